@@ -1,0 +1,653 @@
+//! The sans-IO codec: messages to bytes appended to a caller's buffer, and a
+//! streaming [`Decoder`] from bytes in any split to messages.
+//!
+//! A frame is a 4-byte big-endian length `L` followed by `L` bytes: one type
+//! byte and the message's fields. `docs/PROTOCOL.md` has every layout.
+
+use std::marker::PhantomData;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::error::DecodeError;
+use crate::message::{
+    CancelCode, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileName,
+    LeaveReason, Origin, Recipient, RefuseCode, ServerMessage, TransferId, Username,
+};
+
+/// Bytes of the length header in front of every frame.
+pub const HEADER_LEN: usize = 4;
+
+/// Message type bytes. Client-to-server types are `0x01..=0x3f`,
+/// server-to-client `0x41..=0x7f`, and the ones both send `0x80..`.
+pub mod types {
+    /// `ClientMessage::Hello`
+    pub const HELLO: u8 = 0x01;
+    /// `ClientMessage::Chat`
+    pub const CHAT: u8 = 0x02;
+    /// `ClientMessage::Who`
+    pub const WHO: u8 = 0x03;
+    /// `ClientMessage::FilesAccess`
+    pub const FILES_ACCESS: u8 = 0x04;
+    /// `ClientMessage::ListFiles`
+    pub const LIST_FILES: u8 = 0x05;
+    /// `ClientMessage::Download`
+    pub const DOWNLOAD: u8 = 0x06;
+    /// `ClientMessage::Offer`
+    pub const OFFER: u8 = 0x07;
+    /// `ClientMessage::Quit`
+    pub const QUIT: u8 = 0x08;
+    /// `ServerMessage::Welcome`
+    pub const WELCOME: u8 = 0x41;
+    /// `ServerMessage::Refused`
+    pub const REFUSED: u8 = 0x42;
+    /// `ServerMessage::Chat`
+    pub const CHAT_FROM: u8 = 0x43;
+    /// `ServerMessage::Joined`
+    pub const JOINED: u8 = 0x44;
+    /// `ServerMessage::Left`
+    pub const LEFT: u8 = 0x45;
+    /// `ServerMessage::Who`
+    pub const WHO_LIST: u8 = 0x46;
+    /// `ServerMessage::FilesAccess`
+    pub const FILES_GRANTED: u8 = 0x47;
+    /// `ServerMessage::FileList`
+    pub const FILE_LIST: u8 = 0x48;
+    /// `ServerMessage::FileStart`
+    pub const FILE_START: u8 = 0x49;
+    /// `ServerMessage::PushDone`
+    pub const PUSH_DONE: u8 = 0x4a;
+    /// `ServerMessage::Error`
+    pub const ERROR: u8 = 0x4b;
+    /// `ServerMessage::Shutdown`
+    pub const SHUTDOWN: u8 = 0x4c;
+    /// `Chunk` (both directions)
+    pub const CHUNK: u8 = 0x80;
+    /// `End` (both directions)
+    pub const END: u8 = 0x81;
+    /// `Cancel` (both directions)
+    pub const CANCEL: u8 = 0x82;
+    /// `Ping` (both directions)
+    pub const PING: u8 = 0x83;
+    /// `Pong` (both directions)
+    pub const PONG: u8 = 0x84;
+}
+
+/// A message that can be written as a frame. Encoding a valid message cannot fail.
+pub trait Encode {
+    /// Appends this message's frame (header included) to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// This message's frame in a new buffer.
+    fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// A message that can be read from a frame (what the [`Decoder`] yields).
+pub trait Decode: Sized {
+    /// Decodes one frame's contents (type byte and body, without the length header).
+    fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// Writes the header, the type byte, then whatever `body` appends, and
+/// patches the length in.
+fn frame(out: &mut Vec<u8>, ty: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.push(ty);
+    body(out);
+    let len = u32::try_from(out.len() - start - HEADER_LEN).unwrap_or(u32::MAX);
+    BigEndian::write_u32(&mut out[start..start + HEADER_LEN], len);
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+/// A name: its validated newtype keeps it at most 255 bytes.
+fn put_str8(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(s.len() <= 255);
+    out.push(s.len().min(255) as u8);
+    out.extend_from_slice(&s.as_bytes()[..s.len().min(255)]);
+}
+fn put_str32(out: &mut Vec<u8>, s: &str) {
+    put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(s.as_bytes());
+}
+fn put_recipient(out: &mut Vec<u8>, to: &Recipient) {
+    match to {
+        Recipient::Everyone => out.push(0),
+        Recipient::User(u) => {
+            out.push(1);
+            put_str8(out, u.as_str());
+        }
+    }
+}
+
+/// Appends a chunk frame for `data` straight from a slice, computing its
+/// CRC32: the fast path for a sender streaming a file (no `FileChunk` built).
+pub fn encode_chunk(out: &mut Vec<u8>, id: TransferId, offset: u64, data: &[u8]) {
+    let crc = crc32fast::hash(data);
+    encode_chunk_with_crc(out, id, offset, data, crc);
+}
+
+fn encode_chunk_with_crc(out: &mut Vec<u8>, id: TransferId, offset: u64, data: &[u8], crc: u32) {
+    out.reserve(HEADER_LEN + 21 + data.len());
+    frame(out, types::CHUNK, |out| {
+        put_u32(out, id.0);
+        put_u64(out, offset);
+        put_u32(out, crc);
+        put_u32(out, u32::try_from(data.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(data);
+    });
+}
+
+fn encode_end(out: &mut Vec<u8>, end: &FileEnd) {
+    frame(out, types::END, |out| {
+        put_u32(out, end.id.0);
+        put_u32(out, end.crc);
+    });
+}
+
+fn encode_cancel(out: &mut Vec<u8>, c: &FileCancel) {
+    frame(out, types::CANCEL, |out| {
+        put_u32(out, c.id.0);
+        put_u16(out, c.code.0);
+        put_str32(out, &c.reason);
+    });
+}
+
+fn encode_u64(out: &mut Vec<u8>, ty: u8, v: u64) {
+    frame(out, ty, |out| put_u64(out, v));
+}
+
+impl Encode for ClientMessage {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ClientMessage::Hello { version, username } => frame(out, types::HELLO, |out| {
+                put_u16(out, *version);
+                put_str8(out, username.as_str());
+            }),
+            ClientMessage::Chat { to, text } => frame(out, types::CHAT, |out| {
+                put_recipient(out, to);
+                put_str32(out, text);
+            }),
+            ClientMessage::Who => frame(out, types::WHO, |_| {}),
+            ClientMessage::FilesAccess => frame(out, types::FILES_ACCESS, |_| {}),
+            ClientMessage::ListFiles => frame(out, types::LIST_FILES, |_| {}),
+            ClientMessage::Download { id, name, offset } => frame(out, types::DOWNLOAD, |out| {
+                put_u32(out, id.0);
+                put_str8(out, name.as_str());
+                put_u64(out, *offset);
+            }),
+            ClientMessage::Offer { id, name, size, to } => frame(out, types::OFFER, |out| {
+                put_u32(out, id.0);
+                put_str8(out, name.as_str());
+                put_u64(out, *size);
+                put_recipient(out, to);
+            }),
+            ClientMessage::Chunk(c) => encode_chunk_with_crc(out, c.id, c.offset, &c.data, c.crc),
+            ClientMessage::End(e) => encode_end(out, e),
+            ClientMessage::Cancel(c) => encode_cancel(out, c),
+            ClientMessage::Ping(v) => encode_u64(out, types::PING, *v),
+            ClientMessage::Pong(v) => encode_u64(out, types::PONG, *v),
+            ClientMessage::Quit => frame(out, types::QUIT, |_| {}),
+        }
+    }
+}
+
+impl Encode for ServerMessage {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ServerMessage::Welcome {
+                version,
+                username,
+                text,
+            } => frame(out, types::WELCOME, |out| {
+                put_u16(out, *version);
+                put_str8(out, username.as_str());
+                put_str32(out, text);
+            }),
+            ServerMessage::Refused {
+                code,
+                reason,
+                version,
+            } => frame(out, types::REFUSED, |out| {
+                put_u16(out, code.0);
+                put_u16(out, *version);
+                put_str32(out, reason);
+            }),
+            ServerMessage::Chat {
+                from,
+                private,
+                text,
+            } => frame(out, types::CHAT_FROM, |out| {
+                put_str8(out, from.as_str());
+                out.push(u8::from(*private));
+                put_str32(out, text);
+            }),
+            ServerMessage::Joined { user } => {
+                frame(out, types::JOINED, |out| put_str8(out, user.as_str()))
+            }
+            ServerMessage::Left { user, reason } => frame(out, types::LEFT, |out| {
+                put_str8(out, user.as_str());
+                out.push(reason.0);
+            }),
+            ServerMessage::Who { users } => frame(out, types::WHO_LIST, |out| {
+                put_u32(out, u32::try_from(users.len()).unwrap_or(u32::MAX));
+                for u in users {
+                    put_str8(out, u.as_str());
+                }
+            }),
+            ServerMessage::FilesAccess { count } => {
+                frame(out, types::FILES_GRANTED, |out| put_u64(out, *count))
+            }
+            ServerMessage::FileList { files } => frame(out, types::FILE_LIST, |out| {
+                put_u32(out, u32::try_from(files.len()).unwrap_or(u32::MAX));
+                for f in files {
+                    put_str8(out, f.name.as_str());
+                    put_u64(out, f.size);
+                }
+            }),
+            ServerMessage::FileStart {
+                id,
+                name,
+                size,
+                offset,
+                origin,
+            } => frame(out, types::FILE_START, |out| {
+                put_u32(out, id.0);
+                put_str8(out, name.as_str());
+                put_u64(out, *size);
+                put_u64(out, *offset);
+                match origin {
+                    Origin::Download => out.push(0),
+                    Origin::Push { from } => {
+                        out.push(1);
+                        put_str8(out, from.as_str());
+                    }
+                }
+            }),
+            ServerMessage::Chunk(c) => encode_chunk_with_crc(out, c.id, c.offset, &c.data, c.crc),
+            ServerMessage::End(e) => encode_end(out, e),
+            ServerMessage::Cancel(c) => encode_cancel(out, c),
+            ServerMessage::PushDone { id, receivers } => frame(out, types::PUSH_DONE, |out| {
+                put_u32(out, id.0);
+                put_u32(out, *receivers);
+            }),
+            ServerMessage::Error { code, text } => frame(out, types::ERROR, |out| {
+                put_u16(out, code.0);
+                put_str32(out, text);
+            }),
+            ServerMessage::Ping(v) => encode_u64(out, types::PING, *v),
+            ServerMessage::Pong(v) => encode_u64(out, types::PONG, *v),
+            ServerMessage::Shutdown { reason } => {
+                frame(out, types::SHUTDOWN, |out| put_str32(out, reason))
+            }
+        }
+    }
+}
+
+/// Reads the fields of one frame body, refusing to run past its end.
+struct Fields<'a> {
+    buf: &'a [u8],
+    ty: u8,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated { ty: self.ty });
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(BigEndian::read_u16(self.take(2)?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(BigEndian::read_u32(self.take(4)?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(BigEndian::read_u64(self.take(8)?))
+    }
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(DecodeError::InvalidTag { field, value }),
+        }
+    }
+    fn utf8(bytes: &[u8], field: &'static str) -> Result<String, DecodeError> {
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8 { field })
+    }
+    fn str8(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        let len = usize::from(self.u8()?);
+        let bytes = self.take(len)?;
+        Self::utf8(bytes, field)
+    }
+    fn str32(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        // The length is checked against what the frame holds before anything is copied.
+        let len = self.u32()? as usize;
+        let bytes = self.take(len)?;
+        Self::utf8(bytes, field)
+    }
+    fn username(&mut self, field: &'static str) -> Result<Username, DecodeError> {
+        Username::new(self.str8(field)?).map_err(|error| DecodeError::InvalidName { field, error })
+    }
+    fn file_name(&mut self, field: &'static str) -> Result<FileName, DecodeError> {
+        FileName::new(self.str8(field)?).map_err(|error| DecodeError::InvalidName { field, error })
+    }
+    fn recipient(&mut self) -> Result<Recipient, DecodeError> {
+        match self.u8()? {
+            0 => Ok(Recipient::Everyone),
+            1 => Ok(Recipient::User(self.username("to")?)),
+            value => Err(DecodeError::InvalidTag { field: "to", value }),
+        }
+    }
+    /// A list count, bounded by what the frame can hold so that a hostile
+    /// count never reserves more than the frame's own size.
+    fn count(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > self.buf.len() / min_item {
+            return Err(DecodeError::Truncated { ty: self.ty });
+        }
+        Ok(n)
+    }
+    fn chunk(&mut self) -> Result<FileChunk, DecodeError> {
+        let id = TransferId(self.u32()?);
+        let offset = self.u64()?;
+        let crc = self.u32()?;
+        let len = self.u32()? as usize;
+        let data = self.take(len)?.to_vec();
+        Ok(FileChunk {
+            id,
+            offset,
+            data,
+            crc,
+        })
+    }
+    fn end(&mut self) -> Result<FileEnd, DecodeError> {
+        Ok(FileEnd {
+            id: TransferId(self.u32()?),
+            crc: self.u32()?,
+        })
+    }
+    fn cancel(&mut self) -> Result<FileCancel, DecodeError> {
+        Ok(FileCancel {
+            id: TransferId(self.u32()?),
+            code: CancelCode(self.u16()?),
+            reason: self.str32("reason")?,
+        })
+    }
+    fn finish<T>(self, value: T) -> Result<T, DecodeError> {
+        if self.buf.is_empty() {
+            Ok(value)
+        } else {
+            Err(DecodeError::TrailingBytes {
+                ty: self.ty,
+                extra: self.buf.len(),
+            })
+        }
+    }
+}
+
+fn split_type(frame: &[u8]) -> Result<Fields<'_>, DecodeError> {
+    match frame.split_first() {
+        Some((&ty, buf)) => Ok(Fields { buf, ty }),
+        None => Err(DecodeError::EmptyFrame),
+    }
+}
+
+impl Decode for ClientMessage {
+    fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> {
+        let mut f = split_type(frame)?;
+        let msg = match f.ty {
+            types::HELLO => ClientMessage::Hello {
+                version: f.u16()?,
+                username: f.username("username")?,
+            },
+            types::CHAT => ClientMessage::Chat {
+                to: f.recipient()?,
+                text: f.str32("text")?,
+            },
+            types::WHO => ClientMessage::Who,
+            types::FILES_ACCESS => ClientMessage::FilesAccess,
+            types::LIST_FILES => ClientMessage::ListFiles,
+            types::DOWNLOAD => ClientMessage::Download {
+                id: TransferId(f.u32()?),
+                name: f.file_name("name")?,
+                offset: f.u64()?,
+            },
+            types::OFFER => ClientMessage::Offer {
+                id: TransferId(f.u32()?),
+                name: f.file_name("name")?,
+                size: f.u64()?,
+                to: f.recipient()?,
+            },
+            types::QUIT => ClientMessage::Quit,
+            types::CHUNK => ClientMessage::Chunk(f.chunk()?),
+            types::END => ClientMessage::End(f.end()?),
+            types::CANCEL => ClientMessage::Cancel(f.cancel()?),
+            types::PING => ClientMessage::Ping(f.u64()?),
+            types::PONG => ClientMessage::Pong(f.u64()?),
+            ty => return Err(DecodeError::UnknownType { ty }),
+        };
+        f.finish(msg)
+    }
+}
+
+impl Decode for ServerMessage {
+    fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> {
+        let mut f = split_type(frame)?;
+        let msg = match f.ty {
+            types::WELCOME => ServerMessage::Welcome {
+                version: f.u16()?,
+                username: f.username("username")?,
+                text: f.str32("text")?,
+            },
+            types::REFUSED => ServerMessage::Refused {
+                code: RefuseCode(f.u16()?),
+                version: f.u16()?,
+                reason: f.str32("reason")?,
+            },
+            types::CHAT_FROM => ServerMessage::Chat {
+                from: f.username("from")?,
+                private: f.bool("private")?,
+                text: f.str32("text")?,
+            },
+            types::JOINED => ServerMessage::Joined {
+                user: f.username("user")?,
+            },
+            types::LEFT => ServerMessage::Left {
+                user: f.username("user")?,
+                reason: LeaveReason(f.u8()?),
+            },
+            types::WHO_LIST => {
+                let n = f.count(2)?;
+                let mut users = Vec::with_capacity(n);
+                for _ in 0..n {
+                    users.push(f.username("users")?);
+                }
+                ServerMessage::Who { users }
+            }
+            types::FILES_GRANTED => ServerMessage::FilesAccess { count: f.u64()? },
+            types::FILE_LIST => {
+                let n = f.count(10)?;
+                let mut files = Vec::with_capacity(n);
+                for _ in 0..n {
+                    files.push(FileEntry {
+                        name: f.file_name("files")?,
+                        size: f.u64()?,
+                    });
+                }
+                ServerMessage::FileList { files }
+            }
+            types::FILE_START => ServerMessage::FileStart {
+                id: TransferId(f.u32()?),
+                name: f.file_name("name")?,
+                size: f.u64()?,
+                offset: f.u64()?,
+                origin: match f.u8()? {
+                    0 => Origin::Download,
+                    1 => Origin::Push {
+                        from: f.username("from")?,
+                    },
+                    value => {
+                        return Err(DecodeError::InvalidTag {
+                            field: "origin",
+                            value,
+                        })
+                    }
+                },
+            },
+            types::PUSH_DONE => ServerMessage::PushDone {
+                id: TransferId(f.u32()?),
+                receivers: f.u32()?,
+            },
+            types::ERROR => ServerMessage::Error {
+                code: ErrorCode(f.u16()?),
+                text: f.str32("text")?,
+            },
+            types::SHUTDOWN => ServerMessage::Shutdown {
+                reason: f.str32("reason")?,
+            },
+            types::CHUNK => ServerMessage::Chunk(f.chunk()?),
+            types::END => ServerMessage::End(f.end()?),
+            types::CANCEL => ServerMessage::Cancel(f.cancel()?),
+            types::PING => ServerMessage::Ping(f.u64()?),
+            types::PONG => ServerMessage::Pong(f.u64()?),
+            ty => return Err(DecodeError::UnknownType { ty }),
+        };
+        f.finish(msg)
+    }
+}
+
+/// The streaming decoder: [`feed`](Decoder::feed) it bytes as they arrive, in
+/// any split, and take messages with [`next_message`](Decoder::next_message).
+///
+/// A frame's length is checked against the limit as soon as its 4 header
+/// bytes are in, before any memory is reserved for it, so a hostile header
+/// costs nothing. After an error the decoder is failed for good: every later
+/// call returns the same error, and the caller closes the connection.
+#[derive(Debug)]
+pub struct Decoder<M> {
+    buf: Vec<u8>,
+    pos: usize,
+    max_frame: u32,
+    error: Option<DecodeError>,
+    _message: PhantomData<fn() -> M>,
+}
+
+/// Consumed bytes are dropped from the front of the buffer once at least
+/// this many have piled up (and they are at least half of it), instead of
+/// shifting the buffer after every message.
+const COMPACT_AT: usize = 64 * 1024;
+
+impl<M: Decode> Decoder<M> {
+    /// A decoder that refuses frames longer than `max_frame` bytes (type byte included).
+    pub fn new(max_frame: u32) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            pos: 0,
+            max_frame,
+            error: None,
+            _message: PhantomData,
+        }
+    }
+
+    /// Changes the frame limit (a server raises it once the handshake is done).
+    pub fn set_max_frame(&mut self, max_frame: u32) {
+        self.max_frame = max_frame;
+    }
+
+    /// The frame limit in force.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Appends received bytes. Nothing is decoded until [`next_message`](Self::next_message).
+    /// Bytes fed after a failure are dropped.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos >= COMPACT_AT && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message: `Ok(Some(m))`, `Ok(None)` when more bytes
+    /// are needed (nothing is consumed), or the error that broke the stream.
+    pub fn next_message(&mut self) -> Result<Option<M>, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let avail = &self.buf[self.pos..];
+        if avail.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = BigEndian::read_u32(&avail[..HEADER_LEN]);
+        if len == 0 {
+            return Err(self.fail(DecodeError::EmptyFrame));
+        }
+        if len > self.max_frame {
+            return Err(self.fail(DecodeError::FrameTooLarge {
+                size: len,
+                max: self.max_frame,
+            }));
+        }
+        let total = HEADER_LEN + len as usize;
+        if avail.len() < total {
+            // Reserve the rest of this frame now (it is within the limit) so
+            // that it arrives without repeated reallocation.
+            let missing = total - avail.len();
+            self.buf.reserve(missing);
+            return Ok(None);
+        }
+        let result = M::decode_frame(&avail[HEADER_LEN..total]);
+        self.pos += total;
+        match result {
+            Ok(m) => Ok(Some(m)),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Bytes fed but not yet consumed by a returned message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// True once an error has been returned.
+    pub fn is_failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.error = Some(e.clone());
+        self.buf = Vec::new();
+        self.pos = 0;
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests;

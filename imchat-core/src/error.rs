@@ -1,0 +1,244 @@
+//! The typed errors of the library, kept apart by what the caller does next.
+
+use thiserror::Error;
+
+use crate::message::TransferId;
+
+/// A username or file name broke the naming rules. Show it to the user; the
+/// name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name is empty.
+    #[error("name is empty")]
+    Empty,
+    /// The name is too long.
+    #[error("name is too long ({len}, at most {max})")]
+    TooLong {
+        /// Its length (characters for usernames, bytes for file names).
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The name holds a character that is not allowed.
+    #[error("name contains a character that is not allowed: {ch:?}")]
+    BadChar {
+        /// The character.
+        ch: char,
+    },
+    /// A file name starts with `.` (this also rules out `.` and `..`).
+    #[error("file name starts with '.'")]
+    LeadingDot,
+    /// The username is a reserved word.
+    #[error("'{name}' is reserved")]
+    Reserved {
+        /// The name asked for.
+        name: String,
+    },
+}
+
+/// The byte stream is broken: no further message can be trusted. The caller
+/// sends an error (the server sends [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED))
+/// and closes the connection. A [`Decoder`](crate::Decoder) that returned one
+/// returns the same error from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The length header announces a frame above the limit.
+    #[error("frame of {size} bytes is larger than the limit of {max}")]
+    FrameTooLarge {
+        /// Announced length.
+        size: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The length header is zero (every frame has at least a type byte).
+    #[error("empty frame")]
+    EmptyFrame,
+    /// The type byte is not a message of this direction.
+    #[error("unknown message type 0x{ty:02x}")]
+    UnknownType {
+        /// The type byte.
+        ty: u8,
+    },
+    /// The frame ends before a field does.
+    #[error("frame of type 0x{ty:02x} ends in the middle of its fields")]
+    Truncated {
+        /// The type byte.
+        ty: u8,
+    },
+    /// Bytes remain after the last field.
+    #[error("frame of type 0x{ty:02x} has {extra} bytes after its last field")]
+    TrailingBytes {
+        /// The type byte.
+        ty: u8,
+        /// How many.
+        extra: usize,
+    },
+    /// A string field is not valid UTF-8.
+    #[error("field {field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Field name.
+        field: &'static str,
+    },
+    /// A username or file name field breaks the naming rules.
+    #[error("field {field} is not a valid name: {error}")]
+    InvalidName {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong with it.
+        error: NameError,
+    },
+    /// A tag byte has a value with no meaning.
+    #[error("field {field} has invalid value {value}")]
+    InvalidTag {
+        /// Field name.
+        field: &'static str,
+        /// The value.
+        value: u8,
+    },
+}
+
+/// One transfer failed; the connection is fine. The caller drops the
+/// transfer (a receiver deletes its temporary file).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// A chunk's data does not match its CRC.
+    #[error("chunk at offset {offset} of transfer {id} failed its CRC check")]
+    BadChunkCrc {
+        /// The transfer.
+        id: TransferId,
+        /// The chunk's offset.
+        offset: u64,
+    },
+    /// A chunk did not start where the previous one ended.
+    #[error("chunk of transfer {id} at offset {offset}, expected offset {expected}")]
+    OutOfOrder {
+        /// The transfer.
+        id: TransferId,
+        /// Offset received.
+        offset: u64,
+        /// Offset expected.
+        expected: u64,
+    },
+    /// A chunk was empty.
+    #[error("empty chunk in transfer {id}")]
+    EmptyChunk {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// The chunks go past the announced size.
+    #[error("transfer {id} sent more than its announced {size} bytes")]
+    TooMuchData {
+        /// The transfer.
+        id: TransferId,
+        /// Announced size.
+        size: u64,
+    },
+    /// The end came before all the bytes.
+    #[error("transfer {id} ended after {received} of {size} bytes")]
+    ShortFile {
+        /// The transfer.
+        id: TransferId,
+        /// Bytes received.
+        received: u64,
+        /// Announced size.
+        size: u64,
+    },
+    /// The whole-file CRC did not match.
+    #[error("transfer {id}: whole-file checksum {got:08x} does not match {expected:08x}")]
+    FileCrcMismatch {
+        /// The transfer.
+        id: TransferId,
+        /// CRC computed over what was received.
+        got: u32,
+        /// CRC the sender announced.
+        expected: u32,
+    },
+    /// The announced size is above the limit.
+    #[error("file of {size} bytes is larger than the limit of {max}")]
+    TooLarge {
+        /// Announced size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The resume offset is past the end of the file.
+    #[error("resume offset {offset} is past the file size {size}")]
+    BadOffset {
+        /// Offset asked for.
+        offset: u64,
+        /// File size.
+        size: u64,
+    },
+    /// The other side cancelled the transfer.
+    #[error("transfer {id} cancelled: {reason}")]
+    Cancelled {
+        /// The transfer.
+        id: TransferId,
+        /// Why, as the other side said.
+        reason: String,
+    },
+}
+
+/// The caller asked for something that cannot be done; nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The session is not joined yet, or already closed.
+    #[error("not connected")]
+    NotConnected,
+    /// A chat text over the limit.
+    #[error("message of {len} bytes is longer than the limit of {max}")]
+    TextTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A chat text that is empty.
+    #[error("message is empty")]
+    EmptyText,
+    /// No transfer with this id is running.
+    #[error("no transfer {id} is running")]
+    UnknownTransfer {
+        /// The id.
+        id: TransferId,
+    },
+    /// A chunk would go past the size announced for the push.
+    #[error("push {id} would exceed its announced size")]
+    PushOverrun {
+        /// The id.
+        id: TransferId,
+    },
+    /// Too many transfers already running.
+    #[error("too many transfers at once (at most {max})")]
+    TooManyTransfers {
+        /// The limit.
+        max: usize,
+    },
+    /// A file too large to push.
+    #[error("file of {size} bytes is larger than the push limit of {max}")]
+    FileTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// The blocking transport failed: the connection is over.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Reading or writing the socket failed.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent bytes that do not decode.
+    #[error("protocol error: {0}")]
+    Decode(#[from] DecodeError),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    UnexpectedEof,
+}

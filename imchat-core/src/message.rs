@@ -1,0 +1,587 @@
+//! The typed messages of the protocol, one enum per direction, and the
+//! validated newtypes they carry.
+
+use std::fmt;
+
+use crate::error::NameError;
+use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
+
+/// The protocol version this crate speaks. A server refuses a `Hello` with
+/// another version ([`RefuseCode::VERSION_MISMATCH`]), naming its own.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Words no user may take (compared ignoring case). Windows device names are
+/// included because a username becomes a folder name on the client's disk.
+const RESERVED_NAMES: &[&str] = &[
+    "server", "all", "everyone", "admin", "system", "con", "prn", "aux", "nul", "com1", "com2",
+    "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1", "lpt2", "lpt3", "lpt4",
+    "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+];
+
+/// A checked username: 1–32 characters, each a letter or digit of any script,
+/// `_`, `-` or `.` (not first), not a reserved word. Always a safe single
+/// folder name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    /// Checks `name` against the username rules.
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        let chars = name.chars().count();
+        if chars == 0 {
+            return Err(NameError::Empty);
+        }
+        if chars > MAX_USERNAME_CHARS {
+            return Err(NameError::TooLong {
+                len: chars,
+                max: MAX_USERNAME_CHARS,
+            });
+        }
+        for (i, c) in name.chars().enumerate() {
+            let ok = c.is_alphanumeric() || c == '_' || c == '-' || (c == '.' && i > 0);
+            if !ok {
+                return Err(NameError::BadChar { ch: c });
+            }
+        }
+        let key = name.to_lowercase();
+        if RESERVED_NAMES.contains(&key.as_str()) {
+            return Err(NameError::Reserved { name });
+        }
+        Ok(Username(name))
+    }
+
+    /// The name as the user typed it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form used for uniqueness: two names with the same key are the same user.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Username {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A checked file name: one path component of 1–255 bytes, no `/`, `\`,
+/// NUL, control or bidirectional-override characters, not starting with `.`
+/// (so never `.` or `..`). Safe to join onto a folder path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileName(String);
+
+impl FileName {
+    /// Checks `name` against the file-name rules.
+    pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > MAX_FILE_NAME_BYTES {
+            return Err(NameError::TooLong {
+                len: name.len(),
+                max: MAX_FILE_NAME_BYTES,
+            });
+        }
+        if name.starts_with('.') {
+            return Err(NameError::LeadingDot);
+        }
+        for c in name.chars() {
+            if c == '/' || c == '\\' || is_unsafe_char(c) {
+                return Err(NameError::BadChar { ch: c });
+            }
+        }
+        Ok(FileName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for FileName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// True for characters that must never reach a terminal or a file name raw:
+/// C0 controls (tab included), DEL, C1 controls, and the bidirectional
+/// embedding, override and isolate characters.
+pub(crate) fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// Identifies one file transfer on one connection. A client picks the ids of
+/// its downloads and pushes with the top bit clear; the server picks the ids
+/// of the pushes it relays to a client with the top bit set, so the two never
+/// collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub u32);
+
+impl TransferId {
+    /// The bit that marks a server-chosen id.
+    pub const SERVER_BIT: u32 = 0x8000_0000;
+
+    /// True when the server chose this id.
+    pub fn is_server_chosen(self) -> bool {
+        self.0 & Self::SERVER_BIT != 0
+    }
+}
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0 & !Self::SERVER_BIT)
+    }
+}
+
+macro_rules! code_type {
+    ($(#[$m:meta])* $name:ident($repr:ty) { $($(#[$cm:meta])* $konst:ident = $val:expr, $text:expr;)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub $repr);
+
+        impl $name {
+            $($(#[$cm])* pub const $konst: $name = $name($val);)*
+
+            /// A short English description of the code.
+            pub fn describe(self) -> &'static str {
+                match self.0 {
+                    $($val => $text,)*
+                    _ => "unknown code",
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.describe())
+            }
+        }
+    };
+}
+
+code_type! {
+    /// Why a handshake was refused. Unknown values are kept as they are, so a
+    /// newer peer's codes pass through.
+    RefuseCode(u16) {
+        /// The client speaks another protocol version.
+        VERSION_MISMATCH = 1, "protocol version not supported";
+        /// The username breaks the username rules.
+        INVALID_NAME = 2, "invalid username";
+        /// Someone online already has this name (ignoring case).
+        NAME_TAKEN = 3, "username already taken";
+        /// The server has as many clients as it accepts.
+        SERVER_FULL = 4, "server full";
+        /// The handshake took longer than the server allows.
+        HANDSHAKE_TIMEOUT = 5, "handshake took too long";
+        /// The server is shutting down.
+        SHUTTING_DOWN = 6, "server shutting down";
+        /// Something other than a `Hello` came first.
+        HANDSHAKE_REQUIRED = 7, "a username must be set first";
+    }
+}
+
+code_type! {
+    /// The code of a generic [`ServerMessage::Error`].
+    ErrorCode(u16) {
+        /// The frame could not be decoded; the server closes the connection.
+        MALFORMED = 1, "malformed frame";
+        /// A unicast named someone who is not online.
+        UNKNOWN_USER = 2, "no such user online";
+        /// A chat text longer than the server's limit.
+        TEXT_TOO_LONG = 3, "message too long";
+        /// A message the server does not accept at this point.
+        UNEXPECTED = 4, "unexpected message";
+        /// The client sends faster than allowed for too long.
+        FLOODING = 5, "sending too fast";
+        /// The peer stopped answering or reading.
+        TIMEOUT = 6, "timed out";
+        /// The server failed internally.
+        INTERNAL = 7, "internal server error";
+    }
+}
+
+code_type! {
+    /// Why a transfer was cancelled ([`FileCancel`]).
+    CancelCode(u16) {
+        /// The sender or receiver gave up.
+        CANCELLED = 1, "cancelled";
+        /// No shared file of that name.
+        NO_SUCH_FILE = 2, "no such file";
+        /// The file may not be served (not a regular file, or outside the folder).
+        FORBIDDEN = 3, "file not allowed";
+        /// The announced size is above the limit.
+        TOO_LARGE = 4, "file too large";
+        /// A chunk broke the transfer rules (id, offset, size or CRC).
+        BAD_CHUNK = 5, "bad chunk";
+        /// The whole-file checksum or size did not match.
+        CHECKSUM_MISMATCH = 6, "checksum mismatch";
+        /// Too many transfers at once.
+        TOO_MANY = 7, "too many transfers at once";
+        /// Nobody to send the file to (unknown user, or no one else online).
+        NO_RECEIVER = 8, "no one to receive the file";
+        /// The receiver could not keep up.
+        TOO_SLOW = 9, "receiver too slow";
+        /// Reading or writing the file failed.
+        IO = 10, "file read or write failed";
+        /// The other side left.
+        PEER_LEFT = 11, "the other side left";
+    }
+}
+
+code_type! {
+    /// Why a user left ([`ServerMessage::Left`]).
+    LeaveReason(u8) {
+        /// The user quit.
+        QUIT = 0, "quit";
+        /// The connection closed or broke.
+        LOST = 1, "connection lost";
+        /// The user stopped answering keepalive pings.
+        TIMEOUT = 2, "timed out";
+        /// The user stopped reading and was dropped.
+        EVICTED = 3, "too slow to read, disconnected";
+        /// The user broke the protocol or flooded and was disconnected.
+        KICKED = 4, "disconnected for misbehaving";
+        /// The server is shutting down.
+        SHUTDOWN = 5, "server shutting down";
+    }
+}
+
+/// Who a chat message or a pushed file is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// Everyone else online.
+    Everyone,
+    /// One user.
+    User(Username),
+}
+
+/// Where a file arriving at a client comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A download the client asked for from the shared folder.
+    Download,
+    /// A file another user pushed.
+    Push {
+        /// The user who pushed it.
+        from: Username,
+    },
+}
+
+/// One file of the shared folder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileEntry {
+    /// Its name.
+    pub name: FileName,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// One chunk of a file, with the CRC32 of its data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileChunk {
+    /// The transfer it belongs to.
+    pub id: TransferId,
+    /// Where its data starts in the file.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// CRC32 (IEEE) of `data`, as the sender computed it.
+    pub crc: u32,
+}
+
+impl FileChunk {
+    /// A chunk whose CRC is computed from `data`.
+    pub fn new(id: TransferId, offset: u64, data: Vec<u8>) -> Self {
+        let crc = crc32fast::hash(&data);
+        FileChunk {
+            id,
+            offset,
+            data,
+            crc,
+        }
+    }
+
+    /// True when the CRC matches the data.
+    pub fn verify(&self) -> bool {
+        crc32fast::hash(&self.data) == self.crc
+    }
+}
+
+/// The end of a transfer: the CRC32 of the whole file (from byte 0, also when
+/// the transfer resumed from an offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileEnd {
+    /// The transfer.
+    pub id: TransferId,
+    /// CRC32 (IEEE) of the whole file.
+    pub crc: u32,
+}
+
+/// A transfer stopped by either side.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileCancel {
+    /// The transfer.
+    pub id: TransferId,
+    /// Why.
+    pub code: CancelCode,
+    /// Human-readable detail.
+    pub reason: String,
+}
+
+/// Everything a client sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// The handshake: must be the first message, exactly once.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u16,
+        /// The name it wants.
+        username: Username,
+    },
+    /// A chat message.
+    Chat {
+        /// Everyone, or one user.
+        to: Recipient,
+        /// The text.
+        text: String,
+    },
+    /// Ask who is online.
+    Who,
+    /// Ask for access to the shared folder (the answer holds the file count).
+    FilesAccess,
+    /// Ask for the list of shared files.
+    ListFiles,
+    /// Ask for a shared file, from `offset` on (0 for a new download).
+    Download {
+        /// Id the client picked (top bit clear).
+        id: TransferId,
+        /// The shared file.
+        name: FileName,
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// Announce a file push; chunks and an end follow with the same id.
+    Offer {
+        /// Id the client picked (top bit clear).
+        id: TransferId,
+        /// The file's name.
+        name: FileName,
+        /// Its size in bytes.
+        size: u64,
+        /// Everyone else, or one user.
+        to: Recipient,
+    },
+    /// File data of a push.
+    Chunk(FileChunk),
+    /// The end of a push.
+    End(FileEnd),
+    /// Stop a transfer (a download or a push).
+    Cancel(FileCancel),
+    /// Keepalive request; the server answers with the same value.
+    Ping(u64),
+    /// Keepalive answer.
+    Pong(u64),
+    /// Leaving.
+    Quit,
+}
+
+/// Everything the server sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The handshake succeeded.
+    Welcome {
+        /// The server's protocol version.
+        version: u16,
+        /// The name registered.
+        username: Username,
+        /// The server's welcome text.
+        text: String,
+    },
+    /// The handshake failed; the server closes the connection.
+    Refused {
+        /// Why.
+        code: RefuseCode,
+        /// Detail to show the user.
+        reason: String,
+        /// The server's protocol version.
+        version: u16,
+    },
+    /// A chat message from another user.
+    Chat {
+        /// The sender, as registered.
+        from: Username,
+        /// True when it was sent to this client alone.
+        private: bool,
+        /// The text.
+        text: String,
+    },
+    /// Someone joined.
+    Joined {
+        /// Who.
+        user: Username,
+    },
+    /// Someone left.
+    Left {
+        /// Who.
+        user: Username,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Who is online (including the asker).
+    Who {
+        /// Usernames, sorted.
+        users: Vec<Username>,
+    },
+    /// Access to the shared folder is granted; it holds `count` files.
+    FilesAccess {
+        /// Number of files.
+        count: u64,
+    },
+    /// Part or all of the shared-file list (a long list comes in several).
+    FileList {
+        /// The files.
+        files: Vec<FileEntry>,
+    },
+    /// A file transfer to this client starts.
+    FileStart {
+        /// The transfer id (the client's for a download).
+        id: TransferId,
+        /// The file's name.
+        name: FileName,
+        /// Its whole size in bytes.
+        size: u64,
+        /// First byte that will be sent (non-zero when resuming).
+        offset: u64,
+        /// A download or a push.
+        origin: Origin,
+    },
+    /// File data.
+    Chunk(FileChunk),
+    /// The end of a transfer.
+    End(FileEnd),
+    /// A transfer was stopped.
+    Cancel(FileCancel),
+    /// A push of this client's reached its receivers.
+    PushDone {
+        /// The push's id.
+        id: TransferId,
+        /// How many users received it whole.
+        receivers: u32,
+    },
+    /// Something the client asked for failed; the connection stays.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// Detail to show the user.
+        text: String,
+    },
+    /// Keepalive request; the client answers with the same value.
+    Ping(u64),
+    /// Keepalive answer.
+    Pong(u64),
+    /// The server is shutting down and will close the connection.
+    Shutdown {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_accept_letters_of_any_script() {
+        for ok in ["alice", "Bob_2", "zoë", "Łukasz", "山田", "a.b-c", "x"] {
+            assert!(Username::new(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn usernames_refuse_bad_shapes() {
+        assert_eq!(Username::new(""), Err(NameError::Empty));
+        assert_eq!(
+            Username::new("a".repeat(33)),
+            Err(NameError::TooLong { len: 33, max: 32 })
+        );
+        assert!(Username::new("a".repeat(32)).is_ok());
+        assert_eq!(Username::new(".x"), Err(NameError::BadChar { ch: '.' }));
+        assert_eq!(Username::new("a/b"), Err(NameError::BadChar { ch: '/' }));
+        assert_eq!(Username::new("a b"), Err(NameError::BadChar { ch: ' ' }));
+        assert_eq!(Username::new("a\u{0}"), Err(NameError::BadChar { ch: '\0' }));
+        assert_eq!(Username::new(".."), Err(NameError::BadChar { ch: '.' }));
+        assert_eq!(
+            Username::new("ADMIN"),
+            Err(NameError::Reserved { name: "ADMIN".into() })
+        );
+        assert!(Username::new("Everyone").is_err());
+        assert!(Username::new("nul").is_err());
+    }
+
+    #[test]
+    fn username_key_ignores_case() {
+        assert_eq!(
+            Username::new("Alice").unwrap().key(),
+            Username::new("aLICE").unwrap().key()
+        );
+    }
+
+    #[test]
+    fn file_names_refuse_escapes() {
+        assert!(FileName::new("cat photo.png").is_ok());
+        assert_eq!(FileName::new(""), Err(NameError::Empty));
+        assert_eq!(FileName::new(".."), Err(NameError::LeadingDot));
+        assert_eq!(FileName::new(".bashrc"), Err(NameError::LeadingDot));
+        assert_eq!(FileName::new("../x"), Err(NameError::LeadingDot));
+        assert_eq!(FileName::new("a/b"), Err(NameError::BadChar { ch: '/' }));
+        assert_eq!(FileName::new("/etc"), Err(NameError::BadChar { ch: '/' }));
+        assert_eq!(FileName::new("a\\b"), Err(NameError::BadChar { ch: '\\' }));
+        assert_eq!(FileName::new("a\0b"), Err(NameError::BadChar { ch: '\0' }));
+        assert_eq!(FileName::new("a\nb"), Err(NameError::BadChar { ch: '\n' }));
+        assert_eq!(
+            FileName::new("gnp.\u{202e}exe"),
+            Err(NameError::BadChar { ch: '\u{202e}' })
+        );
+        assert!(FileName::new("x".repeat(255)).is_ok());
+        assert_eq!(
+            FileName::new("x".repeat(256)),
+            Err(NameError::TooLong { len: 256, max: 255 })
+        );
+    }
+
+    #[test]
+    fn chunk_crc_catches_a_flipped_bit() {
+        let mut c = FileChunk::new(TransferId(1), 0, b"hello".to_vec());
+        assert!(c.verify());
+        c.data[2] ^= 0x10;
+        assert!(!c.verify());
+    }
+
+    #[test]
+    fn codes_describe_themselves_and_keep_unknown_values() {
+        assert_eq!(RefuseCode::NAME_TAKEN.to_string(), "username already taken");
+        assert_eq!(ErrorCode(999).describe(), "unknown code");
+        assert_eq!(LeaveReason::QUIT.0, 0);
+    }
+}
