@@ -1,0 +1,635 @@
+//! The client side of the protocol: a [`ClientSession`] that turns user
+//! intents into messages and server messages into events, with no IO.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use crate::command::Mode;
+use crate::error::{TransferError, UsageError};
+use crate::limits::Limits;
+use crate::message::{
+    CancelCode, ClientMessage, ErrorCode, FileCancel, FileEntry, FileName, LeaveReason, Origin,
+    Recipient, RefuseCode, ServerMessage, TransferId, Username, PROTOCOL_VERSION,
+};
+use crate::transfer::{Incoming, Outgoing};
+
+/// What happened, for the frontend to show or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The server accepted the username; show its welcome text.
+    Welcome {
+        /// The registered name.
+        username: Username,
+        /// The server's text.
+        text: String,
+    },
+    /// The server refused the handshake; the session is closed.
+    Refused {
+        /// Why.
+        code: RefuseCode,
+        /// The server's explanation.
+        reason: String,
+    },
+    /// A chat message.
+    Chat {
+        /// The sender.
+        from: Username,
+        /// Sent to this client alone.
+        private: bool,
+        /// The text.
+        text: String,
+    },
+    /// Someone joined.
+    Joined {
+        /// Who.
+        user: Username,
+    },
+    /// Someone left.
+    Left {
+        /// Who.
+        user: Username,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// The answer to [`ClientSession::who`].
+    Who {
+        /// Everyone online.
+        users: Vec<Username>,
+    },
+    /// Access to the shared folder, with its file count.
+    FilesAccess {
+        /// Number of files.
+        count: u64,
+    },
+    /// (Part of) the shared-file list.
+    FileList {
+        /// Names and sizes.
+        files: Vec<FileEntry>,
+    },
+    /// The server reported an error; the session goes on.
+    Error {
+        /// What kind.
+        code: ErrorCode,
+        /// The server's text.
+        text: String,
+    },
+    /// A file starts arriving: open a temporary file (keeping its first
+    /// `offset` bytes when resuming, else empty).
+    TransferStarted {
+        /// The transfer.
+        id: TransferId,
+        /// The file name (a checked single name).
+        name: FileName,
+        /// Its whole size in bytes, as the server reports it.
+        size: u64,
+        /// Where the data starts.
+        offset: u64,
+        /// A download or a push from someone.
+        origin: Origin,
+    },
+    /// Checked data: write it at `offset` of the temporary file.
+    TransferData {
+        /// The transfer.
+        id: TransferId,
+        /// Where it goes.
+        offset: u64,
+        /// The bytes (their CRC matched).
+        data: Vec<u8>,
+    },
+    /// Size and whole-file checksum matched: move the file to its final name.
+    TransferDone {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// The transfer failed: delete the temporary file.
+    TransferFailed {
+        /// The transfer.
+        id: TransferId,
+        /// Why.
+        error: TransferError,
+    },
+    /// A push of ours reached its receivers.
+    PushDone {
+        /// The push.
+        id: TransferId,
+        /// How many got it.
+        receivers: u32,
+    },
+    /// A push of ours was refused or stopped; stop sending its data.
+    PushFailed {
+        /// The push.
+        id: TransferId,
+        /// Why.
+        code: CancelCode,
+        /// The server's words.
+        reason: String,
+    },
+    /// The server is shutting down; the connection will close.
+    Shutdown {
+        /// Why.
+        reason: String,
+    },
+    /// The server stopped answering keepalive pings: the connection is dead.
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshaking,
+    Joined,
+    Closed,
+}
+
+#[derive(Debug)]
+struct PendingDownload {
+    name: FileName,
+    resume: Option<(u64, crc32fast::Hasher)>,
+}
+
+/// One client's protocol state.
+///
+/// Inputs: [`handle_message`](Self::handle_message),
+/// [`handle_timeout`](Self::handle_timeout), and the user intents
+/// (`send_text`, `who`, `download`, `offer`…). Outputs:
+/// [`poll_transmit`](Self::poll_transmit) for what to send (drain it after
+/// every input) and [`poll_event`](Self::poll_event) for what to show.
+#[derive(Debug)]
+pub struct ClientSession {
+    username: Username,
+    limits: Limits,
+    state: State,
+    mode: Mode,
+    transmits: VecDeque<ClientMessage>,
+    events: VecDeque<ClientEvent>,
+    requested: HashMap<TransferId, PendingDownload>,
+    incoming: HashMap<TransferId, Incoming>,
+    outgoing: HashMap<TransferId, Outgoing>,
+    next_id: u32,
+    last_heard: Instant,
+    ping: Option<Instant>,
+    next_ping: u64,
+}
+
+impl ClientSession {
+    /// A session that asks to join as `username`; its first transmit is the `Hello`.
+    pub fn new(username: Username, limits: Limits, now: Instant) -> Self {
+        let mut s = ClientSession {
+            username: username.clone(),
+            limits,
+            state: State::Handshaking,
+            mode: Mode::Broadcast,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            requested: HashMap::new(),
+            incoming: HashMap::new(),
+            outgoing: HashMap::new(),
+            next_id: 1,
+            last_heard: now,
+            ping: None,
+            next_ping: 1,
+        };
+        s.transmits.push_back(ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username,
+        });
+        s
+    }
+
+    /// The username asked for.
+    pub fn username(&self) -> &Username {
+        &self.username
+    }
+
+    /// True once welcomed and until closed.
+    pub fn is_joined(&self) -> bool {
+        self.state == State::Joined
+    }
+
+    /// True once refused, timed out, shut down or quit.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The mode plain text is sent in.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// Changes the mode plain text is sent in.
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<ClientMessage> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to show.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.state, self.ping) {
+            (State::Closed, _) => None,
+            (_, Some(sent)) => Some(sent + self.limits.keepalive_timeout),
+            (_, None) => Some(self.last_heard + self.limits.keepalive_interval),
+        }
+    }
+
+    /// Runs the clock: pings a silent server, and gives up on one that does not answer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        match self.ping {
+            Some(sent) if now.saturating_duration_since(sent) >= self.limits.keepalive_timeout => {
+                self.state = State::Closed;
+                self.events.push_back(ClientEvent::TimedOut);
+            }
+            None if now.saturating_duration_since(self.last_heard)
+                >= self.limits.keepalive_interval =>
+            {
+                self.ping = Some(now);
+                self.transmits
+                    .push_back(ClientMessage::Ping(self.next_ping));
+                self.next_ping += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn joined(&self) -> Result<(), UsageError> {
+        if self.state == State::Joined {
+            Ok(())
+        } else {
+            Err(UsageError::NotConnected)
+        }
+    }
+
+    /// Sends plain text in the current mode.
+    pub fn send_text(&mut self, text: &str) -> Result<(), UsageError> {
+        let to = match &self.mode {
+            Mode::Broadcast => Recipient::Everyone,
+            Mode::Unicast(u) => Recipient::User(u.clone()),
+        };
+        self.send_chat(to, text)
+    }
+
+    /// Sends a chat message to everyone else or to one user.
+    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
+        self.joined()?;
+        if text.is_empty() {
+            return Err(UsageError::EmptyText);
+        }
+        if text.len() > self.limits.max_text {
+            return Err(UsageError::TextTooLong {
+                len: text.len(),
+                max: self.limits.max_text,
+            });
+        }
+        self.transmits.push_back(ClientMessage::Chat {
+            to,
+            text: text.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Asks who is online.
+    pub fn who(&mut self) -> Result<(), UsageError> {
+        self.joined()?;
+        self.transmits.push_back(ClientMessage::Who);
+        Ok(())
+    }
+
+    /// Asks for access to the shared folder (its file count).
+    pub fn files_access(&mut self) -> Result<(), UsageError> {
+        self.joined()?;
+        self.transmits.push_back(ClientMessage::FilesAccess);
+        Ok(())
+    }
+
+    /// Asks for the shared-file list.
+    pub fn list_files(&mut self) -> Result<(), UsageError> {
+        self.joined()?;
+        self.transmits.push_back(ClientMessage::ListFiles);
+        Ok(())
+    }
+
+    fn busy(&self) -> usize {
+        self.requested.len() + self.incoming.len() + self.outgoing.len()
+    }
+
+    fn new_id(&mut self) -> Result<TransferId, UsageError> {
+        if self.busy() >= self.limits.max_transfers {
+            return Err(UsageError::TooManyTransfers {
+                max: self.limits.max_transfers,
+            });
+        }
+        let id = TransferId(self.next_id & !TransferId::SERVER_BIT);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        Ok(id)
+    }
+
+    /// Asks for a shared file. `resume` is the length and checksum state of
+    /// a partial copy already on disk, to continue from.
+    pub fn download(
+        &mut self,
+        name: FileName,
+        resume: Option<(u64, crc32fast::Hasher)>,
+    ) -> Result<TransferId, UsageError> {
+        self.joined()?;
+        let id = self.new_id()?;
+        let offset = resume.as_ref().map_or(0, |r| r.0);
+        self.transmits.push_back(ClientMessage::Download {
+            id,
+            name: name.clone(),
+            offset,
+        });
+        self.requested.insert(id, PendingDownload { name, resume });
+        Ok(id)
+    }
+
+    /// Announces a push of `size` bytes to everyone else or one user. Then
+    /// hand the bytes to [`push_chunk`](Self::push_chunk) and finish with
+    /// [`push_end`](Self::push_end).
+    pub fn offer(
+        &mut self,
+        name: FileName,
+        size: u64,
+        to: Recipient,
+    ) -> Result<TransferId, UsageError> {
+        self.joined()?;
+        if size > self.limits.max_push_size {
+            return Err(UsageError::FileTooLarge {
+                size,
+                max: self.limits.max_push_size,
+            });
+        }
+        let id = self.new_id()?;
+        self.transmits
+            .push_back(ClientMessage::Offer { id, name, size, to });
+        self.outgoing.insert(id, Outgoing::new(id, size));
+        Ok(id)
+    }
+
+    /// Queues the next bytes of a push (at most `limits.chunk_size` each).
+    pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), UsageError> {
+        let out = self
+            .outgoing
+            .get_mut(&id)
+            .ok_or(UsageError::UnknownTransfer { id })?;
+        let chunk = out.next_chunk(data)?;
+        self.transmits.push_back(ClientMessage::Chunk(chunk));
+        Ok(())
+    }
+
+    /// Queues the end of a push once all its bytes went.
+    pub fn push_end(&mut self, id: TransferId) -> Result<(), UsageError> {
+        let out = self
+            .outgoing
+            .get(&id)
+            .ok_or(UsageError::UnknownTransfer { id })?;
+        let end = out.finish().ok_or(UsageError::PushOverrun { id })?;
+        self.transmits.push_back(ClientMessage::End(end));
+        Ok(())
+    }
+
+    /// Gives up a transfer (a download, an incoming push, or our push).
+    pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
+        let known = self.requested.remove(&id).is_some()
+            | self.incoming.remove(&id).is_some()
+            | self.outgoing.remove(&id).is_some();
+        if !known {
+            return Err(UsageError::UnknownTransfer { id });
+        }
+        self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+            id,
+            code: CancelCode::CANCELLED,
+            reason: reason.to_string(),
+        }));
+        Ok(())
+    }
+
+    /// Says goodbye; the session is closed (the caller closes the connection
+    /// after sending what is queued).
+    pub fn quit(&mut self) {
+        if self.state == State::Joined {
+            self.transmits.push_back(ClientMessage::Quit);
+        }
+        self.state = State::Closed;
+    }
+
+    fn fail_incoming(&mut self, id: TransferId, error: TransferError, tell_server: bool) {
+        self.incoming.remove(&id);
+        self.requested.remove(&id);
+        if tell_server {
+            let code = match error {
+                TransferError::FileCrcMismatch { .. } | TransferError::ShortFile { .. } => {
+                    CancelCode::CHECKSUM_MISMATCH
+                }
+                TransferError::TooLarge { .. } => CancelCode::TOO_LARGE,
+                _ => CancelCode::BAD_CHUNK,
+            };
+            self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+                id,
+                code,
+                reason: error.to_string(),
+            }));
+        }
+        self.events
+            .push_back(ClientEvent::TransferFailed { id, error });
+    }
+
+    /// A decoded message from the server, received at `now`.
+    pub fn handle_message(&mut self, msg: ServerMessage, now: Instant) {
+        self.last_heard = now;
+        self.ping = None;
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state == State::Handshaking {
+            match msg {
+                ServerMessage::Welcome { username, text, .. } => {
+                    self.state = State::Joined;
+                    self.username = username.clone();
+                    self.events
+                        .push_back(ClientEvent::Welcome { username, text });
+                }
+                ServerMessage::Refused { code, reason, .. } => {
+                    self.state = State::Closed;
+                    self.events.push_back(ClientEvent::Refused { code, reason });
+                }
+                ServerMessage::Shutdown { reason } => {
+                    self.state = State::Closed;
+                    self.events.push_back(ClientEvent::Shutdown { reason });
+                }
+                ServerMessage::Ping(v) => self.transmits.push_back(ClientMessage::Pong(v)),
+                _ => {}
+            }
+            return;
+        }
+        let ev = match msg {
+            ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
+            ServerMessage::Chat {
+                from,
+                private,
+                text,
+            } => ClientEvent::Chat {
+                from,
+                private,
+                text,
+            },
+            ServerMessage::Joined { user } => ClientEvent::Joined { user },
+            ServerMessage::Left { user, reason } => ClientEvent::Left { user, reason },
+            ServerMessage::Who { users } => ClientEvent::Who { users },
+            ServerMessage::FilesAccess { count } => ClientEvent::FilesAccess { count },
+            ServerMessage::FileList { files } => ClientEvent::FileList { files },
+            ServerMessage::Error { code, text } => ClientEvent::Error { code, text },
+            ServerMessage::Ping(v) => {
+                self.transmits.push_back(ClientMessage::Pong(v));
+                return;
+            }
+            ServerMessage::Pong(_) => return,
+            ServerMessage::Shutdown { reason } => {
+                self.state = State::Closed;
+                ClientEvent::Shutdown { reason }
+            }
+            ServerMessage::PushDone { id, receivers } => {
+                if self.outgoing.remove(&id).is_none() {
+                    return;
+                }
+                ClientEvent::PushDone { id, receivers }
+            }
+            ServerMessage::FileStart {
+                id,
+                name,
+                size,
+                offset,
+                origin,
+            } => {
+                self.file_start(id, name, size, offset, origin);
+                return;
+            }
+            ServerMessage::Chunk(chunk) => {
+                let id = chunk.id;
+                let Some(inc) = self.incoming.get_mut(&id) else {
+                    return;
+                };
+                match inc.accept(&chunk) {
+                    Ok(()) => ClientEvent::TransferData {
+                        id,
+                        offset: chunk.offset,
+                        data: chunk.data,
+                    },
+                    Err(e) => {
+                        self.fail_incoming(id, e, true);
+                        return;
+                    }
+                }
+            }
+            ServerMessage::End(end) => {
+                let Some(inc) = self.incoming.get(&end.id) else {
+                    return;
+                };
+                match inc.finish(&end) {
+                    Ok(()) => {
+                        self.incoming.remove(&end.id);
+                        ClientEvent::TransferDone { id: end.id }
+                    }
+                    Err(e) => {
+                        self.fail_incoming(end.id, e, false);
+                        return;
+                    }
+                }
+            }
+            ServerMessage::Cancel(c) => {
+                if self.outgoing.remove(&c.id).is_some() {
+                    ClientEvent::PushFailed {
+                        id: c.id,
+                        code: c.code,
+                        reason: c.reason,
+                    }
+                } else if self.incoming.contains_key(&c.id) || self.requested.contains_key(&c.id) {
+                    let reason = if c.reason.is_empty() {
+                        c.code.to_string()
+                    } else {
+                        c.reason
+                    };
+                    self.fail_incoming(c.id, TransferError::Cancelled { id: c.id, reason }, false);
+                    return;
+                } else {
+                    return;
+                }
+            }
+        };
+        self.events.push_back(ev);
+    }
+
+    fn file_start(
+        &mut self,
+        id: TransferId,
+        name: FileName,
+        size: u64,
+        offset: u64,
+        origin: Origin,
+    ) {
+        if self.incoming.contains_key(&id) {
+            return;
+        }
+        let incoming = match &origin {
+            Origin::Download => {
+                let Some(req) = self.requested.remove(&id) else {
+                    return;
+                };
+                match req.resume {
+                    Some((held, hasher)) if offset == held && offset > 0 => {
+                        Incoming::resume(id, size, offset, hasher)
+                    }
+                    _ if offset == 0 => Ok(Incoming::new(id, size)),
+                    _ => Err(TransferError::BadOffset { offset, size }),
+                }
+                .map(|inc| (inc, req.name))
+            }
+            Origin::Push { .. } => {
+                if id.is_server_chosen() && offset == 0 && self.busy() < self.limits.max_transfers {
+                    if size > self.limits.max_push_size {
+                        Err(TransferError::TooLarge {
+                            size,
+                            max: self.limits.max_push_size,
+                        })
+                    } else {
+                        Ok((Incoming::new(id, size), name.clone()))
+                    }
+                } else {
+                    // Not one we can take: decline it.
+                    self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+                        id,
+                        code: CancelCode::TOO_MANY,
+                        reason: "cannot take this file now".into(),
+                    }));
+                    return;
+                }
+            }
+        };
+        match incoming {
+            Ok((inc, _)) => {
+                self.incoming.insert(id, inc);
+                self.events.push_back(ClientEvent::TransferStarted {
+                    id,
+                    name,
+                    size,
+                    offset,
+                    origin,
+                });
+                if size == offset {
+                    // Nothing left to send: the end follows at once.
+                }
+            }
+            Err(e) => self.fail_incoming(id, e, true),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Session state machines: the server's [`Hub`] and the [`ClientSession`].
+//! Time comes in as a parameter; nothing here reads a clock or a socket.
+
+mod client;
+mod hub;
+
+pub use client::{ClientEvent, ClientSession};
+pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Transmit};
+
+use crate::message::{ClientMessage, ServerMessage};
+
+impl ServerMessage {
+    /// True for file data and file ends, which a writer may send after
+    /// queued chat and control messages (an end must stay behind its chunks).
+    pub fn is_bulk(&self) -> bool {
+        matches!(self, ServerMessage::Chunk(_) | ServerMessage::End(_))
+    }
+}
+
+impl ClientMessage {
+    /// True for file data and file ends, which a writer may send after
+    /// queued chat (an end must stay behind its chunks).
+    pub fn is_bulk(&self) -> bool {
+        matches!(self, ClientMessage::Chunk(_) | ClientMessage::End(_))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! File transfers without file IO: the sending half cuts bytes the caller
+//! read into checksummed chunk frames; the receiving half checks each chunk
+//! (id, offset, size, CRC32) and the whole file at the end.
+
+use crate::codec::encode_chunk;
+use crate::error::{TransferError, UsageError};
+use crate::message::{FileChunk, FileEnd, TransferId};
+
+/// The sending half of one transfer. The caller reads the file, in chunks of
+/// at most [`Limits::chunk_size`](crate::Limits::chunk_size), and hands each
+/// to [`encode_chunk`](Outgoing::encode_chunk); then [`finish`](Outgoing::finish).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    id: TransferId,
+    size: u64,
+    offset: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl Outgoing {
+    /// A transfer of `size` bytes starting at byte 0.
+    pub fn new(id: TransferId, size: u64) -> Self {
+        Outgoing {
+            id,
+            size,
+            offset: 0,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Counts bytes the receiver already holds (a resumed download): they go
+    /// into the whole-file checksum but are not sent. Call before any chunk.
+    pub fn skip(&mut self, data: &[u8]) -> Result<(), UsageError> {
+        self.advance(data)
+    }
+
+    fn advance(&mut self, data: &[u8]) -> Result<(), UsageError> {
+        if data.len() as u64 > self.remaining() {
+            return Err(UsageError::PushOverrun { id: self.id });
+        }
+        self.hasher.update(data);
+        self.offset += data.len() as u64;
+        Ok(())
+    }
+
+    /// Appends a chunk frame holding `data` (the next bytes of the file) to `out`.
+    pub fn encode_chunk(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
+        let offset = self.offset;
+        self.advance(data)?;
+        encode_chunk(out, self.id, offset, data);
+        Ok(())
+    }
+
+    /// The next chunk as a message (for a session's transmit queue).
+    pub fn next_chunk(&mut self, data: Vec<u8>) -> Result<FileChunk, UsageError> {
+        let offset = self.offset;
+        self.advance(&data)?;
+        Ok(FileChunk::new(self.id, offset, data))
+    }
+
+    /// The end marker, once every byte has gone; `None` while bytes remain.
+    pub fn finish(&self) -> Option<FileEnd> {
+        (self.remaining() == 0).then(|| FileEnd {
+            id: self.id,
+            crc: self.hasher.clone().finalize(),
+        })
+    }
+
+    /// The transfer id.
+    pub fn id(&self) -> TransferId {
+        self.id
+    }
+
+    /// The next byte to send.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The whole size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes still to send.
+    pub fn remaining(&self) -> u64 {
+        self.size - self.offset
+    }
+}
+
+/// The receiving half of one transfer: it accepts chunks only in order,
+/// non-empty, within the announced size and matching their CRC, and accepts
+/// the end only when the size and the whole-file CRC match.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    id: TransferId,
+    size: u64,
+    expected: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl Incoming {
+    /// A transfer of `size` bytes starting at byte 0.
+    pub fn new(id: TransferId, size: u64) -> Self {
+        Incoming {
+            id,
+            size,
+            expected: 0,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// A transfer resumed at `offset`, where `held` is the checksum state of
+    /// the bytes `0..offset` already on disk (they are checked by the
+    /// whole-file CRC at the end).
+    pub fn resume(
+        id: TransferId,
+        size: u64,
+        offset: u64,
+        held: crc32fast::Hasher,
+    ) -> Result<Self, TransferError> {
+        if offset > size {
+            return Err(TransferError::BadOffset { offset, size });
+        }
+        Ok(Incoming {
+            id,
+            size,
+            expected: offset,
+            hasher: held,
+        })
+    }
+
+    /// Checks one chunk; on success its data belongs at `chunk.offset`.
+    pub fn accept(&mut self, chunk: &FileChunk) -> Result<(), TransferError> {
+        let id = self.id;
+        if chunk.data.is_empty() {
+            return Err(TransferError::EmptyChunk { id });
+        }
+        if chunk.offset != self.expected {
+            return Err(TransferError::OutOfOrder {
+                id,
+                offset: chunk.offset,
+                expected: self.expected,
+            });
+        }
+        if chunk.data.len() as u64 > self.size - self.expected {
+            return Err(TransferError::TooMuchData {
+                id,
+                size: self.size,
+            });
+        }
+        if !chunk.verify() {
+            return Err(TransferError::BadChunkCrc {
+                id,
+                offset: chunk.offset,
+            });
+        }
+        self.hasher.update(&chunk.data);
+        self.expected += chunk.data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks the end: all bytes arrived and the whole-file CRC matches.
+    pub fn finish(&self, end: &FileEnd) -> Result<(), TransferError> {
+        if self.expected != self.size {
+            return Err(TransferError::ShortFile {
+                id: self.id,
+                received: self.expected,
+                size: self.size,
+            });
+        }
+        let got = self.hasher.clone().finalize();
+        if got != end.crc {
+            return Err(TransferError::FileCrcMismatch {
+                id: self.id,
+                got,
+                expected: end.crc,
+            });
+        }
+        Ok(())
+    }
+
+    /// The transfer id.
+    pub fn id(&self) -> TransferId {
+        self.id
+    }
+
+    /// Bytes held so far (resumed prefix included).
+    pub fn received(&self) -> u64 {
+        self.expected
+    }
+
+    /// The whole size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Decoder;
+    use crate::message::ServerMessage;
+
+    const ID: TransferId = TransferId(7);
+
+    fn send_all(data: &[u8], chunk: usize) -> (Vec<FileChunk>, FileEnd) {
+        let mut out = Outgoing::new(ID, data.len() as u64);
+        let chunks: Vec<_> = data
+            .chunks(chunk)
+            .map(|c| out.next_chunk(c.to_vec()).unwrap())
+            .collect();
+        (chunks, out.finish().unwrap())
+    }
+
+    #[test]
+    fn a_whole_transfer_checks_out() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let (chunks, end) = send_all(&data, 1000);
+        assert_eq!(chunks.len(), 10);
+        let mut inc = Incoming::new(ID, data.len() as u64);
+        let mut got = Vec::new();
+        for c in &chunks {
+            inc.accept(c).unwrap();
+            got.extend_from_slice(&c.data);
+        }
+        inc.finish(&end).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(end.crc, crc32fast::hash(&data));
+    }
+
+    #[test]
+    fn encode_chunk_frames_decode_to_the_same_chunks() {
+        let data = b"abcdefghij";
+        let mut out = Outgoing::new(ID, 10);
+        let mut buf = Vec::new();
+        out.encode_chunk(&data[..4], &mut buf).unwrap();
+        out.encode_chunk(&data[4..], &mut buf).unwrap();
+        assert!(out.encode_chunk(b"x", &mut buf).is_err());
+        let mut d = Decoder::<ServerMessage>::new(1 << 20);
+        d.feed(&buf);
+        let mut inc = Incoming::new(ID, 10);
+        while let Some(ServerMessage::Chunk(c)) = d.next_message().unwrap() {
+            inc.accept(&c).unwrap();
+        }
+        inc.finish(&out.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bad_chunks_are_refused() {
+        let (chunks, _) = send_all(b"hello world", 4);
+        let mut inc = Incoming::new(ID, 11);
+        assert_eq!(
+            inc.accept(&chunks[1]),
+            Err(TransferError::OutOfOrder {
+                id: ID,
+                offset: 4,
+                expected: 0
+            })
+        );
+        let mut flipped = chunks[0].clone();
+        flipped.data[0] ^= 1;
+        assert_eq!(
+            inc.accept(&flipped),
+            Err(TransferError::BadChunkCrc { id: ID, offset: 0 })
+        );
+        assert_eq!(
+            inc.accept(&FileChunk::new(ID, 0, vec![])),
+            Err(TransferError::EmptyChunk { id: ID })
+        );
+        assert_eq!(
+            inc.accept(&FileChunk::new(ID, 0, vec![0; 12])),
+            Err(TransferError::TooMuchData { id: ID, size: 11 })
+        );
+        inc.accept(&chunks[0]).unwrap();
+        // A duplicate of an accepted chunk is out of order.
+        assert!(matches!(
+            inc.accept(&chunks[0]),
+            Err(TransferError::OutOfOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn the_end_checks_size_and_whole_crc() {
+        let (chunks, end) = send_all(b"hello world", 4);
+        let mut inc = Incoming::new(ID, 11);
+        inc.accept(&chunks[0]).unwrap();
+        assert_eq!(
+            inc.finish(&end),
+            Err(TransferError::ShortFile {
+                id: ID,
+                received: 4,
+                size: 11
+            })
+        );
+        inc.accept(&chunks[1]).unwrap();
+        inc.accept(&chunks[2]).unwrap();
+        let wrong = FileEnd {
+            id: ID,
+            crc: end.crc ^ 1,
+        };
+        assert!(matches!(
+            inc.finish(&wrong),
+            Err(TransferError::FileCrcMismatch { .. })
+        ));
+        inc.finish(&end).unwrap();
+    }
+
+    #[test]
+    fn a_resumed_transfer_checks_the_part_already_held() {
+        let data = b"0123456789abcdef";
+        let mut sender = Outgoing::new(ID, 16);
+        sender.skip(&data[..6]).unwrap();
+        let rest = sender.next_chunk(data[6..].to_vec()).unwrap();
+        let end = sender.finish().unwrap();
+        assert_eq!(end.crc, crc32fast::hash(data));
+
+        let mut held = crc32fast::Hasher::new();
+        held.update(&data[..6]);
+        let mut inc = Incoming::resume(ID, 16, 6, held).unwrap();
+        inc.accept(&rest).unwrap();
+        inc.finish(&end).unwrap();
+
+        // A corrupted part on disk is caught by the whole-file CRC.
+        let mut bad = crc32fast::Hasher::new();
+        bad.update(b"012X45");
+        let mut inc = Incoming::resume(ID, 16, 6, bad).unwrap();
+        inc.accept(&rest).unwrap();
+        assert!(matches!(
+            inc.finish(&end),
+            Err(TransferError::FileCrcMismatch { .. })
+        ));
+        assert!(Incoming::resume(ID, 16, 17, crc32fast::Hasher::new()).is_err());
+    }
+
+    #[test]
+    fn files_over_4_gib_use_u64_offsets() {
+        let size = 5u64 << 30;
+        let mut out = Outgoing::new(ID, size);
+        let mut inc = Incoming::resume(ID, size, size - 3, crc32fast::Hasher::new()).unwrap();
+        out.offset = size - 3;
+        let c = out.next_chunk(vec![1, 2, 3]).unwrap();
+        assert_eq!(c.offset, size - 3);
+        inc.accept(&c).unwrap();
+        assert_eq!(inc.received(), size);
+    }
+}

@@ -1,0 +1,188 @@
+//! A small blocking transport: the codec over any `Read` and any `Write`.
+//! Give the reader and the writer each their own handle (for a `TcpStream`,
+//! `try_clone`) and use them from two threads.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+
+use crate::codec::{Decode, Decoder, Encode};
+use crate::error::TransportError;
+
+/// Bytes read from the stream per `read` call.
+const READ_BUF: usize = 64 * 1024;
+
+/// The read half: bytes from a `Read`, messages out.
+#[derive(Debug)]
+pub struct FrameReader<R, M> {
+    inner: R,
+    decoder: Decoder<M>,
+    buf: Box<[u8]>,
+}
+
+impl<R: Read, M: Decode> FrameReader<R, M> {
+    /// Reads from `inner`, refusing frames above `max_frame`.
+    pub fn new(inner: R, max_frame: u32) -> Self {
+        FrameReader {
+            inner,
+            decoder: Decoder::new(max_frame),
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+        }
+    }
+
+    /// The decoder (to change its frame limit after the handshake).
+    pub fn decoder_mut(&mut self) -> &mut Decoder<M> {
+        &mut self.decoder
+    }
+
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Blocks until the next message. `Ok(None)` is a clean end of stream
+    /// between frames; an end in the middle of a frame is
+    /// [`TransportError::UnexpectedEof`]. After an error, stop reading.
+    pub fn read_message(&mut self) -> Result<Option<M>, TransportError> {
+        loop {
+            if let Some(m) = self.decoder.next_message()? {
+                return Ok(Some(m));
+            }
+            let n = match self.inner.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return if self.decoder.buffered() == 0 {
+                    Ok(None)
+                } else {
+                    Err(TransportError::UnexpectedEof)
+                };
+            }
+            self.decoder.feed(&self.buf[..n]);
+        }
+    }
+}
+
+/// The write half: messages in, frames written to a `Write`.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> FrameWriter<W> {
+    /// Writes to `inner`.
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Encodes and writes one message (and flushes).
+    pub fn send<E: Encode>(&mut self, msg: &E) -> io::Result<()> {
+        self.buf.clear();
+        msg.encode(&mut self.buf);
+        self.inner.write_all(&self.buf)?;
+        self.inner.flush()
+    }
+
+    /// Writes frames already encoded (several may be coalesced into one write).
+    pub fn send_frames(&mut self, frames: &[u8]) -> io::Result<()> {
+        self.inner.write_all(frames)?;
+        self.inner.flush()
+    }
+
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The underlying writer, mutably.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+/// Splits a TCP stream into a reader and a writer for two threads.
+pub fn split_tcp<M: Decode>(
+    stream: TcpStream,
+    max_frame: u32,
+) -> io::Result<(FrameReader<TcpStream, M>, FrameWriter<TcpStream>)> {
+    let write = stream.try_clone()?;
+    Ok((FrameReader::new(stream, max_frame), FrameWriter::new(write)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{ClientMessage, ServerMessage, Username};
+    use std::net::TcpListener;
+
+    /// A reader that hands out its bytes a few at a time.
+    struct Dribble(Vec<u8>, usize);
+    impl Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(3).min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn messages_survive_any_read_sizes() {
+        let mut bytes = Vec::new();
+        let msgs = vec![
+            ClientMessage::Who,
+            ClientMessage::Chat {
+                to: crate::Recipient::Everyone,
+                text: "hello".into(),
+            },
+            ClientMessage::Quit,
+        ];
+        for m in &msgs {
+            m.encode(&mut bytes);
+        }
+        let mut r = FrameReader::<_, ClientMessage>::new(Dribble(bytes, 0), 1024);
+        for m in &msgs {
+            assert_eq!(r.read_message().unwrap().as_ref(), Some(m));
+        }
+        assert!(r.read_message().unwrap().is_none());
+    }
+
+    #[test]
+    fn eof_inside_a_frame_is_an_error() {
+        let mut bytes = ClientMessage::Who.to_frame();
+        bytes.extend_from_slice(&[0, 0, 0, 9, 1]);
+        let mut r = FrameReader::<_, ClientMessage>::new(Dribble(bytes, 0), 1024);
+        assert!(r.read_message().unwrap().is_some());
+        assert!(matches!(
+            r.read_message(),
+            Err(TransportError::UnexpectedEof)
+        ));
+    }
+
+    #[test]
+    fn a_tcp_stream_splits_into_two_halves() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let (mut r, mut w) = split_tcp::<ClientMessage>(s, 1024).unwrap();
+            let got = r.read_message().unwrap().unwrap();
+            w.send(&ServerMessage::Pong(7)).unwrap();
+            got
+        });
+        let s = TcpStream::connect(addr).unwrap();
+        let (mut r, mut w) = split_tcp::<ServerMessage>(s, 1024).unwrap();
+        let hello = ClientMessage::Hello {
+            version: 1,
+            username: Username::new("ann").unwrap(),
+        };
+        w.send(&hello).unwrap();
+        assert_eq!(r.read_message().unwrap(), Some(ServerMessage::Pong(7)));
+        assert_eq!(t.join().unwrap(), hello);
+    }
+}
