@@ -1,1 +1,896 @@
+//! Session tests: a Hub and N client sessions pumped in memory, through the
+//! real encoder and decoder, with a virtual clock and a bounded step count.
 
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::codec::{Decoder, Encode};
+use crate::limits::Limits;
+use crate::message::*;
+
+/// An in-memory network: every message goes through encode and decode.
+struct Net {
+    hub: Hub,
+    clients: Vec<(ClientId, ClientSession)>,
+    hub_events: Vec<HubEvent>,
+    events: Vec<Vec<ClientEvent>>,
+    closed: Vec<ClientId>,
+    now: Instant,
+    /// Files the "server glue" answers with.
+    files: Vec<FileEntry>,
+}
+
+fn user(s: &str) -> Username {
+    Username::new(s).unwrap()
+}
+
+fn through_wire<M: Encode, N: crate::codec::Decode>(m: &M) -> N {
+    let mut d = Decoder::<N>::new(crate::limits::DEFAULT_MAX_FRAME);
+    d.feed(&m.to_frame());
+    d.next_message().unwrap().unwrap()
+}
+
+impl Net {
+    fn new(limits: Limits) -> Self {
+        Net {
+            hub: Hub::new(limits, "Welcome, {user}!"),
+            clients: Vec::new(),
+            hub_events: Vec::new(),
+            events: Vec::new(),
+            closed: Vec::new(),
+            now: Instant::now(),
+            files: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, name: &str) -> usize {
+        let id = self.hub.handle_connect(self.now);
+        let s = ClientSession::new(user(name), Limits::default(), self.now);
+        self.clients.push((id, s));
+        self.events.push(Vec::new());
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    fn idx(&self, id: ClientId) -> Option<usize> {
+        self.clients.iter().position(|(c, _)| *c == id)
+    }
+
+    /// Moves messages until nothing is left to move (at most 10,000 steps).
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                let (id, s) = &mut self.clients[i];
+                let id = *id;
+                while let Some(m) = s.poll_transmit() {
+                    moved = true;
+                    if !self.closed.contains(&id) {
+                        self.hub.handle_message(id, through_wire(&m), self.now);
+                    }
+                }
+                while let Some(e) = self.clients[i].1.poll_event() {
+                    self.events[i].push(e);
+                }
+            }
+            while let Some(t) = self.hub.poll_transmit() {
+                moved = true;
+                for to in t.to.iter() {
+                    if let Some(i) = self.idx(to) {
+                        if !self.closed.contains(&to) {
+                            let m: ServerMessage = through_wire(&t.message);
+                            self.clients[i].1.handle_message(m, self.now);
+                        }
+                    }
+                }
+            }
+            while let Some(e) = self.hub.poll_event() {
+                moved = true;
+                match &e {
+                    HubEvent::Close { client, .. } => self.closed.push(*client),
+                    HubEvent::FilesRequested { client, request } => {
+                        self.hub.answer_files(*client, *request, self.files.clone())
+                    }
+                    _ => {}
+                }
+                self.hub_events.push(e);
+            }
+            self.hub.check_invariants().unwrap();
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network did not settle in 10,000 steps");
+    }
+
+    /// Hands a message straight to client `i`, as if the server sent it.
+    fn deliver(&mut self, i: usize, m: ServerMessage) {
+        let now = self.now;
+        self.clients[i].1.handle_message(m, now);
+    }
+
+    fn s(&mut self, i: usize) -> &mut ClientSession {
+        &mut self.clients[i].1
+    }
+
+    fn take(&mut self, i: usize) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.events[i])
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.hub.handle_timeout(self.now);
+        for (_, s) in &mut self.clients {
+            s.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+}
+
+fn chats(events: &[ClientEvent]) -> Vec<(String, bool, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat {
+                from,
+                private,
+                text,
+            } => Some((from.to_string(), *private, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn three() -> Net {
+    let mut net = Net::new(Limits::default());
+    for n in ["alice", "bob", "carol"] {
+        net.connect(n);
+    }
+    for i in 0..3 {
+        net.take(i);
+    }
+    net
+}
+
+#[test]
+fn joining_welcomes_with_the_name_and_tells_the_others() {
+    let mut net = Net::new(Limits::default());
+    let a = net.connect("alice");
+    assert_eq!(
+        net.take(a),
+        vec![ClientEvent::Welcome {
+            username: user("alice"),
+            text: "Welcome, alice!".into()
+        }]
+    );
+    let b = net.connect("bob");
+    assert_eq!(net.take(a), vec![ClientEvent::Joined { user: user("bob") }]);
+    assert!(matches!(net.take(b)[..], [ClientEvent::Welcome { .. }]));
+    assert!(net.s(a).is_joined());
+}
+
+#[test]
+fn broadcast_reaches_every_other_member_but_not_the_sender() {
+    let mut net = three();
+    net.s(0).send_text("hi all").unwrap();
+    net.pump();
+    assert!(chats(&net.take(0)).is_empty());
+    for i in [1, 2] {
+        assert_eq!(
+            chats(&net.take(i)),
+            vec![("alice".into(), false, "hi all".into())]
+        );
+    }
+}
+
+#[test]
+fn unicast_reaches_only_its_target_and_unknown_users_get_an_error() {
+    let mut net = three();
+    net.s(0)
+        .send_chat(Recipient::User(user("BOB")), "psst")
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        chats(&net.take(1)),
+        vec![("alice".into(), true, "psst".into())]
+    );
+    assert!(chats(&net.take(2)).is_empty());
+    net.s(0)
+        .send_chat(Recipient::User(user("zed")), "hello?")
+        .unwrap();
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::Error {
+            code: ErrorCode::UNKNOWN_USER,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn the_mode_decides_where_plain_text_goes() {
+    let mut net = three();
+    net.s(0).set_mode(crate::Mode::Unicast(user("carol")));
+    net.s(0).send_text("only carol").unwrap();
+    net.pump();
+    assert!(chats(&net.take(1)).is_empty());
+    assert_eq!(
+        chats(&net.take(2)),
+        vec![("alice".into(), true, "only carol".into())]
+    );
+    net.s(0).set_mode(crate::Mode::Broadcast);
+    net.s(0).send_text("everyone").unwrap();
+    net.pump();
+    assert_eq!(chats(&net.take(1)).len(), 1);
+}
+
+#[test]
+fn who_lists_everyone_sorted() {
+    let mut net = three();
+    net.s(2).who().unwrap();
+    net.pump();
+    assert_eq!(
+        net.take(2),
+        vec![ClientEvent::Who {
+            users: vec![user("alice"), user("bob"), user("carol")]
+        }]
+    );
+}
+
+#[test]
+fn names_are_unique_ignoring_case_and_freed_on_leave() {
+    let mut net = Net::new(Limits::default());
+    net.connect("alice");
+    let dup = net.connect("ALICE");
+    assert!(matches!(
+        &net.take(dup)[..],
+        [ClientEvent::Refused {
+            code: RefuseCode::NAME_TAKEN,
+            ..
+        }]
+    ));
+    assert!(net.s(dup).is_closed());
+    net.s(0).quit();
+    net.pump();
+    let again = net.connect("Alice");
+    assert!(matches!(
+        &net.take(again)[..],
+        [ClientEvent::Welcome { .. }]
+    ));
+}
+
+#[test]
+fn nothing_but_the_handshake_is_accepted_first() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, ClientMessage::Who, now);
+    let t = hub.poll_transmit().unwrap();
+    assert!(matches!(
+        t.message,
+        ServerMessage::Refused {
+            code: RefuseCode::HANDSHAKE_REQUIRED,
+            ..
+        }
+    ));
+    assert!(matches!(hub.poll_event(), Some(HubEvent::Violation { .. })));
+    assert!(matches!(hub.poll_event(), Some(HubEvent::Close { client, .. }) if client == c));
+    assert_eq!(hub.connections(), 0);
+}
+
+#[test]
+fn a_wrong_protocol_version_is_refused_naming_ours() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: 99,
+            username: user("x"),
+        },
+        now,
+    );
+    match hub.poll_transmit().unwrap().message {
+        ServerMessage::Refused { code, version, .. } => {
+            assert_eq!(code, RefuseCode::VERSION_MISMATCH);
+            assert_eq!(version, PROTOCOL_VERSION);
+        }
+        m => panic!("{m:?}"),
+    }
+}
+
+#[test]
+fn the_handshake_frame_limit_is_lower_until_joined() {
+    let mut net = Net::new(Limits::default());
+    let c = net.hub.handle_connect(net.now);
+    assert_eq!(net.hub.max_frame(c), Limits::default().max_handshake_frame);
+    let a = net.connect("alice");
+    let id = net.clients[a].0;
+    assert_eq!(net.hub.max_frame(id), Limits::default().max_frame);
+}
+
+#[test]
+fn leaving_is_announced_with_the_reason() {
+    let mut net = three();
+    net.s(1).quit();
+    net.pump();
+    let bob = user("bob");
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::Left {
+            user: bob.clone(),
+            reason: LeaveReason::QUIT
+        }]
+    );
+    let carol = net.clients[2].0;
+    net.hub.handle_disconnect(carol, LeaveReason::LOST);
+    net.hub.handle_disconnect(carol, LeaveReason::LOST); // idempotent
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::Left {
+            user: user("carol"),
+            reason: LeaveReason::LOST
+        }]
+    );
+}
+
+#[test]
+fn a_slow_handshake_is_refused_after_the_deadline() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = hub.handle_connect(t0);
+    assert_eq!(hub.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    hub.handle_timeout(t0 + Duration::from_secs(9));
+    assert!(hub.poll_transmit().is_none());
+    hub.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(matches!(
+        hub.poll_transmit().unwrap().message,
+        ServerMessage::Refused {
+            code: RefuseCode::HANDSHAKE_TIMEOUT,
+            ..
+        }
+    ));
+    assert!(matches!(hub.poll_event(), Some(HubEvent::Close { client, .. }) if client == c));
+}
+
+#[test]
+fn a_silent_peer_is_pinged_then_dropped() {
+    let mut net = three();
+    // Carol stops answering: mark her closed so nothing reaches her.
+    let carol = net.clients[2].0;
+    net.closed.push(carol);
+    net.advance(Duration::from_secs(30));
+    // alice and bob answered the pings; carol did not.
+    net.advance(Duration::from_secs(30));
+    let left: Vec<_> = net
+        .take(0)
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::Left { .. }))
+        .collect();
+    assert_eq!(
+        left,
+        vec![ClientEvent::Left {
+            user: user("carol"),
+            reason: LeaveReason::TIMEOUT
+        }]
+    );
+    assert!(net.hub.username(net.clients[0].0).is_some());
+}
+
+#[test]
+fn a_client_notices_a_dead_server() {
+    let t0 = Instant::now();
+    let mut s = ClientSession::new(user("ann"), Limits::default(), t0);
+    s.poll_transmit();
+    s.handle_timeout(t0 + Duration::from_secs(30));
+    assert_eq!(s.poll_transmit(), Some(ClientMessage::Ping(1)));
+    s.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(s.poll_event(), Some(ClientEvent::TimedOut));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn the_server_full_refuses_one_over_the_limit() {
+    let limits = Limits {
+        max_clients: 2,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    net.connect("a1");
+    net.connect("a2");
+    let third = net.connect("a3");
+    assert!(matches!(
+        &net.take(third)[..],
+        [ClientEvent::Refused {
+            code: RefuseCode::SERVER_FULL,
+            ..
+        }]
+    ));
+    assert_eq!(net.hub.connections(), 2);
+}
+
+#[test]
+fn over_long_text_is_refused_and_the_connection_kept() {
+    let mut net = three();
+    let long = "x".repeat(Limits::default().max_text + 1);
+    // The session refuses it locally...
+    assert!(matches!(
+        net.s(0).send_text(&long),
+        Err(crate::UsageError::TextTooLong { .. })
+    ));
+    // ...and the hub refuses it from a peer that sends it anyway.
+    let alice = net.clients[0].0;
+    net.hub.handle_message(
+        alice,
+        ClientMessage::Chat {
+            to: Recipient::Everyone,
+            text: long,
+        },
+        net.now,
+    );
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::Error {
+            code: ErrorCode::TEXT_TOO_LONG,
+            ..
+        }]
+    ));
+    assert!(chats(&net.take(1)).is_empty());
+    assert!(net.hub.is_joined(alice));
+}
+
+#[test]
+fn senders_over_the_rate_are_slowed_then_cut_off_after_a_long_flood() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = hub.handle_connect(t0);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("flood"),
+        },
+        t0,
+    );
+    let chat = || ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "x".into(),
+    };
+    for _ in 0..100 {
+        hub.handle_message(c, chat(), t0);
+    }
+    assert_eq!(hub.throttle(c), None, "a burst of 100 is free");
+    hub.handle_message(c, chat(), t0);
+    let wait = hub.throttle(c).expect("the 101st message slows the reader");
+    assert!(wait > t0 && wait <= t0 + Duration::from_millis(40));
+    // The reader obeys the throttle: one message every 20 ms, for 11 s.
+    let mut now = t0;
+    let mut kicked = false;
+    for _ in 0..600 {
+        now = hub.throttle(c).unwrap_or(now);
+        hub.handle_message(c, chat(), now);
+        while let Some(e) = hub.poll_event() {
+            if let HubEvent::Close { client, .. } = e {
+                assert_eq!(client, c);
+                kicked = true;
+            }
+        }
+        if kicked {
+            break;
+        }
+    }
+    assert!(kicked, "a flood that keeps going is cut off");
+    let secs = now.duration_since(t0).as_secs_f64();
+    assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+}
+
+#[test]
+fn files_access_and_list_are_answered_by_the_glue() {
+    let mut net = three();
+    net.files = vec![
+        FileEntry {
+            name: FileName::new("a.txt").unwrap(),
+            size: 3,
+        },
+        FileEntry {
+            name: FileName::new("b.png").unwrap(),
+            size: 5_000_000_000,
+        },
+    ];
+    net.s(0).files_access().unwrap();
+    net.s(0).list_files().unwrap();
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![
+            ClientEvent::FilesAccess { count: 2 },
+            ClientEvent::FileList {
+                files: net.files.clone()
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_long_file_list_is_split_into_frames_that_fit() {
+    let limits = Limits {
+        max_frame: 4096,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("ann"),
+        },
+        now,
+    );
+    while hub.poll_transmit().is_some() {}
+    let files: Vec<FileEntry> = (0..100)
+        .map(|i| FileEntry {
+            name: FileName::new(format!("{i:0>200}")).unwrap(),
+            size: i,
+        })
+        .collect();
+    hub.answer_files(c, FilesRequest::List, files.clone());
+    let mut got = Vec::new();
+    let mut frames = 0;
+    while let Some(t) = hub.poll_transmit() {
+        assert!(t.message.to_frame().len() <= 4096 + 4);
+        frames += 1;
+        if let ServerMessage::FileList { files } = t.message {
+            got.extend(files);
+        }
+    }
+    assert!(frames > 1);
+    assert_eq!(got, files);
+}
+
+#[test]
+fn downloads_are_requested_as_events_and_started_by_the_glue() {
+    let mut net = three();
+    let name = FileName::new("a.txt").unwrap();
+    let id = net.s(0).download(name.clone(), None).unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    assert!(net.hub_events.contains(&HubEvent::DownloadRequested {
+        client: alice,
+        id,
+        name: name.clone(),
+        offset: 0
+    }));
+    assert_eq!(
+        net.hub.accept_download(alice, id, name.clone(), 5, 0),
+        Some(0)
+    );
+    // The glue streams with Outgoing; here the frames go straight to the session.
+    let mut out = crate::Outgoing::new(id, 5);
+    let chunk = out.next_chunk(b"hello".to_vec()).unwrap();
+    net.pump();
+    net.deliver(0, ServerMessage::Chunk(chunk));
+    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
+    net.pump();
+    let ev = net.take(0);
+    assert!(matches!(
+        ev[0],
+        ClientEvent::TransferStarted {
+            size: 5,
+            offset: 0,
+            ..
+        }
+    ));
+    assert_eq!(
+        ev[1],
+        ClientEvent::TransferData {
+            id,
+            offset: 0,
+            data: b"hello".to_vec()
+        }
+    );
+    assert_eq!(ev[2], ClientEvent::TransferDone { id });
+}
+
+#[test]
+fn a_refused_download_fails_on_the_client() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .download(FileName::new("nope").unwrap(), None)
+        .unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    net.hub
+        .refuse_download(alice, id, CancelCode::NO_SUCH_FILE, "no file named 'nope'");
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::TransferFailed {
+            id,
+            error: crate::TransferError::Cancelled {
+                id,
+                reason: "no file named 'nope'".into()
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_corrupted_chunk_fails_only_that_transfer() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .download(FileName::new("a.txt").unwrap(), None)
+        .unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    net.hub
+        .accept_download(alice, id, FileName::new("a.txt").unwrap(), 5, 0);
+    net.pump();
+    net.take(0);
+    let mut chunk = FileChunk::new(id, 0, b"hello".to_vec());
+    chunk.data[0] ^= 0x40;
+    net.deliver(0, ServerMessage::Chunk(chunk));
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::TransferFailed {
+            error: crate::TransferError::BadChunkCrc { .. },
+            ..
+        }]
+    ));
+    // The client told the server, which freed the slot; chat still works.
+    assert!(net
+        .hub_events
+        .contains(&HubEvent::DownloadCancelled { client: alice, id }));
+    net.s(1).send_text("still here").unwrap();
+    net.pump();
+    assert_eq!(chats(&net.take(0)).len(), 1);
+}
+
+fn push(net: &mut Net, from: usize, data: &[u8], to: Recipient) -> TransferId {
+    let id = net
+        .s(from)
+        .offer(FileName::new("f.bin").unwrap(), data.len() as u64, to)
+        .unwrap();
+    for c in data.chunks(7) {
+        net.s(from).push_chunk(id, c.to_vec()).unwrap();
+    }
+    net.s(from).push_end(id).unwrap();
+    net.pump();
+    id
+}
+
+fn received(events: &[ClientEvent]) -> (Vec<u8>, bool) {
+    let mut data = Vec::new();
+    let mut done = false;
+    for e in events {
+        match e {
+            ClientEvent::TransferData { data: d, .. } => data.extend_from_slice(d),
+            ClientEvent::TransferDone { .. } => done = true,
+            _ => {}
+        }
+    }
+    (data, done)
+}
+
+#[test]
+fn a_push_is_relayed_to_every_other_member() {
+    let mut net = three();
+    let data: Vec<u8> = (0..100u8).collect();
+    let id = push(&mut net, 0, &data, Recipient::Everyone);
+    for i in [1, 2] {
+        let ev = net.take(i);
+        assert!(matches!(
+            &ev[0],
+            ClientEvent::TransferStarted { origin: Origin::Push { from }, size: 100, .. } if from.as_str() == "alice"
+        ));
+        assert_eq!(received(&ev), (data.clone(), true));
+    }
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushDone { id, receivers: 2 }]
+    );
+}
+
+#[test]
+fn a_push_to_one_user_reaches_only_that_user() {
+    let mut net = three();
+    push(&mut net, 0, b"secret file", Recipient::User(user("carol")));
+    assert_eq!(received(&net.take(2)), (b"secret file".to_vec(), true));
+    assert!(net.take(1).is_empty());
+}
+
+#[test]
+fn a_push_with_nobody_to_receive_or_too_large_is_refused() {
+    let mut net = Net::new(Limits::default());
+    let a = net.connect("alice");
+    net.take(a);
+    let id = net
+        .s(a)
+        .offer(FileName::new("x").unwrap(), 3, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    assert!(matches!(
+        &net.take(a)[..],
+        [ClientEvent::PushFailed {
+            code: CancelCode::NO_RECEIVER,
+            ..
+        }]
+    ));
+    assert!(
+        net.s(a).push_chunk(id, vec![1]).is_err(),
+        "the failed push is forgotten"
+    );
+    // A hostile client announcing more than the cap is refused before any byte.
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    let d = hub.handle_connect(now);
+    for (id, n) in [(c, "p"), (d, "q")] {
+        hub.handle_message(
+            id,
+            ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                username: user(n),
+            },
+            now,
+        );
+    }
+    while hub.poll_transmit().is_some() {}
+    hub.handle_message(
+        c,
+        ClientMessage::Offer {
+            id: TransferId(1),
+            name: FileName::new("big").unwrap(),
+            size: Limits::default().max_push_size + 1,
+            to: Recipient::Everyone,
+        },
+        now,
+    );
+    let t = hub.poll_transmit().unwrap();
+    assert!(matches!(
+        t.message,
+        ServerMessage::Cancel(FileCancel {
+            code: CancelCode::TOO_LARGE,
+            ..
+        })
+    ));
+    assert!(
+        hub.poll_transmit().is_none(),
+        "nothing reached the receiver"
+    );
+}
+
+#[test]
+fn a_bad_chunk_in_a_push_aborts_it_for_everyone() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f").unwrap(), 10, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    let mut bad = FileChunk::new(id, 0, vec![1; 10]);
+    bad.crc ^= 1;
+    net.hub
+        .handle_message(alice, ClientMessage::Chunk(bad), net.now);
+    net.pump();
+    assert!(net.take(0).iter().any(|e| matches!(
+        e,
+        ClientEvent::PushFailed {
+            code: CancelCode::BAD_CHUNK,
+            ..
+        }
+    )));
+    for i in [1, 2] {
+        assert!(net
+            .take(i)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::TransferFailed { .. })));
+    }
+    net.hub.check_invariants().unwrap();
+}
+
+#[test]
+fn a_pusher_leaving_cancels_its_push_and_a_receiver_leaving_is_dropped() {
+    let mut net = three();
+    net.s(0)
+        .offer(FileName::new("f").unwrap(), 10, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    net.take(1);
+    net.s(2).quit();
+    net.pump();
+    net.hub.check_invariants().unwrap();
+    net.s(0).quit();
+    net.pump();
+    assert!(net
+        .take(1)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::TransferFailed { .. })));
+    net.hub.check_invariants().unwrap();
+}
+
+#[test]
+fn shutdown_tells_everyone_and_closes_every_connection() {
+    let mut net = three();
+    net.hub.shutdown("maintenance");
+    net.pump();
+    for i in 0..3 {
+        assert_eq!(
+            net.take(i),
+            vec![ClientEvent::Shutdown {
+                reason: "maintenance".into()
+            }]
+        );
+        assert!(net.s(i).is_closed());
+    }
+    assert_eq!(net.closed.len(), 3);
+    let late = net.connect("late");
+    assert!(matches!(
+        &net.take(late)[..],
+        [ClientEvent::Refused {
+            code: RefuseCode::SHUTTING_DOWN,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_decode_error_closes_only_that_connection() {
+    let mut net = three();
+    let bob = net.clients[1].0;
+    net.hub
+        .handle_decode_error(bob, &crate::DecodeError::UnknownType { ty: 0x77 });
+    net.pump();
+    assert!(net.closed.contains(&bob));
+    assert!(net.take(0).iter().any(|e| matches!(
+        e,
+        ClientEvent::Left {
+            reason: LeaveReason::KICKED,
+            ..
+        }
+    )));
+    net.s(0).send_text("still fine").unwrap();
+    net.pump();
+    assert_eq!(chats(&net.take(2)).len(), 1);
+}
+
+#[test]
+fn a_resumed_download_verifies_the_part_held() {
+    let mut net = three();
+    let data = b"0123456789";
+    let mut held = crc32fast::Hasher::new();
+    held.update(&data[..4]);
+    let name = FileName::new("r.bin").unwrap();
+    let id = net.s(0).download(name.clone(), Some((4, held))).unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    assert!(net.hub_events.contains(&HubEvent::DownloadRequested {
+        client: alice,
+        id,
+        name: name.clone(),
+        offset: 4
+    }));
+    assert_eq!(net.hub.accept_download(alice, id, name, 10, 4), Some(4));
+    net.pump();
+    let mut out = crate::Outgoing::new(id, 10);
+    out.skip(&data[..4]).unwrap();
+    let c = out.next_chunk(data[4..].to_vec()).unwrap();
+    net.deliver(0, ServerMessage::Chunk(c));
+    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
+    net.pump();
+    let ev = net.take(0);
+    assert!(matches!(
+        ev[0],
+        ClientEvent::TransferStarted { offset: 4, .. }
+    ));
+    assert_eq!(ev.last(), Some(&ClientEvent::TransferDone { id }));
+}
