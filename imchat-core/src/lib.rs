@@ -1,4 +1,91 @@
 //! imchat-core: the imchat wire protocol as a library.
+//!
+//! imchat is an instant messenger over TCP. This crate holds the whole
+//! protocol, so that the `imchat-server` and `imchat-client` binaries, and
+//! any bot, bridge or test harness, are thin shells around it:
+//!
+//! - typed messages, one enum per direction: [`ClientMessage`] and
+//!   [`ServerMessage`], carrying validated newtypes ([`Username`],
+//!   [`FileName`], [`TransferId`]) so an unchecked network string can never
+//!   reach a path;
+//! - a sans-IO codec: [`Encode::encode`] appends a frame to your buffer,
+//!   and the streaming [`Decoder`] takes bytes in any split and yields
+//!   messages, refusing a frame above its limit from the 4-byte header
+//!   before reserving anything;
+//! - file transfers in checksummed chunks: [`Outgoing`] and [`Incoming`]
+//!   check every chunk's CRC32, offset and size, and the whole file's CRC32;
+//! - session state machines without IO: the server's [`Hub`] (handshake,
+//!   names, routing, keepalive, rate limit, relayed pushes) and the
+//!   [`ClientSession`];
+//! - a small blocking transport for the IO shells: [`FrameReader`] and
+//!   [`FrameWriter`] over any `Read`/`Write`, [`split_tcp`], and the
+//!   [`Outbox`], a capped two-lane queue (chat before file data) with a
+//!   coalescing writer loop.
+//!
+//! **What it does not do:** the codec and the state machines read no
+//! socket, no file and no clock. Time is a parameter (`now: Instant`), and
+//! the IO the protocol needs leaves as an event ("open this shared file",
+//! "write these checked bytes") and comes back as a call.
+//!
+//! ```text
+//!   bytes ──▶ Decoder ──▶ handle_message(msg, now) ──▶ poll_event()    ──▶ show / act
+//!                               Hub | ClientSession
+//!   intents ─▶ send_text(), download(), … ──────────▶ poll_transmit() ──▶ Encode ──▶ bytes
+//!   clock ───▶ handle_timeout(now)         ◀── poll_timeout()
+//! ```
+//!
+//! The wire format is specified in `docs/PROTOCOL.md`.
+//!
+//! # Example: two clients and a hub, in memory
+//!
+//! ```
+//! use std::time::Instant;
+//! use imchat_core::*;
+//!
+//! let now = Instant::now();
+//! let mut hub = Hub::new(Limits::default(), "Welcome, {user}!");
+//! let mut alice = ClientSession::new(Username::new("alice").unwrap(), Limits::default(), now);
+//! let mut bob = ClientSession::new(Username::new("bob").unwrap(), Limits::default(), now);
+//! let ids = [hub.handle_connect(now), hub.handle_connect(now)];
+//!
+//! // One step of the network: every message is encoded to bytes and decoded back.
+//! fn pump(hub: &mut Hub, clients: &mut [&mut ClientSession], ids: &[ClientId], now: Instant) {
+//!     for _ in 0..10 {
+//!         for (c, id) in clients.iter_mut().zip(ids) {
+//!             while let Some(m) = c.poll_transmit() {
+//!                 let mut d = Decoder::<ClientMessage>::new(DEFAULT_MAX_FRAME);
+//!                 d.feed(&m.to_frame());
+//!                 hub.handle_message(*id, d.next_message().unwrap().unwrap(), now);
+//!             }
+//!         }
+//!         while let Some(t) = hub.poll_transmit() {
+//!             let bytes = t.message.to_frame(); // encoded once for every receiver
+//!             for to in t.to.iter() {
+//!                 let i = ids.iter().position(|id| *id == to).unwrap();
+//!                 let mut d = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+//!                 d.feed(&bytes);
+//!                 clients[i].handle_message(d.next_message().unwrap().unwrap(), now);
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
+//! assert_eq!(
+//!     alice.poll_event(),
+//!     Some(ClientEvent::Welcome { username: Username::new("alice").unwrap(), text: "Welcome, alice!".into() })
+//! );
+//!
+//! alice.send_text("hello bob").unwrap();
+//! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
+//! let mut got = None;
+//! while let Some(e) = bob.poll_event() {
+//!     if let ClientEvent::Chat { from, private, text } = e {
+//!         got = Some((from.to_string(), private, text));
+//!     }
+//! }
+//! assert_eq!(got, Some(("alice".to_string(), false, "hello bob".to_string())));
+//! ```
 #![warn(missing_docs)]
 
 mod codec;
