@@ -26,6 +26,7 @@ fn check_for(target: &str) -> Option<fn(&[u8])> {
         "decode_server" => checks::decode_server,
         "roundtrip" => checks::roundtrip,
         "split" => checks::split,
+        "hub" => checks::hub,
         _ => return None,
     })
 }
