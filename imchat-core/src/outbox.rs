@@ -40,6 +40,10 @@ struct State {
     closing: bool,
     /// Stop now.
     aborted: bool,
+    /// The writer is asleep on `ready` (a push must wake it).
+    writer_waiting: bool,
+    /// Producers asleep on `room`.
+    room_waiters: usize,
 }
 
 /// A bounded two-lane queue of frames for one connection, shared between
@@ -92,8 +96,13 @@ impl Outbox {
             s.control_bytes += frame.len();
             s.control.push_back(frame);
         }
+        // Waking the writer costs a system call: only do it when it sleeps.
+        // A busy writer picks the frame up with its next batch.
+        let wake = std::mem::take(&mut s.writer_waiting);
         drop(s);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
@@ -113,11 +122,13 @@ impl Outbox {
             if now >= deadline {
                 return false;
             }
+            s.room_waiters += 1;
             s = self
                 .room
                 .wait_timeout(s, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            s.room_waiters -= 1;
         }
     }
 
@@ -167,7 +178,9 @@ impl Outbox {
             if s.closing {
                 return false;
             }
+            s.writer_waiting = true;
             s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.writer_waiting = false;
         }
         let mut bytes = 0;
         while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
@@ -184,8 +197,11 @@ impl Outbox {
             bytes += f.len();
             batch.push(f);
         }
+        let wake = s.room_waiters > 0;
         drop(s);
-        self.room.notify_all();
+        if wake {
+            self.room.notify_all();
+        }
         true
     }
 
