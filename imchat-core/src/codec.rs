@@ -367,6 +367,15 @@ impl<'a> Fields<'a> {
         }
         Ok(n)
     }
+    /// An empty list with room for `n` items, but never for more bytes than
+    /// the frame has left: `count` only proves each item has its minimum
+    /// wire size, and a decoded item is larger in memory than on the wire
+    /// (a 2-byte name becomes a 24-byte `String`), so trusting `n` would let
+    /// a frame of garbage reserve many times the frame limit.
+    fn list<T>(&self, n: usize) -> Vec<T> {
+        let room = self.buf.len() / std::mem::size_of::<T>().max(1);
+        Vec::with_capacity(n.min(room))
+    }
     fn chunk(&mut self) -> Result<FileChunk, DecodeError> {
         let id = TransferId(self.u32()?);
         let offset = self.u64()?;
@@ -478,7 +487,7 @@ impl Decode for ServerMessage {
             },
             types::WHO_LIST => {
                 let n = f.count(2)?;
-                let mut users = Vec::with_capacity(n);
+                let mut users = f.list(n);
                 for _ in 0..n {
                     users.push(f.username("users")?);
                 }
@@ -487,7 +496,7 @@ impl Decode for ServerMessage {
             types::FILES_GRANTED => ServerMessage::FilesAccess { count: f.u64()? },
             types::FILE_LIST => {
                 let n = f.count(10)?;
-                let mut files = Vec::with_capacity(n);
+                let mut files = f.list(n);
                 for _ in 0..n {
                     files.push(FileEntry {
                         name: f.file_name("files")?,
@@ -592,7 +601,32 @@ impl<M: Decode> Decoder<M> {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
+        self.make_room(bytes.len());
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Ensures room for `extra` more bytes. `Vec`'s own growth doubles the
+    /// capacity, which would let a buffer holding one maximal frame grow to
+    /// twice the frame limit when the next read runs past its end. Instead:
+    /// drop consumed bytes if that frees enough room, else double only up to
+    /// one whole frame plus this read, and past that grow to exactly what is
+    /// needed.
+    fn make_room(&mut self, extra: usize) {
+        let needed = self.buf.len().saturating_add(extra);
+        let capacity = self.buf.capacity();
+        if needed <= capacity {
+            return;
+        }
+        if self.pos > 0 && needed - self.pos <= capacity {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            return;
+        }
+        let frame_room = (self.max_frame as usize)
+            .saturating_add(HEADER_LEN)
+            .saturating_add(extra);
+        let target = needed.max(capacity.saturating_mul(2).min(frame_room));
+        self.buf.reserve_exact(target - self.buf.len());
     }
 
     /// The next complete message: `Ok(Some(m))`, `Ok(None)` when more bytes
@@ -618,9 +652,15 @@ impl<M: Decode> Decoder<M> {
         let total = HEADER_LEN + len as usize;
         if avail.len() < total {
             // Reserve the rest of this frame now (it is within the limit) so
-            // that it arrives without repeated reallocation.
-            let missing = total - avail.len();
-            self.buf.reserve(missing);
+            // that it arrives without repeated reallocation: exactly, and
+            // after dropping consumed bytes, so that the buffer holds one
+            // frame rather than up to twice the limit.
+            if self.pos + total > self.buf.capacity() {
+                self.buf.drain(..self.pos);
+                self.pos = 0;
+                let missing = total - self.buf.len();
+                self.buf.reserve_exact(missing);
+            }
             return Ok(None);
         }
         let result = M::decode_frame(&avail[HEADER_LEN..total]);

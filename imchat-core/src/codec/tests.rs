@@ -1,1 +1,1107 @@
+//! Unit tests of the codec: golden frames (the executable examples of
+//! `docs/PROTOCOL.md`), one table per decode error, partial and split input.
+//!
+//! Expected bytes are written by hand from the layouts in `docs/PROTOCOL.md`,
+//! never produced by the encoder under test.
 
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use super::*;
+use crate::error::NameError;
+use crate::limits::{DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME};
+
+/// Parses hex digits, ignoring whitespace (so frames can be laid out field by field).
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    assert!(digits.len() % 2 == 0, "odd number of hex digits in {s:?}");
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).expect("ascii");
+            u8::from_str_radix(pair, 16).unwrap_or_else(|_| panic!("bad hex {pair:?} in {s:?}"))
+        })
+        .collect()
+}
+
+fn user(s: &str) -> Username {
+    Username::new(s).expect("valid username")
+}
+
+fn file(s: &str) -> FileName {
+    FileName::new(s).expect("valid file name")
+}
+
+/// Takes every message the decoder holds, up to the first `Ok(None)` or error.
+fn drain<M: Decode>(dec: &mut Decoder<M>) -> Result<Vec<M>, DecodeError> {
+    let mut out = Vec::new();
+    // Bounded: each message consumes at least one frame header.
+    for _ in 0..100_000 {
+        match dec.next_message()? {
+            Some(m) => out.push(m),
+            None => return Ok(out),
+        }
+    }
+    panic!("decoder never ran out of messages")
+}
+
+// CRC32/IEEE of b"abc" is 0x352441c2 (the standard check value of "abc").
+const ABC_CRC: u32 = 0x3524_41c2;
+
+/// One golden frame per `ClientMessage` variant: (name, message, frame).
+fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
+    vec![
+        (
+            "Hello",
+            ClientMessage::Hello {
+                version: 1,
+                username: user("alice"),
+            },
+            //   len      type version str8 "alice"
+            hex("00000009 01   0001    05 616c696365"),
+        ),
+        (
+            "Chat",
+            ClientMessage::Chat {
+                to: Recipient::Everyone,
+                text: "hi".into(),
+            },
+            //   len      type to=everyone str32 "hi"
+            hex("00000008 02   00          00000002 6869"),
+        ),
+        (
+            "Chat",
+            ClientMessage::Chat {
+                to: Recipient::User(user("bob")),
+                text: "yo".into(),
+            },
+            //   len      type to=user "bob"    str32 "yo"
+            hex("0000000c 02   01 03 626f62      00000002 796f"),
+        ),
+        ("Who", ClientMessage::Who, hex("00000001 03")),
+        (
+            "FilesAccess",
+            ClientMessage::FilesAccess,
+            hex("00000001 04"),
+        ),
+        ("ListFiles", ClientMessage::ListFiles, hex("00000001 05")),
+        (
+            "Download",
+            ClientMessage::Download {
+                id: TransferId(7),
+                name: file("a.txt"),
+                offset: 0x100,
+            },
+            //   len      type id       str8 "a.txt"   offset
+            hex("00000013 06   00000007 05 612e747874 0000000000000100"),
+        ),
+        (
+            "Offer",
+            ClientMessage::Offer {
+                id: TransferId(9),
+                name: file("pic.png"),
+                size: 1000,
+                to: Recipient::User(user("bob")),
+            },
+            //   len      type id       str8 "pic.png"      size             to=user "bob"
+            hex("0000001a 07   00000009 07 7069632e706e67 00000000000003e8 01 03 626f62"),
+        ),
+        (
+            "Chunk",
+            ClientMessage::Chunk(FileChunk::new(TransferId(9), 0, b"abc".to_vec())),
+            //   len      type id       offset           crc32("abc") len      data
+            hex("00000018 80   00000009 0000000000000000 352441c2     00000003 616263"),
+        ),
+        (
+            "End",
+            ClientMessage::End(FileEnd {
+                id: TransferId(9),
+                crc: ABC_CRC,
+            }),
+            //   len      type id       crc32 of the whole file
+            hex("00000009 81   00000009 352441c2"),
+        ),
+        (
+            "Cancel",
+            ClientMessage::Cancel(FileCancel {
+                id: TransferId(9),
+                code: CancelCode::CANCELLED,
+                reason: "stop".into(),
+            }),
+            //   len      type id       code str32 "stop"
+            hex("0000000f 82   00000009 0001 00000004 73746f70"),
+        ),
+        (
+            "Ping",
+            ClientMessage::Ping(0x0102_0304_0506_0708),
+            hex("00000009 83 0102030405060708"),
+        ),
+        (
+            "Pong",
+            ClientMessage::Pong(42),
+            hex("00000009 84 000000000000002a"),
+        ),
+        ("Quit", ClientMessage::Quit, hex("00000001 08")),
+    ]
+}
+
+/// One golden frame per `ServerMessage` variant: (name, message, frame).
+fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
+    vec![
+        (
+            "Welcome",
+            ServerMessage::Welcome {
+                version: 1,
+                username: user("alice"),
+                text: "hi".into(),
+            },
+            //   len      type version str8 "alice"   str32 "hi"
+            hex("0000000f 41   0001    05 616c696365 00000002 6869"),
+        ),
+        (
+            "Refused",
+            ServerMessage::Refused {
+                code: RefuseCode::NAME_TAKEN,
+                reason: "taken".into(),
+                version: 1,
+            },
+            //   len      type code version str32 "taken"
+            hex("0000000e 42   0003 0001    00000005 74616b656e"),
+        ),
+        (
+            "Chat",
+            ServerMessage::Chat {
+                from: user("bob"),
+                private: true,
+                text: "hi".into(),
+            },
+            //   len      type str8 "bob" private str32 "hi"
+            hex("0000000c 43   03 626f62  01      00000002 6869"),
+        ),
+        (
+            "Joined",
+            ServerMessage::Joined { user: user("bob") },
+            hex("00000005 44 03 626f62"),
+        ),
+        (
+            "Left",
+            ServerMessage::Left {
+                user: user("bob"),
+                reason: LeaveReason::TIMEOUT,
+            },
+            //   len      type str8 "bob" reason
+            hex("00000006 45   03 626f62  02"),
+        ),
+        (
+            "Who",
+            ServerMessage::Who {
+                users: vec![user("alice"), user("bob")],
+            },
+            //   len      type count    str8 "alice"  str8 "bob"
+            hex("0000000f 46   00000002 05 616c696365 03 626f62"),
+        ),
+        (
+            "FilesAccess",
+            ServerMessage::FilesAccess { count: 3 },
+            hex("00000009 47 0000000000000003"),
+        ),
+        (
+            "FileList",
+            ServerMessage::FileList {
+                files: vec![FileEntry {
+                    name: file("a.txt"),
+                    size: 5,
+                }],
+            },
+            //   len      type count    str8 "a.txt"  size
+            hex("00000013 48   00000001 05 612e747874 0000000000000005"),
+        ),
+        (
+            "FileStart",
+            ServerMessage::FileStart {
+                id: TransferId(7),
+                name: file("a.txt"),
+                size: 5,
+                offset: 0,
+                origin: Origin::Download,
+            },
+            //   len      type id       str8 "a.txt"  size             offset           origin
+            hex("0000001c 49   00000007 05 612e747874 0000000000000005 0000000000000000 00"),
+        ),
+        (
+            "FileStart",
+            ServerMessage::FileStart {
+                id: TransferId(TransferId::SERVER_BIT | 1),
+                name: file("pic.png"),
+                size: 1000,
+                offset: 0,
+                origin: Origin::Push { from: user("bob") },
+            },
+            //   len      type id       str8 "pic.png"     size             offset           push from "bob"
+            hex("00000022 49   80000001 07 7069632e706e67 00000000000003e8 0000000000000000 01 03 626f62"),
+        ),
+        (
+            "Chunk",
+            ServerMessage::Chunk(FileChunk::new(TransferId(7), 0, b"abc".to_vec())),
+            hex("00000018 80 00000007 0000000000000000 352441c2 00000003 616263"),
+        ),
+        (
+            "End",
+            ServerMessage::End(FileEnd {
+                id: TransferId(7),
+                crc: ABC_CRC,
+            }),
+            hex("00000009 81 00000007 352441c2"),
+        ),
+        (
+            "Cancel",
+            ServerMessage::Cancel(FileCancel {
+                id: TransferId(7),
+                code: CancelCode::NO_SUCH_FILE,
+                reason: "gone".into(),
+            }),
+            hex("0000000f 82 00000007 0002 00000004 676f6e65"),
+        ),
+        (
+            "PushDone",
+            ServerMessage::PushDone {
+                id: TransferId(9),
+                receivers: 2,
+            },
+            //   len      type id       receivers
+            hex("00000009 4a   00000009 00000002"),
+        ),
+        (
+            "Error",
+            ServerMessage::Error {
+                code: ErrorCode::UNKNOWN_USER,
+                text: "no".into(),
+            },
+            //   len      type code str32 "no"
+            hex("00000009 4b   0002 00000002 6e6f"),
+        ),
+        (
+            "Ping",
+            ServerMessage::Ping(7),
+            hex("00000009 83 0000000000000007"),
+        ),
+        (
+            "Pong",
+            ServerMessage::Pong(u64::MAX),
+            hex("00000009 84 ffffffffffffffff"),
+        ),
+        (
+            "Shutdown",
+            ServerMessage::Shutdown {
+                reason: "bye".into(),
+            },
+            hex("00000008 4c 00000003 627965"),
+        ),
+    ]
+}
+
+/// The name of a client variant; the `match` stops compiling when a variant
+/// is added, which is the cue to add its golden frame.
+fn client_kind(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Hello { .. } => "Hello",
+        ClientMessage::Chat { .. } => "Chat",
+        ClientMessage::Who => "Who",
+        ClientMessage::FilesAccess => "FilesAccess",
+        ClientMessage::ListFiles => "ListFiles",
+        ClientMessage::Download { .. } => "Download",
+        ClientMessage::Offer { .. } => "Offer",
+        ClientMessage::Chunk(_) => "Chunk",
+        ClientMessage::End(_) => "End",
+        ClientMessage::Cancel(_) => "Cancel",
+        ClientMessage::Ping(_) => "Ping",
+        ClientMessage::Pong(_) => "Pong",
+        ClientMessage::Quit => "Quit",
+    }
+}
+const CLIENT_KINDS: &[&str] = &[
+    "Hello",
+    "Chat",
+    "Who",
+    "FilesAccess",
+    "ListFiles",
+    "Download",
+    "Offer",
+    "Chunk",
+    "End",
+    "Cancel",
+    "Ping",
+    "Pong",
+    "Quit",
+];
+
+fn server_kind(m: &ServerMessage) -> &'static str {
+    match m {
+        ServerMessage::Welcome { .. } => "Welcome",
+        ServerMessage::Refused { .. } => "Refused",
+        ServerMessage::Chat { .. } => "Chat",
+        ServerMessage::Joined { .. } => "Joined",
+        ServerMessage::Left { .. } => "Left",
+        ServerMessage::Who { .. } => "Who",
+        ServerMessage::FilesAccess { .. } => "FilesAccess",
+        ServerMessage::FileList { .. } => "FileList",
+        ServerMessage::FileStart { .. } => "FileStart",
+        ServerMessage::Chunk(_) => "Chunk",
+        ServerMessage::End(_) => "End",
+        ServerMessage::Cancel(_) => "Cancel",
+        ServerMessage::PushDone { .. } => "PushDone",
+        ServerMessage::Error { .. } => "Error",
+        ServerMessage::Ping(_) => "Ping",
+        ServerMessage::Pong(_) => "Pong",
+        ServerMessage::Shutdown { .. } => "Shutdown",
+    }
+}
+const SERVER_KINDS: &[&str] = &[
+    "Welcome",
+    "Refused",
+    "Chat",
+    "Joined",
+    "Left",
+    "Who",
+    "FilesAccess",
+    "FileList",
+    "FileStart",
+    "Chunk",
+    "End",
+    "Cancel",
+    "PushDone",
+    "Error",
+    "Ping",
+    "Pong",
+    "Shutdown",
+];
+
+/// Encoding gives exactly the golden bytes, the header counts the rest, and
+/// decoding the bytes (directly and through a `Decoder`) gives the message back.
+fn check_golden<M>(name: &str, msg: &M, bytes: &[u8], max_frame: u32)
+where
+    M: Encode + Decode + PartialEq + Debug,
+{
+    assert_eq!(msg.to_frame(), bytes, "{name}: encode({msg:?})");
+    let mut appended = vec![0xee];
+    msg.encode(&mut appended);
+    assert_eq!(&appended[1..], bytes, "{name}: encode must append");
+    let len = u32::from_be_bytes(bytes[..HEADER_LEN].try_into().unwrap()) as usize;
+    assert_eq!(len, bytes.len() - HEADER_LEN, "{name}: length header");
+    assert_eq!(
+        M::decode_frame(&bytes[HEADER_LEN..]).as_ref(),
+        Ok(msg),
+        "{name}: decode_frame"
+    );
+    let mut dec = Decoder::<M>::new(max_frame);
+    dec.feed(bytes);
+    assert_eq!(
+        dec.next_message().as_ref().map(Option::as_ref),
+        Ok(Some(msg)),
+        "{name}: Decoder"
+    );
+    assert_eq!(
+        dec.next_message(),
+        Ok(None),
+        "{name}: one frame, one message"
+    );
+    assert_eq!(dec.buffered(), 0, "{name}: whole frame consumed");
+}
+
+#[test]
+fn golden_client_frames() {
+    let goldens = client_goldens();
+    let covered: BTreeSet<_> = goldens.iter().map(|(_, m, _)| client_kind(m)).collect();
+    let all: BTreeSet<_> = CLIENT_KINDS.iter().copied().collect();
+    assert_eq!(covered, all, "one golden frame per ClientMessage variant");
+    for (name, msg, bytes) in &goldens {
+        assert_eq!(*name, client_kind(msg));
+        check_golden(name, msg, bytes, DEFAULT_MAX_FRAME);
+    }
+}
+
+#[test]
+fn golden_server_frames() {
+    let goldens = server_goldens();
+    let covered: BTreeSet<_> = goldens.iter().map(|(_, m, _)| server_kind(m)).collect();
+    let all: BTreeSet<_> = SERVER_KINDS.iter().copied().collect();
+    assert_eq!(covered, all, "one golden frame per ServerMessage variant");
+    for (name, msg, bytes) in &goldens {
+        assert_eq!(*name, server_kind(msg));
+        check_golden(name, msg, bytes, DEFAULT_MAX_FRAME);
+    }
+}
+
+#[test]
+fn the_whole_handshake_fits_under_the_handshake_limit() {
+    // A Hello with the longest username (32 four-byte characters) is the
+    // largest frame a client sends before the handshake.
+    let hello = ClientMessage::Hello {
+        version: u16::MAX,
+        username: user(&"𝒜".repeat(32)),
+    };
+    let frame = hello.to_frame();
+    assert_eq!(frame.len(), HEADER_LEN + 1 + 2 + 1 + 128);
+    check_golden("long Hello", &hello, &frame, DEFAULT_MAX_HANDSHAKE_FRAME);
+}
+
+#[test]
+fn unknown_code_values_pass_through() {
+    // Codes are open sets: a newer peer's values survive a round trip.
+    let cases = [
+        (
+            ServerMessage::Refused {
+                code: RefuseCode(0xbeef),
+                reason: String::new(),
+                version: 9,
+            },
+            hex("00000009 42 beef 0009 00000000"),
+        ),
+        (
+            ServerMessage::Error {
+                code: ErrorCode(999),
+                text: String::new(),
+            },
+            hex("00000007 4b 03e7 00000000"),
+        ),
+        (
+            ServerMessage::Left {
+                user: user("bob"),
+                reason: LeaveReason(200),
+            },
+            hex("00000006 45 03 626f62 c8"),
+        ),
+        (
+            ServerMessage::Cancel(FileCancel {
+                id: TransferId(u32::MAX),
+                code: CancelCode(0xffff),
+                reason: "é".into(),
+            }),
+            hex("0000000d 82 ffffffff ffff 00000002 c3a9"),
+        ),
+    ];
+    for (msg, bytes) in &cases {
+        check_golden("unknown code", msg, bytes, DEFAULT_MAX_FRAME);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One test per DecodeError variant. Each case is fed between two valid Pings:
+// the first Ping comes out, then the error, and from then on the same error
+// every time, also after more (valid) bytes.
+
+fn assert_fails_for_good<M>(mut dec: Decoder<M>, ping: M, bad: &[u8], expected: &DecodeError)
+where
+    M: Encode + Decode + PartialEq + Debug,
+{
+    let ping_frame = ping.to_frame();
+    let mut stream = ping_frame.clone();
+    stream.extend_from_slice(bad);
+    stream.extend_from_slice(&ping_frame);
+    dec.feed(&stream);
+    assert_eq!(
+        dec.next_message(),
+        Ok(Some(ping)),
+        "frame before {expected:?}"
+    );
+    assert_eq!(
+        dec.next_message().as_ref(),
+        Err(expected),
+        "bad frame {bad:02x?}"
+    );
+    assert!(dec.is_failed());
+    assert_eq!(
+        dec.next_message().as_ref(),
+        Err(expected),
+        "error is sticky"
+    );
+    dec.feed(&ping_frame);
+    assert_eq!(
+        dec.next_message().as_ref(),
+        Err(expected),
+        "sticky after feed"
+    );
+    assert_eq!(dec.buffered(), 0, "a failed decoder holds no bytes");
+}
+
+enum Dir {
+    Client,
+    Server,
+}
+
+/// Runs one table of (direction, frame limit, bad bytes, expected error).
+fn run_error_table(cases: &[(Dir, u32, Vec<u8>, DecodeError)]) {
+    for (dir, max, bad, expected) in cases {
+        match dir {
+            Dir::Client => {
+                assert_fails_for_good(Decoder::new(*max), ClientMessage::Ping(1), bad, expected)
+            }
+            Dir::Server => {
+                assert_fails_for_good(Decoder::new(*max), ServerMessage::Ping(1), bad, expected)
+            }
+        }
+    }
+}
+
+#[test]
+fn error_frame_too_large() {
+    use Dir::*;
+    let too_large = |size, max| DecodeError::FrameTooLarge { size, max };
+    let m = DEFAULT_MAX_FRAME;
+    let h = DEFAULT_MAX_HANDSHAKE_FRAME;
+    run_error_table(&[
+        (Client, m, hex("00100001"), too_large(m + 1, m)),
+        (Server, m, hex("00100001"), too_large(m + 1, m)),
+        (Client, m, hex("7fffffff"), too_large(0x7fff_ffff, m)),
+        (Server, m, hex("ffffffff"), too_large(u32::MAX, m)),
+        (Client, h, hex("00000401"), too_large(h + 1, h)),
+        // Refused from the header alone, whatever follows.
+        (Server, h, hex("00000800 4b0001"), too_large(2048, h)),
+    ]);
+}
+
+#[test]
+fn error_empty_frame() {
+    use Dir::*;
+    run_error_table(&[
+        (
+            Client,
+            DEFAULT_MAX_FRAME,
+            hex("00000000"),
+            DecodeError::EmptyFrame,
+        ),
+        (
+            Server,
+            DEFAULT_MAX_FRAME,
+            hex("00000000"),
+            DecodeError::EmptyFrame,
+        ),
+        (Client, 16, hex("00000000 03"), DecodeError::EmptyFrame),
+    ]);
+    assert_eq!(
+        ClientMessage::decode_frame(&[]),
+        Err(DecodeError::EmptyFrame)
+    );
+    assert_eq!(
+        ServerMessage::decode_frame(&[]),
+        Err(DecodeError::EmptyFrame)
+    );
+}
+
+#[test]
+fn error_unknown_type() {
+    use Dir::*;
+    let unknown = |ty| DecodeError::UnknownType { ty };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        (Client, m, hex("00000001 00"), unknown(0x00)),
+        (Client, m, hex("00000001 ff"), unknown(0xff)),
+        (Client, m, hex("00000001 09"), unknown(0x09)),
+        (Client, m, hex("00000001 85"), unknown(0x85)),
+        (Server, m, hex("00000001 00"), unknown(0x00)),
+        (Server, m, hex("00000001 40"), unknown(0x40)),
+        (Server, m, hex("00000001 4d"), unknown(0x4d)),
+        // The type is refused before its body is looked at.
+        (Server, m, hex("00000004 7f 000000"), unknown(0x7f)),
+    ]);
+}
+
+#[test]
+fn direction_is_checked_by_type_byte() {
+    // Every client-only type is unknown to the server-direction decoder
+    // (what a client receives), and every server-only type to the
+    // client-direction decoder; the shared types (0x80..) decode in both.
+    for (name, msg, bytes) in client_goldens() {
+        let ty = bytes[HEADER_LEN];
+        let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+        dec.feed(&bytes);
+        if ty < 0x80 {
+            assert_eq!(
+                dec.next_message(),
+                Err(DecodeError::UnknownType { ty }),
+                "{name}"
+            );
+        } else {
+            let m = dec.next_message().unwrap().unwrap();
+            assert_eq!(m.to_frame(), msg.to_frame(), "{name}");
+        }
+    }
+    for (name, msg, bytes) in server_goldens() {
+        let ty = bytes[HEADER_LEN];
+        let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_FRAME);
+        dec.feed(&bytes);
+        if ty < 0x80 {
+            assert_eq!(
+                dec.next_message(),
+                Err(DecodeError::UnknownType { ty }),
+                "{name}"
+            );
+        } else {
+            let m = dec.next_message().unwrap().unwrap();
+            assert_eq!(m.to_frame(), msg.to_frame(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn error_truncated() {
+    use Dir::*;
+    let truncated = |ty| DecodeError::Truncated { ty };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        // Ping with 7 of its 8 value bytes.
+        (
+            Client,
+            m,
+            hex("00000008 83 01020304050607"),
+            truncated(0x83),
+        ),
+        // Hello without its username.
+        (Client, m, hex("00000003 01 0001"), truncated(0x01)),
+        // str8 length 5, 3 bytes left.
+        (
+            Client,
+            m,
+            hex("00000007 01 0001 05 616c69"),
+            truncated(0x01),
+        ),
+        // Chat whose str32 claims 0xffffffff bytes.
+        (
+            Client,
+            m,
+            hex("0000000a 02 00 ffffffff 68656c6c"),
+            truncated(0x02),
+        ),
+        // Chunk whose data length claims one byte more than is there.
+        (
+            Client,
+            m,
+            hex("00000018 80 00000009 0000000000000000 352441c2 00000004 616263"),
+            truncated(0x80),
+        ),
+        // Who whose count claims 0xffffffff names.
+        (
+            Server,
+            m,
+            hex("00000007 46 ffffffff 01 61"),
+            truncated(0x46),
+        ),
+        // FileList with a count of 1 and no entry.
+        (Server, m, hex("00000005 48 00000001"), truncated(0x48)),
+        // FileList with a count of 1 and half an entry.
+        (
+            Server,
+            m,
+            hex("0000000b 48 00000001 01 61 00000000"),
+            truncated(0x48),
+        ),
+        // End without its CRC.
+        (Server, m, hex("00000005 81 00000009"), truncated(0x81)),
+        // Error with only half its code.
+        (Server, m, hex("00000002 4b 00"), truncated(0x4b)),
+    ]);
+}
+
+#[test]
+fn error_trailing_bytes() {
+    use Dir::*;
+    let trailing = |ty, extra| DecodeError::TrailingBytes { ty, extra };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        (Client, m, hex("00000002 03 00"), trailing(0x03, 1)),
+        (
+            Client,
+            m,
+            hex("0000000b 83 0000000000000001 0000"),
+            trailing(0x83, 2),
+        ),
+        (Client, m, hex("00000002 08 ff"), trailing(0x08, 1)),
+        (
+            Server,
+            m,
+            hex("00000006 44 03 626f62 ff"),
+            trailing(0x44, 1),
+        ),
+        (
+            Server,
+            m,
+            hex("0000000d 4a 00000009 00000002 00000000"),
+            trailing(0x4a, 4),
+        ),
+    ]);
+}
+
+#[test]
+fn error_invalid_utf8() {
+    use Dir::*;
+    let bad_utf8 = |field| DecodeError::InvalidUtf8 { field };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        (
+            Client,
+            m,
+            hex("00000007 02 00 00000001 ff"),
+            bad_utf8("text"),
+        ),
+        (
+            Client,
+            m,
+            hex("00000005 01 0001 01 ff"),
+            bad_utf8("username"),
+        ),
+        // A surrogate encoded in UTF-8 (CESU) is not UTF-8.
+        (
+            Client,
+            m,
+            hex("0000000e 82 00000001 0001 00000003 eda080"),
+            bad_utf8("reason"),
+        ),
+        (
+            Server,
+            m,
+            hex("00000007 4c 00000002 c328"),
+            bad_utf8("reason"),
+        ),
+        (Server, m, hex("00000004 44 02 c0af"), bad_utf8("user")),
+    ]);
+}
+
+#[test]
+fn error_invalid_name() {
+    use Dir::*;
+    let bad_name = |field, error| DecodeError::InvalidName { field, error };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        (
+            Client,
+            m,
+            hex("00000007 01 0001 03 612f62"),
+            bad_name("username", NameError::BadChar { ch: '/' }),
+        ),
+        (
+            Client,
+            m,
+            hex("00000004 01 0001 00"),
+            bad_name("username", NameError::Empty),
+        ),
+        (
+            Client,
+            m,
+            hex("00000010 06 00000001 02 2e2e 0000000000000000"),
+            bad_name("name", NameError::LeadingDot),
+        ),
+        (
+            Client,
+            m,
+            hex("0000000c 02 01 05 61646d696e 00000000"),
+            bad_name(
+                "to",
+                NameError::Reserved {
+                    name: "admin".into(),
+                },
+            ),
+        ),
+        (
+            Server,
+            m,
+            hex("00000007 44 05 61646d696e"),
+            bad_name(
+                "user",
+                NameError::Reserved {
+                    name: "admin".into(),
+                },
+            ),
+        ),
+        (
+            Server,
+            m,
+            // FileList entry "a/b"
+            hex("00000011 48 00000001 03 612f62 0000000000000001"),
+            bad_name("files", NameError::BadChar { ch: '/' }),
+        ),
+    ]);
+}
+
+#[test]
+fn error_invalid_tag() {
+    use Dir::*;
+    let bad_tag = |field, value| DecodeError::InvalidTag { field, value };
+    let m = DEFAULT_MAX_FRAME;
+    run_error_table(&[
+        (
+            Client,
+            m,
+            hex("00000007 02 02 00000001 68"),
+            bad_tag("to", 2),
+        ),
+        (
+            Client,
+            m,
+            hex("00000016 07 00000009 07 7069632e706e67 00000000000003e8 ff"),
+            bad_tag("to", 0xff),
+        ),
+        (
+            Server,
+            m,
+            hex("0000000a 43 03 626f62 02 00000000"),
+            bad_tag("private", 2),
+        ),
+        (
+            Server,
+            m,
+            hex("0000001c 49 00000007 05 612e747874 0000000000000005 0000000000000000 05"),
+            bad_tag("origin", 5),
+        ),
+    ]);
+}
+
+// ---------------------------------------------------------------------------
+// Partial and split input.
+
+#[test]
+fn every_strict_prefix_needs_more() {
+    fn check<M: Encode + Decode + PartialEq + Debug>(name: &str, msg: &M, bytes: &[u8]) {
+        for k in 0..bytes.len() {
+            let mut dec = Decoder::<M>::new(DEFAULT_MAX_FRAME);
+            dec.feed(&bytes[..k]);
+            assert_eq!(dec.next_message(), Ok(None), "{name}: prefix of {k} bytes");
+            assert_eq!(dec.buffered(), k, "{name}: nothing consumed");
+            dec.feed(&bytes[k..]);
+            assert_eq!(
+                dec.next_message().as_ref().map(Option::as_ref),
+                Ok(Some(msg)),
+                "{name}: rest"
+            );
+        }
+    }
+    for (name, msg, bytes) in client_goldens() {
+        check(name, &msg, &bytes);
+    }
+    for (name, msg, bytes) in server_goldens() {
+        check(name, &msg, &bytes);
+    }
+}
+
+fn concat<M>(goldens: &[(&'static str, M, Vec<u8>)]) -> (Vec<M>, Vec<u8>)
+where
+    M: Clone,
+{
+    let msgs = goldens.iter().map(|(_, m, _)| m.clone()).collect();
+    let bytes = goldens.iter().flat_map(|(_, _, b)| b.clone()).collect();
+    (msgs, bytes)
+}
+
+#[test]
+fn byte_at_a_time_stream() {
+    fn check<M: Decode + PartialEq + Debug>(msgs: &[M], bytes: &[u8]) {
+        let mut dec = Decoder::<M>::new(DEFAULT_MAX_FRAME);
+        let mut got = Vec::new();
+        for b in bytes {
+            dec.feed(std::slice::from_ref(b));
+            got.extend(drain(&mut dec).unwrap());
+        }
+        assert_eq!(got, msgs);
+        assert_eq!(dec.buffered(), 0);
+    }
+    let (msgs, bytes) = concat(&client_goldens());
+    check(&msgs, &bytes);
+    let (msgs, bytes) = concat(&server_goldens());
+    check(&msgs, &bytes);
+}
+
+#[test]
+fn several_frames_in_one_feed() {
+    fn check<M: Decode + PartialEq + Debug>(msgs: &[M], bytes: &[u8]) {
+        let mut dec = Decoder::<M>::new(DEFAULT_MAX_FRAME);
+        dec.feed(bytes);
+        assert_eq!(drain(&mut dec).unwrap(), msgs);
+        assert_eq!(dec.next_message(), Ok(None));
+        assert_eq!(dec.buffered(), 0);
+    }
+    let (msgs, bytes) = concat(&client_goldens());
+    check(&msgs, &bytes);
+    let (msgs, bytes) = concat(&server_goldens());
+    check(&msgs, &bytes);
+}
+
+#[test]
+fn frames_split_across_feeds_at_every_point() {
+    // Two whole streams fed in two pieces, split at every position.
+    let (msgs, bytes) = concat(&server_goldens());
+    for split in 0..=bytes.len() {
+        let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+        dec.feed(&bytes[..split]);
+        let mut got = drain(&mut dec).unwrap();
+        dec.feed(&bytes[split..]);
+        got.extend(drain(&mut dec).unwrap());
+        assert_eq!(got, msgs, "split at {split}");
+    }
+}
+
+#[test]
+fn encode_chunk_equals_encoding_a_file_chunk() {
+    let big: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let cases: [(u32, u64, &[u8]); 4] = [
+        (9, 0, b"abc"),
+        (1, 0, b""),
+        (TransferId::SERVER_BIT | 3, 1 << 40, &big),
+        (u32::MAX, u64::MAX, b"\x00\xff"),
+    ];
+    for (id, offset, data) in cases {
+        let chunk = FileChunk::new(TransferId(id), offset, data.to_vec());
+        let mut fast = vec![0xaa, 0xbb];
+        encode_chunk(&mut fast, TransferId(id), offset, data);
+        assert_eq!(&fast[..2], [0xaa, 0xbb], "encode_chunk appends");
+        assert_eq!(fast[2..], ClientMessage::Chunk(chunk.clone()).to_frame());
+        assert_eq!(fast[2..], ServerMessage::Chunk(chunk.clone()).to_frame());
+        let decoded = ServerMessage::decode_frame(&fast[2 + HEADER_LEN..]).unwrap();
+        assert_eq!(decoded, ServerMessage::Chunk(chunk));
+    }
+    // And the CRC it computes is the one in the golden frame.
+    let mut out = Vec::new();
+    encode_chunk(&mut out, TransferId(9), 0, b"abc");
+    assert_eq!(out, client_goldens()[8].2);
+}
+
+#[test]
+fn set_max_frame_switches_between_handshake_and_session_limits() {
+    // A 2 KiB chat frame: 1 type + 1 recipient + 4 length + 2042 text bytes.
+    let chat = ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "x".repeat(2042),
+    };
+    let frame = chat.to_frame();
+    assert_eq!(frame.len(), HEADER_LEN + 2048);
+
+    let mut handshake = Decoder::<ClientMessage>::new(DEFAULT_MAX_HANDSHAKE_FRAME);
+    assert_eq!(handshake.max_frame(), 1024);
+    handshake.feed(&frame[..HEADER_LEN]);
+    assert_eq!(
+        handshake.next_message(),
+        Err(DecodeError::FrameTooLarge {
+            size: 2048,
+            max: 1024
+        })
+    );
+
+    let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_HANDSHAKE_FRAME);
+    let hello = ClientMessage::Hello {
+        version: 1,
+        username: user("alice"),
+    };
+    dec.feed(&hello.to_frame());
+    assert_eq!(dec.next_message(), Ok(Some(hello)));
+    dec.set_max_frame(DEFAULT_MAX_FRAME);
+    assert_eq!(dec.max_frame(), DEFAULT_MAX_FRAME);
+    dec.feed(&frame);
+    assert_eq!(dec.next_message(), Ok(Some(chat)));
+}
+
+#[test]
+fn the_limit_is_inclusive() {
+    // A frame of exactly `max` bytes passes; one byte more is refused.
+    let text_len = 1024 - 6;
+    let at_limit = ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "y".repeat(text_len),
+    };
+    let mut dec = Decoder::<ClientMessage>::new(1024);
+    dec.feed(&at_limit.to_frame());
+    assert_eq!(dec.next_message(), Ok(Some(at_limit)));
+
+    let over = ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "y".repeat(text_len + 1),
+    };
+    dec.feed(&over.to_frame());
+    assert_eq!(
+        dec.next_message(),
+        Err(DecodeError::FrameTooLarge {
+            size: 1025,
+            max: 1024
+        })
+    );
+}
+
+#[test]
+fn consumed_bytes_are_compacted_away() {
+    // Many small frames fed in big slices that end mid-frame: the decoder
+    // must drop consumed bytes from time to time instead of growing forever,
+    // and lose none of the bytes it keeps.
+    const SLICE: usize = 7001;
+    let msgs: Vec<ClientMessage> = (0..30_000u64).map(ClientMessage::Ping).collect();
+    let mut stream = Vec::new();
+    for m in &msgs {
+        m.encode(&mut stream);
+    }
+    assert!(
+        stream.len() > 3 * COMPACT_AT,
+        "the test must cross the threshold"
+    );
+
+    let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_FRAME);
+    let mut got = Vec::with_capacity(msgs.len());
+    let mut largest_buf = 0;
+    for piece in stream.chunks(SLICE) {
+        dec.feed(piece);
+        largest_buf = largest_buf.max(dec.buf.len());
+        got.extend(drain(&mut dec).unwrap());
+    }
+    assert_eq!(got, msgs);
+    assert_eq!(dec.buffered(), 0);
+    assert!(
+        largest_buf < COMPACT_AT + 2 * SLICE,
+        "buffer grew to {largest_buf} bytes: consumed bytes were never dropped"
+    );
+}
+
+#[test]
+fn compaction_keeps_a_partial_frame_intact() {
+    // Consume more than COMPACT_AT bytes, leave half a chunk frame buffered,
+    // then feed the rest: the half frame must survive the compaction.
+    let mut stream = Vec::new();
+    let pings = COMPACT_AT / 13 + 10;
+    for i in 0..pings as u64 {
+        ServerMessage::Ping(i).encode(&mut stream);
+    }
+    let chunk = ServerMessage::Chunk(FileChunk::new(TransferId(5), 77, vec![0x5a; 3000]));
+    let chunk_frame = chunk.to_frame();
+    stream.extend_from_slice(&chunk_frame[..1500]);
+
+    let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+    dec.feed(&stream);
+    assert_eq!(drain(&mut dec).unwrap().len(), pings);
+    assert_eq!(dec.buffered(), 1500);
+    dec.feed(&chunk_frame[1500..]);
+    assert_eq!(dec.pos, 0, "the feed compacted the consumed pings away");
+    assert_eq!(dec.next_message(), Ok(Some(chunk)));
+}
+
+#[test]
+fn protocol_md_examples_are_golden_frames() {
+    // docs/PROTOCOL.md shows some golden frames as hex blocks; each must
+    // still be one, so the document cannot drift from the codec.
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let goldens: Vec<Vec<u8>> = client_goldens()
+        .into_iter()
+        .map(|(_, _, b)| b)
+        .chain(server_goldens().into_iter().map(|(_, _, b)| b))
+        .collect();
+    let blocks: Vec<&str> = doc
+        .split("```hex\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default())
+        .collect();
+    assert!(
+        blocks.len() >= 4,
+        "PROTOCOL.md shows {} examples",
+        blocks.len()
+    );
+    for block in blocks {
+        let bytes = hex(block);
+        assert!(
+            goldens.contains(&bytes),
+            "PROTOCOL.md example is not a golden frame: {block}"
+        );
+    }
+}
