@@ -1,0 +1,950 @@
+//! Helpers for the end-to-end tests: a unique temp folder per test, the real
+//! server and client binaries started on 127.0.0.1 with an OS-picked port,
+//! their output collected on background threads and waited on with
+//! deadlines, a raw protocol connection, and a client under a pseudo-terminal.
+//!
+//! Every child process is owned by a guard that kills it (by its handle) and
+//! reaps it when dropped, so a failing test leaves nothing running. Nothing
+//! here waits with a fixed sleep: waits poll an output buffer or a process
+//! until a condition holds or a deadline passes, and every loop is bounded in
+//! both time and iterations.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use imchat_core::{
+    ClientMessage, Encode, FrameReader, FrameWriter, ServerMessage, TransportError, Username,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+/// How long any single expectation may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to give something the chance to (wrongly) happen when asserting
+/// that it does not.
+pub const QUIET: Duration = Duration::from_millis(300);
+/// Upper bound on the wake-ups of any wait loop (each wake-up is a new byte
+/// batch or a poll tick), on top of its deadline.
+const MAX_WAKEUPS: usize = 1_000_000;
+/// Poll period for process exits.
+const POLL: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// Binaries
+
+/// The client binary cargo built for this test.
+pub fn client_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imchat-client"))
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the client crate lives inside the workspace")
+        .to_path_buf()
+}
+
+/// The sample files shipped in the repository.
+pub fn sample_shared_dir() -> PathBuf {
+    workspace_root().join("SharedFiles")
+}
+
+/// The server binary: the sibling of the client binary. `cargo test -p
+/// imchat-client` does not build other packages' binaries, so it is built
+/// here once per test process, with the client's profile: when it is missing,
+/// and also when cargo runs us (a no-op costing a fraction of a second when it
+/// is up to date), so a stale server is never tested against a fresh client.
+pub fn server_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let client = client_bin();
+        let path = client.with_file_name(format!("imchat-server{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO");
+        if cargo.is_none() && path.exists() {
+            return path;
+        }
+        let mut cmd = Command::new(cargo.unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "-p", "imchat-server"])
+            .current_dir(workspace_root());
+        if client.to_string_lossy().contains("/release/") {
+            cmd.arg("--release");
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run cargo to build imchat-server");
+        assert!(
+            out.status.success(),
+            "building imchat-server failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            path.exists(),
+            "cargo built imchat-server but {} is still missing",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}
+
+// ---------------------------------------------------------------------------
+// Temp folders
+
+/// A fresh folder under the system temp dir, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/imchat-e2e-<tag>-<pid>-<counter>-<nanos>`. The name has
+    /// no whitespace, so paths under it can be typed in commands as they are.
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "imchat-e2e-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the folder.
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Copies the regular files of `from` into `to` (created).
+pub fn copy_dir_files(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create shared dir");
+    for entry in fs::read_dir(from).expect("read sample folder") {
+        let entry = entry.expect("read sample entry");
+        if entry.file_type().expect("file type").is_file() {
+            fs::copy(entry.path(), to.join(entry.file_name())).expect("copy sample file");
+        }
+    }
+}
+
+/// The regular files of a folder as (name, size), sorted by name.
+pub fn list_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = fs::read_dir(dir)
+        .expect("read folder")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| {
+            let size = e.metadata().expect("metadata").len();
+            (e.file_name().to_string_lossy().into_owned(), size)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Deterministic pseudo-random bytes (so file contents are not trivially
+/// compressible or aligned).
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Output capture
+
+#[derive(Debug, Default)]
+struct Buf {
+    bytes: Vec<u8>,
+    eof: bool,
+}
+
+/// The output of one stream of a child, collected by a background thread.
+#[derive(Debug, Clone)]
+pub struct Output {
+    shared: Arc<(Mutex<Buf>, Condvar)>,
+}
+
+impl Output {
+    /// Starts a thread that copies `r` into the buffer until end of stream.
+    pub fn capture(mut r: impl Read + Send + 'static) -> Output {
+        let shared = Arc::new((Mutex::new(Buf::default()), Condvar::new()));
+        let s = Arc::clone(&shared);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = match r.read(&mut chunk) {
+                    Ok(0) => 0,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                };
+                let (lock, cond) = &*s;
+                let mut buf = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if n == 0 {
+                    buf.eof = true;
+                    cond.notify_all();
+                    return;
+                }
+                buf.bytes.extend_from_slice(&chunk[..n]);
+                cond.notify_all();
+            }
+        });
+        Output { shared }
+    }
+
+    /// Everything so far, as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&buf.bytes).into_owned()
+    }
+
+    /// The complete lines so far (without `\n` or a trailing `\r`).
+    pub fn lines(&self) -> Vec<String> {
+        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        complete_lines(&buf.bytes, buf.eof)
+    }
+
+    /// True once the stream has ended.
+    pub fn is_eof(&self) -> bool {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).eof
+    }
+
+    /// Calls `f` on the bytes so far (and whether the stream ended) each time
+    /// new bytes arrive, until it returns `Some` or `timeout` passes.
+    pub fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&[u8], bool) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cond) = &*self.shared;
+        let mut buf = lock.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..MAX_WAKEUPS {
+            if let Some(v) = f(&buf.bytes, buf.eof) {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if now >= deadline || buf.eof {
+                return None;
+            }
+            buf = cond
+                .wait_timeout(buf, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        None
+    }
+
+    /// Waits for a complete line at index `from` or later that satisfies
+    /// `pred`; returns its index and text.
+    pub fn wait_line_from(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(usize, String)> {
+        self.wait_for(timeout, |bytes, eof| {
+            complete_lines(bytes, eof)
+                .into_iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| pred(l))
+        })
+    }
+
+    /// Waits until the stream ends.
+    pub fn wait_eof(&self, timeout: Duration) -> bool {
+        self.wait_for(timeout, |_, eof| eof.then_some(())).is_some()
+    }
+}
+
+fn complete_lines(bytes: &[u8], eof: bool) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut parts: Vec<&str> = text.split('\n').collect();
+    // The last part is an unfinished line (or "" after a final newline).
+    let last = parts.pop().unwrap_or("");
+    let mut lines: Vec<String> = parts
+        .iter()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect();
+    if eof && !last.is_empty() {
+        lines.push(last.to_string());
+    }
+    lines
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    for _ in 0..MAX_WAKEUPS {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL);
+    }
+    None
+}
+
+fn indent(text: &str) -> String {
+    if text.is_empty() {
+        return "    (nothing)\n".to_string();
+    }
+    text.lines().map(|l| format!("    | {l}\n")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The server
+
+/// A running `imchat-server`, killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// Its stdout.
+    pub out: Output,
+    /// Its stderr.
+    pub err: Output,
+    /// Where it listens (127.0.0.1 and the port it printed).
+    pub addr: SocketAddr,
+    log_file: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1, port 0, serving `shared`, logging to
+    /// `<dir>/server.log`, with `dir` as its working folder; waits for its
+    /// `listening on` line.
+    pub fn start(dir: &Path, shared: &Path) -> Server {
+        let log_file = dir.join("server.log");
+        let mut child = Command::new(server_bin())
+            .arg("0")
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--shared-dir")
+            .arg(shared)
+            .arg("--log-file")
+            .arg(&log_file)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("SERVERSHAREDFILES")
+            .env_remove("SERVER_SHARED_FILES")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start imchat-server");
+        let out = Output::capture(child.stdout.take().expect("server stdout"));
+        let err = Output::capture(child.stderr.take().expect("server stderr"));
+        let mut server = Server {
+            child,
+            out,
+            err,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_file,
+        };
+        let first = server.out.wait_line_from(0, TIMEOUT, |_| true);
+        let line = match first {
+            Some((_, l)) => l,
+            None => panic!("the server printed no first line\n{}", server.report()),
+        };
+        let addr = line
+            .strip_prefix("imchat-server listening on ")
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+        let Some(addr) = addr else {
+            panic!(
+                "server's first line: expected `imchat-server listening on <addr>`, got {line:?}\n{}",
+                server.report()
+            );
+        };
+        assert_ne!(addr.port(), 0, "the server printed port 0: {line:?}");
+        server.addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+        server
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stdout line satisfying `pred`; panics with the output otherwise.
+    pub fn expect(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        match self.out.wait_line_from(0, TIMEOUT, pred) {
+            Some((_, l)) => l,
+            None => panic!(
+                "server: no stdout line {what} within {TIMEOUT:?}\n{}",
+                self.report()
+            ),
+        }
+    }
+
+    /// Kills it with SIGKILL (std's `Child::kill`) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends it a signal by its pid, with the `kill` command.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed: {status}");
+    }
+
+    /// Waits for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, timeout)
+    }
+
+    /// Its output and log, for failure messages.
+    pub fn report(&self) -> String {
+        let log = fs::read_to_string(&self.log_file).unwrap_or_default();
+        format!(
+            "server stdout:\n{}server stderr:\n{}server log:\n{}",
+            indent(&self.out.text()),
+            indent(&self.err.text()),
+            indent(&log)
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The world of one test: a temp folder, a shared folder, a server
+
+/// One test's temp folder (with a copy of the sample shared files in
+/// `shared/`) and its server. Fields drop in order: the server is killed
+/// before the folder is removed.
+#[derive(Debug)]
+pub struct World {
+    /// The server.
+    pub server: Server,
+    /// The temp folder.
+    pub dir: TempDir,
+}
+
+impl World {
+    /// A temp folder, a copy of `SharedFiles/` in it, and a server on it.
+    pub fn new(tag: &str) -> World {
+        let dir = TempDir::new(tag);
+        copy_dir_files(&sample_shared_dir(), &dir.join("shared"));
+        let server = Server::start(dir.path(), &dir.join("shared"));
+        World { server, dir }
+    }
+
+    /// The server's shared folder.
+    pub fn shared(&self) -> PathBuf {
+        self.dir.join("shared")
+    }
+
+    /// Starts `imchat-client <name> 127.0.0.1 <port>` and waits until it
+    /// has printed the server's welcome.
+    pub fn client(&self, name: &str) -> Client {
+        let c = self.spawn_client(&[name, "127.0.0.1", &self.server.port().to_string()]);
+        c.expect_line(&format!(
+            "*** connected to 127.0.0.1:{} as {name}",
+            self.server.port()
+        ));
+        c.expect(&format!("the welcome text for {name}"), |l| {
+            l.starts_with(&format!("Welcome to imchat, {name}!"))
+        });
+        c
+    }
+
+    /// Starts the client with these arguments, in the temp folder, without waiting.
+    pub fn spawn_client(&self, args: &[&str]) -> Client {
+        Client::spawn(self.dir.path(), args)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+/// A running `imchat-client` in plain (piped) mode, killed when dropped.
+#[derive(Debug)]
+pub struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Its stdout.
+    pub out: Output,
+    /// Its stderr.
+    pub err: Output,
+    label: String,
+}
+
+impl Client {
+    /// Starts the client with `args` and `dir` as working folder.
+    pub fn spawn(dir: &Path, args: &[&str]) -> Client {
+        let mut child = Command::new(client_bin())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start imchat-client");
+        let out = Output::capture(child.stdout.take().expect("client stdout"));
+        let err = Output::capture(child.stderr.take().expect("client stderr"));
+        let stdin = child.stdin.take();
+        Client {
+            child,
+            stdin,
+            out,
+            err,
+            label: format!("client {}", args.first().copied().unwrap_or("")),
+        }
+    }
+
+    /// Types one line.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        if let Err(e) = stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+        {
+            panic!(
+                "{}: cannot type {line:?}: {e}\n{}",
+                self.label,
+                self.report()
+            );
+        }
+    }
+
+    /// Closes its stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for a stdout line satisfying `pred` (searching from the first
+    /// line); panics with the client's output otherwise.
+    pub fn expect(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.expect_from(0, what, pred).1
+    }
+
+    /// Like [`expect`](Self::expect), from line index `from` on; returns the index too.
+    pub fn expect_from(
+        &self,
+        from: usize,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
+        match self.out.wait_line_from(from, TIMEOUT, pred) {
+            Some(found) => found,
+            None => panic!(
+                "{}: no stdout line {what} within {TIMEOUT:?}\n{}",
+                self.label,
+                self.report()
+            ),
+        }
+    }
+
+    /// Waits for exactly this stdout line.
+    pub fn expect_line(&self, line: &str) -> usize {
+        self.expect_from(0, &format!("== {line:?}"), |l| l == line)
+            .0
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    pub fn expect_prefix(&self, prefix: &str) -> String {
+        self.expect(&format!("starting with {prefix:?}"), |l| {
+            l.starts_with(prefix)
+        })
+    }
+
+    /// Panics if any stdout line so far satisfies `pred`.
+    pub fn assert_no_line(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        if let Some(l) = self.out.lines().iter().find(|l| pred(l)) {
+            panic!(
+                "{}: unexpected stdout line {l:?} ({what})\n{}",
+                self.label,
+                self.report()
+            );
+        }
+    }
+
+    /// Waits for it to exit; panics with its output if it does not.
+    pub fn expect_exit(&mut self) -> ExitStatus {
+        match wait_exit(&mut self.child, TIMEOUT) {
+            Some(s) => {
+                // Let the reader threads take in the last bytes.
+                self.out.wait_eof(TIMEOUT);
+                self.err.wait_eof(TIMEOUT);
+                s
+            }
+            None => panic!(
+                "{}: still running after {TIMEOUT:?}\n{}",
+                self.label,
+                self.report()
+            ),
+        }
+    }
+
+    /// Waits for it to exit with `code`; returns its stderr lines.
+    pub fn expect_exit_code(&mut self, code: i32) -> Vec<String> {
+        let status = self.expect_exit();
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{}: exit status {status}, expected code {code}\n{}",
+            self.label,
+            self.report()
+        );
+        self.err.lines()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its output, for failure messages.
+    pub fn report(&self) -> String {
+        format!(
+            "{} stdout:\n{}{} stderr:\n{}",
+            self.label,
+            indent(&self.out.text()),
+            self.label,
+            indent(&self.err.text())
+        )
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stdin = None;
+        self.kill();
+    }
+}
+
+/// The non-empty lines of a stderr capture.
+pub fn non_empty(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A client under a pseudo-terminal
+
+/// `imchat-client` run by `script(1)` so that it sees a terminal; its stdin
+/// is a pipe to `script`, which forwards the bytes to the terminal.
+#[derive(Debug)]
+pub struct PtyClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Everything the terminal showed.
+    pub out: Output,
+    /// `script`'s own stderr.
+    pub err: Output,
+}
+
+impl PtyClient {
+    /// Starts the client with `args` in `dir` under `script`, with an
+    /// 80x24-or-wider xterm and no colours.
+    pub fn spawn(dir: &Path, args: &[&str]) -> PtyClient {
+        let mut cmd = format!(
+            "stty cols 120 rows 40 2>/dev/null; exec {}",
+            sh_quote(&client_bin().to_string_lossy())
+        );
+        for a in args {
+            cmd.push(' ');
+            cmd.push_str(&sh_quote(a));
+        }
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .current_dir(dir)
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .env("SHELL", "/bin/sh")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start script(1)");
+        let out = Output::capture(child.stdout.take().expect("script stdout"));
+        let err = Output::capture(child.stderr.take().expect("script stderr"));
+        let stdin = child.stdin.take();
+        PtyClient {
+            child,
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    /// Sends raw keystrokes.
+    pub fn type_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin closed");
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .expect("type into the terminal");
+    }
+
+    /// What the terminal showed, with escape sequences and carriage returns removed.
+    pub fn screen_text(&self) -> String {
+        strip_escapes(&self.out.text())
+    }
+
+    /// Waits until the shown text (escapes removed) satisfies `pred`.
+    pub fn wait_text(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let ok = self
+            .out
+            .wait_for(TIMEOUT, |bytes, _| {
+                pred(&strip_escapes(&String::from_utf8_lossy(bytes))).then_some(())
+            })
+            .is_some();
+        assert!(ok, "terminal: never showed {what}\n{}", self.report());
+    }
+
+    /// Waits for `script` to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, timeout)
+    }
+
+    /// Its output, for failure messages.
+    pub fn report(&self) -> String {
+        format!(
+            "terminal output (raw, escaped):\n    {:?}\nscript stderr:\n{}",
+            self.out.text(),
+            indent(&self.err.text())
+        )
+    }
+}
+
+impl Drop for PtyClient {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Removes ANSI escape sequences (CSI, OSC, two-byte ESC sequences) and
+/// carriage returns, keeping the printed characters.
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' => match it.next() {
+                Some('[') => {
+                    // Parameters and intermediates, then one final byte in @..~.
+                    for c in it.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    // Up to BEL or ESC \.
+                    while let Some(c) = it.next() {
+                        if c == '\x07' {
+                            break;
+                        }
+                        if c == '\x1b' {
+                            it.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' | '\x07' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Raw protocol connections
+
+/// What a raw connection saw next.
+#[derive(Debug)]
+pub enum RawEvent {
+    /// A message.
+    Msg(ServerMessage),
+    /// The server closed the connection.
+    Closed,
+    /// Nothing arrived before the deadline.
+    TimedOut,
+    /// The stream broke otherwise.
+    Failed(String),
+}
+
+/// A TCP connection speaking the protocol by hand, through imchat-core.
+#[derive(Debug)]
+pub struct Raw {
+    reader: FrameReader<TcpStream, ServerMessage>,
+    writer: FrameWriter<TcpStream>,
+}
+
+impl Raw {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("raw connect");
+        let (reader, writer) =
+            imchat_core::split_tcp::<ServerMessage>(stream, DEFAULT_MAX_FRAME).expect("split");
+        Raw { reader, writer }
+    }
+
+    /// Connects and completes the handshake as `name` (waits for the Welcome).
+    pub fn join(addr: SocketAddr, name: &str) -> Raw {
+        let mut raw = Raw::connect(addr);
+        raw.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).expect("valid name"),
+        });
+        match raw.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::Welcome { .. })) {
+            (Some(_), _) => raw,
+            (None, seen) => panic!("raw {name}: no Welcome; saw {seen:?}"),
+        }
+    }
+
+    /// Sends a message.
+    pub fn send(&mut self, m: &ClientMessage) {
+        self.writer.send(m).expect("raw send");
+    }
+
+    /// Sends bytes as they are.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer.send_frames(bytes).expect("raw send bytes");
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> RawEvent {
+        let timeout = timeout.max(Duration::from_millis(1));
+        if let Err(e) = self.reader.get_ref().set_read_timeout(Some(timeout)) {
+            return RawEvent::Failed(e.to_string());
+        }
+        match self.reader.read_message() {
+            Ok(Some(m)) => RawEvent::Msg(m),
+            Ok(None) => RawEvent::Closed,
+            Err(TransportError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                RawEvent::TimedOut
+            }
+            Err(TransportError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                RawEvent::Closed
+            }
+            Err(e) => RawEvent::Failed(e.to_string()),
+        }
+    }
+
+    /// Reads until a message satisfies `pred`, the connection ends, or
+    /// `timeout` passes. Returns the matching message (if any) and all
+    /// events seen (the match included).
+    pub fn recv_until(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&ServerMessage) -> bool,
+    ) -> (Option<ServerMessage>, Vec<RawEvent>) {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.recv(deadline - now) {
+                RawEvent::Msg(m) => {
+                    if pred(&m) {
+                        seen.push(RawEvent::Msg(m.clone()));
+                        return (Some(m), seen);
+                    }
+                    seen.push(RawEvent::Msg(m));
+                }
+                RawEvent::TimedOut => break,
+                end => {
+                    seen.push(end);
+                    break;
+                }
+            }
+        }
+        (None, seen)
+    }
+
+    /// Reads everything until the connection ends or `timeout` passes.
+    pub fn drain(&mut self, timeout: Duration) -> Vec<RawEvent> {
+        self.recv_until(timeout, |_| false).1
+    }
+}
+
+/// Encodes one message to its frame bytes (re-exported for tests building
+/// frames by hand next to real ones).
+pub fn frame_of(m: &ClientMessage) -> Vec<u8> {
+    m.to_frame()
+}

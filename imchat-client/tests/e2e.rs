@@ -1,0 +1,578 @@
+//! End-to-end tests: the real `imchat-server` and `imchat-client` binaries on
+//! 127.0.0.1 (port picked by the OS), driven as a user would, checked
+//! against the UI contract (`notes/ui-contract.md`): the exact stdout and
+//! stderr lines and exit codes.
+//!
+//! Each test has its own temp folder (shared folder copy, download folders,
+//! server log) and its own server; every wait has a deadline; every process
+//! is killed by its handle when the test ends, passing or failing.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+
+use common::{
+    list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, PtyClient, Raw,
+    RawEvent, TempDir, World, QUIET, TIMEOUT,
+};
+use imchat_core::{ClientMessage, ServerMessage};
+
+/// Has `speaker` broadcast `marker` and waits until every listener shows
+/// it: since each connection is ordered, anything routed to a listener
+/// before the marker has been printed by then.
+fn barrier(speaker: &mut Client, from: &str, marker: &str, listeners: &[&Client]) {
+    speaker.send(marker);
+    for l in listeners {
+        l.expect_line(&format!("<{from}> {marker}"));
+    }
+}
+
+#[test]
+fn welcome_and_connection_line() {
+    let w = World::new("welcome");
+    let alice = w.client("alice");
+    let welcome = alice.expect_prefix("Welcome to imchat, alice!");
+    assert_eq!(
+        welcome, "Welcome to imchat, alice! Type /help for the commands.",
+        "the server's default welcome text"
+    );
+    let line = w.server.expect("`connection from 127.0.0.1:<port>`", |l| {
+        l.starts_with("connection from ")
+    });
+    let port = line
+        .strip_prefix("connection from 127.0.0.1:")
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        matches!(port, Some(p) if p != 0),
+        "expected `connection from 127.0.0.1:<port>`, got {line:?}"
+    );
+    w.server
+        .expect("`alice joined from 127.0.0.1:<port>`", |l| {
+            l.starts_with("alice joined from 127.0.0.1:")
+        });
+    // The second stdout line names the shared folder and where it came from.
+    let lines = w.server.out.lines();
+    let second = lines.get(1).map(String::as_str).unwrap_or("");
+    assert!(
+        second.starts_with("shared folder: ")
+            && second.ends_with(" (--shared-dir)")
+            && second.contains(&*w.dir.path().file_name().unwrap().to_string_lossy()),
+        "server's second line: expected `shared folder: {} (--shared-dir)`, got {second:?}\n{}",
+        w.shared().display(),
+        w.server.report()
+    );
+}
+
+#[test]
+fn joins_are_announced() {
+    let w = World::new("joins");
+    let alice = w.client("alice");
+    let _bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    let _carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
+    alice.assert_no_line("nobody announces alice to herself", |l| {
+        l == "*** alice has joined"
+    });
+}
+
+#[test]
+fn broadcast_reaches_all_others_but_not_the_sender() {
+    let w = World::new("broadcast");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    let carol = w.client("carol");
+    alice.send("hello all");
+    bob.expect_line("<alice> hello all");
+    carol.expect_line("<alice> hello all");
+    barrier(&mut bob, "bob", "bob was here", &[&alice, &carol]);
+    alice.assert_no_line("the sender gets no echo", |l| l.contains("hello all"));
+
+    alice.send("/broadcast explicit one");
+    bob.expect_line("<alice> explicit one");
+    carol.expect_line("<alice> explicit one");
+    barrier(&mut bob, "bob", "second marker", &[&alice]);
+    alice.assert_no_line("no echo of /broadcast", |l| l.contains("explicit one"));
+}
+
+#[test]
+fn unicast_reaches_only_its_target() {
+    let w = World::new("unicast");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let carol = w.client("carol");
+    alice.send("/msg bob secret");
+    alice.send("/unicast bob s2");
+    alice.send("@bob s3");
+    bob.expect_line("<alice> (private) secret");
+    bob.expect_line("<alice> (private) s2");
+    bob.expect_line("<alice> (private) s3");
+    barrier(&mut alice, "alice", "public marker", &[&bob, &carol]);
+    for text in ["secret", "s2", "s3"] {
+        carol.assert_no_line("a private message to bob", |l| {
+            l.starts_with("<alice>") && l.ends_with(&format!(" {text}"))
+        });
+        alice.assert_no_line("no echo of a private message", |l| {
+            l.starts_with("<alice>") && l.contains(text)
+        });
+    }
+}
+
+#[test]
+fn mode_switching() {
+    let w = World::new("mode");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let carol = w.client("carol");
+    alice.send("/mode unicast bob");
+    alice.expect_line("*** mode: unicast to bob");
+    alice.send("just for bob");
+    bob.expect_line("<alice> (private) just for bob");
+    alice.send("/mode broadcast");
+    alice.expect_line("*** mode: broadcast");
+    alice.send("for everyone");
+    bob.expect_line("<alice> for everyone");
+    carol.expect_line("<alice> for everyone");
+    carol.assert_no_line("the unicast-mode message", |l| l.contains("just for bob"));
+    bob.assert_no_line("unicast mode sends privately", |l| {
+        l == "<alice> just for bob"
+    });
+}
+
+#[test]
+fn unknown_user_is_an_error_and_the_connection_stays() {
+    let w = World::new("unknown");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.send("/msg nobody hi");
+    let err = alice.expect_prefix("error: ");
+    assert!(err.len() > "error: ".len(), "empty error text: {err:?}");
+    alice.send("still here");
+    bob.expect_line("<alice> still here");
+    assert!(alice.is_running(), "alice's client quit after an error");
+    bob.assert_no_line("nothing reached bob from the failed unicast", |l| {
+        l == "<alice> hi" || l == "<alice> (private) hi"
+    });
+}
+
+#[test]
+fn who_lists_everyone_sorted_ignoring_case() {
+    let w = World::new("who");
+    let carol = w.client("carol");
+    let _bob = w.client("Bob");
+    let mut alice = w.client("alice");
+    carol.expect_line("*** alice has joined");
+    alice.send("/who");
+    alice.expect_line("*** online (3): alice, Bob, carol");
+}
+
+#[test]
+fn files_lists_the_shared_folder_with_sizes() {
+    let w = World::new("files");
+    let mut alice = w.client("alice");
+    let files = list_files(&w.shared());
+    assert!(files.len() >= 4, "sample files missing: {files:?}");
+    alice.send("/files");
+    alice.expect_line(&format!(
+        "*** shared folder access granted: {} files",
+        files.len()
+    ));
+    let head = alice.expect_line("*** shared files:");
+    for (name, size) in &files {
+        alice.expect_from(
+            head + 1,
+            &format!("listing {name} with {size} bytes"),
+            |l| l == format!("    {name}  ({size} bytes)"),
+        );
+    }
+}
+
+#[test]
+fn downloads_of_every_kind_of_file_are_byte_identical() {
+    let w = World::new("download");
+    let mut alice = w.client("alice");
+    let files = list_files(&sample_shared_dir());
+    assert!(
+        files.iter().any(|(n, _)| n.contains(' ')),
+        "the samples should include a name with a space: {files:?}"
+    );
+    // All at once: several downloads may run at the same time.
+    for (name, _) in &files {
+        alice.send(&format!("/download {name}"));
+    }
+    for (name, size) in &files {
+        alice.expect(&format!("download of {name} done"), |l| {
+            l.starts_with(&format!("*** downloaded {name} ({size} bytes) to "))
+        });
+        alice.expect_line(&format!("*** downloading {name} ({size} bytes)"));
+        let got = fs::read(w.dir.join("alice").join(name))
+            .unwrap_or_else(|e| panic!("{name} not in <tmp>/alice/: {e}\n{}", alice.report()));
+        let want = fs::read(sample_shared_dir().join(name)).expect("read sample");
+        assert!(
+            got == want,
+            "{name}: downloaded bytes differ from the source"
+        );
+    }
+    let leftovers: Vec<_> = fs::read_dir(w.dir.join("alice"))
+        .expect("download folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
+    alice.assert_no_line("no transfer failed", |l| l.starts_with("*** transfer of"));
+}
+
+#[test]
+fn downloads_never_escape_the_shared_folder() {
+    let w = World::new("escape");
+    let secret = w.dir.join("outside-secret.txt");
+    fs::write(&secret, "TOP-SECRET-CONTENT outside the shared folder\n").expect("secret");
+    std::os::unix::fs::symlink(&secret, w.shared().join("escape.txt")).expect("symlink");
+    fs::create_dir(w.shared().join("subdir")).expect("subdir");
+    fs::write(w.shared().join("subdir").join("inner.txt"), "inner").expect("inner");
+    fs::write(w.shared().join("plain.txt"), "a plain shared file\n").expect("plain");
+    let mut alice = w.client("alice");
+
+    // (a) the client refuses an escaping name before sending anything.
+    alice.send("/download ../../etc/passwd");
+    alice.expect_prefix("error: ");
+
+    // (b) the server refuses a symlink out, a folder, and a missing name.
+    for name in ["escape.txt", "subdir", "missing.bin"] {
+        alice.send(&format!("/download {name}"));
+        alice.expect(&format!("transfer of {name} failed"), |l| {
+            l.starts_with(&format!("*** transfer of {name} failed: "))
+        });
+    }
+    // A regular file next to them still downloads.
+    alice.send("/download plain.txt");
+    alice.expect_prefix("*** downloaded plain.txt (20 bytes) to ");
+    let dl = w.dir.join("alice");
+    for name in ["escape.txt", "subdir", "missing.bin", "passwd"] {
+        assert!(
+            !dl.join(name).exists(),
+            "{name} exists in the download folder"
+        );
+    }
+    alice.assert_no_line("the secret never shows", |l| l.contains("TOP-SECRET"));
+
+    // (c) a raw client sends a Download frame whose name is `../secret`,
+    // built by hand: [len u32][0x06][id u32][name len u8][name][offset u64].
+    let mut raw = Raw::join(w.server.addr, "rawuser");
+    let name = b"../outside-secret.txt";
+    let mut body = vec![imchat_core::types::DOWNLOAD];
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.push(name.len() as u8);
+    body.extend_from_slice(name);
+    body.extend_from_slice(&0u64.to_be_bytes());
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    raw.send_bytes(&frame);
+    let (answer, seen) = raw.recv_until(TIMEOUT, |m| {
+        matches!(
+            m,
+            ServerMessage::Error { .. } | ServerMessage::Refused { .. }
+        )
+    });
+    let mut seen = seen;
+    seen.extend(raw.drain(QUIET));
+    for ev in &seen {
+        if let RawEvent::Msg(m) = ev {
+            assert!(
+                !matches!(
+                    m,
+                    ServerMessage::FileStart { .. }
+                        | ServerMessage::Chunk(_)
+                        | ServerMessage::End(_)
+                ),
+                "the server started sending a file for `../`: {seen:?}"
+            );
+        }
+    }
+    assert!(
+        answer.is_some(),
+        "no Error/Refused for a `../` download; saw {seen:?}"
+    );
+
+    // The server still serves a normal client.
+    let mut bob = w.client("bob");
+    bob.send("/who");
+    bob.expect("a who list with alice and bob", |l| {
+        l.starts_with("*** online (") && l.contains("alice, bob")
+    });
+    bob.send("/download welcome.txt");
+    bob.expect_prefix("*** downloaded welcome.txt (");
+}
+
+#[test]
+fn sendfile_pushes_to_everyone_or_to_one_user() {
+    let w = World::new("sendfile");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    let carol = w.client("carol");
+    fs::create_dir(w.dir.join("outbox")).expect("outbox");
+    // Bigger than one 256 KiB chunk.
+    let report = pseudo_random_bytes(300 * 1024 + 17, 1);
+    let report_path = w.dir.join("outbox").join("report.bin");
+    fs::write(&report_path, &report).expect("report");
+    let size = report.len();
+
+    alice.send(&format!("/sendfile {}", report_path.display()));
+    alice.expect_line(&format!("*** sending report.bin ({size} bytes)"));
+    for (rx, name) in [(&bob, "bob"), (&carol, "carol")] {
+        rx.expect_line(&format!(
+            "*** alice is sending you report.bin ({size} bytes)"
+        ));
+        rx.expect_prefix(&format!(
+            "*** received report.bin ({size} bytes) from alice, saved to "
+        ));
+        let got = fs::read(w.dir.join(name).join("received").join("report.bin"))
+            .unwrap_or_else(|e| panic!("{name} has no received/report.bin: {e}"));
+        assert!(got == report, "{name}: received bytes differ");
+    }
+    alice.expect_line("*** sent report.bin to 2 user(s)");
+
+    // To one user only.
+    let note = b"only for bob\n";
+    let note_path = w.dir.join("outbox").join("only-bob.txt");
+    fs::write(&note_path, note).expect("note");
+    alice.send(&format!("/sendfile {} bob", note_path.display()));
+    bob.expect_prefix(&format!(
+        "*** received only-bob.txt ({} bytes) from alice, saved to ",
+        note.len()
+    ));
+    alice.expect_line("*** sent only-bob.txt to 1 user(s)");
+    assert_eq!(
+        fs::read(w.dir.join("bob").join("received").join("only-bob.txt")).expect("bob's copy"),
+        note
+    );
+    barrier(&mut alice, "alice", "after the files", &[&bob, &carol]);
+    carol.assert_no_line("a push meant for bob", |l| l.contains("only-bob.txt"));
+    assert!(!w
+        .dir
+        .join("carol")
+        .join("received")
+        .join("only-bob.txt")
+        .exists());
+    bob.send("thanks");
+    alice.expect_line("<bob> thanks");
+    for who in ["bob", "carol"] {
+        let parts: Vec<_> = fs::read_dir(w.dir.join(who).join("received"))
+            .expect("received folder")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        assert!(parts.is_empty(), "{who}: partial files left: {parts:?}");
+    }
+}
+
+#[test]
+fn quit_and_end_of_input_leave_with_code_0() {
+    let w = World::new("quit");
+    let alice = w.client("alice");
+    let mut bob = w.client("bob");
+    let mut carol = w.client("carol");
+    bob.send("/quit");
+    bob.expect_exit_code(0);
+    alice.expect_line("*** bob has left");
+    carol.close_stdin();
+    carol.expect_exit_code(0);
+    alice.expect_line("*** carol has left");
+    let mut dave = w.client("dave");
+    dave.send("/exit");
+    dave.expect_exit_code(0);
+    alice.expect_line("*** dave has left");
+    assert!(non_empty(&bob.err.lines()).is_empty(), "{}", bob.report());
+    assert!(
+        non_empty(&carol.err.lines()).is_empty(),
+        "{}",
+        carol.report()
+    );
+}
+
+#[test]
+fn a_killed_client_is_announced_as_left() {
+    let w = World::new("kill9");
+    let alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    bob.kill();
+    alice.expect("`*** bob has left` (a reason may follow)", |l| {
+        l == "*** bob has left" || l.starts_with("*** bob has left (")
+    });
+    w.server
+        .expect("`bob left (<reason>)`", |l| l.starts_with("bob left ("));
+}
+
+#[test]
+fn duplicate_and_invalid_usernames_are_refused() {
+    let w = World::new("dupe");
+    let alice = w.client("alice");
+    let port = w.server.port().to_string();
+    for name in ["alice", "ALICE"] {
+        let mut dup = w.spawn_client(&[name, "127.0.0.1", &port]);
+        let err = dup.expect_exit_code(1);
+        let err = non_empty(&err);
+        assert_eq!(err.len(), 1, "one stderr line expected: {err:?}");
+        assert!(
+            err[0].starts_with("imchat-client: ") && err[0].contains("already taken"),
+            "stderr for a taken name {name:?}: {err:?}"
+        );
+    }
+    let mut bad = w.spawn_client(&["bad/name", "127.0.0.1", &port]);
+    let err = bad.expect_exit_code(2);
+    assert!(!non_empty(&err).is_empty(), "no reason on stderr");
+    let _bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    alice.assert_no_line("a refused user never joined", |l| {
+        l.eq_ignore_ascii_case("*** alice has joined")
+    });
+}
+
+#[test]
+fn unreachable_server_bad_host_and_bad_ports() {
+    let dir = TempDir::new("unreachable");
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut c = Client::spawn(dir.path(), &["bob", "127.0.0.1", &closed_port.to_string()]);
+    let err = c.expect_exit_code(1);
+    let err = non_empty(&err);
+    assert!(
+        err.len() == 1 && err[0].starts_with("imchat-client: cannot connect"),
+        "refused connection: {err:?}"
+    );
+
+    let mut c = Client::spawn(dir.path(), &["bob", "nosuch.invalid", "4000"]);
+    let err = c.expect_exit_code(1);
+    let err = non_empty(&err);
+    assert!(
+        err.len() == 1
+            && err[0].starts_with("imchat-client: ")
+            && err[0].contains("cannot resolve"),
+        "unknown host: {err:?}"
+    );
+
+    for port in ["70000", "abc", "0"] {
+        let mut c = Client::spawn(dir.path(), &["bob", "127.0.0.1", port]);
+        let err = c.expect_exit_code(2);
+        let err = non_empty(&err);
+        assert!(
+            err.len() == 1 && err[0].starts_with("imchat-client: ") && err[0].contains(port),
+            "port {port:?}: expected one line `imchat-client: invalid port ...`, got {err:?}"
+        );
+    }
+}
+
+#[test]
+fn server_ctrl_c_is_announced_to_clients() {
+    let mut w = World::new("sigint");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    w.server.signal("INT");
+    let status = w.server.wait_exit(TIMEOUT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "server exit after SIGINT: {status:?}\n{}",
+        w.server.report()
+    );
+    w.server.expect("`shutting down: <reason>`", |l| {
+        l.starts_with("shutting down")
+    });
+    for c in [&mut alice, &mut bob] {
+        c.expect_prefix("*** server shutting down: ");
+        let err = c.expect_exit_code(1);
+        let err = non_empty(&err);
+        assert!(
+            err.len() == 1 && err[0].starts_with("imchat-client: server shut down"),
+            "stderr after a shutdown: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn server_kill_is_seen_by_clients() {
+    let mut w = World::new("serverkill");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    w.server.kill();
+    for c in [&mut alice, &mut bob] {
+        let err = c.expect_exit_code(1);
+        let err = non_empty(&err);
+        assert!(
+            err.len() == 1
+                && err[0].starts_with("imchat-client: ")
+                && (err[0].contains("lost") || err[0].contains("closed")),
+            "expected one line like `imchat-client: connection to the server lost`, got {err:?}"
+        );
+    }
+}
+
+#[test]
+fn typed_line_survives_incoming_messages_in_a_terminal() {
+    let w = World::new("pty");
+    let port = w.server.port().to_string();
+    let mut bob = w.client("bob");
+    let mut tty = PtyClient::spawn(w.dir.path(), &["tina", "127.0.0.1", &port]);
+    tty.wait_text("the welcome", |s| s.contains("Welcome to imchat, tina!"));
+    bob.expect_line("*** tina has joined");
+
+    tty.type_bytes(b"half a line");
+    tty.wait_text("the typed text echoed", |s| s.contains("half a line"));
+    bob.send("incoming while typing");
+    let marker = "<bob> incoming while typing";
+    tty.wait_text("the message, then the typed text redrawn after it", |s| {
+        s.find(marker)
+            .is_some_and(|i| s[i + marker.len()..].contains("half a line"))
+    });
+    let screen = tty.screen_text();
+    let msg_at = screen.find(marker).expect("marker shown");
+    let before = &screen[..msg_at];
+    assert!(
+        before.contains("half a line"),
+        "the typed text was not shown before the message\n{}",
+        tty.report()
+    );
+    tty.type_bytes(b" and the rest\r");
+    bob.expect_line("<tina> half a line and the rest");
+    tty.type_bytes(b"/quit\r");
+    let status = tty.wait_exit(TIMEOUT);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "client under a terminal: /quit exit {status:?}\n{}",
+        tty.report()
+    );
+    bob.expect_line("*** tina has left");
+}
+
+#[test]
+fn a_message_before_the_handshake_is_refused() {
+    let w = World::new("prehello");
+    let mut raw = Raw::connect(w.server.addr);
+    raw.send(&ClientMessage::Who);
+    let (refused, seen) = raw.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::Refused { .. }));
+    assert!(
+        refused.is_some(),
+        "no Refused for a Who before Hello; saw {seen:?}"
+    );
+    let rest = raw.drain(TIMEOUT);
+    assert!(
+        matches!(rest.last(), Some(RawEvent::Closed)),
+        "the connection stayed open after Refused: {rest:?}"
+    );
+    assert!(
+        !rest
+            .iter()
+            .any(|e| matches!(e, RawEvent::Msg(ServerMessage::Who { .. }))),
+        "the server answered Who before the handshake: {rest:?}"
+    );
+    let mut alice = w.client("alice");
+    alice.send("/who");
+    alice.expect_line("*** online (1): alice");
+}
