@@ -1034,6 +1034,17 @@ impl Hub {
                 LeaveReason::KICKED,
                 format!("malformed frame: {error}"),
             );
+        } else if let DecodeError::InvalidName {
+            field: "username",
+            error: name_error,
+        } = error
+        {
+            // The username breaks a rule: say which, so the client can show why.
+            self.refuse(
+                client,
+                RefuseCode::INVALID_NAME,
+                &format!("invalid username: {name_error}"),
+            );
         } else {
             self.refuse(
                 client,

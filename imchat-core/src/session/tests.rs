@@ -894,3 +894,26 @@ fn a_resumed_download_verifies_the_part_held() {
     ));
     assert_eq!(ev.last(), Some(&ClientEvent::TransferDone { id }));
 }
+
+#[test]
+fn a_hello_with_an_invalid_username_is_refused_with_the_rule() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    // The decoder refuses the name; the hub turns that into a refusal with a reason.
+    let mut frame = vec![0, 0, 0, 0, crate::codec::types::HELLO, 0, 1, 3];
+    frame.extend_from_slice(b"a/b");
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    let mut d = Decoder::<ClientMessage>::new(1024);
+    d.feed(&frame);
+    let err = d.next_message().unwrap_err();
+    hub.handle_decode_error(c, &err);
+    match hub.poll_transmit().unwrap().message {
+        ServerMessage::Refused { code, reason, .. } => {
+            assert_eq!(code, RefuseCode::INVALID_NAME);
+            assert!(reason.contains("'/'"), "{reason}");
+        }
+        m => panic!("{m:?}"),
+    }
+}
