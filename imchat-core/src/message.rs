@@ -14,8 +14,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// included because a username becomes a folder name on the client's disk.
 const RESERVED_NAMES: &[&str] = &[
     "server", "all", "everyone", "admin", "system", "con", "prn", "aux", "nul", "com1", "com2",
-    "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1", "lpt2", "lpt3", "lpt4",
-    "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+    "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5",
+    "lpt6", "lpt7", "lpt8", "lpt9",
 ];
 
 /// A checked username: 1–32 characters, each a letter or digit of any script,
@@ -126,7 +126,8 @@ impl AsRef<str> for FileName {
 /// C0 controls (tab included), DEL, C1 controls, and the bidirectional
 /// embedding, override and isolate characters.
 pub(crate) fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
 /// Identifies one file transfer on one connection. A client picks the ids of
@@ -529,11 +530,16 @@ mod tests {
         assert_eq!(Username::new(".x"), Err(NameError::BadChar { ch: '.' }));
         assert_eq!(Username::new("a/b"), Err(NameError::BadChar { ch: '/' }));
         assert_eq!(Username::new("a b"), Err(NameError::BadChar { ch: ' ' }));
-        assert_eq!(Username::new("a\u{0}"), Err(NameError::BadChar { ch: '\0' }));
+        assert_eq!(
+            Username::new("a\u{0}"),
+            Err(NameError::BadChar { ch: '\0' })
+        );
         assert_eq!(Username::new(".."), Err(NameError::BadChar { ch: '.' }));
         assert_eq!(
             Username::new("ADMIN"),
-            Err(NameError::Reserved { name: "ADMIN".into() })
+            Err(NameError::Reserved {
+                name: "ADMIN".into()
+            })
         );
         assert!(Username::new("Everyone").is_err());
         assert!(Username::new("nul").is_err());
