@@ -8,15 +8,19 @@ use std::net::TcpStream;
 use crate::codec::{Decode, Decoder, Encode};
 use crate::error::TransportError;
 
-/// Bytes read from the stream per `read` call.
-const READ_BUF: usize = 64 * 1024;
+/// Bytes read per `read` call at first: small, so that an idle connection
+/// costs one page. The buffer doubles (up to [`MAX_READ_BUF`]) each time a
+/// read fills it, so a busy connection reads in large slices.
+const MIN_READ_BUF: usize = 4 * 1024;
+/// Largest read buffer.
+const MAX_READ_BUF: usize = 128 * 1024;
 
 /// The read half: bytes from a `Read`, messages out.
 #[derive(Debug)]
 pub struct FrameReader<R, M> {
     inner: R,
     decoder: Decoder<M>,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
 }
 
 impl<R: Read, M: Decode> FrameReader<R, M> {
@@ -25,7 +29,7 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
         FrameReader {
             inner,
             decoder: Decoder::new(max_frame),
-            buf: vec![0; READ_BUF].into_boxed_slice(),
+            buf: vec![0; MIN_READ_BUF],
         }
     }
 
@@ -60,6 +64,9 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
                 };
             }
             self.decoder.feed(&self.buf[..n]);
+            if n == self.buf.len() && n < MAX_READ_BUF {
+                self.buf.resize(n * 2, 0);
+            }
         }
     }
 }
