@@ -1,0 +1,963 @@
+//! The running client: a [`ClientSession`] shared by a few threads, and the
+//! glue between its events and the terminal and the disk.
+//!
+//! ```text
+//!  socket ──► reader thread ──► session.handle_message ─┐
+//!  clock  ──► timer thread  ──► session.handle_timeout ─┤   (one Mutex)
+//!  stdin  ──► input thread  ──► main: Command::parse ───┤
+//!  file   ──► pusher threads ─► session.push_chunk ─────┘
+//!                                        │ after every call:
+//!                                        ├─ poll_transmit ─► Outbox ─► writer thread ─► socket
+//!                                        └─ poll_event ────► print / write files
+//! ```
+//!
+//! The protocol (what to send, whether a chunk is good, when the server is
+//! gone) is all in the session; this module only moves bytes and shows
+//! things. Nothing is printed while a lock is held: printing through the
+//! line editor may wait for it to redraw.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    inert, ClientEvent, ClientSession, Command, Encode, FileEntry, FileName, Frame, FrameReader,
+    LeaveReason, Limits, Mode, Origin, Outbox, PushError, Recipient, ServerMessage, TransferError,
+    TransferId, TransportError, UsageError, Username, HELP,
+};
+
+use crate::error::ClientError;
+use crate::files;
+use crate::ui::{self, Lines, Progress, Style, Ui};
+
+/// How long the server has to answer the handshake.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
+/// How often the session's clock runs (keepalive pings and timeouts).
+const TICK: Duration = Duration::from_secs(1);
+/// Bulk bytes a push keeps queued ahead of the socket at most.
+const PUSH_QUEUE: usize = 1024 * 1024;
+/// How long a push waits for queue room before checking whether to stop.
+const PUSH_WAIT: Duration = Duration::from_secs(30);
+/// How long `/quit` waits for queued messages to be written.
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
+/// What the client was started with.
+pub struct Config {
+    /// Host name as given (for messages).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The username asked for.
+    pub username: Username,
+    /// Where downloads go; received pushes go to its `received/`.
+    pub download_dir: PathBuf,
+}
+
+/// What the main thread waits for.
+enum Input {
+    /// A line typed.
+    Line(String),
+    /// End of input: quit.
+    Eof,
+    /// The end: print `notice` (if any) on stdout, then fail with `error`.
+    Fatal {
+        notice: Option<String>,
+        error: ClientError,
+    },
+}
+
+/// A file arriving (a download or someone's push), written to its `.part`.
+struct IncomingFile {
+    name: FileName,
+    size: u64,
+    /// Who pushed it; `None` for a download.
+    from: Option<Username>,
+    final_path: PathBuf,
+    part: PathBuf,
+    file: File,
+    /// Bytes written so far (the resumed prefix included).
+    written: u64,
+    progress: Option<Progress>,
+}
+
+/// A push of ours; `stop` tells its thread to give up.
+struct OutgoingPush {
+    name: FileName,
+    stop: Arc<AtomicBool>,
+}
+
+/// The transfers the binary holds files or threads for, by id.
+#[derive(Default)]
+struct Transfers {
+    /// Downloads asked for, not started yet.
+    requested: HashMap<TransferId, FileName>,
+    incoming: HashMap<TransferId, IncomingFile>,
+    pushes: HashMap<TransferId, OutgoingPush>,
+}
+
+impl Transfers {
+    fn download_running(&self, name: &FileName) -> bool {
+        self.requested.values().any(|n| n == name)
+            || self
+                .incoming
+                .values()
+                .any(|f| f.from.is_none() && &f.name == name)
+    }
+}
+
+/// What a session call left to do once the lock is released.
+#[must_use]
+struct Drained {
+    events: Vec<ClientEvent>,
+    /// The outbound queue refused a control message (the server is not reading).
+    queue_full: bool,
+}
+
+/// Everything the threads share.
+struct Shared {
+    session: Mutex<ClientSession>,
+    outbox: Arc<Outbox>,
+    ui: Arc<Ui>,
+    chunk_size: usize,
+    download_dir: PathBuf,
+    transfers: Mutex<Transfers>,
+    /// Set once we are leaving: threads stop quietly.
+    closing: AtomicBool,
+    tx: Sender<Input>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking thread leaves consistent data behind (every update is a
+    // few field writes); keep going rather than take the client down.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Connects the session over `stream` and runs until the user quits (`Ok`)
+/// or the connection ends (`Err`).
+pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
+    let io_err = |what| move |source| ClientError::Io { what, source };
+    let limits = Limits::default();
+    let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
+    let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
+        stream.try_clone().map_err(io_err("cloning the socket"))?,
+        limits.max_frame,
+    );
+    let mut write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
+    let (username, welcome) = handshake(&mut session, &mut reader, &mut write_half)?;
+
+    let (ui, lines) = ui::setup(username.as_str());
+    let ui = Arc::new(ui);
+    ui.notice(&format!(
+        "connected to {} as {}",
+        host_port(&config.host, config.port),
+        inert(username.as_str())
+    ));
+    for line in welcome.lines() {
+        ui.print(Style::Plain, &inert(line));
+    }
+
+    let outbox = Outbox::new(limits.max_outbound);
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        session: Mutex::new(session),
+        outbox: outbox.clone(),
+        ui: ui.clone(),
+        chunk_size: limits.chunk_size,
+        download_dir: config.download_dir,
+        transfers: Mutex::new(Transfers::default()),
+        closing: AtomicBool::new(false),
+        tx: tx.clone(),
+    });
+
+    let (writer_done_tx, writer_done) = mpsc::channel::<()>();
+    let s = shared.clone();
+    spawn("writer", move || {
+        if let Err(e) = s.outbox.run_writer(write_half) {
+            log::info!("writing to the server failed: {e}");
+            s.fatal(None, ClientError::ConnectionLost);
+        }
+        let _ = writer_done_tx.send(());
+    })?;
+    let s = shared.clone();
+    spawn("reader", move || s.read_loop(reader))?;
+    let s = shared.clone();
+    spawn("timer", move || s.timer_loop())?;
+    let (ack_tx, ack_rx) = mpsc::channel::<()>();
+    spawn("input", move || input_loop(lines, tx, ack_rx))?;
+
+    let end = loop {
+        match rx.recv() {
+            Ok(Input::Line(line)) => {
+                if shared.command(&line) == Flow::Quit {
+                    break Ok(());
+                }
+                let _ = ack_tx.send(());
+            }
+            Ok(Input::Eof) | Err(_) => break Ok(()),
+            Ok(Input::Fatal { notice, error }) => break Err((notice, error)),
+        }
+    };
+    match end {
+        Ok(()) => {
+            shared.quit(&writer_done);
+            let _ = stream.shutdown(Shutdown::Both);
+            Ok(())
+        }
+        Err((notice, error)) => {
+            shared.closing.store(true, Ordering::SeqCst);
+            shared.outbox.abort();
+            let _ = stream.shutdown(Shutdown::Both);
+            ui.last_words(notice.as_deref());
+            Err(error)
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ClientError> {
+    thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map(drop)
+        .map_err(|source| ClientError::Io {
+            what: "starting a thread",
+            source,
+        })
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Sends the `Hello` and waits for the answer, on this thread, before
+/// anything else runs. Returns the registered name and the welcome text.
+fn handshake(
+    session: &mut ClientSession,
+    reader: &mut FrameReader<TcpStream, ServerMessage>,
+    w: &mut TcpStream,
+) -> Result<(Username, String), ClientError> {
+    let lost = |e: io::Error| {
+        log::info!("handshake: {e}");
+        ClientError::ConnectionLost
+    };
+    reader
+        .get_ref()
+        .set_read_timeout(Some(HANDSHAKE_WAIT))
+        .map_err(lost)?;
+    loop {
+        while let Some(m) = session.poll_transmit() {
+            w.write_all(&m.to_frame()).map_err(lost)?;
+        }
+        let msg = match reader.read_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(ClientError::ConnectionLost),
+            Err(TransportError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ClientError::NoAnswer)
+            }
+            Err(TransportError::Io(e)) => return Err(lost(e)),
+            Err(e) => return Err(ClientError::ConnectionBroken(e.to_string())),
+        };
+        session.handle_message(msg, Instant::now());
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                ClientEvent::Welcome { username, text } => {
+                    reader.get_ref().set_read_timeout(None).map_err(lost)?;
+                    while let Some(m) = session.poll_transmit() {
+                        w.write_all(&m.to_frame()).map_err(lost)?;
+                    }
+                    return Ok((username, text));
+                }
+                ClientEvent::Refused { code, reason } => {
+                    let reason = if reason.is_empty() {
+                        code.describe().to_string()
+                    } else {
+                        inert(&reason).into_owned()
+                    };
+                    return Err(ClientError::Refused(reason));
+                }
+                ClientEvent::Shutdown { reason } => {
+                    return Err(ClientError::Shutdown(inert(&reason).into_owned()))
+                }
+                other => log::debug!("before the welcome: {other:?}"),
+            }
+        }
+    }
+}
+
+fn input_loop(mut lines: Lines, tx: Sender<Input>, ack: Receiver<()>) {
+    loop {
+        match lines.next_line() {
+            Ok(Some(line)) => {
+                // Wait until the line is handled before reading (and
+                // prompting) again: after /quit there is no next prompt.
+                if tx.send(Input::Line(line)).is_err() || ack.recv().is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Input::Eof);
+                return;
+            }
+            Err(error) => {
+                let _ = tx.send(Input::Fatal {
+                    notice: None,
+                    error,
+                });
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Quit,
+}
+
+fn mode_line(mode: &Mode) -> String {
+    match mode {
+        Mode::Broadcast => "mode: broadcast".to_string(),
+        Mode::Unicast(u) => format!("mode: unicast to {}", inert(u.as_str())),
+    }
+}
+
+impl Shared {
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Ends the client (first call wins; the main thread stops at the first).
+    fn fatal(&self, notice: Option<String>, error: ClientError) {
+        if !self.closing() {
+            let _ = self.tx.send(Input::Fatal { notice, error });
+        }
+    }
+
+    /// Runs `f` on the session, queues what it wants sent, and returns the
+    /// events to handle once the lock is gone.
+    fn session_call<T>(&self, f: impl FnOnce(&mut ClientSession) -> T) -> (T, Drained) {
+        let mut s = lock(&self.session);
+        let out = f(&mut s);
+        let mut queue_full = false;
+        while let Some(m) = s.poll_transmit() {
+            let frame: Frame = Arc::from(m.to_frame());
+            match self.outbox.push(frame, m.is_bulk()) {
+                Ok(()) => {}
+                Err(PushError::Full { .. }) => queue_full = true,
+                // Closed: we are leaving, nothing more goes out.
+                Err(_) => {}
+            }
+        }
+        let events = std::iter::from_fn(|| s.poll_event()).collect();
+        (out, Drained { events, queue_full })
+    }
+
+    /// [`session_call`](Self::session_call), then handles the events.
+    fn with_session<T>(&self, f: impl FnOnce(&mut ClientSession) -> T) -> T {
+        let (out, drained) = self.session_call(f);
+        self.handle(drained);
+        out
+    }
+
+    fn handle(&self, drained: Drained) {
+        if drained.queue_full {
+            self.ui
+                .error("the server is not reading; a message was dropped");
+        }
+        for ev in drained.events {
+            self.event(ev);
+        }
+    }
+
+    fn read_loop(&self, mut reader: FrameReader<TcpStream, ServerMessage>) {
+        loop {
+            let msg = reader.read_message();
+            if self.closing() {
+                return;
+            }
+            match msg {
+                Ok(Some(msg)) => self.with_session(|s| s.handle_message(msg, Instant::now())),
+                Ok(None) => return self.fatal(None, ClientError::ConnectionLost),
+                Err(TransportError::Io(e)) => {
+                    log::info!("reading from the server failed: {e}");
+                    return self.fatal(None, ClientError::ConnectionLost);
+                }
+                Err(e) => return self.fatal(None, ClientError::ConnectionBroken(e.to_string())),
+            }
+        }
+    }
+
+    fn timer_loop(&self) {
+        while !self.closing() {
+            thread::sleep(TICK);
+            self.with_session(|s| s.handle_timeout(Instant::now()));
+        }
+    }
+
+    /// Sends `Quit`, lets the writer flush it (bounded), and stops.
+    fn quit(&self, writer_done: &Receiver<()>) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.with_session(|s| s.quit());
+        self.outbox.close();
+        let _ = writer_done.recv_timeout(QUIT_WAIT);
+        for push in lock(&self.transfers).pushes.values() {
+            push.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn command(self: &Arc<Self>, line: &str) -> Flow {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.ui.error(&inert(&e.to_string()));
+                return Flow::Continue;
+            }
+        };
+        let result: Result<(), UsageError> = match cmd {
+            Command::Nothing => Ok(()),
+            Command::Text(text) => self.with_session(|s| s.send_text(&text)),
+            Command::Broadcast(text) => {
+                self.with_session(|s| s.send_chat(Recipient::Everyone, &text))
+            }
+            Command::Unicast { to, text } => {
+                self.with_session(|s| s.send_chat(Recipient::User(to), &text))
+            }
+            Command::SetMode(mode) => {
+                let line = mode_line(&mode);
+                self.with_session(|s| s.set_mode(mode));
+                self.ui.notice(&line);
+                Ok(())
+            }
+            Command::ShowMode => {
+                let line = self.with_session(|s| mode_line(s.mode()));
+                self.ui.notice(&line);
+                Ok(())
+            }
+            Command::Who => self.with_session(|s| s.who()),
+            Command::Files => self.with_session(|s| s.files_access().and_then(|()| s.list_files())),
+            Command::FilesAccess => self.with_session(|s| s.files_access()),
+            Command::ListFiles => self.with_session(|s| s.list_files()),
+            Command::Download(name) => {
+                self.download(name);
+                Ok(())
+            }
+            Command::SendFile { path, to } => {
+                self.send_file(&path, to);
+                Ok(())
+            }
+            Command::Help => {
+                for l in HELP.lines() {
+                    self.ui.print(Style::Plain, l);
+                }
+                Ok(())
+            }
+            Command::Quit => return Flow::Quit,
+            other => {
+                log::debug!("unhandled command {other:?}");
+                self.ui
+                    .error("this command is not supported by this client");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.ui.error(&inert(&e.to_string()));
+        }
+        Flow::Continue
+    }
+
+    /// `/download <name>`: resumes from `<name>.part` when one is there.
+    fn download(&self, name: FileName) {
+        let mut t = lock(&self.transfers);
+        if t.download_running(&name) {
+            drop(t);
+            self.ui.error(&format!(
+                "{} is already being downloaded",
+                inert(name.as_str())
+            ));
+            return;
+        }
+        let part = files::part_path(&self.download_dir.join(name.as_str()));
+        let resume = files::resume_state(&part).unwrap_or_else(|e| {
+            log::warn!(
+                "cannot read {}: {e}; downloading from the start",
+                part.display()
+            );
+            None
+        });
+        // The lock stays held so the reader thread cannot see the start of
+        // this download before it is recorded.
+        let (result, drained) = self.session_call(|s| s.download(name.clone(), resume));
+        if let Ok(id) = result {
+            t.requested.insert(id, name);
+        }
+        drop(t);
+        self.handle(drained);
+        if let Err(e) = result {
+            self.ui.error(&inert(&e.to_string()));
+        }
+    }
+
+    /// `/sendfile <path> [user]`: announces the file, then a thread streams it.
+    fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
+        let shown = inert(path).into_owned();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.ui.error(&format!("cannot open {shown}: {e}")),
+        };
+        let size = match file.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => return self.ui.error(&format!("{shown} is not a file")),
+            Err(e) => return self.ui.error(&format!("cannot read {shown}: {e}")),
+        };
+        let Some(base) = Path::new(path).file_name() else {
+            return self.ui.error(&format!("{shown} has no file name"));
+        };
+        let Some(base) = base.to_str() else {
+            return self
+                .ui
+                .error(&format!("the name of {shown} is not valid UTF-8"));
+        };
+        let name = match FileName::new(base) {
+            Ok(n) => n,
+            Err(e) => {
+                return self.ui.error(&format!(
+                    "cannot send {}: invalid file name: {e}",
+                    inert(base)
+                ))
+            }
+        };
+        let recipient = to.map_or(Recipient::Everyone, Recipient::User);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut t = lock(&self.transfers);
+        let (result, drained) = self.session_call(|s| s.offer(name.clone(), size, recipient));
+        if let Ok(id) = result {
+            t.pushes.insert(
+                id,
+                OutgoingPush {
+                    name: name.clone(),
+                    stop: stop.clone(),
+                },
+            );
+        }
+        drop(t);
+        self.handle(drained);
+        let id = match result {
+            Ok(id) => id,
+            Err(e) => return self.ui.error(&inert(&e.to_string())),
+        };
+        self.ui
+            .notice(&format!("sending {} ({size} bytes)", inert(name.as_str())));
+        let s = self.clone();
+        let spawned = spawn("pusher", move || s.push_loop(id, name, file, size, stop));
+        if let Err(e) = spawned {
+            self.abandon_push(id, &e.to_string());
+        }
+    }
+
+    /// Streams a file for a push, paced by the outbound queue, then ends it.
+    fn push_loop(
+        &self,
+        id: TransferId,
+        name: FileName,
+        mut file: File,
+        size: u64,
+        stop: Arc<AtomicBool>,
+    ) {
+        let stopped = || stop.load(Ordering::SeqCst) || self.closing();
+        let mut progress = self
+            .ui
+            .progress(&format!("sending {}", inert(name.as_str())), size);
+        let mut sent = 0u64;
+        while sent < size {
+            if stopped() {
+                return;
+            }
+            if !self.outbox.wait_bulk_room(PUSH_QUEUE, PUSH_WAIT) {
+                if self.outbox.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            let want =
+                usize::try_from(size - sent).map_or(self.chunk_size, |r| r.min(self.chunk_size));
+            let mut buf = vec![0u8; want];
+            if let Err(e) = file.read_exact(&mut buf) {
+                let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "the file got shorter while it was being sent".to_string()
+                } else {
+                    format!("reading the file failed: {e}")
+                };
+                return self.abandon_push(id, &reason);
+            }
+            if let Err(e) = self.with_session(|s| s.push_chunk(id, buf)) {
+                // Unknown transfer: it was refused or cancelled meanwhile.
+                if !stopped() {
+                    self.abandon_push(id, &e.to_string());
+                }
+                return;
+            }
+            sent += want as u64;
+            if let Some(line) = progress.as_mut().and_then(|p| p.update(sent)) {
+                self.ui.print(Style::Progress, &line);
+            }
+        }
+        if stopped() {
+            return;
+        }
+        if let Err(e) = self.with_session(|s| s.push_end(id)) {
+            if !stopped() {
+                self.abandon_push(id, &e.to_string());
+            }
+        }
+    }
+
+    /// Gives up a push of ours from this side, telling the server and the user.
+    fn abandon_push(&self, id: TransferId, reason: &str) {
+        let push = lock(&self.transfers).pushes.remove(&id);
+        let Some(push) = push else { return };
+        push.stop.store(true, Ordering::SeqCst);
+        // Already gone from the session if the server ended it first.
+        let _ = self.with_session(|s| s.cancel(id, reason));
+        self.ui.notice(&format!(
+            "sending {} failed: {reason}",
+            inert(push.name.as_str())
+        ));
+    }
+
+    /// Shows an event, or does the file work it asks for.
+    fn event(&self, ev: ClientEvent) {
+        let ui = &self.ui;
+        match ev {
+            ClientEvent::Chat {
+                from,
+                private,
+                text,
+            } => ui.chat(&inert(from.as_str()), private, &inert(&text)),
+            ClientEvent::Joined { user } => {
+                ui.notice(&format!("{} has joined", inert(user.as_str())));
+            }
+            ClientEvent::Left { user, reason } => {
+                let user = inert(user.as_str());
+                if reason == LeaveReason::QUIT {
+                    ui.notice(&format!("{user} has left"));
+                } else {
+                    ui.notice(&format!("{user} has left ({})", reason.describe()));
+                }
+            }
+            ClientEvent::Who { users } => {
+                let names: Vec<_> = users.iter().map(|u| inert(u.as_str())).collect();
+                ui.notice(&format!("online ({}): {}", names.len(), names.join(", ")));
+            }
+            ClientEvent::FilesAccess { count } => {
+                ui.notice(&format!("shared folder access granted: {count} files"));
+            }
+            ClientEvent::FileList { files } => self.file_list(&files),
+            ClientEvent::Error { code, text } => {
+                if text.is_empty() {
+                    ui.error(code.describe());
+                } else {
+                    ui.error(&inert(&text));
+                }
+            }
+            ClientEvent::TransferStarted {
+                id,
+                name,
+                size,
+                offset,
+                origin,
+            } => self.transfer_started(id, name, size, offset, origin),
+            ClientEvent::TransferData { id, offset, data } => self.transfer_data(id, offset, &data),
+            ClientEvent::TransferDone { id } => self.transfer_done(id),
+            ClientEvent::TransferFailed { id, error } => self.transfer_failed(id, &error),
+            ClientEvent::PushDone { id, receivers } => {
+                let push = lock(&self.transfers).pushes.remove(&id);
+                if let Some(push) = push {
+                    ui.notice(&format!(
+                        "sent {} to {receivers} user(s)",
+                        inert(push.name.as_str())
+                    ));
+                }
+            }
+            ClientEvent::PushFailed { id, code, reason } => {
+                let push = lock(&self.transfers).pushes.remove(&id);
+                if let Some(push) = push {
+                    push.stop.store(true, Ordering::SeqCst);
+                    let reason = if reason.is_empty() {
+                        code.describe().into()
+                    } else {
+                        inert(&reason)
+                    };
+                    ui.notice(&format!(
+                        "sending {} failed: {reason}",
+                        inert(push.name.as_str())
+                    ));
+                }
+            }
+            ClientEvent::Shutdown { reason } => {
+                let reason = inert(&reason).into_owned();
+                self.fatal(
+                    Some(format!("*** server shutting down: {reason}")),
+                    ClientError::Shutdown(reason),
+                );
+            }
+            ClientEvent::TimedOut => self.fatal(
+                None,
+                ClientError::ConnectionBroken("the server stopped answering".into()),
+            ),
+            other => log::debug!("event not shown: {other:?}"),
+        }
+    }
+
+    fn file_list(&self, files: &[FileEntry]) {
+        if files.is_empty() {
+            return self.ui.notice("shared folder is empty");
+        }
+        self.ui.notice("shared files:");
+        for f in files {
+            self.ui.print(
+                Style::Plain,
+                &format!("    {}  ({} bytes)", inert(f.name.as_str()), f.size),
+            );
+        }
+    }
+
+    /// Opens the `.part` file of a transfer that starts.
+    fn transfer_started(
+        &self,
+        id: TransferId,
+        name: FileName,
+        size: u64,
+        offset: u64,
+        origin: Origin,
+    ) {
+        let mut t = lock(&self.transfers);
+        let (name, from, final_path) = match origin {
+            Origin::Download => {
+                // The name we asked for, whatever the server calls it.
+                let name = t.requested.remove(&id).unwrap_or(name);
+                let path = self.download_dir.join(name.as_str());
+                (name, None, Some(path))
+            }
+            Origin::Push { from } => {
+                let dir = self.download_dir.join("received");
+                let held: HashSet<&Path> = t
+                    .incoming
+                    .values()
+                    .map(|f| f.final_path.as_path())
+                    .collect();
+                let path = files::free_name(&dir, &name, |p| {
+                    held.contains(p) || files::exists_on_disk(p)
+                });
+                (name, Some(from), path)
+            }
+        };
+        let shown = inert(name.as_str()).into_owned();
+        let opened = match final_path {
+            None => Err("no free file name in the received folder".to_string()),
+            Some(final_path) => {
+                let part = files::part_path(&final_path);
+                match files::open_part(&part, offset) {
+                    Ok(file) => Ok((final_path, part, file)),
+                    Err(e) => Err(format!(
+                        "cannot write {}: {e}",
+                        inert(&part.display().to_string())
+                    )),
+                }
+            }
+        };
+        let (final_path, part, file) = match opened {
+            Ok(x) => x,
+            Err(reason) => {
+                drop(t);
+                let _ = self.with_session(|s| s.cancel(id, &reason));
+                return self
+                    .ui
+                    .notice(&format!("transfer of {shown} failed: {reason}"));
+            }
+        };
+        let label = match &from {
+            None => format!("downloading {shown}"),
+            Some(_) => format!("receiving {shown}"),
+        };
+        let mut progress = self.ui.progress(&label, size);
+        if let Some(p) = progress.as_mut() {
+            let _ = p.update(offset);
+        }
+        let announce = match &from {
+            None => format!("downloading {shown} ({size} bytes)"),
+            Some(from) => format!(
+                "{} is sending you {shown} ({size} bytes)",
+                inert(from.as_str())
+            ),
+        };
+        t.incoming.insert(
+            id,
+            IncomingFile {
+                name,
+                size,
+                from,
+                final_path,
+                part,
+                file,
+                written: offset,
+                progress,
+            },
+        );
+        drop(t);
+        self.ui.notice(&announce);
+        if offset > 0 {
+            self.ui.notice(&format!(
+                "resuming {shown} after the {offset} bytes already here"
+            ));
+        }
+    }
+
+    /// Writes checked data into the transfer's `.part` file.
+    fn transfer_data(&self, id: TransferId, offset: u64, data: &[u8]) {
+        let mut t = lock(&self.transfers);
+        let Some(f) = t.incoming.get_mut(&id) else {
+            return;
+        };
+        let written = (|| {
+            if f.written != offset {
+                f.file.seek(SeekFrom::Start(offset))?;
+            }
+            f.file.write_all(data)
+        })();
+        match written {
+            Ok(()) => {
+                f.written = offset + data.len() as u64;
+                let pos = f.written;
+                let line = f.progress.as_mut().and_then(|p| p.update(pos));
+                drop(t);
+                if let Some(line) = line {
+                    self.ui.print(Style::Progress, &line);
+                }
+            }
+            Err(e) => {
+                let reason = format!("cannot write {}: {e}", inert(&f.part.display().to_string()));
+                let f = t.incoming.remove(&id);
+                drop(t);
+                let name = f.map(|f| {
+                    drop(f.file);
+                    let _ = fs::remove_file(&f.part);
+                    f.name
+                });
+                let _ = self.with_session(|s| s.cancel(id, &reason));
+                self.ui.notice(&format!(
+                    "transfer of {} failed: {reason}",
+                    name.as_ref().map_or("a file".into(), |n| inert(n.as_str()))
+                ));
+            }
+        }
+    }
+
+    /// Size and checksum matched: move the `.part` file to its final name.
+    fn transfer_done(&self, id: TransferId) {
+        let mut t = lock(&self.transfers);
+        let Some(f) = t.incoming.remove(&id) else {
+            return;
+        };
+        let IncomingFile {
+            name,
+            size,
+            from,
+            mut final_path,
+            part,
+            file,
+            ..
+        } = f;
+        if from.is_some() && final_path.symlink_metadata().is_ok() {
+            // Someone else took the name meanwhile: never overwrite a received file.
+            let held: HashSet<&Path> = t
+                .incoming
+                .values()
+                .map(|f| f.final_path.as_path())
+                .collect();
+            let dir = final_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            if let Some(p) = files::free_name(&dir, &name, |p| {
+                held.contains(p) || files::exists_on_disk(p)
+            }) {
+                final_path = p;
+            }
+        }
+        let moved = files::finish(file, &part, &final_path);
+        drop(t);
+        let shown = inert(name.as_str());
+        let path = inert(&final_path.display().to_string()).into_owned();
+        match (moved, from) {
+            (Ok(()), None) => self
+                .ui
+                .notice(&format!("downloaded {shown} ({size} bytes) to {path}")),
+            (Ok(()), Some(from)) => self.ui.notice(&format!(
+                "received {shown} ({size} bytes) from {}, saved to {path}",
+                inert(from.as_str())
+            )),
+            (Err(e), _) => {
+                let _ = fs::remove_file(&part);
+                self.ui.notice(&format!(
+                    "transfer of {shown} failed: cannot move it to {path}: {e}"
+                ));
+            }
+        }
+    }
+
+    /// The session gave up a transfer: delete its `.part` file and say why.
+    fn transfer_failed(&self, id: TransferId, error: &TransferError) {
+        let mut t = lock(&self.transfers);
+        let name = match t.incoming.remove(&id) {
+            Some(f) => {
+                drop(f.file);
+                let _ = fs::remove_file(&f.part);
+                Some(f.name)
+            }
+            None => t.requested.remove(&id),
+        };
+        drop(t);
+        let name = name.map_or_else(|| format!("file {id}"), |n| inert(n.as_str()).into_owned());
+        let reason = match error {
+            TransferError::Cancelled { reason, .. } => inert(reason).into_owned(),
+            e => e.to_string(),
+        };
+        self.ui
+            .notice(&format!("transfer of {name} failed: {reason}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_brackets_ipv6() {
+        assert_eq!(host_port("127.0.0.1", 80), "127.0.0.1:80");
+        assert_eq!(host_port("::1", 80), "[::1]:80");
+    }
+
+    #[test]
+    fn mode_lines_match_the_contract() {
+        assert_eq!(mode_line(&Mode::Broadcast), "mode: broadcast");
+        let bob = Username::new("bob").expect("valid");
+        assert_eq!(mode_line(&Mode::Unicast(bob)), "mode: unicast to bob");
+    }
+}

@@ -1,0 +1,117 @@
+//! The one error `run` can end with, and the exit code each kind maps to
+//! (see the UI contract: 2 for bad arguments, 1 for everything at run time).
+
+use std::io;
+
+use thiserror::Error;
+
+/// Why the client stopped other than by a normal quit. `main` prints it as
+/// one line, `imchat-client: <message>`, and exits with [`exit_code`](Self::exit_code).
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The port argument is not a number in 1–65535.
+    #[error("invalid port '{0}': must be 1-65535")]
+    BadPort(String),
+    /// The username argument breaks the username rules.
+    #[error("invalid username '{name}': {reason}")]
+    BadUsername {
+        /// The argument (made inert).
+        name: String,
+        /// What is wrong with it.
+        reason: imchat_core::NameError,
+    },
+    /// The host name does not resolve to any address.
+    #[error("cannot resolve host '{0}'")]
+    Resolve(String),
+    /// No resolved address accepted the connection.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// `host:port` as given.
+        addr: String,
+        /// Why the last attempt failed.
+        reason: String,
+    },
+    /// The server refused the username.
+    #[error("username refused: {0}")]
+    Refused(String),
+    /// The server said nothing in time during the handshake.
+    #[error("no answer from the server")]
+    NoAnswer,
+    /// The connection closed or broke.
+    #[error("connection to the server lost")]
+    ConnectionLost,
+    /// The connection broke with a reason worth showing.
+    #[error("connection to the server lost: {0}")]
+    ConnectionBroken(String),
+    /// The server announced its shutdown.
+    #[error("server shut down: {0}")]
+    Shutdown(String),
+    /// A local input/output failure (the terminal, standard input, threads).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl ClientError {
+    /// The process exit code: 2 for bad arguments, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::BadPort(_) | ClientError::BadUsername { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A connect failure in the contract's words (`connection refused`,
+/// `timed out`), the OS's message for anything rarer.
+pub fn describe_connect_error(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => "timed out".into(),
+        io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        io::ErrorKind::AddrNotAvailable => "address not available".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argument_errors_exit_2_and_runtime_errors_exit_1() {
+        assert_eq!(ClientError::BadPort("0".into()).exit_code(), 2);
+        assert_eq!(
+            ClientError::BadUsername {
+                name: "a b".into(),
+                reason: imchat_core::NameError::Empty,
+            }
+            .exit_code(),
+            2
+        );
+        assert_eq!(ClientError::ConnectionLost.exit_code(), 1);
+        assert_eq!(ClientError::Refused("taken".into()).exit_code(), 1);
+        assert_eq!(ClientError::Resolve("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn connect_errors_read_like_the_contract() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(describe_connect_error(&refused), "connection refused");
+        let err = ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            reason: describe_connect_error(&refused),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot connect to 127.0.0.1:1: connection refused"
+        );
+        let slow = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(describe_connect_error(&slow), "timed out");
+    }
+}

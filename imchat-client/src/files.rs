@@ -1,0 +1,204 @@
+//! File-system glue for transfers: temporary `.part` files, resuming from
+//! one, moving a finished file to its final name, and picking a free name
+//! for a received file. No protocol here: the session has already checked
+//! every chunk and the whole-file checksum before these run.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use imchat_core::FileName;
+
+/// How far [`free_name`] counts (`name (1).ext` … ) before giving up.
+const MAX_SUFFIX: u32 = 10_000;
+
+/// The temporary name a file is written under until it is complete:
+/// `<final>.part` in the same folder.
+pub fn part_path(final_path: &Path) -> PathBuf {
+    let mut name = final_path
+        .file_name()
+        .map(OsString::from)
+        .unwrap_or_default();
+    name.push(".part");
+    final_path.with_file_name(name)
+}
+
+/// The length and running CRC32 of a partial file left by an earlier
+/// download, to resume from. `None` when there is no such file or it is empty.
+pub fn resume_state(part: &Path) -> io::Result<Option<(u64, crc32fast::Hasher)>> {
+    let mut file = match File::open(part) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len > 0).then_some((len, hasher)))
+}
+
+/// Opens the temporary file for a transfer starting at `offset`: the first
+/// `offset` bytes already there are kept and writing continues after them;
+/// at offset 0 the file starts empty. Creates missing folders.
+pub fn open_part(part: &Path, offset: u64) -> io::Result<File> {
+    if let Some(dir) = part.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(offset == 0)
+        .open(part)?;
+    if offset > 0 {
+        let held = file.metadata()?.len();
+        if held < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("partial file holds {held} bytes, the server resumes at {offset}"),
+            ));
+        }
+        file.set_len(offset)?;
+        file.seek(SeekFrom::Start(offset))?;
+    }
+    Ok(file)
+}
+
+/// Makes the written data durable and moves the temporary file to its
+/// final name (replacing a file of that name).
+pub fn finish(file: File, part: &Path, final_path: &Path) -> io::Result<()> {
+    file.sync_data()?;
+    drop(file);
+    fs::rename(part, final_path)
+}
+
+/// `name`, or `stem (1).ext`, `stem (2).ext`… : the first candidate in `dir`
+/// for which `taken` is false. `None` if every candidate is taken.
+pub fn free_name(
+    dir: &Path,
+    name: &FileName,
+    mut taken: impl FnMut(&Path) -> bool,
+) -> Option<PathBuf> {
+    let first = dir.join(name.as_str());
+    if !taken(&first) {
+        return Some(first);
+    }
+    let (stem, ext) = split_extension(name.as_str());
+    (1..=MAX_SUFFIX)
+        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
+        .find(|p| !taken(p))
+}
+
+/// `"a.tar.gz"` → `("a.tar", ".gz")`; `"README"` → `("README", "")`.
+/// (File names never start with a dot, so a dot at 0 cannot happen.)
+fn split_extension(name: &str) -> (&str, &str) {
+    match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    }
+}
+
+/// True when `path` or its temporary `.part` already exists on disk.
+pub fn exists_on_disk(path: &Path) -> bool {
+    path.symlink_metadata().is_ok() || part_path(path).symlink_metadata().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn name(s: &str) -> FileName {
+        FileName::new(s).expect("valid name")
+    }
+
+    #[test]
+    fn the_part_file_sits_beside_the_final_name() {
+        assert_eq!(
+            part_path(Path::new("alice/meeting notes.txt")),
+            PathBuf::from("alice/meeting notes.txt.part")
+        );
+    }
+
+    #[test]
+    fn free_names_count_up_before_the_extension() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = name("photo.png");
+        let first = free_name(dir.path(), &n, exists_on_disk).expect("free");
+        assert_eq!(first, dir.path().join("photo.png"));
+
+        fs::write(dir.path().join("photo.png"), b"x").expect("write");
+        // A transfer in progress also holds its name.
+        fs::write(dir.path().join("photo (1).png.part"), b"x").expect("write");
+        let next = free_name(dir.path(), &n, exists_on_disk).expect("free");
+        assert_eq!(next, dir.path().join("photo (2).png"));
+
+        let plain = free_name(dir.path(), &name("README"), |p| p.ends_with("README"));
+        assert_eq!(plain, Some(dir.path().join("README (1)")));
+        let double = free_name(dir.path(), &name("a.tar.gz"), |p| p.ends_with("a.tar.gz"));
+        assert_eq!(double, Some(dir.path().join("a.tar (1).gz")));
+        assert_eq!(free_name(dir.path(), &n, |_| true), None);
+    }
+
+    #[test]
+    fn resume_state_is_the_length_and_crc_of_the_partial_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("big.bin.part");
+        assert!(resume_state(&part).expect("read").is_none(), "no file");
+        fs::write(&part, b"").expect("write");
+        assert!(resume_state(&part).expect("read").is_none(), "empty file");
+
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        fs::write(&part, &data).expect("write");
+        let (len, hasher) = resume_state(&part).expect("read").expect("some");
+        assert_eq!(len, data.len() as u64);
+        assert_eq!(hasher.finalize(), crc32fast::hash(&data));
+    }
+
+    #[test]
+    fn open_part_keeps_the_resumed_prefix_and_truncates_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("sub/dir/f.txt.part");
+        {
+            let mut f = open_part(&part, 0).expect("create with folders");
+            f.write_all(b"hello world").expect("write");
+        }
+        {
+            let mut f = open_part(&part, 5).expect("resume");
+            f.write_all(b", there").expect("write");
+        }
+        assert_eq!(fs::read(&part).expect("read"), b"hello, there");
+        {
+            let mut f = open_part(&part, 0).expect("restart");
+            f.write_all(b"new").expect("write");
+        }
+        assert_eq!(fs::read(&part).expect("read"), b"new");
+        assert!(open_part(&part, 99).is_err(), "cannot resume past the end");
+    }
+
+    #[test]
+    fn finish_moves_the_part_file_over_the_final_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fin = dir.path().join("f.txt");
+        fs::write(&fin, b"old").expect("write");
+        let part = part_path(&fin);
+        let mut f = open_part(&part, 0).expect("open");
+        f.write_all(b"new").expect("write");
+        finish(f, &part, &fin).expect("finish");
+        assert_eq!(fs::read(&fin).expect("read"), b"new");
+        assert!(!part.exists());
+    }
+}
