@@ -413,7 +413,13 @@ impl HubDriver {
         let b = input.u8();
         match self.pending.pop_front() {
             Some(HubEvent::FilesRequested { client, request }) => {
-                let files = (0..usize::from(b) * 17)
+                // Usually a few files; now and then more than one frame holds.
+                let count = if b >= 0xf0 {
+                    4000 + usize::from(b)
+                } else {
+                    usize::from(b % 16)
+                };
+                let files = (0..count)
                     .map(|i| FileEntry {
                         name: FileName::new(format!("file {i:05}.bin")).expect("a valid name"),
                         size: i as u64,
