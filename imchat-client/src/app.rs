@@ -213,6 +213,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         Err((notice, error)) => {
             shared.closing.store(true, Ordering::SeqCst);
             shared.outbox.abort();
+            shared.stop_transfers();
             let _ = stream.shutdown(Shutdown::Both);
             ui.last_words(notice.as_deref());
             Err(error)
@@ -417,8 +418,28 @@ impl Shared {
         self.with_session(|s| s.quit());
         self.outbox.close();
         let _ = writer_done.recv_timeout(QUIT_WAIT);
-        for push in lock(&self.transfers).pushes.values() {
+        self.stop_transfers();
+    }
+
+    /// On the way out: stops our pushes and deletes the temporary files of
+    /// files pushed to us (they cannot be resumed). A download's `.part`
+    /// stays, so the next `/download` of that name resumes it.
+    fn stop_transfers(&self) {
+        let mut t = lock(&self.transfers);
+        for push in t.pushes.values() {
             push.stop.store(true, Ordering::SeqCst);
+        }
+        let received: Vec<TransferId> = t
+            .incoming
+            .iter()
+            .filter(|(_, f)| f.from.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in received {
+            if let Some(f) = t.incoming.remove(&id) {
+                drop(f.file);
+                let _ = fs::remove_file(&f.part);
+            }
         }
     }
 
