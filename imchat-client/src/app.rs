@@ -156,7 +156,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
     let ui = Arc::new(ui);
     ui.notice(&format!(
         "connected to {} as {}",
-        host_port(&config.host, config.port),
+        host_port(&inert(&config.host), config.port),
         inert(username.as_str())
     ));
     for line in welcome.lines() {
