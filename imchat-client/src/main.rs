@@ -22,10 +22,10 @@ use crate::error::{describe_connect_error, ClientError};
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Chat with the users of an imchat server, download its shared files and
-/// send files to other users. Type /help once connected for the commands.
+/// The imchat client: chat with the users of an imchat server, download its
+/// shared files, send files to other users. Type /help once connected.
 #[derive(Debug, Parser)]
-#[command(name = "imchat-client", version, about)]
+#[command(name = "imchat-client", version)]
 struct Cli {
     /// Your name in the chat: 1-32 letters or digits (any script), `_`,
     /// `-` or `.` (not first).
