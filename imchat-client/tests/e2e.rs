@@ -16,7 +16,7 @@ use common::{
     list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, PtyClient, Raw,
     RawEvent, TempDir, World, QUIET, TIMEOUT,
 };
-use imchat_core::{ClientMessage, ServerMessage};
+use imchat_core::{ClientMessage, Recipient, ServerMessage};
 
 /// Has `speaker` broadcast `marker` and waits until every listener shows
 /// it: since each connection is ordered, anything routed to a listener
@@ -522,8 +522,15 @@ fn typed_line_survives_incoming_messages_in_a_terminal() {
     tty.wait_text("the welcome", |s| s.contains("Welcome to imchat, tina!"));
     bob.expect_line("*** tina has joined");
 
+    // A first whole line proves the line editor is reading (so what comes
+    // next is typed into it, not echoed by the terminal before it starts).
+    tty.type_bytes(b"first line\r");
+    bob.expect_line("<tina> first line");
     tty.type_bytes(b"half a line");
-    tty.wait_text("the typed text echoed", |s| s.contains("half a line"));
+    tty.wait_text("the typed text echoed after the first line", |s| {
+        s.rfind("first line")
+            .is_some_and(|i| s[i..].contains("half a line"))
+    });
     bob.send("incoming while typing");
     let marker = "<bob> incoming while typing";
     tty.wait_text("the message, then the typed text redrawn after it", |s| {
@@ -575,4 +582,69 @@ fn a_message_before_the_handshake_is_refused() {
     let mut alice = w.client("alice");
     alice.send("/who");
     alice.expect_line("*** online (1): alice");
+}
+
+#[test]
+fn text_from_the_network_is_shown_inert() {
+    let w = World::new("inert");
+    let alice = w.client("alice");
+    let mut mallory = Raw::join(w.server.addr, "mallory");
+    alice.expect_line("*** mallory has joined");
+    mallory.send(&ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "hi\x1b[2J\u{202e}there\x07\x7f!".into(),
+    });
+    alice.expect_line("<mallory> hi^[[2J\\u{202e}there^G^?!");
+    let raw_out = alice.out.text();
+    assert!(
+        !raw_out.contains('\x1b') && !raw_out.contains('\u{202e}') && !raw_out.contains('\x07'),
+        "a control character reached stdout: {raw_out:?}"
+    );
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let w = World::new("help");
+    let mut alice = w.client("alice");
+    alice.send("/help");
+    let first = imchat_core::HELP.lines().next().expect("help text");
+    let at = alice.expect_line(first);
+    for line in imchat_core::HELP.lines().skip(1) {
+        alice.expect_from(at, &format!("== {line:?}"), |l| l == line);
+    }
+    alice.send("/nosuchcommand");
+    alice.expect_prefix("error: ");
+}
+
+#[test]
+fn download_dir_option_is_honoured() {
+    let w = World::new("dldir");
+    let port = w.server.port().to_string();
+    let target = w.dir.join("elsewhere");
+    let target_s = target.to_string_lossy().into_owned();
+    let mut alice = w.spawn_client(&["--download-dir", &target_s, "alice", "127.0.0.1", &port]);
+    alice.expect_prefix("Welcome to imchat, alice!");
+    alice.send("/download welcome.txt");
+    alice.expect_prefix("*** downloaded welcome.txt (");
+    assert_eq!(
+        fs::read(target.join("welcome.txt")).expect("file in --download-dir"),
+        fs::read(sample_shared_dir().join("welcome.txt")).expect("sample")
+    );
+    assert!(
+        !w.dir.join("alice").join("welcome.txt").exists(),
+        "the default folder was used despite --download-dir"
+    );
+}
+
+#[test]
+fn an_overlong_message_is_refused_and_the_connection_kept() {
+    let w = World::new("toolong");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let long = "x".repeat(imchat_core::DEFAULT_MAX_TEXT + 1);
+    alice.send(&long);
+    alice.expect_prefix("error: ");
+    alice.send("short one");
+    bob.expect_line("<alice> short one");
+    bob.assert_no_line("the overlong message", |l| l.contains("xxxxxxxx"));
 }
