@@ -738,6 +738,17 @@ impl Shared {
                     ClientError::Shutdown(reason),
                 );
             }
+            ClientEvent::PushDeclined {
+                from,
+                name,
+                size,
+                reason,
+            } => ui.notice(&format!(
+                "{} tried to send you {} ({size} bytes), declined: {}",
+                inert(from.as_str()),
+                inert(name.as_str()),
+                inert(&reason)
+            )),
             ClientEvent::TimedOut => self.fatal(
                 None,
                 ClientError::ConnectionBroken("the server stopped answering".into()),

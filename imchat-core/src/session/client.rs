@@ -130,6 +130,18 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// Someone tried to push a file that this session declined (too large,
+    /// too many transfers at once); the server was told.
+    PushDeclined {
+        /// The sender.
+        from: Username,
+        /// The file's name.
+        name: FileName,
+        /// Its announced size.
+        size: u64,
+        /// Why it was declined.
+        reason: String,
+    },
     /// The server stopped answering keepalive pings: the connection is dead.
     TimedOut,
 }
@@ -580,56 +592,82 @@ impl ClientSession {
         if self.incoming.contains_key(&id) {
             return;
         }
-        let incoming = match &origin {
+        match origin {
             Origin::Download => {
                 let Some(req) = self.requested.remove(&id) else {
                     return;
                 };
-                match req.resume {
+                let incoming = match req.resume {
                     Some((held, hasher)) if offset == held && offset > 0 => {
                         Incoming::resume(id, size, offset, hasher)
                     }
                     _ if offset == 0 => Ok(Incoming::new(id, size)),
                     _ => Err(TransferError::BadOffset { offset, size }),
-                }
-                .map(|inc| (inc, req.name))
-            }
-            Origin::Push { .. } => {
-                if id.is_server_chosen() && offset == 0 && self.busy() < self.limits.max_transfers {
-                    if size > self.limits.max_push_size {
-                        Err(TransferError::TooLarge {
+                };
+                match incoming {
+                    Ok(inc) => {
+                        self.incoming.insert(id, inc);
+                        // The name is the one we asked for: a server cannot
+                        // make us write under another name.
+                        self.events.push_back(ClientEvent::TransferStarted {
+                            id,
+                            name: req.name,
                             size,
-                            max: self.limits.max_push_size,
-                        })
-                    } else {
-                        Ok((Incoming::new(id, size), name.clone()))
+                            offset,
+                            origin: Origin::Download,
+                        });
                     }
+                    Err(e) => self.fail_incoming(id, e, true),
+                }
+            }
+            Origin::Push { from } => {
+                let refusal = if !id.is_server_chosen() || offset != 0 {
+                    Some((
+                        CancelCode::BAD_CHUNK,
+                        "invalid transfer id or offset".to_string(),
+                    ))
+                } else if size > self.limits.max_push_size {
+                    Some((
+                        CancelCode::TOO_LARGE,
+                        format!(
+                            "file of {size} bytes is larger than the limit of {} bytes",
+                            self.limits.max_push_size
+                        ),
+                    ))
+                } else if self.busy() >= self.limits.max_transfers {
+                    Some((
+                        CancelCode::TOO_MANY,
+                        format!("already {} transfers running", self.busy()),
+                    ))
                 } else {
-                    // Not one we can take: decline it.
-                    self.transmits.push_back(ClientMessage::Cancel(FileCancel {
-                        id,
-                        code: CancelCode::TOO_MANY,
-                        reason: "cannot take this file now".into(),
-                    }));
-                    return;
+                    None
+                };
+                match refusal {
+                    None => {
+                        self.incoming.insert(id, Incoming::new(id, size));
+                        self.events.push_back(ClientEvent::TransferStarted {
+                            id,
+                            name,
+                            size,
+                            offset,
+                            origin: Origin::Push { from },
+                        });
+                    }
+                    Some((code, reason)) => {
+                        self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+                            id,
+                            code,
+                            reason: reason.clone(),
+                        }));
+                        self.events.push_back(ClientEvent::PushDeclined {
+                            from,
+                            name,
+                            size,
+                            reason,
+                        });
+                    }
                 }
             }
-        };
-        match incoming {
-            Ok((inc, _)) => {
-                self.incoming.insert(id, inc);
-                self.events.push_back(ClientEvent::TransferStarted {
-                    id,
-                    name,
-                    size,
-                    offset,
-                    origin,
-                });
-                if size == offset {
-                    // Nothing left to send: the end follows at once.
-                }
-            }
-            Err(e) => self.fail_incoming(id, e, true),
         }
     }
 }

@@ -44,8 +44,12 @@ impl Net {
     }
 
     fn connect(&mut self, name: &str) -> usize {
+        self.connect_with(name, Limits::default())
+    }
+
+    fn connect_with(&mut self, name: &str, limits: Limits) -> usize {
         let id = self.hub.handle_connect(self.now);
-        let s = ClientSession::new(user(name), Limits::default(), self.now);
+        let s = ClientSession::new(user(name), limits, self.now);
         self.clients.push((id, s));
         self.events.push(Vec::new());
         self.pump();
@@ -916,4 +920,66 @@ fn a_hello_with_an_invalid_username_is_refused_with_the_rule() {
         }
         m => panic!("{m:?}"),
     }
+}
+
+#[test]
+fn a_download_keeps_the_name_asked_for() {
+    let mut net = three();
+    let asked = FileName::new("asked.txt").unwrap();
+    let id = net.s(0).download(asked.clone(), None).unwrap();
+    net.pump();
+    net.take(0);
+    net.deliver(
+        0,
+        ServerMessage::FileStart {
+            id,
+            name: FileName::new("other.txt").unwrap(),
+            size: 1,
+            offset: 0,
+            origin: Origin::Download,
+        },
+    );
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::TransferStarted { name, .. }] if *name == asked
+    ));
+}
+
+#[test]
+fn an_oversize_push_is_declined_with_who_and_what() {
+    let mut net = Net::new(Limits::default());
+    let a = net.connect("alice");
+    let limits = Limits {
+        max_push_size: 10,
+        ..Limits::default()
+    };
+    let b = net.connect_with("bob", limits);
+    net.take(a);
+    net.take(b);
+    net.s(0)
+        .offer(
+            FileName::new("big.iso").unwrap(),
+            11,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        net.take(b),
+        vec![ClientEvent::PushDeclined {
+            from: user("alice"),
+            name: FileName::new("big.iso").unwrap(),
+            size: 11,
+            reason: "file of 11 bytes is larger than the limit of 10 bytes".into()
+        }]
+    );
+    // The hub heard the refusal and told the pusher.
+    assert!(net.take(0).iter().any(|e| matches!(
+        e,
+        ClientEvent::PushFailed {
+            code: CancelCode::NO_RECEIVER,
+            ..
+        }
+    )));
 }
