@@ -265,7 +265,7 @@ pub fn setup(username: &str) -> (Ui, Lines) {
             return plain();
         }
     };
-    let color = std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let ui = Ui {
         term: Some(Terminal {
             printer: Mutex::new(printer),
