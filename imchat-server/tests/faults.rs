@@ -1,0 +1,939 @@
+//! Fault and hostile-input tests against the real `imchat-server` binary,
+//! on 127.0.0.1 with a port the OS picks. Each test bounds its waits, kills
+//! what it started by its handle, and ends by checking that the server still
+//! serves a normal client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason, Recipient, RefuseCode,
+    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "imchat-faults-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (by its handle) when dropped.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start process");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        let tx2 = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx2.send(format!("stderr: {line}")).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; panics with what was seen.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+                let l = l.clone();
+                self.seen.retain(|x| *x != l);
+                return l;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line containing {needle:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().unwrap()
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin(), "{line}").unwrap();
+        self.stdin().flush().unwrap();
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("process did not exit");
+    }
+}
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
+}
+
+/// The client binary sits next to the server's; built on demand.
+fn client_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let path = server_bin().with_file_name("imchat-client");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "imchat-client"]);
+            if path.to_string_lossy().contains("/release/") {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().expect("cargo build").success());
+        }
+    });
+    path
+}
+
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        Self::start_with(args, |_| {})
+    }
+
+    fn start_with(args: &[&str], setup: impl FnOnce(&Path)) -> Server {
+        let dir = TempDir::new("srv");
+        let shared = dir.0.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("hello.txt"), b"hello, world\n").unwrap();
+        setup(&shared);
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("0")
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--shared-dir")
+            .arg(&shared)
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .args(args)
+            .current_dir(&dir.0);
+        Self::from_proc(Proc::spawn(cmd), dir)
+    }
+
+    fn from_proc(mut proc: Proc, dir: TempDir) -> Server {
+        let line = proc.expect("listening on");
+        let addr: SocketAddr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
+        Server { proc, addr, dir }
+    }
+
+    fn shared(&self) -> PathBuf {
+        self.dir.0.join("shared")
+    }
+
+    /// A normal client still gets in and can chat: the server survived.
+    fn assert_serving(&self) {
+        let mut a = Raw::join(self.addr, "probe_a");
+        let mut b = Raw::join(self.addr, "probe_b");
+        a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+        b.send(&ClientMessage::Chat {
+            to: Recipient::Everyone,
+            text: "still alive".into(),
+        });
+        a.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "still alive"));
+        a.send(&ClientMessage::Quit);
+        b.send(&ClientMessage::Quit);
+    }
+}
+
+/// A protocol-level client made with imchat-core, for hostile tests.
+struct Raw {
+    stream: TcpStream,
+    decoder: Decoder<ServerMessage>,
+    pending: Vec<ServerMessage>,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Raw {
+            stream,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            pending: Vec::new(),
+        }
+    }
+
+    fn join(addr: SocketAddr, name: &str) -> Raw {
+        let mut r = Raw::connect(addr);
+        r.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).unwrap(),
+        });
+        r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        r
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads what is available; `false` once the server closed the connection.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.decoder.feed(&buf[..n]);
+                while let Ok(Some(m)) = self.decoder.next_message() {
+                    self.pending.push(m);
+                }
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; got {:?}",
+                self.pending
+            );
+            if !self.pump() && !self.pending.iter().any(&pred) {
+                panic!("connection closed; got {:?}", self.pending);
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns all it sent.
+    fn wait_closed(&mut self) -> Vec<ServerMessage> {
+        let deadline = Instant::now() + WAIT;
+        while self.pump() {
+            assert!(
+                Instant::now() < deadline,
+                "not closed; got {:?}",
+                self.pending
+            );
+        }
+        std::mem::take(&mut self.pending)
+    }
+}
+
+fn refused_with(msgs: &[ServerMessage], code: RefuseCode) -> bool {
+    msgs.iter()
+        .any(|m| matches!(m, ServerMessage::Refused { code: c, .. } if *c == code))
+}
+
+#[test]
+fn garbage_and_http_requests_are_closed() {
+    let srv = Server::start(&[]);
+    let mut http = Raw::connect(srv.addr);
+    http.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    http.wait_closed();
+    let mut garbage = Raw::connect(srv.addr);
+    let _ = garbage.write(&[0xde, 0xad, 0xbe, 0xef, 0x00, 0x01, 0x02]);
+    garbage.wait_closed();
+    srv.assert_serving();
+}
+
+#[test]
+fn a_huge_length_header_is_refused_from_the_header() {
+    let srv = Server::start(&[]);
+    for header in [
+        [0xff, 0xff, 0xff, 0xff],
+        [0x7f, 0xff, 0xff, 0xff],
+        [0, 0x10, 0, 1],
+    ] {
+        let mut r = Raw::connect(srv.addr);
+        r.write(&header).unwrap();
+        let msgs = r.wait_closed();
+        assert!(
+            refused_with(&msgs, RefuseCode::HANDSHAKE_REQUIRED),
+            "{msgs:?}"
+        );
+    }
+    // After joining, the limit is the full frame limit: one byte more is refused.
+    let mut joined = Raw::join(srv.addr, "big_header");
+    joined
+        .write(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
+        .unwrap();
+    let msgs = joined.wait_closed();
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{msgs:?}"
+    );
+    srv.assert_serving();
+}
+
+#[test]
+fn a_megabyte_of_random_bytes_is_survived() {
+    let srv = Server::start(&[]);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for joined in [false, true] {
+        let mut r = if joined {
+            Raw::join(srv.addr, "junk")
+        } else {
+            Raw::connect(srv.addr)
+        };
+        let _ = r.write(&junk); // the server may close before all is written
+        r.wait_closed();
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn a_frame_sent_one_byte_at_a_time_works() {
+    let srv = Server::start(&[]);
+    let mut r = Raw::connect(srv.addr);
+    r.stream.set_nodelay(true).unwrap();
+    let hello = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: Username::new("dribble").unwrap(),
+    }
+    .to_frame();
+    for b in hello {
+        r.write(&[b]).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    srv.assert_serving();
+}
+
+#[test]
+fn messages_before_the_handshake_are_refused() {
+    let srv = Server::start(&[]);
+    for m in [
+        ClientMessage::Who,
+        ClientMessage::Chat {
+            to: Recipient::Everyone,
+            text: "sneaky".into(),
+        },
+        ClientMessage::ListFiles,
+    ] {
+        let mut r = Raw::connect(srv.addr);
+        r.send(&m);
+        let msgs = r.wait_closed();
+        assert!(
+            refused_with(&msgs, RefuseCode::HANDSHAKE_REQUIRED),
+            "{msgs:?}"
+        );
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn fifty_connections_claiming_one_name_exactly_one_wins() {
+    let srv = Server::start(&[]);
+    let addr = srv.addr;
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut r = Raw::connect(addr);
+                r.send(&ClientMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    username: Username::new("Highlander").unwrap(),
+                });
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    assert!(Instant::now() < deadline);
+                    if r.pending
+                        .iter()
+                        .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+                    {
+                        return (true, r);
+                    }
+                    if refused_with(&r.pending, RefuseCode::NAME_TAKEN) {
+                        return (false, r);
+                    }
+                    if !r.pump() && r.pending.is_empty() {
+                        panic!("closed without an answer");
+                    }
+                }
+            })
+        })
+        .collect();
+    let results: Vec<(bool, Raw)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|(won, _)| *won).count(), 1);
+    drop(results);
+    srv.assert_serving();
+}
+
+#[test]
+fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
+    let srv = Server::start(&["--max-queue-bytes", "1048576", "--rate-per-sec", "0"]);
+    let mut stuck = Raw::join(srv.addr, "stuck");
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    stuck.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    let mut flooder = Raw::join(srv.addr, "flooder");
+    // `stuck` reads nothing more. The flooder sends 40 MB in 4 KiB messages,
+    // in batches it sends only once the watcher has read the previous one:
+    // the watcher is never behind by more than a batch, while everything
+    // piles up for `stuck` until the server drops it.
+    const BATCH: usize = 100;
+    const TOTAL: usize = 10_000;
+    let got = std::sync::Arc::new(AtomicUsize::new(0));
+    let got2 = got.clone();
+    let reader = thread::spawn(move || {
+        let mut left = false;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while (got2.load(Ordering::SeqCst) < TOTAL || !left) && Instant::now() < deadline {
+            if !watcher.pump() {
+                break;
+            }
+            for m in std::mem::take(&mut watcher.pending) {
+                match m {
+                    ServerMessage::Chat { .. } => {
+                        got2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    ServerMessage::Left { user, reason } if user.as_str() == "stuck" => {
+                        assert_eq!(reason, LeaveReason::EVICTED);
+                        left = true;
+                    }
+                    ServerMessage::Ping(v) => watcher.send(&ClientMessage::Pong(v)),
+                    _ => {}
+                }
+            }
+        }
+        left
+    });
+    let text = "x".repeat(4096);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for batch in 1..=TOTAL / BATCH {
+        for _ in 0..BATCH {
+            flooder.send(&ClientMessage::Chat {
+                to: Recipient::Everyone,
+                text: text.clone(),
+            });
+        }
+        while got.load(Ordering::SeqCst) < batch * BATCH {
+            assert!(Instant::now() < deadline, "the watcher fell behind");
+            flooder.pump(); // keep the flooder's own socket drained
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let left = reader.join().unwrap();
+    assert_eq!(
+        got.load(Ordering::SeqCst),
+        TOTAL,
+        "the reading client got every message"
+    );
+    assert!(left, "the client that never read was dropped and announced");
+    drop(stuck);
+    srv.assert_serving();
+}
+
+#[test]
+fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() {
+    let srv = Server::start(&["--keepalive-secs", "1", "--keepalive-timeout-secs", "1"]);
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    // A real client process, stopped with SIGSTOP so it answers nothing.
+    let dir = TempDir::new("stop");
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["sleeper", "127.0.0.1", &srv.addr.port().to_string()])
+        .current_dir(&dir.0);
+    let mut sleeper = Proc::spawn(cmd);
+    sleeper.expect("connected");
+    watcher.wait_for(|m| matches!(m, ServerMessage::Joined { user } if user.as_str() == "sleeper"));
+    let pid = sleeper.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Keep the watcher answering pings while waiting.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "sleeper never dropped");
+        watcher.pump();
+        for m in std::mem::take(&mut watcher.pending) {
+            match m {
+                ServerMessage::Ping(v) => watcher.send(&ClientMessage::Pong(v)),
+                ServerMessage::Left { user, reason } if user.as_str() == "sleeper" => {
+                    assert_eq!(reason, LeaveReason::TIMEOUT);
+                    let again = Raw::join(srv.addr, "sleeper");
+                    drop(again);
+                    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn connections_that_never_speak_are_dropped_and_do_not_block_others() {
+    let srv = Server::start(&["--handshake-timeout-secs", "2"]);
+    let mute: Vec<TcpStream> = (0..500)
+        .map(|_| TcpStream::connect_timeout(&srv.addr, WAIT).unwrap())
+        .collect();
+    // Others are served meanwhile.
+    srv.assert_serving();
+    // Every silent connection is closed by the handshake deadline.
+    let deadline = Instant::now() + WAIT;
+    for mut s in mute {
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        assert!(
+            Instant::now() < deadline,
+            "a mute connection was not closed"
+        );
+        let mut d = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+        d.feed(&buf);
+        assert!(matches!(
+            d.next_message(),
+            Ok(Some(ServerMessage::Refused {
+                code: RefuseCode::HANDSHAKE_TIMEOUT,
+                ..
+            }))
+        ));
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn one_client_over_the_limit_gets_server_full() {
+    let srv = Server::start(&["--max-clients", "3"]);
+    let a = Raw::join(srv.addr, "c1");
+    let b = Raw::join(srv.addr, "c2");
+    let c = Raw::join(srv.addr, "c3");
+    let mut d = Raw::connect(srv.addr);
+    d.send(&ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: Username::new("c4").unwrap(),
+    });
+    assert!(refused_with(&d.wait_closed(), RefuseCode::SERVER_FULL));
+    drop((a, b, c));
+    // Slots free up when clients leave.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut e = Raw::connect(srv.addr);
+        e.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new("c5").unwrap(),
+        });
+        let msgs = e.wait_closed_or_welcome();
+        if msgs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Raw {
+    /// True on a Welcome, false when refused and closed.
+    fn wait_closed_or_welcome(&mut self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self
+                .pending
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+            {
+                return true;
+            }
+            if !self.pump() {
+                return self
+                    .pending
+                    .iter()
+                    .any(|m| matches!(m, ServerMessage::Welcome { .. }));
+            }
+            assert!(Instant::now() < deadline);
+        }
+    }
+}
+
+#[test]
+fn a_low_file_descriptor_limit_is_survived() {
+    let dir = TempDir::new("ulimit");
+    let shared = dir.0.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let script = format!(
+        "ulimit -n 40 && exec '{}' 0 --bind 127.0.0.1 --shared-dir '{}' --log-file '{}'",
+        server_bin().display(),
+        shared.display(),
+        dir.0.join("server.log").display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).current_dir(&dir.0);
+    let srv = Server::from_proc(Proc::spawn(cmd), dir);
+    // More connections than the server has descriptors for.
+    let flood: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect_timeout(&srv.addr, WAIT).ok())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    drop(flood);
+    // Once they are gone, the server accepts and serves again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = std::panic::catch_unwind(|| srv.assert_serving()).is_ok();
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server stopped serving after EMFILE"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn big_file(dir: &Path, name: &str, mib: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join(name), &data).unwrap();
+    data
+}
+
+#[test]
+fn a_client_killed_during_a_download_leaves_the_server_serving() {
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "big.bin", 64);
+    });
+    let dir = TempDir::new("kill9");
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["victim", "127.0.0.1", &srv.addr.port().to_string()])
+        .current_dir(&dir.0);
+    let mut victim = Proc::spawn(cmd);
+    victim.expect("connected");
+    victim.send("/download big.bin");
+    victim.expect("downloading big.bin");
+    victim.child.kill().unwrap();
+    let _ = victim.child.wait();
+    watcher
+        .wait_for(|m| matches!(m, ServerMessage::Left { user, .. } if user.as_str() == "victim"));
+    srv.assert_serving();
+}
+
+#[test]
+fn the_server_killed_during_a_download_is_reported_and_leaves_no_file() {
+    let mut srv = Server::start_with(&[], |shared| {
+        big_file(shared, "big.bin", 256);
+    });
+    let dir = TempDir::new("srvkill");
+    let mut cmd = Command::new(client_bin());
+    cmd.args(["orphan", "127.0.0.1", &srv.addr.port().to_string()])
+        .current_dir(&dir.0);
+    let mut client = Proc::spawn(cmd);
+    client.expect("connected");
+    client.send("/download big.bin");
+    client.expect("downloading big.bin");
+    srv.proc.child.kill().unwrap();
+    let _ = srv.proc.child.wait();
+    client.expect("stderr: imchat-client:");
+    assert_eq!(client.wait_exit(), Some(1));
+    assert!(
+        !dir.0.join("orphan").join("big.bin").exists(),
+        "no file under the final name"
+    );
+}
+
+#[test]
+fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "pusher");
+    let mut receiver = Raw::join(srv.addr, "receiver");
+    let id = TransferId(1);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new("f.bin").unwrap(),
+        size: 8,
+        to: Recipient::Everyone,
+    });
+    let mut bad = FileChunk::new(id, 0, vec![7; 8]);
+    bad.data[3] ^= 0x20;
+    pusher.send(&ClientMessage::Chunk(bad));
+    pusher.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == id));
+    receiver.wait_for(|m| matches!(m, ServerMessage::Cancel(_)));
+    // Both connections live on.
+    pusher.send(&ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "after".into(),
+    });
+    receiver.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "after"));
+    srv.assert_serving();
+}
+
+#[test]
+fn a_shared_file_truncated_during_a_download_fails_that_download() {
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "shrinking.bin", 64);
+    });
+    let mut r = Raw::join(srv.addr, "reader");
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("shrinking.bin").unwrap(),
+        offset: 0,
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::FileStart { .. }));
+    // The server is blocked by our not reading; cut the file short meanwhile.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(srv.shared().join("shrinking.bin"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let mut incoming = imchat_core::Incoming::new(TransferId(1), 64 << 20);
+    let deadline = Instant::now() + WAIT;
+    let outcome = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the download neither failed nor ended"
+        );
+        if !r.pump() {
+            break "closed";
+        }
+        let mut done = None;
+        for m in r.pending.drain(..) {
+            match m {
+                ServerMessage::Chunk(c) if incoming.accept(&c).is_err() => {
+                    done = Some("bad chunk");
+                }
+                }
+                ServerMessage::End(e) => {
+                    assert!(
+                        incoming.finish(&e).is_err(),
+                        "a truncated file must not verify"
+                    );
+                    done = Some("end failed check");
+                }
+                ServerMessage::Cancel(_) => done = Some("cancelled"),
+                _ => {}
+            }
+        }
+        if let Some(d) = done {
+            break d;
+        }
+    };
+    assert_ne!(
+        outcome, "closed",
+        "the connection must survive a failed download"
+    );
+    srv.assert_serving();
+}
+
+#[test]
+fn a_pushed_file_named_to_escape_is_refused_and_the_pusher_dropped() {
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "sly");
+    let mut victim = Raw::join(srv.addr, "victim");
+    // An Offer frame built by hand, since FileName cannot hold this name.
+    let name = b"../../.bashrc";
+    let mut body = vec![imchat_core::types::OFFER];
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.push(name.len() as u8);
+    body.extend_from_slice(name);
+    body.extend_from_slice(&5u64.to_be_bytes());
+    body.push(0);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    pusher.write(&frame).unwrap();
+    let msgs = pusher.wait_closed();
+    assert!(msgs
+        .iter()
+        .all(|m| !matches!(m, ServerMessage::PushDone { .. })));
+    victim.wait_for(|m| matches!(m, ServerMessage::Left { user, .. } if user.as_str() == "sly"));
+    assert!(victim
+        .pending
+        .iter()
+        .all(|m| !matches!(m, ServerMessage::FileStart { .. })));
+    srv.assert_serving();
+}
+
+#[test]
+fn a_flood_is_slowed_then_cut_off() {
+    let srv = Server::start(&[
+        "--rate-burst",
+        "5",
+        "--rate-per-sec",
+        "20",
+        "--flood-timeout-secs",
+        "1",
+    ]);
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    let mut flooder = Raw::join(srv.addr, "flooder");
+    watcher.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    let start = Instant::now();
+    for i in 0..200 {
+        flooder.send(&ClientMessage::Chat {
+            to: Recipient::Everyone,
+            text: format!("m{i}"),
+        });
+    }
+    // 20 messages/s after a burst of 5: the first 20 take 0.75 s.
+    for i in 0..20 {
+        let want = format!("m{i}");
+        watcher.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if *text == want));
+    }
+    assert!(start.elapsed() >= Duration::from_millis(700), "not slowed");
+    let msgs = flooder.wait_closed();
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{msgs:?}"
+    );
+    watcher.wait_for(|m| matches!(m, ServerMessage::Left { user, reason } if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
+    srv.assert_serving();
+}
+
+#[test]
+fn a_full_disk_on_the_client_fails_the_download_cleanly() {
+    // /dev/full answers every write with ENOSPC: a .part file that is a
+    // symlink to it behaves as a full disk without mounting anything.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "big.bin", 4);
+    });
+    let dir = TempDir::new("full");
+    let dl = dir.0.join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dl.join("big.bin.part")).unwrap();
+    let mut cmd = Command::new(client_bin());
+    cmd.args([
+        "filler",
+        "127.0.0.1",
+        &srv.addr.port().to_string(),
+        "--download-dir",
+    ])
+    .arg(&dl)
+    .current_dir(&dir.0);
+    let mut client = Proc::spawn(cmd);
+    client.expect("connected");
+    client.send("/download big.bin");
+    client.expect("transfer of big.bin failed");
+    assert!(!dl.join("big.bin").exists());
+    // The client and the server carry on.
+    client.send("/who");
+    client.expect("online");
+    client.send("/quit");
+    assert_eq!(client.wait_exit(), Some(0));
+    srv.assert_serving();
+}
+
+#[test]
+fn the_server_shuts_down_cleanly_on_sigterm() {
+    let mut srv = Server::start(&[]);
+    let mut a = Raw::join(srv.addr, "ann");
+    let pid = srv.proc.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let msgs = a.wait_closed();
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, ServerMessage::Shutdown { .. })),
+        "{msgs:?}"
+    );
+    assert_eq!(srv.proc.wait_exit(), Some(0));
+    let _ = a.stream.shutdown(Shutdown::Both);
+}
