@@ -241,9 +241,15 @@ fn downloads_never_escape_the_shared_folder() {
     // (b) the server refuses a symlink out, a folder, and a missing name.
     for name in ["escape.txt", "subdir", "missing.bin"] {
         alice.send(&format!("/download {name}"));
-        alice.expect(&format!("transfer of {name} failed"), |l| {
-            l.starts_with(&format!("*** transfer of {name} failed: "))
+        let fail = format!("*** transfer of {name} failed: ");
+        let done = format!("*** downloaded {name} (");
+        let line = alice.expect(&format!("the outcome of /download {name}"), |l| {
+            l.starts_with(&fail) || l.starts_with(&done)
         });
+        assert!(
+            line.starts_with(&fail),
+            "/download {name}: expected `{fail}<reason>`, got {line:?}"
+        );
     }
     // A regular file next to them still downloads.
     alice.send("/download plain.txt");
