@@ -794,7 +794,6 @@ fn a_shared_file_truncated_during_a_download_fails_that_download() {
                 ServerMessage::Chunk(c) if incoming.accept(&c).is_err() => {
                     done = Some("bad chunk");
                 }
-                }
                 ServerMessage::End(e) => {
                     assert!(
                         incoming.finish(&e).is_err(),
