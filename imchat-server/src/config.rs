@@ -1,0 +1,402 @@
+//! Turning the command line into the server's settings: the limits and the
+//! choice of shared folder.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use imchat_core::{
+    Limits, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
+    DEFAULT_MAX_TRANSFERS, DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
+};
+
+/// Bytes a chunk frame carries besides its data (type, id, offset, CRC, length).
+const CHUNK_OVERHEAD: usize = 21;
+/// Bytes a chat frame carries besides its text (type, a name of at most
+/// 32 four-byte characters with its length, flags, text length), rounded up.
+const CHAT_OVERHEAD: usize = 200;
+/// The largest handshake frame (type, version, a 128-byte name with its length).
+const MAX_HELLO_FRAME: u32 = 132;
+/// Longest timeout accepted (a year): later instants could overflow the clock.
+const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// One flag for every field of [`Limits`], each defaulting to the library's default.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Most clients connected at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
+    max_clients: usize,
+
+    /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT)]
+    max_message_bytes: usize,
+
+    /// Largest frame accepted from a client that has joined.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    max_frame_bytes: u32,
+
+    /// Largest frame accepted before the client has set its username.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME)]
+    max_handshake_frame_bytes: u32,
+
+    /// File data per chunk the server sends.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE)]
+    chunk_bytes: usize,
+
+    /// Largest file a client may push to others (/sendfile).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PUSH_SIZE)]
+    max_push_bytes: u64,
+
+    /// Time a new connection has to send a valid username.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout_secs: f64,
+
+    /// Silence after which the server pings a client.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
+    keepalive_secs: f64,
+
+    /// Time a pinged client has to answer before it counts as gone.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
+    keepalive_timeout_secs: f64,
+
+    /// Bytes of messages queued for one client before it counts as not reading and is dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND)]
+    max_queue_bytes: usize,
+
+    /// Chat messages a client may send in one burst.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_BURST)]
+    rate_burst: u32,
+
+    /// Sustained chat messages per second per client (faster senders are read later); 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_SEC)]
+    rate_per_sec: u32,
+
+    /// How long a client may keep sending above the rate before it is disconnected.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FLOOD_TIMEOUT.as_secs_f64())]
+    flood_timeout_secs: f64,
+
+    /// File transfers (downloads plus pushes) one client may have running at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
+    max_transfers: usize,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitArgs {
+            max_clients: l.max_clients,
+            max_message_bytes: l.max_text,
+            max_frame_bytes: l.max_frame,
+            max_handshake_frame_bytes: l.max_handshake_frame,
+            chunk_bytes: l.chunk_size,
+            max_push_bytes: l.max_push_size,
+            handshake_timeout_secs: l.handshake_timeout.as_secs_f64(),
+            keepalive_secs: l.keepalive_interval.as_secs_f64(),
+            keepalive_timeout_secs: l.keepalive_timeout.as_secs_f64(),
+            max_queue_bytes: l.max_outbound,
+            rate_burst: l.rate_burst,
+            rate_per_sec: l.rate_per_sec,
+            flood_timeout_secs: l.flood_timeout.as_secs_f64(),
+            max_transfers: l.max_transfers,
+        }
+    }
+}
+
+fn secs(flag: &str, value: f64) -> Result<Duration, String> {
+    if !(value > 0.0 && value <= MAX_SECS) {
+        return Err(format!(
+            "--{flag} must be more than 0 and at most {MAX_SECS} seconds, not {value}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl LimitArgs {
+    /// Settings that work but are probably a mistake, one line each.
+    pub fn warnings(limits: &Limits) -> Vec<String> {
+        let mut out = Vec::new();
+        if limits.max_outbound < limits.max_frame as usize {
+            out.push(format!(
+                "--max-queue-bytes {} is below --max-frame-bytes {}: one large message can get a client dropped",
+                limits.max_outbound, limits.max_frame
+            ));
+        }
+        out
+    }
+
+    /// The limits, or why they cannot work together (one line for the user).
+    pub fn to_limits(&self) -> Result<Limits, String> {
+        let a = self;
+        if a.max_clients == 0 {
+            return Err("--max-clients must be at least 1".into());
+        }
+        if a.chunk_bytes == 0 {
+            return Err("--chunk-bytes must be at least 1".into());
+        }
+        let frame = a.max_frame_bytes as usize;
+        if a.chunk_bytes.saturating_add(CHUNK_OVERHEAD) > frame {
+            return Err(format!(
+                "--chunk-bytes {} does not fit in --max-frame-bytes {} ({CHUNK_OVERHEAD} bytes of chunk header)",
+                a.chunk_bytes, a.max_frame_bytes
+            ));
+        }
+        if a.max_message_bytes.saturating_add(CHAT_OVERHEAD) > frame {
+            return Err(format!(
+                "--max-message-bytes {} does not fit in --max-frame-bytes {} (allow {CHAT_OVERHEAD} bytes for the header)",
+                a.max_message_bytes, a.max_frame_bytes
+            ));
+        }
+        if a.max_handshake_frame_bytes < MAX_HELLO_FRAME
+            || a.max_handshake_frame_bytes > a.max_frame_bytes
+        {
+            return Err(format!(
+                "--max-handshake-frame-bytes must be between {MAX_HELLO_FRAME} and --max-frame-bytes ({}), not {}",
+                a.max_frame_bytes, a.max_handshake_frame_bytes
+            ));
+        }
+        if a.rate_per_sec > 0 && a.rate_burst == 0 {
+            return Err(
+                "--rate-burst must be at least 1 (or turn the limit off with --rate-per-sec 0)"
+                    .into(),
+            );
+        }
+        Ok(Limits {
+            max_frame: a.max_frame_bytes,
+            max_handshake_frame: a.max_handshake_frame_bytes,
+            max_text: a.max_message_bytes,
+            chunk_size: a.chunk_bytes,
+            max_push_size: a.max_push_bytes,
+            max_clients: a.max_clients,
+            handshake_timeout: secs("handshake-timeout-secs", a.handshake_timeout_secs)?,
+            keepalive_interval: secs("keepalive-secs", a.keepalive_secs)?,
+            keepalive_timeout: secs("keepalive-timeout-secs", a.keepalive_timeout_secs)?,
+            max_outbound: a.max_queue_bytes,
+            rate_burst: a.rate_burst,
+            rate_per_sec: a.rate_per_sec,
+            flood_timeout: secs("flood-timeout-secs", a.flood_timeout_secs)?,
+            max_transfers: a.max_transfers,
+        })
+    }
+}
+
+/// Where the shared folder's path came from (printed at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The `--shared-dir` flag.
+    Flag,
+    /// The `SERVERSHAREDFILES` environment variable.
+    Env,
+    /// The `SERVER_SHARED_FILES` environment variable.
+    EnvUnderscored,
+    /// `./SharedFiles`.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Flag => "--shared-dir",
+            Source::Env => "SERVERSHAREDFILES",
+            Source::EnvUnderscored => "SERVER_SHARED_FILES",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// The shared folder's path and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDirChoice {
+    pub path: PathBuf,
+    pub source: Source,
+}
+
+impl SharedDirChoice {
+    /// The flag, else `SERVERSHAREDFILES`, else `SERVER_SHARED_FILES`, else
+    /// `./SharedFiles`. An empty variable counts as unset.
+    pub fn pick(flag: Option<PathBuf>, env: impl Fn(&str) -> Option<OsString>) -> Self {
+        if let Some(path) = flag {
+            return SharedDirChoice {
+                path,
+                source: Source::Flag,
+            };
+        }
+        for (key, source) in [
+            ("SERVERSHAREDFILES", Source::Env),
+            ("SERVER_SHARED_FILES", Source::EnvUnderscored),
+        ] {
+            if let Some(value) = env(key).filter(|v| !v.is_empty()) {
+                return SharedDirChoice {
+                    path: PathBuf::from(value),
+                    source,
+                };
+            }
+        }
+        SharedDirChoice {
+            path: PathBuf::from("SharedFiles"),
+            source: Source::Default,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| {
+            vars.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn shared_dir_precedence_is_flag_then_env_then_underscored_env_then_default() {
+        let both = env_of(&[("SERVERSHAREDFILES", "/a"), ("SERVER_SHARED_FILES", "/b")]);
+        let c = SharedDirChoice::pick(Some("/flag".into()), &both);
+        assert_eq!((c.path, c.source), ("/flag".into(), Source::Flag));
+        let c = SharedDirChoice::pick(None, &both);
+        assert_eq!((c.path, c.source), ("/a".into(), Source::Env));
+        let second = env_of(&[("SERVER_SHARED_FILES", "/b")]);
+        let c = SharedDirChoice::pick(None, second);
+        assert_eq!((c.path, c.source), ("/b".into(), Source::EnvUnderscored));
+        let c = SharedDirChoice::pick(None, env_of(&[]));
+        assert_eq!((c.path, c.source), ("SharedFiles".into(), Source::Default));
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let env = env_of(&[("SERVERSHAREDFILES", ""), ("SERVER_SHARED_FILES", "/b")]);
+        let c = SharedDirChoice::pick(None, env);
+        assert_eq!(c.source, Source::EnvUnderscored);
+    }
+
+    #[test]
+    fn sources_print_as_the_ui_contract_names_them() {
+        let names: Vec<String> = [
+            Source::Flag,
+            Source::Env,
+            Source::EnvUnderscored,
+            Source::Default,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "--shared-dir",
+                "SERVERSHAREDFILES",
+                "SERVER_SHARED_FILES",
+                "default"
+            ]
+        );
+    }
+
+    #[test]
+    fn default_flags_give_the_library_defaults() {
+        assert_eq!(LimitArgs::default().to_limits(), Ok(Limits::default()));
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused_with_the_flag_named() {
+        let cases: Vec<(LimitArgs, &str)> = vec![
+            (
+                LimitArgs {
+                    chunk_bytes: DEFAULT_MAX_FRAME as usize,
+                    ..LimitArgs::default()
+                },
+                "--chunk-bytes",
+            ),
+            (
+                LimitArgs {
+                    chunk_bytes: 0,
+                    ..LimitArgs::default()
+                },
+                "--chunk-bytes",
+            ),
+            (
+                LimitArgs {
+                    max_message_bytes: DEFAULT_MAX_FRAME as usize,
+                    ..LimitArgs::default()
+                },
+                "--max-message-bytes",
+            ),
+            (
+                LimitArgs {
+                    max_handshake_frame_bytes: 10,
+                    ..LimitArgs::default()
+                },
+                "--max-handshake-frame-bytes",
+            ),
+            (
+                LimitArgs {
+                    keepalive_secs: 0.0,
+                    ..LimitArgs::default()
+                },
+                "--keepalive-secs",
+            ),
+            (
+                LimitArgs {
+                    flood_timeout_secs: f64::NAN,
+                    ..LimitArgs::default()
+                },
+                "--flood-timeout-secs",
+            ),
+            (
+                LimitArgs {
+                    rate_burst: 0,
+                    ..LimitArgs::default()
+                },
+                "--rate-burst",
+            ),
+            (
+                LimitArgs {
+                    max_clients: 0,
+                    ..LimitArgs::default()
+                },
+                "--max-clients",
+            ),
+        ];
+        for (args, flag) in cases {
+            let err = args.to_limits().expect_err(flag);
+            assert!(err.contains(flag), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_queue_smaller_than_a_frame_is_allowed_with_a_warning() {
+        let l = LimitArgs {
+            max_queue_bytes: 65536,
+            ..LimitArgs::default()
+        }
+        .to_limits()
+        .unwrap();
+        assert_eq!(l.max_outbound, 65536);
+        assert_eq!(LimitArgs::warnings(&l).len(), 1);
+        assert!(LimitArgs::warnings(&Limits::default()).is_empty());
+    }
+
+    #[test]
+    fn fractional_seconds_and_a_rate_of_zero_are_accepted() {
+        let l = LimitArgs {
+            keepalive_secs: 0.5,
+            rate_per_sec: 0,
+            rate_burst: 0,
+            ..LimitArgs::default()
+        }
+        .to_limits()
+        .unwrap();
+        assert_eq!(l.keepalive_interval, Duration::from_millis(500));
+        assert_eq!(l.rate_per_sec, 0);
+    }
+}

@@ -1,0 +1,326 @@
+//! The shared folder: listing it and opening one of its files, never
+//! anything outside it.
+//!
+//! A [`FileName`] is already one safe path component (no `/`, `\`, `..`,
+//! NUL or control characters). What is left to check here is what the name
+//! points at on disk: only regular files are served, and a symbolic link
+//! only when its target is a regular file inside the folder.
+
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use imchat_core::{inert, CancelCode, FileEntry, FileName};
+
+/// The shared folder, as given and resolved.
+#[derive(Debug, Clone)]
+pub struct SharedDir {
+    /// The canonical path: every check compares against it.
+    root: PathBuf,
+}
+
+/// Why a download was refused: the code and the text for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: CancelCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    fn new(code: CancelCode, reason: String) -> Self {
+        Refusal { code, reason }
+    }
+}
+
+/// An `io::Error` as a short lowercase reason, without the "(os error N)" tail.
+pub fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text.to_string(),
+    }
+}
+
+impl SharedDir {
+    /// Checks that `path` is a readable folder. The error is one line for the user.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let shown = path.display();
+        let meta = fs::metadata(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!("shared folder '{shown}' does not exist"),
+            _ => format!("cannot open the shared folder '{shown}': {}", io_reason(&e)),
+        })?;
+        if !meta.is_dir() {
+            return Err(format!("shared folder '{shown}' is not a folder"));
+        }
+        let root = fs::canonicalize(path)
+            .map_err(|e| format!("cannot open the shared folder '{shown}': {}", io_reason(&e)))?;
+        fs::read_dir(&root)
+            .map_err(|e| format!("cannot read the shared folder '{shown}': {}", io_reason(&e)))?;
+        Ok(SharedDir { root })
+    }
+
+    /// The canonical path of the folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The files that can be downloaded, sorted by name: regular files, and
+    /// links to regular files inside the folder, whose names are valid
+    /// [`FileName`]s. Anything else is left out.
+    pub fn list(&self) -> io::Result<Vec<FileEntry>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let Ok(entry) = entry else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(name) = FileName::new(name) else {
+                continue;
+            };
+            if let Ok((_, meta)) = self.resolve(&name) {
+                files.push(FileEntry {
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    /// The path to open for `name` and the metadata of what was checked
+    /// there (not following links), or why it may not be served.
+    fn resolve(&self, name: &FileName) -> Result<(PathBuf, Metadata), Refusal> {
+        let shown = inert(name.as_str());
+        let path = self.root.join(name.as_str());
+        let meta = fs::symlink_metadata(&path).map_err(|e| missing_or_io(&shown, &e))?;
+        let (target, meta) = if meta.file_type().is_symlink() {
+            let target = fs::canonicalize(&path).map_err(|e| missing_or_io(&shown, &e))?;
+            if !target.starts_with(&self.root) {
+                return Err(Refusal::new(
+                    CancelCode::FORBIDDEN,
+                    format!("'{shown}' points outside the shared folder"),
+                ));
+            }
+            // A canonical path has no link left in it.
+            let meta = fs::symlink_metadata(&target).map_err(|e| missing_or_io(&shown, &e))?;
+            (target, meta)
+        } else {
+            (path, meta)
+        };
+        if !meta.is_file() {
+            return Err(Refusal::new(
+                CancelCode::FORBIDDEN,
+                format!("'{shown}' is not a regular file"),
+            ));
+        }
+        Ok((target, meta))
+    }
+
+    /// Opens the shared file `name` for reading; returns it with its size.
+    pub fn open_file(&self, name: &FileName) -> Result<(File, u64), Refusal> {
+        let shown = inert(name.as_str());
+        let (path, checked) = self.resolve(name)?;
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                Refusal::new(CancelCode::FORBIDDEN, format!("'{shown}' may not be read"))
+            }
+            _ => missing_or_io(&shown, &e),
+        })?;
+        let meta = file.metadata().map_err(|e| missing_or_io(&shown, &e))?;
+        // The name could have been swapped for something else between the
+        // check and the open: serve only the very file that was checked.
+        if !meta.is_file() || !same_file(&checked, &meta) {
+            return Err(Refusal::new(
+                CancelCode::FORBIDDEN,
+                format!("'{shown}' changed while being opened"),
+            ));
+        }
+        Ok((file, meta.len()))
+    }
+}
+
+fn missing_or_io(shown: &str, e: &io::Error) -> Refusal {
+    if e.kind() == io::ErrorKind::NotFound {
+        Refusal::new(
+            CancelCode::NO_SUCH_FILE,
+            format!("no shared file named '{shown}'"),
+        )
+    } else {
+        Refusal::new(
+            CancelCode::IO,
+            format!("cannot read '{shown}': {}", io_reason(e)),
+        )
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.len() == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn name(s: &str) -> FileName {
+        FileName::new(s).unwrap()
+    }
+
+    /// A temporary folder holding `shared/` (with a.txt, b.bin, sub/c.txt)
+    /// and `secret.txt` beside it.
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::write(shared.join("b.bin"), [0u8; 10]).unwrap();
+        fs::write(shared.join("a.txt"), "hello").unwrap();
+        fs::create_dir(shared.join("sub")).unwrap();
+        fs::write(shared.join("sub").join("c.txt"), "inner").unwrap();
+        fs::write(tmp.path().join("secret.txt"), "top secret").unwrap();
+        (tmp, shared)
+    }
+
+    fn read_all(mut f: File) -> String {
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_missing_or_non_folder_shared_dir_is_refused_with_one_line() {
+        let (tmp, shared) = setup();
+        let err = SharedDir::open(&tmp.path().join("nope")).unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        let err = SharedDir::open(&shared.join("a.txt")).unwrap_err();
+        assert!(err.contains("is not a folder"), "{err}");
+        assert!(!err.contains('\n'));
+        assert!(SharedDir::open(&shared).is_ok());
+    }
+
+    #[test]
+    fn regular_files_are_served_with_their_size() {
+        let (_tmp, shared) = setup();
+        let dir = SharedDir::open(&shared).unwrap();
+        let (f, size) = dir.open_file(&name("a.txt")).unwrap();
+        assert_eq!(size, 5);
+        assert_eq!(read_all(f), "hello");
+    }
+
+    #[test]
+    fn missing_files_and_folders_are_refused() {
+        let (_tmp, shared) = setup();
+        let dir = SharedDir::open(&shared).unwrap();
+        let err = dir.open_file(&name("nothing.txt")).unwrap_err();
+        assert_eq!(err.code, CancelCode::NO_SUCH_FILE);
+        let err = dir.open_file(&name("sub")).unwrap_err();
+        assert_eq!(err.code, CancelCode::FORBIDDEN);
+        assert!(err.reason.contains("not a regular file"), "{}", err.reason);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_pointing_outside_the_folder_is_refused() {
+        let (tmp, shared) = setup();
+        std::os::unix::fs::symlink(tmp.path().join("secret.txt"), shared.join("escape.txt"))
+            .unwrap();
+        std::os::unix::fs::symlink("../secret.txt", shared.join("relative.txt")).unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        for n in ["escape.txt", "relative.txt"] {
+            let err = dir.open_file(&name(n)).unwrap_err();
+            assert_eq!(err.code, CancelCode::FORBIDDEN, "{n}");
+            assert!(err.reason.contains("outside"), "{}", err.reason);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_to_a_file_inside_the_folder_is_served() {
+        let (_tmp, shared) = setup();
+        std::os::unix::fs::symlink("sub/c.txt", shared.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink("a.txt", shared.join("alias.txt")).unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        let (f, size) = dir.open_file(&name("link.txt")).unwrap();
+        assert_eq!((read_all(f), size), ("inner".to_string(), 5));
+        let (f, _) = dir.open_file(&name("alias.txt")).unwrap();
+        assert_eq!(read_all(f), "hello");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_to_folders_and_broken_links_are_refused() {
+        let (_tmp, shared) = setup();
+        std::os::unix::fs::symlink("sub", shared.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink("gone.txt", shared.join("broken.txt")).unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        assert_eq!(
+            dir.open_file(&name("dirlink")).unwrap_err().code,
+            CancelCode::FORBIDDEN
+        );
+        assert_eq!(
+            dir.open_file(&name("broken.txt")).unwrap_err().code,
+            CancelCode::NO_SUCH_FILE
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_folder_reached_through_a_link_still_serves_its_files() {
+        let (tmp, shared) = setup();
+        let via = tmp.path().join("via");
+        std::os::unix::fs::symlink(&shared, &via).unwrap();
+        std::os::unix::fs::symlink(shared.join("a.txt"), shared.join("abs.txt")).unwrap();
+        let dir = SharedDir::open(&via).unwrap();
+        assert!(dir.open_file(&name("abs.txt")).is_ok());
+        assert!(dir.open_file(&name("a.txt")).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_list_holds_only_servable_files_sorted() {
+        let (tmp, shared) = setup();
+        let unix = |target: &Path, link: &str| {
+            std::os::unix::fs::symlink(target, shared.join(link)).unwrap()
+        };
+        unix(&tmp.path().join("secret.txt"), "escape.txt");
+        unix(Path::new("sub/c.txt"), "inner-link.txt");
+        unix(Path::new("sub"), "dirlink");
+        unix(Path::new("gone"), "broken");
+        fs::write(shared.join(".hidden"), "x").unwrap();
+        fs::write(shared.join("bad\u{1b}name"), "x").unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        let got: Vec<(String, u64)> = dir
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.to_string(), e.size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.txt".to_string(), 5),
+                ("b.bin".to_string(), 10),
+                ("inner-link.txt".to_string(), 5),
+            ]
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn io_reasons_are_short_and_lowercase() {
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(io_reason(&e), "no such file or directory");
+    }
+}

@@ -1,0 +1,622 @@
+//! The server's threads around one shared [`Hub`].
+//!
+//! ```text
+//!  accept thread ──► per connection: reader thread ──► Hub (one Mutex) ──► dispatch
+//!  timer thread  ──────────────────────────────────────►      │             │
+//!  download threads (file → chunks) ──► Outbox ◄──────────────┘ frames      │ events
+//!  writer thread per connection ◄── Outbox                          report thread (stdout, log)
+//! ```
+//!
+//! Every decision is the hub's. After each call into it, [`Server::dispatch`]
+//! moves what it produced: each message is encoded once and queued on the
+//! [`Outbox`] of every receiver, and each event is acted on (closing a
+//! connection, reading the shared folder, starting a download) or reported.
+//! Nothing blocking happens under the lock: file-system work, pacing waits
+//! and printing all happen after it is released.
+
+mod conn;
+mod download;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Frame, Hub, HubEvent, Limits,
+    Outbox, PushError, ServerMessage, TransferId, Username,
+};
+use log::Level;
+
+use crate::files::SharedDir;
+use crate::report::{self, Reporter};
+use crate::Error;
+
+/// How often the timer thread runs the hub's clock.
+const TICK: Duration = Duration::from_millis(250);
+/// How long a closing connection may take to flush and hang up before its
+/// socket is shut down from our side.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the writers get to flush at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Relayed file data queued for one receiver before the pusher waits.
+const RELAY_QUEUE: usize = 2 * 1024 * 1024;
+/// How long a pusher waits for a slow receiver before that receiver is dropped from the push.
+const RELAY_WAIT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (out of file descriptors, for instance).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Everything the server needs besides its socket.
+#[derive(Debug)]
+pub struct Config {
+    pub limits: Limits,
+    pub welcome: String,
+    /// Log the text of routed messages (off with `--no-log-text`).
+    pub log_text: bool,
+    pub shared: SharedDir,
+}
+
+/// Why the main thread should stop the server.
+#[derive(Debug)]
+enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// An internal error the server cannot go on after.
+    Fatal(String),
+}
+
+/// One connection as the binary sees it (the hub holds its protocol state).
+#[derive(Debug)]
+struct Conn {
+    addr: SocketAddr,
+    user: Option<Username>,
+    outbox: Arc<Outbox>,
+    /// The socket (shared with the connection's reader and writer threads:
+    /// one descriptor per connection), to shut it down from any thread.
+    socket: Arc<TcpStream>,
+    /// The cancel flag of each running download.
+    downloads: HashMap<TransferId, Arc<AtomicBool>>,
+    /// When the hub asked for the connection to close.
+    closing_since: Option<Instant>,
+    /// The socket was shut down because closing took too long.
+    forced: bool,
+}
+
+impl Conn {
+    fn who(&self, id: ClientId) -> String {
+        match &self.user {
+            Some(u) => format!("{} [{}]", inert(u.as_str()), self.addr),
+            None => format!("{id} [{}]", self.addr),
+        }
+    }
+
+    fn force_close(&mut self) {
+        self.forced = true;
+        self.outbox.abort();
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// What the lock holds: the hub and the connection table, kept in step.
+#[derive(Debug)]
+struct Core {
+    hub: Hub,
+    conns: HashMap<ClientId, Conn>,
+    /// Relayed pushes in progress: file name and start, for the log.
+    pushes: HashMap<(ClientId, TransferId), (FileName, u64, Instant)>,
+}
+
+impl Core {
+    fn who(&self, id: ClientId) -> String {
+        match self.conns.get(&id) {
+            Some(c) => c.who(id),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// A download the hub asked for, to be opened and streamed by its own thread.
+#[derive(Debug)]
+struct DownloadJob {
+    client: ClientId,
+    id: TransferId,
+    name: FileName,
+    offset: u64,
+    who: String,
+    cancel: Arc<AtomicBool>,
+    outbox: Arc<Outbox>,
+}
+
+/// Work found while dispatching, done after the lock is released.
+#[derive(Debug, Default)]
+struct Work {
+    /// The text of the chat message being handled, for the log.
+    chat_text: Option<String>,
+    files: Vec<(ClientId, FilesRequest, String)>,
+    downloads: Vec<DownloadJob>,
+    /// Receivers that were just queued relayed file data: (receiver, relay id, its queue).
+    paced: Vec<(ClientId, TransferId, Arc<Outbox>)>,
+}
+
+impl Work {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.downloads.is_empty() && self.paced.is_empty()
+    }
+}
+
+/// The state shared by every thread.
+#[derive(Debug)]
+pub struct Server {
+    core: Mutex<Core>,
+    config: Config,
+    report: Reporter,
+    stop: Mutex<Sender<Stop>>,
+}
+
+impl Server {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        match self.core.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A thread panicked while holding the lock. Its connection
+                // is dropped by its own thread; the rest goes on if the
+                // hub's state still holds together.
+                self.core.clear_poison();
+                let guard = poisoned.into_inner();
+                if let Err(e) = guard.hub.check_invariants() {
+                    self.fatal(format!("server state damaged after a panic: {e}"));
+                }
+                guard
+            }
+        }
+    }
+
+    fn fatal(&self, reason: String) {
+        if let Ok(stop) = self.stop.lock() {
+            let _ = stop.send(Stop::Fatal(reason));
+        }
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Calls `f` on the hub under the lock, dispatches what it produced,
+    /// then does the follow-up work outside the lock. `chat_text` is the
+    /// text of the chat message `f` hands to the hub, if any (for the log).
+    fn with_hub<R>(
+        self: &Arc<Self>,
+        chat_text: Option<String>,
+        f: impl FnOnce(&mut Hub) -> R,
+    ) -> R {
+        let mut work = Work {
+            chat_text,
+            ..Work::default()
+        };
+        let result = {
+            let mut core = self.lock();
+            let result = f(&mut core.hub);
+            self.dispatch(&mut core, &mut work);
+            result
+        };
+        self.follow_up(work);
+        result
+    }
+
+    /// Moves everything the hub produced: messages to the outboxes, events
+    /// to their handlers. Call with the lock held, after every hub input.
+    fn dispatch(&self, core: &mut Core, work: &mut Work) {
+        loop {
+            while let Some(t) = core.hub.poll_transmit() {
+                let bulk = t.message.is_bulk();
+                // Relayed file data is paced to its receivers (see follow_up).
+                let relay = match &t.message {
+                    ServerMessage::Chunk(c) => Some(c.id),
+                    _ => None,
+                };
+                let frame: Frame = Frame::from(t.message.to_frame());
+                for id in t.to.iter() {
+                    let Some(conn) = core.conns.get(&id) else {
+                        continue;
+                    };
+                    match conn.outbox.push(frame.clone(), bulk) {
+                        Ok(()) => {
+                            if let Some(relay) = relay {
+                                work.paced.push((id, relay, conn.outbox.clone()));
+                            }
+                        }
+                        Err(PushError::Full { max }) => {
+                            self.report.log(
+                                Level::Warn,
+                                format!(
+                                    "{} is not reading: over {max} bytes queued, dropping it",
+                                    conn.who(id)
+                                ),
+                            );
+                            core.hub.evict(id);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            let Some(event) = core.hub.poll_event() else {
+                break;
+            };
+            self.on_event(core, event, work);
+        }
+    }
+
+    /// Acts on one hub event (lock held: only table updates and notes here).
+    fn on_event(&self, core: &mut Core, event: HubEvent, work: &mut Work) {
+        let now = Instant::now();
+        match event {
+            HubEvent::Joined { client, user } => {
+                let Some(conn) = core.conns.get_mut(&client) else {
+                    return;
+                };
+                self.report.say(format!(
+                    "{} joined from {}",
+                    inert(user.as_str()),
+                    conn.addr
+                ));
+                conn.user = Some(user);
+            }
+            HubEvent::Left {
+                client: _,
+                user,
+                reason,
+            } => {
+                self.report
+                    .say(format!("{} left ({reason})", inert(user.as_str())));
+            }
+            HubEvent::Close { client, reason } => {
+                let Some(conn) = core.conns.get_mut(&client) else {
+                    return;
+                };
+                conn.outbox.close();
+                conn.closing_since.get_or_insert(now);
+                self.report.log(
+                    Level::Info,
+                    format!("closing {}: {}", conn.who(client), inert(&reason)),
+                );
+            }
+            HubEvent::Routed {
+                from,
+                to,
+                receivers,
+            } => {
+                let to = match &to {
+                    Some(user) => inert(user.as_str()).into_owned(),
+                    None => "everyone".to_string(),
+                };
+                let plural = if receivers == 1 { "" } else { "s" };
+                let mut line = format!(
+                    "routed a message from {} to {to} ({receivers} receiver{plural})",
+                    core.who(from)
+                );
+                if let Some(text) = work.chat_text.take() {
+                    line.push_str(&format!(": \"{}\"", inert(&text)));
+                }
+                self.report.log(Level::Info, line);
+            }
+            HubEvent::FilesRequested { client, request } => {
+                let who = core.who(client);
+                let what = match request {
+                    FilesRequest::Access => "access to",
+                    FilesRequest::List => "the list of",
+                };
+                self.report.log(
+                    Level::Info,
+                    format!("{who} asked for {what} the shared files"),
+                );
+                work.files.push((client, request, who));
+            }
+            HubEvent::DownloadRequested {
+                client,
+                id,
+                name,
+                offset,
+            } => {
+                let who = core.who(client);
+                let Some(conn) = core.conns.get_mut(&client) else {
+                    return;
+                };
+                let from = if offset > 0 {
+                    format!(" from byte {offset}")
+                } else {
+                    String::new()
+                };
+                self.report.log(
+                    Level::Info,
+                    format!("{who} asked to download '{}'{from}", inert(name.as_str())),
+                );
+                let cancel = Arc::new(AtomicBool::new(false));
+                conn.downloads.insert(id, cancel.clone());
+                work.downloads.push(DownloadJob {
+                    client,
+                    id,
+                    name,
+                    offset,
+                    who,
+                    cancel,
+                    outbox: conn.outbox.clone(),
+                });
+            }
+            HubEvent::DownloadCancelled { client, id } => {
+                if let Some(conn) = core.conns.get_mut(&client) {
+                    if let Some(flag) = conn.downloads.remove(&id) {
+                        flag.store(true, Ordering::Relaxed);
+                        self.report.log(
+                            Level::Info,
+                            format!("download {id} of {} cancelled", conn.who(client)),
+                        );
+                    }
+                }
+            }
+            HubEvent::PushStarted {
+                from,
+                id,
+                name,
+                size,
+                receivers,
+            } => {
+                self.report.log(
+                    Level::Info,
+                    format!(
+                        "{} is sending '{}' ({size} bytes) to {receivers} user(s)",
+                        core.who(from),
+                        inert(name.as_str())
+                    ),
+                );
+                core.pushes.insert((from, id), (name, size, now));
+            }
+            HubEvent::PushEnded {
+                from,
+                id,
+                receivers,
+                error,
+            } => {
+                let who = core.who(from);
+                let (name, size, secs) = match core.pushes.remove(&(from, id)) {
+                    Some((name, size, start)) => (
+                        inert(name.as_str()).into_owned(),
+                        size,
+                        now.duration_since(start).as_secs_f64(),
+                    ),
+                    None => (id.to_string(), 0, 0.0),
+                };
+                let line = match error {
+                    None => format!(
+                        "{who} sent '{name}' ({size} bytes) to {receivers} user(s) in {secs:.2} s"
+                    ),
+                    Some(e) => format!(
+                        "{who} failed to send '{name}' after {secs:.2} s: {}",
+                        inert(&e)
+                    ),
+                };
+                self.report.log(Level::Info, line);
+            }
+            HubEvent::Violation { client, detail } => {
+                self.report.log(
+                    Level::Warn,
+                    format!(
+                        "{} broke the protocol: {}",
+                        core.who(client),
+                        inert(&detail)
+                    ),
+                );
+            }
+            other => {
+                self.report
+                    .log(Level::Debug, format!("unhandled hub event: {other:?}"));
+            }
+        }
+    }
+
+    /// Does what dispatching found to do outside the lock, and what that
+    /// leads to, until nothing is left.
+    fn follow_up(self: &Arc<Self>, mut work: Work) {
+        while !work.is_empty() {
+            let files = std::mem::take(&mut work.files);
+            for (client, request, who) in files {
+                let listed = self.config.shared.list();
+                let mut core = self.lock();
+                let files = match listed {
+                    Ok(files) => files,
+                    Err(e) => {
+                        self.report.log(
+                            Level::Error,
+                            format!(
+                                "cannot read the shared folder for {who}: {}",
+                                crate::files::io_reason(&e)
+                            ),
+                        );
+                        Vec::new()
+                    }
+                };
+                self.report.log(
+                    Level::Info,
+                    format!("told {who} about {} shared file(s)", files.len()),
+                );
+                core.hub.answer_files(client, request, files);
+                self.dispatch(&mut core, &mut work);
+            }
+            let downloads = std::mem::take(&mut work.downloads);
+            for job in downloads {
+                self.start_download(job, &mut work);
+            }
+            let paced = std::mem::take(&mut work.paced);
+            self.pace_relay(paced, &mut work);
+        }
+    }
+
+    /// Waits until each receiver of relayed file data has room again, which
+    /// paces the pusher (this runs on its reader thread) to its receivers.
+    /// A receiver still full after [`RELAY_WAIT`] is dropped from the push.
+    fn pace_relay(&self, mut paced: Vec<(ClientId, TransferId, Arc<Outbox>)>, work: &mut Work) {
+        paced.sort_by_key(|(client, relay, _)| (*client, *relay));
+        paced.dedup_by_key(|(client, relay, _)| (*client, *relay));
+        let deadline = Instant::now() + RELAY_WAIT;
+        for (receiver, relay, outbox) in paced {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if outbox.wait_bulk_room(RELAY_QUEUE, left) || outbox.is_closed() {
+                continue;
+            }
+            let mut core = self.lock();
+            self.report.log(
+                Level::Warn,
+                format!(
+                    "{} is too slow to receive a file, dropping it from the transfer",
+                    core.who(receiver)
+                ),
+            );
+            core.hub
+                .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "receiver too slow");
+            self.dispatch(&mut core, work);
+        }
+    }
+
+    /// The timer: runs the hub's clock, and shuts down connections that
+    /// take too long to close.
+    fn tick(self: &Arc<Self>) {
+        self.with_hub(None, |hub| hub.handle_timeout(Instant::now()));
+        let mut core = self.lock();
+        let now = Instant::now();
+        for (id, conn) in core.conns.iter_mut() {
+            let stuck = conn
+                .closing_since
+                .is_some_and(|since| now.duration_since(since) >= CLOSE_GRACE);
+            if stuck && !conn.forced {
+                self.report.log(
+                    Level::Info,
+                    format!(
+                        "{} did not hang up in time, closing its socket",
+                        conn.who(*id)
+                    ),
+                );
+                conn.force_close();
+            }
+        }
+    }
+
+    /// The accept loop: never ends; errors are logged and followed by a pause.
+    fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
+        loop {
+            match listener.accept() {
+                Ok((stream, addr)) => self.start_connection(stream, addr),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!(
+                        "cannot accept a connection: {}",
+                        crate::files::io_reason(&e)
+                    );
+                    thread::sleep(ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Tells every client the server is going away, gives the writers a
+    /// moment to flush, and closes whatever is left.
+    fn shutdown(self: &Arc<Self>, reason: &str) {
+        self.report.say(format!("shutting down: {}", inert(reason)));
+        self.with_hub(None, |hub| hub.shutdown(reason));
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while Instant::now() < deadline && !self.lock().conns.is_empty() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        for conn in self.lock().conns.values_mut() {
+            conn.force_close();
+        }
+        self.report.flush(Duration::from_secs(1));
+    }
+}
+
+/// Spawns a named thread with a small stack.
+fn spawn(
+    name: String,
+    stack: usize,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name).stack_size(stack).spawn(f)
+}
+
+/// Runs the server until Ctrl-C, SIGTERM or a fatal error.
+pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let signal_tx = stop_tx.clone();
+    ctrlc::set_handler(move || {
+        let _ = signal_tx.send(Stop::Signal);
+    })
+    .map_err(|e| Error::Start(format!("cannot handle Ctrl-C: {e}")))?;
+
+    let report_tx = stop_tx.clone();
+    let report = report::start(move || {
+        let _ = report_tx.send(Stop::Fatal("the report thread failed".into()));
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    panic::set_hook(Box::new(|info| {
+        let thread = thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error!("internal error in thread '{name}'{at}: {}", inert(&what));
+    }));
+
+    let hub = Hub::new(config.limits.clone(), config.welcome.clone());
+    let server = Arc::new(Server {
+        core: Mutex::new(Core {
+            hub,
+            conns: HashMap::new(),
+            pushes: HashMap::new(),
+        }),
+        config,
+        report,
+        stop: Mutex::new(stop_tx),
+    });
+
+    let s = server.clone();
+    spawn("timer".into(), 256 * 1024, move || loop {
+        thread::sleep(TICK);
+        if panic::catch_unwind(AssertUnwindSafe(|| s.tick())).is_err() {
+            s.fatal("the timer thread failed".into());
+            return;
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    let s = server.clone();
+    spawn("accept".into(), 256 * 1024, move || {
+        if panic::catch_unwind(AssertUnwindSafe(|| s.accept_loop(&listener))).is_err() {
+            s.fatal("the accept thread failed".into());
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    let stop = stop_rx
+        .recv()
+        .unwrap_or_else(|_| Stop::Fatal("the control channel closed".into()));
+    match stop {
+        Stop::Signal => {
+            server.shutdown("server stopped by operator");
+            Ok(())
+        }
+        Stop::Fatal(reason) => {
+            server.shutdown(&format!("internal error: {reason}"));
+            Err(Error::Fatal(reason))
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One connection: a reader thread feeding the hub and a writer thread
+//! draining the connection's [`Outbox`] onto the socket.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{ClientId, ClientMessage, FrameReader, LeaveReason, Outbox, TransportError};
+use log::{debug, warn};
+
+use super::{spawn, Conn, Server, Work};
+
+/// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
+const READER_STACK: usize = 256 * 1024;
+/// Stack of a writer thread (it only copies queued frames to the socket).
+const WRITER_STACK: usize = 128 * 1024;
+/// How long to keep reading (and dropping) what a closed connection still
+/// sends, so that closing the socket does not reset what we wrote last.
+const LINGER: Duration = Duration::from_secs(1);
+
+impl Server {
+    /// Registers a new connection with the hub and starts its two threads.
+    /// If a thread cannot be started, that one client is dropped.
+    pub(super) fn start_connection(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) {
+        self.report.say(format!("connection from {addr}"));
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("cannot set TCP_NODELAY for {addr}: {e}");
+        }
+        // A peer that stops reading for as long as the keepalive would take
+        // to notice it is gone fails the write and is dropped.
+        let limits = self.limits();
+        let stall = limits.keepalive_interval + limits.keepalive_timeout;
+        if let Err(e) = stream.set_write_timeout(Some(stall)) {
+            debug!("cannot set a write timeout for {addr}: {e}");
+        }
+        // One descriptor serves the reader, the writer and the table
+        // (`&TcpStream` reads and writes): a connection costs one file
+        // descriptor, not three.
+        let stream = Arc::new(stream);
+        let outbox = Outbox::new(limits.max_outbound);
+        let id = {
+            let mut work = Work::default();
+            let mut core = self.lock();
+            let id = core.hub.handle_connect(Instant::now());
+            core.conns.insert(
+                id,
+                Conn {
+                    addr,
+                    user: None,
+                    outbox: outbox.clone(),
+                    socket: stream.clone(),
+                    downloads: HashMap::new(),
+                    closing_since: None,
+                    forced: false,
+                },
+            );
+            self.dispatch(&mut core, &mut work);
+            id
+        };
+
+        let (writer_box, writer_socket) = (outbox.clone(), stream.clone());
+        let writer = spawn(format!("write-{id}"), WRITER_STACK, move || {
+            write_loop(&writer_box, &writer_socket)
+        });
+        let writer = match writer {
+            Ok(handle) => handle,
+            Err(e) => {
+                warn!("cannot start a thread for {addr}, dropping it: {e}");
+                self.drop_connection(id);
+                return;
+            }
+        };
+        let server = self.clone();
+        let reader = spawn(format!("read-{id}"), READER_STACK, move || {
+            server.serve(id, &stream, &outbox);
+            // Bounded: the writer ends once its queue is closed, and a
+            // closed queue that cannot be flushed is aborted by the timer.
+            let _ = writer.join();
+            server.finish(id, &stream);
+        });
+        if let Err(e) = reader {
+            warn!("cannot start a thread for {addr}, dropping it: {e}");
+            self.drop_connection(id);
+        }
+    }
+
+    /// Forgets a connection whose threads could not be started.
+    fn drop_connection(self: &Arc<Self>, id: ClientId) {
+        self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+        if let Some(mut conn) = self.lock().conns.remove(&id) {
+            conn.force_close();
+        }
+    }
+
+    /// The reader thread's work: messages from the socket into the hub.
+    /// A panic here drops this client only.
+    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream, outbox: &Outbox) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream)));
+        if outcome.is_err() {
+            warn!("dropping connection {id} after an internal error");
+        }
+        // Whatever ended the loop, the hub forgets the connection (a no-op
+        // if it already has) and its queue closes once flushed.
+        self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+        if let Some(conn) = self.lock().conns.get_mut(&id) {
+            conn.closing_since.get_or_insert_with(Instant::now);
+        }
+        outbox.close();
+    }
+
+    fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
+        let mut reader =
+            FrameReader::<_, ClientMessage>::new(stream, self.limits().max_handshake_frame);
+        loop {
+            let msg = match reader.read_message() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+                    return;
+                }
+                Err(TransportError::Decode(e)) => {
+                    self.with_hub(None, |hub| hub.handle_decode_error(id, &e));
+                    return;
+                }
+                Err(e) => {
+                    debug!("reading from {id} failed: {e}");
+                    self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+                    return;
+                }
+            };
+            let text = match &msg {
+                ClientMessage::Chat { text, .. } if self.config.log_text => Some(text.clone()),
+                _ => None,
+            };
+            let (max_frame, throttle) = self.with_hub(text, |hub| {
+                hub.handle_message(id, msg, Instant::now());
+                (hub.max_frame(id), hub.throttle(id))
+            });
+            // Raised once the client has joined; never lowered again.
+            if max_frame > reader.decoder_mut().max_frame() {
+                reader.decoder_mut().set_max_frame(max_frame);
+            }
+            // Over its chat rate: read this client later.
+            if let Some(until) = throttle {
+                thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
+        }
+    }
+
+    /// After both threads of a connection are done: drain what the peer
+    /// still sends for a moment, close the socket, forget the connection.
+    fn finish(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
+        linger(stream);
+        let _ = stream.shutdown(Shutdown::Both);
+        if let Some(conn) = self.lock().conns.remove(&id) {
+            for flag in conn.downloads.values() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The writer thread: queued frames to the socket. When the queue closes
+/// after being flushed, the write side is shut (the peer sees the end of
+/// the stream after our last message); on a write error both sides are,
+/// which also wakes the reader.
+fn write_loop(outbox: &Outbox, stream: &TcpStream) {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| outbox.run_writer(stream)));
+    match outcome {
+        Ok(Ok(())) => {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        Ok(Err(e)) => {
+            debug!("writing to {:?} failed: {e}", stream.peer_addr());
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Err(_) => {
+            outbox.abort();
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads and drops what the peer still sends, until it hangs up or [`LINGER`] passes.
+fn linger(mut stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Streaming a shared file to a client: one thread per download reads the
+//! file a chunk at a time and queues checksummed chunk frames, never more
+//! than a bounded amount ahead of the socket.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    inert, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, ServerMessage, TransferId,
+};
+use log::{info, warn};
+
+use super::{spawn, DownloadJob, Server, Work};
+use crate::files::io_reason;
+
+/// Stack of a download thread (its read buffer is on the heap).
+const DOWNLOAD_STACK: usize = 256 * 1024;
+/// File data queued for one client before the download waits for the socket.
+const READ_AHEAD: usize = 1024 * 1024;
+/// How often a waiting download looks at its cancel flag.
+const WAIT_STEP: Duration = Duration::from_millis(500);
+
+/// How streaming a file ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Streamed {
+    /// Every byte and the end marker are queued.
+    Done { sent: u64 },
+    /// Cancelled, or the connection closed.
+    Stopped { sent: u64 },
+}
+
+/// Why streaming a file failed.
+#[derive(Debug)]
+pub(super) enum StreamError {
+    /// The file is not the size it had when it was opened.
+    Changed,
+    /// Reading it failed.
+    Io(io::Error),
+}
+
+impl Server {
+    /// Starts the thread for a download; if it cannot start, the download is refused.
+    pub(super) fn start_download(self: &Arc<Self>, job: DownloadJob, work: &mut Work) {
+        let (client, id) = (job.client, job.id);
+        let cancel = job.cancel.clone();
+        let server = self.clone();
+        let started = spawn(
+            format!("send-{client}-{}", id.0),
+            DOWNLOAD_STACK,
+            move || server.send_file(job),
+        );
+        if let Err(e) = started {
+            warn!("cannot start a thread for a download of {client}: {e}");
+            let mut core = self.lock();
+            core.hub.refuse_download(
+                client,
+                id,
+                CancelCode::IO,
+                "the server is too busy to send files right now",
+            );
+            self.dispatch(&mut core, work);
+            forget(&mut core, client, id, &cancel);
+        }
+    }
+
+    /// A download thread: open, announce, stream, end.
+    fn send_file(self: &Arc<Self>, job: DownloadJob) {
+        let DownloadJob {
+            client,
+            id,
+            name,
+            offset,
+            who,
+            cancel,
+            outbox,
+        } = job;
+        let shown = inert(name.as_str()).into_owned();
+        let refuse = |code: CancelCode, reason: String| {
+            info!("not sending '{shown}' to {who}: {}", inert(&reason));
+            self.with_hub(None, |hub| hub.refuse_download(client, id, code, reason));
+        };
+        let (mut file, size) = match self.config.shared.open_file(&name) {
+            Ok(opened) => opened,
+            Err(refusal) => {
+                refuse(refusal.code, refusal.reason);
+                self.forget_download(client, id, &cancel);
+                return;
+            }
+        };
+        let accepted = self.with_hub(None, |hub| {
+            hub.accept_download(client, id, name, size, offset)
+        });
+        let Some(offset) = accepted else {
+            // Cancelled, or the client left, before the file was open.
+            info!("download of '{shown}' by {who} cancelled before it started");
+            self.forget_download(client, id, &cancel);
+            return;
+        };
+        let start = Instant::now();
+        let chunk = self.limits().chunk_size;
+        match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox) {
+            Ok(Streamed::Done { sent }) => {
+                self.with_hub(None, |hub| hub.download_finished(client, id));
+                let resumed = if offset > 0 {
+                    format!(", resumed at byte {offset}")
+                } else {
+                    String::new()
+                };
+                info!(
+                    "sent '{shown}' to {who}: {sent} bytes in {:.2} s{resumed}",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            Ok(Streamed::Stopped { sent }) => {
+                self.with_hub(None, |hub| hub.download_finished(client, id));
+                info!("download of '{shown}' by {who} stopped after {sent} bytes");
+            }
+            Err(StreamError::Changed) => {
+                refuse(CancelCode::IO, "file changed while being sent".into());
+            }
+            Err(StreamError::Io(e)) => {
+                warn!("reading '{shown}' for {who} failed: {e}");
+                refuse(
+                    CancelCode::IO,
+                    format!("cannot read '{shown}': {}", io_reason(&e)),
+                );
+            }
+        }
+        self.forget_download(client, id, &cancel);
+    }
+
+    fn forget_download(&self, client: ClientId, id: TransferId, cancel: &Arc<AtomicBool>) {
+        forget(&mut self.lock(), client, id, cancel);
+    }
+}
+
+/// Drops the cancel flag of a download that is over, unless the id was
+/// already reused by a newer download.
+fn forget(core: &mut super::Core, client: ClientId, id: TransferId, cancel: &Arc<AtomicBool>) {
+    if let Some(conn) = core.conns.get_mut(&client) {
+        if conn
+            .downloads
+            .get(&id)
+            .is_some_and(|flag| Arc::ptr_eq(flag, cancel))
+        {
+            conn.downloads.remove(&id);
+        }
+    }
+}
+
+/// `read`, retried when interrupted.
+fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Queues `file` (of `size` bytes when opened) on `outbox`'s bulk lane from
+/// `offset` on, as chunks of at most `chunk` bytes followed by the end
+/// marker. The bytes before `offset` are read for the whole-file checksum
+/// but not sent. At most [`READ_AHEAD`] bytes wait in the queue at a time.
+pub(super) fn stream_file(
+    file: &mut impl Read,
+    size: u64,
+    offset: u64,
+    id: TransferId,
+    chunk: usize,
+    cancel: &AtomicBool,
+    outbox: &Outbox,
+) -> Result<Streamed, StreamError> {
+    let mut out = Outgoing::new(id, size);
+    let mut buf = vec![0u8; chunk.max(1)];
+    let stopped = || cancel.load(Ordering::Relaxed) || outbox.is_closed();
+
+    let mut skip = offset.min(size);
+    while skip > 0 {
+        if stopped() {
+            return Ok(Streamed::Stopped { sent: 0 });
+        }
+        let want = usize::try_from(skip).map_or(buf.len(), |s| s.min(buf.len()));
+        let n = read_some(file, &mut buf[..want]).map_err(StreamError::Io)?;
+        if n == 0 {
+            return Err(StreamError::Changed);
+        }
+        out.skip(&buf[..n]).map_err(|_| StreamError::Changed)?;
+        skip -= n as u64;
+    }
+
+    let mut sent = 0u64;
+    while out.remaining() > 0 {
+        if stopped() {
+            return Ok(Streamed::Stopped { sent });
+        }
+        if !outbox.wait_bulk_room(READ_AHEAD, WAIT_STEP) {
+            continue;
+        }
+        let want = usize::try_from(out.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
+        let n = read_some(file, &mut buf[..want]).map_err(StreamError::Io)?;
+        if n == 0 {
+            return Err(StreamError::Changed);
+        }
+        let mut frame = Vec::with_capacity(n + 32);
+        out.encode_chunk(&buf[..n], &mut frame)
+            .map_err(|_| StreamError::Changed)?;
+        if outbox.push(Frame::from(frame), true).is_err() {
+            return Ok(Streamed::Stopped { sent });
+        }
+        sent += n as u64;
+    }
+
+    // A file that grew since it was opened is not the file announced.
+    if read_some(file, &mut buf[..1]).map_err(StreamError::Io)? != 0 {
+        return Err(StreamError::Changed);
+    }
+    let Some(end) = out.finish() else {
+        return Err(StreamError::Changed);
+    };
+    let frame = Frame::from(ServerMessage::End(end).to_frame());
+    if outbox.push(frame, true).is_err() {
+        return Ok(Streamed::Stopped { sent });
+    }
+    Ok(Streamed::Done { sent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imchat_core::{Decoder, FileEnd, Incoming};
+    use std::io::Cursor;
+
+    const ID: TransferId = TransferId(3);
+
+    /// Everything the writer would send, decoded.
+    fn drain(outbox: &Outbox) -> Vec<ServerMessage> {
+        outbox.close();
+        let mut bytes = Vec::new();
+        outbox.run_writer(&mut bytes).unwrap();
+        let mut d = Decoder::<ServerMessage>::new(1 << 20);
+        d.feed(&bytes);
+        let mut msgs = Vec::new();
+        while let Some(m) = d.next_message().unwrap() {
+            msgs.push(m);
+        }
+        msgs
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_whole_file_goes_out_in_checked_chunks_and_an_end() {
+        let bytes = data(10_000);
+        let outbox = Outbox::new(1 << 20);
+        let cancel = AtomicBool::new(false);
+        let got = stream_file(
+            &mut Cursor::new(&bytes),
+            10_000,
+            0,
+            ID,
+            4096,
+            &cancel,
+            &outbox,
+        )
+        .unwrap();
+        assert_eq!(got, Streamed::Done { sent: 10_000 });
+        let msgs = drain(&outbox);
+        assert_eq!(msgs.len(), 4, "3 chunks and an end");
+        let mut incoming = Incoming::new(ID, 10_000);
+        for m in &msgs[..3] {
+            let ServerMessage::Chunk(c) = m else {
+                panic!("not a chunk: {m:?}")
+            };
+            assert!(c.data.len() <= 4096);
+            incoming.accept(c).unwrap();
+        }
+        let ServerMessage::End(end) = &msgs[3] else {
+            panic!("not an end")
+        };
+        incoming.finish(end).unwrap();
+    }
+
+    #[test]
+    fn a_resumed_download_sends_the_rest_with_the_whole_file_checksum() {
+        let bytes = data(1000);
+        let outbox = Outbox::new(1 << 20);
+        let cancel = AtomicBool::new(false);
+        let got = stream_file(
+            &mut Cursor::new(&bytes),
+            1000,
+            600,
+            ID,
+            256,
+            &cancel,
+            &outbox,
+        );
+        assert_eq!(got.unwrap(), Streamed::Done { sent: 400 });
+        let msgs = drain(&outbox);
+        let ServerMessage::Chunk(first) = &msgs[0] else {
+            panic!("not a chunk")
+        };
+        assert_eq!(first.offset, 600);
+        let last = msgs.last().unwrap();
+        assert_eq!(
+            *last,
+            ServerMessage::End(FileEnd {
+                id: ID,
+                crc: crc32fast_hash(&bytes)
+            })
+        );
+    }
+
+    /// The whole-file CRC, computed the way a receiver holding every byte would.
+    fn crc32fast_hash(bytes: &[u8]) -> u32 {
+        let mut out = Outgoing::new(ID, bytes.len() as u64);
+        out.skip(bytes).unwrap();
+        out.finish().unwrap().crc
+    }
+
+    #[test]
+    fn a_file_shorter_or_longer_than_announced_fails() {
+        let cancel = AtomicBool::new(false);
+        let outbox = Outbox::new(1 << 20);
+        let short = stream_file(&mut Cursor::new(data(50)), 100, 0, ID, 30, &cancel, &outbox);
+        assert!(matches!(short, Err(StreamError::Changed)));
+        let outbox = Outbox::new(1 << 20);
+        let long = stream_file(
+            &mut Cursor::new(data(150)),
+            100,
+            0,
+            ID,
+            30,
+            &cancel,
+            &outbox,
+        );
+        assert!(matches!(long, Err(StreamError::Changed)));
+        assert!(
+            !drain(&outbox)
+                .iter()
+                .any(|m| matches!(m, ServerMessage::End(_))),
+            "no end marker for a changed file"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_download_or_a_closed_queue_stops_quietly() {
+        let cancel = AtomicBool::new(true);
+        let outbox = Outbox::new(1 << 20);
+        let got = stream_file(
+            &mut Cursor::new(data(100)),
+            100,
+            0,
+            ID,
+            30,
+            &cancel,
+            &outbox,
+        );
+        assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
+        let cancel = AtomicBool::new(false);
+        outbox.close();
+        let got = stream_file(
+            &mut Cursor::new(data(100)),
+            100,
+            0,
+            ID,
+            30,
+            &cancel,
+            &outbox,
+        );
+        assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
+    }
+
+    #[test]
+    fn an_empty_file_is_just_an_end() {
+        let cancel = AtomicBool::new(false);
+        let outbox = Outbox::new(1 << 20);
+        let got = stream_file(&mut Cursor::new(Vec::new()), 0, 0, ID, 30, &cancel, &outbox);
+        assert_eq!(got.unwrap(), Streamed::Done { sent: 0 });
+        assert_eq!(drain(&outbox).len(), 1);
+    }
+
+    #[test]
+    fn the_queue_never_holds_much_more_than_the_read_ahead() {
+        // A 4 MiB file into a queue nobody drains: the stream waits at the
+        // read-ahead bound until cancelled from another thread.
+        let bytes = vec![7u8; 4 << 20];
+        let outbox = Outbox::new(1 << 20);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (c2, o2) = (cancel.clone(), outbox.clone());
+        let t = std::thread::spawn(move || {
+            stream_file(
+                &mut Cursor::new(bytes),
+                4 << 20,
+                0,
+                ID,
+                256 * 1024,
+                &c2,
+                &o2,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let queued = outbox.queued();
+        cancel.store(true, Ordering::Relaxed);
+        let got = t.join().unwrap().unwrap();
+        assert!(matches!(got, Streamed::Stopped { .. }));
+        assert!(queued >= READ_AHEAD, "{queued}");
+        assert!(queued < READ_AHEAD + 256 * 1024 + 64, "{queued}");
+    }
+}
