@@ -1,0 +1,916 @@
+//! The imchat load generator: starts imchat-server (and, as a baseline,
+//! redis-server) on 127.0.0.1 and measures fan-out throughput and latency,
+//! idle connections, a 1 GiB download, chat during downloads, and a slow
+//! consumer. Prints a table per scenario and writes them as Markdown.
+//!
+//! ```text
+//! cargo run --release -p imchat-core --example loadgen -- all
+//! cargo run --release -p imchat-core --example loadgen -- --quick all
+//! cargo run --release -p imchat-core --example loadgen -- fanout latency --runs 5 --no-redis
+//! ```
+//!
+//! Linux only (it reads `/proc` and pins CPUs). The servers run pinned to
+//! CPU 0 (`taskset -c 0`) and the generator with its clients on CPU 1, so
+//! imchat and Redis get the same single core. Redis is optional: without
+//! `redis-server` on PATH the baseline columns are skipped.
+
+#[path = "loadgen/download.rs"]
+mod download;
+#[path = "loadgen/fanout.rs"]
+mod fanout;
+#[path = "loadgen/idle.rs"]
+mod idle;
+#[path = "loadgen/latency.rs"]
+mod latency;
+#[path = "loadgen/poller.rs"]
+mod poller;
+#[path = "loadgen/procs.rs"]
+mod procs;
+#[path = "loadgen/report.rs"]
+mod report;
+#[path = "loadgen/room.rs"]
+mod room;
+#[path = "loadgen/sys.rs"]
+mod sys;
+#[path = "loadgen/wire.rs"]
+mod wire;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use procs::{Bins, ImchatOpts, Proc};
+use report::{kib, mbps, mib, millions, ms, pct, ratio, secs, Series, Table};
+use wire::Kind;
+
+const USAGE: &str = "\
+usage: loadgen [SCENARIO...] [--runs K] [--quick] [--redis | --no-redis] [--no-pin]
+
+scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer
+  --runs K     runs per figure (default 3; medians and min-max are reported)
+  --quick      a short smoke version (smaller sizes, 1 run unless --runs)
+  --redis      measure the Redis pub/sub baseline (default when redis-server is on PATH)
+  --no-redis   skip it
+  --no-pin     do not pin the server to CPU 0 and the generator to CPU 1
+The report is printed and written to target/loadgen-report.md.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Fanout,
+    Latency,
+    Idle,
+    Download,
+    ChatDuringDownload,
+    SlowConsumer,
+}
+
+const ALL: [Scenario; 6] = [
+    Scenario::Fanout,
+    Scenario::SlowConsumer,
+    Scenario::Latency,
+    Scenario::Idle,
+    Scenario::Download,
+    Scenario::ChatDuringDownload,
+];
+
+#[derive(Debug, Clone)]
+struct Opts {
+    scenarios: Vec<Scenario>,
+    runs: usize,
+    quick: bool,
+    redis: bool,
+    pin: bool,
+    args: String,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut o = Opts {
+        scenarios: Vec::new(),
+        runs: 0,
+        quick: false,
+        redis: true,
+        pin: true,
+        args: args.join(" "),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "all" => o.scenarios.extend(ALL),
+            "fanout" => o.scenarios.push(Scenario::Fanout),
+            "latency" => o.scenarios.push(Scenario::Latency),
+            "idle" => o.scenarios.push(Scenario::Idle),
+            "download" => o.scenarios.push(Scenario::Download),
+            "chat-during-download" => o.scenarios.push(Scenario::ChatDuringDownload),
+            "slow-consumer" => o.scenarios.push(Scenario::SlowConsumer),
+            "--quick" => o.quick = true,
+            "--redis" => o.redis = true,
+            "--no-redis" => o.redis = false,
+            "--no-pin" => o.pin = false,
+            "--runs" => {
+                o.runs = it
+                    .next()
+                    .and_then(|k| k.parse().ok())
+                    .filter(|&k: &usize| k > 0)
+                    .ok_or("--runs needs a positive number")?;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown argument '{a}'")),
+        }
+    }
+    if o.scenarios.is_empty() {
+        o.scenarios.extend(ALL);
+    }
+    // Run in the canonical order, each once.
+    o.scenarios = ALL
+        .iter()
+        .copied()
+        .filter(|s| o.scenarios.contains(s))
+        .collect();
+    if o.runs == 0 {
+        o.runs = if o.quick { 1 } else { 3 };
+    }
+    Ok(o)
+}
+
+/// Sizes of each scenario: the full ones, or a smoke version.
+struct Sizes {
+    /// Messages per sender in the closed loop, for N = 100 and N = 1,000.
+    window_msgs: [u64; 2],
+    burst_msgs: u64,
+    lat_warmup: Duration,
+    lat_measure: Duration,
+    idle_clients: usize,
+    file_size: u64,
+    chat_warmup: Duration,
+    chat_window: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                window_msgs: [500, 50],
+                burst_msgs: 50,
+                lat_warmup: Duration::from_millis(300),
+                lat_measure: Duration::from_secs(1),
+                idle_clients: 2_000,
+                file_size: 128 << 20,
+                chat_warmup: Duration::from_millis(500),
+                chat_window: Duration::from_secs(2),
+            }
+        } else {
+            Sizes {
+                window_msgs: [20_000, 2_000],
+                burst_msgs: 10_000,
+                lat_warmup: Duration::from_secs(1),
+                lat_measure: Duration::from_secs(5),
+                idle_clients: 10_000,
+                file_size: 1 << 30,
+                chat_warmup: Duration::from_secs(1),
+                chat_window: Duration::from_secs(10),
+            }
+        }
+    }
+}
+
+const SENDERS: usize = 10;
+const FILE_NAME: &str = "big.bin";
+
+struct Ctx {
+    bins: Bins,
+    opts: Opts,
+    sizes: Sizes,
+    tmp: PathBuf,
+    tables: Vec<Table>,
+    failures: Vec<String>,
+    verdicts: Vec<(String, String)>,
+}
+
+impl Ctx {
+    fn imchat(&self, rate_off: bool, max_clients: usize) -> Result<Proc, String> {
+        let o = ImchatOpts {
+            rate_off,
+            max_clients,
+            max_queue: None,
+            shared_dir: self.tmp.join("shared"),
+            log_file: self.tmp.join("server.log"),
+        };
+        Proc::imchat(&self.bins, &o, self.opts.pin)
+    }
+
+    fn server(&self, kind: Kind, max_clients: usize) -> Result<Proc, String> {
+        match kind {
+            Kind::Imchat => self.imchat(true, max_clients),
+            Kind::Redis => Proc::redis(self.opts.pin, max_clients + 64),
+        }
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        if self.opts.redis {
+            vec![Kind::Imchat, Kind::Redis]
+        } else {
+            vec![Kind::Imchat]
+        }
+    }
+
+    fn fail(&mut self, what: String) {
+        eprintln!("  FAILED: {what}");
+        self.failures.push(what);
+    }
+
+    fn table(&mut self, t: Table) {
+        print!("{}", t.text());
+        self.tables.push(t);
+    }
+
+    fn verdict(&mut self, what: String, v: String) {
+        self.verdicts.push((what, v));
+    }
+}
+
+/// "met" or "not met", with the ratio against the bar.
+fn judge(ratio_to_bar: Option<f64>, higher_is_better: bool) -> String {
+    match ratio_to_bar {
+        None => "no figure".into(),
+        Some(r) => {
+            let ok = if higher_is_better { r >= 1.0 } else { r <= 1.0 };
+            if ok {
+                format!("met ({r:.2}× the bar)")
+            } else if higher_is_better {
+                format!("NOT met: {:.0} % below", (1.0 - r) * 100.0)
+            } else {
+                format!("NOT met: {:.0} % above", (r - 1.0) * 100.0)
+            }
+        }
+    }
+}
+
+/// Starts the server, runs one fan-out measurement, stops the server.
+fn fanout_once(ctx: &Ctx, kind: Kind, cfg: &fanout::Cfg) -> Result<fanout::Outcome, String> {
+    let mut p = ctx.server(kind, 20_000)?;
+    let r = fanout::run(kind, p.addr, p.pid, cfg);
+    let alive = p.alive();
+    let tail = p.tail_text();
+    p.stop();
+    match r {
+        Err(e) if !alive => Err(format!("{e} (server died: {tail})")),
+        r => r,
+    }
+}
+
+/// Scenarios 1 and 6, interleaved so that every figure has its pair from the same run.
+fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
+    let flows = [
+        fanout::Flow::Window(10),
+        fanout::Flow::Window(30),
+        fanout::Flow::Burst,
+    ];
+    let mut t1 = Table::new(
+        "Fan-out throughput (scenario 1): deliveries per second",
+        &[
+            "N",
+            "flow",
+            "msgs/sender",
+            "imchat",
+            "redis",
+            "imchat / redis (paired)",
+            "imchat CPU",
+            "redis CPU",
+            "generator CPU",
+            "target: ≥ redis",
+        ],
+    );
+    let mut t6 = Table::new(
+        "Slow consumer (scenario 6): scenario 1 plus one member that never reads",
+        &[
+            "N",
+            "flow",
+            "without",
+            "with the non-reader",
+            "with / without (paired)",
+            "server peak RSS without",
+            "with",
+            "non-reader dropped",
+            "target: within 10 %",
+        ],
+    );
+    for (ni, n) in [100usize, 1000].into_iter().enumerate() {
+        for flow in flows {
+            let msgs = match flow {
+                fanout::Flow::Window(_) => ctx.sizes.window_msgs[ni],
+                fanout::Flow::Burst => ctx.sizes.burst_msgs,
+            };
+            let cfg = fanout::Cfg {
+                n,
+                senders: SENDERS,
+                flow,
+                msgs,
+                slow: false,
+            };
+            let slow_cfg = fanout::Cfg {
+                slow: true,
+                ..cfg.clone()
+            };
+            let (mut im, mut rd, mut sl) =
+                (Series::default(), Series::default(), Series::default());
+            let (mut pair, mut slow_pair) = (Series::default(), Series::default());
+            let (mut im_cpu, mut rd_cpu, mut gen_cpu) =
+                (Series::default(), Series::default(), Series::default());
+            let (mut hwm, mut slow_hwm) = (Series::default(), Series::default());
+            let mut dropped = 0;
+            for run in 0..ctx.opts.runs {
+                let label = format!("N = {n}, {}, run {}", flow.label(), run + 1);
+                eprintln!("fanout {label}");
+                let a = match fanout_once(ctx, Kind::Imchat, &cfg) {
+                    Ok(o) => {
+                        im.push(o.rate);
+                        im_cpu.push(o.server_cpu * 100.0);
+                        gen_cpu.push(o.gen_cpu * 100.0);
+                        hwm.push(o.server_hwm_kib / 1024.0);
+                        Some(o.rate)
+                    }
+                    Err(e) => {
+                        ctx.fail(format!("fan-out {label}, imchat: {e}"));
+                        im.push(f64::NAN);
+                        None
+                    }
+                };
+                if plain && ctx.opts.redis {
+                    match fanout_once(ctx, Kind::Redis, &cfg) {
+                        Ok(o) => {
+                            rd.push(o.rate);
+                            rd_cpu.push(o.server_cpu * 100.0);
+                            if let Some(a) = a {
+                                pair.push(a / o.rate);
+                            }
+                        }
+                        Err(e) => ctx.fail(format!("fan-out {label}, redis: {e}")),
+                    }
+                }
+                if slow {
+                    match fanout_once(ctx, Kind::Imchat, &slow_cfg) {
+                        Ok(o) => {
+                            sl.push(o.rate);
+                            slow_hwm.push(o.server_hwm_kib / 1024.0);
+                            if o.slow_dropped == Some(true) {
+                                dropped += 1;
+                            }
+                            if let Some(a) = a {
+                                slow_pair.push(o.rate / a);
+                            }
+                        }
+                        Err(e) => {
+                            sl.push(f64::NAN);
+                            ctx.fail(format!("slow consumer {label}: {e}"));
+                        }
+                    }
+                }
+            }
+            let name = format!("N = {n}, {}", flow.label());
+            if plain {
+                let v = if ctx.opts.redis {
+                    judge(pair.median(), true)
+                } else {
+                    "no baseline".into()
+                };
+                t1.row(vec![
+                    n.to_string(),
+                    flow.label(),
+                    msgs.to_string(),
+                    im.show(millions),
+                    rd.show(millions),
+                    pair.show(ratio),
+                    im_cpu.show(pct),
+                    rd_cpu.show(pct),
+                    gen_cpu.show(pct),
+                    v.clone(),
+                ]);
+                ctx.verdict(format!("fan-out {name}: deliveries/s ≥ redis"), v);
+            }
+            if slow {
+                let v = match slow_pair.median() {
+                    Some(r) if r >= 0.9 => format!("met ({r:.2}×)"),
+                    Some(r) => format!("NOT met: {:.0} % slower", (1.0 - r) * 100.0),
+                    None => "no figure".into(),
+                };
+                t6.row(vec![
+                    n.to_string(),
+                    flow.label(),
+                    im.show(millions),
+                    sl.show(millions),
+                    slow_pair.show(ratio),
+                    hwm.show(mib),
+                    slow_hwm.show(mib),
+                    format!("{dropped} of {}", ctx.opts.runs),
+                    v.clone(),
+                ]);
+                ctx.verdict(
+                    format!("slow consumer {name}: within 10 % of scenario 1"),
+                    v,
+                );
+            }
+        }
+    }
+    if plain {
+        t1.note(format!(
+            "{SENDERS} of the N members send 64-byte messages; a delivery is one message received by one member (its sender excluded); every receiver checked every sender's sequence; rate = deliveries / (first send → last delivery)."
+        ));
+        t1.note("CPU = share of one core over the run (the servers are pinned to one core, so 100 % is their ceiling); generator = this program, pinned to the other core.");
+        ctx.table(t1);
+    }
+    if slow {
+        t6.note("The non-reader joins like any member and never reads its socket; the server must drop it (its outbound queue cap) and keep serving the others at the same rate.");
+        ctx.table(t6);
+    }
+}
+
+fn scenario_latency(ctx: &mut Ctx) {
+    let cfgs = [(100usize, 100u32), (100, 500), (1000, 10)];
+    let mut t = Table::new(
+        "Fan-out latency (scenario 2): send → receive, per delivery",
+        &[
+            "N",
+            "msgs/s per sender",
+            "imchat p50",
+            "imchat p99",
+            "imchat p99.9",
+            "imchat max",
+            "redis p50",
+            "redis p99",
+            "redis p99.9",
+            "redis max",
+            "p99 imchat / redis (paired)",
+            "imchat CPU",
+            "target: p99 ≤ redis",
+        ],
+    );
+    for (n, rate) in cfgs {
+        let cfg = latency::Cfg {
+            n,
+            senders: SENDERS,
+            rate,
+            warmup: ctx.sizes.lat_warmup,
+            measure: ctx.sizes.lat_measure,
+        };
+        let mut s: [[Series; 5]; 2] = Default::default();
+        let mut pair = Series::default();
+        for run in 0..ctx.opts.runs {
+            let label = format!("N = {n}, {rate} msgs/s, run {}", run + 1);
+            eprintln!("latency {label}");
+            let mut p99 = [None, None];
+            for (k, kind) in ctx.kinds().into_iter().enumerate() {
+                let r = ctx.server(kind, 20_000).and_then(|p| {
+                    let r = latency::run(kind, p.addr, p.pid, &cfg);
+                    p.stop();
+                    r
+                });
+                match r {
+                    Ok(o) => {
+                        s[k][0].push(o.p50);
+                        s[k][1].push(o.p99);
+                        s[k][2].push(o.p999);
+                        s[k][3].push(o.max);
+                        s[k][4].push(o.server_cpu * 100.0);
+                        p99[k] = Some(o.p99);
+                    }
+                    Err(e) => ctx.fail(format!("latency {label}, {}: {e}", kind.label())),
+                }
+            }
+            if let [Some(a), Some(b)] = p99 {
+                pair.push(a / b);
+            }
+        }
+        let v = if ctx.opts.redis {
+            judge(pair.median(), false)
+        } else {
+            "no baseline".into()
+        };
+        t.row(vec![
+            n.to_string(),
+            rate.to_string(),
+            s[0][0].show(ms),
+            s[0][1].show(ms),
+            s[0][2].show(ms),
+            s[0][3].show(ms),
+            s[1][0].show(ms),
+            s[1][1].show(ms),
+            s[1][2].show(ms),
+            s[1][3].show(ms),
+            pair.show(ratio),
+            s[0][4].show(pct),
+            v.clone(),
+        ]);
+        ctx.verdict(
+            format!("latency N = {n}, {SENDERS} × {rate} msgs/s: p99 ≤ redis"),
+            v,
+        );
+    }
+    t.note(format!(
+        "{SENDERS} senders at a fixed rate each, spread over the period; latency from the send timestamp in each message to its arrival at each receiver; {:.1} s warm-up, then {:.0} s measured per run.",
+        ctx.sizes.lat_warmup.as_secs_f64(),
+        ctx.sizes.lat_measure.as_secs_f64()
+    ));
+    ctx.table(t);
+}
+
+fn scenario_idle(ctx: &mut Ctx) {
+    let n = ctx.sizes.idle_clients;
+    let mut t = Table::new(
+        "Idle scale (scenario 3): connected idle clients",
+        &[
+            "server",
+            "clients",
+            "RSS fresh",
+            "RSS with clients",
+            "RSS per connection",
+            "time to connect all",
+            "server threads",
+            "target: < 32 KiB per connection",
+        ],
+    );
+    for kind in ctx.kinds() {
+        let (mut fresh, mut after, mut per, mut conn, mut thr) = Default::default();
+        let (fresh, after, per, conn, thr): (
+            &mut Series,
+            &mut Series,
+            &mut Series,
+            &mut Series,
+            &mut Series,
+        ) = (&mut fresh, &mut after, &mut per, &mut conn, &mut thr);
+        for run in 0..ctx.opts.runs {
+            eprintln!("idle {} x {n}, run {}", kind.label(), run + 1);
+            let r = ctx.server(kind, n + 100).and_then(|mut p| {
+                let r = idle::run(kind, p.addr, p.pid, n);
+                let alive = p.alive();
+                let tail = p.tail_text();
+                p.stop();
+                match r {
+                    Err(e) if !alive => Err(format!("{e} (server died: {tail})")),
+                    r => r.map(|(o, _socks)| o),
+                }
+            });
+            match r {
+                Ok(o) => {
+                    fresh.push(o.fresh_kib / 1024.0);
+                    after.push(o.after_kib / 1024.0);
+                    per.push(o.per_conn_kib);
+                    conn.push(o.connect_secs);
+                    thr.push(o.threads);
+                }
+                Err(e) => ctx.fail(format!("idle {}, run {}: {e}", kind.label(), run + 1)),
+            }
+        }
+        let v = if kind == Kind::Imchat {
+            let v = judge(per.median().map(|p| p / 32.0), false);
+            ctx.verdict(
+                format!("idle: < 32 KiB RSS per connection at {n} clients"),
+                v.clone(),
+            );
+            v
+        } else {
+            "(baseline)".into()
+        };
+        t.row(vec![
+            kind.label().into(),
+            n.to_string(),
+            fresh.show(mib),
+            after.show(mib),
+            per.show(kib),
+            conn.show(secs),
+            thr.show(|v| format!("{v:.0}")),
+            v,
+        ]);
+    }
+    t.note("Each client completes the handshake (imchat: Hello → Welcome; Redis: SUBSCRIBE to the room) and then only reads what it is sent; RSS is read from /proc after 1 s without traffic. Connecting uses 4 threads.");
+    ctx.table(t);
+}
+
+fn scenario_download(ctx: &mut Ctx) {
+    let size = ctx.sizes.file_size;
+    let src = ctx.tmp.join("shared").join(FILE_NAME);
+    let dl = ctx.tmp.join("downloads");
+    let _ = fs::create_dir_all(&dl);
+    let (mut raw, mut ours, mut pair, mut before, mut peak) = (
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+        Series::default(),
+    );
+    for run in 0..ctx.opts.runs {
+        eprintln!("download {} MiB, run {}", size >> 20, run + 1);
+        let raw_dst = ctx.tmp.join("raw-copy.bin");
+        let r = download::raw_copy(&src, &raw_dst, ctx.opts.pin);
+        let _ = fs::remove_file(&raw_dst);
+        let raw_rate = match r {
+            Ok(s) => {
+                raw.push(size as f64 / s / 1e6);
+                Some(size as f64 / s / 1e6)
+            }
+            Err(e) => {
+                ctx.fail(format!("raw copy, run {}: {e}", run + 1));
+                None
+            }
+        };
+        let r = ctx.imchat(false, 1000).and_then(|p| {
+            let r = download::client_download(&ctx.bins, p.addr, p.pid, FILE_NAME, size, &dl);
+            p.stop();
+            r
+        });
+        match r {
+            Ok(d) => {
+                let rate = size as f64 / d.secs / 1e6;
+                ours.push(rate);
+                before.push(d.rss_before_kib / 1024.0);
+                peak.push(d.rss_peak_kib / 1024.0);
+                if let Some(raw) = raw_rate {
+                    pair.push(rate / raw);
+                }
+            }
+            Err(e) => ctx.fail(format!("imchat download, run {}: {e}", run + 1)),
+        }
+    }
+    let v = judge(pair.median().map(|r| r / 0.9), true);
+    ctx.verdict(
+        format!("download {} MiB: ≥ 90 % of the raw copy", size >> 20),
+        v.clone(),
+    );
+    let mut t = Table::new(
+        &format!("Download (scenario 4): a {} MiB file to disk", size >> 20),
+        &[
+            "transfer",
+            "throughput",
+            "vs raw copy (paired)",
+            "server RSS before",
+            "server RSS peak during",
+            "target: ≥ 90 % of raw",
+        ],
+    );
+    t.row(vec![
+        "raw TCP file-to-file copy".into(),
+        raw.show(mbps),
+        "1".into(),
+        "".into(),
+        "".into(),
+        "".into(),
+    ]);
+    t.row(vec![
+        "imchat-client /download".into(),
+        ours.show(mbps),
+        pair.show(ratio),
+        before.show(mib),
+        peak.show(mib),
+        v,
+    ]);
+    t.note("Raw copy: one thread reads the file with a 256 KiB buffer and writes it to a loopback socket (CPU 0), another reads the socket and writes a file (CPU 1). imchat: the real imchat-client in plain mode, from `/download` to its `*** downloaded` line (CRC checks and rename included), server on CPU 0. MB = 10^6 bytes. Server RSS sampled every 100 ms.");
+    ctx.table(t);
+}
+
+fn scenario_chat_during(ctx: &mut Ctx) {
+    let dl = ctx.tmp.join("downloads");
+    let _ = fs::create_dir_all(&dl);
+    let cases = [(1usize, false), (1, true), (4, true)];
+    let mut s: Vec<[Series; 6]> = cases.iter().map(|_| Default::default()).collect();
+    for run in 0..ctx.opts.runs {
+        eprintln!("chat during downloads, run {}", run + 1);
+        for (i, &(clients, download)) in cases.iter().enumerate() {
+            let r = ctx.imchat(true, 1000).and_then(|p| {
+                let r = download::chat_during(
+                    p.addr,
+                    FILE_NAME,
+                    &dl,
+                    clients,
+                    download,
+                    100,
+                    ctx.sizes.chat_warmup,
+                    ctx.sizes.chat_window,
+                );
+                p.stop();
+                r
+            });
+            match r {
+                Ok(o) => {
+                    s[i][0].push(o.p50);
+                    s[i][1].push(o.p99);
+                    s[i][2].push(o.p999);
+                    s[i][3].push(o.download_bps / 1e6);
+                    s[i][4].push(o.downloads_done as f64);
+                    s[i][5].push(o.max);
+                }
+                Err(e) => ctx.fail(format!(
+                    "chat during {} download(s), run {}: {e}",
+                    if download { clients } else { 0 },
+                    run + 1
+                )),
+            }
+        }
+    }
+    let mut t = Table::new(
+        "Chat during downloads (scenario 5): chat latency to downloading clients",
+        &[
+            "downloads at once",
+            "chat p50",
+            "chat p99",
+            "chat p99.9",
+            "chat max",
+            "download throughput (all)",
+            "downloads completed",
+            "target: p99 < 10 ms",
+        ],
+    );
+    for (i, &(clients, download)) in cases.iter().enumerate() {
+        let v = if download {
+            let v = judge(s[i][1].median().map(|p| p / 10.0), false);
+            ctx.verdict(
+                format!("chat p99 < 10 ms during {clients} download(s)"),
+                v.clone(),
+            );
+            v
+        } else {
+            "(baseline)".into()
+        };
+        t.row(vec![
+            if download {
+                clients.to_string()
+            } else {
+                "0 (idle client)".into()
+            },
+            s[i][0].show(ms),
+            s[i][1].show(ms),
+            s[i][2].show(ms),
+            s[i][5].show(ms),
+            s[i][3].show(mbps),
+            s[i][4].show(|v| format!("{v:.0}")),
+            v,
+        ]);
+    }
+    t.note(format!(
+        "Receivers are imchat-core ClientSession clients that write every chunk to disk and download the {} MiB file again and again during a {:.0} s window; one more client sends 100 chat messages/s to everyone; latency from the timestamp in each message to its ClientEvent::Chat.",
+        ctx.sizes.file_size >> 20,
+        ctx.sizes.chat_window.as_secs_f64()
+    ));
+    ctx.table(t);
+}
+
+fn markdown(ctx: &Ctx, elapsed: Duration) -> String {
+    let mut s = String::from("## Load generator\n\n");
+    s.push_str(&format!(
+        "Command: `cargo run --release -p imchat-core --example loadgen -- {}` — {} run(s) per figure, median (min–max); took {:.0} min.\n\n",
+        ctx.opts.args,
+        ctx.opts.runs,
+        elapsed.as_secs_f64() / 60.0
+    ));
+    s.push_str("| machine | |\n|---|---|\n");
+    for (k, v) in sys::machine() {
+        s.push_str(&format!("| {k} | {v} |\n"));
+    }
+    s.push_str(&format!(
+        "| pinning | {} |\n\n",
+        if ctx.opts.pin {
+            "server (imchat-server or redis-server) on CPU 0 with `taskset -c 0`; generator and clients on CPU 1"
+        } else {
+            "none"
+        }
+    ));
+    if !ctx.verdicts.is_empty() {
+        s.push_str("### Targets\n\n| target | result |\n|---|---|\n");
+        for (w, v) in &ctx.verdicts {
+            s.push_str(&format!("| {w} | {v} |\n"));
+        }
+        s.push('\n');
+    }
+    for t in &ctx.tables {
+        s.push_str(&t.markdown());
+    }
+    if !ctx.failures.is_empty() {
+        s.push_str("### Failed runs\n\n");
+        for f in &ctx.failures {
+            s.push_str(&format!("- {f}\n"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn run(opts: Opts) -> Result<bool, String> {
+    let started = Instant::now();
+    let nofile = sys::raise_nofile();
+    if opts.pin && !sys::pin_current_thread(1) {
+        eprintln!("note: could not pin the generator to CPU 1");
+    }
+    let mut opts = opts;
+    if opts.redis && !sys::on_path("redis-server") {
+        eprintln!(
+            "note: redis-server is not on PATH: the Redis baseline is skipped. Install it with `apt-get install -y redis-server`."
+        );
+        opts.redis = false;
+    }
+    let bins = procs::find_bins()?;
+    let tmp = std::env::temp_dir().join(format!("imchat-loadgen-{}", std::process::id()));
+    fs::create_dir_all(tmp.join("shared")).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let sizes = Sizes::new(opts.quick);
+    if sizes.idle_clients + 100 > nofile as usize {
+        eprintln!("note: open-file limit {nofile} is below the idle scenario's needs");
+    }
+    let mut ctx = Ctx {
+        bins,
+        sizes,
+        tmp: tmp.clone(),
+        tables: Vec::new(),
+        failures: Vec::new(),
+        verdicts: Vec::new(),
+        opts,
+    };
+    let result = (|| -> Result<(), String> {
+        let sc = ctx.opts.scenarios.clone();
+        let files = sc.contains(&Scenario::Download) || sc.contains(&Scenario::ChatDuringDownload);
+        if files {
+            let size = ctx.sizes.file_size;
+            let need = size * 7 + (1 << 30);
+            if let Some(free) = sys::free_bytes(&tmp) {
+                if free < need {
+                    return Err(format!(
+                        "{} has {} MiB free; the download scenarios need {} MiB",
+                        tmp.display(),
+                        free >> 20,
+                        need >> 20
+                    ));
+                }
+            }
+            eprintln!("writing a {} MiB test file...", size >> 20);
+            download::make_file(&tmp.join("shared").join(FILE_NAME), size)
+                .map_err(|e| format!("test file: {e}"))?;
+        }
+        let fan = sc.contains(&Scenario::Fanout);
+        let slow = sc.contains(&Scenario::SlowConsumer);
+        if fan || slow {
+            scenario_fanout(&mut ctx, fan, slow);
+        }
+        if sc.contains(&Scenario::Latency) {
+            scenario_latency(&mut ctx);
+        }
+        if sc.contains(&Scenario::Idle) {
+            scenario_idle(&mut ctx);
+        }
+        if sc.contains(&Scenario::Download) {
+            scenario_download(&mut ctx);
+        }
+        if sc.contains(&Scenario::ChatDuringDownload) {
+            scenario_chat_during(&mut ctx);
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result?;
+    let md = markdown(&ctx, started.elapsed());
+    let out = ctx
+        .bins
+        .server
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("loadgen-report.md"))
+        .unwrap_or_else(|| PathBuf::from("loadgen-report.md"));
+    println!("\n== Targets ==");
+    for (w, v) in &ctx.verdicts {
+        println!("  {w}: {v}");
+    }
+    if !ctx.failures.is_empty() {
+        println!("\n== Failed runs ==");
+        for f in &ctx.failures {
+            println!("  {f}");
+        }
+    }
+    match fs::write(&out, md) {
+        Ok(()) => println!(
+            "\nMarkdown report: {} (took {:.0} s)",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+    }
+    Ok(ctx.failures.is_empty())
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

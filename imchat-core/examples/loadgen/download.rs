@@ -1,0 +1,402 @@
+//! Scenario 4 (a 1 GiB download with the real imchat-client, beside a raw
+//! TCP file-to-file copy over loopback) and scenario 5 (chat latency to
+//! clients that are downloading, using imchat-core's ClientSession).
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    split_tcp, ClientEvent, ClientSession, Encode, FileName, FrameWriter, Limits, ServerMessage,
+    Username, DEFAULT_MAX_FRAME,
+};
+
+use crate::latency::summarize;
+use crate::procs::Bins;
+use crate::room::now_ns;
+use crate::sys;
+use crate::wire::{self, Kind};
+
+/// Buffer of the raw copy's read/write loops.
+const RAW_BUF: usize = 256 * 1024;
+
+/// Writes `size` bytes of pseudo-random data (xorshift) in 1 MiB chunks.
+pub fn make_file(path: &Path, size: u64) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()
+}
+
+/// The machine's limit: `src` read with a 256 KiB buffer and written to a
+/// loopback socket by one thread (on CPU 0, like the server), read and
+/// written to `dst` by another (on CPU 1, like the client). Seconds taken.
+pub fn raw_copy(src: &Path, dst: &Path, pin: bool) -> io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let src = src.to_path_buf();
+    let sender = thread::spawn(move || -> io::Result<()> {
+        if pin {
+            sys::pin_current_thread(0);
+        }
+        let (mut sock, _) = listener.accept()?;
+        let mut f = File::open(&src)?;
+        let mut buf = vec![0u8; RAW_BUF];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            sock.write_all(&buf[..n])?;
+        }
+    });
+    let t0 = Instant::now();
+    let mut sock = TcpStream::connect(addr)?;
+    let mut out = File::create(dst)?;
+    let mut buf = vec![0u8; RAW_BUF];
+    loop {
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+    }
+    drop(out);
+    let secs = t0.elapsed().as_secs_f64();
+    sender
+        .join()
+        .map_err(|_| io::Error::other("raw sender panicked"))??;
+    Ok(secs)
+}
+
+/// One imchat download figure.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub secs: f64,
+    pub rss_before_kib: f64,
+    pub rss_peak_kib: f64,
+}
+
+/// Downloads `name` with the real imchat-client in plain mode into `dir`,
+/// sampling the server's RSS every 100 ms.
+pub fn client_download(
+    bins: &Bins,
+    addr: SocketAddr,
+    pid: u32,
+    name: &str,
+    size: u64,
+    dir: &Path,
+) -> Result<Download, String> {
+    let mut child = Command::new(&bins.client)
+        .arg("--download-dir")
+        .arg(dir)
+        .arg("bench")
+        .arg("127.0.0.1")
+        .arg(addr.port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start imchat-client: {e}"))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    if let Some(out) = child.stdout.take() {
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let wait_for = |prefix: &str, fail: &str, secs: u64| -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Ok(()),
+                Ok(l) if !fail.is_empty() && l.starts_with(fail) => return Err(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no '{prefix}' line within {secs} s")),
+            }
+        }
+    };
+    let result = (|| {
+        wait_for("*** connected", "", 10)?;
+        thread::sleep(Duration::from_millis(200));
+        let before = sys::rss_kib(pid).unwrap_or(0) as f64;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampler = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(sys::rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let t0 = Instant::now();
+        writeln!(stdin, "/download {name}").map_err(|e| format!("client stdin: {e}"))?;
+        let done = wait_for(&format!("*** downloaded {name}"), "*** transfer of", 300);
+        let secs = t0.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        let _ = sampler.join();
+        done?;
+        let got = fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        if got != size {
+            return Err(format!("downloaded file has {got} bytes, not {size}"));
+        }
+        Ok(Download {
+            secs,
+            rss_before_kib: before,
+            rss_peak_kib: peak.load(Ordering::Relaxed) as f64,
+        })
+    })();
+    let _ = writeln!(stdin, "/quit");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = fs::remove_file(dir.join(name));
+    result
+}
+
+/// Scenario 5's figures for one run.
+#[derive(Debug, Clone)]
+pub struct ChatOutcome {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    /// Downloaded bytes per second, all downloaders together.
+    pub download_bps: f64,
+    pub downloads_done: u64,
+}
+
+fn flush(s: &mut ClientSession, w: &mut FrameWriter<TcpStream>) -> io::Result<()> {
+    let mut buf = Vec::new();
+    while let Some(m) = s.poll_transmit() {
+        m.encode(&mut buf);
+    }
+    if buf.is_empty() {
+        Ok(())
+    } else {
+        w.send_frames(&buf)
+    }
+}
+
+/// A client on imchat-core's `ClientSession` that downloads `name` over and
+/// over until `end` (when `download`), writing the data to disk, and records
+/// the latency of every chat message sent in `[from, end)`.
+#[allow(clippy::too_many_arguments)]
+fn downloader(
+    addr: SocketAddr,
+    user: &str,
+    name: &str,
+    dir: &Path,
+    download: bool,
+    from: u64,
+    end: u64,
+    bytes: &AtomicU64,
+) -> Result<(Vec<u64>, u64), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let (mut r, mut w) =
+        split_tcp::<ServerMessage>(stream, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
+    let username = Username::new(user).map_err(|e| e.to_string())?;
+    let file = FileName::new(name).map_err(|e| e.to_string())?;
+    let mut s = ClientSession::new(username, Limits::default(), Instant::now());
+    let path = dir.join(format!("{user}.part"));
+    let mut out: Option<File> = None;
+    let mut samples = Vec::new();
+    let mut done = 0u64;
+    let mut busy = false;
+    flush(&mut s, &mut w).map_err(|e| e.to_string())?;
+    loop {
+        if !busy && now_ns() >= end && s.is_joined() {
+            break;
+        }
+        let msg = match r.read_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err("server closed the connection".into()),
+            Err(e) => return Err(format!("{user}: {e}")),
+        };
+        s.handle_message(msg, Instant::now());
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                ClientEvent::Welcome { .. } if download => {
+                    s.download(file.clone(), None).map_err(|e| e.to_string())?;
+                    busy = true;
+                }
+                ClientEvent::TransferStarted { .. } => {
+                    out = Some(File::create(&path).map_err(|e| e.to_string())?);
+                }
+                ClientEvent::TransferData { data, .. } => {
+                    if let Some(f) = out.as_mut() {
+                        f.write_all(&data).map_err(|e| e.to_string())?;
+                    }
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                ClientEvent::TransferDone { .. } => {
+                    out = None;
+                    let _ = fs::remove_file(&path);
+                    done += 1;
+                    busy = now_ns() < end;
+                    if busy {
+                        s.download(file.clone(), None).map_err(|e| e.to_string())?;
+                    }
+                }
+                ClientEvent::TransferFailed { error, .. } => {
+                    return Err(format!("{user}: download failed: {error}"));
+                }
+                ClientEvent::Chat { text, .. } => {
+                    let now = now_ns();
+                    if let Some((_, _, ts)) = wire::parse_payload(text.as_bytes()) {
+                        if ts >= from && ts < end {
+                            samples.push(now.saturating_sub(ts));
+                        }
+                    }
+                }
+                ClientEvent::Refused { reason, .. } => return Err(format!("refused: {reason}")),
+                ClientEvent::Shutdown { reason } => return Err(format!("shut down: {reason}")),
+                _ => {}
+            }
+        }
+        flush(&mut s, &mut w).map_err(|e| e.to_string())?;
+    }
+    s.quit();
+    let _ = flush(&mut s, &mut w);
+    let _ = fs::remove_file(&path);
+    Ok((samples, done))
+}
+
+/// `clients` library clients (each downloading `name` over and over when
+/// `download`), and one more member sending `rate` chat messages per second
+/// to all of them for `window`.
+#[allow(clippy::too_many_arguments)]
+pub fn chat_during(
+    addr: SocketAddr,
+    name: &str,
+    dir: &Path,
+    clients: usize,
+    download: bool,
+    rate: u32,
+    warmup: Duration,
+    window: Duration,
+) -> Result<ChatOutcome, String> {
+    let mut chat = wire::join(Kind::Imchat, addr, "chatter", 64 * 1024)
+        .map_err(|e| format!("chat client: {e}"))?;
+    let mut sink = chat.stream.try_clone().map_err(|e| e.to_string())?;
+    let drain = thread::spawn(move || {
+        let mut b = vec![0u8; 64 * 1024];
+        while matches!(sink.read(&mut b), Ok(n) if n > 0) {}
+    });
+    let start = now_ns();
+    let from = start + warmup.as_nanos() as u64;
+    let end = from + window.as_nanos() as u64;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let dir: PathBuf = dir.to_path_buf();
+    let mut hs = Vec::new();
+    for k in 0..clients {
+        let (name, dir, bytes) = (name.to_string(), dir.clone(), bytes.clone());
+        hs.push(thread::spawn(move || {
+            downloader(
+                addr,
+                &format!("dl{k}"),
+                &name,
+                &dir,
+                download,
+                from,
+                end,
+                &bytes,
+            )
+        }));
+    }
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let mut w = chat.stream.try_clone().map_err(|e| e.to_string())?;
+        thread::spawn(move || {
+            let period = 1e9 / f64::from(rate);
+            let mut buf = Vec::new();
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let at = start + (period * k as f64) as u64;
+                let now = now_ns();
+                if at > now {
+                    thread::sleep(Duration::from_nanos(at - now));
+                }
+                buf.clear();
+                wire::push_frame(Kind::Imchat, &mut buf, &wire::payload(0, k + 1, now_ns()));
+                if w.write_all(&buf).is_err() {
+                    break;
+                }
+                k += 1;
+            }
+        })
+    };
+    let mut all = Vec::new();
+    let mut done = 0;
+    let mut err = None;
+    for h in hs {
+        match h.join() {
+            Ok(Ok((s, d))) => {
+                all.extend(s);
+                done += d;
+            }
+            Ok(Err(e)) => {
+                err.get_or_insert(e);
+            }
+            Err(_) => {
+                err.get_or_insert("downloader panicked".into());
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.join();
+    let _ = chat.stream.shutdown(std::net::Shutdown::Both);
+    let _ = drain.join();
+    let _ = &mut chat;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let (p50, p99, p999, max) = summarize(all);
+    Ok(ChatOutcome {
+        p50,
+        p99,
+        p999,
+        max,
+        download_bps: bytes.load(Ordering::Relaxed) as f64 / secs,
+        downloads_done: done,
+    })
+}

@@ -1,0 +1,91 @@
+//! A room of N members on either server, each with a reader thread, plus
+//! the senders' publishing connections: the set-up shared by the fan-out,
+//! latency and slow-consumer scenarios.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::wire::{self, Kind, Member};
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the generator's epoch: the clock of every timestamp
+/// put in a message (senders and receivers are threads of one process).
+pub fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Receive buffer per member.
+pub const RECV_BUF: usize = 64 * 1024;
+
+/// The connections of one room.
+pub struct Room {
+    /// One handle per member, to shut its socket down at the end.
+    pub members: Vec<TcpStream>,
+    /// The senders' publishing connections (index = sender = member index).
+    pub pubs: Vec<TcpStream>,
+    /// A member that never reads (slow-consumer scenario).
+    pub slow: Option<TcpStream>,
+}
+
+impl Room {
+    /// Connects `n` members (`m0`…) and the publishing connections of the
+    /// first `senders` of them; returns the members for the poller.
+    pub fn open(
+        kind: Kind,
+        addr: SocketAddr,
+        n: usize,
+        senders: usize,
+        slow: bool,
+    ) -> io::Result<(Room, Vec<Member>)> {
+        let mut room = Room {
+            members: Vec::with_capacity(n),
+            pubs: Vec::with_capacity(senders),
+            slow: None,
+        };
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let m = wire::join(kind, addr, &format!("m{i}"), RECV_BUF)?;
+            room.members.push(m.stream.try_clone()?);
+            members.push(m);
+        }
+        if slow {
+            let m = wire::join(kind, addr, "slow", 4096)?;
+            room.slow = Some(m.stream);
+        }
+        for j in 0..senders {
+            room.pubs
+                .push(wire::publisher(kind, addr, &room.members[j])?);
+        }
+        Ok((room, members))
+    }
+
+    /// Shuts every socket down, which ends the reader threads.
+    pub fn close(&self) {
+        for s in self.members.iter().chain(&self.pubs).chain(&self.slow) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// True when the server closed the never-reading member's connection
+    /// (read what it queued until the end of the stream, for up to 3 s).
+    pub fn slow_was_dropped(&mut self) -> Option<bool> {
+        let s = self.slow.as_mut()?;
+        use std::io::Read;
+        let deadline = Instant::now() + std::time::Duration::from_secs(3);
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+        let mut b = vec![0u8; 256 * 1024];
+        while Instant::now() < deadline {
+            match s.read(&mut b) {
+                Ok(0) => return Some(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(false),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(false),
+                Err(_) => return Some(true),
+            }
+        }
+        Some(false)
+    }
+}

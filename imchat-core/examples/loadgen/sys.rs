@@ -1,0 +1,204 @@
+//! The few operating-system calls the generator needs (Linux only): the
+//! open-file limit, CPU pinning, SIGTERM, and process figures from `/proc`.
+//! Declared by hand against the C library std already links, so the example
+//! needs no extra crate.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+#[repr(C)]
+struct RLimit {
+    cur: u64,
+    max: u64,
+}
+
+extern "C" {
+    fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
+    fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
+    fn sched_setaffinity(pid: i32, cpusetsize: usize, mask: *const u64) -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+    fn sysconf(name: i32) -> i64;
+}
+
+const RLIMIT_NOFILE: i32 = 7;
+const SIGTERM: i32 = 15;
+const SC_CLK_TCK: i32 = 2;
+
+/// Raises the soft open-file limit to the hard one (10,000 clients need
+/// 10,000 sockets on each side); child processes inherit it. Returns the
+/// limit now in force.
+pub fn raise_nofile() -> u64 {
+    let mut r = RLimit { cur: 0, max: 0 };
+    // SAFETY: `r` is a valid, writable rlimit for the duration of the call.
+    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } != 0 {
+        return 0;
+    }
+    let want = RLimit {
+        cur: r.max,
+        max: r.max,
+    };
+    // SAFETY: `want` is a valid rlimit; the call only reads it.
+    if unsafe { setrlimit(RLIMIT_NOFILE, &want) } == 0 {
+        r.max
+    } else {
+        r.cur
+    }
+}
+
+/// Pins the calling thread (and every thread and child process it starts
+/// afterwards) to one CPU. False when the kernel refused.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    let mut mask = [0u64; 16];
+    if cpu >= 64 * mask.len() {
+        return false;
+    }
+    mask[cpu / 64] = 1 << (cpu % 64);
+    // SAFETY: the mask is 128 readable bytes, as the size says; pid 0 is this thread.
+    unsafe { sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr()) == 0 }
+}
+
+/// Sends SIGTERM to a process this program started (by its id, never by name).
+pub fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: plain syscall on a pid we own; an error (already gone) is fine.
+        unsafe {
+            kill(pid, SIGTERM);
+        }
+    }
+}
+
+/// Clock ticks per second for the CPU times in `/proc/<pid>/stat`.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let t = unsafe { sysconf(SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+fn status_field(pid: &str, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Resident set size in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_field(&pid.to_string(), "VmRSS:")
+}
+
+/// Peak resident set size in KiB (`VmHWM`).
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    status_field(&pid.to_string(), "VmHWM:")
+}
+
+/// Number of threads of a process.
+pub fn threads(pid: u32) -> Option<u64> {
+    status_field(&pid.to_string(), "Threads:")
+}
+
+fn cpu_ticks_of(pid: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU time (user + system) a process used so far, in seconds.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    Some(cpu_ticks_of(&pid.to_string())? as f64 / clock_ticks())
+}
+
+/// CPU time this generator used so far, in seconds.
+pub fn self_cpu_secs() -> f64 {
+    cpu_ticks_of("self").unwrap_or(0) as f64 / clock_ticks()
+}
+
+/// A port free on 127.0.0.1 right now (bound, then released).
+pub fn free_port() -> std::io::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// True when `prog` is found on `PATH`.
+pub fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let p = d.join(prog);
+            p.is_file()
+        })
+    })
+}
+
+/// The first line of a command's output, or "?".
+pub fn command_line(prog: &str, args: &[&str]) -> String {
+    Command::new(prog)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Free bytes on the file system holding `dir` (from `df`).
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    let out = Command::new("df")
+        .args(["-Pk", &dir.to_string_lossy()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().nth(1)?;
+    let avail: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(avail * 1024)
+}
+
+/// The machine, for the report: CPU model, cores, memory, kernel, tools.
+pub fn machine() -> Vec<(String, String)> {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "?".into());
+    let redis = if on_path("redis-server") {
+        command_line("redis-server", &["--version"])
+    } else {
+        "not installed".into()
+    };
+    vec![
+        ("CPU".into(), cpu),
+        ("cores (nproc)".into(), command_line("nproc", &[])),
+        ("memory".into(), mem),
+        ("kernel".into(), command_line("uname", &["-sr"])),
+        ("rustc".into(), command_line("rustc", &["--version"])),
+        ("redis".into(), redis),
+        (
+            "date".into(),
+            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ),
+    ]
+}
