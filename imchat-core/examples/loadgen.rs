@@ -45,7 +45,7 @@ use report::{kib, mbps, mib, millions, ms, pct, ratio, secs, Series, Table};
 use wire::Kind;
 
 const USAGE: &str = "\
-usage: loadgen [SCENARIO...] [--runs K] [--quick] [--redis | --no-redis] [--no-pin]
+usage: loadgen [SCENARIO...] [--runs K] [--quick] [--redis | --no-redis] [--no-pin] [--burst K]
 
 scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer
   --runs K     runs per figure (default 3; medians and min-max are reported)
@@ -53,6 +53,7 @@ scenarios: all (default), fanout, latency, idle, download, chat-during-download,
   --redis      measure the Redis pub/sub baseline (default when redis-server is on PATH)
   --no-redis   skip it
   --no-pin     do not pin the server to CPU 0 and the generator to CPU 1
+  --burst K    burst messages per sender (default 2,000 at N = 100, 100 at N = 1,000)
 The report is printed and written to target/loadgen-report.md.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,8 @@ struct Opts {
     quick: bool,
     redis: bool,
     pin: bool,
+    /// Burst messages per sender, instead of the default.
+    burst: Option<u64>,
     args: String,
 }
 
@@ -92,6 +95,7 @@ fn parse_args() -> Result<Opts, String> {
         quick: false,
         redis: true,
         pin: true,
+        burst: None,
         args: args.join(" "),
     };
     let mut it = args.iter();
@@ -115,6 +119,14 @@ fn parse_args() -> Result<Opts, String> {
                     .filter(|&k: &usize| k > 0)
                     .ok_or("--runs needs a positive number")?;
             }
+            "--burst" => {
+                o.burst = Some(
+                    it.next()
+                        .and_then(|k| k.parse().ok())
+                        .filter(|&k: &u64| k > 0)
+                        .ok_or("--burst needs a positive number")?,
+                );
+            }
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown argument '{a}'")),
         }
@@ -136,9 +148,10 @@ fn parse_args() -> Result<Opts, String> {
 
 /// Sizes of each scenario: the full ones, or a smoke version.
 struct Sizes {
-    /// Messages per sender in the closed loop, for N = 100 and N = 1,000.
-    window_msgs: [u64; 2],
-    burst_msgs: u64,
+    /// How long closed-loop senders send.
+    fan_duration: Duration,
+    /// Burst messages per sender, for N = 100 and N = 1,000.
+    burst_msgs: [u64; 2],
     lat_warmup: Duration,
     lat_measure: Duration,
     idle_clients: usize,
@@ -151,19 +164,19 @@ impl Sizes {
     fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
-                window_msgs: [500, 50],
-                burst_msgs: 50,
+                fan_duration: Duration::from_millis(1000),
+                burst_msgs: [100, 10],
                 lat_warmup: Duration::from_millis(300),
                 lat_measure: Duration::from_secs(1),
-                idle_clients: 2_000,
+                idle_clients: 1_000,
                 file_size: 128 << 20,
                 chat_warmup: Duration::from_millis(500),
                 chat_window: Duration::from_secs(2),
             }
         } else {
             Sizes {
-                window_msgs: [20_000, 2_000],
-                burst_msgs: 10_000,
+                fan_duration: Duration::from_secs(5),
+                burst_msgs: [2_000, 100],
                 lat_warmup: Duration::from_secs(1),
                 lat_measure: Duration::from_secs(5),
                 idle_clients: 10_000,
@@ -251,6 +264,17 @@ fn judge(ratio_to_bar: Option<f64>, higher_is_better: bool) -> String {
 fn fanout_once(ctx: &Ctx, kind: Kind, cfg: &fanout::Cfg) -> Result<fanout::Outcome, String> {
     let mut p = ctx.server(kind, 20_000)?;
     let r = fanout::run(kind, p.addr, p.pid, cfg);
+    if let Ok(o) = &r {
+        eprintln!(
+            "  {}{}: {:.3} M deliveries/s ({} deliveries, server CPU {:.0} %, generator CPU {:.0} %)",
+            kind.label(),
+            if cfg.slow { " + non-reader" } else { "" },
+            o.rate / 1e6,
+            o.deliveries,
+            o.server_cpu * 100.0,
+            o.gen_cpu * 100.0
+        );
+    }
     let alive = p.alive();
     let tail = p.tail_text();
     p.stop();
@@ -272,7 +296,7 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
         &[
             "N",
             "flow",
-            "msgs/sender",
+            "per run",
             "imchat",
             "redis",
             "imchat / redis (paired)",
@@ -298,15 +322,19 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
     );
     for (ni, n) in [100usize, 1000].into_iter().enumerate() {
         for flow in flows {
-            let msgs = match flow {
-                fanout::Flow::Window(_) => ctx.sizes.window_msgs[ni],
-                fanout::Flow::Burst => ctx.sizes.burst_msgs,
+            let burst = ctx.opts.burst.unwrap_or(ctx.sizes.burst_msgs[ni]);
+            let per_run = match flow {
+                fanout::Flow::Window(_) => {
+                    format!("{:.0} s", ctx.sizes.fan_duration.as_secs_f64())
+                }
+                fanout::Flow::Burst => format!("{burst} msgs/sender"),
             };
             let cfg = fanout::Cfg {
                 n,
                 senders: SENDERS,
                 flow,
-                msgs,
+                duration: ctx.sizes.fan_duration,
+                burst,
                 slow: false,
             };
             let slow_cfg = fanout::Cfg {
@@ -378,7 +406,7 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
                 t1.row(vec![
                     n.to_string(),
                     flow.label(),
-                    msgs.to_string(),
+                    per_run.clone(),
                     im.show(millions),
                     rd.show(millions),
                     pair.show(ratio),

@@ -1,8 +1,9 @@
 //! Scenario 1 (fan-out throughput) and scenario 6 (the same with one member
 //! that never reads): N members, `senders` of them sending 64-byte
-//! broadcasts, closed-loop with a window per sender or as one open burst.
-//! Every receiver checks per-sender order and counts; the figure is
-//! deliveries per second from the first send to the last delivery.
+//! broadcasts, closed-loop with a window per sender (for a fixed time) or
+//! as one open burst (a fixed count). Every receiver checks per-sender
+//! order and, at the end, that it got every message of every sender; the
+//! figure is deliveries per second from the first send to the last delivery.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,8 +43,10 @@ pub struct Cfg {
     pub n: usize,
     pub senders: usize,
     pub flow: Flow,
-    /// Messages per sender.
-    pub msgs: u64,
+    /// Closed loop: how long the senders send.
+    pub duration: Duration,
+    /// Burst: messages per sender.
+    pub burst: u64,
     /// Add one member that never reads.
     pub slow: bool,
 }
@@ -52,6 +55,7 @@ pub struct Cfg {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub rate: f64,
+    pub deliveries: u64,
     pub server_cpu: f64,
     pub gen_cpu: f64,
     pub server_hwm_kib: f64,
@@ -66,23 +70,20 @@ struct Shared {
     /// Per sender: highest sequence number received by every member.
     delivered: Vec<AtomicU64>,
     threads: Vec<OnceLock<Thread>>,
-    remaining: AtomicUsize,
-    last_ns: AtomicU64,
+    /// Deliveries so far, all receivers together.
     total: AtomicU64,
-    order_errors: AtomicU64,
-    /// Receivers whose stream ended before they had everything.
+    /// Receivers whose stream ended before the run was stopped.
     broken: AtomicUsize,
-    stop: AtomicBool,
 }
 
 /// One member's receiving side: checks order, counts, and reports when a
 /// message has reached every member (which opens its sender's window).
 struct Receiver {
     i: usize,
+    /// Per sender: last sequence number received.
     last: Vec<u64>,
-    got: u64,
-    expected: u64,
     errors: u64,
+    last_ns: u64,
     sh: Arc<Shared>,
 }
 
@@ -100,7 +101,8 @@ impl Handler for Receiver {
             self.errors += 1;
         }
         self.last[j] = seq;
-        self.got += 1;
+        self.last_ns = now_ns();
+        sh.total.fetch_add(1, Ordering::Relaxed);
         if sh.window {
             let slot = &sh.ring[j][(seq % RING as u64) as usize];
             if slot.fetch_add(1, Ordering::AcqRel) + 1 == sh.need {
@@ -110,17 +112,11 @@ impl Handler for Receiver {
                 }
             }
         }
-        if self.got == self.expected {
-            sh.last_ns.fetch_max(now_ns(), Ordering::AcqRel);
-            sh.remaining.fetch_sub(1, Ordering::AcqRel);
-        }
         true
     }
 
     fn closed(&mut self) {
-        if self.got < self.expected {
-            self.sh.broken.fetch_add(1, Ordering::AcqRel);
-        }
+        self.sh.broken.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -135,30 +131,20 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
             .collect(),
         delivered: (0..s).map(|_| AtomicU64::new(0)).collect(),
         threads: (0..s).map(|_| OnceLock::new()).collect(),
-        remaining: AtomicUsize::new(cfg.n),
-        last_ns: AtomicU64::new(0),
         total: AtomicU64::new(0),
-        order_errors: AtomicU64::new(0),
         broken: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
     });
-    let msgs = cfg.msgs;
     let (mut room, members) =
         Room::open(kind, addr, cfg.n, s, cfg.slow).map_err(|e| format!("joining the room: {e}"))?;
     let handlers = members
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            let expected = (s - usize::from(i < s)) as u64 * msgs;
-            if expected == 0 {
-                sh.remaining.fetch_sub(1, Ordering::AcqRel);
-            }
             let h = Receiver {
                 i,
                 last: vec![0; s],
-                got: 0,
-                expected,
                 errors: 0,
+                last_ns: 0,
                 sh: sh.clone(),
             };
             (m, h)
@@ -167,7 +153,10 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let stop = Arc::new(AtomicBool::new(false));
     let poller = poller::spawn(kind, handlers, stop.clone()).map_err(|e| format!("poller: {e}"))?;
 
+    // The senders start together; closed-loop senders send until `until`.
     let start = Arc::new(Barrier::new(s + 1));
+    let until = Arc::new(AtomicU64::new(u64::MAX));
+    let quit = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::new();
     for (j, mut w) in room
         .pubs
@@ -175,27 +164,34 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         .filter_map(|p| p.try_clone().ok())
         .enumerate()
     {
-        let sh = sh.clone();
-        let start = start.clone();
-        let flow = cfg.flow;
+        let (sh, start, until, quit) = (sh.clone(), start.clone(), until.clone(), quit.clone());
+        let (flow, burst) = (cfg.flow, cfg.burst);
         let h = thread::Builder::new()
             .stack_size(256 * 1024)
-            .spawn(move || -> std::io::Result<()> {
+            .spawn(move || -> u64 {
                 let _ = sh.threads[j].set(thread::current());
                 let mut buf = Vec::new();
                 if flow == Flow::Burst {
                     let ts = now_ns();
-                    for seq in 1..=msgs {
+                    for seq in 1..=burst {
                         wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
                     }
                 }
                 start.wait();
                 match flow {
-                    Flow::Burst => w.write_all(&buf),
+                    Flow::Burst => {
+                        if w.write_all(&buf).is_ok() {
+                            burst
+                        } else {
+                            0
+                        }
+                    }
                     Flow::Window(win) => {
                         let mut next = 1u64;
-                        while next <= msgs && !sh.stop.load(Ordering::Relaxed) {
-                            let upto = (sh.delivered[j].load(Ordering::Acquire) + win).min(msgs);
+                        while now_ns() < until.load(Ordering::Relaxed)
+                            && !quit.load(Ordering::Relaxed)
+                        {
+                            let upto = sh.delivered[j].load(Ordering::Acquire) + win;
                             if next > upto {
                                 thread::park_timeout(Duration::from_millis(10));
                                 continue;
@@ -207,10 +203,12 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
                                     .store(0, Ordering::Release);
                                 wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
                             }
-                            w.write_all(&buf)?;
+                            if w.write_all(&buf).is_err() {
+                                break;
+                            }
                             next = upto + 1;
                         }
-                        Ok(())
+                        next - 1
                     }
                 }
             })
@@ -220,58 +218,77 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
 
     // Let the join announcements drain before measuring.
     thread::sleep(Duration::from_millis(300));
-    let expected = s as u64 * msgs * (cfg.n as u64 - 1);
-    let timeout = Duration::from_secs(60) + Duration::from_secs_f64(expected as f64 / 200_000.0);
     let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
     let gen0 = sys::self_cpu_secs();
     let wall0 = Instant::now();
-    start.wait();
     let t0 = now_ns();
-    let deadline = wall0 + timeout;
-    while sh.remaining.load(Ordering::Acquire) > 0
+    until.store(t0 + cfg.duration.as_nanos() as u64, Ordering::Relaxed);
+    start.wait();
+    // Closed loop: the senders stop by themselves; a burst is written at once.
+    let guard = Instant::now() + cfg.duration + Duration::from_secs(30);
+    let mut sent = Vec::new();
+    for h in senders {
+        while !h.is_finished() && Instant::now() < guard {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if !h.is_finished() {
+            quit.store(true, Ordering::Relaxed);
+            room.close();
+        }
+        sent.push(h.join().unwrap_or(0));
+    }
+    let expected: u64 = sent.iter().sum::<u64>() * (cfg.n as u64 - 1);
+    // Every delivery must arrive; allow 5 s plus 10 µs per delivery.
+    let timeout = Duration::from_secs(5) + Duration::from_nanos(expected * 10_000);
+    let deadline = Instant::now() + timeout;
+    while sh.total.load(Ordering::Relaxed) < expected
         && sh.broken.load(Ordering::Acquire) == 0
         && Instant::now() < deadline
     {
-        thread::sleep(Duration::from_millis(2));
+        thread::sleep(Duration::from_millis(1));
     }
     let wall = wall0.elapsed().as_secs_f64();
     let server_cpu = (sys::cpu_secs(pid).unwrap_or(0.0) - cpu0) / wall;
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
-    let finished = sh.remaining.load(Ordering::Acquire) == 0;
-    sh.stop.store(true, Ordering::Release);
     let slow_dropped = room.slow_was_dropped();
     let server_hwm_kib = sys::hwm_kib(pid).unwrap_or(0) as f64;
     stop.store(true, Ordering::Release);
     room.close();
-    for h in senders {
-        let _ = h.join();
-    }
-    for r in poller.join().unwrap_or_default() {
-        sh.total.fetch_add(r.got, Ordering::AcqRel);
-        sh.order_errors.fetch_add(r.errors, Ordering::AcqRel);
-    }
+    let receivers = poller.join().unwrap_or_default();
     let total = sh.total.load(Ordering::Acquire);
-    let errors = sh.order_errors.load(Ordering::Acquire);
     let broken = sh.broken.load(Ordering::Acquire);
     if broken > 0 {
         return Err(format!(
             "{broken} receiver(s) lost their connection; {total} of {expected} deliveries"
         ));
     }
-    if !finished {
+    let mut errors = 0;
+    let mut missing = 0;
+    let mut last_ns = 0;
+    for r in &receivers {
+        errors += r.errors;
+        last_ns = last_ns.max(r.last_ns);
+        for (j, &n) in sent.iter().enumerate() {
+            if j != r.i && r.last[j] != n {
+                missing += 1;
+            }
+        }
+    }
+    if total < expected {
         return Err(format!(
-            "timed out after {:.0} s: {total} of {expected} deliveries",
+            "{total} of {expected} deliveries within {:.0} s",
             timeout.as_secs_f64()
         ));
     }
-    if errors > 0 || total != expected {
+    if errors > 0 || missing > 0 || total != expected {
         return Err(format!(
-            "{errors} out-of-order or malformed messages; {total} of {expected} deliveries"
+            "{errors} out-of-order or malformed messages, {missing} (receiver, sender) pairs incomplete; {total} of {expected} deliveries"
         ));
     }
-    let secs = (sh.last_ns.load(Ordering::Acquire) - t0) as f64 / 1e9;
+    let secs = (last_ns - t0) as f64 / 1e9;
     Ok(Outcome {
         rate: expected as f64 / secs,
+        deliveries: expected,
         server_cpu,
         gen_cpu,
         server_hwm_kib,
