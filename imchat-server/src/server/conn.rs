@@ -27,6 +27,8 @@ impl Server {
     /// Registers a new connection with the hub and starts its two threads.
     /// If a thread cannot be started, that one client is dropped.
     pub(super) fn start_connection(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) {
+        // An IPv4 client of a server bound to `::` shows as 1.2.3.4, not ::ffff:1.2.3.4.
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         self.report.say(format!("connection from {addr}"));
         if let Err(e) = stream.set_nodelay(true) {
             debug!("cannot set TCP_NODELAY for {addr}: {e}");
