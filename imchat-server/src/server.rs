@@ -49,6 +49,8 @@ const RELAY_QUEUE: usize = 2 * 1024 * 1024;
 const RELAY_WAIT: Duration = Duration::from_secs(10);
 /// Pause after a failed `accept` (out of file descriptors, for instance).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the same accept error is logged again.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Everything the server needs besides its socket.
 #[derive(Debug)]
@@ -503,17 +505,34 @@ impl Server {
         }
     }
 
-    /// The accept loop: never ends; errors are logged and followed by a pause.
+    /// The accept loop: never ends. A failed accept (out of descriptors,
+    /// for instance) is followed by a pause; repeats of the same error are
+    /// logged once every few seconds with a count.
     fn accept_loop(self: &Arc<Self>, listener: &TcpListener) {
+        let mut last: Option<(String, Instant)> = None;
+        let mut repeats = 0u64;
         loop {
             match listener.accept() {
                 Ok((stream, addr)) => self.start_connection(stream, addr),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::warn!(
-                        "cannot accept a connection: {}",
-                        crate::files::io_reason(&e)
-                    );
+                    let reason = crate::files::io_reason(&e);
+                    let now = Instant::now();
+                    let quiet = last.as_ref().is_some_and(|(r, at)| {
+                        *r == reason && now.duration_since(*at) < ACCEPT_LOG_EVERY
+                    });
+                    if quiet {
+                        repeats += 1;
+                    } else {
+                        let again = if repeats > 0 {
+                            format!(" ({repeats} more since the last report)")
+                        } else {
+                            String::new()
+                        };
+                        log::warn!("cannot accept a connection: {reason}{again}");
+                        last = Some((reason, now));
+                        repeats = 0;
+                    }
                     thread::sleep(ACCEPT_BACKOFF);
                 }
             }
