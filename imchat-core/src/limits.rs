@@ -35,6 +35,96 @@ pub const MAX_USERNAME_CHARS: usize = 32;
 /// Longest file name, in bytes of UTF-8: 255.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
+/// Bytes a chunk frame holds besides its data: type (1), id (4), offset (8),
+/// CRC (4) and data length (4).
+pub const CHUNK_FRAME_OVERHEAD: usize = 21;
+/// Bytes a chat frame holds besides its text, at most: type (1), the
+/// sender's name with its length (1 + 128), the private flag or recipient
+/// tag (1), the text length (4).
+pub const CHAT_FRAME_OVERHEAD: usize = 135;
+/// The largest valid handshake frame: type (1), version (2), a name of 32
+/// four-byte characters with its length (1 + 128).
+pub const MAX_HELLO_FRAME: u32 = 132;
+
+/// Limits that cannot work together. Each variant names the fields and
+/// carries the numbers; fix the values and validate again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// A field that must be at least 1 is 0.
+    #[error("{field} must be at least 1")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// A chunk of `chunk_size` bytes does not fit in a frame.
+    #[error("chunk_size {chunk_size} does not fit in max_frame {max_frame} ({CHUNK_FRAME_OVERHEAD} bytes of chunk header)")]
+    ChunkTooLarge {
+        /// The chunk size.
+        chunk_size: usize,
+        /// The frame limit.
+        max_frame: u32,
+    },
+    /// A chat message of `max_text` bytes does not fit in a frame.
+    #[error("max_text {max_text} does not fit in max_frame {max_frame} ({CHAT_FRAME_OVERHEAD} bytes of chat header)")]
+    TextTooLarge {
+        /// The text limit.
+        max_text: usize,
+        /// The frame limit.
+        max_frame: u32,
+    },
+    /// The handshake frame limit is below the largest valid `Hello` or above `max_frame`.
+    #[error("max_handshake_frame must be between {MAX_HELLO_FRAME} and max_frame ({max_frame}), not {max_handshake_frame}")]
+    HandshakeFrame {
+        /// The handshake frame limit.
+        max_handshake_frame: u32,
+        /// The frame limit.
+        max_frame: u32,
+    },
+}
+
+impl Limits {
+    /// Checks that the limits can work together: every chunk and every
+    /// chat message fits in a frame, a valid handshake fits in the
+    /// handshake limit, and counts that must be positive are.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        for (field, value) in [
+            ("max_clients", self.max_clients),
+            ("chunk_size", self.chunk_size),
+            ("max_transfers", self.max_transfers),
+        ] {
+            if value == 0 {
+                return Err(LimitsError::Zero { field });
+            }
+        }
+        if self.rate_per_sec > 0 && self.rate_burst == 0 {
+            return Err(LimitsError::Zero {
+                field: "rate_burst",
+            });
+        }
+        let frame = self.max_frame as usize;
+        if self.chunk_size.saturating_add(CHUNK_FRAME_OVERHEAD) > frame {
+            return Err(LimitsError::ChunkTooLarge {
+                chunk_size: self.chunk_size,
+                max_frame: self.max_frame,
+            });
+        }
+        if self.max_text.saturating_add(CHAT_FRAME_OVERHEAD) > frame {
+            return Err(LimitsError::TextTooLarge {
+                max_text: self.max_text,
+                max_frame: self.max_frame,
+            });
+        }
+        if self.max_handshake_frame < MAX_HELLO_FRAME || self.max_handshake_frame > self.max_frame {
+            return Err(LimitsError::HandshakeFrame {
+                max_handshake_frame: self.max_handshake_frame,
+                max_frame: self.max_frame,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The limits a [`Hub`](crate::Hub), a [`ClientSession`](crate::ClientSession)
 /// and a [`Decoder`](crate::Decoder) enforce. `Limits::default()` gives the
 /// documented defaults; every field can be changed before use.
@@ -96,10 +186,108 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_chunk_fits_in_default_frame_with_header_room() {
-        let l = Limits::default();
-        // A chunk frame carries 1 type byte + 4 id + 8 offset + 4 len + 4 crc of overhead.
-        assert!(l.chunk_size + 21 <= l.max_frame as usize);
-        assert!(l.max_text + 200 <= l.max_frame as usize);
+    fn the_defaults_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        let d = Limits::default();
+        let cases = [
+            (
+                Limits {
+                    max_clients: 0,
+                    ..d.clone()
+                },
+                LimitsError::Zero {
+                    field: "max_clients",
+                },
+            ),
+            (
+                Limits {
+                    rate_burst: 0,
+                    ..d.clone()
+                },
+                LimitsError::Zero {
+                    field: "rate_burst",
+                },
+            ),
+            (
+                Limits {
+                    chunk_size: 1 << 20,
+                    ..d.clone()
+                },
+                LimitsError::ChunkTooLarge {
+                    chunk_size: 1 << 20,
+                    max_frame: 1 << 20,
+                },
+            ),
+            (
+                Limits {
+                    max_text: (1 << 20) - 134,
+                    ..d.clone()
+                },
+                LimitsError::TextTooLarge {
+                    max_text: (1 << 20) - 134,
+                    max_frame: 1 << 20,
+                },
+            ),
+            (
+                Limits {
+                    max_handshake_frame: 131,
+                    ..d.clone()
+                },
+                LimitsError::HandshakeFrame {
+                    max_handshake_frame: 131,
+                    max_frame: 1 << 20,
+                },
+            ),
+        ];
+        for (limits, want) in cases {
+            assert_eq!(limits.validate(), Err(want));
+        }
+        // The exact edges are accepted.
+        let edge = Limits {
+            chunk_size: (1 << 20) - CHUNK_FRAME_OVERHEAD,
+            max_text: (1 << 20) - CHAT_FRAME_OVERHEAD,
+            max_handshake_frame: MAX_HELLO_FRAME,
+            rate_per_sec: 0,
+            rate_burst: 0,
+            ..d
+        };
+        assert_eq!(edge.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_overheads_match_the_encoder() {
+        use crate::{Encode, FileChunk, Recipient, ServerMessage, TransferId, Username};
+        let name = Username::new("\u{10348}".repeat(32)).unwrap();
+        let chat = ServerMessage::Chat {
+            from: name.clone(),
+            private: true,
+            text: String::new(),
+        };
+        assert_eq!(
+            chat.to_frame().len() - crate::HEADER_LEN,
+            CHAT_FRAME_OVERHEAD
+        );
+        let up = crate::ClientMessage::Chat {
+            to: Recipient::User(name.clone()),
+            text: String::new(),
+        };
+        assert!(up.to_frame().len() - crate::HEADER_LEN <= CHAT_FRAME_OVERHEAD);
+        let hello = crate::ClientMessage::Hello {
+            version: 1,
+            username: name,
+        };
+        assert_eq!(
+            hello.to_frame().len() - crate::HEADER_LEN,
+            MAX_HELLO_FRAME as usize
+        );
+        let chunk = ServerMessage::Chunk(FileChunk::new(TransferId(1), 0, vec![]));
+        assert_eq!(
+            chunk.to_frame().len() - crate::HEADER_LEN,
+            CHUNK_FRAME_OVERHEAD
+        );
     }
 }

@@ -8,19 +8,12 @@ use std::time::Duration;
 
 use clap::Args;
 use imchat_core::{
-    Limits, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
     DEFAULT_MAX_TRANSFERS, DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
 };
 
-/// Bytes a chunk frame carries besides its data (type, id, offset, CRC, length).
-const CHUNK_OVERHEAD: usize = 21;
-/// Bytes a chat frame carries besides its text (type, a name of at most
-/// 32 four-byte characters with its length, flags, text length), rounded up.
-const CHAT_OVERHEAD: usize = 200;
-/// The largest handshake frame (type, version, a 128-byte name with its length).
-const MAX_HELLO_FRAME: u32 = 132;
 /// Longest timeout accepted (a year): later instants could overflow the clock.
 const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -129,43 +122,11 @@ impl LimitArgs {
         out
     }
 
-    /// The limits, or why they cannot work together (one line for the user).
+    /// The limits, or why they cannot work together (one line for the user,
+    /// naming the flags).
     pub fn to_limits(&self) -> Result<Limits, String> {
         let a = self;
-        if a.max_clients == 0 {
-            return Err("--max-clients must be at least 1".into());
-        }
-        if a.chunk_bytes == 0 {
-            return Err("--chunk-bytes must be at least 1".into());
-        }
-        let frame = a.max_frame_bytes as usize;
-        if a.chunk_bytes.saturating_add(CHUNK_OVERHEAD) > frame {
-            return Err(format!(
-                "--chunk-bytes {} does not fit in --max-frame-bytes {} ({CHUNK_OVERHEAD} bytes of chunk header)",
-                a.chunk_bytes, a.max_frame_bytes
-            ));
-        }
-        if a.max_message_bytes.saturating_add(CHAT_OVERHEAD) > frame {
-            return Err(format!(
-                "--max-message-bytes {} does not fit in --max-frame-bytes {} (allow {CHAT_OVERHEAD} bytes for the header)",
-                a.max_message_bytes, a.max_frame_bytes
-            ));
-        }
-        if a.max_handshake_frame_bytes < MAX_HELLO_FRAME
-            || a.max_handshake_frame_bytes > a.max_frame_bytes
-        {
-            return Err(format!(
-                "--max-handshake-frame-bytes must be between {MAX_HELLO_FRAME} and --max-frame-bytes ({}), not {}",
-                a.max_frame_bytes, a.max_handshake_frame_bytes
-            ));
-        }
-        if a.rate_per_sec > 0 && a.rate_burst == 0 {
-            return Err(
-                "--rate-burst must be at least 1 (or turn the limit off with --rate-per-sec 0)"
-                    .into(),
-            );
-        }
-        Ok(Limits {
+        let limits = Limits {
             max_frame: a.max_frame_bytes,
             max_handshake_frame: a.max_handshake_frame_bytes,
             max_text: a.max_message_bytes,
@@ -180,7 +141,48 @@ impl LimitArgs {
             rate_per_sec: a.rate_per_sec,
             flood_timeout: secs("flood-timeout-secs", a.flood_timeout_secs)?,
             max_transfers: a.max_transfers,
-        })
+        };
+        limits.validate().map_err(|e| flag_words(&e))?;
+        Ok(limits)
+    }
+}
+
+/// The library's limits error in the words of the command line.
+fn flag_words(e: &LimitsError) -> String {
+    let flag = |field: &str| match field {
+        "max_clients" => "--max-clients",
+        "chunk_size" => "--chunk-bytes",
+        "max_transfers" => "--max-transfers",
+        "rate_burst" => "--rate-burst",
+        _ => "a limit",
+    };
+    match e {
+        LimitsError::Zero { field: "rate_burst" } => {
+            "--rate-burst must be at least 1 (or turn the limit off with --rate-per-sec 0)".into()
+        }
+        LimitsError::Zero { field } => format!("{} must be at least 1", flag(field)),
+        LimitsError::ChunkTooLarge {
+            chunk_size,
+            max_frame,
+        } => format!(
+            "--chunk-bytes {chunk_size} does not fit in --max-frame-bytes {max_frame} ({} bytes of chunk header)",
+            imchat_core::CHUNK_FRAME_OVERHEAD
+        ),
+        LimitsError::TextTooLarge {
+            max_text,
+            max_frame,
+        } => format!(
+            "--max-message-bytes {max_text} does not fit in --max-frame-bytes {max_frame} (allow {} bytes for the header)",
+            imchat_core::CHAT_FRAME_OVERHEAD
+        ),
+        LimitsError::HandshakeFrame {
+            max_handshake_frame,
+            max_frame,
+        } => format!(
+            "--max-handshake-frame-bytes must be between {} and --max-frame-bytes ({max_frame}), not {max_handshake_frame}",
+            imchat_core::MAX_HELLO_FRAME
+        ),
+        other => other.to_string(),
     }
 }
 
