@@ -1169,6 +1169,20 @@ impl Hub {
         }
     }
 
+    /// Drops a connection for a reason of the server's own (it cannot start
+    /// a thread for it, its handling failed): a joined client gets an
+    /// [`ErrorCode::INTERNAL`] error and is announced as left; one still
+    /// handshaking is refused as [`RefuseCode::SERVER_FULL`]. A
+    /// [`HubEvent::Close`] follows.
+    pub fn kick(&mut self, client: ClientId, reason: &str) {
+        if self.is_joined(client) {
+            self.error(client, ErrorCode::INTERNAL, reason);
+            self.leave(client, LeaveReason::KICKED, reason.to_string());
+        } else if self.conns.contains_key(&client) {
+            self.refuse(client, RefuseCode::SERVER_FULL, reason);
+        }
+    }
+
     /// The server could not keep up with writing to `client` (its queue
     /// overflowed): it is dropped and announced as left.
     pub fn evict(&mut self, client: ClientId) {

@@ -983,3 +983,33 @@ fn an_oversize_push_is_declined_with_who_and_what() {
         }
     )));
 }
+
+#[test]
+fn a_kicked_client_is_told_and_announced() {
+    let mut net = three();
+    let bob = net.clients[1].0;
+    net.hub.kick(bob, "internal error");
+    net.pump();
+    assert!(net.take(1).iter().any(|e| matches!(
+        e,
+        ClientEvent::Error { code: ErrorCode::INTERNAL, text } if text == "internal error"
+    )));
+    assert!(net.take(0).iter().any(|e| matches!(
+        e,
+        ClientEvent::Left {
+            reason: LeaveReason::KICKED,
+            ..
+        }
+    )));
+    assert!(net.closed.contains(&bob));
+    // One still handshaking is refused as server full.
+    let c = net.hub.handle_connect(net.now);
+    net.hub.kick(c, "no thread");
+    assert!(matches!(
+        net.hub.poll_transmit().map(|t| t.message),
+        Some(ServerMessage::Refused {
+            code: RefuseCode::SERVER_FULL,
+            ..
+        })
+    ));
+}

@@ -93,7 +93,9 @@ impl Server {
 
     /// Forgets a connection whose threads could not be started.
     fn drop_connection(self: &Arc<Self>, id: ClientId) {
-        self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+        self.with_hub(None, |hub| {
+            hub.kick(id, "the server cannot take another connection now")
+        });
         if let Some(mut conn) = self.lock().conns.remove(&id) {
             conn.force_close();
         }
@@ -105,6 +107,9 @@ impl Server {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream)));
         if outcome.is_err() {
             warn!("dropping connection {id} after an internal error");
+            self.with_hub(None, |hub| {
+                hub.kick(id, "internal server error, disconnected")
+            });
         }
         // Whatever ended the loop, the hub forgets the connection (a no-op
         // if it already has) and its queue closes once flushed.
