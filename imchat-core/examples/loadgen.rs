@@ -148,6 +148,10 @@ fn parse_args() -> Result<Opts, String> {
 
 /// Sizes of each scenario: the full ones, or a smoke version.
 struct Sizes {
+    /// Room sizes of the fan-out and slow-consumer scenarios.
+    fan_ns: Vec<usize>,
+    /// (N, messages/s per sender) of the latency scenario.
+    lat_cfgs: Vec<(usize, u32)>,
     /// How long closed-loop senders send.
     fan_duration: Duration,
     /// Burst messages per sender, for N = 100 and N = 1,000.
@@ -155,6 +159,10 @@ struct Sizes {
     lat_warmup: Duration,
     lat_measure: Duration,
     idle_clients: usize,
+    /// Longest time to connect the idle clients.
+    idle_connect: Duration,
+    /// Longest wait for the join announcements to stop before reading RSS.
+    idle_settle: Duration,
     file_size: u64,
     chat_warmup: Duration,
     chat_window: Duration,
@@ -164,22 +172,30 @@ impl Sizes {
     fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
+                fan_ns: vec![100],
+                lat_cfgs: vec![(100, 100), (100, 500), (300, 10)],
                 fan_duration: Duration::from_millis(1000),
                 burst_msgs: [100, 10],
                 lat_warmup: Duration::from_millis(300),
                 lat_measure: Duration::from_secs(1),
-                idle_clients: 1_000,
+                idle_clients: 500,
+                idle_connect: Duration::from_secs(20),
+                idle_settle: Duration::from_secs(10),
                 file_size: 128 << 20,
                 chat_warmup: Duration::from_millis(500),
                 chat_window: Duration::from_secs(2),
             }
         } else {
             Sizes {
+                fan_ns: vec![100, 1000],
+                lat_cfgs: vec![(100, 100), (100, 500), (1000, 10)],
                 fan_duration: Duration::from_secs(5),
                 burst_msgs: [2_000, 100],
                 lat_warmup: Duration::from_secs(1),
                 lat_measure: Duration::from_secs(5),
                 idle_clients: 10_000,
+                idle_connect: Duration::from_secs(60),
+                idle_settle: Duration::from_secs(20),
                 file_size: 1 << 30,
                 chat_warmup: Duration::from_secs(1),
                 chat_window: Duration::from_secs(10),
@@ -225,6 +241,26 @@ impl Ctx {
             vec![Kind::Imchat, Kind::Redis]
         } else {
             vec![Kind::Imchat]
+        }
+    }
+
+    /// The first warning or error in the imchat server's log, to say why a run failed.
+    fn log_hint(&self, kind: Kind) -> String {
+        if kind != Kind::Imchat {
+            return String::new();
+        }
+        let log = fs::read_to_string(self.tmp.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        match lines.first() {
+            Some(l) => format!(
+                " (server log, {} warnings/errors, first: {})",
+                lines.len(),
+                l.chars().take(200).collect::<String>()
+            ),
+            None => String::new(),
         }
     }
 
@@ -280,6 +316,7 @@ fn fanout_once(ctx: &Ctx, kind: Kind, cfg: &fanout::Cfg) -> Result<fanout::Outco
     p.stop();
     match r {
         Err(e) if !alive => Err(format!("{e} (server died: {tail})")),
+        Err(e) => Err(format!("{e}{}", ctx.log_hint(kind))),
         r => r,
     }
 }
@@ -320,7 +357,7 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
             "target: within 10 %",
         ],
     );
-    for (ni, n) in [100usize, 1000].into_iter().enumerate() {
+    for (ni, n) in ctx.sizes.fan_ns.clone().into_iter().enumerate() {
         for flow in flows {
             let burst = ctx.opts.burst.unwrap_or(ctx.sizes.burst_msgs[ni]);
             let per_run = match flow {
@@ -455,7 +492,7 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
 }
 
 fn scenario_latency(ctx: &mut Ctx) {
-    let cfgs = [(100usize, 100u32), (100, 500), (1000, 10)];
+    let cfgs = ctx.sizes.lat_cfgs.clone();
     let mut t = Table::new(
         "Fan-out latency (scenario 2): send → receive, per delivery",
         &[
@@ -545,32 +582,38 @@ fn scenario_latency(ctx: &mut Ctx) {
 
 fn scenario_idle(ctx: &mut Ctx) {
     let n = ctx.sizes.idle_clients;
+    let cap = ctx.sizes.idle_settle.as_secs_f64();
     let mut t = Table::new(
         "Idle scale (scenario 3): connected idle clients",
         &[
             "server",
-            "clients",
+            "clients connected",
             "RSS fresh",
             "RSS with clients",
             "RSS per connection",
             "time to connect all",
+            "then join announcements drained in",
             "server threads",
             "target: < 32 KiB per connection",
         ],
     );
     for kind in ctx.kinds() {
-        let (mut fresh, mut after, mut per, mut conn, mut thr) = Default::default();
-        let (fresh, after, per, conn, thr): (
-            &mut Series,
-            &mut Series,
-            &mut Series,
-            &mut Series,
-            &mut Series,
-        ) = (&mut fresh, &mut after, &mut per, &mut conn, &mut thr);
+        // fresh, after, per connection, connect time, threads, settle time
+        let mut f: [Series; 7] = Default::default();
+        let mut unsettled = 0;
+        let mut why = None;
+        let mut closed = Series::default();
         for run in 0..ctx.opts.runs {
             eprintln!("idle {} x {n}, run {}", kind.label(), run + 1);
             let r = ctx.server(kind, n + 100).and_then(|mut p| {
-                let r = idle::run(kind, p.addr, p.pid, n);
+                let r = idle::run(
+                    kind,
+                    p.addr,
+                    p.pid,
+                    n,
+                    ctx.sizes.idle_connect,
+                    ctx.sizes.idle_settle,
+                );
                 let alive = p.alive();
                 let tail = p.tail_text();
                 p.stop();
@@ -581,17 +624,46 @@ fn scenario_idle(ctx: &mut Ctx) {
             });
             match r {
                 Ok(o) => {
-                    fresh.push(o.fresh_kib / 1024.0);
-                    after.push(o.after_kib / 1024.0);
-                    per.push(o.per_conn_kib);
-                    conn.push(o.connect_secs);
-                    thr.push(o.threads);
+                    eprintln!(
+                        "  {}: {:.1} KiB per connection, connected in {:.2} s, settled: {:?}",
+                        kind.label(),
+                        o.per_conn_kib,
+                        o.connect_secs,
+                        o.settle_secs
+                    );
+                    f[0].push(o.fresh_kib / 1024.0);
+                    f[1].push(o.after_kib / 1024.0);
+                    f[2].push(o.per_conn_kib);
+                    f[3].push(o.connect_secs);
+                    f[4].push(o.threads);
+                    f[6].push(o.connected as f64);
+                    closed.push(o.closed as f64);
+                    if o.closed > 0 {
+                        ctx.failures.push(format!(
+                            "idle {}, run {}: the server closed {} of {} idle connections{}",
+                            kind.label(),
+                            run + 1,
+                            o.closed,
+                            o.connected,
+                            ctx.log_hint(kind)
+                        ));
+                    }
+                    if let Some(e) = o.connect_error {
+                        why.get_or_insert(e);
+                    }
+                    match o.settle_secs {
+                        Some(s) => f[5].push(s),
+                        None => unsettled += 1,
+                    }
                 }
                 Err(e) => ctx.fail(format!("idle {}, run {}: {e}", kind.label(), run + 1)),
             }
         }
         let v = if kind == Kind::Imchat {
-            let v = judge(per.median().map(|p| p / 32.0), false);
+            let mut v = judge(f[2].median().map(|p| p / 32.0), false);
+            if f[6].min().is_some_and(|c| c < n as f64) || closed.max().is_some_and(|c| c > 0.0) {
+                v = format!("NOT met: not all {n} clients connected ({v} for those that did)");
+            }
             ctx.verdict(
                 format!("idle: < 32 KiB RSS per connection at {n} clients"),
                 v.clone(),
@@ -600,18 +672,34 @@ fn scenario_idle(ctx: &mut Ctx) {
         } else {
             "(baseline)".into()
         };
+        let settle = if unsettled > 0 {
+            format!("still flowing after {cap:.0} s in {unsettled} run(s)")
+        } else {
+            f[5].show(secs)
+        };
+        let mut connected = match why {
+            Some(e) => format!("{} of {n} ({e})", f[6].show(|v| format!("{v:.0}"))),
+            None => n.to_string(),
+        };
+        if closed.max().is_some_and(|c| c > 0.0) {
+            connected += &format!(
+                "; then closed by the server: {}",
+                closed.show(|v| format!("{v:.0}"))
+            );
+        }
         t.row(vec![
             kind.label().into(),
-            n.to_string(),
-            fresh.show(mib),
-            after.show(mib),
-            per.show(kib),
-            conn.show(secs),
-            thr.show(|v| format!("{v:.0}")),
+            connected,
+            f[0].show(mib),
+            f[1].show(mib),
+            f[2].show(kib),
+            f[3].show(secs),
+            settle,
+            f[4].show(|v| format!("{v:.0}")),
             v,
         ]);
     }
-    t.note("Each client completes the handshake (imchat: Hello → Welcome; Redis: SUBSCRIBE to the room) and then only reads what it is sent; RSS is read from /proc after 1 s without traffic. Connecting uses 4 threads.");
+    t.note(format!("Each client completes the handshake (imchat: Hello → Welcome; Redis: SUBSCRIBE to the room) and then only reads what it is sent (imchat announces every join to every member: N²/2 announcements). RSS is read from /proc once 1 s passes without traffic, or after {cap:.0} s; per connection = (RSS with clients − RSS fresh) / clients connected. Connecting uses 4 threads and gives up after {:.0} s, or when a client gets no Welcome within 30 s.", ctx.sizes.idle_connect.as_secs_f64()));
     ctx.table(t);
 }
 

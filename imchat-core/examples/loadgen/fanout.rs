@@ -151,7 +151,15 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let poller = poller::spawn(kind, handlers, stop.clone()).map_err(|e| format!("poller: {e}"))?;
+    let activity = Arc::new(AtomicU64::new(now_ns()));
+    let poller = poller::spawn(kind, handlers, stop.clone(), activity.clone())
+        .map_err(|e| format!("poller: {e}"))?;
+    // Let the join announcements drain before measuring.
+    poller::wait_quiet(
+        &activity,
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
 
     // The senders start together; closed-loop senders send until `until`.
     let start = Arc::new(Barrier::new(s + 1));
@@ -216,8 +224,6 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         senders.push(h);
     }
 
-    // Let the join announcements drain before measuring.
-    thread::sleep(Duration::from_millis(300));
     let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
     let gen0 = sys::self_cpu_secs();
     let wall0 = Instant::now();

@@ -3,7 +3,7 @@
 //! connect them all. The clients read what the server sends them (the join
 //! announcements) from one polling thread, as idle but live clients would.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::room::now_ns;
 use crate::sys;
-use crate::wire::{self, Kind};
+use crate::wire::{self, Kind, RecvBuf};
 
 /// Threads that connect clients in parallel.
 const CONNECTORS: usize = 4;
@@ -24,6 +24,16 @@ pub struct Outcome {
     pub per_conn_kib: f64,
     pub connect_secs: f64,
     pub threads: f64,
+    /// Clients that completed the handshake (all of them unless connecting
+    /// failed or ran past its time cap).
+    pub connected: usize,
+    /// Why connecting stopped early.
+    pub connect_error: Option<String>,
+    /// Connections the server closed while they sat idle.
+    pub closed: usize,
+    /// Seconds from the last Welcome until the join announcements stopped
+    /// flowing (None: still flowing when RSS was read, at the cap).
+    pub settle_secs: Option<f64>,
 }
 
 /// Connects `n` idle clients to a fresh server; returns the figures and the
@@ -34,6 +44,8 @@ pub fn run(
     addr: SocketAddr,
     pid: u32,
     n: usize,
+    connect_cap: Duration,
+    settle_cap: Duration,
 ) -> Result<(Outcome, Vec<TcpStream>), String> {
     thread::sleep(Duration::from_millis(300));
     let fresh = sys::rss_kib(pid).ok_or("cannot read the server's RSS")? as f64;
@@ -47,36 +59,25 @@ pub fn run(
         thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(move || {
-                let mut socks: Vec<(TcpStream, bool)> = Vec::new();
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut socks: Vec<(TcpStream, RecvBuf, bool)> = Vec::new();
                 loop {
                     while let Ok(s) = rx.try_recv() {
-                        socks.push((s, true));
+                        socks.push((s, RecvBuf::new(4096), true));
                     }
                     let mut any = false;
-                    for (s, open) in socks.iter_mut().filter(|(_, o)| *o) {
-                        loop {
-                            match s.read(&mut buf) {
-                                Ok(0) => {
-                                    *open = false;
-                                    closed.fetch_add(1, Ordering::Relaxed);
-                                    break;
-                                }
-                                Ok(_) => any = true,
-                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                Err(_) => {
-                                    *open = false;
-                                    closed.fetch_add(1, Ordering::Relaxed);
-                                    break;
-                                }
+                    for (s, rb, open) in socks.iter_mut().filter(|(_, _, o)| *o) {
+                        match wire::idle_pump(kind, s, rb) {
+                            Ok((true, got)) => any |= got,
+                            Ok((false, _)) | Err(_) => {
+                                *open = false;
+                                closed.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                     if any {
                         last_data.store(now_ns(), Ordering::Relaxed);
                     } else if stop.load(Ordering::Acquire) {
-                        return socks.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+                        return socks.into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
                     } else {
                         thread::sleep(Duration::from_millis(5));
                     }
@@ -86,16 +87,39 @@ pub fn run(
     };
 
     let t0 = Instant::now();
+    let give_up = t0 + connect_cap;
+    let failed = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicUsize::new(0));
     let mut connectors = Vec::new();
     for c in 0..CONNECTORS {
-        let tx = tx.clone();
+        let (tx, failed, connected) = (tx.clone(), failed.clone(), connected.clone());
         connectors.push(
             thread::Builder::new()
                 .stack_size(256 * 1024)
-                .spawn(move || -> io::Result<()> {
+                .spawn(move || -> Result<(), String> {
                     for k in (c..n).step_by(CONNECTORS) {
-                        let m = wire::join(kind, addr, &format!("i{k}"), 4096)?;
-                        m.stream.set_nonblocking(true)?;
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if Instant::now() >= give_up {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(format!("not all connected within {connect_cap:?}"));
+                        }
+                        let joined = wire::join(kind, addr, &format!("i{k}"), 4096)
+                            .and_then(|m| m.stream.set_nonblocking(true).map(|_| m));
+                        let m = match joined {
+                            Ok(m) => m,
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                let e = if e.kind() == io::ErrorKind::WouldBlock {
+                                    "no Welcome within 30 s".to_string()
+                                } else {
+                                    e.to_string()
+                                };
+                                return Err(e);
+                            }
+                        };
+                        connected.fetch_add(1, Ordering::Relaxed);
                         if tx.send(m.stream).is_err() {
                             break;
                         }
@@ -106,41 +130,47 @@ pub fn run(
         );
     }
     drop(tx);
-    let mut err = None;
+    let mut connect_error = None;
     for h in connectors {
         if let Ok(Err(e)) = h.join() {
-            err.get_or_insert(e);
+            connect_error.get_or_insert(e);
         }
     }
     let connect_secs = t0.elapsed().as_secs_f64();
+    let connect_end = now_ns();
+    let connected = connected.load(Ordering::Relaxed);
 
-    // Wait until the announcements are delivered: 1 s without data (at most 120 s).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while now_ns().saturating_sub(last_data.load(Ordering::Relaxed)) < 1_000_000_000
-        && Instant::now() < deadline
-    {
+    // Wait until the announcements are delivered: 1 s without data (at most `settle_cap`).
+    let deadline = Instant::now() + settle_cap;
+    let quiet = || now_ns().saturating_sub(last_data.load(Ordering::Relaxed)) >= 1_000_000_000;
+    while !quiet() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
+    let settle_secs = quiet().then(|| {
+        last_data
+            .load(Ordering::Relaxed)
+            .saturating_sub(connect_end) as f64
+            / 1e9
+    });
     let after = sys::rss_kib(pid).unwrap_or(0) as f64;
     let threads = sys::threads(pid).unwrap_or(0) as f64;
     stop.store(true, Ordering::Release);
     let socks = drainer.join().unwrap_or_default();
-    if let Some(e) = err {
-        return Err(format!("connecting client {} of {n}: {e}", socks.len() + 1));
+    if connected == 0 {
+        return Err(connect_error.unwrap_or_else(|| "no client connected".into()));
     }
     let closed = closed.load(Ordering::Relaxed);
-    if closed > 0 {
-        return Err(format!(
-            "the server closed {closed} of {n} idle connections"
-        ));
-    }
     Ok((
         Outcome {
             fresh_kib: fresh,
             after_kib: after,
-            per_conn_kib: (after - fresh) / n as f64,
+            per_conn_kib: (after - fresh) / connected as f64,
             connect_secs,
             threads,
+            connected,
+            connect_error,
+            closed,
+            settle_secs,
         },
         socks,
     ))

@@ -96,7 +96,15 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let poller = poller::spawn(kind, handlers, stop.clone()).map_err(|e| format!("poller: {e}"))?;
+    let activity = Arc::new(AtomicU64::new(now_ns()));
+    let poller = poller::spawn(kind, handlers, stop.clone(), activity.clone())
+        .map_err(|e| format!("poller: {e}"))?;
+    // Let the join announcements drain before measuring.
+    poller::wait_quiet(
+        &activity,
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    );
 
     let base = now_ns() + 300_000_000;
     let from = base + cfg.warmup.as_nanos() as u64;

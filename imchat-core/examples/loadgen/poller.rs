@@ -6,10 +6,11 @@
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
+use crate::room::now_ns;
 use crate::wire::{self, Kind, Member, Pumped};
 
 #[cfg(target_arch = "x86_64")]
@@ -61,10 +62,12 @@ impl Drop for Epoll {
 }
 
 /// Reads `members` on one thread until `stop`; returns the handlers.
+/// `activity` holds the time ([`now_ns`]) of the last read that brought bytes.
 pub fn spawn<H: Handler>(
     kind: Kind,
     members: Vec<(Member, H)>,
     stop: Arc<AtomicBool>,
+    activity: Arc<AtomicU64>,
 ) -> io::Result<JoinHandle<Vec<H>>> {
     // SAFETY: plain syscall.
     let ep = unsafe { epoll_create1(EPOLL_CLOEXEC) };
@@ -104,6 +107,9 @@ pub fn spawn<H: Handler>(
                     }
                     break;
                 }
+                if n > 0 {
+                    activity.store(now_ns(), Ordering::Relaxed);
+                }
                 for ev in &events[..n as usize] {
                     let k = ev.data as usize;
                     let (s, rb, h, open) = &mut items[k];
@@ -138,5 +144,16 @@ fn pump_one<H: Handler>(
         if !stop.load(Ordering::Acquire) {
             h.closed();
         }
+    }
+}
+
+/// Waits until `activity` is `quiet` old (the join announcements have been
+/// read), for at most `cap`.
+pub fn wait_quiet(activity: &AtomicU64, quiet: std::time::Duration, cap: std::time::Duration) {
+    let deadline = std::time::Instant::now() + cap;
+    while now_ns().saturating_sub(activity.load(Ordering::Relaxed)) < quiet.as_nanos() as u64
+        && std::time::Instant::now() < deadline
+    {
+        thread::sleep(std::time::Duration::from_millis(10));
     }
 }

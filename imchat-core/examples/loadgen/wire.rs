@@ -312,6 +312,47 @@ pub fn pump<R: Read>(
     }
 }
 
+/// Reads what a non-blocking socket of an idle client has, answering the
+/// server's keepalive pings as a live client does (imchat pings a silent
+/// client after 30 s and drops it 30 s later). Returns (still open, got
+/// bytes).
+pub fn idle_pump(kind: Kind, s: &mut TcpStream, rb: &mut RecvBuf) -> io::Result<(bool, bool)> {
+    let mut got = false;
+    let mut need = 0;
+    loop {
+        match rb.fill(s, need) {
+            Ok(0) => return Ok((false, got)),
+            Ok(_) => got = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((true, got)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        need = 0;
+        if kind == Kind::Redis {
+            rb.start = rb.end;
+            continue;
+        }
+        while rb.start < rb.end {
+            match imchat_parse(rb.data())? {
+                Parsed::More(n) => {
+                    need = n;
+                    break;
+                }
+                Parsed::Chat { len, .. } => rb.start += len,
+                Parsed::Other { len } => {
+                    if rb.data()[HEADER_LEN] == types::PING {
+                        let frame = &rb.data()[HEADER_LEN..len];
+                        if let Ok(ServerMessage::Ping(v)) = ServerMessage::decode_frame(frame) {
+                            s.write_all(&ClientMessage::Pong(v).to_frame())?;
+                        }
+                    }
+                    rb.start += len;
+                }
+            }
+        }
+    }
+}
+
 /// A connection that has joined the room (an imchat member after its
 /// Welcome, a Redis subscriber after the SUBSCRIBE confirmation), with the
 /// bytes read past the handshake kept for the receive loop.
