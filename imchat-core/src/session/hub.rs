@@ -640,13 +640,7 @@ impl Hub {
             return;
         };
         if id.is_server_chosen() || c.downloads.contains(&id) {
-            self.violation(client, format!("download id {} reused or invalid", id.0));
-            self.cancel(
-                client,
-                id,
-                CancelCode::CANCELLED,
-                "transfer id already in use or invalid",
-            );
+            self.bad_transfer_id(client, id, "download");
             return;
         }
         if c.downloads.len() + c.pushes >= max {
@@ -665,6 +659,17 @@ impl Hub {
             name,
             offset,
         });
+    }
+
+    /// A client picked a transfer id with the server's bit set, or one in use.
+    fn bad_transfer_id(&mut self, client: ClientId, id: TransferId, kind: &str) {
+        self.violation(client, format!("{kind} id {} reused or invalid", id.0));
+        self.cancel(
+            client,
+            id,
+            CancelCode::CANCELLED,
+            "transfer id already in use or invalid",
+        );
     }
 
     /// Answers a [`HubEvent::FilesRequested`] with the shared folder's files.
@@ -760,13 +765,7 @@ impl Hub {
         let max_size = self.limits.max_push_size;
         let max = self.limits.max_transfers;
         if id.is_server_chosen() || self.relays.contains_key(&(client, id)) {
-            self.violation(client, format!("push id {} reused or invalid", id.0));
-            self.cancel(
-                client,
-                id,
-                CancelCode::CANCELLED,
-                "transfer id already in use or invalid",
-            );
+            self.bad_transfer_id(client, id, "push");
             return;
         }
         if size > max_size {
