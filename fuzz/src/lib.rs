@@ -174,6 +174,9 @@ impl Input<'_> {
 /// Names the `hub` driver joins with: some equal ignoring case.
 const NAMES: [&str; 8] = ["alice", "Alice", "bob", "carol", "dave", "zoë", "山田", "e"];
 
+/// Connections the `hub` driver opens at most.
+const MAX_CONNECTS: usize = 64;
+
 /// A hub under test with a virtual clock (a fixed `Instant` plus a
 /// `Duration` that only grows), the connections it handed out, and what the
 /// server around it would owe it (answers to requests, push senders).
@@ -249,8 +252,13 @@ impl HubDriver {
         let now = self.now();
         match input.u8() % 16 {
             0 => {
-                let id = self.hub.handle_connect(now);
-                self.clients.push(id);
+                // A cap keeps long inputs from spending their time on
+                // thousands of idle connections; "full" is reached with the
+                // small limits.
+                if self.clients.len() < MAX_CONNECTS {
+                    let id = self.hub.handle_connect(now);
+                    self.clients.push(id);
+                }
             }
             1 => {
                 let c = self.client(input.u8());
