@@ -7,8 +7,9 @@ use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// One encoded frame, shared by every queue it was pushed to.
-pub type Frame = Arc<[u8]>;
+/// One encoded frame, shared by every queue it was pushed to. An `Arc`
+/// around the `Vec` the encoder wrote, so making a frame copies nothing.
+pub type Frame = Arc<Vec<u8>>;
 
 /// Most bytes the writer gathers into one vectored write.
 const BATCH_BYTES: usize = 512 * 1024;
@@ -230,7 +231,7 @@ fn write_all_frames<W: Write>(w: &mut W, frames: &[Frame]) -> io::Result<()> {
         let slices: Vec<IoSlice<'_>> = frames[first..]
             .iter()
             .enumerate()
-            .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { f }))
+            .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { &f[..] }))
             .collect();
         let mut n = match w.write_vectored(&slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -259,7 +260,7 @@ mod tests {
     use std::thread;
 
     fn f(b: &[u8]) -> Frame {
-        Arc::from(b)
+        Arc::new(b.to_vec())
     }
 
     #[test]
@@ -307,7 +308,7 @@ mod tests {
         for i in 0..50u8 {
             let frame: Vec<u8> = (0..i).collect();
             want.extend_from_slice(&frame);
-            q.push(Arc::from(frame), i % 2 == 0).unwrap();
+            q.push(Arc::new(frame), i % 2 == 0).unwrap();
         }
         q.close();
         let mut w = Trickle(Vec::new());

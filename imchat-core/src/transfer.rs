@@ -2,7 +2,7 @@
 //! read into checksummed chunk frames; the receiving half checks each chunk
 //! (id, offset, size, CRC32) and the whole file at the end.
 
-use crate::codec::encode_chunk;
+use crate::codec::encode_chunk_with_crc;
 use crate::error::{TransferError, UsageError};
 use crate::message::{FileChunk, FileEnd, TransferId};
 
@@ -35,27 +35,51 @@ impl Outgoing {
     }
 
     fn advance(&mut self, data: &[u8]) -> Result<(), UsageError> {
-        if data.len() as u64 > self.remaining() {
-            return Err(UsageError::PushOverrun { id: self.id });
-        }
+        self.check_room(data)?;
         self.hasher.update(data);
         self.offset += data.len() as u64;
         Ok(())
     }
 
+    fn check_room(&self, data: &[u8]) -> Result<(), UsageError> {
+        if data.len() as u64 > self.remaining() {
+            return Err(UsageError::PushOverrun { id: self.id });
+        }
+        Ok(())
+    }
+
+    /// Takes the next bytes and returns their CRC32, which also goes into
+    /// the whole-file checksum by combining (one pass over the data, not two).
+    fn take(&mut self, data: &[u8]) -> Result<u32, UsageError> {
+        self.check_room(data)?;
+        let crc = crc32fast::hash(data);
+        self.hasher
+            .combine(&crc32fast::Hasher::new_with_initial_len(
+                crc,
+                data.len() as u64,
+            ));
+        self.offset += data.len() as u64;
+        Ok(crc)
+    }
+
     /// Appends a chunk frame holding `data` (the next bytes of the file) to `out`.
     pub fn encode_chunk(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
         let offset = self.offset;
-        self.advance(data)?;
-        encode_chunk(out, self.id, offset, data);
+        let crc = self.take(data)?;
+        encode_chunk_with_crc(out, self.id, offset, data, crc);
         Ok(())
     }
 
     /// The next chunk as a message (for a session's transmit queue).
     pub fn next_chunk(&mut self, data: Vec<u8>) -> Result<FileChunk, UsageError> {
         let offset = self.offset;
-        self.advance(&data)?;
-        Ok(FileChunk::new(self.id, offset, data))
+        let crc = self.take(&data)?;
+        Ok(FileChunk {
+            id: self.id,
+            offset,
+            data,
+            crc,
+        })
     }
 
     /// The end marker, once every byte has gone; `None` while bytes remain.
@@ -148,13 +172,19 @@ impl Incoming {
                 size: self.size,
             });
         }
-        if !chunk.verify() {
+        // One CRC pass checks the chunk and feeds the whole-file checksum.
+        let crc = crc32fast::hash(&chunk.data);
+        if crc != chunk.crc {
             return Err(TransferError::BadChunkCrc {
                 id,
                 offset: chunk.offset,
             });
         }
-        self.hasher.update(&chunk.data);
+        self.hasher
+            .combine(&crc32fast::Hasher::new_with_initial_len(
+                crc,
+                chunk.data.len() as u64,
+            ));
         self.expected += chunk.data.len() as u64;
         Ok(())
     }
