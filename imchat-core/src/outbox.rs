@@ -45,6 +45,9 @@ struct State {
     writer_waiting: bool,
     /// Producers asleep on `room`.
     room_waiters: usize,
+    /// Someone (the writer thread, or a thread flushing with
+    /// [`Outbox::flush`]) is writing to the socket: nobody else may.
+    writing: bool,
 }
 
 /// A bounded two-lane queue of frames for one connection, shared between
@@ -54,22 +57,42 @@ struct State {
 /// data), so chat keeps flowing during a download. Control bytes are capped:
 /// a push past the cap fails with [`PushError::Full`], and the caller drops
 /// the peer. Bulk producers pace themselves with [`wait_bulk_room`](Outbox::wait_bulk_room).
+///
+/// Waking the writer thread for every message costs a context switch per
+/// message and receiver, which dominates a broadcast to many members. So a
+/// producer may instead queue with [`push_deferred`](Outbox::push_deferred)
+/// and then [`flush`](Outbox::flush) from its own thread: when no one else
+/// is writing, the queued control frames go straight to the socket, and
+/// the writer thread is woken only for what does not fit at once.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
     ready: Condvar,
     room: Condvar,
     max_control: usize,
+    stall: Option<Duration>,
 }
 
 impl Outbox {
     /// A queue whose control lane holds at most `max_control` bytes.
     pub fn new(max_control: usize) -> Arc<Self> {
+        Self::build(max_control, None)
+    }
+
+    /// Like [`new`](Outbox::new), for a socket with a short write timeout:
+    /// the writer retries a write that timed out, and gives up (failing
+    /// with `TimedOut`) only when no byte went out for `stall`.
+    pub fn with_stall(max_control: usize, stall: Duration) -> Arc<Self> {
+        Self::build(max_control, Some(stall))
+    }
+
+    fn build(max_control: usize, stall: Option<Duration>) -> Arc<Self> {
         Arc::new(Outbox {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
             room: Condvar::new(),
             max_control,
+            stall,
         })
     }
 
@@ -79,9 +102,30 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame on the control lane, or on the bulk lane when `bulk`.
+    /// Queues a frame on the control lane, or on the bulk lane when `bulk`,
+    /// and wakes the writer thread if it sleeps.
     pub fn push(&self, frame: Frame, bulk: bool) -> Result<(), PushError> {
         let mut s = self.lock();
+        self.enqueue(&mut s, frame, bulk)?;
+        // Waking the writer costs a system call: only do it when it sleeps.
+        // A busy writer picks the frame up with its next batch.
+        let wake = !s.writing && std::mem::take(&mut s.writer_waiting);
+        drop(s);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a control frame without waking the writer thread. The caller
+    /// must call [`flush`](Outbox::flush) afterwards (typically once, after
+    /// queueing everything it had, and outside its own locks).
+    pub fn push_deferred(&self, frame: Frame) -> Result<(), PushError> {
+        let mut s = self.lock();
+        self.enqueue(&mut s, frame, false)
+    }
+
+    fn enqueue(&self, s: &mut State, frame: Frame, bulk: bool) -> Result<(), PushError> {
         if s.closing || s.aborted {
             return Err(PushError::Closed);
         }
@@ -97,14 +141,74 @@ impl Outbox {
             s.control_bytes += frame.len();
             s.control.push_back(frame);
         }
-        // Waking the writer costs a system call: only do it when it sleeps.
-        // A busy writer picks the frame up with its next batch.
-        let wake = std::mem::take(&mut s.writer_waiting);
+        Ok(())
+    }
+
+    /// Writes the queued control frames to `w` from the calling thread if
+    /// no one else is writing; whatever cannot be written at once (the
+    /// socket's buffer is full: `w` should have a short write timeout), and
+    /// any bulk frames, are left to the writer thread, which is woken.
+    pub fn flush<W: Write>(&self, mut w: W) {
+        let mut batch: Vec<Frame> = Vec::new();
+        let mut s = self.lock();
+        // Bounded: each round writes what was queued when it started.
+        for _ in 0..4 {
+            if s.writing || s.aborted || s.control.is_empty() {
+                break;
+            }
+            s.writing = true;
+            let mut bytes = 0;
+            while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
+                let Some(f) = s.control.pop_front() else {
+                    break;
+                };
+                s.control_bytes -= f.len();
+                bytes += f.len();
+                batch.push(f);
+            }
+            drop(s);
+            let result = write_frames(&mut w, &batch);
+            s = self.lock();
+            s.writing = false;
+            match result {
+                Ok(()) => batch.clear(),
+                Err((done, e)) if is_timeout(&e) => {
+                    // Put back what did not go out, the cut frame first,
+                    // for the writer thread to finish.
+                    let (first, skip) = done;
+                    for (i, f) in batch.drain(first..).enumerate().rev() {
+                        let f = if i == 0 && skip > 0 {
+                            Arc::new(f[skip..].to_vec())
+                        } else {
+                            f
+                        };
+                        s.control_bytes += f.len();
+                        s.control.push_front(f);
+                    }
+                    batch.clear();
+                    break;
+                }
+                Err(_) => {
+                    // The socket is broken: the writer thread finds out on
+                    // its own, or the reader does. Nothing more goes out.
+                    s.aborted = true;
+                    s.control.clear();
+                    s.bulk.clear();
+                    s.control_bytes = 0;
+                    s.bulk_bytes = 0;
+                    drop(s);
+                    self.ready.notify_all();
+                    self.room.notify_all();
+                    return;
+                }
+            }
+        }
+        let pending = !s.control.is_empty() || !s.bulk.is_empty() || s.closing;
+        let wake = pending && !s.writing && std::mem::take(&mut s.writer_waiting);
         drop(s);
         if wake {
             self.ready.notify_one();
         }
-        Ok(())
     }
 
     /// Waits until fewer than `limit` bulk bytes are queued. Returns false
@@ -173,10 +277,11 @@ impl Outbox {
             if s.aborted {
                 return false;
             }
-            if !s.control.is_empty() || !s.bulk.is_empty() {
+            let queued = !s.control.is_empty() || !s.bulk.is_empty();
+            if queued && !s.writing {
                 break;
             }
-            if s.closing {
+            if !queued && s.closing && !s.writing {
                 return false;
             }
             s.writer_waiting = true;
@@ -198,6 +303,7 @@ impl Outbox {
             bytes += f.len();
             batch.push(f);
         }
+        s.writing = true;
         let wake = s.room_waiters > 0;
         drop(s);
         if wake {
@@ -212,8 +318,9 @@ impl Outbox {
     pub fn run_writer<W: Write>(&self, mut w: W) -> io::Result<()> {
         let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
         while self.next_batch(&mut batch) {
-            let result = write_all_frames(&mut w, &batch).and_then(|()| w.flush());
+            let result = self.write_batch(&mut w, &batch).and_then(|()| w.flush());
             batch.clear();
+            self.lock().writing = false;
             if let Err(e) = result {
                 self.abort();
                 return Err(e);
@@ -221,12 +328,56 @@ impl Outbox {
         }
         Ok(())
     }
+
+    /// Writes a whole batch, retrying writes that time out while bytes
+    /// still move (within [`with_stall`](Outbox::with_stall)'s limit) and
+    /// the queue is not aborted.
+    fn write_batch<W: Write>(&self, w: &mut W, batch: &[Frame]) -> io::Result<()> {
+        let mut from = (0, 0);
+        let mut progress = Instant::now();
+        loop {
+            match write_frames_from(w, batch, from) {
+                Ok(()) => return Ok(()),
+                Err((done, e)) if is_timeout(&e) => {
+                    if done != from {
+                        progress = Instant::now();
+                        from = done;
+                    }
+                    if self.lock().aborted {
+                        return Ok(());
+                    }
+                    if self.stall.is_some_and(|stall| progress.elapsed() >= stall) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer stopped reading",
+                        ));
+                    }
+                }
+                Err((_, e)) => return Err(e),
+            }
+        }
+    }
 }
 
-/// Writes every frame whole, with vectored writes.
-fn write_all_frames<W: Write>(w: &mut W, frames: &[Frame]) -> io::Result<()> {
-    let mut first = 0; // first frame not fully written
-    let mut skip = 0; // bytes of it already written
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Writes `frames`; on failure says how far it got (frame index, bytes of it).
+fn write_frames<W: Write>(w: &mut W, frames: &[Frame]) -> Result<(), ((usize, usize), io::Error)> {
+    write_frames_from(w, frames, (0, 0))
+}
+
+/// Writes every frame whole from position `(first, skip)` on, with
+/// vectored writes; on failure says how far it got.
+fn write_frames_from<W: Write>(
+    w: &mut W,
+    frames: &[Frame],
+    (mut first, mut skip): (usize, usize),
+) -> Result<(), ((usize, usize), io::Error)> {
     while first < frames.len() {
         let slices: Vec<IoSlice<'_>> = frames[first..]
             .iter()
@@ -234,10 +385,10 @@ fn write_all_frames<W: Write>(w: &mut W, frames: &[Frame]) -> io::Result<()> {
             .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { &f[..] }))
             .collect();
         let mut n = match w.write_vectored(&slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(((first, skip), io::ErrorKind::WriteZero.into())),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(((first, skip), e)),
         };
         while first < frames.len() && n > 0 {
             let left = frames[first].len() - skip;
@@ -342,5 +493,148 @@ mod tests {
         q.run_writer(&mut out).unwrap();
         assert!(out.is_empty());
         assert!(q.is_closed());
+    }
+
+    /// A socket whose buffer takes `room` bytes, then times out.
+    struct Full {
+        out: Vec<u8>,
+        room: usize,
+    }
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_writes_from_the_calling_thread() {
+        let q = Outbox::new(1024);
+        q.push_deferred(f(b"one")).unwrap();
+        q.push_deferred(f(b"two")).unwrap();
+        let mut out = Vec::new();
+        q.flush(&mut out);
+        assert_eq!(out, b"onetwo");
+        assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn what_flush_cannot_write_is_left_whole_and_in_order_for_the_writer() {
+        let q = Outbox::new(1024);
+        q.push_deferred(f(b"abcdef")).unwrap();
+        q.push_deferred(f(b"ghij")).unwrap();
+        let mut sock = Full {
+            out: Vec::new(),
+            room: 4,
+        };
+        q.flush(&mut sock);
+        assert_eq!(sock.out, b"abcd");
+        assert_eq!(
+            q.queued(),
+            6,
+            "the cut frame's tail and the next frame wait"
+        );
+        q.push(f(b"kl"), false).unwrap();
+        q.close();
+        sock.room = usize::MAX;
+        q.run_writer(&mut sock).unwrap();
+        assert_eq!(sock.out, b"abcdefghijkl");
+    }
+
+    #[test]
+    fn the_writer_retries_timeouts_until_the_stall_limit() {
+        // Room for one byte per write call, as a slow reader would make.
+        struct Slow(Vec<u8>, bool);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.1 = !self.1;
+                if self.1 {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                self.0.push(buf[0]);
+                Ok(1)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let q = Outbox::with_stall(1024, Duration::from_secs(5));
+        q.push(f(b"slow but moving"), false).unwrap();
+        q.close();
+        let mut w = Slow(Vec::new(), false);
+        q.run_writer(&mut w).unwrap();
+        assert_eq!(w.0, b"slow but moving");
+
+        let stuck = Outbox::with_stall(1024, Duration::from_millis(30));
+        stuck.push(f(b"never"), false).unwrap();
+        stuck.close();
+        let mut none = Full {
+            out: Vec::new(),
+            room: 0,
+        };
+        let err = stuck.run_writer(&mut none).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_flush_never_races_the_writer_thread() {
+        // Many producers flushing while the writer thread also writes: every
+        // frame arrives whole and each producer's frames stay in order.
+        let q = Outbox::new(1 << 24);
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let writer = {
+            let q = q.clone();
+            let sink = sink.clone();
+            thread::spawn(move || q.run_writer(Shared(sink)).unwrap())
+        };
+        let producers: Vec<_> = (0..4u8)
+            .map(|p| {
+                let q = q.clone();
+                let sink = sink.clone();
+                thread::spawn(move || {
+                    for i in 0..500u16 {
+                        let frame = [p, (i >> 8) as u8, i as u8];
+                        if i % 3 == 0 {
+                            q.push(Arc::new(frame.to_vec()), false).unwrap();
+                        } else {
+                            q.push_deferred(Arc::new(frame.to_vec())).unwrap();
+                            q.flush(Shared(sink.clone()));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        q.close();
+        writer.join().unwrap();
+        let bytes = sink.lock().unwrap().clone();
+        assert_eq!(bytes.len(), 4 * 500 * 3);
+        let mut next = [0u16; 4];
+        for frame in bytes.chunks(3) {
+            let p = frame[0] as usize;
+            let i = (u16::from(frame[1]) << 8) | u16::from(frame[2]);
+            assert_eq!(i, next[p], "producer {p} out of order");
+            next[p] += 1;
+        }
     }
 }

@@ -142,11 +142,17 @@ struct Work {
     downloads: Vec<DownloadJob>,
     /// Receivers that were just queued relayed file data: (receiver, relay id, its queue).
     paced: Vec<(ClientId, TransferId, Arc<Outbox>)>,
+    /// Queues given control frames without waking their writer thread:
+    /// flushed from this thread once the lock is released.
+    flush: Vec<(Arc<Outbox>, Arc<TcpStream>)>,
 }
 
 impl Work {
     fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.downloads.is_empty() && self.paced.is_empty()
+        self.files.is_empty()
+            && self.downloads.is_empty()
+            && self.paced.is_empty()
+            && self.flush.is_empty()
     }
 }
 
@@ -225,12 +231,21 @@ impl Server {
                     let Some(conn) = core.conns.get(&id) else {
                         continue;
                     };
-                    match conn.outbox.push(frame.clone(), bulk) {
-                        Ok(()) => {
+                    // Control frames are written by this thread after the
+                    // lock is released (see follow_up): a broadcast then
+                    // costs one write per receiver, not a thread wake-up.
+                    let pushed = if bulk {
+                        conn.outbox.push(frame.clone(), true)
+                    } else {
+                        conn.outbox.push_deferred(frame.clone())
+                    };
+                    match pushed {
+                        Ok(()) if bulk => {
                             if let Some(relay) = relay {
                                 work.paced.push((id, relay, conn.outbox.clone()));
                             }
                         }
+                        Ok(()) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
                         Err(PushError::Full { max }) => {
                             self.report.log(
                                 Level::Warn,
@@ -423,6 +438,10 @@ impl Server {
     /// leads to, until nothing is left.
     fn follow_up(self: &Arc<Self>, mut work: Work) {
         while !work.is_empty() {
+            let flush = std::mem::take(&mut work.flush);
+            for (outbox, socket) in flush {
+                outbox.flush(&*socket);
+            }
             let files = std::mem::take(&mut work.files);
             for (client, request, who) in files {
                 let listed = self.config.shared.list();

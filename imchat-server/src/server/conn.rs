@@ -19,6 +19,8 @@ use super::{spawn, Conn, Server, Work};
 const READER_STACK: usize = 256 * 1024;
 /// Stack of a writer thread (it only copies queued frames to the socket).
 const WRITER_STACK: usize = 128 * 1024;
+/// Longest a single write to a client's socket may block.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(2);
 /// How long to keep reading (and dropping) what a closed connection still
 /// sends, so that closing the socket does not reset what we wrote last.
 const LINGER: Duration = Duration::from_secs(1);
@@ -33,19 +35,21 @@ impl Server {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("cannot set TCP_NODELAY for {addr}: {e}");
         }
-        // A peer that stops reading for as long as the keepalive would take
-        // to notice it is gone fails the write and is dropped.
+        // Writes time out quickly, so that a thread writing a broadcast
+        // straight to this socket (Outbox::flush) never waits on a full
+        // one; the writer thread retries, and drops a peer that stops
+        // reading for as long as the keepalive would take to notice it.
         let limits = self.limits();
         let stall = limits.keepalive_interval + limits.keepalive_timeout;
-        if let Err(e) = stream.set_write_timeout(Some(stall)) {
+        if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
             debug!("cannot set a write timeout for {addr}: {e}");
         }
         // One descriptor serves the reader, the writer and the table
         // (`&TcpStream` reads and writes): a connection costs one file
         // descriptor, not three.
         let stream = Arc::new(stream);
-        let outbox = Outbox::new(limits.max_outbound);
-        let id = {
+        let outbox = Outbox::with_stall(limits.max_outbound, stall);
+        let (id, work) = {
             let mut work = Work::default();
             let mut core = self.lock();
             let id = core.hub.handle_connect(Instant::now());
@@ -62,8 +66,10 @@ impl Server {
                 },
             );
             self.dispatch(&mut core, &mut work);
-            id
+            (id, work)
         };
+        // A refusal (server full) is written from here, like any control frame.
+        self.follow_up(work);
 
         let (writer_box, writer_socket) = (outbox.clone(), stream.clone());
         let writer = spawn(format!("write-{id}"), WRITER_STACK, move || {
