@@ -671,6 +671,22 @@ impl<M: Decode> Decoder<M> {
         }
     }
 
+    /// True when [`next_message`](Self::next_message) would answer
+    /// without more bytes: a whole frame is buffered, or the buffered
+    /// header is already an error. A reader uses it to know whether its
+    /// next read may block.
+    pub fn has_message_ready(&self) -> bool {
+        if self.error.is_some() {
+            return true;
+        }
+        let avail = &self.buf[self.pos..];
+        if avail.len() < HEADER_LEN {
+            return false;
+        }
+        let len = BigEndian::read_u32(&avail[..HEADER_LEN]);
+        len == 0 || len > self.max_frame || avail.len() >= HEADER_LEN + len as usize
+    }
+
     /// Bytes fed but not yet consumed by a returned message.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos

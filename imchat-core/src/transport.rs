@@ -43,6 +43,12 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
         &self.inner
     }
 
+    /// True when [`read_message`](Self::read_message) would return without
+    /// reading from the stream (a whole message, or an error, is buffered).
+    pub fn has_message_ready(&self) -> bool {
+        self.decoder.has_message_ready()
+    }
+
     /// Blocks until the next message. `Ok(None)` is a clean end of stream
     /// between frames; an end in the middle of a frame is
     /// [`TransportError::UnexpectedEof`]. After an error, stop reading.
@@ -157,6 +163,7 @@ mod tests {
             assert_eq!(r.read_message().unwrap().as_ref(), Some(m));
         }
         assert!(r.read_message().unwrap().is_none());
+        assert!(!r.has_message_ready());
     }
 
     #[test]

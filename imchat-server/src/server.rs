@@ -144,8 +144,11 @@ struct Work {
     paced: Vec<(ClientId, TransferId, Arc<Outbox>)>,
     /// Queues given control frames without waking their writer thread:
     /// flushed from this thread once the lock is released.
-    flush: Vec<(Arc<Outbox>, Arc<TcpStream>)>,
+    flush: Vec<Flush>,
 }
+
+/// A queue to flush, and the socket to flush it to.
+type Flush = (Arc<Outbox>, Arc<TcpStream>);
 
 impl Work {
     fn is_empty(&self) -> bool {
@@ -201,6 +204,19 @@ impl Server {
         chat_text: Option<String>,
         f: impl FnOnce(&mut Hub) -> R,
     ) -> R {
+        self.with_hub_deferred(chat_text, f, None)
+    }
+
+    /// [`with_hub`](Self::with_hub), except that the queues to flush are
+    /// added to `deferred` (when given) instead of being flushed now: a
+    /// reader handling several buffered messages flushes once, after the
+    /// last, so each receiver gets them in one write.
+    fn with_hub_deferred<R>(
+        self: &Arc<Self>,
+        chat_text: Option<String>,
+        f: impl FnOnce(&mut Hub) -> R,
+        deferred: Option<&mut Vec<Flush>>,
+    ) -> R {
         let mut work = Work {
             chat_text,
             ..Work::default()
@@ -211,8 +227,20 @@ impl Server {
             self.dispatch(&mut core, &mut work);
             result
         };
+        if let Some(deferred) = deferred {
+            deferred.append(&mut work.flush);
+        }
         self.follow_up(work);
         result
+    }
+
+    /// Flushes each queue once (they may repeat in `queues`).
+    fn flush_all(queues: &mut Vec<Flush>) {
+        queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
+        queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
+        for (outbox, socket) in queues.drain(..) {
+            outbox.flush(&*socket);
+        }
     }
 
     /// Moves everything the hub produced: messages to the outboxes, events
@@ -438,10 +466,7 @@ impl Server {
     /// leads to, until nothing is left.
     fn follow_up(self: &Arc<Self>, mut work: Work) {
         while !work.is_empty() {
-            let flush = std::mem::take(&mut work.flush);
-            for (outbox, socket) in flush {
-                outbox.flush(&*socket);
-            }
+            Self::flush_all(&mut work.flush);
             let files = std::mem::take(&mut work.files);
             for (client, request, who) in files {
                 let listed = self.config.shared.list();

@@ -1105,3 +1105,26 @@ fn protocol_md_examples_are_golden_frames() {
         );
     }
 }
+
+#[test]
+fn has_message_ready_says_whether_next_message_needs_more_bytes() {
+    let mut d = Decoder::<ClientMessage>::new(1024);
+    assert!(!d.has_message_ready());
+    let frame = ClientMessage::Who.to_frame();
+    let mut two = frame.clone();
+    two.extend_from_slice(&frame);
+    d.feed(&two[..3]);
+    assert!(!d.has_message_ready(), "a partial header");
+    d.feed(&two[3..frame.len() + 2]);
+    assert!(d.has_message_ready(), "one whole frame and part of the next");
+    assert!(d.next_message().unwrap().is_some());
+    assert!(!d.has_message_ready(), "only a partial frame is left");
+    d.feed(&two[frame.len() + 2..]);
+    assert!(d.has_message_ready());
+    assert!(d.next_message().unwrap().is_some());
+    // A header over the limit is an answer too (an error), without more bytes.
+    d.feed(&[0xff, 0xff, 0xff, 0xff]);
+    assert!(d.has_message_ready());
+    assert!(d.next_message().is_err());
+    assert!(d.has_message_ready());
+}

@@ -19,6 +19,9 @@ use super::{spawn, Conn, Server, Work};
 const READER_STACK: usize = 256 * 1024;
 /// Stack of a writer thread (it only copies queued frames to the socket).
 const WRITER_STACK: usize = 128 * 1024;
+/// Receiver queues a reader collects before flushing them, whatever is
+/// still buffered (at most a few messages' worth for a full room).
+const MAX_DEFERRED: usize = 4096;
 /// Longest a single write to a client's socket may block.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(2);
 /// How long to keep reading (and dropping) what a closed connection still
@@ -129,18 +132,27 @@ impl Server {
     fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
         let mut reader =
             FrameReader::<_, ClientMessage>::new(stream, self.limits().max_handshake_frame);
+        // Receivers of the messages handled since the last read from the
+        // socket: flushed once before the next read that could block.
+        let mut flush = Vec::new();
         loop {
+            if !reader.has_message_ready() {
+                Self::flush_all(&mut flush);
+            }
             let msg = match reader.read_message() {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
+                    Self::flush_all(&mut flush);
                     self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
                 }
                 Err(TransportError::Decode(e)) => {
+                    Self::flush_all(&mut flush);
                     self.with_hub(None, |hub| hub.handle_decode_error(id, &e));
                     return;
                 }
                 Err(e) => {
+                    Self::flush_all(&mut flush);
                     debug!("reading from {id} failed: {e}");
                     self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
@@ -150,17 +162,26 @@ impl Server {
                 ClientMessage::Chat { text, .. } if self.config.log_text => Some(text.clone()),
                 _ => None,
             };
-            let (max_frame, throttle) = self.with_hub(text, |hub| {
-                hub.handle_message(id, msg, Instant::now());
-                (hub.max_frame(id), hub.throttle(id))
-            });
+            let (max_frame, throttle) = self.with_hub_deferred(
+                text,
+                |hub| {
+                    hub.handle_message(id, msg, Instant::now());
+                    (hub.max_frame(id), hub.throttle(id))
+                },
+                Some(&mut flush),
+            );
             // Raised once the client has joined; never lowered again.
             if max_frame > reader.decoder_mut().max_frame() {
                 reader.decoder_mut().set_max_frame(max_frame);
             }
             // Over its chat rate: read this client later.
             if let Some(until) = throttle {
+                Self::flush_all(&mut flush);
                 thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
+            // Bound the batch: a fast sender's messages still go out often.
+            if flush.len() >= MAX_DEFERRED {
+                Self::flush_all(&mut flush);
             }
         }
     }
