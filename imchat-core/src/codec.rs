@@ -138,7 +138,13 @@ pub fn encode_chunk(out: &mut Vec<u8>, id: TransferId, offset: u64, data: &[u8])
     encode_chunk_with_crc(out, id, offset, data, crc);
 }
 
-pub(crate) fn encode_chunk_with_crc(out: &mut Vec<u8>, id: TransferId, offset: u64, data: &[u8], crc: u32) {
+pub(crate) fn encode_chunk_with_crc(
+    out: &mut Vec<u8>,
+    id: TransferId,
+    offset: u64,
+    data: &[u8],
+    crc: u32,
+) {
     out.reserve(HEADER_LEN + 21 + data.len());
     frame(out, types::CHUNK, |out| {
         put_u32(out, id.0);

@@ -191,7 +191,10 @@ pub fn machine() -> Vec<(String, String)> {
     };
     vec![
         ("CPU".into(), cpu),
-        ("cores (nproc --all)".into(), command_line("nproc", &["--all"])),
+        (
+            "cores (nproc --all)".into(),
+            command_line("nproc", &["--all"]),
+        ),
         ("memory".into(), mem),
         ("kernel".into(), command_line("uname", &["-sr"])),
         ("rustc".into(), command_line("rustc", &["--version"])),

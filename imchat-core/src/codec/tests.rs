@@ -1116,7 +1116,10 @@ fn has_message_ready_says_whether_next_message_needs_more_bytes() {
     d.feed(&two[..3]);
     assert!(!d.has_message_ready(), "a partial header");
     d.feed(&two[3..frame.len() + 2]);
-    assert!(d.has_message_ready(), "one whole frame and part of the next");
+    assert!(
+        d.has_message_ready(),
+        "one whole frame and part of the next"
+    );
     assert!(d.next_message().unwrap().is_some());
     assert!(!d.has_message_ready(), "only a partial frame is left");
     d.feed(&two[frame.len() + 2..]);
