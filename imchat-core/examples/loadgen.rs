@@ -212,6 +212,8 @@ struct Ctx {
     opts: Opts,
     sizes: Sizes,
     tmp: PathBuf,
+    /// Load average when the run started.
+    load_start: String,
     tables: Vec<Table>,
     failures: Vec<String>,
     verdicts: Vec<(String, String)>,
@@ -883,6 +885,11 @@ fn markdown(ctx: &Ctx, elapsed: Duration) -> String {
         s.push_str(&format!("| {k} | {v} |\n"));
     }
     s.push_str(&format!(
+        "| load average (1, 5, 15 min) | {} at the start, {} at the end |\n",
+        ctx.load_start,
+        sys::loadavg()
+    ));
+    s.push_str(&format!(
         "| pinning | {} |\n\n",
         if ctx.opts.pin {
             "server (imchat-server or redis-server) on CPU 0 with `taskset -c 0`; generator and clients on CPU 1"
@@ -934,6 +941,7 @@ fn run(opts: Opts) -> Result<bool, String> {
         bins,
         sizes,
         tmp: tmp.clone(),
+        load_start: sys::loadavg(),
         tables: Vec::new(),
         failures: Vec::new(),
         verdicts: Vec::new(),

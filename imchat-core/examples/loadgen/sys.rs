@@ -163,6 +163,14 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some(avail * 1024)
 }
 
+/// The 1-, 5- and 15-minute load averages (other work on the machine).
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The machine, for the report: CPU model, cores, memory, kernel, tools.
 pub fn machine() -> Vec<(String, String)> {
     let cpu = fs::read_to_string("/proc/cpuinfo")
