@@ -50,6 +50,30 @@ struct State {
     writing: bool,
 }
 
+impl State {
+    /// Moves the next frames into `batch`: control frames first, then (when
+    /// `bulk`) file data, up to [`BATCH_BYTES`] and [`BATCH_FRAMES`].
+    fn take_batch(&mut self, batch: &mut Vec<Frame>, bulk: bool) {
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
+            let Some(f) = self.control.pop_front() else {
+                break;
+            };
+            self.control_bytes -= f.len();
+            bytes += f.len();
+            batch.push(f);
+        }
+        while bulk && bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
+            let Some(f) = self.bulk.pop_front() else {
+                break;
+            };
+            self.bulk_bytes -= f.len();
+            bytes += f.len();
+            batch.push(f);
+        }
+    }
+}
+
 /// A bounded two-lane queue of frames for one connection, shared between
 /// the threads that produce frames and the one writer thread.
 ///
@@ -157,15 +181,7 @@ impl Outbox {
                 break;
             }
             s.writing = true;
-            let mut bytes = 0;
-            while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
-                let Some(f) = s.control.pop_front() else {
-                    break;
-                };
-                s.control_bytes -= f.len();
-                bytes += f.len();
-                batch.push(f);
-            }
+            s.take_batch(&mut batch, false);
             drop(s);
             let result = write_frames(&mut w, &batch);
             s = self.lock();
@@ -288,21 +304,7 @@ impl Outbox {
             s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
             s.writer_waiting = false;
         }
-        let mut bytes = 0;
-        while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
-            let Some(f) = s.control.pop_front() else {
-                break;
-            };
-            s.control_bytes -= f.len();
-            bytes += f.len();
-            batch.push(f);
-        }
-        while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
-            let Some(f) = s.bulk.pop_front() else { break };
-            s.bulk_bytes -= f.len();
-            bytes += f.len();
-            batch.push(f);
-        }
+        s.take_batch(batch, true);
         s.writing = true;
         let wake = s.room_waiters > 0;
         drop(s);
