@@ -205,16 +205,9 @@ impl Outbox {
                     break;
                 }
                 Err(_) => {
-                    // The socket is broken: the writer thread finds out on
-                    // its own, or the reader does. Nothing more goes out.
-                    s.aborted = true;
-                    s.control.clear();
-                    s.bulk.clear();
-                    s.control_bytes = 0;
-                    s.bulk_bytes = 0;
+                    // The socket is broken: nothing more goes out.
                     drop(s);
-                    self.ready.notify_all();
-                    self.room.notify_all();
+                    self.abort();
                     return;
                 }
             }
