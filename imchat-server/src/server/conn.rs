@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imchat_core::{ClientId, ClientMessage, FrameReader, LeaveReason, Outbox, TransportError};
+use imchat_core::{
+    limit_unsent, ClientId, ClientMessage, FrameReader, LeaveReason, Outbox, TransportError,
+    SERVER_UNSENT_LIMIT,
+};
 use log::{debug, warn};
 
-use super::{spawn, Conn, Server, Work};
+use super::{spawn, Conn, Server, Share, Work};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
 const READER_STACK: usize = 256 * 1024;
@@ -47,6 +50,10 @@ impl Server {
         if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
             debug!("cannot set a write timeout for {addr}: {e}");
         }
+        // Little file data waits in the kernel ahead of a chat line.
+        if let Err(e) = limit_unsent(&stream, SERVER_UNSENT_LIMIT) {
+            debug!("cannot limit unsent data for {addr}: {e}");
+        }
         // One descriptor serves the reader, the writer and the table
         // (`&TcpStream` reads and writes): a connection costs one file
         // descriptor, not three.
@@ -74,26 +81,46 @@ impl Server {
         // A refusal (server full) is written from here, like any control frame.
         self.follow_up(work);
 
-        let (writer_box, writer_socket) = (outbox.clone(), stream.clone());
-        let writer = spawn(format!("write-{id}"), WRITER_STACK, move || {
-            write_loop(&writer_box, &writer_socket)
-        });
-        let writer = match writer {
-            Ok(handle) => handle,
-            Err(e) => {
-                warn!("cannot start a thread for {addr}, dropping it: {e}");
-                self.drop_connection(id);
+        // The writer thread starts only when frames are left for it (file
+        // data, or a peer that reads slowly): an idle or chatting client
+        // costs one thread, its reader.
+        let (weak_box, writer_socket) = (Arc::downgrade(&outbox), stream.clone());
+        outbox.set_starter(move || {
+            let Some(outbox) = weak_box.upgrade() else {
                 return;
+            };
+            let (writer_box, socket) = (outbox.clone(), writer_socket.clone());
+            let started = spawn(format!("write-{id}"), WRITER_STACK, Share::Any, move || {
+                write_loop(&writer_box, &socket)
+            });
+            if let Err(e) = started {
+                // The reader sees the socket close and reports the client as left.
+                warn!("cannot start a writer thread for {addr}, dropping it: {e}");
+                outbox.abort();
+                let _ = writer_socket.shutdown(Shutdown::Both);
             }
-        };
-        let server = self.clone();
-        let reader = spawn(format!("read-{id}"), READER_STACK, move || {
-            server.serve(id, &stream, &outbox);
-            // Bounded: the writer ends once its queue is closed, and a
-            // closed queue that cannot be flushed is aborted by the timer.
-            let _ = writer.join();
-            server.finish(id, &stream);
         });
+        let server = self.clone();
+        let reader = spawn(
+            format!("read-{id}"),
+            READER_STACK,
+            Share::NewConnection,
+            move || {
+                server.serve(id, &stream);
+                // No writer thread yet: this thread writes what is left and
+                // ends the stream. Either way this is bounded: the writer
+                // ends once its queue is closed, and a closed queue that
+                // cannot be flushed is aborted by the timer.
+                let mine = outbox.claim_writer();
+                outbox.close();
+                if mine {
+                    write_loop(&outbox, &stream);
+                } else {
+                    while !outbox.wait_writer(Duration::from_secs(1)) {}
+                }
+                server.finish(id, &stream);
+            },
+        );
         if let Err(e) = reader {
             warn!("cannot start a thread for {addr}, dropping it: {e}");
             self.drop_connection(id);
@@ -112,7 +139,7 @@ impl Server {
 
     /// The reader thread's work: messages from the socket into the hub.
     /// A panic here drops this client only.
-    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream, outbox: &Outbox) {
+    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream)));
         if outcome.is_err() {
             warn!("dropping connection {id} after an internal error");
@@ -126,7 +153,6 @@ impl Server {
         if let Some(conn) = self.lock().conns.get_mut(&id) {
             conn.closing_since.get_or_insert_with(Instant::now);
         }
-        outbox.close();
     }
 
     fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
