@@ -48,6 +48,21 @@ struct State {
     /// Someone (the writer thread, or a thread flushing with
     /// [`Outbox::flush`]) is writing to the socket: nobody else may.
     writing: bool,
+    /// Starts the writer thread the first time one is needed (see
+    /// [`Outbox::set_starter`]); `None` once used or claimed, or when the
+    /// writer thread runs from the start.
+    starter: Option<Starter>,
+    /// The writer loop has returned.
+    writer_done: bool,
+}
+
+/// A one-shot function that starts a writer thread.
+struct Starter(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Starter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Starter")
+    }
 }
 
 impl State {
@@ -131,14 +146,69 @@ impl Outbox {
     pub fn push(&self, frame: Frame, bulk: bool) -> Result<(), PushError> {
         let mut s = self.lock();
         self.enqueue(&mut s, frame, bulk)?;
-        // Waking the writer costs a system call: only do it when it sleeps.
-        // A busy writer picks the frame up with its next batch.
-        let wake = !s.writing && std::mem::take(&mut s.writer_waiting);
+        self.wake_writer(s);
+        Ok(())
+    }
+
+    /// Gets the writer thread going for what is queued: starts it if it
+    /// is not running yet, wakes it if it sleeps. Waking costs a system
+    /// call: a busy writer picks the frames up with its next batch instead.
+    fn wake_writer(&self, mut s: MutexGuard<'_, State>) {
+        if s.writing {
+            return;
+        }
+        if let Some(start) = s.starter.take() {
+            drop(s);
+            (start.0)();
+            return;
+        }
+        let wake = std::mem::take(&mut s.writer_waiting);
         drop(s);
         if wake {
             self.ready.notify_one();
         }
-        Ok(())
+    }
+
+    /// Makes the writer thread lazy: `start` is called (once, from a
+    /// thread that queued or flushed frames, without the queue's lock)
+    /// the first time frames are left for a writer. It must start a thread
+    /// that calls [`run_writer`](Outbox::run_writer), or
+    /// [`abort`](Outbox::abort) the queue if it cannot. Until then a
+    /// connection whose frames all go out through [`flush`](Outbox::flush)
+    /// costs no thread. Call before the queue is shared.
+    pub fn set_starter(&self, start: impl FnOnce() + Send + 'static) {
+        self.lock().starter = Some(Starter(Box::new(start)));
+    }
+
+    /// Takes back the starter of [`set_starter`](Outbox::set_starter) if it
+    /// was not used: then no writer thread exists or will be started, and
+    /// the caller must drain the queue itself (with `run_writer`, after
+    /// [`close`](Outbox::close)). False when a writer was started.
+    pub fn claim_writer(&self) -> bool {
+        self.lock().starter.take().is_some()
+    }
+
+    /// Waits until the writer loop has returned or the queue is aborted,
+    /// for at most `timeout`. True if it did.
+    pub fn wait_writer(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.lock();
+        loop {
+            if s.writer_done || s.aborted {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            s.room_waiters += 1;
+            s = self
+                .room
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            s.room_waiters -= 1;
+        }
     }
 
     /// Queues a control frame without waking the writer thread. The caller
@@ -147,6 +217,20 @@ impl Outbox {
     pub fn push_deferred(&self, frame: Frame) -> Result<(), PushError> {
         let mut s = self.lock();
         self.enqueue(&mut s, frame, false)
+    }
+
+    /// Queues a control frame without waking the writer thread, for a
+    /// caller that flushes later and in bulk (presence notices to a large
+    /// room, say). Returns `true` when the control lane was empty, so no
+    /// one else will write this frame: the caller must then
+    /// [`flush`](Outbox::flush) this queue itself, later. With `false`, the
+    /// frame goes out with the ones ahead of it (whoever queued those
+    /// flushes them, or the writer thread writes them).
+    pub fn push_lazy(&self, frame: Frame) -> Result<bool, PushError> {
+        let mut s = self.lock();
+        let first = s.control.is_empty();
+        self.enqueue(&mut s, frame, false)?;
+        Ok(first)
     }
 
     fn enqueue(&self, s: &mut State, frame: Frame, bulk: bool) -> Result<(), PushError> {
@@ -172,7 +256,35 @@ impl Outbox {
     /// no one else is writing; whatever cannot be written at once (the
     /// socket's buffer is full: `w` should have a short write timeout), and
     /// any bulk frames, are left to the writer thread, which is woken.
-    pub fn flush<W: Write>(&self, mut w: W) {
+    pub fn flush<W: Write>(&self, w: W) {
+        let Some(s) = self.write_through(w) else {
+            return;
+        };
+        let pending = !s.control.is_empty() || !s.bulk.is_empty();
+        if pending {
+            self.wake_writer(s);
+        } else if s.closing && !s.writing {
+            let mut s = s;
+            if std::mem::take(&mut s.writer_waiting) {
+                drop(s);
+                self.ready.notify_one();
+            }
+        }
+    }
+
+    /// Like [`flush`](Outbox::flush), but what cannot be written at once
+    /// stays queued without waking or starting the writer thread: the
+    /// caller takes it on and flushes again later. Returns true when
+    /// control frames are left (and nobody else is writing them now).
+    pub fn flush_lazy<W: Write>(&self, w: W) -> bool {
+        self.write_through(w)
+            .is_some_and(|s| !s.writing && !s.control.is_empty())
+    }
+
+    /// Writes queued control frames to `w` from this thread if no one else
+    /// is writing. Returns the lock, or `None` if the socket broke (the
+    /// queue is then aborted).
+    fn write_through<W: Write>(&self, mut w: W) -> Option<MutexGuard<'_, State>> {
         let mut batch: Vec<Frame> = Vec::new();
         let mut s = self.lock();
         // Bounded: each round writes what was queued when it started.
@@ -208,16 +320,11 @@ impl Outbox {
                     // The socket is broken: nothing more goes out.
                     drop(s);
                     self.abort();
-                    return;
+                    return None;
                 }
             }
         }
-        let pending = !s.control.is_empty() || !s.bulk.is_empty() || s.closing;
-        let wake = pending && !s.writing && std::mem::take(&mut s.writer_waiting);
-        drop(s);
-        if wake {
-            self.ready.notify_one();
-        }
+        Some(s)
     }
 
     /// Waits until fewer than `limit` bulk bytes are queued. Returns false
@@ -253,10 +360,18 @@ impl Outbox {
     }
 
     /// Lets the writer finish what is queued, then stop. Later pushes fail.
+    /// A lazy writer (see [`set_starter`](Outbox::set_starter)) is started
+    /// now, since someone must write out the rest and end the stream.
     pub fn close(&self) {
-        self.lock().closing = true;
+        let mut s = self.lock();
+        s.closing = true;
+        let start = s.starter.take();
+        drop(s);
         self.ready.notify_all();
         self.room.notify_all();
+        if let Some(start) = start {
+            (start.0)();
+        }
     }
 
     /// Stops the writer now, dropping what is queued.
@@ -310,7 +425,14 @@ impl Outbox {
     /// The writer loop: writes queued frames to `w`, coalescing them into
     /// few vectored writes, until the queue is closed and empty (`Ok`) or
     /// aborted (`Ok`) or a write fails (`Err`; the queue is aborted).
-    pub fn run_writer<W: Write>(&self, mut w: W) -> io::Result<()> {
+    pub fn run_writer<W: Write>(&self, w: W) -> io::Result<()> {
+        let result = self.writer_loop(w);
+        self.lock().writer_done = true;
+        self.room.notify_all();
+        result
+    }
+
+    fn writer_loop<W: Write>(&self, mut w: W) -> io::Result<()> {
         let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
         while self.next_batch(&mut batch) {
             let result = self.write_batch(&mut w, &batch).and_then(|()| w.flush());
@@ -519,6 +641,86 @@ mod tests {
         q.flush(&mut out);
         assert_eq!(out, b"onetwo");
         assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn a_lazy_push_asks_for_a_flush_only_when_nothing_is_ahead_of_it() {
+        let q = Outbox::new(1 << 20);
+        assert_eq!(q.push_lazy(f(b"one")), Ok(true));
+        assert_eq!(q.push_lazy(f(b"two")), Ok(false));
+        q.push_deferred(f(b"three")).unwrap();
+        let mut out = Vec::new();
+        q.flush(&mut out);
+        assert_eq!(out, b"onetwothree");
+        assert_eq!(q.push_lazy(f(b"four")), Ok(true));
+        q.close();
+        assert_eq!(q.push_lazy(f(b"five")), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_lazy_writer_starts_once_and_only_when_frames_are_left_for_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let q = Outbox::new(1 << 20);
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counter = starts.clone();
+        q.set_starter(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        // Everything flushed at once: no writer needed.
+        q.push_deferred(f(b"hi")).unwrap();
+        let mut out = Vec::new();
+        q.flush(&mut out);
+        assert_eq!(starts.load(Ordering::SeqCst), 0);
+        // What a flush cannot write, and file data, needs the writer: once.
+        q.push_deferred(f(b"abcdef")).unwrap();
+        q.flush(Full {
+            out: Vec::new(),
+            room: 2,
+        });
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        q.push(f(b"bulk"), true).unwrap();
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert!(!q.claim_writer());
+    }
+
+    #[test]
+    fn a_lazy_flush_leaves_what_does_not_fit_without_starting_the_writer() {
+        let q = Outbox::new(1 << 20);
+        q.set_starter(|| panic!("must not start"));
+        q.push_deferred(f(b"abcdef")).unwrap();
+        let mut full = Full {
+            out: Vec::new(),
+            room: 4,
+        };
+        assert!(q.flush_lazy(&mut full));
+        full.room = 10;
+        assert!(!q.flush_lazy(&mut full));
+        assert_eq!(full.out, b"abcdef");
+    }
+
+    #[test]
+    fn closing_starts_a_lazy_writer_to_end_the_stream() {
+        let q = Outbox::new(1 << 20);
+        let (tx, rx) = std::sync::mpsc::channel();
+        q.set_starter(move || tx.send(()).unwrap());
+        q.close();
+        assert!(rx.try_recv().is_ok());
+        assert!(!q.claim_writer());
+    }
+
+    #[test]
+    fn a_claimed_writer_is_never_started_and_the_claimer_drains_the_queue() {
+        let q = Outbox::new(1 << 20);
+        q.set_starter(|| panic!("must not start"));
+        assert!(q.claim_writer());
+        q.push(f(b"one"), true).unwrap();
+        q.close();
+        assert!(!q.claim_writer());
+        assert!(!q.wait_writer(Duration::from_millis(1)));
+        let mut out = Vec::new();
+        q.run_writer(&mut out).unwrap();
+        assert_eq!(out, b"one");
+        assert!(q.wait_writer(Duration::from_millis(1)));
     }
 
     #[test]

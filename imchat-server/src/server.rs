@@ -20,7 +20,7 @@ mod download;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -36,6 +36,12 @@ use crate::files::SharedDir;
 use crate::report::{self, Reporter};
 use crate::Error;
 
+/// How long a join or leave notice may wait to be written with the ones
+/// after it. Writing each at once costs one write per member: N²/2 writes
+/// when N clients join a room, which kept a server from taking 10,000
+/// clients in a minute; batched, a member gets at most one write of
+/// notices per period.
+const PRESENCE_DELAY: Duration = Duration::from_millis(100);
 /// How often the timer thread runs the hub's clock.
 const TICK: Duration = Duration::from_millis(250);
 /// How long a closing connection may take to flush and hang up before its
@@ -110,6 +116,9 @@ struct Core {
     conns: HashMap<ClientId, Conn>,
     /// Relayed pushes in progress: file name and start, for the log.
     pushes: HashMap<(ClientId, TransferId), (FileName, u64, Instant)>,
+    /// Queues holding presence notices (joins, leaves) that nobody else
+    /// will flush: the presence thread flushes them every [`PRESENCE_DELAY`].
+    presence: Vec<Flush>,
 }
 
 impl Core {
@@ -243,12 +252,28 @@ impl Server {
         }
     }
 
+    /// The presence thread's flush: a member whose socket is full keeps
+    /// its notices for the next round, rather than getting a writer
+    /// thread for them (a slow reader in a large room that many join).
+    fn flush_presence(&self, queues: &mut Vec<Flush>) {
+        queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
+        queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
+        queues.retain(|(outbox, socket)| outbox.flush_lazy(&**socket));
+        if !queues.is_empty() {
+            self.lock().presence.append(queues);
+        }
+    }
+
     /// Moves everything the hub produced: messages to the outboxes, events
     /// to their handlers. Call with the lock held, after every hub input.
     fn dispatch(&self, core: &mut Core, work: &mut Work) {
         loop {
             while let Some(t) = core.hub.poll_transmit() {
                 let bulk = t.message.is_bulk();
+                let presence = matches!(
+                    t.message,
+                    ServerMessage::Joined { .. } | ServerMessage::Left { .. }
+                );
                 // Relayed file data is paced to its receivers (see follow_up).
                 let relay = match &t.message {
                     ServerMessage::Chunk(c) => Some(c.id),
@@ -262,6 +287,22 @@ impl Server {
                     // Control frames are written by this thread after the
                     // lock is released (see follow_up): a broadcast then
                     // costs one write per receiver, not a thread wake-up.
+                    // Presence notices wait for the presence thread,
+                    // unless something written sooner carries them.
+                    if presence {
+                        match conn.outbox.push_lazy(frame.clone()) {
+                            Ok(true) => core
+                                .presence
+                                .push((conn.outbox.clone(), conn.socket.clone())),
+                            Err(PushError::Full { max }) => {
+                                self.log_full(conn, id, max);
+                                core.hub.evict(id);
+                            }
+                            // Closed: the connection is going away.
+                            Ok(false) | Err(_) => {}
+                        }
+                        continue;
+                    }
                     let pushed = if bulk {
                         conn.outbox.push(frame.clone(), true)
                     } else {
@@ -275,13 +316,7 @@ impl Server {
                         }
                         Ok(()) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
                         Err(PushError::Full { max }) => {
-                            self.report.log(
-                                Level::Warn,
-                                format!(
-                                    "{} is not reading: over {max} bytes queued, dropping it",
-                                    conn.who(id)
-                                ),
-                            );
+                            self.log_full(conn, id, max);
                             core.hub.evict(id);
                         }
                         Err(_) => {}
@@ -293,6 +328,16 @@ impl Server {
             };
             self.on_event(core, event, work);
         }
+    }
+
+    fn log_full(&self, conn: &Conn, id: ClientId, max: usize) {
+        self.report.log(
+            Level::Warn,
+            format!(
+                "{} is not reading: over {max} bytes queued, dropping it",
+                conn.who(id)
+            ),
+        );
     }
 
     /// Acts on one hub event (lock held: only table updates and notes here).
@@ -599,13 +644,67 @@ impl Server {
     }
 }
 
-/// Spawns a named thread with a small stack.
+/// Threads started through [`spawn`] and still running.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Which part of the thread budget a new thread may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Share {
+    /// A new connection's reader: only the first three quarters, so that
+    /// connections already taken can still start writers and downloads.
+    NewConnection,
+    /// Anything else.
+    Any,
+}
+
+/// How many threads the system lets this process run. Beyond what
+/// `pthread_create` refuses (which [`spawn`] reports), Linux caps the
+/// memory mappings of a process (`vm.max_map_count`): a thread takes four
+/// (stack, its guard, the signal stack and its guard), and one whose
+/// signal stack cannot be mapped aborts the whole process. So stay well
+/// below that cap.
+fn thread_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map_or(usize::MAX, |maps| maps.saturating_sub(4096) / 4)
+    })
+}
+
+/// Counts a thread out when it ends, however it ends.
+struct Counted;
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Spawns a named thread with a small stack, within the thread budget.
 fn spawn(
     name: String,
     stack: usize,
+    share: Share,
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name(name).stack_size(stack).spawn(f)
+    let budget = match share {
+        Share::NewConnection => thread_budget() / 4 * 3,
+        Share::Any => thread_budget(),
+    };
+    if THREADS.fetch_add(1, Ordering::Relaxed) >= budget {
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+        return Err(std::io::Error::other("too many threads for this system"));
+    }
+    let counted = Counted;
+    thread::Builder::new()
+        .name(name)
+        .stack_size(stack)
+        .spawn(move || {
+            let _counted = counted;
+            f()
+        })
 }
 
 /// Runs the server until Ctrl-C, SIGTERM or a fatal error.
@@ -645,6 +744,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
             hub,
             conns: HashMap::new(),
             pushes: HashMap::new(),
+            presence: Vec::new(),
         }),
         config,
         report,
@@ -652,7 +752,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
     });
 
     let s = server.clone();
-    spawn("timer".into(), 256 * 1024, move || loop {
+    spawn("timer".into(), 256 * 1024, Share::Any, move || loop {
         thread::sleep(TICK);
         if panic::catch_unwind(AssertUnwindSafe(|| s.tick())).is_err() {
             s.fatal("the timer thread failed".into());
@@ -662,7 +762,18 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
 
     let s = server.clone();
-    spawn("accept".into(), 256 * 1024, move || {
+    spawn("presence".into(), 256 * 1024, Share::Any, move || loop {
+        thread::sleep(PRESENCE_DELAY);
+        let mut queues = std::mem::take(&mut s.lock().presence);
+        if panic::catch_unwind(AssertUnwindSafe(|| s.flush_presence(&mut queues))).is_err() {
+            s.fatal("the presence thread failed".into());
+            return;
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    let s = server.clone();
+    spawn("accept".into(), 256 * 1024, Share::Any, move || {
         if panic::catch_unwind(AssertUnwindSafe(|| s.accept_loop(&listener))).is_err() {
             s.fatal("the accept thread failed".into());
         }

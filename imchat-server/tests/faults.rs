@@ -936,3 +936,52 @@ fn the_server_shuts_down_cleanly_on_sigterm() {
     assert_eq!(srv.proc.wait_exit(), Some(0));
     let _ = a.stream.shutdown(Shutdown::Both);
 }
+
+/// Threads of a process, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
+    const N: usize = 40;
+    let srv = Server::start(&[]);
+    let pid = srv.proc.child.id();
+    let before = threads(pid);
+    let mut clients: Vec<Raw> = (0..N)
+        .map(|k| Raw::join(srv.addr, &format!("m{k}")))
+        .collect();
+    // Everyone hears of everyone who joined after them (in order), and
+    // of a message from the last one.
+    let last = clients.len() - 1;
+    clients[last].send(&ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "hi all".into(),
+    });
+    for (k, c) in clients.iter_mut().enumerate().take(last) {
+        for j in k + 1..N {
+            let want = format!("m{j}");
+            let m = c.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+            assert!(
+                matches!(&m, ServerMessage::Joined { user } if user.as_str() == want),
+                "m{k} expected {want} to join next, got {m:?}"
+            );
+        }
+        c.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "hi all"));
+    }
+    // A reader per client; no writer threads for clients that keep up.
+    let added = threads(pid) - before;
+    assert!(
+        (N..N + N / 4).contains(&added),
+        "{N} clients added {added} threads"
+    );
+    drop(clients);
+    srv.assert_serving();
+}

@@ -12,7 +12,7 @@ use imchat_core::{
 };
 use log::{info, warn};
 
-use super::{spawn, DownloadJob, Server, Work};
+use super::{spawn, DownloadJob, Server, Share, Work};
 use crate::files::io_reason;
 
 /// Stack of a download thread (its read buffer is on the heap).
@@ -49,6 +49,7 @@ impl Server {
         let started = spawn(
             format!("send-{client}-{}", id.0),
             DOWNLOAD_STACK,
+            Share::Any,
             move || server.send_file(job),
         );
         if let Err(e) = started {
