@@ -621,6 +621,7 @@ fn scenario_idle(ctx: &mut Ctx) {
                 p.stop();
                 match r {
                     Err(e) if !alive => Err(format!("{e} (server died: {tail})")),
+                    Ok(_) if !alive => Err(format!("the server died: {tail}")),
                     r => r.map(|(o, _socks)| o),
                 }
             });

@@ -110,6 +110,6 @@ pub use outbox::{Frame, Outbox, PushError};
 pub use session::{
     ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Transmit,
 };
-pub use socket::{limit_unsent, set_receive_buffer, CLIENT_RECEIVE_BUFFER, SERVER_UNSENT_LIMIT};
+pub use socket::{limit_unsent, SERVER_UNSENT_LIMIT};
 pub use transfer::{Incoming, Outgoing};
 pub use transport::{split_tcp, FrameReader, FrameWriter};

@@ -2,11 +2,9 @@
 //!
 //! Control frames overtake file chunks in the [`Outbox`](crate::Outbox),
 //! but not the bytes already handed to the kernel: a chat line written
-//! behind megabytes of file data in the sender's send buffer and the
-//! receiver's receive buffer waits until they are consumed. Both buffers
-//! grow on their own (Linux autotunes them to many MiB on a fast link), so
-//! their queues are bounded here instead: the sender keeps little unsent
-//! data (`TCP_NOTSENT_LOWAT`), the receiver a modest receive buffer.
+//! behind megabytes of file data in the sender's send buffer waits until
+//! they are sent. Linux autotunes that buffer to several MiB on a fast
+//! link, so the unsent part is bounded here (`TCP_NOTSENT_LOWAT`).
 
 use std::io;
 use std::net::TcpStream;
@@ -16,11 +14,6 @@ use std::net::TcpStream;
 /// little enough that a chat line behind it waits well under a millisecond
 /// on a LAN.
 pub const SERVER_UNSENT_LIMIT: u32 = 128 * 1024;
-
-/// Receive buffer a client asks for ([`set_receive_buffer`]): a few times
-/// a file chunk, so that downloads run at full speed while a chat line
-/// never sits behind more than a few milliseconds of file data.
-pub const CLIENT_RECEIVE_BUFFER: usize = 1024 * 1024;
 
 /// Lets at most `bytes` of unsent data wait in `stream`'s send buffer: a
 /// write blocks (or times out) until the kernel has sent the rest. Returns
@@ -39,24 +32,7 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
     }
 }
 
-/// Asks for a receive buffer of `bytes` on `stream` (the kernel may round
-/// it; on Linux this also stops it from growing the buffer on its own).
-/// Set it before the peer sends much. Returns false where unsupported.
-pub fn set_receive_buffer(stream: &TcpStream, bytes: usize) -> io::Result<bool> {
-    #[cfg(unix)]
-    {
-        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        sys::set_int(stream, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
-        Ok(true)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (stream, bytes);
-        Ok(false)
-    }
-}
-
-#[cfg(unix)]
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
 mod sys {
     use std::io;
     use std::net::TcpStream;
@@ -115,7 +91,10 @@ mod sys {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(
+    test,
+    any(target_os = "linux", target_os = "android", target_vendor = "apple")
+))]
 mod tests {
     use super::*;
     use std::net::TcpListener;
@@ -127,26 +106,11 @@ mod tests {
         (a, b)
     }
 
-    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
     #[test]
     fn the_unsent_limit_is_set_on_the_socket() {
         let (a, _b) = pair();
         assert!(limit_unsent(&a, 96 * 1024).unwrap());
         let got = sys::get_int(&a, libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT).unwrap();
         assert_eq!(got, 96 * 1024);
-    }
-
-    #[test]
-    fn the_receive_buffer_is_set_on_the_socket() {
-        let (a, _b) = pair();
-        let before = sys::get_int(&a, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
-        let want = 48 * 1024;
-        assert!(set_receive_buffer(&a, want as usize).unwrap());
-        let got = sys::get_int(&a, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
-        // Linux doubles the value asked for (bookkeeping); others keep it.
-        assert!(
-            got == want || got == 2 * want,
-            "asked {want}, got {got} (was {before})"
-        );
     }
 }
