@@ -293,12 +293,16 @@ impl HubDriver {
             }
             5 => {
                 let c = self.client(input.u8());
-                let msg = match input.u8() % 6 {
+                let msg = match input.u8() % 7 {
                     0 => ClientMessage::Who,
                     1 => ClientMessage::FilesAccess,
                     2 => ClientMessage::ListFiles,
                     3 => ClientMessage::Ping(u64::from(input.u16())),
                     4 => ClientMessage::Pong(u64::from(input.u16())),
+                    5 => ClientMessage::Ack {
+                        id: TransferId(u32::from(input.u8() % 4)),
+                        offset: u64::from(input.u16()),
+                    },
                     _ => ClientMessage::Quit,
                 };
                 self.send(c, msg);

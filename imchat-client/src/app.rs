@@ -22,7 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -120,6 +120,22 @@ struct Drained {
     queue_full: bool,
 }
 
+/// Work for the disk thread, in the order the session produced it.
+enum DiskJob {
+    Data {
+        id: TransferId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Done(TransferId),
+    Failed(TransferId, TransferError),
+}
+
+/// Disk jobs waiting at most: a download never has more than the protocol's
+/// window in flight (4 chunks of 256 KiB), so this holds every running
+/// download's data and the network thread does not wait on the disk.
+const DISK_QUEUE: usize = 64;
+
 /// Everything the threads share.
 struct Shared {
     session: Mutex<ClientSession>,
@@ -131,6 +147,9 @@ struct Shared {
     /// Set once we are leaving: threads stop quietly.
     closing: AtomicBool,
     tx: Sender<Input>,
+    /// File data and transfer ends go to the disk thread, so a write that
+    /// stalls never holds up chat on the network thread.
+    disk: SyncSender<DiskJob>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,6 +164,8 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
     let io_err = |what| move |source| ClientError::Io { what, source };
     let limits = Limits::default();
     let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
+    // Downloads are acknowledged once written, by the disk thread.
+    session.set_manual_acks(true);
     let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
         stream.try_clone().map_err(io_err("cloning the socket"))?,
         limits.max_frame,
@@ -165,6 +186,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
 
     let outbox = Outbox::new(limits.max_outbound);
     let (tx, rx) = mpsc::channel();
+    let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
     let shared = Arc::new(Shared {
         session: Mutex::new(session),
         outbox: outbox.clone(),
@@ -174,6 +196,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         transfers: Mutex::new(Transfers::default()),
         closing: AtomicBool::new(false),
         tx: tx.clone(),
+        disk,
     });
 
     let (writer_done_tx, writer_done) = mpsc::channel::<()>();
@@ -185,6 +208,8 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         }
         let _ = writer_done_tx.send(());
     })?;
+    let s = shared.clone();
+    spawn("disk", move || s.disk_loop(&disk_jobs))?;
     let s = shared.clone();
     spawn("reader", move || s.read_loop(reader))?;
     let s = shared.clone();
@@ -403,6 +428,28 @@ impl Shared {
                 Err(e) => return self.fatal(None, ClientError::ConnectionBroken(e.to_string())),
             }
         }
+    }
+
+    /// The disk thread: writes file data, finishes and fails transfers,
+    /// and acknowledges what is written to the server.
+    fn disk_loop(&self, jobs: &Receiver<DiskJob>) {
+        for job in jobs {
+            match job {
+                DiskJob::Data { id, offset, data } => {
+                    let end = offset + data.len() as u64;
+                    if self.transfer_data(id, offset, &data) {
+                        self.with_session(|s| s.stored(id, end));
+                    }
+                }
+                DiskJob::Done(id) => self.transfer_done(id),
+                DiskJob::Failed(id, error) => self.transfer_failed(id, &error),
+            }
+        }
+    }
+
+    /// Hands a job to the disk thread (gone only when the client is ending).
+    fn to_disk(&self, job: DiskJob) {
+        let _ = self.disk.send(job);
     }
 
     fn timer_loop(&self) {
@@ -704,9 +751,11 @@ impl Shared {
                 offset,
                 origin,
             } => self.transfer_started(id, name, size, offset, origin),
-            ClientEvent::TransferData { id, offset, data } => self.transfer_data(id, offset, &data),
-            ClientEvent::TransferDone { id } => self.transfer_done(id),
-            ClientEvent::TransferFailed { id, error } => self.transfer_failed(id, &error),
+            ClientEvent::TransferData { id, offset, data } => {
+                self.to_disk(DiskJob::Data { id, offset, data })
+            }
+            ClientEvent::TransferDone { id } => self.to_disk(DiskJob::Done(id)),
+            ClientEvent::TransferFailed { id, error } => self.to_disk(DiskJob::Failed(id, error)),
             ClientEvent::PushDone { id, receivers } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
@@ -861,11 +910,11 @@ impl Shared {
         }
     }
 
-    /// Writes checked data into the transfer's `.part` file.
-    fn transfer_data(&self, id: TransferId, offset: u64, data: &[u8]) {
+    /// Writes checked data into the transfer's `.part` file. True if written.
+    fn transfer_data(&self, id: TransferId, offset: u64, data: &[u8]) -> bool {
         let mut t = lock(&self.transfers);
         let Some(f) = t.incoming.get_mut(&id) else {
-            return;
+            return false;
         };
         let written = (|| {
             if f.written != offset {
@@ -882,6 +931,7 @@ impl Shared {
                 if let Some(line) = line {
                     self.ui.print(Style::Progress, &line);
                 }
+                true
             }
             Err(e) => {
                 let reason = format!("cannot write {}: {e}", inert(&f.part.display().to_string()));
@@ -897,6 +947,7 @@ impl Shared {
                     "transfer of {} failed: {reason}",
                     name.as_ref().map_or("a file".into(), |n| inert(n.as_str()))
                 ));
+                false
             }
         }
     }

@@ -818,11 +818,14 @@ fn scenario_chat_during(ctx: &mut Ctx) {
                     s[i][4].push(o.downloads_done as f64);
                     s[i][5].push(o.max);
                 }
-                Err(e) => ctx.fail(format!(
-                    "chat during {} download(s), run {}: {e}",
-                    if download { clients } else { 0 },
-                    run + 1
-                )),
+                Err(e) => {
+                    let hint = ctx.log_hint(Kind::Imchat);
+                    ctx.fail(format!(
+                        "chat during {} download(s), run {}: {e}{hint}",
+                        if download { clients } else { 0 },
+                        run + 1
+                    ))
+                }
             }
         }
     }

@@ -36,6 +36,8 @@ pub mod types {
     pub const OFFER: u8 = 0x07;
     /// `ClientMessage::Quit`
     pub const QUIT: u8 = 0x08;
+    /// `ClientMessage::Ack`
+    pub const ACK: u8 = 0x09;
     /// `ServerMessage::Welcome`
     pub const WELCOME: u8 = 0x41;
     /// `ServerMessage::Refused`
@@ -191,6 +193,10 @@ impl Encode for ClientMessage {
             ClientMessage::Download { id, name, offset } => frame(out, types::DOWNLOAD, |out| {
                 put_u32(out, id.0);
                 put_str8(out, name.as_str());
+                put_u64(out, *offset);
+            }),
+            ClientMessage::Ack { id, offset } => frame(out, types::ACK, |out| {
+                put_u32(out, id.0);
                 put_u64(out, *offset);
             }),
             ClientMessage::Offer { id, name, size, to } => frame(out, types::OFFER, |out| {
@@ -445,6 +451,10 @@ impl Decode for ClientMessage {
             types::DOWNLOAD => ClientMessage::Download {
                 id: TransferId(f.u32()?),
                 name: f.file_name("name")?,
+                offset: f.u64()?,
+            },
+            types::ACK => ClientMessage::Ack {
+                id: TransferId(f.u32()?),
                 offset: f.u64()?,
             },
             types::OFFER => ClientMessage::Offer {

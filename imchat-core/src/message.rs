@@ -381,6 +381,15 @@ pub enum ClientMessage {
         /// First byte wanted.
         offset: u64,
     },
+    /// The receiver of download `id` has stored every byte before
+    /// `offset`: the server may send file data up to
+    /// [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW) bytes past it.
+    Ack {
+        /// The download.
+        id: TransferId,
+        /// Bytes of the file stored so far (from byte 0).
+        offset: u64,
+    },
     /// Announce a file push; chunks and an end follow with the same id.
     Offer {
         /// Id the client picked (top bit clear).

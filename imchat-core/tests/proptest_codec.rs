@@ -127,6 +127,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(id, name, offset)| ClientMessage::Download { id, name, offset }),
         (transfer_id(), file_name(), any::<u64>(), recipient())
             .prop_map(|(id, name, size, to)| ClientMessage::Offer { id, name, size, to }),
+        (transfer_id(), any::<u64>()).prop_map(|(id, offset)| ClientMessage::Ack { id, offset }),
         chunk().prop_map(ClientMessage::Chunk),
         end().prop_map(ClientMessage::End),
         cancel().prop_map(ClientMessage::Cancel),

@@ -20,7 +20,7 @@ mod download;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -86,8 +86,8 @@ struct Conn {
     /// The socket (shared with the connection's reader and writer threads:
     /// one descriptor per connection), to shut it down from any thread.
     socket: Arc<TcpStream>,
-    /// The cancel flag of each running download.
-    downloads: HashMap<TransferId, Arc<AtomicBool>>,
+    /// The control of each running download.
+    downloads: HashMap<TransferId, Arc<download::Control>>,
     /// When the hub asked for the connection to close.
     closing_since: Option<Instant>,
     /// The socket was shut down because closing took too long.
@@ -138,7 +138,7 @@ struct DownloadJob {
     name: FileName,
     offset: u64,
     who: String,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<download::Control>,
     outbox: Arc<Outbox>,
 }
 
@@ -424,7 +424,7 @@ impl Server {
                     Level::Info,
                     format!("{who} asked to download '{}'{from}", inert(name.as_str())),
                 );
-                let cancel = Arc::new(AtomicBool::new(false));
+                let cancel = Arc::new(download::Control::default());
                 conn.downloads.insert(id, cancel.clone());
                 work.downloads.push(DownloadJob {
                     client,
@@ -436,10 +436,19 @@ impl Server {
                     outbox: conn.outbox.clone(),
                 });
             }
+            HubEvent::DownloadAcked { client, id, offset } => {
+                if let Some(control) = core
+                    .conns
+                    .get(&client)
+                    .and_then(|conn| conn.downloads.get(&id))
+                {
+                    control.ack(offset);
+                }
+            }
             HubEvent::DownloadCancelled { client, id } => {
                 if let Some(conn) = core.conns.get_mut(&client) {
-                    if let Some(flag) = conn.downloads.remove(&id) {
-                        flag.store(true, Ordering::Relaxed);
+                    if let Some(control) = conn.downloads.remove(&id) {
+                        control.cancel();
                         self.report.log(
                             Level::Info,
                             format!("download {id} of {} cancelled", conn.who(client)),

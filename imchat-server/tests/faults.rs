@@ -789,11 +789,17 @@ fn a_shared_file_truncated_during_a_download_fails_that_download() {
             break "closed";
         }
         let mut done = None;
+        let mut acks = Vec::new();
         for m in r.pending.drain(..) {
             match m {
-                ServerMessage::Chunk(c) if incoming.accept(&c).is_err() => {
-                    done = Some("bad chunk");
-                }
+                ServerMessage::Chunk(c) => match incoming.accept(&c) {
+                    // Acknowledged as stored, as a client must (flow control).
+                    Ok(()) => acks.push(ClientMessage::Ack {
+                        id: c.id,
+                        offset: c.offset + c.data.len() as u64,
+                    }),
+                    Err(_) => done = Some("bad chunk"),
+                },
                 ServerMessage::End(e) => {
                     assert!(
                         incoming.finish(&e).is_err(),
@@ -804,6 +810,9 @@ fn a_shared_file_truncated_during_a_download_fails_that_download() {
                 ServerMessage::Cancel(_) => done = Some("cancelled"),
                 _ => {}
             }
+        }
+        for ack in &acks {
+            r.send(ack);
         }
         if let Some(d) = done {
             break d;
@@ -983,5 +992,64 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
         "{N} clients added {added} threads"
     );
     drop(clients);
+    srv.assert_serving();
+}
+
+#[test]
+fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "big.bin", 8);
+    });
+    let mut r = Raw::join(srv.addr, "slowdisk");
+    let mut talker = Raw::join(srv.addr, "talker");
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("big.bin").unwrap(),
+        offset: 0,
+    });
+    let received = |r: &mut Raw| -> u64 {
+        r.pending
+            .iter()
+            .map(|m| match m {
+                ServerMessage::Chunk(c) => c.data.len() as u64,
+                _ => 0,
+            })
+            .sum()
+    };
+    // Without acknowledgements, one window and not a byte more.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        r.pump();
+    }
+    assert_eq!(received(&mut r), imchat_core::DOWNLOAD_WINDOW);
+    // Chat is not stuck behind the file.
+    talker.send(&ClientMessage::Chat {
+        to: Recipient::Everyone,
+        text: "still here".into(),
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "still here"));
+    // Acknowledging everything lets the rest through, to a verified end.
+    let mut incoming = imchat_core::Incoming::new(TransferId(1), 8 << 20);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the download did not finish");
+        let mut end = None;
+        for m in std::mem::take(&mut r.pending) {
+            match m {
+                ServerMessage::Chunk(c) => {
+                    incoming.accept(&c).unwrap();
+                    let offset = c.offset + c.data.len() as u64;
+                    r.send(&ClientMessage::Ack { id: c.id, offset });
+                }
+                ServerMessage::End(e) => end = Some(e),
+                _ => {}
+            }
+        }
+        if let Some(e) = end {
+            incoming.finish(&e).unwrap();
+            break;
+        }
+        assert!(r.pump(), "connection closed");
+    }
     srv.assert_serving();
 }

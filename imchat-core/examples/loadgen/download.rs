@@ -8,13 +8,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    split_tcp, ClientEvent, ClientSession, Encode, FileName, FrameWriter, Limits, ServerMessage,
-    Username, DEFAULT_MAX_FRAME,
+    split_tcp, ClientEvent, ClientMessage, ClientSession, Encode, FileName, FrameWriter, Limits,
+    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
 };
 
 use crate::latency::summarize;
@@ -186,6 +186,9 @@ pub fn client_download(
     result
 }
 
+/// Disk jobs queued at most: more than a download window's worth of chunks.
+const DISK_QUEUE: usize = 64;
+
 /// Scenario 5's figures for one run.
 #[derive(Debug, Clone)]
 pub struct ChatOutcome {
@@ -198,7 +201,10 @@ pub struct ChatOutcome {
     pub downloads_done: u64,
 }
 
-fn flush(s: &mut ClientSession, w: &mut FrameWriter<TcpStream>) -> io::Result<()> {
+/// The socket's write half, shared by the network and disk threads.
+type Writer = Arc<Mutex<FrameWriter<TcpStream>>>;
+
+fn flush(s: &mut ClientSession, w: &Writer) -> io::Result<()> {
     let mut buf = Vec::new();
     while let Some(m) = s.poll_transmit() {
         m.encode(&mut buf);
@@ -206,13 +212,50 @@ fn flush(s: &mut ClientSession, w: &mut FrameWriter<TcpStream>) -> io::Result<()
     if buf.is_empty() {
         Ok(())
     } else {
-        w.send_frames(&buf)
+        w.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send_frames(&buf)
     }
 }
 
+/// What the network thread hands the disk thread.
+enum DiskJob {
+    Data(TransferId, u64, Vec<u8>),
+    Done,
+}
+
+/// The disk thread of a downloader: writes the file, acknowledges each
+/// chunk once written (as imchat-client does), deletes a finished file.
+fn disk_loop(path: &Path, jobs: &mpsc::Receiver<DiskJob>, w: &Writer) -> io::Result<()> {
+    let mut out: Option<File> = None;
+    for job in jobs {
+        match job {
+            DiskJob::Data(id, offset, data) => {
+                if out.is_none() {
+                    out = Some(File::create(path)?);
+                }
+                if let Some(f) = out.as_mut() {
+                    f.write_all(&data)?;
+                }
+                let ack = ClientMessage::Ack {
+                    id,
+                    offset: offset + data.len() as u64,
+                };
+                w.lock().unwrap_or_else(|e| e.into_inner()).send(&ack)?;
+            }
+            DiskJob::Done => {
+                out = None;
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A client on imchat-core's `ClientSession` that downloads `name` over and
-/// over until `end` (when `download`), writing the data to disk, and records
-/// the latency of every chat message sent in `[from, end)`.
+/// over until `end` (when `download`), and records the latency of every chat
+/// message sent in `[from, end)`. Like imchat-client, it writes files from a
+/// second thread that acknowledges what it has written (manual acks).
 #[allow(clippy::too_many_arguments)]
 fn downloader(
     addr: SocketAddr,
@@ -229,17 +272,24 @@ fn downloader(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let (mut r, mut w) =
+    let (mut r, w) =
         split_tcp::<ServerMessage>(stream, DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
+    let w: Writer = Arc::new(Mutex::new(w));
     let username = Username::new(user).map_err(|e| e.to_string())?;
     let file = FileName::new(name).map_err(|e| e.to_string())?;
     let mut s = ClientSession::new(username, Limits::default(), Instant::now());
+    s.set_manual_acks(true);
     let path = dir.join(format!("{user}.part"));
-    let mut out: Option<File> = None;
+    let (disk, jobs) = mpsc::sync_channel::<DiskJob>(DISK_QUEUE);
+    let disk_thread = {
+        let (path, w) = (path.clone(), w.clone());
+        thread::spawn(move || disk_loop(&path, &jobs, &w))
+    };
+    let disk_gone = |_| format!("{user}: the disk thread stopped");
     let mut samples = Vec::new();
     let mut done = 0u64;
     let mut busy = false;
-    flush(&mut s, &mut w).map_err(|e| e.to_string())?;
+    flush(&mut s, &w).map_err(|e| e.to_string())?;
     loop {
         if !busy && now_ns() >= end && s.is_joined() {
             break;
@@ -256,18 +306,13 @@ fn downloader(
                     s.download(file.clone(), None).map_err(|e| e.to_string())?;
                     busy = true;
                 }
-                ClientEvent::TransferStarted { .. } => {
-                    out = Some(File::create(&path).map_err(|e| e.to_string())?);
-                }
-                ClientEvent::TransferData { data, .. } => {
-                    if let Some(f) = out.as_mut() {
-                        f.write_all(&data).map_err(|e| e.to_string())?;
-                    }
+                ClientEvent::TransferData { id, offset, data } => {
                     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    disk.send(DiskJob::Data(id, offset, data))
+                        .map_err(disk_gone)?;
                 }
                 ClientEvent::TransferDone { .. } => {
-                    out = None;
-                    let _ = fs::remove_file(&path);
+                    disk.send(DiskJob::Done).map_err(disk_gone)?;
                     done += 1;
                     busy = now_ns() < end;
                     if busy {
@@ -290,12 +335,18 @@ fn downloader(
                 _ => {}
             }
         }
-        flush(&mut s, &mut w).map_err(|e| e.to_string())?;
+        flush(&mut s, &w).map_err(|e| e.to_string())?;
     }
     s.quit();
-    let _ = flush(&mut s, &mut w);
+    let _ = flush(&mut s, &w);
+    drop(disk);
+    let written = disk_thread.join();
     let _ = fs::remove_file(&path);
-    Ok((samples, done))
+    match written {
+        Ok(Ok(())) => Ok((samples, done)),
+        Ok(Err(e)) => Err(format!("{user}: writing the file: {e}")),
+        Err(_) => Err(format!("{user}: the disk thread panicked")),
+    }
 }
 
 /// `clients` library clients (each downloading `name` over and over when

@@ -23,7 +23,9 @@ pub struct Bins {
 
 /// Finds imchat-server and imchat-client next to this example
 /// (`target/release/examples/loadgen` → `target/release/`), building them
-/// with cargo when they are missing.
+/// with cargo first: always when run by cargo (so that a benchmark never
+/// measures stale binaries; a no-op when they are current), else when
+/// they are missing.
 pub fn find_bins() -> Result<Bins, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let dir = exe
@@ -35,9 +37,10 @@ pub fn find_bins() -> Result<Bins, String> {
         server: dir.join("imchat-server"),
         client: dir.join("imchat-client"),
     };
-    if !bins.server.is_file() || !bins.client.is_file() {
+    let cargo = std::env::var("CARGO").ok();
+    if cargo.is_some() || !bins.server.is_file() || !bins.client.is_file() {
         eprintln!("building imchat-server and imchat-client (release)...");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let status = Command::new(cargo.unwrap_or_else(|| "cargo".into()))
             .args([
                 "build",
                 "--release",

@@ -96,6 +96,15 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             hex("00000013 06   00000007 05 612e747874 0000000000000100"),
         ),
         (
+            "Ack",
+            ClientMessage::Ack {
+                id: TransferId(7),
+                offset: 0x40000,
+            },
+            //   len      type id       offset
+            hex("0000000d 09   00000007 0000000000040000"),
+        ),
+        (
             "Offer",
             ClientMessage::Offer {
                 id: TransferId(9),
@@ -310,6 +319,7 @@ fn client_kind(m: &ClientMessage) -> &'static str {
         ClientMessage::FilesAccess => "FilesAccess",
         ClientMessage::ListFiles => "ListFiles",
         ClientMessage::Download { .. } => "Download",
+        ClientMessage::Ack { .. } => "Ack",
         ClientMessage::Offer { .. } => "Offer",
         ClientMessage::Chunk(_) => "Chunk",
         ClientMessage::End(_) => "End",
@@ -326,6 +336,7 @@ const CLIENT_KINDS: &[&str] = &[
     "FilesAccess",
     "ListFiles",
     "Download",
+    "Ack",
     "Offer",
     "Chunk",
     "End",
@@ -596,7 +607,7 @@ fn error_unknown_type() {
     run_error_table(&[
         (Client, m, hex("00000001 00"), unknown(0x00)),
         (Client, m, hex("00000001 ff"), unknown(0xff)),
-        (Client, m, hex("00000001 09"), unknown(0x09)),
+        (Client, m, hex("00000001 0a"), unknown(0x0a)),
         (Client, m, hex("00000001 85"), unknown(0x85)),
         (Server, m, hex("00000001 00"), unknown(0x00)),
         (Server, m, hex("00000001 40"), unknown(0x40)),
@@ -960,7 +971,7 @@ fn encode_chunk_equals_encoding_a_file_chunk() {
     // And the CRC it computes is the one in the golden frame.
     let mut out = Vec::new();
     encode_chunk(&mut out, TransferId(9), 0, b"abc");
-    assert_eq!(out, client_goldens()[8].2);
+    assert_eq!(out, client_goldens()[9].2);
 }
 
 #[test]

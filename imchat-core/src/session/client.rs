@@ -181,6 +181,9 @@ pub struct ClientSession {
     last_heard: Instant,
     ping: Option<Instant>,
     next_ping: u64,
+    /// Downloads are acknowledged by [`stored`](Self::stored), not as
+    /// their data is handed out.
+    manual_acks: bool,
 }
 
 impl ClientSession {
@@ -200,12 +203,34 @@ impl ClientSession {
             last_heard: now,
             ping: None,
             next_ping: 1,
+            manual_acks: false,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             username,
         });
         s
+    }
+
+    /// Chooses when download data is acknowledged to the server, which
+    /// sends at most [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW) bytes
+    /// beyond the last acknowledgement. By default (`false`) the session
+    /// acknowledges data as it hands it out in
+    /// [`ClientEvent::TransferData`]. With `true` the application calls
+    /// [`stored`](Self::stored) once the data is on disk: a client that
+    /// writes files on another thread then never holds more than the window
+    /// in memory, and a slow disk slows the download, not the chat.
+    pub fn set_manual_acks(&mut self, manual: bool) {
+        self.manual_acks = manual;
+    }
+
+    /// With [`set_manual_acks`](Self::set_manual_acks): download `id` is
+    /// stored up to byte `offset` (from byte 0). Ignored for pushes and
+    /// finished or unknown transfers.
+    pub fn stored(&mut self, id: TransferId, offset: u64) {
+        if !id.is_server_chosen() && self.incoming.contains_key(&id) {
+            self.transmits.push_back(ClientMessage::Ack { id, offset });
+        }
     }
 
     /// The username asked for.
@@ -532,11 +557,18 @@ impl ClientSession {
                     return;
                 };
                 match inc.accept(&chunk) {
-                    Ok(()) => ClientEvent::TransferData {
-                        id,
-                        offset: chunk.offset,
-                        data: chunk.data,
-                    },
+                    Ok(()) => {
+                        let end = chunk.offset + chunk.data.len() as u64;
+                        if !self.manual_acks && !id.is_server_chosen() {
+                            self.transmits
+                                .push_back(ClientMessage::Ack { id, offset: end });
+                        }
+                        ClientEvent::TransferData {
+                            id,
+                            offset: chunk.offset,
+                            data: chunk.data,
+                        }
+                    }
                     Err(e) => {
                         self.fail_incoming(id, e, true);
                         return;

@@ -132,6 +132,17 @@ pub enum HubEvent {
         /// First byte wanted.
         offset: u64,
     },
+    /// The client has stored download `id` up to `offset`: the streamer
+    /// may send file data up to [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW)
+    /// bytes past it.
+    DownloadAcked {
+        /// The connection.
+        client: ClientId,
+        /// The transfer.
+        id: TransferId,
+        /// Bytes stored so far.
+        offset: u64,
+    },
     /// Stop streaming this download (the client cancelled or left).
     DownloadCancelled {
         /// The connection.
@@ -465,6 +476,17 @@ impl Hub {
                 request: FilesRequest::List,
             }),
             ClientMessage::Download { id, name, offset } => self.download(client, id, name, offset),
+            ClientMessage::Ack { id, offset } => {
+                // An ack for a download that just ended is not an error.
+                if self
+                    .conns
+                    .get(&client)
+                    .is_some_and(|c| c.downloads.contains(&id))
+                {
+                    self.events
+                        .push_back(HubEvent::DownloadAcked { client, id, offset });
+                }
+            }
             ClientMessage::Offer { id, name, size, to } => {
                 self.offer(client, user, id, name, size, to)
             }

@@ -602,6 +602,48 @@ fn downloads_are_requested_as_events_and_started_by_the_glue() {
 }
 
 #[test]
+fn download_data_is_acknowledged_as_handed_out_or_once_stored() {
+    for manual in [false, true] {
+        let mut net = three();
+        net.s(0).set_manual_acks(manual);
+        let name = FileName::new("a.txt").unwrap();
+        let id = net.s(0).download(name.clone(), None).unwrap();
+        net.pump();
+        let alice = net.clients[0].0;
+        assert_eq!(net.hub.accept_download(alice, id, name, 8, 0), Some(0));
+        net.pump();
+        let mut out = crate::Outgoing::new(id, 8);
+        let chunk = out.next_chunk(b"hell".to_vec()).unwrap();
+        net.deliver(0, ServerMessage::Chunk(chunk));
+        net.pump();
+        let acked = |net: &Net| -> Vec<u64> {
+            net.hub_events
+                .iter()
+                .filter_map(|e| match e {
+                    HubEvent::DownloadAcked {
+                        client,
+                        id: i,
+                        offset,
+                    } if *client == alice && *i == id => Some(*offset),
+                    _ => None,
+                })
+                .collect()
+        };
+        if manual {
+            assert_eq!(acked(&net), Vec::<u64>::new(), "nothing before stored()");
+            net.s(0).stored(id, 4);
+            net.pump();
+        }
+        assert_eq!(acked(&net), vec![4], "manual acks: {manual}");
+        // Acks for a download the hub no longer runs are dropped quietly.
+        net.hub.download_finished(alice, id);
+        net.s(0).stored(id, 8);
+        net.pump();
+        assert_eq!(acked(&net).len(), 1);
+    }
+}
+
+#[test]
 fn a_refused_download_fails_on_the_client() {
     let mut net = three();
     let id = net

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -218,8 +217,8 @@ impl Server {
         linger(stream);
         let _ = stream.shutdown(Shutdown::Both);
         if let Some(conn) = self.lock().conns.remove(&id) {
-            for flag in conn.downloads.values() {
-                flag.store(true, Ordering::Relaxed);
+            for control in conn.downloads.values() {
+                control.cancel();
             }
         }
     }

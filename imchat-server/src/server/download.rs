@@ -4,11 +4,12 @@
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use imchat_core::{
     inert, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, ServerMessage, TransferId,
+    DOWNLOAD_WINDOW,
 };
 use log::{info, warn};
 
@@ -21,6 +22,49 @@ const DOWNLOAD_STACK: usize = 256 * 1024;
 const READ_AHEAD: usize = 1024 * 1024;
 /// How often a waiting download looks at its cancel flag.
 const WAIT_STEP: Duration = Duration::from_millis(500);
+
+/// What other threads tell a running download: stop, or how far the
+/// client has stored the file (its acknowledgements).
+#[derive(Debug, Default)]
+pub(super) struct Control {
+    stop: AtomicBool,
+    acked: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Control {
+    /// Stops the download (it notices within one [`WAIT_STEP`] at most).
+    pub(super) fn cancel(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.moved.notify_all();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The client has stored the file up to `offset`.
+    pub(super) fn ack(&self, offset: u64) {
+        let mut acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        if offset > *acked {
+            *acked = offset;
+            drop(acked);
+            self.moved.notify_all();
+        }
+    }
+
+    /// Waits (at most `timeout`) until data up to byte `end` fits in the
+    /// client's window. True if it does.
+    fn wait_window(&self, end: u64, timeout: Duration) -> bool {
+        let fits = |acked: &mut u64| end <= acked.saturating_add(DOWNLOAD_WINDOW);
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut acked, _) = self
+            .moved
+            .wait_timeout_while(acked, timeout, |a| !fits(a) && !self.is_cancelled())
+            .unwrap_or_else(|e| e.into_inner());
+        fits(&mut acked)
+    }
+}
 
 /// How streaming a file ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,6 +143,8 @@ impl Server {
             self.forget_download(client, id, &cancel);
             return;
         };
+        // What a resuming client holds counts as stored.
+        cancel.ack(offset);
         let start = Instant::now();
         let chunk = self.limits().chunk_size;
         match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox) {
@@ -132,14 +178,14 @@ impl Server {
         self.forget_download(client, id, &cancel);
     }
 
-    fn forget_download(&self, client: ClientId, id: TransferId, cancel: &Arc<AtomicBool>) {
+    fn forget_download(&self, client: ClientId, id: TransferId, cancel: &Arc<Control>) {
         forget(&mut self.lock(), client, id, cancel);
     }
 }
 
-/// Drops the cancel flag of a download that is over, unless the id was
+/// Drops the control of a download that is over, unless the id was
 /// already reused by a newer download.
-fn forget(core: &mut super::Core, client: ClientId, id: TransferId, cancel: &Arc<AtomicBool>) {
+fn forget(core: &mut super::Core, client: ClientId, id: TransferId, cancel: &Arc<Control>) {
     if let Some(conn) = core.conns.get_mut(&client) {
         if conn
             .downloads
@@ -164,19 +210,21 @@ fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Queues `file` (of `size` bytes when opened) on `outbox`'s bulk lane from
 /// `offset` on, as chunks of at most `chunk` bytes followed by the end
 /// marker. The bytes before `offset` are read for the whole-file checksum
-/// but not sent. At most [`READ_AHEAD`] bytes wait in the queue at a time.
+/// but not sent. At most [`READ_AHEAD`] bytes wait in the queue at a time,
+/// and nothing is sent beyond [`DOWNLOAD_WINDOW`] past what the client
+/// has acknowledged in `control`.
 pub(super) fn stream_file(
     file: &mut impl Read,
     size: u64,
     offset: u64,
     id: TransferId,
     chunk: usize,
-    cancel: &AtomicBool,
+    control: &Control,
     outbox: &Outbox,
 ) -> Result<Streamed, StreamError> {
     let mut out = Outgoing::new(id, size);
     let mut buf = vec![0u8; chunk.max(1)];
-    let stopped = || cancel.load(Ordering::Relaxed) || outbox.is_closed();
+    let stopped = || control.is_cancelled() || outbox.is_closed();
 
     let mut skip = offset.min(size);
     while skip > 0 {
@@ -197,10 +245,11 @@ pub(super) fn stream_file(
         if stopped() {
             return Ok(Streamed::Stopped { sent });
         }
-        if !outbox.wait_bulk_room(READ_AHEAD, WAIT_STEP) {
+        let want = usize::try_from(out.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
+        let end = offset.min(size) + sent + want as u64;
+        if !control.wait_window(end, WAIT_STEP) || !outbox.wait_bulk_room(READ_AHEAD, WAIT_STEP) {
             continue;
         }
-        let want = usize::try_from(out.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
         let n = read_some(file, &mut buf[..want]).map_err(StreamError::Io)?;
         if n == 0 {
             return Err(StreamError::Changed);
@@ -258,7 +307,7 @@ mod tests {
     fn a_whole_file_goes_out_in_checked_chunks_and_an_end() {
         let bytes = data(10_000);
         let outbox = Outbox::new(1 << 20);
-        let cancel = AtomicBool::new(false);
+        let cancel = Control::default();
         let got = stream_file(
             &mut Cursor::new(&bytes),
             10_000,
@@ -290,7 +339,7 @@ mod tests {
     fn a_resumed_download_sends_the_rest_with_the_whole_file_checksum() {
         let bytes = data(1000);
         let outbox = Outbox::new(1 << 20);
-        let cancel = AtomicBool::new(false);
+        let cancel = Control::default();
         let got = stream_file(
             &mut Cursor::new(&bytes),
             1000,
@@ -325,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_file_shorter_or_longer_than_announced_fails() {
-        let cancel = AtomicBool::new(false);
+        let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
         let short = stream_file(&mut Cursor::new(data(50)), 100, 0, ID, 30, &cancel, &outbox);
         assert!(matches!(short, Err(StreamError::Changed)));
@@ -350,7 +399,8 @@ mod tests {
 
     #[test]
     fn a_cancelled_download_or_a_closed_queue_stops_quietly() {
-        let cancel = AtomicBool::new(true);
+        let cancel = Control::default();
+        cancel.cancel();
         let outbox = Outbox::new(1 << 20);
         let got = stream_file(
             &mut Cursor::new(data(100)),
@@ -362,7 +412,7 @@ mod tests {
             &outbox,
         );
         assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
-        let cancel = AtomicBool::new(false);
+        let cancel = Control::default();
         outbox.close();
         let got = stream_file(
             &mut Cursor::new(data(100)),
@@ -378,7 +428,7 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_just_an_end() {
-        let cancel = AtomicBool::new(false);
+        let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
         let got = stream_file(&mut Cursor::new(Vec::new()), 0, 0, ID, 30, &cancel, &outbox);
         assert_eq!(got.unwrap(), Streamed::Done { sent: 0 });
@@ -391,7 +441,7 @@ mod tests {
         // read-ahead bound until cancelled from another thread.
         let bytes = vec![7u8; 4 << 20];
         let outbox = Outbox::new(1 << 20);
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Arc::new(Control::default());
         let (c2, o2) = (cancel.clone(), outbox.clone());
         let t = std::thread::spawn(move || {
             stream_file(
@@ -406,10 +456,64 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(300));
         let queued = outbox.queued();
-        cancel.store(true, Ordering::Relaxed);
+        cancel.cancel();
         let got = t.join().unwrap().unwrap();
         assert!(matches!(got, Streamed::Stopped { .. }));
         assert!(queued >= READ_AHEAD, "{queued}");
         assert!(queued < READ_AHEAD + 256 * 1024 + 64, "{queued}");
+    }
+
+    /// A socket that takes everything and counts the bytes.
+    struct Counting(Arc<std::sync::atomic::AtomicU64>);
+    impl std::io::Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_beyond_the_window_past_what_the_client_acknowledged() {
+        const CHUNK: usize = 256 * 1024;
+        let size = DOWNLOAD_WINDOW + 2 * CHUNK as u64;
+        let outbox = Outbox::new(1 << 20);
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer = {
+            let (outbox, sink) = (outbox.clone(), Counting(written.clone()));
+            std::thread::spawn(move || outbox.run_writer(sink))
+        };
+        let control = Arc::new(Control::default());
+        let (c2, o2) = (control.clone(), outbox.clone());
+        let streamer = std::thread::spawn(move || {
+            let bytes = vec![1u8; size as usize];
+            stream_file(&mut Cursor::new(bytes), size, 0, ID, CHUNK, &c2, &o2)
+        });
+        // Data bytes written so far, from the frames' byte count.
+        let frames = DOWNLOAD_WINDOW / CHUNK as u64;
+        let overhead = (imchat_core::CHUNK_FRAME_OVERHEAD + imchat_core::HEADER_LEN) as u64;
+        let wait_for = |bytes: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while written.load(Ordering::Relaxed) < bytes {
+                assert!(Instant::now() < deadline, "stuck at {written:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        wait_for(DOWNLOAD_WINDOW + frames * overhead);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            written.load(Ordering::Relaxed),
+            DOWNLOAD_WINDOW + frames * overhead,
+            "exactly the window went out before any acknowledgement"
+        );
+        control.ack(CHUNK as u64);
+        wait_for(DOWNLOAD_WINDOW + CHUNK as u64 + (frames + 1) * overhead);
+        control.ack(size);
+        let got = streamer.join().unwrap().unwrap();
+        assert_eq!(got, Streamed::Done { sent: size });
+        outbox.close();
+        writer.join().unwrap().unwrap();
     }
 }
