@@ -150,6 +150,9 @@ struct Shared {
     /// File data and transfer ends go to the disk thread, so a write that
     /// stalls never holds up chat on the network thread.
     disk: SyncSender<DiskJob>,
+    /// Chunk buffers the disk thread is done with, for the reader's
+    /// decoder to receive the next chunks into.
+    recycled: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +200,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         closing: AtomicBool::new(false),
         tx: tx.clone(),
         disk,
+        recycled: Mutex::new(Vec::new()),
     });
 
     let (writer_done_tx, writer_done) = mpsc::channel::<()>();
@@ -414,6 +418,9 @@ impl Shared {
 
     fn read_loop(&self, mut reader: FrameReader<TcpStream, ServerMessage>) {
         loop {
+            for buf in std::mem::take(&mut *lock(&self.recycled)) {
+                reader.decoder_mut().recycle(buf);
+            }
             let msg = reader.read_message();
             if self.closing() {
                 return;
@@ -439,6 +446,10 @@ impl Shared {
                     let end = offset + data.len() as u64;
                     if self.transfer_data(id, offset, &data) {
                         self.with_session(|s| s.stored(id, end));
+                    }
+                    let mut recycled = lock(&self.recycled);
+                    if recycled.len() < 4 {
+                        recycled.push(data);
                     }
                 }
                 DiskJob::Done(id) => self.transfer_done(id),

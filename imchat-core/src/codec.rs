@@ -91,6 +91,36 @@ pub trait Encode {
 pub trait Decode: Sized {
     /// Decodes one frame's contents (type byte and body, without the length header).
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;
+
+    /// The message for a file chunk, for a decoder that reads a large
+    /// chunk's data straight into its own buffer (see
+    /// [`Decoder::body_buf`]). `None` (the default) keeps chunks on the
+    /// ordinary path.
+    fn from_chunk(chunk: FileChunk) -> Option<Self> {
+        let _ = chunk;
+        None
+    }
+}
+
+/// Bytes before a chunk's data in its frame, after the length header:
+/// type, id, offset, crc, data length.
+const CHUNK_PREFIX: usize = 1 + 4 + 8 + 4 + 4;
+/// The length header and the chunk prefix: what a reader expecting another
+/// large chunk reads first, so that the data goes straight to its buffer.
+pub(crate) const CHUNK_HEAD: usize = HEADER_LEN + CHUNK_PREFIX;
+/// Chunks with at least this much data that have not fully arrived are
+/// received straight into their own buffer (no copy out of the stream
+/// buffer, no second copy into the message).
+const DIRECT_BODY_MIN: usize = 16 * 1024;
+
+/// A large chunk being received straight into its data buffer.
+#[derive(Debug)]
+struct Body {
+    id: TransferId,
+    offset: u64,
+    crc: u32,
+    data: Vec<u8>,
+    have: usize,
 }
 
 /// Writes the header, the type byte, then whatever `body` appends, and
@@ -434,6 +464,10 @@ fn split_type(frame: &[u8]) -> Result<Fields<'_>, DecodeError> {
 }
 
 impl Decode for ClientMessage {
+    fn from_chunk(chunk: FileChunk) -> Option<Self> {
+        Some(ClientMessage::Chunk(chunk))
+    }
+
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> {
         let mut f = split_type(frame)?;
         let msg = match f.ty {
@@ -476,6 +510,10 @@ impl Decode for ClientMessage {
 }
 
 impl Decode for ServerMessage {
+    fn from_chunk(chunk: FileChunk) -> Option<Self> {
+        Some(ServerMessage::Chunk(chunk))
+    }
+
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError> {
         let mut f = split_type(frame)?;
         let msg = match f.ty {
@@ -574,6 +612,13 @@ pub struct Decoder<M> {
     pos: usize,
     max_frame: u32,
     error: Option<DecodeError>,
+    /// A large chunk in progress: its bytes come before anything in `buf`.
+    body: Option<Body>,
+    /// Buffers handed back with [`recycle`](Decoder::recycle), reused for
+    /// the data of the next large chunks.
+    spare: Vec<Vec<u8>>,
+    /// The last message was a large chunk received directly.
+    expect_chunk: bool,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -590,6 +635,9 @@ impl<M: Decode> Decoder<M> {
             pos: 0,
             max_frame,
             error: None,
+            body: None,
+            spare: Vec::new(),
+            expect_chunk: false,
             _message: PhantomData,
         }
     }
@@ -606,9 +654,18 @@ impl<M: Decode> Decoder<M> {
 
     /// Appends received bytes. Nothing is decoded until [`next_message`](Self::next_message).
     /// Bytes fed after a failure are dropped.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
         if self.error.is_some() {
             return;
+        }
+        if let Some(body) = self.body.as_mut() {
+            let n = bytes.len().min(body.data.len() - body.have);
+            body.data[body.have..body.have + n].copy_from_slice(&bytes[..n]);
+            body.have += n;
+            bytes = &bytes[n..];
+            if bytes.is_empty() {
+                return;
+            }
         }
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -651,6 +708,29 @@ impl<M: Decode> Decoder<M> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if let Some(body) = &self.body {
+            if body.have < body.data.len() {
+                return Ok(None);
+            }
+            let Some(Body {
+                id,
+                offset,
+                crc,
+                data,
+                ..
+            }) = self.body.take()
+            else {
+                return Ok(None);
+            };
+            let chunk = FileChunk {
+                id,
+                offset,
+                data,
+                crc,
+            };
+            self.expect_chunk = true;
+            return Ok(M::from_chunk(chunk));
+        }
         let avail = &self.buf[self.pos..];
         if avail.len() < HEADER_LEN {
             return Ok(None);
@@ -666,6 +746,10 @@ impl<M: Decode> Decoder<M> {
             }));
         }
         let total = HEADER_LEN + len as usize;
+        if avail.len() < total && self.start_body(len as usize) {
+            return Ok(None);
+        }
+        let avail = &self.buf[self.pos..];
         if avail.len() < total {
             // Reserve the rest of this frame now (it is within the limit) so
             // that it arrives without repeated reallocation: exactly, and
@@ -681,9 +765,95 @@ impl<M: Decode> Decoder<M> {
         }
         let result = M::decode_frame(&avail[HEADER_LEN..total]);
         self.pos += total;
+        self.expect_chunk = false;
         match result {
             Ok(m) => Ok(Some(m)),
             Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Starts receiving a partly buffered large chunk frame (of `len`
+    /// bytes after the header) straight into its data buffer, moving the
+    /// data already buffered there. False (nothing changed) for any other
+    /// frame, or when the message type takes no direct chunks.
+    fn start_body(&mut self, len: usize) -> bool {
+        let avail = &self.buf[self.pos..];
+        if avail.len() < HEADER_LEN + CHUNK_PREFIX || avail[HEADER_LEN] != types::CHUNK {
+            return false;
+        }
+        let p = &avail[HEADER_LEN + 1..HEADER_LEN + CHUNK_PREFIX];
+        let data_len = BigEndian::read_u32(&p[16..20]) as usize;
+        // Anything inconsistent is left to the ordinary path and its errors.
+        if data_len < DIRECT_BODY_MIN || data_len != len - CHUNK_PREFIX {
+            return false;
+        }
+        let probe = FileChunk {
+            id: TransferId(0),
+            offset: 0,
+            data: Vec::new(),
+            crc: 0,
+        };
+        if M::from_chunk(probe).is_none() {
+            return false;
+        }
+        let mut data = match self.spare.pop() {
+            // Old contents are overwritten; only growth is zeroed.
+            Some(mut v) => {
+                v.resize(data_len, 0);
+                v
+            }
+            None => vec![0u8; data_len],
+        };
+        let got = &avail[HEADER_LEN + CHUNK_PREFIX..];
+        data[..got.len()].copy_from_slice(got);
+        self.body = Some(Body {
+            id: TransferId(BigEndian::read_u32(&p[0..4])),
+            offset: BigEndian::read_u64(&p[4..12]),
+            crc: BigEndian::read_u32(&p[12..16]),
+            have: got.len(),
+            data,
+        });
+        // Everything buffered belonged to this frame.
+        self.buf.clear();
+        self.pos = 0;
+        true
+    }
+
+    /// Where the next received bytes should go when a large chunk is
+    /// being received: the rest of its data buffer. A reader that reads
+    /// into it and calls [`body_filled`](Self::body_filled) saves the copy
+    /// [`feed`](Self::feed) makes. `None` otherwise (use `feed`).
+    pub fn body_buf(&mut self) -> Option<&mut [u8]> {
+        if self.error.is_some() {
+            return None;
+        }
+        self.body
+            .as_mut()
+            .filter(|b| b.have < b.data.len())
+            .map(|b| &mut b.data[b.have..])
+    }
+
+    /// Hands back the data buffer of a chunk this decoder produced, once
+    /// the application is done with it: the next large chunk is received
+    /// into it, which saves allocating and zeroing a fresh one. At most a
+    /// few are kept.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        // The length stays: those bytes are initialized already.
+        if self.spare.len() < 4 && buf.len() >= DIRECT_BODY_MIN {
+            self.spare.push(buf);
+        }
+    }
+
+    /// True if the last message was a large chunk received directly: the
+    /// next frame is likely another.
+    pub(crate) fn expects_chunk(&self) -> bool {
+        self.expect_chunk
+    }
+
+    /// `n` bytes were written at the start of [`body_buf`](Self::body_buf).
+    pub fn body_filled(&mut self, n: usize) {
+        if let Some(b) = self.body.as_mut() {
+            b.have = (b.have + n).min(b.data.len());
         }
     }
 
@@ -695,6 +865,9 @@ impl<M: Decode> Decoder<M> {
         if self.error.is_some() {
             return true;
         }
+        if let Some(b) = &self.body {
+            return b.have == b.data.len();
+        }
         let avail = &self.buf[self.pos..];
         if avail.len() < HEADER_LEN {
             return false;
@@ -705,7 +878,11 @@ impl<M: Decode> Decoder<M> {
 
     /// Bytes fed but not yet consumed by a returned message.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        let body = self
+            .body
+            .as_ref()
+            .map_or(0, |b| HEADER_LEN + CHUNK_PREFIX + b.have);
+        self.buf.len() - self.pos + body
     }
 
     /// True once an error has been returned.
@@ -717,6 +894,7 @@ impl<M: Decode> Decoder<M> {
         self.error = Some(e.clone());
         self.buf = Vec::new();
         self.pos = 0;
+        self.body = None;
         e
     }
 }

@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 
-use crate::codec::{Decode, Decoder, Encode};
+use crate::codec::{Decode, Decoder, Encode, CHUNK_HEAD};
 use crate::error::TransportError;
 
 /// Bytes read per `read` call at first: small, so that an idle connection
@@ -57,7 +57,24 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
             if let Some(m) = self.decoder.next_message()? {
                 return Ok(Some(m));
             }
-            let n = match self.inner.read(&mut self.buf) {
+            // A large chunk arriving: straight into its own buffer.
+            if let Some(body) = self.decoder.body_buf() {
+                match self.inner.read(body) {
+                    Ok(0) => return Err(TransportError::UnexpectedEof),
+                    Ok(n) => self.decoder.body_filled(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            // After a large chunk, read just the next frame's head: if it
+            // is another chunk, its data then goes straight to its buffer.
+            let want = if self.decoder.expects_chunk() && self.decoder.buffered() == 0 {
+                CHUNK_HEAD
+            } else {
+                self.buf.len()
+            };
+            let n = match self.inner.read(&mut self.buf[..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
@@ -164,6 +181,44 @@ mod tests {
         }
         assert!(r.read_message().unwrap().is_none());
         assert!(!r.has_message_ready());
+    }
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Steps(Vec<u8>, usize, usize);
+    impl Read for Steps {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.2).min(self.0.len() - self.1);
+            buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn large_chunks_survive_any_read_sizes_and_a_cut_is_an_error() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let msgs = vec![
+            ServerMessage::Chunk(crate::FileChunk::new(crate::TransferId(1), 0, data.clone())),
+            ServerMessage::Ping(1),
+            ServerMessage::Chunk(crate::FileChunk::new(crate::TransferId(1), 300_000, data)),
+        ];
+        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.to_frame()).collect();
+        for step in [5, 1000, 70_000, 1 << 20] {
+            let mut r =
+                FrameReader::<_, ServerMessage>::new(Steps(bytes.clone(), 0, step), 1 << 20);
+            for m in &msgs {
+                assert_eq!(r.read_message().unwrap().as_ref(), Some(m), "step {step}");
+            }
+            assert!(r.read_message().unwrap().is_none());
+        }
+        let cut = bytes[..bytes.len() - 10].to_vec();
+        let mut r = FrameReader::<_, ServerMessage>::new(Steps(cut, 0, 4096), 1 << 20);
+        assert!(r.read_message().unwrap().is_some());
+        assert!(r.read_message().unwrap().is_some());
+        assert!(matches!(
+            r.read_message(),
+            Err(TransportError::UnexpectedEof)
+        ));
     }
 
     #[test]

@@ -1142,3 +1142,98 @@ fn has_message_ready_says_whether_next_message_needs_more_bytes() {
     assert!(d.next_message().is_err());
     assert!(d.has_message_ready());
 }
+
+/// A chunk large enough to be received straight into its own buffer,
+/// then a small message.
+fn big_chunk_stream() -> (Vec<ServerMessage>, Vec<u8>) {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let msgs = vec![
+        ServerMessage::Chunk(FileChunk::new(TransferId(5), 1 << 33, data)),
+        ServerMessage::Ping(42),
+    ];
+    let bytes = msgs.iter().flat_map(|m| m.to_frame()).collect();
+    (msgs, bytes)
+}
+
+#[test]
+fn a_large_chunk_decodes_the_same_in_any_split() {
+    let (msgs, bytes) = big_chunk_stream();
+    for step in [1, 7, 25, 26, 29, 4096, 65_536, bytes.len()] {
+        let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+        let mut got = Vec::new();
+        let mut direct = false;
+        for piece in bytes.chunks(step) {
+            dec.feed(piece);
+            while let Some(m) = dec.next_message().unwrap() {
+                got.push(m);
+            }
+            direct |= dec.body_buf().is_some();
+        }
+        assert_eq!(got, msgs, "fed {step} bytes at a time");
+        assert_eq!(dec.buffered(), 0);
+        // Only a chunk that arrives in pieces takes the direct path.
+        assert_eq!(direct, step < bytes.len(), "fed {step} bytes at a time");
+    }
+}
+
+#[test]
+fn a_large_chunk_can_be_read_straight_into_its_buffer() {
+    let (msgs, bytes) = big_chunk_stream();
+    let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+    // The header and the first data bytes, as a first read would bring.
+    dec.feed(&bytes[..100]);
+    assert_eq!(dec.next_message(), Ok(None));
+    assert!(!dec.has_message_ready());
+    let mut at = 100;
+    while let Some(buf) = dec.body_buf() {
+        let n = buf.len().min(30_000);
+        buf[..n].copy_from_slice(&bytes[at..at + n]);
+        dec.body_filled(n);
+        at += n;
+    }
+    assert!(dec.has_message_ready());
+    assert_eq!(dec.next_message(), Ok(Some(msgs[0].clone())));
+    dec.feed(&bytes[at..]);
+    assert_eq!(dec.next_message(), Ok(Some(msgs[1].clone())));
+}
+
+#[test]
+fn a_large_chunk_with_a_wrong_data_length_is_still_refused() {
+    // The frame says 100,021 bytes, the chunk says 50,000 bytes of data.
+    let mut frame =
+        ServerMessage::Chunk(FileChunk::new(TransferId(1), 0, vec![1; 100_000])).to_frame();
+    frame[HEADER_LEN + 17..HEADER_LEN + 21].copy_from_slice(&50_000u32.to_be_bytes());
+    let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+    let mut result = Ok(None);
+    for piece in frame.chunks(1000) {
+        dec.feed(piece);
+        assert!(dec.body_buf().is_none());
+        result = dec.next_message();
+        if result != Ok(None) {
+            break;
+        }
+    }
+    assert!(result.is_err(), "{result:?}");
+}
+
+#[test]
+fn a_recycled_buffer_receives_the_next_large_chunk() {
+    let (msgs, bytes) = big_chunk_stream();
+    let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+    let old = vec![0xee; 120_000];
+    let ptr = old.as_ptr();
+    dec.recycle(old);
+    dec.recycle(vec![1; 10]); // too small to be kept
+    let mut got = Vec::new();
+    for piece in bytes.chunks(5000) {
+        dec.feed(piece);
+        while let Some(m) = dec.next_message().unwrap() {
+            got.push(m);
+        }
+    }
+    assert_eq!(got, msgs, "old contents never show");
+    let ServerMessage::Chunk(c) = &got[0] else {
+        panic!("not a chunk")
+    };
+    assert_eq!(c.data.as_ptr(), ptr, "the recycled buffer was used");
+}
