@@ -152,7 +152,7 @@ struct Work {
     /// Receivers that were just queued relayed file data: (receiver, relay id, its queue).
     paced: Vec<(ClientId, TransferId, Arc<Outbox>)>,
     /// Queues given control frames without waking their writer thread:
-    /// flushed from this thread once the lock is released.
+    /// handed to the flusher thread once the lock is released.
     flush: Vec<Flush>,
 }
 
@@ -172,6 +172,9 @@ impl Work {
 #[derive(Debug)]
 pub struct Server {
     core: Mutex<Core>,
+    /// Queues waiting for the flusher thread.
+    flusher: Mutex<Vec<Flush>>,
+    flusher_ready: std::sync::Condvar,
     config: Config,
     report: Reporter,
     stop: Mutex<Sender<Stop>>,
@@ -217,9 +220,9 @@ impl Server {
     }
 
     /// [`with_hub`](Self::with_hub), except that the queues to flush are
-    /// added to `deferred` (when given) instead of being flushed now: a
-    /// reader handling several buffered messages flushes once, after the
-    /// last, so each receiver gets them in one write.
+    /// added to `deferred` (when given) instead of being handed on now: a
+    /// reader handling several buffered messages hands them on once, after
+    /// the last.
     fn with_hub_deferred<R>(
         self: &Arc<Self>,
         chat_text: Option<String>,
@@ -243,8 +246,43 @@ impl Server {
         result
     }
 
+    /// Hands queues with frames to write to the flusher thread.
+    fn flush_all(&self, queues: &mut Vec<Flush>) {
+        if queues.is_empty() {
+            return;
+        }
+        let mut pending = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        let wake = pending.is_empty();
+        pending.append(queues);
+        drop(pending);
+        if wake {
+            self.flusher_ready.notify_one();
+        }
+    }
+
+    /// The flusher thread: writes every queue handed to it, once per round
+    /// however many messages it got meanwhile. Under load a round takes
+    /// longer and carries more messages per write, so a member gets one
+    /// write per round rather than one per message and sender.
+    fn flush_loop(&self) {
+        let mut queues = Vec::new();
+        loop {
+            {
+                let mut pending = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+                while pending.is_empty() {
+                    pending = self
+                        .flusher_ready
+                        .wait(pending)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                std::mem::swap(&mut *pending, &mut queues);
+            }
+            Self::flush_now(&mut queues);
+        }
+    }
+
     /// Flushes each queue once (they may repeat in `queues`).
-    fn flush_all(queues: &mut Vec<Flush>) {
+    fn flush_now(queues: &mut Vec<Flush>) {
         queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         for (outbox, socket) in queues.drain(..) {
@@ -284,9 +322,10 @@ impl Server {
                     let Some(conn) = core.conns.get(&id) else {
                         continue;
                     };
-                    // Control frames are written by this thread after the
-                    // lock is released (see follow_up): a broadcast then
-                    // costs one write per receiver, not a thread wake-up.
+                    // Control frames are written by the flusher thread (see
+                    // flush_loop), not by each receiver's writer thread: a
+                    // broadcast costs at most one write per receiver and
+                    // no thread wake-up per receiver.
                     // Presence notices wait for the presence thread,
                     // unless something written sooner carries them.
                     if presence {
@@ -303,10 +342,16 @@ impl Server {
                         }
                         continue;
                     }
+                    // A queue goes on the flush list only when it was
+                    // empty: otherwise whoever holds its earlier frames
+                    // writes this one too.
                     let pushed = if bulk {
                         conn.outbox.push(frame.clone(), true)
                     } else {
-                        conn.outbox.push_deferred(frame.clone())
+                        match conn.outbox.push_lazy(frame.clone()) {
+                            Ok(false) => continue,
+                            other => other.map(drop),
+                        }
                     };
                     match pushed {
                         Ok(()) if bulk => {
@@ -520,7 +565,7 @@ impl Server {
     /// leads to, until nothing is left.
     fn follow_up(self: &Arc<Self>, mut work: Work) {
         while !work.is_empty() {
-            Self::flush_all(&mut work.flush);
+            self.flush_all(&mut work.flush);
             let files = std::mem::take(&mut work.files);
             for (client, request, who) in files {
                 let listed = self.config.shared.list();
@@ -755,6 +800,8 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
             pushes: HashMap::new(),
             presence: Vec::new(),
         }),
+        flusher: Mutex::new(Vec::new()),
+        flusher_ready: std::sync::Condvar::new(),
         config,
         report,
         stop: Mutex::new(stop_tx),
@@ -766,6 +813,14 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
         if panic::catch_unwind(AssertUnwindSafe(|| s.tick())).is_err() {
             s.fatal("the timer thread failed".into());
             return;
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    let s = server.clone();
+    spawn("flusher".into(), 256 * 1024, Share::Any, move || {
+        if panic::catch_unwind(AssertUnwindSafe(|| s.flush_loop())).is_err() {
+            s.fatal("the flusher thread failed".into());
         }
     })
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;

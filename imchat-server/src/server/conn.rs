@@ -162,22 +162,22 @@ impl Server {
         let mut flush = Vec::new();
         loop {
             if !reader.has_message_ready() {
-                Self::flush_all(&mut flush);
+                self.flush_all(&mut flush);
             }
             let msg = match reader.read_message() {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
-                    Self::flush_all(&mut flush);
+                    self.flush_all(&mut flush);
                     self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
                 }
                 Err(TransportError::Decode(e)) => {
-                    Self::flush_all(&mut flush);
+                    self.flush_all(&mut flush);
                     self.with_hub(None, |hub| hub.handle_decode_error(id, &e));
                     return;
                 }
                 Err(e) => {
-                    Self::flush_all(&mut flush);
+                    self.flush_all(&mut flush);
                     debug!("reading from {id} failed: {e}");
                     self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
@@ -201,12 +201,12 @@ impl Server {
             }
             // Over its chat rate: read this client later.
             if let Some(until) = throttle {
-                Self::flush_all(&mut flush);
+                self.flush_all(&mut flush);
                 thread::sleep(until.saturating_duration_since(Instant::now()));
             }
             // Bound the batch: a fast sender's messages still go out often.
             if flush.len() >= MAX_DEFERRED {
-                Self::flush_all(&mut flush);
+                self.flush_all(&mut flush);
             }
         }
     }
