@@ -721,6 +721,8 @@ fn scenario_download(ctx: &mut Ctx) {
     for run in 0..ctx.opts.runs {
         eprintln!("download {} MiB, run {}", size >> 20, run + 1);
         let raw_dst = ctx.tmp.join("raw-copy.bin");
+        // Both transfers start with no dirty pages left by the other.
+        sys::sync_disks();
         let r = download::raw_copy(&src, &raw_dst, ctx.opts.pin);
         let _ = fs::remove_file(&raw_dst);
         let raw_rate = match r {
@@ -733,6 +735,7 @@ fn scenario_download(ctx: &mut Ctx) {
                 None
             }
         };
+        sys::sync_disks();
         let r = ctx.imchat(false, 1000).and_then(|p| {
             let r = download::client_download(&ctx.bins, p.addr, p.pid, FILE_NAME, size, &dl);
             p.stop();
@@ -783,7 +786,7 @@ fn scenario_download(ctx: &mut Ctx) {
         peak.show(mib),
         v,
     ]);
-    t.note("Raw copy: one thread reads the file with a 256 KiB buffer and writes it to a loopback socket (CPU 0), another reads the socket and writes a file (CPU 1). imchat: the real imchat-client in plain mode, from `/download` to its `*** downloaded` line (CRC checks and rename included), server on CPU 0. MB = 10^6 bytes. Server RSS sampled every 100 ms.");
+    t.note("Raw copy: one thread reads the file with a 256 KiB buffer and writes it to a loopback socket (CPU 0), another reads the socket and writes a file (CPU 1). imchat: the real imchat-client in plain mode, from `/download` to its `*** downloaded` line (CRC checks, fsync and rename included; the raw copy does not fsync), server on CPU 0. Each transfer starts after a `sync`, so that neither pays for the other's writeback. MB = 10^6 bytes. Server RSS sampled every 100 ms.");
     ctx.table(t);
 }
 
