@@ -84,9 +84,6 @@ struct IncomingFile {
     file: File,
     /// Bytes written so far (the resumed prefix included).
     written: u64,
-    /// Bytes handed to the kernel's writeback so far (see
-    /// [`files::start_writeback`]).
-    flushing: u64,
     progress: Option<Progress>,
 }
 
@@ -912,7 +909,6 @@ impl Shared {
                 part,
                 file,
                 written: offset,
-                flushing: offset,
                 progress,
             },
         );
@@ -940,10 +936,6 @@ impl Shared {
         match written {
             Ok(()) => {
                 f.written = offset + data.len() as u64;
-                if f.written - f.flushing >= files::WRITEBACK_STEP {
-                    files::start_writeback(&f.file, f.flushing, f.written - f.flushing);
-                    f.flushing = f.written;
-                }
                 let pos = f.written;
                 let line = f.progress.as_mut().and_then(|p| p.update(pos));
                 drop(t);

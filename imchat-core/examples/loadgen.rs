@@ -786,7 +786,7 @@ fn scenario_download(ctx: &mut Ctx) {
         peak.show(mib),
         v,
     ]);
-    t.note("Raw copy: one thread reads the file with a 256 KiB buffer and writes it to a loopback socket (CPU 0), another reads the socket and writes a file (CPU 1). imchat: the real imchat-client in plain mode, from `/download` to its `*** downloaded` line (CRC checks, fsync and rename included; the raw copy does not fsync), server on CPU 0. Each transfer starts after a `sync`, so that neither pays for the other's writeback. MB = 10^6 bytes. Server RSS sampled every 100 ms.");
+    t.note("Raw copy: one thread reads the file with a 256 KiB buffer and writes it to a loopback socket (CPU 0), another reads the socket and writes a file (CPU 1). imchat: the real imchat-client in plain mode, from `/download` to its `*** downloaded` line (CRC checks and rename included; neither side fsyncs), server on CPU 0. Each transfer starts after a `sync`, so that neither pays for the other's writeback. MB = 10^6 bytes. Server RSS sampled every 100 ms.");
     ctx.table(t);
 }
 
