@@ -191,11 +191,17 @@ impl Outbox {
     /// Waits until the writer loop has returned or the queue is aborted,
     /// for at most `timeout`. True if it did.
     pub fn wait_writer(&self, timeout: Duration) -> bool {
+        self.wait_on_room(timeout, |s| (s.writer_done || s.aborted).then_some(true))
+    }
+
+    /// Waits on the `room` condition until `answer` has one (which is
+    /// returned) or `timeout` passes (false).
+    fn wait_on_room(&self, timeout: Duration, answer: impl Fn(&State) -> Option<bool>) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = self.lock();
         loop {
-            if s.writer_done || s.aborted {
-                return true;
+            if let Some(a) = answer(&s) {
+                return a;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -330,27 +336,13 @@ impl Outbox {
     /// Waits until fewer than `limit` bulk bytes are queued. Returns false
     /// on timeout or when the queue is closed (stop producing then).
     pub fn wait_bulk_room(&self, limit: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.lock();
-        loop {
+        self.wait_on_room(timeout, |s| {
             if s.closing || s.aborted {
-                return false;
+                Some(false)
+            } else {
+                (s.bulk_bytes < limit).then_some(true)
             }
-            if s.bulk_bytes < limit {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            s.room_waiters += 1;
-            s = self
-                .room
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            s.room_waiters -= 1;
-        }
+        })
     }
 
     /// Bytes queued (both lanes).
