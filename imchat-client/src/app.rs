@@ -153,6 +153,9 @@ struct Shared {
     /// Chunk buffers the disk thread is done with, for the reader's
     /// decoder to receive the next chunks into.
     recycled: Mutex<Vec<Vec<u8>>>,
+    /// The socket, for the disk thread to write its acknowledgements
+    /// itself (see [`Outbox::flush`]) rather than wake the writer thread.
+    socket: TcpStream,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,6 +204,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         tx: tx.clone(),
         disk,
         recycled: Mutex::new(Vec::new()),
+        socket: stream.try_clone().map_err(io_err("cloning the socket"))?,
     });
 
     let (writer_done_tx, writer_done) = mpsc::channel::<()>();
@@ -445,7 +449,7 @@ impl Shared {
                 DiskJob::Data { id, offset, data } => {
                     let end = offset + data.len() as u64;
                     if self.transfer_data(id, offset, &data) {
-                        self.with_session(|s| s.stored(id, end));
+                        self.ack_stored(id, end);
                     }
                     let mut recycled = lock(&self.recycled);
                     if recycled.len() < 4 {
@@ -456,6 +460,24 @@ impl Shared {
                 DiskJob::Failed(id, error) => self.transfer_failed(id, &error),
             }
         }
+    }
+
+    /// Acknowledges stored download data, writing the `Ack` from this
+    /// thread when no one else is writing (one thread wake-up less per
+    /// chunk); otherwise the writer thread sends it with what it has.
+    fn ack_stored(&self, id: TransferId, offset: u64) {
+        let frames: Vec<Frame> = {
+            let mut s = lock(&self.session);
+            s.stored(id, offset);
+            std::iter::from_fn(|| s.poll_transmit())
+                .map(|m| Arc::from(m.to_frame()))
+                .collect()
+        };
+        for frame in frames {
+            // Full or closed: the server is not reading, or we are leaving.
+            let _ = self.outbox.push_deferred(frame);
+        }
+        self.outbox.flush(&self.socket);
     }
 
     /// Hands a job to the disk thread (gone only when the client is ending).
