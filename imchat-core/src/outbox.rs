@@ -278,15 +278,6 @@ impl Outbox {
         }
     }
 
-    /// Like [`flush`](Outbox::flush), but what cannot be written at once
-    /// stays queued without waking or starting the writer thread: the
-    /// caller takes it on and flushes again later. Returns true when
-    /// control frames are left (and nobody else is writing them now).
-    pub fn flush_lazy<W: Write>(&self, w: W) -> bool {
-        self.write_through(w)
-            .is_some_and(|s| !s.writing && !s.control.is_empty())
-    }
-
     /// Writes queued control frames to `w` from this thread if no one else
     /// is writing. Returns the lock, or `None` if the socket broke (the
     /// queue is then aborted).
@@ -676,18 +667,53 @@ mod tests {
     }
 
     #[test]
-    fn a_lazy_flush_leaves_what_does_not_fit_without_starting_the_writer() {
+    fn a_flush_wakes_a_writer_that_slept_while_it_wrote() {
+        // The writer finds file data queued while a flush is writing, and
+        // sleeps (only one may write); the flush must wake it when done.
         let q = Outbox::new(1 << 20);
-        q.set_starter(|| panic!("must not start"));
-        q.push_deferred(f(b"abcdef")).unwrap();
-        let mut full = Full {
-            out: Vec::new(),
-            room: 4,
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let (q, out) = (q.clone(), out.clone());
+            std::thread::spawn(move || q.run_writer(Shared(out)))
         };
-        assert!(q.flush_lazy(&mut full));
-        full.room = 10;
-        assert!(!q.flush_lazy(&mut full));
-        assert_eq!(full.out, b"abcdef");
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        /// A socket that lets the file data be queued mid-write.
+        struct Slow<'a>(&'a Outbox, Arc<Mutex<Vec<u8>>>, bool);
+        impl Write for Slow<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if !self.2 {
+                    self.2 = true;
+                    self.0.push(f(b"data"), true).unwrap();
+                    // Give the writer time to see it and go to sleep.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                self.1.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        q.push_deferred(f(b"note")).unwrap();
+        q.flush(Slow(&q, out.clone(), false));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.lock().unwrap().len() < 8 {
+            assert!(Instant::now() < deadline, "the file data was never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*out.lock().unwrap(), b"notedata");
+        q.close();
+        writer.join().unwrap().unwrap();
     }
 
     #[test]

@@ -241,6 +241,11 @@ impl Server {
         };
         if let Some(deferred) = deferred {
             deferred.append(&mut work.flush);
+            // Relayed file data may make this thread wait (pace_relay):
+            // what it queued must not wait with it.
+            if !work.paced.is_empty() {
+                self.flush_all(deferred);
+            }
         }
         self.follow_up(work);
         result
@@ -287,18 +292,6 @@ impl Server {
         queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         for (outbox, socket) in queues.drain(..) {
             outbox.flush(&*socket);
-        }
-    }
-
-    /// The presence thread's flush: a member whose socket is full keeps
-    /// its notices for the next round, rather than getting a writer
-    /// thread for them (a slow reader in a large room that many join).
-    fn flush_presence(&self, queues: &mut Vec<Flush>) {
-        queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
-        queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
-        queues.retain(|(outbox, socket)| outbox.flush_lazy(&**socket));
-        if !queues.is_empty() {
-            self.lock().presence.append(queues);
         }
     }
 
@@ -704,7 +697,7 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Which part of the thread budget a new thread may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Share {
-    /// A new connection's reader: only the first three quarters, so that
+    /// A new connection's reader: all but the last eighth, so that
     /// connections already taken can still start writers and downloads.
     NewConnection,
     /// Anything else.
@@ -744,7 +737,7 @@ fn spawn(
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     let budget = match share {
-        Share::NewConnection => thread_budget() / 4 * 3,
+        Share::NewConnection => thread_budget() - thread_budget() / 8,
         Share::Any => thread_budget(),
     };
     if THREADS.fetch_add(1, Ordering::Relaxed) >= budget {
@@ -829,7 +822,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
     spawn("presence".into(), 256 * 1024, Share::Any, move || loop {
         thread::sleep(PRESENCE_DELAY);
         let mut queues = std::mem::take(&mut s.lock().presence);
-        if panic::catch_unwind(AssertUnwindSafe(|| s.flush_presence(&mut queues))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| Server::flush_now(&mut queues))).is_err() {
             s.fatal("the presence thread failed".into());
             return;
         }

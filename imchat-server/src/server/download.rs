@@ -245,7 +245,9 @@ pub(super) fn stream_file(
         if stopped() {
             return Ok(Streamed::Stopped { sent });
         }
-        let want = usize::try_from(out.remaining()).map_or(buf.len(), |r| r.min(buf.len()));
+        // A chunk never exceeds the window, or it could never be sent.
+        let most = buf.len().min(DOWNLOAD_WINDOW as usize);
+        let want = usize::try_from(out.remaining()).map_or(most, |r| r.min(most));
         let end = offset.min(size) + sent + want as u64;
         if !control.wait_window(end, WAIT_STEP) || !outbox.wait_bulk_room(READ_AHEAD, WAIT_STEP) {
             continue;
