@@ -666,6 +666,18 @@ mod tests {
         assert!(!q.claim_writer());
     }
 
+    /// A socket whose bytes land in a buffer shared with the test.
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn a_flush_wakes_a_writer_that_slept_while_it_wrote() {
         // The writer finds file data queued while a flush is writing, and
@@ -676,16 +688,6 @@ mod tests {
             let (q, out) = (q.clone(), out.clone());
             std::thread::spawn(move || q.run_writer(Shared(out)))
         };
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         /// A socket that lets the file data be queued mid-write.
         struct Slow<'a>(&'a Outbox, Arc<Mutex<Vec<u8>>>, bool);
         impl Write for Slow<'_> {
@@ -805,16 +807,6 @@ mod tests {
         // frame arrives whole and each producer's frames stay in order.
         let q = Outbox::new(1 << 24);
         let sink = Arc::new(Mutex::new(Vec::new()));
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let writer = {
             let q = q.clone();
             let sink = sink.clone();
