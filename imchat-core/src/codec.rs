@@ -106,7 +106,8 @@ pub trait Decode: Sized {
 /// type, id, offset, crc, data length.
 const CHUNK_PREFIX: usize = 1 + 4 + 8 + 4 + 4;
 /// The length header and the chunk prefix: what a reader expecting another
-/// large chunk reads first, so that the data goes straight to its buffer.
+/// large chunk reads first, so that the data goes straight to its buffer,
+/// and the room a sender filling a frame in place leaves before the data.
 pub(crate) const CHUNK_HEAD: usize = HEADER_LEN + CHUNK_PREFIX;
 /// Chunks with at least this much data that have not fully arrived are
 /// received straight into their own buffer (no copy out of the stream
@@ -168,6 +169,22 @@ fn put_recipient(out: &mut Vec<u8>, to: &Recipient) {
 pub fn encode_chunk(out: &mut Vec<u8>, id: TransferId, offset: u64, data: &[u8]) {
     let crc = crc32fast::hash(data);
     encode_chunk_with_crc(out, id, offset, data, crc);
+}
+
+/// Writes the first [`CHUNK_HEAD`] bytes of a chunk frame whose `len`
+/// data bytes follow them: the same bytes [`encode_chunk_with_crc`] writes.
+pub(crate) fn write_chunk_head(head: &mut [u8], id: TransferId, offset: u64, crc: u32, len: usize) {
+    let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+    BigEndian::write_u32(
+        &mut head[..HEADER_LEN],
+        len32.saturating_add(CHUNK_PREFIX as u32),
+    );
+    head[HEADER_LEN] = types::CHUNK;
+    let p = &mut head[HEADER_LEN + 1..CHUNK_HEAD];
+    BigEndian::write_u32(&mut p[0..4], id.0);
+    BigEndian::write_u64(&mut p[4..12], offset);
+    BigEndian::write_u32(&mut p[12..16], crc);
+    BigEndian::write_u32(&mut p[16..20], len32);
 }
 
 pub(crate) fn encode_chunk_with_crc(

@@ -2,7 +2,7 @@
 //! read into checksummed chunk frames; the receiving half checks each chunk
 //! (id, offset, size, CRC32) and the whole file at the end.
 
-use crate::codec::encode_chunk_with_crc;
+use crate::codec::{encode_chunk_with_crc, write_chunk_head, CHUNK_HEAD};
 use crate::error::{TransferError, UsageError};
 use crate::message::{FileChunk, FileEnd, TransferId};
 
@@ -68,6 +68,39 @@ impl Outgoing {
         let crc = self.take(data)?;
         encode_chunk_with_crc(out, self.id, offset, data, crc);
         Ok(())
+    }
+
+    /// Makes `frame` the chunk frame of the next bytes of the file, which
+    /// `fill` writes straight into it: a sender reads the file into the
+    /// frame it sends, with no copy. `fill` gets room for at most `most`
+    /// bytes (and no more than remain) and returns how many it wrote.
+    /// Returns that count; at 0, `frame` is left empty and the transfer
+    /// unchanged.
+    ///
+    /// `frame` can be the same buffer chunk after chunk: it is grown when
+    /// too short and cut to the frame's length, but its old bytes are only
+    /// overwritten, never zeroed again.
+    pub fn fill_chunk_frame<E: From<UsageError>>(
+        &mut self,
+        frame: &mut Vec<u8>,
+        most: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let most = usize::try_from(self.remaining()).map_or(most, |r| r.min(most));
+        let end = CHUNK_HEAD + most;
+        if frame.len() < end {
+            frame.resize(end, 0);
+        }
+        let n = fill(&mut frame[CHUNK_HEAD..end])?.min(most);
+        frame.truncate(CHUNK_HEAD + n);
+        if n == 0 {
+            frame.clear();
+            return Ok(0);
+        }
+        let offset = self.offset;
+        let crc = self.take(&frame[CHUNK_HEAD..])?;
+        write_chunk_head(&mut frame[..CHUNK_HEAD], self.id, offset, crc, n);
+        Ok(n)
     }
 
     /// The next chunk as a message (for a session's transmit queue).
@@ -256,6 +289,53 @@ mod tests {
         inc.finish(&end).unwrap();
         assert_eq!(got, data);
         assert_eq!(end.crc, crc32fast::hash(&data));
+    }
+
+    #[test]
+    fn frames_filled_in_place_are_the_frames_encode_chunk_makes() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let mut by_copy = Outgoing::new(ID, data.len() as u64);
+        let mut in_place = Outgoing::new(ID, data.len() as u64);
+        // One buffer for every frame, holding the previous frame's bytes:
+        // a stale byte anywhere would show.
+        let mut frame = vec![0xAA; 5000];
+        let mut at = 0;
+        while at < data.len() {
+            let n = in_place
+                .fill_chunk_frame(&mut frame, 3000, |room| {
+                    let n = room.len().min(data.len() - at);
+                    room[..n].copy_from_slice(&data[at..at + n]);
+                    Ok::<_, UsageError>(n)
+                })
+                .unwrap();
+            assert_eq!(n, 3000.min(data.len() - at));
+            let mut expected = Vec::new();
+            by_copy
+                .encode_chunk(&data[at..at + n], &mut expected)
+                .unwrap();
+            assert_eq!(frame, expected, "chunk at {at}");
+            at += n;
+        }
+        assert_eq!(in_place.finish(), by_copy.finish());
+        assert_eq!(in_place.finish().unwrap().crc, crc32fast::hash(&data));
+    }
+
+    #[test]
+    fn a_frame_filled_with_nothing_is_empty_and_changes_nothing() {
+        let mut out = Outgoing::new(ID, 10);
+        let mut frame = vec![1, 2, 3];
+        let n = out
+            .fill_chunk_frame(&mut frame, 8, |_| Ok::<_, UsageError>(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(frame.is_empty());
+        assert_eq!(out.offset(), 0);
+        // The room offered never goes past the announced size.
+        let offered = out
+            .fill_chunk_frame(&mut frame, 64, |room| Ok::<_, UsageError>(room.len()))
+            .unwrap();
+        assert_eq!(offered, 10);
+        assert_eq!(out.remaining(), 0);
     }
 
     #[test]
