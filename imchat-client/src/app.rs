@@ -22,7 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -442,14 +442,27 @@ impl Shared {
     }
 
     /// The disk thread: writes file data, finishes and fails transfers,
-    /// and acknowledges what is written to the server.
+    /// and acknowledges what is written to the server: every
+    /// [`ACK_STEP`](imchat_core::ACK_STEP), and whenever it has written
+    /// everything it was given.
     fn disk_loop(&self, jobs: &Receiver<DiskJob>) {
-        for job in jobs {
+        loop {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    self.send_acks(ClientSession::caught_up);
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
+            };
             match job {
                 DiskJob::Data { id, offset, data } => {
                     let end = offset + data.len() as u64;
                     if self.transfer_data(id, offset, &data) {
-                        self.ack_stored(id, end);
+                        self.send_acks(|s| s.stored(id, end));
                     }
                     let mut recycled = lock(&self.recycled);
                     if recycled.len() < 4 {
@@ -462,17 +475,20 @@ impl Shared {
         }
     }
 
-    /// Acknowledges stored download data, writing the `Ack` from this
-    /// thread when no one else is writing (one thread wake-up less per
-    /// chunk); otherwise the writer thread sends it with what it has.
-    fn ack_stored(&self, id: TransferId, offset: u64) {
+    /// Tells the session what is stored (`f`) and writes the `Ack`s it
+    /// sends from this thread when no one else is writing (one thread
+    /// wake-up less); otherwise the writer thread sends them with what it has.
+    fn send_acks(&self, f: impl FnOnce(&mut ClientSession)) {
         let frames: Vec<Frame> = {
             let mut s = lock(&self.session);
-            s.stored(id, offset);
+            f(&mut s);
             std::iter::from_fn(|| s.poll_transmit())
                 .map(|m| Arc::from(m.to_frame()))
                 .collect()
         };
+        if frames.is_empty() {
+            return;
+        }
         for frame in frames {
             // Full or closed: the server is not reading, or we are leaving.
             let _ = self.outbox.push_deferred(frame);

@@ -17,6 +17,12 @@ pub const DEFAULT_CHUNK_SIZE: usize = 256 * 1024;
 /// a 1 GiB loopback download at full speed (a 4 MiB window was slower
 /// here, and let chat wait 15 ms behind four downloads).
 pub const DOWNLOAD_WINDOW: u64 = 1024 * 1024;
+/// How much newly stored data a client with manual acknowledgements
+/// ([`ClientSession::stored`](crate::ClientSession::stored)) holds back
+/// before it acknowledges: half the window, so the server always has room
+/// to send while the client writes, with a quarter of the acknowledgements
+/// 256 KiB chunks would cost one by one.
+pub const ACK_STEP: u64 = DOWNLOAD_WINDOW / 2;
 /// Largest file a client may push to others with `/sendfile`: 4 GiB.
 pub const DEFAULT_MAX_PUSH_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 /// Most clients connected at once (handshaking or joined): 1,000.

@@ -159,6 +159,13 @@ struct PendingDownload {
     resume: Option<(u64, crc32fast::Hasher)>,
 }
 
+/// How far a download is stored, and how far that was acknowledged.
+#[derive(Debug, Default)]
+struct HeldAck {
+    acked: u64,
+    stored: u64,
+}
+
 /// One client's protocol state.
 ///
 /// Inputs: [`handle_message`](Self::handle_message),
@@ -176,6 +183,8 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     requested: HashMap<TransferId, PendingDownload>,
     incoming: HashMap<TransferId, Incoming>,
+    /// Downloads stored further than acknowledged (manual acknowledgements).
+    held_acks: HashMap<TransferId, HeldAck>,
     outgoing: HashMap<TransferId, Outgoing>,
     next_id: u32,
     last_heard: Instant,
@@ -198,6 +207,7 @@ impl ClientSession {
             events: VecDeque::new(),
             requested: HashMap::new(),
             incoming: HashMap::new(),
+            held_acks: HashMap::new(),
             outgoing: HashMap::new(),
             next_id: 1,
             last_heard: now,
@@ -227,9 +237,39 @@ impl ClientSession {
     /// With [`set_manual_acks`](Self::set_manual_acks): download `id` is
     /// stored up to byte `offset` (from byte 0). Ignored for pushes and
     /// finished or unknown transfers.
+    ///
+    /// The `Ack` goes out once [`ACK_STEP`](crate::ACK_STEP) more is
+    /// stored than was last acknowledged; until then it is held back, and
+    /// [`caught_up`](Self::caught_up) sends it. The server can always send
+    /// the rest of its window meanwhile, so a download never stalls on a
+    /// held-back acknowledgement.
     pub fn stored(&mut self, id: TransferId, offset: u64) {
-        if !id.is_server_chosen() && self.incoming.contains_key(&id) {
+        if id.is_server_chosen() || !self.incoming.contains_key(&id) {
+            self.held_acks.remove(&id);
+            return;
+        }
+        let held = self.held_acks.entry(id).or_default();
+        held.stored = held.stored.max(offset);
+        if held.stored >= held.acked.saturating_add(crate::ACK_STEP) {
+            held.acked = held.stored;
             self.transmits.push_back(ClientMessage::Ack { id, offset });
+        }
+    }
+
+    /// Sends the acknowledgements [`stored`](Self::stored) holds back. An
+    /// application calls it when it has nothing more to write for now, so
+    /// the server need not wait for the next step.
+    pub fn caught_up(&mut self) {
+        let incoming = &self.incoming;
+        self.held_acks.retain(|id, _| incoming.contains_key(id));
+        for (&id, held) in &mut self.held_acks {
+            if held.stored > held.acked {
+                held.acked = held.stored;
+                self.transmits.push_back(ClientMessage::Ack {
+                    id,
+                    offset: held.stored,
+                });
+            }
         }
     }
 

@@ -633,14 +633,63 @@ fn download_data_is_acknowledged_as_handed_out_or_once_stored() {
             assert_eq!(acked(&net), Vec::<u64>::new(), "nothing before stored()");
             net.s(0).stored(id, 4);
             net.pump();
+            assert_eq!(acked(&net), Vec::<u64>::new(), "4 bytes are held back");
+            net.s(0).caught_up();
+            net.pump();
         }
         assert_eq!(acked(&net), vec![4], "manual acks: {manual}");
         // Acks for a download the hub no longer runs are dropped quietly.
         net.hub.download_finished(alice, id);
         net.s(0).stored(id, 8);
+        net.s(0).caught_up();
         net.pump();
         assert_eq!(acked(&net).len(), 1);
     }
+}
+
+#[test]
+fn stored_data_is_acknowledged_every_ack_step_and_when_caught_up() {
+    let mut net = three();
+    net.s(0).set_manual_acks(true);
+    let name = FileName::new("big.bin").unwrap();
+    let id = net.s(0).download(name.clone(), None).unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    let size = 4 * crate::ACK_STEP;
+    assert_eq!(net.hub.accept_download(alice, id, name, size, 0), Some(0));
+    net.pump();
+    let acks = |net: &mut Net| -> Vec<u64> {
+        std::iter::from_fn(|| net.s(0).poll_transmit())
+            .filter_map(|m| match m {
+                ClientMessage::Ack { id: i, offset } if i == id => Some(offset),
+                _ => None,
+            })
+            .collect()
+    };
+    let chunk = crate::ACK_STEP / 4;
+    net.s(0).stored(id, chunk);
+    net.s(0).stored(id, 3 * chunk);
+    assert_eq!(acks(&mut net), Vec::<u64>::new(), "under a step: held");
+    net.s(0).stored(id, crate::ACK_STEP);
+    assert_eq!(acks(&mut net), vec![crate::ACK_STEP], "a whole step: sent");
+    net.s(0).stored(id, crate::ACK_STEP + chunk);
+    net.s(0).caught_up();
+    assert_eq!(acks(&mut net), vec![crate::ACK_STEP + chunk]);
+    net.s(0).caught_up();
+    assert_eq!(
+        acks(&mut net),
+        Vec::<u64>::new(),
+        "nothing new: nothing sent"
+    );
+    // An offset going backwards never lowers what was acknowledged.
+    net.s(0).stored(id, chunk);
+    net.s(0).caught_up();
+    assert_eq!(acks(&mut net), Vec::<u64>::new());
+    // A cancelled download has nothing to acknowledge any more.
+    net.s(0).stored(id, 2 * crate::ACK_STEP - 1);
+    net.s(0).cancel(id, "enough").unwrap();
+    net.s(0).caught_up();
+    assert_eq!(acks(&mut net), Vec::<u64>::new());
 }
 
 #[test]
