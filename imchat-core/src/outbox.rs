@@ -33,6 +33,9 @@ pub enum PushError {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The unwritten rest of a frame a timed-out write cut: it goes out
+    /// before anything else, or the stream would be corrupt.
+    partial: Option<Frame>,
     control: VecDeque<Frame>,
     bulk: VecDeque<Frame>,
     control_bytes: usize,
@@ -66,10 +69,25 @@ impl std::fmt::Debug for Starter {
 }
 
 impl State {
-    /// Moves the next frames into `batch`: control frames first, then (when
-    /// `bulk`) file data, up to [`BATCH_BYTES`] and [`BATCH_FRAMES`].
-    fn take_batch(&mut self, batch: &mut Vec<Frame>, bulk: bool) {
+    /// Frames wait that a writer taking the control lane (and the bulk
+    /// lane too when `bulk`) would write.
+    fn has_frames(&self, bulk: bool) -> bool {
+        self.partial.is_some() || !self.control.is_empty() || (bulk && !self.bulk.is_empty())
+    }
+
+    /// Moves the next frames into `batch` (empty): the rest of a cut frame,
+    /// then control frames, then (when `bulk`) file data, up to
+    /// [`BATCH_BYTES`] and [`BATCH_FRAMES`]. Says which lanes they came from.
+    fn take_batch(&mut self, batch: &mut Vec<Frame>, bulk: bool) -> Taken {
+        debug_assert!(batch.is_empty());
         let mut bytes = 0;
+        let partial = if let Some(p) = self.partial.take() {
+            bytes += p.len();
+            batch.push(p);
+            true
+        } else {
+            false
+        };
         while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
             let Some(f) = self.control.pop_front() else {
                 break;
@@ -78,6 +96,7 @@ impl State {
             bytes += f.len();
             batch.push(f);
         }
+        let ahead = batch.len();
         while bulk && bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
             let Some(f) = self.bulk.pop_front() else {
                 break;
@@ -86,7 +105,37 @@ impl State {
             bytes += f.len();
             batch.push(f);
         }
+        Taken { partial, ahead }
     }
+
+    /// Puts back what a timed-out write of `batch` left, from frame `first`
+    /// on with `skip` bytes of it written: a cut frame's rest as the
+    /// partial frame, every other frame at the front of the lane it came
+    /// from, in order.
+    fn put_back(&mut self, batch: &mut Vec<Frame>, (first, skip): (usize, usize), taken: Taken) {
+        for (i, f) in batch.drain(first..).enumerate().rev() {
+            let at = first + i;
+            if at == first && skip > 0 {
+                self.partial = Some(Arc::new(f[skip..].to_vec()));
+            } else if at == 0 && taken.partial {
+                self.partial = Some(f);
+            } else if at < taken.ahead {
+                self.control_bytes += f.len();
+                self.control.push_front(f);
+            } else {
+                self.bulk_bytes += f.len();
+                self.bulk.push_front(f);
+            }
+        }
+    }
+}
+
+/// Where the frames of a batch came from: the first was the partial frame
+/// (`partial`), and the first `ahead` were not bulk frames.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    partial: bool,
+    ahead: usize,
 }
 
 /// A bounded two-lane queue of frames for one connection, shared between
@@ -263,11 +312,27 @@ impl Outbox {
     /// socket's buffer is full: `w` should have a short write timeout), and
     /// any bulk frames, are left to the writer thread, which is woken.
     pub fn flush<W: Write>(&self, w: W) {
-        let Some(s) = self.write_through(w) else {
+        self.flush_lanes(w, false);
+    }
+
+    /// Queues a bulk frame, then writes what is queued (control frames
+    /// first, then file data) to `w` from the calling thread if no one else
+    /// is writing, as [`flush`](Outbox::flush) does for control frames.
+    /// A producer of file data saves the writer thread's wake-up per frame
+    /// this way, and writes data it has just read while the CPU still has
+    /// it cached. What cannot be written at once is left to the writer
+    /// thread, which is woken.
+    pub fn push_bulk_through<W: Write>(&self, frame: Frame, w: W) -> Result<(), PushError> {
+        self.enqueue(&mut self.lock(), frame, true)?;
+        self.flush_lanes(w, true);
+        Ok(())
+    }
+
+    fn flush_lanes<W: Write>(&self, w: W, bulk: bool) {
+        let Some(s) = self.write_through(w, bulk) else {
             return;
         };
-        let pending = !s.control.is_empty() || !s.bulk.is_empty();
-        if pending {
+        if s.has_frames(true) {
             self.wake_writer(s);
         } else if s.closing && !s.writing {
             let mut s = s;
@@ -278,19 +343,19 @@ impl Outbox {
         }
     }
 
-    /// Writes queued control frames to `w` from this thread if no one else
-    /// is writing. Returns the lock, or `None` if the socket broke (the
-    /// queue is then aborted).
-    fn write_through<W: Write>(&self, mut w: W) -> Option<MutexGuard<'_, State>> {
+    /// Writes queued control frames (and bulk frames when `bulk`) to `w`
+    /// from this thread if no one else is writing. Returns the lock, or
+    /// `None` if the socket broke (the queue is then aborted).
+    fn write_through<W: Write>(&self, mut w: W, bulk: bool) -> Option<MutexGuard<'_, State>> {
         let mut batch: Vec<Frame> = Vec::new();
         let mut s = self.lock();
         // Bounded: each round writes what was queued when it started.
         for _ in 0..4 {
-            if s.writing || s.aborted || s.control.is_empty() {
+            if s.writing || s.aborted || !s.has_frames(bulk) {
                 break;
             }
             s.writing = true;
-            s.take_batch(&mut batch, false);
+            let taken = s.take_batch(&mut batch, bulk);
             drop(s);
             let result = write_frames(&mut w, &batch);
             s = self.lock();
@@ -298,19 +363,8 @@ impl Outbox {
             match result {
                 Ok(()) => batch.clear(),
                 Err((done, e)) if is_timeout(&e) => {
-                    // Put back what did not go out, the cut frame first,
-                    // for the writer thread to finish.
-                    let (first, skip) = done;
-                    for (i, f) in batch.drain(first..).enumerate().rev() {
-                        let f = if i == 0 && skip > 0 {
-                            Arc::new(f[skip..].to_vec())
-                        } else {
-                            f
-                        };
-                        s.control_bytes += f.len();
-                        s.control.push_front(f);
-                    }
-                    batch.clear();
+                    // Put back what did not go out, for the writer thread.
+                    s.put_back(&mut batch, done, taken);
                     break;
                 }
                 Err(_) => {
@@ -339,7 +393,7 @@ impl Outbox {
     /// Bytes queued (both lanes).
     pub fn queued(&self) -> usize {
         let s = self.lock();
-        s.control_bytes + s.bulk_bytes
+        s.partial.as_ref().map_or(0, |p| p.len()) + s.control_bytes + s.bulk_bytes
     }
 
     /// Lets the writer finish what is queued, then stop. Later pushes fail.
@@ -361,6 +415,7 @@ impl Outbox {
     pub fn abort(&self) {
         let mut s = self.lock();
         s.aborted = true;
+        s.partial = None;
         s.control.clear();
         s.bulk.clear();
         s.control_bytes = 0;
@@ -384,7 +439,7 @@ impl Outbox {
             if s.aborted {
                 return false;
             }
-            let queued = !s.control.is_empty() || !s.bulk.is_empty();
+            let queued = s.has_frames(true);
             if queued && !s.writing {
                 break;
             }
@@ -764,6 +819,59 @@ mod tests {
         sock.room = usize::MAX;
         q.run_writer(&mut sock).unwrap();
         assert_eq!(sock.out, b"abcdefghijkl");
+    }
+
+    #[test]
+    fn bulk_pushed_through_goes_out_from_the_caller_after_the_control_frames() {
+        let q = Outbox::new(1024);
+        q.set_starter(|| panic!("no writer thread is needed"));
+        q.push_deferred(f(b"chat")).unwrap();
+        let mut sock = Full {
+            out: Vec::new(),
+            room: usize::MAX,
+        };
+        q.push_bulk_through(f(b"DATA"), &mut sock).unwrap();
+        assert_eq!(sock.out, b"chatDATA");
+        assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn a_cut_bulk_frame_finishes_before_any_later_chat() {
+        let q = Outbox::new(1024);
+        let mut sock = Full {
+            out: Vec::new(),
+            room: 3,
+        };
+        q.push_bulk_through(f(b"ABCDEF"), &mut sock).unwrap();
+        q.push_bulk_through(f(b"GH"), &mut sock).unwrap();
+        assert_eq!(sock.out, b"ABC");
+        // Chat queued now must not land inside the cut chunk frame; it
+        // still overtakes the whole bulk frames behind it.
+        q.push(f(b"chat"), false).unwrap();
+        q.close();
+        sock.room = usize::MAX;
+        q.run_writer(&mut sock).unwrap();
+        assert_eq!(sock.out, b"ABCDEFchatGH");
+    }
+
+    #[test]
+    fn what_a_timed_out_write_left_goes_back_to_its_lane() {
+        let q = Outbox::new(1024);
+        q.push(f(b"c1"), false).unwrap();
+        q.push(f(b"c2"), false).unwrap();
+        q.push(f(b"b1"), true).unwrap();
+        let mut sock = Full {
+            out: Vec::new(),
+            room: 3,
+        };
+        // Writes "c1" and one byte of "c2": "2" is the partial frame.
+        q.push_bulk_through(f(b"b2"), &mut sock).unwrap();
+        assert_eq!(sock.out, b"c1c");
+        q.push(f(b"c3"), false).unwrap();
+        q.close();
+        sock.room = usize::MAX;
+        q.run_writer(&mut sock).unwrap();
+        assert_eq!(sock.out, b"c1c2c3b1b2");
     }
 
     #[test]

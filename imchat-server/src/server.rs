@@ -140,6 +140,9 @@ struct DownloadJob {
     who: String,
     cancel: Arc<download::Control>,
     outbox: Arc<Outbox>,
+    /// The client's socket, which the download writes its chunks to when
+    /// no one else is writing.
+    socket: Arc<TcpStream>,
 }
 
 /// Work found while dispatching, done after the lock is released.
@@ -472,6 +475,7 @@ impl Server {
                     who,
                     cancel,
                     outbox: conn.outbox.clone(),
+                    socket: conn.socket.clone(),
                 });
             }
             HubEvent::DownloadAcked { client, id, offset } => {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    inert, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, ServerMessage, TransferId,
-    UsageError, DOWNLOAD_WINDOW,
+    inert, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, PushError, ServerMessage,
+    TransferId, UsageError, DOWNLOAD_WINDOW,
 };
 use log::{info, warn};
 
@@ -120,6 +120,7 @@ impl Server {
             who,
             cancel,
             outbox,
+            socket,
         } = job;
         let shown = inert(name.as_str()).into_owned();
         let refuse = |code: CancelCode, reason: String| {
@@ -147,7 +148,10 @@ impl Server {
         cancel.ack(offset);
         let start = Instant::now();
         let chunk = self.limits().chunk_size;
-        match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox) {
+        // Chunks go to the socket from this thread while it is free: no
+        // writer thread wake-up per chunk.
+        let send = |frame| outbox.push_bulk_through(frame, &*socket);
+        match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox, send) {
             Ok(Streamed::Done { sent }) => {
                 self.with_hub(None, |hub| hub.download_finished(client, id));
                 let resumed = if offset > 0 {
@@ -207,12 +211,13 @@ fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Queues `file` (of `size` bytes when opened) on `outbox`'s bulk lane from
-/// `offset` on, as chunks of at most `chunk` bytes followed by the end
+/// Queues `file` (of `size` bytes when opened) on `outbox`'s bulk lane with
+/// `send` (which may also write it out) from `offset` on, as chunks of at most `chunk` bytes followed by the end
 /// marker. The bytes before `offset` are read for the whole-file checksum
 /// but not sent. At most [`READ_AHEAD`] bytes wait in the queue at a time,
 /// and nothing is sent beyond [`DOWNLOAD_WINDOW`] past what the client
 /// has acknowledged in `control`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn stream_file(
     file: &mut impl Read,
     size: u64,
@@ -221,6 +226,7 @@ pub(super) fn stream_file(
     chunk: usize,
     control: &Control,
     outbox: &Outbox,
+    mut send: impl FnMut(Frame) -> Result<(), PushError>,
 ) -> Result<Streamed, StreamError> {
     let mut out = Outgoing::new(id, size);
     let stopped = || control.is_cancelled() || outbox.is_closed();
@@ -264,7 +270,7 @@ pub(super) fn stream_file(
             return Err(StreamError::Changed);
         }
         let frame = Frame::new(buf);
-        if outbox.push(frame.clone(), true).is_err() {
+        if send(frame.clone()).is_err() {
             return Ok(Streamed::Stopped { sent });
         }
         frames.keep(frame);
@@ -279,7 +285,7 @@ pub(super) fn stream_file(
         return Err(StreamError::Changed);
     };
     let frame = Frame::from(ServerMessage::End(end).to_frame());
-    if outbox.push(frame, true).is_err() {
+    if send(frame).is_err() {
         return Ok(Streamed::Stopped { sent });
     }
     Ok(Streamed::Done { sent })
@@ -381,6 +387,7 @@ mod tests {
             4096,
             &cancel,
             &outbox,
+            |f| outbox.push(f, true),
         )
         .unwrap();
         assert_eq!(got, Streamed::Done { sent: 10_000 });
@@ -413,6 +420,7 @@ mod tests {
             256,
             &cancel,
             &outbox,
+            |f| outbox.push(f, true),
         );
         assert_eq!(got.unwrap(), Streamed::Done { sent: 400 });
         let msgs = drain(&outbox);
@@ -441,7 +449,16 @@ mod tests {
     fn a_file_shorter_or_longer_than_announced_fails() {
         let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
-        let short = stream_file(&mut Cursor::new(data(50)), 100, 0, ID, 30, &cancel, &outbox);
+        let short = stream_file(
+            &mut Cursor::new(data(50)),
+            100,
+            0,
+            ID,
+            30,
+            &cancel,
+            &outbox,
+            |f| outbox.push(f, true),
+        );
         assert!(matches!(short, Err(StreamError::Changed)));
         let outbox = Outbox::new(1 << 20);
         let long = stream_file(
@@ -452,6 +469,7 @@ mod tests {
             30,
             &cancel,
             &outbox,
+            |f| outbox.push(f, true),
         );
         assert!(matches!(long, Err(StreamError::Changed)));
         assert!(
@@ -475,6 +493,7 @@ mod tests {
             30,
             &cancel,
             &outbox,
+            |f| outbox.push(f, true),
         );
         assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
         let cancel = Control::default();
@@ -487,6 +506,7 @@ mod tests {
             30,
             &cancel,
             &outbox,
+            |f| outbox.push(f, true),
         );
         assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
     }
@@ -495,7 +515,16 @@ mod tests {
     fn an_empty_file_is_just_an_end() {
         let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
-        let got = stream_file(&mut Cursor::new(Vec::new()), 0, 0, ID, 30, &cancel, &outbox);
+        let got = stream_file(
+            &mut Cursor::new(Vec::new()),
+            0,
+            0,
+            ID,
+            30,
+            &cancel,
+            &outbox,
+            |f| outbox.push(f, true),
+        );
         assert_eq!(got.unwrap(), Streamed::Done { sent: 0 });
         assert_eq!(drain(&outbox).len(), 1);
     }
@@ -517,6 +546,7 @@ mod tests {
                 256 * 1024,
                 &c2,
                 &o2,
+                |f| o2.push(f, true),
             )
         });
         std::thread::sleep(Duration::from_millis(300));
@@ -551,10 +581,13 @@ mod tests {
             std::thread::spawn(move || outbox.run_writer(sink))
         };
         let control = Arc::new(Control::default());
-        let (c2, o2) = (control.clone(), outbox.clone());
+        let (c2, o2, w2) = (control.clone(), outbox.clone(), written.clone());
         let streamer = std::thread::spawn(move || {
             let bytes = vec![1u8; size as usize];
-            stream_file(&mut Cursor::new(bytes), size, 0, ID, CHUNK, &c2, &o2)
+            // As the server does: chunks written from this thread when
+            // the writer thread is idle.
+            let send = |f| o2.push_bulk_through(f, Counting(w2.clone()));
+            stream_file(&mut Cursor::new(bytes), size, 0, ID, CHUNK, &c2, &o2, send)
         });
         // Data bytes written so far, from the frames' byte count.
         let frames = DOWNLOAD_WINDOW / CHUNK as u64;
