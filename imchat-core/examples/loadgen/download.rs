@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     split_tcp, ClientEvent, ClientMessage, ClientSession, Encode, FileName, FrameWriter, Limits,
-    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
+    ServerMessage, TransferId, Username, ACK_STEP, DEFAULT_MAX_FRAME,
 };
 
 use crate::latency::summarize;
@@ -224,11 +224,34 @@ enum DiskJob {
     Done,
 }
 
-/// The disk thread of a downloader: writes the file, acknowledges each
-/// chunk once written (as imchat-client does), deletes a finished file.
+/// The disk thread of a downloader: writes the file and, as imchat-client
+/// does, acknowledges what it has written every `ACK_STEP` and whenever it
+/// has written everything it was given; deletes a finished file.
 fn disk_loop(path: &Path, jobs: &mpsc::Receiver<DiskJob>, w: &Writer) -> io::Result<()> {
     let mut out: Option<File> = None;
-    for job in jobs {
+    // Stored but not acknowledged yet, and the last acknowledged offset.
+    let mut held: Option<(TransferId, u64)> = None;
+    let mut acked = 0u64;
+    let ack = |id, offset| {
+        w.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(&ClientMessage::Ack { id, offset })
+    };
+    loop {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => return Ok(()),
+            Err(mpsc::TryRecvError::Empty) => {
+                if let Some((id, offset)) = held.take() {
+                    ack(id, offset)?;
+                    acked = offset;
+                }
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return Ok(()),
+                }
+            }
+        };
         match job {
             DiskJob::Data(id, offset, data) => {
                 if out.is_none() {
@@ -237,19 +260,22 @@ fn disk_loop(path: &Path, jobs: &mpsc::Receiver<DiskJob>, w: &Writer) -> io::Res
                 if let Some(f) = out.as_mut() {
                     f.write_all(&data)?;
                 }
-                let ack = ClientMessage::Ack {
-                    id,
-                    offset: offset + data.len() as u64,
-                };
-                w.lock().unwrap_or_else(|e| e.into_inner()).send(&ack)?;
+                let end = offset + data.len() as u64;
+                held = Some((id, end));
+                if end >= acked + ACK_STEP {
+                    ack(id, end)?;
+                    acked = end;
+                    held = None;
+                }
             }
             DiskJob::Done => {
                 out = None;
+                held = None;
+                acked = 0;
                 let _ = fs::remove_file(path);
             }
         }
     }
-    Ok(())
 }
 
 /// A client on imchat-core's `ClientSession` that downloads `name` over and
