@@ -347,6 +347,21 @@ mod tests {
         msgs
     }
 
+    /// Streams `bytes` as a file announced at `size` bytes, queueing every
+    /// frame on `outbox` for its writer.
+    fn queue(
+        bytes: Vec<u8>,
+        size: u64,
+        offset: u64,
+        chunk: usize,
+        control: &Control,
+        outbox: &Outbox,
+    ) -> Result<Streamed, StreamError> {
+        let push = |f| outbox.push(f, true);
+        let mut file = Cursor::new(bytes);
+        stream_file(&mut file, size, offset, ID, chunk, control, outbox, push)
+    }
+
     fn data(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
     }
@@ -379,17 +394,7 @@ mod tests {
         let bytes = data(10_000);
         let outbox = Outbox::new(1 << 20);
         let cancel = Control::default();
-        let got = stream_file(
-            &mut Cursor::new(&bytes),
-            10_000,
-            0,
-            ID,
-            4096,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        )
-        .unwrap();
+        let got = queue(bytes.clone(), 10_000, 0, 4096, &cancel, &outbox).unwrap();
         assert_eq!(got, Streamed::Done { sent: 10_000 });
         let msgs = drain(&outbox);
         assert_eq!(msgs.len(), 4, "3 chunks and an end");
@@ -412,16 +417,7 @@ mod tests {
         let bytes = data(1000);
         let outbox = Outbox::new(1 << 20);
         let cancel = Control::default();
-        let got = stream_file(
-            &mut Cursor::new(&bytes),
-            1000,
-            600,
-            ID,
-            256,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let got = queue(bytes.clone(), 1000, 600, 256, &cancel, &outbox);
         assert_eq!(got.unwrap(), Streamed::Done { sent: 400 });
         let msgs = drain(&outbox);
         let ServerMessage::Chunk(first) = &msgs[0] else {
@@ -449,28 +445,10 @@ mod tests {
     fn a_file_shorter_or_longer_than_announced_fails() {
         let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
-        let short = stream_file(
-            &mut Cursor::new(data(50)),
-            100,
-            0,
-            ID,
-            30,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let short = queue(data(50), 100, 0, 30, &cancel, &outbox);
         assert!(matches!(short, Err(StreamError::Changed)));
         let outbox = Outbox::new(1 << 20);
-        let long = stream_file(
-            &mut Cursor::new(data(150)),
-            100,
-            0,
-            ID,
-            30,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let long = queue(data(150), 100, 0, 30, &cancel, &outbox);
         assert!(matches!(long, Err(StreamError::Changed)));
         assert!(
             !drain(&outbox)
@@ -485,29 +463,11 @@ mod tests {
         let cancel = Control::default();
         cancel.cancel();
         let outbox = Outbox::new(1 << 20);
-        let got = stream_file(
-            &mut Cursor::new(data(100)),
-            100,
-            0,
-            ID,
-            30,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let got = queue(data(100), 100, 0, 30, &cancel, &outbox);
         assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
         let cancel = Control::default();
         outbox.close();
-        let got = stream_file(
-            &mut Cursor::new(data(100)),
-            100,
-            0,
-            ID,
-            30,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let got = queue(data(100), 100, 0, 30, &cancel, &outbox);
         assert_eq!(got.unwrap(), Streamed::Stopped { sent: 0 });
     }
 
@@ -515,16 +475,7 @@ mod tests {
     fn an_empty_file_is_just_an_end() {
         let cancel = Control::default();
         let outbox = Outbox::new(1 << 20);
-        let got = stream_file(
-            &mut Cursor::new(Vec::new()),
-            0,
-            0,
-            ID,
-            30,
-            &cancel,
-            &outbox,
-            |f| outbox.push(f, true),
-        );
+        let got = queue(Vec::new(), 0, 0, 30, &cancel, &outbox);
         assert_eq!(got.unwrap(), Streamed::Done { sent: 0 });
         assert_eq!(drain(&outbox).len(), 1);
     }
@@ -537,18 +488,7 @@ mod tests {
         let outbox = Outbox::new(1 << 20);
         let cancel = Arc::new(Control::default());
         let (c2, o2) = (cancel.clone(), outbox.clone());
-        let t = std::thread::spawn(move || {
-            stream_file(
-                &mut Cursor::new(bytes),
-                4 << 20,
-                0,
-                ID,
-                256 * 1024,
-                &c2,
-                &o2,
-                |f| o2.push(f, true),
-            )
-        });
+        let t = std::thread::spawn(move || queue(bytes, 4 << 20, 0, 256 * 1024, &c2, &o2));
         std::thread::sleep(Duration::from_millis(300));
         let queued = outbox.queued();
         cancel.cancel();
