@@ -904,7 +904,10 @@ impl Shared {
             Some(final_path) => {
                 let part = files::part_path(&final_path);
                 match files::open_part(&part, offset) {
-                    Ok(file) => Ok((final_path, part, file)),
+                    Ok(file) => {
+                        files::reserve(&file, offset, size.saturating_sub(offset));
+                        Ok((final_path, part, file))
+                    }
                     Err(e) => Err(format!(
                         "cannot write {}: {e}",
                         inert(&part.display().to_string())
