@@ -106,7 +106,7 @@ pub use display::inert;
 pub use error::{DecodeError, NameError, TransferError, TransportError, UsageError};
 pub use limits::*;
 pub use message::*;
-pub use outbox::{Frame, Outbox, PushError};
+pub use outbox::{Frame, Outbox, PushError, WriterEnd};
 pub use session::{
     ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Transmit,
 };

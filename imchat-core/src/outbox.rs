@@ -51,16 +51,22 @@ struct State {
     /// Someone (the writer thread, or a thread flushing with
     /// [`Outbox::flush`]) is writing to the socket: nobody else may.
     writing: bool,
-    /// Starts the writer thread the first time one is needed (see
-    /// [`Outbox::set_starter`]); `None` once used or claimed, or when the
-    /// writer thread runs from the start.
+    /// Starts a writer thread whenever one is needed and none runs (see
+    /// [`Outbox::set_starter`]); `None` once claimed, or when the writer
+    /// thread runs from the start.
     starter: Option<Starter>,
-    /// The writer loop has returned.
+    /// No writer thread runs, and `starter` starts one when frames are
+    /// left for it.
+    armed: bool,
+    /// A lazy writer that finds nothing to write for this long parks: its
+    /// thread ends and `starter` is armed again.
+    park_after: Duration,
+    /// The writer loop has finished for good (not parked).
     writer_done: bool,
 }
 
-/// A one-shot function that starts a writer thread.
-struct Starter(Box<dyn FnOnce() + Send>);
+/// A function that starts a writer thread.
+struct Starter(Arc<dyn Fn() + Send + Sync>);
 
 impl std::fmt::Debug for Starter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +75,15 @@ impl std::fmt::Debug for Starter {
 }
 
 impl State {
+    /// The starter to call now that frames are left for a writer, if no
+    /// writer thread runs: it is then counted as running.
+    fn arm_off(&mut self) -> Option<Starter> {
+        if !std::mem::take(&mut self.armed) {
+            return None;
+        }
+        self.starter.as_ref().map(|s| Starter(s.0.clone()))
+    }
+
     /// Frames wait that a writer taking the control lane (and the bulk
     /// lane too when `bulk`) would write.
     fn has_frames(&self, bulk: bool) -> bool {
@@ -128,6 +143,29 @@ impl State {
             }
         }
     }
+}
+
+/// What the writer does next.
+enum Next {
+    /// Write the batch taken.
+    Write,
+    /// Stop for good: the queue is closed and empty, or aborted.
+    Stop,
+    /// End this thread: nothing to write for a while (lazy writers only).
+    Park,
+}
+
+/// How [`Outbox::run_writer`] ended, when no write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriterEnd {
+    /// The queue was closed and everything written, or it was aborted:
+    /// no writer will run again.
+    Finished,
+    /// A lazy writer found nothing to write for a while and stopped; the
+    /// starter of [`Outbox::set_starter`] starts a new one when frames
+    /// come. The stream goes on.
+    Parked,
 }
 
 /// Where the frames of a batch came from: the first was the partial frame
@@ -206,7 +244,7 @@ impl Outbox {
         if s.writing {
             return;
         }
-        if let Some(start) = s.starter.take() {
+        if let Some(start) = s.arm_off() {
             drop(s);
             (start.0)();
             return;
@@ -218,23 +256,34 @@ impl Outbox {
         }
     }
 
-    /// Makes the writer thread lazy: `start` is called (once, from a
-    /// thread that queued or flushed frames, without the queue's lock)
-    /// the first time frames are left for a writer. It must start a thread
-    /// that calls [`run_writer`](Outbox::run_writer), or
-    /// [`abort`](Outbox::abort) the queue if it cannot. Until then a
-    /// connection whose frames all go out through [`flush`](Outbox::flush)
-    /// costs no thread. Call before the queue is shared.
-    pub fn set_starter(&self, start: impl FnOnce() + Send + 'static) {
-        self.lock().starter = Some(Starter(Box::new(start)));
+    /// Makes the writer thread lazy: `start` is called (from a thread that
+    /// queued or flushed frames, without the queue's lock) whenever frames
+    /// are left for a writer and no writer thread runs. It must start a
+    /// thread that calls [`run_writer`](Outbox::run_writer), or
+    /// [`abort`](Outbox::abort) the queue if it cannot. A connection whose
+    /// frames all go out through [`flush`](Outbox::flush) costs no thread;
+    /// and a writer that has had nothing to write for `park_after` parks
+    /// (`run_writer` returns [`WriterEnd::Parked`] and its thread should
+    /// end), so a peer that was slow for a moment does not hold a thread
+    /// for the rest of its connection. Call before the queue is shared.
+    pub fn set_starter(&self, start: impl Fn() + Send + Sync + 'static, park_after: Duration) {
+        let mut s = self.lock();
+        s.starter = Some(Starter(Arc::new(start)));
+        s.armed = true;
+        s.park_after = park_after;
     }
 
-    /// Takes back the starter of [`set_starter`](Outbox::set_starter) if it
-    /// was not used: then no writer thread exists or will be started, and
-    /// the caller must drain the queue itself (with `run_writer`, after
-    /// [`close`](Outbox::close)). False when a writer was started.
+    /// Takes back the starter of [`set_starter`](Outbox::set_starter) if
+    /// no writer thread runs: then none will be started again, and the
+    /// caller must drain the queue itself (with `run_writer`, after
+    /// [`close`](Outbox::close)). False when a writer thread runs.
     pub fn claim_writer(&self) -> bool {
-        self.lock().starter.take().is_some()
+        let mut s = self.lock();
+        let free = s.arm_off().is_some();
+        if free {
+            s.starter = None;
+        }
+        free
     }
 
     /// Waits until the writer loop has returned or the queue is aborted,
@@ -402,7 +451,7 @@ impl Outbox {
     pub fn close(&self) {
         let mut s = self.lock();
         s.closing = true;
-        let start = s.starter.take();
+        let start = s.arm_off();
         drop(s);
         self.ready.notify_all();
         self.room.notify_all();
@@ -432,23 +481,44 @@ impl Outbox {
     }
 
     /// Takes the next batch to write: control frames first, then bulk, up
-    /// to a size bound. `None` when the writer should stop.
-    fn next_batch(&self, batch: &mut Vec<Frame>) -> bool {
+    /// to a size bound. Says what to do with it.
+    fn next_batch(&self, batch: &mut Vec<Frame>) -> Next {
         let mut s = self.lock();
+        let mut idle_since = Instant::now();
         loop {
             if s.aborted {
-                return false;
+                return Next::Stop;
             }
             let queued = s.has_frames(true);
             if queued && !s.writing {
                 break;
             }
             if !queued && s.closing && !s.writing {
-                return false;
+                return Next::Stop;
             }
             s.writer_waiting = true;
-            s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+            if s.starter.is_some() {
+                // A lazy writer: park once idle for long enough. Not while
+                // a flush writes: what it leaves is this thread's to write.
+                let idle = idle_since.elapsed();
+                if !queued && !s.writing && idle >= s.park_after {
+                    s.writer_waiting = false;
+                    s.armed = true;
+                    return Next::Park;
+                }
+                let wait = s.park_after.saturating_sub(idle);
+                s = self
+                    .ready
+                    .wait_timeout(s, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            } else {
+                s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
             s.writer_waiting = false;
+            if s.writing {
+                idle_since = Instant::now();
+            }
         }
         s.take_batch(batch, true);
         s.writing = true;
@@ -457,22 +527,32 @@ impl Outbox {
         if wake {
             self.room.notify_all();
         }
-        true
+        Next::Write
     }
 
     /// The writer loop: writes queued frames to `w`, coalescing them into
-    /// few vectored writes, until the queue is closed and empty (`Ok`) or
-    /// aborted (`Ok`) or a write fails (`Err`; the queue is aborted).
-    pub fn run_writer<W: Write>(&self, w: W) -> io::Result<()> {
+    /// few vectored writes, until the queue is closed and empty or aborted
+    /// ([`WriterEnd::Finished`]), or a lazy writer parks
+    /// ([`WriterEnd::Parked`], see [`set_starter`](Outbox::set_starter)),
+    /// or a write fails (`Err`; the queue is aborted).
+    pub fn run_writer<W: Write>(&self, w: W) -> io::Result<WriterEnd> {
         let result = self.writer_loop(w);
+        if result.as_ref().is_ok_and(|end| *end == WriterEnd::Parked) {
+            return result;
+        }
         self.lock().writer_done = true;
         self.room.notify_all();
         result
     }
 
-    fn writer_loop<W: Write>(&self, mut w: W) -> io::Result<()> {
+    fn writer_loop<W: Write>(&self, mut w: W) -> io::Result<WriterEnd> {
         let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
-        while self.next_batch(&mut batch) {
+        loop {
+            match self.next_batch(&mut batch) {
+                Next::Write => {}
+                Next::Stop => return Ok(WriterEnd::Finished),
+                Next::Park => return Ok(WriterEnd::Parked),
+            }
             let result = self.write_batch(&mut w, &batch).and_then(|()| w.flush());
             batch.clear();
             self.lock().writing = false;
@@ -481,7 +561,6 @@ impl Outbox {
                 return Err(e);
             }
         }
-        Ok(())
     }
 
     /// Writes a whole batch, retrying writes that time out while bytes
@@ -701,9 +780,12 @@ mod tests {
         let q = Outbox::new(1 << 20);
         let starts = Arc::new(AtomicUsize::new(0));
         let counter = starts.clone();
-        q.set_starter(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        });
+        q.set_starter(
+            move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+            Duration::from_secs(60),
+        );
         // Everything flushed at once: no writer needed.
         q.push_deferred(f(b"hi")).unwrap();
         let mut out = Vec::new();
@@ -774,10 +856,74 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_lazy_writer_parks_and_the_next_frames_start_another() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+        let q = Outbox::new(1 << 20);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let (ends_tx, ends) = mpsc::channel();
+        {
+            let (weak, out, starts) = (Arc::downgrade(&q), out.clone(), starts.clone());
+            q.set_starter(
+                move || {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    let (q, out, tx) = (weak.upgrade().unwrap(), out.clone(), ends_tx.clone());
+                    std::thread::spawn(move || tx.send(q.run_writer(Shared(out)).unwrap()));
+                },
+                Duration::from_millis(20),
+            );
+        }
+        let wait = Duration::from_secs(5);
+        q.push(f(b"one"), true).unwrap();
+        assert_eq!(ends.recv_timeout(wait), Ok(WriterEnd::Parked));
+        // It parked only after writing everything, and is not done for good.
+        assert_eq!(*out.lock().unwrap(), b"one");
+        assert!(!q.wait_writer(Duration::from_millis(1)));
+        q.push(f(b"two"), true).unwrap();
+        assert_eq!(ends.recv_timeout(wait), Ok(WriterEnd::Parked));
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        // A parked writer is restarted to end the stream.
+        q.push_deferred(f(b"three")).unwrap();
+        q.close();
+        assert_eq!(ends.recv_timeout(wait), Ok(WriterEnd::Finished));
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        assert!(q.wait_writer(Duration::from_millis(1)));
+        assert!(!q.claim_writer());
+        assert_eq!(*out.lock().unwrap(), b"onetwothree");
+    }
+
+    #[test]
+    fn a_parked_writer_can_be_claimed_and_then_is_never_started() {
+        let q = Outbox::new(1 << 20);
+        let weak = Arc::downgrade(&q);
+        q.set_starter(
+            move || {
+                let q = weak.upgrade().unwrap();
+                std::thread::spawn(move || q.run_writer(io::sink()));
+            },
+            Duration::from_millis(1),
+        );
+        q.push(f(b"one"), true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Once parked, the starter is armed again and can be claimed.
+        while !q.claim_writer() {
+            assert!(Instant::now() < deadline, "the writer never parked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.push(f(b"two"), true).unwrap();
+        q.close();
+        assert!(!q.wait_writer(Duration::from_millis(20)));
+        let mut out = Vec::new();
+        assert_eq!(q.run_writer(&mut out).unwrap(), WriterEnd::Finished);
+        assert_eq!(out, b"two");
+    }
+
+    #[test]
     fn closing_starts_a_lazy_writer_to_end_the_stream() {
         let q = Outbox::new(1 << 20);
         let (tx, rx) = std::sync::mpsc::channel();
-        q.set_starter(move || tx.send(()).unwrap());
+        q.set_starter(move || tx.send(()).unwrap(), Duration::from_secs(60));
         q.close();
         assert!(rx.try_recv().is_ok());
         assert!(!q.claim_writer());
@@ -786,7 +932,7 @@ mod tests {
     #[test]
     fn a_claimed_writer_is_never_started_and_the_claimer_drains_the_queue() {
         let q = Outbox::new(1 << 20);
-        q.set_starter(|| panic!("must not start"));
+        q.set_starter(|| panic!("must not start"), Duration::from_secs(60));
         assert!(q.claim_writer());
         q.push(f(b"one"), true).unwrap();
         q.close();
@@ -824,7 +970,10 @@ mod tests {
     #[test]
     fn bulk_pushed_through_goes_out_from_the_caller_after_the_control_frames() {
         let q = Outbox::new(1024);
-        q.set_starter(|| panic!("no writer thread is needed"));
+        q.set_starter(
+            || panic!("no writer thread is needed"),
+            Duration::from_secs(60),
+        );
         q.push_deferred(f(b"chat")).unwrap();
         let mut sock = Full {
             out: Vec::new(),

@@ -1053,3 +1053,60 @@ fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
     }
     srv.assert_serving();
 }
+
+/// Writer threads of a process (named `write-<id>`), from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn writer_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("write-"))
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_needed() {
+    let srv = Server::start(&["--rate-per-sec", "0", "--max-queue-bytes", "16777216"]);
+    let pid = srv.proc.child.id();
+    let mut slow = Raw::join(srv.addr, "slow");
+    let mut talker = Raw::join(srv.addr, "talker");
+    slow.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    let text = "y".repeat(4096);
+    for round in 0..2 {
+        // `slow` does not read while 4 MB of chat piles up for it: its
+        // socket fills, and a writer thread takes over what is left.
+        for _ in 0..1000 {
+            talker.send(&ClientMessage::Chat {
+                to: Recipient::Everyone,
+                text: text.clone(),
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        while writer_threads(pid) == 0 {
+            assert!(Instant::now() < deadline, "round {round}: no writer thread");
+            talker.pump();
+            thread::sleep(Duration::from_millis(5));
+        }
+        // It reads everything, in order; then the writer has nothing left
+        // to do, and its thread ends while the connection goes on.
+        for _ in 0..1000 {
+            slow.wait_for(|m| matches!(m, ServerMessage::Chat { .. }));
+        }
+        let deadline = Instant::now() + WAIT;
+        while writer_threads(pid) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the writer stayed"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        talker.send(&ClientMessage::Chat {
+            to: Recipient::Everyone,
+            text: format!("after {round}"),
+        });
+        let want = format!("after {round}");
+        slow.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if *text == want));
+    }
+    srv.assert_serving();
+}

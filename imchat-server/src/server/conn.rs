@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     limit_unsent, ClientId, ClientMessage, FrameReader, LeaveReason, Outbox, TransportError,
-    SERVER_UNSENT_LIMIT,
+    WriterEnd, SERVER_UNSENT_LIMIT,
 };
 use log::{debug, warn};
 
@@ -24,6 +24,9 @@ const WRITER_STACK: usize = 128 * 1024;
 /// Receiver queues a reader collects before flushing them, whatever is
 /// still buffered (at most a few messages' worth for a full room).
 const MAX_DEFERRED: usize = 4096;
+/// A writer thread with nothing to write for this long ends; the next
+/// frames left for a writer start a new one.
+const WRITER_PARK: Duration = Duration::from_millis(250);
 /// Longest a single write to a client's socket may block.
 const WRITE_TIMEOUT: Duration = Duration::from_millis(2);
 /// How long to keep reading (and dropping) what a closed connection still
@@ -81,24 +84,29 @@ impl Server {
         self.follow_up(work);
 
         // The writer thread starts only when frames are left for it (file
-        // data, or a peer that reads slowly): an idle or chatting client
-        // costs one thread, its reader.
-        let (weak_box, writer_socket) = (Arc::downgrade(&outbox), stream.clone());
-        outbox.set_starter(move || {
-            let Some(outbox) = weak_box.upgrade() else {
-                return;
-            };
-            let (writer_box, socket) = (outbox.clone(), writer_socket.clone());
-            let started = spawn(format!("write-{id}"), WRITER_STACK, Share::Any, move || {
-                write_loop(&writer_box, &socket)
-            });
-            if let Err(e) = started {
-                // The reader sees the socket close and reports the client as left.
-                warn!("cannot start a writer thread for {addr}, dropping it: {e}");
-                outbox.abort();
-                let _ = writer_socket.shutdown(Shutdown::Both);
-            }
-        });
+        // data, or a peer that reads slowly), and ends once it has had
+        // nothing to write for a while: an idle or chatting client costs
+        // one thread, its reader.
+        let (weak_box, writer_socket) = (Arc::downgrade(&outbox), Arc::downgrade(&stream));
+        outbox.set_starter(
+            move || {
+                let (Some(outbox), Some(socket)) = (weak_box.upgrade(), writer_socket.upgrade())
+                else {
+                    return;
+                };
+                let (writer_box, writer_socket) = (outbox.clone(), socket.clone());
+                let started = spawn(format!("write-{id}"), WRITER_STACK, Share::Any, move || {
+                    write_loop(&writer_box, &writer_socket)
+                });
+                if let Err(e) = started {
+                    // The reader sees the socket close and reports the client as left.
+                    warn!("cannot start a writer thread for {addr}, dropping it: {e}");
+                    outbox.abort();
+                    let _ = socket.shutdown(Shutdown::Both);
+                }
+            },
+            WRITER_PARK,
+        );
         let server = self.clone();
         let reader = spawn(
             format!("read-{id}"),
@@ -231,7 +239,9 @@ impl Server {
 fn write_loop(outbox: &Outbox, stream: &TcpStream) {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| outbox.run_writer(stream)));
     match outcome {
-        Ok(Ok(())) => {
+        // Idle for a while: this thread ends, the connection goes on.
+        Ok(Ok(WriterEnd::Parked)) => {}
+        Ok(Ok(_)) => {
             let _ = stream.shutdown(Shutdown::Write);
         }
         Ok(Err(e)) => {
