@@ -106,10 +106,10 @@ pub use display::inert;
 pub use error::{DecodeError, NameError, TransferError, TransportError, UsageError};
 pub use limits::*;
 pub use message::*;
-pub use outbox::{Frame, Outbox, PushError, WriterEnd};
+pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd};
 pub use session::{
     ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Transmit,
 };
-pub use socket::{limit_unsent, SERVER_UNSENT_LIMIT};
+pub use socket::{limit_unsent, write_file_frame, SERVER_UNSENT_LIMIT};
 pub use transfer::{Incoming, Outgoing};
 pub use transport::{split_tcp, FrameReader, FrameWriter};

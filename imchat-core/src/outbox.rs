@@ -427,6 +427,26 @@ impl Outbox {
         Some(s)
     }
 
+    /// The right to write one frame straight to the socket, past the
+    /// queue, if no one else is writing and nothing is queued (so the frame
+    /// goes out in its turn). The caller writes the whole frame, or hands
+    /// back what it could not write with [`Direct::leave_rest`]; control
+    /// frames queued meanwhile wait, and go out (by the writer thread) once
+    /// the [`Direct`] is dropped. This lets a file sender hand the kernel
+    /// file data by reference (`sendfile`) instead of copying it through a
+    /// queued frame.
+    pub fn write_direct(&self) -> Option<Direct<'_>> {
+        let mut s = self.lock();
+        if s.writing || s.aborted || s.closing || s.has_frames(true) {
+            return None;
+        }
+        s.writing = true;
+        Some(Direct {
+            outbox: self,
+            rest: None,
+        })
+    }
+
     /// Waits until fewer than `limit` bulk bytes are queued. Returns false
     /// on timeout or when the queue is closed (stop producing then).
     pub fn wait_bulk_room(&self, limit: usize, timeout: Duration) -> bool {
@@ -588,6 +608,57 @@ impl Outbox {
                     }
                 }
                 Err((_, e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The right to write one frame to the socket, from
+/// [`Outbox::write_direct`]. Dropping it gives the socket back to the queue.
+#[derive(Debug)]
+#[must_use = "dropping it at once gives the socket back unwritten"]
+pub struct Direct<'a> {
+    outbox: &'a Outbox,
+    rest: Option<Frame>,
+}
+
+impl Direct<'_> {
+    /// The frame could not all be written now: `rest`, its unwritten
+    /// bytes, goes out before anything else, by the writer thread.
+    pub fn leave_rest(mut self, rest: Frame) {
+        if !rest.is_empty() {
+            self.rest = Some(rest);
+        }
+    }
+
+    /// Writing failed: the socket is broken, so nothing more goes out
+    /// (the queue is aborted).
+    pub fn broken(self) {
+        let outbox = self.outbox;
+        drop(self);
+        outbox.abort();
+    }
+}
+
+impl Drop for Direct<'_> {
+    fn drop(&mut self) {
+        let mut s = self.outbox.lock();
+        s.writing = false;
+        if let Some(rest) = self.rest.take() {
+            if !s.aborted {
+                s.partial = Some(rest);
+            }
+        }
+        if s.has_frames(true) || s.closing {
+            if let Some(start) = s.arm_off() {
+                drop(s);
+                (start.0)();
+                return;
+            }
+            let wake = std::mem::take(&mut s.writer_waiting);
+            drop(s);
+            if wake {
+                self.outbox.ready.notify_one();
             }
         }
     }
@@ -917,6 +988,57 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(q.run_writer(&mut out).unwrap(), WriterEnd::Finished);
         assert_eq!(out, b"two");
+    }
+
+    #[test]
+    fn a_direct_write_is_only_granted_with_nothing_queued_and_nobody_writing() {
+        let q = Outbox::new(1 << 20);
+        q.push(f(b"queued"), true).unwrap();
+        assert!(q.write_direct().is_none(), "bulk frames wait");
+        let mut out = Vec::new();
+        q.flush_lanes(&mut out, true);
+        assert_eq!(out, b"queued");
+        let direct = q.write_direct().expect("an empty queue");
+        assert!(q.write_direct().is_none(), "one writer at a time");
+        // A flush while the direct write goes on leaves its frame queued.
+        q.push_deferred(f(b"chat")).unwrap();
+        q.flush(&mut out);
+        assert_eq!(out, b"queued");
+        drop(direct);
+        q.flush(&mut out);
+        assert_eq!(out, b"queuedchat");
+        q.close();
+        assert!(q.write_direct().is_none(), "closed");
+    }
+
+    #[test]
+    fn the_rest_a_direct_write_leaves_goes_first_and_starts_the_writer() {
+        let q = Outbox::new(1 << 20);
+        let (tx, rx) = std::sync::mpsc::channel();
+        q.set_starter(move || tx.send(()).unwrap(), Duration::from_secs(60));
+        let direct = q.write_direct().unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
+        q.push(f(b"next"), true).unwrap();
+        assert!(
+            rx.try_recv().is_err(),
+            "no writer while the direct write goes on"
+        );
+        direct.leave_rest(f(b"rest"));
+        assert!(rx.try_recv().is_ok(), "the writer was started for the rest");
+        q.close();
+        let mut out = Vec::new();
+        q.run_writer(&mut out).unwrap();
+        assert_eq!(out, b"restchatnext");
+    }
+
+    #[test]
+    fn a_broken_direct_write_aborts_the_queue() {
+        let q = Outbox::new(1 << 20);
+        let direct = q.write_direct().unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
+        direct.broken();
+        assert!(q.is_closed());
+        assert_eq!(q.queued(), 0);
     }
 
     #[test]

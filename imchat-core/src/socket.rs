@@ -6,8 +6,17 @@
 //! they are sent. Linux autotunes that buffer to several MiB on a fast
 //! link, so the unsent part is bounded here (`TCP_NOTSENT_LOWAT`).
 
+use std::fs::File;
 use std::io;
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::outbox::{Direct, Frame, PushError};
+
+/// Longest [`write_file_frame`] waits for a full socket without a byte
+/// going out before it leaves the rest of its frame to the writer thread.
+const DIRECT_PATIENCE: Duration = Duration::from_millis(50);
 
 /// Unsent bytes a server keeps in a connection's send buffer
 /// ([`limit_unsent`]): enough to keep the link busy between two writes,
@@ -29,6 +38,131 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
     {
         let _ = (stream, bytes);
         Ok(false)
+    }
+}
+
+/// Writes a file chunk `frame` (its first `head` bytes the header, the
+/// rest the data read from `file` at `data_at`) to `stream`, with the
+/// right to write that [`Outbox::write_direct`](crate::Outbox::write_direct)
+/// gave. On Linux the header goes with `MSG_MORE` and the data with
+/// `sendfile`: the kernel takes it from the page cache by reference, which
+/// saves copying it through the frame (the frame's copy is only read for
+/// its checksum). What cannot be written within [`DIRECT_PATIENCE`], or
+/// what `sendfile` no longer finds (the file was cut short), is left from
+/// the frame's own bytes to the writer thread, so the stream stays whole.
+///
+/// If the file changed after `frame` was read, the bytes sent are the
+/// file's new ones, and the receiver's checksum fails that transfer.
+///
+/// `Err(PushError::Closed)` when the socket broke (the queue is aborted).
+pub fn write_file_frame(
+    direct: Direct<'_>,
+    stream: &TcpStream,
+    file: &File,
+    frame: &Frame,
+    head: usize,
+    data_at: u64,
+) -> Result<(), PushError> {
+    let total = frame.len();
+    let head = head.min(total);
+    let mut sent = 0;
+    let mut progress = Instant::now();
+    while sent < total {
+        let written = if sent < head {
+            data::send_head(stream, &frame[sent..head])
+        } else {
+            data::send_data(stream, file, data_at + (sent - head) as u64, &frame[sent..])
+        };
+        match written {
+            // The file ends early: the rest comes from the frame.
+            Ok(0) => break,
+            Ok(n) => {
+                sent += n;
+                progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if progress.elapsed() >= DIRECT_PATIENCE {
+                    break;
+                }
+            }
+            Err(_) => {
+                direct.broken();
+                return Err(PushError::Closed);
+            }
+        }
+    }
+    match sent {
+        _ if sent == total => {}
+        0 => direct.leave_rest(frame.clone()),
+        _ => direct.leave_rest(Arc::new(frame[sent..].to_vec())),
+    }
+    Ok(())
+}
+
+/// The two writes of [`write_file_frame`].
+mod data {
+    use std::fs::File;
+    use std::io;
+    #[cfg(not(target_os = "linux"))]
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    /// Writes the start of `head`, telling the kernel more follows.
+    #[cfg(target_os = "linux")]
+    pub(super) fn send_head(stream: &TcpStream, head: &[u8]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open while `stream` is borrowed, and
+        // the kernel reads at most `head.len()` bytes of the live slice.
+        let rc = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                head.as_ptr().cast(),
+                head.len(),
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+    }
+
+    /// Writes the start of `bytes`, the file's data from `offset`: from
+    /// the file by reference. 0 if the file ends before `offset`.
+    #[cfg(target_os = "linux")]
+    pub(super) fn send_data(
+        stream: &TcpStream,
+        file: &File,
+        offset: u64,
+        bytes: &[u8],
+    ) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let mut off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both descriptors are open while borrowed, and `off` is a
+        // live local the kernel updates.
+        let rc =
+            unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, bytes.len()) };
+        usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn send_head(mut stream: &TcpStream, head: &[u8]) -> io::Result<usize> {
+        stream.write(head)
+    }
+
+    /// Elsewhere the data goes from the frame's copy.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn send_data(
+        mut stream: &TcpStream,
+        _file: &File,
+        _offset: u64,
+        bytes: &[u8],
+    ) -> io::Result<usize> {
+        stream.write(bytes)
     }
 }
 
@@ -104,6 +238,135 @@ mod tests {
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         (a, b)
+    }
+
+    /// A file holding `bytes` after a 4-byte prefix, removed on drop.
+    struct TempFile(std::path::PathBuf, File);
+
+    impl TempFile {
+        fn new(tag: &str, bytes: &[u8]) -> TempFile {
+            use std::io::Write;
+            let path = std::env::temp_dir().join(format!(
+                "imchat-sendfile-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let mut f = File::create(&path).unwrap();
+            f.write_all(b"skip").unwrap();
+            f.write_all(bytes).unwrap();
+            TempFile(path.clone(), File::open(&path).unwrap())
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// A chunk-like frame: a 5-byte head, then `bytes`.
+    fn frame_of(bytes: &[u8]) -> Frame {
+        let mut frame = b"HEAD:".to_vec();
+        frame.extend_from_slice(bytes);
+        Arc::new(frame)
+    }
+
+    fn read_all(mut b: TcpStream) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        })
+    }
+
+    #[test]
+    fn a_file_frame_arrives_whole_and_in_order() {
+        let (a, b) = pair();
+        let bytes = data(300_000);
+        let file = TempFile::new("whole", &bytes);
+        let frame = frame_of(&bytes);
+        let q = crate::Outbox::new(1 << 20);
+        let reader = read_all(b);
+        write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
+        assert_eq!(q.queued(), 0);
+        // The queue is free again for what follows.
+        q.push(Arc::new(b"after".to_vec()), true).unwrap();
+        q.close();
+        q.run_writer(&a).unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut want = frame.to_vec();
+        want.extend_from_slice(b"after");
+        assert!(reader.join().unwrap() == want);
+    }
+
+    #[test]
+    fn what_the_file_no_longer_holds_comes_from_the_frame() {
+        let (a, b) = pair();
+        let bytes = data(200_000);
+        let file = TempFile::new("cut", &bytes);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file.0)
+            .unwrap()
+            .set_len(50_000)
+            .unwrap();
+        let frame = frame_of(&bytes);
+        let q = crate::Outbox::new(1 << 20);
+        let reader = read_all(b);
+        write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
+        q.close();
+        q.run_writer(&a).unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(reader.join().unwrap() == *frame);
+    }
+
+    #[test]
+    fn a_frame_the_peer_does_not_take_in_time_is_finished_by_the_writer() {
+        let (a, b) = pair();
+        a.set_write_timeout(Some(Duration::from_millis(2))).unwrap();
+        let bytes = data(16 << 20);
+        let file = TempFile::new("slow", &bytes);
+        let frame = frame_of(&bytes);
+        let q = crate::Outbox::new(1 << 20);
+        // Nobody reads yet: the socket fills, and the rest is left queued.
+        write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
+        let left = q.queued();
+        assert!(left > 0 && left < frame.len(), "{left} bytes left");
+        let reader = read_all(b);
+        q.close();
+        q.run_writer(&a).unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(reader.join().unwrap() == *frame);
+    }
+
+    #[test]
+    fn a_broken_socket_aborts_the_queue() {
+        let (a, b) = pair();
+        drop(b);
+        let bytes = data(1 << 20);
+        let file = TempFile::new("broken", &bytes);
+        let frame = frame_of(&bytes);
+        let q = crate::Outbox::new(1 << 20);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The first writes may still be taken before the reset arrives.
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the broken socket was never noticed"
+            );
+            let Some(direct) = q.write_direct() else {
+                break;
+            };
+            if write_file_frame(direct, &a, &file.1, &frame, 5, 4).is_err() {
+                break;
+            }
+        }
+        assert!(q.is_closed());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    inert, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, PushError, ServerMessage,
-    TransferId, UsageError, DOWNLOAD_WINDOW,
+    inert, write_file_frame, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, PushError,
+    ServerMessage, TransferId, UsageError, DOWNLOAD_WINDOW,
 };
 use log::{info, warn};
 
@@ -149,8 +149,18 @@ impl Server {
         let start = Instant::now();
         let chunk = self.limits().chunk_size;
         // Chunks go to the socket from this thread while it is free: no
-        // writer thread wake-up per chunk.
-        let send = |frame| outbox.push_bulk_through(frame, &*socket);
+        // writer thread wake-up per chunk. And when nothing else waits to
+        // go out, a chunk's data goes from the file by reference
+        // (`sendfile`), not copied through its frame.
+        let sendfile = file.try_clone().ok();
+        let send = |frame: Frame, data: Option<FileData>| {
+            if let (Some(data), Some(file)) = (data, &sendfile) {
+                if let Some(direct) = outbox.write_direct() {
+                    return write_file_frame(direct, &socket, file, &frame, data.head, data.at);
+                }
+            }
+            outbox.push_bulk_through(frame, &*socket)
+        };
         match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox, send) {
             Ok(Streamed::Done { sent }) => {
                 self.with_hub(None, |hub| hub.download_finished(client, id));
@@ -211,9 +221,18 @@ fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Where a chunk frame's data is in the file: it starts `head` bytes into
+/// the frame and at byte `at` of the file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FileData {
+    pub(super) at: u64,
+    pub(super) head: usize,
+}
+
 /// Queues `file` (of `size` bytes when opened) on `outbox`'s bulk lane with
-/// `send` (which may also write it out) from `offset` on, as chunks of at most `chunk` bytes followed by the end
-/// marker. The bytes before `offset` are read for the whole-file checksum
+/// `send` (which may also write it out; it is told where a chunk's data is
+/// in the file) from `offset` on, as chunks of at most `chunk` bytes
+/// followed by the end marker. The bytes before `offset` are read for the whole-file checksum
 /// but not sent. At most [`READ_AHEAD`] bytes wait in the queue at a time,
 /// and nothing is sent beyond [`DOWNLOAD_WINDOW`] past what the client
 /// has acknowledged in `control`.
@@ -226,7 +245,7 @@ pub(super) fn stream_file(
     chunk: usize,
     control: &Control,
     outbox: &Outbox,
-    mut send: impl FnMut(Frame) -> Result<(), PushError>,
+    mut send: impl FnMut(Frame, Option<FileData>) -> Result<(), PushError>,
 ) -> Result<Streamed, StreamError> {
     let mut out = Outgoing::new(id, size);
     let stopped = || control.is_cancelled() || outbox.is_closed();
@@ -270,7 +289,11 @@ pub(super) fn stream_file(
             return Err(StreamError::Changed);
         }
         let frame = Frame::new(buf);
-        if send(frame.clone()).is_err() {
+        let data = FileData {
+            at: offset.min(size) + sent,
+            head: frame.len() - n,
+        };
+        if send(frame.clone(), Some(data)).is_err() {
             return Ok(Streamed::Stopped { sent });
         }
         frames.keep(frame);
@@ -285,7 +308,7 @@ pub(super) fn stream_file(
         return Err(StreamError::Changed);
     };
     let frame = Frame::from(ServerMessage::End(end).to_frame());
-    if send(frame).is_err() {
+    if send(frame, None).is_err() {
         return Ok(Streamed::Stopped { sent });
     }
     Ok(Streamed::Done { sent })
@@ -357,7 +380,7 @@ mod tests {
         control: &Control,
         outbox: &Outbox,
     ) -> Result<Streamed, StreamError> {
-        let push = |f| outbox.push(f, true);
+        let push = |f, _| outbox.push(f, true);
         let mut file = Cursor::new(bytes);
         stream_file(&mut file, size, offset, ID, chunk, control, outbox, push)
     }
@@ -526,7 +549,7 @@ mod tests {
             let bytes = vec![1u8; size as usize];
             // As the server does: chunks written from this thread when
             // the writer thread is idle.
-            let send = |f| o2.push_bulk_through(f, Counting(w2.clone()));
+            let send = |f, _| o2.push_bulk_through(f, Counting(w2.clone()));
             stream_file(&mut Cursor::new(bytes), size, 0, ID, CHUNK, &c2, &o2, send)
         });
         // Data bytes written so far, from the frames' byte count.
