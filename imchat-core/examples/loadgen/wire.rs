@@ -252,6 +252,7 @@ fn parse_all(
     kind: Kind,
     rb: &mut RecvBuf,
     on_chat: &mut impl FnMut(&[u8]) -> bool,
+    pings: &mut Vec<u64>,
 ) -> io::Result<Option<usize>> {
     while rb.start < rb.end {
         let parsed = match kind {
@@ -267,10 +268,26 @@ fn parse_all(
                     return Ok(None);
                 }
             }
-            Parsed::Other { len } => rb.start += len,
+            Parsed::Other { len } => {
+                if let Some(v) = ping_value(kind, &rb.data()[..len]) {
+                    pings.push(v);
+                }
+                rb.start += len;
+            }
         }
     }
     Ok(Some(0))
+}
+
+/// The value of an imchat keepalive ping, if `frame` is one.
+fn ping_value(kind: Kind, frame: &[u8]) -> Option<u64> {
+    if kind != Kind::Imchat || frame.get(HEADER_LEN) != Some(&types::PING) {
+        return None;
+    }
+    match ServerMessage::decode_frame(&frame[HEADER_LEN..]) {
+        Ok(ServerMessage::Ping(v)) => Some(v),
+        _ => None,
+    }
 }
 
 /// What [`pump`] left the socket as.
@@ -286,21 +303,38 @@ pub enum Pumped {
 
 /// Parses what is buffered, then reads a non-blocking socket until a read
 /// leaves free room in the buffer (the socket is drained) or would block,
-/// calling `on_chat` with every chat payload.
-pub fn pump<R: Read>(
+/// calling `on_chat` with every chat payload. Keepalive pings are answered
+/// as a live client does: a run that keeps a member silent for over a
+/// minute (a long burst) must not see it dropped as dead.
+pub fn pump<R: Read + Write>(
     kind: Kind,
     r: &mut R,
     rb: &mut RecvBuf,
     mut on_chat: impl FnMut(&[u8]) -> bool,
 ) -> io::Result<Pumped> {
+    let mut pings = Vec::new();
+    let result = pump_frames(kind, r, rb, &mut on_chat, &mut pings);
+    for v in pings {
+        r.write_all(&ClientMessage::Pong(v).to_frame())?;
+    }
+    result
+}
+
+fn pump_frames<R: Read>(
+    kind: Kind,
+    r: &mut R,
+    rb: &mut RecvBuf,
+    on_chat: &mut impl FnMut(&[u8]) -> bool,
+    pings: &mut Vec<u64>,
+) -> io::Result<Pumped> {
     loop {
-        let Some(need) = parse_all(kind, rb, &mut on_chat)? else {
+        let Some(need) = parse_all(kind, rb, on_chat, pings)? else {
             return Ok(Pumped::Stopped);
         };
         match rb.fill(r, need) {
             Ok(0) => return Ok(Pumped::Closed),
             Ok(_) if rb.end < rb.buf.len() => {
-                return match parse_all(kind, rb, &mut on_chat)? {
+                return match parse_all(kind, rb, on_chat, pings)? {
                     Some(_) => Ok(Pumped::Open),
                     None => Ok(Pumped::Stopped),
                 };
@@ -340,11 +374,8 @@ pub fn idle_pump(kind: Kind, s: &mut TcpStream, rb: &mut RecvBuf) -> io::Result<
                 }
                 Parsed::Chat { len, .. } => rb.start += len,
                 Parsed::Other { len } => {
-                    if rb.data()[HEADER_LEN] == types::PING {
-                        let frame = &rb.data()[HEADER_LEN..len];
-                        if let Ok(ServerMessage::Ping(v)) = ServerMessage::decode_frame(frame) {
-                            s.write_all(&ClientMessage::Pong(v).to_frame())?;
-                        }
+                    if let Some(v) = ping_value(kind, &rb.data()[..len]) {
+                        s.write_all(&ClientMessage::Pong(v).to_frame())?;
                     }
                     rb.start += len;
                 }
@@ -480,5 +511,56 @@ mod tests {
     fn payload_round_trips() {
         let p = payload(7, 123, 456_789);
         assert_eq!(parse_payload(&p), Some((7, 123, 456_789)));
+    }
+
+    /// A non-blocking socket's stand-in: reads `input`, then would block.
+    struct Fake {
+        input: io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.input.read(buf)? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pumped_receiver_answers_keepalive_pings_and_still_gets_chat() {
+        let mut input = ServerMessage::Ping(42).to_frame();
+        input.extend(
+            ServerMessage::Chat {
+                from: Username::new("s0").unwrap(),
+                private: false,
+                text: "hello".into(),
+            }
+            .to_frame(),
+        );
+        let mut sock = Fake {
+            input: io::Cursor::new(input),
+            output: Vec::new(),
+        };
+        let mut chats = Vec::new();
+        let mut rb = RecvBuf::new(4096);
+        let r = pump(Kind::Imchat, &mut sock, &mut rb, |p| {
+            chats.push(p.to_vec());
+            true
+        });
+        assert_eq!(r.unwrap(), Pumped::Open);
+        assert_eq!(chats, [b"hello".to_vec()]);
+        assert_eq!(sock.output, ClientMessage::Pong(42).to_frame());
     }
 }
