@@ -20,7 +20,8 @@
 //! - a small blocking transport for the IO shells: [`FrameReader`] and
 //!   [`FrameWriter`] over any `Read`/`Write`, [`split_tcp`], and the
 //!   [`Outbox`], a capped two-lane queue (chat before file data) with a
-//!   coalescing writer loop.
+//!   coalescing writer loop (started lazily, parked when idle), and
+//!   [`write_file_frame`], which sends a chunk's data from its file.
 //!
 //! **What it does not do:** the codec and the state machines read no
 //! socket, no file and no clock. Time is a parameter (`now: Instant`), and

@@ -649,17 +649,9 @@ impl Drop for Direct<'_> {
                 s.partial = Some(rest);
             }
         }
+        // What was queued meanwhile (or a close) is the writer's now.
         if s.has_frames(true) || s.closing {
-            if let Some(start) = s.arm_off() {
-                drop(s);
-                (start.0)();
-                return;
-            }
-            let wake = std::mem::take(&mut s.writer_waiting);
-            drop(s);
-            if wake {
-                self.outbox.ready.notify_one();
-            }
+            self.outbox.wake_writer(s);
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
 /// gave. On Linux the header goes with `MSG_MORE` and the data with
 /// `sendfile`: the kernel takes it from the page cache by reference, which
 /// saves copying it through the frame (the frame's copy is only read for
-/// its checksum). What cannot be written within [`DIRECT_PATIENCE`], or
+/// its checksum). What cannot be written within 50 ms, or
 /// what `sendfile` no longer finds (the file was cut short), is left from
 /// the frame's own bytes to the writer thread, so the stream stays whole.
 ///
@@ -275,6 +275,19 @@ mod tests {
         Arc::new(frame)
     }
 
+    /// Ends the stream: the writer writes what is queued, then the write
+    /// side is shut; returns everything `reader` got.
+    fn finish(
+        q: &crate::Outbox,
+        a: &TcpStream,
+        reader: std::thread::JoinHandle<Vec<u8>>,
+    ) -> Vec<u8> {
+        q.close();
+        q.run_writer(a).unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        reader.join().unwrap()
+    }
+
     fn read_all(mut b: TcpStream) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             use std::io::Read;
@@ -296,12 +309,9 @@ mod tests {
         assert_eq!(q.queued(), 0);
         // The queue is free again for what follows.
         q.push(Arc::new(b"after".to_vec()), true).unwrap();
-        q.close();
-        q.run_writer(&a).unwrap();
-        a.shutdown(std::net::Shutdown::Write).unwrap();
         let mut want = frame.to_vec();
         want.extend_from_slice(b"after");
-        assert!(reader.join().unwrap() == want);
+        assert!(finish(&q, &a, reader) == want);
     }
 
     #[test]
@@ -319,10 +329,7 @@ mod tests {
         let q = crate::Outbox::new(1 << 20);
         let reader = read_all(b);
         write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
-        q.close();
-        q.run_writer(&a).unwrap();
-        a.shutdown(std::net::Shutdown::Write).unwrap();
-        assert!(reader.join().unwrap() == *frame);
+        assert!(finish(&q, &a, reader) == *frame);
     }
 
     #[test]
@@ -338,10 +345,7 @@ mod tests {
         let left = q.queued();
         assert!(left > 0 && left < frame.len(), "{left} bytes left");
         let reader = read_all(b);
-        q.close();
-        q.run_writer(&a).unwrap();
-        a.shutdown(std::net::Shutdown::Write).unwrap();
-        assert!(reader.join().unwrap() == *frame);
+        assert!(finish(&q, &a, reader) == *frame);
     }
 
     #[test]

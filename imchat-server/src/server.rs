@@ -7,6 +7,12 @@
 //!  writer thread per connection ◄── Outbox                          report thread (stdout, log)
 //! ```
 //!
+//! A connection's writer thread exists only while frames wait that nobody
+//! else could write (a slow reader, file data): broadcasts are written by
+//! the flusher thread, a download thread writes its own chunks while the
+//! socket is free (the data by `sendfile`, see [`imchat_core::write_file_frame`]),
+//! and a writer with nothing to write for 250 ms ends.
+//!
 //! Every decision is the hub's. After each call into it, [`Server::dispatch`]
 //! moves what it produced: each message is encoded once and queued on the
 //! [`Outbox`] of every receiver, and each event is acted on (closing a
