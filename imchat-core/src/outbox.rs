@@ -711,6 +711,14 @@ mod tests {
         Arc::new(b.to_vec())
     }
 
+    /// Closes `q` and returns everything its writer writes.
+    fn written(q: &Outbox) -> Vec<u8> {
+        q.close();
+        let mut out = Vec::new();
+        q.run_writer(&mut out).unwrap();
+        out
+    }
+
     #[test]
     fn control_frames_overtake_bulk_frames() {
         let q = Outbox::new(1024);
@@ -718,10 +726,7 @@ mod tests {
         q.push(f(b"ctl1"), false).unwrap();
         q.push(f(b"bulk2"), true).unwrap();
         q.push(f(b"ctl2"), false).unwrap();
-        q.close();
-        let mut out = Vec::new();
-        q.run_writer(&mut out).unwrap();
-        assert_eq!(out, b"ctl1ctl2bulk1bulk2");
+        assert_eq!(written(&q), b"ctl1ctl2bulk1bulk2");
     }
 
     #[test]
@@ -1017,10 +1022,7 @@ mod tests {
         );
         direct.leave_rest(f(b"rest"));
         assert!(rx.try_recv().is_ok(), "the writer was started for the rest");
-        q.close();
-        let mut out = Vec::new();
-        q.run_writer(&mut out).unwrap();
-        assert_eq!(out, b"restchatnext");
+        assert_eq!(written(&q), b"restchatnext");
     }
 
     #[test]
