@@ -656,7 +656,8 @@ impl Drop for Direct<'_> {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+/// A write that timed out or would block (the socket is full for now).
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut

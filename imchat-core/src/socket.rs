@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::outbox::{Direct, Frame, PushError};
+use crate::outbox::{is_timeout, Direct, Frame, PushError};
 
 /// Longest [`write_file_frame`] waits for a full socket without a byte
 /// going out before it leaves the rest of its frame to the writer thread.
@@ -81,12 +81,7 @@ pub fn write_file_frame(
                 progress = Instant::now();
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if is_timeout(&e) => {
                 if progress.elapsed() >= DIRECT_PATIENCE {
                     break;
                 }
