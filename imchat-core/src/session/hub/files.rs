@@ -1,0 +1,132 @@
+//! The shared folder: access, the list, and download requests (the
+//! server opens the file and streams it; the hub keeps the slots).
+
+use super::{ClientId, FilesRequest, Hub, HubEvent};
+use crate::message::{CancelCode, FileEntry, FileName, Origin, ServerMessage, TransferId};
+
+impl Hub {
+    pub(super) fn download(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        name: FileName,
+        offset: u64,
+    ) {
+        let max = self.limits.max_transfers;
+        let Some(c) = self.conns.get_mut(&client) else {
+            return;
+        };
+        if id.is_server_chosen() || c.downloads.contains(&id) {
+            self.bad_transfer_id(client, id, "download");
+            return;
+        }
+        if c.downloads.len() + c.pushes >= max {
+            self.cancel(
+                client,
+                id,
+                CancelCode::TOO_MANY,
+                format!("at most {max} transfers at once"),
+            );
+            return;
+        }
+        c.downloads.push(id);
+        self.events.push_back(HubEvent::DownloadRequested {
+            client,
+            id,
+            name,
+            offset,
+        });
+    }
+
+    /// A client picked a transfer id with the server's bit set, or one in use.
+    pub(super) fn bad_transfer_id(&mut self, client: ClientId, id: TransferId, kind: &str) {
+        self.violation(client, format!("{kind} id {} reused or invalid", id.0));
+        self.cancel(
+            client,
+            id,
+            CancelCode::CANCELLED,
+            "transfer id already in use or invalid",
+        );
+    }
+
+    /// Answers a [`HubEvent::FilesRequested`] with the shared folder's files.
+    /// A long list is split over several frames that each fit the frame limit.
+    pub fn answer_files(&mut self, client: ClientId, request: FilesRequest, files: Vec<FileEntry>) {
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        match request {
+            FilesRequest::Access => self.send(
+                client,
+                ServerMessage::FilesAccess {
+                    count: files.len() as u64,
+                },
+            ),
+            FilesRequest::List => {
+                // Each entry takes at most 1 + 255 + 8 bytes.
+                let per_frame = ((self.limits.max_frame as usize).saturating_sub(16) / 264).max(1);
+                if files.is_empty() {
+                    self.send(client, ServerMessage::FileList { files });
+                    return;
+                }
+                let mut files = files.into_iter().peekable();
+                while files.peek().is_some() {
+                    let part: Vec<FileEntry> = files.by_ref().take(per_frame).collect();
+                    self.send(client, ServerMessage::FileList { files: part });
+                }
+            }
+        }
+    }
+
+    /// Starts a download the server could open: sends the `FileStart`. The
+    /// server then streams the chunks itself (with [`Outgoing`](crate::Outgoing))
+    /// and calls [`download_finished`](Hub::download_finished).
+    /// Returns the offset to stream from: the one asked for, or 0 when it
+    /// was past the end of the file.
+    pub fn accept_download(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        name: FileName,
+        size: u64,
+        offset: u64,
+    ) -> Option<u64> {
+        let c = self.conns.get(&client)?;
+        if !c.downloads.contains(&id) {
+            return None;
+        }
+        let offset = if offset > size { 0 } else { offset };
+        self.send(
+            client,
+            ServerMessage::FileStart {
+                id,
+                name,
+                size,
+                offset,
+                origin: Origin::Download,
+            },
+        );
+        Some(offset)
+    }
+
+    /// Refuses a requested download (missing, forbidden, unreadable).
+    pub fn refuse_download(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        code: CancelCode,
+        reason: impl Into<String>,
+    ) {
+        self.download_finished(client, id);
+        if self.conns.contains_key(&client) {
+            self.cancel(client, id, code, reason);
+        }
+    }
+
+    /// The server finished (or gave up) streaming a download: frees its slot.
+    pub fn download_finished(&mut self, client: ClientId, id: TransferId) {
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.downloads.retain(|d| *d != id);
+        }
+    }
+}

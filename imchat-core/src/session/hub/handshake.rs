@@ -1,0 +1,115 @@
+//! The handshake: the first message of a connection must be a `Hello`
+//! with this protocol version and a free name; anything else is refused.
+
+use super::{ClientId, Hub, HubEvent, Phase};
+use crate::error::DecodeError;
+use crate::message::{
+    ClientMessage, ErrorCode, LeaveReason, RefuseCode, ServerMessage, PROTOCOL_VERSION,
+};
+
+impl Hub {
+    pub(super) fn refuse(&mut self, id: ClientId, code: RefuseCode, reason: &str) {
+        self.send(
+            id,
+            ServerMessage::Refused {
+                code,
+                reason: reason.to_string(),
+                version: PROTOCOL_VERSION,
+            },
+        );
+        self.events.push_back(HubEvent::Close {
+            client: id,
+            reason: format!("refused: {reason}"),
+        });
+        self.conns.remove(&id);
+    }
+
+    pub(super) fn handshake(&mut self, client: ClientId, msg: ClientMessage) {
+        let ClientMessage::Hello { version, username } = msg else {
+            self.violation(client, "message before the handshake");
+            self.refuse(
+                client,
+                RefuseCode::HANDSHAKE_REQUIRED,
+                "send a username (Hello) before anything else",
+            );
+            return;
+        };
+        if version != PROTOCOL_VERSION {
+            let reason = format!(
+                "protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"
+            );
+            self.refuse(client, RefuseCode::VERSION_MISMATCH, &reason);
+            return;
+        }
+        // Checking and inserting the name happen in one step under the
+        // caller's lock: two clients can never both get the same name.
+        let key = username.key();
+        if self.names.contains_key(&key) {
+            let reason = format!("the username '{username}' is already taken");
+            self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
+            return;
+        }
+        self.names.insert(key, client);
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.phase = Phase::Joined(username.clone());
+        }
+        self.rebuild_members();
+        self.send(
+            client,
+            ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                username: username.clone(),
+                text: self.welcome.replace("{user}", username.as_str()),
+            },
+        );
+        let members = self.members.clone();
+        self.send_many(
+            members,
+            Some(client),
+            ServerMessage::Joined {
+                user: username.clone(),
+            },
+        );
+        self.events.push_back(HubEvent::Joined {
+            client,
+            user: username,
+        });
+    }
+
+    /// The connection's stream broke: tells it why (best effort) and closes it.
+    pub fn handle_decode_error(&mut self, client: ClientId, error: &DecodeError) {
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        self.violation(client, error.to_string());
+        if self.is_joined(client) {
+            self.error(
+                client,
+                ErrorCode::MALFORMED,
+                format!("malformed frame: {error}"),
+            );
+            self.leave(
+                client,
+                LeaveReason::KICKED,
+                format!("malformed frame: {error}"),
+            );
+        } else if let DecodeError::InvalidName {
+            field: "username",
+            error: name_error,
+        } = error
+        {
+            // The username breaks a rule: say which, so the client can show why.
+            self.refuse(
+                client,
+                RefuseCode::INVALID_NAME,
+                &format!("invalid username: {name_error}"),
+            );
+        } else {
+            self.refuse(
+                client,
+                RefuseCode::HANDSHAKE_REQUIRED,
+                &format!("malformed handshake: {error}"),
+            );
+        }
+    }
+}

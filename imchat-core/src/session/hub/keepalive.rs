@@ -1,0 +1,70 @@
+//! The clock: handshake deadlines, keepalive pings and dead peers.
+
+use std::time::Instant;
+
+use super::{Hub, Phase};
+use crate::message::{ErrorCode, LeaveReason, RefuseCode, ServerMessage};
+
+impl Hub {
+    /// The earliest time at which [`handle_timeout`](Hub::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .map(|c| match (&c.phase, c.ping) {
+                (Phase::Handshaking, _) => c.connected_at + self.limits.handshake_timeout,
+                (Phase::Joined(_), Some((sent, _))) => sent + self.limits.keepalive_timeout,
+                (Phase::Joined(_), None) => c.last_heard + self.limits.keepalive_interval,
+            })
+            .min()
+    }
+
+    /// Runs the clock: handshake deadlines, keepalive pings, dead peers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let limits = self.limits.clone();
+        let mut late_handshakes = Vec::new();
+        let mut dead = Vec::new();
+        let mut ping = Vec::new();
+        for (id, c) in &self.conns {
+            match (&c.phase, c.ping) {
+                (Phase::Handshaking, _) => {
+                    if now.saturating_duration_since(c.connected_at) >= limits.handshake_timeout {
+                        late_handshakes.push(*id);
+                    }
+                }
+                (Phase::Joined(_), Some((sent, _))) => {
+                    if now.saturating_duration_since(sent) >= limits.keepalive_timeout {
+                        dead.push(*id);
+                    }
+                }
+                (Phase::Joined(_), None) => {
+                    if now.saturating_duration_since(c.last_heard) >= limits.keepalive_interval {
+                        ping.push(*id);
+                    }
+                }
+            }
+        }
+        late_handshakes.sort_unstable();
+        dead.sort_unstable();
+        ping.sort_unstable();
+        for id in late_handshakes {
+            let secs = limits.handshake_timeout.as_secs_f64();
+            self.refuse(
+                id,
+                RefuseCode::HANDSHAKE_TIMEOUT,
+                &format!("no valid username within {secs} s"),
+            );
+        }
+        for id in dead {
+            self.error(id, ErrorCode::TIMEOUT, "no answer to keepalive");
+            self.leave(id, LeaveReason::TIMEOUT, "keepalive timeout".into());
+        }
+        for id in ping {
+            let nonce = self.next_ping;
+            self.next_ping += 1;
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.ping = Some((now, nonce));
+            }
+            self.send(id, ServerMessage::Ping(nonce));
+        }
+    }
+}
