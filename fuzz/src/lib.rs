@@ -9,9 +9,9 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    CancelCode, ClientId, ClientMessage, Decode, DecodeError, Decoder, Encode, FileCancel,
-    FileChunk, FileEntry, FileName, Hub, HubEvent, LeaveReason, Limits, Origin, Outgoing,
-    Recipient, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, HEADER_LEN,
+    CancelCode, ChatKind, ClientId, ClientMessage, Decode, DecodeError, Decoder, Encode,
+    FileCancel, FileChunk, FileEntry, FileName, Hub, HubEvent, LeaveReason, Limits, Origin,
+    Outgoing, Recipient, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, HEADER_LEN,
     PROTOCOL_VERSION,
 };
 
@@ -289,7 +289,12 @@ impl HubDriver {
                 let to = Self::recipient(input.u8());
                 let len = usize::from(input.u8()) * 3;
                 let text = "é\u{202e}\u{1b}x".chars().cycle().take(len).collect();
-                self.send(c, ClientMessage::Chat { to, text });
+                let kind = if len % 2 == 0 {
+                    ChatKind::Text
+                } else {
+                    ChatKind::Action
+                };
+                self.send(c, ClientMessage::Chat { to, kind, text });
             }
             5 => {
                 let c = self.client(input.u8());
@@ -303,7 +308,9 @@ impl HubDriver {
                         id: TransferId(u32::from(input.u8() % 4)),
                         offset: u64::from(input.u16()),
                     },
-                    _ => ClientMessage::Quit,
+                    _ => ClientMessage::Quit {
+                        reason: "bye\u{2028}".into(),
+                    },
                 };
                 self.send(c, msg);
             }

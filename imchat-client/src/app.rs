@@ -28,9 +28,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    inert, ClientEvent, ClientSession, Command, Encode, FileEntry, FileName, Frame, FrameReader,
-    LeaveReason, Limits, Mode, Origin, Outbox, PushError, Recipient, ServerMessage, TransferError,
-    TransferId, TransportError, UsageError, Username, HELP,
+    inert, ChatKind, ClientEvent, ClientSession, Command, Encode, FileEntry, FileName, Frame,
+    FrameReader, LeaveReason, Limits, Mode, Origin, Outbox, PushError, Recipient, ServerMessage,
+    TransferError, TransferId, TransportError, UsageError, Username, HELP,
 };
 
 use crate::error::ClientError;
@@ -146,6 +146,8 @@ struct Shared {
     transfers: Mutex<Transfers>,
     /// Set once we are leaving: threads stop quietly.
     closing: AtomicBool,
+    /// A shared-file list is being shown (its last part has not arrived).
+    listing: AtomicBool,
     tx: Sender<Input>,
     /// File data and transfer ends go to the disk thread, so a write that
     /// stalls never holds up chat on the network thread.
@@ -201,6 +203,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         download_dir: config.download_dir,
         transfers: Mutex::new(Transfers::default()),
         closing: AtomicBool::new(false),
+        listing: AtomicBool::new(false),
         tx: tx.clone(),
         disk,
         recycled: Mutex::new(Vec::new()),
@@ -310,7 +313,7 @@ fn handshake(
         session.handle_message(msg, Instant::now());
         while let Some(ev) = session.poll_event() {
             match ev {
-                ClientEvent::Welcome { username, text } => {
+                ClientEvent::Welcome { username, text, .. } => {
                     reader.get_ref().set_read_timeout(None).map_err(lost)?;
                     while let Some(m) = session.poll_transmit() {
                         w.write_all(&m.to_frame()).map_err(lost)?;
@@ -511,7 +514,7 @@ impl Shared {
     /// Sends `Quit`, lets the writer flush it (bounded), and stops.
     fn quit(&self, writer_done: &Receiver<()>) {
         self.closing.store(true, Ordering::SeqCst);
-        self.with_session(|s| s.quit());
+        self.with_session(|s| s.quit(""));
         self.outbox.close();
         let _ = writer_done.recv_timeout(QUIT_WAIT);
         self.stop_transfers();
@@ -765,18 +768,27 @@ impl Shared {
             ClientEvent::Chat {
                 from,
                 private,
+                kind: ChatKind::Action,
                 text,
+                ..
+            } => ui.action(&inert(from.as_str()), private, &inert(&text)),
+            ClientEvent::Chat {
+                from,
+                private,
+                text,
+                ..
             } => ui.chat(&inert(from.as_str()), private, &inert(&text)),
             ClientEvent::Joined { user } => {
                 ui.notice(&format!("{} has joined", inert(user.as_str())));
             }
-            ClientEvent::Left { user, reason } => {
+            ClientEvent::Left { user, reason, text } => {
                 let user = inert(user.as_str());
-                if reason == LeaveReason::QUIT {
-                    ui.notice(&format!("{user} has left"));
-                } else {
-                    ui.notice(&format!("{user} has left ({})", reason.describe()));
-                }
+                let why = match (reason == LeaveReason::QUIT, text.is_empty()) {
+                    (true, true) => String::new(),
+                    (true, false) => format!(" ({})", inert(&text)),
+                    (false, _) => format!(" ({})", reason.describe()),
+                };
+                ui.notice(&format!("{user} has left{why}"));
             }
             ClientEvent::Who { users } => {
                 let names: Vec<_> = users.iter().map(|u| inert(u.as_str())).collect();
@@ -785,7 +797,7 @@ impl Shared {
             ClientEvent::FilesAccess { count } => {
                 ui.notice(&format!("shared folder access granted: {count} files"));
             }
-            ClientEvent::FileList { files } => self.file_list(&files),
+            ClientEvent::FileList { files, last } => self.file_list(&files, last),
             ClientEvent::Error { code, text } => {
                 if text.is_empty() {
                     ui.error(code.describe());
@@ -855,11 +867,16 @@ impl Shared {
         }
     }
 
-    fn file_list(&self, files: &[FileEntry]) {
-        if files.is_empty() {
+    /// Shows a part of the shared-file list: the heading before the first
+    /// part, and a note at the end when the folder is empty.
+    fn file_list(&self, files: &[FileEntry], last: bool) {
+        let first = !self.listing.swap(!last, Ordering::SeqCst);
+        if first && last && files.is_empty() {
             return self.ui.notice("shared folder is empty");
         }
-        self.ui.notice("shared files:");
+        if first {
+            self.ui.notice("shared files:");
+        }
         for f in files {
             self.ui.print(
                 Style::Plain,

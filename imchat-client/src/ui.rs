@@ -131,6 +131,22 @@ impl Ui {
         }
     }
 
+    /// An action (`/me`): `* alice waves`.
+    pub fn action(&self, from: &str, private: bool, text: &str) {
+        let tag = if private { " (private)" } else { "" };
+        match &self.term {
+            Some(t) if t.color => {
+                let bell = if private { "\x07" } else { "" };
+                t.print(format!("* {BOLD}{from}{RESET} {text}{tag}{bell}\n"));
+            }
+            Some(t) => {
+                let bell = if private { "\x07" } else { "" };
+                t.print(format!("* {from} {text}{tag}{bell}\n"));
+            }
+            None => self.print(Style::Plain, &format!("* {from} {text}{tag}")),
+        }
+    }
+
     /// A progress tracker for a transfer of `total` bytes, or `None` when
     /// none is shown (plain mode, or a small file).
     pub fn progress(&self, label: &str, total: u64) -> Option<Progress> {

@@ -598,6 +598,7 @@ fn text_from_the_network_is_shown_inert() {
     alice.expect_line("*** mallory has joined");
     mallory.send(&ClientMessage::Chat {
         to: Recipient::Everyone,
+        kind: imchat_core::ChatKind::Text,
         text: "hi\x1b[2J\u{202e}there\x07\x7f!".into(),
     });
     alice.expect_line("<mallory> hi^[[2J\\u{202e}there^G^?!");

@@ -10,8 +10,9 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::DecodeError;
 use crate::message::{
-    CancelCode, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileName,
-    LeaveReason, Origin, Recipient, RefuseCode, ServerMessage, TransferId, Username,
+    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry,
+    FileName, LeaveReason, MessageId, Origin, Recipient, RefuseCode, ServerLimits, ServerMessage,
+    Timestamp, TransferId, Username,
 };
 
 /// Bytes of the length header in front of every frame.
@@ -154,6 +155,20 @@ fn put_str32(out: &mut Vec<u8>, s: &str) {
     put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));
     out.extend_from_slice(s.as_bytes());
 }
+fn put_kind(out: &mut Vec<u8>, kind: ChatKind) {
+    out.push(match kind {
+        ChatKind::Text => 0,
+        ChatKind::Action => 1,
+    });
+}
+fn put_limits(out: &mut Vec<u8>, l: &ServerLimits) {
+    put_u32(out, l.max_frame);
+    put_u32(out, l.max_text);
+    put_u32(out, l.rate_burst);
+    put_u32(out, l.rate_per_sec);
+    put_u32(out, l.max_transfers);
+    put_u64(out, l.max_push_size);
+}
 fn put_recipient(out: &mut Vec<u8>, to: &Recipient) {
     match to {
         Recipient::Everyone => out.push(0),
@@ -230,8 +245,9 @@ impl Encode for ClientMessage {
                 put_u16(out, *version);
                 put_str8(out, username.as_str());
             }),
-            ClientMessage::Chat { to, text } => frame(out, types::CHAT, |out| {
+            ClientMessage::Chat { to, kind, text } => frame(out, types::CHAT, |out| {
                 put_recipient(out, to);
+                put_kind(out, *kind);
                 put_str32(out, text);
             }),
             ClientMessage::Who => frame(out, types::WHO, |_| {}),
@@ -257,7 +273,7 @@ impl Encode for ClientMessage {
             ClientMessage::Cancel(c) => encode_cancel(out, c),
             ClientMessage::Ping(v) => encode_u64(out, types::PING, *v),
             ClientMessage::Pong(v) => encode_u64(out, types::PONG, *v),
-            ClientMessage::Quit => frame(out, types::QUIT, |_| {}),
+            ClientMessage::Quit { reason } => frame(out, types::QUIT, |out| put_str32(out, reason)),
         }
     }
 }
@@ -269,9 +285,11 @@ impl Encode for ServerMessage {
                 version,
                 username,
                 text,
+                limits,
             } => frame(out, types::WELCOME, |out| {
                 put_u16(out, *version);
                 put_str8(out, username.as_str());
+                put_limits(out, limits);
                 put_str32(out, text);
             }),
             ServerMessage::Refused {
@@ -284,20 +302,27 @@ impl Encode for ServerMessage {
                 put_str32(out, reason);
             }),
             ServerMessage::Chat {
+                id,
+                time,
                 from,
                 private,
+                kind,
                 text,
             } => frame(out, types::CHAT_FROM, |out| {
+                put_u64(out, id.0);
+                put_u64(out, time.0);
                 put_str8(out, from.as_str());
                 out.push(u8::from(*private));
+                put_kind(out, *kind);
                 put_str32(out, text);
             }),
             ServerMessage::Joined { user } => {
                 frame(out, types::JOINED, |out| put_str8(out, user.as_str()))
             }
-            ServerMessage::Left { user, reason } => frame(out, types::LEFT, |out| {
+            ServerMessage::Left { user, reason, text } => frame(out, types::LEFT, |out| {
                 put_str8(out, user.as_str());
                 out.push(reason.0);
+                put_str32(out, text);
             }),
             ServerMessage::Who { users } => frame(out, types::WHO_LIST, |out| {
                 put_u32(out, u32::try_from(users.len()).unwrap_or(u32::MAX));
@@ -308,7 +333,8 @@ impl Encode for ServerMessage {
             ServerMessage::FilesAccess { count } => {
                 frame(out, types::FILES_GRANTED, |out| put_u64(out, *count))
             }
-            ServerMessage::FileList { files } => frame(out, types::FILE_LIST, |out| {
+            ServerMessage::FileList { files, last } => frame(out, types::FILE_LIST, |out| {
+                out.push(u8::from(*last));
                 put_u32(out, u32::try_from(files.len()).unwrap_or(u32::MAX));
                 for f in files {
                     put_str8(out, f.name.as_str());
@@ -410,6 +436,26 @@ impl<'a> Fields<'a> {
     fn file_name(&mut self, field: &'static str) -> Result<FileName, DecodeError> {
         FileName::new(self.str8(field)?).map_err(|error| DecodeError::InvalidName { field, error })
     }
+    fn kind(&mut self) -> Result<ChatKind, DecodeError> {
+        match self.u8()? {
+            0 => Ok(ChatKind::Text),
+            1 => Ok(ChatKind::Action),
+            value => Err(DecodeError::InvalidTag {
+                field: "kind",
+                value,
+            }),
+        }
+    }
+    fn limits(&mut self) -> Result<ServerLimits, DecodeError> {
+        Ok(ServerLimits {
+            max_frame: self.u32()?,
+            max_text: self.u32()?,
+            rate_burst: self.u32()?,
+            rate_per_sec: self.u32()?,
+            max_transfers: self.u32()?,
+            max_push_size: self.u64()?,
+        })
+    }
     fn recipient(&mut self) -> Result<Recipient, DecodeError> {
         match self.u8()? {
             0 => Ok(Recipient::Everyone),
@@ -494,6 +540,7 @@ impl Decode for ClientMessage {
             },
             types::CHAT => ClientMessage::Chat {
                 to: f.recipient()?,
+                kind: f.kind()?,
                 text: f.str32("text")?,
             },
             types::WHO => ClientMessage::Who,
@@ -514,7 +561,9 @@ impl Decode for ClientMessage {
                 size: f.u64()?,
                 to: f.recipient()?,
             },
-            types::QUIT => ClientMessage::Quit,
+            types::QUIT => ClientMessage::Quit {
+                reason: f.str32("reason")?,
+            },
             types::CHUNK => ClientMessage::Chunk(f.chunk()?),
             types::END => ClientMessage::End(f.end()?),
             types::CANCEL => ClientMessage::Cancel(f.cancel()?),
@@ -537,6 +586,7 @@ impl Decode for ServerMessage {
             types::WELCOME => ServerMessage::Welcome {
                 version: f.u16()?,
                 username: f.username("username")?,
+                limits: f.limits()?,
                 text: f.str32("text")?,
             },
             types::REFUSED => ServerMessage::Refused {
@@ -545,8 +595,11 @@ impl Decode for ServerMessage {
                 reason: f.str32("reason")?,
             },
             types::CHAT_FROM => ServerMessage::Chat {
+                id: MessageId(f.u64()?),
+                time: Timestamp(f.u64()?),
                 from: f.username("from")?,
                 private: f.bool("private")?,
+                kind: f.kind()?,
                 text: f.str32("text")?,
             },
             types::JOINED => ServerMessage::Joined {
@@ -555,6 +608,7 @@ impl Decode for ServerMessage {
             types::LEFT => ServerMessage::Left {
                 user: f.username("user")?,
                 reason: LeaveReason(f.u8()?),
+                text: f.str32("text")?,
             },
             types::WHO_LIST => {
                 let n = f.count(2)?;
@@ -566,6 +620,7 @@ impl Decode for ServerMessage {
             }
             types::FILES_GRANTED => ServerMessage::FilesAccess { count: f.u64()? },
             types::FILE_LIST => {
+                let last = f.bool("last")?;
                 let n = f.count(10)?;
                 let mut files = f.list(n);
                 for _ in 0..n {
@@ -574,7 +629,7 @@ impl Decode for ServerMessage {
                         size: f.u64()?,
                     });
                 }
-                ServerMessage::FileList { files }
+                ServerMessage::FileList { files, last }
             }
             types::FILE_START => ServerMessage::FileStart {
                 id: TransferId(f.u32()?),

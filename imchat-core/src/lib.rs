@@ -109,7 +109,7 @@ pub use limits::*;
 pub use message::*;
 pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd};
 pub use session::{
-    ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Transmit,
+    ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit,
 };
 pub use socket::{limit_unsent, write_file_frame, SERVER_UNSENT_LIMIT};
 pub use transfer::{Incoming, Outgoing};

@@ -51,10 +51,10 @@ pub const MAX_FILE_NAME_BYTES: usize = 255;
 /// Bytes a chunk frame holds besides its data: type (1), id (4), offset (8),
 /// CRC (4) and data length (4).
 pub const CHUNK_FRAME_OVERHEAD: usize = 21;
-/// Bytes a chat frame holds besides its text, at most: type (1), the
-/// sender's name with its length (1 + 128), the private flag or recipient
-/// tag (1), the text length (4).
-pub const CHAT_FRAME_OVERHEAD: usize = 135;
+/// Bytes a chat frame holds besides its text, at most: type (1), message
+/// id (8), time (8), the sender's name with its length (1 + 128), the
+/// private flag or recipient tag (1), the kind (1), the text length (4).
+pub const CHAT_FRAME_OVERHEAD: usize = 152;
 /// The largest valid handshake frame: type (1), version (2), a name of 32
 /// four-byte characters with its length (1 + 128).
 pub const MAX_HELLO_FRAME: u32 = 132;
@@ -276,8 +276,11 @@ mod tests {
         use crate::{Encode, FileChunk, Recipient, ServerMessage, TransferId, Username};
         let name = Username::new("\u{10348}".repeat(32)).unwrap();
         let chat = ServerMessage::Chat {
+            id: crate::MessageId(u64::MAX),
+            time: crate::Timestamp(u64::MAX),
             from: name.clone(),
             private: true,
+            kind: crate::ChatKind::Action,
             text: String::new(),
         };
         assert_eq!(
@@ -286,11 +289,12 @@ mod tests {
         );
         let up = crate::ClientMessage::Chat {
             to: Recipient::User(name.clone()),
+            kind: crate::ChatKind::Action,
             text: String::new(),
         };
         assert!(up.to_frame().len() - crate::HEADER_LEN <= CHAT_FRAME_OVERHEAD);
         let hello = crate::ClientMessage::Hello {
-            version: 1,
+            version: crate::PROTOCOL_VERSION,
             username: name,
         };
         assert_eq!(

@@ -7,8 +7,13 @@ use crate::error::NameError;
 use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with
-/// another version ([`RefuseCode::VERSION_MISMATCH`]), naming its own.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// another version ([`RefuseCode::VERSION_MISMATCH`]), naming its own, so a
+/// version-1 peer learns that it needs version 2.
+///
+/// Version 2 added: message ids and server timestamps on routed chat,
+/// actions (`/me`), a quit text carried to `Left`, an end marker on file
+/// lists, and the limits a client must respect in `Welcome`.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Words no user may take (compared ignoring case). Windows device names are
 /// included because a username becomes a folder name on the client's disk.
@@ -266,6 +271,60 @@ code_type! {
     }
 }
 
+/// The server's id of a routed chat message: increasing by one per message
+/// routed, over all senders, within one run of a server (the first is 1).
+/// Receivers can order and de-duplicate by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A wall-clock time: milliseconds since the Unix epoch (1970-01-01T00:00:00Z),
+/// as the server's clock read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(self) -> u64 {
+        self.0
+    }
+}
+
+/// What kind of chat message: plain text, or an action (`/me waves` is
+/// shown as `* alice waves`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ChatKind {
+    /// Plain text.
+    #[default]
+    Text,
+    /// An action, written in the third person.
+    Action,
+}
+
+/// The limits a client must respect, as the server announced them in
+/// [`ServerMessage::Welcome`]. A client that stays within them is never
+/// refused or slowed for its rate or sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerLimits {
+    /// Largest frame (type byte and body) the server accepts.
+    pub max_frame: u32,
+    /// Longest chat text, in bytes of UTF-8.
+    pub max_text: u32,
+    /// Chat messages a client may send in one burst.
+    pub rate_burst: u32,
+    /// Chat messages per second a client may send, sustained (0: no limit).
+    pub rate_per_sec: u32,
+    /// Transfers (downloads plus pushes) a client may run at once.
+    pub max_transfers: u32,
+    /// Largest file a client may push.
+    pub max_push_size: u64,
+}
+
 /// Who a chat message or a pushed file is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recipient {
@@ -363,7 +422,9 @@ pub enum ClientMessage {
     Chat {
         /// Everyone, or one user.
         to: Recipient,
-        /// The text.
+        /// Text or action.
+        kind: ChatKind,
+        /// The text (may be empty).
         text: String,
     },
     /// Ask who is online.
@@ -411,8 +472,11 @@ pub enum ClientMessage {
     Ping(u64),
     /// Keepalive answer.
     Pong(u64),
-    /// Leaving.
-    Quit,
+    /// Leaving, with a parting text for the others (may be empty).
+    Quit {
+        /// The parting text.
+        reason: String,
+    },
 }
 
 /// Everything the server sends to a client.
@@ -427,6 +491,8 @@ pub enum ServerMessage {
         username: Username,
         /// The server's welcome text.
         text: String,
+        /// The limits this client must respect.
+        limits: ServerLimits,
     },
     /// The handshake failed; the server closes the connection.
     Refused {
@@ -439,10 +505,16 @@ pub enum ServerMessage {
     },
     /// A chat message from another user.
     Chat {
+        /// The server's id of the message.
+        id: MessageId,
+        /// When the server routed it.
+        time: Timestamp,
         /// The sender, as registered.
         from: Username,
         /// True when it was sent to this client alone.
         private: bool,
+        /// Text or action.
+        kind: ChatKind,
         /// The text.
         text: String,
     },
@@ -457,6 +529,8 @@ pub enum ServerMessage {
         user: Username,
         /// Why.
         reason: LeaveReason,
+        /// The parting text the user gave when quitting (empty if none).
+        text: String,
     },
     /// Who is online (including the asker).
     Who {
@@ -468,10 +542,14 @@ pub enum ServerMessage {
         /// Number of files.
         count: u64,
     },
-    /// Part or all of the shared-file list (a long list comes in several).
+    /// Part or all of the shared-file list: a long list comes in several,
+    /// and the last one of an answer has `last` set (an empty folder is one
+    /// empty list with `last` set).
     FileList {
         /// The files.
         files: Vec<FileEntry>,
+        /// True on the final part of the answer.
+        last: bool,
     },
     /// A file transfer to this client starts.
     FileStart {

@@ -168,9 +168,12 @@ mod tests {
             ClientMessage::Who,
             ClientMessage::Chat {
                 to: crate::Recipient::Everyone,
+                kind: crate::ChatKind::Text,
                 text: "hello".into(),
             },
-            ClientMessage::Quit,
+            ClientMessage::Quit {
+                reason: String::new(),
+            },
         ];
         for m in &msgs {
             m.encode(&mut bytes);

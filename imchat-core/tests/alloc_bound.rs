@@ -181,7 +181,8 @@ fn hostile_headers(max: u32) {
 /// Frames within the limit whose inner length or count fields claim 0xffffffff.
 fn hostile_inner_lengths(max: u32) {
     let client: &[(&str, &str, u8)] = &[
-        ("Chat text", "02 00 ffffffff", 0x02),
+        ("Chat text", "02 00 00 ffffffff", 0x02),
+        ("Quit reason", "08 ffffffff", 0x08),
         (
             "Chunk data",
             "80 00000001 0000000000000000 00000000 ffffffff",
@@ -190,9 +191,18 @@ fn hostile_inner_lengths(max: u32) {
         ("Cancel reason", "82 00000001 0001 ffffffff", 0x82),
     ];
     let server: &[(&str, &str, u8)] = &[
-        ("Welcome text", "41 0001 01 61 ffffffff", 0x41),
+        (
+            "Welcome text",
+            "41 0002 01 61 00100000 00010000 00000064 00000032 00000008 0000000100000000 ffffffff",
+            0x41,
+        ),
         ("Refused reason", "42 0001 0001 ffffffff", 0x42),
-        ("Chat text", "43 01 61 00 ffffffff", 0x43),
+        (
+            "Chat text",
+            "43 0000000000000001 0000000000000000 01 61 00 00 ffffffff",
+            0x43,
+        ),
+        ("Left text", "45 01 61 00 ffffffff", 0x45),
         ("Error text", "4b 0001 ffffffff", 0x4b),
         ("Shutdown reason", "4c ffffffff", 0x4c),
         (
@@ -202,7 +212,7 @@ fn hostile_inner_lengths(max: u32) {
         ),
         ("Cancel reason", "82 00000001 0001 ffffffff", 0x82),
         ("Who count", "46 ffffffff", 0x46),
-        ("FileList count", "48 ffffffff", 0x48),
+        ("FileList count", "48 01 ffffffff", 0x48),
     ];
     let pad = 100;
     for &(what, body, ty) in client {
@@ -231,9 +241,10 @@ fn hostile_inner_lengths(max: u32) {
 /// wire) must still stay within the limit.
 fn largest_plausible_counts(max: u32) {
     let body_len = max as usize;
-    for (ty, min_item, what) in [(0x46u8, 2usize, "Who"), (0x48, 10, "FileList")] {
-        let count = u32::try_from((body_len - 5) / min_item).unwrap();
-        let mut body = vec![ty];
+    // FileList has its `last` flag before the count.
+    for (head, min_item, what) in [(&[0x46u8][..], 2usize, "Who"), (&[0x48, 1], 10, "FileList")] {
+        let count = u32::try_from((body_len - head.len() - 4) / min_item).unwrap();
+        let mut body = head.to_vec();
         body.extend_from_slice(&count.to_be_bytes());
         // A first entry named "/": invalid, so decoding stops there.
         body.extend_from_slice(&[1, b'/']);
@@ -307,6 +318,7 @@ fn hostile_lengths_never_allocate_above_the_frame_limit() {
     // below are refused for their lengths, not for the limit.
     let ok = ClientMessage::Chat {
         to: Recipient::Everyone,
+        kind: imchat_core::ChatKind::Text,
         text: "hello".into(),
     }
     .to_frame();

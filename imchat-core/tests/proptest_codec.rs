@@ -5,10 +5,10 @@
 use std::fmt::Debug;
 
 use imchat_core::{
-    CancelCode, ClientMessage, Decode, DecodeError, Decoder, Encode, ErrorCode, FileCancel,
-    FileChunk, FileEnd, FileEntry, FileName, LeaveReason, Origin, Recipient, RefuseCode,
-    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME,
-    HEADER_LEN,
+    CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Encode, ErrorCode,
+    FileCancel, FileChunk, FileEnd, FileEntry, FileName, LeaveReason, MessageId, Origin, Recipient,
+    RefuseCode, ServerLimits, ServerMessage, Timestamp, TransferId, Username, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -115,11 +115,42 @@ fn cancel() -> impl Strategy<Value = FileCancel> {
     })
 }
 
+fn kind() -> impl Strategy<Value = ChatKind> {
+    prop_oneof![Just(ChatKind::Text), Just(ChatKind::Action)]
+}
+
+fn server_limits() -> impl Strategy<Value = ServerLimits> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(max_frame, max_text, rate_burst, rate_per_sec, max_transfers, max_push_size)| {
+                ServerLimits {
+                    max_frame,
+                    max_text,
+                    rate_burst,
+                    rate_per_sec,
+                    max_transfers,
+                    max_push_size,
+                }
+            },
+        )
+}
+
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
         (any::<u16>(), username())
             .prop_map(|(version, username)| ClientMessage::Hello { version, username }),
-        (recipient(), text()).prop_map(|(to, text)| ClientMessage::Chat { to, text }),
+        (recipient(), kind(), text()).prop_map(|(to, kind, text)| ClientMessage::Chat {
+            to,
+            kind,
+            text
+        }),
         Just(ClientMessage::Who),
         Just(ClientMessage::FilesAccess),
         Just(ClientMessage::ListFiles),
@@ -133,19 +164,20 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         cancel().prop_map(ClientMessage::Cancel),
         any::<u64>().prop_map(ClientMessage::Ping),
         any::<u64>().prop_map(ClientMessage::Pong),
-        Just(ClientMessage::Quit),
+        text().prop_map(|reason| ClientMessage::Quit { reason }),
     ]
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (any::<u16>(), username(), text()).prop_map(|(version, username, text)| {
-            ServerMessage::Welcome {
+        (any::<u16>(), username(), text(), server_limits()).prop_map(
+            |(version, username, text, limits)| ServerMessage::Welcome {
                 version,
                 username,
                 text,
+                limits,
             }
-        }),
+        ),
         (any::<u16>(), text(), any::<u16>()).prop_map(|(code, reason, version)| {
             ServerMessage::Refused {
                 code: RefuseCode(code),
@@ -153,25 +185,42 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 version,
             }
         }),
-        (username(), any::<bool>(), text()).prop_map(|(from, private, text)| {
-            ServerMessage::Chat {
-                from,
-                private,
+        (
+            any::<u64>(),
+            any::<u64>(),
+            username(),
+            any::<bool>(),
+            kind(),
+            text()
+        )
+            .prop_map(|(id, time, from, private, kind, text)| {
+                ServerMessage::Chat {
+                    id: MessageId(id),
+                    time: Timestamp(time),
+                    from,
+                    private,
+                    kind,
+                    text,
+                }
+            }),
+        username().prop_map(|user| ServerMessage::Joined { user }),
+        (username(), any::<u8>(), text()).prop_map(|(user, reason, text)| {
+            ServerMessage::Left {
+                user,
+                reason: LeaveReason(reason),
                 text,
             }
         }),
-        username().prop_map(|user| ServerMessage::Joined { user }),
-        (username(), any::<u8>()).prop_map(|(user, reason)| ServerMessage::Left {
-            user,
-            reason: LeaveReason(reason),
-        }),
         vec(username(), 0..20).prop_map(|users| ServerMessage::Who { users }),
         any::<u64>().prop_map(|count| ServerMessage::FilesAccess { count }),
-        vec((file_name(), any::<u64>()), 0..12).prop_map(|files| ServerMessage::FileList {
-            files: files
-                .into_iter()
-                .map(|(name, size)| FileEntry { name, size })
-                .collect(),
+        (vec((file_name(), any::<u64>()), 0..12), any::<bool>()).prop_map(|(files, last)| {
+            ServerMessage::FileList {
+                files: files
+                    .into_iter()
+                    .map(|(name, size)| FileEntry { name, size })
+                    .collect(),
+                last,
+            }
         }),
         (
             transfer_id(),

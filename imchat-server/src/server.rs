@@ -33,8 +33,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Frame, Hub, HubEvent, Limits,
-    Outbox, PushError, ServerMessage, TransferId, Username,
+    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Frame, Hub, HubEvent, Lane,
+    Limits, Outbox, PushError, TransferId, Username,
 };
 use log::Level;
 
@@ -120,8 +120,6 @@ impl Conn {
 struct Core {
     hub: Hub,
     conns: HashMap<ClientId, Conn>,
-    /// Relayed pushes in progress: file name and start, for the log.
-    pushes: HashMap<(ClientId, TransferId), (FileName, u64, Instant)>,
     /// Queues holding presence notices (joins, leaves) that nobody else
     /// will flush: the presence thread flushes them every [`PRESENCE_DELAY`].
     presence: Vec<Flush>,
@@ -154,8 +152,6 @@ struct DownloadJob {
 /// Work found while dispatching, done after the lock is released.
 #[derive(Debug, Default)]
 struct Work {
-    /// The text of the chat message being handled, for the log.
-    chat_text: Option<String>,
     files: Vec<(ClientId, FilesRequest, String)>,
     downloads: Vec<DownloadJob>,
     /// Receivers that were just queued relayed file data: (receiver, relay id, its queue).
@@ -218,14 +214,9 @@ impl Server {
     }
 
     /// Calls `f` on the hub under the lock, dispatches what it produced,
-    /// then does the follow-up work outside the lock. `chat_text` is the
-    /// text of the chat message `f` hands to the hub, if any (for the log).
-    fn with_hub<R>(
-        self: &Arc<Self>,
-        chat_text: Option<String>,
-        f: impl FnOnce(&mut Hub) -> R,
-    ) -> R {
-        self.with_hub_deferred(chat_text, f, None)
+    /// then does the follow-up work outside the lock.
+    fn with_hub<R>(self: &Arc<Self>, f: impl FnOnce(&mut Hub) -> R) -> R {
+        self.with_hub_deferred(f, None)
     }
 
     /// [`with_hub`](Self::with_hub), except that the queues to flush are
@@ -234,14 +225,10 @@ impl Server {
     /// the last.
     fn with_hub_deferred<R>(
         self: &Arc<Self>,
-        chat_text: Option<String>,
         f: impl FnOnce(&mut Hub) -> R,
         deferred: Option<&mut Vec<Flush>>,
     ) -> R {
-        let mut work = Work {
-            chat_text,
-            ..Work::default()
-        };
+        let mut work = Work::default();
         let result = {
             let mut core = self.lock();
             let result = f(&mut core.hub);
@@ -309,15 +296,11 @@ impl Server {
     fn dispatch(&self, core: &mut Core, work: &mut Work) {
         loop {
             while let Some(t) = core.hub.poll_transmit() {
-                let bulk = t.message.is_bulk();
-                let presence = matches!(
-                    t.message,
-                    ServerMessage::Joined { .. } | ServerMessage::Left { .. }
-                );
                 // Relayed file data is paced to its receivers (see follow_up).
-                let relay = match &t.message {
-                    ServerMessage::Chunk(c) => Some(c.id),
-                    _ => None,
+                let (bulk, presence, relay) = match t.lane {
+                    Lane::Control => (false, false, None),
+                    Lane::Presence => (false, true, None),
+                    Lane::Bulk(relay) => (true, false, Some(relay)),
                 };
                 let frame: Frame = Frame::from(t.message.to_frame());
                 for id in t.to.iter() {
@@ -423,6 +406,8 @@ impl Server {
             }
             HubEvent::Routed {
                 from,
+                id,
+                text,
                 to,
                 receivers,
             } => {
@@ -432,10 +417,10 @@ impl Server {
                 };
                 let plural = if receivers == 1 { "" } else { "s" };
                 let mut line = format!(
-                    "routed a message from {} to {to} ({receivers} receiver{plural})",
+                    "routed message {id} from {} to {to} ({receivers} receiver{plural})",
                     core.who(from)
                 );
-                if let Some(text) = work.chat_text.take() {
+                if let Some(text) = text {
                     line.push_str(&format!(": \"{}\"", inert(&text)));
                 }
                 self.report.log(Level::Info, line);
@@ -506,7 +491,7 @@ impl Server {
             }
             HubEvent::PushStarted {
                 from,
-                id,
+                id: _,
                 name,
                 size,
                 receivers,
@@ -519,23 +504,19 @@ impl Server {
                         inert(name.as_str())
                     ),
                 );
-                core.pushes.insert((from, id), (name, size, now));
             }
             HubEvent::PushEnded {
                 from,
-                id,
+                id: _,
+                name,
+                size,
+                started,
                 receivers,
                 error,
             } => {
                 let who = core.who(from);
-                let (name, size, secs) = match core.pushes.remove(&(from, id)) {
-                    Some((name, size, start)) => (
-                        inert(name.as_str()).into_owned(),
-                        size,
-                        now.duration_since(start).as_secs_f64(),
-                    ),
-                    None => (id.to_string(), 0, 0.0),
-                };
+                let name = inert(name.as_str());
+                let secs = now.saturating_duration_since(started).as_secs_f64();
                 let line = match error {
                     None => format!(
                         "{who} sent '{name}' ({size} bytes) to {receivers} user(s) in {secs:.2} s"
@@ -631,7 +612,11 @@ impl Server {
     /// The timer: runs the hub's clock, and shuts down connections that
     /// take too long to close.
     fn tick(self: &Arc<Self>) {
-        self.with_hub(None, |hub| hub.handle_timeout(Instant::now()));
+        self.with_hub(|hub| {
+            // The wall clock may have been stepped since the last tick.
+            set_wall_clock(hub);
+            hub.handle_timeout(Instant::now());
+        });
         let mut core = self.lock();
         let now = Instant::now();
         for (id, conn) in core.conns.iter_mut() {
@@ -689,7 +674,7 @@ impl Server {
     /// moment to flush, and closes whatever is left.
     fn shutdown(self: &Arc<Self>, reason: &str) {
         self.report.say(format!("shutting down: {}", inert(reason)));
-        self.with_hub(None, |hub| hub.shutdown(reason));
+        self.with_hub(|hub| hub.shutdown(reason));
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Instant::now() < deadline && !self.lock().conns.is_empty() {
             thread::sleep(Duration::from_millis(20));
@@ -699,6 +684,15 @@ impl Server {
         }
         self.report.flush(Duration::from_secs(1));
     }
+}
+
+/// Tells the hub what the wall clock says now, for the times it stamps on
+/// routed messages.
+fn set_wall_clock(hub: &mut Hub) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    hub.set_wall_clock(Instant::now(), unix);
 }
 
 /// Threads started through [`spawn`] and still running.
@@ -795,12 +789,13 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
         log::error!("internal error in thread '{name}'{at}: {}", inert(&what));
     }));
 
-    let hub = Hub::new(config.limits.clone(), config.welcome.clone());
+    let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
+    hub.set_report_text(config.log_text);
+    set_wall_clock(&mut hub);
     let server = Arc::new(Server {
         core: Mutex::new(Core {
             hub,
             conns: HashMap::new(),
-            pushes: HashMap::new(),
             presence: Vec::new(),
         }),
         flusher: Mutex::new(Vec::new()),

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason, Recipient, RefuseCode,
-    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason, Recipient,
+    RefuseCode, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -205,12 +205,17 @@ impl Server {
         let mut b = Raw::join(self.addr, "probe_b");
         a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
         b.send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: "still alive".into(),
         });
         a.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "still alive"));
-        a.send(&ClientMessage::Quit);
-        b.send(&ClientMessage::Quit);
+        a.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
+        b.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
     }
 }
 
@@ -403,6 +408,7 @@ fn messages_before_the_handshake_are_refused() {
     for m in [
         ClientMessage::Who,
         ClientMessage::Chat {
+            kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: "sneaky".into(),
         },
@@ -483,7 +489,7 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
                     ServerMessage::Chat { .. } => {
                         got2.fetch_add(1, Ordering::SeqCst);
                     }
-                    ServerMessage::Left { user, reason } if user.as_str() == "stuck" => {
+                    ServerMessage::Left { user, reason, .. } if user.as_str() == "stuck" => {
                         assert_eq!(reason, LeaveReason::EVICTED);
                         left = true;
                     }
@@ -499,6 +505,7 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
     for batch in 1..=TOTAL / BATCH {
         for _ in 0..BATCH {
             flooder.send(&ClientMessage::Chat {
+                kind: ChatKind::Text,
                 to: Recipient::Everyone,
                 text: text.clone(),
             });
@@ -546,7 +553,7 @@ fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() 
         for m in std::mem::take(&mut watcher.pending) {
             match m {
                 ServerMessage::Ping(v) => watcher.send(&ClientMessage::Pong(v)),
-                ServerMessage::Left { user, reason } if user.as_str() == "sleeper" => {
+                ServerMessage::Left { user, reason, .. } if user.as_str() == "sleeper" => {
                     assert_eq!(reason, LeaveReason::TIMEOUT);
                     let again = Raw::join(srv.addr, "sleeper");
                     drop(again);
@@ -752,6 +759,7 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
     receiver.wait_for(|m| matches!(m, ServerMessage::Cancel(_)));
     // Both connections live on.
     pusher.send(&ClientMessage::Chat {
+        kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "after".into(),
     });
@@ -869,6 +877,7 @@ fn a_flood_is_slowed_then_cut_off() {
     let start = Instant::now();
     for i in 0..200 {
         flooder.send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("m{i}"),
         });
@@ -885,7 +894,7 @@ fn a_flood_is_slowed_then_cut_off() {
             .any(|m| matches!(m, ServerMessage::Error { .. })),
         "{msgs:?}"
     );
-    watcher.wait_for(|m| matches!(m, ServerMessage::Left { user, reason } if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
+    watcher.wait_for(|m| matches!(m, ServerMessage::Left { user, reason, .. } if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
     srv.assert_serving();
 }
 
@@ -971,6 +980,7 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
     // of a message from the last one.
     let last = clients.len() - 1;
     clients[last].send(&ClientMessage::Chat {
+        kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "hi all".into(),
     });
@@ -1024,6 +1034,7 @@ fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
     assert_eq!(received(&mut r), imchat_core::DOWNLOAD_WINDOW);
     // Chat is not stuck behind the file.
     talker.send(&ClientMessage::Chat {
+        kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "still here".into(),
     });
@@ -1089,6 +1100,7 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
             );
             for _ in 0..BATCH {
                 talker.send(&ClientMessage::Chat {
+                    kind: ChatKind::Text,
                     to: Recipient::Everyone,
                     text: text.clone(),
                 });
@@ -1111,6 +1123,7 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
             thread::sleep(Duration::from_millis(20));
         }
         talker.send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("after {round}"),
         });

@@ -363,7 +363,7 @@ fn downloader(
         }
         flush(&mut s, &w).map_err(|e| e.to_string())?;
     }
-    s.quit();
+    s.quit("");
     let _ = flush(&mut s, &w);
     drop(disk);
     let written = disk_thread.join();

@@ -150,10 +150,11 @@ fn imchat_parse(d: &[u8]) -> io::Result<Parsed> {
         return Ok(Parsed::More(len));
     }
     let f = &d[HEADER_LEN..len];
-    if f.first() == Some(&types::CHAT_FROM) && f.len() > 2 {
-        // type, from (u8 length + bytes), private (u8), text (u32 length + bytes)
-        let name = f[1] as usize;
-        let at = 2 + name + 1;
+    if f.first() == Some(&types::CHAT_FROM) && f.len() > 18 {
+        // type, id (u64), time (u64), from (u8 length + bytes), private (u8),
+        // kind (u8), text (u32 length + bytes)
+        let name = f[17] as usize;
+        let at = 18 + name + 2;
         if f.len() >= at + 4 {
             let tlen = u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]) as usize;
             let s = HEADER_LEN + at + 4;
@@ -468,6 +469,7 @@ pub fn push_frame(kind: Kind, out: &mut Vec<u8>, p: &[u8]) {
             let text = std::str::from_utf8(p).unwrap_or_default().to_string();
             ClientMessage::Chat {
                 to: Recipient::Everyone,
+                kind: imchat_core::ChatKind::Text,
                 text,
             }
             .encode(out);
@@ -543,8 +545,11 @@ mod tests {
         let mut input = ServerMessage::Ping(42).to_frame();
         input.extend(
             ServerMessage::Chat {
+                id: imchat_core::MessageId(1),
+                time: imchat_core::Timestamp(0),
                 from: Username::new("s0").unwrap(),
                 private: false,
+                kind: imchat_core::ChatKind::Text,
                 text: "hello".into(),
             }
             .to_frame(),

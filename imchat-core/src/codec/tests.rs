@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use super::*;
 use crate::error::NameError;
 use crate::limits::{DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME};
+use crate::message::{ChatKind, MessageId, ServerLimits, Timestamp, PROTOCOL_VERSION};
 
 /// Parses hex digits, ignoring whitespace (so frames can be laid out field by field).
 fn hex(s: &str) -> Vec<u8> {
@@ -54,29 +55,31 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
         (
             "Hello",
             ClientMessage::Hello {
-                version: 1,
+                version: 2,
                 username: user("alice"),
             },
             //   len      type version str8 "alice"
-            hex("00000009 01   0001    05 616c696365"),
+            hex("00000009 01   0002    05 616c696365"),
         ),
         (
             "Chat",
             ClientMessage::Chat {
                 to: Recipient::Everyone,
+                kind: ChatKind::Text,
                 text: "hi".into(),
             },
-            //   len      type to=everyone str32 "hi"
-            hex("00000008 02   00          00000002 6869"),
+            //   len      type to=everyone kind=text str32 "hi"
+            hex("00000009 02   00          00        00000002 6869"),
         ),
         (
             "Chat",
             ClientMessage::Chat {
                 to: Recipient::User(user("bob")),
-                text: "yo".into(),
+                kind: ChatKind::Action,
+                text: "waves".into(),
             },
-            //   len      type to=user "bob"    str32 "yo"
-            hex("0000000c 02   01 03 626f62      00000002 796f"),
+            //   len      type to=user "bob" kind=action str32 "waves"
+            hex("00000010 02   01 03 626f62   01          00000005 7761766573"),
         ),
         ("Who", ClientMessage::Who, hex("00000001 03")),
         (
@@ -150,7 +153,14 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             ClientMessage::Pong(42),
             hex("00000009 84 000000000000002a"),
         ),
-        ("Quit", ClientMessage::Quit, hex("00000001 08")),
+        (
+            "Quit",
+            ClientMessage::Quit {
+                reason: "bye".into(),
+            },
+            //   len      type str32 "bye"
+            hex("00000008 08   00000003 627965"),
+        ),
     ]
 }
 
@@ -160,32 +170,55 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         (
             "Welcome",
             ServerMessage::Welcome {
-                version: 1,
+                version: 2,
                 username: user("alice"),
                 text: "hi".into(),
+                limits: ServerLimits {
+                    max_frame: 0x10_0000,
+                    max_text: 0x1_0000,
+                    rate_burst: 100,
+                    rate_per_sec: 50,
+                    max_transfers: 8,
+                    max_push_size: 1 << 32,
+                },
             },
-            //   len      type version str8 "alice"   str32 "hi"
-            hex("0000000f 41   0001    05 616c696365 00000002 6869"),
+            hex(&[
+                //  len      type version str8 "alice"
+                "0000002b 41   0002    05 616c696365",
+                //  max_frame max_text burst    rate/s   transfers max_push_size
+                "00100000  00010000 00000064 00000032 00000008  0000000100000000",
+                //  str32 "hi"
+                "00000002 6869",
+            ]
+            .concat()),
         ),
         (
             "Refused",
             ServerMessage::Refused {
                 code: RefuseCode::NAME_TAKEN,
                 reason: "taken".into(),
-                version: 1,
+                version: 2,
             },
             //   len      type code version str32 "taken"
-            hex("0000000e 42   0003 0001    00000005 74616b656e"),
+            hex("0000000e 42   0003 0002    00000005 74616b656e"),
         ),
         (
             "Chat",
             ServerMessage::Chat {
+                id: MessageId(5),
+                time: Timestamp(1_700_000_000_000),
                 from: user("bob"),
                 private: true,
+                kind: ChatKind::Text,
                 text: "hi".into(),
             },
-            //   len      type str8 "bob" private str32 "hi"
-            hex("0000000c 43   03 626f62  01      00000002 6869"),
+            hex(&[
+                //  len      type id               time (ms since 1970)
+                "0000001d 43   0000000000000005 0000018bcfe56800",
+                //  str8 "bob" private kind=text str32 "hi"
+                "03 626f62  01      00        00000002 6869",
+            ]
+            .concat()),
         ),
         (
             "Joined",
@@ -196,10 +229,11 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             "Left",
             ServerMessage::Left {
                 user: user("bob"),
-                reason: LeaveReason::TIMEOUT,
+                reason: LeaveReason::QUIT,
+                text: "bye".into(),
             },
-            //   len      type str8 "bob" reason
-            hex("00000006 45   03 626f62  02"),
+            //   len      type str8 "bob" reason=quit str32 "bye"
+            hex("0000000d 45   03 626f62  00          00000003 627965"),
         ),
         (
             "Who",
@@ -221,9 +255,10 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
                     name: file("a.txt"),
                     size: 5,
                 }],
+                last: true,
             },
-            //   len      type count    str8 "a.txt"  size
-            hex("00000013 48   00000001 05 612e747874 0000000000000005"),
+            //   len      type last count    str8 "a.txt"  size
+            hex("00000014 48   01   00000001 05 612e747874 0000000000000005"),
         ),
         (
             "FileStart",
@@ -326,7 +361,7 @@ fn client_kind(m: &ClientMessage) -> &'static str {
         ClientMessage::Cancel(_) => "Cancel",
         ClientMessage::Ping(_) => "Ping",
         ClientMessage::Pong(_) => "Pong",
-        ClientMessage::Quit => "Quit",
+        ClientMessage::Quit { .. } => "Quit",
     }
 }
 const CLIENT_KINDS: &[&str] = &[
@@ -479,8 +514,9 @@ fn unknown_code_values_pass_through() {
             ServerMessage::Left {
                 user: user("bob"),
                 reason: LeaveReason(200),
+                text: String::new(),
             },
-            hex("00000006 45 03 626f62 c8"),
+            hex("0000000a 45 03 626f62 c8 00000000"),
         ),
         (
             ServerMessage::Cancel(FileCancel {
@@ -680,7 +716,7 @@ fn error_truncated() {
         (
             Client,
             m,
-            hex("0000000a 02 00 ffffffff 68656c6c"),
+            hex("0000000b 02 00 00 ffffffff 68656c6c"),
             truncated(0x02),
         ),
         // Chunk whose data length claims one byte more than is there.
@@ -698,12 +734,12 @@ fn error_truncated() {
             truncated(0x46),
         ),
         // FileList with a count of 1 and no entry.
-        (Server, m, hex("00000005 48 00000001"), truncated(0x48)),
+        (Server, m, hex("00000006 48 01 00000001"), truncated(0x48)),
         // FileList with a count of 1 and half an entry.
         (
             Server,
             m,
-            hex("0000000b 48 00000001 01 61 00000000"),
+            hex("0000000c 48 01 00000001 01 61 00000000"),
             truncated(0x48),
         ),
         // End without its CRC.
@@ -726,7 +762,7 @@ fn error_trailing_bytes() {
             hex("0000000b 83 0000000000000001 0000"),
             trailing(0x83, 2),
         ),
-        (Client, m, hex("00000002 08 ff"), trailing(0x08, 1)),
+        (Client, m, hex("00000006 08 00000000 ff"), trailing(0x08, 1)),
         (
             Server,
             m,
@@ -751,7 +787,7 @@ fn error_invalid_utf8() {
         (
             Client,
             m,
-            hex("00000007 02 00 00000001 ff"),
+            hex("00000008 02 00 00 00000001 ff"),
             bad_utf8("text"),
         ),
         (
@@ -804,7 +840,7 @@ fn error_invalid_name() {
         (
             Client,
             m,
-            hex("0000000c 02 01 05 61646d696e 00000000"),
+            hex("0000000d 02 01 05 61646d696e 00 00000000"),
             bad_name(
                 "to",
                 NameError::Reserved {
@@ -827,7 +863,7 @@ fn error_invalid_name() {
             Server,
             m,
             // FileList entry "a/b"
-            hex("00000011 48 00000001 03 612f62 0000000000000001"),
+            hex("00000012 48 01 00000001 03 612f62 0000000000000001"),
             bad_name("files", NameError::BadChar { ch: '/' }),
         ),
     ]);
@@ -842,8 +878,14 @@ fn error_invalid_tag() {
         (
             Client,
             m,
-            hex("00000007 02 02 00000001 68"),
+            hex("00000008 02 02 00 00000001 68"),
             bad_tag("to", 2),
+        ),
+        (
+            Client,
+            m,
+            hex("00000008 02 00 02 00000001 68"),
+            bad_tag("kind", 2),
         ),
         (
             Client,
@@ -854,8 +896,20 @@ fn error_invalid_tag() {
         (
             Server,
             m,
-            hex("0000000a 43 03 626f62 02 00000000"),
+            hex("0000001b 43 0000000000000001 0000000000000000 03 626f62 02 00 00000000"),
             bad_tag("private", 2),
+        ),
+        (
+            Server,
+            m,
+            hex("0000001b 43 0000000000000001 0000000000000000 03 626f62 00 07 00000000"),
+            bad_tag("kind", 7),
+        ),
+        (
+            Server,
+            m,
+            hex("00000006 48 02 00000000"),
+            bad_tag("last", 2),
         ),
         (
             Server,
@@ -976,10 +1030,11 @@ fn encode_chunk_equals_encoding_a_file_chunk() {
 
 #[test]
 fn set_max_frame_switches_between_handshake_and_session_limits() {
-    // A 2 KiB chat frame: 1 type + 1 recipient + 4 length + 2042 text bytes.
+    // A 2 KiB chat frame: 1 type + 1 recipient + 1 kind + 4 length + 2041 text bytes.
     let chat = ClientMessage::Chat {
         to: Recipient::Everyone,
-        text: "x".repeat(2042),
+        kind: ChatKind::Text,
+        text: "x".repeat(2041),
     };
     let frame = chat.to_frame();
     assert_eq!(frame.len(), HEADER_LEN + 2048);
@@ -997,7 +1052,7 @@ fn set_max_frame_switches_between_handshake_and_session_limits() {
 
     let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_HANDSHAKE_FRAME);
     let hello = ClientMessage::Hello {
-        version: 1,
+        version: PROTOCOL_VERSION,
         username: user("alice"),
     };
     dec.feed(&hello.to_frame());
@@ -1011,9 +1066,10 @@ fn set_max_frame_switches_between_handshake_and_session_limits() {
 #[test]
 fn the_limit_is_inclusive() {
     // A frame of exactly `max` bytes passes; one byte more is refused.
-    let text_len = 1024 - 6;
+    let text_len = 1024 - 7;
     let at_limit = ClientMessage::Chat {
         to: Recipient::Everyone,
+        kind: ChatKind::Text,
         text: "y".repeat(text_len),
     };
     let mut dec = Decoder::<ClientMessage>::new(1024);
@@ -1022,6 +1078,7 @@ fn the_limit_is_inclusive() {
 
     let over = ClientMessage::Chat {
         to: Recipient::Everyone,
+        kind: ChatKind::Text,
         text: "y".repeat(text_len + 1),
     };
     dec.feed(&over.to_frame());

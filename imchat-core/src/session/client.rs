@@ -8,8 +8,9 @@ use crate::command::Mode;
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
-    CancelCode, ClientMessage, ErrorCode, FileCancel, FileEntry, FileName, LeaveReason, Origin,
-    Recipient, RefuseCode, ServerMessage, TransferId, Username, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileEntry, FileName, LeaveReason,
+    MessageId, Origin, Recipient, RefuseCode, ServerLimits, ServerMessage, Timestamp, TransferId,
+    Username, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing};
 
@@ -23,6 +24,8 @@ pub enum ClientEvent {
         username: Username,
         /// The server's text.
         text: String,
+        /// The limits the server announced (the session keeps to them).
+        limits: ServerLimits,
     },
     /// The server refused the handshake; the session is closed.
     Refused {
@@ -33,10 +36,16 @@ pub enum ClientEvent {
     },
     /// A chat message.
     Chat {
+        /// The server's id of the message.
+        id: MessageId,
+        /// When the server routed it.
+        time: Timestamp,
         /// The sender.
         from: Username,
         /// Sent to this client alone.
         private: bool,
+        /// Text or action (`/me`).
+        kind: ChatKind,
         /// The text.
         text: String,
     },
@@ -51,6 +60,8 @@ pub enum ClientEvent {
         user: Username,
         /// Why.
         reason: LeaveReason,
+        /// The parting text the user gave (empty if none).
+        text: String,
     },
     /// The answer to [`ClientSession::who`].
     Who {
@@ -66,6 +77,8 @@ pub enum ClientEvent {
     FileList {
         /// Names and sizes.
         files: Vec<FileEntry>,
+        /// True on the last part of the answer: the list is complete.
+        last: bool,
     },
     /// The server reported an error; the session goes on.
     Error {
@@ -358,6 +371,16 @@ impl ClientSession {
 
     /// Sends a chat message to everyone else or to one user.
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
+        self.send_kind(to, ChatKind::Text, text)
+    }
+
+    /// Sends an action (`/me waves`: shown as `* alice waves`) to everyone
+    /// else or to one user.
+    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
+        self.send_kind(to, ChatKind::Action, text)
+    }
+
+    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
         self.joined()?;
         if text.is_empty() {
             return Err(UsageError::EmptyText);
@@ -370,6 +393,7 @@ impl ClientSession {
         }
         self.transmits.push_back(ClientMessage::Chat {
             to,
+            kind,
             text: text.to_string(),
         });
         Ok(())
@@ -491,11 +515,14 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Says goodbye; the session is closed (the caller closes the connection
-    /// after sending what is queued).
-    pub fn quit(&mut self) {
+    /// Says goodbye, with a parting text the others see (may be empty); the
+    /// session is closed (the caller closes the connection after sending
+    /// what is queued).
+    pub fn quit(&mut self, reason: &str) {
         if self.state == State::Joined {
-            self.transmits.push_back(ClientMessage::Quit);
+            self.transmits.push_back(ClientMessage::Quit {
+                reason: reason.to_string(),
+            });
         }
         self.state = State::Closed;
     }
@@ -530,11 +557,22 @@ impl ClientSession {
         }
         if self.state == State::Handshaking {
             match msg {
-                ServerMessage::Welcome { username, text, .. } => {
+                ServerMessage::Welcome {
+                    username,
+                    text,
+                    limits,
+                    ..
+                } => {
                     self.state = State::Joined;
                     self.username = username.clone();
-                    self.events
-                        .push_back(ClientEvent::Welcome { username, text });
+                    // Keep to the server's text limit when it is the stricter one.
+                    let announced = usize::try_from(limits.max_text).unwrap_or(usize::MAX);
+                    self.limits.max_text = self.limits.max_text.min(announced);
+                    self.events.push_back(ClientEvent::Welcome {
+                        username,
+                        text,
+                        limits,
+                    });
                 }
                 ServerMessage::Refused { code, reason, .. } => {
                     self.state = State::Closed;
@@ -552,19 +590,25 @@ impl ClientSession {
         let ev = match msg {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
             ServerMessage::Chat {
+                id,
+                time,
                 from,
                 private,
+                kind,
                 text,
             } => ClientEvent::Chat {
+                id,
+                time,
                 from,
                 private,
+                kind,
                 text,
             },
             ServerMessage::Joined { user } => ClientEvent::Joined { user },
-            ServerMessage::Left { user, reason } => ClientEvent::Left { user, reason },
+            ServerMessage::Left { user, reason, text } => ClientEvent::Left { user, reason, text },
             ServerMessage::Who { users } => ClientEvent::Who { users },
             ServerMessage::FilesAccess { count } => ClientEvent::FilesAccess { count },
-            ServerMessage::FileList { files } => ClientEvent::FileList { files },
+            ServerMessage::FileList { files, last } => ClientEvent::FileList { files, last },
             ServerMessage::Error { code, text } => ClientEvent::Error { code, text },
             ServerMessage::Ping(v) => {
                 self.transmits.push_back(ClientMessage::Pong(v));

@@ -5,17 +5,9 @@ mod client;
 mod hub;
 
 pub use client::{ClientEvent, ClientSession};
-pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Transmit};
+pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};
 
-use crate::message::{ClientMessage, ServerMessage};
-
-impl ServerMessage {
-    /// True for file data and file ends, which a writer may send after
-    /// queued chat and control messages (an end must stay behind its chunks).
-    pub fn is_bulk(&self) -> bool {
-        matches!(self, ServerMessage::Chunk(_) | ServerMessage::End(_))
-    }
-}
+use crate::message::ClientMessage;
 
 impl ClientMessage {
     /// True for file data and file ends, which a writer may send after

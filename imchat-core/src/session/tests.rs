@@ -139,6 +139,7 @@ fn chats(events: &[ClientEvent]) -> Vec<(String, bool, String)> {
                 from,
                 private,
                 text,
+                ..
             } => Some((from.to_string(), *private, text.clone())),
             _ => None,
         })
@@ -164,7 +165,8 @@ fn joining_welcomes_with_the_name_and_tells_the_others() {
         net.take(a),
         vec![ClientEvent::Welcome {
             username: user("alice"),
-            text: "Welcome, alice!".into()
+            text: "Welcome, alice!".into(),
+            limits: net.hub.server_limits(),
         }]
     );
     let b = net.connect("bob");
@@ -255,7 +257,7 @@ fn names_are_unique_ignoring_case_and_freed_on_leave() {
         }]
     ));
     assert!(net.s(dup).is_closed());
-    net.s(0).quit();
+    net.s(0).quit("");
     net.pump();
     let again = net.connect("Alice");
     assert!(matches!(
@@ -318,14 +320,15 @@ fn the_handshake_frame_limit_is_lower_until_joined() {
 #[test]
 fn leaving_is_announced_with_the_reason() {
     let mut net = three();
-    net.s(1).quit();
+    net.s(1).quit("");
     net.pump();
     let bob = user("bob");
     assert_eq!(
         net.take(0),
         vec![ClientEvent::Left {
             user: bob.clone(),
-            reason: LeaveReason::QUIT
+            reason: LeaveReason::QUIT,
+            text: String::new(),
         }]
     );
     let carol = net.clients[2].0;
@@ -336,7 +339,8 @@ fn leaving_is_announced_with_the_reason() {
         net.take(0),
         vec![ClientEvent::Left {
             user: user("carol"),
-            reason: LeaveReason::LOST
+            reason: LeaveReason::LOST,
+            text: String::new(),
         }]
     );
 }
@@ -378,7 +382,8 @@ fn a_silent_peer_is_pinged_then_dropped() {
         left,
         vec![ClientEvent::Left {
             user: user("carol"),
-            reason: LeaveReason::TIMEOUT
+            reason: LeaveReason::TIMEOUT,
+            text: String::new(),
         }]
     );
     assert!(net.hub.username(net.clients[0].0).is_some());
@@ -431,6 +436,7 @@ fn over_long_text_is_refused_and_the_connection_kept() {
         alice,
         ClientMessage::Chat {
             to: Recipient::Everyone,
+            kind: ChatKind::Text,
             text: long,
         },
         net.now,
@@ -462,6 +468,7 @@ fn senders_over_the_rate_are_slowed_then_cut_off_after_a_long_flood() {
     );
     let chat = || ClientMessage::Chat {
         to: Recipient::Everyone,
+        kind: ChatKind::Text,
         text: "x".into(),
     };
     for _ in 0..100 {
@@ -513,7 +520,8 @@ fn files_access_and_list_are_answered_by_the_glue() {
         vec![
             ClientEvent::FilesAccess { count: 2 },
             ClientEvent::FileList {
-                files: net.files.clone()
+                files: net.files.clone(),
+                last: true,
             }
         ]
     );
@@ -546,14 +554,18 @@ fn a_long_file_list_is_split_into_frames_that_fit() {
     hub.answer_files(c, FilesRequest::List, files.clone());
     let mut got = Vec::new();
     let mut frames = 0;
+    let mut done = false;
     while let Some(t) = hub.poll_transmit() {
         assert!(t.message.to_frame().len() <= 4096 + 4);
         frames += 1;
-        if let ServerMessage::FileList { files } = t.message {
+        if let ServerMessage::FileList { files, last } = t.message {
+            assert!(!done, "a part after the last one");
+            done = last;
             got.extend(files);
         }
     }
     assert!(frames > 1);
+    assert!(done, "the last part is marked");
     assert_eq!(got, files);
 }
 
@@ -901,10 +913,10 @@ fn a_pusher_leaving_cancels_its_push_and_a_receiver_leaving_is_dropped() {
         .unwrap();
     net.pump();
     net.take(1);
-    net.s(2).quit();
+    net.s(2).quit("");
     net.pump();
     net.hub.check_invariants().unwrap();
-    net.s(0).quit();
+    net.s(0).quit("");
     net.pump();
     assert!(net
         .take(1)
@@ -1103,4 +1115,294 @@ fn a_kicked_client_is_told_and_announced() {
             ..
         })
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Protocol version 2: ids, times, actions, quit texts, list ends, lanes.
+
+/// The chat events client `i` received: (id, time, from, kind, text).
+fn stamped(events: &[ClientEvent]) -> Vec<(u64, u64, String, ChatKind, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat {
+                id,
+                time,
+                from,
+                kind,
+                text,
+                ..
+            } => Some((id.0, time.0, from.to_string(), *kind, text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_version_1_client_is_refused_with_a_reason_naming_version_2() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: 1,
+            username: user("old"),
+        },
+        now,
+    );
+    let t = hub.poll_transmit().unwrap();
+    let ServerMessage::Refused {
+        code,
+        reason,
+        version,
+    } = t.message
+    else {
+        panic!("expected a refusal, got {t:?}");
+    };
+    assert_eq!(code, RefuseCode::VERSION_MISMATCH);
+    assert_eq!(version, 2);
+    assert!(
+        reason.contains("version 1") && reason.contains("version 2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn routed_messages_carry_increasing_ids_and_the_wall_clock_time() {
+    let mut net = three();
+    let t0 = net.now;
+    net.hub.set_wall_clock(t0, 1_700_000_000_000);
+    net.s(0).send_chat(Recipient::Everyone, "one").unwrap();
+    net.pump();
+    net.now += Duration::from_millis(1500);
+    net.s(1)
+        .send_chat(Recipient::User(user("carol")), "two")
+        .unwrap();
+    net.pump();
+    net.s(0).send_action(Recipient::Everyone, "waves").unwrap();
+    net.pump();
+    let carol = stamped(&net.take(2));
+    assert_eq!(
+        carol,
+        vec![
+            (
+                1,
+                1_700_000_000_000,
+                "alice".into(),
+                ChatKind::Text,
+                "one".into()
+            ),
+            (
+                2,
+                1_700_000_001_500,
+                "bob".into(),
+                ChatKind::Text,
+                "two".into()
+            ),
+            (
+                3,
+                1_700_000_001_500,
+                "alice".into(),
+                ChatKind::Action,
+                "waves".into()
+            ),
+        ]
+    );
+    // Bob got the broadcasts with the same ids; the unicast's id is not his.
+    let bob: Vec<u64> = stamped(&net.take(1)).iter().map(|c| c.0).collect();
+    assert_eq!(bob, vec![1, 3]);
+}
+
+#[test]
+fn a_refused_chat_takes_no_id() {
+    let mut net = three();
+    net.s(0)
+        .send_chat(Recipient::User(user("nobody")), "lost")
+        .unwrap();
+    net.s(0).send_chat(Recipient::Everyone, "seen").unwrap();
+    net.pump();
+    let ids: Vec<u64> = stamped(&net.take(1)).iter().map(|c| c.0).collect();
+    assert_eq!(ids, vec![1]);
+}
+
+#[test]
+fn a_quit_text_reaches_the_others_with_the_leave() {
+    let mut net = three();
+    net.s(1).quit("off to lunch");
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::Left {
+            user: user("bob"),
+            reason: LeaveReason::QUIT,
+            text: "off to lunch".into(),
+        }]
+    );
+}
+
+#[test]
+fn routed_events_carry_the_text_only_when_asked() {
+    let mut net = three();
+    net.s(0).send_chat(Recipient::Everyone, "quiet").unwrap();
+    net.pump();
+    net.hub.set_report_text(true);
+    net.s(0).send_chat(Recipient::Everyone, "logged").unwrap();
+    net.pump();
+    let routed: Vec<(u64, Option<String>, usize)> = net
+        .hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Routed {
+                id,
+                text,
+                receivers,
+                ..
+            } => Some((id.0, text.clone(), *receivers)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routed, vec![(1, None, 2), (2, Some("logged".into()), 2)]);
+}
+
+#[test]
+fn an_empty_shared_folder_is_one_list_marked_last() {
+    let mut net = three();
+    net.s(0).list_files().unwrap();
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::FileList {
+            files: Vec::new(),
+            last: true,
+        }]
+    );
+}
+
+#[test]
+fn the_welcome_announces_the_limits_and_the_session_keeps_to_the_text_limit() {
+    let limits = Limits {
+        max_text: 10,
+        rate_burst: 7,
+        rate_per_sec: 3,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    let a = net.connect("alice");
+    let welcome = net.take(a);
+    let [ClientEvent::Welcome { limits, .. }] = &welcome[..] else {
+        panic!("{welcome:?}");
+    };
+    assert_eq!(
+        (limits.max_text, limits.rate_burst, limits.rate_per_sec),
+        (10, 7, 3)
+    );
+    assert_eq!(limits.max_frame, crate::limits::DEFAULT_MAX_FRAME);
+    assert_eq!(
+        net.s(a).send_chat(Recipient::Everyone, "eleven byte"),
+        Err(crate::error::UsageError::TextTooLong { len: 11, max: 10 })
+    );
+}
+
+#[test]
+fn transmits_say_which_lane_they_travel_in() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let ids: Vec<ClientId> = (0..2).map(|_| hub.handle_connect(now)).collect();
+    let mut lanes = Vec::new();
+    for (id, name) in ids.iter().zip(["ann", "ben"]) {
+        hub.handle_message(
+            *id,
+            ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                username: user(name),
+            },
+            now,
+        );
+    }
+    let push = TransferId(3);
+    let data = b"file".to_vec();
+    for m in [
+        ClientMessage::Chat {
+            to: Recipient::Everyone,
+            kind: ChatKind::Text,
+            text: "hi".into(),
+        },
+        ClientMessage::Offer {
+            id: push,
+            name: FileName::new("f.txt").unwrap(),
+            size: 4,
+            to: Recipient::Everyone,
+        },
+        ClientMessage::Chunk(FileChunk::new(push, 0, data.clone())),
+        ClientMessage::End(FileEnd {
+            id: push,
+            crc: crc32fast::hash(&data),
+        }),
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+    ] {
+        hub.handle_message(ids[0], m, now);
+    }
+    while let Some(t) = hub.poll_transmit() {
+        let kind = match &t.message {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Chat { .. } => "chat",
+            ServerMessage::FileStart { .. } => "start",
+            ServerMessage::Chunk(_) => "chunk",
+            ServerMessage::End(_) => "end",
+            ServerMessage::PushDone { .. } => "done",
+            ServerMessage::Left { .. } => "left",
+            other => panic!("unexpected {other:?}"),
+        };
+        lanes.push((kind, t.lane));
+    }
+    let relay = TransferId(TransferId::SERVER_BIT | 1);
+    assert_eq!(
+        lanes,
+        vec![
+            ("welcome", Lane::Control),
+            ("welcome", Lane::Control),
+            ("joined", Lane::Presence),
+            ("chat", Lane::Control),
+            ("start", Lane::Control),
+            ("chunk", Lane::Bulk(relay)),
+            ("end", Lane::Bulk(relay)),
+            ("done", Lane::Control),
+            ("left", Lane::Presence),
+        ]
+    );
+}
+
+#[test]
+fn push_events_carry_the_name_size_and_start_for_the_log() {
+    let mut net = three();
+    let t0 = net.now;
+    let id = net
+        .s(0)
+        .offer(FileName::new("notes.txt").unwrap(), 3, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    net.now += Duration::from_secs(2);
+    net.s(0).push_chunk(id, b"abc".to_vec()).unwrap();
+    net.s(0).push_end(id).unwrap();
+    net.pump();
+    let ended: Vec<_> = net
+        .hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::PushEnded {
+                name,
+                size,
+                started,
+                receivers,
+                error,
+                ..
+            } => Some((name.to_string(), *size, *started, *receivers, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![("notes.txt".into(), 3, t0, 2, None)]);
 }

@@ -136,9 +136,7 @@ impl Server {
 
     /// Forgets a connection whose threads could not be started.
     fn drop_connection(self: &Arc<Self>, id: ClientId) {
-        self.with_hub(None, |hub| {
-            hub.kick(id, "the server cannot take another connection now")
-        });
+        self.with_hub(|hub| hub.kick(id, "the server cannot take another connection now"));
         if let Some(mut conn) = self.lock().conns.remove(&id) {
             conn.force_close();
         }
@@ -150,13 +148,11 @@ impl Server {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream)));
         if outcome.is_err() {
             warn!("dropping connection {id} after an internal error");
-            self.with_hub(None, |hub| {
-                hub.kick(id, "internal server error, disconnected")
-            });
+            self.with_hub(|hub| hub.kick(id, "internal server error, disconnected"));
         }
         // Whatever ended the loop, the hub forgets the connection (a no-op
         // if it already has) and its queue closes once flushed.
-        self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+        self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
         if let Some(conn) = self.lock().conns.get_mut(&id) {
             conn.closing_since.get_or_insert_with(Instant::now);
         }
@@ -176,27 +172,22 @@ impl Server {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     self.flush_all(&mut flush);
-                    self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+                    self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
                 }
                 Err(TransportError::Decode(e)) => {
                     self.flush_all(&mut flush);
-                    self.with_hub(None, |hub| hub.handle_decode_error(id, &e));
+                    self.with_hub(|hub| hub.handle_decode_error(id, &e));
                     return;
                 }
                 Err(e) => {
                     self.flush_all(&mut flush);
                     debug!("reading from {id} failed: {e}");
-                    self.with_hub(None, |hub| hub.handle_disconnect(id, LeaveReason::LOST));
+                    self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
                     return;
                 }
             };
-            let text = match &msg {
-                ClientMessage::Chat { text, .. } if self.config.log_text => Some(text.clone()),
-                _ => None,
-            };
             let (max_frame, throttle) = self.with_hub_deferred(
-                text,
                 |hub| {
                     hub.handle_message(id, msg, Instant::now());
                     (hub.max_frame(id), hub.throttle(id))

@@ -125,7 +125,7 @@ impl Server {
         let shown = inert(name.as_str()).into_owned();
         let refuse = |code: CancelCode, reason: String| {
             info!("not sending '{shown}' to {who}: {}", inert(&reason));
-            self.with_hub(None, |hub| hub.refuse_download(client, id, code, reason));
+            self.with_hub(|hub| hub.refuse_download(client, id, code, reason));
         };
         let (mut file, size) = match self.config.shared.open_file(&name) {
             Ok(opened) => opened,
@@ -135,9 +135,7 @@ impl Server {
                 return;
             }
         };
-        let accepted = self.with_hub(None, |hub| {
-            hub.accept_download(client, id, name, size, offset)
-        });
+        let accepted = self.with_hub(|hub| hub.accept_download(client, id, name, size, offset));
         let Some(offset) = accepted else {
             // Cancelled, or the client left, before the file was open.
             info!("download of '{shown}' by {who} cancelled before it started");
@@ -163,7 +161,7 @@ impl Server {
         };
         match stream_file(&mut file, size, offset, id, chunk, &cancel, &outbox, send) {
             Ok(Streamed::Done { sent }) => {
-                self.with_hub(None, |hub| hub.download_finished(client, id));
+                self.with_hub(|hub| hub.download_finished(client, id));
                 let resumed = if offset > 0 {
                     format!(", resumed at byte {offset}")
                 } else {
@@ -175,7 +173,7 @@ impl Server {
                 );
             }
             Ok(Streamed::Stopped { sent }) => {
-                self.with_hub(None, |hub| hub.download_finished(client, id));
+                self.with_hub(|hub| hub.download_finished(client, id));
                 info!("download of '{shown}' by {who} stopped after {sent} bytes");
             }
             Err(StreamError::Changed) => {

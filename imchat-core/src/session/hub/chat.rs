@@ -1,16 +1,20 @@
-//! Routing chat messages: to everyone else, or to one user.
+//! Routing chat messages, to everyone else or to one user, and the list of
+//! who is online.
 
 use std::time::Instant;
 
-use super::{ClientId, Hub, HubEvent};
-use crate::message::{ErrorCode, Recipient, ServerMessage, Username};
+use super::{ClientId, Hub, HubEvent, Phase};
+use crate::message::{ChatKind, ErrorCode, MessageId, Recipient, ServerMessage, Username};
 
 impl Hub {
+    /// Routes one chat message: stamped with the sender's registered name,
+    /// the next message id and the time, to everyone else or to one user.
     pub(super) fn chat(
         &mut self,
         client: ClientId,
         from: Username,
         to: Recipient,
+        kind: ChatKind,
         text: String,
         now: Instant,
     ) {
@@ -26,47 +30,63 @@ impl Hub {
         if self.rate(client, now) {
             return;
         }
-        match to {
-            Recipient::Everyone => {
+        let (dest, target) = match to {
+            Recipient::Everyone => (None, None),
+            Recipient::User(target) => match self.names.get(&target.key()).copied() {
+                Some(dest) => (Some(dest), Some(target)),
+                None => {
+                    self.error(
+                        client,
+                        ErrorCode::UNKNOWN_USER,
+                        format!("no user named '{target}' is online"),
+                    );
+                    return;
+                }
+            },
+        };
+        let id = MessageId(self.next_message);
+        self.next_message += 1;
+        let reported = self.report_text.then(|| text.clone());
+        let message = ServerMessage::Chat {
+            id,
+            time: self.timestamp(now),
+            from,
+            private: dest.is_some(),
+            kind,
+            text,
+        };
+        let receivers = match dest {
+            Some(dest) => {
+                self.send(dest, message);
+                1
+            }
+            None => {
                 let members = self.members.clone();
                 let receivers = members.len().saturating_sub(1);
-                self.send_many(
-                    members,
-                    Some(client),
-                    ServerMessage::Chat {
-                        from,
-                        private: false,
-                        text,
-                    },
-                );
-                self.events.push_back(HubEvent::Routed {
-                    from: client,
-                    to: None,
-                    receivers,
-                });
+                self.send_many(members, Some(client), message);
+                receivers
             }
-            Recipient::User(target) => match self.names.get(&target.key()).copied() {
-                Some(dest) => {
-                    self.send(
-                        dest,
-                        ServerMessage::Chat {
-                            from,
-                            private: true,
-                            text,
-                        },
-                    );
-                    self.events.push_back(HubEvent::Routed {
-                        from: client,
-                        to: Some(target),
-                        receivers: 1,
-                    });
-                }
-                None => self.error(
-                    client,
-                    ErrorCode::UNKNOWN_USER,
-                    format!("no user named '{target}' is online"),
-                ),
-            },
-        }
+        };
+        self.events.push_back(HubEvent::Routed {
+            from: client,
+            id,
+            text: reported,
+            to: target,
+            receivers,
+        });
+    }
+
+    /// Answers `Who`: every joined user, sorted ignoring case.
+    pub(super) fn who(&mut self, client: ClientId) {
+        let mut users: Vec<Username> = self
+            .conns
+            .values()
+            .filter_map(|c| match &c.phase {
+                Phase::Joined(u) => Some(u.clone()),
+                Phase::Handshaking => None,
+            })
+            .collect();
+        users.sort_by_key(Username::key);
+        self.send(client, ServerMessage::Who { users });
     }
 }

@@ -65,14 +65,14 @@ impl Hub {
             FilesRequest::List => {
                 // Each entry takes at most 1 + 255 + 8 bytes.
                 let per_frame = ((self.limits.max_frame as usize).saturating_sub(16) / 264).max(1);
-                if files.is_empty() {
-                    self.send(client, ServerMessage::FileList { files });
-                    return;
-                }
                 let mut files = files.into_iter().peekable();
-                while files.peek().is_some() {
+                loop {
                     let part: Vec<FileEntry> = files.by_ref().take(per_frame).collect();
-                    self.send(client, ServerMessage::FileList { files: part });
+                    let last = files.peek().is_none();
+                    self.send(client, ServerMessage::FileList { files: part, last });
+                    if last {
+                        break;
+                    }
                 }
             }
         }

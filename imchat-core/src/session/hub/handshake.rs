@@ -60,6 +60,7 @@ impl Hub {
                 version: PROTOCOL_VERSION,
                 username: username.clone(),
                 text: self.welcome.replace("{user}", username.as_str()),
+                limits: self.server_limits(),
             },
         );
         let members = self.members.clone();

@@ -9,8 +9,8 @@ use log::debug;
 
 use crate::limits::Limits;
 use crate::message::{
-    CancelCode, ClientMessage, ErrorCode, FileCancel, FileName, LeaveReason, RefuseCode,
-    ServerMessage, TransferId, Username,
+    CancelCode, ClientMessage, ErrorCode, FileCancel, LeaveReason, RefuseCode, ServerLimits,
+    ServerMessage, Timestamp, TransferId, Username,
 };
 
 mod chat;
@@ -20,175 +20,11 @@ mod keepalive;
 mod rate;
 mod relay;
 
+mod output;
+
+pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::TokenBucket;
 use relay::Relay;
-
-/// Identifies one connection to the hub. Never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub u64);
-
-impl std::fmt::Display for ClientId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "c{}", self.0)
-    }
-}
-
-/// Who a [`Transmit`] goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// One connection.
-    One(ClientId),
-    /// Every listed connection but `except` (a shared list: a broadcast costs no allocation).
-    Many {
-        /// The connections.
-        members: Arc<[ClientId]>,
-        /// One to skip (the sender of a broadcast).
-        except: Option<ClientId>,
-    },
-}
-
-impl Destination {
-    /// The connections, in order.
-    pub fn iter(&self) -> impl Iterator<Item = ClientId> + '_ {
-        let (slice, except): (&[ClientId], Option<ClientId>) = match self {
-            Destination::One(id) => (std::slice::from_ref(id), None),
-            Destination::Many { members, except } => (members, *except),
-        };
-        slice.iter().copied().filter(move |id| Some(*id) != except)
-    }
-
-    /// True if `id` receives it.
-    pub fn contains(&self, id: ClientId) -> bool {
-        self.iter().any(|c| c == id)
-    }
-}
-
-/// A message to send. Encode it once and queue the bytes for every
-/// destination; file chunks ([`ServerMessage::is_bulk`]) may wait behind chat.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Who gets it.
-    pub to: Destination,
-    /// What.
-    pub message: ServerMessage,
-}
-
-/// What the shared-folder request asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilesRequest {
-    /// Access: the count.
-    Access,
-    /// The list of names and sizes.
-    List,
-}
-
-/// Something that happened, for the server to act on or log. Drain
-/// [`Hub::poll_transmit`] before acting on a [`HubEvent::Close`], so that
-/// the last messages reach the client before its connection closes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HubEvent {
-    /// A connection completed the handshake.
-    Joined {
-        /// The connection.
-        client: ClientId,
-        /// Its name.
-        user: Username,
-    },
-    /// A joined user left (the others were told).
-    Left {
-        /// The connection.
-        client: ClientId,
-        /// Its name.
-        user: Username,
-        /// Why.
-        reason: LeaveReason,
-    },
-    /// Close this connection once what is queued for it has been written.
-    Close {
-        /// The connection.
-        client: ClientId,
-        /// Why, for the log.
-        reason: String,
-    },
-    /// A chat message was routed.
-    Routed {
-        /// The sender.
-        from: ClientId,
-        /// The one receiver of a unicast, `None` for a broadcast.
-        to: Option<Username>,
-        /// How many connections it went to.
-        receivers: usize,
-    },
-    /// The client asked about the shared folder: answer with [`Hub::answer_files`].
-    FilesRequested {
-        /// The connection.
-        client: ClientId,
-        /// Count or list.
-        request: FilesRequest,
-    },
-    /// The client asked for a shared file: open it and answer with
-    /// [`Hub::accept_download`] or [`Hub::refuse_download`].
-    DownloadRequested {
-        /// The connection.
-        client: ClientId,
-        /// The client's transfer id.
-        id: TransferId,
-        /// The file (a checked single name).
-        name: FileName,
-        /// First byte wanted.
-        offset: u64,
-    },
-    /// The client has stored download `id` up to `offset`: the streamer
-    /// may send file data up to [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW)
-    /// bytes past it.
-    DownloadAcked {
-        /// The connection.
-        client: ClientId,
-        /// The transfer.
-        id: TransferId,
-        /// Bytes stored so far.
-        offset: u64,
-    },
-    /// Stop streaming this download (the client cancelled or left).
-    DownloadCancelled {
-        /// The connection.
-        client: ClientId,
-        /// The transfer.
-        id: TransferId,
-    },
-    /// A push began to be relayed.
-    PushStarted {
-        /// The pusher.
-        from: ClientId,
-        /// Its id for the push.
-        id: TransferId,
-        /// File name.
-        name: FileName,
-        /// File size.
-        size: u64,
-        /// Number of receivers.
-        receivers: usize,
-    },
-    /// A push ended, whole (`error` is `None`) or not.
-    PushEnded {
-        /// The pusher.
-        from: ClientId,
-        /// Its id for the push.
-        id: TransferId,
-        /// Receivers that got it whole.
-        receivers: usize,
-        /// Why it failed, if it did.
-        error: Option<String>,
-    },
-    /// A client broke a protocol rule (logged; the hub has answered it).
-    Violation {
-        /// The connection.
-        client: ClientId,
-        /// What it did.
-        detail: String,
-    },
-}
 
 #[derive(Debug)]
 enum Phase {
@@ -230,6 +66,12 @@ pub struct Hub {
     next_client: u64,
     next_relay: u32,
     next_ping: u64,
+    /// The id the next routed chat message gets.
+    next_message: u64,
+    /// A reading of the wall clock: the Unix time in milliseconds at an instant.
+    wall_clock: (Instant, u64),
+    /// Whether [`HubEvent::Routed`] carries the message's text.
+    report_text: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HubEvent>,
     shutting_down: bool,
@@ -249,6 +91,9 @@ impl Hub {
             next_client: 1,
             next_relay: 1,
             next_ping: 1,
+            next_message: 1,
+            wall_clock: (Instant::now(), 0),
+            report_text: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             shutting_down: false,
@@ -258,6 +103,42 @@ impl Hub {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The limits announced to every client in its `Welcome`.
+    pub fn server_limits(&self) -> ServerLimits {
+        let l = &self.limits;
+        ServerLimits {
+            max_frame: l.max_frame,
+            max_text: u32::try_from(l.max_text).unwrap_or(u32::MAX),
+            rate_burst: l.rate_burst,
+            rate_per_sec: l.rate_per_sec,
+            max_transfers: u32::try_from(l.max_transfers).unwrap_or(u32::MAX),
+            max_push_size: l.max_push_size,
+        }
+    }
+
+    /// Tells the hub the wall-clock time: at `at` it was `unix_millis`
+    /// milliseconds after the Unix epoch. Routed chat messages are stamped
+    /// with this reading plus the time since `at` (the hub reads no clock
+    /// itself). Call it once at start, and again now and then if the wall
+    /// clock may be stepped. Until it is called, stamps count from 0.
+    pub fn set_wall_clock(&mut self, at: Instant, unix_millis: u64) {
+        self.wall_clock = (at, unix_millis);
+    }
+
+    /// The wall-clock time at `now`, from the last [`set_wall_clock`](Hub::set_wall_clock).
+    fn timestamp(&self, now: Instant) -> Timestamp {
+        let (at, base) = self.wall_clock;
+        let since = now.saturating_duration_since(at).as_millis();
+        Timestamp(base.saturating_add(u64::try_from(since).unwrap_or(u64::MAX)))
+    }
+
+    /// Whether [`HubEvent::Routed`] carries the text of each routed message
+    /// (off by default: a server logs texts only when asked, and copying
+    /// them costs time).
+    pub fn set_report_text(&mut self, on: bool) {
+        self.report_text = on;
     }
 
     /// A new connection. If the hub is full or shutting down, the client is
@@ -335,6 +216,7 @@ impl Hub {
     fn send(&mut self, to: ClientId, message: ServerMessage) {
         self.transmits.push_back(Transmit {
             to: Destination::One(to),
+            lane: lane_of(&message),
             message,
         });
     }
@@ -350,6 +232,7 @@ impl Hub {
         }
         self.transmits.push_back(Transmit {
             to: Destination::Many { members, except },
+            lane: lane_of(&message),
             message,
         });
     }
@@ -410,19 +293,8 @@ impl Hub {
             ClientMessage::Hello { .. } => {
                 self.error(client, ErrorCode::UNEXPECTED, "already joined");
             }
-            ClientMessage::Chat { to, text } => self.chat(client, user, to, text, now),
-            ClientMessage::Who => {
-                let mut users: Vec<Username> = self
-                    .conns
-                    .values()
-                    .filter_map(|c| match &c.phase {
-                        Phase::Joined(u) => Some(u.clone()),
-                        Phase::Handshaking => None,
-                    })
-                    .collect();
-                users.sort_by_key(|u| u.key());
-                self.send(client, ServerMessage::Who { users });
-            }
+            ClientMessage::Chat { to, kind, text } => self.chat(client, user, to, kind, text, now),
+            ClientMessage::Who => self.who(client),
             ClientMessage::FilesAccess => self.events.push_back(HubEvent::FilesRequested {
                 client,
                 request: FilesRequest::Access,
@@ -444,14 +316,16 @@ impl Hub {
                 }
             }
             ClientMessage::Offer { id, name, size, to } => {
-                self.offer(client, user, id, name, size, to)
+                self.offer(client, user, id, name, size, to, now);
             }
             ClientMessage::Chunk(chunk) => self.push_chunk(client, chunk),
             ClientMessage::End(end) => self.push_end(client, end),
             ClientMessage::Cancel(c) => self.client_cancel(client, c),
             ClientMessage::Ping(v) => self.send(client, ServerMessage::Pong(v)),
             ClientMessage::Pong(_) => {}
-            ClientMessage::Quit => self.leave(client, LeaveReason::QUIT, "quit".into()),
+            ClientMessage::Quit { reason } => {
+                self.depart(client, LeaveReason::QUIT, reason, "quit".into());
+            }
         }
     }
 
@@ -473,6 +347,11 @@ impl Hub {
     /// Removes a connection: the others are told if it had joined; its
     /// transfers end; a [`HubEvent::Close`] follows.
     fn leave(&mut self, client: ClientId, reason: LeaveReason, why: String) {
+        self.depart(client, reason, String::new(), why);
+    }
+
+    /// [`leave`](Hub::leave), with the parting `text` the others are shown.
+    fn depart(&mut self, client: ClientId, reason: LeaveReason, text: String, why: String) {
         let Some(conn) = self.conns.remove(&client) else {
             return;
         };
@@ -512,6 +391,7 @@ impl Hub {
                 ServerMessage::Left {
                     user: user.clone(),
                     reason,
+                    text,
                 },
             );
             self.events.push_back(HubEvent::Left {
@@ -616,5 +496,16 @@ impl Hub {
             }
         }
         Ok(())
+    }
+}
+
+/// The lane a message travels in: the hub's one place that looks at a
+/// message to decide how it is sent.
+fn lane_of(message: &ServerMessage) -> Lane {
+    match message {
+        ServerMessage::Joined { .. } | ServerMessage::Left { .. } => Lane::Presence,
+        ServerMessage::Chunk(c) => Lane::Bulk(c.id),
+        ServerMessage::End(e) => Lane::Bulk(e.id),
+        _ => Lane::Control,
     }
 }

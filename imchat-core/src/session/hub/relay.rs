@@ -2,6 +2,7 @@
 //! chunk and relayed to its receivers under a server-chosen id.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{ClientId, Hub, HubEvent};
 use crate::message::{
@@ -17,6 +18,9 @@ pub(super) struct Relay {
     pub(super) relay_id: TransferId,
     pub(super) receivers: Arc<[ClientId]>,
     pub(super) from: ClientId,
+    /// The file's name and when it was offered, for [`HubEvent::PushEnded`].
+    pub(super) name: FileName,
+    pub(super) started: Instant,
 }
 
 impl Hub {
@@ -28,6 +32,7 @@ impl Hub {
         name: FileName,
         size: u64,
         to: Recipient,
+        now: Instant,
     ) {
         let max_size = self.limits.max_push_size;
         let max = self.limits.max_transfers;
@@ -100,7 +105,7 @@ impl Hub {
         self.events.push_back(HubEvent::PushStarted {
             from: client,
             id,
-            name,
+            name: name.clone(),
             size,
             receivers: receivers.len(),
         });
@@ -111,6 +116,8 @@ impl Hub {
                 relay_id,
                 receivers,
                 from: client,
+                name,
+                started: now,
             },
         );
     }
@@ -177,13 +184,16 @@ impl Hub {
         receivers: usize,
         error: Option<String>,
     ) {
-        if self.relays.remove(&(client, id)).is_some() {
+        if let Some(relay) = self.relays.remove(&(client, id)) {
             if let Some(c) = self.conns.get_mut(&client) {
                 c.pushes = c.pushes.saturating_sub(1);
             }
             self.events.push_back(HubEvent::PushEnded {
                 from: client,
                 id,
+                name: relay.name,
+                size: relay.incoming.size(),
+                started: relay.started,
                 receivers,
                 error,
             });

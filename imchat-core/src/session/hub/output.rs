@@ -1,0 +1,205 @@
+//! What the hub hands back: messages to send ([`Transmit`], tagged with
+//! the [`Lane`] they travel in) and events to act on or log ([`HubEvent`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::message::{FileName, LeaveReason, MessageId, ServerMessage, TransferId, Username};
+
+/// Identifies one connection to the hub. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// Who a [`Transmit`] goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// One connection.
+    One(ClientId),
+    /// Every listed connection but `except` (a shared list: a broadcast costs no allocation).
+    Many {
+        /// The connections.
+        members: Arc<[ClientId]>,
+        /// One to skip (the sender of a broadcast).
+        except: Option<ClientId>,
+    },
+}
+
+impl Destination {
+    /// The connections, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ClientId> + '_ {
+        let (slice, except): (&[ClientId], Option<ClientId>) = match self {
+            Destination::One(id) => (std::slice::from_ref(id), None),
+            Destination::Many { members, except } => (members, *except),
+        };
+        slice.iter().copied().filter(move |id| Some(*id) != except)
+    }
+
+    /// True if `id` receives it.
+    pub fn contains(&self, id: ClientId) -> bool {
+        self.iter().any(|c| c == id)
+    }
+}
+
+/// How a [`Transmit`] travels: the IO layer queues by lane and never needs
+/// to look at the message itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Chat, answers, errors, keepalive, transfer starts and cancels: ahead
+    /// of any file data, written as soon as possible.
+    Control,
+    /// Join and leave notices: may wait a moment (a server batches them,
+    /// so that N clients joining cost fewer than N² writes), but stay in
+    /// order with the control lane's messages sent after them.
+    Presence,
+    /// File data of the push that this receiver knows by the given
+    /// (server-chosen) id, and its end: queued behind the control lane, and
+    /// paced to the receiver (a receiver that cannot keep up is dropped from
+    /// the push with [`Hub::cancel_delivery`](crate::Hub::cancel_delivery)).
+    Bulk(TransferId),
+}
+
+/// A message to send. Encode it once and queue the bytes for every
+/// destination, in the queue its [`Lane`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Who gets it.
+    pub to: Destination,
+    /// How it travels.
+    pub lane: Lane,
+    /// What.
+    pub message: ServerMessage,
+}
+
+/// What the shared-folder request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilesRequest {
+    /// Access: the count.
+    Access,
+    /// The list of names and sizes.
+    List,
+}
+
+/// Something that happened, for the server to act on or log. Drain
+/// [`Hub::poll_transmit`] before acting on a [`HubEvent::Close`], so that
+/// the last messages reach the client before its connection closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// A connection completed the handshake.
+    Joined {
+        /// The connection.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+    },
+    /// A joined user left (the others were told).
+    Left {
+        /// The connection.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// Close this connection once what is queued for it has been written.
+    Close {
+        /// The connection.
+        client: ClientId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A chat message was routed.
+    Routed {
+        /// The sender.
+        from: ClientId,
+        /// Its id (the one every receiver got with it).
+        id: MessageId,
+        /// Its text, when the hub was asked to report texts
+        /// ([`Hub::set_report_text`](crate::Hub::set_report_text)); else `None`.
+        text: Option<String>,
+        /// The one receiver of a unicast, `None` for a broadcast.
+        to: Option<Username>,
+        /// How many connections it went to.
+        receivers: usize,
+    },
+    /// The client asked about the shared folder: answer with [`Hub::answer_files`].
+    FilesRequested {
+        /// The connection.
+        client: ClientId,
+        /// Count or list.
+        request: FilesRequest,
+    },
+    /// The client asked for a shared file: open it and answer with
+    /// [`Hub::accept_download`] or [`Hub::refuse_download`].
+    DownloadRequested {
+        /// The connection.
+        client: ClientId,
+        /// The client's transfer id.
+        id: TransferId,
+        /// The file (a checked single name).
+        name: FileName,
+        /// First byte wanted.
+        offset: u64,
+    },
+    /// The client has stored download `id` up to `offset`: the streamer
+    /// may send file data up to [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW)
+    /// bytes past it.
+    DownloadAcked {
+        /// The connection.
+        client: ClientId,
+        /// The transfer.
+        id: TransferId,
+        /// Bytes stored so far.
+        offset: u64,
+    },
+    /// Stop streaming this download (the client cancelled or left).
+    DownloadCancelled {
+        /// The connection.
+        client: ClientId,
+        /// The transfer.
+        id: TransferId,
+    },
+    /// A push began to be relayed.
+    PushStarted {
+        /// The pusher.
+        from: ClientId,
+        /// Its id for the push.
+        id: TransferId,
+        /// File name.
+        name: FileName,
+        /// File size.
+        size: u64,
+        /// Number of receivers.
+        receivers: usize,
+    },
+    /// A push ended, whole (`error` is `None`) or not.
+    PushEnded {
+        /// The pusher.
+        from: ClientId,
+        /// Its id for the push.
+        id: TransferId,
+        /// File name.
+        name: FileName,
+        /// File size.
+        size: u64,
+        /// When it was offered (the `now` of that message).
+        started: Instant,
+        /// Receivers that got it whole.
+        receivers: usize,
+        /// Why it failed, if it did.
+        error: Option<String>,
+    },
+    /// A client broke a protocol rule (logged; the hub has answered it).
+    Violation {
+        /// The connection.
+        client: ClientId,
+        /// What it did.
+        detail: String,
+    },
+}
