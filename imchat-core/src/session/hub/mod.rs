@@ -316,7 +316,7 @@ impl Hub {
                 }
             }
             ClientMessage::Offer { id, name, size, to } => {
-                self.offer(client, user, id, name, size, to, now);
+                self.offer(client, id, name, size, to, now);
             }
             ClientMessage::Chunk(chunk) => self.push_chunk(client, chunk),
             ClientMessage::End(end) => self.push_end(client, end),

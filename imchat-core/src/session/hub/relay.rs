@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{ClientId, Hub, HubEvent};
 use crate::message::{
     CancelCode, FileCancel, FileChunk, FileEnd, FileName, Origin, Recipient, ServerMessage,
-    TransferId, Username,
+    TransferId,
 };
 use crate::transfer::Incoming;
 
@@ -24,16 +24,19 @@ pub(super) struct Relay {
 }
 
 impl Hub {
+    /// A joined client offers a file to push to `to`.
     pub(super) fn offer(
         &mut self,
         client: ClientId,
-        from: Username,
         id: TransferId,
         name: FileName,
         size: u64,
         to: Recipient,
         now: Instant,
     ) {
+        let Some(from) = self.username(client).cloned() else {
+            return;
+        };
         let max_size = self.limits.max_push_size;
         let max = self.limits.max_transfers;
         if id.is_server_chosen() || self.relays.contains_key(&(client, id)) {
