@@ -55,8 +55,11 @@ fn report(label: &str, times: &[Duration], unit: &str, per: impl Fn(Duration) ->
 
 fn chat_message() -> ServerMessage {
     ServerMessage::Chat {
+        id: imchat_core::MessageId(1),
+        time: imchat_core::Timestamp(1_700_000_000_000),
         from: Username::new("alice").unwrap(),
         private: false,
+        kind: imchat_core::ChatKind::Text,
         text: "x".repeat(64),
     }
 }
