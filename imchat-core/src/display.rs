@@ -1,26 +1,109 @@
 //! Showing text from the network safely.
+//!
+//! The rule, for every text a peer controls (messages, names, reasons):
+//!
+//! - C0 controls (except tab) and DEL are shown in caret notation (`^[`, `^?`);
+//! - C1 controls, bidirectional controls, the line and paragraph separators
+//!   (U+2028, U+2029) and the invisible characters that can hide or fake
+//!   text are shown as `\u{…}`: the default-ignorable code points of
+//!   Unicode (soft hyphen, zero-width space and joiners, word joiner and
+//!   invisible operators, byte-order mark, Hangul fillers, the tag block…);
+//! - kept as they are, because real text needs them: a zero-width joiner
+//!   between two visible characters (emoji sequences such as 👨‍👩‍👧), variation
+//!   selectors after a visible character (❤️), Mongolian free variation
+//!   selectors after a letter, and the tag characters of an emoji tag
+//!   sequence (a black flag U+1F3F4, tags, and the cancel tag U+E007F:
+//!   the flags of England, Scotland, Wales).
 
 use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::message::is_unsafe_char;
 
-/// `text` with every character that could act on a terminal made inert:
-/// C0 controls (except tab) and DEL in caret notation (`^[`, `^?`), C1
-/// controls and bidirectional controls as `\u{…}`. Printable text is
-/// returned unchanged without copying.
+const ZWJ: char = '\u{200d}';
+const BLACK_FLAG: char = '\u{1f3f4}';
+const CANCEL_TAG: char = '\u{e007f}';
+
+/// True for the default-ignorable code points (Unicode's
+/// `Default_Ignorable_Code_Point`) and the line and paragraph separators:
+/// characters a terminal shows as nothing, or as a line break.
+pub(crate) fn is_hidden_char(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+fn is_variation_selector(c: char) -> bool {
+    matches!(c, '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}')
+}
+
+fn is_tag(c: char) -> bool {
+    matches!(c, '\u{e0020}'..='\u{e007f}')
+}
+
+/// A visible character: one that other characters may attach to.
+fn is_visible(c: char) -> bool {
+    !c.is_whitespace() && !c.is_control() && !is_unsafe_char(c) && !is_hidden_char(c)
+}
+
+/// Which characters of `chars` are hidden ones that real text does not need.
+fn neutralised(chars: &[char]) -> Vec<bool> {
+    let mut out = vec![false; chars.len()];
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        // An emoji tag sequence: the flag, tags, the cancel tag.
+        if c == BLACK_FLAG {
+            let mut j = i + 1;
+            while j < chars.len() && is_tag(chars[j]) && chars[j] != CANCEL_TAG {
+                j += 1;
+            }
+            if j > i + 1 && chars.get(j) == Some(&CANCEL_TAG) {
+                i = j + 1;
+                continue;
+            }
+        }
+        out[i] = if c == ZWJ {
+            // After a visible character, or a selector kept after one.
+            let after =
+                prev.is_some_and(|p| is_visible(p) || (is_variation_selector(p) && !out[i - 1]));
+            let next = chars.get(i + 1).copied();
+            !(after && next.is_some_and(is_visible))
+        } else if is_variation_selector(c) {
+            !prev.is_some_and(is_visible)
+        } else if matches!(c, '\u{180b}'..='\u{180d}' | '\u{180f}') {
+            !prev.is_some_and(char::is_alphabetic)
+        } else {
+            is_hidden_char(c) || is_tag(c)
+        };
+        i += 1;
+    }
+    out
+}
+
+/// `text` with every character that could act on a terminal, or hide or
+/// fake text, made inert (the rule is in the [module docs](self)).
+/// Printable text is returned unchanged without copying.
 ///
 /// ```
 /// assert_eq!(imchat_core::inert("hi\x1b[2Jthere"), "hi^[[2Jthere");
 /// assert_eq!(imchat_core::inert("a\u{202e}b"), "a\\u{202e}b");
+/// assert_eq!(imchat_core::inert("line1\u{2028}<bob> hi"), "line1\\u{2028}<bob> hi");
 /// assert_eq!(imchat_core::inert("tab\tok"), "tab\tok");
 /// ```
 pub fn inert(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c != '\t' && is_unsafe_char(c)) {
+    let suspect = |c: char| (c != '\t' && is_unsafe_char(c)) || is_hidden_char(c) || is_tag(c);
+    if !text.chars().any(suspect) {
         return Cow::Borrowed(text);
     }
+    let chars: Vec<char> = text.chars().collect();
+    let hidden = neutralised(&chars);
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
+    for (&c, hide) in chars.iter().zip(hidden) {
         match c {
             '\t' => out.push('\t'),
             '\0'..='\x1f' => {
@@ -28,7 +111,7 @@ pub fn inert(text: &str) -> Cow<'_, str> {
                 out.push(char::from(c as u8 + 0x40));
             }
             '\x7f' => out.push_str("^?"),
-            c if is_unsafe_char(c) => {
+            c if is_unsafe_char(c) || hide => {
                 let _ = write!(out, "\\u{{{:04x}}}", c as u32);
             }
             c => out.push(c),
@@ -56,6 +139,53 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(inert(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn invisible_and_line_breaking_characters_are_shown() {
+        let cases = [
+            ("line1\u{2028}<alice> fake", "line1\\u{2028}<alice> fake"),
+            ("para\u{2029}x", "para\\u{2029}x"),
+            ("zero\u{200b}width", "zero\\u{200b}width"),
+            ("\u{feff}bom", "\\u{feff}bom"),
+            ("soft\u{00ad}hyphen", "soft\\u{00ad}hyphen"),
+            ("word\u{2060}joiner", "word\\u{2060}joiner"),
+            ("hangul\u{3164}filler", "hangul\\u{3164}filler"),
+            // ASCII smuggled in tag characters: "hi" as tags.
+            ("a\u{e0068}\u{e0069}", "a\\u{e0068}\\u{e0069}"),
+            // A joiner with nothing visible on one side.
+            ("\u{200d}x", "\\u{200d}x"),
+            ("x\u{200d}", "x\\u{200d}"),
+            ("x \u{200d} y", "x \\u{200d} y"),
+            // A variation selector alone.
+            ("\u{fe0f}", "\\u{fe0f}"),
+            // A flag's tags without the flag, or without the cancel tag.
+            (
+                "\u{e0067}\u{e0062}\u{e007f}",
+                "\\u{e0067}\\u{e0062}\\u{e007f}",
+            ),
+            (
+                "\u{1f3f4}\u{e0067}\u{e0062}",
+                "\u{1f3f4}\\u{e0067}\\u{e0062}",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(inert(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn real_text_keeps_its_joiners_and_selectors() {
+        for text in [
+            "family 👨\u{200d}👩\u{200d}👧 here",
+            "heart ❤\u{fe0f}",
+            "rainbow 🏳\u{fe0f}\u{200d}🌈",
+            // England: black flag, tags g b e n g, cancel tag.
+            "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f} flag",
+            "ᠠ\u{180b}ᠢ",
+        ] {
+            assert_eq!(inert(text), text, "{text:?}");
         }
     }
 }

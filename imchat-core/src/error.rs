@@ -29,6 +29,10 @@ pub enum NameError {
     /// A file name starts with `.` (this also rules out `.` and `..`).
     #[error("file name starts with '.'")]
     LeadingDot,
+    /// The name ends with `.` or a space (Windows drops them, so the name
+    /// would not be the one shown).
+    #[error("name ends with '.' or a space")]
+    TrailingDotOrSpace,
     /// The username is a reserved word.
     #[error("'{name}' is reserved")]
     Reserved {

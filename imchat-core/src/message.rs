@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::display::is_hidden_char;
 use crate::error::NameError;
 use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 
@@ -15,17 +16,40 @@ use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 /// lists, and the limits a client must respect in `Welcome`.
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// Words no user may take (compared ignoring case). Windows device names are
-/// included because a username becomes a folder name on the client's disk.
-const RESERVED_NAMES: &[&str] = &[
-    "server", "all", "everyone", "admin", "system", "con", "prn", "aux", "nul", "com1", "com2",
-    "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5",
-    "lpt6", "lpt7", "lpt8", "lpt9",
-];
+/// Words no user may take (compared ignoring case). Windows device names
+/// are refused too ([`is_device_name`]), because a username becomes a
+/// folder name on the client's disk.
+const RESERVED_NAMES: &[&str] = &["server", "all", "everyone", "admin", "system"];
+
+/// Characters Windows does not allow in a file name (besides `/`, `\`,
+/// controls): a name holding one is not a single safe component there
+/// (`C:x` is drive-relative, `f.txt:ads` names an alternate data stream).
+const WINDOWS_RESERVED_CHARS: &[char] = &['<', '>', ':', '"', '|', '?', '*'];
+
+/// True for a Windows device name, whatever follows its first dot and
+/// ignoring case: `CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`
+/// and the superscript digits Windows also reserves (`COM¹`), so `con.txt`
+/// and `nul.` are device names too.
+pub(crate) fn is_device_name(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default().trim_end();
+    let lower = stem.to_lowercase();
+    if matches!(
+        lower.as_str(),
+        "con" | "prn" | "aux" | "nul" | "conin$" | "conout$"
+    ) {
+        return true;
+    }
+    let mut chars = lower.chars();
+    let prefix: String = chars.by_ref().take(3).collect();
+    let rest: Vec<char> = chars.collect();
+    (prefix == "com" || prefix == "lpt")
+        && matches!(rest[..], [d] if d.is_ascii_digit() || matches!(d, '¹' | '²' | '³'))
+}
 
 /// A checked username: 1–32 characters, each a letter or digit of any script,
-/// `_`, `-` or `.` (not first), not a reserved word. Always a safe single
-/// folder name.
+/// `_`, `-` or `.` (not first, not last), no invisible letters (Hangul
+/// fillers), not a reserved word or a Windows device name. Always a safe
+/// single folder name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Username(String);
 
@@ -49,8 +73,15 @@ impl Username {
                 return Err(NameError::BadChar { ch: c });
             }
         }
+        if let Some(ch) = name.chars().find(|c| is_hidden_char(*c)) {
+            // Hangul fillers are letters that show as nothing.
+            return Err(NameError::BadChar { ch });
+        }
+        if name.ends_with('.') {
+            return Err(NameError::TrailingDotOrSpace);
+        }
         let key = name.to_lowercase();
-        if RESERVED_NAMES.contains(&key.as_str()) {
+        if RESERVED_NAMES.contains(&key.as_str()) || is_device_name(&name) {
             return Err(NameError::Reserved { name });
         }
         Ok(Username(name))
@@ -80,8 +111,11 @@ impl AsRef<str> for Username {
 }
 
 /// A checked file name: one path component of 1–255 bytes, no `/`, `\`,
-/// NUL, control or bidirectional-override characters, not starting with `.`
-/// (so never `.` or `..`). Safe to join onto a folder path.
+/// NUL, control, bidirectional-override or invisible characters, none of
+/// the characters Windows reserves (`<>:"|?*`), not starting with `.` (so
+/// never `.` or `..`), not ending with `.` or a space, and not a Windows
+/// device name (`con.txt`). Safe to join onto a folder path on every system
+/// the client builds for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileName(String);
 
@@ -102,9 +136,20 @@ impl FileName {
             return Err(NameError::LeadingDot);
         }
         for c in name.chars() {
-            if c == '/' || c == '\\' || is_unsafe_char(c) {
+            let bad = c == '/'
+                || c == '\\'
+                || is_unsafe_char(c)
+                || is_hidden_char(c)
+                || WINDOWS_RESERVED_CHARS.contains(&c);
+            if bad {
                 return Err(NameError::BadChar { ch: c });
             }
+        }
+        if name.ends_with('.') || name.ends_with(' ') {
+            return Err(NameError::TrailingDotOrSpace);
+        }
+        if is_device_name(&name) {
+            return Err(NameError::Reserved { name });
         }
         Ok(FileName(name))
     }
@@ -661,6 +706,75 @@ mod tests {
             FileName::new("x".repeat(256)),
             Err(NameError::TooLong { len: 256, max: 255 })
         );
+    }
+
+    #[test]
+    fn names_unsafe_on_other_systems_are_refused() {
+        for bad in [
+            "C:x",
+            "f.txt:ads",
+            "a<b",
+            "a>b",
+            "a\"b",
+            "a|b",
+            "a?b",
+            "a*b",
+        ] {
+            assert!(
+                matches!(FileName::new(bad), Err(NameError::BadChar { .. })),
+                "{bad}"
+            );
+        }
+        for bad in ["x.", "x ", "photo.jpg.", "notes "] {
+            assert_eq!(
+                FileName::new(bad),
+                Err(NameError::TrailingDotOrSpace),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "con.txt",
+            "NUL",
+            "nul.tar.gz",
+            "COM0",
+            "com¹",
+            "LPT9.log",
+            "aux .txt",
+        ] {
+            assert!(
+                matches!(FileName::new(bad), Err(NameError::Reserved { .. })),
+                "{bad}"
+            );
+        }
+        for ok in [
+            "console.txt",
+            "com10",
+            "comma.txt",
+            "lpt.txt",
+            "a.b.c",
+            "x.y z",
+        ] {
+            assert!(FileName::new(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            FileName::new("zero\u{200b}width"),
+            Err(NameError::BadChar { ch: '\u{200b}' })
+        );
+    }
+
+    #[test]
+    fn device_names_and_trailing_dots_are_not_usernames() {
+        for bad in ["con.txt", "nul.", "COM0", "com¹", "lpt3", "Con"] {
+            assert!(Username::new(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Username::new("alice."), Err(NameError::TrailingDotOrSpace));
+        assert_eq!(
+            Username::new("\u{3164}"),
+            Err(NameError::BadChar { ch: '\u{3164}' })
+        );
+        for ok in ["console", "com10", "a.b", "conny"] {
+            assert!(Username::new(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]
