@@ -7,6 +7,7 @@
 mod config;
 mod files;
 mod logging;
+mod names;
 mod report;
 mod server;
 

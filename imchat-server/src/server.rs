@@ -791,6 +791,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
 
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
+    hub.set_name_key(crate::names::key);
     set_wall_clock(&mut hub);
     let server = Arc::new(Server {
         core: Mutex::new(Core {

@@ -1132,3 +1132,23 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
     }
     srv.assert_serving();
 }
+
+#[test]
+fn look_alike_names_are_refused_while_the_real_one_is_online() {
+    let srv = Server::start(&[]);
+    let _alice = Raw::join(srv.addr, "alice");
+    let _bob = Raw::join(srv.addr, "bob");
+    // Cyrillic а, fullwidth, mathematical bold, circled, and a Greek ο.
+    for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "bοb"] {
+        let mut r = Raw::connect(srv.addr);
+        r.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new(fake).unwrap(),
+        });
+        let got = r.wait_closed();
+        assert!(refused_with(&got, RefuseCode::NAME_TAKEN), "{fake}: {got:?}");
+    }
+    // A name that only looks different stays free for its own user.
+    let _alicia = Raw::join(srv.addr, "alicia");
+    srv.assert_serving();
+}

@@ -1406,3 +1406,44 @@ fn push_events_carry_the_name_size_and_start_for_the_log() {
         .collect();
     assert_eq!(ended, vec![("notes.txt".into(), 3, t0, 2, None)]);
 }
+
+#[test]
+fn the_name_key_decides_which_names_are_the_same_user() {
+    // A rule that also ignores digits: "bob2" is then "bob".
+    fn no_digits(u: &Username) -> String {
+        u.as_str()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+            .to_lowercase()
+    }
+    let mut net = Net::new(Limits::default());
+    net.hub.set_name_key(no_digits);
+    net.connect("bob");
+    let twin = net.connect("Bob2");
+    assert!(matches!(
+        &net.take(twin)[..],
+        [ClientEvent::Refused {
+            code: RefuseCode::NAME_TAKEN,
+            ..
+        }]
+    ));
+    // A unicast to a name with the same key reaches the one online.
+    let carol = net.connect("carol");
+    net.s(carol)
+        .send_chat(Recipient::User(user("bob7")), "hi")
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        chats(&net.take(0)),
+        vec![("carol".into(), true, "hi".into())]
+    );
+    // Leaving frees the key.
+    net.s(0).quit("");
+    net.pump();
+    let again = net.connect("bob3");
+    assert!(matches!(
+        &net.take(again)[..],
+        [ClientEvent::Welcome { .. }]
+    ));
+}

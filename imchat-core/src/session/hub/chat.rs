@@ -32,7 +32,7 @@ impl Hub {
         }
         let (dest, target) = match to {
             Recipient::Everyone => (None, None),
-            Recipient::User(target) => match self.names.get(&target.key()).copied() {
+            Recipient::User(target) => match self.names.get(&self.key(&target)).copied() {
                 Some(dest) => (Some(dest), Some(target)),
                 None => {
                     self.error(

@@ -43,7 +43,7 @@ impl Hub {
         }
         // Checking and inserting the name happen in one step under the
         // caller's lock: two clients can never both get the same name.
-        let key = username.key();
+        let key = self.key(&username);
         if self.names.contains_key(&key) {
             let reason = format!("the username '{username}' is already taken");
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);

@@ -72,6 +72,8 @@ pub struct Hub {
     wall_clock: (Instant, u64),
     /// Whether [`HubEvent::Routed`] carries the message's text.
     report_text: bool,
+    /// What makes two names the same user.
+    name_key: fn(&Username) -> String,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HubEvent>,
     shutting_down: bool,
@@ -94,6 +96,7 @@ impl Hub {
             next_message: 1,
             wall_clock: (Instant::now(), 0),
             report_text: false,
+            name_key: Username::key,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             shutting_down: false,
@@ -132,6 +135,21 @@ impl Hub {
         let (at, base) = self.wall_clock;
         let since = now.saturating_duration_since(at).as_millis();
         Timestamp(base.saturating_add(u64::try_from(since).unwrap_or(u64::MAX)))
+    }
+
+    /// Sets what makes two usernames the same user: names with the same
+    /// key cannot be online at once, and a unicast to any of them reaches
+    /// the one online. The default, [`Username::key`], ignores case only; a
+    /// server facing the public should also map look-alike characters
+    /// together (Unicode's confusable skeletons, after NFKC), which needs
+    /// Unicode tables this crate does not carry.
+    pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
+        self.name_key = key;
+    }
+
+    /// The key of `name` under the name rule in force.
+    fn key(&self, name: &Username) -> String {
+        (self.name_key)(name)
     }
 
     /// Whether [`HubEvent::Routed`] carries the text of each routed message
@@ -382,7 +400,8 @@ impl Hub {
             self.drop_receiver(from, id, client);
         }
         if let Phase::Joined(user) = conn.phase {
-            self.names.remove(&user.key());
+            let key = self.key(&user);
+            self.names.remove(&key);
             self.rebuild_members();
             let members = self.members.clone();
             self.send_many(
@@ -477,7 +496,7 @@ impl Hub {
             ));
         }
         for (id, u) in joined {
-            if self.names.get(&u.key()) != Some(id) {
+            if self.names.get(&self.key(u)) != Some(id) {
                 return Err(format!("name {u} does not map to {id}"));
             }
             if !self.members.contains(id) {

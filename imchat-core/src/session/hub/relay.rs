@@ -72,7 +72,7 @@ impl Hub {
                 .copied()
                 .filter(|m| *m != client)
                 .collect(),
-            Recipient::User(u) => match self.names.get(&u.key()) {
+            Recipient::User(u) => match self.names.get(&self.key(u)) {
                 Some(dest) => Arc::from(vec![*dest]),
                 None => {
                     self.cancel(
