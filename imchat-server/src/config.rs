@@ -26,23 +26,23 @@ pub struct LimitArgs {
     max_clients: usize,
 
     /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
     max_message_bytes: usize,
 
     /// Largest frame accepted from a client that has joined.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = size::<u32>)]
     max_frame_bytes: u32,
 
     /// Largest frame accepted before the client has set its username.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME, value_parser = size::<u32>)]
     max_handshake_frame_bytes: u32,
 
     /// File data per chunk the server sends.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE, value_parser = size::<usize>)]
     chunk_bytes: usize,
 
     /// Largest file a client may push to others (/sendfile).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PUSH_SIZE)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PUSH_SIZE, value_parser = size::<u64>)]
     max_push_bytes: u64,
 
     /// Time a new connection has to send a valid username.
@@ -58,7 +58,7 @@ pub struct LimitArgs {
     keepalive_timeout_secs: f64,
 
     /// Bytes of messages queued for one client before it counts as not reading and is dropped.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND, value_parser = size::<usize>)]
     max_queue_bytes: usize,
 
     /// Chat messages a client may send in one burst.
@@ -98,6 +98,35 @@ impl Default for LimitArgs {
             max_transfers: l.max_transfers,
         }
     }
+}
+
+/// A size in bytes, with an optional unit: `K`, `M`, `G`, `T` (powers of
+/// 1,024; `KiB`, `MB`… and a trailing `B` are accepted too): `4G`, `512M`,
+/// `65536`.
+pub fn size<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (a number, optionally with K, M, G or T)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => {
+            return Err(format!(
+                "'{text}': unknown unit '{unit}' (use K, M, G or T)"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    T::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
 }
 
 fn secs(flag: &str, value: f64) -> Result<Duration, String> {
@@ -248,6 +277,24 @@ impl SharedDirChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(size::<u64>("65536"), Ok(65536));
+        assert_eq!(size::<u64>("64K"), Ok(65536));
+        assert_eq!(size::<u64>("512M"), Ok(512 << 20));
+        assert_eq!(size::<u64>("4G"), Ok(4 << 30));
+        assert_eq!(size::<u64>("4GiB"), Ok(4 << 30));
+        assert_eq!(size::<u64>("10mb"), Ok(10 << 20));
+        assert_eq!(size::<u64>("1 k"), Ok(1024));
+        assert!(size::<u32>("4G").unwrap_err().contains("too large"));
+        assert!(size::<u64>("12X").unwrap_err().contains("unknown unit"));
+        assert!(size::<u64>("M").unwrap_err().contains("not a size"));
+        assert!(size::<u64>("-1").is_err());
+        assert!(size::<u64>("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
         let vars: Vec<(String, String)> = vars

@@ -40,12 +40,29 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     shared_dir: Option<PathBuf>,
 
-    /// Log file, emptied at each start (RUST_LOG sets what also goes to stderr).
+    /// Log file, emptied at each start (RUST_LOG sets what also goes to
+    /// stderr). It records connections with their addresses, joins, leaves,
+    /// who sent a message to whom (not what it said, unless --log-text),
+    /// shared-folder requests, transfers and errors.
     #[arg(long, value_name = "PATH", default_value = "server.log")]
     log_file: PathBuf,
 
-    /// Privacy: log that a message was routed, but not its text.
+    /// Size at which the log file is rotated (PATH.1 is the newest older
+    /// part); units K, M, G accepted.
+    #[arg(long, value_name = "BYTES", default_value = "10M", value_parser = log_size)]
+    log_max_bytes: u64,
+
+    /// Rotated log files kept besides the current one (older ones are deleted).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    log_keep: u16,
+
+    /// Also log the text of every routed message (by default the log says
+    /// who wrote to whom, never what).
     #[arg(long)]
+    log_text: bool,
+
+    /// Accepted for compatibility: texts are only logged with --log-text.
+    #[arg(long, hide = true, conflicts_with = "log_text")]
     no_log_text: bool,
 
     /// Welcome text sent to each user who joins; {user} is replaced by the name.
@@ -100,9 +117,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A log size: at least 4 KiB, so a rotated file holds more than a record.
+fn log_size(text: &str) -> Result<u64, String> {
+    let bytes = config::size::<u64>(text)?;
+    if bytes < 4096 {
+        return Err(format!("'{text}' is below the smallest log size, 4K"));
+    }
+    Ok(bytes)
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     let limits = cli.limits.to_limits().map_err(Error::Limits)?;
-    logging::init(&cli.log_file).map_err(|e| Error::LogFile {
+    let rotation = logging::Rotation {
+        max_bytes: cli.log_max_bytes,
+        keep: usize::from(cli.log_keep),
+    };
+    logging::init(&cli.log_file, rotation).map_err(|e| Error::LogFile {
         path: cli.log_file.display().to_string(),
         reason: files::io_reason(&e),
     })?;
@@ -136,7 +166,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     let config = server::Config {
         limits,
         welcome: cli.welcome,
-        log_text: !cli.no_log_text,
+        log_text: cli.log_text,
         shared,
     };
     server::run(listener, config)

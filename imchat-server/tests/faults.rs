@@ -1146,9 +1146,59 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
             username: Username::new(fake).unwrap(),
         });
         let got = r.wait_closed();
-        assert!(refused_with(&got, RefuseCode::NAME_TAKEN), "{fake}: {got:?}");
+        assert!(
+            refused_with(&got, RefuseCode::NAME_TAKEN),
+            "{fake}: {got:?}"
+        );
     }
     // A name that only looks different stays free for its own user.
     let _alicia = Raw::join(srv.addr, "alicia");
     srv.assert_serving();
+}
+
+/// Sends `n` chats of `len` bytes from `from`, and waits until `to` has them all.
+fn chat_burst(from: &mut Raw, to: &mut Raw, n: usize, len: usize) {
+    for i in 0..n {
+        from.send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: format!("{i:05}{}", "x".repeat(len - 5)),
+        });
+    }
+    let last = format!("{:05}", n - 1);
+    to.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text.starts_with(&last)));
+}
+
+#[test]
+fn the_log_is_capped_and_rotated_and_holds_texts_only_when_asked() {
+    let srv = Server::start(&["--log-max-bytes", "64K", "--log-keep", "2", "--log-text"]);
+    let mut a = Raw::join(srv.addr, "talker");
+    let mut b = Raw::join(srv.addr, "reader");
+    // 100 messages of 60 kB: 6 MB of text the log would otherwise hold.
+    chat_burst(&mut a, &mut b, 100, 60_000);
+    let mut total = 0;
+    for name in ["server.log", "server.log.1", "server.log.2"] {
+        let len = std::fs::metadata(srv.dir.0.join(name)).map_or(0, |m| m.len());
+        assert!(len <= 64 * 1024 + 70_000, "{name} is {len} bytes");
+        total += len;
+    }
+    assert!(!srv.dir.0.join("server.log.3").exists());
+    assert!(total > 64 * 1024, "the texts were logged: {total} bytes");
+
+    // Without --log-text, the log says who wrote, never what.
+    let quiet = Server::start(&[]);
+    let mut a = Raw::join(quiet.addr, "talker");
+    let mut b = Raw::join(quiet.addr, "reader");
+    chat_burst(&mut a, &mut b, 3, 100);
+    // The log is written by its own thread: wait for the third message's line.
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = std::fs::read_to_string(quiet.dir.0.join("server.log")).unwrap();
+        if log.matches("routed message").count() >= 3 || Instant::now() > deadline {
+            break log;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(log.matches("routed message").count(), 3, "{log}");
+    assert!(!log.contains("xxxxxxxxxx"), "a text was logged: {log}");
 }
