@@ -25,8 +25,15 @@ pub const DOWNLOAD_WINDOW: u64 = 1024 * 1024;
 pub const ACK_STEP: u64 = DOWNLOAD_WINDOW / 2;
 /// Largest file a client may push to others with `/sendfile`: 4 GiB.
 pub const DEFAULT_MAX_PUSH_SIZE: u64 = 4 * 1024 * 1024 * 1024;
-/// Most clients connected at once (handshaking or joined): 1,000.
+/// Most users joined at once: 1,000 (connections still handshaking do not count).
 pub const DEFAULT_MAX_CLIENTS: usize = 1000;
+/// Most connections handshaking at once: 256. Past it the oldest is
+/// dropped (a real client sends its username as soon as it connects).
+pub const DEFAULT_MAX_PENDING: usize = 256;
+/// Most connections (handshaking or joined) from one address: 64; 0 turns
+/// the cap off. Past it, the address's oldest handshake is dropped, or the
+/// new connection refused when all of them have joined.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 64;
 /// Total time a new connection has to complete the handshake: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which the server pings a client: 30 s.
@@ -153,8 +160,12 @@ pub struct Limits {
     pub chunk_size: usize,
     /// Largest pushed file ([`DEFAULT_MAX_PUSH_SIZE`]).
     pub max_push_size: u64,
-    /// Most simultaneous connections ([`DEFAULT_MAX_CLIENTS`]).
+    /// Most users joined at once ([`DEFAULT_MAX_CLIENTS`]).
     pub max_clients: usize,
+    /// Most connections handshaking at once ([`DEFAULT_MAX_PENDING`]); 0: no cap.
+    pub max_pending: usize,
+    /// Most connections from one address ([`DEFAULT_MAX_PER_ADDRESS`]); 0: no cap.
+    pub max_per_address: usize,
     /// Total time allowed for the handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,
     /// Silence before a keepalive ping ([`DEFAULT_KEEPALIVE_INTERVAL`]).
@@ -182,6 +193,8 @@ impl Default for Limits {
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_push_size: DEFAULT_MAX_PUSH_SIZE,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,

@@ -10,8 +10,9 @@ use clap::Args;
 use imchat_core::{
     Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
-    DEFAULT_MAX_TRANSFERS, DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
+    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS,
+    DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
 };
 
 /// Longest timeout accepted (a year): later instants could overflow the clock.
@@ -21,9 +22,18 @@ const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
-    /// Most clients connected at once.
+    /// Most users joined at once (connections still sending their username do not count).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
+
+    /// Most connections waiting to send their username; past it the oldest is dropped (0 = no cap).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING)]
+    max_pending: usize,
+
+    /// Most connections from one IP address (0 = no cap); past it that address's oldest
+    /// connection still without a username is dropped, or the new one refused.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_ADDRESS)]
+    max_per_address: usize,
 
     /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
@@ -83,6 +93,8 @@ impl Default for LimitArgs {
         let l = Limits::default();
         LimitArgs {
             max_clients: l.max_clients,
+            max_pending: l.max_pending,
+            max_per_address: l.max_per_address,
             max_message_bytes: l.max_text,
             max_frame_bytes: l.max_frame,
             max_handshake_frame_bytes: l.max_handshake_frame,
@@ -162,6 +174,8 @@ impl LimitArgs {
             chunk_size: a.chunk_bytes,
             max_push_size: a.max_push_bytes,
             max_clients: a.max_clients,
+            max_pending: a.max_pending,
+            max_per_address: a.max_per_address,
             handshake_timeout: secs("handshake-timeout-secs", a.handshake_timeout_secs)?,
             keepalive_interval: secs("keepalive-secs", a.keepalive_secs)?,
             keepalive_timeout: secs("keepalive-timeout-secs", a.keepalive_timeout_secs)?,

@@ -1,6 +1,7 @@
 //! Session tests: a Hub and N client sessions pumped in memory, through the
 //! real encoder and decoder, with a virtual clock and a bounded step count.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -1446,4 +1447,140 @@ fn the_name_key_decides_which_names_are_the_same_user() {
         &net.take(again)[..],
         [ClientEvent::Welcome { .. }]
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Admission: joined users, handshakes and addresses each have their cap.
+
+/// A hub, and a way to connect from an address and say Hello.
+fn admission_hub(limits: Limits) -> Hub {
+    Hub::new(limits, "hi")
+}
+
+fn hello(hub: &mut Hub, id: ClientId, name: &str, now: Instant) {
+    hub.handle_message(
+        id,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user(name),
+        },
+        now,
+    );
+}
+
+/// What the hub sent each connection since the last call: (id, refusal code or "welcome").
+fn answers(hub: &mut Hub) -> Vec<(ClientId, String)> {
+    let mut out = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        for to in t.to.iter() {
+            match &t.message {
+                ServerMessage::Refused { code, .. } => out.push((to, code.to_string())),
+                ServerMessage::Welcome { .. } => out.push((to, "welcome".into())),
+                _ => {}
+            }
+        }
+    }
+    while hub.poll_event().is_some() {}
+    hub.check_invariants().unwrap();
+    out
+}
+
+#[test]
+fn silent_connections_do_not_count_against_the_user_cap() {
+    let mut hub = admission_hub(Limits {
+        max_clients: 5,
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let silent: Vec<ClientId> = (0..5).map(|_| hub.handle_connect(now)).collect();
+    let real = hub.handle_connect(now);
+    hello(&mut hub, real, "real", now);
+    assert_eq!(answers(&mut hub), vec![(real, "welcome".into())]);
+    // The silent ones are still waiting, and time out in due course.
+    assert_eq!(hub.connections(), 6);
+    hub.handle_timeout(now + Limits::default().handshake_timeout);
+    let timed_out: Vec<ClientId> = answers(&mut hub).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(timed_out, silent);
+}
+
+#[test]
+fn the_user_cap_is_checked_when_the_name_is_taken() {
+    let mut hub = admission_hub(Limits {
+        max_clients: 1,
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let (a, b) = (hub.handle_connect(now), hub.handle_connect(now));
+    hello(&mut hub, a, "ann", now);
+    hello(&mut hub, b, "ben", now);
+    assert_eq!(
+        answers(&mut hub),
+        vec![(a, "welcome".into()), (b, "server full".into())]
+    );
+    // Full of users: a new connection is refused at once.
+    let c = hub.handle_connect(now);
+    assert_eq!(answers(&mut hub), vec![(c, "server full".into())]);
+}
+
+#[test]
+fn past_the_handshake_cap_the_oldest_silent_connection_makes_room() {
+    let mut hub = admission_hub(Limits {
+        max_pending: 3,
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let silent: Vec<ClientId> = (0..3).map(|_| hub.handle_connect(now)).collect();
+    let real = hub.handle_connect(now);
+    assert_eq!(
+        answers(&mut hub),
+        vec![(silent[0], "handshake took too long".into())]
+    );
+    hello(&mut hub, real, "real", now);
+    assert_eq!(answers(&mut hub), vec![(real, "welcome".into())]);
+    // However many silent sockets keep coming, a real user still gets in.
+    for _ in 0..100 {
+        hub.handle_connect(now);
+    }
+    answers(&mut hub);
+    let late = hub.handle_connect(now);
+    hello(&mut hub, late, "late", now);
+    assert!(answers(&mut hub).contains(&(late, "welcome".into())));
+}
+
+#[test]
+fn one_address_has_a_cap_of_its_own() {
+    let mut hub = admission_hub(Limits {
+        max_per_address: 2,
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let b: IpAddr = "192.0.2.2".parse().unwrap();
+    let (a1, a2) = (
+        hub.handle_connect_from(a, now),
+        hub.handle_connect_from(a, now),
+    );
+    hello(&mut hub, a1, "a1", now);
+    answers(&mut hub);
+    // a2 is still silent: a third connection from `a` drops it instead.
+    let a3 = hub.handle_connect_from(a, now);
+    assert_eq!(
+        answers(&mut hub),
+        vec![(a2, "handshake took too long".into())]
+    );
+    hello(&mut hub, a3, "a3", now);
+    answers(&mut hub);
+    // Both joined: the next one from `a` is refused; `b` is not affected.
+    let a4 = hub.handle_connect_from(a, now);
+    let b1 = hub.handle_connect_from(b, now);
+    hello(&mut hub, b1, "b1", now);
+    assert_eq!(
+        answers(&mut hub),
+        vec![(a4, "server full".into()), (b1, "welcome".into())]
+    );
+    // A user leaving frees its place.
+    hub.handle_disconnect(a1, LeaveReason::LOST);
+    let a5 = hub.handle_connect_from(a, now);
+    hello(&mut hub, a5, "a5", now);
+    assert!(answers(&mut hub).contains(&(a5, "welcome".into())));
 }

@@ -64,7 +64,7 @@ impl Server {
         let (id, work) = {
             let mut work = Work::default();
             let mut core = self.lock();
-            let id = core.hub.handle_connect(Instant::now());
+            let id = core.hub.handle_connect_from(addr.ip(), Instant::now());
             core.conns.insert(
                 id,
                 Conn {

@@ -21,7 +21,7 @@ impl Hub {
             client: id,
             reason: format!("refused: {reason}"),
         });
-        self.conns.remove(&id);
+        self.remove_conn(id);
     }
 
     pub(super) fn handshake(&mut self, client: ClientId, msg: ClientMessage) {
@@ -49,7 +49,13 @@ impl Hub {
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
         }
+        if self.members.len() >= self.limits.max_clients {
+            let reason = format!("server full ({} users)", self.limits.max_clients);
+            self.refuse(client, RefuseCode::SERVER_FULL, &reason);
+            return;
+        }
         self.names.insert(key, client);
+        self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(username.clone());
         }

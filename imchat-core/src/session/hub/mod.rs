@@ -1,7 +1,8 @@
 //! The server side of the protocol: a [`Hub`] that holds every connection's
 //! state and makes every routing decision, with no sockets and no clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use crate::message::{
     ServerMessage, Timestamp, TransferId, Username,
 };
 
+mod admission;
 mod chat;
 mod files;
 mod handshake;
@@ -35,6 +37,8 @@ enum Phase {
 #[derive(Debug)]
 struct Conn {
     phase: Phase,
+    /// Where it comes from, when the server said ([`Hub::handle_connect_from`]).
+    peer: Option<IpAddr>,
     connected_at: Instant,
     last_heard: Instant,
     ping: Option<(Instant, u64)>,
@@ -60,6 +64,10 @@ pub struct Hub {
     limits: Limits,
     welcome: String,
     conns: HashMap<ClientId, Conn>,
+    /// Connections still handshaking, oldest first (ids only grow).
+    pending: BTreeSet<ClientId>,
+    /// Connections (handshaking or joined) from each address.
+    per_address: HashMap<IpAddr, usize>,
     names: HashMap<String, ClientId>,
     members: Arc<[ClientId]>,
     relays: HashMap<(ClientId, TransferId), Relay>,
@@ -87,6 +95,8 @@ impl Hub {
             limits,
             welcome: welcome.into(),
             conns: HashMap::new(),
+            pending: BTreeSet::new(),
+            per_address: HashMap::new(),
             names: HashMap::new(),
             members: Arc::from(Vec::new()),
             relays: HashMap::new(),
@@ -159,38 +169,24 @@ impl Hub {
         self.report_text = on;
     }
 
-    /// A new connection. If the hub is full or shutting down, the client is
-    /// refused and a [`HubEvent::Close`] follows.
-    pub fn handle_connect(&mut self, now: Instant) -> ClientId {
-        let id = ClientId(self.next_client);
-        self.next_client += 1;
-        if self.shutting_down {
-            self.refuse(id, RefuseCode::SHUTTING_DOWN, "the server is shutting down");
-            return id;
-        }
-        if self.conns.len() >= self.limits.max_clients {
-            let reason = format!("server full ({} clients)", self.limits.max_clients);
-            self.refuse(id, RefuseCode::SERVER_FULL, &reason);
-            return id;
-        }
-        self.conns.insert(
-            id,
-            Conn {
-                phase: Phase::Handshaking,
-                connected_at: now,
-                last_heard: now,
-                ping: None,
-                bucket: TokenBucket::new(&self.limits, now),
-                downloads: Vec::new(),
-                pushes: 0,
-            },
-        );
-        id
-    }
-
     /// Number of connections (handshaking or joined).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Removes a connection from every table that counts it.
+    fn remove_conn(&mut self, id: ClientId) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        self.pending.remove(&id);
+        if let Some(ip) = conn.peer {
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+        Some(conn)
     }
 
     /// The joined users' connections.
@@ -370,7 +366,7 @@ impl Hub {
 
     /// [`leave`](Hub::leave), with the parting `text` the others are shown.
     fn depart(&mut self, client: ClientId, reason: LeaveReason, text: String, why: String) {
-        let Some(conn) = self.conns.remove(&client) else {
+        let Some(conn) = self.remove_conn(client) else {
             return;
         };
         for id in &conn.downloads {
@@ -471,6 +467,8 @@ impl Hub {
             });
         }
         self.conns.clear();
+        self.pending.clear();
+        self.per_address.clear();
         self.names.clear();
         self.relays.clear();
         self.rebuild_members();
@@ -503,8 +501,25 @@ impl Hub {
                 return Err(format!("{id} missing from members"));
             }
         }
-        if self.conns.len() > self.limits.max_clients {
-            return Err("more connections than max_clients".into());
+        if self.members.len() > self.limits.max_clients {
+            return Err("more users than max_clients".into());
+        }
+        let handshaking = self.conns.len() - self.members.len();
+        if handshaking != self.pending.len()
+            || (self.limits.max_pending > 0 && handshaking > self.limits.max_pending)
+        {
+            return Err(format!(
+                "{handshaking} handshaking, {} pending, at most {}",
+                self.pending.len(),
+                self.limits.max_pending
+            ));
+        }
+        let counted: usize = self.per_address.values().sum();
+        let with_peer = self.conns.values().filter(|c| c.peer.is_some()).count();
+        if counted != with_peer {
+            return Err(format!(
+                "{counted} counted per address, {with_peer} with one"
+            ));
         }
         for ((from, _), r) in &self.relays {
             if !self.conns.contains_key(from) {

@@ -1,0 +1,93 @@
+//! Letting connections in: the user cap counts joined users only; the
+//! connections still handshaking have a cap of their own, and so do the
+//! connections from one address. When either is reached, the oldest
+//! handshake in the way is dropped to make room: a real client sends its
+//! `Hello` as soon as it connects, so only connections that never speak are
+//! ever dropped, and sockets that stay silent cannot lock anyone out.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{ClientId, Conn, Hub, Phase, TokenBucket};
+use crate::message::RefuseCode;
+
+impl Hub {
+    /// A new connection whose address is not known (or does not matter).
+    /// If the server is full of users or shutting down, it is refused and a
+    /// [`HubEvent::Close`](crate::HubEvent::Close) follows.
+    pub fn handle_connect(&mut self, now: Instant) -> ClientId {
+        self.admit(None, now)
+    }
+
+    /// A new connection from `peer`: like [`handle_connect`](Hub::handle_connect),
+    /// and it counts against the cap of connections per address
+    /// ([`Limits::max_per_address`](crate::Limits::max_per_address)).
+    pub fn handle_connect_from(&mut self, peer: IpAddr, now: Instant) -> ClientId {
+        self.admit(Some(peer), now)
+    }
+
+    fn admit(&mut self, peer: Option<IpAddr>, now: Instant) -> ClientId {
+        let id = ClientId(self.next_client);
+        self.next_client += 1;
+        if self.shutting_down {
+            self.refuse(id, RefuseCode::SHUTTING_DOWN, "the server is shutting down");
+            return id;
+        }
+        if self.members.len() >= self.limits.max_clients {
+            let reason = format!("server full ({} users)", self.limits.max_clients);
+            self.refuse(id, RefuseCode::SERVER_FULL, &reason);
+            return id;
+        }
+        let per_address = self.limits.max_per_address;
+        if let Some(ip) = peer.filter(|_| per_address > 0) {
+            if self.per_address.get(&ip).copied().unwrap_or(0) >= per_address {
+                let waiting = self
+                    .pending
+                    .iter()
+                    .copied()
+                    .find(|p| self.conns.get(p).is_some_and(|c| c.peer == Some(ip)));
+                match waiting {
+                    Some(old) => self.refuse(
+                        old,
+                        RefuseCode::HANDSHAKE_TIMEOUT,
+                        "too many connections from your address; this one sent no username",
+                    ),
+                    None => {
+                        let reason =
+                            format!("too many connections from your address ({per_address})");
+                        self.refuse(id, RefuseCode::SERVER_FULL, &reason);
+                        return id;
+                    }
+                }
+            }
+        }
+        let max_pending = self.limits.max_pending;
+        if max_pending > 0 && self.pending.len() >= max_pending {
+            if let Some(&old) = self.pending.first() {
+                self.refuse(
+                    old,
+                    RefuseCode::HANDSHAKE_TIMEOUT,
+                    "too many connections are waiting to send a username; this one was the oldest",
+                );
+            }
+        }
+        self.conns.insert(
+            id,
+            Conn {
+                phase: Phase::Handshaking,
+                peer,
+                connected_at: now,
+                last_heard: now,
+                ping: None,
+                bucket: TokenBucket::new(&self.limits, now),
+                downloads: Vec::new(),
+                pushes: 0,
+            },
+        );
+        self.pending.insert(id);
+        if let Some(ip) = peer {
+            *self.per_address.entry(ip).or_default() += 1;
+        }
+        id
+    }
+}
