@@ -4,9 +4,9 @@
 //! consumer. Prints a table per scenario and writes them as Markdown.
 //!
 //! ```text
-//! cargo run --release -p imchat-core --example loadgen -- all
-//! cargo run --release -p imchat-core --example loadgen -- --quick all
-//! cargo run --release -p imchat-core --example loadgen -- fanout latency --runs 5 --no-redis
+//! cargo run --release -p imchat-server --example loadgen -- all
+//! cargo run --release -p imchat-server --example loadgen -- --quick all
+//! cargo run --release -p imchat-server --example loadgen -- fanout latency --runs 5 --no-redis
 //! ```
 //!
 //! Linux only (it reads `/proc` and pins CPUs). The servers run pinned to
@@ -883,7 +883,7 @@ fn scenario_chat_during(ctx: &mut Ctx) {
 fn markdown(ctx: &Ctx, elapsed: Duration) -> String {
     let mut s = String::from("## Load generator\n\n");
     s.push_str(&format!(
-        "Command: `cargo run --release -p imchat-core --example loadgen -- {}` — {} run(s) per figure, median (min–max); took {:.0} min.\n\n",
+        "Command: `cargo run --release -p imchat-server --example loadgen -- {}` — {} run(s) per figure, median (min–max); took {:.0} min.\n\n",
         ctx.opts.args,
         ctx.opts.runs,
         elapsed.as_secs_f64() / 60.0
