@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -13,52 +13,12 @@ use std::thread::{self, JoinHandle};
 use crate::room::now_ns;
 use crate::wire::{self, Kind, Member, Pumped};
 
-#[cfg(target_arch = "x86_64")]
-#[repr(C, packed)]
-#[derive(Clone, Copy)]
-struct EpollEvent {
-    events: u32,
-    data: u64,
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct EpollEvent {
-    events: u32,
-    data: u64,
-}
-
-extern "C" {
-    fn epoll_create1(flags: i32) -> i32;
-    fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: *mut EpollEvent) -> i32;
-    fn epoll_wait(epfd: i32, events: *mut EpollEvent, maxevents: i32, timeout: i32) -> i32;
-    fn close(fd: i32) -> i32;
-}
-
-const EPOLL_CLOEXEC: i32 = 0o2000000;
-const EPOLL_CTL_ADD: i32 = 1;
-const EPOLL_CTL_DEL: i32 = 2;
-const EPOLLIN: u32 = 1;
-const EPOLLRDHUP: u32 = 0x2000;
-
 /// What a receiver does with what its socket brings.
 pub trait Handler: Send + 'static {
     /// One chat payload; false to stop reading this socket.
     fn chat(&mut self, payload: &[u8]) -> bool;
     /// The socket ended (end of stream or error) before the run was stopped.
     fn closed(&mut self) {}
-}
-
-struct Epoll(i32);
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: the fd is ours and closed once.
-        unsafe {
-            close(self.0);
-        }
-    }
 }
 
 /// Reads `members` on one thread until `stop`; returns the handlers.
@@ -69,21 +29,23 @@ pub fn spawn<H: Handler>(
     stop: Arc<AtomicBool>,
     activity: Arc<AtomicU64>,
 ) -> io::Result<JoinHandle<Vec<H>>> {
-    // SAFETY: plain syscall.
-    let ep = unsafe { epoll_create1(EPOLL_CLOEXEC) };
+    // SAFETY: epoll_create1 takes no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
         return Err(io::Error::last_os_error());
     }
-    let ep = Epoll(ep);
+    // SAFETY: `ep` is a new descriptor that nothing else owns; the OwnedFd closes it once.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     let mut items: Vec<(TcpStream, wire::RecvBuf, H, bool)> = Vec::with_capacity(members.len());
     for (k, (m, h)) in members.into_iter().enumerate() {
         m.stream.set_nonblocking(true)?;
-        let mut ev = EpollEvent {
-            events: EPOLLIN | EPOLLRDHUP,
-            data: k as u64,
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: k as u64,
         };
-        // SAFETY: valid epoll fd, socket fd and event for the call.
-        if unsafe { epoll_ctl(ep.0, EPOLL_CTL_ADD, m.stream.as_raw_fd(), &mut ev) } != 0 {
+        let fd = m.stream.as_raw_fd();
+        // SAFETY: both descriptors are open for the call and `ev` is a valid event.
+        if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
             return Err(io::Error::last_os_error());
         }
         items.push((m.stream, m.rb, h, true));
@@ -92,14 +54,16 @@ pub fn spawn<H: Handler>(
         .name("poller".into())
         .stack_size(1 << 20)
         .spawn(move || {
-            let mut events = vec![EpollEvent { events: 0, data: 0 }; 256];
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+            let epfd = ep.as_raw_fd();
             // Messages buffered before the poller started.
             for (s, rb, h, open) in items.iter_mut() {
-                pump_one(kind, s, rb, h, open, &stop, ep.0);
+                pump_one(kind, s, rb, h, open, &stop, epfd);
             }
             while !stop.load(Ordering::Acquire) {
-                // SAFETY: the buffer holds `events.len()` entries.
-                let n = unsafe { epoll_wait(ep.0, events.as_mut_ptr(), events.len() as i32, 50) };
+                let max = events.len() as i32;
+                // SAFETY: `events` has room for `max` entries, which the kernel fills.
+                let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, 50) };
                 if n < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {
@@ -111,9 +75,9 @@ pub fn spawn<H: Handler>(
                     activity.store(now_ns(), Ordering::Relaxed);
                 }
                 for ev in &events[..n as usize] {
-                    let k = ev.data as usize;
+                    let k = ev.u64 as usize;
                     let (s, rb, h, open) = &mut items[k];
-                    pump_one(kind, s, rb, h, open, &stop, ep.0);
+                    pump_one(kind, s, rb, h, open, &stop, epfd);
                 }
             }
             drop(ep);
@@ -128,7 +92,7 @@ fn pump_one<H: Handler>(
     h: &mut H,
     open: &mut bool,
     stop: &AtomicBool,
-    ep: i32,
+    ep: RawFd,
 ) {
     if !*open {
         return;
@@ -136,10 +100,11 @@ fn pump_one<H: Handler>(
     let r = wire::pump(kind, s, rb, |p| h.chat(p));
     if !matches!(r, Ok(Pumped::Open)) {
         *open = false;
-        let mut ev = EpollEvent { events: 0, data: 0 };
-        // SAFETY: valid fds; removing a registered socket.
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: both descriptors are open (the poller thread owns the epoll
+        // one until it returns) and `ev` is a valid event (ignored for DEL).
         unsafe {
-            epoll_ctl(ep, EPOLL_CTL_DEL, s.as_raw_fd(), &mut ev);
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, s.as_raw_fd(), &mut ev);
         }
         if !stop.load(Ordering::Acquire) {
             h.closed();

@@ -1,79 +1,65 @@
 //! The few operating-system calls the generator needs (Linux only): the
 //! open-file limit, CPU pinning, SIGTERM, and process figures from `/proc`.
-//! Declared by hand against the C library std already links, so the example
-//! needs no extra crate.
+//! The calls go through the `libc` crate.
 
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-#[repr(C)]
-struct RLimit {
-    cur: u64,
-    max: u64,
-}
-
-extern "C" {
-    fn getrlimit(resource: i32, rlim: *mut RLimit) -> i32;
-    fn setrlimit(resource: i32, rlim: *const RLimit) -> i32;
-    fn sched_setaffinity(pid: i32, cpusetsize: usize, mask: *const u64) -> i32;
-    fn kill(pid: i32, sig: i32) -> i32;
-    fn sysconf(name: i32) -> i64;
-    fn sync();
-}
-
-const RLIMIT_NOFILE: i32 = 7;
-const SIGTERM: i32 = 15;
-const SC_CLK_TCK: i32 = 2;
-
 /// Raises the soft open-file limit to the hard one (10,000 clients need
 /// 10,000 sockets on each side); child processes inherit it. Returns the
 /// limit now in force.
 pub fn raise_nofile() -> u64 {
-    let mut r = RLimit { cur: 0, max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `r` is a valid, writable rlimit for the duration of the call.
-    if unsafe { getrlimit(RLIMIT_NOFILE, &mut r) } != 0 {
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return 0;
     }
-    let want = RLimit {
-        cur: r.max,
-        max: r.max,
+    let want = libc::rlimit {
+        rlim_cur: r.rlim_max,
+        rlim_max: r.rlim_max,
     };
     // SAFETY: `want` is a valid rlimit; the call only reads it.
-    if unsafe { setrlimit(RLIMIT_NOFILE, &want) } == 0 {
-        r.max
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+        r.rlim_max
     } else {
-        r.cur
+        r.rlim_cur
     }
 }
 
 /// Pins the calling thread (and every thread and child process it starts
 /// afterwards) to one CPU. False when the kernel refused.
 pub fn pin_current_thread(cpu: usize) -> bool {
-    let mut mask = [0u64; 16];
-    if cpu >= 64 * mask.len() {
+    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
         return false;
     }
-    mask[cpu / 64] = 1 << (cpu % 64);
-    // SAFETY: the mask is 128 readable bytes, as the size says; pid 0 is this thread.
-    unsafe { sched_setaffinity(0, std::mem::size_of_val(&mask), mask.as_ptr()) == 0 }
+    // SAFETY: `cpu` is within the set (checked above); CPU_SET only writes that bit.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0 }
 }
 
 /// Sends SIGTERM to a process this program started (by its id, never by name).
 pub fn terminate(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: plain syscall on a pid we own; an error (already gone) is fine.
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill takes no pointers; the pid is one of our children, and
+        // an error (it is already gone) is harmless.
         unsafe {
-            kill(pid, SIGTERM);
+            libc::kill(pid, libc::SIGTERM);
         }
     }
 }
 
 /// Clock ticks per second for the CPU times in `/proc/<pid>/stat`.
 pub fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let t = unsafe { sysconf(SC_CLK_TCK) };
+    // SAFETY: sysconf takes no pointers and has no side effects.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {
         t as f64
     } else {
@@ -218,6 +204,6 @@ pub fn machine() -> Vec<(String, String)> {
 /// Writes every dirty page to disk and waits for it (`sync`), so that a
 /// timed transfer does not pay for the writeback of the one before it.
 pub fn sync_disks() {
-    // SAFETY: no arguments, no memory; sync() cannot fail.
-    unsafe { sync() }
+    // SAFETY: sync takes no arguments, touches no memory of ours and cannot fail.
+    unsafe { libc::sync() }
 }
