@@ -88,6 +88,28 @@ pub trait Encode {
     }
 }
 
+/// The whole length (header included) of the frame at the start of `buf`,
+/// read from its length header alone: `Ok(None)` while fewer than
+/// [`HEADER_LEN`] bytes are there, and the error a [`Decoder`] with this
+/// limit fails with for an empty or oversize frame. For a reader that
+/// parses frames in place (for instance one that only counts deliveries)
+/// instead of feeding a [`Decoder`]: it then hands each whole frame, after
+/// the header, to [`Decode::decode_frame`].
+#[inline]
+pub fn frame_len(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeError> {
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    match BigEndian::read_u32(header) {
+        0 => Err(DecodeError::EmptyFrame),
+        len if len > max_frame => Err(DecodeError::FrameTooLarge {
+            size: len,
+            max: max_frame,
+        }),
+        len => Ok(Some(HEADER_LEN + len as usize)),
+    }
+}
+
 /// A message that can be read from a frame (what the [`Decoder`] yields).
 pub trait Decode: Sized {
     /// Decodes one frame's contents (type byte and body, without the length header).

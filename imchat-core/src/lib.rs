@@ -101,7 +101,7 @@ mod socket;
 mod transfer;
 mod transport;
 
-pub use codec::{encode_chunk, types, Decode, Decoder, Encode, HEADER_LEN};
+pub use codec::{encode_chunk, frame_len, types, Decode, Decoder, Encode, HEADER_LEN};
 pub use command::{Command, CommandError, Mode, HELP};
 pub use display::inert;
 pub use error::{DecodeError, NameError, TransferError, TransportError, UsageError};

@@ -1294,3 +1294,21 @@ fn a_recycled_buffer_receives_the_next_large_chunk() {
     };
     assert_eq!(c.data.as_ptr(), ptr, "the recycled buffer was used");
 }
+
+#[test]
+fn frame_len_reads_the_header_alone_and_refuses_what_the_decoder_refuses() {
+    // Ping(7): length 9, type 0x83, u64 7.
+    let ping = hex("00000009 83 0000000000000007");
+    for cut in 0..HEADER_LEN {
+        assert_eq!(frame_len(&ping[..cut], DEFAULT_MAX_FRAME), Ok(None));
+    }
+    for cut in HEADER_LEN..=ping.len() {
+        assert_eq!(frame_len(&ping[..cut], DEFAULT_MAX_FRAME), Ok(Some(13)));
+    }
+    assert_eq!(frame_len(&ping, 9), Ok(Some(13)));
+    for (bytes, max) in [(hex("00000000"), DEFAULT_MAX_FRAME), (ping.clone(), 8)] {
+        let mut dec = Decoder::<ServerMessage>::new(max);
+        dec.feed(&bytes);
+        assert_eq!(frame_len(&bytes, max), Err(dec.next_message().unwrap_err()));
+    }
+}
