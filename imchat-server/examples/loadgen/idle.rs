@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::room::now_ns;
 use crate::sys;
-use crate::wire::{self, Kind, RecvBuf};
+use crate::wire::{self, Kind, Member};
 
 /// Threads that connect clients in parallel.
 const CONNECTORS: usize = 4;
@@ -50,7 +50,7 @@ pub fn run(
     thread::sleep(Duration::from_millis(300));
     let fresh = sys::rss_kib(pid).ok_or("cannot read the server's RSS")? as f64;
 
-    let (tx, rx) = mpsc::channel::<TcpStream>();
+    let (tx, rx) = mpsc::channel::<Member>();
     let stop = Arc::new(AtomicBool::new(false));
     let last_data = Arc::new(AtomicU64::new(now_ns()));
     let closed = Arc::new(AtomicUsize::new(0));
@@ -59,14 +59,14 @@ pub fn run(
         thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(move || {
-                let mut socks: Vec<(TcpStream, RecvBuf, bool)> = Vec::new();
+                let mut socks: Vec<(Member, bool)> = Vec::new();
                 loop {
-                    while let Ok(s) = rx.try_recv() {
-                        socks.push((s, RecvBuf::new(4096), true));
+                    while let Ok(m) = rx.try_recv() {
+                        socks.push((m, true));
                     }
                     let mut any = false;
-                    for (s, rb, open) in socks.iter_mut().filter(|(_, _, o)| *o) {
-                        match wire::idle_pump(kind, s, rb) {
+                    for (m, open) in socks.iter_mut().filter(|(_, o)| *o) {
+                        match wire::idle_pump(kind, &mut m.stream, &mut m.rb) {
                             Ok((true, got)) => any |= got,
                             Ok((false, _)) | Err(_) => {
                                 *open = false;
@@ -77,7 +77,7 @@ pub fn run(
                     if any {
                         last_data.store(now_ns(), Ordering::Relaxed);
                     } else if stop.load(Ordering::Acquire) {
-                        return socks.into_iter().map(|(s, _, _)| s).collect::<Vec<_>>();
+                        return socks.into_iter().map(|(m, _)| m.stream).collect::<Vec<_>>();
                     } else {
                         thread::sleep(Duration::from_millis(5));
                     }
@@ -120,7 +120,7 @@ pub fn run(
                             }
                         };
                         connected.fetch_add(1, Ordering::Relaxed);
-                        if tx.send(m.stream).is_err() {
+                        if tx.send(m).is_err() {
                             break;
                         }
                     }

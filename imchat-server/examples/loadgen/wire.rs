@@ -1,17 +1,20 @@
 //! The two protocols the generator speaks: imchat (through imchat-core's
-//! encoder and decoder) and Redis pub/sub (RESP, by hand). Both sides get
-//! the same shape: a member joins the room and reads chat payloads; a
-//! publisher writes payloads. The hot receive path parses frames in place
-//! without allocating, for imchat and RESP alike, so the generator costs the
-//! same per delivery whichever server it measures.
+//! codec) and Redis pub/sub (RESP, by hand). Both sides get the same shape:
+//! a member joins the room and reads chat payloads; a publisher writes
+//! payloads. The hot receive path works on frames in place in the receive
+//! buffer and allocates nothing per delivery, for imchat and RESP alike, so
+//! the generator costs about the same per delivery whichever server it
+//! measures. (Feeding a `Decoder` would copy every byte once more, and
+//! decoding each delivery into a `ServerMessage` would allocate the sender's
+//! name and the text: several times the cost of the rest of the loop.)
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use imchat_core::{
-    types, ClientMessage, Decode, Encode, Recipient, ServerMessage, Username, HEADER_LEN,
-    PROTOCOL_VERSION,
+    frame_len, types, ChatKind, ClientMessage, Decode, Encode, Recipient, ServerMessage, Username,
+    DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 
 /// Bytes of every chat text the generator sends.
@@ -136,45 +139,61 @@ enum Parsed {
         start: usize,
         end: usize,
     },
-    /// Something else; `len` bytes consumed.
+    /// Any other imchat frame, decoded; `len` bytes consumed. (Boxed: the
+    /// rare frames pay for an allocation, the deliveries do not for moving
+    /// a large value.)
+    Message { len: usize, msg: Box<ServerMessage> },
+    /// Any other RESP message; `len` bytes consumed.
     Other { len: usize },
 }
 
-fn imchat_parse(d: &[u8]) -> io::Result<Parsed> {
-    if d.len() < HEADER_LEN {
-        return Ok(Parsed::More(HEADER_LEN));
+/// Where the text of a `ServerMessage::Chat` frame (type byte and body) is
+/// when it is [`PAYLOAD_LEN`] bytes long, as every text the generator sends.
+/// The layout (docs/PROTOCOL.md): type, message id (u64), time (u64),
+/// sender name (u8 length, bytes), private flag (u8), kind (u8, 0 for
+/// text), text (u32 length, bytes). `None` for anything else, which is then
+/// decoded in full.
+fn chat_text(frame: &[u8]) -> Option<std::ops::Range<usize>> {
+    const NAME_LEN_AT: usize = 1 + 8 + 8;
+    const LEN: [u8; 4] = (PAYLOAD_LEN as u32).to_be_bytes();
+    if frame.first() != Some(&types::CHAT_FROM) {
+        return None;
     }
-    let flen = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize;
-    let len = HEADER_LEN + flen;
+    let kind_at = NAME_LEN_AT + 1 + usize::from(*frame.get(NAME_LEN_AT)?) + 1;
+    let at = kind_at + 1 + 4;
+    let exact = frame.len() == at + PAYLOAD_LEN && frame[kind_at] == 0;
+    (exact && frame[at - 4..at] == LEN).then_some(at..frame.len())
+}
+
+/// One imchat frame at the start of `d`: its boundary from imchat-core's
+/// [`frame_len`], the payload of a generator chat from [`chat_text`], and
+/// every other frame decoded by imchat-core.
+fn imchat_parse(d: &[u8]) -> io::Result<Parsed> {
+    let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    let Some(len) = frame_len(d, DEFAULT_MAX_FRAME).map_err(bad)? else {
+        return Ok(Parsed::More(HEADER_LEN));
+    };
     if d.len() < len {
         return Ok(Parsed::More(len));
     }
-    let f = &d[HEADER_LEN..len];
-    if f.first() == Some(&types::CHAT_FROM) && f.len() > 18 {
-        // type, id (u64), time (u64), from (u8 length + bytes), private (u8),
-        // kind (u8), text (u32 length + bytes)
-        let name = f[17] as usize;
-        let at = 18 + name + 2;
-        if f.len() >= at + 4 {
-            let tlen = u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]) as usize;
-            let s = HEADER_LEN + at + 4;
-            if s + tlen == len {
-                return Ok(Parsed::Chat {
-                    len,
-                    start: s,
-                    end: s + tlen,
-                });
-            }
-        }
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad chat frame"));
+    let frame = &d[HEADER_LEN..len];
+    if let Some(text) = chat_text(frame) {
+        return Ok(Parsed::Chat {
+            len,
+            start: HEADER_LEN + text.start,
+            end: HEADER_LEN + text.end,
+        });
     }
-    if f.first() == Some(&types::SHUTDOWN) {
-        return Err(io::Error::new(
+    match ServerMessage::decode_frame(frame).map_err(bad)? {
+        ServerMessage::Shutdown { .. } => Err(io::Error::new(
             io::ErrorKind::ConnectionAborted,
             "server shut down",
-        ));
+        )),
+        msg => Ok(Parsed::Message {
+            len,
+            msg: Box::new(msg),
+        }),
     }
-    Ok(Parsed::Other { len })
 }
 
 /// One RESP line starting at `at`: (its content end, the next position).
@@ -269,26 +288,21 @@ fn parse_all(
                     return Ok(None);
                 }
             }
-            Parsed::Other { len } => {
-                if let Some(v) = ping_value(kind, &rb.data()[..len]) {
-                    pings.push(v);
-                }
+            Parsed::Message { len, msg } => {
                 rb.start += len;
+                match *msg {
+                    ServerMessage::Ping(v) => pings.push(v),
+                    // A chat this generator did not write: decoded in full.
+                    ServerMessage::Chat { text, .. } if !on_chat(text.as_bytes()) => {
+                        return Ok(None);
+                    }
+                    _ => {}
+                }
             }
+            Parsed::Other { len } => rb.start += len,
         }
     }
     Ok(Some(0))
-}
-
-/// The value of an imchat keepalive ping, if `frame` is one.
-fn ping_value(kind: Kind, frame: &[u8]) -> Option<u64> {
-    if kind != Kind::Imchat || frame.get(HEADER_LEN) != Some(&types::PING) {
-        return None;
-    }
-    match ServerMessage::decode_frame(&frame[HEADER_LEN..]) {
-        Ok(ServerMessage::Ping(v)) => Some(v),
-        _ => None,
-    }
 }
 
 /// What [`pump`] left the socket as.
@@ -351,7 +365,11 @@ fn pump_frames<R: Read>(
 /// server's keepalive pings as a live client does (imchat pings a silent
 /// client after 30 s and drops it 30 s later). Returns (still open, got
 /// bytes).
-pub fn idle_pump(kind: Kind, s: &mut TcpStream, rb: &mut RecvBuf) -> io::Result<(bool, bool)> {
+pub fn idle_pump<S: Read + Write>(
+    kind: Kind,
+    s: &mut S,
+    rb: &mut RecvBuf,
+) -> io::Result<(bool, bool)> {
     let mut got = false;
     let mut need = 0;
     loop {
@@ -373,12 +391,12 @@ pub fn idle_pump(kind: Kind, s: &mut TcpStream, rb: &mut RecvBuf) -> io::Result<
                     need = n;
                     break;
                 }
-                Parsed::Chat { len, .. } => rb.start += len,
-                Parsed::Other { len } => {
-                    if let Some(v) = ping_value(kind, &rb.data()[..len]) {
+                Parsed::Chat { len, .. } | Parsed::Other { len } => rb.start += len,
+                Parsed::Message { len, msg } => {
+                    rb.start += len;
+                    if let ServerMessage::Ping(v) = *msg {
                         s.write_all(&ClientMessage::Pong(v).to_frame())?;
                     }
-                    rb.start += len;
                 }
             }
         }
@@ -419,14 +437,10 @@ pub fn join(kind: Kind, addr: SocketAddr, name: &str, buf: usize) -> io::Result<
                             need = n;
                             break;
                         }
-                        Parsed::Chat { len, .. } => rb.start += len,
-                        Parsed::Other { len } => {
-                            let frame = &rb.data()[HEADER_LEN..len];
-                            let msg = ServerMessage::decode_frame(frame).map_err(|e| {
-                                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-                            })?;
+                        Parsed::Chat { len, .. } | Parsed::Other { len } => rb.start += len,
+                        Parsed::Message { len, msg } => {
                             rb.start += len;
-                            match msg {
+                            match *msg {
                                 ServerMessage::Welcome { .. } => {
                                     stream.set_read_timeout(None)?;
                                     return Ok(Member { stream, rb });
@@ -450,7 +464,9 @@ pub fn join(kind: Kind, addr: SocketAddr, name: &str, buf: usize) -> io::Result<
                 }
                 match redis_parse(rb.data())? {
                     Parsed::More(n) => need = n,
-                    Parsed::Chat { len, .. } | Parsed::Other { len } => {
+                    Parsed::Chat { len, .. }
+                    | Parsed::Other { len }
+                    | Parsed::Message { len, .. } => {
                         rb.start += len;
                         stream.set_read_timeout(None)?;
                         return Ok(Member { stream, rb });
@@ -469,7 +485,7 @@ pub fn push_frame(kind: Kind, out: &mut Vec<u8>, p: &[u8]) {
             let text = std::str::from_utf8(p).unwrap_or_default().to_string();
             ClientMessage::Chat {
                 to: Recipient::Everyone,
-                kind: imchat_core::ChatKind::Text,
+                kind: ChatKind::Text,
                 text,
             }
             .encode(out);
@@ -508,6 +524,7 @@ pub fn publisher(kind: Kind, addr: SocketAddr, member: &TcpStream) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imchat_core::{MessageId, Timestamp};
 
     #[test]
     fn payload_round_trips() {
@@ -540,32 +557,111 @@ mod tests {
         }
     }
 
+    fn chat(from: &str, private: bool, text: &[u8]) -> ServerMessage {
+        ServerMessage::Chat {
+            id: MessageId(u64::MAX - 1),
+            time: Timestamp(1_700_000_000_000),
+            from: Username::new(from).unwrap(),
+            private,
+            kind: ChatKind::Text,
+            text: String::from_utf8(text.to_vec()).unwrap(),
+        }
+    }
+
     #[test]
-    fn a_pumped_receiver_answers_keepalive_pings_and_still_gets_chat() {
-        let mut input = ServerMessage::Ping(42).to_frame();
-        input.extend(
-            ServerMessage::Chat {
-                id: imchat_core::MessageId(1),
-                time: imchat_core::Timestamp(0),
-                from: Username::new("s0").unwrap(),
-                private: false,
-                kind: imchat_core::ChatKind::Text,
-                text: "hello".into(),
+    fn a_generator_chat_is_found_in_place_in_the_codecs_frame() {
+        let p = payload(3, 9, 77);
+        for (from, private) in [("m3", false), ("a-much-longer-sender-name", true)] {
+            let f = chat(from, private, &p).to_frame();
+            match imchat_parse(&f).unwrap() {
+                Parsed::Chat { len, start, end } => {
+                    assert_eq!((len, &f[start..end]), (f.len(), &p[..]), "{from}")
+                }
+                _ => panic!("{from}: not found in place"),
             }
-            .to_frame(),
-        );
+        }
+    }
+
+    #[test]
+    fn other_frames_and_other_chat_lengths_are_decoded_in_full() {
+        let short = chat("m1", false, b"hello");
+        let long = chat("m1", false, &[b'y'; PAYLOAD_LEN + 1]);
+        let mut action = chat("m1", false, &payload(1, 1, 1));
+        if let ServerMessage::Chat { kind, .. } = &mut action {
+            *kind = ChatKind::Action;
+        }
+        for m in [short, long, action, ServerMessage::Ping(5)] {
+            let f = m.to_frame();
+            match imchat_parse(&f).unwrap() {
+                Parsed::Message { len, msg } => assert_eq!((len, *msg), (f.len(), m)),
+                _ => panic!("{m:?} was not decoded"),
+            }
+        }
+    }
+
+    fn pumped(input: Vec<u8>, buf: usize) -> (io::Result<Pumped>, Vec<Vec<u8>>, Vec<u8>) {
         let mut sock = Fake {
             input: io::Cursor::new(input),
             output: Vec::new(),
         };
         let mut chats = Vec::new();
-        let mut rb = RecvBuf::new(4096);
+        let mut rb = RecvBuf::new(buf);
         let r = pump(Kind::Imchat, &mut sock, &mut rb, |p| {
             chats.push(p.to_vec());
             true
         });
+        (r, chats, sock.output)
+    }
+
+    #[test]
+    fn a_pumped_receiver_answers_keepalive_pings_and_still_gets_chat() {
+        let p = payload(1, 2, 3);
+        let mut input = ServerMessage::Ping(42).to_frame();
+        input.extend(chat("s0", false, b"hello").to_frame());
+        input.extend(chat("s0", false, &p).to_frame());
+        let (r, chats, out) = pumped(input, 4096);
         assert_eq!(r.unwrap(), Pumped::Open);
-        assert_eq!(chats, [b"hello".to_vec()]);
-        assert_eq!(sock.output, ClientMessage::Pong(42).to_frame());
+        assert_eq!(chats, [b"hello".to_vec(), p.to_vec()]);
+        assert_eq!(out, ClientMessage::Pong(42).to_frame());
+    }
+
+    #[test]
+    fn frames_that_span_many_buffer_fills_arrive_whole_and_in_order() {
+        let sent: Vec<_> = (1..=200).map(|seq| payload(4, seq, seq * 10)).collect();
+        let mut input = Vec::new();
+        for p in &sent {
+            input.extend(chat("m4", false, p).to_frame());
+        }
+        // 4,096-byte fills over 15 KiB: frames cut at every fill boundary.
+        let (r, chats, _) = pumped(input, 4096);
+        assert_eq!(r.unwrap(), Pumped::Open);
+        assert_eq!(chats, sent.iter().map(|p| p.to_vec()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_shutdown_or_a_broken_stream_ends_the_pump_with_an_error() {
+        let bye = ServerMessage::Shutdown {
+            reason: "bye".into(),
+        };
+        let (r, _, _) = pumped(bye.to_frame(), 4096);
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        let (r, _, _) = pumped(vec![0, 0, 0, 0], 4096);
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn an_idle_client_answers_pings_and_says_it_got_bytes() {
+        let mut input = chat("m0", false, &payload(0, 1, 1)).to_frame();
+        input.extend(ServerMessage::Ping(7).to_frame());
+        let mut sock = Fake {
+            input: io::Cursor::new(input),
+            output: Vec::new(),
+        };
+        let mut rb = RecvBuf::new(4096);
+        let r = idle_pump(Kind::Imchat, &mut sock, &mut rb);
+        assert_eq!(r.unwrap(), (true, true));
+        assert_eq!(sock.output, ClientMessage::Pong(7).to_frame());
+        let again = idle_pump(Kind::Imchat, &mut sock, &mut rb);
+        assert_eq!(again.unwrap(), (true, false));
     }
 }
