@@ -74,14 +74,18 @@
 //! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
 //! assert_eq!(
 //!     alice.poll_event(),
-//!     Some(ClientEvent::Welcome { username: Username::new("alice").unwrap(), text: "Welcome, alice!".into() })
+//!     Some(ClientEvent::Welcome {
+//!         username: Username::new("alice").unwrap(),
+//!         text: "Welcome, alice!".into(),
+//!         limits: hub.server_limits(),
+//!     })
 //! );
 //!
 //! alice.send_text("hello bob").unwrap();
 //! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
 //! let mut got = None;
 //! while let Some(e) = bob.poll_event() {
-//!     if let ClientEvent::Chat { from, private, text } = e {
+//!     if let ClientEvent::Chat { from, private, text, .. } = e {
 //!         got = Some((from.to_string(), private, text));
 //!     }
 //! }

@@ -126,7 +126,13 @@ impl Proc {
             .arg("--log-file")
             .arg(&o.log_file)
             .arg("--max-clients")
-            .arg(o.max_clients.to_string());
+            .arg(o.max_clients.to_string())
+            // Every client of the generator comes from 127.0.0.1, and a join
+            // storm has thousands of handshakes in flight: no caps on either.
+            .arg("--max-per-address")
+            .arg("0")
+            .arg("--max-pending")
+            .arg("0");
         if o.rate_off {
             cmd.arg("--rate-per-sec").arg("0");
         }
