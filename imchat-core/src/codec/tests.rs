@@ -48,8 +48,12 @@ fn drain<M: Decode>(dec: &mut Decoder<M>) -> Result<Vec<M>, DecodeError> {
 
 // CRC32/IEEE of b"abc" is 0x352441c2 (the standard check value of "abc").
 const ABC_CRC: u32 = 0x3524_41c2;
+// CRC32/IEEE of b"hello" (zlib.crc32(b"hello") == 0x3610a686).
+const HELLO_CRC: u32 = 0x3610_a686;
 
-/// One golden frame per `ClientMessage` variant: (name, message, frame).
+/// At least one golden frame per `ClientMessage` variant, and one per layout
+/// case docs/PROTOCOL.md shows: (name, message, frame). Every one must
+/// appear in the document (`protocol_md_examples_are_golden_frames`).
 fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
     vec![
         (
@@ -60,6 +64,17 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             },
             //   len      type version str8 "alice"
             hex("00000009 01   0002    05 616c696365"),
+        ),
+        (
+            // What a version-1 client sends: the Hello layout is the same
+            // in every version, so a server can always read the version.
+            "Hello",
+            ClientMessage::Hello {
+                version: 1,
+                username: user("alice"),
+            },
+            //   len      type version=1 str8 "alice"
+            hex("00000009 01   0001      05 616c696365"),
         ),
         (
             "Chat",
@@ -99,6 +114,16 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             hex("00000013 06   00000007 05 612e747874 0000000000000100"),
         ),
         (
+            "Download",
+            ClientMessage::Download {
+                id: TransferId(7),
+                name: file("a.txt"),
+                offset: 0,
+            },
+            //   len      type id       str8 "a.txt"   offset=0 (a new download)
+            hex("00000013 06   00000007 05 612e747874 0000000000000000"),
+        ),
+        (
             "Ack",
             ClientMessage::Ack {
                 id: TransferId(7),
@@ -106,6 +131,15 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             },
             //   len      type id       offset
             hex("0000000d 09   00000007 0000000000040000"),
+        ),
+        (
+            "Ack",
+            ClientMessage::Ack {
+                id: TransferId(7),
+                offset: 5,
+            },
+            //   len      type id       offset=5 (all of a 5-byte file)
+            hex("0000000d 09   00000007 0000000000000005"),
         ),
         (
             "Offer",
@@ -154,6 +188,12 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             hex("00000009 84 000000000000002a"),
         ),
         (
+            "Pong",
+            ClientMessage::Pong(7),
+            //   len      type value (the server's Ping(7) echoed)
+            hex("00000009 84   0000000000000007"),
+        ),
+        (
             "Quit",
             ClientMessage::Quit {
                 reason: "bye".into(),
@@ -161,10 +201,19 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             //   len      type str32 "bye"
             hex("00000008 08   00000003 627965"),
         ),
+        (
+            "Quit",
+            ClientMessage::Quit {
+                reason: String::new(),
+            },
+            //   len      type str32 "" (no parting text)
+            hex("00000005 08   00000000"),
+        ),
     ]
 }
 
-/// One golden frame per `ServerMessage` variant: (name, message, frame).
+/// At least one golden frame per `ServerMessage` variant, and one per layout
+/// case docs/PROTOCOL.md shows: (name, message, frame).
 fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
     vec![
         (
@@ -203,6 +252,25 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             hex("0000000e 42   0003 0002    00000005 74616b656e"),
         ),
         (
+            // The answer to a version-1 Hello, with the reference server's text.
+            "Refused",
+            ServerMessage::Refused {
+                code: RefuseCode::VERSION_MISMATCH,
+                reason: "protocol version 1 is not supported; this server speaks version 2"
+                    .into(),
+                version: 2,
+            },
+            hex(&[
+                //  len      type code=1 version=2 str32 of 65 bytes:
+                "0000004a 42   0001   0002      00000041",
+                // "protocol version 1 is not supported; "
+                "70726f746f636f6c2076657273696f6e2031206973206e6f7420737570706f727465643b20",
+                // "this server speaks version 2"
+                "746869732073657276657220737065616b732076657273696f6e2032",
+            ]
+            .concat()),
+        ),
+        (
             "Chat",
             ServerMessage::Chat {
                 id: MessageId(5),
@@ -221,6 +289,24 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             .concat()),
         ),
         (
+            "Chat",
+            ServerMessage::Chat {
+                id: MessageId(6),
+                time: Timestamp(1_700_000_000_250),
+                from: user("bob"),
+                private: false,
+                kind: ChatKind::Action,
+                text: "waves".into(),
+            },
+            hex(&[
+                //  len      type id               time (250 ms after id 5's)
+                "00000020 43   0000000000000006 0000018bcfe568fa",
+                //  str8 "bob" private=no kind=action str32 "waves"
+                "03 626f62  00         01          00000005 7761766573",
+            ]
+            .concat()),
+        ),
+        (
             "Joined",
             ServerMessage::Joined { user: user("bob") },
             hex("00000005 44 03 626f62"),
@@ -234,6 +320,16 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             },
             //   len      type str8 "bob" reason=quit str32 "bye"
             hex("0000000d 45   03 626f62  00          00000003 627965"),
+        ),
+        (
+            "Left",
+            ServerMessage::Left {
+                user: user("bob"),
+                reason: LeaveReason::TIMEOUT,
+                text: String::new(),
+            },
+            //   len      type str8 "bob" reason=timeout str32 ""
+            hex("0000000a 45   03 626f62  02             00000000"),
         ),
         (
             "Who",
@@ -261,6 +357,27 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             hex("00000014 48   01   00000001 05 612e747874 0000000000000005"),
         ),
         (
+            "FileList",
+            ServerMessage::FileList {
+                files: vec![FileEntry {
+                    name: file("b.txt"),
+                    size: 1024,
+                }],
+                last: false,
+            },
+            //   len      type last=no count    str8 "b.txt"  size
+            hex("00000014 48   00      00000001 05 622e747874 0000000000000400"),
+        ),
+        (
+            "FileList",
+            ServerMessage::FileList {
+                files: Vec::new(),
+                last: true,
+            },
+            //   len      type last count=0 (an empty folder)
+            hex("00000006 48   01   00000000"),
+        ),
+        (
             "FileStart",
             ServerMessage::FileStart {
                 id: TransferId(7),
@@ -286,16 +403,18 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "Chunk",
-            ServerMessage::Chunk(FileChunk::new(TransferId(7), 0, b"abc".to_vec())),
-            hex("00000018 80 00000007 0000000000000000 352441c2 00000003 616263"),
+            ServerMessage::Chunk(FileChunk::new(TransferId(7), 0, b"hello".to_vec())),
+            //   len      type id       offset           crc32("hello") len      data "hello"
+            hex("0000001a 80   00000007 0000000000000000 3610a686       00000005 68656c6c6f"),
         ),
         (
             "End",
             ServerMessage::End(FileEnd {
                 id: TransferId(7),
-                crc: ABC_CRC,
+                crc: HELLO_CRC,
             }),
-            hex("00000009 81 00000007 352441c2"),
+            //   len      type id       crc32("hello"), the whole file
+            hex("00000009 81   00000007 3610a686"),
         ),
         (
             "Cancel",
@@ -323,6 +442,15 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             },
             //   len      type code str32 "no"
             hex("00000009 4b   0002 00000002 6e6f"),
+        ),
+        (
+            "Error",
+            ServerMessage::Error {
+                code: ErrorCode::TIMEOUT,
+                text: "no answer to keepalive".into(),
+            },
+            //   len      type code=6 str32 "no answer to keepalive"
+            hex("0000001d 4b   0006   00000016 6e6f20616e7377657220746f206b656570616c697665"),
         ),
         (
             "Ping",
@@ -1025,7 +1153,11 @@ fn encode_chunk_equals_encoding_a_file_chunk() {
     // And the CRC it computes is the one in the golden frame.
     let mut out = Vec::new();
     encode_chunk(&mut out, TransferId(9), 0, b"abc");
-    assert_eq!(out, client_goldens()[9].2);
+    let golden = client_goldens()
+        .into_iter()
+        .find(|(name, _, _)| *name == "Chunk")
+        .expect("a Chunk golden");
+    assert_eq!(out, golden.2);
 }
 
 #[test]
@@ -1145,33 +1277,75 @@ fn compaction_keeps_a_partial_frame_intact() {
     assert_eq!(dec.next_message(), Ok(Some(chunk)));
 }
 
+/// The hex blocks of docs/PROTOCOL.md, as bytes with the block's text.
+fn protocol_md_examples(doc: &str) -> Vec<(Vec<u8>, &str)> {
+    doc.split("```hex\n")
+        .skip(1)
+        .map(|rest| {
+            let block = rest.split("```").next().unwrap_or_default();
+            (hex(block), block.trim())
+        })
+        .collect()
+}
+
+/// Whether the document has a layout heading (`#### ...`) naming message
+/// type `ty` (as `` `0x43` ``) and the variant `name`.
+fn has_layout_heading(doc: &str, ty: u8, name: &str) -> bool {
+    let tag = format!("`0x{ty:02x}`");
+    doc.lines()
+        .any(|l| l.starts_with("#### ") && l.contains(&tag) && l.contains(name))
+}
+
 #[test]
 fn protocol_md_examples_are_golden_frames() {
-    // docs/PROTOCOL.md shows some golden frames as hex blocks; each must
-    // still be one, so the document cannot drift from the codec.
+    // docs/PROTOCOL.md and the codec cannot drift apart: every hex block in
+    // the document is a golden frame, every golden frame (so every variant
+    // of both directions, and every layout case the goldens pin down) is
+    // shown in the document, under a layout heading with its type byte and
+    // name, and the title names the version the code speaks.
     let doc = include_str!("../../../docs/PROTOCOL.md");
-    let goldens: Vec<Vec<u8>> = client_goldens()
+    let goldens: Vec<(&str, &str, Vec<u8>)> = client_goldens()
         .into_iter()
-        .map(|(_, _, b)| b)
-        .chain(server_goldens().into_iter().map(|(_, _, b)| b))
+        .map(|(name, _, b)| ("client", name, b))
+        .chain(
+            server_goldens()
+                .into_iter()
+                .map(|(name, _, b)| ("server", name, b)),
+        )
         .collect();
-    let blocks: Vec<&str> = doc
-        .split("```hex\n")
-        .skip(1)
-        .map(|rest| rest.split("```").next().unwrap_or_default())
-        .collect();
-    assert!(
-        blocks.len() >= 4,
-        "PROTOCOL.md shows {} examples",
-        blocks.len()
-    );
-    for block in blocks {
-        let bytes = hex(block);
-        assert!(
-            goldens.contains(&bytes),
-            "PROTOCOL.md example is not a golden frame: {block}"
-        );
+    let examples = protocol_md_examples(doc);
+    let mut problems = Vec::new();
+
+    let title = doc.lines().next().unwrap_or_default();
+    if !title.ends_with(&format!("version {PROTOCOL_VERSION}")) {
+        problems.push(format!(
+            "the title does not name version {PROTOCOL_VERSION}: {title:?}"
+        ));
     }
+    for (bytes, block) in &examples {
+        if !goldens.iter().any(|(_, _, g)| g == bytes) {
+            problems.push(format!("example is not a golden frame: {block}"));
+        }
+    }
+    for (dir, name, bytes) in &goldens {
+        if !examples.iter().any(|(b, _)| b == bytes) {
+            let shown: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            problems.push(format!(
+                "no example of the {dir} {name} golden frame {shown}"
+            ));
+        }
+        if !has_layout_heading(doc, bytes[HEADER_LEN], name) {
+            problems.push(format!(
+                "no layout heading for the {dir} {name} (type 0x{:02x})",
+                bytes[HEADER_LEN]
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/PROTOCOL.md is out of step with the codec:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
