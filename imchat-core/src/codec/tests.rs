@@ -1486,3 +1486,66 @@ fn frame_len_reads_the_header_alone_and_refuses_what_the_decoder_refuses() {
         assert_eq!(frame_len(&bytes, max), Err(dec.next_message().unwrap_err()));
     }
 }
+
+// ---------------------------------------------------------------------------
+// The fuzz corpus is seeded from the golden frames.
+
+fn corpus_dir(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Seed files for the golden frames: (target, file name, bytes).
+fn golden_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    let mut add = |dir: &'static str, side: &str, goldens: Vec<(&str, Vec<u8>)>| {
+        for (i, (name, bytes)) in goldens.into_iter().enumerate() {
+            let file = format!("v{PROTOCOL_VERSION}_{side}_{i:02}_{}", name.to_lowercase());
+            seeds.push((dir, file.clone(), bytes.clone()));
+            seeds.push(("roundtrip", file, bytes));
+        }
+    };
+    add(
+        "decode_client",
+        "client",
+        client_goldens()
+            .into_iter()
+            .map(|(n, _, b)| (n, b))
+            .collect(),
+    );
+    add(
+        "decode_server",
+        "server",
+        server_goldens()
+            .into_iter()
+            .map(|(n, _, b)| (n, b))
+            .collect(),
+    );
+    seeds
+}
+
+#[test]
+fn the_fuzz_corpus_holds_every_golden_frame() {
+    let mut missing = Vec::new();
+    for (target, file, bytes) in golden_seeds() {
+        if std::fs::read(corpus_dir(target).join(&file)).ok() != Some(bytes) {
+            missing.push(format!("{target}/{file}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "fuzz seeds missing or stale (write them with `cargo test -p imchat-core --lib \
+         write_fuzz_seeds -- --ignored`): {missing:?}"
+    );
+}
+
+/// Writes the golden frames into the fuzz corpus (run by hand after a
+/// golden frame changes).
+#[test]
+#[ignore = "writes files: run by hand to refresh the fuzz seeds"]
+fn write_fuzz_seeds() {
+    for (target, file, bytes) in golden_seeds() {
+        std::fs::write(corpus_dir(target).join(file), bytes).unwrap();
+    }
+}
