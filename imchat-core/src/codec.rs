@@ -188,6 +188,8 @@ fn put_limits(out: &mut Vec<u8>, l: &ServerLimits) {
     put_u32(out, l.max_text);
     put_u32(out, l.rate_burst);
     put_u32(out, l.rate_per_sec);
+    put_u32(out, l.rate_burst_bytes);
+    put_u32(out, l.rate_bytes_per_sec);
     put_u32(out, l.max_transfers);
     put_u64(out, l.max_push_size);
 }
@@ -474,6 +476,8 @@ impl<'a> Fields<'a> {
             max_text: self.u32()?,
             rate_burst: self.u32()?,
             rate_per_sec: self.u32()?,
+            rate_burst_bytes: self.u32()?,
+            rate_bytes_per_sec: self.u32()?,
             max_transfers: self.u32()?,
             max_push_size: self.u64()?,
         })

@@ -46,6 +46,12 @@ pub const DEFAULT_MAX_OUTBOUND: usize = 4 * 1024 * 1024;
 pub const DEFAULT_RATE_BURST: u32 = 100;
 /// Sustained chat messages per second a client may send: 50.
 pub const DEFAULT_RATE_PER_SEC: u32 = 50;
+/// Bytes of chat text a client may send in one burst: 1 MiB. With the
+/// default queue of 4 MiB, what one sender may legally send at once always
+/// fits in every reader's queue ([`Limits::validate`] checks it).
+pub const DEFAULT_RATE_BURST_BYTES: u32 = 1024 * 1024;
+/// Bytes of chat text per second a client may send, sustained: 1 MiB.
+pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 1024 * 1024;
 /// How long a client may keep flooding above the rate before it is disconnected: 10 s.
 pub const DEFAULT_FLOOD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfers (downloads plus pushes, each direction) one client may have running at once: 8.
@@ -93,6 +99,19 @@ pub enum LimitsError {
         /// The frame limit.
         max_frame: u32,
     },
+    /// The chat burst in bytes cannot hold one longest message, or does not
+    /// fit in a reader's queue beside one frame.
+    #[error("rate_burst_bytes {rate_burst_bytes} must be at least max_text ({max_text}) and, with max_frame ({max_frame}), at most max_outbound ({max_outbound})")]
+    BurstBytes {
+        /// The burst in bytes.
+        rate_burst_bytes: u32,
+        /// The text limit.
+        max_text: usize,
+        /// The frame limit.
+        max_frame: u32,
+        /// The reader's queue.
+        max_outbound: usize,
+    },
     /// The handshake frame limit is below the largest valid `Hello` or above `max_frame`.
     #[error("max_handshake_frame must be between {MAX_HELLO_FRAME} and max_frame ({max_frame}), not {max_handshake_frame}")]
     HandshakeFrame {
@@ -117,10 +136,30 @@ impl Limits {
                 return Err(LimitsError::Zero { field });
             }
         }
-        if self.rate_per_sec > 0 && self.rate_burst == 0 {
-            return Err(LimitsError::Zero {
-                field: "rate_burst",
-            });
+        if self.rate_per_sec > 0 {
+            for (field, value) in [
+                ("rate_burst", self.rate_burst),
+                ("rate_burst_bytes", self.rate_burst_bytes),
+                ("rate_bytes_per_sec", self.rate_bytes_per_sec),
+            ] {
+                if value == 0 {
+                    return Err(LimitsError::Zero { field });
+                }
+            }
+            // A burst must hold one longest message, and what one sender may
+            // send at once, plus a frame already queued, must fit in every
+            // reader's queue: else a legal burst gets readers dropped.
+            let burst = self.rate_burst_bytes as usize;
+            if burst < self.max_text
+                || burst.saturating_add(self.max_frame as usize) > self.max_outbound
+            {
+                return Err(LimitsError::BurstBytes {
+                    rate_burst_bytes: self.rate_burst_bytes,
+                    max_text: self.max_text,
+                    max_frame: self.max_frame,
+                    max_outbound: self.max_outbound,
+                });
+            }
         }
         let frame = self.max_frame as usize;
         if self.chunk_size.saturating_add(CHUNK_FRAME_OVERHEAD) > frame {
@@ -176,8 +215,13 @@ pub struct Limits {
     pub max_outbound: usize,
     /// Chat burst size ([`DEFAULT_RATE_BURST`]).
     pub rate_burst: u32,
-    /// Sustained chat rate per second ([`DEFAULT_RATE_PER_SEC`]); 0 turns the rate limit off.
+    /// Sustained chat rate per second ([`DEFAULT_RATE_PER_SEC`]); 0 turns the
+    /// rate limit off (messages, bytes and requests).
     pub rate_per_sec: u32,
+    /// Chat text bytes in one burst ([`DEFAULT_RATE_BURST_BYTES`]).
+    pub rate_burst_bytes: u32,
+    /// Sustained chat text bytes per second ([`DEFAULT_RATE_BYTES_PER_SEC`]).
+    pub rate_bytes_per_sec: u32,
     /// Continuous flooding tolerated before disconnecting ([`DEFAULT_FLOOD_TIMEOUT`]).
     pub flood_timeout: Duration,
     /// Concurrent transfers per client ([`DEFAULT_MAX_TRANSFERS`]).
@@ -201,6 +245,8 @@ impl Default for Limits {
             max_outbound: DEFAULT_MAX_OUTBOUND,
             rate_burst: DEFAULT_RATE_BURST,
             rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst_bytes: DEFAULT_RATE_BURST_BYTES,
+            rate_bytes_per_sec: DEFAULT_RATE_BYTES_PER_SEC,
             flood_timeout: DEFAULT_FLOOD_TIMEOUT,
             max_transfers: DEFAULT_MAX_TRANSFERS,
         }
@@ -236,6 +282,30 @@ mod tests {
                 },
                 LimitsError::Zero {
                     field: "rate_burst",
+                },
+            ),
+            (
+                Limits {
+                    max_outbound: 1 << 20,
+                    ..d.clone()
+                },
+                LimitsError::BurstBytes {
+                    rate_burst_bytes: 1 << 20,
+                    max_text: 1 << 16,
+                    max_frame: 1 << 20,
+                    max_outbound: 1 << 20,
+                },
+            ),
+            (
+                Limits {
+                    rate_burst_bytes: 1000,
+                    ..d.clone()
+                },
+                LimitsError::BurstBytes {
+                    rate_burst_bytes: 1000,
+                    max_text: 1 << 16,
+                    max_frame: 1 << 20,
+                    max_outbound: 4 << 20,
                 },
             ),
             (

@@ -362,8 +362,13 @@ pub struct ServerLimits {
     pub max_text: u32,
     /// Chat messages a client may send in one burst.
     pub rate_burst: u32,
-    /// Chat messages per second a client may send, sustained (0: no limit).
+    /// Chat messages per second a client may send, sustained (0: no limit
+    /// on messages, bytes or requests).
     pub rate_per_sec: u32,
+    /// Bytes of chat text a client may send in one burst.
+    pub rate_burst_bytes: u32,
+    /// Bytes of chat text per second a client may send, sustained.
+    pub rate_bytes_per_sec: u32,
     /// Transfers (downloads plus pushes) a client may run at once.
     pub max_transfers: u32,
     /// Largest file a client may push.

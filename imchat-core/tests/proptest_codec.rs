@@ -121,25 +121,19 @@ fn kind() -> impl Strategy<Value = ChatKind> {
 
 fn server_limits() -> impl Strategy<Value = ServerLimits> {
     (
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u64>(),
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()),
     )
-        .prop_map(
-            |(max_frame, max_text, rate_burst, rate_per_sec, max_transfers, max_push_size)| {
-                ServerLimits {
-                    max_frame,
-                    max_text,
-                    rate_burst,
-                    rate_per_sec,
-                    max_transfers,
-                    max_push_size,
-                }
-            },
-        )
+        .prop_map(|((a, b, c, d), (e, f, g, h))| ServerLimits {
+            max_frame: a,
+            max_text: b,
+            rate_burst: c,
+            rate_per_sec: d,
+            rate_burst_bytes: e,
+            rate_bytes_per_sec: f,
+            max_transfers: g,
+            max_push_size: h,
+        })
 }
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {

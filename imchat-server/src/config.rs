@@ -12,7 +12,7 @@ use imchat_core::{
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME,
     DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING,
     DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS,
-    DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SEC,
+    DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES, DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC,
 };
 
 /// Longest timeout accepted (a year): later instants could overflow the clock.
@@ -79,6 +79,16 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_SEC)]
     rate_per_sec: u32,
 
+    /// Bytes of chat text a client may send in one burst (with --max-frame-bytes,
+    /// at most --max-queue-bytes: what one sender may send at once must fit in
+    /// every reader's queue).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RATE_BURST_BYTES, value_parser = size::<u32>)]
+    rate_burst_bytes: u32,
+
+    /// Sustained bytes of chat text per second per client.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RATE_BYTES_PER_SEC, value_parser = size::<u32>)]
+    rate_bytes_per_sec: u32,
+
     /// How long a client may keep sending above the rate before it is disconnected.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FLOOD_TIMEOUT.as_secs_f64())]
     flood_timeout_secs: f64,
@@ -106,6 +116,8 @@ impl Default for LimitArgs {
             max_queue_bytes: l.max_outbound,
             rate_burst: l.rate_burst,
             rate_per_sec: l.rate_per_sec,
+            rate_burst_bytes: l.rate_burst_bytes,
+            rate_bytes_per_sec: l.rate_bytes_per_sec,
             flood_timeout_secs: l.flood_timeout.as_secs_f64(),
             max_transfers: l.max_transfers,
         }
@@ -182,6 +194,8 @@ impl LimitArgs {
             max_outbound: a.max_queue_bytes,
             rate_burst: a.rate_burst,
             rate_per_sec: a.rate_per_sec,
+            rate_burst_bytes: a.rate_burst_bytes,
+            rate_bytes_per_sec: a.rate_bytes_per_sec,
             flood_timeout: secs("flood-timeout-secs", a.flood_timeout_secs)?,
             max_transfers: a.max_transfers,
         };
@@ -197,6 +211,8 @@ fn flag_words(e: &LimitsError) -> String {
         "chunk_size" => "--chunk-bytes",
         "max_transfers" => "--max-transfers",
         "rate_burst" => "--rate-burst",
+        "rate_burst_bytes" => "--rate-burst-bytes",
+        "rate_bytes_per_sec" => "--rate-bytes-per-sec",
         _ => "a limit",
     };
     match e {
@@ -224,6 +240,16 @@ fn flag_words(e: &LimitsError) -> String {
         } => format!(
             "--max-handshake-frame-bytes must be between {} and --max-frame-bytes ({max_frame}), not {max_handshake_frame}",
             imchat_core::MAX_HELLO_FRAME
+        ),
+        LimitsError::BurstBytes {
+            rate_burst_bytes,
+            max_text,
+            max_frame,
+            max_outbound,
+        } => format!(
+            "--rate-burst-bytes {rate_burst_bytes} must be at least --max-message-bytes ({max_text}), \
+             and with --max-frame-bytes ({max_frame}) at most --max-queue-bytes ({max_outbound}): \
+             what one sender may send at once must fit in every reader's queue"
         ),
         other => other.to_string(),
     }
@@ -437,9 +463,33 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_that_cannot_hold_a_legal_burst_is_refused() {
+        let err = LimitArgs {
+            max_queue_bytes: 65536,
+            ..LimitArgs::default()
+        }
+        .to_limits()
+        .unwrap_err();
+        for flag in [
+            "--rate-burst-bytes",
+            "--max-queue-bytes",
+            "--max-frame-bytes",
+        ] {
+            assert!(err.contains(flag), "{err}");
+        }
+        let fits = LimitArgs {
+            max_queue_bytes: 2 * 1024 * 1024,
+            ..LimitArgs::default()
+        };
+        assert!(fits.to_limits().is_ok());
+    }
+
+    #[test]
     fn a_queue_smaller_than_a_frame_is_allowed_with_a_warning() {
+        // Without a rate limit there is no burst to hold.
         let l = LimitArgs {
             max_queue_bytes: 65536,
+            rate_per_sec: 0,
             ..LimitArgs::default()
         }
         .to_limits()

@@ -1202,3 +1202,81 @@ fn the_log_is_capped_and_rotated_and_holds_texts_only_when_asked() {
     assert_eq!(log.matches("routed message").count(), 3, "{log}");
     assert!(!log.contains("xxxxxxxxxx"), "a text was logged: {log}");
 }
+
+#[test]
+fn a_legal_burst_of_long_messages_drops_no_reader() {
+    let srv = Server::start(&[]);
+    let mut talker = Raw::join(srv.addr, "talker");
+    // Ten readers, each on its own thread, reading as fast as they can.
+    let readers: Vec<_> = (0..10)
+        .map(|i| {
+            let mut r = Raw::join(srv.addr, &format!("reader{i}"));
+            thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let mut got = 0;
+                while got < 100 && Instant::now() < deadline {
+                    if !r.pump() {
+                        break;
+                    }
+                    for m in r.pending.drain(..) {
+                        match m {
+                            ServerMessage::Chat { .. } => got += 1,
+                            ServerMessage::Left { user, .. }
+                                if user.as_str().starts_with("reader") =>
+                            {
+                                panic!("{user} was dropped")
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (got, r)
+            })
+        })
+        .collect();
+    // 100 messages of 65,000 bytes: within the burst of 100 and the text
+    // limit, 6.2 MB in all, more than a reader's 4 MiB queue.
+    for i in 0..100 {
+        talker.send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: format!("{i:03}{}", "k".repeat(64_997)),
+        });
+    }
+    let mut kept = Vec::new();
+    for h in readers {
+        let (got, r) = h.join().unwrap();
+        assert_eq!(got, 100, "a reader missed messages");
+        kept.push(r);
+    }
+    // The talker was slowed, not cut off.
+    talker.send(&ClientMessage::Who);
+    talker.wait_for(|m| matches!(m, ServerMessage::Who { users } if users.len() == 11));
+}
+
+#[test]
+fn a_flood_of_file_list_requests_is_slowed() {
+    let srv = Server::start_with(&[], |shared| {
+        for i in 0..5000 {
+            std::fs::write(shared.join(format!("f{i:04}.txt")), b"x").unwrap();
+        }
+    });
+    let mut flooder = Raw::join(srv.addr, "flooder");
+    for _ in 0..300 {
+        flooder.send(&ClientMessage::ListFiles);
+    }
+    let start = Instant::now();
+    let mut lists = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        flooder.pump();
+        lists += flooder
+            .pending
+            .drain(..)
+            .filter(|m| matches!(m, ServerMessage::FileList { last: true, .. }))
+            .count();
+    }
+    // Each list of 5,000 files costs 51 of the 100-message burst, then the
+    // budget refills at 50 a second: a handful of lists in 2 s, not 300.
+    assert!((2..=6).contains(&lists), "{lists} lists in 2 s");
+    srv.assert_serving();
+}

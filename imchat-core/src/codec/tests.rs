@@ -227,15 +227,19 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
                     max_text: 0x1_0000,
                     rate_burst: 100,
                     rate_per_sec: 50,
+                    rate_burst_bytes: 0x10_0000,
+                    rate_bytes_per_sec: 0x10_0000,
                     max_transfers: 8,
                     max_push_size: 1 << 32,
                 },
             },
             hex(&[
                 //  len      type version str8 "alice"
-                "0000002b 41   0002    05 616c696365",
-                //  max_frame max_text burst    rate/s   transfers max_push_size
-                "00100000  00010000 00000064 00000032 00000008  0000000100000000",
+                "00000033 41   0002    05 616c696365",
+                //  max_frame max_text burst    rate/s   burst bytes bytes/s
+                "00100000  00010000 00000064 00000032 00100000    00100000",
+                //  transfers max_push_size
+                "00000008  0000000100000000",
                 //  str32 "hi"
                 "00000002 6869",
             ]

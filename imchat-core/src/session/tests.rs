@@ -1584,3 +1584,86 @@ fn one_address_has_a_cap_of_its_own() {
     hello(&mut hub, a5, "a5", now);
     assert!(answers(&mut hub).contains(&(a5, "welcome".into())));
 }
+
+// ---------------------------------------------------------------------------
+// The rate limit in bytes, and requests that cost in proportion to their work.
+
+#[test]
+fn a_burst_of_long_messages_is_slowed_by_its_bytes() {
+    let limits = Limits::default();
+    let mut hub = admission_hub(limits.clone());
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hello(&mut hub, c, "big", now);
+    let text = "k".repeat(65_000);
+    let chat = || ClientMessage::Chat {
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: text.clone(),
+    };
+    // 1 MiB of burst holds 16 such messages; the 17th puts the sender in debt.
+    for _ in 0..16 {
+        hub.handle_message(c, chat(), now);
+        assert_eq!(hub.throttle(c), None);
+    }
+    hub.handle_message(c, chat(), now);
+    let until = hub.throttle(c).expect("slowed by its bytes");
+    let wait = until - now;
+    let debt = 17.0 * 65_000.0 - f64::from(limits.rate_burst_bytes);
+    let expected = debt / f64::from(limits.rate_bytes_per_sec);
+    assert!((wait.as_secs_f64() - expected).abs() < 0.01, "{wait:?}");
+    // Read when told, a long script is slowed, not cut off.
+    let mut t = until;
+    for _ in 0..20 {
+        hub.handle_message(c, chat(), t);
+        t = hub.throttle(c).unwrap_or(t);
+    }
+    assert!(hub.is_joined(c));
+}
+
+#[test]
+fn a_long_file_list_costs_its_asker_rate_budget() {
+    let mut net = three();
+    net.files = (0..5_000)
+        .map(|i| FileEntry {
+            name: FileName::new(format!("f{i}")).unwrap(),
+            size: i,
+        })
+        .collect();
+    let alice = net.clients[0].0;
+    net.s(0).list_files().unwrap();
+    net.pump();
+    // 5,000 files cost 1 + 50 messages, past the burst of 100 after two asks.
+    assert_eq!(net.hub.throttle(alice), None);
+    net.s(0).list_files().unwrap();
+    net.pump();
+    assert!(
+        net.hub.throttle(alice).is_some(),
+        "two lists of 5,000 files"
+    );
+    // Bob, who asked for nothing, is not slowed.
+    assert_eq!(net.hub.throttle(net.clients[1].0), None);
+}
+
+#[test]
+fn who_and_pings_cost_rate_budget_too() {
+    let mut net = three();
+    let alice = net.clients[0].0;
+    for _ in 0..100 {
+        net.s(0).who().unwrap();
+    }
+    net.pump();
+    assert_eq!(
+        net.hub.throttle(alice),
+        None,
+        "a burst of 100 requests is allowed"
+    );
+    net.s(0).who().unwrap();
+    net.pump();
+    assert!(net.hub.throttle(alice).is_some());
+    let bob = net.clients[1].0;
+    for _ in 0..101 {
+        net.hub.handle_message(bob, ClientMessage::Ping(1), net.now);
+    }
+    assert!(net.hub.throttle(bob).is_some());
+}

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::rate::Cost;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::message::{ChatKind, ErrorCode, MessageId, Recipient, ServerMessage, Username};
 
@@ -27,7 +28,7 @@ impl Hub {
             self.error(client, ErrorCode::TEXT_TOO_LONG, msg);
             return;
         }
-        if self.rate(client, now) {
+        if self.rate(client, Cost::chat(text.len()), now) {
             return;
         }
         let (dest, target) = match to {

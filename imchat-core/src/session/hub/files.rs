@@ -1,6 +1,7 @@
 //! The shared folder: access, the list, and download requests (the
 //! server opens the file and streams it; the hub keeps the slots).
 
+use super::rate::Cost;
 use super::{ClientId, FilesRequest, Hub, HubEvent};
 use crate::message::{CancelCode, FileEntry, FileName, Origin, ServerMessage, TransferId};
 
@@ -52,9 +53,12 @@ impl Hub {
     /// Answers a [`HubEvent::FilesRequested`] with the shared folder's files.
     /// A long list is split over several frames that each fit the frame limit.
     pub fn answer_files(&mut self, client: ClientId, request: FilesRequest, files: Vec<FileEntry>) {
-        if !self.conns.contains_key(&client) {
+        let Some(conn) = self.conns.get_mut(&client) else {
             return;
-        }
+        };
+        // A long list costs more than the request paid for.
+        conn.bucket
+            .charge(Cost::request(files.len()), Cost::request(0));
         match request {
             FilesRequest::Access => self.send(
                 client,

@@ -25,7 +25,7 @@ mod relay;
 mod output;
 
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
-use rate::TokenBucket;
+use rate::{Cost, TokenBucket};
 use relay::Relay;
 
 #[derive(Debug)]
@@ -126,6 +126,8 @@ impl Hub {
             max_text: u32::try_from(l.max_text).unwrap_or(u32::MAX),
             rate_burst: l.rate_burst,
             rate_per_sec: l.rate_per_sec,
+            rate_burst_bytes: l.rate_burst_bytes,
+            rate_bytes_per_sec: l.rate_bytes_per_sec,
             max_transfers: u32::try_from(l.max_transfers).unwrap_or(u32::MAX),
             max_push_size: l.max_push_size,
         }
@@ -303,6 +305,23 @@ impl Hub {
                 return;
             }
         };
+        // Requests cost rate budget in proportion to their work (chat is
+        // charged by its length once it is checked).
+        let cost = match &msg {
+            ClientMessage::Who => Some(Cost::request(self.members.len())),
+            ClientMessage::FilesAccess
+            | ClientMessage::ListFiles
+            | ClientMessage::Download { .. }
+            | ClientMessage::Offer { .. }
+            | ClientMessage::Cancel(_)
+            | ClientMessage::Ping(_) => Some(Cost::request(0)),
+            _ => None,
+        };
+        if let Some(cost) = cost {
+            if self.rate(client, cost, now) {
+                return;
+            }
+        }
         match msg {
             ClientMessage::Hello { .. } => {
                 self.error(client, ErrorCode::UNEXPECTED, "already joined");
