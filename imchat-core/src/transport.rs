@@ -51,7 +51,10 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
 
     /// Blocks until the next message. `Ok(None)` is a clean end of stream
     /// between frames; an end in the middle of a frame is
-    /// [`TransportError::UnexpectedEof`]. After an error, stop reading.
+    /// [`TransportError::UnexpectedEof`]. A read timeout (an `Io` error of
+    /// kind `WouldBlock` or `TimedOut`) loses nothing: a partial frame
+    /// stays buffered and the next call goes on with it. After any other
+    /// error, stop reading.
     pub fn read_message(&mut self) -> Result<Option<M>, TransportError> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
