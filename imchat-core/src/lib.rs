@@ -93,6 +93,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod codec;
 mod command;
 mod display;

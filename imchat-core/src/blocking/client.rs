@@ -1,0 +1,578 @@
+//! A blocking client: one type that owns the socket and the
+//! [`ClientSession`], so that a bot is a loop around
+//! [`Client::next_event`].
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::codec::Encode;
+use crate::error::{NameError, TransportError, UsageError};
+use crate::limits::{Limits, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::message::{
+    FileName, Recipient, RefuseCode, ServerLimits, ServerMessage, TransferId, Username,
+    PROTOCOL_VERSION,
+};
+use crate::session::{ClientEvent, ClientSession};
+use crate::transport::{split_tcp, FrameReader, FrameWriter};
+
+/// How [`Client::connect`] connects, and the limits the session keeps.
+///
+/// `ConnectOptions::default()` gives the documented defaults; change a
+/// field before passing them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The session's limits ([`Limits::default()`]). A client uses
+    /// `max_frame` as the largest frame it reads (see [`Client`]),
+    /// `max_text`, `chunk_size`, `max_push_size` and `max_transfers` for
+    /// what it sends and accepts, and `keepalive_interval` /
+    /// `keepalive_timeout` for its pings to a silent server.
+    pub limits: Limits,
+    /// Longest wait for the TCP connection, per address tried: 10 s.
+    pub connect_timeout: Duration,
+    /// Longest wait for the server's answer to the handshake:
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
+    pub handshake_timeout: Duration,
+    /// Longest a write may block (a server that stops reading) before the
+    /// connection counts as broken: 60 s. `None` waits forever.
+    pub write_timeout: Option<Duration>,
+    /// Acknowledge download data only when [`Client::stored`] says it is
+    /// stored, instead of as it is handed out in
+    /// [`ClientEvent::TransferData`] (`false`). See
+    /// [`ClientSession::set_manual_acks`].
+    pub manual_acks: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            write_timeout: Some(Duration::from_secs(60)),
+            manual_acks: false,
+        }
+    }
+}
+
+/// Why [`Client::connect`] failed. The refusals (`NameTaken` to
+/// `Refused`) carry the server's reason; show it and try another name or
+/// server.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The username breaks the naming rules; nothing was sent.
+    #[error("invalid username: {0}")]
+    InvalidName(#[from] NameError),
+    /// The address resolved to nothing.
+    #[error("no address to connect to")]
+    NoAddress,
+    /// No TCP connection could be made (the last address's error).
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// The server did not answer the handshake in time.
+    #[error("no answer to the handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The server closed the connection without answering the handshake.
+    #[error("connection closed during the handshake")]
+    Closed,
+    /// The connection broke, or the server sent bytes that do not decode.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Someone online already has this name.
+    #[error("username already taken: {reason}")]
+    NameTaken {
+        /// The server's words.
+        reason: String,
+    },
+    /// The server does not accept this name.
+    #[error("username refused: {reason}")]
+    NameRefused {
+        /// The server's words.
+        reason: String,
+    },
+    /// The server has as many clients as it accepts.
+    #[error("server full: {reason}")]
+    ServerFull {
+        /// The server's words.
+        reason: String,
+    },
+    /// The server speaks another protocol version.
+    #[error("protocol version {ours} not supported by the server (it speaks {server}): {reason}")]
+    VersionMismatch {
+        /// Our [`PROTOCOL_VERSION`].
+        ours: u16,
+        /// The version the server named.
+        server: u16,
+        /// The server's words.
+        reason: String,
+    },
+    /// The server is shutting down.
+    #[error("server shutting down: {reason}")]
+    ShuttingDown {
+        /// The server's words.
+        reason: String,
+    },
+    /// Another refusal (a code this version does not name, or a handshake
+    /// the server found too slow).
+    #[error("refused ({code}): {reason}")]
+    Refused {
+        /// The server's code.
+        code: RefuseCode,
+        /// The server's words.
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    fn refusal(code: RefuseCode, reason: String, server: u16) -> ConnectError {
+        let reason = if reason.is_empty() {
+            code.to_string()
+        } else {
+            reason
+        };
+        match code {
+            RefuseCode::NAME_TAKEN => ConnectError::NameTaken { reason },
+            RefuseCode::INVALID_NAME => ConnectError::NameRefused { reason },
+            RefuseCode::SERVER_FULL => ConnectError::ServerFull { reason },
+            RefuseCode::SHUTTING_DOWN => ConnectError::ShuttingDown { reason },
+            RefuseCode::VERSION_MISMATCH => ConnectError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                server,
+                reason,
+            },
+            code => ConnectError::Refused { code, reason },
+        }
+    }
+}
+
+/// Why a [`Client`] call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The request cannot be made; nothing was sent and the connection is fine.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// Reading or writing failed, or the server sent bytes that do not
+    /// decode: the connection is over (later calls return [`Closed`](Self::Closed)).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The connection is over: the server closed it, the session ended
+    /// (after [`ClientEvent::Shutdown`] or [`ClientEvent::TimedOut`]), an
+    /// earlier error broke it, or [`Client::quit`] was called.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// A client connected to an imchat server: the socket and the
+/// [`ClientSession`] in one value, driven from the calling thread.
+///
+/// [`connect`](Self::connect) does the handshake. Then call
+/// [`next_event`](Self::next_event) in a loop: it reads, answers the
+/// server's pings, acknowledges downloads, runs the session's timers
+/// ([`ClientSession::handle_timeout`] when [`ClientSession::poll_timeout`]
+/// is due) and returns the next [`ClientEvent`]. The intents (`send_chat`,
+/// `who`, `download`, `offer`…) write their message before they return. No
+/// thread of its own, no channel.
+///
+/// The session's timer is its keepalive: after `keepalive_interval` of
+/// silence it pings the server, and after `keepalive_timeout` without an
+/// answer it gives up ([`ClientEvent::TimedOut`]). While the session is
+/// open [`ClientSession::poll_timeout`] is always `Some`; `None` means the
+/// session has ended (refused, shut down, timed out or quit) and no timer
+/// will run again. The timers only run inside `next_event`, so call it at
+/// least every few seconds, also while pushing a file.
+///
+/// Frame limit: a client reads frames of up to `limits.max_frame`
+/// ([`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME), 1 MiB, unless changed
+/// in [`ConnectOptions::limits`]), from the first byte on: the handshake
+/// limit is the server's, for connections not yet joined. The largest
+/// frame a server sends is a file chunk, `chunk_size` plus
+/// [`CHUNK_FRAME_OVERHEAD`](crate::CHUNK_FRAME_OVERHEAD) bytes, which fits
+/// with the defaults. Write your own loop with [`split_tcp`] and the same
+/// limit.
+///
+/// File data arrives as events: [`ClientEvent::TransferStarted`], then
+/// [`ClientEvent::TransferData`] with checked bytes for the caller to put
+/// where it wants, then [`ClientEvent::TransferDone`] (the whole-file
+/// checksum matched) or [`ClientEvent::TransferFailed`]. Data is
+/// acknowledged as it is handed out, unless
+/// [`ConnectOptions::manual_acks`] is set (then see [`stored`](Self::stored)).
+#[derive(Debug)]
+pub struct Client {
+    session: ClientSession,
+    reader: FrameReader<TcpStream, ServerMessage>,
+    writer: FrameWriter<TcpStream>,
+    /// Encoded frames waiting to be written together.
+    out: Vec<u8>,
+    welcome: String,
+    /// What the server announced in its welcome.
+    server_limits: ServerLimits,
+    /// False once the connection is over; every later call is `Closed`.
+    open: bool,
+}
+
+/// A read that stopped at its timeout, with nothing lost: the reader keeps
+/// any partial frame and the next read continues it.
+fn is_timeout(e: &TransportError) -> bool {
+    matches!(e, TransportError::Io(e)
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// A client's server limits until the welcome replaces them (never seen:
+/// `connect` returns the client only once welcomed).
+const NOT_WELCOMED: ServerLimits = ServerLimits {
+    max_frame: 0,
+    max_text: 0,
+    rate_burst: 0,
+    rate_per_sec: 0,
+    max_transfers: 0,
+    max_push_size: 0,
+};
+
+/// The shortest socket read timeout: zero means "no timeout" to the OS.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
+impl Client {
+    /// Connects to `addr` (each address it resolves to in turn, within
+    /// `connect_timeout` each), sets `TCP_NODELAY` (chat frames are small
+    /// and must not wait for each other), sends the `Hello` and waits for
+    /// the server's `Welcome`. A refusal is a typed [`ConnectError`]
+    /// carrying the server's reason; so is a `Welcome` in another
+    /// protocol version.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        username: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, ConnectError> {
+        let username = Username::new(username)?;
+        let stream = connect_any(addr, options.connect_timeout)?;
+        stream.set_nodelay(true).map_err(ConnectError::Connect)?;
+        stream
+            .set_write_timeout(options.write_timeout)
+            .map_err(ConnectError::Connect)?;
+        let (reader, writer) =
+            split_tcp(stream, options.limits.max_frame).map_err(ConnectError::Connect)?;
+        let mut session = ClientSession::new(username, options.limits, Instant::now());
+        session.set_manual_acks(options.manual_acks);
+        let mut client = Client {
+            session,
+            reader,
+            writer,
+            out: Vec::new(),
+            welcome: String::new(),
+            server_limits: NOT_WELCOMED,
+            open: true,
+        };
+        client.handshake(options.handshake_timeout)?;
+        Ok(client)
+    }
+
+    fn handshake(&mut self, timeout: Duration) -> Result<(), ConnectError> {
+        let deadline = Instant::now() + timeout;
+        let mut server_version = PROTOCOL_VERSION;
+        loop {
+            self.flush()?;
+            match self.session.poll_event() {
+                Some(ClientEvent::Welcome { text, limits, .. })
+                    if server_version == PROTOCOL_VERSION =>
+                {
+                    self.welcome = text;
+                    self.server_limits = limits;
+                    return Ok(());
+                }
+                Some(ClientEvent::Welcome { .. }) => {
+                    return Err(ConnectError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        server: server_version,
+                        reason: format!("the server answered in version {server_version}"),
+                    })
+                }
+                Some(ClientEvent::Refused { code, reason }) => {
+                    return Err(ConnectError::refusal(code, reason, server_version))
+                }
+                Some(ClientEvent::Shutdown { reason }) => {
+                    return Err(ConnectError::ShuttingDown { reason })
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ConnectError::HandshakeTimeout(timeout));
+            }
+            self.set_read_timeout(left)?;
+            match self.reader.read_message() {
+                Ok(Some(msg)) => {
+                    // The session keeps no version; the driver checks it.
+                    if let ServerMessage::Welcome { version, .. }
+                    | ServerMessage::Refused { version, .. } = &msg
+                    {
+                        server_version = *version;
+                    }
+                    self.session.handle_message(msg, Instant::now());
+                }
+                Ok(None) => return Err(ConnectError::Closed),
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next event, waiting at most `timeout` for one; `Ok(None)` when
+    /// the time passed with nothing to show. `Duration::ZERO` only looks
+    /// (for a millisecond) at what has arrived.
+    ///
+    /// Meanwhile it answers pings, sends acknowledgements, runs the
+    /// keepalive timer and writes what the session queued. A read timeout
+    /// loses nothing: a frame that arrives in parts across calls is
+    /// decoded whole.
+    ///
+    /// The session's end is an event ([`ClientEvent::Shutdown`],
+    /// [`ClientEvent::TimedOut`]); after it, and after a connection closed
+    /// or broken without one, calls return [`ClientError::Closed`].
+    pub fn next_event(&mut self, timeout: Duration) -> Result<Option<ClientEvent>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        let mut looked = false;
+        loop {
+            if let Err(e) = self.flush() {
+                return Err(self.fail(e));
+            }
+            if let Some(ev) = self.session.poll_event() {
+                if self.session.is_closed() {
+                    self.close();
+                }
+                return Ok(Some(ev));
+            }
+            if !self.open || self.session.is_closed() {
+                self.close();
+                return Err(ClientError::Closed);
+            }
+            let now = Instant::now();
+            let timer = self.session.poll_timeout();
+            if timer.is_some_and(|t| t <= now) {
+                self.session.handle_timeout(now);
+                continue;
+            }
+            if now >= deadline && looked && !self.reader.has_message_ready() {
+                return Ok(None);
+            }
+            looked = true;
+            let until = timer.map_or(deadline, |t| t.min(deadline));
+            if let Err(e) = self.set_read_timeout(until.saturating_duration_since(now)) {
+                return Err(self.fail(e));
+            }
+            match self.reader.read_message() {
+                Ok(Some(msg)) => self.session.handle_message(msg, Instant::now()),
+                Ok(None) => {
+                    self.close();
+                    return Err(ClientError::Closed);
+                }
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// True until the connection is over: the session's last event
+    /// ([`ClientEvent::Shutdown`], [`ClientEvent::TimedOut`]) was handed
+    /// out, the connection closed or broke, or [`quit`](Self::quit) was
+    /// called. Then every call returns [`ClientError::Closed`].
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The welcome text the server sent.
+    pub fn welcome_text(&self) -> &str {
+        &self.welcome
+    }
+
+    /// The limits the server announced in its welcome (the session keeps
+    /// to its text limit where it is the stricter one).
+    pub fn server_limits(&self) -> &ServerLimits {
+        &self.server_limits
+    }
+
+    /// The registered username.
+    pub fn username(&self) -> &Username {
+        self.session.username()
+    }
+
+    /// The session, to read its state and limits.
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// The server's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.writer.get_ref().peer_addr()
+    }
+
+    /// Sends a chat message to everyone else or to one user.
+    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
+        self.act(|s| s.send_chat(to, text))
+    }
+
+    /// Sends an action (`/me waves`, shown as `* ann waves`) to everyone
+    /// else or to one user.
+    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
+        self.act(|s| s.send_action(to, text))
+    }
+
+    /// Sends a private message to one user.
+    pub fn send_private(&mut self, to: &Username, text: &str) -> Result<(), ClientError> {
+        self.send_chat(Recipient::User(to.clone()), text)
+    }
+
+    /// Asks who is online; the answer is [`ClientEvent::Who`].
+    pub fn who(&mut self) -> Result<(), ClientError> {
+        self.act(ClientSession::who)
+    }
+
+    /// Asks for access to the shared folder; the answer is
+    /// [`ClientEvent::FilesAccess`].
+    pub fn files_access(&mut self) -> Result<(), ClientError> {
+        self.act(ClientSession::files_access)
+    }
+
+    /// Asks for the shared-file list; it comes as [`ClientEvent::FileList`].
+    pub fn list_files(&mut self) -> Result<(), ClientError> {
+        self.act(ClientSession::list_files)
+    }
+
+    /// Asks for a shared file (see [`ClientSession::download`]); its bytes
+    /// come as transfer events with the returned id.
+    pub fn download(
+        &mut self,
+        name: FileName,
+        resume: Option<(u64, crc32fast::Hasher)>,
+    ) -> Result<TransferId, ClientError> {
+        self.act(|s| s.download(name, resume))
+    }
+
+    /// With [`ConnectOptions::manual_acks`]: download `id` is stored up to
+    /// byte `offset`. See [`ClientSession::stored`].
+    pub fn stored(&mut self, id: TransferId, offset: u64) -> Result<(), ClientError> {
+        self.act(|s| {
+            s.stored(id, offset);
+            Ok(())
+        })
+    }
+
+    /// With [`ConnectOptions::manual_acks`]: sends the acknowledgements
+    /// held back, when there is nothing more to store for now. See
+    /// [`ClientSession::caught_up`].
+    pub fn caught_up(&mut self) -> Result<(), ClientError> {
+        self.act(|s| {
+            s.caught_up();
+            Ok(())
+        })
+    }
+
+    /// Announces a push of `size` bytes (`/sendfile`). Then send its bytes
+    /// with [`push_chunk`](Self::push_chunk), at most `limits.chunk_size`
+    /// at a time, and finish with [`push_end`](Self::push_end); the outcome
+    /// is [`ClientEvent::PushDone`] or [`ClientEvent::PushFailed`]. Call
+    /// [`next_event`](Self::next_event) between chunks (`Duration::ZERO`
+    /// will do) to notice a refusal and keep the keepalive running.
+    pub fn offer(
+        &mut self,
+        name: FileName,
+        size: u64,
+        to: Recipient,
+    ) -> Result<TransferId, ClientError> {
+        self.act(|s| s.offer(name, size, to))
+    }
+
+    /// Sends the next bytes of push `id`.
+    pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), ClientError> {
+        self.act(|s| s.push_chunk(id, data))
+    }
+
+    /// Ends push `id` once all its bytes went.
+    pub fn push_end(&mut self, id: TransferId) -> Result<(), ClientError> {
+        self.act(|s| s.push_end(id))
+    }
+
+    /// Gives up a transfer: a download, an incoming push or our push.
+    pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), ClientError> {
+        self.act(|s| s.cancel(id, reason))
+    }
+
+    /// Says goodbye, with a parting text the others see (may be empty),
+    /// and closes the connection; later calls return
+    /// [`ClientError::Closed`]. Quitting a closed client does nothing.
+    pub fn quit(&mut self, reason: &str) -> Result<(), ClientError> {
+        if !self.open {
+            return Ok(());
+        }
+        self.session.quit(reason);
+        let sent = self.flush();
+        self.close();
+        sent.map_err(ClientError::from)
+    }
+
+    /// Runs one intent on the session and writes what it queued.
+    fn act<T>(
+        &mut self,
+        intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
+    ) -> Result<T, ClientError> {
+        if !self.open {
+            return Err(ClientError::Closed);
+        }
+        let out = intent(&mut self.session)?;
+        match self.flush() {
+            Ok(()) => Ok(out),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Writes everything the session queued, coalesced into one write.
+    fn flush(&mut self) -> Result<(), TransportError> {
+        self.out.clear();
+        while let Some(m) = self.session.poll_transmit() {
+            m.encode(&mut self.out);
+        }
+        if self.open && !self.out.is_empty() {
+            self.writer.send_frames(&self.out)?;
+        }
+        Ok(())
+    }
+
+    fn set_read_timeout(&self, wait: Duration) -> Result<(), TransportError> {
+        let wait = wait.max(MIN_WAIT);
+        Ok(self.reader.get_ref().set_read_timeout(Some(wait))?)
+    }
+
+    /// The connection broke: close it and hand the error out once.
+    fn fail(&mut self, e: TransportError) -> ClientError {
+        self.close();
+        ClientError::Transport(e)
+    }
+
+    /// Stops writing (the server sees the end after what was sent).
+    fn close(&mut self) {
+        if self.open {
+            self.open = false;
+            // The peer may be gone already; there is nothing left to tell it.
+            let _ = self.writer.get_ref().shutdown(Shutdown::Write);
+        }
+    }
+}
+
+/// The first address of `addr` that accepts a connection in time.
+fn connect_any(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let mut last = None;
+    for a in addr.to_socket_addrs().map_err(ConnectError::Connect)? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or(ConnectError::NoAddress, ConnectError::Connect))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,601 @@
+//! The driver against a scripted server on a loopback socket: the script
+//! runs on its own thread with the codec, every read bounded by a timeout.
+
+use std::net::TcpListener;
+use std::sync::mpsc::channel;
+use std::thread::{self, JoinHandle};
+
+use super::*;
+use crate::message::{ChatKind, ClientMessage, FileChunk, FileEnd, MessageId, Origin, Timestamp};
+use crate::{ErrorCode, Hub};
+
+/// Longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a server with the default limits announces.
+fn announced() -> ServerLimits {
+    Hub::new(Limits::default(), "hi").server_limits()
+}
+
+/// The server side of one connection.
+struct Peer {
+    reader: FrameReader<TcpStream, ClientMessage>,
+    writer: FrameWriter<TcpStream>,
+}
+
+impl Peer {
+    fn recv(&mut self) -> ClientMessage {
+        match self.reader.read_message() {
+            Ok(Some(m)) => m,
+            other => panic!("peer expected a message, got {other:?}"),
+        }
+    }
+
+    fn send(&mut self, m: &ServerMessage) {
+        self.writer.send(m).unwrap();
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.writer.send_frames(bytes).unwrap();
+    }
+
+    /// Reads the `Hello` and welcomes it in our version.
+    fn welcome(&mut self) {
+        let ClientMessage::Hello { username, .. } = self.recv() else {
+            panic!("no hello first");
+        };
+        self.send(&ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            username,
+            text: "hi".into(),
+            limits: announced(),
+        });
+    }
+}
+
+/// Starts `script` as the server of one connection; returns where to
+/// connect and the script's result.
+fn serve<T: Send + 'static>(
+    script: impl FnOnce(Peer) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (reader, writer) = split_tcp(stream, crate::DEFAULT_MAX_FRAME).unwrap();
+        script(Peer { reader, writer })
+    });
+    (addr, handle)
+}
+
+fn connect(addr: SocketAddr) -> Client {
+    Client::connect(addr, "ann", ConnectOptions::default()).unwrap()
+}
+
+/// The next event, failing the test if none comes within [`WAIT`].
+fn event(c: &mut Client) -> ClientEvent {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(e) = c.next_event(Duration::from_millis(100)).unwrap() {
+            return e;
+        }
+    }
+    panic!("no event within {WAIT:?}");
+}
+
+fn chat(text: &str) -> ServerMessage {
+    ServerMessage::Chat {
+        id: MessageId(7),
+        time: Timestamp(1_000),
+        from: Username::new("bob").unwrap(),
+        private: true,
+        kind: ChatKind::Text,
+        text: text.into(),
+    }
+}
+
+#[test]
+fn connect_sets_nodelay_and_keeps_the_welcome_text() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        p.recv()
+    });
+    let mut c = connect(addr);
+    assert!(c.writer.get_ref().nodelay().unwrap());
+    assert_eq!(c.welcome_text(), "hi");
+    assert_eq!(c.username().as_str(), "ann");
+    assert_eq!(c.server_limits(), &announced());
+    assert!(c.session().is_joined());
+    c.quit("bye").unwrap();
+    assert_eq!(
+        peer.join().unwrap(),
+        ClientMessage::Quit {
+            reason: "bye".into()
+        }
+    );
+    assert!(matches!(c.who(), Err(ClientError::Closed)));
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+}
+
+fn refused_with(code: RefuseCode, reason: &str, version: u16) -> ConnectError {
+    let reason = reason.to_string();
+    let (addr, peer) = serve(move |mut p| {
+        p.recv();
+        p.send(&ServerMessage::Refused {
+            code,
+            reason,
+            version,
+        });
+    });
+    let err = Client::connect(addr, "ann", ConnectOptions::default()).unwrap_err();
+    peer.join().unwrap();
+    err
+}
+
+#[test]
+fn refusals_are_typed_and_carry_the_servers_reason() {
+    let v = PROTOCOL_VERSION;
+    let e = refused_with(RefuseCode::NAME_TAKEN, "ann is online", v);
+    assert!(matches!(&e, ConnectError::NameTaken { reason } if reason == "ann is online"));
+    assert_eq!(e.to_string(), "username already taken: ann is online");
+    let e = refused_with(RefuseCode::INVALID_NAME, "no", v);
+    assert!(matches!(&e, ConnectError::NameRefused { reason } if reason == "no"));
+    let e = refused_with(RefuseCode::SERVER_FULL, "1000 clients", v);
+    assert!(matches!(&e, ConnectError::ServerFull { reason } if reason == "1000 clients"));
+    let e = refused_with(RefuseCode::SHUTTING_DOWN, "", v);
+    assert!(
+        matches!(&e, ConnectError::ShuttingDown { reason } if reason == "server shutting down")
+    );
+    let e = refused_with(RefuseCode::VERSION_MISMATCH, "speak 7", 7);
+    assert!(matches!(&e,
+        ConnectError::VersionMismatch { ours, server: 7, reason } if *ours == v && reason == "speak 7"));
+    let e = refused_with(RefuseCode(99), "why not", v);
+    assert!(matches!(&e,
+        ConnectError::Refused { code: RefuseCode(99), reason } if reason == "why not"));
+}
+
+#[test]
+fn a_welcome_in_another_version_is_a_version_mismatch() {
+    let (addr, peer) = serve(|mut p| {
+        p.recv();
+        p.send(&ServerMessage::Welcome {
+            version: PROTOCOL_VERSION + 1,
+            username: Username::new("ann").unwrap(),
+            text: "hi".into(),
+            limits: announced(),
+        });
+    });
+    let e = Client::connect(addr, "ann", ConnectOptions::default()).unwrap_err();
+    peer.join().unwrap();
+    assert!(
+        matches!(e, ConnectError::VersionMismatch { ours, server, .. }
+            if ours == PROTOCOL_VERSION && server == PROTOCOL_VERSION + 1),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_invalid_username_is_refused_before_connecting() {
+    // Nothing listens on port 1: the name is checked before any connection.
+    let e = Client::connect("127.0.0.1:1", "a b", ConnectOptions::default()).unwrap_err();
+    assert!(matches!(
+        e,
+        ConnectError::InvalidName(NameError::BadChar { ch: ' ' })
+    ));
+}
+
+#[test]
+fn a_silent_server_times_the_handshake_out_and_a_closing_one_is_closed() {
+    let (done, wait) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        p.recv();
+        wait.recv_timeout(WAIT).unwrap();
+    });
+    let options = ConnectOptions {
+        handshake_timeout: Duration::from_millis(100),
+        ..ConnectOptions::default()
+    };
+    let started = Instant::now();
+    let e = Client::connect(addr, "ann", options).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(matches!(e, ConnectError::HandshakeTimeout(_)), "{e:?}");
+    done.send(()).unwrap();
+    peer.join().unwrap();
+
+    let (addr, peer) = serve(|mut p| {
+        p.recv();
+    });
+    let e = Client::connect(addr, "ann", ConnectOptions::default()).unwrap_err();
+    peer.join().unwrap();
+    assert!(matches!(e, ConnectError::Closed), "{e:?}");
+}
+
+#[test]
+fn pings_are_answered_inside_next_event() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        p.send(&ServerMessage::Ping(42));
+        let answer = p.recv();
+        p.send(&chat("after the pong"));
+        answer
+    });
+    let mut c = connect(addr);
+    assert_eq!(
+        event(&mut c),
+        ClientEvent::Chat {
+            id: MessageId(7),
+            time: Timestamp(1_000),
+            from: Username::new("bob").unwrap(),
+            private: true,
+            kind: ChatKind::Text,
+            text: "after the pong".into()
+        }
+    );
+    assert_eq!(peer.join().unwrap(), ClientMessage::Pong(42));
+}
+
+#[test]
+fn a_silent_server_is_pinged_then_timed_out() {
+    let (done, wait) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        let ping = p.recv();
+        wait.recv_timeout(WAIT).unwrap();
+        ping
+    });
+    let mut options = ConnectOptions::default();
+    options.limits.keepalive_interval = Duration::from_millis(50);
+    options.limits.keepalive_timeout = Duration::from_millis(100);
+    let mut c = Client::connect(addr, "ann", options).unwrap();
+    assert_eq!(event(&mut c), ClientEvent::TimedOut);
+    assert!(c.session().poll_timeout().is_none());
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+    done.send(()).unwrap();
+    assert!(matches!(peer.join().unwrap(), ClientMessage::Ping(_)));
+}
+
+#[test]
+fn a_read_timeout_in_the_middle_of_a_frame_loses_nothing() {
+    let (go, wait) = channel::<()>();
+    let text = "x".repeat(5000);
+    let frame = chat(&text).to_frame();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        let half = frame.len() / 2;
+        p.write(&frame[..half]);
+        wait.recv_timeout(WAIT).unwrap();
+        p.write(&frame[half..]);
+    });
+    let mut c = connect(addr);
+    let started = Instant::now();
+    // Long enough for the first half to arrive and the read to time out.
+    assert_eq!(c.next_event(Duration::from_millis(200)).unwrap(), None);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(
+        c.reader.decoder_mut().buffered() > 0,
+        "half a frame is held"
+    );
+    go.send(()).unwrap();
+    let ClientEvent::Chat { text: got, .. } = event(&mut c) else {
+        panic!("not a chat");
+    };
+    assert_eq!(got, text);
+    peer.join().unwrap();
+}
+
+#[test]
+fn a_server_shutdown_is_an_event_then_the_client_is_closed() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        p.send(&ServerMessage::Shutdown {
+            reason: "maintenance".into(),
+        });
+    });
+    let mut c = connect(addr);
+    assert!(c.is_open());
+    assert_eq!(
+        event(&mut c),
+        ClientEvent::Shutdown {
+            reason: "maintenance".into()
+        }
+    );
+    assert!(!c.is_open());
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+    assert!(matches!(
+        c.send_chat(Recipient::Everyone, "x"),
+        Err(ClientError::Closed)
+    ));
+    peer.join().unwrap();
+}
+
+#[test]
+fn a_connection_closed_without_notice_is_closed() {
+    let (addr, peer) = serve(|mut p| p.welcome());
+    let mut c = connect(addr);
+    peer.join().unwrap();
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+}
+
+#[test]
+fn bytes_that_do_not_decode_are_a_transport_error_then_closed() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        p.write(&[0, 0, 0, 1, 0xee]);
+    });
+    let mut c = connect(addr);
+    let e = c.next_event(WAIT).unwrap_err();
+    assert!(
+        matches!(e, ClientError::Transport(TransportError::Decode(_))),
+        "{e:?}"
+    );
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+    peer.join().unwrap();
+}
+
+#[test]
+fn intents_are_written_before_they_return() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        (0..7).map(|_| p.recv()).collect::<Vec<_>>()
+    });
+    let mut c = connect(addr);
+    let bob = Username::new("bob").unwrap();
+    let file = FileName::new("a.txt").unwrap();
+    assert!(matches!(
+        c.send_chat(Recipient::Everyone, ""),
+        Err(ClientError::Usage(UsageError::EmptyText))
+    ));
+    c.send_chat(Recipient::Everyone, "all").unwrap();
+    c.send_private(&bob, "you").unwrap();
+    c.send_action(Recipient::Everyone, "waves").unwrap();
+    c.who().unwrap();
+    c.files_access().unwrap();
+    c.list_files().unwrap();
+    let id = c.download(file.clone(), None).unwrap();
+    assert_eq!(
+        peer.join().unwrap(),
+        vec![
+            ClientMessage::Chat {
+                to: Recipient::Everyone,
+                kind: ChatKind::Text,
+                text: "all".into()
+            },
+            ClientMessage::Chat {
+                to: Recipient::User(bob),
+                kind: ChatKind::Text,
+                text: "you".into()
+            },
+            ClientMessage::Chat {
+                to: Recipient::Everyone,
+                kind: ChatKind::Action,
+                text: "waves".into()
+            },
+            ClientMessage::Who,
+            ClientMessage::FilesAccess,
+            ClientMessage::ListFiles,
+            ClientMessage::Download {
+                id,
+                name: file,
+                offset: 0
+            },
+        ]
+    );
+}
+
+/// Serves one download of `data` as the file `a.txt` and returns what the
+/// client sent after it, up to (and including) its `Who`.
+fn serve_download(data: Vec<u8>) -> (SocketAddr, JoinHandle<Vec<ClientMessage>>) {
+    serve(move |mut p| {
+        p.welcome();
+        let ClientMessage::Download { id, name, .. } = p.recv() else {
+            panic!("no download");
+        };
+        p.send(&ServerMessage::FileStart {
+            id,
+            name,
+            size: data.len() as u64,
+            offset: 0,
+            origin: Origin::Download,
+        });
+        p.send(&ServerMessage::Chunk(FileChunk::new(id, 0, data.clone())));
+        p.send(&ServerMessage::End(FileEnd {
+            id,
+            crc: crc32fast::hash(&data),
+        }));
+        let mut got = Vec::new();
+        while !got.contains(&ClientMessage::Who) {
+            got.push(p.recv());
+        }
+        got
+    })
+}
+
+/// Downloads `a.txt` and returns its events.
+fn download(c: &mut Client) -> (TransferId, Vec<ClientEvent>) {
+    let id = c.download(FileName::new("a.txt").unwrap(), None).unwrap();
+    let events = (0..3).map(|_| event(c)).collect();
+    (id, events)
+}
+
+#[test]
+fn download_bytes_arrive_as_events_and_are_acknowledged() {
+    let (addr, peer) = serve_download(b"hello".to_vec());
+    let mut c = connect(addr);
+    let (id, events) = download(&mut c);
+    assert_eq!(
+        events,
+        vec![
+            ClientEvent::TransferStarted {
+                id,
+                name: FileName::new("a.txt").unwrap(),
+                size: 5,
+                offset: 0,
+                origin: Origin::Download
+            },
+            ClientEvent::TransferData {
+                id,
+                offset: 0,
+                data: b"hello".to_vec()
+            },
+            ClientEvent::TransferDone { id },
+        ]
+    );
+    c.who().unwrap();
+    assert_eq!(
+        peer.join().unwrap(),
+        vec![ClientMessage::Ack { id, offset: 5 }, ClientMessage::Who]
+    );
+}
+
+#[test]
+fn manual_acks_wait_for_stored() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let ClientMessage::Download { id, name, .. } = p.recv() else {
+            panic!("no download");
+        };
+        p.send(&ServerMessage::FileStart {
+            id,
+            name,
+            size: 10,
+            offset: 0,
+            origin: Origin::Download,
+        });
+        p.send(&ServerMessage::Chunk(FileChunk::new(id, 0, vec![1; 5])));
+        (0..3).map(|_| p.recv()).collect::<Vec<_>>()
+    });
+    let options = ConnectOptions {
+        manual_acks: true,
+        ..ConnectOptions::default()
+    };
+    let mut c = Client::connect(addr, "ann", options).unwrap();
+    let id = c.download(FileName::new("a.txt").unwrap(), None).unwrap();
+    assert!(matches!(event(&mut c), ClientEvent::TransferStarted { .. }));
+    assert!(matches!(event(&mut c), ClientEvent::TransferData { .. }));
+    c.who().unwrap(); // nothing acknowledged yet: the peer sees this first
+    c.stored(id, 5).unwrap(); // below the step: held back
+    c.files_access().unwrap();
+    c.caught_up().unwrap();
+    assert_eq!(
+        peer.join().unwrap(),
+        vec![
+            ClientMessage::Who,
+            ClientMessage::FilesAccess,
+            ClientMessage::Ack { id, offset: 5 },
+        ]
+    );
+}
+
+#[test]
+fn a_push_is_offered_sent_and_reported() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let got: Vec<_> = (0..3).map(|_| p.recv()).collect();
+        let ClientMessage::Offer { id, .. } = &got[0] else {
+            panic!("no offer");
+        };
+        p.send(&ServerMessage::PushDone {
+            id: *id,
+            receivers: 2,
+        });
+        got
+    });
+    let mut c = connect(addr);
+    let bob = Recipient::User(Username::new("bob").unwrap());
+    let id = c
+        .offer(FileName::new("p.bin").unwrap(), 3, bob.clone())
+        .unwrap();
+    c.push_chunk(id, vec![7, 8, 9]).unwrap();
+    c.push_end(id).unwrap();
+    assert_eq!(event(&mut c), ClientEvent::PushDone { id, receivers: 2 });
+    assert!(matches!(
+        c.push_chunk(id, vec![1]),
+        Err(ClientError::Usage(UsageError::UnknownTransfer { .. }))
+    ));
+    assert_eq!(
+        peer.join().unwrap(),
+        vec![
+            ClientMessage::Offer {
+                id,
+                name: FileName::new("p.bin").unwrap(),
+                size: 3,
+                to: bob
+            },
+            ClientMessage::Chunk(FileChunk::new(id, 0, vec![7, 8, 9])),
+            ClientMessage::End(FileEnd {
+                id,
+                crc: crc32fast::hash(&[7, 8, 9])
+            }),
+        ]
+    );
+}
+
+#[test]
+fn a_cancelled_download_is_a_failed_transfer_and_cancel_is_sent() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let ClientMessage::Download { id, .. } = p.recv() else {
+            panic!("no download");
+        };
+        p.send(&ServerMessage::Error {
+            code: ErrorCode::UNEXPECTED,
+            text: "not yet".into(),
+        });
+        (id, p.recv())
+    });
+    let mut c = connect(addr);
+    let id = c.download(FileName::new("a.txt").unwrap(), None).unwrap();
+    assert!(matches!(event(&mut c), ClientEvent::Error { .. }));
+    c.cancel(id, "changed my mind").unwrap();
+    assert!(matches!(
+        c.cancel(id, "again"),
+        Err(ClientError::Usage(UsageError::UnknownTransfer { .. }))
+    ));
+    let (asked, cancel) = peer.join().unwrap();
+    assert_eq!(asked, id);
+    assert!(
+        matches!(cancel, ClientMessage::Cancel(c) if c.id == id && c.reason == "changed my mind")
+    );
+}
+
+#[test]
+fn a_read_timeout_inside_a_large_chunk_loses_nothing() {
+    // Large chunks are read straight into their own buffer: that path must
+    // survive a timeout too.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let (go, wait) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        let ClientMessage::Download { id, name, .. } = p.recv() else {
+            panic!("no download");
+        };
+        p.send(&ServerMessage::FileStart {
+            id,
+            name,
+            size: sent.len() as u64,
+            offset: 0,
+            origin: Origin::Download,
+        });
+        let frame = ServerMessage::Chunk(FileChunk::new(id, 0, sent)).to_frame();
+        let half = frame.len() / 2;
+        p.write(&frame[..half]);
+        wait.recv_timeout(WAIT).unwrap();
+        p.write(&frame[half..]);
+    });
+    let mut c = connect(addr);
+    let id = c.download(FileName::new("big").unwrap(), None).unwrap();
+    assert!(matches!(event(&mut c), ClientEvent::TransferStarted { .. }));
+    assert_eq!(c.next_event(Duration::from_millis(200)).unwrap(), None);
+    go.send(()).unwrap();
+    assert_eq!(
+        event(&mut c),
+        ClientEvent::TransferData {
+            id,
+            offset: 0,
+            data
+        }
+    );
+    peer.join().unwrap();
+}
