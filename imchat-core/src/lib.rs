@@ -91,6 +91,21 @@
 //! }
 //! assert_eq!(got, Some(("alice".to_string(), false, "hello bob".to_string())));
 //! ```
+//!
+//! # A bot
+//!
+//! With the default `blocking` feature, `blocking::Client` owns the socket
+//! and the session: `Client::connect` does the handshake (a refusal is a
+//! typed error with the server's reason), `next_event` waits for the next
+//! event while it answers pings and runs the keepalive timer, and each
+//! intent (`send_chat`, `who`, `download`, `offer`…) writes its message at
+//! once. No thread of your own. The whole of `examples/echobot.rs`, which
+//! reverses private messages and answers `!who`:
+//!
+#![cfg_attr(feature = "blocking", doc = "```no_run")]
+#![cfg_attr(not(feature = "blocking"), doc = "```ignore")]
+#![doc = include_str!("../examples/echobot.rs")]
+//! ```
 #![warn(missing_docs)]
 
 #[cfg(feature = "blocking")]

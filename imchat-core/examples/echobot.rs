@@ -1,0 +1,57 @@
+//! A bot on the blocking client: it sends every private message back to its
+//! sender reversed, and answers `!who`, public or private, with a private
+//! message naming who is online.
+//!
+//! `cargo run -p imchat-core --example echobot -- 127.0.0.1:7878 [name]`
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use imchat_core::blocking::{Client, ConnectOptions};
+use imchat_core::{ClientEvent, Username};
+
+/// Runs the bot until the server shuts down (or the connection is lost, an
+/// error), or until `until` passes (then it quits).
+pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn Error>> {
+    let mut bot = Client::connect(addr, name, ConnectOptions::default())?;
+    let mut asked = Vec::new(); // who sent `!who`: one `Who` answer each, in order
+    while bot.is_open() && until.is_none_or(|t| Instant::now() < t) {
+        match bot.next_event(Duration::from_secs(1))? {
+            Some(ClientEvent::Chat { from, text, .. }) if text.trim() == "!who" => {
+                asked.push(from);
+                bot.who()?;
+            }
+            Some(ClientEvent::Chat {
+                from,
+                private: true,
+                text,
+                ..
+            }) if !text.is_empty() => {
+                bot.send_private(&from, &text.chars().rev().collect::<String>())?;
+            }
+            Some(ClientEvent::Who { users }) if !asked.is_empty() => {
+                let online: Vec<_> = users.iter().map(Username::as_str).collect();
+                bot.send_private(&asked.remove(0), &format!("online: {}", online.join(", ")))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(bot.quit("")?)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let Some(addr) = args.next() else {
+        eprintln!("usage: echobot <host:port> [name]");
+        return ExitCode::FAILURE;
+    };
+    let name = args.next().unwrap_or_else(|| "echobot".to_string());
+    match run(&addr, &name, None) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echobot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The echobot example against the real server: a second client, written on
+//! the same blocking driver, sends it a private message and `!who` and
+//! checks the answers. The server runs on 127.0.0.1 with a port the OS
+//! picks; every wait has a deadline and the server is stopped by its pid.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::channel;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::blocking::{Client, ConnectOptions};
+use imchat_core::{ClientEvent, Recipient, Username};
+
+#[allow(dead_code)] // its `main` is for `cargo run --example`
+#[path = "../../imchat-core/examples/echobot.rs"]
+mod echobot;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The server process, killed by its handle if the test ends early.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the server on port 0 in a fresh directory and returns it with
+/// the address it printed.
+fn start_server(dir: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["0", "--bind", "127.0.0.1", "--shared-dir"])
+        .arg(dir)
+        .arg("--log-file")
+        .arg(dir.join("server.log"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server(child);
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line: String = rx.recv_timeout(left).expect("no listening line");
+        if let Some((_, addr)) = line.split_once("listening on ") {
+            return (server, addr.trim().to_string());
+        }
+    }
+}
+
+/// The first event `pick` accepts, within [`WAIT`].
+fn wait_for<T>(c: &mut Client, mut pick: impl FnMut(ClientEvent) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Some(found) = c
+            .next_event(Duration::from_millis(100))
+            .unwrap()
+            .and_then(&mut pick)
+        {
+            return found;
+        }
+    }
+    panic!("no such event within {WAIT:?}");
+}
+
+#[test]
+fn echobot_reverses_private_messages_and_answers_who() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start_server(dir.path());
+    let bot_addr = addr.clone();
+    let bot = thread::spawn(move || {
+        echobot::run(&bot_addr, "echobot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
+    });
+
+    let mut me = Client::connect(addr.as_str(), "tester", ConnectOptions::default()).unwrap();
+    let echobot = Username::new("echobot").unwrap();
+    // The bot may join before or after us: ask until it is online.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "the bot never came online");
+        me.who().unwrap();
+        let users = wait_for(&mut me, |e| match e {
+            ClientEvent::Who { users } => Some(users),
+            _ => None,
+        });
+        if users.contains(&echobot) {
+            break;
+        }
+    }
+
+    me.send_private(&echobot, "hello, bot").unwrap();
+    let reply = wait_for(&mut me, |e| match e {
+        ClientEvent::Chat {
+            from,
+            private,
+            text,
+            ..
+        } if from == echobot => Some((private, text)),
+        _ => None,
+    });
+    assert_eq!(reply, (true, "tob ,olleh".to_string()));
+
+    me.send_chat(Recipient::Everyone, "!who").unwrap();
+    let reply = wait_for(&mut me, |e| match e {
+        ClientEvent::Chat {
+            from,
+            private,
+            text,
+            ..
+        } if from == echobot => Some((private, text)),
+        _ => None,
+    });
+    assert_eq!(reply, (true, "online: echobot, tester".to_string()));
+
+    // A graceful stop: the bot sees the server's shutdown and returns.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(bot.join().unwrap(), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
