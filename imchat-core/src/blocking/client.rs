@@ -229,6 +229,8 @@ const NOT_WELCOMED: ServerLimits = ServerLimits {
     max_text: 0,
     rate_burst: 0,
     rate_per_sec: 0,
+    rate_burst_bytes: 0,
+    rate_bytes_per_sec: 0,
     max_transfers: 0,
     max_push_size: 0,
 };
