@@ -28,11 +28,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    inert, ChatKind, ClientEvent, ClientSession, Command, Encode, FileEntry, FileName, Frame,
-    FrameReader, LeaveReason, Limits, Mode, Origin, Outbox, PushError, Recipient, ServerMessage,
-    TransferError, TransferId, TransportError, UsageError, Username, HELP,
+    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileName, Frame, FrameReader,
+    LeaveReason, Limits, Origin, Outbox, PushError, Recipient, ServerMessage, TransferError,
+    TransferId, TransportError, UsageError, Username,
 };
 
+use crate::command::{Command, Mode, HELP};
 use crate::error::ClientError;
 use crate::files;
 use crate::ui::{self, Lines, Progress, Style, Ui};
@@ -139,6 +140,8 @@ const DISK_QUEUE: usize = 64;
 /// Everything the threads share.
 struct Shared {
     session: Mutex<ClientSession>,
+    /// Where plain text goes (set with `/mode`).
+    mode: Mutex<Mode>,
     outbox: Arc<Outbox>,
     ui: Arc<Ui>,
     chunk_size: usize,
@@ -197,6 +200,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
     let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
     let shared = Arc::new(Shared {
         session: Mutex::new(session),
+        mode: Mutex::new(Mode::default()),
         outbox: outbox.clone(),
         ui: ui.clone(),
         chunk_size: limits.chunk_size,
@@ -552,7 +556,10 @@ impl Shared {
         };
         let result: Result<(), UsageError> = match cmd {
             Command::Nothing => Ok(()),
-            Command::Text(text) => self.with_session(|s| s.send_text(&text)),
+            Command::Text(text) => {
+                let to = lock(&self.mode).recipient();
+                self.with_session(|s| s.send_chat(to, &text))
+            }
             Command::Broadcast(text) => {
                 self.with_session(|s| s.send_chat(Recipient::Everyone, &text))
             }
@@ -560,13 +567,12 @@ impl Shared {
                 self.with_session(|s| s.send_chat(Recipient::User(to), &text))
             }
             Command::SetMode(mode) => {
-                let line = mode_line(&mode);
-                self.with_session(|s| s.set_mode(mode));
-                self.ui.notice(&line);
+                self.ui.notice(&mode_line(&mode));
+                *lock(&self.mode) = mode;
                 Ok(())
             }
             Command::ShowMode => {
-                let line = self.with_session(|s| mode_line(s.mode()));
+                let line = mode_line(&lock(&self.mode));
                 self.ui.notice(&line);
                 Ok(())
             }
@@ -589,12 +595,6 @@ impl Shared {
                 Ok(())
             }
             Command::Quit => return Flow::Quit,
-            other => {
-                log::debug!("unhandled command {other:?}");
-                self.ui
-                    .error("this command is not supported by this client");
-                Ok(())
-            }
         };
         if let Err(e) = result {
             self.ui.error(&inert(&e.to_string()));

@@ -5,6 +5,7 @@
 //! [`files`], the terminal in [`ui`].
 
 mod app;
+mod command;
 mod error;
 mod files;
 mod ui;

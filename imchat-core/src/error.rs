@@ -201,9 +201,6 @@ pub enum UsageError {
         /// The limit.
         max: usize,
     },
-    /// A chat text that is empty.
-    #[error("message is empty")]
-    EmptyText,
     /// No transfer with this id is running.
     #[error("no transfer {id} is running")]
     UnknownTransfer {

@@ -31,7 +31,7 @@
 //! ```text
 //!   bytes ──▶ Decoder ──▶ handle_message(msg, now) ──▶ poll_event()    ──▶ show / act
 //!                               Hub | ClientSession
-//!   intents ─▶ send_text(), download(), … ──────────▶ poll_transmit() ──▶ Encode ──▶ bytes
+//!   intents ─▶ send_chat(), download(), … ──────────▶ poll_transmit() ──▶ Encode ──▶ bytes
 //!   clock ───▶ handle_timeout(now)         ◀── poll_timeout()
 //! ```
 //!
@@ -81,7 +81,7 @@
 //!     })
 //! );
 //!
-//! alice.send_text("hello bob").unwrap();
+//! alice.send_chat(Recipient::Everyone, "hello bob").unwrap();
 //! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
 //! let mut got = None;
 //! while let Some(e) = bob.poll_event() {
@@ -111,7 +111,6 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod codec;
-mod command;
 mod display;
 mod error;
 mod limits;
@@ -123,7 +122,6 @@ mod transfer;
 mod transport;
 
 pub use codec::{encode_chunk, frame_len, types, Decode, Decoder, Encode, HEADER_LEN};
-pub use command::{Command, CommandError, Mode, HELP};
 pub use display::inert;
 pub use error::{DecodeError, NameError, TransferError, TransportError, UsageError};
 pub use limits::*;

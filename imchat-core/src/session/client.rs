@@ -4,7 +4,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::command::Mode;
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
@@ -183,7 +182,7 @@ struct HeldAck {
 ///
 /// Inputs: [`handle_message`](Self::handle_message),
 /// [`handle_timeout`](Self::handle_timeout), and the user intents
-/// (`send_text`, `who`, `download`, `offer`…). Outputs:
+/// (`send_chat`, `who`, `download`, `offer`…). Outputs:
 /// [`poll_transmit`](Self::poll_transmit) for what to send (drain it after
 /// every input) and [`poll_event`](Self::poll_event) for what to show.
 #[derive(Debug)]
@@ -191,7 +190,6 @@ pub struct ClientSession {
     username: Username,
     limits: Limits,
     state: State,
-    mode: Mode,
     transmits: VecDeque<ClientMessage>,
     events: VecDeque<ClientEvent>,
     requested: HashMap<TransferId, PendingDownload>,
@@ -215,7 +213,6 @@ impl ClientSession {
             username: username.clone(),
             limits,
             state: State::Handshaking,
-            mode: Mode::Broadcast,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             requested: HashMap::new(),
@@ -301,16 +298,6 @@ impl ClientSession {
         self.state == State::Closed
     }
 
-    /// The mode plain text is sent in.
-    pub fn mode(&self) -> &Mode {
-        &self.mode
-    }
-
-    /// Changes the mode plain text is sent in.
-    pub fn set_mode(&mut self, mode: Mode) {
-        self.mode = mode;
-    }
-
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<ClientMessage> {
         self.transmits.pop_front()
@@ -360,16 +347,10 @@ impl ClientSession {
         }
     }
 
-    /// Sends plain text in the current mode.
-    pub fn send_text(&mut self, text: &str) -> Result<(), UsageError> {
-        let to = match &self.mode {
-            Mode::Broadcast => Recipient::Everyone,
-            Mode::Unicast(u) => Recipient::User(u.clone()),
-        };
-        self.send_chat(to, text)
-    }
-
-    /// Sends a chat message to everyone else or to one user.
+    /// Sends a chat message to everyone else or to one user. Any text up
+    /// to [`Limits::max_text`] bytes goes, the empty text included (the
+    /// server routes it); a frontend that wants to skip blank lines does so
+    /// itself.
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
         self.send_kind(to, ChatKind::Text, text)
     }
@@ -382,9 +363,6 @@ impl ClientSession {
 
     fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
         self.joined()?;
-        if text.is_empty() {
-            return Err(UsageError::EmptyText);
-        }
         if text.len() > self.limits.max_text {
             return Err(UsageError::TextTooLong {
                 len: text.len(),

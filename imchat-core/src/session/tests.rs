@@ -179,7 +179,7 @@ fn joining_welcomes_with_the_name_and_tells_the_others() {
 #[test]
 fn broadcast_reaches_every_other_member_but_not_the_sender() {
     let mut net = three();
-    net.s(0).send_text("hi all").unwrap();
+    net.s(0).send_chat(Recipient::Everyone, "hi all").unwrap();
     net.pump();
     assert!(chats(&net.take(0)).is_empty());
     for i in [1, 2] {
@@ -216,20 +216,24 @@ fn unicast_reaches_only_its_target_and_unknown_users_get_an_error() {
 }
 
 #[test]
-fn the_mode_decides_where_plain_text_goes() {
+fn an_empty_text_is_sent_and_routed_like_any_other() {
     let mut net = three();
-    net.s(0).set_mode(crate::Mode::Unicast(user("carol")));
-    net.s(0).send_text("only carol").unwrap();
+    net.s(0).send_chat(Recipient::Everyone, "").unwrap();
+    net.s(0)
+        .send_chat(Recipient::User(user("carol")), "")
+        .unwrap();
     net.pump();
-    assert!(chats(&net.take(1)).is_empty());
+    assert_eq!(
+        chats(&net.take(1)),
+        vec![("alice".into(), false, "".into())]
+    );
     assert_eq!(
         chats(&net.take(2)),
-        vec![("alice".into(), true, "only carol".into())]
+        vec![
+            ("alice".into(), false, "".into()),
+            ("alice".into(), true, "".into())
+        ]
     );
-    net.s(0).set_mode(crate::Mode::Broadcast);
-    net.s(0).send_text("everyone").unwrap();
-    net.pump();
-    assert_eq!(chats(&net.take(1)).len(), 1);
 }
 
 #[test]
@@ -428,7 +432,7 @@ fn over_long_text_is_refused_and_the_connection_kept() {
     let long = "x".repeat(Limits::default().max_text + 1);
     // The session refuses it locally...
     assert!(matches!(
-        net.s(0).send_text(&long),
+        net.s(0).send_chat(Recipient::Everyone, &long),
         Err(crate::UsageError::TextTooLong { .. })
     ));
     // ...and the hub refuses it from a peer that sends it anyway.
@@ -757,7 +761,9 @@ fn a_corrupted_chunk_fails_only_that_transfer() {
     assert!(net
         .hub_events
         .contains(&HubEvent::DownloadCancelled { client: alice, id }));
-    net.s(1).send_text("still here").unwrap();
+    net.s(1)
+        .send_chat(Recipient::Everyone, "still here")
+        .unwrap();
     net.pump();
     assert_eq!(chats(&net.take(0)).len(), 1);
 }
@@ -966,7 +972,9 @@ fn a_decode_error_closes_only_that_connection() {
             ..
         }
     )));
-    net.s(0).send_text("still fine").unwrap();
+    net.s(0)
+        .send_chat(Recipient::Everyone, "still fine")
+        .unwrap();
     net.pump();
     assert_eq!(chats(&net.take(2)).len(), 1);
 }

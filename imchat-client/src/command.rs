@@ -1,8 +1,6 @@
-//! The command language of the reference client: one typed line in, one
-//! [`Command`] out. Kept in the library so bots and other frontends share it.
+//! The client's command language: one typed line in, one [`Command`] out.
 
-use crate::error::NameError;
-use crate::message::{FileName, Username};
+use imchat_core::{FileName, NameError, Recipient, Username};
 use thiserror::Error;
 
 /// What plain text (a line that is not a command) is sent as.
@@ -15,9 +13,18 @@ pub enum Mode {
     Unicast(Username),
 }
 
+impl Mode {
+    /// Where plain text goes in this mode.
+    pub fn recipient(&self) -> Recipient {
+        match self {
+            Mode::Broadcast => Recipient::Everyone,
+            Mode::Unicast(u) => Recipient::User(u.clone()),
+        }
+    }
+}
+
 /// One parsed input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Command {
     /// Plain text, sent in the current [`Mode`].
     Text(String),
@@ -61,7 +68,6 @@ pub enum Command {
 
 /// A line that looked like a command but was not a valid one. Show it; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
 pub enum CommandError {
     /// An unknown `/word`.
     #[error("unknown command /{0}; type /help for the list")]
@@ -320,6 +326,15 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(Command::parse(line), Ok(want), "{line:?}");
         }
+    }
+
+    #[test]
+    fn the_mode_decides_where_plain_text_goes() {
+        assert_eq!(Mode::default().recipient(), Recipient::Everyone);
+        assert_eq!(
+            Mode::Unicast(u("carol")).recipient(),
+            Recipient::User(u("carol"))
+        );
     }
 
     #[test]
