@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
-    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileName, Frame, FrameReader,
-    LeaveReason, Limits, Origin, Outbox, PushError, Recipient, ServerMessage, TransferError,
-    TransferId, TransportError, UsageError, Username,
+    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileName, LeaveReason, Limits,
+    Origin, Recipient, ServerMessage, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{Command, Mode, HELP};

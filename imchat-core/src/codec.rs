@@ -116,9 +116,9 @@ pub trait Decode: Sized {
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;
 
     /// The message for a file chunk, for a decoder that reads a large
-    /// chunk's data straight into its own buffer (see
-    /// [`Decoder::body_buf`]). `None` (the default) keeps chunks on the
-    /// ordinary path.
+    /// chunk's data straight into its own buffer (as the blocking
+    /// reader does). `None` (the default) keeps chunks on the ordinary
+    /// path.
     fn from_chunk(chunk: FileChunk) -> Option<Self> {
         let _ = chunk;
         None
@@ -921,7 +921,8 @@ impl<M: Decode> Decoder<M> {
     /// being received: the rest of its data buffer. A reader that reads
     /// into it and calls [`body_filled`](Self::body_filled) saves the copy
     /// [`feed`](Self::feed) makes. `None` otherwise (use `feed`).
-    pub fn body_buf(&mut self) -> Option<&mut [u8]> {
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn body_buf(&mut self) -> Option<&mut [u8]> {
         if self.error.is_some() {
             return None;
         }
@@ -944,12 +945,14 @@ impl<M: Decode> Decoder<M> {
 
     /// True if the last message was a large chunk received directly: the
     /// next frame is likely another.
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
     pub(crate) fn expects_chunk(&self) -> bool {
         self.expect_chunk
     }
 
     /// `n` bytes were written at the start of [`body_buf`](Self::body_buf).
-    pub fn body_filled(&mut self, n: usize) {
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn body_filled(&mut self, n: usize) {
         if let Some(b) = self.body.as_mut() {
             b.have = (b.have + n).min(b.data.len());
         }

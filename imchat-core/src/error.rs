@@ -230,6 +230,7 @@ pub enum UsageError {
 }
 
 /// The blocking transport failed: the connection is over.
+#[cfg(feature = "blocking")]
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TransportError {

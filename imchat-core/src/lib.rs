@@ -2,7 +2,9 @@
 //!
 //! imchat is an instant messenger over TCP. This crate holds the whole
 //! protocol, so that the `imchat-server` and `imchat-client` binaries, and
-//! any bot, bridge or test harness, are thin shells around it:
+//! any bot, bridge or test harness, are thin shells around it.
+//!
+//! At the root, the protocol, with no IO:
 //!
 //! - typed messages, one enum per direction: [`ClientMessage`] and
 //!   [`ServerMessage`], carrying validated newtypes ([`Username`],
@@ -14,19 +16,21 @@
 //!   before reserving anything;
 //! - file transfers in checksummed chunks: [`Outgoing`] and [`Incoming`]
 //!   check every chunk's CRC32, offset and size, and the whole file's CRC32;
-//! - session state machines without IO: the server's [`Hub`] (handshake,
-//!   names, routing, keepalive, rate limit, relayed pushes) and the
+//! - session state machines: the server's [`Hub`] (handshake, names,
+//!   routing, keepalive, rate limit, relayed pushes) and the
 //!   [`ClientSession`];
-//! - a small blocking transport for the IO shells: [`FrameReader`] and
-//!   [`FrameWriter`] over any `Read`/`Write`, [`split_tcp`], and the
-//!   [`Outbox`], a capped two-lane queue (chat before file data) with a
-//!   coalescing writer loop (started lazily, parked when idle), and
-//!   [`write_file_frame`], which sends a chunk's data from its file.
+//! - the [`Limits`], the errors, and [`inert`] for showing peer text safely.
 //!
-//! **What it does not do:** the codec and the state machines read no
-//! socket, no file and no clock. Time is a parameter (`now: Instant`), and
-//! the IO the protocol needs leaves as an event ("open this shared file",
-//! "write these checked bytes") and comes back as a call.
+//! Under its own name, [`blocking`] (the default cargo feature `blocking`):
+//! the IO around the protocol for threads and blocking sockets, the only
+//! part of the crate that touches a socket or a thread.
+//!
+//! **What the root does not do:** the codec and the state machines read
+//! no socket, no file and no clock, and the crate holds no `unsafe` code.
+//! Time is a parameter (`now: Instant`), and the IO the protocol needs
+//! leaves as an event ("open this shared file", "write these checked
+//! bytes") and comes back as a call. With `default-features = false` the
+//! crate depends on thiserror, byteorder, crc32fast and log only.
 //!
 //! ```text
 //!   bytes ──▶ Decoder ──▶ handle_message(msg, now) ──▶ poll_event()    ──▶ show / act
@@ -107,6 +111,7 @@
 #![doc = include_str!("../examples/echobot.rs")]
 //! ```
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -115,21 +120,19 @@ mod display;
 mod error;
 mod limits;
 mod message;
-mod outbox;
 mod session;
-mod socket;
 mod transfer;
-mod transport;
 
-pub use codec::{encode_chunk, frame_len, types, Decode, Decoder, Encode, HEADER_LEN};
+/// The wire type codes, for tests and tools that build malformed frames
+/// by hand; a well-formed frame comes from [`Encode`].
+#[doc(hidden)]
+pub use codec::types;
+pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
 pub use display::inert;
-pub use error::{DecodeError, NameError, TransferError, TransportError, UsageError};
+pub use error::{DecodeError, NameError, TransferError, UsageError};
 pub use limits::*;
 pub use message::*;
-pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd};
 pub use session::{
     ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit,
 };
-pub use socket::{limit_unsent, write_file_frame, SERVER_UNSENT_LIMIT};
 pub use transfer::{Incoming, Outgoing};
-pub use transport::{split_tcp, FrameReader, FrameWriter};

@@ -10,6 +10,7 @@ mod logging;
 mod names;
 mod report;
 mod server;
+mod socket;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;

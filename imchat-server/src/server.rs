@@ -10,7 +10,7 @@
 //! A connection's writer thread exists only while frames wait that nobody
 //! else could write (a slow reader, file data): broadcasts are written by
 //! the flusher thread, a download thread writes its own chunks while the
-//! socket is free (the data by `sendfile`, see [`imchat_core::write_file_frame`]),
+//! socket is free (the data by `sendfile`, see [`crate::socket::write_file_frame`]),
 //! and a writer with nothing to write for 250 ms ends.
 //!
 //! Every decision is the hub's. After each call into it, [`Server::dispatch`]
@@ -32,9 +32,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
-    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Frame, Hub, HubEvent, Lane,
-    Limits, Outbox, PushError, TransferId, Username,
+    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Hub, HubEvent, Lane, Limits,
+    TransferId, Username,
 };
 use log::Level;
 

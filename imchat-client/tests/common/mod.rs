@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imchat_core::{
-    ClientMessage, Encode, FrameReader, FrameWriter, ServerMessage, TransportError, Username,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    blocking::{FrameReader, FrameWriter, TransportError},
+    ClientMessage, Encode, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 /// How long any single expectation may take.
@@ -848,7 +848,8 @@ impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("raw connect");
         let (reader, writer) =
-            imchat_core::split_tcp::<ServerMessage>(stream, DEFAULT_MAX_FRAME).expect("split");
+            imchat_core::blocking::split_tcp::<ServerMessage>(stream, DEFAULT_MAX_FRAME)
+                .expect("split");
         Raw { reader, writer }
     }
 

@@ -16,7 +16,7 @@ use crate::message::{
     PROTOCOL_VERSION,
 };
 use crate::session::{ClientEvent, ClientSession};
-use crate::transport::{split_tcp, FrameReader, FrameWriter};
+use super::transport::{split_tcp, FrameReader, FrameWriter};
 
 /// How [`Client::connect`] connects, and the limits the session keeps.
 ///

@@ -1,14 +1,24 @@
-//! Blocking IO around the sans-IO protocol: everything here touches a
-//! socket. Behind the default cargo feature `blocking`.
+//! Blocking IO around the protocol: everything in this crate that touches
+//! a socket or a thread, behind the `blocking` cargo feature (on by
+//! default). The rest of the crate reads no socket, no file and no clock;
+//! build it with `default-features = false` to get the protocol alone.
 //!
 //! - [`Client`]: a connected client (socket plus [`ClientSession`](crate::ClientSession))
 //!   with [`next_event`](Client::next_event) and a method per intent;
-//!   pings, keepalive and timers are handled inside.
-//! - [`FrameReader`], [`FrameWriter`] and [`split_tcp`]: the codec over any
-//!   `Read` and `Write`, for writing your own loop.
+//!   pings, keepalive and timers are handled inside. A bot is a loop of a
+//!   few lines around it.
+//! - [`FrameReader`] and [`FrameWriter`]: the codec over any `Read` and any
+//!   `Write`, and [`split_tcp`] to use a `TcpStream` from two threads, for
+//!   writing your own loop;
+//! - [`Outbox`]: a connection's capped two-lane outbound queue (control
+//!   frames before file data) and the writer loop that drains it in
+//!   coalesced writes, from a writer thread or from the producer's own.
 
 mod client;
+mod outbox;
+mod transport;
 
+pub use crate::error::TransportError;
 pub use client::*;
-
-pub use crate::transport::{split_tcp, FrameReader, FrameWriter};
+pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd};
+pub use transport::{split_tcp, FrameReader, FrameWriter};

@@ -12,9 +12,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::{split_tcp, FrameWriter};
 use imchat_core::{
-    split_tcp, ClientEvent, ClientMessage, ClientSession, Encode, FileName, FrameWriter, Limits,
-    ServerMessage, TransferId, Username, ACK_STEP, DEFAULT_MAX_FRAME,
+    ClientEvent, ClientMessage, ClientSession, Encode, FileName, Limits, ServerMessage, TransferId,
+    Username, ACK_STEP, DEFAULT_MAX_FRAME,
 };
 
 use crate::latency::summarize;

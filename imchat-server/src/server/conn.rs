@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imchat_core::{
-    limit_unsent, ClientId, ClientMessage, FrameReader, LeaveReason, Outbox, TransportError,
-    WriterEnd, SERVER_UNSENT_LIMIT,
-};
+use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
+use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
 use super::{spawn, Conn, Server, Share, Work};
+use crate::socket::{limit_unsent, SERVER_UNSENT_LIMIT};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
 const READER_STACK: usize = 256 * 1024;

@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
-    inert, write_file_frame, CancelCode, ClientId, Encode, Frame, Outbox, Outgoing, PushError,
-    ServerMessage, TransferId, UsageError, DOWNLOAD_WINDOW,
+    inert, CancelCode, ClientId, Encode, Outgoing, ServerMessage, TransferId, UsageError,
+    DOWNLOAD_WINDOW,
 };
 use log::{info, warn};
 
 use super::{spawn, DownloadJob, Server, Share, Work};
 use crate::files::io_reason;
+use crate::socket::write_file_frame;
 
 /// Stack of a download thread (its read buffer is on the heap).
 const DOWNLOAD_STACK: usize = 256 * 1024;

@@ -343,8 +343,8 @@ fn intents_are_written_before_they_return() {
     let bob = Username::new("bob").unwrap();
     let file = FileName::new("a.txt").unwrap();
     assert!(matches!(
-        c.send_chat(Recipient::Everyone, ""),
-        Err(ClientError::Usage(UsageError::EmptyText))
+        c.send_chat(Recipient::Everyone, &"x".repeat(64 * 1024 + 1)),
+        Err(ClientError::Usage(UsageError::TextTooLong { .. }))
     ));
     c.send_chat(Recipient::Everyone, "all").unwrap();
     c.send_private(&bob, "you").unwrap();

@@ -495,6 +495,7 @@ impl Hub {
 
     /// Checks the hub's internal invariants (for tests and fuzzing): the
     /// name table and the member list agree with the connections.
+    #[doc(hidden)]
     pub fn check_invariants(&self) -> Result<(), String> {
         let joined: Vec<(&ClientId, &Username)> = self
             .conns

@@ -1,6 +1,7 @@
 //! Socket settings that keep chat responsive beside file data.
 //!
-//! Control frames overtake file chunks in the [`Outbox`](crate::Outbox),
+//! Control frames overtake file chunks in the
+//! [`Outbox`](imchat_core::blocking::Outbox),
 //! but not the bytes already handed to the kernel: a chat line written
 //! behind megabytes of file data in the sender's send buffer waits until
 //! they are sent. Linux autotunes that buffer to several MiB on a fast
@@ -12,7 +13,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::outbox::{is_timeout, Direct, Frame, PushError};
+use imchat_core::blocking::{Direct, Frame, PushError};
 
 /// Longest [`write_file_frame`] waits for a full socket without a byte
 /// going out before it leaves the rest of its frame to the writer thread.
@@ -43,7 +44,8 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
 
 /// Writes a file chunk `frame` (its first `head` bytes the header, the
 /// rest the data read from `file` at `data_at`) to `stream`, with the
-/// right to write that [`Outbox::write_direct`](crate::Outbox::write_direct)
+/// right to write that
+/// [`Outbox::write_direct`](imchat_core::blocking::Outbox::write_direct)
 /// gave. On Linux the header goes with `MSG_MORE` and the data with
 /// `sendfile`: the kernel takes it from the page cache by reference, which
 /// saves copying it through the frame (the frame's copy is only read for
@@ -81,7 +83,12 @@ pub fn write_file_frame(
                 progress = Instant::now();
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if progress.elapsed() >= DIRECT_PATIENCE {
                     break;
                 }
@@ -226,6 +233,7 @@ mod sys {
 ))]
 mod tests {
     use super::*;
+    use imchat_core::blocking::Outbox;
     use std::net::TcpListener;
 
     fn pair() -> (TcpStream, TcpStream) {
@@ -272,11 +280,7 @@ mod tests {
 
     /// Ends the stream: the writer writes what is queued, then the write
     /// side is shut; returns everything `reader` got.
-    fn finish(
-        q: &crate::Outbox,
-        a: &TcpStream,
-        reader: std::thread::JoinHandle<Vec<u8>>,
-    ) -> Vec<u8> {
+    fn finish(q: &Outbox, a: &TcpStream, reader: std::thread::JoinHandle<Vec<u8>>) -> Vec<u8> {
         q.close();
         q.run_writer(a).unwrap();
         a.shutdown(std::net::Shutdown::Write).unwrap();
@@ -298,7 +302,7 @@ mod tests {
         let bytes = data(300_000);
         let file = TempFile::new("whole", &bytes);
         let frame = frame_of(&bytes);
-        let q = crate::Outbox::new(1 << 20);
+        let q = Outbox::new(1 << 20);
         let reader = read_all(b);
         write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
         assert_eq!(q.queued(), 0);
@@ -321,7 +325,7 @@ mod tests {
             .set_len(50_000)
             .unwrap();
         let frame = frame_of(&bytes);
-        let q = crate::Outbox::new(1 << 20);
+        let q = Outbox::new(1 << 20);
         let reader = read_all(b);
         write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
         assert!(finish(&q, &a, reader) == *frame);
@@ -334,7 +338,7 @@ mod tests {
         let bytes = data(16 << 20);
         let file = TempFile::new("slow", &bytes);
         let frame = frame_of(&bytes);
-        let q = crate::Outbox::new(1 << 20);
+        let q = Outbox::new(1 << 20);
         // Nobody reads yet: the socket fills, and the rest is left queued.
         write_file_frame(q.write_direct().unwrap(), &a, &file.1, &frame, 5, 4).unwrap();
         let left = q.queued();
@@ -350,7 +354,7 @@ mod tests {
         let bytes = data(1 << 20);
         let file = TempFile::new("broken", &bytes);
         let frame = frame_of(&bytes);
-        let q = crate::Outbox::new(1 << 20);
+        let q = Outbox::new(1 << 20);
         let deadline = Instant::now() + Duration::from_secs(5);
         // The first writes may still be taken before the reset arrives.
         loop {
