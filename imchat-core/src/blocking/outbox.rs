@@ -1,6 +1,15 @@
 //! A connection's outbound queue and the blocking writer loop that drains
 //! it: two lanes (control before bulk), a byte cap, and coalesced writes.
 //! It moves bytes only; what goes in is decided by the session.
+//!
+//! Its state is three things that change independently: the queue's
+//! [`Phase`] (open, closing, aborted), the writer thread's [`Writer`]
+//! state (armed, awake, asleep, done), and who holds the socket (nobody,
+//! the writer thread, a producer flushing, or a [`Direct`] write). Bytes
+//! reach the socket by three paths, one per purpose: the writer thread's
+//! loop ([`Outbox::run_writer`]), a producer writing what is queued from
+//! its own thread ([`Outbox::flush`], [`Outbox::push_bulk_through`]), and
+//! one frame written past the queue ([`Outbox::write_direct`]).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -31,6 +40,36 @@ pub enum PushError {
     Closed,
 }
 
+/// Where the queue is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    /// Frames are taken.
+    #[default]
+    Open,
+    /// [`Outbox::close`]: what is queued is written, then the writer stops;
+    /// no frame is taken.
+    Closing,
+    /// [`Outbox::abort`]: what was queued is dropped and the writer stops
+    /// now; no frame is taken.
+    Aborted,
+}
+
+/// The writer thread's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Writer {
+    /// No writer thread runs: the starter of [`Outbox::set_starter`]
+    /// starts one when frames are left for it.
+    Armed,
+    /// A writer thread runs and finds new frames without being woken; or,
+    /// with no starter, its owner will run [`Outbox::run_writer`].
+    #[default]
+    Awake,
+    /// The writer thread sleeps on `ready`: frames left for it must wake it.
+    Asleep,
+    /// The writer loop has finished for good (not parked).
+    Done,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The unwritten rest of a frame a timed-out write cut: it goes out
@@ -40,29 +79,19 @@ struct State {
     bulk: VecDeque<Frame>,
     control_bytes: usize,
     bulk_bytes: usize,
-    /// Stop after writing what is queued.
-    closing: bool,
-    /// Stop now.
-    aborted: bool,
-    /// The writer is asleep on `ready` (a push must wake it).
-    writer_waiting: bool,
+    phase: Phase,
+    writer: Writer,
+    /// Someone (the writer thread, a producer flushing, or a [`Direct`]
+    /// write) holds the socket: nobody else may write to it.
+    writing: bool,
     /// Producers asleep on `room`.
     room_waiters: usize,
-    /// Someone (the writer thread, or a thread flushing with
-    /// [`Outbox::flush`]) is writing to the socket: nobody else may.
-    writing: bool,
-    /// Starts a writer thread whenever one is needed and none runs (see
-    /// [`Outbox::set_starter`]); `None` once claimed, or when the writer
-    /// thread runs from the start.
+    /// Starts a writer thread (see [`Outbox::set_starter`]); `None` when
+    /// the writer thread runs from the start, or once claimed.
     starter: Option<Starter>,
-    /// No writer thread runs, and `starter` starts one when frames are
-    /// left for it.
-    armed: bool,
     /// A lazy writer that finds nothing to write for this long parks: its
-    /// thread ends and `starter` is armed again.
+    /// thread ends and the writer is armed again.
     park_after: Duration,
-    /// The writer loop has finished for good (not parked).
-    writer_done: bool,
 }
 
 /// A function that starts a writer thread.
@@ -74,14 +103,50 @@ impl std::fmt::Debug for Starter {
     }
 }
 
+/// What to do, once the queue's lock is gone, to get the writer thread
+/// going (see [`State::rouse`]).
+#[must_use]
+enum Rouse {
+    /// Nothing: it is awake, done, or someone else holds the socket.
+    None,
+    /// Start a thread with this starter.
+    Start(Starter),
+    /// Wake the sleeping thread.
+    Wake,
+}
+
 impl State {
-    /// The starter to call now that frames are left for a writer, if no
-    /// writer thread runs: it is then counted as running.
-    fn arm_off(&mut self) -> Option<Starter> {
-        if !std::mem::take(&mut self.armed) {
+    /// An armed writer is counted as running from now on: the starter to
+    /// call, without the lock, to start its thread.
+    fn disarm(&mut self) -> Option<Starter> {
+        if self.writer != Writer::Armed {
             return None;
         }
+        self.writer = Writer::Awake;
         self.starter.as_ref().map(|s| Starter(s.0.clone()))
+    }
+
+    /// Frames are left for the writer thread (or the queue is closing and
+    /// someone must end the stream): starts it if armed, wakes it if it
+    /// sleeps. Not while someone holds the socket: whoever does rouses it
+    /// when done. Waking costs a system call, so an awake writer is left
+    /// to pick the frames up with its next batch.
+    fn rouse(&mut self) -> Rouse {
+        if self.writing {
+            return Rouse::None;
+        }
+        match self.writer {
+            Writer::Armed => self.disarm().map_or(Rouse::None, Rouse::Start),
+            Writer::Asleep => {
+                self.writer = Writer::Awake;
+                Rouse::Wake
+            }
+            Writer::Awake | Writer::Done => Rouse::None,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.phase != Phase::Open
     }
 
     /// Frames wait that a writer taking the control lane (and the bulk
@@ -233,26 +298,18 @@ impl Outbox {
     pub fn push(&self, frame: Frame, bulk: bool) -> Result<(), PushError> {
         let mut s = self.lock();
         self.enqueue(&mut s, frame, bulk)?;
-        self.wake_writer(s);
+        self.rouse(s);
         Ok(())
     }
 
-    /// Gets the writer thread going for what is queued: starts it if it
-    /// is not running yet, wakes it if it sleeps. Waking costs a system
-    /// call: a busy writer picks the frames up with its next batch instead.
-    fn wake_writer(&self, mut s: MutexGuard<'_, State>) {
-        if s.writing {
-            return;
-        }
-        if let Some(start) = s.arm_off() {
-            drop(s);
-            (start.0)();
-            return;
-        }
-        let wake = std::mem::take(&mut s.writer_waiting);
+    /// Does what [`State::rouse`] says, without the lock.
+    fn rouse(&self, mut s: MutexGuard<'_, State>) {
+        let rouse = s.rouse();
         drop(s);
-        if wake {
-            self.ready.notify_one();
+        match rouse {
+            Rouse::None => {}
+            Rouse::Start(start) => (start.0)(),
+            Rouse::Wake => self.ready.notify_one(),
         }
     }
 
@@ -269,7 +326,7 @@ impl Outbox {
     pub fn set_starter(&self, start: impl Fn() + Send + Sync + 'static, park_after: Duration) {
         let mut s = self.lock();
         s.starter = Some(Starter(Arc::new(start)));
-        s.armed = true;
+        s.writer = Writer::Armed;
         s.park_after = park_after;
     }
 
@@ -279,7 +336,7 @@ impl Outbox {
     /// [`close`](Outbox::close)). False when a writer thread runs.
     pub fn claim_writer(&self) -> bool {
         let mut s = self.lock();
-        let free = s.arm_off().is_some();
+        let free = s.disarm().is_some();
         if free {
             s.starter = None;
         }
@@ -289,7 +346,9 @@ impl Outbox {
     /// Waits until the writer loop has returned or the queue is aborted,
     /// for at most `timeout`. True if it did.
     pub fn wait_writer(&self, timeout: Duration) -> bool {
-        self.wait_on_room(timeout, |s| (s.writer_done || s.aborted).then_some(true))
+        self.wait_on_room(timeout, |s| {
+            (s.writer == Writer::Done || s.phase == Phase::Aborted).then_some(true)
+        })
     }
 
     /// Waits on the `room` condition until `answer` has one (which is
@@ -315,22 +374,15 @@ impl Outbox {
         }
     }
 
-    /// Queues a control frame without waking the writer thread. The caller
-    /// must call [`flush`](Outbox::flush) afterwards (typically once, after
-    /// queueing everything it had, and outside its own locks).
-    pub fn push_deferred(&self, frame: Frame) -> Result<(), PushError> {
-        let mut s = self.lock();
-        self.enqueue(&mut s, frame, false)
-    }
-
-    /// Queues a control frame without waking the writer thread, for a
-    /// caller that flushes later and in bulk (presence notices to a large
-    /// room, say). Returns `true` when the control lane was empty, so no
-    /// one else will write this frame: the caller must then
-    /// [`flush`](Outbox::flush) this queue itself, later. With `false`, the
-    /// frame goes out with the ones ahead of it (whoever queued those
-    /// flushes them, or the writer thread writes them).
-    pub fn push_lazy(&self, frame: Frame) -> Result<bool, PushError> {
+    /// Queues a control frame without waking the writer thread: the caller
+    /// [`flush`](Outbox::flush)es later (typically once, after queueing
+    /// everything it had, and outside its own locks). Returns `true` when
+    /// the control lane was empty, so no one else will write this frame: a
+    /// caller that flushes in bulk (presence notices to a large room, say)
+    /// must then flush this queue itself. With `false`, the frame goes out
+    /// with the ones ahead of it (whoever queued those flushes them, or the
+    /// writer thread writes them).
+    pub fn push_deferred(&self, frame: Frame) -> Result<bool, PushError> {
         let mut s = self.lock();
         let first = s.control.is_empty();
         self.enqueue(&mut s, frame, false)?;
@@ -338,7 +390,7 @@ impl Outbox {
     }
 
     fn enqueue(&self, s: &mut State, frame: Frame, bulk: bool) -> Result<(), PushError> {
-        if s.closing || s.aborted {
+        if s.is_closed() {
             return Err(PushError::Closed);
         }
         if bulk {
@@ -377,36 +429,22 @@ impl Outbox {
         Ok(())
     }
 
-    fn flush_lanes<W: Write>(&self, w: W, bulk: bool) {
-        let Some(s) = self.write_through(w, bulk) else {
-            return;
-        };
-        if s.has_frames(true) {
-            self.wake_writer(s);
-        } else if s.closing && !s.writing {
-            let mut s = s;
-            if std::mem::take(&mut s.writer_waiting) {
-                drop(s);
-                self.ready.notify_one();
-            }
-        }
-    }
-
-    /// Writes queued control frames (and bulk frames when `bulk`) to `w`
-    /// from this thread if no one else is writing. Returns the lock, or
-    /// `None` if the socket broke (the queue is then aborted).
-    fn write_through<W: Write>(&self, mut w: W, bulk: bool) -> Option<MutexGuard<'_, State>> {
+    /// The producer's write path: writes queued control frames (and bulk
+    /// frames when `bulk`) to `w` from this thread if no one else is
+    /// writing, without waiting on a full socket; the rest is the writer
+    /// thread's.
+    fn flush_lanes<W: Write>(&self, mut w: W, bulk: bool) {
         let mut batch: Vec<Frame> = Vec::new();
         let mut s = self.lock();
         // Bounded: each round writes what was queued when it started.
         for _ in 0..4 {
-            if s.writing || s.aborted || !s.has_frames(bulk) {
+            if s.writing || s.phase == Phase::Aborted || !s.has_frames(bulk) {
                 break;
             }
             s.writing = true;
             let taken = s.take_batch(&mut batch, bulk);
             drop(s);
-            let result = write_frames(&mut w, &batch);
+            let result = write_frames_from(&mut w, &batch, (0, 0));
             s = self.lock();
             s.writing = false;
             match result {
@@ -420,11 +458,19 @@ impl Outbox {
                     // The socket is broken: nothing more goes out.
                     drop(s);
                     self.abort();
-                    return None;
+                    return;
                 }
             }
         }
-        Some(s)
+        self.release(s);
+    }
+
+    /// The socket was given back (or never taken): the writer thread gets
+    /// what is left, or ends the stream if the queue is closing.
+    fn release(&self, s: MutexGuard<'_, State>) {
+        if s.has_frames(true) || s.phase == Phase::Closing {
+            self.rouse(s);
+        }
     }
 
     /// The right to write one frame straight to the socket, past the
@@ -437,7 +483,7 @@ impl Outbox {
     /// queued frame.
     pub fn write_direct(&self) -> Option<Direct<'_>> {
         let mut s = self.lock();
-        if s.writing || s.aborted || s.closing || s.has_frames(true) {
+        if s.writing || s.is_closed() || s.has_frames(true) {
             return None;
         }
         s.writing = true;
@@ -451,7 +497,7 @@ impl Outbox {
     /// on timeout or when the queue is closed (stop producing then).
     pub fn wait_bulk_room(&self, limit: usize, timeout: Duration) -> bool {
         self.wait_on_room(timeout, |s| {
-            if s.closing || s.aborted {
+            if s.is_closed() {
                 Some(false)
             } else {
                 (s.bulk_bytes < limit).then_some(true)
@@ -470,8 +516,10 @@ impl Outbox {
     /// now, since someone must write out the rest and end the stream.
     pub fn close(&self) {
         let mut s = self.lock();
-        s.closing = true;
-        let start = s.arm_off();
+        if s.phase == Phase::Open {
+            s.phase = Phase::Closing;
+        }
+        let start = s.disarm();
         drop(s);
         self.ready.notify_all();
         self.room.notify_all();
@@ -483,7 +531,7 @@ impl Outbox {
     /// Stops the writer now, dropping what is queued.
     pub fn abort(&self) {
         let mut s = self.lock();
-        s.aborted = true;
+        s.phase = Phase::Aborted;
         s.partial = None;
         s.control.clear();
         s.bulk.clear();
@@ -496,8 +544,7 @@ impl Outbox {
 
     /// True once closed or aborted.
     pub fn is_closed(&self) -> bool {
-        let s = self.lock();
-        s.closing || s.aborted
+        self.lock().is_closed()
     }
 
     /// Takes the next batch to write: control frames first, then bulk, up
@@ -506,36 +553,36 @@ impl Outbox {
         let mut s = self.lock();
         let mut idle_since = Instant::now();
         loop {
-            if s.aborted {
+            if s.phase == Phase::Aborted {
                 return Next::Stop;
             }
             let queued = s.has_frames(true);
             if queued && !s.writing {
                 break;
             }
-            if !queued && s.closing && !s.writing {
+            if !queued && s.phase == Phase::Closing && !s.writing {
                 return Next::Stop;
             }
-            s.writer_waiting = true;
             if s.starter.is_some() {
                 // A lazy writer: park once idle for long enough. Not while
                 // a flush writes: what it leaves is this thread's to write.
                 let idle = idle_since.elapsed();
                 if !queued && !s.writing && idle >= s.park_after {
-                    s.writer_waiting = false;
-                    s.armed = true;
+                    s.writer = Writer::Armed;
                     return Next::Park;
                 }
                 let wait = s.park_after.saturating_sub(idle);
+                s.writer = Writer::Asleep;
                 s = self
                     .ready
                     .wait_timeout(s, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             } else {
+                s.writer = Writer::Asleep;
                 s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
             }
-            s.writer_waiting = false;
+            s.writer = Writer::Awake;
             if s.writing {
                 idle_since = Instant::now();
             }
@@ -550,17 +597,17 @@ impl Outbox {
         Next::Write
     }
 
-    /// The writer loop: writes queued frames to `w`, coalescing them into
-    /// few vectored writes, until the queue is closed and empty or aborted
-    /// ([`WriterEnd::Finished`]), or a lazy writer parks
-    /// ([`WriterEnd::Parked`], see [`set_starter`](Outbox::set_starter)),
+    /// The writer thread's write path: writes queued frames to `w`,
+    /// coalescing them into few vectored writes, until the queue is closed
+    /// and empty or aborted ([`WriterEnd::Finished`]), or a lazy writer
+    /// parks ([`WriterEnd::Parked`], see [`set_starter`](Outbox::set_starter)),
     /// or a write fails (`Err`; the queue is aborted).
     pub fn run_writer<W: Write>(&self, w: W) -> io::Result<WriterEnd> {
         let result = self.writer_loop(w);
         if result.as_ref().is_ok_and(|end| *end == WriterEnd::Parked) {
             return result;
         }
-        self.lock().writer_done = true;
+        self.lock().writer = Writer::Done;
         self.room.notify_all();
         result
     }
@@ -597,7 +644,7 @@ impl Outbox {
                         progress = Instant::now();
                         from = done;
                     }
-                    if self.lock().aborted {
+                    if self.lock().phase == Phase::Aborted {
                         return Ok(());
                     }
                     if self.stall.is_some_and(|stall| progress.elapsed() >= stall) {
@@ -645,32 +692,26 @@ impl Drop for Direct<'_> {
         let mut s = self.outbox.lock();
         s.writing = false;
         if let Some(rest) = self.rest.take() {
-            if !s.aborted {
+            if s.phase != Phase::Aborted {
                 s.partial = Some(rest);
             }
         }
         // What was queued meanwhile (or a close) is the writer's now.
-        if s.has_frames(true) || s.closing {
-            self.outbox.wake_writer(s);
-        }
+        self.outbox.release(s);
     }
 }
 
 /// A write that timed out or would block (the socket is full for now).
-pub(crate) fn is_timeout(e: &io::Error) -> bool {
+fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
 
-/// Writes `frames`; on failure says how far it got (frame index, bytes of it).
-fn write_frames<W: Write>(w: &mut W, frames: &[Frame]) -> Result<(), ((usize, usize), io::Error)> {
-    write_frames_from(w, frames, (0, 0))
-}
-
-/// Writes every frame whole from position `(first, skip)` on, with
-/// vectored writes; on failure says how far it got.
+/// Writes every frame whole from position `(first, skip)` (frame index,
+/// bytes of it already written) on, with vectored writes; on failure says
+/// how far it got.
 fn write_frames_from<W: Write>(
     w: &mut W,
     frames: &[Frame],
@@ -830,17 +871,17 @@ mod tests {
     }
 
     #[test]
-    fn a_lazy_push_asks_for_a_flush_only_when_nothing_is_ahead_of_it() {
+    fn a_deferred_push_says_whether_anything_is_ahead_of_it() {
         let q = Outbox::new(1 << 20);
-        assert_eq!(q.push_lazy(f(b"one")), Ok(true));
-        assert_eq!(q.push_lazy(f(b"two")), Ok(false));
+        assert_eq!(q.push_deferred(f(b"one")), Ok(true));
+        assert_eq!(q.push_deferred(f(b"two")), Ok(false));
         q.push_deferred(f(b"three")).unwrap();
         let mut out = Vec::new();
         q.flush(&mut out);
         assert_eq!(out, b"onetwothree");
-        assert_eq!(q.push_lazy(f(b"four")), Ok(true));
+        assert_eq!(q.push_deferred(f(b"four")), Ok(true));
         q.close();
-        assert_eq!(q.push_lazy(f(b"five")), Err(PushError::Closed));
+        assert_eq!(q.push_deferred(f(b"five")), Err(PushError::Closed));
     }
 
     #[test]
