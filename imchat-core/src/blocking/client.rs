@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::transport::{split_tcp, FrameReader, FrameWriter};
 use crate::codec::Encode;
 use crate::error::{NameError, TransportError, UsageError};
 use crate::limits::{Limits, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -16,7 +17,6 @@ use crate::message::{
     PROTOCOL_VERSION,
 };
 use crate::session::{ClientEvent, ClientSession};
-use super::transport::{split_tcp, FrameReader, FrameWriter};
 
 /// How [`Client::connect`] connects, and the limits the session keeps.
 ///
