@@ -126,16 +126,39 @@ impl SharedDir {
     pub fn open_file(&self, name: &FileName) -> Result<(File, u64), Refusal> {
         let shown = inert(name.as_str());
         let (path, checked) = self.resolve(name)?;
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => {
-                Refusal::new(CancelCode::FORBIDDEN, format!("'{shown}' may not be read"))
-            }
-            _ => missing_or_io(&shown, &e),
-        })?;
-        let meta = file.metadata().map_err(|e| missing_or_io(&shown, &e))?;
+        open_checked(&path, &checked, &shown)
+    }
+}
+
+/// Opens `path` without blocking and without following a link, and serves
+/// it only if it is the very regular file that was `checked`: the name can
+/// be swapped between the check and the open (for a FIFO, whose open would
+/// block the thread until a writer came; or for a link).
+fn open_checked(path: &Path, checked: &Metadata, shown: &str) -> Result<(File, u64), Refusal> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK changes nothing for a regular file's reads.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    let file = options.open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            Refusal::new(CancelCode::FORBIDDEN, format!("'{shown}' may not be read"))
+        }
+        // ELOOP: the name became a link after it was checked.
+        _ if e.raw_os_error() == Some(ELOOP) => Refusal::new(
+            CancelCode::FORBIDDEN,
+            format!("'{shown}' changed while being opened"),
+        ),
+        _ => missing_or_io(shown, &e),
+    })?;
+    {
+        let meta = file.metadata().map_err(|e| missing_or_io(shown, &e))?;
         // The name could have been swapped for something else between the
         // check and the open: serve only the very file that was checked.
-        if !meta.is_file() || !same_file(&checked, &meta) {
+        if !meta.is_file() || !same_file(checked, &meta) {
             return Err(Refusal::new(
                 CancelCode::FORBIDDEN,
                 format!("'{shown}' changed while being opened"),
@@ -144,6 +167,12 @@ impl SharedDir {
         Ok((file, meta.len()))
     }
 }
+
+/// The error number of opening a link with `O_NOFOLLOW`.
+#[cfg(unix)]
+const ELOOP: i32 = libc::ELOOP;
+#[cfg(not(unix))]
+const ELOOP: i32 = -1;
 
 fn missing_or_io(shown: &str, e: &io::Error) -> Refusal {
     if e.kind() == io::ErrorKind::NotFound {
@@ -322,5 +351,59 @@ mod tests {
     fn io_reasons_are_short_and_lowercase() {
         let e = io::Error::from_raw_os_error(2);
         assert_eq!(io_reason(&e), "no such file or directory");
+    }
+}
+
+#[cfg(all(test, unix))]
+mod swap_tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A file swapped for a FIFO after its check is refused at once: the
+    /// open does not wait for a writer.
+    #[test]
+    fn a_file_swapped_for_a_fifo_is_refused_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("song.mp3");
+        fs::write(&path, b"music").unwrap();
+        let checked = fs::symlink_metadata(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let (tx, rx) = mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_checked(&p, &checked, "song.mp3").map(|_| ()));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the open blocked on the FIFO");
+        assert_eq!(got.unwrap_err().code, CancelCode::FORBIDDEN);
+    }
+
+    /// A file swapped for a link (even to a file inside the folder) is not
+    /// followed.
+    #[test]
+    fn a_file_swapped_for_a_link_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.txt");
+        let other = tmp.path().join("b.txt");
+        fs::write(&path, b"a").unwrap();
+        fs::write(&other, b"b").unwrap();
+        let checked = fs::symlink_metadata(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        let err = open_checked(&path, &checked, "a.txt").unwrap_err();
+        assert_eq!(err.code, CancelCode::FORBIDDEN);
+        assert!(err.reason.contains("changed"), "{}", err.reason);
+        // The real thing opens.
+        let checked = fs::symlink_metadata(&other).unwrap();
+        let (_, size) = open_checked(&other, &checked, "b.txt").unwrap();
+        assert_eq!(size, 1);
     }
 }
