@@ -20,6 +20,7 @@
 //! Nothing blocking happens under the lock: file-system work, pacing waits
 //! and printing all happen after it is released.
 
+mod closer;
 mod conn;
 mod download;
 
@@ -184,6 +185,8 @@ pub struct Server {
     config: Config,
     report: Reporter,
     stop: Mutex<Sender<Stop>>,
+    /// Refused connections, for the closer thread.
+    closer: Mutex<Sender<closer::Refused>>,
 }
 
 impl Server {
@@ -790,6 +793,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
         log::error!("internal error in thread '{name}'{at}: {}", inert(&what));
     }));
 
+    let (closer_tx, closer_rx) = mpsc::channel();
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
@@ -805,7 +809,16 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
         config,
         report,
         stop: Mutex::new(stop_tx),
+        closer: Mutex::new(closer_tx),
     });
+
+    let s = server.clone();
+    spawn("closer".into(), 256 * 1024, Share::Any, move || {
+        if panic::catch_unwind(AssertUnwindSafe(|| s.closer_loop(&closer_rx))).is_err() {
+            s.fatal("the closer thread failed".into());
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
 
     let s = server.clone();
     spawn("timer".into(), 256 * 1024, Share::Any, move || loop {

@@ -1280,3 +1280,84 @@ fn a_flood_of_file_list_requests_is_slowed() {
     assert!((2..=6).contains(&lists), "{lists} lists in 2 s");
     srv.assert_serving();
 }
+
+/// Connects, says Hello as `name`, and returns what the server sent before
+/// it closed the connection and how long that took.
+fn refused_in(addr: SocketAddr, name: &str) -> (Vec<ServerMessage>, Duration) {
+    let start = Instant::now();
+    let mut r = Raw::connect(addr);
+    r.send(&ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: Username::new(name).unwrap(),
+    });
+    let got = r.wait_closed();
+    (got, start.elapsed())
+}
+
+#[test]
+fn refused_connections_are_closed_at_once() {
+    let srv = Server::start(&["--max-clients", "1"]);
+    let _only = Raw::join(srv.addr, "only");
+    // Full of users: refused at connect.
+    let (got, took) = refused_in(srv.addr, "late");
+    assert!(refused_with(&got, RefuseCode::SERVER_FULL), "{got:?}");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    // A name taken: refused at the handshake.
+    let (got, took) = refused_in(srv.addr, "ONLY");
+    assert!(
+        refused_with(&got, RefuseCode::SERVER_FULL) || refused_with(&got, RefuseCode::NAME_TAKEN),
+        "{got:?}"
+    );
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+}
+
+#[test]
+fn quick_connects_to_a_full_server_do_not_pile_up_threads() {
+    let srv = Server::start(&["--max-clients", "1"]);
+    let _only = Raw::join(srv.addr, "only");
+    let pid = srv.proc.pid();
+    let before = thread_count(pid);
+    let mut most = 0;
+    for round in 0..10 {
+        // 200 connections that say Hello and hang up at once.
+        for i in 0..200 {
+            if let Ok(mut s) = TcpStream::connect_timeout(&srv.addr, WAIT) {
+                let hello = ClientMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    username: Username::new(format!("q{round}x{i}")).unwrap(),
+                };
+                let _ = s.write_all(&hello.to_frame());
+            }
+        }
+        most = most.max(thread_count(pid));
+    }
+    // A reader thread each for seconds would be hundreds.
+    assert!(
+        most < before + 20,
+        "the server ran {most} threads ({before} before the flood)"
+    );
+    // The one user is still served.
+    let mut only = _only;
+    only.send(&ClientMessage::Who);
+    only.wait_for(|m| matches!(m, ServerMessage::Who { .. }));
+}
+
+#[test]
+fn silent_sockets_never_lock_out_a_real_user() {
+    // Five silent sockets used to fill a --max-clients 5 server for good.
+    let srv = Server::start(&["--max-clients", "5", "--max-pending", "50"]);
+    let mut silent: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect_timeout(&srv.addr, WAIT).unwrap())
+        .collect();
+    let _real = Raw::join(srv.addr, "real");
+    // Past the handshake cap, the oldest silent one makes room.
+    silent.extend((0..200).filter_map(|_| TcpStream::connect_timeout(&srv.addr, WAIT).ok()));
+    let _second = Raw::join(srv.addr, "second");
+    drop(silent);
+    srv.assert_serving();
+}
+
+/// Threads of a process, from /proc (Linux; 0 elsewhere).
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}

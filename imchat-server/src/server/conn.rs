@@ -13,7 +13,7 @@ use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
-use super::{spawn, Conn, Server, Share, Work};
+use super::{closer, spawn, Conn, Server, Share, Work};
 use crate::socket::{limit_unsent, SERVER_UNSENT_LIMIT};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
@@ -79,8 +79,14 @@ impl Server {
             self.dispatch(&mut core, &mut work);
             (id, work)
         };
-        // A refusal (server full) is written from here, like any control frame.
         self.follow_up(work);
+        // Refused at once (server full, too many from this address, shutting
+        // down): no thread of its own; the closer writes the refusal and
+        // closes the socket.
+        if !self.lock().hub.is_connected(id) {
+            self.close_refused(closer::Refused::new(id, stream, outbox));
+            return;
+        }
 
         // The writer thread starts only when frames are left for it (file
         // data, or a peer that reads slowly), and ends once it has had
@@ -133,11 +139,30 @@ impl Server {
         }
     }
 
-    /// Forgets a connection whose threads could not be started.
+    /// Refuses a connection whose reader thread could not be started: it
+    /// gets the reason, written by the closer thread.
     fn drop_connection(self: &Arc<Self>, id: ClientId) {
         self.with_hub(|hub| hub.kick(id, "the server cannot take another connection now"));
-        if let Some(mut conn) = self.lock().conns.remove(&id) {
-            conn.force_close();
+        let conn = self
+            .lock()
+            .conns
+            .get(&id)
+            .map(|c| (c.socket.clone(), c.outbox.clone()));
+        if let Some((stream, outbox)) = conn {
+            self.close_refused(closer::Refused::new(id, stream, outbox));
+        }
+    }
+
+    /// Hands a refused connection to the closer thread.
+    fn close_refused(&self, refused: closer::Refused) {
+        let sent = self
+            .closer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(refused);
+        if let Err(std::sync::mpsc::SendError(r)) = sent {
+            let _ = r.stream.shutdown(Shutdown::Both);
+            self.lock().conns.remove(&r.id);
         }
     }
 
@@ -186,13 +211,19 @@ impl Server {
                     return;
                 }
             };
-            let (max_frame, throttle) = self.with_hub_deferred(
+            let (max_frame, throttle, connected) = self.with_hub_deferred(
                 |hub| {
                     hub.handle_message(id, msg, Instant::now());
-                    (hub.max_frame(id), hub.throttle(id))
+                    (hub.max_frame(id), hub.throttle(id), hub.is_connected(id))
                 },
                 Some(&mut flush),
             );
+            // Refused, kicked or gone: read no more; the stream ends once
+            // what is queued for it is written.
+            if !connected {
+                self.flush_all(&mut flush);
+                return;
+            }
             // Raised once the client has joined; never lowered again.
             if max_frame > reader.decoder_mut().max_frame() {
                 reader.decoder_mut().set_max_frame(max_frame);

@@ -171,6 +171,12 @@ impl Hub {
         self.report_text = on;
     }
 
+    /// True while the hub knows `client` (handshaking or joined): false once
+    /// it was refused, left or was dropped.
+    pub fn is_connected(&self, client: ClientId) -> bool {
+        self.conns.contains_key(&client)
+    }
+
     /// Number of connections (handshaking or joined).
     pub fn connections(&self) -> usize {
         self.conns.len()
