@@ -35,8 +35,8 @@ struct Cli {
     hostname: String,
     /// The server's port (1-65535).
     port: String,
-    /// Folder for downloads (received files go to its `received/`).
-    /// [default: ./<username>/]
+    /// Folder for downloads (received files go to its `received/`);
+    /// by default a folder named after the username, in the current folder.
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
 }

@@ -1,19 +1,4 @@
-//! Showing text from the network safely.
-//!
-//! The rule, for every text a peer controls (messages, names, reasons):
-//!
-//! - C0 controls (except tab) and DEL are shown in caret notation (`^[`, `^?`);
-//! - C1 controls, bidirectional controls, the line and paragraph separators
-//!   (U+2028, U+2029) and the invisible characters that can hide or fake
-//!   text are shown as `\u{…}`: the default-ignorable code points of
-//!   Unicode (soft hyphen, zero-width space and joiners, word joiner and
-//!   invisible operators, byte-order mark, Hangul fillers, the tag block…);
-//! - kept as they are, because real text needs them: a zero-width joiner
-//!   between two visible characters (emoji sequences such as 👨‍👩‍👧), variation
-//!   selectors after a visible character (❤️), Mongolian free variation
-//!   selectors after a letter, and the tag characters of an emoji tag
-//!   sequence (a black flag U+1F3F4, tags, and the cancel tag U+E007F:
-//!   the flags of England, Scotland, Wales).
+//! Showing text from the network safely: [`inert`](crate::inert).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -86,8 +71,23 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
 }
 
 /// `text` with every character that could act on a terminal, or hide or
-/// fake text, made inert (the rule is in the [module docs](self)).
-/// Printable text is returned unchanged without copying.
+/// fake text, made inert. Printable text is returned unchanged without
+/// copying.
+///
+/// The rule, for every text a peer controls (messages, names, reasons):
+///
+/// - C0 controls (except tab) and DEL are shown in caret notation (`^[`, `^?`);
+/// - C1 controls, bidirectional controls, the line and paragraph separators
+///   (U+2028, U+2029) and the invisible characters that can hide or fake
+///   text are shown as `\u{…}`: the default-ignorable code points of
+///   Unicode (soft hyphen, zero-width space and joiners, word joiner and
+///   invisible operators, byte-order mark, Hangul fillers, the tag block…);
+/// - kept as they are, because real text needs them: a zero-width joiner
+///   between two visible characters (emoji sequences such as 👨‍👩‍👧), variation
+///   selectors after a visible character (❤️), Mongolian free variation
+///   selectors after a letter, and the tag characters of an emoji tag
+///   sequence (a black flag U+1F3F4, tags, and the cancel tag U+E007F:
+///   the flags of England, Scotland, Wales).
 ///
 /// ```
 /// assert_eq!(imchat_core::inert("hi\x1b[2Jthere"), "hi^[[2Jthere");

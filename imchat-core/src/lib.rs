@@ -21,7 +21,7 @@
 //!   [`ClientSession`];
 //! - the [`Limits`], the errors, and [`inert`] for showing peer text safely.
 //!
-//! Under its own name, [`blocking`] (the default cargo feature `blocking`):
+//! Under its own name, the module `blocking` (the default cargo feature `blocking`):
 //! the IO around the protocol for threads and blocking sockets, the only
 //! part of the crate that touches a socket or a thread.
 //!

@@ -86,7 +86,7 @@ pub enum FilesRequest {
 }
 
 /// Something that happened, for the server to act on or log. Drain
-/// [`Hub::poll_transmit`] before acting on a [`HubEvent::Close`], so that
+/// [`Hub::poll_transmit`](crate::Hub::poll_transmit) before acting on a [`HubEvent::Close`], so that
 /// the last messages reach the client before its connection closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -128,7 +128,7 @@ pub enum HubEvent {
         /// How many connections it went to.
         receivers: usize,
     },
-    /// The client asked about the shared folder: answer with [`Hub::answer_files`].
+    /// The client asked about the shared folder: answer with [`Hub::answer_files`](crate::Hub::answer_files).
     FilesRequested {
         /// The connection.
         client: ClientId,
@@ -136,7 +136,7 @@ pub enum HubEvent {
         request: FilesRequest,
     },
     /// The client asked for a shared file: open it and answer with
-    /// [`Hub::accept_download`] or [`Hub::refuse_download`].
+    /// [`Hub::accept_download`](crate::Hub::accept_download) or [`Hub::refuse_download`](crate::Hub::refuse_download).
     DownloadRequested {
         /// The connection.
         client: ClientId,
