@@ -151,6 +151,8 @@ struct Shared {
     closing: AtomicBool,
     /// A shared-file list is being shown (its last part has not arrived).
     listing: AtomicBool,
+    /// The text given with `/quit`, sent with the `Quit`.
+    parting: Mutex<String>,
     tx: Sender<Input>,
     /// File data and transfer ends go to the disk thread, so a write that
     /// stalls never holds up chat on the network thread.
@@ -208,6 +210,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         transfers: Mutex::new(Transfers::default()),
         closing: AtomicBool::new(false),
         listing: AtomicBool::new(false),
+        parting: Mutex::new(String::new()),
         tx: tx.clone(),
         disk,
         recycled: Mutex::new(Vec::new()),
@@ -518,7 +521,8 @@ impl Shared {
     /// Sends `Quit`, lets the writer flush it (bounded), and stops.
     fn quit(&self, writer_done: &Receiver<()>) {
         self.closing.store(true, Ordering::SeqCst);
-        self.with_session(|s| s.quit(""));
+        let parting = std::mem::take(&mut *lock(&self.parting));
+        self.with_session(|s| s.quit(&parting));
         self.outbox.close();
         let _ = writer_done.recv_timeout(QUIT_WAIT);
         self.stop_transfers();
@@ -594,7 +598,14 @@ impl Shared {
                 }
                 Ok(())
             }
-            Command::Quit => return Flow::Quit,
+            Command::Me(text) => {
+                let to = lock(&self.mode).recipient();
+                self.with_session(|s| s.send_action(to, &text))
+            }
+            Command::Quit(reason) => {
+                *lock(&self.parting) = reason;
+                return Flow::Quit;
+            }
         };
         if let Err(e) = result {
             self.ui.error(&inert(&e.to_string()));

@@ -60,8 +60,10 @@ pub enum Command {
     },
     /// `/help`.
     Help,
-    /// `/quit`, `/exit`.
-    Quit,
+    /// `/me <action>`: an action, sent in the current [`Mode`] (`* alice waves`).
+    Me(String),
+    /// `/quit [reason]`, `/exit [reason]`: leave, with a parting text the others see.
+    Quit(String),
     /// An empty line.
     Nothing,
 }
@@ -95,8 +97,9 @@ Commands (plain text is sent in the current mode, broadcast by default):
   /access, /list             only the count, only the list
   /download <name>           download a shared file into your download folder
   /sendfile <path> [user]    push a local file to everyone else, or to one user
+  /me <action>               an action, sent in the current mode: * you <action>
   /help                      this list
-  /quit                      leave (alias /exit)";
+  /quit [reason]             leave, with a parting text for the others (alias /exit)";
 
 fn user(s: &str) -> Result<Username, CommandError> {
     Username::new(s).map_err(CommandError::BadUser)
@@ -225,7 +228,13 @@ impl Command {
                 Command::SendFile { path, to }
             }
             "help" | "?" => Command::Help,
-            "quit" | "exit" => Command::Quit,
+            "me" => {
+                if args.trim().is_empty() {
+                    return Err(CommandError::Usage("/me <action>"));
+                }
+                Command::Me(args.to_string())
+            }
+            "quit" | "exit" => Command::Quit(args.trim().to_string()),
             _ => return Err(CommandError::Unknown(word)),
         };
         Ok(cmd)
@@ -320,12 +329,23 @@ mod tests {
                 },
             ),
             ("/help", Command::Help),
-            ("/quit", Command::Quit),
-            ("/exit", Command::Quit),
+            ("/quit", Command::Quit(String::new())),
+            ("/exit", Command::Quit(String::new())),
+            ("/quit  off to lunch ", Command::Quit("off to lunch".into())),
+            ("/me waves", Command::Me("waves".into())),
+            ("/ME  bows deeply", Command::Me("bows deeply".into())),
         ];
         for (line, want) in cases {
             assert_eq!(Command::parse(line), Ok(want), "{line:?}");
         }
+    }
+
+    #[test]
+    fn me_needs_an_action() {
+        assert_eq!(
+            Command::parse("/me"),
+            Err(CommandError::Usage("/me <action>"))
+        );
     }
 
     #[test]

@@ -669,3 +669,17 @@ fn an_overlong_message_is_refused_and_the_connection_kept() {
     bob.expect_line("<alice> short one");
     bob.assert_no_line("the overlong message", |l| l.contains("xxxxxxxx"));
 }
+
+#[test]
+fn actions_and_parting_texts_reach_the_others() {
+    let w = World::new("me");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    alice.send("/me waves at everyone");
+    bob.expect_line("* alice waves at everyone");
+    alice.send("/msg bob psst");
+    bob.expect_line("<alice> (private) psst");
+    alice.send("/quit off to lunch");
+    bob.expect_line("*** alice has left (off to lunch)");
+}
