@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use imchat_core::FileName;
+use imchat_core::{FileName, ResumeState};
 
 /// How far [`free_name`] counts (`name (1).ext` … ) before giving up.
 const MAX_SUFFIX: u32 = 10_000;
@@ -24,9 +24,9 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
-/// The length and running CRC32 of a partial file left by an earlier
-/// download, to resume from. `None` when there is no such file or it is empty.
-pub fn resume_state(part: &Path) -> io::Result<Option<(u64, crc32fast::Hasher)>> {
+/// What a partial file left by an earlier download holds, to resume from.
+/// `None` when there is no such file or it is empty.
+pub fn resume_state(part: &Path) -> io::Result<Option<ResumeState>> {
     let mut file = match File::open(part) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -35,8 +35,7 @@ pub fn resume_state(part: &Path) -> io::Result<Option<(u64, crc32fast::Hasher)>>
     if !file.metadata()?.is_file() {
         return Ok(None);
     }
-    let mut hasher = crc32fast::Hasher::new();
-    let mut len = 0u64;
+    let mut held = ResumeState::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match file.read(&mut buf) {
@@ -45,10 +44,9 @@ pub fn resume_state(part: &Path) -> io::Result<Option<(u64, crc32fast::Hasher)>>
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
-        len += n as u64;
+        held.update(&buf[..n]);
     }
-    Ok((len > 0).then_some((len, hasher)))
+    Ok((!held.is_empty()).then_some(held))
 }
 
 /// Opens the temporary file for a transfer starting at `offset`: the first
@@ -195,9 +193,9 @@ mod tests {
 
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         fs::write(&part, &data).expect("write");
-        let (len, hasher) = resume_state(&part).expect("read").expect("some");
-        assert_eq!(len, data.len() as u64);
-        assert_eq!(hasher.finalize(), crc32fast::hash(&data));
+        let held = resume_state(&part).expect("read").expect("some");
+        assert_eq!(held.len(), data.len() as u64);
+        assert_eq!(held.crc(), ResumeState::from_bytes(&data).crc());
     }
 
     #[test]
@@ -237,8 +235,8 @@ mod tests {
         }
         // Resuming from the part file sees only what was written.
         drop(f);
-        let (len, _) = resume_state(&part).expect("read").expect("some");
-        assert_eq!(len, 4);
+        let held = resume_state(&part).expect("read").expect("some");
+        assert_eq!(held.len(), 4);
     }
 
     #[test]

@@ -135,4 +135,4 @@ pub use message::*;
 pub use session::{
     ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit,
 };
-pub use transfer::{Incoming, Outgoing};
+pub use transfer::{Incoming, Outgoing, ResumeState};

@@ -6,6 +6,62 @@ use crate::codec::{encode_chunk_with_crc, write_chunk_head, CHUNK_HEAD};
 use crate::error::{TransferError, UsageError};
 use crate::message::{FileChunk, FileEnd, TransferId};
 
+/// What a receiver already holds of a file it resumes: the length of the
+/// partial copy and the checksum state of those bytes. The whole-file CRC
+/// in the `End` covers the file from byte 0, so the held bytes must be
+/// counted in; build this from the partial copy's bytes, in order, with
+/// [`update`](Self::update), or from a length and a CRC32 computed before
+/// with [`from_crc`](Self::from_crc).
+#[derive(Debug, Clone, Default)]
+pub struct ResumeState {
+    len: u64,
+    hasher: crc32fast::Hasher,
+}
+
+impl ResumeState {
+    /// Nothing held yet.
+    pub fn new() -> Self {
+        ResumeState::default()
+    }
+
+    /// The state of a partial copy holding exactly `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let mut state = ResumeState::new();
+        state.update(bytes);
+        state
+    }
+
+    /// The state of a partial copy of `len` bytes whose CRC32 (IEEE, as
+    /// [`crc`](Self::crc) gives it) is `crc`.
+    pub fn from_crc(len: u64, crc: u32) -> Self {
+        ResumeState {
+            len,
+            hasher: crc32fast::Hasher::new_with_initial_len(crc, len),
+        }
+    }
+
+    /// Counts the next bytes of the partial copy.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// Bytes held: where the download resumes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing is held (a download from byte 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The CRC32 of the bytes held.
+    pub fn crc(&self) -> u32 {
+        self.hasher.clone().finalize()
+    }
+}
+
 /// The sending half of one transfer. The caller reads the file, in chunks of
 /// at most [`Limits::chunk_size`](crate::Limits::chunk_size), and hands each
 /// to [`encode_chunk`](Outgoing::encode_chunk); then [`finish`](Outgoing::finish).
@@ -166,15 +222,10 @@ impl Incoming {
         }
     }
 
-    /// A transfer resumed at `offset`, where `held` is the checksum state of
-    /// the bytes `0..offset` already on disk (they are checked by the
-    /// whole-file CRC at the end).
-    pub fn resume(
-        id: TransferId,
-        size: u64,
-        offset: u64,
-        held: crc32fast::Hasher,
-    ) -> Result<Self, TransferError> {
+    /// A transfer resumed after the bytes `held` describes (`0..held.len()`,
+    /// already on disk; they are checked by the whole-file CRC at the end).
+    pub fn resume(id: TransferId, size: u64, held: &ResumeState) -> Result<Self, TransferError> {
+        let offset = held.len();
         if offset > size {
             return Err(TransferError::BadOffset { offset, size });
         }
@@ -182,7 +233,7 @@ impl Incoming {
             id,
             size,
             expected: offset,
-            hasher: held,
+            hasher: held.hasher.clone(),
         })
     }
 
@@ -424,29 +475,60 @@ mod tests {
         let end = sender.finish().unwrap();
         assert_eq!(end.crc, crc32fast::hash(data));
 
-        let mut held = crc32fast::Hasher::new();
-        held.update(&data[..6]);
-        let mut inc = Incoming::resume(ID, 16, 6, held).unwrap();
+        let held = ResumeState::from_bytes(&data[..6]);
+        let mut inc = Incoming::resume(ID, 16, &held).unwrap();
+        assert_eq!(inc.received(), 6);
         inc.accept(&rest).unwrap();
         inc.finish(&end).unwrap();
 
         // A corrupted part on disk is caught by the whole-file CRC.
-        let mut bad = crc32fast::Hasher::new();
-        bad.update(b"012X45");
-        let mut inc = Incoming::resume(ID, 16, 6, bad).unwrap();
+        let bad = ResumeState::from_bytes(b"012X45");
+        let mut inc = Incoming::resume(ID, 16, &bad).unwrap();
         inc.accept(&rest).unwrap();
         assert!(matches!(
             inc.finish(&end),
             Err(TransferError::FileCrcMismatch { .. })
         ));
-        assert!(Incoming::resume(ID, 16, 17, crc32fast::Hasher::new()).is_err());
+        assert_eq!(
+            Incoming::resume(ID, 16, &ResumeState::from_bytes(&[0; 17])).unwrap_err(),
+            TransferError::BadOffset {
+                offset: 17,
+                size: 16
+            }
+        );
+    }
+
+    #[test]
+    fn a_resume_state_is_the_same_from_bytes_in_pieces_or_from_a_crc() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 11) as u8).collect();
+        let whole = ResumeState::from_bytes(&data);
+        let mut pieces = ResumeState::new();
+        assert!(pieces.is_empty());
+        for part in data.chunks(777) {
+            pieces.update(part);
+        }
+        let from_crc = ResumeState::from_crc(5000, crc32fast::hash(&data));
+        for state in [&whole, &pieces, &from_crc] {
+            assert_eq!(state.len(), 5000);
+            assert_eq!(state.crc(), crc32fast::hash(&data));
+        }
+        // Each resumes to the same whole-file check.
+        let mut sender = Outgoing::new(ID, 6000);
+        sender.skip(&data).unwrap();
+        let rest = sender.next_chunk(vec![9; 1000]).unwrap();
+        let end = sender.finish().unwrap();
+        for state in [&whole, &pieces, &from_crc] {
+            let mut inc = Incoming::resume(ID, 6000, state).unwrap();
+            inc.accept(&rest).unwrap();
+            inc.finish(&end).unwrap();
+        }
     }
 
     #[test]
     fn files_over_4_gib_use_u64_offsets() {
         let size = 5u64 << 30;
         let mut out = Outgoing::new(ID, size);
-        let mut inc = Incoming::resume(ID, size, size - 3, crc32fast::Hasher::new()).unwrap();
+        let mut inc = Incoming::resume(ID, size, &ResumeState::from_crc(size - 3, 0)).unwrap();
         out.offset = size - 3;
         let c = out.next_chunk(vec![1, 2, 3]).unwrap();
         assert_eq!(c.offset, size - 3);

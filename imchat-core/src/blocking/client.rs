@@ -449,7 +449,7 @@ impl Client {
     pub fn download(
         &mut self,
         name: FileName,
-        resume: Option<(u64, crc32fast::Hasher)>,
+        resume: Option<crate::ResumeState>,
     ) -> Result<TransferId, ClientError> {
         self.act(|s| s.download(name, resume))
     }

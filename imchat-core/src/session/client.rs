@@ -11,7 +11,7 @@ use crate::message::{
     MessageId, Origin, Recipient, RefuseCode, ServerLimits, ServerMessage, Timestamp, TransferId,
     Username, PROTOCOL_VERSION,
 };
-use crate::transfer::{Incoming, Outgoing};
+use crate::transfer::{Incoming, Outgoing, ResumeState};
 
 /// What happened, for the frontend to show or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +168,7 @@ enum State {
 #[derive(Debug)]
 struct PendingDownload {
     name: FileName,
-    resume: Option<(u64, crc32fast::Hasher)>,
+    resume: Option<ResumeState>,
 }
 
 /// How far a download is stored, and how far that was acknowledged.
@@ -413,16 +413,18 @@ impl ClientSession {
         Ok(id)
     }
 
-    /// Asks for a shared file. `resume` is the length and checksum state of
-    /// a partial copy already on disk, to continue from.
+    /// Asks for a shared file. `resume` describes a partial copy already on
+    /// disk, to continue from ([`ResumeState::from_bytes`] of its bytes);
+    /// `None` or an empty state downloads from byte 0.
     pub fn download(
         &mut self,
         name: FileName,
-        resume: Option<(u64, crc32fast::Hasher)>,
+        resume: Option<ResumeState>,
     ) -> Result<TransferId, UsageError> {
         self.joined()?;
         let id = self.new_id()?;
-        let offset = resume.as_ref().map_or(0, |r| r.0);
+        let resume = resume.filter(|r| !r.is_empty());
+        let offset = resume.as_ref().map_or(0, ResumeState::len);
         self.transmits.push_back(ClientMessage::Download {
             id,
             name: name.clone(),
@@ -692,8 +694,8 @@ impl ClientSession {
                     return;
                 };
                 let incoming = match req.resume {
-                    Some((held, hasher)) if offset == held && offset > 0 => {
-                        Incoming::resume(id, size, offset, hasher)
+                    Some(held) if offset == held.len() && offset > 0 => {
+                        Incoming::resume(id, size, &held)
                     }
                     _ if offset == 0 => Ok(Incoming::new(id, size)),
                     _ => Err(TransferError::BadOffset { offset, size }),

@@ -983,10 +983,9 @@ fn a_decode_error_closes_only_that_connection() {
 fn a_resumed_download_verifies_the_part_held() {
     let mut net = three();
     let data = b"0123456789";
-    let mut held = crc32fast::Hasher::new();
-    held.update(&data[..4]);
+    let held = crate::ResumeState::from_bytes(&data[..4]);
     let name = FileName::new("r.bin").unwrap();
-    let id = net.s(0).download(name.clone(), Some((4, held))).unwrap();
+    let id = net.s(0).download(name.clone(), Some(held)).unwrap();
     net.pump();
     let alice = net.clients[0].0;
     assert!(net.hub_events.contains(&HubEvent::DownloadRequested {
