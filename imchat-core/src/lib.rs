@@ -117,6 +117,7 @@
 pub mod blocking;
 mod codec;
 mod display;
+mod download;
 mod error;
 mod limits;
 mod message;
@@ -129,6 +130,9 @@ mod transfer;
 pub use codec::types;
 pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
 pub use display::inert;
+pub use download::{
+    AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest,
+};
 pub use error::{DecodeError, NameError, TransferError, UsageError};
 pub use limits::*;
 pub use message::*;
