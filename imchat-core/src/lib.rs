@@ -16,6 +16,7 @@
 //!   before reserving anything;
 //! - file transfers in checksummed chunks: [`Outgoing`] and [`Incoming`]
 //!   check every chunk's CRC32, offset and size, and the whole file's CRC32;
+//!   the [`DownloadSender`] streams a download (window, acks, resume);
 //! - session state machines: the server's [`Hub`] (handshake, names,
 //!   routing, keepalive, rate limit, relayed pushes) and the
 //!   [`ClientSession`];
