@@ -1,68 +1,5 @@
 //! The sending side of a download (a shared file streamed to a client) as a
-//! state machine with no IO: [`DownloadSender`].
-//!
-//! # The flow
-//!
-//! ```text
-//!   client                                    server (DownloadSender)
-//!   Download{id, name, offset}  ──▶  FileStart{…, offset}  (the Hub sends it)
-//!                                     prefix reads [0, offset)   hashed, not sent
-//!                               ◀──  Chunk{offset}, Chunk, …    up to the window
-//!   Ack{id, stored}             ──▶  the window moves on
-//!                               ◀──  Chunk, …
-//!                                     end check: nothing after `size`
-//!                               ◀──  End{crc of the whole file, from byte 0}
-//! ```
-//!
-//! - **Resume.** A download that starts at `offset > 0` still ends with the
-//!   CRC32 of the whole file, so the sender first reads the bytes
-//!   `0..offset` (in pieces of at most the chunk size) and folds them into
-//!   the checksum without sending them. An offset past the end of the file
-//!   is refused when the sender is made ([`TransferError::BadOffset`]); an
-//!   offset exactly at the end sends no chunk, only the `End`.
-//! - **Window.** A chunk is asked for only if it ends at most
-//!   [`DOWNLOAD_WINDOW`] bytes past the highest offset the client
-//!   acknowledged (a resumed download starts with its offset acknowledged).
-//!   A client that never acknowledges gets one window and then nothing,
-//!   until it does.
-//! - **Acks.** [`DownloadSender::handle_ack`] moves the window to the
-//!   highest offset acknowledged. An ack at or below one already seen
-//!   (a duplicate, or one overtaken by a later ack) is ignored: it carries
-//!   nothing new. An ack beyond the bytes handed out so far is refused with
-//!   [`AckError::BeyondSent`] and ignored (the window does not move; the
-//!   download goes on): a client cannot open the window by acknowledging
-//!   data it never got.
-//! - **The file changing.** The size announced in `FileStart` is the size
-//!   when the file was opened. A read that returns no bytes before that
-//!   size means the file shrank; a byte found after it, by a one-byte read
-//!   at `size` once every chunk went, means it grew. Either fails the
-//!   download with a [`DownloadError`]; tell the client with a `Cancel`
-//!   carrying [`DownloadError::cancel_code`] and the error's text. A read
-//!   that returns fewer bytes than asked, but some, is progress: the next
-//!   read asks for the rest.
-//! - **End.** Once every byte went and the end check found nothing more,
-//!   [`DownloadSender::poll_transmit`] hands out the `End` with the
-//!   whole-file CRC32, and [`DownloadSender::outcome`] says the download is
-//!   done.
-//!
-//! # Driving it
-//!
-//! ```text
-//!   loop:
-//!     handle_ack(offset)      for each Ack that arrived
-//!     poll_transmit()         send what it gives (the End; chunks made by handle_read)
-//!     outcome()               Some: stop
-//!     poll_read()             None: wait for an Ack (or a cancel)
-//!       Prefix / EndCheck  →  read that many bytes at that offset, handle_read(bytes)
-//!       Chunk              →  fill_chunk_frame(frame, read into it), send the frame
-//!                             (or read the bytes and handle_read(bytes): the chunk
-//!                             comes out of poll_transmit)
-//! ```
-//!
-//! The reads are asked for in file order, each starting where the previous
-//! one ended, so a plain sequential reader works. There is no timer: a
-//! download waiting for an ack waits as long as the connection lives (the
-//! keepalive ends a dead one).
+//! state machine with no IO: [`DownloadSender`], whose docs describe the flow.
 
 use std::collections::VecDeque;
 
@@ -186,8 +123,70 @@ enum State {
 }
 
 /// The sender of one download: it decides what to read next, what may be
-/// sent (the window), and how the download ends. It does no IO: see the
-/// [module docs](self) for the flow and the loop that drives it.
+/// sent (the window), and how the download ends. It does no IO.
+///
+/// # The flow
+///
+/// ```text
+///   client                                    server (DownloadSender)
+///   Download{id, name, offset}  ──▶  FileStart{…, offset}  (the Hub sends it)
+///                                     prefix reads [0, offset)   hashed, not sent
+///                               ◀──  Chunk{offset}, Chunk, …    up to the window
+///   Ack{id, stored}             ──▶  the window moves on
+///                               ◀──  Chunk, …
+///                                     end check: nothing after `size`
+///                               ◀──  End{crc of the whole file, from byte 0}
+/// ```
+///
+/// - **Resume.** A download that starts at `offset > 0` still ends with the
+///   CRC32 of the whole file, so the sender first reads the bytes
+///   `0..offset` (in pieces of at most the chunk size) and folds them into
+///   the checksum without sending them. An offset past the end of the file
+///   is refused when the sender is made ([`TransferError::BadOffset`]); an
+///   offset exactly at the end sends no chunk, only the `End`.
+/// - **Window.** A chunk is asked for only if it ends at most
+///   [`DOWNLOAD_WINDOW`] bytes past the highest offset the client
+///   acknowledged (a resumed download starts with its offset acknowledged).
+///   A client that never acknowledges gets one window and then nothing,
+///   until it does.
+/// - **Acks.** [`Self::handle_ack`] moves the window to the
+///   highest offset acknowledged. An ack at or below one already seen
+///   (a duplicate, or one overtaken by a later ack) is ignored: it carries
+///   nothing new. An ack beyond the bytes handed out so far is refused with
+///   [`AckError::BeyondSent`] and ignored (the window does not move; the
+///   download goes on): a client cannot open the window by acknowledging
+///   data it never got.
+/// - **The file changing.** The size announced in `FileStart` is the size
+///   when the file was opened. A read that returns no bytes before that
+///   size means the file shrank; a byte found after it, by a one-byte read
+///   at `size` once every chunk went, means it grew. Either fails the
+///   download with a [`DownloadError`]; tell the client with a `Cancel`
+///   carrying [`DownloadError::cancel_code`] and the error's text. A read
+///   that returns fewer bytes than asked, but some, is progress: the next
+///   read asks for the rest.
+/// - **End.** Once every byte went and the end check found nothing more,
+///   [`Self::poll_transmit`] hands out the `End` with the
+///   whole-file CRC32, and [`Self::outcome`] says the download is
+///   done.
+///
+/// # Driving it
+///
+/// ```text
+///   loop:
+///     handle_ack(offset)      for each Ack that arrived
+///     poll_transmit()         send what it gives (the End; chunks made by handle_read)
+///     outcome()               Some: stop
+///     poll_read()             None: wait for an Ack (or a cancel)
+///       Prefix / EndCheck  →  read that many bytes at that offset, handle_read(bytes)
+///       Chunk              →  fill_chunk_frame(frame, read into it), send the frame
+///                             (or read the bytes and handle_read(bytes): the chunk
+///                             comes out of poll_transmit)
+/// ```
+///
+/// The reads are asked for in file order, each starting where the previous
+/// one ended, so a plain sequential reader works. There is no timer: a
+/// download waiting for an ack waits as long as the connection lives (the
+/// keepalive ends a dead one).
 #[derive(Debug, Clone)]
 pub struct DownloadSender {
     out: Outgoing,
