@@ -97,20 +97,8 @@ struct OutgoingPush {
 /// The transfers the binary holds files or threads for, by id.
 #[derive(Default)]
 struct Transfers {
-    /// Downloads asked for, not started yet.
-    requested: HashMap<TransferId, FileName>,
     incoming: HashMap<TransferId, IncomingFile>,
     pushes: HashMap<TransferId, OutgoingPush>,
-}
-
-impl Transfers {
-    fn download_running(&self, name: &FileName) -> bool {
-        self.requested.values().any(|n| n == name)
-            || self
-                .incoming
-                .values()
-                .any(|f| f.from.is_none() && &f.name == name)
-    }
 }
 
 /// What a session call left to do once the lock is released.
@@ -129,7 +117,7 @@ enum DiskJob {
         data: Vec<u8>,
     },
     Done(TransferId),
-    Failed(TransferId, TransferError),
+    Failed(TransferId, FileName, TransferError),
 }
 
 /// Disk jobs waiting at most: a download never has more than the protocol's
@@ -480,7 +468,7 @@ impl Shared {
                     }
                 }
                 DiskJob::Done(id) => self.transfer_done(id),
-                DiskJob::Failed(id, error) => self.transfer_failed(id, &error),
+                DiskJob::Failed(id, name, error) => self.transfer_failed(id, &name, &error),
             }
         }
     }
@@ -615,9 +603,9 @@ impl Shared {
 
     /// `/download <name>`: resumes from `<name>.part` when one is there.
     fn download(&self, name: FileName) {
-        let mut t = lock(&self.transfers);
-        if t.download_running(&name) {
-            drop(t);
+        // Only this thread asks for downloads: no other can start one of
+        // this name between the check and the request.
+        if lock(&self.session).is_downloading(&name) {
             self.ui.error(&format!(
                 "{} is already being downloaded",
                 inert(name.as_str())
@@ -632,13 +620,7 @@ impl Shared {
             );
             None
         });
-        // The lock stays held so the reader thread cannot see the start of
-        // this download before it is recorded.
-        let (result, drained) = self.session_call(|s| s.download(name.clone(), resume));
-        if let Ok(id) = result {
-            t.requested.insert(id, name);
-        }
-        drop(t);
+        let (result, drained) = self.session_call(|s| s.download(name, resume));
         self.handle(drained);
         if let Err(e) = result {
             self.ui.error(&inert(&e.to_string()));
@@ -827,7 +809,9 @@ impl Shared {
                 self.to_disk(DiskJob::Data { id, offset, data })
             }
             ClientEvent::TransferDone { id } => self.to_disk(DiskJob::Done(id)),
-            ClientEvent::TransferFailed { id, error } => self.to_disk(DiskJob::Failed(id, error)),
+            ClientEvent::TransferFailed { id, name, error } => {
+                self.to_disk(DiskJob::Failed(id, name, error))
+            }
             ClientEvent::PushDone { id, receivers } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
@@ -908,8 +892,8 @@ impl Shared {
         let mut t = lock(&self.transfers);
         let (name, from, final_path) = match origin {
             Origin::Download => {
-                // The name we asked for, whatever the server calls it.
-                let name = t.requested.remove(&id).unwrap_or(name);
+                // The session gives the name we asked for, whatever the
+                // server calls it.
                 let path = self.download_dir.join(name.as_str());
                 (name, None, Some(path))
             }
@@ -1086,18 +1070,13 @@ impl Shared {
     }
 
     /// The session gave up a transfer: delete its `.part` file and say why.
-    fn transfer_failed(&self, id: TransferId, error: &TransferError) {
-        let mut t = lock(&self.transfers);
-        let name = match t.incoming.remove(&id) {
-            Some(f) => {
-                drop(f.file);
-                let _ = fs::remove_file(&f.part);
-                Some(f.name)
-            }
-            None => t.requested.remove(&id),
-        };
-        drop(t);
-        let name = name.map_or_else(|| format!("file {id}"), |n| inert(n.as_str()).into_owned());
+    fn transfer_failed(&self, id: TransferId, name: &FileName, error: &TransferError) {
+        let file = lock(&self.transfers).incoming.remove(&id);
+        if let Some(f) = file {
+            drop(f.file);
+            let _ = fs::remove_file(&f.part);
+        }
+        let name = inert(name.as_str());
         let reason = match error {
             TransferError::Cancelled { reason, .. } => inert(reason).into_owned(),
             e => e.to_string(),

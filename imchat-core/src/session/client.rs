@@ -118,6 +118,8 @@ pub enum ClientEvent {
     TransferFailed {
         /// The transfer.
         id: TransferId,
+        /// The file's name: for a download, the one asked for.
+        name: FileName,
         /// Why.
         error: TransferError,
     },
@@ -194,6 +196,8 @@ pub struct ClientSession {
     events: VecDeque<ClientEvent>,
     requested: HashMap<TransferId, PendingDownload>,
     incoming: HashMap<TransferId, Incoming>,
+    /// The file name of each incoming transfer.
+    names: HashMap<TransferId, FileName>,
     /// Downloads stored further than acknowledged (manual acknowledgements).
     held_acks: HashMap<TransferId, HeldAck>,
     outgoing: HashMap<TransferId, Outgoing>,
@@ -217,6 +221,7 @@ impl ClientSession {
             events: VecDeque::new(),
             requested: HashMap::new(),
             incoming: HashMap::new(),
+            names: HashMap::new(),
             held_acks: HashMap::new(),
             outgoing: HashMap::new(),
             next_id: 1,
@@ -398,6 +403,16 @@ impl ClientSession {
         Ok(())
     }
 
+    /// True while a download of `name` is asked for or running: asking
+    /// for it again would write the same file twice.
+    pub fn is_downloading(&self, name: &FileName) -> bool {
+        self.requested.values().any(|r| &r.name == name)
+            || self
+                .names
+                .iter()
+                .any(|(id, n)| n == name && !id.is_server_chosen())
+    }
+
     fn busy(&self) -> usize {
         self.requested.len() + self.incoming.len() + self.outgoing.len()
     }
@@ -481,6 +496,7 @@ impl ClientSession {
 
     /// Gives up a transfer (a download, an incoming push, or our push).
     pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
+        self.names.remove(&id);
         let known = self.requested.remove(&id).is_some()
             | self.incoming.remove(&id).is_some()
             | self.outgoing.remove(&id).is_some();
@@ -509,7 +525,10 @@ impl ClientSession {
 
     fn fail_incoming(&mut self, id: TransferId, error: TransferError, tell_server: bool) {
         self.incoming.remove(&id);
-        self.requested.remove(&id);
+        let requested = self.requested.remove(&id).map(|r| r.name);
+        let Some(name) = self.names.remove(&id).or(requested) else {
+            return;
+        };
         if tell_server {
             let code = match error {
                 TransferError::FileCrcMismatch { .. } | TransferError::ShortFile { .. } => {
@@ -525,7 +544,7 @@ impl ClientSession {
             }));
         }
         self.events
-            .push_back(ClientEvent::TransferFailed { id, error });
+            .push_back(ClientEvent::TransferFailed { id, name, error });
     }
 
     /// A decoded message from the server, received at `now`.
@@ -646,6 +665,7 @@ impl ClientSession {
                 match inc.finish(&end) {
                     Ok(()) => {
                         self.incoming.remove(&end.id);
+                        self.names.remove(&end.id);
                         ClientEvent::TransferDone { id: end.id }
                     }
                     Err(e) => {
@@ -700,6 +720,7 @@ impl ClientSession {
                     _ if offset == 0 => Ok(Incoming::new(id, size)),
                     _ => Err(TransferError::BadOffset { offset, size }),
                 };
+                self.names.insert(id, req.name.clone());
                 match incoming {
                     Ok(inc) => {
                         self.incoming.insert(id, inc);
@@ -741,6 +762,7 @@ impl ClientSession {
                 match refusal {
                     None => {
                         self.incoming.insert(id, Incoming::new(id, size));
+                        self.names.insert(id, name.clone());
                         self.events.push_back(ClientEvent::TransferStarted {
                             id,
                             name,

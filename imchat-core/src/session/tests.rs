@@ -725,6 +725,7 @@ fn a_refused_download_fails_on_the_client() {
         net.take(0),
         vec![ClientEvent::TransferFailed {
             id,
+            name: FileName::new("nope").unwrap(),
             error: crate::TransferError::Cancelled {
                 id,
                 reason: "no file named 'nope'".into()
@@ -753,9 +754,10 @@ fn a_corrupted_chunk_fails_only_that_transfer() {
     assert!(matches!(
         &net.take(0)[..],
         [ClientEvent::TransferFailed {
+            name,
             error: crate::TransferError::BadChunkCrc { .. },
             ..
-        }]
+        }] if name.as_str() == "a.txt"
     ));
     // The client told the server, which freed the slot; chat still works.
     assert!(net
@@ -1673,4 +1675,29 @@ fn who_and_pings_cost_rate_budget_too() {
         net.hub.handle_message(bob, ClientMessage::Ping(1), net.now);
     }
     assert!(net.hub.throttle(bob).is_some());
+}
+
+#[test]
+fn a_download_counts_as_running_from_the_request_to_its_end() {
+    let mut net = three();
+    let name = FileName::new("a.txt").unwrap();
+    assert!(!net.s(0).is_downloading(&name));
+    let id = net.s(0).download(name.clone(), None).unwrap();
+    assert!(net.s(0).is_downloading(&name), "asked for");
+    net.pump();
+    let alice = net.clients[0].0;
+    net.hub.accept_download(alice, id, name.clone(), 5, 0);
+    net.pump();
+    assert!(net.s(0).is_downloading(&name), "started");
+    assert!(!net.s(0).is_downloading(&FileName::new("b.txt").unwrap()));
+    let mut out = crate::Outgoing::new(id, 5);
+    let c = out.next_chunk(b"hello".to_vec()).unwrap();
+    net.deliver(0, ServerMessage::Chunk(c));
+    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
+    net.pump();
+    assert!(!net.s(0).is_downloading(&name), "done");
+    // A failed or cancelled one is over too.
+    let id = net.s(0).download(name.clone(), None).unwrap();
+    net.s(0).cancel(id, "changed my mind").unwrap();
+    assert!(!net.s(0).is_downloading(&name), "cancelled");
 }
