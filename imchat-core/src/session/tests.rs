@@ -158,6 +158,88 @@ fn three() -> Net {
     net
 }
 
+/// Connection `id` says Hello with a protocol `version` and a name.
+fn hello_version(hub: &mut Hub, id: ClientId, version: u16, name: &str, now: Instant) {
+    hub.handle_message(
+        id,
+        ClientMessage::Hello {
+            version,
+            username: user(name),
+        },
+        now,
+    );
+}
+
+/// Connection `id` says Hello with our protocol version.
+fn hello(hub: &mut Hub, id: ClientId, name: &str, now: Instant) {
+    hello_version(hub, id, PROTOCOL_VERSION, name, now);
+}
+
+/// A new connection to `hub` that has said Hello as `name`.
+fn joined(hub: &mut Hub, name: &str, now: Instant) -> ClientId {
+    let id = hub.handle_connect(now);
+    hello(hub, id, name, now);
+    id
+}
+
+/// A plain chat message to everyone, as a client sends it.
+fn chat_to_all(text: &str) -> ClientMessage {
+    ClientMessage::Chat {
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: text.into(),
+    }
+}
+
+/// `n` shared files, named by `name(i)`, of `i` bytes each.
+fn entries(n: u64, name: impl Fn(u64) -> String) -> Vec<FileEntry> {
+    (0..n)
+        .map(|i| FileEntry {
+            name: FileName::new(name(i)).unwrap(),
+            size: i,
+        })
+        .collect()
+}
+
+/// Alice (client 0) asks for `name` (resuming from `held`, if any), and the
+/// glue accepts it as `size` bytes long; the offset the hub starts at is checked.
+fn start_download(
+    net: &mut Net,
+    name: &str,
+    size: u64,
+    held: Option<crate::ResumeState>,
+) -> TransferId {
+    let name = FileName::new(name).unwrap();
+    let id = net.s(0).download(name.clone(), held).unwrap();
+    net.pump();
+    let alice = net.clients[0].0;
+    let offset = net
+        .hub_events
+        .iter()
+        .find_map(|e| match e {
+            HubEvent::DownloadRequested { id: i, offset, .. } if *i == id => Some(*offset),
+            _ => None,
+        })
+        .expect("the hub reports the request");
+    assert_eq!(
+        net.hub.accept_download(alice, id, name, size, offset),
+        Some(offset)
+    );
+    net.pump();
+    id
+}
+
+/// The glue sends `data` (a file of `size` bytes) to client 0 from `offset`,
+/// then the end of the file, the way it streams with `Outgoing`.
+fn serve(net: &mut Net, id: TransferId, size: u64, file: &[u8], offset: usize) {
+    let mut out = crate::Outgoing::new(id, size);
+    out.skip(&file[..offset]).unwrap();
+    let chunk = out.next_chunk(file[offset..].to_vec()).unwrap();
+    net.deliver(0, ServerMessage::Chunk(chunk));
+    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
+    net.pump();
+}
+
 #[test]
 fn joining_welcomes_with_the_name_and_tells_the_others() {
     let mut net = Net::new(Limits::default());
@@ -295,14 +377,7 @@ fn a_wrong_protocol_version_is_refused_naming_ours() {
     let mut hub = Hub::new(Limits::default(), "hi");
     let now = Instant::now();
     let c = hub.handle_connect(now);
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: 99,
-            username: user("x"),
-        },
-        now,
-    );
+    hello_version(&mut hub, c, 99, "x", now);
     match hub.poll_transmit().unwrap().message {
         ServerMessage::Refused { code, version, .. } => {
             assert_eq!(code, RefuseCode::VERSION_MISMATCH);
@@ -437,15 +512,7 @@ fn over_long_text_is_refused_and_the_connection_kept() {
     ));
     // ...and the hub refuses it from a peer that sends it anyway.
     let alice = net.clients[0].0;
-    net.hub.handle_message(
-        alice,
-        ClientMessage::Chat {
-            to: Recipient::Everyone,
-            kind: ChatKind::Text,
-            text: long,
-        },
-        net.now,
-    );
+    net.hub.handle_message(alice, chat_to_all(&long), net.now);
     net.pump();
     assert!(matches!(
         &net.take(0)[..],
@@ -462,20 +529,8 @@ fn over_long_text_is_refused_and_the_connection_kept() {
 fn senders_over_the_rate_are_slowed_then_cut_off_after_a_long_flood() {
     let mut hub = Hub::new(Limits::default(), "hi");
     let t0 = Instant::now();
-    let c = hub.handle_connect(t0);
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user("flood"),
-        },
-        t0,
-    );
-    let chat = || ClientMessage::Chat {
-        to: Recipient::Everyone,
-        kind: ChatKind::Text,
-        text: "x".into(),
-    };
+    let c = joined(&mut hub, "flood", t0);
+    let chat = || chat_to_all("x");
     for _ in 0..100 {
         hub.handle_message(c, chat(), t0);
     }
@@ -540,22 +595,9 @@ fn a_long_file_list_is_split_into_frames_that_fit() {
     };
     let mut hub = Hub::new(limits, "hi");
     let now = Instant::now();
-    let c = hub.handle_connect(now);
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user("ann"),
-        },
-        now,
-    );
+    let c = joined(&mut hub, "ann", now);
     while hub.poll_transmit().is_some() {}
-    let files: Vec<FileEntry> = (0..100)
-        .map(|i| FileEntry {
-            name: FileName::new(format!("{i:0>200}")).unwrap(),
-            size: i,
-        })
-        .collect();
+    let files = entries(100, |i| format!("{i:0>200}"));
     hub.answer_files(c, FilesRequest::List, files.clone());
     let mut got = Vec::new();
     let mut frames = 0;
@@ -577,27 +619,16 @@ fn a_long_file_list_is_split_into_frames_that_fit() {
 #[test]
 fn downloads_are_requested_as_events_and_started_by_the_glue() {
     let mut net = three();
-    let name = FileName::new("a.txt").unwrap();
-    let id = net.s(0).download(name.clone(), None).unwrap();
-    net.pump();
+    let id = start_download(&mut net, "a.txt", 5, None);
     let alice = net.clients[0].0;
     assert!(net.hub_events.contains(&HubEvent::DownloadRequested {
         client: alice,
         id,
-        name: name.clone(),
+        name: FileName::new("a.txt").unwrap(),
         offset: 0
     }));
-    assert_eq!(
-        net.hub.accept_download(alice, id, name.clone(), 5, 0),
-        Some(0)
-    );
     // The glue streams with Outgoing; here the frames go straight to the session.
-    let mut out = crate::Outgoing::new(id, 5);
-    let chunk = out.next_chunk(b"hello".to_vec()).unwrap();
-    net.pump();
-    net.deliver(0, ServerMessage::Chunk(chunk));
-    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
-    net.pump();
+    serve(&mut net, id, 5, b"hello", 0);
     let ev = net.take(0);
     assert!(matches!(
         ev[0],
@@ -623,12 +654,8 @@ fn download_data_is_acknowledged_as_handed_out_or_once_stored() {
     for manual in [false, true] {
         let mut net = three();
         net.s(0).set_manual_acks(manual);
-        let name = FileName::new("a.txt").unwrap();
-        let id = net.s(0).download(name.clone(), None).unwrap();
-        net.pump();
+        let id = start_download(&mut net, "a.txt", 8, None);
         let alice = net.clients[0].0;
-        assert_eq!(net.hub.accept_download(alice, id, name, 8, 0), Some(0));
-        net.pump();
         let mut out = crate::Outgoing::new(id, 8);
         let chunk = out.next_chunk(b"hell".to_vec()).unwrap();
         net.deliver(0, ServerMessage::Chunk(chunk));
@@ -668,13 +695,7 @@ fn download_data_is_acknowledged_as_handed_out_or_once_stored() {
 fn stored_data_is_acknowledged_every_ack_step_and_when_caught_up() {
     let mut net = three();
     net.s(0).set_manual_acks(true);
-    let name = FileName::new("big.bin").unwrap();
-    let id = net.s(0).download(name.clone(), None).unwrap();
-    net.pump();
-    let alice = net.clients[0].0;
-    let size = 4 * crate::ACK_STEP;
-    assert_eq!(net.hub.accept_download(alice, id, name, size, 0), Some(0));
-    net.pump();
+    let id = start_download(&mut net, "big.bin", 4 * crate::ACK_STEP, None);
     let acks = |net: &mut Net| -> Vec<u64> {
         std::iter::from_fn(|| net.s(0).poll_transmit())
             .filter_map(|m| match m {
@@ -737,15 +758,8 @@ fn a_refused_download_fails_on_the_client() {
 #[test]
 fn a_corrupted_chunk_fails_only_that_transfer() {
     let mut net = three();
-    let id = net
-        .s(0)
-        .download(FileName::new("a.txt").unwrap(), None)
-        .unwrap();
-    net.pump();
+    let id = start_download(&mut net, "a.txt", 5, None);
     let alice = net.clients[0].0;
-    net.hub
-        .accept_download(alice, id, FileName::new("a.txt").unwrap(), 5, 0);
-    net.pump();
     net.take(0);
     let mut chunk = FileChunk::new(id, 0, b"hello".to_vec());
     chunk.data[0] ^= 0x40;
@@ -847,18 +861,8 @@ fn a_push_with_nobody_to_receive_or_too_large_is_refused() {
     // A hostile client announcing more than the cap is refused before any byte.
     let mut hub = Hub::new(Limits::default(), "hi");
     let now = Instant::now();
-    let c = hub.handle_connect(now);
-    let d = hub.handle_connect(now);
-    for (id, n) in [(c, "p"), (d, "q")] {
-        hub.handle_message(
-            id,
-            ClientMessage::Hello {
-                version: PROTOCOL_VERSION,
-                username: user(n),
-            },
-            now,
-        );
-    }
+    let c = joined(&mut hub, "p", now);
+    joined(&mut hub, "q", now);
     while hub.poll_transmit().is_some() {}
     hub.handle_message(
         c,
@@ -986,24 +990,15 @@ fn a_resumed_download_verifies_the_part_held() {
     let mut net = three();
     let data = b"0123456789";
     let held = crate::ResumeState::from_bytes(&data[..4]);
-    let name = FileName::new("r.bin").unwrap();
-    let id = net.s(0).download(name.clone(), Some(held)).unwrap();
-    net.pump();
+    let id = start_download(&mut net, "r.bin", 10, Some(held));
     let alice = net.clients[0].0;
     assert!(net.hub_events.contains(&HubEvent::DownloadRequested {
         client: alice,
         id,
-        name: name.clone(),
+        name: FileName::new("r.bin").unwrap(),
         offset: 4
     }));
-    assert_eq!(net.hub.accept_download(alice, id, name, 10, 4), Some(4));
-    net.pump();
-    let mut out = crate::Outgoing::new(id, 10);
-    out.skip(&data[..4]).unwrap();
-    let c = out.next_chunk(data[4..].to_vec()).unwrap();
-    net.deliver(0, ServerMessage::Chunk(c));
-    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
-    net.pump();
+    serve(&mut net, id, 10, data, 4);
     let ev = net.take(0);
     assert!(matches!(
         ev[0],
@@ -1153,14 +1148,7 @@ fn a_version_1_client_is_refused_with_a_reason_naming_version_2() {
     let mut hub = Hub::new(Limits::default(), "hi");
     let now = Instant::now();
     let c = hub.handle_connect(now);
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: 1,
-            username: user("old"),
-        },
-        now,
-    );
+    hello_version(&mut hub, c, 1, "old", now);
     let t = hub.poll_transmit().unwrap();
     let ServerMessage::Refused {
         code,
@@ -1321,23 +1309,12 @@ fn transmits_say_which_lane_they_travel_in() {
     let ids: Vec<ClientId> = (0..2).map(|_| hub.handle_connect(now)).collect();
     let mut lanes = Vec::new();
     for (id, name) in ids.iter().zip(["ann", "ben"]) {
-        hub.handle_message(
-            *id,
-            ClientMessage::Hello {
-                version: PROTOCOL_VERSION,
-                username: user(name),
-            },
-            now,
-        );
+        hello(&mut hub, *id, name, now);
     }
     let push = TransferId(3);
     let data = b"file".to_vec();
     for m in [
-        ClientMessage::Chat {
-            to: Recipient::Everyone,
-            kind: ChatKind::Text,
-            text: "hi".into(),
-        },
+        chat_to_all("hi"),
         ClientMessage::Offer {
             id: push,
             name: FileName::new("f.txt").unwrap(),
@@ -1461,20 +1438,9 @@ fn the_name_key_decides_which_names_are_the_same_user() {
 // ---------------------------------------------------------------------------
 // Admission: joined users, handshakes and addresses each have their cap.
 
-/// A hub, and a way to connect from an address and say Hello.
+/// A hub for the admission tests, which connect from addresses of their own.
 fn admission_hub(limits: Limits) -> Hub {
     Hub::new(limits, "hi")
-}
-
-fn hello(hub: &mut Hub, id: ClientId, name: &str, now: Instant) {
-    hub.handle_message(
-        id,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user(name),
-        },
-        now,
-    );
 }
 
 /// What the hub sent each connection since the last call: (id, refusal code or "welcome").
@@ -1602,14 +1568,9 @@ fn a_burst_of_long_messages_is_slowed_by_its_bytes() {
     let limits = Limits::default();
     let mut hub = admission_hub(limits.clone());
     let now = Instant::now();
-    let c = hub.handle_connect(now);
-    hello(&mut hub, c, "big", now);
+    let c = joined(&mut hub, "big", now);
     let text = "k".repeat(65_000);
-    let chat = || ClientMessage::Chat {
-        to: Recipient::Everyone,
-        kind: ChatKind::Text,
-        text: text.clone(),
-    };
+    let chat = || chat_to_all(&text);
     // 1 MiB of burst holds 16 such messages; the 17th puts the sender in debt.
     for _ in 0..16 {
         hub.handle_message(c, chat(), now);
@@ -1633,12 +1594,7 @@ fn a_burst_of_long_messages_is_slowed_by_its_bytes() {
 #[test]
 fn a_long_file_list_costs_its_asker_rate_budget() {
     let mut net = three();
-    net.files = (0..5_000)
-        .map(|i| FileEntry {
-            name: FileName::new(format!("f{i}")).unwrap(),
-            size: i,
-        })
-        .collect();
+    net.files = entries(5_000, |i| format!("f{i}"));
     let alice = net.clients[0].0;
     net.s(0).list_files().unwrap();
     net.pump();
@@ -1690,11 +1646,7 @@ fn a_download_counts_as_running_from_the_request_to_its_end() {
     net.pump();
     assert!(net.s(0).is_downloading(&name), "started");
     assert!(!net.s(0).is_downloading(&FileName::new("b.txt").unwrap()));
-    let mut out = crate::Outgoing::new(id, 5);
-    let c = out.next_chunk(b"hello".to_vec()).unwrap();
-    net.deliver(0, ServerMessage::Chunk(c));
-    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
-    net.pump();
+    serve(&mut net, id, 5, b"hello", 0);
     assert!(!net.s(0).is_downloading(&name), "done");
     // A failed or cancelled one is over too.
     let id = net.s(0).download(name.clone(), None).unwrap();
