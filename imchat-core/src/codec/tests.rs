@@ -476,83 +476,32 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
     ]
 }
 
-/// The name of a client variant; the `match` stops compiling when a variant
-/// is added, which is the cue to add its golden frame.
-fn client_kind(m: &ClientMessage) -> &'static str {
-    match m {
-        ClientMessage::Hello { .. } => "Hello",
-        ClientMessage::Chat { .. } => "Chat",
-        ClientMessage::Who => "Who",
-        ClientMessage::FilesAccess => "FilesAccess",
-        ClientMessage::ListFiles => "ListFiles",
-        ClientMessage::Download { .. } => "Download",
-        ClientMessage::Ack { .. } => "Ack",
-        ClientMessage::Offer { .. } => "Offer",
-        ClientMessage::Chunk(_) => "Chunk",
-        ClientMessage::End(_) => "End",
-        ClientMessage::Cancel(_) => "Cancel",
-        ClientMessage::Ping(_) => "Ping",
-        ClientMessage::Pong(_) => "Pong",
-        ClientMessage::Quit { .. } => "Quit",
-    }
+/// Defines `$name_of`, the name of each variant of `$ty`, and `$all`, the
+/// names of all of them, from one list: the `match` stops compiling when a
+/// variant is added, which is the cue to add its golden frame.
+macro_rules! variant_names {
+    ($name_of:ident, $all:ident: $ty:ident {
+        $($variant:ident $({$($named:tt)*})? $(($($tuple:tt)*))?),* $(,)?
+    }) => {
+        fn $name_of(m: &$ty) -> &'static str {
+            match m {
+                $($ty::$variant $({$($named)*})? $(($($tuple)*))? => stringify!($variant),)*
+            }
+        }
+        const $all: &[&str] = &[$(stringify!($variant)),*];
+    };
 }
-const CLIENT_KINDS: &[&str] = &[
-    "Hello",
-    "Chat",
-    "Who",
-    "FilesAccess",
-    "ListFiles",
-    "Download",
-    "Ack",
-    "Offer",
-    "Chunk",
-    "End",
-    "Cancel",
-    "Ping",
-    "Pong",
-    "Quit",
-];
 
-fn server_kind(m: &ServerMessage) -> &'static str {
-    match m {
-        ServerMessage::Welcome { .. } => "Welcome",
-        ServerMessage::Refused { .. } => "Refused",
-        ServerMessage::Chat { .. } => "Chat",
-        ServerMessage::Joined { .. } => "Joined",
-        ServerMessage::Left { .. } => "Left",
-        ServerMessage::Who { .. } => "Who",
-        ServerMessage::FilesAccess { .. } => "FilesAccess",
-        ServerMessage::FileList { .. } => "FileList",
-        ServerMessage::FileStart { .. } => "FileStart",
-        ServerMessage::Chunk(_) => "Chunk",
-        ServerMessage::End(_) => "End",
-        ServerMessage::Cancel(_) => "Cancel",
-        ServerMessage::PushDone { .. } => "PushDone",
-        ServerMessage::Error { .. } => "Error",
-        ServerMessage::Ping(_) => "Ping",
-        ServerMessage::Pong(_) => "Pong",
-        ServerMessage::Shutdown { .. } => "Shutdown",
-    }
-}
-const SERVER_KINDS: &[&str] = &[
-    "Welcome",
-    "Refused",
-    "Chat",
-    "Joined",
-    "Left",
-    "Who",
-    "FilesAccess",
-    "FileList",
-    "FileStart",
-    "Chunk",
-    "End",
-    "Cancel",
-    "PushDone",
-    "Error",
-    "Ping",
-    "Pong",
-    "Shutdown",
-];
+variant_names!(client_kind, CLIENT_KINDS: ClientMessage {
+    Hello { .. }, Chat { .. }, Who, FilesAccess, ListFiles, Download { .. }, Ack { .. },
+    Offer { .. }, Chunk(_), End(_), Cancel(_), Ping(_), Pong(_), Quit { .. },
+});
+
+variant_names!(server_kind, SERVER_KINDS: ServerMessage {
+    Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
+    FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
+    PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
+});
 
 /// Encoding gives exactly the golden bytes, the header counts the rest, and
 /// decoding the bytes (directly and through a `Decoder`) gives the message back.
@@ -586,28 +535,32 @@ where
     assert_eq!(dec.buffered(), 0, "{name}: whole frame consumed");
 }
 
-#[test]
-fn golden_client_frames() {
-    let goldens = client_goldens();
-    let covered: BTreeSet<_> = goldens.iter().map(|(_, m, _)| client_kind(m)).collect();
-    let all: BTreeSet<_> = CLIENT_KINDS.iter().copied().collect();
-    assert_eq!(covered, all, "one golden frame per ClientMessage variant");
-    for (name, msg, bytes) in &goldens {
-        assert_eq!(*name, client_kind(msg));
+/// Checks one direction's golden frames: one per variant (`kinds`, named by
+/// `kind`), each named after its variant and passing [`check_golden`].
+fn check_goldens<M>(
+    goldens: &[(&'static str, M, Vec<u8>)],
+    kind: fn(&M) -> &'static str,
+    kinds: &[&'static str],
+) where
+    M: Encode + Decode + PartialEq + Debug,
+{
+    let covered: BTreeSet<_> = goldens.iter().map(|(_, m, _)| kind(m)).collect();
+    let all: BTreeSet<_> = kinds.iter().copied().collect();
+    assert_eq!(covered, all, "one golden frame per variant");
+    for (name, msg, bytes) in goldens {
+        assert_eq!(*name, kind(msg));
         check_golden(name, msg, bytes, DEFAULT_MAX_FRAME);
     }
 }
 
 #[test]
+fn golden_client_frames() {
+    check_goldens(&client_goldens(), client_kind, CLIENT_KINDS);
+}
+
+#[test]
 fn golden_server_frames() {
-    let goldens = server_goldens();
-    let covered: BTreeSet<_> = goldens.iter().map(|(_, m, _)| server_kind(m)).collect();
-    let all: BTreeSet<_> = SERVER_KINDS.iter().copied().collect();
-    assert_eq!(covered, all, "one golden frame per ServerMessage variant");
-    for (name, msg, bytes) in &goldens {
-        assert_eq!(*name, server_kind(msg));
-        check_golden(name, msg, bytes, DEFAULT_MAX_FRAME);
-    }
+    check_goldens(&server_goldens(), server_kind, SERVER_KINDS);
 }
 
 #[test]
@@ -708,15 +661,22 @@ enum Dir {
     Server,
 }
 
-/// Runs one table of (direction, frame limit, bad bytes, expected error).
-fn run_error_table(cases: &[(Dir, u32, Vec<u8>, DecodeError)]) {
-    for (dir, max, bad, expected) in cases {
+/// Runs one table of (direction, bad bytes in [`hex`], expected error)
+/// through decoders with the default frame limit.
+fn run_error_table(cases: &[(Dir, &str, DecodeError)]) {
+    run_error_table_at(DEFAULT_MAX_FRAME, cases);
+}
+
+/// [`run_error_table`] with the frame limit `max`.
+fn run_error_table_at(max: u32, cases: &[(Dir, &str, DecodeError)]) {
+    for (dir, bad, expected) in cases {
+        let bad = hex(bad);
         match dir {
             Dir::Client => {
-                assert_fails_for_good(Decoder::new(*max), ClientMessage::Ping(1), bad, expected)
+                assert_fails_for_good(Decoder::new(max), ClientMessage::Ping(1), &bad, expected)
             }
             Dir::Server => {
-                assert_fails_for_good(Decoder::new(*max), ServerMessage::Ping(1), bad, expected)
+                assert_fails_for_good(Decoder::new(max), ServerMessage::Ping(1), &bad, expected)
             }
         }
     }
@@ -728,35 +688,33 @@ fn error_frame_too_large() {
     let too_large = |size, max| DecodeError::FrameTooLarge { size, max };
     let m = DEFAULT_MAX_FRAME;
     let h = DEFAULT_MAX_HANDSHAKE_FRAME;
-    run_error_table(&[
-        (Client, m, hex("00100001"), too_large(m + 1, m)),
-        (Server, m, hex("00100001"), too_large(m + 1, m)),
-        (Client, m, hex("7fffffff"), too_large(0x7fff_ffff, m)),
-        (Server, m, hex("ffffffff"), too_large(u32::MAX, m)),
-        (Client, h, hex("00000401"), too_large(h + 1, h)),
-        // Refused from the header alone, whatever follows.
-        (Server, h, hex("00000800 4b0001"), too_large(2048, h)),
-    ]);
+    run_error_table_at(
+        m,
+        &[
+            (Client, "00100001", too_large(m + 1, m)),
+            (Server, "00100001", too_large(m + 1, m)),
+            (Client, "7fffffff", too_large(0x7fff_ffff, m)),
+            (Server, "ffffffff", too_large(u32::MAX, m)),
+        ],
+    );
+    run_error_table_at(
+        h,
+        &[
+            (Client, "00000401", too_large(h + 1, h)),
+            // Refused from the header alone, whatever follows.
+            (Server, "00000800 4b0001", too_large(2048, h)),
+        ],
+    );
 }
 
 #[test]
 fn error_empty_frame() {
     use Dir::*;
     run_error_table(&[
-        (
-            Client,
-            DEFAULT_MAX_FRAME,
-            hex("00000000"),
-            DecodeError::EmptyFrame,
-        ),
-        (
-            Server,
-            DEFAULT_MAX_FRAME,
-            hex("00000000"),
-            DecodeError::EmptyFrame,
-        ),
-        (Client, 16, hex("00000000 03"), DecodeError::EmptyFrame),
+        (Client, "00000000", DecodeError::EmptyFrame),
+        (Server, "00000000", DecodeError::EmptyFrame),
     ]);
+    run_error_table_at(16, &[(Client, "00000000 03", DecodeError::EmptyFrame)]);
     assert_eq!(
         ClientMessage::decode_frame(&[]),
         Err(DecodeError::EmptyFrame)
@@ -771,17 +729,16 @@ fn error_empty_frame() {
 fn error_unknown_type() {
     use Dir::*;
     let unknown = |ty| DecodeError::UnknownType { ty };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
-        (Client, m, hex("00000001 00"), unknown(0x00)),
-        (Client, m, hex("00000001 ff"), unknown(0xff)),
-        (Client, m, hex("00000001 0a"), unknown(0x0a)),
-        (Client, m, hex("00000001 85"), unknown(0x85)),
-        (Server, m, hex("00000001 00"), unknown(0x00)),
-        (Server, m, hex("00000001 40"), unknown(0x40)),
-        (Server, m, hex("00000001 4d"), unknown(0x4d)),
+        (Client, "00000001 00", unknown(0x00)),
+        (Client, "00000001 ff", unknown(0xff)),
+        (Client, "00000001 0a", unknown(0x0a)),
+        (Client, "00000001 85", unknown(0x85)),
+        (Server, "00000001 00", unknown(0x00)),
+        (Server, "00000001 40", unknown(0x40)),
+        (Server, "00000001 4d", unknown(0x4d)),
         // The type is refused before its body is looked at.
-        (Server, m, hex("00000004 7f 000000"), unknown(0x7f)),
+        (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);
 }
 
@@ -790,25 +747,19 @@ fn direction_is_checked_by_type_byte() {
     // Every client-only type is unknown to the server-direction decoder
     // (what a client receives), and every server-only type to the
     // client-direction decoder; the shared types (0x80..) decode in both.
-    for (name, msg, bytes) in client_goldens() {
+    check_other_direction::<ClientMessage, ServerMessage>(&client_goldens());
+    check_other_direction::<ServerMessage, ClientMessage>(&server_goldens());
+}
+
+/// Feeds golden frames of type `M` to a decoder of the other direction `N`:
+/// one-direction types are unknown there, the shared ones decode the same.
+fn check_other_direction<M: Encode, N: Decode + Encode + Debug + PartialEq>(
+    goldens: &[(&'static str, M, Vec<u8>)],
+) {
+    for (name, msg, bytes) in goldens {
         let ty = bytes[HEADER_LEN];
-        let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
-        dec.feed(&bytes);
-        if ty < 0x80 {
-            assert_eq!(
-                dec.next_message(),
-                Err(DecodeError::UnknownType { ty }),
-                "{name}"
-            );
-        } else {
-            let m = dec.next_message().unwrap().unwrap();
-            assert_eq!(m.to_frame(), msg.to_frame(), "{name}");
-        }
-    }
-    for (name, msg, bytes) in server_goldens() {
-        let ty = bytes[HEADER_LEN];
-        let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_FRAME);
-        dec.feed(&bytes);
+        let mut dec = Decoder::<N>::new(DEFAULT_MAX_FRAME);
+        dec.feed(bytes);
         if ty < 0x80 {
             assert_eq!(
                 dec.next_message(),
@@ -826,58 +777,39 @@ fn direction_is_checked_by_type_byte() {
 fn error_truncated() {
     use Dir::*;
     let truncated = |ty| DecodeError::Truncated { ty };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
         // Ping with 7 of its 8 value bytes.
-        (
-            Client,
-            m,
-            hex("00000008 83 01020304050607"),
-            truncated(0x83),
-        ),
+        (Client, "00000008 83 01020304050607", truncated(0x83)),
         // Hello without its username.
-        (Client, m, hex("00000003 01 0001"), truncated(0x01)),
+        (Client, "00000003 01 0001", truncated(0x01)),
         // str8 length 5, 3 bytes left.
-        (
-            Client,
-            m,
-            hex("00000007 01 0001 05 616c69"),
-            truncated(0x01),
-        ),
+        (Client, "00000007 01 0001 05 616c69", truncated(0x01)),
         // Chat whose str32 claims 0xffffffff bytes.
         (
             Client,
-            m,
-            hex("0000000b 02 00 00 ffffffff 68656c6c"),
+            "0000000b 02 00 00 ffffffff 68656c6c",
             truncated(0x02),
         ),
         // Chunk whose data length claims one byte more than is there.
         (
             Client,
-            m,
-            hex("00000018 80 00000009 0000000000000000 352441c2 00000004 616263"),
+            "00000018 80 00000009 0000000000000000 352441c2 00000004 616263",
             truncated(0x80),
         ),
         // Who whose count claims 0xffffffff names.
-        (
-            Server,
-            m,
-            hex("00000007 46 ffffffff 01 61"),
-            truncated(0x46),
-        ),
+        (Server, "00000007 46 ffffffff 01 61", truncated(0x46)),
         // FileList with a count of 1 and no entry.
-        (Server, m, hex("00000006 48 01 00000001"), truncated(0x48)),
+        (Server, "00000006 48 01 00000001", truncated(0x48)),
         // FileList with a count of 1 and half an entry.
         (
             Server,
-            m,
-            hex("0000000c 48 01 00000001 01 61 00000000"),
+            "0000000c 48 01 00000001 01 61 00000000",
             truncated(0x48),
         ),
         // End without its CRC.
-        (Server, m, hex("00000005 81 00000009"), truncated(0x81)),
+        (Server, "00000005 81 00000009", truncated(0x81)),
         // Error with only half its code.
-        (Server, m, hex("00000002 4b 00"), truncated(0x4b)),
+        (Server, "00000002 4b 00", truncated(0x4b)),
     ]);
 }
 
@@ -885,26 +817,18 @@ fn error_truncated() {
 fn error_trailing_bytes() {
     use Dir::*;
     let trailing = |ty, extra| DecodeError::TrailingBytes { ty, extra };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
-        (Client, m, hex("00000002 03 00"), trailing(0x03, 1)),
+        (Client, "00000002 03 00", trailing(0x03, 1)),
         (
             Client,
-            m,
-            hex("0000000b 83 0000000000000001 0000"),
+            "0000000b 83 0000000000000001 0000",
             trailing(0x83, 2),
         ),
-        (Client, m, hex("00000006 08 00000000 ff"), trailing(0x08, 1)),
+        (Client, "00000006 08 00000000 ff", trailing(0x08, 1)),
+        (Server, "00000006 44 03 626f62 ff", trailing(0x44, 1)),
         (
             Server,
-            m,
-            hex("00000006 44 03 626f62 ff"),
-            trailing(0x44, 1),
-        ),
-        (
-            Server,
-            m,
-            hex("0000000d 4a 00000009 00000002 00000000"),
+            "0000000d 4a 00000009 00000002 00000000",
             trailing(0x4a, 4),
         ),
     ]);
@@ -914,34 +838,17 @@ fn error_trailing_bytes() {
 fn error_invalid_utf8() {
     use Dir::*;
     let bad_utf8 = |field| DecodeError::InvalidUtf8 { field };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
-        (
-            Client,
-            m,
-            hex("00000008 02 00 00 00000001 ff"),
-            bad_utf8("text"),
-        ),
-        (
-            Client,
-            m,
-            hex("00000005 01 0001 01 ff"),
-            bad_utf8("username"),
-        ),
+        (Client, "00000008 02 00 00 00000001 ff", bad_utf8("text")),
+        (Client, "00000005 01 0001 01 ff", bad_utf8("username")),
         // A surrogate encoded in UTF-8 (CESU) is not UTF-8.
         (
             Client,
-            m,
-            hex("0000000e 82 00000001 0001 00000003 eda080"),
+            "0000000e 82 00000001 0001 00000003 eda080",
             bad_utf8("reason"),
         ),
-        (
-            Server,
-            m,
-            hex("00000007 4c 00000002 c328"),
-            bad_utf8("reason"),
-        ),
-        (Server, m, hex("00000004 44 02 c0af"), bad_utf8("user")),
+        (Server, "00000007 4c 00000002 c328", bad_utf8("reason")),
+        (Server, "00000004 44 02 c0af", bad_utf8("user")),
     ]);
 }
 
@@ -949,30 +856,25 @@ fn error_invalid_utf8() {
 fn error_invalid_name() {
     use Dir::*;
     let bad_name = |field, error| DecodeError::InvalidName { field, error };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
         (
             Client,
-            m,
-            hex("00000007 01 0001 03 612f62"),
+            "00000007 01 0001 03 612f62",
             bad_name("username", NameError::BadChar { ch: '/' }),
         ),
         (
             Client,
-            m,
-            hex("00000004 01 0001 00"),
+            "00000004 01 0001 00",
             bad_name("username", NameError::Empty),
         ),
         (
             Client,
-            m,
-            hex("00000010 06 00000001 02 2e2e 0000000000000000"),
+            "00000010 06 00000001 02 2e2e 0000000000000000",
             bad_name("name", NameError::LeadingDot),
         ),
         (
             Client,
-            m,
-            hex("0000000d 02 01 05 61646d696e 00 00000000"),
+            "0000000d 02 01 05 61646d696e 00 00000000",
             bad_name(
                 "to",
                 NameError::Reserved {
@@ -982,8 +884,7 @@ fn error_invalid_name() {
         ),
         (
             Server,
-            m,
-            hex("00000007 44 05 61646d696e"),
+            "00000007 44 05 61646d696e",
             bad_name(
                 "user",
                 NameError::Reserved {
@@ -993,9 +894,8 @@ fn error_invalid_name() {
         ),
         (
             Server,
-            m,
             // FileList entry "a/b"
-            hex("00000012 48 01 00000001 03 612f62 0000000000000001"),
+            "00000012 48 01 00000001 03 612f62 0000000000000001",
             bad_name("files", NameError::BadChar { ch: '/' }),
         ),
     ]);
@@ -1005,48 +905,28 @@ fn error_invalid_name() {
 fn error_invalid_tag() {
     use Dir::*;
     let bad_tag = |field, value| DecodeError::InvalidTag { field, value };
-    let m = DEFAULT_MAX_FRAME;
     run_error_table(&[
+        (Client, "00000008 02 02 00 00000001 68", bad_tag("to", 2)),
+        (Client, "00000008 02 00 02 00000001 68", bad_tag("kind", 2)),
         (
             Client,
-            m,
-            hex("00000008 02 02 00 00000001 68"),
-            bad_tag("to", 2),
-        ),
-        (
-            Client,
-            m,
-            hex("00000008 02 00 02 00000001 68"),
-            bad_tag("kind", 2),
-        ),
-        (
-            Client,
-            m,
-            hex("00000016 07 00000009 07 7069632e706e67 00000000000003e8 ff"),
+            "00000016 07 00000009 07 7069632e706e67 00000000000003e8 ff",
             bad_tag("to", 0xff),
         ),
         (
             Server,
-            m,
-            hex("0000001b 43 0000000000000001 0000000000000000 03 626f62 02 00 00000000"),
+            "0000001b 43 0000000000000001 0000000000000000 03 626f62 02 00 00000000",
             bad_tag("private", 2),
         ),
         (
             Server,
-            m,
-            hex("0000001b 43 0000000000000001 0000000000000000 03 626f62 00 07 00000000"),
+            "0000001b 43 0000000000000001 0000000000000000 03 626f62 00 07 00000000",
             bad_tag("kind", 7),
         ),
+        (Server, "00000006 48 02 00000000", bad_tag("last", 2)),
         (
             Server,
-            m,
-            hex("00000006 48 02 00000000"),
-            bad_tag("last", 2),
-        ),
-        (
-            Server,
-            m,
-            hex("0000001c 49 00000007 05 612e747874 0000000000000005 0000000000000000 05"),
+            "0000001c 49 00000007 05 612e747874 0000000000000005 0000000000000000 05",
             bad_tag("origin", 5),
         ),
     ]);
@@ -1088,43 +968,60 @@ where
     (msgs, bytes)
 }
 
+/// One direction's messages: its golden frames back to back, so a stream
+/// test is written once and run for both directions.
+trait Stream: Decode + PartialEq + Debug + Clone {
+    /// The messages of every golden frame, and the frames in one buffer.
+    fn golden_stream() -> (Vec<Self>, Vec<u8>);
+}
+
+impl Stream for ClientMessage {
+    fn golden_stream() -> (Vec<Self>, Vec<u8>) {
+        concat(&client_goldens())
+    }
+}
+
+impl Stream for ServerMessage {
+    fn golden_stream() -> (Vec<Self>, Vec<u8>) {
+        concat(&server_goldens())
+    }
+}
+
 #[test]
 fn byte_at_a_time_stream() {
-    fn check<M: Decode + PartialEq + Debug>(msgs: &[M], bytes: &[u8]) {
+    fn check<M: Stream>() {
+        let (msgs, bytes) = M::golden_stream();
         let mut dec = Decoder::<M>::new(DEFAULT_MAX_FRAME);
         let mut got = Vec::new();
-        for b in bytes {
+        for b in &bytes {
             dec.feed(std::slice::from_ref(b));
             got.extend(drain(&mut dec).unwrap());
         }
         assert_eq!(got, msgs);
         assert_eq!(dec.buffered(), 0);
     }
-    let (msgs, bytes) = concat(&client_goldens());
-    check(&msgs, &bytes);
-    let (msgs, bytes) = concat(&server_goldens());
-    check(&msgs, &bytes);
+    check::<ClientMessage>();
+    check::<ServerMessage>();
 }
 
 #[test]
 fn several_frames_in_one_feed() {
-    fn check<M: Decode + PartialEq + Debug>(msgs: &[M], bytes: &[u8]) {
+    fn check<M: Stream>() {
+        let (msgs, bytes) = M::golden_stream();
         let mut dec = Decoder::<M>::new(DEFAULT_MAX_FRAME);
-        dec.feed(bytes);
+        dec.feed(&bytes);
         assert_eq!(drain(&mut dec).unwrap(), msgs);
         assert_eq!(dec.next_message(), Ok(None));
         assert_eq!(dec.buffered(), 0);
     }
-    let (msgs, bytes) = concat(&client_goldens());
-    check(&msgs, &bytes);
-    let (msgs, bytes) = concat(&server_goldens());
-    check(&msgs, &bytes);
+    check::<ClientMessage>();
+    check::<ServerMessage>();
 }
 
 #[test]
 fn frames_split_across_feeds_at_every_point() {
     // Two whole streams fed in two pieces, split at every position.
-    let (msgs, bytes) = concat(&server_goldens());
+    let (msgs, bytes) = ServerMessage::golden_stream();
     for split in 0..=bytes.len() {
         let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
         dec.feed(&bytes[..split]);
