@@ -51,6 +51,21 @@ impl Peer {
             limits: announced(),
         });
     }
+
+    /// Reads a `Download` request and starts it as a file of `size` bytes.
+    fn start_download(&mut self, size: u64) -> TransferId {
+        let ClientMessage::Download { id, name, .. } = self.recv() else {
+            panic!("no download");
+        };
+        self.send(&ServerMessage::FileStart {
+            id,
+            name,
+            size,
+            offset: 0,
+            origin: Origin::Download,
+        });
+        id
+    }
 }
 
 /// Starts `script` as the server of one connection; returns where to
@@ -388,16 +403,7 @@ fn intents_are_written_before_they_return() {
 fn serve_download(data: Vec<u8>) -> (SocketAddr, JoinHandle<Vec<ClientMessage>>) {
     serve(move |mut p| {
         p.welcome();
-        let ClientMessage::Download { id, name, .. } = p.recv() else {
-            panic!("no download");
-        };
-        p.send(&ServerMessage::FileStart {
-            id,
-            name,
-            size: data.len() as u64,
-            offset: 0,
-            origin: Origin::Download,
-        });
+        let id = p.start_download(data.len() as u64);
         p.send(&ServerMessage::Chunk(FileChunk::new(id, 0, data.clone())));
         p.send(&ServerMessage::End(FileEnd {
             id,
@@ -452,16 +458,7 @@ fn download_bytes_arrive_as_events_and_are_acknowledged() {
 fn manual_acks_wait_for_stored() {
     let (addr, peer) = serve(|mut p| {
         p.welcome();
-        let ClientMessage::Download { id, name, .. } = p.recv() else {
-            panic!("no download");
-        };
-        p.send(&ServerMessage::FileStart {
-            id,
-            name,
-            size: 10,
-            offset: 0,
-            origin: Origin::Download,
-        });
+        let id = p.start_download(10);
         p.send(&ServerMessage::Chunk(FileChunk::new(id, 0, vec![1; 5])));
         (0..3).map(|_| p.recv()).collect::<Vec<_>>()
     });
@@ -568,16 +565,7 @@ fn a_read_timeout_inside_a_large_chunk_loses_nothing() {
     let (go, wait) = channel::<()>();
     let (addr, peer) = serve(move |mut p| {
         p.welcome();
-        let ClientMessage::Download { id, name, .. } = p.recv() else {
-            panic!("no download");
-        };
-        p.send(&ServerMessage::FileStart {
-            id,
-            name,
-            size: sent.len() as u64,
-            offset: 0,
-            origin: Origin::Download,
-        });
+        let id = p.start_download(sent.len() as u64);
         let frame = ServerMessage::Chunk(FileChunk::new(id, 0, sent)).to_frame();
         let half = frame.len() / 2;
         p.write(&frame[..half]);
