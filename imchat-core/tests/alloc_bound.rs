@@ -7,6 +7,7 @@
 //! same time would add its own allocations to them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::SeqCst};
 
 use imchat_core::{
@@ -178,60 +179,55 @@ fn hostile_headers(max: u32) {
     }
 }
 
-/// Frames within the limit whose inner length or count fields claim 0xffffffff.
+/// Frames within the limit whose inner length or count fields claim 0xffffffff:
+/// (what, body in hex, type byte first).
 fn hostile_inner_lengths(max: u32) {
-    let client: &[(&str, &str, u8)] = &[
-        ("Chat text", "02 00 00 ffffffff", 0x02),
-        ("Quit reason", "08 ffffffff", 0x08),
+    let client: &[(&str, &str)] = &[
+        ("Chat text", "02 00 00 ffffffff"),
+        ("Quit reason", "08 ffffffff"),
         (
             "Chunk data",
             "80 00000001 0000000000000000 00000000 ffffffff",
-            0x80,
         ),
-        ("Cancel reason", "82 00000001 0001 ffffffff", 0x82),
+        ("Cancel reason", "82 00000001 0001 ffffffff"),
     ];
-    let server: &[(&str, &str, u8)] = &[
+    let server: &[(&str, &str)] = &[
         (
             "Welcome text",
             "41 0002 01 61 00100000 00010000 00000064 00000032 00100000 00100000 00000008 0000000100000000 ffffffff",
-            0x41,
         ),
-        ("Refused reason", "42 0001 0001 ffffffff", 0x42),
-        (
-            "Chat text",
-            "43 0000000000000001 0000000000000000 01 61 00 00 ffffffff",
-            0x43,
-        ),
-        ("Left text", "45 01 61 00 ffffffff", 0x45),
-        ("Error text", "4b 0001 ffffffff", 0x4b),
-        ("Shutdown reason", "4c ffffffff", 0x4c),
-        (
-            "Chunk data",
-            "80 00000001 0000000000000000 00000000 ffffffff",
-            0x80,
-        ),
-        ("Cancel reason", "82 00000001 0001 ffffffff", 0x82),
-        ("Who count", "46 ffffffff", 0x46),
-        ("FileList count", "48 01 ffffffff", 0x48),
+        ("Refused reason", "42 0001 0001 ffffffff"),
+        ("Chat text", "43 0000000000000001 0000000000000000 01 61 00 00 ffffffff"),
+        ("Left text", "45 01 61 00 ffffffff"),
+        ("Error text", "4b 0001 ffffffff"),
+        ("Shutdown reason", "4c ffffffff"),
+        ("Chunk data", "80 00000001 0000000000000000 00000000 ffffffff"),
+        ("Cancel reason", "82 00000001 0001 ffffffff"),
+        ("Who count", "46 ffffffff"),
+        ("FileList count", "48 01 ffffffff"),
     ];
+    refused_as_truncated::<ClientMessage>("client", max, client);
+    refused_as_truncated::<ServerMessage>("server", max, server);
+}
+
+/// Each body, padded into a frame within `max`, is refused as truncated
+/// without allocating above `max`: decoded whole, and fed in pieces.
+fn refused_as_truncated<M: Decode + PartialEq + Debug>(
+    dir: &str,
+    max: u32,
+    cases: &[(&str, &str)],
+) {
     let pad = 100;
-    for &(what, body, ty) in client {
-        let frame = frame_with(&hex(body), pad);
-        let (res, usage) = decode_only::<ClientMessage>(max, &frame);
-        assert_eq!(res, Err(DecodeError::Truncated { ty }), "client {what}");
-        assert_within(&format!("client {what}"), max, usage);
-        let (err, usage) = feed_and_decode::<ClientMessage>(max, &frame, 7);
-        assert_eq!(err, Some(DecodeError::Truncated { ty }), "client {what}");
-        assert_within(&format!("client {what}, fed in pieces"), max, usage);
-    }
-    for &(what, body, ty) in server {
-        let frame = frame_with(&hex(body), pad);
-        let (res, usage) = decode_only::<ServerMessage>(max, &frame);
-        assert_eq!(res, Err(DecodeError::Truncated { ty }), "server {what}");
-        assert_within(&format!("server {what}"), max, usage);
-        let (err, usage) = feed_and_decode::<ServerMessage>(max, &frame, 7);
-        assert_eq!(err, Some(DecodeError::Truncated { ty }), "server {what}");
-        assert_within(&format!("server {what}, fed in pieces"), max, usage);
+    for &(what, body) in cases {
+        let body = hex(body);
+        let ty = body[0];
+        let frame = frame_with(&body, pad);
+        let (res, usage) = decode_only::<M>(max, &frame);
+        assert_eq!(res, Err(DecodeError::Truncated { ty }), "{dir} {what}");
+        assert_within(&format!("{dir} {what}"), max, usage);
+        let (err, usage) = feed_and_decode::<M>(max, &frame, 7);
+        assert_eq!(err, Some(DecodeError::Truncated { ty }), "{dir} {what}");
+        assert_within(&format!("{dir} {what}, fed in pieces"), max, usage);
     }
 }
 
