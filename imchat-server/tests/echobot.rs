@@ -77,6 +77,19 @@ fn wait_for<T>(c: &mut Client, mut pick: impl FnMut(ClientEvent) -> Option<T>) -
     panic!("no such event within {WAIT:?}");
 }
 
+/// The next chat message from `bot`: (private, text).
+fn reply_from(c: &mut Client, bot: &Username) -> (bool, String) {
+    wait_for(c, |e| match e {
+        ClientEvent::Chat {
+            from,
+            private,
+            text,
+            ..
+        } if from == *bot => Some((private, text)),
+        _ => None,
+    })
+}
+
 #[test]
 fn echobot_reverses_private_messages_and_answers_who() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,28 +116,13 @@ fn echobot_reverses_private_messages_and_answers_who() {
     }
 
     me.send_private(&echobot, "hello, bot").unwrap();
-    let reply = wait_for(&mut me, |e| match e {
-        ClientEvent::Chat {
-            from,
-            private,
-            text,
-            ..
-        } if from == echobot => Some((private, text)),
-        _ => None,
-    });
-    assert_eq!(reply, (true, "tob ,olleh".to_string()));
+    assert_eq!(reply_from(&mut me, &echobot), (true, "tob ,olleh".into()));
 
     me.send_chat(Recipient::Everyone, "!who").unwrap();
-    let reply = wait_for(&mut me, |e| match e {
-        ClientEvent::Chat {
-            from,
-            private,
-            text,
-            ..
-        } if from == echobot => Some((private, text)),
-        _ => None,
-    });
-    assert_eq!(reply, (true, "online: echobot, tester".to_string()));
+    assert_eq!(
+        reply_from(&mut me, &echobot),
+        (true, "online: echobot, tester".into())
+    );
 
     // A graceful stop: the bot sees the server's shutdown and returns.
     let pid = server.0.id().to_string();
