@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crate::poller::{self, Handler};
+use crate::poller::{Handler, Readers};
 use crate::room::{now_ns, Room};
 use crate::sys;
 use crate::wire::{self, Kind};
@@ -136,93 +136,64 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     });
     let (mut room, members) =
         Room::open(kind, addr, cfg.n, s, cfg.slow).map_err(|e| format!("joining the room: {e}"))?;
-    let handlers = members
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let h = Receiver {
-                i,
-                last: vec![0; s],
-                errors: 0,
-                last_ns: 0,
-                sh: sh.clone(),
-            };
-            (m, h)
-        })
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let activity = Arc::new(AtomicU64::new(now_ns()));
-    let poller = poller::spawn(kind, handlers, stop.clone(), activity.clone())
-        .map_err(|e| format!("poller: {e}"))?;
-    // Let the join announcements drain before measuring.
-    poller::wait_quiet(
-        &activity,
-        Duration::from_millis(300),
-        Duration::from_secs(60),
-    );
+    let readers = Readers::start(kind, members, |i| Receiver {
+        i,
+        last: vec![0; s],
+        errors: 0,
+        last_ns: 0,
+        sh: sh.clone(),
+    })?;
 
     // The senders start together; closed-loop senders send until `until`.
     let start = Arc::new(Barrier::new(s + 1));
     let until = Arc::new(AtomicU64::new(u64::MAX));
     let quit = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for (j, mut w) in room
-        .pubs
-        .iter()
-        .filter_map(|p| p.try_clone().ok())
-        .enumerate()
-    {
+    let senders = room.spawn_senders(|j, mut w| {
         let (sh, start, until, quit) = (sh.clone(), start.clone(), until.clone(), quit.clone());
         let (flow, burst) = (cfg.flow, cfg.burst);
-        let h = thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(move || -> u64 {
-                let _ = sh.threads[j].set(thread::current());
-                let mut buf = Vec::new();
-                if flow == Flow::Burst {
-                    let ts = now_ns();
-                    for seq in 1..=burst {
-                        wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
+        move || -> u64 {
+            let _ = sh.threads[j].set(thread::current());
+            let mut buf = Vec::new();
+            if flow == Flow::Burst {
+                let ts = now_ns();
+                for seq in 1..=burst {
+                    wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
+                }
+            }
+            start.wait();
+            match flow {
+                Flow::Burst => {
+                    if w.write_all(&buf).is_ok() {
+                        burst
+                    } else {
+                        0
                     }
                 }
-                start.wait();
-                match flow {
-                    Flow::Burst => {
-                        if w.write_all(&buf).is_ok() {
-                            burst
-                        } else {
-                            0
+                Flow::Window(win) => {
+                    let mut next = 1u64;
+                    while now_ns() < until.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed)
+                    {
+                        let upto = sh.delivered[j].load(Ordering::Acquire) + win;
+                        if next > upto {
+                            thread::park_timeout(Duration::from_millis(10));
+                            continue;
                         }
-                    }
-                    Flow::Window(win) => {
-                        let mut next = 1u64;
-                        while now_ns() < until.load(Ordering::Relaxed)
-                            && !quit.load(Ordering::Relaxed)
-                        {
-                            let upto = sh.delivered[j].load(Ordering::Acquire) + win;
-                            if next > upto {
-                                thread::park_timeout(Duration::from_millis(10));
-                                continue;
-                            }
-                            buf.clear();
-                            let ts = now_ns();
-                            for seq in next..=upto {
-                                sh.ring[j][(seq % RING as u64) as usize]
-                                    .store(0, Ordering::Release);
-                                wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
-                            }
-                            if w.write_all(&buf).is_err() {
-                                break;
-                            }
-                            next = upto + 1;
+                        buf.clear();
+                        let ts = now_ns();
+                        for seq in next..=upto {
+                            sh.ring[j][(seq % RING as u64) as usize].store(0, Ordering::Release);
+                            wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
                         }
-                        next - 1
+                        if w.write_all(&buf).is_err() {
+                            break;
+                        }
+                        next = upto + 1;
                     }
+                    next - 1
                 }
-            })
-            .map_err(|e| format!("sender thread: {e}"))?;
-        senders.push(h);
-    }
+            }
+        }
+    })?;
 
     let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
     let gen0 = sys::self_cpu_secs();
@@ -259,9 +230,8 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
     let slow_dropped = room.slow_was_dropped();
     let server_hwm_kib = sys::hwm_kib(pid).unwrap_or(0) as f64;
-    stop.store(true, Ordering::Release);
+    let receivers = readers.stop();
     room.close();
-    let receivers = poller.join().unwrap_or_default();
     let total = sh.total.load(Ordering::Acquire);
     let broken = sh.broken.load(Ordering::Acquire);
     if broken > 0 {

@@ -4,12 +4,12 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::poller::{self, Handler};
+use crate::poller::{Handler, Readers};
 use crate::report::percentile;
 use crate::room::{now_ns, Room};
 use crate::sys;
@@ -82,29 +82,12 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let window = Arc::new((AtomicU64::new(u64::MAX), AtomicU64::new(0)));
     let (room, members) =
         Room::open(kind, addr, cfg.n, s, false).map_err(|e| format!("joining the room: {e}"))?;
-    let handlers = members
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let h = Receiver {
-                i,
-                samples: Vec::new(),
-                total: total.clone(),
-                window: window.clone(),
-            };
-            (m, h)
-        })
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let activity = Arc::new(AtomicU64::new(now_ns()));
-    let poller = poller::spawn(kind, handlers, stop.clone(), activity.clone())
-        .map_err(|e| format!("poller: {e}"))?;
-    // Let the join announcements drain before measuring.
-    poller::wait_quiet(
-        &activity,
-        Duration::from_millis(300),
-        Duration::from_secs(60),
-    );
+    let readers = Readers::start(kind, members, |i| Receiver {
+        i,
+        samples: Vec::new(),
+        total: total.clone(),
+        window: window.clone(),
+    })?;
 
     let base = now_ns() + 300_000_000;
     let from = base + cfg.warmup.as_nanos() as u64;
@@ -112,40 +95,30 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     window.1.store(to, Ordering::Relaxed);
     window.0.store(from, Ordering::Relaxed);
     let period = 1e9 / f64::from(cfg.rate);
-    let mut senders = Vec::new();
-    for (j, mut w) in room
-        .pubs
-        .iter()
-        .filter_map(|p| p.try_clone().ok())
-        .enumerate()
-    {
-        let h = thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(move || -> u64 {
-                let mut buf = Vec::with_capacity(128);
-                // Senders are spread evenly over one period.
-                let first = base as f64 + period * j as f64 / s as f64;
-                let mut sent = 0u64;
-                loop {
-                    let at = (first + period * sent as f64) as u64;
-                    if at >= to {
-                        return sent;
-                    }
-                    let now = now_ns();
-                    if at > now {
-                        thread::sleep(Duration::from_nanos(at - now));
-                    }
-                    buf.clear();
-                    wire::push_frame(kind, &mut buf, &wire::payload(j, sent + 1, now_ns()));
-                    if w.write_all(&buf).is_err() {
-                        return sent;
-                    }
-                    sent += 1;
+    let senders = room.spawn_senders(|j, mut w| {
+        move || -> u64 {
+            let mut buf = Vec::with_capacity(128);
+            // Senders are spread evenly over one period.
+            let first = base as f64 + period * j as f64 / s as f64;
+            let mut sent = 0u64;
+            loop {
+                let at = (first + period * sent as f64) as u64;
+                if at >= to {
+                    return sent;
                 }
-            })
-            .map_err(|e| format!("sender thread: {e}"))?;
-        senders.push(h);
-    }
+                let now = now_ns();
+                if at > now {
+                    thread::sleep(Duration::from_nanos(at - now));
+                }
+                buf.clear();
+                wire::push_frame(kind, &mut buf, &wire::payload(j, sent + 1, now_ns()));
+                if w.write_all(&buf).is_err() {
+                    return sent;
+                }
+                sent += 1;
+            }
+        }
+    })?;
     let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
     let wall0 = Instant::now();
     let sent: u64 = senders.into_iter().map(|h| h.join().unwrap_or(0)).sum();
@@ -159,10 +132,10 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     }
     let server_cpu = (sys::cpu_secs(pid).unwrap_or(0.0) - cpu0) / wall0.elapsed().as_secs_f64();
     let got = total.load(Ordering::Relaxed);
-    stop.store(true, Ordering::Release);
+    let receivers = readers.stop();
     room.close();
     let mut all = Vec::new();
-    for r in poller.join().unwrap_or_default() {
+    for r in receivers {
         all.extend(r.samples);
     }
     if got < expected {

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::room::now_ns;
 use crate::wire::{self, Kind, Member, Pumped};
@@ -21,9 +22,47 @@ pub trait Handler: Send + 'static {
     fn closed(&mut self) {}
 }
 
+/// A room's members read by one poller thread.
+pub struct Readers<H> {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<H>>,
+}
+
+impl<H: Handler> Readers<H> {
+    /// Starts reading `members`, member `i` with `handler(i)`, and returns
+    /// once the join announcements have been read (waiting a minute at most).
+    pub fn start(
+        kind: Kind,
+        members: Vec<Member>,
+        mut handler: impl FnMut(usize) -> H,
+    ) -> Result<Self, String> {
+        let members = members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, handler(i)))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(AtomicU64::new(now_ns()));
+        let thread = spawn(kind, members, stop.clone(), activity.clone())
+            .map_err(|e| format!("poller: {e}"))?;
+        wait_quiet(
+            &activity,
+            Duration::from_millis(300),
+            Duration::from_secs(60),
+        );
+        Ok(Readers { stop, thread })
+    }
+
+    /// Stops reading and returns the handlers.
+    pub fn stop(self) -> Vec<H> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 /// Reads `members` on one thread until `stop`; returns the handlers.
 /// `activity` holds the time ([`now_ns`]) of the last read that brought bytes.
-pub fn spawn<H: Handler>(
+fn spawn<H: Handler>(
     kind: Kind,
     members: Vec<(Member, H)>,
     stop: Arc<AtomicBool>,
@@ -114,11 +153,11 @@ fn pump_one<H: Handler>(
 
 /// Waits until `activity` is `quiet` old (the join announcements have been
 /// read), for at most `cap`.
-pub fn wait_quiet(activity: &AtomicU64, quiet: std::time::Duration, cap: std::time::Duration) {
-    let deadline = std::time::Instant::now() + cap;
+fn wait_quiet(activity: &AtomicU64, quiet: Duration, cap: Duration) {
+    let deadline = Instant::now() + cap;
     while now_ns().saturating_sub(activity.load(Ordering::Relaxed)) < quiet.as_nanos() as u64
-        && std::time::Instant::now() < deadline
+        && Instant::now() < deadline
     {
-        thread::sleep(std::time::Duration::from_millis(10));
+        thread::sleep(Duration::from_millis(10));
     }
 }

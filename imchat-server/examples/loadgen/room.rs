@@ -5,6 +5,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::OnceLock;
+use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use crate::wire::{self, Kind, Member};
@@ -60,6 +61,32 @@ impl Room {
                 .push(wire::publisher(kind, addr, &room.members[j])?);
         }
         Ok((room, members))
+    }
+
+    /// Starts one thread per publishing connection (index `j` = sender):
+    /// `sender(j, connection)` gives what the thread runs, which returns
+    /// how many messages it sent.
+    pub fn spawn_senders<F>(
+        &self,
+        mut sender: impl FnMut(usize, TcpStream) -> F,
+    ) -> Result<Vec<JoinHandle<u64>>, String>
+    where
+        F: FnOnce() -> u64 + Send + 'static,
+    {
+        let mut senders = Vec::new();
+        for (j, conn) in self
+            .pubs
+            .iter()
+            .filter_map(|p| p.try_clone().ok())
+            .enumerate()
+        {
+            let h = thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(sender(j, conn))
+                .map_err(|e| format!("sender thread: {e}"))?;
+            senders.push(h);
+        }
+        Ok(senders)
     }
 
     /// Shuts every socket down, which ends the reader threads.

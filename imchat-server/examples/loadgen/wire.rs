@@ -10,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use imchat_core::{
@@ -385,18 +386,33 @@ pub fn idle_pump<S: Read + Write>(
             rb.start = rb.end;
             continue;
         }
-        while rb.start < rb.end {
-            match imchat_parse(rb.data())? {
-                Parsed::More(n) => {
-                    need = n;
-                    break;
-                }
-                Parsed::Chat { len, .. } | Parsed::Other { len } => rb.start += len,
-                Parsed::Message { len, msg } => {
-                    rb.start += len;
-                    if let ServerMessage::Ping(v) = *msg {
-                        s.write_all(&ClientMessage::Pong(v).to_frame())?;
-                    }
+        let walked = imchat_messages(rb, |msg| {
+            if let ServerMessage::Ping(v) = msg {
+                s.write_all(&ClientMessage::Pong(v).to_frame())?;
+            }
+            Ok(ControlFlow::<()>::Continue(()))
+        })?;
+        if let ControlFlow::Continue(n) = walked {
+            need = n;
+        }
+    }
+}
+
+/// Consumes the whole imchat frames buffered in `rb`, handing every message
+/// but a generator chat to `on_message` until it says `Break`. Returns that
+/// `Break`, or `Continue` with how many unparsed bytes the next frame needs.
+fn imchat_messages<T>(
+    rb: &mut RecvBuf,
+    mut on_message: impl FnMut(ServerMessage) -> io::Result<ControlFlow<T>>,
+) -> io::Result<ControlFlow<T, usize>> {
+    loop {
+        match imchat_parse(rb.data())? {
+            Parsed::More(n) => return Ok(ControlFlow::Continue(n)),
+            Parsed::Chat { len, .. } | Parsed::Other { len } => rb.start += len,
+            Parsed::Message { len, msg } => {
+                rb.start += len;
+                if let ControlFlow::Break(t) = on_message(*msg)? {
+                    return Ok(ControlFlow::Break(t));
                 }
             }
         }
@@ -431,27 +447,19 @@ pub fn join(kind: Kind, addr: SocketAddr, name: &str, buf: usize) -> io::Result<
                 if rb.fill(&mut stream, need)? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
-                loop {
-                    match imchat_parse(rb.data())? {
-                        Parsed::More(n) => {
-                            need = n;
-                            break;
-                        }
-                        Parsed::Chat { len, .. } | Parsed::Other { len } => rb.start += len,
-                        Parsed::Message { len, msg } => {
-                            rb.start += len;
-                            match *msg {
-                                ServerMessage::Welcome { .. } => {
-                                    stream.set_read_timeout(None)?;
-                                    return Ok(Member { stream, rb });
-                                }
-                                ServerMessage::Refused { reason, .. } => {
-                                    return Err(io::Error::other(format!("refused: {reason}")))
-                                }
-                                _ => {}
-                            }
-                        }
+                let walked = imchat_messages(&mut rb, |msg| match msg {
+                    ServerMessage::Welcome { .. } => Ok(ControlFlow::Break(())),
+                    ServerMessage::Refused { reason, .. } => {
+                        Err(io::Error::other(format!("refused: {reason}")))
                     }
+                    _ => Ok(ControlFlow::Continue(())),
+                })?;
+                match walked {
+                    ControlFlow::Break(()) => {
+                        stream.set_read_timeout(None)?;
+                        return Ok(Member { stream, rb });
+                    }
+                    ControlFlow::Continue(n) => need = n,
                 }
             }
         }
