@@ -607,6 +607,69 @@ mod tests {
         }
     }
 
+    /// Joins a one-connection server on 127.0.0.1 that answers the Hello
+    /// with the frames in `answer`.
+    fn join_answered(answer: Vec<u8>) -> io::Result<Member> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut header = [0u8; HEADER_LEN];
+            s.read_exact(&mut header).unwrap();
+            let mut hello = vec![0u8; u32::from_be_bytes(header) as usize];
+            s.read_exact(&mut hello).unwrap();
+            s.write_all(&answer).unwrap();
+            s
+        });
+        let joined = join(Kind::Imchat, addr, "m0", 4096);
+        drop(server.join().unwrap());
+        joined
+    }
+
+    #[test]
+    fn joining_skips_frames_before_the_welcome_and_keeps_what_follows() {
+        let limits = imchat_core::Hub::new(imchat_core::Limits::default(), "hi").server_limits();
+        let mut answer = ServerMessage::Ping(1).to_frame();
+        answer.extend(chat("m9", false, b"early").to_frame());
+        answer.extend(
+            ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                username: Username::new("m0").unwrap(),
+                text: "hi".into(),
+                limits,
+            }
+            .to_frame(),
+        );
+        let after = chat("m9", false, b"after").to_frame();
+        answer.extend(&after);
+        let mut m = join_answered(answer).unwrap();
+        // The frames after the Welcome were either kept or are still unread.
+        let mut rest = m.rb.data().to_vec();
+        m.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        while rest.len() < after.len() {
+            let mut b = [0u8; 256];
+            match m.stream.read(&mut b).unwrap() {
+                0 => break,
+                n => rest.extend_from_slice(&b[..n]),
+            }
+        }
+        assert_eq!(rest, after);
+    }
+
+    #[test]
+    fn joining_reports_a_refusal_with_its_reason() {
+        let refused = ServerMessage::Refused {
+            code: imchat_core::RefuseCode::NAME_TAKEN,
+            reason: "taken".into(),
+            version: PROTOCOL_VERSION,
+        };
+        let err = join_answered(refused.to_frame()).err().expect("refused");
+        assert_eq!(err.to_string(), "refused: taken");
+    }
+
     fn pumped(input: Vec<u8>, buf: usize) -> (io::Result<Pumped>, Vec<Vec<u8>>, Vec<u8>) {
         let mut sock = Fake {
             input: io::Cursor::new(input),
