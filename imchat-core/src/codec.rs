@@ -39,6 +39,8 @@ pub mod types {
     pub const QUIT: u8 = 0x08;
     /// `ClientMessage::Ack`
     pub const ACK: u8 = 0x09;
+    /// `ClientMessage::Accept`
+    pub const ACCEPT: u8 = 0x0a;
     /// `ServerMessage::Welcome`
     pub const WELCOME: u8 = 0x41;
     /// `ServerMessage::Refused`
@@ -63,6 +65,8 @@ pub mod types {
     pub const ERROR: u8 = 0x4b;
     /// `ServerMessage::Shutdown`
     pub const SHUTDOWN: u8 = 0x4c;
+    /// `ServerMessage::PushAccepted`
+    pub const PUSH_ACCEPTED: u8 = 0x4d;
     /// `Chunk` (both directions)
     pub const CHUNK: u8 = 0x80;
     /// `End` (both directions)
@@ -286,6 +290,7 @@ impl Encode for ClientMessage {
                 put_u32(out, id.0);
                 put_u64(out, *offset);
             }),
+            ClientMessage::Accept { id } => frame(out, types::ACCEPT, |out| put_u32(out, id.0)),
             ClientMessage::Offer { id, name, size, to } => frame(out, types::OFFER, |out| {
                 put_u32(out, id.0);
                 put_str8(out, name.as_str());
@@ -391,6 +396,12 @@ impl Encode for ServerMessage {
                 put_u32(out, id.0);
                 put_u32(out, *receivers);
             }),
+            ServerMessage::PushAccepted { id, receivers } => {
+                frame(out, types::PUSH_ACCEPTED, |out| {
+                    put_u32(out, id.0);
+                    put_u32(out, *receivers);
+                })
+            }
             ServerMessage::Error { code, text } => frame(out, types::ERROR, |out| {
                 put_u16(out, code.0);
                 put_str32(out, text);
@@ -581,6 +592,9 @@ impl Decode for ClientMessage {
                 id: TransferId(f.u32()?),
                 offset: f.u64()?,
             },
+            types::ACCEPT => ClientMessage::Accept {
+                id: TransferId(f.u32()?),
+            },
             types::OFFER => ClientMessage::Offer {
                 id: TransferId(f.u32()?),
                 name: f.file_name("name")?,
@@ -676,6 +690,10 @@ impl Decode for ServerMessage {
                 },
             },
             types::PUSH_DONE => ServerMessage::PushDone {
+                id: TransferId(f.u32()?),
+                receivers: f.u32()?,
+            },
+            types::PUSH_ACCEPTED => ServerMessage::PushAccepted {
                 id: TransferId(f.u32()?),
                 receivers: f.u32()?,
             },

@@ -213,6 +213,19 @@ pub enum UsageError {
         /// The id.
         id: TransferId,
     },
+    /// Push data before the receivers accepted the push
+    /// ([`ClientEvent::PushAccepted`](crate::ClientEvent::PushAccepted)).
+    #[error("push {id} is not accepted yet")]
+    NotAccepted {
+        /// The id.
+        id: TransferId,
+    },
+    /// No offer with this id is waiting for an answer.
+    #[error("no offer {id} is waiting for an answer")]
+    UnknownOffer {
+        /// The id.
+        id: TransferId,
+    },
     /// Too many transfers already running.
     #[error("too many transfers at once (at most {max})")]
     TooManyTransfers {

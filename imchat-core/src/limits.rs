@@ -56,6 +56,20 @@ pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 1024 * 1024;
 pub const DEFAULT_FLOOD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfers (downloads plus pushes, each direction) one client may have running at once: 8.
 pub const DEFAULT_MAX_TRANSFERS: usize = 8;
+/// Time a transfer may go without progress before the server ends it:
+/// 60 s. A download makes progress when its client acknowledges data
+/// (the reference client does at least every [`ACK_STEP`], so a download
+/// slower than about 8.7 KB/s is ended); a push when its pusher sends a
+/// chunk, once its receivers accepted it.
+pub const DEFAULT_TRANSFER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time the receivers of a push have to accept or decline it: 120 s. A
+/// receiver that has not answered by then counts as declining.
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Downloads a server streams at once, over all clients: 128. Past it a
+/// `Download` is refused with `Cancel{TOO_MANY}`.
+pub const DEFAULT_MAX_DOWNLOADS: usize = 128;
+/// Pushes up to this size a client accepts without asking its user: 16 MiB.
+pub const DEFAULT_AUTO_ACCEPT_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest username, in characters: 32.
 pub const MAX_USERNAME_CHARS: usize = 32;
 /// Longest file name, in bytes of UTF-8: 255.
@@ -131,6 +145,7 @@ impl Limits {
             ("max_clients", self.max_clients),
             ("chunk_size", self.chunk_size),
             ("max_transfers", self.max_transfers),
+            ("max_downloads", self.max_downloads),
         ] {
             if value == 0 {
                 return Err(LimitsError::Zero { field });
@@ -226,6 +241,13 @@ pub struct Limits {
     pub flood_timeout: Duration,
     /// Concurrent transfers per client ([`DEFAULT_MAX_TRANSFERS`]).
     pub max_transfers: usize,
+    /// Downloads streamed at once over all clients ([`DEFAULT_MAX_DOWNLOADS`]).
+    pub max_downloads: usize,
+    /// Time a transfer may make no progress before it is ended
+    /// ([`DEFAULT_TRANSFER_IDLE_TIMEOUT`]).
+    pub transfer_idle_timeout: Duration,
+    /// Time the receivers of a push have to accept it ([`DEFAULT_OFFER_TIMEOUT`]).
+    pub offer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -248,6 +270,9 @@ impl Default for Limits {
             rate_burst_bytes: DEFAULT_RATE_BURST_BYTES,
             rate_bytes_per_sec: DEFAULT_RATE_BYTES_PER_SEC,
             flood_timeout: DEFAULT_FLOOD_TIMEOUT,
+            max_downloads: DEFAULT_MAX_DOWNLOADS,
+            transfer_idle_timeout: DEFAULT_TRANSFER_IDLE_TIMEOUT,
+            offer_timeout: DEFAULT_OFFER_TIMEOUT,
             max_transfers: DEFAULT_MAX_TRANSFERS,
         }
     }

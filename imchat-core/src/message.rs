@@ -13,7 +13,8 @@ use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 ///
 /// Version 2 added: message ids and server timestamps on routed chat,
 /// actions (`/me`), a quit text carried to `Left`, an end marker on file
-/// lists, and the limits a client must respect in `Welcome`.
+/// lists, the limits a client must respect in `Welcome`, and pushes that
+/// their receivers accept (`Accept`, `PushAccepted`) before any data flows.
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Words no user may take (compared ignoring case). Windows device names
@@ -295,6 +296,11 @@ code_type! {
         IO = 10, "file read or write failed";
         /// The other side left.
         PEER_LEFT = 11, "the other side left";
+        /// The receiver declined a push.
+        DECLINED = 12, "declined by the receiver";
+        /// The transfer made no progress for too long, or an offer was not
+        /// answered in time.
+        TIMED_OUT = 13, "no progress for too long";
     }
 }
 
@@ -501,7 +507,15 @@ pub enum ClientMessage {
         /// Bytes of the file stored so far (from byte 0).
         offset: u64,
     },
-    /// Announce a file push; chunks and an end follow with the same id.
+    /// The receiver takes the push offered to it under the server-chosen
+    /// `id` (a `FileStart` of origin push); a `Cancel` declines it.
+    Accept {
+        /// The push, as the server named it to this client.
+        id: TransferId,
+    },
+    /// Announce a file push; once the server answers
+    /// [`ServerMessage::PushAccepted`], chunks and an end follow with the
+    /// same id.
     Offer {
         /// Id the client picked (top bit clear).
         id: TransferId,
@@ -601,7 +615,9 @@ pub enum ServerMessage {
         /// True on the final part of the answer.
         last: bool,
     },
-    /// A file transfer to this client starts.
+    /// A file transfer to this client starts. For a push it is an offer:
+    /// the client answers [`ClientMessage::Accept`] before any data comes,
+    /// or a `Cancel` to decline.
     FileStart {
         /// The transfer id (the client's for a download).
         id: TransferId,
@@ -620,6 +636,14 @@ pub enum ServerMessage {
     End(FileEnd),
     /// A transfer was stopped.
     Cancel(FileCancel),
+    /// The receivers of a push of this client's answered: those that
+    /// accepted it wait for its data, which may now be sent.
+    PushAccepted {
+        /// The push's id.
+        id: TransferId,
+        /// How many users accepted it.
+        receivers: u32,
+    },
     /// A push of this client's reached its receivers.
     PushDone {
         /// The push's id.

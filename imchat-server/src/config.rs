@@ -9,10 +9,11 @@ use std::time::Duration;
 use clap::Args;
 use imchat_core::{
     Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS,
-    DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES, DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
+    DEFAULT_MAX_TRANSFERS, DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES,
+    DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC, DEFAULT_TRANSFER_IDLE_TIMEOUT,
 };
 
 /// Longest timeout accepted (a year): later instants could overflow the clock.
@@ -96,6 +97,20 @@ pub struct LimitArgs {
     /// File transfers (downloads plus pushes) one client may have running at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
     max_transfers: usize,
+
+    /// Downloads the server streams at once, over all clients (one thread each);
+    /// past it a download is refused as "too many transfers", naming the cap.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DOWNLOADS)]
+    max_downloads: usize,
+
+    /// Time a transfer may go without progress before it is cancelled: a download
+    /// whose client acknowledges nothing, a push whose sender sends nothing.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TRANSFER_IDLE_TIMEOUT.as_secs_f64())]
+    transfer_idle_secs: f64,
+
+    /// Time the receivers of a push have to accept or decline it (no answer: declined).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_OFFER_TIMEOUT.as_secs_f64())]
+    offer_secs: f64,
 }
 
 impl Default for LimitArgs {
@@ -120,6 +135,9 @@ impl Default for LimitArgs {
             rate_bytes_per_sec: l.rate_bytes_per_sec,
             flood_timeout_secs: l.flood_timeout.as_secs_f64(),
             max_transfers: l.max_transfers,
+            max_downloads: l.max_downloads,
+            transfer_idle_secs: l.transfer_idle_timeout.as_secs_f64(),
+            offer_secs: l.offer_timeout.as_secs_f64(),
         }
     }
 }
@@ -198,6 +216,9 @@ impl LimitArgs {
             rate_bytes_per_sec: a.rate_bytes_per_sec,
             flood_timeout: secs("flood-timeout-secs", a.flood_timeout_secs)?,
             max_transfers: a.max_transfers,
+            max_downloads: a.max_downloads,
+            transfer_idle_timeout: secs("transfer-idle-secs", a.transfer_idle_secs)?,
+            offer_timeout: secs("offer-secs", a.offer_secs)?,
         };
         limits.validate().map_err(|e| flag_words(&e))?;
         Ok(limits)
@@ -210,6 +231,7 @@ fn flag_words(e: &LimitsError) -> String {
         "max_clients" => "--max-clients",
         "chunk_size" => "--chunk-bytes",
         "max_transfers" => "--max-transfers",
+        "max_downloads" => "--max-downloads",
         "rate_burst" => "--rate-burst",
         "rate_burst_bytes" => "--rate-burst-bytes",
         "rate_bytes_per_sec" => "--rate-bytes-per-sec",

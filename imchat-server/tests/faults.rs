@@ -13,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason, Recipient,
-    RefuseCode, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason,
+    Recipient, RefuseCode, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -752,6 +753,12 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
         size: 8,
         to: Recipient::Everyone,
     });
+    let offer = receiver.wait_for(|m| matches!(m, ServerMessage::FileStart { .. }));
+    let ServerMessage::FileStart { id: rid, .. } = offer else {
+        unreachable!()
+    };
+    receiver.send(&ClientMessage::Accept { id: rid });
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
     let mut bad = FileChunk::new(id, 0, vec![7; 8]);
     bad.data[3] ^= 0x20;
     pusher.send(&ClientMessage::Chunk(bad));
@@ -1360,4 +1367,121 @@ fn silent_sockets_never_lock_out_a_real_user() {
 /// Threads of a process, from /proc (Linux; 0 elsewhere).
 fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+/// Download threads of a process (named `send-<client>-<id>`), from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn download_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("send-"))
+        .count()
+}
+
+fn download(r: &mut Raw, id: u32, name: &str) {
+    r.send(&ClientMessage::Download {
+        id: TransferId(id),
+        name: FileName::new(name).unwrap(),
+        offset: 0,
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn downloads_never_acknowledged_end_at_the_idle_timeout_and_their_threads_with_them() {
+    const CLIENTS: usize = 5;
+    const EACH: u32 = 4;
+    let srv = Server::start_with(&["--transfer-idle-secs", "2"], |shared| {
+        big_file(shared, "big.bin", 4);
+    });
+    let pid = srv.proc.child.id();
+    let mut clients: Vec<Raw> = (0..CLIENTS)
+        .map(|k| Raw::join(srv.addr, &format!("stall{k}")))
+        .collect();
+    let asked = Instant::now();
+    for c in &mut clients {
+        for id in 1..=EACH {
+            download(c, id, "big.bin");
+        }
+    }
+    // Every download starts, sends its window, and waits for an ack that
+    // never comes: one thread each.
+    for c in &mut clients {
+        for id in 1..=EACH {
+            c.wait_for(|m| matches!(m, ServerMessage::FileStart { id: i, .. } if i.0 == id));
+        }
+    }
+    let running = download_threads(pid);
+    assert!(
+        running >= CLIENTS * EACH as usize - 2,
+        "{running} download threads"
+    );
+    // At the idle timeout each is cancelled, with a reason.
+    for c in &mut clients {
+        for id in 1..=EACH {
+            let m = c.wait_for(|m| matches!(m, ServerMessage::Cancel(x) if x.id.0 == id));
+            let ServerMessage::Cancel(cancel) = m else {
+                unreachable!()
+            };
+            assert_eq!(cancel.code, CancelCode::TIMED_OUT);
+            assert!(
+                cancel.reason.contains("nothing acknowledged for 2 s"),
+                "{cancel:?}"
+            );
+        }
+    }
+    assert!(
+        asked.elapsed() >= Duration::from_millis(1900),
+        "cancelled before the timeout, after {:?}",
+        asked.elapsed()
+    );
+    // And the threads end.
+    let deadline = Instant::now() + WAIT;
+    while download_threads(pid) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} download threads left",
+            download_threads(pid)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn downloads_past_the_server_wide_cap_are_refused_naming_the_cap() {
+    let srv = Server::start_with(&["--max-downloads", "2"], |shared| {
+        big_file(shared, "big.bin", 4);
+    });
+    let mut a = Raw::join(srv.addr, "first");
+    let mut b = Raw::join(srv.addr, "second");
+    download(&mut a, 1, "big.bin");
+    download(&mut a, 2, "big.bin");
+    a.wait_for(|m| matches!(m, ServerMessage::FileStart { id, .. } if id.0 == 1));
+    a.wait_for(|m| matches!(m, ServerMessage::FileStart { id, .. } if id.0 == 2));
+    download(&mut b, 1, "hello.txt");
+    let m = b.wait_for(|m| {
+        matches!(
+            m,
+            ServerMessage::Cancel(_) | ServerMessage::FileStart { .. }
+        )
+    });
+    let ServerMessage::Cancel(cancel) = m else {
+        panic!("a third download started: {m:?}")
+    };
+    assert_eq!(cancel.code, CancelCode::TOO_MANY);
+    assert!(
+        cancel.reason.contains("sending 2 files already"),
+        "{cancel:?}"
+    );
+    // Once one is cancelled, there is room again.
+    a.send(&ClientMessage::Cancel(imchat_core::FileCancel {
+        id: TransferId(1),
+        code: CancelCode::CANCELLED,
+        reason: String::new(),
+    }));
+    download(&mut b, 2, "hello.txt");
+    b.wait_for(|m| matches!(m, ServerMessage::End(e) if e.id.0 == 2));
+    srv.assert_serving();
 }

@@ -201,6 +201,11 @@ pub enum ClientError {
 /// checksum matched) or [`ClientEvent::TransferFailed`]. Data is
 /// acknowledged as it is handed out, unless
 /// [`ConnectOptions::manual_acks`] is set (then see [`stored`](Self::stored)).
+/// A push someone offers arrives the same way when it is small enough to
+/// be accepted without asking
+/// ([`DEFAULT_AUTO_ACCEPT_BYTES`](crate::DEFAULT_AUTO_ACCEPT_BYTES)); a
+/// bigger one is a [`ClientEvent::PushOffered`], to [`accept`](Self::accept)
+/// or [`decline`](Self::decline).
 #[derive(Debug)]
 pub struct Client {
     session: ClientSession,
@@ -473,8 +478,9 @@ impl Client {
         })
     }
 
-    /// Announces a push of `size` bytes (`/sendfile`). Then send its bytes
-    /// with [`push_chunk`](Self::push_chunk), at most `limits.chunk_size`
+    /// Announces a push of `size` bytes (`/sendfile`). Wait for
+    /// [`ClientEvent::PushAccepted`] (the receivers took it), then send its
+    /// bytes with [`push_chunk`](Self::push_chunk), at most `limits.chunk_size`
     /// at a time, and finish with [`push_end`](Self::push_end); the outcome
     /// is [`ClientEvent::PushDone`] or [`ClientEvent::PushFailed`]. Call
     /// [`next_event`](Self::next_event) between chunks (`Duration::ZERO`
@@ -488,7 +494,18 @@ impl Client {
         self.act(|s| s.offer(name, size, to))
     }
 
-    /// Sends the next bytes of push `id`.
+    /// Accepts the push offered as `id` ([`ClientEvent::PushOffered`]).
+    pub fn accept(&mut self, id: TransferId) -> Result<(), ClientError> {
+        self.act(|s| s.accept(id))
+    }
+
+    /// Declines the push offered as `id`, telling the sender `reason`.
+    pub fn decline(&mut self, id: TransferId, reason: &str) -> Result<(), ClientError> {
+        self.act(|s| s.decline(id, reason))
+    }
+
+    /// Sends the next bytes of push `id`, once it was accepted
+    /// ([`ClientEvent::PushAccepted`]).
     pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), ClientError> {
         self.act(|s| s.push_chunk(id, data))
     }

@@ -178,6 +178,24 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             hex("0000000f 82   00000009 0001 00000004 73746f70"),
         ),
         (
+            "Accept",
+            ClientMessage::Accept {
+                id: TransferId(TransferId::SERVER_BIT | 1),
+            },
+            //   len      type id (the server's for the offered push)
+            hex("00000005 0a   80000001"),
+        ),
+        (
+            "Cancel",
+            ClientMessage::Cancel(FileCancel {
+                id: TransferId(TransferId::SERVER_BIT | 1),
+                code: CancelCode::DECLINED,
+                reason: "no".into(),
+            }),
+            //   len      type id       code=12 str32 "no" (a declined push)
+            hex("0000000d 82   80000001 000c    00000002 6e6f"),
+        ),
+        (
             "Ping",
             ClientMessage::Ping(0x0102_0304_0506_0708),
             hex("00000009 83 0102030405060708"),
@@ -430,6 +448,15 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             hex("0000000f 82 00000007 0002 00000004 676f6e65"),
         ),
         (
+            "PushAccepted",
+            ServerMessage::PushAccepted {
+                id: TransferId(9),
+                receivers: 2,
+            },
+            //   len      type id       receivers that accepted
+            hex("00000009 4d   00000009 00000002"),
+        ),
+        (
             "PushDone",
             ServerMessage::PushDone {
                 id: TransferId(9),
@@ -494,13 +521,13 @@ macro_rules! variant_names {
 
 variant_names!(client_kind, CLIENT_KINDS: ClientMessage {
     Hello { .. }, Chat { .. }, Who, FilesAccess, ListFiles, Download { .. }, Ack { .. },
-    Offer { .. }, Chunk(_), End(_), Cancel(_), Ping(_), Pong(_), Quit { .. },
+    Offer { .. }, Accept { .. }, Chunk(_), End(_), Cancel(_), Ping(_), Pong(_), Quit { .. },
 });
 
 variant_names!(server_kind, SERVER_KINDS: ServerMessage {
     Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
     FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
-    PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
+    PushAccepted { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
 });
 
 /// Encoding gives exactly the golden bytes, the header counts the rest, and
@@ -732,11 +759,11 @@ fn error_unknown_type() {
     run_error_table(&[
         (Client, "00000001 00", unknown(0x00)),
         (Client, "00000001 ff", unknown(0xff)),
-        (Client, "00000001 0a", unknown(0x0a)),
+        (Client, "00000001 0b", unknown(0x0b)),
         (Client, "00000001 85", unknown(0x85)),
         (Server, "00000001 00", unknown(0x00)),
         (Server, "00000001 40", unknown(0x40)),
-        (Server, "00000001 4d", unknown(0x4d)),
+        (Server, "00000001 4e", unknown(0x4e)),
         // The type is refused before its body is looked at.
         (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);

@@ -123,6 +123,41 @@ pub enum ClientEvent {
         /// Why.
         error: TransferError,
     },
+    /// Someone offers us a file larger than the session accepts on its
+    /// own ([`ClientSession::set_auto_accept`]): ask the user, then call
+    /// [`ClientSession::accept`] or [`ClientSession::decline`]. Unanswered,
+    /// the server withdraws it after its offer timeout
+    /// ([`ClientEvent::OfferWithdrawn`]).
+    PushOffered {
+        /// The offer (a server-chosen id; shown as `#n`).
+        id: TransferId,
+        /// The sender.
+        from: Username,
+        /// The file's name.
+        name: FileName,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// An offer still waiting for our answer ended: the sender gave up,
+    /// left, or we took too long.
+    OfferWithdrawn {
+        /// The offer.
+        id: TransferId,
+        /// The sender.
+        from: Username,
+        /// The file's name.
+        name: FileName,
+        /// Why.
+        reason: String,
+    },
+    /// The receivers of a push of ours answered: send its data now
+    /// ([`ClientSession::push_chunk`]).
+    PushAccepted {
+        /// The push.
+        id: TransferId,
+        /// How many accepted it.
+        receivers: u32,
+    },
     /// A push of ours reached its receivers.
     PushDone {
         /// The push.
@@ -173,6 +208,14 @@ struct PendingDownload {
     resume: Option<ResumeState>,
 }
 
+/// A push offered to us, waiting for our answer.
+#[derive(Debug, Clone)]
+struct Offered {
+    from: Username,
+    name: FileName,
+    size: u64,
+}
+
 /// How far a download is stored, and how far that was acknowledged.
 #[derive(Debug, Default)]
 struct HeldAck {
@@ -201,6 +244,12 @@ pub struct ClientSession {
     /// Downloads stored further than acknowledged (manual acknowledgements).
     held_acks: HashMap<TransferId, HeldAck>,
     outgoing: HashMap<TransferId, Outgoing>,
+    /// Our pushes whose receivers accepted them: their data may go.
+    accepted: std::collections::HashSet<TransferId>,
+    /// Pushes offered to us, waiting for the user's answer.
+    offers: HashMap<TransferId, Offered>,
+    /// Offers up to this size are accepted at once; `None`: always ask.
+    auto_accept: Option<u64>,
     next_id: u32,
     last_heard: Instant,
     ping: Option<Instant>,
@@ -224,6 +273,9 @@ impl ClientSession {
             names: HashMap::new(),
             held_acks: HashMap::new(),
             outgoing: HashMap::new(),
+            accepted: std::collections::HashSet::new(),
+            offers: HashMap::new(),
+            auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
             next_id: 1,
             last_heard: now,
             ping: None,
@@ -247,6 +299,67 @@ impl ClientSession {
     /// in memory, and a slow disk slows the download, not the chat.
     pub fn set_manual_acks(&mut self, manual: bool) {
         self.manual_acks = manual;
+    }
+
+    /// Sets which pushes offered to us are accepted without asking: those
+    /// of at most `max` bytes (by default
+    /// [`DEFAULT_AUTO_ACCEPT_BYTES`](crate::DEFAULT_AUTO_ACCEPT_BYTES));
+    /// `None` asks for every one. A larger offer becomes a
+    /// [`ClientEvent::PushOffered`], waiting for [`accept`](Self::accept)
+    /// or [`decline`](Self::decline).
+    pub fn set_auto_accept(&mut self, max: Option<u64>) {
+        self.auto_accept = max;
+    }
+
+    /// The offers waiting for an answer, as (id, sender, file name, size),
+    /// by id.
+    pub fn pending_offers(&self) -> Vec<(TransferId, Username, FileName, u64)> {
+        let mut offers: Vec<_> = self
+            .offers
+            .iter()
+            .map(|(id, o)| (*id, o.from.clone(), o.name.clone(), o.size))
+            .collect();
+        offers.sort_by_key(|(id, ..)| *id);
+        offers
+    }
+
+    /// Accepts the push offered as `id`: the server is told, and a
+    /// [`ClientEvent::TransferStarted`] follows at once (open the file).
+    pub fn accept(&mut self, id: TransferId) -> Result<(), UsageError> {
+        self.joined()?;
+        let offer = self
+            .offers
+            .remove(&id)
+            .ok_or(UsageError::UnknownOffer { id })?;
+        self.start_push(id, offer);
+        Ok(())
+    }
+
+    /// Declines the push offered as `id`, telling the sender `reason`.
+    pub fn decline(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
+        self.joined()?;
+        self.offers
+            .remove(&id)
+            .ok_or(UsageError::UnknownOffer { id })?;
+        self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+            id,
+            code: CancelCode::DECLINED,
+            reason: reason.to_string(),
+        }));
+        Ok(())
+    }
+
+    fn start_push(&mut self, id: TransferId, offer: Offered) {
+        self.transmits.push_back(ClientMessage::Accept { id });
+        self.incoming.insert(id, Incoming::new(id, offer.size));
+        self.names.insert(id, offer.name.clone());
+        self.events.push_back(ClientEvent::TransferStarted {
+            id,
+            name: offer.name,
+            size: offer.size,
+            offset: 0,
+            origin: Origin::Push { from: offer.from },
+        });
     }
 
     /// With [`set_manual_acks`](Self::set_manual_acks): download `id` is
@@ -414,7 +527,7 @@ impl ClientSession {
     }
 
     fn busy(&self) -> usize {
-        self.requested.len() + self.incoming.len() + self.outgoing.len()
+        self.requested.len() + self.incoming.len() + self.outgoing.len() + self.offers.len()
     }
 
     fn new_id(&mut self) -> Result<TransferId, UsageError> {
@@ -449,8 +562,9 @@ impl ClientSession {
         Ok(id)
     }
 
-    /// Announces a push of `size` bytes to everyone else or one user. Then
-    /// hand the bytes to [`push_chunk`](Self::push_chunk) and finish with
+    /// Announces a push of `size` bytes to everyone else or one user. Once
+    /// the receivers accepted it ([`ClientEvent::PushAccepted`]), hand the
+    /// bytes to [`push_chunk`](Self::push_chunk) and finish with
     /// [`push_end`](Self::push_end).
     pub fn offer(
         &mut self,
@@ -478,6 +592,9 @@ impl ClientSession {
             .outgoing
             .get_mut(&id)
             .ok_or(UsageError::UnknownTransfer { id })?;
+        if !self.accepted.contains(&id) {
+            return Err(UsageError::NotAccepted { id });
+        }
         let chunk = out.next_chunk(data)?;
         self.transmits.push_back(ClientMessage::Chunk(chunk));
         Ok(())
@@ -489,14 +606,22 @@ impl ClientSession {
             .outgoing
             .get(&id)
             .ok_or(UsageError::UnknownTransfer { id })?;
+        if !self.accepted.contains(&id) {
+            return Err(UsageError::NotAccepted { id });
+        }
         let end = out.finish().ok_or(UsageError::PushOverrun { id })?;
         self.transmits.push_back(ClientMessage::End(end));
         Ok(())
     }
 
     /// Gives up a transfer (a download, an incoming push, or our push).
+    /// An offer waiting for an answer is declined.
     pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
+        if self.offers.contains_key(&id) {
+            return self.decline(id, reason);
+        }
         self.names.remove(&id);
+        self.accepted.remove(&id);
         let known = self.requested.remove(&id).is_some()
             | self.incoming.remove(&id).is_some()
             | self.outgoing.remove(&id).is_some();
@@ -618,7 +743,14 @@ impl ClientSession {
                 self.state = State::Closed;
                 ClientEvent::Shutdown { reason }
             }
+            ServerMessage::PushAccepted { id, receivers } => {
+                if !self.outgoing.contains_key(&id) || !self.accepted.insert(id) {
+                    return;
+                }
+                ClientEvent::PushAccepted { id, receivers }
+            }
             ServerMessage::PushDone { id, receivers } => {
+                self.accepted.remove(&id);
                 if self.outgoing.remove(&id).is_none() {
                     return;
                 }
@@ -675,7 +807,20 @@ impl ClientSession {
                 }
             }
             ServerMessage::Cancel(c) => {
-                if self.outgoing.remove(&c.id).is_some() {
+                if let Some(offer) = self.offers.remove(&c.id) {
+                    let reason = if c.reason.is_empty() {
+                        c.code.to_string()
+                    } else {
+                        c.reason
+                    };
+                    ClientEvent::OfferWithdrawn {
+                        id: c.id,
+                        from: offer.from,
+                        name: offer.name,
+                        reason,
+                    }
+                } else if self.outgoing.remove(&c.id).is_some() {
+                    self.accepted.remove(&c.id);
                     ClientEvent::PushFailed {
                         id: c.id,
                         code: c.code,
@@ -705,7 +850,7 @@ impl ClientSession {
         offset: u64,
         origin: Origin,
     ) {
-        if self.incoming.contains_key(&id) {
+        if self.incoming.contains_key(&id) || self.offers.contains_key(&id) {
             return;
         }
         match origin {
@@ -761,15 +906,22 @@ impl ClientSession {
                 };
                 match refusal {
                     None => {
-                        self.incoming.insert(id, Incoming::new(id, size));
-                        self.names.insert(id, name.clone());
-                        self.events.push_back(ClientEvent::TransferStarted {
-                            id,
-                            name,
+                        let offer = Offered {
+                            from: from.clone(),
+                            name: name.clone(),
                             size,
-                            offset,
-                            origin: Origin::Push { from },
-                        });
+                        };
+                        if self.auto_accept.is_some_and(|max| size <= max) {
+                            self.start_push(id, offer);
+                        } else {
+                            self.offers.insert(id, offer);
+                            self.events.push_back(ClientEvent::PushOffered {
+                                id,
+                                from,
+                                name,
+                                size,
+                            });
+                        }
                     }
                     Some((code, reason)) => {
                         self.transmits.push_back(ClientMessage::Cancel(FileCancel {

@@ -789,6 +789,8 @@ fn push(net: &mut Net, from: usize, data: &[u8], to: Recipient) -> TransferId {
         .s(from)
         .offer(FileName::new("f.bin").unwrap(), data.len() as u64, to)
         .unwrap();
+    // The receivers accept (small files are accepted without asking).
+    net.pump();
     for c in data.chunks(7) {
         net.s(from).push_chunk(id, c.to_vec()).unwrap();
     }
@@ -825,7 +827,10 @@ fn a_push_is_relayed_to_every_other_member() {
     }
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::PushDone { id, receivers: 2 }]
+        vec![
+            ClientEvent::PushAccepted { id, receivers: 2 },
+            ClientEvent::PushDone { id, receivers: 2 }
+        ]
     );
 }
 
@@ -1082,13 +1087,14 @@ fn an_oversize_push_is_declined_with_who_and_what() {
             reason: "file of 11 bytes is larger than the limit of 10 bytes".into()
         }]
     );
-    // The hub heard the refusal and told the pusher.
+    // The hub heard the refusal and told the pusher, naming the receiver.
     assert!(net.take(0).iter().any(|e| matches!(
         e,
         ClientEvent::PushFailed {
-            code: CancelCode::NO_RECEIVER,
+            code: CancelCode::DECLINED,
+            reason,
             ..
-        }
+        } if reason == "bob did not accept the file"
     )));
 }
 
@@ -1321,6 +1327,12 @@ fn transmits_say_which_lane_they_travel_in() {
             size: 4,
             to: Recipient::Everyone,
         },
+    ] {
+        hub.handle_message(ids[0], m, now);
+    }
+    let relay = TransferId(TransferId::SERVER_BIT | 1);
+    hub.handle_message(ids[1], ClientMessage::Accept { id: relay }, now);
+    for m in [
         ClientMessage::Chunk(FileChunk::new(push, 0, data.clone())),
         ClientMessage::End(FileEnd {
             id: push,
@@ -1340,13 +1352,13 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::FileStart { .. } => "start",
             ServerMessage::Chunk(_) => "chunk",
             ServerMessage::End(_) => "end",
+            ServerMessage::PushAccepted { .. } => "accepted",
             ServerMessage::PushDone { .. } => "done",
             ServerMessage::Left { .. } => "left",
             other => panic!("unexpected {other:?}"),
         };
         lanes.push((kind, t.lane));
     }
-    let relay = TransferId(TransferId::SERVER_BIT | 1);
     assert_eq!(
         lanes,
         vec![
@@ -1355,6 +1367,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ("joined", Lane::Presence),
             ("chat", Lane::Control),
             ("start", Lane::Control),
+            ("accepted", Lane::Control),
             ("chunk", Lane::Bulk(relay)),
             ("end", Lane::Bulk(relay)),
             ("done", Lane::Control),
@@ -1652,4 +1665,299 @@ fn a_download_counts_as_running_from_the_request_to_its_end() {
     let id = net.s(0).download(name.clone(), None).unwrap();
     net.s(0).cancel(id, "changed my mind").unwrap();
     assert!(!net.s(0).is_downloading(&name), "cancelled");
+}
+
+// ---- Transfers that stop moving end, and pushes ask first ----
+
+const IDLE: Duration = crate::limits::DEFAULT_TRANSFER_IDLE_TIMEOUT;
+const OFFER: Duration = crate::limits::DEFAULT_OFFER_TIMEOUT;
+
+/// Alice asks for `a.txt`, and the "server glue" opens it (10 MB): the
+/// download runs with no data sent yet. Returns its id.
+fn running_download(net: &mut Net, i: usize) -> TransferId {
+    let id = net
+        .s(i)
+        .download(FileName::new("a.txt").unwrap(), None)
+        .unwrap();
+    net.pump();
+    let client = net.clients[i].0;
+    let name = FileName::new("a.txt").unwrap();
+    if net.hub.accept_download(client, id, name, 10_000_000, 0) == Some(0) {
+        net.pump();
+    }
+    id
+}
+
+fn cancelled_downloads(net: &Net) -> Vec<(ClientId, TransferId)> {
+    net.hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::DownloadCancelled { client, id } => Some((*client, *id)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed_reason(events: &[ClientEvent]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        ClientEvent::TransferFailed {
+            error: crate::TransferError::Cancelled { reason, .. },
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_download_not_acknowledged_is_cancelled_at_the_idle_timeout_not_before() {
+    let mut net = three();
+    let id = running_download(&mut net, 0);
+    let alice = net.clients[0].0;
+    net.take(0);
+    net.advance(IDLE - Duration::from_secs(1));
+    assert!(
+        cancelled_downloads(&net).is_empty(),
+        "not before the timeout"
+    );
+    assert_eq!(failed_reason(&net.take(0)), None);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(cancelled_downloads(&net), vec![(alice, id)]);
+    let reason = failed_reason(&net.take(0)).expect("the client is told");
+    assert_eq!(reason, "download stopped: nothing acknowledged for 60 s");
+    // Its slot is free again.
+    running_download(&mut net, 0);
+    assert!(failed_reason(&net.take(0)).is_none());
+}
+
+#[test]
+fn acknowledgements_keep_a_download_alive() {
+    let mut net = three();
+    let id = running_download(&mut net, 0);
+    let mut offset = 0u64;
+    for _ in 0..6 {
+        net.advance(IDLE - Duration::from_secs(5));
+        // The server streams a chunk; the session acknowledges it.
+        let chunk = FileChunk::new(id, offset, vec![1; 100]);
+        offset += 100;
+        net.deliver(0, ServerMessage::Chunk(chunk));
+        net.pump();
+    }
+    assert!(cancelled_downloads(&net).is_empty(), "acks keep it going");
+    assert!(failed_reason(&net.take(0)).is_none());
+    net.advance(IDLE);
+    assert_eq!(cancelled_downloads(&net).len(), 1);
+}
+
+#[test]
+fn downloads_past_the_server_wide_cap_are_refused_naming_it() {
+    let limits = Limits {
+        max_downloads: 2,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    for n in ["alice", "bob", "carol"] {
+        net.connect(n);
+    }
+    let first = running_download(&mut net, 0);
+    running_download(&mut net, 1);
+    net.take(2);
+    running_download(&mut net, 2);
+    let events = net.take(2);
+    let refusal = failed_reason(&events).expect("refused");
+    assert!(refusal.contains("sending 2 files already"), "{refusal}");
+    // One ends: there is room again.
+    let alice = net.clients[0].0;
+    net.hub.download_finished(alice, first);
+    running_download(&mut net, 2);
+    assert!(failed_reason(&net.take(2)).is_none());
+}
+
+#[test]
+fn a_push_not_fed_ends_for_its_receivers_and_its_pusher() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f.bin").unwrap(), 100, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    net.s(0).push_chunk(id, vec![1; 10]).unwrap();
+    net.pump();
+    for i in 0..3 {
+        net.take(i);
+    }
+    net.advance(IDLE - Duration::from_secs(1));
+    for i in 0..3 {
+        assert!(net.take(i).is_empty(), "nothing before the timeout");
+    }
+    net.advance(Duration::from_secs(1));
+    for i in [1, 2] {
+        let reason = failed_reason(&net.take(i)).expect("receiver told");
+        assert_eq!(reason, "no file data for 60 s");
+    }
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushFailed {
+            id,
+            code: CancelCode::TIMED_OUT,
+            reason: "no file data for 60 s".into()
+        }]
+    );
+}
+
+/// Alice, and bob and carol who are asked about every push.
+fn three_asking() -> Net {
+    let mut net = three();
+    net.s(1).set_auto_accept(None);
+    net.s(2).set_auto_accept(None);
+    net
+}
+
+fn offered(events: &[ClientEvent]) -> Option<TransferId> {
+    events.iter().find_map(|e| match e {
+        ClientEvent::PushOffered { id, .. } => Some(*id),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_push_goes_only_to_the_receivers_that_accept_it() {
+    let mut net = three_asking();
+    let data = vec![5u8; 50];
+    let id = net
+        .s(0)
+        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    let bob_offer = offered(&net.take(1)).expect("bob is asked");
+    let carol_offer = offered(&net.take(2)).expect("carol is asked");
+    assert!(net.take(0).is_empty(), "the pusher waits for the answers");
+    assert_eq!(
+        net.s(0).push_chunk(id, data.clone()),
+        Err(crate::error::UsageError::NotAccepted { id })
+    );
+    net.s(1).accept(bob_offer).unwrap();
+    net.pump();
+    assert!(net.take(0).is_empty(), "carol has not answered yet");
+    net.s(2).decline(carol_offer, "not now").unwrap();
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
+    );
+    net.s(0).push_chunk(id, data.clone()).unwrap();
+    net.s(0).push_end(id).unwrap();
+    net.pump();
+    assert_eq!(received(&net.take(1)), (data, true));
+    assert!(net.take(2).is_empty(), "nothing for the one who declined");
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushDone { id, receivers: 1 }]
+    );
+}
+
+#[test]
+fn a_declined_push_tells_the_pusher_who_declined() {
+    let mut net = three_asking();
+    let id = net
+        .s(0)
+        .offer(
+            FileName::new("x.iso").unwrap(),
+            50,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    let offer = offered(&net.take(1)).unwrap();
+    assert_eq!(net.s(1).pending_offers().len(), 1);
+    net.s(1).decline(offer, "no thanks").unwrap();
+    net.pump();
+    assert!(net.s(1).pending_offers().is_empty());
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushFailed {
+            id,
+            code: CancelCode::DECLINED,
+            reason: "bob did not accept the file".into()
+        }]
+    );
+}
+
+#[test]
+fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
+    let mut net = three();
+    net.s(1).set_auto_accept(None);
+    let id = net
+        .s(0)
+        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    let offer = offered(&net.take(1)).unwrap();
+    // Carol accepted at once (a small file); bob does not answer.
+    assert!(matches!(
+        &net.take(2)[..],
+        [ClientEvent::TransferStarted { .. }]
+    ));
+    net.advance(OFFER - Duration::from_secs(1));
+    assert!(net.take(0).is_empty(), "still waiting for bob");
+    net.advance(Duration::from_secs(1));
+    assert_eq!(
+        net.take(1),
+        vec![ClientEvent::OfferWithdrawn {
+            id: offer,
+            from: user("alice"),
+            name: FileName::new("x.iso").unwrap(),
+            reason: "not accepted within 120 s".into()
+        }]
+    );
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
+    );
+    // A late accept changes nothing.
+    assert!(net.s(1).accept(offer).is_err());
+}
+
+#[test]
+fn push_data_before_the_receivers_accept_cancels_the_push() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let ids: Vec<ClientId> = (0..2).map(|_| hub.handle_connect(now)).collect();
+    for (id, name) in ids.iter().zip(["ann", "ben"]) {
+        hub.handle_message(
+            *id,
+            ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                username: user(name),
+            },
+            now,
+        );
+    }
+    while hub.poll_transmit().is_some() {}
+    let push = TransferId(3);
+    hub.handle_message(
+        ids[0],
+        ClientMessage::Offer {
+            id: push,
+            name: FileName::new("f.txt").unwrap(),
+            size: 4,
+            to: Recipient::Everyone,
+        },
+        now,
+    );
+    hub.handle_message(
+        ids[0],
+        ClientMessage::Chunk(FileChunk::new(push, 0, b"file".to_vec())),
+        now,
+    );
+    let sent: Vec<_> = std::iter::from_fn(|| hub.poll_transmit())
+        .map(|t| t.message)
+        .collect();
+    assert!(
+        !sent.iter().any(|m| matches!(m, ServerMessage::Chunk(_))),
+        "nothing relayed"
+    );
+    assert!(sent.iter().any(|m| matches!(
+        m,
+        ServerMessage::Cancel(FileCancel { id, code: CancelCode::BAD_CHUNK, .. }) if *id == push
+    )));
 }

@@ -488,14 +488,13 @@ fn manual_acks_wait_for_stored() {
 fn a_push_is_offered_sent_and_reported() {
     let (addr, peer) = serve(|mut p| {
         p.welcome();
-        let got: Vec<_> = (0..3).map(|_| p.recv()).collect();
-        let ClientMessage::Offer { id, .. } = &got[0] else {
+        let mut got = vec![p.recv()];
+        let ClientMessage::Offer { id, .. } = got[0].clone() else {
             panic!("no offer");
         };
-        p.send(&ServerMessage::PushDone {
-            id: *id,
-            receivers: 2,
-        });
+        p.send(&ServerMessage::PushAccepted { id, receivers: 2 });
+        got.extend((0..2).map(|_| p.recv()));
+        p.send(&ServerMessage::PushDone { id, receivers: 2 });
         got
     });
     let mut c = connect(addr);
@@ -503,6 +502,15 @@ fn a_push_is_offered_sent_and_reported() {
     let id = c
         .offer(FileName::new("p.bin").unwrap(), 3, bob.clone())
         .unwrap();
+    // No data before the receivers accepted.
+    assert!(matches!(
+        c.push_chunk(id, vec![7, 8, 9]),
+        Err(ClientError::Usage(UsageError::NotAccepted { .. }))
+    ));
+    assert_eq!(
+        event(&mut c),
+        ClientEvent::PushAccepted { id, receivers: 2 }
+    );
     c.push_chunk(id, vec![7, 8, 9]).unwrap();
     c.push_end(id).unwrap();
     assert_eq!(event(&mut c), ClientEvent::PushDone { id, receivers: 2 });

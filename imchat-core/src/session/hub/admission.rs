@@ -23,6 +23,7 @@ impl Hub {
     /// and it counts against the cap of connections per address
     /// ([`Limits::max_per_address`](crate::Limits::max_per_address)).
     pub fn handle_connect_from(&mut self, peer: IpAddr, now: Instant) -> ClientId {
+        self.clock = self.clock.max(now);
         self.admit(Some(peer), now)
     }
 

@@ -1,6 +1,8 @@
 //! The shared folder: access, the list, and download requests (the
 //! server opens the file and streams it; the hub keeps the slots).
 
+use std::time::Instant;
+
 use super::rate::Cost;
 use super::{ClientId, FilesRequest, Hub, HubEvent};
 use crate::message::{CancelCode, FileEntry, FileName, Origin, ServerMessage, TransferId};
@@ -12,12 +14,15 @@ impl Hub {
         id: TransferId,
         name: FileName,
         offset: u64,
+        now: Instant,
     ) {
         let max = self.limits.max_transfers;
+        let max_all = self.limits.max_downloads;
+        let running = self.running_downloads();
         let Some(c) = self.conns.get_mut(&client) else {
             return;
         };
-        if id.is_server_chosen() || c.downloads.contains(&id) {
+        if id.is_server_chosen() || c.downloads.iter().any(|(d, _)| *d == id) {
             self.bad_transfer_id(client, id, "download");
             return;
         }
@@ -30,7 +35,18 @@ impl Hub {
             );
             return;
         }
-        c.downloads.push(id);
+        if running >= max_all {
+            self.cancel(
+                client,
+                id,
+                CancelCode::TOO_MANY,
+                format!(
+                    "the server is sending {max_all} files already, as many as it sends at once; try again later"
+                ),
+            );
+            return;
+        }
+        c.downloads.push((id, now));
         self.events.push_back(HubEvent::DownloadRequested {
             client,
             id,
@@ -96,7 +112,7 @@ impl Hub {
         offset: u64,
     ) -> Option<u64> {
         let c = self.conns.get(&client)?;
-        if !c.downloads.contains(&id) {
+        if !c.downloads.iter().any(|(d, _)| *d == id) {
             return None;
         }
         let offset = if offset > size { 0 } else { offset };
@@ -130,7 +146,53 @@ impl Hub {
     /// The server finished (or gave up) streaming a download: frees its slot.
     pub fn download_finished(&mut self, client: ClientId, id: TransferId) {
         if let Some(c) = self.conns.get_mut(&client) {
-            c.downloads.retain(|d| *d != id);
+            c.downloads.retain(|(d, _)| *d != id);
         }
+    }
+
+    /// Downloads running over all clients (for the server-wide cap).
+    fn running_downloads(&self) -> usize {
+        self.conns.values().map(|c| c.downloads.len()).sum()
+    }
+
+    /// Ends the downloads whose client acknowledged nothing for the idle
+    /// timeout: the client gets a `Cancel`, the server a
+    /// [`HubEvent::DownloadCancelled`].
+    pub(super) fn expire_downloads(&mut self, now: Instant) {
+        let idle = self.limits.transfer_idle_timeout;
+        let mut late: Vec<(ClientId, TransferId)> = self
+            .conns
+            .iter()
+            .flat_map(|(client, c)| {
+                c.downloads
+                    .iter()
+                    .filter(|(_, heard)| now.saturating_duration_since(*heard) >= idle)
+                    .map(|(id, _)| (*client, *id))
+            })
+            .collect();
+        late.sort_unstable();
+        for (client, id) in late {
+            self.download_finished(client, id);
+            self.cancel(
+                client,
+                id,
+                CancelCode::TIMED_OUT,
+                format!(
+                    "download stopped: nothing acknowledged for {} s",
+                    idle.as_secs_f64()
+                ),
+            );
+            self.events
+                .push_back(HubEvent::DownloadCancelled { client, id });
+        }
+    }
+
+    /// When the next download runs out of idle time.
+    pub(super) fn download_deadline(&self) -> Option<Instant> {
+        let idle = self.limits.transfer_idle_timeout;
+        self.conns
+            .values()
+            .flat_map(|c| c.downloads.iter().map(|(_, heard)| *heard + idle))
+            .min()
     }
 }

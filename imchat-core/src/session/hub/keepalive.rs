@@ -1,4 +1,5 @@
-//! The clock: handshake deadlines, keepalive pings and dead peers.
+//! The clock: handshake deadlines, keepalive pings, dead peers, and
+//! transfers that stopped moving.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use crate::message::{ErrorCode, LeaveReason, RefuseCode, ServerMessage};
 impl Hub {
     /// The earliest time at which [`handle_timeout`](Hub::handle_timeout) has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let transfers = [self.download_deadline(), self.relay_deadline()];
         self.conns
             .values()
             .map(|c| match (&c.phase, c.ping) {
@@ -15,11 +17,17 @@ impl Hub {
                 (Phase::Joined(_), Some((sent, _))) => sent + self.limits.keepalive_timeout,
                 (Phase::Joined(_), None) => c.last_heard + self.limits.keepalive_interval,
             })
+            .chain(transfers.into_iter().flatten())
             .min()
     }
 
-    /// Runs the clock: handshake deadlines, keepalive pings, dead peers.
+    /// Runs the clock: handshake deadlines, keepalive pings, dead peers,
+    /// downloads not acknowledged and pushes not fed for the idle timeout,
+    /// offers not answered in time.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        self.expire_downloads(now);
+        self.expire_relays(now);
         let limits = self.limits.clone();
         let mut late_handshakes = Vec::new();
         let mut dead = Vec::new();

@@ -43,7 +43,9 @@ struct Conn {
     last_heard: Instant,
     ping: Option<(Instant, u64)>,
     bucket: TokenBucket,
-    downloads: Vec<TransferId>,
+    /// Its running downloads, each with when it last made progress (was
+    /// asked for, or acknowledged).
+    downloads: Vec<(TransferId, Instant)>,
     pushes: usize,
 }
 
@@ -78,6 +80,8 @@ pub struct Hub {
     next_message: u64,
     /// A reading of the wall clock: the Unix time in milliseconds at an instant.
     wall_clock: (Instant, u64),
+    /// The latest `now` the hub was given: the time of inputs that carry none.
+    clock: Instant,
     /// Whether [`HubEvent::Routed`] carries the message's text.
     report_text: bool,
     /// What makes two names the same user.
@@ -105,6 +109,7 @@ impl Hub {
             next_ping: 1,
             next_message: 1,
             wall_clock: (Instant::now(), 0),
+            clock: Instant::now(),
             report_text: false,
             name_key: Username::key,
             transmits: VecDeque::new(),
@@ -299,6 +304,7 @@ impl Hub {
 
     /// A decoded message from `client`, received at `now`.
     pub fn handle_message(&mut self, client: ClientId, msg: ClientMessage, now: Instant) {
+        self.clock = self.clock.max(now);
         let Some(conn) = self.conns.get_mut(&client) else {
             return;
         };
@@ -319,6 +325,7 @@ impl Hub {
             | ClientMessage::ListFiles
             | ClientMessage::Download { .. }
             | ClientMessage::Offer { .. }
+            | ClientMessage::Accept { .. }
             | ClientMessage::Cancel(_)
             | ClientMessage::Ping(_) => Some(Cost::request(0)),
             _ => None,
@@ -342,18 +349,22 @@ impl Hub {
                 client,
                 request: FilesRequest::List,
             }),
-            ClientMessage::Download { id, name, offset } => self.download(client, id, name, offset),
+            ClientMessage::Download { id, name, offset } => {
+                self.download(client, id, name, offset, now);
+            }
             ClientMessage::Ack { id, offset } => {
                 // An ack for a download that just ended is not an error.
-                if self
+                let running = self
                     .conns
-                    .get(&client)
-                    .is_some_and(|c| c.downloads.contains(&id))
-                {
+                    .get_mut(&client)
+                    .and_then(|c| c.downloads.iter_mut().find(|(d, _)| *d == id));
+                if let Some((_, heard)) = running {
+                    *heard = now;
                     self.events
                         .push_back(HubEvent::DownloadAcked { client, id, offset });
                 }
             }
+            ClientMessage::Accept { id } => self.accept_push(client, id, now),
             ClientMessage::Offer { id, name, size, to } => {
                 self.offer(client, id, name, size, to, now);
             }
@@ -394,7 +405,7 @@ impl Hub {
         let Some(conn) = self.remove_conn(client) else {
             return;
         };
-        for id in &conn.downloads {
+        for (id, _) in &conn.downloads {
             self.events
                 .push_back(HubEvent::DownloadCancelled { client, id: *id });
         }

@@ -1,5 +1,7 @@
-//! Pushes (`/sendfile`): a file a client sends is checked chunk by
-//! chunk and relayed to its receivers under a server-chosen id.
+//! Pushes (`/sendfile`): a file a client offers is announced to its
+//! receivers, who accept or decline it; once they all answered (or the
+//! offer timed out), the pusher sends it, and it is checked chunk by chunk
+//! and relayed to the receivers that accepted, under a server-chosen id.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,10 +19,17 @@ pub(super) struct Relay {
     pub(super) incoming: Incoming,
     pub(super) relay_id: TransferId,
     pub(super) receivers: Arc<[ClientId]>,
-    pub(super) from: ClientId,
     /// The file's name and when it was offered, for [`HubEvent::PushEnded`].
     pub(super) name: FileName,
     pub(super) started: Instant,
+    /// Receivers that have not accepted yet (none once it is sending).
+    pub(super) waiting: Vec<ClientId>,
+    /// True once the pusher was told to send ([`ServerMessage::PushAccepted`]).
+    pub(super) sending: bool,
+    /// When it last made progress: offered, accepted, or a chunk came.
+    pub(super) last: Instant,
+    /// How many receivers it was offered to.
+    pub(super) offered_to: usize,
 }
 
 impl Hub {
@@ -117,19 +126,116 @@ impl Hub {
             Relay {
                 incoming: Incoming::new(id, size),
                 relay_id,
+                waiting: receivers.to_vec(),
+                offered_to: receivers.len(),
                 receivers,
-                from: client,
                 name,
                 started: now,
+                sending: false,
+                last: now,
             },
         );
     }
 
+    /// A receiver accepts the push it knows as `relay_id`.
+    pub(super) fn accept_push(&mut self, client: ClientId, relay_id: TransferId, now: Instant) {
+        let key = self
+            .relays
+            .iter()
+            .find(|(_, r)| r.relay_id == relay_id && r.waiting.contains(&client))
+            .map(|(k, _)| *k);
+        let Some(key) = key else {
+            // Not offered to it, already answered, or expired (it was told).
+            return;
+        };
+        if let Some(relay) = self.relays.get_mut(&key) {
+            relay.waiting.retain(|c| *c != client);
+        }
+        self.start_if_answered(key, now);
+    }
+
+    /// Tells the pusher to send once every receiver has answered.
+    fn start_if_answered(&mut self, (from, id): (ClientId, TransferId), now: Instant) {
+        let Some(relay) = self.relays.get_mut(&(from, id)) else {
+            return;
+        };
+        if relay.sending || !relay.waiting.is_empty() || relay.receivers.is_empty() {
+            return;
+        }
+        relay.sending = true;
+        relay.last = now;
+        let receivers = u32::try_from(relay.receivers.len()).unwrap_or(u32::MAX);
+        self.send(from, ServerMessage::PushAccepted { id, receivers });
+    }
+
+    /// Runs the clock of pushes: receivers that did not answer an offer in
+    /// time count as declining; a push whose pusher sends nothing for the
+    /// idle timeout is ended for everyone.
+    pub(super) fn expire_relays(&mut self, now: Instant) {
+        let offer = self.limits.offer_timeout;
+        let idle = self.limits.transfer_idle_timeout;
+        let mut late_offers = Vec::new();
+        let mut idle_pushes = Vec::new();
+        for (key, r) in &self.relays {
+            let since = now.saturating_duration_since(r.last);
+            if !r.sending && since >= offer {
+                late_offers.push(*key);
+            } else if r.sending && since >= idle {
+                idle_pushes.push(*key);
+            }
+        }
+        late_offers.sort_unstable();
+        idle_pushes.sort_unstable();
+        for (from, id) in late_offers {
+            let Some(relay) = self.relays.get(&(from, id)) else {
+                continue;
+            };
+            let (relay_id, waiting) = (relay.relay_id, relay.waiting.clone());
+            let reason = format!("not accepted within {} s", offer.as_secs_f64());
+            for receiver in waiting {
+                self.cancel(receiver, relay_id, CancelCode::TIMED_OUT, reason.clone());
+                if let Some(relay) = self.relays.get_mut(&(from, id)) {
+                    relay.waiting.retain(|c| *c != receiver);
+                }
+                self.drop_receiver(from, id, receiver);
+            }
+            self.start_if_answered((from, id), now);
+        }
+        for (from, id) in idle_pushes {
+            let reason = format!("no file data for {} s", idle.as_secs_f64());
+            self.end_relay(from, id, Some((CancelCode::TIMED_OUT, reason)));
+        }
+    }
+
+    /// When the next offer or push runs out of time.
+    pub(super) fn relay_deadline(&self) -> Option<Instant> {
+        self.relays
+            .values()
+            .map(|r| {
+                r.last
+                    + if r.sending {
+                        self.limits.transfer_idle_timeout
+                    } else {
+                        self.limits.offer_timeout
+                    }
+            })
+            .min()
+    }
+
     pub(super) fn push_chunk(&mut self, client: ClientId, chunk: FileChunk) {
+        let clock = self.clock;
         let Some(relay) = self.relays.get_mut(&(client, chunk.id)) else {
             // A chunk of a push the hub already ended: dropped quietly.
             return;
         };
+        if !relay.sending {
+            let id = chunk.id;
+            let reason = "file data sent before the receivers accepted the push".to_string();
+            self.violation(client, reason.clone());
+            self.end_relay(client, id, Some((CancelCode::BAD_CHUNK, reason)));
+            return;
+        }
+        relay.last = clock;
         if let Err(e) = relay.incoming.accept(&chunk) {
             let id = chunk.id;
             self.end_relay(client, id, Some((CancelCode::BAD_CHUNK, e.to_string())));
@@ -151,6 +257,12 @@ impl Hub {
         let Some(relay) = self.relays.get(&(client, end.id)) else {
             return;
         };
+        if !relay.sending {
+            let reason = "end of a push sent before the receivers accepted it".to_string();
+            self.violation(client, reason.clone());
+            self.end_relay(client, end.id, Some((CancelCode::BAD_CHUNK, reason)));
+            return;
+        }
         match relay.incoming.finish(&end) {
             Ok(()) => {
                 let receivers = relay.receivers.clone();
@@ -267,13 +379,25 @@ impl Hub {
             .copied()
             .filter(|r| *r != receiver)
             .collect();
+        relay.waiting.retain(|r| *r != receiver);
         if relay.receivers.is_empty() {
-            let from = relay.from;
-            self.end_relay(
-                from,
-                id,
-                Some((CancelCode::NO_RECEIVER, "no receiver is left".into())),
-            );
+            let error = if relay.sending {
+                (CancelCode::NO_RECEIVER, "no receiver is left".to_string())
+            } else if relay.offered_to == 1 {
+                let who = self
+                    .username(receiver)
+                    .map_or_else(|| "the receiver".to_string(), |u| u.to_string());
+                (
+                    CancelCode::DECLINED,
+                    format!("{who} did not accept the file"),
+                )
+            } else {
+                (CancelCode::DECLINED, "no one accepted the file".to_string())
+            };
+            self.end_relay(from, id, Some(error));
+        } else {
+            let clock = self.clock;
+            self.start_if_answered((from, id), clock);
         }
     }
 
@@ -293,7 +417,7 @@ impl Hub {
         } else if self
             .conns
             .get(&client)
-            .is_some_and(|x| x.downloads.contains(&c.id))
+            .is_some_and(|x| x.downloads.iter().any(|(d, _)| *d == c.id))
         {
             self.download_finished(client, c.id);
             self.events
