@@ -59,6 +59,10 @@ pub struct Config {
     pub username: Username,
     /// Where downloads go; received pushes go to its `received/`.
     pub download_dir: PathBuf,
+    /// Pushes up to this size are accepted without asking; `None`: always ask.
+    pub auto_accept: Option<u64>,
+    /// Ask about bigger pushes even when input is not a terminal.
+    pub ask_when_piped: bool,
 }
 
 /// What the main thread waits for.
@@ -88,10 +92,12 @@ struct IncomingFile {
     progress: Option<Progress>,
 }
 
-/// A push of ours; `stop` tells its thread to give up.
+/// A push of ours; `stop` tells its thread to give up, `go` that its
+/// receivers accepted it (dropping it ends a thread still waiting).
 struct OutgoingPush {
     name: FileName,
     stop: Arc<AtomicBool>,
+    go: Option<Sender<()>>,
 }
 
 /// The transfers the binary holds files or threads for, by id.
@@ -141,6 +147,10 @@ struct Shared {
     listing: AtomicBool,
     /// The text given with `/quit`, sent with the `Quit`.
     parting: Mutex<String>,
+    /// Someone can answer `/accept` or `/decline` (input is a terminal, or
+    /// `--ask-when-piped`): bigger pushes wait for an answer, else they are
+    /// declined at once.
+    ask_offers: bool,
     tx: Sender<Input>,
     /// File data and transfer ends go to the disk thread, so a write that
     /// stalls never holds up chat on the network thread.
@@ -167,6 +177,8 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
     let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
+    session.set_auto_accept(config.auto_accept);
+    let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
     let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
         stream.try_clone().map_err(io_err("cloning the socket"))?,
         limits.max_frame,
@@ -199,6 +211,7 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         closing: AtomicBool::new(false),
         listing: AtomicBool::new(false),
         parting: Mutex::new(String::new()),
+        ask_offers,
         tx: tx.clone(),
         disk,
         recycled: Mutex::new(Vec::new()),
@@ -580,6 +593,8 @@ impl Shared {
                 self.send_file(&path, to);
                 Ok(())
             }
+            Command::Accept(n) => self.answer_offer(n, true),
+            Command::Decline(n) => self.answer_offer(n, false),
             Command::Help => {
                 for l in HELP.lines() {
                     self.ui.print(Style::Plain, l);
@@ -599,6 +614,61 @@ impl Shared {
             self.ui.error(&inert(&e.to_string()));
         }
         Flow::Continue
+    }
+
+    /// `/accept [n]` (`accept`) or `/decline [n]`: answers the offer `#n`,
+    /// or the only one waiting.
+    fn answer_offer(&self, n: Option<u32>, accept: bool) -> Result<(), UsageError> {
+        let offers = lock(&self.session).pending_offers();
+        let id = match (n, &offers[..]) {
+            (Some(n), _) => TransferId(TransferId::SERVER_BIT | n),
+            (None, [(id, ..)]) => *id,
+            (None, []) => {
+                self.ui.error("no file is offered to you");
+                return Ok(());
+            }
+            (None, several) => {
+                let ids: Vec<String> = several.iter().map(|(id, ..)| id.to_string()).collect();
+                self.ui.error(&format!(
+                    "several files are offered to you ({}): say which, as in /accept {}",
+                    ids.join(", "),
+                    ids[0].trim_start_matches('#')
+                ));
+                return Ok(());
+            }
+        };
+        let offer = offers.iter().find(|(o, ..)| *o == id).cloned();
+        if accept {
+            self.with_session(|s| s.accept(id))
+        } else {
+            self.with_session(|s| s.decline(id, "declined"))?;
+            if let Some((_, from, name, _)) = offer {
+                self.ui.notice(&format!(
+                    "declined {} from {}",
+                    inert(name.as_str()),
+                    inert(from.as_str())
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// Someone offers us a file bigger than we accept without asking: ask,
+    /// or decline it when no one can answer.
+    fn push_offered(&self, id: TransferId, from: &Username, name: &FileName, size: u64) {
+        let (from, name, n) = (inert(from.as_str()), inert(name.as_str()), id.to_string());
+        let n = n.trim_start_matches('#');
+        let shown = files_size(size);
+        if self.ask_offers {
+            return self.ui.notice(&format!(
+                "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}"
+            ));
+        }
+        let reason = "larger than this client accepts without asking, and no one at a terminal to /accept it";
+        let _ = self.with_session(|s| s.decline(id, reason));
+        self.ui.notice(&format!(
+            "declined '{name}' ({shown}) from {from}: {reason} (see --auto-accept-bytes, --ask-when-piped)"
+        ));
     }
 
     /// `/download <name>`: resumes from `<name>.part` when one is there.
@@ -658,6 +728,7 @@ impl Shared {
         };
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));
+        let (go, accepted) = mpsc::channel();
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.offer(name.clone(), size, recipient));
         if let Ok(id) = result {
@@ -666,6 +737,7 @@ impl Shared {
                 OutgoingPush {
                     name: name.clone(),
                     stop: stop.clone(),
+                    go: Some(go),
                 },
             );
         }
@@ -675,10 +747,14 @@ impl Shared {
             Ok(id) => id,
             Err(e) => return self.ui.error(&inert(&e.to_string())),
         };
-        self.ui
-            .notice(&format!("sending {} ({size} bytes)", inert(name.as_str())));
+        self.ui.notice(&format!(
+            "offering {} ({size} bytes); it is sent once accepted",
+            inert(name.as_str())
+        ));
         let s = self.clone();
-        let spawned = spawn("pusher", move || s.push_loop(id, name, file, size, stop));
+        let spawned = spawn("pusher", move || {
+            s.push_loop(id, name, file, size, stop, &accepted)
+        });
         if let Err(e) = spawned {
             self.abandon_push(id, &e.to_string());
         }
@@ -692,8 +768,21 @@ impl Shared {
         mut file: File,
         size: u64,
         stop: Arc<AtomicBool>,
+        accepted: &Receiver<()>,
     ) {
         let stopped = || stop.load(Ordering::SeqCst) || self.closing();
+        // Nothing is sent before the receivers accepted the push; a refusal
+        // drops the sender (the server bounds the wait).
+        loop {
+            if stopped() {
+                return;
+            }
+            match accepted.recv_timeout(PUSH_WAIT) {
+                Ok(()) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
         let mut progress = self
             .ui
             .progress(&format!("sending {}", inert(name.as_str())), size);
@@ -811,6 +900,31 @@ impl Shared {
             ClientEvent::TransferDone { id } => self.to_disk(DiskJob::Done(id)),
             ClientEvent::TransferFailed { id, name, error } => {
                 self.to_disk(DiskJob::Failed(id, name, error))
+            }
+            ClientEvent::PushOffered {
+                id,
+                from,
+                name,
+                size,
+            } => self.push_offered(id, &from, &name, size),
+            ClientEvent::OfferWithdrawn {
+                from, name, reason, ..
+            } => ui.notice(&format!(
+                "the offer of {} from {} ended: {}",
+                inert(name.as_str()),
+                inert(from.as_str()),
+                inert(&reason)
+            )),
+            ClientEvent::PushAccepted { id, receivers } => {
+                let mut t = lock(&self.transfers);
+                if let Some(push) = t.pushes.get_mut(&id) {
+                    let name = inert(push.name.as_str()).into_owned();
+                    if let Some(go) = push.go.take() {
+                        let _ = go.send(());
+                    }
+                    drop(t);
+                    ui.notice(&format!("sending {name}: accepted by {receivers} user(s)"));
+                }
             }
             ClientEvent::PushDone { id, receivers } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
@@ -1084,6 +1198,17 @@ impl Shared {
         self.ui
             .notice(&format!("transfer of {name} failed: {reason}"));
     }
+}
+
+/// A size for people: bytes, or KiB, MiB, GiB with one decimal.
+fn files_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, n) in UNITS {
+        if bytes >= n {
+            return format!("{:.1} {unit}", bytes as f64 / n as f64);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ pub enum Command {
         /// One user, or everyone else.
         to: Option<Username>,
     },
+    /// `/accept [id]`: take a file someone offers (the only one waiting
+    /// when no id is given).
+    Accept(Option<u32>),
+    /// `/decline [id]`: refuse a file someone offers.
+    Decline(Option<u32>),
     /// `/help`.
     Help,
     /// `/me <action>`: an action, sent in the current [`Mode`] (`* alice waves`).
@@ -97,6 +102,8 @@ Commands (plain text is sent in the current mode, broadcast by default):
   /access, /list             only the count, only the list
   /download <name>           download a shared file into your download folder
   /sendfile <path> [user]    push a local file to everyone else, or to one user
+  /accept [id]               take a file someone offers you (the one waiting, or #id)
+  /decline [id]              refuse a file someone offers you
   /me <action>               an action, sent in the current mode: * you <action>
   /help                      this list
   /quit [reason]             leave, with a parting text for the others (alias /exit)";
@@ -227,6 +234,23 @@ impl Command {
                 let (path, to) = sendfile_args(args)?;
                 Command::SendFile { path, to }
             }
+            "accept" | "decline" => {
+                let id = match args.trim().trim_start_matches('#') {
+                    "" => None,
+                    n => Some(n.parse::<u32>().map_err(|_| {
+                        CommandError::Usage(if word == "accept" {
+                            "/accept [id]"
+                        } else {
+                            "/decline [id]"
+                        })
+                    })?),
+                };
+                if word == "accept" {
+                    Command::Accept(id)
+                } else {
+                    Command::Decline(id)
+                }
+            }
             "help" | "?" => Command::Help,
             "me" => {
                 if args.trim().is_empty() {
@@ -338,6 +362,29 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(Command::parse(line), Ok(want), "{line:?}");
         }
+    }
+
+    #[test]
+    fn accept_and_decline_take_an_optional_offer_id() {
+        let cases: Vec<(&str, Command)> = vec![
+            ("/accept", Command::Accept(None)),
+            ("/accept 3", Command::Accept(Some(3))),
+            ("/ACCEPT #12", Command::Accept(Some(12))),
+            ("/decline", Command::Decline(None)),
+            ("/decline  7 ", Command::Decline(Some(7))),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Command::parse(line), Ok(want), "{line:?}");
+        }
+        assert_eq!(
+            Command::parse("/accept x.iso"),
+            Err(CommandError::Usage("/accept [id]"))
+        );
+        assert_eq!(
+            Command::parse("/decline -1"),
+            Err(CommandError::Usage("/decline [id]"))
+        );
+        assert!(HELP.contains("/accept [id]") && HELP.contains("/decline [id]"));
     }
 
     #[test]

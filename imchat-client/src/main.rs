@@ -39,6 +39,38 @@ struct Cli {
     /// by default a folder named after the username, in the current folder.
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
+    /// Files others send you of up to this size are accepted at once; bigger
+    /// ones wait for /accept or /decline (K, M, G units; 0 = always ask).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
+    auto_accept_bytes: u64,
+    /// When input is not a terminal, wait for /accept or /decline lines for
+    /// bigger files too (by default they are declined, with a message).
+    #[arg(long)]
+    ask_when_piped: bool,
+}
+
+/// A size in bytes, with an optional unit K, M or G (powers of 1,024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (a number, optionally with K, M or G)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return Err(format!("'{text}': unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 fn main() -> ExitCode {
@@ -71,6 +103,8 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             port,
             username,
             download_dir,
+            auto_accept: (cli.auto_accept_bytes > 0).then_some(cli.auto_accept_bytes),
+            ask_when_piped: cli.ask_when_piped,
         },
     )
 }
@@ -150,6 +184,18 @@ mod tests {
         .expect("ok");
         assert_eq!(cli.download_dir, Some(PathBuf::from("/tmp/x")));
         assert!(Cli::try_parse_from(["imchat-client", "alice"]).is_err());
+    }
+
+    #[test]
+    fn auto_accept_sizes_take_units_and_default_to_16_mib() {
+        let cli = Cli::try_parse_from(["imchat-client", "alice", "localhost", "4000"]).unwrap();
+        assert_eq!(cli.auto_accept_bytes, 16 << 20);
+        assert!(!cli.ask_when_piped);
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3X").is_err());
     }
 
     #[test]

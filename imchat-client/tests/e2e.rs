@@ -325,7 +325,10 @@ fn sendfile_pushes_to_everyone_or_to_one_user() {
     let size = report.len();
 
     alice.send(&format!("/sendfile {}", report_path.display()));
-    alice.expect_line(&format!("*** sending report.bin ({size} bytes)"));
+    alice.expect_line(&format!(
+        "*** offering report.bin ({size} bytes); it is sent once accepted"
+    ));
+    alice.expect_line("*** sending report.bin: accepted by 2 user(s)");
     for (rx, name) in [(&bob, "bob"), (&carol, "carol")] {
         rx.expect_line(&format!(
             "*** alice is sending you report.bin ({size} bytes)"
@@ -626,6 +629,8 @@ fn help_lists_the_commands() {
         "/access, /list",
         "/download <name>",
         "/sendfile <path> [user]",
+        "/accept [id]",
+        "/decline [id]",
         "/help",
         "/quit",
     ] {
@@ -682,4 +687,84 @@ fn actions_and_parting_texts_reach_the_others() {
     bob.expect_line("<alice> (private) psst");
     alice.send("/quit off to lunch");
     bob.expect_line("*** alice has left (off to lunch)");
+}
+
+/// Starts a client with extra flags before its arguments, and waits for its welcome.
+fn client_with(w: &World, name: &str, flags: &[&str]) -> Client {
+    let port = w.server.port().to_string();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend([name, "127.0.0.1", port.as_str()]);
+    let c = w.spawn_client(&args);
+    c.expect_line(&format!("*** connected to 127.0.0.1:{port} as {name}"));
+    c
+}
+
+#[test]
+fn big_pushes_wait_for_accept_small_ones_arrive_and_declines_reach_the_pusher() {
+    let w = World::new("accept");
+    let mut alice = w.client("alice");
+    // bob is asked about files above 1 KiB, even though his input is piped;
+    // carol's are declined for her, since no one could answer.
+    let mut bob = client_with(
+        &w,
+        "bob",
+        &["--auto-accept-bytes", "1K", "--ask-when-piped"],
+    );
+    let carol = client_with(&w, "carol", &["--auto-accept-bytes", "1K"]);
+    barrier(&mut alice, "alice", "all here", &[&bob, &carol]);
+    fs::create_dir(w.dir.join("outbox")).expect("outbox");
+    let small = w.dir.join("outbox").join("small.txt");
+    fs::write(&small, b"a small note\n").expect("small");
+    let big_bytes = pseudo_random_bytes(4096, 7);
+    let big = w.dir.join("outbox").join("big.bin");
+    fs::write(&big, &big_bytes).expect("big");
+
+    // A small push is accepted without asking.
+    alice.send(&format!("/sendfile {}", small.display()));
+    for rx in [&bob, &carol] {
+        rx.expect_prefix("*** received small.txt (13 bytes) from alice, saved to ");
+    }
+    alice.expect_line("*** sent small.txt to 2 user(s)");
+
+    // A big one waits for /accept, then arrives.
+    alice.send(&format!("/sendfile {} bob", big.display()));
+    let asked = bob.expect_prefix("*** alice wants to send you 'big.bin' (4.0 KiB): /accept ");
+    let n = asked.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(
+        asked,
+        format!("*** alice wants to send you 'big.bin' (4.0 KiB): /accept {n} or /decline {n}")
+    );
+    barrier(&mut alice, "alice", "still waiting", &[&bob]);
+    alice.assert_no_line("the push going before bob accepted", |l| {
+        l.starts_with("*** sent big.bin")
+    });
+    bob.send(&format!("/accept {n}"));
+    bob.expect_prefix("*** received big.bin (4096 bytes) from alice, saved to ");
+    alice.expect_line("*** sent big.bin to 1 user(s)");
+    assert_eq!(
+        fs::read(w.dir.join("bob").join("received").join("big.bin")).expect("bob's copy"),
+        big_bytes
+    );
+
+    // /decline tells the pusher.
+    alice.send(&format!("/sendfile {} bob", big.display()));
+    // The server numbers pushes in turn.
+    let m = n.parse::<u32>().unwrap() + 1;
+    bob.expect_line(&format!(
+        "*** alice wants to send you 'big.bin' (4.0 KiB): /accept {m} or /decline {m}"
+    ));
+    bob.send("/decline");
+    bob.expect_line("*** declined big.bin from alice");
+    alice.expect_line("*** sending big.bin failed: bob did not accept the file");
+
+    // With piped input and no --ask-when-piped, a big push is declined at once.
+    alice.send(&format!("/sendfile {} carol", big.display()));
+    carol.expect_prefix("*** declined 'big.bin' (4.0 KiB) from alice: larger than this client accepts without asking");
+    alice.expect_line("*** sending big.bin failed: carol did not accept the file");
+    assert!(!w
+        .dir
+        .join("carol")
+        .join("received")
+        .join("big.bin")
+        .exists());
 }
