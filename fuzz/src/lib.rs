@@ -298,7 +298,18 @@ impl HubDriver {
             }
             5 => {
                 let c = self.client(input.u8());
-                let msg = match input.u8() % 7 {
+                let pick = input.u8();
+                if pick % 8 == 7 {
+                    // A receiver accepts a push offered to it (or one that was not).
+                    let b = input.u8();
+                    let (c, id) = match self.relays.get(usize::from(b)) {
+                        Some(&(receiver, relay)) if b & 0x80 == 0 => (receiver, relay),
+                        _ => (c, TransferId(TransferId::SERVER_BIT | u32::from(b % 4))),
+                    };
+                    self.send(c, ClientMessage::Accept { id });
+                    return;
+                }
+                let msg = match pick % 8 {
                     0 => ClientMessage::Who,
                     1 => ClientMessage::FilesAccess,
                     2 => ClientMessage::ListFiles,

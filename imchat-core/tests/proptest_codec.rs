@@ -153,6 +153,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         (transfer_id(), file_name(), any::<u64>(), recipient())
             .prop_map(|(id, name, size, to)| ClientMessage::Offer { id, name, size, to }),
         (transfer_id(), any::<u64>()).prop_map(|(id, offset)| ClientMessage::Ack { id, offset }),
+        transfer_id().prop_map(|id| ClientMessage::Accept { id }),
         chunk().prop_map(ClientMessage::Chunk),
         end().prop_map(ClientMessage::End),
         cancel().prop_map(ClientMessage::Cancel),
@@ -237,6 +238,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         cancel().prop_map(ServerMessage::Cancel),
         (transfer_id(), any::<u32>())
             .prop_map(|(id, receivers)| ServerMessage::PushDone { id, receivers }),
+        (transfer_id(), any::<u32>())
+            .prop_map(|(id, receivers)| ServerMessage::PushAccepted { id, receivers }),
         (any::<u16>(), text()).prop_map(|(code, text)| ServerMessage::Error {
             code: ErrorCode(code),
             text,
