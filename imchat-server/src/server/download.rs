@@ -120,16 +120,9 @@ impl Server {
 
     /// A download thread: open, announce, stream, end.
     fn send_file(self: &Arc<Self>, job: DownloadJob) {
-        let DownloadJob {
-            client,
-            id,
-            name,
-            offset,
-            who,
-            cancel,
-            outbox,
-            socket,
-        } = job;
+        let (client, id, offset) = (job.client, job.id, job.offset);
+        let name = job.name;
+        let (who, cancel, outbox, socket) = (job.who, job.cancel, job.outbox, job.socket);
         let shown = inert(name.as_str()).into_owned();
         let refuse = |code: CancelCode, reason: String| {
             info!("not sending '{shown}' to {who}: {}", inert(&reason));

@@ -16,23 +16,17 @@ impl Hub {
         offset: u64,
         now: Instant,
     ) {
-        let max = self.limits.max_transfers;
         let max_all = self.limits.max_downloads;
         let running = self.running_downloads();
-        let Some(c) = self.conns.get_mut(&client) else {
+        let Some(c) = self.conns.get(&client) else {
             return;
         };
-        if id.is_server_chosen() || c.downloads.iter().any(|(d, _)| *d == id) {
+        let in_use = c.downloads.iter().any(|(d, _)| *d == id);
+        if id.is_server_chosen() || in_use {
             self.bad_transfer_id(client, id, "download");
             return;
         }
-        if c.downloads.len() + c.pushes >= max {
-            self.cancel(
-                client,
-                id,
-                CancelCode::TOO_MANY,
-                format!("at most {max} transfers at once"),
-            );
+        if !self.has_transfer_slot(client, id) {
             return;
         }
         if running >= max_all {
@@ -46,13 +40,35 @@ impl Hub {
             );
             return;
         }
-        c.downloads.push((id, now));
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.downloads.push((id, now));
+        }
         self.events.push_back(HubEvent::DownloadRequested {
             client,
             id,
             name,
             offset,
         });
+    }
+
+    /// True when `client` may start one more transfer; else it is told the
+    /// limit, with a `Cancel` of transfer `id`.
+    pub(super) fn has_transfer_slot(&mut self, client: ClientId, id: TransferId) -> bool {
+        let max = self.limits.max_transfers;
+        let busy = self
+            .conns
+            .get(&client)
+            .map_or(0, |c| c.downloads.len() + c.pushes);
+        if busy < max {
+            return true;
+        }
+        self.cancel(
+            client,
+            id,
+            CancelCode::TOO_MANY,
+            format!("at most {max} transfers at once"),
+        );
+        false
     }
 
     /// A client picked a transfer id with the server's bit set, or one in use.

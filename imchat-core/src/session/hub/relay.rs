@@ -47,7 +47,6 @@ impl Hub {
             return;
         };
         let max_size = self.limits.max_push_size;
-        let max = self.limits.max_transfers;
         if id.is_server_chosen() || self.relays.contains_key(&(client, id)) {
             self.bad_transfer_id(client, id, "push");
             return;
@@ -61,17 +60,7 @@ impl Hub {
             );
             return;
         }
-        let busy = self
-            .conns
-            .get(&client)
-            .map_or(0, |c| c.downloads.len() + c.pushes);
-        if busy >= max {
-            self.cancel(
-                client,
-                id,
-                CancelCode::TOO_MANY,
-                format!("at most {max} transfers at once"),
-            );
+        if !self.has_transfer_slot(client, id) {
             return;
         }
         let receivers: Arc<[ClientId]> = match &to {
