@@ -117,6 +117,7 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod codec;
+mod codes;
 mod display;
 mod download;
 mod error;
@@ -130,6 +131,7 @@ mod transfer;
 #[doc(hidden)]
 pub use codec::types;
 pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
+pub use codes::{CancelCode, ErrorCode, LeaveReason, RefuseCode};
 pub use display::inert;
 pub use download::{
     AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest,

@@ -1,0 +1,124 @@
+//! The protocol's codes: why a handshake was refused, what an error is,
+//! why a transfer stopped, why a user left. Each is a number on the wire
+//! with a short English description; unknown values pass through, so a
+//! newer peer's codes are kept as they are.
+
+use std::fmt;
+
+macro_rules! code_type {
+    ($(#[$m:meta])* $name:ident($repr:ty) { $($(#[$cm:meta])* $konst:ident = $val:expr, $text:expr;)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub $repr);
+
+        impl $name {
+            $($(#[$cm])* pub const $konst: $name = $name($val);)*
+
+            /// A short English description of the code.
+            pub fn describe(self) -> &'static str {
+                match self.0 {
+                    $($val => $text,)*
+                    _ => "unknown code",
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.describe())
+            }
+        }
+    };
+}
+
+code_type! {
+    /// Why a handshake was refused. Unknown values are kept as they are, so a
+    /// newer peer's codes pass through.
+    RefuseCode(u16) {
+        /// The client speaks another protocol version.
+        VERSION_MISMATCH = 1, "protocol version not supported";
+        /// The username breaks the username rules.
+        INVALID_NAME = 2, "invalid username";
+        /// Someone online already has this name (ignoring case).
+        NAME_TAKEN = 3, "username already taken";
+        /// The server has as many clients as it accepts.
+        SERVER_FULL = 4, "server full";
+        /// The handshake took longer than the server allows.
+        HANDSHAKE_TIMEOUT = 5, "handshake took too long";
+        /// The server is shutting down.
+        SHUTTING_DOWN = 6, "server shutting down";
+        /// Something other than a `Hello` came first.
+        HANDSHAKE_REQUIRED = 7, "a username must be set first";
+    }
+}
+
+code_type! {
+    /// The code of a generic [`ServerMessage::Error`].
+    ErrorCode(u16) {
+        /// The frame could not be decoded; the server closes the connection.
+        MALFORMED = 1, "malformed frame";
+        /// A unicast named someone who is not online.
+        UNKNOWN_USER = 2, "no such user online";
+        /// A chat text longer than the server's limit.
+        TEXT_TOO_LONG = 3, "message too long";
+        /// A message the server does not accept at this point.
+        UNEXPECTED = 4, "unexpected message";
+        /// The client sends faster than allowed for too long.
+        FLOODING = 5, "sending too fast";
+        /// The peer stopped answering or reading.
+        TIMEOUT = 6, "timed out";
+        /// The server failed internally.
+        INTERNAL = 7, "internal server error";
+    }
+}
+
+code_type! {
+    /// Why a transfer was cancelled ([`FileCancel`]).
+    CancelCode(u16) {
+        /// The sender or receiver gave up.
+        CANCELLED = 1, "cancelled";
+        /// No shared file of that name.
+        NO_SUCH_FILE = 2, "no such file";
+        /// The file may not be served (not a regular file, or outside the folder).
+        FORBIDDEN = 3, "file not allowed";
+        /// The announced size is above the limit.
+        TOO_LARGE = 4, "file too large";
+        /// A chunk broke the transfer rules (id, offset, size or CRC).
+        BAD_CHUNK = 5, "bad chunk";
+        /// The whole-file checksum or size did not match.
+        CHECKSUM_MISMATCH = 6, "checksum mismatch";
+        /// Too many transfers at once.
+        TOO_MANY = 7, "too many transfers at once";
+        /// Nobody to send the file to (unknown user, or no one else online).
+        NO_RECEIVER = 8, "no one to receive the file";
+        /// The receiver could not keep up.
+        TOO_SLOW = 9, "receiver too slow";
+        /// Reading or writing the file failed.
+        IO = 10, "file read or write failed";
+        /// The other side left.
+        PEER_LEFT = 11, "the other side left";
+        /// The receiver declined a push.
+        DECLINED = 12, "declined by the receiver";
+        /// The transfer made no progress for too long, or an offer was not
+        /// answered in time.
+        TIMED_OUT = 13, "no progress for too long";
+    }
+}
+
+code_type! {
+    /// Why a user left ([`ServerMessage::Left`]).
+    LeaveReason(u8) {
+        /// The user quit.
+        QUIT = 0, "quit";
+        /// The connection closed or broke.
+        LOST = 1, "connection lost";
+        /// The user stopped answering keepalive pings.
+        TIMEOUT = 2, "timed out";
+        /// The user stopped reading and was dropped.
+        EVICTED = 3, "too slow to read, disconnected";
+        /// The user broke the protocol or flooded and was disconnected.
+        KICKED = 4, "disconnected for misbehaving";
+        /// The server is shutting down.
+        SHUTDOWN = 5, "server shutting down";
+    }
+}
