@@ -53,7 +53,7 @@ code_type! {
 }
 
 code_type! {
-    /// The code of a generic [`ServerMessage::Error`].
+    /// The code of a generic [`ServerMessage::Error`](crate::ServerMessage::Error).
     ErrorCode(u16) {
         /// The frame could not be decoded; the server closes the connection.
         MALFORMED = 1, "malformed frame";
@@ -73,7 +73,7 @@ code_type! {
 }
 
 code_type! {
-    /// Why a transfer was cancelled ([`FileCancel`]).
+    /// Why a transfer was cancelled ([`FileCancel`](crate::FileCancel)).
     CancelCode(u16) {
         /// The sender or receiver gave up.
         CANCELLED = 1, "cancelled";
@@ -106,7 +106,7 @@ code_type! {
 }
 
 code_type! {
-    /// Why a user left ([`ServerMessage::Left`]).
+    /// Why a user left ([`ServerMessage::Left`](crate::ServerMessage::Left)).
     LeaveReason(u8) {
         /// The user quit.
         QUIT = 0, "quit";
