@@ -13,6 +13,8 @@ use crate::message::{
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
+use super::pace::{Pacer, ITEMS_PER_MESSAGE};
+
 /// What happened, for the frontend to show or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -257,6 +259,16 @@ pub struct ClientSession {
     /// Downloads are acknowledged by [`stored`](Self::stored), not as
     /// their data is handed out.
     manual_acks: bool,
+    /// The client's side of the server's rate limit.
+    pacer: Pacer,
+    /// The latest time the session was given (requests are charged then).
+    clock: Instant,
+    /// The `Ping` of [`settle`](Self::settle) whose `Pong` is awaited.
+    barrier: Option<u64>,
+    /// `ListFiles` requests whose last `FileList` has not arrived.
+    lists_pending: usize,
+    /// Files listed so far in the `FileList` answer arriving.
+    listed: usize,
 }
 
 impl ClientSession {
@@ -281,6 +293,11 @@ impl ClientSession {
             ping: None,
             next_ping: 1,
             manual_acks: false,
+            pacer: Pacer::default(),
+            clock: now,
+            barrier: None,
+            lists_pending: 0,
+            listed: 0,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -435,8 +452,71 @@ impl ClientSession {
         }
     }
 
+    /// Moves the session's clock to `now` (never back) and refills the
+    /// rate bucket to it.
+    fn tick(&mut self, now: Instant) {
+        if now > self.clock {
+            self.clock = now;
+        }
+        self.pacer.refill(self.clock);
+    }
+
+    /// Charges the rate bucket with a request of `messages` messages and
+    /// `bytes` bytes of text, at the session's latest time.
+    fn charge(&mut self, messages: usize, bytes: usize) {
+        self.pacer.refill(self.clock);
+        self.pacer.charge(messages as f64, bytes);
+    }
+
+    /// When a request may be sent without going over the rate the server
+    /// announced: `None` if now, else the time to wait for. `text_len` is
+    /// the length of a chat text (a chat or an action), 0 for any other
+    /// request (`who`, `list_files`, `download`, `offer`…).
+    ///
+    /// The session keeps a token bucket over the announced limits (at 90 %
+    /// of the rates, so the server, which sees the frames later and in
+    /// clumps, never finds the client over them), and charges it with what
+    /// each request costs on the server: a chat one message and its text's
+    /// bytes, a `Who` or `ListFiles` one more message per 100 names in its
+    /// answer, the other requests one message. A frontend that waits until
+    /// this time before each request it sends is never slowed for long
+    /// nor disconnected as a flood, whatever it is given to send. Before
+    /// the welcome, and when the server announced no rate limit, always `None`.
+    pub fn next_send_at(&mut self, now: Instant, text_len: usize) -> Option<Instant> {
+        self.tick(now);
+        self.pacer.ready_at(text_len)
+    }
+
+    /// Asks the server to confirm that it has handled every request sent
+    /// so far (a `Ping`: the server handles a client's frames in order and
+    /// answers each before the next). [`is_settled`](Self::is_settled)
+    /// turns true once the answers have all arrived. For a frontend that is
+    /// leaving and wants what it asked for first (a script's `/who`).
+    pub fn settle(&mut self) -> Result<(), UsageError> {
+        self.joined()?;
+        let n = self.next_ping;
+        self.next_ping += 1;
+        self.charge(1, 0);
+        self.transmits.push_back(ClientMessage::Ping(n));
+        self.barrier = Some(n);
+        Ok(())
+    }
+
+    /// True when nothing asked for is outstanding: the answer to
+    /// [`settle`](Self::settle) arrived (if it was called), every file list
+    /// asked for is complete, and no download or push of ours is running.
+    /// Pushes from others do not count.
+    pub fn is_settled(&self) -> bool {
+        self.barrier.is_none()
+            && self.lists_pending == 0
+            && self.requested.is_empty()
+            && self.outgoing.is_empty()
+            && self.incoming.keys().all(|id| id.is_server_chosen())
+    }
+
     /// Runs the clock: pings a silent server, and gives up on one that does not answer.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
         if self.state == State::Closed {
             return;
         }
@@ -449,6 +529,7 @@ impl ClientSession {
                 >= self.limits.keepalive_interval =>
             {
                 self.ping = Some(now);
+                self.charge(1, 0);
                 self.transmits
                     .push_back(ClientMessage::Ping(self.next_ping));
                 self.next_ping += 1;
@@ -487,6 +568,7 @@ impl ClientSession {
                 max: self.limits.max_text,
             });
         }
+        self.charge(1, text.len());
         self.transmits.push_back(ClientMessage::Chat {
             to,
             kind,
@@ -498,6 +580,7 @@ impl ClientSession {
     /// Asks who is online.
     pub fn who(&mut self) -> Result<(), UsageError> {
         self.joined()?;
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Who);
         Ok(())
     }
@@ -505,6 +588,7 @@ impl ClientSession {
     /// Asks for access to the shared folder (its file count).
     pub fn files_access(&mut self) -> Result<(), UsageError> {
         self.joined()?;
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::FilesAccess);
         Ok(())
     }
@@ -512,6 +596,8 @@ impl ClientSession {
     /// Asks for the shared-file list.
     pub fn list_files(&mut self) -> Result<(), UsageError> {
         self.joined()?;
+        self.charge(1, 0);
+        self.lists_pending += 1;
         self.transmits.push_back(ClientMessage::ListFiles);
         Ok(())
     }
@@ -553,6 +639,7 @@ impl ClientSession {
         let id = self.new_id()?;
         let resume = resume.filter(|r| !r.is_empty());
         let offset = resume.as_ref().map_or(0, ResumeState::len);
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Download {
             id,
             name: name.clone(),
@@ -580,6 +667,7 @@ impl ClientSession {
             });
         }
         let id = self.new_id()?;
+        self.charge(1, 0);
         self.transmits
             .push_back(ClientMessage::Offer { id, name, size, to });
         self.outgoing.insert(id, Outgoing::new(id, size));
@@ -628,6 +716,7 @@ impl ClientSession {
         if !known {
             return Err(UsageError::UnknownTransfer { id });
         }
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id,
             code: CancelCode::CANCELLED,
@@ -662,6 +751,7 @@ impl ClientSession {
                 TransferError::TooLarge { .. } => CancelCode::TOO_LARGE,
                 _ => CancelCode::BAD_CHUNK,
             };
+            self.charge(1, 0);
             self.transmits.push_back(ClientMessage::Cancel(FileCancel {
                 id,
                 code,
@@ -674,6 +764,7 @@ impl ClientSession {
 
     /// A decoded message from the server, received at `now`.
     pub fn handle_message(&mut self, msg: ServerMessage, now: Instant) {
+        self.tick(now);
         self.last_heard = now;
         self.ping = None;
         if self.state == State::Closed {
@@ -689,6 +780,7 @@ impl ClientSession {
                 } => {
                     self.state = State::Joined;
                     self.username = username.clone();
+                    self.pacer.start(&limits, self.clock);
                     // Keep to the server's text limit when it is the stricter one.
                     let announced = usize::try_from(limits.max_text).unwrap_or(usize::MAX);
                     self.limits.max_text = self.limits.max_text.min(announced);
@@ -730,15 +822,34 @@ impl ClientSession {
             },
             ServerMessage::Joined { user } => ClientEvent::Joined { user },
             ServerMessage::Left { user, reason, text } => ClientEvent::Left { user, reason, text },
-            ServerMessage::Who { users } => ClientEvent::Who { users },
+            ServerMessage::Who { users } => {
+                // The server charged one more message per 100 names.
+                self.charge(users.len() / ITEMS_PER_MESSAGE, 0);
+                ClientEvent::Who { users }
+            }
             ServerMessage::FilesAccess { count } => ClientEvent::FilesAccess { count },
-            ServerMessage::FileList { files, last } => ClientEvent::FileList { files, last },
+            ServerMessage::FileList { files, last } => {
+                // The server charged one more message per 100 files listed.
+                let before = self.listed / ITEMS_PER_MESSAGE;
+                self.listed += files.len();
+                self.charge(self.listed / ITEMS_PER_MESSAGE - before, 0);
+                if last {
+                    self.listed = 0;
+                    self.lists_pending = self.lists_pending.saturating_sub(1);
+                }
+                ClientEvent::FileList { files, last }
+            }
             ServerMessage::Error { code, text } => ClientEvent::Error { code, text },
             ServerMessage::Ping(v) => {
                 self.transmits.push_back(ClientMessage::Pong(v));
                 return;
             }
-            ServerMessage::Pong(_) => return,
+            ServerMessage::Pong(v) => {
+                if self.barrier.is_some_and(|b| v >= b) {
+                    self.barrier = None;
+                }
+                return;
+            }
             ServerMessage::Shutdown { reason } => {
                 self.state = State::Closed;
                 ClientEvent::Shutdown { reason }
@@ -904,6 +1015,9 @@ impl ClientSession {
                 } else {
                     None
                 };
+                if refusal.is_some() {
+                    self.charge(1, 0);
+                }
                 match refusal {
                     None => {
                         let offer = Offered {

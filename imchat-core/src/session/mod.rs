@@ -3,6 +3,7 @@
 
 mod client;
 mod hub;
+mod pace;
 
 pub use client::{ClientEvent, ClientSession};
 pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};

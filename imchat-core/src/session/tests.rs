@@ -1961,3 +1961,165 @@ fn push_data_before_the_receivers_accept_cancels_the_push() {
         ServerMessage::Cancel(FileCancel { id, code: CancelCode::BAD_CHUNK, .. }) if *id == push
     )));
 }
+
+/// Client `from` sends `count` chats of `text_len` bytes, each when
+/// `next_send_at` allows, on the virtual clock; the hub reads each one no
+/// earlier than its throttle allows. Returns how long it took and how many
+/// times the hub had to slow the sender.
+fn paced_chats(net: &mut Net, from: usize, count: usize, text_len: usize) -> (Duration, usize) {
+    let start = net.now;
+    let id = net.clients[from].0;
+    let mut slowed = 0;
+    for i in 0..count {
+        if let Some(t) = {
+            let now = net.now;
+            net.s(from).next_send_at(now, text_len)
+        } {
+            assert!(t > net.now, "a wait ends in the future");
+            net.now = t;
+        }
+        let text = format!("{i:05}{}", "k".repeat(text_len - 5));
+        net.s(from).send_chat(Recipient::Everyone, &text).unwrap();
+        if let Some(t) = net.hub.throttle(id) {
+            if t > net.now {
+                slowed += 1;
+                net.now = t;
+            }
+        }
+        net.pump();
+    }
+    (net.now - start, slowed)
+}
+
+#[test]
+fn a_client_that_waits_for_next_send_at_is_never_slowed_nor_cut_off() {
+    let mut net = three();
+    // 2,000 lines at the default 50 a second after a burst of 100: about
+    // 40 s (the client spends 90 % of the rate: 42 s).
+    let (took, slowed) = paced_chats(&mut net, 0, 2000, 1024);
+    assert_eq!(slowed, 0, "the server never had to slow the client");
+    let got = chats(&net.take(1));
+    assert_eq!(got.len(), 2000, "every line arrived");
+    for (i, (from, _, text)) in got.iter().enumerate() {
+        assert_eq!(from, "alice");
+        assert!(text.starts_with(&format!("{i:05}")), "in order");
+    }
+    let secs = took.as_secs_f64();
+    assert!((40.0..44.0).contains(&secs), "took {secs} s");
+    assert!(!net
+        .hub_events
+        .iter()
+        .any(|e| matches!(e, HubEvent::Close { .. })));
+}
+
+#[test]
+fn long_texts_are_paced_by_the_byte_rate() {
+    let mut net = three();
+    // 100 texts of 60 kB (6 MB) at 1 MiB a second after a burst of 1 MiB:
+    // the message rate alone would let them all go at once.
+    let (took, slowed) = paced_chats(&mut net, 0, 100, 60_000);
+    assert_eq!(slowed, 0);
+    assert_eq!(chats(&net.take(1)).len(), 100);
+    let want = (6_000_000.0 - 1_048_576.0) / (1_048_576.0 * 0.9);
+    let secs = took.as_secs_f64();
+    assert!(
+        (want - 0.5..want + 0.5).contains(&secs),
+        "took {secs} s, want {want}"
+    );
+}
+
+#[test]
+fn requests_and_their_answers_are_charged_as_the_server_charges_them() {
+    let mut net = three();
+    for i in 0..250 {
+        net.files.push(FileEntry {
+            name: FileName::new(format!("f{i}.txt")).unwrap(),
+            size: 1,
+        });
+    }
+    // 97 chats and a list of 250 files (1 + 2 messages) spend the burst of 100.
+    for _ in 0..97 {
+        assert_eq!(
+            {
+                let now = net.now;
+                net.s(0).next_send_at(now, 1)
+            },
+            None
+        );
+        net.s(0).send_chat(Recipient::Everyone, "x").unwrap();
+    }
+    assert_eq!(
+        {
+            let now = net.now;
+            net.s(0).next_send_at(now, 0)
+        },
+        None
+    );
+    net.s(0).list_files().unwrap();
+    net.pump();
+    let t = {
+        let now = net.now;
+        net.s(0).next_send_at(now, 0)
+    }
+    .expect("the burst is spent");
+    // One message at 45 a second.
+    let wait = (t - net.now).as_secs_f64();
+    assert!((0.02..0.03).contains(&wait), "{wait}");
+    assert_eq!(
+        net.hub.throttle(net.clients[0].0),
+        None,
+        "the server agrees"
+    );
+}
+
+#[test]
+fn without_a_rate_limit_nothing_waits() {
+    let limits = Limits {
+        rate_per_sec: 0,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    net.connect("alice");
+    for _ in 0..1000 {
+        assert_eq!(
+            {
+                let now = net.now;
+                net.s(0).next_send_at(now, 60_000)
+            },
+            None
+        );
+        net.s(0).send_chat(Recipient::Everyone, "x").unwrap();
+    }
+}
+
+#[test]
+fn settle_is_answered_once_every_answer_asked_for_has_arrived() {
+    let mut net = three();
+    assert!(net.s(0).is_settled());
+    net.s(0).who().unwrap();
+    net.s(0).list_files().unwrap();
+    net.s(0).settle().unwrap();
+    assert!(!net.s(0).is_settled(), "nothing answered yet");
+    net.pump();
+    assert!(net.s(0).is_settled());
+    let events = net.take(0);
+    assert!(events.iter().any(|e| matches!(e, ClientEvent::Who { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::FileList { last: true, .. })));
+    // A download of ours keeps it unsettled until it ends.
+    let name = FileName::new("a.txt").unwrap();
+    let id = net.s(0).download(name.clone(), None).unwrap();
+    net.s(0).settle().unwrap();
+    net.pump();
+    assert!(!net.s(0).is_settled(), "the download runs");
+    let alice = net.clients[0].0;
+    net.hub.accept_download(alice, id, name, 5, 0);
+    net.pump();
+    assert!(!net.s(0).is_settled(), "the download runs");
+    let mut out = crate::Outgoing::new(id, 5);
+    let c = out.next_chunk(b"hello".to_vec()).unwrap();
+    net.deliver(0, ServerMessage::Chunk(c));
+    net.deliver(0, ServerMessage::End(out.finish().unwrap()));
+    assert!(net.s(0).is_settled(), "done");
+}
