@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -48,6 +48,15 @@ const PUSH_QUEUE: usize = 1024 * 1024;
 const PUSH_WAIT: Duration = Duration::from_secs(30);
 /// How long `/quit` waits for queued messages to be written.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
+/// A script that ends (end of input or `/quit`) waits for the answers to
+/// what it asked for as long as the server keeps sending something, and
+/// gives up this long after the server last said anything.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// The longest single sleep of a wait that must notice the connection
+/// ending (pacing, waiting for queue room or for answers).
+const WAIT_STEP: Duration = Duration::from_millis(100);
+/// Room a chat frame needs in the outbound queue beyond its text.
+const CHAT_FRAME_ROOM: usize = 1024;
 
 /// What the client was started with.
 pub struct Config {
@@ -89,6 +98,8 @@ struct IncomingFile {
     file: File,
     /// Bytes written so far (the resumed prefix included).
     written: u64,
+    /// Disk space asked for up to here (see [`files::reserve`]).
+    reserved: u64,
     progress: Option<Progress>,
 }
 
@@ -105,6 +116,9 @@ struct OutgoingPush {
 struct Transfers {
     incoming: HashMap<TransferId, IncomingFile>,
     pushes: HashMap<TransferId, OutgoingPush>,
+    /// Downloads asked for and not started yet: their `.part` file, open
+    /// and locked from the request on.
+    parts: HashMap<TransferId, (PathBuf, File)>,
 }
 
 /// What a session call left to do once the lock is released.
@@ -143,6 +157,13 @@ struct Shared {
     transfers: Mutex<Transfers>,
     /// Set once we are leaving: threads stop quietly.
     closing: AtomicBool,
+    /// Set once the connection ended: waits on the main thread stop.
+    ended: AtomicBool,
+    /// Input comes from a script (not a terminal): leaving waits for
+    /// the answers to what it asked for.
+    scripted: bool,
+    /// Downloads and pushes of ours that failed (the exit code says so).
+    failed_transfers: AtomicUsize,
     /// A shared-file list is being shown (its last part has not arrived).
     listing: AtomicBool,
     /// The text given with `/quit`, sent with the `Quit`.
@@ -209,6 +230,9 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         download_dir: config.download_dir,
         transfers: Mutex::new(Transfers::default()),
         closing: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
+        scripted: !ui.is_terminal(),
+        failed_transfers: AtomicUsize::new(0),
         listing: AtomicBool::new(false),
         parting: Mutex::new(String::new()),
         ask_offers,
@@ -240,11 +264,11 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         match rx.recv() {
             Ok(Input::Line(line)) => {
                 if shared.command(&line) == Flow::Quit {
-                    break Ok(());
+                    break shared.settle(&rx);
                 }
                 let _ = ack_tx.send(());
             }
-            Ok(Input::Eof) | Err(_) => break Ok(()),
+            Ok(Input::Eof) | Err(_) => break shared.settle(&rx),
             Ok(Input::Fatal { notice, error }) => break Err((notice, error)),
         }
     };
@@ -252,7 +276,10 @@ pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
         Ok(()) => {
             shared.quit(&writer_done);
             let _ = stream.shutdown(Shutdown::Both);
-            Ok(())
+            match shared.failed_transfers.load(Ordering::SeqCst) {
+                0 => Ok(()),
+                n => Err(ClientError::TransfersFailed(n)),
+            }
         }
         Err((notice, error)) => {
             shared.closing.store(true, Ordering::SeqCst);
@@ -390,6 +417,7 @@ impl Shared {
 
     /// Ends the client (first call wins; the main thread stops at the first).
     fn fatal(&self, notice: Option<String>, error: ClientError) {
+        self.ended.store(true, Ordering::SeqCst);
         if !self.closing() {
             let _ = self.tx.send(Input::Fatal { notice, error });
         }
@@ -429,6 +457,73 @@ impl Shared {
         for ev in drained.events {
             self.event(ev);
         }
+    }
+
+    /// Waits until a request (with `text_len` bytes of chat text, 0 for
+    /// others) may go: within the rate the server announced, and with room
+    /// in the outbound queue, so that nothing the user gives is dropped.
+    /// Meanwhile the input is not read (back-pressure). False if the
+    /// connection ended while waiting.
+    fn wait_to_send(&self, text_len: usize) -> bool {
+        loop {
+            if self.ended.load(Ordering::SeqCst) {
+                return false;
+            }
+            let now = Instant::now();
+            let Some(at) = lock(&self.session).next_send_at(now, text_len) else {
+                break;
+            };
+            thread::sleep(at.saturating_duration_since(now).min(WAIT_STEP));
+        }
+        let room = text_len + CHAT_FRAME_ROOM;
+        while !self.outbox.wait_control_room(room, WAIT_STEP) {
+            if self.ended.load(Ordering::SeqCst) || self.outbox.is_closed() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Before leaving: a script waits (bounded by [`ANSWER_WAIT`] after the
+    /// server last said anything) until what it sent is written, the
+    /// answers to its requests have arrived and the downloads and pushes
+    /// it started have ended. A terminal user who leaves leaves at once.
+    fn settle(&self, rx: &Receiver<Input>) -> Result<(), (Option<String>, ClientError)> {
+        if !self.scripted {
+            return Ok(());
+        }
+        if self.wait_to_send(0) {
+            let _ = self.with_session(|s| s.settle());
+        }
+        loop {
+            let (settled, heard) = {
+                let s = lock(&self.session);
+                (s.is_settled(), s.last_heard())
+            };
+            if settled && self.transfers_done() {
+                return Ok(());
+            }
+            if heard.elapsed() >= ANSWER_WAIT {
+                return Err((None, ClientError::NoAnswers(ANSWER_WAIT.as_secs())));
+            }
+            match rx.recv_timeout(WAIT_STEP) {
+                Ok(Input::Fatal { notice, error }) => return Err((notice, error)),
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
+    }
+
+    /// True when no download of ours is still being written and no push
+    /// of ours is still being sent.
+    fn transfers_done(&self) -> bool {
+        let t = lock(&self.transfers);
+        t.pushes.is_empty() && t.incoming.values().all(|f| f.from.is_some())
+    }
+
+    /// Counts a download or push of ours that failed.
+    fn transfer_lost(&self) {
+        self.failed_transfers.fetch_add(1, Ordering::SeqCst);
     }
 
     fn read_loop(&self, mut reader: FrameReader<TcpStream, ServerMessage>) {
@@ -563,13 +658,13 @@ impl Shared {
             Command::Nothing => Ok(()),
             Command::Text(text) => {
                 let to = lock(&self.mode).recipient();
-                self.with_session(|s| s.send_chat(to, &text))
+                self.paced(text.len(), |s| s.send_chat(to, &text))
             }
             Command::Broadcast(text) => {
-                self.with_session(|s| s.send_chat(Recipient::Everyone, &text))
+                self.paced(text.len(), |s| s.send_chat(Recipient::Everyone, &text))
             }
             Command::Unicast { to, text } => {
-                self.with_session(|s| s.send_chat(Recipient::User(to), &text))
+                self.paced(text.len(), |s| s.send_chat(Recipient::User(to), &text))
             }
             Command::SetMode(mode) => {
                 self.ui.notice(&mode_line(&mode));
@@ -581,10 +676,12 @@ impl Shared {
                 self.ui.notice(&line);
                 Ok(())
             }
-            Command::Who => self.with_session(|s| s.who()),
-            Command::Files => self.with_session(|s| s.files_access().and_then(|()| s.list_files())),
-            Command::FilesAccess => self.with_session(|s| s.files_access()),
-            Command::ListFiles => self.with_session(|s| s.list_files()),
+            Command::Who => self.paced(0, |s| s.who()),
+            Command::Files => self
+                .paced(0, |s| s.files_access())
+                .and_then(|()| self.paced(0, |s| s.list_files())),
+            Command::FilesAccess => self.paced(0, |s| s.files_access()),
+            Command::ListFiles => self.paced(0, |s| s.list_files()),
             Command::Download(name) => {
                 self.download(name);
                 Ok(())
@@ -603,7 +700,7 @@ impl Shared {
             }
             Command::Me(text) => {
                 let to = lock(&self.mode).recipient();
-                self.with_session(|s| s.send_action(to, &text))
+                self.paced(text.len(), |s| s.send_action(to, &text))
             }
             Command::Quit(reason) => {
                 *lock(&self.parting) = reason;
@@ -671,6 +768,20 @@ impl Shared {
         ));
     }
 
+    /// [`with_session`](Self::with_session) once the request may go (see
+    /// [`wait_to_send`](Self::wait_to_send)); nothing if the connection
+    /// ended meanwhile (the main loop then stops).
+    fn paced(
+        &self,
+        text_len: usize,
+        f: impl FnOnce(&mut ClientSession) -> Result<(), UsageError>,
+    ) -> Result<(), UsageError> {
+        if !self.wait_to_send(text_len) {
+            return Ok(());
+        }
+        self.with_session(f)
+    }
+
     /// `/download <name>`: resumes from `<name>.part` when one is there.
     fn download(&self, name: FileName) {
         // Only this thread asks for downloads: no other can start one of
@@ -683,14 +794,40 @@ impl Shared {
             return;
         }
         let part = files::part_path(&self.download_dir.join(name.as_str()));
-        let resume = files::resume_state(&part).unwrap_or_else(|e| {
+        // Held (locked) from now until the download ends.
+        let mut file = match files::open_part(&part, false) {
+            Ok(f) => f,
+            Err(e) => {
+                self.transfer_lost();
+                return self.ui.error(&format!(
+                    "cannot download {}: {}",
+                    inert(name.as_str()),
+                    inert(&e.to_string())
+                ));
+            }
+        };
+        let resume = files::resume_state(&mut file).unwrap_or_else(|e| {
             log::warn!(
                 "cannot read {}: {e}; downloading from the start",
                 part.display()
             );
             None
         });
+        if !self.wait_to_send(0) {
+            return;
+        }
+        let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.download(name, resume));
+        match result {
+            Ok(id) => {
+                t.parts.insert(id, (part, file));
+            }
+            Err(_) => {
+                drop(file);
+                remove_if_empty(&part);
+            }
+        }
+        drop(t);
         self.handle(drained);
         if let Err(e) = result {
             self.ui.error(&inert(&e.to_string()));
@@ -729,6 +866,9 @@ impl Shared {
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));
         let (go, accepted) = mpsc::channel();
+        if !self.wait_to_send(0) {
+            return;
+        }
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.offer(name.clone(), size, recipient));
         if let Ok(id) = result {
@@ -834,6 +974,7 @@ impl Shared {
     fn abandon_push(&self, id: TransferId, reason: &str) {
         let push = lock(&self.transfers).pushes.remove(&id);
         let Some(push) = push else { return };
+        self.transfer_lost();
         push.stop.store(true, Ordering::SeqCst);
         // Already gone from the session if the server ended it first.
         let _ = self.with_session(|s| s.cancel(id, reason));
@@ -938,6 +1079,7 @@ impl Shared {
             ClientEvent::PushFailed { id, code, reason } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
+                    self.transfer_lost();
                     push.stop.store(true, Ordering::SeqCst);
                     let reason = if reason.is_empty() {
                         code.describe().into()
@@ -1004,47 +1146,36 @@ impl Shared {
         origin: Origin,
     ) {
         let mut t = lock(&self.transfers);
-        let (name, from, final_path) = match origin {
+        let shown = inert(name.as_str()).into_owned();
+        let (from, opened) = match origin {
             Origin::Download => {
                 // The session gives the name we asked for, whatever the
-                // server calls it.
-                let path = self.download_dir.join(name.as_str());
-                (name, None, Some(path))
+                // server calls it; its `.part` was opened when asked for.
+                let final_path = self.download_dir.join(name.as_str());
+                let opened = match t.parts.remove(&id) {
+                    Some((part, mut file)) => match files::start_at(&mut file, offset) {
+                        Ok(()) => Ok((final_path, part, file)),
+                        Err(e) => Err(format!(
+                            "cannot write {}: {e}",
+                            inert(&part.display().to_string())
+                        )),
+                    },
+                    None => Err("its partial file is not open".to_string()),
+                };
+                (None, opened)
             }
             Origin::Push { from } => {
-                let dir = self.download_dir.join("received");
-                let held: HashSet<&Path> = t
-                    .incoming
-                    .values()
-                    .map(|f| f.final_path.as_path())
-                    .collect();
-                let path = files::free_name(&dir, &name, |p| {
-                    held.contains(p) || files::exists_on_disk(p)
-                });
-                (name, Some(from), path)
-            }
-        };
-        let shown = inert(name.as_str()).into_owned();
-        let opened = match final_path {
-            None => Err("no free file name in the received folder".to_string()),
-            Some(final_path) => {
-                let part = files::part_path(&final_path);
-                match files::open_part(&part, offset) {
-                    Ok(file) => {
-                        files::reserve(&file, offset, size.saturating_sub(offset));
-                        Ok((final_path, part, file))
-                    }
-                    Err(e) => Err(format!(
-                        "cannot write {}: {e}",
-                        inert(&part.display().to_string())
-                    )),
-                }
+                let opened = self.open_received(&t, &name);
+                (Some(from), opened)
             }
         };
         let (final_path, part, file) = match opened {
             Ok(x) => x,
             Err(reason) => {
                 drop(t);
+                if from.is_none() {
+                    self.transfer_lost();
+                }
                 let _ = self.with_session(|s| s.cancel(id, &reason));
                 return self
                     .ui
@@ -1076,6 +1207,7 @@ impl Shared {
                 part,
                 file,
                 written: offset,
+                reserved: offset,
                 progress,
             },
         );
@@ -1085,6 +1217,39 @@ impl Shared {
             self.ui.notice(&format!(
                 "resuming {shown} after the {offset} bytes already here"
             ));
+        }
+    }
+
+    /// Picks a free name in `received/` for a file pushed to us and creates
+    /// its `.part` file (new, never an existing one: another client may
+    /// share the folder).
+    fn open_received(
+        &self,
+        t: &Transfers,
+        name: &FileName,
+    ) -> Result<(PathBuf, PathBuf, File), String> {
+        let dir = self.download_dir.join("received");
+        let held: HashSet<&Path> = t
+            .incoming
+            .values()
+            .map(|f| f.final_path.as_path())
+            .collect();
+        let mut raced: HashSet<PathBuf> = HashSet::new();
+        loop {
+            let Some(final_path) = files::free_name(&dir, name, |p| {
+                held.contains(p) || raced.contains(p) || files::exists_on_disk(p)
+            }) else {
+                return Err("no free file name in the received folder".to_string());
+            };
+            let part = files::part_path(&final_path);
+            match files::open_part(&part, true) {
+                Ok(file) => return Ok((final_path, part, file)),
+                // Someone took the name between the check and the open.
+                Err(e) if e.already_exists() => {
+                    raced.insert(final_path);
+                }
+                Err(e) => return Err(inert(&e.to_string()).into_owned()),
+            }
         }
     }
 
@@ -1103,6 +1268,13 @@ impl Shared {
         match written {
             Ok(()) => {
                 f.written = offset + data.len() as u64;
+                // Space is asked for as data arrives, a bounded step ahead:
+                // an announced size alone never allocates anything.
+                if f.written + files::RESERVE_AHEAD / 2 > f.reserved && f.reserved < f.size {
+                    let len = files::RESERVE_AHEAD.min(f.size - f.written);
+                    files::reserve(&f.file, f.written, len);
+                    f.reserved = f.written + len;
+                }
                 let pos = f.written;
                 let line = f.progress.as_mut().and_then(|p| p.update(pos));
                 drop(t);
@@ -1113,8 +1285,12 @@ impl Shared {
             }
             Err(e) => {
                 let reason = format!("cannot write {}: {e}", inert(&f.part.display().to_string()));
+                let ours = f.from.is_none();
                 let f = t.incoming.remove(&id);
                 drop(t);
+                if ours {
+                    self.transfer_lost();
+                }
                 let name = f.map(|f| {
                     drop(f.file);
                     let _ = fs::remove_file(&f.part);
@@ -1140,44 +1316,51 @@ impl Shared {
             name,
             size,
             from,
-            mut final_path,
+            final_path,
             part,
             file,
             ..
         } = f;
-        if from.is_some() && final_path.symlink_metadata().is_ok() {
-            // Someone else took the name meanwhile: never overwrite a received file.
-            let held: HashSet<&Path> = t
-                .incoming
-                .values()
-                .map(|f| f.final_path.as_path())
-                .collect();
-            let dir = final_path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            if let Some(p) = files::free_name(&dir, &name, |p| {
-                held.contains(p) || files::exists_on_disk(p)
-            }) {
-                final_path = p;
-            }
-        }
-        let moved = files::finish(file, &part, &final_path);
+        // Never replace a file: take the next free name beside it.
+        let held: HashSet<&Path> = t
+            .incoming
+            .values()
+            .map(|f| f.final_path.as_path())
+            .collect();
+        let moved = files::finish(file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
         let shown = inert(name.as_str());
-        let path = inert(&final_path.display().to_string()).into_owned();
+        let wanted = inert(&final_path.display().to_string()).into_owned();
         match (moved, from) {
-            (Ok(()), None) => self
-                .ui
-                .notice(&format!("downloaded {shown} ({size} bytes) to {path}")),
-            (Ok(()), Some(from)) => self.ui.notice(&format!(
-                "received {shown} ({size} bytes) from {}, saved to {path}",
-                inert(from.as_str())
-            )),
-            (Err(e), _) => {
+            (Ok(to), from) => {
+                let path = inert(&to.display().to_string()).into_owned();
+                match from {
+                    None => self
+                        .ui
+                        .notice(&format!("downloaded {shown} ({size} bytes) to {path}")),
+                    Some(from) => self.ui.notice(&format!(
+                        "received {shown} ({size} bytes) from {}, saved to {path}",
+                        inert(from.as_str())
+                    )),
+                }
+                if to != final_path {
+                    let saved = to
+                        .file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default();
+                    self.ui.notice(&format!(
+                        "saved as '{}': {wanted} already exists",
+                        inert(&saved)
+                    ));
+                }
+            }
+            (Err(e), from) => {
                 let _ = fs::remove_file(&part);
+                if from.is_none() {
+                    self.transfer_lost();
+                }
                 self.ui.notice(&format!(
-                    "transfer of {shown} failed: cannot move it to {path}: {e}"
+                    "transfer of {shown} failed: cannot move it to {wanted}: {e}"
                 ));
             }
         }
@@ -1185,10 +1368,21 @@ impl Shared {
 
     /// The session gave up a transfer: delete its `.part` file and say why.
     fn transfer_failed(&self, id: TransferId, name: &FileName, error: &TransferError) {
-        let file = lock(&self.transfers).incoming.remove(&id);
+        let (file, part) = {
+            let mut t = lock(&self.transfers);
+            (t.incoming.remove(&id), t.parts.remove(&id))
+        };
         if let Some(f) = file {
             drop(f.file);
             let _ = fs::remove_file(&f.part);
+        }
+        if let Some((part, file)) = part {
+            // Refused before it started: keep what an earlier try left.
+            drop(file);
+            remove_if_empty(&part);
+        }
+        if !id.is_server_chosen() {
+            self.transfer_lost();
         }
         let name = inert(name.as_str());
         let reason = match error {
@@ -1209,6 +1403,17 @@ fn files_size(bytes: u64) -> String {
         }
     }
     format!("{bytes} bytes")
+}
+
+/// Removes a `.part` file opened for a download that never started, unless
+/// it holds data to resume from.
+fn remove_if_empty(part: &Path) {
+    if part
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == 0)
+    {
+        let _ = fs::remove_file(part);
+    }
 }
 
 #[cfg(test)]

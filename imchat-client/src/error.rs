@@ -46,6 +46,13 @@ pub enum ClientError {
     /// The server announced its shutdown.
     #[error("server shut down: {0}")]
     Shutdown(String),
+    /// Downloads or pushes this client started did not complete.
+    #[error("{0} transfer(s) failed")]
+    TransfersFailed(usize),
+    /// A script ended, and the answers to what it asked for did not all
+    /// arrive before the server fell silent for this many seconds.
+    #[error("gave up waiting for the server's answers after {0} s of silence")]
+    NoAnswers(u64),
     /// A local input/output failure (the terminal, standard input, threads).
     #[error("{what}: {source}")]
     Io {

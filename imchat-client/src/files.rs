@@ -2,11 +2,22 @@
 //! one, moving a finished file to its final name, and picking a free name
 //! for a received file. No protocol here: the session has already checked
 //! every chunk and the whole-file checksum before these run.
+//!
+//! A `.part` file is opened without following links and must be a regular
+//! file (a link planted under its name is refused, its target untouched),
+//! and is locked for as long as its transfer runs: a second client writing
+//! to the same folder is told the file is busy instead of resuming from a
+//! file that is still growing. The lock is an advisory `flock` (on unix),
+//! not a lock file: the system drops it when its holder exits, so a client
+//! that crashes never leaves a stale lock behind.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use thiserror::Error;
 
 use imchat_core::{FileName, ResumeState};
 
@@ -24,17 +35,107 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
-/// What a partial file left by an earlier download holds, to resume from.
-/// `None` when there is no such file or it is empty.
-pub fn resume_state(part: &Path) -> io::Result<Option<ResumeState>> {
-    let mut file = match File::open(part) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if !file.metadata()?.is_file() {
-        return Ok(None);
+/// Why a `.part` file cannot be used.
+#[derive(Debug, Error)]
+pub enum PartError {
+    /// Another transfer (in this client or another) holds it.
+    #[error("{} is being written by another transfer (another client using the same folder?)", .0.display())]
+    Busy(PathBuf),
+    /// A link, a folder, a device…: never written through.
+    #[error("refusing {}: it is not a regular file (a link?)", .0.display())]
+    NotRegular(PathBuf),
+    /// The file system said no.
+    #[error("cannot open {}: {source}", .path.display())]
+    Io {
+        /// The `.part` file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl PartError {
+    /// True when the name was taken (only with `create_new`).
+    pub fn already_exists(&self) -> bool {
+        matches!(self, PartError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
     }
+}
+
+/// Opens (creating it, and missing folders) the `.part` file of one
+/// transfer for reading and writing: never through a link, only a regular
+/// file, and locked for this transfer alone (the lock goes with the
+/// `File`). With `create_new` the file must not exist yet.
+pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
+    let io_err = |source| PartError::Io {
+        path: part.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = part.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if create_new {
+        options.create_new(true);
+    } else {
+        options.create(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No link followed; no wait on a FIFO planted under the name.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(part) {
+        Ok(f) => f,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(PartError::NotRegular(part.to_path_buf()))
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    // The type of what was opened, not of what the name was a moment ago.
+    if !file.metadata().map_err(io_err)?.is_file() {
+        return Err(PartError::NotRegular(part.to_path_buf()));
+    }
+    match try_lock(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(PartError::Busy(part.to_path_buf())),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting: false when
+/// another open file holds one.
+#[cfg(unix)]
+fn try_lock(file: &File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock only reads its integer arguments; the descriptor
+        // is open for as long as `file` is borrowed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Elsewhere no lock is taken: two clients sharing a folder may meet.
+#[cfg(not(unix))]
+fn try_lock(_file: &File) -> io::Result<bool> {
+    Ok(true)
+}
+
+/// What a partial file left by an earlier download holds, to resume from
+/// (read from its start). `None` when it is empty.
+pub fn resume_state(file: &mut File) -> io::Result<Option<ResumeState>> {
+    file.seek(SeekFrom::Start(0))?;
     let mut held = ResumeState::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -49,40 +150,35 @@ pub fn resume_state(part: &Path) -> io::Result<Option<ResumeState>> {
     Ok((!held.is_empty()).then_some(held))
 }
 
-/// Opens the temporary file for a transfer starting at `offset`: the first
-/// `offset` bytes already there are kept and writing continues after them;
-/// at offset 0 the file starts empty. Creates missing folders.
-pub fn open_part(part: &Path, offset: u64) -> io::Result<File> {
-    if let Some(dir) = part.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
+/// Readies an open `.part` file for a transfer starting at `offset`: the
+/// first `offset` bytes already there are kept and writing continues after
+/// them; at offset 0 the file starts empty.
+pub fn start_at(file: &mut File, offset: u64) -> io::Result<()> {
+    let held = file.metadata()?.len();
+    if held < offset {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("partial file holds {held} bytes, the server resumes at {offset}"),
+        ));
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(offset == 0)
-        .open(part)?;
-    if offset > 0 {
-        let held = file.metadata()?.len();
-        if held < offset {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("partial file holds {held} bytes, the server resumes at {offset}"),
-            ));
-        }
-        file.set_len(offset)?;
-        file.seek(SeekFrom::Start(offset))?;
-    }
-    Ok(file)
+    file.set_len(offset)?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(())
 }
+
+/// How far ahead of the data written [`reserve`] is asked to allocate: a
+/// transfer never holds more disk than it received plus this, so a
+/// file announced huge and never sent (or a transfer that crashed) costs
+/// the receiver no more.
+pub const RESERVE_AHEAD: u64 = 8 * 1024 * 1024;
 
 /// Asks the file system to allocate the `len` bytes after `from` of a file
 /// being received, without changing its length (so a `.part` file still
-/// says how much arrived). The space is then reserved up front, the file
-/// is less fragmented, and writing into allocated blocks costs the writer
-/// less than allocating them one by one (about 7 % less CPU time for a
-/// 1 GiB file on ext4, measured). Best effort: where the file system
-/// cannot, or the disk is too full, writing finds out as before. True if
-/// the space was reserved.
+/// says how much arrived). Called as data arrives, [`RESERVE_AHEAD`] at a
+/// time: the file is less fragmented, and writing into allocated blocks
+/// costs the writer less than allocating them one by one. Best effort:
+/// where the file system cannot, or the disk is too full, writing finds
+/// out as before. True if the space was reserved.
 pub fn reserve(file: &File, from: u64, len: u64) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -105,14 +201,50 @@ pub fn reserve(file: &File, from: u64, len: u64) -> bool {
     }
 }
 
-/// Closes the temporary file and moves it to its final name (replacing a
-/// file of that name). No fsync, as curl, wget and rsync by default: the
-/// name appears only once every check passed, but a power cut soon after
-/// may lose data the kernel had not written yet. Waiting for the disk here
-/// cost about half a second per GiB before "downloaded" could be shown.
-pub fn finish(file: File, part: &Path, final_path: &Path) -> io::Result<()> {
-    drop(file);
-    fs::rename(part, final_path)
+/// Gives the finished `.part` file its final name: `wanted`, or the first
+/// free `stem (1).ext`… beside it for which `taken` is false, never
+/// replacing a file (a hard link fails rather than replace; where the file
+/// system has none, a rename after a check). Returns the name used. The
+/// file stays open (and locked) until it has its name. No fsync, as curl,
+/// wget and rsync by default: the name appears only once every check
+/// passed, but a power cut soon after may lose data the kernel had not
+/// written yet. Waiting for the disk here cost about half a second per GiB
+/// before "downloaded" could be shown.
+pub fn finish(
+    file: File,
+    part: &Path,
+    wanted: &Path,
+    name: &FileName,
+    mut taken: impl FnMut(&Path) -> bool,
+) -> io::Result<PathBuf> {
+    let dir = wanted.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut tried: HashSet<PathBuf> = HashSet::new();
+    loop {
+        let Some(to) = free_name(&dir, name, |p| {
+            tried.contains(p) || p.symlink_metadata().is_ok() || taken(p)
+        }) else {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "no free file name in the folder",
+            ));
+        };
+        match fs::hard_link(part, &to) {
+            Ok(()) => {
+                fs::remove_file(part)?;
+                drop(file);
+                return Ok(to);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                tried.insert(to);
+            }
+            Err(_) => {
+                // No hard links here (FAT, some network file systems).
+                drop(file);
+                fs::rename(part, &to)?;
+                return Ok(to);
+            }
+        }
+    }
 }
 
 /// `name`, or `stem (1).ext`, `stem (2).ext`… : the first candidate in `dir`
@@ -187,43 +319,95 @@ mod tests {
     fn resume_state_is_the_length_and_crc_of_the_partial_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("big.bin.part");
-        assert!(resume_state(&part).expect("read").is_none(), "no file");
-        fs::write(&part, b"").expect("write");
-        assert!(resume_state(&part).expect("read").is_none(), "empty file");
+        let mut f = open_part(&part, false).expect("open");
+        assert!(resume_state(&mut f).expect("read").is_none(), "empty file");
+        drop(f);
 
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         fs::write(&part, &data).expect("write");
-        let held = resume_state(&part).expect("read").expect("some");
+        let mut f = open_part(&part, false).expect("open");
+        let held = resume_state(&mut f).expect("read").expect("some");
         assert_eq!(held.len(), data.len() as u64);
         assert_eq!(held.crc(), ResumeState::from_bytes(&data).crc());
     }
 
     #[test]
-    fn open_part_keeps_the_resumed_prefix_and_truncates_the_rest() {
+    fn start_at_keeps_the_resumed_prefix_and_truncates_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("sub/dir/f.txt.part");
         {
-            let mut f = open_part(&part, 0).expect("create with folders");
+            let mut f = open_part(&part, false).expect("create with folders");
+            start_at(&mut f, 0).expect("start");
             f.write_all(b"hello world").expect("write");
         }
         {
-            let mut f = open_part(&part, 5).expect("resume");
+            let mut f = open_part(&part, false).expect("open");
+            start_at(&mut f, 5).expect("resume");
             f.write_all(b", there").expect("write");
         }
         assert_eq!(fs::read(&part).expect("read"), b"hello, there");
         {
-            let mut f = open_part(&part, 0).expect("restart");
+            let mut f = open_part(&part, false).expect("open");
+            start_at(&mut f, 0).expect("restart");
             f.write_all(b"new").expect("write");
         }
         assert_eq!(fs::read(&part).expect("read"), b"new");
-        assert!(open_part(&part, 99).is_err(), "cannot resume past the end");
+        let mut f = open_part(&part, false).expect("open");
+        assert!(start_at(&mut f, 99).is_err(), "cannot resume past the end");
+        drop(f);
+        let taken = open_part(&part, true).expect_err("create_new on an existing file");
+        assert!(taken.already_exists(), "{taken}");
+    }
+
+    #[test]
+    fn a_part_file_is_held_by_one_transfer_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("f.txt.part");
+        let first = open_part(&part, false).expect("open");
+        let second = open_part(&part, false).expect_err("held by the first");
+        assert!(matches!(second, PartError::Busy(_)), "{second}");
+        assert!(second.to_string().contains("another transfer"), "{second}");
+        drop(first);
+        open_part(&part, false).expect("free again once the first is closed");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_or_a_fifo_under_the_part_name_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("precious.txt");
+        fs::write(&target, b"precious data").expect("write");
+        let part = dir.path().join("f.txt.part");
+        std::os::unix::fs::symlink(&target, &part).expect("symlink");
+        let err = open_part(&part, false).expect_err("a link");
+        assert!(matches!(err, PartError::NotRegular(_)), "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = open_part(&part, true).expect_err("a link");
+        assert!(
+            matches!(err, PartError::NotRegular(_)) || err.already_exists(),
+            "{err}"
+        );
+        assert_eq!(fs::read(&target).expect("read"), b"precious data");
+        // A dangling link is refused too, and creates nothing.
+        let gone = dir.path().join("gone.txt");
+        let part2 = dir.path().join("g.txt.part");
+        std::os::unix::fs::symlink(&gone, &part2).expect("symlink");
+        assert!(open_part(&part2, false).is_err());
+        assert!(!gone.exists());
+        // A FIFO: refused at once, not waited on.
+        let fifo = dir.path().join("p.txt.part");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = open_part(&fifo, false).expect_err("a FIFO");
+        assert!(matches!(err, PartError::NotRegular(_)), "{err}");
     }
 
     #[test]
     fn reserving_space_keeps_the_length_of_the_part_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("big.bin.part");
-        let mut f = open_part(&part, 0).expect("open");
+        let mut f = open_part(&part, false).expect("open");
         f.write_all(b"head").expect("write");
         let reserved = reserve(&f, 4, 4 << 20);
         let meta = f.metadata().expect("metadata");
@@ -234,21 +418,28 @@ mod tests {
             assert!(meta.blocks() * 512 >= 4 << 20, "{} blocks", meta.blocks());
         }
         // Resuming from the part file sees only what was written.
-        drop(f);
-        let held = resume_state(&part).expect("read").expect("some");
+        let held = resume_state(&mut f).expect("read").expect("some");
         assert_eq!(held.len(), 4);
     }
 
     #[test]
-    fn finish_moves_the_part_file_over_the_final_name() {
+    fn finish_never_replaces_a_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fin = dir.path().join("f.txt");
         fs::write(&fin, b"old").expect("write");
         let part = part_path(&fin);
-        let mut f = open_part(&part, 0).expect("open");
+        let mut f = open_part(&part, false).expect("open");
         f.write_all(b"new").expect("write");
-        finish(f, &part, &fin).expect("finish");
-        assert_eq!(fs::read(&fin).expect("read"), b"new");
+        let to = finish(f, &part, &fin, &name("f.txt"), |_| false).expect("finish");
+        assert_eq!(to, dir.path().join("f (1).txt"));
+        assert_eq!(fs::read(&fin).expect("read"), b"old", "untouched");
+        assert_eq!(fs::read(&to).expect("read"), b"new");
         assert!(!part.exists());
+        // A free name is used as is.
+        let other = dir.path().join("g.txt");
+        let part = part_path(&other);
+        let f = open_part(&part, false).expect("open");
+        let to = finish(f, &part, &other, &name("g.txt"), |_| false).expect("finish");
+        assert_eq!(to, other);
     }
 }

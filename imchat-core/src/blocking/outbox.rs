@@ -505,6 +505,22 @@ impl Outbox {
         })
     }
 
+    /// Waits until a control frame of `len` bytes fits in the control lane.
+    /// Returns false on timeout or when the queue is closed. A producer
+    /// that must not lose what it sends (a user's own messages) waits here
+    /// before [`push`](Outbox::push)ing, and so slows to the peer's pace
+    /// rather than meet [`PushError::Full`].
+    pub fn wait_control_room(&self, len: usize, timeout: Duration) -> bool {
+        let len = len.min(self.max_control);
+        self.wait_on_room(timeout, |s| {
+            if s.is_closed() {
+                Some(false)
+            } else {
+                (s.control_bytes + len <= self.max_control).then_some(true)
+            }
+        })
+    }
+
     /// Bytes queued (both lanes).
     pub fn queued(&self) -> usize {
         let s = self.lock();

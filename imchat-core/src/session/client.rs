@@ -358,6 +358,7 @@ impl ClientSession {
         self.offers
             .remove(&id)
             .ok_or(UsageError::UnknownOffer { id })?;
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id,
             code: CancelCode::DECLINED,
@@ -367,6 +368,7 @@ impl ClientSession {
     }
 
     fn start_push(&mut self, id: TransferId, offer: Offered) {
+        self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Accept { id });
         self.incoming.insert(id, Incoming::new(id, offer.size));
         self.names.insert(id, offer.name.clone());
@@ -416,6 +418,12 @@ impl ClientSession {
                 });
             }
         }
+    }
+
+    /// When the server was last heard from (the `now` of the latest
+    /// [`handle_message`](Self::handle_message)).
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard
     }
 
     /// The username asked for.
