@@ -11,6 +11,7 @@ mod common;
 
 use std::fs;
 use std::net::TcpListener;
+use std::time::{Duration, Instant};
 
 use common::{
     list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, PtyClient, Raw,
@@ -767,4 +768,337 @@ fn big_pushes_wait_for_accept_small_ones_arrive_and_declines_reach_the_pusher() 
         .join("received")
         .join("big.bin")
         .exists());
+}
+
+// ---------------------------------------------------------------------------
+// Scripts, shared download folders and hostile file systems
+
+/// `count` lines `L0000 kkk…` of `len` bytes each, as a script.
+fn numbered_lines(count: usize, len: usize) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 0..count {
+        s.push_str(&format!("L{i:04} {}\n", "k".repeat(len - 6)));
+    }
+    s.into_bytes()
+}
+
+/// Waits until `watcher` has shown all `count` lines of `from`'s script
+/// (within `timeout`), and checks they came whole, in order, before any
+/// notice that `from` left.
+fn expect_script_lines(watcher: &Client, from: &str, count: usize, len: usize, timeout: Duration) {
+    let last = format!("<{from}> L{:04} ", count - 1);
+    // Polls the end of the output: scanning all of a long output at every
+    // wake-up would slow the reading of the watcher's output until the
+    // server drops the watcher for not reading.
+    let deadline = Instant::now() + timeout;
+    let mut found = false;
+    while !found && Instant::now() < deadline && !watcher.out.is_eof() {
+        std::thread::sleep(Duration::from_millis(100));
+        let tail = watcher.out.tail(2 * len + 64);
+        found = tail.lines().any(|l| l.starts_with(&last)) && tail.ends_with('\n');
+    }
+    if !found {
+        let got = watcher
+            .out
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with(&format!("<{from}> L")))
+            .count();
+        let tail: Vec<String> = watcher
+            .out
+            .lines()
+            .into_iter()
+            .rev()
+            .take(3)
+            .map(|l| l.chars().take(80).collect())
+            .collect();
+        panic!("the watcher got {got} of {count} lines within {timeout:?}; last lines: {tail:?}");
+    }
+    let prefix = format!("<{from}> ");
+    let lines = watcher.out.lines();
+    let got: Vec<&String> = lines.iter().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(got.len(), count, "every line once");
+    for (i, l) in got.iter().enumerate() {
+        let text = &l[prefix.len()..];
+        assert!(text.starts_with(&format!("L{i:04} ")), "line {i} in order");
+        assert_eq!(text.len(), len, "line {i} whole");
+    }
+    let left = format!("*** {from} has left");
+    let gone = lines.iter().position(|l| l.starts_with(&left));
+    let last_at = lines.iter().position(|l| l.starts_with(&last));
+    assert!(
+        gone.is_none() || gone > last_at,
+        "left before its last line"
+    );
+}
+
+#[test]
+fn a_long_script_arrives_whole_and_in_order() {
+    // 2,000 lines of 1 KiB: cut off after ~600 when a client sent as fast as
+    // it read. At 500 messages a second (the client paces itself to 450
+    // after the burst of 100) this takes ~4 s instead of ~42 s at 50.
+    let w = World::with_args(
+        "script2000",
+        &["--rate-per-sec", "500", "--rate-bytes-per-sec", "4000000"],
+    );
+    let watcher = w.client("watcher");
+    let port = w.server.port().to_string();
+    let start = Instant::now();
+    let mut piper = w.script(&["piper", "127.0.0.1", &port], numbered_lines(2000, 1024));
+    expect_script_lines(&watcher, "piper", 2000, 1024, Duration::from_secs(60));
+    let status = piper.expect_exit_within(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", piper.report());
+    // Paced: 1,900 lines after the burst take at least 1900/500 s.
+    assert!(start.elapsed() >= Duration::from_millis(3800), "not paced");
+    piper.assert_no_line("nothing dropped", |l| l.contains("dropped"));
+}
+
+#[test]
+fn a_script_at_the_default_rate_is_slowed_not_cut_off() {
+    // 700 lines at the default 50 a second: 12 s above the rate for a
+    // client that does not pace itself, which is cut off after 10 s.
+    let w = World::new("script-default");
+    let watcher = w.client("watcher");
+    let port = w.server.port().to_string();
+    let mut piper = w.script(&["piper", "127.0.0.1", &port], numbered_lines(700, 100));
+    expect_script_lines(&watcher, "piper", 700, 100, Duration::from_secs(60));
+    let status = piper.expect_exit_within(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", piper.report());
+}
+
+#[test]
+fn a_script_of_long_lines_is_paced_by_bytes_and_loses_none() {
+    // 1,000 lines of 60 kB (60 MB): above the byte rate, and more than the
+    // outbound queue holds; once "the server is not reading; a message was
+    // dropped". 8 MB a second here (60 s at the default 1 MiB).
+    let w = World::with_args(
+        "script-long",
+        &["--rate-per-sec", "500", "--rate-bytes-per-sec", "8000000"],
+    );
+    let watcher = w.client("watcher");
+    let port = w.server.port().to_string();
+    let mut piper = w.script(&["piper", "127.0.0.1", &port], numbered_lines(1000, 60_000));
+    expect_script_lines(&watcher, "piper", 1000, 60_000, Duration::from_secs(90));
+    let status = piper.expect_exit_within(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", piper.report());
+    piper.assert_no_line("nothing dropped", |l| l.contains("dropped"));
+}
+
+#[test]
+fn a_script_gets_the_answers_it_asked_for_before_it_quits() {
+    let w = World::new("script-who");
+    let _bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/who\n/files\n/quit\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    let lines = bot.out.lines();
+    assert!(
+        lines.iter().any(|l| l == "*** online (2): bob, bot"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "*** shared files:"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("    welcome.txt  (")),
+        "the whole list: {lines:?}"
+    );
+}
+
+#[test]
+fn a_download_started_by_a_script_completes_before_it_exits() {
+    let w = World::new("script-download");
+    let data = pseudo_random_bytes(24 << 20, 11);
+    fs::write(w.shared().join("big.bin"), &data).expect("write");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/download big.bin\n".to_vec(),
+    );
+    let status = bot.expect_exit_within(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{}", bot.report());
+    let got = fs::read(w.dir.join("bot").join("big.bin")).expect("downloaded");
+    assert!(got == data, "same bytes");
+}
+
+#[test]
+fn a_script_exits_non_zero_when_the_server_dies_or_a_transfer_fails() {
+    let mut w = World::new("script-killed");
+    let watcher = w.client("watcher");
+    let port = w.server.port().to_string();
+    // 700 lines take ~13 s at the default rate: the server dies meanwhile.
+    let mut piper = w.script(&["piper", "127.0.0.1", &port], numbered_lines(700, 100));
+    watcher.expect_prefix("<piper> L0150 ");
+    w.server.kill();
+    let status = piper.expect_exit_within(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{}", piper.report());
+    assert!(
+        piper
+            .err
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("imchat-client: connection to the server lost")),
+        "{}",
+        piper.report()
+    );
+
+    // A download the server refuses: the script says so with its exit code.
+    let w = World::new("script-failed");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/download nothing.txt\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
+    assert!(
+        bot.err
+            .lines()
+            .contains(&"imchat-client: 1 transfer(s) failed".to_string()),
+        "{}",
+        bot.report()
+    );
+}
+
+#[test]
+fn a_download_never_replaces_a_file_in_the_download_folder() {
+    let w = World::new("no-clobber");
+    let dl = w.dir.join("alice");
+    fs::create_dir_all(&dl).expect("mkdir");
+    fs::write(dl.join("welcome.txt"), b"my own notes").expect("write");
+    let mut alice = w.client("alice");
+    alice.send("/download welcome.txt");
+    alice.expect_prefix("*** downloaded welcome.txt (");
+    alice.expect_line("*** saved as 'welcome (1).txt': alice/welcome.txt already exists");
+    assert_eq!(
+        fs::read(dl.join("welcome.txt")).expect("read"),
+        b"my own notes"
+    );
+    let want = fs::read(w.shared().join("welcome.txt")).expect("read");
+    assert_eq!(fs::read(dl.join("welcome (1).txt")).expect("read"), want);
+    alice.send("/quit");
+    alice.expect_exit_code(0);
+}
+
+#[test]
+fn two_clients_sharing_a_download_folder_never_share_a_part_file() {
+    let w = World::new("shared-part");
+    let data = pseudo_random_bytes(128 << 20, 5);
+    fs::write(w.shared().join("big.bin"), &data).expect("write");
+    let dl = w.dir.join("common");
+    let dl_arg = dl.display().to_string();
+    let port = w.server.port().to_string();
+    let args = |name: &'static str| {
+        [name, "127.0.0.1", &port, "--download-dir", &dl_arg].map(String::from)
+    };
+    let a_args = args("ann");
+    let mut ann = w.spawn_client(&a_args.each_ref().map(String::as_str));
+    ann.expect_prefix("*** connected");
+    ann.send("/download big.bin");
+    ann.expect_prefix("*** downloading big.bin (");
+    // Hold ann still with her download half done: her .part is live.
+    let pid = ann.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success());
+    };
+    signal("-STOP");
+    let part = dl.join("big.bin.part");
+    assert!(
+        part.exists() && !dl.join("big.bin").exists(),
+        "ann finished before she could be stopped; the test needs a bigger file"
+    );
+    let b_args = args("ben");
+    let mut ben = w.spawn_client(&b_args.each_ref().map(String::as_str));
+    ben.expect_prefix("*** connected");
+    ben.send("/download big.bin");
+    let busy = ben.expect_prefix("error: cannot download big.bin: ");
+    assert!(busy.contains("being written by another transfer"), "{busy}");
+    signal("-CONT");
+    ann.expect_prefix("*** downloaded big.bin (");
+    assert!(
+        fs::read(dl.join("big.bin")).expect("read") == data,
+        "ann's copy is whole"
+    );
+    ann.assert_no_line("no failure", |l| l.starts_with("*** transfer of"));
+    // The part is free again: ben downloads beside ann's file.
+    ben.send("/download big.bin");
+    ben.expect_prefix("*** downloaded big.bin (");
+    ben.expect_prefix("*** saved as 'big (1).bin'");
+    assert!(fs::read(dl.join("big (1).bin")).expect("read") == data);
+    ben.assert_no_line("no false failure", |l| l.starts_with("*** transfer of"));
+    ben.send("/quit");
+    // His first /download did not happen: the exit code says so.
+    ben.expect_exit_code(1);
+    ann.send("/quit");
+    ann.expect_exit_code(0);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_part_file_planted_as_a_link_is_refused_and_its_target_untouched() {
+    let w = World::new("part-link");
+    let dl = w.dir.join("alice");
+    fs::create_dir_all(&dl).expect("mkdir");
+    let shared = fs::read(w.shared().join("welcome.txt")).expect("read");
+    // The target holds a prefix of the file: once "resumed from".
+    let target = w.dir.join("precious.txt");
+    fs::write(&target, &shared[..10]).expect("write");
+    std::os::unix::fs::symlink(&target, dl.join("welcome.txt.part")).expect("symlink");
+    let mut alice = w.client("alice");
+    alice.send("/download welcome.txt");
+    let err = alice.expect_prefix("error: cannot download welcome.txt: ");
+    assert!(err.contains("not a regular file"), "{err}");
+    alice.send("/who");
+    alice.expect_prefix("*** online");
+    assert_eq!(fs::read(&target).expect("read"), &shared[..10], "untouched");
+    assert!(!dl.join("welcome.txt").exists());
+    alice.send("/quit");
+    alice.expect_exit_code(1);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_push_reserves_no_disk_before_its_data_and_a_crash_leaves_no_full_size_part() {
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new("push-reserve");
+    let port = w.server.port().to_string();
+    // Bob takes files up to 1 GiB without being asked.
+    let mut bob = w.spawn_client(&["bob", "127.0.0.1", &port, "--auto-accept-bytes", "1G"]);
+    bob.expect_prefix("*** connected");
+    let mut pusher = Raw::join(w.server.addr, "pusher");
+    bob.expect_line("*** pusher has joined");
+    let size: u64 = 64 << 20;
+    let id = imchat_core::TransferId(7);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: imchat_core::FileName::new("big.bin").expect("name"),
+        size,
+        to: Recipient::Everyone,
+    });
+    bob.expect_line(&format!("*** pusher is sending you big.bin ({size} bytes)"));
+    let part = w.dir.join("bob").join("received").join("big.bin.part");
+    let used = |p: &std::path::Path| fs::metadata(p).expect("part").blocks() * 512;
+    assert!(
+        used(&part) < 1 << 20,
+        "{} bytes allocated for nothing",
+        used(&part)
+    );
+    // Some data: what is allocated follows it, a bounded step ahead.
+    let (accepted, seen) =
+        pusher.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::PushAccepted { .. }));
+    assert!(accepted.is_some(), "bob accepted: {seen:?}");
+    let mut out = imchat_core::Outgoing::new(id, size);
+    let chunk = out.next_chunk(vec![7u8; 256 * 1024]).expect("chunk");
+    pusher.send(&ClientMessage::Chunk(chunk));
+    let deadline = Instant::now() + TIMEOUT;
+    while fs::metadata(&part).expect("part").len() < 256 * 1024 {
+        assert!(Instant::now() < deadline, "the chunk was not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.kill();
+    assert!(used(&part) <= 16 << 20, "{} bytes allocated", used(&part));
 }

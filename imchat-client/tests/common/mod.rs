@@ -237,6 +237,14 @@ impl Output {
         complete_lines(&buf.bytes, buf.eof)
     }
 
+    /// The last `n` bytes so far, as text: a cheap look at a long output
+    /// (the waits above scan it all at every wake-up).
+    pub fn tail(&self, n: usize) -> String {
+        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        let from = buf.bytes.len().saturating_sub(n);
+        String::from_utf8_lossy(&buf.bytes[from..]).into_owned()
+    }
+
     /// True once the stream has ended.
     pub fn is_eof(&self) -> bool {
         self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).eof
@@ -351,8 +359,14 @@ impl Server {
     /// `<dir>/server.log`, with `dir` as its working folder; waits for its
     /// `listening on` line.
     pub fn start(dir: &Path, shared: &Path) -> Server {
+        Server::start_with(dir, shared, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments (limits, say).
+    pub fn start_with(dir: &Path, shared: &Path, extra: &[&str]) -> Server {
         let log_file = dir.join("server.log");
         let mut child = Command::new(server_bin())
+            .args(extra)
             .arg("0")
             .arg("--bind")
             .arg("127.0.0.1")
@@ -474,10 +488,27 @@ pub struct World {
 impl World {
     /// A temp folder, a copy of `SharedFiles/` in it, and a server on it.
     pub fn new(tag: &str) -> World {
+        World::with_args(tag, &[])
+    }
+
+    /// [`new`](Self::new), the server started with more arguments.
+    pub fn with_args(tag: &str, extra: &[&str]) -> World {
         let dir = TempDir::new(tag);
         copy_dir_files(&sample_shared_dir(), &dir.join("shared"));
-        let server = Server::start(dir.path(), &dir.join("shared"));
+        let server = Server::start_with(dir.path(), &dir.join("shared"), extra);
         World { server, dir }
+    }
+
+    /// Starts a client whose input is `script`, written by a thread of
+    /// its own (the client may read it slowly) and then closed.
+    pub fn script(&self, args: &[&str], script: Vec<u8>) -> Client {
+        let mut c = self.spawn_client(args);
+        let mut stdin = c.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            // The client may have exited (a test of that): ignore errors.
+            let _ = stdin.write_all(&script);
+        });
+        c
     }
 
     /// The server's shared folder.
@@ -612,9 +643,20 @@ impl Client {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for it to exit; panics with its output if it does not.
     pub fn expect_exit(&mut self) -> ExitStatus {
-        match wait_exit(&mut self.child, TIMEOUT) {
+        self.expect_exit_within(TIMEOUT)
+    }
+
+    /// [`expect_exit`](Self::expect_exit) with a longer wait, for scripts
+    /// that take time.
+    pub fn expect_exit_within(&mut self, timeout: Duration) -> ExitStatus {
+        match wait_exit(&mut self.child, timeout) {
             Some(s) => {
                 // Let the reader threads take in the last bytes.
                 self.out.wait_eof(TIMEOUT);
