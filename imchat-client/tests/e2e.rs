@@ -835,11 +835,13 @@ fn expect_script_lines(watcher: &Client, from: &str, count: usize, len: usize, t
 #[test]
 fn a_long_script_arrives_whole_and_in_order() {
     // 2,000 lines of 1 KiB: cut off after ~600 when a client sent as fast as
-    // it read. At 500 messages a second (the client paces itself to 450
-    // after the burst of 100) this takes ~4 s instead of ~42 s at 50.
+    // it read. At 150 messages a second (the client paces itself to 135
+    // after the burst of 100) this takes ~14 s instead of ~42 s at the
+    // default 50, and a client that did not pace itself would still be
+    // over the rate for longer than the 10 s that get it cut off.
     let w = World::with_args(
         "script2000",
-        &["--rate-per-sec", "500", "--rate-bytes-per-sec", "4000000"],
+        &["--rate-per-sec", "150", "--rate-bytes-per-sec", "4000000"],
     );
     let watcher = w.client("watcher");
     let port = w.server.port().to_string();
@@ -848,8 +850,11 @@ fn a_long_script_arrives_whole_and_in_order() {
     expect_script_lines(&watcher, "piper", 2000, 1024, Duration::from_secs(60));
     let status = piper.expect_exit_within(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", piper.report());
-    // Paced: 1,900 lines after the burst take at least 1900/500 s.
-    assert!(start.elapsed() >= Duration::from_millis(3800), "not paced");
+    // Paced: 1,900 lines after the burst take at least 1900/150 s.
+    assert!(
+        start.elapsed() >= Duration::from_millis(12_600),
+        "not paced"
+    );
     piper.assert_no_line("nothing dropped", |l| l.contains("dropped"));
 }
 
