@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileName, LeaveReason, Limits,
-    Origin, Recipient, ServerMessage, TransferError, TransferId, UsageError, Username,
+    Origin, Recipient, RoutedChat, ServerMessage, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{Command, Mode, HELP};
@@ -988,19 +988,19 @@ impl Shared {
     fn event(&self, ev: ClientEvent) {
         let ui = &self.ui;
         match ev {
-            ClientEvent::Chat {
+            ClientEvent::Chat(RoutedChat {
                 from,
                 private,
                 kind: ChatKind::Action,
                 text,
                 ..
-            } => ui.action(&inert(from.as_str()), private, &inert(&text)),
-            ClientEvent::Chat {
+            }) => ui.action(&inert(from.as_str()), private, &inert(&text)),
+            ClientEvent::Chat(RoutedChat {
                 from,
                 private,
                 text,
                 ..
-            } => ui.chat(&inert(from.as_str()), private, &inert(&text)),
+            }) => ui.chat(&inert(from.as_str()), private, &inert(&text)),
             ClientEvent::Joined { user } => {
                 ui.notice(&format!("{} has joined", inert(user.as_str())));
             }

@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    encode_chunk, Decoder, Encode, ServerMessage, TransferId, Username, DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_FRAME,
+    encode_chunk, Decoder, Encode, RoutedChat, ServerMessage, TransferId, Username,
+    DEFAULT_CHUNK_SIZE, DEFAULT_MAX_FRAME,
 };
 
 const RUNS: usize = 7;
@@ -54,14 +54,14 @@ fn report(label: &str, times: &[Duration], unit: &str, per: impl Fn(Duration) ->
 }
 
 fn chat_message() -> ServerMessage {
-    ServerMessage::Chat {
+    ServerMessage::Chat(RoutedChat {
         id: imchat_core::MessageId(1),
         time: imchat_core::Timestamp(1_700_000_000_000),
         from: Username::new("alice").unwrap(),
         private: false,
         kind: imchat_core::ChatKind::Text,
         text: "x".repeat(64),
-    }
+    })
 }
 
 fn bench_chat() {

@@ -4,6 +4,7 @@
 //! A frame is a 4-byte big-endian length `L` followed by `L` bytes: one type
 //! byte and the message's fields. `docs/PROTOCOL.md` has every layout.
 
+use crate::message::RoutedChat;
 use std::marker::PhantomData;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -330,14 +331,14 @@ impl Encode for ServerMessage {
                 put_u16(out, *version);
                 put_str32(out, reason);
             }),
-            ServerMessage::Chat {
+            ServerMessage::Chat(RoutedChat {
                 id,
                 time,
                 from,
                 private,
                 kind,
                 text,
-            } => frame(out, types::CHAT_FROM, |out| {
+            }) => frame(out, types::CHAT_FROM, |out| {
                 put_u64(out, id.0);
                 put_u64(out, time.0);
                 put_str8(out, from.as_str());
@@ -634,14 +635,14 @@ impl Decode for ServerMessage {
                 version: f.u16()?,
                 reason: f.str32("reason")?,
             },
-            types::CHAT_FROM => ServerMessage::Chat {
+            types::CHAT_FROM => ServerMessage::Chat(RoutedChat {
                 id: MessageId(f.u64()?),
                 time: Timestamp(f.u64()?),
                 from: f.username("from")?,
                 private: f.bool("private")?,
                 kind: f.kind()?,
                 text: f.str32("text")?,
-            },
+            }),
             types::JOINED => ServerMessage::Joined {
                 user: f.username("user")?,
             },

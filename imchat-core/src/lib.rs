@@ -90,7 +90,7 @@
 //! pump(&mut hub, &mut [&mut alice, &mut bob], &ids, now);
 //! let mut got = None;
 //! while let Some(e) = bob.poll_event() {
-//!     if let ClientEvent::Chat { from, private, text, .. } = e {
+//!     if let ClientEvent::Chat(RoutedChat { from, private, text, .. }) = e {
 //!         got = Some((from.to_string(), private, text));
 //!     }
 //! }

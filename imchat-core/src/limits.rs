@@ -383,14 +383,14 @@ mod tests {
     fn the_overheads_match_the_encoder() {
         use crate::{Encode, FileChunk, Recipient, ServerMessage, TransferId, Username};
         let name = Username::new("\u{10348}".repeat(32)).unwrap();
-        let chat = ServerMessage::Chat {
+        let chat = ServerMessage::Chat(crate::RoutedChat {
             id: crate::MessageId(u64::MAX),
             time: crate::Timestamp(u64::MAX),
             from: name.clone(),
             private: true,
             kind: crate::ChatKind::Action,
             text: String::new(),
-        };
+        });
         assert_eq!(
             chat.to_frame().len() - crate::HEADER_LEN,
             CHAT_FRAME_OVERHEAD

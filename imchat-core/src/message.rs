@@ -264,6 +264,25 @@ pub struct ServerLimits {
     pub max_push_size: u64,
 }
 
+/// A chat message as the server routed it: what every receiver gets, and
+/// what a [`ClientSession`](crate::ClientSession) hands on as
+/// [`ClientEvent::Chat`](crate::ClientEvent::Chat).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoutedChat {
+    /// The server's id of the message.
+    pub id: MessageId,
+    /// When the server routed it.
+    pub time: Timestamp,
+    /// The sender, as registered.
+    pub from: Username,
+    /// True when it was sent to this receiver alone.
+    pub private: bool,
+    /// Text or action (`/me`).
+    pub kind: ChatKind,
+    /// The text.
+    pub text: String,
+}
+
 /// Who a chat message or a pushed file is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recipient {
@@ -451,20 +470,7 @@ pub enum ServerMessage {
         version: u16,
     },
     /// A chat message from another user.
-    Chat {
-        /// The server's id of the message.
-        id: MessageId,
-        /// When the server routed it.
-        time: Timestamp,
-        /// The sender, as registered.
-        from: Username,
-        /// True when it was sent to this client alone.
-        private: bool,
-        /// Text or action.
-        kind: ChatKind,
-        /// The text.
-        text: String,
-    },
+    Chat(RoutedChat),
     /// Someone joined.
     Joined {
         /// Who.

@@ -7,8 +7,8 @@ use std::fmt::Debug;
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Encode, ErrorCode,
     FileCancel, FileChunk, FileEnd, FileEntry, FileName, LeaveReason, MessageId, Origin, Recipient,
-    RefuseCode, ServerLimits, ServerMessage, Timestamp, TransferId, Username, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    RefuseCode, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -189,14 +189,14 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             text()
         )
             .prop_map(|(id, time, from, private, kind, text)| {
-                ServerMessage::Chat {
+                ServerMessage::Chat(RoutedChat {
                     id: MessageId(id),
                     time: Timestamp(time),
                     from,
                     private,
                     kind,
                     text,
-                }
+                })
             }),
         username().prop_map(|user| ServerMessage::Joined { user }),
         (username(), any::<u8>(), text()).prop_map(|(user, reason, text)| {

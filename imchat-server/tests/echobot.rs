@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Client, ConnectOptions};
-use imchat_core::{ClientEvent, Recipient, Username};
+use imchat_core::{ClientEvent, Recipient, RoutedChat, Username};
 
 #[allow(dead_code)] // its `main` is for `cargo run --example`
 #[path = "../../imchat-core/examples/echobot.rs"]
@@ -80,12 +80,12 @@ fn wait_for<T>(c: &mut Client, mut pick: impl FnMut(ClientEvent) -> Option<T>) -
 /// The next chat message from `bot`: (private, text).
 fn reply_from(c: &mut Client, bot: &Username) -> (bool, String) {
     wait_for(c, |e| match e {
-        ClientEvent::Chat {
+        ClientEvent::Chat(RoutedChat {
             from,
             private,
             text,
             ..
-        } if from == *bot => Some((private, text)),
+        }) if from == *bot => Some((private, text)),
         _ => None,
     })
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason,
-    Recipient, RefuseCode, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
+    Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
 
@@ -210,7 +210,9 @@ impl Server {
             to: Recipient::Everyone,
             text: "still alive".into(),
         });
-        a.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "still alive"));
+        a.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
+        );
         a.send(&ClientMessage::Quit {
             reason: String::new(),
         });
@@ -487,7 +489,7 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
             }
             for m in std::mem::take(&mut watcher.pending) {
                 match m {
-                    ServerMessage::Chat { .. } => {
+                    ServerMessage::Chat(RoutedChat { .. }) => {
                         got2.fetch_add(1, Ordering::SeqCst);
                     }
                     ServerMessage::Left { user, reason, .. } if user.as_str() == "stuck" => {
@@ -770,7 +772,8 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
         to: Recipient::Everyone,
         text: "after".into(),
     });
-    receiver.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "after"));
+    receiver
+        .wait_for(|m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "after"));
     srv.assert_serving();
 }
 
@@ -892,7 +895,9 @@ fn a_flood_is_slowed_then_cut_off() {
     // 20 messages/s after a burst of 5: the first 20 take 0.75 s.
     for i in 0..20 {
         let want = format!("m{i}");
-        watcher.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if *text == want));
+        watcher.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if *text == want),
+        );
     }
     assert!(start.elapsed() >= Duration::from_millis(700), "not slowed");
     let msgs = flooder.wait_closed();
@@ -1028,7 +1033,9 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
                 "m{k} expected {want} to join next, got {m:?}"
             );
         }
-        c.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "hi all"));
+        c.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "hi all"),
+        );
     }
     // A reader per client; no writer threads for clients that keep up.
     let added = threads(pid) - before;
@@ -1073,7 +1080,9 @@ fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
         to: Recipient::Everyone,
         text: "still here".into(),
     });
-    r.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text == "still here"));
+    r.wait_for(
+        |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still here"),
+    );
     // Acknowledging everything lets the rest through, to a verified end.
     let mut incoming = imchat_core::Incoming::new(TransferId(1), 8 << 20);
     let deadline = Instant::now() + WAIT;
@@ -1147,7 +1156,7 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
         // It reads everything, in order; then the writer has nothing left
         // to do, and its thread ends while the connection goes on.
         for _ in 0..sent {
-            slow.wait_for(|m| matches!(m, ServerMessage::Chat { .. }));
+            slow.wait_for(|m| matches!(m, ServerMessage::Chat(RoutedChat { .. })));
         }
         let deadline = Instant::now() + WAIT;
         while writer_threads(pid) > 0 {
@@ -1163,7 +1172,9 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
             text: format!("after {round}"),
         });
         let want = format!("after {round}");
-        slow.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if *text == want));
+        slow.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if *text == want),
+        );
     }
     srv.assert_serving();
 }
@@ -1201,7 +1212,9 @@ fn chat_burst(from: &mut Raw, to: &mut Raw, n: usize, len: usize) {
         });
     }
     let last = format!("{:05}", n - 1);
-    to.wait_for(|m| matches!(m, ServerMessage::Chat { text, .. } if text.starts_with(&last)));
+    to.wait_for(
+        |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text.starts_with(&last)),
+    );
 }
 
 #[test]
@@ -1255,7 +1268,7 @@ fn a_legal_burst_of_long_messages_drops_no_reader() {
                     }
                     for m in r.pending.drain(..) {
                         match m {
-                            ServerMessage::Chat { .. } => got += 1,
+                            ServerMessage::Chat(RoutedChat { .. }) => got += 1,
                             ServerMessage::Left { user, .. }
                                 if user.as_str().starts_with("reader") =>
                             {

@@ -294,14 +294,14 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "Chat",
-            ServerMessage::Chat {
+            ServerMessage::Chat(crate::RoutedChat {
                 id: MessageId(5),
                 time: Timestamp(1_700_000_000_000),
                 from: user("bob"),
                 private: true,
                 kind: ChatKind::Text,
                 text: "hi".into(),
-            },
+            }),
             hex(&[
                 //  len      type id               time (ms since 1970)
                 "0000001d 43   0000000000000005 0000018bcfe56800",
@@ -312,14 +312,14 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "Chat",
-            ServerMessage::Chat {
+            ServerMessage::Chat(crate::RoutedChat {
                 id: MessageId(6),
                 time: Timestamp(1_700_000_000_250),
                 from: user("bob"),
                 private: false,
                 kind: ChatKind::Action,
                 text: "waves".into(),
-            },
+            }),
             hex(&[
                 //  len      type id               time (250 ms after id 5's)
                 "00000020 43   0000000000000006 0000018bcfe568fa",

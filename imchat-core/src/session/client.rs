@@ -1,6 +1,7 @@
 //! The client side of the protocol: a [`ClientSession`] that turns user
 //! intents into messages and server messages into events, with no IO.
 
+use crate::message::RoutedChat;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -8,8 +9,8 @@ use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileEntry, FileName, LeaveReason,
-    MessageId, Origin, Recipient, RefuseCode, ServerLimits, ServerMessage, Timestamp, TransferId,
-    Username, PROTOCOL_VERSION,
+    Origin, Recipient, RefuseCode, ServerLimits, ServerMessage, TransferId, Username,
+    PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -35,21 +36,8 @@ pub enum ClientEvent {
         /// The server's explanation.
         reason: String,
     },
-    /// A chat message.
-    Chat {
-        /// The server's id of the message.
-        id: MessageId,
-        /// When the server routed it.
-        time: Timestamp,
-        /// The sender.
-        from: Username,
-        /// Sent to this client alone.
-        private: bool,
-        /// Text or action (`/me`).
-        kind: ChatKind,
-        /// The text.
-        text: String,
-    },
+    /// A chat message from another user.
+    Chat(RoutedChat),
     /// Someone joined.
     Joined {
         /// Who.
@@ -813,21 +801,7 @@ impl ClientSession {
         }
         let ev = match msg {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
-            ServerMessage::Chat {
-                id,
-                time,
-                from,
-                private,
-                kind,
-                text,
-            } => ClientEvent::Chat {
-                id,
-                time,
-                from,
-                private,
-                kind,
-                text,
-            },
+            ServerMessage::Chat(chat) => ClientEvent::Chat(chat),
             ServerMessage::Joined { user } => ClientEvent::Joined { user },
             ServerMessage::Left { user, reason, text } => ClientEvent::Left { user, reason, text },
             ServerMessage::Who { users } => {

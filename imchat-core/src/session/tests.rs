@@ -136,12 +136,12 @@ fn chats(events: &[ClientEvent]) -> Vec<(String, bool, String)> {
     events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Chat {
+            ClientEvent::Chat(crate::RoutedChat {
                 from,
                 private,
                 text,
                 ..
-            } => Some((from.to_string(), *private, text.clone())),
+            }) => Some((from.to_string(), *private, text.clone())),
             _ => None,
         })
         .collect()
@@ -1136,14 +1136,14 @@ fn stamped(events: &[ClientEvent]) -> Vec<(u64, u64, String, ChatKind, String)> 
     events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Chat {
+            ClientEvent::Chat(crate::RoutedChat {
                 id,
                 time,
                 from,
                 kind,
                 text,
                 ..
-            } => Some((id.0, time.0, from.to_string(), *kind, text.clone())),
+            }) => Some((id.0, time.0, from.to_string(), *kind, text.clone())),
             _ => None,
         })
         .collect()
@@ -1348,7 +1348,7 @@ fn transmits_say_which_lane_they_travel_in() {
         let kind = match &t.message {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::Joined { .. } => "joined",
-            ServerMessage::Chat { .. } => "chat",
+            ServerMessage::Chat(crate::RoutedChat { .. }) => "chat",
             ServerMessage::FileStart { .. } => "start",
             ServerMessage::Chunk(_) => "chunk",
             ServerMessage::End(_) => "end",

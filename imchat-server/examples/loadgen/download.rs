@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{split_tcp, FrameWriter};
 use imchat_core::{
-    ClientEvent, ClientMessage, ClientSession, Encode, FileName, Limits, ServerMessage, TransferId,
-    Username, ACK_STEP, DEFAULT_MAX_FRAME,
+    ClientEvent, ClientMessage, ClientSession, Encode, FileName, Limits, RoutedChat, ServerMessage,
+    TransferId, Username, ACK_STEP, DEFAULT_MAX_FRAME,
 };
 
 use crate::latency::summarize;
@@ -349,7 +349,7 @@ fn downloader(
                 ClientEvent::TransferFailed { error, .. } => {
                     return Err(format!("{user}: download failed: {error}"));
                 }
-                ClientEvent::Chat { text, .. } => {
+                ClientEvent::Chat(RoutedChat { text, .. }) => {
                     let now = now_ns();
                     if let Some((_, _, ts)) = wire::parse_payload(text.as_bytes()) {
                         if ts >= from && ts < end {

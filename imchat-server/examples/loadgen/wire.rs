@@ -14,8 +14,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use imchat_core::{
-    frame_len, types, ChatKind, ClientMessage, Decode, Encode, Recipient, ServerMessage, Username,
-    DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
+    frame_len, types, ChatKind, ClientMessage, Decode, Encode, Recipient, RoutedChat,
+    ServerMessage, Username, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 
 /// Bytes of every chat text the generator sends.
@@ -294,7 +294,7 @@ fn parse_all(
                 match *msg {
                     ServerMessage::Ping(v) => pings.push(v),
                     // A chat this generator did not write: decoded in full.
-                    ServerMessage::Chat { text, .. } if !on_chat(text.as_bytes()) => {
+                    ServerMessage::Chat(RoutedChat { text, .. }) if !on_chat(text.as_bytes()) => {
                         return Ok(None);
                     }
                     _ => {}
@@ -566,14 +566,14 @@ mod tests {
     }
 
     fn chat(from: &str, private: bool, text: &[u8]) -> ServerMessage {
-        ServerMessage::Chat {
+        ServerMessage::Chat(RoutedChat {
             id: MessageId(u64::MAX - 1),
             time: Timestamp(1_700_000_000_000),
             from: Username::new(from).unwrap(),
             private,
             kind: ChatKind::Text,
             text: String::from_utf8(text.to_vec()).unwrap(),
-        }
+        })
     }
 
     #[test]
@@ -595,7 +595,7 @@ mod tests {
         let short = chat("m1", false, b"hello");
         let long = chat("m1", false, &[b'y'; PAYLOAD_LEN + 1]);
         let mut action = chat("m1", false, &payload(1, 1, 1));
-        if let ServerMessage::Chat { kind, .. } = &mut action {
+        if let ServerMessage::Chat(RoutedChat { kind, .. }) = &mut action {
             *kind = ChatKind::Action;
         }
         for m in [short, long, action, ServerMessage::Ping(5)] {

@@ -100,14 +100,14 @@ fn event(c: &mut Client) -> ClientEvent {
 }
 
 fn chat(text: &str) -> ServerMessage {
-    ServerMessage::Chat {
+    ServerMessage::Chat(crate::RoutedChat {
         id: MessageId(7),
         time: Timestamp(1_000),
         from: Username::new("bob").unwrap(),
         private: true,
         kind: ChatKind::Text,
         text: text.into(),
-    }
+    })
 }
 
 #[test]
@@ -238,14 +238,14 @@ fn pings_are_answered_inside_next_event() {
     let mut c = connect(addr);
     assert_eq!(
         event(&mut c),
-        ClientEvent::Chat {
+        ClientEvent::Chat(crate::RoutedChat {
             id: MessageId(7),
             time: Timestamp(1_000),
             from: Username::new("bob").unwrap(),
             private: true,
             kind: ChatKind::Text,
             text: "after the pong".into()
-        }
+        })
     );
     assert_eq!(peer.join().unwrap(), ClientMessage::Pong(42));
 }
@@ -292,7 +292,7 @@ fn a_read_timeout_in_the_middle_of_a_frame_loses_nothing() {
         "half a frame is held"
     );
     go.send(()).unwrap();
-    let ClientEvent::Chat { text: got, .. } = event(&mut c) else {
+    let ClientEvent::Chat(crate::RoutedChat { text: got, .. }) = event(&mut c) else {
         panic!("not a chat");
     };
     assert_eq!(got, text);

@@ -1,6 +1,7 @@
 //! Routing chat messages, to everyone else or to one user, and the list of
 //! who is online.
 
+use crate::message::RoutedChat;
 use std::time::Instant;
 
 use super::rate::Cost;
@@ -48,14 +49,14 @@ impl Hub {
         let id = MessageId(self.next_message);
         self.next_message += 1;
         let reported = self.report_text.then(|| text.clone());
-        let message = ServerMessage::Chat {
+        let message = ServerMessage::Chat(RoutedChat {
             id,
             time: self.timestamp(now),
             from,
             private: dest.is_some(),
             kind,
             text,
-        };
+        });
         let receivers = match dest {
             Some(dest) => {
                 self.send(dest, message);
