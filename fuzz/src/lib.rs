@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     CancelCode, ChatKind, ClientId, ClientMessage, Decode, DecodeError, Decoder, Encode,
-    FileCancel, FileChunk, FileEntry, FileName, Hub, HubEvent, LeaveReason, Limits, Origin,
-    Outgoing, Recipient, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, HEADER_LEN,
-    PROTOCOL_VERSION,
+    FileCancel, FileChunk, FileEntry, FileName, FileStart, Hub, HubEvent, LeaveReason, Limits,
+    Origin, Outgoing, Recipient, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
+    HEADER_LEN, PROTOCOL_VERSION,
 };
 
 /// What a decoder yields for a stream: its messages, then at most one error.
@@ -507,11 +507,11 @@ impl HubDriver {
                 Ok(&t.message),
                 "the hub sent a message that does not round-trip"
             );
-            if let ServerMessage::FileStart {
+            if let ServerMessage::FileStart(FileStart {
                 id,
                 origin: Origin::Push { .. },
                 ..
-            } = t.message
+            }) = t.message
             {
                 for receiver in t.to.iter() {
                     if self.relays.len() < 128 {

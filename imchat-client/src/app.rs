@@ -1312,22 +1312,14 @@ impl Shared {
         let Some(f) = t.incoming.remove(&id) else {
             return;
         };
-        let IncomingFile {
-            name,
-            size,
-            from,
-            final_path,
-            part,
-            file,
-            ..
-        } = f;
+        let (name, size, from, final_path, part) = (f.name, f.size, f.from, f.final_path, f.part);
         // Never replace a file: take the next free name beside it.
         let held: HashSet<&Path> = t
             .incoming
             .values()
             .map(|f| f.final_path.as_path())
             .collect();
-        let moved = files::finish(file, &part, &final_path, &name, |p| held.contains(p));
+        let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
         let shown = inert(name.as_str());
         let wanted = inert(&final_path.display().to_string()).into_owned();

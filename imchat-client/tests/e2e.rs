@@ -17,7 +17,7 @@ use common::{
     list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, PtyClient, Raw,
     RawEvent, TempDir, World, QUIET, TIMEOUT,
 };
-use imchat_core::{ClientMessage, Recipient, ServerMessage};
+use imchat_core::{ClientMessage, FileStart, Recipient, ServerMessage};
 
 /// Has `speaker` broadcast `marker` and waits until every listener shows
 /// it: since each connection is ordered, anything routed to a listener
@@ -289,7 +289,7 @@ fn downloads_never_escape_the_shared_folder() {
             assert!(
                 !matches!(
                     m,
-                    ServerMessage::FileStart { .. }
+                    ServerMessage::FileStart(FileStart { .. })
                         | ServerMessage::Chunk(_)
                         | ServerMessage::End(_)
                 ),

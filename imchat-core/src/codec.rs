@@ -4,6 +4,7 @@
 //! A frame is a 4-byte big-endian length `L` followed by `L` bytes: one type
 //! byte and the message's fields. `docs/PROTOCOL.md` has every layout.
 
+use crate::message::FileStart;
 use crate::message::RoutedChat;
 use std::marker::PhantomData;
 
@@ -371,13 +372,13 @@ impl Encode for ServerMessage {
                     put_u64(out, f.size);
                 }
             }),
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(FileStart {
                 id,
                 name,
                 size,
                 offset,
                 origin,
-            } => frame(out, types::FILE_START, |out| {
+            }) => frame(out, types::FILE_START, |out| {
                 put_u32(out, id.0);
                 put_str8(out, name.as_str());
                 put_u64(out, *size);
@@ -672,7 +673,7 @@ impl Decode for ServerMessage {
                 }
                 ServerMessage::FileList { files, last }
             }
-            types::FILE_START => ServerMessage::FileStart {
+            types::FILE_START => ServerMessage::FileStart(FileStart {
                 id: TransferId(f.u32()?),
                 name: f.file_name("name")?,
                 size: f.u64()?,
@@ -689,7 +690,7 @@ impl Decode for ServerMessage {
                         })
                     }
                 },
-            },
+            }),
             types::PUSH_DONE => ServerMessage::PushDone {
                 id: TransferId(f.u32()?),
                 receivers: f.u32()?,

@@ -854,13 +854,13 @@ mod tests {
         ));
         let mut s = DownloadSender::new(id, size, start, &limits(CHUNK)).unwrap();
         client.handle_message(
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(crate::FileStart {
                 id,
                 name,
                 size,
                 offset: start,
                 origin: Origin::Download,
-            },
+            }),
             now,
         );
         let mut received = file[..start as usize].to_vec();
@@ -910,13 +910,13 @@ mod tests {
         let id = client.download(name.clone(), None).unwrap();
         let mut s = DownloadSender::new(id, file.len() as u64, 0, &limits(CHUNK)).unwrap();
         client.handle_message(
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(crate::FileStart {
                 id,
                 name,
                 size: file.len() as u64,
                 offset: 0,
                 origin: Origin::Download,
-            },
+            }),
             now,
         );
         let mut bytes = 0;

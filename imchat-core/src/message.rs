@@ -313,6 +313,21 @@ pub struct FileEntry {
     pub size: u64,
 }
 
+/// A file transfer to a client starts: what it is, how big, from where.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileStart {
+    /// The transfer id (the client's for a download).
+    pub id: TransferId,
+    /// The file's name.
+    pub name: FileName,
+    /// Its whole size in bytes.
+    pub size: u64,
+    /// First byte that will be sent (non-zero when resuming).
+    pub offset: u64,
+    /// A download or a push.
+    pub origin: Origin,
+}
+
 /// One chunk of a file, with the CRC32 of its data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileChunk {
@@ -507,18 +522,7 @@ pub enum ServerMessage {
     /// A file transfer to this client starts. For a push it is an offer:
     /// the client answers [`ClientMessage::Accept`] before any data comes,
     /// or a `Cancel` to decline.
-    FileStart {
-        /// The transfer id (the client's for a download).
-        id: TransferId,
-        /// The file's name.
-        name: FileName,
-        /// Its whole size in bytes.
-        size: u64,
-        /// First byte that will be sent (non-zero when resuming).
-        offset: u64,
-        /// A download or a push.
-        origin: Origin,
-    },
+    FileStart(FileStart),
     /// File data.
     Chunk(FileChunk),
     /// The end of a transfer.

@@ -6,9 +6,9 @@ use std::fmt::Debug;
 
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Encode, ErrorCode,
-    FileCancel, FileChunk, FileEnd, FileEntry, FileName, LeaveReason, MessageId, Origin, Recipient,
-    RefuseCode, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    FileCancel, FileChunk, FileEnd, FileEntry, FileName, FileStart, LeaveReason, MessageId, Origin,
+    Recipient, RefuseCode, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId,
+    Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -224,15 +224,15 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             any::<u64>(),
             origin()
         )
-            .prop_map(
-                |(id, name, size, offset, origin)| ServerMessage::FileStart {
+            .prop_map(|(id, name, size, offset, origin)| ServerMessage::FileStart(
+                FileStart {
                     id,
                     name,
                     size,
                     offset,
                     origin,
                 }
-            ),
+            )),
         chunk().prop_map(ServerMessage::Chunk),
         end().prop_map(ServerMessage::End),
         cancel().prop_map(ServerMessage::Cancel),

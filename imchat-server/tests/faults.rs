@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    CancelCode, ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, LeaveReason,
-    Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, FileStart,
+    LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId, Username,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -755,8 +755,8 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
         size: 8,
         to: Recipient::Everyone,
     });
-    let offer = receiver.wait_for(|m| matches!(m, ServerMessage::FileStart { .. }));
-    let ServerMessage::FileStart { id: rid, .. } = offer else {
+    let offer = receiver.wait_for(|m| matches!(m, ServerMessage::FileStart(FileStart { .. })));
+    let ServerMessage::FileStart(FileStart { id: rid, .. }) = offer else {
         unreachable!()
     };
     receiver.send(&ClientMessage::Accept { id: rid });
@@ -788,7 +788,7 @@ fn a_shared_file_truncated_during_a_download_fails_that_download() {
         name: FileName::new("shrinking.bin").unwrap(),
         offset: 0,
     });
-    r.wait_for(|m| matches!(m, ServerMessage::FileStart { .. }));
+    r.wait_for(|m| matches!(m, ServerMessage::FileStart(FileStart { .. })));
     // The server is blocked by our not reading; cut the file short meanwhile.
     std::fs::OpenOptions::new()
         .write(true)
@@ -867,7 +867,7 @@ fn a_pushed_file_named_to_escape_is_refused_and_the_pusher_dropped() {
     assert!(victim
         .pending
         .iter()
-        .all(|m| !matches!(m, ServerMessage::FileStart { .. })));
+        .all(|m| !matches!(m, ServerMessage::FileStart(FileStart { .. }))));
     srv.assert_serving();
 }
 
@@ -1450,7 +1450,9 @@ fn downloads_never_acknowledged_end_at_the_idle_timeout_and_their_threads_with_t
     // never comes: one thread each.
     for c in &mut clients {
         for id in 1..=EACH {
-            c.wait_for(|m| matches!(m, ServerMessage::FileStart { id: i, .. } if i.0 == id));
+            c.wait_for(
+                |m| matches!(m, ServerMessage::FileStart(FileStart { id: i, .. }) if i.0 == id),
+            );
         }
     }
     let running = download_threads(pid);
@@ -1499,13 +1501,13 @@ fn downloads_past_the_server_wide_cap_are_refused_naming_the_cap() {
     let mut b = Raw::join(srv.addr, "second");
     download(&mut a, 1, "big.bin");
     download(&mut a, 2, "big.bin");
-    a.wait_for(|m| matches!(m, ServerMessage::FileStart { id, .. } if id.0 == 1));
-    a.wait_for(|m| matches!(m, ServerMessage::FileStart { id, .. } if id.0 == 2));
+    a.wait_for(|m| matches!(m, ServerMessage::FileStart(FileStart { id, .. }) if id.0 == 1));
+    a.wait_for(|m| matches!(m, ServerMessage::FileStart(FileStart { id, .. }) if id.0 == 2));
     download(&mut b, 1, "hello.txt");
     let m = b.wait_for(|m| {
         matches!(
             m,
-            ServerMessage::Cancel(_) | ServerMessage::FileStart { .. }
+            ServerMessage::Cancel(_) | ServerMessage::FileStart(FileStart { .. })
         )
     });
     let ServerMessage::Cancel(cancel) = m else {

@@ -401,25 +401,25 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "FileStart",
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(crate::FileStart {
                 id: TransferId(7),
                 name: file("a.txt"),
                 size: 5,
                 offset: 0,
                 origin: Origin::Download,
-            },
+            }),
             //   len      type id       str8 "a.txt"  size             offset           origin
             hex("0000001c 49   00000007 05 612e747874 0000000000000005 0000000000000000 00"),
         ),
         (
             "FileStart",
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(crate::FileStart {
                 id: TransferId(TransferId::SERVER_BIT | 1),
                 name: file("pic.png"),
                 size: 1000,
                 offset: 0,
                 origin: Origin::Push { from: user("bob") },
-            },
+            }),
             //   len      type id       str8 "pic.png"     size             offset           push from "bob"
             hex("00000022 49   80000001 07 7069632e706e67 00000000000003e8 0000000000000000 01 03 626f62"),
         ),

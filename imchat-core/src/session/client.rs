@@ -1,6 +1,7 @@
 //! The client side of the protocol: a [`ClientSession`] that turns user
 //! intents into messages and server messages into events, with no IO.
 
+use crate::message::FileStart;
 use crate::message::RoutedChat;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -849,14 +850,8 @@ impl ClientSession {
                 }
                 ClientEvent::PushDone { id, receivers }
             }
-            ServerMessage::FileStart {
-                id,
-                name,
-                size,
-                offset,
-                origin,
-            } => {
-                self.file_start(id, name, size, offset, origin);
+            ServerMessage::FileStart(start) => {
+                self.file_start(start);
                 return;
             }
             ServerMessage::Chunk(chunk) => {
@@ -935,14 +930,14 @@ impl ClientSession {
         self.events.push_back(ev);
     }
 
-    fn file_start(
-        &mut self,
-        id: TransferId,
-        name: FileName,
-        size: u64,
-        offset: u64,
-        origin: Origin,
-    ) {
+    fn file_start(&mut self, start: FileStart) {
+        let FileStart {
+            id,
+            name,
+            size,
+            offset,
+            origin,
+        } = start;
         if self.incoming.contains_key(&id) || self.offers.contains_key(&id) {
             return;
         }

@@ -1044,13 +1044,13 @@ fn a_download_keeps_the_name_asked_for() {
     net.take(0);
     net.deliver(
         0,
-        ServerMessage::FileStart {
+        ServerMessage::FileStart(crate::FileStart {
             id,
             name: FileName::new("other.txt").unwrap(),
             size: 1,
             offset: 0,
             origin: Origin::Download,
-        },
+        }),
     );
     net.pump();
     assert!(matches!(
@@ -1349,7 +1349,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::Joined { .. } => "joined",
             ServerMessage::Chat(crate::RoutedChat { .. }) => "chat",
-            ServerMessage::FileStart { .. } => "start",
+            ServerMessage::FileStart(crate::FileStart { .. }) => "start",
             ServerMessage::Chunk(_) => "chunk",
             ServerMessage::End(_) => "end",
             ServerMessage::PushAccepted { .. } => "accepted",

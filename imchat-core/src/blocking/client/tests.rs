@@ -57,13 +57,13 @@ impl Peer {
         let ClientMessage::Download { id, name, .. } = self.recv() else {
             panic!("no download");
         };
-        self.send(&ServerMessage::FileStart {
+        self.send(&ServerMessage::FileStart(crate::FileStart {
             id,
             name,
             size,
             offset: 0,
             origin: Origin::Download,
-        });
+        }));
         id
     }
 }

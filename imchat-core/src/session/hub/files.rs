@@ -1,6 +1,7 @@
 //! The shared folder: access, the list, and download requests (the
 //! server opens the file and streams it; the hub keeps the slots).
 
+use crate::message::FileStart;
 use std::time::Instant;
 
 use super::rate::Cost;
@@ -134,13 +135,13 @@ impl Hub {
         let offset = if offset > size { 0 } else { offset };
         self.send(
             client,
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(FileStart {
                 id,
                 name,
                 size,
                 offset,
                 origin: Origin::Download,
-            },
+            }),
         );
         Some(offset)
     }

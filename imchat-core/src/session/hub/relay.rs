@@ -3,6 +3,7 @@
 //! offer timed out), the pusher sends it, and it is checked chunk by chunk
 //! and relayed to the receivers that accepted, under a server-chosen id.
 
+use crate::message::FileStart;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -95,13 +96,13 @@ impl Hub {
         self.send_many(
             receivers.clone(),
             None,
-            ServerMessage::FileStart {
+            ServerMessage::FileStart(FileStart {
                 id: relay_id,
                 name: name.clone(),
                 size,
                 offset: 0,
                 origin: Origin::Push { from },
-            },
+            }),
         );
         self.events.push_back(HubEvent::PushStarted {
             from: client,
