@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Client, ConnectOptions};
-use imchat_core::{ClientEvent, RoutedChat, Username};
+use imchat_core::{ClientEvent, Username};
 
 /// Runs the bot until the server shuts down (or the connection is lost, an
 /// error), or until `until` passes (then it quits).
@@ -18,17 +18,12 @@ pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn
     let mut asked = Vec::new(); // who sent `!who`: one `Who` answer each, in order
     while bot.is_open() && until.is_none_or(|t| Instant::now() < t) {
         match bot.next_event(Duration::from_secs(1))? {
-            Some(ClientEvent::Chat(RoutedChat { from, text, .. })) if text.trim() == "!who" => {
-                asked.push(from);
+            Some(ClientEvent::Chat(chat)) if chat.text.trim() == "!who" => {
+                asked.push(chat.from);
                 bot.who()?;
             }
-            Some(ClientEvent::Chat(RoutedChat {
-                from,
-                private: true,
-                text,
-                ..
-            })) if !text.is_empty() => {
-                bot.send_private(&from, &text.chars().rev().collect::<String>())?;
+            Some(ClientEvent::Chat(chat)) if chat.private && !chat.text.is_empty() => {
+                bot.send_private(&chat.from, &chat.text.chars().rev().collect::<String>())?;
             }
             Some(ClientEvent::Who { users }) if !asked.is_empty() => {
                 let online: Vec<_> = users.iter().map(Username::as_str).collect();
