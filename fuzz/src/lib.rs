@@ -410,7 +410,7 @@ impl HubDriver {
                 match self.relays.get(usize::from(b)) {
                     Some(&(receiver, relay)) if b & 0x80 == 0 => {
                         self.hub
-                            .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "too slow")
+                            .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "too slow");
                     }
                     _ => self.hub.evict(c),
                 }

@@ -493,7 +493,7 @@ impl Shared {
             return Ok(());
         }
         if self.wait_to_send(0) {
-            let _ = self.with_session(|s| s.settle());
+            let _ = self.with_session(imchat_core::ClientSession::settle);
         }
         loop {
             let (settled, heard) = {
@@ -676,12 +676,12 @@ impl Shared {
                 self.ui.notice(&line);
                 Ok(())
             }
-            Command::Who => self.paced(0, |s| s.who()),
+            Command::Who => self.paced(0, imchat_core::ClientSession::who),
             Command::Files => self
-                .paced(0, |s| s.files_access())
-                .and_then(|()| self.paced(0, |s| s.list_files())),
-            Command::FilesAccess => self.paced(0, |s| s.files_access()),
-            Command::ListFiles => self.paced(0, |s| s.list_files()),
+                .paced(0, imchat_core::ClientSession::files_access)
+                .and_then(|()| self.paced(0, imchat_core::ClientSession::list_files)),
+            Command::FilesAccess => self.paced(0, imchat_core::ClientSession::files_access),
+            Command::ListFiles => self.paced(0, imchat_core::ClientSession::list_files),
             Command::Download(name) => {
                 self.download(name);
                 Ok(())
@@ -893,7 +893,7 @@ impl Shared {
         ));
         let s = self.clone();
         let spawned = spawn("pusher", move || {
-            s.push_loop(id, name, file, size, stop, &accepted)
+            s.push_loop(id, name, file, size, stop, &accepted);
         });
         if let Err(e) = spawned {
             self.abandon_push(id, &e.to_string());
@@ -1036,11 +1036,11 @@ impl Shared {
                 origin,
             } => self.transfer_started(id, name, size, offset, origin),
             ClientEvent::TransferData { id, offset, data } => {
-                self.to_disk(DiskJob::Data { id, offset, data })
+                self.to_disk(DiskJob::Data { id, offset, data });
             }
             ClientEvent::TransferDone { id } => self.to_disk(DiskJob::Done(id)),
             ClientEvent::TransferFailed { id, name, error } => {
-                self.to_disk(DiskJob::Failed(id, name, error))
+                self.to_disk(DiskJob::Failed(id, name, error));
             }
             ClientEvent::PushOffered {
                 id,

@@ -263,7 +263,7 @@ pub fn setup(username: &str) -> (Ui, Lines) {
     let config = Config::builder()
         .auto_add_history(true)
         .max_history_size(1000)
-        .map(|b| b.build())
+        .map(rustyline::config::Builder::build)
         .unwrap_or_default();
     #[cfg(unix)]
     let saved = nix::sys::termios::tcgetattr(io::stdin()).ok();
@@ -320,9 +320,7 @@ impl Progress {
         let bar = ProgressBar::with_draw_target(Some(total), target);
         let style = ProgressStyle::with_template(
             "{prefix} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        ).map_or_else(|_| ProgressStyle::default_bar(), |s| s.progress_chars("=> "));
         bar.set_style(style);
         bar.set_prefix(label.to_string());
         Progress {

@@ -54,7 +54,7 @@ fn welcome_and_connection_line() {
         });
     // The second stdout line names the shared folder and where it came from.
     let lines = w.server.out.lines();
-    let second = lines.get(1).map(String::as_str).unwrap_or("");
+    let second = lines.get(1).map_or("", String::as_str);
     assert!(
         second.starts_with("shared folder: ")
             && second.ends_with(" (--shared-dir)")

@@ -125,6 +125,7 @@ pub trait Decode: Sized {
     /// chunk's data straight into its own buffer (as the blocking
     /// reader does). `None` (the default) keeps chunks on the ordinary
     /// path.
+    #[must_use]
     fn from_chunk(chunk: FileChunk) -> Option<Self> {
         let _ = chunk;
         None
@@ -348,7 +349,7 @@ impl Encode for ServerMessage {
                 put_str32(out, text);
             }),
             ServerMessage::Joined { user } => {
-                frame(out, types::JOINED, |out| put_str8(out, user.as_str()))
+                frame(out, types::JOINED, |out| put_str8(out, user.as_str()));
             }
             ServerMessage::Left { user, reason, text } => frame(out, types::LEFT, |out| {
                 put_str8(out, user.as_str());
@@ -362,7 +363,7 @@ impl Encode for ServerMessage {
                 }
             }),
             ServerMessage::FilesAccess { count } => {
-                frame(out, types::FILES_GRANTED, |out| put_u64(out, *count))
+                frame(out, types::FILES_GRANTED, |out| put_u64(out, *count));
             }
             ServerMessage::FileList { files, last } => frame(out, types::FILE_LIST, |out| {
                 out.push(u8::from(*last));
@@ -402,7 +403,7 @@ impl Encode for ServerMessage {
                 frame(out, types::PUSH_ACCEPTED, |out| {
                     put_u32(out, id.0);
                     put_u32(out, *receivers);
-                })
+                });
             }
             ServerMessage::Error { code, text } => frame(out, types::ERROR, |out| {
                 put_u16(out, code.0);
@@ -411,7 +412,7 @@ impl Encode for ServerMessage {
             ServerMessage::Ping(v) => encode_u64(out, types::PING, *v),
             ServerMessage::Pong(v) => encode_u64(out, types::PONG, *v),
             ServerMessage::Shutdown { reason } => {
-                frame(out, types::SHUTDOWN, |out| put_str32(out, reason))
+                frame(out, types::SHUTDOWN, |out| put_str32(out, reason));
             }
         }
     }
@@ -747,6 +748,7 @@ const COMPACT_AT: usize = 64 * 1024;
 
 impl<M: Decode> Decoder<M> {
     /// A decoder that refuses frames longer than `max_frame` bytes (type byte included).
+    #[must_use]
     pub fn new(max_frame: u32) -> Self {
         Decoder {
             buf: Vec::new(),
@@ -766,6 +768,7 @@ impl<M: Decode> Decoder<M> {
     }
 
     /// The frame limit in force.
+    #[must_use]
     pub fn max_frame(&self) -> u32 {
         self.max_frame
     }
@@ -982,6 +985,7 @@ impl<M: Decode> Decoder<M> {
     /// without more bytes: a whole frame is buffered, or the buffered
     /// header is already an error. A reader uses it to know whether its
     /// next read may block.
+    #[must_use]
     pub fn has_message_ready(&self) -> bool {
         if self.error.is_some() {
             return true;
@@ -998,6 +1002,7 @@ impl<M: Decode> Decoder<M> {
     }
 
     /// Bytes fed but not yet consumed by a returned message.
+    #[must_use]
     pub fn buffered(&self) -> usize {
         let body = self
             .body
@@ -1007,6 +1012,7 @@ impl<M: Decode> Decoder<M> {
     }
 
     /// True once an error has been returned.
+    #[must_use]
     pub fn is_failed(&self) -> bool {
         self.error.is_some()
     }

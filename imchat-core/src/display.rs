@@ -95,6 +95,7 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
 /// assert_eq!(imchat_core::inert("line1\u{2028}<bob> hi"), "line1\\u{2028}<bob> hi");
 /// assert_eq!(imchat_core::inert("tab\tok"), "tab\tok");
 /// ```
+#[must_use]
 pub fn inert(text: &str) -> Cow<'_, str> {
     let suspect = |c: char| (c != '\t' && is_unsafe_char(c)) || is_hidden_char(c) || is_tag(c);
     if !text.chars().any(suspect) {

@@ -40,6 +40,7 @@ pub enum DownloadError {
 
 impl DownloadError {
     /// The code of the `Cancel` that tells the client.
+    #[must_use]
     pub fn cancel_code(&self) -> CancelCode {
         CancelCode::IO
     }
@@ -237,31 +238,37 @@ impl DownloadSender {
     }
 
     /// The transfer id.
+    #[must_use]
     pub fn id(&self) -> TransferId {
         self.out.id()
     }
 
     /// The announced size.
+    #[must_use]
     pub fn size(&self) -> u64 {
         self.out.size()
     }
 
     /// Where the data sent starts (the resume offset).
+    #[must_use]
     pub fn start(&self) -> u64 {
         self.start
     }
 
     /// Bytes of file data handed out so far (the resumed prefix not counted).
+    #[must_use]
     pub fn sent(&self) -> u64 {
         self.out.offset().saturating_sub(self.start)
     }
 
     /// The highest offset the client acknowledged (from byte 0).
+    #[must_use]
     pub fn acked(&self) -> u64 {
         self.acked
     }
 
     /// Bytes handed out and not acknowledged yet: at most [`DOWNLOAD_WINDOW`].
+    #[must_use]
     pub fn in_flight(&self) -> u64 {
         self.sent_to().saturating_sub(self.acked)
     }
@@ -273,6 +280,7 @@ impl DownloadSender {
 
     /// True while the next chunk waits for an ack: there are bytes left,
     /// but they do not fit in the window.
+    #[must_use]
     pub fn is_window_full(&self) -> bool {
         self.state == State::Sending && self.chunk_request().is_none()
     }
@@ -292,6 +300,7 @@ impl DownloadSender {
     /// full (wait for an ack), or the download is over (see
     /// [`outcome`](Self::outcome)). It asks for the same read until the
     /// read is answered.
+    #[must_use]
     pub fn poll_read(&self) -> Option<ReadRequest> {
         match self.state {
             State::Hashing => {
@@ -456,6 +465,7 @@ impl DownloadSender {
     /// How the download ended, once it did and everything to send was
     /// taken from [`poll_transmit`](Self::poll_transmit); `None` while it
     /// runs.
+    #[must_use]
     pub fn outcome(&self) -> Option<DownloadOutcome> {
         match &self.state {
             State::Ended if self.transmits.is_empty() => {

@@ -90,11 +90,13 @@ impl Username {
     }
 
     /// The name as the user typed it.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The form used for uniqueness: two names with the same key are the same user.
+    #[must_use]
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
@@ -157,6 +159,7 @@ impl FileName {
     }
 
     /// The name.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -194,6 +197,7 @@ impl TransferId {
     pub const SERVER_BIT: u32 = 0x8000_0000;
 
     /// True when the server chose this id.
+    #[must_use]
     pub fn is_server_chosen(self) -> bool {
         self.0 & Self::SERVER_BIT != 0
     }
@@ -224,6 +228,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     /// Milliseconds since the Unix epoch.
+    #[must_use]
     pub fn unix_millis(self) -> u64 {
         self.0
     }
@@ -343,6 +348,7 @@ pub struct FileChunk {
 
 impl FileChunk {
     /// A chunk whose CRC is computed from `data`.
+    #[must_use]
     pub fn new(id: TransferId, offset: u64, data: Vec<u8>) -> Self {
         let crc = crc32fast::hash(&data);
         FileChunk {
@@ -354,6 +360,7 @@ impl FileChunk {
     }
 
     /// True when the CRC matches the data.
+    #[must_use]
     pub fn verify(&self) -> bool {
         crc32fast::hash(&self.data) == self.crc
     }

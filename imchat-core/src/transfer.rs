@@ -20,11 +20,13 @@ pub struct ResumeState {
 
 impl ResumeState {
     /// Nothing held yet.
+    #[must_use]
     pub fn new() -> Self {
         ResumeState::default()
     }
 
     /// The state of a partial copy holding exactly `bytes`.
+    #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let mut state = ResumeState::new();
         state.update(bytes);
@@ -33,6 +35,7 @@ impl ResumeState {
 
     /// The state of a partial copy of `len` bytes whose CRC32 (IEEE, as
     /// [`crc`](Self::crc) gives it) is `crc`.
+    #[must_use]
     pub fn from_crc(len: u64, crc: u32) -> Self {
         ResumeState {
             len,
@@ -47,16 +50,19 @@ impl ResumeState {
     }
 
     /// Bytes held: where the download resumes.
+    #[must_use]
     pub fn len(&self) -> u64 {
         self.len
     }
 
     /// True when nothing is held (a download from byte 0).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The CRC32 of the bytes held.
+    #[must_use]
     pub fn crc(&self) -> u32 {
         self.hasher.clone().finalize()
     }
@@ -75,6 +81,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// A transfer of `size` bytes starting at byte 0.
+    #[must_use]
     pub fn new(id: TransferId, size: u64) -> Self {
         Outgoing {
             id,
@@ -172,6 +179,7 @@ impl Outgoing {
     }
 
     /// The end marker, once every byte has gone; `None` while bytes remain.
+    #[must_use]
     pub fn finish(&self) -> Option<FileEnd> {
         (self.remaining() == 0).then(|| FileEnd {
             id: self.id,
@@ -180,21 +188,25 @@ impl Outgoing {
     }
 
     /// The transfer id.
+    #[must_use]
     pub fn id(&self) -> TransferId {
         self.id
     }
 
     /// The next byte to send.
+    #[must_use]
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
     /// The whole size.
+    #[must_use]
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// Bytes still to send.
+    #[must_use]
     pub fn remaining(&self) -> u64 {
         self.size - self.offset
     }
@@ -213,6 +225,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// A transfer of `size` bytes starting at byte 0.
+    #[must_use]
     pub fn new(id: TransferId, size: u64) -> Self {
         Incoming {
             id,
@@ -294,16 +307,19 @@ impl Incoming {
     }
 
     /// The transfer id.
+    #[must_use]
     pub fn id(&self) -> TransferId {
         self.id
     }
 
     /// Bytes held so far (resumed prefix included).
+    #[must_use]
     pub fn received(&self) -> u64 {
         self.expected
     }
 
     /// The whole size.
+    #[must_use]
     pub fn size(&self) -> u64 {
         self.size
     }

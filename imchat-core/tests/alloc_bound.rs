@@ -20,7 +20,7 @@ struct Counting;
 
 /// On only inside a measured section.
 static TRACKING: AtomicBool = AtomicBool::new(false);
-/// The largest single request (alloc, alloc_zeroed, or the new size of a realloc).
+/// The largest single request (alloc, `alloc_zeroed`, or the new size of a realloc).
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 /// Bytes allocated minus bytes freed since the section began (frees of
 /// older blocks can take it below zero).

@@ -98,7 +98,11 @@ fn every_corpus_file_replays_without_a_failure() {
                 let why = payload
                     .downcast_ref::<String>()
                     .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| {
+                        payload
+                            .downcast_ref::<&str>()
+                            .map(std::string::ToString::to_string)
+                    })
                     .unwrap_or_default();
                 failures.push(format!("{}: {why}", file.display()));
             }

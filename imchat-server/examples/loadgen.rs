@@ -828,7 +828,7 @@ fn scenario_chat_during(ctx: &mut Ctx) {
                         "chat during {} download(s), run {}: {e}{hint}",
                         if download { clients } else { 0 },
                         run + 1
-                    ))
+                    ));
                 }
             }
         }
@@ -997,13 +997,10 @@ fn run(opts: Opts) -> Result<bool, String> {
     let _ = fs::remove_dir_all(&tmp);
     result?;
     let md = markdown(&ctx, started.elapsed());
-    let out = ctx
-        .bins
-        .server
-        .parent()
-        .and_then(Path::parent)
-        .map(|t| t.join("loadgen-report.md"))
-        .unwrap_or_else(|| PathBuf::from("loadgen-report.md"));
+    let out = ctx.bins.server.parent().and_then(Path::parent).map_or_else(
+        || PathBuf::from("loadgen-report.md"),
+        |t| t.join("loadgen-report.md"),
+    );
     println!("\n== Targets ==");
     for (w, v) in &ctx.verdicts {
         println!("  {w}: {v}");

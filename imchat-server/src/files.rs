@@ -321,7 +321,7 @@ mod tests {
     fn the_list_holds_only_servable_files_sorted() {
         let (tmp, shared) = setup();
         let unix = |target: &Path, link: &str| {
-            std::os::unix::fs::symlink(target, shared.join(link)).unwrap()
+            std::os::unix::fs::symlink(target, shared.join(link)).unwrap();
         };
         unix(&tmp.path().join("secret.txt"), "escape.txt");
         unix(Path::new("sub/c.txt"), "inner-link.txt");

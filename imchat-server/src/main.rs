@@ -37,11 +37,11 @@ struct Cli {
     bind: IpAddr,
 
     /// Folder whose files clients may list and download [default: env
-    /// SERVERSHAREDFILES, else env SERVER_SHARED_FILES, else ./SharedFiles].
+    /// SERVERSHAREDFILES, else env `SERVER_SHARED_FILES`, else ./`SharedFiles`].
     #[arg(long, value_name = "DIR")]
     shared_dir: Option<PathBuf>,
 
-    /// Log file, emptied at each start (RUST_LOG sets what also goes to
+    /// Log file, emptied at each start (`RUST_LOG` sets what also goes to
     /// stderr). It records connections with their addresses, joins, leaves,
     /// who sent a message to whom (not what it said, unless --log-text),
     /// shared-folder requests, transfers and errors.

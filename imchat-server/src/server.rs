@@ -256,7 +256,10 @@ impl Server {
         if queues.is_empty() {
             return;
         }
-        let mut pending = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self
+            .flusher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let wake = pending.is_empty();
         pending.append(queues);
         drop(pending);
@@ -273,12 +276,15 @@ impl Server {
         let mut queues = Vec::new();
         loop {
             {
-                let mut pending = self.flusher.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = self
+                    .flusher
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 while pending.is_empty() {
                     pending = self
                         .flusher_ready
                         .wait(pending)
-                        .unwrap_or_else(|e| e.into_inner());
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
                 std::mem::swap(&mut *pending, &mut queues);
             }
@@ -623,7 +629,7 @@ impl Server {
         });
         let mut core = self.lock();
         let now = Instant::now();
-        for (id, conn) in core.conns.iter_mut() {
+        for (id, conn) in &mut core.conns {
             let stuck = conn
                 .closing_since
                 .is_some_and(|since| now.duration_since(since) >= CLOSE_GRACE);
@@ -758,7 +764,7 @@ fn spawn(
         .stack_size(stack)
         .spawn(move || {
             let _counted = counted;
-            f()
+            f();
         })
 }
 
@@ -783,7 +789,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
         let what = info
             .payload()
             .downcast_ref::<&str>()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let at = info

@@ -115,8 +115,7 @@ impl TempDir {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!(
             "imchat-e2e-{tag}-{}-{n}-{nanos}",
             std::process::id()
@@ -158,7 +157,7 @@ pub fn list_files(dir: &Path) -> Vec<(String, u64)> {
     let mut files: Vec<(String, u64)> = fs::read_dir(dir)
         .expect("read folder")
         .map(|e| e.expect("entry"))
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| {
             let size = e.metadata().expect("metadata").len();
             (e.file_name().to_string_lossy().into_owned(), size)
@@ -212,7 +211,9 @@ impl Output {
                     Err(_) => 0,
                 };
                 let (lock, cond) = &*s;
-                let mut buf = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut buf = lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if n == 0 {
                     buf.eof = true;
                     cond.notify_all();
@@ -227,27 +228,43 @@ impl Output {
 
     /// Everything so far, as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
-        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self
+            .shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         String::from_utf8_lossy(&buf.bytes).into_owned()
     }
 
     /// The complete lines so far (without `\n` or a trailing `\r`).
     pub fn lines(&self) -> Vec<String> {
-        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self
+            .shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         complete_lines(&buf.bytes, buf.eof)
     }
 
     /// The last `n` bytes so far, as text: a cheap look at a long output
     /// (the waits above scan it all at every wake-up).
     pub fn tail(&self, n: usize) -> String {
-        let buf = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self
+            .shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let from = buf.bytes.len().saturating_sub(n);
         String::from_utf8_lossy(&buf.bytes[from..]).into_owned()
     }
 
     /// True once the stream has ended.
     pub fn is_eof(&self) -> bool {
-        self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).eof
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .eof
     }
 
     /// Calls `f` on the bytes so far (and whether the stream ended) each time
@@ -259,7 +276,9 @@ impl Output {
     ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let (lock, cond) = &*self.shared;
-        let mut buf = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..MAX_WAKEUPS {
             if let Some(v) = f(&buf.bytes, buf.eof) {
                 return Some(v);
@@ -270,7 +289,7 @@ impl Output {
             }
             buf = cond
                 .wait_timeout(buf, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
         None

@@ -387,27 +387,32 @@ impl Client {
     /// ([`ClientEvent::Shutdown`], [`ClientEvent::TimedOut`]) was handed
     /// out, the connection closed or broke, or [`quit`](Self::quit) was
     /// called. Then every call returns [`ClientError::Closed`].
+    #[must_use]
     pub fn is_open(&self) -> bool {
         self.open
     }
 
     /// The welcome text the server sent.
+    #[must_use]
     pub fn welcome_text(&self) -> &str {
         &self.welcome
     }
 
     /// The limits the server announced in its welcome (the session keeps
     /// to its text limit where it is the stricter one).
+    #[must_use]
     pub fn server_limits(&self) -> &ServerLimits {
         &self.server_limits
     }
 
     /// The registered username.
+    #[must_use]
     pub fn username(&self) -> &Username {
         self.session.username()
     }
 
     /// The session, to read its state and limits.
+    #[must_use]
     pub fn session(&self) -> &ClientSession {
         &self.session
     }

@@ -266,6 +266,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// A queue whose control lane holds at most `max_control` bytes.
+    #[must_use]
     pub fn new(max_control: usize) -> Arc<Self> {
         Self::build(max_control, None)
     }
@@ -273,6 +274,7 @@ impl Outbox {
     /// Like [`new`](Outbox::new), for a socket with a short write timeout:
     /// the writer retries a write that timed out, and gives up (failing
     /// with `TimedOut`) only when no byte went out for `stall`.
+    #[must_use]
     pub fn with_stall(max_control: usize, stall: Duration) -> Arc<Self> {
         Self::build(max_control, Some(stall))
     }
@@ -290,7 +292,9 @@ impl Outbox {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave the queue half-updated: every
         // update is a few field writes. Keep going with the data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a frame on the control lane, or on the bulk lane when `bulk`,
@@ -368,7 +372,7 @@ impl Outbox {
             s = self
                 .room
                 .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
             s.room_waiters -= 1;
         }
@@ -592,11 +596,14 @@ impl Outbox {
                 s = self
                     .ready
                     .wait_timeout(s, wait)
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0;
             } else {
                 s.writer = Writer::Asleep;
-                s = self.ready.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = self
+                    .ready
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             s.writer = Writer::Awake;
             if s.writing {

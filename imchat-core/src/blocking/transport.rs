@@ -208,7 +208,10 @@ mod tests {
             ServerMessage::Ping(1),
             ServerMessage::Chunk(crate::FileChunk::new(crate::TransferId(1), 300_000, data)),
         ];
-        let bytes: Vec<u8> = msgs.iter().flat_map(|m| m.to_frame()).collect();
+        let bytes: Vec<u8> = msgs
+            .iter()
+            .flat_map(crate::codec::Encode::to_frame)
+            .collect();
         for step in [5, 1000, 70_000, 1 << 20] {
             let mut r =
                 FrameReader::<_, ServerMessage>::new(Steps(bytes.clone(), 0, step), 1 << 20);

@@ -700,10 +700,10 @@ fn run_error_table_at(max: u32, cases: &[(Dir, &str, DecodeError)]) {
         let bad = hex(bad);
         match dir {
             Dir::Client => {
-                assert_fails_for_good(Decoder::new(max), ClientMessage::Ping(1), &bad, expected)
+                assert_fails_for_good(Decoder::new(max), ClientMessage::Ping(1), &bad, expected);
             }
             Dir::Server => {
-                assert_fails_for_good(Decoder::new(max), ServerMessage::Ping(1), &bad, expected)
+                assert_fails_for_good(Decoder::new(max), ServerMessage::Ping(1), &bad, expected);
             }
         }
     }
@@ -1310,7 +1310,7 @@ fn big_chunk_stream() -> (Vec<ServerMessage>, Vec<u8>) {
         ServerMessage::Chunk(FileChunk::new(TransferId(5), 1 << 33, data)),
         ServerMessage::Ping(42),
     ];
-    let bytes = msgs.iter().flat_map(|m| m.to_frame()).collect();
+    let bytes = msgs.iter().flat_map(super::Encode::to_frame).collect();
     (msgs, bytes)
 }
 

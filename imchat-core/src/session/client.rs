@@ -262,6 +262,7 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// A session that asks to join as `username`; its first transmit is the `Hello`.
+    #[must_use]
     pub fn new(username: Username, limits: Limits, now: Instant) -> Self {
         let mut s = ClientSession {
             username: username.clone(),
@@ -319,6 +320,7 @@ impl ClientSession {
 
     /// The offers waiting for an answer, as (id, sender, file name, size),
     /// by id.
+    #[must_use]
     pub fn pending_offers(&self) -> Vec<(TransferId, Username, FileName, u64)> {
         let mut offers: Vec<_> = self
             .offers
@@ -411,21 +413,25 @@ impl ClientSession {
 
     /// When the server was last heard from (the `now` of the latest
     /// [`handle_message`](Self::handle_message)).
+    #[must_use]
     pub fn last_heard(&self) -> Instant {
         self.last_heard
     }
 
     /// The username asked for.
+    #[must_use]
     pub fn username(&self) -> &Username {
         &self.username
     }
 
     /// True once welcomed and until closed.
+    #[must_use]
     pub fn is_joined(&self) -> bool {
         self.state == State::Joined
     }
 
     /// True once refused, timed out, shut down or quit.
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
@@ -441,6 +447,7 @@ impl ClientSession {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.state, self.ping) {
             (State::Closed, _) => None,
@@ -503,6 +510,7 @@ impl ClientSession {
     /// [`settle`](Self::settle) arrived (if it was called), every file list
     /// asked for is complete, and no download or push of ours is running.
     /// Pushes from others do not count.
+    #[must_use]
     pub fn is_settled(&self) -> bool {
         self.barrier.is_none()
             && self.lists_pending == 0
@@ -601,6 +609,7 @@ impl ClientSession {
 
     /// True while a download of `name` is asked for or running: asking
     /// for it again would write the same file twice.
+    #[must_use]
     pub fn is_downloading(&self, name: &FileName) -> bool {
         self.requested.values().any(|r| &r.name == name)
             || self

@@ -13,6 +13,7 @@ use crate::message::ClientMessage;
 impl ClientMessage {
     /// True for file data and file ends, which a writer may send after
     /// queued chat (an end must stay behind its chunks).
+    #[must_use]
     pub fn is_bulk(&self) -> bool {
         matches!(self, ClientMessage::Chunk(_) | ClientMessage::End(_))
     }

@@ -94,7 +94,7 @@ impl Net {
                 match &e {
                     HubEvent::Close { client, .. } => self.closed.push(*client),
                     HubEvent::FilesRequested { client, request } => {
-                        self.hub.answer_files(*client, *request, self.files.clone())
+                        self.hub.answer_files(*client, *request, self.files.clone());
                     }
                     _ => {}
                 }

@@ -1,6 +1,6 @@
 //! Scenario 4 (a 1 GiB download with the real imchat-client, beside a raw
 //! TCP file-to-file copy over loopback) and scenario 5 (chat latency to
-//! clients that are downloading, using imchat-core's ClientSession).
+//! clients that are downloading, using imchat-core's `ClientSession`).
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -162,7 +162,7 @@ pub fn client_download(
         stop.store(true, Ordering::Relaxed);
         let _ = sampler.join();
         done?;
-        let got = fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+        let got = fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         if got != size {
             return Err(format!("downloaded file has {got} bytes, not {size}"));
         }
@@ -214,7 +214,7 @@ fn flush(s: &mut ClientSession, w: &Writer) -> io::Result<()> {
         Ok(())
     } else {
         w.lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send_frames(&buf)
     }
 }
@@ -235,7 +235,7 @@ fn disk_loop(path: &Path, jobs: &mpsc::Receiver<DiskJob>, w: &Writer) -> io::Res
     let mut acked = 0u64;
     let ack = |id, offset| {
         w.lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(&ClientMessage::Ack { id, offset })
     };
     loop {

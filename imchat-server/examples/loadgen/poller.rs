@@ -96,7 +96,7 @@ fn spawn<H: Handler>(
             let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
             let epfd = ep.as_raw_fd();
             // Messages buffered before the poller started.
-            for (s, rb, h, open) in items.iter_mut() {
+            for (s, rb, h, open) in &mut items {
                 pump_one(kind, s, rb, h, open, &stop, epfd);
             }
             while !stop.load(Ordering::Acquire) {

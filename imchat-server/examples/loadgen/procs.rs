@@ -94,7 +94,9 @@ fn drain_lines(
             if let Some(tx) = first.take() {
                 let _ = tx.send(line.clone());
             }
-            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = tail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if t.len() >= 20 {
                 t.pop_front();
             }
@@ -232,7 +234,10 @@ impl Proc {
 
     /// The last lines the process printed.
     pub fn tail_text(&self) -> String {
-        let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let t = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         t.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 

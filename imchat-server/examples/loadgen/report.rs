@@ -109,7 +109,7 @@ impl Table {
     pub fn new(title: &str, head: &[&str]) -> Self {
         Table {
             title: title.into(),
-            head: head.iter().map(|s| s.to_string()).collect(),
+            head: head.iter().map(std::string::ToString::to_string).collect(),
             rows: Vec::new(),
             notes: Vec::new(),
         }

@@ -152,10 +152,10 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
 
 /// The 1-, 5- and 15-minute load averages (other work on the machine).
 pub fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".into())
+    fs::read_to_string("/proc/loadavg").ok().map_or_else(
+        || "?".into(),
+        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
 }
 
 /// The machine, for the report: CPU model, cores, memory, kernel, tools.
@@ -177,8 +177,10 @@ pub fn machine() -> Vec<(String, String)> {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|k| k.parse::<u64>().ok())
         })
-        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
+        .map_or_else(
+            || "?".into(),
+            |k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0),
+        );
     let redis = if on_path("redis-server") {
         command_line("redis-server", &["--version"])
     } else {

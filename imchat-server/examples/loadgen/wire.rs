@@ -583,7 +583,7 @@ mod tests {
             let f = chat(from, private, &p).to_frame();
             match imchat_parse(&f).unwrap() {
                 Parsed::Chat { len, start, end } => {
-                    assert_eq!((len, &f[start..end]), (f.len(), &p[..]), "{from}")
+                    assert_eq!((len, &f[start..end]), (f.len(), &p[..]), "{from}");
                 }
                 _ => panic!("{from}: not found in place"),
             }

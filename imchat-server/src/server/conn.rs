@@ -101,7 +101,7 @@ impl Server {
                 };
                 let (writer_box, writer_socket) = (outbox.clone(), socket.clone());
                 let started = spawn(format!("write-{id}"), WRITER_STACK, Share::Any, move || {
-                    write_loop(&writer_box, &writer_socket)
+                    write_loop(&writer_box, &writer_socket);
                 });
                 if let Err(e) = started {
                     // The reader sees the socket close and reports the client as left.

@@ -51,7 +51,10 @@ impl Control {
 
     /// The client acknowledged storing the file up to `offset`.
     pub(super) fn ack(&self, offset: u64) {
-        let mut ack = self.ack.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ack = self
+            .ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if ack.is_none_or(|a| offset > a) {
             *ack = Some(offset);
             drop(ack);
@@ -61,16 +64,22 @@ impl Control {
 
     /// The ack that arrived since the last call, if any.
     fn take_ack(&self) -> Option<u64> {
-        self.ack.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Waits (at most `timeout`) for an ack or a cancel.
     fn wait_ack(&self, timeout: Duration) {
-        let ack = self.ack.lock().unwrap_or_else(|e| e.into_inner());
+        let ack = self
+            .ack
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _waited = self
             .moved
             .wait_timeout_while(ack, timeout, |a| a.is_none() && !self.is_cancelled())
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
 }
 

@@ -8,6 +8,7 @@ use crate::message::{ErrorCode, LeaveReason, RefuseCode, ServerMessage};
 
 impl Hub {
     /// The earliest time at which [`handle_timeout`](Hub::handle_timeout) has work.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let transfers = [self.download_deadline(), self.relay_deadline()];
         self.conns

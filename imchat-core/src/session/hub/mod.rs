@@ -119,11 +119,13 @@ impl Hub {
     }
 
     /// The limits in force.
+    #[must_use]
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
     /// The limits announced to every client in its `Welcome`.
+    #[must_use]
     pub fn server_limits(&self) -> ServerLimits {
         let l = &self.limits;
         ServerLimits {
@@ -178,11 +180,13 @@ impl Hub {
 
     /// True while the hub knows `client` (handshaking or joined): false once
     /// it was refused, left or was dropped.
+    #[must_use]
     pub fn is_connected(&self, client: ClientId) -> bool {
         self.conns.contains_key(&client)
     }
 
     /// Number of connections (handshaking or joined).
+    #[must_use]
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
@@ -203,11 +207,13 @@ impl Hub {
     }
 
     /// The joined users' connections.
+    #[must_use]
     pub fn members(&self) -> Arc<[ClientId]> {
         self.members.clone()
     }
 
     /// The username of a joined connection.
+    #[must_use]
     pub fn username(&self, client: ClientId) -> Option<&Username> {
         match &self.conns.get(&client)?.phase {
             Phase::Joined(u) => Some(u),
@@ -217,11 +223,13 @@ impl Hub {
 
     /// True once `client` has completed the handshake (its reader may raise
     /// the decoder's frame limit from `max_handshake_frame` to `max_frame`).
+    #[must_use]
     pub fn is_joined(&self, client: ClientId) -> bool {
         self.username(client).is_some()
     }
 
     /// The frame limit to decode this client's input with.
+    #[must_use]
     pub fn max_frame(&self, client: ClientId) -> u32 {
         if self.is_joined(client) {
             self.limits.max_frame

@@ -41,6 +41,7 @@ impl Destination {
     }
 
     /// True if `id` receives it.
+    #[must_use]
     pub fn contains(&self, id: ClientId) -> bool {
         self.iter().any(|c| c == id)
     }

@@ -123,6 +123,7 @@ impl TokenBucket {
 impl Hub {
     /// When the reader of `client` may read again: `Some(t)` while the client
     /// is over its rate (it is slowed by being read later, not cut off).
+    #[must_use]
     pub fn throttle(&self, client: ClientId) -> Option<Instant> {
         self.conns.get(&client)?.bucket.ready_at(&self.limits)
     }

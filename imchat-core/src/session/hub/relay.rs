@@ -374,9 +374,10 @@ impl Hub {
             let error = if relay.sending {
                 (CancelCode::NO_RECEIVER, "no receiver is left".to_string())
             } else if relay.offered_to == 1 {
-                let who = self
-                    .username(receiver)
-                    .map_or_else(|| "the receiver".to_string(), |u| u.to_string());
+                let who = self.username(receiver).map_or_else(
+                    || "the receiver".to_string(),
+                    std::string::ToString::to_string,
+                );
                 (
                     CancelCode::DECLINED,
                     format!("{who} did not accept the file"),
