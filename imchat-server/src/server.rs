@@ -100,6 +100,8 @@ struct Conn {
     closing_since: Option<Instant>,
     /// The socket was shut down because closing took too long.
     forced: bool,
+    /// The closer thread has it (it never joined and was refused).
+    closer_has: bool,
 }
 
 impl Conn {
@@ -413,6 +415,15 @@ impl Server {
                     Level::Info,
                     format!("closing {}: {}", conn.who(client), inert(&reason)),
                 );
+                // Never joined (refused, or dropped to make room): nothing
+                // more is read from it; the closer writes the refusal and
+                // closes the socket, which also ends its reader thread.
+                if conn.user.is_none() && !conn.closer_has {
+                    conn.closer_has = true;
+                    let refused =
+                        closer::Refused::new(client, conn.socket.clone(), conn.outbox.clone());
+                    self.close_refused(refused);
+                }
             }
             HubEvent::Routed {
                 from,

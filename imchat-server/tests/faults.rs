@@ -1541,3 +1541,27 @@ fn downloads_past_the_server_wide_cap_are_refused_naming_the_cap() {
     }
     srv.assert_serving();
 }
+
+#[test]
+fn silent_connections_dropped_to_make_room_do_not_keep_their_threads() {
+    let srv = Server::start(&["--max-pending", "20"]);
+    let pid = srv.proc.pid();
+    // Once a user is in, the server's own threads are all running.
+    let _user = Raw::join(srv.addr, "user");
+    let before = thread_count(pid);
+    // 300 silent sockets: all but the last 20 are dropped to make room.
+    let silent: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect_timeout(&srv.addr, WAIT).ok())
+        .collect();
+    assert_eq!(silent.len(), 300);
+    // Each dropped one is closed within about a second, and its reader
+    // thread with it (it used to wait out a 5 s grace).
+    thread::sleep(Duration::from_millis(2500));
+    let after = thread_count(pid);
+    assert!(
+        after < before + 60,
+        "{after} threads 2.5 s after the flood ({before} before)"
+    );
+    drop(silent);
+    srv.assert_serving();
+}

@@ -74,6 +74,7 @@ impl Server {
                     downloads: HashMap::new(),
                     closing_since: None,
                     forced: false,
+                    closer_has: false,
                 },
             );
             self.dispatch(&mut core, &mut work);
@@ -82,9 +83,8 @@ impl Server {
         self.follow_up(work);
         // Refused at once (server full, too many from this address, shutting
         // down): no thread of its own; the closer writes the refusal and
-        // closes the socket.
+        // closes the socket (it was handed over with the hub's Close).
         if !self.lock().hub.is_connected(id) {
-            self.close_refused(closer::Refused::new(id, stream, outbox));
             return;
         }
 
@@ -143,26 +143,27 @@ impl Server {
     /// gets the reason, written by the closer thread.
     fn drop_connection(self: &Arc<Self>, id: ClientId) {
         self.with_hub(|hub| hub.kick(id, "the server cannot take another connection now"));
-        let conn = self
-            .lock()
-            .conns
-            .get(&id)
-            .map(|c| (c.socket.clone(), c.outbox.clone()));
+        let conn = self.lock().conns.get_mut(&id).and_then(|c| {
+            let handed = std::mem::replace(&mut c.closer_has, true);
+            (!handed).then(|| (c.socket.clone(), c.outbox.clone()))
+        });
         if let Some((stream, outbox)) = conn {
             self.close_refused(closer::Refused::new(id, stream, outbox));
         }
     }
 
     /// Hands a refused connection to the closer thread.
-    fn close_refused(&self, refused: closer::Refused) {
+    pub(super) fn close_refused(&self, refused: closer::Refused) {
         let sent = self
             .closer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(refused);
+        // The closer thread is gone (the server is failing): just hang up;
+        // the timer forgets the connection. (No lock here: this may run
+        // with the core's lock held.)
         if let Err(std::sync::mpsc::SendError(r)) = sent {
             let _ = r.stream.shutdown(Shutdown::Both);
-            self.lock().conns.remove(&r.id);
         }
     }
 
