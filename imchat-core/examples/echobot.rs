@@ -13,6 +13,13 @@ use imchat_core::{ClientEvent, Username};
 
 /// Runs the bot until the server shuts down (or the connection is lost, an
 /// error), or until `until` passes (then it quits).
+///
+/// # Errors
+///
+/// A [`ConnectError`](imchat_core::blocking::ConnectError) when it cannot
+/// join (unreachable, name refused), a
+/// [`ClientError`](imchat_core::blocking::ClientError) when the connection
+/// breaks or the server closes it without a shutdown notice.
 pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn Error>> {
     let mut bot = Client::connect(addr, name, ConnectOptions::default())?;
     let mut asked = Vec::new(); // who sent `!who`: one `Who` answer each, in order

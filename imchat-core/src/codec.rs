@@ -101,6 +101,12 @@ pub trait Encode {
 /// parses frames in place (for instance one that only counts deliveries)
 /// instead of feeding a [`Decoder`]: it then hands each whole frame, after
 /// the header, to [`Decode::decode_frame`].
+///
+/// # Errors
+///
+/// [`DecodeError::EmptyFrame`] for a length of 0 and
+/// [`DecodeError::FrameTooLarge`] above `max_frame`: the stream is broken
+/// (send [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED) and close).
 #[inline]
 pub fn frame_len(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
@@ -119,6 +125,16 @@ pub fn frame_len(buf: &[u8], max_frame: u32) -> Result<Option<usize>, DecodeErro
 /// A message that can be read from a frame (what the [`Decoder`] yields).
 pub trait Decode: Sized {
     /// Decodes one frame's contents (type byte and body, without the length header).
+    ///
+    /// # Errors
+    ///
+    /// The frame is not a valid message of this direction:
+    /// [`DecodeError::EmptyFrame`] with no type byte,
+    /// [`DecodeError::UnknownType`], [`DecodeError::Truncated`],
+    /// [`DecodeError::TrailingBytes`], [`DecodeError::InvalidUtf8`],
+    /// [`DecodeError::InvalidName`] or [`DecodeError::InvalidTag`]. The
+    /// stream is broken: send [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED)
+    /// and close.
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;
 
     /// The message for a file chunk, for a decoder that reads a large
@@ -825,6 +841,15 @@ impl<M: Decode> Decoder<M> {
 
     /// The next complete message: `Ok(Some(m))`, `Ok(None)` when more bytes
     /// are needed (nothing is consumed), or the error that broke the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::EmptyFrame`] or [`DecodeError::FrameTooLarge`] as
+    /// soon as a length header says so (before anything is reserved), else
+    /// what [`Decode::decode_frame`] returns for the frame. The decoder
+    /// stays failed: every later call returns the same error. Send
+    /// [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED) and close the
+    /// connection.
     pub fn next_message(&mut self) -> Result<Option<M>, DecodeError> {
         if let Some(e) = &self.error {
             return Err(e.clone());

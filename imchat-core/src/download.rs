@@ -205,6 +205,12 @@ impl DownloadSender {
     /// opened, as announced in `FileStart`), from byte `offset` on, in
     /// chunks of at most `limits.chunk_size` bytes (and never more than the
     /// window). An `offset` past `size` is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`TransferError::BadOffset`] if `offset` is past `size` (the
+    /// client's partial copy is longer than the file, or the file shrank
+    /// since it was listed): refuse the download, or start it from byte 0.
     pub fn new(
         id: TransferId,
         size: u64,
@@ -372,6 +378,12 @@ impl DownloadSender {
     ///
     /// `frame` can be the same buffer chunk after chunk: it is grown when
     /// too short and cut to the frame's length, never zeroed again.
+    ///
+    /// # Errors
+    ///
+    /// Only what `fill` returns (a read error), passed on; the download is
+    /// unchanged. A file that ended early or grew is not an error here but
+    /// the download's [`outcome`](Self::outcome).
     pub fn fill_chunk_frame<E>(
         &mut self,
         frame: &mut Vec<u8>,
@@ -427,6 +439,11 @@ impl DownloadSender {
     /// The client acknowledged storing the file up to `offset` (from byte
     /// 0). Acks at or below the highest one so far are ignored; an ack
     /// beyond what was handed out is refused and ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError::BeyondSent`] for an ack past the bytes handed out so
+    /// far. The download goes on unchanged; log it if anything.
     pub fn handle_ack(&mut self, offset: u64) -> Result<(), AckError> {
         let sent = self.sent_to();
         if offset > sent {

@@ -140,6 +140,19 @@ impl Limits {
     /// Checks that the limits can work together: every chunk and every
     /// chat message fits in a frame, a valid handshake fits in the
     /// handshake limit, and counts that must be positive are.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, carrying the numbers:
+    /// [`LimitsError::Zero`] for `max_clients`, `chunk_size`,
+    /// `max_transfers` or `max_downloads` at 0, or a rate burst field at 0
+    /// while `rate_per_sec` is set; [`LimitsError::BurstBytes`] if
+    /// `rate_burst_bytes` cannot hold one longest text or overfills a
+    /// reader's queue; [`LimitsError::ChunkTooLarge`] or
+    /// [`LimitsError::TextTooLarge`] if a chunk or a longest text does not
+    /// fit in `max_frame`; [`LimitsError::HandshakeFrame`] if
+    /// `max_handshake_frame` is outside [`MAX_HELLO_FRAME`]`..=max_frame`.
+    /// Show it to whoever chose the values, fix them and validate again.
     pub fn validate(&self) -> Result<(), LimitsError> {
         for (field, value) in [
             ("max_clients", self.max_clients),

@@ -57,6 +57,15 @@ pub struct Username(String);
 
 impl Username {
     /// Checks `name` against the username rules.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken, to show the user, who picks another name:
+    /// [`NameError::Empty`]; [`NameError::TooLong`] above
+    /// [`MAX_USERNAME_CHARS`] characters; [`NameError::BadChar`] for a
+    /// character outside the set (or a leading `.`, or an invisible letter);
+    /// [`NameError::TrailingDotOrSpace`] for a trailing `.`;
+    /// [`NameError::Reserved`] for a reserved word or a Windows device name.
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
         let chars = name.chars().count();
@@ -125,6 +134,15 @@ pub struct FileName(String);
 
 impl FileName {
     /// Checks `name` against the file-name rules.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken (a file with such a name cannot be sent or
+    /// saved under it): [`NameError::Empty`]; [`NameError::TooLong`] above
+    /// [`MAX_FILE_NAME_BYTES`] bytes; [`NameError::LeadingDot`];
+    /// [`NameError::BadChar`] for a separator, control, invisible or
+    /// Windows-reserved character; [`NameError::TrailingDotOrSpace`];
+    /// [`NameError::Reserved`] for a Windows device name.
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
         if name.is_empty() {

@@ -93,6 +93,12 @@ impl Outgoing {
 
     /// Counts bytes the receiver already holds (a resumed download): they go
     /// into the whole-file checksum but are not sent. Call before any chunk.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::PushOverrun`] if `data` goes past the transfer's size;
+    /// nothing is counted. The local copy is longer than the file offered:
+    /// download it from byte 0 instead.
     pub fn skip(&mut self, data: &[u8]) -> Result<(), UsageError> {
         self.advance(data)
     }
@@ -126,6 +132,11 @@ impl Outgoing {
     }
 
     /// Appends a chunk frame holding `data` (the next bytes of the file) to `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::PushOverrun`] if `data` goes past the announced size
+    /// (the file grew since it was offered); nothing is appended or counted.
     pub fn encode_chunk(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
         let offset = self.offset;
         let crc = self.take(data)?;
@@ -143,6 +154,12 @@ impl Outgoing {
     /// `frame` can be the same buffer chunk after chunk: it is grown when
     /// too short and cut to the frame's length, but its old bytes are only
     /// overwritten, never zeroed again.
+    ///
+    /// # Errors
+    ///
+    /// Only what `fill` returns (a read error), passed on; the transfer is
+    /// left as it was. `fill` is never given room past the announced size,
+    /// so the [`UsageError`] that `E` must convert from does not occur.
     pub fn fill_chunk_frame<E: From<UsageError>>(
         &mut self,
         frame: &mut Vec<u8>,
@@ -167,6 +184,11 @@ impl Outgoing {
     }
 
     /// The next chunk as a message (for a session's transmit queue).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::PushOverrun`] if `data` goes past the announced size;
+    /// nothing is counted.
     pub fn next_chunk(&mut self, data: Vec<u8>) -> Result<FileChunk, UsageError> {
         let offset = self.offset;
         let crc = self.take(&data)?;
@@ -237,6 +259,11 @@ impl Incoming {
 
     /// A transfer resumed after the bytes `held` describes (`0..held.len()`,
     /// already on disk; they are checked by the whole-file CRC at the end).
+    ///
+    /// # Errors
+    ///
+    /// [`TransferError::BadOffset`] if `held` is longer than `size`: the
+    /// partial copy is not of this file; start again from byte 0.
     pub fn resume(id: TransferId, size: u64, held: &ResumeState) -> Result<Self, TransferError> {
         let offset = held.len();
         if offset > size {
@@ -251,6 +278,15 @@ impl Incoming {
     }
 
     /// Checks one chunk; on success its data belongs at `chunk.offset`.
+    ///
+    /// # Errors
+    ///
+    /// The chunk is refused, and the transfer should be dropped:
+    /// [`TransferError::EmptyChunk`] for no data,
+    /// [`TransferError::OutOfOrder`] if it does not start where the last one
+    /// ended, [`TransferError::TooMuchData`] if it goes past the announced
+    /// size, [`TransferError::BadChunkCrc`] if its data does not match its
+    /// CRC. Nothing is counted.
     pub fn accept(&mut self, chunk: &FileChunk) -> Result<(), TransferError> {
         let id = self.id;
         if chunk.data.is_empty() {
@@ -287,6 +323,13 @@ impl Incoming {
     }
 
     /// Checks the end: all bytes arrived and the whole-file CRC matches.
+    ///
+    /// # Errors
+    ///
+    /// [`TransferError::ShortFile`] if bytes are missing,
+    /// [`TransferError::FileCrcMismatch`] if the file's checksum differs
+    /// (a resumed prefix that was not this file's, or corruption). Either
+    /// way the received file is not the one sent: delete it.
     pub fn finish(&self, end: &FileEnd) -> Result<(), TransferError> {
         if self.expected != self.size {
             return Err(TransferError::ShortFile {

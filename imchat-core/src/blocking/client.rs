@@ -250,6 +250,19 @@ impl Client {
     /// the server's `Welcome`. A refusal is a typed [`ConnectError`]
     /// carrying the server's reason; so is a `Welcome` in another
     /// protocol version.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is connected. [`ConnectError::InvalidName`] before anything
+    /// is sent (pick another name); [`ConnectError::NoAddress`] and
+    /// [`ConnectError::Connect`] when `addr` does not resolve or no address
+    /// accepts (or a socket option cannot be set);
+    /// [`ConnectError::HandshakeTimeout`], [`ConnectError::Closed`] and
+    /// [`ConnectError::Transport`] when the server does not answer, hangs up or
+    /// breaks the protocol; the refusals [`ConnectError::NameTaken`],
+    /// [`ConnectError::NameRefused`], [`ConnectError::ServerFull`],
+    /// [`ConnectError::VersionMismatch`], [`ConnectError::ShuttingDown`] and
+    /// [`ConnectError::Refused`] carry the server's reason to show.
     pub fn connect(
         addr: impl ToSocketAddrs,
         username: &str,
@@ -340,6 +353,13 @@ impl Client {
     /// The session's end is an event ([`ClientEvent::Shutdown`],
     /// [`ClientEvent::TimedOut`]); after it, and after a connection closed
     /// or broken without one, calls return [`ClientError::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transport`], once, when reading or writing fails or the
+    /// server sends bytes that do not decode; [`ClientError::Closed`] once the
+    /// connection is over (that error, the server's close, or the session's
+    /// last event). Either way stop calling, or reconnect.
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<ClientEvent>, ClientError> {
         let deadline = Instant::now() + timeout;
         let mut looked = false;
@@ -418,44 +438,84 @@ impl Client {
     }
 
     /// The server's address.
+    ///
+    /// # Errors
+    ///
+    /// The socket's [`io::Error`] (for instance when it is no longer
+    /// connected).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.writer.get_ref().peer_addr()
     }
 
     /// Sends a chat message to everyone else or to one user.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::TextTooLong`] (nothing was
+    /// sent); [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
         self.act(|s| s.send_chat(to, text))
     }
 
     /// Sends an action (`/me waves`, shown as `* ann waves`) to everyone
     /// else or to one user.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_chat`](Self::send_chat).
     pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
         self.act(|s| s.send_action(to, text))
     }
 
     /// Sends a private message to one user.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_chat`](Self::send_chat).
     pub fn send_private(&mut self, to: &Username, text: &str) -> Result<(), ClientError> {
         self.send_chat(Recipient::User(to.clone()), text)
     }
 
     /// Asks who is online; the answer is [`ClientEvent::Who`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn who(&mut self) -> Result<(), ClientError> {
         self.act(ClientSession::who)
     }
 
     /// Asks for access to the shared folder; the answer is
     /// [`ClientEvent::FilesAccess`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn files_access(&mut self) -> Result<(), ClientError> {
         self.act(ClientSession::files_access)
     }
 
     /// Asks for the shared-file list; it comes as [`ClientEvent::FileList`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn list_files(&mut self) -> Result<(), ClientError> {
         self.act(ClientSession::list_files)
     }
 
     /// Asks for a shared file (see [`ClientSession::download`]); its bytes
     /// come as transfer events with the returned id.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::TooManyTransfers`] (nothing
+    /// was sent; ask again when a transfer ends); [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn download(
         &mut self,
         name: FileName,
@@ -466,6 +526,11 @@ impl Client {
 
     /// With [`ConnectOptions::manual_acks`]: download `id` is stored up to
     /// byte `offset`. See [`ClientSession::stored`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn stored(&mut self, id: TransferId, offset: u64) -> Result<(), ClientError> {
         self.act(|s| {
             s.stored(id, offset);
@@ -476,6 +541,11 @@ impl Client {
     /// With [`ConnectOptions::manual_acks`]: sends the acknowledgements
     /// held back, when there is nothing more to store for now. See
     /// [`ClientSession::caught_up`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn caught_up(&mut self) -> Result<(), ClientError> {
         self.act(|s| {
             s.caught_up();
@@ -490,6 +560,12 @@ impl Client {
     /// is [`ClientEvent::PushDone`] or [`ClientEvent::PushFailed`]. Call
     /// [`next_event`](Self::next_event) between chunks (`Duration::ZERO`
     /// will do) to notice a refusal and keep the keepalive running.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::FileTooLarge`] or
+    /// [`UsageError::TooManyTransfers`] (nothing was sent); [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn offer(
         &mut self,
         name: FileName,
@@ -500,27 +576,63 @@ impl Client {
     }
 
     /// Accepts the push offered as `id` ([`ClientEvent::PushOffered`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::UnknownOffer`] if no offer `id`
+    /// is waiting (answered, or withdrawn: [`ClientEvent::OfferWithdrawn`]);
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn accept(&mut self, id: TransferId) -> Result<(), ClientError> {
         self.act(|s| s.accept(id))
     }
 
     /// Declines the push offered as `id`, telling the sender `reason`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`accept`](Self::accept).
     pub fn decline(&mut self, id: TransferId, reason: &str) -> Result<(), ClientError> {
         self.act(|s| s.decline(id, reason))
     }
 
     /// Sends the next bytes of push `id`, once it was accepted
     /// ([`ClientEvent::PushAccepted`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`], nothing sent, with
+    /// [`UsageError::UnknownTransfer`] if `id` is not a running push of ours
+    /// (it failed or was cancelled: stop reading its file),
+    /// [`UsageError::NotAccepted`] before [`ClientEvent::PushAccepted`], or
+    /// [`UsageError::PushOverrun`] past the size offered (cancel the push);
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), ClientError> {
         self.act(|s| s.push_chunk(id, data))
     }
 
     /// Ends push `id` once all its bytes went.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`], nothing sent, with
+    /// [`UsageError::UnknownTransfer`] or [`UsageError::NotAccepted`] as for
+    /// [`push_chunk`](Self::push_chunk), or [`UsageError::PushOverrun`] while
+    /// bytes of the size offered are unsent (cancel the push); [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn push_end(&mut self, id: TransferId) -> Result<(), ClientError> {
         self.act(|s| s.push_end(id))
     }
 
     /// Gives up a transfer: a download, an incoming push or our push.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::UnknownTransfer`] if no
+    /// transfer or offer `id` is known (it already ended: nothing to do);
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), ClientError> {
         self.act(|s| s.cancel(id, reason))
     }
@@ -528,6 +640,11 @@ impl Client {
     /// Says goodbye, with a parting text the others see (may be empty),
     /// and closes the connection; later calls return
     /// [`ClientError::Closed`]. Quitting a closed client does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Transport`] if the goodbye could not be written; the
+    /// connection is closed all the same.
     pub fn quit(&mut self, reason: &str) -> Result<(), ClientError> {
         if !self.open {
             return Ok(());

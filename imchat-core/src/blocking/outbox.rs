@@ -299,6 +299,14 @@ impl Outbox {
 
     /// Queues a frame on the control lane, or on the bulk lane when `bulk`,
     /// and wakes the writer thread if it sleeps.
+    ///
+    /// # Errors
+    ///
+    /// The frame is not queued: [`PushError::Closed`] once the queue is
+    /// closed or aborted (the connection is going away: drop the frame);
+    /// [`PushError::Full`] when a control frame would take the control lane
+    /// over its cap (the bulk lane has none): the peer is not reading, so
+    /// disconnect it.
     pub fn push(&self, frame: Frame, bulk: bool) -> Result<(), PushError> {
         let mut s = self.lock();
         self.enqueue(&mut s, frame, bulk)?;
@@ -386,6 +394,11 @@ impl Outbox {
     /// must then flush this queue itself. With `false`, the frame goes out
     /// with the ones ahead of it (whoever queued those flushes them, or the
     /// writer thread writes them).
+    ///
+    /// # Errors
+    ///
+    /// As for [`push`](Outbox::push): [`PushError::Closed`] or
+    /// [`PushError::Full`], and the frame is not queued.
     pub fn push_deferred(&self, frame: Frame) -> Result<bool, PushError> {
         let mut s = self.lock();
         let first = s.control.is_empty();
@@ -427,6 +440,12 @@ impl Outbox {
     /// this way, and writes data it has just read while the CPU still has
     /// it cached. What cannot be written at once is left to the writer
     /// thread, which is woken.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Closed`] once the queue is closed or aborted; the frame
+    /// is not queued and nothing is written. The bulk lane has no cap, so
+    /// never [`PushError::Full`].
     pub fn push_bulk_through<W: Write>(&self, frame: Frame, w: W) -> Result<(), PushError> {
         self.enqueue(&mut self.lock(), frame, true)?;
         self.flush_lanes(w, true);
@@ -625,6 +644,12 @@ impl Outbox {
     /// and empty or aborted ([`WriterEnd::Finished`]), or a lazy writer
     /// parks ([`WriterEnd::Parked`], see [`set_starter`](Outbox::set_starter)),
     /// or a write fails (`Err`; the queue is aborted).
+    ///
+    /// # Errors
+    ///
+    /// The [`io::Error`] of a write or flush that failed (or stalled past
+    /// [`with_stall`](Outbox::with_stall)'s limit). The queue is then aborted
+    /// and later pushes fail: the connection is over.
     pub fn run_writer<W: Write>(&self, w: W) -> io::Result<WriterEnd> {
         let result = self.writer_loop(w);
         if result.as_ref().is_ok_and(|end| *end == WriterEnd::Parked) {

@@ -55,6 +55,13 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
     /// kind `WouldBlock` or `TimedOut`) loses nothing: a partial frame
     /// stays buffered and the next call goes on with it. After any other
     /// error, stop reading.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Io`] when reading fails (after a timeout, call
+    /// again); [`TransportError::Decode`] when the bytes do not decode (send
+    /// [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED) and close);
+    /// [`TransportError::UnexpectedEof`] when the stream ends inside a frame.
     pub fn read_message(&mut self) -> Result<Option<M>, TransportError> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
@@ -114,6 +121,11 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Encodes and writes one message (and flushes).
+    ///
+    /// # Errors
+    ///
+    /// The writer's [`io::Error`]: the frame may be partly written, so the
+    /// stream can no longer be trusted; close the connection.
     pub fn send<E: Encode>(&mut self, msg: &E) -> io::Result<()> {
         self.buf.clear();
         msg.encode(&mut self.buf);
@@ -122,6 +134,11 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Writes frames already encoded (several may be coalesced into one write).
+    ///
+    /// # Errors
+    ///
+    /// As for [`send`](Self::send): the writer's [`io::Error`], after which
+    /// the connection is to be closed.
     pub fn send_frames(&mut self, frames: &[u8]) -> io::Result<()> {
         self.inner.write_all(frames)?;
         self.inner.flush()
@@ -139,6 +156,11 @@ impl<W: Write> FrameWriter<W> {
 }
 
 /// Splits a TCP stream into a reader and a writer for two threads.
+///
+/// # Errors
+///
+/// The [`io::Error`] of [`TcpStream::try_clone`] (the process is out of
+/// file handles); `stream` is dropped.
 pub fn split_tcp<M: Decode>(
     stream: TcpStream,
     max_frame: u32,

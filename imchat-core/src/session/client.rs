@@ -333,6 +333,13 @@ impl ClientSession {
 
     /// Accepts the push offered as `id`: the server is told, and a
     /// [`ClientEvent::TransferStarted`] follows at once (open the file).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; [`UsageError::UnknownOffer`] if no offer
+    /// `id` is waiting (already answered, or withdrawn:
+    /// [`ClientEvent::OfferWithdrawn`]). Nothing is sent.
     pub fn accept(&mut self, id: TransferId) -> Result<(), UsageError> {
         self.joined()?;
         let offer = self
@@ -344,6 +351,11 @@ impl ClientSession {
     }
 
     /// Declines the push offered as `id`, telling the sender `reason`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`accept`](Self::accept): [`UsageError::NotConnected`] or
+    /// [`UsageError::UnknownOffer`], and nothing is sent.
     pub fn decline(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
         self.joined()?;
         self.offers
@@ -496,6 +508,12 @@ impl ClientSession {
     /// answers each before the next). [`is_settled`](Self::is_settled)
     /// turns true once the answers have all arrived. For a frontend that is
     /// leaving and wants what it asked for first (a script's `/who`).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent and there is nothing to wait
+    /// for.
     pub fn settle(&mut self) -> Result<(), UsageError> {
         self.joined()?;
         let n = self.next_ping;
@@ -555,12 +573,24 @@ impl ClientSession {
     /// to [`Limits::max_text`] bytes goes, the empty text included (the
     /// server routes it); a frontend that wants to skip blank lines does so
     /// itself.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; [`UsageError::TextTooLong`] above
+    /// [`Limits::max_text`] (split the text, or tell the user). Nothing is
+    /// sent.
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
         self.send_kind(to, ChatKind::Text, text)
     }
 
     /// Sends an action (`/me waves`: shown as `* alice waves`) to everyone
     /// else or to one user.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_chat`](Self::send_chat): [`UsageError::NotConnected`]
+    /// or [`UsageError::TextTooLong`], and nothing is sent.
     pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
         self.send_kind(to, ChatKind::Action, text)
     }
@@ -583,6 +613,11 @@ impl ClientSession {
     }
 
     /// Asks who is online.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
     pub fn who(&mut self) -> Result<(), UsageError> {
         self.joined()?;
         self.charge(1, 0);
@@ -591,6 +626,11 @@ impl ClientSession {
     }
 
     /// Asks for access to the shared folder (its file count).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
     pub fn files_access(&mut self) -> Result<(), UsageError> {
         self.joined()?;
         self.charge(1, 0);
@@ -599,6 +639,11 @@ impl ClientSession {
     }
 
     /// Asks for the shared-file list.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
     pub fn list_files(&mut self) -> Result<(), UsageError> {
         self.joined()?;
         self.charge(1, 0);
@@ -636,6 +681,13 @@ impl ClientSession {
     /// Asks for a shared file. `resume` describes a partial copy already on
     /// disk, to continue from ([`ResumeState::from_bytes`] of its bytes);
     /// `None` or an empty state downloads from byte 0.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; [`UsageError::TooManyTransfers`] while
+    /// [`Limits::max_transfers`] transfers and offers are running or waiting
+    /// (ask again when one ends). Nothing is sent.
     pub fn download(
         &mut self,
         name: FileName,
@@ -659,6 +711,15 @@ impl ClientSession {
     /// the receivers accepted it ([`ClientEvent::PushAccepted`]), hand the
     /// bytes to [`push_chunk`](Self::push_chunk) and finish with
     /// [`push_end`](Self::push_end).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; [`UsageError::FileTooLarge`] above
+    /// [`Limits::max_push_size`] (tell the user);
+    /// [`UsageError::TooManyTransfers`] while
+    /// [`Limits::max_transfers`] transfers and offers are running or waiting.
+    /// Nothing is sent.
     pub fn offer(
         &mut self,
         name: FileName,
@@ -681,6 +742,15 @@ impl ClientSession {
     }
 
     /// Queues the next bytes of a push (at most `limits.chunk_size` each).
+    ///
+    /// # Errors
+    ///
+    /// Nothing is queued, on [`UsageError::UnknownTransfer`] if `id` is not a
+    /// push of ours that is running (it ended, failed or was cancelled: stop
+    /// reading its file), [`UsageError::NotAccepted`] before its
+    /// [`ClientEvent::PushAccepted`] (keep the data and send it then), or
+    /// [`UsageError::PushOverrun`] if `data` goes past the size offered (the
+    /// file changed since: cancel the push).
     pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), UsageError> {
         let out = self
             .outgoing
@@ -695,6 +765,13 @@ impl ClientSession {
     }
 
     /// Queues the end of a push once all its bytes went.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is queued, on [`UsageError::UnknownTransfer`] or
+    /// [`UsageError::NotAccepted`] as for [`push_chunk`](Self::push_chunk), or
+    /// [`UsageError::PushOverrun`] while bytes of the size offered are still
+    /// unsent (the file shrank since: cancel the push).
     pub fn push_end(&mut self, id: TransferId) -> Result<(), UsageError> {
         let out = self
             .outgoing
@@ -710,6 +787,12 @@ impl ClientSession {
 
     /// Gives up a transfer (a download, an incoming push, or our push).
     /// An offer waiting for an answer is declined.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::UnknownTransfer`] if no transfer or offer `id` is known
+    /// (it already ended: nothing to do); for an offer, what
+    /// [`decline`](Self::decline) returns. Nothing is sent.
     pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), UsageError> {
         if self.offers.contains_key(&id) {
             return self.decline(id, reason);
