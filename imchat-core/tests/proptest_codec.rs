@@ -355,12 +355,11 @@ where
             }
         }
     }
-    match failed {
-        Some(e) => {
-            prop_assert_eq!(dec.next_message().err(), Some(e));
-            prop_assert_eq!(dec.buffered(), 0);
-        }
-        None => prop_assert_eq!(consumed + dec.buffered(), bytes.len()),
+    if let Some(e) = failed {
+        prop_assert_eq!(dec.next_message().err(), Some(e));
+        prop_assert_eq!(dec.buffered(), 0);
+    } else {
+        prop_assert_eq!(consumed + dec.buffered(), bytes.len());
     }
     Ok(())
 }

@@ -47,19 +47,16 @@ impl Hub {
                     .iter()
                     .copied()
                     .find(|p| self.conns.get(p).is_some_and(|c| c.peer == Some(ip)));
-                match waiting {
-                    Some(old) => self.refuse(
-                        old,
-                        RefuseCode::HANDSHAKE_TIMEOUT,
-                        "too many connections from your address; this one sent no username",
-                    ),
-                    None => {
-                        let reason =
-                            format!("too many connections from your address ({per_address})");
-                        self.refuse(id, RefuseCode::SERVER_FULL, &reason);
-                        return id;
-                    }
-                }
+                let Some(old) = waiting else {
+                    let reason = format!("too many connections from your address ({per_address})");
+                    self.refuse(id, RefuseCode::SERVER_FULL, &reason);
+                    return id;
+                };
+                self.refuse(
+                    old,
+                    RefuseCode::HANDSHAKE_TIMEOUT,
+                    "too many connections from your address; this one sent no username",
+                );
             }
         }
         let max_pending = self.limits.max_pending;

@@ -34,17 +34,17 @@ impl Hub {
         }
         let (dest, target) = match to {
             Recipient::Everyone => (None, None),
-            Recipient::User(target) => match self.names.get(&self.key(&target)).copied() {
-                Some(dest) => (Some(dest), Some(target)),
-                None => {
+            Recipient::User(target) => {
+                let Some(dest) = self.names.get(&self.key(&target)).copied() else {
                     self.error(
                         client,
                         ErrorCode::UNKNOWN_USER,
                         format!("no user named '{target}' is online"),
                     );
                     return;
-                }
-            },
+                };
+                (Some(dest), Some(target))
+            }
         };
         let id = MessageId(self.next_message);
         self.next_message += 1;
@@ -57,17 +57,14 @@ impl Hub {
             kind,
             text,
         });
-        let receivers = match dest {
-            Some(dest) => {
-                self.send(dest, message);
-                1
-            }
-            None => {
-                let members = self.members.clone();
-                let receivers = members.len().saturating_sub(1);
-                self.send_many(members, Some(client), message);
-                receivers
-            }
+        let receivers = if let Some(dest) = dest {
+            self.send(dest, message);
+            1
+        } else {
+            let members = self.members.clone();
+            let receivers = members.len().saturating_sub(1);
+            self.send_many(members, Some(client), message);
+            receivers
         };
         self.events.push_back(HubEvent::Routed {
             from: client,

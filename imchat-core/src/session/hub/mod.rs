@@ -374,11 +374,11 @@ impl Hub {
             }
             ClientMessage::Accept { id } => self.accept_push(client, id, now),
             ClientMessage::Offer { id, name, size, to } => {
-                self.offer(client, id, name, size, to, now);
+                self.offer(client, id, name, size, &to, now);
             }
             ClientMessage::Chunk(chunk) => self.push_chunk(client, chunk),
             ClientMessage::End(end) => self.push_end(client, end),
-            ClientMessage::Cancel(c) => self.client_cancel(client, c),
+            ClientMessage::Cancel(c) => self.client_cancel(client, &c),
             ClientMessage::Ping(v) => self.send(client, ServerMessage::Pong(v)),
             ClientMessage::Pong(_) => {}
             ClientMessage::Quit { reason } => {

@@ -41,7 +41,7 @@ impl Hub {
         id: TransferId,
         name: FileName,
         size: u64,
-        to: Recipient,
+        to: &Recipient,
         now: Instant,
     ) {
         let Some(from) = self.username(client).cloned() else {
@@ -64,16 +64,15 @@ impl Hub {
         if !self.has_transfer_slot(client, id) {
             return;
         }
-        let receivers: Arc<[ClientId]> = match &to {
+        let receivers: Arc<[ClientId]> = match to {
             Recipient::Everyone => self
                 .members
                 .iter()
                 .copied()
                 .filter(|m| *m != client)
                 .collect(),
-            Recipient::User(u) => match self.names.get(&self.key(u)) {
-                Some(dest) => Arc::from(vec![*dest]),
-                None => {
+            Recipient::User(u) => {
+                let Some(&dest) = self.names.get(&self.key(u)) else {
                     self.cancel(
                         client,
                         id,
@@ -81,8 +80,9 @@ impl Hub {
                         format!("no user named '{u}' is online"),
                     );
                     return;
-                }
-            },
+                };
+                Arc::from(vec![dest])
+            }
         };
         if receivers.is_empty() {
             self.cancel(client, id, CancelCode::NO_RECEIVER, "no one else is online");
@@ -316,9 +316,9 @@ impl Hub {
         let Some(relay) = self.relays.get(&(client, id)) else {
             return;
         };
-        let (code, reason) = error
-            .clone()
-            .unwrap_or((CancelCode::CANCELLED, "the sender cancelled".into()));
+        let tell_pusher = error.is_some();
+        let (code, reason) =
+            error.unwrap_or((CancelCode::CANCELLED, "the sender cancelled".into()));
         let receivers = relay.receivers.clone();
         let relay_id = relay.relay_id;
         self.send_many(
@@ -330,7 +330,7 @@ impl Hub {
                 reason: reason.clone(),
             }),
         );
-        if error.is_some() && self.conns.contains_key(&client) {
+        if tell_pusher && self.conns.contains_key(&client) {
             self.cancel(client, id, code, reason.clone());
         }
         self.remove_relay(client, id, 0, Some(reason));
@@ -392,7 +392,7 @@ impl Hub {
         }
     }
 
-    pub(super) fn client_cancel(&mut self, client: ClientId, c: FileCancel) {
+    pub(super) fn client_cancel(&mut self, client: ClientId, c: &FileCancel) {
         if c.id.is_server_chosen() {
             // A receiver declines a relayed push.
             let key = self
