@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
-    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileName, LeaveReason, Limits,
-    Origin, Recipient, RoutedChat, ServerMessage, TransferError, TransferId, UsageError, Username,
+    inert, ChatKind, ClientEvent, ClientSession, Departure, Encode, FileEntry, FileListPart,
+    FileName, LeaveReason, Limits, Origin, Recipient, RoutedChat, ServerMessage, TransferError,
+    TransferId, UsageError, Username,
 };
 
 use crate::command::{Command, Mode, HELP};
@@ -1004,7 +1005,7 @@ impl Shared {
             ClientEvent::Joined { user } => {
                 ui.notice(&format!("{} has joined", inert(user.as_str())));
             }
-            ClientEvent::Left { user, reason, text } => {
+            ClientEvent::Left(Departure { user, reason, text }) => {
                 let user = inert(user.as_str());
                 let why = match (reason == LeaveReason::QUIT, text.is_empty()) {
                     (true, true) => String::new(),
@@ -1020,7 +1021,7 @@ impl Shared {
             ClientEvent::FilesAccess { count } => {
                 ui.notice(&format!("shared folder access granted: {count} files"));
             }
-            ClientEvent::FileList { files, last } => self.file_list(&files, last),
+            ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
             ClientEvent::Error { code, text } => {
                 if text.is_empty() {
                     ui.error(code.describe());

@@ -6,6 +6,7 @@
 
 use crate::message::FileStart;
 use crate::message::RoutedChat;
+use crate::message::{Departure, FileListPart};
 use std::marker::PhantomData;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -367,11 +368,13 @@ impl Encode for ServerMessage {
             ServerMessage::Joined { user } => {
                 frame(out, types::JOINED, |out| put_str8(out, user.as_str()));
             }
-            ServerMessage::Left { user, reason, text } => frame(out, types::LEFT, |out| {
-                put_str8(out, user.as_str());
-                out.push(reason.0);
-                put_str32(out, text);
-            }),
+            ServerMessage::Left(Departure { user, reason, text }) => {
+                frame(out, types::LEFT, |out| {
+                    put_str8(out, user.as_str());
+                    out.push(reason.0);
+                    put_str32(out, text);
+                })
+            }
             ServerMessage::Who { users } => frame(out, types::WHO_LIST, |out| {
                 put_u32(out, u32::try_from(users.len()).unwrap_or(u32::MAX));
                 for u in users {
@@ -381,14 +384,16 @@ impl Encode for ServerMessage {
             ServerMessage::FilesAccess { count } => {
                 frame(out, types::FILES_GRANTED, |out| put_u64(out, *count));
             }
-            ServerMessage::FileList { files, last } => frame(out, types::FILE_LIST, |out| {
-                out.push(u8::from(*last));
-                put_u32(out, u32::try_from(files.len()).unwrap_or(u32::MAX));
-                for f in files {
-                    put_str8(out, f.name.as_str());
-                    put_u64(out, f.size);
-                }
-            }),
+            ServerMessage::FileList(FileListPart { files, last }) => {
+                frame(out, types::FILE_LIST, |out| {
+                    out.push(u8::from(*last));
+                    put_u32(out, u32::try_from(files.len()).unwrap_or(u32::MAX));
+                    for f in files {
+                        put_str8(out, f.name.as_str());
+                        put_u64(out, f.size);
+                    }
+                })
+            }
             ServerMessage::FileStart(FileStart {
                 id,
                 name,
@@ -664,11 +669,11 @@ impl Decode for ServerMessage {
             types::JOINED => ServerMessage::Joined {
                 user: f.username("user")?,
             },
-            types::LEFT => ServerMessage::Left {
+            types::LEFT => ServerMessage::Left(Departure {
                 user: f.username("user")?,
                 reason: LeaveReason(f.u8()?),
                 text: f.str32("text")?,
-            },
+            }),
             types::WHO_LIST => {
                 let n = f.count(2)?;
                 let mut users = f.list(n);
@@ -688,7 +693,7 @@ impl Decode for ServerMessage {
                         size: f.u64()?,
                     });
                 }
-                ServerMessage::FileList { files, last }
+                ServerMessage::FileList(FileListPart { files, last })
             }
             types::FILE_START => ServerMessage::FileStart(FileStart {
                 id: TransferId(f.u32()?),

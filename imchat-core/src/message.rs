@@ -306,6 +306,31 @@ pub struct RoutedChat {
     pub text: String,
 }
 
+/// A user left: who, why, and the parting text they gave. What every
+/// other user gets as [`ServerMessage::Left`], and what a
+/// [`ClientSession`](crate::ClientSession) hands on as
+/// [`ClientEvent::Left`](crate::ClientEvent::Left).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Departure {
+    /// Who.
+    pub user: Username,
+    /// Why.
+    pub reason: LeaveReason,
+    /// The parting text the user gave when quitting (empty if none).
+    pub text: String,
+}
+
+/// Part or all of the shared-file list: a long list comes in several, and
+/// the last part of an answer has `last` set (an empty folder is one empty
+/// part with `last` set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileListPart {
+    /// The files.
+    pub files: Vec<FileEntry>,
+    /// True on the final part of the answer: the list is complete.
+    pub last: bool,
+}
+
 /// Who a chat message or a pushed file is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Recipient {
@@ -517,14 +542,7 @@ pub enum ServerMessage {
         user: Username,
     },
     /// Someone left.
-    Left {
-        /// Who.
-        user: Username,
-        /// Why.
-        reason: LeaveReason,
-        /// The parting text the user gave when quitting (empty if none).
-        text: String,
-    },
+    Left(Departure),
     /// Who is online (including the asker).
     Who {
         /// Usernames, sorted.
@@ -535,15 +553,8 @@ pub enum ServerMessage {
         /// Number of files.
         count: u64,
     },
-    /// Part or all of the shared-file list: a long list comes in several,
-    /// and the last one of an answer has `last` set (an empty folder is one
-    /// empty list with `last` set).
-    FileList {
-        /// The files.
-        files: Vec<FileEntry>,
-        /// True on the final part of the answer.
-        last: bool,
-    },
+    /// Part or all of the shared-file list.
+    FileList(FileListPart),
     /// A file transfer to this client starts. For a push it is an offer:
     /// the client answers [`ClientMessage::Accept`] before any data comes,
     /// or a `Cancel` to decline.

@@ -5,10 +5,10 @@
 use std::fmt::Debug;
 
 use imchat_core::{
-    CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Encode, ErrorCode,
-    FileCancel, FileChunk, FileEnd, FileEntry, FileName, FileStart, LeaveReason, MessageId, Origin,
-    Recipient, RefuseCode, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId,
-    Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Departure, Encode,
+    ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileListPart, FileName, FileStart,
+    LeaveReason, MessageId, Origin, Recipient, RefuseCode, RoutedChat, ServerLimits, ServerMessage,
+    Timestamp, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -200,22 +200,22 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             }),
         username().prop_map(|user| ServerMessage::Joined { user }),
         (username(), any::<u8>(), text()).prop_map(|(user, reason, text)| {
-            ServerMessage::Left {
+            ServerMessage::Left(Departure {
                 user,
                 reason: LeaveReason(reason),
                 text,
-            }
+            })
         }),
         vec(username(), 0..20).prop_map(|users| ServerMessage::Who { users }),
         any::<u64>().prop_map(|count| ServerMessage::FilesAccess { count }),
         (vec((file_name(), any::<u64>()), 0..12), any::<bool>()).prop_map(|(files, last)| {
-            ServerMessage::FileList {
+            ServerMessage::FileList(FileListPart {
                 files: files
                     .into_iter()
                     .map(|(name, size)| FileEntry { name, size })
                     .collect(),
                 last,
-            }
+            })
         }),
         (
             transfer_id(),

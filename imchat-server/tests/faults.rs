@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    CancelCode, ChatKind, ClientMessage, Decoder, Encode, FileChunk, FileName, FileStart,
-    LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId, Username,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, Decoder, Departure, Encode, FileChunk, FileListPart,
+    FileName, FileStart, LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -492,7 +492,9 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
                     ServerMessage::Chat(RoutedChat { .. }) => {
                         got2.fetch_add(1, Ordering::SeqCst);
                     }
-                    ServerMessage::Left { user, reason, .. } if user.as_str() == "stuck" => {
+                    ServerMessage::Left(Departure { user, reason, .. })
+                        if user.as_str() == "stuck" =>
+                    {
                         assert_eq!(reason, LeaveReason::EVICTED);
                         left = true;
                     }
@@ -556,7 +558,9 @@ fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() 
         for m in std::mem::take(&mut watcher.pending) {
             match m {
                 ServerMessage::Ping(v) => watcher.send(&ClientMessage::Pong(v)),
-                ServerMessage::Left { user, reason, .. } if user.as_str() == "sleeper" => {
+                ServerMessage::Left(Departure { user, reason, .. })
+                    if user.as_str() == "sleeper" =>
+                {
                     assert_eq!(reason, LeaveReason::TIMEOUT);
                     let again = Raw::join(srv.addr, "sleeper");
                     drop(again);
@@ -715,8 +719,9 @@ fn a_client_killed_during_a_download_leaves_the_server_serving() {
     victim.expect("downloading big.bin");
     victim.child.kill().unwrap();
     let _ = victim.child.wait();
-    watcher
-        .wait_for(|m| matches!(m, ServerMessage::Left { user, .. } if user.as_str() == "victim"));
+    watcher.wait_for(
+        |m| matches!(m, ServerMessage::Left(Departure { user, .. }) if user.as_str() == "victim"),
+    );
     srv.assert_serving();
 }
 
@@ -863,7 +868,9 @@ fn a_pushed_file_named_to_escape_is_refused_and_the_pusher_dropped() {
     assert!(msgs
         .iter()
         .all(|m| !matches!(m, ServerMessage::PushDone { .. })));
-    victim.wait_for(|m| matches!(m, ServerMessage::Left { user, .. } if user.as_str() == "sly"));
+    victim.wait_for(
+        |m| matches!(m, ServerMessage::Left(Departure { user, .. }) if user.as_str() == "sly"),
+    );
     assert!(victim
         .pending
         .iter()
@@ -906,7 +913,7 @@ fn a_flood_is_slowed_then_cut_off() {
             .any(|m| matches!(m, ServerMessage::Error { .. })),
         "{msgs:?}"
     );
-    watcher.wait_for(|m| matches!(m, ServerMessage::Left { user, reason, .. } if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
+    watcher.wait_for(|m| matches!(m, ServerMessage::Left(Departure { user, reason, .. }) if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
     srv.assert_serving();
 }
 
@@ -1269,7 +1276,7 @@ fn a_legal_burst_of_long_messages_drops_no_reader() {
                     for m in r.pending.drain(..) {
                         match m {
                             ServerMessage::Chat(RoutedChat { .. }) => got += 1,
-                            ServerMessage::Left { user, .. }
+                            ServerMessage::Left(Departure { user, .. })
                                 if user.as_str().starts_with("reader") =>
                             {
                                 panic!("{user} was dropped")
@@ -1320,7 +1327,7 @@ fn a_flood_of_file_list_requests_is_slowed() {
         lists += flooder
             .pending
             .drain(..)
-            .filter(|m| matches!(m, ServerMessage::FileList { last: true, .. }))
+            .filter(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })))
             .count();
     }
     // Each list of 5,000 files costs 51 of the 100-message burst, then the

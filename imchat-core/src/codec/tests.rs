@@ -335,21 +335,21 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "Left",
-            ServerMessage::Left {
+            ServerMessage::Left(crate::Departure {
                 user: user("bob"),
                 reason: LeaveReason::QUIT,
                 text: "bye".into(),
-            },
+            }),
             //   len      type str8 "bob" reason=quit str32 "bye"
             hex("0000000d 45   03 626f62  00          00000003 627965"),
         ),
         (
             "Left",
-            ServerMessage::Left {
+            ServerMessage::Left(crate::Departure {
                 user: user("bob"),
                 reason: LeaveReason::TIMEOUT,
                 text: String::new(),
-            },
+            }),
             //   len      type str8 "bob" reason=timeout str32 ""
             hex("0000000a 45   03 626f62  02             00000000"),
         ),
@@ -368,34 +368,34 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         ),
         (
             "FileList",
-            ServerMessage::FileList {
+            ServerMessage::FileList(crate::FileListPart {
                 files: vec![FileEntry {
                     name: file("a.txt"),
                     size: 5,
                 }],
                 last: true,
-            },
+            }),
             //   len      type last count    str8 "a.txt"  size
             hex("00000014 48   01   00000001 05 612e747874 0000000000000005"),
         ),
         (
             "FileList",
-            ServerMessage::FileList {
+            ServerMessage::FileList(crate::FileListPart {
                 files: vec![FileEntry {
                     name: file("b.txt"),
                     size: 1024,
                 }],
                 last: false,
-            },
+            }),
             //   len      type last=no count    str8 "b.txt"  size
             hex("00000014 48   00      00000001 05 622e747874 0000000000000400"),
         ),
         (
             "FileList",
-            ServerMessage::FileList {
+            ServerMessage::FileList(crate::FileListPart {
                 files: Vec::new(),
                 last: true,
-            },
+            }),
             //   len      type last count=0 (an empty folder)
             hex("00000006 48   01   00000000"),
         ),
@@ -623,11 +623,11 @@ fn unknown_code_values_pass_through() {
             hex("00000007 4b 03e7 00000000"),
         ),
         (
-            ServerMessage::Left {
+            ServerMessage::Left(crate::Departure {
                 user: user("bob"),
                 reason: LeaveReason(200),
                 text: String::new(),
-            },
+            }),
             hex("0000000a 45 03 626f62 c8 00000000"),
         ),
         (

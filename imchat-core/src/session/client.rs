@@ -3,15 +3,15 @@
 
 use crate::message::FileStart;
 use crate::message::RoutedChat;
+use crate::message::{Departure, FileListPart};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
-    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileEntry, FileName, LeaveReason,
-    Origin, Recipient, RefuseCode, ServerLimits, ServerMessage, TransferId, Username,
-    PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, Origin, Recipient,
+    RefuseCode, ServerLimits, ServerMessage, TransferId, Username, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -45,14 +45,7 @@ pub enum ClientEvent {
         user: Username,
     },
     /// Someone left.
-    Left {
-        /// Who.
-        user: Username,
-        /// Why.
-        reason: LeaveReason,
-        /// The parting text the user gave (empty if none).
-        text: String,
-    },
+    Left(Departure),
     /// The answer to [`ClientSession::who`].
     Who {
         /// Everyone online.
@@ -63,13 +56,8 @@ pub enum ClientEvent {
         /// Number of files.
         count: u64,
     },
-    /// (Part of) the shared-file list.
-    FileList {
-        /// Names and sizes.
-        files: Vec<FileEntry>,
-        /// True on the last part of the answer: the list is complete.
-        last: bool,
-    },
+    /// (Part of) the shared-file list; complete with the part marked `last`.
+    FileList(FileListPart),
     /// The server reported an error; the session goes on.
     Error {
         /// What kind.
@@ -896,23 +884,23 @@ impl ClientSession {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
             ServerMessage::Chat(chat) => ClientEvent::Chat(chat),
             ServerMessage::Joined { user } => ClientEvent::Joined { user },
-            ServerMessage::Left { user, reason, text } => ClientEvent::Left { user, reason, text },
+            ServerMessage::Left(left) => ClientEvent::Left(left),
             ServerMessage::Who { users } => {
                 // The server charged one more message per 100 names.
                 self.charge(users.len() / ITEMS_PER_MESSAGE, 0);
                 ClientEvent::Who { users }
             }
             ServerMessage::FilesAccess { count } => ClientEvent::FilesAccess { count },
-            ServerMessage::FileList { files, last } => {
+            ServerMessage::FileList(part) => {
                 // The server charged one more message per 100 files listed.
                 let before = self.listed / ITEMS_PER_MESSAGE;
-                self.listed += files.len();
+                self.listed += part.files.len();
                 self.charge(self.listed / ITEMS_PER_MESSAGE - before, 0);
-                if last {
+                if part.last {
                     self.listed = 0;
                     self.lists_pending = self.lists_pending.saturating_sub(1);
                 }
-                ClientEvent::FileList { files, last }
+                ClientEvent::FileList(part)
             }
             ServerMessage::Error { code, text } => ClientEvent::Error { code, text },
             ServerMessage::Ping(v) => {

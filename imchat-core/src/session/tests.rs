@@ -405,11 +405,11 @@ fn leaving_is_announced_with_the_reason() {
     let bob = user("bob");
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::Left {
+        vec![ClientEvent::Left(crate::Departure {
             user: bob.clone(),
             reason: LeaveReason::QUIT,
             text: String::new(),
-        }]
+        })]
     );
     let carol = net.clients[2].0;
     net.hub.handle_disconnect(carol, LeaveReason::LOST);
@@ -417,11 +417,11 @@ fn leaving_is_announced_with_the_reason() {
     net.pump();
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::Left {
+        vec![ClientEvent::Left(crate::Departure {
             user: user("carol"),
             reason: LeaveReason::LOST,
             text: String::new(),
-        }]
+        })]
     );
 }
 
@@ -456,15 +456,15 @@ fn a_silent_peer_is_pinged_then_dropped() {
     let left: Vec<_> = net
         .take(0)
         .into_iter()
-        .filter(|e| matches!(e, ClientEvent::Left { .. }))
+        .filter(|e| matches!(e, ClientEvent::Left(crate::Departure { .. })))
         .collect();
     assert_eq!(
         left,
-        vec![ClientEvent::Left {
+        vec![ClientEvent::Left(crate::Departure {
             user: user("carol"),
             reason: LeaveReason::TIMEOUT,
             text: String::new(),
-        }]
+        })]
     );
     assert!(net.hub.username(net.clients[0].0).is_some());
 }
@@ -579,10 +579,10 @@ fn files_access_and_list_are_answered_by_the_glue() {
         net.take(0),
         vec![
             ClientEvent::FilesAccess { count: 2 },
-            ClientEvent::FileList {
+            ClientEvent::FileList(crate::FileListPart {
                 files: net.files.clone(),
                 last: true,
-            }
+            })
         ]
     );
 }
@@ -605,7 +605,7 @@ fn a_long_file_list_is_split_into_frames_that_fit() {
     while let Some(t) = hub.poll_transmit() {
         assert!(t.message.to_frame().len() <= 4096 + 4);
         frames += 1;
-        if let ServerMessage::FileList { files, last } = t.message {
+        if let ServerMessage::FileList(crate::FileListPart { files, last }) = t.message {
             assert!(!done, "a part after the last one");
             done = last;
             got.extend(files);
@@ -978,10 +978,10 @@ fn a_decode_error_closes_only_that_connection() {
     assert!(net.closed.contains(&bob));
     assert!(net.take(0).iter().any(|e| matches!(
         e,
-        ClientEvent::Left {
+        ClientEvent::Left(crate::Departure {
             reason: LeaveReason::KICKED,
             ..
-        }
+        })
     )));
     net.s(0)
         .send_chat(Recipient::Everyone, "still fine")
@@ -1110,10 +1110,10 @@ fn a_kicked_client_is_told_and_announced() {
     )));
     assert!(net.take(0).iter().any(|e| matches!(
         e,
-        ClientEvent::Left {
+        ClientEvent::Left(crate::Departure {
             reason: LeaveReason::KICKED,
             ..
-        }
+        })
     )));
     assert!(net.closed.contains(&bob));
     // One still handshaking is refused as server full.
@@ -1237,11 +1237,11 @@ fn a_quit_text_reaches_the_others_with_the_leave() {
     net.pump();
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::Left {
+        vec![ClientEvent::Left(crate::Departure {
             user: user("bob"),
             reason: LeaveReason::QUIT,
             text: "off to lunch".into(),
-        }]
+        })]
     );
 }
 
@@ -1276,10 +1276,10 @@ fn an_empty_shared_folder_is_one_list_marked_last() {
     net.pump();
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::FileList {
+        vec![ClientEvent::FileList(crate::FileListPart {
             files: Vec::new(),
             last: true,
-        }]
+        })]
     );
 }
 
@@ -1354,7 +1354,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::End(_) => "end",
             ServerMessage::PushAccepted { .. } => "accepted",
             ServerMessage::PushDone { .. } => "done",
-            ServerMessage::Left { .. } => "left",
+            ServerMessage::Left(crate::Departure { .. }) => "left",
             other => panic!("unexpected {other:?}"),
         };
         lanes.push((kind, t.lane));
@@ -2104,9 +2104,10 @@ fn settle_is_answered_once_every_answer_asked_for_has_arrived() {
     assert!(net.s(0).is_settled());
     let events = net.take(0);
     assert!(events.iter().any(|e| matches!(e, ClientEvent::Who { .. })));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, ClientEvent::FileList { last: true, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ClientEvent::FileList(crate::FileListPart { last: true, .. })
+    )));
     // A download of ours keeps it unsettled until it ends.
     let name = FileName::new("a.txt").unwrap();
     let id = net.s(0).download(name.clone(), None).unwrap();

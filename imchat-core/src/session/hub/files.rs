@@ -1,6 +1,7 @@
 //! The shared folder: access, the list, and download requests (the
 //! server opens the file and streams it; the hub keeps the slots).
 
+use crate::message::FileListPart;
 use crate::message::FileStart;
 use std::time::Instant;
 
@@ -106,7 +107,10 @@ impl Hub {
                 loop {
                     let part: Vec<FileEntry> = files.by_ref().take(per_frame).collect();
                     let last = files.peek().is_none();
-                    self.send(client, ServerMessage::FileList { files: part, last });
+                    self.send(
+                        client,
+                        ServerMessage::FileList(FileListPart { files: part, last }),
+                    );
                     if last {
                         break;
                     }

@@ -1,6 +1,7 @@
 //! The server side of the protocol: a [`Hub`] that holds every connection's
 //! state and makes every routing decision, with no sockets and no clock.
 
+use crate::message::Departure;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -447,11 +448,11 @@ impl Hub {
             self.send_many(
                 members,
                 None,
-                ServerMessage::Left {
+                ServerMessage::Left(Departure {
                     user: user.clone(),
                     reason,
                     text,
-                },
+                }),
             );
             self.events.push_back(HubEvent::Left {
                 client,
@@ -582,7 +583,7 @@ impl Hub {
 /// message to decide how it is sent.
 fn lane_of(message: &ServerMessage) -> Lane {
     match message {
-        ServerMessage::Joined { .. } | ServerMessage::Left { .. } => Lane::Presence,
+        ServerMessage::Joined { .. } | ServerMessage::Left(Departure { .. }) => Lane::Presence,
         ServerMessage::Chunk(c) => Lane::Bulk(c.id),
         ServerMessage::End(e) => Lane::Bulk(e.id),
         _ => Lane::Control,
