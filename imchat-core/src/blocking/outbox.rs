@@ -544,6 +544,15 @@ impl Outbox {
         })
     }
 
+    /// True when nothing is queued and nobody is writing: every frame
+    /// pushed so far has been handed to the socket. ([`queued`](Outbox::queued)
+    /// can be 0 while another thread still writes the frames it took.)
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        let s = self.lock();
+        !s.writing && s.partial.is_none() && s.control_bytes == 0 && s.bulk_bytes == 0
+    }
+
     /// Bytes queued (both lanes).
     pub fn queued(&self) -> usize {
         let s = self.lock();
@@ -807,6 +816,39 @@ mod tests {
         let mut out = Vec::new();
         q.run_writer(&mut out).unwrap();
         out
+    }
+
+    /// A writer that lets the test see the queue while a write is under way.
+    struct Probe<'a> {
+        q: &'a Outbox,
+        seen: Vec<(usize, bool)>,
+    }
+
+    impl std::io::Write for Probe<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.seen.push((self.q.queued(), self.q.is_drained()));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drained_only_once_the_frames_taken_are_written() {
+        let q = Outbox::new(1024);
+        assert!(q.is_drained());
+        q.push_deferred(f(b"refused")).unwrap();
+        assert!(!q.is_drained());
+        let mut probe = Probe {
+            q: &q,
+            seen: Vec::new(),
+        };
+        q.flush(&mut probe);
+        // While the frame was being written nothing was queued, yet the
+        // queue was not drained.
+        assert_eq!(probe.seen, vec![(0, false)]);
+        assert!(q.is_drained());
     }
 
     #[test]

@@ -52,7 +52,9 @@ impl Refused {
         let late = now >= self.deadline;
         if !self.ended {
             self.outbox.flush(&*self.stream);
-            if self.outbox.queued() > 0 && !late {
+            // Not before the refusal is in the socket: another thread (the
+            // flusher, a writer) may still be writing it.
+            if !self.outbox.is_drained() && !late {
                 return false;
             }
             let _ = self.stream.shutdown(Shutdown::Write);
