@@ -15,7 +15,8 @@ use crate::message::{
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
-use super::pace::{Pacer, ITEMS_PER_MESSAGE};
+use super::bucket::ITEMS_PER_MESSAGE;
+use super::pace::Pacer;
 
 /// What happened, for the frontend to show or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]

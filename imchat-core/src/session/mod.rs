@@ -1,6 +1,7 @@
 //! Session state machines: the server's [`Hub`] and the [`ClientSession`].
 //! Time comes in as a parameter; nothing here reads a clock or a socket.
 
+mod bucket;
 mod client;
 mod hub;
 mod pace;

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::bucket::{Bucket, Rates};
 use crate::message::ServerLimits;
 
 /// The share of the announced rates the client spends. The server's clock
@@ -15,28 +16,13 @@ use crate::message::ServerLimits;
 /// over the rate however the frames bunch up on the way.
 const PACE_SHARE: f64 = 0.9;
 
-/// Items of an answer (users or files listed) that cost one more message,
-/// as on the server.
-pub(super) const ITEMS_PER_MESSAGE: usize = 100;
-
-#[derive(Debug, Clone, Copy)]
-struct Rates {
-    burst: f64,
-    per_sec: f64,
-    burst_bytes: f64,
-    bytes_per_sec: f64,
-}
-
 /// The bucket. Counts may go below zero: a request the session had to
 /// send at once (a `Cancel`, a keepalive `Ping`) or an answer that cost
 /// more than its request paid is a debt the next sends wait out.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Pacer {
     /// `None` until welcomed, or when the server announced no rate limit.
-    rates: Option<Rates>,
-    messages: f64,
-    bytes: f64,
-    at: Option<Instant>,
+    paced: Option<(Rates, Bucket)>,
 }
 
 impl Pacer {
@@ -52,56 +38,33 @@ impl Pacer {
             burst_bytes: f64::from(limits.rate_burst_bytes),
             bytes_per_sec: f64::from(limits.rate_bytes_per_sec) * PACE_SHARE,
         };
-        *self = Pacer {
-            rates: Some(rates),
-            messages: rates.burst,
-            bytes: rates.burst_bytes,
-            at: Some(now),
-        };
+        self.paced = Some((rates, Bucket::full(&rates, now)));
     }
 
     /// Adds what the time since the last refill earned, up to the bursts.
     pub(super) fn refill(&mut self, now: Instant) {
-        let (Some(r), Some(at)) = (self.rates, self.at) else {
-            return;
-        };
-        if now <= at {
-            return;
+        if let Some((rates, bucket)) = &mut self.paced {
+            bucket.refill(rates, now);
         }
-        let secs = now.duration_since(at).as_secs_f64();
-        self.messages = (self.messages + secs * r.per_sec).min(r.burst);
-        self.bytes = (self.bytes + secs * r.bytes_per_sec).min(r.burst_bytes);
-        self.at = Some(now);
     }
 
     /// Takes `messages` and `bytes` (possibly into debt).
     pub(super) fn charge(&mut self, messages: f64, bytes: usize) {
-        if self.rates.is_some() {
-            self.messages -= messages;
-            self.bytes -= bytes as f64;
+        if let Some((_, bucket)) = &mut self.paced {
+            bucket.charge(messages, bytes as f64);
         }
     }
 
     /// When a request of one message and `bytes` bytes fits in the bucket:
     /// `None` if it does now (after a [`refill`](Self::refill) to now).
     pub(super) fn ready_at(&self, bytes: usize) -> Option<Instant> {
-        let (Some(r), Some(at)) = (self.rates, self.at) else {
-            return None;
-        };
+        let (rates, bucket) = self.paced.as_ref()?;
         // A text never needs more than a full burst (the server's limits
         // guarantee its longest text fits in one).
-        let bytes = (bytes as f64).min(r.burst_bytes);
-        let wait = |have: f64, need: f64, rate: f64| {
-            if have >= need || rate <= 0.0 {
-                0.0
-            } else {
-                (need - have) / rate
-            }
-        };
-        let secs =
-            wait(self.messages, 1.0, r.per_sec).max(wait(self.bytes, bytes, r.bytes_per_sec));
+        let bytes = (bytes as f64).min(rates.burst_bytes);
+        let secs = bucket.secs_until(rates, 1.0, bytes);
         // Round up to whole microseconds, so that waiting until the
         // answer always finds the bucket ready.
-        (secs > 0.0).then(|| at + Duration::from_micros((secs * 1e6).ceil() as u64 + 1))
+        (secs > 0.0).then(|| bucket.at + Duration::from_micros((secs * 1e6).ceil() as u64 + 1))
     }
 }

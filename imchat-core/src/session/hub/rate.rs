@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use super::{ClientId, Hub};
 use crate::limits::Limits;
 use crate::message::{ErrorCode, LeaveReason};
-
-/// Items of an answer (users listed, files listed) that cost one message.
-pub(super) const ITEMS_PER_TOKEN: usize = 100;
+use crate::session::bucket::{Bucket, Rates, ITEMS_PER_MESSAGE};
 
 /// What one request costs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,7 +33,7 @@ impl Cost {
     /// A request whose answer lists `items` things (at least one message).
     pub(super) fn request(items: usize) -> Cost {
         Cost {
-            messages: (1 + items / ITEMS_PER_TOKEN) as f64,
+            messages: (1 + items / ITEMS_PER_MESSAGE) as f64,
             bytes: 0.0,
         }
     }
@@ -45,9 +43,7 @@ impl Cost {
 /// the reader waits out).
 #[derive(Debug)]
 pub(super) struct TokenBucket {
-    messages: f64,
-    bytes: f64,
-    at: Instant,
+    bucket: Bucket,
     flooding_since: Option<Instant>,
 }
 
@@ -60,13 +56,21 @@ pub(super) enum Take {
     Flooding,
 }
 
+/// The rates a hub's limits set.
+fn rates(limits: &Limits) -> Rates {
+    Rates {
+        burst: f64::from(limits.rate_burst),
+        per_sec: f64::from(limits.rate_per_sec),
+        burst_bytes: f64::from(limits.rate_burst_bytes),
+        bytes_per_sec: f64::from(limits.rate_bytes_per_sec),
+    }
+}
+
 impl TokenBucket {
     /// A full bucket.
     pub(super) fn new(limits: &Limits, now: Instant) -> Self {
         TokenBucket {
-            messages: f64::from(limits.rate_burst),
-            bytes: f64::from(limits.rate_burst_bytes),
-            at: now,
+            bucket: Bucket::full(&rates(limits), now),
             flooding_since: None,
         }
     }
@@ -76,13 +80,8 @@ impl TokenBucket {
         if limits.rate_per_sec == 0 {
             return Take::Allowed;
         }
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.messages = (self.messages + elapsed * f64::from(limits.rate_per_sec))
-            .min(f64::from(limits.rate_burst));
-        self.bytes = (self.bytes + elapsed * f64::from(limits.rate_bytes_per_sec))
-            .min(f64::from(limits.rate_burst_bytes));
-        self.at = now;
-        if self.messages >= cost.messages && self.bytes >= cost.bytes {
+        self.bucket.refill(&rates(limits), now);
+        if self.bucket.holds(cost.messages, cost.bytes) {
             self.flooding_since = None;
         } else {
             let since = *self.flooding_since.get_or_insert(now);
@@ -90,16 +89,17 @@ impl TokenBucket {
                 return Take::Flooding;
             }
         }
-        self.messages -= cost.messages;
-        self.bytes -= cost.bytes;
+        self.bucket.charge(cost.messages, cost.bytes);
         Take::Allowed
     }
 
     /// Charges what a request turned out to cost beyond what it paid,
     /// without refilling (the debt is waited out before the next read).
     pub(super) fn charge(&mut self, cost: Cost, paid: Cost) {
-        self.messages -= (cost.messages - paid.messages).max(0.0);
-        self.bytes -= (cost.bytes - paid.bytes).max(0.0);
+        self.bucket.charge(
+            (cost.messages - paid.messages).max(0.0),
+            (cost.bytes - paid.bytes).max(0.0),
+        );
     }
 
     /// When the bucket is out of debt, if it is in debt.
@@ -107,16 +107,8 @@ impl TokenBucket {
         if limits.rate_per_sec == 0 {
             return None;
         }
-        let wait = |count: f64, rate: u32| {
-            if count >= 0.0 || rate == 0 {
-                0.0
-            } else {
-                -count / f64::from(rate)
-            }
-        };
-        let secs = wait(self.messages, limits.rate_per_sec)
-            .max(wait(self.bytes, limits.rate_bytes_per_sec));
-        (secs > 0.0).then(|| self.at + Duration::from_secs_f64(secs))
+        let secs = self.bucket.secs_until(&rates(limits), 0.0, 0.0);
+        (secs > 0.0).then(|| self.bucket.at + Duration::from_secs_f64(secs))
     }
 }
 
