@@ -144,30 +144,20 @@ impl Default for LimitArgs {
 
 /// A size in bytes, with an optional unit: `K`, `M`, `G`, `T` (powers of
 /// 1,024; `KiB`, `MB`… and a trailing `B` are accepted too): `4G`, `512M`,
-/// `65536`.
+/// `1.5G`, `65536`. The parsing is the parse-size crate's, as in the client.
 pub fn size<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size (a number, optionally with K, M, G or T)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let shift = match unit.trim_end_matches('b').trim_end_matches('i') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => {
-            return Err(format!(
-                "'{text}': unknown unit '{unit}' (use K, M, G or T)"
-            ))
-        }
-    };
-    let bytes = n
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if !text.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "'{text}' is not a size (a number, optionally with K, M, G or T)"
+        ));
+    }
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(text)
+        .map_err(|e| match e {
+            parse_size::Error::PosOverflow => format!("'{text}' is too large"),
+            _ => format!("'{text}': unknown unit (use K, M, G or T)"),
+        })?;
     T::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
 }
 
