@@ -9,6 +9,7 @@ mod command;
 mod error;
 mod files;
 mod ui;
+mod view;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;

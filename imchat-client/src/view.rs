@@ -1,0 +1,249 @@
+//! What the running client shows, whatever shows it.
+//!
+//! The client's logic ([`app`](crate::app)) tells a [`View`] what happened:
+//! lines for the chat ([`Entry`]), the live state of each transfer
+//! ([`TransferView`]), the status (who we are, where plain text goes, the
+//! connection), who is online and which shared files exist. A view decides
+//! how to show it: plain lines for scripts, JSON objects for programs, or
+//! the full-screen terminal interface. What the user types comes back as
+//! [`UserInput`].
+//!
+//! Every text handed to a view has already been made inert by the caller.
+
+// Wired in by the views that follow; remove once they use all of it.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime};
+
+/// One thing to show in the chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A message or an action, ours or someone's.
+    Chat(ChatEntry),
+    /// A `*** …` notice (joins, leaves, transfer news, answers).
+    Notice(String),
+    /// An `error: …` line.
+    Error(String),
+    /// A line as it is (welcome text, help, file lists).
+    Plain(String),
+}
+
+/// A chat message or action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatEntry {
+    /// When the server routed it; for our own messages, when we sent them.
+    pub time: SystemTime,
+    /// The sender.
+    pub from: String,
+    /// For our own private messages: to whom.
+    pub to: Option<String>,
+    /// Sent to one user (to us, or by us to `to`).
+    pub private: bool,
+    /// We sent it (shown as our echo; the server does not send it back).
+    pub own: bool,
+    /// An action (`/me`): `* alice waves`.
+    pub action: bool,
+    /// Replayed history rather than live traffic.
+    pub history: bool,
+    /// The text.
+    pub text: String,
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A shared file we download.
+    Download,
+    /// A file someone pushes to us.
+    Receive,
+    /// A file we push to others.
+    Send,
+}
+
+/// The live state of one running transfer, for its line in the transfers area.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferView {
+    /// The transfer's id as the user types it in `/cancel` (`#3`).
+    pub id: String,
+    /// Which way.
+    pub direction: Direction,
+    /// The file name.
+    pub name: String,
+    /// Bytes done, a resumed prefix included.
+    pub done: u64,
+    /// The file's size.
+    pub total: u64,
+    /// Bytes per second moved by this session (a resumed prefix is not
+    /// counted); `None` before there is a measure.
+    pub rate: Option<f64>,
+    /// Time left at that rate.
+    pub eta: Option<Duration>,
+    /// Waiting rather than moving (an offer not yet accepted).
+    pub waiting: bool,
+}
+
+/// The state of the connection, for the status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Connected and joined to `server` (`host:port`).
+    Connected {
+        /// `host:port`.
+        server: String,
+    },
+    /// Connection lost; the next try is at `retry_in` (`None`: trying now).
+    Reconnecting {
+        /// Why the last connection ended or the last try failed.
+        reason: String,
+        /// Tries so far.
+        attempt: u32,
+        /// Time until the next try.
+        retry_in: Option<Duration>,
+    },
+    /// Gone for good (the client is about to exit).
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Who we are, where plain text goes, and the connection: the status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Our name.
+    pub me: String,
+    /// Where plain text goes: `None` is everyone, `Some(user)` one user.
+    pub target: Option<String>,
+    /// The connection.
+    pub link: Link,
+}
+
+/// A change to the list of who is online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roster {
+    /// The whole list (after `/who`, or on connect).
+    All(Vec<String>),
+    /// One more.
+    Joined(String),
+    /// One less.
+    Left(String),
+}
+
+/// What the user did, from a view that reads input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserInput {
+    /// A line to run (a command or text), one per line of a paste.
+    Line(String),
+    /// The user asked to leave (Ctrl-D, or Ctrl-C twice, confirmed when
+    /// transfers run); the same as `/quit`.
+    Quit,
+}
+
+/// Something that shows what the client does. Calls come from several
+/// threads; none is made while the client holds a lock of its own.
+pub trait View: Send + Sync {
+    /// Adds a line to the chat.
+    fn show(&self, entry: Entry);
+    /// A transfer started or moved on: shows or updates its live line.
+    fn transfer(&self, transfer: &TransferView);
+    /// A transfer ended (its outcome is shown as an [`Entry`]): removes its
+    /// live line.
+    fn transfer_ended(&self, id: &str);
+    /// The status changed.
+    fn status(&self, status: &Status);
+    /// Who is online changed.
+    fn roster(&self, change: Roster);
+    /// The names in the shared folder, as last listed (for completion).
+    fn shared_files(&self, names: Vec<String>);
+    /// `/clear`: empties the chat pane (a no-op where lines are gone once shown).
+    fn clear(&self);
+    /// True for an interactive terminal interface.
+    fn is_terminal(&self) -> bool;
+    /// The end: puts the terminal back and prints `last_words` where the
+    /// user will still see them after the exit.
+    fn finish(&self, last_words: Option<&str>);
+}
+
+/// A size for people: bytes, or KiB, MiB, GiB with one decimal.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, n) in UNITS {
+        if bytes >= n {
+            return format!("{:.1} {unit}", bytes as f64 / n as f64);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// A duration for people, to the second: `45s`, `2m05s`, `1h02m03s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000);
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, sec) => format!("{h}h{m:02}m{sec:02}s"),
+    }
+}
+
+impl TransferView {
+    /// The transfer's line: `#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s`.
+    pub fn line(&self) -> String {
+        let arrow = match self.direction {
+            Direction::Download | Direction::Receive => '↓',
+            Direction::Send => '↑',
+        };
+        let percent = (self.done as f64 * 100.0 / self.total.max(1) as f64).floor() as u64;
+        let mut line = format!(
+            "{} {arrow} {}  {} / {}  {}%",
+            self.id,
+            self.name,
+            human_size(self.done),
+            human_size(self.total),
+            percent.min(100)
+        );
+        if self.waiting {
+            line.push_str("  waiting");
+        } else if let Some(rate) = self.rate {
+            line.push_str(&format!("  {}/s", human_size(rate as u64)));
+            if let Some(eta) = self.eta {
+                line.push_str(&format!("  eta {}", human_duration(eta)));
+            }
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_as_people_write_them() {
+        assert_eq!(human_size(999), "999 bytes");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(2 << 30), "2.0 GiB");
+        assert_eq!(human_duration(Duration::from_millis(44_600)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+        assert_eq!(human_duration(Duration::from_secs(3723)), "1h02m03s");
+    }
+
+    #[test]
+    fn a_transfer_line_shows_bytes_percent_rate_and_eta() {
+        let mut t = TransferView {
+            id: "#3".into(),
+            direction: Direction::Download,
+            name: "big.bin".into(),
+            done: 512 << 20,
+            total: 2 << 30,
+            rate: Some(15.0 * 1024.0 * 1024.0),
+            eta: Some(Duration::from_secs(100)),
+            waiting: false,
+        };
+        assert_eq!(
+            t.line(),
+            "#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s"
+        );
+        t.waiting = true;
+        t.direction = Direction::Send;
+        assert_eq!(t.line(), "#3 ↑ big.bin  512.0 MiB / 2.0 GiB  25%  waiting");
+    }
+}
