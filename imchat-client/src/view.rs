@@ -156,6 +156,9 @@ pub trait View: Send + Sync {
     fn shared_files(&self, names: Vec<String>);
     /// `/clear`: empties the chat pane (a no-op where lines are gone once shown).
     fn clear(&self);
+    /// `/nicklist`: shows or hides the list of who is online. False where
+    /// there is no such list (plain lines, JSON).
+    fn toggle_nicklist(&self) -> bool;
     /// True for an interactive terminal interface.
     fn is_terminal(&self) -> bool;
     /// The end: puts the terminal back and prints `last_words` where the
