@@ -73,6 +73,20 @@ pub struct Config {
     pub auto_accept: Option<u64>,
     /// Ask about bigger pushes even when input is not a terminal.
     pub ask_when_piped: bool,
+    /// `--json`: one JSON object per event on stdout.
+    #[allow(dead_code)] // read once the JSON view lands
+    pub json: bool,
+    /// `--reconnect` (`Some(true)`) / `--no-reconnect` (`Some(false)`);
+    /// `None`: the default of the mode (screen or piped).
+    #[allow(dead_code)] // read once reconnecting lands
+    pub reconnect: Option<bool>,
+    /// The input history file (`--history-file`, else the default in the
+    /// user's data folder); `None` with `--no-history` or without a data folder.
+    #[allow(dead_code)] // read once the full-screen interface lands
+    pub history_file: Option<PathBuf>,
+    /// `--no-history`: keep no history file.
+    #[allow(dead_code)] // read once the full-screen interface lands
+    pub no_history: bool,
 }
 
 /// What the main thread waits for.

@@ -9,17 +9,6 @@ use thiserror::Error;
 /// one line, `imchat-client: <message>`, and exits with [`exit_code`](Self::exit_code).
 #[derive(Debug, Error)]
 pub enum ClientError {
-    /// The port argument is not a number in 1–65535.
-    #[error("invalid port '{0}': must be 1-65535")]
-    BadPort(String),
-    /// The username argument breaks the username rules.
-    #[error("invalid username '{name}': {reason}")]
-    BadUsername {
-        /// The argument (made inert).
-        name: String,
-        /// What is wrong with it.
-        reason: imchat_core::NameError,
-    },
     /// The host name does not resolve to any address.
     #[error("cannot resolve host '{0}'")]
     Resolve(String),
@@ -64,12 +53,10 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The process exit code: 2 for bad arguments, 1 otherwise.
+    /// The process exit code: 1 (bad arguments exit with 2 from clap,
+    /// before anything runs).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::BadPort(_) | ClientError::BadUsername { .. } => 2,
-            _ => 1,
-        }
+        1
     }
 }
 
@@ -91,16 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn argument_errors_exit_2_and_runtime_errors_exit_1() {
-        assert_eq!(ClientError::BadPort("0".into()).exit_code(), 2);
-        assert_eq!(
-            ClientError::BadUsername {
-                name: "a b".into(),
-                reason: imchat_core::NameError::Empty,
-            }
-            .exit_code(),
-            2
-        );
+    fn runtime_errors_exit_1() {
         assert_eq!(ClientError::ConnectionLost.exit_code(), 1);
         assert_eq!(ClientError::Refused("taken".into()).exit_code(), 1);
         assert_eq!(ClientError::Resolve("x".into()).exit_code(), 1);

@@ -1,4 +1,4 @@
-//! `imchat-client <username> <hostname> <port>`: the imchat terminal client.
+//! `imchat-client <username> <host>[:<port>] [<port>]`: the imchat terminal client.
 //!
 //! A shell around `imchat_core::ClientSession`: argument checks and the
 //! connection here, threads and event handling in [`app`], files in
@@ -11,12 +11,17 @@ mod files;
 mod ui;
 mod view;
 
+use std::ffi::OsStr;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use clap_complete::Shell;
 use imchat_core::{inert, Username};
 
 use crate::error::{describe_connect_error, ClientError};
@@ -24,30 +29,306 @@ use crate::error::{describe_connect_error, ClientError};
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Shown after `--help` (not `-h`).
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  imchat-client alice 127.0.0.1 4000      host and port apart
+  imchat-client alice 127.0.0.1:4000      or together
+  imchat-client alice [::1]:4000          an IPv6 address, in brackets
+  imchat-client alice chat.example.org:4000 --download-dir ~/Downloads
+  printf '/who\\n/quit\\n' | imchat-client bot localhost:4000
+  imchat-client --json bot localhost:4000 < commands.txt
+
+Environment:
+  RUST_LOG        what the client logs to stderr (default: warn)
+  XDG_DATA_HOME   the data folder that holds the default history file
+                  (imchat/history; ~/.local/share when unset)
+
+Exit codes:
+  0  /quit, /exit or end of input
+  1  the server cannot be reached or refuses the name, the connection is
+     lost, a transfer failed, or a script's answers did not come
+  2  bad arguments";
+
 /// The imchat client: chat with the users of an imchat server, download its
-/// shared files, send files to other users. Type /help once connected.
+/// shared files, send files to other users.
+///
+/// In a terminal it runs a full-screen chat interface (type /help once
+/// connected); when its input or output is not a terminal it reads and
+/// prints plain lines, for scripts, or JSON objects with --json.
 #[derive(Debug, Parser)]
-#[command(name = "imchat-client", version)]
+#[command(name = "imchat-client", version, after_long_help = AFTER_LONG_HELP)]
 struct Cli {
-    /// Your name in the chat: 1-32 letters or digits (any script), `_`,
-    /// `-` or `.` (not first).
-    username: String,
-    /// The server's host name or IP address.
-    hostname: String,
-    /// The server's port (1-65535).
-    port: String,
-    /// Folder for downloads (received files go to its `received/`);
-    /// by default a folder named after the username, in the current folder.
+    /// Your name in the chat, e.g. alice
+    ///
+    /// 1-32 letters or digits (any script), `_`, `-` or `.` (not first or
+    /// last); not a reserved word (server, all, everyone, admin, system) or a
+    /// Windows device name. It also names the default download folder.
+    #[arg(
+        value_name = "USERNAME",
+        value_parser = Inert(parse_username),
+        required = true
+    )]
+    username: Option<Username>,
+
+    /// The server's host name or IP address, optionally with its port
+    ///
+    /// HOST, HOST:PORT, or for an IPv6 address with a port [ADDR]:PORT
+    /// (e.g. localhost, 127.0.0.1:4000, [::1]:4000). A port given here
+    /// replaces the PORT argument.
+    #[arg(
+        value_name = "HOST[:PORT]",
+        value_parser = Inert(parse_server),
+        required = true
+    )]
+    server: Option<ServerArg>,
+
+    /// The server's port (1-65535), unless given with the host
+    #[arg(value_name = "PORT", value_parser = Inert(parse_port))]
+    port: Option<u16>,
+
+    /// Folder for downloads [default: ./USERNAME]
+    ///
+    /// Downloads are saved in it and files others send you in its
+    /// `received/`. By default a folder named after the username, in the
+    /// current folder.
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
-    /// Files others send you of up to this size are accepted at once; bigger
-    /// ones wait for /accept or /decline (K, M, G units; 0 = always ask).
+
+    /// Files others send you up to this size are accepted at once
+    ///
+    /// Bigger ones wait for /accept or /decline. Units K, M, G (powers of
+    /// 1,024): 512K, 16M, 2G; 0 asks about every file.
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size)]
     auto_accept_bytes: u64,
-    /// When input is not a terminal, wait for /accept or /decline lines for
-    /// bigger files too (by default they are declined, with a message).
+
+    /// When input is not a terminal, wait for /accept or /decline lines
+    ///
+    /// By default a script cannot answer, so files bigger than
+    /// --auto-accept-bytes are declined with a message.
     #[arg(long)]
     ask_when_piped: bool,
+
+    /// Print one JSON object per line for each event, for programs
+    ///
+    /// Chat, notices, errors, transfers, status and the roster become JSON
+    /// objects with a "type" field (one per line on stdout) instead of the
+    /// full-screen interface or plain lines. Input is still read as lines.
+    #[arg(long)]
+    json: bool,
+
+    /// Reconnect when the connection is lost or the server shuts down
+    ///
+    /// The default in a terminal. When piped, the client by default retries
+    /// once at once (a network blip) and otherwise exits with code 1.
+    #[arg(long, conflicts_with = "no_reconnect")]
+    reconnect: bool,
+
+    /// Exit when the connection is lost, even in a terminal
+    #[arg(long)]
+    no_reconnect: bool,
+
+    /// File that keeps the input history across runs
+    ///
+    /// The last 1,000 lines typed in the full-screen interface. Default:
+    /// imchat/history in the user's data folder ($XDG_DATA_HOME, else
+    /// ~/.local/share on Linux).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_history")]
+    history_file: Option<PathBuf>,
+
+    /// Keep no input history file
+    #[arg(long)]
+    no_history: bool,
+
+    // The generators are exclusive: clap then requires no other argument,
+    // so they work without a server.
+    /// Print a completion script for SHELL on stdout
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    generate_completions: Option<Shell>,
+
+    /// Print the man page (roff) on stdout
+    #[arg(long, hide = true, exclusive = true)]
+    generate_man: bool,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Task {
+    /// Print the completion script for a shell.
+    Completions(Shell),
+    /// Print the man page.
+    Man,
+    /// Connect and chat.
+    Chat(Box<Settings>),
+}
+
+/// The checked command line of a chat session.
+#[derive(Debug)]
+struct Settings {
+    username: Username,
+    host: String,
+    port: u16,
+    download_dir: Option<PathBuf>,
+    auto_accept_bytes: u64,
+    ask_when_piped: bool,
+    json: bool,
+    reconnect: Option<bool>,
+    history_file: Option<PathBuf>,
+    no_history: bool,
+}
+
+/// The second argument: a host, and the port if it came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerArg {
+    host: String,
+    port: Option<u16>,
+}
+
+/// Parses the command line; errors (and help) come as clap errors, which
+/// print themselves in clap's style and exit with code 2 (0 for help).
+fn parse_args<I, T>(args: I) -> Result<Task, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    if let Some(shell) = cli.generate_completions {
+        return Ok(Task::Completions(shell));
+    }
+    if cli.generate_man {
+        return Ok(Task::Man);
+    }
+    let usage = |kind, message: &str| Cli::command().error(kind, message);
+    let (Some(username), Some(server)) = (cli.username, cli.server) else {
+        // Unreachable through clap (both are required without a generator),
+        // but an error is better than a panic.
+        return Err(usage(
+            ErrorKind::MissingRequiredArgument,
+            "a username and a server are needed",
+        ));
+    };
+    let port = match (server.port, cli.port) {
+        (Some(port), None) | (None, Some(port)) => port,
+        (Some(_), Some(port)) => {
+            return Err(usage(
+                ErrorKind::ArgumentConflict,
+                &format!(
+                    "the port is given twice: with the host ('{}') and as '{port}'; give it once",
+                    inert(&host_port_arg(&server))
+                ),
+            ))
+        }
+        (None, None) => {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                &format!(
+                    "no port for '{}': give it after the host (HOST PORT) or with it (HOST:PORT)",
+                    inert(&server.host)
+                ),
+            ))
+        }
+    };
+    let reconnect = match (cli.reconnect, cli.no_reconnect) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    Ok(Task::Chat(Box::new(Settings {
+        username,
+        host: server.host,
+        port,
+        download_dir: cli.download_dir,
+        auto_accept_bytes: cli.auto_accept_bytes,
+        ask_when_piped: cli.ask_when_piped,
+        json: cli.json,
+        reconnect,
+        history_file: cli.history_file,
+        no_history: cli.no_history,
+    })))
+}
+
+/// The server argument as it was typed.
+fn host_port_arg(server: &ServerArg) -> String {
+    match server.port {
+        Some(port) => app::host_port(&server.host, port),
+        None => server.host.clone(),
+    }
+}
+
+/// A value parser from a checking function, whose error shows the value made
+/// inert (`^[` for an escape, and so on): clap would otherwise print it as
+/// typed, control sequences included.
+#[derive(Clone)]
+struct Inert<F>(F);
+
+impl<F, T> TypedValueParser for Inert<F>
+where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let Some(text) = value.to_str() else {
+            // clap's own error for a value that is not UTF-8.
+            return self.0.parse_ref(cmd, arg, value);
+        };
+        (self.0)(text).or_else(|reason| {
+            let refuse = move |_: &str| Err::<T, String>(reason.clone());
+            refuse.parse_ref(cmd, arg, OsStr::new(inert(text).as_ref()))
+        })
+    }
+}
+
+/// A username, by the library's rules.
+fn parse_username(text: &str) -> Result<Username, String> {
+    Username::new(text).map_err(|e| e.to_string())
+}
+
+/// A port number, 1-65535.
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err("a port is a number from 1 to 65535".into()),
+    }
+}
+
+/// `HOST`, `HOST:PORT`, `[ADDR]`, `[ADDR]:PORT`; a bare IPv6 address (two
+/// colons or more) is a host without a port.
+fn parse_server(text: &str) -> Result<ServerArg, String> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("a '[' without its ']': write an IPv6 address as [ADDR]:PORT")?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err("only ':PORT' may follow ']'".into()),
+            },
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) if !port.contains(':') => (host, Some(port)),
+            _ => (text, None),
+        }
+    };
+    if host.trim().is_empty() {
+        return Err("the host is empty".into());
+    }
+    let port = match port {
+        Some(port) => Some(parse_port(port).map_err(|e| format!("bad port '{port}': {e}"))?),
+        None => None,
+    };
+    Ok(ServerArg {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 /// A size in bytes, with an optional unit K, M or G (powers of 1,024).
@@ -58,10 +339,50 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{text}' is not a size in bytes (K, M or G units): {e}"))
 }
 
+/// The completion script for `shell`.
+fn completions(shell: Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "imchat-client", &mut out);
+    out
+}
+
+/// The man page, in roff.
+fn man_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Prints what was generated; a closed pipe (`| head`) is not an error.
+fn print_generated(bytes: &[u8]) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imchat-client: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default input history file: `imchat/history` in the user's data
+/// folder, if the system has one.
+fn default_history_file() -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("imchat").join("history"))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let task = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let settings = match task {
+        Task::Completions(shell) => return print_generated(&completions(shell)),
+        Task::Man => return print_generated(&man_page()),
+        Task::Chat(settings) => settings,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(cli) {
+    match run(*settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imchat-client: {e}");
@@ -70,36 +391,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), ClientError> {
-    let port = parse_port(&cli.port)?;
-    let username =
-        Username::new(cli.username.as_str()).map_err(|reason| ClientError::BadUsername {
-            name: inert(&cli.username).into_owned(),
-            reason,
-        })?;
-    let download_dir = cli
+fn run(settings: Settings) -> Result<(), ClientError> {
+    let Settings {
+        username,
+        host,
+        port,
+        ..
+    } = settings;
+    let download_dir = settings
         .download_dir
         .unwrap_or_else(|| PathBuf::from(username.as_str()));
-    let stream = connect(&cli.hostname, port)?;
+    let history_file = if settings.no_history {
+        None
+    } else {
+        settings.history_file.or_else(default_history_file)
+    };
+    let stream = connect(&host, port)?;
     app::run(
         stream,
         app::Config {
-            host: cli.hostname,
+            host,
             port,
             username,
             download_dir,
-            auto_accept: (cli.auto_accept_bytes > 0).then_some(cli.auto_accept_bytes),
-            ask_when_piped: cli.ask_when_piped,
+            auto_accept: (settings.auto_accept_bytes > 0).then_some(settings.auto_accept_bytes),
+            ask_when_piped: settings.ask_when_piped,
+            json: settings.json,
+            reconnect: settings.reconnect,
+            history_file,
+            no_history: settings.no_history,
         },
     )
-}
-
-/// The port argument as a port number, 1–65535.
-fn parse_port(arg: &str) -> Result<u16, ClientError> {
-    match arg.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(p),
-        _ => Err(ClientError::BadPort(inert(arg).into_owned())),
-    }
 }
 
 /// Connects to the first address of `host` that answers within
@@ -139,43 +461,138 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ports_must_be_1_to_65535() {
-        assert_eq!(parse_port("1").ok(), Some(1));
-        assert_eq!(parse_port("65535").ok(), Some(65535));
-        for bad in ["0", "65536", "70000", "-1", "http", "", " 80"] {
-            let err = parse_port(bad).expect_err(bad);
-            assert_eq!(
-                err.to_string(),
-                format!("invalid port '{bad}': must be 1-65535")
-            );
-            assert_eq!(err.exit_code(), 2);
+    /// The settings of a command line that must parse.
+    fn chat(args: &[&str]) -> Settings {
+        let argv = std::iter::once("imchat-client").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Task::Chat(settings)) => *settings,
+            Ok(other) => panic!("{args:?}: not a chat: {other:?}"),
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    /// The error of a command line that must not parse.
+    fn refused(args: &[&str]) -> clap::Error {
+        let argv = std::iter::once("imchat-client").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(task) => panic!("{args:?} parsed: {task:?}"),
+            Err(e) => e,
         }
     }
 
     #[test]
+    fn ports_must_be_1_to_65535() {
+        assert_eq!(chat(&["alice", "localhost", "1"]).port, 1);
+        assert_eq!(chat(&["alice", "localhost", "65535"]).port, 65535);
+        for bad in ["0", "65536", "70000", "http", "", " 80"] {
+            let err = refused(&["alice", "localhost", bad]);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "error: invalid value '{bad}' for '[PORT]': a port is a number from 1 to 65535\n"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_port_may_come_with_the_host() {
+        let cases = [
+            (&["alice", "127.0.0.1:4000"][..], "127.0.0.1", 4000),
+            (&["alice", "localhost:4000"], "localhost", 4000),
+            (&["alice", "[::1]:4000"], "::1", 4000),
+            (&["alice", "[::1]", "4000"], "::1", 4000),
+            (&["alice", "::1", "4000"], "::1", 4000),
+            (&["alice", "localhost", "4000"], "localhost", 4000),
+        ];
+        for (args, host, port) in cases {
+            let s = chat(args);
+            assert_eq!((s.host.as_str(), s.port), (host, port), "{args:?}");
+            assert_eq!(s.username.as_str(), "alice");
+        }
+    }
+
+    #[test]
+    fn a_port_given_twice_or_not_at_all_is_a_usage_error() {
+        let err = refused(&["alice", "localhost:4000", "4001"]);
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "error: the port is given twice: with the host ('localhost:4000') and as '4001'"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\nUsage: imchat-client "), "{text}");
+
+        for args in [
+            &["alice", "localhost"][..],
+            &["alice", "::1"],
+            &["alice", "[::1]"],
+        ] {
+            let err = refused(args);
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().starts_with("error: no port for '"), "{err}");
+        }
+        let err = refused(&["alice"]);
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn a_bad_port_or_host_inside_host_port_is_refused() {
+        for bad in [
+            "localhost:0",
+            "localhost:99999",
+            "localhost:",
+            ":4000",
+            "[::1]x",
+            "[::1",
+        ] {
+            let err = refused(&["alice", bad]);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "error: invalid value '{bad}' for '<HOST[:PORT]>': "
+                )),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_username_is_refused_in_clap_style_with_escapes_made_inert() {
+        let err = refused(&["no/slash", "localhost", "4000"]);
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .starts_with("error: invalid value 'no/slash' for '<USERNAME>': "),
+            "{err}"
+        );
+        let err = refused(&["a\x1b[31mb", "localhost", "4000"]);
+        let text = err.to_string();
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("'a^[[31mb'"), "{text:?}");
+    }
+
+    #[test]
     fn arguments_parse_with_an_optional_download_dir() {
-        let cli = Cli::try_parse_from(["imchat-client", "alice", "localhost", "4000"]).expect("ok");
-        assert_eq!(cli.username, "alice");
-        assert_eq!(cli.download_dir, None);
-        let cli = Cli::try_parse_from([
-            "imchat-client",
-            "--download-dir",
-            "/tmp/x",
-            "alice",
-            "localhost",
-            "4000",
-        ])
-        .expect("ok");
-        assert_eq!(cli.download_dir, Some(PathBuf::from("/tmp/x")));
-        assert!(Cli::try_parse_from(["imchat-client", "alice"]).is_err());
+        let s = chat(&["alice", "localhost", "4000"]);
+        assert_eq!(s.download_dir, None);
+        let s = chat(&["--download-dir", "/tmp/x", "alice", "localhost", "4000"]);
+        assert_eq!(s.download_dir, Some(PathBuf::from("/tmp/x")));
     }
 
     #[test]
     fn auto_accept_sizes_take_units_and_default_to_16_mib() {
-        let cli = Cli::try_parse_from(["imchat-client", "alice", "localhost", "4000"]).unwrap();
-        assert_eq!(cli.auto_accept_bytes, 16 << 20);
-        assert!(!cli.ask_when_piped);
+        let s = chat(&["alice", "localhost", "4000"]);
+        assert_eq!(s.auto_accept_bytes, 16 << 20);
+        assert!(!s.ask_when_piped);
         assert_eq!(parse_size("0"), Ok(0));
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
@@ -184,12 +601,132 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_username_is_refused_before_connecting() {
-        let cli = Cli::try_parse_from(["imchat-client", "no/slash", "host.invalid", "4000"])
-            .expect("parses");
-        let err = run(cli).expect_err("refused");
-        assert!(matches!(err, ClientError::BadUsername { .. }), "{err}");
-        assert_eq!(err.exit_code(), 2);
+    fn json_reconnect_and_history_flags() {
+        let s = chat(&["alice", "localhost:4000"]);
+        assert!(!s.json);
+        assert_eq!(s.reconnect, None);
+        assert_eq!(s.history_file, None);
+        assert!(!s.no_history);
+
+        let s = chat(&["--json", "--reconnect", "alice", "localhost:4000"]);
+        assert!(s.json);
+        assert_eq!(s.reconnect, Some(true));
+        let s = chat(&["--no-reconnect", "--no-history", "alice", "localhost:4000"]);
+        assert_eq!(s.reconnect, Some(false));
+        assert!(s.no_history);
+        let s = chat(&["--history-file", "/tmp/h", "alice", "localhost:4000"]);
+        assert_eq!(s.history_file, Some(PathBuf::from("/tmp/h")));
+
+        for args in [
+            &["--reconnect", "--no-reconnect", "alice", "localhost:4000"][..],
+            &[
+                "--history-file",
+                "/tmp/h",
+                "--no-history",
+                "alice",
+                "localhost:4000",
+            ],
+        ] {
+            let err = refused(args);
+            assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn the_default_history_file_is_imchat_history_in_the_data_folder() {
+        if let Some(path) = default_history_file() {
+            assert!(path.is_absolute(), "{}", path.display());
+            assert!(path.ends_with("imchat/history"), "{}", path.display());
+            assert_eq!(
+                path.parent().and_then(|p| p.parent()),
+                dirs::data_dir().as_deref()
+            );
+        }
+    }
+
+    #[test]
+    fn short_help_is_a_summary_and_long_help_has_details_and_examples() {
+        let short = refused(&["-h"]);
+        let long = refused(&["--help"]);
+        assert_eq!(short.kind(), ErrorKind::DisplayHelp);
+        assert_eq!(long.kind(), ErrorKind::DisplayHelp);
+        let (short, long) = (short.to_string(), long.to_string());
+        for text in [&short, &long] {
+            assert!(text.contains("Usage: imchat-client [OPTIONS] <USERNAME> <HOST[:PORT]> [PORT]"));
+            for flag in [
+                "--json",
+                "--reconnect",
+                "--no-reconnect",
+                "--history-file",
+                "--no-history",
+            ] {
+                assert!(text.contains(flag), "{flag} missing from\n{text}");
+            }
+            assert!(!text.contains("--generate-"), "hidden flags shown:\n{text}");
+        }
+        for detail in [
+            "Examples:",
+            "imchat-client alice [::1]:4000",
+            "RUST_LOG",
+            "Exit codes:",
+        ] {
+            assert!(long.contains(detail), "{detail} missing from --help");
+            assert!(!short.contains(detail), "{detail} in -h");
+        }
+        assert!(short.lines().count() * 2 < long.lines().count(), "{short}");
+    }
+
+    #[test]
+    fn generators_need_no_server_and_stand_alone() {
+        assert!(matches!(
+            parse_args(["imchat-client", "--generate-man"]),
+            Ok(Task::Man)
+        ));
+        assert!(matches!(
+            parse_args(["imchat-client", "--generate-completions", "zsh"]),
+            Ok(Task::Completions(Shell::Zsh))
+        ));
+        let err = refused(&["--generate-man", "alice", "localhost:4000"]);
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        let err = refused(&["--generate-completions", "tcsh"]);
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn bash_completions_know_the_flags() {
+        let script = String::from_utf8(completions(Shell::Bash)).expect("UTF-8");
+        assert!(script.contains("complete -F _imchat__client "), "{script}");
+        for flag in [
+            "--download-dir",
+            "--auto-accept-bytes",
+            "--json",
+            "--reconnect",
+            "--no-reconnect",
+            "--history-file",
+            "--no-history",
+        ] {
+            assert!(script.contains(flag), "{flag} missing");
+        }
+        for shell in [Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+            let script = String::from_utf8(completions(shell)).expect("UTF-8");
+            assert!(script.contains("history-file"), "{shell}");
+        }
+    }
+
+    #[test]
+    fn the_man_page_is_roff_for_imchat_client() {
+        let page = String::from_utf8(man_page()).expect("UTF-8");
+        let mut lines = page.lines();
+        // Only roff requests (string definitions) come before the header.
+        let header = lines
+            .by_ref()
+            .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+            .expect("a header");
+        assert!(header.starts_with(".TH imchat-client 1 "), "{header}");
+        assert!(page.contains("\\-\\-json"), "{page}");
+        assert!(page.contains("\\-\\-history\\-file"), "{page}");
+        assert!(!page.contains("generate"), "hidden flags in the man page");
     }
 
     #[test]

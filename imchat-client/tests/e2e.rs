@@ -470,8 +470,9 @@ fn unreachable_server_bad_host_and_bad_ports() {
         let err = c.expect_exit_code(2);
         let err = non_empty(&err);
         assert!(
-            err.len() == 1 && err[0].starts_with("imchat-client: ") && err[0].contains(port),
-            "port {port:?}: expected one line `imchat-client: invalid port ...`, got {err:?}"
+            err.first()
+                .is_some_and(|l| l.starts_with(&format!("error: invalid value '{port}' for '[PORT]'"))),
+            "port {port:?}: expected clap's `error: invalid value '{port}' for '[PORT]': ...`, got {err:?}"
         );
     }
 }
