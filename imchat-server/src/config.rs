@@ -24,92 +24,92 @@ const MAX_SECS: f64 = 365.0 * 24.0 * 3600.0;
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// Most users joined at once (connections still sending their username do not count).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_CLIENTS)]
     max_clients: usize,
 
     /// Most connections waiting to send their username; past it the oldest is dropped (0 = no cap).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_PENDING)]
     max_pending: usize,
 
     /// Most connections from one IP address (0 = no cap); past it that address's oldest
     /// connection still without a username is dropped, or the new one refused.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PER_ADDRESS)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_PER_ADDRESS)]
     max_per_address: usize,
 
     /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
     max_message_bytes: usize,
 
     /// Largest frame accepted from a client that has joined.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = size::<u32>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = size::<u32>)]
     max_frame_bytes: u32,
 
     /// Largest frame accepted before the client has set its username.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME, value_parser = size::<u32>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME, value_parser = size::<u32>)]
     max_handshake_frame_bytes: u32,
 
     /// File data per chunk the server sends.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE, value_parser = size::<usize>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_CHUNK_SIZE, value_parser = size::<usize>)]
     chunk_bytes: usize,
 
     /// Largest file a client may push to others (/sendfile).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PUSH_SIZE, value_parser = size::<u64>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_PUSH_SIZE, value_parser = size::<u64>)]
     max_push_bytes: u64,
 
     /// Time a new connection has to send a valid username.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
     handshake_timeout_secs: f64,
 
     /// Silence after which the server pings a client.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
     keepalive_secs: f64,
 
     /// Time a pinged client has to answer before it counts as gone.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
     keepalive_timeout_secs: f64,
 
     /// Bytes of messages queued for one client before it counts as not reading and is dropped.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND, value_parser = size::<usize>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND, value_parser = size::<usize>)]
     max_queue_bytes: usize,
 
     /// Chat messages a client may send in one burst.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_BURST)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_RATE_BURST)]
     rate_burst: u32,
 
     /// Sustained chat messages per second per client (faster senders are read later); 0 = no limit.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RATE_PER_SEC)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_RATE_PER_SEC)]
     rate_per_sec: u32,
 
     /// Bytes of chat text a client may send in one burst (with --max-frame-bytes,
     /// at most --max-queue-bytes: what one sender may send at once must fit in
     /// every reader's queue).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RATE_BURST_BYTES, value_parser = size::<u32>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_RATE_BURST_BYTES, value_parser = size::<u32>)]
     rate_burst_bytes: u32,
 
     /// Sustained bytes of chat text per second per client.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RATE_BYTES_PER_SEC, value_parser = size::<u32>)]
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_RATE_BYTES_PER_SEC, value_parser = size::<u32>)]
     rate_bytes_per_sec: u32,
 
     /// How long a client may keep sending above the rate before it is disconnected.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FLOOD_TIMEOUT.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_FLOOD_TIMEOUT.as_secs_f64())]
     flood_timeout_secs: f64,
 
     /// File transfers (downloads plus pushes) one client may have running at once.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
     max_transfers: usize,
 
     /// Downloads the server streams at once, over all clients (one thread each);
     /// past it a download is refused as "too many transfers", naming the cap.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DOWNLOADS)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_DOWNLOADS)]
     max_downloads: usize,
 
     /// Time a transfer may go without progress before it is cancelled: a download
     /// whose client acknowledges nothing, a push whose sender sends nothing.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TRANSFER_IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_TRANSFER_IDLE_TIMEOUT.as_secs_f64())]
     transfer_idle_secs: f64,
 
     /// Time the receivers of a push have to accept or decline it (no answer: declined).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_OFFER_TIMEOUT.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_OFFER_TIMEOUT.as_secs_f64())]
     offer_secs: f64,
 }
 
@@ -326,6 +326,22 @@ impl SharedDirChoice {
     }
 }
 
+impl SharedDirChoice {
+    /// The error line for a shared folder that could not be opened (`error`,
+    /// from `SharedDir::open`): when the folder is `missing` and was not
+    /// named with `--shared-dir`, it says how to name one.
+    pub fn explain(&self, error: String, missing: bool) -> String {
+        if !missing || self.source == Source::Flag {
+            return error;
+        }
+        let from = match self.source {
+            Source::Default => "the default".to_owned(),
+            source => format!("from {source}"),
+        };
+        format!("{error} ({from}); create it, or name the folder to share with --shared-dir DIR")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +417,25 @@ mod tests {
                 "default"
             ]
         );
+    }
+
+    #[test]
+    fn a_missing_shared_folder_not_named_by_flag_suggests_the_flag() {
+        let error = "shared folder 'SharedFiles' does not exist".to_owned();
+        let default = SharedDirChoice::pick(None, env_of(&[]));
+        assert_eq!(
+            default.explain(error.clone(), true),
+            "shared folder 'SharedFiles' does not exist (the default); \
+             create it, or name the folder to share with --shared-dir DIR"
+        );
+        let env = SharedDirChoice::pick(None, env_of(&[("SERVERSHAREDFILES", "/x")]));
+        let line = env.explain(error.clone(), true);
+        assert!(line.contains("(from SERVERSHAREDFILES)"), "{line}");
+        assert!(line.contains("--shared-dir DIR"), "{line}");
+        // Named with the flag, or there but unreadable: the error alone.
+        let flag = SharedDirChoice::pick(Some("/x".into()), env_of(&[]));
+        assert_eq!(flag.explain(error.clone(), true), error);
+        assert_eq!(default.explain(error.clone(), false), error);
     }
 
     #[test]

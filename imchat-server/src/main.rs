@@ -12,11 +12,14 @@ mod report;
 mod server;
 mod socket;
 
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use clap_complete::Shell;
 
 use crate::config::{LimitArgs, SharedDirChoice};
 use crate::files::SharedDir;
@@ -24,32 +27,82 @@ use crate::files::SharedDir;
 /// The welcome text sent to each user who joins (`{user}` becomes its name).
 const DEFAULT_WELCOME: &str = "Welcome to imchat, {user}! Type /help for the commands.";
 
+/// Shown after `-h`, which leaves the limits out.
+const AFTER_HELP: &str = "\
+The limits (users, message sizes, chat rates, timeouts, transfers) are
+listed with their defaults by --help.";
+
+/// Shown after `--help`.
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  imchat-server 4000                          every IPv4 interface, port 4000
+  imchat-server 127.0.0.1:4000                this machine only
+  imchat-server --bind :: 4000                every interface, IPv6 too
+  imchat-server --bind [::1]:4000             the same as [::1]:4000
+  imchat-server 0 --shared-dir ~/Public       the system picks the port
+  imchat-server 4000 --max-push-bytes 512M --log-max-bytes 1G
+
+Environment:
+  SERVERSHAREDFILES    the shared folder, when --shared-dir is not given
+  SERVER_SHARED_FILES  the same, when SERVERSHAREDFILES is not set either
+  RUST_LOG             what is logged to stderr too (default: warn)
+
+Exit codes:
+  0  stopped by SIGINT, SIGTERM or SIGHUP
+  1  could not start (shared folder, log file, address in use) or failed
+  2  bad arguments";
+
 /// The imchat server: chat between many clients, and a shared folder they
 /// can list and download from.
+///
+/// It listens on a TCP port, prints the address and the shared folder it
+/// uses, and runs until SIGINT, SIGTERM or SIGHUP, when it tells the clients
+/// it is shutting down.
 #[derive(Debug, Parser)]
-#[command(name = "imchat-server", version, about, long_about = None)]
+#[command(
+    name = "imchat-server",
+    version,
+    override_usage = "imchat-server [OPTIONS] <[ADDR:]PORT>\n       imchat-server [OPTIONS] --bind <ADDR:PORT>",
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP
+)]
 struct Cli {
-    /// TCP port to listen on; 0 lets the system pick a free port (printed at start).
-    port: u16,
+    /// TCP port to listen on, or ADDR:PORT; 0 lets the system pick a port
+    ///
+    /// PORT alone listens on the --bind address (every IPv4 interface by
+    /// default); ADDR:PORT (127.0.0.1:4000, [::1]:4000) names both, as
+    /// --bind ADDR:PORT does. The port in use is printed at start.
+    #[arg(value_name = "[ADDR:]PORT", value_parser = parse_listen)]
+    listen: Option<Listen>,
 
-    /// Address to listen on: 0.0.0.0 for every IPv4 interface, :: for every interface.
-    #[arg(long, value_name = "ADDR", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    bind: IpAddr,
+    /// Address to listen on, optionally with the port [default: 0.0.0.0]
+    ///
+    /// An IP address: 0.0.0.0 for every IPv4 interface, :: for every
+    /// interface, 127.0.0.1 or ::1 for this machine only. With a port
+    /// (127.0.0.1:4000, [::1]:4000) it replaces the PORT argument.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_bind)]
+    bind: Option<Bind>,
 
-    /// Folder whose files clients may list and download [default: env
-    /// SERVERSHAREDFILES, else env `SERVER_SHARED_FILES`, else ./`SharedFiles`].
+    /// Folder whose files clients may list and download
+    ///
+    /// Default: $SERVERSHAREDFILES, else $SERVER_SHARED_FILES, else
+    /// ./SharedFiles (the server prints which one it uses). Only regular
+    /// files directly inside it (or links to files inside it) are offered.
     #[arg(long, value_name = "DIR")]
     shared_dir: Option<PathBuf>,
 
-    /// Log file, emptied at each start (`RUST_LOG` sets what also goes to
-    /// stderr). It records connections with their addresses, joins, leaves,
-    /// who sent a message to whom (not what it said, unless --log-text),
-    /// shared-folder requests, transfers and errors.
+    /// Log file, emptied at each start
+    ///
+    /// It records connections with their addresses, joins, leaves, who sent
+    /// a message to whom (not what it said, unless --log-text), shared-folder
+    /// requests, transfers and errors. `RUST_LOG` sets what also goes to
+    /// stderr.
     #[arg(long, value_name = "PATH", default_value = "server.log")]
     log_file: PathBuf,
 
-    /// Size at which the log file is rotated (PATH.1 is the newest older
-    /// part); units K, M, G accepted.
+    /// Size at which the log file is rotated; units K, M, G accepted
+    ///
+    /// PATH.1 is then the newest older part.
     #[arg(long, value_name = "BYTES", default_value = "10M", value_parser = log_size)]
     log_max_bytes: u64,
 
@@ -57,8 +110,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
     log_keep: u16,
 
-    /// Also log the text of every routed message (by default the log says
-    /// who wrote to whom, never what).
+    /// Also log the text of every routed message
+    ///
+    /// By default the log says who wrote to whom, never what.
     #[arg(long)]
     log_text: bool,
 
@@ -72,6 +126,142 @@ struct Cli {
 
     #[command(flatten)]
     limits: LimitArgs,
+
+    // The generators are exclusive: clap then requires no other argument.
+    /// Print a completion script for SHELL on stdout
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    generate_completions: Option<Shell>,
+
+    /// Print the man page (roff) on stdout
+    #[arg(long, hide = true, exclusive = true)]
+    generate_man: bool,
+}
+
+/// The positional argument: a port, or an address with its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Port(u16),
+    Addr(SocketAddr),
+}
+
+/// `--bind`: an address, with or without the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bind {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+/// `PORT` (0-65535) or `ADDR:PORT`.
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        return text
+            .parse()
+            .map(Listen::Port)
+            .map_err(|_| "a port is a number from 0 to 65535 (0: the system picks one)".into());
+    }
+    text.parse().map(Listen::Addr).map_err(|_| {
+        "not a port nor ADDR:PORT (an IP address and a port: 127.0.0.1:4000, [::1]:4000)".into()
+    })
+}
+
+/// `ADDR` or `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
+fn parse_bind(text: &str) -> Result<Bind, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Bind { ip, port: None });
+    }
+    text.parse::<SocketAddr>()
+        .map(|addr| Bind {
+            ip: addr.ip(),
+            port: Some(addr.port()),
+        })
+        .map_err(|_| {
+            "not an IP address (0.0.0.0, ::, 127.0.0.1) nor ADDR:PORT (127.0.0.1:4000, [::1]:4000)"
+                .into()
+        })
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Task {
+    /// Print the completion script for a shell.
+    Completions(Shell),
+    /// Print the man page.
+    Man,
+    /// Serve on this address.
+    Serve(Box<Cli>, SocketAddr),
+}
+
+/// Parses the command line; errors (and help) come as clap errors, which
+/// print themselves in clap's style and exit with code 2 (0 for help).
+fn parse_args<I, T>(args: I) -> Result<Task, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args)?;
+    if let Some(shell) = cli.generate_completions {
+        return Ok(Task::Completions(shell));
+    }
+    if cli.generate_man {
+        return Ok(Task::Man);
+    }
+    let usage = |kind, message: String| Cli::command().error(kind, message);
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let addr = match (cli.listen, cli.bind) {
+        (Some(Listen::Port(port)), None) => SocketAddr::new(any, port),
+        (Some(Listen::Port(port)), Some(Bind { ip, port: None })) => SocketAddr::new(ip, port),
+        (Some(Listen::Addr(addr)), None) => addr,
+        (None, Some(Bind { ip, port: Some(port) })) => SocketAddr::new(ip, port),
+        (Some(Listen::Port(port)), Some(Bind { port: Some(bound), .. })) => {
+            return Err(usage(
+                ErrorKind::ArgumentConflict,
+                format!("the port is given twice: '{port}' and in --bind (port {bound}); give it once"),
+            ))
+        }
+        (Some(Listen::Addr(addr)), Some(_)) => {
+            return Err(usage(
+                ErrorKind::ArgumentConflict,
+                format!("the address is given twice: '{addr}' and --bind; give one"),
+            ))
+        }
+        (None, _) => {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "no port to listen on: give PORT, ADDR:PORT or --bind ADDR:PORT (0 lets the system pick)"
+                    .into(),
+            ))
+        }
+    };
+    Ok(Task::Serve(Box::new(cli), addr))
+}
+
+/// The completion script for `shell`.
+fn completions(shell: Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "imchat-server", &mut out);
+    out
+}
+
+/// The man page, in roff.
+fn man_page() -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Prints what was generated; a closed pipe (`| head`) is not an error.
+fn print_generated(bytes: &[u8]) -> ExitCode {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imchat-server: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Why the server could not start or had to stop. Each knows its exit code.
@@ -107,8 +297,12 @@ impl Error {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let (cli, addr) = match parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit()) {
+        Task::Completions(shell) => return print_generated(&completions(shell)),
+        Task::Man => return print_generated(&man_page()),
+        Task::Serve(cli, addr) => (cli, addr),
+    };
+    match run(*cli, addr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!(target: logging::FILE_ONLY, "{e}");
@@ -127,7 +321,7 @@ fn log_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     let limits = cli.limits.to_limits().map_err(Error::Limits)?;
     let rotation = logging::Rotation {
         max_bytes: cli.log_max_bytes,
@@ -141,8 +335,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         log::warn!("{warning}");
     }
     let choice = SharedDirChoice::pick(cli.shared_dir, |key| std::env::var_os(key));
-    let shared = SharedDir::open(&choice.path).map_err(Error::SharedDir)?;
-    let addr = SocketAddr::new(cli.bind, cli.port);
+    let shared = SharedDir::open(&choice.path).map_err(|e| {
+        let missing =
+            std::fs::metadata(&choice.path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+        Error::SharedDir(choice.explain(e, missing))
+    })?;
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
         reason: files::io_reason(&e),
@@ -171,4 +368,170 @@ fn run(cli: Cli) -> Result<(), Error> {
         shared,
     };
     server::run(listener, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> (Cli, SocketAddr) {
+        let argv = std::iter::once("imchat-server").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(Task::Serve(cli, addr)) => (*cli, addr),
+            Ok(other) => panic!("{args:?}: not a server: {other:?}"),
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn refused(args: &[&str]) -> clap::Error {
+        let argv = std::iter::once("imchat-server").chain(args.iter().copied());
+        match parse_args(argv) {
+            Ok(task) => panic!("{args:?} parsed: {task:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_address_comes_from_the_port_argument_or_bind() {
+        let cases = [
+            (&["4000"][..], "0.0.0.0:4000"),
+            (&["0"], "0.0.0.0:0"),
+            (&["4000", "--bind", "127.0.0.1"], "127.0.0.1:4000"),
+            (&["--bind", "::", "4000"], "[::]:4000"),
+            (&["127.0.0.1:4000"], "127.0.0.1:4000"),
+            (&["[::1]:4000"], "[::1]:4000"),
+            (&["--bind", "127.0.0.1:4000"], "127.0.0.1:4000"),
+            (&["--bind", "[::1]:0"], "[::1]:0"),
+        ];
+        for (args, want) in cases {
+            assert_eq!(serve(args).1.to_string(), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn an_address_or_port_given_twice_or_no_port_is_a_usage_error() {
+        for args in [
+            &["4000", "--bind", "127.0.0.1:4001"][..],
+            &["127.0.0.1:4000", "--bind", "127.0.0.1"],
+            &["127.0.0.1:4000", "--bind", "127.0.0.1:4000"],
+        ] {
+            let err = refused(args);
+            assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("given twice"), "{err}");
+            assert!(err.to_string().contains("\nUsage: imchat-server "), "{err}");
+        }
+        for args in [&[][..], &["--bind", "127.0.0.1"]] {
+            let err = refused(args);
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(
+                err.to_string().starts_with("error: no port to listen on"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_ports_and_addresses_are_refused_in_clap_style() {
+        for (args, value, arg) in [
+            (&["70000"][..], "70000", "[[ADDR:]PORT]"),
+            (&["http"], "http", "[[ADDR:]PORT]"),
+            (&["localhost:4000"], "localhost:4000", "[[ADDR:]PORT]"),
+            (
+                &["4000", "--bind", "localhost"],
+                "localhost",
+                "--bind <ADDR[:PORT]>",
+            ),
+            (
+                &["4000", "--bind", "1.2.3.4:99999"],
+                "1.2.3.4:99999",
+                "--bind <ADDR[:PORT]>",
+            ),
+        ] {
+            let err = refused(args);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{args:?}");
+            assert_eq!(err.exit_code(), 2);
+            let want = format!("error: invalid value '{value}' for '{arg}': ");
+            assert!(err.to_string().starts_with(&want), "{err}");
+        }
+    }
+
+    #[test]
+    fn short_help_leaves_the_limits_to_long_help() {
+        let short = refused(&["-h"]);
+        let long = refused(&["--help"]);
+        assert_eq!(short.kind(), ErrorKind::DisplayHelp);
+        assert_eq!(long.kind(), ErrorKind::DisplayHelp);
+        let (short, long) = (short.to_string(), long.to_string());
+        for text in [&short, &long] {
+            assert!(
+                text.contains("Usage: imchat-server [OPTIONS] <[ADDR:]PORT>"),
+                "{text}"
+            );
+            for flag in ["--bind", "--shared-dir", "--log-file"] {
+                assert!(text.contains(flag), "{flag} missing from\n{text}");
+            }
+            assert!(!text.contains("--generate-"), "hidden flags shown:\n{text}");
+        }
+        assert!(
+            short.contains("listed with their defaults by --help"),
+            "{short}"
+        );
+        for detail in [
+            "--max-clients",
+            "--offer-secs",
+            "Examples:",
+            "imchat-server 127.0.0.1:4000",
+            "SERVERSHAREDFILES",
+            "SERVER_SHARED_FILES",
+            "RUST_LOG",
+        ] {
+            assert!(long.contains(detail), "{detail} missing from --help");
+            assert!(!short.contains(detail), "{detail} in -h");
+        }
+    }
+
+    #[test]
+    fn generators_need_no_port_and_stand_alone() {
+        assert!(matches!(
+            parse_args(["imchat-server", "--generate-man"]),
+            Ok(Task::Man)
+        ));
+        assert!(matches!(
+            parse_args(["imchat-server", "--generate-completions", "fish"]),
+            Ok(Task::Completions(Shell::Fish))
+        ));
+        assert_eq!(
+            refused(&["--generate-man", "4000"]).kind(),
+            ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn bash_completions_know_the_flags() {
+        let script = String::from_utf8(completions(Shell::Bash)).expect("UTF-8");
+        assert!(script.contains("complete -F _imchat__server "), "{script}");
+        for flag in [
+            "--bind",
+            "--shared-dir",
+            "--log-file",
+            "--max-clients",
+            "--offer-secs",
+        ] {
+            assert!(script.contains(flag), "{flag} missing");
+        }
+    }
+
+    #[test]
+    fn the_man_page_is_roff_for_imchat_server() {
+        let page = String::from_utf8(man_page()).expect("UTF-8");
+        let header = page
+            .lines()
+            .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+            .expect("a header");
+        assert!(header.starts_with(".TH imchat-server 1 "), "{header}");
+        assert!(page.contains("\\-\\-shared\\-dir"), "{page}");
+        assert!(page.contains("\\-\\-max\\-clients"), "{page}");
+    }
 }

@@ -1,0 +1,110 @@
+//! The server's command line as a user meets it: the binary started in an
+//! empty folder, without a shared folder. It exits before it listens; every
+//! wait has a deadline and the process is killed by its handle if it runs
+//! on.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(20);
+
+/// The server process, killed by its handle if the test ends early.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the server in `dir` with `args` (the log file kept inside `dir`,
+/// no shared-folder variables) and returns its exit status and stderr.
+fn run_server(dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(args)
+        .arg("--log-file")
+        .arg(dir.join("server.log"))
+        .current_dir(dir)
+        .env_remove("SERVERSHAREDFILES")
+        .env_remove("SERVER_SHARED_FILES")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start imchat-server");
+    let mut server = Server(child);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        thread::sleep(POLL);
+    };
+    let mut err = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (status, err)
+}
+
+#[test]
+fn a_missing_default_shared_folder_suggests_shared_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (status, err) = run_server(dir.path(), &["0", "--bind", "127.0.0.1"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "imchat-server: shared folder 'SharedFiles' does not exist (the default); \
+         create it, or name the folder to share with --shared-dir DIR"
+    );
+}
+
+#[test]
+fn a_missing_shared_folder_named_by_the_flag_is_only_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (status, err) = run_server(
+        dir.path(),
+        &["0", "--bind", "127.0.0.1", "--shared-dir", "nothing-here"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        "imchat-server: shared folder 'nothing-here' does not exist"
+    );
+}
+
+#[test]
+fn the_man_page_and_completions_need_no_port() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (args, start) in [
+        (&["--generate-man"][..], ".TH imchat-server 1"),
+        (&["--generate-completions", "bash"], "_imchat__server()"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run imchat-server");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = String::from_utf8(out.stdout).expect("UTF-8");
+        assert!(
+            text.lines().any(|l| l.starts_with(start)),
+            "{args:?}: no line starting {start:?}"
+        );
+        assert!(
+            !dir.path().join("server.log").exists(),
+            "{args:?} opened the log"
+        );
+    }
+}
