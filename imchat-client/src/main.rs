@@ -8,6 +8,9 @@ mod app;
 mod command;
 mod error;
 mod files;
+// Wired into the app by the change that follows.
+#[allow(dead_code)]
+mod screen;
 mod ui;
 mod view;
 

@@ -1,0 +1,228 @@
+//! Tab completion of commands, online nicks, shared file names and
+//! transfers, with repeated Tab cycling through the candidates.
+
+/// What completion can offer.
+#[derive(Debug, Default, Clone)]
+pub struct Sources<'a> {
+    /// Command names with their `/` (all commands and aliases).
+    pub commands: &'a [String],
+    /// Who is online (ourselves left out).
+    pub nicks: &'a [String],
+    /// Shared file names, as last listed.
+    pub files: &'a [String],
+    /// Running transfers: ids (`#3`) and file names.
+    pub transfers: &'a [String],
+}
+
+/// A completion in progress: the text it replaces and the candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycle {
+    /// The line with the completed word cut out: `line[..start]` and
+    /// `line[start..]` around the candidate.
+    before: String,
+    after: String,
+    /// What goes after each candidate (`: ` for a nick that starts the line).
+    suffix: &'static str,
+    /// The candidates, sorted.
+    candidates: Vec<String>,
+    /// The one shown.
+    index: usize,
+}
+
+impl Cycle {
+    /// Starts completing the word before `cursor` in `line`; `None` when
+    /// nothing matches. `backwards` starts with the last candidate.
+    pub fn start(line: &str, cursor: usize, sources: &Sources, backwards: bool) -> Option<Self> {
+        let (start, pool, suffix) = context(&line[..cursor], sources);
+        let prefix = line[start..cursor].to_lowercase();
+        let mut candidates: Vec<String> = pool
+            .into_iter()
+            .filter(|c| c.to_lowercase().starts_with(&prefix))
+            .collect();
+        candidates.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+        candidates.dedup();
+        if candidates.is_empty() {
+            return None;
+        }
+        let index = if backwards { candidates.len() - 1 } else { 0 };
+        Some(Self {
+            before: line[..start].to_owned(),
+            after: line[cursor..].to_owned(),
+            suffix,
+            candidates,
+            index,
+        })
+    }
+
+    /// The next candidate (Tab), or the previous one (Shift-Tab).
+    pub fn step(&mut self, backwards: bool) {
+        let n = self.candidates.len();
+        self.index = if backwards {
+            (self.index + n - 1) % n
+        } else {
+            (self.index + 1) % n
+        };
+    }
+
+    /// The line with the current candidate, and the cursor after it.
+    pub fn line(&self) -> (String, usize) {
+        let mut line = format!(
+            "{}{}{}",
+            self.before, self.candidates[self.index], self.suffix
+        );
+        let cursor = line.len();
+        line.push_str(&self.after);
+        (line, cursor)
+    }
+}
+
+/// Where the word to complete starts in `head` (the text before the
+/// cursor), what it completes from, and what follows a candidate. The
+/// words after `/msg`, `/unicast`, `/tell`, `/w`, `/mode unicast`, `@` and
+/// `/sendfile <path>` are nicks like any other word.
+fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) {
+    let word_start = head.rfind(' ').map_or(0, |i| i + 1);
+    let first_word = head.split(' ').next().unwrap_or("");
+    let first = first_word.to_lowercase();
+    let is_first_word = word_start == 0;
+    if first.starts_with('/') {
+        if is_first_word {
+            return (0, sources.commands.to_vec(), "");
+        }
+        // The rest of the line after the command, for names with spaces.
+        let rest = first_word.len() + 1;
+        match first.as_str() {
+            "/download" => return (rest, sources.files.to_vec(), ""),
+            "/cancel" => return (rest, sources.transfers.to_vec(), ""),
+            "/help" if word_start == rest => {
+                // `/help /ms` and `/help ms` both complete.
+                let pool = if head[rest..].starts_with('/') {
+                    sources.commands.to_vec()
+                } else {
+                    let bare = sources.commands.iter();
+                    bare.map(|c| c.trim_start_matches('/').to_owned()).collect()
+                };
+                return (rest, pool, "");
+            }
+            _ => {}
+        }
+    }
+    if head[word_start..].starts_with('@') {
+        return (word_start + 1, sources.nicks.to_vec(), "");
+    }
+    let suffix = if is_first_word { ": " } else { "" };
+    (word_start, sources.nicks.to_vec(), suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    struct Fixture {
+        commands: Vec<String>,
+        nicks: Vec<String>,
+        files: Vec<String>,
+        transfers: Vec<String>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                commands: strings(&["/help", "/who", "/download", "/downloads", "/msg", "/mode"]),
+                nicks: strings(&["bob", "Bea", "carol"]),
+                files: strings(&["meeting notes.txt", "Music.mp3", "big.iso"]),
+                transfers: strings(&["#3", "#12", "big.iso"]),
+            }
+        }
+
+        fn sources(&self) -> Sources<'_> {
+            Sources {
+                commands: &self.commands,
+                nicks: &self.nicks,
+                files: &self.files,
+                transfers: &self.transfers,
+            }
+        }
+
+        /// Every line Tab gives, `tabs` times, from `line` (cursor at its end).
+        fn tab(&self, line: &str, tabs: usize) -> Vec<String> {
+            let mut cycle = match Cycle::start(line, line.len(), &self.sources(), false) {
+                Some(c) => c,
+                None => return Vec::new(),
+            };
+            let mut seen = vec![cycle.line().0];
+            for _ in 1..tabs {
+                cycle.step(false);
+                seen.push(cycle.line().0);
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn commands_complete_in_the_first_word_and_cycle() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/he", 1), ["/help"]);
+        assert_eq!(f.tab("/DOW", 3), ["/download", "/downloads", "/download"]);
+        assert_eq!(f.tab("/m", 2), ["/mode", "/msg"]);
+        assert!(f.tab("/zz", 1).is_empty());
+    }
+
+    #[test]
+    fn nicks_complete_after_user_commands_and_at_signs() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/msg b", 2), ["/msg Bea", "/msg bob"]);
+        assert_eq!(f.tab("/mode unicast c", 1), ["/mode unicast carol"]);
+        assert_eq!(f.tab("hi @ca", 1), ["hi @carol"]);
+        assert_eq!(f.tab("/sendfile a.txt bo", 1), ["/sendfile a.txt bob"]);
+        assert_eq!(f.tab("thanks c", 1), ["thanks carol"]);
+    }
+
+    #[test]
+    fn a_nick_starting_the_line_gets_a_colon() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("car", 1), ["carol: "]);
+        assert_eq!(f.tab("B", 2), ["Bea: ", "bob: "]);
+    }
+
+    #[test]
+    fn shared_names_with_spaces_complete_after_download() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/download mee", 1), ["/download meeting notes.txt"]);
+        assert_eq!(
+            f.tab("/download meeting n", 1),
+            ["/download meeting notes.txt"]
+        );
+        assert_eq!(
+            f.tab("/download m", 2),
+            ["/download meeting notes.txt", "/download Music.mp3"]
+        );
+    }
+
+    #[test]
+    fn cancel_completes_transfers_and_help_completes_commands() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/cancel #", 2), ["/cancel #12", "/cancel #3"]);
+        assert_eq!(f.tab("/cancel bi", 1), ["/cancel big.iso"]);
+        assert_eq!(f.tab("/help /wh", 1), ["/help /who"]);
+        assert_eq!(f.tab("/help m", 2), ["/help mode", "/help msg"]);
+    }
+
+    #[test]
+    fn shift_tab_goes_backwards_and_text_after_the_cursor_stays() {
+        let f = Fixture::new();
+        let line = "b and more";
+        let mut cycle = Cycle::start(line, 1, &f.sources(), true).unwrap();
+        assert_eq!(cycle.line(), ("bob:  and more".into(), 5));
+        cycle.step(true);
+        assert_eq!(cycle.line().0, "Bea:  and more");
+        cycle.step(true);
+        assert_eq!(cycle.line().0, "bob:  and more");
+        cycle.step(false);
+        assert_eq!(cycle.line().0, "Bea:  and more");
+    }
+}

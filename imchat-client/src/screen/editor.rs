@@ -1,0 +1,413 @@
+//! The input line: a text, a cursor on a grapheme boundary, emacs-style
+//! editing, a kill ring and the history of entered lines.
+
+use unicode_segmentation::UnicodeSegmentation;
+
+/// How many kills the ring keeps.
+const KILL_RING: usize = 16;
+
+/// How many lines the history keeps (the history file keeps the same).
+pub const HISTORY_LINES: usize = 1_000;
+
+/// The input line being edited.
+#[derive(Debug, Default)]
+pub struct Editor {
+    /// The text.
+    text: String,
+    /// Byte offset of the cursor, on a grapheme boundary.
+    cursor: usize,
+    /// Killed texts, the latest last.
+    kills: Vec<String>,
+    /// Entered lines, the oldest first.
+    history: Vec<String>,
+    /// Which history entry is shown (`None`: the draft being typed).
+    recalled: Option<usize>,
+    /// The text typed before moving into the history.
+    draft: String,
+}
+
+impl Editor {
+    /// An empty line with `history` (oldest first) to recall.
+    pub fn new(history: Vec<String>) -> Self {
+        let mut editor = Self {
+            history,
+            ..Self::default()
+        };
+        editor.trim_history();
+        editor
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The cursor's byte offset in [`text`](Self::text).
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// True when nothing is typed.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// Replaces the text, the cursor at `cursor` (clamped to a boundary).
+    pub fn set(&mut self, text: String, cursor: usize) {
+        self.cursor = cursor.min(text.len());
+        while !text.is_char_boundary(self.cursor) {
+            self.cursor -= 1;
+        }
+        self.text = text;
+    }
+
+    /// Inserts `s` at the cursor, control characters left out (a tab
+    /// becomes a space).
+    pub fn insert(&mut self, s: &str) {
+        let clean: String = s
+            .chars()
+            .filter_map(|c| match c {
+                '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .collect();
+        self.text.insert_str(self.cursor, &clean);
+        self.cursor += clean.len();
+    }
+
+    /// Byte offset of the grapheme boundary before the cursor.
+    fn prev_boundary(&self) -> usize {
+        self.text[..self.cursor]
+            .grapheme_indices(true)
+            .next_back()
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// Byte offset of the grapheme boundary after the cursor.
+    fn next_boundary(&self) -> usize {
+        self.text[self.cursor..]
+            .graphemes(true)
+            .next()
+            .map_or(self.cursor, |g| self.cursor + g.len())
+    }
+
+    /// Start of the word before the cursor (words: letters and digits).
+    fn word_start(&self) -> usize {
+        let mut at = self.cursor;
+        let mut seen_word = false;
+        for (i, g) in self.text[..self.cursor].grapheme_indices(true).rev() {
+            let word = is_word(g);
+            if seen_word && !word {
+                break;
+            }
+            seen_word |= word;
+            at = i;
+        }
+        at
+    }
+
+    /// End of the word after the cursor.
+    fn word_end(&self) -> usize {
+        let mut at = self.cursor;
+        let mut seen_word = false;
+        for (i, g) in self.text[self.cursor..].grapheme_indices(true) {
+            let word = is_word(g);
+            if seen_word && !word {
+                break;
+            }
+            seen_word |= word;
+            at = self.cursor + i + g.len();
+        }
+        at
+    }
+
+    /// Start of the whitespace-separated word before the cursor (Ctrl-W).
+    fn blank_word_start(&self) -> usize {
+        let before = &self.text[..self.cursor];
+        let trimmed = before.trim_end();
+        trimmed.rfind(char::is_whitespace).map_or(0, |i| {
+            i + trimmed[i..].chars().next().map_or(1, char::len_utf8)
+        })
+    }
+
+    /// One grapheme left.
+    pub fn left(&mut self) {
+        self.cursor = self.prev_boundary();
+    }
+
+    /// One grapheme right.
+    pub fn right(&mut self) {
+        self.cursor = self.next_boundary();
+    }
+
+    /// To the start of the word before the cursor.
+    pub fn word_left(&mut self) {
+        self.cursor = self.word_start();
+    }
+
+    /// To the end of the word after the cursor.
+    pub fn word_right(&mut self) {
+        self.cursor = self.word_end();
+    }
+
+    /// To the start of the line.
+    pub fn home(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// To the end of the line.
+    pub fn end(&mut self) {
+        self.cursor = self.text.len();
+    }
+
+    /// Deletes the grapheme before the cursor.
+    pub fn backspace(&mut self) {
+        let from = self.prev_boundary();
+        self.text.replace_range(from..self.cursor, "");
+        self.cursor = from;
+    }
+
+    /// Deletes the grapheme at the cursor.
+    pub fn delete(&mut self) {
+        let to = self.next_boundary();
+        self.text.replace_range(self.cursor..to, "");
+    }
+
+    /// Removes `from..to` into the kill ring; the cursor goes to `from`.
+    fn kill(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        let killed: String = self.text.drain(from..to).collect();
+        self.cursor = from;
+        self.kills.push(killed);
+        if self.kills.len() > KILL_RING {
+            self.kills.remove(0);
+        }
+    }
+
+    /// Ctrl-K: kills to the end of the line.
+    pub fn kill_to_end(&mut self) {
+        self.kill(self.cursor, self.text.len());
+    }
+
+    /// Ctrl-U: kills to the start of the line.
+    pub fn kill_to_start(&mut self) {
+        self.kill(0, self.cursor);
+    }
+
+    /// Ctrl-W: kills back to the previous blank, as readline does.
+    pub fn kill_blank_word_before(&mut self) {
+        self.kill(self.blank_word_start(), self.cursor);
+    }
+
+    /// Alt-Backspace: kills the word before the cursor.
+    pub fn kill_word_before(&mut self) {
+        self.kill(self.word_start(), self.cursor);
+    }
+
+    /// Alt-D: kills the word after the cursor.
+    pub fn kill_word_after(&mut self) {
+        self.kill(self.cursor, self.word_end());
+    }
+
+    /// Ctrl-C on a typed line: the whole line into the kill ring.
+    pub fn kill_line(&mut self) {
+        self.kill(0, self.text.len());
+        self.recalled = None;
+    }
+
+    /// Ctrl-Y: inserts the latest kill.
+    pub fn yank(&mut self) {
+        if let Some(text) = self.kills.last().cloned() {
+            self.insert(&text);
+        }
+    }
+
+    /// Up: the previous history entry; the draft is kept.
+    pub fn history_prev(&mut self) {
+        let at = match self.recalled {
+            None if self.history.is_empty() => return,
+            None => {
+                self.draft = std::mem::take(&mut self.text);
+                self.history.len() - 1
+            }
+            Some(0) => return,
+            Some(i) => i - 1,
+        };
+        self.recalled = Some(at);
+        self.text = self.history[at].clone();
+        self.cursor = self.text.len();
+    }
+
+    /// Down: the next history entry, then the draft back.
+    pub fn history_next(&mut self) {
+        let Some(i) = self.recalled else { return };
+        if i + 1 < self.history.len() {
+            self.recalled = Some(i + 1);
+            self.text = self.history[i + 1].clone();
+        } else {
+            self.recalled = None;
+            self.text = std::mem::take(&mut self.draft);
+        }
+        self.cursor = self.text.len();
+    }
+
+    /// Enter: takes the line (`None` for a blank one, which stays unsent),
+    /// clears the input. The line enters the history unless it repeats the
+    /// last entry; the return's second part says whether it did.
+    pub fn take_line(&mut self) -> Option<(String, bool)> {
+        if self.text.trim().is_empty() {
+            self.text.clear();
+            self.cursor = 0;
+            return None;
+        }
+        let line = std::mem::take(&mut self.text);
+        self.cursor = 0;
+        self.recalled = None;
+        self.draft.clear();
+        let added = self.remember(&line);
+        Some((line, added))
+    }
+
+    /// Adds `line` to the history unless it repeats the last entry.
+    pub fn remember(&mut self, line: &str) -> bool {
+        if self.history.last().is_some_and(|last| last == line) {
+            return false;
+        }
+        self.history.push(line.to_owned());
+        self.trim_history();
+        true
+    }
+
+    fn trim_history(&mut self) {
+        let extra = self.history.len().saturating_sub(HISTORY_LINES);
+        self.history.drain(..extra);
+    }
+}
+
+/// True for a grapheme that belongs to a word (letters, digits, `_`).
+fn is_word(g: &str) -> bool {
+    g.chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(text: &str) -> Editor {
+        let mut e = Editor::new(Vec::new());
+        e.insert(text);
+        e
+    }
+
+    #[test]
+    fn cursor_moves_and_deletes_whole_graphemes() {
+        let family = "👨\u{200d}👩\u{200d}👧";
+        let mut e = typed(&format!("a{family}é"));
+        e.left();
+        e.left();
+        assert_eq!(
+            e.cursor(),
+            1,
+            "one Left steps over the é, one over the family"
+        );
+        e.delete();
+        assert_eq!(e.text(), "aé");
+        e.end();
+        e.backspace();
+        assert_eq!(e.text(), "a");
+        e.insert(family);
+        e.backspace();
+        assert_eq!(e.text(), "a", "Backspace removes the whole emoji sequence");
+    }
+
+    #[test]
+    fn words_move_and_kill_like_emacs() {
+        let mut e = typed("send foo.txt  now");
+        e.word_left();
+        assert_eq!(&e.text()[e.cursor()..], "now");
+        e.word_left();
+        assert_eq!(&e.text()[e.cursor()..], "txt  now");
+        e.home();
+        e.word_right();
+        assert_eq!(e.cursor(), 4);
+        e.kill_word_after();
+        assert_eq!(e.text(), "send.txt  now");
+        e.yank();
+        assert_eq!(e.text(), "send foo.txt  now");
+        e.end();
+        e.kill_blank_word_before();
+        assert_eq!(e.text(), "send foo.txt  ");
+        e.kill_blank_word_before();
+        assert_eq!(e.text(), "send ", "Ctrl-W goes back to the previous blank");
+        e.kill_word_before();
+        assert_eq!(e.text(), "");
+    }
+
+    #[test]
+    fn kills_to_end_and_start_come_back_with_yank() {
+        let mut e = typed("hello brave world");
+        e.home();
+        e.word_right();
+        e.word_right();
+        e.kill_to_end();
+        assert_eq!(e.text(), "hello brave");
+        e.kill_to_start();
+        assert_eq!(e.text(), "");
+        e.yank();
+        assert_eq!(e.text(), "hello brave");
+        e.yank();
+        assert_eq!(e.text(), "hello bravehello brave");
+        let mut e = typed("draft");
+        e.kill_line();
+        assert!(e.is_empty());
+        e.yank();
+        assert_eq!(e.text(), "draft");
+    }
+
+    #[test]
+    fn history_keeps_the_draft_and_skips_repeats() {
+        let mut e = Editor::new(vec!["one".into()]);
+        e.insert("two");
+        assert_eq!(e.take_line(), Some(("two".into(), true)));
+        e.insert("two");
+        assert_eq!(e.take_line(), Some(("two".into(), false)));
+        e.insert("   ");
+        assert_eq!(e.take_line(), None);
+        e.insert("half-typed");
+        e.history_prev();
+        assert_eq!(e.text(), "two");
+        e.history_prev();
+        assert_eq!(e.text(), "one");
+        e.history_prev();
+        assert_eq!(e.text(), "one", "the oldest stays");
+        e.history_next();
+        assert_eq!(e.text(), "two");
+        e.history_next();
+        assert_eq!(e.text(), "half-typed", "the draft comes back at the bottom");
+        assert_eq!(e.cursor(), "half-typed".len());
+        e.history_next();
+        assert_eq!(e.text(), "half-typed");
+    }
+
+    #[test]
+    fn history_holds_at_most_a_thousand_lines() {
+        let mut e = Editor::new((0..1_200).map(|i| i.to_string()).collect());
+        for _ in 0..HISTORY_LINES {
+            e.history_prev();
+        }
+        assert_eq!(e.text(), "200");
+        e.history_prev();
+        assert_eq!(e.text(), "200");
+    }
+
+    #[test]
+    fn insert_leaves_control_characters_out() {
+        let e = typed("a\tb\u{1b}[2Jc\u{7}");
+        assert_eq!(e.text(), "a b[2Jc");
+    }
+}

@@ -1,0 +1,151 @@
+//! The input history across runs: a file of lines, the last
+//! [`HISTORY_LINES`] kept, readable by its owner only.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::editor::HISTORY_LINES;
+
+/// Where the history lives by default: `imchat/history` in the user's data
+/// folder (`$XDG_DATA_HOME` or `~/.local/share` on Linux).
+pub fn default_history_file() -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("imchat").join("history"))
+}
+
+/// The history file, with its lines in memory to rewrite it when it grows
+/// past the cap.
+#[derive(Debug)]
+pub struct HistoryFile {
+    path: PathBuf,
+    lines: VecDeque<String>,
+}
+
+impl HistoryFile {
+    /// Reads the file at `path` (missing: no lines yet); returns it with its
+    /// last lines, oldest first.
+    pub fn open(path: PathBuf) -> io::Result<(Self, Vec<String>)> {
+        let lines: VecDeque<String> = match fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let all: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+                let skip = all.len().saturating_sub(HISTORY_LINES);
+                all[skip..].iter().map(|l| (*l).to_owned()).collect()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => VecDeque::new(),
+            Err(e) => return Err(e),
+        };
+        let recent = lines.iter().cloned().collect();
+        Ok((Self { path, lines }, recent))
+    }
+
+    /// Appends `line`; past the cap, rewrites the file with the last lines.
+    pub fn append(&mut self, line: &str) -> io::Result<()> {
+        // A line is one line in the file: the editor never holds a newline.
+        let line = line.replace(['\n', '\r'], " ");
+        self.lines.push_back(line.clone());
+        if self.lines.len() > HISTORY_LINES {
+            self.lines.pop_front();
+            let mut text = String::new();
+            for l in &self.lines {
+                text.push_str(l);
+                text.push('\n');
+            }
+            let tmp = self.path.with_extension("tmp");
+            let mut file = create_private(&tmp, false)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            drop(file);
+            return fs::rename(&tmp, &self.path);
+        }
+        let mut file = create_private(&self.path, true)?;
+        file.write_all(format!("{line}\n").as_bytes())
+    }
+}
+
+/// Opens `path` for writing (appending or from empty), created with mode
+/// 0600 in a folder created with mode 0700.
+fn create_private(path: &Path, append: bool) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir)?;
+    }
+    let mut options = OpenOptions::new();
+    options.create(true);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_back_in_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imchat").join("history");
+        let (mut file, recent) = HistoryFile::open(path.clone()).unwrap();
+        assert!(recent.is_empty());
+        file.append("hello").unwrap();
+        file.append("/quit see you").unwrap();
+        let (_, recent) = HistoryFile::open(path.clone()).unwrap();
+        assert_eq!(recent, ["hello", "/quit see you"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_file_keeps_the_last_thousand_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history");
+        let (mut file, _) = HistoryFile::open(path.clone()).unwrap();
+        for i in 0..1_005 {
+            file.append(&format!("line {i}")).unwrap();
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), HISTORY_LINES);
+        let (_, recent) = HistoryFile::open(path.clone()).unwrap();
+        assert_eq!(recent.len(), HISTORY_LINES);
+        assert_eq!(recent[0], "line 5");
+        assert_eq!(recent[HISTORY_LINES - 1], "line 1004");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the rewritten file stays private");
+        }
+    }
+
+    #[test]
+    fn a_longer_file_loads_its_last_thousand_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history");
+        let text: String = (0..1_500).map(|i| format!("{i}\n")).collect();
+        fs::write(&path, text).unwrap();
+        let (_, recent) = HistoryFile::open(path).unwrap();
+        assert_eq!(recent.len(), HISTORY_LINES);
+        assert_eq!(recent[0], "500");
+    }
+
+    #[test]
+    fn the_default_file_is_in_the_data_folder() {
+        if let Some(path) = default_history_file() {
+            assert!(path.ends_with("imchat/history"));
+            assert_eq!(path.parent().unwrap().parent(), dirs::data_dir().as_deref());
+        }
+    }
+}

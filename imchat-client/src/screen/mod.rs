@@ -1,0 +1,6 @@
+//! The full-screen terminal interface.
+
+mod complete;
+mod editor;
+mod history;
+mod keys;
