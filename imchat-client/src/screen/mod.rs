@@ -1,6 +1,330 @@
-//! The full-screen terminal interface.
+//! The full-screen terminal interface: a [`View`] that draws the chat, the
+//! running transfers, a status line and an input line with ratatui, and
+//! turns keys and pastes into [`UserInput`].
+//!
+//! ```text
+//!  View calls (any thread) ──► Model (behind a mutex) ◄── keys, pastes
+//!                                 │                        ▲
+//!                                 ▼ drawn ≤ 30 times/s     │
+//!                         the screen's thread ─────────────┘
+//!                                 │
+//!                                 ▼ UserInput (lines, quit)
+//! ```
+//!
+//! The screen owns one thread. It reads terminal events with a short
+//! timeout, applies them to the [`Model`], and redraws when the model
+//! changed. View calls only update the model and mark it changed, so they
+//! never wait on the terminal. The model knows nothing of the terminal;
+//! [`render`] draws it on any ratatui backend.
 
 mod complete;
 mod editor;
 mod history;
 mod keys;
+mod model;
+mod render;
+#[cfg(test)]
+mod testing;
+
+use std::io::{self, Stdout, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::cursor::Show;
+use ratatui::crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::Terminal;
+
+use self::history::HistoryFile;
+use self::model::Model;
+use crate::view::{Entry, Roster, Status, TransferView, UserInput, View};
+
+/// Shortest time between two draws (about 30 a second).
+const FRAME: Duration = Duration::from_millis(33);
+
+/// Longest wait for a terminal event: how soon the thread sees changes
+/// and a request to stop.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The terminal is in raw mode on the alternate screen.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Where the input history lives by default: `imchat/history` in the
+/// user's data folder.
+pub fn default_history_file() -> Option<PathBuf> {
+    history::default_history_file()
+}
+
+/// The full-screen interface.
+pub struct Screen {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the screen's thread and the view calls share.
+struct Shared {
+    model: Mutex<Model>,
+    /// The model changed since the last draw.
+    dirty: AtomicBool,
+    /// The thread should put the terminal back and end.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
+        let out = change(&mut self.model());
+        self.dirty.store(true, Ordering::Release);
+        out
+    }
+}
+
+impl Screen {
+    /// Takes over the terminal (alternate screen, raw mode, bracketed
+    /// paste) for `me` and starts the screen's thread. `commands` are the
+    /// command names to complete; what the user enters goes to `input`;
+    /// the input history is read from and saved to `history_file`.
+    pub fn start(
+        me: &str,
+        commands: Vec<String>,
+        input: Sender<UserInput>,
+        history_file: Option<PathBuf>,
+    ) -> io::Result<Arc<Screen>> {
+        let (history, recent) = match history_file.map(HistoryFile::open) {
+            Some(Ok((file, recent))) => (Some(file), recent),
+            Some(Err(e)) => {
+                log::warn!("input history not read: {e}");
+                (None, Vec::new())
+            }
+            None => (None, Vec::new()),
+        };
+        let shared = Arc::new(Shared {
+            model: Mutex::new(Model::new(me, commands, recent)),
+            dirty: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+        });
+        install_panic_hook();
+        let terminal = enter()?;
+        let thread_shared = Arc::clone(&shared);
+        let thread = thread::Builder::new()
+            .name("screen".into())
+            .spawn(move || run(&thread_shared, terminal, &input, history))
+            .inspect_err(|_| restore())?;
+        Ok(Arc::new(Screen {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Stops the thread and puts the terminal back.
+    fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            // A panic there was reported by the hook, which restored the terminal.
+            let _ = thread.join();
+        }
+        restore();
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl View for Screen {
+    fn show(&self, entry: Entry) {
+        self.shared.update(|m| m.show(entry));
+    }
+
+    fn transfer(&self, transfer: &TransferView) {
+        self.shared.update(|m| m.transfer(transfer));
+    }
+
+    fn transfer_ended(&self, id: &str) {
+        self.shared.update(|m| m.transfer_ended(id));
+    }
+
+    fn status(&self, status: &Status) {
+        self.shared.update(|m| m.set_status(status));
+    }
+
+    fn roster(&self, change: Roster) {
+        self.shared.update(|m| m.change_roster(change));
+    }
+
+    fn shared_files(&self, names: Vec<String>) {
+        self.shared.update(|m| m.shared_files(names));
+    }
+
+    fn clear(&self) {
+        self.shared.update(Model::clear);
+    }
+
+    fn toggle_nicklist(&self) -> bool {
+        self.shared.update(Model::toggle_nicklist);
+        true
+    }
+
+    fn is_terminal(&self) -> bool {
+        true
+    }
+
+    fn finish(&self, last_words: Option<&str>) {
+        self.stop();
+        if let Some(words) = last_words {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{words}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Raw mode, the alternate screen, bracketed paste; a ratatui terminal.
+fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
+    enable_raw_mode()?;
+    ACTIVE.store(true, Ordering::Release);
+    let entered = execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)
+        .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+    entered.inspect_err(|_| restore())
+}
+
+/// Puts the terminal back as it was, once.
+fn restore() {
+    if ACTIVE.swap(false, Ordering::AcqRel) {
+        let _ = execute!(
+            io::stdout(),
+            DisableBracketedPaste,
+            LeaveAlternateScreen,
+            Show
+        );
+        let _ = disable_raw_mode();
+    }
+}
+
+/// Makes a panic anywhere put the terminal back before its message prints.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+    });
+}
+
+/// Tells the client to quit if the screen's thread ends by a panic: no
+/// more input can come.
+struct QuitIfPanicking<'a>(&'a Sender<UserInput>);
+
+impl Drop for QuitIfPanicking<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = self.0.send(UserInput::Quit);
+        }
+    }
+}
+
+/// The screen's thread: events in, effects out, frames drawn.
+fn run(
+    shared: &Shared,
+    mut terminal: Terminal<CrosstermBackend<Stdout>>,
+    input: &Sender<UserInput>,
+    mut history: Option<HistoryFile>,
+) {
+    let _quit = QuitIfPanicking(input);
+    let mut last_draw: Option<Instant> = None;
+    let mut draw_now = true;
+    while !shared.stop.load(Ordering::Acquire) {
+        let wait = match last_draw {
+            Some(at) if shared.dirty.load(Ordering::Acquire) => FRAME.saturating_sub(at.elapsed()),
+            _ => POLL,
+        };
+        let event = match event::poll(wait) {
+            Ok(true) => event::read().map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match event {
+            Ok(Some(Event::Key(key))) => {
+                if let Some(action) = keys::action(key) {
+                    shared.update(|m| m.handle(action, Instant::now()));
+                }
+            }
+            Ok(Some(Event::Paste(text))) => shared.update(|m| m.paste(&text)),
+            Ok(Some(Event::Resize(..))) => {
+                shared.dirty.store(true, Ordering::Release);
+                draw_now = true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log::warn!("terminal input failed: {e}");
+                let _ = input.send(UserInput::Quit);
+                break;
+            }
+        }
+
+        let (outbox, to_history, bell, clear) = {
+            let mut m = shared.model();
+            (
+                std::mem::take(&mut m.outbox),
+                std::mem::take(&mut m.to_history),
+                std::mem::take(&mut m.bell),
+                std::mem::take(&mut m.clear_screen),
+            )
+        };
+        if let Some(file) = &mut history {
+            for line in &to_history {
+                if let Err(e) = file.append(line) {
+                    log::warn!("input history not saved: {e}");
+                    history = None;
+                    break;
+                }
+            }
+        }
+        for line in outbox {
+            let _ = input.send(line);
+        }
+        if bell {
+            let backend = terminal.backend_mut();
+            let _ = backend.write_all(b"\x07").and_then(|()| backend.flush());
+        }
+        if clear {
+            let _ = terminal.clear();
+            draw_now = true;
+        }
+
+        let due = last_draw.is_none_or(|at| at.elapsed() >= FRAME);
+        if shared.dirty.load(Ordering::Acquire) && (due || draw_now) {
+            shared.dirty.store(false, Ordering::Release);
+            draw_now = false;
+            last_draw = Some(Instant::now());
+            let drawn = terminal.draw(|frame| render::draw(frame, &mut shared.model()));
+            if let Err(e) = drawn {
+                log::warn!("terminal output failed: {e}");
+                let _ = input.send(UserInput::Quit);
+                break;
+            }
+        }
+    }
+    drop(terminal);
+    restore();
+}

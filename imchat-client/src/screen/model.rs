@@ -1,0 +1,754 @@
+//! Everything the screen shows and how keys change it, without the
+//! terminal: the chat entries and where the view is scrolled, transfers,
+//! roster, status, the input line. The screen's thread feeds it events and
+//! drains what it asks for (lines to send, a bell, history to save).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::complete::{Cycle, Sources};
+use super::editor::Editor;
+use super::keys::{self, Action, Paste};
+use super::render;
+use crate::view::{Entry, Link, Roster, Status, TransferView, UserInput};
+
+/// How many entries the chat keeps.
+pub const SCROLLBACK: usize = 10_000;
+
+/// A second Ctrl-C (or Ctrl-D) within this quits.
+pub const QUIT_WINDOW: Duration = Duration::from_secs(5);
+
+/// The nick list shows by default at this width and more.
+pub const NICKLIST_MIN_WIDTH: u16 = 100;
+
+/// One entry of the chat, as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// `HH:MM`.
+    pub stamp: String,
+    /// What it is.
+    pub entry: Entry,
+    /// A message from someone else that names us.
+    pub mention: bool,
+    /// Its rows at a width, as last wrapped (scrolling far back would wrap
+    /// the whole chat each frame otherwise).
+    pub rows: Cell<Option<(u16, usize)>>,
+}
+
+impl Shown {
+    /// How many rows it takes at `width` columns for `me`.
+    pub fn height(&self, me: &str, width: u16) -> usize {
+        match self.rows.get() {
+            Some((w, rows)) if w == width => rows,
+            _ => {
+                let rows = render::entry_rows(self, me, width).len();
+                self.rows.set(Some((width, rows)));
+                rows
+            }
+        }
+    }
+}
+
+/// The screen's state.
+#[derive(Debug)]
+pub struct Model {
+    /// Our name until the first status says it.
+    me: String,
+    /// The last status, if any yet.
+    status: Option<Status>,
+    /// The chat, oldest first.
+    entries: VecDeque<Shown>,
+    /// Rows scrolled back from the bottom (0: following new entries).
+    scroll: usize,
+    /// Entries that arrived while scrolled back.
+    unseen: usize,
+    /// The chat pane's size at the last draw (width, height).
+    pane: (u16, u16),
+    /// The terminal's width at the last draw.
+    width: u16,
+    /// Running transfers, in the order they started.
+    transfers: Vec<TransferView>,
+    /// Who is online, sorted.
+    roster: Vec<String>,
+    /// Shared file names.
+    files: Vec<String>,
+    /// Command names with their `/`.
+    commands: Vec<String>,
+    /// The input line.
+    pub editor: Editor,
+    /// A Tab completion going on.
+    cycle: Option<Cycle>,
+    /// A paste of many lines waiting for Enter or Esc.
+    pending_paste: Option<Vec<String>>,
+    /// A Ctrl-C or Ctrl-D on the empty line that warned, and when.
+    armed: Option<(Action, Instant)>,
+    /// The nick list shown or hidden by the user (`None`: by width).
+    nicklist: Option<bool>,
+    /// Makes the `HH:MM` of entries that carry no time.
+    clock: fn() -> String,
+    /// Lines for the client to run.
+    pub outbox: Vec<UserInput>,
+    /// Lines for the history file.
+    pub to_history: Vec<String>,
+    /// Ring the bell.
+    pub bell: bool,
+    /// Clear the terminal before the next draw (Ctrl-L).
+    pub clear_screen: bool,
+}
+
+/// The local time as `HH:MM`.
+pub fn local_stamp() -> String {
+    chrono::Local::now().format("%H:%M").to_string()
+}
+
+impl Model {
+    /// A model for `me`, with the command names and the history (oldest first).
+    pub fn new(me: &str, commands: Vec<String>, history: Vec<String>) -> Self {
+        let commands = commands
+            .into_iter()
+            .map(|c| {
+                if c.starts_with('/') {
+                    c
+                } else {
+                    format!("/{c}")
+                }
+            })
+            .collect();
+        Self {
+            me: me.to_owned(),
+            status: None,
+            entries: VecDeque::new(),
+            scroll: 0,
+            unseen: 0,
+            pane: (80, 20),
+            width: 80,
+            transfers: Vec::new(),
+            roster: Vec::new(),
+            files: Vec::new(),
+            commands,
+            editor: Editor::new(history),
+            cycle: None,
+            pending_paste: None,
+            armed: None,
+            nicklist: None,
+            clock: local_stamp,
+            outbox: Vec::new(),
+            to_history: Vec::new(),
+            bell: false,
+            clear_screen: false,
+        }
+    }
+
+    /// Uses `clock` for the time of entries that carry none (tests).
+    #[cfg(test)]
+    pub fn with_clock(mut self, clock: fn() -> String) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Our name.
+    pub fn me(&self) -> &str {
+        self.status.as_ref().map_or(&self.me, |s| &s.me)
+    }
+
+    /// The chat entries, oldest first.
+    pub fn entries(&self) -> &VecDeque<Shown> {
+        &self.entries
+    }
+
+    /// Rows scrolled back from the bottom.
+    pub fn scroll(&self) -> usize {
+        self.scroll
+    }
+
+    /// Running transfers.
+    pub fn transfers(&self) -> &[TransferView] {
+        &self.transfers
+    }
+
+    /// Who is online.
+    pub fn roster(&self) -> &[String] {
+        &self.roster
+    }
+
+    // ---- what the client tells the view ----
+
+    /// Adds an entry; a message naming us, or a private one, rings.
+    pub fn show(&mut self, entry: Entry) {
+        let (stamp, mention) = match &entry {
+            Entry::Chat(chat) => {
+                let time: chrono::DateTime<chrono::Local> = chat.time.into();
+                let mention = !chat.own && mentions(&chat.text, self.me());
+                if !chat.own && !chat.history && (mention || chat.private) {
+                    self.bell = true;
+                }
+                (time.format("%H:%M").to_string(), mention)
+            }
+            _ => ((self.clock)(), false),
+        };
+        let shown = Shown {
+            stamp,
+            entry,
+            mention,
+            rows: Cell::new(None),
+        };
+        if self.scroll > 0 {
+            // Keep the view where it is: the new rows are below it.
+            self.scroll += shown.height(self.me(), self.pane.0);
+            self.unseen += 1;
+        }
+        self.entries.push_back(shown);
+        if self.entries.len() > SCROLLBACK {
+            self.entries.pop_front();
+        }
+    }
+
+    /// A transfer started or moved on.
+    pub fn transfer(&mut self, transfer: &TransferView) {
+        match self.transfers.iter_mut().find(|t| t.id == transfer.id) {
+            Some(t) => *t = transfer.clone(),
+            None => self.transfers.push(transfer.clone()),
+        }
+    }
+
+    /// A transfer ended.
+    pub fn transfer_ended(&mut self, id: &str) {
+        self.transfers.retain(|t| t.id != id);
+    }
+
+    /// The status changed.
+    pub fn set_status(&mut self, status: &Status) {
+        self.status = Some(status.clone());
+    }
+
+    /// Who is online changed.
+    pub fn change_roster(&mut self, change: Roster) {
+        match change {
+            Roster::All(mut all) => {
+                all.sort();
+                all.dedup();
+                self.roster = all;
+            }
+            Roster::Joined(name) => {
+                if let Err(at) = self.roster.binary_search(&name) {
+                    self.roster.insert(at, name);
+                }
+            }
+            Roster::Left(name) => self.roster.retain(|n| *n != name),
+        }
+    }
+
+    /// The shared file names.
+    pub fn shared_files(&mut self, names: Vec<String>) {
+        self.files = names;
+    }
+
+    /// `/clear`.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.scroll = 0;
+        self.unseen = 0;
+    }
+
+    /// Shows or hides the nick list.
+    pub fn toggle_nicklist(&mut self) {
+        self.nicklist = Some(!self.nicklist_shown(self.width));
+    }
+
+    /// Whether the nick list shows at `width` columns.
+    pub fn nicklist_shown(&self, width: u16) -> bool {
+        self.nicklist.unwrap_or(width >= NICKLIST_MIN_WIDTH)
+    }
+
+    // ---- what the screen shows ----
+
+    /// The prompt: `alice> `, or `alice→bob> ` when plain text goes to bob.
+    pub fn prompt(&self) -> String {
+        match self.status.as_ref().and_then(|s| s.target.as_deref()) {
+            Some(target) => format!("{}→{target}> ", self.me()),
+            None => format!("{}> ", self.me()),
+        }
+    }
+
+    /// The status line's text (or the question a long paste asks).
+    pub fn status_line(&self) -> String {
+        if let Some(lines) = &self.pending_paste {
+            return format!("paste {} lines? Enter sends them, Esc cancels", lines.len());
+        }
+        let target = match self.status.as_ref().and_then(|s| s.target.as_deref()) {
+            Some(target) => target.to_owned(),
+            None => "everyone".to_owned(),
+        };
+        let link = match self.status.as_ref().map(|s| &s.link) {
+            None => "connecting".to_owned(),
+            Some(Link::Connected { server }) => format!("connected to {server}"),
+            Some(Link::Reconnecting {
+                reason,
+                attempt,
+                retry_in: Some(wait),
+            }) => format!(
+                "reconnecting in {} (try {attempt}): {reason}",
+                crate::view::human_duration(*wait)
+            ),
+            Some(Link::Reconnecting {
+                reason,
+                attempt,
+                retry_in: None,
+            }) => format!("reconnecting now (try {attempt}): {reason}"),
+            Some(Link::Closed { reason }) => format!("disconnected: {reason}"),
+        };
+        let mut line = format!("[{}] → {target} │ {link}", self.me());
+        match self.transfers.len() {
+            0 => {}
+            1 => line.push_str(" │ 1 transfer"),
+            n => line.push_str(&format!(" │ {n} transfers")),
+        }
+        if self.scroll > 0 && self.unseen > 0 {
+            line.push_str(&format!(" │ {} new ↓", self.unseen));
+        }
+        line
+    }
+
+    // ---- scrolling ----
+
+    /// Records the chat pane's size and keeps the scroll within the chat.
+    pub fn fit(&mut self, width: u16, pane_width: u16, pane_height: u16) {
+        self.width = width;
+        self.pane = (pane_width, pane_height);
+        if self.scroll == 0 {
+            return;
+        }
+        let height = usize::from(pane_height);
+        let wanted = self.scroll.saturating_add(height);
+        let mut total = 0;
+        for shown in self.entries.iter().rev() {
+            total += shown.height(self.me(), pane_width);
+            if total >= wanted {
+                return;
+            }
+        }
+        self.scroll = self.scroll.min(total.saturating_sub(height));
+        if self.scroll == 0 {
+            self.unseen = 0;
+        }
+    }
+
+    fn page(&self) -> usize {
+        usize::from(self.pane.1.saturating_sub(1).max(1))
+    }
+
+    fn scroll_to(&mut self, scroll: usize) {
+        self.scroll = scroll;
+        let (width, pane_width, pane_height) = (self.width, self.pane.0, self.pane.1);
+        self.fit(width, pane_width, pane_height);
+        if self.scroll == 0 {
+            self.unseen = 0;
+        }
+    }
+
+    // ---- what the user does ----
+
+    /// Acts on a key's action at `now`.
+    pub fn handle(&mut self, action: Action, now: Instant) {
+        if let Some(lines) = self.pending_paste.take() {
+            match action {
+                Action::Enter => self.send_all(lines),
+                Action::Escape | Action::Interrupt => {}
+                _ => self.pending_paste = Some(lines),
+            }
+            return;
+        }
+        if !matches!(action, Action::Interrupt | Action::EndOfInput) {
+            self.armed = None;
+        }
+        if !matches!(action, Action::Tab | Action::BackTab) {
+            self.cycle = None;
+        }
+        let e = &mut self.editor;
+        match action {
+            Action::Insert(c) => e.insert(c.encode_utf8(&mut [0; 4])),
+            Action::Left => e.left(),
+            Action::Right => e.right(),
+            Action::WordLeft => e.word_left(),
+            Action::WordRight => e.word_right(),
+            Action::LineStart => e.home(),
+            Action::LineEnd => e.end(),
+            Action::Home if e.is_empty() => self.scroll_to(usize::MAX),
+            Action::End if e.is_empty() => self.scroll_to(0),
+            Action::Home => e.home(),
+            Action::End => e.end(),
+            Action::Backspace => e.backspace(),
+            Action::Delete => e.delete(),
+            Action::KillToEnd => e.kill_to_end(),
+            Action::KillToStart => e.kill_to_start(),
+            Action::KillBlankWordBefore => e.kill_blank_word_before(),
+            Action::KillWordBefore => e.kill_word_before(),
+            Action::KillWordAfter => e.kill_word_after(),
+            Action::Yank => e.yank(),
+            Action::Redraw => self.clear_screen = true,
+            Action::HistoryPrev => e.history_prev(),
+            Action::HistoryNext => e.history_next(),
+            Action::Enter => {
+                if let Some((line, added)) = e.take_line() {
+                    if added {
+                        self.to_history.push(line.clone());
+                    }
+                    self.outbox.push(UserInput::Line(line));
+                }
+            }
+            Action::Tab => self.complete(false),
+            Action::BackTab => self.complete(true),
+            Action::Interrupt => self.interrupt(now),
+            Action::EndOfInput => self.end_of_input(now),
+            Action::PageUp => self.scroll_to(self.scroll.saturating_add(self.page())),
+            Action::PageDown => self.scroll_to(self.scroll.saturating_sub(self.page())),
+            Action::ScrollTop => self.scroll_to(usize::MAX),
+            Action::ScrollBottom => self.scroll_to(0),
+            Action::ToggleNicklist => self.toggle_nicklist(),
+            Action::Escape => {}
+        }
+    }
+
+    /// A bracketed paste.
+    pub fn paste(&mut self, text: &str) {
+        if self.pending_paste.is_some() {
+            return;
+        }
+        self.cycle = None;
+        self.armed = None;
+        match keys::paste(text) {
+            Paste::Insert(text) => self.editor.insert(&text),
+            Paste::Send(lines) => self.send_all(lines),
+            Paste::Ask(lines) => self.pending_paste = Some(lines),
+        }
+    }
+
+    fn send_all(&mut self, lines: Vec<String>) {
+        for line in lines {
+            if self.editor.remember(&line) {
+                self.to_history.push(line.clone());
+            }
+            self.outbox.push(UserInput::Line(line));
+        }
+    }
+
+    fn complete(&mut self, backwards: bool) {
+        if let Some(cycle) = &mut self.cycle {
+            cycle.step(backwards);
+        } else {
+            let me = self.me().to_lowercase();
+            let nicks: Vec<String> = self
+                .roster
+                .iter()
+                .filter(|n| n.to_lowercase() != me)
+                .cloned()
+                .collect();
+            let transfers: Vec<String> = self
+                .transfers
+                .iter()
+                .flat_map(|t| [t.id.clone(), t.name.clone()])
+                .collect();
+            let sources = Sources {
+                commands: &self.commands,
+                nicks: &nicks,
+                files: &self.files,
+                transfers: &transfers,
+            };
+            let (text, cursor) = (self.editor.text(), self.editor.cursor());
+            self.cycle = Cycle::start(text, cursor, &sources, backwards);
+        }
+        if let Some(cycle) = &self.cycle {
+            let (line, cursor) = cycle.line();
+            self.editor.set(line, cursor);
+        }
+    }
+
+    fn interrupt(&mut self, now: Instant) {
+        if !self.editor.is_empty() {
+            self.editor.kill_line();
+            self.armed = None;
+            return;
+        }
+        self.quit_or_warn(Action::Interrupt, "Ctrl-C", now, true);
+    }
+
+    fn end_of_input(&mut self, now: Instant) {
+        if !self.editor.is_empty() {
+            self.editor.delete();
+            self.armed = None;
+            return;
+        }
+        self.quit_or_warn(Action::EndOfInput, "Ctrl-D", now, false);
+    }
+
+    /// Quits on a second `key` within the window; else warns and waits
+    /// for it (without transfers, only when `always_confirm`).
+    fn quit_or_warn(&mut self, key: Action, name: &str, now: Instant, always_confirm: bool) {
+        let confirmed =
+            matches!(self.armed, Some((k, at)) if k == key && now.duration_since(at) < QUIT_WINDOW);
+        let running = self.transfers.len();
+        if confirmed || (running == 0 && !always_confirm) {
+            self.armed = None;
+            self.outbox.push(UserInput::Quit);
+            return;
+        }
+        let warning = match running {
+            0 => format!("press {name} again to quit"),
+            1 => format!("1 transfer running: press {name} again to stop it and quit"),
+            n => format!("{n} transfers running: press {name} again to stop them and quit"),
+        };
+        self.show(Entry::Notice(warning));
+        self.armed = Some((key, now));
+    }
+}
+
+/// True when `text` names `me` as a word, in any case.
+pub fn mentions(text: &str, me: &str) -> bool {
+    let text = text.to_lowercase();
+    let me = me.to_lowercase();
+    if me.is_empty() {
+        return false;
+    }
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(&me).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + me.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::screen::testing::*;
+
+    fn typed(m: &mut Model, text: &str) {
+        for c in text.chars() {
+            m.handle(Action::Insert(c), Instant::now());
+        }
+    }
+
+    fn last_notice(m: &Model) -> Option<&str> {
+        match m.entries().back().map(|s| &s.entry) {
+            Some(Entry::Notice(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn lines(v: &[&str]) -> Vec<UserInput> {
+        v.iter().map(|l| UserInput::Line((*l).into())).collect()
+    }
+
+    #[test]
+    fn enter_sends_the_line_and_remembers_it() {
+        let mut m = model();
+        let now = Instant::now();
+        m.handle(Action::Enter, now);
+        assert!(m.outbox.is_empty(), "an empty line is not sent");
+        typed(&mut m, "hello");
+        m.handle(Action::Enter, now);
+        typed(&mut m, "hello");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox, lines(&["hello", "hello"]));
+        assert_eq!(m.to_history, ["hello"], "no repeats in the history");
+        assert!(m.editor.is_empty());
+        m.handle(Action::HistoryPrev, now);
+        assert_eq!(m.editor.text(), "hello");
+    }
+
+    #[test]
+    fn ctrl_c_clears_then_warns_then_quits() {
+        let mut m = model();
+        let t0 = Instant::now();
+        typed(&mut m, "draft");
+        m.handle(Action::Interrupt, t0);
+        assert!(m.editor.is_empty() && m.outbox.is_empty());
+        m.handle(Action::Yank, t0);
+        assert_eq!(
+            m.editor.text(),
+            "draft",
+            "the cleared line is in the kill ring"
+        );
+        m.handle(Action::Interrupt, t0);
+        m.handle(Action::Interrupt, t0);
+        assert_eq!(last_notice(&m), Some("press Ctrl-C again to quit"));
+        assert!(m.outbox.is_empty());
+        m.handle(Action::Interrupt, t0 + Duration::from_secs(6));
+        assert!(m.outbox.is_empty(), "too late: warns again");
+        m.handle(Action::Interrupt, t0 + Duration::from_secs(8));
+        assert_eq!(m.outbox, [UserInput::Quit]);
+    }
+
+    #[test]
+    fn ctrl_c_warns_about_running_transfers() {
+        let mut m = model();
+        let t0 = Instant::now();
+        m.transfer(&download(1, "a"));
+        m.transfer(&download(2, "b"));
+        m.handle(Action::Interrupt, t0);
+        assert_eq!(
+            last_notice(&m),
+            Some("2 transfers running: press Ctrl-C again to stop them and quit")
+        );
+        typed(&mut m, "x");
+        m.handle(Action::Backspace, t0);
+        m.handle(Action::Interrupt, t0);
+        assert!(m.outbox.is_empty(), "another key in between starts over");
+        m.handle(Action::Interrupt, t0 + Duration::from_secs(4));
+        assert_eq!(m.outbox, [UserInput::Quit]);
+    }
+
+    #[test]
+    fn ctrl_d_deletes_or_quits_warning_when_transfers_run() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "ab");
+        m.handle(Action::LineStart, now);
+        m.handle(Action::EndOfInput, now);
+        assert_eq!(m.editor.text(), "b");
+        assert!(m.outbox.is_empty());
+        m.handle(Action::EndOfInput, now);
+        m.handle(Action::EndOfInput, now);
+        assert_eq!(m.outbox, [UserInput::Quit], "no transfers: quits at once");
+
+        let mut m = model();
+        m.transfer(&download(3, "c"));
+        m.handle(Action::EndOfInput, now);
+        assert_eq!(
+            last_notice(&m),
+            Some("1 transfer running: press Ctrl-D again to stop it and quit")
+        );
+        assert!(m.outbox.is_empty());
+        m.handle(Action::EndOfInput, now);
+        assert_eq!(m.outbox, [UserInput::Quit]);
+    }
+
+    #[test]
+    fn a_paste_of_a_few_lines_sends_each() {
+        let mut m = model();
+        typed(&mut m, "draft");
+        m.paste("one\ntwo\r\n\nthree\rfour");
+        assert_eq!(m.outbox, lines(&["one", "two", "three", "four"]));
+        assert_eq!(m.to_history, ["one", "two", "three", "four"]);
+        assert_eq!(m.editor.text(), "draft", "the draft stays");
+        m.outbox.clear();
+        m.paste(" and more");
+        assert_eq!(m.editor.text(), "draft and more");
+        assert!(m.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_paste_of_many_lines_asks_first() {
+        let mut m = model();
+        let now = Instant::now();
+        let text: String = (1..=12).map(|i| format!("line {i}\n")).collect();
+        m.paste(&text);
+        assert!(m.outbox.is_empty());
+        assert_eq!(
+            m.status_line(),
+            "paste 12 lines? Enter sends them, Esc cancels"
+        );
+        typed(&mut m, "x");
+        assert!(m.editor.is_empty(), "keys wait for the answer");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox.len(), 12);
+        assert_eq!(m.outbox[11], UserInput::Line("line 12".into()));
+        assert!(m.status_line().starts_with("[alice]"));
+
+        for cancel in [Action::Escape, Action::Interrupt] {
+            let mut m = model();
+            m.paste(&text);
+            m.handle(cancel, now);
+            assert!(m.outbox.is_empty());
+            assert!(m.status_line().starts_with("[alice]"));
+            m.handle(Action::Enter, now);
+            assert!(m.outbox.is_empty(), "nothing left to send");
+            assert!(m.entries().is_empty(), "Ctrl-C cancelled, it did not warn");
+        }
+    }
+
+    #[test]
+    fn tab_completes_online_nicks_but_not_ours() {
+        let mut m = model();
+        let now = Instant::now();
+        m.change_roster(Roster::All(vec!["alice".into(), "bob".into(), "al".into()]));
+        typed(&mut m, "a");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "al: ");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "al: ", "alone: cycling stays");
+        typed(&mut m, "hi /");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "al: hi /", "a slash later is no command");
+        m.handle(Action::KillToStart, now);
+        typed(&mut m, "/");
+        m.handle(Action::Tab, now);
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "/help");
+        m.handle(Action::BackTab, now);
+        assert_eq!(m.editor.text(), "/download");
+        typed(&mut m, " ");
+        m.handle(Action::Tab, now);
+        assert_eq!(
+            m.editor.text(),
+            "/download ",
+            "a key accepts; no files known"
+        );
+        m.shared_files(vec!["big file.iso".into()]);
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "/download big file.iso");
+        m.change_roster(Roster::Left("al".into()));
+        m.change_roster(Roster::Joined("carol".into()));
+        assert_eq!(m.roster(), ["alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn home_and_end_move_the_cursor_when_there_is_text() {
+        let mut m = model();
+        notices(&mut m, 100);
+        m.fit(80, 80, 10);
+        let now = Instant::now();
+        typed(&mut m, "abc");
+        m.handle(Action::Home, now);
+        assert_eq!((m.editor.cursor(), m.scroll()), (0, 0));
+        m.handle(Action::End, now);
+        assert_eq!(m.editor.cursor(), 3);
+        m.handle(Action::Interrupt, now);
+        m.handle(Action::Home, now);
+        assert_eq!(m.scroll(), 90, "empty input: to the top");
+    }
+
+    #[test]
+    fn mentions_and_private_messages_ring_the_bell() {
+        let mut m = model();
+        m.show(Entry::Chat(chat("bob", "hello everyone")));
+        assert!(!m.bell);
+        m.show(Entry::Chat(chat("bob", "malice aforethought")));
+        assert!(!m.bell, "a name inside a word is no mention");
+        m.show(Entry::Chat(chat("bob", "ALICE: look")));
+        assert!(m.bell);
+        assert!(m.entries().back().unwrap().mention);
+        m.bell = false;
+        let mut own = chat("alice", "I am alice");
+        own.own = true;
+        m.show(Entry::Chat(own));
+        assert!(!m.bell, "our own lines do not ring");
+        let mut private = chat("bob", "psst");
+        private.private = true;
+        m.show(Entry::Chat(private));
+        assert!(m.bell);
+        assert!(mentions("hi alice.", "Alice"));
+        assert!(!mentions("alice_bot", "alice"));
+    }
+
+    #[test]
+    fn the_chat_keeps_the_last_ten_thousand_entries_and_clears() {
+        let mut m = model();
+        notices(&mut m, SCROLLBACK + 5);
+        assert_eq!(m.entries().len(), SCROLLBACK);
+        assert_eq!(m.entries()[0].entry, Entry::Notice("line 5".into()));
+        m.clear();
+        assert!(m.entries().is_empty());
+    }
+}

@@ -1,0 +1,843 @@
+//! Layout and drawing: the chat pane (with the nick list), the transfers
+//! area, the status line and the input, drawn from the [`Model`] each frame.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
+
+use super::model::{Model, Shown};
+use crate::view::Entry;
+
+/// Most rows the input grows to.
+const INPUT_ROWS: u16 = 3;
+/// Most rows of the transfers area.
+const TRANSFER_ROWS: usize = 5;
+/// The nick list's width, its border included.
+const NICKLIST_WIDTH: u16 = 16;
+/// Narrower than this, the nick list stays hidden.
+const NICKLIST_MIN_TERMINAL: u16 = 2 * NICKLIST_WIDTH;
+
+/// The nick colours: a name always gets the same one.
+const PALETTE: [Color; 12] = [
+    Color::Red,
+    Color::Green,
+    Color::Yellow,
+    Color::Blue,
+    Color::Magenta,
+    Color::Cyan,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightYellow,
+    Color::LightBlue,
+    Color::LightMagenta,
+    Color::LightCyan,
+];
+
+/// The colour of `name`: FNV-1a of its lowercase form into the palette.
+pub fn nick_color(name: &str) -> Color {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.to_lowercase().bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    PALETTE[hash as usize % PALETTE.len()]
+}
+
+/// The columns a grapheme takes, as the terminal (and ratatui) draws it:
+/// graphemes with control characters are not drawn.
+pub fn grapheme_width(g: &str) -> usize {
+    if g.contains(char::is_control) {
+        0
+    } else if g.len() == 1 {
+        1
+    } else {
+        g.width()
+    }
+}
+
+/// The columns a text takes.
+pub fn text_width(text: &str) -> usize {
+    text.graphemes(true).map(grapheme_width).sum()
+}
+
+/// The parts of the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Areas {
+    pub chat: Rect,
+    pub nicklist: Option<Rect>,
+    pub transfers: Rect,
+    pub status: Rect,
+    pub input: Rect,
+}
+
+/// Splits `area`: the input takes 1 to 3 rows (`input_rows` wanted), the
+/// status 1, the transfers what they need; the chat the rest, and at least
+/// one row whenever there are two.
+pub fn areas(area: Rect, input_rows: u16, transfer_rows: u16, nicklist: bool) -> Areas {
+    let mut rest = area.height;
+    let mut take = |want: u16| {
+        let got = want.min(rest);
+        rest -= got;
+        got
+    };
+    let input_first = take(1);
+    let chat_first = take(1);
+    let status = take(1);
+    let input = input_first + take(input_rows.clamp(1, INPUT_ROWS) - 1);
+    let transfers = take(transfer_rows);
+    let chat = chat_first + take(u16::MAX);
+    let mut y = area.y;
+    let mut next = |h: u16| {
+        let r = Rect::new(area.x, y, area.width, h);
+        y += h;
+        r
+    };
+    let mut chat = next(chat);
+    let transfers = next(transfers);
+    let status = next(status);
+    let input = next(input);
+    let nicklist = if nicklist && area.width >= NICKLIST_MIN_TERMINAL && chat.height > 0 {
+        chat.width -= NICKLIST_WIDTH;
+        Some(Rect::new(
+            chat.x + chat.width,
+            chat.y,
+            NICKLIST_WIDTH,
+            chat.height,
+        ))
+    } else {
+        None
+    };
+    Areas {
+        chat,
+        nicklist,
+        transfers,
+        status,
+        input,
+    }
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame, model: &mut Model) {
+    let area = frame.area();
+    if area.width == 0 || area.height == 0 {
+        return;
+    }
+    let prompt = model.prompt();
+    let (input_lines, cursor) = input_rows(
+        &prompt,
+        model.editor.text(),
+        model.editor.cursor(),
+        area.width,
+    );
+    let transfer_lines = transfer_rows(model, area.width);
+    let a = areas(
+        area,
+        u16::try_from(input_lines.len()).unwrap_or(u16::MAX),
+        u16::try_from(transfer_lines.len()).unwrap_or(u16::MAX),
+        model.nicklist_shown(area.width),
+    );
+    model.fit(area.width, a.chat.width, a.chat.height);
+
+    frame.render_widget(Paragraph::new(chat_rows(model, a.chat)), a.chat);
+    if let Some(list) = a.nicklist {
+        frame.render_widget(Paragraph::new(nicklist_rows(model, list)), list);
+    }
+    frame.render_widget(Paragraph::new(transfer_lines), a.transfers);
+    let status =
+        Paragraph::new(model.status_line()).style(Style::new().add_modifier(Modifier::REVERSED));
+    frame.render_widget(status, a.status);
+
+    // The input's rows, scrolled so that the cursor's row shows.
+    let shown = usize::from(a.input.height);
+    let top = cursor
+        .0
+        .saturating_sub(shown.saturating_sub(1))
+        .min(input_lines.len().saturating_sub(shown));
+    let visible: Vec<Line> = input_lines.into_iter().skip(top).take(shown).collect();
+    frame.render_widget(Paragraph::new(visible), a.input);
+    if shown > 0 {
+        let row = u16::try_from(cursor.0 - top).unwrap_or(0);
+        let col = u16::try_from(cursor.1).unwrap_or(0);
+        if row < a.input.height && col < a.input.width {
+            frame.set_cursor_position((a.input.x + col, a.input.y + row));
+        }
+    }
+}
+
+/// The chat rows that show in `pane`, from the model's scroll position.
+fn chat_rows(model: &Model, pane: Rect) -> Vec<Line<'static>> {
+    let height = usize::from(pane.height);
+    let mut skip = model.scroll();
+    let mut rows: Vec<Line<'static>> = Vec::with_capacity(height);
+    'entries: for shown in model.entries().iter().rev() {
+        let rows_of_entry = shown.height(model.me(), pane.width);
+        if skip >= rows_of_entry {
+            skip -= rows_of_entry;
+            continue;
+        }
+        for row in entry_rows(shown, model.me(), pane.width).into_iter().rev() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            rows.push(row);
+            if rows.len() == height {
+                break 'entries;
+            }
+        }
+    }
+    rows.reverse();
+    rows
+}
+
+/// The nick list: a border, then who is online (ourselves in bold).
+fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
+    let border = Span::styled("│", Style::new().fg(Color::DarkGray));
+    let height = usize::from(area.height);
+    let names = model.roster();
+    let fits = if names.len() > height {
+        height.saturating_sub(1)
+    } else {
+        names.len()
+    };
+    let mut rows: Vec<Line<'static>> = names[..fits]
+        .iter()
+        .map(|name| {
+            let mut style = Style::new().fg(nick_color(name));
+            if name.eq_ignore_ascii_case(model.me()) {
+                style = style.add_modifier(Modifier::BOLD);
+            }
+            Line::from(vec![border.clone(), Span::styled(name.clone(), style)])
+        })
+        .collect();
+    if fits < names.len() {
+        rows.push(Line::from(vec![
+            border.clone(),
+            Span::raw(format!("+{} more", names.len() - fits)),
+        ]));
+    }
+    while rows.len() < height {
+        rows.push(Line::from(border.clone()));
+    }
+    rows
+}
+
+/// One row per running transfer; past five, the fifth says how many more.
+fn transfer_rows(model: &Model, width: u16) -> Vec<Line<'static>> {
+    let transfers = model.transfers();
+    let lines: Vec<String> = if transfers.len() > TRANSFER_ROWS {
+        let mut lines: Vec<String> = transfers[..TRANSFER_ROWS - 1]
+            .iter()
+            .map(|t| t.line())
+            .collect();
+        lines.push(format!(
+            "… and {} more (/transfers)",
+            transfers.len() - (TRANSFER_ROWS - 1)
+        ));
+        lines
+    } else {
+        transfers.iter().map(|t| t.line()).collect()
+    };
+    lines
+        .into_iter()
+        .map(|line| Line::from(truncate(&line, usize::from(width))))
+        .collect()
+}
+
+/// `text` cut to `width` columns.
+fn truncate(text: &str, width: usize) -> String {
+    let mut used = 0;
+    let mut out = String::new();
+    for g in text.graphemes(true) {
+        used += grapheme_width(g);
+        if used > width {
+            break;
+        }
+        out.push_str(g);
+    }
+    out
+}
+
+/// The input's rows (prompt, then text, wrapped at `width`) and the
+/// cursor's (row, column).
+pub fn input_rows(
+    prompt: &str,
+    text: &str,
+    cursor: usize,
+    width: u16,
+) -> (Vec<Line<'static>>, (usize, usize)) {
+    let width = usize::from(width.max(1));
+    let mut rows: Vec<Vec<Span<'static>>> = vec![Vec::new()];
+    let (mut row, mut col) = (0, 0);
+    let mut at_cursor = None;
+    let prompt_style = Style::new().add_modifier(Modifier::BOLD);
+    let cells = prompt
+        .graphemes(true)
+        .map(|g| (g, prompt_style, None))
+        .chain(
+            text.grapheme_indices(true)
+                .map(|(i, g)| (g, Style::new(), Some(i))),
+        );
+    for (g, style, offset) in cells {
+        let w = grapheme_width(g);
+        if col + w > width && col > 0 {
+            rows.push(Vec::new());
+            (row, col) = (row + 1, 0);
+        }
+        if at_cursor.is_none() && offset.is_some_and(|i| i >= cursor) {
+            at_cursor = Some((row, col));
+        }
+        if w > 0 {
+            rows[row].push(Span::styled(g.to_owned(), style));
+            col += w;
+        }
+    }
+    let cursor = at_cursor.unwrap_or_else(|| {
+        if col >= width {
+            rows.push(Vec::new());
+            (row + 1, 0)
+        } else {
+            (row, col)
+        }
+    });
+    (rows.into_iter().map(Line::from).collect(), cursor)
+}
+
+/// An entry's rows at `width` columns: the first with the time and the
+/// sender, the others indented under the text.
+pub fn entry_rows(shown: &Shown, me: &str, width: u16) -> Vec<Line<'static>> {
+    let (parts, indent) = entry_parts(shown, me);
+    wrap(&parts, usize::from(width.max(1)), indent)
+}
+
+/// The styled parts of an entry, and the width of its prefix (what the
+/// continuation rows are indented by).
+fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
+    let dim = Style::new().add_modifier(Modifier::DIM);
+    let magenta = Style::new().fg(Color::Magenta);
+    let mut parts = vec![(
+        format!("{} ", shown.stamp),
+        Style::new().fg(Color::DarkGray),
+    )];
+    let text_part = |text: &str, style: Style| (text.to_owned(), style);
+    match &shown.entry {
+        Entry::Chat(chat) => {
+            let history = chat.history;
+            let mut nick = Style::new().fg(nick_color(&chat.from));
+            if chat.own || chat.from.eq_ignore_ascii_case(me) {
+                nick = nick.add_modifier(Modifier::BOLD);
+            }
+            let text_style = if shown.mention {
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            let marker = match (&chat.to, chat.private, chat.own) {
+                (Some(to), _, true) => Some(format!("(to {to})")),
+                (_, true, _) => Some("(private)".to_owned()),
+                _ => None,
+            };
+            if chat.action {
+                parts.push(("* ".into(), Style::new()));
+                parts.push((chat.from.clone(), nick));
+                parts.push((" ".into(), Style::new()));
+                let indent = prefix_width(&parts);
+                parts.push(text_part(&chat.text, text_style));
+                if let Some(marker) = marker {
+                    parts.push((" ".into(), Style::new()));
+                    parts.push((marker, magenta));
+                }
+                return (dimmed(parts, history, dim), indent);
+            }
+            parts.push(("<".into(), Style::new()));
+            parts.push((chat.from.clone(), nick));
+            parts.push(("> ".into(), Style::new()));
+            if let Some(marker) = marker {
+                parts.push((marker, magenta));
+                parts.push((" ".into(), Style::new()));
+            }
+            let indent = prefix_width(&parts);
+            parts.push(text_part(&chat.text, text_style));
+            (dimmed(parts, history, dim), indent)
+        }
+        Entry::Notice(text) => {
+            parts.push(("*** ".into(), dim));
+            let indent = prefix_width(&parts);
+            parts.push(text_part(text, dim));
+            (parts, indent)
+        }
+        Entry::Error(text) => {
+            let red = Style::new().fg(Color::Red);
+            parts.push(("error: ".into(), red));
+            let indent = prefix_width(&parts);
+            parts.push(text_part(text, red));
+            (parts, indent)
+        }
+        Entry::Plain(text) => {
+            let indent = prefix_width(&parts);
+            parts.push(text_part(text, Style::new()));
+            (parts, indent)
+        }
+    }
+}
+
+fn prefix_width(parts: &[(String, Style)]) -> usize {
+    parts.iter().map(|(text, _)| text_width(text)).sum()
+}
+
+fn dimmed(parts: Vec<(String, Style)>, history: bool, dim: Style) -> Vec<(String, Style)> {
+    if !history {
+        return parts;
+    }
+    parts.into_iter().map(|(t, s)| (t, s.patch(dim))).collect()
+}
+
+/// Wraps styled text at `width` columns, breaking after a blank of the
+/// text where one is on the row (the prefix of `indent` columns is never
+/// broken there), else between graphemes. Continuation rows start with
+/// `indent` blanks, or none when that would leave less than half the row.
+fn wrap(parts: &[(String, Style)], width: usize, indent: usize) -> Vec<Line<'static>> {
+    struct Cell<'a> {
+        g: &'a str,
+        style: Style,
+        width: usize,
+        breaks: bool,
+    }
+    let indent = if indent * 2 <= width { indent } else { 0 };
+    let mut col = 0;
+    let mut cells = Vec::new();
+    for (text, style) in parts {
+        for g in text.graphemes(true) {
+            let w = grapheme_width(g);
+            if w == 0 {
+                continue;
+            }
+            cells.push(Cell {
+                g,
+                style: *style,
+                width: w,
+                breaks: g == " " && col >= indent,
+            });
+            col += w;
+        }
+    }
+
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    let mut row: Vec<Cell> = Vec::new();
+    let mut used = 0;
+    for cell in cells {
+        let room = if rows.is_empty() {
+            width
+        } else {
+            width - indent
+        };
+        if used + cell.width > room && !row.is_empty() {
+            if cell.g == " " && cell.breaks {
+                // A blank at the break is swallowed.
+                rows.push(std::mem::take(&mut row));
+                used = 0;
+                continue;
+            }
+            if let Some(at) = row.iter().rposition(|c| c.breaks) {
+                let tail = row.split_off(at + 1);
+                rows.push(std::mem::replace(&mut row, tail));
+                used = row.iter().map(|c| c.width).sum();
+            }
+            let room = width - indent;
+            if used + cell.width > room && !row.is_empty() {
+                rows.push(std::mem::take(&mut row));
+                used = 0;
+            }
+        }
+        used += cell.width;
+        row.push(cell);
+    }
+    if !row.is_empty() || rows.is_empty() {
+        rows.push(row);
+    }
+
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, cells)| {
+            let mut spans: Vec<Span<'static>> = Vec::new();
+            if i > 0 && indent > 0 {
+                spans.push(Span::raw(" ".repeat(indent)));
+            }
+            for cell in cells {
+                match spans.last_mut() {
+                    Some(last) if last.style == cell.style => {
+                        last.content.to_mut().push_str(cell.g);
+                    }
+                    _ => spans.push(Span::styled(cell.g.to_owned(), cell.style)),
+                }
+            }
+            Line::from(spans)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::screen::keys::Action;
+    use crate::screen::testing::*;
+    use crate::view::{Link, Status};
+    use std::time::Instant;
+
+    const FAMILY: &str = "👨\u{200d}👩\u{200d}👧";
+
+    #[test]
+    fn long_lines_wrap_at_blanks_under_the_text() {
+        let (_, stamp) = when();
+        let mut m = model();
+        m.show(Entry::Chat(chat(
+            "bob",
+            "the quick brown fox jumps over the lazy dog",
+        )));
+        let mut t = terminal(30, 8);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("{stamp} <bob> the quick brown"));
+        assert_eq!(rows[1], "            fox jumps over the");
+        assert_eq!(rows[2], "            lazy dog");
+        assert!(rows.iter().all(|r| text_width(r) <= 30));
+    }
+
+    #[test]
+    fn a_word_longer_than_the_row_breaks_between_graphemes() {
+        let mut m = model();
+        m.show(Entry::Plain("x".repeat(25)));
+        let mut t = terminal(16, 6);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("12:00 {}", "x".repeat(10)));
+        assert_eq!(rows[1], format!("      {}", "x".repeat(10)));
+        assert_eq!(rows[2], format!("      {}", "x".repeat(5)));
+    }
+
+    #[test]
+    fn wide_characters_and_emoji_sequences_take_their_width() {
+        assert_eq!(text_width(FAMILY), 2);
+        assert_eq!(text_width("日本"), 4);
+        let mut m = model();
+        // 6 + 2·10 columns at 25: nine fit, a wide one is never split.
+        m.show(Entry::Plain("日".repeat(10)));
+        m.show(Entry::Plain(format!("{FAMILY}x")));
+        let mut t = terminal(25, 8);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("12:00 {}", "日".repeat(9)));
+        assert_eq!(rows[1], "      日");
+        assert_eq!(
+            rows[2],
+            format!("12:00 {FAMILY}x"),
+            "no extra blank after the family"
+        );
+
+        // Typed: the cursor stands right after the two columns.
+        for c in format!("a{FAMILY}").chars() {
+            m.handle(Action::Insert(c), Instant::now());
+        }
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[7], format!("alice> a{FAMILY}"));
+        t.backend_mut()
+            .assert_cursor_position(((text_width("alice> a") + 2) as u16, 7));
+        let (_, cursor) = input_rows("> ", &format!("{FAMILY}{FAMILY}"), 0, 4);
+        assert_eq!(cursor, (0, 2));
+        let (rows, cursor) = input_rows("> ", FAMILY, 0, 3);
+        assert_eq!(
+            rows.len(),
+            2,
+            "a sequence that does not fit goes to the next row"
+        );
+        assert_eq!(cursor, (1, 0));
+        let (rows, cursor) = input_rows("> ", FAMILY, FAMILY.len(), 4);
+        assert_eq!(
+            (rows.len(), cursor),
+            (2, (1, 0)),
+            "a full row puts the cursor below"
+        );
+    }
+
+    #[test]
+    fn the_status_line_says_who_where_and_how() {
+        let mut m = model();
+        let mut t = terminal(100, 6);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[4], "[alice] → everyone │ connected to 127.0.0.1:4000");
+        assert_eq!(rows[5], "alice>");
+        m.set_status(&Status {
+            me: "alice".into(),
+            target: Some("bob".into()),
+            link: Link::Reconnecting {
+                reason: "connection lost".into(),
+                attempt: 3,
+                retry_in: Some(std::time::Duration::from_secs(4)),
+            },
+        });
+        m.transfer(&download(1, "a.bin"));
+        m.transfer(&download(2, "b.bin"));
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(
+            rows[4],
+            "[alice] → bob │ reconnecting in 4s (try 3): connection lost │ 2 transfers"
+        );
+        assert_eq!(rows[5], "alice→bob>");
+        t.backend_mut().assert_cursor_position((11, 5));
+        let status = t.backend().buffer()[(0, 4)].modifier;
+        assert!(status.contains(Modifier::REVERSED));
+
+        m.set_status(&Status {
+            me: "alice".into(),
+            target: None,
+            link: Link::Reconnecting {
+                reason: "refused".into(),
+                attempt: 4,
+                retry_in: None,
+            },
+        });
+        m.transfer_ended("#2");
+        assert_eq!(
+            m.status_line(),
+            "[alice] → everyone │ reconnecting now (try 4): refused │ 1 transfer"
+        );
+        m.set_status(&Status {
+            me: "alice".into(),
+            target: None,
+            link: Link::Closed {
+                reason: "server shut down".into(),
+            },
+        });
+        m.transfer_ended("#1");
+        assert_eq!(
+            m.status_line(),
+            "[alice] → everyone │ disconnected: server shut down"
+        );
+        let mut narrow = terminal(20, 4);
+        let rows = draw_rows(&mut narrow, &mut m);
+        assert_eq!(rows[2], "[alice] → everyone │", "cut at the right");
+    }
+
+    #[test]
+    fn transfers_take_a_row_each_up_to_five() {
+        let mut m = model();
+        notices(&mut m, 30);
+        let mut t = terminal(60, 12);
+        for id in 1..=3 {
+            m.transfer(&download(id, &format!("f{id}.bin")));
+        }
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[7], download(1, "f1.bin").line());
+        assert_eq!(rows[9], download(3, "f3.bin").line());
+        assert!(rows[10].starts_with("[alice]"));
+        assert_eq!(
+            rows[6], "12:00 *** line 29",
+            "the chat keeps the rows above"
+        );
+        let mut moved = download(2, "f2.bin");
+        moved.done = 3 << 20;
+        m.transfer(&moved);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[8], moved.line(), "updated in place");
+
+        for id in 4..=8 {
+            m.transfer(&download(id, &format!("f{id}.bin")));
+        }
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[5], download(1, "f1.bin").line());
+        assert_eq!(rows[8], download(4, "f4.bin").line());
+        assert_eq!(rows[9], "… and 4 more (/transfers)");
+        assert_eq!(rows[4], "12:00 *** line 29");
+
+        for id in 1..=8 {
+            m.transfer_ended(&format!("#{id}"));
+        }
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[9], "12:00 *** line 29", "no rows when none run");
+        let long = download(9, &"n".repeat(80));
+        m.transfer(&long);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[9], long.line().chars().take(60).collect::<String>());
+    }
+
+    #[test]
+    fn reading_back_is_not_yanked_and_counts_what_arrives() {
+        let mut m = model();
+        notices(&mut m, 40);
+        let mut t = terminal(60, 10);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[7], "12:00 *** line 39");
+        m.handle(Action::PageUp, Instant::now());
+        let before = draw_rows(&mut t, &mut m);
+        assert_eq!(
+            before[7], "12:00 *** line 32",
+            "up by the pane's height less one"
+        );
+        m.show(Entry::Notice("new one".into()));
+        m.show(Entry::Chat(chat("bob", "and another")));
+        m.show(Entry::Notice("x ".repeat(30)));
+        let after = draw_rows(&mut t, &mut m);
+        assert_eq!(after[..8], before[..8], "the view stays where it was");
+        assert!(after[8].ends_with("│ 3 new ↓"), "{}", after[8]);
+        m.handle(Action::PageDown, Instant::now());
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[8].ends_with("│ 3 new ↓"), "still reading back");
+        m.handle(Action::PageDown, Instant::now());
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[6].starts_with("12:00 *** x x"), "{rows:?}");
+        assert!(!rows[8].contains("new"));
+
+        m.handle(Action::Home, Instant::now());
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(
+            rows[0], "12:00 *** line 0",
+            "Home on an empty input: the top"
+        );
+        m.handle(Action::PageUp, Instant::now());
+        assert_eq!(draw_rows(&mut t, &mut m)[0], "12:00 *** line 0");
+        m.handle(Action::End, Instant::now());
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[6].starts_with("12:00 *** x x"));
+        m.handle(Action::ScrollTop, Instant::now());
+        assert_eq!(draw_rows(&mut t, &mut m)[0], "12:00 *** line 0");
+        m.handle(Action::ScrollBottom, Instant::now());
+        assert!(draw_rows(&mut t, &mut m)[6].starts_with("12:00 *** x x"));
+    }
+
+    #[test]
+    fn an_input_taller_than_the_window_keeps_the_cursor_in_view() {
+        let mut m = model();
+        notices(&mut m, 3);
+        let long = "0123456789".repeat(20);
+        m.editor.insert(&long);
+        let mut t = terminal(20, 8);
+        let rows = draw_rows(&mut t, &mut m);
+        // 7 + 200 columns: 11 rows of 20, the last three shown.
+        assert_eq!(
+            rows[5], "34567890123456789012",
+            "the last three rows of the input"
+        );
+        assert_eq!(rows[7], "3456789");
+        assert_eq!(rows[2], "12:00 *** line 2", "the chat keeps its rows");
+        t.backend_mut().assert_cursor_position((7, 7));
+        m.handle(Action::LineStart, Instant::now());
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[5], "alice> 0123456789012");
+        t.backend_mut().assert_cursor_position((7, 5));
+
+        for (w, h) in [(10, 3), (1, 1), (3, 2), (1, 10), (200, 1), (0, 0), (5, 0)] {
+            let mut t = terminal(w, h);
+            let rows = draw_rows(&mut t, &mut m);
+            assert_eq!(rows.len(), usize::from(h));
+            if h > 0 && w > 0 {
+                let pos = t.get_cursor_position().unwrap();
+                assert!(pos.x < w && pos.y < h, "{w}×{h}: cursor at {pos:?}");
+            }
+        }
+        let mut t = terminal(10, 3);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], "line 2", "at 10×3 the chat keeps a row");
+        assert!(rows[1].starts_with("[alice]"));
+    }
+
+    #[test]
+    fn resizing_redraws_everything_at_the_new_size() {
+        let mut m = model();
+        m.show(Entry::Plain("a".repeat(50)));
+        m.editor.insert("draft");
+        let mut t = terminal(80, 6);
+        draw_rows(&mut t, &mut m);
+        t.backend_mut().resize(20, 6);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("12:00 {}", "a".repeat(14)));
+        assert_eq!(rows[1], format!("      {}", "a".repeat(14)));
+        assert_eq!(rows[5], "alice> draft");
+        assert!(rows.iter().all(|r| text_width(r) <= 20));
+    }
+
+    #[test]
+    fn the_nick_list_shows_from_a_hundred_columns_and_toggles() {
+        let mut m = model();
+        m.change_roster(crate::view::Roster::All(vec![
+            "carol".into(),
+            "alice".into(),
+            "bob".into(),
+        ]));
+        let mut wide = terminal(100, 6);
+        let rows = draw_rows(&mut wide, &mut m);
+        assert!(rows[0].ends_with("│alice"), "{}", rows[0]);
+        assert!(rows[2].ends_with("│carol"));
+        let name = wide.backend().buffer()[(85, 0)].modifier;
+        assert!(name.contains(Modifier::BOLD), "our own name in bold");
+        let mut narrow = terminal(99, 6);
+        let rows = draw_rows(&mut narrow, &mut m);
+        assert!(!rows[0].contains('│'));
+        m.handle(Action::ToggleNicklist, Instant::now());
+        let rows = draw_rows(&mut narrow, &mut m);
+        assert!(rows[1].ends_with("│bob"));
+        m.toggle_nicklist();
+        assert!(!draw_rows(&mut narrow, &mut m)[0].contains('│'));
+    }
+
+    #[test]
+    fn entries_show_their_kind() {
+        let (_, stamp) = when();
+        let mut m = model();
+        let mut private = chat("bob", "psst");
+        private.private = true;
+        m.show(Entry::Chat(private.clone()));
+        let mut own = chat("alice", "hi bob");
+        own.own = true;
+        own.private = true;
+        own.to = Some("bob".into());
+        m.show(Entry::Chat(own.clone()));
+        let mut action = chat("bob", "waves");
+        action.action = true;
+        m.show(Entry::Chat(action.clone()));
+        action.private = true;
+        m.show(Entry::Chat(action));
+        own.action = true;
+        own.text = "bows".into();
+        m.show(Entry::Chat(own));
+        m.show(Entry::Notice("bob has joined".into()));
+        m.show(Entry::Error("no such user".into()));
+        m.show(Entry::Chat(chat("carol", "hey Alice, look")));
+        let mut t = terminal(60, 12);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("{stamp} <bob> (private) psst"));
+        assert_eq!(rows[1], format!("{stamp} <alice> (to bob) hi bob"));
+        assert_eq!(rows[2], format!("{stamp} * bob waves"));
+        assert_eq!(rows[3], format!("{stamp} * bob waves (private)"));
+        assert_eq!(rows[4], format!("{stamp} * alice bows (to bob)"));
+        assert_eq!(rows[5], "12:00 *** bob has joined");
+        assert_eq!(rows[6], "12:00 error: no such user");
+        let buf = t.backend().buffer();
+        assert_eq!(buf[(12, 0)].fg, Color::Magenta, "(private) in magenta");
+        assert!(
+            buf[(7, 1)].modifier.contains(Modifier::BOLD),
+            "own name bold"
+        );
+        assert_eq!(buf[(10, 5)].modifier & Modifier::DIM, Modifier::DIM);
+        assert_eq!(buf[(10, 6)].fg, Color::Red);
+        let mention = &buf[(15, 7)];
+        assert_eq!(
+            (mention.fg, mention.modifier & Modifier::BOLD),
+            (Color::Yellow, Modifier::BOLD)
+        );
+        assert_eq!(buf[(7, 0)].fg, nick_color("bob"));
+    }
+
+    #[test]
+    fn nick_colours_are_stable_and_spread() {
+        assert_eq!(nick_color("Bob"), nick_color("bob"));
+        let names = [
+            "alice", "bob", "carol", "dave", "eve", "frank", "grace", "heidi",
+        ];
+        let colours: std::collections::HashSet<_> = names
+            .iter()
+            .map(|n| format!("{:?}", nick_color(n)))
+            .collect();
+        assert!(colours.len() >= 4, "{colours:?}");
+    }
+}
