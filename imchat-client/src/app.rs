@@ -1,31 +1,35 @@
-//! The running client: a [`ClientSession`] shared by a few threads, and the
-//! glue between its events and the terminal and the disk.
+//! The running client: a [`ClientSession`] per connection, shared by a few
+//! threads, and the glue between its events and the [`View`] and the disk.
 //!
 //! ```text
 //!  socket ──► reader thread ──► session.handle_message ─┐
 //!  clock  ──► timer thread  ──► session.handle_timeout ─┤   (one Mutex)
-//!  stdin  ──► input thread  ──► main: Command::parse ───┤
+//!  view   ──► UserInput ────► main: Command::parse ─────┤
 //!  file   ──► pusher threads ─► session.push_chunk ─────┘
 //!                                        │ after every call:
 //!                                        ├─ poll_transmit ─► Outbox ─► writer thread ─► socket
-//!                                        └─ poll_event ────► print / write files
+//!                                        └─ poll_event ────► View / write files
 //! ```
 //!
-//! The protocol (what to send, whether a chunk is good, when the server is
-//! gone) is all in the session; this module only moves bytes and shows
-//! things. Nothing is printed while a lock is held: printing through the
-//! line editor may wait for it to redraw.
+//! Two lifetimes: the [`App`] lives as long as the process (the view, the
+//! mode, the options, the count of failed transfers); a [`Conn`] lives as
+//! long as one connection (its session, outbox, socket, threads and
+//! transfers). When a connection ends the app may make a new one (see
+//! [`Reconnect`]). The protocol (what to send, whether a chunk is good,
+//! when the server is gone) is all in the session; this module only moves
+//! bytes and tells the view. No view method is called while a lock of
+//! this module is held.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
@@ -34,11 +38,17 @@ use imchat_core::{
     TransferId, UsageError, Username,
 };
 
-use crate::command::{Command, Mode, HELP};
-use crate::error::ClientError;
+use crate::command::{help_lines, works_offline, Command, Mode};
+use crate::error::{describe_connect_error, ClientError};
 use crate::files;
-use crate::ui::{self, Lines, Progress, Style, Ui};
+use crate::ui;
+use crate::view::{
+    human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status, TransferView,
+    UserInput, View,
+};
 
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the server has to answer the handshake.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
 /// How often the session's clock runs (keepalive pings and timeouts).
@@ -54,10 +64,18 @@ const QUIT_WAIT: Duration = Duration::from_secs(2);
 /// gives up this long after the server last said anything.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// The longest single sleep of a wait that must notice the connection
-/// ending (pacing, waiting for queue room or for answers).
+/// ending (pacing, waiting for queue room or for answers, for input).
 const WAIT_STEP: Duration = Duration::from_millis(100);
 /// Room a chat frame needs in the outbound queue beyond its text.
 const CHAT_FRAME_ROOM: usize = 1024;
+/// Least time between two updates of one transfer's live line.
+const METER_EVERY: Duration = Duration::from_millis(250);
+/// A rate is shown once a transfer has moved for this long.
+const METER_SETTLE: Duration = Duration::from_millis(500);
+/// Width `/help` fits when there is no screen to measure.
+const PLAIN_WIDTH: usize = 80;
+/// The longest wait between two reconnect tries.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What the client was started with.
 pub struct Config {
@@ -73,33 +91,33 @@ pub struct Config {
     pub auto_accept: Option<u64>,
     /// Ask about bigger pushes even when input is not a terminal.
     pub ask_when_piped: bool,
-    /// `--json`: one JSON object per event on stdout.
-    #[allow(dead_code)] // read once the JSON view lands
-    pub json: bool,
-    /// `--reconnect` (`Some(true)`) / `--no-reconnect` (`Some(false)`);
-    /// `None`: the default of the mode (screen or piped).
-    #[allow(dead_code)] // read once reconnecting lands
+    /// `--reconnect` (`Some(true)`) or `--no-reconnect` (`Some(false)`);
+    /// `None`: reconnect in the full-screen interface, and when piped only
+    /// once at once after a drop without a shutdown notice.
     pub reconnect: Option<bool>,
+    /// `--json`: one JSON object per event on stdout.
+    pub json: bool,
     /// The input history file (`--history-file`, else the default in the
     /// user's data folder); `None` with `--no-history` or without a data folder.
-    #[allow(dead_code)] // read once the full-screen interface lands
     pub history_file: Option<PathBuf>,
-    /// `--no-history`: keep no history file.
-    #[allow(dead_code)] // read once the full-screen interface lands
-    pub no_history: bool,
 }
 
-/// What the main thread waits for.
-enum Input {
-    /// A line typed.
-    Line(String),
-    /// End of input: quit.
-    Eof,
-    /// The end: print `notice` (if any) on stdout, then fail with `error`.
-    Fatal {
-        notice: Option<String>,
-        error: ClientError,
-    },
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// It broke or closed without notice.
+    Lost(ClientError),
+    /// The server said it shuts down, with this reason.
+    Shutdown(String),
+}
+
+impl End {
+    fn error(self) -> ClientError {
+        match self {
+            End::Lost(e) => e,
+            End::Shutdown(reason) => ClientError::Shutdown(reason),
+        }
+    }
 }
 
 /// A file arriving (a download or someone's push), written to its `.part`.
@@ -115,7 +133,7 @@ struct IncomingFile {
     written: u64,
     /// Disk space asked for up to here (see [`files::reserve`]).
     reserved: u64,
-    progress: Option<Progress>,
+    meter: Meter,
 }
 
 /// A push of ours; `stop` tells its thread to give up, `go` that its
@@ -124,6 +142,7 @@ struct OutgoingPush {
     name: FileName,
     stop: Arc<AtomicBool>,
     go: Option<Sender<()>>,
+    meter: Meter,
 }
 
 /// The transfers the binary holds files or threads for, by id.
@@ -131,9 +150,76 @@ struct OutgoingPush {
 struct Transfers {
     incoming: HashMap<TransferId, IncomingFile>,
     pushes: HashMap<TransferId, OutgoingPush>,
-    /// Downloads asked for and not started yet: their `.part` file, open
-    /// and locked from the request on.
-    parts: HashMap<TransferId, (PathBuf, File)>,
+    /// Downloads asked for and not started yet: their name and `.part`
+    /// file, open and locked from the request on.
+    parts: HashMap<TransferId, (FileName, PathBuf, File)>,
+}
+
+/// The live numbers of one transfer: rate and time left count only the
+/// bytes this session moved (a resumed prefix is not a speed), and its
+/// line is updated a few times a second at most.
+#[derive(Debug, Clone)]
+struct Meter {
+    view: TransferView,
+    /// Bytes already there when this session started moving it.
+    start: u64,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn new(
+        id: TransferId,
+        direction: Direction,
+        name: &FileName,
+        total: u64,
+        start: u64,
+        now: Instant,
+    ) -> Meter {
+        Meter {
+            view: TransferView {
+                id: id.to_string(),
+                direction,
+                name: inert(name.as_str()).into_owned(),
+                done: start,
+                total,
+                rate: None,
+                eta: None,
+                waiting: false,
+            },
+            start,
+            started: now,
+            last: None,
+        }
+    }
+
+    /// Starts measuring now (a push once accepted).
+    fn restart(&mut self, now: Instant) {
+        self.view.waiting = false;
+        self.start = self.view.done;
+        self.started = now;
+        self.last = None;
+    }
+
+    /// Records `done` bytes at `now`; the line to show when one is due.
+    fn advance(&mut self, done: u64, now: Instant) -> Option<TransferView> {
+        self.view.done = done;
+        let moved = done.saturating_sub(self.start);
+        let elapsed = now.saturating_duration_since(self.started);
+        if moved > 0 && elapsed >= METER_SETTLE {
+            let rate = moved as f64 / elapsed.as_secs_f64();
+            self.view.rate = Some(rate);
+            let left = self.view.total.saturating_sub(done) as f64;
+            self.view.eta = Some(Duration::from_secs_f64(left / rate));
+        }
+        match self.last {
+            Some(at) if now.saturating_duration_since(at) < METER_EVERY => None,
+            _ => {
+                self.last = Some(now);
+                Some(self.view.clone())
+            }
+        }
+    }
 }
 
 /// What a session call left to do once the lock is released.
@@ -160,34 +246,57 @@ enum DiskJob {
 /// download's data and the network thread does not wait on the disk.
 const DISK_QUEUE: usize = 64;
 
-/// Everything the threads share.
-struct Shared {
-    session: Mutex<ClientSession>,
-    /// Where plain text goes (set with `/mode`).
+/// What lives as long as the process.
+struct App {
+    view: Arc<dyn View>,
+    config: Config,
+    /// Where plain text goes (set with `/mode`); kept across reconnects.
     mode: Mutex<Mode>,
-    outbox: Arc<Outbox>,
-    ui: Arc<Ui>,
-    chunk_size: usize,
-    download_dir: PathBuf,
-    transfers: Mutex<Transfers>,
-    /// Set once we are leaving: threads stop quietly.
-    closing: AtomicBool,
-    /// Set once the connection ended: waits on the main thread stop.
-    ended: AtomicBool,
+    /// Our name as the server registered it.
+    me: Mutex<String>,
+    /// The state of the connection, for the status line.
+    link: Mutex<Link>,
+    /// Who is online, by [`Username::key`]: seeded by a `/who` on each
+    /// connect, then kept by joins and leaves.
+    roster: Mutex<BTreeMap<String, String>>,
+    /// Downloads and pushes of ours that failed (the exit code says so).
+    failed_transfers: AtomicUsize,
     /// Input comes from a script (not a terminal): leaving waits for
     /// the answers to what it asked for.
     scripted: bool,
-    /// Downloads and pushes of ours that failed (the exit code says so).
-    failed_transfers: AtomicUsize,
-    /// A shared-file list is being shown (its last part has not arrived).
-    listing: AtomicBool,
-    /// The text given with `/quit`, sent with the `Quit`.
-    parting: Mutex<String>,
     /// Someone can answer `/accept` or `/decline` (input is a terminal, or
     /// `--ask-when-piped`): bigger pushes wait for an answer, else they are
     /// declined at once.
     ask_offers: bool,
-    tx: Sender<Input>,
+    /// The text given with `/quit`, sent with the `Quit`.
+    parting: Mutex<String>,
+}
+
+/// Everything one connection's threads share.
+struct Conn {
+    app: Arc<App>,
+    session: Mutex<ClientSession>,
+    outbox: Arc<Outbox>,
+    chunk_size: usize,
+    transfers: Mutex<Transfers>,
+    /// Set once we are leaving: threads stop quietly.
+    closing: AtomicBool,
+    /// Why the connection ended (the first reason wins).
+    end: Mutex<Option<End>>,
+    /// Set once the connection ended: waits on the main thread stop.
+    ended: AtomicBool,
+    /// A line could not be sent because the connection ended meanwhile.
+    cut: AtomicBool,
+    /// A shared-file list is being shown (its last part has not arrived).
+    listing: AtomicBool,
+    /// The names of the list being shown, for the view's completion.
+    listed: Mutex<Vec<String>>,
+    /// Our `/who` requests in order, true for the ones asked without the
+    /// user (their answer only updates the roster).
+    whos: Mutex<VecDeque<bool>>,
+    /// Silent `/who`s asked, and answered.
+    whos_asked: AtomicU64,
+    whos_answered: AtomicU64,
     /// File data and transfer ends go to the disk thread, so a write that
     /// stalls never holds up chat on the network thread.
     disk: SyncSender<DiskJob>,
@@ -195,8 +304,10 @@ struct Shared {
     /// decoder to receive the next chunks into.
     recycled: Mutex<Vec<Vec<u8>>>,
     /// The socket, for the disk thread to write its acknowledgements
-    /// itself (see [`Outbox::flush`]) rather than wake the writer thread.
+    /// itself (see [`Outbox::flush`]) rather than wake the writer thread,
+    /// and to hang up.
     socket: TcpStream,
+    writer_done: Mutex<Option<Receiver<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,105 +316,149 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Connects the session over `stream` and runs until the user quits (`Ok`)
-/// or the connection ends (`Err`).
-pub fn run(stream: TcpStream, config: Config) -> Result<(), ClientError> {
-    let io_err = |what| move |source| ClientError::Io { what, source };
+fn io_err(what: &'static str) -> impl Fn(io::Error) -> ClientError {
+    move |source| ClientError::Io { what, source }
+}
+
+/// A connection that got the server's welcome.
+struct Joined {
+    stream: TcpStream,
+    session: ClientSession,
+    reader: FrameReader<TcpStream, ServerMessage>,
+    username: Username,
+    welcome: String,
+    limits: Limits,
+}
+
+/// Connects to the first address of `host` that answers within
+/// [`CONNECT_TIMEOUT`], trying each in turn.
+pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
+    let shown = inert(host).into_owned();
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            log::info!("resolving {shown}: {e}");
+            ClientError::Resolve(shown.clone())
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ClientError::Resolve(shown));
+    }
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => {
+                log::info!("connecting to {addr}: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(ClientError::Connect {
+        addr: host_port(&shown, port),
+        reason: last.map_or_else(|| "no address".into(), |e| describe_connect_error(&e)),
+    })
+}
+
+/// Connects and joins as the configured user.
+fn join(config: &Config) -> Result<Joined, ClientError> {
+    let stream = connect(&config.host, config.port)?;
     let limits = Limits::default();
     let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
     session.set_auto_accept(config.auto_accept);
-    let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
     let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
         stream.try_clone().map_err(io_err("cloning the socket"))?,
         limits.max_frame,
     );
     let mut write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
     let (username, welcome) = handshake(&mut session, &mut reader, &mut write_half)?;
+    Ok(Joined {
+        stream,
+        session,
+        reader,
+        username,
+        welcome,
+        limits,
+    })
+}
 
-    let (ui, lines) = ui::setup(username.as_str());
-    let ui = Arc::new(ui);
-    ui.notice(&format!(
-        "connected to {} as {}",
-        host_port(&inert(&config.host), config.port),
-        inert(username.as_str())
-    ));
-    for line in welcome.lines() {
-        ui.print(Style::Plain, &inert(line));
-    }
+/// The wait before reconnect try `attempt` (1, 2, …): 1 s, 2 s, 4 s …
+/// at most [`BACKOFF_MAX`], times `1 + jitter / 4` for a `jitter` in
+/// −1..=1 (±25 %, so clients cut at once do not come back at once).
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(BACKOFF_MAX);
+    base.mul_f64(1.0 + jitter.clamp(-1.0, 1.0) / 4.0)
+}
 
-    let outbox = Outbox::new(limits.max_outbound);
-    let (tx, rx) = mpsc::channel();
-    let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
-    let shared = Arc::new(Shared {
-        session: Mutex::new(session),
+/// Connects, shows what the client does through the view the terminal
+/// calls for, and runs until the user quits (`Ok`) or the connection ends
+/// for good (`Err`).
+pub fn run(config: Config) -> Result<(), ClientError> {
+    let first = join(&config)?;
+    let (view, input) = ui::make_view(
+        first.username.as_str(),
+        config.json,
+        config.history_file.clone(),
+    )
+    .map_err(io_err("starting the interface"))?;
+    let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
+    let app = Arc::new(App {
+        scripted: !view.is_terminal(),
+        view,
+        config,
         mode: Mutex::new(Mode::default()),
-        outbox: outbox.clone(),
-        ui: ui.clone(),
-        chunk_size: limits.chunk_size,
-        download_dir: config.download_dir,
-        transfers: Mutex::new(Transfers::default()),
-        closing: AtomicBool::new(false),
-        ended: AtomicBool::new(false),
-        scripted: !ui.is_terminal(),
+        me: Mutex::new(first.username.as_str().to_string()),
+        link: Mutex::new(Link::Closed {
+            reason: "not connected yet".into(),
+        }),
+        roster: Mutex::new(BTreeMap::new()),
         failed_transfers: AtomicUsize::new(0),
-        listing: AtomicBool::new(false),
-        parting: Mutex::new(String::new()),
         ask_offers,
-        tx: tx.clone(),
-        disk,
-        recycled: Mutex::new(Vec::new()),
-        socket: stream.try_clone().map_err(io_err("cloning the socket"))?,
+        parting: Mutex::new(String::new()),
     });
-
-    let (writer_done_tx, writer_done) = mpsc::channel::<()>();
-    let s = shared.clone();
-    spawn("writer", move || {
-        if let Err(e) = s.outbox.run_writer(write_half) {
-            log::info!("writing to the server failed: {e}");
-            s.fatal(None, ClientError::ConnectionLost);
-        }
-        let _ = writer_done_tx.send(());
-    })?;
-    let s = shared.clone();
-    spawn("disk", move || s.disk_loop(&disk_jobs))?;
-    let s = shared.clone();
-    spawn("reader", move || s.read_loop(reader))?;
-    let s = shared.clone();
-    spawn("timer", move || s.timer_loop())?;
-    let (ack_tx, ack_rx) = mpsc::channel::<()>();
-    spawn("input", move || input_loop(lines, tx, ack_rx))?;
-
-    let end = loop {
-        match rx.recv() {
-            Ok(Input::Line(line)) => {
-                if shared.command(&line) == Flow::Quit {
-                    break shared.settle(&rx);
-                }
-                let _ = ack_tx.send(());
-            }
-            Ok(Input::Eof) | Err(_) => break shared.settle(&rx),
-            Ok(Input::Fatal { notice, error }) => break Err((notice, error)),
-        }
+    let result = app.main_loop(first, &input);
+    let reason = match &result {
+        Ok(()) => "quit".to_string(),
+        Err(e) => e.to_string(),
     };
-    match end {
-        Ok(()) => {
-            shared.quit(&writer_done);
-            let _ = stream.shutdown(Shutdown::Both);
-            match shared.failed_transfers.load(Ordering::SeqCst) {
-                0 => Ok(()),
-                n => Err(ClientError::TransfersFailed(n)),
-            }
-        }
-        Err((notice, error)) => {
-            shared.closing.store(true, Ordering::SeqCst);
-            shared.outbox.abort();
-            shared.stop_transfers();
-            let _ = stream.shutdown(Shutdown::Both);
-            ui.last_words(notice.as_deref());
-            Err(error)
-        }
+    app.set_link(Link::Closed { reason });
+    app.view.finish(None);
+    result
+}
+
+/// What ended serving one connection.
+enum Served {
+    /// The user quit (and a script's answers arrived).
+    Quit,
+    /// The connection ended; `pending` is a line that could not be sent.
+    Ended { end: End, pending: Option<String> },
+}
+
+/// Whether to make a new connection after one ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconnect {
+    /// Exit with the reason.
+    No,
+    /// One try at once; exit if it fails.
+    Once,
+    /// Keep trying with backoff until it works or the user quits.
+    Keep,
+}
+
+/// The policy for `end`: `--reconnect` / `--no-reconnect` decide when
+/// given; otherwise the full-screen interface keeps trying, and a script
+/// tries once at once after a drop without a shutdown notice (a network
+/// blip), so that a server going away still ends it with an error.
+fn reconnect_policy(option: Option<bool>, terminal: bool, shutdown: bool) -> Reconnect {
+    match (option, terminal, shutdown) {
+        (Some(true), ..) | (None, true, _) => Reconnect::Keep,
+        (Some(false), ..) | (None, false, true) => Reconnect::No,
+        (None, false, false) => Reconnect::Once,
     }
 }
 
@@ -387,31 +542,6 @@ fn handshake(
     }
 }
 
-fn input_loop(mut lines: Lines, tx: Sender<Input>, ack: Receiver<()>) {
-    loop {
-        match lines.next_line() {
-            Ok(Some(line)) => {
-                // Wait until the line is handled before reading (and
-                // prompting) again: after /quit there is no next prompt.
-                if tx.send(Input::Line(line)).is_err() || ack.recv().is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Input::Eof);
-                return;
-            }
-            Err(error) => {
-                let _ = tx.send(Input::Fatal {
-                    notice: None,
-                    error,
-                });
-                return;
-            }
-        }
-    }
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -425,17 +555,570 @@ fn mode_line(mode: &Mode) -> String {
     }
 }
 
-impl Shared {
+impl App {
+    fn notice(&self, text: &str) {
+        self.view.show(Entry::Notice(text.to_string()));
+    }
+
+    fn error(&self, text: &str) {
+        self.view.show(Entry::Error(text.to_string()));
+    }
+
+    fn plain(&self, text: &str) {
+        self.view.show(Entry::Plain(text.to_string()));
+    }
+
+    /// Tells the view who we are, where plain text goes and the link.
+    fn status(&self) {
+        let status = Status {
+            me: lock(&self.me).clone(),
+            target: match &*lock(&self.mode) {
+                Mode::Broadcast => None,
+                Mode::Unicast(u) => Some(inert(u.as_str()).into_owned()),
+            },
+            link: lock(&self.link).clone(),
+        };
+        self.view.status(&status);
+    }
+
+    fn set_link(&self, link: Link) {
+        *lock(&self.link) = link;
+        self.status();
+    }
+
+    /// Counts a download or push of ours that failed.
+    fn transfer_lost(&self) {
+        self.failed_transfers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The end of a normal quit: 0, unless transfers of ours failed.
+    fn quit_result(&self) -> Result<(), ClientError> {
+        match self.failed_transfers.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            n => Err(ClientError::TransfersFailed(n)),
+        }
+    }
+
+    /// Connections one after the other, until the user quits or one ends
+    /// in a way the reconnect policy does not retry.
+    fn main_loop(
+        self: &Arc<Self>,
+        mut joined: Joined,
+        input: &Receiver<UserInput>,
+    ) -> Result<(), ClientError> {
+        let mut again = false;
+        let mut pending: Option<String> = None;
+        loop {
+            let conn = Conn::start(self, joined, again)?;
+            let served = match pending.take() {
+                Some(line) if conn.command(&line) == Flow::Quit => Served::Quit,
+                _ => conn.serve(input),
+            };
+            let (end, cut_line) = match served {
+                Served::Quit => return conn.leave(),
+                Served::Ended { end, pending } => (end, pending),
+            };
+            conn.abort();
+            let shutdown = matches!(end, End::Shutdown(_));
+            let policy = reconnect_policy(self.config.reconnect, self.view.is_terminal(), shutdown);
+            if policy == Reconnect::No {
+                return Err(end.error());
+            }
+            conn.report_cut();
+            drop(conn);
+            let reason = end.error().to_string();
+            joined = match policy {
+                Reconnect::Once => {
+                    self.set_link(Link::Reconnecting {
+                        reason: reason.clone(),
+                        attempt: 1,
+                        retry_in: None,
+                    });
+                    match join(&self.config) {
+                        Ok(j) => j,
+                        Err(retry) => {
+                            return Err(ClientError::ReconnectFailed {
+                                lost: reason,
+                                retry: retry.to_string(),
+                            })
+                        }
+                    }
+                }
+                _ => match self.keep_reconnecting(reason, input) {
+                    Some(j) => j,
+                    None => return self.quit_result(),
+                },
+            };
+            // A script's line that could not go is sent on the new
+            // connection; a user's is in their input history.
+            pending = cut_line.filter(|_| self.scripted);
+            again = true;
+        }
+    }
+
+    /// Tries to connect again with [`backoff`] until it works (`Some`) or
+    /// the user quits (`None`). Meanwhile a user's lines get an answer
+    /// (commands that need no server run); a script's wait.
+    fn keep_reconnecting(&self, mut reason: String, input: &Receiver<UserInput>) -> Option<Joined> {
+        let mut attempt = 1u32;
+        loop {
+            let deadline = Instant::now() + backoff(attempt, fastrand::f64() * 2.0 - 1.0);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Whole seconds, rounded up: `reconnecting in 4s`.
+                let shown =
+                    Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+                self.set_link(Link::Reconnecting {
+                    reason: reason.clone(),
+                    attempt,
+                    retry_in: Some(shown),
+                });
+                // Until the shown second changes.
+                let step = left.saturating_sub(shown.saturating_sub(Duration::from_secs(1)));
+                if self.scripted {
+                    thread::sleep(step);
+                    continue;
+                }
+                match input.recv_timeout(step) {
+                    Ok(UserInput::Line(line)) => {
+                        if self.offline_line(&line, shown) == Flow::Quit {
+                            return None;
+                        }
+                    }
+                    Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
+            }
+            self.set_link(Link::Reconnecting {
+                reason: reason.clone(),
+                attempt,
+                retry_in: None,
+            });
+            match join(&self.config) {
+                Ok(j) => return Some(j),
+                Err(e) => {
+                    log::info!("reconnect try {attempt}: {e}");
+                    reason = e.to_string();
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// A line typed while there is no connection: commands that need no
+    /// server run, anything else is refused.
+    fn offline_line(&self, line: &str, retry_in: Duration) -> Flow {
+        let cmd = match Command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(&inert(&e.to_string()));
+                return Flow::Continue;
+            }
+        };
+        if !works_offline(&cmd) {
+            self.error(&format!(
+                "not connected (reconnecting in {}); the line is in your history (Up)",
+                human_duration(retry_in)
+            ));
+            return Flow::Continue;
+        }
+        match cmd {
+            Command::Quit(_) => Flow::Quit,
+            Command::Transfers => {
+                self.notice("no transfers running");
+                Flow::Continue
+            }
+            other => {
+                self.local_command(other);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Runs a command that only touches this client; gives it back if it
+    /// is not one.
+    fn local_command(&self, cmd: Command) -> Option<Command> {
+        match cmd {
+            Command::Nothing => {}
+            Command::Help(topic) => {
+                for line in help_lines(PLAIN_WIDTH, topic) {
+                    self.plain(&line);
+                }
+            }
+            Command::Clear => self.view.clear(),
+            Command::NickList => {
+                if !self.view.toggle_nicklist() {
+                    self.notice("the nick list exists only in the full-screen interface");
+                }
+            }
+            Command::ShowMode => {
+                let line = mode_line(&lock(&self.mode));
+                self.notice(&line);
+            }
+            Command::SetMode(Mode::Broadcast) => self.set_mode(Mode::Broadcast),
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.notice(&mode_line(&mode));
+        *lock(&self.mode) = mode;
+        self.status();
+    }
+
+    /// Shows our own message, as sent.
+    fn echo(&self, to: Option<&Username>, action: bool, text: &str) {
+        let me = lock(&self.me).clone();
+        self.view.show(Entry::Chat(ChatEntry {
+            time: SystemTime::now(),
+            from: me,
+            to: to.map(|u| inert(u.as_str()).into_owned()),
+            private: to.is_some(),
+            own: true,
+            action,
+            history: false,
+            text: inert(text).into_owned(),
+        }));
+    }
+
+    /// The user `name` is online, as far as the roster knows.
+    fn is_online(&self, name: &Username) -> bool {
+        lock(&self.roster).contains_key(&name.key())
+    }
+}
+
+impl Conn {
+    /// Starts the threads of a joined connection and tells the view.
+    fn start(app: &Arc<App>, joined: Joined, again: bool) -> Result<Arc<Conn>, ClientError> {
+        let Joined {
+            stream,
+            session,
+            reader,
+            username,
+            welcome,
+            limits,
+        } = joined;
+        let server = host_port(&inert(&app.config.host), app.config.port);
+        *lock(&app.me) = inert(username.as_str()).into_owned();
+        if again {
+            app.notice(&format!("reconnected to {server}"));
+        } else {
+            app.notice(&format!(
+                "connected to {server} as {}",
+                inert(username.as_str())
+            ));
+            for line in welcome.lines() {
+                app.plain(&inert(line));
+            }
+        }
+        let write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
+        let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
+        let (writer_done_tx, writer_done) = mpsc::channel::<()>();
+        let conn = Arc::new(Conn {
+            app: app.clone(),
+            session: Mutex::new(session),
+            outbox: Outbox::new(limits.max_outbound),
+            chunk_size: limits.chunk_size,
+            transfers: Mutex::new(Transfers::default()),
+            closing: AtomicBool::new(false),
+            end: Mutex::new(None),
+            ended: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
+            listing: AtomicBool::new(false),
+            listed: Mutex::new(Vec::new()),
+            whos: Mutex::new(VecDeque::new()),
+            whos_asked: AtomicU64::new(0),
+            whos_answered: AtomicU64::new(0),
+            disk,
+            recycled: Mutex::new(Vec::new()),
+            socket: stream,
+            writer_done: Mutex::new(Some(writer_done)),
+        });
+        let c = conn.clone();
+        spawn("writer", move || {
+            if let Err(e) = c.outbox.run_writer(write_half) {
+                log::info!("writing to the server failed: {e}");
+                c.end(End::Lost(ClientError::ConnectionLost));
+            }
+            let _ = writer_done_tx.send(());
+        })?;
+        let c = conn.clone();
+        spawn("disk", move || c.disk_loop(&disk_jobs))?;
+        let c = conn.clone();
+        spawn("reader", move || c.read_loop(reader))?;
+        let c = conn.clone();
+        spawn("timer", move || c.timer_loop())?;
+        app.set_link(Link::Connected { server });
+        // Who is online, for the roster (and `/mode unicast`'s check).
+        let _ = conn.ask_who(true);
+        Ok(conn)
+    }
+
+    /// Reads the user's lines and runs them until the user quits or the
+    /// connection ends.
+    fn serve(self: &Arc<Self>, input: &Receiver<UserInput>) -> Served {
+        loop {
+            if let Some(end) = self.take_end() {
+                return Served::Ended { end, pending: None };
+            }
+            let line = match input.recv_timeout(WAIT_STEP) {
+                Ok(UserInput::Line(line)) => line,
+                Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Served::Quit
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            };
+            self.cut.store(false, Ordering::SeqCst);
+            if self.command(&line) == Flow::Quit {
+                return Served::Quit;
+            }
+            if self.cut.load(Ordering::SeqCst) {
+                if let Some(end) = self.take_end() {
+                    return Served::Ended {
+                        end,
+                        pending: Some(line),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Why the connection ended, once it did.
+    fn take_end(&self) -> Option<End> {
+        if !self.ended.load(Ordering::SeqCst) {
+            return None;
+        }
+        lock(&self.end).take()
+    }
+
+    /// The user quits: a script waits for its answers (see
+    /// [`settle`](Self::settle)), then `Quit` goes out and the connection
+    /// closes.
+    fn leave(&self) -> Result<(), ClientError> {
+        if let Err(end) = self.settle() {
+            self.abort();
+            return Err(end.error());
+        }
+        self.quit();
+        let _ = self.socket.shutdown(Shutdown::Both);
+        self.app.quit_result()
+    }
+
+    /// Stops everything of this connection at once.
+    fn abort(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.outbox.abort();
+        self.stop_transfers();
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// After the connection was cut and before a new one: says which of
+    /// the transfers of ours were lost (downloads resume with `/download`).
+    fn report_cut(&self) {
+        let (downloads, pushes) = {
+            let mut t = lock(&self.transfers);
+            let mut downloads: Vec<(String, String)> = t
+                .incoming
+                .drain()
+                .map(|(id, f)| (id.to_string(), inert(f.name.as_str()).into_owned()))
+                .collect();
+            downloads.extend(
+                t.parts
+                    .drain()
+                    .map(|(id, (name, ..))| (id.to_string(), inert(name.as_str()).into_owned())),
+            );
+            let pushes: Vec<(String, String)> = t
+                .pushes
+                .drain()
+                .map(|(id, p)| (id.to_string(), inert(p.name.as_str()).into_owned()))
+                .collect();
+            (downloads, pushes)
+        };
+        for (id, name) in downloads {
+            self.app.transfer_lost();
+            self.app.view.transfer_ended(&id);
+            self.app.notice(&format!(
+                "transfer of {name} failed: connection lost; /download {name} resumes it"
+            ));
+        }
+        for (id, name) in pushes {
+            self.app.transfer_lost();
+            self.app.view.transfer_ended(&id);
+            self.app
+                .notice(&format!("sending {name} failed: connection lost"));
+        }
+    }
+
+    /// Asks who is online; `silent`: only for the roster, not shown.
+    fn ask_who(&self, silent: bool) -> Result<bool, UsageError> {
+        if !self.wait_to_send(0) {
+            return Ok(false);
+        }
+        let mut whos = lock(&self.whos);
+        let (result, drained) = self.session_call(ClientSession::who);
+        if result.is_ok() {
+            whos.push_back(silent);
+            if silent {
+                self.whos_asked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        drop(whos);
+        self.handle(drained);
+        result.map(|()| true)
+    }
+
+    /// Asks who is online now and waits for the answer: true once the
+    /// roster is fresh.
+    fn refresh_roster(&self) -> bool {
+        if !matches!(self.ask_who(true), Ok(true)) {
+            return false;
+        }
+        let ticket = self.whos_asked.load(Ordering::SeqCst);
+        let deadline = Instant::now() + HANDSHAKE_WAIT;
+        while self.whos_answered.load(Ordering::SeqCst) < ticket {
+            if self.ended.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// `/mode unicast <user>`: only to someone online.
+    fn set_unicast(&self, to: Username) {
+        if !self.app.is_online(&to) {
+            self.refresh_roster();
+        }
+        if self.app.is_online(&to) {
+            return self.app.set_mode(Mode::Unicast(to));
+        }
+        self.app.error(&format!(
+            "{} is not online (see /who); the mode stays as it was",
+            inert(to.as_str())
+        ));
+    }
+
+    /// `/transfers`: one line per running transfer.
+    fn list_transfers(&self) {
+        let lines: Vec<String> = {
+            let t = lock(&self.transfers);
+            let mut views: Vec<&TransferView> = t
+                .incoming
+                .values()
+                .map(|f| &f.meter.view)
+                .chain(t.pushes.values().map(|p| &p.meter.view))
+                .collect();
+            views.sort_by(|a, b| a.id.cmp(&b.id));
+            let mut lines: Vec<String> = views.iter().map(|v| v.line()).collect();
+            lines.extend(
+                t.parts
+                    .iter()
+                    .map(|(id, (name, ..))| format!("{id} ↓ {}  asked for", inert(name.as_str()))),
+            );
+            lines
+        };
+        if lines.is_empty() {
+            return self.app.notice("no transfers running");
+        }
+        for line in lines {
+            self.app.notice(&line);
+        }
+    }
+
+    /// `/cancel <id|name>`: a download (its `.part` stays, to resume), a
+    /// push of ours, or a push to us.
+    fn cancel(&self, what: &str) {
+        let wanted_id = what.trim_start_matches('#');
+        let is_id = !wanted_id.is_empty() && wanted_id.chars().all(|c| c.is_ascii_digit());
+        let matches = |id: &TransferId, name: &FileName| {
+            if is_id {
+                id.to_string().trim_start_matches('#') == wanted_id
+            } else {
+                name.as_str() == what
+            }
+        };
+        let mut t = lock(&self.transfers);
+        let mut found: Vec<TransferId> = t
+            .incoming
+            .iter()
+            .filter(|(id, f)| matches(id, &f.name))
+            .map(|(id, _)| *id)
+            .chain(
+                t.pushes
+                    .iter()
+                    .filter(|(id, p)| matches(id, &p.name))
+                    .map(|(id, _)| *id),
+            )
+            .chain(
+                t.parts
+                    .iter()
+                    .filter(|(id, (n, ..))| matches(id, n))
+                    .map(|(id, _)| *id),
+            )
+            .collect();
+        found.sort_by_key(|id| id.0);
+        found.dedup();
+        let id = match found[..] {
+            [id] => id,
+            [] => {
+                drop(t);
+                return self.app.error(&format!(
+                    "no running transfer is {} (see /transfers)",
+                    inert(what)
+                ));
+            }
+            _ => {
+                drop(t);
+                let ids: Vec<String> = found.iter().map(ToString::to_string).collect();
+                return self.app.error(&format!(
+                    "{} names several transfers ({}): say which by name",
+                    inert(what),
+                    ids.join(", ")
+                ));
+            }
+        };
+        let message = if let Some(f) = t.incoming.remove(&id) {
+            let name = inert(f.name.as_str()).into_owned();
+            drop(f.file);
+            match f.from {
+                None => format!("cancelled the download of {name}; /download {name} resumes it"),
+                Some(from) => {
+                    let _ = fs::remove_file(&f.part);
+                    format!("cancelled receiving {name} from {}", inert(from.as_str()))
+                }
+            }
+        } else if let Some((name, part, file)) = t.parts.remove(&id) {
+            drop(file);
+            remove_if_empty(&part);
+            let name = inert(name.as_str()).into_owned();
+            format!("cancelled the download of {name}; /download {name} resumes it")
+        } else if let Some(p) = t.pushes.remove(&id) {
+            p.stop.store(true, Ordering::SeqCst);
+            format!("cancelled sending {}", inert(p.name.as_str()))
+        } else {
+            return;
+        };
+        drop(t);
+        let _ = self.with_session(|s| s.cancel(id, "cancelled"));
+        self.app.view.transfer_ended(&id.to_string());
+        self.app.notice(&message);
+    }
     fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 
-    /// Ends the client (first call wins; the main thread stops at the first).
-    fn fatal(&self, notice: Option<String>, error: ClientError) {
-        self.ended.store(true, Ordering::SeqCst);
-        if !self.closing() {
-            let _ = self.tx.send(Input::Fatal { notice, error });
+    /// The connection ended (the first reason is kept; the main thread
+    /// stops at it).
+    fn end(&self, end: End) {
+        if self.closing() {
+            return;
         }
+        lock(&self.end).get_or_insert(end);
+        self.ended.store(true, Ordering::SeqCst);
     }
 
     /// Runs `f` on the session, queues what it wants sent, and returns the
@@ -466,7 +1149,7 @@ impl Shared {
 
     fn handle(&self, drained: Drained) {
         if drained.queue_full {
-            self.ui
+            self.app
                 .error("the server is not reading; a message was dropped");
         }
         for ev in drained.events {
@@ -482,6 +1165,7 @@ impl Shared {
     fn wait_to_send(&self, text_len: usize) -> bool {
         loop {
             if self.ended.load(Ordering::SeqCst) {
+                self.cut.store(true, Ordering::SeqCst);
                 return false;
             }
             let now = Instant::now();
@@ -493,6 +1177,7 @@ impl Shared {
         let room = text_len + CHAT_FRAME_ROOM;
         while !self.outbox.wait_control_room(room, WAIT_STEP) {
             if self.ended.load(Ordering::SeqCst) || self.outbox.is_closed() {
+                self.cut.store(true, Ordering::SeqCst);
                 return false;
             }
         }
@@ -503,14 +1188,17 @@ impl Shared {
     /// server last said anything) until what it sent is written, the
     /// answers to its requests have arrived and the downloads and pushes
     /// it started have ended. A terminal user who leaves leaves at once.
-    fn settle(&self, rx: &Receiver<Input>) -> Result<(), (Option<String>, ClientError)> {
-        if !self.scripted {
+    fn settle(&self) -> Result<(), End> {
+        if !self.app.scripted {
             return Ok(());
         }
         if self.wait_to_send(0) {
             let _ = self.with_session(imchat_core::ClientSession::settle);
         }
         loop {
+            if let Some(end) = self.take_end() {
+                return Err(end);
+            }
             let (settled, heard) = {
                 let s = lock(&self.session);
                 (s.is_settled(), s.last_heard())
@@ -519,13 +1207,9 @@ impl Shared {
                 return Ok(());
             }
             if heard.elapsed() >= ANSWER_WAIT {
-                return Err((None, ClientError::NoAnswers(ANSWER_WAIT.as_secs())));
+                return Err(End::Lost(ClientError::NoAnswers(ANSWER_WAIT.as_secs())));
             }
-            match rx.recv_timeout(WAIT_STEP) {
-                Ok(Input::Fatal { notice, error }) => return Err((notice, error)),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-            }
+            thread::sleep(WAIT_STEP);
         }
     }
 
@@ -534,11 +1218,6 @@ impl Shared {
     fn transfers_done(&self) -> bool {
         let t = lock(&self.transfers);
         t.pushes.is_empty() && t.incoming.values().all(|f| f.from.is_some())
-    }
-
-    /// Counts a download or push of ours that failed.
-    fn transfer_lost(&self) {
-        self.failed_transfers.fetch_add(1, Ordering::SeqCst);
     }
 
     fn read_loop(&self, mut reader: FrameReader<TcpStream, ServerMessage>) {
@@ -552,12 +1231,12 @@ impl Shared {
             }
             match msg {
                 Ok(Some(msg)) => self.with_session(|s| s.handle_message(msg, Instant::now())),
-                Ok(None) => return self.fatal(None, ClientError::ConnectionLost),
+                Ok(None) => return self.end(End::Lost(ClientError::ConnectionLost)),
                 Err(TransportError::Io(e)) => {
                     log::info!("reading from the server failed: {e}");
-                    return self.fatal(None, ClientError::ConnectionLost);
+                    return self.end(End::Lost(ClientError::ConnectionLost));
                 }
-                Err(e) => return self.fatal(None, ClientError::ConnectionBroken(e.to_string())),
+                Err(e) => return self.end(End::Lost(ClientError::ConnectionBroken(e.to_string()))),
             }
         }
     }
@@ -573,9 +1252,13 @@ impl Shared {
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
                     self.send_acks(ClientSession::caught_up);
-                    match jobs.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
+                    // Woken now and then to end with the connection.
+                    loop {
+                        match jobs.recv_timeout(WAIT_STEP) {
+                            Ok(job) => break job,
+                            Err(RecvTimeoutError::Timeout) if !self.closing() => {}
+                            Err(_) => return,
+                        }
                     }
                 }
             };
@@ -617,7 +1300,7 @@ impl Shared {
         self.outbox.flush(&self.socket);
     }
 
-    /// Hands a job to the disk thread (gone only when the client is ending).
+    /// Hands a job to the disk thread (gone only when the connection is ending).
     fn to_disk(&self, job: DiskJob) {
         let _ = self.disk.send(job);
     }
@@ -630,12 +1313,14 @@ impl Shared {
     }
 
     /// Sends `Quit`, lets the writer flush it (bounded), and stops.
-    fn quit(&self, writer_done: &Receiver<()>) {
+    fn quit(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        let parting = std::mem::take(&mut *lock(&self.parting));
+        let parting = std::mem::take(&mut *lock(&self.app.parting));
         self.with_session(|s| s.quit(&parting));
         self.outbox.close();
-        let _ = writer_done.recv_timeout(QUIT_WAIT);
+        if let Some(done) = lock(&self.writer_done).take() {
+            let _ = done.recv_timeout(QUIT_WAIT);
+        }
         self.stop_transfers();
     }
 
@@ -665,38 +1350,30 @@ impl Shared {
         let cmd = match Command::parse(line) {
             Ok(c) => c,
             Err(e) => {
-                self.ui.error(&inert(&e.to_string()));
+                self.app.error(&inert(&e.to_string()));
                 return Flow::Continue;
             }
         };
+        let Some(cmd) = self.app.local_command(cmd) else {
+            return Flow::Continue;
+        };
+        let mode = || lock(&self.app.mode).clone();
         let result: Result<(), UsageError> = match cmd {
-            Command::Nothing => Ok(()),
-            Command::Text(text) => {
-                let to = lock(&self.mode).recipient();
-                self.paced(text.len(), |s| s.send_chat(to, &text))
-            }
-            Command::Broadcast(text) => {
-                self.paced(text.len(), |s| s.send_chat(Recipient::Everyone, &text))
-            }
-            Command::Unicast { to, text } => {
-                self.paced(text.len(), |s| s.send_chat(Recipient::User(to), &text))
-            }
-            Command::SetMode(mode) => {
-                self.ui.notice(&mode_line(&mode));
-                *lock(&self.mode) = mode;
+            Command::Text(text) => self.chat(mode(), false, &text),
+            Command::Broadcast(text) => self.chat(Mode::Broadcast, false, &text),
+            Command::Unicast { to, text } => self.chat(Mode::Unicast(to), false, &text),
+            Command::Me(text) => self.chat(mode(), true, &text),
+            Command::SetMode(Mode::Unicast(to)) => {
+                self.set_unicast(to);
                 Ok(())
             }
-            Command::ShowMode => {
-                let line = mode_line(&lock(&self.mode));
-                self.ui.notice(&line);
-                Ok(())
-            }
-            Command::Who => self.paced(0, imchat_core::ClientSession::who),
+            Command::Who => self.ask_who(false).map(drop),
             Command::Files => self
-                .paced(0, imchat_core::ClientSession::files_access)
-                .and_then(|()| self.paced(0, imchat_core::ClientSession::list_files)),
-            Command::FilesAccess => self.paced(0, imchat_core::ClientSession::files_access),
-            Command::ListFiles => self.paced(0, imchat_core::ClientSession::list_files),
+                .paced(0, ClientSession::files_access)
+                .and_then(|_| self.paced(0, ClientSession::list_files))
+                .map(drop),
+            Command::FilesAccess => self.paced(0, ClientSession::files_access).map(drop),
+            Command::ListFiles => self.paced(0, ClientSession::list_files).map(drop),
             Command::Download(name) => {
                 self.download(name);
                 Ok(())
@@ -707,25 +1384,48 @@ impl Shared {
             }
             Command::Accept(n) => self.answer_offer(n, true),
             Command::Decline(n) => self.answer_offer(n, false),
-            Command::Help => {
-                for l in HELP.lines() {
-                    self.ui.print(Style::Plain, l);
-                }
+            Command::Transfers => {
+                self.list_transfers();
                 Ok(())
             }
-            Command::Me(text) => {
-                let to = lock(&self.mode).recipient();
-                self.paced(text.len(), |s| s.send_action(to, &text))
+            Command::Cancel(what) => {
+                self.cancel(&what);
+                Ok(())
             }
             Command::Quit(reason) => {
-                *lock(&self.parting) = reason;
+                *lock(&self.app.parting) = reason;
                 return Flow::Quit;
+            }
+            // Handled by `local_command`.
+            other => {
+                log::debug!("not a connection command: {other:?}");
+                Ok(())
             }
         };
         if let Err(e) = result {
-            self.ui.error(&inert(&e.to_string()));
+            self.app.error(&inert(&e.to_string()));
         }
         Flow::Continue
+    }
+
+    /// Sends a message or an action where `mode` says, and shows it as ours.
+    fn chat(&self, mode: Mode, action: bool, text: &str) -> Result<(), UsageError> {
+        let to = mode.recipient();
+        let sent = self.paced(text.len(), |s| {
+            if action {
+                s.send_action(to, text)
+            } else {
+                s.send_chat(to, text)
+            }
+        })?;
+        if sent {
+            let to = match &mode {
+                Mode::Broadcast => None,
+                Mode::Unicast(u) => Some(u),
+            };
+            self.app.echo(to, action, text);
+        }
+        Ok(())
     }
 
     /// `/accept [n]` (`accept`) or `/decline [n]`: answers the offer `#n`,
@@ -736,12 +1436,12 @@ impl Shared {
             (Some(n), _) => TransferId(TransferId::SERVER_BIT | n),
             (None, [(id, ..)]) => *id,
             (None, []) => {
-                self.ui.error("no file is offered to you");
+                self.app.error("no file is offered to you");
                 return Ok(());
             }
             (None, several) => {
                 let ids: Vec<String> = several.iter().map(|(id, ..)| id.to_string()).collect();
-                self.ui.error(&format!(
+                self.app.error(&format!(
                     "several files are offered to you ({}): say which, as in /accept {}",
                     ids.join(", "),
                     ids[0].trim_start_matches('#')
@@ -755,7 +1455,7 @@ impl Shared {
         } else {
             self.with_session(|s| s.decline(id, "declined"))?;
             if let Some((_, from, name, _)) = offer {
-                self.ui.notice(&format!(
+                self.app.notice(&format!(
                     "declined {} from {}",
                     inert(name.as_str()),
                     inert(from.as_str())
@@ -770,31 +1470,31 @@ impl Shared {
     fn push_offered(&self, id: TransferId, from: &Username, name: &FileName, size: u64) {
         let (from, name, n) = (inert(from.as_str()), inert(name.as_str()), id.to_string());
         let n = n.trim_start_matches('#');
-        let shown = files_size(size);
-        if self.ask_offers {
-            return self.ui.notice(&format!(
+        let shown = human_size(size);
+        if self.app.ask_offers {
+            return self.app.notice(&format!(
                 "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}"
             ));
         }
         let reason = "larger than this client accepts without asking, and no one at a terminal to /accept it";
         let _ = self.with_session(|s| s.decline(id, reason));
-        self.ui.notice(&format!(
+        self.app.notice(&format!(
             "declined '{name}' ({shown}) from {from}: {reason} (see --auto-accept-bytes, --ask-when-piped)"
         ));
     }
 
     /// [`with_session`](Self::with_session) once the request may go (see
-    /// [`wait_to_send`](Self::wait_to_send)); nothing if the connection
-    /// ended meanwhile (the main loop then stops).
+    /// [`wait_to_send`](Self::wait_to_send)): true if it went; false if the
+    /// connection ended meanwhile (the main loop then stops).
     fn paced(
         &self,
         text_len: usize,
         f: impl FnOnce(&mut ClientSession) -> Result<(), UsageError>,
-    ) -> Result<(), UsageError> {
+    ) -> Result<bool, UsageError> {
         if !self.wait_to_send(text_len) {
-            return Ok(());
+            return Ok(false);
         }
-        self.with_session(f)
+        self.with_session(f).map(|()| true)
     }
 
     /// `/download <name>`: resumes from `<name>.part` when one is there.
@@ -802,19 +1502,19 @@ impl Shared {
         // Only this thread asks for downloads: no other can start one of
         // this name between the check and the request.
         if lock(&self.session).is_downloading(&name) {
-            self.ui.error(&format!(
+            self.app.error(&format!(
                 "{} is already being downloaded",
                 inert(name.as_str())
             ));
             return;
         }
-        let part = files::part_path(&self.download_dir.join(name.as_str()));
+        let part = files::part_path(&self.app.config.download_dir.join(name.as_str()));
         // Held (locked) from now until the download ends.
         let mut file = match files::open_part(&part, false) {
             Ok(f) => f,
             Err(e) => {
-                self.transfer_lost();
-                return self.ui.error(&format!(
+                self.app.transfer_lost();
+                return self.app.error(&format!(
                     "cannot download {}: {}",
                     inert(name.as_str()),
                     inert(&e.to_string())
@@ -831,11 +1531,12 @@ impl Shared {
         if !self.wait_to_send(0) {
             return;
         }
+        let name_again = name.clone();
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.download(name, resume));
         match result {
             Ok(id) => {
-                t.parts.insert(id, (part, file));
+                t.parts.insert(id, (name_again, part, file));
             }
             Err(_) => {
                 drop(file);
@@ -845,7 +1546,7 @@ impl Shared {
         drop(t);
         self.handle(drained);
         if let Err(e) = result {
-            self.ui.error(&inert(&e.to_string()));
+            self.app.error(&inert(&e.to_string()));
         }
     }
 
@@ -854,25 +1555,25 @@ impl Shared {
         let shown = inert(path).into_owned();
         let file = match File::open(path) {
             Ok(f) => f,
-            Err(e) => return self.ui.error(&format!("cannot open {shown}: {e}")),
+            Err(e) => return self.app.error(&format!("cannot open {shown}: {e}")),
         };
         let size = match file.metadata() {
             Ok(m) if m.is_file() => m.len(),
-            Ok(_) => return self.ui.error(&format!("{shown} is not a file")),
-            Err(e) => return self.ui.error(&format!("cannot read {shown}: {e}")),
+            Ok(_) => return self.app.error(&format!("{shown} is not a file")),
+            Err(e) => return self.app.error(&format!("cannot read {shown}: {e}")),
         };
         let Some(base) = Path::new(path).file_name() else {
-            return self.ui.error(&format!("{shown} has no file name"));
+            return self.app.error(&format!("{shown} has no file name"));
         };
         let Some(base) = base.to_str() else {
             return self
-                .ui
+                .app
                 .error(&format!("the name of {shown} is not valid UTF-8"));
         };
         let name = match FileName::new(base) {
             Ok(n) => n,
             Err(e) => {
-                return self.ui.error(&format!(
+                return self.app.error(&format!(
                     "cannot send {}: invalid file name: {e}",
                     inert(base)
                 ))
@@ -886,13 +1587,18 @@ impl Shared {
         }
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.offer(name.clone(), size, recipient));
+        let mut shown = None;
         if let Ok(id) = result {
+            let mut meter = Meter::new(id, Direction::Send, &name, size, 0, Instant::now());
+            meter.view.waiting = true;
+            shown = Some(meter.view.clone());
             t.pushes.insert(
                 id,
                 OutgoingPush {
                     name: name.clone(),
                     stop: stop.clone(),
                     go: Some(go),
+                    meter,
                 },
             );
         }
@@ -900,9 +1606,12 @@ impl Shared {
         self.handle(drained);
         let id = match result {
             Ok(id) => id,
-            Err(e) => return self.ui.error(&inert(&e.to_string())),
+            Err(e) => return self.app.error(&inert(&e.to_string())),
         };
-        self.ui.notice(&format!(
+        if let Some(view) = shown {
+            self.app.view.transfer(&view);
+        }
+        self.app.notice(&format!(
             "offering {} ({size} bytes); it is sent once accepted",
             inert(name.as_str())
         ));
@@ -938,9 +1647,7 @@ impl Shared {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
-        let mut progress = self
-            .ui
-            .progress(&format!("sending {}", inert(name.as_str())), size);
+        let _ = name;
         let mut sent = 0u64;
         while sent < size {
             if stopped() {
@@ -971,8 +1678,12 @@ impl Shared {
                 return;
             }
             sent += want as u64;
-            if let Some(line) = progress.as_mut().and_then(|p| p.update(sent)) {
-                self.ui.print(Style::Progress, &line);
+            let update = lock(&self.transfers)
+                .pushes
+                .get_mut(&id)
+                .and_then(|p| p.meter.advance(sent, Instant::now()));
+            if let Some(view) = update {
+                self.app.view.transfer(&view);
             }
         }
         if stopped() {
@@ -989,11 +1700,12 @@ impl Shared {
     fn abandon_push(&self, id: TransferId, reason: &str) {
         let push = lock(&self.transfers).pushes.remove(&id);
         let Some(push) = push else { return };
-        self.transfer_lost();
+        self.app.transfer_lost();
         push.stop.store(true, Ordering::SeqCst);
         // Already gone from the session if the server ended it first.
         let _ = self.with_session(|s| s.cancel(id, reason));
-        self.ui.notice(&format!(
+        self.app.view.transfer_ended(&id.to_string());
+        self.app.notice(&format!(
             "sending {} failed: {reason}",
             inert(push.name.as_str())
         ));
@@ -1001,46 +1713,69 @@ impl Shared {
 
     /// Shows an event, or does the file work it asks for.
     fn event(&self, ev: ClientEvent) {
-        let ui = &self.ui;
+        let app = &self.app;
         match ev {
             ClientEvent::Chat(RoutedChat {
+                time,
                 from,
                 private,
-                kind: ChatKind::Action,
+                kind,
                 text,
                 ..
-            }) => ui.action(&inert(from.as_str()), private, &inert(&text)),
-            ClientEvent::Chat(RoutedChat {
-                from,
+            }) => app.view.show(Entry::Chat(ChatEntry {
+                time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
+                from: inert(from.as_str()).into_owned(),
+                to: None,
                 private,
-                text,
-                ..
-            }) => ui.chat(&inert(from.as_str()), private, &inert(&text)),
+                own: false,
+                action: kind == ChatKind::Action,
+                history: false,
+                text: inert(&text).into_owned(),
+            })),
             ClientEvent::Joined { user } => {
-                ui.notice(&format!("{} has joined", inert(user.as_str())));
+                let shown = inert(user.as_str()).into_owned();
+                lock(&app.roster).insert(user.key(), shown.clone());
+                app.view.roster(Roster::Joined(shown.clone()));
+                app.notice(&format!("{shown} has joined"));
             }
             ClientEvent::Left(Departure { user, reason, text }) => {
-                let user = inert(user.as_str());
+                lock(&app.roster).remove(&user.key());
+                let user = inert(user.as_str()).into_owned();
+                app.view.roster(Roster::Left(user.clone()));
                 let why = match (reason == LeaveReason::QUIT, text.is_empty()) {
                     (true, true) => String::new(),
                     (true, false) => format!(" ({})", inert(&text)),
                     (false, _) => format!(" ({})", reason.describe()),
                 };
-                ui.notice(&format!("{user} has left{why}"));
+                app.notice(&format!("{user} has left{why}"));
             }
             ClientEvent::Who { users } => {
-                let names: Vec<_> = users.iter().map(|u| inert(u.as_str())).collect();
-                ui.notice(&format!("online ({}): {}", names.len(), names.join(", ")));
+                let names: Vec<String> = users
+                    .iter()
+                    .map(|u| inert(u.as_str()).into_owned())
+                    .collect();
+                *lock(&app.roster) = users
+                    .iter()
+                    .zip(&names)
+                    .map(|(u, n)| (u.key(), n.clone()))
+                    .collect();
+                let silent = lock(&self.whos).pop_front().unwrap_or(false);
+                if silent {
+                    self.whos_answered.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    app.notice(&format!("online ({}): {}", names.len(), names.join(", ")));
+                }
+                app.view.roster(Roster::All(names));
             }
             ClientEvent::FilesAccess { count } => {
-                ui.notice(&format!("shared folder access granted: {count} files"));
+                app.notice(&format!("shared folder access granted: {count} files"));
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
             ClientEvent::Error { code, text } => {
                 if text.is_empty() {
-                    ui.error(code.describe());
+                    app.error(code.describe());
                 } else {
-                    ui.error(&inert(&text));
+                    app.error(&inert(&text));
                 }
             }
             ClientEvent::TransferStarted {
@@ -1065,7 +1800,7 @@ impl Shared {
             } => self.push_offered(id, &from, &name, size),
             ClientEvent::OfferWithdrawn {
                 from, name, reason, ..
-            } => ui.notice(&format!(
+            } => app.notice(&format!(
                 "the offer of {} from {} ended: {}",
                 inert(name.as_str()),
                 inert(from.as_str()),
@@ -1075,17 +1810,21 @@ impl Shared {
                 let mut t = lock(&self.transfers);
                 if let Some(push) = t.pushes.get_mut(&id) {
                     let name = inert(push.name.as_str()).into_owned();
+                    push.meter.restart(Instant::now());
+                    let view = push.meter.view.clone();
                     if let Some(go) = push.go.take() {
                         let _ = go.send(());
                     }
                     drop(t);
-                    ui.notice(&format!("sending {name}: accepted by {receivers} user(s)"));
+                    app.view.transfer(&view);
+                    app.notice(&format!("sending {name}: accepted by {receivers} user(s)"));
                 }
             }
             ClientEvent::PushDone { id, receivers } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
-                    ui.notice(&format!(
+                    app.view.transfer_ended(&id.to_string());
+                    app.notice(&format!(
                         "sent {} to {receivers} user(s)",
                         inert(push.name.as_str())
                     ));
@@ -1094,14 +1833,15 @@ impl Shared {
             ClientEvent::PushFailed { id, code, reason } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
-                    self.transfer_lost();
+                    app.transfer_lost();
+                    app.view.transfer_ended(&id.to_string());
                     push.stop.store(true, Ordering::SeqCst);
                     let reason = if reason.is_empty() {
                         code.describe().into()
                     } else {
                         inert(&reason)
                     };
-                    ui.notice(&format!(
+                    app.notice(&format!(
                         "sending {} failed: {reason}",
                         inert(push.name.as_str())
                     ));
@@ -1109,26 +1849,23 @@ impl Shared {
             }
             ClientEvent::Shutdown { reason } => {
                 let reason = inert(&reason).into_owned();
-                self.fatal(
-                    Some(format!("*** server shutting down: {reason}")),
-                    ClientError::Shutdown(reason),
-                );
+                app.notice(&format!("server shutting down: {reason}"));
+                self.end(End::Shutdown(reason));
             }
             ClientEvent::PushDeclined {
                 from,
                 name,
                 size,
                 reason,
-            } => ui.notice(&format!(
+            } => app.notice(&format!(
                 "{} tried to send you {} ({size} bytes), declined: {}",
                 inert(from.as_str()),
                 inert(name.as_str()),
                 inert(&reason)
             )),
-            ClientEvent::TimedOut => self.fatal(
-                None,
-                ClientError::ConnectionBroken("the server stopped answering".into()),
-            ),
+            ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
+                "the server stopped answering".into(),
+            ))),
             other => log::debug!("event not shown: {other:?}"),
         }
     }
@@ -1138,16 +1875,28 @@ impl Shared {
     fn file_list(&self, files: &[FileEntry], last: bool) {
         let first = !self.listing.swap(!last, Ordering::SeqCst);
         if first && last && files.is_empty() {
-            return self.ui.notice("shared folder is empty");
+            self.app.notice("shared folder is empty");
+            return self.app.view.shared_files(Vec::new());
         }
         if first {
-            self.ui.notice("shared files:");
+            self.app.notice("shared files:");
         }
+        let mut listed = lock(&self.listed);
+        if first {
+            listed.clear();
+        }
+        listed.extend(files.iter().map(|f| inert(f.name.as_str()).into_owned()));
+        let names = last.then(|| std::mem::take(&mut *listed));
+        drop(listed);
         for f in files {
-            self.ui.print(
-                Style::Plain,
-                &format!("    {}  ({} bytes)", inert(f.name.as_str()), f.size),
-            );
+            self.app.plain(&format!(
+                "    {}  ({} bytes)",
+                inert(f.name.as_str()),
+                f.size
+            ));
+        }
+        if let Some(names) = names {
+            self.app.view.shared_files(names);
         }
     }
 
@@ -1166,9 +1915,9 @@ impl Shared {
             Origin::Download => {
                 // The session gives the name we asked for, whatever the
                 // server calls it; its `.part` was opened when asked for.
-                let final_path = self.download_dir.join(name.as_str());
+                let final_path = self.app.config.download_dir.join(name.as_str());
                 let opened = match t.parts.remove(&id) {
-                    Some((part, mut file)) => match files::start_at(&mut file, offset) {
+                    Some((_, part, mut file)) => match files::start_at(&mut file, offset) {
                         Ok(()) => Ok((final_path, part, file)),
                         Err(e) => Err(format!(
                             "cannot write {}: {e}",
@@ -1189,22 +1938,20 @@ impl Shared {
             Err(reason) => {
                 drop(t);
                 if from.is_none() {
-                    self.transfer_lost();
+                    self.app.transfer_lost();
                 }
                 let _ = self.with_session(|s| s.cancel(id, &reason));
                 return self
-                    .ui
+                    .app
                     .notice(&format!("transfer of {shown} failed: {reason}"));
             }
         };
-        let label = match &from {
-            None => format!("downloading {shown}"),
-            Some(_) => format!("receiving {shown}"),
+        let direction = match &from {
+            None => Direction::Download,
+            Some(_) => Direction::Receive,
         };
-        let mut progress = self.ui.progress(&label, size);
-        if let Some(p) = progress.as_mut() {
-            let _ = p.update(offset);
-        }
+        let meter = Meter::new(id, direction, &name, size, offset, Instant::now());
+        let view = meter.view.clone();
         let announce = match &from {
             None => format!("downloading {shown} ({size} bytes)"),
             Some(from) => format!(
@@ -1223,13 +1970,14 @@ impl Shared {
                 file,
                 written: offset,
                 reserved: offset,
-                progress,
+                meter,
             },
         );
         drop(t);
-        self.ui.notice(&announce);
+        self.app.view.transfer(&view);
+        self.app.notice(&announce);
         if offset > 0 {
-            self.ui.notice(&format!(
+            self.app.notice(&format!(
                 "resuming {shown} after the {offset} bytes already here"
             ));
         }
@@ -1243,7 +1991,7 @@ impl Shared {
         t: &Transfers,
         name: &FileName,
     ) -> Result<(PathBuf, PathBuf, File), String> {
-        let dir = self.download_dir.join("received");
+        let dir = self.app.config.download_dir.join("received");
         let held: HashSet<&Path> = t
             .incoming
             .values()
@@ -1291,10 +2039,10 @@ impl Shared {
                     f.reserved = f.written + len;
                 }
                 let pos = f.written;
-                let line = f.progress.as_mut().and_then(|p| p.update(pos));
+                let update = f.meter.advance(pos, Instant::now());
                 drop(t);
-                if let Some(line) = line {
-                    self.ui.print(Style::Progress, &line);
+                if let Some(view) = update {
+                    self.app.view.transfer(&view);
                 }
                 true
             }
@@ -1304,7 +2052,7 @@ impl Shared {
                 let f = t.incoming.remove(&id);
                 drop(t);
                 if ours {
-                    self.transfer_lost();
+                    self.app.transfer_lost();
                 }
                 let name = f.map(|f| {
                     drop(f.file);
@@ -1312,7 +2060,8 @@ impl Shared {
                     f.name
                 });
                 let _ = self.with_session(|s| s.cancel(id, &reason));
-                self.ui.notice(&format!(
+                self.app.view.transfer_ended(&id.to_string());
+                self.app.notice(&format!(
                     "transfer of {} failed: {reason}",
                     name.as_ref().map_or("a file".into(), |n| inert(n.as_str()))
                 ));
@@ -1336,6 +2085,7 @@ impl Shared {
             .collect();
         let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
+        self.app.view.transfer_ended(&id.to_string());
         let shown = inert(name.as_str());
         let wanted = inert(&final_path.display().to_string()).into_owned();
         match (moved, from) {
@@ -1343,9 +2093,9 @@ impl Shared {
                 let path = inert(&to.display().to_string()).into_owned();
                 match from {
                     None => self
-                        .ui
+                        .app
                         .notice(&format!("downloaded {shown} ({size} bytes) to {path}")),
-                    Some(from) => self.ui.notice(&format!(
+                    Some(from) => self.app.notice(&format!(
                         "received {shown} ({size} bytes) from {}, saved to {path}",
                         inert(from.as_str())
                     )),
@@ -1355,7 +2105,7 @@ impl Shared {
                         .file_name()
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default();
-                    self.ui.notice(&format!(
+                    self.app.notice(&format!(
                         "saved as '{}': {wanted} already exists",
                         inert(&saved)
                     ));
@@ -1364,9 +2114,9 @@ impl Shared {
             (Err(e), from) => {
                 let _ = fs::remove_file(&part);
                 if from.is_none() {
-                    self.transfer_lost();
+                    self.app.transfer_lost();
                 }
-                self.ui.notice(&format!(
+                self.app.notice(&format!(
                     "transfer of {shown} failed: cannot move it to {wanted}: {e}"
                 ));
             }
@@ -1383,33 +2133,23 @@ impl Shared {
             drop(f.file);
             let _ = fs::remove_file(&f.part);
         }
-        if let Some((part, file)) = part {
+        if let Some((_, part, file)) = part {
             // Refused before it started: keep what an earlier try left.
             drop(file);
             remove_if_empty(&part);
         }
         if !id.is_server_chosen() {
-            self.transfer_lost();
+            self.app.transfer_lost();
         }
         let name = inert(name.as_str());
         let reason = match error {
             TransferError::Cancelled { reason, .. } => inert(reason).into_owned(),
             e => e.to_string(),
         };
-        self.ui
+        self.app.view.transfer_ended(&id.to_string());
+        self.app
             .notice(&format!("transfer of {name} failed: {reason}"));
     }
-}
-
-/// A size for people: bytes, or KiB, MiB, GiB with one decimal.
-fn files_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, n) in UNITS {
-        if bytes >= n {
-            return format!("{:.1} {unit}", bytes as f64 / n as f64);
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 /// Removes a `.part` file opened for a download that never started, unless
@@ -1434,9 +2174,118 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connection_names_the_address() {
+        // Bind then drop a listener: its port is (almost surely) closed now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind")
+            .port();
+        let err = connect("127.0.0.1", port).expect_err("nothing listens");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot connect to 127.0.0.1:{port}: connection refused")
+        );
+    }
+
+    #[test]
     fn mode_lines_match_the_contract() {
         assert_eq!(mode_line(&Mode::Broadcast), "mode: broadcast");
         let bob = Username::new("bob").expect("valid");
         assert_eq!(mode_line(&Mode::Unicast(bob)), "mode: unicast to bob");
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_thirty() {
+        let schedule: Vec<u64> = (1..=8).map(|n| backoff(n, 0.0).as_secs()).collect();
+        assert_eq!(schedule, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(u32::MAX, 0.0), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_a_quarter() {
+        assert_eq!(backoff(3, -1.0), Duration::from_secs(3));
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(3, 7.0), Duration::from_secs(5), "clamped");
+        for attempt in 1..=10 {
+            let base = backoff(attempt, 0.0);
+            for _ in 0..200 {
+                let d = backoff(attempt, fastrand::f64() * 2.0 - 1.0);
+                assert!(d >= base.mul_f64(0.75) && d <= base.mul_f64(1.25), "{d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reconnect_policy_follows_the_mode_and_the_flags() {
+        use Reconnect::{Keep, No, Once};
+        // (option, terminal, shutdown) -> policy
+        let cases = [
+            (None, true, false, Keep),
+            (None, true, true, Keep),
+            (None, false, false, Once),
+            (None, false, true, No),
+            (Some(true), false, true, Keep),
+            (Some(true), false, false, Keep),
+            (Some(false), true, false, No),
+            (Some(false), false, false, No),
+        ];
+        for (option, terminal, shutdown, want) in cases {
+            assert_eq!(
+                reconnect_policy(option, terminal, shutdown),
+                want,
+                "{option:?} {terminal} {shutdown}"
+            );
+        }
+    }
+
+    fn meter(total: u64, start: u64, now: Instant) -> Meter {
+        let name = FileName::new("big.bin").expect("valid");
+        Meter::new(TransferId(3), Direction::Download, &name, total, start, now)
+    }
+
+    #[test]
+    fn a_resumed_prefix_does_not_count_toward_the_rate() {
+        let t0 = Instant::now();
+        // 900 MiB already on disk; 10 MiB more in one second.
+        let mut m = meter(1000 << 20, 900 << 20, t0);
+        let v = m
+            .advance(910 << 20, t0 + Duration::from_secs(1))
+            .expect("first update");
+        let rate = v.rate.expect("a rate after a second");
+        assert!((rate - f64::from(10 << 20)).abs() < 1.0, "{rate}");
+        assert_eq!(v.eta, Some(Duration::from_secs(9)));
+        assert_eq!(v.id, "#3");
+        assert_eq!(v.done, 910 << 20);
+    }
+
+    #[test]
+    fn transfer_updates_come_a_few_times_a_second_at_most() {
+        let t0 = Instant::now();
+        let mut m = meter(100, 0, t0);
+        let first = m.advance(1, t0).expect("the first one shows");
+        assert_eq!(first.rate, None, "no rate before there is a measure");
+        assert!(m.advance(2, t0 + Duration::from_millis(100)).is_none());
+        assert!(m.advance(3, t0 + Duration::from_millis(200)).is_none());
+        let later = m.advance(4, t0 + Duration::from_millis(600)).expect("due");
+        assert_eq!(later.done, 4);
+        let updates = (0..100u64)
+            .filter_map(|i| m.advance(4 + i / 10, t0 + Duration::from_millis(600 + 10 * i)))
+            .count();
+        assert!(updates <= 4, "{updates} updates in one second");
+    }
+
+    #[test]
+    fn a_push_measures_from_its_acceptance() {
+        let t0 = Instant::now();
+        let mut m = meter(100, 0, t0);
+        m.view.waiting = true;
+        m.restart(t0 + Duration::from_secs(60));
+        assert!(!m.view.waiting);
+        let v = m.advance(50, t0 + Duration::from_secs(61)).expect("update");
+        let rate = v.rate.expect("rate");
+        assert!(
+            (rate - 50.0).abs() < 0.01,
+            "the minute waiting is not counted: {rate}"
+        );
     }
 }

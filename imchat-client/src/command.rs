@@ -63,8 +63,16 @@ pub enum Command {
     Accept(Option<u32>),
     /// `/decline [id]`: refuse a file someone offers.
     Decline(Option<u32>),
-    /// `/help`.
-    Help,
+    /// `/help [command]`: the list, or one command (its canonical name).
+    Help(Option<&'static str>),
+    /// `/transfers`: the running transfers.
+    Transfers,
+    /// `/cancel <id|name>`: stops a transfer.
+    Cancel(String),
+    /// `/clear`: empties the chat pane.
+    Clear,
+    /// `/nicklist`: shows or hides the list of who is online.
+    NickList,
     /// `/me <action>`: an action, sent in the current [`Mode`] (`* alice waves`).
     Me(String),
     /// `/quit [reason]`, `/exit [reason]`: leave, with a parting text the others see.
@@ -76,9 +84,17 @@ pub enum Command {
 /// A line that looked like a command but was not a valid one. Show it; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CommandError {
-    /// An unknown `/word`.
-    #[error("unknown command /{0}; type /help for the list")]
-    Unknown(String),
+    /// An unknown `/word`, and the nearest command if one is close.
+    #[error("unknown command /{word}; {}", match suggestion {
+        Some(s) => format!("did you mean /{s}?"),
+        None => "type /help for the list".to_string(),
+    })]
+    Unknown {
+        /// The word typed (lowercased).
+        word: String,
+        /// The nearest command or alias, within two edits.
+        suggestion: Option<&'static str>,
+    },
     /// A command without what it needs.
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -90,23 +106,280 @@ pub enum CommandError {
     BadFile(NameError),
 }
 
-/// The command list, for `/help`.
-pub const HELP: &str = "\
-Commands (plain text is sent in the current mode, broadcast by default):
-  /broadcast <text>          send to everyone else (alias /boardcast)
-  /unicast <user> <text>     send to one user (aliases /msg <user> <text>, @user <text>)
-  /mode broadcast            plain text goes to everyone (default)
-  /mode unicast <user>       plain text goes to <user>
-  /who                       who is online
-  /files                     access the shared folder: file count and list (aliases /file, /downloads)
-  /access, /list             only the count, only the list
-  /download <name>           download a shared file into your download folder
-  /sendfile <path> [user]    push a local file to everyone else, or to one user
-  /accept [id]               take a file someone offers you (the one waiting, or #id)
-  /decline [id]              refuse a file someone offers you
-  /me <action>               an action, sent in the current mode: * you <action>
-  /help                      this list
-  /quit [reason]             leave, with a parting text for the others (alias /exit)";
+/// One command (or a pair documented together) for `/help` and completion.
+pub struct CommandInfo {
+    /// The names it runs under (without `/`), the first one canonical.
+    pub names: &'static [&'static str],
+    /// Other names for it: typos people make, other clients' words.
+    pub aliases: &'static [&'static str],
+    /// Usage and description, one pair per help row.
+    pub rows: &'static [(&'static str, &'static str)],
+}
+
+/// Every command, in the order `/help` lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    CommandInfo {
+        names: &["broadcast"],
+        aliases: &["boardcast", "all"],
+        rows: &[("/broadcast <text>", "send to everyone else")],
+    },
+    CommandInfo {
+        names: &["unicast"],
+        aliases: &["msg", "tell", "w"],
+        rows: &[(
+            "/unicast <user> <text>",
+            "send to one user (also @user <text>)",
+        )],
+    },
+    CommandInfo {
+        names: &["mode"],
+        aliases: &[],
+        rows: &[
+            ("/mode broadcast", "plain text goes to everyone (default)"),
+            (
+                "/mode unicast <user>",
+                "plain text goes to <user>, who must be online",
+            ),
+            ("/mode", "where plain text goes now"),
+        ],
+    },
+    CommandInfo {
+        names: &["who"],
+        aliases: &["users"],
+        rows: &[("/who", "who is online")],
+    },
+    CommandInfo {
+        names: &["files"],
+        aliases: &["file", "downloads"],
+        rows: &[("/files", "access the shared folder: file count and list")],
+    },
+    CommandInfo {
+        names: &["access", "list"],
+        aliases: &[],
+        rows: &[("/access, /list", "only the count, only the list")],
+    },
+    CommandInfo {
+        names: &["download"],
+        aliases: &["get"],
+        rows: &[(
+            "/download <name>",
+            "download a shared file into your download folder (an interrupted one resumes)",
+        )],
+    },
+    CommandInfo {
+        names: &["sendfile"],
+        aliases: &["send"],
+        rows: &[(
+            "/sendfile <path> [user]",
+            "push a local file to everyone else, or to one user",
+        )],
+    },
+    CommandInfo {
+        names: &["accept"],
+        aliases: &[],
+        rows: &[(
+            "/accept [id]",
+            "take a file someone offers you (the one waiting, or #id)",
+        )],
+    },
+    CommandInfo {
+        names: &["decline"],
+        aliases: &[],
+        rows: &[("/decline [id]", "refuse a file someone offers you")],
+    },
+    CommandInfo {
+        names: &["transfers"],
+        aliases: &[],
+        rows: &[("/transfers", "the running transfers")],
+    },
+    CommandInfo {
+        names: &["cancel"],
+        aliases: &[],
+        rows: &[(
+            "/cancel <id|name>",
+            "stop a transfer; a download's .part stays, so /download resumes it",
+        )],
+    },
+    CommandInfo {
+        names: &["me"],
+        aliases: &[],
+        rows: &[(
+            "/me <action>",
+            "an action, sent in the current mode: * you <action>",
+        )],
+    },
+    CommandInfo {
+        names: &["clear"],
+        aliases: &[],
+        rows: &[("/clear", "empty the chat pane")],
+    },
+    CommandInfo {
+        names: &["nicklist"],
+        aliases: &[],
+        rows: &[(
+            "/nicklist",
+            "show or hide the list of who is online (full screen only)",
+        )],
+    },
+    CommandInfo {
+        names: &["help"],
+        aliases: &["?"],
+        rows: &[(
+            "/help [command]",
+            "this list, or one command's usage and aliases",
+        )],
+    },
+    CommandInfo {
+        names: &["quit"],
+        aliases: &["exit"],
+        rows: &[(
+            "/quit [reason]",
+            "leave, with a parting text for the others",
+        )],
+    },
+];
+
+/// The first line of `/help`.
+const HELP_HEADING: &str =
+    "Commands (plain text is sent in the current mode, broadcast by default):";
+
+/// Every command name and alias with its `/`, for completion.
+// Used by the full-screen interface (wired by the lead).
+#[allow(dead_code)]
+pub fn names() -> Vec<String> {
+    COMMANDS
+        .iter()
+        .flat_map(|c| c.names.iter().chain(c.aliases))
+        .map(|n| format!("/{n}"))
+        .collect()
+}
+
+/// The command `word` (a name or an alias, without `/`, any case) belongs to.
+pub fn lookup(word: &str) -> Option<&'static CommandInfo> {
+    let word = word.trim_start_matches('/').to_lowercase();
+    COMMANDS
+        .iter()
+        .find(|c| c.names.iter().chain(c.aliases).any(|n| *n == word))
+}
+
+/// The command name or alias nearest to `word` (a mistyped command), if
+/// one is within two edits and not the whole word away.
+pub fn suggest(word: &str) -> Option<&'static str> {
+    let len = word.chars().count();
+    COMMANDS
+        .iter()
+        .flat_map(|c| c.names.iter().chain(c.aliases))
+        .map(|n| (strsim::osa_distance(word, n), *n))
+        .filter(|(d, _)| *d <= 2 && *d < len)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Splits `text` into lines of at most `width` characters, at spaces where
+/// it can (a word longer than the width is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() <= width {
+            line.push(' ');
+            line.extend(&word);
+            continue;
+        }
+        if used > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > width {
+            lines.push(word.drain(..width).collect());
+        }
+        line.extend(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// `text` wrapped to `width`, every line after `indent`.
+fn indented(text: &str, indent: usize, width: usize) -> Vec<String> {
+    let pad = " ".repeat(indent);
+    wrap(text, width.saturating_sub(indent))
+        .into_iter()
+        .map(|l| format!("{pad}{l}"))
+        .collect()
+}
+
+/// The `/help` text for a terminal `width` columns wide (no line is wider):
+/// the whole list and the aliases, or one command's usage and aliases.
+/// Descriptions go beside the usage when there is room, else under it.
+pub fn help_lines(width: usize, command: Option<&str>) -> Vec<String> {
+    let width = width.max(12);
+    if let Some(info) = command.and_then(lookup) {
+        let mut out = Vec::new();
+        for (usage, about) in info.rows {
+            out.extend(indented(usage, 0, width));
+            out.extend(indented(about, 4, width));
+        }
+        if !info.aliases.is_empty() {
+            let aliases: Vec<String> = info.aliases.iter().map(|a| format!("/{a}")).collect();
+            out.extend(indented(
+                &format!("aliases: {}", aliases.join(" ")),
+                0,
+                width,
+            ));
+        }
+        return out;
+    }
+    let usage_width = COMMANDS
+        .iter()
+        .flat_map(|c| c.rows.iter())
+        .map(|(u, _)| u.len())
+        .max()
+        .unwrap_or(0);
+    let column = 2 + usage_width + 2;
+    let mut out = wrap(HELP_HEADING, width);
+    for (usage, about) in COMMANDS.iter().flat_map(|c| c.rows.iter()) {
+        if width >= column + 20 {
+            let mut about = wrap(about, width - column).into_iter();
+            let first = about.next().unwrap_or_default();
+            out.push(format!("  {usage:<usage_width$}  {first}"));
+            out.extend(about.map(|l| format!("{:column$}{l}", "")));
+        } else {
+            out.extend(indented(usage, 2, width));
+            out.extend(indented(about, 6, width));
+        }
+    }
+    let aliases: Vec<String> = COMMANDS
+        .iter()
+        .flat_map(|c| c.aliases.iter())
+        .map(|a| format!("/{a}"))
+        .chain(["@user".to_string()])
+        .collect();
+    out.extend(wrap(&format!("aliases: {}", aliases.join(" ")), width));
+    out.extend(wrap(
+        "/help <command> shows one command's usage and aliases",
+        width,
+    ));
+    out
+}
+
+/// Commands that work without a connection (they only touch this client).
+pub fn works_offline(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Nothing
+            | Command::Quit(_)
+            | Command::Help(_)
+            | Command::Clear
+            | Command::NickList
+            | Command::Transfers
+            | Command::ShowMode
+            | Command::SetMode(Mode::Broadcast)
+    )
+}
 
 fn user(s: &str) -> Result<Username, CommandError> {
     Username::new(s).map_err(CommandError::BadUser)
@@ -251,7 +524,29 @@ impl Command {
                     Command::Decline(id)
                 }
             }
-            "help" | "?" => Command::Help,
+            "help" | "?" => match args.trim().trim_start_matches('/') {
+                "" => Command::Help(None),
+                topic => match lookup(topic) {
+                    Some(info) => Command::Help(Some(info.names[0])),
+                    None => {
+                        let word = topic.to_lowercase();
+                        return Err(CommandError::Unknown {
+                            suggestion: suggest(&word),
+                            word,
+                        });
+                    }
+                },
+            },
+            "transfers" => Command::Transfers,
+            "cancel" => {
+                let what = unquote(args);
+                if what.is_empty() {
+                    return Err(CommandError::Usage("/cancel <id|name>"));
+                }
+                Command::Cancel(what.to_string())
+            }
+            "clear" => Command::Clear,
+            "nicklist" => Command::NickList,
             "me" => {
                 if args.trim().is_empty() {
                     return Err(CommandError::Usage("/me <action>"));
@@ -259,7 +554,12 @@ impl Command {
                 Command::Me(args.to_string())
             }
             "quit" | "exit" => Command::Quit(args.trim().to_string()),
-            _ => return Err(CommandError::Unknown(word)),
+            _ => {
+                return Err(CommandError::Unknown {
+                    suggestion: suggest(&word),
+                    word,
+                })
+            }
         };
         Ok(cmd)
     }
@@ -352,7 +652,18 @@ mod tests {
                     to: Some(u("bob")),
                 },
             ),
-            ("/help", Command::Help),
+            ("/help", Command::Help(None)),
+            ("/help download", Command::Help(Some("download"))),
+            ("/help /msg", Command::Help(Some("unicast"))),
+            ("/HELP List", Command::Help(Some("access"))),
+            ("/transfers", Command::Transfers),
+            ("/cancel #3", Command::Cancel("#3".into())),
+            (
+                "/cancel \"big file.bin\"",
+                Command::Cancel("big file.bin".into()),
+            ),
+            ("/clear", Command::Clear),
+            ("/nicklist", Command::NickList),
             ("/quit", Command::Quit(String::new())),
             ("/exit", Command::Quit(String::new())),
             ("/quit  off to lunch ", Command::Quit("off to lunch".into())),
@@ -384,7 +695,8 @@ mod tests {
             Command::parse("/decline -1"),
             Err(CommandError::Usage("/decline [id]"))
         );
-        assert!(HELP.contains("/accept [id]") && HELP.contains("/decline [id]"));
+        let help = help_lines(80, None).join("\n");
+        assert!(help.contains("/accept [id]") && help.contains("/decline [id]"));
     }
 
     #[test]
@@ -408,8 +720,15 @@ mod tests {
     fn bad_lines_get_a_hint_not_a_message() {
         assert_eq!(
             Command::parse("/frobnicate"),
-            Err(CommandError::Unknown("frobnicate".into()))
+            Err(CommandError::Unknown {
+                word: "frobnicate".into(),
+                suggestion: None
+            })
         );
+        assert!(matches!(
+            Command::parse("/cancel"),
+            Err(CommandError::Usage(_))
+        ));
         assert!(matches!(
             Command::parse("/msg bob"),
             Err(CommandError::Usage(_))
@@ -438,5 +757,144 @@ mod tests {
             Command::parse("/sendfile"),
             Err(CommandError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn a_mistyped_command_gets_the_nearest_one() {
+        let err = Command::parse("/hlep").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown command /hlep; did you mean /help?"
+        );
+        assert_eq!(suggest("trasnfers"), Some("transfers"));
+        assert_eq!(suggest("downlod"), Some("download"));
+        assert_eq!(suggest("brodcast"), Some("broadcast"));
+        // Too far from everything, or shorter than the edits it needs.
+        assert_eq!(suggest("frobnicate"), None);
+        assert_eq!(suggest("x"), None);
+        assert_eq!(
+            Command::parse("/xyzzy").unwrap_err().to_string(),
+            "unknown command /xyzzy; type /help for the list"
+        );
+        assert!(matches!(
+            Command::parse("/help nosuch"),
+            Err(CommandError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn every_name_and_alias_parses_and_is_listed_for_completion() {
+        let names = names();
+        for n in [
+            "/broadcast",
+            "/boardcast",
+            "/all",
+            "/msg",
+            "/tell",
+            "/w",
+            "/who",
+            "/users",
+            "/files",
+            "/file",
+            "/downloads",
+            "/get",
+            "/send",
+            "/cancel",
+            "/transfers",
+            "/clear",
+            "/nicklist",
+            "/help",
+            "/quit",
+            "/exit",
+            "/me",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
+        }
+        for n in &names {
+            // Each one is a command (some need arguments, never unknown).
+            let parsed = Command::parse(n);
+            assert!(
+                !matches!(parsed, Err(CommandError::Unknown { .. })),
+                "{n}: {parsed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_fits_the_width_and_lists_the_aliases() {
+        for width in [20, 40, 60, 79, 80, 100, 200] {
+            let lines = help_lines(width, None);
+            for l in &lines {
+                assert!(l.chars().count() <= width, "{width}: {l:?} too wide");
+            }
+            let all = lines.join(" ");
+            for word in [
+                "/sendfile",
+                "<path>",
+                "/cancel",
+                "/boardcast",
+                "/tell",
+                "/exit",
+                "@user",
+            ] {
+                assert!(all.contains(word), "{width}: {word} missing");
+            }
+        }
+        // At 80 columns the heading and each usage stay on their lines.
+        let lines = help_lines(80, None);
+        assert_eq!(lines[0], HELP_HEADING);
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("  /sendfile <path> [user]  push a local file")));
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("aliases: /boardcast /all /msg")));
+        // Narrow: the description goes under the usage.
+        let narrow = help_lines(40, None);
+        let at = narrow
+            .iter()
+            .position(|l| l.trim_end() == "  /sendfile <path> [user]")
+            .expect("usage on its own row");
+        assert!(
+            narrow[at + 1].starts_with("      push a local file"),
+            "{narrow:?}"
+        );
+    }
+
+    #[test]
+    fn help_for_one_command_shows_its_usage_and_aliases() {
+        let lines = help_lines(80, Some("unicast"));
+        assert_eq!(lines[0], "/unicast <user> <text>");
+        assert!(lines[1].starts_with("    send to one user"));
+        assert_eq!(lines.last().unwrap(), "aliases: /msg /tell /w");
+        let narrow = help_lines(16, Some("download"));
+        assert!(narrow.iter().all(|l| l.chars().count() <= 16), "{narrow:?}");
+        assert!(narrow.join(" ").contains("/get"));
+    }
+
+    #[test]
+    fn offline_only_commands_that_need_no_server_work() {
+        for line in [
+            "/help",
+            "/clear",
+            "/nicklist",
+            "/mode broadcast",
+            "/mode",
+            "/transfers",
+            "/quit",
+            "",
+        ] {
+            assert!(works_offline(&Command::parse(line).unwrap()), "{line}");
+        }
+        for line in [
+            "hi",
+            "/who",
+            "/mode unicast bob",
+            "/download a.txt",
+            "/me waves",
+            "/cancel 1",
+        ] {
+            assert!(!works_offline(&Command::parse(line).unwrap()), "{line}");
+        }
     }
 }

@@ -32,6 +32,14 @@ pub enum ClientError {
     /// The connection broke with a reason worth showing.
     #[error("connection to the server lost: {0}")]
     ConnectionBroken(String),
+    /// The connection ended and the one try to connect again failed.
+    #[error("{lost}; reconnecting failed: {retry}")]
+    ReconnectFailed {
+        /// Why the connection ended.
+        lost: String,
+        /// Why the new one could not be made.
+        retry: String,
+    },
     /// The server announced its shutdown.
     #[error("server shut down: {0}")]
     Shutdown(String),

@@ -1,8 +1,8 @@
 //! `imchat-client <username> <host>[:<port>] [<port>]`: the imchat terminal client.
 //!
-//! A shell around `imchat_core::ClientSession`: argument checks and the
-//! connection here, threads and event handling in [`app`], files in
-//! [`files`], the terminal in [`ui`].
+//! A shell around `imchat_core::ClientSession`: argument checks here, the
+//! connection, threads and event handling in [`app`], files in [`files`],
+//! what shows it all behind [`view`] ([`ui`] picks one).
 
 mod app;
 mod command;
@@ -16,10 +16,8 @@ mod view;
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
@@ -27,10 +25,7 @@ use clap::{CommandFactory, Parser};
 use clap_complete::Shell;
 use imchat_core::{inert, Username};
 
-use crate::error::{describe_connect_error, ClientError};
-
-/// How long one connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::error::ClientError;
 
 /// Shown after `--help` (not `-h`).
 const AFTER_LONG_HELP: &str = "\
@@ -409,54 +404,16 @@ fn run(settings: Settings) -> Result<(), ClientError> {
     } else {
         settings.history_file.or_else(default_history_file)
     };
-    let stream = connect(&host, port)?;
-    app::run(
-        stream,
-        app::Config {
-            host,
-            port,
-            username,
-            download_dir,
-            auto_accept: (settings.auto_accept_bytes > 0).then_some(settings.auto_accept_bytes),
-            ask_when_piped: settings.ask_when_piped,
-            json: settings.json,
-            reconnect: settings.reconnect,
-            history_file,
-            no_history: settings.no_history,
-        },
-    )
-}
-
-/// Connects to the first address of `host` that answers within
-/// [`CONNECT_TIMEOUT`], trying each in turn.
-fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
-    let shown = inert(host).into_owned();
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            log::info!("resolving {shown}: {e}");
-            ClientError::Resolve(shown.clone())
-        })?
-        .collect();
-    if addrs.is_empty() {
-        return Err(ClientError::Resolve(shown));
-    }
-    let mut last = None;
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => {
-                log::info!("connecting to {addr}: {e}");
-                last = Some(e);
-            }
-        }
-    }
-    Err(ClientError::Connect {
-        addr: app::host_port(&shown, port),
-        reason: last.map_or_else(|| "no address".into(), |e| describe_connect_error(&e)),
+    app::run(app::Config {
+        host,
+        port,
+        username,
+        download_dir,
+        auto_accept: (settings.auto_accept_bytes > 0).then_some(settings.auto_accept_bytes),
+        ask_when_piped: settings.ask_when_piped,
+        json: settings.json,
+        reconnect: settings.reconnect,
+        history_file,
     })
 }
 
@@ -730,19 +687,5 @@ mod tests {
         assert!(page.contains("\\-\\-json"), "{page}");
         assert!(page.contains("\\-\\-history\\-file"), "{page}");
         assert!(!page.contains("generate"), "hidden flags in the man page");
-    }
-
-    #[test]
-    fn a_refused_connection_names_the_address() {
-        // Bind then drop a listener: its port is (almost surely) closed now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind")
-            .port();
-        let err = connect("127.0.0.1", port).expect_err("nothing listens");
-        assert_eq!(
-            err.to_string(),
-            format!("cannot connect to 127.0.0.1:{port}: connection refused")
-        );
     }
 }

@@ -1,420 +1,358 @@
-//! The terminal side: where lines come from and how they are shown.
+//! The views for scripts and programs, where input comes from, and the
+//! choice between them and the full-screen interface.
 //!
-//! Two modes, picked once at start:
-//! - **terminal** (stdin and stdout are both terminals): a rustyline editor
-//!   with a prompt and history; every line shown goes through rustyline's
-//!   `ExternalPrinter`, which clears the prompt, prints, and redraws the line
-//!   being typed, so incoming messages never garble it. Colours unless
-//!   `NO_COLOR` is set; a progress line now and then for large transfers.
-//! - **plain** (anything else): lines read from stdin, plain lines written to
-//!   stdout and flushed one by one; no prompt, colour, escape sequence or
-//!   progress. This is what scripts and the end-to-end tests see.
+//! - [`PlainView`]: plain lines on stdout, flushed one by one, no control
+//!   sequence, no progress, our own messages not echoed. What scripts and
+//!   the end-to-end tests see.
+//! - [`JsonView`] (`--json`): one JSON object per line per event, for
+//!   programs.
 //!
-//! Every text given to [`Ui`] has already been made inert by the caller.
+//! In both, input is standard input read line by line on a thread of its
+//! own ([`spawn_stdin`]). Every text given to a view has already been made
+//! inert by the caller.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
-use rustyline::config::Config;
-use rustyline::error::ReadlineError;
-use rustyline::history::DefaultHistory;
-use rustyline::{Editor, ExternalPrinter};
+use serde_json::{json, Value};
 
-use crate::error::ClientError;
+use crate::view::{
+    ChatEntry, Direction, Entry, Link, Roster, Status, TransferView, UserInput, View,
+};
 
-/// Transfers larger than this get progress lines (terminal mode only).
-pub const PROGRESS_MIN_BYTES: u64 = 1024 * 1024;
-/// Least time between two progress lines of one transfer.
-const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two JSON updates of one transfer.
+const JSON_TRANSFER_EVERY: Duration = Duration::from_secs(1);
 
-const BOLD: &str = "\x1b[1m";
-const DIM: &str = "\x1b[2m";
-const RED: &str = "\x1b[31m";
-const MAGENTA: &str = "\x1b[35m";
-const RESET: &str = "\x1b[0m";
-
-/// What a line is, for styling in terminal mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    /// As is (welcome text, help, file lists).
-    Plain,
-    /// A `*** …` notice.
-    Notice,
-    /// An `error: …` line.
-    Error,
-    /// A progress line.
-    Progress,
+/// Writes one line to stdout and flushes it; a closed stdout is not a
+/// reason to stop chatting.
+fn write_line(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-type Printer = Box<dyn ExternalPrinter + Send>;
-
-struct Terminal {
-    printer: Mutex<Printer>,
-    color: bool,
-    #[cfg(unix)]
-    saved: Mutex<Option<nix::sys::termios::Termios>>,
-}
-
-/// Where every line the user sees goes.
-pub struct Ui {
-    term: Option<Terminal>,
-}
-
-impl Ui {
-    /// Plain mode: lines to stdout.
-    pub fn plain() -> Self {
-        Ui { term: None }
-    }
-
-    /// True in terminal mode.
-    pub fn is_terminal(&self) -> bool {
-        self.term.is_some()
-    }
-
-    /// Shows one line.
-    pub fn print(&self, style: Style, text: &str) {
-        match &self.term {
-            None => {
-                if style == Style::Progress {
-                    return;
-                }
-                let mut out = io::stdout().lock();
-                // A closed stdout is not a reason to stop chatting.
-                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-            }
-            Some(t) => {
-                let line = if t.color {
-                    match style {
-                        Style::Plain => format!("{text}\n"),
-                        Style::Notice | Style::Progress => format!("{DIM}{text}{RESET}\n"),
-                        Style::Error => format!("{RED}{text}{RESET}\n"),
-                    }
-                } else {
-                    format!("{text}\n")
-                };
-                t.print(line);
-            }
-        }
-    }
-
-    /// `*** <text>`
-    pub fn notice(&self, text: &str) {
-        self.print(Style::Notice, &format!("*** {text}"));
-    }
-
-    /// `error: <text>`
-    pub fn error(&self, text: &str) {
-        self.print(Style::Error, &format!("error: {text}"));
-    }
-
-    /// `<from> text` or `<from> (private) text`; a private message rings
-    /// the bell in terminal mode.
-    pub fn chat(&self, from: &str, private: bool, text: &str) {
-        let tag = if private { " (private)" } else { "" };
-        match &self.term {
-            Some(t) if t.color => {
-                let tag = if private {
-                    format!(" {MAGENTA}(private){RESET}")
-                } else {
-                    String::new()
-                };
-                let bell = if private { "\x07" } else { "" };
-                t.print(format!("<{BOLD}{from}{RESET}>{tag} {text}{bell}\n"));
-            }
-            Some(t) => {
-                let bell = if private { "\x07" } else { "" };
-                t.print(format!("<{from}>{tag} {text}{bell}\n"));
-            }
-            None => self.print(Style::Plain, &format!("<{from}>{tag} {text}")),
-        }
-    }
-
-    /// An action (`/me`): `* alice waves`.
-    pub fn action(&self, from: &str, private: bool, text: &str) {
-        let tag = if private { " (private)" } else { "" };
-        match &self.term {
-            Some(t) if t.color => {
-                let bell = if private { "\x07" } else { "" };
-                t.print(format!("* {BOLD}{from}{RESET} {text}{tag}{bell}\n"));
-            }
-            Some(t) => {
-                let bell = if private { "\x07" } else { "" };
-                t.print(format!("* {from} {text}{tag}{bell}\n"));
-            }
-            None => self.print(Style::Plain, &format!("* {from} {text}{tag}")),
-        }
-    }
-
-    /// A progress tracker for a transfer of `total` bytes, or `None` when
-    /// none is shown (plain mode, or a small file).
-    pub fn progress(&self, label: &str, total: u64) -> Option<Progress> {
-        (self.is_terminal() && total > PROGRESS_MIN_BYTES).then(|| Progress::new(label, total))
-    }
-
-    /// The last line before a fatal exit: the terminal is put back first
-    /// and the line written straight to stdout (the line editor may never
-    /// get to draw it).
-    pub fn last_words(&self, notice: Option<&str>) {
-        self.restore_terminal();
-        let Some(text) = notice else { return };
-        let mut out = io::stdout().lock();
-        let _ = match &self.term {
-            Some(t) if t.color => writeln!(out, "{DIM}{text}{RESET}"),
-            _ => writeln!(out, "{text}"),
-        }
-        .and_then(|()| out.flush());
-    }
-
-    /// Puts the terminal back as it was before the editor took it, for an
-    /// exit while a prompt may be active (a fatal error from another
-    /// thread). Harmless when no prompt is active.
-    fn restore_terminal(&self) {
-        let Some(t) = &self.term else { return };
-        #[cfg(unix)]
-        if let Some(saved) = &*t.saved.lock().unwrap_or_else(PoisonError::into_inner) {
-            let _ = nix::sys::termios::tcsetattr(
-                io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                saved,
-            );
-        }
-        // Bracketed paste off, and the half-typed prompt line cleared.
-        let mut out = io::stdout().lock();
-        let _ = out
-            .write_all(b"\x1b[?2004l\r\x1b[K")
-            .and_then(|()| out.flush());
+/// A chat entry as a plain line: `<bob> hi`, `<bob> (private) hi`,
+/// `* bob waves`, `* bob waves (private)`.
+pub fn plain_chat(c: &ChatEntry) -> String {
+    let tag = if c.private { " (private)" } else { "" };
+    if c.action {
+        format!("* {} {}{tag}", c.from, c.text)
+    } else {
+        format!("<{}>{tag} {}", c.from, c.text)
     }
 }
 
-impl Terminal {
-    fn print(&self, line: String) {
-        let mut p = self.printer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = p.print(line) {
-            log::debug!("printing through the line editor failed: {e}");
+/// Plain lines on stdout: today's output for scripts and pipes.
+pub struct PlainView;
+
+impl View for PlainView {
+    fn show(&self, entry: Entry) {
+        match entry {
+            // Our own messages are not echoed: the script knows what it sent.
+            Entry::Chat(c) if c.own => {}
+            Entry::Chat(c) => write_line(&plain_chat(&c)),
+            Entry::Notice(text) => write_line(&format!("*** {text}")),
+            Entry::Error(text) => write_line(&format!("error: {text}")),
+            Entry::Plain(text) => write_line(&text),
+        }
+    }
+    fn transfer(&self, _: &TransferView) {}
+    fn transfer_ended(&self, _: &str) {}
+    fn status(&self, _: &Status) {}
+    fn roster(&self, _: Roster) {}
+    fn shared_files(&self, _: Vec<String>) {}
+    fn clear(&self) {}
+    fn toggle_nicklist(&self) -> bool {
+        false
+    }
+    fn is_terminal(&self) -> bool {
+        false
+    }
+    fn finish(&self, last_words: Option<&str>) {
+        if let Some(text) = last_words {
+            write_line(text);
         }
     }
 }
 
-/// Where input lines come from.
-pub enum Lines {
-    /// Standard input, line by line.
-    Plain(io::Stdin),
-    /// The line editor.
-    Editor {
-        /// The editor.
-        editor: Box<Editor<(), DefaultHistory>>,
-        /// `alice> `
-        prompt: String,
-    },
+/// One JSON object per line on stdout for each event (`--json`).
+#[derive(Default)]
+pub struct JsonView {
+    /// When each running transfer was last written, to write each at most
+    /// once a second.
+    last_update: Mutex<HashMap<String, Instant>>,
 }
 
-impl Lines {
-    /// The next line, `None` at the end of input (EOF, Ctrl-D, Ctrl-C).
-    pub fn next_line(&mut self) -> Result<Option<String>, ClientError> {
-        match self {
-            Lines::Plain(stdin) => {
-                let mut buf = Vec::new();
-                let n =
-                    stdin
-                        .lock()
-                        .read_until(b'\n', &mut buf)
-                        .map_err(|source| ClientError::Io {
-                            what: "reading standard input",
-                            source,
-                        })?;
-                if n == 0 {
-                    return Ok(None);
-                }
-                let line = String::from_utf8_lossy(&buf);
-                Ok(Some(line.trim_end_matches(['\n', '\r']).to_string()))
-            }
-            Lines::Editor { editor, prompt } => loop {
-                match editor.readline(prompt) {
-                    Ok(line) => return Ok(Some(line)),
-                    Err(ReadlineError::Eof | ReadlineError::Interrupted) => return Ok(None),
-                    Err(ReadlineError::Signal(_)) => continue,
-                    Err(ReadlineError::Io(source)) => {
-                        return Err(ClientError::Io {
-                            what: "reading the terminal",
-                            source,
-                        })
-                    }
-                    Err(e) => {
-                        return Err(ClientError::Io {
-                            what: "reading the terminal",
-                            source: io::Error::other(e.to_string()),
-                        })
-                    }
-                }
-            },
-        }
+impl JsonView {
+    fn emit(value: &Value) {
+        write_line(&value.to_string());
     }
 }
 
-/// Terminal mode when stdin and stdout are both terminals and the line
-/// editor works there; plain mode otherwise.
-pub fn setup(username: &str) -> (Ui, Lines) {
-    let plain = || (Ui::plain(), Lines::Plain(io::stdin()));
-    if !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
-        return plain();
-    }
-    let config = Config::builder()
-        .auto_add_history(true)
-        .max_history_size(1000)
-        .map(rustyline::config::Builder::build)
-        .unwrap_or_default();
-    #[cfg(unix)]
-    let saved = nix::sys::termios::tcgetattr(io::stdin()).ok();
-    let mut editor = match Editor::<(), DefaultHistory>::with_config(config) {
-        Ok(e) => e,
-        Err(e) => {
-            log::warn!("no line editor ({e}); reading plain lines");
-            return plain();
-        }
-    };
-    let printer: Printer = match editor.create_external_printer() {
-        Ok(p) => Box::new(p),
-        Err(e) => {
-            log::warn!("no line editor printer ({e}); reading plain lines");
-            return plain();
-        }
-    };
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let ui = Ui {
-        term: Some(Terminal {
-            printer: Mutex::new(printer),
-            color,
-            #[cfg(unix)]
-            saved: Mutex::new(saved),
+/// `2026-11-30T15:04:05Z`: the time in UTC, to the second (RFC 3339).
+pub fn rfc3339_utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+fn transfer_json(t: &TransferView) -> Value {
+    json!({
+        "type": "transfer",
+        "id": t.id,
+        "direction": match t.direction {
+            Direction::Download => "download",
+            Direction::Receive => "receive",
+            Direction::Send => "send",
+        },
+        "name": t.name,
+        "done": t.done,
+        "total": t.total,
+        "rate": t.rate,
+        "eta_secs": t.eta.map(|d| d.as_secs()),
+        "waiting": t.waiting,
+    })
+}
+
+fn status_json(s: &Status) -> Value {
+    let link = match &s.link {
+        Link::Connected { server } => json!({"state": "connected", "server": server}),
+        Link::Reconnecting {
+            reason,
+            attempt,
+            retry_in,
+        } => json!({
+            "state": "reconnecting",
+            "reason": reason,
+            "attempt": attempt,
+            "retry_in_secs": retry_in.map(|d| d.as_secs()),
         }),
+        Link::Closed { reason } => json!({"state": "closed", "reason": reason}),
     };
-    let lines = Lines::Editor {
-        editor: Box::new(editor),
-        prompt: format!("{username}> "),
-    };
-    (ui, lines)
+    json!({"type": "status", "me": s.me, "target": s.target, "link": link})
 }
 
-/// Progress of one large transfer, rendered by indicatif into a line that
-/// is printed through the [`Ui`] at most once a second (an in-place bar
-/// would fight the line editor for the cursor).
-pub struct Progress {
-    bar: ProgressBar,
-    rendered: Arc<Mutex<String>>,
-    started: Instant,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn new(label: &str, total: u64) -> Self {
-        let rendered = Arc::new(Mutex::new(String::new()));
-        let target = ProgressDrawTarget::term_like_with_hz(
-            Box::new(Capture {
-                line: rendered.clone(),
-                pending: Mutex::new(String::new()),
+impl View for JsonView {
+    fn show(&self, entry: Entry) {
+        let value = match entry {
+            Entry::Chat(c) => json!({
+                "type": "chat",
+                "time": rfc3339_utc(c.time),
+                "from": c.from,
+                "to": c.to,
+                "private": c.private,
+                "action": c.action,
+                "own": c.own,
+                "history": c.history,
+                "text": c.text,
             }),
-            1,
-        );
-        let bar = ProgressBar::with_draw_target(Some(total), target);
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        ).map_or_else(|_| ProgressStyle::default_bar(), |s| s.progress_chars("=> "));
-        bar.set_style(style);
-        bar.set_prefix(label.to_string());
-        Progress {
-            bar,
-            rendered,
-            started: Instant::now(),
-            last: None,
-        }
-    }
-
-    /// Records that `pos` bytes are done; returns a line to show when one is due.
-    pub fn update(&mut self, pos: u64) -> Option<String> {
-        self.bar.set_position(pos);
-        let now = Instant::now();
-        let due = match self.last {
-            None => now.duration_since(self.started) >= PROGRESS_EVERY,
-            Some(t) => now.duration_since(t) >= PROGRESS_EVERY,
+            Entry::Notice(text) => json!({"type": "notice", "text": text}),
+            Entry::Error(text) => json!({"type": "error", "text": text}),
+            Entry::Plain(text) => json!({"type": "plain", "text": text}),
         };
-        if !due {
-            return None;
+        Self::emit(&value);
+    }
+
+    fn transfer(&self, t: &TransferView) {
+        let now = Instant::now();
+        {
+            let mut last = self
+                .last_update
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match last.get(&t.id) {
+                Some(at) if now.duration_since(*at) < JSON_TRANSFER_EVERY => return,
+                _ => {
+                    last.insert(t.id.clone(), now);
+                }
+            }
         }
-        self.bar.force_draw();
-        self.last = Some(now);
-        let line =
-            std::mem::take(&mut *self.rendered.lock().unwrap_or_else(PoisonError::into_inner));
-        (!line.is_empty()).then_some(line)
+        Self::emit(&transfer_json(t));
     }
-}
 
-/// A pretend terminal that keeps the last line indicatif drew.
-#[derive(Debug)]
-struct Capture {
-    line: Arc<Mutex<String>>,
-    pending: Mutex<String>,
-}
-
-impl TermLike for Capture {
-    fn width(&self) -> u16 {
-        100
-    }
-    fn move_cursor_up(&self, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_down(&self, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_right(&self, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_left(&self, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-    fn write_line(&self, s: &str) -> io::Result<()> {
-        self.write_str(s)
-    }
-    fn write_str(&self, s: &str) -> io::Result<()> {
-        self.pending
+    fn transfer_ended(&self, id: &str) {
+        self.last_update
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push_str(s);
-        Ok(())
+            .remove(id);
+        Self::emit(&json!({"type": "transfer_ended", "id": id}));
     }
-    fn clear_line(&self) -> io::Result<()> {
-        Ok(())
+
+    fn status(&self, status: &Status) {
+        Self::emit(&status_json(status));
     }
-    fn flush(&self) -> io::Result<()> {
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let text = pending.trim().to_string();
-        pending.clear();
-        if !text.is_empty() {
-            *self.line.lock().unwrap_or_else(PoisonError::into_inner) = text;
+
+    fn roster(&self, change: Roster) {
+        Self::emit(&match change {
+            Roster::All(names) => json!({"type": "roster", "all": names}),
+            Roster::Joined(name) => json!({"type": "roster", "joined": name}),
+            Roster::Left(name) => json!({"type": "roster", "left": name}),
+        });
+    }
+
+    fn shared_files(&self, names: Vec<String>) {
+        Self::emit(&json!({"type": "shared_files", "names": names}));
+    }
+
+    fn clear(&self) {}
+
+    fn toggle_nicklist(&self) -> bool {
+        false
+    }
+
+    fn is_terminal(&self) -> bool {
+        false
+    }
+
+    fn finish(&self, last_words: Option<&str>) {
+        if let Some(text) = last_words {
+            Self::emit(&json!({"type": "notice", "text": text}));
         }
-        Ok(())
     }
+}
+
+/// Reads standard input on a thread of its own: one [`UserInput::Line`]
+/// per line (without its line ending), [`UserInput::Quit`] at the end.
+/// The channel holds no line ahead: a line is read only once the client
+/// took the one before, so a script that writes faster than the server
+/// reads is held back rather than buffered here.
+pub fn spawn_stdin() -> io::Result<Receiver<UserInput>> {
+    let (tx, rx) = mpsc::sync_channel(0);
+    thread::Builder::new()
+        .name("input".into())
+        .spawn(move || read_lines(io::stdin().lock(), &tx))?;
+    Ok(rx)
+}
+
+fn read_lines(mut input: impl BufRead, tx: &SyncSender<UserInput>) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).to_string();
+                if tx.send(UserInput::Line(line)).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("reading standard input: {e}");
+                break;
+            }
+        }
+    }
+    let _ = tx.send(UserInput::Quit);
+}
+
+/// Picks what shows the client and where its input comes from: JSON with
+/// `--json`; the full-screen interface when stdin and stdout are both
+/// terminals; plain lines otherwise.
+pub fn make_view(
+    me: &str,
+    json: bool,
+    history_file: Option<PathBuf>,
+) -> io::Result<(Arc<dyn View>, Receiver<UserInput>)> {
+    if json {
+        return Ok((Arc::new(JsonView::default()), spawn_stdin()?));
+    }
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        // wired by the lead: the full-screen interface,
+        // `crate::screen::Screen::start(me, crate::command::names(), tx, history_file)`
+        // with `let (tx, rx) = mpsc::channel();`. Until then, plain lines.
+        let _ = (me, history_file);
+    }
+    Ok((Arc::new(PlainView), spawn_stdin()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn progress_lines_come_at_most_once_a_second_and_show_the_numbers() {
-        let mut p = Progress::new("downloading big.bin", 4 * 1024 * 1024);
-        assert_eq!(p.update(1024), None, "nothing in the first second");
-        p.started -= PROGRESS_EVERY;
-        let line = p.update(2 * 1024 * 1024).expect("due after a second");
-        assert!(line.starts_with("downloading big.bin ["), "{line}");
-        assert!(line.contains(" 50%"), "{line}");
-        assert!(!line.contains('\x1b'), "no escapes: {line:?}");
-        assert_eq!(p.update(3 * 1024 * 1024), None, "not again so soon");
+    fn chat(private: bool, action: bool) -> ChatEntry {
+        ChatEntry {
+            time: UNIX_EPOCH,
+            from: "bob".into(),
+            to: None,
+            private,
+            own: false,
+            action,
+            history: false,
+            text: "waves".into(),
+        }
     }
 
     #[test]
-    fn plain_mode_shows_no_progress() {
-        assert!(Ui::plain().progress("x", 100 * 1024 * 1024).is_none());
+    fn plain_chat_lines_match_the_contract() {
+        assert_eq!(plain_chat(&chat(false, false)), "<bob> waves");
+        assert_eq!(plain_chat(&chat(true, false)), "<bob> (private) waves");
+        assert_eq!(plain_chat(&chat(false, true)), "* bob waves");
+        assert_eq!(plain_chat(&chat(true, true)), "* bob waves (private)");
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_051_045);
+        assert_eq!(rfc3339_utc(t), "2026-11-30T15:04:05Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_utc(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn stdin_lines_become_inputs_and_the_end_quits() {
+        let (tx, rx) = mpsc::sync_channel(8);
+        read_lines(&b"hello\r\n/who\nlast"[..], &tx);
+        let got: Vec<UserInput> = rx.try_iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                UserInput::Line("hello".into()),
+                UserInput::Line("/who".into()),
+                UserInput::Line("last".into()),
+                UserInput::Quit,
+            ]
+        );
+    }
+
+    #[test]
+    fn transfer_json_names_every_field() {
+        let t = TransferView {
+            id: "#3".into(),
+            direction: Direction::Download,
+            name: "big.bin".into(),
+            done: 10,
+            total: 20,
+            rate: Some(5.0),
+            eta: Some(Duration::from_secs(2)),
+            waiting: false,
+        };
+        let v = transfer_json(&t);
+        assert_eq!(v["type"], "transfer");
+        assert_eq!(v["id"], "#3");
+        assert_eq!(v["direction"], "download");
+        assert_eq!(v["done"], 10);
+        assert_eq!(v["eta_secs"], 2);
     }
 }
