@@ -91,6 +91,21 @@ impl JsonView {
     fn emit(value: &Value) {
         write_line(&value.to_string());
     }
+
+    /// True if transfer `id` may be written at `now` (and notes it was).
+    fn due(&self, id: &str, now: Instant) -> bool {
+        let mut last = self
+            .last_update
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match last.get(id) {
+            Some(at) if now.saturating_duration_since(*at) < JSON_TRANSFER_EVERY => false,
+            _ => {
+                last.insert(id.to_string(), now);
+                true
+            }
+        }
+    }
 }
 
 /// `2026-11-30T15:04:05Z`: the time in UTC, to the second (RFC 3339).
@@ -173,20 +188,9 @@ impl View for JsonView {
     }
 
     fn transfer(&self, t: &TransferView) {
-        let now = Instant::now();
-        {
-            let mut last = self
-                .last_update
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match last.get(&t.id) {
-                Some(at) if now.duration_since(*at) < JSON_TRANSFER_EVERY => return,
-                _ => {
-                    last.insert(t.id.clone(), now);
-                }
-            }
+        if self.due(&t.id, Instant::now()) {
+            Self::emit(&transfer_json(t));
         }
-        Self::emit(&transfer_json(t));
     }
 
     fn transfer_ended(&self, id: &str) {
@@ -333,6 +337,21 @@ mod tests {
                 UserInput::Line("last".into()),
                 UserInput::Quit,
             ]
+        );
+    }
+
+    #[test]
+    fn json_transfer_updates_come_once_a_second_per_transfer() {
+        let view = JsonView::default();
+        let t0 = Instant::now();
+        assert!(view.due("#1", t0));
+        assert!(view.due("#2", t0), "each transfer has its own clock");
+        assert!(!view.due("#1", t0 + Duration::from_millis(999)));
+        assert!(view.due("#1", t0 + Duration::from_secs(1)));
+        view.last_update.lock().unwrap().remove("#2");
+        assert!(
+            view.due("#2", t0 + Duration::from_millis(10)),
+            "after its end"
         );
     }
 

@@ -383,10 +383,16 @@ impl Server {
 
     /// [`start`](Self::start) with more arguments (limits, say).
     pub fn start_with(dir: &Path, shared: &Path, extra: &[&str]) -> Server {
+        Server::start_on(dir, shared, extra, 0)
+    }
+
+    /// [`start_with`](Self::start_with) on a given port (a restart on the
+    /// port an earlier server was given).
+    pub fn start_on(dir: &Path, shared: &Path, extra: &[&str], port: u16) -> Server {
         let log_file = dir.join("server.log");
         let mut child = Command::new(server_bin())
             .args(extra)
-            .arg("0")
+            .arg(port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--shared-dir")

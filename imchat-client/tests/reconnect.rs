@@ -1,0 +1,258 @@
+//! End-to-end tests of what the client does when its connection ends
+//! (reconnect or exit), and of its `--json` output: the real binaries on
+//! 127.0.0.1, ports picked by the OS, every wait bounded, every process
+//! stopped by its handle.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{non_empty, Client, Server, World, TIMEOUT};
+use serde_json::Value;
+
+/// Long enough for a few reconnect tries (1 s, 2 s, 4 s, 8 s … with jitter).
+const RECONNECT_WAIT: Duration = Duration::from_secs(40);
+
+/// Starts a client with `flags` before its arguments, on `port`, and waits
+/// for its connection line.
+fn client_on(w: &World, name: &str, port: u16, flags: &[&str]) -> Client {
+    let port = port.to_string();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend([name, "127.0.0.1", port.as_str()]);
+    let c = w.spawn_client(&args);
+    c.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as {name}"));
+    c
+}
+
+/// Waits (up to [`RECONNECT_WAIT`]) for a stdout line.
+fn expect_late(c: &Client, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    match c.out.wait_line_from(0, RECONNECT_WAIT, pred) {
+        Some((_, l)) => l,
+        None => panic!("no line {what} within {RECONNECT_WAIT:?}\n{}", c.report()),
+    }
+}
+
+#[test]
+fn a_reconnecting_client_survives_a_server_restart_on_the_same_port() {
+    let mut w = World::new("restart");
+    let port = w.server.port();
+    let mut alice = client_on(&w, "alice", port, &["--reconnect"]);
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+
+    w.server.kill();
+    // Bob (piped, the default) tries once at once, is refused, and exits.
+    let err = bob.expect_exit_code(1);
+    let err = non_empty(&err);
+    assert!(
+        err.len() == 1 && err[0].starts_with("imchat-client: connection to the server lost"),
+        "bob's stderr: {err:?}"
+    );
+    assert!(
+        alice.is_running(),
+        "alice (--reconnect) exited\n{}",
+        alice.report()
+    );
+
+    // A new server on the same port: alice comes back by herself.
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &[], port);
+    expect_late(&alice, "`*** reconnected to 127.0.0.1:<port>`", |l| {
+        l == format!("*** reconnected to 127.0.0.1:{port}")
+    });
+    let carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
+    alice.send("back again");
+    carol.expect_line("<alice> back again");
+    alice.send("/who");
+    alice.expect_line("*** online (2): alice, carol");
+    alice.send("/quit");
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+}
+
+#[test]
+fn a_piped_client_exits_at_a_shutdown_notice_even_when_the_server_comes_back() {
+    let mut w = World::new("shutdown-restart");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    w.server.signal("INT");
+    alice.expect_prefix("*** server shutting down: ");
+    let _ = w.server.wait_exit(TIMEOUT);
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &[], port);
+    let err = alice.expect_exit_code(1);
+    assert_eq!(
+        non_empty(&err).len(),
+        1,
+        "one line on stderr: {err:?}\n{}",
+        alice.report()
+    );
+    assert!(
+        err[0].starts_with("imchat-client: server shut down"),
+        "{err:?}"
+    );
+    alice.assert_no_line("a reconnect after a shutdown notice", |l| {
+        l.contains("reconnected")
+    });
+}
+
+/// A TCP forwarder to the server whose connections the test can cut, as
+/// a network blip would, while it keeps accepting new ones.
+struct Blip {
+    addr: SocketAddr,
+    links: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Blip {
+    fn start(to: SocketAddr) -> Blip {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let links: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let held = links.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut held = held.lock().unwrap();
+                held.push(client.try_clone().expect("clone"));
+                held.push(server.try_clone().expect("clone"));
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                thread::spawn(move || pipe(client, server));
+                thread::spawn(move || pipe(s2, c2));
+            }
+        });
+        Blip { addr, links }
+    }
+
+    /// Cuts every connection made so far.
+    fn cut(&self) {
+        for s in self.links.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _: io::Result<()> = from.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn a_piped_client_resumes_after_a_blip_unless_told_not_to() {
+    let w = World::new("blip");
+    let blip = Blip::start(w.server.addr);
+    let mut alice = client_on(&w, "alice", blip.addr.port(), &[]);
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    blip.cut();
+    alice.expect_line(&format!(
+        "*** reconnected to 127.0.0.1:{}",
+        blip.addr.port()
+    ));
+    alice.send("still here");
+    bob.expect_line("<alice> still here");
+
+    let mut carol = client_on(&w, "carol", blip.addr.port(), &["--no-reconnect"]);
+    blip.cut();
+    let err = carol.expect_exit_code(1);
+    assert!(
+        non_empty(&err)
+            .first()
+            .is_some_and(|l| l.starts_with("imchat-client: connection to the server lost")),
+        "{err:?}"
+    );
+    carol.assert_no_line("a reconnect with --no-reconnect", |l| {
+        l.contains("reconnected")
+    });
+}
+
+#[test]
+fn json_output_is_one_object_per_line_with_the_events_fields() {
+    let w = World::new("json");
+    let port = w.server.port();
+    let mut alice = w.spawn_client(&["--json", "alice", "127.0.0.1", &port.to_string()]);
+    let parse = |l: &str| -> Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    alice.expect("the connection notice", |l| {
+        let v = parse(l);
+        v["type"] == "notice" && v["text"] == format!("connected to 127.0.0.1:{port} as alice")
+    });
+    alice.expect("the status, connected", |l| {
+        let v = parse(l);
+        v["type"] == "status"
+            && v["me"] == "alice"
+            && v["target"].is_null()
+            && v["link"]["state"] == "connected"
+    });
+    alice.expect("the roster from the /who on connect", |l| {
+        let v = parse(l);
+        v["type"] == "roster" && v["all"] == serde_json::json!(["alice"])
+    });
+    let mut bob = w.client("bob");
+    alice.expect("bob's join in the roster", |l| parse(l)["joined"] == "bob");
+    bob.send("hello alice");
+    let line = alice.expect("bob's message", |l| parse(l)["type"] == "chat");
+    let v = parse(&line);
+    assert_eq!(v["from"], "bob");
+    assert_eq!(v["text"], "hello alice");
+    assert_eq!(v["private"], false);
+    assert_eq!(v["action"], false);
+    let time = v["time"].as_str().expect("a time");
+    assert!(
+        time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "RFC 3339 in UTC: {time:?}"
+    );
+    alice.send("/msg bob psst");
+    alice.expect("our own private message, echoed", |l| {
+        let v = parse(l);
+        v["type"] == "chat" && v["own"] == true && v["to"] == "bob" && v["text"] == "psst"
+    });
+    bob.expect_line("<alice> (private) psst");
+    alice.send("/nosuch");
+    alice.expect("an error", |l| {
+        let v = parse(l);
+        v["type"] == "error" && v["text"] == "unknown command /nosuch; type /help for the list"
+    });
+    alice.send("/quit");
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+    for l in alice.out.lines() {
+        let v = parse(&l);
+        assert!(v["type"].is_string(), "no type: {l}");
+    }
+}
+
+#[test]
+fn unicast_mode_needs_the_user_online() {
+    let w = World::new("mode-online");
+    let mut alice = w.client("alice");
+    alice.send("/mode unicast dave");
+    alice.expect_line("error: dave is not online (see /who); the mode stays as it was");
+    let bob = w.client("bob");
+    alice.send("/mode unicast bob");
+    alice.expect_line("*** mode: unicast to bob");
+    alice.send("psst");
+    bob.expect_line("<alice> (private) psst");
+    alice.send("/hlep");
+    alice.expect_line("error: unknown command /hlep; did you mean /help?");
+}
