@@ -244,8 +244,6 @@ const HELP_HEADING: &str =
     "Commands (plain text is sent in the current mode, broadcast by default):";
 
 /// Every command name and alias with its `/`, for completion.
-// Used by the full-screen interface (wired by the lead).
-#[allow(dead_code)]
 pub fn names() -> Vec<String> {
     COMMANDS
         .iter()

@@ -8,8 +8,6 @@ mod app;
 mod command;
 mod error;
 mod files;
-// Wired into the app by the change that follows.
-#[allow(dead_code)]
 mod screen;
 mod ui;
 mod view;
@@ -367,9 +365,9 @@ fn print_generated(bytes: &[u8]) -> ExitCode {
 }
 
 /// The default input history file: `imchat/history` in the user's data
-/// folder, if the system has one.
+/// folder, if the system has one (where the screen keeps it).
 fn default_history_file() -> Option<PathBuf> {
-    dirs::data_dir().map(|dir| dir.join("imchat").join("history"))
+    screen::default_history_file()
 }
 
 fn main() -> ExitCode {

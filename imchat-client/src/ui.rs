@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::command;
+use crate::screen::Screen;
 use crate::view::{
     ChatEntry, Direction, Entry, Link, Roster, Status, TransferView, UserInput, View,
 };
@@ -282,10 +284,9 @@ pub fn make_view(
         return Ok((Arc::new(JsonView::default()), spawn_stdin()?));
     }
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
-        // wired by the lead: the full-screen interface,
-        // `crate::screen::Screen::start(me, crate::command::names(), tx, history_file)`
-        // with `let (tx, rx) = mpsc::channel();`. Until then, plain lines.
-        let _ = (me, history_file);
+        let (tx, rx) = mpsc::channel();
+        let screen = Screen::start(me, command::names(), tx, history_file)?;
+        return Ok((screen, rx));
     }
     Ok((Arc::new(PlainView), spawn_stdin()?))
 }
