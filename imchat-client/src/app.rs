@@ -744,7 +744,7 @@ impl App {
         match cmd {
             Command::Nothing => {}
             Command::Help(topic) => {
-                for line in help_lines(PLAIN_WIDTH, topic) {
+                for line in help_lines(self.view.text_width().unwrap_or(PLAIN_WIDTH), topic) {
                     self.plain(&line);
                 }
             }

@@ -370,6 +370,24 @@ fn default_history_file() -> Option<PathBuf> {
     screen::default_history_file()
 }
 
+/// Where log records go: standard error, except while the full-screen
+/// interface is drawn on that same terminal, where they would garble it
+/// (`2>FILE` keeps them then).
+struct LogOut;
+
+impl std::io::Write for LogOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if screen::is_active() && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return Ok(buf.len());
+        }
+        std::io::stderr().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn main() -> ExitCode {
     let task = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let settings = match task {
@@ -377,7 +395,9 @@ fn main() -> ExitCode {
         Task::Man => return print_generated(&man_page()),
         Task::Chat(settings) => settings,
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Pipe(Box::new(LogOut)))
+        .init();
     match run(*settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

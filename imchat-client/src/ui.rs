@@ -71,6 +71,10 @@ impl View for PlainView {
     fn toggle_nicklist(&self) -> bool {
         false
     }
+    fn text_width(&self) -> Option<usize> {
+        None
+    }
+
     fn is_terminal(&self) -> bool {
         false
     }
@@ -223,6 +227,10 @@ impl View for JsonView {
 
     fn toggle_nicklist(&self) -> bool {
         false
+    }
+
+    fn text_width(&self) -> Option<usize> {
+        None
     }
 
     fn is_terminal(&self) -> bool {

@@ -159,6 +159,10 @@ pub trait View: Send + Sync {
     /// `/nicklist`: shows or hides the list of who is online. False where
     /// there is no such list (plain lines, JSON).
     fn toggle_nicklist(&self) -> bool;
+    /// Columns a line of text gets in the chat (after the time stamp),
+    /// for text laid out to fit (`/help`); `None` where lines are not
+    /// laid out (plain lines, JSON).
+    fn text_width(&self) -> Option<usize>;
     /// True for an interactive terminal interface.
     fn is_terminal(&self) -> bool;
     /// The end: puts the terminal back and prints `last_words` where the

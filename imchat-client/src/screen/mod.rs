@@ -57,6 +57,12 @@ const POLL: Duration = Duration::from_millis(50);
 /// The terminal is in raw mode on the alternate screen.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// True while the screen is drawn (the terminal is in raw mode on the
+/// alternate screen): nothing else may write to the terminal then.
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
 /// Where the input history lives by default: `imchat/history` in the
 /// user's data folder.
 pub fn default_history_file() -> Option<PathBuf> {
@@ -181,6 +187,10 @@ impl View for Screen {
     fn toggle_nicklist(&self) -> bool {
         self.shared.update(Model::toggle_nicklist);
         true
+    }
+
+    fn text_width(&self) -> Option<usize> {
+        self.shared.model().text_width()
     }
 
     fn is_terminal(&self) -> bool {

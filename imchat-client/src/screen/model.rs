@@ -257,6 +257,14 @@ impl Model {
     }
 
     /// Whether the nick list shows at `width` columns.
+    /// Columns a line of text gets in the chat pane after its time stamp
+    /// (`HH:MM `), as last drawn; `None` when too narrow for any.
+    pub fn text_width(&self) -> Option<usize> {
+        let pane = usize::from(self.pane.0);
+        let stamp = (self.clock)().chars().count() + 1;
+        (pane > stamp).then(|| pane - stamp)
+    }
+
     pub fn nicklist_shown(&self, width: u16) -> bool {
         self.nicklist.unwrap_or(width >= NICKLIST_MIN_WIDTH)
     }

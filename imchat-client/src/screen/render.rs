@@ -781,6 +781,19 @@ mod tests {
     }
 
     #[test]
+    fn text_laid_out_to_fit_gets_the_pane_width_less_the_time_stamp() {
+        let mut m = model();
+        draw_rows(&mut terminal(80, 6), &mut m);
+        assert_eq!(m.text_width(), Some(80 - 6));
+        draw_rows(&mut terminal(100, 6), &mut m);
+        assert_eq!(
+            m.text_width(),
+            Some(100 - 16 - 6),
+            "the nick list takes its columns"
+        );
+    }
+
+    #[test]
     fn entries_show_their_kind() {
         let (_, stamp) = when();
         let mut m = model();
