@@ -116,7 +116,11 @@ impl Screen {
             None => (None, Vec::new()),
         };
         let shared = Arc::new(Shared {
-            model: Mutex::new(Model::new(me, commands, recent)),
+            model: Mutex::new({
+                let mut model = Model::new(me, commands, recent);
+                model.no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                model
+            }),
             dirty: AtomicBool::new(true),
             stop: AtomicBool::new(false),
         });

@@ -87,6 +87,8 @@ pub struct Model {
     nicklist: Option<bool>,
     /// Makes the `HH:MM` of entries that carry no time.
     clock: fn() -> String,
+    /// Draw without colours (`NO_COLOR`): bold, dim and reverse only.
+    pub no_color: bool,
     /// Lines for the client to run.
     pub outbox: Vec<UserInput>,
     /// Lines for the history file.
@@ -133,6 +135,7 @@ impl Model {
             armed: None,
             nicklist: None,
             clock: local_stamp,
+            no_color: false,
             outbox: Vec::new(),
             to_history: Vec::new(),
             bell: false,

@@ -166,6 +166,11 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
             frame.set_cursor_position((a.input.x + col, a.input.y + row));
         }
     }
+    if model.no_color {
+        for cell in &mut frame.buffer_mut().content {
+            cell.set_fg(Color::Reset).set_bg(Color::Reset);
+        }
+    }
 }
 
 /// The chat rows that show in `pane`, from the model's scroll position.
@@ -778,6 +783,32 @@ mod tests {
         assert!(rows[1].ends_with("│bob"));
         m.toggle_nicklist();
         assert!(!draw_rows(&mut narrow, &mut m)[0].contains('│'));
+    }
+
+    #[test]
+    fn no_color_keeps_the_modifiers_and_drops_the_colours() {
+        let mut m = model();
+        let mut private = chat("bob", "psst");
+        private.private = true;
+        m.show(Entry::Chat(private));
+        let mut term = terminal(40, 4);
+        draw_rows(&mut term, &mut m);
+        let coloured = |term: &ratatui::Terminal<ratatui::backend::TestBackend>| {
+            term.backend()
+                .buffer()
+                .content
+                .iter()
+                .any(|c| c.fg != Color::Reset)
+        };
+        assert!(coloured(&term), "colours by default");
+        m.no_color = true;
+        draw_rows(&mut term, &mut m);
+        assert!(!coloured(&term), "no colour left with NO_COLOR");
+        let status = term.backend().buffer()[(0, 2)].modifier;
+        assert!(
+            status.contains(Modifier::REVERSED),
+            "the status line stays reversed"
+        );
     }
 
     #[test]
