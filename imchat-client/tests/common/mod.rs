@@ -11,6 +11,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod screen;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
