@@ -419,7 +419,7 @@ fn resize_redraws_without_stale_rows() {
             .iter()
             .any(|r| r.contains('│') && r.trim_end().ends_with("bob"))
     });
-    t.type_str("\x15");
+    t.key(Key::Ctrl('u'));
     t.key(Key::F2);
     t.wait_screen("no nick list after F2", |s| {
         s.rows[..37].iter().all(|r| !r.contains('│'))
@@ -694,6 +694,54 @@ fn ctrl_d_deletes_in_a_line_and_quits_on_an_empty_one() {
         "the alternate screen is left on exit\n{}",
         s.dump()
     );
+}
+
+#[test]
+fn input_history_is_kept_across_runs() {
+    let w = World::new("scr-history");
+    let home = w.dir.join("home-alice");
+    let mut t = start(&w, "alice", 80, 24);
+    t.type_str("first remembered\r");
+    t.wait_screen("the first line sent", |s| {
+        has_entry(s, "<alice> first remembered")
+    });
+    t.type_str("second remembered\r");
+    t.wait_screen("the second line sent", |s| {
+        has_entry(s, "<alice> second remembered")
+    });
+    // Up recalls, keeping the draft for the way back down.
+    t.type_str("a draft");
+    t.key(Key::Up);
+    t.wait_screen("the last line", |s| s.row(-1) == "alice> second remembered");
+    t.key(Key::Down);
+    t.wait_screen("the draft back", |s| s.row(-1) == "alice> a draft");
+    t.key(Key::Ctrl('u'));
+    t.type_str("/quit\r");
+    t.expect_exit_code(0);
+    drop(t);
+
+    let file = home.join("data").join("imchat").join("history");
+    let text = fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("the history file {} cannot be read: {e}", file.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["first remembered", "second remembered", "/quit"],
+        "the history file holds the lines entered"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&file).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the history file is private");
+    }
+
+    let mut t = start(&w, "alice", 80, 24);
+    for expected in ["/quit", "second remembered", "first remembered"] {
+        t.key(Key::Up);
+        let row = format!("alice> {expected}");
+        t.wait_screen(&format!("`{row}` from the last run"), |s| s.row(-1) == row);
+    }
 }
 
 #[test]
