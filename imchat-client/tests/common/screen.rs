@@ -25,6 +25,11 @@ use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 
 use super::{client_bin, server_bin, Output, Server, MAX_WAKEUPS, POLL, TIMEOUT};
 
+/// A pause in the output this long ends a frame (ratatui writes a frame
+/// in one go, but a pty may deliver it in several reads).
+const SETTLE: Duration = Duration::from_millis(40);
+/// The longest wait for such a pause.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
 /// Raw output bytes kept for failure reports.
 const RAW_TAIL: usize = 4096;
 
@@ -415,7 +420,14 @@ impl Term {
                 seen = st.bytes;
                 last = shot_of(&st);
                 if cond(&last) {
-                    return Ok(last);
+                    // A frame may arrive in several reads: take the screen
+                    // again once the output has paused, and check it again.
+                    st = settle(&self.shared, st);
+                    seen = st.bytes;
+                    last = shot_of(&st);
+                    if cond(&last) {
+                        return Ok(last);
+                    }
                 }
             }
             let now = Instant::now();
@@ -508,6 +520,31 @@ impl Drop for Term {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Waits until no output has come for [`SETTLE`] (at most
+/// [`SETTLE_MAX`], for a client that draws all the time).
+fn settle<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    let start = Instant::now();
+    let mut quiet_since = start;
+    let mut bytes = st.bytes;
+    for _ in 0..MAX_WAKEUPS {
+        let now = Instant::now();
+        let quiet = now - quiet_since;
+        if quiet >= SETTLE || now - start >= SETTLE_MAX || st.eof {
+            break;
+        }
+        st = shared
+            .1
+            .wait_timeout(st, SETTLE - quiet)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if st.bytes != bytes {
+            bytes = st.bytes;
+            quiet_since = Instant::now();
+        }
+    }
+    st
 }
 
 fn shot_of(st: &State) -> Shot {
