@@ -14,8 +14,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::{
-    list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, PtyClient, Raw,
-    RawEvent, TempDir, World, QUIET, TIMEOUT,
+    list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, Raw, RawEvent, TempDir,
+    World, QUIET, TIMEOUT,
 };
 use imchat_core::{ClientMessage, FileStart, Recipient, ServerMessage};
 
@@ -522,51 +522,6 @@ fn server_kill_is_seen_by_clients() {
             "expected one line like `imchat-client: connection to the server lost`, got {err:?}"
         );
     }
-}
-
-#[test]
-fn typed_line_survives_incoming_messages_in_a_terminal() {
-    let w = World::new("pty");
-    let port = w.server.port().to_string();
-    let mut bob = w.client("bob");
-    let mut tty = PtyClient::spawn(w.dir.path(), &["tina", "127.0.0.1", &port]);
-    tty.wait_text("the welcome", |s| s.contains("Welcome to imchat, tina!"));
-    bob.expect_line("*** tina has joined");
-
-    // A first whole line proves the line editor is reading (so what comes
-    // next is typed into it, not echoed by the terminal before it starts).
-    tty.type_bytes(b"first line\r");
-    bob.expect_line("<tina> first line");
-    tty.type_bytes(b"half a line");
-    tty.wait_text("the typed text echoed after the first line", |s| {
-        s.rfind("first line")
-            .is_some_and(|i| s[i..].contains("half a line"))
-    });
-    bob.send("incoming while typing");
-    let marker = "<bob> incoming while typing";
-    tty.wait_text("the message, then the typed text redrawn after it", |s| {
-        s.find(marker)
-            .is_some_and(|i| s[i + marker.len()..].contains("half a line"))
-    });
-    let screen = tty.screen_text();
-    let msg_at = screen.find(marker).expect("marker shown");
-    let before = &screen[..msg_at];
-    assert!(
-        before.contains("half a line"),
-        "the typed text was not shown before the message\n{}",
-        tty.report()
-    );
-    tty.type_bytes(b" and the rest\r");
-    bob.expect_line("<tina> half a line and the rest");
-    tty.type_bytes(b"/quit\r");
-    let status = tty.wait_exit(TIMEOUT);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "client under a terminal: /quit exit {status:?}\n{}",
-        tty.report()
-    );
-    bob.expect_line("*** tina has left");
 }
 
 #[test]
