@@ -1,7 +1,8 @@
 //! Helpers for the end-to-end tests: a unique temp folder per test, the real
 //! server and client binaries started on 127.0.0.1 with an OS-picked port,
 //! their output collected on background threads and waited on with
-//! deadlines, a raw protocol connection, and a client under a pseudo-terminal.
+//! deadlines, and a raw protocol connection; `screen` runs a client in a
+//! pseudo-terminal and renders what it draws.
 //!
 //! Every child process is owned by a guard that kills it (by its handle) and
 //! reaps it when dropped, so a failing test leaves nothing running. Nothing
@@ -748,145 +749,6 @@ pub fn non_empty(lines: &[String]) -> Vec<&str> {
         .map(String::as_str)
         .filter(|l| !l.trim().is_empty())
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// A client under a pseudo-terminal
-
-/// `imchat-client` run by `script(1)` so that it sees a terminal; its stdin
-/// is a pipe to `script`, which forwards the bytes to the terminal.
-#[derive(Debug)]
-pub struct PtyClient {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Everything the terminal showed.
-    pub out: Output,
-    /// `script`'s own stderr.
-    pub err: Output,
-}
-
-impl PtyClient {
-    /// Starts the client with `args` in `dir` under `script`, with an
-    /// 80x24-or-wider xterm and no colours.
-    pub fn spawn(dir: &Path, args: &[&str]) -> PtyClient {
-        let mut cmd = format!(
-            "stty cols 120 rows 40 2>/dev/null; exec {}",
-            sh_quote(&client_bin().to_string_lossy())
-        );
-        for a in args {
-            cmd.push(' ');
-            cmd.push_str(&sh_quote(a));
-        }
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-            .current_dir(dir)
-            .env("TERM", "xterm")
-            .env("NO_COLOR", "1")
-            .env("SHELL", "/bin/sh")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start script(1)");
-        let out = Output::capture(child.stdout.take().expect("script stdout"));
-        let err = Output::capture(child.stderr.take().expect("script stderr"));
-        let stdin = child.stdin.take();
-        PtyClient {
-            child,
-            stdin,
-            out,
-            err,
-        }
-    }
-
-    /// Sends raw keystrokes.
-    pub fn type_bytes(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin closed");
-        stdin
-            .write_all(bytes)
-            .and_then(|()| stdin.flush())
-            .expect("type into the terminal");
-    }
-
-    /// What the terminal showed, with escape sequences and carriage returns removed.
-    pub fn screen_text(&self) -> String {
-        strip_escapes(&self.out.text())
-    }
-
-    /// Waits until the shown text (escapes removed) satisfies `pred`.
-    pub fn wait_text(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        let ok = self
-            .out
-            .wait_for(TIMEOUT, |bytes, _| {
-                pred(&strip_escapes(&String::from_utf8_lossy(bytes))).then_some(())
-            })
-            .is_some();
-        assert!(ok, "terminal: never showed {what}\n{}", self.report());
-    }
-
-    /// Waits for `script` to exit.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        wait_exit(&mut self.child, timeout)
-    }
-
-    /// Its output, for failure messages.
-    pub fn report(&self) -> String {
-        format!(
-            "terminal output (raw, escaped):\n    {:?}\nscript stderr:\n{}",
-            self.out.text(),
-            indent(&self.err.text())
-        )
-    }
-}
-
-impl Drop for PtyClient {
-    fn drop(&mut self) {
-        self.stdin = None;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Removes ANSI escape sequences (CSI, OSC, two-byte ESC sequences) and
-/// carriage returns, keeping the printed characters.
-pub fn strip_escapes(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\x1b' => match it.next() {
-                Some('[') => {
-                    // Parameters and intermediates, then one final byte in @..~.
-                    for c in it.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                Some(']') => {
-                    // Up to BEL or ESC \.
-                    while let Some(c) = it.next() {
-                        if c == '\x07' {
-                            break;
-                        }
-                        if c == '\x1b' {
-                            it.next();
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\r' | '\x07' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------
