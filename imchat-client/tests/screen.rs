@@ -640,6 +640,34 @@ fn reconnects_after_a_server_restart_with_the_draft_intact() {
 }
 
 #[test]
+fn log_records_are_never_drawn_over_the_screen() {
+    let mut w = World::new("scr-log");
+    let port = w.server.port().to_string();
+    let mut t = Term::spawn_with(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+        &[("RUST_LOG", "info")],
+    );
+    t.wait_screen("the status line connected", |s| {
+        s.row(22).contains("connected to")
+    });
+    // Every failed reconnect try is logged at info level.
+    w.server.kill();
+    let s = t.wait_screen("a second reconnect try", |s| {
+        s.row(22).contains("(try 2)") || s.row(22).contains("(try 3)")
+    });
+    assert!(
+        !s.rows.iter().any(|r| r.contains("reconnect try")),
+        "a log record was drawn on the screen\n{}",
+        s.dump()
+    );
+    assert!(t.is_running(), "{}", t.report());
+}
+
+#[test]
 fn ctrl_c_clears_then_warns_then_quits() {
     let w = World::new("scr-ctrlc");
     let mut t = start(&w, "alice", 80, 24);

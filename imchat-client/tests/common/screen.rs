@@ -258,6 +258,18 @@ impl Term {
     /// Starts the client with `args` in `dir`, in a `cols`x`rows` xterm,
     /// with `home` as its `HOME` (and `home/data` as `XDG_DATA_HOME`).
     pub fn spawn(dir: &Path, home: &Path, args: &[&str], cols: u16, rows: u16) -> Term {
+        Term::spawn_with(dir, home, args, cols, rows, &[])
+    }
+
+    /// [`Term::spawn`] with `env` set on top of the test environment.
+    pub fn spawn_with(
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        cols: u16,
+        rows: u16,
+        env: &[(&str, &str)],
+    ) -> Term {
         std::fs::create_dir_all(home.join("data")).expect("create the client's home");
         let pair = native_pty_system()
             .openpty(PtySize {
@@ -279,6 +291,9 @@ impl Term {
         cmd.env_remove("NO_COLOR");
         cmd.env_remove("COLUMNS");
         cmd.env_remove("LINES");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         let child = pair
             .slave
             .spawn_command(cmd)
