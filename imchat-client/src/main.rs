@@ -13,14 +13,14 @@ mod ui;
 mod view;
 
 use std::ffi::OsStr;
-use std::io::{self, Write};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use clap_complete::Shell;
+use imchat_cli::Shell;
 use imchat_core::{inert, Username};
 
 use crate::error::ClientError;
@@ -335,35 +335,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("'{text}' is not a size in bytes (K, M or G units): {e}"))
 }
 
-/// The completion script for `shell`.
-fn completions(shell: Shell) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "imchat-client", &mut out);
-    out
-}
-
-/// The man page, in roff.
-fn man_page() -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut out)
-        .expect("writing to a Vec cannot fail");
-    out
-}
-
-/// Prints what was generated; a closed pipe (`| head`) is not an error.
-fn print_generated(bytes: &[u8]) -> ExitCode {
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imchat-client: cannot write to stdout: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// The default input history file: `imchat/history` in the user's data
 /// folder, if the system has one (where the screen keeps it).
 fn default_history_file() -> Option<PathBuf> {
@@ -391,8 +362,15 @@ impl std::io::Write for LogOut {
 fn main() -> ExitCode {
     let task = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let settings = match task {
-        Task::Completions(shell) => return print_generated(&completions(shell)),
-        Task::Man => return print_generated(&man_page()),
+        Task::Completions(shell) => {
+            return imchat_cli::print(
+                &imchat_cli::completions(Cli::command(), shell),
+                "imchat-client",
+            )
+        }
+        Task::Man => {
+            return imchat_cli::print(&imchat_cli::man_page(Cli::command()), "imchat-client")
+        }
         Task::Chat(settings) => settings,
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -673,7 +651,8 @@ mod tests {
 
     #[test]
     fn bash_completions_know_the_flags() {
-        let script = String::from_utf8(completions(Shell::Bash)).expect("UTF-8");
+        let script =
+            String::from_utf8(imchat_cli::completions(Cli::command(), Shell::Bash)).expect("UTF-8");
         assert!(script.contains("complete -F _imchat__client "), "{script}");
         for flag in [
             "--download-dir",
@@ -687,14 +666,15 @@ mod tests {
             assert!(script.contains(flag), "{flag} missing");
         }
         for shell in [Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
-            let script = String::from_utf8(completions(shell)).expect("UTF-8");
+            let script =
+                String::from_utf8(imchat_cli::completions(Cli::command(), shell)).expect("UTF-8");
             assert!(script.contains("history-file"), "{shell}");
         }
     }
 
     #[test]
     fn the_man_page_is_roff_for_imchat_client() {
-        let page = String::from_utf8(man_page()).expect("UTF-8");
+        let page = String::from_utf8(imchat_cli::man_page(Cli::command())).expect("UTF-8");
         let mut lines = page.lines();
         // Only roff requests (string definitions) come before the header.
         let header = lines

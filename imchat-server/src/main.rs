@@ -12,14 +12,14 @@ mod report;
 mod server;
 mod socket;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use clap_complete::Shell;
+use imchat_cli::Shell;
 
 use crate::config::{LimitArgs, SharedDirChoice};
 use crate::files::SharedDir;
@@ -235,35 +235,6 @@ where
     Ok(Task::Serve(Box::new(cli), addr))
 }
 
-/// The completion script for `shell`.
-fn completions(shell: Shell) -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "imchat-server", &mut out);
-    out
-}
-
-/// The man page, in roff.
-fn man_page() -> Vec<u8> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut out)
-        .expect("writing to a Vec cannot fail");
-    out
-}
-
-/// Prints what was generated; a closed pipe (`| head`) is not an error.
-fn print_generated(bytes: &[u8]) -> ExitCode {
-    let mut stdout = io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("imchat-server: cannot write to stdout: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// Why the server could not start or had to stop. Each knows its exit code.
 #[derive(Debug, thiserror::Error)]
 enum Error {
@@ -298,8 +269,15 @@ impl Error {
 
 fn main() -> ExitCode {
     let (cli, addr) = match parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit()) {
-        Task::Completions(shell) => return print_generated(&completions(shell)),
-        Task::Man => return print_generated(&man_page()),
+        Task::Completions(shell) => {
+            return imchat_cli::print(
+                &imchat_cli::completions(Cli::command(), shell),
+                "imchat-server",
+            )
+        }
+        Task::Man => {
+            return imchat_cli::print(&imchat_cli::man_page(Cli::command()), "imchat-server")
+        }
         Task::Serve(cli, addr) => (cli, addr),
     };
     match run(*cli, addr) {
@@ -510,7 +488,8 @@ mod tests {
 
     #[test]
     fn bash_completions_know_the_flags() {
-        let script = String::from_utf8(completions(Shell::Bash)).expect("UTF-8");
+        let script =
+            String::from_utf8(imchat_cli::completions(Cli::command(), Shell::Bash)).expect("UTF-8");
         assert!(script.contains("complete -F _imchat__server "), "{script}");
         for flag in [
             "--bind",
@@ -525,7 +504,7 @@ mod tests {
 
     #[test]
     fn the_man_page_is_roff_for_imchat_server() {
-        let page = String::from_utf8(man_page()).expect("UTF-8");
+        let page = String::from_utf8(imchat_cli::man_page(Cli::command())).expect("UTF-8");
         let header = page
             .lines()
             .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
