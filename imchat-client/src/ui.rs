@@ -67,17 +67,7 @@ impl View for PlainView {
     fn status(&self, _: &Status) {}
     fn roster(&self, _: Roster) {}
     fn shared_files(&self, _: Vec<String>) {}
-    fn clear(&self) {}
-    fn toggle_nicklist(&self) -> bool {
-        false
-    }
-    fn text_width(&self) -> Option<usize> {
-        None
-    }
 
-    fn is_terminal(&self) -> bool {
-        false
-    }
     fn finish(&self, last_words: Option<&str>) {
         if let Some(text) = last_words {
             write_line(text);
@@ -221,20 +211,6 @@ impl View for JsonView {
 
     fn shared_files(&self, names: Vec<String>) {
         Self::emit(&json!({"type": "shared_files", "names": names}));
-    }
-
-    fn clear(&self) {}
-
-    fn toggle_nicklist(&self) -> bool {
-        false
-    }
-
-    fn text_width(&self) -> Option<usize> {
-        None
-    }
-
-    fn is_terminal(&self) -> bool {
-        false
     }
 
     fn finish(&self, last_words: Option<&str>) {

@@ -155,16 +155,22 @@ pub trait View: Send + Sync {
     /// The names in the shared folder, as last listed (for completion).
     fn shared_files(&self, names: Vec<String>);
     /// `/clear`: empties the chat pane (a no-op where lines are gone once shown).
-    fn clear(&self);
+    fn clear(&self) {}
     /// `/nicklist`: shows or hides the list of who is online. False where
     /// there is no such list (plain lines, JSON).
-    fn toggle_nicklist(&self) -> bool;
+    fn toggle_nicklist(&self) -> bool {
+        false
+    }
     /// Columns a line of text gets in the chat (after the time stamp),
     /// for text laid out to fit (`/help`); `None` where lines are not
     /// laid out (plain lines, JSON).
-    fn text_width(&self) -> Option<usize>;
+    fn text_width(&self) -> Option<usize> {
+        None
+    }
     /// True for an interactive terminal interface.
-    fn is_terminal(&self) -> bool;
+    fn is_terminal(&self) -> bool {
+        false
+    }
     /// The end: puts the terminal back and prints `last_words` where the
     /// user will still see them after the exit.
     fn finish(&self, last_words: Option<&str>);
