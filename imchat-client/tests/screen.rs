@@ -12,8 +12,8 @@ mod common;
 
 use std::fs;
 
-use common::screen::{start_server_on, Key, Shot, Term};
-use common::{Client, World, TIMEOUT};
+use common::screen::{Key, Shot, Term};
+use common::{Client, Server, World, TIMEOUT};
 
 /// Starts `name`'s client in a `cols`x`rows` terminal, its home in the
 /// test's folder, without waiting.
@@ -621,7 +621,7 @@ fn reconnects_after_a_server_restart_with_the_draft_intact() {
     );
     assert!(t.is_running(), "the client keeps running\n{}", t.report());
 
-    w.server = start_server_on(w.dir.path(), &w.shared(), port, "server2.log");
+    w.server = Server::start_on(w.dir.path(), &w.shared(), &[], port);
     let back = format!("connected to 127.0.0.1:{port}");
     let s = t.wait_screen("connected again, the draft kept", |s| {
         s.row(22).contains(&back)
@@ -887,7 +887,7 @@ fn captures() {
     let _ = w.server.wait_exit(TIMEOUT);
     let s = t.wait_screen("reconnecting", |s| s.row(-2).contains("reconnecting"));
     print("reconnecting after the server stopped", &s);
-    w.server = start_server_on(w.dir.path(), &w.shared(), port, "server2.log");
+    w.server = Server::start_on(w.dir.path(), &w.shared(), &[], port);
     let s = t.wait_screen("reconnected", |s| s.contains("*** reconnected"));
     print("reconnected", &s);
 }

@@ -390,8 +390,30 @@ impl Server {
     }
 
     /// [`start_with`](Self::start_with) on a given port (a restart on the
-    /// port an earlier server was given).
+    /// port an earlier server was given). Binding may fail for a moment
+    /// while the old socket is released: it retries, within a deadline.
+    #[track_caller]
     pub fn start_on(dir: &Path, shared: &Path, extra: &[&str], port: u16) -> Server {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut failures = String::new();
+        for _ in 0..100 {
+            match Server::spawn(dir, shared, extra, port) {
+                Ok(server) => return server,
+                Err(report) if port != 0 && Instant::now() < deadline => {
+                    failures.push_str(&report);
+                    thread::sleep(POLL * 5);
+                }
+                Err(report) => {
+                    failures.push_str(&report);
+                    break;
+                }
+            }
+        }
+        panic!("the server could not listen on port {port}:\n{failures}");
+    }
+
+    /// One try at starting the server; its report when it did not listen.
+    fn spawn(dir: &Path, shared: &Path, extra: &[&str], port: u16) -> Result<Server, String> {
         let log_file = dir.join("server.log");
         let mut child = Command::new(server_bin())
             .args(extra)
@@ -421,22 +443,20 @@ impl Server {
             log_file,
         };
         let first = server.out.wait_line_from(0, TIMEOUT, |_| true);
-        let line = match first {
-            Some((_, l)) => l,
-            None => panic!("the server printed no first line\n{}", server.report()),
-        };
-        let addr = line
-            .strip_prefix("imchat-server listening on ")
-            .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+        let addr = first.as_ref().and_then(|(_, line)| {
+            line.strip_prefix("imchat-server listening on ")
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        });
         let Some(addr) = addr else {
-            panic!(
-                "server's first line: expected `imchat-server listening on <addr>`, got {line:?}\n{}",
+            let _ = server.wait_exit(TIMEOUT);
+            return Err(format!(
+                "server's first line: expected `imchat-server listening on <addr>`, got {first:?}\n{}",
                 server.report()
-            );
+            ));
         };
-        assert_ne!(addr.port(), 0, "the server printed port 0: {line:?}");
+        assert_ne!(addr.port(), 0, "the server printed port 0: {first:?}");
         server.addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
-        server
+        Ok(server)
     }
 
     /// The port it listens on.

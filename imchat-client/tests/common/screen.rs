@@ -13,17 +13,15 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use portable_pty::{native_pty_system, CommandBuilder, MasterPty, PtySize};
 
-use super::{client_bin, server_bin, Output, Server, MAX_WAKEUPS, POLL, TIMEOUT};
+use super::{client_bin, MAX_WAKEUPS, POLL, TIMEOUT};
 
 /// A pause in the output this long ends a frame (ratatui writes a frame
 /// in one go, but a pty may deliver it in several reads).
@@ -620,56 +618,3 @@ fn spawn_reader(
 
 // ---------------------------------------------------------------------------
 // A server restarted on the port it had
-
-/// Starts the server on 127.0.0.1 at `port` (the port of a server that was
-/// stopped, so clients can come back to it), serving `shared`, logging to
-/// `<dir>/<log>`; waits for its `listening on` line. Binding may fail for a
-/// moment while the old socket is released: it retries, within a deadline.
-#[track_caller]
-pub fn start_server_on(dir: &Path, shared: &Path, port: u16, log: &str) -> Server {
-    let log_file: PathBuf = dir.join(log);
-    let deadline = Instant::now() + TIMEOUT;
-    let mut failures = String::new();
-    for _ in 0..100 {
-        let mut child = Command::new(server_bin())
-            .arg(port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--shared-dir")
-            .arg(shared)
-            .arg("--log-file")
-            .arg(&log_file)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .env_remove("SERVERSHAREDFILES")
-            .env_remove("SERVER_SHARED_FILES")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start imchat-server");
-        let out = Output::capture(child.stdout.take().expect("server stdout"));
-        let err = Output::capture(child.stderr.take().expect("server stderr"));
-        let first = out.wait_line_from(0, TIMEOUT, |_| true);
-        let mut server = Server {
-            child,
-            out,
-            err,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log_file: log_file.clone(),
-        };
-        match first {
-            Some((_, l)) if l.starts_with("imchat-server listening on ") => return server,
-            _ => {
-                let _ = server.wait_exit(TIMEOUT);
-                failures.push_str(&server.report());
-                drop(server);
-                if Instant::now() >= deadline {
-                    break;
-                }
-                thread::sleep(POLL * 5);
-            }
-        }
-    }
-    panic!("the server could not listen on port {port} again:\n{failures}");
-}
