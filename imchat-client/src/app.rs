@@ -100,6 +100,8 @@ pub struct Config {
     /// The input history file (`--history-file`, else the default in the
     /// user's data folder); `None` with `--no-history` or without a data folder.
     pub history_file: Option<PathBuf>,
+    /// `--chat-log`: where to append a transcript of the chat.
+    pub chat_log: Option<PathBuf>,
 }
 
 /// Why a connection ended.
@@ -404,6 +406,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         first.username.as_str(),
         config.json,
         config.history_file.clone(),
+        config.chat_log.as_deref(),
     )
     .map_err(io_err("starting the interface"))?;
     let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());

@@ -5,6 +5,7 @@
 //! what shows it all behind [`view`] ([`ui`] picks one).
 
 mod app;
+mod chatlog;
 mod command;
 mod error;
 mod files;
@@ -136,6 +137,14 @@ struct Cli {
     #[arg(long)]
     no_history: bool,
 
+    /// Append a transcript of the chat to this file
+    ///
+    /// Every line the chat shows (messages, yours included, actions,
+    /// notices), with its date and time, as irssi's and weechat's loggers
+    /// do. The file is created private to you (mode 0600) and appended to.
+    #[arg(long, value_name = "PATH")]
+    chat_log: Option<PathBuf>,
+
     // The generators are exclusive: clap then requires no other argument,
     // so they work without a server.
     /// Print a completion script for SHELL on stdout
@@ -171,6 +180,7 @@ struct Settings {
     reconnect: Option<bool>,
     history_file: Option<PathBuf>,
     no_history: bool,
+    chat_log: Option<PathBuf>,
 }
 
 /// The second argument: a host, and the port if it came with it.
@@ -240,6 +250,7 @@ where
         reconnect,
         history_file: cli.history_file,
         no_history: cli.no_history,
+        chat_log: cli.chat_log,
     })))
 }
 
@@ -410,6 +421,7 @@ fn run(settings: Settings) -> Result<(), ClientError> {
         json: settings.json,
         reconnect: settings.reconnect,
         history_file,
+        chat_log: settings.chat_log,
     })
 }
 

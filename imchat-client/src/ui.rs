@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::chatlog::ChatLog;
 use crate::command;
 use crate::screen::Screen;
 use crate::view::{
@@ -263,16 +264,30 @@ pub fn make_view(
     me: &str,
     json: bool,
     history_file: Option<PathBuf>,
+    chat_log: Option<&Path>,
 ) -> io::Result<(Arc<dyn View>, Receiver<UserInput>)> {
-    if json {
-        return Ok((Arc::new(JsonView::default()), spawn_stdin()?));
-    }
-    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    let (view, input): (Arc<dyn View>, _) = if json {
+        (Arc::new(JsonView::default()), spawn_stdin()?)
+    } else if io::stdin().is_terminal() && io::stdout().is_terminal() {
         let (tx, rx) = mpsc::channel();
         let screen = Screen::start(me, command::names(), tx, history_file)?;
-        return Ok((screen, rx));
+        (screen, rx)
+    } else {
+        (Arc::new(PlainView), spawn_stdin()?)
+    };
+    match chat_log {
+        Some(path) => {
+            let logged = ChatLog::open(path, view.clone()).map_err(|e| {
+                view.finish(None);
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open the chat log {}: {e}", path.display()),
+                )
+            })?;
+            Ok((Arc::new(logged), input))
+        }
+        None => Ok((view, input)),
     }
-    Ok((Arc::new(PlainView), spawn_stdin()?))
 }
 
 #[cfg(test)]
