@@ -4,12 +4,14 @@
 //! as one open burst (a fixed count). Every receiver checks per-sender
 //! order and, at the end, that it got every message of every sender; the
 //! figure is deliveries per second from the first send to the last delivery.
+//! The closed loop's senders are driven by the poller thread itself, so
+//! that the generator pays no thread wake-up per window, for either server.
 
-use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
-use std::thread::{self, Thread};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::poller::{Handler, Readers};
@@ -62,61 +64,139 @@ pub struct Outcome {
     pub slow_dropped: Option<bool>,
 }
 
+/// What the poller publishes for the run's thread.
 struct Shared {
-    /// Receivers that each message must reach (the members but its sender).
-    need: u32,
-    window: bool,
-    ring: Vec<[AtomicU32; RING]>,
-    /// Per sender: highest sequence number received by every member.
-    delivered: Vec<AtomicU64>,
-    threads: Vec<OnceLock<Thread>>,
-    /// Deliveries so far, all receivers together.
+    /// Deliveries so far, all receivers together (published every round).
     total: AtomicU64,
     /// Receivers whose stream ended before the run was stopped.
     broken: AtomicUsize,
+    /// Closed loop: set by the run to start sending.
+    go: AtomicBool,
+    /// Closed loop: set by the run to stop sending at once.
+    quit: AtomicBool,
+    /// Closed loop: when sending started ([`now_ns`]).
+    t0: AtomicU64,
+    /// Closed loop: sending finished; `sent` holds the counts.
+    done: AtomicBool,
+    /// Closed loop: messages each sender sent.
+    sent: Vec<AtomicU64>,
 }
 
-/// One member's receiving side: checks order, counts, and reports when a
-/// message has reached every member (which opens its sender's window).
-struct Receiver {
-    i: usize,
-    /// Per sender: last sequence number received.
+/// Every member's receiving side, and in the closed loop the senders too,
+/// all on the poller's thread: checks order, counts, and writes a sender's
+/// next messages as soon as its window opens (once a message has reached
+/// every member), without waking any other thread.
+struct Fanout {
+    kind: Kind,
+    /// Senders.
+    s: usize,
+    /// Receivers that each message must reach (the members but its sender).
+    need: u32,
+    /// Closed loop: the window; None for a burst.
+    window: Option<u64>,
+    duration_ns: u64,
+    /// Per (member, sender): last sequence number received, at `k * s + j`.
     last: Vec<u64>,
     errors: u64,
     last_ns: u64,
+    total: u64,
+    /// Per sender: a ring of receive counters by sequence number.
+    ring: Vec<[u32; RING]>,
+    /// Per sender: highest sequence number received by every member.
+    delivered: Vec<u64>,
+    /// Closed loop: the publishing connections (non-blocking).
+    pubs: Vec<TcpStream>,
+    /// Closed loop: per sender, the next sequence number to send.
+    next: Vec<u64>,
+    /// Closed loop: per sender, bytes written to the buffer but not yet to the socket.
+    pending: Vec<Vec<u8>>,
+    until: Option<u64>,
+    finished: bool,
     sh: Arc<Shared>,
 }
 
-impl Handler for Receiver {
-    fn chat(&mut self, p: &[u8]) -> bool {
-        let sh = &*self.sh;
-        let Some((j, seq, _)) = wire::parse_payload(p) else {
+impl Handler for Fanout {
+    fn chat(&mut self, k: usize, p: &[u8], now: u64) -> bool {
+        let Some((j, seq)) = wire::parse_sender_seq(p) else {
             self.errors += 1;
             return true;
         };
-        if j >= self.last.len() || j == self.i {
+        if j >= self.s || j == k {
             return true; // Redis echoes a sender's own message to its subscription.
         }
-        if seq != self.last[j] + 1 {
+        let last = &mut self.last[k * self.s + j];
+        if seq != *last + 1 {
             self.errors += 1;
         }
-        self.last[j] = seq;
-        self.last_ns = now_ns();
-        sh.total.fetch_add(1, Ordering::Relaxed);
-        if sh.window {
-            let slot = &sh.ring[j][(seq % RING as u64) as usize];
-            if slot.fetch_add(1, Ordering::AcqRel) + 1 == sh.need {
-                sh.delivered[j].fetch_max(seq, Ordering::AcqRel);
-                if let Some(t) = sh.threads[j].get() {
-                    t.unpark();
-                }
+        *last = seq;
+        self.last_ns = now;
+        self.total += 1;
+        if self.window.is_some() {
+            let slot = &mut self.ring[j][(seq % RING as u64) as usize];
+            *slot += 1;
+            if *slot == self.need && seq > self.delivered[j] {
+                self.delivered[j] = seq;
             }
         }
         true
     }
 
-    fn closed(&mut self) {
+    fn closed(&mut self, _k: usize) {
         self.sh.broken.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn round(&mut self, now: u64) {
+        self.sh.total.store(self.total, Ordering::Release);
+        let Some(win) = self.window else { return };
+        if self.finished {
+            return;
+        }
+        let until = match self.until {
+            Some(u) => u,
+            None if self.sh.go.load(Ordering::Acquire) => {
+                self.sh.t0.store(now, Ordering::Release);
+                *self.until.insert(now + self.duration_ns)
+            }
+            None => return,
+        };
+        let stop = now >= until || self.sh.quit.load(Ordering::Acquire);
+        let mut flushed = true;
+        for j in 0..self.s {
+            let upto = self.delivered[j] + win;
+            if !stop && self.pending[j].is_empty() && self.next[j] <= upto {
+                for seq in self.next[j]..=upto {
+                    self.ring[j][(seq % RING as u64) as usize] = 0;
+                    wire::push_frame(self.kind, &mut self.pending[j], &wire::payload(j, seq, now));
+                }
+                self.next[j] = upto + 1;
+            }
+            if !self.pending[j].is_empty() {
+                match self.pubs[j].write(&self.pending[j]) {
+                    Ok(n) => drop(self.pending[j].drain(..n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // A broken connection: the run fails on the missing deliveries.
+                    Err(_) => self.pending[j].clear(),
+                }
+            }
+            flushed &= self.pending[j].is_empty();
+        }
+        if stop && flushed {
+            self.finished = true;
+            for (j, sent) in self.sh.sent.iter().enumerate() {
+                sent.store(self.next[j] - 1, Ordering::Release);
+            }
+            self.sh.done.store(true, Ordering::Release);
+        }
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        // While sending, look at the clock (the end of the run) at least every millisecond.
+        if self.window.is_some() && !self.finished {
+            1
+        } else {
+            50
+        }
     }
 }
 
@@ -124,102 +204,79 @@ impl Handler for Receiver {
 pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome, String> {
     let s = cfg.senders;
     let sh = Arc::new(Shared {
-        need: (cfg.n - 1) as u32,
-        window: matches!(cfg.flow, Flow::Window(_)),
-        ring: (0..s)
-            .map(|_| std::array::from_fn(|_| AtomicU32::new(0)))
-            .collect(),
-        delivered: (0..s).map(|_| AtomicU64::new(0)).collect(),
-        threads: (0..s).map(|_| OnceLock::new()).collect(),
         total: AtomicU64::new(0),
         broken: AtomicUsize::new(0),
+        go: AtomicBool::new(false),
+        quit: AtomicBool::new(false),
+        t0: AtomicU64::new(0),
+        done: AtomicBool::new(false),
+        sent: (0..s).map(|_| AtomicU64::new(0)).collect(),
     });
     let (mut room, members) =
         Room::open(kind, addr, cfg.n, s, cfg.slow).map_err(|e| format!("joining the room: {e}"))?;
-    let readers = Readers::start(kind, members, |i| Receiver {
-        i,
-        last: vec![0; s],
+    let window = match cfg.flow {
+        Flow::Window(w) => Some(w),
+        Flow::Burst => None,
+    };
+    let pubs = if window.is_some() {
+        let mut pubs = Vec::with_capacity(s);
+        for p in &room.pubs {
+            let p = p.try_clone().map_err(|e| e.to_string())?;
+            p.set_nonblocking(true).map_err(|e| e.to_string())?;
+            pubs.push(p);
+        }
+        pubs
+    } else {
+        Vec::new()
+    };
+    let fan = Fanout {
+        kind,
+        s,
+        need: (cfg.n - 1) as u32,
+        window,
+        duration_ns: cfg.duration.as_nanos() as u64,
+        last: vec![0; cfg.n * s],
         errors: 0,
         last_ns: 0,
+        total: 0,
+        ring: vec![[0; RING]; s],
+        delivered: vec![0; s],
+        pubs,
+        next: vec![1; s],
+        pending: (0..s).map(|_| Vec::with_capacity(4096)).collect(),
+        until: None,
+        finished: false,
         sh: sh.clone(),
-    })?;
-
-    // The senders start together; closed-loop senders send until `until`.
-    let start = Arc::new(Barrier::new(s + 1));
-    let until = Arc::new(AtomicU64::new(u64::MAX));
-    let quit = Arc::new(AtomicBool::new(false));
-    let senders = room.spawn_senders(|j, mut w| {
-        let (sh, start, until, quit) = (sh.clone(), start.clone(), until.clone(), quit.clone());
-        let (flow, burst) = (cfg.flow, cfg.burst);
-        move || -> u64 {
-            let _ = sh.threads[j].set(thread::current());
-            let mut buf = Vec::new();
-            if flow == Flow::Burst {
-                let ts = now_ns();
-                for seq in 1..=burst {
-                    wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
-                }
-            }
-            start.wait();
-            match flow {
-                Flow::Burst => {
-                    if w.write_all(&buf).is_ok() {
-                        burst
-                    } else {
-                        0
-                    }
-                }
-                Flow::Window(win) => {
-                    let mut next = 1u64;
-                    while now_ns() < until.load(Ordering::Relaxed) && !quit.load(Ordering::Relaxed)
-                    {
-                        let upto = sh.delivered[j].load(Ordering::Acquire) + win;
-                        if next > upto {
-                            thread::park_timeout(Duration::from_millis(10));
-                            continue;
-                        }
-                        buf.clear();
-                        let ts = now_ns();
-                        for seq in next..=upto {
-                            sh.ring[j][(seq % RING as u64) as usize].store(0, Ordering::Release);
-                            wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
-                        }
-                        if w.write_all(&buf).is_err() {
-                            break;
-                        }
-                        next = upto + 1;
-                    }
-                    next - 1
-                }
-            }
-        }
-    })?;
+    };
+    let sinks = room.sinks(kind).map_err(|e| e.to_string())?;
+    let readers = Readers::start(kind, members, sinks, fan)?;
 
     let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
     let gen0 = sys::self_cpu_secs();
     let wall0 = Instant::now();
-    let t0 = now_ns();
-    until.store(t0 + cfg.duration.as_nanos() as u64, Ordering::Relaxed);
-    start.wait();
-    // Closed loop: the senders stop by themselves; a burst is written at once.
+    // Sending ends by itself; past this the sockets are shut down.
     let guard = Instant::now() + cfg.duration + Duration::from_secs(30);
-    let mut sent = Vec::new();
-    for h in senders {
-        while !h.is_finished() && Instant::now() < guard {
-            thread::sleep(Duration::from_millis(5));
+    let (t0, sent) = match cfg.flow {
+        Flow::Window(_) => {
+            sh.go.store(true, Ordering::Release);
+            while !sh.done.load(Ordering::Acquire) && Instant::now() < guard {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if !sh.done.load(Ordering::Acquire) {
+                sh.quit.store(true, Ordering::Release);
+                room.close();
+            }
+            let sent = sh.sent.iter().map(|n| n.load(Ordering::Acquire)).collect();
+            (sh.t0.load(Ordering::Acquire), sent)
         }
-        if !h.is_finished() {
-            quit.store(true, Ordering::Relaxed);
-            room.close();
-        }
-        sent.push(h.join().unwrap_or(0));
-    }
+        Flow::Burst => burst(&room, kind, cfg.burst, guard)?,
+    };
     let expected: u64 = sent.iter().sum::<u64>() * (cfg.n as u64 - 1);
     // Every delivery must arrive; allow 5 s plus 50 µs per delivery (a
     // server slower than 20,000 deliveries/s fails the run).
     let timeout = Duration::from_secs(5) + Duration::from_nanos(expected * 50_000);
     let deadline = Instant::now() + timeout;
-    while sh.total.load(Ordering::Relaxed) < expected
+    while sh.total.load(Ordering::Acquire) < expected
         && sh.broken.load(Ordering::Acquire) == 0
         && Instant::now() < deadline
     {
@@ -230,23 +287,20 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
     let slow_dropped = room.slow_was_dropped();
     let server_hwm_kib = sys::hwm_kib(pid).unwrap_or(0) as f64;
-    let receivers = readers.stop();
+    let fan = readers.stop();
     room.close();
-    let total = sh.total.load(Ordering::Acquire);
+    let fan = fan.ok_or("the poller thread panicked")?;
     let broken = sh.broken.load(Ordering::Acquire);
+    let total = fan.total;
     if broken > 0 {
         return Err(format!(
             "{broken} receiver(s) lost their connection; {total} of {expected} deliveries"
         ));
     }
-    let mut errors = 0;
     let mut missing = 0;
-    let mut last_ns = 0;
-    for r in &receivers {
-        errors += r.errors;
-        last_ns = last_ns.max(r.last_ns);
+    for k in 0..cfg.n {
         for (j, &n) in sent.iter().enumerate() {
-            if j != r.i && r.last[j] != n {
+            if j != k && fan.last[k * s + j] != n {
                 missing += 1;
             }
         }
@@ -257,12 +311,13 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
             timeout.as_secs_f64()
         ));
     }
-    if errors > 0 || missing > 0 || total != expected {
+    if fan.errors > 0 || missing > 0 || total != expected {
         return Err(format!(
-            "{errors} out-of-order or malformed messages, {missing} (receiver, sender) pairs incomplete; {total} of {expected} deliveries"
+            "{} out-of-order or malformed messages, {missing} (receiver, sender) pairs incomplete; {total} of {expected} deliveries",
+            fan.errors
         ));
     }
-    let secs = (last_ns - t0) as f64 / 1e9;
+    let secs = fan.last_ns.saturating_sub(t0) as f64 / 1e9;
     Ok(Outcome {
         rate: expected as f64 / secs,
         deliveries: expected,
@@ -271,4 +326,141 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         server_hwm_kib,
         slow_dropped,
     })
+}
+
+/// The burst: one thread per sender writes all its messages at once (a
+/// single write each, so threads cost nothing per delivery). Returns the
+/// start time and the messages each sender sent.
+fn burst(room: &Room, kind: Kind, burst: u64, guard: Instant) -> Result<(u64, Vec<u64>), String> {
+    let senders_n = room.pubs.len();
+    let start = Arc::new(Barrier::new(senders_n + 1));
+    let senders = room.spawn_senders(|j, mut w| {
+        let start = start.clone();
+        move || -> u64 {
+            let mut buf = Vec::new();
+            let ts = now_ns();
+            for seq in 1..=burst {
+                wire::push_frame(kind, &mut buf, &wire::payload(j, seq, ts));
+            }
+            start.wait();
+            if wire::write_all_polled(&mut w, &buf).is_ok() {
+                burst
+            } else {
+                0
+            }
+        }
+    })?;
+    let t0 = now_ns();
+    start.wait();
+    let mut sent = Vec::new();
+    for h in senders {
+        while !h.is_finished() && Instant::now() < guard {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if !h.is_finished() {
+            room.close();
+        }
+        sent.push(h.join().unwrap_or(0));
+    }
+    Ok((t0, sent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A closed loop of one sender (member 0) and `n - 1` receivers with
+    /// window `w`, whose publishing connection is a loopback socket; returns
+    /// the handler and the socket's far end.
+    fn closed_loop(n: usize, w: u64) -> (Fanout, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (far, _) = listener.accept().unwrap();
+        p.set_nonblocking(true).unwrap();
+        far.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let sh = Arc::new(Shared {
+            total: AtomicU64::new(0),
+            broken: AtomicUsize::new(0),
+            go: AtomicBool::new(true),
+            quit: AtomicBool::new(false),
+            t0: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            sent: vec![AtomicU64::new(0)],
+        });
+        let fan = Fanout {
+            kind: Kind::Redis,
+            s: 1,
+            need: (n - 1) as u32,
+            window: Some(w),
+            duration_ns: 60_000_000_000,
+            last: vec![0; n],
+            errors: 0,
+            last_ns: 0,
+            total: 0,
+            ring: vec![[0; RING]],
+            delivered: vec![0],
+            pubs: vec![p],
+            next: vec![1],
+            pending: vec![Vec::new()],
+            until: None,
+            finished: false,
+            sh,
+        };
+        (fan, far)
+    }
+
+    /// Reads `count` PUBLISH commands from `far`; returns their sequence numbers.
+    fn published(far: &mut TcpStream, count: usize) -> Vec<u64> {
+        let mut one = Vec::new();
+        wire::push_frame(Kind::Redis, &mut one, &wire::payload(0, 1, 0));
+        let mut b = vec![0u8; one.len() * count];
+        far.read_exact(&mut b).unwrap();
+        b.chunks(one.len())
+            .map(|c| {
+                wire::parse_sender_seq(&c[c.len() - 2 - wire::PAYLOAD_LEN..c.len() - 2])
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_window_opens_only_when_every_member_has_the_message() {
+        let (mut fan, mut far) = closed_loop(3, 2);
+        fan.round(1);
+        assert_eq!(published(&mut far, 2), [1, 2]);
+        // Seq 1 reaches member 1 only: nothing more is sent.
+        assert!(fan.chat(1, &wire::payload(0, 1, 0), 5));
+        fan.round(5);
+        // The sender's own echo does not count; member 2 completes seq 1.
+        assert!(fan.chat(0, &wire::payload(0, 1, 0), 6));
+        fan.round(6);
+        far.set_nonblocking(true).unwrap();
+        assert!(
+            far.read(&mut [0u8; 1]).is_err(),
+            "sent before the window opened"
+        );
+        far.set_nonblocking(false).unwrap();
+        assert!(fan.chat(2, &wire::payload(0, 1, 0), 7));
+        fan.round(7);
+        assert_eq!(published(&mut far, 1), [3]);
+        assert_eq!((fan.total, fan.errors, fan.last_ns), (2, 0, 7));
+        assert_eq!(fan.sh.total.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn out_of_order_deliveries_are_errors_and_the_end_publishes_the_counts() {
+        let (mut fan, mut far) = closed_loop(2, 4);
+        fan.round(1);
+        assert_eq!(published(&mut far, 4), [1, 2, 3, 4]);
+        assert!(fan.chat(1, &wire::payload(0, 2, 0), 2));
+        assert_eq!(fan.errors, 1);
+        fan.sh.quit.store(true, Ordering::Release);
+        fan.round(3);
+        assert!(fan.sh.done.load(Ordering::Acquire));
+        assert_eq!(fan.sh.sent[0].load(Ordering::Acquire), 4);
+        assert_eq!(fan.timeout_ms(), 50);
+    }
 }

@@ -2,7 +2,6 @@
 //! at a fixed rate; every receiver takes the send timestamp out of each
 //! message and records how long delivery took.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,20 +48,22 @@ pub fn summarize(mut v: Vec<u64>) -> (f64, f64, f64, f64) {
     )
 }
 
-/// One member's receiving side: records the latency of each message sent
+/// The members' receiving side: records the latency of each message sent
 /// inside the measured window.
-struct Receiver {
-    i: usize,
+struct Receivers {
     samples: Vec<u64>,
     total: Arc<AtomicU64>,
     window: Arc<(AtomicU64, AtomicU64)>,
 }
 
-impl Handler for Receiver {
-    fn chat(&mut self, p: &[u8]) -> bool {
+impl Handler for Receivers {
+    fn chat(&mut self, k: usize, p: &[u8], _woke: u64) -> bool {
+        // The arrival time of each message, not of the wake-up: the rates
+        // are low, and a message late in a long batch waited for the ones
+        // before it.
         let now = now_ns();
         if let Some((j, _, ts)) = wire::parse_payload(p) {
-            if j != self.i {
+            if j != k {
                 let from = self.window.0.load(Ordering::Relaxed);
                 let to = self.window.1.load(Ordering::Relaxed);
                 if ts >= from && ts < to {
@@ -82,12 +83,17 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let window = Arc::new((AtomicU64::new(u64::MAX), AtomicU64::new(0)));
     let (room, members) =
         Room::open(kind, addr, cfg.n, s, false).map_err(|e| format!("joining the room: {e}"))?;
-    let readers = Readers::start(kind, members, |i| Receiver {
-        i,
-        samples: Vec::new(),
-        total: total.clone(),
-        window: window.clone(),
-    })?;
+    let sinks = room.sinks(kind).map_err(|e| e.to_string())?;
+    let readers = Readers::start(
+        kind,
+        members,
+        sinks,
+        Receivers {
+            samples: Vec::new(),
+            total: total.clone(),
+            window: window.clone(),
+        },
+    )?;
 
     let base = now_ns() + 300_000_000;
     let from = base + cfg.warmup.as_nanos() as u64;
@@ -112,7 +118,7 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
                 }
                 buf.clear();
                 wire::push_frame(kind, &mut buf, &wire::payload(j, sent + 1, now_ns()));
-                if w.write_all(&buf).is_err() {
+                if wire::write_all_polled(&mut w, &buf).is_err() {
                     return sent;
                 }
                 sent += 1;
@@ -134,10 +140,7 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let got = total.load(Ordering::Relaxed);
     let receivers = readers.stop();
     room.close();
-    let mut all = Vec::new();
-    for r in receivers {
-        all.extend(r.samples);
-    }
+    let all = receivers.map(|r| r.samples).unwrap_or_default();
     if got < expected {
         return Err(format!(
             "{got} of {expected} deliveries arrived within 10 s"

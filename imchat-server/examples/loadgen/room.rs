@@ -63,6 +63,16 @@ impl Room {
         Ok((room, members))
     }
 
+    /// The sockets the poller must drain besides the members': Redis's
+    /// publishing connections, which get an integer reply per PUBLISH
+    /// (imchat's senders publish on their member socket).
+    pub fn sinks(&self, kind: Kind) -> io::Result<Vec<TcpStream>> {
+        match kind {
+            Kind::Imchat => Ok(Vec::new()),
+            Kind::Redis => self.pubs.iter().map(TcpStream::try_clone).collect(),
+        }
+    }
+
     /// Starts one thread per publishing connection (index `j` = sender):
     /// `sender(j, connection)` gives what the thread runs, which returns
     /// how many messages it sent.

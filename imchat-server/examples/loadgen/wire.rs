@@ -82,6 +82,39 @@ pub fn parse_payload(p: &[u8]) -> Option<(usize, u64, u64)> {
     ))
 }
 
+/// (sender, seq) of a payload made by [`payload`], without its time: what
+/// the fan-out checks per delivery.
+pub fn parse_sender_seq(p: &[u8]) -> Option<(usize, u64)> {
+    if p.len() != PAYLOAD_LEN {
+        return None;
+    }
+    Some((digits(&p[0..3])? as usize, digits(&p[4..14])?))
+}
+
+/// Writes all of `buf` to a socket that may be non-blocking (a clone of a
+/// member's socket shares its non-blocking flag with the poller's),
+/// waiting for room with `poll` when the socket is full.
+pub fn write_all_polled(s: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match s.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(s),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: `fd` is one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut fd, 1, 100) };
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A receive buffer that frames are parsed from in place.
 pub struct RecvBuf {
     buf: Vec<u8>,
@@ -100,6 +133,13 @@ impl RecvBuf {
 
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
+    }
+
+    /// The whole buffer, for a read whose bytes are dropped.
+    pub fn spare(&mut self) -> &mut [u8] {
+        self.start = 0;
+        self.end = 0;
+        &mut self.buf
     }
 
     /// Reads once more from `r`, making room for at least `need` unparsed
@@ -210,9 +250,44 @@ fn resp_int(b: &[u8]) -> io::Result<i64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad RESP number"))
 }
 
+/// What every `message` push on the room's channel starts with, up to the
+/// payload's length.
+const MESSAGE_PUSH: &[u8] = b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$";
+
+/// A `message` push on the room's channel at the start of `d`, found by its
+/// fixed layout as [`chat_text`] finds an imchat chat: the prefix compared
+/// at once, the payload's length read, the payload taken in place. `None`
+/// for anything else (which the general parser then reads).
+fn redis_message(d: &[u8]) -> Option<Parsed> {
+    let rest = d.strip_prefix(MESSAGE_PUSH)?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || rest.len() < digits + 2 {
+        return None;
+    }
+    let blen = rest[..digits]
+        .iter()
+        .fold(0usize, |v, &c| v * 10 + usize::from(c - b'0'));
+    if &rest[digits..digits + 2] != b"\r\n" {
+        return None;
+    }
+    let start = MESSAGE_PUSH.len() + digits + 2;
+    let end = start + blen;
+    if d.len() < end + 2 {
+        return Some(Parsed::More(end + 2));
+    }
+    (&d[end..end + 2] == b"\r\n").then_some(Parsed::Chat {
+        len: end + 2,
+        start,
+        end,
+    })
+}
+
 /// Parses one RESP reply: arrays of bulk strings and integers, or a simple
 /// line. A `message` push (`*3 $7 message $4 room $64 <payload>`) is a chat.
 fn redis_parse(d: &[u8]) -> io::Result<Parsed> {
+    if let Some(p) = redis_message(d) {
+        return Ok(p);
+    }
     let Some((e, mut at)) = resp_line(d, 0) else {
         return Ok(Parsed::More(d.len() + 1));
     };
@@ -509,21 +584,14 @@ pub fn push_frame(kind: Kind, out: &mut Vec<u8>, p: &[u8]) {
 }
 
 /// A publishing connection: for imchat the member's own socket; for Redis a
-/// separate connection (a subscribed one cannot PUBLISH) whose integer
-/// replies a small thread reads and drops.
+/// separate connection (a subscribed one cannot PUBLISH), whose integer
+/// replies the poller reads and drops (see [`crate::room::Room::sinks`]).
 pub fn publisher(kind: Kind, addr: SocketAddr, member: &TcpStream) -> io::Result<TcpStream> {
     match kind {
         Kind::Imchat => member.try_clone(),
         Kind::Redis => {
             let s = TcpStream::connect(addr)?;
             s.set_nodelay(true)?;
-            let mut r = s.try_clone()?;
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    let mut b = vec![0u8; 16 * 1024];
-                    while matches!(r.read(&mut b), Ok(n) if n > 0) {}
-                })?;
             Ok(s)
         }
     }
@@ -538,6 +606,84 @@ mod tests {
     fn payload_round_trips() {
         let p = payload(7, 123, 456_789);
         assert_eq!(parse_payload(&p), Some((7, 123, 456_789)));
+        assert_eq!(parse_sender_seq(&p), Some((7, 123)));
+        assert_eq!(parse_sender_seq(&p[1..]), None);
+    }
+
+    fn message_push(channel: &str, p: &[u8]) -> Vec<u8> {
+        let mut v = format!(
+            "*3\r\n$7\r\nmessage\r\n${}\r\n{channel}\r\n${}\r\n",
+            channel.len(),
+            p.len()
+        )
+        .into_bytes();
+        v.extend_from_slice(p);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    #[test]
+    fn a_redis_message_push_is_found_in_place_at_every_cut() {
+        let p = payload(2, 5, 9);
+        let push = message_push("room", &p);
+        assert!(matches!(redis_message(&push), Some(Parsed::Chat { .. })));
+        match redis_parse(&push).unwrap() {
+            Parsed::Chat { len, start, end } => {
+                assert_eq!((len, &push[start..end]), (push.len(), &p[..]));
+            }
+            _ => panic!("not a chat"),
+        }
+        // Cut anywhere, the parser asks for more and never for less than it has.
+        for cut in 0..push.len() {
+            match redis_parse(&push[..cut]).unwrap() {
+                Parsed::More(n) => assert!(n > cut, "cut {cut}: asks for {n}"),
+                _ => panic!("cut {cut}: parsed an incomplete push"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_redis_replies_take_the_general_parser() {
+        // Another channel, a subscription confirmation, a PUBLISH reply.
+        let other = message_push("hall", b"hi");
+        assert!(redis_message(&other).is_none());
+        match redis_parse(&other).unwrap() {
+            Parsed::Chat { len, start, end } => {
+                assert_eq!((len, &other[start..end]), (other.len(), &b"hi"[..]));
+            }
+            _ => panic!("not a chat"),
+        }
+        let sub = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n";
+        assert!(matches!(redis_parse(sub).unwrap(), Parsed::Other { len } if len == sub.len()));
+        assert!(matches!(
+            redis_parse(b":99\r\n").unwrap(),
+            Parsed::Other { len: 5 }
+        ));
+        // A broken push: the bytes after the payload are not CRLF.
+        let mut bad = message_push("room", &payload(1, 1, 1));
+        let at = bad.len() - 2;
+        bad[at] = b'x';
+        assert!(redis_message(&bad).is_none());
+    }
+
+    #[test]
+    fn a_polled_write_completes_on_a_full_non_blocking_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut w = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut r, _) = listener.accept().unwrap();
+        w.set_nonblocking(true).unwrap();
+        // Far more than the socket buffers hold: the write must wait for the reader.
+        let sent: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+        let expect = sent.clone();
+        let reader = std::thread::spawn(move || {
+            r.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            got
+        });
+        write_all_polled(&mut w, &sent).unwrap();
+        drop(w);
+        assert!(reader.join().unwrap() == expect);
     }
 
     /// A non-blocking socket's stand-in: reads `input`, then would block.
