@@ -5,6 +5,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,31 +48,69 @@ pub fn make_file(path: &Path, size: u64) -> io::Result<()> {
     f.sync_all()
 }
 
-/// The machine's limit: `src` read with a 256 KiB buffer and written to a
-/// loopback socket by one thread (on CPU 0, like the server), read and
-/// written to `dst` by another (on CPU 1, like the client). Seconds taken.
-pub fn raw_copy(src: &Path, dst: &Path, pin: bool) -> io::Result<f64> {
+/// One raw copy: its wall time and each side's CPU time, in seconds.
+#[derive(Debug, Clone)]
+pub struct RawCopy {
+    pub secs: f64,
+    pub sender_cpu: f64,
+    pub receiver_cpu: f64,
+}
+
+/// The machine's limit, doing what imchat's two sides must do and nothing
+/// else: a sender thread (on CPU 0, like the server) that sends `src` to a
+/// loopback socket with `sendfile` in 256 KiB steps, as the server sends
+/// chunk data from the page cache, and a receiver thread (on CPU 1, like
+/// the client) that reserves the file's space and then reads the socket and
+/// writes `dst` with a 256 KiB buffer (the chunk size). Each thread's CPU time is its own
+/// (`CLOCK_THREAD_CPUTIME_ID`), from the connection to its last byte.
+pub fn raw_copy(src: &Path, dst: &Path, pin: bool) -> io::Result<RawCopy> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let src = src.to_path_buf();
-    let sender = thread::spawn(move || -> io::Result<()> {
+    let src_path = src.clone();
+    let sender = thread::spawn(move || -> io::Result<f64> {
         if pin {
             sys::pin_current_thread(0);
         }
-        let (mut sock, _) = listener.accept()?;
-        let mut f = File::open(&src)?;
-        let mut buf = vec![0u8; RAW_BUF];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                return Ok(());
+        let (sock, _) = listener.accept()?;
+        let cpu0 = sys::thread_cpu_secs();
+        let f = File::open(&src)?;
+        let size = f.metadata()?.len();
+        let mut off: libc::off_t = 0;
+        while (off as u64) < size {
+            let left = (size - off as u64).min(RAW_BUF as u64) as usize;
+            // SAFETY: both descriptors are open for the call and `off` is a
+            // valid, writable offset the kernel advances.
+            let n = unsafe { libc::sendfile(sock.as_raw_fd(), f.as_raw_fd(), &mut off, left) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            } else if n == 0 {
+                return Err(io::Error::other("the file ended early"));
             }
-            sock.write_all(&buf[..n])?;
         }
+        drop(sock);
+        Ok(sys::thread_cpu_secs() - cpu0)
     });
     let t0 = Instant::now();
     let mut sock = TcpStream::connect(addr)?;
+    let cpu0 = sys::thread_cpu_secs();
     let mut out = File::create(dst)?;
+    // Reserve the file's space first, as imchat-client does: writes into
+    // reserved blocks cost less.
+    if let Ok(m) = fs::metadata(&src_path) {
+        // SAFETY: the descriptor is open for the call; fallocate takes no pointers.
+        unsafe {
+            libc::fallocate(
+                out.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                m.len() as libc::off_t,
+            )
+        };
+    }
     let mut buf = vec![0u8; RAW_BUF];
     loop {
         let n = sock.read(&mut buf)?;
@@ -81,17 +120,26 @@ pub fn raw_copy(src: &Path, dst: &Path, pin: bool) -> io::Result<f64> {
         out.write_all(&buf[..n])?;
     }
     drop(out);
+    let receiver_cpu = sys::thread_cpu_secs() - cpu0;
     let secs = t0.elapsed().as_secs_f64();
-    sender
+    let sender_cpu = sender
         .join()
         .map_err(|_| io::Error::other("raw sender panicked"))??;
-    Ok(secs)
+    Ok(RawCopy {
+        secs,
+        sender_cpu,
+        receiver_cpu,
+    })
 }
 
 /// One imchat download figure.
 #[derive(Debug, Clone)]
 pub struct Download {
     pub secs: f64,
+    /// CPU seconds of the server and of the client during the transfer
+    /// (`/proc/<pid>/stat`, from before `/download` to the done line).
+    pub server_cpu: f64,
+    pub client_cpu: f64,
     pub rss_before_kib: f64,
     pub rss_peak_kib: f64,
 }
@@ -117,6 +165,7 @@ pub fn client_download(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("start imchat-client: {e}"))?;
+    let client_pid = child.id();
     let (tx, rx) = mpsc::channel::<String>();
     if let Some(out) = child.stdout.take() {
         thread::spawn(move || {
@@ -155,10 +204,18 @@ pub fn client_download(
                 }
             })
         };
+        let cpu = || {
+            (
+                sys::cpu_secs(pid).unwrap_or(f64::NAN),
+                sys::cpu_secs(client_pid).unwrap_or(f64::NAN),
+            )
+        };
+        let (server0, client0) = cpu();
         let t0 = Instant::now();
         writeln!(stdin, "/download {name}").map_err(|e| format!("client stdin: {e}"))?;
         let done = wait_for(&format!("*** downloaded {name}"), "*** transfer of", 300);
         let secs = t0.elapsed().as_secs_f64();
+        let (server1, client1) = cpu();
         stop.store(true, Ordering::Relaxed);
         let _ = sampler.join();
         done?;
@@ -168,6 +225,8 @@ pub fn client_download(
         }
         Ok(Download {
             secs,
+            server_cpu: server1 - server0,
+            client_cpu: client1 - client0,
             rss_before_kib: before,
             rss_peak_kib: peak.load(Ordering::Relaxed) as f64,
         })

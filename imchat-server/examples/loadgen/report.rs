@@ -92,6 +92,9 @@ pub fn secs(v: f64) -> String {
 pub fn pct(v: f64) -> String {
     format!("{v:.0} %")
 }
+pub fn micros(v: f64) -> String {
+    format!("{v:.3} µs")
+}
 pub fn ratio(v: f64) -> String {
     format!("{v:.2}×")
 }

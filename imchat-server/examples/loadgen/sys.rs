@@ -107,6 +107,19 @@ pub fn self_cpu_secs() -> f64 {
     cpu_ticks_of("self").unwrap_or(0) as f64 / clock_ticks()
 }
 
+/// CPU time (user + system) the calling thread used so far, in seconds.
+pub fn thread_cpu_secs() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return 0.0;
+    }
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// A port free on 127.0.0.1 right now (bound, then released).
 pub fn free_port() -> std::io::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
