@@ -912,7 +912,7 @@ fn scenario_download(ctx: &mut Ctx) {
         f[10].show(mib),
         v,
     ]);
-    t.note("Raw copy: a sender thread sends the file to a loopback socket with `sendfile` in 256 KiB steps (as the server sends chunk data), pinned to CPU 0; a receiver thread reads the socket and writes a file with a 256 KiB buffer (the chunk size), on CPU 1. imchat: the real imchat-client in piped mode, `/download` then `/quit`, timed from `/download` to its `*** downloaded` line (CRC checks and rename included; neither side fsyncs), server on CPU 0. The two transfers alternate (which goes first alternates from run to run) and each starts after a `sync`. MB = 10^6 bytes.");
+    t.note("Raw copy: a sender thread sends the file to a loopback socket with `sendfile` in 256 KiB steps (as the server sends chunk data), pinned to CPU 0; a receiver thread reserves the file's space (`fallocate`, as imchat-client does), then reads the socket and writes the file with a 256 KiB buffer (the chunk size), on CPU 1. imchat: the real imchat-client in piped mode, `/download` then `/quit`, timed from `/download` to its `*** downloaded` line (CRC checks and rename included; neither side fsyncs), server on CPU 0. The two transfers alternate (which goes first alternates from run to run) and each starts after a `sync`. MB = 10^6 bytes.");
     t.note("CPU per GiB: the raw copy's threads from `CLOCK_THREAD_CPUTIME_ID`; imchat-server's and imchat-client's processes from `/proc/<pid>/stat` (user + system, all threads, 10 ms ticks), from just before `/download` to the done line. Wall time on this VM swings 2–5× from one transfer to the next; CPU time per GiB is the stable figure. Server RSS sampled every 100 ms.");
     ctx.table(t);
 }
