@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use imchat_core::{
     CancelCode, ChatKind, ClientId, ClientMessage, Decode, DecodeError, Decoder, Encode,
     FileCancel, FileChunk, FileEntry, FileName, FileStart, Hub, HubEvent, LeaveReason, Limits,
-    Origin, Outgoing, Recipient, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME,
-    HEADER_LEN, PROTOCOL_VERSION,
+    MessageId, Origin, Outgoing, Recipient, ResumeRequest, ResumeToken, ServerMessage, TransferId,
+    Username, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
 };
 
 /// What a decoder yields for a stream: its messages, then at most one error.
@@ -205,9 +205,20 @@ impl HubDriver {
             limits.rate_per_sec = 1;
             limits.max_transfers = 2;
             limits.max_push_size = 4096;
+            limits.max_ghosts = 2;
+            limits.log_entries = 8;
+            limits.history_count = 3;
         }
+        let mut hub = Hub::new(limits, "Welcome, {user}!");
+        // Guessable tokens on purpose: a fuzzer that can guess them
+        // explores resumes that succeed as well as those that fail.
+        let mut n = 0u8;
+        hub.set_token_source(Box::new(move || {
+            n = n.wrapping_add(1);
+            [n; 16]
+        }));
         HubDriver {
-            hub: Hub::new(limits, "Welcome, {user}!"),
+            hub,
             start: Instant::now(),
             elapsed: Duration::ZERO,
             clients: Vec::new(),
@@ -282,7 +293,20 @@ impl HubDriver {
                     u16::from(b)
                 };
                 let username = Self::name(b);
-                self.send(c, ClientMessage::Hello { version, username });
+                let guess = input.u8();
+                let resume = (guess & 0x80 != 0).then(|| ResumeRequest {
+                    token: ResumeToken([guess & 0x7f; 16]),
+                    last_seen: MessageId(u64::from(input.u8())),
+                    epoch: self.hub.epoch(),
+                });
+                self.send(
+                    c,
+                    ClientMessage::Hello {
+                        version,
+                        username,
+                        resume,
+                    },
+                );
             }
             4 => {
                 let c = self.client(input.u8());
@@ -294,7 +318,16 @@ impl HubDriver {
                 } else {
                     ChatKind::Action
                 };
-                self.send(c, ClientMessage::Chat { to, kind, text });
+                let client_id = u64::from(input.u8() % 8);
+                self.send(
+                    c,
+                    ClientMessage::Chat {
+                        client_id,
+                        to,
+                        kind,
+                        text,
+                    },
+                );
             }
             5 => {
                 let c = self.client(input.u8());

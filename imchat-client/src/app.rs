@@ -1724,6 +1724,7 @@ impl Conn {
                 private,
                 kind,
                 text,
+                history,
                 ..
             }) => app.view.show(Entry::Chat(ChatEntry {
                 time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
@@ -1732,7 +1733,7 @@ impl Conn {
                 private,
                 own: false,
                 action: kind == ChatKind::Action,
-                history: false,
+                history,
                 text: inert(&text).into_owned(),
             })),
             ClientEvent::Joined { user } => {
@@ -1741,7 +1742,9 @@ impl Conn {
                 app.view.roster(Roster::Joined(shown.clone()));
                 app.notice(&format!("{shown} has joined"));
             }
-            ClientEvent::Left(Departure { user, reason, text }) => {
+            ClientEvent::Left(Departure {
+                user, reason, text, ..
+            }) => {
                 lock(&app.roster).remove(&user.key());
                 let user = inert(user.as_str()).into_owned();
                 app.view.roster(Roster::Left(user.clone()));

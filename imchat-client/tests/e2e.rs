@@ -557,6 +557,7 @@ fn text_from_the_network_is_shown_inert() {
     let mut mallory = Raw::join(w.server.addr, "mallory");
     alice.expect_line("*** mallory has joined");
     mallory.send(&ClientMessage::Chat {
+        client_id: 0,
         to: Recipient::Everyone,
         kind: imchat_core::ChatKind::Text,
         text: "hi\x1b[2J\u{202e}there\x07\x7f!".into(),

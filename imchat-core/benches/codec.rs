@@ -55,6 +55,7 @@ fn report(label: &str, times: &[Duration], unit: &str, per: impl Fn(Duration) ->
 
 fn chat_message() -> ServerMessage {
     ServerMessage::Chat(RoutedChat {
+        history: false,
         id: imchat_core::MessageId(1),
         time: imchat_core::Timestamp(1_700_000_000_000),
         from: Username::new("alice").unwrap(),

@@ -14,8 +14,8 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::error::DecodeError;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry,
-    FileName, LeaveReason, MessageId, Origin, Recipient, RefuseCode, ServerLimits, ServerMessage,
-    Timestamp, TransferId, Username,
+    FileName, LeaveReason, MessageId, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken,
+    Resumed, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
 };
 
 /// Bytes of the length header in front of every frame.
@@ -70,6 +70,8 @@ pub mod types {
     pub const SHUTDOWN: u8 = 0x4c;
     /// `ServerMessage::PushAccepted`
     pub const PUSH_ACCEPTED: u8 = 0x4d;
+    /// `ServerMessage::Ack`
+    pub const CHAT_ACK: u8 = 0x4e;
     /// `Chunk` (both directions)
     pub const CHUNK: u8 = 0x80;
     /// `End` (both directions)
@@ -289,11 +291,27 @@ fn encode_u64(out: &mut Vec<u8>, ty: u8, v: u64) {
 impl Encode for ClientMessage {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            ClientMessage::Hello { version, username } => frame(out, types::HELLO, |out| {
+            ClientMessage::Hello {
+                version,
+                username,
+                resume,
+            } => frame(out, types::HELLO, |out| {
                 put_u16(out, *version);
                 put_str8(out, username.as_str());
+                // Optional and last: present exactly when bytes follow the name.
+                if let Some(r) = resume {
+                    out.extend_from_slice(&r.token.0);
+                    put_u64(out, r.last_seen.0);
+                    put_u64(out, r.epoch);
+                }
             }),
-            ClientMessage::Chat { to, kind, text } => frame(out, types::CHAT, |out| {
+            ClientMessage::Chat {
+                client_id,
+                to,
+                kind,
+                text,
+            } => frame(out, types::CHAT, |out| {
+                put_u64(out, *client_id);
                 put_recipient(out, to);
                 put_kind(out, *kind);
                 put_str32(out, text);
@@ -335,11 +353,27 @@ impl Encode for ServerMessage {
                 username,
                 text,
                 limits,
+                token,
+                epoch,
+                grace_secs,
+                last_id,
+                resumed,
             } => frame(out, types::WELCOME, |out| {
                 put_u16(out, *version);
                 put_str8(out, username.as_str());
                 put_limits(out, limits);
                 put_str32(out, text);
+                out.extend_from_slice(&token.0);
+                put_u64(out, *epoch);
+                put_u32(out, *grace_secs);
+                put_u64(out, last_id.0);
+                match resumed {
+                    None => out.push(0),
+                    Some(r) => {
+                        out.push(1);
+                        put_u64(out, r.dropped);
+                    }
+                }
             }),
             ServerMessage::Refused {
                 code,
@@ -357,24 +391,43 @@ impl Encode for ServerMessage {
                 private,
                 kind,
                 text,
+                history,
             }) => frame(out, types::CHAT_FROM, |out| {
                 put_u64(out, id.0);
                 put_u64(out, time.0);
                 put_str8(out, from.as_str());
                 out.push(u8::from(*private));
                 put_kind(out, *kind);
+                out.push(u8::from(*history));
                 put_str32(out, text);
             }),
-            ServerMessage::Joined { user } => {
-                frame(out, types::JOINED, |out| put_str8(out, user.as_str()));
-            }
-            ServerMessage::Left(Departure { user, reason, text }) => {
-                frame(out, types::LEFT, |out| {
-                    put_str8(out, user.as_str());
-                    out.push(reason.0);
-                    put_str32(out, text);
-                })
-            }
+            ServerMessage::Joined { id, time, user } => frame(out, types::JOINED, |out| {
+                put_u64(out, id.0);
+                put_u64(out, time.0);
+                put_str8(out, user.as_str());
+            }),
+            ServerMessage::Ack {
+                client_id,
+                id,
+                time,
+            } => frame(out, types::CHAT_ACK, |out| {
+                put_u64(out, *client_id);
+                put_u64(out, id.0);
+                put_u64(out, time.0);
+            }),
+            ServerMessage::Left(Departure {
+                id,
+                time,
+                user,
+                reason,
+                text,
+            }) => frame(out, types::LEFT, |out| {
+                put_u64(out, id.0);
+                put_u64(out, time.0);
+                put_str8(out, user.as_str());
+                out.push(reason.0);
+                put_str32(out, text);
+            }),
             ServerMessage::Who { users } => frame(out, types::WHO_LIST, |out| {
                 put_u32(out, u32::try_from(users.len()).unwrap_or(u32::MAX));
                 for u in users {
@@ -426,8 +479,13 @@ impl Encode for ServerMessage {
                     put_u32(out, *receivers);
                 });
             }
-            ServerMessage::Error { code, text } => frame(out, types::ERROR, |out| {
+            ServerMessage::Error {
+                code,
+                client_id,
+                text,
+            } => frame(out, types::ERROR, |out| {
                 put_u16(out, code.0);
+                put_u64(out, *client_id);
                 put_str32(out, text);
             }),
             ServerMessage::Ping(v) => encode_u64(out, types::PING, *v),
@@ -465,6 +523,11 @@ impl<'a> Fields<'a> {
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(BigEndian::read_u64(self.take(8)?))
+    }
+    fn token(&mut self) -> Result<ResumeToken, DecodeError> {
+        let mut t = [0u8; 16];
+        t.copy_from_slice(self.take(16)?);
+        Ok(ResumeToken(t))
     }
     fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         match self.u8()? {
@@ -598,8 +661,20 @@ impl Decode for ClientMessage {
             types::HELLO => ClientMessage::Hello {
                 version: f.u16()?,
                 username: f.username("username")?,
+                // A version-1 Hello ends here: it still decodes, and is
+                // refused for its version.
+                resume: if f.buf.is_empty() {
+                    None
+                } else {
+                    Some(ResumeRequest {
+                        token: f.token()?,
+                        last_seen: MessageId(f.u64()?),
+                        epoch: f.u64()?,
+                    })
+                },
             },
             types::CHAT => ClientMessage::Chat {
+                client_id: f.u64()?,
                 to: f.recipient()?,
                 kind: f.kind()?,
                 text: f.str32("text")?,
@@ -652,6 +727,20 @@ impl Decode for ServerMessage {
                 username: f.username("username")?,
                 limits: f.limits()?,
                 text: f.str32("text")?,
+                token: f.token()?,
+                epoch: f.u64()?,
+                grace_secs: f.u32()?,
+                last_id: MessageId(f.u64()?),
+                resumed: match f.u8()? {
+                    0 => None,
+                    1 => Some(Resumed { dropped: f.u64()? }),
+                    value => {
+                        return Err(DecodeError::InvalidTag {
+                            field: "resumed",
+                            value,
+                        })
+                    }
+                },
             },
             types::REFUSED => ServerMessage::Refused {
                 code: RefuseCode(f.u16()?),
@@ -664,12 +753,22 @@ impl Decode for ServerMessage {
                 from: f.username("from")?,
                 private: f.bool("private")?,
                 kind: f.kind()?,
+                history: f.bool("history")?,
                 text: f.str32("text")?,
             }),
             types::JOINED => ServerMessage::Joined {
+                id: MessageId(f.u64()?),
+                time: Timestamp(f.u64()?),
                 user: f.username("user")?,
             },
+            types::CHAT_ACK => ServerMessage::Ack {
+                client_id: f.u64()?,
+                id: MessageId(f.u64()?),
+                time: Timestamp(f.u64()?),
+            },
             types::LEFT => ServerMessage::Left(Departure {
+                id: MessageId(f.u64()?),
+                time: Timestamp(f.u64()?),
                 user: f.username("user")?,
                 reason: LeaveReason(f.u8()?),
                 text: f.str32("text")?,
@@ -723,6 +822,7 @@ impl Decode for ServerMessage {
             },
             types::ERROR => ServerMessage::Error {
                 code: ErrorCode(f.u16()?),
+                client_id: f.u64()?,
                 text: f.str32("text")?,
             },
             types::SHUTDOWN => ServerMessage::Shutdown {

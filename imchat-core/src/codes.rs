@@ -49,6 +49,9 @@ code_type! {
         SHUTTING_DOWN = 6, "server shutting down";
         /// Something other than a `Hello` came first.
         HANDSHAKE_REQUIRED = 7, "a username must be set first";
+        /// Too many resume attempts with a wrong token came from this
+        /// address lately; wait before trying again.
+        TOO_MANY_ATTEMPTS = 8, "too many failed resume attempts";
     }
 }
 

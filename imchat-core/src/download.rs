@@ -978,6 +978,11 @@ mod tests {
         let mut client = ClientSession::new(me.clone(), Limits::default(), now);
         client.handle_message(
             ServerMessage::Welcome {
+                token: crate::ResumeToken::default(),
+                epoch: 0,
+                grace_secs: 0,
+                last_id: crate::MessageId(0),
+                resumed: None,
                 version: crate::PROTOCOL_VERSION,
                 username: me,
                 text: String::new(),

@@ -121,6 +121,7 @@ mod codes;
 mod display;
 mod download;
 mod error;
+mod history;
 mod limits;
 mod message;
 mod session;
@@ -137,6 +138,9 @@ pub use download::{
     AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest,
 };
 pub use error::{DecodeError, NameError, TransferError, UsageError};
+pub use history::{
+    HistoryStore, Loaded, LogEntry, LogEvent, MemoryStore, SessionRecord, StoreError,
+};
 pub use limits::*;
 pub use message::*;
 pub use session::{

@@ -80,11 +80,38 @@ pub const MAX_FILE_NAME_BYTES: usize = 255;
 pub const CHUNK_FRAME_OVERHEAD: usize = 21;
 /// Bytes a chat frame holds besides its text, at most: type (1), message
 /// id (8), time (8), the sender's name with its length (1 + 128), the
-/// private flag or recipient tag (1), the kind (1), the text length (4).
-pub const CHAT_FRAME_OVERHEAD: usize = 152;
+/// private flag or recipient tag (1), the kind (1), the history flag (1),
+/// the text length (4).
+pub const CHAT_FRAME_OVERHEAD: usize = 153;
 /// The largest valid handshake frame: type (1), version (2), a name of 32
-/// four-byte characters with its length (1 + 128).
-pub const MAX_HELLO_FRAME: u32 = 132;
+/// four-byte characters with its length (1 + 128), a resume request (16 +
+/// 8 + 8).
+pub const MAX_HELLO_FRAME: u32 = 164;
+/// How long a session whose connection was lost (not quit) waits to be
+/// resumed before the others are told the user left: 60 s.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
+/// Chat messages a user joining afresh is shown from before it joined: 50.
+pub const DEFAULT_HISTORY_COUNT: usize = 50;
+/// How old a message may be to be shown to a user joining afresh: 1 hour.
+pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(3600);
+/// Entries (chat messages, joins, leaves) the server's room log keeps, for
+/// history and for resumes: 10,000.
+pub const DEFAULT_LOG_ENTRIES: usize = 10_000;
+/// Bytes the room log keeps at most (texts and names, plus 64 per entry): 8 MiB.
+pub const DEFAULT_LOG_BYTES: usize = 8 * 1024 * 1024;
+/// Sessions waiting to be resumed at once (users in their grace period): 256.
+/// Past it, the one waiting longest is ended (announced as left) to make room.
+pub const DEFAULT_MAX_GHOSTS: usize = 256;
+/// Failed resume attempts allowed from one address per
+/// [`DEFAULT_RESUME_WINDOW`]: 5.
+pub const DEFAULT_RESUME_ATTEMPTS: u32 = 5;
+/// The window over which failed resume attempts are counted: 10 s.
+pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
+/// Chat messages a client keeps until the server acknowledges them (to
+/// resend after a reconnect): 256. Past it the oldest is given up.
+pub const DEFAULT_MAX_UNACKED: usize = 256;
+/// Bytes of text a client keeps unacknowledged at most: 1 MiB.
+pub const DEFAULT_MAX_UNACKED_BYTES: usize = 1024 * 1024;
 
 /// Limits that cannot work together. Each variant names the fields and
 /// carries the numbers; fix the values and validate again.
@@ -261,6 +288,30 @@ pub struct Limits {
     pub transfer_idle_timeout: Duration,
     /// Time the receivers of a push have to accept it ([`DEFAULT_OFFER_TIMEOUT`]).
     pub offer_timeout: Duration,
+    /// How long a lost session may be resumed ([`DEFAULT_GRACE`]); zero:
+    /// a lost connection leaves at once. Resume also needs a token source
+    /// ([`Hub::set_token_source`](crate::Hub::set_token_source)).
+    pub grace: Duration,
+    /// History shown to a user joining afresh: at most this many chat
+    /// messages ([`DEFAULT_HISTORY_COUNT`]); 0: none.
+    pub history_count: usize,
+    /// ... and none older than this ([`DEFAULT_HISTORY_AGE`]); zero: none.
+    pub history_age: Duration,
+    /// Entries the room log keeps ([`DEFAULT_LOG_ENTRIES`]).
+    pub log_entries: usize,
+    /// Bytes the room log keeps ([`DEFAULT_LOG_BYTES`]).
+    pub log_bytes: usize,
+    /// Sessions in their grace period at once ([`DEFAULT_MAX_GHOSTS`]).
+    pub max_ghosts: usize,
+    /// Failed resume attempts per address per `resume_window`
+    /// ([`DEFAULT_RESUME_ATTEMPTS`]).
+    pub resume_attempts: u32,
+    /// The window failed resume attempts are counted over ([`DEFAULT_RESUME_WINDOW`]).
+    pub resume_window: Duration,
+    /// Chat messages a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED`]).
+    pub max_unacked: usize,
+    /// Bytes of text a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED_BYTES`]).
+    pub max_unacked_bytes: usize,
 }
 
 impl Default for Limits {
@@ -287,6 +338,16 @@ impl Default for Limits {
             transfer_idle_timeout: DEFAULT_TRANSFER_IDLE_TIMEOUT,
             offer_timeout: DEFAULT_OFFER_TIMEOUT,
             max_transfers: DEFAULT_MAX_TRANSFERS,
+            grace: DEFAULT_GRACE,
+            history_count: DEFAULT_HISTORY_COUNT,
+            history_age: DEFAULT_HISTORY_AGE,
+            log_entries: DEFAULT_LOG_ENTRIES,
+            log_bytes: DEFAULT_LOG_BYTES,
+            max_ghosts: DEFAULT_MAX_GHOSTS,
+            resume_attempts: DEFAULT_RESUME_ATTEMPTS,
+            resume_window: DEFAULT_RESUME_WINDOW,
+            max_unacked: DEFAULT_MAX_UNACKED,
+            max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
         }
     }
 }
@@ -403,12 +464,14 @@ mod tests {
             private: true,
             kind: crate::ChatKind::Action,
             text: String::new(),
+            history: true,
         });
         assert_eq!(
             chat.to_frame().len() - crate::HEADER_LEN,
             CHAT_FRAME_OVERHEAD
         );
         let up = crate::ClientMessage::Chat {
+            client_id: u64::MAX,
             to: Recipient::User(name.clone()),
             kind: crate::ChatKind::Action,
             text: String::new(),
@@ -417,6 +480,11 @@ mod tests {
         let hello = crate::ClientMessage::Hello {
             version: crate::PROTOCOL_VERSION,
             username: name,
+            resume: Some(crate::ResumeRequest {
+                token: crate::ResumeToken([0xff; 16]),
+                last_seen: crate::MessageId(u64::MAX),
+                epoch: u64::MAX,
+            }),
         };
         assert_eq!(
             hello.to_frame().len() - crate::HEADER_LEN,

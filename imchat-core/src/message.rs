@@ -227,10 +227,12 @@ impl fmt::Display for TransferId {
     }
 }
 
-/// The server's id of a routed chat message: increasing by one per message
-/// routed, over all senders, within one run of a server (the first is 1).
-/// Receivers can order and de-duplicate by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The server's id of an entry of its room log: a routed chat message, a
+/// join or a leave. One counter for all three, increasing by one per entry
+/// (the first is 1) for as long as the server's history lives (its
+/// [epoch](ServerMessage::Welcome)). Receivers order and de-duplicate by it;
+/// a client that resumes says which it saw last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct MessageId(pub u64);
 
 impl fmt::Display for MessageId {
@@ -250,6 +252,59 @@ impl Timestamp {
     pub fn unix_millis(self) -> u64 {
         self.0
     }
+}
+
+/// The secret that lets a client take its session back after its connection
+/// broke: 16 random bytes, given in `Welcome`, good for one resume within the
+/// grace period. Its `Debug` form hides the bytes, so it never reaches a log.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ResumeToken(pub [u8; 16]);
+
+impl ResumeToken {
+    /// Compares two tokens in time that does not depend on where they
+    /// differ, so that timing does not help guessing one.
+    #[must_use]
+    pub fn matches(&self, other: &ResumeToken) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+
+    /// True for the all-zero token: a server that offers no resume sends it.
+    #[must_use]
+    pub fn is_none(&self) -> bool {
+        self.0 == [0; 16]
+    }
+}
+
+impl fmt::Debug for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResumeToken(..)")
+    }
+}
+
+/// What a client that reconnects presents in its `Hello` to take its
+/// session back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResumeRequest {
+    /// The token of the last `Welcome` it got.
+    pub token: ResumeToken,
+    /// The newest log id it has seen (0: none).
+    pub last_seen: MessageId,
+    /// The epoch of that `Welcome`.
+    pub epoch: u64,
+}
+
+/// A resume succeeded: what the `Welcome` of a resumed session says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Resumed {
+    /// How many log entries after the client's last seen id are no longer
+    /// in the server's log (so cannot be replayed): an upper bound on what
+    /// the client missed for good. 0: nothing was lost.
+    pub dropped: u64,
 }
 
 /// What kind of chat message: plain text, or an action (`/me waves` is
@@ -304,6 +359,9 @@ pub struct RoutedChat {
     pub kind: ChatKind,
     /// The text.
     pub text: String,
+    /// True when it is history: sent before this receiver joined, replayed
+    /// to it on joining with its original id, time and sender.
+    pub history: bool,
 }
 
 /// A user left: who, why, and the parting text they gave. What every
@@ -312,6 +370,10 @@ pub struct RoutedChat {
 /// [`ClientEvent::Left`](crate::ClientEvent::Left).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Departure {
+    /// The log id of the leave.
+    pub id: MessageId,
+    /// When the server noted it.
+    pub time: Timestamp,
     /// Who.
     pub user: Username,
     /// Why.
@@ -440,9 +502,15 @@ pub enum ClientMessage {
         version: u16,
         /// The name it wants.
         username: Username,
+        /// Present when the client reconnects and asks for its session back.
+        resume: Option<ResumeRequest>,
     },
     /// A chat message.
     Chat {
+        /// The client's id of the message (from 1, increasing, kept across
+        /// reconnects; 0: none). The server acknowledges it with
+        /// [`ServerMessage::Ack`] and drops a resent duplicate.
+        client_id: u64,
         /// Everyone, or one user.
         to: Recipient,
         /// Text or action.
@@ -524,6 +592,19 @@ pub enum ServerMessage {
         text: String,
         /// The limits this client must respect.
         limits: ServerLimits,
+        /// The token to present to resume this session (all zero: the
+        /// server offers no resume).
+        token: ResumeToken,
+        /// The lifetime of the server's history: it changes when history
+        /// is lost (a restart without a database).
+        epoch: u64,
+        /// How long after a lost connection the session can be resumed, in
+        /// seconds (0: not at all).
+        grace_secs: u32,
+        /// The newest log id when this `Welcome` was sent (0: none yet).
+        last_id: MessageId,
+        /// Set when this `Welcome` resumes a session.
+        resumed: Option<Resumed>,
     },
     /// The handshake failed; the server closes the connection.
     Refused {
@@ -538,11 +619,26 @@ pub enum ServerMessage {
     Chat(RoutedChat),
     /// Someone joined.
     Joined {
+        /// The log id of the join.
+        id: MessageId,
+        /// When the server noted it.
+        time: Timestamp,
         /// Who.
         user: Username,
     },
     /// Someone left.
     Left(Departure),
+    /// A chat message of this client's was accepted (and, with a history
+    /// database, stored) and routed under `id`.
+    Ack {
+        /// The client's id of the message.
+        client_id: u64,
+        /// Its log id (0 when a duplicate is acknowledged that the server
+        /// no longer remembers the id of).
+        id: MessageId,
+        /// When the server routed it.
+        time: Timestamp,
+    },
     /// Who is online (including the asker).
     Who {
         /// Usernames, sorted.
@@ -584,6 +680,9 @@ pub enum ServerMessage {
     Error {
         /// What kind of failure.
         code: ErrorCode,
+        /// The client's id of the chat message refused (0: the error is
+        /// not about one).
+        client_id: u64,
         /// Detail to show the user.
         text: String,
     },

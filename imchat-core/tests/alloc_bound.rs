@@ -183,7 +183,7 @@ fn hostile_headers(max: u32) {
 /// (what, body in hex, type byte first).
 fn hostile_inner_lengths(max: u32) {
     let client: &[(&str, &str)] = &[
-        ("Chat text", "02 00 00 ffffffff"),
+        ("Chat text", "02 0000000000000001 00 00 ffffffff"),
         ("Quit reason", "08 ffffffff"),
         (
             "Chunk data",
@@ -197,9 +197,15 @@ fn hostile_inner_lengths(max: u32) {
             "41 0002 01 61 00100000 00010000 00000064 00000032 00100000 00100000 00000008 0000000100000000 ffffffff",
         ),
         ("Refused reason", "42 0001 0001 ffffffff"),
-        ("Chat text", "43 0000000000000001 0000000000000000 01 61 00 00 ffffffff"),
-        ("Left text", "45 01 61 00 ffffffff"),
-        ("Error text", "4b 0001 ffffffff"),
+        (
+            "Chat text",
+            "43 0000000000000001 0000000000000000 01 61 00 00 00 ffffffff",
+        ),
+        (
+            "Left text",
+            "45 0000000000000001 0000000000000000 01 61 00 ffffffff",
+        ),
+        ("Error text", "4b 0001 0000000000000000 ffffffff"),
         ("Shutdown reason", "4c ffffffff"),
         ("Chunk data", "80 00000001 0000000000000000 00000000 ffffffff"),
         ("Cancel reason", "82 00000001 0001 ffffffff"),
@@ -313,6 +319,7 @@ fn hostile_lengths_never_allocate_above_the_frame_limit() {
     // A small valid frame decodes under the smaller limit, so the cases
     // below are refused for their lengths, not for the limit.
     let ok = ClientMessage::Chat {
+        client_id: 1,
         to: Recipient::Everyone,
         kind: imchat_core::ChatKind::Text,
         text: "hello".into(),

@@ -7,10 +7,12 @@ use std::fmt::Debug;
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Departure, Encode,
     ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileListPart, FileName, FileStart,
-    LeaveReason, MessageId, Origin, Recipient, RefuseCode, RoutedChat, ServerLimits, ServerMessage,
-    Timestamp, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    LeaveReason, MessageId, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Resumed,
+    RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
+use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError};
@@ -136,14 +138,32 @@ fn server_limits() -> impl Strategy<Value = ServerLimits> {
         })
 }
 
+fn resume_request() -> impl Strategy<Value = ResumeRequest> {
+    (any::<[u8; 16]>(), any::<u64>(), any::<u64>()).prop_map(|(token, last_seen, epoch)| {
+        ResumeRequest {
+            token: ResumeToken(token),
+            last_seen: MessageId(last_seen),
+            epoch,
+        }
+    })
+}
+
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (any::<u16>(), username())
-            .prop_map(|(version, username)| ClientMessage::Hello { version, username }),
-        (recipient(), kind(), text()).prop_map(|(to, kind, text)| ClientMessage::Chat {
-            to,
-            kind,
-            text
+        (any::<u16>(), username(), option::of(resume_request())).prop_map(
+            |(version, username, resume)| ClientMessage::Hello {
+                version,
+                username,
+                resume
+            }
+        ),
+        (any::<u64>(), recipient(), kind(), text()).prop_map(|(client_id, to, kind, text)| {
+            ClientMessage::Chat {
+                client_id,
+                to,
+                kind,
+                text,
+            }
         }),
         Just(ClientMessage::Who),
         Just(ClientMessage::FilesAccess),
@@ -165,14 +185,39 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
-        (any::<u16>(), username(), text(), server_limits()).prop_map(
-            |(version, username, text, limits)| ServerMessage::Welcome {
-                version,
-                username,
-                text,
-                limits,
+        (
+            (any::<u16>(), username(), text(), server_limits()),
+            (
+                any::<[u8; 16]>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u64>(),
+                option::of(any::<u64>())
+            )
+        )
+            .prop_map(
+                |(
+                    (version, username, text, limits),
+                    (token, epoch, grace_secs, last_id, dropped),
+                )| ServerMessage::Welcome {
+                    version,
+                    username,
+                    text,
+                    limits,
+                    token: ResumeToken(token),
+                    epoch,
+                    grace_secs,
+                    last_id: MessageId(last_id),
+                    resumed: dropped.map(|dropped| Resumed { dropped }),
+                }
+            ),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(client_id, id, time)| {
+            ServerMessage::Ack {
+                client_id,
+                id: MessageId(id),
+                time: Timestamp(time),
             }
-        ),
+        }),
         (any::<u16>(), text(), any::<u16>()).prop_map(|(code, reason, version)| {
             ServerMessage::Refused {
                 code: RefuseCode(code),
@@ -186,9 +231,10 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             username(),
             any::<bool>(),
             kind(),
-            text()
+            text(),
+            any::<bool>()
         )
-            .prop_map(|(id, time, from, private, kind, text)| {
+            .prop_map(|(id, time, from, private, kind, text, history)| {
                 ServerMessage::Chat(RoutedChat {
                     id: MessageId(id),
                     time: Timestamp(time),
@@ -196,16 +242,25 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     private,
                     kind,
                     text,
+                    history,
                 })
             }),
-        username().prop_map(|user| ServerMessage::Joined { user }),
-        (username(), any::<u8>(), text()).prop_map(|(user, reason, text)| {
-            ServerMessage::Left(Departure {
+        (any::<u64>(), any::<u64>(), username()).prop_map(|(id, time, user)| {
+            ServerMessage::Joined {
+                id: MessageId(id),
+                time: Timestamp(time),
+                user,
+            }
+        }),
+        (any::<u64>(), any::<u64>(), username(), any::<u8>(), text()).prop_map(
+            |(id, time, user, reason, text)| ServerMessage::Left(Departure {
+                id: MessageId(id),
+                time: Timestamp(time),
                 user,
                 reason: LeaveReason(reason),
                 text,
             })
-        }),
+        ),
         vec(username(), 0..20).prop_map(|users| ServerMessage::Who { users }),
         any::<u64>().prop_map(|count| ServerMessage::FilesAccess { count }),
         (vec((file_name(), any::<u64>()), 0..12), any::<bool>()).prop_map(|(files, last)| {
@@ -240,9 +295,12 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(id, receivers)| ServerMessage::PushDone { id, receivers }),
         (transfer_id(), any::<u32>())
             .prop_map(|(id, receivers)| ServerMessage::PushAccepted { id, receivers }),
-        (any::<u16>(), text()).prop_map(|(code, text)| ServerMessage::Error {
-            code: ErrorCode(code),
-            text,
+        (any::<u16>(), any::<u64>(), text()).prop_map(|(code, client_id, text)| {
+            ServerMessage::Error {
+                code: ErrorCode(code),
+                client_id,
+                text,
+            }
         }),
         any::<u64>().prop_map(ServerMessage::Ping),
         any::<u64>().prop_map(ServerMessage::Pong),

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 use imchat_core::{
-    Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_COUNT,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND,
     DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
@@ -111,6 +112,19 @@ pub struct LimitArgs {
     /// Time the receivers of a push have to accept or decline it (no answer: declined).
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_OFFER_TIMEOUT.as_secs_f64())]
     offer_secs: f64,
+
+    /// How long a user whose connection broke (not quit) may come back and
+    /// take its session back before the others are told it left (0: leave at once).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
+    grace_secs: f64,
+
+    /// Chat messages a user joining afresh is shown from before it joined (0: none).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_COUNT)]
+    history_count: usize,
+
+    /// Only messages younger than this are shown as history (0: none).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HISTORY_AGE.as_secs_f64())]
+    history_age_secs: f64,
 }
 
 impl Default for LimitArgs {
@@ -138,6 +152,9 @@ impl Default for LimitArgs {
             max_downloads: l.max_downloads,
             transfer_idle_secs: l.transfer_idle_timeout.as_secs_f64(),
             offer_secs: l.offer_timeout.as_secs_f64(),
+            grace_secs: l.grace.as_secs_f64(),
+            history_count: l.history_count,
+            history_age_secs: l.history_age.as_secs_f64(),
         }
     }
 }
@@ -168,6 +185,15 @@ fn secs(flag: &str, value: f64) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+/// Like [`secs`], for a setting where 0 turns something off.
+fn secs_or_off(flag: &str, value: f64) -> Result<Duration, String> {
+    if value == 0.0 {
+        Ok(Duration::ZERO)
+    } else {
+        secs(flag, value)
+    }
 }
 
 impl LimitArgs {
@@ -209,6 +235,10 @@ impl LimitArgs {
             max_downloads: a.max_downloads,
             transfer_idle_timeout: secs("transfer-idle-secs", a.transfer_idle_secs)?,
             offer_timeout: secs("offer-secs", a.offer_secs)?,
+            grace: secs_or_off("grace-secs", a.grace_secs)?,
+            history_count: a.history_count,
+            history_age: secs_or_off("history-age-secs", a.history_age_secs)?,
+            ..Limits::default()
         };
         limits.validate().map_err(|e| flag_words(&e))?;
         Ok(limits)

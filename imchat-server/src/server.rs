@@ -549,6 +549,35 @@ impl Server {
                 };
                 self.report.log(Level::Info, line);
             }
+            HubEvent::Away { client, user } => {
+                self.report.log(
+                    Level::Info,
+                    format!(
+                        "{} lost its connection ({client}); its session waits for a resume",
+                        inert(user.as_str())
+                    ),
+                );
+            }
+            HubEvent::Resumed {
+                client,
+                user,
+                replaced,
+                replayed,
+                dropped,
+            } => {
+                let Some(conn) = core.conns.get_mut(&client) else {
+                    return;
+                };
+                let old = replaced
+                    .map(|c| format!(", replacing {c}"))
+                    .unwrap_or_default();
+                self.report.say(format!(
+                    "{} resumed from {}{old} ({replayed} sent again, {dropped} lost)",
+                    inert(user.as_str()),
+                    conn.addr
+                ));
+                conn.user = Some(user);
+            }
             HubEvent::Violation { client, detail } => {
                 self.report.log(
                     Level::Warn,
@@ -709,6 +738,18 @@ impl Server {
 
 /// Tells the hub what the wall clock says now, for the times it stamps on
 /// routed messages.
+/// A resume token (and the epoch of the history) from the operating
+/// system's secure generator. Should it ever fail, the token is all zero:
+/// no session can be resumed with it, which is safe.
+fn random_token() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        log::error!("no random resume token: {e}");
+        bytes = [0; 16];
+    }
+    bytes
+}
+
 fn set_wall_clock(hub: &mut Hub) {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -814,6 +855,7 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
+    hub.set_token_source(Box::new(random_token));
     set_wall_clock(&mut hub);
     let server = Arc::new(Server {
         core: Mutex::new(Core {

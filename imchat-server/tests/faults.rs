@@ -206,6 +206,7 @@ impl Server {
         let mut b = Raw::join(self.addr, "probe_b");
         a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
         b.send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: "still alive".into(),
@@ -245,6 +246,7 @@ impl Raw {
     fn join(addr: SocketAddr, name: &str) -> Raw {
         let mut r = Raw::connect(addr);
         r.send(&ClientMessage::Hello {
+            resume: None,
             version: PROTOCOL_VERSION,
             username: Username::new(name).unwrap(),
         });
@@ -393,6 +395,7 @@ fn a_frame_sent_one_byte_at_a_time_works() {
     let mut r = Raw::connect(srv.addr);
     r.stream.set_nodelay(true).unwrap();
     let hello = ClientMessage::Hello {
+        resume: None,
         version: PROTOCOL_VERSION,
         username: Username::new("dribble").unwrap(),
     }
@@ -411,6 +414,7 @@ fn messages_before_the_handshake_are_refused() {
     for m in [
         ClientMessage::Who,
         ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: "sneaky".into(),
@@ -437,6 +441,7 @@ fn fifty_connections_claiming_one_name_exactly_one_wins() {
             thread::spawn(move || {
                 let mut r = Raw::connect(addr);
                 r.send(&ClientMessage::Hello {
+                    resume: None,
                     version: PROTOCOL_VERSION,
                     username: Username::new("Highlander").unwrap(),
                 });
@@ -510,6 +515,7 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
     for batch in 1..=TOTAL / BATCH {
         for _ in 0..BATCH {
             flooder.send(&ClientMessage::Chat {
+                client_id: 0,
                 kind: ChatKind::Text,
                 to: Recipient::Everyone,
                 text: text.clone(),
@@ -543,7 +549,9 @@ fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() 
         .current_dir(&dir.0);
     let mut sleeper = Proc::spawn(cmd);
     sleeper.expect("connected");
-    watcher.wait_for(|m| matches!(m, ServerMessage::Joined { user } if user.as_str() == "sleeper"));
+    watcher.wait_for(
+        |m| matches!(m, ServerMessage::Joined { user, .. } if user.as_str() == "sleeper"),
+    );
     let pid = sleeper.pid().to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
@@ -617,6 +625,7 @@ fn one_client_over_the_limit_gets_server_full() {
     let c = Raw::join(srv.addr, "c3");
     let mut d = Raw::connect(srv.addr);
     d.send(&ClientMessage::Hello {
+        resume: None,
         version: PROTOCOL_VERSION,
         username: Username::new("c4").unwrap(),
     });
@@ -627,6 +636,7 @@ fn one_client_over_the_limit_gets_server_full() {
     loop {
         let mut e = Raw::connect(srv.addr);
         e.send(&ClientMessage::Hello {
+            resume: None,
             version: PROTOCOL_VERSION,
             username: Username::new("c5").unwrap(),
         });
@@ -773,6 +783,7 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
     receiver.wait_for(|m| matches!(m, ServerMessage::Cancel(_)));
     // Both connections live on.
     pusher.send(&ClientMessage::Chat {
+        client_id: 0,
         kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "after".into(),
@@ -894,6 +905,7 @@ fn a_flood_is_slowed_then_cut_off() {
     let start = Instant::now();
     for i in 0..200 {
         flooder.send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("m{i}"),
@@ -1027,6 +1039,7 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
     // of a message from the last one.
     let last = clients.len() - 1;
     clients[last].send(&ClientMessage::Chat {
+        client_id: 0,
         kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "hi all".into(),
@@ -1036,7 +1049,7 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
             let want = format!("m{j}");
             let m = c.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
             assert!(
-                matches!(&m, ServerMessage::Joined { user } if user.as_str() == want),
+                matches!(&m, ServerMessage::Joined { user, .. } if user.as_str() == want),
                 "m{k} expected {want} to join next, got {m:?}"
             );
         }
@@ -1083,6 +1096,7 @@ fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
     assert_eq!(received(&mut r), imchat_core::DOWNLOAD_WINDOW);
     // Chat is not stuck behind the file.
     talker.send(&ClientMessage::Chat {
+        client_id: 0,
         kind: ChatKind::Text,
         to: Recipient::Everyone,
         text: "still here".into(),
@@ -1151,6 +1165,7 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
             );
             for _ in 0..BATCH {
                 talker.send(&ClientMessage::Chat {
+                    client_id: 0,
                     kind: ChatKind::Text,
                     to: Recipient::Everyone,
                     text: text.clone(),
@@ -1174,6 +1189,7 @@ fn a_writer_thread_ends_once_its_slow_reader_caught_up_and_comes_back_when_neede
             thread::sleep(Duration::from_millis(20));
         }
         talker.send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("after {round}"),
@@ -1195,6 +1211,7 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "bοb"] {
         let mut r = Raw::connect(srv.addr);
         r.send(&ClientMessage::Hello {
+            resume: None,
             version: PROTOCOL_VERSION,
             username: Username::new(fake).unwrap(),
         });
@@ -1213,6 +1230,7 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
 fn chat_burst(from: &mut Raw, to: &mut Raw, n: usize, len: usize) {
     for i in 0..n {
         from.send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("{i:05}{}", "x".repeat(len - 5)),
@@ -1293,6 +1311,7 @@ fn a_legal_burst_of_long_messages_drops_no_reader() {
     // limit, 6.2 MB in all, more than a reader's 4 MiB queue.
     for i in 0..100 {
         talker.send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: format!("{i:03}{}", "k".repeat(64_997)),
@@ -1342,6 +1361,7 @@ fn refused_in(addr: SocketAddr, name: &str) -> (Vec<ServerMessage>, Duration) {
     let start = Instant::now();
     let mut r = Raw::connect(addr);
     r.send(&ClientMessage::Hello {
+        resume: None,
         version: PROTOCOL_VERSION,
         username: Username::new(name).unwrap(),
     });
@@ -1378,6 +1398,7 @@ fn quick_connects_to_a_full_server_do_not_pile_up_threads() {
         for i in 0..200 {
             if let Ok(mut s) = TcpStream::connect_timeout(&srv.addr, WAIT) {
                 let hello = ClientMessage::Hello {
+                    resume: None,
                     version: PROTOCOL_VERSION,
                     username: Username::new(format!("q{round}x{i}")).unwrap(),
                 };

@@ -808,6 +808,7 @@ impl Raw {
     pub fn join(addr: SocketAddr, name: &str) -> Raw {
         let mut raw = Raw::connect(addr);
         raw.send(&ClientMessage::Hello {
+            resume: None,
             version: PROTOCOL_VERSION,
             username: Username::new(name).expect("valid name"),
         });

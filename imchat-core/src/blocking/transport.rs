@@ -192,6 +192,7 @@ mod tests {
         let msgs = vec![
             ClientMessage::Who,
             ClientMessage::Chat {
+                client_id: 1,
                 to: crate::Recipient::Everyone,
                 kind: crate::ChatKind::Text,
                 text: "hello".into(),
@@ -278,6 +279,7 @@ mod tests {
         let s = TcpStream::connect(addr).unwrap();
         let (mut r, mut w) = split_tcp::<ServerMessage>(s, 1024).unwrap();
         let hello = ClientMessage::Hello {
+            resume: None,
             version: 1,
             username: Username::new("ann").unwrap(),
         };

@@ -51,6 +51,29 @@ const ABC_CRC: u32 = 0x3524_41c2;
 // CRC32/IEEE of b"hello" (zlib.crc32(b"hello") == 0x3610a686).
 const HELLO_CRC: u32 = 0x3610_a686;
 
+/// The resume token of the goldens.
+const TOKEN: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+/// The token of the resumed session's `Welcome`.
+const TOKEN2: [u8; 16] = [
+    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+];
+/// The epoch of the goldens.
+const EPOCH: u64 = 0x1122_3344_5566_7788;
+
+/// The default limits, as a `Welcome` announces them.
+fn default_server_limits() -> ServerLimits {
+    ServerLimits {
+        max_frame: 0x10_0000,
+        max_text: 0x1_0000,
+        rate_burst: 100,
+        rate_per_sec: 50,
+        rate_burst_bytes: 0x10_0000,
+        rate_bytes_per_sec: 0x10_0000,
+        max_transfers: 8,
+        max_push_size: 1 << 32,
+    }
+}
+
 /// At least one golden frame per `ClientMessage` variant, and one per layout
 /// case docs/PROTOCOL.md shows: (name, message, frame). Every one must
 /// appear in the document (`protocol_md_examples_are_golden_frames`).
@@ -59,6 +82,7 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
         (
             "Hello",
             ClientMessage::Hello {
+                resume: None,
                 version: 2,
                 username: user("alice"),
             },
@@ -70,6 +94,7 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             // in every version, so a server can always read the version.
             "Hello",
             ClientMessage::Hello {
+                resume: None,
                 version: 1,
                 username: user("alice"),
             },
@@ -77,24 +102,48 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             hex("00000009 01   0001      05 616c696365"),
         ),
         (
-            "Chat",
-            ClientMessage::Chat {
-                to: Recipient::Everyone,
-                kind: ChatKind::Text,
-                text: "hi".into(),
+            // A reconnecting client asks for its session back.
+            "Hello",
+            ClientMessage::Hello {
+                version: 2,
+                username: user("alice"),
+                resume: Some(crate::ResumeRequest {
+                    token: crate::ResumeToken(TOKEN),
+                    last_seen: MessageId(6),
+                    epoch: EPOCH,
+                }),
             },
-            //   len      type to=everyone kind=text str32 "hi"
-            hex("00000009 02   00          00        00000002 6869"),
+            hex(&[
+                //  len      type version str8 "alice"
+                "00000029 01   0002    05 616c696365",
+                //  token
+                "000102030405060708090a0b0c0d0e0f",
+                //  last_seen        epoch
+                "0000000000000006 1122334455667788",
+            ]
+            .concat()),
         ),
         (
             "Chat",
             ClientMessage::Chat {
+                client_id: 1,
+                to: Recipient::Everyone,
+                kind: ChatKind::Text,
+                text: "hi".into(),
+            },
+            //   len      type client_id        to=everyone kind=text str32 "hi"
+            hex("00000011 02   0000000000000001 00          00        00000002 6869"),
+        ),
+        (
+            "Chat",
+            ClientMessage::Chat {
+                client_id: 2,
                 to: Recipient::User(user("bob")),
                 kind: ChatKind::Action,
                 text: "waves".into(),
             },
-            //   len      type to=user "bob" kind=action str32 "waves"
-            hex("00000010 02   01 03 626f62   01          00000005 7761766573"),
+            //   len      type client_id        to=user "bob" kind=action
+            hex("00000018 02   0000000000000002 01 03 626f62   01          00000005 7761766573"),
         ),
         ("Who", ClientMessage::Who, hex("00000001 03")),
         (
@@ -240,26 +289,51 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
                 version: 2,
                 username: user("alice"),
                 text: "hi".into(),
-                limits: ServerLimits {
-                    max_frame: 0x10_0000,
-                    max_text: 0x1_0000,
-                    rate_burst: 100,
-                    rate_per_sec: 50,
-                    rate_burst_bytes: 0x10_0000,
-                    rate_bytes_per_sec: 0x10_0000,
-                    max_transfers: 8,
-                    max_push_size: 1 << 32,
-                },
+                limits: default_server_limits(),
+                token: crate::ResumeToken(TOKEN),
+                epoch: EPOCH,
+                grace_secs: 60,
+                last_id: MessageId(4),
+                resumed: None,
             },
             hex(&[
                 //  len      type version str8 "alice"
-                "00000033 41   0002    05 616c696365",
+                "00000058 41   0002    05 616c696365",
                 //  max_frame max_text burst    rate/s   burst bytes bytes/s
                 "00100000  00010000 00000064 00000032 00100000    00100000",
                 //  transfers max_push_size
                 "00000008  0000000100000000",
                 //  str32 "hi"
                 "00000002 6869",
+                //  token
+                "000102030405060708090a0b0c0d0e0f",
+                //  epoch          grace_secs last_id          resumed=no
+                "1122334455667788 0000003c   0000000000000004 00",
+            ]
+            .concat()),
+        ),
+        (
+            // The Welcome of a resumed session: a new token, nothing dropped.
+            "Welcome",
+            ServerMessage::Welcome {
+                version: 2,
+                username: user("alice"),
+                text: "hi".into(),
+                limits: default_server_limits(),
+                token: crate::ResumeToken(TOKEN2),
+                epoch: EPOCH,
+                grace_secs: 60,
+                last_id: MessageId(9),
+                resumed: Some(crate::Resumed { dropped: 0 }),
+            },
+            hex(&[
+                "00000060 41 0002 05 616c696365",
+                "00100000 00010000 00000064 00000032 00100000 00100000",
+                "00000008 0000000100000000",
+                "00000002 6869",
+                "101112131415161718191a1b1c1d1e1f",
+                //  epoch          grace_secs last_id          resumed=yes dropped
+                "1122334455667788 0000003c   0000000000000009 01          0000000000000000",
             ]
             .concat()),
         ),
@@ -295,6 +369,7 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         (
             "Chat",
             ServerMessage::Chat(crate::RoutedChat {
+                history: false,
                 id: MessageId(5),
                 time: Timestamp(1_700_000_000_000),
                 from: user("bob"),
@@ -304,15 +379,16 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             }),
             hex(&[
                 //  len      type id               time (ms since 1970)
-                "0000001d 43   0000000000000005 0000018bcfe56800",
-                //  str8 "bob" private kind=text str32 "hi"
-                "03 626f62  01      00        00000002 6869",
+                "0000001e 43   0000000000000005 0000018bcfe56800",
+                //  str8 "bob" private kind=text history=no str32 "hi"
+                "03 626f62  01      00        00         00000002 6869",
             ]
             .concat()),
         ),
         (
             "Chat",
             ServerMessage::Chat(crate::RoutedChat {
+                history: false,
                 id: MessageId(6),
                 time: Timestamp(1_700_000_000_250),
                 from: user("bob"),
@@ -322,36 +398,76 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             }),
             hex(&[
                 //  len      type id               time (250 ms after id 5's)
-                "00000020 43   0000000000000006 0000018bcfe568fa",
-                //  str8 "bob" private=no kind=action str32 "waves"
-                "03 626f62  00         01          00000005 7761766573",
+                "00000021 43   0000000000000006 0000018bcfe568fa",
+                //  str8 "bob" private=no kind=action history=no str32 "waves"
+                "03 626f62  00         01          00         00000005 7761766573",
             ]
             .concat()),
         ),
         (
+            // History: message 3, a minute before message 5, replayed to a
+            // user joining afresh.
+            "Chat",
+            ServerMessage::Chat(crate::RoutedChat {
+                id: MessageId(3),
+                time: Timestamp(1_699_999_940_000),
+                from: user("bob"),
+                private: false,
+                kind: ChatKind::Text,
+                text: "hi".into(),
+                history: true,
+            }),
+            hex(&[
+                //  len      type id               time
+                "0000001e 43   0000000000000003 0000018bcfe47da0",
+                //  str8 "bob" private=no kind=text history=yes str32 "hi"
+                "03 626f62  00         00        01          00000002 6869",
+            ]
+            .concat()),
+        ),
+        (
+            "Ack",
+            ServerMessage::Ack {
+                client_id: 1,
+                id: MessageId(7),
+                time: Timestamp(1_700_000_000_500),
+            },
+            //   len      type client_id        id               time
+            hex("00000019 4e   0000000000000001 0000000000000007 0000018bcfe569f4"),
+        ),
+        (
             "Joined",
-            ServerMessage::Joined { user: user("bob") },
-            hex("00000005 44 03 626f62"),
+            ServerMessage::Joined {
+                id: MessageId(4),
+                time: Timestamp(1_699_999_999_000),
+                user: user("bob"),
+            },
+            //   len      type id               time             str8 "bob"
+            hex("00000015 44   0000000000000004 0000018bcfe56418 03 626f62"),
         ),
         (
             "Left",
             ServerMessage::Left(crate::Departure {
+                id: MessageId(8),
+                time: Timestamp(1_700_000_001_000),
                 user: user("bob"),
                 reason: LeaveReason::QUIT,
                 text: "bye".into(),
             }),
-            //   len      type str8 "bob" reason=quit str32 "bye"
-            hex("0000000d 45   03 626f62  00          00000003 627965"),
+            //   len      type id               time             str8 "bob" reason=quit str32 "bye"
+            hex("0000001d 45   0000000000000008 0000018bcfe56be8 03 626f62  00          00000003 627965"),
         ),
         (
             "Left",
             ServerMessage::Left(crate::Departure {
+                id: MessageId(9),
+                time: Timestamp(1_700_000_002_000),
                 user: user("bob"),
                 reason: LeaveReason::TIMEOUT,
                 text: String::new(),
             }),
-            //   len      type str8 "bob" reason=timeout str32 ""
-            hex("0000000a 45   03 626f62  02             00000000"),
+            //   len      type id               time             str8 "bob" reason=timeout str32 ""
+            hex("0000001a 45   0000000000000009 0000018bcfe56fd0 03 626f62  02             00000000"),
         ),
         (
             "Who",
@@ -469,19 +585,21 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             "Error",
             ServerMessage::Error {
                 code: ErrorCode::UNKNOWN_USER,
+                client_id: 2,
                 text: "no".into(),
             },
-            //   len      type code str32 "no"
-            hex("00000009 4b   0002 00000002 6e6f"),
+            //   len      type code client_id        str32 "no"
+            hex("00000011 4b   0002 0000000000000002 00000002 6e6f"),
         ),
         (
             "Error",
             ServerMessage::Error {
                 code: ErrorCode::TIMEOUT,
+                client_id: 0,
                 text: "no answer to keepalive".into(),
             },
-            //   len      type code=6 str32 "no answer to keepalive"
-            hex("0000001d 4b   0006   00000016 6e6f20616e7377657220746f206b656570616c697665"),
+            //   len      type code=6 client_id=none   str32 "no answer to keepalive"
+            hex("00000025 4b   0006   0000000000000000 00000016 6e6f20616e7377657220746f206b656570616c697665"),
         ),
         (
             "Ping",
@@ -528,6 +646,7 @@ variant_names!(server_kind, SERVER_KINDS: ServerMessage {
     Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
     FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
     PushAccepted { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
+    Ack { .. },
 });
 
 /// Encoding gives exactly the golden bytes, the header counts the rest, and
@@ -595,6 +714,7 @@ fn the_whole_handshake_fits_under_the_handshake_limit() {
     // A Hello with the longest username (32 four-byte characters) is the
     // largest frame a client sends before the handshake.
     let hello = ClientMessage::Hello {
+        resume: None,
         version: u16::MAX,
         username: user(&"𝒜".repeat(32)),
     };
@@ -617,18 +737,21 @@ fn unknown_code_values_pass_through() {
         ),
         (
             ServerMessage::Error {
+                client_id: 0,
                 code: ErrorCode(999),
                 text: String::new(),
             },
-            hex("00000007 4b 03e7 00000000"),
+            hex("0000000f 4b 03e7 0000000000000000 00000000"),
         ),
         (
             ServerMessage::Left(crate::Departure {
+                id: crate::MessageId(0),
+                time: crate::Timestamp(0),
                 user: user("bob"),
                 reason: LeaveReason(200),
                 text: String::new(),
             }),
-            hex("0000000a 45 03 626f62 c8 00000000"),
+            hex("0000001a 45 0000000000000000 0000000000000000 03 626f62 c8 00000000"),
         ),
         (
             ServerMessage::Cancel(FileCancel {
@@ -763,7 +886,7 @@ fn error_unknown_type() {
         (Client, "00000001 85", unknown(0x85)),
         (Server, "00000001 00", unknown(0x00)),
         (Server, "00000001 40", unknown(0x40)),
-        (Server, "00000001 4e", unknown(0x4e)),
+        (Server, "00000001 4f", unknown(0x4f)),
         // The type is refused before its body is looked at.
         (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);
@@ -807,6 +930,12 @@ fn error_truncated() {
     run_error_table(&[
         // Ping with 7 of its 8 value bytes.
         (Client, "00000008 83 01020304050607", truncated(0x83)),
+        // Hello with 2 bytes of a resume request.
+        (
+            Client,
+            "0000000c 01 0002 05 616c696365 0001",
+            truncated(0x01),
+        ),
         // Hello without its username.
         (Client, "00000003 01 0001", truncated(0x01)),
         // str8 length 5, 3 bytes left.
@@ -814,7 +943,7 @@ fn error_truncated() {
         // Chat whose str32 claims 0xffffffff bytes.
         (
             Client,
-            "0000000b 02 00 00 ffffffff 68656c6c",
+            "00000013 02 0000000000000001 00 00 ffffffff 68656c6c",
             truncated(0x02),
         ),
         // Chunk whose data length claims one byte more than is there.
@@ -852,7 +981,11 @@ fn error_trailing_bytes() {
             trailing(0x83, 2),
         ),
         (Client, "00000006 08 00000000 ff", trailing(0x08, 1)),
-        (Server, "00000006 44 03 626f62 ff", trailing(0x44, 1)),
+        (
+            Server,
+            "00000016 44 0000000000000001 0000000000000001 03 626f62 ff",
+            trailing(0x44, 1),
+        ),
         (
             Server,
             "0000000d 4a 00000009 00000002 00000000",
@@ -866,7 +999,11 @@ fn error_invalid_utf8() {
     use Dir::*;
     let bad_utf8 = |field| DecodeError::InvalidUtf8 { field };
     run_error_table(&[
-        (Client, "00000008 02 00 00 00000001 ff", bad_utf8("text")),
+        (
+            Client,
+            "00000010 02 0000000000000001 00 00 00000001 ff",
+            bad_utf8("text"),
+        ),
         (Client, "00000005 01 0001 01 ff", bad_utf8("username")),
         // A surrogate encoded in UTF-8 (CESU) is not UTF-8.
         (
@@ -875,7 +1012,11 @@ fn error_invalid_utf8() {
             bad_utf8("reason"),
         ),
         (Server, "00000007 4c 00000002 c328", bad_utf8("reason")),
-        (Server, "00000004 44 02 c0af", bad_utf8("user")),
+        (
+            Server,
+            "00000014 44 0000000000000001 0000000000000001 02 c0af",
+            bad_utf8("user"),
+        ),
     ]);
 }
 
@@ -901,7 +1042,7 @@ fn error_invalid_name() {
         ),
         (
             Client,
-            "0000000d 02 01 05 61646d696e 00 00000000",
+            "00000015 02 0000000000000001 01 05 61646d696e 00 00000000",
             bad_name(
                 "to",
                 NameError::Reserved {
@@ -911,7 +1052,7 @@ fn error_invalid_name() {
         ),
         (
             Server,
-            "00000007 44 05 61646d696e",
+            "00000017 44 0000000000000001 0000000000000001 05 61646d696e",
             bad_name(
                 "user",
                 NameError::Reserved {
@@ -933,8 +1074,16 @@ fn error_invalid_tag() {
     use Dir::*;
     let bad_tag = |field, value| DecodeError::InvalidTag { field, value };
     run_error_table(&[
-        (Client, "00000008 02 02 00 00000001 68", bad_tag("to", 2)),
-        (Client, "00000008 02 00 02 00000001 68", bad_tag("kind", 2)),
+        (
+            Client,
+            "00000010 02 0000000000000001 02 00 00000001 68",
+            bad_tag("to", 2),
+        ),
+        (
+            Client,
+            "00000010 02 0000000000000001 00 02 00000001 68",
+            bad_tag("kind", 2),
+        ),
         (
             Client,
             "00000016 07 00000009 07 7069632e706e67 00000000000003e8 ff",
@@ -942,13 +1091,30 @@ fn error_invalid_tag() {
         ),
         (
             Server,
-            "0000001b 43 0000000000000001 0000000000000000 03 626f62 02 00 00000000",
+            "0000001c 43 0000000000000001 0000000000000000 03 626f62 02 00 00 00000000",
             bad_tag("private", 2),
         ),
         (
             Server,
-            "0000001b 43 0000000000000001 0000000000000000 03 626f62 00 07 00000000",
+            "0000001c 43 0000000000000001 0000000000000000 03 626f62 00 07 00 00000000",
             bad_tag("kind", 7),
+        ),
+        (
+            Server,
+            "0000001c 43 0000000000000001 0000000000000000 03 626f62 00 00 02 00000000",
+            bad_tag("history", 2),
+        ),
+        (
+            Server,
+            &[
+                "00000058 41 0002 05 616c696365",
+                "00100000 00010000 00000064 00000032 00100000 00100000",
+                "00000008 0000000100000000 00000002 6869",
+                "000102030405060708090a0b0c0d0e0f",
+                "1122334455667788 0000003c 0000000000000004 02",
+            ]
+            .concat(),
+            bad_tag("resumed", 2),
         ),
         (Server, "00000006 48 02 00000000", bad_tag("last", 2)),
         (
@@ -1090,11 +1256,13 @@ fn encode_chunk_equals_encoding_a_file_chunk() {
 
 #[test]
 fn set_max_frame_switches_between_handshake_and_session_limits() {
-    // A 2 KiB chat frame: 1 type + 1 recipient + 1 kind + 4 length + 2041 text bytes.
+    // A 2 KiB chat frame: 1 type + 8 client id + 1 recipient + 1 kind + 4
+    // length + 2033 text bytes.
     let chat = ClientMessage::Chat {
+        client_id: 1,
         to: Recipient::Everyone,
         kind: ChatKind::Text,
-        text: "x".repeat(2041),
+        text: "x".repeat(2033),
     };
     let frame = chat.to_frame();
     assert_eq!(frame.len(), HEADER_LEN + 2048);
@@ -1112,6 +1280,7 @@ fn set_max_frame_switches_between_handshake_and_session_limits() {
 
     let mut dec = Decoder::<ClientMessage>::new(DEFAULT_MAX_HANDSHAKE_FRAME);
     let hello = ClientMessage::Hello {
+        resume: None,
         version: PROTOCOL_VERSION,
         username: user("alice"),
     };
@@ -1126,8 +1295,9 @@ fn set_max_frame_switches_between_handshake_and_session_limits() {
 #[test]
 fn the_limit_is_inclusive() {
     // A frame of exactly `max` bytes passes; one byte more is refused.
-    let text_len = 1024 - 7;
+    let text_len = 1024 - 15;
     let at_limit = ClientMessage::Chat {
+        client_id: 1,
         to: Recipient::Everyone,
         kind: ChatKind::Text,
         text: "y".repeat(text_len),
@@ -1137,6 +1307,7 @@ fn the_limit_is_inclusive() {
     assert_eq!(dec.next_message(), Ok(Some(at_limit)));
 
     let over = ClientMessage::Chat {
+        client_id: 1,
         to: Recipient::Everyone,
         kind: ChatKind::Text,
         text: "y".repeat(text_len + 1),

@@ -10,8 +10,9 @@ use std::time::Instant;
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
-    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, Origin, Recipient,
-    RefuseCode, ServerLimits, ServerMessage, TransferId, Username, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, Origin,
+    Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerLimits, ServerMessage, TransferId,
+    Username, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -173,6 +174,52 @@ pub enum ClientEvent {
     },
     /// The server stopped answering keepalive pings: the connection is dead.
     TimedOut,
+    /// After [`ClientSession::reconnect`], the server gave the session
+    /// back (right after the [`ClientEvent::Welcome`]): what was missed
+    /// follows as ordinary events, then the chat messages not acknowledged
+    /// before are sent again (the server drops any it already had).
+    Resumed {
+        /// Entries missed that the server no longer had (0: nothing lost).
+        dropped: u64,
+    },
+    /// After [`ClientSession::reconnect`], the server started a new session
+    /// instead (right after the [`ClientEvent::Welcome`]): what happened
+    /// meanwhile is not replayed. Messages not acknowledged before are sent
+    /// again (one may arrive twice, if it had reached the server).
+    ContinuityLost {
+        /// Why, to show the user.
+        reason: String,
+    },
+    /// A chat message kept for sending again was given up: more were
+    /// waiting for the server's acknowledgement than
+    /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
+    /// have reached the server.
+    NotSent {
+        /// Who it was for.
+        to: Recipient,
+        /// Text or action.
+        kind: ChatKind,
+        /// The text.
+        text: String,
+    },
+}
+
+/// A chat message sent and not yet acknowledged.
+#[derive(Debug, Clone)]
+struct Unacked {
+    client_id: u64,
+    to: Recipient,
+    kind: ChatKind,
+    text: String,
+}
+
+/// What the `Hello` of a reconnect asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconnect {
+    /// A resume, of a session of this epoch.
+    Resume { epoch: u64 },
+    /// A fresh session (the server offered no resume).
+    Fresh,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +294,18 @@ pub struct ClientSession {
     lists_pending: usize,
     /// Files listed so far in the `FileList` answer arriving.
     listed: usize,
+    /// The client id of the next chat message.
+    next_client_id: u64,
+    /// Chat messages sent and not acknowledged, oldest first.
+    unacked: VecDeque<Unacked>,
+    /// The bytes of their texts.
+    unacked_bytes: usize,
+    /// The newest log id seen (of a chat message, a join or a leave).
+    last_seen: MessageId,
+    /// The token and epoch of the last `Welcome`, when it offered a resume.
+    resume: Option<(ResumeToken, u64)>,
+    /// Set by [`reconnect`](Self::reconnect) until the `Welcome`.
+    reconnecting: Option<Reconnect>,
 }
 
 impl ClientSession {
@@ -277,12 +336,138 @@ impl ClientSession {
             barrier: None,
             lists_pending: 0,
             listed: 0,
+            next_client_id: 1,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            last_seen: MessageId(0),
+            resume: None,
+            reconnecting: None,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             username,
+            resume: None,
         });
         s
+    }
+
+    /// Starts over on a new connection after the old one broke (or the
+    /// server shut down): whatever was queued for the old one is dropped,
+    /// its transfers fail with events (a download can be asked for again
+    /// and continue from what was kept), and the first transmit is a
+    /// `Hello` asking for the session back, with the token and epoch of
+    /// the last `Welcome` and the newest id seen. The answer comes as a
+    /// [`ClientEvent::Welcome`] followed by [`ClientEvent::Resumed`] or
+    /// [`ClientEvent::ContinuityLost`]; then the chat messages the server
+    /// had not acknowledged are sent again, in order.
+    pub fn reconnect(&mut self, now: Instant) {
+        self.tick(now);
+        self.transmits.clear();
+        let lost = "the connection was lost".to_string();
+        let mut ids: Vec<TransferId> = self
+            .incoming
+            .keys()
+            .chain(self.requested.keys())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let error = TransferError::Cancelled {
+                id,
+                reason: lost.clone(),
+            };
+            self.fail_incoming(id, error, false);
+        }
+        let mut pushes: Vec<TransferId> = self.outgoing.keys().copied().collect();
+        pushes.sort_unstable();
+        for id in pushes {
+            self.outgoing.remove(&id);
+            self.events.push_back(ClientEvent::PushFailed {
+                id,
+                code: CancelCode::PEER_LEFT,
+                reason: lost.clone(),
+            });
+        }
+        let mut offers: Vec<(TransferId, Offered)> = self.offers.drain().collect();
+        offers.sort_unstable_by_key(|(id, _)| *id);
+        for (id, offer) in offers {
+            self.events.push_back(ClientEvent::OfferWithdrawn {
+                id,
+                from: offer.from,
+                name: offer.name,
+                reason: lost.clone(),
+            });
+        }
+        self.incoming.clear();
+        self.requested.clear();
+        self.names.clear();
+        self.held_acks.clear();
+        self.accepted.clear();
+        self.last_heard = self.clock;
+        self.ping = None;
+        self.barrier = None;
+        self.lists_pending = 0;
+        self.listed = 0;
+        self.state = State::Handshaking;
+        let resume = self.resume.map(|(token, epoch)| ResumeRequest {
+            token,
+            last_seen: self.last_seen,
+            epoch,
+        });
+        self.reconnecting = Some(match self.resume {
+            Some((_, epoch)) => Reconnect::Resume { epoch },
+            None => Reconnect::Fresh,
+        });
+        self.transmits.push_back(ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: self.username.clone(),
+            resume,
+        });
+    }
+
+    /// The newest log id seen: of a chat message, a join or a leave (not
+    /// counting history).
+    #[must_use]
+    pub fn last_seen(&self) -> MessageId {
+        self.last_seen
+    }
+
+    /// Chat messages sent that the server has not acknowledged yet.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// True for a live (not history) entry already seen: a replay that
+    /// overlaps what was shown. Otherwise notes it as seen.
+    fn seen_before(&mut self, id: MessageId) -> bool {
+        if id <= self.last_seen {
+            return true;
+        }
+        self.last_seen = id;
+        false
+    }
+
+    fn acknowledged(&mut self, client_id: u64) {
+        if let Some(i) = self.unacked.iter().position(|u| u.client_id == client_id) {
+            if let Some(u) = self.unacked.remove(i) {
+                self.unacked_bytes -= u.text.len();
+            }
+        }
+    }
+
+    fn send_unacked(&mut self) {
+        let pending: Vec<Unacked> = self.unacked.iter().cloned().collect();
+        for u in pending {
+            self.charge(1, u.text.len());
+            self.transmits.push_back(ClientMessage::Chat {
+                client_id: u.client_id,
+                to: u.to,
+                kind: u.kind,
+                text: u.text,
+            });
+        }
     }
 
     /// Chooses when download data is acknowledged to the server, which
@@ -593,7 +778,30 @@ impl ClientSession {
             });
         }
         self.charge(1, text.len());
+        let client_id = self.next_client_id;
+        self.next_client_id += 1;
+        self.unacked.push_back(Unacked {
+            client_id,
+            to: to.clone(),
+            kind,
+            text: text.to_string(),
+        });
+        self.unacked_bytes += text.len();
+        while self.unacked.len() > self.limits.max_unacked
+            || (self.unacked_bytes > self.limits.max_unacked_bytes && self.unacked.len() > 1)
+        {
+            let Some(old) = self.unacked.pop_front() else {
+                break;
+            };
+            self.unacked_bytes -= old.text.len();
+            self.events.push_back(ClientEvent::NotSent {
+                to: old.to,
+                kind: old.kind,
+                text: old.text,
+            });
+        }
         self.transmits.push_back(ClientMessage::Chat {
+            client_id,
             to,
             kind,
             text: text.to_string(),
@@ -854,6 +1062,11 @@ impl ClientSession {
                     username,
                     text,
                     limits,
+                    token,
+                    epoch,
+                    grace_secs,
+                    last_id,
+                    resumed,
                     ..
                 } => {
                     self.state = State::Joined;
@@ -862,11 +1075,35 @@ impl ClientSession {
                     // Keep to the server's text limit when it is the stricter one.
                     let announced = usize::try_from(limits.max_text).unwrap_or(usize::MAX);
                     self.limits.max_text = self.limits.max_text.min(announced);
+                    self.resume = (!token.is_none() && grace_secs > 0).then_some((token, epoch));
                     self.events.push_back(ClientEvent::Welcome {
                         username,
                         text,
                         limits,
                     });
+                    let asked = self.reconnecting.take();
+                    match (resumed, asked) {
+                        (Some(r), _) => {
+                            // What was missed follows, after `last_seen`.
+                            self.events
+                                .push_back(ClientEvent::Resumed { dropped: r.dropped });
+                        }
+                        (None, Some(asked)) => {
+                            self.last_seen = last_id;
+                            let reason = match asked {
+                                Reconnect::Resume { epoch: old } if old != epoch => {
+                                    "history lost (the server restarted without its database)"
+                                }
+                                Reconnect::Resume { .. } => "session expired",
+                                Reconnect::Fresh => "the server offers no resume",
+                            };
+                            self.events.push_back(ClientEvent::ContinuityLost {
+                                reason: reason.to_string(),
+                            });
+                        }
+                        (None, None) => self.last_seen = last_id,
+                    }
+                    self.send_unacked();
                 }
                 ServerMessage::Refused { code, reason, .. } => {
                     self.state = State::Closed;
@@ -883,9 +1120,28 @@ impl ClientSession {
         }
         let ev = match msg {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
-            ServerMessage::Chat(chat) => ClientEvent::Chat(chat),
-            ServerMessage::Joined { user } => ClientEvent::Joined { user },
-            ServerMessage::Left(left) => ClientEvent::Left(left),
+            ServerMessage::Chat(chat) => {
+                if !chat.history && self.seen_before(chat.id) {
+                    return;
+                }
+                ClientEvent::Chat(chat)
+            }
+            ServerMessage::Joined { id, user, .. } => {
+                if self.seen_before(id) {
+                    return;
+                }
+                ClientEvent::Joined { user }
+            }
+            ServerMessage::Left(left) => {
+                if self.seen_before(left.id) {
+                    return;
+                }
+                ClientEvent::Left(left)
+            }
+            ServerMessage::Ack { client_id, .. } => {
+                self.acknowledged(client_id);
+                return;
+            }
             ServerMessage::Who { users } => {
                 // The server charged one more message per 100 names.
                 self.charge(users.len() / ITEMS_PER_MESSAGE, 0);
@@ -903,7 +1159,16 @@ impl ClientSession {
                 }
                 ClientEvent::FileList(part)
             }
-            ServerMessage::Error { code, text } => ClientEvent::Error { code, text },
+            ServerMessage::Error {
+                code,
+                client_id,
+                text,
+            } => {
+                if client_id != 0 {
+                    self.acknowledged(client_id);
+                }
+                ClientEvent::Error { code, text }
+            }
             ServerMessage::Ping(v) => {
                 self.transmits.push_back(ClientMessage::Pong(v));
                 return;

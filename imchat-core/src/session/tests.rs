@@ -132,6 +132,22 @@ impl Net {
     }
 }
 
+/// The events with the log ids and times of leaves zeroed, for tests that
+/// are about who left and why.
+fn unstamped(events: Vec<ClientEvent>) -> Vec<ClientEvent> {
+    events
+        .into_iter()
+        .map(|e| match e {
+            ClientEvent::Left(d) => ClientEvent::Left(crate::Departure {
+                id: MessageId(0),
+                time: Timestamp(0),
+                ..d
+            }),
+            other => other,
+        })
+        .collect()
+}
+
 fn chats(events: &[ClientEvent]) -> Vec<(String, bool, String)> {
     events
         .iter()
@@ -163,6 +179,7 @@ fn hello_version(hub: &mut Hub, id: ClientId, version: u16, name: &str, now: Ins
     hub.handle_message(
         id,
         ClientMessage::Hello {
+            resume: None,
             version,
             username: user(name),
         },
@@ -185,6 +202,7 @@ fn joined(hub: &mut Hub, name: &str, now: Instant) -> ClientId {
 /// A plain chat message to everyone, as a client sends it.
 fn chat_to_all(text: &str) -> ClientMessage {
     ClientMessage::Chat {
+        client_id: 1,
         to: Recipient::Everyone,
         kind: ChatKind::Text,
         text: text.into(),
@@ -404,8 +422,10 @@ fn leaving_is_announced_with_the_reason() {
     net.pump();
     let bob = user("bob");
     assert_eq!(
-        net.take(0),
+        unstamped(net.take(0)),
         vec![ClientEvent::Left(crate::Departure {
+            id: crate::MessageId(0),
+            time: crate::Timestamp(0),
             user: bob.clone(),
             reason: LeaveReason::QUIT,
             text: String::new(),
@@ -416,8 +436,10 @@ fn leaving_is_announced_with_the_reason() {
     net.hub.handle_disconnect(carol, LeaveReason::LOST); // idempotent
     net.pump();
     assert_eq!(
-        net.take(0),
+        unstamped(net.take(0)),
         vec![ClientEvent::Left(crate::Departure {
+            id: crate::MessageId(0),
+            time: crate::Timestamp(0),
             user: user("carol"),
             reason: LeaveReason::LOST,
             text: String::new(),
@@ -453,14 +475,15 @@ fn a_silent_peer_is_pinged_then_dropped() {
     net.advance(Duration::from_secs(30));
     // alice and bob answered the pings; carol did not.
     net.advance(Duration::from_secs(30));
-    let left: Vec<_> = net
-        .take(0)
+    let left: Vec<_> = unstamped(net.take(0))
         .into_iter()
         .filter(|e| matches!(e, ClientEvent::Left(crate::Departure { .. })))
         .collect();
     assert_eq!(
         left,
         vec![ClientEvent::Left(crate::Departure {
+            id: crate::MessageId(0),
+            time: crate::Timestamp(0),
             user: user("carol"),
             reason: LeaveReason::TIMEOUT,
             text: String::new(),
@@ -1191,21 +1214,21 @@ fn routed_messages_carry_increasing_ids_and_the_wall_clock_time() {
         carol,
         vec![
             (
-                1,
+                4,
                 1_700_000_000_000,
                 "alice".into(),
                 ChatKind::Text,
                 "one".into()
             ),
             (
-                2,
+                5,
                 1_700_000_001_500,
                 "bob".into(),
                 ChatKind::Text,
                 "two".into()
             ),
             (
-                3,
+                6,
                 1_700_000_001_500,
                 "alice".into(),
                 ChatKind::Action,
@@ -1215,7 +1238,7 @@ fn routed_messages_carry_increasing_ids_and_the_wall_clock_time() {
     );
     // Bob got the broadcasts with the same ids; the unicast's id is not his.
     let bob: Vec<u64> = stamped(&net.take(1)).iter().map(|c| c.0).collect();
-    assert_eq!(bob, vec![1, 3]);
+    assert_eq!(bob, vec![4, 6]);
 }
 
 #[test]
@@ -1227,7 +1250,8 @@ fn a_refused_chat_takes_no_id() {
     net.s(0).send_chat(Recipient::Everyone, "seen").unwrap();
     net.pump();
     let ids: Vec<u64> = stamped(&net.take(1)).iter().map(|c| c.0).collect();
-    assert_eq!(ids, vec![1]);
+    // Ids 1 to 3 are the three joins.
+    assert_eq!(ids, vec![4]);
 }
 
 #[test]
@@ -1236,8 +1260,10 @@ fn a_quit_text_reaches_the_others_with_the_leave() {
     net.s(1).quit("off to lunch");
     net.pump();
     assert_eq!(
-        net.take(0),
+        unstamped(net.take(0)),
         vec![ClientEvent::Left(crate::Departure {
+            id: crate::MessageId(0),
+            time: crate::Timestamp(0),
             user: user("bob"),
             reason: LeaveReason::QUIT,
             text: "off to lunch".into(),
@@ -1266,7 +1292,8 @@ fn routed_events_carry_the_text_only_when_asked() {
             _ => None,
         })
         .collect();
-    assert_eq!(routed, vec![(1, None, 2), (2, Some("logged".into()), 2)]);
+    // Ids 1 to 3 are the three joins.
+    assert_eq!(routed, vec![(4, None, 2), (5, Some("logged".into()), 2)]);
 }
 
 #[test]
@@ -1349,6 +1376,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::Joined { .. } => "joined",
             ServerMessage::Chat(crate::RoutedChat { .. }) => "chat",
+            ServerMessage::Ack { .. } => "ack",
             ServerMessage::FileStart(crate::FileStart { .. }) => "start",
             ServerMessage::Chunk(_) => "chunk",
             ServerMessage::End(_) => "end",
@@ -1365,6 +1393,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ("welcome", Lane::Control),
             ("welcome", Lane::Control),
             ("joined", Lane::Presence),
+            ("ack", Lane::Control),
             ("chat", Lane::Control),
             ("start", Lane::Control),
             ("accepted", Lane::Control),
@@ -1926,6 +1955,7 @@ fn push_data_before_the_receivers_accept_cancels_the_push() {
         hub.handle_message(
             *id,
             ClientMessage::Hello {
+                resume: None,
                 version: PROTOCOL_VERSION,
                 username: user(name),
             },

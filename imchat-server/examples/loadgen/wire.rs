@@ -513,6 +513,7 @@ pub fn join(kind: Kind, addr: SocketAddr, name: &str, buf: usize) -> io::Result<
             let username = Username::new(name)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
             let hello = ClientMessage::Hello {
+                resume: None,
                 version: PROTOCOL_VERSION,
                 username,
             };
@@ -567,6 +568,7 @@ pub fn push_frame(kind: Kind, out: &mut Vec<u8>, p: &[u8]) {
         Kind::Imchat => {
             let text = std::str::from_utf8(p).unwrap_or_default().to_string();
             ClientMessage::Chat {
+                client_id: 0,
                 to: Recipient::Everyone,
                 kind: ChatKind::Text,
                 text,
@@ -713,6 +715,7 @@ mod tests {
 
     fn chat(from: &str, private: bool, text: &[u8]) -> ServerMessage {
         ServerMessage::Chat(RoutedChat {
+            history: false,
             id: MessageId(u64::MAX - 1),
             time: Timestamp(1_700_000_000_000),
             from: Username::new(from).unwrap(),
@@ -780,6 +783,11 @@ mod tests {
         answer.extend(chat("m9", false, b"early").to_frame());
         answer.extend(
             ServerMessage::Welcome {
+                token: imchat_core::ResumeToken::default(),
+                epoch: 0,
+                grace_secs: 0,
+                last_id: imchat_core::MessageId(0),
+                resumed: None,
                 version: PROTOCOL_VERSION,
                 username: Username::new("m0").unwrap(),
                 text: "hi".into(),

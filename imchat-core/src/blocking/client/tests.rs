@@ -45,6 +45,11 @@ impl Peer {
             panic!("no hello first");
         };
         self.send(&ServerMessage::Welcome {
+            token: crate::ResumeToken::default(),
+            epoch: 0,
+            grace_secs: 0,
+            last_id: crate::MessageId(0),
+            resumed: None,
             version: PROTOCOL_VERSION,
             username,
             text: "hi".into(),
@@ -101,6 +106,7 @@ fn event(c: &mut Client) -> ClientEvent {
 
 fn chat(text: &str) -> ServerMessage {
     ServerMessage::Chat(crate::RoutedChat {
+        history: false,
         id: MessageId(7),
         time: Timestamp(1_000),
         from: Username::new("bob").unwrap(),
@@ -175,6 +181,11 @@ fn a_welcome_in_another_version_is_a_version_mismatch() {
     let (addr, peer) = serve(|mut p| {
         p.recv();
         p.send(&ServerMessage::Welcome {
+            token: crate::ResumeToken::default(),
+            epoch: 0,
+            grace_secs: 0,
+            last_id: crate::MessageId(0),
+            resumed: None,
             version: PROTOCOL_VERSION + 1,
             username: Username::new("ann").unwrap(),
             text: "hi".into(),
@@ -239,6 +250,7 @@ fn pings_are_answered_inside_next_event() {
     assert_eq!(
         event(&mut c),
         ClientEvent::Chat(crate::RoutedChat {
+            history: false,
             id: MessageId(7),
             time: Timestamp(1_000),
             from: Username::new("bob").unwrap(),
@@ -372,16 +384,19 @@ fn intents_are_written_before_they_return() {
         peer.join().unwrap(),
         vec![
             ClientMessage::Chat {
+                client_id: 1,
                 to: Recipient::Everyone,
                 kind: ChatKind::Text,
                 text: "all".into()
             },
             ClientMessage::Chat {
+                client_id: 2,
                 to: Recipient::User(bob),
                 kind: ChatKind::Text,
                 text: "you".into()
             },
             ClientMessage::Chat {
+                client_id: 3,
                 to: Recipient::Everyone,
                 kind: ChatKind::Action,
                 text: "waves".into()
@@ -544,6 +559,7 @@ fn a_cancelled_download_is_a_failed_transfer_and_cancel_is_sent() {
             panic!("no download");
         };
         p.send(&ServerMessage::Error {
+            client_id: 0,
             code: ErrorCode::UNEXPECTED,
             text: "not yet".into(),
         });

@@ -1,65 +1,117 @@
 //! Routing chat messages, to everyone else or to one user, and the list of
 //! who is online.
 
+use crate::history::{LogEntry, LogEvent};
 use crate::message::RoutedChat;
 use std::time::Instant;
 
+use super::continuity::Outcome;
 use super::rate::Cost;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::message::{ChatKind, ErrorCode, MessageId, Recipient, ServerMessage, Username};
 
 impl Hub {
     /// Routes one chat message: stamped with the sender's registered name,
-    /// the next message id and the time, to everyone else or to one user.
+    /// the next log id and the time, appended to the log (and its store),
+    /// acknowledged to the sender, then sent to everyone else or to one
+    /// user. A message the sender already sent under `client_id` is
+    /// answered as the first time and routed no more.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn chat(
         &mut self,
         client: ClientId,
         from: Username,
+        client_id: u64,
         to: Recipient,
         kind: ChatKind,
         text: String,
         now: Instant,
     ) {
+        let key = self.key(&from);
         if text.len() > self.limits.max_text {
             let msg = format!(
                 "message of {} bytes is longer than the limit of {} bytes",
                 text.len(),
                 self.limits.max_text
             );
-            self.error(client, ErrorCode::TEXT_TOO_LONG, msg);
+            self.refuse_chat(client, &key, client_id, ErrorCode::TEXT_TOO_LONG, msg);
             return;
         }
         if self.rate(client, Cost::chat(text.len()), now) {
             return;
         }
+        if self.answer_duplicate(client, &key, client_id) {
+            return;
+        }
         let (dest, target) = match to {
             Recipient::Everyone => (None, None),
             Recipient::User(target) => {
-                let Some(dest) = self.names.get(&self.key(&target)).copied() else {
-                    self.error(
+                let target_key = self.key(&target);
+                let dest = self.names.get(&target_key).copied();
+                // A user in its grace period gets it when it resumes.
+                let held = self.sessions.get(&target_key).map(|s| s.user.clone());
+                let Some(registered) = held else {
+                    self.refuse_chat(
                         client,
+                        &key,
+                        client_id,
                         ErrorCode::UNKNOWN_USER,
                         format!("no user named '{target}' is online"),
                     );
                     return;
                 };
-                (Some(dest), Some(target))
+                (dest, Some(registered))
             }
         };
         let id = MessageId(self.next_message);
-        self.next_message += 1;
+        let time = self.timestamp(now);
+        let entry = LogEntry {
+            id,
+            time,
+            event: LogEvent::Chat {
+                from: from.clone(),
+                to: target.clone(),
+                kind,
+                text: text.clone(),
+                client_id,
+            },
+        };
+        if let Err(e) = self.append(entry) {
+            self.error_for(
+                client,
+                ErrorCode::INTERNAL,
+                client_id,
+                format!("message not sent: {e}"),
+            );
+            return;
+        }
+        self.note_outcome(&key, client_id, Outcome::Accepted(id, time));
+        self.send(
+            client,
+            ServerMessage::Ack {
+                client_id,
+                id,
+                time,
+            },
+        );
         let reported = self.report_text.then(|| text.clone());
+        let private = target.is_some();
         let message = ServerMessage::Chat(RoutedChat {
             id,
-            time: self.timestamp(now),
+            time,
             from,
-            private: dest.is_some(),
+            private,
             kind,
             text,
+            history: false,
         });
-        let receivers = if let Some(dest) = dest {
-            self.send(dest, message);
-            1
+        let receivers = if private {
+            if let Some(dest) = dest {
+                self.send(dest, message);
+                1
+            } else {
+                0
+            }
         } else {
             let members = self.members.clone();
             let receivers = members.len().saturating_sub(1);
@@ -75,7 +127,22 @@ impl Hub {
         });
     }
 
-    /// Answers `Who`: every joined user, sorted ignoring case.
+    /// Refuses a chat message with an error naming it, and remembers the
+    /// answer for a resent copy.
+    fn refuse_chat(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        client_id: u64,
+        code: ErrorCode,
+        text: String,
+    ) {
+        self.note_outcome(key, client_id, Outcome::Refused(code, text.clone()));
+        self.error_for(client, code, client_id, text);
+    }
+
+    /// Answers `Who`: every joined user (those waiting to resume included),
+    /// sorted ignoring case.
     pub(super) fn who(&mut self, client: ClientId) {
         let mut users: Vec<Username> = self
             .conns
@@ -84,6 +151,12 @@ impl Hub {
                 Phase::Joined(u) => Some(u.clone()),
                 Phase::Handshaking => None,
             })
+            .chain(
+                self.sessions
+                    .values()
+                    .filter(|s| s.conn.is_none())
+                    .map(|s| s.user.clone()),
+            )
             .collect();
         users.sort_by_key(Username::key);
         self.send(client, ServerMessage::Who { users });

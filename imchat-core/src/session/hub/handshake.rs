@@ -1,8 +1,11 @@
 //! The handshake: the first message of a connection must be a `Hello`
 //! with this protocol version and a free name; anything else is refused.
 
+use std::time::Instant;
+
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::error::DecodeError;
+use crate::history::LogEvent;
 use crate::message::{
     ClientMessage, ErrorCode, LeaveReason, RefuseCode, ServerMessage, PROTOCOL_VERSION,
 };
@@ -24,8 +27,13 @@ impl Hub {
         self.remove_conn(id);
     }
 
-    pub(super) fn handshake(&mut self, client: ClientId, msg: ClientMessage) {
-        let ClientMessage::Hello { version, username } = msg else {
+    pub(super) fn handshake(&mut self, client: ClientId, msg: ClientMessage, now: Instant) {
+        let ClientMessage::Hello {
+            version,
+            username,
+            resume,
+        } = msg
+        else {
             self.violation(client, "message before the handshake");
             self.refuse(
                 client,
@@ -41,39 +49,49 @@ impl Hub {
             self.refuse(client, RefuseCode::VERSION_MISMATCH, &reason);
             return;
         }
+        if let Some(request) = resume {
+            if self.try_resume(client, &username, request, now) {
+                return;
+            }
+            // Not resumable: a fresh join if the name is free.
+        }
         // Checking and inserting the name happen in one step under the
         // caller's lock: two clients can never both get the same name.
         let key = self.key(&username);
-        if self.names.contains_key(&key) {
+        if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             let reason = format!("the username '{username}' is already taken");
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
         }
-        if self.members.len() >= self.limits.max_clients {
+        if self.members.len() + self.ghosts() >= self.limits.max_clients {
             let reason = format!("server full ({} users)", self.limits.max_clients);
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);
             return;
         }
-        self.names.insert(key, client);
+        self.names.insert(key.clone(), client);
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(username.clone());
         }
         self.rebuild_members();
-        self.send(
-            client,
-            ServerMessage::Welcome {
-                version: PROTOCOL_VERSION,
-                username: username.clone(),
-                text: self.welcome.replace("{user}", username.as_str()),
-                limits: self.server_limits(),
+        let token = self.new_token();
+        self.open_session(key, username.clone(), client, token);
+        let joined = self.log_presence(
+            LogEvent::Joined {
+                user: username.clone(),
             },
+            now,
         );
+        let welcome = self.welcome_message(&username, token, None);
+        self.send(client, welcome);
+        self.send_history(client, now);
         let members = self.members.clone();
         self.send_many(
             members,
             Some(client),
             ServerMessage::Joined {
+                id: joined.id,
+                time: joined.time,
                 user: username.clone(),
             },
         );

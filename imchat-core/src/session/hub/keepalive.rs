@@ -19,14 +19,16 @@ impl Hub {
                 (Phase::Joined(_), None) => c.last_heard + self.limits.keepalive_interval,
             })
             .chain(transfers.into_iter().flatten())
+            .chain(self.ghost_deadline())
             .min()
     }
 
-    /// Runs the clock: handshake deadlines, keepalive pings, dead peers,
+    /// Runs the clock: grace periods that ran out, handshake deadlines, keepalive pings, dead peers,
     /// downloads not acknowledged and pushes not fed for the idle timeout,
     /// offers not answered in time.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
+        self.expire_ghosts(now);
         self.expire_downloads(now);
         self.expire_relays(now);
         let limits = self.limits.clone();
@@ -65,7 +67,7 @@ impl Hub {
         }
         for id in dead {
             self.error(id, ErrorCode::TIMEOUT, "no answer to keepalive");
-            self.leave(id, LeaveReason::TIMEOUT, "keepalive timeout".into());
+            self.lose(id, LeaveReason::TIMEOUT, "keepalive timeout".into());
         }
         for id in ping {
             let nonce = self.next_ping;

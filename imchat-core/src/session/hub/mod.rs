@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use log::debug;
 
+use crate::history::{HistoryStore, LogEntry};
 use crate::limits::Limits;
 use crate::message::{
     CancelCode, ClientMessage, ErrorCode, FileCancel, LeaveReason, RefuseCode, ServerLimits,
@@ -17,6 +18,7 @@ use crate::message::{
 
 mod admission;
 mod chat;
+mod continuity;
 mod files;
 mod handshake;
 mod keepalive;
@@ -25,6 +27,7 @@ mod relay;
 
 mod output;
 
+use continuity::{Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
 use relay::Relay;
@@ -77,8 +80,24 @@ pub struct Hub {
     next_client: u64,
     next_relay: u32,
     next_ping: u64,
-    /// The id the next routed chat message gets.
+    /// The id the next log entry (chat message, join, leave) gets.
     next_message: u64,
+    /// The newest entries of the room log, oldest first.
+    log: VecDeque<LogEntry>,
+    /// What the entries of `log` count against [`Limits::log_bytes`].
+    log_bytes: usize,
+    /// Where the log and the sessions are kept beyond memory, if anywhere.
+    store: Option<Box<dyn HistoryStore>>,
+    /// Where resume tokens come from; without one, nothing can be resumed.
+    tokens: Option<TokenSource>,
+    /// The lifetime of the log (see [`Hub::epoch`]).
+    epoch: u64,
+    /// True once a store decided the epoch.
+    epoch_fixed: bool,
+    /// Every joined user's session, live or in its grace period, by name key.
+    sessions: HashMap<String, Session>,
+    /// Failed resume attempts per address: when the window started, how many.
+    resume_failures: HashMap<Option<IpAddr>, (Instant, u32)>,
     /// A reading of the wall clock: the Unix time in milliseconds at an instant.
     wall_clock: (Instant, u64),
     /// The latest `now` the hub was given: the time of inputs that carry none.
@@ -109,6 +128,14 @@ impl Hub {
             next_relay: 1,
             next_ping: 1,
             next_message: 1,
+            log: VecDeque::new(),
+            log_bytes: 0,
+            store: None,
+            tokens: None,
+            epoch: 0,
+            epoch_fixed: false,
+            sessions: HashMap::new(),
+            resume_failures: HashMap::new(),
             wall_clock: (Instant::now(), 0),
             clock: Instant::now(),
             report_text: false,
@@ -274,10 +301,22 @@ impl Hub {
     }
 
     fn error(&mut self, to: ClientId, code: ErrorCode, text: impl Into<String>) {
+        self.error_for(to, code, 0, text);
+    }
+
+    /// An error about the chat message the client sent as `client_id`.
+    fn error_for(
+        &mut self,
+        to: ClientId,
+        code: ErrorCode,
+        client_id: u64,
+        text: impl Into<String>,
+    ) {
         self.send(
             to,
             ServerMessage::Error {
                 code,
+                client_id,
                 text: text.into(),
             },
         );
@@ -322,7 +361,7 @@ impl Hub {
         let user = match &conn.phase {
             Phase::Joined(u) => u.clone(),
             Phase::Handshaking => {
-                self.handshake(client, msg);
+                self.handshake(client, msg, now);
                 return;
             }
         };
@@ -348,7 +387,12 @@ impl Hub {
             ClientMessage::Hello { .. } => {
                 self.error(client, ErrorCode::UNEXPECTED, "already joined");
             }
-            ClientMessage::Chat { to, kind, text } => self.chat(client, user, to, kind, text, now),
+            ClientMessage::Chat {
+                client_id,
+                to,
+                kind,
+                text,
+            } => self.chat(client, user, client_id, to, kind, text, now),
             ClientMessage::Who => self.who(client),
             ClientMessage::FilesAccess => self.events.push_back(HubEvent::FilesRequested {
                 client,
@@ -397,9 +441,21 @@ impl Hub {
 
     /// The connection closed or failed (`reason` says how, usually
     /// [`LeaveReason::LOST`]). Safe to call for a connection already closed.
+    ///
+    /// A joined user whose connection was lost ([`LeaveReason::LOST`] or
+    /// [`LeaveReason::TIMEOUT`]) is not announced as left while resume is
+    /// on (a token source and a grace period): its session waits
+    /// [`Limits::grace`] for its client to resume it
+    /// ([`HubEvent::Away`]), and only then do the others hear that it left.
     pub fn handle_disconnect(&mut self, client: ClientId, reason: LeaveReason) {
-        if self.conns.contains_key(&client) {
-            self.leave(client, reason, format!("disconnected: {reason}"));
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        let why = format!("disconnected: {reason}");
+        if reason == LeaveReason::LOST || reason == LeaveReason::TIMEOUT {
+            self.lose(client, reason, why);
+        } else {
+            self.leave(client, reason, why);
         }
     }
 
@@ -411,9 +467,31 @@ impl Hub {
 
     /// [`leave`](Hub::leave), with the parting `text` the others are shown.
     fn depart(&mut self, client: ClientId, reason: LeaveReason, text: String, why: String) {
-        let Some(conn) = self.remove_conn(client) else {
+        let Some(conn) = self.close_conn(client) else {
             return;
         };
+        if let Phase::Joined(user) = conn.phase {
+            let key = self.key(&user);
+            self.sessions.remove(&key);
+            self.drop_stored_session(&user);
+            self.announce_left(user.clone(), reason, text);
+            self.events.push_back(HubEvent::Left {
+                client,
+                user,
+                reason,
+            });
+        }
+        debug!("closing {client}: {why}");
+        self.events.push_back(HubEvent::Close {
+            client,
+            reason: why,
+        });
+    }
+
+    /// Removes a connection and ends its transfers; a joined one's name is
+    /// freed from the live table (its session is the caller's business).
+    fn close_conn(&mut self, client: ClientId) -> Option<Conn> {
+        let conn = self.remove_conn(client)?;
         for (id, _) in &conn.downloads {
             self.events
                 .push_back(HubEvent::DownloadCancelled { client, id: *id });
@@ -440,31 +518,12 @@ impl Hub {
         for (from, id) in receiving {
             self.drop_receiver(from, id, client);
         }
-        if let Phase::Joined(user) = conn.phase {
-            let key = self.key(&user);
+        if let Phase::Joined(user) = &conn.phase {
+            let key = self.key(user);
             self.names.remove(&key);
             self.rebuild_members();
-            let members = self.members.clone();
-            self.send_many(
-                members,
-                None,
-                ServerMessage::Left(Departure {
-                    user: user.clone(),
-                    reason,
-                    text,
-                }),
-            );
-            self.events.push_back(HubEvent::Left {
-                client,
-                user,
-                reason,
-            });
         }
-        debug!("closing {client}: {why}");
-        self.events.push_back(HubEvent::Close {
-            client,
-            reason: why,
-        });
+        Some(conn)
     }
 
     /// Drops a connection for a reason of the server's own (it cannot start
@@ -515,6 +574,8 @@ impl Hub {
         self.pending.clear();
         self.per_address.clear();
         self.names.clear();
+        // A store keeps the sessions: a restarted server offers them a resume.
+        self.sessions.clear();
         self.relays.clear();
         self.rebuild_members();
     }
@@ -550,6 +611,7 @@ impl Hub {
         if self.members.len() > self.limits.max_clients {
             return Err("more users than max_clients".into());
         }
+        self.check_sessions()?;
         let handshaking = self.conns.len() - self.members.len();
         if handshaking != self.pending.len()
             || (self.limits.max_pending > 0 && handshaking > self.limits.max_pending)

@@ -108,6 +108,30 @@ pub enum HubEvent {
         /// Why.
         reason: LeaveReason,
     },
+    /// A joined user's connection was lost: its session waits
+    /// [`Limits::grace`](crate::Limits::grace) for a resume, and nobody was
+    /// told (a [`HubEvent::Left`] follows if the grace runs out).
+    Away {
+        /// The connection that was lost.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+    },
+    /// A client took its session back on a new connection: it has its
+    /// name again, and was sent what it missed.
+    Resumed {
+        /// The new connection.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+        /// The old connection, when it was still open and was closed for
+        /// this one.
+        replaced: Option<ClientId>,
+        /// Entries sent again.
+        replayed: usize,
+        /// Entries missed that the log no longer held.
+        dropped: u64,
+    },
     /// Close this connection once what is queued for it has been written.
     Close {
         /// The connection.

@@ -1,0 +1,672 @@
+//! Sessions that outlive a connection: the room log (history on join, the
+//! replay of a resume, and what a store keeps), resume tokens, the grace
+//! period of a lost connection, and dropping resent duplicates.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use log::debug;
+
+use super::{ClientId, Hub, HubEvent, Phase};
+use crate::history::{HistoryStore, LogEntry, LogEvent, SessionRecord, StoreError};
+use crate::message::{
+    Departure, ErrorCode, LeaveReason, MessageId, RefuseCode, ResumeRequest, ResumeToken, Resumed,
+    RoutedChat, ServerMessage, Timestamp, Username, PROTOCOL_VERSION,
+};
+
+/// Answers remembered per session for resent duplicates.
+const RECENT_OUTCOMES: usize = 256;
+/// Addresses whose failed resume attempts are remembered at most.
+const MAX_FAILURE_ENTRIES: usize = 4096;
+
+/// Where resume tokens (and the epoch of a log without a store) come from.
+pub(super) struct TokenSource(Box<dyn FnMut() -> [u8; 16] + Send>);
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSource")
+    }
+}
+
+/// What the hub answered to one chat message of a client.
+#[derive(Debug, Clone)]
+pub(super) enum Outcome {
+    Accepted(MessageId, Timestamp),
+    Refused(ErrorCode, String),
+}
+
+/// A joined user's session: live on a connection, or waiting for a resume.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) user: Username,
+    token: ResumeToken,
+    /// The live connection; `None` while waiting for a resume.
+    pub(super) conn: Option<ClientId>,
+    /// The last connection it had.
+    last_conn: ClientId,
+    /// While waiting: until when, and why the connection ended.
+    grace: Option<(Instant, LeaveReason)>,
+    /// The highest client id of a chat message handled.
+    last_client_id: u64,
+    /// The answers to its latest chat messages, by client id.
+    recent: VecDeque<(u64, Outcome)>,
+}
+
+impl Hub {
+    /// Gives the hub its source of resume tokens: 16 bytes from a
+    /// cryptographically secure generator per call (the server uses the
+    /// operating system's). Without one, no session can be resumed: a lost
+    /// connection leaves at once, as with a zero [`Limits::grace`](crate::Limits::grace).
+    /// Unless a history store decided it, the epoch is drawn from it too.
+    pub fn set_token_source(&mut self, source: Box<dyn FnMut() -> [u8; 16] + Send>) {
+        self.tokens = Some(TokenSource(source));
+        if !self.epoch_fixed {
+            self.epoch = self.draw_epoch().unwrap_or(0);
+        }
+    }
+
+    /// The lifetime of the hub's history, sent in every `Welcome`: a
+    /// client that resumes with another epoch learns that the history it
+    /// knew is gone.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The newest log id (0 before any entry).
+    #[must_use]
+    pub fn last_id(&self) -> MessageId {
+        MessageId(self.next_message - 1)
+    }
+
+    /// Opens a history store: its entries become the room log (the newest
+    /// that fit the limits), the ids continue after its newest, its epoch
+    /// is the hub's (a new store gets one from the token source), and each
+    /// session it holds waits [`Limits::grace`](crate::Limits::grace) from
+    /// `now` for its client to resume it. Every later entry is appended to
+    /// it before anyone hears of it. Call it once, before any connection,
+    /// after [`set_token_source`](Hub::set_token_source).
+    ///
+    /// # Errors
+    ///
+    /// What the store's `load` or `set_epoch` returned, or
+    /// [`StoreError::NoTokenSource`] for a new store with no token source;
+    /// the hub is unchanged.
+    pub fn open_history(
+        &mut self,
+        mut store: Box<dyn HistoryStore>,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let loaded = store.load()?;
+        let epoch = match loaded.epoch {
+            Some(e) => e,
+            None => {
+                let e = self.draw_epoch().ok_or(StoreError::NoTokenSource)?;
+                store.set_epoch(e)?;
+                e
+            }
+        };
+        self.epoch = epoch;
+        self.epoch_fixed = true;
+        self.log.clear();
+        self.log_bytes = 0;
+        let newest = loaded.entries.last().map_or(0, |e| e.id.0);
+        for entry in loaded.entries {
+            self.push_log(entry);
+        }
+        self.next_message = loaded.next_id.0.max(newest + 1).max(1);
+        let resumable = self.resume_enabled();
+        for record in loaded.sessions {
+            if !resumable || self.ghosts() >= self.limits.max_ghosts {
+                let _ = store.drop_session(&record.user);
+                continue;
+            }
+            let key = self.key(&record.user);
+            let mut session = Session {
+                user: record.user,
+                token: record.token,
+                conn: None,
+                last_conn: ClientId(0),
+                grace: Some((now + self.limits.grace, LeaveReason::LOST)),
+                last_client_id: record.last_client_id,
+                recent: VecDeque::new(),
+            };
+            // Messages accepted after the record was saved are in the log.
+            for e in &self.log {
+                if let LogEvent::Chat {
+                    from, client_id, ..
+                } = &e.event
+                {
+                    if *client_id > 0 && (self.name_key)(from) == key {
+                        session.last_client_id = session.last_client_id.max(*client_id);
+                        session
+                            .recent
+                            .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
+                        if session.recent.len() > RECENT_OUTCOMES {
+                            session.recent.pop_front();
+                        }
+                    }
+                }
+            }
+            self.sessions.insert(key, session);
+        }
+        self.store = Some(store);
+        Ok(())
+    }
+
+    fn draw_epoch(&mut self) -> Option<u64> {
+        let bytes = (self.tokens.as_mut()?.0)();
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&bytes[..8]);
+        Some(u64::from_be_bytes(head))
+    }
+
+    /// True when a lost connection waits for a resume.
+    pub(super) fn resume_enabled(&self) -> bool {
+        self.tokens.is_some() && !self.limits.grace.is_zero()
+    }
+
+    /// Sessions waiting for a resume.
+    pub(super) fn ghosts(&self) -> usize {
+        self.sessions.values().filter(|s| s.conn.is_none()).count()
+    }
+
+    /// A fresh token (all zero without a token source: never resumable).
+    pub(super) fn new_token(&mut self) -> ResumeToken {
+        match self.tokens.as_mut() {
+            Some(source) => ResumeToken((source.0)()),
+            None => ResumeToken::default(),
+        }
+    }
+
+    /// Starts the session of a user that joined afresh.
+    pub(super) fn open_session(
+        &mut self,
+        key: String,
+        user: Username,
+        client: ClientId,
+        token: ResumeToken,
+    ) {
+        self.sessions.insert(
+            key,
+            Session {
+                user,
+                token,
+                conn: Some(client),
+                last_conn: client,
+                grace: None,
+                last_client_id: 0,
+                recent: VecDeque::new(),
+            },
+        );
+        self.save_stored_session(client);
+    }
+
+    fn save_stored_session(&mut self, client: ClientId) {
+        if !self.resume_enabled() {
+            return;
+        }
+        let Some(s) = self.sessions.values().find(|s| s.conn == Some(client)) else {
+            return;
+        };
+        let record = SessionRecord {
+            user: s.user.clone(),
+            token: s.token,
+            last_client_id: s.last_client_id,
+        };
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.save_session(&record) {
+                debug!("session of {} not stored: {e}", record.user);
+            }
+        }
+    }
+
+    pub(super) fn drop_stored_session(&mut self, user: &Username) {
+        if let Some(store) = self.store.as_mut() {
+            if let Err(e) = store.drop_session(user) {
+                debug!("session of {user} not dropped from the store: {e}");
+            }
+        }
+    }
+
+    /// The `Welcome` for `user`, as things stand.
+    pub(super) fn welcome_message(
+        &self,
+        user: &Username,
+        token: ResumeToken,
+        resumed: Option<Resumed>,
+    ) -> ServerMessage {
+        let grace_secs = if self.resume_enabled() {
+            u32::try_from(self.limits.grace.as_secs()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            username: user.clone(),
+            text: self.welcome.replace("{user}", user.as_str()),
+            limits: self.server_limits(),
+            token,
+            epoch: self.epoch,
+            grace_secs,
+            last_id: self.last_id(),
+            resumed,
+        }
+    }
+
+    /// Appends an entry to the store (if any) and the log, taking its id.
+    /// On a store error nothing changes.
+    pub(super) fn append(&mut self, entry: LogEntry) -> Result<(), StoreError> {
+        if let Some(store) = self.store.as_mut() {
+            store.append(&entry)?;
+        }
+        self.next_message = entry.id.0 + 1;
+        self.push_log(entry);
+        Ok(())
+    }
+
+    fn push_log(&mut self, entry: LogEntry) {
+        self.log_bytes += entry.cost();
+        self.log.push_back(entry);
+        while self.log.len() > self.limits.log_entries || self.log_bytes > self.limits.log_bytes {
+            let Some(old) = self.log.pop_front() else {
+                break;
+            };
+            self.log_bytes -= old.cost();
+        }
+    }
+
+    /// Logs a join or a leave (a store that fails is noted, and the entry
+    /// lives in memory only).
+    pub(super) fn log_presence(&mut self, event: LogEvent, now: Instant) -> LogEntry {
+        let entry = LogEntry {
+            id: MessageId(self.next_message),
+            time: self.timestamp(now),
+            event,
+        };
+        if let Err(e) = self.append(entry.clone()) {
+            debug!("presence not stored: {e}");
+            self.next_message = entry.id.0 + 1;
+            self.push_log(entry.clone());
+        }
+        entry
+    }
+
+    /// Tells every live user that `user` left, as a log entry.
+    pub(super) fn announce_left(&mut self, user: Username, reason: LeaveReason, text: String) {
+        let now = self.clock;
+        let entry = self.log_presence(
+            LogEvent::Left {
+                user: user.clone(),
+                reason,
+                text: text.clone(),
+            },
+            now,
+        );
+        let members = self.members.clone();
+        self.send_many(
+            members,
+            None,
+            ServerMessage::Left(Departure {
+                id: entry.id,
+                time: entry.time,
+                user,
+                reason,
+                text,
+            }),
+        );
+    }
+
+    /// The message a log entry is for the user of name key `key`, or
+    /// `None` if that user may not see it (its own messages and presence,
+    /// private messages between others).
+    fn entry_message(&self, e: &LogEntry, key: &str, history: bool) -> Option<ServerMessage> {
+        let (id, time) = (e.id, e.time);
+        match &e.event {
+            LogEvent::Chat {
+                from,
+                to,
+                kind,
+                text,
+                ..
+            } => {
+                let theirs = to.as_ref().is_none_or(|t| self.key(t) == key);
+                (self.key(from) != key && theirs).then(|| {
+                    ServerMessage::Chat(RoutedChat {
+                        id,
+                        time,
+                        from: from.clone(),
+                        private: to.is_some(),
+                        kind: *kind,
+                        text: text.clone(),
+                        history,
+                    })
+                })
+            }
+            LogEvent::Joined { user } => (self.key(user) != key).then(|| ServerMessage::Joined {
+                id,
+                time,
+                user: user.clone(),
+            }),
+            LogEvent::Left { user, reason, text } => (self.key(user) != key).then(|| {
+                ServerMessage::Left(Departure {
+                    id,
+                    time,
+                    user: user.clone(),
+                    reason: *reason,
+                    text: text.clone(),
+                })
+            }),
+        }
+    }
+
+    /// Sends a user joining afresh the room's latest chat messages to
+    /// everyone, marked as history: at most [`Limits::history_count`](crate::Limits::history_count),
+    /// none older than [`Limits::history_age`](crate::Limits::history_age).
+    /// Private messages and presence are never history.
+    pub(super) fn send_history(&mut self, client: ClientId, now: Instant) {
+        let (count, age) = (self.limits.history_count, self.limits.history_age);
+        if count == 0 || age.is_zero() {
+            return;
+        }
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let oldest = self.timestamp(now).0.saturating_sub(age_ms);
+        let mut picked: Vec<ServerMessage> = self
+            .log
+            .iter()
+            .rev()
+            .filter(|e| e.time.0 >= oldest)
+            .filter_map(|e| match &e.event {
+                LogEvent::Chat {
+                    from,
+                    to: None,
+                    kind,
+                    text,
+                    ..
+                } => Some(ServerMessage::Chat(RoutedChat {
+                    id: e.id,
+                    time: e.time,
+                    from: from.clone(),
+                    private: false,
+                    kind: *kind,
+                    text: text.clone(),
+                    history: true,
+                })),
+                _ => None,
+            })
+            .take(count)
+            .collect();
+        picked.reverse();
+        for m in picked {
+            self.send(client, m);
+        }
+    }
+
+    /// Tries to resume the session `request` names for the connection
+    /// `client`. True when the handshake is answered (resumed, or refused
+    /// for too many failed attempts); false to go on as a fresh join.
+    pub(super) fn try_resume(
+        &mut self,
+        client: ClientId,
+        username: &Username,
+        request: ResumeRequest,
+        now: Instant,
+    ) -> bool {
+        let peer = self.conns.get(&client).and_then(|c| c.peer);
+        let window = self.limits.resume_window;
+        if let Some((start, n)) = self.resume_failures.get(&peer) {
+            if now.saturating_duration_since(*start) < window && *n >= self.limits.resume_attempts {
+                let secs = window.as_secs();
+                self.violation(client, "too many failed resume attempts");
+                self.refuse(
+                    client,
+                    RefuseCode::TOO_MANY_ATTEMPTS,
+                    &format!("too many failed resume attempts; try again in {secs} s"),
+                );
+                return true;
+            }
+        }
+        let key = self.key(username);
+        let valid = self.resume_enabled()
+            && request.epoch == self.epoch
+            && self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token));
+        if !valid {
+            // A client whose server restarted without its history (another
+            // epoch) did nothing wrong: only token failures count.
+            if request.epoch == self.epoch {
+                self.note_resume_failure(peer, now);
+            }
+            return false;
+        }
+        let replaced = self.sessions.get(&key).and_then(|s| s.conn);
+        if let Some(old) = replaced {
+            // Its connection is not known to be dead yet: this one replaces it.
+            self.close_conn(old);
+            self.events.push_back(HubEvent::Close {
+                client: old,
+                reason: "replaced by a resumed connection".into(),
+            });
+        }
+        let token = self.new_token();
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return false;
+        };
+        session.conn = Some(client);
+        session.last_conn = client;
+        session.grace = None;
+        session.token = token;
+        let user = session.user.clone();
+        self.names.insert(key.clone(), client);
+        self.pending.remove(&client);
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.phase = Phase::Joined(user.clone());
+        }
+        self.rebuild_members();
+        self.save_stored_session(client);
+        let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
+        let dropped = oldest.saturating_sub(request.last_seen.0.saturating_add(1));
+        let welcome = self.welcome_message(&user, token, Some(Resumed { dropped }));
+        self.send(client, welcome);
+        let replay: Vec<ServerMessage> = self
+            .log
+            .iter()
+            .filter(|e| e.id > request.last_seen)
+            .filter_map(|e| self.entry_message(e, &key, false))
+            .collect();
+        let replayed = replay.len();
+        for m in replay {
+            self.send(client, m);
+        }
+        self.events.push_back(HubEvent::Resumed {
+            client,
+            user,
+            replaced,
+            replayed,
+            dropped,
+        });
+        true
+    }
+
+    fn note_resume_failure(&mut self, peer: Option<IpAddr>, now: Instant) {
+        let window = self.limits.resume_window;
+        if self.resume_failures.len() >= MAX_FAILURE_ENTRIES {
+            self.resume_failures
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let e = self.resume_failures.entry(peer).or_insert((now, 0));
+        if now.saturating_duration_since(e.0) >= window {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+
+    /// A joined connection was lost: with resume on, its session waits for
+    /// a resume and nobody is told; else it leaves.
+    pub(super) fn lose(&mut self, client: ClientId, reason: LeaveReason, why: String) {
+        if !self.resume_enabled() || !self.is_joined(client) {
+            self.leave(client, reason, why);
+            return;
+        }
+        let Some(conn) = self.close_conn(client) else {
+            return;
+        };
+        if let Phase::Joined(user) = conn.phase {
+            let key = self.key(&user);
+            let until = self.clock + self.limits.grace;
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.conn = None;
+                s.grace = Some((until, reason));
+            }
+            self.events.push_back(HubEvent::Away { client, user });
+        }
+        debug!("closing {client}: {why}");
+        self.events.push_back(HubEvent::Close {
+            client,
+            reason: why,
+        });
+        // A flood of lost connections cannot hold more than the bound.
+        while self.ghosts() > self.limits.max_ghosts {
+            let Some(key) = self.oldest_ghost() else {
+                break;
+            };
+            self.end_ghost(&key);
+        }
+    }
+
+    fn oldest_ghost(&self) -> Option<String> {
+        self.sessions
+            .iter()
+            .filter_map(|(k, s)| s.grace.map(|(until, _)| (until, k)))
+            .min()
+            .map(|(_, k)| k.clone())
+    }
+
+    /// Ends the sessions whose grace period ran out: the others are told
+    /// they left.
+    pub(super) fn expire_ghosts(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, String)> = self
+            .sessions
+            .iter()
+            .filter_map(|(k, s)| s.grace.map(|(until, _)| (until, k.clone())))
+            .filter(|(until, _)| *until <= now)
+            .collect();
+        due.sort();
+        for (_, key) in due {
+            self.end_ghost(&key);
+        }
+    }
+
+    fn end_ghost(&mut self, key: &str) {
+        let Some(s) = self.sessions.remove(key) else {
+            return;
+        };
+        let reason = s.grace.map_or(LeaveReason::LOST, |(_, r)| r);
+        self.drop_stored_session(&s.user);
+        self.announce_left(s.user.clone(), reason, String::new());
+        self.events.push_back(HubEvent::Left {
+            client: s.last_conn,
+            user: s.user,
+            reason,
+        });
+    }
+
+    /// When the next grace period runs out.
+    pub(super) fn ghost_deadline(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.grace.map(|(until, _)| until))
+            .min()
+    }
+
+    /// Remembers what the hub answered to a chat message.
+    pub(super) fn note_outcome(&mut self, key: &str, client_id: u64, outcome: Outcome) {
+        if client_id == 0 {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.last_client_id = s.last_client_id.max(client_id);
+            s.recent.push_back((client_id, outcome));
+            if s.recent.len() > RECENT_OUTCOMES {
+                s.recent.pop_front();
+            }
+        }
+    }
+
+    /// Answers a chat message sent before (as acknowledged, or refused, the
+    /// first time). True if it was one.
+    pub(super) fn answer_duplicate(&mut self, client: ClientId, key: &str, client_id: u64) -> bool {
+        let Some(s) = self.sessions.get(key) else {
+            return false;
+        };
+        if client_id == 0 || client_id > s.last_client_id {
+            return false;
+        }
+        let outcome = s
+            .recent
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == client_id)
+            .map(|(_, o)| o.clone());
+        match outcome {
+            Some(Outcome::Refused(code, text)) => self.error_for(client, code, client_id, text),
+            Some(Outcome::Accepted(id, time)) => self.send(
+                client,
+                ServerMessage::Ack {
+                    client_id,
+                    id,
+                    time,
+                },
+            ),
+            // Handled too long ago to remember how: it was, once.
+            None => self.send(
+                client,
+                ServerMessage::Ack {
+                    client_id,
+                    id: MessageId(0),
+                    time: Timestamp(0),
+                },
+            ),
+        }
+        true
+    }
+
+    /// The sessions agree with the connections, the log with its bounds.
+    pub(super) fn check_sessions(&self) -> Result<(), String> {
+        for (key, s) in &self.sessions {
+            match s.conn {
+                Some(c) => {
+                    if self.names.get(key) != Some(&c) || !self.conns.contains_key(&c) {
+                        return Err(format!("session {key} on {c} is not joined there"));
+                    }
+                    if s.grace.is_some() {
+                        return Err(format!("live session {key} has a grace period"));
+                    }
+                }
+                None => {
+                    if self.names.contains_key(key) || s.grace.is_none() {
+                        return Err(format!("waiting session {key} is live or has no deadline"));
+                    }
+                }
+            }
+        }
+        if self.names.keys().any(|k| !self.sessions.contains_key(k)) {
+            return Err("a joined user has no session".into());
+        }
+        if self.ghosts() > self.limits.max_ghosts {
+            return Err("more waiting sessions than max_ghosts".into());
+        }
+        let bytes: usize = self.log.iter().map(LogEntry::cost).sum();
+        if bytes != self.log_bytes
+            || self.log.len() > self.limits.log_entries
+            || bytes > self.limits.log_bytes
+        {
+            return Err(format!("log of {} entries, {bytes} bytes", self.log.len()));
+        }
+        Ok(())
+    }
+}
