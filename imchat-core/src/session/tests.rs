@@ -2154,3 +2154,596 @@ fn settle_is_answered_once_every_answer_asked_for_has_arrived() {
     net.deliver(0, ServerMessage::End(out.finish().unwrap()));
     assert!(net.s(0).is_settled(), "done");
 }
+
+// ---------------------------------------------------------------------------
+// Sessions that outlive a connection: acks, resume, history.
+
+/// A network whose hub offers resume (a deterministic token source) with
+/// these limits, and users joined under `names`.
+fn resumable(limits: Limits, names: &[&str]) -> Net {
+    let mut net = Net::new(limits);
+    let mut n = 0u8;
+    net.hub.set_token_source(Box::new(move || {
+        n = n.wrapping_add(1);
+        [n; 16]
+    }));
+    for name in names {
+        net.connect(name);
+    }
+    for i in 0..names.len() {
+        net.take(i);
+    }
+    net
+}
+
+impl Net {
+    /// Client `i`'s connection breaks: the hub learns it, and nothing more
+    /// reaches either side on it.
+    fn cut(&mut self, i: usize) {
+        let id = self.clients[i].0;
+        self.closed.push(id);
+        self.hub.handle_disconnect(id, LeaveReason::LOST);
+        self.pump();
+    }
+
+    /// Client `i` connects again and asks for its session back.
+    fn reconnect(&mut self, i: usize) {
+        let id = self.hub.handle_connect(self.now);
+        self.clients[i].0 = id;
+        let now = self.now;
+        self.clients[i].1.reconnect(now);
+        self.pump();
+    }
+
+    /// Hands the hub's queued transmits to their clients, skipping client `skip`.
+    fn deliver_hub_except(&mut self, skip: Option<usize>) {
+        while let Some(t) = self.hub.poll_transmit() {
+            for to in t.to.iter() {
+                let Some(i) = self.idx(to) else { continue };
+                if Some(i) == skip || self.closed.contains(&to) {
+                    continue;
+                }
+                let m: ServerMessage = through_wire(&t.message);
+                let now = self.now;
+                self.clients[i].1.handle_message(m, now);
+            }
+        }
+    }
+}
+
+fn texts_from(events: &[ClientEvent], from: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) if c.from.as_str() == from && !c.history => Some(c.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn burst(n: usize) -> Vec<String> {
+    (0..n).map(|j| format!("m{j}")).collect()
+}
+
+#[test]
+fn a_send_cut_at_any_point_is_delivered_exactly_once_in_order_after_a_resume() {
+    // The client's connection breaks after k of its 6 messages reached the
+    // hub, with the hub's acks for them delivered or lost.
+    for k in 0..=6 {
+        for acks_arrive in [false, true] {
+            let mut net = resumable(Limits::default(), &["alice", "bob"]);
+            for t in burst(6) {
+                net.s(0).send_chat(Recipient::Everyone, &t).unwrap();
+            }
+            let alice = net.clients[0].0;
+            let mut sent = Vec::new();
+            while let Some(m) = net.s(0).poll_transmit() {
+                sent.push(m);
+            }
+            for m in sent.into_iter().take(k) {
+                let now = net.now;
+                net.hub.handle_message(alice, through_wire(&m), now);
+            }
+            net.deliver_hub_except((!acks_arrive).then_some(0));
+            assert_eq!(net.s(0).unacked(), if acks_arrive { 6 - k } else { 6 });
+            net.cut(0);
+            net.reconnect(0);
+            let bob = net.take(1);
+            assert_eq!(
+                texts_from(&bob, "alice"),
+                burst(6),
+                "k={k} acks={acks_arrive}"
+            );
+            assert!(!bob.iter().any(|e| matches!(e, ClientEvent::Left(_))));
+            assert_eq!(net.s(0).unacked(), 0);
+            assert!(net.take(0).contains(&ClientEvent::Resumed { dropped: 0 }));
+        }
+    }
+}
+
+#[test]
+fn a_receive_cut_mid_burst_is_made_whole_by_the_replay() {
+    for k in 0..=6 {
+        let mut net = resumable(Limits::default(), &["alice", "bob"]);
+        for t in burst(6) {
+            net.s(1).send_chat(Recipient::Everyone, &t).unwrap();
+        }
+        // Bob's burst reaches the hub whole; alice gets only k of it.
+        let bob = net.clients[1].0;
+        while let Some(m) = net.s(1).poll_transmit() {
+            let now = net.now;
+            net.hub.handle_message(bob, through_wire(&m), now);
+        }
+        let alice = net.clients[0].0;
+        let mut given = 0;
+        while let Some(t) = net.hub.poll_transmit() {
+            if t.to.contains(alice) && given < k {
+                given += 1;
+                let now = net.now;
+                net.clients[0]
+                    .1
+                    .handle_message(through_wire(&t.message), now);
+            }
+        }
+        net.cut(0);
+        net.reconnect(0);
+        assert_eq!(texts_from(&net.take(0), "bob"), burst(6), "k={k}");
+        assert!(!net
+            .take(1)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Left(_))));
+    }
+}
+
+#[test]
+fn a_resent_duplicate_is_acknowledged_again_and_routed_once() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let a = joined(&mut hub, "alice", now);
+    let b = joined(&mut hub, "bob", now);
+    while hub.poll_transmit().is_some() {}
+    let chat = ClientMessage::Chat {
+        client_id: 7,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: "once".into(),
+    };
+    hub.handle_message(a, chat.clone(), now);
+    hub.handle_message(a, chat, now);
+    let out: Vec<Transmit> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    let acks: Vec<_> = out
+        .iter()
+        .filter(|t| matches!(t.message, ServerMessage::Ack { client_id: 7, .. }))
+        .map(|t| t.message.clone())
+        .collect();
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0], acks[1], "the same id and time both times");
+    let routed = out
+        .iter()
+        .filter(|t| t.to.contains(b) && matches!(t.message, ServerMessage::Chat(_)))
+        .count();
+    assert_eq!(routed, 1);
+    // A refused one is refused again, naming it.
+    let to_nobody = ClientMessage::Chat {
+        client_id: 8,
+        to: Recipient::User(user("nobody")),
+        kind: ChatKind::Text,
+        text: "x".into(),
+    };
+    hub.handle_message(a, to_nobody.clone(), now);
+    hub.handle_message(a, to_nobody, now);
+    let errors = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| {
+            matches!(
+                t.message,
+                ServerMessage::Error {
+                    code: ErrorCode::UNKNOWN_USER,
+                    client_id: 8,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(errors, 2);
+}
+
+#[test]
+fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    net.advance(Duration::from_secs(59));
+    assert!(!net
+        .take(1)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Left(_))));
+    // Still listed, its name still taken.
+    net.s(1).who().unwrap();
+    net.pump();
+    assert!(net.take(1).contains(&ClientEvent::Who {
+        users: vec![user("alice"), user("bob")]
+    }));
+    net.connect("alice");
+    assert!(matches!(
+        net.take(2).as_slice(),
+        [ClientEvent::Refused {
+            code: RefuseCode::NAME_TAKEN,
+            ..
+        }]
+    ));
+    net.advance(Duration::from_secs(1));
+    let left = unstamped(net.take(1));
+    assert!(left.contains(&ClientEvent::Left(crate::Departure {
+        id: MessageId(0),
+        time: Timestamp(0),
+        user: user("alice"),
+        reason: LeaveReason::LOST,
+        text: String::new(),
+    })));
+    // Too late: a fresh session, and the client is told why.
+    net.reconnect(0);
+    let events = net.take(0);
+    assert!(events.contains(&ClientEvent::ContinuityLost {
+        reason: "session expired".into()
+    }));
+    assert!(net
+        .take(1)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Joined { user } if user.as_str() == "alice")));
+}
+
+#[test]
+fn a_quit_leaves_at_once_whatever_the_grace() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.s(0).quit("bye");
+    net.pump();
+    assert!(net
+        .take(1)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Left(_))));
+}
+
+/// The token of the last `Welcome` sent to `client`.
+fn welcome_token(hub: &mut Hub, client: ClientId) -> crate::ResumeToken {
+    std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(client))
+        .find_map(|t| match t.message {
+            ServerMessage::Welcome { token, .. } => Some(token),
+            _ => None,
+        })
+        .expect("a welcome")
+}
+
+fn resume_hello(name: &str, token: crate::ResumeToken, epoch: u64) -> ClientMessage {
+    ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: user(name),
+        resume: Some(crate::ResumeRequest {
+            token,
+            last_seen: MessageId(0),
+            epoch,
+        }),
+    }
+}
+
+/// What the hub answered connection `c`: resumed, a fresh welcome, or refused.
+fn answer(hub: &mut Hub, c: ClientId) -> String {
+    std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(c))
+        .find_map(|t| match t.message {
+            ServerMessage::Welcome {
+                resumed: Some(_), ..
+            } => Some("resumed".to_string()),
+            ServerMessage::Welcome { .. } => Some("fresh".to_string()),
+            ServerMessage::Refused { code, .. } => Some(code.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn token_hub(limits: Limits) -> Hub {
+    let mut hub = Hub::new(limits, "hi");
+    let mut n = 0u8;
+    hub.set_token_source(Box::new(move || {
+        n = n.wrapping_add(1);
+        [n; 16]
+    }));
+    hub
+}
+
+#[test]
+fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "alice", t0);
+    let token = welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    // Wrong name: not alice's session (carol joins afresh).
+    let c = hub.handle_connect(t0);
+    hub.handle_message(c, resume_hello("carol", token, epoch), t0);
+    assert_eq!(answer(&mut hub, c), "fresh");
+    // A guess: refused, the name is waiting for its owner.
+    let g = hub.handle_connect(t0);
+    hub.handle_message(
+        g,
+        resume_hello("alice", crate::ResumeToken([0xaa; 16]), epoch),
+        t0,
+    );
+    assert_eq!(answer(&mut hub, g), "username already taken");
+    // The owner: resumed.
+    let r = hub.handle_connect(t0);
+    hub.handle_message(r, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, r), "resumed");
+    // The same token again (the session is live on r): used up.
+    let again = hub.handle_connect(t0);
+    hub.handle_message(again, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, again), "username already taken");
+    assert!(hub.is_connected(r));
+    hub.check_invariants().unwrap();
+}
+
+#[test]
+fn an_expired_token_is_useless() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "alice", t0);
+    let token = welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    let t1 = t0 + Duration::from_secs(60);
+    hub.handle_timeout(t1);
+    let r = hub.handle_connect(t1);
+    hub.handle_message(r, resume_hello("alice", token, epoch), t1);
+    assert_eq!(answer(&mut hub, r), "fresh");
+}
+
+#[test]
+fn failed_resumes_are_rate_limited_per_address() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "alice", t0);
+    let token = welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    for guess in 0..5u8 {
+        let c = hub.handle_connect_from(ip, t0);
+        hub.handle_message(
+            c,
+            resume_hello("alice", crate::ResumeToken([guess + 100; 16]), epoch),
+            t0,
+        );
+        assert_eq!(answer(&mut hub, c), "username already taken");
+    }
+    // Even the right token is refused until the window passed.
+    let c = hub.handle_connect_from(ip, t0);
+    hub.handle_message(c, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, c), "too many failed resume attempts");
+    let t1 = t0 + Duration::from_secs(10);
+    let c = hub.handle_connect_from(ip, t1);
+    hub.handle_message(c, resume_hello("alice", token, epoch), t1);
+    assert_eq!(answer(&mut hub, c), "resumed");
+}
+
+#[test]
+fn a_resume_replaces_a_connection_not_yet_known_dead() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "alice", t0);
+    let token = welcome_token(&mut hub, a);
+    let b = joined(&mut hub, "bob", t0);
+    while hub.poll_event().is_some() {}
+    while hub.poll_transmit().is_some() {}
+    let r = hub.handle_connect(t0);
+    hub.handle_message(r, resume_hello("alice", token, epoch), t0);
+    let out: Vec<Transmit> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    assert!(!out.iter().any(|t| t.to.contains(b)), "bob sees nothing");
+    assert!(!hub.is_connected(a));
+    assert!(hub.is_joined(r));
+    let events: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
+    assert!(events.contains(&HubEvent::Close {
+        client: a,
+        reason: "replaced by a resumed connection".into()
+    }));
+    hub.check_invariants().unwrap();
+}
+
+#[test]
+fn private_messages_are_replayed_to_their_parties_only() {
+    let mut net = resumable(Limits::default(), &["alice", "bob", "carol"]);
+    net.cut(0);
+    net.cut(2);
+    net.s(1)
+        .send_chat(Recipient::User(user("alice")), "for alice")
+        .unwrap();
+    net.s(1).send_chat(Recipient::Everyone, "for all").unwrap();
+    net.pump();
+    net.reconnect(0);
+    net.reconnect(2);
+    assert_eq!(texts_from(&net.take(0), "bob"), ["for alice", "for all"]);
+    assert_eq!(texts_from(&net.take(2), "bob"), ["for all"]);
+}
+
+#[test]
+fn a_late_joiner_gets_recent_broadcasts_as_history_within_count_and_age() {
+    let limits = Limits {
+        history_count: 2,
+        history_age: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice", "bob"]);
+    net.s(0).send_chat(Recipient::Everyone, "too old").unwrap();
+    net.pump();
+    net.now += Duration::from_secs(61);
+    for t in ["one", "two", "three"] {
+        net.s(0).send_chat(Recipient::Everyone, t).unwrap();
+    }
+    net.s(0)
+        .send_chat(Recipient::User(user("bob")), "private")
+        .unwrap();
+    net.pump();
+    let i = net.connect("carol");
+    let history: Vec<(String, bool)> = net
+        .take(i)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some((c.text.clone(), c.history)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [("two".to_string(), true), ("three".to_string(), true)]
+    );
+    // Off with a count of 0.
+    let limits = Limits {
+        history_count: 0,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice"]);
+    net.s(0).send_chat(Recipient::Everyone, "x").unwrap();
+    net.pump();
+    let i = net.connect("bob");
+    assert!(!net
+        .take(i)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Chat(_))));
+}
+
+#[test]
+fn entries_gone_from_the_log_are_counted_as_dropped() {
+    let limits = Limits {
+        log_entries: 3,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice", "bob"]);
+    net.cut(0);
+    for t in burst(5) {
+        net.s(1).send_chat(Recipient::Everyone, &t).unwrap();
+    }
+    net.pump();
+    net.reconnect(0);
+    let events = net.take(0);
+    // Ids 1-2 joins, 3-7 bob's messages: alice saw 2; 3 and 4 are gone.
+    assert!(events.contains(&ClientEvent::Resumed { dropped: 2 }));
+    assert_eq!(texts_from(&events, "bob"), ["m2", "m3", "m4"]);
+}
+
+#[test]
+fn waiting_sessions_are_bounded() {
+    let limits = Limits {
+        max_ghosts: 1,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice", "bob", "carol"]);
+    net.cut(0);
+    net.cut(1);
+    // Alice waited longer: she is let go to make room for bob.
+    let left: Vec<String> = net
+        .take(2)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["alice"]);
+}
+
+#[test]
+fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_history_is_lost() {
+    let store = crate::MemoryStore::new(100);
+    let mut net = resumable(Limits::default(), &[]);
+    net.hub
+        .open_history(Box::new(store.clone()), net.now)
+        .unwrap();
+    for n in ["alice", "bob"] {
+        net.connect(n);
+    }
+    net.s(1).send_chat(Recipient::Everyone, "before").unwrap();
+    net.pump();
+    net.take(0);
+    net.hub.shutdown("restart");
+    net.pump();
+    // A new hub on the same store: alice resumes, nothing lost.
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [9; 16]));
+    hub.open_history(Box::new(store.clone()), net.now).unwrap();
+    net.hub = hub;
+    net.closed.clear();
+    // The new hub numbers connections from 1 again: forget the old ones.
+    for (i, c) in net.clients.iter_mut().enumerate() {
+        c.0 = ClientId(u64::MAX - i as u64);
+    }
+    net.reconnect(1);
+    let bob = net.take(1);
+    assert!(
+        bob.contains(&ClientEvent::Resumed { dropped: 0 }),
+        "{bob:?}"
+    );
+    net.s(1).send_chat(Recipient::Everyone, "after").unwrap();
+    net.pump();
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        "{alice:?}"
+    );
+    assert_eq!(texts_from(&alice, "bob"), ["after"]);
+    assert_eq!(store.entries().len(), 4, "two joins and two messages");
+    // Without the store: another epoch, and the client is told.
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [7; 16]));
+    net.hub = hub;
+    net.reconnect(0);
+    assert!(net.take(0).contains(&ClientEvent::ContinuityLost {
+        reason: "history lost (the server restarted without its database)".into()
+    }));
+}
+
+#[test]
+fn a_client_ignores_ids_it_has_seen_but_shows_history() {
+    let mut net = resumable(Limits::default(), &["alice"]);
+    let chat = |id, history| {
+        ServerMessage::Chat(crate::RoutedChat {
+            id: MessageId(id),
+            time: Timestamp(0),
+            from: user("bob"),
+            private: false,
+            kind: ChatKind::Text,
+            text: format!("{id}"),
+            history,
+        })
+    };
+    for (id, history) in [(5, false), (5, false), (4, false), (1, true), (6, false)] {
+        net.deliver(0, chat(id, history));
+    }
+    while let Some(e) = net.s(0).poll_event() {
+        net.events[0].push(e);
+    }
+    let shown: Vec<String> = chats(&net.take(0)).into_iter().map(|c| c.2).collect();
+    assert_eq!(shown, ["5", "1", "6"]);
+    assert_eq!(net.s(0).last_seen(), MessageId(6));
+}
+
+#[test]
+fn a_client_gives_up_the_oldest_unacknowledged_message_past_its_bound() {
+    let mut net = resumable(Limits::default(), &["alice"]);
+    let limits = Limits {
+        max_unacked: 2,
+        ..Limits::default()
+    };
+    let i = net.connect_with("bob", limits);
+    net.take(i);
+    net.cut(i);
+    // The session does not know yet: it keeps sending.
+    for t in burst(3) {
+        let _ = net.s(i).send_chat(Recipient::Everyone, &t);
+    }
+    assert_eq!(net.s(i).unacked(), 2);
+    assert!(matches!(
+        net.s(i).poll_event(),
+        Some(ClientEvent::NotSent { text, .. }) if text == "m0"
+    ));
+}
