@@ -403,7 +403,8 @@ fn quit_and_end_of_input_leave_with_code_0() {
 
 #[test]
 fn a_killed_client_is_announced_as_left() {
-    let w = World::new("kill9");
+    // No grace period: the server announces a lost connection at once.
+    let w = World::with_args("kill9", &["--grace-secs", "0"]);
     let alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");

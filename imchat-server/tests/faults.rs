@@ -540,7 +540,14 @@ fn a_client_that_never_reads_is_dropped_and_others_get_everything() {
 
 #[test]
 fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() {
-    let srv = Server::start(&["--keepalive-secs", "1", "--keepalive-timeout-secs", "1"]);
+    let srv = Server::start(&[
+        "--keepalive-secs",
+        "1",
+        "--keepalive-timeout-secs",
+        "1",
+        "--grace-secs",
+        "0",
+    ]);
     let mut watcher = Raw::join(srv.addr, "watcher");
     // A real client process, stopped with SIGSTOP so it answers nothing.
     let dir = TempDir::new("stop");
@@ -619,7 +626,8 @@ fn connections_that_never_speak_are_dropped_and_do_not_block_others() {
 
 #[test]
 fn one_client_over_the_limit_gets_server_full() {
-    let srv = Server::start(&["--max-clients", "3"]);
+    // No grace period: a client that goes frees its place at once.
+    let srv = Server::start(&["--max-clients", "3", "--grace-secs", "0"]);
     let a = Raw::join(srv.addr, "c1");
     let b = Raw::join(srv.addr, "c2");
     let c = Raw::join(srv.addr, "c3");
@@ -715,7 +723,8 @@ fn big_file(dir: &Path, name: &str, mib: usize) -> Vec<u8> {
 
 #[test]
 fn a_client_killed_during_a_download_leaves_the_server_serving() {
-    let srv = Server::start_with(&[], |shared| {
+    // No grace period: the lost client is announced at once.
+    let srv = Server::start_with(&["--grace-secs", "0"], |shared| {
         big_file(shared, "big.bin", 64);
     });
     let dir = TempDir::new("kill9");
