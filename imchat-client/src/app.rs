@@ -365,20 +365,36 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
     })
 }
 
-/// Connects and joins as the configured user.
-fn join(config: &Config) -> Result<Joined, ClientError> {
-    let stream = connect(&config.host, config.port)?;
-    let limits = Limits::default();
+/// A new session for the configured user.
+fn new_session(config: &Config, limits: &Limits) -> ClientSession {
     let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
     session.set_auto_accept(config.auto_accept);
+    session
+}
+
+/// Connects and joins as the configured user. With the session of a lost
+/// connection, asks the server for it back (its messages not yet
+/// acknowledged are sent again); it is taken only if the handshake works.
+fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
+    let stream = connect(&config.host, config.port)?;
+    let limits = Limits::default();
+    let mut fresh = None;
+    let session = match previous {
+        Some(old) => {
+            old.reconnect(Instant::now());
+            old
+        }
+        None => fresh.insert(new_session(config, &limits)),
+    };
     let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
         stream.try_clone().map_err(io_err("cloning the socket"))?,
         limits.max_frame,
     );
     let mut write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
-    let (username, welcome) = handshake(&mut session, &mut reader, &mut write_half)?;
+    let (username, welcome) = handshake(session, &mut reader, &mut write_half)?;
+    let session = std::mem::replace(session, new_session(config, &limits));
     Ok(Joined {
         stream,
         session,
@@ -401,7 +417,7 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// calls for, and runs until the user quits (`Ok`) or the connection ends
 /// for good (`Err`).
 pub fn run(config: Config) -> Result<(), ClientError> {
-    let first = join(&config)?;
+    let first = join(&config, None)?;
     let (view, input) = ui::make_view(
         first.username.as_str(),
         config.json,
@@ -628,6 +644,7 @@ impl App {
                 return Err(end.error());
             }
             conn.report_cut();
+            let mut previous = conn.take_session();
             drop(conn);
             let reason = end.error().to_string();
             joined = match policy {
@@ -637,7 +654,7 @@ impl App {
                         attempt: 1,
                         retry_in: None,
                     });
-                    match join(&self.config) {
+                    match join(&self.config, Some(&mut previous)) {
                         Ok(j) => j,
                         Err(retry) => {
                             return Err(ClientError::ReconnectFailed {
@@ -647,7 +664,7 @@ impl App {
                         }
                     }
                 }
-                _ => match self.keep_reconnecting(reason, input) {
+                _ => match self.keep_reconnecting(reason, input, &mut previous) {
                     Some(j) => j,
                     None => return self.quit_result(),
                 },
@@ -662,7 +679,12 @@ impl App {
     /// Tries to connect again with [`backoff`] until it works (`Some`) or
     /// the user quits (`None`). Meanwhile a user's lines get an answer
     /// (commands that need no server run); a script's wait.
-    fn keep_reconnecting(&self, mut reason: String, input: &Receiver<UserInput>) -> Option<Joined> {
+    fn keep_reconnecting(
+        &self,
+        mut reason: String,
+        input: &Receiver<UserInput>,
+        previous: &mut ClientSession,
+    ) -> Option<Joined> {
         let mut attempt = 1u32;
         loop {
             let deadline = Instant::now() + backoff(attempt, fastrand::f64() * 2.0 - 1.0);
@@ -700,7 +722,7 @@ impl App {
                 attempt,
                 retry_in: None,
             });
-            match join(&self.config) {
+            match join(&self.config, Some(previous)) {
                 Ok(j) => return Some(j),
                 Err(e) => {
                     log::info!("reconnect try {attempt}: {e}");
@@ -917,6 +939,15 @@ impl Conn {
         self.outbox.abort();
         self.stop_transfers();
         let _ = self.socket.shutdown(Shutdown::Both);
+    }
+
+    /// The session of this connection, to resume on the next one.
+    fn take_session(&self) -> ClientSession {
+        let limits = Limits::default();
+        std::mem::replace(
+            &mut *lock(&self.session),
+            new_session(&self.app.config, &limits),
+        )
     }
 
     /// After the connection was cut and before a new one: says which of

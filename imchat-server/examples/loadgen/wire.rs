@@ -192,7 +192,7 @@ enum Parsed {
 /// when it is [`PAYLOAD_LEN`] bytes long, as every text the generator sends.
 /// The layout (docs/PROTOCOL.md): type, message id (u64), time (u64),
 /// sender name (u8 length, bytes), private flag (u8), kind (u8, 0 for
-/// text), text (u32 length, bytes). `None` for anything else, which is then
+/// text), history flag (u8, 0), text (u32 length, bytes). `None` for anything else, which is then
 /// decoded in full.
 fn chat_text(frame: &[u8]) -> Option<std::ops::Range<usize>> {
     const NAME_LEN_AT: usize = 1 + 8 + 8;
@@ -201,8 +201,9 @@ fn chat_text(frame: &[u8]) -> Option<std::ops::Range<usize>> {
         return None;
     }
     let kind_at = NAME_LEN_AT + 1 + usize::from(*frame.get(NAME_LEN_AT)?) + 1;
-    let at = kind_at + 1 + 4;
-    let exact = frame.len() == at + PAYLOAD_LEN && frame[kind_at] == 0;
+    // The history flag follows the kind.
+    let at = kind_at + 1 + 1 + 4;
+    let exact = frame.len() == at + PAYLOAD_LEN && frame[kind_at] == 0 && frame[kind_at + 1] == 0;
     (exact && frame[at - 4..at] == LEN).then_some(at..frame.len())
 }
 
