@@ -204,6 +204,24 @@ pub enum ClientEvent {
     },
 }
 
+/// What a program keeps (on disk, say) to take a session back after it
+/// restarted: see [`ClientSession::saved`] and [`ClientSession::resuming`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedSession {
+    /// The token of the last `Welcome`.
+    pub token: ResumeToken,
+    /// The epoch of that `Welcome`.
+    pub epoch: u64,
+    /// The newest log id seen.
+    pub last_seen: MessageId,
+    /// The client id the next chat message takes. The server takes a
+    /// message whose id is not above the highest it had for a duplicate,
+    /// so a restarted program must start past every id it may have used:
+    /// a program that saves this rarely saves a bound it will not reach
+    /// before it saves again.
+    pub next_client_id: u64,
+}
+
 /// A chat message sent and not yet acknowledged.
 #[derive(Debug, Clone)]
 struct Unacked {
@@ -349,6 +367,35 @@ impl ClientSession {
             resume: None,
         });
         s
+    }
+
+    /// A session that asks for one saved by an earlier run of the program
+    /// (see [`saved`](Self::saved)): its first transmit is a `Hello` with
+    /// that resume request, answered as after [`reconnect`](Self::reconnect)
+    /// ([`ClientEvent::Resumed`], or [`ClientEvent::ContinuityLost`] and a
+    /// fresh session). Its chat messages are numbered from
+    /// `saved.next_client_id` on.
+    #[must_use]
+    pub fn resuming(username: Username, limits: Limits, now: Instant, saved: SavedSession) -> Self {
+        let mut s = Self::new(username, limits, now);
+        s.resume = Some((saved.token, saved.epoch));
+        s.last_seen = saved.last_seen;
+        s.next_client_id = saved.next_client_id.max(1);
+        s.reconnect(now);
+        s
+    }
+
+    /// What another run of the program needs to take this session back:
+    /// `None` until a `Welcome` offered a resume (or when the last one
+    /// offered none).
+    #[must_use]
+    pub fn saved(&self) -> Option<SavedSession> {
+        self.resume.map(|(token, epoch)| SavedSession {
+            token,
+            epoch,
+            last_seen: self.last_seen,
+            next_client_id: self.next_client_id,
+        })
     }
 
     /// Starts over on a new connection after the old one broke (or the

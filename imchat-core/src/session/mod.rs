@@ -6,7 +6,7 @@ mod client;
 mod hub;
 mod pace;
 
-pub use client::{ClientEvent, ClientSession};
+pub use client::{ClientEvent, ClientSession, SavedSession};
 pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};
 
 use crate::message::ClientMessage;

@@ -2296,6 +2296,70 @@ fn a_receive_cut_mid_burst_is_made_whole_by_the_replay() {
 }
 
 #[test]
+fn a_restarted_program_takes_its_saved_session_back() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    assert_eq!(net.s(0).saved().map(|s| s.next_client_id), Some(1));
+    net.s(0).send_chat(Recipient::Everyone, "before").unwrap();
+    net.pump();
+    let saved = net.s(0).saved().expect("the welcome offered a resume");
+    assert_eq!(saved.next_client_id, 2);
+    assert_eq!(saved.last_seen, net.s(0).last_seen());
+    net.take(1);
+    // The program dies: its connection breaks, its session is gone.
+    net.cut(0);
+    net.s(1).send_chat(Recipient::Everyone, "missed").unwrap();
+    net.pump();
+    // It starts again, from what it saved.
+    let id = net.hub.handle_connect(net.now);
+    let now = net.now;
+    net.clients[0] = (
+        id,
+        ClientSession::resuming(user("alice"), Limits::default(), now, saved),
+    );
+    net.pump();
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        "{alice:?}"
+    );
+    assert_eq!(texts_from(&alice, "bob"), ["missed"]);
+    let again = net.s(0).saved().expect("a new token");
+    assert!(!again.token.matches(&saved.token), "a token works once");
+    // Its next message is new to the server, not a duplicate of "before".
+    net.s(0).send_chat(Recipient::Everyone, "after").unwrap();
+    net.pump();
+    let bob = net.take(1);
+    assert_eq!(texts_from(&bob, "alice"), ["after"]);
+    assert!(!bob
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Left(_) | ClientEvent::Joined { .. })));
+    assert_eq!(net.s(0).unacked(), 0);
+}
+
+#[test]
+fn a_saved_session_that_expired_starts_afresh_and_says_so() {
+    let mut net = resumable(Limits::default(), &["alice"]);
+    let saved = net.s(0).saved().unwrap();
+    net.s(0).quit("");
+    net.pump();
+    let id = net.hub.handle_connect(net.now);
+    let now = net.now;
+    net.clients[0] = (
+        id,
+        ClientSession::resuming(user("alice"), Limits::default(), now, saved),
+    );
+    net.pump();
+    let alice = net.take(0);
+    assert!(net.s(0).is_joined());
+    assert!(
+        alice.contains(&ClientEvent::ContinuityLost {
+            reason: "session expired".into()
+        }),
+        "{alice:?}"
+    );
+}
+
+#[test]
 fn a_resent_duplicate_is_acknowledged_again_and_routed_once() {
     let mut hub = Hub::new(Limits::default(), "hi");
     let now = Instant::now();
