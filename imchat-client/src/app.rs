@@ -34,13 +34,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Departure, Encode, FileEntry, FileListPart,
-    FileName, LeaveReason, Limits, Origin, Recipient, RoutedChat, ServerMessage, TransferError,
-    TransferId, UsageError, Username,
+    FileName, LeaveReason, Limits, Origin, Recipient, RoutedChat, SavedSession, ServerMessage,
+    TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, Mode};
 use crate::error::{describe_connect_error, ClientError};
 use crate::files;
+use crate::resume::SessionFile;
 use crate::ui;
 use crate::view::{
     human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status, TransferView,
@@ -102,6 +103,10 @@ pub struct Config {
     pub history_file: Option<PathBuf>,
     /// `--chat-log`: where to append a transcript of the chat.
     pub chat_log: Option<PathBuf>,
+    /// Take back the session a killed run saved (not `--no-resume`).
+    pub resume: bool,
+    /// Where sessions are saved for the next run; `None`: nowhere.
+    pub sessions_dir: Option<PathBuf>,
 }
 
 /// Why a connection ended.
@@ -272,6 +277,10 @@ struct App {
     ask_offers: bool,
     /// The text given with `/quit`, sent with the `Quit`.
     parting: Mutex<String>,
+    /// The session saved for the next run, if it can be.
+    store: Mutex<Option<SessionFile>>,
+    /// Saving it failed once (said once, in the log).
+    store_failed: AtomicBool,
 }
 
 /// Everything one connection's threads share.
@@ -365,13 +374,45 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
     })
 }
 
-/// A new session for the configured user.
-fn new_session(config: &Config, limits: &Limits) -> ClientSession {
-    let mut session = ClientSession::new(config.username.clone(), limits.clone(), Instant::now());
+/// A new session for the configured user; with `saved`, one that asks
+/// for the session an earlier run saved.
+fn new_session_from(
+    config: &Config,
+    limits: &Limits,
+    saved: Option<SavedSession>,
+) -> ClientSession {
+    let (name, now) = (config.username.clone(), Instant::now());
+    let mut session = match saved {
+        Some(saved) => ClientSession::resuming(name, limits.clone(), now, saved),
+        None => ClientSession::new(name, limits.clone(), now),
+    };
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
     session.set_auto_accept(config.auto_accept);
     session
+}
+
+/// A new session for the configured user.
+fn new_session(config: &Config, limits: &Limits) -> ClientSession {
+    new_session_from(config, limits, None)
+}
+
+/// The file the session is saved in for the next run, locked for this
+/// one; `None` without a data folder, or when another client runs with
+/// this name and server (it keeps its session to itself).
+fn open_store(config: &Config) -> Option<SessionFile> {
+    let dir = config.sessions_dir.as_ref()?;
+    match SessionFile::open(dir, &config.host, config.port, &config.username) {
+        Ok(Some(file)) => Some(file),
+        Ok(None) => {
+            log::info!("another client runs with this name and server: its session is its own");
+            None
+        }
+        Err(e) => {
+            log::warn!("cannot save the session in {}: {e}", dir.display());
+            None
+        }
+    }
 }
 
 /// Connects and joins as the configured user. With the session of a lost
@@ -417,7 +458,14 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// calls for, and runs until the user quits (`Ok`) or the connection ends
 /// for good (`Err`).
 pub fn run(config: Config) -> Result<(), ClientError> {
-    let first = join(&config, None)?;
+    let mut store = open_store(&config);
+    // A run that was killed left its session: ask for it back.
+    let saved = store
+        .as_mut()
+        .filter(|_| config.resume)
+        .and_then(SessionFile::load);
+    let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
+    let first = join(&config, restored.as_mut())?;
     let (view, input) = ui::make_view(
         first.username.as_str(),
         config.json,
@@ -439,6 +487,8 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         failed_transfers: AtomicUsize::new(0),
         ask_offers,
         parting: Mutex::new(String::new()),
+        store: Mutex::new(store),
+        store_failed: AtomicBool::new(false),
     });
     let result = app.main_loop(first, &input);
     let reason = match &result {
@@ -561,6 +611,33 @@ fn handshake(
     }
 }
 
+/// The notice of a resumed session: what was lost, if anything.
+fn resumed_line(dropped: u64) -> String {
+    match dropped {
+        0 => "resumed".to_string(),
+        1 => "resumed; 1 message was lost while you were away".to_string(),
+        n => format!("resumed; {n} messages were lost while you were away"),
+    }
+}
+
+/// Longest part of a message's text an error quotes.
+const QUOTE_MAX: usize = 60;
+
+/// The error for a message given up before the server acknowledged it.
+fn not_sent_line(to: &Recipient, text: &str) -> String {
+    let mut quoted: String = inert(text).chars().take(QUOTE_MAX).collect();
+    if text.chars().count() > QUOTE_MAX {
+        quoted.push('…');
+    }
+    let to = match to {
+        Recipient::Everyone => String::new(),
+        Recipient::User(u) => format!(" to {}", inert(u.as_str())),
+    };
+    format!(
+        "message{to} not sent: \"{quoted}\" (too many were waiting for the server; it may not have arrived)"
+    )
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -603,6 +680,36 @@ impl App {
     fn set_link(&self, link: Link) {
         *lock(&self.link) = link;
         self.status();
+    }
+
+    /// Saves what the next run needs to take `session` back: at once with
+    /// `force` (a new `Welcome`), else when due (see [`SessionFile::save`]).
+    /// A session the server offers no resume for is not kept.
+    fn remember(&self, session: &Mutex<ClientSession>, force: bool) {
+        let mut store = lock(&self.store);
+        let Some(file) = store.as_mut() else {
+            return;
+        };
+        let saved = lock(session).saved();
+        let result = match saved {
+            Some(saved) => file.save(&saved, Instant::now(), force),
+            None => {
+                file.remove();
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            if !self.store_failed.swap(true, Ordering::SeqCst) {
+                log::warn!("cannot save the session: {e}");
+            }
+        }
+    }
+
+    /// The session ends for good (`/quit`): the next run starts afresh.
+    fn forget(&self) {
+        if let Some(file) = lock(&self.store).take() {
+            file.close();
+        }
     }
 
     /// Counts a download or push of ours that failed.
@@ -878,6 +985,8 @@ impl Conn {
         let c = conn.clone();
         spawn("timer", move || c.timer_loop())?;
         app.set_link(Link::Connected { server });
+        // A new token came with the welcome: the next run needs it.
+        app.remember(&conn.session, true);
         // Who is online, for the roster (and `/mode unicast`'s check).
         let _ = conn.ask_who(true);
         Ok(conn)
@@ -930,6 +1039,7 @@ impl Conn {
         }
         self.quit();
         let _ = self.socket.shutdown(Shutdown::Both);
+        self.app.forget();
         self.app.quit_result()
     }
 
@@ -1343,6 +1453,7 @@ impl Conn {
         while !self.closing() {
             thread::sleep(TICK);
             self.with_session(|s| s.handle_timeout(Instant::now()));
+            self.app.remember(&self.session, false);
         }
     }
 
@@ -1445,6 +1556,8 @@ impl Conn {
     /// Sends a message or an action where `mode` says, and shows it as ours.
     fn chat(&self, mode: Mode, action: bool, text: &str) -> Result<(), UsageError> {
         let to = mode.recipient();
+        // The client id this message takes must be on disk before it goes.
+        self.app.remember(&self.session, false);
         let sent = self.paced(text.len(), |s| {
             if action {
                 s.send_action(to, text)
@@ -1903,6 +2016,11 @@ impl Conn {
             ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
                 "the server stopped answering".into(),
             ))),
+            ClientEvent::Resumed { dropped } => app.notice(&resumed_line(dropped)),
+            ClientEvent::ContinuityLost { reason } => {
+                app.notice(&format!("session not resumed: {}", inert(&reason)));
+            }
+            ClientEvent::NotSent { to, text, .. } => app.error(&not_sent_line(&to, &text)),
             other => log::debug!("event not shown: {other:?}"),
         }
     }
@@ -2221,6 +2339,34 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!("cannot connect to 127.0.0.1:{port}: connection refused")
+        );
+    }
+
+    #[test]
+    fn a_resume_says_what_was_lost_only_when_something_was() {
+        assert_eq!(resumed_line(0), "resumed");
+        assert_eq!(
+            resumed_line(1),
+            "resumed; 1 message was lost while you were away"
+        );
+        assert_eq!(
+            resumed_line(7),
+            "resumed; 7 messages were lost while you were away"
+        );
+    }
+
+    #[test]
+    fn a_message_given_up_is_named_inert_and_short() {
+        let bob = Recipient::User(Username::new("bob").unwrap());
+        assert_eq!(
+            not_sent_line(&bob, "hi\x1b[2J"),
+            "message to bob not sent: \"hi^[[2J\" (too many were waiting for the server; it may not have arrived)"
+        );
+        let long = "x".repeat(100);
+        let line = not_sent_line(&Recipient::Everyone, &long);
+        assert!(
+            line.starts_with(&format!("message not sent: \"{}…\"", "x".repeat(60))),
+            "{line}"
         );
     }
 

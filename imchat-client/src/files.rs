@@ -108,7 +108,7 @@ pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
 /// Takes an exclusive advisory lock on `file` without waiting: false when
 /// another open file holds one.
 #[cfg(unix)]
-fn try_lock(file: &File) -> io::Result<bool> {
+pub fn try_lock(file: &File) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
     loop {
         // SAFETY: flock only reads its integer arguments; the descriptor
@@ -128,7 +128,7 @@ fn try_lock(file: &File) -> io::Result<bool> {
 
 /// Elsewhere no lock is taken: two clients sharing a folder may meet.
 #[cfg(not(unix))]
-fn try_lock(_file: &File) -> io::Result<bool> {
+pub fn try_lock(_file: &File) -> io::Result<bool> {
     Ok(true)
 }
 

@@ -9,6 +9,7 @@ mod chatlog;
 mod command;
 mod error;
 mod files;
+mod resume;
 mod screen;
 mod ui;
 mod view;
@@ -39,7 +40,8 @@ Examples:
 Environment:
   RUST_LOG        what the client logs to stderr (default: warn)
   XDG_DATA_HOME   the data folder that holds the default history file
-                  (imchat/history; ~/.local/share when unset)
+                  (imchat/history) and the saved sessions
+                  (imchat/sessions/); ~/.local/share when unset
 
 Exit codes:
   0  /quit, /exit or end of input
@@ -137,6 +139,17 @@ struct Cli {
     #[arg(long)]
     no_history: bool,
 
+    /// Start a new session rather than take back the one saved
+    ///
+    /// A client that was killed or crashed, started again with the same
+    /// name and server within the server's grace period, takes its session
+    /// back: its name, and the messages it missed. The session is saved in
+    /// imchat/sessions/ in the user's data folder (private to you) and
+    /// removed by /quit. With --no-resume it is not taken back (the old
+    /// one keeps the name until its grace period ends on the server).
+    #[arg(long)]
+    no_resume: bool,
+
     /// Append a transcript of the chat to this file
     ///
     /// Every line the chat shows (messages, yours included, actions,
@@ -180,6 +193,7 @@ struct Settings {
     reconnect: Option<bool>,
     history_file: Option<PathBuf>,
     no_history: bool,
+    no_resume: bool,
     chat_log: Option<PathBuf>,
 }
 
@@ -250,6 +264,7 @@ where
         reconnect,
         history_file: cli.history_file,
         no_history: cli.no_history,
+        no_resume: cli.no_resume,
         chat_log: cli.chat_log,
     })))
 }
@@ -422,6 +437,8 @@ fn run(settings: Settings) -> Result<(), ClientError> {
         reconnect: settings.reconnect,
         history_file,
         chat_log: settings.chat_log,
+        resume: !settings.no_resume,
+        sessions_dir: resume::default_dir(),
     })
 }
 

@@ -49,6 +49,14 @@ pub fn plain_chat(c: &ChatEntry) -> String {
     }
 }
 
+/// A chat entry replayed as history (from before we joined), as a plain
+/// line: its original local time in front, so that scripts tell it from
+/// live traffic: `[history 15:04] <bob> hi`.
+pub fn plain_history(c: &ChatEntry) -> String {
+    let time = chrono::DateTime::<chrono::Local>::from(c.time).format("%H:%M");
+    format!("[history {time}] {}", plain_chat(c))
+}
+
 /// Plain lines on stdout: today's output for scripts and pipes.
 pub struct PlainView;
 
@@ -57,6 +65,7 @@ impl View for PlainView {
         match entry {
             // Our own messages are not echoed: the script knows what it sent.
             Entry::Chat(c) if c.own => {}
+            Entry::Chat(c) if c.history => write_line(&plain_history(&c)),
             Entry::Chat(c) => write_line(&plain_chat(&c)),
             Entry::Notice(text) => write_line(&format!("*** {text}")),
             Entry::Error(text) => write_line(&format!("error: {text}")),
@@ -313,6 +322,25 @@ mod tests {
         assert_eq!(plain_chat(&chat(true, false)), "<bob> (private) waves");
         assert_eq!(plain_chat(&chat(false, true)), "* bob waves");
         assert_eq!(plain_chat(&chat(true, true)), "* bob waves (private)");
+    }
+
+    #[test]
+    fn history_lines_carry_their_original_time_and_live_ones_do_not_change() {
+        let mut c = chat(false, false);
+        c.text = "hi".into();
+        c.time = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(plain_chat(&c), "<bob> hi", "live lines as ever");
+        c.history = true;
+        let stamp = chrono::DateTime::<chrono::Local>::from(c.time)
+            .format("%H:%M")
+            .to_string();
+        assert_eq!(plain_history(&c), format!("[history {stamp}] <bob> hi"));
+        c.action = true;
+        c.private = true;
+        assert_eq!(
+            plain_history(&c),
+            format!("[history {stamp}] * bob hi (private)")
+        );
     }
 
     #[test]

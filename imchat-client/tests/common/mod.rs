@@ -607,6 +607,8 @@ impl Client {
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
+            // Its saved sessions stay in the test's folder.
+            .env("XDG_DATA_HOME", dir.join("data"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,338 @@
+//! The session kept on disk, so that a client that is killed (or crashes)
+//! and is started again takes its session back from the server: its name,
+//! and what was said meanwhile.
+//!
+//! One small text file per server and name in `imchat/sessions/` under the
+//! user's data folder, private (mode 0600), holding the resume token and
+//! epoch of the last `Welcome`, the newest message id seen and the next
+//! client id to use. It is replaced whole (written beside, then renamed)
+//! on every `Welcome`, when the newest id seen changes (at most once a
+//! second) and when the client ids it covers run out; `/quit` removes it.
+//!
+//! A client holds a lock beside it (`….lock`, an advisory `flock` the
+//! system drops when the process ends) for as long as it runs: a second
+//! client started with the same name and server does not take the
+//! running one's session away; it starts a session of its own.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use imchat_core::{MessageId, ResumeToken, SavedSession, Username};
+
+use crate::files::try_lock;
+
+/// Client ids a written file covers ahead: the file is written again only
+/// once the client has used them all. A restarted client starts past them.
+pub const ID_LEASE: u64 = 1024;
+/// Least time between two writes for a newer id seen alone.
+const SEEN_EVERY: Duration = Duration::from_secs(1);
+/// The first line of the file: its format.
+const MAGIC: &str = "imchat-session 1";
+
+/// The folder of the saved sessions: `imchat/sessions` in the user's data
+/// folder, if the system has one.
+pub fn default_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join("imchat").join("sessions"))
+}
+
+/// The saved session of one server and name, locked for this process.
+#[derive(Debug)]
+pub struct SessionFile {
+    path: PathBuf,
+    lock_path: PathBuf,
+    /// Held open for its lock.
+    _lock: File,
+    /// `host:port` as given.
+    server: String,
+    /// The name as given.
+    name: String,
+    /// What is on disk (its `next_client_id` is the bound of the ids used).
+    written: Option<SavedSession>,
+    written_at: Option<Instant>,
+}
+
+/// A part of a file name: ASCII letters, digits, `.` and `-` (and `_` in
+/// names, where `keep_underscore`) as they are, any other byte as `%XX`.
+fn escape(text: &str, keep_underscore: bool) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || (keep_underscore && b == b'_') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The file name for `name` on `host`:`port`: `alice@127.0.0.1_4000`.
+pub fn file_name(host: &str, port: u16, name: &Username) -> String {
+    format!(
+        "{}@{}_{port}",
+        escape(&name.key(), true),
+        escape(&host.to_lowercase(), false)
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    let text = text.as_bytes();
+    if text.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in text.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Creates `path` (and its parents) private to the user.
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Opens `path` for writing, created private to the user (mode 0600).
+fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(truncate);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+impl SessionFile {
+    /// The saved session of `name` on `host`:`port` in `dir` (created):
+    /// `Ok(None)` when another running client holds it.
+    pub fn open(dir: &Path, host: &str, port: u16, name: &Username) -> io::Result<Option<Self>> {
+        create_private_dir(dir)?;
+        let base = file_name(host, port, name);
+        let path = dir.join(&base);
+        let lock_path = dir.join(format!("{base}.lock"));
+        let lock = open_private(&lock_path, false)?;
+        if !try_lock(&lock)? {
+            return Ok(None);
+        }
+        Ok(Some(SessionFile {
+            path,
+            lock_path,
+            _lock: lock,
+            server: format!("{}:{port}", host.to_lowercase()),
+            name: name.key(),
+            written: None,
+            written_at: None,
+        }))
+    }
+
+    /// The session saved by an earlier run, if the file holds one for
+    /// this server and name.
+    pub fn load(&mut self) -> Option<SavedSession> {
+        let text = fs::read_to_string(&self.path).ok()?;
+        let saved = self.parse(&text);
+        if saved.is_none() {
+            log::info!("ignoring {}: not a saved session", self.path.display());
+        }
+        self.written = saved;
+        saved
+    }
+
+    fn parse(&self, text: &str) -> Option<SavedSession> {
+        let mut lines = text.lines();
+        if lines.next()? != MAGIC {
+            return None;
+        }
+        let (mut server, mut name, mut token, mut epoch, mut seen, mut next) =
+            (None, None, None, None, None, None);
+        for line in lines {
+            let (key, value) = line.split_once('=')?;
+            match key {
+                "server" => server = Some(value),
+                "name" => name = Some(value),
+                "token" => token = Some(ResumeToken(unhex(value)?)),
+                "epoch" => epoch = Some(value.parse().ok()?),
+                "last_seen" => seen = Some(MessageId(value.parse().ok()?)),
+                "next_client_id" => next = Some(value.parse().ok()?),
+                _ => {}
+            }
+        }
+        if server? != self.server || name? != self.name {
+            return None;
+        }
+        Some(SavedSession {
+            token: token?,
+            epoch: epoch?,
+            last_seen: seen?,
+            next_client_id: next?,
+        })
+    }
+
+    /// Saves `s` at `now`: at once when the token or epoch changed or its
+    /// client ids run past what the file covers, or with `force`; for a
+    /// newer id seen alone, at most once a second.
+    pub fn save(&mut self, s: &SavedSession, now: Instant, force: bool) -> io::Result<()> {
+        let lease = match self.written {
+            Some(w) if s.next_client_id < w.next_client_id => w.next_client_id,
+            _ => s.next_client_id.saturating_add(ID_LEASE),
+        };
+        let new = SavedSession {
+            next_client_id: lease,
+            ..*s
+        };
+        let urgent = force
+            || self.written.is_none_or(|w| {
+                !w.token.matches(&new.token)
+                    || w.epoch != new.epoch
+                    || w.next_client_id != new.next_client_id
+            });
+        let due = self
+            .written_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= SEEN_EVERY);
+        let changed = self.written != Some(new);
+        if !(urgent || (changed && due)) {
+            return Ok(());
+        }
+        let text = format!(
+            "{MAGIC}\nserver={}\nname={}\ntoken={}\nepoch={}\nlast_seen={}\nnext_client_id={}\n",
+            self.server,
+            self.name,
+            hex(&new.token.0),
+            new.epoch,
+            new.last_seen.0,
+            new.next_client_id
+        );
+        let tmp = self.path.with_extension("tmp");
+        let mut file = open_private(&tmp, true)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_data()?;
+        drop(file);
+        fs::rename(&tmp, &self.path)?;
+        self.written = Some(new);
+        self.written_at = Some(now);
+        Ok(())
+    }
+
+    /// The session ended for good (`/quit`, or the server offers no
+    /// resume): nothing is left to take back.
+    pub fn remove(&mut self) {
+        if self.written.take().is_some() || self.path.exists() {
+            let _ = fs::remove_file(&self.path);
+        }
+        self.written_at = None;
+    }
+
+    /// [`remove`](Self::remove), and the lock file too: the client is leaving.
+    pub fn close(mut self) {
+        self.remove();
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Username {
+        Username::new(s).unwrap()
+    }
+
+    fn saved(last_seen: u64, next: u64) -> SavedSession {
+        SavedSession {
+            token: ResumeToken([7; 16]),
+            epoch: 42,
+            last_seen: MessageId(last_seen),
+            next_client_id: next,
+        }
+    }
+
+    #[test]
+    fn file_names_keep_servers_and_names_apart() {
+        assert_eq!(
+            file_name("127.0.0.1", 4000, &name("Alice")),
+            "alice@127.0.0.1_4000"
+        );
+        assert_eq!(file_name("::1", 4000, &name("a_b")), "a_b@%3A%3A1_4000");
+        assert_ne!(
+            file_name("a_b", 1, &name("x")),
+            file_name("a", 1, &name("x")),
+        );
+    }
+
+    #[test]
+    fn a_saved_session_comes_back_private_and_only_for_its_server_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Instant::now();
+        let mut f = SessionFile::open(dir.path(), "localhost", 4000, &name("alice"))
+            .unwrap()
+            .unwrap();
+        f.save(&saved(5, 1), now, false).unwrap();
+        drop(f);
+        let path = dir.path().join("alice@localhost_4000");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let mut f = SessionFile::open(dir.path(), "localhost", 4000, &name("alice"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.load(), Some(saved(5, 1 + ID_LEASE)));
+        // A file copied under another server's name is not that server's.
+        fs::copy(&path, dir.path().join("alice@localhost_4001")).unwrap();
+        let mut other = SessionFile::open(dir.path(), "localhost", 4001, &name("alice"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.load(), None);
+        f.close();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_running_client_keeps_its_session_from_a_second_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SessionFile::open(dir.path(), "h", 1, &name("alice")).unwrap();
+        assert!(first.is_some());
+        let second = SessionFile::open(dir.path(), "h", 1, &name("alice")).unwrap();
+        assert!(second.is_none(), "locked by the first");
+        drop(first);
+        let third = SessionFile::open(dir.path(), "h", 1, &name("alice")).unwrap();
+        assert!(third.is_some(), "the lock goes with its holder");
+    }
+
+    #[test]
+    fn the_newest_id_is_written_once_a_second_and_ids_before_they_are_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut f = SessionFile::open(dir.path(), "h", 1, &name("alice"))
+            .unwrap()
+            .unwrap();
+        let path = dir.path().join("alice@h_1");
+        f.save(&saved(1, 1), t0, false).unwrap();
+        let on_disk = || fs::read_to_string(&path).unwrap();
+        f.save(&saved(2, 3), t0 + Duration::from_millis(500), false)
+            .unwrap();
+        assert!(on_disk().contains("last_seen=1\n"), "{}", on_disk());
+        f.save(&saved(2, 3), t0 + SEEN_EVERY, false).unwrap();
+        assert!(on_disk().contains("last_seen=2\n"), "{}", on_disk());
+        assert!(on_disk().contains(&format!("next_client_id={}\n", 1 + ID_LEASE)));
+        // The ids run out: written at once, covering the next ones.
+        let t = t0 + SEEN_EVERY + Duration::from_millis(1);
+        f.save(&saved(2, 1 + ID_LEASE), t, false).unwrap();
+        assert!(on_disk().contains(&format!("next_client_id={}\n", 1 + 2 * ID_LEASE)));
+        // A new token: at once.
+        let mut fresh = saved(3, 1 + ID_LEASE);
+        fresh.token = ResumeToken([9; 16]);
+        f.save(&fresh, t, false).unwrap();
+        assert!(on_disk().contains(&format!("token={}\n", "09".repeat(16))));
+    }
+}
