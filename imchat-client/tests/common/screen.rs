@@ -396,6 +396,12 @@ impl Term {
         })
     }
 
+    /// Whether the cell at `row`, `col` (0-based) is drawn dimmed now.
+    pub fn dim_at(&self, row: u16, col: u16) -> Option<bool> {
+        let st = lock(&self.shared);
+        st.parser.screen().cell(row, col).map(vt100::Cell::dim)
+    }
+
     /// The cursor (row, column) now.
     pub fn cursor(&self) -> (u16, u16) {
         self.shot().cursor

@@ -1,0 +1,492 @@
+//! End-to-end tests of sessions that outlive a connection, with the real
+//! binaries on 127.0.0.1 (ports picked by the OS): a client killed and
+//! started again takes its session back; a connection cut in the middle
+//! of a burst, either way, loses and doubles nothing; a late joiner sees
+//! the last messages marked as history; the full-screen client comes back
+//! after a blip and after a server restart with its draft. Every wait has
+//! a deadline; every process is stopped by its handle.
+
+mod common;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::screen::{Shot, Term};
+use common::{Client, Server, World, TIMEOUT};
+use serde_json::Value;
+
+/// Long enough for a few reconnect tries (1 s, 2 s, 4 s … with jitter).
+const RECONNECT_WAIT: Duration = Duration::from_secs(40);
+
+/// A TCP forwarder on loopback that the test controls: it forwards each
+/// connection to the target, cuts every connection on demand (the
+/// processes at both ends live on), and while it has no target it closes
+/// what it accepts at once (a server that cannot be reached).
+struct Proxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    target: Option<SocketAddr>,
+    links: Vec<TcpStream>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let state = Arc::new(Mutex::new(ProxyState {
+            target: Some(to),
+            links: Vec::new(),
+        }));
+        let shared = state.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Some(target) = shared.lock().unwrap().target else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let (c2, s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                {
+                    let mut st = shared.lock().unwrap();
+                    st.links.push(client.try_clone().expect("clone"));
+                    st.links.push(server.try_clone().expect("clone"));
+                }
+                thread::spawn(move || pipe(client, server));
+                thread::spawn(move || pipe(s2, c2));
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Cuts every connection made so far, data in flight with them.
+    fn cut(&self) {
+        for s in self.state.lock().unwrap().links.drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Where new connections go; `None`: closed at once.
+    fn set_target(&self, to: Option<SocketAddr>) {
+        self.state.lock().unwrap().target = to;
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _: io::Result<()> = from.shutdown(Shutdown::Both);
+}
+
+/// Starts `name`'s piped client on `port` with `flags`, and waits for its
+/// connection line.
+fn client_on(w: &World, name: &str, port: u16, flags: &[&str]) -> Client {
+    let port = port.to_string();
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend([name, "127.0.0.1", port.as_str()]);
+    let c = w.spawn_client(&args);
+    c.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as {name}"));
+    c
+}
+
+/// The newest id seen in `name`'s saved session on `port` (clients run in
+/// the test's folder with `data/` as their data folder).
+fn saved_last_seen(dir: &Path, name: &str, port: u16) -> Option<u64> {
+    let path = dir
+        .join("data")
+        .join("imchat")
+        .join("sessions")
+        .join(format!("{name}@127.0.0.1_{port}"));
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("last_seen="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until `name`'s saved session has seen more than `than`.
+fn wait_saved_past(w: &World, name: &str, than: u64) {
+    let port = w.server.port();
+    let deadline = Instant::now() + TIMEOUT;
+    for _ in 0..1000 {
+        if saved_last_seen(w.dir.path(), name, port).is_some_and(|s| s > than) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s saved session never got past id {than}: {:?}",
+            saved_last_seen(w.dir.path(), name, port)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lines of `c` that start with `prefix`.
+fn lines_with(c: &Client, prefix: &str) -> Vec<String> {
+    c.out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+/// Waits until `c` printed `n` lines starting with `prefix`.
+fn wait_count(c: &Client, prefix: &str, n: usize, timeout: Duration) {
+    let got = c.out.wait_for(timeout, |bytes, _| {
+        let text = String::from_utf8_lossy(bytes);
+        (text.lines().filter(|l| l.starts_with(prefix)).count() >= n).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "fewer than {n} lines starting with {prefix:?} within {timeout:?}\n{}",
+        c.report()
+    );
+}
+
+#[test]
+fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() {
+    let w = World::new("kill-restart");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    let first = saved_last_seen(w.dir.path(), "alice", port).expect("alice's saved session");
+    bob.send("one");
+    alice.expect_line("<bob> one");
+    // Her saved session has caught up with what she showed (it is
+    // written once a second at most), then she is killed.
+    wait_saved_past(&w, "alice", first + 1);
+    alice.kill();
+
+    bob.send("two");
+    bob.send("/msg alice three");
+    let carol = w.client("carol");
+    bob.expect_line("*** carol has joined");
+    bob.send("four");
+    carol.expect_line("<bob> four");
+
+    let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    alice.expect_line(&format!("*** connected to 127.0.0.1:{port} as alice"));
+    let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    let (last, _) = alice.expect_from(resumed, "`<bob> four`", |l| l == "<bob> four");
+    let lines = alice.out.lines();
+    let missed: Vec<&str> = lines[resumed + 1..=last]
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with('<') || l.starts_with("*** carol"))
+        .collect();
+    assert_eq!(
+        missed,
+        [
+            "<bob> two",
+            "<bob> (private) three",
+            "*** carol has joined",
+            "<bob> four"
+        ],
+        "what she missed, in order\n{}",
+        alice.report()
+    );
+    alice.assert_no_line("what she had seen, again", |l| l == "<bob> one");
+
+    alice.send("back");
+    bob.expect_line("<alice> back");
+    for who in [&bob, &carol] {
+        who.assert_no_line("alice leaving or joining", |l| {
+            l.starts_with("*** alice has")
+        });
+    }
+    alice.send("/quit");
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+    bob.expect_line("*** alice has left");
+    assert_eq!(
+        saved_last_seen(w.dir.path(), "alice", port),
+        None,
+        "/quit removes the saved session"
+    );
+
+    // Killed again and started with --no-resume: a session of its own,
+    // refused while the old one holds the name.
+    let mut again = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    again.expect_line(&format!("*** connected to 127.0.0.1:{port} as alice"));
+    again.expect_prefix("Welcome to imchat, alice!");
+    wait_saved_past(&w, "alice", 0);
+    again.kill();
+    let mut fresh = w.spawn_client(&["--no-resume", "alice", "127.0.0.1", &port.to_string()]);
+    let err = fresh.expect_exit_code(1);
+    assert!(
+        err.iter().any(|l| l.contains("taken")),
+        "the name is still the old session's: {err:?}\n{}",
+        fresh.report()
+    );
+}
+
+/// `n` numbered lines: `m0`, `m1`, …
+fn burst(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("m{i}")).collect()
+}
+
+#[test]
+fn a_connection_cut_mid_burst_from_the_client_loses_and_doubles_nothing() {
+    const N: usize = 300;
+    let w = World::new("cut-up");
+    let proxy = Proxy::start(w.server.addr);
+    let bob = w.client("bob");
+    let script: String = burst(N).iter().map(|l| format!("{l}\n")).collect();
+    let port = proxy.port().to_string();
+    let mut alice = w.script(&["alice", "127.0.0.1", &port], script.into_bytes());
+    // The first 100 go at once, the rest at the server's rate (50 a
+    // second): cut while they flow.
+    wait_count(&bob, "<alice> m", N / 2, TIMEOUT);
+    proxy.cut();
+    alice.expect_line(&format!("*** reconnected to 127.0.0.1:{port}"));
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+    wait_count(&bob, "<alice> m", N, TIMEOUT);
+    let got: Vec<String> = lines_with(&bob, "<alice> ")
+        .into_iter()
+        .map(|l| l["<alice> ".len()..].to_string())
+        .collect();
+    assert_eq!(got, burst(N), "every message once, in order");
+    bob.expect_line("*** alice has left");
+    let presence = lines_with(&bob, "*** alice has");
+    assert_eq!(
+        presence,
+        ["*** alice has joined", "*** alice has left"],
+        "alice joined once and left once, at the end\n{}",
+        bob.report()
+    );
+}
+
+#[test]
+fn a_connection_cut_mid_burst_to_the_client_loses_and_doubles_nothing() {
+    const N: usize = 300;
+    let w = World::new("cut-down");
+    let proxy = Proxy::start(w.server.addr);
+    let alice = client_on(&w, "alice", proxy.port(), &[]);
+    let script: String = burst(N).iter().map(|l| format!("{l}\n")).collect();
+    let port = w.server.port().to_string();
+    let mut bob = w.script(&["bob", "127.0.0.1", &port], script.into_bytes());
+    wait_count(&alice, "<bob> m", N / 2, TIMEOUT);
+    proxy.cut();
+    alice.expect_line(&format!("*** reconnected to 127.0.0.1:{}", proxy.port()));
+    alice.expect_line("*** resumed");
+    wait_count(&alice, "<bob> m", N, TIMEOUT);
+    assert_eq!(bob.expect_exit().code(), Some(0), "{}", bob.report());
+    let got: Vec<String> = lines_with(&alice, "<bob> ")
+        .into_iter()
+        .map(|l| l["<bob> ".len()..].to_string())
+        .collect();
+    assert_eq!(got, burst(N), "every message once, in order");
+}
+
+#[test]
+fn a_late_joiner_sees_the_last_messages_marked_as_history() {
+    let w = World::new("history");
+    let port = w.server.port().to_string();
+    let mut bob = w.client("bob");
+    for text in ["h1", "h2", "h3"] {
+        bob.send(text);
+    }
+    bob.send("/msg bob to myself");
+    // Every message has reached the server once bob's /who is answered.
+    bob.send("/who");
+    bob.expect_line("*** online (1): bob");
+
+    let carol = w.client("carol");
+    let (first, _) = carol.expect_from(0, "history", |l| l.starts_with("[history "));
+    bob.send("live");
+    let (live, _) = carol.expect_from(0, "`<bob> live`", |l| l == "<bob> live");
+    let lines = carol.out.lines();
+    let history: Vec<&str> = lines[first..live]
+        .iter()
+        .filter_map(|l| l.strip_prefix("[history "))
+        .map(|rest| {
+            let (time, line) = rest.split_once("] ").expect("`[history HH:MM] …`");
+            assert!(
+                time.len() == 5 && time.as_bytes()[2] == b':',
+                "HH:MM: {time:?}"
+            );
+            line
+        })
+        .collect();
+    assert_eq!(history, ["<bob> h1", "<bob> h2", "<bob> h3"], "{lines:?}");
+    carol.assert_no_line("a private message of others as history", |l| {
+        l.contains("to myself")
+    });
+
+    // The same for a program: `"history": true`, live traffic false.
+    let mut dave = w.spawn_client(&["--json", "dave", "127.0.0.1", &port]);
+    let parse = |l: &str| -> Value { serde_json::from_str(l).expect("JSON") };
+    dave.expect("h1 as history", |l| {
+        let v = parse(l);
+        v["type"] == "chat" && v["text"] == "h1" && v["history"] == true && v["from"] == "bob"
+    });
+    bob.send("live again");
+    dave.expect("live traffic, not history", |l| {
+        let v = parse(l);
+        v["text"] == "live again" && v["history"] == false
+    });
+    dave.send("/quit");
+    assert_eq!(dave.expect_exit().code(), Some(0), "{}", dave.report());
+}
+
+// ---------------------------------------------------------------------------
+// The full-screen client
+
+/// A chat pane row without its `HH:MM ` timestamp.
+fn untimed(row: &str) -> Option<&str> {
+    let b = row.as_bytes();
+    let ok = b.len() > 6 && b[2] == b':' && b[5] == b' ' && row[..2].parse::<u8>().is_ok();
+    ok.then(|| &row[6..])
+}
+
+fn entry_row(s: &Shot, text: &str) -> Option<usize> {
+    s.find_row(|r| untimed(r).is_some_and(|rest| rest.starts_with(text)))
+}
+
+fn has_entry(s: &Shot, text: &str) -> bool {
+    entry_row(s, text).is_some()
+}
+
+/// Starts `name`'s client in an 80x24 terminal on `port` and waits until
+/// it is connected.
+fn term_on(w: &World, name: &str, port: u16) -> Term {
+    let t = Term::spawn(
+        w.dir.path(),
+        &w.dir.join(format!("home-{name}")),
+        &[name, "127.0.0.1", &port.to_string()],
+        80,
+        24,
+    );
+    let connected = format!("connected to 127.0.0.1:{port}");
+    t.wait_screen("connected", |s| {
+        s.row(22).contains(&connected) && s.row(23) == format!("{name}>")
+    });
+    t
+}
+
+#[track_caller]
+fn wait_long(t: &Term, desc: &str, cond: impl FnMut(&Shot) -> bool) -> Shot {
+    match t.try_wait_screen(RECONNECT_WAIT, cond) {
+        Ok(s) => s,
+        Err(last) => panic!("the screen never showed {desc}:\n{}", last.dump()),
+    }
+}
+
+#[test]
+fn the_screen_client_resumes_after_a_blip_with_its_draft_and_what_it_missed() {
+    let w = World::new("scr-blip");
+    let proxy = Proxy::start(w.server.addr);
+    let mut t = term_on(&w, "alice", proxy.port());
+    let mut bob = w.client("bob");
+    t.wait_screen("bob's join", |s| has_entry(s, "*** bob has joined"));
+    t.type_str("half typed");
+    let draft = "alice> half typed";
+    t.wait_screen("the draft", |s| s.row(23) == draft);
+
+    // The link goes down for a while; bob talks meanwhile.
+    proxy.set_target(None);
+    proxy.cut();
+    t.wait_screen("reconnecting, the draft kept", |s| {
+        s.row(22).contains("reconnecting") && s.row(23) == draft
+    });
+    bob.send("while you were away");
+    bob.send("/who");
+    bob.expect_line("*** online (2): alice, bob");
+    proxy.set_target(Some(w.server.addr));
+
+    let back = format!("connected to 127.0.0.1:{}", proxy.port());
+    let s = wait_long(&t, "connected again, resumed, the missed message", |s| {
+        s.row(22).contains(&back)
+            && has_entry(s, "*** resumed")
+            && has_entry(s, "<bob> while you were away")
+            && s.row(23) == draft
+    });
+    let resumed = entry_row(&s, "*** resumed").unwrap();
+    let missed = entry_row(&s, "<bob> while you were away").unwrap();
+    assert!(resumed < missed, "{}", s.dump());
+    bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has"));
+    t.type_str(" and sent\r");
+    bob.expect_line("<alice> half typed and sent");
+    assert!(t.is_running());
+}
+
+#[test]
+fn the_screen_client_comes_back_after_a_server_restart_and_shows_history() {
+    let mut w = World::new("scr-restart");
+    let proxy = Proxy::start(w.server.addr);
+    let mut t = term_on(&w, "alice", proxy.port());
+    t.type_str("my draft");
+    let draft = "alice> my draft";
+    t.wait_screen("the draft", |s| s.row(23) == draft);
+
+    // The server restarts (without a database: its history is gone); it
+    // cannot be reached until bob has said something on the new one.
+    proxy.set_target(None);
+    w.server.signal("TERM");
+    assert!(
+        w.server.wait_exit(TIMEOUT).is_some(),
+        "{}",
+        w.server.report()
+    );
+    t.wait_screen("reconnecting, the draft kept", |s| {
+        s.row(22).contains("reconnecting") && s.row(23) == draft
+    });
+    w.server = Server::start(w.dir.path(), &w.shared());
+    let mut bob = w.client("bob");
+    bob.send("said on the new server");
+    bob.send("/who");
+    bob.expect_line("*** online (1): bob");
+    proxy.set_target(Some(w.server.addr));
+
+    let back = format!("connected to 127.0.0.1:{}", proxy.port());
+    let s = wait_long(&t, "connected again, history shown, the draft kept", |s| {
+        s.row(22).contains(&back)
+            && has_entry(s, "<bob> said on the new server")
+            && s.row(23) == draft
+    });
+    // (The notice wraps at 80 columns.)
+    assert!(
+        has_entry(
+            &s,
+            "*** session not resumed: history lost (the server restarted"
+        ),
+        "{}",
+        s.dump()
+    );
+    let row = entry_row(&s, "<bob> said on the new server").unwrap();
+    let cell = u16::try_from(row).unwrap();
+    let dim = t.dim_at(cell, 7);
+    assert_eq!(dim, Some(true), "history is dimmed\n{}", s.dump());
+    bob.expect_line("*** alice has joined");
+    bob.send("live now");
+    let s = t.wait_screen("bob's live message", |s| has_entry(s, "<bob> live now"));
+    let live = u16::try_from(entry_row(&s, "<bob> live now").unwrap()).unwrap();
+    assert_eq!(t.dim_at(live, 7), Some(false), "live is not dimmed");
+}
