@@ -51,7 +51,8 @@ fn stamp(time: SystemTime) -> String {
 }
 
 /// The line an entry is logged as: the plain line, with our own messages
-/// (which plain output does not echo) marked as such.
+/// (which plain output does not echo) marked as such, and replayed history
+/// marked (its time is the original one; the log may hold it already).
 fn line(entry: &Entry) -> String {
     match entry {
         Entry::Chat(c) if c.own && c.action => match &c.to {
@@ -62,6 +63,7 @@ fn line(entry: &Entry) -> String {
             Some(to) => format!("<{}> (to {to}) {}", c.from, c.text),
             None => format!("<{}> {}", c.from, c.text),
         },
+        Entry::Chat(c) if c.history => format!("[history] {}", plain_chat(c)),
         Entry::Chat(c) => plain_chat(c),
         Entry::Notice(text) => format!("*** {text}"),
         Entry::Error(text) => format!("error: {text}"),
@@ -161,19 +163,23 @@ mod tests {
         (own.own, own.private, own.to) = (true, true, Some("bob".into()));
         log.show(Entry::Chat(own));
         log.show(Entry::Notice("carol has joined".into()));
+        let mut old = chat("dave", "earlier");
+        old.history = true;
+        log.show(Entry::Chat(old));
         log.finish(Some("*** server shutting down: bye"));
         assert_eq!(seen.0.lock().unwrap()[0], Entry::Chat(bob.clone()));
-        assert_eq!(seen.0.lock().unwrap().len(), 3);
+        assert_eq!(seen.0.lock().unwrap().len(), 4);
 
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[0].ends_with(" --- log opened"));
         assert_eq!(lines[1], format!("{} <bob> hi", stamp(bob.time)));
         assert!(lines[2].ends_with(" <alice> (to bob) psst"), "{}", lines[2]);
         assert!(lines[3].ends_with(" *** carol has joined"));
-        assert!(lines[4].ends_with(" *** server shutting down: bye"));
-        assert!(lines[5].ends_with(" --- log closed"));
+        assert!(lines[4].ends_with(" [history] <dave> earlier"), "{}", lines[4]);
+        assert!(lines[5].ends_with(" *** server shutting down: bye"));
+        assert!(lines[6].ends_with(" --- log closed"));
         let date = &lines[3][..19];
         assert!(
             chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S").is_ok(),
@@ -187,6 +193,6 @@ mod tests {
         }
         // A second run appends.
         drop(ChatLog::open(&path, seen).unwrap());
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 7);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 8);
     }
 }
