@@ -11,6 +11,7 @@ mod names;
 mod report;
 mod server;
 mod socket;
+mod store;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -124,6 +125,30 @@ struct Cli {
     #[arg(long, value_name = "TEXT", default_value = DEFAULT_WELCOME)]
     welcome: String,
 
+    /// Keep the room's history and the resumable sessions in this SQLite file
+    ///
+    /// Created if missing. A server restarted with the same file keeps its
+    /// message ids and epoch, and takes back the clients that reconnect
+    /// within the grace period, with nothing they were sent missing. A
+    /// chat message is acknowledged only once it is committed to the file.
+    /// Without it, history lives in memory and a restart loses it (clients
+    /// are told: the epoch changes).
+    #[arg(long, value_name = "PATH")]
+    history_db: Option<PathBuf>,
+
+    /// How far each commit to --history-db goes before the message is acknowledged
+    ///
+    /// normal: survives a crash of the server, not necessarily a power
+    /// failure (the last commits may be lost; the file stays intact).
+    /// full: every commit waits for the disk (slower chat).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "normal",
+        requires = "history_db"
+    )]
+    history_sync: SyncMode,
+
     #[command(flatten)]
     limits: LimitArgs,
 
@@ -178,6 +203,13 @@ fn parse_bind(text: &str) -> Result<Bind, String> {
             "not an IP address (0.0.0.0, ::, 127.0.0.1) nor ADDR:PORT (127.0.0.1:4000, [::1]:4000)"
                 .into()
         })
+}
+
+/// `--history-sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SyncMode {
+    Normal,
+    Full,
 }
 
 /// What the command line asks for.
@@ -247,6 +279,9 @@ enum Error {
     /// The shared folder is missing or unreadable.
     #[error("{0}")]
     SharedDir(String),
+    /// The history database could not be opened or read.
+    #[error("{0}")]
+    History(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
@@ -318,6 +353,20 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             std::fs::metadata(&choice.path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
         Error::SharedDir(choice.explain(e, missing))
     })?;
+    let history = match &cli.history_db {
+        Some(path) => {
+            let durability = match cli.history_sync {
+                SyncMode::Normal => store::Durability::Normal,
+                SyncMode::Full => store::Durability::Full,
+            };
+            let db =
+                store::SqliteStore::open(path, limits.log_entries, limits.log_bytes, durability)
+                    .map_err(|e| Error::History(e.to_string()))?;
+            log::info!("history database: {}", path.display());
+            Some(db)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
         reason: files::io_reason(&e),
@@ -345,7 +394,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         log_text: cli.log_text,
         shared,
     };
-    server::run(listener, config)
+    server::run(listener, config, history)
 }
 
 #[cfg(test)]

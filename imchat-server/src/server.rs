@@ -820,8 +820,13 @@ fn spawn(
         })
 }
 
-/// Runs the server until Ctrl-C, SIGTERM or a fatal error.
-pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
+/// Runs the server until Ctrl-C, SIGTERM or a fatal error; with `history`
+/// (`--history-db`), the hub's log and sessions outlive the process.
+pub fn run(
+    listener: TcpListener,
+    config: Config,
+    history: Option<crate::store::SqliteStore>,
+) -> Result<(), Error> {
     let (stop_tx, stop_rx) = mpsc::channel();
     let signal_tx = stop_tx.clone();
     ctrlc::set_handler(move || {
@@ -857,6 +862,10 @@ pub fn run(listener: TcpListener, config: Config) -> Result<(), Error> {
     hub.set_name_key(crate::names::key);
     hub.set_token_source(Box::new(random_token));
     set_wall_clock(&mut hub);
+    if let Some(store) = history {
+        hub.open_history(Box::new(store), Instant::now())
+            .map_err(|e| Error::History(e.to_string()))?;
+    }
     let server = Arc::new(Server {
         core: Mutex::new(Core {
             hub,
