@@ -1,0 +1,534 @@
+//! A server stopped and started again, with and without `--history-db`,
+//! against raw protocol clients: the real binary on 127.0.0.1, its port
+//! first picked by the OS and then reused, every wait bounded, every
+//! process stopped by its pid or handle.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    ChatKind, ClientMessage, Decoder, Departure, Encode, MessageId, Recipient, ResumeRequest,
+    ResumeToken, RoutedChat, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The server binary, killed by its handle if a test ends early.
+struct Server {
+    child: Child,
+    lines: Receiver<String>,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts the server on `port` of 127.0.0.1 (0: the system picks),
+    /// retrying for a while if the port is still held by the last one.
+    fn start(dir: &Path, port: u16, args: &[&str]) -> Server {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--shared-dir")
+                .arg(dir)
+                .arg("--log-file")
+                .arg(dir.join("server.log"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the server");
+            let (tx, lines) = channel();
+            for out in [
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                Box::new(child.stderr.take().unwrap()),
+            ] {
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for l in BufReader::new(out).lines().map_while(Result::ok) {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let mut seen = Vec::new();
+            while let Ok(l) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                if let Some(addr) = l.strip_prefix("imchat-server listening on ") {
+                    let addr = addr.parse().expect("an address");
+                    return Server { child, lines, addr };
+                }
+                seen.push(l);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let busy = seen.iter().any(|l| l.contains("in use"));
+            assert!(
+                busy && Instant::now() < deadline,
+                "the server did not start: {seen:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM by pid, and the exit status it ends with.
+    fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "the server did not stop: {:?}",
+            self.lines.try_iter().collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A protocol-level client that keeps its side of the transcript.
+struct Peer {
+    name: Username,
+    stream: TcpStream,
+    decoder: Decoder<ServerMessage>,
+    pending: Vec<ServerMessage>,
+    token: ResumeToken,
+    epoch: u64,
+    /// The highest id received (chat, joins, leaves; not history).
+    last_seen: MessageId,
+    /// Chat received: id → (sender, text); a second copy of an id is a failure.
+    got: BTreeMap<u64, (String, String)>,
+    /// Chat received marked as history.
+    history: Vec<RoutedChat>,
+    /// Presence received (joins and leaves of others).
+    presence: Vec<ServerMessage>,
+    /// Sent and not yet acknowledged: client id → text.
+    unacked: BTreeMap<u64, (Recipient, String)>,
+    /// Acknowledged: client id → (server id, text).
+    acked: BTreeMap<u64, (u64, String)>,
+    next_client_id: u64,
+}
+
+impl Peer {
+    fn socket(addr: SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        stream
+    }
+
+    fn connect(addr: SocketAddr, name: &str) -> (Peer, ServerMessage) {
+        let mut p = Peer {
+            name: Username::new(name).unwrap(),
+            stream: Peer::socket(addr),
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            pending: Vec::new(),
+            token: ResumeToken::default(),
+            epoch: 0,
+            last_seen: MessageId(0),
+            got: BTreeMap::new(),
+            history: Vec::new(),
+            presence: Vec::new(),
+            unacked: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            next_client_id: 1,
+        };
+        let welcome = p.hello(None);
+        (p, welcome)
+    }
+
+    fn hello(&mut self, resume: Option<ResumeRequest>) -> ServerMessage {
+        self.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: self.name.clone(),
+            resume,
+        });
+        let welcome = self.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        if let ServerMessage::Welcome {
+            token,
+            epoch,
+            last_id,
+            resumed,
+            ..
+        } = &welcome
+        {
+            self.token = *token;
+            self.epoch = *epoch;
+            if resumed.is_none() {
+                self.last_seen = *last_id;
+            }
+        }
+        welcome
+    }
+
+    /// Connects again on a new socket, presenting its token, keeping its
+    /// transcript, and resends what was not acknowledged, in order, with
+    /// the same client ids.
+    fn resume(&mut self, addr: SocketAddr) -> ServerMessage {
+        self.stream = Peer::socket(addr);
+        self.decoder = Decoder::new(DEFAULT_MAX_FRAME);
+        self.pending.clear();
+        let request = ResumeRequest {
+            token: self.token,
+            last_seen: self.last_seen,
+            epoch: self.epoch,
+        };
+        let welcome = self.hello(Some(request));
+        let resend: Vec<(u64, Recipient, String)> = self
+            .unacked
+            .iter()
+            .map(|(id, (to, text))| (*id, to.clone(), text.clone()))
+            .collect();
+        for (client_id, to, text) in resend {
+            self.send(&ClientMessage::Chat {
+                client_id,
+                kind: ChatKind::Text,
+                to,
+                text,
+            });
+        }
+        welcome
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    fn chat(&mut self, to: Recipient, text: &str) {
+        let client_id = self.next_client_id;
+        self.next_client_id += 1;
+        self.unacked
+            .insert(client_id, (to.clone(), text.to_string()));
+        self.send(&ClientMessage::Chat {
+            client_id,
+            kind: ChatKind::Text,
+            to,
+            text: text.into(),
+        });
+    }
+
+    /// Takes in what arrived; false once the server closed the connection.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        let open = match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.decoder.feed(&buf[..n]);
+                true
+            }
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        while let Ok(Some(m)) = self.decoder.next_message() {
+            self.note(m);
+        }
+        open
+    }
+
+    /// Records chat, presence and acks in the transcript; keeps the rest.
+    fn note(&mut self, m: ServerMessage) {
+        match m {
+            ServerMessage::Chat(c) if c.history => self.history.push(c),
+            ServerMessage::Chat(c) => {
+                self.last_seen = self.last_seen.max(c.id);
+                let first = self
+                    .got
+                    .insert(c.id.0, (c.from.to_string(), c.text.clone()));
+                assert!(
+                    first.is_none(),
+                    "{} got id {} twice: {c:?}",
+                    self.name,
+                    c.id
+                );
+            }
+            ServerMessage::Joined { id, .. } | ServerMessage::Left(Departure { id, .. }) => {
+                self.last_seen = self.last_seen.max(id);
+                self.presence.push(m);
+            }
+            ServerMessage::Ack { client_id, id, .. } => {
+                let (_, text) = self
+                    .unacked
+                    .remove(&client_id)
+                    .unwrap_or_else(|| panic!("{}: ack of unknown {client_id}", self.name));
+                self.acked.insert(client_id, (id.0, text));
+            }
+            other => self.pending.push(other),
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: timed out; got {:?}",
+                self.name,
+                self.pending
+            );
+            assert!(
+                self.pump() || self.pending.iter().any(&pred),
+                "{}: closed; got {:?}",
+                self.name,
+                self.pending
+            );
+        }
+    }
+
+    /// Reads until `done` holds.
+    fn until(&mut self, what: &str, done: impl Fn(&Peer) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what}; pending {:?}",
+                self.name,
+                self.pending
+            );
+            assert!(self.pump(), "{}: closed waiting for {what}", self.name);
+        }
+    }
+
+    /// Reads until the server closes the connection.
+    fn until_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while self.pump() {
+            assert!(Instant::now() < deadline, "{}: not closed", self.name);
+        }
+    }
+
+    /// The texts received from `from`, in id order.
+    fn texts_from(&self, from: &str) -> Vec<String> {
+        self.got
+            .values()
+            .filter(|(f, _)| f == from)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+}
+
+fn shutdown_reason(p: &Peer) -> Option<String> {
+    p.pending.iter().find_map(|m| match m {
+        ServerMessage::Shutdown { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn with_a_history_database_a_restarted_server_takes_every_client_back_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let db_arg = db.to_str().unwrap();
+    let args = ["--history-db", db_arg, "--grace-secs", "60"];
+    let srv = Server::start(dir.path(), 0, &args);
+    let (addr, port) = (srv.addr, srv.addr.port());
+
+    let (mut ann, _) = Peer::connect(addr, "ann");
+    let (mut bob, _) = Peer::connect(addr, "bob");
+    ann.until("bob's join", |p| !p.presence.is_empty());
+    let bob_name = Recipient::User(bob.name.clone());
+    let ann_name = Recipient::User(ann.name.clone());
+    for i in 0..20 {
+        ann.chat(Recipient::Everyone, &format!("ann {i}"));
+        bob.chat(ann_name.clone(), &format!("bob to ann {i}"));
+    }
+    ann.until("acks", |p| p.unacked.is_empty());
+    bob.until("acks", |p| p.unacked.is_empty());
+    // More, some still in flight when the server is told to stop.
+    for i in 20..30 {
+        ann.chat(Recipient::Everyone, &format!("ann {i}"));
+        bob.chat(ann_name.clone(), &format!("bob to ann {i}"));
+    }
+    let status = srv.stop();
+    for p in [&mut ann, &mut bob] {
+        p.until_closed();
+        let reason = shutdown_reason(p);
+        assert_eq!(
+            reason.as_deref(),
+            Some("server stopped by operator"),
+            "{}",
+            p.name
+        );
+    }
+    assert_eq!(status, Some(0));
+    let acked_before = (ann.acked.clone(), bob.acked.clone());
+    let old_epoch = ann.epoch;
+
+    let srv = Server::start(dir.path(), port, &args);
+    assert_eq!(srv.addr, addr);
+    let welcome = ann.resume(addr);
+    let ServerMessage::Welcome {
+        username,
+        resumed,
+        epoch,
+        ..
+    } = &welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!((username.as_str(), *epoch), ("ann", old_epoch));
+    assert_eq!(resumed.map(|r| r.dropped), Some(0), "{welcome:?}");
+    // While bob is still away, ann writes to him and to everyone.
+    for i in 30..35 {
+        ann.chat(Recipient::Everyone, &format!("ann {i}"));
+        ann.chat(bob_name.clone(), &format!("ann to bob {i}"));
+    }
+    ann.until("acks after the restart", |p| p.unacked.is_empty());
+    let welcome = bob.resume(addr);
+    assert!(
+        matches!(&welcome, ServerMessage::Welcome { resumed: Some(r), epoch, .. } if r.dropped == 0 && *epoch == old_epoch),
+        "{welcome:?}"
+    );
+    bob.until("acks after the restart", |p| p.unacked.is_empty());
+    let every_ann: Vec<String> = ann.acked.values().map(|(_, t)| t.clone()).collect();
+    bob.until("everything ann sent", |p| p.got.len() == every_ann.len());
+    ann.until("everything bob sent", |p| p.got.len() == 30);
+
+    // Nothing acknowledged before the stop is missing or changed after it.
+    for (before, after) in [(&acked_before.0, &ann.acked), (&acked_before.1, &bob.acked)] {
+        for (cid, entry) in before {
+            assert_eq!(after.get(cid), Some(entry), "client id {cid}");
+        }
+    }
+    // Both transcripts agree: what one side had acknowledged is what the
+    // other received, under the same ids, once, in the order sent.
+    let sent: Vec<(u64, String)> = ann.acked.values().cloned().collect();
+    let received: Vec<(u64, String)> = bob
+        .got
+        .iter()
+        .filter(|(_, (f, _))| f == "ann")
+        .map(|(id, (_, t))| (*id, t.clone()))
+        .collect();
+    assert_eq!(sent, received);
+    assert_eq!(sent.len(), 40);
+    let sent: Vec<(u64, String)> = bob.acked.values().cloned().collect();
+    let received: Vec<(u64, String)> = ann
+        .got
+        .iter()
+        .map(|(id, (_, t))| (*id, t.clone()))
+        .collect();
+    assert_eq!(sent, received);
+    assert_eq!(
+        ann.texts_from("bob"),
+        (0..30)
+            .map(|i| format!("bob to ann {i}"))
+            .collect::<Vec<_>>()
+    );
+    // Nobody saw the other leave or come back.
+    assert_eq!(ann.presence.len(), 1, "{:?}", ann.presence);
+    assert!(bob.presence.is_empty(), "{:?}", bob.presence);
+
+    // A late joiner gets the room's latest messages from before the restart, as history.
+    let (mut carol, _) = Peer::connect(addr, "carol");
+    carol.until("history", |p| p.history.len() >= 35);
+    let history: Vec<String> = carol.history.iter().map(|c| c.text.clone()).collect();
+    let want: Vec<String> = (0..35).map(|i| format!("ann {i}")).collect();
+    assert_eq!(history, want, "broadcasts only, oldest first");
+    let _ = srv.stop();
+}
+
+#[test]
+fn without_a_database_a_resuming_client_learns_the_history_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), 0, &[]);
+    let (addr, port) = (srv.addr, srv.addr.port());
+    let (mut ann, _) = Peer::connect(addr, "ann");
+    ann.chat(Recipient::Everyone, "before");
+    ann.until("the ack", |p| p.unacked.is_empty());
+    let old_epoch = ann.epoch;
+    assert_eq!(srv.stop(), Some(0));
+    ann.until_closed();
+    assert!(shutdown_reason(&ann).is_some());
+    // One more, into the closed connection: never acknowledged.
+    ann.chat(Recipient::Everyone, "while down");
+
+    let srv = Server::start(dir.path(), port, &[]);
+    let welcome = ann.resume(addr);
+    let ServerMessage::Welcome {
+        username,
+        resumed,
+        epoch,
+        ..
+    } = &welcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(username.as_str(), "ann");
+    assert_eq!(*resumed, None, "a fresh session, not a resume");
+    assert_ne!(*epoch, old_epoch, "a new history has a new epoch");
+    // The history of the old server is gone with it; the message it never
+    // had is sent again and taken by the new one.
+    ann.until("the ack of the resent message", |p| p.unacked.is_empty());
+    assert!(ann.history.is_empty(), "{:?}", ann.history);
+    let _ = srv.stop();
+}
+
+#[test]
+fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let garbage = b"these are not the bytes of an SQLite database, not at all";
+    std::fs::write(&db, garbage).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["127.0.0.1:0", "--history-db"])
+        .arg(&db)
+        .arg("--shared-dir")
+        .arg(dir.path())
+        .arg("--log-file")
+        .arg(dir.path().join("server.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let want = format!(
+        "imchat-server: cannot open the history database '{}': file is not a database",
+        db.display()
+    );
+    assert_eq!(err.trim_end(), want);
+    // Left as it was.
+    assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
