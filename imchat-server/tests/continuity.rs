@@ -13,8 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Departure, Encode, MessageId, Recipient, ResumeRequest,
-    ResumeToken, RoutedChat, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Decoder, Departure, Encode, MessageId, Recipient, RefuseCode,
+    ResumeRequest, ResumeToken, RoutedChat, ServerMessage, Username, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -136,8 +137,9 @@ impl Peer {
         stream
     }
 
-    fn connect(addr: SocketAddr, name: &str) -> (Peer, ServerMessage) {
-        let mut p = Peer {
+    /// Connected, before its `Hello`.
+    fn raw(addr: SocketAddr, name: &str) -> Peer {
+        Peer {
             name: Username::new(name).unwrap(),
             stream: Peer::socket(addr),
             decoder: Decoder::new(DEFAULT_MAX_FRAME),
@@ -151,7 +153,11 @@ impl Peer {
             unacked: BTreeMap::new(),
             acked: BTreeMap::new(),
             next_client_id: 1,
-        };
+        }
+    }
+
+    fn connect(addr: SocketAddr, name: &str) -> (Peer, ServerMessage) {
+        let mut p = Peer::raw(addr, name);
         let welcome = p.hello(None);
         (p, welcome)
     }
@@ -531,4 +537,36 @@ fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
     assert_eq!(err.trim_end(), want);
     // Left as it was.
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
+
+#[test]
+fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), 0, &[]);
+    let (mut ann, _) = Peer::connect(srv.addr, "ann");
+    let mut answers = Vec::new();
+    for guess in 0..6u8 {
+        let mut p = Peer::raw(srv.addr, "ann");
+        p.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: ann.name.clone(),
+            resume: Some(ResumeRequest {
+                token: ResumeToken([guess; 16]),
+                last_seen: MessageId(0),
+                epoch: ann.epoch,
+            }),
+        });
+        let refused = p.wait_for(|m| matches!(m, ServerMessage::Refused { .. }));
+        if let ServerMessage::Refused { code, .. } = refused {
+            answers.push(code);
+        }
+    }
+    let mut want = vec![RefuseCode::NAME_TAKEN; 5];
+    want.push(RefuseCode::TOO_MANY_ATTEMPTS);
+    assert_eq!(answers, want);
+    // Ann was never disturbed: her connection works, her token too.
+    ann.chat(Recipient::Everyone, "still here");
+    ann.until("the ack", |p| p.unacked.is_empty());
+    assert!(ann.pending.is_empty(), "{:?}", ann.pending);
+    let _ = srv.stop();
 }
