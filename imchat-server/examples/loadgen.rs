@@ -18,6 +18,8 @@
 mod download;
 #[path = "loadgen/fanout.rs"]
 mod fanout;
+#[path = "loadgen/history.rs"]
+mod history;
 #[path = "loadgen/idle.rs"]
 mod idle;
 #[path = "loadgen/latency.rs"]
@@ -45,9 +47,11 @@ use report::{kib, mbps, mib, micros, millions, ms, pct, ratio, secs, Series, Tab
 use wire::Kind;
 
 const USAGE: &str = "\
-usage: loadgen [SCENARIO...] [--runs K] [--download-runs K] [--quick] [--redis | --no-redis] [--no-pin] [--burst K]
+usage: loadgen [SCENARIO...] [--runs K] [--download-runs K] [--quick] [--redis | --no-redis] [--no-pin] [--burst K] [--history MODES]
 
-scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer
+scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer,
+  history (not in all: fan-out and latency of imchat with its history off, in memory, in a file)
+  --history MODES  the history scenario's modes, among off,memory,db (default all three)
   --runs K     runs per figure (default 4; medians and min-max are reported)
   --download-runs K  interleaved download runs (default 10; 2 with --quick)
   --fan-n N,...  fan-out and slow-consumer room sizes (default 100,1000; 100 with --quick)
@@ -90,6 +94,10 @@ struct Opts {
     download_runs: Option<usize>,
     /// Fan-out room sizes, instead of the default.
     fan_ns: Option<Vec<usize>>,
+    /// The history scenario's modes.
+    history: Vec<history::Mode>,
+    /// Run the history scenario.
+    history_scenario: bool,
     args: String,
 }
 
@@ -104,6 +112,8 @@ fn parse_args() -> Result<Opts, String> {
         burst: None,
         download_runs: None,
         fan_ns: None,
+        history: vec![history::Mode::Off, history::Mode::Memory, history::Mode::Db],
+        history_scenario: false,
         args: args.join(" "),
     };
     let mut it = args.iter();
@@ -116,6 +126,10 @@ fn parse_args() -> Result<Opts, String> {
             "download" => o.scenarios.push(Scenario::Download),
             "chat-during-download" => o.scenarios.push(Scenario::ChatDuringDownload),
             "slow-consumer" => o.scenarios.push(Scenario::SlowConsumer),
+            "history" => o.history_scenario = true,
+            "--history" => {
+                o.history = history::Mode::parse(it.next().ok_or("--history needs modes")?)?;
+            }
             "--quick" => o.quick = true,
             "--redis" => o.redis = true,
             "--no-redis" => o.redis = false,
@@ -156,7 +170,7 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown argument '{a}'")),
         }
     }
-    if o.scenarios.is_empty() {
+    if o.scenarios.is_empty() && !o.history_scenario {
         o.scenarios.extend(ALL);
     }
     // Run in the canonical order, each once.
@@ -260,6 +274,7 @@ impl Ctx {
             max_queue: None,
             shared_dir: self.tmp.join("shared"),
             log_file: self.tmp.join("server.log"),
+            extra_args: Vec::new(),
         };
         Proc::imchat(&self.bins, &o, self.opts.pin)
     }
@@ -1128,6 +1143,9 @@ fn run(opts: Opts) -> Result<bool, String> {
         }
         if sc.contains(&Scenario::ChatDuringDownload) {
             scenario_chat_during(&mut ctx);
+        }
+        if ctx.opts.history_scenario {
+            history::scenario(&mut ctx);
         }
         Ok(())
     })();

@@ -70,6 +70,8 @@ pub struct ImchatOpts {
     pub max_queue: Option<usize>,
     pub shared_dir: PathBuf,
     pub log_file: PathBuf,
+    /// More server flags, last (the `history` scenario's).
+    pub extra_args: Vec<String>,
 }
 
 /// A server process under test.
@@ -141,6 +143,7 @@ impl Proc {
         if let Some(q) = o.max_queue {
             cmd.arg("--max-queue-bytes").arg(q.to_string());
         }
+        cmd.args(&o.extra_args);
         cmd.env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
