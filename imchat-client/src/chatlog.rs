@@ -177,7 +177,11 @@ mod tests {
         assert_eq!(lines[1], format!("{} <bob> hi", stamp(bob.time)));
         assert!(lines[2].ends_with(" <alice> (to bob) psst"), "{}", lines[2]);
         assert!(lines[3].ends_with(" *** carol has joined"));
-        assert!(lines[4].ends_with(" [history] <dave> earlier"), "{}", lines[4]);
+        assert!(
+            lines[4].ends_with(" [history] <dave> earlier"),
+            "{}",
+            lines[4]
+        );
         assert!(lines[5].ends_with(" *** server shutting down: bye"));
         assert!(lines[6].ends_with(" --- log closed"));
         let date = &lines[3][..19];
