@@ -1,6 +1,13 @@
 //! The server's log: every record at info level and above goes to the log
 //! file, with a timestamp; stderr gets what `RUST_LOG` selects (default
-//! `warn`). Both are `env_logger` loggers behind one small tee.
+//! `warn`, an `env_logger` logger). A small tee sends each record to both.
+//!
+//! The file's records are formatted here, in `env_logger`'s layout
+//! (`[2026-11-30T16:28:22.123Z INFO  target] text`), into a buffer: a record
+//! logged inside [`batch`] (the report thread logs every routed message
+//! that way) waits there for the batch's end, so a busy server writes its
+//! log with one system call per batch rather than one per line; any other
+//! record is written at once.
 //!
 //! The file is capped: once it passes its size it is rotated (`server.log`
 //! becomes `server.log.1`, the oldest beyond the number kept is deleted), so
@@ -8,11 +15,14 @@
 //! begins a new log: the file is emptied and the rotated files of the last
 //! run are deleted.
 
+use std::cell::Cell;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use env_logger::{Env, Logger, Target, WriteStyle};
+use env_logger::{Env, Logger};
 use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
@@ -31,9 +41,148 @@ pub struct Rotation {
     pub keep: usize,
 }
 
+/// Most bytes of log records a batch holds before they are written anyway.
+/// A file may pass its rotation size by up to one such write (at most a
+/// quarter of the size, see [`FileLog::new`]).
+const BATCH_BYTES: usize = 32 * 1024;
+
+thread_local! {
+    /// This thread is inside [`batch`]: its records wait in the buffer.
+    static BATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`; the records it logs to the file are written together once it
+/// returns (or whenever [`BATCH_BYTES`] have gathered), in order.
+pub fn batch<R>(f: impl FnOnce() -> R) -> R {
+    let was = BATCHING.with(|b| b.replace(true));
+    let result = f();
+    BATCHING.with(|b| b.set(was));
+    if !was {
+        log::logger().flush();
+    }
+    result
+}
+
+/// The log file's logger: records formatted into a buffer, written by
+/// whole lines (see the module's description).
+struct FileLog<W> {
+    level: LevelFilter,
+    /// Written once this many bytes wait.
+    batch_bytes: usize,
+    out: Mutex<Pending<W>>,
+}
+
+struct Pending<W> {
+    buf: Vec<u8>,
+    file: W,
+}
+
+impl<W: Write> Pending<W> {
+    fn write_out(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        // A log that cannot be written loses the records (as env_logger's
+        // did): the server goes on.
+        let _ = self.file.write_all(&self.buf);
+        let _ = self.file.flush();
+        self.buf.clear();
+    }
+}
+
+impl<W: Write> FileLog<W> {
+    /// A logger writing `file`, which rotates past `max_bytes`.
+    fn new(file: W, level: LevelFilter, max_bytes: u64) -> Self {
+        let quarter = usize::try_from(max_bytes / 4).unwrap_or(usize::MAX);
+        FileLog {
+            level,
+            batch_bytes: BATCH_BYTES.min(quarter).max(1),
+            out: Mutex::new(Pending {
+                buf: Vec::with_capacity(BATCH_BYTES),
+                file,
+            }),
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        format_record(&mut out.buf, SystemTime::now(), record);
+        if !BATCHING.with(Cell::get) || out.buf.len() >= self.batch_bytes {
+            out.write_out();
+        }
+    }
+
+    fn flush(&self) {
+        self.out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write_out();
+    }
+}
+
+/// Appends `record` as one line, in `env_logger`'s layout with a UTC
+/// timestamp in milliseconds.
+fn format_record(buf: &mut Vec<u8>, now: SystemTime, record: &Record<'_>) {
+    let _ = write!(buf, "[");
+    write_timestamp(buf, now);
+    let _ = writeln!(
+        buf,
+        " {:<5} {}] {}",
+        record.level(),
+        record.target(),
+        record.args()
+    );
+}
+
+/// `2026-11-30T16:28:22.123Z`: RFC 3339, UTC, milliseconds.
+fn write_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
+    let ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let _ = write!(
+        buf,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    );
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // In range by construction: 1..=31 and 1..=12.
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
 /// Sends each record to the file logger and the stderr logger that accept it.
 struct Tee {
-    file: Logger,
+    file: FileLog<FileRotate<AppendCount>>,
     stderr: Logger,
 }
 
@@ -97,17 +246,15 @@ fn rotating(path: &Path, rotation: Rotation) -> io::Result<FileRotate<AppendCoun
 
 /// Creates (or empties) the log file at `path` and installs the logger.
 pub fn init(path: &Path, rotation: Rotation) -> io::Result<()> {
-    let file = rotating(path, rotation)?;
-    let file = env_logger::Builder::new()
-        .filter_level(LevelFilter::Info)
-        .format_timestamp_millis()
-        .write_style(WriteStyle::Never)
-        .target(Target::Pipe(Box::new(file)))
-        .build();
+    let file = FileLog::new(
+        rotating(path, rotation)?,
+        LevelFilter::Info,
+        rotation.max_bytes,
+    );
     let stderr = env_logger::Builder::from_env(Env::default().default_filter_or("warn"))
         .format_timestamp_millis()
         .build();
-    let max = file.filter().max(stderr.filter());
+    let max = file.level.max(stderr.filter());
     log::set_boxed_logger(Box::new(Tee { file, stderr }))
         .map_err(|e| io::Error::other(e.to_string()))?;
     log::set_max_level(max);
@@ -152,6 +299,116 @@ mod tests {
         }
         assert!(!dir.path().join("server.log.3").exists());
         assert!(total < 100 * line.len());
+    }
+
+    /// A file that counts its writes.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut s = self.0.lock().unwrap();
+            s.0.extend_from_slice(buf);
+            s.1 += 1;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> (String, usize) {
+            let s = self.0.lock().unwrap();
+            (String::from_utf8(s.0.clone()).unwrap(), s.1)
+        }
+    }
+
+    fn record(log: &FileLog<Sink>, level: log::Level, text: &str) {
+        log.log(
+            &Record::builder()
+                .level(level)
+                .target("imchat_server::report")
+                .args(format_args!("{text}"))
+                .build(),
+        );
+    }
+
+    #[test]
+    fn a_batch_is_written_once_with_every_line_in_order() {
+        let sink = Sink::default();
+        let log = FileLog::new(sink.clone(), LevelFilter::Info, 1 << 30);
+        BATCHING.with(|b| b.set(true));
+        for i in 0..200 {
+            record(&log, log::Level::Info, &format!("line {i}"));
+        }
+        record(&log, log::Level::Debug, "below the level");
+        BATCHING.with(|b| b.set(false));
+        assert_eq!(
+            sink.text(),
+            (String::new(), 0),
+            "written before the batch ended"
+        );
+        log.flush();
+        let (text, writes) = sink.text();
+        assert_eq!(writes, 1);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 200);
+        for (i, line) in lines.iter().enumerate() {
+            assert!(line.starts_with('['), "{line}");
+            assert!(
+                line.ends_with(&format!(" INFO  imchat_server::report] line {i}")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_outside_a_batch_is_written_at_once_and_a_big_batch_in_parts() {
+        let sink = Sink::default();
+        let log = FileLog::new(sink.clone(), LevelFilter::Info, 1 << 30);
+        record(&log, log::Level::Warn, "alone");
+        let (text, writes) = sink.text();
+        assert_eq!(writes, 1);
+        assert!(
+            text.ends_with(" WARN  imchat_server::report] alone\n"),
+            "{text}"
+        );
+        // A small rotation size bounds the batch to a quarter of it.
+        let sink = Sink::default();
+        let log = FileLog::new(sink.clone(), LevelFilter::Info, 4096);
+        BATCHING.with(|b| b.set(true));
+        for i in 0..100 {
+            record(&log, log::Level::Info, &format!("line {i}"));
+        }
+        BATCHING.with(|b| b.set(false));
+        log.flush();
+        let (text, writes) = sink.text();
+        assert!(writes > 3, "{writes} writes");
+        let numbers: Vec<usize> = text
+            .lines()
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(numbers, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn timestamps_are_utc_rfc3339_with_milliseconds() {
+        let mut buf = Vec::new();
+        write_timestamp(&mut buf, UNIX_EPOCH);
+        write_timestamp(
+            &mut buf,
+            UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+        );
+        // 2024 is a leap year: the day after February 28 is the 29th.
+        write_timestamp(
+            &mut buf,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_709_164_800),
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "1970-01-01T00:00:00.000Z2023-11-14T22:13:20.123Z2024-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! What the server prints and logs about its connections, written by one
 //! thread so that nothing holding the hub's lock ever waits on stdout or on
 //! the log, and the lines keep the order in which things happened.
+//!
+//! The thread writes in batches: everything that arrived since its last
+//! batch goes out with one write to stdout and one to the log file, and it
+//! then waits [`DOZE`] for the next notes to gather. A busy server logs a
+//! line per routed message; written one by one, each cost a system call
+//! and a wake-up of this thread.
 
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
@@ -9,6 +15,11 @@ use std::thread;
 use std::time::Duration;
 
 use log::Level;
+
+/// How long the thread waits after a batch, so that the next one gathers.
+const DOZE: Duration = Duration::from_millis(2);
+/// Most notes written in one batch.
+const MAX_BATCH: usize = 4096;
 
 enum Note {
     /// A line for stdout (also logged at info level).
@@ -59,18 +70,47 @@ pub fn start(on_panic: impl FnOnce() + Send + 'static) -> io::Result<Reporter> {
 }
 
 fn write_notes(rx: Receiver<Note>) {
-    for note in rx {
-        match note {
-            Note::Say(line) => {
-                print_line(&line);
-                log::info!("{line}");
+    let mut stdout = Vec::new();
+    let mut flushed = Vec::new();
+    while let Ok(first) = rx.recv() {
+        crate::logging::batch(|| {
+            let mut next = Some(first);
+            let mut count = 0;
+            while let Some(note) = next {
+                match note {
+                    Note::Say(line) => {
+                        stdout.extend_from_slice(line.as_bytes());
+                        stdout.push(b'\n');
+                        log::info!("{line}");
+                    }
+                    Note::Log(level, line) => log::log!(level, "{line}"),
+                    Note::Flush(done) => flushed.push(done),
+                }
+                count += 1;
+                next = if count < MAX_BATCH {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
-            Note::Log(level, line) => log::log!(level, "{line}"),
-            Note::Flush(done) => {
-                let _ = done.send(());
-            }
+        });
+        if !stdout.is_empty() {
+            print_bytes(&stdout);
+            stdout.clear();
         }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
+        thread::sleep(DOZE);
     }
+}
+
+/// Lines on stdout, flushed; a closed stdout is ignored (the log still
+/// has everything).
+fn print_bytes(lines: &[u8]) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(lines);
+    let _ = out.flush();
 }
 
 /// One line on stdout, flushed; a closed stdout is ignored (the log still
