@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  accept thread ──► per connection: reader thread ──► Hub (one Mutex) ──► dispatch
+//!  idle poller: quiet connections without a reader thread, handed back when readable
 //!  timer thread  ──────────────────────────────────────►      │             │
 //!  download threads (file → chunks) ──► Outbox ◄──────────────┘ frames      │ events
 //!  writer thread per connection ◄── Outbox                          report thread (stdout, log)
@@ -23,6 +24,7 @@
 mod closer;
 mod conn;
 mod download;
+mod idle;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -42,6 +44,7 @@ use log::Level;
 
 use crate::files::SharedDir;
 use crate::report::{self, Reporter};
+use crate::socket::NoWait;
 use crate::Error;
 
 /// How long a join or leave notice may wait to be written with the ones
@@ -50,6 +53,13 @@ use crate::Error;
 /// clients in a minute; batched, a member gets at most one write of
 /// notices per period.
 const PRESENCE_DELAY: Duration = Duration::from_millis(100);
+/// Most queues a thread writes itself after routing (see
+/// [`Server::flush_all`]); more go to the flusher thread. Writing from the
+/// routing thread saves a hand-off (a wake-up and a context switch) per
+/// reply; for a broadcast, the flusher's rounds save more: they gather the
+/// messages of all senders into one write per receiver, where each sender
+/// writing its own would cost a write per receiver and message.
+const DIRECT_FLUSH: usize = 4;
 /// How often the timer thread runs the hub's clock.
 const TICK: Duration = Duration::from_millis(250);
 /// How long a closing connection may take to flush and hang up before its
@@ -189,6 +199,8 @@ pub struct Server {
     stop: Mutex<Sender<Stop>>,
     /// Refused connections, for the closer thread.
     closer: Mutex<Sender<closer::Refused>>,
+    /// Idle connections, without a reader thread.
+    idle: idle::Idle,
 }
 
 impl Server {
@@ -253,9 +265,20 @@ impl Server {
         result
     }
 
-    /// Hands queues with frames to write to the flusher thread.
+    /// Writes queues with frames to their sockets: a few (a reply, a
+    /// private message, a welcome) from this thread at once, without
+    /// waiting on a full socket (what does not fit is left to the
+    /// connection's writer thread); a broadcast's many are handed to the
+    /// flusher thread, whose rounds gather the messages of every sender
+    /// into one write per receiver.
     fn flush_all(&self, queues: &mut Vec<Flush>) {
         if queues.is_empty() {
+            return;
+        }
+        if queues.len() <= DIRECT_FLUSH {
+            for (outbox, socket) in queues.drain(..) {
+                outbox.flush(NoWait(&socket));
+            }
             return;
         }
         let mut pending = self
@@ -857,6 +880,8 @@ pub fn run(
     }));
 
     let (closer_tx, closer_rx) = mpsc::channel();
+    let (idle, idle_poll) =
+        idle::Idle::new().map_err(|e| Error::Start(format!("cannot watch sockets: {e}")))?;
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
@@ -878,7 +903,16 @@ pub fn run(
         report,
         stop: Mutex::new(stop_tx),
         closer: Mutex::new(closer_tx),
+        idle,
     });
+
+    let s = server.clone();
+    spawn("idle".into(), 256 * 1024, Share::Any, move || {
+        if panic::catch_unwind(AssertUnwindSafe(|| idle::Idle::run(&s, idle_poll))).is_err() {
+            s.fatal("the idle poller thread failed".into());
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
 
     let s = server.clone();
     spawn("closer".into(), 256 * 1024, Share::Any, move || {

@@ -42,6 +42,75 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
     }
 }
 
+/// A socket written without waiting: when its send buffer is full a write
+/// fails at once with `WouldBlock`, whatever the socket's write timeout.
+/// For a thread that writes one broadcast to many sockets in turn: a full
+/// one is left to its writer thread
+/// ([`Outbox::flush`](imchat_core::blocking::Outbox::flush) does that on
+/// `WouldBlock`) instead of holding up every receiver after it.
+#[derive(Debug, Clone, Copy)]
+pub struct NoWait<'a>(pub &'a TcpStream);
+
+impl io::Write for NoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        nowait::send(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+mod nowait {
+    use std::io::{self, IoSlice};
+    use std::net::TcpStream;
+
+    /// `sendmsg` with `MSG_DONTWAIT`.
+    #[cfg(unix)]
+    pub(super) fn send(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        // The kernel takes at most IOV_MAX (1024 on Linux) buffers at once.
+        let bufs = &bufs[..bufs.len().min(1024)];
+        // SAFETY: a zeroed msghdr is valid (no address, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix; the kernel only
+        // reads the buffers, which live while `bufs` is borrowed.
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len() as _;
+        loop {
+            // SAFETY: the descriptor is open while `stream` is borrowed and
+            // `msg` points to live buffers.
+            let rc = unsafe {
+                libc::sendmsg(
+                    stream.as_raw_fd(),
+                    &msg,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match usize::try_from(rc) {
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Elsewhere: the socket's own write (it waits up to its timeout).
+    #[cfg(not(unix))]
+    pub(super) fn send(mut stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        use std::io::Write;
+        stream.write_vectored(bufs)
+    }
+}
+
 /// Writes a file chunk `frame` (its first `head` bytes the header, the
 /// rest the data read from `file` at `data_at`) to `stream`, with the
 /// right to write that

@@ -1023,24 +1023,24 @@ fn the_server_shuts_down_cleanly_on_sigterm() {
     let _ = a.stream.shutdown(Shutdown::Both);
 }
 
-/// Threads of a process, from /proc (Linux).
+/// The names of a process's threads, from /proc (Linux).
 #[cfg(target_os = "linux")]
-fn threads(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(target_os = "linux")]
 #[test]
-fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
+fn a_quiet_room_costs_no_thread_per_client_and_sees_every_join_and_message() {
     const N: usize = 40;
     let srv = Server::start(&[]);
     let pid = srv.proc.child.id();
-    let before = threads(pid);
     let mut clients: Vec<Raw> = (0..N)
         .map(|k| Raw::join(srv.addr, &format!("m{k}")))
         .collect();
@@ -1066,12 +1066,37 @@ fn a_chatting_room_costs_one_thread_per_client_and_sees_every_join() {
             |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "hi all"),
         );
     }
-    // A reader per client; no writer threads for clients that keep up.
-    let added = threads(pid) - before;
-    assert!(
-        (N..N + N / 4).contains(&added),
-        "{N} clients added {added} threads"
-    );
+    // Once quiet, the clients hold no thread: their readers hand them to
+    // the idle poller and end.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let names = thread_names(pid);
+        let per_client = names.iter().filter(|n| n.starts_with("read-")).count();
+        if per_client == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{N} quiet clients still hold {per_client} reader threads: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Parked clients are read again as soon as they speak, and written to.
+    for k in [0, N / 2, last] {
+        let text = format!("back from m{k}");
+        clients[k].send(&ClientMessage::Chat {
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: text.clone(),
+        });
+        for (j, c) in clients.iter_mut().enumerate() {
+            if j != k {
+                c.wait_for(
+                    |m| matches!(m, ServerMessage::Chat(RoutedChat { text: t, .. }) if *t == text),
+                );
+            }
+        }
+    }
     drop(clients);
     srv.assert_serving();
 }

@@ -13,11 +13,15 @@ use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
+use super::idle::Parked;
 use super::{closer, spawn, Conn, Server, Share, Work};
 use crate::socket::{limit_unsent, SERVER_UNSENT_LIMIT};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
 const READER_STACK: usize = 256 * 1024;
+/// A reader that has had nothing to read for this long (and holds no part
+/// of a frame) hands its connection to the idle poller and ends.
+const READ_IDLE: Duration = Duration::from_millis(500);
 /// Stack of a writer thread (it only copies queued frames to the socket).
 const WRITER_STACK: usize = 128 * 1024;
 /// Receiver queues a reader collects before flushing them, whatever is
@@ -50,6 +54,11 @@ impl Server {
         let stall = limits.keepalive_interval + limits.keepalive_timeout;
         if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
             debug!("cannot set a write timeout for {addr}: {e}");
+        }
+        // Reads time out when the client is quiet, so that its reader can
+        // hand it to the idle poller.
+        if let Err(e) = stream.set_read_timeout(Some(READ_IDLE)) {
+            debug!("cannot set a read timeout for {addr}: {e}");
         }
         // Little file data waits in the kernel ahead of a chat line.
         if let Err(e) = limit_unsent(&stream, SERVER_UNSENT_LIMIT) {
@@ -112,31 +121,55 @@ impl Server {
             },
             WRITER_PARK,
         );
+        self.start_reader(Parked { id, stream, outbox });
+    }
+
+    /// Starts the reader thread of a connection: a new one, or one the idle
+    /// poller hands back. If the thread cannot be started, that one client
+    /// is dropped.
+    pub(super) fn start_reader(self: &Arc<Self>, conn: Parked) {
+        let id = conn.id;
+        let share = if self.lock().conns.get(&id).is_some_and(|c| c.user.is_some()) {
+            Share::Any
+        } else {
+            Share::NewConnection
+        };
         let server = self.clone();
-        let reader = spawn(
-            format!("read-{id}"),
-            READER_STACK,
-            Share::NewConnection,
-            move || {
-                server.serve(id, &stream);
-                // No writer thread yet: this thread writes what is left and
-                // ends the stream. Either way this is bounded: the writer
-                // ends once its queue is closed, and a closed queue that
-                // cannot be flushed is aborted by the timer.
-                let mine = outbox.claim_writer();
-                outbox.close();
-                if mine {
-                    write_loop(&outbox, &stream);
-                } else {
-                    while !outbox.wait_writer(Duration::from_secs(1)) {}
-                }
-                server.finish(id, &stream);
-            },
-        );
+        let reader = spawn(format!("read-{id}"), READER_STACK, share, move || {
+            server.reader_thread(conn);
+        });
         if let Err(e) = reader {
-            warn!("cannot start a thread for {addr}, dropping it: {e}");
+            warn!("cannot start a thread for connection {id}, dropping it: {e}");
             self.drop_connection(id);
         }
+    }
+
+    /// A reader thread: reads until the connection ends, or until it is
+    /// idle and parked (then the thread ends and the connection goes on).
+    fn reader_thread(self: &Arc<Self>, conn: Parked) {
+        let Parked { id, stream, outbox } = match self.serve(conn.id, &conn.stream, true) {
+            Served::Parked => match self.idle.park(conn) {
+                Ok(()) => return,
+                Err(conn) => {
+                    // Not watched: this thread keeps reading it.
+                    let _ = self.serve(conn.id, &conn.stream, false);
+                    conn
+                }
+            },
+            Served::Ended => conn,
+        };
+        // No writer thread yet: this thread writes what is left and
+        // ends the stream. Either way this is bounded: the writer
+        // ends once its queue is closed, and a closed queue that
+        // cannot be flushed is aborted by the timer.
+        let mine = outbox.claim_writer();
+        outbox.close();
+        if mine {
+            write_loop(&outbox, &stream);
+        } else {
+            while !outbox.wait_writer(Duration::from_secs(1)) {}
+        }
+        self.finish(id, &stream);
     }
 
     /// Refuses a connection whose reader thread could not be started: it
@@ -167,13 +200,19 @@ impl Server {
         }
     }
 
-    /// The reader thread's work: messages from the socket into the hub.
+    /// The reader thread's work: messages from the socket into the hub,
+    /// until the connection ends, or (when `may_park`) it is idle.
     /// A panic here drops this client only.
-    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream)));
-        if outcome.is_err() {
-            warn!("dropping connection {id} after an internal error");
-            self.with_hub(|hub| hub.kick(id, "internal server error, disconnected"));
+    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream, may_park: bool) -> Served {
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream, may_park)));
+        match outcome {
+            Ok(Served::Parked) => return Served::Parked,
+            Ok(Served::Ended) => {}
+            Err(_) => {
+                warn!("dropping connection {id} after an internal error");
+                self.with_hub(|hub| hub.kick(id, "internal server error, disconnected"));
+            }
         }
         // Whatever ended the loop, the hub forgets the connection (a no-op
         // if it already has) and its queue closes once flushed.
@@ -181,11 +220,13 @@ impl Server {
         if let Some(conn) = self.lock().conns.get_mut(&id) {
             conn.closing_since.get_or_insert_with(Instant::now);
         }
+        Served::Ended
     }
 
-    fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
-        let mut reader =
-            FrameReader::<_, ClientMessage>::new(stream, self.limits().max_handshake_frame);
+    fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream, may_park: bool) -> Served {
+        // A parked connection comes back with the limit it had.
+        let max_frame = self.lock().hub.max_frame(id);
+        let mut reader = FrameReader::<_, ClientMessage>::new(stream, max_frame);
         // Receivers of the messages handled since the last read from the
         // socket: flushed once before the next read that could block.
         let mut flush = Vec::new();
@@ -198,18 +239,26 @@ impl Server {
                 Ok(None) => {
                     self.flush_all(&mut flush);
                     self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
-                    return;
+                    return Served::Ended;
                 }
                 Err(TransportError::Decode(e)) => {
                     self.flush_all(&mut flush);
                     self.with_hub(|hub| hub.handle_decode_error(id, &e));
-                    return;
+                    return Served::Ended;
+                }
+                // Quiet for a while: park it if nothing of a frame waits,
+                // else keep waiting for the rest.
+                Err(TransportError::Io(e)) if is_timeout(&e) => {
+                    if may_park && reader.decoder_mut().buffered() == 0 {
+                        return Served::Parked;
+                    }
+                    continue;
                 }
                 Err(e) => {
                     self.flush_all(&mut flush);
                     debug!("reading from {id} failed: {e}");
                     self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
-                    return;
+                    return Served::Ended;
                 }
             };
             let (max_frame, throttle, connected) = self.with_hub_deferred(
@@ -223,7 +272,7 @@ impl Server {
             // what is queued for it is written.
             if !connected {
                 self.flush_all(&mut flush);
-                return;
+                return Served::Ended;
             }
             // Raised once the client has joined; never lowered again.
             if max_frame > reader.decoder_mut().max_frame() {
@@ -252,6 +301,23 @@ impl Server {
             }
         }
     }
+}
+
+/// How a reader thread's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// The connection is over (or going): finish it.
+    Ended,
+    /// It was idle: hand it to the idle poller.
+    Parked,
+}
+
+/// A read that timed out (the socket's read timeout).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// The writer thread: queued frames to the socket. When the queue closes
