@@ -313,16 +313,19 @@ impl Server {
                 }
                 std::mem::swap(&mut *pending, &mut queues);
             }
-            Self::flush_now(&mut queues);
+            // Without waiting on a full socket: a receiver that reads
+            // slowly is left to its writer thread, instead of holding up
+            // every receiver after it by the write timeout (2 ms each).
+            Self::flush_now(&mut queues, |outbox, socket| outbox.flush(NoWait(socket)));
         }
     }
 
-    /// Flushes each queue once (they may repeat in `queues`).
-    fn flush_now(queues: &mut Vec<Flush>) {
+    /// Flushes each queue once (they may repeat in `queues`) with `flush`.
+    fn flush_now(queues: &mut Vec<Flush>, flush: impl Fn(&Outbox, &TcpStream)) {
         queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         for (outbox, socket) in queues.drain(..) {
-            outbox.flush(&*socket);
+            flush(&outbox, &socket);
         }
     }
 
@@ -944,7 +947,11 @@ pub fn run(
     spawn("presence".into(), 256 * 1024, Share::Any, move || loop {
         thread::sleep(PRESENCE_DELAY);
         let mut queues = std::mem::take(&mut s.lock().presence);
-        if panic::catch_unwind(AssertUnwindSafe(|| Server::flush_now(&mut queues))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| {
+            Server::flush_now(&mut queues, |outbox, socket| outbox.flush(socket))
+        }))
+        .is_err()
+        {
             s.fatal("the presence thread failed".into());
             return;
         }
