@@ -29,6 +29,9 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// call here and a wake-up at the receiver.
 const BATCH_FRAMES: usize = 1024;
 
+/// Slots a drained lane may keep (see [`State::take_batch`]).
+const KEEP_CAPACITY: usize = 64;
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -188,6 +191,15 @@ impl State {
             self.bulk_bytes -= f.len();
             bytes += f.len();
             batch.push(f);
+        }
+        // A lane that held a burst (a join storm's notices, say) keeps its
+        // capacity: give it back once drained, or every idle connection
+        // holds the memory of its busiest moment.
+        if self.control.is_empty() && self.control.capacity() > KEEP_CAPACITY {
+            self.control = VecDeque::new();
+        }
+        if self.bulk.is_empty() && self.bulk.capacity() > KEEP_CAPACITY {
+            self.bulk = VecDeque::new();
         }
         Taken { partial, ahead }
     }
@@ -1009,6 +1021,27 @@ mod tests {
         let mut out = Counted::default();
         q.run_writer(&mut out).unwrap();
         assert_eq!((out.writes, &out.out), (1, &expected));
+    }
+
+    #[test]
+    fn a_drained_lane_gives_back_the_memory_of_a_burst() {
+        let q = Outbox::new(1 << 20);
+        for i in 0..5000u32 {
+            q.push_deferred(f(&i.to_be_bytes())).unwrap();
+        }
+        assert!(q.lock().control.capacity() >= 5000);
+        let mut out = Vec::new();
+        // A flush writes a bounded number of batches; a few drain it all.
+        for _ in 0..5 {
+            q.flush(&mut out);
+        }
+        assert_eq!(out.len(), 5000 * 4);
+        assert!(q.lock().control.capacity() <= KEEP_CAPACITY);
+        // Small queues keep theirs: no allocation per write.
+        q.push_deferred(f(b"x")).unwrap();
+        let cap = q.lock().control.capacity();
+        q.flush(&mut out);
+        assert_eq!(q.lock().control.capacity(), cap);
     }
 
     #[test]
