@@ -1085,6 +1085,7 @@ fn a_quiet_room_costs_no_thread_per_client_and_sees_every_join_and_message() {
     for k in [0, N / 2, last] {
         let text = format!("back from m{k}");
         clients[k].send(&ClientMessage::Chat {
+            client_id: 0,
             kind: ChatKind::Text,
             to: Recipient::Everyone,
             text: text.clone(),
