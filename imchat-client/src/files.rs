@@ -161,7 +161,13 @@ pub fn start_at(file: &mut File, offset: u64) -> io::Result<()> {
             format!("partial file holds {held} bytes, the server resumes at {offset}"),
         ));
     }
-    file.set_len(offset)?;
+    // Only when something must go: on Linux, truncating a file to 0 (even
+    // an empty one) marks it on ext4 for write-back when it is closed
+    // (`auto_da_alloc`), so the close at the end of a download would start
+    // writing the whole file out before the download is reported done.
+    if held != offset {
+        file.set_len(offset)?;
+    }
     file.seek(SeekFrom::Start(offset))?;
     Ok(())
 }
@@ -329,6 +335,28 @@ mod tests {
         let held = resume_state(&mut f).expect("read").expect("some");
         assert_eq!(held.len(), data.len() as u64);
         assert_eq!(held.crc(), ResumeState::from_bytes(&data).crc());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn start_at_truncates_nothing_when_nothing_is_past_the_offset() {
+        // A truncation (even of an empty file to 0) updates the file's
+        // modification time; on ext4 it also makes closing the file write
+        // it all back at once, which the end of a download then waited on.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("f.part");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        for (content, offset) in [(&b""[..], 0), (&b"hello"[..], 5)] {
+            fs::write(&part, content).expect("write");
+            let mut f = open_part(&part, false).expect("open");
+            f.set_modified(old).expect("set mtime");
+            start_at(&mut f, offset).expect("start");
+            assert_eq!(
+                f.metadata().expect("metadata").modified().expect("mtime"),
+                old,
+                "truncated at {offset}"
+            );
+        }
     }
 
     #[test]
