@@ -6,7 +6,7 @@
 
 use crate::message::FileStart;
 use crate::message::RoutedChat;
-use crate::message::{Departure, FileListPart};
+use crate::message::{Departure, FileListPart, PresenceEvent};
 use std::marker::PhantomData;
 
 use byteorder::{BigEndian, ByteOrder};
@@ -72,6 +72,8 @@ pub mod types {
     pub const PUSH_ACCEPTED: u8 = 0x4d;
     /// `ServerMessage::Ack`
     pub const CHAT_ACK: u8 = 0x4e;
+    /// `ServerMessage::Presence`
+    pub const PRESENCE: u8 = 0x4f;
     /// `Chunk` (both directions)
     pub const CHUNK: u8 = 0x80;
     /// `End` (both directions)
@@ -203,6 +205,51 @@ fn put_str32(out: &mut Vec<u8>, s: &str) {
     put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));
     out.extend_from_slice(s.as_bytes());
 }
+/// An unsigned LEB128 number: 7 bits a byte, least significant first, the
+/// top bit set on every byte but the last; 1 to 10 bytes, shortest form.
+fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The events of a `Presence` frame, each one's id and time written as
+/// the difference from the previous one's (from 0 for the first): the id
+/// as an unsigned number (ids grow), the time zigzag-coded (a wall clock
+/// may step back), both wrapping, so that every pair of `u64`s has one form.
+fn put_presence(out: &mut Vec<u8>, events: &[PresenceEvent]) {
+    put_u32(out, u32::try_from(events.len()).unwrap_or(u32::MAX));
+    let (mut id, mut time) = (0u64, 0u64);
+    for e in events {
+        let (eid, etime, user) = match e {
+            PresenceEvent::Joined { id, time, user } => (id.0, time.0, user),
+            PresenceEvent::Left(d) => (d.id.0, d.time.0, &d.user),
+        };
+        out.push(u8::from(matches!(e, PresenceEvent::Left(_))));
+        put_uvar(out, eid.wrapping_sub(id));
+        put_uvar(out, zigzag(etime.wrapping_sub(time)));
+        (id, time) = (eid, etime);
+        put_str8(out, user.as_str());
+        if let PresenceEvent::Left(d) = e {
+            out.push(d.reason.0);
+            put_str32(out, &d.text);
+        }
+    }
+}
+
+/// A wrapping difference as a zigzag number: small forward and backward
+/// steps both give small numbers.
+fn zigzag(delta: u64) -> u64 {
+    let signed = delta as i64;
+    ((signed << 1) ^ (signed >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> u64 {
+    (v >> 1) ^ (v & 1).wrapping_neg()
+}
+
 fn put_kind(out: &mut Vec<u8>, kind: ChatKind) {
     out.push(match kind {
         ChatKind::Text => 0,
@@ -406,6 +453,9 @@ impl Encode for ServerMessage {
                 put_u64(out, time.0);
                 put_str8(out, user.as_str());
             }),
+            ServerMessage::Presence(events) => {
+                frame(out, types::PRESENCE, |out| put_presence(out, events));
+            }
             ServerMessage::Ack {
                 client_id,
                 id,
@@ -523,6 +573,61 @@ impl<'a> Fields<'a> {
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(BigEndian::read_u64(self.take(8)?))
+    }
+    /// An unsigned LEB128 number in its shortest form, at most 64 bits.
+    fn uvar(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            // The tenth byte holds the top bit only.
+            if i == 9 && b > 1 {
+                return Err(DecodeError::BadVarint { ty: self.ty });
+            }
+            v |= bits << (7 * i);
+            if b & 0x80 == 0 {
+                // A last byte of 0 after others is a longer form of a shorter number.
+                if b == 0 && i > 0 {
+                    return Err(DecodeError::BadVarint { ty: self.ty });
+                }
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::BadVarint { ty: self.ty })
+    }
+    fn presence(&mut self) -> Result<Vec<PresenceEvent>, DecodeError> {
+        // Kind, id, time, name length and at least one character.
+        let n = self.count(5)?;
+        let mut events = self.list(n);
+        let (mut id, mut time) = (0u64, 0u64);
+        for _ in 0..n {
+            let left = match self.u8()? {
+                0 => false,
+                1 => true,
+                value => {
+                    return Err(DecodeError::InvalidTag {
+                        field: "presence",
+                        value,
+                    })
+                }
+            };
+            id = id.wrapping_add(self.uvar()?);
+            time = time.wrapping_add(unzigzag(self.uvar()?));
+            let user = self.username("user")?;
+            let (id, time) = (MessageId(id), Timestamp(time));
+            events.push(if left {
+                PresenceEvent::Left(Departure {
+                    id,
+                    time,
+                    user,
+                    reason: LeaveReason(self.u8()?),
+                    text: self.str32("text")?,
+                })
+            } else {
+                PresenceEvent::Joined { id, time, user }
+            });
+        }
+        Ok(events)
     }
     fn token(&mut self) -> Result<ResumeToken, DecodeError> {
         let mut t = [0u8; 16];
@@ -761,6 +866,7 @@ impl Decode for ServerMessage {
                 time: Timestamp(f.u64()?),
                 user: f.username("user")?,
             },
+            types::PRESENCE => ServerMessage::Presence(f.presence()?),
             types::CHAT_ACK => ServerMessage::Ack {
                 client_id: f.u64()?,
                 id: MessageId(f.u64()?),

@@ -93,6 +93,13 @@ pub enum DecodeError {
         /// What is wrong with it.
         error: NameError,
     },
+    /// A variable-length number is not in its shortest form or does not
+    /// fit 64 bits.
+    #[error("frame of type 0x{ty:02x} has a malformed variable-length number")]
+    BadVarint {
+        /// The type byte.
+        ty: u8,
+    },
     /// A tag byte has a value with no meaning.
     #[error("field {field} has invalid value {value}")]
     InvalidTag {

@@ -112,6 +112,17 @@ pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_UNACKED: usize = 256;
 /// Bytes of text a client keeps unacknowledged at most: 1 MiB.
 pub const DEFAULT_MAX_UNACKED_BYTES: usize = 1024 * 1024;
+/// How long a join or leave may wait to be sent together with the ones
+/// after it: 100 ms. A message of any other kind to a member sends its
+/// waiting ones first, so presence never falls behind chat.
+pub const PRESENCE_DELAY: Duration = Duration::from_millis(100);
+/// Joins and leaves one `Presence` frame carries at most: 1024. A batch
+/// that reaches it is sent at once.
+pub const MAX_PRESENCE_EVENTS: usize = 1024;
+/// Bytes one `Presence` frame's events may take at most, counting each at
+/// its largest encoding: 32 KiB (one leave with a longer text goes alone).
+/// A batch that reaches it is sent at once.
+pub const MAX_PRESENCE_BYTES: usize = 32 * 1024;
 
 /// Limits that cannot work together. Each variant names the fields and
 /// carries the numbers; fix the values and validate again.

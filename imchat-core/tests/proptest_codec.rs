@@ -7,9 +7,9 @@ use std::fmt::Debug;
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Departure, Encode,
     ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileListPart, FileName, FileStart,
-    LeaveReason, MessageId, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Resumed,
-    RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    LeaveReason, MessageId, Origin, PresenceEvent, Recipient, RefuseCode, ResumeRequest,
+    ResumeToken, Resumed, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -261,6 +261,36 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 text,
             })
         ),
+        vec(
+            (
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                username(),
+                any::<u8>(),
+                text()
+            ),
+            0..8
+        )
+        .prop_map(|events| ServerMessage::Presence(
+            events
+                .into_iter()
+                .map(|(left, id, time, user, reason, text)| {
+                    let (id, time) = (MessageId(id), Timestamp(time));
+                    if left {
+                        PresenceEvent::Left(Departure {
+                            id,
+                            time,
+                            user,
+                            reason: LeaveReason(reason),
+                            text,
+                        })
+                    } else {
+                        PresenceEvent::Joined { id, time, user }
+                    }
+                })
+                .collect()
+        )),
         vec(username(), 0..20).prop_map(|users| ServerMessage::Who { users }),
         any::<u64>().prop_map(|count| ServerMessage::FilesAccess { count }),
         (vec((file_name(), any::<u64>()), 0..12), any::<bool>()).prop_map(|(files, last)| {

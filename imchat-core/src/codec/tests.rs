@@ -618,6 +618,41 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             },
             hex("00000008 4c 00000003 627965"),
         ),
+        (
+            // bob joined (entry 4), carol a quarter second later (5), bob
+            // quit saying "bye" (7): ids and times as differences.
+            "Presence",
+            ServerMessage::Presence(vec![
+                PresenceEvent::Joined {
+                    id: MessageId(4),
+                    time: Timestamp(1_699_999_999_000),
+                    user: user("bob"),
+                },
+                PresenceEvent::Joined {
+                    id: MessageId(5),
+                    time: Timestamp(1_699_999_999_250),
+                    user: user("carol"),
+                },
+                PresenceEvent::Left(crate::Departure {
+                    id: MessageId(7),
+                    time: Timestamp(1_700_000_000_000),
+                    user: user("bob"),
+                    reason: LeaveReason::QUIT,
+                    text: "bye".into(),
+                }),
+            ]),
+            hex(&[
+                //  len      type count
+                "0000002b 4f   00000003",
+                //  join id+4 time+1699999999000 str8 "bob"
+                "00   04   b090abfef962          03 626f62",
+                //  join id+1 time+250 str8 "carol"
+                "00   01   f403     05 6361726f6c",
+                //  leave id+2 time+750 str8 "bob" reason=quit str32 "bye"
+                "01    02   dc0b     03 626f62  00          00000003 627965",
+            ]
+            .concat()),
+        ),
     ]
 }
 
@@ -646,7 +681,7 @@ variant_names!(server_kind, SERVER_KINDS: ServerMessage {
     Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
     FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
     PushAccepted { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
-    Ack { .. },
+    Ack { .. }, Presence(_),
 });
 
 /// Encoding gives exactly the golden bytes, the header counts the rest, and
@@ -886,7 +921,7 @@ fn error_unknown_type() {
         (Client, "00000001 85", unknown(0x85)),
         (Server, "00000001 00", unknown(0x00)),
         (Server, "00000001 40", unknown(0x40)),
-        (Server, "00000001 4f", unknown(0x4f)),
+        (Server, "00000001 50", unknown(0x50)),
         // The type is refused before its body is looked at.
         (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);
@@ -1647,4 +1682,88 @@ fn write_fuzz_seeds() {
     for (target, file, bytes) in golden_seeds() {
         std::fs::write(corpus_dir(target).join(file), bytes).unwrap();
     }
+}
+
+fn presence_join(id: u64, time: u64, name: &str) -> PresenceEvent {
+    PresenceEvent::Joined {
+        id: MessageId(id),
+        time: Timestamp(time),
+        user: user(name),
+    }
+}
+
+#[test]
+fn presence_round_trips_backward_times_and_extreme_values() {
+    // A wall clock stepped back gives a negative difference; the extremes
+    // of both fields wrap to one form.
+    let msg = ServerMessage::Presence(vec![
+        presence_join(10, 5_000, "a"),
+        presence_join(11, 4_997, "b"),
+        presence_join(u64::MAX, u64::MAX, "c"),
+        presence_join(0, 0, "d"),
+        PresenceEvent::Left(crate::Departure {
+            id: MessageId(3),
+            time: Timestamp(1),
+            user: user("e"),
+            reason: LeaveReason(200),
+            text: "x\u{0}y".into(),
+        }),
+    ]);
+    let frame = msg.to_frame();
+    assert_eq!(ServerMessage::decode_frame(&frame[HEADER_LEN..]), Ok(msg));
+    // The second event's time is 3 ms back: zigzag 5, one byte.
+    let second = hex("00 01 05 01 62");
+    assert!(frame.windows(second.len()).any(|w| w == second.as_slice()));
+}
+
+#[test]
+fn presence_numbers_must_be_in_their_shortest_form() {
+    let frame = |id_bytes: &str| hex(&format!("4f 00000001 00 {id_bytes} 00 01 61"));
+    assert!(ServerMessage::decode_frame(&frame("05")).is_ok());
+    // 5 written in two bytes.
+    assert_eq!(
+        ServerMessage::decode_frame(&frame("85 00")),
+        Err(DecodeError::BadVarint {
+            ty: types::PRESENCE
+        })
+    );
+    // 2^64 - 1 takes ten bytes, the last holding one bit; more does not fit.
+    assert!(ServerMessage::decode_frame(&frame("ffffffffffffffffff 01")).is_ok());
+    assert_eq!(
+        ServerMessage::decode_frame(&frame("ffffffffffffffffff 02")),
+        Err(DecodeError::BadVarint {
+            ty: types::PRESENCE
+        })
+    );
+    assert_eq!(
+        ServerMessage::decode_frame(&frame("ffffffffffffffffffff 01")),
+        Err(DecodeError::BadVarint {
+            ty: types::PRESENCE
+        })
+    );
+    // Ends inside a number.
+    assert_eq!(
+        ServerMessage::decode_frame(&hex("4f 00000001 00 85")),
+        Err(DecodeError::Truncated {
+            ty: types::PRESENCE
+        })
+    );
+}
+
+#[test]
+fn presence_refuses_an_unknown_kind_and_an_impossible_count() {
+    assert_eq!(
+        ServerMessage::decode_frame(&hex("4f 00000001 02 01 00 01 61")),
+        Err(DecodeError::InvalidTag {
+            field: "presence",
+            value: 2
+        })
+    );
+    // Two events announced, room for one.
+    assert_eq!(
+        ServerMessage::decode_frame(&hex("4f 00000002 00 01 00 01 61")),
+        Err(DecodeError::Truncated {
+            ty: types::PRESENCE
+        })
+    );
 }

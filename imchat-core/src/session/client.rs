@@ -3,7 +3,7 @@
 
 use crate::message::FileStart;
 use crate::message::RoutedChat;
-use crate::message::{Departure, FileListPart};
+use crate::message::{Departure, FileListPart, PresenceEvent};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -1184,6 +1184,19 @@ impl ClientSession {
                     return;
                 }
                 ClientEvent::Left(left)
+            }
+            ServerMessage::Presence(events) => {
+                // One event per join or leave, as if each came alone.
+                for e in events {
+                    if self.seen_before(e.id()) {
+                        continue;
+                    }
+                    self.events.push_back(match e {
+                        PresenceEvent::Joined { user, .. } => ClientEvent::Joined { user },
+                        PresenceEvent::Left(left) => ClientEvent::Left(left),
+                    });
+                }
+                return;
             }
             ServerMessage::Ack { client_id, .. } => {
                 self.acknowledged(client_id);
