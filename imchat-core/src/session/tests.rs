@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::codec::{Decoder, Encode};
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_PRESENCE_BYTES, MAX_PRESENCE_EVENTS, PRESENCE_DELAY};
 use crate::message::*;
 
 /// An in-memory network: every message goes through encode and decode.
@@ -19,6 +19,8 @@ struct Net {
     now: Instant,
     /// Files the "server glue" answers with.
     files: Vec<FileEntry>,
+    /// Nothing moved in the last step of [`Net::pump`].
+    quiet: bool,
 }
 
 fn user(s: &str) -> Username {
@@ -41,6 +43,7 @@ impl Net {
             closed: Vec::new(),
             now: Instant::now(),
             files: Vec::new(),
+            quiet: false,
         }
     }
 
@@ -61,10 +64,15 @@ impl Net {
         self.clients.iter().position(|(c, _)| *c == id)
     }
 
-    /// Moves messages until nothing is left to move (at most 10,000 steps).
+    /// Moves messages until nothing is left to move (at most 10,000
+    /// steps). Batched joins and leaves are sent once all else has settled,
+    /// as a server's timer would.
     fn pump(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
+            if self.hub.pending_presence() > 0 && self.quiet {
+                self.hub.flush_presence();
+            }
             for i in 0..self.clients.len() {
                 let (id, s) = &mut self.clients[i];
                 let id = *id;
@@ -101,7 +109,8 @@ impl Net {
                 self.hub_events.push(e);
             }
             self.hub.check_invariants().unwrap();
-            if !moved {
+            self.quiet = !moved;
+            if !moved && self.hub.pending_presence() == 0 {
                 return;
             }
         }
@@ -891,6 +900,7 @@ fn a_push_with_nobody_to_receive_or_too_large_is_refused() {
     let now = Instant::now();
     let c = joined(&mut hub, "p", now);
     joined(&mut hub, "q", now);
+    hub.flush_presence();
     while hub.poll_transmit().is_some() {}
     hub.handle_message(
         c,
@@ -1371,10 +1381,12 @@ fn transmits_say_which_lane_they_travel_in() {
     ] {
         hub.handle_message(ids[0], m, now);
     }
+    // The leave waits for the timer.
+    hub.flush_presence();
     while let Some(t) = hub.poll_transmit() {
         let kind = match &t.message {
             ServerMessage::Welcome { .. } => "welcome",
-            ServerMessage::Joined { .. } => "joined",
+            ServerMessage::Presence(_) => "presence",
             ServerMessage::Chat(crate::RoutedChat { .. }) => "chat",
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::FileStart(crate::FileStart { .. }) => "start",
@@ -1382,7 +1394,6 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::End(_) => "end",
             ServerMessage::PushAccepted { .. } => "accepted",
             ServerMessage::PushDone { .. } => "done",
-            ServerMessage::Left(crate::Departure { .. }) => "left",
             other => panic!("unexpected {other:?}"),
         };
         lanes.push((kind, t.lane));
@@ -1392,7 +1403,8 @@ fn transmits_say_which_lane_they_travel_in() {
         vec![
             ("welcome", Lane::Control),
             ("welcome", Lane::Control),
-            ("joined", Lane::Presence),
+            // ben's join, sent to ann ahead of her chat's Ack.
+            ("presence", Lane::Presence),
             ("ack", Lane::Control),
             ("chat", Lane::Control),
             ("start", Lane::Control),
@@ -1400,7 +1412,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ("chunk", Lane::Bulk(relay)),
             ("end", Lane::Bulk(relay)),
             ("done", Lane::Control),
-            ("left", Lane::Presence),
+            ("presence", Lane::Presence),
         ]
     );
 }
@@ -2810,4 +2822,404 @@ fn a_client_gives_up_the_oldest_unacknowledged_message_past_its_bound() {
         net.s(i).poll_event(),
         Some(ClientEvent::NotSent { text, .. }) if text == "m0"
     ));
+}
+
+// ---------------------------------------------------------------------------
+// Presence batching.
+
+/// What each connection was sent, through the wire, in order.
+#[derive(Default)]
+struct Inbox {
+    got: std::collections::HashMap<ClientId, Vec<std::sync::Arc<ServerMessage>>>,
+    /// Frames of joins and leaves delivered, counting each receiver.
+    presence_frames: usize,
+    /// Their bytes, counting each receiver.
+    presence_bytes: usize,
+}
+
+impl Inbox {
+    fn drain(&mut self, hub: &mut Hub) {
+        while let Some(t) = hub.poll_transmit() {
+            let frame = t.message.to_frame();
+            let m: std::sync::Arc<ServerMessage> = std::sync::Arc::new(through_wire(&t.message));
+            for to in t.to.iter() {
+                if t.lane == Lane::Presence {
+                    self.presence_frames += 1;
+                    self.presence_bytes += frame.len();
+                }
+                self.got.entry(to).or_default().push(m.clone());
+            }
+        }
+    }
+
+    /// The log ids `c` saw, of live chat and presence, in order of arrival.
+    fn ids(&self, c: ClientId) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for m in self.got.get(&c).into_iter().flatten() {
+            match &**m {
+                ServerMessage::Chat(chat) if !chat.history => ids.push(chat.id.0),
+                ServerMessage::Joined { id, .. } => ids.push(id.0),
+                ServerMessage::Left(d) => ids.push(d.id.0),
+                ServerMessage::Presence(events) => ids.extend(events.iter().map(|e| e.id().0)),
+                _ => {}
+            }
+        }
+        ids
+    }
+
+    /// The joins and leaves `c` saw: (id, joined?, user).
+    fn presence(&self, c: ClientId) -> Vec<(u64, bool, String)> {
+        let mut seen = Vec::new();
+        for m in self.got.get(&c).into_iter().flatten() {
+            let events = match &**m {
+                ServerMessage::Presence(events) => events.clone(),
+                ServerMessage::Joined { id, time, user } => vec![PresenceEvent::Joined {
+                    id: *id,
+                    time: *time,
+                    user: user.clone(),
+                }],
+                ServerMessage::Left(d) => vec![PresenceEvent::Left(d.clone())],
+                _ => continue,
+            };
+            for e in events {
+                seen.push(match e {
+                    PresenceEvent::Joined { id, user, .. } => (id.0, true, user.to_string()),
+                    PresenceEvent::Left(d) => (d.id.0, false, d.user.to_string()),
+                });
+            }
+        }
+        seen
+    }
+
+    /// The id of the join of `c`, from its `Welcome`.
+    fn join_id(&self, c: ClientId) -> u64 {
+        self.got[&c]
+            .iter()
+            .find_map(|m| match &**m {
+                ServerMessage::Welcome { last_id, .. } => Some(last_id.0),
+                _ => None,
+            })
+            .expect("a welcome")
+    }
+}
+
+#[test]
+fn joins_wait_for_the_delay_then_reach_every_member_in_one_frame() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let mut inbox = Inbox::default();
+    let n = 300;
+    let ids: Vec<ClientId> = (0..n)
+        .map(|k| {
+            let c = joined(&mut hub, &format!("u{k}"), t0);
+            inbox.drain(&mut hub);
+            c
+        })
+        .collect();
+    assert_eq!(inbox.presence_frames, 0, "nothing before the delay");
+    assert_eq!(hub.poll_timeout(), Some(t0 + PRESENCE_DELAY));
+    hub.handle_timeout(t0 + PRESENCE_DELAY - Duration::from_millis(1));
+    inbox.drain(&mut hub);
+    assert_eq!(inbox.presence_frames, 0, "still waiting");
+    hub.handle_timeout(t0 + PRESENCE_DELAY);
+    inbox.drain(&mut hub);
+    // One frame per member (the last one joined after everyone's join but
+    // its own): n - 1 frames instead of n(n - 1)/2.
+    assert_eq!(inbox.presence_frames, n - 1);
+    for (k, c) in ids.iter().enumerate() {
+        let expected: Vec<(u64, bool, String)> = (k + 1..n)
+            .map(|j| (j as u64 + 1, true, format!("u{j}")))
+            .collect();
+        assert_eq!(inbox.presence(*c), expected, "u{k}");
+    }
+    assert_eq!(hub.pending_presence(), 0);
+    assert_eq!(
+        hub.poll_timeout().map(|t| t > t0 + PRESENCE_DELAY),
+        Some(true)
+    );
+}
+
+#[test]
+fn presence_is_sent_ahead_of_any_later_message_to_its_receiver() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let mut inbox = Inbox::default();
+    let ann = joined(&mut hub, "ann", t0);
+    let ben = joined(&mut hub, "ben", t0);
+    hub.flush_presence();
+    let cid = joined(&mut hub, "cid", t0);
+    inbox.drain(&mut hub);
+    assert!(inbox.presence(ben).is_empty(), "cid's join waits");
+    // cid speaks at once: ben gets cid's join, then the chat.
+    hub.handle_message(cid, chat_to_all("hello"), t0);
+    inbox.drain(&mut hub);
+    assert_eq!(inbox.ids(ben), vec![3, 4]);
+    assert_eq!(inbox.ids(ann), vec![2, 3, 4]);
+    // A unicast sends only its receiver's waiting joins.
+    let dan = joined(&mut hub, "dan", t0);
+    hub.handle_message(
+        ann,
+        ClientMessage::Chat {
+            client_id: 1,
+            to: Recipient::User(user("ben")),
+            kind: ChatKind::Text,
+            text: "psst".into(),
+        },
+        t0,
+    );
+    inbox.drain(&mut hub);
+    assert_eq!(inbox.ids(ben), vec![3, 4, 5, 6]);
+    assert_eq!(
+        inbox.presence(cid),
+        vec![],
+        "dan's join still waits for cid"
+    );
+    // An answer is a message like any other.
+    hub.handle_message(cid, ClientMessage::Who, t0);
+    inbox.drain(&mut hub);
+    assert_eq!(inbox.presence(cid), vec![(5, true, "dan".into())]);
+    let last = inbox.got[&cid].last().unwrap();
+    assert!(matches!(&**last, ServerMessage::Who { .. }), "{last:?}");
+    // The timer sends the rest, and nobody gets anything twice.
+    hub.handle_timeout(t0 + PRESENCE_DELAY);
+    inbox.drain(&mut hub);
+    assert_eq!(inbox.ids(ann), vec![2, 3, 4, 5]);
+    assert_eq!(inbox.ids(ben), vec![3, 4, 5, 6]);
+    assert_eq!(inbox.ids(cid), vec![5]);
+    assert_eq!(inbox.ids(dan), vec![]);
+}
+
+#[test]
+fn every_member_sees_every_join_and_leave_once_in_order_with_chat() {
+    let mut hub = Hub::new(
+        Limits {
+            rate_per_sec: 0,
+            ..Limits::default()
+        },
+        "hi",
+    );
+    let mut now = Instant::now();
+    let mut inbox = Inbox::default();
+    let watcher = joined(&mut hub, "watcher", now);
+    let mut live: Vec<ClientId> = Vec::new();
+    let mut all: Vec<ClientId> = Vec::new();
+    let (mut joins, mut leaves, mut chats) = (0, 0, 0);
+    let mut seed = 0x2545_f491_u64;
+    for step in 0..600 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let roll = (seed >> 33) % 100;
+        let pick = (seed >> 13) as usize;
+        match roll {
+            0..=54 => {
+                let c = joined(&mut hub, &format!("u{step}"), now);
+                live.push(c);
+                all.push(c);
+                joins += 1;
+            }
+            55..=74 if !live.is_empty() => {
+                let c = live.remove(pick % live.len());
+                if pick % 2 == 0 {
+                    hub.handle_message(
+                        c,
+                        ClientMessage::Quit {
+                            reason: "bye".into(),
+                        },
+                        now,
+                    );
+                } else {
+                    hub.handle_disconnect(c, LeaveReason::LOST);
+                }
+                leaves += 1;
+            }
+            75..=94 if !live.is_empty() => {
+                let c = live[pick % live.len()];
+                hub.handle_message(c, chat_to_all("x"), now);
+                chats += 1;
+            }
+            _ => {
+                now += PRESENCE_DELAY;
+                hub.handle_timeout(now);
+            }
+        }
+        inbox.drain(&mut hub);
+    }
+    hub.flush_presence();
+    inbox.drain(&mut hub);
+    let seen = inbox.presence(watcher);
+    assert_eq!(seen.iter().filter(|e| e.1).count(), joins);
+    assert_eq!(seen.iter().filter(|e| !e.1).count(), leaves);
+    assert!(chats > 50 && leaves > 50, "a mixed run");
+    for c in std::iter::once(watcher).chain(all.iter().copied()) {
+        let ids = inbox.ids(c);
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{c}: out of order or twice: {ids:?}"
+        );
+        // Everything the watcher saw between this member's join and its
+        // leave, but its own leave.
+        let from = inbox.join_id(c);
+        let name = hub_name(&inbox, c);
+        let until = seen
+            .iter()
+            .find(|e| !e.1 && e.2 == name)
+            .map_or(u64::MAX, |e| e.0);
+        let expected: Vec<_> = seen
+            .iter()
+            .filter(|e| e.0 > from && e.0 < until)
+            .cloned()
+            .collect();
+        // One that left is not sent what was still waiting when it went.
+        let got = inbox.presence(c);
+        if until == u64::MAX {
+            assert_eq!(got, expected, "{c} ({name})");
+        } else {
+            assert_eq!(got, expected[..got.len()], "{c} ({name}) left");
+        }
+    }
+    // Far fewer frames than one per event and member.
+    let unbatched: usize = all.iter().map(|c| inbox.presence(*c).len()).sum();
+    assert!(
+        inbox.presence_frames * 3 < unbatched,
+        "{} frames for {unbatched} events",
+        inbox.presence_frames
+    );
+}
+
+/// The name `c` was welcomed under.
+fn hub_name(inbox: &Inbox, c: ClientId) -> String {
+    inbox.got[&c]
+        .iter()
+        .find_map(|m| match &**m {
+            ServerMessage::Welcome { username, .. } => Some(username.to_string()),
+            _ => None,
+        })
+        .expect("a welcome")
+}
+
+#[test]
+fn a_batch_goes_out_at_its_bounds_in_frames_within_them() {
+    let mut hub = Hub::new(
+        Limits {
+            max_clients: 5000,
+            ..Limits::default()
+        },
+        "hi",
+    );
+    let t0 = Instant::now();
+    let mut inbox = Inbox::default();
+    let first = joined(&mut hub, "first", t0);
+    let mut max_pending = 0;
+    for k in 0..2 * MAX_PRESENCE_EVENTS + 10 {
+        joined(&mut hub, &format!("u{k}"), t0);
+        max_pending = max_pending.max(hub.pending_presence());
+        inbox.drain(&mut hub);
+    }
+    assert_eq!(max_pending, MAX_PRESENCE_EVENTS - 1);
+    // Two full batches went out without the timer (the first one began
+    // with first's own join).
+    assert_eq!(inbox.presence(first).len(), 2 * MAX_PRESENCE_EVENTS - 1);
+    // A long parting text makes a frame of its own.
+    let long = joined(&mut hub, "long", t0);
+    hub.handle_message(
+        long,
+        ClientMessage::Quit {
+            reason: "z".repeat(MAX_PRESENCE_BYTES),
+        },
+        t0,
+    );
+    joined(&mut hub, "after", t0);
+    hub.flush_presence();
+    inbox.drain(&mut hub);
+    assert_eq!(
+        inbox.presence(first).len(),
+        2 * MAX_PRESENCE_EVENTS + 10 + 3
+    );
+    for m in inbox.got.values().flatten() {
+        if let ServerMessage::Presence(events) = &**m {
+            // Type byte, count, and the events within the budget.
+            let body = m.to_frame().len() - crate::codec::HEADER_LEN - 1 - 4;
+            assert!(!events.is_empty() && events.len() <= MAX_PRESENCE_EVENTS);
+            assert!(body <= MAX_PRESENCE_BYTES || events.len() == 1, "{body}");
+        }
+    }
+    let alone = inbox.got[&first].iter().any(|m| {
+        matches!(&**m, ServerMessage::Presence(e) if e.len() == 1 && matches!(&e[0], PresenceEvent::Left(_)))
+    });
+    assert!(alone, "the long leave went alone");
+}
+
+#[test]
+fn a_resumed_member_gets_each_waiting_join_once() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let mut inbox = Inbox::default();
+    let ann = joined(&mut hub, "ann", t0);
+    let ben = joined(&mut hub, "ben", t0);
+    hub.flush_presence();
+    inbox.drain(&mut hub);
+    let token = inbox.got[&ben]
+        .iter()
+        .find_map(|m| match &**m {
+            ServerMessage::Welcome { token, .. } => Some(*token),
+            _ => None,
+        })
+        .unwrap();
+    hub.handle_disconnect(ben, LeaveReason::LOST);
+    joined(&mut hub, "cid", t0);
+    let ben2 = hub.handle_connect(t0);
+    let mut hello = resume_hello("ben", token, epoch);
+    if let ClientMessage::Hello {
+        resume: Some(r), ..
+    } = &mut hello
+    {
+        r.last_seen = MessageId(2);
+    }
+    hub.handle_message(ben2, hello, t0);
+    joined(&mut hub, "dan", t0);
+    hub.handle_timeout(t0 + PRESENCE_DELAY);
+    inbox.drain(&mut hub);
+    // cid's join came in the replay, dan's in the batch: each once.
+    assert_eq!(inbox.ids(ben2), vec![3, 4]);
+    assert_eq!(inbox.ids(ann), vec![2, 3, 4]);
+}
+
+#[test]
+fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
+    let mut net = three();
+    assert_eq!(net.s(0).last_seen(), MessageId(3));
+    let joined = |id, name: &str| PresenceEvent::Joined {
+        id: MessageId(id),
+        time: Timestamp(0),
+        user: user(name),
+    };
+    let bye = Departure {
+        id: MessageId(5),
+        time: Timestamp(0),
+        user: user("bob"),
+        reason: LeaveReason::QUIT,
+        text: "bye".into(),
+    };
+    // carol's join (3) was seen already; dave's and bob's leave are new.
+    net.deliver(
+        0,
+        ServerMessage::Presence(vec![
+            joined(3, "carol"),
+            joined(4, "dave"),
+            PresenceEvent::Left(bye.clone()),
+        ]),
+    );
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![
+            ClientEvent::Joined { user: user("dave") },
+            ClientEvent::Left(bye),
+        ]
+    );
+    assert_eq!(net.s(0).last_seen(), MessageId(5));
+    // The same again (a replay after a resume): nothing new.
+    net.deliver(0, ServerMessage::Presence(vec![joined(4, "dave")]));
+    net.pump();
+    assert_eq!(net.take(0), vec![]);
 }

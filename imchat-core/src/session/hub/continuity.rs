@@ -12,8 +12,8 @@ use log::debug;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::history::{HistoryStore, LogEntry, LogEvent, SessionRecord, StoreError};
 use crate::message::{
-    Departure, ErrorCode, LeaveReason, MessageId, RefuseCode, ResumeRequest, ResumeToken, Resumed,
-    RoutedChat, ServerMessage, Timestamp, Username, PROTOCOL_VERSION,
+    Departure, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, ResumeRequest,
+    ResumeToken, Resumed, RoutedChat, ServerMessage, Timestamp, Username, PROTOCOL_VERSION,
 };
 
 /// Answers remembered per session for resent duplicates.
@@ -305,17 +305,16 @@ impl Hub {
             },
             now,
         );
-        let members = self.members.clone();
-        self.send_many(
-            members,
-            None,
-            ServerMessage::Left(Departure {
+        self.queue_presence(
+            PresenceEvent::Left(Departure {
                 id: entry.id,
                 time: entry.time,
                 user,
                 reason,
                 text,
             }),
+            None,
+            now,
         );
     }
 
@@ -467,6 +466,9 @@ impl Hub {
             c.phase = Phase::Joined(user.clone());
         }
         self.rebuild_members();
+        // The replay below holds every entry after `last_seen`, the
+        // waiting joins and leaves included.
+        self.presence_starts_now(client);
         self.save_stored_session(client);
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
         let dropped = oldest.saturating_sub(request.last_seen.0.saturating_add(1));

@@ -7,7 +7,8 @@ use super::{ClientId, Hub, HubEvent, Phase};
 use crate::error::DecodeError;
 use crate::history::LogEvent;
 use crate::message::{
-    ClientMessage, ErrorCode, LeaveReason, RefuseCode, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, LeaveReason, PresenceEvent, RefuseCode, ServerMessage,
+    PROTOCOL_VERSION,
 };
 
 impl Hub {
@@ -82,19 +83,20 @@ impl Hub {
             },
             now,
         );
-        let welcome = self.welcome_message(&username, token, None);
-        self.send(client, welcome);
-        self.send_history(client, now);
-        let members = self.members.clone();
-        self.send_many(
-            members,
-            Some(client),
-            ServerMessage::Joined {
+        // Queued first, so that what goes to the new member now does not
+        // send it the joins before its own.
+        self.queue_presence(
+            PresenceEvent::Joined {
                 id: joined.id,
                 time: joined.time,
                 user: username.clone(),
             },
+            Some(client),
+            now,
         );
+        let welcome = self.welcome_message(&username, token, None);
+        self.send(client, welcome);
+        self.send_history(client, now);
         self.events.push_back(HubEvent::Joined {
             client,
             user: username,

@@ -20,12 +20,13 @@ impl Hub {
             })
             .chain(transfers.into_iter().flatten())
             .chain(self.ghost_deadline())
+            .chain(self.presence_deadline())
             .min()
     }
 
     /// Runs the clock: grace periods that ran out, handshake deadlines, keepalive pings, dead peers,
     /// downloads not acknowledged and pushes not fed for the idle timeout,
-    /// offers not answered in time.
+    /// offers not answered in time, joins and leaves waiting long enough.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         self.expire_ghosts(now);
@@ -76,6 +77,9 @@ impl Hub {
                 c.ping = Some((now, nonce));
             }
             self.send(id, ServerMessage::Ping(nonce));
+        }
+        if self.presence_deadline().is_some_and(|due| due <= now) {
+            self.flush_presence();
         }
     }
 }

@@ -26,6 +26,7 @@ mod rate;
 mod relay;
 
 mod output;
+mod presence;
 
 use continuity::{Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
@@ -107,6 +108,8 @@ pub struct Hub {
     /// What makes two names the same user.
     name_key: fn(&Username) -> String,
     transmits: VecDeque<Transmit>,
+    /// Joins and leaves waiting to be sent together.
+    presence: presence::PresenceBatch,
     events: VecDeque<HubEvent>,
     shutting_down: bool,
 }
@@ -141,6 +144,7 @@ impl Hub {
             report_text: false,
             name_key: Username::key,
             transmits: VecDeque::new(),
+            presence: presence::PresenceBatch::default(),
             events: VecDeque::new(),
             shutting_down: false,
         }
@@ -277,9 +281,13 @@ impl Hub {
     }
 
     fn send(&mut self, to: ClientId, message: ServerMessage) {
+        let lane = lane_of(&message);
+        if lane == Lane::Control {
+            self.flush_presence_to(to);
+        }
         self.transmits.push_back(Transmit {
             to: Destination::One(to),
-            lane: lane_of(&message),
+            lane,
             message,
         });
     }
@@ -293,9 +301,13 @@ impl Hub {
         if members.iter().all(|m| Some(*m) == except) {
             return;
         }
+        let lane = lane_of(&message);
+        if lane == Lane::Control {
+            self.flush_presence();
+        }
         self.transmits.push_back(Transmit {
             to: Destination::Many { members, except },
-            lane: lane_of(&message),
+            lane,
             message,
         });
     }
@@ -556,6 +568,7 @@ impl Hub {
     /// every connection. Later connections are refused.
     pub fn shutdown(&mut self, reason: &str) {
         self.shutting_down = true;
+        self.flush_presence();
         let mut ids: Vec<ClientId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -612,6 +625,7 @@ impl Hub {
             return Err("more users than max_clients".into());
         }
         self.check_sessions()?;
+        self.check_presence()?;
         let handshaking = self.conns.len() - self.members.len();
         if handshaking != self.pending.len()
             || (self.limits.max_pending > 0 && handshaking > self.limits.max_pending)
@@ -645,7 +659,9 @@ impl Hub {
 /// message to decide how it is sent.
 fn lane_of(message: &ServerMessage) -> Lane {
     match message {
-        ServerMessage::Joined { .. } | ServerMessage::Left(Departure { .. }) => Lane::Presence,
+        ServerMessage::Joined { .. }
+        | ServerMessage::Left(Departure { .. })
+        | ServerMessage::Presence(_) => Lane::Presence,
         ServerMessage::Chunk(c) => Lane::Bulk(c.id),
         ServerMessage::End(e) => Lane::Bulk(e.id),
         _ => Lane::Control,

@@ -54,9 +54,10 @@ pub enum Lane {
     /// Chat, answers, errors, keepalive, transfer starts and cancels: ahead
     /// of any file data, written as soon as possible.
     Control,
-    /// Join and leave notices: may wait a moment (a server batches them,
-    /// so that N clients joining cost fewer than N² writes), but stay in
-    /// order with the control lane's messages sent after them.
+    /// Join and leave notices (`Presence` frames the hub already batched,
+    /// so that N clients joining cost each member a few frames rather than
+    /// N): a server may hold them a moment more to write them together, but
+    /// they stay in order with the control lane's messages sent after them.
     Presence,
     /// File data of the push that this receiver knows by the given
     /// (server-chosen) id, and its end: queued behind the control lane, and
