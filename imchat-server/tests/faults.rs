@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decoder, Departure, Encode, FileChunk, FileListPart,
-    FileName, FileStart, LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    FileName, FileStart, LeaveReason, PresenceEvent, Recipient, RefuseCode, RoutedChat,
+    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -270,7 +270,13 @@ impl Raw {
             Ok(n) => {
                 self.decoder.feed(&buf[..n]);
                 while let Ok(Some(m)) = self.decoder.next_message() {
-                    self.pending.push(m);
+                    // Batched joins and leaves, one at a time, as before.
+                    match m {
+                        ServerMessage::Presence(events) => self
+                            .pending
+                            .extend(events.into_iter().map(PresenceEvent::into_message)),
+                        m => self.pending.push(m),
+                    }
                 }
                 true
             }

@@ -65,7 +65,8 @@ struct Conn {
 /// [`shutdown`](Hub::shutdown). Outputs: drain
 /// [`poll_transmit`](Hub::poll_transmit) then [`poll_event`](Hub::poll_event)
 /// after every input; call `handle_timeout` at
-/// [`poll_timeout`](Hub::poll_timeout) (or every second).
+/// [`poll_timeout`](Hub::poll_timeout) (or every second): batched joins and
+/// leaves go out from it (or from [`flush_presence`](Hub::flush_presence)).
 #[derive(Debug)]
 pub struct Hub {
     limits: Limits,
