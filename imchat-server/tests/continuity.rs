@@ -272,6 +272,12 @@ impl Peer {
                 self.last_seen = self.last_seen.max(id);
                 self.presence.push(m);
             }
+            // Batched joins and leaves: each as if it came alone.
+            ServerMessage::Presence(events) => {
+                for e in events {
+                    self.note(e.into_message());
+                }
+            }
             ServerMessage::Ack { client_id, id, .. } => {
                 let (_, text) = self
                     .unacked
