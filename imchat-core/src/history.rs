@@ -6,9 +6,13 @@
 //! history on join and the replay of a resume come from, and without a
 //! store it is all there is (history lives as long as the process). A
 //! [`HistoryStore`] makes the log and the open sessions outlive the
-//! process: the hub appends every entry to it before anyone hears of the
-//! entry (a chat message is *accepted* once its append returned `Ok`, and
-//! only then acknowledged), and loads from it when it opens
+//! process: the hub appends every entry to it as it happens, and makes the
+//! appends durable in groups with [`HistoryStore::commit`], which the
+//! server calls once per batch of messages
+//! ([`Hub::commit_history`](crate::Hub::commit_history)). A chat message is
+//! *accepted* once a commit after its append returned `Ok`, and only then
+//! acknowledged; its receivers may see it before (they do not wait for the
+//! commit). The hub loads from the store when it opens
 //! ([`Hub::open_history`](crate::Hub::open_history)). This crate does no IO:
 //! a store that writes files or talks to a database lives in the server.
 
@@ -94,7 +98,9 @@ pub struct SessionRecord {
 pub struct Loaded {
     /// The newest entries, oldest first (the hub keeps as many as its limits allow).
     pub entries: Vec<LogEntry>,
-    /// The id the next entry gets (at least one past the newest entry).
+    /// The id the next entry gets: at least one past the newest entry, and
+    /// past any id that may have been seen but not committed before a
+    /// crash (a store may reserve ids ahead, so ids can jump after a restart).
     pub next_id: MessageId,
     /// The epoch the store's history belongs to; `None` for a new store
     /// (the hub picks one and calls [`HistoryStore::set_epoch`]).
@@ -141,15 +147,33 @@ pub trait HistoryStore: Send + fmt::Debug {
     /// [`StoreError::Backend`]: the hub does not open the store.
     fn set_epoch(&mut self, epoch: u64) -> Result<(), StoreError>;
 
-    /// Appends one entry (ids only grow). When it returns `Ok`, the entry
-    /// must survive what the store is meant to survive (for a database
-    /// file: committed).
+    /// Appends one entry (ids only grow). The entry may be buffered until
+    /// the next [`commit`](HistoryStore::commit): only then must it survive
+    /// what the store is meant to survive. Its id, though, is seen by
+    /// receivers at once, so a store that can lose buffered entries (a
+    /// crash before the commit) must never give their ids again: its
+    /// [`Loaded::next_id`] must lie past every id appended before the crash.
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`]: a chat message is refused; a join or a
     /// leave goes on unrecorded.
     fn append(&mut self, entry: &LogEntry) -> Result<(), StoreError>;
+
+    /// Makes every entry (and session change) appended since the last
+    /// commit durable. The hub acknowledges a chat message only after a
+    /// commit that follows its append returned `Ok`. The default does
+    /// nothing: for a store whose appends are durable when they return.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`]: the entries since the last commit may be
+    /// lost; their chat messages are refused
+    /// ([`ErrorCode::INTERNAL`](crate::ErrorCode::INTERNAL)) and their
+    /// clients may send them again (their receivers may have seen them).
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Records (or replaces, by the user's name) a session that can be resumed.
     ///

@@ -86,6 +86,8 @@ impl Net {
                     self.events[i].push(e);
                 }
             }
+            // As a server does after each batch it read.
+            self.hub.commit_history(self.now);
             while let Some(t) = self.hub.poll_transmit() {
                 moved = true;
                 for to in t.to.iter() {
@@ -3222,4 +3224,240 @@ fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
     net.deliver(0, ServerMessage::Presence(vec![joined(4, "dave")]));
     net.pump();
     assert_eq!(net.take(0), vec![]);
+}
+
+/// A store in memory that counts its commits and fails them on demand.
+#[derive(Debug, Clone)]
+struct CountingStore {
+    inner: crate::MemoryStore,
+    commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CountingStore {
+    fn new() -> Self {
+        CountingStore {
+            inner: crate::MemoryStore::new(100),
+            commits: std::sync::Arc::default(),
+            fail: std::sync::Arc::default(),
+        }
+    }
+
+    fn commits(&self) -> usize {
+        self.commits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_failing(&self, on: bool) {
+        self.fail.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl crate::HistoryStore for CountingStore {
+    fn load(&mut self) -> Result<crate::Loaded, crate::StoreError> {
+        self.inner.load()
+    }
+    fn set_epoch(&mut self, epoch: u64) -> Result<(), crate::StoreError> {
+        self.inner.set_epoch(epoch)
+    }
+    fn append(&mut self, entry: &crate::LogEntry) -> Result<(), crate::StoreError> {
+        self.inner.append(entry)
+    }
+    fn commit(&mut self) -> Result<(), crate::StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::StoreError::Backend {
+                detail: "disk full".into(),
+            });
+        }
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn save_session(&mut self, session: &crate::SessionRecord) -> Result<(), crate::StoreError> {
+        self.inner.save_session(session)
+    }
+    fn drop_session(&mut self, user: &Username) -> Result<(), crate::StoreError> {
+        self.inner.drop_session(user)
+    }
+}
+
+/// Alice (0) and bob (1) joined a hub with `store` open.
+fn stored(store: &CountingStore) -> Net {
+    let mut net = resumable(Limits::default(), &[]);
+    net.hub
+        .open_history(Box::new(store.clone()), net.now)
+        .unwrap();
+    for n in ["alice", "bob"] {
+        net.connect(n);
+    }
+    net.take(0);
+    net.take(1);
+    net
+}
+
+/// Hands chat message `client_id` of client `i` to the hub (no commit).
+fn chat_in(net: &mut Net, i: usize, client_id: u64, text: &str) {
+    let id = net.clients[i].0;
+    let now = net.now;
+    net.hub.handle_message(
+        id,
+        ClientMessage::Chat {
+            client_id,
+            to: Recipient::Everyone,
+            kind: ChatKind::Text,
+            text: text.into(),
+        },
+        now,
+    );
+}
+
+/// The hub's queued messages, with their receivers.
+fn queued(net: &mut Net) -> Vec<(Vec<ClientId>, ServerMessage)> {
+    let mut out = Vec::new();
+    while let Some(t) = net.hub.poll_transmit() {
+        out.push((t.to.iter().collect(), t.message));
+    }
+    out
+}
+
+fn acks(q: &[(Vec<ClientId>, ServerMessage)]) -> Vec<(u64, u64)> {
+    q.iter()
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Ack { client_id, id, .. } => Some((*client_id, id.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn routed(q: &[(Vec<ClientId>, ServerMessage)], to: ClientId) -> Vec<(u64, String)> {
+    q.iter()
+        .filter(|(r, _)| r.contains(&to))
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Chat(c) => Some((c.id.0, c.text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_store_acks_wait_for_one_commit_and_go_out_in_order_while_routing_does_not() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    let bob = net.clients[1].0;
+    let before = store.commits();
+    for (c, t) in [(1, "a"), (2, "b"), (3, "c")] {
+        chat_in(&mut net, 0, c, t);
+    }
+    // A refusal does not overtake the acks before it.
+    let long = "x".repeat(net.hub.limits().max_text + 1);
+    chat_in(&mut net, 0, 4, &long);
+    let q = queued(&mut net);
+    // Bob has them at once, alice no ack yet.
+    assert_eq!(routed(&q, bob).len(), 3);
+    assert!(acks(&q).is_empty(), "{q:?}");
+    assert!(net.hub.has_uncommitted());
+    assert_eq!(store.commits(), before);
+    net.hub.commit_history(net.now);
+    assert_eq!(store.commits(), before + 1, "one commit for the batch");
+    let q = queued(&mut net);
+    let got = acks(&q);
+    assert_eq!(got.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        matches!(
+            q.last(),
+            Some((_, ServerMessage::Error { client_id: 4, code, .. })) if *code == ErrorCode::TEXT_TOO_LONG
+        ),
+        "{q:?}"
+    );
+    assert!(got.windows(2).all(|w| w[1].1 == w[0].1 + 1), "{got:?}");
+    assert!(q.iter().all(|(to, _)| to == &[net.clients[0].0]));
+    assert!(!net.hub.has_uncommitted());
+    // Nothing to commit: the store is not asked.
+    net.hub.commit_history(net.now);
+    assert_eq!(store.commits(), before + 1);
+}
+
+#[test]
+fn a_failed_commit_refuses_its_messages_and_a_resent_copy_is_taken_as_new() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    let bob = net.clients[1].0;
+    chat_in(&mut net, 0, 1, "kept");
+    net.hub.commit_history(net.now);
+    queued(&mut net);
+    store.set_failing(true);
+    chat_in(&mut net, 0, 2, "lost");
+    // A resent copy of a committed message waits for the commit too, and
+    // is acknowledged even if that commit fails.
+    chat_in(&mut net, 0, 1, "kept");
+    net.hub.commit_history(net.now);
+    let q = queued(&mut net);
+    let first = routed(&q, bob);
+    assert_eq!(first.len(), 1);
+    let errors: Vec<(u64, ErrorCode)> = q
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Error {
+                code, client_id, ..
+            } => Some((*client_id, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, [(2, ErrorCode::INTERNAL)]);
+    assert_eq!(acks(&q).iter().map(|a| a.0).collect::<Vec<_>>(), [1]);
+    assert!(!net.hub.has_uncommitted());
+    // The client sends it again: a new entry, acknowledged once committed.
+    store.set_failing(false);
+    chat_in(&mut net, 0, 2, "lost");
+    net.hub.commit_history(net.now);
+    let q = queued(&mut net);
+    let again = routed(&q, bob);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].0 > first[0].0);
+    assert_eq!(acks(&q), [(2, again[0].0)]);
+}
+
+#[test]
+fn without_a_store_acks_go_out_at_once_and_nothing_is_held() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    chat_in(&mut net, 0, 1, "hi");
+    assert!(!net.hub.has_uncommitted());
+    let q = queued(&mut net);
+    assert_eq!(acks(&q).len(), 1);
+}
+
+#[test]
+fn the_hub_commits_on_its_own_before_a_connection_closes_and_on_the_clock() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    let alice = net.clients[0].0;
+    chat_in(&mut net, 0, 1, "bye all");
+    let now = net.now;
+    net.hub.handle_message(
+        alice,
+        ClientMessage::Quit {
+            reason: "done".into(),
+        },
+        now,
+    );
+    // Its ack went out before its connection closed.
+    let q = queued(&mut net);
+    let ack_at = q
+        .iter()
+        .position(|(_, m)| matches!(m, ServerMessage::Ack { client_id: 1, .. }));
+    assert!(ack_at.is_some(), "{q:?}");
+    assert!(q[..ack_at.unwrap()]
+        .iter()
+        .all(|(_, m)| !matches!(m, ServerMessage::Left(_))));
+    // Its leave is in the store, uncommitted until the clock's tick.
+    assert!(net.hub.has_uncommitted());
+    let commits = store.commits();
+    net.hub.handle_timeout(net.now);
+    assert_eq!(store.commits(), commits + 1);
+    assert!(!net.hub.has_uncommitted());
+    // A lost connection: committed by the disconnect itself.
+    chat_in(&mut net, 1, 1, "anyone?");
+    let bob = net.clients[1].0;
+    net.hub.handle_disconnect(bob, LeaveReason::LOST);
+    assert!(!net.hub.has_uncommitted());
+    assert_eq!(store.commits(), commits + 2);
 }

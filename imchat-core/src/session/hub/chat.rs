@@ -13,8 +13,8 @@ use crate::message::{ChatKind, ErrorCode, MessageId, Recipient, ServerMessage, U
 impl Hub {
     /// Routes one chat message: stamped with the sender's registered name,
     /// the next log id and the time, appended to the log (and its store),
-    /// acknowledged to the sender, then sent to everyone else or to one
-    /// user. A message the sender already sent under `client_id` is
+    /// acknowledged to the sender (with a store, after its next commit),
+    /// then sent to everyone else or to one user. A message the sender already sent under `client_id` is
     /// answered as the first time and routed no more.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn chat(
@@ -77,7 +77,7 @@ impl Hub {
             },
         };
         if let Err(e) = self.append(entry) {
-            self.error_for(
+            self.refuse_answer(
                 client,
                 ErrorCode::INTERNAL,
                 client_id,
@@ -86,14 +86,8 @@ impl Hub {
             return;
         }
         self.note_outcome(&key, client_id, Outcome::Accepted(id, time));
-        self.send(
-            client,
-            ServerMessage::Ack {
-                client_id,
-                id,
-                time,
-            },
-        );
+        // With a store: once it is committed (routing does not wait).
+        self.acknowledge(client, &key, client_id, (id, time), true);
         let reported = self.report_text.then(|| text.clone());
         let private = target.is_some();
         let message = ServerMessage::Chat(RoutedChat {
@@ -138,7 +132,7 @@ impl Hub {
         text: String,
     ) {
         self.note_outcome(key, client_id, Outcome::Refused(code, text.clone()));
-        self.error_for(client, code, client_id, text);
+        self.refuse_answer(client, code, client_id, text);
     }
 
     /// Answers `Who`: every joined user (those waiting to resume included),

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use log::debug;
+use log::{debug, warn};
 
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::history::{HistoryStore, LogEntry, LogEvent, SessionRecord, StoreError};
@@ -20,6 +20,8 @@ use crate::message::{
 const RECENT_OUTCOMES: usize = 256;
 /// Addresses whose failed resume attempts are remembered at most.
 const MAX_FAILURE_ENTRIES: usize = 4096;
+/// Acks held for a commit at most: past it, the hub commits on its own.
+const MAX_HELD_ACKS: usize = 4096;
 
 /// Where resume tokens (and the epoch of a log without a store) come from.
 pub(super) struct TokenSource(Box<dyn FnMut() -> [u8; 16] + Send>);
@@ -34,6 +36,31 @@ impl fmt::Debug for TokenSource {
 #[derive(Debug, Clone)]
 pub(super) enum Outcome {
     Accepted(MessageId, Timestamp),
+    Refused(ErrorCode, String),
+    /// Accepted, but the store's commit failed: the client was told
+    /// `INTERNAL`, and a copy it sends again is taken as new.
+    Lost,
+}
+
+/// The answer to a chat message waiting for the store's commit: its ack,
+/// or a refusal that must not overtake an earlier ack.
+#[derive(Debug)]
+pub(super) struct HeldAck {
+    client: ClientId,
+    client_id: u64,
+    answer: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    Ack {
+        /// The sender's name key.
+        key: String,
+        id: MessageId,
+        time: Timestamp,
+        /// False for the answer to a resent duplicate.
+        fresh: bool,
+    },
     Refused(ErrorCode, String),
 }
 
@@ -257,14 +284,168 @@ impl Hub {
     }
 
     /// Appends an entry to the store (if any) and the log, taking its id.
-    /// On a store error nothing changes.
+    /// On a store error nothing changes. The store's append is buffered
+    /// until [`commit_history`](Hub::commit_history).
     pub(super) fn append(&mut self, entry: LogEntry) -> Result<(), StoreError> {
         if let Some(store) = self.store.as_mut() {
             store.append(&entry)?;
+            self.uncommitted = true;
         }
         self.next_message = entry.id.0 + 1;
         self.push_log(entry);
         Ok(())
+    }
+
+    /// True while the store has appends not committed or acks wait for a
+    /// commit: the server then calls [`commit_history`](Hub::commit_history)
+    /// before it waits for input. Always false without a store.
+    #[must_use]
+    pub fn has_uncommitted(&self) -> bool {
+        self.uncommitted || !self.held_acks.is_empty()
+    }
+
+    /// Commits the history store's appends since the last commit, then
+    /// acknowledges the chat messages they accepted, in the order they were
+    /// accepted. A server calls it once per batch of messages it handled
+    /// (before it waits for more): one commit for the batch instead of one
+    /// per message. The hub also commits on its own in
+    /// [`handle_timeout`](Hub::handle_timeout), before a connection
+    /// closes, in [`shutdown`](Hub::shutdown), and when
+    /// 4096 acks are waiting. Without a store there is nothing to do: acks
+    /// go out at once.
+    ///
+    /// If the commit fails, each chat message it held gets
+    /// `Error{INTERNAL}` with its client id instead of its `Ack`, as when an
+    /// append fails: its client may send it again, and the copy is taken as
+    /// new (its receivers, who saw the first, see it twice).
+    pub fn commit_history(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        if !self.has_uncommitted() {
+            return;
+        }
+        let result = match self.store.as_mut() {
+            Some(store) if self.uncommitted => store.commit(),
+            _ => Ok(()),
+        };
+        self.uncommitted = false;
+        let held = std::mem::take(&mut self.held_acks);
+        let error = match result {
+            Ok(()) => None,
+            Err(e) => {
+                warn!("history not committed: {e}");
+                Some(e)
+            }
+        };
+        // The entries the failed commit lost.
+        let lost: Vec<MessageId> = if error.is_some() {
+            held.iter()
+                .filter_map(|a| match a.answer {
+                    Held::Ack {
+                        id, fresh: true, ..
+                    } => Some(id),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for a in held {
+            if !self.conns.contains_key(&a.client) {
+                continue;
+            }
+            let message = match a.answer {
+                Held::Ack { key, id, fresh, .. } if lost.contains(&id) => {
+                    if fresh {
+                        self.forget_acceptance(&key, a.client_id, id);
+                    }
+                    let detail = error.as_ref().map(ToString::to_string).unwrap_or_default();
+                    ServerMessage::Error {
+                        code: ErrorCode::INTERNAL,
+                        client_id: a.client_id,
+                        text: format!("message not sent: {detail}"),
+                    }
+                }
+                Held::Ack { id, time, .. } => ServerMessage::Ack {
+                    client_id: a.client_id,
+                    id,
+                    time,
+                },
+                Held::Refused(code, text) => ServerMessage::Error {
+                    code,
+                    client_id: a.client_id,
+                    text,
+                },
+            };
+            self.send(a.client, message);
+        }
+    }
+
+    /// Acknowledges an accepted chat message: at once without a store, else
+    /// once the store committed it.
+    pub(super) fn acknowledge(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        client_id: u64,
+        (id, time): (MessageId, Timestamp),
+        fresh: bool,
+    ) {
+        if self.store.is_none() {
+            self.send(
+                client,
+                ServerMessage::Ack {
+                    client_id,
+                    id,
+                    time,
+                },
+            );
+            return;
+        }
+        self.held_acks.push(HeldAck {
+            client,
+            client_id,
+            answer: Held::Ack {
+                key: key.to_string(),
+                id,
+                time,
+                fresh,
+            },
+        });
+        if self.held_acks.len() >= MAX_HELD_ACKS {
+            let now = self.clock;
+            self.commit_history(now);
+        }
+    }
+
+    /// Refuses a chat message: at once, unless an ack to the same client
+    /// waits for a commit (answers keep the order of the messages).
+    pub(super) fn refuse_answer(
+        &mut self,
+        client: ClientId,
+        code: ErrorCode,
+        client_id: u64,
+        text: String,
+    ) {
+        if self.held_acks.iter().any(|a| a.client == client) {
+            self.held_acks.push(HeldAck {
+                client,
+                client_id,
+                answer: Held::Refused(code, text),
+            });
+        } else {
+            self.error_for(client, code, client_id, text);
+        }
+    }
+
+    /// A chat message accepted as entry `id` was lost with a failed commit.
+    fn forget_acceptance(&mut self, key: &str, client_id: u64, id: MessageId) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            for (c, o) in &mut s.recent {
+                if *c == client_id && matches!(o, Outcome::Accepted(i, _) if *i == id) {
+                    *o = Outcome::Lost;
+                }
+            }
+        }
     }
 
     fn push_log(&mut self, entry: LogEntry) {
@@ -615,15 +796,13 @@ impl Hub {
             .find(|(c, _)| *c == client_id)
             .map(|(_, o)| o.clone());
         match outcome {
-            Some(Outcome::Refused(code, text)) => self.error_for(client, code, client_id, text),
-            Some(Outcome::Accepted(id, time)) => self.send(
-                client,
-                ServerMessage::Ack {
-                    client_id,
-                    id,
-                    time,
-                },
-            ),
+            // Its first copy was lost with a failed commit: take this one.
+            Some(Outcome::Lost) => return false,
+            Some(Outcome::Refused(code, text)) => self.refuse_answer(client, code, client_id, text),
+            // Not before its first copy is committed.
+            Some(Outcome::Accepted(id, time)) => {
+                self.acknowledge(client, key, client_id, (id, time), false);
+            }
             // Handled too long ago to remember how: it was, once.
             None => self.send(
                 client,

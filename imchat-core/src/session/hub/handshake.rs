@@ -138,5 +138,7 @@ impl Hub {
                 &format!("malformed handshake: {error}"),
             );
         }
+        let now = self.clock;
+        self.commit_history(now);
     }
 }

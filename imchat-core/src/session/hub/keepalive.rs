@@ -81,5 +81,8 @@ impl Hub {
         if self.presence_deadline().is_some_and(|due| due <= now) {
             self.flush_presence();
         }
+        // Whatever the clock appended (leaves), and anything the server
+        // left uncommitted, is committed at least once per tick.
+        self.commit_history(now);
     }
 }

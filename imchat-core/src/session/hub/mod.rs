@@ -28,7 +28,7 @@ mod relay;
 mod output;
 mod presence;
 
-use continuity::{Session, TokenSource};
+use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
 use relay::Relay;
@@ -62,7 +62,9 @@ struct Conn {
 /// [`handle_decode_error`](Hub::handle_decode_error),
 /// [`handle_disconnect`](Hub::handle_disconnect),
 /// [`handle_timeout`](Hub::handle_timeout), the answers to events, and
-/// [`shutdown`](Hub::shutdown). Outputs: drain
+/// [`shutdown`](Hub::shutdown); with a history store, also
+/// [`commit_history`](Hub::commit_history) after each batch of messages
+/// (while [`has_uncommitted`](Hub::has_uncommitted)). Outputs: drain
 /// [`poll_transmit`](Hub::poll_transmit) then [`poll_event`](Hub::poll_event)
 /// after every input; call `handle_timeout` at
 /// [`poll_timeout`](Hub::poll_timeout) (or every second): batched joins and
@@ -90,6 +92,11 @@ pub struct Hub {
     log_bytes: usize,
     /// Where the log and the sessions are kept beyond memory, if anywhere.
     store: Option<Box<dyn HistoryStore>>,
+    /// True when the store has appends not yet committed.
+    uncommitted: bool,
+    /// Acks of chat messages appended to the store, waiting for its commit
+    /// ([`Hub::commit_history`]), in the order they were accepted.
+    held_acks: Vec<HeldAck>,
     /// Where resume tokens come from; without one, nothing can be resumed.
     tokens: Option<TokenSource>,
     /// The lifetime of the log (see [`Hub::epoch`]).
@@ -135,6 +142,8 @@ impl Hub {
             log: VecDeque::new(),
             log_bytes: 0,
             store: None,
+            uncommitted: false,
+            held_acks: Vec::new(),
             tokens: None,
             epoch: 0,
             epoch_fixed: false,
@@ -470,6 +479,8 @@ impl Hub {
         } else {
             self.leave(client, reason, why);
         }
+        let now = self.clock;
+        self.commit_history(now);
     }
 
     /// Removes a connection: the others are told if it had joined; its
@@ -504,6 +515,12 @@ impl Hub {
     /// Removes a connection and ends its transfers; a joined one's name is
     /// freed from the live table (its session is the caller's business).
     fn close_conn(&mut self, client: ClientId) -> Option<Conn> {
+        if !self.conns.contains_key(&client) {
+            return None;
+        }
+        // Its acks (and everyone's) go out before it closes.
+        let now = self.clock;
+        self.commit_history(now);
         let conn = self.remove_conn(client)?;
         for (id, _) in &conn.downloads {
             self.events
@@ -551,6 +568,8 @@ impl Hub {
         } else if self.conns.contains_key(&client) {
             self.refuse(client, RefuseCode::SERVER_FULL, reason);
         }
+        let now = self.clock;
+        self.commit_history(now);
     }
 
     /// The server could not keep up with writing to `client` (its queue
@@ -563,11 +582,16 @@ impl Hub {
                 "outbound queue overflow".into(),
             );
         }
+        let now = self.clock;
+        self.commit_history(now);
     }
 
     /// Tells everyone the server is shutting down, with `reason`, and closes
     /// every connection. Later connections are refused.
     pub fn shutdown(&mut self, reason: &str) {
+        // What was accepted is committed and acknowledged first.
+        let now = self.clock;
+        self.commit_history(now);
         self.shutting_down = true;
         self.flush_presence();
         let mut ids: Vec<ClientId> = self.conns.keys().copied().collect();
