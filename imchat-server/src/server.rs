@@ -62,6 +62,10 @@ const PRESENCE_DELAY: Duration = Duration::from_millis(100);
 const DIRECT_FLUSH: usize = 4;
 /// How often the timer thread runs the hub's clock.
 const TICK: Duration = Duration::from_millis(250);
+/// How often the history database commits what the readers appended (and
+/// the senders get their acks): one transaction for everything appended
+/// meanwhile, whichever connection it came from.
+const COMMIT_EVERY: Duration = Duration::from_millis(2);
 /// How long a closing connection may take to flush and hang up before its
 /// socket is shut down from our side.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -890,6 +894,7 @@ pub fn run(
     hub.set_name_key(crate::names::key);
     hub.set_token_source(Box::new(random_token));
     set_wall_clock(&mut hub);
+    let committing = history.is_some();
     if let Some(store) = history {
         hub.open_history(Box::new(store), Instant::now())
             .map_err(|e| Error::History(e.to_string()))?;
@@ -942,6 +947,27 @@ pub fn run(
         }
     })
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    // Group commit: what every reader appended to the history database is
+    // committed together, and its acks released, every COMMIT_EVERY.
+    if committing {
+        let s = server.clone();
+        spawn("commit".into(), 256 * 1024, Share::Any, move || loop {
+            thread::sleep(COMMIT_EVERY);
+            let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+                s.with_hub(|hub| {
+                    if hub.has_uncommitted() {
+                        hub.commit_history(Instant::now());
+                    }
+                });
+            }));
+            if committed.is_err() {
+                s.fatal("the history commit thread failed".into());
+                return;
+            }
+        })
+        .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+    }
 
     let s = server.clone();
     spawn("presence".into(), 256 * 1024, Share::Any, move || loop {

@@ -232,7 +232,7 @@ pub fn scenario(ctx: &mut Ctx) {
             v,
         ]);
     }
-    t.note("off: --history-count 0 --grace-secs 0 (no history on join, no resume; the hub still gives each message an id and keeps it in its in-memory log, which the protocol needs). memory: the defaults (50 messages of history, 60 s grace, a log of 10,000 entries / 8 MiB). db: the defaults and --history-db on a fresh file (WAL, synchronous=NORMAL), each message committed before it is acknowledged and routed.");
+    t.note("off: --history-count 0 --grace-secs 0 (no history on join, no resume; the hub still gives each message an id and keeps it in its in-memory log, which the protocol needs). memory: the defaults (50 messages of history, 60 s grace, a log of 10,000 entries / 8 MiB). db: the defaults and --history-db on a fresh file (WAL, synchronous=NORMAL), appends committed by one transaction every 2 ms before their Acks (routing does not wait).");
     t.note("The modes alternate within each run (which goes first rotates from run to run); ratios are taken within a run. Fan-out as scenario 1, latency as scenario 2.");
     ctx.table(t);
 }

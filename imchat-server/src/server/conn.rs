@@ -261,19 +261,12 @@ impl Server {
                     return Served::Ended;
                 }
             };
-            // The last message of what was read: the history store commits
-            // the batch (and releases its acks) in the same hold of the lock.
-            let last = !reader.has_message_ready();
-            let (max_frame, throttle, connected, uncommitted) = self.with_hub_deferred(
+            // The history store's appends are committed by the server's
+            // commit thread, for all readers at once (group commit).
+            let (max_frame, throttle, connected) = self.with_hub_deferred(
                 |hub| {
-                    let now = Instant::now();
-                    hub.handle_message(id, msg, now);
-                    let (throttle, connected) = (hub.throttle(id), hub.is_connected(id));
-                    if last || throttle.is_some() || !connected {
-                        hub.commit_history(now);
-                    }
-                    let uncommitted = hub.has_uncommitted();
-                    (hub.max_frame(id), throttle, connected, uncommitted)
+                    hub.handle_message(id, msg, Instant::now());
+                    (hub.max_frame(id), hub.throttle(id), hub.is_connected(id))
                 },
                 Some(&mut flush),
             );
@@ -294,12 +287,6 @@ impl Server {
             }
             // Bound the batch: a fast sender's messages still go out often.
             if flush.len() >= MAX_DEFERRED {
-                if uncommitted {
-                    self.with_hub_deferred(
-                        |hub| hub.commit_history(Instant::now()),
-                        Some(&mut flush),
-                    );
-                }
                 self.flush_all(&mut flush);
             }
         }
