@@ -9,113 +9,17 @@
 mod common;
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::screen::{Shot, Term};
+use common::proxy::Proxy;
+use common::screen::{entry_row, has_entry, Shot, Term};
 use common::{Client, Server, World, TIMEOUT};
 use serde_json::Value;
 
 /// Long enough for a few reconnect tries (1 s, 2 s, 4 s … with jitter).
 const RECONNECT_WAIT: Duration = Duration::from_secs(40);
-
-/// A TCP forwarder on loopback that the test controls: it forwards each
-/// connection to the target, cuts every connection on demand (the
-/// processes at both ends live on), and while it has no target it closes
-/// what it accepts at once (a server that cannot be reached).
-struct Proxy {
-    addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    target: Option<SocketAddr>,
-    links: Vec<TcpStream>,
-}
-
-impl Proxy {
-    fn start(to: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let addr = listener.local_addr().expect("the proxy's address");
-        let state = Arc::new(Mutex::new(ProxyState {
-            target: Some(to),
-            links: Vec::new(),
-        }));
-        let shared = state.clone();
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Some(target) = shared.lock().unwrap().target else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let (c2, s2) = (
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                {
-                    let mut st = shared.lock().unwrap();
-                    st.links.push(client.try_clone().expect("clone"));
-                    st.links.push(server.try_clone().expect("clone"));
-                }
-                thread::spawn(move || pipe(client, server));
-                thread::spawn(move || pipe(s2, c2));
-            }
-        });
-        Proxy { addr, state }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// Cuts every connection made so far, data in flight with them.
-    fn cut(&self) {
-        for s in self.state.lock().unwrap().links.drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Where new connections go; `None`: closed at once.
-    fn set_target(&self, to: Option<SocketAddr>) {
-        self.state.lock().unwrap().target = to;
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _: io::Result<()> = from.shutdown(Shutdown::Both);
-}
-
-/// Starts `name`'s piped client on `port` with `flags`, and waits for its
-/// connection line.
-fn client_on(w: &World, name: &str, port: u16, flags: &[&str]) -> Client {
-    let port = port.to_string();
-    let mut args: Vec<&str> = flags.to_vec();
-    args.extend([name, "127.0.0.1", port.as_str()]);
-    let c = w.spawn_client(&args);
-    c.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as {name}"));
-    c
-}
 
 /// The newest id seen in `name`'s saved session on `port` (clients run in
 /// the test's folder with `data/` as their data folder).
@@ -288,7 +192,7 @@ fn a_connection_cut_mid_burst_to_the_client_loses_and_doubles_nothing() {
     const N: usize = 300;
     let w = World::new("cut-down");
     let proxy = Proxy::start(w.server.addr);
-    let alice = client_on(&w, "alice", proxy.port(), &[]);
+    let alice = w.client_on("alice", proxy.port(), &[]);
     let script: String = burst(N).iter().map(|l| format!("{l}\n")).collect();
     let port = w.server.port().to_string();
     let mut bob = w.script(&["bob", "127.0.0.1", &port], script.into_bytes());
@@ -358,21 +262,6 @@ fn a_late_joiner_sees_the_last_messages_marked_as_history() {
 
 // ---------------------------------------------------------------------------
 // The full-screen client
-
-/// A chat pane row without its `HH:MM ` timestamp.
-fn untimed(row: &str) -> Option<&str> {
-    let b = row.as_bytes();
-    let ok = b.len() > 6 && b[2] == b':' && b[5] == b' ' && row[..2].parse::<u8>().is_ok();
-    ok.then(|| &row[6..])
-}
-
-fn entry_row(s: &Shot, text: &str) -> Option<usize> {
-    s.find_row(|r| untimed(r).is_some_and(|rest| rest.starts_with(text)))
-}
-
-fn has_entry(s: &Shot, text: &str) -> bool {
-    entry_row(s, text).is_some()
-}
 
 /// Starts `name`'s client in an 80x24 terminal on `port` and waits until
 /// it is connected.

@@ -5,28 +5,14 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
+use common::proxy::Proxy;
 use common::{non_empty, Client, Server, World, TIMEOUT};
 use serde_json::Value;
 
 /// Long enough for a few reconnect tries (1 s, 2 s, 4 s, 8 s … with jitter).
 const RECONNECT_WAIT: Duration = Duration::from_secs(40);
-
-/// Starts a client with `flags` before its arguments, on `port`, and waits
-/// for its connection line.
-fn client_on(w: &World, name: &str, port: u16, flags: &[&str]) -> Client {
-    let port = port.to_string();
-    let mut args: Vec<&str> = flags.to_vec();
-    args.extend([name, "127.0.0.1", port.as_str()]);
-    let c = w.spawn_client(&args);
-    c.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as {name}"));
-    c
-}
 
 /// Waits (up to [`RECONNECT_WAIT`]) for a stdout line.
 fn expect_late(c: &Client, what: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -40,7 +26,7 @@ fn expect_late(c: &Client, what: &str, pred: impl Fn(&str) -> bool) -> String {
 fn a_reconnecting_client_survives_a_server_restart_on_the_same_port() {
     let mut w = World::new("restart");
     let port = w.server.port();
-    let mut alice = client_on(&w, "alice", port, &["--reconnect"]);
+    let mut alice = w.client_on("alice", port, &["--reconnect"]);
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
 
@@ -100,68 +86,11 @@ fn a_piped_client_exits_at_a_shutdown_notice_even_when_the_server_comes_back() {
     });
 }
 
-/// A TCP forwarder to the server whose connections the test can cut, as
-/// a network blip would, while it keeps accepting new ones.
-struct Blip {
-    addr: SocketAddr,
-    links: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Blip {
-    fn start(to: SocketAddr) -> Blip {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let links: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let held = links.clone();
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(to) else {
-                    continue;
-                };
-                let mut held = held.lock().unwrap();
-                held.push(client.try_clone().expect("clone"));
-                held.push(server.try_clone().expect("clone"));
-                let (c2, s2) = (
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                thread::spawn(move || pipe(client, server));
-                thread::spawn(move || pipe(s2, c2));
-            }
-        });
-        Blip { addr, links }
-    }
-
-    /// Cuts every connection made so far.
-    fn cut(&self) {
-        for s in self.links.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = to.shutdown(Shutdown::Both);
-    let _: io::Result<()> = from.shutdown(Shutdown::Both);
-}
-
 #[test]
 fn a_piped_client_resumes_after_a_blip_unless_told_not_to() {
     let w = World::new("blip");
-    let blip = Blip::start(w.server.addr);
-    let mut alice = client_on(&w, "alice", blip.addr.port(), &[]);
+    let blip = Proxy::start(w.server.addr);
+    let mut alice = w.client_on("alice", blip.addr.port(), &[]);
     let bob = w.client("bob");
     alice.expect_line("*** bob has joined");
     blip.cut();
@@ -172,7 +101,7 @@ fn a_piped_client_resumes_after_a_blip_unless_told_not_to() {
     alice.send("still here");
     bob.expect_line("<alice> still here");
 
-    let mut carol = client_on(&w, "carol", blip.addr.port(), &["--no-reconnect"]);
+    let mut carol = w.client_on("carol", blip.addr.port(), &["--no-reconnect"]);
     blip.cut();
     let err = carol.expect_exit_code(1);
     assert!(

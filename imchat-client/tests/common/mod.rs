@@ -12,6 +12,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod proxy;
 pub mod screen;
 
 use std::fs;
@@ -575,6 +576,17 @@ impl World {
         c.expect(&format!("the welcome text for {name}"), |l| {
             l.starts_with(&format!("Welcome to imchat, {name}!"))
         });
+        c
+    }
+
+    /// Starts `name`'s piped client with `flags` before its arguments, on
+    /// `port` (a proxy's, say), and waits for its connection line.
+    pub fn client_on(&self, name: &str, port: u16, flags: &[&str]) -> Client {
+        let port = port.to_string();
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend([name, "127.0.0.1", port.as_str()]);
+        let c = self.spawn_client(&args);
+        c.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as {name}"));
         c
     }
 

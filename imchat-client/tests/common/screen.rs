@@ -624,3 +624,30 @@ fn spawn_reader(
 
 // ---------------------------------------------------------------------------
 // A server restarted on the port it had
+
+/// A chat pane row without its `HH:MM ` timestamp; `None` for rows that do
+/// not start with one.
+pub fn untimed(row: &str) -> Option<&str> {
+    let b = row.as_bytes();
+    let ok = b.len() > 6
+        && b[0].is_ascii_digit()
+        && b[1].is_ascii_digit()
+        && b[2] == b':'
+        && b[3].is_ascii_digit()
+        && b[4].is_ascii_digit()
+        && b[5] == b' '
+        && row[..2].parse::<u8>().is_ok_and(|h| h < 24)
+        && row[3..5].parse::<u8>().is_ok_and(|m| m < 60);
+    ok.then(|| &row[6..])
+}
+
+/// The row of the chat entry that reads `text` after its timestamp (the
+/// nick list, when shown, may follow it on the row).
+pub fn entry_row(s: &Shot, text: &str) -> Option<usize> {
+    s.find_row(|r| untimed(r).is_some_and(|rest| rest.starts_with(text)))
+}
+
+/// True when the screen shows the chat entry `text` after a timestamp.
+pub fn has_entry(s: &Shot, text: &str) -> bool {
+    entry_row(s, text).is_some()
+}
