@@ -119,8 +119,7 @@ impl View for ChatLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::ChatEntry;
-    use std::time::{Duration, UNIX_EPOCH};
+    use crate::screen::testing::chat;
 
     /// Records what reaches it.
     #[derive(Default)]
@@ -136,19 +135,6 @@ mod tests {
         fn roster(&self, _: Roster) {}
         fn shared_files(&self, _: Vec<String>) {}
         fn finish(&self, _: Option<&str>) {}
-    }
-
-    fn chat(from: &str, text: &str) -> ChatEntry {
-        ChatEntry {
-            time: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-            from: from.into(),
-            to: None,
-            private: false,
-            own: false,
-            action: false,
-            history: false,
-            text: text.into(),
-        }
     }
 
     #[test]

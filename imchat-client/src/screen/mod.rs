@@ -24,7 +24,7 @@ mod keys;
 mod model;
 mod render;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::io::{self, Stdout, Write};
 use std::path::PathBuf;
