@@ -144,7 +144,7 @@ pub use history::{
 pub use limits::*;
 pub use message::*;
 pub use session::{
-    ClientEvent, ClientId, ClientSession, Destination, FilesRequest, Hub, HubEvent, Lane,
-    SavedSession, Transmit,
+    ClientEvent, ClientId, ClientSession, ClusterEvent, Destination, FilesRequest, Hub, HubEvent,
+    Lane, SavedSession, Transmit,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

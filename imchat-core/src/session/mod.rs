@@ -7,7 +7,7 @@ mod hub;
 mod pace;
 
 pub use client::{ClientEvent, ClientSession, SavedSession};
-pub use hub::{ClientId, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};
+pub use hub::{ClientId, ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};
 
 use crate::message::ClientMessage;
 

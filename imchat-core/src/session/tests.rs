@@ -3461,3 +3461,179 @@ fn the_hub_commits_on_its_own_before_a_connection_closes_and_on_the_clock() {
     assert!(!net.hub.has_uncommitted());
     assert_eq!(store.commits(), commits + 2);
 }
+
+// Users of other servers of a cluster (see hub/cluster.rs).
+
+fn cluster_events(net: &mut Net) -> Vec<ClusterEvent> {
+    std::mem::take(&mut net.hub_events)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn remote_users_are_announced_listed_and_heard() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    // Seen twice (a server that rejoins announces again): announced once.
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    net.pump();
+    for i in 0..3 {
+        let joined: Vec<_> = net
+            .take(i)
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Joined { user } if user.as_str() == "dave"))
+            .collect();
+        assert_eq!(joined.len(), 1, "client {i}");
+    }
+    net.s(0).who().unwrap();
+    net.pump();
+    let who = net.take(0);
+    assert!(
+        who.iter().any(
+            |e| matches!(e, ClientEvent::Who { users } if users.len() == 4
+            && users.iter().any(|u| u.as_str() == "dave"))
+        ),
+        "{who:?}"
+    );
+    let n = net
+        .hub
+        .remote_chat(user("dave"), None, ChatKind::Text, "hi all".into(), now);
+    net.pump();
+    assert_eq!(n, 3);
+    for i in 0..3 {
+        let c = chats(&net.take(i));
+        assert_eq!(c, vec![("dave".to_string(), false, "hi all".to_string())]);
+    }
+    // Nothing a remote user did is published again.
+    assert!(cluster_events(&mut net).is_empty());
+}
+
+#[test]
+fn local_users_are_published_in_cluster_mode_only() {
+    let mut net = Net::new(Limits::default());
+    net.connect("alice");
+    net.s(0).send_chat(Recipient::Everyone, "solo").unwrap();
+    net.pump();
+    assert!(cluster_events(&mut net).is_empty());
+
+    let mut net = Net::new(Limits::default());
+    net.hub.enable_cluster();
+    net.connect("alice");
+    net.connect("bob");
+    net.s(0).send_chat(Recipient::Everyone, "to all").unwrap();
+    net.pump();
+    net.s(1).quit("bye");
+    net.pump();
+    assert_eq!(
+        cluster_events(&mut net),
+        vec![
+            ClusterEvent::Joined {
+                user: user("alice")
+            },
+            ClusterEvent::Joined { user: user("bob") },
+            ClusterEvent::Chat {
+                from: user("alice"),
+                to: None,
+                kind: ChatKind::Text,
+                text: "to all".into()
+            },
+            ClusterEvent::Left {
+                user: user("bob"),
+                reason: LeaveReason::QUIT,
+                text: "bye".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn private_messages_cross_servers_both_ways() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.pump();
+    cluster_events(&mut net);
+    // Local to remote: published with its target, acknowledged, not refused.
+    net.s(0)
+        .send_chat(Recipient::User(user("DAVE")), "psst")
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        cluster_events(&mut net),
+        vec![ClusterEvent::Chat {
+            from: user("alice"),
+            to: Some(user("dave")),
+            kind: ChatKind::Text,
+            text: "psst".into()
+        }]
+    );
+    assert!(!net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Error { .. })));
+    // Remote to local: only the target; to a user of neither: nobody.
+    let n = net.hub.remote_chat(
+        user("dave"),
+        Some(user("bob")),
+        ChatKind::Text,
+        "back".into(),
+        now,
+    );
+    assert_eq!(n, 1);
+    let n = net.hub.remote_chat(
+        user("dave"),
+        Some(user("zed")),
+        ChatKind::Text,
+        "lost".into(),
+        now,
+    );
+    assert_eq!(n, 0);
+    net.pump();
+    assert_eq!(
+        chats(&net.take(1)),
+        vec![("dave".to_string(), true, "back".to_string())]
+    );
+    assert!(chats(&net.take(0)).is_empty());
+    assert!(chats(&net.take(2)).is_empty());
+}
+
+#[test]
+fn a_gone_server_leaves_its_users_and_frees_their_names() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.hub.remote_join(7, user("erin"), now);
+    net.hub.remote_join(8, user("fay"), now);
+    // A local name held elsewhere: refused.
+    let id = net.hub.handle_connect(now);
+    hello_version(&mut net.hub, id, PROTOCOL_VERSION, "Dave", now);
+    let refused = std::iter::from_fn(|| net.hub.poll_transmit())
+        .any(|t| matches!(t.message, ServerMessage::Refused { code, .. } if code == RefuseCode::NAME_TAKEN));
+    assert!(refused);
+    net.pump();
+    for i in 0..3 {
+        net.take(i);
+    }
+    assert_eq!(net.hub.remote_servers(), vec![7, 8]);
+    assert_eq!(net.hub.remote_server_gone(7, now), 2);
+    net.pump();
+    let left: Vec<String> = unstamped(net.take(0))
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(format!("{} {}", d.user, d.reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, vec!["dave connection lost", "erin connection lost"]);
+    assert_eq!(net.hub.remote_servers(), vec![8]);
+    net.connect("dave");
+    assert!(net.hub.username(net.clients[3].0).is_some());
+}

@@ -50,6 +50,8 @@ impl Hub {
                 let dest = self.names.get(&target_key).copied();
                 // A user in its grace period gets it when it resumes.
                 let held = self.sessions.get(&target_key).map(|s| s.user.clone());
+                // A user of another server of the cluster: published.
+                let held = held.or_else(|| self.remote_user(&target_key).cloned());
                 let Some(registered) = held else {
                     self.refuse_chat(
                         client,
@@ -89,6 +91,17 @@ impl Hub {
         // With a store: once it is committed (routing does not wait).
         self.acknowledge(client, &key, client_id, (id, time), true);
         let reported = self.report_text.then(|| text.clone());
+        let remote_target = target
+            .as_ref()
+            .is_some_and(|t| self.remote_user(&self.key(t)).is_some());
+        if target.is_none() || remote_target {
+            self.publish(super::ClusterEvent::Chat {
+                from: from.clone(),
+                to: target.clone(),
+                kind,
+                text: text.clone(),
+            });
+        }
         let private = target.is_some();
         let message = ServerMessage::Chat(RoutedChat {
             id,
@@ -151,6 +164,7 @@ impl Hub {
                     .filter(|s| s.conn.is_none())
                     .map(|s| s.user.clone()),
             )
+            .chain(self.remote_names().cloned())
             .collect();
         users.sort_by_key(Username::key);
         self.send(client, ServerMessage::Who { users });

@@ -751,6 +751,11 @@ impl Hub {
         let reason = s.grace.map_or(LeaveReason::LOST, |(_, r)| r);
         self.drop_stored_session(&s.user);
         self.announce_left(s.user.clone(), reason, String::new());
+        self.publish(super::ClusterEvent::Left {
+            user: s.user.clone(),
+            reason,
+            text: String::new(),
+        });
         self.events.push_back(HubEvent::Left {
             client: s.last_conn,
             user: s.user,

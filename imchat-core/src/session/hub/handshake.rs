@@ -59,7 +59,10 @@ impl Hub {
         // Checking and inserting the name happen in one step under the
         // caller's lock: two clients can never both get the same name.
         let key = self.key(&username);
-        if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
+        if self.names.contains_key(&key)
+            || self.sessions.contains_key(&key)
+            || self.remote_user(&key).is_some()
+        {
             let reason = format!("the username '{username}' is already taken");
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
@@ -97,6 +100,9 @@ impl Hub {
         let welcome = self.welcome_message(&username, token, None);
         self.send(client, welcome);
         self.send_history(client, now);
+        self.publish(super::ClusterEvent::Joined {
+            user: username.clone(),
+        });
         self.events.push_back(HubEvent::Joined {
             client,
             user: username,

@@ -18,6 +18,7 @@ use crate::message::{
 
 mod admission;
 mod chat;
+mod cluster;
 mod continuity;
 mod files;
 mod handshake;
@@ -28,6 +29,7 @@ mod relay;
 mod output;
 mod presence;
 
+pub use cluster::ClusterEvent;
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
@@ -120,6 +122,8 @@ pub struct Hub {
     presence: presence::PresenceBatch,
     events: VecDeque<HubEvent>,
     shutting_down: bool,
+    /// Users of the other servers of a cluster.
+    remote: cluster::Remote,
 }
 
 impl Hub {
@@ -157,6 +161,7 @@ impl Hub {
             presence: presence::PresenceBatch::default(),
             events: VecDeque::new(),
             shutting_down: false,
+            remote: cluster::Remote::default(),
         }
     }
 
@@ -498,7 +503,12 @@ impl Hub {
             let key = self.key(&user);
             self.sessions.remove(&key);
             self.drop_stored_session(&user);
-            self.announce_left(user.clone(), reason, text);
+            self.announce_left(user.clone(), reason, text.clone());
+            self.publish(ClusterEvent::Left {
+                user: user.clone(),
+                reason,
+                text,
+            });
             self.events.push_back(HubEvent::Left {
                 client,
                 user,

@@ -221,6 +221,9 @@ pub enum HubEvent {
         /// Why it failed, if it did.
         error: Option<String>,
     },
+    /// Something a local user did, for the other servers of the cluster
+    /// (only in cluster mode: [`Hub::enable_cluster`](crate::Hub::enable_cluster)).
+    Cluster(super::ClusterEvent),
     /// A client broke a protocol rule (logged; the hub has answered it).
     Violation {
         /// The connection.

@@ -1,0 +1,258 @@
+//! Users of other servers of a cluster: the hub learns of them, and of
+//! what they say, as inputs ([`Hub::remote_join`], [`Hub::remote_leave`],
+//! [`Hub::remote_chat`], [`Hub::remote_server_gone`]); what its own users
+//! do that the other servers must see comes out as
+//! [`HubEvent::Cluster`] events, for the server to publish. The hub does
+//! no IO here either: the transport between servers is the server's.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{ClientId, Hub, HubEvent};
+use crate::history::{LogEntry, LogEvent};
+use crate::message::{
+    ChatKind, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, RoutedChat,
+    ServerMessage, Username,
+};
+
+/// Something a local user did that the other servers of a cluster must
+/// see: the server publishes it to them, where it becomes a
+/// [`Hub::remote_join`], [`Hub::remote_leave`] or [`Hub::remote_chat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// A local user joined.
+    Joined {
+        /// Who.
+        user: Username,
+    },
+    /// A local user left (after its grace period, if it lost its connection).
+    Left {
+        /// Who.
+        user: Username,
+        /// Why.
+        reason: LeaveReason,
+        /// Its parting text.
+        text: String,
+    },
+    /// A local user sent a chat message to everyone, or to a user of
+    /// another server (`to`).
+    Chat {
+        /// The sender.
+        from: Username,
+        /// The one receiver of a private message; `None` for everyone.
+        to: Option<Username>,
+        /// Text or action.
+        kind: ChatKind,
+        /// The text.
+        text: String,
+    },
+}
+
+/// The users of other servers, by name key, with the server of each.
+#[derive(Debug, Default)]
+pub(super) struct Remote {
+    /// On: local users' joins, leaves and chats come out as events.
+    pub(super) enabled: bool,
+    pub(super) users: HashMap<String, (Username, u64)>,
+}
+
+impl Hub {
+    /// Puts the hub in a cluster: from now on what local users do that
+    /// other servers must see comes out as [`HubEvent::Cluster`] events.
+    pub fn enable_cluster(&mut self) {
+        self.remote.enabled = true;
+    }
+
+    /// Queues `event` for the other servers, in cluster mode.
+    pub(super) fn publish(&mut self, event: ClusterEvent) {
+        if self.remote.enabled {
+            self.events.push_back(HubEvent::Cluster(event));
+        }
+    }
+
+    /// The registered name of a user of another server, by name key.
+    pub(super) fn remote_user(&self, key: &str) -> Option<&Username> {
+        self.remote.users.get(key).map(|(u, _)| u)
+    }
+
+    /// Remote users, for `Who`.
+    pub(super) fn remote_names(&self) -> impl Iterator<Item = &Username> {
+        self.remote.users.values().map(|(u, _)| u)
+    }
+
+    /// `user` joined on server `server`: every local member is told, as
+    /// for a local join. A user already known is not announced again (a
+    /// server that rejoins the cluster announces its users anew). Returns
+    /// false, and changes nothing, when the name is held by a local user:
+    /// the cluster's name claims should make that impossible.
+    pub fn remote_join(&mut self, server: u64, user: Username, now: Instant) -> bool {
+        self.clock = self.clock.max(now);
+        let key = self.key(&user);
+        if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
+            return false;
+        }
+        if let Some(known) = self.remote.users.get_mut(&key) {
+            known.1 = server;
+            return true;
+        }
+        self.remote.users.insert(key, (user.clone(), server));
+        let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
+        self.queue_presence(
+            PresenceEvent::Joined {
+                id: joined.id,
+                time: joined.time,
+                user,
+            },
+            None,
+            now,
+        );
+        true
+    }
+
+    /// A user of another server left: every local member is told. Unknown
+    /// users are ignored (a leave seen twice is announced once).
+    pub fn remote_leave(
+        &mut self,
+        user: &Username,
+        reason: LeaveReason,
+        text: String,
+        now: Instant,
+    ) {
+        self.clock = self.clock.max(now);
+        let key = self.key(user);
+        if let Some((registered, _)) = self.remote.users.remove(&key) {
+            self.announce_left(registered, reason, text);
+        }
+    }
+
+    /// Server `server` is gone (its lease ran out): each of its users is
+    /// announced as left, connection lost. Returns how many.
+    pub fn remote_server_gone(&mut self, server: u64, now: Instant) -> usize {
+        let mut gone: Vec<Username> = self
+            .remote
+            .users
+            .values()
+            .filter(|(_, s)| *s == server)
+            .map(|(u, _)| u.clone())
+            .collect();
+        gone.sort_by_key(Username::key);
+        for u in &gone {
+            self.remote_leave(u, LeaveReason::LOST, String::new(), now);
+        }
+        gone.len()
+    }
+
+    /// The servers that local members know users of.
+    #[must_use]
+    pub fn remote_servers(&self) -> Vec<u64> {
+        let mut s: Vec<u64> = self.remote.users.values().map(|(_, s)| *s).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+
+    /// The users of other servers, with their server.
+    #[must_use]
+    pub fn remote_users(&self) -> Vec<(Username, u64)> {
+        self.remote.users.values().cloned().collect()
+    }
+
+    /// Name keys of local users: joined, or in their grace period (their
+    /// names stay theirs).
+    #[must_use]
+    pub fn local_users(&self) -> Vec<(String, Username)> {
+        self.sessions
+            .iter()
+            .map(|(k, s)| (k.clone(), s.user.clone()))
+            .collect()
+    }
+
+    /// A chat message from `from`, a user of another server, to everyone
+    /// or to `to`: logged and delivered to the local members as any other
+    /// (a private message only to `to`, if it is a local user; one in its
+    /// grace period gets it when it resumes). Returns the receivers.
+    pub fn remote_chat(
+        &mut self,
+        from: Username,
+        to: Option<Username>,
+        kind: ChatKind,
+        text: String,
+        now: Instant,
+    ) -> usize {
+        self.clock = self.clock.max(now);
+        let target = match &to {
+            None => None,
+            Some(t) => {
+                let k = self.key(t);
+                match self.sessions.get(&k) {
+                    Some(s) => Some((s.user.clone(), self.names.get(&k).copied())),
+                    None => return 0,
+                }
+            }
+        };
+        let id = MessageId(self.next_message);
+        let time = self.timestamp(now);
+        let entry = LogEntry {
+            id,
+            time,
+            event: LogEvent::Chat {
+                from: from.clone(),
+                to: target.as_ref().map(|(u, _)| u.clone()),
+                kind,
+                text: text.clone(),
+                client_id: 0,
+            },
+        };
+        if self.append(entry).is_err() {
+            // Not stored: delivered live all the same, as presence is.
+            self.next_message = id.0 + 1;
+        }
+        let message = ServerMessage::Chat(RoutedChat {
+            id,
+            time,
+            from,
+            private: target.is_some(),
+            kind,
+            text,
+            history: false,
+        });
+        match target {
+            Some((_, Some(dest))) => {
+                self.send(dest, message);
+                1
+            }
+            Some((_, None)) => 0,
+            None => {
+                let members = self.members.clone();
+                let n = members.len();
+                self.send_many(members, None, message);
+                n
+            }
+        }
+    }
+
+    /// Refuses a connection still handshaking, for a reason found outside
+    /// the hub (its name is claimed on another server of the cluster, or
+    /// the cluster cannot be reached to claim it).
+    pub fn refuse_handshake(&mut self, client: ClientId, code: RefuseCode, reason: &str) {
+        if self.conns.contains_key(&client) && !self.is_joined(client) {
+            self.refuse(client, code, reason);
+        }
+    }
+
+    /// Tells every joined user `text` (as an error that is about no
+    /// message: the connection stays), for instance that the cluster
+    /// cannot be reached.
+    pub fn notice_all(&mut self, text: &str) {
+        let members = self.members.clone();
+        self.send_many(
+            members,
+            None,
+            ServerMessage::Error {
+                code: ErrorCode::INTERNAL,
+                client_id: 0,
+                text: text.to_string(),
+            },
+        );
+    }
+}
