@@ -4,6 +4,7 @@
 //! sockets and threads live in `server`, the shared folder in `files`, the
 //! log in `logging`.
 
+mod cluster;
 mod config;
 mod files;
 mod logging;
@@ -149,6 +150,26 @@ struct Cli {
     )]
     history_sync: SyncMode,
 
+    /// Join a cluster of servers that are one chat, through this Redis
+    ///
+    /// redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS. Without
+    /// it the server is alone (the default). The password is never logged.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "IMCHAT_REDIS_URL",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+
+    /// Lease of a server's names and heartbeat in the cluster, in seconds
+    ///
+    /// Renewed every third of it; when a server dies, its users are
+    /// announced as left everywhere within about 1.3 times this, and their
+    /// names are free again.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, requires = "redis")]
+    cluster_lease_secs: f64,
+
     #[command(flatten)]
     limits: LimitArgs,
 
@@ -282,6 +303,9 @@ enum Error {
     /// The history database could not be opened or read.
     #[error("{0}")]
     History(String),
+    /// The Redis URL is unusable.
+    #[error("{0}")]
+    Cluster(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
@@ -367,6 +391,24 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         }
         None => None,
     };
+    let cluster = match &cli.redis {
+        Some(url) => {
+            let lease = cluster_lease(cli.cluster_lease_secs).map_err(Error::Limits)?;
+            let settings = cluster::Settings {
+                url: url.clone(),
+                lease,
+            };
+            let c = cluster::Cluster::new(&settings).map_err(Error::Cluster)?;
+            log::info!(
+                "cluster: Redis {} as server {:x}, lease {:?}",
+                c.shown_url(),
+                c.id(),
+                lease
+            );
+            Some(std::sync::Arc::new(c))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
         reason: files::io_reason(&e),
@@ -393,8 +435,19 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         welcome: cli.welcome,
         log_text: cli.log_text,
         shared,
+        cluster,
     };
     server::run(listener, config, history)
+}
+
+/// `--cluster-lease-secs`: at least 0.3 s (renewed every third of it).
+fn cluster_lease(secs: f64) -> Result<std::time::Duration, String> {
+    if !secs.is_finite() || !(0.3..=86_400.0).contains(&secs) {
+        return Err(format!(
+            "--cluster-lease-secs must be between 0.3 and 86400 seconds, not {secs}"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]

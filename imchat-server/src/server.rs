@@ -88,6 +88,8 @@ pub struct Config {
     /// Log the text of routed messages (off with `--no-log-text`).
     pub log_text: bool,
     pub shared: SharedDir,
+    /// The cluster this server is part of (`--redis`), if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why the main thread should stop the server.
@@ -618,6 +620,11 @@ impl Server {
                     ),
                 );
             }
+            HubEvent::Cluster(event) => {
+                if let Some(cluster) = &self.config.cluster {
+                    cluster.enqueue(event);
+                }
+            }
             other => {
                 self.report
                     .log(Level::Debug, format!("unhandled hub event: {other:?}"));
@@ -766,6 +773,15 @@ impl Server {
     }
 }
 
+/// The hub, for the cluster's threads: each call is dispatched as any other.
+struct HubHandle(Arc<Server>);
+
+impl crate::cluster::HubAccess for HubHandle {
+    fn with(&self, f: &mut dyn FnMut(&mut Hub)) {
+        self.0.with_hub(f);
+    }
+}
+
 /// Tells the hub what the wall clock says now, for the times it stamps on
 /// routed messages.
 /// A resume token (and the epoch of the history) from the operating
@@ -894,6 +910,9 @@ pub fn run(
     hub.set_name_key(crate::names::key);
     hub.set_token_source(Box::new(random_token));
     set_wall_clock(&mut hub);
+    if config.cluster.is_some() {
+        hub.enable_cluster();
+    }
     let committing = history.is_some();
     if let Some(store) = history {
         hub.open_history(Box::new(store), Instant::now())
@@ -983,6 +1002,12 @@ pub fn run(
         }
     })
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+
+    if let Some(cluster) = &server.config.cluster {
+        cluster
+            .start(Arc::new(HubHandle(server.clone())))
+            .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
+    }
 
     let s = server.clone();
     spawn("accept".into(), 256 * 1024, Share::Any, move || {

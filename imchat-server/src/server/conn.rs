@@ -261,6 +261,23 @@ impl Server {
                     return Served::Ended;
                 }
             };
+            // In a cluster, a name is claimed in Redis before the hub
+            // takes it (the hub still checks it against its own users).
+            let mut claimed = None;
+            if let (Some(cluster), ClientMessage::Hello { username, .. }) =
+                (&self.config.cluster, &msg)
+            {
+                if !self.lock().hub.is_joined(id) {
+                    let handle = super::HubHandle(self.clone());
+                    let (go_on, key) =
+                        crate::cluster::claim_for_hello(cluster, &handle, id, username);
+                    if !go_on {
+                        self.flush_all(&mut flush);
+                        return Served::Ended;
+                    }
+                    claimed = key;
+                }
+            }
             // The history store's appends are committed by the server's
             // commit thread, for all readers at once (group commit).
             let (max_frame, throttle, connected) = self.with_hub_deferred(
@@ -270,6 +287,11 @@ impl Server {
                 },
                 Some(&mut flush),
             );
+            if let (Some(key), Some(cluster)) = (claimed, &self.config.cluster) {
+                if !connected || !self.lock().hub.is_joined(id) {
+                    cluster.release(&key);
+                }
+            }
             // Refused, kicked or gone: read no more; the stream ends once
             // what is queued for it is written.
             if !connected {

@@ -1,0 +1,869 @@
+//! Several servers as one chat, through Redis (`--redis URL`).
+//!
+//! What is in Redis (every key under `imchat:`):
+//!
+//! - `imchat:bus`: one stream that every server appends its users' joins,
+//!   leaves and chat messages to (`XADD ... MAXLEN ~ BUS_MAXLEN`) and reads
+//!   the others' from (`XREAD BLOCK`). Each entry carries its server's id
+//!   and that server's sequence number: a receiver drops what it has seen
+//!   (a publish retried after a lost reply), so each entry is applied once,
+//!   in each sender's order.
+//! - `imchat:srv:<id>`: a server's heartbeat, set with a lease
+//!   (`--cluster-lease-secs`) and renewed every third of it. When it is
+//!   gone the server is taken for dead and its users are announced as left.
+//! - `imchat:users:<id>`: a hash of a server's users (name key → name),
+//!   read by a server that (re)joins the cluster to learn who is online;
+//!   `imchat:servers`, the set of server ids that may have users.
+//! - `imchat:name:<key>`: the claim on a name (its canonical key, the same
+//!   the hub compares names by), with the id of the server that holds it,
+//!   set only if absent (a Lua script: atomic) and with the same lease.
+//!
+//! The hub decides everything: what a local user does that others must
+//! see comes out of it as [`ClusterEvent`]s, which go into a bounded local
+//! queue ([`QUEUE_MAX`]) and from there to the stream; what other servers
+//! published goes into it as `remote_*` inputs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{ChatKind, ClientId, ClusterEvent, Hub, LeaveReason, RefuseCode, Username};
+use log::{info, warn};
+use redis::{Connection, Script, Value};
+
+/// The stream every server publishes to.
+const BUS: &str = "imchat:bus";
+/// Entries the stream keeps (about: `MAXLEN ~`). A server that falls
+/// further behind than this loses entries, and says so in its log.
+pub const BUS_MAXLEN: usize = 100_000;
+/// Events waiting for Redis on one server. Past it (Redis unreachable for
+/// long, with a busy room), newer events are dropped and counted in the log.
+pub const QUEUE_MAX: usize = 100_000;
+/// Entries published in one round trip, and read in one.
+const BATCH: usize = 512;
+/// How long a Redis command may take before Redis counts as unreachable.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Claims `KEYS[1]` for server `ARGV[1]` with a lease of `ARGV[2]` ms:
+/// 1 claimed now, 2 already this server's (lease renewed), 0 another's.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 2
+end
+return 0
+";
+
+/// Frees `KEYS[1]` if server `ARGV[1]` holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The answer to a name claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The name was free and is now this server's.
+    New,
+    /// This server held it already (a user of ours, or one resuming).
+    Ours,
+    /// Another server holds it.
+    Taken,
+    /// Redis could not be asked: no name can be claimed safely.
+    Unreachable,
+}
+
+/// Calls into the hub, under the server's lock, dispatching what it
+/// produced (the server's `with_hub`).
+pub trait HubAccess: Send + Sync + 'static {
+    /// Runs `f` on the hub.
+    fn with(&self, f: &mut dyn FnMut(&mut Hub));
+}
+
+/// The cluster settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub lease: Duration,
+}
+
+/// Events waiting to be published, in the hub's order.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<(u64, ClusterEvent)>,
+    next_seq: u64,
+    dropped: u64,
+}
+
+/// One server's membership of the cluster.
+pub struct Cluster {
+    id: u64,
+    client: redis::Client,
+    lease: Duration,
+    shown_url: String,
+    /// The connection name claims are made on (from the connections' threads).
+    claims: Mutex<Option<Connection>>,
+    queue: Mutex<Queue>,
+    queued: Condvar,
+    up: AtomicBool,
+    /// Where the reader starts (set by the first join of the cluster).
+    read_from: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("url", &self.shown_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, for logs.
+#[must_use]
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn name_key(key: &str) -> String {
+    format!("imchat:name:{key}")
+}
+
+impl Cluster {
+    /// Checks the URL (nothing is connected yet: a server starts even when
+    /// Redis is down, and joins the cluster once it is up).
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        let shown_url = redacted(&settings.url);
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| format!("invalid Redis URL '{shown_url}': {e}"))?;
+        let mut id_bytes = [0u8; 8];
+        getrandom::fill(&mut id_bytes).map_err(|e| format!("no random server id: {e}"))?;
+        // Ids stay below 2^53 so that any tool reading the stream sees them exactly.
+        let id = (u64::from_le_bytes(id_bytes) >> 11).max(1);
+        Ok(Cluster {
+            id,
+            client,
+            lease: settings.lease,
+            shown_url,
+            claims: Mutex::new(None),
+            queue: Mutex::new(Queue {
+                next_seq: 1,
+                ..Queue::default()
+            }),
+            queued: Condvar::new(),
+            up: AtomicBool::new(false),
+            read_from: Mutex::new(None),
+        })
+    }
+
+    /// This server's id in the cluster.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The Redis URL without its password.
+    #[must_use]
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+        con.set_read_timeout(Some(IO_TIMEOUT))?;
+        con.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(con)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Claims the name of key `key` for this server (atomically: of
+    /// servers racing for a name, one wins). Refused while Redis is
+    /// unreachable.
+    pub fn claim(&self, key: &str) -> Claim {
+        if !self.up.load(Ordering::SeqCst) {
+            return Claim::Unreachable;
+        }
+        let mut slot = lock(&self.claims);
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = self.connect().ok();
+            }
+            let Some(con) = slot.as_mut() else {
+                return Claim::Unreachable;
+            };
+            let answer: redis::RedisResult<i64> = Script::new(CLAIM)
+                .key(name_key(key))
+                .arg(self.id)
+                .arg(self.lease_ms())
+                .invoke(con);
+            match answer {
+                Ok(1) => return Claim::New,
+                Ok(2) => return Claim::Ours,
+                Ok(_) => return Claim::Taken,
+                Err(_) => *slot = None,
+            }
+        }
+        Claim::Unreachable
+    }
+
+    /// Frees a name claimed for a user that did not join after all (best
+    /// effort: else its lease runs out).
+    pub fn release(&self, key: &str) {
+        let mut slot = lock(&self.claims);
+        if let Some(con) = slot.as_mut() {
+            let done: redis::RedisResult<i64> = Script::new(RELEASE)
+                .key(name_key(key))
+                .arg(self.id)
+                .invoke(con);
+            if done.is_err() {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Queues an event from the hub for the other servers (called under
+    /// the hub's lock: only a queue push).
+    pub fn enqueue(&self, event: ClusterEvent) {
+        let mut q = lock(&self.queue);
+        if q.items.len() >= QUEUE_MAX {
+            q.dropped += 1;
+            if q.dropped.is_power_of_two() {
+                warn!(
+                    "cluster queue full ({QUEUE_MAX} events waiting for Redis): {} dropped so far",
+                    q.dropped
+                );
+            }
+            return;
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.items.push_back((seq, event));
+        self.queued.notify_one();
+    }
+
+    /// Starts the publisher, reader and lease threads.
+    pub fn start(self: &Arc<Self>, hub: Arc<dyn HubAccess>) -> std::io::Result<()> {
+        let c = self.clone();
+        thread::Builder::new()
+            .name("cluster-publish".into())
+            .spawn(move || c.publish_loop())?;
+        let c = self.clone();
+        let h = hub.clone();
+        thread::Builder::new()
+            .name("cluster-read".into())
+            .spawn(move || c.read_loop(&*h))?;
+        let c = self.clone();
+        thread::Builder::new()
+            .name("cluster-lease".into())
+            .spawn(move || c.lease_loop(&*hub))?;
+        Ok(())
+    }
+
+    /// Publishes the queue in order, a batch per round trip, each batch in
+    /// one transaction; a batch that fails stays queued and is sent again
+    /// (receivers drop what they already had).
+    fn publish_loop(&self) {
+        let mut con: Option<Connection> = None;
+        loop {
+            let batch: Vec<(u64, ClusterEvent)> = {
+                let mut q = lock(&self.queue);
+                while q.items.is_empty() {
+                    q = self
+                        .queued
+                        .wait_timeout(q, Duration::from_secs(1))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                q.items.iter().take(BATCH).cloned().collect()
+            };
+            if !self.up.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            if con.is_none() {
+                con = self.connect().ok();
+            }
+            let Some(c) = con.as_mut() else {
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            match self.publish(c, &batch) {
+                Ok(()) => {
+                    let mut q = lock(&self.queue);
+                    for _ in 0..batch.len() {
+                        q.items.pop_front();
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot publish to the cluster: {e}");
+                    con = None;
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &self,
+        con: &mut Connection,
+        batch: &[(u64, ClusterEvent)],
+    ) -> redis::RedisResult<()> {
+        let users = format!("imchat:users:{}", self.id);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (seq, event) in batch {
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(BUS)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(BUS_MAXLEN)
+                .arg("*")
+                .arg("s")
+                .arg(self.id)
+                .arg("q")
+                .arg(*seq);
+            match event {
+                ClusterEvent::Joined { user } => {
+                    xadd.arg("k").arg("j").arg("u").arg(user.as_str());
+                    pipe.cmd("HSET")
+                        .arg(&users)
+                        .arg(crate::names::key(user))
+                        .arg(user.as_str())
+                        .ignore();
+                }
+                ClusterEvent::Left { user, reason, text } => {
+                    xadd.arg("k")
+                        .arg("l")
+                        .arg("u")
+                        .arg(user.as_str())
+                        .arg("r")
+                        .arg(reason.0)
+                        .arg("x")
+                        .arg(text.as_str());
+                    let key = crate::names::key(user);
+                    pipe.cmd("HDEL").arg(&users).arg(&key).ignore();
+                    pipe.cmd("EVAL")
+                        .arg(RELEASE)
+                        .arg(1)
+                        .arg(name_key(&key))
+                        .arg(self.id)
+                        .ignore();
+                }
+                ClusterEvent::Chat {
+                    from,
+                    to,
+                    kind,
+                    text,
+                } => {
+                    xadd.arg("k")
+                        .arg("c")
+                        .arg("u")
+                        .arg(from.as_str())
+                        .arg("m")
+                        .arg(u8::from(*kind == ChatKind::Action))
+                        .arg("x")
+                        .arg(text.as_str());
+                    if let Some(to) = to {
+                        xadd.arg("t").arg(to.as_str());
+                    }
+                }
+            }
+            pipe.add_command(xadd).ignore();
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(&users)
+            .arg(self.lease_ms())
+            .ignore();
+        pipe.query::<()>(con)
+    }
+
+    /// Reads the other servers' events from the stream and gives them to
+    /// the hub, each once and in its sender's order.
+    fn read_loop(&self, hub: &dyn HubAccess) {
+        let mut con: Option<Connection> = None;
+        let mut last_seq: HashMap<u64, u64> = HashMap::new();
+        let mut from = loop {
+            if let Some(id) = lock(&self.read_from).clone() {
+                break id;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        loop {
+            if con.is_none() {
+                con = self.connect().ok();
+                if let Some(c) = &con {
+                    // XREAD BLOCK waits up to a second: allow for it.
+                    let _ = c.set_read_timeout(Some(IO_TIMEOUT + Duration::from_secs(1)));
+                }
+            }
+            let Some(c) = con.as_mut() else {
+                thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            type Reply = Option<Vec<(String, Vec<(String, Vec<Value>)>)>>;
+            let reply: redis::RedisResult<Reply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(BUS)
+                .arg(&from)
+                .query(c);
+            let entries = match reply {
+                Ok(r) => r
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(_, e)| e)
+                    .collect::<Vec<_>>(),
+                Err(_) => {
+                    con = None;
+                    thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                continue;
+            }
+            let mut events = Vec::new();
+            for (id, fields) in entries {
+                from = id;
+                let Some(e) = Remote::parse(&fields) else {
+                    warn!("cluster: an unreadable entry in {BUS} was skipped");
+                    continue;
+                };
+                if e.server == self.id {
+                    continue;
+                }
+                let last = last_seq.entry(e.server).or_insert(0);
+                if e.seq <= *last {
+                    continue;
+                }
+                if *last > 0 && e.seq > *last + 1 {
+                    warn!(
+                        "cluster: {} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
+                        e.seq - *last - 1,
+                        e.server
+                    );
+                }
+                *last = e.seq;
+                events.push(e);
+            }
+            let now = Instant::now();
+            hub.with(&mut |hub| {
+                for e in &events {
+                    e.apply(hub, now);
+                }
+            });
+        }
+    }
+
+    /// Keeps this server in the cluster: the heartbeat, the names'
+    /// leases, the dead servers' users, and the join (or rejoin, after
+    /// Redis was unreachable) of the cluster.
+    fn lease_loop(&self, hub: &dyn HubAccess) {
+        let period = (self.lease / 3).max(Duration::from_millis(100));
+        let mut con: Option<Connection> = None;
+        let mut warned = false;
+        loop {
+            let started = Instant::now();
+            if con.is_none() {
+                con = self.connect().ok();
+            }
+            let result = match con.as_mut() {
+                Some(c) => self.keep(c, hub),
+                None => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot connect",
+                ))),
+            };
+            match result {
+                Ok(()) => {
+                    if !self.up.swap(true, Ordering::SeqCst) {
+                        info!(
+                            "cluster: joined through {} as server {:x}",
+                            self.shown_url, self.id
+                        );
+                        if warned {
+                            hub.with(&mut |hub| {
+                                hub.notice_all(
+                                    "the cluster is reachable again: users of other servers are back",
+                                );
+                            });
+                        }
+                        warned = false;
+                    }
+                }
+                Err(e) => {
+                    con = None;
+                    if self.up.swap(false, Ordering::SeqCst) || !warned {
+                        warn!("cluster: Redis at {} is unreachable: {e}", self.shown_url);
+                        hub.with(&mut |hub| {
+                            hub.notice_all(
+                                "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on",
+                            );
+                        });
+                        warned = true;
+                    }
+                }
+            }
+            thread::sleep(period.saturating_sub(started.elapsed()));
+        }
+    }
+
+    /// One round of [`lease_loop`](Self::lease_loop).
+    fn keep(&self, con: &mut Connection, hub: &dyn HubAccess) -> redis::RedisResult<()> {
+        let lease = self.lease_ms();
+        let beat = format!("imchat:srv:{}", self.id);
+        // The old value tells whether Redis still has this server's state.
+        let old: Option<String> = redis::cmd("SET")
+            .arg(&beat)
+            .arg(1)
+            .arg("PX")
+            .arg(lease)
+            .arg("GET")
+            .query(con)?;
+        let fresh = old.is_none() || !self.up.load(Ordering::SeqCst);
+        if lock(&self.read_from).is_none() {
+            let last: Vec<(String, Value)> = redis::cmd("XREVRANGE")
+                .arg(BUS)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(con)?;
+            let id = last
+                .first()
+                .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone());
+            *lock(&self.read_from) = Some(id);
+        }
+        // The names of our users (joined or in their grace period).
+        let mut local = Vec::new();
+        hub.with(&mut |hub| local = hub.local_users());
+        let mut lost = Vec::new();
+        for (key, user) in &local {
+            let held: i64 = Script::new(CLAIM)
+                .key(name_key(key))
+                .arg(self.id)
+                .arg(lease)
+                .invoke(con)?;
+            if held == 0 {
+                lost.push(user.clone());
+            }
+        }
+        if !lost.is_empty() {
+            for u in &lost {
+                warn!(
+                    "cluster: the name '{}' was claimed on another server while this one was away: its user here is disconnected",
+                    imchat_core::inert(u.as_str())
+                );
+            }
+            hub.with(&mut |hub| {
+                for u in &lost {
+                    hub.drop_user(
+                        u,
+                        "your name was taken on another server while this one was cut off from the cluster",
+                    );
+                }
+            });
+        }
+        if fresh {
+            self.rejoin(con, hub, &local, &lost)?;
+        } else {
+            redis::cmd("PEXPIRE")
+                .arg(format!("imchat:users:{}", self.id))
+                .arg(lease)
+                .query::<()>(con)?;
+        }
+        // Servers whose heartbeat ran out: their users left.
+        let mut servers = Vec::new();
+        hub.with(&mut |hub| servers = hub.remote_servers());
+        let mut gone = Vec::new();
+        for s in servers {
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(format!("imchat:srv:{s}"))
+                .query(con)?;
+            if !alive {
+                gone.push(s);
+            }
+        }
+        if !gone.is_empty() {
+            let now = Instant::now();
+            hub.with(&mut |hub| {
+                for s in &gone {
+                    let n = hub.remote_server_gone(*s, now);
+                    info!("cluster: server {s:x} is gone (its lease ran out): {n} users left");
+                }
+            });
+            for s in &gone {
+                redis::cmd("SREM")
+                    .arg("imchat:servers")
+                    .arg(*s)
+                    .query::<()>(con)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// (Re)joins the cluster: writes our users anew, announces them to the
+    /// others (who ignore those they know), and learns the others' users.
+    fn rejoin(
+        &self,
+        con: &mut Connection,
+        hub: &dyn HubAccess,
+        local: &[(String, Username)],
+        lost: &[Username],
+    ) -> redis::RedisResult<()> {
+        let users = format!("imchat:users:{}", self.id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SADD")
+            .arg("imchat:servers")
+            .arg(self.id)
+            .ignore()
+            .cmd("DEL")
+            .arg(&users)
+            .ignore();
+        for (key, user) in local {
+            if !lost.contains(user) {
+                pipe.cmd("HSET")
+                    .arg(&users)
+                    .arg(key)
+                    .arg(user.as_str())
+                    .ignore();
+            }
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(&users)
+            .arg(self.lease_ms())
+            .ignore();
+        pipe.query::<()>(con)?;
+        for (_, user) in local {
+            if !lost.contains(user) {
+                self.enqueue(ClusterEvent::Joined { user: user.clone() });
+            }
+        }
+        // Who is on the other servers.
+        let servers: Vec<u64> = redis::cmd("SMEMBERS").arg("imchat:servers").query(con)?;
+        let mut found = Vec::new();
+        for s in servers.into_iter().filter(|s| *s != self.id) {
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(format!("imchat:srv:{s}"))
+                .query(con)?;
+            if !alive {
+                redis::cmd("SREM")
+                    .arg("imchat:servers")
+                    .arg(s)
+                    .query::<()>(con)?;
+                continue;
+            }
+            let names: Vec<String> = redis::cmd("HVALS")
+                .arg(format!("imchat:users:{s}"))
+                .query(con)?;
+            for n in names {
+                if let Ok(u) = Username::new(n) {
+                    found.push((s, u));
+                }
+            }
+        }
+        let now = Instant::now();
+        hub.with(&mut |hub| {
+            for (s, u) in &found {
+                hub.remote_join(*s, u.clone(), now);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// An entry of the stream, from another server.
+#[derive(Debug)]
+struct Remote {
+    server: u64,
+    seq: u64,
+    event: ClusterEvent,
+}
+
+impl Remote {
+    fn parse(fields: &[Value]) -> Option<Remote> {
+        let mut map: HashMap<String, String> = HashMap::new();
+        for pair in fields.chunks(2) {
+            if let [k, v] = pair {
+                let k: String = redis::from_redis_value_ref(k).ok()?;
+                let v: String = redis::from_redis_value_ref(v).ok()?;
+                map.insert(k, v);
+            }
+        }
+        let server = map.get("s")?.parse().ok()?;
+        let seq = map.get("q")?.parse().ok()?;
+        let user = Username::new(map.get("u")?.clone()).ok()?;
+        let text = map.get("x").cloned().unwrap_or_default();
+        let event = match map.get("k")?.as_str() {
+            "j" => ClusterEvent::Joined { user },
+            "l" => ClusterEvent::Left {
+                user,
+                reason: LeaveReason(map.get("r")?.parse().ok()?),
+                text,
+            },
+            "c" => ClusterEvent::Chat {
+                from: user,
+                to: match map.get("t") {
+                    Some(t) => Some(Username::new(t.clone()).ok()?),
+                    None => None,
+                },
+                kind: if map.get("m").map(String::as_str) == Some("1") {
+                    ChatKind::Action
+                } else {
+                    ChatKind::Text
+                },
+                text,
+            },
+            _ => return None,
+        };
+        Some(Remote { server, seq, event })
+    }
+
+    fn apply(&self, hub: &mut Hub, now: Instant) {
+        match &self.event {
+            ClusterEvent::Joined { user } => {
+                if !hub.remote_join(self.server, user.clone(), now) {
+                    warn!(
+                        "cluster: '{}' joined on server {:x} but is a user of this one",
+                        imchat_core::inert(user.as_str()),
+                        self.server
+                    );
+                }
+            }
+            ClusterEvent::Left { user, reason, text } => {
+                hub.remote_leave(self.server, user, *reason, text.clone(), now);
+            }
+            ClusterEvent::Chat {
+                from,
+                to,
+                kind,
+                text,
+            } => {
+                hub.remote_chat(from.clone(), to.clone(), *kind, text.clone(), now);
+            }
+        }
+    }
+}
+
+/// Claims the name of a `Hello` before the hub sees it; returns whether
+/// the hub may go on with it (else the connection was refused), and the
+/// key to release if the hub then does not join it.
+pub fn claim_for_hello(
+    cluster: &Cluster,
+    hub: &dyn HubAccess,
+    client: ClientId,
+    username: &Username,
+) -> (bool, Option<String>) {
+    let key = crate::names::key(username);
+    let refuse = |code: RefuseCode, reason: String| {
+        hub.with(&mut |hub| hub.refuse_handshake(client, code, &reason));
+    };
+    match cluster.claim(&key) {
+        Claim::New => (true, Some(key)),
+        Claim::Ours => (true, None),
+        Claim::Taken => {
+            refuse(
+                RefuseCode::NAME_TAKEN,
+                format!(
+                    "the username '{username}' is already taken (on another server of this chat)"
+                ),
+            );
+            (false, None)
+        }
+        Claim::Unreachable => {
+            refuse(
+                RefuseCode::SERVER_FULL,
+                "this server cannot reach the rest of the chat to claim your name; try again in a moment".into(),
+            );
+            (false, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show_in_a_url_for_the_log() {
+        assert_eq!(
+            redacted("redis://:s3cret@db.example:6379/2"),
+            "redis://:***@db.example:6379/2"
+        );
+        assert_eq!(
+            redacted("rediss://app:s3cret@db.example"),
+            "rediss://app:***@db.example"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
+    }
+
+    #[test]
+    fn stream_entries_read_back_as_published() {
+        let v = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let e = Remote::parse(&[
+            v("s"),
+            v("12"),
+            v("q"),
+            v("3"),
+            v("k"),
+            v("c"),
+            v("u"),
+            v("alice"),
+            v("m"),
+            v("1"),
+            v("x"),
+            v("waves"),
+            v("t"),
+            v("bob"),
+        ])
+        .unwrap();
+        assert_eq!((e.server, e.seq), (12, 3));
+        assert_eq!(
+            e.event,
+            ClusterEvent::Chat {
+                from: Username::new("alice").unwrap(),
+                to: Some(Username::new("bob").unwrap()),
+                kind: ChatKind::Action,
+                text: "waves".into()
+            }
+        );
+        assert!(Remote::parse(&[v("s"), v("1")]).is_none());
+    }
+}

@@ -1,0 +1,753 @@
+//! Several servers as one chat through Redis (`--redis`): each test starts
+//! its own `redis-server` on a free port of 127.0.0.1 and several
+//! `imchat-server`s, and stops every one of them by its handle. Without
+//! `redis-server` on the PATH the tests say loudly that they did not run;
+//! with `IMCHAT_REQUIRE_REDIS=1` (as in CI) that is a failure.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    ChatKind, ClientMessage, Decoder, Encode, PresenceEvent, Recipient, RefuseCode, ServerMessage,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The lease the servers run with in these tests.
+const LEASE_SECS: &str = "1.5";
+
+fn redis_binary() -> Option<String> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some("redis-server".into());
+    }
+    let required = std::env::var("IMCHAT_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "redis-server is not installed and IMCHAT_REQUIRE_REDIS=1: the cluster tests cannot run"
+    );
+    eprintln!("\n*** CLUSTER TEST NOT RUN: redis-server is not installed (set IMCHAT_REQUIRE_REDIS=1 to make this a failure) ***\n");
+    None
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// A `redis-server` of the test's own, stopped by its handle.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let bin = redis_binary()?;
+        for _ in 0..20 {
+            if let Some(r) = Redis::start_on(&bin, free_port()) {
+                return Some(r);
+            }
+        }
+        panic!("redis-server did not start on any port tried");
+    }
+
+    /// Starts on `port`; `None` if it could not listen there (taken).
+    fn start_on(bin: &str, port: u16) -> Option<Redis> {
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut r = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if r.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if r.ping() {
+                return Some(r);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, then a new, empty one on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(r) = Redis::start_on("redis-server", self.port) {
+                let old = std::mem::replace(self, r);
+                std::mem::forget(old);
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis did not restart");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An `imchat-server` in the cluster, stopped by its handle.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+    #[allow(dead_code)]
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(redis_url: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .arg("127.0.0.1:0")
+            .arg("--shared-dir")
+            .arg(dir.path())
+            .arg("--log-file")
+            .arg(dir.path().join("server.log"))
+            .args(["--cluster-lease-secs", LEASE_SECS, "--grace-secs", "0"])
+            .args(["--max-per-address", "1000"])
+            .env("IMCHAT_REDIS_URL", redis_url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            let lines = lines.clone();
+            thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l.clone());
+                    let _ = tx.send(l);
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(addr) = l.strip_prefix("imchat-server listening on ") {
+                let s = Server {
+                    child,
+                    addr: addr.parse().unwrap(),
+                    _dir: dir,
+                    lines,
+                };
+                // In the cluster once a name can be claimed.
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let mut p = Peer::connect(s.addr);
+                    let probe = format!("probe{}", free_port());
+                    if p.hello(&probe).is_ok() {
+                        p.quit();
+                        return s;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the server never joined the cluster"
+                    );
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start: {:?}", lines.lock().unwrap());
+    }
+
+    fn kill9(mut self) {
+        signal(self.child.id(), "-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw protocol client; a thread reads what the server sends.
+struct Peer {
+    name: String,
+    stream: TcpStream,
+    rx: Receiver<ServerMessage>,
+    got: Vec<ServerMessage>,
+    next_id: u64,
+}
+
+impl Peer {
+    fn connect(addr: SocketAddr) -> Peer {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        let mut reader = stream.try_clone().unwrap();
+        let (tx, rx) = channel();
+        thread::spawn(move || {
+            let mut d = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => d.feed(&buf[..n]),
+                }
+                while let Ok(Some(m)) = d.next_message() {
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Peer {
+            name: String::new(),
+            stream,
+            rx,
+            got: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    /// Says hello as `name`: `Ok` on a welcome, else the refusal's code and text.
+    fn hello(&mut self, name: &str) -> Result<(), (RefuseCode, String)> {
+        self.name = name.to_string();
+        self.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).unwrap(),
+            resume: None,
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("an answer to Hello");
+            match m {
+                ServerMessage::Welcome { .. } => return Ok(()),
+                ServerMessage::Refused { code, reason, .. } => return Err((code, reason)),
+                other => self.got.push(other),
+            }
+        }
+    }
+
+    fn join(addr: SocketAddr, name: &str) -> Peer {
+        let mut p = Peer::connect(addr);
+        p.hello(name)
+            .unwrap_or_else(|e| panic!("{name} refused: {e:?}"));
+        p
+    }
+
+    fn say(&mut self, to: Option<&str>, text: &str) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&ClientMessage::Chat {
+            client_id: id,
+            to: to.map_or(Recipient::Everyone, |t| {
+                Recipient::User(Username::new(t).unwrap())
+            }),
+            kind: ChatKind::Text,
+            text: text.into(),
+        });
+    }
+
+    fn quit(&mut self) {
+        self.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
+    }
+
+    fn drain(&mut self) {
+        self.got.extend(self.rx.try_iter());
+    }
+
+    /// Waits until `f` holds for what was received, within `within`.
+    fn wait(&mut self, within: Duration, what: &str, f: impl Fn(&[ServerMessage]) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            self.drain();
+            if f(&self.got) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {what} within {within:?}; got {:?}",
+                self.name,
+                self.got.iter().rev().take(10).collect::<Vec<_>>()
+            );
+            if let Ok(m) = self.rx.recv_timeout(Duration::from_millis(20)) {
+                self.got.push(m);
+            }
+        }
+    }
+
+    /// Chats received: (sender, private, text).
+    fn chats(&self) -> Vec<(String, bool, String)> {
+        self.got
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Chat(c) if !c.history => {
+                    Some((c.from.to_string(), c.private, c.text.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn who(&mut self) -> Vec<String> {
+        self.got.retain(|m| !matches!(m, ServerMessage::Who { .. }));
+        self.send(&ClientMessage::Who);
+        self.wait(WAIT, "who", |g| {
+            g.iter().any(|m| matches!(m, ServerMessage::Who { .. }))
+        });
+        self.got
+            .iter()
+            .find_map(|m| match m {
+                ServerMessage::Who { users } => {
+                    Some(users.iter().map(ToString::to_string).collect())
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// Waits until `/who` lists exactly `names` (sorted).
+    fn wait_who(&mut self, names: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut want: Vec<String> = names.iter().map(ToString::to_string).collect();
+        want.sort_by_key(|n| n.to_lowercase());
+        loop {
+            let got = self.who();
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: who is {got:?}, not {want:?}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn has_join(g: &[ServerMessage], who: &str) -> bool {
+    g.iter().any(|m| match m {
+        ServerMessage::Joined { user, .. } => user.as_str() == who,
+        ServerMessage::Presence(es) => es
+            .iter()
+            .any(|e| matches!(e, PresenceEvent::Joined { user, .. } if user.as_str() == who)),
+        _ => false,
+    })
+}
+
+fn has_left(g: &[ServerMessage], who: &str) -> bool {
+    g.iter().any(|m| match m {
+        ServerMessage::Left(d) => d.user.as_str() == who,
+        ServerMessage::Presence(es) => es
+            .iter()
+            .any(|e| matches!(e, PresenceEvent::Left(d) if d.user.as_str() == who)),
+        _ => false,
+    })
+}
+
+#[test]
+fn two_servers_are_one_room() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait(WAIT, "bob's join", |g| has_join(g, "bob"));
+    alice.wait_who(&["alice", "bob"], WAIT);
+    bob.wait_who(&["alice", "bob"], WAIT);
+    // The same name, in another case, on the other server: taken.
+    let mut dup = Peer::connect(b.addr);
+    let refused = dup.hello("ALICE").unwrap_err();
+    assert_eq!(refused.0, RefuseCode::NAME_TAKEN, "{refused:?}");
+
+    let mut carol = Peer::join(a.addr, "carol");
+    bob.wait(WAIT, "carol's join", |g| has_join(g, "carol"));
+    alice.say(None, "hello everyone");
+    bob.say(Some("carol"), "psst carol");
+    bob.wait(WAIT, "alice's broadcast", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "hello everyone"))
+    });
+    carol.wait(WAIT, "both messages", |g| {
+        g.iter()
+            .filter(|m| matches!(m, ServerMessage::Chat(_)))
+            .count()
+            >= 2
+    });
+    assert_eq!(
+        carol.chats(),
+        vec![
+            ("alice".into(), false, "hello everyone".into()),
+            ("bob".into(), true, "psst carol".into())
+        ]
+    );
+    // Bob got an ack for its private message, not an error.
+    bob.wait(WAIT, "the ack", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Ack { .. }))
+    });
+    assert!(!bob
+        .got
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Error { .. })));
+    // The private message went to carol only.
+    thread::sleep(Duration::from_millis(300));
+    alice.drain();
+    assert!(!alice.chats().iter().any(|c| c.2 == "psst carol"));
+
+    carol.quit();
+    bob.wait(WAIT, "carol's leave", |g| has_left(g, "carol"));
+    bob.wait_who(&["alice", "bob"], WAIT);
+    // Carol's name is free again, on either server.
+    let _carol = Peer::join(b.addr, "Carol");
+    drop((a, b));
+}
+
+#[test]
+fn fifty_clients_racing_for_one_name_on_three_servers_one_wins() {
+    let Some(redis) = Redis::start() else { return };
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(&redis.url())).collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let go = Arc::new(std::sync::Barrier::new(50));
+    let racers: Vec<_> = (0..50)
+        .map(|i| {
+            let addr = addrs[i % 3];
+            let go = go.clone();
+            thread::spawn(move || {
+                let mut p = Peer::connect(addr);
+                go.wait();
+                // Mixed case: the same name for the cluster.
+                let name = if i % 2 == 0 { "Racer" } else { "racer" };
+                let r = p.hello(name);
+                (r, p)
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners = results.iter().filter(|(r, _)| r.is_ok()).count();
+    assert_eq!(
+        winners,
+        1,
+        "{:?}",
+        results.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
+    for (r, _) in &results {
+        if let Err((code, _)) = r {
+            assert_eq!(*code, RefuseCode::NAME_TAKEN);
+        }
+    }
+    drop(servers);
+}
+
+#[test]
+fn a_killed_server_leaves_its_users_everywhere_and_frees_their_names() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let _bob = Peer::join(b.addr, "bob");
+    let _bea = Peer::join(b.addr, "bea");
+    alice.wait_who(&["alice", "bea", "bob"], WAIT);
+    let killed = Instant::now();
+    b.kill9();
+    // Lease 1.5 s, checked every 0.5 s: well within 5 s.
+    let bound = Duration::from_secs(5);
+    alice.wait(bound, "bob and bea leaving", |g| {
+        has_left(g, "bob") && has_left(g, "bea")
+    });
+    eprintln!(
+        "users of the killed server left after {:?}",
+        killed.elapsed()
+    );
+    alice.wait_who(&["alice"], WAIT);
+    let _bob = Peer::join(a.addr, "bob");
+}
+
+#[test]
+fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut ann = Peer::join(a.addr, "ann");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "ann", "bob"], WAIT);
+
+    // SIGSTOP: Redis hangs. Local chat goes on; users are told; new
+    // names are refused with a clear reason.
+    signal(redis.child.id(), "-STOP");
+    alice.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+    alice.say(None, "while redis sleeps");
+    ann.wait(WAIT, "alice's message", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "while redis sleeps"))
+    });
+    let mut late = Peer::connect(a.addr);
+    let (code, reason) = late.hello("late").unwrap_err();
+    assert_eq!(code, RefuseCode::SERVER_FULL);
+    assert!(reason.contains("cannot reach"), "{reason}");
+    signal(redis.child.id(), "-CONT");
+    // Nothing accepted is lost: bob gets what alice said meanwhile.
+    bob.wait(WAIT, "the message sent while redis slept", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "while redis sleeps"))
+    });
+    alice.wait(WAIT, "the all-clear", |g| {
+        g.iter().any(
+            |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("reachable again")),
+        )
+    });
+    bob.wait_who(&["alice", "ann", "bob"], WAIT);
+
+    // kill -9 and a new, empty Redis: the servers rejoin by themselves.
+    redis.restart();
+    alice.wait_who(&["alice", "ann", "bob"], WAIT);
+    bob.wait_who(&["alice", "ann", "bob"], WAIT);
+    let _late = Peer::join(a.addr, "late");
+    bob.wait_who(&["alice", "ann", "bob", "late"], WAIT);
+    bob.got.clear();
+    alice.say(None, "after the restart");
+    bob.wait(WAIT, "a message after the restart", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "after the restart"))
+    });
+    // Taken names are still taken across the cluster.
+    let mut dup = Peer::connect(b.addr);
+    assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
+}
+
+/// A TCP forwarder on 127.0.0.1 that can cut every connection through it
+/// and refuse new ones until it is restored.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(to: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, o, s) = (cut.clone(), open.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                o.lock().unwrap().push(client.try_clone().unwrap());
+                o.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy {
+            addr,
+            cut,
+            open,
+            stop,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+#[test]
+fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let a = Server::start(&format!("redis://{}", proxy.addr));
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    proxy.cut();
+    alice.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+    for i in 0..5 {
+        alice.say(None, &format!("cut {i}"));
+    }
+    // The cut server's lease runs out: bob sees alice leave.
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    proxy.restore();
+    // Back: alice is announced again and what she said meanwhile arrives, once, in order.
+    bob.wait(WAIT, "alice's messages", |g| {
+        g.iter()
+            .filter(|m| matches!(m, ServerMessage::Chat(c) if c.text.starts_with("cut ")))
+            .count()
+            >= 5
+    });
+    thread::sleep(Duration::from_millis(300));
+    bob.drain();
+    let got: Vec<String> = bob.chats().into_iter().map(|c| c.2).collect();
+    assert_eq!(got, (0..5).map(|i| format!("cut {i}")).collect::<Vec<_>>());
+    bob.wait_who(&["alice", "bob"], WAIT);
+}
+
+#[test]
+fn a_broadcast_storm_on_three_servers_arrives_once_and_in_order_everywhere() {
+    let Some(redis) = Redis::start() else { return };
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(&redis.url())).collect();
+    const PER_SERVER: usize = 100;
+    const SENDERS_PER_SERVER: usize = 10;
+    const EACH: usize = 10;
+    let mut peers: Vec<Peer> = Vec::new();
+    for (s, server) in servers.iter().enumerate() {
+        for i in 0..PER_SERVER {
+            peers.push(Peer::join(server.addr, &format!("u{s}x{i}")));
+        }
+    }
+    let total = peers.len();
+    // Everyone sees everyone before the storm.
+    let names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
+    let last = names.last().unwrap().clone();
+    peers[0].wait(WAIT, "the last join", |g| has_join(g, &last));
+    assert_eq!(peers[0].who().len(), total);
+    let started = Instant::now();
+    for n in 0..EACH {
+        for s in 0..3 {
+            for i in 0..SENDERS_PER_SERVER {
+                let p = &mut peers[s * PER_SERVER + i];
+                let text = format!("{} {n}", p.name);
+                p.say(None, &text);
+            }
+        }
+    }
+    let senders = 3 * SENDERS_PER_SERVER;
+    for p in &mut peers {
+        let me = p.name.clone();
+        let own = usize::from(
+            me.split('x').nth(1).unwrap().parse::<usize>().unwrap() < SENDERS_PER_SERVER,
+        );
+        let want = (senders - own) * EACH;
+        p.wait(Duration::from_secs(60), "the whole storm", |g| {
+            g.iter()
+                .filter(|m| matches!(m, ServerMessage::Chat(c) if !c.history))
+                .count()
+                >= want
+        });
+        let mut next: HashMap<String, usize> = HashMap::new();
+        for (from, _, text) in p.chats() {
+            assert_ne!(from, me);
+            let (who, n) = text.rsplit_once(' ').unwrap();
+            assert_eq!(who, from);
+            let expected = next.entry(from.clone()).or_insert(0);
+            assert_eq!(
+                n.parse::<usize>().unwrap(),
+                *expected,
+                "{me}: from {from} out of order or twice"
+            );
+            *expected += 1;
+        }
+        assert_eq!(next.len(), senders - own);
+        assert!(next.values().all(|&n| n == EACH));
+    }
+    eprintln!(
+        "{} messages to {total} users on 3 servers checked in {:?}",
+        senders * EACH,
+        started.elapsed()
+    );
+    drop(servers);
+}
