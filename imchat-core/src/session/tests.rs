@@ -3637,3 +3637,22 @@ fn a_gone_server_leaves_its_users_and_frees_their_names() {
     net.connect("dave");
     assert!(net.hub.username(net.clients[3].0).is_some());
 }
+
+#[test]
+fn a_remote_leave_counts_only_from_the_users_own_server() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    // Server 8 lost a user of the same name (it was cut off): not dave.
+    net.hub
+        .remote_leave(8, &user("dave"), LeaveReason::KICKED, String::new(), now);
+    assert_eq!(net.hub.remote_users(), vec![(user("dave"), 7)]);
+    net.hub
+        .remote_leave(7, &user("Dave"), LeaveReason::QUIT, "bye".into(), now);
+    net.pump();
+    assert!(net.hub.remote_users().is_empty());
+    assert!(unstamped(net.take(0)).iter().any(
+        |e| matches!(e, ClientEvent::Left(d) if d.user.as_str() == "dave" && d.text == "bye")
+    ));
+}

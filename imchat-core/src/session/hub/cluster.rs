@@ -109,10 +109,12 @@ impl Hub {
         true
     }
 
-    /// A user of another server left: every local member is told. Unknown
-    /// users are ignored (a leave seen twice is announced once).
+    /// A user of server `server` left: every local member is told. Unknown
+    /// users, and users of that name on another server, are ignored (a
+    /// leave seen twice is announced once).
     pub fn remote_leave(
         &mut self,
+        server: u64,
         user: &Username,
         reason: LeaveReason,
         text: String,
@@ -120,8 +122,25 @@ impl Hub {
     ) {
         self.clock = self.clock.max(now);
         let key = self.key(user);
-        if let Some((registered, _)) = self.remote.users.remove(&key) {
-            self.announce_left(registered, reason, text);
+        if self
+            .remote
+            .users
+            .get(&key)
+            .is_some_and(|(_, s)| *s == server)
+        {
+            if let Some((registered, _)) = self.remote.users.remove(&key) {
+                self.announce_left(registered, reason, text);
+            }
+        }
+    }
+
+    /// Disconnects the local user `user` for a reason of the cluster's (its
+    /// name now belongs to a user of another server): it is told why, and
+    /// the others that it left.
+    pub fn drop_user(&mut self, user: &Username, reason: &str) {
+        let key = self.key(user);
+        if let Some(client) = self.names.get(&key).copied() {
+            self.kick(client, reason);
         }
     }
 
@@ -137,7 +156,7 @@ impl Hub {
             .collect();
         gone.sort_by_key(Username::key);
         for u in &gone {
-            self.remote_leave(u, LeaveReason::LOST, String::new(), now);
+            self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
         }
         gone.len()
     }
