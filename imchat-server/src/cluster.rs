@@ -413,7 +413,7 @@ impl Cluster {
     /// the hub, each once and in its sender's order.
     fn read_loop(&self, hub: &dyn HubAccess) {
         let mut con: Option<Connection> = None;
-        let mut last_seq: HashMap<u64, u64> = HashMap::new();
+        let mut seen = Seen::default();
         let mut from = loop {
             if let Some(id) = lock(&self.read_from).clone() {
                 break id;
@@ -467,18 +467,14 @@ impl Cluster {
                 if e.server == self.id {
                     continue;
                 }
-                let last = last_seq.entry(e.server).or_insert(0);
-                if e.seq <= *last {
-                    continue;
-                }
-                if *last > 0 && e.seq > *last + 1 {
-                    warn!(
-                        "cluster: {} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
-                        e.seq - *last - 1,
+                match seen.admit(e.server, e.seq) {
+                    Admit::Duplicate => continue,
+                    Admit::Next => {}
+                    Admit::After(lost) => warn!(
+                        "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
                         e.server
-                    );
+                    ),
                 }
-                *last = e.seq;
                 events.push(e);
             }
             let now = Instant::now();
@@ -708,6 +704,38 @@ impl Cluster {
     }
 }
 
+/// The newest sequence number applied from each server: what makes each
+/// entry count once, in its sender's order.
+#[derive(Debug, Default)]
+struct Seen(HashMap<u64, u64>);
+
+/// What to do with an entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Seen before (a publish that was retried): dropped.
+    Duplicate,
+    /// The next of its sender (or the first seen from it).
+    Next,
+    /// Newer, with this many of its sender's entries missing before it.
+    After(u64),
+}
+
+impl Seen {
+    fn admit(&mut self, server: u64, seq: u64) -> Admit {
+        let last = self.0.entry(server).or_insert(0);
+        if seq <= *last {
+            return Admit::Duplicate;
+        }
+        let missing = if *last > 0 { seq - *last - 1 } else { 0 };
+        *last = seq;
+        if missing > 0 {
+            Admit::After(missing)
+        } else {
+            Admit::Next
+        }
+    }
+}
+
 /// An entry of the stream, from another server.
 #[derive(Debug)]
 struct Remote {
@@ -832,6 +860,19 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
+    }
+
+    #[test]
+    fn entries_count_once_per_sender_and_gaps_are_noticed() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.admit(1, 5), Admit::Next);
+        assert_eq!(seen.admit(2, 1), Admit::Next);
+        assert_eq!(seen.admit(1, 6), Admit::Next);
+        // A batch published again after a lost reply.
+        assert_eq!(seen.admit(1, 5), Admit::Duplicate);
+        assert_eq!(seen.admit(1, 6), Admit::Duplicate);
+        assert_eq!(seen.admit(1, 9), Admit::After(2));
+        assert_eq!(seen.admit(2, 1), Admit::Duplicate);
     }
 
     #[test]
