@@ -3656,3 +3656,30 @@ fn a_remote_leave_counts_only_from_the_users_own_server() {
         |e| matches!(e, ClientEvent::Left(d) if d.user.as_str() == "dave" && d.text == "bye")
     ));
 }
+
+#[test]
+fn a_file_for_a_user_of_another_server_is_refused_saying_why() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.enable_cluster();
+    let now = Instant::now();
+    let c = joined(&mut hub, "p", now);
+    hub.remote_join(7, user("dave"), now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    hub.handle_message(
+        c,
+        ClientMessage::Offer {
+            id: TransferId(1),
+            name: FileName::new("notes.txt").unwrap(),
+            size: 10,
+            to: Recipient::User(user("dave")),
+        },
+        now,
+    );
+    let t = hub.poll_transmit().unwrap();
+    assert!(
+        matches!(&t.message, ServerMessage::Cancel(FileCancel { code: CancelCode::NO_RECEIVER, reason, .. })
+            if reason.contains("another server")),
+        "{t:?}"
+    );
+}

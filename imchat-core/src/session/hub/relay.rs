@@ -73,12 +73,12 @@ impl Hub {
                 .collect(),
             Recipient::User(u) => {
                 let Some(&dest) = self.names.get(&self.key(u)) else {
-                    self.cancel(
-                        client,
-                        id,
-                        CancelCode::NO_RECEIVER,
-                        format!("no user named '{u}' is online"),
-                    );
+                    let why = if self.remote_user(&self.key(u)).is_some() {
+                        format!("'{u}' is on another server of this chat: files cannot be sent between servers yet")
+                    } else {
+                        format!("no user named '{u}' is online")
+                    };
+                    self.cancel(client, id, CancelCode::NO_RECEIVER, why);
                     return;
                 };
                 Arc::from(vec![dest])
