@@ -115,6 +115,8 @@ pub struct Cluster {
     queue: Mutex<Queue>,
     queued: Condvar,
     up: AtomicBool,
+    /// Set by [`leave`](Self::leave): the lease is no longer renewed.
+    leaving: AtomicBool,
     /// Where the reader starts (set by the first join of the cluster).
     read_from: Mutex<Option<String>>,
 }
@@ -179,6 +181,7 @@ impl Cluster {
             }),
             queued: Condvar::new(),
             up: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             read_from: Mutex::new(None),
         })
     }
@@ -273,6 +276,75 @@ impl Cluster {
         self.queued.notify_one();
     }
 
+    /// Leaves the cluster at a graceful shutdown: `users` (this server's)
+    /// are announced as left at once, after what was still queued, and this
+    /// server's heartbeat, users and name claims are removed, so that the
+    /// names are free at once (and a restarted server can take its resuming
+    /// users back). Bounded in time: if Redis does not answer, the leases
+    /// run out instead.
+    pub fn leave(&self, users: Vec<Username>) {
+        self.leaving.store(true, Ordering::SeqCst);
+        if !self.up.load(Ordering::SeqCst) {
+            return;
+        }
+        for user in &users {
+            self.enqueue(ClusterEvent::Left {
+                user: user.clone(),
+                reason: LeaveReason::SHUTDOWN,
+                text: String::new(),
+            });
+        }
+        let Ok(mut con) = self.connect() else {
+            return;
+        };
+        let deadline = Instant::now() + IO_TIMEOUT;
+        // The publisher thread may hold a batch: publishing it again is
+        // harmless (receivers drop what they had).
+        while Instant::now() < deadline {
+            let batch: Vec<(u64, ClusterEvent)> = lock(&self.queue)
+                .items
+                .iter()
+                .take(BATCH)
+                .cloned()
+                .collect();
+            if batch.is_empty() || self.publish(&mut con, &batch).is_err() {
+                break;
+            }
+            let mut q = lock(&self.queue);
+            // Only what is still at the front (the publisher may have sent it).
+            while q
+                .items
+                .front()
+                .is_some_and(|(s, _)| *s <= batch[batch.len() - 1].0)
+            {
+                q.items.pop_front();
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(format!("imchat:srv:{}", self.id))
+            .arg(format!("imchat:users:{}", self.id))
+            .ignore()
+            .cmd("SREM")
+            .arg("imchat:servers")
+            .arg(self.id)
+            .ignore();
+        for user in &users {
+            pipe.cmd("EVAL")
+                .arg(RELEASE)
+                .arg(1)
+                .arg(name_key(&crate::names::key(user)))
+                .arg(self.id)
+                .ignore();
+        }
+        if let Err(e) = pipe.query::<()>(&mut con) {
+            warn!("cluster: could not leave cleanly (the leases will run out): {e}");
+        } else {
+            info!("cluster: left ({} users announced as gone)", users.len());
+        }
+    }
+
     /// Starts the publisher, reader and lease threads.
     pub fn start(self: &Arc<Self>, hub: Arc<dyn HubAccess>) -> std::io::Result<()> {
         let c = self.clone();
@@ -321,8 +393,10 @@ impl Cluster {
             };
             match self.publish(c, &batch) {
                 Ok(()) => {
+                    // By sequence: `leave` may have published some too.
+                    let last = batch[batch.len() - 1].0;
                     let mut q = lock(&self.queue);
-                    for _ in 0..batch.len() {
+                    while q.items.front().is_some_and(|(s, _)| *s <= last) {
                         q.items.pop_front();
                     }
                 }
@@ -493,7 +567,7 @@ impl Cluster {
         let period = (self.lease / 3).max(Duration::from_millis(100));
         let mut con: Option<Connection> = None;
         let mut warned = false;
-        loop {
+        while !self.leaving.load(Ordering::SeqCst) {
             let started = Instant::now();
             if con.is_none() {
                 con = self.connect().ok();

@@ -761,7 +761,14 @@ impl Server {
     /// moment to flush, and closes whatever is left.
     fn shutdown(self: &Arc<Self>, reason: &str) {
         self.report.say(format!("shutting down: {}", inert(reason)));
-        self.with_hub(|hub| hub.shutdown(reason));
+        let users = self.with_hub(|hub| {
+            let users: Vec<Username> = hub.local_users().into_iter().map(|(_, u)| u).collect();
+            hub.shutdown(reason);
+            users
+        });
+        if let Some(cluster) = &self.config.cluster {
+            cluster.leave(users);
+        }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while Instant::now() < deadline && !self.lock().conns.is_empty() {
             thread::sleep(Duration::from_millis(20));

@@ -807,3 +807,31 @@ fn a_password_in_the_url_works_and_is_never_logged() {
         "{logs}"
     );
 }
+
+#[test]
+fn a_server_stopped_gracefully_announces_its_users_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let _bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    let mut b = b;
+    signal(b.child.id(), "-TERM");
+    let _ = b.child.wait();
+    // Left as shutting down (a dead server's users would leave as lost).
+    alice.wait(WAIT, "bob leaving as shut down", |g| {
+        g.iter().any(|m| match m {
+            ServerMessage::Presence(es) => es.iter().any(|e| {
+                matches!(e, PresenceEvent::Left(d)
+                    if d.user.as_str() == "bob" && d.reason == imchat_core::LeaveReason::SHUTDOWN)
+            }),
+            ServerMessage::Left(d) => {
+                d.user.as_str() == "bob" && d.reason == imchat_core::LeaveReason::SHUTDOWN
+            }
+            _ => false,
+        })
+    });
+    // And the name is free at once.
+    let _bob = Peer::join(a.addr, "bob");
+}
