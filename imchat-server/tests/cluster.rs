@@ -835,3 +835,30 @@ fn a_server_stopped_gracefully_announces_its_users_at_once() {
     // And the name is free at once.
     let _bob = Peer::join(a.addr, "bob");
 }
+
+#[test]
+fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let a = Server::start(&format!("redis://{}", proxy.addr));
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    proxy.cut();
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    // Server a's claim ran out with its lease: the name is free on b.
+    let mut other = Peer::join(b.addr, "Alice");
+    proxy.restore();
+    // Back in the cluster, a finds the name taken: its alice is told and
+    // disconnected; b's keeps it.
+    alice.wait(WAIT, "the reason", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("taken on another server")))
+    });
+    bob.wait_who(&["Alice", "bob"], WAIT);
+    other.say(None, "still here");
+    bob.wait(WAIT, "the new alice's message", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here"))
+    });
+}
