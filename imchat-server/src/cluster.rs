@@ -569,12 +569,17 @@ impl Cluster {
         let mut warned = false;
         while !self.leaving.load(Ordering::SeqCst) {
             let started = Instant::now();
+            let mut failed = None;
             if con.is_none() {
-                con = self.connect().ok();
+                match self.connect() {
+                    Ok(c) => con = Some(c),
+                    Err(e) => failed = Some(e),
+                }
             }
-            let result = match con.as_mut() {
-                Some(c) => self.keep(c, hub),
-                None => Err(redis::RedisError::from((
+            let result = match (con.as_mut(), failed) {
+                (Some(c), _) => self.keep(c, hub),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "cannot connect",
                 ))),

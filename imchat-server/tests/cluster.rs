@@ -771,6 +771,27 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     // A wrong password: the server starts, says Redis is unreachable, and
     // names neither password.
     let wrong = format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port);
+    let logs_of_wrong = unreachable_log(&wrong);
+    // TLS to a server that speaks none: refused the same way, no panic.
+    let tls = format!("rediss://:s3cret-pw@127.0.0.1:{}", redis.port);
+    let logs_of_tls = unreachable_log(&tls);
+    assert!(!logs_of_tls.contains("internal error"), "{logs_of_tls}");
+    let mut logs = logs_of_wrong + &logs_of_tls;
+    for s in [&a, &b] {
+        logs += &std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+        logs += &s.lines.lock().unwrap().join("\n");
+    }
+    assert!(logs.contains("redis://:***@127.0.0.1"), "{logs}");
+    assert!(logs.contains("rediss://:***@127.0.0.1"), "{logs}");
+    assert!(
+        !logs.contains("s3cret-pw") && !logs.contains("wr0ng-pw"),
+        "{logs}"
+    );
+}
+
+/// Runs a server with the Redis `url` until it logs that Redis is
+/// unreachable; returns its log.
+fn unreachable_log(url: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
         .arg("127.0.0.1:0")
@@ -778,7 +799,7 @@ fn a_password_in_the_url_works_and_is_never_logged() {
         .arg(dir.path())
         .arg("--log-file")
         .arg(dir.path().join("server.log"))
-        .args(["--redis", &wrong, "--cluster-lease-secs", LEASE_SECS])
+        .args(["--redis", url, "--cluster-lease-secs", LEASE_SECS])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -794,18 +815,11 @@ fn a_password_in_the_url_works_and_is_never_logged() {
         }
         thread::sleep(Duration::from_millis(50));
     }
+    let alive = c.try_wait().unwrap().is_none();
     let _ = c.kill();
     let _ = c.wait();
-    let mut logs = std::fs::read_to_string(&log).unwrap();
-    for s in [&a, &b] {
-        logs += &std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
-        logs += &s.lines.lock().unwrap().join("\n");
-    }
-    assert!(logs.contains("redis://:***@127.0.0.1"), "{logs}");
-    assert!(
-        !logs.contains("s3cret-pw") && !logs.contains("wr0ng-pw"),
-        "{logs}"
-    );
+    assert!(alive, "the server ended");
+    std::fs::read_to_string(&log).unwrap()
 }
 
 #[test]
