@@ -942,6 +942,35 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_toward_redis_is_bounded() {
+        let c = Cluster::new(&Settings {
+            url: "redis://127.0.0.1:1".into(),
+            lease: Duration::from_secs(10),
+        })
+        .unwrap();
+        let user = Username::new("alice").unwrap();
+        for _ in 0..QUEUE_MAX + 5 {
+            c.enqueue(ClusterEvent::Joined { user: user.clone() });
+        }
+        let q = lock(&c.queue);
+        assert_eq!(q.items.len(), QUEUE_MAX);
+        assert_eq!(q.dropped, 5);
+        // In order, numbered from 1 without gaps.
+        assert!(q.items.iter().zip(1..).all(|((s, _), n)| *s == n));
+    }
+
+    #[test]
+    fn a_url_that_is_not_redis_is_refused_in_one_line() {
+        let e = Cluster::new(&Settings {
+            url: "http://:pw@host".into(),
+            lease: Duration::from_secs(10),
+        })
+        .unwrap_err();
+        assert!(e.starts_with("invalid Redis URL 'http://:***@host'"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
     fn entries_count_once_per_sender_and_gaps_are_noticed() {
         let mut seen = Seen::default();
         assert_eq!(seen.admit(1, 5), Admit::Next);

@@ -463,6 +463,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cluster_flags_parse_and_the_lease_is_checked() {
+        let (cli, _) = serve(&[
+            "7000",
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--cluster-lease-secs",
+            "2.5",
+        ]);
+        assert_eq!(cli.redis.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            cluster_lease(cli.cluster_lease_secs),
+            Ok(std::time::Duration::from_millis(2500))
+        );
+        assert!(cluster_lease(0.1)
+            .unwrap_err()
+            .contains("--cluster-lease-secs"));
+        assert!(cluster_lease(f64::NAN).is_err());
+        // A lease means nothing without a cluster.
+        refused(&["7000", "--cluster-lease-secs", "5"]);
+    }
+
     fn refused(args: &[&str]) -> clap::Error {
         let argv = std::iter::once("imchat-server").chain(args.iter().copied());
         match parse_args(argv) {
