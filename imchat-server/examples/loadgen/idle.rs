@@ -14,8 +14,15 @@ use crate::room::now_ns;
 use crate::sys;
 use crate::wire::{self, Kind, Member};
 
-/// Threads that connect clients in parallel.
-const CONNECTORS: usize = 4;
+/// Threads that connect clients in parallel, each with one handshake in
+/// flight. With 4, the time to connect measured the round trip of one
+/// handshake on a loaded machine (the server sat at a third of its core),
+/// not what the server can take; a join storm (every client of a
+/// restarted server coming back) has many handshakes in flight at once.
+pub const CONNECTORS: usize = 32;
+/// How long the clients sit idle after the join notices stopped flowing
+/// before the server's RSS is read.
+pub const HOLD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -152,6 +159,10 @@ pub fn run(
             .saturating_sub(connect_end) as f64
             / 1e9
     });
+    // Then hold: the clients sit idle (answering pings) for HOLD, as the
+    // issue's bar says, so that what the storm left behind has had time to
+    // go (readers parked, queues drained).
+    thread::sleep(HOLD);
     let after = sys::rss_kib(pid).unwrap_or(0) as f64;
     let threads = sys::threads(pid).unwrap_or(0) as f64;
     stop.store(true, Ordering::Release);

@@ -442,6 +442,11 @@ fn pump_frames<R: Read>(
 /// server's keepalive pings as a live client does (imchat pings a silent
 /// client after 30 s and drops it 30 s later). Returns (still open, got
 /// bytes).
+///
+/// Only pings are decoded: every other frame (the join storm's presence
+/// notices, N²/2 names in all) is skipped by its length. Decoding each of
+/// them made the one reading thread fall so far behind at 10,000 clients
+/// that pings waited in the socket past the server's keepalive timeout.
 pub fn idle_pump<S: Read + Write>(
     kind: Kind,
     s: &mut S,
@@ -457,20 +462,39 @@ pub fn idle_pump<S: Read + Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        need = 0;
         if kind == Kind::Redis {
             rb.start = rb.end;
+            need = 0;
             continue;
         }
-        let walked = imchat_messages(rb, |msg| {
-            if let ServerMessage::Ping(v) = msg {
-                s.write_all(&ClientMessage::Pong(v).to_frame())?;
-            }
-            Ok(ControlFlow::<()>::Continue(()))
-        })?;
-        if let ControlFlow::Continue(n) = walked {
-            need = n;
+        need = skip_to_pings(rb, |v| s.write_all(&ClientMessage::Pong(v).to_frame()))?;
+    }
+}
+
+/// Consumes the whole imchat frames buffered in `rb`, calling `on_ping`
+/// with the value of every keepalive ping and skipping every other frame
+/// undecoded. Returns how many unparsed bytes the next frame needs.
+fn skip_to_pings(
+    rb: &mut RecvBuf,
+    mut on_ping: impl FnMut(u64) -> io::Result<()>,
+) -> io::Result<usize> {
+    let bad = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    loop {
+        let d = rb.data();
+        let Some(len) = frame_len(d, DEFAULT_MAX_FRAME).map_err(bad)? else {
+            return Ok(HEADER_LEN);
+        };
+        if d.len() < len {
+            return Ok(len);
         }
+        if d.get(HEADER_LEN) == Some(&types::PING) {
+            if let ServerMessage::Ping(v) =
+                ServerMessage::decode_frame(&d[HEADER_LEN..len]).map_err(bad)?
+            {
+                on_ping(v)?;
+            }
+        }
+        rb.start += len;
     }
 }
 
@@ -603,7 +627,7 @@ pub fn publisher(kind: Kind, addr: SocketAddr, member: &TcpStream) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imchat_core::{MessageId, Timestamp};
+    use imchat_core::{MessageId, PresenceEvent, Timestamp};
 
     #[test]
     fn payload_round_trips() {
@@ -705,6 +729,33 @@ mod tests {
     }
 
     impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A socket that gives at most `step` bytes per read.
+    struct Trickle {
+        input: io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step);
+            match self.input.read(&mut buf[..n])? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.output.extend_from_slice(buf);
             Ok(buf.len())
@@ -889,5 +940,36 @@ mod tests {
         assert_eq!(sock.output, ClientMessage::Pong(7).to_frame());
         let again = idle_pump(Kind::Imchat, &mut sock, &mut rb);
         assert_eq!(again.unwrap(), (true, false));
+    }
+
+    #[test]
+    fn an_idle_client_skips_presence_notices_split_across_reads_and_answers_the_ping_after_them() {
+        let presence = ServerMessage::Presence(
+            ["alice", "bob", "carol"]
+                .into_iter()
+                .enumerate()
+                .map(|(k, n)| PresenceEvent::Joined {
+                    id: MessageId(k as u64 + 1),
+                    time: Timestamp(1_700_000_000_000),
+                    user: Username::new(n).unwrap(),
+                })
+                .collect(),
+        );
+        let mut input = presence.to_frame();
+        input.extend(ServerMessage::Ping(9).to_frame());
+        let mut sock = Trickle {
+            input: io::Cursor::new(input),
+            output: Vec::new(),
+            step: 3,
+        };
+        let mut rb = RecvBuf::new(4096);
+        let mut rounds = 0;
+        while sock.output.is_empty() && rounds < 100 {
+            let r = idle_pump(Kind::Imchat, &mut sock, &mut rb);
+            assert_eq!(r.unwrap().0, true);
+            rounds += 1;
+        }
+        assert_eq!(sock.output, ClientMessage::Pong(9).to_frame());
+        assert_eq!(rb.data(), b"");
     }
 }
