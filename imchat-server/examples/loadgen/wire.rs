@@ -966,7 +966,7 @@ mod tests {
         let mut rounds = 0;
         while sock.output.is_empty() && rounds < 100 {
             let r = idle_pump(Kind::Imchat, &mut sock, &mut rb);
-            assert_eq!(r.unwrap().0, true);
+            assert!(r.unwrap().0, "the socket stays open");
             rounds += 1;
         }
         assert_eq!(sock.output, ClientMessage::Pong(9).to_frame());
