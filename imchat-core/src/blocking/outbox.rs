@@ -82,6 +82,10 @@ struct State {
     /// The unwritten rest of a frame a timed-out write cut: it goes out
     /// before anything else, or the stream would be corrupt.
     partial: Option<Frame>,
+    /// A write took every frame but the writer keeps bytes of its own
+    /// that its `flush` could not yet push on (a TLS stream's encrypted
+    /// records, when the socket was full): the writer thread flushes.
+    unflushed: bool,
     control: VecDeque<Frame>,
     bulk: VecDeque<Frame>,
     control_bytes: usize,
@@ -159,7 +163,10 @@ impl State {
     /// Frames wait that a writer taking the control lane (and the bulk
     /// lane too when `bulk`) would write.
     fn has_frames(&self, bulk: bool) -> bool {
-        self.partial.is_some() || !self.control.is_empty() || (bulk && !self.bulk.is_empty())
+        self.partial.is_some()
+            || self.unflushed
+            || !self.control.is_empty()
+            || (bulk && !self.bulk.is_empty())
     }
 
     /// Moves the next frames into `batch` (empty): the rest of a cut frame,
@@ -167,6 +174,8 @@ impl State {
     /// [`BATCH_BYTES`] and [`BATCH_FRAMES`]. Says which lanes they came from.
     fn take_batch(&mut self, batch: &mut Vec<Frame>, bulk: bool) -> Taken {
         debug_assert!(batch.is_empty());
+        // The batch's write ends with a flush, which pushes those on.
+        self.unflushed = false;
         let mut bytes = 0;
         let partial = if let Some(p) = self.partial.take() {
             bytes += p.len();
@@ -484,10 +493,27 @@ impl Outbox {
             let taken = s.take_batch(&mut batch, bulk);
             drop(s);
             let result = write_frames_from(&mut w, &batch, (0, 0));
+            // A plain socket's flush does nothing; a TLS stream's pushes
+            // its encrypted records on, without waiting on a full socket.
+            let flushed = result.is_ok().then(|| w.flush());
             s = self.lock();
             s.writing = false;
             match result {
-                Ok(()) => batch.clear(),
+                Ok(()) => {
+                    batch.clear();
+                    match flushed {
+                        Some(Err(e)) if is_timeout(&e) => {
+                            s.unflushed = true;
+                            break;
+                        }
+                        Some(Err(_)) => {
+                            drop(s);
+                            self.abort();
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
                 Err((done, e)) if is_timeout(&e) => {
                     // Put back what did not go out, for the writer thread.
                     s.put_back(&mut batch, done, taken);
@@ -566,7 +592,11 @@ impl Outbox {
     #[must_use]
     pub fn is_drained(&self) -> bool {
         let s = self.lock();
-        !s.writing && s.partial.is_none() && s.control_bytes == 0 && s.bulk_bytes == 0
+        !s.writing
+            && s.partial.is_none()
+            && !s.unflushed
+            && s.control_bytes == 0
+            && s.bulk_bytes == 0
     }
 
     /// Bytes queued (both lanes).
@@ -597,6 +627,7 @@ impl Outbox {
         let mut s = self.lock();
         s.phase = Phase::Aborted;
         s.partial = None;
+        s.unflushed = false;
         s.control.clear();
         s.bulk.clear();
         s.control_bytes = 0;
@@ -693,12 +724,37 @@ impl Outbox {
                 Next::Stop => return Ok(WriterEnd::Finished),
                 Next::Park => return Ok(WriterEnd::Parked),
             }
-            let result = self.write_batch(&mut w, &batch).and_then(|()| w.flush());
+            let result = self
+                .write_batch(&mut w, &batch)
+                .and_then(|()| self.flush_writer(&mut w));
             batch.clear();
             self.lock().writing = false;
             if let Err(e) = result {
                 self.abort();
                 return Err(e);
+            }
+        }
+    }
+
+    /// Flushes `w`, retrying a flush that times out (a TLS stream's
+    /// records waiting on a full socket) as [`write_batch`](Self::write_batch)
+    /// retries writes: within the stall limit, while the queue is not aborted.
+    fn flush_writer<W: Write>(&self, w: &mut W) -> io::Result<()> {
+        let started = Instant::now();
+        loop {
+            match w.flush() {
+                Err(e) if is_timeout(&e) => {
+                    if self.lock().phase == Phase::Aborted {
+                        return Ok(());
+                    }
+                    if self.stall.is_some_and(|stall| started.elapsed() >= stall) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer stopped reading",
+                        ));
+                    }
+                }
+                other => return other,
             }
         }
     }
@@ -915,6 +971,51 @@ mod tests {
         let mut w = Trickle(Vec::new());
         q.run_writer(&mut w).unwrap();
         assert_eq!(w.0.len(), want.len());
+    }
+
+    /// A writer that takes every byte but keeps them until its flush,
+    /// which times out `stuck` times first (a TLS stream's records on a
+    /// full socket).
+    struct Buffered {
+        held: Vec<u8>,
+        out: Vec<u8>,
+        stuck: usize,
+    }
+    impl Write for &mut Buffered {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.held.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            if self.stuck > 0 {
+                self.stuck -= 1;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.out.append(&mut self.held);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_flush_that_cannot_finish_is_left_to_the_writer_thread() {
+        let q = Outbox::new(1 << 20);
+        let mut w = Buffered {
+            held: Vec::new(),
+            out: Vec::new(),
+            stuck: 1,
+        };
+        q.push(f(b"hello"), false).unwrap();
+        q.flush(&mut w);
+        // Every frame was taken, but the bytes are still the writer's own.
+        assert_eq!(q.queued(), 0);
+        assert!(!q.is_drained(), "an unfinished flush counts as queued");
+        assert!(w.out.is_empty());
+        // The writer thread's turn: it flushes (retrying the timeout).
+        w.stuck = 2;
+        q.close();
+        q.run_writer(&mut w).unwrap();
+        assert_eq!(w.out, b"hello");
+        assert!(q.is_drained());
     }
 
     #[test]
