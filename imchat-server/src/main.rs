@@ -13,6 +13,7 @@ mod report;
 mod server;
 mod socket;
 mod store;
+mod tls;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -173,6 +174,9 @@ struct Cli {
     #[command(flatten)]
     limits: LimitArgs,
 
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+
     // The generators are exclusive: clap then requires no other argument.
     /// Print a completion script for SHELL on stdout
     #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
@@ -306,6 +310,9 @@ enum Error {
     /// The Redis URL is unusable.
     #[error("{0}")]
     Cluster(String),
+    /// The TLS certificate or key could not be read, made or used.
+    #[error("{0}")]
+    Tls(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
@@ -409,6 +416,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         }
         None => None,
     };
+    let tls = cli.tls.load().map_err(Error::Tls)?;
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
         reason: files::io_reason(&e),
@@ -424,6 +432,12 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         choice.source
     ));
     log::info!("listening on {local}");
+    if let Some(tls) = &tls {
+        let line = format!("TLS certificate SHA-256 fingerprint: {}", tls.fingerprint);
+        report::print_line(&format!("TLS on {local}: {}", tls.source));
+        report::print_line(&line);
+        log::info!("TLS: {}; {line}", tls.source);
+    }
     log::info!(
         "shared folder: {} ({}), resolved to {}",
         choice.path.display(),
@@ -436,6 +450,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         log_text: cli.log_text,
         shared,
         cluster,
+        tls: tls.map(|t| t.config),
     };
     server::run(listener, config, history)
 }

@@ -27,7 +27,7 @@ mod download;
 mod idle;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -44,7 +44,7 @@ use log::Level;
 
 use crate::files::SharedDir;
 use crate::report::{self, Reporter};
-use crate::socket::NoWait;
+use crate::socket::{NoWait, Sock};
 use crate::Error;
 
 /// How long a join or leave notice may wait to be written with the ones
@@ -90,6 +90,9 @@ pub struct Config {
     pub shared: SharedDir,
     /// The cluster this server is part of (`--redis`), if any.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// TLS on every connection (`--tls-cert`/`--tls-key`, `--tls-self-signed`);
+    /// `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why the main thread should stop the server.
@@ -109,7 +112,7 @@ struct Conn {
     outbox: Arc<Outbox>,
     /// The socket (shared with the connection's reader and writer threads:
     /// one descriptor per connection), to shut it down from any thread.
-    socket: Arc<TcpStream>,
+    socket: Arc<Sock>,
     /// The control of each running download.
     downloads: HashMap<TransferId, Arc<download::Control>>,
     /// When the hub asked for the connection to close.
@@ -131,7 +134,7 @@ impl Conn {
     fn force_close(&mut self) {
         self.forced = true;
         self.outbox.abort();
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        let _ = self.socket.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -166,7 +169,7 @@ struct DownloadJob {
     outbox: Arc<Outbox>,
     /// The client's socket, which the download writes its chunks to when
     /// no one else is writing.
-    socket: Arc<TcpStream>,
+    socket: Arc<Sock>,
 }
 
 /// Work found while dispatching, done after the lock is released.
@@ -182,7 +185,7 @@ struct Work {
 }
 
 /// A queue to flush, and the socket to flush it to.
-type Flush = (Arc<Outbox>, Arc<TcpStream>);
+type Flush = (Arc<Outbox>, Arc<Sock>);
 
 impl Work {
     fn is_empty(&self) -> bool {
@@ -327,7 +330,7 @@ impl Server {
     }
 
     /// Flushes each queue once (they may repeat in `queues`) with `flush`.
-    fn flush_now(queues: &mut Vec<Flush>, flush: impl Fn(&Outbox, &TcpStream)) {
+    fn flush_now(queues: &mut Vec<Flush>, flush: impl Fn(&Outbox, &Sock)) {
         queues.sort_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         queues.dedup_by_key(|(outbox, _)| Arc::as_ptr(outbox));
         for (outbox, socket) in queues.drain(..) {

@@ -13,6 +13,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::tls::rustls::ServerConnection;
+use imchat_core::blocking::tls::TlsStream;
 use imchat_core::blocking::{Direct, Frame, PushError};
 
 /// Longest [`write_file_frame`] waits for a full socket without a byte
@@ -42,6 +44,78 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
     }
 }
 
+/// A client's connection: a plain TCP stream, or TLS over one. Reader
+/// and writer threads share it (`&Sock` reads and writes) as they share a
+/// `&TcpStream`. The plain case is the stream itself: no lock, no copy.
+#[derive(Debug)]
+pub enum Sock {
+    /// Plaintext.
+    Plain(TcpStream),
+    /// TLS: rustls behind a lock, the socket read outside it. Boxed: a
+    /// plaintext connection does not carry its size (about 1 KiB).
+    Tls(Box<TlsStream<ServerConnection>>),
+}
+
+impl Sock {
+    /// The TCP stream (socket options, `shutdown`, the descriptor).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Sock::Plain(s) => s,
+            Sock::Tls(t) => t.tcp(),
+        }
+    }
+
+    /// The stream when it is plaintext: bytes written to it go to the
+    /// peer as they are (`sendfile` may write file data straight to it).
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Sock::Plain(s) => Some(s),
+            Sock::Tls(_) => None,
+        }
+    }
+
+    /// Ends our side of the stream after what was written: TLS first says
+    /// so (`close_notify`), so that the peer sees a clean end.
+    pub fn end_writes(&self) {
+        if let Sock::Tls(t) = self {
+            t.close_notify();
+        }
+        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl io::Read for &Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => { s }.read(buf),
+            Sock::Tls(t) => { &**t }.read(buf),
+        }
+    }
+}
+
+impl io::Write for &Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => { s }.write(buf),
+            Sock::Tls(t) => { &**t }.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sock::Plain(s) => { s }.write_vectored(bufs),
+            Sock::Tls(t) => { &**t }.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sock::Plain(_) => Ok(()),
+            Sock::Tls(t) => { &**t }.flush(),
+        }
+    }
+}
+
 /// A socket written without waiting: when its send buffer is full a write
 /// fails at once with `WouldBlock`, whatever the socket's write timeout.
 /// For a thread that writes one broadcast to many sockets in turn: a full
@@ -49,11 +123,36 @@ pub fn limit_unsent(stream: &TcpStream, bytes: u32) -> io::Result<bool> {
 /// ([`Outbox::flush`](imchat_core::blocking::Outbox::flush) does that on
 /// `WouldBlock`) instead of holding up every receiver after it.
 #[derive(Debug, Clone, Copy)]
-pub struct NoWait<'a>(pub &'a TcpStream);
+/// Over TLS the records are written so, and what the socket does not
+/// take waits in the TLS stream for the next write or flush.
+pub struct NoWait<'a>(pub &'a Sock);
 
 impl io::Write for NoWait<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.0 {
+            Sock::Plain(s) => nowait::send(s, bufs),
+            Sock::Tls(t) => t.write_with(bufs, &mut RawNoWait(t.tcp())),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.0 {
+            Sock::Plain(_) => Ok(()),
+            Sock::Tls(t) => t.flush_with(&mut RawNoWait(t.tcp())),
+        }
+    }
+}
+
+/// The TCP stream under a TLS stream, written without waiting.
+struct RawNoWait<'a>(&'a TcpStream);
+
+impl io::Write for RawNoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        nowait::send(self.0, &[io::IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {

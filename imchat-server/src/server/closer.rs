@@ -6,7 +6,9 @@
 //! quick connects to a full server meant 1,842 threads.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+
+use crate::socket::Sock;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread;
@@ -29,14 +31,14 @@ const MAX_DRAINING: usize = 4096;
 #[derive(Debug)]
 pub(super) struct Refused {
     pub(super) id: ClientId,
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Arc<Sock>,
     pub(super) outbox: Arc<Outbox>,
     deadline: Instant,
     ended: bool,
 }
 
 impl Refused {
-    pub(super) fn new(id: ClientId, stream: Arc<TcpStream>, outbox: Arc<Outbox>) -> Self {
+    pub(super) fn new(id: ClientId, stream: Arc<Sock>, outbox: Arc<Outbox>) -> Self {
         Refused {
             id,
             stream,
@@ -57,15 +59,15 @@ impl Refused {
             if !self.outbox.is_drained() && !late {
                 return false;
             }
-            let _ = self.stream.shutdown(Shutdown::Write);
-            if self.stream.set_nonblocking(true).is_err() {
+            self.stream.end_writes();
+            if self.stream.tcp().set_nonblocking(true).is_err() {
                 return true;
             }
             self.ended = true;
         }
         let mut buf = [0u8; 4096];
         for _ in 0..16 {
-            match (&*self.stream).read(&mut buf) {
+            match { self.stream.tcp() }.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return late,
@@ -121,7 +123,7 @@ impl Server {
     }
 
     fn forget_refused(&self, r: &Refused) {
-        let _ = r.stream.shutdown(Shutdown::Both);
+        let _ = r.stream.tcp().shutdown(Shutdown::Both);
         self.lock().conns.remove(&r.id);
     }
 }

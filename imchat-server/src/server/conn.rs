@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use imchat_core::blocking::tls::TlsStream;
 use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
 use super::idle::Parked;
 use super::{closer, spawn, Conn, Server, Share, Work};
-use crate::socket::{limit_unsent, SERVER_UNSENT_LIMIT};
+use crate::socket::{limit_unsent, Sock, SERVER_UNSENT_LIMIT};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
 const READER_STACK: usize = 256 * 1024;
@@ -66,7 +67,19 @@ impl Server {
         }
         // One descriptor serves the reader, the writer and the table
         // (`&TcpStream` reads and writes): a connection costs one file
-        // descriptor, not three.
+        // descriptor, not three. With TLS, the reader's first reads run
+        // the handshake, within the hub's handshake deadline like the
+        // Hello after it.
+        let stream = match &self.config.tls {
+            None => Sock::Plain(stream),
+            Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                Ok(tls) => Sock::Tls(Box::new(TlsStream::new(stream, tls))),
+                Err(e) => {
+                    warn!("cannot start TLS for {addr}, dropping it: {e}");
+                    return;
+                }
+            },
+        };
         let stream = Arc::new(stream);
         let outbox = Outbox::with_stall(limits.max_outbound, stall);
         let (id, work) = {
@@ -116,7 +129,7 @@ impl Server {
                     // The reader sees the socket close and reports the client as left.
                     warn!("cannot start a writer thread for {addr}, dropping it: {e}");
                     outbox.abort();
-                    let _ = socket.shutdown(Shutdown::Both);
+                    let _ = socket.tcp().shutdown(Shutdown::Both);
                 }
             },
             WRITER_PARK,
@@ -196,14 +209,14 @@ impl Server {
         // the timer forgets the connection. (No lock here: this may run
         // with the core's lock held.)
         if let Err(std::sync::mpsc::SendError(r)) = sent {
-            let _ = r.stream.shutdown(Shutdown::Both);
+            let _ = r.stream.tcp().shutdown(Shutdown::Both);
         }
     }
 
     /// The reader thread's work: messages from the socket into the hub,
     /// until the connection ends, or (when `may_park`) it is idle.
     /// A panic here drops this client only.
-    fn serve(self: &Arc<Self>, id: ClientId, stream: &TcpStream, may_park: bool) -> Served {
+    fn serve(self: &Arc<Self>, id: ClientId, stream: &Sock, may_park: bool) -> Served {
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| self.read_loop(id, stream, may_park)));
         match outcome {
@@ -223,7 +236,7 @@ impl Server {
         Served::Ended
     }
 
-    fn read_loop(self: &Arc<Self>, id: ClientId, stream: &TcpStream, may_park: bool) -> Served {
+    fn read_loop(self: &Arc<Self>, id: ClientId, stream: &Sock, may_park: bool) -> Served {
         // A parked connection comes back with the limit it had.
         let max_frame = self.lock().hub.max_frame(id);
         let mut reader = FrameReader::<_, ClientMessage>::new(stream, max_frame);
@@ -316,9 +329,9 @@ impl Server {
 
     /// After both threads of a connection are done: drain what the peer
     /// still sends for a moment, close the socket, forget the connection.
-    fn finish(self: &Arc<Self>, id: ClientId, stream: &TcpStream) {
-        linger(stream);
-        let _ = stream.shutdown(Shutdown::Both);
+    fn finish(self: &Arc<Self>, id: ClientId, stream: &Sock) {
+        linger(stream.tcp());
+        let _ = stream.tcp().shutdown(Shutdown::Both);
         if let Some(conn) = self.lock().conns.remove(&id) {
             for control in conn.downloads.values() {
                 control.cancel();
@@ -348,21 +361,19 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// after being flushed, the write side is shut (the peer sees the end of
 /// the stream after our last message); on a write error both sides are,
 /// which also wakes the reader.
-fn write_loop(outbox: &Outbox, stream: &TcpStream) {
+fn write_loop(outbox: &Outbox, stream: &Sock) {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| outbox.run_writer(stream)));
     match outcome {
         // Idle for a while: this thread ends, the connection goes on.
         Ok(Ok(WriterEnd::Parked)) => {}
-        Ok(Ok(_)) => {
-            let _ = stream.shutdown(Shutdown::Write);
-        }
+        Ok(Ok(_)) => stream.end_writes(),
         Ok(Err(e)) => {
-            debug!("writing to {:?} failed: {e}", stream.peer_addr());
-            let _ = stream.shutdown(Shutdown::Both);
+            debug!("writing to {:?} failed: {e}", stream.tcp().peer_addr());
+            let _ = stream.tcp().shutdown(Shutdown::Both);
         }
         Err(_) => {
             outbox.abort();
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.tcp().shutdown(Shutdown::Both);
         }
     }
 }

@@ -168,9 +168,11 @@ impl Server {
         // (`sendfile`), not copied through its frame.
         let sendfile = file.try_clone().ok();
         let send = |frame: Frame, data: Option<FileData>| {
-            if let (Some(data), Some(file)) = (data, &sendfile) {
+            // Over TLS every byte is encrypted: the chunks go through the
+            // queue (bounded by the read-ahead), never by `sendfile`.
+            if let (Some(data), Some(file), Some(tcp)) = (data, &sendfile, socket.plain()) {
                 if let Some(direct) = outbox.write_direct() {
-                    return write_file_frame(direct, &socket, file, &frame, data.head, data.at);
+                    return write_file_frame(direct, tcp, file, &frame, data.head, data.at);
                 }
             }
             outbox.push_bulk_through(frame, &*socket)

@@ -13,7 +13,6 @@
 //! to like any other.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
@@ -24,12 +23,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::Server;
+use crate::socket::Sock;
 
 /// A connection whose reader thread ended while it was idle.
 #[derive(Debug)]
 pub(super) struct Parked {
     pub(super) id: ClientId,
-    pub(super) stream: Arc<TcpStream>,
+    pub(super) stream: Arc<Sock>,
     pub(super) outbox: Arc<Outbox>,
 }
 
@@ -59,7 +59,7 @@ impl Idle {
     /// at once. Gives the connection back if it could not be watched (the
     /// caller keeps reading it instead).
     pub(super) fn park(&self, conn: Parked) -> Result<(), Parked> {
-        let fd = conn.stream.as_raw_fd();
+        let fd = conn.stream.tcp().as_raw_fd();
         let key = conn.id.0;
         let mut parked = self.lock();
         parked.insert(key, conn);
@@ -100,7 +100,7 @@ impl Idle {
                 let Some(conn) = server.idle.lock().remove(&key) else {
                     continue;
                 };
-                let fd = conn.stream.as_raw_fd();
+                let fd = conn.stream.tcp().as_raw_fd();
                 // Unwatched before its new reader runs, so it is never
                 // reported to two owners; an error here leaves only a
                 // registration the closed socket drops.

@@ -1,0 +1,197 @@
+//! The server's TLS settings: a certificate and key from PEM files, or a
+//! self-signed certificate made once and kept in the data folder. TLS is
+//! on the server's one port: a server is either TLS or plaintext.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use imchat_core::blocking::tls::{fingerprint, provider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+/// Names of the self-signed certificate's files in the data folder.
+const CERT_FILE: &str = "tls-cert.pem";
+const KEY_FILE: &str = "tls-key.pem";
+
+/// The TLS flags.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate chain (PEM), on the same port
+    ///
+    /// Every connection is then TLS: plaintext clients are refused. Needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve TLS with a self-signed certificate made at the first start
+    ///
+    /// Kept in the data folder (see --data-dir) and used again at every
+    /// start; its SHA-256 fingerprint is printed, for clients to compare
+    /// with the one they are shown on first connecting (trust on first
+    /// use). Delete its files there to get a new key.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+
+    /// The server's data folder (the self-signed certificate)
+    ///
+    /// Default: the platform's data folder + imchat-server/
+    /// (~/.local/share/imchat-server on Linux). Created readable by its owner only.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// A TLS configuration ready to serve, and what to tell the operator.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Arc<ServerConfig>,
+    /// The SHA-256 fingerprint of the certificate served.
+    pub fingerprint: String,
+    /// Where the certificate came from.
+    pub source: String,
+}
+
+impl TlsArgs {
+    /// The configuration the flags ask for; `Ok(None)` without TLS flags.
+    ///
+    /// # Errors
+    ///
+    /// One line saying which file could not be read, made or used.
+    pub fn load(&self) -> Result<Option<Loaded>, String> {
+        let (cert, key, source) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone(), cert.display().to_string()),
+            _ if self.tls_self_signed => {
+                let dir = match &self.data_dir {
+                    Some(dir) => dir.clone(),
+                    None => dirs::data_dir()
+                        .ok_or("no data folder on this system: give one with --data-dir")?
+                        .join("imchat-server"),
+                };
+                let made = self_signed(&dir)?;
+                let cert = dir.join(CERT_FILE);
+                let how = if made { "made now" } else { "kept" };
+                let source = format!("self-signed, {how} in {}", dir.display());
+                (cert, dir.join(KEY_FILE), source)
+            }
+            _ => return Ok(None),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+            .and_then(Iterator::collect)
+            .map_err(|e| format!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+        let Some(first) = certs.first() else {
+            return Err(format!("no certificate in {}", cert.display()));
+        };
+        let fingerprint = fingerprint(first.as_ref());
+        let key = PrivateKeyDer::from_pem_file(&key)
+            .map_err(|e| format!("cannot read the TLS key {}: {e}", key.display()))?;
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| format!("cannot use the TLS certificate and key: {e}"))?;
+        Ok(Some(Loaded {
+            config: Arc::new(config),
+            fingerprint,
+            source,
+        }))
+    }
+}
+
+/// Makes the self-signed certificate in `dir` unless both its files are
+/// there. True when made now.
+fn self_signed(dir: &Path) -> Result<bool, String> {
+    let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
+    let fail = |what: &Path, e: io::Error| format!("cannot write {}: {e}", what.display());
+    private_dir(dir).map_err(|e| fail(dir, e))?;
+    let names = vec!["localhost".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot make a self-signed certificate: {e}"))?;
+    // The key first: a certificate without its key would be kept.
+    write_private(&key, made.signing_key.serialize_pem().as_bytes()).map_err(|e| fail(&key, e))?;
+    write_private(&cert, made.cert.pem().as_bytes()).map_err(|e| fail(&cert, e))?;
+    Ok(true)
+}
+
+/// Creates `dir` (and its parents) readable by its owner only.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes a new file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed_in(dir: &Path) -> TlsArgs {
+        TlsArgs {
+            tls_self_signed: true,
+            data_dir: Some(dir.to_owned()),
+            ..TlsArgs::default()
+        }
+    }
+
+    #[test]
+    fn no_flags_no_tls() {
+        assert!(TlsArgs::default().load().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_made_once_with_private_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let first = self_signed_in(&dir).load().unwrap().unwrap();
+        assert!(first.source.contains("made now"), "{}", first.source);
+        let again = self_signed_in(&dir).load().unwrap().unwrap();
+        assert!(again.source.contains("kept"), "{}", again.source);
+        assert_eq!(first.fingerprint, again.fingerprint);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+        }
+        // A new key once the files are gone.
+        fs::remove_file(dir.join(KEY_FILE)).unwrap();
+        let renewed = self_signed_in(&dir).load().unwrap().unwrap();
+        assert_ne!(renewed.fingerprint, first.fingerprint);
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_one_line_naming_it() {
+        let args = TlsArgs {
+            tls_cert: Some("/nonexistent/cert.pem".into()),
+            tls_key: Some("/nonexistent/key.pem".into()),
+            ..TlsArgs::default()
+        };
+        let err = args.load().unwrap_err();
+        assert!(
+            err.contains("/nonexistent/cert.pem") && !err.contains('\n'),
+            "{err}"
+        );
+    }
+}
