@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Departure, Encode, FileEntry, FileListPart,
@@ -107,6 +108,8 @@ pub struct Config {
     pub resume: bool,
     /// Where sessions are saved for the next run; `None`: nowhere.
     pub sessions_dir: Option<PathBuf>,
+    /// `--tls`: how to trust the server; `None`: plaintext.
+    pub tls: Option<Trust>,
 }
 
 /// Why a connection ended.
@@ -317,7 +320,7 @@ struct Conn {
     /// The socket, for the disk thread to write its acknowledgements
     /// itself (see [`Outbox::flush`]) rather than wake the writer thread,
     /// and to hang up.
-    socket: TcpStream,
+    socket: Stream,
     writer_done: Mutex<Option<Receiver<()>>>,
 }
 
@@ -333,9 +336,11 @@ fn io_err(what: &'static str) -> impl Fn(io::Error) -> ClientError {
 
 /// A connection that got the server's welcome.
 struct Joined {
-    stream: TcpStream,
+    stream: Stream,
     session: ClientSession,
-    reader: FrameReader<TcpStream, ServerMessage>,
+    reader: FrameReader<Stream, ServerMessage>,
+    /// A TLS certificate trusted on first use: its fingerprint, to show.
+    first_use: Option<String>,
     username: Username,
     welcome: String,
     limits: Limits,
@@ -419,7 +424,7 @@ fn open_store(config: &Config) -> Option<SessionFile> {
 /// connection, asks the server for it back (its messages not yet
 /// acknowledged are sent again); it is taken only if the handshake works.
 fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
-    let stream = connect(&config.host, config.port)?;
+    let (stream, first_use) = secure(config, connect(&config.host, config.port)?)?;
     let limits = Limits::default();
     let mut fresh = None;
     let session = match previous {
@@ -429,11 +434,8 @@ fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined,
         }
         None => fresh.insert(new_session(config, &limits)),
     };
-    let mut reader = FrameReader::<TcpStream, ServerMessage>::new(
-        stream.try_clone().map_err(io_err("cloning the socket"))?,
-        limits.max_frame,
-    );
-    let mut write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
+    let mut reader = FrameReader::<Stream, ServerMessage>::new(stream.clone(), limits.max_frame);
+    let mut write_half = stream.clone();
     let (username, welcome) = handshake(session, &mut reader, &mut write_half)?;
     let session = std::mem::replace(session, new_session(config, &limits));
     Ok(Joined {
@@ -443,7 +445,23 @@ fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined,
         username,
         welcome,
         limits,
+        first_use,
     })
+}
+
+/// With `--tls`, the TLS handshake on `tcp`, before anything of imchat is
+/// sent; the fingerprint of a certificate trusted now for the first time.
+fn secure(config: &Config, tcp: TcpStream) -> Result<(Stream, Option<String>), ClientError> {
+    let Some(trust) = &config.tls else {
+        return Ok((Stream::plain(tcp), None));
+    };
+    let (stream, verified) = tls::connect(tcp, &config.host, config.port, trust, HANDSHAKE_WAIT)
+        .map_err(|e| ClientError::Tls(inert(&e.to_string()).into_owned()))?;
+    let first_use = match verified {
+        Verified::FirstUse { fingerprint } => Some(fingerprint),
+        _ => None,
+    };
+    Ok((Stream::tls(stream), first_use))
 }
 
 /// The wait before reconnect try `attempt` (1, 2, …): 1 s, 2 s, 4 s …
@@ -555,8 +573,8 @@ pub fn host_port(host: &str, port: u16) -> String {
 /// anything else runs. Returns the registered name and the welcome text.
 fn handshake(
     session: &mut ClientSession,
-    reader: &mut FrameReader<TcpStream, ServerMessage>,
-    w: &mut TcpStream,
+    reader: &mut FrameReader<Stream, ServerMessage>,
+    w: &mut Stream,
 ) -> Result<(Username, String), ClientError> {
     let lost = |e: io::Error| {
         log::info!("handshake: {e}");
@@ -564,6 +582,7 @@ fn handshake(
     };
     reader
         .get_ref()
+        .tcp()
         .set_read_timeout(Some(HANDSHAKE_WAIT))
         .map_err(lost)?;
     loop {
@@ -582,13 +601,19 @@ fn handshake(
                 return Err(ClientError::NoAnswer)
             }
             Err(TransportError::Io(e)) => return Err(lost(e)),
+            // A TLS server answers a plaintext hello with a TLS alert.
+            Err(TransportError::Decode(_)) if !w.is_tls() => return Err(ClientError::NotImchat),
             Err(e) => return Err(ClientError::ConnectionBroken(e.to_string())),
         };
         session.handle_message(msg, Instant::now());
         while let Some(ev) = session.poll_event() {
             match ev {
                 ClientEvent::Welcome { username, text, .. } => {
-                    reader.get_ref().set_read_timeout(None).map_err(lost)?;
+                    reader
+                        .get_ref()
+                        .tcp()
+                        .set_read_timeout(None)
+                        .map_err(lost)?;
                     while let Some(m) = session.poll_transmit() {
                         w.write_all(&m.to_frame()).map_err(lost)?;
                     }
@@ -933,9 +958,16 @@ impl Conn {
             username,
             welcome,
             limits,
+            first_use,
         } = joined;
         let server = host_port(&inert(&app.config.host), app.config.port);
         *lock(&app.me) = inert(username.as_str()).into_owned();
+        if let Some(fingerprint) = first_use {
+            app.notice(&format!(
+                "first TLS connection to {server}: its certificate (SHA-256 {fingerprint}) is now trusted; \
+                 compare it with the fingerprint the server printed"
+            ));
+        }
         if again {
             app.notice(&format!("reconnected to {server}"));
         } else {
@@ -947,7 +979,7 @@ impl Conn {
                 app.plain(&inert(line));
             }
         }
-        let write_half = stream.try_clone().map_err(io_err("cloning the socket"))?;
+        let write_half = stream.clone();
         let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
         let (writer_done_tx, writer_done) = mpsc::channel::<()>();
         let conn = Arc::new(Conn {
@@ -1038,7 +1070,7 @@ impl Conn {
             return Err(end.error());
         }
         self.quit();
-        let _ = self.socket.shutdown(Shutdown::Both);
+        let _ = self.socket.tcp().shutdown(Shutdown::Both);
         self.app.forget();
         self.app.quit_result()
     }
@@ -1048,7 +1080,7 @@ impl Conn {
         self.closing.store(true, Ordering::SeqCst);
         self.outbox.abort();
         self.stop_transfers();
-        let _ = self.socket.shutdown(Shutdown::Both);
+        let _ = self.socket.tcp().shutdown(Shutdown::Both);
     }
 
     /// The session of this connection, to resume on the next one.
@@ -1364,7 +1396,7 @@ impl Conn {
         t.pushes.is_empty() && t.incoming.values().all(|f| f.from.is_some())
     }
 
-    fn read_loop(&self, mut reader: FrameReader<TcpStream, ServerMessage>) {
+    fn read_loop(&self, mut reader: FrameReader<Stream, ServerMessage>) {
         loop {
             for buf in std::mem::take(&mut *lock(&self.recycled)) {
                 reader.decoder_mut().recycle(buf);

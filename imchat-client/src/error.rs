@@ -20,6 +20,13 @@ pub enum ClientError {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// TLS failed or the server's certificate is refused (the reason reads
+    /// as one line).
+    #[error("{0}")]
+    Tls(String),
+    /// The server answered the hello with bytes that are not imchat.
+    #[error("the server's answer is not imchat (if it is a TLS server, connect with --tls)")]
+    NotImchat,
     /// The server refused the username.
     #[error("username refused: {0}")]
     Refused(String),

@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod resume;
 mod screen;
+mod tls;
 mod ui;
 mod view;
 
@@ -158,6 +159,9 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     chat_log: Option<PathBuf>,
 
+    #[command(flatten)]
+    tls: tls::TlsArgs,
+
     // The generators are exclusive: clap then requires no other argument,
     // so they work without a server.
     /// Print a completion script for SHELL on stdout
@@ -195,6 +199,7 @@ struct Settings {
     no_history: bool,
     no_resume: bool,
     chat_log: Option<PathBuf>,
+    tls: Option<imchat_core::blocking::tls::Trust>,
 }
 
 /// The second argument: a host, and the port if it came with it.
@@ -266,6 +271,10 @@ where
         no_history: cli.no_history,
         no_resume: cli.no_resume,
         chat_log: cli.chat_log,
+        tls: cli
+            .tls
+            .trust()
+            .map_err(|e| usage(ErrorKind::ValueValidation, &e))?,
     })))
 }
 
@@ -439,6 +448,7 @@ fn run(settings: Settings) -> Result<(), ClientError> {
         chat_log: settings.chat_log,
         resume: !settings.no_resume,
         sessions_dir: resume::default_dir(),
+        tls: settings.tls,
     })
 }
 
