@@ -49,6 +49,10 @@ const READ_CHUNK: usize = 32 * 1024;
 pub struct TlsStream<C> {
     tcp: TcpStream,
     conn: Mutex<C>,
+    /// Bytes read from the socket that rustls has not taken yet: it takes
+    /// more only once the plaintext it holds is read (only the reader
+    /// touches it; locked after `conn`).
+    incoming: Mutex<Vec<u8>>,
 }
 
 impl<C, D> TlsStream<C>
@@ -61,6 +65,7 @@ where
         TlsStream {
             tcp,
             conn: Mutex::new(conn),
+            incoming: Mutex::new(Vec::new()),
         }
     }
 
@@ -112,19 +117,41 @@ where
                     "the peer closed the connection during the TLS handshake",
                 ));
             }
-            self.take_in(&mut conn, &buf[..n])?;
+            self.incoming().extend_from_slice(&buf[..n]);
+            self.take_in(&mut conn)?;
         }
     }
 
-    /// Feeds bytes read from the socket to rustls; on a TLS error, sends
-    /// the alert rustls queued (without waiting) and fails.
-    fn take_in(&self, conn: &mut C, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            conn.read_tls(&mut bytes)?;
-            if let Err(e) = conn.process_new_packets() {
-                let _ = conn.write_tls(&mut &self.tcp);
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+    fn incoming(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.incoming.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Feeds the bytes read from the socket to rustls until it has
+    /// plaintext to hand out (it takes no more then) or all are taken. On
+    /// a TLS error, sends the alert rustls queued (without waiting) and
+    /// fails.
+    fn take_in(&self, conn: &mut C) -> io::Result<()> {
+        let mut incoming = self.incoming();
+        while !incoming.is_empty() {
+            let taken = conn.read_tls(&mut &incoming[..])?;
+            incoming.drain(..taken);
+            let state = match conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = conn.write_tls(&mut &self.tcp);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            };
+            if taken == 0 && state.plaintext_bytes_to_read() == 0 {
+                return Err(io::Error::other("TLS input not taken"));
             }
+            if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() {
+                break;
+            }
+        }
+        // An idle connection keeps no read buffer.
+        if incoming.is_empty() && incoming.capacity() > 0 {
+            *incoming = Vec::new();
         }
         Ok(())
     }
@@ -164,6 +191,12 @@ where
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
+                // No plaintext: rustls takes what was read and not yet taken.
+                if !self.incoming().is_empty() {
+                    self.take_in(&mut conn)?;
+                    self.push_handshake(&mut conn)?;
+                    continue;
+                }
             }
             let n = match (&self.tcp).read(&mut raw) {
                 Ok(n) => n,
@@ -181,14 +214,21 @@ where
                     other => other,
                 };
             }
-            self.take_in(&mut conn, &raw[..n])?;
-            // Handshake messages (a server's answer to the client's hello),
-            // session tickets: small, and sent at once.
-            if conn.wants_write() {
-                let deadline = Instant::now() + Duration::from_secs(1);
-                self.push_records(&mut conn, &mut &self.tcp, Some(deadline))?;
-            }
+            self.incoming().extend_from_slice(&raw[..n]);
+            self.take_in(&mut conn)?;
+            self.push_handshake(&mut conn)?;
         }
+    }
+
+    /// Writes what reading made rustls queue: handshake messages (a
+    /// server's answer to the client's hello), session tickets, alerts;
+    /// small, and sent at once.
+    fn push_handshake(&self, conn: &mut C) -> io::Result<()> {
+        if conn.wants_write() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            self.push_records(conn, &mut &self.tcp, Some(deadline))?;
+        }
+        Ok(())
     }
 
     /// Encrypts what fits of `bufs` and writes records to `raw` (the
