@@ -795,6 +795,78 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// A TLS server on loopback with a new self-signed certificate,
+    /// running `serve` on its one connection; and a client connected to
+    /// it (trusted on first use in a file under `dir`).
+    fn pair(
+        dir: &Path,
+        serve: impl FnOnce(&TlsStream<rustls::ServerConnection>) + Send + 'static,
+    ) -> (ClientStream, std::thread::JoinHandle<()>) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            serve(&TlsStream::new(tcp, conn));
+        });
+        let tcp = TcpStream::connect(addr).unwrap();
+        let trust = Trust::SystemOrKnown {
+            known_servers: dir.join("known"),
+        };
+        let (client, verified) = connect(
+            tcp,
+            "127.0.0.1",
+            addr.port(),
+            &trust,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(
+            matches!(verified, Verified::FirstUse { .. }),
+            "{verified:?}"
+        );
+        (client, server)
+    }
+
+    #[test]
+    fn megabytes_read_a_few_bytes_at_a_time_arrive_whole() {
+        let dir = std::env::temp_dir().join(format!("imchat-tls-pair-{}", std::process::id()));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let (client, server) = pair(&dir, move |s| {
+            // The server reads the client's line first (the handshake ends
+            // as it reads), then writes megabytes in one go.
+            let mut line = [0u8; 5];
+            { s }.read_exact(&mut line).unwrap();
+            assert_eq!(&line, b"hello");
+            { s }.write_all(&sent).unwrap();
+            { s }.flush().unwrap();
+            s.close_notify();
+        });
+        { &client }.write_all(b"hello").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            match { &client }.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("after {} bytes: {e}", got.len()),
+            }
+        }
+        server.join().unwrap();
+        assert!(got == data, "{} bytes of {}", got.len(), data.len());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_fingerprint_is_sha256_in_colon_hex() {
         let f = fingerprint(b"abc");
