@@ -1,0 +1,351 @@
+//! The fault suite's hostile-input cases over TLS, against the real
+//! `imchat-server` binary with a self-signed certificate, on 127.0.0.1
+//! with a port the OS picks: bytes that are not TLS, a framing bomb inside
+//! TLS, and slowloris before and after the TLS handshake. Every wait is
+//! bounded, the server is killed by its handle, and each test ends by
+//! checking that the server still serves TLS clients.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::blocking::tls::{self, ClientStream, Trust};
+use imchat_core::{
+    ChatKind, ClientMessage, Decoder, Encode, Recipient, RefuseCode, RoutedChat, ServerMessage,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "imchat-tls-faults-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("shared")).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server, killed by its handle when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+    _lines: Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(tag: &str, args: &[&str]) -> Server {
+        let dir = TempDir::new(tag);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args([
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--tls-self-signed",
+                "--data-dir",
+            ])
+            .arg(dir.0.join("data"))
+            .arg("--shared-dir")
+            .arg(dir.0.join("shared"))
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = rx.recv_timeout(WAIT).expect("the listening line");
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
+        Server {
+            child,
+            addr,
+            dir,
+            _lines: rx,
+        }
+    }
+
+    /// Two TLS clients join and chat: the server still serves.
+    fn assert_serving(&self) {
+        let mut a = Tls::join(self, "probe_a");
+        let mut b = Tls::join(self, "probe_b");
+        a.wait_for(|m| matches!(m, ServerMessage::Presence(_)));
+        b.send(&ClientMessage::Chat {
+            client_id: 0,
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: "still alive".into(),
+        });
+        a.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
+        );
+        // Quit frees the names at once (a lost connection's name waits for a resume).
+        for t in [&mut a, &mut b] {
+            t.send(&ClientMessage::Quit {
+                reason: String::new(),
+            });
+            t.wait_closed();
+        }
+    }
+}
+
+/// A protocol-level TLS client, for hostile tests.
+struct Tls {
+    stream: ClientStream,
+    decoder: Decoder<ServerMessage>,
+    pending: Vec<ServerMessage>,
+}
+
+impl Tls {
+    /// TCP, then the TLS handshake (the server's certificate trusted on
+    /// first use, in the test's own known-servers file).
+    fn connect(srv: &Server) -> Tls {
+        let tcp = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+        let trust = Trust::SystemOrKnown {
+            known_servers: srv.dir.0.join("known_servers"),
+        };
+        let (stream, _) = tls::connect(tcp, "127.0.0.1", srv.addr.port(), &trust, WAIT)
+            .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
+        stream
+            .tcp()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Tls {
+            stream,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            pending: Vec::new(),
+        }
+    }
+
+    fn join(srv: &Server, name: &str) -> Tls {
+        let mut t = Tls::connect(srv);
+        t.send(&hello(name));
+        t.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        t
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = (&self.stream).write_all(&m.to_frame());
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        (&self.stream).write_all(bytes)?;
+        (&self.stream).flush()
+    }
+
+    /// Reads what is available; `false` once the server closed.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match (&self.stream).read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.decoder.feed(&buf[..n]);
+                while let Ok(Some(m)) = self.decoder.next_message() {
+                    self.pending.push(m);
+                }
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; got {:?}",
+                self.pending
+            );
+            if !self.pump() && !self.pending.iter().any(&pred) {
+                panic!("connection closed; got {:?}", self.pending);
+            }
+        }
+    }
+
+    /// Waits until the server closes; returns all it sent and how long it took.
+    fn wait_closed(&mut self) -> (Vec<ServerMessage>, Duration) {
+        let start = Instant::now();
+        while self.pump() {
+            assert!(start.elapsed() < WAIT, "not closed; got {:?}", self.pending);
+        }
+        (std::mem::take(&mut self.pending), start.elapsed())
+    }
+}
+
+fn hello(name: &str) -> ClientMessage {
+    ClientMessage::Hello {
+        resume: None,
+        version: PROTOCOL_VERSION,
+        username: Username::new(name).unwrap(),
+    }
+}
+
+/// Reads a raw TCP stream until the server closes it; how long that took.
+fn wait_tcp_closed(mut s: TcpStream) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return start.elapsed(),
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the server did not close the connection"
+        );
+    }
+}
+
+#[test]
+fn bytes_that_are_not_tls_are_closed_before_any_handshake() {
+    let srv = Server::start("not-tls", &[]);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let plain_hello = hello("plain").to_frame();
+    let inputs: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        &plain_hello,
+        &[0xff, 0xff, 0xff, 0xff],
+        &junk,
+    ];
+    for bytes in inputs {
+        let mut s = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+        let _ = s.write_all(bytes); // the server may close before all is written
+        wait_tcp_closed(s);
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn a_framing_bomb_inside_tls_is_refused_from_the_header() {
+    let srv = Server::start("bomb", &[]);
+    for header in [[0xff, 0xff, 0xff, 0xff], [0, 0x10, 0, 1]] {
+        let mut t = Tls::connect(&srv);
+        t.write(&header).unwrap();
+        let (msgs, _) = t.wait_closed();
+        assert!(
+            msgs.iter().any(|m| matches!(m, ServerMessage::Refused { code, .. } if *code == RefuseCode::HANDSHAKE_REQUIRED)),
+            "{msgs:?}"
+        );
+    }
+    // Joined, the limit is the full frame limit: one byte more is an error.
+    let mut joined = Tls::join(&srv, "big_header");
+    joined
+        .write(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
+        .unwrap();
+    let (msgs, _) = joined.wait_closed();
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{msgs:?}"
+    );
+    srv.assert_serving();
+}
+
+#[test]
+fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
+    let srv = Server::start("slowloris", &["--handshake-timeout-secs", "2"]);
+    // A TLS hello that never ends: a record header promising 512 bytes,
+    // then a few of them, then silence.
+    let mut half = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .unwrap();
+    // Silent from the start, no TLS at all.
+    let mute = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+    // TLS done, then the imchat hello dribbled and never finished.
+    let mut dribble = Tls::connect(&srv);
+    dribble.write(&hello("slow").to_frame()[..3]).unwrap();
+    // TLS done, then nothing.
+    let mut quiet = Tls::connect(&srv);
+
+    // Meanwhile others are served.
+    srv.assert_serving();
+    for took in [wait_tcp_closed(half), wait_tcp_closed(mute)] {
+        assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    }
+    for t in [&mut dribble, &mut quiet] {
+        let (msgs, took) = t.wait_closed();
+        assert!(took < Duration::from_secs(8), "closed after {took:?}");
+        assert!(
+            msgs.iter().any(|m| matches!(m, ServerMessage::Refused { code, .. } if *code == RefuseCode::HANDSHAKE_TIMEOUT)),
+            "{msgs:?}"
+        );
+    }
+    // A hello sent a byte at a time within the deadline works over TLS.
+    let mut slow = Tls::connect(&srv);
+    slow.stream.tcp().set_nodelay(true).unwrap();
+    for b in hello("dribbler").to_frame() {
+        slow.write(&[b]).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    slow.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    srv.assert_serving();
+}
