@@ -9,10 +9,11 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    CancelCode, ChatKind, ClientId, ClientMessage, Decode, DecodeError, Decoder, Encode,
-    FileCancel, FileChunk, FileEntry, FileName, FileStart, Hub, HubEvent, LeaveReason, Limits,
-    MessageId, Origin, Outgoing, Recipient, ResumeRequest, ResumeToken, ServerMessage, TransferId,
-    Username, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
+    AccountCheck, CancelCode, ChatKind, ClientId, ClientMessage, Decode, DecodeError, Decoder,
+    Encode, FileCancel, FileChunk, FileEntry, FileName, FileStart, Hub, HubEvent, LeaveReason,
+    Limits, MessageId, NoticeCode, OpAction, Origin, Outgoing, Recipient, ResumeRequest,
+    ResumeToken, Secret, ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 
 /// What a decoder yields for a stream: its messages, then at most one error.
@@ -210,6 +211,12 @@ impl HubDriver {
             limits.history_count = 3;
         }
         let mut hub = Hub::new(limits, "Welcome, {user}!");
+        if small {
+            // Accounts (answered by the driver) and an operator, so that
+            // short inputs reach protected names, kicks and bans.
+            hub.set_accounts(true);
+            hub.set_operators(&[Self::name(0)]);
+        }
         // Guessable tokens on purpose: a fuzzer that can guess them
         // explores resumes that succeed as well as those that fail.
         let mut n = 0u8;
@@ -342,6 +349,30 @@ impl HubDriver {
                     self.send(c, ClientMessage::Accept { id });
                     return;
                 }
+                if pick % 16 >= 12 {
+                    let b = input.u8();
+                    let msg = match pick % 16 {
+                        12 => ClientMessage::Auth {
+                            server: (b & 1 != 0).then(|| Secret::new("pw")).flatten(),
+                            account: (b & 2 != 0).then(|| Secret::new("s3cret")).flatten(),
+                        },
+                        13 => ClientMessage::Register {
+                            password: Secret::new("s3cret").expect("a valid secret"),
+                        },
+                        14 => ClientMessage::Unregister,
+                        _ => ClientMessage::Operate {
+                            action: OpAction::from_byte(b % 5).unwrap_or(OpAction::Bans),
+                            target: if b & 0x80 == 0 {
+                                Self::name(b >> 3).as_str().to_string()
+                            } else {
+                                "not a name!".into()
+                            },
+                            reason: "spam\u{202e}".into(),
+                        },
+                    };
+                    self.send(c, msg);
+                    return;
+                }
                 let msg = match pick % 8 {
                     0 => ClientMessage::Who,
                     1 => ClientMessage::FilesAccess,
@@ -449,8 +480,20 @@ impl HubDriver {
                 }
             }
             _ => {
-                if input.u8() == 0xff {
+                let b = input.u8();
+                if b == 0xff {
                     self.hub.shutdown("fuzzing done");
+                } else if b >= 0xf8 {
+                    // An operator line on the server's console.
+                    let line = [
+                        "kick bob why",
+                        "ban Alice",
+                        "unban alice",
+                        "bans",
+                        "ban ::1",
+                        "bogus",
+                    ][usize::from(b - 0xf8) % 6];
+                    let _ = self.hub.console(line, now);
                 } else {
                     let c = self.client(input.u8());
                     self.hub.handle_decode_error(c, &DecodeError::EmptyFrame);
@@ -509,6 +552,21 @@ impl HubDriver {
                     .hub
                     .refuse_download(client, id, CancelCode::NO_SUCH_FILE, "no such file"),
             },
+            Some(HubEvent::CheckAccount { client, .. }) => {
+                let check = match b % 5 {
+                    0 => AccountCheck::Open,
+                    1 => AccountCheck::Verified,
+                    2 => AccountCheck::Missing,
+                    3 => AccountCheck::Wrong,
+                    _ => AccountCheck::Unavailable("disk gone".into()),
+                };
+                let now = self.now();
+                self.hub.account_checked(client, check, now);
+            }
+            Some(HubEvent::Register { client, .. } | HubEvent::Unregister { client, .. }) => {
+                let code = NoticeCode(u16::from(b % 9));
+                self.hub.account_changed(client, code, "done");
+            }
             _ => {}
         }
     }
@@ -560,7 +618,11 @@ impl HubDriver {
             };
             if matches!(
                 e,
-                HubEvent::FilesRequested { .. } | HubEvent::DownloadRequested { .. }
+                HubEvent::FilesRequested { .. }
+                    | HubEvent::DownloadRequested { .. }
+                    | HubEvent::CheckAccount { .. }
+                    | HubEvent::Register { .. }
+                    | HubEvent::Unregister { .. }
             ) && self.pending.len() < 64
             {
                 self.pending.push_back(e);

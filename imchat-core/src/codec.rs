@@ -14,8 +14,9 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::error::DecodeError;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry,
-    FileName, LeaveReason, MessageId, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken,
-    Resumed, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
+    FileName, LeaveReason, MessageId, NoticeCode, OpAction, Origin, Recipient, RefuseCode,
+    ResumeRequest, ResumeToken, Resumed, Secret, ServerLimits, ServerMessage, Timestamp,
+    TransferId, Username,
 };
 
 /// Bytes of the length header in front of every frame.
@@ -44,6 +45,14 @@ pub mod types {
     pub const ACK: u8 = 0x09;
     /// `ClientMessage::Accept`
     pub const ACCEPT: u8 = 0x0a;
+    /// `ClientMessage::Auth`
+    pub const AUTH: u8 = 0x0b;
+    /// `ClientMessage::Register`
+    pub const REGISTER: u8 = 0x0c;
+    /// `ClientMessage::Unregister`
+    pub const UNREGISTER: u8 = 0x0d;
+    /// `ClientMessage::Operate`
+    pub const OPERATE: u8 = 0x0e;
     /// `ServerMessage::Welcome`
     pub const WELCOME: u8 = 0x41;
     /// `ServerMessage::Refused`
@@ -74,6 +83,8 @@ pub mod types {
     pub const CHAT_ACK: u8 = 0x4e;
     /// `ServerMessage::Presence`
     pub const PRESENCE: u8 = 0x4f;
+    /// `ServerMessage::Notice`
+    pub const NOTICE: u8 = 0x50;
     /// `Chunk` (both directions)
     pub const CHUNK: u8 = 0x80;
     /// `End` (both directions)
@@ -388,6 +399,24 @@ impl Encode for ClientMessage {
             ClientMessage::Ping(v) => encode_u64(out, types::PING, *v),
             ClientMessage::Pong(v) => encode_u64(out, types::PONG, *v),
             ClientMessage::Quit { reason } => frame(out, types::QUIT, |out| put_str32(out, reason)),
+            ClientMessage::Auth { server, account } => frame(out, types::AUTH, |out| {
+                // An absent secret is the empty string.
+                put_str8(out, server.as_ref().map_or("", Secret::expose));
+                put_str8(out, account.as_ref().map_or("", Secret::expose));
+            }),
+            ClientMessage::Register { password } => frame(out, types::REGISTER, |out| {
+                put_str8(out, password.expose());
+            }),
+            ClientMessage::Unregister => frame(out, types::UNREGISTER, |_| {}),
+            ClientMessage::Operate {
+                action,
+                target,
+                reason,
+            } => frame(out, types::OPERATE, |out| {
+                out.push(action.to_byte());
+                put_str8(out, target);
+                put_str32(out, reason);
+            }),
         }
     }
 }
@@ -543,6 +572,10 @@ impl Encode for ServerMessage {
             ServerMessage::Shutdown { reason } => {
                 frame(out, types::SHUTDOWN, |out| put_str32(out, reason));
             }
+            ServerMessage::Notice { code, text } => frame(out, types::NOTICE, |out| {
+                put_u16(out, code.0);
+                put_str32(out, text);
+            }),
         }
     }
 }
@@ -656,6 +689,10 @@ impl<'a> Fields<'a> {
         let len = self.u32()? as usize;
         let bytes = self.take(len)?;
         Self::utf8(bytes, field)
+    }
+    /// A `str8` secret; empty means none.
+    fn secret(&mut self, field: &'static str) -> Result<Option<Secret>, DecodeError> {
+        Ok(Secret::new(self.str8(field)?))
     }
     fn username(&mut self, field: &'static str) -> Result<Username, DecodeError> {
         Username::new(self.str8(field)?).map_err(|error| DecodeError::InvalidName { field, error })
@@ -808,6 +845,27 @@ impl Decode for ClientMessage {
             types::QUIT => ClientMessage::Quit {
                 reason: f.str32("reason")?,
             },
+            types::AUTH => ClientMessage::Auth {
+                server: f.secret("server")?,
+                account: f.secret("account")?,
+            },
+            types::REGISTER => ClientMessage::Register {
+                password: f
+                    .secret("password")?
+                    .ok_or(DecodeError::Empty { field: "password" })?,
+            },
+            types::UNREGISTER => ClientMessage::Unregister,
+            types::OPERATE => ClientMessage::Operate {
+                action: {
+                    let value = f.u8()?;
+                    OpAction::from_byte(value).ok_or(DecodeError::InvalidTag {
+                        field: "action",
+                        value,
+                    })?
+                },
+                target: f.str8("target")?,
+                reason: f.str32("reason")?,
+            },
             types::CHUNK => ClientMessage::Chunk(f.chunk()?),
             types::END => ClientMessage::End(f.end()?),
             types::CANCEL => ClientMessage::Cancel(f.cancel()?),
@@ -933,6 +991,10 @@ impl Decode for ServerMessage {
             },
             types::SHUTDOWN => ServerMessage::Shutdown {
                 reason: f.str32("reason")?,
+            },
+            types::NOTICE => ServerMessage::Notice {
+                code: NoticeCode(f.u16()?),
+                text: f.str32("text")?,
             },
             types::CHUNK => ServerMessage::Chunk(f.chunk()?),
             types::END => ServerMessage::End(f.end()?),

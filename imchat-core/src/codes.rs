@@ -49,9 +49,20 @@ code_type! {
         SHUTTING_DOWN = 6, "server shutting down";
         /// Something other than a `Hello` came first.
         HANDSHAKE_REQUIRED = 7, "a username must be set first";
-        /// Too many resume attempts with a wrong token came from this
-        /// address lately; wait before trying again.
-        TOO_MANY_ATTEMPTS = 8, "too many failed resume attempts";
+        /// Too many failed attempts (a resume with a wrong token, a wrong
+        /// server or account password) came from this address, or were
+        /// made for this name, lately; wait before trying again.
+        TOO_MANY_ATTEMPTS = 8, "too many failed attempts";
+        /// The server needs its password (an `Auth` before the `Hello`).
+        PASSWORD_REQUIRED = 9, "the server needs a password";
+        /// The server password sent was wrong.
+        WRONG_PASSWORD = 10, "wrong server password";
+        /// The username is registered: taking it needs its account password.
+        NAME_PROTECTED = 11, "username registered; its password is needed";
+        /// The account password sent for a registered username was wrong.
+        WRONG_ACCOUNT_PASSWORD = 12, "wrong password for this username";
+        /// An operator banned this address or username.
+        BANNED = 13, "banned";
     }
 }
 
@@ -72,6 +83,9 @@ code_type! {
         TIMEOUT = 6, "timed out";
         /// The server failed internally.
         INTERNAL = 7, "internal server error";
+        /// An operator removed the client (kick or ban); the text says
+        /// who and why. The connection is closed.
+        KICKED = 8, "removed by an operator";
     }
 }
 
@@ -105,6 +119,32 @@ code_type! {
         /// The transfer made no progress for too long, or an offer was not
         /// answered in time.
         TIMED_OUT = 13, "no progress for too long";
+    }
+}
+
+code_type! {
+    /// What a [`ServerMessage::Notice`](crate::ServerMessage::Notice)
+    /// answers: the outcome of an account or operator request.
+    NoticeCode(u16) {
+        /// `Register` done: the username is now protected by its password.
+        REGISTERED = 1, "username registered";
+        /// `Unregister` done: anyone may take the username again.
+        UNREGISTERED = 2, "registration removed";
+        /// An operator request was carried out; the text says what it did.
+        DONE = 3, "done";
+        /// The server keeps no accounts (it has no database).
+        NO_ACCOUNTS = 4, "this server keeps no accounts";
+        /// `Unregister` of a username that is not registered.
+        NOT_REGISTERED = 5, "username not registered";
+        /// `Register` of a username that is registered already.
+        ALREADY_REGISTERED = 6, "username already registered";
+        /// An operator request from someone who is not an operator (one of
+        /// the server's operator names, joined with its account password).
+        NOT_PERMITTED = 7, "not permitted";
+        /// The request failed: no such user online, no such ban, a target
+        /// that is neither a username nor an address, or the server could
+        /// not store it; the text says which.
+        FAILED = 8, "request failed";
     }
 }
 

@@ -85,6 +85,12 @@ pub enum DecodeError {
         /// Field name.
         field: &'static str,
     },
+    /// A field that must hold something (a password) is empty.
+    #[error("field {field} is empty")]
+    Empty {
+        /// Field name.
+        field: &'static str,
+    },
     /// A username or file name field breaks the naming rules.
     #[error("field {field} is not a valid name: {error}")]
     InvalidName {

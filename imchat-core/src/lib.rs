@@ -132,7 +132,7 @@ mod transfer;
 #[doc(hidden)]
 pub use codec::types;
 pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
-pub use codes::{CancelCode, ErrorCode, LeaveReason, RefuseCode};
+pub use codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 pub use display::inert;
 pub use download::{
     AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest,
@@ -144,7 +144,7 @@ pub use history::{
 pub use limits::*;
 pub use message::*;
 pub use session::{
-    ClientEvent, ClientId, ClientSession, ClusterEvent, Destination, FilesRequest, Hub, HubEvent,
-    Lane, SavedSession, Transmit,
+    parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId, ClientSession,
+    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, SavedSession, Transmit,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

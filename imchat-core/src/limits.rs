@@ -107,6 +107,15 @@ pub const DEFAULT_MAX_GHOSTS: usize = 256;
 pub const DEFAULT_RESUME_ATTEMPTS: u32 = 5;
 /// The window over which failed resume attempts are counted: 10 s.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
+
+/// Failed password attempts (a wrong server password, a wrong account
+/// password) counted per address, and per username, within
+/// [`DEFAULT_AUTH_WINDOW`] before further attempts are refused with
+/// `TOO_MANY_ATTEMPTS`: 5.
+pub const DEFAULT_AUTH_ATTEMPTS: u32 = 5;
+
+/// The window failed password attempts are counted over: 60 s.
+pub const DEFAULT_AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// Chat messages a client keeps until the server acknowledges them (to
 /// resend after a reconnect): 256. Past it the oldest is given up.
 pub const DEFAULT_MAX_UNACKED: usize = 256;
@@ -319,6 +328,11 @@ pub struct Limits {
     pub resume_attempts: u32,
     /// The window failed resume attempts are counted over ([`DEFAULT_RESUME_WINDOW`]).
     pub resume_window: Duration,
+    /// Failed password attempts per address, and per username, per
+    /// `auth_window` ([`DEFAULT_AUTH_ATTEMPTS`]).
+    pub auth_attempts: u32,
+    /// The window failed password attempts are counted over ([`DEFAULT_AUTH_WINDOW`]).
+    pub auth_window: Duration,
     /// Chat messages a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED`]).
     pub max_unacked: usize,
     /// Bytes of text a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED_BYTES`]).
@@ -357,6 +371,8 @@ impl Default for Limits {
             max_ghosts: DEFAULT_MAX_GHOSTS,
             resume_attempts: DEFAULT_RESUME_ATTEMPTS,
             resume_window: DEFAULT_RESUME_WINDOW,
+            auth_attempts: DEFAULT_AUTH_ATTEMPTS,
+            auth_window: DEFAULT_AUTH_WINDOW,
             max_unacked: DEFAULT_MAX_UNACKED,
             max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
         }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-pub(crate) use crate::codes::{CancelCode, ErrorCode, LeaveReason, RefuseCode};
+pub(crate) use crate::codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 use crate::display::is_hidden_char;
 use crate::error::NameError;
 use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
@@ -283,6 +283,103 @@ impl ResumeToken {
 impl fmt::Debug for ResumeToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResumeToken(..)")
+    }
+}
+
+/// A password on the wire (the server password, or a username's account
+/// password): 1 to [`Secret::MAX_BYTES`] bytes of UTF-8. Its `Debug` form
+/// hides it, so it never reaches a log, and [`Secret::matches`] compares
+/// in time that does not depend on where two secrets differ.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The longest secret, in bytes (it travels as a `str8`).
+    pub const MAX_BYTES: usize = 255;
+
+    /// `text` as a secret; `None` when it is empty or longer than
+    /// [`Secret::MAX_BYTES`] bytes.
+    #[must_use]
+    pub fn new(text: impl Into<String>) -> Option<Secret> {
+        let text = text.into();
+        (!text.is_empty() && text.len() <= Self::MAX_BYTES).then_some(Secret(text))
+    }
+
+    /// The secret's text, to hash or send; never to show.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Compares with `other` in time that depends on their lengths only,
+    /// not on where they differ.
+    #[must_use]
+    pub fn matches(&self, other: &Secret) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let mut diff = u8::from(a.len() != b.len());
+        for i in 0..a.len().max(b.len()) {
+            let x = a.get(i).copied().unwrap_or(0);
+            let y = b.get(i).copied().unwrap_or(0);
+            diff |= x ^ y;
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// What an operator asks for ([`ClientMessage::Operate`], or a line of the
+/// server's console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpAction {
+    /// Disconnect a user (by name); it may come back.
+    Kick,
+    /// Refuse a username or an address from now on, and disconnect whoever
+    /// online matches.
+    Ban,
+    /// Lift a ban.
+    Unban,
+    /// List the bans (the target is ignored).
+    Bans,
+}
+
+impl OpAction {
+    /// Its byte on the wire.
+    #[must_use]
+    pub fn to_byte(self) -> u8 {
+        match self {
+            OpAction::Kick => 1,
+            OpAction::Ban => 2,
+            OpAction::Unban => 3,
+            OpAction::Bans => 4,
+        }
+    }
+
+    /// The action of byte `b`, if any.
+    #[must_use]
+    pub fn from_byte(b: u8) -> Option<OpAction> {
+        Some(match b {
+            1 => OpAction::Kick,
+            2 => OpAction::Ban,
+            3 => OpAction::Unban,
+            4 => OpAction::Bans,
+            _ => return None,
+        })
+    }
+
+    /// Its command word: `kick`, `ban`, `unban`, `bans`.
+    #[must_use]
+    pub fn word(self) -> &'static str {
+        match self {
+            OpAction::Kick => "kick",
+            OpAction::Ban => "ban",
+            OpAction::Unban => "unban",
+            OpAction::Bans => "bans",
+        }
     }
 }
 
@@ -612,6 +709,30 @@ pub enum ClientMessage {
         /// The parting text.
         reason: String,
     },
+    /// The passwords of the connection: sent right before the `Hello`, at
+    /// most once, only by a client that has one to give.
+    Auth {
+        /// The server's password, if the client has it.
+        server: Option<Secret>,
+        /// The account password of the username the `Hello` asks for.
+        account: Option<Secret>,
+    },
+    /// Protect the joined username with `password` from now on.
+    Register {
+        /// The account password.
+        password: Secret,
+    },
+    /// Remove the protection of the joined username.
+    Unregister,
+    /// An operator's request: kick, ban, unban or list bans.
+    Operate {
+        /// What to do.
+        action: OpAction,
+        /// A username, or for bans an IP address (may be empty for `Bans`).
+        target: String,
+        /// Why (may be empty); shown to whoever is removed, and logged.
+        reason: String,
+    },
 }
 
 /// Everything the server sends to a client.
@@ -735,6 +856,13 @@ pub enum ServerMessage {
     Shutdown {
         /// Why.
         reason: String,
+    },
+    /// The outcome of an account or operator request.
+    Notice {
+        /// What happened.
+        code: NoticeCode,
+        /// Detail to show the user.
+        text: String,
     },
 }
 

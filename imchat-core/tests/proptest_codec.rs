@@ -7,9 +7,9 @@ use std::fmt::Debug;
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Departure, Encode,
     ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileListPart, FileName, FileStart,
-    LeaveReason, MessageId, Origin, PresenceEvent, Recipient, RefuseCode, ResumeRequest,
-    ResumeToken, Resumed, RoutedChat, ServerLimits, ServerMessage, Timestamp, TransferId, Username,
-    DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    LeaveReason, MessageId, NoticeCode, OpAction, Origin, PresenceEvent, Recipient, RefuseCode,
+    ResumeRequest, ResumeToken, Resumed, RoutedChat, Secret, ServerLimits, ServerMessage,
+    Timestamp, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -180,7 +180,23 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(ClientMessage::Ping),
         any::<u64>().prop_map(ClientMessage::Pong),
         text().prop_map(|reason| ClientMessage::Quit { reason }),
+        (option::of(secret()), option::of(secret()))
+            .prop_map(|(server, account)| ClientMessage::Auth { server, account }),
+        secret().prop_map(|password| ClientMessage::Register { password }),
+        Just(ClientMessage::Unregister),
+        (1u8..=4, "[a-zA-Z0-9.:_-]{0,40}", text()).prop_map(|(action, target, reason)| {
+            ClientMessage::Operate {
+                action: OpAction::from_byte(action).expect("1 to 4 are actions"),
+                target,
+                reason,
+            }
+        }),
     ]
+}
+
+/// A password: 1 to 255 bytes of any UTF-8.
+fn secret() -> impl Strategy<Value = Secret> {
+    "\\PC{1,60}".prop_filter_map("1 to 255 bytes", Secret::new)
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
@@ -335,6 +351,10 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         any::<u64>().prop_map(ServerMessage::Ping),
         any::<u64>().prop_map(ServerMessage::Pong),
         text().prop_map(|reason| ServerMessage::Shutdown { reason }),
+        (any::<u16>(), text()).prop_map(|(code, text)| ServerMessage::Notice {
+            code: NoticeCode(code),
+            text
+        }),
     ]
 }
 

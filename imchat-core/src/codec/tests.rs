@@ -276,6 +276,43 @@ fn client_goldens() -> Vec<(&'static str, ClientMessage, Vec<u8>)> {
             //   len      type str32 "" (no parting text)
             hex("00000005 08   00000000"),
         ),
+        (
+            "Auth",
+            ClientMessage::Auth {
+                server: Secret::new("pw"),
+                account: None,
+            },
+            //   len      type server "pw" account "" (none)
+            hex("00000005 0b   02 7077     00"),
+        ),
+        (
+            "Auth",
+            ClientMessage::Auth {
+                server: None,
+                account: Secret::new("s3cret"),
+            },
+            //   len      type server "" account "s3cret"
+            hex("00000009 0b   00        06 733363726574"),
+        ),
+        (
+            "Register",
+            ClientMessage::Register {
+                password: Secret::new("s3cret").unwrap(),
+            },
+            //   len      type str8 "s3cret"
+            hex("00000008 0c   06 733363726574"),
+        ),
+        ("Unregister", ClientMessage::Unregister, hex("00000001 0d")),
+        (
+            "Operate",
+            ClientMessage::Operate {
+                action: OpAction::Ban,
+                target: "bob".into(),
+                reason: "spam".into(),
+            },
+            //   len      type ban target "bob"   reason "spam"
+            hex("0000000e 0e   02  03 626f62 00000004 7370616d"),
+        ),
     ]
 }
 
@@ -653,6 +690,14 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             ]
             .concat()),
         ),
+        (
+            "Notice",
+            ServerMessage::Notice {
+                code: NoticeCode::REGISTERED,
+                text: "ok".into(),
+            },
+            hex("00000009 50 0001 00000002 6f6b"),
+        ),
     ]
 }
 
@@ -675,13 +720,14 @@ macro_rules! variant_names {
 variant_names!(client_kind, CLIENT_KINDS: ClientMessage {
     Hello { .. }, Chat { .. }, Who, FilesAccess, ListFiles, Download { .. }, Ack { .. },
     Offer { .. }, Accept { .. }, Chunk(_), End(_), Cancel(_), Ping(_), Pong(_), Quit { .. },
+    Auth { .. }, Register { .. }, Unregister, Operate { .. },
 });
 
 variant_names!(server_kind, SERVER_KINDS: ServerMessage {
     Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
     FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
     PushAccepted { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
-    Ack { .. }, Presence(_),
+    Ack { .. }, Presence(_), Notice { .. },
 });
 
 /// Encoding gives exactly the golden bytes, the header counts the rest, and
@@ -917,11 +963,11 @@ fn error_unknown_type() {
     run_error_table(&[
         (Client, "00000001 00", unknown(0x00)),
         (Client, "00000001 ff", unknown(0xff)),
-        (Client, "00000001 0b", unknown(0x0b)),
+        (Client, "00000001 0f", unknown(0x0f)),
         (Client, "00000001 85", unknown(0x85)),
         (Server, "00000001 00", unknown(0x00)),
         (Server, "00000001 40", unknown(0x40)),
-        (Server, "00000001 50", unknown(0x50)),
+        (Server, "00000001 51", unknown(0x51)),
         // The type is refused before its body is looked at.
         (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);
@@ -1105,6 +1151,33 @@ fn error_invalid_name() {
 }
 
 #[test]
+fn an_empty_register_password_is_refused() {
+    use Dir::*;
+    run_error_table(&[(
+        Client,
+        "00000002 0c 00",
+        DecodeError::Empty { field: "password" },
+    )]);
+}
+
+#[test]
+fn an_absent_auth_secret_is_the_empty_string_and_secrets_hide_in_debug() {
+    let auth = ClientMessage::Auth {
+        server: None,
+        account: None,
+    };
+    assert_eq!(auth.to_frame(), hex("00000003 0b 00 00"));
+    let with = ClientMessage::Auth {
+        server: Secret::new("hunter2"),
+        account: None,
+    };
+    assert!(!format!("{with:?}").contains("hunter2"));
+    assert_eq!(Secret::new(""), None);
+    assert_eq!(Secret::new("x".repeat(256)), None);
+    assert!(Secret::new("x".repeat(255)).is_some());
+}
+
+#[test]
 fn error_invalid_tag() {
     use Dir::*;
     let bad_tag = |field, value| DecodeError::InvalidTag { field, value };
@@ -1124,6 +1197,9 @@ fn error_invalid_tag() {
             "00000016 07 00000009 07 7069632e706e67 00000000000003e8 ff",
             bad_tag("to", 0xff),
         ),
+        // An operator action other than 1 to 4.
+        (Client, "00000007 0e 05 00 00000000", bad_tag("action", 5)),
+        (Client, "00000007 0e 00 00 00000000", bad_tag("action", 0)),
         (
             Server,
             "0000001c 43 0000000000000001 0000000000000000 03 626f62 02 00 00 00000000",

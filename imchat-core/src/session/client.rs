@@ -10,9 +10,9 @@ use std::time::Instant;
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
-    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, Origin,
-    Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerLimits, ServerMessage, TransferId,
-    Username, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, NoticeCode,
+    OpAction, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Secret, ServerLimits,
+    ServerMessage, TransferId, Username, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -190,6 +190,20 @@ pub enum ClientEvent {
         /// Why, to show the user.
         reason: String,
     },
+    /// The answer to [`ClientSession::register`],
+    /// [`ClientSession::unregister`] or [`ClientSession::operate`].
+    Notice {
+        /// What happened.
+        code: NoticeCode,
+        /// The server's text.
+        text: String,
+    },
+    /// An operator removed us (kick or ban): the session is closed and
+    /// must not reconnect on its own.
+    Kicked {
+        /// Who and why, as the server said.
+        text: String,
+    },
     /// A chat message kept for sending again was given up: more were
     /// waiting for the server's acknowledgement than
     /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
@@ -324,6 +338,12 @@ pub struct ClientSession {
     resume: Option<(ResumeToken, u64)>,
     /// Set by [`reconnect`](Self::reconnect) until the `Welcome`.
     reconnecting: Option<Reconnect>,
+    /// The server password, sent in an `Auth` before every `Hello`.
+    server_password: Option<Secret>,
+    /// The account password of the username, likewise.
+    account_password: Option<Secret>,
+    /// A password of a `Register` not answered yet.
+    registering: Option<Secret>,
 }
 
 impl ClientSession {
@@ -360,6 +380,9 @@ impl ClientSession {
             last_seen: MessageId(0),
             resume: None,
             reconnecting: None,
+            server_password: None,
+            account_password: None,
+            registering: None,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -383,6 +406,91 @@ impl ClientSession {
         s.next_client_id = saved.next_client_id.max(1);
         s.reconnect(now);
         s
+    }
+
+    /// The passwords to give the server: `server`, the server's password,
+    /// and `account`, the account password of the username (when it is
+    /// registered). They go in an `Auth` right before every `Hello`: the
+    /// one queued now, if it has not been sent, and those of reconnects.
+    /// With neither, no `Auth` is sent (as to a server of before accounts).
+    pub fn set_credentials(&mut self, server: Option<Secret>, account: Option<Secret>) {
+        self.server_password = server;
+        self.account_password = account;
+        if self.state != State::Handshaking {
+            return;
+        }
+        if matches!(self.transmits.front(), Some(ClientMessage::Auth { .. })) {
+            self.transmits.pop_front();
+        }
+        if matches!(self.transmits.front(), Some(ClientMessage::Hello { .. })) {
+            if let Some(auth) = self.auth_message() {
+                self.transmits.push_front(auth);
+            }
+        }
+    }
+
+    /// The `Auth` to send before a `Hello`, if there is a password to give.
+    fn auth_message(&self) -> Option<ClientMessage> {
+        (self.server_password.is_some() || self.account_password.is_some()).then(|| {
+            ClientMessage::Auth {
+                server: self.server_password.clone(),
+                account: self.account_password.clone(),
+            }
+        })
+    }
+
+    /// Asks the server to protect the username with `password` (answered
+    /// with a [`ClientEvent::Notice`]). Once registered, the session sends
+    /// that password when it reconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
+    pub fn register(&mut self, password: Secret) -> Result<(), UsageError> {
+        self.joined()?;
+        self.charge(1, 0);
+        self.registering = Some(password.clone());
+        self.transmits
+            .push_back(ClientMessage::Register { password });
+        Ok(())
+    }
+
+    /// Asks the server to remove the protection of the username (answered
+    /// with a [`ClientEvent::Notice`]).
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
+    pub fn unregister(&mut self) -> Result<(), UsageError> {
+        self.joined()?;
+        self.charge(1, 0);
+        self.transmits.push_back(ClientMessage::Unregister);
+        Ok(())
+    }
+
+    /// An operator's request (kick, ban, unban, list bans), answered with
+    /// a [`ClientEvent::Notice`].
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
+    /// once the session is closed; nothing is sent.
+    pub fn operate(
+        &mut self,
+        action: OpAction,
+        target: &str,
+        reason: &str,
+    ) -> Result<(), UsageError> {
+        self.joined()?;
+        self.charge(1, 0);
+        self.transmits.push_back(ClientMessage::Operate {
+            action,
+            target: target.to_string(),
+            reason: reason.to_string(),
+        });
+        Ok(())
     }
 
     /// What another run of the program needs to take this session back:
@@ -466,6 +574,9 @@ impl ClientSession {
             Some((_, epoch)) => Reconnect::Resume { epoch },
             None => Reconnect::Fresh,
         });
+        if let Some(auth) = self.auth_message() {
+            self.transmits.push_back(auth);
+        }
         self.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             username: self.username.clone(),
@@ -1227,7 +1338,12 @@ impl ClientSession {
                 if client_id != 0 {
                     self.acknowledged(client_id);
                 }
-                ClientEvent::Error { code, text }
+                if code == ErrorCode::KICKED {
+                    self.state = State::Closed;
+                    ClientEvent::Kicked { text }
+                } else {
+                    ClientEvent::Error { code, text }
+                }
             }
             ServerMessage::Ping(v) => {
                 self.transmits.push_back(ClientMessage::Pong(v));
@@ -1242,6 +1358,20 @@ impl ClientSession {
             ServerMessage::Shutdown { reason } => {
                 self.state = State::Closed;
                 ClientEvent::Shutdown { reason }
+            }
+            ServerMessage::Notice { code, text } => {
+                if code == NoticeCode::REGISTERED {
+                    // Reconnects must now give the password.
+                    self.account_password = self.registering.take();
+                } else if code == NoticeCode::UNREGISTERED {
+                    self.account_password = None;
+                } else if code == NoticeCode::ALREADY_REGISTERED
+                    || code == NoticeCode::NO_ACCOUNTS
+                    || code == NoticeCode::FAILED
+                {
+                    self.registering = None;
+                }
+                ClientEvent::Notice { code, text }
             }
             ServerMessage::PushAccepted { id, receivers } => {
                 if !self.outgoing.contains_key(&id) || !self.accepted.insert(id) {

@@ -7,7 +7,10 @@ mod hub;
 mod pace;
 
 pub use client::{ClientEvent, ClientSession, SavedSession};
-pub use hub::{ClientId, ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, Transmit};
+pub use hub::{
+    parse_operator_line, AccountCheck, Ban, BanTarget, ClientId, ClusterEvent, Destination,
+    FilesRequest, Hub, HubEvent, Lane, Transmit,
+};
 
 use crate::message::ClientMessage;
 
@@ -20,5 +23,7 @@ impl ClientMessage {
     }
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod tests;

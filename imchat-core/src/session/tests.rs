@@ -2596,7 +2596,7 @@ fn failed_resumes_are_rate_limited_per_address() {
     // Even the right token is refused until the window passed.
     let c = hub.handle_connect_from(ip, t0);
     hub.handle_message(c, resume_hello("alice", token, epoch), t0);
-    assert_eq!(answer(&mut hub, c), "too many failed resume attempts");
+    assert_eq!(answer(&mut hub, c), "too many failed attempts");
     let t1 = t0 + Duration::from_secs(10);
     let c = hub.handle_connect_from(ip, t1);
     hub.handle_message(c, resume_hello("alice", token, epoch), t1);

@@ -34,6 +34,14 @@ impl Hub {
             self.refuse(id, RefuseCode::SHUTTING_DOWN, "the server is shutting down");
             return id;
         }
+        if self.address_banned(peer) {
+            self.refuse(
+                id,
+                RefuseCode::BANNED,
+                "your address is banned from this server",
+            );
+            return id;
+        }
         if self.members.len() >= self.limits.max_clients {
             let reason = format!("server full ({} users)", self.limits.max_clients);
             self.refuse(id, RefuseCode::SERVER_FULL, &reason);
@@ -80,6 +88,9 @@ impl Hub {
                 bucket: TokenBucket::new(&self.limits, now),
                 downloads: Vec::new(),
                 pushes: 0,
+                credentials: None,
+                verifying: None,
+                authenticated: false,
             },
         );
         self.pending.insert(id);

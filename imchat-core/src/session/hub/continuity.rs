@@ -744,7 +744,7 @@ impl Hub {
         }
     }
 
-    fn end_ghost(&mut self, key: &str) {
+    pub(super) fn end_ghost(&mut self, key: &str) {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };

@@ -7,8 +7,8 @@ use super::{ClientId, Hub, HubEvent, Phase};
 use crate::error::DecodeError;
 use crate::history::LogEvent;
 use crate::message::{
-    ClientMessage, ErrorCode, LeaveReason, PresenceEvent, RefuseCode, ServerMessage,
-    PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, LeaveReason, PresenceEvent, RefuseCode, ResumeRequest, ServerMessage,
+    Username, PROTOCOL_VERSION,
 };
 
 impl Hub {
@@ -29,19 +29,35 @@ impl Hub {
     }
 
     pub(super) fn handshake(&mut self, client: ClientId, msg: ClientMessage, now: Instant) {
-        let ClientMessage::Hello {
-            version,
-            username,
-            resume,
-        } = msg
-        else {
-            self.violation(client, "message before the handshake");
+        if self.is_verifying(client) {
+            // Nothing may come before the answer to the Hello.
+            self.violation(client, "message before the answer to its Hello");
             self.refuse(
                 client,
                 RefuseCode::HANDSHAKE_REQUIRED,
-                "send a username (Hello) before anything else",
+                "wait for the answer to the Hello",
             );
             return;
+        }
+        let (version, username, resume) = match msg {
+            ClientMessage::Hello {
+                version,
+                username,
+                resume,
+            } => (version, username, resume),
+            ClientMessage::Auth { server, account } => {
+                self.take_auth(client, server, account);
+                return;
+            }
+            _ => {
+                self.violation(client, "message before the handshake");
+                self.refuse(
+                    client,
+                    RefuseCode::HANDSHAKE_REQUIRED,
+                    "send a username (Hello) before anything else",
+                );
+                return;
+            }
         };
         if version != PROTOCOL_VERSION {
             let reason = format!(
@@ -49,6 +65,27 @@ impl Hub {
             );
             self.refuse(client, RefuseCode::VERSION_MISMATCH, &reason);
             return;
+        }
+        if self.admit_hello(client, &username, resume, now) {
+            self.enter(client, username, resume, false, now);
+        }
+    }
+
+    /// The last step of a handshake whose checks passed: a resume, or a
+    /// join if the name is free. `authenticated`: the account password
+    /// of the name was checked.
+    pub(super) fn enter(
+        &mut self,
+        client: ClientId,
+        username: Username,
+        resume: Option<ResumeRequest>,
+        authenticated: bool,
+        now: Instant,
+    ) {
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.authenticated = authenticated;
+            // The passwords were needed for the checks only.
+            c.credentials = None;
         }
         if let Some(request) = resume {
             if self.try_resume(client, &username, request, now) {

@@ -17,6 +17,7 @@ use crate::message::{
 };
 
 mod admission;
+mod auth;
 mod chat;
 mod cluster;
 mod continuity;
@@ -29,6 +30,7 @@ mod relay;
 mod output;
 mod presence;
 
+pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
@@ -54,6 +56,12 @@ struct Conn {
     /// asked for, or acknowledged).
     downloads: Vec<(TransferId, Instant)>,
     pushes: usize,
+    /// The passwords its `Auth` carried, until its handshake ends.
+    credentials: Option<auth::Credentials>,
+    /// Its `Hello`, while the server checks the account.
+    verifying: Option<auth::PendingHello>,
+    /// True once it proved the account password of its name.
+    authenticated: bool,
 }
 
 /// The server's protocol state: connections, names, routing, transfers
@@ -124,6 +132,8 @@ pub struct Hub {
     shutting_down: bool,
     /// Users of the other servers of a cluster.
     remote: cluster::Remote,
+    /// The server password, accounts, operators and bans.
+    auth: auth::AuthState,
 }
 
 impl Hub {
@@ -162,6 +172,7 @@ impl Hub {
             events: VecDeque::new(),
             shutting_down: false,
             remote: cluster::Remote::default(),
+            auth: auth::AuthState::default(),
         }
     }
 
@@ -396,6 +407,9 @@ impl Hub {
         // charged by its length once it is checked).
         let cost = match &msg {
             ClientMessage::Who => Some(Cost::request(self.members.len())),
+            ClientMessage::Register { .. }
+            | ClientMessage::Unregister
+            | ClientMessage::Operate { .. } => Some(Cost::request(0)),
             ClientMessage::FilesAccess
             | ClientMessage::ListFiles
             | ClientMessage::Download { .. }
@@ -456,6 +470,10 @@ impl Hub {
             ClientMessage::Quit { reason } => {
                 self.depart(client, LeaveReason::QUIT, reason, "quit".into());
             }
+            msg @ (ClientMessage::Auth { .. }
+            | ClientMessage::Register { .. }
+            | ClientMessage::Unregister
+            | ClientMessage::Operate { .. }) => self.account_message(client, user, msg),
         }
     }
 

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::message::{FileName, LeaveReason, MessageId, ServerMessage, TransferId, Username};
+use crate::message::{
+    FileName, LeaveReason, MessageId, OpAction, Secret, ServerMessage, TransferId, Username,
+};
 
 /// Identifies one connection to the hub. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -230,5 +232,50 @@ pub enum HubEvent {
         client: ClientId,
         /// What it did.
         detail: String,
+    },
+    /// A `Hello` for `user` waits: check the account. Answer with
+    /// [`Hub::account_checked`](crate::Hub::account_checked): `Open` when the
+    /// name is not registered, else the verdict on `password`. Do the
+    /// (slow) hash check without the hub's lock held.
+    CheckAccount {
+        /// The connection.
+        client: ClientId,
+        /// The name it asks for.
+        user: Username,
+        /// The account password it sent, if any.
+        password: Option<Secret>,
+    },
+    /// A joined user asks to protect its name with `password`: hash it,
+    /// store it unless the name is registered already, and answer with
+    /// [`Hub::account_changed`](crate::Hub::account_changed).
+    Register {
+        /// The connection.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+        /// The password.
+        password: Secret,
+    },
+    /// A joined user asks to remove the protection of its name; answer
+    /// with [`Hub::account_changed`](crate::Hub::account_changed).
+    Unregister {
+        /// The connection.
+        client: ClientId,
+        /// Its name.
+        user: Username,
+    },
+    /// An operator (a name, or `console`) kicked, banned, unbanned or
+    /// listed bans: to log.
+    Operated {
+        /// Who.
+        by: String,
+        /// What.
+        action: OpAction,
+        /// Whom (a username or an address).
+        target: String,
+        /// Why.
+        reason: String,
+        /// What came of it.
+        outcome: String,
     },
 }

@@ -1,0 +1,530 @@
+//! Tests of the authentication step, accounts, operators and bans: the hub
+//! driven with messages and the server's answers, and the client session's
+//! side of it.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::*;
+use crate::limits::Limits;
+use crate::message::*;
+
+fn user(s: &str) -> Username {
+    Username::new(s).unwrap()
+}
+
+fn secret(s: &str) -> Secret {
+    Secret::new(s).unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn hello(name: &str) -> ClientMessage {
+    ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: user(name),
+        resume: None,
+    }
+}
+
+fn auth(server: Option<&str>, account: Option<&str>) -> ClientMessage {
+    ClientMessage::Auth {
+        server: server.map(secret),
+        account: account.map(secret),
+    }
+}
+
+/// What connection `c` was sent, in short: `welcome`, `refused: <code>`,
+/// `notice: <code>: <text>`, `error: <code>: <text>`, `left: <user>: <text>`.
+fn sent(hub: &mut Hub, c: ClientId) -> Vec<String> {
+    let mut out = Vec::new();
+    hub.flush_presence();
+    while let Some(t) = hub.poll_transmit() {
+        if !t.to.contains(c) {
+            continue;
+        }
+        match t.message {
+            ServerMessage::Welcome { resumed, .. } => out.push(if resumed.is_some() {
+                "resumed".into()
+            } else {
+                "welcome".into()
+            }),
+            ServerMessage::Refused { code, .. } => out.push(format!("refused: {code}")),
+            ServerMessage::Notice { code, text } => out.push(format!("notice: {code}: {text}")),
+            ServerMessage::Error { code, text, .. } => out.push(format!("error: {code}: {text}")),
+            ServerMessage::Presence(events) => {
+                for e in events {
+                    match e {
+                        PresenceEvent::Left(d) => out.push(format!("left: {}: {}", d.user, d.text)),
+                        PresenceEvent::Joined { user, .. } => out.push(format!("joined: {user}")),
+                    }
+                }
+            }
+            other => out.push(format!("{other:?}").chars().take(20).collect()),
+        }
+    }
+    hub.check_invariants().unwrap();
+    out
+}
+
+/// The hub events raised so far.
+fn events(hub: &mut Hub) -> Vec<HubEvent> {
+    std::iter::from_fn(|| hub.poll_event()).collect()
+}
+
+fn hub() -> Hub {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [7; 16]));
+    hub
+}
+
+/// Joins `name` from `peer` on a hub with accounts, the server verifying.
+fn join_verified(hub: &mut Hub, name: &str, peer: &str, now: Instant) -> ClientId {
+    let c = hub.handle_connect_from(ip(peer), now);
+    hub.handle_message(c, auth(None, Some("pw")), now);
+    hub.handle_message(c, hello(name), now);
+    hub.account_checked(c, AccountCheck::Verified, now);
+    assert!(hub.is_joined(c));
+    c
+}
+
+#[test]
+fn the_server_password_is_required_checked_and_then_lets_in() {
+    let now = Instant::now();
+    let mut hub = hub();
+    hub.set_server_password(Some(secret("letmein")));
+    let c = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(c, hello("alice"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: the server needs a password"]);
+    let c = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(c, auth(Some("letmeout"), None), now);
+    hub.handle_message(c, hello("alice"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
+    let c = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(c, auth(Some("letmein"), None), now);
+    hub.handle_message(c, hello("alice"), now);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+}
+
+#[test]
+fn without_a_password_or_accounts_a_plain_hello_joins_as_before() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let c = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(c, hello("alice"), now);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+    assert!(!events(&mut hub)
+        .iter()
+        .any(|e| matches!(e, HubEvent::CheckAccount { .. })));
+}
+
+#[test]
+fn wrong_server_passwords_are_limited_per_address() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_server_password(Some(secret("letmein")));
+    let limits = Limits::default();
+    for _ in 0..limits.auth_attempts {
+        let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+        hub.handle_message(c, auth(Some("guess"), None), t0);
+        hub.handle_message(c, hello("alice"), t0);
+        assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
+    }
+    // Even the right password is refused from that address for a while.
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(c, auth(Some("letmein"), None), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    assert_eq!(sent(&mut hub, c), ["refused: too many failed attempts"]);
+    // Another address is not affected.
+    let c = hub.handle_connect_from(ip("10.0.0.2"), t0);
+    hub.handle_message(c, auth(Some("letmein"), None), t0);
+    hub.handle_message(c, hello("bob"), t0);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+    // After the window, the first address may try again.
+    let t1 = t0 + limits.auth_window;
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t1);
+    hub.handle_message(c, auth(Some("letmein"), None), t1);
+    hub.handle_message(c, hello("alice"), t1);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+}
+
+#[test]
+fn a_hello_waits_for_the_account_check_and_nothing_is_seen_before() {
+    let now = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", now);
+    sent(&mut hub, bob);
+    events(&mut hub);
+    let c = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(c, hello("alice"), now);
+    // No welcome, no history, no roster, and nobody told of a join.
+    assert!(sent(&mut hub, c).is_empty());
+    assert!(sent(&mut hub, bob).is_empty());
+    let asked: Vec<_> = events(&mut hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::CheckAccount {
+                client,
+                user,
+                password,
+            } => Some((client, user, password)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, [(c, user("alice"), None)]);
+    // Anything before the answer ends the connection.
+    hub.handle_message(c, ClientMessage::Who, now);
+    assert_eq!(sent(&mut hub, c), ["refused: a username must be set first"]);
+    assert!(!hub.is_connected(c));
+    // A late answer for it does nothing.
+    hub.account_checked(c, AccountCheck::Open, now);
+    assert!(sent(&mut hub, c).is_empty());
+}
+
+#[test]
+fn a_protected_name_needs_its_password_and_wrong_ones_are_limited_per_name() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    hub.account_checked(c, AccountCheck::Missing, t0);
+    assert_eq!(
+        sent(&mut hub, c),
+        ["refused: username registered; its password is needed"]
+    );
+    // Wrong guesses from many addresses count against the name.
+    let attempts = Limits::default().auth_attempts;
+    for i in 0..attempts {
+        let c = hub.handle_connect_from(ip(&format!("10.0.1.{i}")), t0);
+        hub.handle_message(c, auth(None, Some("guess")), t0);
+        hub.handle_message(c, hello("alice"), t0);
+        hub.account_checked(c, AccountCheck::Wrong, t0);
+        assert_eq!(
+            sent(&mut hub, c),
+            ["refused: wrong password for this username"]
+        );
+    }
+    let c = hub.handle_connect_from(ip("10.0.2.1"), t0);
+    hub.handle_message(c, auth(None, Some("right")), t0);
+    hub.handle_message(c, hello("ALICE"), t0);
+    assert_eq!(sent(&mut hub, c), ["refused: too many failed attempts"]);
+    // Not checked at all: no hash computed for it.
+    assert!(!events(&mut hub)
+        .iter()
+        .any(|e| matches!(e, HubEvent::CheckAccount { client, .. } if *client == c)));
+    // Another name from the same address is fine.
+    let c = hub.handle_connect_from(ip("10.0.2.1"), t0);
+    hub.handle_message(c, hello("bob"), t0);
+    hub.account_checked(c, AccountCheck::Open, t0);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+}
+
+#[test]
+fn a_resume_token_does_not_stand_in_for_the_account_password() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let a = join_verified(&mut hub, "alice", "10.0.0.1", t0);
+    sent(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    let resume = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: user("alice"),
+        resume: Some(ResumeRequest {
+            token: ResumeToken([7; 16]),
+            last_seen: MessageId(0),
+            epoch: hub.epoch(),
+        }),
+    };
+    // The right token, no password: refused, and the session still waits.
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(c, resume.clone(), t0);
+    assert!(sent(&mut hub, c).is_empty(), "nothing before the check");
+    hub.account_checked(c, AccountCheck::Missing, t0);
+    assert_eq!(
+        sent(&mut hub, c),
+        ["refused: username registered; its password is needed"]
+    );
+    // With the password, the session comes back.
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(c, auth(None, Some("pw")), t0);
+    hub.handle_message(c, resume, t0);
+    hub.account_checked(c, AccountCheck::Verified, t0);
+    assert_eq!(sent(&mut hub, c)[0], "resumed");
+}
+
+#[test]
+fn auth_is_taken_once_and_only_before_the_hello() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, auth(Some("a"), None), now);
+    hub.handle_message(c, auth(Some("a"), None), now);
+    assert_eq!(sent(&mut hub, c), ["refused: a username must be set first"]);
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("alice"), now);
+    sent(&mut hub, c);
+    hub.handle_message(c, auth(Some("a"), None), now);
+    assert_eq!(
+        sent(&mut hub, c),
+        ["error: unexpected message: already joined"]
+    );
+}
+
+#[test]
+fn register_and_unregister_go_to_the_server_or_say_there_are_no_accounts() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("alice"), now);
+    sent(&mut hub, c);
+    hub.handle_message(
+        c,
+        ClientMessage::Register {
+            password: secret("pw"),
+        },
+        now,
+    );
+    let notice = sent(&mut hub, c);
+    assert_eq!(notice.len(), 1);
+    assert!(notice[0].starts_with("notice: this server keeps no accounts"));
+
+    let mut hub = self::hub();
+    hub.set_accounts(true);
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("alice"), now);
+    hub.account_checked(c, AccountCheck::Open, now);
+    events(&mut hub);
+    hub.handle_message(
+        c,
+        ClientMessage::Register {
+            password: secret("pw"),
+        },
+        now,
+    );
+    hub.handle_message(c, ClientMessage::Unregister, now);
+    let asked = events(&mut hub);
+    assert!(matches!(&asked[..], [
+        HubEvent::Register { client, user: u, password },
+        HubEvent::Unregister { client: c2, user: u2 },
+    ] if *client == c && *c2 == c && u.as_str() == "alice" && u2.as_str() == "alice"
+        && password.expose() == "pw"));
+    hub.account_changed(c, NoticeCode::REGISTERED, "registered");
+    assert_eq!(
+        sent(&mut hub, c).last().unwrap(),
+        "notice: username registered: registered"
+    );
+}
+
+/// A hub with accounts where `op` is an operator, joined with its password.
+fn operator_hub(now: Instant) -> (Hub, ClientId) {
+    let mut hub = hub();
+    hub.set_accounts(true);
+    hub.set_operators(&[user("op")]);
+    let op = join_verified(&mut hub, "op", "10.0.0.100", now);
+    sent(&mut hub, op);
+    events(&mut hub);
+    (hub, op)
+}
+
+fn operate(action: OpAction, target: &str, reason: &str) -> ClientMessage {
+    ClientMessage::Operate {
+        action,
+        target: target.into(),
+        reason: reason.into(),
+    }
+}
+
+#[test]
+fn only_an_authenticated_operator_may_kick_and_the_kick_is_told_and_logged() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.2", now);
+    // An operator name joined without its password (not registered) has no rights.
+    let mut plain = self::hub();
+    plain.set_operators(&[user("op")]);
+    let fake = plain.handle_connect(now);
+    plain.handle_message(fake, hello("op"), now);
+    sent(&mut plain, fake);
+    plain.handle_message(fake, operate(OpAction::Kick, "bob", ""), now);
+    assert_eq!(
+        sent(&mut plain, fake),
+        ["notice: not permitted: only the server's operators may kick and ban"]
+    );
+    // bob is no operator either.
+    sent(&mut hub, bob);
+    hub.handle_message(bob, operate(OpAction::Kick, "op", ""), now);
+    assert!(sent(&mut hub, bob)[0].starts_with("notice: not permitted"));
+    events(&mut hub);
+
+    hub.handle_message(op, operate(OpAction::Kick, "BOB", "spam"), now);
+    let mut to_bob = Vec::new();
+    let mut to_op = Vec::new();
+    hub.flush_presence();
+    while let Some(t) = hub.poll_transmit() {
+        if t.to.contains(bob) {
+            to_bob.push(t.message.clone());
+        }
+        if t.to.contains(op) {
+            to_op.push(t.message);
+        }
+    }
+    assert!(to_bob.contains(&ServerMessage::Error {
+        code: ErrorCode::KICKED,
+        client_id: 0,
+        text: "kicked by op: spam".into()
+    }));
+    assert!(!hub.is_connected(bob));
+    assert!(to_op.iter().any(|m| matches!(m,
+        ServerMessage::Presence(ev) if ev.iter().any(|e| matches!(e,
+            PresenceEvent::Left(d) if d.reason == LeaveReason::KICKED && d.text == "kicked by op: spam")))));
+    assert!(to_op.contains(&ServerMessage::Notice {
+        code: NoticeCode::DONE,
+        text: "kicked bob".into()
+    }));
+    let logged = events(&mut hub);
+    assert!(logged.iter().any(|e| matches!(e,
+        HubEvent::Operated { by, action: OpAction::Kick, target, reason, .. }
+            if by == "op" && target == "BOB" && reason == "spam")));
+}
+
+#[test]
+fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.2", now);
+    let waiting = hub.handle_connect_from(ip("10.0.0.2"), now);
+    sent(&mut hub, bob);
+    hub.handle_message(op, operate(OpAction::Ban, "10.0.0.2", "flood"), now);
+    assert!(!hub.is_connected(bob), "joined from the address: removed");
+    assert!(!hub.is_connected(waiting), "handshaking from it: refused");
+    let c = hub.handle_connect_from(ip("10.0.0.2"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: banned"]);
+    // An IPv4-mapped IPv6 address is the same address.
+    let c = hub.handle_connect_from(ip("::ffff:10.0.0.2"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: banned"]);
+    // By name: the name, whatever its case, from anywhere.
+    assert_eq!(
+        hub.console("ban carol", now),
+        "banned carol (0 disconnected)"
+    );
+    let c = hub.handle_connect_from(ip("10.0.0.3"), now);
+    hub.handle_message(c, hello("Carol"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: banned"]);
+    assert_eq!(
+        hub.console("/bans", now),
+        "bans: 10.0.0.2 (by op: flood); carol (by console)"
+    );
+    assert_eq!(hub.console("unban CAROL", now), "unbanned CAROL");
+    assert_eq!(hub.console("unban 10.0.0.2", now), "unbanned 10.0.0.2");
+    assert_eq!(hub.console("unban 10.0.0.2", now), "10.0.0.2 is not banned");
+    let c = hub.handle_connect_from(ip("10.0.0.2"), now);
+    hub.handle_message(c, hello("carol"), now);
+    hub.account_checked(c, AccountCheck::Open, now);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+    assert_eq!(hub.console("bans", now), "no bans");
+    assert!(hub
+        .console("frobnicate x", now)
+        .starts_with("unknown command"));
+    assert_eq!(hub.console("kick nobody", now), "no user 'nobody' online");
+}
+
+#[test]
+fn operator_lines_parse_with_or_without_a_slash() {
+    assert_eq!(
+        parse_operator_line("/kick bob  too loud "),
+        Ok((OpAction::Kick, "bob".into(), "too loud".into()))
+    );
+    assert_eq!(
+        parse_operator_line("BAN ::1"),
+        Ok((OpAction::Ban, "::1".into(), String::new()))
+    );
+    assert_eq!(
+        parse_operator_line("bans"),
+        Ok((OpAction::Bans, String::new(), String::new()))
+    );
+    assert!(parse_operator_line("kick").is_err());
+    assert_eq!(
+        BanTarget::parse("::ffff:1.2.3.4"),
+        Ok(BanTarget::Address(ip("1.2.3.4")))
+    );
+    assert!(BanTarget::parse("not a name").is_err());
+}
+
+#[test]
+fn the_client_sends_its_passwords_before_every_hello_and_keeps_a_registered_one() {
+    let now = Instant::now();
+    let mut s = ClientSession::new(user("alice"), Limits::default(), now);
+    s.set_credentials(Some(secret("srv")), None);
+    let first: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert_eq!(first[0], auth(Some("srv"), None));
+    assert!(matches!(first[1], ClientMessage::Hello { .. }));
+    s.handle_message(
+        ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            text: String::new(),
+            limits: Hub::new(Limits::default(), "").server_limits(),
+            token: ResumeToken([1; 16]),
+            epoch: 1,
+            grace_secs: 60,
+            last_id: MessageId(0),
+            resumed: None,
+        },
+        now,
+    );
+    s.register(secret("mine")).unwrap();
+    assert_eq!(
+        s.poll_transmit(),
+        Some(ClientMessage::Register {
+            password: secret("mine")
+        })
+    );
+    s.handle_message(
+        ServerMessage::Notice {
+            code: NoticeCode::REGISTERED,
+            text: "ok".into(),
+        },
+        now,
+    );
+    s.reconnect(now);
+    let again: Vec<_> = std::iter::from_fn(|| s.poll_transmit()).collect();
+    assert_eq!(again[0], auth(Some("srv"), Some("mine")));
+    assert!(matches!(
+        again[1],
+        ClientMessage::Hello {
+            resume: Some(_),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_kicked_client_closes_and_says_why() {
+    let now = Instant::now();
+    let mut net_hub = hub();
+    let mut s = ClientSession::new(user("alice"), Limits::default(), now);
+    let c = net_hub.handle_connect(now);
+    while let Some(m) = s.poll_transmit() {
+        net_hub.handle_message(c, m, now);
+    }
+    while let Some(t) = net_hub.poll_transmit() {
+        s.handle_message(t.message, now);
+    }
+    assert!(s.is_joined());
+    assert_eq!(net_hub.console("kick alice bye", now), "kicked alice");
+    while let Some(t) = net_hub.poll_transmit() {
+        if t.to.contains(c) {
+            s.handle_message(t.message, now);
+        }
+    }
+    let evs: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(evs.contains(&ClientEvent::Kicked {
+        text: "kicked by console: bye".into()
+    }));
+    assert!(s.is_closed());
+}

@@ -1,0 +1,648 @@
+//! Who may come in: the server password, protected usernames (accounts),
+//! bans, and the operators who kick and ban.
+//!
+//! The hub makes every decision; the server does what needs IO or heavy
+//! work and answers: it checks an account's password hash
+//! ([`HubEvent::CheckAccount`], answered by [`Hub::account_checked`]) and
+//! stores or removes a registration ([`HubEvent::Register`],
+//! [`HubEvent::Unregister`], answered by [`Hub::account_changed`]), off the
+//! hub's lock. The order of a handshake: version, bans, server password,
+//! account, then resume or join; so a resume token never stands in for a
+//! password.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{ClientId, Hub, HubEvent, Phase};
+use crate::message::{
+    ClientMessage, ErrorCode, LeaveReason, NoticeCode, OpAction, RefuseCode, ResumeRequest, Secret,
+    ServerMessage, Username,
+};
+
+/// Entries of the failed-attempt table before old ones are forgotten.
+const MAX_FAILURE_ENTRIES: usize = 4096;
+
+/// Who the hub's authentication state holds.
+#[derive(Debug, Default)]
+pub(super) struct AuthState {
+    /// The server password, when one is needed.
+    server_password: Option<Secret>,
+    /// True when the server keeps accounts (it answers [`HubEvent::CheckAccount`]).
+    accounts: bool,
+    /// Name keys of the operators.
+    operators: HashSet<String>,
+    /// The bans, in the order they were made.
+    bans: Vec<Ban>,
+    /// Failed password attempts: when the window started, how many.
+    failures: HashMap<FailKey, (Instant, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FailKey {
+    Address(Option<IpAddr>),
+    Name(String),
+}
+
+/// The passwords a connection sent (`Auth`) before its `Hello`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Credentials {
+    pub(super) server: Option<Secret>,
+    pub(super) account: Option<Secret>,
+}
+
+/// A `Hello` waiting for the server's account check.
+#[derive(Debug, Clone)]
+pub(super) struct PendingHello {
+    pub(super) username: Username,
+    pub(super) resume: Option<ResumeRequest>,
+}
+
+/// What the server found when it checked an account
+/// ([`HubEvent::CheckAccount`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCheck {
+    /// The username is not registered: anyone may take it.
+    Open,
+    /// Registered, and the password matched its hash.
+    Verified,
+    /// Registered, and no password was sent.
+    Missing,
+    /// Registered, and the password did not match.
+    Wrong,
+    /// The accounts could not be read; the text says why (it is logged,
+    /// not shown to the client).
+    Unavailable(String),
+}
+
+/// What a ban refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BanTarget {
+    /// A username (every name with the same key).
+    Name(Username),
+    /// An address.
+    Address(IpAddr),
+}
+
+impl fmt::Display for BanTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BanTarget::Name(n) => write!(f, "{n}"),
+            BanTarget::Address(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl BanTarget {
+    /// Reads a target: text that reads as an IP address is an address,
+    /// anything else must be a valid username.
+    ///
+    /// # Errors
+    ///
+    /// A text that is neither, with a line saying so.
+    pub fn parse(text: &str) -> Result<BanTarget, String> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(BanTarget::Address(ip.to_canonical()));
+        }
+        Username::new(text)
+            .map(BanTarget::Name)
+            .map_err(|e| format!("'{text}' is neither an address nor a username ({e})"))
+    }
+}
+
+/// One ban: what it refuses, who made it and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    /// The username or address.
+    pub target: BanTarget,
+    /// Who banned it (an operator's name, or `console`).
+    pub by: String,
+    /// Why (may be empty).
+    pub reason: String,
+}
+
+/// An operator's request as a line of text (the server's console, and the
+/// client's commands): `kick NAME [reason]`, `ban NAME|ADDRESS [reason]`,
+/// `unban NAME|ADDRESS`, `bans`; a leading `/` is allowed.
+///
+/// # Errors
+///
+/// An unknown word or a missing target, with a line saying what is expected.
+pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), String> {
+    let line = line.trim();
+    let line = line.strip_prefix('/').unwrap_or(line);
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let action = match word.to_ascii_lowercase().as_str() {
+        "kick" => OpAction::Kick,
+        "ban" => OpAction::Ban,
+        "unban" => OpAction::Unban,
+        "bans" => OpAction::Bans,
+        _ => {
+            return Err(format!(
+                "unknown command '{word}': use kick NAME [reason], ban NAME|ADDRESS [reason], unban NAME|ADDRESS or bans"
+            ))
+        }
+    };
+    let rest = rest.trim();
+    let (target, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    if target.is_empty() && action != OpAction::Bans {
+        return Err(format!("{} needs a username or an address", action.word()));
+    }
+    Ok((action, target.to_string(), reason.trim().to_string()))
+}
+
+impl Hub {
+    /// Requires `password` (in an `Auth` before the `Hello`) from every
+    /// client; `None` lets anyone in (the default).
+    pub fn set_server_password(&mut self, password: Option<Secret>) {
+        self.auth.server_password = password;
+    }
+
+    /// Whether the server keeps accounts. When it does, every `Hello`
+    /// raises [`HubEvent::CheckAccount`] and waits for
+    /// [`Hub::account_checked`]; `Register` and `Unregister` raise events
+    /// the server answers with [`Hub::account_changed`]. When it does not
+    /// (the default), no name is protected and `Register` is answered
+    /// [`NoticeCode::NO_ACCOUNTS`].
+    pub fn set_accounts(&mut self, on: bool) {
+        self.auth.accounts = on;
+    }
+
+    /// The usernames allowed to kick and ban, once joined with their
+    /// account password (a name that is not registered gives no rights).
+    pub fn set_operators<'a>(&mut self, names: impl IntoIterator<Item = &'a Username>) {
+        self.auth.operators = names.into_iter().map(|n| self.key(n)).collect();
+    }
+
+    /// The bans in force, oldest first.
+    #[must_use]
+    pub fn bans(&self) -> &[Ban] {
+        &self.auth.bans
+    }
+
+    /// True when connections from `peer` are banned.
+    pub(super) fn address_banned(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            self.auth
+                .bans
+                .iter()
+                .any(|b| b.target == BanTarget::Address(ip))
+        })
+    }
+
+    fn name_banned(&self, user: &Username) -> bool {
+        let key = self.key(user);
+        self.auth
+            .bans
+            .iter()
+            .any(|b| matches!(&b.target, BanTarget::Name(n) if self.key(n) == key))
+    }
+
+    /// An `Auth` while handshaking: kept for the `Hello` that follows.
+    /// True when it was taken; false when the connection was refused.
+    pub(super) fn take_auth(
+        &mut self,
+        client: ClientId,
+        server: Option<Secret>,
+        account: Option<Secret>,
+    ) -> bool {
+        let Some(conn) = self.conns.get_mut(&client) else {
+            return false;
+        };
+        if conn.credentials.is_some() {
+            self.violation(client, "a second Auth");
+            self.refuse(
+                client,
+                RefuseCode::HANDSHAKE_REQUIRED,
+                "Auth may be sent once, before the Hello",
+            );
+            return false;
+        }
+        conn.credentials = Some(Credentials { server, account });
+        true
+    }
+
+    /// The checks of a `Hello` before its name is taken: bans, the server
+    /// password, then (with accounts) the account, which the server checks.
+    /// True when the handshake may go on now; false when it was refused or
+    /// waits for [`Hub::account_checked`].
+    pub(super) fn admit_hello(
+        &mut self,
+        client: ClientId,
+        username: &Username,
+        resume: Option<ResumeRequest>,
+        now: Instant,
+    ) -> bool {
+        let Some(conn) = self.conns.get(&client) else {
+            return false;
+        };
+        let peer = conn.peer;
+        let creds = conn.credentials.clone().unwrap_or_default();
+        if self.name_banned(username) {
+            self.refuse(
+                client,
+                RefuseCode::BANNED,
+                &format!("the username '{username}' is banned from this server"),
+            );
+            return false;
+        }
+        if let Some(expected) = self.auth.server_password.clone() {
+            if self.too_many(&FailKey::Address(peer), now) {
+                self.refuse_attempts(client, now);
+                return false;
+            }
+            match creds.server {
+                None => {
+                    self.refuse(
+                        client,
+                        RefuseCode::PASSWORD_REQUIRED,
+                        "this server needs a password",
+                    );
+                    return false;
+                }
+                Some(given) if !given.matches(&expected) => {
+                    self.note_failure(FailKey::Address(peer), now);
+                    self.violation(client, "wrong server password");
+                    self.refuse(client, RefuseCode::WRONG_PASSWORD, "wrong server password");
+                    return false;
+                }
+                Some(_) => {}
+            }
+        }
+        if !self.auth.accounts {
+            return true;
+        }
+        let name = FailKey::Name(self.key(username));
+        if creds.account.is_some()
+            && (self.too_many(&FailKey::Address(peer), now) || self.too_many(&name, now))
+        {
+            self.refuse_attempts(client, now);
+            return false;
+        }
+        if let Some(conn) = self.conns.get_mut(&client) {
+            conn.verifying = Some(PendingHello {
+                username: username.clone(),
+                resume,
+            });
+        }
+        self.events.push_back(HubEvent::CheckAccount {
+            client,
+            user: username.clone(),
+            password: creds.account,
+        });
+        false
+    }
+
+    /// The server's answer to [`HubEvent::CheckAccount`] for `client`: the
+    /// handshake goes on (a resume or a join) or is refused. Nothing
+    /// happens if the connection is gone or was not waiting.
+    pub fn account_checked(&mut self, client: ClientId, check: AccountCheck, now: Instant) {
+        self.clock = self.clock.max(now);
+        let Some(conn) = self.conns.get_mut(&client) else {
+            return;
+        };
+        let Some(hello) = conn.verifying.take() else {
+            return;
+        };
+        let peer = conn.peer;
+        let user = hello.username;
+        match check {
+            AccountCheck::Open => self.enter(client, user, hello.resume, false, now),
+            AccountCheck::Verified => self.enter(client, user, hello.resume, true, now),
+            AccountCheck::Missing => self.refuse(
+                client,
+                RefuseCode::NAME_PROTECTED,
+                &format!("the username '{user}' is registered; its password is needed"),
+            ),
+            AccountCheck::Wrong => {
+                self.note_failure(FailKey::Address(peer), now);
+                self.note_failure(FailKey::Name(self.key(&user)), now);
+                self.violation(client, format!("wrong account password for '{user}'"));
+                self.refuse(
+                    client,
+                    RefuseCode::WRONG_ACCOUNT_PASSWORD,
+                    &format!("wrong password for the username '{user}'"),
+                );
+            }
+            AccountCheck::Unavailable(why) => {
+                self.violation(client, format!("accounts unavailable: {why}"));
+                self.refuse(
+                    client,
+                    RefuseCode::SERVER_FULL,
+                    "the server cannot check accounts now; try again later",
+                );
+            }
+        }
+        self.commit_history(now);
+    }
+
+    /// The server's answer to [`HubEvent::Register`] or
+    /// [`HubEvent::Unregister`]: `code` and `text` go to the client in a
+    /// `Notice`. A connection that registered counts as authenticated.
+    pub fn account_changed(&mut self, client: ClientId, code: NoticeCode, text: &str) {
+        let Some(conn) = self.conns.get_mut(&client) else {
+            return;
+        };
+        if code == NoticeCode::REGISTERED {
+            conn.authenticated = true;
+        } else if code == NoticeCode::UNREGISTERED {
+            conn.authenticated = false;
+        }
+        self.send(
+            client,
+            ServerMessage::Notice {
+                code,
+                text: text.to_string(),
+            },
+        );
+    }
+
+    fn notice(&mut self, client: ClientId, code: NoticeCode, text: impl Into<String>) {
+        self.send(
+            client,
+            ServerMessage::Notice {
+                code,
+                text: text.into(),
+            },
+        );
+    }
+
+    /// The account and operator messages of a joined client.
+    pub(super) fn account_message(&mut self, client: ClientId, user: Username, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Auth { .. } => {
+                self.error(client, ErrorCode::UNEXPECTED, "already joined");
+            }
+            ClientMessage::Register { password } => {
+                if self.auth.accounts {
+                    self.events.push_back(HubEvent::Register {
+                        client,
+                        user,
+                        password,
+                    });
+                } else {
+                    self.notice(
+                        client,
+                        NoticeCode::NO_ACCOUNTS,
+                        "this server keeps no accounts (it runs without a database)",
+                    );
+                }
+            }
+            ClientMessage::Unregister => {
+                if self.auth.accounts {
+                    self.events.push_back(HubEvent::Unregister { client, user });
+                } else {
+                    self.notice(
+                        client,
+                        NoticeCode::NO_ACCOUNTS,
+                        "this server keeps no accounts (it runs without a database)",
+                    );
+                }
+            }
+            ClientMessage::Operate {
+                action,
+                target,
+                reason,
+            } => {
+                let allowed = self.conns.get(&client).is_some_and(|c| c.authenticated)
+                    && self.auth.operators.contains(&self.key(&user));
+                if !allowed {
+                    self.violation(client, format!("{} without operator rights", action.word()));
+                    self.notice(
+                        client,
+                        NoticeCode::NOT_PERMITTED,
+                        "only the server's operators may kick and ban",
+                    );
+                    return;
+                }
+                let now = self.clock;
+                let (code, text) = self.operate(user.as_str(), action, &target, &reason, now);
+                // The operator may have removed itself.
+                if self.conns.contains_key(&client) {
+                    self.notice(client, code, text);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A line of the server's console (`kick NAME [reason]`, `ban
+    /// NAME|ADDRESS [reason]`, `unban NAME|ADDRESS`, `bans`), carried out
+    /// as operator `console`. Returns the line to show.
+    pub fn console(&mut self, line: &str, now: Instant) -> String {
+        self.clock = self.clock.max(now);
+        match parse_operator_line(line) {
+            Ok((action, target, reason)) => {
+                let (_, text) = self.operate("console", action, &target, &reason, now);
+                text
+            }
+            Err(e) => e,
+        }
+    }
+
+    /// Carries out an operator's request; the answer's code and text.
+    fn operate(
+        &mut self,
+        by: &str,
+        action: OpAction,
+        target: &str,
+        reason: &str,
+        now: Instant,
+    ) -> (NoticeCode, String) {
+        let (code, text) = match action {
+            OpAction::Kick => self.op_kick(by, target, reason),
+            OpAction::Ban => self.op_ban(by, target, reason),
+            OpAction::Unban => self.op_unban(target),
+            OpAction::Bans => (NoticeCode::DONE, self.bans_text()),
+        };
+        self.events.push_back(HubEvent::Operated {
+            by: by.to_string(),
+            action,
+            target: target.to_string(),
+            reason: reason.to_string(),
+            outcome: text.clone(),
+        });
+        self.commit_history(now);
+        (code, text)
+    }
+
+    fn op_kick(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
+        let Ok(user) = Username::new(target) else {
+            return (NoticeCode::FAILED, format!("'{target}' is not a username"));
+        };
+        let key = self.key(&user);
+        let text = removal_text("kicked", by, reason);
+        if let Some(&client) = self.names.get(&key) {
+            let shown = self.username(client).cloned().unwrap_or(user);
+            self.remove_by_operator(client, &text);
+            (NoticeCode::DONE, format!("kicked {shown}"))
+        } else if self.sessions.contains_key(&key) {
+            // Away (waiting for a resume): its session ends.
+            self.end_ghost(&key);
+            (NoticeCode::DONE, format!("kicked {user} (it was away)"))
+        } else {
+            (NoticeCode::FAILED, format!("no user '{user}' online"))
+        }
+    }
+
+    fn op_ban(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
+        let target = match BanTarget::parse(target) {
+            Ok(t) => t,
+            Err(e) => return (NoticeCode::FAILED, e),
+        };
+        if !self
+            .auth
+            .bans
+            .iter()
+            .any(|b| self.same_target(&b.target, &target))
+        {
+            self.auth.bans.push(Ban {
+                target: target.clone(),
+                by: by.to_string(),
+                reason: reason.to_string(),
+            });
+        }
+        let text = removal_text("banned", by, reason);
+        let mut hit: Vec<ClientId> = match &target {
+            BanTarget::Address(ip) => self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.peer.map(|p| p.to_canonical()) == Some(*ip))
+                .map(|(id, _)| *id)
+                .collect(),
+            BanTarget::Name(user) => self
+                .names
+                .get(&self.key(user))
+                .copied()
+                .into_iter()
+                .collect(),
+        };
+        hit.sort_unstable();
+        let removed = hit.len();
+        for client in hit {
+            if self.is_joined(client) {
+                self.remove_by_operator(client, &text);
+            } else {
+                self.refuse(client, RefuseCode::BANNED, &text);
+            }
+        }
+        if let BanTarget::Name(user) = &target {
+            let key = self.key(user);
+            if self.sessions.contains_key(&key) {
+                self.end_ghost(&key);
+            }
+        }
+        (
+            NoticeCode::DONE,
+            format!("banned {target} ({removed} disconnected)"),
+        )
+    }
+
+    fn op_unban(&mut self, target: &str) -> (NoticeCode, String) {
+        let target = match BanTarget::parse(target) {
+            Ok(t) => t,
+            Err(e) => return (NoticeCode::FAILED, e),
+        };
+        let before = self.auth.bans.len();
+        let bans = std::mem::take(&mut self.auth.bans);
+        let kept: Vec<Ban> = bans
+            .into_iter()
+            .filter(|b| !self.same_target(&b.target, &target))
+            .collect();
+        self.auth.bans = kept;
+        if self.auth.bans.len() == before {
+            (NoticeCode::FAILED, format!("{target} is not banned"))
+        } else {
+            (NoticeCode::DONE, format!("unbanned {target}"))
+        }
+    }
+
+    /// The same ban target: the same address, or names with the same key.
+    fn same_target(&self, a: &BanTarget, b: &BanTarget) -> bool {
+        match (a, b) {
+            (BanTarget::Name(x), BanTarget::Name(y)) => self.key(x) == self.key(y),
+            _ => a == b,
+        }
+    }
+
+    fn bans_text(&self) -> String {
+        if self.auth.bans.is_empty() {
+            return "no bans".into();
+        }
+        let lines: Vec<String> = self
+            .auth
+            .bans
+            .iter()
+            .map(|b| {
+                if b.reason.is_empty() {
+                    format!("{} (by {})", b.target, b.by)
+                } else {
+                    format!("{} (by {}: {})", b.target, b.by, b.reason)
+                }
+            })
+            .collect();
+        format!("bans: {}", lines.join("; "))
+    }
+
+    /// Removes a joined client for an operator: it is told why
+    /// ([`ErrorCode::KICKED`]) and the others see it leave
+    /// ([`LeaveReason::KICKED`], with the text).
+    fn remove_by_operator(&mut self, client: ClientId, text: &str) {
+        self.error(client, ErrorCode::KICKED, text);
+        self.depart(
+            client,
+            LeaveReason::KICKED,
+            text.to_string(),
+            text.to_string(),
+        );
+    }
+
+    fn too_many(&self, key: &FailKey, now: Instant) -> bool {
+        let window = self.limits.auth_window;
+        self.auth.failures.get(key).is_some_and(|(start, n)| {
+            now.saturating_duration_since(*start) < window && *n >= self.limits.auth_attempts
+        })
+    }
+
+    fn refuse_attempts(&mut self, client: ClientId, _now: Instant) {
+        let secs = self.limits.auth_window.as_secs();
+        self.violation(client, "too many failed password attempts");
+        self.refuse(
+            client,
+            RefuseCode::TOO_MANY_ATTEMPTS,
+            &format!("too many failed password attempts; try again in {secs} s"),
+        );
+    }
+
+    fn note_failure(&mut self, key: FailKey, now: Instant) {
+        let window = self.limits.auth_window;
+        if self.auth.failures.len() >= MAX_FAILURE_ENTRIES {
+            self.auth
+                .failures
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let e = self.auth.failures.entry(key).or_insert((now, 0));
+        if now.saturating_duration_since(e.0) >= window {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+
+    /// Whether `client` is waiting for [`Hub::account_checked`].
+    pub(super) fn is_verifying(&self, client: ClientId) -> bool {
+        self.conns
+            .get(&client)
+            .is_some_and(|c| c.verifying.is_some() && matches!(c.phase, Phase::Handshaking))
+    }
+}
+
+/// What a removed user is told: "kicked by NAME: reason".
+fn removal_text(what: &str, by: &str, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("{what} by {by}")
+    } else {
+        format!("{what} by {by}: {reason}")
+    }
+}
