@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use clap::Args;
 use imchat_core::{
-    Limits, LimitsError, DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_COUNT,
-    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS,
-    DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND,
-    DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
-    DEFAULT_MAX_TRANSFERS, DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES,
-    DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC, DEFAULT_TRANSFER_IDLE_TIMEOUT,
+    Limits, LimitsError, DEFAULT_AUTH_ATTEMPTS, DEFAULT_AUTH_WINDOW, DEFAULT_CHUNK_SIZE,
+    DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY_AGE,
+    DEFAULT_HISTORY_COUNT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME,
+    DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE,
+    DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS, DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST,
+    DEFAULT_RATE_BURST_BYTES, DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC,
+    DEFAULT_TRANSFER_IDLE_TIMEOUT,
 };
 
 /// Longest timeout accepted (a year): later instants could overflow the clock.
@@ -125,6 +126,15 @@ pub struct LimitArgs {
     /// Only messages younger than this are shown as history (0: none).
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HISTORY_AGE.as_secs_f64())]
     history_age_secs: f64,
+
+    /// Wrong passwords (server or account) from one address, or for one
+    /// username, before further tries are refused for --auth-window-secs.
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_AUTH_ATTEMPTS)]
+    auth_attempts: u32,
+
+    /// The window wrong passwords are counted over.
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_AUTH_WINDOW.as_secs_f64())]
+    auth_window_secs: f64,
 }
 
 impl Default for LimitArgs {
@@ -155,6 +165,8 @@ impl Default for LimitArgs {
             grace_secs: l.grace.as_secs_f64(),
             history_count: l.history_count,
             history_age_secs: l.history_age.as_secs_f64(),
+            auth_attempts: l.auth_attempts,
+            auth_window_secs: l.auth_window.as_secs_f64(),
         }
     }
 }
@@ -238,6 +250,8 @@ impl LimitArgs {
             grace: secs_or_off("grace-secs", a.grace_secs)?,
             history_count: a.history_count,
             history_age: secs_or_off("history-age-secs", a.history_age_secs)?,
+            auth_attempts: a.auth_attempts,
+            auth_window: secs("auth-window-secs", a.auth_window_secs)?,
             ..Limits::default()
         };
         limits.validate().map_err(|e| flag_words(&e))?;

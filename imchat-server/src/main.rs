@@ -4,6 +4,7 @@
 //! sockets and threads live in `server`, the shared folder in `files`, the
 //! log in `logging`.
 
+mod accounts;
 mod cluster;
 mod config;
 mod files;
@@ -171,6 +172,30 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, requires = "redis")]
     cluster_lease_secs: f64,
 
+    /// File whose first line is the server password
+    ///
+    /// Clients must give it (--password-file, $IMCHAT_PASSWORD, or typed
+    /// when asked) before they can see or send anything. Failed attempts
+    /// are limited per address. An empty or unreadable file stops the
+    /// server from starting.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+
+    /// A registered username that may kick and ban (repeatable)
+    ///
+    /// Gives rights only to whoever joins under that name with its account
+    /// password, so it needs --history-db (where accounts are kept) and the
+    /// name registered with /register.
+    #[arg(long, value_name = "NAME", requires = "history_db")]
+    operator: Vec<String>,
+
+    /// Remove the registration of NAME from --history-db, then exit
+    ///
+    /// For an operator whose user lost the password: the name is free
+    /// again. Run it while the server is stopped, or beside it.
+    #[arg(long, value_name = "NAME", requires = "history_db")]
+    reset_name: Option<String>,
+
     #[command(flatten)]
     limits: LimitArgs,
 
@@ -246,6 +271,8 @@ enum Task {
     Man,
     /// Serve on this address.
     Serve(Box<Cli>, SocketAddr),
+    /// Remove a registration and exit.
+    ResetName(Box<Cli>),
 }
 
 /// Parses the command line; errors (and help) come as clap errors, which
@@ -261,6 +288,9 @@ where
     }
     if cli.generate_man {
         return Ok(Task::Man);
+    }
+    if cli.reset_name.is_some() {
+        return Ok(Task::ResetName(Box::new(cli)));
     }
     let usage = |kind, message: String| Cli::command().error(kind, message);
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -313,6 +343,12 @@ enum Error {
     /// The TLS certificate or key could not be read, made or used.
     #[error("{0}")]
     Tls(String),
+    /// The password file is missing, unreadable or empty.
+    #[error("{0}")]
+    Password(String),
+    /// An --operator or --reset-name is not a valid username.
+    #[error("{0}")]
+    Name(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
@@ -327,7 +363,7 @@ enum Error {
 impl Error {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Limits(_) => ExitCode::from(2),
+            Error::Limits(_) | Error::Name(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -345,6 +381,16 @@ fn main() -> ExitCode {
             return imchat_cli::print(&imchat_cli::man_page(Cli::command()), "imchat-server")
         }
         Task::Serve(cli, addr) => (cli, addr),
+        Task::ResetName(cli) => match reset_name(&cli) {
+            Ok(line) => {
+                println!("{line}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("imchat-server: {e}");
+                return e.exit_code();
+            }
+        },
     };
     match run(*cli, addr) {
         Ok(()) => ExitCode::SUCCESS,
@@ -417,6 +463,20 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         None => None,
     };
     let tls = cli.tls.load().map_err(Error::Tls)?;
+    let password = cli
+        .password_file
+        .as_deref()
+        .map(read_password_file)
+        .transpose()?;
+    let operators = cli
+        .operator
+        .iter()
+        .map(|n| username_arg("--operator", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let accounts = match &cli.history_db {
+        Some(path) => Some(open_accounts(path)?),
+        None => None,
+    };
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
         reason: files::io_reason(&e),
@@ -438,6 +498,10 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         report::print_line(&line);
         log::info!("TLS: {}; {line}", tls.source);
     }
+    if let Some(warning) = exposure_warning(local, password.is_some(), tls.is_some()) {
+        report::print_line(&warning);
+        log::warn!("{warning}");
+    }
     log::info!(
         "shared folder: {} ({}), resolved to {}",
         choice.path.display(),
@@ -451,6 +515,9 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         shared,
         cluster,
         tls: tls.map(|t| t.config),
+        password,
+        accounts,
+        operators,
     };
     server::run(listener, config, history)
 }
@@ -465,9 +532,111 @@ fn cluster_lease(secs: f64) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
+/// The server password: the first line of `path`, its line ending
+/// stripped (nothing else is trimmed: spaces count).
+fn read_password_file(path: &std::path::Path) -> Result<imchat_core::Secret, Error> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Password(format!(
+            "cannot read the password file '{shown}': {}",
+            files::io_reason(&e)
+        ))
+    })?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(Error::Password(format!(
+            "the password file '{shown}' is empty: its first line is the password"
+        )));
+    }
+    imchat_core::Secret::new(line).ok_or_else(|| {
+        Error::Password(format!(
+            "the password in '{shown}' is longer than {} bytes",
+            imchat_core::Secret::MAX_BYTES
+        ))
+    })
+}
+
+/// A username given on the command line.
+fn username_arg(flag: &str, name: &str) -> Result<imchat_core::Username, Error> {
+    imchat_core::Username::new(name)
+        .map_err(|e| Error::Name(format!("{flag} '{name}' is not a valid username: {e}")))
+}
+
+/// The accounts kept in the history file at `path`.
+fn open_accounts(path: &std::path::Path) -> Result<std::sync::Arc<accounts::Accounts>, Error> {
+    let table = store::SqliteAccounts::open(path).map_err(|e| Error::History(e.to_string()))?;
+    Ok(std::sync::Arc::new(accounts::Accounts::new(
+        Box::new(table),
+        names::key,
+    )))
+}
+
+/// `--reset-name NAME --history-db PATH`: removes the registration. The
+/// file must exist and be an imchat history.
+fn reset_name(cli: &Cli) -> Result<String, Error> {
+    let (Some(name), Some(path)) = (&cli.reset_name, &cli.history_db) else {
+        return Err(Error::Name("--reset-name needs --history-db".into()));
+    };
+    let user = username_arg("--reset-name", name)?;
+    // Only the accounts table is touched: the history stays as it is, so
+    // this may run while the server does.
+    let accounts = open_accounts(path)?;
+    let removed = accounts.reset(&user).map_err(Error::History)?;
+    log::info!("registration of '{user}' reset from the command line");
+    Ok(if removed {
+        format!("the registration of '{user}' is removed: the name is free")
+    } else {
+        format!("'{user}' was not registered; nothing changed")
+    })
+}
+
+/// The warning printed at start when the server listens beyond this
+/// machine with nothing enabled to keep a chat private: neither a
+/// password nor TLS (a server with either gets no warning).
+fn exposure_warning(local: SocketAddr, password: bool, tls: bool) -> Option<String> {
+    if local.ip().is_loopback() || password || tls {
+        return None;
+    }
+    Some(format!(
+        "warning: listening on {local} (beyond this machine) with neither a password nor TLS: anyone who can reach the port can join, read the room and download the shared folder, and everything crosses the network in clear text (see --password-file and --tls-self-signed)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_server_beyond_loopback_with_neither_password_nor_tls_is_warned_about() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        assert_eq!(exposure_warning(at("127.0.0.1:4000"), false, false), None);
+        assert_eq!(exposure_warning(at("[::1]:4000"), false, false), None);
+        assert_eq!(exposure_warning(at("0.0.0.0:4000"), true, false), None);
+        assert_eq!(exposure_warning(at("0.0.0.0:4000"), false, true), None);
+        let warning = exposure_warning(at("0.0.0.0:4000"), false, false).unwrap();
+        assert!(warning.starts_with("warning: listening on 0.0.0.0:4000"));
+        assert!(warning.contains("--password-file"));
+        assert!(warning.contains("--tls-self-signed"));
+        assert!(exposure_warning(at("[::]:4000"), false, false).is_some());
+    }
+
+    #[test]
+    fn the_password_file_gives_its_first_line_and_refuses_empty_or_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret \r\nsecond line\n").unwrap();
+        assert_eq!(read_password_file(&file).unwrap().expose(), "s3cret ");
+        std::fs::write(&file, "\nnot the first\n").unwrap();
+        let empty = read_password_file(&file).unwrap_err().to_string();
+        assert!(empty.contains("is empty"), "{empty}");
+        let missing = read_password_file(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.starts_with("cannot read the password file"),
+            "{missing}"
+        );
+    }
 
     fn serve(args: &[&str]) -> (Cli, SocketAddr) {
         let argv = std::iter::once("imchat-server").chain(args.iter().copied());

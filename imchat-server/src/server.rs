@@ -93,6 +93,12 @@ pub struct Config {
     /// TLS on every connection (`--tls-cert`/`--tls-key`, `--tls-self-signed`);
     /// `None`: plaintext.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The server password (`--password-file`), if any.
+    pub password: Option<imchat_core::Secret>,
+    /// The protected usernames, when the server keeps accounts.
+    pub accounts: Option<Arc<crate::accounts::Accounts>>,
+    /// The usernames allowed to kick and ban (`--operator`).
+    pub operators: Vec<Username>,
 }
 
 /// Why the main thread should stop the server.
@@ -182,6 +188,8 @@ struct Work {
     /// Queues given control frames without waking their writer thread:
     /// handed to the flusher thread once the lock is released.
     flush: Vec<Flush>,
+    /// Account checks and changes the hub asked for (hashing: no lock held).
+    accounts: Vec<HubEvent>,
 }
 
 /// A queue to flush, and the socket to flush it to.
@@ -193,6 +201,7 @@ impl Work {
             && self.downloads.is_empty()
             && self.paced.is_empty()
             && self.flush.is_empty()
+            && self.accounts.is_empty()
     }
 }
 
@@ -613,6 +622,31 @@ impl Server {
                 ));
                 conn.user = Some(user);
             }
+            HubEvent::CheckAccount { .. }
+            | HubEvent::Register { .. }
+            | HubEvent::Unregister { .. } => {
+                work.accounts.push(event);
+            }
+            HubEvent::Operated {
+                by,
+                action,
+                target,
+                reason,
+                outcome,
+            } => {
+                let why = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", inert(&reason))
+                };
+                self.report.say(format!(
+                    "operator {}: {} {}{why}: {}",
+                    inert(&by),
+                    action.word(),
+                    inert(&target),
+                    inert(&outcome)
+                ));
+            }
             HubEvent::Violation { client, detail } => {
                 self.report.log(
                     Level::Warn,
@@ -670,6 +704,80 @@ impl Server {
             }
             let paced = std::mem::take(&mut work.paced);
             self.pace_relay(paced, &mut work);
+            let accounts = std::mem::take(&mut work.accounts);
+            for job in accounts {
+                self.account_job(job, &mut work);
+            }
+        }
+    }
+
+    /// Checks or changes an account for the hub, with no lock held while
+    /// it hashes, then gives the hub the answer.
+    fn account_job(&self, job: HubEvent, work: &mut Work) {
+        let Some(accounts) = self.config.accounts.as_deref() else {
+            return;
+        };
+        match job {
+            HubEvent::CheckAccount {
+                client,
+                user,
+                password,
+            } => {
+                let check = accounts.check(&user, password.as_ref());
+                if let imchat_core::AccountCheck::Unavailable(why) = &check {
+                    self.report.log(
+                        Level::Error,
+                        format!("cannot check accounts: {}", inert(why)),
+                    );
+                }
+                let mut core = self.lock();
+                core.hub.account_checked(client, check, Instant::now());
+                self.dispatch(&mut core, work);
+            }
+            HubEvent::Register {
+                client,
+                user,
+                password,
+            } => {
+                let (code, text) = accounts.register(&user, &password);
+                self.report.say(format!(
+                    "{} asked to register: {code}",
+                    inert(user.as_str())
+                ));
+                let mut core = self.lock();
+                core.hub.account_changed(client, code, &text);
+                self.dispatch(&mut core, work);
+            }
+            HubEvent::Unregister { client, user } => {
+                let (code, text) = accounts.unregister(&user);
+                self.report.say(format!(
+                    "{} asked to unregister: {code}",
+                    inert(user.as_str())
+                ));
+                let mut core = self.lock();
+                core.hub.account_changed(client, code, &text);
+                self.dispatch(&mut core, work);
+            }
+            _ => {}
+        }
+    }
+
+    /// The console: operator lines from standard input (`kick NAME
+    /// [reason]`, `ban NAME|ADDRESS [reason]`, `unban …`, `bans`), each
+    /// answered on standard output. Ends when standard input does (closed,
+    /// or `/dev/null`).
+    fn console_loop(self: &Arc<Self>) {
+        use std::io::BufRead;
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else {
+                return;
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let answer = self.with_hub(|hub| hub.console(&line, Instant::now()));
+            report::print_line(&answer);
         }
     }
 
@@ -919,6 +1027,9 @@ pub fn run(
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
     hub.set_token_source(Box::new(random_token));
+    hub.set_server_password(config.password.clone());
+    hub.set_accounts(config.accounts.is_some());
+    hub.set_operators(&config.operators);
     set_wall_clock(&mut hub);
     if config.cluster.is_some() {
         hub.enable_cluster();
@@ -1018,6 +1129,15 @@ pub fn run(
             .start(Arc::new(HubHandle(server.clone())))
             .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
     }
+
+    let s = server.clone();
+    spawn("console".into(), 256 * 1024, Share::Any, move || {
+        // A console that fails is logged; the server goes on without it.
+        if panic::catch_unwind(AssertUnwindSafe(|| s.console_loop())).is_err() {
+            log::error!("the console thread failed; operator lines are no longer read");
+        }
+    })
+    .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
 
     let s = server.clone();
     spawn("accept".into(), 256 * 1024, Share::Any, move || {

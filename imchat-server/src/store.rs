@@ -680,6 +680,91 @@ impl HistoryStore for SqliteStore {
     }
 }
 
+/// The `accounts` table of the history file: one row per protected
+/// username, by name key, with its Argon2id hash (a PHC string, see
+/// [`crate::accounts`]). Created when missing, beside the tables of the
+/// schema (an added table: older servers read the file as before). It has
+/// its own connection, used from the connections' reader threads, never
+/// under the hub's lock; the hub's appends and these writes take turns at
+/// SQLite's write lock (a write waits at most the busy timeout).
+#[derive(Debug)]
+pub struct SqliteAccounts {
+    conn: std::sync::Mutex<Connection>,
+}
+
+/// The accounts table (`name`: the name as registered, to show).
+const ACCOUNTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL
+) WITHOUT ROWID;";
+
+impl SqliteAccounts {
+    /// Opens the accounts of the history file at `path`, which
+    /// [`SqliteStore::open`] created: it must exist and be an imchat
+    /// history (so that `--reset-name` never creates or changes another
+    /// file, and can run beside a running server).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened, is not an imchat history, or the table
+    /// cannot be created.
+    pub fn open(path: &Path) -> Result<SqliteAccounts, OpenError> {
+        let shown = path.display().to_string();
+        let sqlite = |e: rusqlite::Error| OpenError::Sqlite {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        let app: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(sqlite)?;
+        if app != APPLICATION_ID {
+            return Err(OpenError::Foreign { path: shown });
+        }
+        conn.execute_batch(ACCOUNTS_SCHEMA).map_err(sqlite)?;
+        Ok(SqliteAccounts {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::accounts::AccountStore for SqliteAccounts {
+    fn hash_of(&self, key: &str) -> Result<Option<String>, String> {
+        self.conn()
+            .query_row("SELECT hash FROM accounts WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    fn insert(&self, key: &str, name: &str, hash: &str) -> Result<bool, String> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO accounts (key, name, hash) VALUES (?1, ?2, ?3)",
+                params![key, name, hash],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, key: &str) -> Result<bool, String> {
+        self.conn()
+            .execute("DELETE FROM accounts WHERE key = ?1", [key])
+            .map(|n| n == 1)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1092,5 +1177,27 @@ mod tests {
             .map(|e| e.id.0)
             .collect();
         assert_eq!(ids, [1, 3]);
+    }
+
+    #[test]
+    fn accounts_live_in_the_history_file_and_survive_a_reopen() {
+        use crate::accounts::AccountStore;
+        let (_dir, path) = db();
+        let store = open(&path, 100, 1 << 20);
+        let accounts = SqliteAccounts::open(&path).unwrap();
+        assert_eq!(accounts.hash_of("alice").unwrap(), None);
+        assert!(accounts.insert("alice", "Alice", "$argon2id$x").unwrap());
+        assert!(!accounts.insert("alice", "Alice", "$argon2id$y").unwrap());
+        drop(accounts);
+        drop(store);
+        // The history store still takes the file with the added table.
+        let _store = open(&path, 100, 1 << 20);
+        let accounts = SqliteAccounts::open(&path).unwrap();
+        assert_eq!(
+            accounts.hash_of("alice").unwrap().as_deref(),
+            Some("$argon2id$x")
+        );
+        assert!(accounts.remove("alice").unwrap());
+        assert!(!accounts.remove("alice").unwrap());
     }
 }

@@ -1,0 +1,306 @@
+//! Protected usernames: the password hashes, where they are kept, and the
+//! checks the hub asks for ([`HubEvent::CheckAccount`](imchat_core::HubEvent),
+//! `Register`, `Unregister`).
+//!
+//! **Hashes.** Argon2id (RFC 9106) with the parameters OWASP recommends as
+//! its first choice: m = 19 MiB (19,456 KiB), t = 2 passes, p = 1 lane, a
+//! 16-byte random salt per password, a 32-byte output; stored as the PHC
+//! string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`), which names its own
+//! parameters, so that raising them later still verifies old hashes. One
+//! hash takes tens of milliseconds and 19 MiB: it runs on the reader thread
+//! of the connection that asked, never under the hub's lock, and at most
+//! [`MAX_HASHING`] at once (others wait their turn on their own thread), so
+//! a burst of logins cannot take the memory or every core. Verification
+//! compares in constant time (the `argon2` crate's `verify_password`).
+//!
+//! **Storage** is behind [`AccountStore`], three calls by name key: the
+//! SQLite table of `--history-db` ([`crate::store::SqliteAccounts`]) now;
+//! another store (a cluster's shared one) can be added beside it.
+
+use std::sync::{Condvar, Mutex};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use imchat_core::{AccountCheck, NoticeCode, Secret, Username};
+
+/// Hashes computed at once, whichever connections ask.
+pub const MAX_HASHING: usize = 2;
+/// Argon2id memory, in KiB (19 MiB).
+const M_COST: u32 = 19 * 1024;
+/// Argon2id passes.
+const T_COST: u32 = 2;
+/// Argon2id lanes.
+const P_COST: u32 = 1;
+
+/// Where registrations are kept: a password hash (a PHC string) per name key.
+pub trait AccountStore: Send + Sync {
+    /// The hash registered for the name key `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read; the text says why.
+    fn hash_of(&self, key: &str) -> Result<Option<String>, String>;
+
+    /// Registers `key` (shown as `name`) with `hash`; false when it was
+    /// registered already (nothing changes).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written.
+    fn insert(&self, key: &str, name: &str, hash: &str) -> Result<bool, String>;
+
+    /// Removes the registration of `key`; false when there was none.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written.
+    fn remove(&self, key: &str) -> Result<bool, String>;
+}
+
+/// The accounts of a server: a store, and the hashing done for it.
+pub struct Accounts {
+    store: Box<dyn AccountStore>,
+    /// What makes two names the same user (the hub's name key).
+    key: fn(&Username) -> String,
+    /// Hashes running now, at most [`MAX_HASHING`].
+    running: Mutex<usize>,
+    turn: Condvar,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Accounts(..)")
+    }
+}
+
+impl Accounts {
+    /// Accounts kept in `store`, by the name key `key`.
+    pub fn new(store: Box<dyn AccountStore>, key: fn(&Username) -> String) -> Accounts {
+        Accounts {
+            store,
+            key,
+            running: Mutex::new(0),
+            turn: Condvar::new(),
+        }
+    }
+
+    fn hasher() -> Argon2<'static> {
+        // The parameters are constants in range: this cannot fail.
+        let params = Params::new(M_COST, T_COST, P_COST, None).unwrap_or_default();
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// Runs `f` when fewer than [`MAX_HASHING`] hashes run.
+    fn hashing<R>(&self, f: impl FnOnce() -> R) -> R {
+        let mut running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *running >= MAX_HASHING {
+            running = self
+                .turn
+                .wait(running)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        drop(running);
+        let result = f();
+        *self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        self.turn.notify_one();
+        result
+    }
+
+    /// The verdict on `password` for `user` (see [`AccountCheck`]).
+    pub fn check(&self, user: &Username, password: Option<&Secret>) -> AccountCheck {
+        let stored = match self.store.hash_of(&(self.key)(user)) {
+            Ok(Some(hash)) => hash,
+            Ok(None) => return AccountCheck::Open,
+            Err(e) => return AccountCheck::Unavailable(e),
+        };
+        let Some(password) = password else {
+            return AccountCheck::Missing;
+        };
+        let Ok(parsed) = PasswordHash::new(&stored) else {
+            return AccountCheck::Unavailable(format!(
+                "the stored hash of '{user}' is not a PHC string"
+            ));
+        };
+        let ok = self.hashing(|| {
+            Self::hasher()
+                .verify_password(password.expose().as_bytes(), &parsed)
+                .is_ok()
+        });
+        if ok {
+            AccountCheck::Verified
+        } else {
+            AccountCheck::Wrong
+        }
+    }
+
+    /// Registers `user` with `password`: the notice to send back.
+    pub fn register(&self, user: &Username, password: &Secret) -> (NoticeCode, String) {
+        let key = (self.key)(user);
+        match self.store.hash_of(&key) {
+            Ok(Some(_)) => {
+                return (
+                    NoticeCode::ALREADY_REGISTERED,
+                    format!(
+                        "'{user}' is registered already (/unregister first to change the password)"
+                    ),
+                )
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("cannot read the accounts: {e}");
+                return (
+                    NoticeCode::FAILED,
+                    "the server cannot store accounts now".into(),
+                );
+            }
+        }
+        let hash = match self.hashing(|| hash_password(password)) {
+            Ok(h) => h,
+            Err(e) => {
+                log::error!("cannot hash a password: {e}");
+                return (
+                    NoticeCode::FAILED,
+                    "the server cannot store accounts now".into(),
+                );
+            }
+        };
+        match self.store.insert(&key, user.as_str(), &hash) {
+            Ok(true) => (
+                NoticeCode::REGISTERED,
+                format!("'{user}' is registered: from now on it needs its password"),
+            ),
+            Ok(false) => (
+                NoticeCode::ALREADY_REGISTERED,
+                format!("'{user}' is registered already"),
+            ),
+            Err(e) => {
+                log::error!("cannot store an account: {e}");
+                (
+                    NoticeCode::FAILED,
+                    "the server cannot store accounts now".into(),
+                )
+            }
+        }
+    }
+
+    /// Removes the registration of `user`: the notice to send back.
+    pub fn unregister(&self, user: &Username) -> (NoticeCode, String) {
+        match self.store.remove(&(self.key)(user)) {
+            Ok(true) => (
+                NoticeCode::UNREGISTERED,
+                format!("'{user}' is no longer registered"),
+            ),
+            Ok(false) => (
+                NoticeCode::NOT_REGISTERED,
+                format!("'{user}' is not registered"),
+            ),
+            Err(e) => {
+                log::error!("cannot remove an account: {e}");
+                (
+                    NoticeCode::FAILED,
+                    "the server cannot change accounts now".into(),
+                )
+            }
+        }
+    }
+
+    /// Removes the registration of `name` (the operator's offline reset):
+    /// whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written.
+    pub fn reset(&self, name: &Username) -> Result<bool, String> {
+        self.store.remove(&(self.key)(name))
+    }
+}
+
+/// An Argon2id PHC string of `password` with a fresh random salt.
+fn hash_password(password: &Secret) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| format!("no random salt: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Accounts::hasher()
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Memory(Mutex<HashMap<String, String>>);
+
+    impl AccountStore for Memory {
+        fn hash_of(&self, key: &str) -> Result<Option<String>, String> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        fn insert(&self, key: &str, _name: &str, hash: &str) -> Result<bool, String> {
+            let mut m = self.0.lock().unwrap();
+            if m.contains_key(key) {
+                return Ok(false);
+            }
+            m.insert(key.into(), hash.into());
+            Ok(true)
+        }
+        fn remove(&self, key: &str) -> Result<bool, String> {
+            Ok(self.0.lock().unwrap().remove(key).is_some())
+        }
+    }
+
+    fn user(n: &str) -> Username {
+        Username::new(n).unwrap()
+    }
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_registered_name_needs_its_password_and_only_it() {
+        let accounts = Accounts::new(Box::new(Memory::default()), Username::key);
+        assert_eq!(accounts.check(&user("alice"), None), AccountCheck::Open);
+        let (code, _) = accounts.register(&user("alice"), &secret("s3cret"));
+        assert_eq!(code, NoticeCode::REGISTERED);
+        // The key ignores case: ALICE is the same account.
+        assert_eq!(accounts.check(&user("ALICE"), None), AccountCheck::Missing);
+        assert_eq!(
+            accounts.check(&user("alice"), Some(&secret("wrong"))),
+            AccountCheck::Wrong
+        );
+        assert_eq!(
+            accounts.check(&user("alice"), Some(&secret("s3cret"))),
+            AccountCheck::Verified
+        );
+        let (code, _) = accounts.register(&user("alice"), &secret("other"));
+        assert_eq!(code, NoticeCode::ALREADY_REGISTERED);
+        assert_eq!(
+            accounts.unregister(&user("alice")).0,
+            NoticeCode::UNREGISTERED
+        );
+        assert_eq!(
+            accounts.unregister(&user("alice")).0,
+            NoticeCode::NOT_REGISTERED
+        );
+        assert_eq!(accounts.check(&user("alice"), None), AccountCheck::Open);
+    }
+
+    #[test]
+    fn hashes_are_argon2id_with_the_documented_parameters_and_a_fresh_salt() {
+        let a = hash_password(&secret("pw")).unwrap();
+        let b = hash_password(&secret("pw")).unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(!a.contains("pw$"));
+    }
+}

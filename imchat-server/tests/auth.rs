@@ -1,0 +1,892 @@
+//! The authentication step, protected names and operators, end to end:
+//! the real `imchat-server` (and `imchat-client`) binaries on 127.0.0.1
+//! with ports the OS picks, raw protocol peers for the hostile cases. Every
+//! wait is bounded; every process is killed by its handle.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    ChatKind, ClientMessage, Decoder, Encode, ErrorCode, MessageId, NoticeCode, OpAction,
+    PresenceEvent, Recipient, RefuseCode, ResumeRequest, RoutedChat, Secret, ServerMessage,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "imchat-auth-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (by its handle) when dropped.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start process");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        let tx2 = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx2.send(format!("stderr: {line}")).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; panics with what was seen.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+                let l = l.clone();
+                self.seen.retain(|x| *x != l);
+                return l;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line containing {needle:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn stdin(&mut self) -> &mut ChildStdin {
+        self.child.stdin.as_mut().unwrap()
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin(), "{line}").unwrap();
+        self.stdin().flush().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("process did not exit");
+    }
+}
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
+}
+
+/// The client binary sits next to the server's; built on demand.
+fn client_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let path = server_bin().with_file_name("imchat-client");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "imchat-client"]);
+            if path.to_string_lossy().contains("/release/") {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().expect("cargo build").success());
+        }
+    });
+    path
+}
+
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+    dir: TempDir,
+    /// The server password its clients must give, if any.
+    password: Option<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        Self::start_with(args, |_| {})
+    }
+
+    fn start_with(args: &[&str], setup: impl FnOnce(&Path)) -> Server {
+        let dir = TempDir::new("srv");
+        let shared = dir.0.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("hello.txt"), b"hello, world\n").unwrap();
+        setup(&shared);
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("0")
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--shared-dir")
+            .arg(&shared)
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .args(args)
+            .current_dir(&dir.0);
+        Self::from_proc(Proc::spawn(cmd), dir)
+    }
+
+    fn from_proc(mut proc: Proc, dir: TempDir) -> Server {
+        let line = proc.expect("listening on");
+        let addr: SocketAddr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
+        Server {
+            proc,
+            addr,
+            dir,
+            password: None,
+        }
+    }
+
+    /// A normal client still gets in and can chat: the server survived.
+    fn assert_serving(&self) {
+        let pw = self.password.as_deref();
+        let mut a = Raw::join_with(self.addr, "probe_a", pw, None);
+        let mut b = Raw::join_with(self.addr, "probe_b", pw, None);
+        a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+        b.send(&ClientMessage::Chat {
+            client_id: 0,
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: "still alive".into(),
+        });
+        a.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
+        );
+        a.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
+        b.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
+    }
+}
+
+/// A protocol-level client made with imchat-core, for hostile tests.
+struct Raw {
+    stream: TcpStream,
+    decoder: Decoder<ServerMessage>,
+    pending: Vec<ServerMessage>,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Raw {
+            stream,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Connects and sends `Auth` (when there is a password) and `Hello`.
+    fn hello(addr: SocketAddr, name: &str, server: Option<&str>, account: Option<&str>) -> Raw {
+        let mut r = Raw::connect(addr);
+        if server.is_some() || account.is_some() {
+            r.send(&ClientMessage::Auth {
+                server: server.and_then(Secret::new),
+                account: account.and_then(Secret::new),
+            });
+        }
+        r.send(&ClientMessage::Hello {
+            resume: None,
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).unwrap(),
+        });
+        r
+    }
+
+    fn join_with(addr: SocketAddr, name: &str, server: Option<&str>, account: Option<&str>) -> Raw {
+        let mut r = Raw::hello(addr, name, server, account);
+        r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        r
+    }
+
+    /// What the server answered a handshake before closing: the refusal's code.
+    fn refusal(mut self) -> RefuseCode {
+        let msgs = self.wait_closed();
+        assert!(
+            !msgs
+                .iter()
+                .any(|m| !matches!(m, ServerMessage::Refused { .. })),
+            "only a refusal may come before the handshake passes: {msgs:?}"
+        );
+        match msgs.as_slice() {
+            [ServerMessage::Refused { code, .. }] => *code,
+            other => panic!("not one refusal: {other:?}"),
+        }
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads what is available; `false` once the server closed the connection.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.decoder.feed(&buf[..n]);
+                while let Ok(Some(m)) = self.decoder.next_message() {
+                    // Batched joins and leaves, one at a time, as before.
+                    match m {
+                        ServerMessage::Presence(events) => self
+                            .pending
+                            .extend(events.into_iter().map(PresenceEvent::into_message)),
+                        m => self.pending.push(m),
+                    }
+                }
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; got {:?}",
+                self.pending
+            );
+            if !self.pump() && !self.pending.iter().any(&pred) {
+                panic!("connection closed; got {:?}", self.pending);
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns all it sent.
+    fn wait_closed(&mut self) -> Vec<ServerMessage> {
+        let deadline = Instant::now() + WAIT;
+        while self.pump() {
+            assert!(
+                Instant::now() < deadline,
+                "not closed; got {:?}",
+                self.pending
+            );
+        }
+        std::mem::take(&mut self.pending)
+    }
+}
+impl Server {
+    /// A server with a history database (so accounts), the server password
+    /// `password` when given, and `extra` flags.
+    fn secured(password: Option<&str>, extra: &[&str]) -> Server {
+        let dir = TempDir::new("srv");
+        let shared = dir.0.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["0", "--bind", "127.0.0.1"])
+            .arg("--shared-dir")
+            .arg(&shared)
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .arg("--history-db")
+            .arg(dir.0.join("history.db"))
+            .args(extra)
+            .current_dir(&dir.0);
+        if let Some(pw) = password {
+            let file = dir.0.join("password");
+            std::fs::write(&file, format!("{pw}\n")).unwrap();
+            cmd.arg("--password-file").arg(&file);
+        }
+        let mut srv = Self::from_proc(Proc::spawn(cmd), dir);
+        srv.password = password.map(str::to_string);
+        srv
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.0.join("history.db")
+    }
+
+    /// A piped client of this server, with `env` and `args`; no password
+    /// variables but those given, its data folder in the server's.
+    fn client(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Proc {
+        let mut cmd = Command::new(client_bin());
+        cmd.args([name, "127.0.0.1", &self.addr.port().to_string()])
+            .arg("--no-history")
+            .args(args)
+            .current_dir(&self.dir.0)
+            .env_remove("IMCHAT_PASSWORD")
+            .env_remove("IMCHAT_ACCOUNT_PASSWORD")
+            .env("XDG_DATA_HOME", self.dir.0.join("data"))
+            .envs(env.iter().copied());
+        Proc::spawn(cmd)
+    }
+
+    /// Registers `name` with `password` as a raw peer, then leaves.
+    fn register(&self, name: &str, password: &str) {
+        let pw = self.password.as_deref();
+        let mut r = Raw::join_with(self.addr, name, pw, None);
+        r.send(&ClientMessage::Register {
+            password: Secret::new(password).unwrap(),
+        });
+        r.wait_for(|m| {
+            matches!(
+                m,
+                ServerMessage::Notice {
+                    code: NoticeCode::REGISTERED,
+                    ..
+                }
+            )
+        });
+        r.send(&ClientMessage::Quit {
+            reason: String::new(),
+        });
+        r.wait_closed();
+    }
+}
+
+fn quit(mut r: Raw) {
+    r.send(&ClientMessage::Quit {
+        reason: String::new(),
+    });
+    r.wait_closed();
+}
+
+fn notice(r: &mut Raw) -> (NoticeCode, String) {
+    match r.wait_for(|m| matches!(m, ServerMessage::Notice { .. })) {
+        ServerMessage::Notice { code, text } => (code, text),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_server_password_right_wrong_missing_and_rate_limited() {
+    let srv = Server::secured(
+        Some("open sesame"),
+        &["--auth-attempts", "3", "--auth-window-secs", "2"],
+    );
+    let missing = Raw::hello(srv.addr, "alice", None, None).refusal();
+    assert_eq!(missing, RefuseCode::PASSWORD_REQUIRED);
+    for _ in 0..3 {
+        let wrong = Raw::hello(srv.addr, "alice", Some("open sesam"), None).refusal();
+        assert_eq!(wrong, RefuseCode::WRONG_PASSWORD);
+    }
+    // Over the limit: even the right password waits for the window.
+    let limited = Raw::hello(srv.addr, "alice", Some("open sesame"), None).refusal();
+    assert_eq!(limited, RefuseCode::TOO_MANY_ATTEMPTS);
+    thread::sleep(Duration::from_millis(2100));
+    quit(Raw::join_with(srv.addr, "alice", Some("open sesame"), None));
+    srv.assert_serving();
+}
+
+#[test]
+fn the_client_takes_the_password_from_a_file_or_the_environment_and_says_when_it_has_none() {
+    let srv = Server::secured(Some("open sesame"), &[]);
+    let file = srv.dir.0.join("client-password");
+    std::fs::write(&file, "open sesame\n").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let mut by_file = srv.client("filed", &[], &["--password-file", &file]);
+    by_file.expect("connected");
+    by_file.send("/quit");
+    assert_eq!(by_file.wait_exit(), Some(0));
+    let mut by_env = srv.client("envied", &[("IMCHAT_PASSWORD", "open sesame")], &[]);
+    by_env.expect("connected");
+    by_env.send("/quit");
+    assert_eq!(by_env.wait_exit(), Some(0));
+    // Piped, without a password: one clear line, exit 1.
+    let mut none = srv.client("bare", &[], &[]);
+    let line = none.expect("imchat-client:");
+    assert_eq!(
+        line,
+        "stderr: imchat-client: this server needs a password: give it with --password-file or IMCHAT_PASSWORD"
+    );
+    assert_eq!(none.wait_exit(), Some(1));
+    let mut wrong = srv.client("wrong", &[("IMCHAT_PASSWORD", "nope")], &[]);
+    wrong.expect("imchat-client: refused: wrong server password");
+    assert_eq!(wrong.wait_exit(), Some(1));
+    srv.assert_serving();
+}
+
+#[test]
+fn the_server_refuses_to_start_on_an_empty_or_unreadable_password_file() {
+    let dir = TempDir::new("nopw");
+    let empty = dir.0.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, words) in [
+        (empty, "is empty"),
+        (dir.0.join("missing"), "cannot read the password file"),
+    ] {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["0", "--bind", "127.0.0.1"])
+            .arg("--shared-dir")
+            .arg(&dir.0)
+            .arg("--password-file")
+            .arg(&file)
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .current_dir(&dir.0);
+        let mut p = Proc::spawn(cmd);
+        let line = p.expect("imchat-server:");
+        assert!(line.contains(words), "{line}");
+        assert_eq!(p.wait_exit(), Some(1));
+    }
+}
+
+#[test]
+fn a_registered_name_is_taken_only_with_its_password_until_unregistered() {
+    let srv = Server::secured(None, &[]);
+    // Registered from the piped client, the password from the environment.
+    let mut alice = srv.client("alice", &[("IMCHAT_ACCOUNT_PASSWORD", "wonderland")], &[]);
+    alice.expect("connected");
+    alice.send("/register");
+    alice.expect("'alice' is registered");
+    alice.send("/quit");
+    assert_eq!(alice.wait_exit(), Some(0));
+    let plain = Raw::hello(srv.addr, "alice", None, None).refusal();
+    assert_eq!(plain, RefuseCode::NAME_PROTECTED);
+    let look_alike = Raw::hello(srv.addr, "ALICE", None, None).refusal();
+    assert_eq!(look_alike, RefuseCode::NAME_PROTECTED);
+    let wrong = Raw::hello(srv.addr, "alice", None, Some("looking glass")).refusal();
+    assert_eq!(wrong, RefuseCode::WRONG_ACCOUNT_PASSWORD);
+    // A piped client without the password says how to give it.
+    let mut bare = srv.client("alice", &[], &[]);
+    bare.expect("give it with --account-password-file or IMCHAT_ACCOUNT_PASSWORD");
+    assert_eq!(bare.wait_exit(), Some(1));
+    // With it: in, and it may unregister.
+    let mut r = Raw::join_with(srv.addr, "alice", None, Some("wonderland"));
+    r.send(&ClientMessage::Unregister);
+    assert_eq!(notice(&mut r).0, NoticeCode::UNREGISTERED);
+    r.send(&ClientMessage::Unregister);
+    assert_eq!(notice(&mut r).0, NoticeCode::NOT_REGISTERED);
+    quit(r);
+    quit(Raw::join_with(srv.addr, "alice", None, None));
+    // The password is never in the log.
+    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
+    assert!(!log.contains("wonderland") && !log.contains("looking glass"));
+    srv.assert_serving();
+}
+
+#[test]
+fn without_a_database_register_is_refused_with_the_reason() {
+    let srv = Server::start(&[]);
+    let mut r = Raw::join_with(srv.addr, "alice", None, None);
+    r.send(&ClientMessage::Register {
+        password: Secret::new("pw").unwrap(),
+    });
+    let (code, text) = notice(&mut r);
+    assert_eq!(code, NoticeCode::NO_ACCOUNTS);
+    assert!(text.contains("without a database"), "{text}");
+    quit(r);
+}
+
+#[test]
+fn a_resume_cannot_bypass_a_protected_name() {
+    let srv = Server::secured(None, &["--grace-secs", "30"]);
+    srv.register("alice", "wonderland");
+    let mut r = Raw::hello(srv.addr, "alice", None, Some("wonderland"));
+    let (token, epoch) = match r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. })) {
+        ServerMessage::Welcome { token, epoch, .. } => (token, epoch),
+        _ => unreachable!(),
+    };
+    // The connection breaks: the session waits for a resume.
+    let _ = r.stream.shutdown(std::net::Shutdown::Both);
+    drop(r);
+    let resume = |account: Option<&str>| {
+        let mut r = Raw::connect(srv.addr);
+        if let Some(pw) = account {
+            r.send(&ClientMessage::Auth {
+                server: None,
+                account: Secret::new(pw),
+            });
+        }
+        r.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new("alice").unwrap(),
+            resume: Some(ResumeRequest {
+                token,
+                last_seen: MessageId(0),
+                epoch,
+            }),
+        });
+        r
+    };
+    // The right token without the password: refused, nothing seen.
+    assert_eq!(resume(None).refusal(), RefuseCode::NAME_PROTECTED);
+    assert_eq!(
+        resume(Some("cheshire")).refusal(),
+        RefuseCode::WRONG_ACCOUNT_PASSWORD
+    );
+    // With it, the session comes back.
+    let mut back = resume(Some("wonderland"));
+    let welcome = back.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    assert!(
+        matches!(
+            welcome,
+            ServerMessage::Welcome {
+                resumed: Some(_),
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    quit(back);
+    srv.assert_serving();
+}
+
+#[test]
+fn reset_name_removes_a_registration_offline_and_beside_a_running_server() {
+    let srv = Server::secured(None, &[]);
+    srv.register("alice", "wonderland");
+    assert_eq!(
+        Raw::hello(srv.addr, "alice", None, None).refusal(),
+        RefuseCode::NAME_PROTECTED
+    );
+    let run = |name: &str| {
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("--reset-name")
+            .arg(name)
+            .arg("--history-db")
+            .arg(srv.db());
+        let mut p = Proc::spawn(cmd);
+        let line = p.expect("");
+        (line, p.wait_exit())
+    };
+    let (line, code) = run("ALICE");
+    assert_eq!(code, Some(0));
+    assert!(
+        line.contains("the registration of 'ALICE' is removed"),
+        "{line}"
+    );
+    let (line, code) = run("alice");
+    assert_eq!(code, Some(0));
+    assert!(line.contains("was not registered"), "{line}");
+    quit(Raw::join_with(srv.addr, "alice", None, None));
+    // A file that is not an imchat history is refused, not created.
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--reset-name")
+        .arg("alice")
+        .arg("--history-db")
+        .arg(srv.dir.0.join("nothing-here.db"));
+    let mut p = Proc::spawn(cmd);
+    p.expect("imchat-server:");
+    assert_eq!(p.wait_exit(), Some(1));
+    assert!(!srv.dir.0.join("nothing-here.db").exists());
+    srv.assert_serving();
+}
+
+/// Waits for `r` to be removed by an operator: the `KICKED` error's text.
+fn kicked(r: &mut Raw) -> String {
+    let text = match r.wait_for(|m| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::KICKED,
+                ..
+            }
+        )
+    }) {
+        ServerMessage::Error { text, .. } => text,
+        _ => unreachable!(),
+    };
+    r.wait_closed();
+    text
+}
+
+#[test]
+fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
+    let mut srv = Server::secured(None, &[]);
+    let mut watcher = Raw::join_with(srv.addr, "watcher", None, None);
+    let mut bob = Raw::join_with(srv.addr, "bob", None, None);
+    srv.proc.send("/kick bob too loud");
+    assert_eq!(kicked(&mut bob), "kicked by console: too loud");
+    let left =
+        watcher.wait_for(|m| matches!(m, ServerMessage::Left(d) if d.user.as_str() == "bob"));
+    assert!(matches!(left, ServerMessage::Left(d) if d.text == "kicked by console: too loud"));
+    srv.proc
+        .expect("operator console: kick bob (too loud): kicked bob");
+    // bob may come back after a kick; a ban by name keeps him out.
+    let mut bob = Raw::join_with(srv.addr, "bob", None, None);
+    srv.proc.send("ban BOB spam");
+    kicked(&mut bob);
+    srv.proc.expect("banned BOB (1 disconnected)");
+    assert_eq!(
+        Raw::hello(srv.addr, "bob", None, None).refusal(),
+        RefuseCode::BANNED
+    );
+    srv.proc.send("bans");
+    srv.proc.expect("bans: BOB (by console: spam)");
+    srv.proc.send("unban bob");
+    srv.proc.expect("unbanned bob");
+    quit(Raw::join_with(srv.addr, "bob", None, None));
+    // By address: everyone from 127.0.0.1 goes, and is refused at connect.
+    srv.proc.send("ban 127.0.0.1 testing");
+    kicked(&mut watcher);
+    let refused = Raw::connect(srv.addr).refusal();
+    assert_eq!(refused, RefuseCode::BANNED);
+    srv.proc.send("unban 127.0.0.1");
+    srv.proc.expect("unbanned 127.0.0.1");
+    srv.proc.send("frobnicate");
+    srv.proc.expect("unknown command 'frobnicate'");
+    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
+    assert!(
+        log.contains("operator console: ban 127.0.0.1 (testing)"),
+        "{log}"
+    );
+    srv.assert_serving();
+}
+
+#[test]
+fn an_operator_kicks_and_bans_only_once_joined_with_its_password() {
+    let srv = Server::secured(None, &["--operator", "root"]);
+    let mut bob = Raw::join_with(srv.addr, "bob", None, None);
+    // Not registered yet: the name alone gives no rights.
+    let mut root = Raw::join_with(srv.addr, "root", None, None);
+    root.send(&ClientMessage::Operate {
+        action: OpAction::Kick,
+        target: "bob".into(),
+        reason: String::new(),
+    });
+    assert_eq!(notice(&mut root).0, NoticeCode::NOT_PERMITTED);
+    root.send(&ClientMessage::Register {
+        password: Secret::new("toor").unwrap(),
+    });
+    assert_eq!(notice(&mut root).0, NoticeCode::REGISTERED);
+    quit(root);
+    // The operator's client, piped, with its password from a file.
+    let file = srv.dir.0.join("root-password");
+    std::fs::write(
+        &file, "toor
+",
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let mut op = srv.client("root", &[], &["--account-password-file", &file]);
+    op.expect("connected");
+    op.send("/kick bob enough");
+    op.expect("kicked bob");
+    assert_eq!(kicked(&mut bob), "kicked by root: enough");
+    op.send("/ban carol");
+    op.expect("banned carol (0 disconnected)");
+    assert_eq!(
+        Raw::hello(srv.addr, "carol", None, None).refusal(),
+        RefuseCode::BANNED
+    );
+    op.send("/bans");
+    op.expect("bans: carol (by root)");
+    op.send("/kick nobody");
+    op.expect("no user 'nobody' online");
+    op.send("/quit");
+    assert_eq!(op.wait_exit(), Some(0));
+    // A kicked piped client exits with the reason and does not come back.
+    let mut dave = srv.client("dave", &[], &["--reconnect"]);
+    dave.expect("connected");
+    let mut op = Raw::join_with(srv.addr, "root", None, Some("toor"));
+    op.send(&ClientMessage::Operate {
+        action: OpAction::Kick,
+        target: "dave".into(),
+        reason: "bye".into(),
+    });
+    assert_eq!(notice(&mut op).0, NoticeCode::DONE);
+    dave.expect("imchat-client: removed from the server: kicked by root: bye");
+    assert_eq!(dave.wait_exit(), Some(1));
+    quit(op);
+    srv.assert_serving();
+}
+
+#[test]
+fn hostile_bytes_at_every_stage_of_the_authentication_are_survived() {
+    let srv = Server::secured(Some("pw"), &["--handshake-timeout-secs", "2"]);
+    srv.register("alice", "wonderland");
+    let auth = ClientMessage::Auth {
+        server: Secret::new("pw"),
+        account: Secret::new("wonderland"),
+    }
+    .to_frame();
+    let hello = ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: Username::new("alice").unwrap(),
+        resume: None,
+    }
+    .to_frame();
+    // A framing bomb: a huge length header before the Auth, after it, and
+    // right after the Hello (while the account is checked, or once in).
+    for (prefix, may_join) in [
+        (Vec::new(), false),
+        (auth.clone(), false),
+        ([auth.clone(), hello.clone()].concat(), true),
+    ] {
+        for header in [[0xff, 0xff, 0xff, 0xff], [0, 0x10, 0, 1]] {
+            let mut r = Raw::connect(srv.addr);
+            let _ = r.write(&[prefix.clone(), header.to_vec()].concat());
+            let msgs = r.wait_closed();
+            let joined = msgs
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Welcome { .. }));
+            assert!(may_join || !joined, "{msgs:?}");
+            assert!(
+                msgs.iter().any(|m| matches!(
+                    m,
+                    ServerMessage::Refused { .. } | ServerMessage::Error { .. }
+                )),
+                "{msgs:?}"
+            );
+        }
+    }
+    // An Auth whose secret is not UTF-8, an Auth of a wrong length, two Auths,
+    // and a message between Auth and Hello: refused.
+    for bytes in [
+        vec![0, 0, 0, 5, 0x0b, 2, 0xff, 0xfe, 0],
+        vec![0, 0, 0, 9, 0x0b, 2, b'p', b'w', 0],
+        [auth.clone(), auth.clone()].concat(),
+        [auth.clone(), ClientMessage::Who.to_frame()].concat(),
+    ] {
+        let mut r = Raw::connect(srv.addr);
+        let _ = r.write(&bytes);
+        let msgs = r.wait_closed();
+        assert!(
+            msgs.iter()
+                .all(|m| matches!(m, ServerMessage::Refused { .. })),
+            "{msgs:?}"
+        );
+    }
+    // A megabyte of junk after the Auth.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let junk: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut r = Raw::connect(srv.addr);
+    let _ = r.write(&[auth.clone(), junk].concat());
+    r.wait_closed();
+    // Slowloris: the Auth one byte at a time, never finished: dropped at
+    // the handshake deadline.
+    let started = Instant::now();
+    let mut slow = Raw::connect(srv.addr);
+    slow.stream.set_nodelay(true).unwrap();
+    for b in &auth[..auth.len() - 1] {
+        if slow.write(&[*b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let msgs = slow.wait_closed();
+    assert!(
+        msgs.iter().any(|m| matches!(
+            m,
+            ServerMessage::Refused {
+                code: RefuseCode::HANDSHAKE_TIMEOUT,
+                ..
+            }
+        )),
+        "{msgs:?}"
+    );
+    assert!(started.elapsed() < WAIT);
+    // Sent whole but byte by byte in time: it works.
+    let mut r = Raw::connect(srv.addr);
+    r.stream.set_nodelay(true).unwrap();
+    for b in [auth, hello].concat() {
+        r.write(&[b]).unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+    r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    quit(r);
+    srv.assert_serving();
+}
+
+#[test]
+fn chat_flows_as_before_behind_a_password_with_accounts_on() {
+    // With a password and accounts on, an ordinary exchange still works.
+    let srv = Server::secured(Some("pw"), &[]);
+    let mut a = Raw::join_with(srv.addr, "ann", Some("pw"), None);
+    let mut b = Raw::join_with(srv.addr, "ben", Some("pw"), None);
+    a.wait_for(|m| matches!(m, ServerMessage::Joined { user, .. } if user.as_str() == "ben"));
+    b.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: "hi ann".into(),
+    });
+    a.wait_for(|m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "hi ann"));
+    quit(a);
+    quit(b);
+}
