@@ -35,8 +35,8 @@ use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Departure, Encode, FileEntry, FileListPart,
-    FileName, LeaveReason, Limits, Origin, Recipient, RoutedChat, SavedSession, ServerMessage,
-    TransferError, TransferId, UsageError, Username,
+    FileName, LeaveReason, Limits, NoticeCode, Origin, Recipient, RefuseCode, RoutedChat,
+    SavedSession, Secret, ServerMessage, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, Mode};
@@ -110,6 +110,41 @@ pub struct Config {
     pub sessions_dir: Option<PathBuf>,
     /// `--tls`: how to trust the server; `None`: plaintext.
     pub tls: Option<Trust>,
+    /// The server and account passwords known so far.
+    pub passwords: Passwords,
+}
+
+/// The passwords the client gives the server: from files or the
+/// environment at start, or typed when the server asks for one.
+#[derive(Debug, Default)]
+pub struct Passwords {
+    /// The server password (`--password-file`, `$IMCHAT_PASSWORD`).
+    pub server: Mutex<Option<Secret>>,
+    /// The account password of the username (`--account-password-file`,
+    /// `$IMCHAT_ACCOUNT_PASSWORD`), also the one `/register` uses when
+    /// the input is not a terminal.
+    pub account: Mutex<Option<Secret>>,
+}
+
+impl Passwords {
+    fn get(&self) -> (Option<Secret>, Option<Secret>) {
+        (lock(&self.server).clone(), lock(&self.account).clone())
+    }
+}
+
+/// Asks for a password on the terminal, without echo; `None` when there is
+/// no terminal to ask on, or nothing was typed.
+fn ask_password(prompt: &str) -> Option<Secret> {
+    if !io::IsTerminal::is_terminal(&io::stdin()) || crate::screen::is_active() {
+        return None;
+    }
+    match rpassword::prompt_password(prompt) {
+        Ok(text) => Secret::new(text),
+        Err(e) => {
+            log::info!("reading a password: {e}");
+            None
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -119,6 +154,8 @@ enum End {
     Lost(ClientError),
     /// The server said it shuts down, with this reason.
     Shutdown(String),
+    /// An operator removed us: never reconnect on our own.
+    Kicked(String),
 }
 
 impl End {
@@ -126,6 +163,7 @@ impl End {
         match self {
             End::Lost(e) => e,
             End::Shutdown(reason) => ClientError::Shutdown(reason),
+            End::Kicked(text) => ClientError::Kicked(text),
         }
     }
 }
@@ -423,7 +461,38 @@ fn open_store(config: &Config) -> Option<SessionFile> {
 /// Connects and joins as the configured user. With the session of a lost
 /// connection, asks the server for it back (its messages not yet
 /// acknowledged are sent again); it is taken only if the handshake works.
-fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
+fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
+    // A server that asks for a password it was not given: ask the user (in
+    // a terminal), then connect again; each is asked at most once a join.
+    let mut asked = (false, false);
+    loop {
+        let result = join_once(config, previous.as_deref_mut());
+        let Err(ClientError::PasswordNeeded { account, .. }) = &result else {
+            return result;
+        };
+        let (slot, prompt) = if *account {
+            if std::mem::replace(&mut asked.1, true) {
+                return result;
+            }
+            (
+                &config.passwords.account,
+                format!("password for {}: ", inert(config.username.as_str())),
+            )
+        } else {
+            if std::mem::replace(&mut asked.0, true) {
+                return result;
+            }
+            (&config.passwords.server, "server password: ".to_string())
+        };
+        let Some(password) = ask_password(&prompt) else {
+            return result;
+        };
+        *lock(slot) = Some(password);
+    }
+}
+
+/// One try of [`join`].
+fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
     let (stream, first_use) = secure(config, connect(&config.host, config.port)?)?;
     let limits = Limits::default();
     let mut fresh = None;
@@ -434,6 +503,8 @@ fn join(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined,
         }
         None => fresh.insert(new_session(config, &limits)),
     };
+    let (server, account) = config.passwords.get();
+    session.set_credentials(server, account);
     let mut reader = FrameReader::<Stream, ServerMessage>::new(stream.clone(), limits.max_frame);
     let mut write_half = stream.clone();
     let (username, welcome) = handshake(session, &mut reader, &mut write_half)?;
@@ -625,7 +696,23 @@ fn handshake(
                     } else {
                         inert(&reason).into_owned()
                     };
-                    return Err(ClientError::Refused(reason));
+                    return Err(match code {
+                        RefuseCode::PASSWORD_REQUIRED => ClientError::PasswordNeeded {
+                            reason,
+                            how: "--password-file or IMCHAT_PASSWORD",
+                            account: false,
+                        },
+                        RefuseCode::NAME_PROTECTED => ClientError::PasswordNeeded {
+                            reason,
+                            how: "--account-password-file or IMCHAT_ACCOUNT_PASSWORD",
+                            account: true,
+                        },
+                        RefuseCode::WRONG_PASSWORD
+                        | RefuseCode::WRONG_ACCOUNT_PASSWORD
+                        | RefuseCode::TOO_MANY_ATTEMPTS
+                        | RefuseCode::BANNED => ClientError::Denied(reason),
+                        _ => ClientError::Refused(reason),
+                    });
                 }
                 ClientEvent::Shutdown { reason } => {
                     return Err(ClientError::Shutdown(inert(&reason).into_owned()))
@@ -771,7 +858,11 @@ impl App {
             };
             conn.abort();
             let shutdown = matches!(end, End::Shutdown(_));
-            let policy = reconnect_policy(self.config.reconnect, self.view.is_terminal(), shutdown);
+            let mut policy =
+                reconnect_policy(self.config.reconnect, self.view.is_terminal(), shutdown);
+            if matches!(end, End::Kicked(_)) {
+                policy = Reconnect::No;
+            }
             if policy == Reconnect::No {
                 return Err(end.error());
             }
@@ -1573,6 +1664,15 @@ impl Conn {
                 *lock(&self.app.parting) = reason;
                 return Flow::Quit;
             }
+            Command::Register => self.register(),
+            Command::Unregister => self.paced(0, ClientSession::unregister).map(drop),
+            Command::Operate {
+                action,
+                target,
+                reason,
+            } => self
+                .paced(0, |s| s.operate(action, &target, &reason))
+                .map(drop),
             // Handled by `local_command`.
             other => {
                 log::debug!("not a connection command: {other:?}");
@@ -1674,6 +1774,37 @@ impl Conn {
             return Ok(false);
         }
         self.with_session(f).map(|()| true)
+    }
+
+    /// `/register`: the password is typed twice without echo in a
+    /// terminal, else taken from `--account-password-file` or
+    /// `$IMCHAT_ACCOUNT_PASSWORD`.
+    fn register(&self) -> Result<(), UsageError> {
+        let password = if self.app.scripted {
+            let known = lock(&self.app.config.passwords.account).clone();
+            let Some(p) = known else {
+                self.app.error(
+                    "/register needs a password: give --account-password-file or IMCHAT_ACCOUNT_PASSWORD",
+                );
+                return Ok(());
+            };
+            p
+        } else {
+            let first = self.app.view.ask_secret("new password (not shown): ");
+            let Some(first) = first.and_then(Secret::new) else {
+                self.app.error("registration cancelled: no password typed");
+                return Ok(());
+            };
+            let again = self.app.view.ask_secret("the same password again: ");
+            let same = again.is_some_and(|a| Secret::new(a).is_some_and(|a| a.matches(&first)));
+            if !same {
+                self.app
+                    .error("registration cancelled: the two passwords differ");
+                return Ok(());
+            }
+            first
+        };
+        self.paced(0, |s| s.register(password)).map(drop)
     }
 
     /// `/download <name>`: resumes from `<name>.part` when one is there.
@@ -2053,6 +2184,26 @@ impl Conn {
                 app.notice(&format!("session not resumed: {}", inert(&reason)));
             }
             ClientEvent::NotSent { to, text, .. } => app.error(&not_sent_line(&to, &text)),
+            ClientEvent::Notice { code, text } => {
+                let text = if text.is_empty() {
+                    code.describe().to_string()
+                } else {
+                    inert(&text).into_owned()
+                };
+                if code == NoticeCode::REGISTERED
+                    || code == NoticeCode::UNREGISTERED
+                    || code == NoticeCode::DONE
+                {
+                    app.notice(&text);
+                } else {
+                    app.error(&text);
+                }
+            }
+            ClientEvent::Kicked { text } => {
+                let text = inert(&text).into_owned();
+                app.error(&text);
+                self.end(End::Kicked(text));
+            }
             other => log::debug!("event not shown: {other:?}"),
         }
     }

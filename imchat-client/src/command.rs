@@ -77,6 +77,20 @@ pub enum Command {
     Me(String),
     /// `/quit [reason]`, `/exit [reason]`: leave, with a parting text the others see.
     Quit(String),
+    /// `/register`: protect the username with a password.
+    Register,
+    /// `/unregister`: remove the protection of the username.
+    Unregister,
+    /// `/kick <user> [reason]`, `/ban <user|address> [reason]`,
+    /// `/unban <user|address>`, `/bans`: an operator's request.
+    Operate {
+        /// What.
+        action: imchat_core::OpAction,
+        /// A username or an address (empty for `/bans`).
+        target: String,
+        /// Why (may be empty).
+        reason: String,
+    },
     /// An empty line.
     Nothing,
 }
@@ -220,6 +234,32 @@ pub const COMMANDS: &[CommandInfo] = &[
             "/nicklist",
             "show or hide the list of who is online (full screen only)",
         )],
+    },
+    CommandInfo {
+        names: &["register", "unregister"],
+        aliases: &[],
+        rows: &[
+            (
+                "/register",
+                "protect your username with a password (asked twice, not shown)",
+            ),
+            ("/unregister", "remove that protection"),
+        ],
+    },
+    CommandInfo {
+        names: &["kick", "ban", "unban", "bans"],
+        aliases: &[],
+        rows: &[
+            ("/kick <user> [reason]", "operators: disconnect a user"),
+            (
+                "/ban <user|address> [reason]",
+                "operators: refuse a username or an address from now on",
+            ),
+            (
+                "/unban <user|address>, /bans",
+                "operators: lift a ban, list them",
+            ),
+        ],
     },
     CommandInfo {
         names: &["help"],
@@ -552,6 +592,23 @@ impl Command {
                 Command::Me(args.to_string())
             }
             "quit" | "exit" => Command::Quit(args.trim().to_string()),
+            "register" => Command::Register,
+            "unregister" => Command::Unregister,
+            "kick" | "ban" | "unban" | "bans" => {
+                let (action, target, reason) =
+                    imchat_core::parse_operator_line(&format!("{word} {args}")).map_err(|_| {
+                        CommandError::Usage(match word.as_str() {
+                            "kick" => "/kick <user> [reason]",
+                            "ban" => "/ban <user|address> [reason]",
+                            _ => "/unban <user|address>",
+                        })
+                    })?;
+                Command::Operate {
+                    action,
+                    target,
+                    reason,
+                }
+            }
             _ => {
                 return Err(CommandError::Unknown {
                     suggestion: suggest(&word),

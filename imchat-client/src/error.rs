@@ -30,6 +30,31 @@ pub enum ClientError {
     /// The server refused the username.
     #[error("username refused: {0}")]
     Refused(String),
+    /// The server needs a password this client was not given (and could
+    /// not ask for: no terminal).
+    #[error("{reason}: give it with {how}")]
+    PasswordNeeded {
+        /// The server's words.
+        reason: String,
+        /// Where a password can come from.
+        how: &'static str,
+        /// The account password of the username (not the server's).
+        account: bool,
+    },
+    /// A password file could not be read, or holds no password.
+    #[error("cannot use the password file '{path}': {reason}")]
+    PasswordFile {
+        /// The file (or the variable) as given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused the passwords given, or this address or name.
+    #[error("refused: {0}")]
+    Denied(String),
+    /// An operator removed us.
+    #[error("removed from the server: {0}")]
+    Kicked(String),
     /// The server said nothing in time during the handshake.
     #[error("no answer from the server")]
     NoAnswer,

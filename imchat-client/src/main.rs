@@ -24,7 +24,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use imchat_cli::Shell;
-use imchat_core::{inert, Username};
+use imchat_core::{inert, Secret, Username};
 
 use crate::error::ClientError;
 
@@ -161,6 +161,21 @@ struct Cli {
 
     #[command(flatten)]
     tls: tls::TlsArgs,
+    /// File whose first line is the server's password
+    ///
+    /// For a server started with --password-file. Else $IMCHAT_PASSWORD;
+    /// else, in a terminal, the client asks (without echo) when the server
+    /// says it needs one.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+
+    /// File whose first line is the password of your registered username
+    ///
+    /// Else $IMCHAT_ACCOUNT_PASSWORD; else, in a terminal, the client asks
+    /// when the server says the name is registered. Also the password a
+    /// piped /register sets.
+    #[arg(long, value_name = "FILE")]
+    account_password_file: Option<PathBuf>,
 
     // The generators are exclusive: clap then requires no other argument,
     // so they work without a server.
@@ -200,6 +215,8 @@ struct Settings {
     no_resume: bool,
     chat_log: Option<PathBuf>,
     tls: Option<imchat_core::blocking::tls::Trust>,
+    password_file: Option<PathBuf>,
+    account_password_file: Option<PathBuf>,
 }
 
 /// The second argument: a host, and the port if it came with it.
@@ -275,6 +292,8 @@ where
             .tls
             .trust()
             .map_err(|e| usage(ErrorKind::ValueValidation, &e))?,
+        password_file: cli.password_file,
+        account_password_file: cli.account_password_file,
     })))
 }
 
@@ -420,7 +439,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// A password from `file` (its first line, the line ending stripped), else
+/// from the environment variable `var`; `None` when neither gives one.
+fn password(file: Option<&std::path::Path>, var: &str) -> Result<Option<Secret>, ClientError> {
+    let text = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ClientError::PasswordFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let line = text.lines().next().unwrap_or_default().to_string();
+            if line.is_empty() {
+                return Err(ClientError::PasswordFile {
+                    path: path.display().to_string(),
+                    reason: "it is empty (its first line is the password)".into(),
+                });
+            }
+            line
+        }
+        None => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v,
+            _ => return Ok(None),
+        },
+    };
+    Secret::new(text)
+        .map(Some)
+        .ok_or(ClientError::PasswordFile {
+            path: file.map_or_else(|| format!("${var}"), |p| p.display().to_string()),
+            reason: format!("a password is at most {} bytes", Secret::MAX_BYTES),
+        })
+}
+
 fn run(settings: Settings) -> Result<(), ClientError> {
+    let passwords = app::Passwords {
+        server: std::sync::Mutex::new(password(
+            settings.password_file.as_deref(),
+            "IMCHAT_PASSWORD",
+        )?),
+        account: std::sync::Mutex::new(password(
+            settings.account_password_file.as_deref(),
+            "IMCHAT_ACCOUNT_PASSWORD",
+        )?),
+    };
     let Settings {
         username,
         host,
@@ -446,6 +506,7 @@ fn run(settings: Settings) -> Result<(), ClientError> {
         reconnect: settings.reconnect,
         history_file,
         chat_log: settings.chat_log,
+        passwords,
         resume: !settings.no_resume,
         sessions_dir: resume::default_dir(),
         tls: settings.tls,

@@ -171,6 +171,12 @@ pub trait View: Send + Sync {
     fn is_terminal(&self) -> bool {
         false
     }
+    /// Asks the user for a secret (a password) after `prompt`, shown
+    /// masked and kept out of the input history; waits for the answer.
+    /// `None` where there is no one to ask, or the user cancelled (Esc).
+    fn ask_secret(&self, _prompt: &str) -> Option<String> {
+        None
+    }
     /// The end: puts the terminal back and prints `last_words` where the
     /// user will still see them after the exit.
     fn finish(&self, last_words: Option<&str>);

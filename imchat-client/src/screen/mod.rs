@@ -201,6 +201,13 @@ impl View for Screen {
         true
     }
 
+    fn ask_secret(&self, prompt: &str) -> Option<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.shared.update(|m| m.ask_secret(prompt, tx));
+        // The screen gone (the user quit) drops the sender: no answer.
+        rx.recv().ok().filter(|s| !s.is_empty())
+    }
+
     fn finish(&self, last_words: Option<&str>) {
         self.stop();
         if let Some(words) = last_words {

@@ -97,6 +97,18 @@ pub struct Model {
     pub bell: bool,
     /// Clear the terminal before the next draw (Ctrl-L).
     pub clear_screen: bool,
+    /// A secret being typed: its prompt, where the answer goes, and the
+    /// line that was being edited before (given back after).
+    secret: Option<SecretEntry>,
+}
+
+/// A password typed into the input line: masked, and kept out of the
+/// history and the kill ring.
+#[derive(Debug)]
+struct SecretEntry {
+    prompt: String,
+    answer: std::sync::mpsc::Sender<String>,
+    saved: (String, usize),
 }
 
 /// The local time as `HH:MM`.
@@ -140,6 +152,78 @@ impl Model {
             to_history: Vec::new(),
             bell: false,
             clear_screen: false,
+            secret: None,
+        }
+    }
+
+    /// Starts asking for a secret after `prompt`; Enter sends what was
+    /// typed to `answer` (Esc or Ctrl-C an empty answer).
+    pub fn ask_secret(&mut self, prompt: &str, answer: std::sync::mpsc::Sender<String>) {
+        let saved = (self.editor.text().to_string(), self.editor.cursor());
+        self.editor.set(String::new(), 0);
+        if let Some(old) = self.secret.replace(SecretEntry {
+            prompt: prompt.to_string(),
+            answer,
+            saved,
+        }) {
+            let _ = old.answer.send(String::new());
+        }
+    }
+
+    /// The input line as drawn: the text, or as many `*` as a secret has
+    /// characters; and the cursor's byte offset in it.
+    pub fn shown_input(&self) -> (String, usize) {
+        let (text, cursor) = (self.editor.text(), self.editor.cursor());
+        if self.secret.is_none() {
+            return (text.to_string(), cursor);
+        }
+        let before = text.get(..cursor).map_or(0, |t| t.chars().count());
+        ("*".repeat(text.chars().count()), before)
+    }
+
+    /// Keys while a secret is typed: editing within the line, Enter to
+    /// give it, Esc or Ctrl-C to cancel; nothing reaches the history.
+    fn handle_secret(&mut self, action: Action) {
+        let e = &mut self.editor;
+        let done = match action {
+            Action::Insert(c) => {
+                e.insert(c.encode_utf8(&mut [0; 4]));
+                None
+            }
+            Action::Left => {
+                e.left();
+                None
+            }
+            Action::Right => {
+                e.right();
+                None
+            }
+            Action::Home | Action::LineStart => {
+                e.home();
+                None
+            }
+            Action::End | Action::LineEnd => {
+                e.end();
+                None
+            }
+            Action::Backspace => {
+                e.backspace();
+                None
+            }
+            Action::Delete => {
+                e.delete();
+                None
+            }
+            Action::Enter => Some(e.text().to_string()),
+            Action::Escape | Action::Interrupt | Action::EndOfInput => Some(String::new()),
+            _ => None,
+        };
+        if let Some(text) = done {
+            if let Some(entry) = self.secret.take() {
+                let (saved, cursor) = entry.saved;
+                self.editor.set(saved, cursor);
+                let _ = entry.answer.send(text);
+            }
         }
     }
 
@@ -276,6 +360,9 @@ impl Model {
 
     /// The prompt: `alice> `, or `alice→bob> ` when plain text goes to bob.
     pub fn prompt(&self) -> String {
+        if let Some(secret) = &self.secret {
+            return secret.prompt.clone();
+        }
         match self.status.as_ref().and_then(|s| s.target.as_deref()) {
             Some(target) => format!("{}→{target}> ", self.me()),
             None => format!("{}> ", self.me()),
@@ -362,6 +449,10 @@ impl Model {
 
     /// Acts on a key's action at `now`.
     pub fn handle(&mut self, action: Action, now: Instant) {
+        if self.secret.is_some() {
+            self.handle_secret(action);
+            return;
+        }
         if let Some(lines) = self.pending_paste.take() {
             match action {
                 Action::Enter => self.send_all(lines),
@@ -424,6 +515,12 @@ impl Model {
     /// A bracketed paste.
     pub fn paste(&mut self, text: &str) {
         if self.pending_paste.is_some() {
+            return;
+        }
+        if self.secret.is_some() {
+            // A pasted password: its first line, into the masked input.
+            let first = text.lines().next().unwrap_or_default();
+            self.editor.insert(first);
             return;
         }
         self.cycle = None;

@@ -127,12 +127,8 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
         return;
     }
     let prompt = model.prompt();
-    let (input_lines, cursor) = input_rows(
-        &prompt,
-        model.editor.text(),
-        model.editor.cursor(),
-        area.width,
-    );
+    let (input, input_cursor) = model.shown_input();
+    let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
     let transfer_lines = transfer_rows(model, area.width);
     let a = areas(
         area,
