@@ -629,6 +629,45 @@ mod tests {
     }
 
     #[test]
+    fn account_and_operator_commands_parse() {
+        use imchat_core::OpAction;
+        assert_eq!(Command::parse("/register"), Ok(Command::Register));
+        assert_eq!(Command::parse("/unregister"), Ok(Command::Unregister));
+        assert_eq!(
+            Command::parse("/kick bob too loud"),
+            Ok(Command::Operate {
+                action: OpAction::Kick,
+                target: "bob".into(),
+                reason: "too loud".into(),
+            })
+        );
+        assert_eq!(
+            Command::parse("/ban 10.0.0.7"),
+            Ok(Command::Operate {
+                action: OpAction::Ban,
+                target: "10.0.0.7".into(),
+                reason: String::new(),
+            })
+        );
+        assert_eq!(
+            Command::parse("/bans"),
+            Ok(Command::Operate {
+                action: OpAction::Bans,
+                target: String::new(),
+                reason: String::new(),
+            })
+        );
+        assert_eq!(
+            Command::parse("/kick"),
+            Err(CommandError::Usage("/kick <user> [reason]"))
+        );
+        assert_eq!(
+            Command::parse("/unban"),
+            Err(CommandError::Usage("/unban <user|address>"))
+        );
+    }
+
+    #[test]
     fn lines_parse_to_commands() {
         let cases: Vec<(&str, Command)> = vec![
             ("hello there", Command::Text("hello there".into())),

@@ -649,6 +649,35 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_is_masked_kept_out_of_the_history_and_the_draft_comes_back() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "half a line");
+        let (tx, rx) = std::sync::mpsc::channel();
+        m.ask_secret("new password (not shown): ", tx);
+        assert_eq!(m.prompt(), "new password (not shown): ");
+        assert_eq!(m.shown_input(), (String::new(), 0));
+        typed(&mut m, "sé cret");
+        assert_eq!(m.shown_input(), ("*******".to_string(), 7));
+        // No yank, no history recall while typing it.
+        m.handle(Action::KillToStart, now);
+        m.handle(Action::HistoryPrev, now);
+        assert_eq!(m.shown_input().0, "*******");
+        m.handle(Action::Enter, now);
+        assert_eq!(rx.try_recv(), Ok("sé cret".to_string()));
+        assert!(m.outbox.is_empty(), "a secret is not a line to run");
+        assert!(m.to_history.is_empty(), "nor kept in the history");
+        assert_eq!(m.editor.text(), "half a line");
+        assert!(!m.prompt().contains("password"));
+        // Esc cancels with an empty answer.
+        let (tx, rx) = std::sync::mpsc::channel();
+        m.ask_secret("again: ", tx);
+        typed(&mut m, "x");
+        m.handle(Action::Escape, now);
+        assert_eq!(rx.try_recv(), Ok(String::new()));
+    }
+
+    #[test]
     fn enter_sends_the_line_and_remembers_it() {
         let mut m = model();
         let now = Instant::now();
