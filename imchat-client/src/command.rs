@@ -250,15 +250,13 @@ pub const COMMANDS: &[CommandInfo] = &[
         names: &["kick", "ban", "unban", "bans"],
         aliases: &[],
         rows: &[
-            ("/kick <user> [reason]", "operators: disconnect a user"),
+            ("/kick <user> [why]", "operators: disconnect a user"),
             (
-                "/ban <user|address> [reason]",
+                "/ban <user|addr> [why]",
                 "operators: refuse a username or an address from now on",
             ),
-            (
-                "/unban <user|address>, /bans",
-                "operators: lift a ban, list them",
-            ),
+            ("/unban <user|addr>", "operators: lift a ban"),
+            ("/bans", "operators: list the bans"),
         ],
     },
     CommandInfo {
