@@ -871,6 +871,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secrets_match_only_when_equal_whatever_their_lengths() {
+        let s = |t: &str| Secret::new(t).unwrap();
+        assert!(s("letmein").matches(&s("letmein")));
+        assert!(!s("letmein").matches(&s("letmeout")));
+        assert!(
+            !s("letmein").matches(&s("letmeIn")),
+            "same length, one byte off"
+        );
+        assert!(!s("letmein").matches(&s("letme")), "a prefix");
+        assert!(!s("letme").matches(&s("letmein")));
+        assert!(!s("a\0").matches(&s("a")), "a padding zero is not nothing");
+    }
+
+    #[test]
     fn usernames_accept_letters_of_any_script() {
         for ok in ["alice", "Bob_2", "zoë", "Łukasz", "山田", "a.b-c", "x"] {
             assert!(Username::new(ok).is_ok(), "{ok}");
