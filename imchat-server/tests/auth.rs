@@ -874,6 +874,27 @@ fn hostile_bytes_at_every_stage_of_the_authentication_are_survived() {
 }
 
 #[test]
+fn a_long_first_message_right_after_an_account_check_is_taken() {
+    // The join happens after the account check: the frame limit must rise
+    // to the full one before the client's next frame is read.
+    let srv = Server::secured(None, &[]);
+    srv.register("alice", "wonderland");
+    let mut watcher = Raw::join_with(srv.addr, "watcher", None, None);
+    let long = "x".repeat(8 * 1024);
+    let mut r = Raw::join_with(srv.addr, "alice", None, Some("wonderland"));
+    r.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: long.clone(),
+    });
+    watcher
+        .wait_for(|m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if *text == long));
+    quit(r);
+    quit(watcher);
+}
+
+#[test]
 fn chat_flows_as_before_behind_a_password_with_accounts_on() {
     // With a password and accounts on, an ordinary exchange still works.
     let srv = Server::secured(Some("pw"), &[]);

@@ -311,7 +311,17 @@ impl Server {
                 self.flush_all(&mut flush);
                 return Served::Ended;
             }
-            // Raised once the client has joined; never lowered again.
+            // Raised once the client has joined; never lowered again. A
+            // join can also come after the call above (an account checked
+            // by its follow-up work): while the limit is still the
+            // handshake's, look again.
+            let max_frame = if max_frame <= reader.decoder_mut().max_frame()
+                && reader.decoder_mut().max_frame() < self.limits().max_frame
+            {
+                self.lock().hub.max_frame(id)
+            } else {
+                max_frame
+            };
             if max_frame > reader.decoder_mut().max_frame() {
                 reader.decoder_mut().set_max_frame(max_frame);
             }
