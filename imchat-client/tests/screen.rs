@@ -864,3 +864,37 @@ fn captures() {
     let s = t.wait_screen("reconnected", |s| s.contains("*** reconnected"));
     print("reconnected", &s);
 }
+
+#[test]
+fn register_asks_twice_with_a_masked_input_and_protects_the_name() {
+    let w = World::with_args("scr-register", &["--history-db", "history.db"]);
+    let mut t = start(&w, "alice", 80, 24);
+    t.type_str("/register\r");
+    t.wait_screen("the first password prompt", |s| {
+        s.row(-1).starts_with("new password (not shown):")
+    });
+    t.type_str("s3cr3t");
+    let shot = t.wait_screen("six stars", |s| {
+        s.row(-1).starts_with("new password (not shown): ******")
+    });
+    assert!(!shot.contains("s3cr3t"), "{}", shot.dump());
+    t.type_str("\r");
+    t.wait_screen("the second prompt", |s| {
+        s.row(-1).starts_with("the same password again:")
+    });
+    t.type_str("s3cr3t\r");
+    let shot = t.wait_screen("the server's answer", |s| {
+        s.contains("'alice' is registered")
+    });
+    assert!(!shot.contains("s3cr3t"), "{}", shot.dump());
+    // The name now needs its password: a piped client without it is refused.
+    let mut other = w.spawn_client(&["alice", "127.0.0.1", &w.server.port().to_string()]);
+    let status = other.expect_exit();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        other.err.lines().iter().any(|l| l
+            == "imchat-client: the username 'alice' is registered; its password is needed: give it with --account-password-file or IMCHAT_ACCOUNT_PASSWORD"),
+        "{}",
+        other.report()
+    );
+}
