@@ -57,6 +57,36 @@ pub trait AccountStore: Send + Sync {
     fn remove(&self, key: &str) -> Result<bool, String>;
 }
 
+impl<T: AccountStore> AccountStore for std::sync::Arc<T> {
+    fn hash_of(&self, key: &str) -> Result<Option<String>, String> {
+        (**self).hash_of(key)
+    }
+    fn insert(&self, key: &str, name: &str, hash: &str) -> Result<bool, String> {
+        (**self).insert(key, name, hash)
+    }
+    fn remove(&self, key: &str) -> Result<bool, String> {
+        (**self).remove(key)
+    }
+}
+
+/// Where the operators' bans are kept across restarts (all of them at
+/// once: they are few).
+pub trait BanStore: Send + Sync + std::fmt::Debug {
+    /// The bans kept, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read, or holds a ban that is not valid.
+    fn load_bans(&self) -> Result<Vec<imchat_core::Ban>, String>;
+
+    /// Keeps `bans` (every ban in force) in place of those kept before.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be written.
+    fn save_bans(&self, bans: &[imchat_core::Ban]) -> Result<(), String>;
+}
+
 /// The accounts of a server: a store, and the hashing done for it.
 pub struct Accounts {
     store: Box<dyn AccountStore>,

@@ -473,9 +473,13 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         .iter()
         .map(|n| username_arg("--operator", n))
         .collect::<Result<Vec<_>, _>>()?;
-    let accounts = match &cli.history_db {
-        Some(path) => Some(open_accounts(path)?),
-        None => None,
+    let (accounts, ban_store) = match &cli.history_db {
+        Some(path) => {
+            let table = open_table(path)?;
+            let bans: std::sync::Arc<dyn accounts::BanStore> = table.clone();
+            (Some(accounts_of(table)), Some(bans))
+        }
+        None => (None, None),
     };
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
@@ -517,6 +521,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         tls: tls.map(|t| t.config),
         password,
         accounts,
+        ban_store,
         operators,
     };
     server::run(listener, config, history)
@@ -562,13 +567,16 @@ fn username_arg(flag: &str, name: &str) -> Result<imchat_core::Username, Error> 
         .map_err(|e| Error::Name(format!("{flag} '{name}' is not a valid username: {e}")))
 }
 
-/// The accounts kept in the history file at `path`.
-fn open_accounts(path: &std::path::Path) -> Result<std::sync::Arc<accounts::Accounts>, Error> {
-    let table = store::SqliteAccounts::open(path).map_err(|e| Error::History(e.to_string()))?;
-    Ok(std::sync::Arc::new(accounts::Accounts::new(
-        Box::new(table),
-        names::key,
-    )))
+/// The accounts and bans tables of the history file at `path`.
+fn open_table(path: &std::path::Path) -> Result<std::sync::Arc<store::SqliteAccounts>, Error> {
+    store::SqliteAccounts::open(path)
+        .map(std::sync::Arc::new)
+        .map_err(|e| Error::History(e.to_string()))
+}
+
+/// The accounts kept in `table`, by the server's name key.
+fn accounts_of(table: std::sync::Arc<store::SqliteAccounts>) -> std::sync::Arc<accounts::Accounts> {
+    std::sync::Arc::new(accounts::Accounts::new(Box::new(table), names::key))
 }
 
 /// `--reset-name NAME --history-db PATH`: removes the registration. The
@@ -580,7 +588,7 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
     let user = username_arg("--reset-name", name)?;
     // Only the accounts table is touched: the history stays as it is, so
     // this may run while the server does.
-    let accounts = open_accounts(path)?;
+    let accounts = accounts_of(open_table(path)?);
     let removed = accounts.reset(&user).map_err(Error::History)?;
     log::info!("registration of '{user}' reset from the command line");
     Ok(if removed {

@@ -97,6 +97,8 @@ pub struct Config {
     pub password: Option<imchat_core::Secret>,
     /// The protected usernames, when the server keeps accounts.
     pub accounts: Option<Arc<crate::accounts::Accounts>>,
+    /// Where bans are kept across restarts, when the server has a database.
+    pub ban_store: Option<Arc<dyn crate::accounts::BanStore>>,
     /// The usernames allowed to kick and ban (`--operator`).
     pub operators: Vec<Username>,
 }
@@ -190,6 +192,8 @@ struct Work {
     flush: Vec<Flush>,
     /// Account checks and changes the hub asked for (hashing: no lock held).
     accounts: Vec<HubEvent>,
+    /// The bans to keep, when they changed.
+    bans: Option<Vec<imchat_core::Ban>>,
 }
 
 /// A queue to flush, and the socket to flush it to.
@@ -202,6 +206,7 @@ impl Work {
             && self.paced.is_empty()
             && self.flush.is_empty()
             && self.accounts.is_empty()
+            && self.bans.is_none()
     }
 }
 
@@ -622,6 +627,7 @@ impl Server {
                 ));
                 conn.user = Some(user);
             }
+            HubEvent::BansChanged { bans } => work.bans = Some(bans),
             HubEvent::CheckAccount { .. }
             | HubEvent::Register { .. }
             | HubEvent::Unregister { .. } => {
@@ -707,6 +713,14 @@ impl Server {
             let accounts = std::mem::take(&mut work.accounts);
             for job in accounts {
                 self.account_job(job, &mut work);
+            }
+            if let Some(bans) = work.bans.take() {
+                if let Some(store) = &self.config.ban_store {
+                    if let Err(e) = store.save_bans(&bans) {
+                        self.report
+                            .log(Level::Error, format!("cannot keep the bans: {}", inert(&e)));
+                    }
+                }
             }
         }
     }
@@ -1030,6 +1044,13 @@ pub fn run(
     hub.set_server_password(config.password.clone());
     hub.set_accounts(config.accounts.is_some());
     hub.set_operators(&config.operators);
+    if let Some(store) = &config.ban_store {
+        let bans = store.load_bans().map_err(Error::History)?;
+        if !bans.is_empty() {
+            log::info!("{} ban(s) kept from the last run", bans.len());
+        }
+        hub.set_bans(bans);
+    }
     set_wall_clock(&mut hub);
     if config.cluster.is_some() {
         hub.enable_cluster();

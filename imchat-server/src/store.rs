@@ -692,12 +692,20 @@ pub struct SqliteAccounts {
     conn: std::sync::Mutex<Connection>,
 }
 
-/// The accounts table (`name`: the name as registered, to show).
+/// The accounts table (`name`: the name as registered, to show), and the
+/// operators' bans (`target`: a username or an address, as text; `pos`:
+/// their order).
 const ACCOUNTS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS accounts (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     hash TEXT NOT NULL
-) WITHOUT ROWID;";
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    pos INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL
+);";
 
 impl SqliteAccounts {
     /// Opens the accounts of the history file at `path`, which
@@ -734,6 +742,47 @@ impl SqliteAccounts {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::accounts::BanStore for SqliteAccounts {
+    fn load_bans(&self) -> Result<Vec<imchat_core::Ban>, String> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT target, by, reason FROM bans ORDER BY pos")
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| e.to_string())?;
+        let mut bans = Vec::new();
+        for row in rows {
+            let (target, by, reason) = row.map_err(|e| e.to_string())?;
+            let target = imchat_core::BanTarget::parse(&target)
+                .map_err(|e| format!("a stored ban is not valid: {e}"))?;
+            bans.push(imchat_core::Ban { target, by, reason });
+        }
+        Ok(bans)
+    }
+
+    fn save_bans(&self, bans: &[imchat_core::Ban]) -> Result<(), String> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute("DELETE FROM bans", [])
+            .map_err(|e| e.to_string())?;
+        for (pos, b) in bans.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO bans (pos, target, by, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![to_sql(pos as u64), b.target.to_string(), b.by, b.reason],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())
     }
 }
 

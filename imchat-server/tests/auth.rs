@@ -362,10 +362,11 @@ impl Server {
             .arg(&shared)
             .arg("--log-file")
             .arg(dir.0.join("server.log"))
-            .arg("--history-db")
-            .arg(dir.0.join("history.db"))
             .args(extra)
             .current_dir(&dir.0);
+        if !extra.contains(&"--history-db") {
+            cmd.arg("--history-db").arg(dir.0.join("history.db"));
+        }
         if let Some(pw) = password {
             let file = dir.0.join("password");
             std::fs::write(&file, format!("{pw}\n")).unwrap();
@@ -705,6 +706,35 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
         log.contains("operator console: ban 127.0.0.1 (testing)"),
         "{log}"
     );
+    srv.assert_serving();
+}
+
+#[test]
+fn bans_are_kept_in_the_database_across_a_restart() {
+    let keep = TempDir::new("bans");
+    let db = keep.0.join("history.db").to_string_lossy().into_owned();
+    {
+        let mut srv = Server::secured(None, &["--history-db", &db]);
+        for (line, answer) in [
+            ("ban mallory spam", "banned mallory"),
+            ("ban 10.9.8.7", "banned 10.9.8.7"),
+            ("ban eve", "banned eve"),
+            ("unban eve", "unbanned eve"),
+        ] {
+            srv.proc.send(line);
+            srv.proc.expect(answer);
+        }
+        // Dropped: killed by its handle, no clean stop.
+    }
+    let mut srv = Server::secured(None, &["--history-db", &db]);
+    assert_eq!(
+        Raw::hello(srv.addr, "mallory", None, None).refusal(),
+        RefuseCode::BANNED
+    );
+    srv.proc.send("bans");
+    srv.proc
+        .expect("bans: mallory (by console: spam); 10.9.8.7 (by console)");
+    quit(Raw::join_with(srv.addr, "eve", None, None));
     srv.assert_serving();
 }
 

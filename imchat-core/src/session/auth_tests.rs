@@ -419,6 +419,19 @@ fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
         hub.console("/bans", now),
         "bans: 10.0.0.2 (by op: flood); carol (by console)"
     );
+    let saved = events(&mut hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::BansChanged { bans } => Some(bans.len()),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(saved, [1, 2], "each new ban hands the server every ban");
+    // A hub given the bans of a last run refuses them.
+    let mut restarted = self::hub();
+    restarted.set_bans(hub.bans().to_vec());
+    let c = restarted.handle_connect_from(ip("10.0.0.2"), now);
+    assert_eq!(sent(&mut restarted, c), ["refused: banned"]);
     assert_eq!(hub.console("unban CAROL", now), "unbanned CAROL");
     assert_eq!(hub.console("unban 10.0.0.2", now), "unbanned 10.0.0.2");
     assert_eq!(hub.console("unban 10.0.0.2", now), "10.0.0.2 is not banned");

@@ -181,6 +181,18 @@ impl Hub {
         &self.auth.bans
     }
 
+    /// Sets the bans in force (those a server kept from its last run).
+    /// Later changes come as [`HubEvent::BansChanged`].
+    pub fn set_bans(&mut self, bans: Vec<Ban>) {
+        self.auth.bans = bans;
+    }
+
+    fn bans_changed(&mut self) {
+        self.events.push_back(HubEvent::BansChanged {
+            bans: self.auth.bans.clone(),
+        });
+    }
+
     /// True when connections from `peer` are banned.
     pub(super) fn address_banned(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| {
@@ -503,6 +515,7 @@ impl Hub {
                 by: by.to_string(),
                 reason: reason.to_string(),
             });
+            self.bans_changed();
         }
         let text = removal_text("banned", by, reason);
         let mut hit: Vec<ClientId> = match &target {
@@ -555,6 +568,7 @@ impl Hub {
         if self.auth.bans.len() == before {
             (NoticeCode::FAILED, format!("{target} is not banned"))
         } else {
+            self.bans_changed();
             (NoticeCode::DONE, format!("unbanned {target}"))
         }
     }

@@ -264,6 +264,12 @@ pub enum HubEvent {
         /// Its name.
         user: Username,
     },
+    /// The bans changed (a ban or an unban): all of them now, for a server
+    /// that keeps them (see [`Hub::set_bans`](crate::Hub::set_bans)).
+    BansChanged {
+        /// Every ban in force, oldest first.
+        bans: Vec<crate::Ban>,
+    },
     /// An operator (a name, or `console`) kicked, banned, unbanned or
     /// listed bans: to log.
     Operated {
