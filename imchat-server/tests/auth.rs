@@ -701,11 +701,17 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     srv.proc.expect("unbanned 127.0.0.1");
     srv.proc.send("frobnicate");
     srv.proc.expect("unknown command 'frobnicate'");
-    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
-    assert!(
-        log.contains("operator console: ban 127.0.0.1 (testing)"),
-        "{log}"
-    );
+    // The log is written in batches: wait for the line, within a deadline.
+    let deadline = Instant::now() + WAIT;
+    let wanted = "operator console: ban 127.0.0.1 (testing)";
+    loop {
+        let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap_or_default();
+        if log.contains(wanted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{wanted:?} not logged: {log}");
+        thread::sleep(Duration::from_millis(50));
+    }
     srv.assert_serving();
 }
 
