@@ -9,8 +9,12 @@
 //! process: the hub appends every entry to it as it happens, and makes the
 //! appends durable in groups with [`HistoryStore::commit`], which the
 //! server calls once per batch of messages
-//! ([`Hub::commit_history`](crate::Hub::commit_history)). A chat message is
-//! *accepted* once a commit after its append returned `Ok`, and only then
+//! ([`Hub::commit_history`](crate::Hub::commit_history)). A store whose
+//! appends only queue the entries can have them committed without the
+//! hub (by a thread of the server's, not holding the hub), and the server
+//! reports each such commit with
+//! [`Hub::history_committed`](crate::Hub::history_committed). A chat message is
+//! *accepted* once a commit that covers its append returned `Ok`, and only then
 //! acknowledged; its receivers may see it before (they do not wait for the
 //! commit). The hub loads from the store when it opens
 //! ([`Hub::open_history`](crate::Hub::open_history)). This crate does no IO:
@@ -161,7 +165,9 @@ pub trait HistoryStore: Send + fmt::Debug {
     fn append(&mut self, entry: &LogEntry) -> Result<(), StoreError>;
 
     /// Makes every entry (and session change) appended since the last
-    /// commit durable. The hub acknowledges a chat message only after a
+    /// commit durable, including what a commit made without the hub has
+    /// not yet reported to it ([`Hub::history_committed`](crate::Hub::history_committed)).
+    /// The hub acknowledges a chat message only after a
     /// commit that follows its append returned `Ok`. The default does
     /// nothing: for a store whose appends are durable when they return.
     ///

@@ -3683,3 +3683,61 @@ fn a_file_for_a_user_of_another_server_is_refused_saying_why() {
         "{t:?}"
     );
 }
+
+#[test]
+fn a_commit_made_outside_the_hub_releases_only_the_answers_it_covers_in_order() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    let bob = net.clients[1].0;
+    let commits = store.commits();
+    chat_in(&mut net, 0, 1, "first");
+    chat_in(&mut net, 0, 2, "second");
+    let ids: Vec<u64> = routed(&queued(&mut net), bob).iter().map(|r| r.0).collect();
+    assert_eq!(ids.len(), 2);
+    // Committed up to the first: its ack only.
+    let now = net.now;
+    net.hub.history_committed(MessageId(ids[0]), Ok(()), now);
+    assert_eq!(acks(&queued(&mut net)), [(1, ids[0])]);
+    assert!(net.hub.has_uncommitted());
+    // A refusal held behind the second waits with it.
+    let long = "x".repeat(net.hub.limits().max_text + 1);
+    chat_in(&mut net, 0, 3, &long);
+    assert!(queued(&mut net).is_empty());
+    // The same report again releases nothing more.
+    net.hub.history_committed(MessageId(ids[0]), Ok(()), now);
+    assert!(queued(&mut net).is_empty());
+    // The second was lost: INTERNAL for it, then the refusal, in order.
+    net.hub.history_committed(
+        MessageId(ids[1]),
+        Err(crate::StoreError::Backend {
+            detail: "disk full".into(),
+        }),
+        now,
+    );
+    let q = queued(&mut net);
+    let errors: Vec<(u64, ErrorCode)> = q
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Error {
+                code, client_id, ..
+            } => Some((*client_id, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [(2, ErrorCode::INTERNAL), (3, ErrorCode::TEXT_TOO_LONG)]
+    );
+    assert!(acks(&q).is_empty(), "{q:?}");
+    assert!(!net.hub.has_uncommitted());
+    // The hub never asked the store to commit: the report was the commit.
+    assert_eq!(store.commits(), commits);
+    // The lost message sent again is a new entry.
+    chat_in(&mut net, 0, 2, "second");
+    let again = routed(&queued(&mut net), bob);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].0 > ids[1]);
+    net.hub
+        .history_committed(MessageId(again[0].0), Ok(()), now);
+    assert_eq!(acks(&queued(&mut net)), [(2, again[0].0)]);
+}

@@ -48,6 +48,9 @@ pub(super) enum Outcome {
 pub(super) struct HeldAck {
     client: ClientId,
     client_id: u64,
+    /// The newest entry appended to the store when it was held: the
+    /// answer goes out once a commit covers that entry.
+    after: u64,
     answer: Held,
 }
 
@@ -290,6 +293,7 @@ impl Hub {
         if let Some(store) = self.store.as_mut() {
             store.append(&entry)?;
             self.uncommitted = true;
+            self.last_stored = entry.id.0;
         }
         self.next_message = entry.id.0 + 1;
         self.push_log(entry);
@@ -329,13 +333,47 @@ impl Hub {
         };
         self.uncommitted = false;
         let held = std::mem::take(&mut self.held_acks);
-        let error = match result {
-            Ok(()) => None,
-            Err(e) => {
-                warn!("history not committed: {e}");
-                Some(e)
-            }
-        };
+        self.release_acks(held, result.as_ref().err());
+    }
+
+    /// Takes the result of a commit the server made outside the hub: a
+    /// store whose appends only queue the entries, and whose writer
+    /// commits them on a thread of its own without the hub at hand,
+    /// reports here that every entry appended up to `upto` (by id) is
+    /// committed (`Ok`) or lost (`Err`). The answers held for those entries
+    /// go out as [`commit_history`](Hub::commit_history) sends them (acks,
+    /// or `Error{INTERNAL}` for a lost message), in order; later ones keep
+    /// waiting. Reporting the same `upto` again, or an older one, releases
+    /// nothing more. The hub's own commits (on the clock, before a
+    /// connection closes, at shutdown) still call
+    /// [`HistoryStore::commit`], which must cover whatever such a commit
+    /// has not reported yet (its failure included).
+    pub fn history_committed(
+        &mut self,
+        upto: MessageId,
+        result: Result<(), StoreError>,
+        now: Instant,
+    ) {
+        self.clock = self.clock.max(now);
+        if upto.0 >= self.last_stored {
+            self.uncommitted = false;
+        }
+        let covered = self
+            .held_acks
+            .iter()
+            .take_while(|a| a.after <= upto.0)
+            .count();
+        let held: Vec<HeldAck> = self.held_acks.drain(..covered).collect();
+        self.release_acks(held, result.as_ref().err());
+    }
+
+    /// Sends the answers of `held`, once a commit that covers them
+    /// returned: their acks, or with `error`, `Error{INTERNAL}` for each
+    /// message that commit lost.
+    fn release_acks(&mut self, held: Vec<HeldAck>, error: Option<&StoreError>) {
+        if let Some(e) = error {
+            warn!("history not committed: {e}");
+        }
         // The entries the failed commit lost.
         let lost: Vec<MessageId> = if error.is_some() {
             held.iter()
@@ -358,7 +396,7 @@ impl Hub {
                     if fresh {
                         self.forget_acceptance(&key, a.client_id, id);
                     }
-                    let detail = error.as_ref().map(ToString::to_string).unwrap_or_default();
+                    let detail = error.map(ToString::to_string).unwrap_or_default();
                     ServerMessage::Error {
                         code: ErrorCode::INTERNAL,
                         client_id: a.client_id,
@@ -404,6 +442,7 @@ impl Hub {
         self.held_acks.push(HeldAck {
             client,
             client_id,
+            after: self.last_stored,
             answer: Held::Ack {
                 key: key.to_string(),
                 id,
@@ -430,6 +469,7 @@ impl Hub {
             self.held_acks.push(HeldAck {
                 client,
                 client_id,
+                after: self.last_stored,
                 answer: Held::Refused(code, text),
             });
         } else {

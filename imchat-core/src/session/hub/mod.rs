@@ -104,6 +104,8 @@ pub struct Hub {
     store: Option<Box<dyn HistoryStore>>,
     /// True when the store has appends not yet committed.
     uncommitted: bool,
+    /// The id of the newest entry appended to the store.
+    last_stored: u64,
     /// Acks of chat messages appended to the store, waiting for its commit
     /// ([`Hub::commit_history`]), in the order they were accepted.
     held_acks: Vec<HeldAck>,
@@ -157,6 +159,7 @@ impl Hub {
             log_bytes: 0,
             store: None,
             uncommitted: false,
+            last_stored: 0,
             held_acks: Vec::new(),
             tokens: None,
             epoch: 0,
