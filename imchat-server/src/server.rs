@@ -1055,7 +1055,7 @@ pub fn run(
     if config.cluster.is_some() {
         hub.enable_cluster();
     }
-    let committing = history.is_some();
+    let committer = history.as_ref().map(crate::store::SqliteStore::committer);
     if let Some(store) = history {
         hub.open_history(Box::new(store), Instant::now())
             .map_err(|e| Error::History(e.to_string()))?;
@@ -1110,17 +1110,16 @@ pub fn run(
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
 
     // Group commit: what every reader appended to the history database is
-    // committed together, and its acks released, every COMMIT_EVERY.
-    if committing {
+    // written and committed together every COMMIT_EVERY, without the hub's
+    // lock (the readers only queue the entries); then, with the lock, the
+    // acks it covers are released.
+    if let Some(committer) = committer {
         let s = server.clone();
         spawn("commit".into(), 256 * 1024, Share::Any, move || loop {
             thread::sleep(COMMIT_EVERY);
             let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-                s.with_hub(|hub| {
-                    if hub.has_uncommitted() {
-                        hub.commit_history(Instant::now());
-                    }
-                });
+                let done = committer.commit();
+                s.with_hub(|hub| committer.report(hub, done, Instant::now()));
             }));
             if committed.is_err() {
                 s.fatal("the history commit thread failed".into());

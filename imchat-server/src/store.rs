@@ -8,32 +8,40 @@
 //! written by another version, or that is not an imchat history at all,
 //! is refused with a clear error rather than read or overwritten.
 //!
-//! **Accepted.** The hub appends each entry as it happens, into one open
-//! transaction (group commit): [`HistoryStore::commit`] commits it, and
-//! the server calls that once per batch of messages it read (the hub
-//! acknowledges a chat message only after the commit that follows its
-//! append). Receivers may see an entry before it is committed. The journal
+//! **Accepted.** The hub appends each entry as it happens; the append
+//! only queues it (the hub's lock is held, so no SQLite work there). A
+//! commit thread ([`Committer`]) takes the queue every few milliseconds,
+//! writes it in one transaction and commits it (group commit), without the
+//! hub's lock, then tells the hub how far it went
+//! ([`Hub::history_committed`]): the hub acknowledges a chat message only
+//! after the commit that covers its entry. The hub's own commits (on its
+//! clock, before a connection closes, at shutdown) go through
+//! [`HistoryStore::commit`], which writes what is queued after any batch
+//! the committer is writing. Receivers may see an entry before it is
+//! committed. The journal
 //! is a write-ahead log with `synchronous=NORMAL`: a commit is in the
 //! operating system's hands, not yet necessarily on the disk. So a crash or
 //! kill of the server process loses nothing acknowledged (it may lose
 //! entries routed but not yet acknowledged: their senders resend them); a
 //! power failure or a crash of the operating system may lose the last
 //! transactions before a checkpoint (the database itself stays intact).
-//! `synchronous=FULL` would make every commit wait for the disk while the
-//! hub is locked (see docs/BENCHMARKS.md for the measured cost);
-//! [`Durability::Full`] selects it. Session changes ride in the same
-//! transaction.
+//! `synchronous=FULL` would make every commit wait for the disk (see
+//! docs/BENCHMARKS.md for the measured cost); [`Durability::Full`] selects
+//! it. Session changes are queued and committed with the entries.
 //!
 //! **Ids after a crash.** Since an entry's id is seen before its commit, a
 //! crash must not let a restarted server give that id again. The store
 //! reserves ids in blocks of [`RESERVE_BLOCK`]: the `meta` row
-//! `reserved_id` is raised (and committed) before an id reaches it, and
+//! `reserved_id` is raised (and committed) before an id reaches it (by the
+//! writer's transactions while half a block is left, so that an append
+//! seldom waits for it), and
 //! `load` continues at or past it. A store closed cleanly gives back what
 //! it did not use; after a crash the ids jump ahead (by less than a block).
 //!
 //! **Cost.** A commit of a small transaction costs about 10 µs on a busy
-//! 2-core machine with 1 KiB pages, whatever the batch; an insert into the
-//! open transaction, a few µs. Checkpoints (moving the WAL into the
+//! 2-core machine with 1 KiB pages, whatever the batch; an insert, a few
+//! µs; neither is paid under the hub's lock, where an append costs a
+//! copy of the entry into the queue. Checkpoints (moving the WAL into the
 //! database, with its disk syncs: milliseconds) are kept out of the
 //! commits: a thread with its own connection runs them twice a second.
 //!
@@ -44,12 +52,14 @@
 //! so the next id is always one past the newest row.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, HistoryStore, LeaveReason, Loaded, LogEntry, LogEvent, MessageId, ResumeToken,
+    ChatKind, HistoryStore, Hub, LeaveReason, Loaded, LogEntry, LogEvent, MessageId, ResumeToken,
     SessionRecord, StoreError, Timestamp, Username,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -117,28 +127,98 @@ pub enum OpenError {
     Version { path: String, found: i64 },
 }
 
-/// The room log and the sessions in an SQLite file.
+/// The room log and the sessions in an SQLite file: what the hub holds.
+/// Its appends and session changes only queue (under the hub's lock, so
+/// they must be cheap); the SQLite work is the [`Writer`]'s, done by
+/// [`HistoryStore::commit`] or, without the hub's lock, by a
+/// [`Committer`].
 #[derive(Debug)]
 pub struct SqliteStore {
+    shared: Arc<Shared>,
+    /// Give back the unused reserved ids when dropped (false: a crash, in tests).
+    release_on_drop: bool,
+}
+
+/// What the store and its committer share.
+#[derive(Debug)]
+struct Shared {
+    /// Appends and session changes not yet handed to the writer, oldest first.
+    queue: Mutex<Vec<Op>>,
+    /// The connection; whoever holds it writes, one batch at a time.
+    writer: Mutex<Writer>,
+    /// Ids below this are reserved, committed in `meta`.
+    reserved: AtomicU64,
+}
+
+/// One change waiting for the writer.
+#[derive(Debug)]
+enum Op {
+    Append(LogEntry),
+    SaveSession(SessionRecord),
+    DropSession(Username),
+}
+
+/// The connection and what it knows of the file.
+#[derive(Debug)]
+struct Writer {
     conn: Connection,
     _checkpointer: Checkpointer,
     /// The bounds of the hub's log, which the file follows.
     max_entries: usize,
     max_bytes: usize,
-    /// What the log table holds now (the open transaction included).
+    /// What the log table holds now.
     entries: usize,
     bytes: usize,
-    /// A transaction is open (appends since the last commit).
-    in_tx: bool,
-    /// `entries` and `bytes` when it began (restored by a rollback).
-    tx_start: (usize, usize),
-    /// Ids below this are reserved, committed in `meta`.
-    reserved: u64,
-    /// Appends since the last [`HistoryStore::commit`] were rolled back:
-    /// that commit must fail.
-    lost: Option<String>,
-    /// Give back the unused reserved ids when dropped (false: a crash, in tests).
-    release_on_drop: bool,
+    /// The newest entry id a batch held (committed or lost).
+    done: u64,
+    /// A committer's batch was lost and the hub has not heard of it yet:
+    /// the next [`HistoryStore::commit`] must fail.
+    unreported: Option<String>,
+}
+
+/// What one [`Committer::commit`] did.
+#[derive(Debug)]
+pub struct Committed {
+    /// Every entry appended up to this id is committed, or lost with `result`.
+    pub upto: MessageId,
+    /// `Err`: the batch was lost.
+    pub result: Result<(), StoreError>,
+}
+
+/// Commits what the store queued, from a thread of its own, without the
+/// hub's lock: only the hand-over of the queue and
+/// [`report`](Committer::report)'s release of the acks need the hub.
+/// One committer per store.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    shared: Arc<Shared>,
+}
+
+impl Committer {
+    /// Writes and commits everything queued so far (nothing to write
+    /// still reports how far the commits went). Call without the hub's lock.
+    pub fn commit(&self) -> Committed {
+        let mut w = self.shared.writer();
+        let result = self.shared.write_queue(&mut w);
+        if let Err(e) = &result {
+            w.unreported = Some(match e {
+                StoreError::Backend { detail } => detail.clone(),
+                other => other.to_string(),
+            });
+        }
+        Committed {
+            upto: MessageId(w.done),
+            result,
+        }
+    }
+
+    /// Tells the hub (locked by the caller) what [`commit`](Committer::commit)
+    /// did: the acks it covers go out, or errors for a lost batch.
+    pub fn report(&self, hub: &mut Hub, committed: Committed, now: Instant) {
+        hub.history_committed(committed.upto, committed.result, now);
+        // Told now (or by a commit of the hub's in between, which failed for it).
+        self.shared.writer().unreported = None;
+    }
 }
 
 /// A thread with its own connection that checkpoints the WAL now and
@@ -314,92 +394,54 @@ impl SqliteStore {
             )
             .optional()
             .map_err(sqlite)?;
-        Ok(SqliteStore {
+        let reserved = reserved.map_or(0, from_sql);
+        let writer = Writer {
             conn,
             _checkpointer: checkpointer,
             max_entries,
             max_bytes,
             entries: usize::try_from(entries).unwrap_or(usize::MAX),
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
-            in_tx: false,
-            tx_start: (0, 0),
-            reserved: reserved.map_or(0, from_sql),
-            lost: None,
+            done: 0,
+            unreported: None,
+        };
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::new()),
+                writer: Mutex::new(writer),
+                reserved: AtomicU64::new(reserved),
+            }),
             release_on_drop: true,
         })
     }
 
-    /// Opens the transaction appends go into, if none is open.
-    fn begin(&mut self) -> Result<(), StoreError> {
-        if !self.in_tx {
-            self.conn
-                .prepare_cached("BEGIN")
-                .and_then(|mut s| s.execute([]))
-                .map_err(|e| backend(&e))?;
-            self.in_tx = true;
-            self.tx_start = (self.entries, self.bytes);
-        }
-        Ok(())
-    }
-
-    /// Commits the open transaction (trimming first when past the margin);
-    /// on failure, rolls it back.
-    fn commit_tx(&mut self) -> Result<(), StoreError> {
-        if !self.in_tx {
-            return Ok(());
-        }
-        if self.over_margin() {
-            // A failed trim only leaves the file larger.
-            if let Err(e) = self.trim() {
-                log::warn!("history database not trimmed: {e}");
-            }
-        }
-        match self
-            .conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-        {
-            Ok(_) => {
-                self.in_tx = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.rollback();
-                Err(backend(&e))
-            }
+    /// The handle a commit thread commits with, without the hub's lock.
+    #[must_use]
+    pub fn committer(&self) -> Committer {
+        Committer {
+            shared: self.shared.clone(),
         }
     }
 
-    /// Drops the open transaction; the appends in it are lost.
-    fn rollback(&mut self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                log::warn!("history database rollback failed: {e}");
-            }
-        }
-        if self.in_tx && self.lost.is_none() {
-            self.lost = Some("the history database lost uncommitted entries".into());
-        }
-        self.in_tx = false;
-        (self.entries, self.bytes) = self.tx_start;
-    }
-
-    /// Reserves ids up to `id` + [`RESERVE_BLOCK`], committed at once
-    /// (with whatever the open transaction holds).
-    fn reserve(&mut self, id: u64) -> Result<(), StoreError> {
+    /// Reserves ids up to `id` + [`RESERVE_BLOCK`], committed at once (the
+    /// queue waits: its ids are below `id`).
+    fn reserve(&self, id: u64) -> Result<(), StoreError> {
         let reserved = id.saturating_add(RESERVE_BLOCK);
-        self.begin()?;
-        let written = self
-            .conn
+        let w = self.shared.writer();
+        w.conn
             .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved_id', ?1)")
-            .and_then(|mut s| s.execute([to_sql(reserved)]));
-        if let Err(e) = written {
-            self.rollback();
-            return Err(backend(&e));
-        }
-        self.commit_tx()?;
-        self.reserved = reserved;
+            .and_then(|mut s| s.execute([to_sql(reserved)]))
+            .map_err(|e| backend(&e))?;
+        self.shared.reserved.fetch_max(reserved, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn queue(&self, op: Op) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(op);
     }
 
     /// A crash, for tests: dropped without committing or giving ids back.
@@ -411,7 +453,175 @@ impl SqliteStore {
     /// Entries and bytes the log table holds now.
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
-        (self.entries, self.bytes)
+        let w = self.shared.writer();
+        (w.entries, w.bytes)
+    }
+
+    /// Runs `f` on the connection (tests poke at the file through it).
+    #[cfg(test)]
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.shared.writer().conn)
+    }
+}
+
+impl Shared {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the queue and writes it in one transaction; with the writer
+    /// held, so that batches are committed in the order they were queued.
+    fn write_queue(&self, w: &mut Writer) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let newest = batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Append(e) => Some(e.id.0),
+                _ => None,
+            })
+            .max();
+        let reserved = self.reserved.load(Ordering::SeqCst);
+        // Reserve the next block while half of this one is left, in the
+        // same transaction: an append then never waits for a reservation.
+        let ahead = newest
+            .filter(|n| n.saturating_add(RESERVE_BLOCK / 2) >= reserved)
+            .map(|n| n.saturating_add(RESERVE_BLOCK));
+        let result = w.write(&batch, ahead);
+        if let Some(n) = newest {
+            w.done = w.done.max(n);
+        }
+        if let (Ok(()), Some(r)) = (&result, ahead) {
+            self.reserved.fetch_max(r, Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+impl Writer {
+    /// Writes `batch` (and a reservation up to `reserve`) in one
+    /// transaction, trimming when past the margin; rolled back on failure.
+    fn write(&mut self, batch: &[Op], reserve: Option<u64>) -> Result<(), StoreError> {
+        let start = (self.entries, self.bytes);
+        let written = self.begin().and_then(|()| {
+            for op in batch {
+                self.apply(op)?;
+            }
+            if let Some(r) = reserve {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('reserved_id', ?1)",
+                    )
+                    .and_then(|mut s| s.execute([to_sql(r)]))
+                    .map_err(|e| backend(&e))?;
+            }
+            if self.over_margin() {
+                // A failed trim only leaves the file larger.
+                if let Err(e) = self.trim() {
+                    log::warn!("history database not trimmed: {e}");
+                }
+            }
+            self.conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map_err(|e| backend(&e))?;
+            Ok(())
+        });
+        if written.is_err() {
+            if !self.conn.is_autocommit() {
+                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                    log::warn!("history database rollback failed: {e}");
+                }
+            }
+            (self.entries, self.bytes) = start;
+        }
+        written
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| backend(&e))?;
+        Ok(())
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
+        match op {
+            Op::Append(entry) => self.insert(entry),
+            Op::SaveSession(session) => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO sessions (key, user, token, last_client_id)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            session_key(&session.user),
+                            session.user.as_str(),
+                            &session.token.0[..],
+                            to_sql(session.last_client_id),
+                        ])
+                    })
+                    .map_err(|e| backend(&e))?;
+                Ok(())
+            }
+            Op::DropSession(user) => {
+                self.conn
+                    .prepare_cached("DELETE FROM sessions WHERE key = ?1")
+                    .and_then(|mut s| s.execute([session_key(user)]))
+                    .map_err(|e| backend(&e))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn insert(&mut self, entry: &LogEntry) -> Result<(), StoreError> {
+        let (event, user, recipient, kind, text, client_id) = match &entry.event {
+            LogEvent::Chat {
+                from,
+                to,
+                kind,
+                text,
+                client_id,
+            } => (
+                0,
+                from,
+                to.as_ref(),
+                match kind {
+                    ChatKind::Text => 0,
+                    ChatKind::Action => 1,
+                },
+                text.as_str(),
+                *client_id,
+            ),
+            LogEvent::Joined { user } => (1, user, None, 0, "", 0),
+            LogEvent::Left { user, reason, text } => {
+                (2, user, None, i64::from(reason.0), text.as_str(), 0)
+            }
+        };
+        let cost = entry.cost();
+        self.conn
+            .prepare_cached(INSERT_LOG)
+            .and_then(|mut s| {
+                s.execute(params![
+                    to_sql(entry.id.0),
+                    to_sql(entry.time.0),
+                    event,
+                    user.as_str(),
+                    recipient.map(Username::as_str),
+                    kind,
+                    text,
+                    to_sql(client_id),
+                    i64::try_from(cost).unwrap_or(i64::MAX),
+                ])
+            })
+            .map_err(|e| backend(&e))?;
+        self.entries += 1;
+        self.bytes += cost;
+        Ok(())
     }
 
     /// Past the bounds by more than the margin (1/16) that lets trims be rare.
@@ -455,16 +665,17 @@ impl SqliteStore {
 }
 
 impl Drop for SqliteStore {
-    /// A clean close: commits what is open and gives back the reserved ids
-    /// not used, so that a restart after a clean stop leaves no gap.
+    /// A clean close: commits what is queued and gives back the reserved
+    /// ids not used, so that a restart after a clean stop leaves no gap.
     fn drop(&mut self) {
         if !self.release_on_drop {
             return;
         }
-        if self.commit_tx().is_err() || self.lost.is_some() {
+        let mut w = self.shared.writer();
+        if self.shared.write_queue(&mut w).is_err() || w.unreported.is_some() {
             return;
         }
-        let released = self.conn.execute(
+        let released = w.conn.execute(
             "UPDATE meta SET value = (SELECT coalesce(max(id), 0) + 1 FROM log)
              WHERE key = 'reserved_id'",
             [],
@@ -516,7 +727,8 @@ fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEntry, Stor
 
 impl HistoryStore for SqliteStore {
     fn load(&mut self) -> Result<Loaded, StoreError> {
-        let epoch: Option<i64> = self
+        let w = self.shared.writer();
+        let epoch: Option<i64> = w
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
                 r.get(0)
@@ -524,8 +736,8 @@ impl HistoryStore for SqliteStore {
             .optional()
             .map_err(|e| backend(&e))?;
         // Only what the hub can keep: the newest `max_entries`.
-        let limit = i64::try_from(self.max_entries).unwrap_or(i64::MAX);
-        let mut stmt = self
+        let limit = i64::try_from(w.max_entries).unwrap_or(i64::MAX);
+        let mut stmt = w
             .conn
             .prepare(
                 "SELECT id, time, event, user, recipient, kind, text, client_id
@@ -537,11 +749,11 @@ impl HistoryStore for SqliteStore {
             .map_err(|e| backend(&e))?
             .map(|r| r.map_err(|e| backend(&e)).and_then(|e| e))
             .collect::<Result<Vec<LogEntry>, StoreError>>()?;
-        let newest: Option<i64> = self
+        let newest: Option<i64> = w
             .conn
             .query_row("SELECT max(id) FROM log", [], |r| r.get(0))
             .map_err(|e| backend(&e))?;
-        let mut stmt = self
+        let mut stmt = w
             .conn
             .prepare("SELECT user, token, last_client_id FROM sessions ORDER BY key")
             .map_err(|e| backend(&e))?;
@@ -563,7 +775,7 @@ impl HistoryStore for SqliteStore {
                 })
             })
             .collect::<Result<Vec<SessionRecord>, StoreError>>()?;
-        let reserved: Option<i64> = self
+        let reserved: Option<i64> = w
             .conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'reserved_id'",
@@ -573,7 +785,7 @@ impl HistoryStore for SqliteStore {
             .optional()
             .map_err(|e| backend(&e))?;
         let reserved = reserved.map_or(0, from_sql);
-        self.reserved = self.reserved.max(reserved);
+        self.shared.reserved.fetch_max(reserved, Ordering::SeqCst);
         let after_newest = newest.map_or(1, |n| from_sql(n) + 1);
         Ok(Loaded {
             entries,
@@ -585,7 +797,9 @@ impl HistoryStore for SqliteStore {
     }
 
     fn set_epoch(&mut self, epoch: u64) -> Result<(), StoreError> {
-        self.conn
+        self.shared
+            .writer()
+            .conn
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?1)",
                 [to_sql(epoch)],
@@ -594,88 +808,35 @@ impl HistoryStore for SqliteStore {
         Ok(())
     }
 
+    /// Queues the entry for the writer (reserving ids first when it
+    /// reaches the reservation, which the writer keeps ahead).
     fn append(&mut self, entry: &LogEntry) -> Result<(), StoreError> {
-        let (event, user, recipient, kind, text, client_id) = match &entry.event {
-            LogEvent::Chat {
-                from,
-                to,
-                kind,
-                text,
-                client_id,
-            } => (
-                0,
-                from,
-                to.as_ref(),
-                match kind {
-                    ChatKind::Text => 0,
-                    ChatKind::Action => 1,
-                },
-                text.as_str(),
-                *client_id,
-            ),
-            LogEvent::Joined { user } => (1, user, None, 0, "", 0),
-            LogEvent::Left { user, reason, text } => {
-                (2, user, None, i64::from(reason.0), text.as_str(), 0)
-            }
-        };
-        let cost = entry.cost();
-        if entry.id.0 >= self.reserved {
+        if entry.id.0 >= self.shared.reserved.load(Ordering::SeqCst) {
             self.reserve(entry.id.0)?;
         }
-        // Into the open transaction: committed by the next `commit`.
-        self.begin()?;
-        self.conn
-            .prepare_cached(INSERT_LOG)
-            .and_then(|mut s| {
-                s.execute(params![
-                    to_sql(entry.id.0),
-                    to_sql(entry.time.0),
-                    event,
-                    user.as_str(),
-                    recipient.map(Username::as_str),
-                    kind,
-                    text,
-                    to_sql(client_id),
-                    i64::try_from(cost).unwrap_or(i64::MAX),
-                ])
-            })
-            .map_err(|e| backend(&e))?;
-        self.entries += 1;
-        self.bytes += cost;
+        self.queue(Op::Append(entry.clone()));
         Ok(())
     }
 
+    /// Writes and commits what is queued, after any batch a [`Committer`]
+    /// is writing; fails also for a committer's lost batch the hub has not
+    /// heard of.
     fn commit(&mut self) -> Result<(), StoreError> {
-        let committed = self.commit_tx();
-        if let Some(detail) = self.lost.take() {
-            return Err(StoreError::Backend { detail });
+        let mut w = self.shared.writer();
+        let written = self.shared.write_queue(&mut w);
+        match w.unreported.take() {
+            Some(detail) if written.is_ok() => Err(StoreError::Backend { detail }),
+            _ => written,
         }
-        committed
     }
 
     fn save_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO sessions (key, user, token, last_client_id)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    session_key(&session.user),
-                    session.user.as_str(),
-                    &session.token.0[..],
-                    to_sql(session.last_client_id),
-                ])
-            })
-            .map_err(|e| backend(&e))?;
+        self.queue(Op::SaveSession(session.clone()));
         Ok(())
     }
 
     fn drop_session(&mut self, user: &Username) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM sessions WHERE key = ?1")
-            .and_then(|mut s| s.execute([session_key(user)]))
-            .map_err(|e| backend(&e))?;
+        self.queue(Op::DropSession(user.clone()));
         Ok(())
     }
 }
@@ -1101,8 +1262,8 @@ mod tests {
         let (_dir, path) = db();
         let mut s = open(&path, 10, 1000);
         s.append(&chat(1, "ann", None, "hi", 1)).unwrap();
-        s.conn
-            .execute("UPDATE log SET user = '' WHERE id = 1", [])
+        s.commit().unwrap();
+        s.with_conn(|c| c.execute("UPDATE log SET user = '' WHERE id = 1", []))
             .unwrap();
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("invalid username"), "{e}");
@@ -1194,38 +1355,131 @@ mod tests {
         assert_eq!(loaded.entries.len(), 5, "committed on close");
     }
 
-    #[test]
-    fn a_commit_after_a_lost_reservation_fails_so_no_ack_goes_out() {
-        let (_dir, path) = db();
-        let mut s = open(&path, 100, 1 << 20);
-        s.append(&chat(1, "ann", None, "x", 1)).unwrap();
-        s.commit().unwrap();
-        s.append(&chat(2, "ann", None, "x", 2)).unwrap();
-        // Writing the next reservation fails: the open transaction, with
-        // entry 2 in it, is rolled back.
-        s.conn
-            .execute_batch(
-                "CREATE TEMP TRIGGER no_meta BEFORE INSERT ON main.meta
-                 BEGIN SELECT RAISE(FAIL, 'injected failure'); END",
-            )
+    /// Makes every write to `table` fail (a trigger of this connection).
+    fn break_table(s: &SqliteStore, table: &str) {
+        s.with_conn(|c| {
+            c.execute_batch(&format!(
+                "CREATE TEMP TRIGGER no_{table} BEFORE INSERT ON main.{table}
+                 BEGIN SELECT RAISE(FAIL, 'injected failure'); END"
+            ))
+        })
+        .unwrap();
+    }
+
+    fn mend_table(s: &SqliteStore, table: &str) {
+        s.with_conn(|c| c.execute_batch(&format!("DROP TRIGGER no_{table}")))
             .unwrap();
-        let e = s.append(&chat(RESERVE_BLOCK + 1, "ann", None, "x", 3));
-        assert!(e.unwrap_err().to_string().contains("injected failure"));
-        // (The rollback took the trigger, made in the same transaction, with it.)
-        let e = s.commit().unwrap_err().to_string();
-        assert!(e.contains("lost uncommitted entries"), "{e}");
-        // The store goes on.
-        s.append(&chat(3, "ann", None, "x", 4)).unwrap();
-        s.commit().unwrap();
-        drop(s);
-        let ids: Vec<u64> = open(&path, 100, 1 << 20)
+    }
+
+    fn ids(path: &Path) -> Vec<u64> {
+        open(path, 100, 1 << 20)
             .load()
             .unwrap()
             .entries
             .iter()
             .map(|e| e.id.0)
-            .collect();
-        assert_eq!(ids, [1, 3]);
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_reservation_refuses_its_entry_and_keeps_the_queued_ones() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 100, 1 << 20);
+        s.append(&chat(1, "ann", None, "x", 1)).unwrap();
+        s.commit().unwrap();
+        s.append(&chat(2, "ann", None, "x", 2)).unwrap();
+        // Writing the next reservation fails: that append is refused.
+        break_table(&s, "meta");
+        let e = s.append(&chat(RESERVE_BLOCK + 1, "ann", None, "x", 3));
+        assert!(e.unwrap_err().to_string().contains("injected failure"));
+        // Entry 2, queued before, is not lost with it.
+        s.commit().unwrap();
+        mend_table(&s, "meta");
+        s.append(&chat(3, "ann", None, "x", 4)).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert_eq!(ids(&path), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_committer_writes_only_what_was_queued_and_reports_how_far_it_went() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 100, 1 << 20);
+        let committer = s.committer();
+        s.load().unwrap();
+        for id in 1..=3 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+        }
+        // Appending wrote nothing: the queue is the committer's.
+        assert_eq!(rows(&path), 0);
+        let done = committer.commit();
+        assert_eq!(done.upto, MessageId(3));
+        assert!(done.result.is_ok());
+        assert_eq!(rows(&path), 3);
+        // Nothing queued: nothing written, the same mark.
+        let done = committer.commit();
+        assert_eq!((done.upto, done.result.is_ok()), (MessageId(3), true));
+        // The store's own commit after it has nothing left to do.
+        s.commit().unwrap();
+        assert_eq!(rows(&path), 3);
+    }
+
+    #[test]
+    fn a_batch_a_committer_lost_fails_the_next_commit_until_reported() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 100, 1 << 20);
+        let committer = s.committer();
+        s.append(&chat(1, "ann", None, "kept", 1)).unwrap();
+        assert!(committer.commit().result.is_ok());
+        s.append(&chat(2, "ann", None, "lost", 2)).unwrap();
+        break_table(&s, "log");
+        let done = committer.commit();
+        assert_eq!(done.upto, MessageId(2));
+        let e = done.result.unwrap_err().to_string();
+        assert!(e.contains("injected failure"), "{e}");
+        mend_table(&s, "log");
+        // Before the committer told the hub, a commit of the hub's covers
+        // the lost batch too: it fails, once.
+        s.append(&chat(3, "ann", None, "after", 3)).unwrap();
+        let e = s.commit().unwrap_err().to_string();
+        assert!(e.contains("injected failure"), "{e}");
+        s.commit().unwrap();
+        // Once reported, a committer's lost batch no longer fails a commit.
+        break_table(&s, "log");
+        s.append(&chat(4, "ann", None, "lost too", 4)).unwrap();
+        let done = committer.commit();
+        assert!(done.result.is_err());
+        mend_table(&s, "log");
+        let mut hub = imchat_core::Hub::new(imchat_core::Limits::default(), "");
+        committer.report(&mut hub, done, Instant::now());
+        s.append(&chat(5, "ann", None, "fine", 5)).unwrap();
+        s.commit().unwrap();
+        drop(s);
+        assert_eq!(ids(&path), [1, 3, 5]);
+    }
+
+    #[test]
+    fn the_writer_reserves_the_next_block_ahead_so_that_appends_do_not_wait_for_it() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 100, 1 << 20);
+        let committer = s.committer();
+        let half = RESERVE_BLOCK / 2;
+        for id in 1..=half + 1 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+            if id % 64 == 0 {
+                assert!(committer.commit().result.is_ok());
+            }
+        }
+        // Half a block left: this commit reserves the next one.
+        assert!(committer.commit().result.is_ok());
+        // From now on a reservation of an append's own would fail; none is needed.
+        break_table(&s, "meta");
+        for id in half + 2..=RESERVE_BLOCK + 1 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+        }
+        s.crash();
+        let loaded = open(&path, 100, 1 << 20).load().unwrap();
+        assert_eq!(loaded.next_id, MessageId(half + 1 + RESERVE_BLOCK));
     }
 
     #[test]
