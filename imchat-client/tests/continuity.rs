@@ -81,6 +81,11 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
+    // Dave only watches: once he has bob's broadcast, what bob sent before
+    // it has been routed too (one connection keeps its order), so carol's
+    // join cannot overtake it.
+    let dave = w.client("dave");
+    alice.expect_line("*** dave has joined");
     let first = saved_last_seen(w.dir.path(), "alice", port).expect("alice's saved session");
     bob.send("one");
     alice.expect_line("<bob> one");
@@ -89,8 +94,9 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     wait_saved_past(&w, "alice", first + 1);
     alice.kill();
 
-    bob.send("two");
-    bob.send("/msg alice three");
+    bob.send("/msg alice two");
+    bob.send("three");
+    dave.expect_line("<bob> three");
     let carol = w.client("carol");
     bob.expect_line("*** carol has joined");
     bob.send("four");
@@ -109,8 +115,8 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     assert_eq!(
         missed,
         [
-            "<bob> two",
-            "<bob> (private) three",
+            "<bob> (private) two",
+            "<bob> three",
             "*** carol has joined",
             "<bob> four"
         ],
