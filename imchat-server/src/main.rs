@@ -370,6 +370,12 @@ impl Error {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let (cli, addr) = match parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit()) {
         Task::Completions(shell) => {
             return imchat_cli::print(
