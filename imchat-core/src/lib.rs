@@ -145,6 +145,7 @@ pub use limits::*;
 pub use message::*;
 pub use session::{
     parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId, ClientSession,
-    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, SavedSession, Transmit,
+    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemotePush, SavedSession,
+    TransferControl, Transmit,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

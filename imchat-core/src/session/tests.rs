@@ -3657,31 +3657,245 @@ fn a_remote_leave_counts_only_from_the_users_own_server() {
     ));
 }
 
-#[test]
-fn a_file_for_a_user_of_another_server_is_refused_saying_why() {
-    let mut hub = Hub::new(Limits::default(), "hi");
-    hub.enable_cluster();
-    let now = Instant::now();
-    let c = joined(&mut hub, "p", now);
-    hub.remote_join(7, user("dave"), now);
-    hub.flush_presence();
-    while hub.poll_transmit().is_some() {}
+/// Two hubs of a cluster, as servers 1 and 2: `p` on the first, `dave`
+/// on the second, each known to the other as a remote user.
+fn two_servers(now: Instant) -> (Hub, ClientId, Hub, ClientId) {
+    let mut a = Hub::new(Limits::default(), "hi");
+    let mut b = Hub::new(Limits::default(), "hi");
+    a.enable_cluster();
+    b.enable_cluster();
+    let p = joined(&mut a, "p", now);
+    let dave = joined(&mut b, "dave", now);
+    a.remote_join(2, user("dave"), now);
+    b.remote_join(1, user("p"), now);
+    for hub in [&mut a, &mut b] {
+        hub.flush_presence();
+        while hub.poll_transmit().is_some() {}
+        while hub.poll_event().is_some() {}
+    }
+    (a, p, b, dave)
+}
+
+/// What a hub said to `to`, and its transfer events (control, data).
+fn drain_hub(
+    hub: &mut Hub,
+    to: ClientId,
+) -> (Vec<ServerMessage>, Vec<TransferControl>, Vec<RemotePush>) {
+    let mut said = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        if t.to.contains(to) {
+            said.push(t.message);
+        }
+    }
+    let (mut control, mut data) = (Vec::new(), Vec::new());
+    while let Some(e) = hub.poll_event() {
+        match e {
+            HubEvent::Cluster(ClusterEvent::Transfer(c)) => control.push(c),
+            HubEvent::RemotePush(d) => data.push(d),
+            _ => {}
+        }
+    }
+    (said, control, data)
+}
+
+/// Hands the control events of one hub to the other (as the bus does).
+fn deliver_control(hub: &mut Hub, from: u64, control: Vec<TransferControl>, now: Instant) {
+    for c in control {
+        match c {
+            TransferControl::Offer {
+                relay,
+                from: pusher,
+                users,
+                name,
+                size,
+                ..
+            } => hub.remote_offer(from, relay, pusher, &users, name, size, now),
+            TransferControl::Answer {
+                relay, accepted, ..
+            } => hub.remote_answer(from, relay, accepted, now),
+            TransferControl::Gone {
+                relay,
+                code,
+                reason,
+                ..
+            } => hub.remote_gone(from, relay, code, &reason),
+        }
+    }
+}
+
+fn offer_to(hub: &mut Hub, c: ClientId, to: Recipient, size: u64, now: Instant) {
     hub.handle_message(
         c,
         ClientMessage::Offer {
             id: TransferId(1),
             name: FileName::new("notes.txt").unwrap(),
-            size: 10,
-            to: Recipient::User(user("dave")),
+            size,
+            to,
         },
         now,
     );
-    let t = hub.poll_transmit().unwrap();
+}
+
+#[test]
+fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_checks() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = two_servers(now);
+    offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+    let (said, control, _) = drain_hub(&mut a, p);
+    assert!(said.is_empty(), "{said:?}");
     assert!(
-        matches!(&t.message, ServerMessage::Cancel(FileCancel { code: CancelCode::NO_RECEIVER, reason, .. })
-            if reason.contains("another server")),
-        "{t:?}"
+        matches!(&control[..], [TransferControl::Offer { to: 2, users, size: 6, .. }] if users == &[user("dave")]),
+        "{control:?}"
     );
+    deliver_control(&mut b, 1, control, now);
+    let (said, _, data) = drain_hub(&mut b, dave);
+    let relay_here = match &said[..] {
+        [ServerMessage::FileStart(FileStart {
+            id,
+            origin: Origin::Push { from },
+            ..
+        })] if from.as_str() == "p" => *id,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(&data[..], [RemotePush::Receive { from: 1, .. }]));
+    b.handle_message(dave, ClientMessage::Accept { id: relay_here }, now);
+    let (_, control, _) = drain_hub(&mut b, dave);
+    assert!(matches!(
+        &control[..],
+        [TransferControl::Answer {
+            to: 1,
+            accepted: 1,
+            ..
+        }]
+    ));
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(matches!(
+        &said[..],
+        [ServerMessage::PushAccepted { receivers: 1, .. }]
+    ));
+    // The data goes out on the data path, and is checked again there.
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abcdef".to_vec())),
+        now,
+    );
+    a.handle_message(
+        p,
+        ClientMessage::End(FileEnd {
+            id: TransferId(1),
+            crc: crc32fast::hash(b"abcdef"),
+        }),
+        now,
+    );
+    let (said, _, data) = drain_hub(&mut a, p);
+    assert!(matches!(
+        &said[..],
+        [ServerMessage::PushDone { receivers: 1, .. }]
+    ));
+    for d in data {
+        match d {
+            RemotePush::Chunk {
+                to: 2,
+                relay,
+                offset,
+                data,
+                crc,
+            } => b.remote_chunk(
+                1,
+                relay,
+                FileChunk {
+                    id: TransferId(0),
+                    offset,
+                    data,
+                    crc,
+                },
+                now,
+            ),
+            RemotePush::End { to: 2, relay, crc } => b.remote_end(1, relay, crc, now),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (said, _, data) = drain_hub(&mut b, dave);
+    assert!(
+        matches!(&said[..], [ServerMessage::Chunk(c), ServerMessage::End(e)]
+            if c.id == relay_here && c.data == b"abcdef" && e.id == relay_here),
+        "{said:?}"
+    );
+    assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));
+    a.check_invariants().unwrap();
+    b.check_invariants().unwrap();
+}
+
+#[test]
+fn a_push_declined_on_another_server_is_refused_to_the_pusher_with_the_name() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = two_servers(now);
+    offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+    let (_, control, _) = drain_hub(&mut a, p);
+    deliver_control(&mut b, 1, control, now);
+    let (said, _, _) = drain_hub(&mut b, dave);
+    let ServerMessage::FileStart(start) = &said[0] else {
+        panic!("{said:?}")
+    };
+    b.handle_message(
+        dave,
+        ClientMessage::Cancel(FileCancel {
+            id: start.id,
+            code: CancelCode::DECLINED,
+            reason: String::new(),
+        }),
+        now,
+    );
+    let (_, control, data) = drain_hub(&mut b, dave);
+    assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, data) = drain_hub(&mut a, p);
+    assert!(
+        matches!(&said[..], [ServerMessage::Cancel(FileCancel { code: CancelCode::DECLINED, reason, .. })]
+            if reason == "dave did not accept the file"),
+        "{said:?}"
+    );
+    assert!(matches!(&data[..], [RemotePush::Closed { to: 2, .. }]));
+}
+
+#[test]
+fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_dies() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = two_servers(now);
+    let q = joined(&mut a, "q", now);
+    offer_to(&mut a, p, Recipient::Everyone, 6, now);
+    let (said, control, _) = drain_hub(&mut a, q);
+    assert_eq!(control.len(), 1, "one offer per other server");
+    let Some(ServerMessage::FileStart(start)) = said.last() else {
+        panic!("{said:?}")
+    };
+    a.handle_message(q, ClientMessage::Accept { id: start.id }, now);
+    // Server 2 has not answered: the pusher waits.
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(said.is_empty(), "{said:?}");
+    deliver_control(&mut b, 1, control, now);
+    let _ = drain_hub(&mut b, dave);
+    // Server 2 dies before it answers: the push goes on to q alone.
+    a.remote_server_gone(2, now);
+    let (said, _, data) = drain_hub(&mut a, p);
+    assert!(
+        matches!(
+            &said[..],
+            [ServerMessage::PushAccepted { receivers: 1, .. }]
+        ),
+        "{said:?}"
+    );
+    assert!(matches!(&data[..], [RemotePush::Closed { to: 2, .. }]));
+    // And on a server whose sender's server died, its receivers are told.
+    b.remote_server_gone(1, now);
+    let (said, _, data) = drain_hub(&mut b, dave);
+    assert!(
+        matches!(&said[..], [ServerMessage::Cancel(FileCancel { code: CancelCode::PEER_LEFT, .. })]),
+        "{said:?}"
+    );
+    assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));
+    b.check_invariants().unwrap();
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub enum ClusterEvent {
         /// The text.
         text: String,
     },
+    /// The control of a push between servers.
+    Transfer(super::TransferControl),
 }
 
 /// The users of other servers, by name key, with the server of each.
@@ -155,6 +157,8 @@ impl Hub {
             .map(|(u, _)| u.clone())
             .collect();
         gone.sort_by_key(Username::key);
+        self.clock = self.clock.max(now);
+        self.transfers_of_gone_server(server);
         for u in &gone {
             self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
         }

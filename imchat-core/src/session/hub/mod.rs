@@ -26,12 +26,14 @@ mod handshake;
 mod keepalive;
 mod rate;
 mod relay;
+mod remote_push;
 
 mod output;
 mod presence;
 
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
+pub use remote_push::{RemotePush, TransferControl};
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
@@ -700,6 +702,12 @@ impl Hub {
             ));
         }
         for ((from, _), r) in &self.relays {
+            if r.inbound.is_some() || *from == remote_push::REMOTE_PUSHER {
+                if r.receivers.iter().any(|c| !self.conns.contains_key(c)) {
+                    return Err("inbound relay to a gone client".into());
+                }
+                continue;
+            }
             if !self.conns.contains_key(from) {
                 return Err(format!("relay from gone client {from}"));
             }

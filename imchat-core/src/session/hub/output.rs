@@ -226,6 +226,9 @@ pub enum HubEvent {
     /// Something a local user did, for the other servers of the cluster
     /// (only in cluster mode: [`Hub::enable_cluster`](crate::Hub::enable_cluster)).
     Cluster(super::ClusterEvent),
+    /// The data path of a push between the servers of a cluster (see
+    /// [`RemotePush`](crate::RemotePush)): carry it, in order, with a window.
+    RemotePush(super::RemotePush),
     /// A client broke a protocol rule (logged; the hub has answered it).
     Violation {
         /// The connection.

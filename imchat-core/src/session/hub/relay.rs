@@ -7,7 +7,8 @@ use crate::message::FileStart;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ClientId, Hub, HubEvent};
+use super::remote_push::{Inbound, Leg, RemotePush, TransferControl, REMOTE_PUSHER};
+use super::{ClientId, ClusterEvent, Hub, HubEvent};
 use crate::message::{
     CancelCode, FileCancel, FileChunk, FileEnd, FileName, Origin, Recipient, ServerMessage,
     TransferId,
@@ -31,6 +32,23 @@ pub(super) struct Relay {
     pub(super) last: Instant,
     /// How many receivers it was offered to.
     pub(super) offered_to: usize,
+    /// Its receivers on other servers of a cluster, one leg per server.
+    pub(super) legs: Vec<Leg>,
+    /// Set for a push from a user of another server, relayed here.
+    pub(super) inbound: Option<Inbound>,
+}
+
+impl Relay {
+    /// Receivers, here and on other servers (those that answered: the
+    /// ones that accepted; the others: every user offered it).
+    fn receiver_count(&self) -> usize {
+        self.receivers.len()
+            + self
+                .legs
+                .iter()
+                .map(|l| l.accepted.map_or(l.users, |a| a as usize))
+                .sum::<usize>()
+    }
 }
 
 impl Hub {
@@ -64,27 +82,37 @@ impl Hub {
         if !self.has_transfer_slot(client, id) {
             return;
         }
-        let receivers: Arc<[ClientId]> = match to {
-            Recipient::Everyone => self
-                .members
-                .iter()
-                .copied()
-                .filter(|m| *m != client)
-                .collect(),
+        let (receivers, remote): (Arc<[ClientId]>, _) = match to {
+            Recipient::Everyone => (
+                self.members
+                    .iter()
+                    .copied()
+                    .filter(|m| *m != client)
+                    .collect(),
+                self.remote_receivers(None),
+            ),
             Recipient::User(u) => {
-                let Some(&dest) = self.names.get(&self.key(u)) else {
-                    let why = if self.remote_user(&self.key(u)).is_some() {
-                        format!("'{u}' is on another server of this chat: files cannot be sent between servers yet")
-                    } else {
-                        format!("no user named '{u}' is online")
-                    };
+                let key = self.key(u);
+                if let Some(&dest) = self.names.get(&key) {
+                    (Arc::from(vec![dest]), Vec::new())
+                } else if self.remote_user(&key).is_some() {
+                    (Arc::from(Vec::new()), self.remote_receivers(Some(&key)))
+                } else {
+                    let why = format!("no user named '{u}' is online");
                     self.cancel(client, id, CancelCode::NO_RECEIVER, why);
                     return;
-                };
-                Arc::from(vec![dest])
+                }
             }
         };
-        if receivers.is_empty() {
+        let legs: Vec<Leg> = remote
+            .iter()
+            .map(|(server, users)| Leg {
+                server: *server,
+                users: users.len(),
+                accepted: None,
+            })
+            .collect();
+        if receivers.is_empty() && legs.is_empty() {
             self.cancel(client, id, CancelCode::NO_RECEIVER, "no one else is online");
             return;
         }
@@ -101,30 +129,33 @@ impl Hub {
                 name: name.clone(),
                 size,
                 offset: 0,
-                origin: Origin::Push { from },
+                origin: Origin::Push { from: from.clone() },
             }),
         );
+        self.offer_remote(relay_id, &from, remote, &name, size);
+        let relay = Relay {
+            incoming: Incoming::new(id, size),
+            relay_id,
+            waiting: receivers.to_vec(),
+            offered_to: 0,
+            receivers,
+            name: name.clone(),
+            started: now,
+            sending: false,
+            last: now,
+            legs,
+            inbound: None,
+        };
+        let offered_to = relay.receiver_count();
         self.events.push_back(HubEvent::PushStarted {
             from: client,
             id,
-            name: name.clone(),
+            name,
             size,
-            receivers: receivers.len(),
+            receivers: offered_to,
         });
-        self.relays.insert(
-            (client, id),
-            Relay {
-                incoming: Incoming::new(id, size),
-                relay_id,
-                waiting: receivers.to_vec(),
-                offered_to: receivers.len(),
-                receivers,
-                name,
-                started: now,
-                sending: false,
-                last: now,
-            },
-        );
+        self.relays
+            .insert((client, id), Relay { offered_to, ..relay });
     }
 
     /// A receiver accepts the push it knows as `relay_id`.
@@ -145,17 +176,31 @@ impl Hub {
     }
 
     /// Tells the pusher to send once every receiver has answered.
-    fn start_if_answered(&mut self, (from, id): (ClientId, TransferId), now: Instant) {
+    pub(super) fn start_if_answered(&mut self, (from, id): (ClientId, TransferId), now: Instant) {
         let Some(relay) = self.relays.get_mut(&(from, id)) else {
             return;
         };
-        if relay.sending || !relay.waiting.is_empty() || relay.receivers.is_empty() {
+        if relay.sending
+            || !relay.waiting.is_empty()
+            || relay.legs.iter().any(|l| l.accepted.is_none())
+            || (relay.receivers.is_empty() && relay.legs.is_empty())
+        {
             return;
         }
         relay.sending = true;
         relay.last = now;
-        let receivers = u32::try_from(relay.receivers.len()).unwrap_or(u32::MAX);
-        self.send(from, ServerMessage::PushAccepted { id, receivers });
+        let receivers = u32::try_from(relay.receiver_count()).unwrap_or(u32::MAX);
+        match relay.inbound {
+            // The other server's pusher may send now (once every server answered).
+            Some(Inbound { server, relay }) => {
+                self.publish(ClusterEvent::Transfer(TransferControl::Answer {
+                    to: server,
+                    relay,
+                    accepted: receivers,
+                }));
+            }
+            None => self.send(from, ServerMessage::PushAccepted { id, receivers }),
+        }
     }
 
     /// Runs the clock of pushes: receivers that did not answer an offer in
@@ -181,6 +226,12 @@ impl Hub {
                 continue;
             };
             let (relay_id, waiting) = (relay.relay_id, relay.waiting.clone());
+            let late: Vec<u64> = relay
+                .legs
+                .iter()
+                .filter(|l| l.accepted.is_none())
+                .map(|l| l.server)
+                .collect();
             let reason = format!("not accepted within {} s", offer.as_secs_f64());
             for receiver in waiting {
                 self.cancel(receiver, relay_id, CancelCode::TIMED_OUT, reason.clone());
@@ -188,6 +239,20 @@ impl Hub {
                     relay.waiting.retain(|c| *c != receiver);
                 }
                 self.drop_receiver(from, id, receiver);
+            }
+            for server in late {
+                self.events.push_back(HubEvent::RemotePush(RemotePush::Cancel {
+                    to: server,
+                    relay: relay_id,
+                    code: CancelCode::TIMED_OUT,
+                    reason: reason.clone(),
+                }));
+                self.drop_leg(
+                    from,
+                    id,
+                    server,
+                    (CancelCode::DECLINED, "the receiver did not accept the file".into()),
+                );
             }
             self.start_if_answered((from, id), now);
         }
@@ -221,7 +286,9 @@ impl Hub {
         if !relay.sending {
             let id = chunk.id;
             let reason = "file data sent before the receivers accepted the push".to_string();
-            self.violation(client, reason.clone());
+            if client != REMOTE_PUSHER {
+                self.violation(client, reason.clone());
+            }
             self.end_relay(client, id, Some((CancelCode::BAD_CHUNK, reason)));
             return;
         }
@@ -233,6 +300,15 @@ impl Hub {
         }
         let relay_id = relay.relay_id;
         let receivers = relay.receivers.clone();
+        for leg in &relay.legs {
+            self.events.push_back(HubEvent::RemotePush(RemotePush::Chunk {
+                to: leg.server,
+                relay: relay_id,
+                offset: chunk.offset,
+                data: chunk.data.clone(),
+                crc: chunk.crc,
+            }));
+        }
         self.send_many(
             receivers,
             None,
@@ -249,7 +325,9 @@ impl Hub {
         };
         if !relay.sending {
             let reason = "end of a push sent before the receivers accepted it".to_string();
-            self.violation(client, reason.clone());
+            if client != REMOTE_PUSHER {
+                self.violation(client, reason.clone());
+            }
             self.end_relay(client, end.id, Some((CancelCode::BAD_CHUNK, reason)));
             return;
         }
@@ -257,22 +335,37 @@ impl Hub {
             Ok(()) => {
                 let receivers = relay.receivers.clone();
                 let relay_id = relay.relay_id;
+                let count = relay.receiver_count();
+                let (legs, inbound) = (relay.legs.clone(), relay.inbound);
                 self.send_many(
-                    receivers.clone(),
+                    receivers,
                     None,
                     ServerMessage::End(FileEnd {
                         id: relay_id,
                         crc: end.crc,
                     }),
                 );
-                self.send(
-                    client,
-                    ServerMessage::PushDone {
-                        id: end.id,
-                        receivers: receivers.len() as u32,
-                    },
-                );
-                self.remove_relay(client, end.id, receivers.len(), None);
+                for leg in legs {
+                    self.events.push_back(HubEvent::RemotePush(RemotePush::End {
+                        to: leg.server,
+                        relay: relay_id,
+                        crc: end.crc,
+                    }));
+                }
+                match inbound {
+                    Some(i) => self.events.push_back(HubEvent::RemotePush(RemotePush::Received {
+                        from: i.server,
+                        relay: i.relay,
+                    })),
+                    None => self.send(
+                        client,
+                        ServerMessage::PushDone {
+                            id: end.id,
+                            receivers: u32::try_from(count).unwrap_or(u32::MAX),
+                        },
+                    ),
+                }
+                self.remove_relay(client, end.id, count, None);
             }
             Err(e) => self.end_relay(
                 client,
@@ -290,6 +383,9 @@ impl Hub {
         error: Option<String>,
     ) {
         if let Some(relay) = self.relays.remove(&(client, id)) {
+            if client == REMOTE_PUSHER {
+                return;
+            }
             if let Some(c) = self.conns.get_mut(&client) {
                 c.pushes = c.pushes.saturating_sub(1);
             }
@@ -321,6 +417,7 @@ impl Hub {
             error.unwrap_or((CancelCode::CANCELLED, "the sender cancelled".into()));
         let receivers = relay.receivers.clone();
         let relay_id = relay.relay_id;
+        let (legs, inbound) = (relay.legs.clone(), relay.inbound);
         self.send_many(
             receivers,
             None,
@@ -330,6 +427,29 @@ impl Hub {
                 reason: reason.clone(),
             }),
         );
+        for leg in legs {
+            self.events.push_back(HubEvent::RemotePush(RemotePush::Cancel {
+                to: leg.server,
+                relay: relay_id,
+                code,
+                reason: reason.clone(),
+            }));
+        }
+        if let Some(i) = inbound {
+            // The other server's pusher is told why its receivers here are gone.
+            if tell_pusher {
+                self.publish(ClusterEvent::Transfer(TransferControl::Gone {
+                    to: i.server,
+                    relay: i.relay,
+                    code,
+                    reason: reason.clone(),
+                }));
+            }
+            self.events.push_back(HubEvent::RemotePush(RemotePush::Received {
+                from: i.server,
+                relay: i.relay,
+            }));
+        }
         if tell_pusher && self.conns.contains_key(&client) {
             self.cancel(client, id, code, reason.clone());
         }
@@ -370,26 +490,18 @@ impl Hub {
             .filter(|r| *r != receiver)
             .collect();
         relay.waiting.retain(|r| *r != receiver);
-        if relay.receivers.is_empty() {
-            let error = if relay.sending {
-                (CancelCode::NO_RECEIVER, "no receiver is left".to_string())
-            } else if relay.offered_to == 1 {
-                let who = self.username(receiver).map_or_else(
-                    || "the receiver".to_string(),
-                    std::string::ToString::to_string,
-                );
-                (
-                    CancelCode::DECLINED,
-                    format!("{who} did not accept the file"),
-                )
-            } else {
-                (CancelCode::DECLINED, "no one accepted the file".to_string())
-            };
-            self.end_relay(from, id, Some(error));
-        } else {
-            let clock = self.clock;
-            self.start_if_answered((from, id), clock);
-        }
+        let who = self.username(receiver).map_or_else(
+            || "the receiver".to_string(),
+            std::string::ToString::to_string,
+        );
+        self.settle(
+            from,
+            id,
+            (
+                CancelCode::DECLINED,
+                format!("{who} did not accept the file"),
+            ),
+        );
     }
 
     pub(super) fn client_cancel(&mut self, client: ClientId, c: &FileCancel) {
