@@ -33,6 +33,8 @@ use imchat_core::{ChatKind, ClientId, ClusterEvent, Hub, LeaveReason, RefuseCode
 use log::{info, warn};
 use redis::{Connection, Script, Value};
 
+pub mod transfer;
+
 /// The stream every server publishes to.
 const BUS: &str = "imchat:bus";
 /// Entries the stream keeps (about: `MAXLEN ~`). A server that falls
@@ -119,6 +121,8 @@ pub struct Cluster {
     leaving: AtomicBool,
     /// Where the reader starts (set by the first join of the cluster).
     read_from: Mutex<Option<String>>,
+    /// Pushes between servers (see [`transfer`]).
+    transfers: transfer::Transfers,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -183,6 +187,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             read_from: Mutex::new(None),
+            transfers: transfer::Transfers::default(),
         })
     }
 
@@ -347,6 +352,7 @@ impl Cluster {
 
     /// Starts the publisher, reader and lease threads.
     pub fn start(self: &Arc<Self>, hub: Arc<dyn HubAccess>) -> std::io::Result<()> {
+        self.set_transfer_hub(hub.clone());
         let c = self.clone();
         thread::Builder::new()
             .name("cluster-publish".into())
@@ -473,6 +479,7 @@ impl Cluster {
                         xadd.arg("t").arg(to.as_str());
                     }
                 }
+                ClusterEvent::Transfer(t) => transfer::encode(&mut xadd, t),
             }
             pipe.add_command(xadd).ignore();
         }
@@ -538,7 +545,7 @@ impl Cluster {
                     warn!("cluster: an unreadable entry in {BUS} was skipped");
                     continue;
                 };
-                if e.server == self.id {
+                if e.server == self.id || !e.is_for(self.id) {
                     continue;
                 }
                 match seen.admit(e.server, e.seq) {
@@ -835,6 +842,10 @@ impl Remote {
         }
         let server = map.get("s")?.parse().ok()?;
         let seq = map.get("q")?.parse().ok()?;
+        if map.get("k").map(String::as_str) == Some("f") {
+            let event = transfer::parse(&map)?;
+            return Some(Remote { server, seq, event });
+        }
         let user = Username::new(map.get("u")?.clone()).ok()?;
         let text = map.get("x").cloned().unwrap_or_default();
         let event = match map.get("k")?.as_str() {
@@ -862,8 +873,17 @@ impl Remote {
         Some(Remote { server, seq, event })
     }
 
+    /// False for a push's control event addressed to another server.
+    fn is_for(&self, id: u64) -> bool {
+        match &self.event {
+            ClusterEvent::Transfer(t) => transfer::addressee(t) == id,
+            _ => true,
+        }
+    }
+
     fn apply(&self, hub: &mut Hub, now: Instant) {
         match &self.event {
+            ClusterEvent::Transfer(t) => transfer::apply(hub, self.server, t, now),
             ClusterEvent::Joined { user } => {
                 if !hub.remote_join(self.server, user.clone(), now) {
                     warn!(

@@ -194,6 +194,9 @@ struct Work {
     accounts: Vec<HubEvent>,
     /// The bans to keep, when they changed.
     bans: Option<Vec<imchat_core::Ban>>,
+    /// Steps of pushes between servers, for the cluster to carry (file
+    /// data may make this thread wait for room, as `paced` does).
+    remote: Vec<imchat_core::RemotePush>,
 }
 
 /// A queue to flush, and the socket to flush it to.
@@ -207,6 +210,7 @@ impl Work {
             && self.flush.is_empty()
             && self.accounts.is_empty()
             && self.bans.is_none()
+            && self.remote.is_empty()
     }
 }
 
@@ -280,7 +284,7 @@ impl Server {
             deferred.append(&mut work.flush);
             // Relayed file data may make this thread wait (pace_relay):
             // what it queued must not wait with it.
-            if !work.paced.is_empty() {
+            if !work.paced.is_empty() || !work.remote.is_empty() {
                 self.flush_all(deferred);
             }
         }
@@ -668,6 +672,7 @@ impl Server {
                     cluster.enqueue(event);
                 }
             }
+            HubEvent::RemotePush(push) => work.remote.push(push),
             other => {
                 self.report
                     .log(Level::Debug, format!("unhandled hub event: {other:?}"));
@@ -720,6 +725,12 @@ impl Server {
                         self.report
                             .log(Level::Error, format!("cannot keep the bans: {}", inert(&e)));
                     }
+                }
+            }
+            let remote = std::mem::take(&mut work.remote);
+            if let Some(cluster) = &self.config.cluster {
+                for push in remote {
+                    cluster.carry(push);
                 }
             }
         }

@@ -876,3 +876,504 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here"))
     });
 }
+
+// ---------------------------------------------------------------------------
+// Pushes (`/sendfile`) between servers
+// ---------------------------------------------------------------------------
+
+/// The window of file data one push may have in Redis (as the server's).
+const PUSH_WINDOW: usize = 1024 * 1024;
+/// The chunks the raw pushers of these tests send.
+const CHUNK: usize = 64 * 1024;
+
+/// Bytes that differ from file to file.
+fn file_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// FNV-1a: a checksum to compare what arrived with what was sent.
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The client binary, next to the server's; built on demand.
+fn client_bin() -> std::path::PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
+        .with_file_name("imchat-client");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "imchat-client"]);
+            if path.to_string_lossy().contains("/release/") {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().expect("cargo build").success());
+        }
+    });
+    path
+}
+
+/// The real `imchat-client`, piped, stopped by its handle.
+struct Client {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Client {
+    fn start(server: &Server, name: &str, flags: &[&str]) -> Client {
+        let dir = server.dir.path().join(format!("client-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new(client_bin())
+            .args(flags)
+            .arg("--download-dir")
+            .arg(dir.join("dl"))
+            .args([name, &server.addr.to_string()])
+            .env("XDG_DATA_HOME", &dir)
+            .env("HOME", &dir)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the client");
+        let (tx, rx) = channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut c = Client {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            dir,
+        };
+        c.expect(&format!("as {name}"));
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a line containing `needle` (and takes it).
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.seen.iter().position(|l| l.contains(needle)) {
+                return self.seen.remove(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line with {needle:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Asks `/who` until it lists `name`.
+    fn wait_online(&mut self, name: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.send("/who");
+            let l = self.expect("online (");
+            if l.split([':', ',', ' ']).any(|w| w == name) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} not online: {l}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn received(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join("dl").join("received").join(file))
+            .unwrap_or_else(|e| panic!("no received/{file}: {e}"))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut bob = Client::start(&b, "bob", &[]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    // Several windows' worth, and not a whole number of chunks.
+    let data = file_bytes(3 * PUSH_WINDOW + 12_345, 1);
+    let path = alice.dir.join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    alice.expect("accepted by 1 user(s)");
+    bob.expect(&format!(
+        "received big.bin ({} bytes) from alice",
+        data.len()
+    ));
+    alice.expect("sent big.bin to 1 user(s)");
+    let got = bob.received("big.bin");
+    assert_eq!(got.len(), data.len());
+    assert_eq!(checksum(&got), checksum(&data));
+    // Nothing of it is left in Redis.
+    wait_no_push_keys(&redis);
+}
+
+#[test]
+fn a_file_pushed_to_everyone_reaches_the_users_of_every_server() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let c = Server::start(&redis.url());
+    let mut carol = Client::start(&a, "carol", &[]);
+    let mut bob = Client::start(&b, "bob", &[]);
+    let mut dave = Client::start(&c, "dave", &[]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    alice.wait_online("dave");
+    let data = file_bytes(PUSH_WINDOW + 777, 2);
+    let path = alice.dir.join("all.bin");
+    std::fs::write(&path, &data).unwrap();
+    alice.send(&format!("/sendfile {}", path.display()));
+    alice.expect("accepted by 3 user(s)");
+    for rx in [&mut carol, &mut bob, &mut dave] {
+        rx.expect(&format!(
+            "received all.bin ({} bytes) from alice",
+            data.len()
+        ));
+        assert_eq!(checksum(&rx.received("all.bin")), checksum(&data));
+    }
+    alice.expect("sent all.bin to 3 user(s)");
+    wait_no_push_keys(&redis);
+}
+
+#[test]
+fn a_file_declined_on_another_server_is_reported_to_the_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    // Bob's client takes nothing without asking, and nobody is at its terminal.
+    let mut bob = Client::start(&b, "bob", &["--auto-accept-bytes", "1"]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    let path = alice.dir.join("no.txt");
+    std::fs::write(&path, b"not wanted\n").unwrap();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    bob.expect("declined 'no.txt'");
+    alice.expect("bob did not accept the file");
+    wait_no_push_keys(&redis);
+}
+
+/// A raw client that reads only while `pause` is off, one small read every
+/// `delay_ms` (0: as fast as it can), with a small receive buffer: a slow
+/// receiver.
+struct SlowPeer {
+    stream: TcpStream,
+    rx: Receiver<ServerMessage>,
+    got: Vec<ServerMessage>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SlowPeer {
+    fn join(addr: SocketAddr, name: &str) -> SlowPeer {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        small_receive_buffer(&stream);
+        let mut reader = stream.try_clone().unwrap();
+        let (tx, rx) = channel();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (d, r) = (delay_ms.clone(), received.clone());
+        thread::spawn(move || {
+            let mut dec = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let since = Instant::now();
+                while since.elapsed() < Duration::from_millis(d.load(Ordering::SeqCst)) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => dec.feed(&buf[..n]),
+                }
+                while let Ok(Some(m)) = dec.next_message() {
+                    if let ServerMessage::Chunk(c) = &m {
+                        r.lock().unwrap().extend_from_slice(&c.data);
+                        continue;
+                    }
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut p = SlowPeer {
+            stream,
+            rx,
+            got: Vec::new(),
+            delay_ms,
+            received,
+        };
+        p.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).unwrap(),
+            resume: None,
+        });
+        p.wait("welcome", |m| matches!(m, ServerMessage::Welcome { .. }));
+        p
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    fn wait(&mut self, what: &str, f: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.got.iter().position(&f) {
+                return self.got.remove(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.got.push(m),
+                Err(_) => panic!("no {what}; got {:?}", self.got),
+            }
+        }
+    }
+
+    /// Waits for a push offer and accepts it.
+    fn accept_offer(&mut self) {
+        let start = self.wait("an offer", |m| matches!(m, ServerMessage::FileStart(_)));
+        let ServerMessage::FileStart(start) = start else {
+            unreachable!()
+        };
+        self.send(&ClientMessage::Accept { id: start.id });
+    }
+}
+
+#[cfg(unix)]
+fn small_receive_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 16 * 1024;
+    // SAFETY: a valid socket and an int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+}
+
+#[cfg(not(unix))]
+fn small_receive_buffer(_: &TcpStream) {}
+
+/// A raw pusher: offers `data` to `to`, and once accepted sends it from a
+/// thread of its own (which blocks when the server paces it).
+fn push_raw(p: &mut Peer, to: &str, data: Arc<Vec<u8>>) -> thread::JoinHandle<()> {
+    p.send(&ClientMessage::Offer {
+        id: imchat_core::TransferId(1),
+        name: imchat_core::FileName::new("data.bin").unwrap(),
+        size: data.len() as u64,
+        to: Recipient::User(Username::new(to).unwrap()),
+    });
+    p.wait(WAIT, "the acceptance", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::PushAccepted { .. }))
+    });
+    let mut w = p.stream.try_clone().unwrap();
+    thread::spawn(move || {
+        let id = imchat_core::TransferId(1);
+        for (k, part) in data.chunks(CHUNK).enumerate() {
+            let c = imchat_core::FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
+            if w.write_all(&ClientMessage::Chunk(c).to_frame()).is_err() {
+                return;
+            }
+        }
+        let end = ClientMessage::End(imchat_core::FileEnd {
+            id,
+            crc: crc_of(&data),
+        });
+        let _ = w.write_all(&end.to_frame());
+    })
+}
+
+/// CRC32 (IEEE), as the protocol's whole-file check.
+fn crc_of(b: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &x in b {
+        crc ^= u32::from(x);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn redis_con(redis: &Redis) -> redis::Connection {
+    let c = redis::Client::open(redis.url()).unwrap();
+    c.get_connection_with_timeout(WAIT).unwrap()
+}
+
+/// The push lists in Redis and the bytes each holds.
+fn push_lists(con: &mut redis::Connection) -> Vec<(String, usize)> {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("imchat:push:*").query(con).unwrap();
+    keys.into_iter()
+        .filter(|k| !k.ends_with(":n") && !k.ends_with(":bell"))
+        .map(|k| {
+            let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+                .arg(&k)
+                .arg(0)
+                .arg(-1)
+                .query(con)
+                .unwrap_or_default();
+            (k, items.iter().map(Vec::len).sum())
+        })
+        .collect()
+}
+
+/// Waits until Redis holds no key of any push.
+fn wait_no_push_keys(redis: &Redis) {
+    let mut con = redis_con(redis);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("imchat:push:*")
+            .query(&mut con)
+            .unwrap();
+        if keys.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "push keys left in Redis: {keys:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_slow_receiver_on_another_server_bounds_what_redis_holds() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut rx = SlowPeer::join(b.addr, "slow");
+    let mut p = Peer::join(a.addr, "pusher");
+    p.wait_who(&["pusher", "slow"], WAIT);
+    let data = Arc::new(file_bytes(6 * PUSH_WINDOW, 3));
+    // 16 KiB every 8 ms: about 2 MB/s, far below what the servers carry.
+    rx.delay_ms.store(8, Ordering::SeqCst);
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        rx
+    });
+    let sender = push_raw(&mut p, "slow", data.clone());
+    let mut rx = accepting.join().unwrap();
+    let mut con = redis_con(&redis);
+    let (mut most, mut samples) = (0usize, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.received.lock().unwrap().len() < data.len() {
+        for (_, bytes) in push_lists(&mut con) {
+            most = most.max(bytes);
+        }
+        samples += 1;
+        assert!(Instant::now() < deadline, "the file did not arrive in time");
+        thread::sleep(Duration::from_millis(5));
+    }
+    rx.wait("the end", |m| matches!(m, ServerMessage::End(_)));
+    sender.join().unwrap();
+    p.wait(WAIT, "push done", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::PushDone { receivers: 1, .. }))
+    });
+    assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(&data));
+    eprintln!("most file data in Redis for the push: {most} bytes ({samples} samples)");
+    // The receiver was slow enough for the window to fill, and no more.
+    assert!(most > PUSH_WINDOW / 2, "the window never filled: {most}");
+    assert!(most <= PUSH_WINDOW + CHUNK + 64, "{most} bytes in Redis");
+    wait_no_push_keys(&redis);
+}
+
+#[test]
+fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut rx = SlowPeer::join(b.addr, "stuck");
+    let mut p = Peer::join(a.addr, "pusher");
+    p.wait_who(&["pusher", "stuck"], WAIT);
+    let data = Arc::new(file_bytes(32 * PUSH_WINDOW, 4));
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        // Then it reads no more.
+        rx.delay_ms.store(u64::MAX / 2, Ordering::SeqCst);
+        rx
+    });
+    let sender = push_raw(&mut p, "stuck", data);
+    let _rx = accepting.join().unwrap();
+    // The window toward B fills (B's receiver reads nothing)...
+    let mut con = redis_con(&redis);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let most = push_lists(&mut con).iter().map(|(_, n)| *n).max();
+        if most.is_some_and(|n| n >= PUSH_WINDOW - CHUNK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the window never filled");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // ... and B dies.
+    b.kill9();
+    p.wait(WAIT, "the push's end", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Cancel(c) if c.code == imchat_core::CancelCode::NO_RECEIVER)
+        })
+    });
+    // The pusher's connection was released, and A goes on serving it.
+    sender.join().unwrap();
+    p.say(None, "still here");
+    let mut q = Peer::join(a.addr, "witness");
+    p.say(None, "still here 2");
+    q.wait(WAIT, "a message", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here 2"))
+    });
+    // Nothing of the push is left in Redis: it does not grow.
+    wait_no_push_keys(&redis);
+}

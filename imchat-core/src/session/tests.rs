@@ -3891,7 +3891,13 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
     b.remote_server_gone(1, now);
     let (said, _, data) = drain_hub(&mut b, dave);
     assert!(
-        matches!(&said[..], [ServerMessage::Cancel(FileCancel { code: CancelCode::PEER_LEFT, .. })]),
+        matches!(
+            &said[..],
+            [ServerMessage::Cancel(FileCancel {
+                code: CancelCode::PEER_LEFT,
+                ..
+            })]
+        ),
         "{said:?}"
     );
     assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));

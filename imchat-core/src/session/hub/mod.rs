@@ -33,11 +33,11 @@ mod presence;
 
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
-pub use remote_push::{RemotePush, TransferControl};
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
 use relay::Relay;
+pub use remote_push::{RemotePush, TransferControl};
 
 #[derive(Debug)]
 enum Phase {

@@ -154,8 +154,13 @@ impl Hub {
             size,
             receivers: offered_to,
         });
-        self.relays
-            .insert((client, id), Relay { offered_to, ..relay });
+        self.relays.insert(
+            (client, id),
+            Relay {
+                offered_to,
+                ..relay
+            },
+        );
     }
 
     /// A receiver accepts the push it knows as `relay_id`.
@@ -241,17 +246,21 @@ impl Hub {
                 self.drop_receiver(from, id, receiver);
             }
             for server in late {
-                self.events.push_back(HubEvent::RemotePush(RemotePush::Cancel {
-                    to: server,
-                    relay: relay_id,
-                    code: CancelCode::TIMED_OUT,
-                    reason: reason.clone(),
-                }));
+                self.events
+                    .push_back(HubEvent::RemotePush(RemotePush::Cancel {
+                        to: server,
+                        relay: relay_id,
+                        code: CancelCode::TIMED_OUT,
+                        reason: reason.clone(),
+                    }));
                 self.drop_leg(
                     from,
                     id,
                     server,
-                    (CancelCode::DECLINED, "the receiver did not accept the file".into()),
+                    (
+                        CancelCode::DECLINED,
+                        "the receiver did not accept the file".into(),
+                    ),
                 );
             }
             self.start_if_answered((from, id), now);
@@ -301,13 +310,14 @@ impl Hub {
         let relay_id = relay.relay_id;
         let receivers = relay.receivers.clone();
         for leg in &relay.legs {
-            self.events.push_back(HubEvent::RemotePush(RemotePush::Chunk {
-                to: leg.server,
-                relay: relay_id,
-                offset: chunk.offset,
-                data: chunk.data.clone(),
-                crc: chunk.crc,
-            }));
+            self.events
+                .push_back(HubEvent::RemotePush(RemotePush::Chunk {
+                    to: leg.server,
+                    relay: relay_id,
+                    offset: chunk.offset,
+                    data: chunk.data.clone(),
+                    crc: chunk.crc,
+                }));
         }
         self.send_many(
             receivers,
@@ -353,10 +363,12 @@ impl Hub {
                     }));
                 }
                 match inbound {
-                    Some(i) => self.events.push_back(HubEvent::RemotePush(RemotePush::Received {
-                        from: i.server,
-                        relay: i.relay,
-                    })),
+                    Some(i) => self
+                        .events
+                        .push_back(HubEvent::RemotePush(RemotePush::Received {
+                            from: i.server,
+                            relay: i.relay,
+                        })),
                     None => self.send(
                         client,
                         ServerMessage::PushDone {
@@ -428,12 +440,13 @@ impl Hub {
             }),
         );
         for leg in legs {
-            self.events.push_back(HubEvent::RemotePush(RemotePush::Cancel {
-                to: leg.server,
-                relay: relay_id,
-                code,
-                reason: reason.clone(),
-            }));
+            self.events
+                .push_back(HubEvent::RemotePush(RemotePush::Cancel {
+                    to: leg.server,
+                    relay: relay_id,
+                    code,
+                    reason: reason.clone(),
+                }));
         }
         if let Some(i) = inbound {
             // The other server's pusher is told why its receivers here are gone.
@@ -445,10 +458,11 @@ impl Hub {
                     reason: reason.clone(),
                 }));
             }
-            self.events.push_back(HubEvent::RemotePush(RemotePush::Received {
-                from: i.server,
-                relay: i.relay,
-            }));
+            self.events
+                .push_back(HubEvent::RemotePush(RemotePush::Received {
+                    from: i.server,
+                    relay: i.relay,
+                }));
         }
         if tell_pusher && self.conns.contains_key(&client) {
             self.cancel(client, id, code, reason.clone());

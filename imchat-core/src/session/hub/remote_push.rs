@@ -334,10 +334,11 @@ impl Hub {
         };
         relay.legs.retain(|l| l.server != server);
         let relay_id = relay.relay_id;
-        self.events.push_back(HubEvent::RemotePush(RemotePush::Closed {
-            to: server,
-            relay: relay_id,
-        }));
+        self.events
+            .push_back(HubEvent::RemotePush(RemotePush::Closed {
+                to: server,
+                relay: relay_id,
+            }));
         self.settle(from, id, last);
     }
 

@@ -1,0 +1,629 @@
+//! Pushes (`/sendfile`) between servers: the data path.
+//!
+//! The control of a push (offer, answer, a receiving server giving up)
+//! goes on the bus with the chat (`k=f` entries). The data of the push to
+//! the users of server B goes through a Redis list of its own:
+//!
+//! - `imchat:push:<A>:<relay>:<B>`: the entries, in order: file data, then
+//!   the end (or a cancel). The sending server A appends (`RPUSH`), B's
+//!   reader takes them from the front (`BLPOP`).
+//! - `…:n`: the bytes in the list. A appends file data only while it is
+//!   under [`WINDOW`] (a Lua script: check and append in one step); B
+//!   takes the entry's bytes off *after* its receivers' queues took the
+//!   chunk (the same pacing as for a push on one server), and rings
+//!   - `…:bell`: a list of at most one element, that A waits on
+//!     (`BLPOP`) while the window is full.
+//!
+//! So the list holds at most [`WINDOW`] bytes of data (plus one chunk, the
+//! end and a cancel); A holds its pusher (whose reader thread is the one
+//! waiting) while it is full, as it does for a slow receiver on one server;
+//! B holds at most what its receivers' queues hold. Every key has an expiry
+//! ([`KEY_TTL`]), renewed at each append, so nothing is left behind by a
+//! server that dies; the reader deletes them when the push ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    CancelCode, ClusterEvent, FileChunk, FileName, Hub, RemotePush, TransferControl, TransferId,
+    Username,
+};
+use log::warn;
+use redis::{Connection, Script, Value};
+
+use super::{lock, Cluster, HubAccess};
+
+/// File data one push may have in Redis for one receiving server.
+pub const WINDOW: u64 = 1024 * 1024;
+/// The expiry of a push's keys, renewed at each append.
+const KEY_TTL: Duration = Duration::from_secs(60);
+/// How long the sending server waits for room in the window before it
+/// gives the receiving server up (its own receivers are dropped after
+/// 10 s each when too slow, so a live server makes room well before).
+const SEND_WAIT: Duration = Duration::from_secs(30);
+/// How long one wait on the bell (or for an entry) lasts, between checks
+/// that the push still goes on.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Appends `ARGV[1]` to list `KEYS[1]` if the bytes counted in `KEYS[2]`
+/// leave room for it under `ARGV[2]` (or the list is empty), renewing
+/// the expiry (`ARGV[3]` ms): 1 appended, 0 full.
+const APPEND_DATA: &str = r"
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+local len = string.len(ARGV[1])
+if n > 0 and n + len > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[2], len)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+";
+
+/// The list of server `from`'s push `relay` to server `to`.
+#[must_use]
+pub fn list_key(from: u64, relay: TransferId, to: u64) -> String {
+    format!("imchat:push:{from}:{}:{to}", relay.0)
+}
+
+/// A connection, made when first needed (and again after a failure).
+type Slot = Arc<Mutex<Option<Connection>>>;
+
+/// What the data path of this server is doing.
+#[derive(Default)]
+pub(super) struct Transfers {
+    hub: OnceLock<Arc<dyn HubAccess>>,
+    /// Legs being sent: set when the receiving server takes no more.
+    sending: Mutex<HashMap<(TransferId, u64), Arc<AtomicBool>>>,
+    /// Pushes being received: set to stop their reader.
+    receiving: Mutex<HashMap<(u64, TransferId), Arc<AtomicBool>>>,
+    /// The connection of the senders' waits, one per leg being sent.
+    senders: Mutex<HashMap<(TransferId, u64), Slot>>,
+    /// The connection for short commands (end, cancel, clean-up).
+    short: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers").finish_non_exhaustive()
+    }
+}
+
+/// One entry of a push's list.
+#[derive(Debug, PartialEq, Eq)]
+enum Entry {
+    Data {
+        offset: u64,
+        crc: u32,
+        data: Vec<u8>,
+    },
+    End {
+        crc: u32,
+    },
+    Cancel {
+        code: CancelCode,
+        reason: String,
+    },
+}
+
+impl Entry {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Entry::Data { offset, crc, data } => {
+                let mut v = Vec::with_capacity(13 + data.len());
+                v.push(b'D');
+                v.extend_from_slice(&offset.to_be_bytes());
+                v.extend_from_slice(&crc.to_be_bytes());
+                v.extend_from_slice(data);
+                v
+            }
+            Entry::End { crc } => {
+                let mut v = vec![b'E'];
+                v.extend_from_slice(&crc.to_be_bytes());
+                v
+            }
+            Entry::Cancel { code, reason } => {
+                let mut v = vec![b'C'];
+                v.extend_from_slice(&code.0.to_be_bytes());
+                v.extend_from_slice(reason.as_bytes());
+                v
+            }
+        }
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        let (&tag, rest) = b.split_first()?;
+        match tag {
+            b'D' if rest.len() > 12 => Some(Entry::Data {
+                offset: u64::from_be_bytes(rest[..8].try_into().ok()?),
+                crc: u32::from_be_bytes(rest[8..12].try_into().ok()?),
+                data: rest[12..].to_vec(),
+            }),
+            b'E' if rest.len() == 4 => Some(Entry::End {
+                crc: u32::from_be_bytes(rest.try_into().ok()?),
+            }),
+            b'C' if rest.len() >= 2 => Some(Entry::Cancel {
+                code: CancelCode(u16::from_be_bytes(rest[..2].try_into().ok()?)),
+                reason: String::from_utf8_lossy(&rest[2..]).into_owned(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Cluster {
+    /// Hands the hub to the data path (at start).
+    pub(super) fn set_transfer_hub(&self, hub: Arc<dyn HubAccess>) {
+        let _ = self.transfers.hub.set(hub);
+    }
+
+    fn transfer_hub(&self, f: &mut dyn FnMut(&mut Hub)) {
+        if let Some(hub) = self.transfers.hub.get() {
+            hub.with(f);
+        }
+    }
+
+    /// Carries one step of a push between servers (called by the thread
+    /// that gave the hub its input, outside the hub's lock). File data
+    /// waits here until the window toward its server has room: that paces
+    /// the pusher.
+    pub fn carry(self: &Arc<Self>, push: RemotePush) {
+        match push {
+            RemotePush::Chunk {
+                to,
+                relay,
+                offset,
+                data,
+                crc,
+            } => self.send_data(to, relay, &Entry::Data { offset, crc, data }),
+            RemotePush::End { to, relay, crc } => {
+                self.send_last(to, relay, &Entry::End { crc });
+            }
+            RemotePush::Cancel {
+                to,
+                relay,
+                code,
+                reason,
+            } => self.send_last(to, relay, &Entry::Cancel { code, reason }),
+            RemotePush::Closed { to, relay } => {
+                if let Some(flag) = lock(&self.transfers.sending).remove(&(relay, to)) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+                lock(&self.transfers.senders).remove(&(relay, to));
+                let key = list_key(self.id, relay, to);
+                self.short(|con| {
+                    redis::cmd("DEL")
+                        .arg(&key)
+                        .arg(format!("{key}:n"))
+                        .arg(format!("{key}:bell"))
+                        .query::<()>(con)
+                });
+            }
+            RemotePush::Receive { from, relay } => self.start_reader(from, relay),
+            RemotePush::Received { from, relay } => {
+                if let Some(flag) = lock(&self.transfers.receiving).remove(&(from, relay)) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on the connection for short commands; a failure drops it.
+    fn short(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<()>) -> bool {
+        let mut slot = lock(&self.transfers.short);
+        if slot.is_none() {
+            *slot = self.connect().ok();
+        }
+        let Some(con) = slot.as_mut() else {
+            return false;
+        };
+        if f(con).is_err() {
+            *slot = None;
+            return false;
+        }
+        true
+    }
+
+    /// Gives up the leg toward `to` of push `relay`, telling the hub why.
+    fn give_up(&self, to: u64, relay: TransferId, code: CancelCode, reason: &str) {
+        warn!("cluster: a file sent to server {to:x} stopped: {reason}");
+        self.transfer_hub(&mut |hub| hub.remote_gone(to, relay, code, reason));
+    }
+
+    /// Appends file data to the list toward `to`, waiting for room.
+    fn send_data(&self, to: u64, relay: TransferId, entry: &Entry) {
+        let closed = lock(&self.transfers.sending)
+            .entry((relay, to))
+            .or_default()
+            .clone();
+        let slot = lock(&self.transfers.senders)
+            .entry((relay, to))
+            .or_default()
+            .clone();
+        let mut con = lock(&slot);
+        let key = list_key(self.id, relay, to);
+        let bytes = entry.encode();
+        let started = Instant::now();
+        let failure = loop {
+            if closed.load(Ordering::SeqCst) {
+                return;
+            }
+            if con.is_none() {
+                *con = self.connect().ok();
+            }
+            let Some(c) = con.as_mut() else {
+                break "the cluster cannot be reached";
+            };
+            let appended: redis::RedisResult<i64> = Script::new(APPEND_DATA)
+                .key(&key)
+                .key(format!("{key}:n"))
+                .arg(&bytes[..])
+                .arg(WINDOW)
+                .arg(ms(KEY_TTL))
+                .invoke(c);
+            match appended {
+                Ok(1) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    *con = None;
+                    break "the cluster cannot be reached";
+                }
+            }
+            if started.elapsed() >= SEND_WAIT {
+                break "the receiver's server takes no more data";
+            }
+            // Full: wait for the receiving server to take some.
+            let rang: redis::RedisResult<Value> = redis::cmd("BLPOP")
+                .arg(format!("{key}:bell"))
+                .arg(POLL.as_secs_f64())
+                .query(c);
+            if rang.is_err() {
+                *con = None;
+            }
+        };
+        drop(con);
+        let code = if failure.starts_with("the cluster") {
+            CancelCode::IO
+        } else {
+            CancelCode::TOO_SLOW
+        };
+        self.give_up(to, relay, code, failure);
+    }
+
+    /// Appends the end or a cancel (past the window: they never wait), and
+    /// forgets the leg.
+    fn send_last(&self, to: u64, relay: TransferId, entry: &Entry) {
+        lock(&self.transfers.sending).remove(&(relay, to));
+        lock(&self.transfers.senders).remove(&(relay, to));
+        let key = list_key(self.id, relay, to);
+        let bytes = entry.encode();
+        let sent = self.short(|con| {
+            redis::pipe()
+                .cmd("RPUSH")
+                .arg(&key)
+                .arg(&bytes[..])
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ms(KEY_TTL))
+                .ignore()
+                .query::<()>(con)
+        });
+        if !sent {
+            // The receiving server ends the push itself when it sends
+            // nothing more (its hub's idle timeout).
+            warn!("cluster: could not tell server {to:x} that a file transfer ended");
+        }
+    }
+
+    /// Starts the reader of server `from`'s push `relay`.
+    fn start_reader(self: &Arc<Self>, from: u64, relay: TransferId) {
+        let stop = Arc::new(AtomicBool::new(false));
+        lock(&self.transfers.receiving).insert((from, relay), stop.clone());
+        let c = self.clone();
+        let started = thread::Builder::new()
+            .name("cluster-push-in".into())
+            .spawn(move || c.read_push(from, relay, &stop));
+        if let Err(e) = started {
+            warn!("cluster: cannot start a thread to receive a file: {e}");
+            lock(&self.transfers.receiving).remove(&(from, relay));
+            self.transfer_hub(&mut |hub| {
+                hub.remote_cancel(
+                    from,
+                    relay,
+                    CancelCode::IO,
+                    "the server cannot receive the file",
+                );
+            });
+        }
+    }
+
+    /// Takes server `from`'s push `relay` from its list, entry by entry, to
+    /// the hub; frees the window only once the receivers' queues took it.
+    fn read_push(&self, from: u64, relay: TransferId, stop: &AtomicBool) {
+        let key = list_key(from, relay, self.id);
+        let mut con: Option<Connection> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if con.is_none() {
+                con = self.connect().ok();
+                if con.is_none() {
+                    thread::sleep(POLL);
+                    continue;
+                }
+            }
+            let Some(c) = con.as_mut() else { continue };
+            let got: redis::RedisResult<Option<(String, Vec<u8>)>> = redis::cmd("BLPOP")
+                .arg(&key)
+                .arg(POLL.as_secs_f64())
+                .query(c);
+            let bytes = match got {
+                Ok(Some((_, bytes))) => bytes,
+                Ok(None) => continue,
+                Err(_) => {
+                    con = None;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            match Entry::decode(&bytes) {
+                Some(Entry::Data { offset, crc, data }) => {
+                    let chunk = FileChunk {
+                        id: relay,
+                        offset,
+                        data,
+                        crc,
+                    };
+                    let mut chunk = Some(chunk);
+                    // The hub relays it; the receivers' pacing holds this
+                    // thread until their queues have room.
+                    self.transfer_hub(&mut |hub| {
+                        if let Some(chunk) = chunk.take() {
+                            hub.remote_chunk(from, relay, chunk, now);
+                        }
+                    });
+                    let len = bytes.len();
+                    let acked = redis::pipe()
+                        .cmd("DECRBY")
+                        .arg(format!("{key}:n"))
+                        .arg(len)
+                        .ignore()
+                        .cmd("RPUSH")
+                        .arg(format!("{key}:bell"))
+                        .arg(1)
+                        .ignore()
+                        .cmd("LTRIM")
+                        .arg(format!("{key}:bell"))
+                        .arg(0)
+                        .arg(0)
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(format!("{key}:bell"))
+                        .arg(ms(KEY_TTL))
+                        .ignore()
+                        .query::<()>(c);
+                    if acked.is_err() {
+                        con = None;
+                    }
+                }
+                Some(Entry::End { crc }) => {
+                    self.transfer_hub(&mut |hub| hub.remote_end(from, relay, crc, now));
+                }
+                Some(Entry::Cancel { code, reason }) => {
+                    self.transfer_hub(&mut |hub| hub.remote_cancel(from, relay, code, &reason));
+                }
+                None => {
+                    warn!("cluster: an unreadable piece of a file from server {from:x}: the transfer is ended");
+                    self.transfer_hub(&mut |hub| {
+                        hub.remote_cancel(from, relay, CancelCode::BAD_CHUNK, "damaged in transit");
+                    });
+                }
+            }
+        }
+        lock(&self.transfers.receiving).remove(&(from, relay));
+        self.short(|con| {
+            redis::cmd("DEL")
+                .arg(&key)
+                .arg(format!("{key}:n"))
+                .arg(format!("{key}:bell"))
+                .query::<()>(con)
+        });
+    }
+}
+
+/// Writes a push's control event into a bus entry (`k=f`).
+pub(super) fn encode(xadd: &mut redis::Cmd, event: &TransferControl) {
+    xadd.arg("k").arg("f");
+    match event {
+        TransferControl::Offer {
+            to,
+            relay,
+            from,
+            users,
+            name,
+            size,
+        } => {
+            let users: Vec<&str> = users.iter().map(Username::as_str).collect();
+            xadd.arg("f")
+                .arg("o")
+                .arg("t")
+                .arg(*to)
+                .arg("i")
+                .arg(relay.0)
+                .arg("u")
+                .arg(from.as_str())
+                .arg("w")
+                .arg(users.join("\n"))
+                .arg("n")
+                .arg(name.as_ref())
+                .arg("z")
+                .arg(*size);
+        }
+        TransferControl::Answer {
+            to,
+            relay,
+            accepted,
+        } => {
+            xadd.arg("f")
+                .arg("a")
+                .arg("t")
+                .arg(*to)
+                .arg("i")
+                .arg(relay.0)
+                .arg("a")
+                .arg(*accepted);
+        }
+        TransferControl::Gone {
+            to,
+            relay,
+            code,
+            reason,
+        } => {
+            xadd.arg("f")
+                .arg("g")
+                .arg("t")
+                .arg(*to)
+                .arg("i")
+                .arg(relay.0)
+                .arg("c")
+                .arg(code.0)
+                .arg("x")
+                .arg(reason.as_str());
+        }
+    }
+}
+
+/// Reads a push's control event back from a bus entry's fields.
+pub(super) fn parse(map: &HashMap<String, String>) -> Option<ClusterEvent> {
+    let to = map.get("t")?.parse().ok()?;
+    let relay = TransferId(map.get("i")?.parse().ok()?);
+    let event = match map.get("f")?.as_str() {
+        "o" => TransferControl::Offer {
+            to,
+            relay,
+            from: Username::new(map.get("u")?.clone()).ok()?,
+            users: map
+                .get("w")?
+                .split('\n')
+                .map(|u| Username::new(u).ok())
+                .collect::<Option<Vec<_>>>()?,
+            name: FileName::new(map.get("n")?.clone()).ok()?,
+            size: map.get("z")?.parse().ok()?,
+        },
+        "a" => TransferControl::Answer {
+            to,
+            relay,
+            accepted: map.get("a")?.parse().ok()?,
+        },
+        "g" => TransferControl::Gone {
+            to,
+            relay,
+            code: CancelCode(map.get("c")?.parse().ok()?),
+            reason: map.get("x").cloned().unwrap_or_default(),
+        },
+        _ => return None,
+    };
+    Some(ClusterEvent::Transfer(event))
+}
+
+/// The server a control event is for.
+pub(super) fn addressee(event: &TransferControl) -> u64 {
+    match event {
+        TransferControl::Offer { to, .. }
+        | TransferControl::Answer { to, .. }
+        | TransferControl::Gone { to, .. } => *to,
+    }
+}
+
+/// Gives server `server`'s control event to the hub.
+pub(super) fn apply(hub: &mut Hub, server: u64, event: &TransferControl, now: Instant) {
+    match event {
+        TransferControl::Offer {
+            relay,
+            from,
+            users,
+            name,
+            size,
+            ..
+        } => hub.remote_offer(
+            server,
+            *relay,
+            from.clone(),
+            users,
+            name.clone(),
+            *size,
+            now,
+        ),
+        TransferControl::Answer {
+            relay, accepted, ..
+        } => hub.remote_answer(server, *relay, *accepted, now),
+        TransferControl::Gone {
+            relay,
+            code,
+            reason,
+            ..
+        } => hub.remote_gone(server, *relay, *code, reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_entries_read_back_as_written() {
+        for e in [
+            Entry::Data {
+                offset: 1 << 40,
+                crc: 7,
+                data: b"abc".to_vec(),
+            },
+            Entry::End { crc: 0xdead_beef },
+            Entry::Cancel {
+                code: CancelCode::PEER_LEFT,
+                reason: "the sender left".into(),
+            },
+        ] {
+            assert_eq!(Entry::decode(&e.encode()), Some(e));
+        }
+        assert_eq!(Entry::decode(b"D\0\0"), None);
+        assert_eq!(Entry::decode(b""), None);
+    }
+
+    #[test]
+    fn control_events_read_back_from_the_bus_as_published() {
+        let event = TransferControl::Offer {
+            to: 9,
+            relay: TransferId(0x8000_0003),
+            from: Username::new("alice").unwrap(),
+            users: vec![
+                Username::new("bob").unwrap(),
+                Username::new("carol").unwrap(),
+            ],
+            name: FileName::new("notes.txt").unwrap(),
+            size: 12345,
+        };
+        let mut xadd = redis::cmd("XADD");
+        encode(&mut xadd, &event);
+        let args: Vec<String> = xadd
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .skip(1)
+            .collect();
+        let map: HashMap<String, String> = args
+            .chunks(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        assert_eq!(parse(&map), Some(ClusterEvent::Transfer(event)));
+    }
+}
