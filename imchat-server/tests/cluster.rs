@@ -1377,3 +1377,37 @@ fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
     // Nothing of the push is left in Redis: it does not grow.
     wait_no_push_keys(&redis);
 }
+
+#[test]
+fn a_sender_that_leaves_mid_transfer_ends_it_on_the_other_server() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut rx = SlowPeer::join(b.addr, "reader");
+    let mut p = Peer::join(a.addr, "leaver");
+    p.wait_who(&["leaver", "reader"], WAIT);
+    let data = Arc::new(file_bytes(16 * PUSH_WINDOW, 5));
+    rx.delay_ms.store(8, Ordering::SeqCst);
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        rx
+    });
+    let sender = push_raw(&mut p, "reader", data.clone());
+    let mut rx = accepting.join().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while rx.received.lock().unwrap().len() < PUSH_WINDOW {
+        assert!(Instant::now() < deadline, "no data arrived");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The sender's connection drops in the middle of the file.
+    let _ = p.stream.shutdown(Shutdown::Both);
+    sender.join().unwrap();
+    let m = rx.wait("the cancel", |m| matches!(m, ServerMessage::Cancel(_)));
+    assert!(
+        matches!(&m, ServerMessage::Cancel(c) if c.code == imchat_core::CancelCode::PEER_LEFT),
+        "{m:?}"
+    );
+    assert!(rx.received.lock().unwrap().len() < data.len());
+    wait_no_push_keys(&redis);
+    drop((a, b));
+}
