@@ -198,14 +198,9 @@ impl Cluster {
                     flag.store(true, Ordering::SeqCst);
                 }
                 lock(&self.transfers.senders).remove(&(relay, to));
-                let key = list_key(self.id, relay, to);
-                self.short(|con| {
-                    redis::cmd("DEL")
-                        .arg(&key)
-                        .arg(format!("{key}:n"))
-                        .arg(format!("{key}:bell"))
-                        .query::<()>(con)
-                });
+                // After the flag: an append racing with this is undone by
+                // its sender (see send_data).
+                self.delete_keys(&list_key(self.id, relay, to));
             }
             RemotePush::Receive { from, relay } => self.start_reader(from, relay),
             RemotePush::Received { from, relay } => {
@@ -270,7 +265,15 @@ impl Cluster {
                 .arg(ms(KEY_TTL))
                 .invoke(c);
             match appended {
-                Ok(1) => return,
+                Ok(1) => {
+                    if closed.load(Ordering::SeqCst) {
+                        // Closed meanwhile: its keys may have been deleted
+                        // before this append made them again.
+                        drop(con);
+                        self.delete_keys(&key);
+                    }
+                    return;
+                }
                 Ok(_) => {}
                 Err(_) => {
                     *con = None;
@@ -428,9 +431,14 @@ impl Cluster {
             }
         }
         lock(&self.transfers.receiving).remove(&(from, relay));
+        self.delete_keys(&key);
+    }
+
+    /// Deletes a push's list and its companions.
+    fn delete_keys(&self, key: &str) {
         self.short(|con| {
             redis::cmd("DEL")
-                .arg(&key)
+                .arg(key)
                 .arg(format!("{key}:n"))
                 .arg(format!("{key}:bell"))
                 .query::<()>(con)
