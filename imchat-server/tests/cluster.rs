@@ -1415,3 +1415,36 @@ fn a_sender_that_leaves_mid_transfer_ends_it_on_the_other_server() {
     wait_no_push_keys(&redis);
     drop((a, b));
 }
+
+#[test]
+fn a_receiver_that_leaves_mid_transfer_on_another_server_ends_it_for_the_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut rx = SlowPeer::join(b.addr, "goer");
+    let mut p = Peer::join(a.addr, "sender");
+    p.wait_who(&["goer", "sender"], WAIT);
+    let data = Arc::new(file_bytes(16 * PUSH_WINDOW, 6));
+    rx.delay_ms.store(8, Ordering::SeqCst);
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        rx
+    });
+    let sender = push_raw(&mut p, "goer", data);
+    let rx = accepting.join().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while rx.received.lock().unwrap().len() < PUSH_WINDOW {
+        assert!(Instant::now() < deadline, "no data arrived");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The receiver's connection drops in the middle of the file.
+    let _ = rx.stream.shutdown(Shutdown::Both);
+    p.wait(WAIT, "the push's end", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Cancel(c) if c.code == imchat_core::CancelCode::NO_RECEIVER)
+        })
+    });
+    wait_no_push_keys(&redis);
+    sender.join().unwrap();
+    drop((a, b));
+}
