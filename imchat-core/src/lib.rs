@@ -145,7 +145,7 @@ pub use limits::*;
 pub use message::*;
 pub use session::{
     parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId, ClientSession,
-    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemotePush, SavedSession,
-    TransferControl, Transmit,
+    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
+    SavedSession, TransferControl, Transmit,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

@@ -9,7 +9,7 @@ mod pace;
 pub use client::{ClientEvent, ClientSession, SavedSession};
 pub use hub::{
     parse_operator_line, AccountCheck, Ban, BanTarget, ClientId, ClusterEvent, Destination,
-    FilesRequest, Hub, HubEvent, Lane, RemotePush, TransferControl, Transmit,
+    FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush, TransferControl, Transmit,
 };
 
 use crate::message::ClientMessage;

@@ -100,6 +100,9 @@ impl Hub {
                 to: target.clone(),
                 kind,
                 text: text.clone(),
+                id,
+                time,
+                client_id,
             });
         }
         let private = target.is_some();

@@ -11,8 +11,8 @@ use std::time::Instant;
 use super::{ClientId, Hub, HubEvent};
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
-    ChatKind, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, RoutedChat,
-    ServerMessage, Username,
+    ChatKind, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, ResumeToken,
+    RoutedChat, ServerMessage, Timestamp, Username,
 };
 
 /// Something a local user did that the other servers of a cluster must
@@ -24,6 +24,8 @@ pub enum ClusterEvent {
     Joined {
         /// Who.
         user: Username,
+        /// Its entry in this server's log.
+        id: MessageId,
     },
     /// A local user left (after its grace period, if it lost its connection).
     Left {
@@ -33,6 +35,8 @@ pub enum ClusterEvent {
         reason: LeaveReason,
         /// Its parting text.
         text: String,
+        /// Its entry in this server's log.
+        id: MessageId,
     },
     /// A local user sent a chat message to everyone, or to a user of
     /// another server (`to`).
@@ -45,6 +49,30 @@ pub enum ClusterEvent {
         kind: ChatKind,
         /// The text.
         text: String,
+        /// Its entry in this server's log.
+        id: MessageId,
+        /// When this server noted it.
+        time: Timestamp,
+        /// The sender's id of the message (0: none), for dropping a copy
+        /// resent to another server after a resume there.
+        client_id: u64,
+    },
+    /// The session of a local user has a new resume token (it joined, or
+    /// resumed): kept in the cluster, so that it can resume on any server.
+    Session {
+        /// Whose.
+        user: Username,
+        /// The token its client now holds (only a hash of it leaves the server).
+        token: ResumeToken,
+    },
+    /// A user of server `from` resumed its session here: the others now
+    /// find it on this server, and `from` forgets it, without a leave or a
+    /// join.
+    Moved {
+        /// Who.
+        user: Username,
+        /// The server it was on.
+        from: u64,
     },
     /// The control of a push between servers.
     Transfer(super::TransferControl),
@@ -203,27 +231,27 @@ impl Hub {
         now: Instant,
     ) -> usize {
         self.clock = self.clock.max(now);
-        let target = match &to {
-            None => None,
-            Some(t) => {
-                let k = self.key(t);
-                match self.sessions.get(&k) {
-                    Some(s) => Some((s.user.clone(), self.names.get(&k).copied())),
-                    None => return 0,
-                }
+        // A private message between users of other servers is logged all
+        // the same (delivered to nobody here): its receiver may resume its
+        // session on this server and must get it then.
+        let target = to.as_ref().map(|t| {
+            let k = self.key(t);
+            match self.sessions.get(&k) {
+                Some(s) => (s.user.clone(), self.names.get(&k).copied(), true),
+                None => (t.clone(), None, false),
             }
-        };
-        let id = MessageId(self.next_message);
-        let time = self.timestamp(now);
+        });
+        let id = self.entry_id();
+        let time = self.entry_time(now);
         let entry = LogEntry {
             id,
             time,
             event: LogEvent::Chat {
                 from: from.clone(),
-                to: target.as_ref().map(|(u, _)| u.clone()),
+                to: target.as_ref().map(|(u, _, _)| u.clone()),
                 kind,
                 text: text.clone(),
-                client_id: 0,
+                client_id: self.origin.map_or(0, |o| o.client_id),
             },
         };
         if self.append(entry).is_err() {
@@ -240,11 +268,11 @@ impl Hub {
             history: false,
         });
         match target {
-            Some((_, Some(dest))) => {
+            Some((_, Some(dest), _)) => {
                 self.send(dest, message);
                 1
             }
-            Some((_, None)) => 0,
+            Some((_, None, _)) => 0,
             None => {
                 let members = self.members.clone();
                 let n = members.len();

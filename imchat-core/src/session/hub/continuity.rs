@@ -17,7 +17,7 @@ use crate::message::{
 };
 
 /// Answers remembered per session for resent duplicates.
-const RECENT_OUTCOMES: usize = 256;
+pub(super) const RECENT_OUTCOMES: usize = 256;
 /// Addresses whose failed resume attempts are remembered at most.
 const MAX_FAILURE_ENTRIES: usize = 4096;
 /// Acks held for a commit at most: past it, the hub commits on its own.
@@ -71,17 +71,20 @@ enum Held {
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) user: Username,
-    token: ResumeToken,
+    pub(super) token: ResumeToken,
     /// The live connection; `None` while waiting for a resume.
     pub(super) conn: Option<ClientId>,
     /// The last connection it had.
-    last_conn: ClientId,
+    pub(super) last_conn: ClientId,
     /// While waiting: until when, and why the connection ended.
-    grace: Option<(Instant, LeaveReason)>,
+    pub(super) grace: Option<(Instant, LeaveReason)>,
     /// The highest client id of a chat message handled.
-    last_client_id: u64,
+    pub(super) last_client_id: u64,
     /// The answers to its latest chat messages, by client id.
-    recent: VecDeque<(u64, Outcome)>,
+    pub(super) recent: VecDeque<(u64, Outcome)>,
+    /// The server of the cluster it was taken over from, until it resumes
+    /// here (its client's last seen id is in that server's log).
+    pub(super) moved_from: Option<u64>,
 }
 
 impl Hub {
@@ -162,6 +165,7 @@ impl Hub {
                 grace: Some((now + self.limits.grace, LeaveReason::LOST)),
                 last_client_id: record.last_client_id,
                 recent: VecDeque::new(),
+                moved_from: None,
             };
             // Messages accepted after the record was saved are in the log.
             for e in &self.log {
@@ -229,9 +233,11 @@ impl Hub {
                 grace: None,
                 last_client_id: 0,
                 recent: VecDeque::new(),
+                moved_from: None,
             },
         );
         self.save_stored_session(client);
+        self.publish_session(client);
     }
 
     fn save_stored_session(&mut self, client: ClientId) {
@@ -488,14 +494,16 @@ impl Hub {
         }
     }
 
-    fn push_log(&mut self, entry: LogEntry) {
+    pub(super) fn push_log(&mut self, entry: LogEntry) {
         self.log_bytes += entry.cost();
+        self.tag_entry(entry.id);
         self.log.push_back(entry);
         while self.log.len() > self.limits.log_entries || self.log_bytes > self.limits.log_bytes {
             let Some(old) = self.log.pop_front() else {
                 break;
             };
             self.log_bytes -= old.cost();
+            self.tags.remove(&old.id.0);
         }
     }
 
@@ -503,8 +511,8 @@ impl Hub {
     /// lives in memory only).
     pub(super) fn log_presence(&mut self, event: LogEvent, now: Instant) -> LogEntry {
         let entry = LogEntry {
-            id: MessageId(self.next_message),
-            time: self.timestamp(now),
+            id: self.entry_id(),
+            time: self.entry_time(now),
             event,
         };
         if let Err(e) = self.append(entry.clone()) {
@@ -516,7 +524,12 @@ impl Hub {
     }
 
     /// Tells every live user that `user` left, as a log entry.
-    pub(super) fn announce_left(&mut self, user: Username, reason: LeaveReason, text: String) {
+    pub(super) fn announce_left(
+        &mut self,
+        user: Username,
+        reason: LeaveReason,
+        text: String,
+    ) -> MessageId {
         let now = self.clock;
         let entry = self.log_presence(
             LogEvent::Left {
@@ -537,6 +550,7 @@ impl Hub {
             None,
             now,
         );
+        entry.id
     }
 
     /// The message a log entry is for the user of name key `key`, or
@@ -680,6 +694,7 @@ impl Hub {
         session.last_conn = client;
         session.grace = None;
         session.token = token;
+        let moved_from = session.moved_from.take();
         let user = session.user.clone();
         self.names.insert(key.clone(), client);
         self.pending.remove(&client);
@@ -691,14 +706,27 @@ impl Hub {
         // waiting joins and leaves included.
         self.presence_starts_now(client);
         self.save_stored_session(client);
+        self.publish_session(client);
+        if let Some(from) = moved_from {
+            self.publish(super::ClusterEvent::Moved {
+                user: user.clone(),
+                from,
+            });
+        }
+        // From another server, the ids are not this log's: what was
+        // missed is told from the entries' origins (see `unseen`).
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
-        let dropped = oldest.saturating_sub(request.last_seen.0.saturating_add(1));
+        let dropped = if moved_from.is_some() {
+            0
+        } else {
+            oldest.saturating_sub(request.last_seen.0.saturating_add(1))
+        };
         let welcome = self.welcome_message(&user, token, Some(Resumed { dropped }));
         self.send(client, welcome);
         let replay: Vec<ServerMessage> = self
             .log
             .iter()
-            .filter(|e| e.id > request.last_seen)
+            .filter(|e| self.unseen(e, moved_from, request.last_seen))
             .filter_map(|e| self.entry_message(e, &key, false))
             .collect();
         let replayed = replay.len();
@@ -790,11 +818,12 @@ impl Hub {
         };
         let reason = s.grace.map_or(LeaveReason::LOST, |(_, r)| r);
         self.drop_stored_session(&s.user);
-        self.announce_left(s.user.clone(), reason, String::new());
+        let id = self.announce_left(s.user.clone(), reason, String::new());
         self.publish(super::ClusterEvent::Left {
             user: s.user.clone(),
             reason,
             text: String::new(),
+            id,
         });
         self.events.push_back(HubEvent::Left {
             client: s.last_conn,

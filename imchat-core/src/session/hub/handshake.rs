@@ -139,6 +139,7 @@ impl Hub {
         self.send_history(client, now);
         self.publish(super::ClusterEvent::Joined {
             user: username.clone(),
+            id: joined.id,
         });
         self.events.push_back(HubEvent::Joined {
             client,

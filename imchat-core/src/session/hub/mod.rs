@@ -27,6 +27,7 @@ mod keepalive;
 mod rate;
 mod relay;
 mod remote_push;
+mod roaming;
 
 mod output;
 mod presence;
@@ -38,6 +39,7 @@ pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
 use relay::Relay;
 pub use remote_push::{RemotePush, TransferControl};
+pub use roaming::RemoteOrigin;
 
 #[derive(Debug)]
 enum Phase {
@@ -138,6 +140,10 @@ pub struct Hub {
     remote: cluster::Remote,
     /// The server password, accounts, operators and bans.
     auth: auth::AuthState,
+    /// Where the entries a `remote_*` input logs come from, while it runs.
+    origin: Option<RemoteOrigin>,
+    /// In a cluster, the origin and stream position of log entries, by id.
+    tags: HashMap<u64, roaming::Tag>,
 }
 
 impl Hub {
@@ -178,6 +184,8 @@ impl Hub {
             shutting_down: false,
             remote: cluster::Remote::default(),
             auth: auth::AuthState::default(),
+            origin: None,
+            tags: HashMap::new(),
         }
     }
 
@@ -526,11 +534,12 @@ impl Hub {
             let key = self.key(&user);
             self.sessions.remove(&key);
             self.drop_stored_session(&user);
-            self.announce_left(user.clone(), reason, text.clone());
+            let id = self.announce_left(user.clone(), reason, text.clone());
             self.publish(ClusterEvent::Left {
                 user: user.clone(),
                 reason,
                 text,
+                id,
             });
             self.events.push_back(HubEvent::Left {
                 client,

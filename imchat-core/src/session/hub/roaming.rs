@@ -1,0 +1,258 @@
+//! Sessions that move between the servers of a cluster: a client whose
+//! server died, or whose connection to it broke, resumes on another one.
+//!
+//! Its last seen id is in the log of the server it left, so this log
+//! tells, for each entry, where it came from ([`RemoteOrigin`], given by
+//! the server with each remote input): the cluster stream's position of
+//! the entry, and for an entry of another server its id there. Log ids in
+//! a cluster are built from stream positions (see [`RemoteOrigin::position`]):
+//! an entry of another server gets its position as id (or the next id, if
+//! that is past it), a local entry the next id after the last. So an id `X`
+//! of server A says what A had read of the stream when it gave `X`: every
+//! entry at a position up to `X`. A client that saw `X` on A has seen:
+//! A's own entries with ids up to `X`, and the others' entries at
+//! positions up to `X`; it has not seen anything else (see [`Hub::unseen`]).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::continuity::{Outcome, Session, RECENT_OUTCOMES};
+use super::{ClientId, Hub, HubEvent};
+use crate::history::{LogEntry, LogEvent};
+use crate::message::{ErrorCode, LeaveReason, MessageId, ResumeToken, Timestamp, Username};
+
+/// Where a remote input comes from: set with [`Hub::set_origin`] around
+/// the `remote_*` calls of one entry of the cluster's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteOrigin {
+    /// The server that published it.
+    pub server: u64,
+    /// Its id in that server's log.
+    pub id: MessageId,
+    /// Its position in the cluster's stream, as a log id: the stream
+    /// entry's milliseconds times 2^22 plus its sequence number times
+    /// 2^10 (the low 10 bits number local entries between two positions).
+    pub position: MessageId,
+    /// When its server noted it (0: now).
+    pub time: Timestamp,
+    /// The sender's id of a chat message (0: none).
+    pub client_id: u64,
+}
+
+impl RemoteOrigin {
+    /// The log id of the stream position `millis`-`seq` (a sequence past
+    /// 4095 within one millisecond counts as 4095).
+    #[must_use]
+    pub fn position_id(millis: u64, seq: u64) -> MessageId {
+        MessageId((millis << 22) | (seq.min(4095) << 10))
+    }
+}
+
+/// What is known of a log entry's origin in a cluster.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tag {
+    /// The server and its id of an entry of another server; `None` for a
+    /// local entry.
+    origin: Option<(u64, u64)>,
+    /// Its stream position (as a log id).
+    position: u64,
+}
+
+impl Hub {
+    /// Sets (or clears) where the entries the next `remote_*` inputs log
+    /// come from: their ids follow the stream position, and their origin
+    /// is kept for resumes from other servers.
+    pub fn set_origin(&mut self, origin: Option<RemoteOrigin>) {
+        self.origin = origin;
+    }
+
+    /// The id of the next log entry.
+    pub(super) fn entry_id(&self) -> MessageId {
+        let next = self.next_message;
+        MessageId(self.origin.map_or(next, |o| next.max(o.position.0)))
+    }
+
+    /// The time of the next log entry.
+    pub(super) fn entry_time(&self, now: Instant) -> Timestamp {
+        match self.origin {
+            Some(o) if o.time.0 > 0 => o.time,
+            _ => self.timestamp(now),
+        }
+    }
+
+    /// Notes the origin of an entry logged now.
+    pub(super) fn tag_entry(&mut self, id: MessageId) {
+        if let Some(o) = self.origin {
+            self.tags.insert(
+                id.0,
+                Tag {
+                    origin: Some((o.server, o.id.0)),
+                    position: o.position.0,
+                },
+            );
+        }
+    }
+
+    /// The local entry `id` is at stream position `position` (it was
+    /// published).
+    pub fn note_published(&mut self, id: MessageId, position: MessageId) {
+        if self.log.front().is_some_and(|e| e.id <= id) && !self.tags.contains_key(&id.0) {
+            self.tags.insert(
+                id.0,
+                Tag {
+                    origin: None,
+                    position: position.0,
+                },
+            );
+        }
+    }
+
+    /// Local ids go on from past stream position `position` (called when
+    /// the server joins the cluster: ids given on any server compare by
+    /// the stream position they were given at).
+    pub fn advance_ids(&mut self, position: MessageId) {
+        self.next_message = self.next_message.max(position.0 + 1);
+    }
+
+    /// Fixes the epoch sent in every `Welcome` from now on (in a cluster,
+    /// the cluster's: a session can resume on any server of the same epoch).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.epoch_fixed = true;
+    }
+
+    /// Logs an entry of the cluster's history (from before this server
+    /// joined) without telling anyone: history on join, and the replay of
+    /// sessions resumed here, come from it. Set its origin first.
+    pub fn remote_history(&mut self, event: LogEvent, now: Instant) {
+        let entry = LogEntry {
+            id: self.entry_id(),
+            time: self.entry_time(now),
+            event,
+        };
+        self.next_message = entry.id.0 + 1;
+        self.push_log(entry);
+    }
+
+    /// True when `user` has a session on this server (joined, or waiting
+    /// for a resume).
+    #[must_use]
+    pub fn has_session(&self, user: &Username) -> bool {
+        self.sessions.contains_key(&self.key(user))
+    }
+
+    /// Takes over the session of `user` from server `from` of the cluster,
+    /// whose claim on it the server has just moved here (checking
+    /// `token`): it waits for its client's resume as a session in its grace
+    /// period would. The chat messages of its that the log holds count as
+    /// handled (a copy resent here is acknowledged, not routed again).
+    /// False if the user has a session here already.
+    pub fn adopt_session(
+        &mut self,
+        user: Username,
+        token: ResumeToken,
+        from: u64,
+        last_client_id: u64,
+        now: Instant,
+    ) -> bool {
+        self.clock = self.clock.max(now);
+        let key = self.key(&user);
+        if self.sessions.contains_key(&key) || self.names.contains_key(&key) {
+            return false;
+        }
+        self.remote.users.remove(&key);
+        let mut session = Session {
+            user,
+            token,
+            conn: None,
+            last_conn: ClientId(0),
+            grace: Some((now + self.limits.grace, LeaveReason::LOST)),
+            last_client_id,
+            recent: VecDeque::new(),
+            moved_from: Some(from),
+        };
+        for e in &self.log {
+            if let LogEvent::Chat {
+                from, client_id, ..
+            } = &e.event
+            {
+                if *client_id > 0 && (self.name_key)(from) == key {
+                    session.last_client_id = session.last_client_id.max(*client_id);
+                    session
+                        .recent
+                        .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
+                    if session.recent.len() > RECENT_OUTCOMES {
+                        session.recent.pop_front();
+                    }
+                }
+            }
+        }
+        self.sessions.insert(key, session);
+        true
+    }
+
+    /// `user` resumed its session on server `server`: if it was ours, its
+    /// connection (if still open) is closed and the session forgotten,
+    /// without a leave; everywhere it is now a user of `server`.
+    pub fn remote_moved(&mut self, server: u64, user: Username, now: Instant) {
+        self.clock = self.clock.max(now);
+        let key = self.key(&user);
+        if let Some(s) = self.sessions.remove(&key) {
+            if let Some(client) = s.conn {
+                self.error(
+                    client,
+                    ErrorCode::INTERNAL,
+                    "your session was resumed on another server",
+                );
+                self.close_conn(client);
+                self.events.push_back(HubEvent::Close {
+                    client,
+                    reason: "its session was resumed on another server".into(),
+                });
+            }
+            self.drop_stored_session(&s.user);
+            self.remote.users.insert(key, (s.user, server));
+            return;
+        }
+        match self.remote.users.get_mut(&key) {
+            Some(known) => known.1 = server,
+            None => {
+                self.remote_join(server, user, now);
+            }
+        }
+    }
+
+    /// Publishes the session of `client`'s user (its token), in a cluster.
+    pub(super) fn publish_session(&mut self, client: ClientId) {
+        if !self.remote.enabled || !self.resume_enabled() {
+            return;
+        }
+        let Some(s) = self.sessions.values().find(|s| s.conn == Some(client)) else {
+            return;
+        };
+        let event = super::ClusterEvent::Session {
+            user: s.user.clone(),
+            token: s.token,
+        };
+        self.publish(event);
+    }
+
+    /// True when a client that saw `last` (an id of server `from`'s log,
+    /// or of this one's if `None`) has not seen `e`.
+    pub(super) fn unseen(&self, e: &LogEntry, from: Option<u64>, last: MessageId) -> bool {
+        let Some(from) = from else {
+            return e.id > last;
+        };
+        match self.tags.get(&e.id.0) {
+            // From the server it saw: by that server's id.
+            Some(Tag {
+                origin: Some((server, id)),
+                ..
+            }) if *server == from => *id > last.0,
+            // From elsewhere, or ours: by the position that server had read.
+            Some(t) => t.position > last.0,
+            // Ours, not yet in the stream: that server cannot have had it.
+            None => true,
+        }
+    }
+}
