@@ -23,13 +23,20 @@
 //! queue ([`QUEUE_MAX`]) and from there to the stream; what other servers
 //! published goes into it as `remote_*` inputs.
 
+mod sessions;
+
+pub use sessions::take_for_hello;
+
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imchat_core::{ChatKind, ClientId, ClusterEvent, Hub, LeaveReason, RefuseCode, Username};
+use imchat_core::{
+    ChatKind, ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin,
+    Timestamp, Username,
+};
 use log::{info, warn};
 use redis::{Connection, Script, Value};
 
@@ -49,10 +56,16 @@ const BATCH: usize = 512;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Claims `KEYS[1]` for server `ARGV[1]` with a lease of `ARGV[2]` ms:
-/// 1 claimed now, 2 already this server's (lease renewed), 0 another's.
+/// 1 claimed now, 2 already this server's (lease renewed), 0 another's
+/// (or the name of a session of another server, `KEYS[2]`, that may still
+/// be resumed: its server died with it, and its grace period runs).
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
+  local s = redis.call('HGET', KEYS[2], 's')
+  if s and s ~= ARGV[1] then
+    return 0
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -96,6 +109,8 @@ pub trait HubAccess: Send + Sync + 'static {
 pub struct Settings {
     pub url: String,
     pub lease: Duration,
+    /// The grace period of a lost connection (how long its session is kept).
+    pub grace: Duration,
 }
 
 /// Events waiting to be published, in the hub's order.
@@ -111,6 +126,9 @@ pub struct Cluster {
     id: u64,
     client: redis::Client,
     lease: Duration,
+    grace: Duration,
+    /// The cluster's epoch (0 until joined).
+    epoch: AtomicU64,
     shown_url: String,
     /// The connection name claims are made on (from the connections' threads).
     claims: Mutex<Option<Connection>>,
@@ -177,6 +195,8 @@ impl Cluster {
             id,
             client,
             lease: settings.lease,
+            grace: settings.grace,
+            epoch: AtomicU64::new(0),
             shown_url,
             claims: Mutex::new(None),
             queue: Mutex::new(Queue {
@@ -233,6 +253,7 @@ impl Cluster {
             };
             let answer: redis::RedisResult<i64> = Script::new(CLAIM)
                 .key(name_key(key))
+                .key(sessions::sess_key(key))
                 .arg(self.id)
                 .arg(self.lease_ms())
                 .invoke(con);
@@ -297,6 +318,7 @@ impl Cluster {
                 user: user.clone(),
                 reason: LeaveReason::SHUTDOWN,
                 text: String::new(),
+                id: MessageId(0),
             });
         }
         let Ok(mut con) = self.connect() else {
@@ -336,10 +358,17 @@ impl Cluster {
             .arg(self.id)
             .ignore();
         for user in &users {
+            let key = crate::names::key(user);
             pipe.cmd("EVAL")
                 .arg(RELEASE)
                 .arg(1)
-                .arg(name_key(&crate::names::key(user)))
+                .arg(name_key(&key))
+                .arg(self.id)
+                .ignore();
+            pipe.cmd("EVAL")
+                .arg(sessions::FORGET)
+                .arg(1)
+                .arg(sessions::sess_key(&key))
                 .arg(self.id)
                 .ignore();
         }
@@ -435,15 +464,25 @@ impl Cluster {
                 .arg("q")
                 .arg(*seq);
             match event {
-                ClusterEvent::Joined { user } => {
-                    xadd.arg("k").arg("j").arg("u").arg(user.as_str());
+                ClusterEvent::Joined { user, id } => {
+                    xadd.arg("k")
+                        .arg("j")
+                        .arg("u")
+                        .arg(user.as_str())
+                        .arg("i")
+                        .arg(id.0);
                     pipe.cmd("HSET")
                         .arg(&users)
                         .arg(crate::names::key(user))
                         .arg(user.as_str())
                         .ignore();
                 }
-                ClusterEvent::Left { user, reason, text } => {
+                ClusterEvent::Left {
+                    user,
+                    reason,
+                    text,
+                    id,
+                } => {
                     xadd.arg("k")
                         .arg("l")
                         .arg("u")
@@ -451,7 +490,9 @@ impl Cluster {
                         .arg("r")
                         .arg(reason.0)
                         .arg("x")
-                        .arg(text.as_str());
+                        .arg(text.as_str())
+                        .arg("i")
+                        .arg(id.0);
                     let key = crate::names::key(user);
                     pipe.cmd("HDEL").arg(&users).arg(&key).ignore();
                     pipe.cmd("EVAL")
@@ -460,26 +501,72 @@ impl Cluster {
                         .arg(name_key(&key))
                         .arg(self.id)
                         .ignore();
+                    pipe.cmd("EVAL")
+                        .arg(sessions::FORGET)
+                        .arg(1)
+                        .arg(sessions::sess_key(&key))
+                        .arg(self.id)
+                        .ignore();
                 }
                 ClusterEvent::Chat {
                     from,
                     to,
                     kind,
                     text,
+                    id,
+                    time,
+                    client_id,
                 } => {
                     xadd.arg("k")
                         .arg("c")
                         .arg("u")
                         .arg(from.as_str())
                         .arg("m")
-                        .arg(u8::from(*kind == ChatKind::Action))
+                        .arg(sessions::kind_flag(*kind))
                         .arg("x")
-                        .arg(text.as_str());
+                        .arg(text.as_str())
+                        .arg("i")
+                        .arg(id.0)
+                        .arg("w")
+                        .arg(time.0)
+                        .arg("c")
+                        .arg(*client_id);
                     if let Some(to) = to {
                         xadd.arg("t").arg(to.as_str());
                     }
                 }
                 ClusterEvent::Transfer(t) => transfer::encode(&mut xadd, t),
+                ClusterEvent::Session { user, token } => {
+                    // Not for the stream: the session's record.
+                    let key = sessions::sess_key(&crate::names::key(user));
+                    pipe.cmd("HSET")
+                        .arg(&key)
+                        .arg("u")
+                        .arg(user.as_str())
+                        .arg("h")
+                        .arg(sessions::token_hash(token))
+                        .arg("s")
+                        .arg(self.id)
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&key)
+                        .arg(self.session_ms())
+                        .ignore();
+                    continue;
+                }
+                ClusterEvent::Moved { user, from } => {
+                    xadd.arg("k").arg("v").arg("u").arg(user.as_str());
+                    let key = crate::names::key(user);
+                    pipe.cmd("HDEL")
+                        .arg(format!("imchat:users:{from}"))
+                        .arg(&key)
+                        .ignore();
+                    pipe.cmd("HSET")
+                        .arg(&users)
+                        .arg(&key)
+                        .arg(user.as_str())
+                        .ignore();
+                }
             }
             pipe.add_command(xadd).ignore();
         }
@@ -539,13 +626,19 @@ impl Cluster {
                 continue;
             }
             let mut events = Vec::new();
+            let mut ours = Vec::new();
             for (id, fields) in entries {
-                from = id;
-                let Some(e) = Remote::parse(&fields) else {
+                let Some(e) = Remote::parse(&id, &fields) else {
                     warn!("cluster: an unreadable entry in {BUS} was skipped");
+                    from = id;
                     continue;
                 };
+                from = id;
                 if e.server == self.id || !e.is_for(self.id) {
+                    // Where our own entries are: for resumes from here elsewhere.
+                    if e.server == self.id && !matches!(e.event, ClusterEvent::Transfer(_)) {
+                        ours.push((e.origin.id, e.origin.position));
+                    }
                     continue;
                 }
                 match seen.admit(e.server, e.seq) {
@@ -560,8 +653,11 @@ impl Cluster {
             }
             let now = Instant::now();
             hub.with(&mut |hub| {
+                for (id, position) in &ours {
+                    hub.note_published(*id, *position);
+                }
                 for e in &events {
-                    e.apply(hub, now);
+                    sessions::apply(e, hub, now);
                 }
             });
         }
@@ -639,16 +735,7 @@ impl Cluster {
             .query(con)?;
         let fresh = old.is_none() || !self.up.load(Ordering::SeqCst);
         if lock(&self.read_from).is_none() {
-            let last: Vec<(String, Value)> = redis::cmd("XREVRANGE")
-                .arg(BUS)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(con)?;
-            let id = last
-                .first()
-                .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone());
+            let id = self.join_history(con, hub)?;
             *lock(&self.read_from) = Some(id);
         }
         // The names of our users (joined or in their grace period).
@@ -658,11 +745,23 @@ impl Cluster {
         for (key, user) in &local {
             let held: i64 = Script::new(CLAIM)
                 .key(name_key(key))
+                .key(sessions::sess_key(key))
                 .arg(self.id)
                 .arg(lease)
                 .invoke(con)?;
+            let sess = sessions::sess_key(key);
             if held == 0 {
-                lost.push(user.clone());
+                // A session resumed on another server is not lost: the
+                // stream tells this one to let it go, without a leave.
+                let on: Option<u64> = redis::cmd("HGET").arg(&sess).arg("s").query(con)?;
+                if on.is_none_or(|s| s == self.id) {
+                    lost.push(user.clone());
+                }
+            } else {
+                redis::cmd("PEXPIRE")
+                    .arg(&sess)
+                    .arg(self.session_ms())
+                    .query::<()>(con)?;
             }
         }
         if !lost.is_empty() {
@@ -754,7 +853,10 @@ impl Cluster {
         pipe.query::<()>(con)?;
         for (_, user) in local {
             if !lost.contains(user) {
-                self.enqueue(ClusterEvent::Joined { user: user.clone() });
+                self.enqueue(ClusterEvent::Joined {
+                    user: user.clone(),
+                    id: MessageId(0),
+                });
             }
         }
         // Who is on the other servers.
@@ -828,10 +930,13 @@ struct Remote {
     server: u64,
     seq: u64,
     event: ClusterEvent,
+    /// Where it comes from: its server's log id, its stream position.
+    origin: RemoteOrigin,
 }
 
 impl Remote {
-    fn parse(fields: &[Value]) -> Option<Remote> {
+    /// Reads the stream entry `entry_id` (its position).
+    fn parse(entry_id: &str, fields: &[Value]) -> Option<Remote> {
         let mut map: HashMap<String, String> = HashMap::new();
         for pair in fields.chunks(2) {
             if let [k, v] = pair {
@@ -842,18 +947,34 @@ impl Remote {
         }
         let server = map.get("s")?.parse().ok()?;
         let seq = map.get("q")?.parse().ok()?;
+        let number = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let id = MessageId(number("i"));
+        let origin = RemoteOrigin {
+            server,
+            id,
+            position: sessions::position(entry_id)?,
+            time: Timestamp(number("w")),
+            client_id: number("c"),
+        };
         if map.get("k").map(String::as_str) == Some("f") {
             let event = transfer::parse(&map)?;
-            return Some(Remote { server, seq, event });
+            return Some(Remote {
+                server,
+                seq,
+                event,
+                origin,
+            });
         }
         let user = Username::new(map.get("u")?.clone()).ok()?;
         let text = map.get("x").cloned().unwrap_or_default();
         let event = match map.get("k")?.as_str() {
-            "j" => ClusterEvent::Joined { user },
+            "j" => ClusterEvent::Joined { user, id },
+            "v" => ClusterEvent::Moved { user, from: 0 },
             "l" => ClusterEvent::Left {
                 user,
                 reason: LeaveReason(map.get("r")?.parse().ok()?),
                 text,
+                id,
             },
             "c" => ClusterEvent::Chat {
                 from: user,
@@ -867,10 +988,18 @@ impl Remote {
                     ChatKind::Text
                 },
                 text,
+                id,
+                time: origin.time,
+                client_id: origin.client_id,
             },
             _ => return None,
         };
-        Some(Remote { server, seq, event })
+        Some(Remote {
+            server,
+            seq,
+            event,
+            origin,
+        })
     }
 
     /// False for a push's control event addressed to another server.
@@ -884,7 +1013,7 @@ impl Remote {
     fn apply(&self, hub: &mut Hub, now: Instant) {
         match &self.event {
             ClusterEvent::Transfer(t) => transfer::apply(hub, self.server, t, now),
-            ClusterEvent::Joined { user } => {
+            ClusterEvent::Joined { user, .. } => {
                 if !hub.remote_join(self.server, user.clone(), now) {
                     warn!(
                         "cluster: '{}' joined on server {:x} but is a user of this one",
@@ -893,7 +1022,9 @@ impl Remote {
                     );
                 }
             }
-            ClusterEvent::Left { user, reason, text } => {
+            ClusterEvent::Left {
+                user, reason, text, ..
+            } => {
                 hub.remote_leave(self.server, user, *reason, text.clone(), now);
             }
             ClusterEvent::Chat {
@@ -901,9 +1032,14 @@ impl Remote {
                 to,
                 kind,
                 text,
+                ..
             } => {
                 hub.remote_chat(from.clone(), to.clone(), *kind, text.clone(), now);
             }
+            ClusterEvent::Moved { user, .. } => {
+                hub.remote_moved(self.server, user.clone(), now);
+            }
+            ClusterEvent::Session { .. } => {}
         }
     }
 }
@@ -966,11 +1102,15 @@ mod tests {
         let c = Cluster::new(&Settings {
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
         })
         .unwrap();
         let user = Username::new("alice").unwrap();
         for _ in 0..QUEUE_MAX + 5 {
-            c.enqueue(ClusterEvent::Joined { user: user.clone() });
+            c.enqueue(ClusterEvent::Joined {
+                user: user.clone(),
+                id: MessageId(0),
+            });
         }
         let q = lock(&c.queue);
         assert_eq!(q.items.len(), QUEUE_MAX);
@@ -984,6 +1124,7 @@ mod tests {
         let e = Cluster::new(&Settings {
             url: "http://:pw@host".into(),
             lease: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
         })
         .unwrap_err();
         assert!(e.starts_with("invalid Redis URL 'http://:***@host'"), "{e}");
@@ -1006,22 +1147,31 @@ mod tests {
     #[test]
     fn stream_entries_read_back_as_published() {
         let v = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let e = Remote::parse(&[
-            v("s"),
-            v("12"),
-            v("q"),
-            v("3"),
-            v("k"),
-            v("c"),
-            v("u"),
-            v("alice"),
-            v("m"),
-            v("1"),
-            v("x"),
-            v("waves"),
-            v("t"),
-            v("bob"),
-        ])
+        let e = Remote::parse(
+            "1700000000000-2",
+            &[
+                v("s"),
+                v("12"),
+                v("q"),
+                v("3"),
+                v("k"),
+                v("c"),
+                v("u"),
+                v("alice"),
+                v("m"),
+                v("1"),
+                v("x"),
+                v("waves"),
+                v("t"),
+                v("bob"),
+                v("i"),
+                v("41"),
+                v("w"),
+                v("1699999999999"),
+                v("c"),
+                v("7"),
+            ],
+        )
         .unwrap();
         assert_eq!((e.server, e.seq), (12, 3));
         assert_eq!(
@@ -1030,9 +1180,17 @@ mod tests {
                 from: Username::new("alice").unwrap(),
                 to: Some(Username::new("bob").unwrap()),
                 kind: ChatKind::Action,
-                text: "waves".into()
+                text: "waves".into(),
+                id: MessageId(41),
+                time: Timestamp(1_699_999_999_999),
+                client_id: 7,
             }
         );
-        assert!(Remote::parse(&[v("s"), v("1")]).is_none());
+        // Its stream position, as a log id.
+        assert_eq!(
+            e.origin.position,
+            RemoteOrigin::position_id(1_700_000_000_000, 2)
+        );
+        assert!(Remote::parse("1-0", &[v("s"), v("1")]).is_none());
     }
 }

@@ -456,6 +456,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             let settings = cluster::Settings {
                 url: url.clone(),
                 lease,
+                grace: limits.grace,
             };
             let c = cluster::Cluster::new(&settings).map_err(Error::Cluster)?;
             log::info!(

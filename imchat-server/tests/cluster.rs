@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, PresenceEvent, Recipient, RefuseCode, ServerMessage,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Decoder, Encode, MessageId, PresenceEvent, Recipient, RefuseCode,
+    ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -153,6 +153,11 @@ struct Server {
 
 impl Server {
     fn start(redis_url: &str) -> Server {
+        Server::start_with_grace(redis_url, 0)
+    }
+
+    /// With a grace period of `grace` seconds: sessions can be resumed.
+    fn start_with_grace(redis_url: &str, grace: u32) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
             .arg("127.0.0.1:0")
@@ -160,7 +165,8 @@ impl Server {
             .arg(dir.path())
             .arg("--log-file")
             .arg(dir.path().join("server.log"))
-            .args(["--cluster-lease-secs", LEASE_SECS, "--grace-secs", "0"])
+            .args(["--cluster-lease-secs", LEASE_SECS])
+            .args(["--grace-secs", &grace.to_string()])
             .args(["--max-per-address", "1000"])
             .env("IMCHAT_REDIS_URL", redis_url)
             .env("RUST_LOG", "info")
@@ -235,6 +241,11 @@ struct Peer {
     rx: Receiver<ServerMessage>,
     got: Vec<ServerMessage>,
     next_id: u64,
+    /// The token and epoch of the last `Welcome`.
+    token: ResumeToken,
+    epoch: u64,
+    /// Whether the last `Welcome` resumed a session.
+    resumed: bool,
 }
 
 impl Peer {
@@ -263,6 +274,9 @@ impl Peer {
             rx,
             got: Vec::new(),
             next_id: 1,
+            token: ResumeToken::default(),
+            epoch: 0,
+            resumed: false,
         }
     }
 
@@ -272,11 +286,19 @@ impl Peer {
 
     /// Says hello as `name`: `Ok` on a welcome, else the refusal's code and text.
     fn hello(&mut self, name: &str) -> Result<(), (RefuseCode, String)> {
+        self.hello_with(name, None)
+    }
+
+    fn hello_with(
+        &mut self,
+        name: &str,
+        resume: Option<ResumeRequest>,
+    ) -> Result<(), (RefuseCode, String)> {
         self.name = name.to_string();
         self.send(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             username: Username::new(name).unwrap(),
-            resume: None,
+            resume,
         });
         let deadline = Instant::now() + WAIT;
         loop {
@@ -285,7 +307,17 @@ impl Peer {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("an answer to Hello");
             match m {
-                ServerMessage::Welcome { .. } => return Ok(()),
+                ServerMessage::Welcome {
+                    token,
+                    epoch,
+                    resumed,
+                    ..
+                } => {
+                    self.token = token;
+                    self.epoch = epoch;
+                    self.resumed = resumed.is_some();
+                    return Ok(());
+                }
                 ServerMessage::Refused { code, reason, .. } => return Err((code, reason)),
                 other => self.got.push(other),
             }
@@ -874,6 +906,313 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
     bob.wait(WAIT, "the new alice's message", |g| {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here"))
+    });
+}
+
+// Sessions that resume on another server of the cluster.
+
+/// The newest log id among `got`: what a client resumes from.
+fn last_seen(got: &[ServerMessage]) -> MessageId {
+    got.iter()
+        .filter_map(|m| match m {
+            ServerMessage::Chat(c) => Some(c.id),
+            ServerMessage::Joined { id, .. } => Some(*id),
+            ServerMessage::Left(d) => Some(d.id),
+            ServerMessage::Presence(es) => es
+                .iter()
+                .map(|e| match e {
+                    PresenceEvent::Joined { id, .. } => *id,
+                    PresenceEvent::Left(d) => d.id,
+                })
+                .max(),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(MessageId(0))
+}
+
+/// `p`'s client connects anew, to `addr`, and resumes its session there.
+fn resume_on(p: &mut Peer, addr: SocketAddr) -> Peer {
+    p.drain();
+    let request = ResumeRequest {
+        token: p.token,
+        last_seen: last_seen(&p.got),
+        epoch: p.epoch,
+    };
+    let mut q = Peer::connect(addr);
+    q.next_id = p.next_id;
+    let name = p.name.clone();
+    q.hello_with(&name, Some(request))
+        .unwrap_or_else(|e| panic!("{name} could not resume: {e:?}"));
+    assert!(q.resumed, "{name} joined afresh instead of resuming");
+    q
+}
+
+fn texts(p: &Peer) -> Vec<String> {
+    p.chats().into_iter().map(|(_, _, t)| t).collect()
+}
+
+fn count(p: &Peer, text: &str) -> usize {
+    texts(p).iter().filter(|t| *t == text).count()
+}
+
+#[test]
+fn a_session_resumes_on_another_server_after_its_server_is_killed() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let c = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    let mut carol = Peer::join(c.addr, "carol");
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.wait_who(&["alice", "bob", "carol"], WAIT);
+    }
+    for i in 0..5 {
+        bob.say(None, &format!("before {i}"));
+    }
+    alice.wait(WAIT, "the first five", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "before 4"))
+    });
+    a.kill9();
+    for i in 0..5 {
+        bob.say(None, &format!("bob after {i}"));
+        carol.say(None, &format!("carol after {i}"));
+    }
+    bob.say(Some("alice"), "psst");
+    bob.wait(WAIT, "carol's last", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "carol after 4"))
+    });
+    let mut back = resume_on(&mut alice, b.addr);
+    back.wait(WAIT, "what she missed", |g| {
+        ["psst", "bob after 4", "carol after 4"].iter().all(|t| {
+            g.iter()
+                .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == *t))
+        })
+    });
+    // Past the dead server's lease: its users' fate is decided everywhere.
+    thread::sleep(Duration::from_secs(3));
+    back.drain();
+    let got = texts(&back);
+    let mut want: Vec<String> = Vec::new();
+    for i in 0..5 {
+        want.push(format!("bob after {i}"));
+        want.push(format!("carol after {i}"));
+    }
+    want.push("psst".into());
+    for t in &want {
+        assert_eq!(count(&back, t), 1, "{t} not exactly once in {got:?}");
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "something seen before came again: {got:?}"
+    );
+    // In each sender's order.
+    for who in ["bob", "carol"] {
+        let mine: Vec<&String> = got.iter().filter(|t| t.starts_with(who)).collect();
+        let sorted: Vec<String> = (0..5).map(|i| format!("{who} after {i}")).collect();
+        assert_eq!(mine, sorted.iter().collect::<Vec<_>>());
+    }
+    let psst = got.iter().position(|t| t == "psst").unwrap();
+    let last_of_bob = got.iter().position(|t| t == "bob after 4").unwrap();
+    assert!(psst > last_of_bob, "{got:?}");
+    // Nobody saw her leave or come back.
+    for p in [&mut bob, &mut carol] {
+        p.drain();
+        assert!(
+            !has_left(&p.got, "alice") && !has_join(&p.got, "alice"),
+            "{} saw alice leave or join: {:?}",
+            p.name,
+            p.got
+        );
+        p.wait_who(&["alice", "bob", "carol"], WAIT);
+    }
+    back.say(None, "I am back");
+    carol.wait(WAIT, "her first line from b", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "I am back"))
+    });
+}
+
+#[test]
+fn a_session_resumes_on_another_server_while_its_own_is_alive() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut dave = Peer::join(a.addr, "dave");
+    let mut bob = Peer::join(b.addr, "bob");
+    for p in [&mut alice, &mut bob, &mut dave] {
+        p.wait_who(&["alice", "bob", "dave"], WAIT);
+    }
+    bob.say(None, "one");
+    alice.wait(WAIT, "one", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "one"))
+    });
+    // Her old connection to a is still open: a closes it, saying why.
+    let mut back = resume_on(&mut alice, b.addr);
+    alice.wait(WAIT, "being told", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Error { text, .. } if text.contains("resumed on another server"))
+        })
+    });
+    back.say(None, "from b");
+    dave.wait(WAIT, "her line from b", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "from b"))
+    });
+    bob.say(Some("alice"), "to you");
+    back.wait(WAIT, "bob's private message", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "to you" && c.private))
+    });
+    // Two of a's lease rounds: it does not take her moved name for a lost one.
+    thread::sleep(Duration::from_secs(2));
+    for p in [&mut bob, &mut dave] {
+        p.drain();
+        assert!(
+            !has_left(&p.got, "alice") && !has_join(&p.got, "alice"),
+            "{} saw alice leave or join: {:?}",
+            p.name,
+            p.got
+        );
+        p.wait_who(&["alice", "bob", "dave"], WAIT);
+    }
+    back.drain();
+    assert_eq!(count(&back, "one"), 0, "seen before, sent again");
+    assert_eq!(count(&back, "to you"), 1);
+}
+
+#[test]
+fn a_message_resent_after_a_resume_elsewhere_is_delivered_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    for p in [&mut alice, &mut bob] {
+        p.wait_who(&["alice", "bob"], WAIT);
+    }
+    alice.say(None, "only once");
+    bob.wait(WAIT, "her message", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "only once"))
+    });
+    a.kill9();
+    // As if its ack had been lost with the server: sent again, same id.
+    let mut back = resume_on(&mut alice, b.addr);
+    back.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: "only once".into(),
+    });
+    back.wait(WAIT, "its ack", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Ack { client_id: 1, .. }))
+    });
+    back.say(None, "marker");
+    bob.wait(WAIT, "the marker", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "marker"))
+    });
+    assert_eq!(count(&bob, "only once"), 1, "{:?}", texts(&bob));
+}
+
+#[test]
+fn a_server_started_later_gives_the_room_history_from_the_cluster() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(a.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    for i in 0..3 {
+        alice.say(None, &format!("history {i}"));
+    }
+    alice.say(Some("bob"), "secret");
+    bob.wait(WAIT, "the secret", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "secret"))
+    });
+    // Published: a server started now finds them in Redis.
+    let b = Server::start(&redis.url());
+    let mut dave = Peer::join(b.addr, "dave");
+    dave.wait(WAIT, "the history", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.history && c.text == "history 2"))
+    });
+    let history: Vec<(String, String)> = dave
+        .got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Chat(c) if c.history => Some((c.from.to_string(), c.text.clone())),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(String, String)> = (0..3)
+        .map(|i| ("alice".to_string(), format!("history {i}")))
+        .collect();
+    assert_eq!(history, want, "private messages are never history");
+    assert!(texts(&dave).is_empty(), "history came as live messages");
+}
+
+#[test]
+fn a_reused_or_guessed_token_is_refused_on_any_server() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let c = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    for p in [&mut alice, &mut bob] {
+        p.wait_who(&["alice", "bob"], WAIT);
+    }
+    let used = ResumeRequest {
+        token: alice.token,
+        last_seen: MessageId(0),
+        epoch: alice.epoch,
+    };
+    let mut back = resume_on(&mut alice, b.addr);
+    let tries = [
+        ("alice", used),
+        (
+            "alice",
+            ResumeRequest {
+                token: ResumeToken([7; 16]),
+                ..used
+            },
+        ),
+    ];
+    for (name, request) in tries {
+        let mut thief = Peer::connect(c.addr);
+        let refused = thief.hello_with(name, Some(request));
+        assert_eq!(
+            refused.map_err(|e| e.0),
+            Err(RefuseCode::NAME_TAKEN),
+            "a spent or guessed token took alice's session"
+        );
+    }
+    // Her new token is bound to her name: under another it is a new user.
+    let mut mallory = Peer::connect(c.addr);
+    mallory
+        .hello_with(
+            "mallory",
+            Some(ResumeRequest {
+                token: back.token,
+                last_seen: MessageId(0),
+                epoch: back.epoch,
+            }),
+        )
+        .unwrap();
+    assert!(!mallory.resumed);
+    back.say(None, "still me");
+    bob.wait(WAIT, "her line", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still me" && c.from.as_str() == "alice"))
     });
 }
 

@@ -277,10 +277,36 @@ impl Server {
             // In a cluster, a name is claimed in Redis before the hub
             // takes it (the hub still checks it against its own users).
             let mut claimed = None;
-            if let (Some(cluster), ClientMessage::Hello { username, .. }) =
-                (&self.config.cluster, &msg)
+            if let (
+                Some(cluster),
+                ClientMessage::Hello {
+                    username, resume, ..
+                },
+            ) = (&self.config.cluster, &msg)
             {
                 if !self.lock().hub.is_joined(id) {
+                    // A session of another server: taken over (its name
+                    // with it) if the token is its own; the hub then
+                    // resumes it as one of its own.
+                    if let Some(request) = resume {
+                        let ours = self.lock().hub.has_session(username);
+                        let taken = if ours {
+                            None
+                        } else {
+                            crate::cluster::take_for_hello(cluster, username, request)
+                        };
+                        if let Some(taken) = taken {
+                            self.with_hub(|hub| {
+                                hub.adopt_session(
+                                    taken.user.clone(),
+                                    request.token,
+                                    taken.from,
+                                    0,
+                                    Instant::now(),
+                                );
+                            });
+                        }
+                    }
                     let handle = super::HubHandle(self.clone());
                     let (go_on, key) =
                         crate::cluster::claim_for_hello(cluster, &handle, id, username);

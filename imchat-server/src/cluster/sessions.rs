@@ -1,0 +1,258 @@
+//! Sessions and history shared by the servers of a cluster.
+//!
+//! - `imchat:sess:<key>`: a hash per resumable session: `u` the user's
+//!   name, `h` the SHA-256 of its resume token (hex; empty once taken),
+//!   `s` the server it is on. Written when the session gets a token (join,
+//!   resume), renewed with the lease by its server, kept for the grace
+//!   period plus the lease after its server stops renewing it (a server
+//!   killed with its users in it), deleted when the user leaves.
+//! - `imchat:epoch`: the cluster's epoch, sent in every `Welcome` of every
+//!   server: a token of one server resumes on any other of the same epoch.
+//!
+//! Resuming on another server ([`Cluster::take_session`]) is one Lua
+//! script: the token's hash must match, the name must be free or held by
+//! the session's own server, and then the name's claim and the session
+//! move to this server and the hash is emptied (a token works once).
+
+use std::fmt::Write as _;
+
+use imchat_core::{ChatKind, Hub, LogEvent, MessageId, RemoteOrigin, ResumeToken, Username};
+use redis::{Connection, Script, Value};
+
+use super::{lock, name_key, Cluster, BUS};
+
+/// The cluster's epoch key.
+pub(super) const EPOCH: &str = "imchat:epoch";
+
+/// Takes the session of `KEYS[1]` (name claim `KEYS[2]`) for server
+/// `ARGV[2]` if its token hash is `ARGV[1]`: `{1, from, user}`, else `{0}`.
+/// The name's lease is `ARGV[3]` ms, the session's `ARGV[4]` ms.
+const TAKE: &str = r"
+local h = redis.call('HGET', KEYS[1], 'h')
+if not h or h == '' or h ~= ARGV[1] then
+  return {0}
+end
+local from = redis.call('HGET', KEYS[1], 's')
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= from and holder ~= ARGV[2] then
+  return {0}
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'h', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, from, redis.call('HGET', KEYS[1], 'u')}
+";
+
+/// Deletes the session `KEYS[1]` if server `ARGV[1]` holds it.
+pub(super) const FORGET: &str = r"
+if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The session key of name key `key`.
+pub(super) fn sess_key(key: &str) -> String {
+    format!("imchat:sess:{key}")
+}
+
+/// What Redis keeps of a token: its SHA-256, in hex.
+pub(super) fn token_hash(token: &ResumeToken) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &token.0);
+    let mut hex = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// A stream entry id (`millis-seq`) as a log id.
+pub(super) fn position(entry_id: &str) -> Option<MessageId> {
+    let (ms, seq) = entry_id.split_once('-')?;
+    Some(RemoteOrigin::position_id(
+        ms.parse().ok()?,
+        seq.parse().ok()?,
+    ))
+}
+
+/// A session taken over from another server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The server it was on.
+    pub from: u64,
+    /// The user's registered name.
+    pub user: Username,
+}
+
+impl Cluster {
+    /// The cluster's epoch, once this server has joined (0 before).
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The session's lease in Redis: the grace period plus the lease.
+    pub(super) fn session_ms(&self) -> u64 {
+        u64::try_from((self.grace + self.lease).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Moves the session of name key `key` to this server if `token` is
+    /// its token and `epoch` the cluster's; `None` if not (the client then
+    /// joins afresh, if the name is free) or if Redis cannot be asked.
+    pub fn take_session(&self, key: &str, token: &ResumeToken, epoch: u64) -> Option<Taken> {
+        if epoch == 0 || epoch != self.epoch() || token.is_none() {
+            return None;
+        }
+        let mut slot = lock(&self.claims);
+        if slot.is_none() {
+            *slot = self.connect().ok();
+        }
+        let con = slot.as_mut()?;
+        let answer: redis::RedisResult<Vec<Value>> = Script::new(TAKE)
+            .key(sess_key(key))
+            .key(name_key(key))
+            .arg(token_hash(token))
+            .arg(self.id)
+            .arg(self.lease_ms())
+            .arg(self.session_ms())
+            .invoke(con);
+        let reply = match answer {
+            Ok(r) => r,
+            Err(_) => {
+                *slot = None;
+                return None;
+            }
+        };
+        let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
+        match reply.as_slice() {
+            [ok, from, user] if redis::from_redis_value_ref::<i64>(ok).ok() == Some(1) => {
+                Some(Taken {
+                    from: text(from)?.parse().ok()?,
+                    user: Username::new(text(user)?).ok()?,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Joins the cluster's epoch (set by the first server), and gives a
+    /// hub that has no history yet the newest entries of the stream as its
+    /// room history; returns where the reader starts.
+    pub(super) fn join_history(
+        &self,
+        con: &mut Connection,
+        hub: &dyn super::HubAccess,
+    ) -> redis::RedisResult<String> {
+        let mut fresh = [0u8; 8];
+        // Below 2^53, as the server ids.
+        let drawn = getrandom::fill(&mut fresh)
+            .map(|()| (u64::from_le_bytes(fresh) >> 11).max(1))
+            .unwrap_or(1);
+        let _: Value = redis::cmd("SET")
+            .arg(EPOCH)
+            .arg(drawn)
+            .arg("NX")
+            .query(con)?;
+        let epoch: u64 = redis::cmd("GET").arg(EPOCH).query(con)?;
+        self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+        let mut count = 0;
+        let mut empty = false;
+        hub.with(&mut |hub| {
+            hub.set_epoch(epoch);
+            count = hub.limits().log_entries.min(super::BUS_MAXLEN);
+            empty = hub.last_id() == MessageId(0);
+        });
+        let mut tail: Vec<(String, Vec<Value>)> = redis::cmd("XREVRANGE")
+            .arg(BUS)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query(con)?;
+        tail.reverse();
+        let last = tail
+            .last()
+            .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone());
+        let now = std::time::Instant::now();
+        hub.with(&mut |hub| {
+            if empty {
+                for (id, fields) in &tail {
+                    let Some(e) = super::Remote::parse(id, fields) else {
+                        continue;
+                    };
+                    if let Some(event) = e.history_event() {
+                        hub.set_origin(Some(e.origin));
+                        hub.remote_history(event, now);
+                        hub.set_origin(None);
+                    }
+                }
+            }
+            if let Some(p) = position(&last) {
+                hub.advance_ids(p);
+            }
+        });
+        Ok(last)
+    }
+}
+
+impl super::Remote {
+    /// The log entry a stream entry makes in the room's history.
+    fn history_event(&self) -> Option<LogEvent> {
+        use imchat_core::ClusterEvent as E;
+        Some(match &self.event {
+            E::Joined { user, .. } => LogEvent::Joined { user: user.clone() },
+            E::Left {
+                user, reason, text, ..
+            } => LogEvent::Left {
+                user: user.clone(),
+                reason: *reason,
+                text: text.clone(),
+            },
+            E::Chat {
+                from,
+                to,
+                kind,
+                text,
+                ..
+            } => LogEvent::Chat {
+                from: from.clone(),
+                to: to.clone(),
+                kind: *kind,
+                text: text.clone(),
+                client_id: self.origin.client_id,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Applies a stream entry of another server to the hub, with its origin.
+pub(super) fn apply(remote: &super::Remote, hub: &mut Hub, now: std::time::Instant) {
+    hub.set_origin(Some(remote.origin));
+    remote.apply(hub, now);
+    hub.set_origin(None);
+}
+
+/// The fields of a chat's kind, for the stream.
+pub(super) fn kind_flag(kind: ChatKind) -> u8 {
+    u8::from(kind == ChatKind::Action)
+}
+
+/// Takes over the session a `Hello` asks to resume, one of another
+/// server's (the hub has none of that name), if its token matches.
+pub fn take_for_hello(
+    cluster: &Cluster,
+    username: &Username,
+    request: &imchat_core::ResumeRequest,
+) -> Option<Taken> {
+    let key = crate::names::key(username);
+    let taken = cluster.take_session(&key, &request.token, request.epoch)?;
+    log::info!(
+        "cluster: the session of '{}' moves here from server {:x}",
+        imchat_core::inert(taken.user.as_str()),
+        taken.from
+    );
+    Some(taken)
+}
