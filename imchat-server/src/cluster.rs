@@ -129,6 +129,8 @@ pub struct Cluster {
     grace: Duration,
     /// The cluster's epoch (0 until joined).
     epoch: AtomicU64,
+    /// The stream position (as a log id) the hub has been given everything up to.
+    read_pos: AtomicU64,
     shown_url: String,
     /// The connection name claims are made on (from the connections' threads).
     claims: Mutex<Option<Connection>>,
@@ -197,6 +199,7 @@ impl Cluster {
             lease: settings.lease,
             grace: settings.grace,
             epoch: AtomicU64::new(0),
+            read_pos: AtomicU64::new(0),
             shown_url,
             claims: Mutex::new(None),
             queue: Mutex::new(Queue {
@@ -652,6 +655,7 @@ impl Cluster {
                 events.push(e);
             }
             let now = Instant::now();
+            let read = sessions::position(&from);
             hub.with(&mut |hub| {
                 for (id, position) in &ours {
                     hub.note_published(*id, *position);
@@ -659,7 +663,14 @@ impl Cluster {
                 for e in &events {
                     sessions::apply(e, hub, now);
                 }
+                // Local ids given from now on say what was read.
+                if let Some(p) = read {
+                    hub.advance_ids(p);
+                }
             });
+            if let Some(p) = read {
+                self.read_pos.store(p.0, Ordering::SeqCst);
+            }
         }
     }
 

@@ -985,6 +985,8 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "carol after 4"))
     });
+    alice.drain();
+    let seen = last_seen(&alice.got);
     let mut back = resume_on(&mut alice, b.addr);
     back.wait(WAIT, "what she missed", |g| {
         ["psst", "bob after 4", "carol after 4"].iter().all(|t| {
@@ -1016,6 +1018,20 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         let sorted: Vec<String> = (0..5).map(|i| format!("{who} after {i}")).collect();
         assert_eq!(mine, sorted.iter().collect::<Vec<_>>());
     }
+    // Under ids above what she saw, growing: a client drops any other as
+    // one it had.
+    let ids: Vec<MessageId> = back
+        .got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Chat(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        ids[0] > seen && ids.windows(2).all(|w| w[0] < w[1]),
+        "{ids:?} after {seen:?}"
+    );
     let psst = got.iter().position(|t| t == "psst").unwrap();
     let last_of_bob = got.iter().position(|t| t == "bob after 4").unwrap();
     assert!(psst > last_of_bob, "{got:?}");

@@ -3959,3 +3959,126 @@ fn a_commit_made_outside_the_hub_releases_only_the_answers_it_covers_in_order() 
         .history_committed(MessageId(again[0].0), Ok(()), now);
     assert_eq!(acks(&queued(&mut net)), [(2, again[0].0)]);
 }
+
+// ---------------------------------------------------------------------------
+// Sessions that move between the servers of a cluster (see hub/roaming.rs).
+
+/// Server B of a cluster takes over alice's session from server A (id 1):
+/// she saw A's id `X`, given after A read stream position 130. She gets
+/// what she had not seen, in the stream's order, under ids above `X`, and
+/// nothing she had.
+#[test]
+fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
+    let mut hub = token_hub(Limits::default());
+    hub.enable_cluster();
+    let now = Instant::now();
+    let pos = |ms: u64| crate::RemoteOrigin::position_id(ms, 0);
+    let from = |server: u64, id: MessageId, at: u64| crate::RemoteOrigin {
+        server,
+        id,
+        position: pos(at),
+        time: Timestamp(0),
+        client_id: 0,
+    };
+    let remote_chat = |hub: &mut Hub, o: crate::RemoteOrigin, who: &str, text: &str| {
+        hub.set_origin(Some(o));
+        hub.remote_chat(user(who), None, ChatKind::Text, text.into(), now);
+        hub.set_origin(None);
+    };
+    let x = MessageId(pos(130).0 + 3);
+    hub.set_origin(Some(from(3, MessageId(1), 100)));
+    hub.remote_join(3, user("carol"), now);
+    hub.set_origin(None);
+    let bob = hub.handle_connect(now);
+    hub.handle_message(
+        bob,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("bob"),
+            resume: None,
+        },
+        now,
+    );
+    hub.set_origin(Some(from(1, MessageId(9), 105)));
+    hub.remote_join(1, user("alice"), now);
+    hub.set_origin(None);
+    remote_chat(&mut hub, from(3, MessageId(2), 110), "carol", "c1");
+    hub.advance_ids(pos(110));
+    let mut said = 0;
+    let mut bob_says = |hub: &mut Hub, text: &str| {
+        said += 1;
+        hub.handle_message(
+            bob,
+            ClientMessage::Chat {
+                client_id: said,
+                to: Recipient::Everyone,
+                kind: ChatKind::Text,
+                text: text.into(),
+            },
+            now,
+        );
+        hub.last_id()
+    };
+    // Seen on A: b1 (read back there at 125), a1 (A's id below X), c0 (130).
+    let b1 = bob_says(&mut hub, "b1");
+    hub.note_published(b1, pos(125));
+    remote_chat(
+        &mut hub,
+        from(1, MessageId(pos(110).0 + 1), 128),
+        "dave",
+        "a1",
+    );
+    remote_chat(&mut hub, from(3, MessageId(3), 130), "carol", "c0");
+    // Not seen: b2 (said here after reading 130, under an id below X, but
+    // in the stream only at 150), c2 (135), a2 (A's id above X), b3 (not
+    // yet in the stream).
+    hub.advance_ids(pos(130));
+    let b2 = bob_says(&mut hub, "b2");
+    assert!(b2 < x);
+    remote_chat(&mut hub, from(3, MessageId(4), 135), "carol", "c2");
+    remote_chat(&mut hub, from(1, MessageId(x.0 + 2), 140), "dave", "a2");
+    hub.advance_ids(pos(140));
+    hub.note_published(b2, pos(150));
+    hub.advance_ids(pos(150));
+    let _b3 = bob_says(&mut hub, "b3");
+    while hub.poll_transmit().is_some() {}
+
+    let token = crate::ResumeToken([42; 16]);
+    assert!(hub.adopt_session(user("alice"), token, 1, 0, now));
+    let c = hub.handle_connect(now);
+    let epoch = hub.epoch();
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            resume: Some(crate::ResumeRequest {
+                token,
+                last_seen: x,
+                epoch,
+            }),
+        },
+        now,
+    );
+    let got: Vec<(u64, String)> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(c))
+        .filter_map(|t| match t.message {
+            ServerMessage::Chat(m) => Some((m.id.0, m.text)),
+            _ => None,
+        })
+        .collect();
+    let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["c2", "a2", "b2", "b3"]);
+    let mut last = x.0;
+    for (id, text) in &got {
+        assert!(*id > last, "{text} under {id}, not above {last}");
+        last = *id;
+    }
+    // What comes next is above it all too.
+    let next = bob_says(&mut hub, "b4");
+    assert!(next.0 > last);
+    // The same token does not work twice.
+    let again = hub.handle_connect(now);
+    hub.handle_message(again, resume_hello("alice", token, epoch), now);
+    assert_eq!(answer(&mut hub, again), RefuseCode::NAME_TAKEN.to_string());
+}

@@ -193,6 +193,10 @@ impl Cluster {
                 hub.advance_ids(p);
             }
         });
+        if let Some(p) = position(&last) {
+            self.read_pos
+                .fetch_max(p.0, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(last)
     }
 }
@@ -240,8 +244,15 @@ pub(super) fn kind_flag(kind: ChatKind) -> u8 {
     u8::from(kind == ChatKind::Action)
 }
 
+/// How long a session taken over waits for this server to have read the
+/// stream as far as the client's old server had.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Takes over the session a `Hello` asks to resume, one of another
-/// server's (the hub has none of that name), if its token matches.
+/// server's (the hub has none of that name), if its token matches; then
+/// waits (at most [`CATCH_UP`]) until this server has read the stream as
+/// far as the old one had when it gave `last_seen`, so that what the
+/// client saw there is not sent to it again as new.
 pub fn take_for_hello(
     cluster: &Cluster,
     username: &Username,
@@ -249,6 +260,15 @@ pub fn take_for_hello(
 ) -> Option<Taken> {
     let key = crate::names::key(username);
     let taken = cluster.take_session(&key, &request.token, request.epoch)?;
+    let wanted = request.last_seen.0 & !1023;
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    while cluster.read_pos.load(std::sync::atomic::Ordering::SeqCst) < wanted {
+        if std::time::Instant::now() >= deadline {
+            log::warn!("cluster: a session resumes before this server read as far as its old one");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     log::info!(
         "cluster: the session of '{}' moves here from server {:x}",
         imchat_core::inert(taken.user.as_str()),

@@ -556,7 +556,12 @@ impl Hub {
     /// The message a log entry is for the user of name key `key`, or
     /// `None` if that user may not see it (its own messages and presence,
     /// private messages between others).
-    fn entry_message(&self, e: &LogEntry, key: &str, history: bool) -> Option<ServerMessage> {
+    pub(super) fn entry_message(
+        &self,
+        e: &LogEntry,
+        key: &str,
+        history: bool,
+    ) -> Option<ServerMessage> {
         let (id, time) = (e.id, e.time);
         match &e.event {
             LogEvent::Chat {
@@ -723,12 +728,15 @@ impl Hub {
         };
         let welcome = self.welcome_message(&user, token, Some(Resumed { dropped }));
         self.send(client, welcome);
-        let replay: Vec<ServerMessage> = self
-            .log
-            .iter()
-            .filter(|e| self.unseen(e, moved_from, request.last_seen))
-            .filter_map(|e| self.entry_message(e, &key, false))
-            .collect();
+        let replay: Vec<ServerMessage> = match moved_from {
+            Some(from) => self.moved_replay(&key, from, request.last_seen),
+            None => self
+                .log
+                .iter()
+                .filter(|e| e.id > request.last_seen)
+                .filter_map(|e| self.entry_message(e, &key, false))
+                .collect(),
+        };
         let replayed = replay.len();
         for m in replay {
             self.send(client, m);

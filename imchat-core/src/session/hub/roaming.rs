@@ -19,7 +19,9 @@ use std::time::Instant;
 use super::continuity::{Outcome, Session, RECENT_OUTCOMES};
 use super::{ClientId, Hub, HubEvent};
 use crate::history::{LogEntry, LogEvent};
-use crate::message::{ErrorCode, LeaveReason, MessageId, ResumeToken, Timestamp, Username};
+use crate::message::{
+    ErrorCode, LeaveReason, MessageId, ResumeToken, ServerMessage, Timestamp, Username,
+};
 
 /// Where a remote input comes from: set with [`Hub::set_origin`] around
 /// the `remote_*` calls of one entry of the cluster's stream.
@@ -237,12 +239,47 @@ impl Hub {
         self.publish(event);
     }
 
-    /// True when a client that saw `last` (an id of server `from`'s log,
-    /// or of this one's if `None`) has not seen `e`.
-    pub(super) fn unseen(&self, e: &LogEntry, from: Option<u64>, last: MessageId) -> bool {
-        let Some(from) = from else {
-            return e.id > last;
-        };
+    /// What a client that saw `last`, an id of server `from`'s log, missed
+    /// of this log, in the stream's order (which keeps each sender's), with
+    /// ids above `last` that only grow: this log's ids are not that
+    /// server's, and a client ignores an id at or below the last it saw.
+    /// An entry is sent under its stream position (the same on every
+    /// server), or the next id if that is not above the one before; the
+    /// ids given after it go on from there.
+    pub(super) fn moved_replay(
+        &mut self,
+        key: &str,
+        from: u64,
+        last: MessageId,
+    ) -> Vec<ServerMessage> {
+        let mut picked: Vec<(u64, u64, ServerMessage)> = self
+            .log
+            .iter()
+            .filter(|e| self.unseen(e, from, last))
+            .filter_map(|e| {
+                let m = self.entry_message(e, key, false)?;
+                // Not yet in the stream: after all that is.
+                let order = self.tags.get(&e.id.0).map_or(u64::MAX, |t| t.position);
+                Some((order, e.id.0, m))
+            })
+            .collect();
+        picked.sort_by_key(|(order, id, _)| (*order, *id));
+        let mut sent = last.0;
+        let replay: Vec<ServerMessage> = picked
+            .into_iter()
+            .map(|(order, id, mut m)| {
+                let base = if order == u64::MAX { id } else { order };
+                sent = base.max(sent + 1);
+                set_id(&mut m, MessageId(sent));
+                m
+            })
+            .collect();
+        self.advance_ids(MessageId(sent));
+        replay
+    }
+
+    /// True when a client that saw `from`'s id `last` has not seen `e`.
+    fn unseen(&self, e: &LogEntry, from: u64, last: MessageId) -> bool {
         match self.tags.get(&e.id.0) {
             // From the server it saw: by that server's id.
             Some(Tag {
@@ -254,5 +291,15 @@ impl Hub {
             // Ours, not yet in the stream: that server cannot have had it.
             None => true,
         }
+    }
+}
+
+/// Gives a replayed entry the id it is sent under.
+fn set_id(m: &mut ServerMessage, to: MessageId) {
+    match m {
+        ServerMessage::Chat(c) => c.id = to,
+        ServerMessage::Joined { id, .. } => *id = to,
+        ServerMessage::Left(d) => d.id = to,
+        _ => {}
     }
 }
