@@ -816,7 +816,11 @@ impl Cluster {
             hub.with(&mut |hub| {
                 for s in &gone {
                     let n = hub.remote_server_gone(*s, now);
-                    info!("cluster: server {s:x} is gone (its lease ran out): {n} users left");
+                    if n > 0 {
+                        info!(
+                            "cluster: server {s:x} is gone (its lease ran out): {n} users left, or wait for a resume elsewhere"
+                        );
+                    }
                 }
             });
             for s in &gone {

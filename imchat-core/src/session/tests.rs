@@ -4082,3 +4082,40 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     hub.handle_message(again, resume_hello("alice", token, epoch), now);
     assert_eq!(answer(&mut hub, again), RefuseCode::NAME_TAKEN.to_string());
 }
+
+/// The users of a server that died wait for the grace period before they
+/// are announced as left: one that resumes on another server meanwhile is
+/// never seen leaving.
+#[test]
+fn users_of_a_dead_server_leave_only_after_the_grace_period() {
+    let limits = Limits {
+        grace: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["bob"]);
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("alice"), now);
+    net.hub.remote_join(7, user("dave"), now);
+    net.advance(Duration::from_secs(1));
+    net.take(0);
+    assert_eq!(net.hub.remote_server_gone(7, net.now), 2);
+    // Asked again (each lease round): nothing new.
+    assert_eq!(net.hub.remote_server_gone(7, net.now), 0);
+    net.advance(Duration::from_secs(5));
+    assert!(net.take(0).is_empty(), "nobody leaves within the grace");
+    let now = net.now;
+    net.hub.remote_moved(8, user("alice"), now);
+    net.advance(Duration::from_secs(6));
+    let left: Vec<String> = net
+        .take(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.to_string()),
+            ClientEvent::Joined { user } => Some(format!("joined {user}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["dave"]);
+    assert!(net.hub.remote_users().contains(&(user("alice"), 8)));
+}

@@ -84,6 +84,10 @@ pub(super) struct Remote {
     /// On: local users' joins, leaves and chats come out as events.
     pub(super) enabled: bool,
     pub(super) users: HashMap<String, (Username, u64)>,
+    /// Users of servers that died, by name key: until when their sessions
+    /// may be resumed on another server (they stay listed, and nobody is
+    /// told they left, until then).
+    pub(super) gone: HashMap<String, Instant>,
 }
 
 impl Hub {
@@ -123,6 +127,7 @@ impl Hub {
         }
         if let Some(known) = self.remote.users.get_mut(&key) {
             known.1 = server;
+            self.remote.gone.remove(&key);
             return true;
         }
         self.remote.users.insert(key, (user.clone(), server));
@@ -158,6 +163,7 @@ impl Hub {
             .get(&key)
             .is_some_and(|(_, s)| *s == server)
         {
+            self.remote.gone.remove(&key);
             if let Some((registered, _)) = self.remote.users.remove(&key) {
                 self.announce_left(registered, reason, text);
             }
@@ -175,22 +181,57 @@ impl Hub {
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is
-    /// announced as left, connection lost. Returns how many.
+    /// announced as left, connection lost; with resume on, only once the
+    /// grace period from now has passed without the user resuming on
+    /// another server ([`Hub::remote_moved`]). Returns how many users it
+    /// had (not counting those already waiting).
     pub fn remote_server_gone(&mut self, server: u64, now: Instant) -> usize {
+        self.clock = self.clock.max(now);
         let mut gone: Vec<Username> = self
             .remote
             .users
-            .values()
-            .filter(|(_, s)| *s == server)
-            .map(|(u, _)| u.clone())
+            .iter()
+            .filter(|(k, (_, s))| *s == server && !self.remote.gone.contains_key(*k))
+            .map(|(_, (u, _))| u.clone())
             .collect();
         gone.sort_by_key(Username::key);
         self.clock = self.clock.max(now);
         self.transfers_of_gone_server(server);
+        if self.resume_enabled() {
+            let until = now + self.limits.grace;
+            for u in &gone {
+                let key = self.key(u);
+                self.remote.gone.insert(key, until);
+            }
+            return gone.len();
+        }
         for u in &gone {
             self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
         }
         gone.len()
+    }
+
+    /// When the next user of a dead server is due to leave.
+    pub(super) fn remote_gone_deadline(&self) -> Option<Instant> {
+        self.remote.gone.values().min().copied()
+    }
+
+    /// The users of dead servers whose grace ran out leave.
+    pub(super) fn expire_remote_gone(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, String)> = self
+            .remote
+            .gone
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, until)| (*until, k.clone()))
+            .collect();
+        due.sort();
+        for (_, key) in due {
+            self.remote.gone.remove(&key);
+            if let Some((user, server)) = self.remote.users.get(&key).cloned() {
+                self.remote_leave(server, &user, LeaveReason::LOST, String::new(), now);
+            }
+        }
     }
 
     /// The servers that local members know users of.

@@ -20,6 +20,7 @@ impl Hub {
             })
             .chain(transfers.into_iter().flatten())
             .chain(self.ghost_deadline())
+            .chain(self.remote_gone_deadline())
             .chain(self.presence_deadline())
             .min()
     }
@@ -30,6 +31,7 @@ impl Hub {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         self.expire_ghosts(now);
+        self.expire_remote_gone(now);
         self.expire_downloads(now);
         self.expire_relays(now);
         let limits = self.limits.clone();

@@ -20,7 +20,8 @@ use super::continuity::{Outcome, Session, RECENT_OUTCOMES};
 use super::{ClientId, Hub, HubEvent};
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
-    ErrorCode, LeaveReason, MessageId, ResumeToken, ServerMessage, Timestamp, Username,
+    ErrorCode, LeaveReason, MessageId, PresenceEvent, ResumeToken, ServerMessage, Timestamp,
+    Username,
 };
 
 /// Where a remote input comes from: set with [`Hub::set_origin`] around
@@ -162,7 +163,21 @@ impl Hub {
         if self.sessions.contains_key(&key) || self.names.contains_key(&key) {
             return false;
         }
-        self.remote.users.remove(&key);
+        self.remote.gone.remove(&key);
+        if self.remote.users.remove(&key).is_none() {
+            // Announced as left here already (its server died, and its
+            // grace ran out here first): it is back.
+            let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
+            self.queue_presence(
+                PresenceEvent::Joined {
+                    id: joined.id,
+                    time: joined.time,
+                    user: user.clone(),
+                },
+                None,
+                now,
+            );
+        }
         let mut session = Session {
             user,
             token,
@@ -217,7 +232,10 @@ impl Hub {
             return;
         }
         match self.remote.users.get_mut(&key) {
-            Some(known) => known.1 = server,
+            Some(known) => {
+                known.1 = server;
+                self.remote.gone.remove(&key);
+            }
             None => {
                 self.remote_join(server, user, now);
             }
