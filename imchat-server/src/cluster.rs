@@ -17,6 +17,9 @@
 //! - `imchat:name:<key>`: the claim on a name (its canonical key, the same
 //!   the hub compares names by), with the id of the server that holds it,
 //!   set only if absent (a Lua script: atomic) and with the same lease.
+//! - `imchat:sess:<key>` and `imchat:epoch`: resumable sessions and the
+//!   cluster's epoch, so that a session resumes on any server (see
+//!   [`sessions`]); the stream is also the room's history.
 //!
 //! The hub decides everything: what a local user does that others must
 //! see comes out of it as [`ClusterEvent`]s, which go into a bounded local

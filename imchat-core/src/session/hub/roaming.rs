@@ -11,7 +11,8 @@
 //! of server A says what A had read of the stream when it gave `X`: every
 //! entry at a position up to `X`. A client that saw `X` on A has seen:
 //! A's own entries with ids up to `X`, and the others' entries at
-//! positions up to `X`; it has not seen anything else (see [`Hub::unseen`]).
+//! positions up to `X`; it has not seen anything else. The replay sends
+//! it the rest in stream order under ids above `X` (`moved_replay`).
 
 use std::collections::VecDeque;
 use std::time::Instant;
