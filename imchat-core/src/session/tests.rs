@@ -4119,3 +4119,29 @@ fn users_of_a_dead_server_leave_only_after_the_grace_period() {
     assert_eq!(left, ["dave"]);
     assert!(net.hub.remote_users().contains(&(user("alice"), 8)));
 }
+
+/// A hub that joins a cluster takes the cluster's epoch; a session begun
+/// before, under its own, still resumes.
+#[test]
+fn a_session_begun_before_the_cluster_epoch_still_resumes() {
+    let mut hub = token_hub(Limits::default());
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            resume: None,
+        },
+        now,
+    );
+    let token = welcome_token(&mut hub, c);
+    let own = hub.epoch();
+    hub.set_epoch(own ^ 0xff);
+    assert_ne!(hub.epoch(), own);
+    hub.handle_disconnect(c, LeaveReason::LOST);
+    let again = hub.handle_connect(now);
+    hub.handle_message(again, resume_hello("alice", token, own), now);
+    assert_eq!(answer(&mut hub, again), "resumed");
+}

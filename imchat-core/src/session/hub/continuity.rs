@@ -669,7 +669,7 @@ impl Hub {
         }
         let key = self.key(username);
         let valid = self.resume_enabled()
-            && request.epoch == self.epoch
+            && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
             && self
                 .sessions
                 .get(&key)

@@ -119,6 +119,9 @@ pub struct Hub {
     epoch: u64,
     /// True once a store decided the epoch.
     epoch_fixed: bool,
+    /// The epoch before [`Hub::set_epoch`] changed it: the sessions begun
+    /// under it still resume here.
+    prior_epoch: Option<u64>,
     /// Every joined user's session, live or in its grace period, by name key.
     sessions: HashMap<String, Session>,
     /// Failed resume attempts per address: when the window started, how many.
@@ -172,6 +175,7 @@ impl Hub {
             tokens: None,
             epoch: 0,
             epoch_fixed: false,
+            prior_epoch: None,
             sessions: HashMap::new(),
             resume_failures: HashMap::new(),
             wall_clock: (Instant::now(), 0),

@@ -120,7 +120,11 @@ impl Hub {
 
     /// Fixes the epoch sent in every `Welcome` from now on (in a cluster,
     /// the cluster's: a session can resume on any server of the same epoch).
+    /// Sessions begun under the epoch it replaces still resume here.
     pub fn set_epoch(&mut self, epoch: u64) {
+        if epoch != self.epoch {
+            self.prior_epoch = Some(self.epoch);
+        }
         self.epoch = epoch;
         self.epoch_fixed = true;
     }
