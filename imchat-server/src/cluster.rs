@@ -61,7 +61,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Claims `KEYS[1]` for server `ARGV[1]` with a lease of `ARGV[2]` ms:
 /// 1 claimed now, 2 already this server's (lease renewed), 0 another's
 /// (or the name of a session of another server, `KEYS[2]`, that may still
-/// be resumed: its server died with it, and its grace period runs).
+/// be resumed: its server died with it, and its grace period runs). With
+/// `ARGV[3]`, a held name's session (if this server's) is renewed for
+/// that many ms.
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -74,6 +76,9 @@ if not v then
 end
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[3] and redis.call('HGET', KEYS[2], 's') == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
   return 2
 end
 return 0
@@ -687,13 +692,14 @@ impl Cluster {
         while !self.leaving.load(Ordering::SeqCst) {
             let started = Instant::now();
             let mut failed = None;
+            let reused = con.is_some();
             if con.is_none() {
                 match self.connect() {
                     Ok(c) => con = Some(c),
                     Err(e) => failed = Some(e),
                 }
             }
-            let result = match (con.as_mut(), failed) {
+            let mut result = match (con.as_mut(), failed) {
                 (Some(c), _) => self.keep(c, hub),
                 (None, Some(e)) => Err(e),
                 (None, None) => Err(redis::RedisError::from((
@@ -701,6 +707,14 @@ impl Cluster {
                     "cannot connect",
                 ))),
             };
+            if result.is_err() && reused {
+                // A connection Redis dropped (it restarted): Redis is
+                // unreachable only if a new one fails too.
+                con = self.connect().ok();
+                if let Some(c) = con.as_mut() {
+                    result = self.keep(c, hub);
+                }
+            }
             match result {
                 Ok(()) => {
                     if !self.up.swap(true, Ordering::SeqCst) {
@@ -757,13 +771,14 @@ impl Cluster {
         hub.with(&mut |hub| local = hub.local_users());
         let mut lost = Vec::new();
         for (key, user) in &local {
+            let sess = sessions::sess_key(key);
             let held: i64 = Script::new(CLAIM)
                 .key(name_key(key))
-                .key(sessions::sess_key(key))
+                .key(&sess)
                 .arg(self.id)
                 .arg(lease)
+                .arg(self.session_ms())
                 .invoke(con)?;
-            let sess = sessions::sess_key(key);
             if held == 0 {
                 // A session resumed on another server is not lost: the
                 // stream tells this one to let it go, without a leave.
@@ -771,11 +786,6 @@ impl Cluster {
                 if on.is_none_or(|s| s == self.id) {
                     lost.push(user.clone());
                 }
-            } else {
-                redis::cmd("PEXPIRE")
-                    .arg(&sess)
-                    .arg(self.session_ms())
-                    .query::<()>(con)?;
             }
         }
         if !lost.is_empty() {
@@ -795,6 +805,15 @@ impl Cluster {
             });
         }
         if fresh {
+            // A Redis that lost its data gets the cluster's epoch back.
+            let epoch = self.epoch();
+            if epoch != 0 {
+                redis::cmd("SET")
+                    .arg(sessions::EPOCH)
+                    .arg(epoch)
+                    .arg("NX")
+                    .query::<Value>(con)?;
+            }
             self.rejoin(con, hub, &local, &lost)?;
         } else {
             redis::cmd("PEXPIRE")
