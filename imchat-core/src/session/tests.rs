@@ -4145,3 +4145,13 @@ fn a_session_begun_before_the_cluster_epoch_still_resumes() {
     hub.handle_message(again, resume_hello("alice", token, own), now);
     assert_eq!(answer(&mut hub, again), "resumed");
 }
+
+/// A server that checks accounts takes no session over from another
+/// server (the checks come first, the take-over before them).
+#[test]
+fn sessions_move_only_to_a_server_without_checks() {
+    let mut hub = token_hub(Limits::default());
+    assert!(hub.sessions_may_move());
+    hub.set_accounts(true);
+    assert!(!hub.sessions_may_move());
+}

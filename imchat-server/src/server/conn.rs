@@ -289,7 +289,10 @@ impl Server {
                     // with it) if the token is its own; the hub then
                     // resumes it as one of its own.
                     if let Some(request) = resume {
-                        let ours = self.lock().hub.has_session(username);
+                        let ours = {
+                            let core = self.lock();
+                            core.hub.has_session(username) || !core.hub.sessions_may_move()
+                        };
                         let taken = if ours {
                             None
                         } else {

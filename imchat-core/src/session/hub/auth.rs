@@ -152,6 +152,13 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
     Ok((action, target.to_string(), reason.trim().to_string()))
 }
 
+impl AuthState {
+    /// True when anyone may join: no server password, no accounts.
+    pub(super) fn is_open(&self) -> bool {
+        self.server_password.is_none() && !self.accounts
+    }
+}
+
 impl Hub {
     /// Requires `password` (in an `Auth` before the `Hello`) from every
     /// client; `None` lets anyone in (the default).

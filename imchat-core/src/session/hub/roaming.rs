@@ -142,6 +142,15 @@ impl Hub {
         self.push_log(entry);
     }
 
+    /// True when a session of another server may be taken over here: the
+    /// server asks no password and keeps no accounts (the checks of a
+    /// `Hello` come before its resume, and a take-over happens before the
+    /// hub sees the `Hello`).
+    #[must_use]
+    pub fn sessions_may_move(&self) -> bool {
+        self.auth.is_open()
+    }
+
     /// True when `user` has a session on this server (joined, or waiting
     /// for a resume).
     #[must_use]
