@@ -14,6 +14,8 @@
 //! imchat and Redis get the same single core. Redis is optional: without
 //! `redis-server` on PATH the baseline columns are skipped.
 
+#[path = "loadgen/cluster.rs"]
+mod cluster;
 #[path = "loadgen/download.rs"]
 mod download;
 #[path = "loadgen/fanout.rs"]
@@ -50,6 +52,7 @@ const USAGE: &str = "\
 usage: loadgen [SCENARIO...] [--runs K] [--download-runs K] [--quick] [--redis | --no-redis] [--no-pin] [--burst K] [--history MODES]
 
 scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer,
+  cluster (1 server alone, and 1, 2 and 3 servers through one Redis),
   history (not in all: fan-out and latency of imchat with its history off, in memory, in a file)
   --history MODES  the history scenario's modes, among off,memory,db (default all three)
   --runs K     runs per figure (default 4; medians and min-max are reported)
@@ -70,15 +73,17 @@ enum Scenario {
     Download,
     ChatDuringDownload,
     SlowConsumer,
+    Cluster,
 }
 
-const ALL: [Scenario; 6] = [
+const ALL: [Scenario; 7] = [
     Scenario::Fanout,
     Scenario::SlowConsumer,
     Scenario::Latency,
     Scenario::Idle,
     Scenario::Download,
     Scenario::ChatDuringDownload,
+    Scenario::Cluster,
 ];
 
 #[derive(Debug, Clone)]
@@ -126,6 +131,7 @@ fn parse_args() -> Result<Opts, String> {
             "download" => o.scenarios.push(Scenario::Download),
             "chat-during-download" => o.scenarios.push(Scenario::ChatDuringDownload),
             "slow-consumer" => o.scenarios.push(Scenario::SlowConsumer),
+            "cluster" => o.scenarios.push(Scenario::Cluster),
             "history" => o.history_scenario = true,
             "--history" => {
                 o.history = history::Mode::parse(it.next().ok_or("--history needs modes")?)?;
@@ -1151,6 +1157,9 @@ fn run(opts: Opts) -> Result<bool, String> {
         }
         if sc.contains(&Scenario::ChatDuringDownload) {
             scenario_chat_during(&mut ctx);
+        }
+        if sc.contains(&Scenario::Cluster) {
+            cluster::scenario(&mut ctx);
         }
         if ctx.opts.history_scenario {
             history::scenario(&mut ctx);

@@ -59,6 +59,8 @@ pub struct Outcome {
     pub rate: f64,
     pub deliveries: u64,
     pub server_cpu: f64,
+    /// CPU seconds of each process measured (the `pids` of [`run_on`]), in order.
+    pub cpu_each: Vec<f64>,
     pub gen_cpu: f64,
     pub server_hwm_kib: f64,
     pub slow_dropped: Option<bool>,
@@ -202,6 +204,18 @@ impl Handler for Fanout {
 
 /// One run against a server already started at `addr` (process `pid`).
 pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome, String> {
+    run_on(kind, &[addr], &[pid], cfg)
+}
+
+/// One run with the members spread over the servers at `addrs` (see
+/// [`Room::open`]); the CPU of every process in `pids` is measured (their
+/// sum is `server_cpu`), the first one's memory high-water mark.
+pub fn run_on(
+    kind: Kind,
+    addrs: &[SocketAddr],
+    pids: &[u32],
+    cfg: &Cfg,
+) -> Result<Outcome, String> {
     let s = cfg.senders;
     let sh = Arc::new(Shared {
         total: AtomicU64::new(0),
@@ -212,8 +226,8 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         done: AtomicBool::new(false),
         sent: (0..s).map(|_| AtomicU64::new(0)).collect(),
     });
-    let (mut room, members) =
-        Room::open(kind, addr, cfg.n, s, cfg.slow).map_err(|e| format!("joining the room: {e}"))?;
+    let (mut room, members) = Room::open(kind, addrs, cfg.n, s, cfg.slow)
+        .map_err(|e| format!("joining the room: {e}"))?;
     let window = match cfg.flow {
         Flow::Window(w) => Some(w),
         Flow::Burst => None,
@@ -251,7 +265,12 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
     let sinks = room.sinks(kind).map_err(|e| e.to_string())?;
     let readers = Readers::start(kind, members, sinks, fan)?;
 
-    let cpu0 = sys::cpu_secs(pid).unwrap_or(0.0);
+    let cpu_all = || -> Vec<f64> {
+        pids.iter()
+            .map(|&p| sys::cpu_secs(p).unwrap_or(0.0))
+            .collect()
+    };
+    let cpu0 = cpu_all();
     let gen0 = sys::self_cpu_secs();
     let wall0 = Instant::now();
     // Sending ends by itself; past this the sockets are shut down.
@@ -283,10 +302,11 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         thread::sleep(Duration::from_millis(1));
     }
     let wall = wall0.elapsed().as_secs_f64();
-    let server_cpu = (sys::cpu_secs(pid).unwrap_or(0.0) - cpu0) / wall;
+    let cpu_each: Vec<f64> = cpu_all().iter().zip(&cpu0).map(|(b, a)| b - a).collect();
+    let server_cpu = cpu_each.iter().sum::<f64>() / wall;
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
     let slow_dropped = room.slow_was_dropped();
-    let server_hwm_kib = sys::hwm_kib(pid).unwrap_or(0) as f64;
+    let server_hwm_kib = pids.first().and_then(|&p| sys::hwm_kib(p)).unwrap_or(0) as f64;
     let fan = readers.stop();
     room.close();
     let fan = fan.ok_or("the poller thread panicked")?;
@@ -322,6 +342,7 @@ pub fn run(kind: Kind, addr: SocketAddr, pid: u32, cfg: &Cfg) -> Result<Outcome,
         rate: expected as f64 / secs,
         deliveries: expected,
         server_cpu,
+        cpu_each,
         gen_cpu,
         server_hwm_kib,
         slow_dropped,

@@ -33,14 +33,17 @@ pub struct Room {
 
 impl Room {
     /// Connects `n` members (`m0`…) and the publishing connections of the
-    /// first `senders` of them; returns the members for the poller.
+    /// first `senders` of them; returns the members for the poller. Member
+    /// `i` (and so sender `i`) connects to `addrs[i % addrs.len()]`: over
+    /// several servers, members and senders are spread evenly.
     pub fn open(
         kind: Kind,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         n: usize,
         senders: usize,
         slow: bool,
     ) -> io::Result<(Room, Vec<Member>)> {
+        let addr = |i: usize| addrs[i % addrs.len()];
         let mut room = Room {
             members: Vec::with_capacity(n),
             pubs: Vec::with_capacity(senders),
@@ -48,17 +51,17 @@ impl Room {
         };
         let mut members = Vec::with_capacity(n);
         for i in 0..n {
-            let m = wire::join(kind, addr, &format!("m{i}"), RECV_BUF)?;
+            let m = wire::join(kind, addr(i), &format!("m{i}"), RECV_BUF)?;
             room.members.push(m.stream.try_clone()?);
             members.push(m);
         }
         if slow {
-            let m = wire::join(kind, addr, "slow", 4096)?;
+            let m = wire::join(kind, addr(n), "slow", 4096)?;
             room.slow = Some(m.stream);
         }
         for j in 0..senders {
             room.pubs
-                .push(wire::publisher(kind, addr, &room.members[j])?);
+                .push(wire::publisher(kind, addr(j), &room.members[j])?);
         }
         Ok((room, members))
     }
@@ -124,5 +127,53 @@ impl Room {
             }
         }
         Some(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A stand-in for a Redis that answers each connection's SUBSCRIBE at
+    /// once; returns its address and a thread that counts its connections
+    /// until `expect` came or 10 s passed.
+    fn fake_redis(expect: usize) -> (SocketAddr, thread::JoinHandle<usize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        l.set_nonblocking(true).unwrap();
+        let h = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut conns = Vec::new();
+            while conns.len() < expect && Instant::now() < deadline {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n");
+                        conns.push(s);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            conns.len()
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn members_and_senders_are_spread_evenly_over_the_servers() {
+        // 5 members, 3 of them senders, over 2 servers: server 0 has
+        // members 0, 2, 4 and the publishers of senders 0 and 2.
+        let (a, ha) = fake_redis(5);
+        let (b, hb) = fake_redis(3);
+        let (room, members) = Room::open(Kind::Redis, &[a, b], 5, 3, false).unwrap();
+        assert_eq!((members.len(), room.pubs.len()), (5, 3));
+        let peer = |s: &TcpStream| s.peer_addr().unwrap();
+        let on_a: Vec<bool> = room.members.iter().map(|m| peer(m) == a).collect();
+        assert_eq!(on_a, [true, false, true, false, true]);
+        assert_eq!(room.pubs.iter().filter(|p| peer(p) == a).count(), 2);
+        room.close();
+        assert_eq!((ha.join().unwrap(), hb.join().unwrap()), (5, 3));
     }
 }
