@@ -357,6 +357,15 @@ pub fn scenario(ctx: &mut Ctx) {
     report(ctx, &setups, &fan_ns, flow, &fan, &discarded, &lat, &lats);
 }
 
+/// A Redis figure: "—" for the setup without Redis.
+fn no_redis(setup: Setup, s: &Series) -> String {
+    if setup.redis {
+        s.show(micros)
+    } else {
+        "—".into()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn report(
     ctx: &mut Ctx,
@@ -420,7 +429,7 @@ fn report(
                 s[2].show(pct),
                 s[3].show(micros),
                 s[4].show(ratio),
-                s[5].show(micros),
+                no_redis(*setup, &s[5]),
                 s[6].show(pct),
                 discarded[ni][i].to_string(),
                 v,
@@ -480,7 +489,7 @@ fn report(
             cross(3),
             s[4].show(ratio),
             s[5].show(micros),
-            s[6].show(micros),
+            no_redis(*setup, &s[6]),
             v,
         ]);
     }
