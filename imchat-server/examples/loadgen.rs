@@ -16,6 +16,8 @@
 
 #[path = "loadgen/cluster.rs"]
 mod cluster;
+#[path = "loadgen/conn.rs"]
+mod conn;
 #[path = "loadgen/download.rs"]
 mod download;
 #[path = "loadgen/fanout.rs"]
@@ -36,6 +38,8 @@ mod report;
 mod room;
 #[path = "loadgen/sys.rs"]
 mod sys;
+#[path = "loadgen/tls.rs"]
+mod tls;
 #[path = "loadgen/wire.rs"]
 mod wire;
 
@@ -54,6 +58,7 @@ usage: loadgen [SCENARIO...] [--runs K] [--download-runs K] [--quick] [--redis |
 scenarios: all (default), fanout, latency, idle, download, chat-during-download, slow-consumer,
   cluster (1 server alone, and 1, 2 and 3 servers through one Redis),
   history (not in all: fan-out and latency of imchat with its history off, in memory, in a file)
+  tls (not in all: fan-out, latency and the download with TLS beside plaintext, alternating)
   --history MODES  the history scenario's modes, among off,memory,db (default all three)
   --runs K     runs per figure (default 4; medians and min-max are reported)
   --download-runs K  interleaved download runs (default 10; 2 with --quick)
@@ -103,6 +108,8 @@ struct Opts {
     history: Vec<history::Mode>,
     /// Run the history scenario.
     history_scenario: bool,
+    /// Run the TLS-beside-plaintext scenario.
+    tls_scenario: bool,
     args: String,
 }
 
@@ -119,6 +126,7 @@ fn parse_args() -> Result<Opts, String> {
         fan_ns: None,
         history: vec![history::Mode::Off, history::Mode::Memory, history::Mode::Db],
         history_scenario: false,
+        tls_scenario: false,
         args: args.join(" "),
     };
     let mut it = args.iter();
@@ -133,6 +141,7 @@ fn parse_args() -> Result<Opts, String> {
             "slow-consumer" => o.scenarios.push(Scenario::SlowConsumer),
             "cluster" => o.scenarios.push(Scenario::Cluster),
             "history" => o.history_scenario = true,
+            "tls" => o.tls_scenario = true,
             "--history" => {
                 o.history = history::Mode::parse(it.next().ok_or("--history needs modes")?)?;
             }
@@ -176,7 +185,7 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown argument '{a}'")),
         }
     }
-    if o.scenarios.is_empty() && !o.history_scenario {
+    if o.scenarios.is_empty() && !o.history_scenario && !o.tls_scenario {
         o.scenarios.extend(ALL);
     }
     // Run in the canonical order, each once.
@@ -1123,7 +1132,9 @@ fn run(opts: Opts) -> Result<bool, String> {
     };
     let result = (|| -> Result<(), String> {
         let sc = ctx.opts.scenarios.clone();
-        let files = sc.contains(&Scenario::Download) || sc.contains(&Scenario::ChatDuringDownload);
+        let files = sc.contains(&Scenario::Download)
+            || sc.contains(&Scenario::ChatDuringDownload)
+            || ctx.opts.tls_scenario;
         if files {
             let size = ctx.sizes.file_size;
             let need = size * 7 + (1 << 30);
@@ -1163,6 +1174,9 @@ fn run(opts: Opts) -> Result<bool, String> {
         }
         if ctx.opts.history_scenario {
             history::scenario(&mut ctx);
+        }
+        if ctx.opts.tls_scenario {
+            tls::scenario(&mut ctx);
         }
         Ok(())
     })();

@@ -154,7 +154,21 @@ pub fn client_download(
     size: u64,
     dir: &Path,
 ) -> Result<Download, String> {
+    client_download_with(bins, addr, pid, name, size, dir, &[])
+}
+
+/// [`client_download`] with more client flags (`--tls --tls-ca FILE`).
+pub fn client_download_with(
+    bins: &Bins,
+    addr: SocketAddr,
+    pid: u32,
+    name: &str,
+    size: u64,
+    dir: &Path,
+    client_args: &[&str],
+) -> Result<Download, String> {
     let mut child = Command::new(&bins.client)
+        .args(client_args)
         .arg("--download-dir")
         .arg(dir)
         .arg("bench")

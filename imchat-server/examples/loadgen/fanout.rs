@@ -8,7 +8,7 @@
 //! that the generator pays no thread wake-up per window, for either server.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -107,7 +107,7 @@ struct Fanout {
     /// Per sender: highest sequence number received by every member.
     delivered: Vec<u64>,
     /// Closed loop: the publishing connections (non-blocking).
-    pubs: Vec<TcpStream>,
+    pubs: Vec<crate::conn::Sock>,
     /// Closed loop: per sender, the next sequence number to send.
     next: Vec<u64>,
     /// Closed loop: per sender, bytes written to the buffer but not yet to the socket.
@@ -390,7 +390,7 @@ fn burst(room: &Room, kind: Kind, burst: u64, guard: Instant) -> Result<(u64, Ve
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     /// A closed loop of one sender (member 0) and `n - 1` receivers with
     /// window `w`, whose publishing connection is a loopback socket; returns
@@ -422,7 +422,7 @@ mod tests {
             total: 0,
             ring: vec![[0; RING]],
             delivered: vec![0],
-            pubs: vec![p],
+            pubs: vec![crate::conn::Sock::plain(p)],
             next: vec![1],
             pending: vec![Vec::new()],
             until: None,

@@ -4,7 +4,9 @@
 //! announcements) from one polling thread, as idle but live clients would.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+use crate::conn::Sock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -53,7 +55,7 @@ pub fn run(
     n: usize,
     connect_cap: Duration,
     settle_cap: Duration,
-) -> Result<(Outcome, Vec<TcpStream>), String> {
+) -> Result<(Outcome, Vec<Sock>), String> {
     thread::sleep(Duration::from_millis(300));
     let fresh = sys::rss_kib(pid).ok_or("cannot read the server's RSS")? as f64;
 

@@ -6,13 +6,13 @@
 //! without waking anyone.
 
 use std::io::{self, Read};
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::conn::Sock;
 use crate::room::now_ns;
 use crate::wire::{self, Kind, Member, Pumped};
 
@@ -47,7 +47,7 @@ impl<H: Handler> Readers<H> {
     pub fn start(
         kind: Kind,
         members: Vec<Member>,
-        sinks: Vec<TcpStream>,
+        sinks: Vec<Sock>,
         handler: H,
     ) -> Result<Self, String> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -78,7 +78,7 @@ impl<H: Handler> Readers<H> {
 
 /// One socket of the poller: a member (parsed) or a sink (drained).
 struct Item {
-    stream: TcpStream,
+    stream: Sock,
     rb: wire::RecvBuf,
     member: Option<usize>,
     open: bool,
@@ -101,7 +101,7 @@ fn add(ep: RawFd, fd: RawFd, key: usize) -> io::Result<()> {
 fn spawn<H: Handler>(
     kind: Kind,
     members: Vec<Member>,
-    sinks: Vec<TcpStream>,
+    sinks: Vec<Sock>,
     mut h: H,
     stop: Arc<AtomicBool>,
     activity: Arc<AtomicU64>,

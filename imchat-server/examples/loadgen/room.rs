@@ -3,11 +3,12 @@
 //! latency and slow-consumer scenarios.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use crate::conn::Sock;
 use crate::wire::{self, Kind, Member};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -24,11 +25,11 @@ pub const RECV_BUF: usize = 64 * 1024;
 /// The connections of one room.
 pub struct Room {
     /// One handle per member, to shut its socket down at the end.
-    pub members: Vec<TcpStream>,
+    pub members: Vec<Sock>,
     /// The senders' publishing connections (index = sender = member index).
-    pub pubs: Vec<TcpStream>,
+    pub pubs: Vec<Sock>,
     /// A member that never reads (slow-consumer scenario).
-    pub slow: Option<TcpStream>,
+    pub slow: Option<Sock>,
 }
 
 impl Room {
@@ -69,10 +70,10 @@ impl Room {
     /// The sockets the poller must drain besides the members': Redis's
     /// publishing connections, which get an integer reply per PUBLISH
     /// (imchat's senders publish on their member socket).
-    pub fn sinks(&self, kind: Kind) -> io::Result<Vec<TcpStream>> {
+    pub fn sinks(&self, kind: Kind) -> io::Result<Vec<Sock>> {
         match kind {
             Kind::Imchat => Ok(Vec::new()),
-            Kind::Redis => self.pubs.iter().map(TcpStream::try_clone).collect(),
+            Kind::Redis => self.pubs.iter().map(Sock::try_clone).collect(),
         }
     }
 
@@ -81,7 +82,7 @@ impl Room {
     /// how many messages it sent.
     pub fn spawn_senders<F>(
         &self,
-        mut sender: impl FnMut(usize, TcpStream) -> F,
+        mut sender: impl FnMut(usize, Sock) -> F,
     ) -> Result<Vec<JoinHandle<u64>>, String>
     where
         F: FnOnce() -> u64 + Send + 'static,

@@ -9,7 +9,9 @@
 //! name and the text: several times the cost of the rest of the loop.)
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+use crate::conn::Sock;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -94,7 +96,7 @@ pub fn parse_sender_seq(p: &[u8]) -> Option<(usize, u64)> {
 /// Writes all of `buf` to a socket that may be non-blocking (a clone of a
 /// member's socket shares its non-blocking flag with the poller's),
 /// waiting for room with `poll` when the socket is full.
-pub fn write_all_polled(s: &mut TcpStream, mut buf: &[u8]) -> io::Result<()> {
+pub fn write_all_polled(s: &mut Sock, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         match s.write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -523,13 +525,13 @@ fn imchat_messages<T>(
 /// Welcome, a Redis subscriber after the SUBSCRIBE confirmation), with the
 /// bytes read past the handshake kept for the receive loop.
 pub struct Member {
-    pub stream: TcpStream,
+    pub stream: Sock,
     pub rb: RecvBuf,
 }
 
 /// Connects to `addr` and joins the room as `name`.
 pub fn join(kind: Kind, addr: SocketAddr, name: &str, buf: usize) -> io::Result<Member> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = Sock::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut rb = RecvBuf::new(buf);
@@ -613,11 +615,11 @@ pub fn push_frame(kind: Kind, out: &mut Vec<u8>, p: &[u8]) {
 /// A publishing connection: for imchat the member's own socket; for Redis a
 /// separate connection (a subscribed one cannot PUBLISH), whose integer
 /// replies the poller reads and drops (see [`crate::room::Room::sinks`]).
-pub fn publisher(kind: Kind, addr: SocketAddr, member: &TcpStream) -> io::Result<TcpStream> {
+pub fn publisher(kind: Kind, addr: SocketAddr, member: &Sock) -> io::Result<Sock> {
     match kind {
         Kind::Imchat => member.try_clone(),
         Kind::Redis => {
-            let s = TcpStream::connect(addr)?;
+            let s = Sock::connect(addr)?;
             s.set_nodelay(true)?;
             Ok(s)
         }
@@ -696,7 +698,8 @@ mod tests {
     #[test]
     fn a_polled_write_completes_on_a_full_non_blocking_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut w = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut w =
+            Sock::plain(std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap());
         let (mut r, _) = listener.accept().unwrap();
         w.set_nonblocking(true).unwrap();
         // Far more than the socket buffers hold: the write must wait for the reader.
