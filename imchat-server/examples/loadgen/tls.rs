@@ -152,8 +152,8 @@ fn fanout_pairs(ctx: &mut Ctx, pki: &Pki) {
                             o.server_cpu * 100.0,
                             o.gen_cpu * 100.0
                         );
-                        f[i][1].push(o.server_cpu);
-                        f[i][2].push(o.gen_cpu);
+                        f[i][1].push(o.server_cpu * 100.0);
+                        f[i][2].push(o.gen_cpu * 100.0);
                         if o.gen_cpu >= GEN_CPU_MAX {
                             discarded[i] += 1;
                             ctx.discard(format!(
@@ -239,8 +239,8 @@ fn latency_pairs(ctx: &mut Ctx, pki: &Pki) {
                             o.p99,
                             o.p999,
                             o.max,
-                            o.server_cpu,
-                            gen_cpu,
+                            o.server_cpu * 100.0,
+                            gen_cpu * 100.0,
                         ]) {
                             s.push(v);
                         }
