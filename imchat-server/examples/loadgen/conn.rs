@@ -82,6 +82,13 @@ impl Sock {
     }
 
     #[cfg(test)]
+    /// The address of the peer.
+    #[cfg(test)]
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.s.tcp().peer_addr()
+    }
+
+    #[cfg(test)]
     pub fn is_tls(&self) -> bool {
         self.s.is_tls()
     }

@@ -170,7 +170,7 @@ mod tests {
         let (b, hb) = fake_redis(3);
         let (room, members) = Room::open(Kind::Redis, &[a, b], 5, 3, false).unwrap();
         assert_eq!((members.len(), room.pubs.len()), (5, 3));
-        let peer = |s: &TcpStream| s.peer_addr().unwrap();
+        let peer = |s: &Sock| s.peer_addr().unwrap();
         let on_a: Vec<bool> = room.members.iter().map(|m| peer(m) == a).collect();
         assert_eq!(on_a, [true, false, true, false, true]);
         assert_eq!(room.pubs.iter().filter(|p| peer(p) == a).count(), 2);
