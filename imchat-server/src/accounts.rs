@@ -14,8 +14,8 @@
 //! compares in constant time (the `argon2` crate's `verify_password`).
 //!
 //! **Storage** is behind [`AccountStore`], three calls by name key: the
-//! SQLite table of `--history-db` ([`crate::store::SqliteAccounts`]) now;
-//! another store (a cluster's shared one) can be added beside it.
+//! SQLite table of `--history-db` ([`crate::store::SqliteAccounts`]), or
+//! with `--redis` Redis ([`crate::cluster_accounts::RedisAccounts`]).
 
 use std::sync::{Condvar, Mutex};
 
@@ -85,6 +85,13 @@ pub trait BanStore: Send + Sync + std::fmt::Debug {
     ///
     /// The store cannot be written.
     fn save_bans(&self, bans: &[imchat_core::Ban]) -> Result<(), String>;
+
+    /// Bans changed elsewhere (by another server of a cluster) since the
+    /// last call, to put in force in place of the hub's; `None` when
+    /// nothing changed. A store only this server writes has none.
+    fn fresh_bans(&self) -> Option<Vec<imchat_core::Ban>> {
+        None
+    }
 }
 
 /// The accounts of a server: a store, and the hashing done for it.

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod cluster;
+mod cluster_accounts;
 mod config;
 mod files;
 mod logging;
@@ -184,16 +185,17 @@ struct Cli {
     /// A registered username that may kick and ban (repeatable)
     ///
     /// Gives rights only to whoever joins under that name with its account
-    /// password, so it needs --history-db (where accounts are kept) and the
-    /// name registered with /register.
-    #[arg(long, value_name = "NAME", requires = "history_db")]
+    /// password, so it needs --history-db or --redis (where accounts are
+    /// kept) and the name registered with /register.
+    #[arg(long, value_name = "NAME")]
     operator: Vec<String>,
 
-    /// Remove the registration of NAME from --history-db, then exit
+    /// Remove the registration of NAME from --redis, or else from --history-db, then exit
     ///
     /// For an operator whose user lost the password: the name is free
-    /// again. Run it while the server is stopped, or beside it.
-    #[arg(long, value_name = "NAME", requires = "history_db")]
+    /// again (with --redis, on every server of the cluster). Run it while
+    /// the server is stopped, or beside it.
+    #[arg(long, value_name = "NAME")]
     reset_name: Option<String>,
 
     #[command(flatten)]
@@ -480,13 +482,28 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         .iter()
         .map(|n| username_arg("--operator", n))
         .collect::<Result<Vec<_>, _>>()?;
-    let (accounts, ban_store) = match &cli.history_db {
-        Some(path) => {
+    if !operators.is_empty() && cli.history_db.is_none() && cli.redis.is_none() {
+        return Err(Error::Name(
+            "--operator needs --history-db or --redis (where accounts are kept)".into(),
+        ));
+    }
+    // With --redis, accounts and bans are the cluster's, in Redis, even
+    // when --history-db is given too (it then keeps the history only).
+    let (accounts, ban_store) = match (&cli.redis, &cli.history_db) {
+        (Some(url), _) => {
+            let shared = cluster_accounts::RedisAccounts::open(url).map_err(Error::Cluster)?;
+            shared.watch_bans().map_err(Error::Start)?;
+            log::info!("accounts and bans: kept in Redis, shared by the cluster");
+            let bans: std::sync::Arc<dyn accounts::BanStore> = shared.clone();
+            let accounts = accounts::Accounts::new(Box::new(shared), names::key);
+            (Some(std::sync::Arc::new(accounts)), Some(bans))
+        }
+        (None, Some(path)) => {
             let table = open_table(path)?;
             let bans: std::sync::Arc<dyn accounts::BanStore> = table.clone();
             (Some(accounts_of(table)), Some(bans))
         }
-        None => (None, None),
+        (None, None) => (None, None),
     };
     let listener = TcpListener::bind(addr).map_err(|e| Error::Bind {
         addr,
@@ -586,17 +603,34 @@ fn accounts_of(table: std::sync::Arc<store::SqliteAccounts>) -> std::sync::Arc<a
     std::sync::Arc::new(accounts::Accounts::new(Box::new(table), names::key))
 }
 
-/// `--reset-name NAME --history-db PATH`: removes the registration. The
-/// file must exist and be an imchat history.
+/// `--reset-name NAME --redis URL` or `--reset-name NAME --history-db
+/// PATH`: removes the registration (from Redis when both are given, as a
+/// server does). The file must exist and be an imchat history.
 fn reset_name(cli: &Cli) -> Result<String, Error> {
-    let (Some(name), Some(path)) = (&cli.reset_name, &cli.history_db) else {
-        return Err(Error::Name("--reset-name needs --history-db".into()));
+    let Some(name) = &cli.reset_name else {
+        return Err(Error::Name("--reset-name needs a name".into()));
     };
     let user = username_arg("--reset-name", name)?;
-    // Only the accounts table is touched: the history stays as it is, so
-    // this may run while the server does.
-    let accounts = accounts_of(open_table(path)?);
-    let removed = accounts.reset(&user).map_err(Error::History)?;
+    let removed = match (&cli.redis, &cli.history_db) {
+        (Some(url), _) => {
+            let shared = cluster_accounts::RedisAccounts::open(url).map_err(Error::Cluster)?;
+            accounts::Accounts::new(Box::new(shared), names::key)
+                .reset(&user)
+                .map_err(Error::Cluster)?
+        }
+        (None, Some(path)) => {
+            // Only the accounts table is touched: the history stays as it
+            // is, so this may run while the server does.
+            accounts_of(open_table(path)?)
+                .reset(&user)
+                .map_err(Error::History)?
+        }
+        (None, None) => {
+            return Err(Error::Name(
+                "--reset-name needs --history-db or --redis (where accounts are kept)".into(),
+            ))
+        }
+    };
     log::info!("registration of '{user}' reset from the command line");
     Ok(if removed {
         format!("the registration of '{user}' is removed: the name is free")

@@ -838,6 +838,10 @@ impl Server {
         self.with_hub(|hub| {
             // The wall clock may have been stepped since the last tick.
             set_wall_clock(hub);
+            // Bans made by other servers of a cluster.
+            if let Some(bans) = self.config.ban_store.as_ref().and_then(|s| s.fresh_bans()) {
+                hub.set_bans(bans);
+            }
             hub.handle_timeout(Instant::now());
         });
         let mut core = self.lock();

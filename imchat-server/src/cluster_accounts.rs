@@ -1,0 +1,313 @@
+//! Accounts and bans of a cluster (`--redis`), kept in Redis so that every
+//! server of the cluster sees the same ones.
+//!
+//! - `imchat:accounts`: a hash, name key → the Argon2id PHC string of its
+//!   password (see [`crate::accounts`]). A registration is an `HSETNX`, so
+//!   of two servers registering one name at once exactly one succeeds.
+//! - `imchat:bans`: a hash, ban target (a name or an address) →
+//!   `seq\tby\treason`, where `seq` comes from `INCR imchat:bans:seq` and
+//!   orders the bans oldest first. A server writes only the difference
+//!   between the bans it knew and its hub's new list, so two servers
+//!   banning different targets at once keep both.
+//!
+//! Every account check reads Redis: when it cannot be reached, the check
+//! fails (the hub then refuses the login as "cannot check accounts now")
+//! and so does a registration; a protected name is never let in unchecked.
+//! Bans are read again every [`BAN_POLL`] by a thread of their own and
+//! handed to the hub at its next tick, so a ban made on one server refuses
+//! new connections and joins on every other within about a second and a
+//! quarter. While Redis is unreachable a server keeps the bans it has.
+//! No password, hash or URL password is ever logged.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{Ban, BanTarget};
+use redis::Connection;
+
+/// The hash of the accounts.
+pub const ACCOUNTS_KEY: &str = "imchat:accounts";
+/// The hash of the bans.
+pub const BANS_KEY: &str = "imchat:bans";
+/// The counter that orders the bans.
+const BAN_SEQ_KEY: &str = "imchat:bans:seq";
+/// How often the bans are read again.
+pub const BAN_POLL: Duration = Duration::from_secs(1);
+/// The longest a Redis connect, read or write may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a failed connect, calls fail at once for this long (a login does
+/// not wait a whole connect timeout behind every other one).
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The connection and when it last failed.
+struct Link {
+    con: Option<Connection>,
+    failed_at: Option<Instant>,
+}
+
+/// Accounts and bans in Redis.
+pub struct RedisAccounts {
+    client: redis::Client,
+    link: Mutex<Link>,
+    /// The bans as this server last knew them (read or written), which its
+    /// writes are the difference from.
+    known: Mutex<Vec<Ban>>,
+    /// Bans read from Redis that differ from what the hub has, waiting for
+    /// its next tick.
+    fresh: Mutex<Option<Vec<Ban>>>,
+    /// A list of bans that could not be written; written again at the next
+    /// poll.
+    unsaved: Mutex<Option<Vec<Ban>>>,
+    /// Whether the last poll failed (to log an outage once, not every second).
+    poll_failing: Mutex<bool>,
+}
+
+impl std::fmt::Debug for RedisAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisAccounts(..)")
+    }
+}
+
+impl RedisAccounts {
+    /// Accounts and bans in the Redis at `url`. Nothing is connected yet.
+    ///
+    /// # Errors
+    ///
+    /// The URL is not a Redis URL (the text shows it without its password).
+    pub fn open(url: &str) -> Result<Arc<RedisAccounts>, String> {
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("invalid Redis URL '{}': {e}", crate::cluster::redacted(url)))?;
+        Ok(Arc::new(RedisAccounts {
+            client,
+            link: Mutex::new(Link {
+                con: None,
+                failed_at: None,
+            }),
+            known: Mutex::new(Vec::new()),
+            fresh: Mutex::new(None),
+            unsaved: Mutex::new(None),
+            poll_failing: Mutex::new(false),
+        }))
+    }
+
+    /// Runs `f` on the connection, connecting first if needed; any error
+    /// drops the connection (the next call connects again).
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>,
+    ) -> Result<R, String> {
+        let mut link = lock(&self.link);
+        if link.con.is_none() {
+            if link.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+                return Err("Redis is unreachable".into());
+            }
+            let con = self
+                .client
+                .get_connection_with_timeout(IO_TIMEOUT)
+                .and_then(|c| {
+                    c.set_read_timeout(Some(IO_TIMEOUT))?;
+                    c.set_write_timeout(Some(IO_TIMEOUT))?;
+                    Ok(c)
+                });
+            match con {
+                Ok(c) => link.con = Some(c),
+                Err(e) => {
+                    link.failed_at = Some(Instant::now());
+                    return Err(format!("Redis is unreachable: {e}"));
+                }
+            }
+        }
+        let Some(con) = link.con.as_mut() else {
+            return Err("Redis is unreachable".into());
+        };
+        match f(con) {
+            Ok(r) => {
+                link.failed_at = None;
+                Ok(r)
+            }
+            Err(e) => {
+                link.con = None;
+                link.failed_at = Some(Instant::now());
+                Err(format!("Redis failed: {e}"))
+            }
+        }
+    }
+
+    /// The bans in Redis, oldest first.
+    fn read_bans(&self) -> Result<Vec<Ban>, String> {
+        let raw: Vec<(String, String)> =
+            self.with(|c| redis::cmd("HGETALL").arg(BANS_KEY).query(c))?;
+        let mut bans = Vec::with_capacity(raw.len());
+        for (target, value) in raw {
+            let mut parts = value.splitn(3, '\t');
+            let (Some(seq), Some(by), Some(reason)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!("a ban in {BANS_KEY} is not seq\\tby\\treason"));
+            };
+            let seq: u64 = seq
+                .parse()
+                .map_err(|_| format!("a ban in {BANS_KEY} has no sequence number"))?;
+            let target = BanTarget::parse(&target)
+                .map_err(|e| format!("a ban in {BANS_KEY} is not valid: {e}"))?;
+            bans.push((
+                seq,
+                Ban {
+                    target,
+                    by: by.to_string(),
+                    reason: reason.to_string(),
+                },
+            ));
+        }
+        bans.sort_by_key(|(seq, _)| *seq);
+        Ok(bans.into_iter().map(|(_, b)| b).collect())
+    }
+
+    /// Writes the difference between `known` and `bans`.
+    fn write_bans(&self, known: &[Ban], bans: &[Ban]) -> Result<(), String> {
+        let removed: Vec<String> = known
+            .iter()
+            .filter(|k| !bans.iter().any(|b| b.target == k.target))
+            .map(|k| k.target.to_string())
+            .collect();
+        let added: Vec<&Ban> = bans.iter().filter(|b| !known.contains(b)).collect();
+        self.with(|c| {
+            for target in &removed {
+                redis::cmd("HDEL")
+                    .arg(BANS_KEY)
+                    .arg(target)
+                    .query::<()>(c)?;
+            }
+            for ban in &added {
+                let seq: u64 = redis::cmd("INCR").arg(BAN_SEQ_KEY).query(c)?;
+                redis::cmd("HSET")
+                    .arg(BANS_KEY)
+                    .arg(ban.target.to_string())
+                    .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
+                    .query::<()>(c)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads the bans again (writing first any that could not be written):
+    /// a changed list waits in `fresh` for the hub.
+    fn poll(&self) {
+        if let Some(bans) = lock(&self.unsaved).take() {
+            if let Err(e) = crate::accounts::BanStore::save_bans(self, &bans) {
+                log::debug!("bans still not kept in Redis: {e}");
+            }
+        }
+        // Held while reading, so that a save cannot slip between the read
+        // and the comparison (and be undone until the next poll).
+        let mut known = lock(&self.known);
+        match self.read_bans() {
+            Ok(bans) => {
+                if std::mem::replace(&mut *lock(&self.poll_failing), false) {
+                    log::info!("bans: Redis is reachable again");
+                }
+                if *known != bans && lock(&self.unsaved).is_none() {
+                    log::info!("bans: {} in force across the cluster", bans.len());
+                    known.clone_from(&bans);
+                    *lock(&self.fresh) = Some(bans);
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut *lock(&self.poll_failing), true) {
+                    log::warn!("bans: cannot read them from Redis ({e}); keeping those in force");
+                }
+            }
+        }
+    }
+
+    /// Starts the thread that reads the bans every [`BAN_POLL`].
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started.
+    pub fn watch_bans(self: &Arc<Self>) -> Result<(), String> {
+        let me = Arc::downgrade(self);
+        thread::Builder::new()
+            .name("bans".into())
+            .stack_size(256 * 1024)
+            .spawn(move || loop {
+                thread::sleep(BAN_POLL);
+                let Some(me) = me.upgrade() else { return };
+                me.poll();
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start a thread: {e}"))
+    }
+}
+
+impl crate::accounts::AccountStore for RedisAccounts {
+    fn hash_of(&self, key: &str) -> Result<Option<String>, String> {
+        self.with(|c| redis::cmd("HGET").arg(ACCOUNTS_KEY).arg(key).query(c))
+    }
+
+    fn insert(&self, key: &str, _name: &str, hash: &str) -> Result<bool, String> {
+        self.with(|c| {
+            redis::cmd("HSETNX")
+                .arg(ACCOUNTS_KEY)
+                .arg(key)
+                .arg(hash)
+                .query(c)
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<bool, String> {
+        self.with(|c| {
+            redis::cmd("HDEL")
+                .arg(ACCOUNTS_KEY)
+                .arg(key)
+                .query::<u64>(c)
+                .map(|n| n > 0)
+        })
+    }
+}
+
+impl crate::accounts::BanStore for RedisAccounts {
+    /// The bans in Redis; none (with a warning) when it cannot be reached,
+    /// so that a server starts during an outage: they come at the first
+    /// poll that reaches Redis.
+    fn load_bans(&self) -> Result<Vec<Ban>, String> {
+        match self.read_bans() {
+            Ok(bans) => {
+                lock(&self.known).clone_from(&bans);
+                Ok(bans)
+            }
+            Err(e) => {
+                log::warn!(
+                    "bans: cannot read them from Redis ({e}); they apply once it is reachable"
+                );
+                *lock(&self.poll_failing) = true;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn save_bans(&self, bans: &[Ban]) -> Result<(), String> {
+        let mut known = lock(&self.known);
+        match self.write_bans(&known, bans) {
+            Ok(()) => {
+                *known = bans.to_vec();
+                // The hub has these already; a poll that read Redis before
+                // this write must not undo them.
+                *lock(&self.fresh) = None;
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&self.unsaved) = Some(bans.to_vec());
+                Err(format!("{e} (written again once Redis is reachable)"))
+            }
+        }
+    }
+
+    fn fresh_bans(&self) -> Option<Vec<Ban>> {
+        lock(&self.fresh).take()
+    }
+}

@@ -1,0 +1,508 @@
+//! Accounts and bans of a cluster (`--redis`), end to end: each test starts
+//! its own `redis-server` on a free port of 127.0.0.1 and two
+//! `imchat-server`s, and stops every one of them by its handle. Without
+//! `redis-server` on the PATH the tests say loudly that they did not run;
+//! with `IMCHAT_REQUIRE_REDIS=1` (as in CI) that is a failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use imchat_core::{
+    ClientMessage, Decoder, Encode, NoticeCode, RefuseCode, Secret, ServerMessage, Username,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn redis_binary() -> Option<String> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some("redis-server".into());
+    }
+    let required = std::env::var("IMCHAT_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "redis-server is not installed and IMCHAT_REQUIRE_REDIS=1: the cluster account tests cannot run"
+    );
+    eprintln!("\n*** CLUSTER ACCOUNT TEST NOT RUN: redis-server is not installed (set IMCHAT_REQUIRE_REDIS=1 to make this a failure) ***\n");
+    None
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of the test's own, stopped by its handle.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let bin = redis_binary()?;
+        for _ in 0..20 {
+            if let Some(r) = Redis::start_on(&bin, free_port()) {
+                return Some(r);
+            }
+        }
+        panic!("redis-server did not start on any port tried");
+    }
+
+    /// Starts on `port`; `None` if it could not listen there (taken).
+    fn start_on(bin: &str, port: u16) -> Option<Redis> {
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut r = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if r.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    return Some(r);
+                }
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (kill -9), for the outage cases.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An `imchat-server` in the cluster, its console on a pipe, stopped by
+/// its handle.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(redis_url: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .arg("127.0.0.1:0")
+            .arg("--shared-dir")
+            .arg(dir.path())
+            .arg("--log-file")
+            .arg(dir.path().join("server.log"))
+            .args(["--cluster-lease-secs", "1.5", "--grace-secs", "0"])
+            .args(["--redis", redis_url])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let (tx, rx) = channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Some(addr) = l.strip_prefix("imchat-server listening on ") {
+                let s = Server {
+                    child,
+                    addr: addr.parse().unwrap(),
+                    dir,
+                    lines: rx,
+                    seen,
+                };
+                // In the cluster once a name can be claimed.
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let mut r = Raw::hello(s.addr, &format!("probe{}", free_port()), None);
+                    if r.welcomed() {
+                        quit(r);
+                        return s;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the server never joined the cluster"
+                    );
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            seen.push(l);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start: {seen:?}");
+    }
+
+    /// Types `line` on the server's console.
+    fn console(&mut self, line: &str) {
+        let stdin: &mut ChildStdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for an output line containing `needle`: the line.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.seen.iter().position(|l| l.contains(needle)) {
+                return self.seen.remove(i);
+            }
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line containing {needle:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The log file so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw protocol peer.
+struct Raw {
+    stream: TcpStream,
+    decoder: Decoder<ServerMessage>,
+    pending: Vec<ServerMessage>,
+}
+
+impl Raw {
+    /// Connects and sends `Auth` (when there is an account password) and `Hello`.
+    fn hello(addr: SocketAddr, name: &str, account: Option<&str>) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut r = Raw {
+            stream,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME),
+            pending: Vec::new(),
+        };
+        if account.is_some() {
+            r.send(&ClientMessage::Auth {
+                server: None,
+                account: account.and_then(Secret::new),
+            });
+        }
+        r.send(&ClientMessage::Hello {
+            resume: None,
+            version: PROTOCOL_VERSION,
+            username: Username::new(name).unwrap(),
+        });
+        r
+    }
+
+    fn join(addr: SocketAddr, name: &str, account: Option<&str>) -> Raw {
+        let mut r = Raw::hello(addr, name, account);
+        r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        r
+    }
+
+    /// Waits for the answer to `Hello`: true on a welcome.
+    fn welcomed(&mut self) -> bool {
+        matches!(
+            self.wait_for(|m| matches!(
+                m,
+                ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
+            )),
+            ServerMessage::Welcome { .. }
+        )
+    }
+
+    /// The refusal's code and reason.
+    fn refusal(mut self) -> (RefuseCode, String) {
+        match self.wait_for(|m| matches!(m, ServerMessage::Refused { .. })) {
+            ServerMessage::Refused { code, reason, .. } => (code, reason),
+            _ => unreachable!(),
+        }
+    }
+
+    fn send(&mut self, m: &ClientMessage) {
+        let _ = self.stream.write_all(&m.to_frame());
+    }
+
+    /// Reads what is available; false once the server closed the connection.
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.stream.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.decoder.feed(&buf[..n]);
+                while let Ok(Some(m)) = self.decoder.next_message() {
+                    self.pending.push(m);
+                }
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; got {:?}",
+                self.pending
+            );
+            if !self.pump() && !self.pending.iter().any(&pred) {
+                panic!("connection closed; got {:?}", self.pending);
+            }
+        }
+    }
+
+    fn notice(&mut self) -> (NoticeCode, String) {
+        match self.wait_for(|m| matches!(m, ServerMessage::Notice { .. })) {
+            ServerMessage::Notice { code, text } => (code, text),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn quit(mut r: Raw) {
+    r.send(&ClientMessage::Quit {
+        reason: String::new(),
+    });
+    let deadline = Instant::now() + WAIT;
+    while r.pump() {
+        assert!(Instant::now() < deadline, "not closed after Quit");
+    }
+}
+
+/// Registers `name` with `password` on the server at `addr`.
+fn register(addr: SocketAddr, name: &str, password: &str) {
+    let mut r = Raw::join(addr, name, None);
+    r.send(&ClientMessage::Register {
+        password: Secret::new(password).unwrap(),
+    });
+    let (code, text) = r.notice();
+    assert_eq!(code, NoticeCode::REGISTERED, "{text}");
+    quit(r);
+}
+
+/// Waits until a `Hello` as `name` on `addr` is refused as banned (`true`)
+/// or welcomed (`false`), whichever `banned` asks for.
+fn wait_ban(addr: SocketAddr, name: &str, banned: bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut r = Raw::hello(addr, name, None);
+        let now_banned = match r.wait_for(|m| {
+            matches!(
+                m,
+                ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
+            )
+        }) {
+            ServerMessage::Welcome { .. } => {
+                quit(r);
+                false
+            }
+            ServerMessage::Refused { code, .. } => code == RefuseCode::BANNED,
+            _ => unreachable!(),
+        };
+        if now_banned == banned {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} on {addr}: never {}",
+            if banned { "banned" } else { "let in" }
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_name_registered_on_one_server_is_protected_on_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    // A also has a database: with --redis, the accounts are still Redis's.
+    let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("history.db");
+    let a = Server::start(&redis.url(), &["--history-db", db_path.to_str().unwrap()]);
+    let b = Server::start(&redis.url(), &[]);
+    register(a.addr, "alice", "wonderland");
+    let (code, _) = Raw::hello(b.addr, "alice", None).refusal();
+    assert_eq!(code, RefuseCode::NAME_PROTECTED);
+    let (code, _) = Raw::hello(b.addr, "ALICE", Some("looking glass")).refusal();
+    assert_eq!(code, RefuseCode::WRONG_ACCOUNT_PASSWORD);
+    // With its password on B: in, and registering again is refused there too.
+    let mut r = Raw::join(b.addr, "alice", Some("wonderland"));
+    r.send(&ClientMessage::Register {
+        password: Secret::new("other").unwrap(),
+    });
+    assert_eq!(r.notice().0, NoticeCode::ALREADY_REGISTERED);
+    // /unregister on B frees it on A.
+    r.send(&ClientMessage::Unregister);
+    assert_eq!(r.notice().0, NoticeCode::UNREGISTERED);
+    quit(r);
+    quit(Raw::join(a.addr, "alice", None));
+    // Neither the password nor its hash is in either log.
+    for s in [&a, &b] {
+        let log = s.log();
+        assert!(log.contains("accounts and bans: kept in Redis"), "{log}");
+        for secret in ["wonderland", "looking glass", "$argon2id"] {
+            assert!(!log.contains(secret), "{secret} logged: {log}");
+        }
+    }
+}
+
+#[test]
+fn a_ban_made_on_one_server_refuses_on_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = Server::start(&redis.url(), &[]);
+    let mut b = Server::start(&redis.url(), &[]);
+    // Two bans at once on two servers: both are kept.
+    a.console("ban mallory spam");
+    b.console("ban eve");
+    a.expect("banned mallory");
+    b.expect("banned eve");
+    for s in [&a, &b] {
+        wait_ban(s.addr, "mallory", true);
+        wait_ban(s.addr, "eve", true);
+    }
+    // A server started later has them from the start.
+    let c = Server::start(&redis.url(), &[]);
+    let (code, _) = Raw::hello(c.addr, "mallory", None).refusal();
+    assert_eq!(code, RefuseCode::BANNED);
+    a.console("bans");
+    let bans = a.expect("(by console");
+    assert!(
+        bans.contains("mallory (by console: spam)") && bans.contains("eve (by console)"),
+        "{bans}"
+    );
+    // Lifted on B: lifted on A.
+    b.console("unban mallory");
+    b.expect("unbanned mallory");
+    wait_ban(a.addr, "mallory", false);
+    wait_ban(a.addr, "eve", true);
+}
+
+#[test]
+fn reset_name_through_redis_frees_a_name_on_every_server() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url(), &[]);
+    let b = Server::start(&redis.url(), &[]);
+    register(a.addr, "alice", "wonderland");
+    let reset = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args(["--reset-name", "Alice", "--redis", &redis.url()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = reset();
+    assert!(said.contains("is removed: the name is free"), "{said}");
+    quit(Raw::join(b.addr, "alice", None));
+    quit(Raw::join(a.addr, "alice", None));
+    let said = reset();
+    assert!(
+        said.contains("was not registered; nothing changed"),
+        "{said}"
+    );
+}
+
+#[test]
+fn with_redis_unreachable_registration_and_protected_names_are_refused() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = Server::start(&redis.url(), &[]);
+    register(a.addr, "alice", "wonderland");
+    let mut bob = Raw::join(a.addr, "bob", None);
+    redis.stop();
+    // A user already in stays, but cannot register.
+    bob.send(&ClientMessage::Register {
+        password: Secret::new("builder").unwrap(),
+    });
+    let (code, text) = bob.notice();
+    assert_eq!(code, NoticeCode::FAILED);
+    assert!(text.contains("cannot store accounts now"), "{text}");
+    // alice, even with her password, is not let in unchecked.
+    let mut r = Raw::hello(a.addr, "alice", Some("wonderland"));
+    assert!(!r.welcomed(), "a protected name let in without its check");
+    // And the offline reset says why it could not.
+    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["--reset-name", "alice", "--redis", &redis.url()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("Redis is unreachable"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    quit(bob);
+}
