@@ -260,6 +260,29 @@ impl Raw {
         r
     }
 
+    /// Joins as `name`, again while the name is still claimed by the
+    /// server it just left (its release reaches Redis a moment later).
+    fn join_moved(addr: SocketAddr, name: &str, account: Option<&str>) -> Raw {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut r = Raw::hello(addr, name, account);
+            match r.wait_for(|m| {
+                matches!(
+                    m,
+                    ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
+                )
+            }) {
+                ServerMessage::Welcome { .. } => return r,
+                ServerMessage::Refused { code, reason, .. } => assert!(
+                    code == RefuseCode::NAME_TAKEN && Instant::now() < deadline,
+                    "{name} refused: {code:?} {reason}"
+                ),
+                _ => unreachable!(),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for the answer to `Hello`: true on a welcome.
     fn welcomed(&mut self) -> bool {
         matches!(
@@ -398,7 +421,7 @@ fn a_name_registered_on_one_server_is_protected_on_the_other() {
     let (code, _) = Raw::hello(b.addr, "ALICE", Some("looking glass")).refusal();
     assert_eq!(code, RefuseCode::WRONG_ACCOUNT_PASSWORD);
     // With its password on B: in, and registering again is refused there too.
-    let mut r = Raw::join(b.addr, "alice", Some("wonderland"));
+    let mut r = Raw::join_moved(b.addr, "alice", Some("wonderland"));
     r.send(&ClientMessage::Register {
         password: Secret::new("other").unwrap(),
     });
@@ -407,7 +430,7 @@ fn a_name_registered_on_one_server_is_protected_on_the_other() {
     r.send(&ClientMessage::Unregister);
     assert_eq!(r.notice().0, NoticeCode::UNREGISTERED);
     quit(r);
-    quit(Raw::join(a.addr, "alice", None));
+    quit(Raw::join_moved(a.addr, "alice", None));
     // Neither the password nor its hash is in either log.
     for s in [&a, &b] {
         let log = s.log();
@@ -466,8 +489,8 @@ fn reset_name_through_redis_frees_a_name_on_every_server() {
     };
     let said = reset();
     assert!(said.contains("is removed: the name is free"), "{said}");
-    quit(Raw::join(b.addr, "alice", None));
-    quit(Raw::join(a.addr, "alice", None));
+    quit(Raw::join_moved(b.addr, "alice", None));
+    quit(Raw::join_moved(a.addr, "alice", None));
     let said = reset();
     assert!(
         said.contains("was not registered; nothing changed"),
