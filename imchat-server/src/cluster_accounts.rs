@@ -95,47 +95,55 @@ impl RedisAccounts {
         }))
     }
 
-    /// Runs `f` on the connection, connecting first if needed; any error
-    /// drops the connection (the next call connects again).
+    /// Runs `f` on the connection, connecting first if needed. A call that
+    /// fails on a connection opened earlier is tried once more on a fresh
+    /// one (Redis may have restarted since: the old socket is dead, Redis
+    /// is not); only a failed connect makes the next calls fail at once for
+    /// [`RETRY_AFTER`].
     fn with<R>(
         &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<R>,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<R>,
     ) -> Result<R, String> {
         let mut link = lock(&self.link);
-        if link.con.is_none() {
-            if link.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
-                return Err("Redis is unreachable".into());
-            }
-            let con = self
-                .client
-                .get_connection_with_timeout(IO_TIMEOUT)
-                .and_then(|c| {
-                    c.set_read_timeout(Some(IO_TIMEOUT))?;
-                    c.set_write_timeout(Some(IO_TIMEOUT))?;
-                    Ok(c)
-                });
-            match con {
-                Ok(c) => link.con = Some(c),
-                Err(e) => {
-                    link.failed_at = Some(Instant::now());
-                    return Err(format!("Redis is unreachable: {e}"));
+        for fresh in [false, true] {
+            if fresh || link.con.is_none() {
+                link.con = None;
+                if !fresh && link.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+                    return Err("Redis is unreachable".into());
+                }
+                let con = self
+                    .client
+                    .get_connection_with_timeout(IO_TIMEOUT)
+                    .and_then(|c| {
+                        c.set_read_timeout(Some(IO_TIMEOUT))?;
+                        c.set_write_timeout(Some(IO_TIMEOUT))?;
+                        Ok(c)
+                    });
+                match con {
+                    Ok(c) => link.con = Some(c),
+                    Err(e) => {
+                        link.failed_at = Some(Instant::now());
+                        return Err(format!("Redis is unreachable: {e}"));
+                    }
                 }
             }
-        }
-        let Some(con) = link.con.as_mut() else {
-            return Err("Redis is unreachable".into());
-        };
-        match f(con) {
-            Ok(r) => {
-                link.failed_at = None;
-                Ok(r)
+            let Some(con) = link.con.as_mut() else {
+                return Err("Redis is unreachable".into());
+            };
+            match f(con) {
+                Ok(r) => {
+                    link.failed_at = None;
+                    return Ok(r);
+                }
+                Err(e) if fresh => {
+                    link.con = None;
+                    link.failed_at = Some(Instant::now());
+                    return Err(format!("Redis failed: {e}"));
+                }
+                Err(_) => {}
             }
-            Err(e) => {
-                link.con = None;
-                link.failed_at = Some(Instant::now());
-                Err(format!("Redis failed: {e}"))
-            }
         }
+        Err("Redis is unreachable".into())
     }
 
     /// The bans in Redis, oldest first.

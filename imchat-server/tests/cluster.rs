@@ -605,7 +605,20 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     redis.restart();
     alice.wait_who(&["alice", "ann", "bob"], WAIT);
     bob.wait_who(&["alice", "ann", "bob"], WAIT);
-    let _late = Peer::join(a.addr, "late");
+    // The accounts' own Redis link reconnects on its next use, at most
+    // RETRY_AFTER after its last failed try: a client refused with "try
+    // again later" meanwhile gets in when it does.
+    let deadline = Instant::now() + WAIT;
+    let _late = loop {
+        let mut p = Peer::connect(a.addr);
+        match p.hello("late") {
+            Ok(()) => break p,
+            Err((_, reason)) if reason.contains("try again") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("late refused: {e:?}"),
+        }
+    };
     bob.wait_who(&["alice", "ann", "bob", "late"], WAIT);
     bob.got.clear();
     alice.say(None, "after the restart");

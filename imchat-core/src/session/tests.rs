@@ -4146,12 +4146,15 @@ fn a_session_begun_before_the_cluster_epoch_still_resumes() {
     assert_eq!(answer(&mut hub, again), "resumed");
 }
 
-/// A server that checks accounts takes no session over from another
-/// server (the checks come first, the take-over before them).
+/// A server that asks a password takes no session over from another
+/// server (the take-over comes before the password's check); one that
+/// keeps accounts does (the account check still comes before the resume).
 #[test]
-fn sessions_move_only_to_a_server_without_checks() {
+fn sessions_move_only_to_a_server_without_a_password() {
     let mut hub = token_hub(Limits::default());
     assert!(hub.sessions_may_move());
     hub.set_accounts(true);
+    assert!(hub.sessions_may_move());
+    hub.set_server_password(Secret::new("sesame".to_string()));
     assert!(!hub.sessions_may_move());
 }

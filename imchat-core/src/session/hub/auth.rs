@@ -153,9 +153,9 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
 }
 
 impl AuthState {
-    /// True when anyone may join: no server password, no accounts.
-    pub(super) fn is_open(&self) -> bool {
-        self.server_password.is_none() && !self.accounts
+    /// True when every client must give the server password.
+    pub(super) fn asks_password(&self) -> bool {
+        self.server_password.is_some()
     }
 }
 

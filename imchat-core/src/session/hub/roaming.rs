@@ -143,12 +143,14 @@ impl Hub {
     }
 
     /// True when a session of another server may be taken over here: the
-    /// server asks no password and keeps no accounts (the checks of a
-    /// `Hello` come before its resume, and a take-over happens before the
-    /// hub sees the `Hello`).
+    /// server asks no password (a take-over happens before the hub sees
+    /// the `Hello`, so before a server password could be checked). Accounts
+    /// do not stop it: the adopted session is resumed by the `Hello` like
+    /// one of this server's, after its account check, so a protected name
+    /// still needs its password.
     #[must_use]
     pub fn sessions_may_move(&self) -> bool {
-        self.auth.is_open()
+        !self.auth.asks_password()
     }
 
     /// True when `user` has a session on this server (joined, or waiting
