@@ -13,7 +13,7 @@
 //! - [`Outbox`]: a connection's capped two-lane outbound queue (control
 //!   frames before file data) and the writer loop that drains it in
 //!   coalesced writes, from a writer thread or from the producer's own;
-//! - [`tls`] (feature `tls`): TLS under the same frames, a stream the
+//! - `tls` (feature `tls`): TLS under the same frames, a stream the
 //!   reader and writer threads share, and the client's connect.
 
 mod client;
