@@ -379,7 +379,7 @@ impl Server {
                     // Presence notices wait for the presence thread,
                     // unless something written sooner carries them.
                     if presence {
-                        match conn.outbox.push_deferred(frame.clone()) {
+                        match conn.outbox.push_deferred(&frame) {
                             Ok(true) => core
                                 .presence
                                 .push((conn.outbox.clone(), conn.socket.clone())),
@@ -398,7 +398,7 @@ impl Server {
                     let pushed = if bulk {
                         conn.outbox.push(frame.clone(), true)
                     } else {
-                        match conn.outbox.push_deferred(frame.clone()) {
+                        match conn.outbox.push_deferred(&frame) {
                             Ok(false) => continue,
                             other => other.map(drop),
                         }
