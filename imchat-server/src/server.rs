@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
-    inert, CancelCode, ClientId, Encode, FileName, FilesRequest, Hub, HubEvent, Lane, Limits,
-    TransferId, Username,
+    inert, CancelCode, ClientId, Destination, Encode, FileName, FilesRequest, Hub, HubEvent, Lane,
+    Limits, TransferId, Username,
 };
 use log::Level;
 
@@ -202,6 +202,39 @@ struct Work {
 /// A queue to flush, and the socket to flush it to.
 type Flush = (Arc<Outbox>, Arc<Sock>);
 
+/// Control frames, encoded back to back, for one audience.
+struct Group {
+    to: Destination,
+    bytes: Vec<u8>,
+}
+
+impl Group {
+    /// True when `to` is the group's audience: the same member list (the
+    /// hub shares one list until the room changes) and the same sender
+    /// left out.
+    fn takes(&self, to: &Destination) -> bool {
+        match (&self.to, to) {
+            (
+                Destination::Many { members, except },
+                Destination::Many {
+                    members: m,
+                    except: e,
+                },
+            ) => Arc::ptr_eq(members, m) && except == e,
+            _ => false,
+        }
+    }
+
+    /// True when `to` is the one connection the group leaves out: what
+    /// goes to it cannot overtake anything of the group's.
+    fn excludes(&self, to: &Destination) -> bool {
+        match (&self.to, to) {
+            (Destination::Many { except, .. }, Destination::One(id)) => *except == Some(*id),
+            _ => false,
+        }
+    }
+}
+
 impl Work {
     fn is_empty(&self) -> bool {
         self.files.is_empty()
@@ -360,22 +393,47 @@ impl Server {
     /// to their handlers. Call with the lock held, after every hub input.
     fn dispatch(&self, core: &mut Core, work: &mut Work) {
         loop {
+            // Consecutive control messages to one audience (a sender's
+            // burst of chat to the room) are queued together: one copy
+            // into each receiver's queue, not one per message.
+            let mut group: Option<Group> = None;
             while let Some(t) = core.hub.poll_transmit() {
+                if t.lane == Lane::Control {
+                    if let Some(g) = &mut group {
+                        if g.takes(&t.to) {
+                            t.message.encode(&mut g.bytes);
+                            continue;
+                        }
+                    }
+                    if matches!(t.to, Destination::Many { .. }) {
+                        self.push_group(core, work, group.take());
+                        let mut bytes = Vec::new();
+                        t.message.encode(&mut bytes);
+                        group = Some(Group { to: t.to, bytes });
+                        continue;
+                    }
+                    // A reply to the group's sender (its Ack): not one of
+                    // the group's receivers, so it may go first.
+                    if !group.as_ref().is_some_and(|g| g.excludes(&t.to)) {
+                        self.push_group(core, work, group.take());
+                    }
+                    let frame = t.message.to_frame();
+                    for id in t.to.iter() {
+                        self.push_control(core, work, id, &frame);
+                    }
+                    continue;
+                }
+                self.push_group(core, work, group.take());
                 // Relayed file data is paced to its receivers (see follow_up).
-                let (bulk, presence, relay) = match t.lane {
-                    Lane::Control => (false, false, None),
-                    Lane::Presence => (false, true, None),
-                    Lane::Bulk(relay) => (true, false, Some(relay)),
+                let (presence, relay) = match t.lane {
+                    Lane::Control | Lane::Presence => (true, None),
+                    Lane::Bulk(relay) => (false, Some(relay)),
                 };
                 let frame: Frame = Frame::from(t.message.to_frame());
                 for id in t.to.iter() {
                     let Some(conn) = core.conns.get(&id) else {
                         continue;
                     };
-                    // Control frames are written by the flusher thread (see
-                    // flush_loop), not by each receiver's writer thread: a
-                    // broadcast costs at most one write per receiver and
-                    // no thread wake-up per receiver.
                     // Presence notices wait for the presence thread,
                     // unless something written sooner carries them.
                     if presence {
@@ -392,24 +450,12 @@ impl Server {
                         }
                         continue;
                     }
-                    // A queue goes on the flush list only when it was
-                    // empty: otherwise whoever holds its earlier frames
-                    // writes this one too.
-                    let pushed = if bulk {
-                        conn.outbox.push(frame.clone(), true)
-                    } else {
-                        match conn.outbox.push_deferred(&frame) {
-                            Ok(false) => continue,
-                            other => other.map(drop),
-                        }
-                    };
-                    match pushed {
-                        Ok(()) if bulk => {
+                    match conn.outbox.push(frame.clone(), true) {
+                        Ok(()) => {
                             if let Some(relay) = relay {
                                 work.paced.push((id, relay, conn.outbox.clone()));
                             }
                         }
-                        Ok(()) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
                         Err(PushError::Full { max }) => {
                             self.log_full(conn, id, max);
                             core.hub.evict(id);
@@ -418,10 +464,42 @@ impl Server {
                     }
                 }
             }
+            self.push_group(core, work, group.take());
             let Some(event) = core.hub.poll_event() else {
                 break;
             };
             self.on_event(core, event, work);
+        }
+    }
+
+    /// Queues a group's bytes for each of its receivers.
+    fn push_group(&self, core: &mut Core, work: &mut Work, group: Option<Group>) {
+        let Some(g) = group else {
+            return;
+        };
+        for id in g.to.iter() {
+            self.push_control(core, work, id, &g.bytes);
+        }
+    }
+
+    /// Queues control frames for `id`. Control frames are written by the
+    /// flusher thread (see flush_loop), not by each receiver's writer
+    /// thread: a broadcast costs at most one write per receiver and no
+    /// thread wake-up per receiver. A queue goes on the flush list only
+    /// when it was empty: otherwise whoever holds its earlier frames
+    /// writes these too.
+    fn push_control(&self, core: &mut Core, work: &mut Work, id: ClientId, bytes: &[u8]) {
+        let Some(conn) = core.conns.get(&id) else {
+            return;
+        };
+        match conn.outbox.push_deferred(bytes) {
+            Ok(true) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
+            Ok(false) => {}
+            Err(PushError::Full { max }) => {
+                self.log_full(conn, id, max);
+                core.hub.evict(id);
+            }
+            Err(_) => {}
         }
     }
 
@@ -1194,5 +1272,37 @@ pub fn run(
             server.shutdown(&format!("internal error: {reason}"));
             Err(Error::Fatal(reason))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn many(members: &Arc<[ClientId]>, except: Option<u64>) -> Destination {
+        Destination::Many {
+            members: members.clone(),
+            except: except.map(ClientId),
+        }
+    }
+
+    #[test]
+    fn a_group_takes_only_its_own_audience() {
+        let room: Arc<[ClientId]> = Arc::from(vec![ClientId(1), ClientId(2), ClientId(3)]);
+        let g = Group {
+            to: many(&room, Some(1)),
+            bytes: Vec::new(),
+        };
+        assert!(g.takes(&many(&room, Some(1))));
+        // Another sender, or the same members in a new list (the room
+        // changed in between): not the same audience.
+        assert!(!g.takes(&many(&room, Some(2))));
+        let same_names: Arc<[ClientId]> = Arc::from(room.to_vec());
+        assert!(!g.takes(&many(&same_names, Some(1))));
+        assert!(!g.takes(&Destination::One(ClientId(2))));
+        // Only a message to the one left out may go ahead of the group.
+        assert!(g.excludes(&Destination::One(ClientId(1))));
+        assert!(!g.excludes(&Destination::One(ClientId(2))));
+        assert!(!g.excludes(&many(&room, Some(1))));
     }
 }

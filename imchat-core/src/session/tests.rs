@@ -4158,3 +4158,30 @@ fn sessions_move_only_to_a_server_without_a_password() {
     hub.set_server_password(Secret::new("sesame".to_string()));
     assert!(!hub.sessions_may_move());
 }
+
+#[test]
+fn routed_chat_is_no_work_for_the_server_a_files_request_is() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let a = joined(&mut hub, "alice", now);
+    let _b = joined(&mut hub, "bob", now);
+    while hub.poll_event().is_some() {}
+    assert!(!hub.has_pending_work());
+    for (n, text) in [(1, "one"), (2, "two")] {
+        let mut m = chat_to_all(text);
+        if let ClientMessage::Chat { client_id, .. } = &mut m {
+            *client_id = n;
+        }
+        hub.handle_message(a, m, now);
+    }
+    // Two records of routed messages wait, and nothing else.
+    assert!(!hub.has_pending_work());
+    hub.handle_message(a, ClientMessage::ListFiles, now);
+    assert!(hub.has_pending_work());
+    let mut routed = 0;
+    while let Some(e) = hub.poll_event() {
+        routed += usize::from(matches!(e, HubEvent::Routed { .. }));
+    }
+    assert_eq!(routed, 2);
+    assert!(!hub.has_pending_work());
+}

@@ -28,6 +28,10 @@ const WRITER_STACK: usize = 128 * 1024;
 /// Receiver queues a reader collects before flushing them, whatever is
 /// still buffered (at most a few messages' worth for a full room).
 const MAX_DEFERRED: usize = 4096;
+/// Most buffered messages of one client handled under one lock (see
+/// read_loop): enough for a sender's window of chat, few enough that the
+/// lock is not held long.
+const MAX_RUN: usize = 64;
 /// A writer thread with nothing to write for this long ends; the next
 /// frames left for a writer start a new one.
 const WRITER_PARK: Duration = Duration::from_millis(250);
@@ -243,11 +247,13 @@ impl Server {
         // Receivers of the messages handled since the last read from the
         // socket: flushed once before the next read that could block.
         let mut flush = Vec::new();
+        // What a run of buffered messages ended on (see below).
+        let mut next = None;
         loop {
-            if !reader.has_message_ready() {
+            if next.is_none() && !reader.has_message_ready() {
                 self.flush_all(&mut flush);
             }
-            let msg = match reader.read_message() {
+            let msg = match next.take().unwrap_or_else(|| reader.read_message()) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     self.flush_all(&mut flush);
@@ -322,9 +328,33 @@ impl Server {
             }
             // The history store's appends are committed by the server's
             // commit thread, for all readers at once (group commit).
+            // A joined client's messages already buffered are handled under
+            // the same lock, and their broadcasts queued together (one copy
+            // per receiver for the run, see dispatch). Not before the join:
+            // the frame limit rises with it, and a Hello may need the
+            // cluster first.
+            let full_limit = reader.decoder_mut().max_frame() >= self.limits().max_frame;
             let (max_frame, throttle, connected) = self.with_hub_deferred(
                 |hub| {
                     hub.handle_message(id, msg, Instant::now());
+                    let mut run = 1;
+                    while run < MAX_RUN
+                        && full_limit
+                        && reader.has_message_ready()
+                        && hub.is_joined(id)
+                        && hub.throttle(id).is_none()
+                        && !hub.has_pending_work()
+                    {
+                        match reader.read_message() {
+                            Ok(Some(msg)) => hub.handle_message(id, msg, Instant::now()),
+                            // An end or an error: the loop's to act on.
+                            other => {
+                                next = Some(other);
+                                break;
+                            }
+                        }
+                        run += 1;
+                    }
                     (hub.max_frame(id), hub.throttle(id), hub.is_connected(id))
                 },
                 Some(&mut flush),

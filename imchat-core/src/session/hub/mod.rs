@@ -323,6 +323,18 @@ impl Hub {
         self.events.pop_front()
     }
 
+    /// True when an event waits that asks the server to act (a close, a
+    /// files or download request, an account check: anything but a routed
+    /// message's record). A server handling a run of one client's buffered
+    /// messages under one lock stops the run there, so that the work is
+    /// done (and charged to the client) before more is read.
+    #[must_use]
+    pub fn has_pending_work(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| !matches!(e, HubEvent::Routed { .. }))
+    }
+
     fn send(&mut self, to: ClientId, message: ServerMessage) {
         let lane = lane_of(&message);
         if lane == Lane::Control {
