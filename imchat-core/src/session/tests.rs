@@ -4185,3 +4185,32 @@ fn routed_chat_is_no_work_for_the_server_a_files_request_is() {
     assert_eq!(routed, 2);
     assert!(!hub.has_pending_work());
 }
+
+#[test]
+fn the_member_list_follows_joins_and_leaves_and_is_shared_between_them() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let a = joined(&mut hub, "alice", now);
+    let b = joined(&mut hub, "bob", now);
+    assert_eq!(&hub.members()[..], &[a, b]);
+    let room = |hub: &mut Hub| {
+        while let Some(t) = hub.poll_transmit() {
+            if let Destination::Many { members, .. } = t.to {
+                return members;
+            }
+        }
+        panic!("no broadcast");
+    };
+    hub.handle_message(a, chat_to_all("one"), now);
+    let first = room(&mut hub);
+    let mut m = chat_to_all("two");
+    if let ClientMessage::Chat { client_id, .. } = &mut m {
+        *client_id = 2;
+    }
+    hub.handle_message(a, m, now);
+    // No join or leave in between: the same list, not a copy.
+    assert!(std::sync::Arc::ptr_eq(&first, &room(&mut hub)));
+    hub.handle_disconnect(b, LeaveReason::QUIT);
+    assert_eq!(&hub.members()[..], &[a]);
+    hub.check_invariants().unwrap();
+}

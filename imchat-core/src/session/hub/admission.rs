@@ -42,7 +42,7 @@ impl Hub {
             );
             return id;
         }
-        if self.members.len() >= self.limits.max_clients {
+        if self.joined_count() >= self.limits.max_clients {
             let reason = format!("server full ({} users)", self.limits.max_clients);
             self.refuse(id, RefuseCode::SERVER_FULL, &reason);
             return id;

@@ -123,7 +123,7 @@ impl Hub {
                 0
             }
         } else {
-            let members = self.members.clone();
+            let members = self.member_list();
             let receivers = members.len().saturating_sub(1);
             self.send_many(members, Some(client), message);
             receivers

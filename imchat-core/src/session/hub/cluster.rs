@@ -315,7 +315,7 @@ impl Hub {
             }
             Some((_, None, _)) => 0,
             None => {
-                let members = self.members.clone();
+                let members = self.member_list();
                 let n = members.len();
                 self.send_many(members, None, message);
                 n
@@ -336,7 +336,7 @@ impl Hub {
     /// message: the connection stays), for instance that the cluster
     /// cannot be reached.
     pub fn notice_all(&mut self, text: &str) {
-        let members = self.members.clone();
+        let members = self.member_list();
         self.send_many(
             members,
             None,

@@ -104,7 +104,7 @@ impl Hub {
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
         }
-        if self.members.len() + self.ghosts() >= self.limits.max_clients {
+        if self.joined_count() + self.ghosts() >= self.limits.max_clients {
             let reason = format!("server full ({} users)", self.limits.max_clients);
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);
             return;

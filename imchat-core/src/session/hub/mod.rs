@@ -93,7 +93,13 @@ pub struct Hub {
     /// Connections (handshaking or joined) from each address.
     per_address: HashMap<IpAddr, usize>,
     names: HashMap<String, ClientId>,
+    /// The joined connections, sorted: shared by every broadcast until the
+    /// room changes. Rebuilt when next needed after a join or leave
+    /// (`members_stale`), so that a storm of joins costs one rebuild per
+    /// broadcast or presence round, not one per join (each a sort of the
+    /// whole room).
     members: Arc<[ClientId]>,
+    members_stale: bool,
     relays: HashMap<(ClientId, TransferId), Relay>,
     next_client: u64,
     next_relay: u32,
@@ -161,6 +167,7 @@ impl Hub {
             per_address: HashMap::new(),
             names: HashMap::new(),
             members: Arc::from(Vec::new()),
+            members_stale: false,
             relays: HashMap::new(),
             next_client: 1,
             next_relay: 1,
@@ -284,7 +291,26 @@ impl Hub {
     /// The joined users' connections.
     #[must_use]
     pub fn members(&self) -> Arc<[ClientId]> {
+        if self.members_stale {
+            Arc::from(self.sorted_members())
+        } else {
+            self.members.clone()
+        }
+    }
+
+    /// The joined connections, as [`members`](Hub::members), keeping the
+    /// list for the broadcasts after this one.
+    pub(super) fn member_list(&mut self) -> Arc<[ClientId]> {
+        if self.members_stale {
+            self.members = Arc::from(self.sorted_members());
+            self.members_stale = false;
+        }
         self.members.clone()
+    }
+
+    /// How many connections have joined.
+    pub(super) fn joined_count(&self) -> usize {
+        self.names.len()
     }
 
     /// The username of a joined connection.
@@ -406,7 +432,13 @@ impl Hub {
         );
     }
 
+    /// A connection joined or left: the member list is rebuilt when next
+    /// needed.
     fn rebuild_members(&mut self) {
+        self.members_stale = true;
+    }
+
+    fn sorted_members(&self) -> Vec<ClientId> {
         let mut m: Vec<ClientId> = self
             .conns
             .iter()
@@ -414,7 +446,7 @@ impl Hub {
             .map(|(id, _)| *id)
             .collect();
         m.sort_unstable();
-        self.members = Arc::from(m);
+        m
     }
 
     /// A decoded message from `client`, received at `now`.
@@ -435,7 +467,7 @@ impl Hub {
         // Requests cost rate budget in proportion to their work (chat is
         // charged by its length once it is checked).
         let cost = match &msg {
-            ClientMessage::Who => Some(Cost::request(self.members.len())),
+            ClientMessage::Who => Some(Cost::request(self.joined_count())),
             ClientMessage::Register { .. }
             | ClientMessage::Unregister
             | ClientMessage::Operate { .. } => Some(Cost::request(0)),
@@ -688,28 +720,29 @@ impl Hub {
                 Phase::Handshaking => None,
             })
             .collect();
-        if joined.len() != self.names.len() || joined.len() != self.members.len() {
+        let members = self.members();
+        if joined.len() != self.names.len() || joined.len() != members.len() {
             return Err(format!(
                 "{} joined, {} names, {} members",
                 joined.len(),
                 self.names.len(),
-                self.members.len()
+                members.len()
             ));
         }
         for (id, u) in joined {
             if self.names.get(&self.key(u)) != Some(id) {
                 return Err(format!("name {u} does not map to {id}"));
             }
-            if !self.members.contains(id) {
+            if !members.contains(id) {
                 return Err(format!("{id} missing from members"));
             }
         }
-        if self.members.len() > self.limits.max_clients {
+        if members.len() > self.limits.max_clients {
             return Err("more users than max_clients".into());
         }
         self.check_sessions()?;
         self.check_presence()?;
-        let handshaking = self.conns.len() - self.members.len();
+        let handshaking = self.conns.len() - members.len();
         if handshaking != self.pending.len()
             || (self.limits.max_pending > 0 && handshaking > self.limits.max_pending)
         {

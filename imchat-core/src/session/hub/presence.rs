@@ -92,7 +92,7 @@ impl Hub {
         let batch = std::mem::take(&mut self.presence);
         let len = batch.events.len();
         let mut groups: BTreeMap<usize, Vec<ClientId>> = BTreeMap::new();
-        for m in self.members.iter() {
+        for m in self.member_list().iter() {
             let start = batch.from.get(m).copied().unwrap_or(0);
             if start < len {
                 groups.entry(start).or_default().push(*m);

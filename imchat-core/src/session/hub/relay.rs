@@ -84,7 +84,7 @@ impl Hub {
         }
         let (receivers, remote): (Arc<[ClientId]>, _) = match to {
             Recipient::Everyone => (
-                self.members
+                self.member_list()
                     .iter()
                     .copied()
                     .filter(|m| *m != client)
