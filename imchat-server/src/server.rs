@@ -202,6 +202,57 @@ struct Work {
 /// A queue to flush, and the socket to flush it to.
 type Flush = (Arc<Outbox>, Arc<Sock>);
 
+/// Queues the presence thread flushes, over a run of rounds without a
+/// quiet one, that make a storm of joins or leaves (10,000 clients
+/// reconnecting after a restart, say).
+const STORM_QUEUES: usize = 10_000;
+
+/// Quiet presence rounds (of [`PRESENCE_DELAY`]) after a storm before the
+/// heap is trimmed: by then the members' queues have been written out.
+const STORM_QUIET_ROUNDS: u32 = 10;
+
+/// Tells the presence thread when a storm of joins or leaves has passed.
+#[derive(Debug, Default)]
+struct Storm {
+    /// Queues flushed since the storm began (since the last trim).
+    flushed: usize,
+    /// Quiet rounds in a row since.
+    quiet: u32,
+}
+
+impl Storm {
+    /// After a round that flushed `n` queues: true once, when a storm has
+    /// been followed by [`STORM_QUIET_ROUNDS`] quiet rounds in a row.
+    fn after_round(&mut self, n: usize) -> bool {
+        if n > 0 {
+            self.flushed = self.flushed.saturating_add(n);
+            self.quiet = 0;
+            return false;
+        }
+        self.quiet += 1;
+        if self.quiet < STORM_QUIET_ROUNDS {
+            return false;
+        }
+        // Quiet for long enough: a storm has passed, or joins now and
+        // then did (no storm): start counting again either way.
+        std::mem::take(self).flushed >= STORM_QUEUES
+    }
+}
+
+/// Hands the pages freed after a storm back to the system. In a storm each
+/// member's queue holds notices at once; once they are written, glibc's
+/// malloc keeps the freed pages (free chunks between live ones), and the
+/// server's memory would stay at the storm's peak for as long as it runs.
+/// `malloc_trim` releases every whole free page; it runs once per storm.
+fn give_back_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    log::debug!("a storm of joins or leaves has passed: freed memory given back");
+}
+
 /// Control frames, encoded back to back, for one audience.
 struct Group {
     to: Destination,
@@ -1223,9 +1274,11 @@ pub fn run(
     }
 
     let s = server.clone();
+    let mut storm = Storm::default();
     spawn("presence".into(), 256 * 1024, Share::Any, move || loop {
         thread::sleep(PRESENCE_DELAY);
         let mut queues = std::mem::take(&mut s.lock().presence);
+        let flushed = queues.len();
         if panic::catch_unwind(AssertUnwindSafe(|| {
             Server::flush_now(&mut queues, |outbox, socket| outbox.flush(socket))
         }))
@@ -1233,6 +1286,9 @@ pub fn run(
         {
             s.fatal("the presence thread failed".into());
             return;
+        }
+        if storm.after_round(flushed) {
+            give_back_heap();
         }
     })
     .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;
@@ -1284,6 +1340,25 @@ mod tests {
             members: members.clone(),
             except: except.map(ClientId),
         }
+    }
+
+    #[test]
+    fn the_heap_is_given_back_once_after_a_storm_not_after_a_trickle() {
+        let mut storm = Storm::default();
+        let quiet = |storm: &mut Storm, rounds: u32| (0..rounds).any(|_| storm.after_round(0));
+        // Joins now and then, each round with quiet ones after it.
+        for _ in 0..100 {
+            assert!(!storm.after_round(STORM_QUEUES / 2));
+            assert!(!quiet(&mut storm, STORM_QUIET_ROUNDS * 2));
+        }
+        // A storm: busy rounds back to back, with short lulls...
+        for _ in 0..4 {
+            assert!(!storm.after_round(STORM_QUEUES / 3));
+            assert!(!quiet(&mut storm, STORM_QUIET_ROUNDS - 1));
+        }
+        // ...then quiet for long enough: once.
+        assert!(storm.after_round(0));
+        assert!(!quiet(&mut storm, STORM_QUIET_ROUNDS * 3));
     }
 
     #[test]
