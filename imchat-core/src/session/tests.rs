@@ -4214,3 +4214,24 @@ fn the_member_list_follows_joins_and_leaves_and_is_shared_between_them() {
     assert_eq!(&hub.members()[..], &[a]);
     hub.check_invariants().unwrap();
 }
+
+#[test]
+fn relayed_file_data_is_work_for_the_server_to_pace() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f.bin").unwrap(), 14, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    assert!(!net.hub.has_pending_work());
+    net.s(0).push_chunk(id, b"1234567".to_vec()).unwrap();
+    let alice = net.clients[0].0;
+    while let Some(m) = net.s(0).poll_transmit() {
+        net.hub.handle_message(alice, through_wire(&m), net.now);
+    }
+    // The chunk waits for the receivers: the server paces it before it
+    // reads more from the pusher.
+    assert!(net.hub.has_pending_work());
+    net.pump();
+    assert!(!net.hub.has_pending_work());
+}

@@ -351,14 +351,19 @@ impl Hub {
 
     /// True when an event waits that asks the server to act (a close, a
     /// files or download request, an account check: anything but a routed
-    /// message's record). A server handling a run of one client's buffered
-    /// messages under one lock stops the run there, so that the work is
-    /// done (and charged to the client) before more is read.
+    /// message's record), or file data waits to be sent (which the server
+    /// paces to its receivers). A server handling a run of one client's
+    /// buffered messages under one lock stops the run there, so that the
+    /// work is done (and charged, or paced) before more is read.
     #[must_use]
     pub fn has_pending_work(&self) -> bool {
         self.events
             .iter()
             .any(|e| !matches!(e, HubEvent::Routed { .. }))
+            || self
+                .transmits
+                .iter()
+                .any(|t| matches!(t.lane, Lane::Bulk(_)))
     }
 
     fn send(&mut self, to: ClientId, message: ServerMessage) {
