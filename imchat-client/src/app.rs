@@ -1550,19 +1550,19 @@ impl Conn {
     /// sends from this thread when no one else is writing (one thread
     /// wake-up less); otherwise the writer thread sends them with what it has.
     fn send_acks(&self, f: impl FnOnce(&mut ClientSession)) {
-        let frames: Vec<Vec<u8>> = {
+        let frames: Vec<Frame> = {
             let mut s = lock(&self.session);
             f(&mut s);
             std::iter::from_fn(|| s.poll_transmit())
-                .map(|m| m.to_frame())
-                .collect::<Vec<_>>()
+                .map(|m| Arc::from(m.to_frame()))
+                .collect()
         };
         if frames.is_empty() {
             return;
         }
         for frame in frames {
             // Full or closed: the server is not reading, or we are leaving.
-            let _ = self.outbox.push_deferred(&frame);
+            let _ = self.outbox.push_deferred(frame);
         }
         self.outbox.flush(&self.socket);
     }

@@ -40,7 +40,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Time after a ping with nothing heard back before a peer counts as gone: 30 s.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes queued towards one client before it counts as not reading and is dropped: 4 MiB.
+/// Bytes queued towards one client before it counts as not reading and is dropped: 4 MiB
+/// (a burst may go over it, up to eight times, for a moment: the blocking
+/// driver's `OVER_CAP_FOR`).
 pub const DEFAULT_MAX_OUTBOUND: usize = 4 * 1024 * 1024;
 /// Chat messages a client may send in one burst: 100.
 pub const DEFAULT_RATE_BURST: u32 = 100;

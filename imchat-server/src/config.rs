@@ -70,7 +70,8 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
     keepalive_timeout_secs: f64,
 
-    /// Bytes of messages queued for one client before it counts as not reading and is dropped.
+    /// Bytes of messages queued for one client before it counts as not reading and is dropped
+    /// (a burst may go up to 8 times over for at most 2 s).
     #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_OUTBOUND, value_parser = size::<usize>)]
     max_queue_bytes: usize,
 

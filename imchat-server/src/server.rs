@@ -445,8 +445,9 @@ impl Server {
     fn dispatch(&self, core: &mut Core, work: &mut Work) {
         loop {
             // Consecutive control messages to one audience (a sender's
-            // burst of chat to the room) are queued together: one copy
-            // into each receiver's queue, not one per message.
+            // burst of chat to the room) are encoded into one frame buffer,
+            // shared by every receiver's queue: one entry per receiver for
+            // the burst, not one per message.
             let mut group: Option<Group> = None;
             while let Some(t) = core.hub.poll_transmit() {
                 if t.lane == Lane::Control {
@@ -468,7 +469,7 @@ impl Server {
                     if !group.as_ref().is_some_and(|g| g.excludes(&t.to)) {
                         self.push_group(core, work, group.take());
                     }
-                    let frame = t.message.to_frame();
+                    let frame = Frame::from(t.message.to_frame());
                     for id in t.to.iter() {
                         self.push_control(core, work, id, &frame);
                     }
@@ -488,7 +489,7 @@ impl Server {
                     // Presence notices wait for the presence thread,
                     // unless something written sooner carries them.
                     if presence {
-                        match conn.outbox.push_deferred(&frame) {
+                        match conn.outbox.push_deferred(frame.clone()) {
                             Ok(true) => core
                                 .presence
                                 .push((conn.outbox.clone(), conn.socket.clone())),
@@ -528,8 +529,9 @@ impl Server {
         let Some(g) = group else {
             return;
         };
+        let frame = Frame::from(g.bytes);
         for id in g.to.iter() {
-            self.push_control(core, work, id, &g.bytes);
+            self.push_control(core, work, id, &frame);
         }
     }
 
@@ -539,11 +541,11 @@ impl Server {
     /// thread wake-up per receiver. A queue goes on the flush list only
     /// when it was empty: otherwise whoever holds its earlier frames
     /// writes these too.
-    fn push_control(&self, core: &mut Core, work: &mut Work, id: ClientId, bytes: &[u8]) {
+    fn push_control(&self, core: &mut Core, work: &mut Work, id: ClientId, frame: &Frame) {
         let Some(conn) = core.conns.get(&id) else {
             return;
         };
-        match conn.outbox.push_deferred(bytes) {
+        match conn.outbox.push_deferred(frame.clone()) {
             Ok(true) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
             Ok(false) => {}
             Err(PushError::Full { max }) => {

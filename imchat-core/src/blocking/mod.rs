@@ -24,5 +24,5 @@ mod transport;
 
 pub use crate::error::TransportError;
 pub use client::*;
-pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd};
+pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd, OVER_CAP_FOR};
 pub use transport::{split_tcp, FrameReader, FrameWriter};

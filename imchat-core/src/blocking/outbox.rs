@@ -2,13 +2,6 @@
 //! it: two lanes (control before bulk), a byte cap, and coalesced writes.
 //! It moves bytes only; what goes in is decided by the session.
 //!
-//! Control frames are copied into one byte buffer per connection as they
-//! are queued, the way Redis fills a client's reply buffer: a broadcast
-//! then costs each receiver a copy of a few dozen bytes and its share of
-//! one contiguous write, not a shared pointer to count up and down and a
-//! buffer of the write's own per frame. File data (bulk frames) is queued
-//! by reference: it is large, and the copy would cost more than it saves.
-//!
 //! Its state is three things that change independently: the queue's
 //! [`Phase`] (open, closing, aborted), the writer thread's [`Writer`]
 //! state (armed, awake, asleep, done), and who holds the socket (nobody,
@@ -36,16 +29,17 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// call here and a wake-up at the receiver.
 const BATCH_FRAMES: usize = 1024;
 
-/// Slots a drained bulk lane may keep (see [`State::take_batch`]).
+/// How far past its cap a control lane may go for a moment (see
+/// [`OVER_CAP_FOR`]): eight times (32 MiB for the default 4 MiB, Redis's
+/// hard limit for a pub/sub client).
+const OVER_CAP_FACTOR: usize = 8;
+/// How long a control lane may stay over its cap: a burst to a peer that
+/// reads (many senders at once, a large room) is not a peer that does not
+/// read. Redis's pub/sub default is softer still (8 MB for 60 s).
+pub const OVER_CAP_FOR: Duration = Duration::from_secs(2);
+
+/// Slots a drained lane may keep (see [`State::take_batch`]).
 const KEEP_CAPACITY: usize = 64;
-/// Bytes a drained control lane may keep allocated (see [`State::recycle`]):
-/// enough for a few chat frames, so a quiet connection writes without
-/// allocating, and little enough that ten thousand idle connections hold
-/// no memory of their busiest moment.
-const KEEP_BYTES: usize = 512;
-/// Most a control lane that grows from nothing reserves at once (see
-/// [`State::enqueue_control`]).
-const HINT_MAX: usize = 256 * 1024;
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,16 +95,14 @@ struct State {
     /// that its `flush` could not yet push on (a TLS stream's encrypted
     /// records, when the socket was full): the writer thread flushes.
     unflushed: bool,
-    /// Control frames, back to back, from `control_head` on (the bytes
-    /// before it were written).
-    control: Vec<u8>,
-    control_head: usize,
-    /// Control bytes of the last batch taken: a lane that grows from
-    /// nothing reserves this much at once, so a busy receiver's buffer is
-    /// allocated once per write rather than grown step by step.
-    control_hint: usize,
+    control: VecDeque<Frame>,
     bulk: VecDeque<Frame>,
+    control_bytes: usize,
     bulk_bytes: usize,
+    /// The control lane's cap (see [`Outbox::push`]).
+    cap: usize,
+    /// Since when the control lane is over its cap.
+    over_since: Option<Instant>,
     phase: Phase,
     writer: Writer,
     /// Someone (the writer thread, a producer flushing, or a [`Direct`]
@@ -186,149 +178,76 @@ impl State {
     fn has_frames(&self, bulk: bool) -> bool {
         self.partial.is_some()
             || self.unflushed
-            || self.control_len() > 0
+            || !self.control.is_empty()
             || (bulk && !self.bulk.is_empty())
     }
 
-    /// Control bytes queued.
-    fn control_len(&self) -> usize {
-        self.control.len() - self.control_head
-    }
-
-    /// Appends a control frame's bytes.
-    fn enqueue_control(&mut self, frame: &[u8]) {
-        if self.control.capacity() == 0 {
-            self.control
-                .reserve(frame.len().max(self.control_hint.min(HINT_MAX)));
-        }
-        self.control.extend_from_slice(frame);
-    }
-
-    /// A batch was written: its control buffer becomes the lane's again
-    /// if the lane has none and it is small (see [`KEEP_BYTES`]); else it
-    /// is freed.
-    fn recycle(&mut self, batch: &mut Batch) {
-        batch.partial = None;
-        batch.bulk.clear();
-        let mut buf = std::mem::take(&mut batch.control);
-        batch.head = 0;
-        if self.control.capacity() == 0 && buf.capacity() <= KEEP_BYTES {
-            buf.clear();
-            self.control = buf;
-            self.control_head = 0;
-        }
-    }
-
-    /// Moves what is next into `batch` (empty): the rest of a cut frame,
-    /// then every queued control byte, then (when `bulk`) file data, up to
-    /// [`BATCH_BYTES`] and [`BATCH_FRAMES`].
-    fn take_batch(&mut self, batch: &mut Batch, bulk: bool) {
+    /// Moves the next frames into `batch` (empty): the rest of a cut frame,
+    /// then control frames, then (when `bulk`) file data, up to
+    /// [`BATCH_BYTES`] and [`BATCH_FRAMES`]. Says which lanes they came from.
+    fn take_batch(&mut self, batch: &mut Vec<Frame>, bulk: bool) -> Taken {
         debug_assert!(batch.is_empty());
         // The batch's write ends with a flush, which pushes those on.
         self.unflushed = false;
         let mut bytes = 0;
-        if let Some(p) = self.partial.take() {
+        let partial = if let Some(p) = self.partial.take() {
             bytes += p.len();
-            batch.partial = Some(p);
+            batch.push(p);
+            true
+        } else {
+            false
+        };
+        while bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
+            let Some(f) = self.control.pop_front() else {
+                break;
+            };
+            self.control_bytes -= f.len();
+            bytes += f.len();
+            batch.push(f);
         }
-        if self.control_len() > 0 {
-            batch.control = std::mem::take(&mut self.control);
-            batch.head = std::mem::take(&mut self.control_head);
-            let taken = batch.control.len() - batch.head;
-            self.control_hint = taken;
-            bytes += taken;
+        if self.control_bytes <= self.cap {
+            self.over_since = None;
         }
-        while bulk && bytes < BATCH_BYTES && batch.bulk.len() < BATCH_FRAMES {
+        let ahead = batch.len();
+        while bulk && bytes < BATCH_BYTES && batch.len() < BATCH_FRAMES {
             let Some(f) = self.bulk.pop_front() else {
                 break;
             };
             self.bulk_bytes -= f.len();
             bytes += f.len();
-            batch.bulk.push(f);
+            batch.push(f);
         }
-        // A lane that held a burst keeps its capacity: give it back once
-        // drained, or every idle connection holds the memory of its
-        // busiest moment.
+        // A lane that held a burst (a join storm's notices, say) keeps its
+        // capacity: give it back once drained, or every idle connection
+        // holds the memory of its busiest moment.
+        if self.control.is_empty() && self.control.capacity() > KEEP_CAPACITY {
+            self.control = VecDeque::new();
+        }
         if self.bulk.is_empty() && self.bulk.capacity() > KEEP_CAPACITY {
             self.bulk = VecDeque::new();
         }
+        Taken { partial, ahead }
     }
 
-    /// Puts back what a timed-out write of `batch` left, from piece `first`
-    /// (see [`Batch::pieces`]) on with `skip` bytes of it written: the rest
-    /// of the partial frame as the partial frame, the rest of the control
-    /// bytes ahead of any queued since, a cut file frame's rest as the
-    /// partial frame and the other file frames at the front of their lane.
-    fn put_back(&mut self, batch: &mut Batch, (first, skip): (usize, usize)) {
-        let has_partial = usize::from(batch.partial.is_some());
-        let control_at = has_partial;
-        let has_control = usize::from(batch.control.len() > batch.head);
-        let bulk_at = has_partial + has_control;
-        for (k, f) in batch.bulk.drain(..).enumerate().rev() {
-            let at = bulk_at + k;
-            if at < first {
-                continue;
-            }
+    /// Puts back what a timed-out write of `batch` left, from frame `first`
+    /// on with `skip` bytes of it written: a cut frame's rest as the
+    /// partial frame, every other frame at the front of the lane it came
+    /// from, in order.
+    fn put_back(&mut self, batch: &mut Vec<Frame>, (first, skip): (usize, usize), taken: Taken) {
+        for (i, f) in batch.drain(first..).enumerate().rev() {
+            let at = first + i;
             if at == first && skip > 0 {
                 self.partial = Some(Arc::new(f[skip..].to_vec()));
+            } else if at == 0 && taken.partial {
+                self.partial = Some(f);
+            } else if at < taken.ahead {
+                self.control_bytes += f.len();
+                self.control.push_front(f);
             } else {
                 self.bulk_bytes += f.len();
                 self.bulk.push_front(f);
             }
         }
-        if has_control == 1 && first <= control_at {
-            let written = if first == control_at { skip } else { 0 };
-            let mut rest = std::mem::take(&mut batch.control);
-            let head = batch.head + written;
-            batch.head = 0;
-            if self.control_len() > 0 {
-                // Queued while the batch was out: after its rest.
-                rest.extend_from_slice(&self.control[self.control_head..]);
-            }
-            self.control = rest;
-            self.control_head = head;
-        }
-        if let Some(p) = batch.partial.take() {
-            if first == 0 {
-                self.partial = Some(if skip > 0 {
-                    Arc::new(p[skip..].to_vec())
-                } else {
-                    p
-                });
-            }
-        }
-    }
-}
-
-/// What a writer took from the queue, written in this order.
-#[derive(Debug, Default)]
-struct Batch {
-    /// The rest of a cut frame.
-    partial: Option<Frame>,
-    /// Control frames, back to back, from `head` on.
-    control: Vec<u8>,
-    head: usize,
-    /// File data.
-    bulk: Vec<Frame>,
-}
-
-impl Batch {
-    fn is_empty(&self) -> bool {
-        self.partial.is_none() && self.control.len() == self.head && self.bulk.is_empty()
-    }
-
-    /// The byte ranges to write, in order: the partial frame, the control
-    /// bytes, each file frame (the pieces that exist).
-    fn pieces(&self) -> Vec<&[u8]> {
-        let mut v: Vec<&[u8]> = Vec::with_capacity(2 + self.bulk.len());
-        if let Some(p) = &self.partial {
-            v.push(p);
-        }
-        if self.control.len() > self.head {
-            v.push(&self.control[self.head..]);
-        }
-        v.extend(self.bulk.iter().map(|f| &f[..]));
-        v
     }
 }
 
@@ -355,13 +274,22 @@ pub enum WriterEnd {
     Parked,
 }
 
+/// Where the frames of a batch came from: the first was the partial frame
+/// (`partial`), and the first `ahead` were not bulk frames.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    partial: bool,
+    ahead: usize,
+}
+
 /// A bounded two-lane queue of frames for one connection, shared between
 /// the threads that produce frames and the one writer thread.
 ///
 /// Control frames (chat, notices) always go out before bulk frames (file
 /// data), so chat keeps flowing during a download. Control bytes are capped:
-/// a push past the cap fails with [`PushError::Full`], and the caller drops
-/// the peer. Bulk producers pace themselves with [`wait_bulk_room`](Outbox::wait_bulk_room).
+/// a burst may take the lane past its cap for a moment ([`OVER_CAP_FOR`],
+/// up to eight times the cap), but a push past that fails with
+/// [`PushError::Full`], and the caller drops the peer. Bulk producers pace themselves with [`wait_bulk_room`](Outbox::wait_bulk_room).
 ///
 /// Waking the writer thread for every message costs a context switch per
 /// message and receiver, which dominates a broadcast to many members. So a
@@ -376,6 +304,7 @@ pub struct Outbox {
     room: Condvar,
     max_control: usize,
     stall: Option<Duration>,
+    over_cap_for: Duration,
 }
 
 impl Outbox {
@@ -395,11 +324,15 @@ impl Outbox {
 
     fn build(max_control: usize, stall: Option<Duration>) -> Arc<Self> {
         Arc::new(Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                cap: max_control,
+                ..State::default()
+            }),
             ready: Condvar::new(),
             room: Condvar::new(),
             max_control,
             stall,
+            over_cap_for: OVER_CAP_FOR,
         })
     }
 
@@ -419,15 +352,12 @@ impl Outbox {
     /// The frame is not queued: [`PushError::Closed`] once the queue is
     /// closed or aborted (the connection is going away: drop the frame);
     /// [`PushError::Full`] when a control frame would take the control lane
-    /// over its cap (the bulk lane has none): the peer is not reading, so
-    /// disconnect it.
+    /// over eight times its cap, or the lane has been over its cap for
+    /// [`OVER_CAP_FOR`] (the bulk lane has none): the peer is not reading,
+    /// so disconnect it.
     pub fn push(&self, frame: Frame, bulk: bool) -> Result<(), PushError> {
         let mut s = self.lock();
-        if bulk {
-            self.enqueue_bulk(&mut s, frame)?;
-        } else {
-            self.enqueue_control(&mut s, &frame)?;
-        }
+        self.enqueue(&mut s, frame, bulk)?;
         self.rouse(s);
         Ok(())
     }
@@ -504,7 +434,7 @@ impl Outbox {
         }
     }
 
-    /// Queues a copy of a control frame without waking the writer thread: the caller
+    /// Queues a control frame without waking the writer thread: the caller
     /// [`flush`](Outbox::flush)es later (typically once, after queueing
     /// everything it had, and outside its own locks). Returns `true` when
     /// the control lane was empty, so no one else will write this frame: a
@@ -517,32 +447,37 @@ impl Outbox {
     ///
     /// As for [`push`](Outbox::push): [`PushError::Closed`] or
     /// [`PushError::Full`], and the frame is not queued.
-    pub fn push_deferred(&self, frame: &[u8]) -> Result<bool, PushError> {
+    pub fn push_deferred(&self, frame: Frame) -> Result<bool, PushError> {
         let mut s = self.lock();
-        let first = s.control_len() == 0;
-        self.enqueue_control(&mut s, frame)?;
+        let first = s.control.is_empty();
+        self.enqueue(&mut s, frame, false)?;
         Ok(first)
     }
 
-    fn enqueue_control(&self, s: &mut State, frame: &[u8]) -> Result<(), PushError> {
+    fn enqueue(&self, s: &mut State, frame: Frame, bulk: bool) -> Result<(), PushError> {
         if s.is_closed() {
             return Err(PushError::Closed);
         }
-        if s.control_len() + frame.len() > self.max_control {
-            return Err(PushError::Full {
-                max: self.max_control,
-            });
+        if bulk {
+            s.bulk_bytes += frame.len();
+            s.bulk.push_back(frame);
+        } else {
+            let after = s.control_bytes + frame.len();
+            if after > self.max_control {
+                // Over the cap: allowed for a moment, and not too far.
+                let now = Instant::now();
+                let since = *s.over_since.get_or_insert(now);
+                if after > self.max_control.saturating_mul(OVER_CAP_FACTOR)
+                    || now.saturating_duration_since(since) >= self.over_cap_for
+                {
+                    return Err(PushError::Full {
+                        max: self.max_control,
+                    });
+                }
+            }
+            s.control_bytes += frame.len();
+            s.control.push_back(frame);
         }
-        s.enqueue_control(frame);
-        Ok(())
-    }
-
-    fn enqueue_bulk(&self, s: &mut State, frame: Frame) -> Result<(), PushError> {
-        if s.is_closed() {
-            return Err(PushError::Closed);
-        }
-        s.bulk_bytes += frame.len();
-        s.bulk.push_back(frame);
         Ok(())
     }
 
@@ -568,7 +503,7 @@ impl Outbox {
     /// is not queued and nothing is written. The bulk lane has no cap, so
     /// never [`PushError::Full`].
     pub fn push_bulk_through<W: Write>(&self, frame: Frame, w: W) -> Result<(), PushError> {
-        self.enqueue_bulk(&mut self.lock(), frame)?;
+        self.enqueue(&mut self.lock(), frame, true)?;
         self.flush_lanes(w, true);
         Ok(())
     }
@@ -578,7 +513,7 @@ impl Outbox {
     /// writing, without waiting on a full socket; the rest is the writer
     /// thread's.
     fn flush_lanes<W: Write>(&self, mut w: W, bulk: bool) {
-        let mut batch = Batch::default();
+        let mut batch: Vec<Frame> = Vec::new();
         let mut s = self.lock();
         // Bounded: each round writes what was queued when it started.
         for _ in 0..4 {
@@ -586,9 +521,9 @@ impl Outbox {
                 break;
             }
             s.writing = true;
-            s.take_batch(&mut batch, bulk);
+            let taken = s.take_batch(&mut batch, bulk);
             drop(s);
-            let result = write_pieces(&mut w, &batch.pieces(), (0, 0));
+            let result = write_frames_from(&mut w, &batch, (0, 0));
             // A plain socket's flush does nothing; a TLS stream's pushes
             // its encrypted records on, without waiting on a full socket.
             let flushed = result.is_ok().then(|| w.flush());
@@ -596,7 +531,7 @@ impl Outbox {
             s.writing = false;
             match result {
                 Ok(()) => {
-                    s.recycle(&mut batch);
+                    batch.clear();
                     match flushed {
                         Some(Err(e)) if is_timeout(&e) => {
                             s.unflushed = true;
@@ -612,7 +547,7 @@ impl Outbox {
                 }
                 Err((done, e)) if is_timeout(&e) => {
                     // Put back what did not go out, for the writer thread.
-                    s.put_back(&mut batch, done);
+                    s.put_back(&mut batch, done, taken);
                     break;
                 }
                 Err(_) => {
@@ -677,7 +612,7 @@ impl Outbox {
             if s.is_closed() {
                 Some(false)
             } else {
-                (s.control_len() + len <= self.max_control).then_some(true)
+                (s.control_bytes + len <= self.max_control).then_some(true)
             }
         })
     }
@@ -691,14 +626,14 @@ impl Outbox {
         !s.writing
             && s.partial.is_none()
             && !s.unflushed
-            && s.control_len() == 0
+            && s.control_bytes == 0
             && s.bulk_bytes == 0
     }
 
     /// Bytes queued (both lanes).
     pub fn queued(&self) -> usize {
         let s = self.lock();
-        s.partial.as_ref().map_or(0, |p| p.len()) + s.control_len() + s.bulk_bytes
+        s.partial.as_ref().map_or(0, |p| p.len()) + s.control_bytes + s.bulk_bytes
     }
 
     /// Lets the writer finish what is queued, then stop. Later pushes fail.
@@ -724,9 +659,9 @@ impl Outbox {
         s.phase = Phase::Aborted;
         s.partial = None;
         s.unflushed = false;
-        s.control = Vec::new();
-        s.control_head = 0;
+        s.control.clear();
         s.bulk.clear();
+        s.control_bytes = 0;
         s.bulk_bytes = 0;
         drop(s);
         self.ready.notify_all();
@@ -740,7 +675,7 @@ impl Outbox {
 
     /// Takes the next batch to write: control frames first, then bulk, up
     /// to a size bound. Says what to do with it.
-    fn next_batch(&self, batch: &mut Batch) -> Next {
+    fn next_batch(&self, batch: &mut Vec<Frame>) -> Next {
         let mut s = self.lock();
         let mut idle_since = Instant::now();
         loop {
@@ -813,7 +748,7 @@ impl Outbox {
     }
 
     fn writer_loop<W: Write>(&self, mut w: W) -> io::Result<WriterEnd> {
-        let mut batch = Batch::default();
+        let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
         loop {
             match self.next_batch(&mut batch) {
                 Next::Write => {}
@@ -823,10 +758,8 @@ impl Outbox {
             let result = self
                 .write_batch(&mut w, &batch)
                 .and_then(|()| self.flush_writer(&mut w));
-            let mut s = self.lock();
-            s.writing = false;
-            s.recycle(&mut batch);
-            drop(s);
+            batch.clear();
+            self.lock().writing = false;
             if let Err(e) = result {
                 self.abort();
                 return Err(e);
@@ -860,12 +793,11 @@ impl Outbox {
     /// Writes a whole batch, retrying writes that time out while bytes
     /// still move (within [`with_stall`](Outbox::with_stall)'s limit) and
     /// the queue is not aborted.
-    fn write_batch<W: Write>(&self, w: &mut W, batch: &Batch) -> io::Result<()> {
-        let pieces = batch.pieces();
+    fn write_batch<W: Write>(&self, w: &mut W, batch: &[Frame]) -> io::Result<()> {
         let mut from = (0, 0);
         let mut progress = Instant::now();
         loop {
-            match write_pieces(w, &pieces, from) {
+            match write_frames_from(w, batch, from) {
                 Ok(()) => return Ok(()),
                 Err((done, e)) if is_timeout(&e) => {
                     if done != from {
@@ -937,34 +869,28 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Writes every piece whole from position `(first, skip)` (piece index,
+/// Writes every frame whole from position `(first, skip)` (frame index,
 /// bytes of it already written) on, with vectored writes; on failure says
 /// how far it got.
-fn write_pieces<W: Write>(
+fn write_frames_from<W: Write>(
     w: &mut W,
-    pieces: &[&[u8]],
+    frames: &[Frame],
     (mut first, mut skip): (usize, usize),
 ) -> Result<(), ((usize, usize), io::Error)> {
-    while first < pieces.len() {
-        let n = if first + 1 == pieces.len() {
-            // One piece (most writes: a receiver's control bytes).
-            w.write(&pieces[first][skip..])
-        } else {
-            let slices: Vec<IoSlice<'_>> = pieces[first..]
-                .iter()
-                .enumerate()
-                .map(|(i, p)| IoSlice::new(if i == 0 { &p[skip..] } else { p }))
-                .collect();
-            w.write_vectored(&slices)
-        };
-        let mut n = match n {
+    while first < frames.len() {
+        let slices: Vec<IoSlice<'_>> = frames[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { &f[..] }))
+            .collect();
+        let mut n = match w.write_vectored(&slices) {
             Ok(0) => return Err(((first, skip), io::ErrorKind::WriteZero.into())),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(((first, skip), e)),
         };
-        while first < pieces.len() && n > 0 {
-            let left = pieces[first].len() - skip;
+        while first < frames.len() && n > 0 {
+            let left = frames[first].len() - skip;
             if n >= left {
                 n -= left;
                 first += 1;
@@ -1015,7 +941,7 @@ mod tests {
     fn drained_only_once_the_frames_taken_are_written() {
         let q = Outbox::new(1024);
         assert!(q.is_drained());
-        q.push_deferred(&f(b"refused")).unwrap();
+        q.push_deferred(f(b"refused")).unwrap();
         assert!(!q.is_drained());
         let mut probe = Probe {
             q: &q,
@@ -1042,12 +968,29 @@ mod tests {
     fn the_control_cap_refuses_and_close_refuses() {
         let q = Outbox::new(10);
         q.push(f(b"123456"), false).unwrap();
-        assert_eq!(q.push(f(b"12345"), false), Err(PushError::Full { max: 10 }));
+        assert_eq!(q.push(f(&[0; 75]), false), Err(PushError::Full { max: 10 }));
         // Bulk is paced by its producer, not capped here.
         q.push(f(&[0; 100]), true).unwrap();
         assert_eq!(q.queued(), 106);
         q.close();
         assert_eq!(q.push(f(b"x"), false), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_burst_may_go_over_the_cap_for_a_moment_but_not_far_or_for_long() {
+        let q = Outbox::new(10);
+        q.push(f(b"12345678"), false).unwrap();
+        // Over the cap: accepted, up to eight times it.
+        q.push(f(&[0; 50]), false).unwrap();
+        assert_eq!(q.push(f(&[0; 30]), false), Err(PushError::Full { max: 10 }));
+        // Written out: under the cap again, and the clock starts over.
+        let mut out = Vec::new();
+        q.flush(&mut out);
+        assert_eq!(out.len(), 58);
+        q.push(f(&[0; 20]), false).unwrap();
+        // Over the cap for longer than allowed: refused.
+        thread::sleep(OVER_CAP_FOR + Duration::from_millis(50));
+        assert_eq!(q.push(f(b"x"), false), Err(PushError::Full { max: 10 }));
     }
 
     /// A writer that accepts at most 3 bytes per call.
@@ -1061,53 +1004,6 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
-    }
-
-    /// A socket that takes `take` bytes, then is full; on its first write
-    /// the producer queues `more`.
-    struct FullAfter<'a> {
-        out: Vec<u8>,
-        take: usize,
-        q: &'a Outbox,
-        more: Option<&'a [u8]>,
-    }
-    impl Write for FullAfter<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if let Some(more) = self.more.take() {
-                self.q.push_deferred(more).unwrap();
-            }
-            let n = buf.len().min(self.take);
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.take -= n;
-            self.out.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_cut_write_puts_its_rest_ahead_of_what_was_queued_meanwhile() {
-        let q = Outbox::new(1 << 20);
-        q.push_deferred(b"one|").unwrap();
-        q.push_deferred(b"two|").unwrap();
-        let mut w = FullAfter {
-            out: Vec::new(),
-            take: 6,
-            q: &q,
-            more: Some(b"three|"),
-        };
-        q.flush(&mut w);
-        assert_eq!(w.out, b"one|tw");
-        // The rest of the cut frame, then what came during the write.
-        assert_eq!(q.queued(), 2 + 6);
-        let mut out = w.out;
-        q.flush(&mut out);
-        assert_eq!(out, b"one|two|three|");
-        assert!(q.is_drained());
     }
 
     #[test]
@@ -1221,8 +1117,8 @@ mod tests {
     #[test]
     fn flush_writes_from_the_calling_thread() {
         let q = Outbox::new(1024);
-        q.push_deferred(&f(b"one")).unwrap();
-        q.push_deferred(&f(b"two")).unwrap();
+        q.push_deferred(f(b"one")).unwrap();
+        q.push_deferred(f(b"two")).unwrap();
         let mut out = Vec::new();
         q.flush(&mut out);
         assert_eq!(out, b"onetwo");
@@ -1261,7 +1157,7 @@ mod tests {
         let expected: Vec<u8> = frames.iter().flat_map(|fr| fr.to_vec()).collect();
         let q = Outbox::new(1 << 20);
         for fr in &frames {
-            q.push_deferred(fr).unwrap();
+            q.push_deferred(fr.clone()).unwrap();
         }
         let mut out = Counted::default();
         q.flush(&mut out);
@@ -1280,55 +1176,35 @@ mod tests {
     fn a_drained_lane_gives_back_the_memory_of_a_burst() {
         let q = Outbox::new(1 << 20);
         for i in 0..5000u32 {
-            q.push_deferred(&i.to_be_bytes()).unwrap();
+            q.push_deferred(f(&i.to_be_bytes())).unwrap();
         }
-        assert!(q.lock().control.capacity() >= 5000 * 4);
+        assert!(q.lock().control.capacity() >= 5000);
         let mut out = Vec::new();
-        q.flush(&mut out);
+        // A flush writes a bounded number of batches; a few drain it all.
+        for _ in 0..5 {
+            q.flush(&mut out);
+        }
         assert_eq!(out.len(), 5000 * 4);
-        assert!(q.lock().control.capacity() <= KEEP_BYTES);
-        // The next write after a burst may still reserve a burst's worth;
-        // after it, a quiet queue keeps a small buffer: no allocation per
-        // write, and little memory per idle connection.
-        q.push_deferred(b"x").unwrap();
-        q.flush(&mut out);
-        q.push_deferred(b"y").unwrap();
+        assert!(q.lock().control.capacity() <= KEEP_CAPACITY);
+        // Small queues keep theirs: no allocation per write.
+        q.push_deferred(f(b"x")).unwrap();
         let cap = q.lock().control.capacity();
-        assert!(cap > 0 && cap <= KEEP_BYTES, "{cap}");
         q.flush(&mut out);
         assert_eq!(q.lock().control.capacity(), cap);
-        q.push_deferred(b"z").unwrap();
-        assert_eq!(q.lock().control.capacity(), cap);
-        q.flush(&mut out);
-        assert_eq!(&out[5000 * 4..], b"xyz");
-    }
-
-    #[test]
-    fn a_busy_receiver_reserves_its_last_write_at_once() {
-        let q = Outbox::new(1 << 20);
-        for i in 0..1000u32 {
-            q.push_deferred(&i.to_be_bytes()).unwrap();
-        }
-        let mut out = Vec::new();
-        q.flush(&mut out);
-        // The lane grows from nothing again: to the last batch's size in
-        // one step, not by doublings.
-        q.push_deferred(b"abcd").unwrap();
-        assert!(q.lock().control.capacity() >= 4000);
     }
 
     #[test]
     fn a_deferred_push_says_whether_anything_is_ahead_of_it() {
         let q = Outbox::new(1 << 20);
-        assert_eq!(q.push_deferred(&f(b"one")), Ok(true));
-        assert_eq!(q.push_deferred(&f(b"two")), Ok(false));
-        q.push_deferred(&f(b"three")).unwrap();
+        assert_eq!(q.push_deferred(f(b"one")), Ok(true));
+        assert_eq!(q.push_deferred(f(b"two")), Ok(false));
+        q.push_deferred(f(b"three")).unwrap();
         let mut out = Vec::new();
         q.flush(&mut out);
         assert_eq!(out, b"onetwothree");
-        assert_eq!(q.push_deferred(&f(b"four")), Ok(true));
+        assert_eq!(q.push_deferred(f(b"four")), Ok(true));
         q.close();
-        assert_eq!(q.push_deferred(&f(b"five")), Err(PushError::Closed));
+        assert_eq!(q.push_deferred(f(b"five")), Err(PushError::Closed));
     }
 
     #[test]
@@ -1344,12 +1220,12 @@ mod tests {
             Duration::from_secs(60),
         );
         // Everything flushed at once: no writer needed.
-        q.push_deferred(&f(b"hi")).unwrap();
+        q.push_deferred(f(b"hi")).unwrap();
         let mut out = Vec::new();
         q.flush(&mut out);
         assert_eq!(starts.load(Ordering::SeqCst), 0);
         // What a flush cannot write, and file data, needs the writer: once.
-        q.push_deferred(&f(b"abcdef")).unwrap();
+        q.push_deferred(f(b"abcdef")).unwrap();
         q.flush(Full {
             out: Vec::new(),
             room: 2,
@@ -1400,7 +1276,7 @@ mod tests {
             }
         }
         std::thread::sleep(Duration::from_millis(20));
-        q.push_deferred(&f(b"note")).unwrap();
+        q.push_deferred(f(b"note")).unwrap();
         q.flush(Slow(&q, out.clone(), false));
         let deadline = Instant::now() + Duration::from_secs(5);
         while out.lock().unwrap().len() < 8 {
@@ -1441,7 +1317,7 @@ mod tests {
         assert_eq!(ends.recv_timeout(wait), Ok(WriterEnd::Parked));
         assert_eq!(starts.load(Ordering::SeqCst), 2);
         // A parked writer is restarted to end the stream.
-        q.push_deferred(&f(b"three")).unwrap();
+        q.push_deferred(f(b"three")).unwrap();
         q.close();
         assert_eq!(ends.recv_timeout(wait), Ok(WriterEnd::Finished));
         assert_eq!(starts.load(Ordering::SeqCst), 3);
@@ -1487,7 +1363,7 @@ mod tests {
         let direct = q.write_direct().expect("an empty queue");
         assert!(q.write_direct().is_none(), "one writer at a time");
         // A flush while the direct write goes on leaves its frame queued.
-        q.push_deferred(&f(b"chat")).unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
         q.flush(&mut out);
         assert_eq!(out, b"queued");
         drop(direct);
@@ -1503,7 +1379,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         q.set_starter(move || tx.send(()).unwrap(), Duration::from_secs(60));
         let direct = q.write_direct().unwrap();
-        q.push_deferred(&f(b"chat")).unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
         q.push(f(b"next"), true).unwrap();
         assert!(
             rx.try_recv().is_err(),
@@ -1518,7 +1394,7 @@ mod tests {
     fn a_broken_direct_write_aborts_the_queue() {
         let q = Outbox::new(1 << 20);
         let direct = q.write_direct().unwrap();
-        q.push_deferred(&f(b"chat")).unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
         direct.broken();
         assert!(q.is_closed());
         assert_eq!(q.queued(), 0);
@@ -1552,8 +1428,8 @@ mod tests {
     #[test]
     fn what_flush_cannot_write_is_left_whole_and_in_order_for_the_writer() {
         let q = Outbox::new(1024);
-        q.push_deferred(&f(b"abcdef")).unwrap();
-        q.push_deferred(&f(b"ghij")).unwrap();
+        q.push_deferred(f(b"abcdef")).unwrap();
+        q.push_deferred(f(b"ghij")).unwrap();
         let mut sock = Full {
             out: Vec::new(),
             room: 4,
@@ -1579,7 +1455,7 @@ mod tests {
             || panic!("no writer thread is needed"),
             Duration::from_secs(60),
         );
-        q.push_deferred(&f(b"chat")).unwrap();
+        q.push_deferred(f(b"chat")).unwrap();
         let mut sock = Full {
             out: Vec::new(),
             room: usize::MAX,
@@ -1684,7 +1560,7 @@ mod tests {
                         if i % 3 == 0 {
                             q.push(Arc::new(frame.to_vec()), false).unwrap();
                         } else {
-                            q.push_deferred(&frame).unwrap();
+                            q.push_deferred(Arc::new(frame.to_vec())).unwrap();
                             q.flush(Shared(sink.clone()));
                         }
                     }
