@@ -26,6 +26,7 @@
 //! queue ([`QUEUE_MAX`]) and from there to the stream; what other servers
 //! published goes into it as `remote_*` inputs.
 
+mod entry;
 mod sessions;
 
 pub use sessions::take_for_hello;
@@ -37,8 +38,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin,
-    Timestamp, Username,
+    ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin, Username,
 };
 use log::{info, warn};
 use redis::{Connection, Script, Value};
@@ -463,47 +463,18 @@ impl Cluster {
         let users = format!("imchat:users:{}", self.id);
         let mut pipe = redis::pipe();
         pipe.atomic();
+        let mut head = String::new();
         for (seq, event) in batch {
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(BUS)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(BUS_MAXLEN)
-                .arg("*")
-                .arg("s")
-                .arg(self.id)
-                .arg("q")
-                .arg(*seq);
+            // What else Redis keeps of the event, beside its entry.
             match event {
-                ClusterEvent::Joined { user, id } => {
-                    xadd.arg("k")
-                        .arg("j")
-                        .arg("u")
-                        .arg(user.as_str())
-                        .arg("i")
-                        .arg(id.0);
+                ClusterEvent::Joined { user, .. } => {
                     pipe.cmd("HSET")
                         .arg(&users)
                         .arg(crate::names::key(user))
                         .arg(user.as_str())
                         .ignore();
                 }
-                ClusterEvent::Left {
-                    user,
-                    reason,
-                    text,
-                    id,
-                } => {
-                    xadd.arg("k")
-                        .arg("l")
-                        .arg("u")
-                        .arg(user.as_str())
-                        .arg("r")
-                        .arg(reason.0)
-                        .arg("x")
-                        .arg(text.as_str())
-                        .arg("i")
-                        .arg(id.0);
+                ClusterEvent::Left { user, .. } => {
                     let key = crate::names::key(user);
                     pipe.cmd("HDEL").arg(&users).arg(&key).ignore();
                     pipe.cmd("EVAL")
@@ -519,34 +490,6 @@ impl Cluster {
                         .arg(self.id)
                         .ignore();
                 }
-                ClusterEvent::Chat {
-                    from,
-                    to,
-                    kind,
-                    text,
-                    id,
-                    time,
-                    client_id,
-                } => {
-                    xadd.arg("k")
-                        .arg("c")
-                        .arg("u")
-                        .arg(from.as_str())
-                        .arg("m")
-                        .arg(sessions::kind_flag(*kind))
-                        .arg("x")
-                        .arg(text.as_str())
-                        .arg("i")
-                        .arg(id.0)
-                        .arg("w")
-                        .arg(time.0)
-                        .arg("c")
-                        .arg(*client_id);
-                    if let Some(to) = to {
-                        xadd.arg("t").arg(to.as_str());
-                    }
-                }
-                ClusterEvent::Transfer(t) => transfer::encode(&mut xadd, t),
                 ClusterEvent::Session { user, token } => {
                     // Not for the stream: the session's record.
                     let key = sessions::sess_key(&crate::names::key(user));
@@ -563,10 +506,8 @@ impl Cluster {
                         .arg(&key)
                         .arg(self.session_ms())
                         .ignore();
-                    continue;
                 }
                 ClusterEvent::Moved { user, from } => {
-                    xadd.arg("k").arg("v").arg("u").arg(user.as_str());
                     let key = crate::names::key(user);
                     pipe.cmd("HDEL")
                         .arg(format!("imchat:users:{from}"))
@@ -578,8 +519,17 @@ impl Cluster {
                         .arg(user.as_str())
                         .ignore();
                 }
+                ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }
-            pipe.add_command(xadd).ignore();
+            let mut xadd = redis::cmd("XADD");
+            xadd.arg(BUS)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(BUS_MAXLEN)
+                .arg("*");
+            if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {
+                pipe.add_command(xadd).ignore();
+            }
         }
         pipe.cmd("PEXPIRE")
             .arg(&users)
@@ -611,8 +561,7 @@ impl Cluster {
                 thread::sleep(Duration::from_millis(200));
                 continue;
             };
-            type Reply = Option<Vec<(String, Vec<(String, Vec<Value>)>)>>;
-            let reply: redis::RedisResult<Reply> = redis::cmd("XREAD")
+            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(BATCH)
                 .arg("BLOCK")
@@ -622,53 +571,49 @@ impl Cluster {
                 .arg(&from)
                 .query(c);
             let entries = match reply {
-                Ok(r) => r
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|(_, e)| e)
-                    .collect::<Vec<_>>(),
+                Ok(r) => entry::read_reply(r),
                 Err(_) => {
                     con = None;
                     thread::sleep(Duration::from_millis(200));
                     continue;
                 }
             };
-            if entries.is_empty() {
+            let Some(last) = entries.last() else {
                 continue;
-            }
+            };
+            let Ok(last) = String::from_utf8(last.0.clone()) else {
+                continue;
+            };
             let mut events = Vec::new();
             let mut ours = Vec::new();
             for (id, fields) in entries {
-                let Some(e) = Remote::parse(&id, &fields) else {
-                    warn!("cluster: an unreadable entry in {BUS} was skipped");
-                    from = id;
-                    continue;
-                };
-                from = id;
-                if e.server == self.id || !e.is_for(self.id) {
-                    // Where our own entries are: for resumes from here elsewhere.
-                    if e.server == self.id && !matches!(e.event, ClusterEvent::Transfer(_)) {
-                        ours.push((e.origin.id, e.origin.position));
+                match Remote::read(self.id, &id, fields) {
+                    Read::Ours(published) => ours.push(published),
+                    Read::Skipped => {}
+                    Read::Unreadable => {
+                        warn!("cluster: an unreadable entry in {BUS} was skipped");
                     }
-                    continue;
+                    Read::Theirs(e) => {
+                        match seen.admit(e.server, e.seq) {
+                            Admit::Duplicate => continue,
+                            Admit::Next => {}
+                            Admit::After(lost) => warn!(
+                                "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
+                                e.server
+                            ),
+                        }
+                        events.push(e);
+                    }
                 }
-                match seen.admit(e.server, e.seq) {
-                    Admit::Duplicate => continue,
-                    Admit::Next => {}
-                    Admit::After(lost) => warn!(
-                        "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
-                        e.server
-                    ),
-                }
-                events.push(e);
             }
+            from = last;
             let now = Instant::now();
             let read = sessions::position(&from);
             hub.with(&mut |hub| {
                 for (id, position) in &ours {
                     hub.note_published(*id, *position);
                 }
-                for e in &events {
+                for e in events.drain(..) {
                     sessions::apply(e, hub, now);
                 }
                 // Local ids given from now on say what was read.
@@ -971,85 +916,73 @@ struct Remote {
     origin: RemoteOrigin,
 }
 
+/// What an entry of the stream is to this server.
+#[derive(Debug)]
+enum Read {
+    /// Another server's, to apply.
+    Theirs(Remote),
+    /// This server's own (not a push's control): its log id, and its
+    /// position in the stream, for resumes from here on other servers.
+    Ours((MessageId, MessageId)),
+    /// Nothing for this server (a push's control for another server, or
+    /// one of its own).
+    Skipped,
+    /// Not an entry this version can read.
+    Unreadable,
+}
+
 impl Remote {
-    /// Reads the stream entry `entry_id` (its position).
-    fn parse(entry_id: &str, fields: &[Value]) -> Option<Remote> {
-        let mut map: HashMap<String, String> = HashMap::new();
-        for pair in fields.chunks(2) {
-            if let [k, v] = pair {
-                let k: String = redis::from_redis_value_ref(k).ok()?;
-                let v: String = redis::from_redis_value_ref(v).ok()?;
-                map.insert(k, v);
-            }
-        }
-        let server = map.get("s")?.parse().ok()?;
-        let seq = map.get("q")?.parse().ok()?;
-        let number = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let id = MessageId(number("i"));
-        let origin = RemoteOrigin {
-            server,
-            id,
-            position: sessions::position(entry_id)?,
-            time: Timestamp(number("w")),
-            client_id: number("c"),
+    /// Reads the stream entry `entry_id` (its position) for server
+    /// `me`: its own entries and those addressed to other servers are
+    /// recognised from their head alone, without decoding the rest.
+    fn read(me: u64, entry_id: &[u8], mut fields: Vec<Value>) -> Read {
+        let Some(head) = entry::Head::peek(&fields) else {
+            return Read::Unreadable;
         };
-        if map.get("k").map(String::as_str) == Some("f") {
-            let event = transfer::parse(&map)?;
-            return Some(Remote {
-                server,
-                seq,
-                event,
-                origin,
-            });
-        }
-        let user = Username::new(map.get("u")?.clone()).ok()?;
-        let text = map.get("x").cloned().unwrap_or_default();
-        let event = match map.get("k")?.as_str() {
-            "j" => ClusterEvent::Joined { user, id },
-            "v" => ClusterEvent::Moved { user, from: 0 },
-            "l" => ClusterEvent::Left {
-                user,
-                reason: LeaveReason(map.get("r")?.parse().ok()?),
-                text,
-                id,
-            },
-            "c" => ClusterEvent::Chat {
-                from: user,
-                to: match map.get("t") {
-                    Some(t) => Some(Username::new(t.clone()).ok()?),
-                    None => None,
-                },
-                kind: if map.get("m").map(String::as_str) == Some("1") {
-                    ChatKind::Action
-                } else {
-                    ChatKind::Text
-                },
-                text,
-                id,
-                time: origin.time,
-                client_id: origin.client_id,
-            },
-            _ => return None,
+        let Some(position) = entry::position(entry_id) else {
+            return Read::Unreadable;
         };
+        if head.server == me {
+            return if head.kind == b'f' {
+                Read::Skipped
+            } else {
+                Read::Ours((head.id, position))
+            };
+        }
+        if head.addressee.is_some_and(|to| to != me) {
+            return Read::Skipped;
+        }
+        match Remote::decode(&head, position, &mut fields) {
+            Some(e) => Read::Theirs(e),
+            None => Read::Unreadable,
+        }
+    }
+
+    /// Reads the stream entry `entry_id` whatever its server.
+    fn parse(entry_id: &[u8], mut fields: Vec<Value>) -> Option<Remote> {
+        let head = entry::Head::peek(&fields)?;
+        Remote::decode(&head, entry::position(entry_id)?, &mut fields)
+    }
+
+    fn decode(head: &entry::Head, position: MessageId, fields: &mut [Value]) -> Option<Remote> {
+        let (event, id, time, client_id) = entry::decode(head, fields)?;
         Some(Remote {
-            server,
-            seq,
+            server: head.server,
+            seq: head.seq,
             event,
-            origin,
+            origin: RemoteOrigin {
+                server: head.server,
+                id,
+                position,
+                time,
+                client_id,
+            },
         })
     }
 
-    /// False for a push's control event addressed to another server.
-    fn is_for(&self, id: u64) -> bool {
-        match &self.event {
-            ClusterEvent::Transfer(t) => transfer::addressee(t) == id,
-            _ => true,
-        }
-    }
-
-    fn apply(&self, hub: &mut Hub, now: Instant) {
-        match &self.event {
-            ClusterEvent::Transfer(t) => transfer::apply(hub, self.server, t, now),
+    fn apply(self, hub: &mut Hub, now: Instant) {
+        match self.event {
+            ClusterEvent::Transfer(t) => transfer::apply(hub, self.server, &t, now),
             ClusterEvent::Joined { user, .. } => {
                 if !hub.remote_join(self.server, user.clone(), now) {
                     warn!(
@@ -1062,7 +995,7 @@ impl Remote {
             ClusterEvent::Left {
                 user, reason, text, ..
             } => {
-                hub.remote_leave(self.server, user, *reason, text.clone(), now);
+                hub.remote_leave(self.server, &user, reason, text, now);
             }
             ClusterEvent::Chat {
                 from,
@@ -1071,10 +1004,10 @@ impl Remote {
                 text,
                 ..
             } => {
-                hub.remote_chat(from.clone(), to.clone(), *kind, text.clone(), now);
+                hub.remote_chat(from, to, kind, text, now);
             }
             ClusterEvent::Moved { user, .. } => {
-                hub.remote_moved(self.server, user.clone(), now);
+                hub.remote_moved(self.server, user, now);
             }
             ClusterEvent::Session { .. } => {}
         }
@@ -1181,53 +1114,226 @@ mod tests {
         assert_eq!(seen.admit(2, 1), Admit::Duplicate);
     }
 
-    #[test]
-    fn stream_entries_read_back_as_published() {
-        let v = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let e = Remote::parse(
-            "1700000000000-2",
-            &[
-                v("s"),
-                v("12"),
-                v("q"),
-                v("3"),
-                v("k"),
-                v("c"),
-                v("u"),
-                v("alice"),
-                v("m"),
-                v("1"),
-                v("x"),
-                v("waves"),
-                v("t"),
-                v("bob"),
-                v("i"),
-                v("41"),
-                v("w"),
-                v("1699999999999"),
-                v("c"),
-                v("7"),
-            ],
-        )
-        .unwrap();
-        assert_eq!((e.server, e.seq), (12, 3));
-        assert_eq!(
-            e.event,
+    /// The fields `event` is published with, as `XREAD` gives them back.
+    fn published(server: u64, seq: u64, event: &ClusterEvent) -> Vec<Value> {
+        let mut xadd = redis::cmd("XADD");
+        assert!(entry::encode(
+            &mut xadd,
+            server,
+            seq,
+            event,
+            &mut String::new()
+        ));
+        xadd.args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => Value::BulkString(b.to_vec()),
+                _ => panic!("no cursor in an entry"),
+            })
+            .collect()
+    }
+
+    fn theirs(read: Read) -> Remote {
+        match read {
+            Read::Theirs(e) => e,
+            other => panic!("not applied: {other:?}"),
+        }
+    }
+
+    fn name(s: &str) -> Username {
+        Username::new(s).unwrap()
+    }
+
+    fn every_kind() -> Vec<ClusterEvent> {
+        use imchat_core::{CancelCode, ChatKind, FileName, Timestamp, TransferControl, TransferId};
+        vec![
+            ClusterEvent::Joined {
+                user: name("alice"),
+                id: MessageId(17),
+            },
+            ClusterEvent::Left {
+                user: name("Zoë.k"),
+                reason: LeaveReason::SHUTDOWN,
+                text: "bye, all: see you".into(),
+                id: MessageId(18),
+            },
             ClusterEvent::Chat {
-                from: Username::new("alice").unwrap(),
-                to: Some(Username::new("bob").unwrap()),
+                from: name("alice"),
+                to: Some(name("bob")),
                 kind: ChatKind::Action,
-                text: "waves".into(),
+                text: "waves  twice\nthen leaves ".into(),
                 id: MessageId(41),
                 time: Timestamp(1_699_999_999_999),
                 client_id: 7,
+            },
+            ClusterEvent::Chat {
+                from: name("alice"),
+                to: None,
+                kind: ChatKind::Text,
+                text: String::new(),
+                id: MessageId(42),
+                time: Timestamp(1),
+                client_id: 0,
+            },
+            ClusterEvent::Moved {
+                user: name("carol"),
+                from: 0,
+            },
+            ClusterEvent::Transfer(TransferControl::Offer {
+                to: 9,
+                relay: TransferId(0x8000_0003),
+                from: name("alice"),
+                users: vec![name("bob"), name("carol")],
+                name: FileName::new("my notes.txt").unwrap(),
+                size: 12345,
+            }),
+            ClusterEvent::Transfer(TransferControl::Answer {
+                to: 9,
+                relay: TransferId(3),
+                accepted: 2,
+            }),
+            ClusterEvent::Transfer(TransferControl::Gone {
+                to: 9,
+                relay: TransferId(3),
+                code: CancelCode::PEER_LEFT,
+                reason: "bob did not accept the file".into(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn an_entry_of_each_kind_reads_back_as_published() {
+        for event in every_kind() {
+            let e = theirs(Remote::read(
+                9,
+                b"1700000000000-2",
+                published(12, 3, &event),
+            ));
+            assert_eq!(e.event, event);
+            assert_eq!((e.server, e.seq), (12, 3));
+            assert_eq!(e.origin.server, 12);
+            // Its stream position, as a log id.
+            assert_eq!(
+                e.origin.position,
+                RemoteOrigin::position_id(1_700_000_000_000, 2)
+            );
+            if let ClusterEvent::Chat {
+                id,
+                time,
+                client_id,
+                ..
+            } = event
+            {
+                assert_eq!(
+                    (e.origin.id, e.origin.time, e.origin.client_id),
+                    (id, time, client_id)
+                );
             }
-        );
-        // Its stream position, as a log id.
-        assert_eq!(
-            e.origin.position,
-            RemoteOrigin::position_id(1_700_000_000_000, 2)
-        );
-        assert!(Remote::parse("1-0", &[v("s"), v("1")]).is_none());
+        }
+        // A session's record is not a stream entry.
+        let session = ClusterEvent::Session {
+            user: name("alice"),
+            token: imchat_core::ResumeToken([1; 16]),
+        };
+        let mut xadd = redis::cmd("XADD");
+        assert!(!entry::encode(
+            &mut xadd,
+            1,
+            1,
+            &session,
+            &mut String::new()
+        ));
+        assert_eq!(xadd.args_iter().count(), 1);
+    }
+
+    #[test]
+    fn own_entries_and_others_controls_are_skipped_from_their_head() {
+        let events = every_kind();
+        // Our chat: its id and position are noted, nothing is applied.
+        let mut fields = published(12, 3, &events[2]);
+        // The rest of the entry is not even read.
+        fields[3] = Value::Int(0);
+        match Remote::read(12, b"5-1", fields) {
+            Read::Ours((id, position)) => {
+                assert_eq!(id, MessageId(41));
+                assert_eq!(position, RemoteOrigin::position_id(5, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Our own push control: nothing to note.
+        assert!(matches!(
+            Remote::read(12, b"5-2", published(12, 4, &events[5])),
+            Read::Skipped
+        ));
+        // Another server's push control for a third server.
+        let mut fields = published(12, 5, &events[6]);
+        fields.truncate(2);
+        assert!(matches!(Remote::read(8, b"5-3", fields), Read::Skipped));
+    }
+
+    #[test]
+    fn a_malformed_entry_is_unreadable_and_skipped() {
+        let v = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let chat = published(12, 3, &every_kind()[2]);
+        let mut bad: Vec<Vec<Value>> = vec![
+            Vec::new(),
+            vec![v("e")],
+            vec![v("s"), v("12"), v("q"), v("3")],
+            vec![v("e"), v("12 x3 c 41 1 7 1 alice")],
+            vec![v("e"), v("12 3 z 41")],
+            // A chat without its sender, with a bad name, with an extra item.
+            vec![v("e"), v("12 3 c 41 1 7 1"), v("x"), v("hi")],
+            vec![v("e"), v("12 3 c 41 1 7 1 al!ce"), v("x"), v("hi")],
+            vec![v("e"), v("12 3 c 41 1 7 2 alice"), v("x"), v("hi")],
+            vec![
+                v("e"),
+                v("12 3 c 41 1 7 1 alice bob carol"),
+                v("x"),
+                v("hi"),
+            ],
+            // An offer to nobody; a text that is not UTF-8.
+            vec![v("e"), v("12 3 f 9 o 3 10 alice"), v("n"), v("f.txt")],
+            vec![
+                v("e"),
+                v("12 3 l 18 1 alice"),
+                v("x"),
+                Value::BulkString(vec![0xff, 0xfe]),
+            ],
+        ];
+        for fields in bad.drain(..) {
+            assert!(
+                matches!(Remote::read(9, b"1-0", fields.clone()), Read::Unreadable),
+                "{fields:?}"
+            );
+        }
+        // A good entry at a position that is not one.
+        assert!(matches!(
+            Remote::read(9, b"17000", chat.clone()),
+            Read::Unreadable
+        ));
+        assert!(Remote::parse(b"1-0", chat).is_some());
+    }
+
+    #[test]
+    fn an_xread_reply_gives_its_entries_in_order() {
+        let v = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |id: &str| Value::Array(vec![v(id), Value::Array(vec![v("e"), v(id)])]);
+        let list = Value::Array(vec![entry("1-0"), entry("1-1"), entry("2-0")]);
+        let ids = |r: Vec<(Vec<u8>, Vec<Value>)>| -> Vec<String> {
+            r.into_iter()
+                .map(|(id, f)| {
+                    assert_eq!(f[1], Value::BulkString(id.clone()));
+                    String::from_utf8(id).unwrap()
+                })
+                .collect()
+        };
+        let want = ["1-0", "1-1", "2-0"];
+        let resp2 = Value::Array(vec![Value::Array(vec![v(BUS), list.clone()])]);
+        assert_eq!(ids(entry::read_reply(resp2)), want);
+        let resp3 = Value::Map(vec![(v(BUS), list.clone())]);
+        assert_eq!(ids(entry::read_reply(resp3)), want);
+        assert_eq!(ids(entry::range_reply(list)), want);
+        // XREAD BLOCK that timed out.
+        assert!(entry::read_reply(Value::Nil).is_empty());
     }
 }

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use imchat_core::{ChatKind, Hub, LogEvent, MessageId, RemoteOrigin, ResumeToken, Username};
+use imchat_core::{Hub, LogEvent, MessageId, ResumeToken, Username};
 use redis::{Connection, Script, Value};
 
 use super::{lock, name_key, Cluster, BUS};
@@ -68,11 +68,7 @@ pub(super) fn token_hash(token: &ResumeToken) -> String {
 
 /// A stream entry id (`millis-seq`) as a log id.
 pub(super) fn position(entry_id: &str) -> Option<MessageId> {
-    let (ms, seq) = entry_id.split_once('-')?;
-    Some(RemoteOrigin::position_id(
-        ms.parse().ok()?,
-        seq.parse().ok()?,
-    ))
+    super::entry::position(entry_id.as_bytes())
 }
 
 /// A session taken over from another server.
@@ -164,22 +160,24 @@ impl Cluster {
             count = hub.limits().log_entries.min(super::BUS_MAXLEN);
             empty = hub.last_id() == MessageId(0);
         });
-        let mut tail: Vec<(String, Vec<Value>)> = redis::cmd("XREVRANGE")
+        let reply: Value = redis::cmd("XREVRANGE")
             .arg(BUS)
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(count.max(1))
             .query(con)?;
+        let mut tail = super::entry::range_reply(reply);
         tail.reverse();
-        let last = tail
-            .last()
-            .map_or_else(|| "0-0".to_string(), |(id, _)| id.clone());
+        let last = tail.last().map_or_else(
+            || "0-0".to_string(),
+            |(id, _)| String::from_utf8_lossy(id).into_owned(),
+        );
         let now = std::time::Instant::now();
         hub.with(&mut |hub| {
             if empty {
-                for (id, fields) in &tail {
-                    let Some(e) = super::Remote::parse(id, fields) else {
+                for (id, fields) in tail.drain(..) {
+                    let Some(e) = super::Remote::parse(&id, fields) else {
                         continue;
                     };
                     if let Some(event) = e.history_event() {
@@ -233,15 +231,10 @@ impl super::Remote {
 }
 
 /// Applies a stream entry of another server to the hub, with its origin.
-pub(super) fn apply(remote: &super::Remote, hub: &mut Hub, now: std::time::Instant) {
+pub(super) fn apply(remote: super::Remote, hub: &mut Hub, now: std::time::Instant) {
     hub.set_origin(Some(remote.origin));
     remote.apply(hub, now);
     hub.set_origin(None);
-}
-
-/// The fields of a chat's kind, for the stream.
-pub(super) fn kind_flag(kind: ChatKind) -> u8 {
-    u8::from(kind == ChatKind::Action)
 }
 
 /// How long a session taken over waits for this server to have read the

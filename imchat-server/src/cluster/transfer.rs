@@ -1,7 +1,7 @@
 //! Pushes (`/sendfile`) between servers: the data path.
 //!
 //! The control of a push (offer, answer, a receiving server giving up)
-//! goes on the bus with the chat (`k=f` entries). The data of the push to
+//! goes on the bus with the chat (entries of kind `f`, see `entry`). The data of the push to
 //! the users of server B goes through a Redis list of its own:
 //!
 //! - `imchat:push:<A>:<relay>:<B>`: the entries, in order: file data, then
@@ -27,10 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imchat_core::{
-    CancelCode, ClusterEvent, FileChunk, FileName, Hub, RemotePush, TransferControl, TransferId,
-    Username,
-};
+use imchat_core::{CancelCode, FileChunk, Hub, RemotePush, TransferControl, TransferId};
 use log::warn;
 use redis::{Connection, Script, Value};
 
@@ -446,110 +443,6 @@ impl Cluster {
     }
 }
 
-/// Writes a push's control event into a bus entry (`k=f`).
-pub(super) fn encode(xadd: &mut redis::Cmd, event: &TransferControl) {
-    xadd.arg("k").arg("f");
-    match event {
-        TransferControl::Offer {
-            to,
-            relay,
-            from,
-            users,
-            name,
-            size,
-        } => {
-            let users: Vec<&str> = users.iter().map(Username::as_str).collect();
-            xadd.arg("f")
-                .arg("o")
-                .arg("t")
-                .arg(*to)
-                .arg("i")
-                .arg(relay.0)
-                .arg("u")
-                .arg(from.as_str())
-                .arg("w")
-                .arg(users.join("\n"))
-                .arg("n")
-                .arg(name.as_ref())
-                .arg("z")
-                .arg(*size);
-        }
-        TransferControl::Answer {
-            to,
-            relay,
-            accepted,
-        } => {
-            xadd.arg("f")
-                .arg("a")
-                .arg("t")
-                .arg(*to)
-                .arg("i")
-                .arg(relay.0)
-                .arg("a")
-                .arg(*accepted);
-        }
-        TransferControl::Gone {
-            to,
-            relay,
-            code,
-            reason,
-        } => {
-            xadd.arg("f")
-                .arg("g")
-                .arg("t")
-                .arg(*to)
-                .arg("i")
-                .arg(relay.0)
-                .arg("c")
-                .arg(code.0)
-                .arg("x")
-                .arg(reason.as_str());
-        }
-    }
-}
-
-/// Reads a push's control event back from a bus entry's fields.
-pub(super) fn parse(map: &HashMap<String, String>) -> Option<ClusterEvent> {
-    let to = map.get("t")?.parse().ok()?;
-    let relay = TransferId(map.get("i")?.parse().ok()?);
-    let event = match map.get("f")?.as_str() {
-        "o" => TransferControl::Offer {
-            to,
-            relay,
-            from: Username::new(map.get("u")?.clone()).ok()?,
-            users: map
-                .get("w")?
-                .split('\n')
-                .map(|u| Username::new(u).ok())
-                .collect::<Option<Vec<_>>>()?,
-            name: FileName::new(map.get("n")?.clone()).ok()?,
-            size: map.get("z")?.parse().ok()?,
-        },
-        "a" => TransferControl::Answer {
-            to,
-            relay,
-            accepted: map.get("a")?.parse().ok()?,
-        },
-        "g" => TransferControl::Gone {
-            to,
-            relay,
-            code: CancelCode(map.get("c")?.parse().ok()?),
-            reason: map.get("x").cloned().unwrap_or_default(),
-        },
-        _ => return None,
-    };
-    Some(ClusterEvent::Transfer(event))
-}
-
-/// The server a control event is for.
-pub(super) fn addressee(event: &TransferControl) -> u64 {
-    match event {
-        TransferControl::Offer { to, .. }
-        | TransferControl::Answer { to, .. }
-        | TransferControl::Gone { to, .. } => *to,
-    }
-}
-
 /// Gives server `server`'s control event to the hub.
 pub(super) fn apply(hub: &mut Hub, server: u64, event: &TransferControl, now: Instant) {
     match event {
@@ -603,35 +496,5 @@ mod tests {
         }
         assert_eq!(Entry::decode(b"D\0\0"), None);
         assert_eq!(Entry::decode(b""), None);
-    }
-
-    #[test]
-    fn control_events_read_back_from_the_bus_as_published() {
-        let event = TransferControl::Offer {
-            to: 9,
-            relay: TransferId(0x8000_0003),
-            from: Username::new("alice").unwrap(),
-            users: vec![
-                Username::new("bob").unwrap(),
-                Username::new("carol").unwrap(),
-            ],
-            name: FileName::new("notes.txt").unwrap(),
-            size: 12345,
-        };
-        let mut xadd = redis::cmd("XADD");
-        encode(&mut xadd, &event);
-        let args: Vec<String> = xadd
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            })
-            .skip(1)
-            .collect();
-        let map: HashMap<String, String> = args
-            .chunks(2)
-            .map(|p| (p[0].clone(), p[1].clone()))
-            .collect();
-        assert_eq!(parse(&map), Some(ClusterEvent::Transfer(event)));
     }
 }

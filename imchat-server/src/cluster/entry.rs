@@ -1,0 +1,373 @@
+//! The layout of an entry of the bus (`imchat:bus`), and reading it back.
+//!
+//! Every entry has a head, field `e`: space-separated, always in this
+//! order, the publishing server's id, its sequence number, the kind, then
+//! the kind's own items:
+//!
+//! | kind | head after `<server> <seq>` | second field |
+//! | --- | --- | --- |
+//! | join | `j <id> <user>` | — |
+//! | leave | `l <id> <reason> <user>` | `x`: the text |
+//! | chat | `c <id> <time> <client id> <action 0/1> <from> [<to>]` | `x`: the text |
+//! | move | `v <user>` | — |
+//! | push control | `f <addressee> o <push> <size> <from> <receivers…>` | `n`: the file's name |
+//! | | `f <addressee> a <push> <accepted>` | — |
+//! | | `f <addressee> g <push> <code>` | `x`: the reason |
+//!
+//! Names never contain a space, so they go in the head; the texts, which
+//! may, each have a field of their own. A reader learns whose an entry is,
+//! and for a push's control whom it is for, from the head's first items
+//! alone ([`Head::peek`]): the entries it does not apply (its own, another
+//! server's control) cost it no more than that.
+
+use std::fmt::Write as _;
+
+use imchat_core::{
+    ChatKind, ClusterEvent, FileName, LeaveReason, MessageId, RemoteOrigin, Timestamp,
+    TransferControl, TransferId, Username,
+};
+use redis::Value;
+
+/// The head's field.
+const HEAD: &[u8] = b"e";
+/// The field of a chat's, a leave's or a cancel's text.
+const TEXT: &[u8] = b"x";
+/// The field of an offered file's name.
+const NAME: &[u8] = b"n";
+
+/// Writes `event` (server `server`'s `seq`th) as an entry's fields onto
+/// `xadd`; false (nothing written) for an event that is not for the stream.
+pub(super) fn encode(
+    xadd: &mut redis::Cmd,
+    server: u64,
+    seq: u64,
+    event: &ClusterEvent,
+    head: &mut String,
+) -> bool {
+    head.clear();
+    let _ = write!(head, "{server} {seq} ");
+    let second: Option<(&[u8], &str)> = match event {
+        ClusterEvent::Joined { user, id } => {
+            let _ = write!(head, "j {} {}", id.0, user.as_str());
+            None
+        }
+        ClusterEvent::Left {
+            user,
+            reason,
+            text,
+            id,
+        } => {
+            let _ = write!(head, "l {} {} {}", id.0, reason.0, user.as_str());
+            Some((TEXT, text))
+        }
+        ClusterEvent::Chat {
+            from,
+            to,
+            kind,
+            text,
+            id,
+            time,
+            client_id,
+        } => {
+            let _ = write!(
+                head,
+                "c {} {} {client_id} {} {}",
+                id.0,
+                time.0,
+                u8::from(*kind == ChatKind::Action),
+                from.as_str()
+            );
+            if let Some(to) = to {
+                let _ = write!(head, " {}", to.as_str());
+            }
+            Some((TEXT, text))
+        }
+        ClusterEvent::Moved { user, .. } => {
+            let _ = write!(head, "v {}", user.as_str());
+            None
+        }
+        ClusterEvent::Transfer(t) => match t {
+            TransferControl::Offer {
+                to,
+                relay,
+                from,
+                users,
+                name,
+                size,
+            } => {
+                let _ = write!(head, "f {to} o {} {size} {}", relay.0, from.as_str());
+                for u in users {
+                    let _ = write!(head, " {}", u.as_str());
+                }
+                Some((NAME, name.as_ref()))
+            }
+            TransferControl::Answer {
+                to,
+                relay,
+                accepted,
+            } => {
+                let _ = write!(head, "f {to} a {} {accepted}", relay.0);
+                None
+            }
+            TransferControl::Gone {
+                to,
+                relay,
+                code,
+                reason,
+            } => {
+                let _ = write!(head, "f {to} g {} {}", relay.0, code.0);
+                Some((TEXT, reason))
+            }
+        },
+        ClusterEvent::Session { .. } => return false,
+    };
+    xadd.arg(HEAD).arg(head.as_str());
+    if let Some((field, value)) = second {
+        xadd.arg(field).arg(value);
+    }
+    true
+}
+
+/// A number written in decimal digits (and nothing else).
+fn number(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in b {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(n)
+}
+
+/// A stream entry id (`millis-seq`) as a log id.
+pub(super) fn position(entry_id: &[u8]) -> Option<MessageId> {
+    let dash = entry_id.iter().position(|&b| b == b'-')?;
+    Some(RemoteOrigin::position_id(
+        number(&entry_id[..dash])?,
+        number(&entry_id[dash + 1..])?,
+    ))
+}
+
+fn bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// What the first items of an entry's head say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Head {
+    /// The publishing server.
+    pub server: u64,
+    /// Its sequence number there.
+    pub seq: u64,
+    /// The kind (`j`, `l`, `c`, `v`, `f`).
+    pub kind: u8,
+    /// The log id its server gave it (joins, leaves, chats; else 0).
+    pub id: MessageId,
+    /// The server a push's control is for (else none).
+    pub addressee: Option<u64>,
+}
+
+impl Head {
+    /// Reads the head of an entry's fields, without decoding the rest.
+    pub fn peek(fields: &[Value]) -> Option<Head> {
+        let [k, v, ..] = fields else {
+            return None;
+        };
+        if bytes(k)? != HEAD {
+            return None;
+        }
+        let mut items = bytes(v)?.split(|&b| b == b' ');
+        let server = number(items.next()?)?;
+        let seq = number(items.next()?)?;
+        let kind = match items.next()? {
+            [k] => *k,
+            _ => return None,
+        };
+        let (id, addressee) = match kind {
+            b'j' | b'l' | b'c' => (MessageId(number(items.next()?)?), None),
+            b'f' => (MessageId(0), Some(number(items.next()?)?)),
+            _ => (MessageId(0), None),
+        };
+        Some(Head {
+            server,
+            seq,
+            kind,
+            id,
+            addressee,
+        })
+    }
+}
+
+/// The second field's name and text, taken out of `fields` (no text if
+/// it is not UTF-8); an empty text named `x` if there is none.
+fn take_second(fields: &mut [Value]) -> (&'static [u8], Option<String>) {
+    match fields {
+        [_, _, k, v, ..] => {
+            let name = match bytes(k) {
+                Some(TEXT) => TEXT,
+                Some(NAME) => NAME,
+                _ => b"",
+            };
+            let text = match std::mem::replace(v, Value::Nil) {
+                Value::BulkString(b) => String::from_utf8(b).ok(),
+                Value::SimpleString(s) => Some(s),
+                _ => None,
+            };
+            (name, text)
+        }
+        _ => (TEXT, Some(String::new())),
+    }
+}
+
+fn user(item: Option<&str>) -> Option<Username> {
+    Username::new(item?).ok()
+}
+
+fn parsed<T: std::str::FromStr>(item: Option<&str>) -> Option<T> {
+    item?.parse().ok()
+}
+
+/// Decodes a whole entry whose head is `head`: the event, and the log id
+/// and chat items of its origin (`(id, time, client id)`).
+pub(super) fn decode(
+    head: &Head,
+    fields: &mut [Value],
+) -> Option<(ClusterEvent, MessageId, Timestamp, u64)> {
+    let (field, text) = take_second(fields);
+    // The text, if the second field is `name`.
+    let text = |name: &[u8]| if field == name { text } else { None };
+    let line = std::str::from_utf8(bytes(fields.get(1)?)?).ok()?;
+    // Past server, sequence number, kind, and the id or addressee.
+    let mut items = line.split(' ').skip(if head.kind == b'v' { 3 } else { 4 });
+    let id = head.id;
+    let event = match head.kind {
+        b'j' => ClusterEvent::Joined {
+            user: user(items.next())?,
+            id,
+        },
+        b'l' => ClusterEvent::Left {
+            reason: LeaveReason(parsed(items.next())?),
+            user: user(items.next())?,
+            text: text(TEXT)?,
+            id,
+        },
+        b'c' => {
+            let time = Timestamp(parsed(items.next())?);
+            let client_id = parsed(items.next())?;
+            let kind = match items.next()? {
+                "0" => ChatKind::Text,
+                "1" => ChatKind::Action,
+                _ => return None,
+            };
+            let from = user(items.next())?;
+            let to = match items.next() {
+                Some(t) => Some(Username::new(t).ok()?),
+                None => None,
+            };
+            let event = ClusterEvent::Chat {
+                from,
+                to,
+                kind,
+                text: text(TEXT)?,
+                id,
+                time,
+                client_id,
+            };
+            if items.next().is_some() {
+                return None;
+            }
+            return Some((event, id, time, client_id));
+        }
+        b'v' => ClusterEvent::Moved {
+            user: user(items.next())?,
+            from: 0,
+        },
+        b'f' => {
+            let to = head.addressee?;
+            let what = items.next()?;
+            let relay = TransferId(parsed(items.next())?);
+            let control = match what {
+                "o" => TransferControl::Offer {
+                    to,
+                    relay,
+                    size: parsed(items.next())?,
+                    from: user(items.next())?,
+                    users: items
+                        .by_ref()
+                        .map(|u| Username::new(u).ok())
+                        .collect::<Option<Vec<_>>>()
+                        .filter(|u| !u.is_empty())?,
+                    name: FileName::new(text(NAME)?).ok()?,
+                },
+                "a" => TransferControl::Answer {
+                    to,
+                    relay,
+                    accepted: parsed(items.next())?,
+                },
+                "g" => TransferControl::Gone {
+                    to,
+                    relay,
+                    code: imchat_core::CancelCode(parsed(items.next())?),
+                    reason: text(TEXT)?,
+                },
+                _ => return None,
+            };
+            ClusterEvent::Transfer(control)
+        }
+        _ => return None,
+    };
+    if items.next().is_some() {
+        return None;
+    }
+    Some((event, id, Timestamp(0), 0))
+}
+
+/// The entries of an `XREAD` reply (of one or more streams), in order:
+/// each entry's id and fields. Nothing for a reply that timed out.
+pub(super) fn read_reply(reply: Value) -> Vec<(Vec<u8>, Vec<Value>)> {
+    let lists: Vec<Value> = match reply {
+        // [[stream, entries], ...] (RESP2) or {stream: entries} (RESP3).
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(streams) => streams.into_iter().map(|(_, e)| e).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for list in lists {
+        out.extend(range_reply(list));
+    }
+    out
+}
+
+/// The entries of an `XRANGE` (or `XREVRANGE`) reply, in its order.
+pub(super) fn range_reply(reply: Value) -> Vec<(Vec<u8>, Vec<Value>)> {
+    let Value::Array(items) = reply else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(pair) = item else {
+                return None;
+            };
+            let mut pair = pair.into_iter();
+            match (pair.next(), pair.next()) {
+                (Some(Value::BulkString(id)), Some(Value::Array(fields))) => Some((id, fields)),
+                _ => None,
+            }
+        })
+        .collect()
+}
