@@ -307,8 +307,14 @@ impl Cluster {
             }
             return;
         }
-        let seq = q.next_seq;
-        q.next_seq += 1;
+        // A session's record does not go on the stream: it takes no number
+        // of its own, or receivers would count it as an event lost.
+        let seq = if matches!(event, ClusterEvent::Session { .. }) {
+            q.next_seq - 1
+        } else {
+            q.next_seq += 1;
+            q.next_seq - 1
+        };
         q.items.push_back((seq, event));
         self.queued.notify_one();
     }
@@ -1087,6 +1093,36 @@ mod tests {
         assert_eq!(q.dropped, 5);
         // In order, numbered from 1 without gaps.
         assert!(q.items.iter().zip(1..).all(|((s, _), n)| *s == n));
+    }
+
+    #[test]
+    fn a_session_record_leaves_no_gap_in_the_numbers_receivers_see() {
+        let c = Cluster::new(&Settings {
+            url: "redis://127.0.0.1:1".into(),
+            lease: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
+        })
+        .unwrap();
+        for name in ["alice", "bob"] {
+            c.enqueue(ClusterEvent::Joined {
+                user: Username::new(name).unwrap(),
+                id: MessageId(0),
+            });
+            c.enqueue(ClusterEvent::Session {
+                user: Username::new(name).unwrap(),
+                token: imchat_core::ResumeToken([7; 16]),
+            });
+        }
+        let q = lock(&c.queue);
+        let seqs: Vec<u64> = q.items.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 1, 2, 2]);
+        // What goes on the stream is numbered without a gap.
+        let mut seen = Seen::default();
+        for (seq, event) in q.items.iter() {
+            if !matches!(event, ClusterEvent::Session { .. }) {
+                assert_eq!(seen.admit(c.id(), *seq), Admit::Next);
+            }
+        }
     }
 
     #[test]
