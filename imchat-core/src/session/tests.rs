@@ -4159,6 +4159,17 @@ fn sessions_move_only_to_a_server_without_a_password() {
     assert!(!hub.sessions_may_move());
 }
 
+/// A chat message to everyone with its client id (a client numbers its
+/// messages; the hub drops a repeated number as a resent duplicate).
+fn numbered_chat(client_id: u64, text: &str) -> ClientMessage {
+    ClientMessage::Chat {
+        client_id,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: text.into(),
+    }
+}
+
 #[test]
 fn routed_chat_is_no_work_for_the_server_a_files_request_is() {
     let now = Instant::now();
@@ -4167,13 +4178,8 @@ fn routed_chat_is_no_work_for_the_server_a_files_request_is() {
     let _b = joined(&mut hub, "bob", now);
     while hub.poll_event().is_some() {}
     assert!(!hub.has_pending_work());
-    for (n, text) in [(1, "one"), (2, "two")] {
-        let mut m = chat_to_all(text);
-        if let ClientMessage::Chat { client_id, .. } = &mut m {
-            *client_id = n;
-        }
-        hub.handle_message(a, m, now);
-    }
+    hub.handle_message(a, numbered_chat(1, "one"), now);
+    hub.handle_message(a, numbered_chat(2, "two"), now);
     // Two records of routed messages wait, and nothing else.
     assert!(!hub.has_pending_work());
     hub.handle_message(a, ClientMessage::ListFiles, now);
@@ -4201,13 +4207,9 @@ fn the_member_list_follows_joins_and_leaves_and_is_shared_between_them() {
         }
         panic!("no broadcast");
     };
-    hub.handle_message(a, chat_to_all("one"), now);
+    hub.handle_message(a, numbered_chat(1, "one"), now);
     let first = room(&mut hub);
-    let mut m = chat_to_all("two");
-    if let ClientMessage::Chat { client_id, .. } = &mut m {
-        *client_id = 2;
-    }
-    hub.handle_message(a, m, now);
+    hub.handle_message(a, numbered_chat(2, "two"), now);
     // No join or leave in between: the same list, not a copy.
     assert!(std::sync::Arc::ptr_eq(&first, &room(&mut hub)));
     hub.handle_disconnect(b, LeaveReason::QUIT);
