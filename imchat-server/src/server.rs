@@ -64,7 +64,8 @@ const DIRECT_FLUSH: usize = 4;
 const TICK: Duration = Duration::from_millis(250);
 /// How often the history database commits what the readers appended (and
 /// the senders get their acks): one transaction for everything appended
-/// meanwhile, whichever connection it came from.
+/// meanwhile, whichever connection it came from. An ack goes out with the
+/// next frame to its sender, or one period after its commit at the latest.
 const COMMIT_EVERY: Duration = Duration::from_millis(2);
 /// How long a closing connection may take to flush and hang up before its
 /// socket is shut down from our side.
@@ -197,6 +198,13 @@ struct Work {
     /// Steps of pushes between servers, for the cluster to carry (file
     /// data may make this thread wait for room, as `paced` does).
     remote: Vec<imchat_core::RemotePush>,
+    /// Queue control frames lazily ([`Outbox::push_lazy`]): they wait for
+    /// the next frame to the same connection, or for the caller's flush of
+    /// `later`.
+    lazy: bool,
+    /// With `lazy`: queues that hold only lazy frames, for the caller to
+    /// flush after a while (unless a later frame's flush took them along).
+    later: Vec<Flush>,
 }
 
 /// A queue to flush, and the socket to flush it to.
@@ -376,6 +384,32 @@ impl Server {
         result
     }
 
+    /// [`with_hub`](Self::with_hub), except that the control frames `f`
+    /// produced are queued lazily: the queues that nothing else will flush
+    /// are added to `later`, for the caller to flush after a while. The
+    /// commit thread releases acks this way, so that under load an ack rides
+    /// with the next broadcast to its sender instead of costing a write (and
+    /// a flusher round) of its own.
+    fn with_hub_lazy<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Hub) -> R,
+        later: &mut Vec<Flush>,
+    ) -> R {
+        let mut work = Work {
+            lazy: true,
+            ..Work::default()
+        };
+        let result = {
+            let mut core = self.lock();
+            let result = f(&mut core.hub);
+            self.dispatch(&mut core, &mut work);
+            result
+        };
+        later.append(&mut work.later);
+        self.follow_up(work);
+        result
+    }
+
     /// Writes queues with frames to their sockets: a few (a reply, a
     /// private message, a welcome) from this thread at once, without
     /// waiting on a full socket (what does not fit is left to the
@@ -540,12 +574,19 @@ impl Server {
     /// thread: a broadcast costs at most one write per receiver and no
     /// thread wake-up per receiver. A queue goes on the flush list only
     /// when it was empty: otherwise whoever holds its earlier frames
-    /// writes these too.
+    /// writes these too. With `work.lazy`, see [`Outbox::push_lazy`].
     fn push_control(&self, core: &mut Core, work: &mut Work, id: ClientId, frame: &Frame) {
         let Some(conn) = core.conns.get(&id) else {
             return;
         };
-        match conn.outbox.push_deferred(frame.clone()) {
+        let pushed = if work.lazy {
+            conn.outbox.push_lazy(frame.clone())
+        } else {
+            conn.outbox.push_deferred(frame.clone())
+        };
+        match pushed {
+            // A lazy frame's queue is the caller's to flush, later.
+            Ok(true) if work.lazy => work.later.push((conn.outbox.clone(), conn.socket.clone())),
             Ok(true) => work.flush.push((conn.outbox.clone(), conn.socket.clone())),
             Ok(false) => {}
             Err(PushError::Full { max }) => {
@@ -1258,18 +1299,29 @@ pub fn run(
     // Group commit: what every reader appended to the history database is
     // written and committed together every COMMIT_EVERY, without the hub's
     // lock (the readers only queue the entries); then, with the lock, the
-    // acks it covers are released.
+    // acks it covers are released, lazily: each waits for the next frame
+    // to its connection, or for this thread's next round at the latest.
     if let Some(committer) = committer {
         let s = server.clone();
-        spawn("commit".into(), 256 * 1024, Share::Any, move || loop {
-            thread::sleep(COMMIT_EVERY);
-            let committed = panic::catch_unwind(AssertUnwindSafe(|| {
-                let done = committer.commit();
-                s.with_hub(|hub| committer.report(hub, done, Instant::now()));
-            }));
-            if committed.is_err() {
-                s.fatal("the history commit thread failed".into());
-                return;
+        spawn("commit".into(), 256 * 1024, Share::Any, move || {
+            let mut later = Vec::new();
+            loop {
+                thread::sleep(COMMIT_EVERY);
+                let committed = panic::catch_unwind(AssertUnwindSafe(|| {
+                    // The last round's acks that nothing carried since.
+                    Server::flush_now(&mut later, |outbox, socket| {
+                        outbox.flush(NoWait(socket));
+                    });
+                    let done = committer.commit();
+                    s.with_hub_lazy(
+                        |hub| committer.report(hub, done, Instant::now()),
+                        &mut later,
+                    );
+                }));
+                if committed.is_err() {
+                    s.fatal("the history commit thread failed".into());
+                    return;
+                }
             }
         })
         .map_err(|e| Error::Start(format!("cannot start a thread: {e}")))?;

@@ -96,6 +96,9 @@ struct State {
     /// records, when the socket was full): the writer thread flushes.
     unflushed: bool,
     control: VecDeque<Frame>,
+    /// How many frames at the back of `control` were queued with
+    /// [`Outbox::push_lazy`] and nobody has yet undertaken to write.
+    lazy: usize,
     bulk: VecDeque<Frame>,
     control_bytes: usize,
     bulk_bytes: usize,
@@ -189,6 +192,8 @@ impl State {
         debug_assert!(batch.is_empty());
         // The batch's write ends with a flush, which pushes those on.
         self.unflushed = false;
+        // Whoever takes a batch sees the rest through (or wakes the writer).
+        self.lazy = 0;
         let mut bytes = 0;
         let partial = if let Some(p) = self.partial.take() {
             bytes += p.len();
@@ -449,8 +454,33 @@ impl Outbox {
     /// [`PushError::Full`], and the frame is not queued.
     pub fn push_deferred(&self, frame: Frame) -> Result<bool, PushError> {
         let mut s = self.lock();
-        let first = s.control.is_empty();
+        // Lazy frames ahead are nobody's to write yet: this one's flush
+        // takes them along.
+        let first = s.control.len() == s.lazy;
         self.enqueue(&mut s, frame, false)?;
+        s.lazy = 0;
+        Ok(first)
+    }
+
+    /// Queues a control frame that may wait a little for company: like
+    /// [`push_deferred`](Outbox::push_deferred), but a later
+    /// `push_deferred` still answers `true` (so its caller's flush carries
+    /// this frame along with its own). Returns `true` when nothing but lazy
+    /// frames was queued ahead: the caller must then flush this queue
+    /// itself, but may wait before it does (acknowledgements released
+    /// by a commit wait for the next broadcast to the same connection this way,
+    /// instead of costing a write of their own).
+    ///
+    /// # Errors
+    ///
+    /// As for [`push`](Outbox::push).
+    pub fn push_lazy(&self, frame: Frame) -> Result<bool, PushError> {
+        let mut s = self.lock();
+        let first = s.control.len() == s.lazy;
+        self.enqueue(&mut s, frame, false)?;
+        if first {
+            s.lazy += 1;
+        }
         Ok(first)
     }
 
@@ -660,6 +690,7 @@ impl Outbox {
         s.partial = None;
         s.unflushed = false;
         s.control.clear();
+        s.lazy = 0;
         s.bulk.clear();
         s.control_bytes = 0;
         s.bulk_bytes = 0;
@@ -1191,6 +1222,25 @@ mod tests {
         let cap = q.lock().control.capacity();
         q.flush(&mut out);
         assert_eq!(q.lock().control.capacity(), cap);
+    }
+
+    #[test]
+    fn a_lazy_frame_does_not_keep_a_later_push_from_flushing_it_along() {
+        let q = Outbox::new(1 << 20);
+        assert_eq!(q.push_lazy(f(b"ack1")), Ok(true));
+        assert_eq!(q.push_lazy(f(b"ack2")), Ok(true));
+        // The broadcast's caller flushes: the lazy frames go with it.
+        assert_eq!(q.push_deferred(f(b"chat")), Ok(true));
+        // Now someone will flush: nothing more is anyone else's.
+        assert_eq!(q.push_lazy(f(b"ack3")), Ok(false));
+        assert_eq!(q.push_deferred(f(b"more")), Ok(false));
+        let mut out = Vec::new();
+        q.flush(&mut out);
+        assert_eq!(out, b"ack1ack2chatack3more");
+        // A flush that wrote everything leaves no lazy frame counted.
+        assert_eq!(q.push_lazy(f(b"ack4")), Ok(true));
+        q.flush(&mut out);
+        assert_eq!(q.push_deferred(f(b"x")), Ok(true));
     }
 
     #[test]
