@@ -39,9 +39,10 @@
 //! it did not use; after a crash the ids jump ahead (by less than a block).
 //!
 //! **Cost.** A commit of a small transaction costs about 10 µs on a busy
-//! 2-core machine with 1 KiB pages, whatever the batch; an insert, a few
-//! µs; neither is paid under the hub's lock, where an append costs a
-//! copy of the entry into the queue. Checkpoints (moving the WAL into the
+//! 2-core machine, whatever the batch; an insert, a few µs; neither is
+//! paid under the hub's lock, where an append costs a copy of the entry
+//! into the queue's byte buffer (no allocation once it has grown: the
+//! writer hands the buffer it wrote back, see [`Queue`]). Checkpoints (moving the WAL into the
 //! database, with its disk syncs: milliseconds) are kept out of the
 //! commits: a thread with its own connection runs them twice a second.
 //!
@@ -142,20 +143,167 @@ pub struct SqliteStore {
 /// What the store and its committer share.
 #[derive(Debug)]
 struct Shared {
-    /// Appends and session changes not yet handed to the writer, oldest first.
-    queue: Mutex<Vec<Op>>,
+    /// Appends and session changes not yet handed to the writer.
+    queue: Mutex<Queue>,
     /// The connection; whoever holds it writes, one batch at a time.
     writer: Mutex<Writer>,
     /// Ids below this are reserved, committed in `meta`.
     reserved: AtomicU64,
 }
 
-/// One change waiting for the writer.
+/// What waits for the writer. Entries are copied into one byte buffer
+/// (no allocation per entry once it has grown), and the writer swaps the
+/// whole queue for an empty one it keeps: the two buffers take turns, so
+/// nothing an append copies is freed on another thread.
+#[derive(Debug, Default)]
+struct Queue {
+    /// The entries, encoded by [`Queue::push_entry`], oldest first.
+    entries: Vec<u8>,
+    /// The newest entry's id, if any.
+    newest: Option<u64>,
+    /// Session changes (rare), oldest first; written after the entries.
+    sessions: Vec<Op>,
+}
+
+/// A session change waiting for the writer.
 #[derive(Debug)]
 enum Op {
-    Append(LogEntry),
     SaveSession(SessionRecord),
     DropSession(Username),
+}
+
+/// A queued entry as the `log` table's row, borrowed from the queue.
+#[derive(Debug)]
+struct Row<'a> {
+    id: u64,
+    time: u64,
+    event: i64,
+    user: &'a str,
+    recipient: Option<&'a str>,
+    kind: i64,
+    text: &'a str,
+    client_id: u64,
+    cost: u64,
+}
+
+fn len(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Bytes of queue buffer kept between batches at most (more is given back).
+const QUEUE_KEEP: usize = 1 << 20;
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.sessions.is_empty()
+    }
+
+    /// Empties the queue, keeping its buffers (up to [`QUEUE_KEEP`]).
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.entries.shrink_to(QUEUE_KEEP);
+        self.sessions.clear();
+        self.newest = None;
+    }
+
+    /// Copies `entry` in as its row: fixed fields, then the strings, each
+    /// after its length.
+    fn push_entry(&mut self, entry: &LogEntry) {
+        let (event, user, recipient, kind, text, client_id) = match &entry.event {
+            LogEvent::Chat {
+                from,
+                to,
+                kind,
+                text,
+                client_id,
+            } => (
+                0,
+                from,
+                to.as_ref(),
+                match kind {
+                    ChatKind::Text => 0,
+                    ChatKind::Action => 1,
+                },
+                text.as_str(),
+                *client_id,
+            ),
+            LogEvent::Joined { user } => (1, user, None, 0, "", 0),
+            LogEvent::Left { user, reason, text } => {
+                (2, user, None, i64::from(reason.0), text.as_str(), 0)
+            }
+        };
+        let b = &mut self.entries;
+        b.extend_from_slice(&entry.id.0.to_le_bytes());
+        b.extend_from_slice(&entry.time.0.to_le_bytes());
+        b.extend_from_slice(&i64::to_le_bytes(event));
+        b.extend_from_slice(&kind.to_le_bytes());
+        b.extend_from_slice(&client_id.to_le_bytes());
+        b.extend_from_slice(&len(entry.cost()).to_le_bytes());
+        b.push(u8::from(recipient.is_some()));
+        for field in [Some(user), recipient].into_iter().flatten() {
+            b.extend_from_slice(&len(field.as_str().len()).to_le_bytes());
+            b.extend_from_slice(field.as_str().as_bytes());
+        }
+        b.extend_from_slice(&len(text.len()).to_le_bytes());
+        b.extend_from_slice(text.as_bytes());
+        self.newest = Some(entry.id.0);
+    }
+
+    /// The rows [`push_entry`](Queue::push_entry) copied in, oldest first.
+    fn rows(&self) -> Rows<'_> {
+        Rows(&self.entries)
+    }
+}
+
+/// Reads the rows of a [`Queue`]'s buffer back (it holds only what
+/// [`Queue::push_entry`] wrote, so a short or invalid field is a bug).
+struct Rows<'a>(&'a [u8]);
+
+impl<'a> Rows<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(self.take(8));
+        u64::from_le_bytes(b)
+    }
+
+    fn str(&mut self) -> &'a str {
+        let n = usize::try_from(self.u64()).unwrap_or(usize::MAX);
+        std::str::from_utf8(self.take(n)).unwrap_or_default()
+    }
+}
+
+impl<'a> Iterator for Rows<'a> {
+    type Item = Row<'a>;
+
+    fn next(&mut self) -> Option<Row<'a>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let (id, time) = (self.u64(), self.u64());
+        let (event, kind) = (to_sql(self.u64()), to_sql(self.u64()));
+        let (client_id, cost) = (self.u64(), self.u64());
+        let to = self.take(1)[0] == 1;
+        let user = self.str();
+        let recipient = to.then(|| self.str());
+        let text = self.str();
+        Some(Row {
+            id,
+            time,
+            event,
+            user,
+            recipient,
+            kind,
+            text,
+            client_id,
+            cost,
+        })
+    }
 }
 
 /// The connection and what it knows of the file.
@@ -174,6 +322,8 @@ struct Writer {
     /// A committer's batch was lost and the hub has not heard of it yet:
     /// the next [`HistoryStore::commit`] must fail.
     unreported: Option<String>,
+    /// The empty queue swapped in for the one taken (see [`Queue`]).
+    spare: Queue,
 }
 
 /// What one [`Committer::commit`] did.
@@ -404,10 +554,11 @@ impl SqliteStore {
             bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
             done: 0,
             unreported: None,
+            spare: Queue::default(),
         };
         Ok(SqliteStore {
             shared: Arc::new(Shared {
-                queue: Mutex::new(Vec::new()),
+                queue: Mutex::new(Queue::default()),
                 writer: Mutex::new(writer),
                 reserved: AtomicU64::new(reserved),
             }),
@@ -436,12 +587,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn queue(&self, op: Op) {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.shared
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(op);
     }
 
     /// A crash, for tests: dropped without committing or giving ids back.
@@ -472,24 +622,29 @@ impl Shared {
     /// Takes the queue and writes it in one transaction; with the writer
     /// held, so that batches are committed in the order they were queued.
     fn write_queue(&self, w: &mut Writer) -> Result<(), StoreError> {
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut batch = std::mem::take(&mut w.spare);
+        std::mem::swap(
+            &mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut batch,
+        );
+        let result = self.write_batch(w, &batch);
+        batch.clear();
+        w.spare = batch;
+        result
+    }
+
+    fn write_batch(&self, w: &mut Writer, batch: &Queue) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let newest = batch
-            .iter()
-            .filter_map(|op| match op {
-                Op::Append(e) => Some(e.id.0),
-                _ => None,
-            })
-            .max();
+        let newest = batch.newest;
         let reserved = self.reserved.load(Ordering::SeqCst);
         // Reserve the next block while half of this one is left, in the
         // same transaction: an append then never waits for a reservation.
         let ahead = newest
             .filter(|n| n.saturating_add(RESERVE_BLOCK / 2) >= reserved)
             .map(|n| n.saturating_add(RESERVE_BLOCK));
-        let result = w.write(&batch, ahead);
+        let result = w.write(batch, ahead);
         if let Some(n) = newest {
             w.done = w.done.max(n);
         }
@@ -503,10 +658,13 @@ impl Shared {
 impl Writer {
     /// Writes `batch` (and a reservation up to `reserve`) in one
     /// transaction, trimming when past the margin; rolled back on failure.
-    fn write(&mut self, batch: &[Op], reserve: Option<u64>) -> Result<(), StoreError> {
+    fn write(&mut self, batch: &Queue, reserve: Option<u64>) -> Result<(), StoreError> {
         let start = (self.entries, self.bytes);
         let written = self.begin().and_then(|()| {
-            for op in batch {
+            for row in batch.rows() {
+                self.insert(&row)?;
+            }
+            for op in &batch.sessions {
                 self.apply(op)?;
             }
             if let Some(r) = reserve {
@@ -550,7 +708,6 @@ impl Writer {
 
     fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
         match op {
-            Op::Append(entry) => self.insert(entry),
             Op::SaveSession(session) => {
                 self.conn
                     .prepare_cached(
@@ -578,49 +735,25 @@ impl Writer {
         }
     }
 
-    fn insert(&mut self, entry: &LogEntry) -> Result<(), StoreError> {
-        let (event, user, recipient, kind, text, client_id) = match &entry.event {
-            LogEvent::Chat {
-                from,
-                to,
-                kind,
-                text,
-                client_id,
-            } => (
-                0,
-                from,
-                to.as_ref(),
-                match kind {
-                    ChatKind::Text => 0,
-                    ChatKind::Action => 1,
-                },
-                text.as_str(),
-                *client_id,
-            ),
-            LogEvent::Joined { user } => (1, user, None, 0, "", 0),
-            LogEvent::Left { user, reason, text } => {
-                (2, user, None, i64::from(reason.0), text.as_str(), 0)
-            }
-        };
-        let cost = entry.cost();
+    fn insert(&mut self, row: &Row<'_>) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(INSERT_LOG)
             .and_then(|mut s| {
                 s.execute(params![
-                    to_sql(entry.id.0),
-                    to_sql(entry.time.0),
-                    event,
-                    user.as_str(),
-                    recipient.map(Username::as_str),
-                    kind,
-                    text,
-                    to_sql(client_id),
-                    i64::try_from(cost).unwrap_or(i64::MAX),
+                    to_sql(row.id),
+                    to_sql(row.time),
+                    row.event,
+                    row.user,
+                    row.recipient,
+                    row.kind,
+                    row.text,
+                    to_sql(row.client_id),
+                    to_sql(row.cost),
                 ])
             })
             .map_err(|e| backend(&e))?;
         self.entries += 1;
-        self.bytes += cost;
+        self.bytes += usize::try_from(row.cost).unwrap_or(usize::MAX);
         Ok(())
     }
 
@@ -814,7 +947,7 @@ impl HistoryStore for SqliteStore {
         if entry.id.0 >= self.shared.reserved.load(Ordering::SeqCst) {
             self.reserve(entry.id.0)?;
         }
-        self.queue(Op::Append(entry.clone()));
+        self.queue().push_entry(entry);
         Ok(())
     }
 
@@ -831,12 +964,12 @@ impl HistoryStore for SqliteStore {
     }
 
     fn save_session(&mut self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.queue(Op::SaveSession(session.clone()));
+        self.queue().sessions.push(Op::SaveSession(session.clone()));
         Ok(())
     }
 
     fn drop_session(&mut self, user: &Username) -> Result<(), StoreError> {
-        self.queue(Op::DropSession(user.clone()));
+        self.queue().sessions.push(Op::DropSession(user.clone()));
         Ok(())
     }
 }
@@ -1247,6 +1380,37 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn the_queue_keeps_its_buffer_between_batches_but_not_a_huge_one() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 10_000, 64 << 20);
+        s.load().unwrap();
+        let kept = |s: &SqliteStore| {
+            let queued = s.queue().entries.capacity();
+            let spare = s.shared.writer().spare.entries.capacity();
+            (queued, spare)
+        };
+        s.append(&chat(1, "ann", None, "one", 1)).unwrap();
+        s.commit().unwrap();
+        // The buffer written went back to the writer, emptied, for the
+        // next swap: appends after it do not allocate again.
+        let (_, spare) = kept(&s);
+        assert!(spare > 0, "the written buffer was kept");
+        s.append(&chat(2, "ann", None, "two", 2)).unwrap();
+        s.commit().unwrap();
+        let (queued, _) = kept(&s);
+        assert!(queued > 0, "the kept buffer was swapped in");
+        // A burst's buffer is given back down to QUEUE_KEEP.
+        let text = "x".repeat(4096);
+        for id in 3..=600 {
+            s.append(&chat(id, "ann", None, &text, id)).unwrap();
+        }
+        assert!(kept(&s).0 > QUEUE_KEEP);
+        s.commit().unwrap();
+        assert!(kept(&s).1 <= QUEUE_KEEP);
+        assert_eq!(rows(&path), 600);
     }
 
     #[test]
