@@ -4237,3 +4237,74 @@ fn relayed_file_data_is_work_for_the_server_to_pace() {
     net.pump();
     assert!(!net.hub.has_pending_work());
 }
+
+#[test]
+fn a_message_committed_before_a_restart_whose_ack_was_lost_is_acked_with_its_id() {
+    let store = crate::MemoryStore::new(1000);
+    let mut net = resumable(Limits::default(), &[]);
+    net.hub
+        .open_history(Box::new(store.clone()), net.now)
+        .unwrap();
+    for n in ["alice", "bob"] {
+        net.connect(n);
+    }
+    // Bob's message is committed, but its ack never reaches him.
+    net.s(1).send_chat(Recipient::Everyone, "lost ack").unwrap();
+    let (bob, now) = (net.clients[1].0, net.now);
+    while let Some(m) = net.s(1).poll_transmit() {
+        net.hub.handle_message(bob, through_wire(&m), now);
+    }
+    net.hub.commit_history(now);
+    net.deliver_hub_except(Some(1));
+    // Enough later messages that the hub's memory of answers per session
+    // (and the one rebuilt from the store at a restart) no longer holds it.
+    for t in burst(300) {
+        net.s(1).send_chat(Recipient::Everyone, &t).unwrap();
+        net.pump();
+    }
+    let entry = store
+        .entries()
+        .into_iter()
+        .find(|e| matches!(&e.event, crate::LogEvent::Chat { text, .. } if text == "lost ack"))
+        .expect("committed");
+    // The server crashes; a new hub on the same store remembers the
+    // entry but not the answer.
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [9; 16]));
+    hub.open_history(Box::new(store.clone()), net.now).unwrap();
+    net.hub = hub;
+    net.closed.clear();
+    for (i, c) in net.clients.iter_mut().enumerate() {
+        c.0 = ClientId(u64::MAX - i as u64);
+    }
+    // Bob resumes and resends it: the duplicate's ack carries its id.
+    let id = net.hub.handle_connect(now);
+    net.clients[1].0 = id;
+    net.clients[1].1.reconnect(now);
+    let mut acks = Vec::new();
+    for _ in 0..20 {
+        while let Some(m) = net.s(1).poll_transmit() {
+            net.hub.handle_message(id, through_wire(&m), now);
+        }
+        net.hub.commit_history(now);
+        while let Some(t) = net.hub.poll_transmit() {
+            if t.to.iter().any(|to| to == id) {
+                let m: ServerMessage = through_wire(&t.message);
+                if let ServerMessage::Ack { id, time, .. } = &m {
+                    acks.push((*id, *time));
+                }
+                net.clients[1].1.handle_message(m, now);
+            }
+        }
+    }
+    assert_eq!(acks, [(entry.id, entry.time)]);
+    assert_eq!(
+        store
+            .entries()
+            .iter()
+            .filter(|e| matches!(&e.event, crate::LogEvent::Chat { .. }))
+            .count(),
+        301,
+        "taken once"
+    );
+}

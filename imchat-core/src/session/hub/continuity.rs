@@ -885,17 +885,37 @@ impl Hub {
             Some(Outcome::Accepted(id, time)) => {
                 self.acknowledge(client, key, client_id, (id, time), false);
             }
-            // Handled too long ago to remember how: it was, once.
-            None => self.send(
-                client,
-                ServerMessage::Ack {
-                    client_id,
-                    id: MessageId(0),
-                    time: Timestamp(0),
-                },
-            ),
+            // Not remembered (handled long ago, or before a restart whose
+            // store kept the entry but not the answer): the log may still
+            // hold its entry, whose id the answer gives; else it was
+            // handled, once, and the answer says only that.
+            None => {
+                let (id, time) = self
+                    .logged_chat(key, client_id)
+                    .unwrap_or((MessageId(0), Timestamp(0)));
+                self.send(
+                    client,
+                    ServerMessage::Ack {
+                        client_id,
+                        id,
+                        time,
+                    },
+                );
+            }
         }
         true
+    }
+
+    /// The id and time of the chat message `client_id` of the user with
+    /// name key `key`, if the log still holds it (newest first: resends
+    /// are of recent messages).
+    fn logged_chat(&self, key: &str, client_id: u64) -> Option<(MessageId, Timestamp)> {
+        self.log.iter().rev().find_map(|e| match &e.event {
+            LogEvent::Chat {
+                from, client_id: c, ..
+            } if *c == client_id && self.key(from) == key => Some((e.id, e.time)),
+            _ => None,
+        })
     }
 
     /// The sessions agree with the connections, the log with its bounds.
