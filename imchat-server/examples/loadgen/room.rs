@@ -135,13 +135,14 @@ impl Room {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     /// A stand-in for a Redis that answers each connection's SUBSCRIBE at
-    /// once; returns its address and a thread that counts its connections
-    /// until `expect` came or 10 s passed.
-    fn fake_redis(expect: usize) -> (SocketAddr, thread::JoinHandle<usize>) {
+    /// once; returns its address and a thread that accepts connections
+    /// until `expect` came or 10 s passed, and hands them back open (a
+    /// closed one would make the test's `peer_addr` fail).
+    fn fake_redis(expect: usize) -> (SocketAddr, thread::JoinHandle<Vec<TcpStream>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         l.set_nonblocking(true).unwrap();
@@ -157,7 +158,7 @@ mod tests {
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
             }
-            conns.len()
+            conns
         });
         (addr, h)
     }
@@ -175,6 +176,7 @@ mod tests {
         assert_eq!(on_a, [true, false, true, false, true]);
         assert_eq!(room.pubs.iter().filter(|p| peer(p) == a).count(), 2);
         room.close();
-        assert_eq!((ha.join().unwrap(), hb.join().unwrap()), (5, 3));
+        let (ca, cb) = (ha.join().unwrap(), hb.join().unwrap());
+        assert_eq!((ca.len(), cb.len()), (5, 3));
     }
 }
