@@ -5,7 +5,7 @@
 //! with `IMCHAT_REQUIRE_REDIS=1` (as in CI) that is a failure.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::thread;
@@ -16,97 +16,10 @@ use imchat_core::{
     DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
+mod redis_harness;
+use redis_harness::{free_port, Redis};
+
 const WAIT: Duration = Duration::from_secs(20);
-
-fn redis_binary() -> Option<String> {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("redis-server".into());
-    }
-    let required = std::env::var("IMCHAT_REQUIRE_REDIS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "redis-server is not installed and IMCHAT_REQUIRE_REDIS=1: the cluster account tests cannot run"
-    );
-    eprintln!("\n*** CLUSTER ACCOUNT TEST NOT RUN: redis-server is not installed (set IMCHAT_REQUIRE_REDIS=1 to make this a failure) ***\n");
-    None
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` of the test's own, stopped by its handle.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Option<Redis> {
-        let bin = redis_binary()?;
-        for _ in 0..20 {
-            if let Some(r) = Redis::start_on(&bin, free_port()) {
-                return Some(r);
-            }
-        }
-        panic!("redis-server did not start on any port tried");
-    }
-
-    /// Starts on `port`; `None` if it could not listen there (taken).
-    fn start_on(bin: &str, port: u16) -> Option<Redis> {
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let mut r = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if r.child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| n > 0) {
-                    return Some(r);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it (kill -9), for the outage cases.
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// An `imchat-server` in the cluster, its console on a pipe, stopped by
 /// its handle.
