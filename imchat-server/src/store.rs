@@ -2,11 +2,23 @@
 //! file, so that a restarted server takes its clients back with nothing
 //! they were sent missing.
 //!
-//! One file, three tables: `log` (the room log, oldest first by id),
-//! `sessions` (one row per resumable session, by name key) and `meta`
-//! (the epoch). The schema's version is SQLite's `user_version`; a file
-//! written by another version, or that is not an imchat history at all,
-//! is refused with a clear error rather than read or overwritten.
+//! One file, three tables: `batches` (the room log, one row per commit
+//! batch of entries, oldest first by id), `sessions` (one row per
+//! resumable session, by name key) and `meta` (the epoch, the reserved
+//! ids). The schema's version is SQLite's `user_version`: version 2; a
+//! version 1 file (one `log` row per entry) is converted to version 2 in
+//! one transaction when opened; a file written by another version, or
+//! that is not an imchat history at all, is refused with a clear error
+//! rather than read or overwritten.
+//!
+//! **Batches.** A row of `batches` holds the entries one commit wrote:
+//! its first and last ids, how many, the sum of their
+//! [`LogEntry::cost`], and the entries themselves in one BLOB, in the
+//! byte layout the queue copies them into under the hub's lock (see
+//! [`Queue`]), so that a commit is one INSERT of the bytes already
+//! queued, whatever the batch's size. The file is for durability and
+//! restart: [`HistoryStore::load`] decodes the newest batches into the
+//! hub's log at open; nothing reads it per request.
 //!
 //! **Accepted.** The hub appends each entry as it happens; the append
 //! only queues it (the hub's lock is held, so no SQLite work there). A
@@ -50,12 +62,16 @@
 //! database, with its disk syncs: milliseconds) are kept out of the
 //! commits: a thread with its own connection runs them twice a second.
 //!
-//! **Bounds.** The file keeps what the hub's log keeps (entries and bytes,
-//! as [`LogEntry::cost`] counts them), plus at most 1/16 more: it is
-//! trimmed when it passes that margin, so that trimming is one `DELETE` in
-//! a while rather than one per append. The newest entry is never trimmed,
-//! so the next id is always one past the newest row.
+//! **Bounds.** The file keeps at least what the hub's log keeps (entries
+//! and bytes, as [`LogEntry::cost`] counts them), and at most one batch
+//! more than that plus a margin: when it passes the bounds by more than
+//! 1/16 it is trimmed by whole batches, oldest first, as long as what is
+//! left still holds the bounds' worth (so trimming is one `DELETE` of a
+//! range of rows in a while; the batches' counts and costs are kept in
+//! memory, so no entry is read to trim). The newest batch is never
+//! trimmed, so the next id is always one past its last id.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -70,7 +86,11 @@ use imchat_core::{
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 /// The schema this server writes and reads (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+/// The schema before batches (one `log` row per entry), converted on open.
+const SCHEMA_V1: i64 = 1;
+/// Entries per `batches` row when a version 1 file is converted.
+const MIGRATE_BATCH: usize = 256;
 /// Bytes per database page of a new file.
 const PAGE_SIZE: u32 = 4096;
 /// How often the checkpointer thread moves the WAL into the database.
@@ -82,19 +102,9 @@ const APPLICATION_ID: i64 = 0x696d_6368;
 /// Ids reserved at a time (see "Ids after a crash" above).
 pub const RESERVE_BLOCK: u64 = 4096;
 
-const SCHEMA: &str = "
+/// The schema's tables but the log's (the same in versions 1 and 2).
+const SCHEMA_META_SESSIONS: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE log (
-    id INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    event INTEGER NOT NULL,      -- 0 chat, 1 joined, 2 left
-    user TEXT NOT NULL,          -- the sender, or who joined or left
-    recipient TEXT,              -- a private message's receiver
-    kind INTEGER NOT NULL,       -- chat: 0 text, 1 action; left: the reason code
-    text TEXT NOT NULL,
-    client_id INTEGER NOT NULL,  -- the sender's id of a chat message
-    cost INTEGER NOT NULL        -- LogEntry::cost, for trimming by bytes
-);
 CREATE TABLE sessions (
     key TEXT PRIMARY KEY,
     user TEXT NOT NULL,
@@ -103,9 +113,19 @@ CREATE TABLE sessions (
 ) WITHOUT ROWID;
 ";
 
-const INSERT_LOG: &str =
-    "INSERT INTO log (id, time, event, user, recipient, kind, text, client_id, cost)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/// The room log, one row per commit batch (version 2).
+const SCHEMA_BATCHES: &str = "
+CREATE TABLE batches (
+    first_id INTEGER PRIMARY KEY, -- the id of the batch's first entry
+    last_id INTEGER NOT NULL,     -- the id of its last entry
+    count INTEGER NOT NULL,       -- how many entries it holds
+    cost INTEGER NOT NULL,        -- the sum of their LogEntry::cost, for trimming by bytes
+    entries BLOB NOT NULL         -- the entries, in the batch layout (see Queue)
+);
+";
+
+const INSERT_BATCH: &str = "INSERT INTO batches (first_id, last_id, count, cost, entries)
+     VALUES (?1, ?2, ?3, ?4, ?5)";
 
 /// How far a commit goes before an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +148,13 @@ pub enum OpenError {
     #[error("'{path}' is not an imchat history database (it has other tables); give another --history-db path")]
     Foreign { path: String },
     /// It was written with a schema this server does not know.
-    #[error("the history database '{path}' has schema version {found}; this server reads version {SCHEMA_VERSION} (written by another imchat-server version?)")]
+    #[error("the history database '{path}' has schema version {found}; this server reads version {SCHEMA_VERSION} (and converts version {SCHEMA_V1}; written by another imchat-server version?)")]
     Version { path: String, found: i64 },
+    /// A version 1 file could not be converted (it is left as it was).
+    #[error(
+        "cannot convert the history database '{path}' to schema version {SCHEMA_VERSION}: {reason}"
+    )]
+    Migrate { path: String, reason: String },
 }
 
 /// The room log and the sessions in an SQLite file: what the hub holds.
@@ -158,13 +183,34 @@ struct Shared {
 /// What waits for the writer. Entries are copied into one byte buffer
 /// (no allocation per entry once it has grown), and the writer swaps the
 /// whole queue for an empty one it keeps: the two buffers take turns, so
-/// nothing an append copies is freed on another thread.
+/// nothing an append copies is freed on another thread. The writer
+/// stores the buffer as it is, as the `entries` BLOB of one `batches` row.
+///
+/// **The batch layout** (the buffer, and so the BLOB): the entries one
+/// after the other, oldest first (ids rising), nothing before, between
+/// or after them. Each entry, integers little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 8 | id (u64) |
+/// | 8 | time (u64, the entry's [`Timestamp`]) |
+/// | 8 | a chat message's client id (u64); 0 for a join or leave |
+/// | 1 | event: 0 chat message, 1 joined, 2 left |
+/// | 1 | chat: 0 text, 1 action; left: the reason code; joined: 0 |
+/// | 1 | 1 if a recipient follows the user (a private message), else 0 |
+/// | 4 + n | the user (the sender, or who joined or left): its length in bytes (u32), then UTF-8 |
+/// | 4 + n | the recipient, if flagged: the same |
+/// | 4 + n | the text (chat; left: the reason's text; joined: empty): the same |
 #[derive(Debug, Default)]
 struct Queue {
-    /// The entries, encoded by [`Queue::push_entry`], oldest first.
+    /// The entries in the batch layout, oldest first.
     entries: Vec<u8>,
-    /// The newest entry's id, if any.
+    /// The oldest and the newest entry's id, if any.
+    first: Option<u64>,
     newest: Option<u64>,
+    /// How many entries, and the sum of their costs.
+    count: usize,
+    cost: usize,
     /// Session changes (rare), oldest first; written after the entries.
     sessions: Vec<Op>,
 }
@@ -176,26 +222,20 @@ enum Op {
     DropSession(Username),
 }
 
-/// A queued entry as the `log` table's row, borrowed from the queue.
-#[derive(Debug)]
-struct Row<'a> {
-    id: u64,
-    time: u64,
-    event: i64,
-    user: &'a str,
-    recipient: Option<&'a str>,
-    kind: i64,
-    text: &'a str,
-    client_id: u64,
-    cost: u64,
-}
-
 fn len(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Bytes of queue buffer kept between batches at most (more is given back).
 const QUEUE_KEEP: usize = 1 << 20;
+
+/// Appends `text`'s length (u32) and bytes (a text longer than 4 GiB,
+/// which no frame can carry, would be cut there).
+fn put_str(b: &mut Vec<u8>, text: &str) {
+    let n = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    b.extend_from_slice(&n.to_le_bytes());
+    b.extend_from_slice(&text.as_bytes()[..n as usize]);
+}
 
 impl Queue {
     fn is_empty(&self) -> bool {
@@ -207,11 +247,11 @@ impl Queue {
         self.entries.clear();
         self.entries.shrink_to(QUEUE_KEEP);
         self.sessions.clear();
-        self.newest = None;
+        (self.first, self.newest) = (None, None);
+        (self.count, self.cost) = (0, 0);
     }
 
-    /// Copies `entry` in as its row: fixed fields, then the strings, each
-    /// after its length.
+    /// Copies `entry` in, in the batch layout (see [`Queue`]).
     fn push_entry(&mut self, entry: &LogEntry) {
         let (event, user, recipient, kind, text, client_id) = match &entry.event {
             LogEvent::Chat {
@@ -232,82 +272,178 @@ impl Queue {
                 *client_id,
             ),
             LogEvent::Joined { user } => (1, user, None, 0, "", 0),
-            LogEvent::Left { user, reason, text } => {
-                (2, user, None, i64::from(reason.0), text.as_str(), 0)
-            }
+            LogEvent::Left { user, reason, text } => (2, user, None, reason.0, text.as_str(), 0),
         };
         let b = &mut self.entries;
         b.extend_from_slice(&entry.id.0.to_le_bytes());
         b.extend_from_slice(&entry.time.0.to_le_bytes());
-        b.extend_from_slice(&i64::to_le_bytes(event));
-        b.extend_from_slice(&kind.to_le_bytes());
         b.extend_from_slice(&client_id.to_le_bytes());
-        b.extend_from_slice(&len(entry.cost()).to_le_bytes());
-        b.push(u8::from(recipient.is_some()));
-        for field in [Some(user), recipient].into_iter().flatten() {
-            b.extend_from_slice(&len(field.as_str().len()).to_le_bytes());
-            b.extend_from_slice(field.as_str().as_bytes());
+        b.extend_from_slice(&[event, kind, u8::from(recipient.is_some())]);
+        put_str(b, user.as_str());
+        if let Some(to) = recipient {
+            put_str(b, to.as_str());
         }
-        b.extend_from_slice(&len(text.len()).to_le_bytes());
-        b.extend_from_slice(text.as_bytes());
+        put_str(b, text);
+        self.first.get_or_insert(entry.id.0);
         self.newest = Some(entry.id.0);
-    }
-
-    /// The rows [`push_entry`](Queue::push_entry) copied in, oldest first.
-    fn rows(&self) -> Rows<'_> {
-        Rows(&self.entries)
+        self.count += 1;
+        self.cost = self.cost.saturating_add(entry.cost());
     }
 }
 
-/// Reads the rows of a [`Queue`]'s buffer back (it holds only what
-/// [`Queue::push_entry`] wrote, so a short or invalid field is a bug).
-struct Rows<'a>(&'a [u8]);
+/// Reads entries in the batch layout (see [`Queue`]) back. The bytes come
+/// from a file: anything cut short or invalid is an error, never a panic.
+struct Decoder<'a>(&'a [u8]);
 
-impl<'a> Rows<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] {
+impl<'a> Decoder<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if n > self.0.len() {
+            return Err(corrupt("history batch (an entry is cut short)"));
+        }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
-        head
+        Ok(head)
     }
 
-    fn u64(&mut self) -> u64 {
+    fn u64(&mut self) -> Result<u64, StoreError> {
         let mut b = [0; 8];
-        b.copy_from_slice(self.take(8));
-        u64::from_le_bytes(b)
+        b.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(b))
     }
 
-    fn str(&mut self) -> &'a str {
-        let n = usize::try_from(self.u64()).unwrap_or(usize::MAX);
-        std::str::from_utf8(self.take(n)).unwrap_or_default()
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn str(&mut self) -> Result<&'a str, StoreError> {
+        let mut b = [0; 4];
+        b.copy_from_slice(self.take(4)?);
+        let n = usize::try_from(u32::from_le_bytes(b)).unwrap_or(usize::MAX);
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| corrupt("history batch (a text is not UTF-8)"))
+    }
+
+    fn entry(&mut self) -> Result<LogEntry, StoreError> {
+        let (id, time, client_id) = (self.u64()?, self.u64()?, self.u64()?);
+        let (event, kind, to) = (self.u8()?, self.u8()?, self.u8()?);
+        let user = name(self.str()?)?;
+        let to = match to {
+            0 => None,
+            1 => Some(name(self.str()?)?),
+            _ => return Err(corrupt("history batch (recipient flag)")),
+        };
+        let text = self.str()?.to_string();
+        let event = match (event, to) {
+            (0, to) => LogEvent::Chat {
+                from: user,
+                to,
+                kind: match kind {
+                    0 => ChatKind::Text,
+                    1 => ChatKind::Action,
+                    _ => return Err(corrupt("chat kind")),
+                },
+                text,
+                client_id,
+            },
+            (1, None) => LogEvent::Joined { user },
+            (2, None) => LogEvent::Left {
+                user,
+                reason: LeaveReason(kind),
+                text,
+            },
+            _ => return Err(corrupt("log entry")),
+        };
+        Ok(LogEntry {
+            id: MessageId(id),
+            time: Timestamp(time),
+            event,
+        })
     }
 }
 
-impl<'a> Iterator for Rows<'a> {
-    type Item = Row<'a>;
-
-    fn next(&mut self) -> Option<Row<'a>> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let (id, time) = (self.u64(), self.u64());
-        let (event, kind) = (to_sql(self.u64()), to_sql(self.u64()));
-        let (client_id, cost) = (self.u64(), self.u64());
-        let to = self.take(1)[0] == 1;
-        let user = self.str();
-        let recipient = to.then(|| self.str());
-        let text = self.str();
-        Some(Row {
-            id,
-            time,
-            event,
-            user,
-            recipient,
-            kind,
-            text,
-            client_id,
-            cost,
-        })
+/// Decodes the `entries` of a `batches` row onto `out`, checking them
+/// against the row's first and last ids and count.
+fn decode_batch(
+    (first_id, last_id, count): (u64, u64, u64),
+    blob: &[u8],
+    out: &mut Vec<LogEntry>,
+) -> Result<(), StoreError> {
+    let start = out.len();
+    let mut d = Decoder(blob);
+    while !d.0.is_empty() {
+        out.push(d.entry()?);
     }
+    let got = &out[start..];
+    let matches = len(got.len()) == count
+        && got.first().map(|e| e.id.0) == Some(first_id)
+        && got.last().map(|e| e.id.0) == Some(last_id)
+        && got.windows(2).all(|w| w[0].id.0 < w[1].id.0);
+    if matches {
+        Ok(())
+    } else {
+        Err(corrupt(
+            "history batch (its entries do not match its ids and count)",
+        ))
+    }
+}
+
+/// Inserts `batch`'s entries (if any) as one `batches` row.
+fn insert_batch(conn: &Connection, batch: &Queue) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (batch.first, batch.newest) else {
+        return Ok(());
+    };
+    conn.prepare_cached(INSERT_BATCH)
+        .and_then(|mut s| {
+            s.execute(params![
+                to_sql(first),
+                to_sql(last),
+                to_sql(len(batch.count)),
+                to_sql(len(batch.cost)),
+                &batch.entries[..],
+            ])
+        })
+        .map_err(|e| backend(&e))?;
+    Ok(())
+}
+
+/// Converts a version 1 file (one `log` row per entry) to version 2 in one
+/// transaction: its entries become `batches` rows of [`MIGRATE_BATCH`],
+/// the `log` table goes. Nothing changes if it fails.
+fn migrate_v1(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| backend(&e))?;
+    let converted = (|| {
+        conn.execute_batch(SCHEMA_BATCHES)
+            .map_err(|e| backend(&e))?;
+        let mut batch = Queue::default();
+        {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, time, event, user, recipient, kind, text, client_id
+                     FROM log ORDER BY id",
+                )
+                .map_err(|e| backend(&e))?;
+            let mut rows = stmt.query([]).map_err(|e| backend(&e))?;
+            while let Some(row) = rows.next().map_err(|e| backend(&e))? {
+                batch.push_entry(&read_entry(row).map_err(|e| backend(&e))??);
+                if batch.count == MIGRATE_BATCH {
+                    insert_batch(conn, &batch)?;
+                    batch.clear();
+                }
+            }
+        }
+        insert_batch(conn, &batch)?;
+        conn.execute_batch(&format!(
+            "DROP TABLE log; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| backend(&e))
+    })();
+    if converted.is_err() && !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            log::warn!("history database rollback failed: {e}");
+        }
+    }
+    converted
 }
 
 /// The connection and what it knows of the file.
@@ -318,7 +454,9 @@ struct Writer {
     /// The bounds of the hub's log, which the file follows.
     max_entries: usize,
     max_bytes: usize,
-    /// What the log table holds now.
+    /// The batches the file holds, oldest first, as trimming needs them.
+    batches: VecDeque<Batch>,
+    /// The entries and bytes they hold.
     entries: usize,
     bytes: usize,
     /// The newest entry id a batch held (committed or lost).
@@ -328,6 +466,14 @@ struct Writer {
     unreported: Option<String>,
     /// The empty queue swapped in for the one taken (see [`Queue`]).
     spare: Queue,
+}
+
+/// A `batches` row as trimming needs it: no entry is read to trim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Batch {
+    first_id: u64,
+    count: usize,
+    cost: usize,
 }
 
 /// What one [`Committer::commit`] did.
@@ -492,12 +638,18 @@ impl SqliteStore {
             // Pages of 4 KiB: each commit writes its changed pages to the
             // WAL (see "Cost" above).
             conn.execute_batch(&format!(
-                "PRAGMA page_size = {PAGE_SIZE}; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID};
+                "PRAGMA page_size = {PAGE_SIZE}; BEGIN; {SCHEMA_META_SESSIONS} {SCHEMA_BATCHES}
+                 PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(sqlite)?;
         } else if app != APPLICATION_ID {
             return Err(OpenError::Foreign { path: shown });
+        } else if version == SCHEMA_V1 {
+            migrate_v1(&conn).map_err(|e| OpenError::Migrate {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         } else if version != SCHEMA_VERSION {
             return Err(OpenError::Version {
                 path: shown,
@@ -533,13 +685,24 @@ impl SqliteStore {
         })?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(sqlite)?;
-        let (entries, bytes): (i64, i64) = conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(cost), 0) FROM log",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(sqlite)?;
+        let batches = {
+            let mut stmt = conn
+                .prepare("SELECT first_id, count, cost FROM batches ORDER BY first_id")
+                .map_err(sqlite)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Batch {
+                        first_id: from_sql(r.get(0)?),
+                        count: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        cost: usize::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    })
+                })
+                .map_err(sqlite)?;
+            rows.collect::<Result<VecDeque<Batch>, _>>()
+                .map_err(sqlite)?
+        };
+        let entries = batches.iter().map(|b| b.count).sum();
+        let bytes = batches.iter().map(|b| b.cost).sum();
         let reserved: Option<i64> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'reserved_id'",
@@ -554,8 +717,9 @@ impl SqliteStore {
             _checkpointer: checkpointer,
             max_entries,
             max_bytes,
-            entries: usize::try_from(entries).unwrap_or(usize::MAX),
-            bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+            batches,
+            entries,
+            bytes,
             done: 0,
             unreported: None,
             spare: Queue::default(),
@@ -660,14 +824,16 @@ impl Shared {
 }
 
 impl Writer {
-    /// Writes `batch` (and a reservation up to `reserve`) in one
+    /// Writes `batch` as one row (and a reservation up to `reserve`) in one
     /// transaction, trimming when past the margin; rolled back on failure.
     fn write(&mut self, batch: &Queue, reserve: Option<u64>) -> Result<(), StoreError> {
-        let start = (self.entries, self.bytes);
+        let added = batch.first.map(|first_id| Batch {
+            first_id,
+            count: batch.count,
+            cost: batch.cost,
+        });
         let written = self.begin().and_then(|()| {
-            for row in batch.rows() {
-                self.insert(&row)?;
-            }
+            insert_batch(&self.conn, batch)?;
             for op in &batch.sessions {
                 self.apply(op)?;
             }
@@ -679,27 +845,43 @@ impl Writer {
                     .and_then(|mut s| s.execute([to_sql(r)]))
                     .map_err(|e| backend(&e))?;
             }
-            if self.over_margin() {
-                // A failed trim only leaves the file larger.
-                if let Err(e) = self.trim() {
+            let cut = self.to_trim(added);
+            // A failed trim only leaves the file larger.
+            let cut = match cut.checked_sub(1).map(|last| self.trim(last)) {
+                Some(Err(e)) => {
                     log::warn!("history database not trimmed: {e}");
+                    0
                 }
-            }
+                _ => cut,
+            };
             self.conn
                 .prepare_cached("COMMIT")
                 .and_then(|mut s| s.execute([]))
                 .map_err(|e| backend(&e))?;
-            Ok(())
+            Ok(cut)
         });
-        if written.is_err() {
-            if !self.conn.is_autocommit() {
-                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                    log::warn!("history database rollback failed: {e}");
+        match written {
+            Ok(cut) => {
+                if let Some(b) = added {
+                    self.batches.push_back(b);
+                    self.entries += b.count;
+                    self.bytes += b.cost;
                 }
+                for b in self.batches.drain(..cut) {
+                    self.entries -= b.count;
+                    self.bytes -= b.cost;
+                }
+                Ok(())
             }
-            (self.entries, self.bytes) = start;
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                        log::warn!("history database rollback failed: {e}");
+                    }
+                }
+                Err(e)
+            }
         }
-        written
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
@@ -739,64 +921,41 @@ impl Writer {
         }
     }
 
-    fn insert(&mut self, row: &Row<'_>) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(INSERT_LOG)
-            .and_then(|mut s| {
-                s.execute(params![
-                    to_sql(row.id),
-                    to_sql(row.time),
-                    row.event,
-                    row.user,
-                    row.recipient,
-                    row.kind,
-                    row.text,
-                    to_sql(row.client_id),
-                    to_sql(row.cost),
-                ])
-            })
-            .map_err(|e| backend(&e))?;
-        self.entries += 1;
-        self.bytes += usize::try_from(row.cost).unwrap_or(usize::MAX);
-        Ok(())
-    }
-
-    /// Past the bounds by more than the margin (1/16) that lets trims be rare.
-    fn over_margin(&self) -> bool {
-        self.entries > self.max_entries.saturating_add(self.max_entries / 16 + 1)
-            || self.bytes > self.max_bytes.saturating_add(self.max_bytes / 16 + 1)
-    }
-
-    /// Deletes the oldest entries until the table is within the hub's
-    /// bounds, keeping the newest entry whatever its size.
-    fn trim(&mut self) -> Result<(), StoreError> {
-        let (mut entries, mut bytes) = (self.entries, self.bytes);
-        let mut cut: Option<i64> = None;
-        {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT id, cost FROM log ORDER BY id")
-                .map_err(|e| backend(&e))?;
-            let mut rows = stmt.query([]).map_err(|e| backend(&e))?;
-            while entries > 1 && (entries > self.max_entries || bytes > self.max_bytes) {
-                let Some(row) = rows.next().map_err(|e| backend(&e))? else {
-                    break;
-                };
-                let id: i64 = row.get(0).map_err(|e| backend(&e))?;
-                let cost: i64 = row.get(1).map_err(|e| backend(&e))?;
-                cut = Some(id);
-                entries -= 1;
-                bytes = bytes.saturating_sub(usize::try_from(cost).unwrap_or(0));
+    /// How many of the oldest batches to delete, with `added` written after
+    /// them: none unless past the bounds by more than the margin (1/16),
+    /// which lets trims be rare; then the oldest, one after the other, as
+    /// long as what is left still holds the bounds' worth of entries or of
+    /// bytes (so all the hub's log keeps), never the newest.
+    fn to_trim(&self, added: Option<Batch>) -> usize {
+        let (mut entries, mut bytes) = added.map_or((self.entries, self.bytes), |b| {
+            (self.entries + b.count, self.bytes + b.cost)
+        });
+        let over = entries > self.max_entries.saturating_add(self.max_entries / 16 + 1)
+            || bytes > self.max_bytes.saturating_add(self.max_bytes / 16 + 1);
+        if !over {
+            return 0;
+        }
+        let total = self.batches.len() + usize::from(added.is_some());
+        let mut cut = 0;
+        for b in &self.batches {
+            let (left, left_bytes) = (entries - b.count, bytes - b.cost);
+            if cut + 1 >= total || (left < self.max_entries && left_bytes < self.max_bytes) {
+                break;
             }
+            (entries, bytes) = (left, left_bytes);
+            cut += 1;
         }
-        if let Some(id) = cut {
-            self.conn
-                .prepare_cached("DELETE FROM log WHERE id <= ?1")
-                .and_then(|mut s| s.execute([id]))
-                .map_err(|e| backend(&e))?;
-            self.entries = entries;
-            self.bytes = bytes;
-        }
+        cut
+    }
+
+    /// Deletes the batches up to and including the one at `last` (by
+    /// position, oldest first): one range of the primary key.
+    fn trim(&mut self, last: usize) -> Result<(), StoreError> {
+        let upto = self.batches[last].first_id;
+        self.conn
+            .prepare_cached("DELETE FROM batches WHERE first_id <= ?1")
+            .and_then(|mut s| s.execute([to_sql(upto)]))
+            .map_err(|e| backend(&e))?;
         Ok(())
     }
 }
@@ -813,7 +972,8 @@ impl Drop for SqliteStore {
             return;
         }
         let released = w.conn.execute(
-            "UPDATE meta SET value = (SELECT coalesce(max(id), 0) + 1 FROM log)
+            "UPDATE meta SET value = coalesce(
+                 (SELECT last_id FROM batches ORDER BY first_id DESC LIMIT 1), 0) + 1
              WHERE key = 'reserved_id'",
             [],
         );
@@ -872,23 +1032,42 @@ impl HistoryStore for SqliteStore {
             })
             .optional()
             .map_err(|e| backend(&e))?;
-        // Only what the hub can keep: the newest `max_entries`.
-        let limit = i64::try_from(w.max_entries).unwrap_or(i64::MAX);
-        let mut stmt = w
-            .conn
-            .prepare(
-                "SELECT id, time, event, user, recipient, kind, text, client_id
-                 FROM (SELECT * FROM log ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )
-            .map_err(|e| backend(&e))?;
-        let entries = stmt
-            .query_map([limit], read_entry)
-            .map_err(|e| backend(&e))?
-            .map(|r| r.map_err(|e| backend(&e)).and_then(|e| e))
-            .collect::<Result<Vec<LogEntry>, StoreError>>()?;
+        // Only what the hub can keep: the newest `max_entries`, from the
+        // newest batches that hold them.
+        let mut rows: Vec<((u64, u64, u64), Vec<u8>)> = Vec::new();
+        {
+            let mut stmt = w
+                .conn
+                .prepare(
+                    "SELECT first_id, last_id, count, entries FROM batches ORDER BY first_id DESC",
+                )
+                .map_err(|e| backend(&e))?;
+            let mut batches = stmt.query([]).map_err(|e| backend(&e))?;
+            let mut held = 0u64;
+            while held < len(w.max_entries) {
+                let Some(r) = batches.next().map_err(|e| backend(&e))? else {
+                    break;
+                };
+                let get = |i| r.get::<_, i64>(i).map(from_sql).map_err(|e| backend(&e));
+                let ids = (get(0)?, get(1)?, get(2)?);
+                held = held.saturating_add(ids.2);
+                rows.push((ids, r.get(3).map_err(|e| backend(&e))?));
+            }
+        }
+        let mut entries = Vec::new();
+        for (ids, blob) in rows.iter().rev() {
+            decode_batch(*ids, blob, &mut entries)?;
+        }
+        let older = entries.len().saturating_sub(w.max_entries);
+        entries.drain(..older);
         let newest: Option<i64> = w
             .conn
-            .query_row("SELECT max(id) FROM log", [], |r| r.get(0))
+            .query_row(
+                "SELECT last_id FROM batches ORDER BY first_id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(|e| backend(&e))?;
         let mut stmt = w
             .conn
@@ -1252,11 +1431,26 @@ mod tests {
         assert_eq!(names, ["ANN"]);
     }
 
+    /// The entries the file holds (committed), by the batches' counts.
     fn rows(path: &Path) -> i64 {
         Connection::open(path)
             .unwrap()
-            .query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+            .query_row("SELECT coalesce(sum(count), 0) FROM batches", [], |r| {
+                r.get(0)
+            })
             .unwrap()
+    }
+
+    /// The `batches` rows' (first id, last id, count), oldest first.
+    fn batch_rows(path: &Path) -> Vec<(i64, i64, i64)> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT first_id, last_id, count FROM batches ORDER BY first_id")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
     }
 
     #[test]
@@ -1318,12 +1512,19 @@ mod tests {
         let loaded = s.load().unwrap();
         assert_eq!(loaded.entries.len(), 10);
         assert_eq!(loaded.entries[0].id, MessageId(91));
-        s.append(&chat(101, "ann", None, "x", 101)).unwrap();
+        // The 100 went in one batch, which holds 9 of the newest 10 after
+        // the next: it stays until newer batches hold the bound.
+        for id in 101..=109 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+            s.commit().unwrap();
+            assert_eq!(s.held().0, usize::try_from(id).unwrap());
+        }
+        s.append(&chat(110, "ann", None, "x", 110)).unwrap();
         s.commit().unwrap();
-        // Within the new bound and its margin.
-        assert!(s.held().0 <= 11, "{:?}", s.held());
+        // Within the new bound (and its margin), by whole batches.
+        assert_eq!(s.held().0, 10, "{:?}", s.held());
         drop(s);
-        assert!((10..=11).contains(&rows(&path)));
+        assert_eq!(rows(&path), 10);
     }
 
     #[test]
@@ -1367,7 +1568,7 @@ mod tests {
             .unwrap();
         let e = open_err(&path);
         assert!(
-            e.contains("has schema version 7; this server reads version 1"),
+            e.contains("has schema version 7; this server reads version 2"),
             "{e}"
         );
 
@@ -1405,7 +1606,8 @@ mod tests {
         Connection::open(&old)
             .unwrap()
             .execute_batch(&format!(
-                "PRAGMA page_size = 1024; BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID};
+                "PRAGMA page_size = 1024; BEGIN; {SCHEMA_META_SESSIONS} {SCHEMA_BATCHES}
+                 PRAGMA application_id = {APPLICATION_ID};
                  PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .unwrap();
@@ -1466,15 +1668,57 @@ mod tests {
     }
 
     #[test]
-    fn a_row_that_is_not_a_valid_entry_is_a_load_error_not_a_panic() {
+    fn a_batch_that_is_not_valid_is_a_load_error_not_a_panic() {
         let (_dir, path) = db();
         let mut s = open(&path, 10, 1000);
-        s.append(&chat(1, "ann", None, "hi", 1)).unwrap();
+        for id in 1..=2 {
+            s.append(&chat(id, "ann", Some("bob"), "hi", id)).unwrap();
+        }
         s.commit().unwrap();
-        s.with_conn(|c| c.execute("UPDATE log SET user = '' WHERE id = 1", []))
+        let blob: Vec<u8> = s.with_conn(|c| {
+            c.query_row("SELECT entries FROM batches", [], |r| r.get(0))
+                .unwrap()
+        });
+        let set = |s: &SqliteStore, blob: &[u8], count: i64| {
+            s.with_conn(|c| {
+                c.execute(
+                    "UPDATE batches SET entries = ?1, count = ?2",
+                    params![blob, count],
+                )
+            })
             .unwrap();
-        let e = s.load().unwrap_err().to_string();
-        assert!(e.contains("invalid username"), "{e}");
+        };
+        let load_err = |s: &mut SqliteStore| s.load().unwrap_err().to_string();
+        // The user's length (after 8 + 8 + 8 + 3 bytes) made 0: an empty name.
+        let mut no_user = blob[..27].to_vec();
+        no_user.extend_from_slice(&[0; 4]);
+        no_user.extend_from_slice(&blob[27 + 4 + 3..]);
+        let bad: [(&[u8], i64, &str); 6] = [
+            (&no_user, 2, "invalid username"),
+            (&blob[..blob.len() - 1], 2, "cut short"),
+            (&blob[..5], 2, "cut short"),
+            (&blob, 3, "do not match its ids and count"),
+            (&[blob.clone(), blob.clone()].concat(), 4, "do not match"),
+            (&[], 0, "do not match"),
+        ];
+        for (blob, count, want) in bad {
+            set(&s, blob, count);
+            let e = load_err(&mut s);
+            assert!(e.contains(want), "{e}");
+            assert!(e.contains("the history database holds an invalid"), "{e}");
+        }
+        // A text that is not UTF-8 (the last byte of "hi").
+        let mut latin = blob.clone();
+        *latin.last_mut().unwrap() = 0xe9;
+        set(&s, &latin, 2);
+        assert!(load_err(&mut s).contains("not UTF-8"));
+        // A recipient flag that is neither 0 nor 1.
+        let mut flag = blob.clone();
+        flag[26] = 7;
+        set(&s, &flag, 2);
+        assert!(load_err(&mut s).contains("recipient flag"));
+        set(&s, &blob, 2);
+        assert_eq!(s.load().unwrap().entries.len(), 2);
     }
 
     /// What an append costs, with each durability and commits of batches
@@ -1640,12 +1884,12 @@ mod tests {
         s.append(&chat(1, "ann", None, "kept", 1)).unwrap();
         assert!(committer.commit().result.is_ok());
         s.append(&chat(2, "ann", None, "lost", 2)).unwrap();
-        break_table(&s, "log");
+        break_table(&s, "batches");
         let done = committer.commit();
         assert_eq!(done.upto, MessageId(2));
         let e = done.result.unwrap_err().to_string();
         assert!(e.contains("injected failure"), "{e}");
-        mend_table(&s, "log");
+        mend_table(&s, "batches");
         // Before the committer told the hub, a commit of the hub's covers
         // the lost batch too: it fails, once.
         s.append(&chat(3, "ann", None, "after", 3)).unwrap();
@@ -1653,11 +1897,11 @@ mod tests {
         assert!(e.contains("injected failure"), "{e}");
         s.commit().unwrap();
         // Once reported, a committer's lost batch no longer fails a commit.
-        break_table(&s, "log");
+        break_table(&s, "batches");
         s.append(&chat(4, "ann", None, "lost too", 4)).unwrap();
         let done = committer.commit();
         assert!(done.result.is_err());
-        mend_table(&s, "log");
+        mend_table(&s, "batches");
         let mut hub = imchat_core::Hub::new(imchat_core::Limits::default(), "");
         committer.report(&mut hub, done, Instant::now());
         s.append(&chat(5, "ann", None, "fine", 5)).unwrap();
@@ -1688,6 +1932,292 @@ mod tests {
         s.crash();
         let loaded = open(&path, 100, 1 << 20).load().unwrap();
         assert_eq!(loaded.next_id, MessageId(half + 1 + RESERVE_BLOCK));
+    }
+
+    /// Entries of every kind, with ids from `ids`.
+    fn mixed(ids: std::ops::RangeInclusive<u64>) -> Vec<LogEntry> {
+        ids.map(|id| match id % 5 {
+            0 => LogEntry {
+                id: MessageId(id),
+                time: Timestamp(id * 7),
+                event: LogEvent::Joined {
+                    user: user(&format!("u{id}")),
+                },
+            },
+            1 => LogEntry {
+                id: MessageId(id),
+                time: Timestamp(id * 7),
+                event: LogEvent::Left {
+                    user: user("ann"),
+                    reason: LeaveReason(u8::try_from(id % 250).unwrap()),
+                    text: format!("gone {id} ✈"),
+                },
+            },
+            2 => chat(id, "ann", Some("Bob"), "", u64::MAX - id),
+            _ => chat(
+                id,
+                "Bob",
+                None,
+                &"é".repeat(usize::try_from(id).unwrap()),
+                id,
+            ),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_commit_writes_its_batch_as_one_row_and_a_reopen_reads_every_entry_back() {
+        let (_dir, path) = db();
+        let all = mixed(1..=120);
+        let mut s = open(&path, 1000, 1 << 20);
+        let committer = s.committer();
+        for e in &all[..50] {
+            s.append(e).unwrap();
+        }
+        assert!(committer.commit().result.is_ok());
+        for e in &all[50..] {
+            s.append(e).unwrap();
+        }
+        s.commit().unwrap();
+        // Two commits, two rows, whatever the entries.
+        assert_eq!(batch_rows(&path), [(1, 50, 50), (51, 120, 70)]);
+        let cost: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT sum(cost) FROM batches", [], |r| r.get(0))
+            .unwrap();
+        let want: usize = all.iter().map(LogEntry::cost).sum();
+        assert_eq!(usize::try_from(cost).unwrap(), want);
+        drop(s);
+        let mut s = open(&path, 1000, 1 << 20);
+        assert_eq!(s.held(), (120, want));
+        let loaded = s.load().unwrap();
+        assert_eq!(loaded.entries, all);
+        assert_eq!(loaded.next_id, MessageId(121));
+        // The newest `max_entries` only, across batches.
+        let loaded = open(&path, 75, 1 << 20).load().unwrap();
+        assert_eq!(loaded.entries, all[45..]);
+        let loaded = open(&path, 70, 1 << 20).load().unwrap();
+        assert_eq!(loaded.entries, all[50..]);
+    }
+
+    #[test]
+    fn the_file_is_trimmed_by_whole_batches_and_always_holds_the_hubs_bounds() {
+        let (_dir, path) = db();
+        let bound = 32;
+        let all = mixed(1..=1000);
+        let mut s = open(&path, bound, 1 << 20);
+        for (n, batch) in all.chunks(10).enumerate() {
+            for e in batch {
+                s.append(e).unwrap();
+            }
+            s.commit().unwrap();
+            let rows = batch_rows(&path);
+            let held: i64 = rows.iter().map(|r| r.2).sum();
+            // At least the newest `bound` (what the hub keeps), at most the
+            // margin and one batch more.
+            let appended = (n + 1) * 10;
+            assert!(
+                held >= i64::try_from(appended.min(bound)).unwrap(),
+                "{rows:?}"
+            );
+            assert!(held <= i64::try_from(bound + bound / 16 + 1 + 10).unwrap());
+            assert_eq!(rows.last().unwrap().1, i64::try_from(appended).unwrap());
+            // Whole batches: every row as it was written.
+            assert!(rows.iter().all(|r| r.2 == 10 && r.1 - r.0 == 9), "{rows:?}");
+            assert_eq!(s.held().0, usize::try_from(held).unwrap());
+        }
+        drop(s);
+        let loaded = open(&path, bound, 1 << 20).load().unwrap();
+        assert_eq!(loaded.entries, all[1000 - bound..]);
+
+        // By bytes: at least the bound's worth of the newest entries.
+        let (_dir, path) = db();
+        let text = "y".repeat(1000);
+        let cost = chat(1, "ann", None, &text, 1).cost();
+        let mut s = open(&path, 10_000, 10 * cost);
+        for id in (1..=300).step_by(3) {
+            for id in id..id + 3 {
+                s.append(&chat(id, "ann", None, &text, id)).unwrap();
+            }
+            s.commit().unwrap();
+            let (entries, bytes) = s.held();
+            assert!(
+                bytes >= (10 * cost).min(entries * cost),
+                "{entries} {bytes}"
+            );
+            assert!(bytes <= 10 * cost + 10 * cost / 16 + 1 + 3 * cost);
+        }
+    }
+
+    #[test]
+    fn the_newest_batch_is_never_trimmed_so_ids_go_on_after_a_reopen() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 0, 0);
+        for id in 1..=3 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+            s.commit().unwrap();
+        }
+        assert_eq!(batch_rows(&path), [(3, 3, 1)]);
+        drop(s);
+        assert_eq!(open(&path, 0, 0).load().unwrap().next_id, MessageId(4));
+        // Nor by a commit of session changes only, after a reopen with
+        // lower bounds.
+        let mut s = open(&path, 100, 1 << 20);
+        for id in 4..=6 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+            s.commit().unwrap();
+        }
+        drop(s);
+        let mut s = open(&path, 0, 0);
+        s.drop_session(&user("ann")).unwrap();
+        s.commit().unwrap();
+        assert_eq!(batch_rows(&path), [(6, 6, 1)]);
+        drop(s);
+        assert_eq!(open(&path, 0, 0).load().unwrap().next_id, MessageId(7));
+    }
+
+    /// The version 1 schema: one `log` row per entry.
+    const SCHEMA_V1_LOG: &str = "
+        CREATE TABLE log (
+            id INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            event INTEGER NOT NULL,
+            user TEXT NOT NULL,
+            recipient TEXT,
+            kind INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            client_id INTEGER NOT NULL,
+            cost INTEGER NOT NULL
+        );";
+
+    /// A version 1 file holding `entries`, the epoch, a session and a reservation.
+    fn v1_file(path: &Path, entries: &[LogEntry]) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA page_size = 1024; BEGIN; {SCHEMA_META_SESSIONS} {SCHEMA_V1_LOG}
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;
+             INSERT INTO meta VALUES ('epoch', 77), ('reserved_id', 5000);
+             INSERT INTO sessions VALUES ('ann', 'Ann', x'0101010101010101010101010101010a', 9);
+             COMMIT;"
+        ))
+        .unwrap();
+        for e in entries {
+            let (event, user, to, kind, text, client_id) = match &e.event {
+                LogEvent::Chat {
+                    from,
+                    to,
+                    kind,
+                    text,
+                    client_id,
+                } => (
+                    0,
+                    from.to_string(),
+                    to.as_ref().map(ToString::to_string),
+                    i64::from(*kind == ChatKind::Action),
+                    text.clone(),
+                    *client_id,
+                ),
+                LogEvent::Joined { user } => (1, user.to_string(), None, 0, String::new(), 0),
+                LogEvent::Left { user, reason, text } => (
+                    2,
+                    user.to_string(),
+                    None,
+                    i64::from(reason.0),
+                    text.clone(),
+                    0,
+                ),
+            };
+            c.execute(
+                "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    to_sql(e.id.0),
+                    to_sql(e.time.0),
+                    event,
+                    user,
+                    to,
+                    kind,
+                    text,
+                    to_sql(client_id),
+                    to_sql(len(e.cost())),
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_is_converted_on_open_and_keeps_every_entry_and_session() {
+        let (_dir, path) = db();
+        let old = mixed(3..=600);
+        v1_file(&path, &old);
+        let mut s = open(&path, 10_000, 1 << 30);
+        let loaded = s.load().unwrap();
+        assert_eq!(loaded.entries, old);
+        assert_eq!(loaded.epoch, Some(77));
+        assert_eq!(loaded.next_id, MessageId(5000));
+        let mut token = [1; 16];
+        token[15] = 10;
+        assert_eq!(
+            loaded.sessions,
+            [SessionRecord {
+                user: user("Ann"),
+                token: ResumeToken(token),
+                last_client_id: 9,
+            }]
+        );
+        assert_eq!(s.held(), (598, old.iter().map(LogEntry::cost).sum()));
+        // Version 2 now, the log's rows gone into batches.
+        let version: i64 = s.with_conn(|c| {
+            c.pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap()
+        });
+        assert_eq!(version, SCHEMA_VERSION);
+        let tables: Vec<String> = s.with_conn(|c| {
+            let mut stmt = c
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            let names = stmt.query_map([], |r| r.get(0)).unwrap();
+            names.map(Result::unwrap).collect()
+        });
+        assert_eq!(tables, ["batches", "meta", "sessions"]);
+        assert_eq!(
+            batch_rows(&path),
+            [(3, 258, 256), (259, 514, 256), (515, 600, 86)]
+        );
+        // Appends go on after them, and all of it comes back after a reopen.
+        let new = mixed(5000..=5009);
+        for e in &new {
+            s.append(e).unwrap();
+        }
+        drop(s);
+        let loaded = open(&path, 10_000, 1 << 30).load().unwrap();
+        assert_eq!(loaded.entries, [old, new].concat());
+        assert_eq!(loaded.next_id, MessageId(5010));
+        assert_eq!(loaded.epoch, Some(77));
+        assert_eq!(loaded.sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_version_1_file_that_cannot_be_converted_is_refused_and_left_as_it_was() {
+        let (_dir, path) = db();
+        v1_file(&path, &mixed(1..=3));
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE log SET user = '' WHERE id = 2", [])
+            .unwrap();
+        let e = open_err(&path);
+        assert!(
+            e.contains("cannot convert the history database") && e.contains("invalid username"),
+            "{e}"
+        );
+        let c = Connection::open(&path).unwrap();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((version, n), (1, 3));
     }
 
     #[test]

@@ -468,22 +468,62 @@ fn with_a_history_database_a_restarted_server_takes_every_client_back_with_nothi
     let _ = srv.stop();
 }
 
+/// The history file's entries as (id, event, user, text), oldest first,
+/// read from its `batches` rows in the batch layout the store documents:
+/// per entry id, time and client id (u64 LE each), event, kind and a
+/// recipient flag (a byte each), then the user, the recipient if flagged
+/// and the text, each as a u32 LE length and UTF-8.
+fn entries_in_file(file: &rusqlite::Connection) -> Vec<(u64, u8, String, String)> {
+    let mut stmt = file
+        .prepare("SELECT entries FROM batches ORDER BY first_id")
+        .unwrap();
+    let blobs = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    let mut entries = Vec::new();
+    for blob in blobs {
+        let blob = blob.unwrap();
+        let mut b = Blob(&blob);
+        while !b.0.is_empty() {
+            let id = b.u64();
+            b.bytes(16);
+            let fixed = b.bytes(3);
+            let user = b.string();
+            if fixed[2] == 1 {
+                b.string();
+            }
+            entries.push((id, fixed[0], user, b.string()));
+        }
+    }
+    entries
+}
+
+/// A batch's bytes, read from the front.
+struct Blob<'a>(&'a [u8]);
+
+impl<'a> Blob<'a> {
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes(8).try_into().unwrap())
+    }
+
+    fn string(&mut self) -> String {
+        let n = u32::from_le_bytes(self.bytes(4).try_into().unwrap());
+        String::from_utf8(self.bytes(n as usize).to_vec()).unwrap()
+    }
+}
+
 /// The texts of `user`'s chat entries in the history file, by id.
 fn texts_in_file(db: &Path, user: &str) -> Vec<(u64, String)> {
     let file = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = file
-        .prepare("SELECT id, text FROM log WHERE event = 0 AND user = ?1 ORDER BY id")
-        .unwrap();
-    let rows = stmt
-        .query_map([user], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
-        .unwrap();
-    rows.map(|r| {
-        let (id, text) = r.unwrap();
-        (u64::try_from(id).unwrap(), text)
-    })
-    .collect()
+    entries_in_file(&file)
+        .into_iter()
+        .filter(|(_, event, from, _)| *event == 0 && from == user)
+        .map(|(id, _, _, text)| (id, text))
+        .collect()
 }
 
 #[test]
@@ -506,13 +546,10 @@ fn with_a_history_database_no_ack_arrives_before_its_entry_is_committed() {
             assert!(ann.pump(), "closed");
             // Each ack just read: its entry was committed before it was sent.
             for (id, text) in ann.acked.values().skip(checked) {
-                let in_file: Option<String> = file
-                    .query_row(
-                        "SELECT text FROM log WHERE id = ?1",
-                        [i64::try_from(*id).unwrap()],
-                        |r| r.get(0),
-                    )
-                    .ok();
+                let in_file = entries_in_file(&file)
+                    .into_iter()
+                    .find(|e| e.0 == *id)
+                    .map(|e| e.3);
                 assert_eq!(in_file.as_ref(), Some(text), "ack of id {id}");
             }
             checked = ann.acked.len();
