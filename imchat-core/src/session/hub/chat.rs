@@ -89,7 +89,7 @@ impl Hub {
         }
         self.note_outcome(&key, client_id, Outcome::Accepted(id, time));
         // With a store: once it is committed (routing does not wait).
-        self.acknowledge(client, &key, client_id, (id, time), true);
+        self.acknowledge(client, client_id, (id, time), true);
         let reported = self.report_text.then(|| text.clone());
         let remote_target = target
             .as_ref()

@@ -56,9 +56,9 @@ pub(super) struct HeldAck {
 
 #[derive(Debug)]
 enum Held {
+    /// (The sender's name key, needed only for a lost message, is its
+    /// connection's: not copied for each message.)
     Ack {
-        /// The sender's name key.
-        key: String,
         id: MessageId,
         time: Timestamp,
         /// False for the answer to a resent duplicate.
@@ -398,8 +398,12 @@ impl Hub {
                 continue;
             }
             let message = match a.answer {
-                Held::Ack { key, id, fresh, .. } if lost.contains(&id) => {
-                    if fresh {
+                Held::Ack { id, fresh, .. } if lost.contains(&id) => {
+                    let sender = match self.conns.get(&a.client).map(|c| &c.phase) {
+                        Some(Phase::Joined(user)) if fresh => Some(self.key(user)),
+                        _ => None,
+                    };
+                    if let Some(key) = sender {
                         self.forget_acceptance(&key, a.client_id, id);
                     }
                     let detail = error.map(ToString::to_string).unwrap_or_default();
@@ -429,7 +433,6 @@ impl Hub {
     pub(super) fn acknowledge(
         &mut self,
         client: ClientId,
-        key: &str,
         client_id: u64,
         (id, time): (MessageId, Timestamp),
         fresh: bool,
@@ -449,12 +452,7 @@ impl Hub {
             client,
             client_id,
             after: self.last_stored,
-            answer: Held::Ack {
-                key: key.to_string(),
-                id,
-                time,
-                fresh,
-            },
+            answer: Held::Ack { id, time, fresh },
         });
         if self.held_acks.len() >= MAX_HELD_ACKS {
             let now = self.clock;
@@ -883,7 +881,7 @@ impl Hub {
             Some(Outcome::Refused(code, text)) => self.refuse_answer(client, code, client_id, text),
             // Not before its first copy is committed.
             Some(Outcome::Accepted(id, time)) => {
-                self.acknowledge(client, key, client_id, (id, time), false);
+                self.acknowledge(client, client_id, (id, time), false);
             }
             // Not remembered (handled long ago, or before a restart whose
             // store kept the entry but not the answer): the log may still
