@@ -188,19 +188,22 @@ struct Shared {
 ///
 /// **The batch layout** (the buffer, and so the BLOB): the entries one
 /// after the other, oldest first (ids rising), nothing before, between
-/// or after them. Each entry, integers little-endian:
+/// or after them. Numbers are varints (LEB128: 7 bits a byte, least
+/// significant first, the high bit set on every byte but the last; at
+/// most 10 bytes for a u64), so that an entry costs about 10 bytes besides
+/// its texts (the bytes written to the file are what a commit pays for).
+/// Each entry:
 ///
 /// | bytes | field |
 /// |---|---|
-/// | 8 | id (u64) |
-/// | 8 | time (u64, the entry's [`Timestamp`]) |
-/// | 8 | a chat message's client id (u64); 0 for a join or leave |
-/// | 1 | event: 0 chat message, 1 joined, 2 left |
+/// | varint | id: its difference from the previous entry's id (the first entry's: from 0) |
+/// | varint | time (the entry's [`Timestamp`]): its difference from the previous entry's time (the first's: from 0), as a wrapping u64 difference read as i64, zigzag-encoded (0, -1, 1, -2… as 0, 1, 2, 3…) |
+/// | 1 | event: 0 chat message, 1 joined, 2 left; plus 4 if a recipient follows the user (a private message) |
 /// | 1 | chat: 0 text, 1 action; left: the reason code; joined: 0 |
-/// | 1 | 1 if a recipient follows the user (a private message), else 0 |
-/// | 4 + n | the user (the sender, or who joined or left): its length in bytes (u32), then UTF-8 |
-/// | 4 + n | the recipient, if flagged: the same |
-/// | 4 + n | the text (chat; left: the reason's text; joined: empty): the same |
+/// | varint | a chat message's client id; 0 for a join or leave |
+/// | varint + n | the user (the sender, or who joined or left): its length in bytes, then UTF-8 |
+/// | varint + n | the recipient, if flagged: the same |
+/// | varint + n | the text (chat; left: the reason's text; joined: empty): the same |
 #[derive(Debug, Default)]
 struct Queue {
     /// The entries in the batch layout, oldest first.
@@ -208,6 +211,8 @@ struct Queue {
     /// The oldest and the newest entry's id, if any.
     first: Option<u64>,
     newest: Option<u64>,
+    /// The newest entry's time (0 before the first).
+    last_time: u64,
     /// How many entries, and the sum of their costs.
     count: usize,
     cost: usize,
@@ -229,12 +234,31 @@ fn len(n: usize) -> u64 {
 /// Bytes of queue buffer kept between batches at most (more is given back).
 const QUEUE_KEEP: usize = 1 << 20;
 
-/// Appends `text`'s length (u32) and bytes (a text longer than 4 GiB,
-/// which no frame can carry, would be cut there).
+/// Appends `v` as a varint (see [`Queue`]).
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push((v & 0x7f) as u8 | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
+}
+
+/// Appends `text`'s length (a varint) and bytes.
 fn put_str(b: &mut Vec<u8>, text: &str) {
-    let n = u32::try_from(text.len()).unwrap_or(u32::MAX);
-    b.extend_from_slice(&n.to_le_bytes());
-    b.extend_from_slice(&text.as_bytes()[..n as usize]);
+    put_varint(b, len(text.len()));
+    b.extend_from_slice(text.as_bytes());
+}
+
+/// `time - prev` (wrapping), zigzag-encoded: small either way.
+fn zigzag(time: u64, prev: u64) -> u64 {
+    let d = to_sql(time.wrapping_sub(prev));
+    from_sql((d << 1) ^ (d >> 63))
+}
+
+/// The time `zigzag(time, prev)` was made from.
+fn unzigzag(z: u64, prev: u64) -> u64 {
+    let d = to_sql(z >> 1) ^ -to_sql(z & 1);
+    prev.wrapping_add(from_sql(d))
 }
 
 impl Queue {
@@ -247,7 +271,7 @@ impl Queue {
         self.entries.clear();
         self.entries.shrink_to(QUEUE_KEEP);
         self.sessions.clear();
-        (self.first, self.newest) = (None, None);
+        (self.first, self.newest, self.last_time) = (None, None, 0);
         (self.count, self.cost) = (0, 0);
     }
 
@@ -275,10 +299,10 @@ impl Queue {
             LogEvent::Left { user, reason, text } => (2, user, None, reason.0, text.as_str(), 0),
         };
         let b = &mut self.entries;
-        b.extend_from_slice(&entry.id.0.to_le_bytes());
-        b.extend_from_slice(&entry.time.0.to_le_bytes());
-        b.extend_from_slice(&client_id.to_le_bytes());
-        b.extend_from_slice(&[event, kind, u8::from(recipient.is_some())]);
+        put_varint(b, entry.id.0.wrapping_sub(self.newest.unwrap_or(0)));
+        put_varint(b, zigzag(entry.time.0, self.last_time));
+        b.extend_from_slice(&[event | if recipient.is_some() { 4 } else { 0 }, kind]);
+        put_varint(b, client_id);
         put_str(b, user.as_str());
         if let Some(to) = recipient {
             put_str(b, to.as_str());
@@ -286,6 +310,7 @@ impl Queue {
         put_str(b, text);
         self.first.get_or_insert(entry.id.0);
         self.newest = Some(entry.id.0);
+        self.last_time = entry.time.0;
         self.count += 1;
         self.cost = self.cost.saturating_add(entry.cost());
     }
@@ -293,47 +318,70 @@ impl Queue {
 
 /// Reads entries in the batch layout (see [`Queue`]) back. The bytes come
 /// from a file: anything cut short or invalid is an error, never a panic.
-struct Decoder<'a>(&'a [u8]);
+struct Decoder<'a> {
+    bytes: &'a [u8],
+    /// The previous entry's id and time (0 before the first).
+    id: u64,
+    time: u64,
+}
 
 impl<'a> Decoder<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if n > self.0.len() {
-            return Err(corrupt("history batch (an entry is cut short)"));
+    fn new(bytes: &'a [u8]) -> Decoder<'a> {
+        Decoder {
+            bytes,
+            id: 0,
+            time: 0,
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
     }
 
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        let mut b = [0; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(b))
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if n > self.bytes.len() {
+            return Err(corrupt("history batch (an entry is cut short)"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
     }
 
     fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.take(1)?[0])
     }
 
+    fn varint(&mut self) -> Result<u64, StoreError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                break;
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(corrupt("history batch (a number is too long)"))
+    }
+
     fn str(&mut self) -> Result<&'a str, StoreError> {
-        let mut b = [0; 4];
-        b.copy_from_slice(self.take(4)?);
-        let n = usize::try_from(u32::from_le_bytes(b)).unwrap_or(usize::MAX);
+        let n = usize::try_from(self.varint()?).unwrap_or(usize::MAX);
         std::str::from_utf8(self.take(n)?)
             .map_err(|_| corrupt("history batch (a text is not UTF-8)"))
     }
 
     fn entry(&mut self) -> Result<LogEntry, StoreError> {
-        let (id, time, client_id) = (self.u64()?, self.u64()?, self.u64()?);
-        let (event, kind, to) = (self.u8()?, self.u8()?, self.u8()?);
+        let id = self.id.wrapping_add(self.varint()?);
+        let time = unzigzag(self.varint()?, self.time);
+        (self.id, self.time) = (id, time);
+        let (event, kind) = (self.u8()?, self.u8()?);
+        let client_id = self.varint()?;
         let user = name(self.str()?)?;
-        let to = match to {
+        let to = match event & 4 {
             0 => None,
-            1 => Some(name(self.str()?)?),
-            _ => return Err(corrupt("history batch (recipient flag)")),
+            _ => Some(name(self.str()?)?),
         };
         let text = self.str()?.to_string();
-        let event = match (event, to) {
+        let event = match (event & !4, to) {
             (0, to) => LogEvent::Chat {
                 from: user,
                 to,
@@ -369,8 +417,8 @@ fn decode_batch(
     out: &mut Vec<LogEntry>,
 ) -> Result<(), StoreError> {
     let start = out.len();
-    let mut d = Decoder(blob);
-    while !d.0.is_empty() {
+    let mut d = Decoder::new(blob);
+    while !d.bytes.is_empty() {
         out.push(d.entry()?);
     }
     let got = &out[start..];
@@ -1689,17 +1737,20 @@ mod tests {
             .unwrap();
         };
         let load_err = |s: &mut SqliteStore| s.load().unwrap_err().to_string();
-        // The user's length (after 8 + 8 + 8 + 3 bytes) made 0: an empty name.
-        let mut no_user = blob[..27].to_vec();
-        no_user.extend_from_slice(&[0; 4]);
-        no_user.extend_from_slice(&blob[27 + 4 + 3..]);
-        let bad: [(&[u8], i64, &str); 6] = [
+        // The first entry: id 1 (1 byte), its time (6), event and kind (2),
+        // client id 1 (1), then the user's length (1) and "ann".
+        assert_eq!(&blob[10..14], b"\x03ann");
+        let mut no_user = blob[..10].to_vec();
+        no_user.push(0);
+        no_user.extend_from_slice(&blob[14..]);
+        let bad: [(&[u8], i64, &str); 7] = [
             (&no_user, 2, "invalid username"),
             (&blob[..blob.len() - 1], 2, "cut short"),
             (&blob[..5], 2, "cut short"),
             (&blob, 3, "do not match its ids and count"),
             (&[blob.clone(), blob.clone()].concat(), 4, "do not match"),
             (&[], 0, "do not match"),
+            (&[0xff; 12], 1, "a number is too long"),
         ];
         for (blob, count, want) in bad {
             set(&s, blob, count);
@@ -1712,11 +1763,11 @@ mod tests {
         *latin.last_mut().unwrap() = 0xe9;
         set(&s, &latin, 2);
         assert!(load_err(&mut s).contains("not UTF-8"));
-        // A recipient flag that is neither 0 nor 1.
-        let mut flag = blob.clone();
-        flag[26] = 7;
-        set(&s, &flag, 2);
-        assert!(load_err(&mut s).contains("recipient flag"));
+        // An event that is none of the three.
+        let mut event = blob.clone();
+        event[7] = 3 | 4;
+        set(&s, &event, 2);
+        assert!(load_err(&mut s).contains("invalid log entry"));
         set(&s, &blob, 2);
         assert_eq!(s.load().unwrap().entries.len(), 2);
     }

@@ -470,9 +470,10 @@ fn with_a_history_database_a_restarted_server_takes_every_client_back_with_nothi
 
 /// The history file's entries as (id, event, user, text), oldest first,
 /// read from its `batches` rows in the batch layout the store documents:
-/// per entry id, time and client id (u64 LE each), event, kind and a
-/// recipient flag (a byte each), then the user, the recipient if flagged
-/// and the text, each as a u32 LE length and UTF-8.
+/// per entry its id's difference from the previous one's and its time's
+/// (varints), event (plus 4 if a recipient follows) and kind (a byte
+/// each), its client id (a varint), then the user, the recipient if
+/// flagged and the text, each as a varint length and UTF-8.
 fn entries_in_file(file: &rusqlite::Connection) -> Vec<(u64, u8, String, String)> {
     let mut stmt = file
         .prepare("SELECT entries FROM batches ORDER BY first_id")
@@ -482,15 +483,17 @@ fn entries_in_file(file: &rusqlite::Connection) -> Vec<(u64, u8, String, String)
     for blob in blobs {
         let blob = blob.unwrap();
         let mut b = Blob(&blob);
+        let mut id = 0;
         while !b.0.is_empty() {
-            let id = b.u64();
-            b.bytes(16);
-            let fixed = b.bytes(3);
+            id += b.varint();
+            b.varint();
+            let fixed = b.bytes(2);
+            b.varint();
             let user = b.string();
-            if fixed[2] == 1 {
+            if fixed[0] & 4 != 0 {
                 b.string();
             }
-            entries.push((id, fixed[0], user, b.string()));
+            entries.push((id, fixed[0] & !4, user, b.string()));
         }
     }
     entries
@@ -506,13 +509,21 @@ impl<'a> Blob<'a> {
         head
     }
 
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.bytes(8).try_into().unwrap())
+    fn varint(&mut self) -> u64 {
+        let mut v = 0;
+        for shift in (0..).step_by(7) {
+            let b = self.bytes(1)[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        v
     }
 
     fn string(&mut self) -> String {
-        let n = u32::from_le_bytes(self.bytes(4).try_into().unwrap());
-        String::from_utf8(self.bytes(n as usize).to_vec()).unwrap()
+        let n = usize::try_from(self.varint()).unwrap();
+        String::from_utf8(self.bytes(n).to_vec()).unwrap()
     }
 }
 
