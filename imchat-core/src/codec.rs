@@ -102,9 +102,11 @@ pub trait Encode {
     /// Appends this message's frame (header included) to `out`.
     fn encode(&self, out: &mut Vec<u8>);
 
-    /// This message's frame in a new buffer.
+    /// This message's frame in a new buffer (room for a small frame from
+    /// the start: an `Ack` or a short chat line costs one allocation, not
+    /// one per doubling).
     fn to_frame(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         self.encode(&mut out);
         out
     }
