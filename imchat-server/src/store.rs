@@ -50,14 +50,15 @@
 //! `load` continues at or past it. A store closed cleanly gives back what
 //! it did not use; after a crash the ids jump ahead (by less than a block).
 //!
-//! **Cost.** A commit of a small transaction costs about 10 µs on a busy
-//! 2-core machine, whatever the batch; an insert, a few µs; neither is
-//! paid under the hub's lock, where an append costs a copy of the entry
-//! into the queue's byte buffer (no allocation once it has grown: the
-//! writer hands the buffer it wrote back, see [`Queue`]). Pages are 4 KiB:
-//! a commit writes each page it changed to the WAL (two writes a page),
-//! and a batch of 2 ms under load fills a few 4 KiB pages where it filled
-//! dozens of 1 KiB ones; files made with other page sizes keep theirs.
+//! **Cost.** A commit writes one row, whatever its batch: the queue's
+//! bytes as they are (see [`Queue`]). What it costs is mostly the pages
+//! it writes to the WAL (each page it changed, two writes a page), so the
+//! batch layout is compact. None of it is paid under the hub's lock, where
+//! an append costs a copy of the entry into the queue's byte buffer (no
+//! allocation once it has grown: the writer hands the buffer it wrote
+//! back). Pages are 4 KiB: a batch of 2 ms under load fills a few 4 KiB
+//! pages where it filled dozens of 1 KiB ones; files made with other page
+//! sizes keep theirs. docs/BENCHMARKS.md has the measured costs.
 //! Checkpoints (moving the WAL into the
 //! database, with its disk syncs: milliseconds) are kept out of the
 //! commits: a thread with its own connection runs them twice a second.
