@@ -4193,6 +4193,28 @@ fn routed_chat_is_no_work_for_the_server_a_files_request_is() {
 }
 
 #[test]
+fn in_a_cluster_a_chat_for_the_other_servers_is_no_work_for_the_server_either() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.enable_cluster();
+    let a = joined(&mut hub, "alice", now);
+    let _b = joined(&mut hub, "bob", now);
+    while hub.poll_event().is_some() {}
+    hub.handle_message(a, numbered_chat(1, "one"), now);
+    hub.handle_message(a, numbered_chat(2, "two"), now);
+    // Each message's record and its event for the other servers wait:
+    // the server only queues them, so a run of messages goes on.
+    assert!(!hub.has_pending_work());
+    let mut published = 0;
+    while let Some(e) = hub.poll_event() {
+        published += usize::from(matches!(e, HubEvent::Cluster(ClusterEvent::Chat { .. })));
+    }
+    assert_eq!(published, 2);
+    hub.handle_message(a, ClientMessage::ListFiles, now);
+    assert!(hub.has_pending_work());
+}
+
+#[test]
 fn the_member_list_follows_joins_and_leaves_and_is_shared_between_them() {
     let now = Instant::now();
     let mut hub = Hub::new(Limits::default(), "hi");

@@ -351,7 +351,9 @@ impl Hub {
 
     /// True when an event waits that asks the server to act (a close, a
     /// files or download request, an account check: anything but a routed
-    /// message's record), or file data waits to be sent (which the server
+    /// message's record or an event for the other servers of a cluster,
+    /// which the server only queues, in order), or file data waits to be
+    /// sent (which the server
     /// paces to its receivers). A server handling a run of one client's
     /// buffered messages under one lock stops the run there, so that the
     /// work is done (and charged, or paced) before more is read.
@@ -359,7 +361,7 @@ impl Hub {
     pub fn has_pending_work(&self) -> bool {
         self.events
             .iter()
-            .any(|e| !matches!(e, HubEvent::Routed { .. }))
+            .any(|e| !matches!(e, HubEvent::Routed { .. } | HubEvent::Cluster(_)))
             || self
                 .transmits
                 .iter()
