@@ -127,6 +127,9 @@ struct Queue {
     items: VecDeque<(u64, ClusterEvent)>,
     next_seq: u64,
     dropped: u64,
+    /// The publisher waits for events: an enqueue must wake it (a wake-up
+    /// is a system call, not made while the publisher is busy anyway).
+    waiting: bool,
 }
 
 /// One server's membership of the cluster.
@@ -316,7 +319,9 @@ impl Cluster {
             q.next_seq - 1
         };
         q.items.push_back((seq, event));
-        self.queued.notify_one();
+        if q.waiting {
+            self.queued.notify_one();
+        }
     }
 
     /// Leaves the cluster at a graceful shutdown: `users` (this server's)
@@ -424,11 +429,13 @@ impl Cluster {
             let batch: Vec<(u64, ClusterEvent)> = {
                 let mut q = lock(&self.queue);
                 while q.items.is_empty() {
+                    q.waiting = true;
                     q = self
                         .queued
                         .wait_timeout(q, Duration::from_secs(1))
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    q.waiting = false;
                 }
                 q.items.iter().take(BATCH).cloned().collect()
             };
