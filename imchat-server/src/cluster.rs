@@ -477,7 +477,26 @@ impl Cluster {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut head = String::new();
-        for (seq, event) in batch {
+        let mut body = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            // A run of chat messages goes in one entry.
+            let run = chat_run(&batch[i..]);
+            if run > 1 {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(BUS)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(BUS_MAXLEN)
+                    .arg("*");
+                let chats = batch[i..i + run].iter().map(|(_, e)| e);
+                entry::encode_chats(&mut xadd, self.id, batch[i].0, chats, &mut head, &mut body);
+                pipe.add_command(xadd).ignore();
+                i += run;
+                continue;
+            }
+            let (seq, event) = &batch[i];
+            i += 1;
             // What else Redis keeps of the event, beside its entry.
             match event {
                 ClusterEvent::Joined { user, .. } => {
@@ -556,6 +575,7 @@ impl Cluster {
     fn read_loop(&self, hub: &dyn HubAccess) {
         let mut con: Option<Connection> = None;
         let mut seen = Seen::default();
+        let mut reads = Vec::new();
         let mut from = loop {
             if let Some(id) = lock(&self.read_from).clone() {
                 break id;
@@ -599,29 +619,32 @@ impl Cluster {
             };
             let mut events = Vec::new();
             let mut ours = Vec::new();
+            let mut read = None;
             for (id, fields) in entries {
-                match Remote::read(self.id, &id, fields) {
-                    Read::Ours(published) => ours.push(published),
-                    Read::Skipped => {}
-                    Read::Unreadable => {
-                        warn!("cluster: an unreadable entry in {BUS} was skipped");
-                    }
-                    Read::Theirs(e) => {
-                        match seen.admit(e.server, e.seq) {
-                            Admit::Duplicate => continue,
-                            Admit::Next => {}
-                            Admit::After(lost) => warn!(
-                                "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
-                                e.server
-                            ),
+                read = Remote::read(self.id, &id, fields, &mut reads).max(read);
+                for r in reads.drain(..) {
+                    match r {
+                        Read::Ours(published) => ours.push(published),
+                        Read::Skipped => {}
+                        Read::Unreadable => {
+                            warn!("cluster: an unreadable entry in {BUS} was skipped");
                         }
-                        events.push(e);
+                        Read::Theirs(e) => {
+                            match seen.admit(e.server, e.seq) {
+                                Admit::Duplicate => continue,
+                                Admit::Next => {}
+                                Admit::After(lost) => warn!(
+                                    "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
+                                    e.server
+                                ),
+                            }
+                            events.push(e);
+                        }
                     }
                 }
             }
             from = last;
             let now = Instant::now();
-            let read = sessions::position(&from);
             hub.with(&mut |hub| {
                 for (id, position) in &ours {
                     hub.note_published(*id, *position);
@@ -887,6 +910,20 @@ impl Cluster {
     }
 }
 
+/// How many events at the front of `batch` are chat messages numbered
+/// without a gap (at most [`entry::MAX_PER_ENTRY`]): one entry's worth.
+fn chat_run(batch: &[(u64, ClusterEvent)]) -> usize {
+    let Some((first, _)) = batch.first() else {
+        return 0;
+    };
+    batch
+        .iter()
+        .zip(*first..)
+        .take(entry::MAX_PER_ENTRY)
+        .take_while(|((seq, e), want)| seq == want && matches!(e, ClusterEvent::Chat { .. }))
+        .count()
+}
+
 /// The newest sequence number applied from each server: what makes each
 /// entry count once, in its sender's order.
 #[derive(Debug, Default)]
@@ -945,16 +982,58 @@ enum Read {
 }
 
 impl Remote {
-    /// Reads the stream entry `entry_id` (its position) for server
-    /// `me`: its own entries and those addressed to other servers are
-    /// recognised from their head alone, without decoding the rest.
-    fn read(me: u64, entry_id: &[u8], mut fields: Vec<Value>) -> Read {
-        let Some(head) = entry::Head::peek(&fields) else {
-            return Read::Unreadable;
+    /// Reads the stream entry `entry_id` (its position) for server `me`
+    /// onto `out`, one [`Read`] per event it holds: its own entries and
+    /// those addressed to other servers are recognised from their head
+    /// alone, without decoding the rest. Returns the position of its last
+    /// event (`None`: the entry has none).
+    fn read(
+        me: u64,
+        entry_id: &[u8],
+        mut fields: Vec<Value>,
+        out: &mut Vec<Read>,
+    ) -> Option<MessageId> {
+        let Some((head, position)) = entry::Head::peek(&fields).zip(entry::position(entry_id))
+        else {
+            out.push(Read::Unreadable);
+            return None;
         };
-        let Some(position) = entry::position(entry_id) else {
-            return Read::Unreadable;
-        };
+        if head.kind == b'b' {
+            let Some(records) = entry::records(&head, &fields) else {
+                out.push(Read::Unreadable);
+                return Some(position);
+            };
+            let mut at = position;
+            for (i, r) in (0..).zip(&records) {
+                at = MessageId(position.0 + i);
+                if head.server == me {
+                    out.push(Read::Ours((r.id, at)));
+                    continue;
+                }
+                out.push(match entry::decode_record(r) {
+                    Some((event, id, time, client_id)) => Read::Theirs(Remote {
+                        server: head.server,
+                        seq: head.seq + i,
+                        event,
+                        origin: RemoteOrigin {
+                            server: head.server,
+                            id,
+                            position: at,
+                            time,
+                            client_id,
+                        },
+                    }),
+                    None => Read::Unreadable,
+                });
+            }
+            return Some(at);
+        }
+        out.push(Remote::read_one(me, &head, position, &mut fields));
+        Some(position)
+    }
+
+    /// Reads an entry of one event.
+    fn read_one(me: u64, head: &entry::Head, position: MessageId, fields: &mut [Value]) -> Read {
         if head.server == me {
             return if head.kind == b'f' {
                 Read::Skipped
@@ -965,16 +1044,22 @@ impl Remote {
         if head.addressee.is_some_and(|to| to != me) {
             return Read::Skipped;
         }
-        match Remote::decode(&head, position, &mut fields) {
+        match Remote::decode(head, position, fields) {
             Some(e) => Read::Theirs(e),
             None => Read::Unreadable,
         }
     }
 
-    /// Reads the stream entry `entry_id` whatever its server.
-    fn parse(entry_id: &[u8], mut fields: Vec<Value>) -> Option<Remote> {
-        let head = entry::Head::peek(&fields)?;
-        Remote::decode(&head, entry::position(entry_id)?, &mut fields)
+    /// The events of the stream entry `entry_id` whatever their server
+    /// (but the controls of pushes, which are for one server), onto `out`.
+    fn parse(entry_id: &[u8], fields: Vec<Value>, out: &mut Vec<Remote>) {
+        let mut read = Vec::new();
+        // No server has id 0.
+        Remote::read(0, entry_id, fields, &mut read);
+        out.extend(read.into_iter().filter_map(|r| match r {
+            Read::Theirs(e) => Some(e),
+            _ => None,
+        }));
     }
 
     fn decode(head: &entry::Head, position: MessageId, fields: &mut [Value]) -> Option<Remote> {
@@ -1176,6 +1261,14 @@ mod tests {
             .collect()
     }
 
+    /// What server `me` reads of an entry of one event.
+    fn read1(me: u64, entry_id: &[u8], fields: Vec<Value>) -> Read {
+        let mut out = Vec::new();
+        Remote::read(me, entry_id, fields, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        out.remove(0)
+    }
+
     fn theirs(read: Read) -> Remote {
         match read {
             Read::Theirs(e) => e,
@@ -1247,11 +1340,7 @@ mod tests {
     #[test]
     fn an_entry_of_each_kind_reads_back_as_published() {
         for event in every_kind() {
-            let e = theirs(Remote::read(
-                9,
-                b"1700000000000-2",
-                published(12, 3, &event),
-            ));
+            let e = theirs(read1(9, b"1700000000000-2", published(12, 3, &event)));
             assert_eq!(e.event, event);
             assert_eq!((e.server, e.seq), (12, 3));
             assert_eq!(e.origin.server, 12);
@@ -1296,7 +1385,7 @@ mod tests {
         let mut fields = published(12, 3, &events[2]);
         // The rest of the entry is not even read.
         fields[3] = Value::Int(0);
-        match Remote::read(12, b"5-1", fields) {
+        match read1(12, b"5-1", fields) {
             Read::Ours((id, position)) => {
                 assert_eq!(id, MessageId(41));
                 assert_eq!(position, RemoteOrigin::position_id(5, 1));
@@ -1305,13 +1394,13 @@ mod tests {
         }
         // Our own push control: nothing to note.
         assert!(matches!(
-            Remote::read(12, b"5-2", published(12, 4, &events[5])),
+            read1(12, b"5-2", published(12, 4, &events[5])),
             Read::Skipped
         ));
         // Another server's push control for a third server.
         let mut fields = published(12, 5, &events[6]);
         fields.truncate(2);
-        assert!(matches!(Remote::read(8, b"5-3", fields), Read::Skipped));
+        assert!(matches!(read1(8, b"5-3", fields), Read::Skipped));
     }
 
     #[test]
@@ -1345,16 +1434,189 @@ mod tests {
         ];
         for fields in bad.drain(..) {
             assert!(
-                matches!(Remote::read(9, b"1-0", fields.clone()), Read::Unreadable),
+                matches!(read1(9, b"1-0", fields.clone()), Read::Unreadable),
                 "{fields:?}"
             );
         }
         // A good entry at a position that is not one.
-        assert!(matches!(
-            Remote::read(9, b"17000", chat.clone()),
-            Read::Unreadable
-        ));
-        assert!(Remote::parse(b"1-0", chat).is_some());
+        assert!(matches!(read1(9, b"17000", chat.clone()), Read::Unreadable));
+        let mut parsed = Vec::new();
+        Remote::parse(b"1-0", chat, &mut parsed);
+        assert_eq!(parsed.len(), 1);
+    }
+
+    /// The fields a run of chat messages is published with.
+    fn published_chats(server: u64, seq: u64, chats: &[ClusterEvent]) -> Vec<Value> {
+        let mut xadd = redis::cmd("XADD");
+        entry::encode_chats(
+            &mut xadd,
+            server,
+            seq,
+            chats.iter(),
+            &mut String::new(),
+            &mut Vec::new(),
+        );
+        xadd.args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => Value::BulkString(b.to_vec()),
+                _ => panic!("no cursor in an entry"),
+            })
+            .collect()
+    }
+
+    fn chats(n: u64) -> Vec<ClusterEvent> {
+        use imchat_core::{ChatKind, Timestamp};
+        (0..n)
+            .map(|i| ClusterEvent::Chat {
+                from: name(if i % 2 == 0 { "alice" } else { "Zoë.k" }),
+                to: (i == 1).then(|| name("bob")),
+                kind: if i == 2 {
+                    ChatKind::Action
+                } else {
+                    ChatKind::Text
+                },
+                // Texts with spaces, newlines and digits, and an empty one.
+                text: match i {
+                    0 => "hello\n12\nthere ".into(),
+                    3 => String::new(),
+                    _ => format!("message {i}"),
+                },
+                id: MessageId(100 + i),
+                time: Timestamp(1_700_000_000_000 + i),
+                client_id: 7 + i,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_of_chats_is_one_entry_with_a_position_and_a_number_per_message() {
+        let sent = chats(5);
+        let fields = published_chats(12, 40, &sent);
+        // Two fields: the head and the messages.
+        assert_eq!(fields.len(), 4);
+        let mut out = Vec::new();
+        let last = Remote::read(9, b"1700000000000-2", fields.clone(), &mut out);
+        let at = |i: u64| MessageId(RemoteOrigin::position_id(1_700_000_000_000, 2).0 + i);
+        assert_eq!(last, Some(at(4)));
+        assert_eq!(out.len(), 5);
+        for ((i, read), event) in (0..).zip(out).zip(&sent) {
+            let e = theirs(read);
+            assert_eq!(&e.event, event);
+            assert_eq!((e.server, e.seq), (12, 40 + i));
+            assert_eq!(e.origin.position, at(i));
+            assert_eq!(
+                (e.origin.id, e.origin.time.0, e.origin.client_id),
+                (MessageId(100 + i), 1_700_000_000_000 + i, 7 + i)
+            );
+        }
+        // Its own server notes each message's id and position.
+        let mut out = Vec::new();
+        Remote::read(12, b"1700000000000-2", fields.clone(), &mut out);
+        let ours: Vec<(MessageId, MessageId)> = out
+            .into_iter()
+            .map(|r| match r {
+                Read::Ours(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ours,
+            (0..5)
+                .map(|i| (MessageId(100 + i), at(i)))
+                .collect::<Vec<_>>()
+        );
+        // A server joining later counts the entry's last message as read.
+        assert_eq!(
+            entry::last_position(b"1700000000000-2", &fields),
+            Some(at(4))
+        );
+        let mut history = Vec::new();
+        Remote::parse(b"1700000000000-2", fields, &mut history);
+        assert_eq!(history.len(), 5);
+    }
+
+    #[test]
+    fn a_malformed_run_of_chats_is_unreadable() {
+        let good = published_chats(12, 40, &chats(3));
+        let Value::BulkString(body) = &good[3] else {
+            panic!("not bytes");
+        };
+        let with = |head: &str, body: &[u8]| {
+            vec![
+                Value::BulkString(b"e".to_vec()),
+                Value::BulkString(head.as_bytes().to_vec()),
+                Value::BulkString(b"m".to_vec()),
+                Value::BulkString(body.to_vec()),
+            ]
+        };
+        let mut long = body.clone();
+        long.push(b'x');
+        let mut bad_utf8 = body.clone();
+        let last = bad_utf8.len() - 1;
+        bad_utf8[last] = 0xff;
+        let bad = [
+            // More messages than it holds, fewer, none, too many.
+            with("12 40 b 4", body),
+            with("12 40 b 2", body),
+            with("12 40 b 0", b""),
+            with(&format!("12 40 b {}", entry::MAX_PER_ENTRY + 1), body),
+            // Cut short, a byte too many.
+            with("12 40 b 3", &body[..body.len() - 1]),
+            with("12 40 b 3", &long),
+            // Another kind inside.
+            with("12 40 b 1", b"j 5 alice\n0\n"),
+        ];
+        for fields in bad {
+            let mut out = Vec::new();
+            Remote::read(9, b"1-0", fields.clone(), &mut out);
+            assert!(matches!(out[..], [Read::Unreadable]), "{fields:?}: {out:?}");
+        }
+        // A text that is not UTF-8: that message alone is unreadable.
+        let mut out = Vec::new();
+        Remote::read(9, b"1-0", with("12 40 b 3", &bad_utf8), &mut out);
+        assert!(
+            matches!(
+                out[..],
+                [Read::Theirs(_), Read::Theirs(_), Read::Unreadable]
+            ),
+            "{out:?}"
+        );
+        let mut out = Vec::new();
+        Remote::read(9, b"1-0", good, &mut out);
+        assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn a_run_is_the_chats_numbered_without_a_gap_and_no_more_than_an_entry_holds() {
+        let session = ClusterEvent::Session {
+            user: name("alice"),
+            token: imchat_core::ResumeToken([1; 16]),
+        };
+        let join = every_kind()[0].clone();
+        let chat = chats(1).remove(0);
+        let numbered = |events: &[ClusterEvent]| -> Vec<(u64, ClusterEvent)> {
+            (5..).zip(events.iter().cloned()).collect()
+        };
+        let batch = numbered(&[
+            chat.clone(),
+            chat.clone(),
+            chat.clone(),
+            join.clone(),
+            chat.clone(),
+        ]);
+        assert_eq!(chat_run(&batch), 3);
+        assert_eq!(chat_run(&batch[3..]), 0);
+        assert_eq!(chat_run(&batch[4..]), 1);
+        assert_eq!(chat_run(&[]), 0);
+        // A session record (not on the stream) ends a run.
+        let batch = numbered(&[chat.clone(), session, chat.clone()]);
+        assert_eq!(chat_run(&batch), 1);
+        // A gap in the numbers ends a run.
+        let batch = vec![(5, chat.clone()), (6, chat.clone()), (8, chat.clone())];
+        assert_eq!(chat_run(&batch), 2);
+        let long = numbered(&vec![chat; entry::MAX_PER_ENTRY + 3]);
+        assert_eq!(chat_run(&long), entry::MAX_PER_ENTRY);
     }
 
     #[test]

@@ -9,13 +9,24 @@
 //! | join | `j <id> <user>` | — |
 //! | leave | `l <id> <reason> <user>` | `x`: the text |
 //! | chat | `c <id> <time> <client id> <action 0/1> <from> [<to>]` | `x`: the text |
+//! | chats | `b <count>` | `m`: the messages (below) |
 //! | move | `v <user>` | — |
 //! | push control | `f <addressee> o <push> <size> <from> <receivers…>` | `n`: the file's name |
 //! | | `f <addressee> a <push> <accepted>` | — |
 //! | | `f <addressee> g <push> <code>` | `x`: the reason |
 //!
 //! Names never contain a space, so they go in the head; the texts, which
-//! may, each have a field of their own. A reader learns whose an entry is,
+//! may, each have a field of their own.
+//!
+//! A run of chat messages published together is one entry of kind `b`
+//! (at most [`MAX_PER_ENTRY`]): its sequence number is its first
+//! message's (the next ones follow without a gap), and its field `m`
+//! holds, for each message in order, its chat head after `<server> <seq> `
+//! (`c <id> <time> <client id> <action 0/1> <from> [<to>]`), a newline, the
+//! text's length in bytes, a newline, and the text. The `i`th message of
+//! an entry at position `P` is at position `P + i` (the low bits of a
+//! position; see `RemoteOrigin`): one entry and one reply per run, not per
+//! message, and still one position per message for resumes. A reader learns whose an entry is,
 //! and for a push's control whom it is for, from the head's first items
 //! alone ([`Head::peek`]): the entries it does not apply (its own, another
 //! server's control) cost it no more than that.
@@ -34,6 +45,12 @@ const HEAD: &[u8] = b"e";
 const TEXT: &[u8] = b"x";
 /// The field of an offered file's name.
 const NAME: &[u8] = b"n";
+/// The field of a run of chat messages.
+const MESSAGES: &[u8] = b"m";
+/// Most chat messages in one entry: each takes one of the 1,024 log ids of
+/// its entry's position, and the rest are left for the ids a server gives
+/// its own entries between two positions.
+pub(super) const MAX_PER_ENTRY: usize = 256;
 
 /// Writes `event` (server `server`'s `seq`th) as an entry's fields onto
 /// `xadd`; false (nothing written) for an event that is not for the stream.
@@ -60,28 +77,7 @@ pub(super) fn encode(
             let _ = write!(head, "l {} {} {}", id.0, reason.0, user.as_str());
             Some((TEXT, text))
         }
-        ClusterEvent::Chat {
-            from,
-            to,
-            kind,
-            text,
-            id,
-            time,
-            client_id,
-        } => {
-            let _ = write!(
-                head,
-                "c {} {} {client_id} {} {}",
-                id.0,
-                time.0,
-                u8::from(*kind == ChatKind::Action),
-                from.as_str()
-            );
-            if let Some(to) = to {
-                let _ = write!(head, " {}", to.as_str());
-            }
-            Some((TEXT, text))
-        }
+        ClusterEvent::Chat { .. } => chat_head(head, event).map(|text| (TEXT, text)),
         ClusterEvent::Moved { user, .. } => {
             let _ = write!(head, "v {}", user.as_str());
             None
@@ -128,6 +124,123 @@ pub(super) fn encode(
     true
 }
 
+/// Writes the head of chat `event` after `<server> <seq> ` onto `head`;
+/// its text, or `None` (nothing written) if it is not a chat.
+fn chat_head<'e>(head: &mut String, event: &'e ClusterEvent) -> Option<&'e str> {
+    let ClusterEvent::Chat {
+        from,
+        to,
+        kind,
+        text,
+        id,
+        time,
+        client_id,
+    } = event
+    else {
+        return None;
+    };
+    let _ = write!(
+        head,
+        "c {} {} {client_id} {} {}",
+        id.0,
+        time.0,
+        u8::from(*kind == ChatKind::Action),
+        from.as_str()
+    );
+    if let Some(to) = to {
+        let _ = write!(head, " {}", to.as_str());
+    }
+    Some(text)
+}
+
+/// Writes `chats` (server `server`'s chat messages numbered `seq`,
+/// `seq + 1`, …; at most [`MAX_PER_ENTRY`]) as one entry's fields onto
+/// `xadd`; what is not a chat is left out.
+pub(super) fn encode_chats<'e>(
+    xadd: &mut redis::Cmd,
+    server: u64,
+    seq: u64,
+    chats: impl Iterator<Item = &'e ClusterEvent>,
+    head: &mut String,
+    body: &mut Vec<u8>,
+) {
+    body.clear();
+    let mut count = 0;
+    for event in chats {
+        head.clear();
+        let Some(text) = chat_head(head, event) else {
+            continue;
+        };
+        body.extend_from_slice(head.as_bytes());
+        body.push(b'\n');
+        body.extend_from_slice(text.len().to_string().as_bytes());
+        body.push(b'\n');
+        body.extend_from_slice(text.as_bytes());
+        count += 1;
+    }
+    head.clear();
+    let _ = write!(head, "{server} {seq} b {count}");
+    xadd.arg(HEAD)
+        .arg(head.as_str())
+        .arg(MESSAGES)
+        .arg(&body[..]);
+}
+
+/// One chat message of an entry of kind `b`, not decoded yet.
+#[derive(Debug)]
+pub(super) struct Record<'a> {
+    /// The log id its server gave it.
+    pub id: MessageId,
+    /// Its head's items after the id.
+    items: &'a str,
+    text: &'a [u8],
+}
+
+/// The messages of an entry of kind `b` whose head is `head`, in order;
+/// `None` if they are not all there, and nothing else.
+pub(super) fn records<'a>(head: &Head, fields: &'a [Value]) -> Option<Vec<Record<'a>>> {
+    let [_, _, k, v, ..] = fields else {
+        return None;
+    };
+    if bytes(k)? != MESSAGES {
+        return None;
+    }
+    let mut rest = bytes(v)?;
+    let mut out = Vec::with_capacity(head.count);
+    for _ in 0..head.count {
+        let (chat, r) = split_line(rest)?;
+        let (len, r) = split_line(r)?;
+        let len = usize::try_from(number(len)?).ok()?;
+        let text = r.get(..len)?;
+        rest = &r[len..];
+        let mut items = std::str::from_utf8(chat).ok()?.splitn(3, ' ');
+        if items.next()? != "c" {
+            return None;
+        }
+        let id = MessageId(number(items.next()?.as_bytes())?);
+        out.push(Record {
+            id,
+            items: items.next()?,
+            text,
+        });
+    }
+    rest.is_empty().then_some(out)
+}
+
+/// The bytes before the first newline of `b`, and those after it.
+fn split_line(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let nl = b.iter().position(|&c| c == b'\n')?;
+    Some((&b[..nl], &b[nl + 1..]))
+}
+
+/// Decodes a message of an entry of kind `b`, as [`decode`] a chat entry.
+pub(super) fn decode_record(
+    record: &Record<'_>,
+) -> Option<(ClusterEvent, MessageId, Timestamp, u64)> {
+    let text = String::from_utf8(record.text.to_vec()).ok();
+    chat(record.id, &mut record.items.split(' '), text)
+}
+
 /// A number written in decimal digits (and nothing else).
 fn number(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 20 {
@@ -152,6 +265,14 @@ pub(super) fn position(entry_id: &[u8]) -> Option<MessageId> {
     ))
 }
 
+/// The position of the last event of the entry `entry_id` (an entry of
+/// kind `b` holds several, at consecutive positions).
+pub(super) fn last_position(entry_id: &[u8], fields: &[Value]) -> Option<MessageId> {
+    let first = position(entry_id)?;
+    let count = Head::peek(fields).map_or(1, |h| h.count);
+    Some(MessageId(first.0 + count as u64 - 1))
+}
+
 fn bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -173,6 +294,8 @@ pub(super) struct Head {
     pub id: MessageId,
     /// The server a push's control is for (else none).
     pub addressee: Option<u64>,
+    /// The chat messages of an entry of kind `b` (else 1).
+    pub count: usize,
 }
 
 impl Head {
@@ -196,12 +319,22 @@ impl Head {
             b'f' => (MessageId(0), Some(number(items.next()?)?)),
             _ => (MessageId(0), None),
         };
+        let count = if kind == b'b' {
+            let n = usize::try_from(number(items.next()?)?).ok()?;
+            if n == 0 || n > MAX_PER_ENTRY || items.next().is_some() {
+                return None;
+            }
+            n
+        } else {
+            1
+        };
         Some(Head {
             server,
             seq,
             kind,
             id,
             addressee,
+            count,
         })
     }
 }
@@ -259,33 +392,7 @@ pub(super) fn decode(
             text: text(TEXT)?,
             id,
         },
-        b'c' => {
-            let time = Timestamp(parsed(items.next())?);
-            let client_id = parsed(items.next())?;
-            let kind = match items.next()? {
-                "0" => ChatKind::Text,
-                "1" => ChatKind::Action,
-                _ => return None,
-            };
-            let from = user(items.next())?;
-            let to = match items.next() {
-                Some(t) => Some(Username::new(t).ok()?),
-                None => None,
-            };
-            let event = ClusterEvent::Chat {
-                from,
-                to,
-                kind,
-                text: text(TEXT)?,
-                id,
-                time,
-                client_id,
-            };
-            if items.next().is_some() {
-                return None;
-            }
-            return Some((event, id, time, client_id));
-        }
+        b'c' => return chat(id, &mut items, text(TEXT)),
         b'v' => ClusterEvent::Moved {
             user: user(items.next())?,
             from: 0,
@@ -328,6 +435,40 @@ pub(super) fn decode(
         return None;
     }
     Some((event, id, Timestamp(0), 0))
+}
+
+/// A chat message of id `id` from its head's items after the id, and its
+/// text (`None`: not UTF-8).
+fn chat<'a>(
+    id: MessageId,
+    items: &mut impl Iterator<Item = &'a str>,
+    text: Option<String>,
+) -> Option<(ClusterEvent, MessageId, Timestamp, u64)> {
+    let time = Timestamp(parsed(items.next())?);
+    let client_id = parsed(items.next())?;
+    let kind = match items.next()? {
+        "0" => ChatKind::Text,
+        "1" => ChatKind::Action,
+        _ => return None,
+    };
+    let from = user(items.next())?;
+    let to = match items.next() {
+        Some(t) => Some(Username::new(t).ok()?),
+        None => None,
+    };
+    if items.next().is_some() {
+        return None;
+    }
+    let event = ClusterEvent::Chat {
+        from,
+        to,
+        kind,
+        text: text?,
+        id,
+        time,
+        client_id,
+    };
+    Some((event, id, time, client_id))
 }
 
 /// The entries of an `XREAD` reply (of one or more streams), in order:

@@ -66,11 +66,6 @@ pub(super) fn token_hash(token: &ResumeToken) -> String {
     hex
 }
 
-/// A stream entry id (`millis-seq`) as a log id.
-pub(super) fn position(entry_id: &str) -> Option<MessageId> {
-    super::entry::position(entry_id.as_bytes())
-}
-
 /// A session taken over from another server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
@@ -173,13 +168,18 @@ impl Cluster {
             || "0-0".to_string(),
             |(id, _)| String::from_utf8_lossy(id).into_owned(),
         );
+        // The position of the last event (an entry may hold several).
+        let last_position = tail
+            .last()
+            .and_then(|(id, fields)| super::entry::last_position(id, fields));
         let now = std::time::Instant::now();
         hub.with(&mut |hub| {
             if empty {
+                let mut events = Vec::new();
                 for (id, fields) in tail.drain(..) {
-                    let Some(e) = super::Remote::parse(&id, fields) else {
-                        continue;
-                    };
+                    super::Remote::parse(&id, fields, &mut events);
+                }
+                for e in events {
                     if let Some(event) = e.history_event() {
                         hub.set_origin(Some(e.origin));
                         hub.remote_history(event, now);
@@ -187,11 +187,11 @@ impl Cluster {
                     }
                 }
             }
-            if let Some(p) = position(&last) {
+            if let Some(p) = last_position {
                 hub.advance_ids(p);
             }
         });
-        if let Some(p) = position(&last) {
+        if let Some(p) = last_position {
             self.read_pos
                 .fetch_max(p.0, std::sync::atomic::Ordering::SeqCst);
         }
