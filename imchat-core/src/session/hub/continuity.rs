@@ -501,7 +501,7 @@ impl Hub {
                 break;
             };
             self.log_bytes -= old.cost();
-            self.tags.remove(&old.id.0);
+            self.tags.forget_to(old.id.0);
         }
     }
 

@@ -152,7 +152,7 @@ pub struct Hub {
     /// Where the entries a `remote_*` input logs come from, while it runs.
     origin: Option<RemoteOrigin>,
     /// In a cluster, the origin and stream position of log entries, by id.
-    tags: HashMap<u64, roaming::Tag>,
+    tags: roaming::Tags,
 }
 
 impl Hub {
@@ -196,7 +196,7 @@ impl Hub {
             remote: cluster::Remote::default(),
             auth: auth::AuthState::default(),
             origin: None,
-            tags: HashMap::new(),
+            tags: roaming::Tags::default(),
         }
     }
 

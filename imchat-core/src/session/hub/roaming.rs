@@ -52,6 +52,42 @@ impl RemoteOrigin {
     }
 }
 
+/// The origins of log entries ([`Hub`]'s tags), in id order. Entries are
+/// tagged about in the order they are logged (an entry of another server
+/// when it is logged, one of this server's when the stream gives it back),
+/// so a tag goes in at or near the back, and the tags of entries trimmed
+/// from the log come off the front: no hashing and no table to probe for
+/// every entry of a busy cluster.
+#[derive(Debug, Default)]
+pub(super) struct Tags(VecDeque<(u64, Tag)>);
+
+impl Tags {
+    /// Tags entry `id` (again, if it was).
+    pub(super) fn insert(&mut self, id: u64, tag: Tag) {
+        if self.0.back().is_none_or(|(last, _)| *last < id) {
+            self.0.push_back((id, tag));
+            return;
+        }
+        match self.0.binary_search_by_key(&id, |(k, _)| *k) {
+            Ok(i) => self.0[i].1 = tag,
+            Err(i) => self.0.insert(i, (id, tag)),
+        }
+    }
+
+    /// The tag of entry `id`.
+    pub(super) fn get(&self, id: u64) -> Option<&Tag> {
+        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// Forgets the tags of entries up to `id` (trimmed from the log).
+    pub(super) fn forget_to(&mut self, id: u64) {
+        while self.0.front().is_some_and(|(k, _)| *k <= id) {
+            self.0.pop_front();
+        }
+    }
+}
+
 /// What is known of a log entry's origin in a cluster.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tag {
@@ -100,7 +136,7 @@ impl Hub {
     /// The local entry `id` is at stream position `position` (it was
     /// published).
     pub fn note_published(&mut self, id: MessageId, position: MessageId) {
-        if self.log.front().is_some_and(|e| e.id <= id) && !self.tags.contains_key(&id.0) {
+        if self.log.front().is_some_and(|e| e.id <= id) && self.tags.get(id.0).is_none() {
             self.tags.insert(
                 id.0,
                 Tag {
@@ -293,7 +329,7 @@ impl Hub {
             .filter_map(|e| {
                 let m = self.entry_message(e, key, false)?;
                 // Not yet in the stream: after all that is.
-                let order = self.tags.get(&e.id.0).map_or(u64::MAX, |t| t.position);
+                let order = self.tags.get(e.id.0).map_or(u64::MAX, |t| t.position);
                 Some((order, e.id.0, m))
             })
             .collect();
@@ -314,7 +350,7 @@ impl Hub {
 
     /// True when a client that saw `from`'s id `last` has not seen `e`.
     fn unseen(&self, e: &LogEntry, from: u64, last: MessageId) -> bool {
-        match self.tags.get(&e.id.0) {
+        match self.tags.get(e.id.0) {
             // From the server it saw: by that server's id.
             Some(Tag {
                 origin: Some((server, id)),
@@ -335,5 +371,41 @@ fn set_id(m: &mut ServerMessage, to: MessageId) {
         ServerMessage::Joined { id, .. } => *id = to,
         ServerMessage::Left(d) => d.id = to,
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(position: u64) -> Tag {
+        Tag {
+            origin: None,
+            position,
+        }
+    }
+
+    #[test]
+    fn tags_are_found_by_id_in_any_order_and_trimmed_from_the_oldest() {
+        let mut tags = Tags::default();
+        for id in [10, 20, 30] {
+            tags.insert(id, tag(id * 100));
+        }
+        // An own entry, tagged once the stream gave it back: behind newer ones.
+        tags.insert(25, tag(2_500));
+        tags.insert(5, tag(500));
+        // Tagged again: replaced, not added.
+        tags.insert(20, tag(2_001));
+        let ids: Vec<u64> = tags.0.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [5, 10, 20, 25, 30]);
+        assert_eq!(tags.get(25).map(|t| t.position), Some(2_500));
+        assert_eq!(tags.get(20).map(|t| t.position), Some(2_001));
+        assert!(tags.get(26).is_none());
+        // The log dropped its entries up to 20.
+        tags.forget_to(20);
+        assert!(tags.get(10).is_none() && tags.get(20).is_none());
+        assert_eq!(tags.get(30).map(|t| t.position), Some(3_000));
+        tags.forget_to(100);
+        assert!(tags.0.is_empty());
     }
 }
