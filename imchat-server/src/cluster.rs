@@ -1004,13 +1004,14 @@ impl Remote {
                 return Some(position);
             };
             let mut at = position;
+            let mut sender = None;
             for (i, r) in (0..).zip(&records) {
                 at = MessageId(position.0 + i);
                 if head.server == me {
                     out.push(Read::Ours((r.id, at)));
                     continue;
                 }
-                out.push(match entry::decode_record(r) {
+                out.push(match entry::decode_record(r, &mut sender) {
                     Some((event, id, time, client_id)) => Read::Theirs(Remote {
                         server: head.server,
                         seq: head.seq + i,
@@ -1572,6 +1573,17 @@ mod tests {
             Remote::read(9, b"1-0", fields.clone(), &mut out);
             assert!(matches!(out[..], [Read::Unreadable]), "{fields:?}: {out:?}");
         }
+        // A sender's name is checked in each message, not only the first.
+        let mut out = Vec::new();
+        let two = b"c 5 1 7 0 alice\n2\nhic 6 1 8 0 alice\n2\nhoc 7 1 9 0 al!ce\n2\nha";
+        Remote::read(9, b"1-0", with("12 40 b 3", two), &mut out);
+        assert!(
+            matches!(
+                out[..],
+                [Read::Theirs(_), Read::Theirs(_), Read::Unreadable]
+            ),
+            "{out:?}"
+        );
         // A text that is not UTF-8: that message alone is unreadable.
         let mut out = Vec::new();
         Remote::read(9, b"1-0", with("12 40 b 3", &bad_utf8), &mut out);

@@ -234,11 +234,21 @@ fn split_line(b: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Decodes a message of an entry of kind `b`, as [`decode`] a chat entry.
+/// `sender` is the sender of the message before it in the entry: a name
+/// checked already (a run's messages mostly come from one sender).
 pub(super) fn decode_record(
     record: &Record<'_>,
+    sender: &mut Option<Username>,
 ) -> Option<(ClusterEvent, MessageId, Timestamp, u64)> {
     let text = String::from_utf8(record.text.to_vec()).ok();
-    chat(record.id, &mut record.items.split(' '), text)
+    let mut name = |item: Option<&str>| match sender {
+        Some(u) if Some(u.as_str()) == item => Some(u.clone()),
+        _ => {
+            *sender = user(item);
+            sender.clone()
+        }
+    };
+    chat(record.id, &mut record.items.split(' '), text, &mut name)
 }
 
 /// A number written in decimal digits (and nothing else).
@@ -392,7 +402,7 @@ pub(super) fn decode(
             text: text(TEXT)?,
             id,
         },
-        b'c' => return chat(id, &mut items, text(TEXT)),
+        b'c' => return chat(id, &mut items, text(TEXT), &mut user),
         b'v' => ClusterEvent::Moved {
             user: user(items.next())?,
             from: 0,
@@ -443,6 +453,7 @@ fn chat<'a>(
     id: MessageId,
     items: &mut impl Iterator<Item = &'a str>,
     text: Option<String>,
+    sender: &mut dyn FnMut(Option<&str>) -> Option<Username>,
 ) -> Option<(ClusterEvent, MessageId, Timestamp, u64)> {
     let time = Timestamp(parsed(items.next())?);
     let client_id = parsed(items.next())?;
@@ -451,7 +462,7 @@ fn chat<'a>(
         "1" => ChatKind::Action,
         _ => return None,
     };
-    let from = user(items.next())?;
+    let from = sender(items.next())?;
     let to = match items.next() {
         Some(t) => Some(Username::new(t).ok()?),
         None => None,
