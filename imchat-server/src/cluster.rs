@@ -130,6 +130,44 @@ struct Queue {
     /// The publisher waits for events: an enqueue must wake it (a wake-up
     /// is a system call, not made while the publisher is busy anyway).
     waiting: bool,
+    /// A batch is out of the queue, being published (by the publisher
+    /// thread, or by `leave`): the next one waits for it, so that batches
+    /// reach the stream in order.
+    busy: bool,
+}
+
+impl Queue {
+    /// Adds `event`, numbered, unless the queue is full (then it is
+    /// dropped and counted).
+    fn push(&mut self, event: ClusterEvent) {
+        if self.items.len() >= QUEUE_MAX {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                warn!(
+                    "cluster queue full ({QUEUE_MAX} events waiting for Redis): {} dropped so far",
+                    self.dropped
+                );
+            }
+            return;
+        }
+        // A session's record does not go on the stream: it takes no number
+        // of its own, or receivers would count it as an event lost.
+        let seq = if matches!(event, ClusterEvent::Session { .. }) {
+            self.next_seq - 1
+        } else {
+            self.next_seq += 1;
+            self.next_seq - 1
+        };
+        self.items.push_back((seq, event));
+    }
+
+    /// Takes the next batch out of the queue (moved, not copied), for one
+    /// publisher; [`Cluster::published`] ends it.
+    fn take(&mut self) -> Vec<(u64, ClusterEvent)> {
+        self.busy = true;
+        let n = self.items.len().min(BATCH);
+        self.items.drain(..n).collect()
+    }
 }
 
 /// One server's membership of the cluster.
@@ -299,27 +337,17 @@ impl Cluster {
     /// Queues an event from the hub for the other servers (called under
     /// the hub's lock: only a queue push).
     pub fn enqueue(&self, event: ClusterEvent) {
+        self.enqueue_all(std::iter::once(event));
+    }
+
+    /// Queues events from the hub for the other servers, in order, under
+    /// one lock of the queue (called under the hub's lock).
+    pub fn enqueue_all(&self, events: impl Iterator<Item = ClusterEvent>) {
         let mut q = lock(&self.queue);
-        if q.items.len() >= QUEUE_MAX {
-            q.dropped += 1;
-            if q.dropped.is_power_of_two() {
-                warn!(
-                    "cluster queue full ({QUEUE_MAX} events waiting for Redis): {} dropped so far",
-                    q.dropped
-                );
-            }
-            return;
+        for event in events {
+            q.push(event);
         }
-        // A session's record does not go on the stream: it takes no number
-        // of its own, or receivers would count it as an event lost.
-        let seq = if matches!(event, ClusterEvent::Session { .. }) {
-            q.next_seq - 1
-        } else {
-            q.next_seq += 1;
-            q.next_seq - 1
-        };
-        q.items.push_back((seq, event));
-        if q.waiting {
+        if q.waiting && !q.items.is_empty() {
             self.queued.notify_one();
         }
     }
@@ -347,26 +375,25 @@ impl Cluster {
             return;
         };
         let deadline = Instant::now() + IO_TIMEOUT;
-        // The publisher thread may hold a batch: publishing it again is
-        // harmless (receivers drop what they had).
+        // What is queued goes out in order, behind the batch the publisher
+        // thread may hold (one publisher at a time: see `Queue::busy`).
         while Instant::now() < deadline {
-            let batch: Vec<(u64, ClusterEvent)> = lock(&self.queue)
-                .items
-                .iter()
-                .take(BATCH)
-                .cloned()
-                .collect();
-            if batch.is_empty() || self.publish(&mut con, &batch).is_err() {
+            let batch = {
+                let mut q = lock(&self.queue);
+                if q.items.is_empty() && !q.busy {
+                    break;
+                }
+                if q.busy {
+                    drop(q);
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                q.take()
+            };
+            let sent = self.publish(&mut con, &batch).is_ok();
+            self.published(batch, sent);
+            if !sent {
                 break;
-            }
-            let mut q = lock(&self.queue);
-            // Only what is still at the front (the publisher may have sent it).
-            while q
-                .items
-                .front()
-                .is_some_and(|(s, _)| *s <= batch[batch.len() - 1].0)
-            {
-                q.items.pop_front();
             }
         }
         let mut pipe = redis::pipe();
@@ -426,19 +453,6 @@ impl Cluster {
     fn publish_loop(&self) {
         let mut con: Option<Connection> = None;
         loop {
-            let batch: Vec<(u64, ClusterEvent)> = {
-                let mut q = lock(&self.queue);
-                while q.items.is_empty() {
-                    q.waiting = true;
-                    q = self
-                        .queued
-                        .wait_timeout(q, Duration::from_secs(1))
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                    q.waiting = false;
-                }
-                q.items.iter().take(BATCH).cloned().collect()
-            };
             if !self.up.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(100));
                 continue;
@@ -450,21 +464,41 @@ impl Cluster {
                 thread::sleep(Duration::from_millis(100));
                 continue;
             };
-            match self.publish(c, &batch) {
-                Ok(()) => {
-                    // By sequence: `leave` may have published some too.
-                    let last = batch[batch.len() - 1].0;
-                    let mut q = lock(&self.queue);
-                    while q.items.front().is_some_and(|(s, _)| *s <= last) {
-                        q.items.pop_front();
-                    }
+            let batch = {
+                let mut q = lock(&self.queue);
+                while q.items.is_empty() || q.busy {
+                    q.waiting = true;
+                    q = self
+                        .queued
+                        .wait_timeout(q, Duration::from_secs(1))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    q.waiting = false;
                 }
-                Err(e) => {
-                    warn!("cannot publish to the cluster: {e}");
-                    con = None;
-                    thread::sleep(Duration::from_millis(100));
-                }
+                q.take()
+            };
+            let result = self.publish(c, &batch);
+            self.published(batch, result.is_ok());
+            if let Err(e) = result {
+                warn!("cannot publish to the cluster: {e}");
+                con = None;
+                thread::sleep(Duration::from_millis(100));
             }
+        }
+    }
+
+    /// Ends the publishing of `batch` (taken with [`Queue::take`]): what
+    /// was not `sent` goes back to the front of the queue, to be sent again.
+    fn published(&self, batch: Vec<(u64, ClusterEvent)>, sent: bool) {
+        let mut q = lock(&self.queue);
+        if !sent {
+            for item in batch.into_iter().rev() {
+                q.items.push_front(item);
+            }
+        }
+        q.busy = false;
+        if q.waiting {
+            self.queued.notify_one();
         }
     }
 
@@ -1216,6 +1250,40 @@ mod tests {
                 assert_eq!(seen.admit(c.id(), *seq), Admit::Next);
             }
         }
+    }
+
+    #[test]
+    fn a_batch_is_moved_out_to_publish_and_put_back_in_order_if_it_failed() {
+        let c = Cluster::new(&Settings {
+            url: "redis://127.0.0.1:1".into(),
+            lease: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
+        })
+        .unwrap();
+        let join = |n: &str| ClusterEvent::Joined {
+            user: Username::new(n).unwrap(),
+            id: MessageId(0),
+        };
+        for n in ["a", "b", "c"] {
+            c.enqueue(join(n));
+        }
+        let batch = lock(&c.queue).take();
+        assert_eq!(batch.len(), 3);
+        {
+            let q = lock(&c.queue);
+            assert!(q.busy && q.items.is_empty());
+        }
+        // Queued meanwhile: after the batch.
+        c.enqueue(join("d"));
+        c.published(batch, false);
+        let q = lock(&c.queue);
+        assert!(!q.busy);
+        let order: Vec<u64> = q.items.iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, [1, 2, 3, 4]);
+        drop(q);
+        let batch = lock(&c.queue).take();
+        c.published(batch, true);
+        assert!(lock(&c.queue).items.is_empty());
     }
 
     #[test]

@@ -198,6 +198,9 @@ struct Work {
     /// Steps of pushes between servers, for the cluster to carry (file
     /// data may make this thread wait for room, as `paced` does).
     remote: Vec<imchat_core::RemotePush>,
+    /// Events for the other servers, queued for the cluster together at
+    /// the end of a dispatch (still under the lock: in the hub's order).
+    cluster: Vec<imchat_core::ClusterEvent>,
     /// Queue control frames lazily ([`Outbox::push_lazy`]): they wait for
     /// the next frame to the same connection, or for the caller's flush of
     /// `later`.
@@ -556,6 +559,11 @@ impl Server {
             };
             self.on_event(core, event, work);
         }
+        if let Some(cluster) = &self.config.cluster {
+            if !work.cluster.is_empty() {
+                cluster.enqueue_all(work.cluster.drain(..));
+            }
+        }
     }
 
     /// Queues a group's bytes for each of its receivers.
@@ -840,8 +848,8 @@ impl Server {
                 );
             }
             HubEvent::Cluster(event) => {
-                if let Some(cluster) = &self.config.cluster {
-                    cluster.enqueue(event);
+                if self.config.cluster.is_some() {
+                    work.cluster.push(event);
                 }
             }
             HubEvent::RemotePush(push) => work.remote.push(push),
