@@ -66,10 +66,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// the senders get their acks): one transaction for everything appended
 /// meanwhile, whichever connection it came from. An ack goes out with the
 /// next frame to its sender, or one period after its commit at the latest.
-/// The cost of a commit is mostly per commit, not per message: at 2 ms the
-/// database file cost 1.37x the CPU per delivery of no history at all in
-/// the load generator's fan-out, at 5 ms 1.04x (docs/BENCHMARKS.md).
-const COMMIT_EVERY: Duration = Duration::from_millis(5);
+const COMMIT_EVERY: Duration = Duration::from_millis(2);
 /// How long a closing connection may take to flush and hang up before its
 /// socket is shut down from our side.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);

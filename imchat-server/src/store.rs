@@ -56,7 +56,7 @@
 //! batch layout is compact. None of it is paid under the hub's lock, where
 //! an append costs a copy of the entry into the queue's byte buffer (no
 //! allocation once it has grown: the writer hands the buffer it wrote
-//! back). Pages are 4 KiB: a batch of 5 ms under load fills a few 4 KiB
+//! back). Pages are 4 KiB: a batch of 2 ms under load fills a few 4 KiB
 //! pages where it filled dozens of 1 KiB ones; files made with other page
 //! sizes keep theirs. docs/BENCHMARKS.md has the measured costs.
 //! Checkpoints (moving the WAL into the
@@ -1647,7 +1647,7 @@ mod tests {
     fn a_new_file_has_large_pages_and_a_file_with_small_pages_is_still_read_and_written() {
         let (_dir, path) = db();
         drop(open(&path, 10, 1000));
-        // 4 KiB: a commit of a 5 ms batch writes a few pages, not dozens.
+        // 4 KiB: a commit of a 2 ms batch writes a few pages, not dozens.
         assert_eq!(page_size(&path), 4096);
 
         // A file made with 1 KiB pages (as servers before this one did).

@@ -22,7 +22,7 @@ pub enum Mode {
     Memory,
     /// The defaults and `--history-db` on a fresh file: messages are
     /// routed at once, and committed to SQLite (by the server's commit
-    /// thread, every 5 ms, one row for what each commit writes) before
+    /// thread, every 2 ms, one row for what each commit writes) before
     /// they are acknowledged.
     Db,
 }
@@ -248,7 +248,7 @@ pub fn scenario(ctx: &mut Ctx) {
             v,
         ]);
     }
-    t.note("off: --history-count 0 --grace-secs 0 (no history on join, no resume; the hub still gives each message an id and keeps it in its in-memory log, which the protocol needs). memory: the defaults (50 messages of history, 60 s grace, a log of 10,000 entries / 8 MiB). db: the defaults and --history-db on a fresh file (WAL, synchronous=NORMAL): appends only queue under the hub's lock; a commit thread writes them as one row (schema version 2) and commits, every 5 ms, without the lock, before their Acks (routing does not wait).");
+    t.note("off: --history-count 0 --grace-secs 0 (no history on join, no resume; the hub still gives each message an id and keeps it in its in-memory log, which the protocol needs). memory: the defaults (50 messages of history, 60 s grace, a log of 10,000 entries / 8 MiB). db: the defaults and --history-db on a fresh file (WAL, synchronous=NORMAL): appends only queue under the hub's lock; a commit thread writes them as one row (schema version 2) and commits, every 2 ms, without the lock, before their Acks (routing does not wait).");
     t.note("Server CPU µs / delivery: the server's CPU time in the fan-out run divided by its deliveries (less sensitive to other load on the machine than the rate).");
     t.note("The modes alternate within each run (which goes first rotates from run to run); ratios are taken within a run. Fan-out as scenario 1, latency as scenario 2.");
     ctx.table(t);
