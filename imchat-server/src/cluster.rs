@@ -1636,35 +1636,34 @@ mod tests {
             // Another kind inside.
             with("12 40 b 1", b"j 5 alice\n0\n"),
         ];
-        for fields in bad {
+        let read = |fields: Vec<Value>| {
             let mut out = Vec::new();
-            Remote::read(9, b"1-0", fields.clone(), &mut out);
+            Remote::read(9, b"1-0", fields, &mut out);
+            out
+        };
+        for fields in bad {
+            let out = read(fields.clone());
             assert!(matches!(out[..], [Read::Unreadable]), "{fields:?}: {out:?}");
         }
-        // A sender's name is checked in each message, not only the first.
-        let mut out = Vec::new();
-        let two = b"c 5 1 7 0 alice\n2\nhic 6 1 8 0 alice\n2\nhoc 7 1 9 0 al!ce\n2\nha";
-        Remote::read(9, b"1-0", with("12 40 b 3", two), &mut out);
-        assert!(
-            matches!(
-                out[..],
-                [Read::Theirs(_), Read::Theirs(_), Read::Unreadable]
+        for fields in [
+            // A sender's name is checked in each message, not only the first.
+            with(
+                "12 40 b 3",
+                b"c 5 1 7 0 alice\n2\nhic 6 1 8 0 alice\n2\nhoc 7 1 9 0 al!ce\n2\nha",
             ),
-            "{out:?}"
-        );
-        // A text that is not UTF-8: that message alone is unreadable.
-        let mut out = Vec::new();
-        Remote::read(9, b"1-0", with("12 40 b 3", &bad_utf8), &mut out);
-        assert!(
-            matches!(
-                out[..],
-                [Read::Theirs(_), Read::Theirs(_), Read::Unreadable]
-            ),
-            "{out:?}"
-        );
-        let mut out = Vec::new();
-        Remote::read(9, b"1-0", good, &mut out);
-        assert_eq!(out.len(), 3);
+            // A text that is not UTF-8: that message alone is unreadable.
+            with("12 40 b 3", &bad_utf8),
+        ] {
+            let out = read(fields);
+            assert!(
+                matches!(
+                    out[..],
+                    [Read::Theirs(_), Read::Theirs(_), Read::Unreadable]
+                ),
+                "{out:?}"
+            );
+        }
+        assert_eq!(read(good).len(), 3);
     }
 
     #[test]
