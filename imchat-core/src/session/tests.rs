@@ -2732,28 +2732,14 @@ fn waiting_sessions_are_bounded() {
 #[test]
 fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_history_is_lost() {
     let store = crate::MemoryStore::new(100);
-    let mut net = resumable(Limits::default(), &[]);
-    net.hub
-        .open_history(Box::new(store.clone()), net.now)
-        .unwrap();
-    for n in ["alice", "bob"] {
-        net.connect(n);
-    }
+    let mut net = stored(&store);
     net.s(1).send_chat(Recipient::Everyone, "before").unwrap();
     net.pump();
     net.take(0);
     net.hub.shutdown("restart");
     net.pump();
     // A new hub on the same store: alice resumes, nothing lost.
-    let mut hub = Hub::new(Limits::default(), "hi");
-    hub.set_token_source(Box::new(|| [9; 16]));
-    hub.open_history(Box::new(store.clone()), net.now).unwrap();
-    net.hub = hub;
-    net.closed.clear();
-    // The new hub numbers connections from 1 again: forget the old ones.
-    for (i, c) in net.clients.iter_mut().enumerate() {
-        c.0 = ClientId(u64::MAX - i as u64);
-    }
+    restart_on(&mut net, &store, 9);
     net.reconnect(1);
     let bob = net.take(1);
     assert!(
@@ -3281,7 +3267,7 @@ impl crate::HistoryStore for CountingStore {
 }
 
 /// Alice (0) and bob (1) joined a hub with `store` open.
-fn stored(store: &CountingStore) -> Net {
+fn stored<S: crate::HistoryStore + Clone + 'static>(store: &S) -> Net {
     let mut net = resumable(Limits::default(), &[]);
     net.hub
         .open_history(Box::new(store.clone()), net.now)
@@ -3292,6 +3278,20 @@ fn stored(store: &CountingStore) -> Net {
     net.take(0);
     net.take(1);
     net
+}
+
+/// The server restarts: a new hub on `store` (tokens drawn as `token`)
+/// takes over, and the connections of the old one are gone.
+fn restart_on<S: crate::HistoryStore + Clone + 'static>(net: &mut Net, store: &S, token: u8) {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(move || [token; 16]));
+    hub.open_history(Box::new(store.clone()), net.now).unwrap();
+    net.hub = hub;
+    net.closed.clear();
+    // The new hub numbers connections from 1 again: forget the old ones.
+    for (i, c) in net.clients.iter_mut().enumerate() {
+        c.0 = ClientId(u64::MAX - i as u64);
+    }
 }
 
 /// Hands chat message `client_id` of client `i` to the hub (no commit).
@@ -4263,13 +4263,7 @@ fn relayed_file_data_is_work_for_the_server_to_pace() {
 #[test]
 fn a_message_committed_before_a_restart_whose_ack_was_lost_is_acked_with_its_id() {
     let store = crate::MemoryStore::new(1000);
-    let mut net = resumable(Limits::default(), &[]);
-    net.hub
-        .open_history(Box::new(store.clone()), net.now)
-        .unwrap();
-    for n in ["alice", "bob"] {
-        net.connect(n);
-    }
+    let mut net = stored(&store);
     // Bob's message is committed, but its ack never reaches him.
     net.s(1).send_chat(Recipient::Everyone, "lost ack").unwrap();
     let (bob, now) = (net.clients[1].0, net.now);
@@ -4291,14 +4285,7 @@ fn a_message_committed_before_a_restart_whose_ack_was_lost_is_acked_with_its_id(
         .expect("committed");
     // The server crashes; a new hub on the same store remembers the
     // entry but not the answer.
-    let mut hub = Hub::new(Limits::default(), "hi");
-    hub.set_token_source(Box::new(|| [9; 16]));
-    hub.open_history(Box::new(store.clone()), net.now).unwrap();
-    net.hub = hub;
-    net.closed.clear();
-    for (i, c) in net.clients.iter_mut().enumerate() {
-        c.0 = ClientId(u64::MAX - i as u64);
-    }
+    restart_on(&mut net, &store, 9);
     // Bob resumes and resends it: the duplicate's ack carries its id.
     let id = net.hub.handle_connect(now);
     net.clients[1].0 = id;
