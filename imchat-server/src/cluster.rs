@@ -517,12 +517,7 @@ impl Cluster {
             // A run of chat messages goes in one entry.
             let run = chat_run(&batch[i..]);
             if run > 1 {
-                let mut xadd = redis::cmd("XADD");
-                xadd.arg(BUS)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(BUS_MAXLEN)
-                    .arg("*");
+                let mut xadd = bus_xadd();
                 let chats = batch[i..i + run].iter().map(|(_, e)| e);
                 entry::encode_chats(&mut xadd, self.id, batch[i].0, chats, &mut head, &mut body);
                 pipe.add_command(xadd).ignore();
@@ -587,12 +582,7 @@ impl Cluster {
                 }
                 ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }
-            let mut xadd = redis::cmd("XADD");
-            xadd.arg(BUS)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(BUS_MAXLEN)
-                .arg("*");
+            let mut xadd = bus_xadd();
             if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {
                 pipe.add_command(xadd).ignore();
             }
@@ -942,6 +932,18 @@ impl Cluster {
         });
         Ok(())
     }
+}
+
+/// An `XADD` of a new entry to the bus, trimming it to about
+/// [`BUS_MAXLEN`]; the entry's fields follow.
+fn bus_xadd() -> redis::Cmd {
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(BUS)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(BUS_MAXLEN)
+        .arg("*");
+    xadd
 }
 
 /// How many events at the front of `batch` are chat messages numbered
@@ -1321,6 +1323,12 @@ mod tests {
             event,
             &mut String::new()
         ));
+        fields_of(&xadd)
+    }
+
+    /// The fields written onto `xadd` (after the command's name), as
+    /// `XREAD` gives them back.
+    fn fields_of(xadd: &redis::Cmd) -> Vec<Value> {
         xadd.args_iter()
             .skip(1)
             .map(|a| match a {
@@ -1525,13 +1533,7 @@ mod tests {
             &mut String::new(),
             &mut Vec::new(),
         );
-        xadd.args_iter()
-            .skip(1)
-            .map(|a| match a {
-                redis::Arg::Simple(b) => Value::BulkString(b.to_vec()),
-                _ => panic!("no cursor in an entry"),
-            })
-            .collect()
+        fields_of(&xadd)
     }
 
     fn chats(n: u64) -> Vec<ClusterEvent> {
