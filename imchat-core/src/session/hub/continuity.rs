@@ -428,6 +428,19 @@ impl Hub {
         }
     }
 
+    /// Tells `client` that its message `client_id` is the log's entry
+    /// `id` of `time` (0s: handled, but no longer in the log).
+    fn send_ack(&mut self, client: ClientId, client_id: u64, (id, time): (MessageId, Timestamp)) {
+        self.send(
+            client,
+            ServerMessage::Ack {
+                client_id,
+                id,
+                time,
+            },
+        );
+    }
+
     /// Acknowledges an accepted chat message: at once without a store, else
     /// once the store committed it.
     pub(super) fn acknowledge(
@@ -438,14 +451,7 @@ impl Hub {
         fresh: bool,
     ) {
         if self.store.is_none() {
-            self.send(
-                client,
-                ServerMessage::Ack {
-                    client_id,
-                    id,
-                    time,
-                },
-            );
+            self.send_ack(client, client_id, (id, time));
             return;
         }
         self.held_acks.push(HeldAck {
@@ -888,17 +894,10 @@ impl Hub {
             // hold its entry, whose id the answer gives; else it was
             // handled, once, and the answer says only that.
             None => {
-                let (id, time) = self
+                let logged = self
                     .logged_chat(key, client_id)
                     .unwrap_or((MessageId(0), Timestamp(0)));
-                self.send(
-                    client,
-                    ServerMessage::Ack {
-                        client_id,
-                        id,
-                        time,
-                    },
-                );
+                self.send_ack(client, client_id, logged);
             }
         }
         true
