@@ -278,7 +278,44 @@ impl Queue {
 
     /// Copies `entry` in, in the batch layout (see [`Queue`]).
     fn push_entry(&mut self, entry: &LogEntry) {
-        let (event, user, recipient, kind, text, client_id) = match &entry.event {
+        let col = Columns::of(&entry.event);
+        let b = &mut self.entries;
+        put_varint(b, entry.id.0.wrapping_sub(self.newest.unwrap_or(0)));
+        put_varint(b, zigzag(entry.time.0, self.last_time));
+        b.extend_from_slice(&[
+            col.event | if col.recipient.is_some() { 4 } else { 0 },
+            col.kind,
+        ]);
+        put_varint(b, col.client_id);
+        put_str(b, col.user.as_str());
+        if let Some(to) = col.recipient {
+            put_str(b, to.as_str());
+        }
+        put_str(b, col.text);
+        self.first.get_or_insert(entry.id.0);
+        self.newest = Some(entry.id.0);
+        self.last_time = entry.time.0;
+        self.count += 1;
+        self.cost = self.cost.saturating_add(entry.cost());
+    }
+}
+
+/// A log event's columns, as the batch layout (and the version 1 table)
+/// store them: the event (0 chat, 1 joined, 2 left), who, a private
+/// message's receiver, the kind (chat: 0 text, 1 action; left: the
+/// reason), the text and the sender's id of a chat.
+struct Columns<'a> {
+    event: u8,
+    user: &'a Username,
+    recipient: Option<&'a Username>,
+    kind: u8,
+    text: &'a str,
+    client_id: u64,
+}
+
+impl<'a> Columns<'a> {
+    fn of(event: &'a LogEvent) -> Self {
+        let (event, user, recipient, kind, text, client_id) = match event {
             LogEvent::Chat {
                 from,
                 to,
@@ -299,21 +336,14 @@ impl Queue {
             LogEvent::Joined { user } => (1, user, None, 0, "", 0),
             LogEvent::Left { user, reason, text } => (2, user, None, reason.0, text.as_str(), 0),
         };
-        let b = &mut self.entries;
-        put_varint(b, entry.id.0.wrapping_sub(self.newest.unwrap_or(0)));
-        put_varint(b, zigzag(entry.time.0, self.last_time));
-        b.extend_from_slice(&[event | if recipient.is_some() { 4 } else { 0 }, kind]);
-        put_varint(b, client_id);
-        put_str(b, user.as_str());
-        if let Some(to) = recipient {
-            put_str(b, to.as_str());
+        Columns {
+            event,
+            user,
+            recipient,
+            kind,
+            text,
+            client_id,
         }
-        put_str(b, text);
-        self.first.get_or_insert(entry.id.0);
-        self.newest = Some(entry.id.0);
-        self.last_time = entry.time.0;
-        self.count += 1;
-        self.cost = self.cost.saturating_add(entry.cost());
     }
 }
 
@@ -2154,42 +2184,18 @@ mod tests {
         ))
         .unwrap();
         for e in entries {
-            let (event, user, to, kind, text, client_id) = match &e.event {
-                LogEvent::Chat {
-                    from,
-                    to,
-                    kind,
-                    text,
-                    client_id,
-                } => (
-                    0,
-                    from.to_string(),
-                    to.as_ref().map(ToString::to_string),
-                    i64::from(*kind == ChatKind::Action),
-                    text.clone(),
-                    *client_id,
-                ),
-                LogEvent::Joined { user } => (1, user.to_string(), None, 0, String::new(), 0),
-                LogEvent::Left { user, reason, text } => (
-                    2,
-                    user.to_string(),
-                    None,
-                    i64::from(reason.0),
-                    text.clone(),
-                    0,
-                ),
-            };
+            let col = Columns::of(&e.event);
             c.execute(
                 "INSERT INTO log VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     to_sql(e.id.0),
                     to_sql(e.time.0),
-                    event,
-                    user,
-                    to,
-                    kind,
-                    text,
-                    to_sql(client_id),
+                    col.event,
+                    col.user.as_str(),
+                    col.recipient.map(Username::as_str),
+                    col.kind,
+                    col.text,
+                    to_sql(col.client_id),
                     to_sql(len(e.cost())),
                 ],
             )
