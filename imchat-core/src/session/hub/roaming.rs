@@ -62,21 +62,53 @@ impl RemoteOrigin {
 pub(super) struct Tags(VecDeque<(u64, Tag)>);
 
 impl Tags {
+    /// Where entry `id`'s tag is (`Ok`) or would go (`Err`), as a binary
+    /// search says. The tags asked for are those of entries just logged or
+    /// just read back from the stream, a few from the back: a search that
+    /// gallops from the back (1, 2, 4, ... tags back) and then halves
+    /// costs a few compares near the back instead of a search through the
+    /// whole log's tags (about 14 cache misses for 10,000).
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        let len = self.0.len();
+        let key = |i: usize| self.0[i].0;
+        // Tags [lo, hi) hold `id`'s place: every tag from hi on is newer.
+        let mut hi = len;
+        let mut step = 1;
+        let lo = loop {
+            if hi == 0 {
+                break 0;
+            }
+            let probe = hi.saturating_sub(step);
+            if key(probe) <= id {
+                break probe;
+            }
+            hi = probe;
+            step *= 2;
+        };
+        let (mut lo, mut hi) = (lo, hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match key(mid).cmp(&id) {
+                std::cmp::Ordering::Equal => return Ok(mid),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Err(lo)
+    }
+
     /// Tags entry `id` (again, if it was).
     pub(super) fn insert(&mut self, id: u64, tag: Tag) {
-        if self.0.back().is_none_or(|(last, _)| *last < id) {
-            self.0.push_back((id, tag));
-            return;
-        }
-        match self.0.binary_search_by_key(&id, |(k, _)| *k) {
+        match self.find(id) {
             Ok(i) => self.0[i].1 = tag,
+            Err(i) if i == self.0.len() => self.0.push_back((id, tag)),
             Err(i) => self.0.insert(i, (id, tag)),
         }
     }
 
     /// The tag of entry `id`.
     pub(super) fn get(&self, id: u64) -> Option<&Tag> {
-        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+        let i = self.find(id).ok()?;
         Some(&self.0[i].1)
     }
 
@@ -407,5 +439,24 @@ mod tests {
         assert_eq!(tags.get(30).map(|t| t.position), Some(3_000));
         tags.forget_to(100);
         assert!(tags.0.is_empty());
+    }
+
+    #[test]
+    fn a_tag_is_found_where_a_binary_search_finds_it_however_far_back() {
+        // Even ids, so that every odd one is missing.
+        for len in [0u64, 1, 2, 3, 64, 65, 700] {
+            let mut t = Tags::default();
+            for id in 0..len {
+                t.insert(id * 2, tag(id));
+            }
+            assert!(t.0.iter().map(|(k, _)| *k).eq((0..len).map(|id| id * 2)));
+            for id in 0..1_500u64 {
+                assert_eq!(
+                    t.find(id),
+                    t.0.binary_search_by_key(&id, |(k, _)| *k),
+                    "id {id} in {len} tags"
+                );
+            }
+        }
     }
 }
