@@ -507,11 +507,30 @@ impl Cluster {
         con: &mut Connection,
         batch: &[(u64, ClusterEvent)],
     ) -> redis::RedisResult<()> {
+        match self.commands(batch) {
+            Commands::One(xadd) => xadd.query::<()>(con),
+            Commands::Transaction(pipe) => pipe.query::<()>(con),
+        }
+    }
+
+    /// What publishes `batch`: under load, one run of chat messages, which
+    /// is one `XADD`, atomic by itself, and leaves nothing else for Redis
+    /// to keep (the users' hash is untouched and the lease loop renews its
+    /// expiry); else a transaction of every entry and what Redis keeps of
+    /// the events beside it.
+    fn commands(&self, batch: &[(u64, ClusterEvent)]) -> Commands {
+        let mut head = String::new();
+        let mut body = Vec::new();
+        let run = chat_run(batch);
+        if run > 1 && run == batch.len() {
+            let mut xadd = bus_xadd();
+            let chats = batch.iter().map(|(_, e)| e);
+            entry::encode_chats(&mut xadd, self.id, batch[0].0, chats, &mut head, &mut body);
+            return Commands::One(xadd);
+        }
         let users = format!("imchat:users:{}", self.id);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let mut head = String::new();
-        let mut body = Vec::new();
         let mut i = 0;
         while i < batch.len() {
             // A run of chat messages goes in one entry.
@@ -591,7 +610,7 @@ impl Cluster {
             .arg(&users)
             .arg(self.lease_ms())
             .ignore();
-        pipe.query::<()>(con)
+        Commands::Transaction(pipe)
     }
 
     /// Reads the other servers' events from the stream and gives them to
@@ -932,6 +951,12 @@ impl Cluster {
         });
         Ok(())
     }
+}
+
+/// What publishes a batch (see [`Cluster::commands`]).
+enum Commands {
+    One(redis::Cmd),
+    Transaction(redis::Pipeline),
 }
 
 /// An `XADD` of a new entry to the bus, trimming it to about
@@ -1286,6 +1311,43 @@ mod tests {
         let batch = lock(&c.queue).take();
         c.published(batch, true);
         assert!(lock(&c.queue).items.is_empty());
+    }
+
+    #[test]
+    fn a_run_of_chats_alone_is_one_xadd_and_anything_else_a_transaction() {
+        let c = Cluster::new(&Settings {
+            url: "redis://127.0.0.1:1".into(),
+            lease: Duration::from_secs(10),
+            grace: Duration::from_secs(60),
+        })
+        .unwrap();
+        let numbered =
+            |events: Vec<ClusterEvent>| -> Vec<(u64, ClusterEvent)> { (1..).zip(events).collect() };
+        let run = numbered(chats(3));
+        let Commands::One(xadd) = c.commands(&run) else {
+            panic!("a run alone is not one command");
+        };
+        let fields = fields_of(&xadd);
+        assert!(fields.ends_with(&published_chats(c.id(), 1, &chats(3))));
+        assert_eq!(fields[0], Value::BulkString(BUS.into()));
+        // A join beside the run: the users' hash changes with the entries.
+        let mut mixed = chats(2);
+        mixed.push(ClusterEvent::Joined {
+            user: name("dora"),
+            id: MessageId(0),
+        });
+        let Commands::Transaction(pipe) = c.commands(&numbered(mixed)) else {
+            panic!("a join went without its transaction");
+        };
+        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
+        for word in ["MULTI", "XADD", "HSET", "PEXPIRE", "EXEC"] {
+            assert!(packed.contains(word), "{word} missing: {packed}");
+        }
+        // One chat alone is an entry of its own kind, in a transaction too.
+        assert!(matches!(
+            c.commands(&numbered(chats(1))),
+            Commands::Transaction(_)
+        ));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! server's control) cost it no more than that.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use imchat_core::{
     ChatKind, ClusterEvent, FileName, LeaveReason, MessageId, RemoteOrigin, Timestamp,
@@ -171,10 +172,10 @@ pub(super) fn encode_chats<'e>(
         let Some(text) = chat_head(head, event) else {
             continue;
         };
+        // Room for the head, the length's line and the text at once.
+        body.reserve(head.len() + text.len() + 24);
         body.extend_from_slice(head.as_bytes());
-        body.push(b'\n');
-        body.extend_from_slice(text.len().to_string().as_bytes());
-        body.push(b'\n');
+        let _ = write!(body, "\n{}\n", text.len());
         body.extend_from_slice(text.as_bytes());
         count += 1;
     }
