@@ -513,20 +513,27 @@ impl Cluster {
         }
     }
 
-    /// What publishes `batch`: under load, one run of chat messages, which
-    /// is one `XADD`, atomic by itself, and leaves nothing else for Redis
-    /// to keep (the users' hash is untouched and the lease loop renews its
-    /// expiry); else a transaction of every entry and what Redis keeps of
-    /// the events beside it.
+    /// What publishes `batch`: chat messages alone (a run of them under
+    /// load, one at a time when the room is quiet) are one `XADD`, atomic
+    /// by itself, and leave nothing else for Redis to keep (the users'
+    /// hash is untouched and the lease loop renews its expiry); anything
+    /// else is a transaction of every entry and what Redis keeps of the
+    /// events beside it.
     fn commands(&self, batch: &[(u64, ClusterEvent)]) -> Commands {
         let mut head = String::new();
         let mut body = Vec::new();
         let run = chat_run(batch);
-        if run > 1 && run == batch.len() {
+        if run == batch.len() && run > 1 {
             let mut xadd = bus_xadd();
             let chats = batch.iter().map(|(_, e)| e);
             entry::encode_chats(&mut xadd, self.id, batch[0].0, chats, &mut head, &mut body);
             return Commands::One(xadd);
+        }
+        if let [(seq, event @ ClusterEvent::Chat { .. })] = batch {
+            let mut xadd = bus_xadd();
+            if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {
+                return Commands::One(xadd);
+            }
         }
         let users = format!("imchat:users:{}", self.id);
         let mut pipe = redis::pipe();
@@ -1314,7 +1321,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_chats_alone_is_one_xadd_and_anything_else_a_transaction() {
+    fn chats_alone_are_one_xadd_and_anything_else_a_transaction() {
         let c = Cluster::new(&Settings {
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
@@ -1343,11 +1350,26 @@ mod tests {
         for word in ["MULTI", "XADD", "HSET", "PEXPIRE", "EXEC"] {
             assert!(packed.contains(word), "{word} missing: {packed}");
         }
-        // One chat alone is an entry of its own kind, in a transaction too.
-        assert!(matches!(
-            c.commands(&numbered(chats(1))),
-            Commands::Transaction(_)
+        // One chat alone: an entry of its own kind, one XADD too.
+        let one = numbered(chats(1));
+        let Commands::One(xadd) = c.commands(&one) else {
+            panic!("a chat alone is not one command");
+        };
+        let mut alone = bus_xadd();
+        assert!(entry::encode(
+            &mut alone,
+            c.id(),
+            1,
+            &one[0].1,
+            &mut String::new()
         ));
+        assert_eq!(fields_of(&xadd), fields_of(&alone));
+        // A join alone: with its transaction.
+        let join = numbered(vec![ClusterEvent::Joined {
+            user: name("erin"),
+            id: MessageId(0),
+        }]);
+        assert!(matches!(c.commands(&join), Commands::Transaction(_)));
     }
 
     #[test]
