@@ -441,7 +441,7 @@ fn scenario_fanout(ctx: &mut Ctx, plain: bool, slow: bool) {
                 .burst
                 .unwrap_or(ctx.sizes.burst_msgs[usize::from(n > 100)]);
             let per_run = match flow {
-                fanout::Flow::Window(_) => {
+                fanout::Flow::Window(_) | fanout::Flow::Paced { .. } => {
                     format!("{:.0} s", ctx.sizes.fan_duration.as_secs_f64())
                 }
                 fanout::Flow::Burst => format!("{burst} msgs/sender"),

@@ -50,6 +50,12 @@ pub const SETUPS: [Setup; 4] = [
 /// times the single server's.
 const P99_BAR: f64 = 2.0;
 const CPU_BAR: f64 = 1.5;
+/// The fixed load of the paced fan-out, per sender: with 10 senders and
+/// N = 100, 10,000 messages (0.99 M deliveries) a second, below what 3
+/// servers sharing one core deliver at most.
+const PACE: u64 = 1_000;
+/// The N of the paced fan-out.
+const PACED_N: usize = 100;
 
 /// What a server logs once it is part of the cluster.
 const JOINED: &str = "cluster: joined through";
@@ -232,8 +238,22 @@ pub fn scenario(ctx: &mut Ctx) {
         SETUPS[..1].to_vec()
     };
     let m = setups.len();
-    let fan_ns = ctx.sizes.fan_ns.clone();
-    let flow = fanout::Flow::Window(30);
+    // The closed loop at each N, then the same room at a fixed load:
+    // CPU per delivery for the same work, whatever each setup's capacity.
+    let window = 30;
+    let fan_cfgs: Vec<(usize, fanout::Flow)> = ctx
+        .sizes
+        .fan_ns
+        .iter()
+        .map(|&n| (n, fanout::Flow::Window(window)))
+        .chain(std::iter::once((
+            PACED_N,
+            fanout::Flow::Paced {
+                window,
+                per_sec: PACE,
+            },
+        )))
+        .collect();
     let (lat_n, lat_rate) = ctx.sizes.lat_cfgs[ctx.sizes.lat_cfgs.len() - 1];
     let lat = latency::Cfg {
         n: lat_n,
@@ -244,8 +264,8 @@ pub fn scenario(ctx: &mut Ctx) {
     };
     // Per N, per setup: deliveries/s, / base, imchat CPU %, imchat µs per
     // delivery, / base, Redis µs per delivery, generator CPU %.
-    let mut fan: Vec<Vec<[Series; 7]>> = vec![vec![Default::default(); m]; fan_ns.len()];
-    let mut discarded = vec![vec![0usize; m]; fan_ns.len()];
+    let mut fan: Vec<Vec<[Series; 7]>> = vec![vec![Default::default(); m]; fan_cfgs.len()];
+    let mut discarded = vec![vec![0usize; m]; fan_cfgs.len()];
     // Per setup: p50, p99, cross-server p50, p99, the p99 that counts / base
     // p99, imchat µs per delivery, Redis µs per delivery.
     let mut lats: Vec<[Series; 7]> = vec![Default::default(); m];
@@ -253,11 +273,11 @@ pub fn scenario(ctx: &mut Ctx) {
         let mut order: Vec<usize> = (0..m).collect();
         order.rotate_left(run % m);
         eprintln!("cluster run {} (load average {})", run + 1, sys::loadavg());
-        let mut fan_got: Vec<Vec<FanPair>> = vec![vec![None; m]; fan_ns.len()];
+        let mut fan_got: Vec<Vec<FanPair>> = vec![vec![None; m]; fan_cfgs.len()];
         let mut p99_got: Vec<Option<f64>> = vec![None; m];
         for &i in &order {
             let setup = setups[i];
-            for (ni, &n) in fan_ns.iter().enumerate() {
+            for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
                 let cfg = fanout::Cfg {
                     n,
                     senders: SENDERS,
@@ -354,7 +374,7 @@ pub fn scenario(ctx: &mut Ctx) {
             lats[i][4].push(r);
         }
     }
-    report(ctx, &setups, &fan_ns, flow, &fan, &discarded, &lat, &lats);
+    report(ctx, &setups, &fan_cfgs, &fan, &discarded, &lat, &lats);
 }
 
 /// A Redis figure: "—" for the setup without Redis.
@@ -370,8 +390,7 @@ fn no_redis(setup: Setup, s: &Series) -> String {
 fn report(
     ctx: &mut Ctx,
     setups: &[Setup],
-    fan_ns: &[usize],
-    flow: fanout::Flow,
+    fan_cfgs: &[(usize, fanout::Flow)],
     fan: &[Vec<[Series; 7]>],
     discarded: &[Vec<usize>],
     lat: &latency::Cfg,
@@ -393,11 +412,37 @@ fn report(
             "target",
         ],
     );
-    for (ni, &n) in fan_ns.iter().enumerate() {
+    for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
+        // Paced: every setup is given the same load; the figure is the
+        // CPU it takes, and a setup that fell behind the pace is said so.
+        let paced = match flow {
+            fanout::Flow::Paced { per_sec, .. } => {
+                Some(per_sec as f64 * SENDERS as f64 * (n - 1) as f64)
+            }
+            _ => None,
+        };
         for (i, setup) in setups.iter().enumerate() {
             let s = &fan[ni][i];
-            let v = if i == 0 {
+            let held = |target: f64| match s[0].median() {
+                Some(r) if r >= 0.95 * target => "held the pace".to_string(),
+                Some(r) => format!("fell behind the pace ({:.0} %)", 100.0 * r / target),
+                None => "no figure".to_string(),
+            };
+            let v = if let (Some(target), 0) = (paced, i) {
+                format!("(base; {})", held(target))
+            } else if i == 0 {
                 "(base)".to_string()
+            } else if let Some(target) = paced {
+                let cpu = judge(s[4].median().map(|r| r / CPU_BAR), false);
+                ctx.verdict(
+                    format!(
+                        "cluster N = {n}, {}: {} CPU per delivery ≤ {CPU_BAR}× 1 server at the same load",
+                        flow.label(),
+                        setup.label()
+                    ),
+                    cpu.clone(),
+                );
+                format!("{}; CPU ≤ {CPU_BAR}×: {cpu}", held(target))
             } else {
                 let more = judge(s[1].median(), true);
                 let cpu = judge(s[4].median().map(|r| r / CPU_BAR), false);
@@ -436,6 +481,7 @@ fn report(
             ]);
         }
     }
+    t.note(format!("Paced ({PACE} msgs/s per sender): the same closed loop, but no sender sends faster than that, so every setup is given the same work ({:.2} M deliveries/s at N = {PACED_N}) and the CPU it takes is compared at equal load, away from the saturation where servers sharing one core also compete for it (a setup below 95 % of the pace is said to have fallen behind).", PACE as f64 * SENDERS as f64 * (PACED_N - 1) as f64 / 1e6));
     t.note(format!("As scenario 1 (closed loop, {:.0} s per run): {SENDERS} of the N members send 64-byte broadcasts; member i (and so sender i) connects to server i mod the number of servers; every receiver checks every sender's order and that it got each message exactly once, and a run with any violation fails.", ctx.sizes.fan_duration.as_secs_f64()));
     t.note("Every imchat server and the Redis run pinned to CPU 0 (the generator on CPU 1): the servers share one core, so more servers cannot add capacity here; the scaling factor shows what the cluster costs on a fixed core, and CPU per delivery (CPU seconds / deliveries, summed over the imchat servers; Redis's apart) what it would cost on more cores. A fresh Redis and fresh servers for every measurement; the setups alternate within each run (which goes first rotates), ratios are taken within a run.");
     ctx.table(t);

@@ -27,6 +27,9 @@ const RING: usize = 64;
 pub enum Flow {
     /// Closed loop: at most W messages per sender not yet received by every member.
     Window(u64),
+    /// The closed loop, and each sender sends no faster than `per_sec`
+    /// messages a second: a fixed load, the same for every server setup.
+    Paced { window: u64, per_sec: u64 },
     /// Each sender writes all its messages at once.
     Burst,
 }
@@ -35,6 +38,9 @@ impl Flow {
     pub fn label(self) -> String {
         match self {
             Flow::Window(w) => format!("W = {w}"),
+            Flow::Paced { window, per_sec } => {
+                format!("W = {window}, {per_sec} msgs/s per sender")
+            }
             Flow::Burst => "burst".into(),
         }
     }
@@ -96,6 +102,8 @@ struct Fanout {
     need: u32,
     /// Closed loop: the window; None for a burst.
     window: Option<u64>,
+    /// Closed loop: the most messages a second per sender, if paced.
+    pace: Option<u64>,
     duration_ns: u64,
     /// Per (member, sender): last sequence number received, at `k * s + j`.
     last: Vec<u64>,
@@ -162,9 +170,14 @@ impl Handler for Fanout {
             None => return,
         };
         let stop = now >= until || self.sh.quit.load(Ordering::Acquire);
+        // Paced: what each sender may have sent by now since the start.
+        let allowed = self.pace.map(|per_sec| {
+            let started = until - self.duration_ns;
+            1 + (u128::from(now - started) * u128::from(per_sec) / 1_000_000_000) as u64
+        });
         let mut flushed = true;
         for j in 0..self.s {
-            let upto = self.delivered[j] + win;
+            let upto = allowed.map_or(self.delivered[j] + win, |a| a.min(self.delivered[j] + win));
             if !stop && self.pending[j].is_empty() && self.next[j] <= upto {
                 for seq in self.next[j]..=upto {
                     self.ring[j][(seq % RING as u64) as usize] = 0;
@@ -228,9 +241,10 @@ pub fn run_on(
     });
     let (mut room, members) = Room::open(kind, addrs, cfg.n, s, cfg.slow)
         .map_err(|e| format!("joining the room: {e}"))?;
-    let window = match cfg.flow {
-        Flow::Window(w) => Some(w),
-        Flow::Burst => None,
+    let (window, pace) = match cfg.flow {
+        Flow::Window(w) => (Some(w), None),
+        Flow::Paced { window, per_sec } => (Some(window), Some(per_sec)),
+        Flow::Burst => (None, None),
     };
     let pubs = if window.is_some() {
         let mut pubs = Vec::with_capacity(s);
@@ -248,6 +262,7 @@ pub fn run_on(
         s,
         need: (cfg.n - 1) as u32,
         window,
+        pace,
         duration_ns: cfg.duration.as_nanos() as u64,
         last: vec![0; cfg.n * s],
         errors: 0,
@@ -276,7 +291,7 @@ pub fn run_on(
     // Sending ends by itself; past this the sockets are shut down.
     let guard = Instant::now() + cfg.duration + Duration::from_secs(30);
     let (t0, sent) = match cfg.flow {
-        Flow::Window(_) => {
+        Flow::Window(_) | Flow::Paced { .. } => {
             sh.go.store(true, Ordering::Release);
             while !sh.done.load(Ordering::Acquire) && Instant::now() < guard {
                 thread::sleep(Duration::from_millis(5));
@@ -415,6 +430,7 @@ mod tests {
             s: 1,
             need: (n - 1) as u32,
             window: Some(w),
+            pace: None,
             duration_ns: 60_000_000_000,
             last: vec![0; n],
             errors: 0,
@@ -469,6 +485,23 @@ mod tests {
         assert_eq!(published(&mut far, 1), [3]);
         assert_eq!((fan.total, fan.errors, fan.last_ns), (2, 0, 7));
         assert_eq!(fan.sh.total.load(Ordering::Acquire), 2);
+    }
+
+    #[test]
+    fn a_paced_sender_sends_no_faster_than_its_rate_even_with_its_window_open() {
+        // 1,000 messages a second: one more each millisecond.
+        let (mut fan, mut far) = closed_loop(2, 30);
+        fan.pace = Some(1_000);
+        fan.round(1);
+        assert_eq!(published(&mut far, 1), [1]);
+        assert!(fan.chat(1, &wire::payload(0, 1, 0), 2));
+        fan.round(500_000);
+        far.set_nonblocking(true).unwrap();
+        assert!(far.read(&mut [0u8; 1]).is_err(), "sent ahead of its pace");
+        far.set_nonblocking(false).unwrap();
+        // 3 ms on: messages 2 to 4, though the window allows 30.
+        fan.round(3_000_001);
+        assert_eq!(published(&mut far, 3), [2, 3, 4]);
     }
 
     #[test]
