@@ -479,7 +479,7 @@ fn report(
             ]);
         }
     }
-    t.note("Paced (msgs/s per sender): the same closed loop, but no sender sends faster than that, so every setup is given the same work and the CPU it takes is compared at equal load, away from the saturation where servers sharing one core also compete for it (a setup below 95 % of the pace is said to have fallen behind).");
+    t.note("Paced (msgs/s per sender): the same closed loop, but no sender sends faster than that, so every setup is given the same work and the CPU it takes is compared at equal load, not each at its own capacity (a setup below 95 % of the pace is said to have fallen behind). Without the backlog of the closed loop, fewer messages share each write, so a delivery costs more than there: see the imchat CPU column for how near its core each setup ran.");
     t.note(format!("As scenario 1 (closed loop, {:.0} s per run): {SENDERS} of the N members send 64-byte broadcasts; member i (and so sender i) connects to server i mod the number of servers; every receiver checks every sender's order and that it got each message exactly once, and a run with any violation fails.", ctx.sizes.fan_duration.as_secs_f64()));
     t.note("Every imchat server and the Redis run pinned to CPU 0 (the generator on CPU 1): the servers share one core, so more servers cannot add capacity here; the scaling factor shows what the cluster costs on a fixed core, and CPU per delivery (CPU seconds / deliveries, summed over the imchat servers; Redis's apart) what it would cost on more cores. A fresh Redis and fresh servers for every measurement; the setups alternate within each run (which goes first rotates), ratios are taken within a run.");
     ctx.table(t);
