@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ClientMessage, Decoder, Encode, NoticeCode, RefuseCode, Secret, ServerMessage, Username,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientMessage, Decoder, Encode, ErrorCode, NoticeCode, RefuseCode, Secret, ServerMessage,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod redis_harness;
@@ -359,6 +359,8 @@ fn a_ban_made_on_one_server_refuses_on_the_other() {
     let Some(redis) = Redis::start() else { return };
     let mut a = Server::start(&redis.url(), &[]);
     let mut b = Server::start(&redis.url(), &[]);
+    // Mallory is on B when A bans her.
+    let mut mallory = Raw::join_moved(b.addr, "mallory", None);
     // Two bans at once on two servers: both are kept.
     a.console("ban mallory spam");
     b.console("ban eve");
@@ -367,6 +369,18 @@ fn a_ban_made_on_one_server_refuses_on_the_other() {
     for s in [&a, &b] {
         wait_ban(s.addr, "mallory", true);
         wait_ban(s.addr, "eve", true);
+    }
+    // B removed her as if the ban were its own, and let her know why.
+    match mallory.wait_for(|m| matches!(m, ServerMessage::Error { .. })) {
+        ServerMessage::Error { code, text, .. } => {
+            assert_eq!(code, ErrorCode::KICKED);
+            assert!(text.contains("banned") && text.contains("spam"), "{text}");
+        }
+        _ => unreachable!(),
+    }
+    let deadline = Instant::now() + WAIT;
+    while mallory.pump() {
+        assert!(Instant::now() < deadline, "B kept her connection open");
     }
     // A server started later has them from the start.
     let c = Server::start(&redis.url(), &[]);

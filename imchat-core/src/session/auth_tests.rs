@@ -447,6 +447,49 @@ fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
 }
 
 #[test]
+fn a_ban_made_elsewhere_removes_whom_it_names_here_once() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.2", now);
+    let carol = join_verified(&mut hub, "carol", "10.0.0.3", now);
+    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    for c in [op, bob, carol, dave] {
+        sent(&mut hub, c);
+    }
+    events(&mut hub);
+    let ban = |target: &str, reason: &str| Ban {
+        target: BanTarget::parse(target).unwrap(),
+        by: "op2".into(),
+        reason: reason.into(),
+    };
+    // Another server of the cluster banned Bob's name and Carol's address.
+    let bans = vec![ban("BOB", "spam"), ban("10.0.0.3", "flood")];
+    hub.set_bans(bans.clone());
+    assert!(!hub.is_connected(bob) && !hub.is_connected(carol));
+    assert!(hub.is_connected(dave) && hub.is_connected(op));
+    let seen = sent(&mut hub, dave);
+    assert!(
+        seen.iter().any(|l| l.starts_with("left: bob:"))
+            && seen.iter().any(|l| l.starts_with("left: carol:")),
+        "{seen:?}"
+    );
+    assert!(
+        !events(&mut hub)
+            .iter()
+            .any(|e| matches!(e, HubEvent::BansChanged { .. })),
+        "bans made elsewhere are not handed back to be saved again"
+    );
+    // The same list again (the next poll): nothing new, nobody removed;
+    // Bob, joining again from elsewhere, is refused as before.
+    let bob2 = join_verified(&mut hub, "erin", "10.0.0.2", now);
+    hub.set_bans(bans);
+    assert!(hub.is_connected(bob2), "an old ban removed someone again");
+    let c = hub.handle_connect_from(ip("10.0.0.9"), now);
+    hub.handle_message(c, hello("bob"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: banned"]);
+}
+
+#[test]
 fn operator_lines_parse_with_or_without_a_slash() {
     assert_eq!(
         parse_operator_line("/kick bob  too loud "),

@@ -188,10 +188,28 @@ impl Hub {
         &self.auth.bans
     }
 
-    /// Sets the bans in force (those a server kept from its last run).
-    /// Later changes come as [`HubEvent::BansChanged`].
+    /// Sets the bans in force: those a server kept from its last run, or
+    /// the list as another server of a cluster changed it. A ban that was
+    /// not in force here before also removes whom it names, as if it had
+    /// been made here: its connections, and a session waiting to be
+    /// resumed. Changes made here come as [`HubEvent::BansChanged`].
     pub fn set_bans(&mut self, bans: Vec<Ban>) {
+        let new: Vec<Ban> = bans
+            .iter()
+            .filter(|b| {
+                !self
+                    .auth
+                    .bans
+                    .iter()
+                    .any(|old| self.same_target(&old.target, &b.target))
+            })
+            .cloned()
+            .collect();
         self.auth.bans = bans;
+        for ban in &new {
+            let text = removal_text("banned", &ban.by, &ban.reason);
+            self.enforce_ban(&ban.target, &text);
+        }
     }
 
     fn bans_changed(&mut self) {
@@ -525,7 +543,18 @@ impl Hub {
             self.bans_changed();
         }
         let text = removal_text("banned", by, reason);
-        let mut hit: Vec<ClientId> = match &target {
+        let removed = self.enforce_ban(&target, &text);
+        (
+            NoticeCode::DONE,
+            format!("banned {target} ({removed} disconnected)"),
+        )
+    }
+
+    /// Removes the connections (and a name's session waiting to be
+    /// resumed) that a ban of `target` names, telling them `text`;
+    /// returns how many connections.
+    fn enforce_ban(&mut self, target: &BanTarget, text: &str) -> usize {
+        let mut hit: Vec<ClientId> = match target {
             BanTarget::Address(ip) => self
                 .conns
                 .iter()
@@ -543,21 +572,18 @@ impl Hub {
         let removed = hit.len();
         for client in hit {
             if self.is_joined(client) {
-                self.remove_by_operator(client, &text);
+                self.remove_by_operator(client, text);
             } else {
-                self.refuse(client, RefuseCode::BANNED, &text);
+                self.refuse(client, RefuseCode::BANNED, text);
             }
         }
-        if let BanTarget::Name(user) = &target {
+        if let BanTarget::Name(user) = target {
             let key = self.key(user);
             if self.sessions.contains_key(&key) {
                 self.end_ghost(&key);
             }
         }
-        (
-            NoticeCode::DONE,
-            format!("banned {target} ({removed} disconnected)"),
-        )
+        removed
     }
 
     fn op_unban(&mut self, target: &str) -> (NoticeCode, String) {
