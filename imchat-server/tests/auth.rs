@@ -3,7 +3,6 @@
 //! with ports the OS picks, raw protocol peers for the hostile cases. Every
 //! wait is bounded; every process is killed by its handle.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,13 +10,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, ErrorCode, MessageId, NoticeCode, OpAction,
-    PresenceEvent, Recipient, RefuseCode, ResumeRequest, RoutedChat, Secret, ServerMessage,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Encode, ErrorCode, MessageId, NoticeCode, OpAction, Recipient,
+    RefuseCode, ResumeRequest, RoutedChat, Secret, ServerMessage, Username, PROTOCOL_VERSION,
 };
 
 mod common;
 
+use common::peer::Peer;
 use common::{Proc, TempDir, WAIT};
 
 fn server_bin() -> PathBuf {
@@ -113,12 +112,9 @@ impl Server {
     }
 }
 
-/// A protocol-level client made with imchat-core, for hostile tests.
-struct Raw {
-    stream: TcpStream,
-    decoder: Decoder<ServerMessage>,
-    pending: Vec<ServerMessage>,
-}
+/// A protocol-level client made with imchat-core, for hostile tests:
+/// plain TCP, joins and leaves one message each.
+type Raw = Peer<TcpStream>;
 
 impl Raw {
     fn connect(addr: SocketAddr) -> Raw {
@@ -126,11 +122,7 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        Raw {
-            stream,
-            decoder: Decoder::new(DEFAULT_MAX_FRAME),
-            pending: Vec::new(),
-        }
+        Peer::new(stream).splitting_presence()
     }
 
     /// Connects and sends `Auth` (when there is a password) and `Hello`.
@@ -169,74 +161,6 @@ impl Raw {
             [ServerMessage::Refused { code, .. }] => *code,
             other => panic!("not one refusal: {other:?}"),
         }
-    }
-
-    fn send(&mut self, m: &ClientMessage) {
-        let _ = self.stream.write_all(&m.to_frame());
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Reads what is available; `false` once the server closed the connection.
-    fn pump(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.decoder.feed(&buf[..n]);
-                while let Ok(Some(m)) = self.decoder.next_message() {
-                    // Batched joins and leaves, one at a time, as before.
-                    match m {
-                        ServerMessage::Presence(events) => self
-                            .pending
-                            .extend(events.into_iter().map(PresenceEvent::into_message)),
-                        m => self.pending.push(m),
-                    }
-                }
-                true
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.pending.iter().position(&pred) {
-                return self.pending.remove(i);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out; got {:?}",
-                self.pending
-            );
-            if !self.pump() && !self.pending.iter().any(&pred) {
-                panic!("connection closed; got {:?}", self.pending);
-            }
-        }
-    }
-
-    /// Waits until the server closes the connection; returns all it sent.
-    fn wait_closed(&mut self) -> Vec<ServerMessage> {
-        let deadline = Instant::now() + WAIT;
-        while self.pump() {
-            assert!(
-                Instant::now() < deadline,
-                "not closed; got {:?}",
-                self.pending
-            );
-        }
-        std::mem::take(&mut self.pending)
     }
 }
 impl Server {

@@ -12,11 +12,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ClientMessage, Decoder, Encode, ErrorCode, NoticeCode, RefuseCode, Secret, ServerMessage,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, NoticeCode, RefuseCode, Secret, ServerMessage, Username,
+    PROTOCOL_VERSION,
 };
 
+mod common;
 mod redis_harness;
+
+use common::peer::Peer;
 use redis_harness::{free_port, Redis};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -135,11 +138,7 @@ impl Drop for Server {
 }
 
 /// A raw protocol peer.
-struct Raw {
-    stream: TcpStream,
-    decoder: Decoder<ServerMessage>,
-    pending: Vec<ServerMessage>,
-}
+type Raw = Peer<TcpStream>;
 
 impl Raw {
     /// Connects and sends `Auth` (when there is an account password) and `Hello`.
@@ -148,11 +147,7 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let mut r = Raw {
-            stream,
-            decoder: Decoder::new(DEFAULT_MAX_FRAME),
-            pending: Vec::new(),
-        };
+        let mut r = Peer::new(stream).waiting(WAIT);
         if account.is_some() {
             r.send(&ClientMessage::Auth {
                 server: None,
@@ -212,51 +207,6 @@ impl Raw {
         match self.wait_for(|m| matches!(m, ServerMessage::Refused { .. })) {
             ServerMessage::Refused { code, reason, .. } => (code, reason),
             _ => unreachable!(),
-        }
-    }
-
-    fn send(&mut self, m: &ClientMessage) {
-        let _ = self.stream.write_all(&m.to_frame());
-    }
-
-    /// Reads what is available; false once the server closed the connection.
-    fn pump(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.decoder.feed(&buf[..n]);
-                while let Ok(Some(m)) = self.decoder.next_message() {
-                    self.pending.push(m);
-                }
-                true
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.pending.iter().position(&pred) {
-                return self.pending.remove(i);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out; got {:?}",
-                self.pending
-            );
-            if !self.pump() && !self.pending.iter().any(&pred) {
-                panic!("connection closed; got {:?}", self.pending);
-            }
         }
     }
 

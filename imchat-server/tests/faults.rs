@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decoder, Departure, Encode, FileChunk, FileListPart,
-    FileName, FileStart, LeaveReason, PresenceEvent, Recipient, RefuseCode, RoutedChat,
-    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    FileName, FileStart, LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod common;
+
+use common::peer::Peer;
 
 use common::{Proc, TempDir, WAIT};
 
@@ -111,11 +113,7 @@ impl Server {
 }
 
 /// A protocol-level client made with imchat-core, for hostile tests.
-struct Raw {
-    stream: TcpStream,
-    decoder: Decoder<ServerMessage>,
-    pending: Vec<ServerMessage>,
-}
+type Raw = Peer<TcpStream>;
 
 impl Raw {
     fn connect(addr: SocketAddr) -> Raw {
@@ -123,11 +121,7 @@ impl Raw {
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        Raw {
-            stream,
-            decoder: Decoder::new(DEFAULT_MAX_FRAME),
-            pending: Vec::new(),
-        }
+        Peer::new(stream).splitting_presence()
     }
 
     fn join(addr: SocketAddr, name: &str) -> Raw {
@@ -139,74 +133,6 @@ impl Raw {
         });
         r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
         r
-    }
-
-    fn send(&mut self, m: &ClientMessage) {
-        let _ = self.stream.write_all(&m.to_frame());
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Reads what is available; `false` once the server closed the connection.
-    fn pump(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.decoder.feed(&buf[..n]);
-                while let Ok(Some(m)) = self.decoder.next_message() {
-                    // Batched joins and leaves, one at a time, as before.
-                    match m {
-                        ServerMessage::Presence(events) => self
-                            .pending
-                            .extend(events.into_iter().map(PresenceEvent::into_message)),
-                        m => self.pending.push(m),
-                    }
-                }
-                true
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.pending.iter().position(&pred) {
-                return self.pending.remove(i);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out; got {:?}",
-                self.pending
-            );
-            if !self.pump() && !self.pending.iter().any(&pred) {
-                panic!("connection closed; got {:?}", self.pending);
-            }
-        }
-    }
-
-    /// Waits until the server closes the connection; returns all it sent.
-    fn wait_closed(&mut self) -> Vec<ServerMessage> {
-        let deadline = Instant::now() + WAIT;
-        while self.pump() {
-            assert!(
-                Instant::now() < deadline,
-                "not closed; got {:?}",
-                self.pending
-            );
-        }
-        std::mem::take(&mut self.pending)
     }
 }
 

@@ -7,43 +7,21 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::tls::{self, ClientStream, Trust};
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, Recipient, RefuseCode, RoutedChat, ServerMessage,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Encode, Recipient, RefuseCode, RoutedChat, ServerMessage, Username,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
-const WAIT: Duration = Duration::from_secs(15);
+mod common;
 
-/// A unique temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "imchat-tls-faults-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("shared")).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::peer::Peer;
+use common::{TempDir, WAIT};
 
 /// The server, killed by its handle when dropped.
 struct Server {
@@ -62,7 +40,8 @@ impl Drop for Server {
 
 impl Server {
     fn start(tag: &str, args: &[&str]) -> Server {
-        let dir = TempDir::new(tag);
+        let dir = TempDir::new(&format!("tls-faults-{tag}"));
+        std::fs::create_dir_all(dir.0.join("shared")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
             .args([
                 "0",
@@ -125,17 +104,13 @@ impl Server {
             t.send(&ClientMessage::Quit {
                 reason: String::new(),
             });
-            t.wait_closed();
+            t.wait_closed_timed();
         }
     }
 }
 
 /// A protocol-level TLS client, for hostile tests.
-struct Tls {
-    stream: ClientStream,
-    decoder: Decoder<ServerMessage>,
-    pending: Vec<ServerMessage>,
-}
+type Tls = Peer<ClientStream>;
 
 impl Tls {
     /// TCP, then the TLS handshake (the server's certificate trusted on
@@ -151,11 +126,7 @@ impl Tls {
             .tcp()
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        Tls {
-            stream,
-            decoder: Decoder::new(DEFAULT_MAX_FRAME),
-            pending: Vec::new(),
-        }
+        Peer::new(stream)
     }
 
     fn join(srv: &Server, name: &str) -> Tls {
@@ -163,65 +134,6 @@ impl Tls {
         t.send(&hello(name));
         t.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
         t
-    }
-
-    fn send(&mut self, m: &ClientMessage) {
-        let _ = (&self.stream).write_all(&m.to_frame());
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        (&self.stream).write_all(bytes)?;
-        (&self.stream).flush()
-    }
-
-    /// Reads what is available; `false` once the server closed.
-    fn pump(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match (&self.stream).read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.decoder.feed(&buf[..n]);
-                while let Ok(Some(m)) = self.decoder.next_message() {
-                    self.pending.push(m);
-                }
-                true
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn wait_for(&mut self, pred: impl Fn(&ServerMessage) -> bool) -> ServerMessage {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(i) = self.pending.iter().position(&pred) {
-                return self.pending.remove(i);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out; got {:?}",
-                self.pending
-            );
-            if !self.pump() && !self.pending.iter().any(&pred) {
-                panic!("connection closed; got {:?}", self.pending);
-            }
-        }
-    }
-
-    /// Waits until the server closes; returns all it sent and how long it took.
-    fn wait_closed(&mut self) -> (Vec<ServerMessage>, Duration) {
-        let start = Instant::now();
-        while self.pump() {
-            assert!(start.elapsed() < WAIT, "not closed; got {:?}", self.pending);
-        }
-        (std::mem::take(&mut self.pending), start.elapsed())
     }
 }
 
@@ -290,7 +202,7 @@ fn a_framing_bomb_inside_tls_is_refused_from_the_header() {
     for header in [[0xff, 0xff, 0xff, 0xff], [0, 0x10, 0, 1]] {
         let mut t = Tls::connect(&srv);
         t.write(&header).unwrap();
-        let (msgs, _) = t.wait_closed();
+        let (msgs, _) = t.wait_closed_timed();
         assert!(
             msgs.iter().any(|m| matches!(m, ServerMessage::Refused { code, .. } if *code == RefuseCode::HANDSHAKE_REQUIRED)),
             "{msgs:?}"
@@ -301,7 +213,7 @@ fn a_framing_bomb_inside_tls_is_refused_from_the_header() {
     joined
         .write(&(DEFAULT_MAX_FRAME + 1).to_be_bytes())
         .unwrap();
-    let (msgs, _) = joined.wait_closed();
+    let (msgs, _) = joined.wait_closed_timed();
     assert!(
         msgs.iter()
             .any(|m| matches!(m, ServerMessage::Error { .. })),
@@ -332,7 +244,7 @@ fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
         assert!(took < Duration::from_secs(8), "closed after {took:?}");
     }
     for t in [&mut dribble, &mut quiet] {
-        let (msgs, took) = t.wait_closed();
+        let (msgs, took) = t.wait_closed_timed();
         assert!(took < Duration::from_secs(8), "closed after {took:?}");
         assert!(
             msgs.iter().any(|m| matches!(m, ServerMessage::Refused { code, .. } if *code == RefuseCode::HANDSHAKE_TIMEOUT)),

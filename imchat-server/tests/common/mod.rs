@@ -12,6 +12,8 @@ use std::sync::mpsc::{channel, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod peer;
+
 pub const WAIT: Duration = Duration::from_secs(15);
 
 /// A unique temporary directory, removed on drop.
