@@ -218,15 +218,6 @@ fn put_str32(out: &mut Vec<u8>, s: &str) {
     put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));
     out.extend_from_slice(s.as_bytes());
 }
-/// An unsigned LEB128 number: 7 bits a byte, least significant first, the
-/// top bit set on every byte but the last; 1 to 10 bytes, shortest form.
-fn put_uvar(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
 /// The events of a `Presence` frame, each one's id and time written as
 /// the difference from the previous one's (from 0 for the first): the id
@@ -241,8 +232,8 @@ fn put_presence(out: &mut Vec<u8>, events: &[PresenceEvent]) {
             PresenceEvent::Left(d) => (d.id.0, d.time.0, &d.user),
         };
         out.push(u8::from(matches!(e, PresenceEvent::Left(_))));
-        put_uvar(out, eid.wrapping_sub(id));
-        put_uvar(out, zigzag(etime.wrapping_sub(time)));
+        varint::put(out, eid.wrapping_sub(id));
+        varint::put(out, varint::zigzag(etime.wrapping_sub(time)));
         (id, time) = (eid, etime);
         put_str8(out, user.as_str());
         if let PresenceEvent::Left(d) = e {
@@ -250,17 +241,6 @@ fn put_presence(out: &mut Vec<u8>, events: &[PresenceEvent]) {
             put_str32(out, &d.text);
         }
     }
-}
-
-/// A wrapping difference as a zigzag number: small forward and backward
-/// steps both give small numbers.
-fn zigzag(delta: u64) -> u64 {
-    let signed = delta as i64;
-    ((signed << 1) ^ (signed >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> u64 {
-    (v >> 1) ^ (v & 1).wrapping_neg()
 }
 
 fn put_kind(out: &mut Vec<u8>, kind: ChatKind) {
@@ -611,24 +591,10 @@ impl<'a> Fields<'a> {
     }
     /// An unsigned LEB128 number in its shortest form, at most 64 bits.
     fn uvar(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = self.u8()?;
-            let bits = u64::from(b & 0x7f);
-            // The tenth byte holds the top bit only.
-            if i == 9 && b > 1 {
-                return Err(DecodeError::BadVarint { ty: self.ty });
-            }
-            v |= bits << (7 * i);
-            if b & 0x80 == 0 {
-                // A last byte of 0 after others is a longer form of a shorter number.
-                if b == 0 && i > 0 {
-                    return Err(DecodeError::BadVarint { ty: self.ty });
-                }
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::BadVarint { ty: self.ty })
+        varint::read(&mut self.buf).map_err(|e| match e {
+            varint::VarintError::CutShort => DecodeError::Truncated { ty: self.ty },
+            varint::VarintError::Malformed => DecodeError::BadVarint { ty: self.ty },
+        })
     }
     fn presence(&mut self) -> Result<Vec<PresenceEvent>, DecodeError> {
         // Kind, id, time, name length and at least one character.
@@ -647,7 +613,7 @@ impl<'a> Fields<'a> {
                 }
             };
             id = id.wrapping_add(self.uvar()?);
-            time = time.wrapping_add(unzigzag(self.uvar()?));
+            time = time.wrapping_add(varint::unzigzag(self.uvar()?));
             let user = self.username("user")?;
             let (id, time) = (MessageId(id), Timestamp(time));
             events.push(if left {
@@ -1325,6 +1291,8 @@ impl<M: Decode> Decoder<M> {
         e
     }
 }
+
+pub mod varint;
 
 #[cfg(test)]
 mod tests;

@@ -131,6 +131,7 @@ mod transfer;
 /// by hand; a well-formed frame comes from [`Encode`].
 #[doc(hidden)]
 pub use codec::types;
+pub use codec::varint;
 pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
 pub use codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 pub use display::inert;

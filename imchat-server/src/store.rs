@@ -81,8 +81,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, HistoryStore, Hub, LeaveReason, Loaded, LogEntry, LogEvent, MessageId, ResumeToken,
-    SessionRecord, StoreError, Timestamp, Username,
+    varint, ChatKind, HistoryStore, Hub, LeaveReason, Loaded, LogEntry, LogEvent, MessageId,
+    ResumeToken, SessionRecord, StoreError, Timestamp, Username,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -189,9 +189,10 @@ struct Shared {
 ///
 /// **The batch layout** (the buffer, and so the BLOB): the entries one
 /// after the other, oldest first (ids rising), nothing before, between
-/// or after them. Numbers are varints (LEB128: 7 bits a byte, least
-/// significant first, the high bit set on every byte but the last; at
-/// most 10 bytes for a u64), so that an entry costs about 10 bytes besides
+/// or after them. Numbers are varints ([`imchat_core::varint`], as the
+/// wire format's: LEB128, 7 bits a byte, least significant first, the
+/// high bit set on every byte but the last; at most 10 bytes for a u64,
+/// shortest form), so that an entry costs about 10 bytes besides
 /// its texts (the bytes written to the file are what a commit pays for).
 /// Each entry:
 ///
@@ -235,31 +236,10 @@ fn len(n: usize) -> u64 {
 /// Bytes of queue buffer kept between batches at most (more is given back).
 const QUEUE_KEEP: usize = 1 << 20;
 
-/// Appends `v` as a varint (see [`Queue`]).
-fn put_varint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push((v & 0x7f) as u8 | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
 /// Appends `text`'s length (a varint) and bytes.
 fn put_str(b: &mut Vec<u8>, text: &str) {
-    put_varint(b, len(text.len()));
+    varint::put(b, len(text.len()));
     b.extend_from_slice(text.as_bytes());
-}
-
-/// `time - prev` (wrapping), zigzag-encoded: small either way.
-fn zigzag(time: u64, prev: u64) -> u64 {
-    let d = to_sql(time.wrapping_sub(prev));
-    from_sql((d << 1) ^ (d >> 63))
-}
-
-/// The time `zigzag(time, prev)` was made from.
-fn unzigzag(z: u64, prev: u64) -> u64 {
-    let d = to_sql(z >> 1) ^ -to_sql(z & 1);
-    prev.wrapping_add(from_sql(d))
 }
 
 impl Queue {
@@ -280,13 +260,13 @@ impl Queue {
     fn push_entry(&mut self, entry: &LogEntry) {
         let col = Columns::of(&entry.event);
         let b = &mut self.entries;
-        put_varint(b, entry.id.0.wrapping_sub(self.newest.unwrap_or(0)));
-        put_varint(b, zigzag(entry.time.0, self.last_time));
+        varint::put(b, entry.id.0.wrapping_sub(self.newest.unwrap_or(0)));
+        varint::put(b, varint::zigzag(entry.time.0.wrapping_sub(self.last_time)));
         b.extend_from_slice(&[
             col.event | if col.recipient.is_some() { 4 } else { 0 },
             col.kind,
         ]);
-        put_varint(b, col.client_id);
+        varint::put(b, col.client_id);
         put_str(b, col.user.as_str());
         if let Some(to) = col.recipient {
             put_str(b, to.as_str());
@@ -379,19 +359,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, StoreError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            let bits = u64::from(b & 0x7f);
-            if shift == 63 && bits > 1 {
-                break;
-            }
-            v |= bits << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(corrupt("history batch (a number is too long)"))
+        varint::read(&mut self.bytes).map_err(|e| match e {
+            varint::VarintError::CutShort => corrupt("history batch (an entry is cut short)"),
+            varint::VarintError::Malformed => corrupt("history batch (a number is too long)"),
+        })
     }
 
     fn str(&mut self) -> Result<&'a str, StoreError> {
@@ -402,7 +373,7 @@ impl<'a> Decoder<'a> {
 
     fn entry(&mut self) -> Result<LogEntry, StoreError> {
         let id = self.id.wrapping_add(self.varint()?);
-        let time = unzigzag(self.varint()?, self.time);
+        let time = self.time.wrapping_add(varint::unzigzag(self.varint()?));
         (self.id, self.time) = (id, time);
         let (event, kind) = (self.u8()?, self.u8()?);
         let client_id = self.varint()?;
