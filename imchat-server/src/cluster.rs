@@ -606,7 +606,9 @@ impl Cluster {
                         .arg(user.as_str())
                         .ignore();
                 }
-                ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
+                ClusterEvent::Chat { .. }
+                | ClusterEvent::Transfer(_)
+                | ClusterEvent::Kick { .. } => {}
             }
             let mut xadd = bus_xadd();
             if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {
@@ -830,7 +832,7 @@ impl Cluster {
                 for u in &lost {
                     hub.drop_user(
                         u,
-                        "your name was taken on another server while this one was cut off from the cluster",
+                        "the name was taken on another server while this one was cut off from the cluster",
                     );
                 }
             });
@@ -1176,6 +1178,16 @@ impl Remote {
             ClusterEvent::Moved { user, .. } => {
                 hub.remote_moved(self.server, user, now);
             }
+            ClusterEvent::Kick { user, text } => {
+                if hub.remote_kick(&user, &text, now) {
+                    info!(
+                        "cluster: '{}' removed at the request of server {:x}: {}",
+                        imchat_core::inert(user.as_str()),
+                        self.server,
+                        imchat_core::inert(&text)
+                    );
+                }
+            }
             ClusterEvent::Session { .. } => {}
         }
     }
@@ -1495,6 +1507,10 @@ mod tests {
                 code: CancelCode::PEER_LEFT,
                 reason: "bob did not accept the file".into(),
             }),
+            ClusterEvent::Kick {
+                user: name("mallory"),
+                text: "kicked by alice: spam,  spam\nand spam".into(),
+            },
         ]
     }
 

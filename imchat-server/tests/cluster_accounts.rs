@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ClientMessage, ErrorCode, NoticeCode, RefuseCode, Secret, ServerMessage, Username,
-    PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, LeaveReason, NoticeCode, PresenceEvent, RefuseCode, Secret,
+    ServerMessage, Username, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -347,6 +347,54 @@ fn a_ban_made_on_one_server_refuses_on_the_other() {
     b.expect("unbanned mallory");
     wait_ban(a.addr, "mallory", false);
     wait_ban(a.addr, "eve", true);
+}
+
+#[test]
+fn a_kick_made_on_one_server_removes_a_user_of_the_other() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = Server::start(&redis.url(), &[]);
+    let b = Server::start(&redis.url(), &[]);
+    let mut alice = Raw::join(a.addr, "alice", None);
+    let mut mallory = Raw::join_moved(b.addr, "mallory", None);
+    let seen = |m: &ServerMessage, name: &str, joined: bool| match m {
+        ServerMessage::Presence(events) => events.iter().any(|e| match e {
+            PresenceEvent::Joined { user, .. } => joined && user.as_str() == name,
+            PresenceEvent::Left(d) => !joined && d.user.as_str() == name,
+        }),
+        _ => false,
+    };
+    alice.wait_for(|m| seen(m, "mallory", true));
+    // A's console kicks her; B, her server, removes her.
+    a.console("kick Mallory spam");
+    a.expect("kicked mallory (on another server)");
+    match mallory.wait_for(|m| matches!(m, ServerMessage::Error { .. })) {
+        ServerMessage::Error { code, text, .. } => {
+            assert_eq!(code, ErrorCode::KICKED);
+            assert_eq!(text, "kicked by console: spam");
+        }
+        _ => unreachable!(),
+    }
+    let deadline = Instant::now() + WAIT;
+    while mallory.pump() {
+        assert!(Instant::now() < deadline, "B kept her connection open");
+    }
+    // Alice, on A, sees her leave, and why.
+    match alice.wait_for(|m| seen(m, "mallory", false)) {
+        ServerMessage::Presence(events) => {
+            let d = events
+                .iter()
+                .find_map(|e| match e {
+                    PresenceEvent::Left(d) if d.user.as_str() == "mallory" => Some(d),
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(d.reason, LeaveReason::KICKED);
+            assert_eq!(d.text, "kicked by console: spam");
+        }
+        _ => unreachable!(),
+    }
+    // A kick is not a ban: she may come back.
+    quit(Raw::join_moved(b.addr, "mallory", None));
 }
 
 #[test]

@@ -584,3 +584,49 @@ fn a_kicked_client_closes_and_says_why() {
     }));
     assert!(s.is_closed());
 }
+
+#[test]
+fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    hub.enable_cluster();
+    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    assert!(hub.remote_join(7, user("bob"), now));
+    for c in [op, dave] {
+        sent(&mut hub, c);
+    }
+    events(&mut hub);
+    // Bob is on server 7: the kick is published for it to carry out.
+    assert_eq!(
+        hub.console("kick BOB spam", now),
+        "kicked bob (on another server)"
+    );
+    let published: Vec<ClusterEvent> = events(&mut hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [ClusterEvent::Kick {
+            user: user("bob"),
+            text: "kicked by console: spam".into(),
+        }]
+    );
+    // He stays listed here until his server says he left.
+    assert!(sent(&mut hub, dave).is_empty());
+    // Server 7's operator kicks Dave, a user of this one.
+    assert!(hub.remote_kick(&user("DAVE"), "kicked by op2: flood", now));
+    assert!(!hub.is_connected(dave));
+    assert_eq!(sent(&mut hub, op), ["left: dave: kicked by op2: flood"]);
+    let left = events(&mut hub).into_iter().any(|e| {
+        matches!(e, HubEvent::Cluster(ClusterEvent::Left { user: u, reason, text, .. })
+            if u == user("dave") && reason == LeaveReason::KICKED && text == "kicked by op2: flood")
+    });
+    assert!(left, "the other servers are told that Dave left, and why");
+    // Nobody of that name here: nothing to do.
+    assert!(!hub.remote_kick(&user("dave"), "kicked by op2: flood", now));
+    assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
+}

@@ -11,6 +11,7 @@
 //! | chat | `c <id> <time> <client id> <action 0/1> <from> [<to>]` | `x`: the text |
 //! | chats | `b <count>` | `m`: the messages (below) |
 //! | move | `v <user>` | — |
+//! | kick | `k <user>` | `x`: what the user is told |
 //! | push control | `f <addressee> o <push> <size> <from> <receivers…>` | `n`: the file's name |
 //! | | `f <addressee> a <push> <accepted>` | — |
 //! | | `f <addressee> g <push> <code>` | `x`: the reason |
@@ -82,6 +83,10 @@ pub(super) fn encode(
         ClusterEvent::Moved { user, .. } => {
             let _ = write!(head, "v {}", user.as_str());
             None
+        }
+        ClusterEvent::Kick { user, text } => {
+            let _ = write!(head, "k {}", user.as_str());
+            Some((TEXT, text))
         }
         ClusterEvent::Transfer(t) => match t {
             TransferControl::Offer {
@@ -299,7 +304,7 @@ pub(super) struct Head {
     pub server: u64,
     /// Its sequence number there.
     pub seq: u64,
-    /// The kind (`j`, `l`, `c`, `v`, `f`).
+    /// The kind (`j`, `l`, `c`, `b`, `v`, `k`, `f`).
     pub kind: u8,
     /// The log id its server gave it (joins, leaves, chats; else 0).
     pub id: MessageId,
@@ -390,7 +395,11 @@ pub(super) fn decode(
     let text = |name: &[u8]| if field == name { text } else { None };
     let line = std::str::from_utf8(bytes(fields.get(1)?)?).ok()?;
     // Past server, sequence number, kind, and the id or addressee.
-    let mut items = line.split(' ').skip(if head.kind == b'v' { 3 } else { 4 });
+    let mut items = line.split(' ').skip(if matches!(head.kind, b'v' | b'k') {
+        3
+    } else {
+        4
+    });
     let id = head.id;
     let event = match head.kind {
         b'j' => ClusterEvent::Joined {
@@ -407,6 +416,10 @@ pub(super) fn decode(
         b'v' => ClusterEvent::Moved {
             user: user(items.next())?,
             from: 0,
+        },
+        b'k' => ClusterEvent::Kick {
+            user: user(items.next())?,
+            text: text(TEXT)?,
         },
         b'f' => {
             let to = head.addressee?;

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::{ClientId, Hub, HubEvent, Phase};
+use super::{ClientId, ClusterEvent, Hub, HubEvent, Phase};
 use crate::message::{
     ClientMessage, ErrorCode, LeaveReason, NoticeCode, OpAction, RefuseCode, ResumeRequest, Secret,
     ServerMessage, Username,
@@ -519,6 +519,16 @@ impl Hub {
             // Away (waiting for a resume): its session ends.
             self.end_ghost(&key);
             (NoticeCode::DONE, format!("kicked {user} (it was away)"))
+        } else if let Some(remote) = self.remote_user(&key).cloned() {
+            // Its own server removes it, and announces that it left.
+            self.publish(ClusterEvent::Kick {
+                user: remote.clone(),
+                text,
+            });
+            (
+                NoticeCode::DONE,
+                format!("kicked {remote} (on another server)"),
+            )
         } else {
             (NoticeCode::FAILED, format!("no user '{user}' online"))
         }
@@ -636,7 +646,7 @@ impl Hub {
     /// Removes a joined client for an operator: it is told why
     /// ([`ErrorCode::KICKED`]) and the others see it leave
     /// ([`LeaveReason::KICKED`], with the text).
-    fn remove_by_operator(&mut self, client: ClientId, text: &str) {
+    pub(super) fn remove_by_operator(&mut self, client: ClientId, text: &str) {
         self.error(client, ErrorCode::KICKED, text);
         self.depart(
             client,

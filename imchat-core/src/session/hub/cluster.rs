@@ -76,6 +76,15 @@ pub enum ClusterEvent {
     },
     /// The control of a push between servers.
     Transfer(super::TransferControl),
+    /// An operator of this server kicked `user`, a user of another server:
+    /// the server it is on removes it ([`Hub::remote_kick`]).
+    Kick {
+        /// Who.
+        user: Username,
+        /// What it is told, and the others see as its parting text
+        /// ("kicked by NAME: reason").
+        text: String,
+    },
 }
 
 /// The users of other servers, by name key, with the server of each.
@@ -178,6 +187,26 @@ impl Hub {
         if let Some(client) = self.names.get(&key).copied() {
             self.kick(client, reason);
         }
+    }
+
+    /// An operator of another server kicked `user`: if it is a user of
+    /// this server it is removed as by a local kick (told `text`, and the
+    /// others that it left), and an away session of that name ends.
+    /// Returns whether there was anyone to remove.
+    pub fn remote_kick(&mut self, user: &Username, text: &str, now: Instant) -> bool {
+        self.clock = self.clock.max(now);
+        let key = self.key(user);
+        let removed = if let Some(&client) = self.names.get(&key) {
+            self.remove_by_operator(client, text);
+            true
+        } else if self.sessions.contains_key(&key) {
+            self.end_ghost(&key);
+            true
+        } else {
+            false
+        };
+        self.commit_history(now);
+        removed
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is
