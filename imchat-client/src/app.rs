@@ -34,9 +34,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
-    inert, ChatKind, ClientEvent, ClientSession, Departure, Encode, FileEntry, FileListPart,
-    FileName, LeaveReason, Limits, NoticeCode, Origin, Recipient, RefuseCode, RoutedChat,
-    SavedSession, Secret, ServerMessage, TransferError, TransferId, UsageError, Username,
+    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName, Limits,
+    NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret, ServerMessage,
+    TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, Mode};
@@ -2049,17 +2049,14 @@ impl Conn {
                 app.view.roster(Roster::Joined(shown.clone()));
                 app.notice(&format!("{shown} has joined"));
             }
-            ClientEvent::Left(Departure {
-                user, reason, text, ..
-            }) => {
-                lock(&app.roster).remove(&user.key());
-                let user = inert(user.as_str()).into_owned();
+            ClientEvent::Left(departure) => {
+                lock(&app.roster).remove(&departure.user.key());
+                let user = inert(departure.user.as_str()).into_owned();
                 app.view.roster(Roster::Left(user.clone()));
-                let why = match (reason == LeaveReason::QUIT, text.is_empty()) {
-                    (true, true) => String::new(),
-                    (true, false) => format!(" ({})", inert(&text)),
-                    (false, _) => format!(" ({})", reason.describe()),
-                };
+                let why = departure
+                    .shown_reason()
+                    .map(|why| format!(" ({})", inert(why)))
+                    .unwrap_or_default();
                 app.notice(&format!("{user} has left{why}"));
             }
             ClientEvent::Who { users } => {

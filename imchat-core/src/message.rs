@@ -475,8 +475,28 @@ pub struct Departure {
     pub user: Username,
     /// Why.
     pub reason: LeaveReason,
-    /// The parting text the user gave when quitting (empty if none).
+    /// The parting text the user gave when quitting (empty if none); for
+    /// [`LeaveReason::KICKED`], what the removal says; for the other
+    /// reasons the server's own wording ([`Departure::shown_reason`]
+    /// chooses what to show).
     pub text: String,
+}
+
+impl Departure {
+    /// Why the user left, as the others are shown it (not yet made inert):
+    /// the parting text of a quit (`None` if it gave none); the text of a
+    /// removal ([`LeaveReason::KICKED`]: "kicked by NAME: reason",
+    /// "flooding"); else, or when that text is empty, the reason's own words.
+    #[must_use]
+    pub fn shown_reason(&self) -> Option<&str> {
+        if self.reason == LeaveReason::QUIT {
+            (!self.text.is_empty()).then_some(self.text.as_str())
+        } else if self.reason == LeaveReason::KICKED && !self.text.is_empty() {
+            Some(&self.text)
+        } else {
+            Some(self.reason.describe())
+        }
+    }
 }
 
 /// One join or leave of a [`ServerMessage::Presence`] batch.
@@ -1030,5 +1050,37 @@ mod tests {
         assert_eq!(RefuseCode::NAME_TAKEN.to_string(), "username already taken");
         assert_eq!(ErrorCode(999).describe(), "unknown code");
         assert_eq!(LeaveReason::QUIT.0, 0);
+    }
+
+    #[test]
+    fn a_departure_shows_a_quit_s_text_a_removal_s_text_or_else_its_reason() {
+        let left = |reason, text: &str| Departure {
+            id: MessageId(1),
+            time: Timestamp(0),
+            user: Username::new("bob").unwrap(),
+            reason,
+            text: text.into(),
+        };
+        let shown = |reason, text| left(reason, text).shown_reason().map(str::to_owned);
+        assert_eq!(shown(LeaveReason::QUIT, ""), None);
+        assert_eq!(shown(LeaveReason::QUIT, "lunch"), Some("lunch".into()));
+        assert_eq!(
+            shown(LeaveReason::KICKED, "kicked by alice: spam"),
+            Some("kicked by alice: spam".into())
+        );
+        assert_eq!(
+            shown(LeaveReason::KICKED, ""),
+            Some("disconnected for misbehaving".into())
+        );
+        // Other reasons' texts are the server's own wording, not meant for
+        // the others.
+        assert_eq!(
+            shown(LeaveReason::LOST, "disconnected: connection lost"),
+            Some("connection lost".into())
+        );
+        assert_eq!(
+            shown(LeaveReason::EVICTED, "outbound queue overflow"),
+            Some("too slow to read, disconnected".into())
+        );
     }
 }
