@@ -407,19 +407,7 @@ impl Cluster {
             .arg(self.id)
             .ignore();
         for user in &users {
-            let key = crate::names::key(user);
-            pipe.cmd("EVAL")
-                .arg(RELEASE)
-                .arg(1)
-                .arg(name_key(&key))
-                .arg(self.id)
-                .ignore();
-            pipe.cmd("EVAL")
-                .arg(sessions::FORGET)
-                .arg(1)
-                .arg(sessions::sess_key(&key))
-                .arg(self.id)
-                .ignore();
+            self.let_go(&mut pipe, &crate::names::key(user));
         }
         if let Err(e) = pipe.query::<()>(&mut con) {
             warn!("cluster: could not leave cleanly (the leases will run out): {e}");
@@ -513,6 +501,24 @@ impl Cluster {
         }
     }
 
+    /// Adds to `pipe` what gives up the name key `key` of a user that
+    /// left: this server's claim on the name, and its session record
+    /// (each only if still this server's).
+    fn let_go(&self, pipe: &mut redis::Pipeline, key: &str) {
+        pipe.cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg(name_key(key))
+            .arg(self.id)
+            .ignore();
+        pipe.cmd("EVAL")
+            .arg(sessions::FORGET)
+            .arg(1)
+            .arg(sessions::sess_key(key))
+            .arg(self.id)
+            .ignore();
+    }
+
     /// What publishes `batch`: chat messages alone (a run of them under
     /// load, one at a time when the room is quiet) are one `XADD`, atomic
     /// by itself, and leave nothing else for Redis to keep (the users'
@@ -564,18 +570,7 @@ impl Cluster {
                 ClusterEvent::Left { user, .. } => {
                     let key = crate::names::key(user);
                     pipe.cmd("HDEL").arg(&users).arg(&key).ignore();
-                    pipe.cmd("EVAL")
-                        .arg(RELEASE)
-                        .arg(1)
-                        .arg(name_key(&key))
-                        .arg(self.id)
-                        .ignore();
-                    pipe.cmd("EVAL")
-                        .arg(sessions::FORGET)
-                        .arg(1)
-                        .arg(sessions::sess_key(&key))
-                        .arg(self.id)
-                        .ignore();
+                    self.let_go(&mut pipe, &key);
                 }
                 ClusterEvent::Session { user, token } => {
                     // Not for the stream: the session's record.

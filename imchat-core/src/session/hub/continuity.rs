@@ -168,26 +168,34 @@ impl Hub {
                 moved_from: None,
             };
             // Messages accepted after the record was saved are in the log.
-            for e in &self.log {
-                if let LogEvent::Chat {
-                    from, client_id, ..
-                } = &e.event
-                {
-                    if *client_id > 0 && (self.name_key)(from) == key {
-                        session.last_client_id = session.last_client_id.max(*client_id);
-                        session
-                            .recent
-                            .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
-                        if session.recent.len() > RECENT_OUTCOMES {
-                            session.recent.pop_front();
-                        }
-                    }
-                }
-            }
+            self.recall_accepted(&key, &mut session);
             self.sessions.insert(key, session);
         }
         self.store = Some(store);
         Ok(())
+    }
+
+    /// Notes in `session` (name key `key`) the chat messages of its user
+    /// that the log holds, with the ids its client gave them: a copy the
+    /// client sends again (it did not see them accepted) is then answered
+    /// with its first outcome instead of being delivered twice.
+    pub(super) fn recall_accepted(&self, key: &str, session: &mut Session) {
+        for e in &self.log {
+            if let LogEvent::Chat {
+                from, client_id, ..
+            } = &e.event
+            {
+                if *client_id > 0 && (self.name_key)(from) == key {
+                    session.last_client_id = session.last_client_id.max(*client_id);
+                    session
+                        .recent
+                        .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
+                    if session.recent.len() > RECENT_OUTCOMES {
+                        session.recent.pop_front();
+                    }
+                }
+            }
+        }
     }
 
     fn draw_epoch(&mut self) -> Option<u64> {

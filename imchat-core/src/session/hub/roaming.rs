@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::continuity::{Outcome, Session, RECENT_OUTCOMES};
+use super::continuity::Session;
 use super::{ClientId, Hub, HubEvent};
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
@@ -272,22 +272,7 @@ impl Hub {
             recent: VecDeque::new(),
             moved_from: Some(from),
         };
-        for e in &self.log {
-            if let LogEvent::Chat {
-                from, client_id, ..
-            } = &e.event
-            {
-                if *client_id > 0 && (self.name_key)(from) == key {
-                    session.last_client_id = session.last_client_id.max(*client_id);
-                    session
-                        .recent
-                        .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
-                    if session.recent.len() > RECENT_OUTCOMES {
-                        session.recent.pop_front();
-                    }
-                }
-            }
-        }
+        self.recall_accepted(&key, &mut session);
         self.sessions.insert(key, session);
         true
     }
