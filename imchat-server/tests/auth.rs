@@ -4,7 +4,7 @@
 //! wait is bounded; every process is killed by its handle.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,77 +17,9 @@ use imchat_core::{
 mod common;
 
 use common::peer::Peer;
-use common::{Proc, TempDir, WAIT};
-
-fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
-}
-
-/// The client binary sits next to the server's; built on demand.
-fn client_bin() -> PathBuf {
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    let path = server_bin().with_file_name("imchat-client");
-    BUILD.call_once(|| {
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "imchat-client"]);
-            if path.to_string_lossy().contains("/release/") {
-                cmd.arg("--release");
-            }
-            assert!(cmd.status().expect("cargo build").success());
-        }
-    });
-    path
-}
-
-struct Server {
-    proc: Proc,
-    addr: SocketAddr,
-    dir: TempDir,
-    /// The server password its clients must give, if any.
-    password: Option<String>,
-}
+use common::{client_bin, server_bin, Proc, Server, TempDir, WAIT};
 
 impl Server {
-    fn start(args: &[&str]) -> Server {
-        Self::start_with(args, |_| {})
-    }
-
-    fn start_with(args: &[&str], setup: impl FnOnce(&Path)) -> Server {
-        let dir = TempDir::new("srv");
-        let shared = dir.0.join("shared");
-        std::fs::create_dir_all(&shared).unwrap();
-        std::fs::write(shared.join("hello.txt"), b"hello, world\n").unwrap();
-        setup(&shared);
-        let mut cmd = Command::new(server_bin());
-        cmd.arg("0")
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--shared-dir")
-            .arg(&shared)
-            .arg("--log-file")
-            .arg(dir.0.join("server.log"))
-            .args(args)
-            .current_dir(&dir.0);
-        Self::from_proc(Proc::spawn(cmd), dir)
-    }
-
-    fn from_proc(mut proc: Proc, dir: TempDir) -> Server {
-        let line = proc.expect("listening on");
-        let addr: SocketAddr = line
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
-        Server {
-            proc,
-            addr,
-            dir,
-            password: None,
-        }
-    }
-
     /// A normal client still gets in and can chat: the server survived.
     fn assert_serving(&self) {
         let pw = self.password.as_deref();

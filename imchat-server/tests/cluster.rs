@@ -19,7 +19,9 @@ use imchat_core::{
     ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
+mod common;
 mod redis_harness;
+use common::client_bin;
 use redis_harness::{free_port, signal, Redis};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -1174,25 +1176,6 @@ fn checksum(b: &[u8]) -> u64 {
     b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
         (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
     })
-}
-
-/// The client binary, next to the server's; built on demand.
-fn client_bin() -> std::path::PathBuf {
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
-        .with_file_name("imchat-client");
-    BUILD.call_once(|| {
-        if !path.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "imchat-client"]);
-            if path.to_string_lossy().contains("/release/") {
-                cmd.arg("--release");
-            }
-            assert!(cmd.status().expect("cargo build").success());
-        }
-    });
-    path
 }
 
 /// The real `imchat-client`, piped, stopped by its handle.

@@ -1,11 +1,13 @@
 //! What the server's end-to-end suites share: a unique temporary folder
-//! per test, and a child process (the real binaries) whose output lines
-//! are collected on background threads and waited on with a deadline, and
-//! which is killed by its handle when dropped.
+//! per test; a child process (the real binaries) whose output lines are
+//! collected on background threads and waited on with a deadline, and
+//! which is killed by its handle when dropped; and a server started on
+//! 127.0.0.1 with a port the OS picks, in a folder of its own.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
@@ -15,6 +17,86 @@ use std::time::{Duration, Instant};
 pub mod peer;
 
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The server binary under test.
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imchat-server"))
+}
+
+/// The client binary, next to the server's; built on demand.
+pub fn client_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let path = server_bin().with_file_name("imchat-client");
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "imchat-client"]);
+            if path.to_string_lossy().contains("/release/") {
+                cmd.arg("--release");
+            }
+            assert!(cmd.status().expect("cargo build").success());
+        }
+    });
+    path
+}
+
+/// An `imchat-server` on 127.0.0.1 with a port the OS picks, its folder
+/// (shared files in `shared/`, its log in `server.log`) removed after it.
+pub struct Server {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    /// The server password its clients must give, if any.
+    pub password: Option<String>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(args, |_| {})
+    }
+
+    /// Starts it with `args` once `setup` has filled its shared folder
+    /// (which already holds `hello.txt`).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&Path)) -> Server {
+        let dir = TempDir::new("srv");
+        let shared = dir.0.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join("hello.txt"), b"hello, world\n").unwrap();
+        setup(&shared);
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("0")
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--shared-dir")
+            .arg(&shared)
+            .arg("--log-file")
+            .arg(dir.0.join("server.log"))
+            .args(args)
+            .current_dir(&dir.0);
+        Self::from_proc(Proc::spawn(cmd), dir)
+    }
+
+    /// The server `proc` started in `dir`, once it says where it listens.
+    pub fn from_proc(mut proc: Proc, dir: TempDir) -> Server {
+        let line = proc.expect("listening on");
+        let addr: SocketAddr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
+        Server {
+            proc,
+            addr,
+            dir,
+            password: None,
+        }
+    }
+
+    pub fn shared(&self) -> PathBuf {
+        self.dir.0.join("shared")
+    }
+}
 
 /// A unique temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
