@@ -1617,6 +1617,154 @@ mod tests {
         assert_eq!(parsed.len(), 1);
     }
 
+    /// How a published entry is damaged: a field replaced by other
+    /// bytes, one of a field's words (between spaces and newlines)
+    /// replaced, a byte of a field changed, a field cut short, or fields
+    /// dropped from the end.
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Replace(usize, Vec<u8>),
+        Word(usize, usize, Vec<u8>),
+        Flip(usize, usize, u8),
+        Cut(usize, usize),
+        Drop(usize),
+    }
+
+    fn damage() -> impl proptest::strategy::Strategy<Value = Damage> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (
+                any::<usize>(),
+                proptest::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(i, b)| Damage::Replace(i, b)),
+            // Digits, spaces, newlines and the kinds' letters are what
+            // the layout hangs on: they are tried most.
+            (
+                any::<usize>(),
+                any::<usize>(),
+                prop_oneof![
+                    Just(b' '),
+                    Just(b'\n'),
+                    Just(b'0'),
+                    Just(b'9'),
+                    Just(b'b'),
+                    Just(b'k'),
+                    any::<u8>()
+                ]
+            )
+                .prop_map(|(i, at, b)| Damage::Flip(i, at, b)),
+            // The words the layout is made of: counts, lengths, ids and
+            // kinds, at and past their limits.
+            (
+                any::<usize>(),
+                any::<usize>(),
+                prop_oneof![
+                    Just(b"0".to_vec()),
+                    Just(b"1".to_vec()),
+                    Just(b"256".to_vec()),
+                    Just(b"257".to_vec()),
+                    Just(b"1024".to_vec()),
+                    Just(b"4294967296".to_vec()),
+                    Just(b"18446744073709551615".to_vec()),
+                    Just(b"99999999999999999999".to_vec()),
+                    Just(b"-1".to_vec()),
+                    Just(Vec::new()),
+                    Just(b"b".to_vec()),
+                    Just(b"c".to_vec()),
+                    Just(b"k".to_vec()),
+                    Just(b"f".to_vec()),
+                    proptest::collection::vec(any::<u8>(), 0..6),
+                ]
+            )
+                .prop_map(|(i, k, w)| Damage::Word(i, k, w)),
+            (any::<usize>(), any::<usize>()).prop_map(|(i, at)| Damage::Cut(i, at)),
+            any::<usize>().prop_map(Damage::Drop),
+        ]
+    }
+
+    fn damaged(mut fields: Vec<Value>, damages: &[Damage]) -> Vec<Value> {
+        for d in damages {
+            let n = fields.len().max(1);
+            match d {
+                Damage::Replace(i, b) => {
+                    if let Some(f) = fields.get_mut(i % n) {
+                        *f = Value::BulkString(b.clone());
+                    }
+                }
+                Damage::Word(i, k, w) => {
+                    if let Some(Value::BulkString(f)) = fields.get_mut(i % n) {
+                        let words: Vec<(usize, usize)> = f
+                            .split(|&c| c == b' ' || c == b'\n')
+                            .scan(0, |at, word| {
+                                let start = *at;
+                                *at += word.len() + 1;
+                                Some((start, word.len()))
+                            })
+                            .collect();
+                        let (start, len) = words[k % words.len()];
+                        f.splice(start..start + len, w.iter().copied());
+                    }
+                }
+                Damage::Flip(i, at, b) => {
+                    if let Some(Value::BulkString(f)) = fields.get_mut(i % n) {
+                        if !f.is_empty() {
+                            let at = at % f.len();
+                            f[at] = *b;
+                        }
+                    }
+                }
+                Damage::Cut(i, at) => {
+                    if let Some(Value::BulkString(f)) = fields.get_mut(i % n) {
+                        f.truncate(at % (f.len() + 1));
+                    }
+                }
+                Damage::Drop(k) => fields.truncate(fields.len() - k % n),
+            }
+        }
+        fields
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// A damaged entry (by a faulty or hostile writer to Redis) is
+        /// skipped or read as something a hub can take: it never panics
+        /// the reader, which every server of the cluster runs on it.
+        #[test]
+        fn a_damaged_entry_never_panics_its_readers(
+            which in 0usize..64,
+            damages in proptest::collection::vec(damage(), 1..4),
+            entry_id in proptest::prop_oneof![
+                proptest::strategy::Just(b"1700000000000-2".to_vec()),
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24),
+            ],
+        ) {
+            // A run of chat messages, the richest layout, half the time.
+            let kinds = every_kind();
+            let entry = if which < 32 {
+                published_chats(12, 3, &chats(5))
+            } else {
+                published(12, 3, &kinds[which % kinds.len()])
+            };
+            let fields = damaged(entry, &damages);
+            let now = Instant::now();
+            let mut hub = Hub::new(imchat_core::Limits::default(), "");
+            hub.enable_cluster();
+            for me in [9, 12] {
+                let mut out = Vec::new();
+                Remote::read(me, &entry_id, fields.clone(), &mut out);
+                for r in out {
+                    if let Read::Theirs(e) = r {
+                        sessions::apply(e, &mut hub, now);
+                    }
+                }
+            }
+            while hub.poll_transmit().is_some() {}
+            while hub.poll_event().is_some() {}
+        }
+    }
+
     /// The fields a run of chat messages is published with.
     fn published_chats(server: u64, seq: u64, chats: &[ClusterEvent]) -> Vec<Value> {
         let mut xadd = redis::cmd("XADD");
@@ -1732,6 +1880,8 @@ mod tests {
             with("12 40 b 3", &long),
             // Another kind inside.
             with("12 40 b 1", b"j 5 alice\n0\n"),
+            // Numbers that would run past the largest.
+            with(&format!("12 {} b 3", u64::MAX - 1), body),
         ];
         let read = |fields: Vec<Value>| {
             let mut out = Vec::new();

@@ -340,6 +340,8 @@ impl Head {
             if n == 0 || n > MAX_PER_ENTRY || items.next().is_some() {
                 return None;
             }
+            // Its messages are numbered `seq`, `seq + 1`, …
+            seq.checked_add(n as u64)?;
             n
         } else {
             1
