@@ -42,6 +42,7 @@ use imchat_core::{
 };
 use log::{info, warn};
 use redis::{Connection, Script, Value};
+use rustls::pki_types::pem::PemObject;
 
 pub mod transfer;
 
@@ -116,6 +117,9 @@ pub trait HubAccess: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub url: String,
+    /// The CA certificates (PEM) a `rediss://` Redis's certificate must
+    /// chain to, instead of the web PKI roots.
+    pub ca: Option<Vec<u8>>,
     pub lease: Duration,
     /// The grace period of a lost connection (how long its session is kept).
     pub grace: Duration,
@@ -227,6 +231,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A client of the Redis at `url` (nothing is connected yet). With `ca`
+/// (PEM certificates), a `rediss://` Redis's certificate must chain to one
+/// of them rather than to the web PKI roots: for a Redis with a
+/// certificate of the operators' own, or a self-signed one.
+///
+/// # Errors
+///
+/// The URL is not a Redis URL, `ca` is given for one without TLS, or its
+/// certificates cannot be read (the text shows the URL without its
+/// password).
+pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
+    let shown = redacted(url);
+    let client =
+        redis::Client::open(url).map_err(|e| format!("invalid Redis URL '{shown}': {e}"))?;
+    let Some(ca) = ca else {
+        return Ok(client);
+    };
+    if !matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    ) {
+        return Err(format!(
+            "a CA for Redis (--redis-ca) needs a rediss:// URL, not '{shown}'"
+        ));
+    }
+    // The redis crate takes a file without a certificate as an empty list:
+    // every connection would fail, and say less about why.
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(ca)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read the CA for Redis (--redis-ca): {e}"))?;
+    if certs.is_empty() {
+        return Err("the CA for Redis (--redis-ca) holds no PEM certificate".into());
+    }
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.to_vec()),
+        },
+    )
+    .map_err(|e| format!("cannot use the CA for Redis (--redis-ca): {e}"))
+}
+
 fn name_key(key: &str) -> String {
     format!("imchat:name:{key}")
 }
@@ -236,8 +283,7 @@ impl Cluster {
     /// Redis is down, and joins the cluster once it is up).
     pub fn new(settings: &Settings) -> Result<Self, String> {
         let shown_url = redacted(&settings.url);
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| format!("invalid Redis URL '{shown_url}': {e}"))?;
+        let client = client(&settings.url, settings.ca.as_deref())?;
         let mut id_bytes = [0u8; 8];
         getrandom::fill(&mut id_bytes).map_err(|e| format!("no random server id: {e}"))?;
         // Ids stay below 2^53 so that any tool reading the stream sees them exactly.
@@ -1244,6 +1290,7 @@ mod tests {
     #[test]
     fn the_queue_toward_redis_is_bounded() {
         let c = Cluster::new(&Settings {
+            ca: None,
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
@@ -1266,6 +1313,7 @@ mod tests {
     #[test]
     fn a_session_record_leaves_no_gap_in_the_numbers_receivers_see() {
         let c = Cluster::new(&Settings {
+            ca: None,
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
@@ -1296,6 +1344,7 @@ mod tests {
     #[test]
     fn a_batch_is_moved_out_to_publish_and_put_back_in_order_if_it_failed() {
         let c = Cluster::new(&Settings {
+            ca: None,
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
@@ -1330,6 +1379,7 @@ mod tests {
     #[test]
     fn chats_alone_are_one_xadd_and_anything_else_a_transaction() {
         let c = Cluster::new(&Settings {
+            ca: None,
             url: "redis://127.0.0.1:1".into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
@@ -1382,6 +1432,7 @@ mod tests {
     #[test]
     fn a_url_that_is_not_redis_is_refused_in_one_line() {
         let e = Cluster::new(&Settings {
+            ca: None,
             url: "http://:pw@host".into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),

@@ -74,14 +74,14 @@ impl std::fmt::Debug for RedisAccounts {
 }
 
 impl RedisAccounts {
-    /// Accounts and bans in the Redis at `url`. Nothing is connected yet.
+    /// Accounts and bans in the Redis at `url` (with `ca`, as for
+    /// [`crate::cluster::client`]). Nothing is connected yet.
     ///
     /// # Errors
     ///
-    /// The URL is not a Redis URL (the text shows it without its password).
-    pub fn open(url: &str) -> Result<Arc<RedisAccounts>, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("invalid Redis URL '{}': {e}", crate::cluster::redacted(url)))?;
+    /// As [`crate::cluster::client`].
+    pub fn open(url: &str, ca: Option<&[u8]>) -> Result<Arc<RedisAccounts>, String> {
+        let client = crate::cluster::client(url, ca)?;
         Ok(Arc::new(RedisAccounts {
             client,
             link: Mutex::new(Link {

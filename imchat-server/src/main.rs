@@ -19,7 +19,7 @@ mod tls;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -164,6 +164,15 @@ struct Cli {
         hide_env_values = true
     )]
     redis: Option<String>,
+
+    /// CA certificates (a PEM file) to trust for a rediss:// --redis
+    ///
+    /// For a Redis whose certificate is signed by your own CA, or is
+    /// self-signed: its certificate must then chain to one of these, and
+    /// the web PKI roots (the default) are not used. Unused without
+    /// --redis.
+    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_CA")]
+    redis_ca: Option<PathBuf>,
 
     /// Lease of a server's names and heartbeat in the cluster, in seconds
     ///
@@ -466,6 +475,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             let lease = cluster_lease(cli.cluster_lease_secs).map_err(Error::Limits)?;
             let settings = cluster::Settings {
                 url: url.clone(),
+                ca: redis_ca(cli.redis_ca.as_deref())?,
                 lease,
                 grace: limits.grace,
             };
@@ -500,7 +510,11 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     // when --history-db is given too (it then keeps the history only).
     let (accounts, ban_store) = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
-            let shared = cluster_accounts::RedisAccounts::open(url).map_err(Error::Cluster)?;
+            let shared = cluster_accounts::RedisAccounts::open(
+                url,
+                redis_ca(cli.redis_ca.as_deref())?.as_deref(),
+            )
+            .map_err(Error::Cluster)?;
             shared.watch_bans().map_err(Error::Start)?;
             log::info!("accounts and bans: kept in Redis, shared by the cluster");
             let bans: std::sync::Arc<dyn accounts::BanStore> = shared.clone();
@@ -612,6 +626,15 @@ fn accounts_of(table: std::sync::Arc<store::SqliteAccounts>) -> std::sync::Arc<a
     std::sync::Arc::new(accounts::Accounts::new(Box::new(table), names::key))
 }
 
+/// The certificates of `--redis-ca`, if given.
+fn redis_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
+    path.map(|path| {
+        std::fs::read(path)
+            .map_err(|e| Error::Cluster(format!("cannot read --redis-ca {}: {e}", path.display())))
+    })
+    .transpose()
+}
+
 /// `--reset-name NAME --redis URL` or `--reset-name NAME --history-db
 /// PATH`: removes the registration (from Redis when both are given, as a
 /// server does). The file must exist and be an imchat history.
@@ -622,7 +645,11 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
     let user = username_arg("--reset-name", name)?;
     let removed = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
-            let shared = cluster_accounts::RedisAccounts::open(url).map_err(Error::Cluster)?;
+            let shared = cluster_accounts::RedisAccounts::open(
+                url,
+                redis_ca(cli.redis_ca.as_deref())?.as_deref(),
+            )
+            .map_err(Error::Cluster)?;
             accounts::Accounts::new(Box::new(shared), names::key)
                 .reset(&user)
                 .map_err(Error::Cluster)?
