@@ -793,36 +793,26 @@ fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
     // (the server runs on, and says why), never reached in clear text.
     let log = unreachable_log(&url);
     assert!(!log.contains("s3cret-pw"), "{log}");
-    // A CA for a URL without TLS is refused at start, in one line.
-    let plain = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
-        .args([
-            "127.0.0.1:0",
-            "--redis",
-            "redis://127.0.0.1:1",
-            "--redis-ca",
-        ])
-        .arg(&ca)
-        .arg("--shared-dir")
-        .arg(certs.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&plain.stderr);
-    assert!(!plain.status.success());
+    // What a server with `url` and the CA file `ca` says as it stops at start.
+    let refused = |url: &str, ca: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args(["127.0.0.1:0", "--redis", url, "--redis-ca"])
+            .arg(ca)
+            .arg("--shared-dir")
+            .arg(certs.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A CA for a URL without TLS.
+    let err = refused("redis://127.0.0.1:1", &ca);
     assert!(err.contains("needs a rediss:// URL"), "{err}");
-    // And a CA file without a certificate.
+    // A CA file without a certificate.
     let junk = certs.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
-        .args(["127.0.0.1:0", "--redis", &url, "--redis-ca"])
-        .arg(&junk)
-        .arg("--shared-dir")
-        .arg(certs.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&url, &junk);
     assert!(err.contains("holds no PEM certificate"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
