@@ -1287,15 +1287,25 @@ mod tests {
         assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
     }
 
-    #[test]
-    fn the_queue_toward_redis_is_bounded() {
-        let c = Cluster::new(&Settings {
+    /// Settings for the Redis at `url`, without a CA.
+    fn settings(url: &str) -> Settings {
+        Settings {
             ca: None,
-            url: "redis://127.0.0.1:1".into(),
+            url: url.into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
-        })
-        .unwrap();
+        }
+    }
+
+    /// A cluster whose Redis is never reached (nothing listens on port 1):
+    /// what it queues and how it would publish it.
+    fn unconnected() -> Cluster {
+        Cluster::new(&settings("redis://127.0.0.1:1")).unwrap()
+    }
+
+    #[test]
+    fn the_queue_toward_redis_is_bounded() {
+        let c = unconnected();
         let user = Username::new("alice").unwrap();
         for _ in 0..QUEUE_MAX + 5 {
             c.enqueue(ClusterEvent::Joined {
@@ -1312,13 +1322,7 @@ mod tests {
 
     #[test]
     fn a_session_record_leaves_no_gap_in_the_numbers_receivers_see() {
-        let c = Cluster::new(&Settings {
-            ca: None,
-            url: "redis://127.0.0.1:1".into(),
-            lease: Duration::from_secs(10),
-            grace: Duration::from_secs(60),
-        })
-        .unwrap();
+        let c = unconnected();
         for name in ["alice", "bob"] {
             c.enqueue(ClusterEvent::Joined {
                 user: Username::new(name).unwrap(),
@@ -1343,13 +1347,7 @@ mod tests {
 
     #[test]
     fn a_batch_is_moved_out_to_publish_and_put_back_in_order_if_it_failed() {
-        let c = Cluster::new(&Settings {
-            ca: None,
-            url: "redis://127.0.0.1:1".into(),
-            lease: Duration::from_secs(10),
-            grace: Duration::from_secs(60),
-        })
-        .unwrap();
+        let c = unconnected();
         let join = |n: &str| ClusterEvent::Joined {
             user: Username::new(n).unwrap(),
             id: MessageId(0),
@@ -1378,13 +1376,7 @@ mod tests {
 
     #[test]
     fn chats_alone_are_one_xadd_and_anything_else_a_transaction() {
-        let c = Cluster::new(&Settings {
-            ca: None,
-            url: "redis://127.0.0.1:1".into(),
-            lease: Duration::from_secs(10),
-            grace: Duration::from_secs(60),
-        })
-        .unwrap();
+        let c = unconnected();
         let numbered =
             |events: Vec<ClusterEvent>| -> Vec<(u64, ClusterEvent)> { (1..).zip(events).collect() };
         let run = numbered(chats(3));
@@ -1431,13 +1423,7 @@ mod tests {
 
     #[test]
     fn a_url_that_is_not_redis_is_refused_in_one_line() {
-        let e = Cluster::new(&Settings {
-            ca: None,
-            url: "http://:pw@host".into(),
-            lease: Duration::from_secs(10),
-            grace: Duration::from_secs(60),
-        })
-        .unwrap_err();
+        let e = Cluster::new(&settings("http://:pw@host")).unwrap_err();
         assert!(e.starts_with("invalid Redis URL 'http://:***@host'"), "{e}");
         assert!(!e.contains('\n'));
     }
