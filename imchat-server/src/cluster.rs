@@ -647,9 +647,15 @@ impl Cluster {
                         .arg(user.as_str())
                         .ignore();
                 }
-                ClusterEvent::Chat { .. }
-                | ClusterEvent::Transfer(_)
-                | ClusterEvent::Kick { .. } => {}
+                ClusterEvent::Kick { user, .. } => {
+                    // A session left by a dead server ends: no resume.
+                    pipe.cmd("EVAL")
+                        .arg(sessions::FORGET_ORPHAN)
+                        .arg(1)
+                        .arg(sessions::sess_key(&crate::names::key(user)))
+                        .ignore();
+                }
+                ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }
             let mut xadd = bus_xadd();
             if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {

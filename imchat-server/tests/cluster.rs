@@ -16,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, MessageId, PresenceEvent, Recipient, RefuseCode,
-    ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Decoder, Encode, LeaveReason, MessageId, PresenceEvent, Recipient,
+    RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 
 mod common;
@@ -62,7 +63,7 @@ impl Server {
             .env("IMCHAT_REDIS_URL", redis_url)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -116,6 +117,38 @@ impl Server {
     fn kill9(mut self) {
         signal(self.child.id(), "-KILL");
         let _ = self.child.wait();
+    }
+
+    /// Types `line` on the server's console.
+    fn console(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits (`WAIT` at most) until the server's output or its log has a
+    /// line containing `needle`.
+    fn wait_line(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log"));
+            if log.is_ok_and(|l| l.contains(needle))
+                || self
+                    .lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line containing {needle:?}: {:?}",
+                self.lines.lock().unwrap()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -1058,6 +1091,58 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "I am back"))
     });
+}
+
+/// A kick of a user whose server died, while its session waits for a
+/// resume: every server removes it at once, and its session is over.
+#[test]
+fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let c = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    let mut carol = Peer::join(c.addr, "carol");
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.wait_who(&["alice", "bob", "carol"], WAIT);
+    }
+    b.kill9();
+    // A knows b is dead; bob is still listed, waiting for a resume.
+    a.wait_line("is gone (its lease ran out)");
+    alice.wait_who(&["alice", "bob", "carol"], WAIT);
+    a.console("kick Bob spam");
+    a.wait_line("kicked bob (it was away)");
+    let kicked = |g: &[ServerMessage]| {
+        g.iter().any(|m| match m {
+            ServerMessage::Presence(es) => es.iter().any(|e| {
+                matches!(e, PresenceEvent::Left(d) if d.user.as_str() == "bob"
+                    && d.reason == LeaveReason::KICKED
+                    && d.text == "kicked by console: spam")
+            }),
+            _ => false,
+        })
+    };
+    // Long before the 30 s grace runs out, on A and on C.
+    for p in [&mut alice, &mut carol] {
+        p.wait(WAIT, "bob leaving, kicked", kicked);
+        p.wait_who(&["alice", "carol"], WAIT);
+    }
+    // His session is over: his client's resume on C joins him afresh.
+    bob.drain();
+    let mut again = Peer::connect(c.addr);
+    again
+        .hello_with(
+            "bob",
+            Some(ResumeRequest {
+                token: bob.token,
+                last_seen: last_seen(&bob.got),
+                epoch: bob.epoch,
+            }),
+        )
+        .expect("the name is free again");
+    assert!(!again.resumed, "a kicked session was resumed");
+    alice.wait_who(&["alice", "bob", "carol"], WAIT);
 }
 
 #[test]

@@ -630,3 +630,56 @@ fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
     assert!(!hub.remote_kick(&user("dave"), "kicked by op2: flood", now));
     assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
 }
+
+/// A user of a server that died waits for a resume on another server; a
+/// kick has nobody to carry it out there, so every server removes it.
+#[test]
+fn a_kick_of_a_user_whose_server_died_removes_it_on_every_server_at_once() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    hub.enable_cluster();
+    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    for u in ["bob", "carol", "erin"] {
+        assert!(hub.remote_join(7, user(u), now));
+    }
+    assert_eq!(hub.remote_server_gone(7, now), 3);
+    for c in [op, dave] {
+        sent(&mut hub, c);
+    }
+    events(&mut hub);
+    // Bob waits for a resume: this server removes him now, and the
+    // others are told to (the kick is published as for a live server).
+    assert_eq!(
+        hub.console("kick BOB spam", now),
+        "kicked bob (it was away)"
+    );
+    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by console: spam"]);
+    let published: Vec<ClusterEvent> = events(&mut hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [ClusterEvent::Kick {
+            user: user("bob"),
+            text: "kicked by console: spam".into(),
+        }]
+    );
+    // Another server's operator kicks Carol: this server removes her too.
+    assert!(hub.remote_kick(&user("CAROL"), "kicked by op2: flood", now));
+    assert_eq!(sent(&mut hub, dave), ["left: carol: kicked by op2: flood"]);
+    assert!(!hub.remote_kick(&user("carol"), "kicked by op2: flood", now));
+    let mut left = hub.remote_users();
+    left.sort_by_key(|(u, _)| u.to_string());
+    assert_eq!(left, [(user("erin"), 7)]);
+    // Erin, not kicked, still waits: she leaves when the grace runs out.
+    hub.handle_timeout(now + Limits::default().grace + std::time::Duration::from_secs(1));
+    let after: Vec<String> = sent(&mut hub, dave)
+        .into_iter()
+        .filter(|m| !m.starts_with("Ping"))
+        .collect();
+    assert_eq!(after, ["left: erin: "]);
+}

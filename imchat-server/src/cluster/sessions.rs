@@ -51,6 +51,16 @@ end
 return 0
 ";
 
+/// Deletes the session `KEYS[1]` if the server that holds it is gone
+/// (its heartbeat ran out): a session of a live server ends with it.
+pub(super) const FORGET_ORPHAN: &str = r"
+local s = redis.call('HGET', KEYS[1], 's')
+if s and redis.call('EXISTS', 'imchat:srv:' .. s) == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// The session key of name key `key`.
 pub(super) fn sess_key(key: &str) -> String {
     format!("imchat:sess:{key}")

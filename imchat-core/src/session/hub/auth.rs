@@ -520,15 +520,19 @@ impl Hub {
             self.end_ghost(&key);
             (NoticeCode::DONE, format!("kicked {user} (it was away)"))
         } else if let Some(remote) = self.remote_user(&key).cloned() {
-            // Its own server removes it, and announces that it left.
+            // Its own server removes it, and announces that it left; if
+            // that server is gone (its session waits for a resume), every
+            // server removes it, this one now.
             self.publish(ClusterEvent::Kick {
                 user: remote.clone(),
-                text,
+                text: text.clone(),
             });
-            (
-                NoticeCode::DONE,
-                format!("kicked {remote} (on another server)"),
-            )
+            let where_ = if self.kick_gone(&key, &text, self.clock) {
+                "it was away"
+            } else {
+                "on another server"
+            };
+            (NoticeCode::DONE, format!("kicked {remote} ({where_})"))
         } else {
             (NoticeCode::FAILED, format!("no user '{user}' online"))
         }

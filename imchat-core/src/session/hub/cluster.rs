@@ -77,7 +77,9 @@ pub enum ClusterEvent {
     /// The control of a push between servers.
     Transfer(super::TransferControl),
     /// An operator of this server kicked `user`, a user of another server:
-    /// the server it is on removes it ([`Hub::remote_kick`]).
+    /// the server it is on removes it ([`Hub::remote_kick`]). If that
+    /// server is gone and the user's session waits for a resume on another
+    /// one, every server removes it, and the session ends in the cluster.
     Kick {
         /// Who.
         user: Username,
@@ -203,10 +205,24 @@ impl Hub {
             self.end_ghost(&key);
             true
         } else {
-            false
+            self.kick_gone(&key, text, now)
         };
         self.commit_history(now);
         removed
+    }
+
+    /// If name key `key` is a user of a dead server whose session waits
+    /// for a resume on another server, it leaves now, kicked (`text`):
+    /// the local members are told. Returns whether it was such a user.
+    pub(super) fn kick_gone(&mut self, key: &str, text: &str, now: Instant) -> bool {
+        if !self.remote.gone.contains_key(key) {
+            return false;
+        }
+        let Some((user, server)) = self.remote.users.get(key).cloned() else {
+            return false;
+        };
+        self.remote_leave(server, &user, LeaveReason::KICKED, text.to_string(), now);
+        true
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is
