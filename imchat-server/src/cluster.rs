@@ -117,9 +117,8 @@ pub trait HubAccess: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub url: String,
-    /// The CA certificates (PEM) a `rediss://` Redis's certificate must
-    /// chain to, instead of the web PKI roots.
-    pub ca: Option<Vec<u8>>,
+    /// What a `rediss://` connection trusts and shows.
+    pub tls: RedisTls,
     pub lease: Duration,
     /// The grace period of a lost connection (how long its session is kept).
     pub grace: Duration,
@@ -231,47 +230,92 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A client of the Redis at `url` (nothing is connected yet). With `ca`
-/// (PEM certificates), a `rediss://` Redis's certificate must chain to one
-/// of them rather than to the web PKI roots: for a Redis with a
-/// certificate of the operators' own, or a self-signed one.
+/// What a connection to a `rediss://` Redis trusts and shows of itself,
+/// beside the web PKI roots and nothing (the defaults).
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates (PEM) Redis's certificate must chain to, instead of
+    /// the web PKI roots: for a Redis with a certificate of the operators'
+    /// own CA, or a self-signed one.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate chain and its private key (PEM), for a Redis
+    /// that asks its clients for one (`tls-auth-clients`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The private key is never shown.
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
+}
+
+/// The PEM certificates of `pem` (from the file of option `option`, for
+/// the errors): at least one.
+fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
+    // The redis crate takes a file without a certificate as an empty list:
+    // every connection would fail, and say less about why.
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read the certificates of {option}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{option} holds no PEM certificate"));
+    }
+    Ok(())
+}
+
+/// A client of the Redis at `url` (nothing is connected yet), with `tls`
+/// for a `rediss://` one.
 ///
 /// # Errors
 ///
-/// The URL is not a Redis URL, `ca` is given for one without TLS, or its
-/// certificates cannot be read (the text shows the URL without its
-/// password).
-pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, String> {
+/// The URL is not a Redis URL, `tls` has something for one without TLS,
+/// or its certificates or key cannot be read (the text shows the URL
+/// without its password, and nothing of the key).
+pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
     let shown = redacted(url);
     let client =
         redis::Client::open(url).map_err(|e| format!("invalid Redis URL '{shown}': {e}"))?;
-    let Some(ca) = ca else {
+    if tls.ca.is_none() && tls.identity.is_none() {
         return Ok(client);
-    };
+    }
     if !matches!(
         client.get_connection_info().addr(),
         redis::ConnectionAddr::TcpTls { .. }
     ) {
-        return Err(format!(
-            "a CA for Redis (--redis-ca) needs a rediss:// URL, not '{shown}'"
-        ));
+        let option = if tls.ca.is_some() {
+            "a CA for Redis (--redis-ca)"
+        } else {
+            "a client certificate for Redis (--redis-cert)"
+        };
+        return Err(format!("{option} needs a rediss:// URL, not '{shown}'"));
     }
-    // The redis crate takes a file without a certificate as an empty list:
-    // every connection would fail, and say less about why.
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(ca)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read the CA for Redis (--redis-ca): {e}"))?;
-    if certs.is_empty() {
-        return Err("the CA for Redis (--redis-ca) holds no PEM certificate".into());
+    if let Some(ca) = &tls.ca {
+        pem_certificates(ca, "the CA for Redis (--redis-ca)")?;
     }
+    let client_tls = match &tls.identity {
+        Some((cert, key)) => {
+            pem_certificates(cert, "the client certificate for Redis (--redis-cert)")?;
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| format!("cannot read the private key for Redis (--redis-key): {e}"))?;
+            Some(redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            })
+        }
+        None => None,
+    };
     redis::Client::build_with_tls(
         url,
         redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.to_vec()),
+            client_tls,
+            root_cert: tls.ca.clone(),
         },
     )
-    .map_err(|e| format!("cannot use the CA for Redis (--redis-ca): {e}"))
+    .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))
 }
 
 fn name_key(key: &str) -> String {
@@ -283,7 +327,7 @@ impl Cluster {
     /// Redis is down, and joins the cluster once it is up).
     pub fn new(settings: &Settings) -> Result<Self, String> {
         let shown_url = redacted(&settings.url);
-        let client = client(&settings.url, settings.ca.as_deref())?;
+        let client = client(&settings.url, &settings.tls)?;
         let mut id_bytes = [0u8; 8];
         getrandom::fill(&mut id_bytes).map_err(|e| format!("no random server id: {e}"))?;
         // Ids stay below 2^53 so that any tool reading the stream sees them exactly.
@@ -1296,7 +1340,7 @@ mod tests {
     /// Settings for the Redis at `url`, without a CA.
     fn settings(url: &str) -> Settings {
         Settings {
-            ca: None,
+            tls: RedisTls::default(),
             url: url.into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),

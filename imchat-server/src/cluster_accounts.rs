@@ -74,14 +74,14 @@ impl std::fmt::Debug for RedisAccounts {
 }
 
 impl RedisAccounts {
-    /// Accounts and bans in the Redis at `url` (with `ca`, as for
+    /// Accounts and bans in the Redis at `url` (with `tls`, as for
     /// [`crate::cluster::client`]). Nothing is connected yet.
     ///
     /// # Errors
     ///
     /// As [`crate::cluster::client`].
-    pub fn open(url: &str, ca: Option<&[u8]>) -> Result<Arc<RedisAccounts>, String> {
-        let client = crate::cluster::client(url, ca)?;
+    pub fn open(url: &str, tls: &crate::cluster::RedisTls) -> Result<Arc<RedisAccounts>, String> {
+        let client = crate::cluster::client(url, tls)?;
         Ok(Arc::new(RedisAccounts {
             client,
             link: Mutex::new(Link {

@@ -19,7 +19,7 @@ mod tls;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -173,6 +173,28 @@ struct Cli {
     /// --redis.
     #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_CA")]
     redis_ca: Option<PathBuf>,
+
+    /// Client certificate (a PEM file, with its chain) shown to a rediss:// --redis
+    ///
+    /// For a Redis that asks its clients for a certificate
+    /// (`tls-auth-clients yes`, Redis's default with TLS). Needs
+    /// --redis-key. Unused without --redis.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IMCHAT_REDIS_CERT",
+        requires = "redis_key"
+    )]
+    redis_cert: Option<PathBuf>,
+
+    /// Private key (a PEM file) of --redis-cert
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IMCHAT_REDIS_KEY",
+        requires = "redis_cert"
+    )]
+    redis_key: Option<PathBuf>,
 
     /// Lease of a server's names and heartbeat in the cluster, in seconds
     ///
@@ -450,6 +472,13 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     for warning in LimitArgs::warnings(&limits) {
         log::warn!("{warning}");
     }
+    // Read only for a cluster: a server alone runs whatever the
+    // environment says of Redis.
+    let redis_tls = if cli.redis.is_some() {
+        redis_tls(&cli)?
+    } else {
+        cluster::RedisTls::default()
+    };
     let choice = SharedDirChoice::pick(cli.shared_dir, |key| std::env::var_os(key));
     let shared = SharedDir::open(&choice.path).map_err(|e| {
         let missing =
@@ -475,7 +504,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             let lease = cluster_lease(cli.cluster_lease_secs).map_err(Error::Limits)?;
             let settings = cluster::Settings {
                 url: url.clone(),
-                ca: redis_ca(cli.redis_ca.as_deref())?,
+                tls: redis_tls.clone(),
                 lease,
                 grace: limits.grace,
             };
@@ -510,11 +539,8 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     // when --history-db is given too (it then keeps the history only).
     let (accounts, ban_store) = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
-            let shared = cluster_accounts::RedisAccounts::open(
-                url,
-                redis_ca(cli.redis_ca.as_deref())?.as_deref(),
-            )
-            .map_err(Error::Cluster)?;
+            let shared =
+                cluster_accounts::RedisAccounts::open(url, &redis_tls).map_err(Error::Cluster)?;
             shared.watch_bans().map_err(Error::Start)?;
             log::info!("accounts and bans: kept in Redis, shared by the cluster");
             let bans: std::sync::Arc<dyn accounts::BanStore> = shared.clone();
@@ -626,13 +652,23 @@ fn accounts_of(table: std::sync::Arc<store::SqliteAccounts>) -> std::sync::Arc<a
     std::sync::Arc::new(accounts::Accounts::new(Box::new(table), names::key))
 }
 
-/// The certificates of `--redis-ca`, if given.
-fn redis_ca(path: Option<&Path>) -> Result<Option<Vec<u8>>, Error> {
-    path.map(|path| {
-        std::fs::read(path)
-            .map_err(|e| Error::Cluster(format!("cannot read --redis-ca {}: {e}", path.display())))
+/// What `--redis-ca`, `--redis-cert` and `--redis-key` name, read.
+fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
+    let read = |option: &str, path: &Option<PathBuf>| {
+        path.as_deref()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    Error::Cluster(format!("cannot read {option} {}: {e}", path.display()))
+                })
+            })
+            .transpose()
+    };
+    let cert = read("--redis-cert", &cli.redis_cert)?;
+    let key = read("--redis-key", &cli.redis_key)?;
+    Ok(cluster::RedisTls {
+        ca: read("--redis-ca", &cli.redis_ca)?,
+        identity: cert.zip(key),
     })
-    .transpose()
 }
 
 /// `--reset-name NAME --redis URL` or `--reset-name NAME --history-db
@@ -645,11 +681,8 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
     let user = username_arg("--reset-name", name)?;
     let removed = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
-            let shared = cluster_accounts::RedisAccounts::open(
-                url,
-                redis_ca(cli.redis_ca.as_deref())?.as_deref(),
-            )
-            .map_err(Error::Cluster)?;
+            let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
+                .map_err(Error::Cluster)?;
             accounts::Accounts::new(Box::new(shared), names::key)
                 .reset(&user)
                 .map_err(Error::Cluster)?

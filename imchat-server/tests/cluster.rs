@@ -103,7 +103,9 @@ impl Server {
                     }
                     assert!(
                         Instant::now() < deadline,
-                        "the server never joined the cluster"
+                        "the server never joined the cluster: {}",
+                        std::fs::read_to_string(s.dir.path().join("server.log"))
+                            .unwrap_or_default()
                     );
                     thread::sleep(Duration::from_millis(100));
                 }
@@ -741,10 +743,10 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     // A wrong password: the server starts, says Redis is unreachable, and
     // names neither password.
     let wrong = format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port);
-    let logs_of_wrong = unreachable_log(&wrong);
+    let logs_of_wrong = unreachable_log(&wrong, &[]);
     // TLS to a server that speaks none: refused the same way, no panic.
     let tls = format!("rediss://:s3cret-pw@127.0.0.1:{}", redis.port);
-    let logs_of_tls = unreachable_log(&tls);
+    let logs_of_tls = unreachable_log(&tls, &[]);
     assert!(!logs_of_tls.contains("internal error"), "{logs_of_tls}");
     let mut logs = logs_of_wrong + &logs_of_tls;
     for s in [&a, &b] {
@@ -759,11 +761,32 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     );
 }
 
-/// A CA of the test's own and a certificate it signed for 127.0.0.1, as
-/// PEM files in `dir`: the CA's, the certificate's and its key's paths.
-fn own_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+/// The PEM files [`own_ca`] writes.
+struct OwnCa {
+    ca: PathBuf,
+    /// Redis's certificate, for 127.0.0.1, and its key.
+    cert: PathBuf,
+    key: PathBuf,
+    /// A client's certificate, and its key.
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+/// A CA of the test's own, a certificate it signed for 127.0.0.1 and one
+/// for a client, as PEM files in `dir`.
+fn own_ca(dir: &Path) -> OwnCa {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    // Each its own name: OpenSSL (Redis) takes a certificate named as its
+    // issuer for a self-signed one.
+    let named = |params: &mut CertificateParams, name: &str| {
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+    };
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    named(&mut ca, "imchat test CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -772,89 +795,191 @@ fn own_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
+    let files = OwnCa {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("redis.pem"),
+        key: dir.join("redis.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+    for (name, usage, cert, key) in [
+        (
+            "127.0.0.1",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            &files.cert,
+            &files.key,
+        ),
+        (
+            "imchat-server",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            &files.client_cert,
+            &files.client_key,
+        ),
+    ] {
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        named(&mut params, name);
+        params.extended_key_usages = vec![usage];
+        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+        std::fs::write(cert, leaf.pem()).unwrap();
+        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+    }
+    files
+}
+
+/// A `redis-server` with TLS only on `tls_port`, with `certs` and
+/// password `s3cret-pw`; `clients`: whether it asks its clients for a
+/// certificate (`tls-auth-clients`).
+fn tls_redis(certs: &OwnCa, tls_port: &str, clients: bool) -> Option<Redis> {
+    Redis::start_with(&[
+        "--tls-port",
+        tls_port,
+        "--tls-cert-file",
+        certs.cert.to_str().unwrap(),
+        "--tls-key-file",
+        certs.key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        certs.ca.to_str().unwrap(),
+        "--tls-auth-clients",
+        if clients { "yes" } else { "no" },
+        "--requirepass",
+        "s3cret-pw",
+    ])
+}
+
+/// What a server with `args` after its address says as it stops at start.
+fn refused_at_start(args: &[&std::ffi::OsStr]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .arg("127.0.0.1:0")
+        .args(args)
+        .arg("--shared-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
         .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("redis.pem"),
-        dir.join("redis.key"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, leaf.pem()).unwrap();
-    std::fs::write(&paths.2, leaf_key.serialize_pem()).unwrap();
-    paths
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
 fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
-    let certs = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = own_ca(certs.path());
+    let dir = tempfile::tempdir().unwrap();
+    let certs = own_ca(dir.path());
     let tls_port = free_port().to_string();
-    let Some(_redis) = Redis::start_with(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        cert.to_str().unwrap(),
-        "--tls-key-file",
-        key.to_str().unwrap(),
-        "--tls-ca-cert-file",
-        ca.to_str().unwrap(),
-        "--tls-auth-clients",
-        "no",
-        "--requirepass",
-        "s3cret-pw",
-    ]) else {
+    let Some(_redis) = tls_redis(&certs, &tls_port, false) else {
         return;
     };
     let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
     // The CA given (by the environment, as the password is).
-    let a = Server::start_with_env(&url, 0, &[("IMCHAT_REDIS_CA", &ca)]);
-    let b = Server::start_with_env(&url, 0, &[("IMCHAT_REDIS_CA", &ca)]);
+    let ca = [("IMCHAT_REDIS_CA", certs.ca.as_path())];
+    let a = Server::start_with_env(&url, 0, &ca);
+    let b = Server::start_with_env(&url, 0, &ca);
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     bob.say(None, "over TLS");
-    alice.wait(WAIT, "bob's line", |_| true);
     alice.wait(WAIT, "bob's line", |g| {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "over TLS"))
     });
     // Without it, the certificate is not trusted: Redis is unreachable
     // (the server runs on, and says why), never reached in clear text.
-    let log = unreachable_log(&url);
+    let log = unreachable_log(&url, &[]);
+    assert!(log.contains("UnknownIssuer"), "{log}");
     assert!(!log.contains("s3cret-pw"), "{log}");
-    // What a server with `url` and the CA file `ca` says as it stops at start.
-    let refused = |url: &str, ca: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
-            .args(["127.0.0.1:0", "--redis", url, "--redis-ca"])
-            .arg(ca)
-            .arg("--shared-dir")
-            .arg(certs.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+    let with_ca = |url: &str, ca: &Path| {
+        refused_at_start(&[
+            "--redis".as_ref(),
+            url.as_ref(),
+            "--redis-ca".as_ref(),
+            ca.as_os_str(),
+        ])
     };
     // A CA for a URL without TLS.
-    let err = refused("redis://127.0.0.1:1", &ca);
+    let err = with_ca("redis://127.0.0.1:1", &certs.ca);
     assert!(err.contains("needs a rediss:// URL"), "{err}");
     // A CA file without a certificate.
-    let junk = certs.path().join("junk.pem");
+    let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
-    let err = refused(&url, &junk);
+    let err = with_ca(&url, &junk);
     assert!(err.contains("holds no PEM certificate"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
 
-/// Runs a server with the Redis `url` until it logs that Redis is
-/// unreachable; returns its log.
-fn unreachable_log(url: &str) -> String {
+/// Redis with TLS asks its clients for a certificate by default
+/// (`tls-auth-clients yes`): the servers show theirs.
+#[test]
+fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = own_ca(dir.path());
+    let tls_port = free_port().to_string();
+    let Some(_redis) = tls_redis(&certs, &tls_port, true) else {
+        return;
+    };
+    let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
+    let ca = ("IMCHAT_REDIS_CA", certs.ca.as_path());
+    let identity = [
+        ca,
+        ("IMCHAT_REDIS_CERT", certs.client_cert.as_path()),
+        ("IMCHAT_REDIS_KEY", certs.client_key.as_path()),
+    ];
+    let a = Server::start_with_env(&url, 0, &identity);
+    let b = Server::start_with_env(&url, 0, &identity);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    alice.say(None, "with a certificate");
+    bob.wait(WAIT, "alice's line", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "with a certificate"))
+    });
+    // Trusting Redis is not enough: without a certificate of its own a
+    // server is turned away, and runs on alone.
+    let log = unreachable_log(&url, &[ca]);
+    assert!(log.contains("unreachable"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "{log}");
+    // The certificate and the key go together.
+    let err = refused_at_start(&[
+        "--redis".as_ref(),
+        url.as_ref(),
+        "--redis-cert".as_ref(),
+        certs.client_cert.as_os_str(),
+    ]);
+    assert!(err.contains("--redis-key"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    // A key file without a key; a certificate for a URL without TLS.
+    let with = |url: &str, cert: &Path, key: &Path| {
+        refused_at_start(&[
+            "--redis".as_ref(),
+            url.as_ref(),
+            "--redis-cert".as_ref(),
+            cert.as_os_str(),
+            "--redis-key".as_ref(),
+            key.as_os_str(),
+        ])
+    };
+    let err = with(&url, &certs.client_cert, &certs.client_cert);
+    assert!(
+        err.contains("cannot read the private key for Redis"),
+        "{err}"
+    );
+    let err = with(&url, &certs.client_key, &certs.client_key);
+    assert!(
+        err.contains("--redis-cert) holds no PEM certificate"),
+        "{err}"
+    );
+    let err = with("redis://127.0.0.1:1", &certs.client_cert, &certs.client_key);
+    assert!(err.contains("needs a rediss:// URL"), "{err}");
+}
+
+/// Runs a server with the Redis `url` (and `env`) until it logs that
+/// Redis is unreachable; returns its log.
+fn unreachable_log(url: &str, env: &[(&str, &Path)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .envs(env.iter().copied())
         .arg("127.0.0.1:0")
         .arg("--shared-dir")
         .arg(dir.path())
