@@ -54,8 +54,18 @@ pub const BUS_MAXLEN: usize = 100_000;
 /// Events waiting for Redis on one server. Past it (Redis unreachable for
 /// long, with a busy room), newer events are dropped and counted in the log.
 pub const QUEUE_MAX: usize = 100_000;
+/// Bytes of the events waiting for Redis on one server (what
+/// [`weight`] says of each): past it, as past [`QUEUE_MAX`], newer events
+/// are dropped and counted in the log.
+pub const QUEUE_BYTES: usize = 256 * 1024 * 1024;
 /// Entries published in one round trip, and read in one.
 const BATCH: usize = 512;
+/// Bytes of the events published in one round trip (at least one event):
+/// one entry, and one command Redis runs, stay small.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// What a server publishes between two looks at the stream's memory in
+/// Redis: a sixteenth of the budget.
+const STREAM_CHECKS: u64 = 16;
 /// How long a Redis command may take before Redis counts as unreachable.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -119,6 +129,8 @@ pub struct Settings {
     pub url: String,
     /// What a `rediss://` connection trusts and shows.
     pub tls: RedisTls,
+    /// The most of Redis's memory the stream may use, in bytes.
+    pub stream_bytes: u64,
     pub lease: Duration,
     /// The grace period of a lost connection (how long its session is kept).
     pub grace: Duration,
@@ -128,6 +140,10 @@ pub struct Settings {
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<(u64, ClusterEvent)>,
+    /// What the items weigh ([`weight`]).
+    bytes: usize,
+    /// The most they may weigh ([`QUEUE_BYTES`]).
+    max_bytes: usize,
     next_seq: u64,
     dropped: u64,
     /// The publisher waits for events: an enqueue must wake it (a wake-up
@@ -143,16 +159,20 @@ impl Queue {
     /// Adds `event`, numbered, unless the queue is full (then it is
     /// dropped and counted).
     fn push(&mut self, event: ClusterEvent) {
-        if self.items.len() >= QUEUE_MAX {
+        let w = weight(&event);
+        if self.items.len() >= QUEUE_MAX || self.bytes + w > self.max_bytes {
             self.dropped += 1;
             if self.dropped.is_power_of_two() {
                 warn!(
-                    "cluster queue full ({QUEUE_MAX} events waiting for Redis): {} dropped so far",
+                    "cluster queue full ({} events, {} MiB waiting for Redis): {} dropped so far",
+                    self.items.len(),
+                    self.bytes >> 20,
                     self.dropped
                 );
             }
             return;
         }
+        self.bytes += w;
         // A session's record does not go on the stream: it takes no number
         // of its own, or receivers would count it as an event lost.
         let seq = if matches!(event, ClusterEvent::Session { .. }) {
@@ -168,8 +188,34 @@ impl Queue {
     /// publisher; [`Cluster::published`] ends it.
     fn take(&mut self) -> Vec<(u64, ClusterEvent)> {
         self.busy = true;
-        let n = self.items.len().min(BATCH);
+        let mut n = 0;
+        let mut bytes = 0;
+        for (_, event) in self.items.iter().take(BATCH) {
+            let w = weight(event);
+            if n > 0 && bytes + w > BATCH_BYTES {
+                break;
+            }
+            bytes += w;
+            n += 1;
+        }
+        self.bytes -= bytes;
         self.items.drain(..n).collect()
+    }
+}
+
+/// What `event` weighs in the queue toward Redis and on the stream: its
+/// texts and names, and a head's worth.
+fn weight(event: &ClusterEvent) -> usize {
+    const HEAD: usize = 128;
+    HEAD + match event {
+        ClusterEvent::Chat { text, .. }
+        | ClusterEvent::Left { text, .. }
+        | ClusterEvent::Kick { text, .. } => text.len(),
+        ClusterEvent::Transfer(imchat_core::TransferControl::Offer { name, users, .. }) => {
+            name.as_ref().len() + users.iter().map(|u| u.as_str().len() + 1).sum::<usize>()
+        }
+        ClusterEvent::Transfer(imchat_core::TransferControl::Gone { reason, .. }) => reason.len(),
+        _ => 0,
     }
 }
 
@@ -179,6 +225,8 @@ pub struct Cluster {
     client: redis::Client,
     lease: Duration,
     grace: Duration,
+    /// The most of Redis's memory the stream may use ([`Settings::stream_bytes`]).
+    stream_bytes: u64,
     /// The cluster's epoch (0 until joined).
     epoch: AtomicU64,
     /// The stream position (as a log id) the hub has been given everything up to.
@@ -337,11 +385,13 @@ impl Cluster {
             client,
             lease: settings.lease,
             grace: settings.grace,
+            stream_bytes: settings.stream_bytes.max(1),
             epoch: AtomicU64::new(0),
             read_pos: AtomicU64::new(0),
             shown_url,
             claims: Mutex::new(None),
             queue: Mutex::new(Queue {
+                max_bytes: QUEUE_BYTES,
                 next_seq: 1,
                 ..Queue::default()
             }),
@@ -530,6 +580,9 @@ impl Cluster {
     /// (receivers drop what they already had).
     fn publish_loop(&self) {
         let mut con: Option<Connection> = None;
+        // Published since the stream's memory was last looked at.
+        let mut unchecked: u64 = 0;
+        let mut trim_logged: Option<Instant> = None;
         loop {
             if !self.up.load(Ordering::SeqCst) {
                 thread::sleep(Duration::from_millis(100));
@@ -556,11 +609,66 @@ impl Cluster {
                 q.take()
             };
             let result = self.publish(c, &batch);
+            if result.is_ok() {
+                unchecked += batch.iter().map(|(_, e)| weight(e) as u64).sum::<u64>();
+            }
             self.published(batch, result.is_ok());
+            if unchecked >= self.stream_bytes / STREAM_CHECKS {
+                unchecked = 0;
+                self.keep_stream_in_budget(c, &mut trim_logged);
+            }
             if let Err(e) = result {
                 warn!("cannot publish to the cluster: {e}");
                 con = None;
                 thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Trims the stream if it uses more of Redis's memory than its budget
+    /// (`MEMORY USAGE`, sampled): a burst of long messages cannot grow
+    /// Redis past it by more than what each server publishes between two
+    /// looks (a sixteenth of it, and one batch). Logged at most once a
+    /// minute (`logged`).
+    fn keep_stream_in_budget(&self, con: &mut Connection, logged: &mut Option<Instant>) {
+        let looked: redis::RedisResult<(Option<u64>, u64)> = redis::pipe()
+            .cmd("MEMORY")
+            .arg("USAGE")
+            .arg(BUS)
+            .arg("SAMPLES")
+            .arg(16)
+            .cmd("XLEN")
+            .arg(BUS)
+            .query(con);
+        let (used, len) = match looked {
+            Ok((Some(used), len)) => (used, len),
+            Ok((None, _)) => return,
+            Err(e) => {
+                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    *logged = Some(Instant::now());
+                    warn!("cluster: cannot see the stream's memory in Redis: {e}");
+                }
+                return;
+            }
+        };
+        let Some(keep) = stream_keep(used, len, self.stream_bytes) else {
+            return;
+        };
+        let trimmed = redis::cmd("XTRIM")
+            .arg(BUS)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keep)
+            .query::<u64>(con);
+        if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            match trimmed {
+                Ok(n) => info!(
+                    "cluster: the stream used {} MiB of Redis's memory, over its {} MiB: {n} of its {len} oldest entries trimmed (older history is gone)",
+                    used >> 20,
+                    self.stream_bytes >> 20
+                ),
+                Err(e) => warn!("cluster: cannot trim the stream: {e}"),
             }
         }
     }
@@ -571,6 +679,7 @@ impl Cluster {
         let mut q = lock(&self.queue);
         if !sent {
             for item in batch.into_iter().rev() {
+                q.bytes += weight(&item.1);
                 q.items.push_front(item);
             }
         }
@@ -1059,6 +1168,19 @@ enum Commands {
     Transaction(redis::Pipeline),
 }
 
+/// How many entries a stream of `len` entries that uses `used` bytes
+/// keeps to use no more than `budget`: nine tenths of it (a stream at its
+/// budget is not trimmed at every look), and at least one entry; `None`
+/// within the budget.
+fn stream_keep(used: u64, len: u64, budget: u64) -> Option<u64> {
+    if used <= budget || len == 0 {
+        return None;
+    }
+    // At most `len`: `budget` < `used`.
+    let keep = u128::from(len) * u128::from(budget) / u128::from(used) * 9 / 10;
+    Some(u64::try_from(keep).unwrap_or(len).max(1))
+}
+
 /// An `XADD` of a new entry to the bus, trimming it to about
 /// [`BUS_MAXLEN`]; the entry's fields follow.
 fn bus_xadd() -> redis::Cmd {
@@ -1341,6 +1463,7 @@ mod tests {
     fn settings(url: &str) -> Settings {
         Settings {
             tls: RedisTls::default(),
+            stream_bytes: 256 << 20,
             url: url.into(),
             lease: Duration::from_secs(10),
             grace: Duration::from_secs(60),
@@ -1368,6 +1491,84 @@ mod tests {
         assert_eq!(q.dropped, 5);
         // In order, numbered from 1 without gaps.
         assert!(q.items.iter().zip(1..).all(|((s, _), n)| *s == n));
+    }
+
+    fn chat(text: String) -> ClusterEvent {
+        ClusterEvent::Chat {
+            from: Username::new("alice").unwrap(),
+            to: None,
+            kind: imchat_core::ChatKind::Text,
+            text,
+            id: MessageId(0),
+            time: imchat_core::Timestamp(0),
+            client_id: 0,
+        }
+    }
+
+    /// Long messages fill the queue by their bytes long before their
+    /// number: what waits for Redis stays within a bound in memory too.
+    #[test]
+    fn the_queue_toward_redis_is_bounded_in_bytes_and_a_batch_too() {
+        let mut q = Queue {
+            max_bytes: 4 << 20,
+            next_seq: 1,
+            ..Queue::default()
+        };
+        let long = "x".repeat(60_000);
+        for _ in 0..100 {
+            q.push(chat(long.clone()));
+        }
+        // 60,128 bytes each: 69 fit in 4 MiB.
+        assert_eq!(q.items.len(), 69);
+        assert_eq!(q.dropped, 31);
+        assert_eq!(q.bytes, 69 * weight(&chat(long.clone())));
+        assert!(q.bytes <= 4 << 20);
+        // A round trip carries at most 1 MiB of them (17), in order.
+        let batch = q.take();
+        assert_eq!(batch.len(), 17);
+        assert!(batch.iter().zip(1..).all(|((s, _), n)| *s == n));
+        assert_eq!(q.bytes, 52 * weight(&chat(long.clone())));
+        // A batch that failed comes back with its bytes.
+        q.busy = false;
+        let mut failed = Vec::new();
+        for item in batch.into_iter().rev() {
+            q.bytes += weight(&item.1);
+            failed.push(item);
+        }
+        for item in failed {
+            q.items.push_front(item);
+        }
+        assert_eq!(q.bytes, 69 * weight(&chat(long.clone())));
+        // One event past the batch's bytes still goes, alone.
+        let mut q = Queue {
+            max_bytes: 4 << 20,
+            ..Queue::default()
+        };
+        q.push(chat("y".repeat(BATCH_BYTES + 1)));
+        q.push(chat(String::new()));
+        assert_eq!(q.take().len(), 1);
+        assert_eq!(q.take().len(), 1);
+        assert_eq!(q.bytes, 0);
+        // Short messages: a batch is 512 of them, as before.
+        for _ in 0..600 {
+            q.push(chat("hello".into()));
+        }
+        assert_eq!(q.take().len(), BATCH);
+    }
+
+    #[test]
+    fn the_stream_is_trimmed_to_nine_tenths_of_its_budget_once_past_it() {
+        assert_eq!(stream_keep(100, 1_000, 100), None);
+        assert_eq!(stream_keep(10, 0, 5), None);
+        // Twice the budget: 45 % of the entries stay.
+        assert_eq!(stream_keep(200, 1_000, 100), Some(450));
+        // Never none at all, and no overflow with large numbers.
+        assert_eq!(stream_keep(u64::MAX, 3, 1), Some(1));
+        let nine_tenths = (u128::from(u64::MAX - 1) * 9 / 10) as u64;
+        assert_eq!(
+            stream_keep(u64::MAX, u64::MAX, u64::MAX - 1),
+            Some(nine_tenths)
+        );
     }
 
     #[test]

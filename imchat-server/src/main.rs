@@ -204,6 +204,21 @@ struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, requires = "redis")]
     cluster_lease_secs: f64,
 
+    /// The most of Redis's memory the cluster's stream may use, in MiB
+    ///
+    /// The stream carries every server's messages and is the room's history
+    /// in a cluster. Past this, its oldest entries are trimmed (checked by
+    /// each server after every sixteenth of it that it published), so that
+    /// a burst of long messages cannot grow Redis without bound.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u64).range(1..=1024 * 1024),
+        requires = "redis"
+    )]
+    cluster_stream_mib: u64,
+
     /// File whose first line is the server password
     ///
     /// Clients must give it (--password-file, $IMCHAT_PASSWORD, or typed
@@ -505,6 +520,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             let settings = cluster::Settings {
                 url: url.clone(),
                 tls: redis_tls.clone(),
+                stream_bytes: cli.cluster_stream_mib << 20,
                 lease,
                 grace: limits.grace,
             };

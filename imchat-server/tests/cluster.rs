@@ -45,11 +45,11 @@ impl Server {
 
     /// With a grace period of `grace` seconds: sessions can be resumed.
     fn start_with_grace(redis_url: &str, grace: u32) -> Server {
-        Server::start_with_env(redis_url, grace, &[])
+        Server::start_with_env(redis_url, grace, &[], &[])
     }
 
-    /// With `env` set as well.
-    fn start_with_env(redis_url: &str, grace: u32, env: &[(&str, &Path)]) -> Server {
+    /// With `env` set, and `args` given, as well.
+    fn start_with_env(redis_url: &str, grace: u32, env: &[(&str, &Path)], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
             .arg("127.0.0.1:0")
@@ -60,6 +60,7 @@ impl Server {
             .args(["--cluster-lease-secs", LEASE_SECS])
             .args(["--grace-secs", &grace.to_string()])
             .args(["--max-per-address", "1000"])
+            .args(args)
             .env("IMCHAT_REDIS_URL", redis_url)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -119,6 +120,11 @@ impl Server {
     fn kill9(mut self) {
         signal(self.child.id(), "-KILL");
         let _ = self.child.wait();
+    }
+
+    /// The log file so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Types `line` on the server's console.
@@ -874,8 +880,8 @@ fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
     let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
     // The CA given (by the environment, as the password is).
     let ca = [("IMCHAT_REDIS_CA", certs.ca.as_path())];
-    let a = Server::start_with_env(&url, 0, &ca);
-    let b = Server::start_with_env(&url, 0, &ca);
+    let a = Server::start_with_env(&url, 0, &ca, &[]);
+    let b = Server::start_with_env(&url, 0, &ca, &[]);
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
@@ -925,8 +931,8 @@ fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
         ("IMCHAT_REDIS_CERT", certs.client_cert.as_path()),
         ("IMCHAT_REDIS_KEY", certs.client_key.as_path()),
     ];
-    let a = Server::start_with_env(&url, 0, &identity);
-    let b = Server::start_with_env(&url, 0, &identity);
+    let a = Server::start_with_env(&url, 0, &identity, &[]);
+    let b = Server::start_with_env(&url, 0, &identity, &[]);
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
@@ -1216,6 +1222,55 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "I am back"))
     });
+}
+
+/// A burst of long messages cannot grow the stream in Redis past its
+/// memory budget (`--cluster-stream-mib`): the oldest entries go.
+#[test]
+fn a_burst_of_long_messages_keeps_the_stream_within_its_memory_budget() {
+    let Some(redis) = Redis::start() else { return };
+    let args = ["--cluster-stream-mib", "1", "--rate-per-sec", "0"];
+    let a = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let b = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    // 200 messages of 60,000 bytes: 12 MB, twelve times the budget.
+    let long = "x".repeat(60_000);
+    for i in 0..200 {
+        alice.say(None, &format!("{i} {long}"));
+    }
+    bob.wait(WAIT, "the last one", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text.starts_with("199 ")))
+    });
+    let mut con = redis_con(&redis);
+    // Every node counted (no sampling).
+    let used: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("imchat:bus")
+        .arg("SAMPLES")
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("imchat:bus")
+        .query(&mut con)
+        .unwrap();
+    // The budget, plus what a server publishes between two looks (a
+    // sixteenth of it) and one round trip (1 MiB at most).
+    assert!(
+        used <= 3 << 20,
+        "the stream uses {used} bytes in {len} entries"
+    );
+    // Untrimmed, the messages take about 20 entries (a round trip's
+    // worth, 1 MiB, each); a few stay.
+    assert!(len <= 5, "{len} entries: nothing was trimmed");
+    assert!(
+        a.log().contains("over its 1 MiB"),
+        "the trim is not logged: {}",
+        a.log()
+    );
 }
 
 /// A kick of a user whose server died, while its session waits for a
