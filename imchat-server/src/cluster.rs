@@ -58,8 +58,13 @@ pub const QUEUE_MAX: usize = 100_000;
 /// [`weight`] says of each): past it, as past [`QUEUE_MAX`], newer events
 /// are dropped and counted in the log.
 pub const QUEUE_BYTES: usize = 256 * 1024 * 1024;
-/// Entries published in one round trip, and read in one.
+/// Events published in one round trip.
 const BATCH: usize = 512;
+/// Entries read in one round trip: each holds at most a round trip's
+/// events ([`BATCH_BYTES`], or one message past it), so with the default
+/// limits a reply holds at most about 16 MiB, however far behind the
+/// reader is.
+const READ_COUNT: usize = 16;
 /// Bytes of the events published in one round trip (at least one event):
 /// one entry, and one command Redis runs, stay small.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -848,7 +853,7 @@ impl Cluster {
             };
             let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
                 .arg("COUNT")
-                .arg(BATCH)
+                .arg(READ_COUNT)
                 .arg("BLOCK")
                 .arg(1000)
                 .arg("STREAMS")

@@ -1273,6 +1273,58 @@ fn a_burst_of_long_messages_keeps_the_stream_within_its_memory_budget() {
     );
 }
 
+/// The most memory `pid` has held (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A server far behind the stream (stopped while 72 MB went by) catches
+/// up in replies of bounded size (16 entries of at most about 1 MiB), not
+/// in one reply of everything.
+#[test]
+fn a_server_far_behind_the_stream_catches_up_in_bounded_reads() {
+    let Some(redis) = Redis::start() else { return };
+    let args = ["--cluster-stream-mib", "1024", "--rate-per-sec", "0"];
+    let a = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let b = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let mut alice = Peer::join(a.addr, "alice");
+    let before = peak_memory(b.child.id());
+    signal(b.child.id(), "-STOP");
+    let long = "x".repeat(60_000);
+    for i in 0..1200 {
+        alice.say(None, &format!("{i} {long}"));
+    }
+    alice.wait(WAIT, "her last taken", |g| {
+        g.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Ack {
+                    client_id: 1200,
+                    ..
+                }
+            )
+        })
+    });
+    thread::sleep(Duration::from_millis(500));
+    signal(b.child.id(), "-CONT");
+    // Time to read it all (it takes well under a second).
+    thread::sleep(Duration::from_secs(3));
+    // At most about 16 MiB read at a time, and the log's 8 MiB; one reply
+    // of everything would be 72 MB.
+    let grew = peak_memory(b.child.id()) - before;
+    assert!(
+        grew < 48 << 20,
+        "its peak memory grew by {} KiB",
+        grew >> 10
+    );
+}
+
 /// A kick of a user whose server died, while its session waits for a
 /// resume: every server removes it at once, and its session is over.
 #[test]
