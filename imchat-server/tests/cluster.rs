@@ -869,6 +869,21 @@ fn refused_at_start(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Two servers with the Redis `url` and `env` are one room: Alice on one
+/// and Bob on the other see each other, and Bob's line reaches Alice.
+fn two_servers_chat(url: &str, env: &[(&str, &Path)]) {
+    let a = Server::start_with_env(url, 0, env, &[]);
+    let b = Server::start_with_env(url, 0, env, &[]);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    bob.say(None, "over TLS");
+    alice.wait(WAIT, "bob's line", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "over TLS"))
+    });
+}
+
 #[test]
 fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -879,17 +894,7 @@ fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
     };
     let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
     // The CA given (by the environment, as the password is).
-    let ca = [("IMCHAT_REDIS_CA", certs.ca.as_path())];
-    let a = Server::start_with_env(&url, 0, &ca, &[]);
-    let b = Server::start_with_env(&url, 0, &ca, &[]);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
-    bob.say(None, "over TLS");
-    alice.wait(WAIT, "bob's line", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "over TLS"))
-    });
+    two_servers_chat(&url, &[("IMCHAT_REDIS_CA", certs.ca.as_path())]);
     // Without it, the certificate is not trusted: Redis is unreachable
     // (the server runs on, and says why), never reached in clear text.
     let log = unreachable_log(&url, &[]);
@@ -931,16 +936,7 @@ fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
         ("IMCHAT_REDIS_CERT", certs.client_cert.as_path()),
         ("IMCHAT_REDIS_KEY", certs.client_key.as_path()),
     ];
-    let a = Server::start_with_env(&url, 0, &identity, &[]);
-    let b = Server::start_with_env(&url, 0, &identity, &[]);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
-    alice.say(None, "with a certificate");
-    bob.wait(WAIT, "alice's line", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "with a certificate"))
-    });
+    two_servers_chat(&url, &identity);
     // Trusting Redis is not enough: without a certificate of its own a
     // server is turned away, and runs on alone.
     let log = unreachable_log(&url, &[ca]);

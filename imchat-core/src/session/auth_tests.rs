@@ -585,6 +585,25 @@ fn a_kicked_client_closes_and_says_why() {
     assert!(s.is_closed());
 }
 
+/// What the hub published for the other servers since last asked.
+fn published(hub: &mut Hub) -> Vec<ClusterEvent> {
+    events(hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kick `kick BOB spam` on the console publishes.
+fn bob_kicked_by_console() -> ClusterEvent {
+    ClusterEvent::Kick {
+        user: user("bob"),
+        text: "kicked by console: spam".into(),
+    }
+}
+
 #[test]
 fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
     let now = Instant::now();
@@ -601,20 +620,7 @@ fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
         hub.console("kick BOB spam", now),
         "kicked bob (on another server)"
     );
-    let published: Vec<ClusterEvent> = events(&mut hub)
-        .into_iter()
-        .filter_map(|e| match e {
-            HubEvent::Cluster(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        published,
-        [ClusterEvent::Kick {
-            user: user("bob"),
-            text: "kicked by console: spam".into(),
-        }]
-    );
+    assert_eq!(published(&mut hub), [bob_kicked_by_console()]);
     // He stays listed here until his server says he left.
     assert!(sent(&mut hub, dave).is_empty());
     // Server 7's operator kicks Dave, a user of this one.
@@ -654,20 +660,7 @@ fn a_kick_of_a_user_whose_server_died_removes_it_on_every_server_at_once() {
         "kicked bob (it was away)"
     );
     assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by console: spam"]);
-    let published: Vec<ClusterEvent> = events(&mut hub)
-        .into_iter()
-        .filter_map(|e| match e {
-            HubEvent::Cluster(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        published,
-        [ClusterEvent::Kick {
-            user: user("bob"),
-            text: "kicked by console: spam".into(),
-        }]
-    );
+    assert_eq!(published(&mut hub), [bob_kicked_by_console()]);
     // Another server's operator kicks Carol: this server removes her too.
     assert!(hub.remote_kick(&user("CAROL"), "kicked by op2: flood", now));
     assert_eq!(sent(&mut hub, dave), ["left: carol: kicked by op2: flood"]);
