@@ -834,24 +834,44 @@ fn own_ca(dir: &Path) -> OwnCa {
     files
 }
 
-/// A `redis-server` with TLS only on `tls_port`, with `certs` and
-/// password `s3cret-pw`; `clients`: whether it asks its clients for a
-/// certificate (`tls-auth-clients`).
-fn tls_redis(certs: &OwnCa, tls_port: &str, clients: bool) -> Option<Redis> {
-    Redis::start_with(&[
-        "--tls-port",
-        tls_port,
-        "--tls-cert-file",
-        certs.cert.to_str().unwrap(),
-        "--tls-key-file",
-        certs.key.to_str().unwrap(),
-        "--tls-ca-cert-file",
-        certs.ca.to_str().unwrap(),
-        "--tls-auth-clients",
-        if clients { "yes" } else { "no" },
-        "--requirepass",
-        "s3cret-pw",
-    ])
+/// A `redis-server` with TLS only, with certificates of [`own_ca`] and
+/// the password `s3cret-pw`.
+struct TlsRedis {
+    dir: tempfile::TempDir,
+    certs: OwnCa,
+    /// Its URL, with the password.
+    url: String,
+    _redis: Redis,
+}
+
+impl TlsRedis {
+    /// `clients`: whether it asks its clients for a certificate
+    /// (`tls-auth-clients`).
+    fn start(clients: bool) -> Option<TlsRedis> {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = own_ca(dir.path());
+        let tls_port = free_port().to_string();
+        let redis = Redis::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            certs.cert.to_str().unwrap(),
+            "--tls-key-file",
+            certs.key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            certs.ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            if clients { "yes" } else { "no" },
+            "--requirepass",
+            "s3cret-pw",
+        ])?;
+        Some(TlsRedis {
+            dir,
+            certs,
+            url: format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}"),
+            _redis: redis,
+        })
+    }
 }
 
 /// What a server with `args` after its address says as it stops at start.
@@ -886,18 +906,14 @@ fn two_servers_chat(url: &str, env: &[(&str, &Path)]) {
 
 #[test]
 fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = own_ca(dir.path());
-    let tls_port = free_port().to_string();
-    let Some(_redis) = tls_redis(&certs, &tls_port, false) else {
+    let Some(tls) = TlsRedis::start(false) else {
         return;
     };
-    let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
     // The CA given (by the environment, as the password is).
-    two_servers_chat(&url, &[("IMCHAT_REDIS_CA", certs.ca.as_path())]);
+    two_servers_chat(&tls.url, &[("IMCHAT_REDIS_CA", tls.certs.ca.as_path())]);
     // Without it, the certificate is not trusted: Redis is unreachable
     // (the server runs on, and says why), never reached in clear text.
-    let log = unreachable_log(&url, &[]);
+    let log = unreachable_log(&tls.url, &[]);
     assert!(log.contains("UnknownIssuer"), "{log}");
     assert!(!log.contains("s3cret-pw"), "{log}");
     let with_ca = |url: &str, ca: &Path| {
@@ -909,12 +925,12 @@ fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
         ])
     };
     // A CA for a URL without TLS.
-    let err = with_ca("redis://127.0.0.1:1", &certs.ca);
+    let err = with_ca("redis://127.0.0.1:1", &tls.certs.ca);
     assert!(err.contains("needs a rediss:// URL"), "{err}");
     // A CA file without a certificate.
-    let junk = dir.path().join("junk.pem");
+    let junk = tls.dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
-    let err = with_ca(&url, &junk);
+    let err = with_ca(&tls.url, &junk);
     assert!(err.contains("holds no PEM certificate"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
@@ -923,31 +939,27 @@ fn servers_join_through_a_redis_with_tls_and_a_certificate_of_their_own_ca() {
 /// (`tls-auth-clients yes`): the servers show theirs.
 #[test]
 fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = own_ca(dir.path());
-    let tls_port = free_port().to_string();
-    let Some(_redis) = tls_redis(&certs, &tls_port, true) else {
+    let Some(tls) = TlsRedis::start(true) else {
         return;
     };
-    let url = format!("rediss://:s3cret-pw@127.0.0.1:{tls_port}");
-    let ca = ("IMCHAT_REDIS_CA", certs.ca.as_path());
+    let ca = ("IMCHAT_REDIS_CA", tls.certs.ca.as_path());
     let identity = [
         ca,
-        ("IMCHAT_REDIS_CERT", certs.client_cert.as_path()),
-        ("IMCHAT_REDIS_KEY", certs.client_key.as_path()),
+        ("IMCHAT_REDIS_CERT", tls.certs.client_cert.as_path()),
+        ("IMCHAT_REDIS_KEY", tls.certs.client_key.as_path()),
     ];
-    two_servers_chat(&url, &identity);
+    two_servers_chat(&tls.url, &identity);
     // Trusting Redis is not enough: without a certificate of its own a
     // server is turned away, and runs on alone.
-    let log = unreachable_log(&url, &[ca]);
+    let log = unreachable_log(&tls.url, &[ca]);
     assert!(log.contains("unreachable"), "{log}");
     assert!(!log.contains("s3cret-pw"), "{log}");
     // The certificate and the key go together.
     let err = refused_at_start(&[
         "--redis".as_ref(),
-        url.as_ref(),
+        tls.url.as_ref(),
         "--redis-cert".as_ref(),
-        certs.client_cert.as_os_str(),
+        tls.certs.client_cert.as_os_str(),
     ]);
     assert!(err.contains("--redis-key"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
@@ -962,17 +974,21 @@ fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
             key.as_os_str(),
         ])
     };
-    let err = with(&url, &certs.client_cert, &certs.client_cert);
+    let err = with(&tls.url, &tls.certs.client_cert, &tls.certs.client_cert);
     assert!(
         err.contains("cannot read the private key for Redis"),
         "{err}"
     );
-    let err = with(&url, &certs.client_key, &certs.client_key);
+    let err = with(&tls.url, &tls.certs.client_key, &tls.certs.client_key);
     assert!(
         err.contains("--redis-cert) holds no PEM certificate"),
         "{err}"
     );
-    let err = with("redis://127.0.0.1:1", &certs.client_cert, &certs.client_key);
+    let err = with(
+        "redis://127.0.0.1:1",
+        &tls.certs.client_cert,
+        &tls.certs.client_key,
+    );
     assert!(err.contains("needs a rediss:// URL"), "{err}");
 }
 
@@ -1112,18 +1128,27 @@ fn count(p: &Peer, text: &str) -> usize {
     texts(p).iter().filter(|t| *t == text).count()
 }
 
-#[test]
-fn a_session_resumes_on_another_server_after_its_server_is_killed() {
-    let Some(redis) = Redis::start() else { return };
-    let a = Server::start_with_grace(&redis.url(), 30);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let c = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    let mut carol = Peer::join(c.addr, "carol");
+/// Three servers whose sessions resume (a grace of 30 s), and Alice, Bob
+/// and Carol joined one to each, all seeing one another.
+fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Peer)) {
+    let servers = (
+        Server::start_with_grace(&redis.url(), 30),
+        Server::start_with_grace(&redis.url(), 30),
+        Server::start_with_grace(&redis.url(), 30),
+    );
+    let mut alice = Peer::join(servers.0.addr, "alice");
+    let mut bob = Peer::join(servers.1.addr, "bob");
+    let mut carol = Peer::join(servers.2.addr, "carol");
     for p in [&mut alice, &mut bob, &mut carol] {
         p.wait_who(&["alice", "bob", "carol"], WAIT);
     }
+    (servers, (alice, bob, carol))
+}
+
+#[test]
+fn a_session_resumes_on_another_server_after_its_server_is_killed() {
+    let Some(redis) = Redis::start() else { return };
+    let ((a, b, _c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);
     for i in 0..5 {
         bob.say(None, &format!("before {i}"));
     }
@@ -1220,22 +1245,35 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
     });
 }
 
+/// Two servers with a stream of `stream_mib` MiB and no rate limit, and
+/// Alice joined to the first.
+fn servers_for_long_messages(redis: &Redis, stream_mib: &str) -> (Server, Server, Peer) {
+    let args = ["--cluster-stream-mib", stream_mib, "--rate-per-sec", "0"];
+    let a = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let b = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let alice = Peer::join(a.addr, "alice");
+    (a, b, alice)
+}
+
+/// `p` sends `n` messages of 60,000 bytes and more, numbered from 0
+/// (`"<i> xxx…"`).
+fn say_long(p: &mut Peer, n: usize) {
+    let long = "x".repeat(60_000);
+    for i in 0..n {
+        p.say(None, &format!("{i} {long}"));
+    }
+}
+
 /// A burst of long messages cannot grow the stream in Redis past its
 /// memory budget (`--cluster-stream-mib`): the oldest entries go.
 #[test]
 fn a_burst_of_long_messages_keeps_the_stream_within_its_memory_budget() {
     let Some(redis) = Redis::start() else { return };
-    let args = ["--cluster-stream-mib", "1", "--rate-per-sec", "0"];
-    let a = Server::start_with_env(&redis.url(), 0, &[], &args);
-    let b = Server::start_with_env(&redis.url(), 0, &[], &args);
-    let mut alice = Peer::join(a.addr, "alice");
+    let (a, b, mut alice) = servers_for_long_messages(&redis, "1");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     // 200 messages of 60,000 bytes: 12 MB, twelve times the budget.
-    let long = "x".repeat(60_000);
-    for i in 0..200 {
-        alice.say(None, &format!("{i} {long}"));
-    }
+    say_long(&mut alice, 200);
     bob.wait(WAIT, "the last one", |g| {
         g.iter()
             .any(|m| matches!(m, ServerMessage::Chat(c) if c.text.starts_with("199 ")))
@@ -1286,16 +1324,10 @@ fn peak_memory(pid: u32) -> u64 {
 #[test]
 fn a_server_far_behind_the_stream_catches_up_in_bounded_reads() {
     let Some(redis) = Redis::start() else { return };
-    let args = ["--cluster-stream-mib", "1024", "--rate-per-sec", "0"];
-    let a = Server::start_with_env(&redis.url(), 0, &[], &args);
-    let b = Server::start_with_env(&redis.url(), 0, &[], &args);
-    let mut alice = Peer::join(a.addr, "alice");
+    let (_a, b, mut alice) = servers_for_long_messages(&redis, "1024");
     let before = peak_memory(b.child.id());
     signal(b.child.id(), "-STOP");
-    let long = "x".repeat(60_000);
-    for i in 0..1200 {
-        alice.say(None, &format!("{i} {long}"));
-    }
+    say_long(&mut alice, 1200);
     alice.wait(WAIT, "her last taken", |g| {
         g.iter().any(|m| {
             matches!(
@@ -1326,15 +1358,7 @@ fn a_server_far_behind_the_stream_catches_up_in_bounded_reads() {
 #[test]
 fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
     let Some(redis) = Redis::start() else { return };
-    let mut a = Server::start_with_grace(&redis.url(), 30);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let c = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    let mut carol = Peer::join(c.addr, "carol");
-    for p in [&mut alice, &mut bob, &mut carol] {
-        p.wait_who(&["alice", "bob", "carol"], WAIT);
-    }
+    let ((mut a, b, c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);
     b.kill9();
     // A knows b is dead; bob is still listed, waiting for a resume.
     a.wait_line("is gone (its lease ran out)");
