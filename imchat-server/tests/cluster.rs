@@ -387,10 +387,17 @@ fn two_servers_are_one_room() {
     alice.wait(WAIT, "bob's join", |g| has_join(g, "bob"));
     alice.wait_who(&["alice", "bob"], WAIT);
     bob.wait_who(&["alice", "bob"], WAIT);
-    // The same name, in another case, on the other server: taken.
-    let mut dup = Peer::connect(b.addr);
-    let refused = dup.hello("ALICE").unwrap_err();
-    assert_eq!(refused.0, RefuseCode::NAME_TAKEN, "{refused:?}");
+    // The same name, in another case or in look-alike letters (a
+    // Cyrillic а, full-width letters), on the other server: taken.
+    for same in [
+        "ALICE",
+        "\u{430}lice",
+        "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+    ] {
+        let mut dup = Peer::connect(b.addr);
+        let refused = dup.hello(same).unwrap_err();
+        assert_eq!(refused.0, RefuseCode::NAME_TAKEN, "{same}: {refused:?}");
+    }
 
     let mut carol = Peer::join(a.addr, "carol");
     bob.wait(WAIT, "carol's join", |g| has_join(g, "carol"));
