@@ -1360,6 +1360,49 @@ fn a_server_far_behind_the_stream_catches_up_in_bounded_reads() {
     );
 }
 
+/// A server started after 72 MB went by reads the stream's newest
+/// entries for its history, a page at a time, only as far as its log
+/// keeps (8 MiB), not all of the 10,000 entries its log could take.
+#[test]
+fn a_server_started_later_reads_no_more_history_than_its_log_keeps() {
+    let Some(redis) = Redis::start() else { return };
+    let (_a, _b, mut alice) = servers_for_long_messages(&redis, "1024");
+    say_long(&mut alice, 1200);
+    // All of it in the stream before the new server starts (else it gets
+    // the newest live, not as history).
+    let mut con = redis_con(&redis);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let newest: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XREVRANGE")
+            .arg("imchat:bus")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut con)
+            .unwrap();
+        let has_last = newest
+            .iter()
+            .any(|(_, fields)| fields.values().any(|v| v.windows(5).any(|w| w == b"1199 ")));
+        if has_last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "her last never reached Redis");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let args = ["--cluster-stream-mib", "1024"];
+    let c = Server::start_with_env(&redis.url(), 0, &[], &args);
+    let mut dave = Peer::join(c.addr, "dave");
+    dave.wait(WAIT, "the newest as history", |g| {
+        g.iter().any(
+            |m| matches!(m, ServerMessage::Chat(c) if c.history && c.text.starts_with("1199 ")),
+        )
+    });
+    // About 40 MB here, against about 90 MB when it read them all.
+    let peak = peak_memory(c.child.id());
+    assert!(peak < 64 << 20, "its peak memory is {} KiB", peak >> 10);
+}
+
 /// A kick of a user whose server died, while its session waits for a
 /// resume: every server removes it at once, and its session is over.
 #[test]
@@ -1505,8 +1548,15 @@ fn a_server_started_later_gives_the_room_history_from_the_cluster() {
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(a.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
-    for i in 0..3 {
-        alice.say(None, &format!("history {i}"));
+    // Each its own entry (sent once the one before arrived), more than a
+    // page of what a server reads of the stream at a time.
+    for i in 0..40 {
+        let text = format!("history {i}");
+        alice.say(None, &text);
+        bob.wait(WAIT, &text, |g| {
+            g.iter()
+                .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == text))
+        });
     }
     alice.say(Some("bob"), "secret");
     bob.wait(WAIT, "the secret", |g| {
@@ -1518,7 +1568,7 @@ fn a_server_started_later_gives_the_room_history_from_the_cluster() {
     let mut dave = Peer::join(b.addr, "dave");
     dave.wait(WAIT, "the history", |g| {
         g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.history && c.text == "history 2"))
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.history && c.text == "history 39"))
     });
     let history: Vec<(String, String)> = dave
         .got
@@ -1528,7 +1578,7 @@ fn a_server_started_later_gives_the_room_history_from_the_cluster() {
             _ => None,
         })
         .collect();
-    let want: Vec<(String, String)> = (0..3)
+    let want: Vec<(String, String)> = (0..40)
         .map(|i| ("alice".to_string(), format!("history {i}")))
         .collect();
     assert_eq!(history, want, "private messages are never history");

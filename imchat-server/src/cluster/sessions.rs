@@ -159,20 +159,17 @@ impl Cluster {
         let epoch: u64 = redis::cmd("GET").arg(EPOCH).query(con)?;
         self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
         let mut count = 0;
+        let mut log_bytes = 0;
         let mut empty = false;
         hub.with(&mut |hub| {
             hub.set_epoch(epoch);
             count = hub.limits().log_entries.min(super::BUS_MAXLEN);
+            log_bytes = hub.limits().log_bytes;
             empty = hub.last_id() == MessageId(0);
         });
-        let reply: Value = redis::cmd("XREVRANGE")
-            .arg(BUS)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query(con)?;
-        let mut tail = super::entry::range_reply(reply);
+        // A hub with a history of its own needs only the newest position.
+        let (count, log_bytes) = if empty { (count, log_bytes) } else { (1, 0) };
+        let mut tail = newest_entries(con, count.max(1), log_bytes)?;
         tail.reverse();
         let last = tail.last().map_or_else(
             || "0-0".to_string(),
@@ -207,6 +204,63 @@ impl Cluster {
         }
         Ok(last)
     }
+}
+
+/// The newest `count` entries of the stream, newest first, read a page
+/// of [`super::READ_COUNT`] at a time and no further once they hold
+/// `bytes` (what the log keeps): a stream of long messages is not read
+/// whole for a log that keeps a few megabytes of it.
+fn newest_entries(
+    con: &mut Connection,
+    count: usize,
+    bytes: usize,
+) -> redis::RedisResult<Vec<(Vec<u8>, Vec<Value>)>> {
+    let mut out: Vec<(Vec<u8>, Vec<Value>)> = Vec::new();
+    let mut end = "+".to_string();
+    let mut read = 0;
+    while out.len() < count {
+        let want = (count - out.len()).min(super::READ_COUNT);
+        let reply: Value = redis::cmd("XREVRANGE")
+            .arg(BUS)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(want)
+            .query(con)?;
+        let page = super::entry::range_reply(reply);
+        let got = page.len();
+        read += page
+            .iter()
+            .map(|(id, fields)| id.len() + fields.iter().map(value_len).sum::<usize>())
+            .sum::<usize>();
+        let before = page.last().and_then(|(id, _)| before(id));
+        out.extend(page);
+        match before {
+            Some(b) if got == want && read < bytes => end = b,
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of a field's value.
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::BulkString(b) => b.len(),
+        Value::SimpleString(s) => s.len(),
+        _ => 0,
+    }
+}
+
+/// The highest stream id below `id` (`millis-seq`); `None` below `0-1`.
+fn before(id: &[u8]) -> Option<String> {
+    let id = std::str::from_utf8(id).ok()?;
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    Some(match seq.checked_sub(1) {
+        Some(seq) => format!("{ms}-{seq}"),
+        None => format!("{}-{}", ms.checked_sub(1)?, u64::MAX),
+    })
 }
 
 impl super::Remote {
@@ -278,4 +332,23 @@ pub fn take_for_hello(
         taken.from
     );
     Some(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::before;
+
+    #[test]
+    fn the_id_before_a_stream_id_is_one_lower_in_its_sequence_or_its_millisecond() {
+        assert_eq!(before(b"1700-5").as_deref(), Some("1700-4"));
+        assert_eq!(
+            before(b"1700-0").as_deref(),
+            Some("1699-18446744073709551615")
+        );
+        assert_eq!(before(b"0-1").as_deref(), Some("0-0"));
+        // Nothing is below the first id, and an id that is not one has none.
+        assert_eq!(before(b"0-0"), None);
+        assert_eq!(before(b"1700"), None);
+        assert_eq!(before(b"x-1"), None);
+    }
 }
