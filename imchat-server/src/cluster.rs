@@ -306,6 +306,21 @@ impl std::fmt::Debug for RedisTls {
     }
 }
 
+/// What is wrong with a PEM file, in words that show nothing of it: the
+/// PEM parser's own messages quote the file (a key whose line breaks were
+/// lost comes back whole in "missing section end marker").
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a section has no END line (were its line breaks lost?)",
+        Error::IllegalSectionStart { .. } => "a BEGIN line is malformed",
+        Error::Base64Decode(_) => "a section is not valid base64",
+        Error::NoItemsFound => "it holds nothing of the kind wanted",
+        Error::SectionTooLarge => "a section is too large",
+        _ => "it cannot be read as PEM",
+    }
+}
+
 /// The PEM certificates of `pem` (from the file of option `option`, for
 /// the errors): at least one.
 fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
@@ -313,7 +328,7 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
     // every connection would fail, and say less about why.
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read the certificates of {option}: {e}"))?;
+        .map_err(|e| format!("cannot read {option}: {}", pem_problem(&e)))?;
     if certs.is_empty() {
         return Err(format!("{option} holds no PEM certificate"));
     }
@@ -352,8 +367,12 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
     let client_tls = match &tls.identity {
         Some((cert, key)) => {
             pem_certificates(cert, "the client certificate for Redis (--redis-cert)")?;
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| format!("cannot read the private key for Redis (--redis-key): {e}"))?;
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+                format!(
+                    "cannot read the private key for Redis (--redis-key): {}",
+                    pem_problem(&e)
+                )
+            })?;
             Some(redis::ClientTlsConfig {
                 client_cert: cert.clone(),
                 client_key: key.clone(),
@@ -1533,17 +1552,21 @@ mod tests {
         assert_eq!(batch.len(), 17);
         assert!(batch.iter().zip(1..).all(|((s, _), n)| *s == n));
         assert_eq!(q.bytes, 52 * weight(&chat(long.clone())));
+        drop(batch);
         // A batch that failed comes back with its bytes.
-        q.busy = false;
-        let mut failed = Vec::new();
-        for item in batch.into_iter().rev() {
-            q.bytes += weight(&item.1);
-            failed.push(item);
+        let c = unconnected();
+        for _ in 0..20 {
+            c.enqueue(chat(long.clone()));
         }
-        for item in failed {
-            q.items.push_front(item);
-        }
-        assert_eq!(q.bytes, 69 * weight(&chat(long.clone())));
+        let batch = lock(&c.queue).take();
+        assert_eq!(batch.len(), 17);
+        assert_eq!(lock(&c.queue).bytes, 3 * weight(&chat(long.clone())));
+        c.published(batch, false);
+        assert_eq!(lock(&c.queue).bytes, 20 * weight(&chat(long.clone())));
+        // And one that was sent leaves with them.
+        let batch = lock(&c.queue).take();
+        c.published(batch, true);
+        assert_eq!(lock(&c.queue).bytes, 3 * weight(&chat(long.clone())));
         // One event past the batch's bytes still goes, alone.
         let mut q = Queue {
             max_bytes: 4 << 20,

@@ -179,21 +179,11 @@ struct Cli {
     /// For a Redis that asks its clients for a certificate
     /// (`tls-auth-clients yes`, Redis's default with TLS). Needs
     /// --redis-key. Unused without --redis.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "IMCHAT_REDIS_CERT",
-        requires = "redis_key"
-    )]
+    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_CERT")]
     redis_cert: Option<PathBuf>,
 
     /// Private key (a PEM file) of --redis-cert
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "IMCHAT_REDIS_KEY",
-        requires = "redis_cert"
-    )]
+    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_KEY")]
     redis_key: Option<PathBuf>,
 
     /// Lease of a server's names and heartbeat in the cluster, in seconds
@@ -679,6 +669,13 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
             })
             .transpose()
     };
+    // Checked here, not by clap: a server alone runs whatever the
+    // environment says of Redis.
+    if cli.redis_cert.is_some() != cli.redis_key.is_some() {
+        return Err(Error::Cluster(
+            "--redis-cert and --redis-key go together: give both, or neither".into(),
+        ));
+    }
     let cert = read("--redis-cert", &cli.redis_cert)?;
     let key = read("--redis-key", &cli.redis_key)?;
     Ok(cluster::RedisTls {
