@@ -1091,6 +1091,22 @@ impl Cluster {
             }
         }
         if !gone.is_empty() {
+            // Kicked while their server still looked alive: their sessions
+            // end (the kick's own attempt may have come before the server's
+            // heartbeat ran out) before anyone is told they left.
+            let mut kicked = Vec::new();
+            hub.with(&mut |hub| {
+                for s in &gone {
+                    kicked.extend(hub.kicked_users_of(*s));
+                }
+            });
+            for user in kicked {
+                redis::cmd("EVAL")
+                    .arg(sessions::FORGET_ORPHAN)
+                    .arg(1)
+                    .arg(sessions::sess_key(&crate::names::key(&user)))
+                    .query::<()>(con)?;
+            }
             let now = Instant::now();
             hub.with(&mut |hub| {
                 for s in &gone {

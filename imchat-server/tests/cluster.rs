@@ -1447,18 +1447,24 @@ fn a_server_started_later_reads_no_more_history_than_its_log_keeps() {
     assert!(peak < 64 << 20, "its peak memory is {} KiB", peak >> 10);
 }
 
-/// A kick of a user whose server died, while its session waits for a
-/// resume: every server removes it at once, and its session is over.
-#[test]
-fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
+/// Alice, Bob and Carol on three servers; Bob's is killed, and Alice's
+/// console kicks him: once her server `noticed` the death, or at once,
+/// before any server did. Either way every server removes him, kicked,
+/// long before the 30 s grace runs out, and his session is over.
+fn kick_of_a_user_whose_server_died(noticed: bool) {
     let Some(redis) = Redis::start() else { return };
     let ((mut a, b, c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);
     b.kill9();
-    // A knows b is dead; bob is still listed, waiting for a resume.
-    a.wait_line("is gone (its lease ran out)");
-    alice.wait_who(&["alice", "bob", "carol"], WAIT);
-    a.console("kick Bob spam");
-    a.wait_line("kicked bob (it was away)");
+    if noticed {
+        // A knows b is dead; bob is still listed, waiting for a resume.
+        a.wait_line("is gone (its lease ran out)");
+        alice.wait_who(&["alice", "bob", "carol"], WAIT);
+        a.console("kick Bob spam");
+        a.wait_line("kicked bob (it was away)");
+    } else {
+        a.console("kick Bob spam");
+        a.wait_line("kicked bob (on another server)");
+    }
     let kicked = |g: &[ServerMessage]| {
         g.iter().any(|m| match m {
             ServerMessage::Presence(es) => es.iter().any(|e| {
@@ -1469,7 +1475,7 @@ fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
             _ => false,
         })
     };
-    // Long before the 30 s grace runs out, on A and on C.
+    // On A and on C (WAIT is shorter than the grace).
     for p in [&mut alice, &mut carol] {
         p.wait(WAIT, "bob leaving, kicked", kicked);
         p.wait_who(&["alice", "carol"], WAIT);
@@ -1489,6 +1495,18 @@ fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
         .expect("the name is free again");
     assert!(!again.resumed, "a kicked session was resumed");
     alice.wait_who(&["alice", "bob", "carol"], WAIT);
+}
+
+#[test]
+fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
+    kick_of_a_user_whose_server_died(true);
+}
+
+/// Each server notices a death in its own time: a kick that comes before
+/// is carried out when it does.
+#[test]
+fn a_kick_before_anyone_noticed_that_the_users_server_died_is_carried_out_when_they_do() {
+    kick_of_a_user_whose_server_died(false);
 }
 
 #[test]

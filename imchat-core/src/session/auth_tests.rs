@@ -637,6 +637,55 @@ fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
     assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
 }
 
+/// A kick that reaches a server before it noticed that the user's server
+/// died is carried out there once it notices; a kick the user's server
+/// carried out is not carried out twice.
+#[test]
+fn a_kick_of_a_user_whose_server_died_unnoticed_is_carried_out_once_noticed() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    hub.enable_cluster();
+    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    for (u, server) in [("bob", 7), ("carol", 7), ("erin", 8), ("fay", 9)] {
+        assert!(hub.remote_join(server, user(u), now));
+    }
+    for c in [op, dave] {
+        sent(&mut hub, c);
+    }
+    events(&mut hub);
+    // Servers 7 and 8 died, unnoticed yet. Another server's operator
+    // kicks Bob, and this one's Erin.
+    assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
+    assert_eq!(
+        hub.console("kick erin spam", now),
+        "kicked erin (on another server)"
+    );
+    assert!(sent(&mut hub, dave).is_empty(), "nobody is removed yet");
+    assert_eq!(hub.kicked_users_of(7), [user("bob")]);
+    // Noticed: Bob leaves at once, kicked; Carol waits for a resume.
+    assert_eq!(hub.remote_server_gone(7, now), 2);
+    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by op2: flood"]);
+    assert_eq!(hub.remote_server_gone(8, now), 1);
+    assert_eq!(
+        sent(&mut hub, dave),
+        ["left: erin: kicked by console: spam"]
+    );
+    // Fay's server is alive and carries her kick out: she leaves once.
+    assert!(!hub.remote_kick(&user("fay"), "kicked by op2: x", now));
+    hub.remote_leave(
+        9,
+        &user("fay"),
+        LeaveReason::KICKED,
+        "kicked by op2: x".into(),
+        now,
+    );
+    assert_eq!(sent(&mut hub, dave), ["left: fay: kicked by op2: x"]);
+    assert!(hub.kicked_users_of(9).is_empty());
+    assert_eq!(hub.remote_server_gone(9, now), 0);
+    assert!(sent(&mut hub, dave).is_empty());
+    assert_eq!(hub.remote_users(), [(user("carol"), 7)]);
+}
+
 /// A user of a server that died waits for a resume on another server; a
 /// kick has nobody to carry it out there, so every server removes it.
 #[test]

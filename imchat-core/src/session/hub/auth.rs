@@ -530,6 +530,9 @@ impl Hub {
             let where_ = if self.kick_gone(&key, &text, self.clock) {
                 "it was away"
             } else {
+                // Should its server have died unnoticed, the kick is
+                // carried out here once it is noticed.
+                self.remember_kick(&key, &text);
                 "on another server"
             };
             (NoticeCode::DONE, format!("kicked {remote} ({where_})"))

@@ -95,6 +95,11 @@ pub(super) struct Remote {
     /// On: local users' joins, leaves and chats come out as events.
     pub(super) enabled: bool,
     pub(super) users: HashMap<String, (Username, u64)>,
+    /// Kicks of users of other servers that their server has not carried
+    /// out yet (name key → the text): if that server turns out to be dead
+    /// (each server notices in its own time), the user leaves, kicked, as
+    /// soon as this one notices, instead of waiting for a resume.
+    pub(super) kicks: HashMap<String, String>,
     /// Users of servers that died, by name key: until when their sessions
     /// may be resumed on another server (they stay listed, and nobody is
     /// told they left, until then).
@@ -175,6 +180,7 @@ impl Hub {
             .is_some_and(|(_, s)| *s == server)
         {
             self.remote.gone.remove(&key);
+            self.remote.kicks.remove(&key);
             if let Some((registered, _)) = self.remote.users.remove(&key) {
                 self.announce_left(registered, reason, text);
             }
@@ -204,11 +210,38 @@ impl Hub {
         } else if self.sessions.contains_key(&key) {
             self.end_ghost(&key);
             true
+        } else if self.kick_gone(&key, text, now) {
+            true
         } else {
-            self.kick_gone(&key, text, now)
+            // Its server removes it, unless that server died and this one
+            // has not noticed yet.
+            self.remember_kick(&key, text);
+            false
         };
         self.commit_history(now);
         removed
+    }
+
+    /// Remembers a kick of the user of another server with name key `key`
+    /// (if there is one) until its server carries it out, or turns out to
+    /// be dead.
+    pub(super) fn remember_kick(&mut self, key: &str, text: &str) {
+        if self.remote.users.contains_key(key) {
+            self.remote.kicks.insert(key.to_string(), text.to_string());
+        }
+    }
+
+    /// The users of server `server` kicked while it still looked alive:
+    /// if it is dead, their sessions must end in the cluster too.
+    #[must_use]
+    pub fn kicked_users_of(&self, server: u64) -> Vec<Username> {
+        self.remote
+            .kicks
+            .keys()
+            .filter_map(|k| self.remote.users.get(k))
+            .filter(|(_, s)| *s == server)
+            .map(|(u, _)| u.clone())
+            .collect()
     }
 
     /// If name key `key` is a user of a dead server whose session waits
@@ -228,8 +261,9 @@ impl Hub {
     /// Server `server` is gone (its lease ran out): each of its users is
     /// announced as left, connection lost; with resume on, only once the
     /// grace period from now has passed without the user resuming on
-    /// another server ([`Hub::remote_moved`]). Returns how many users it
-    /// had (not counting those already waiting).
+    /// another server ([`Hub::remote_moved`]). A user kicked while its
+    /// server still looked alive leaves at once, kicked. Returns how many
+    /// users it had (not counting those already waiting).
     pub fn remote_server_gone(&mut self, server: u64, now: Instant) -> usize {
         self.clock = self.clock.max(now);
         let mut gone: Vec<Username> = self
@@ -242,18 +276,30 @@ impl Hub {
         gone.sort_by_key(Username::key);
         self.clock = self.clock.max(now);
         self.transfers_of_gone_server(server);
+        let n = gone.len();
+        // Those kicked before this server noticed leave now, kicked.
+        gone.retain(|u| {
+            let key = self.key(u);
+            match self.remote.kicks.get(&key).cloned() {
+                Some(text) => {
+                    self.remote_leave(server, u, LeaveReason::KICKED, text, now);
+                    false
+                }
+                None => true,
+            }
+        });
         if self.resume_enabled() {
             let until = now + self.limits.grace;
             for u in &gone {
                 let key = self.key(u);
                 self.remote.gone.insert(key, until);
             }
-            return gone.len();
+            return n;
         }
         for u in &gone {
             self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
         }
-        gone.len()
+        n
     }
 
     /// When the next user of a dead server is due to leave.

@@ -304,6 +304,8 @@ impl Hub {
             Some(known) => {
                 known.1 = server;
                 self.remote.gone.remove(&key);
+                // A kick it moved away from is not carried over.
+                self.remote.kicks.remove(&key);
             }
             None => {
                 self.remote_join(server, user, now);
