@@ -16,8 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, LeaveReason, MessageId, PresenceEvent, Recipient,
-    RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME,
+    ChatKind, ClientMessage, Decoder, Encode, ErrorCode, LeaveReason, MessageId, PresenceEvent,
+    Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
 
@@ -674,6 +674,36 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     let got: Vec<String> = bob.chats().into_iter().map(|c| c.2).collect();
     assert_eq!(got, (0..5).map(|i| format!("cut {i}")).collect::<Vec<_>>());
     bob.wait_who(&["alice", "bob"], WAIT);
+}
+
+/// A kick made on a server cut off from Redis waits in its queue with the
+/// rest, and is carried out by the user's server once the cut heals.
+#[test]
+fn a_kick_made_while_cut_off_from_redis_is_carried_out_once_back() {
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let mut a = Server::start(&format!("redis://{}", proxy.addr));
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    proxy.cut();
+    alice.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+    a.console("kick bob spam");
+    a.wait_line("kicked bob (on another server)");
+    let kicked = |g: &[ServerMessage]| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Error { code, text, .. }
+                if *code == ErrorCode::KICKED && text == "kicked by console: spam")
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    bob.drain();
+    assert!(!kicked(&bob.got), "kicked through a cut");
+    proxy.restore();
+    bob.wait(WAIT, "the kick", kicked);
 }
 
 #[test]
