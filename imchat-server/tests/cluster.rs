@@ -1453,6 +1453,34 @@ fn a_server_far_behind_the_stream_catches_up_in_bounded_reads() {
     });
 }
 
+/// A user of a server that falls far behind the stream (stopped while
+/// 72 MB went by) gets all of it once the server catches up, in order,
+/// and is not disconnected for the backlog reaching it faster than its
+/// queue (4 MiB) takes.
+#[test]
+fn a_user_of_a_server_far_behind_gets_the_whole_backlog_once_it_catches_up() {
+    let Some(redis) = Redis::start() else { return };
+    let (_a, b, mut alice) = servers_for_long_messages(&redis, "1024");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    signal(b.child.id(), "-STOP");
+    say_long(&mut alice, 1200);
+    wait_in_stream(&redis, b"1199 ");
+    signal(b.child.id(), "-CONT");
+    bob.wait(WAIT, "the last one", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Chat(c) if c.text.starts_with("1199 "))
+                || matches!(m, ServerMessage::Error { .. })
+        })
+    });
+    let got: Vec<usize> = bob
+        .chats()
+        .iter()
+        .filter_map(|(_, _, t)| t.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(got, (0..1200).collect::<Vec<_>>(), "{:?}", bob.got.last());
+}
+
 /// A server started after 72 MB went by reads the stream's newest
 /// entries for its history, a page at a time, only as far as its log
 /// keeps (8 MiB), not all of the 10,000 entries its log could take.
