@@ -643,19 +643,44 @@ impl Drop for Proxy {
     }
 }
 
+/// Server A reaches `redis` through a proxy of the test's, B directly;
+/// Alice on A and Bob on B see each other, then the proxy cuts A off and
+/// Alice is told.
+struct CutOff {
+    proxy: Proxy,
+    a: Server,
+    _b: Server,
+    alice: Peer,
+    bob: Peer,
+}
+
+impl CutOff {
+    fn start(redis: &Redis) -> CutOff {
+        let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+        let a = Server::start(&format!("redis://{}", proxy.addr));
+        let b = Server::start(&redis.url());
+        let mut alice = Peer::join(a.addr, "alice");
+        let bob = Peer::join(b.addr, "bob");
+        alice.wait_who(&["alice", "bob"], WAIT);
+        proxy.cut();
+        alice.wait(WAIT, "the notice", |g| {
+            g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+        });
+        CutOff {
+            proxy,
+            a,
+            _b: b,
+            alice,
+            bob,
+        }
+    }
+}
+
 #[test]
 fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     let Some(redis) = Redis::start() else { return };
-    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
-    let a = Server::start(&format!("redis://{}", proxy.addr));
-    let b = Server::start(&redis.url());
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
-    proxy.cut();
-    alice.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    let mut cut = CutOff::start(&redis);
+    let (alice, bob, proxy) = (&mut cut.alice, &mut cut.bob, &cut.proxy);
     for i in 0..5 {
         alice.say(None, &format!("cut {i}"));
     }
@@ -681,16 +706,8 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
 #[test]
 fn a_kick_made_while_cut_off_from_redis_is_carried_out_once_back() {
     let Some(redis) = Redis::start() else { return };
-    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
-    let mut a = Server::start(&format!("redis://{}", proxy.addr));
-    let b = Server::start(&redis.url());
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
-    proxy.cut();
-    alice.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    let mut cut = CutOff::start(&redis);
+    let (a, bob, proxy) = (&mut cut.a, &mut cut.bob, &cut.proxy);
     a.console("kick bob spam");
     a.wait_line("kicked bob (on another server)");
     let kicked = |g: &[ServerMessage]| {
