@@ -527,12 +527,9 @@ impl Hub {
                 user: remote.clone(),
                 text: text.clone(),
             });
-            let where_ = if self.kick_gone(&key, &text, self.clock) {
+            let where_ = if self.kick_remote(&key, &text, self.clock) {
                 "it was away"
             } else {
-                // Should its server have died unnoticed, the kick is
-                // carried out here once it is noticed.
-                self.remember_kick(&key, &text);
                 "on another server"
             };
             (NoticeCode::DONE, format!("kicked {remote} ({where_})"))

@@ -210,25 +210,26 @@ impl Hub {
         } else if self.sessions.contains_key(&key) {
             self.end_ghost(&key);
             true
-        } else if self.kick_gone(&key, text, now) {
-            true
         } else {
-            // Its server removes it, unless that server died and this one
-            // has not noticed yet.
-            self.remember_kick(&key, text);
-            false
+            self.kick_remote(&key, text, now)
         };
         self.commit_history(now);
         removed
     }
 
-    /// Remembers a kick of the user of another server with name key `key`
-    /// (if there is one) until its server carries it out, or turns out to
-    /// be dead.
-    pub(super) fn remember_kick(&mut self, key: &str, text: &str) {
+    /// A kick (`text`) of name key `key`, a user of another server. If its
+    /// server is gone and its session waits for a resume, it leaves now,
+    /// kicked (true). Else its own server removes it; the kick is
+    /// remembered until it does, or turns out to be dead too (unnoticed
+    /// yet), and then the user leaves as soon as this server notices.
+    pub(super) fn kick_remote(&mut self, key: &str, text: &str, now: Instant) -> bool {
+        if self.kick_gone(key, text, now) {
+            return true;
+        }
         if self.remote.users.contains_key(key) {
             self.remote.kicks.insert(key.to_string(), text.to_string());
         }
+        false
     }
 
     /// The users of server `server` kicked while it still looked alive:
@@ -247,7 +248,7 @@ impl Hub {
     /// If name key `key` is a user of a dead server whose session waits
     /// for a resume on another server, it leaves now, kicked (`text`):
     /// the local members are told. Returns whether it was such a user.
-    pub(super) fn kick_gone(&mut self, key: &str, text: &str, now: Instant) -> bool {
+    fn kick_gone(&mut self, key: &str, text: &str, now: Instant) -> bool {
         if !self.remote.gone.contains_key(key) {
             return false;
         }
