@@ -668,8 +668,7 @@ impl Cluster {
             Ok((Some(used), len)) => (used, len),
             Ok((None, _)) => return,
             Err(e) => {
-                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    *logged = Some(Instant::now());
+                if once_a_minute(logged) {
                     warn!("cluster: cannot see the stream's memory in Redis: {e}");
                 }
                 return;
@@ -684,8 +683,7 @@ impl Cluster {
             .arg("~")
             .arg(keep)
             .query::<u64>(con);
-        if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            *logged = Some(Instant::now());
+        if once_a_minute(logged) {
             match trimmed {
                 Ok(n) => info!(
                     "cluster: the stream used {} MiB of Redis's memory, over its {} MiB: {n} of its {len} oldest entries trimmed (older history is gone)",
@@ -826,11 +824,7 @@ impl Cluster {
                 }
                 ClusterEvent::Kick { user, .. } => {
                     // A session left by a dead server ends: no resume.
-                    pipe.cmd("EVAL")
-                        .arg(sessions::FORGET_ORPHAN)
-                        .arg(1)
-                        .arg(sessions::sess_key(&crate::names::key(user)))
-                        .ignore();
+                    pipe.add_command(sessions::forget_orphan(user)).ignore();
                 }
                 ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }
@@ -1101,11 +1095,7 @@ impl Cluster {
                 }
             });
             for user in kicked {
-                redis::cmd("EVAL")
-                    .arg(sessions::FORGET_ORPHAN)
-                    .arg(1)
-                    .arg(sessions::sess_key(&crate::names::key(&user)))
-                    .query::<()>(con)?;
+                sessions::forget_orphan(&user).query::<()>(con)?;
             }
             let now = Instant::now();
             hub.with(&mut |hub| {
@@ -1206,6 +1196,16 @@ impl Cluster {
 enum Commands {
     One(redis::Cmd),
     Transaction(redis::Pipeline),
+}
+
+/// Whether a minute has passed since `last` (or there was none); if so,
+/// `last` becomes now.
+fn once_a_minute(last: &mut Option<Instant>) -> bool {
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 /// How many entries a stream of `len` entries that uses `used` bytes

@@ -53,13 +53,22 @@ return 0
 
 /// Deletes the session `KEYS[1]` if the server that holds it is gone
 /// (its heartbeat ran out): a session of a live server ends with it.
-pub(super) const FORGET_ORPHAN: &str = r"
+const FORGET_ORPHAN: &str = r"
 local s = redis.call('HGET', KEYS[1], 's')
 if s and redis.call('EXISTS', 'imchat:srv:' .. s) == 0 then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 ";
+
+/// The command that runs [`FORGET_ORPHAN`] for `user`'s session.
+pub(super) fn forget_orphan(user: &Username) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(FORGET_ORPHAN)
+        .arg(1)
+        .arg(sess_key(&crate::names::key(user)));
+    cmd
+}
 
 /// The session key of name key `key`.
 pub(super) fn sess_key(key: &str) -> String {
