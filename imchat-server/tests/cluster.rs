@@ -307,6 +307,14 @@ impl Peer {
         }
     }
 
+    /// Waits (`WAIT` at most) for a chat message whose text is `text`.
+    fn wait_chat(&mut self, text: &str) {
+        self.wait(WAIT, text, |g| {
+            g.iter()
+                .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == text))
+        });
+    }
+
     /// Chats received: (sender, private, text).
     fn chats(&self) -> Vec<(String, bool, String)> {
         self.got
@@ -403,10 +411,7 @@ fn two_servers_are_one_room() {
     bob.wait(WAIT, "carol's join", |g| has_join(g, "carol"));
     alice.say(None, "hello everyone");
     bob.say(Some("carol"), "psst carol");
-    bob.wait(WAIT, "alice's broadcast", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "hello everyone"))
-    });
+    bob.wait_chat("hello everyone");
     carol.wait(WAIT, "both messages", |g| {
         g.iter()
             .filter(|m| matches!(m, ServerMessage::Chat(_)))
@@ -520,20 +525,14 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
         g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
     });
     alice.say(None, "while redis sleeps");
-    ann.wait(WAIT, "alice's message", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "while redis sleeps"))
-    });
+    ann.wait_chat("while redis sleeps");
     let mut late = Peer::connect(a.addr);
     let (code, reason) = late.hello("late").unwrap_err();
     assert_eq!(code, RefuseCode::SERVER_FULL);
     assert!(reason.contains("cannot reach"), "{reason}");
     signal(redis.child.id(), "-CONT");
     // Nothing accepted is lost: bob gets what alice said meanwhile.
-    bob.wait(WAIT, "the message sent while redis slept", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "while redis sleeps"))
-    });
+    bob.wait_chat("while redis sleeps");
     alice.wait(WAIT, "the all-clear", |g| {
         g.iter().any(
             |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("reachable again")),
@@ -562,10 +561,7 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     bob.wait_who(&["alice", "ann", "bob", "late"], WAIT);
     bob.got.clear();
     alice.say(None, "after the restart");
-    bob.wait(WAIT, "a message after the restart", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "after the restart"))
-    });
+    bob.wait_chat("after the restart");
     // Taken names are still taken across the cluster.
     let mut dup = Peer::connect(b.addr);
     assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
@@ -952,10 +948,7 @@ fn two_servers_chat(url: &str, env: &[(&str, &Path)]) {
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     bob.say(None, "over TLS");
-    alice.wait(WAIT, "bob's line", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "over TLS"))
-    });
+    alice.wait_chat("over TLS");
 }
 
 #[test]
@@ -1158,10 +1151,7 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
     });
     bob.wait_who(&["Alice", "bob"], WAIT);
     other.say(None, "still here");
-    bob.wait(WAIT, "the new alice's message", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here"))
-    });
+    bob.wait_chat("still here");
 }
 
 // Sessions that resume on another server of the cluster.
@@ -1235,10 +1225,7 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
     for i in 0..5 {
         bob.say(None, &format!("before {i}"));
     }
-    alice.wait(WAIT, "the first five", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "before 4"))
-    });
+    alice.wait_chat("before 4");
     // What the others got from here on must show no leave or join of hers.
     let marks: Vec<usize> = [&mut bob, &mut carol]
         .into_iter()
@@ -1253,10 +1240,7 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         carol.say(None, &format!("carol after {i}"));
     }
     bob.say(Some("alice"), "psst");
-    bob.wait(WAIT, "carol's last", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "carol after 4"))
-    });
+    bob.wait_chat("carol after 4");
     // Past a's lease and the others' check: they know it is dead.
     thread::sleep(Duration::from_secs(3));
     alice.drain();
@@ -1322,10 +1306,7 @@ fn a_session_resumes_on_another_server_after_its_server_is_killed() {
         p.wait_who(&["alice", "bob", "carol"], WAIT);
     }
     back.say(None, "I am back");
-    carol.wait(WAIT, "her first line from b", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "I am back"))
-    });
+    carol.wait_chat("I am back");
 }
 
 /// Two servers with a stream of `stream_mib` MiB and no rate limit, and
@@ -1596,10 +1577,7 @@ fn a_session_resumes_on_another_server_while_its_own_is_alive() {
         p.wait_who(&["alice", "bob", "dave"], WAIT);
     }
     bob.say(None, "one");
-    alice.wait(WAIT, "one", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "one"))
-    });
+    alice.wait_chat("one");
     let marks: Vec<usize> = [&mut bob, &mut dave]
         .into_iter()
         .map(|p| {
@@ -1615,10 +1593,7 @@ fn a_session_resumes_on_another_server_while_its_own_is_alive() {
         })
     });
     back.say(None, "from b");
-    dave.wait(WAIT, "her line from b", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "from b"))
-    });
+    dave.wait_chat("from b");
     bob.say(Some("alice"), "to you");
     back.wait(WAIT, "bob's private message", |g| {
         g.iter()
@@ -1653,10 +1628,7 @@ fn a_message_resent_after_a_resume_elsewhere_is_delivered_once() {
         p.wait_who(&["alice", "bob"], WAIT);
     }
     alice.say(None, "only once");
-    bob.wait(WAIT, "her message", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "only once"))
-    });
+    bob.wait_chat("only once");
     a.kill9();
     // As if its ack had been lost with the server: sent again, same id.
     let mut back = resume_on(&mut alice, b.addr);
@@ -1671,10 +1643,7 @@ fn a_message_resent_after_a_resume_elsewhere_is_delivered_once() {
             .any(|m| matches!(m, ServerMessage::Ack { client_id: 1, .. }))
     });
     back.say(None, "marker");
-    bob.wait(WAIT, "the marker", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "marker"))
-    });
+    bob.wait_chat("marker");
     assert_eq!(count(&bob, "only once"), 1, "{:?}", texts(&bob));
 }
 
@@ -1690,16 +1659,10 @@ fn a_server_started_later_gives_the_room_history_from_the_cluster() {
     for i in 0..40 {
         let text = format!("history {i}");
         alice.say(None, &text);
-        bob.wait(WAIT, &text, |g| {
-            g.iter()
-                .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == text))
-        });
+        bob.wait_chat(&text);
     }
     alice.say(Some("bob"), "secret");
-    bob.wait(WAIT, "the secret", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "secret"))
-    });
+    bob.wait_chat("secret");
     // Published: a server started now finds them in Redis.
     let b = Server::start(&redis.url());
     let mut dave = Peer::join(b.addr, "dave");
@@ -2258,10 +2221,7 @@ fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
     p.say(None, "still here");
     let mut q = Peer::join(a.addr, "witness");
     p.say(None, "still here 2");
-    q.wait(WAIT, "a message", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "still here 2"))
-    });
+    q.wait_chat("still here 2");
 }
 
 #[test]
