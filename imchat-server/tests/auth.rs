@@ -99,26 +99,20 @@ impl Server {
     /// A server with a history database (so accounts), the server password
     /// `password` when given, and `extra` flags.
     fn secured(password: Option<&str>, extra: &[&str]) -> Server {
-        let dir = TempDir::new("srv");
-        let shared = dir.0.join("shared");
-        std::fs::create_dir_all(&shared).unwrap();
-        let mut cmd = Command::new(server_bin());
-        cmd.args(["0", "--bind", "127.0.0.1"])
-            .arg("--shared-dir")
-            .arg(&shared)
-            .arg("--log-file")
-            .arg(dir.0.join("server.log"))
-            .args(extra)
-            .current_dir(&dir.0);
+        // Paths relative to the server's folder, its working directory.
+        let mut args = extra.to_vec();
         if !extra.contains(&"--history-db") {
-            cmd.arg("--history-db").arg(dir.0.join("history.db"));
+            args.extend(["--history-db", "history.db"]);
         }
-        if let Some(pw) = password {
-            let file = dir.0.join("password");
-            std::fs::write(&file, format!("{pw}\n")).unwrap();
-            cmd.arg("--password-file").arg(&file);
+        if password.is_some() {
+            args.extend(["--password-file", "password"]);
         }
-        let mut srv = Self::from_proc(Proc::spawn(cmd), dir);
+        let mut srv = Self::start_with(&args, |shared| {
+            if let Some(pw) = password {
+                let dir = shared.parent().unwrap();
+                std::fs::write(dir.join("password"), format!("{pw}\n")).unwrap();
+            }
+        });
         srv.password = password.map(str::to_string);
         srv
     }

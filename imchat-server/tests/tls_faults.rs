@@ -5,10 +5,8 @@
 //! bounded, the server is killed by its handle, and each test ends by
 //! checking that the server still serves TLS clients.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,91 +19,36 @@ use imchat_core::{
 mod common;
 
 use common::peer::Peer;
-use common::{TempDir, WAIT};
+use common::{Server, WAIT};
 
-/// The server, killed by its handle when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    dir: TempDir,
-    _lines: Receiver<String>,
+/// A server with a self-signed certificate (kept in `data` in its folder)
+/// and `args`, killed by its handle when dropped.
+fn tls_server(args: &[&str]) -> Server {
+    let mut all = vec!["--tls-self-signed", "--data-dir", "data"];
+    all.extend_from_slice(args);
+    Server::start(&all)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(tag: &str, args: &[&str]) -> Server {
-        let dir = TempDir::new(&format!("tls-faults-{tag}"));
-        std::fs::create_dir_all(dir.0.join("shared")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
-            .args([
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--tls-self-signed",
-                "--data-dir",
-            ])
-            .arg(dir.0.join("data"))
-            .arg("--shared-dir")
-            .arg(dir.0.join("shared"))
-            .arg("--log-file")
-            .arg(dir.0.join("server.log"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let (tx, rx) = channel();
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
+/// Two TLS clients join and chat: `srv` still serves.
+fn assert_serving(srv: &Server) {
+    let mut a = Tls::join(srv, "probe_a");
+    let mut b = Tls::join(srv, "probe_b");
+    a.wait_for(|m| matches!(m, ServerMessage::Presence(_)));
+    b.send(&ClientMessage::Chat {
+        client_id: 0,
+        kind: ChatKind::Text,
+        to: Recipient::Everyone,
+        text: "still alive".into(),
+    });
+    a.wait_for(
+        |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
+    );
+    // Quit frees the names at once (a lost connection's name waits for a resume).
+    for t in [&mut a, &mut b] {
+        t.send(&ClientMessage::Quit {
+            reason: String::new(),
         });
-        let line = rx.recv_timeout(WAIT).expect("the listening line");
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("bad listening line {line:?}"));
-        Server {
-            child,
-            addr,
-            dir,
-            _lines: rx,
-        }
-    }
-
-    /// Two TLS clients join and chat: the server still serves.
-    fn assert_serving(&self) {
-        let mut a = Tls::join(self, "probe_a");
-        let mut b = Tls::join(self, "probe_b");
-        a.wait_for(|m| matches!(m, ServerMessage::Presence(_)));
-        b.send(&ClientMessage::Chat {
-            client_id: 0,
-            kind: ChatKind::Text,
-            to: Recipient::Everyone,
-            text: "still alive".into(),
-        });
-        a.wait_for(
-            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
-        );
-        // Quit frees the names at once (a lost connection's name waits for a resume).
-        for t in [&mut a, &mut b] {
-            t.send(&ClientMessage::Quit {
-                reason: String::new(),
-            });
-            t.wait_closed_timed();
-        }
+        t.wait_closed_timed();
     }
 }
 
@@ -171,7 +114,7 @@ fn wait_tcp_closed(mut s: TcpStream) -> Duration {
 
 #[test]
 fn bytes_that_are_not_tls_are_closed_before_any_handshake() {
-    let srv = Server::start("not-tls", &[]);
+    let srv = tls_server(&[]);
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let junk: Vec<u8> = (0..1 << 20)
         .map(|_| {
@@ -193,12 +136,12 @@ fn bytes_that_are_not_tls_are_closed_before_any_handshake() {
         let _ = s.write_all(bytes); // the server may close before all is written
         wait_tcp_closed(s);
     }
-    srv.assert_serving();
+    assert_serving(&srv);
 }
 
 #[test]
 fn a_framing_bomb_inside_tls_is_refused_from_the_header() {
-    let srv = Server::start("bomb", &[]);
+    let srv = tls_server(&[]);
     for header in [[0xff, 0xff, 0xff, 0xff], [0, 0x10, 0, 1]] {
         let mut t = Tls::connect(&srv);
         t.write(&header).unwrap();
@@ -219,12 +162,12 @@ fn a_framing_bomb_inside_tls_is_refused_from_the_header() {
             .any(|m| matches!(m, ServerMessage::Error { .. })),
         "{msgs:?}"
     );
-    srv.assert_serving();
+    assert_serving(&srv);
 }
 
 #[test]
 fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
-    let srv = Server::start("slowloris", &["--handshake-timeout-secs", "2"]);
+    let srv = tls_server(&["--handshake-timeout-secs", "2"]);
     // A TLS hello that never ends: a record header promising 512 bytes,
     // then a few of them, then silence.
     let mut half = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
@@ -239,7 +182,7 @@ fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
     let mut quiet = Tls::connect(&srv);
 
     // Meanwhile others are served.
-    srv.assert_serving();
+    assert_serving(&srv);
     for took in [wait_tcp_closed(half), wait_tcp_closed(mute)] {
         assert!(took < Duration::from_secs(8), "closed after {took:?}");
     }
@@ -259,5 +202,5 @@ fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
         thread::sleep(Duration::from_millis(5));
     }
     slow.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
-    srv.assert_serving();
+    assert_serving(&srv);
 }
