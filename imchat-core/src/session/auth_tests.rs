@@ -596,6 +596,22 @@ fn published(hub: &mut Hub) -> Vec<ClusterEvent> {
         .collect()
 }
 
+/// A hub of a cluster, with the operator `op` and Dave, a user, joined.
+fn cluster_hub_with_dave(now: Instant) -> (Hub, ClientId, ClientId) {
+    let (mut hub, op) = operator_hub(now);
+    hub.enable_cluster();
+    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    (hub, op, dave)
+}
+
+/// Forgets what `clients` were sent and the hub's events so far.
+fn settle(hub: &mut Hub, clients: &[ClientId]) {
+    for &c in clients {
+        sent(hub, c);
+    }
+    events(hub);
+}
+
 /// The kick `kick BOB spam` on the console publishes.
 fn bob_kicked_by_console() -> ClusterEvent {
     ClusterEvent::Kick {
@@ -607,14 +623,9 @@ fn bob_kicked_by_console() -> ClusterEvent {
 #[test]
 fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
     let now = Instant::now();
-    let (mut hub, op) = operator_hub(now);
-    hub.enable_cluster();
-    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
     assert!(hub.remote_join(7, user("bob"), now));
-    for c in [op, dave] {
-        sent(&mut hub, c);
-    }
-    events(&mut hub);
+    settle(&mut hub, &[op, dave]);
     // Bob is on server 7: the kick is published for it to carry out.
     assert_eq!(
         hub.console("kick BOB spam", now),
@@ -643,16 +654,11 @@ fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
 #[test]
 fn a_kick_of_a_user_whose_server_died_unnoticed_is_carried_out_once_noticed() {
     let now = Instant::now();
-    let (mut hub, op) = operator_hub(now);
-    hub.enable_cluster();
-    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
     for (u, server) in [("bob", 7), ("carol", 7), ("erin", 8), ("fay", 9)] {
         assert!(hub.remote_join(server, user(u), now));
     }
-    for c in [op, dave] {
-        sent(&mut hub, c);
-    }
-    events(&mut hub);
+    settle(&mut hub, &[op, dave]);
     // Servers 7 and 8 died, unnoticed yet. Another server's operator
     // kicks Bob, and this one's Erin.
     assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
@@ -691,17 +697,12 @@ fn a_kick_of_a_user_whose_server_died_unnoticed_is_carried_out_once_noticed() {
 #[test]
 fn a_kick_of_a_user_whose_server_died_removes_it_on_every_server_at_once() {
     let now = Instant::now();
-    let (mut hub, op) = operator_hub(now);
-    hub.enable_cluster();
-    let dave = join_verified(&mut hub, "dave", "10.0.0.4", now);
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
     for u in ["bob", "carol", "erin"] {
         assert!(hub.remote_join(7, user(u), now));
     }
     assert_eq!(hub.remote_server_gone(7, now), 3);
-    for c in [op, dave] {
-        sent(&mut hub, c);
-    }
-    events(&mut hub);
+    settle(&mut hub, &[op, dave]);
     // Bob waits for a resume: this server removes him now, and the
     // others are told to (the kick is published as for a live server).
     assert_eq!(
@@ -724,4 +725,71 @@ fn a_kick_of_a_user_whose_server_died_removes_it_on_every_server_at_once() {
         .filter(|m| !m.starts_with("Ping"))
         .collect();
     assert_eq!(after, ["left: erin: "]);
+}
+
+/// A kick or a ban of a user who is away (its session waits for a resume)
+/// ends the session, and the others see it leave kicked, with the
+/// operator's text, as when it is connected; not as a lost connection.
+#[test]
+fn a_kick_or_a_ban_of_an_away_user_is_shown_as_one() {
+    let now = Instant::now();
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.5", now);
+    let erin = join_verified(&mut hub, "erin", "10.0.0.6", now);
+    let fay = join_verified(&mut hub, "fay", "10.0.0.7", now);
+    for c in [bob, erin, fay] {
+        hub.handle_disconnect(c, LeaveReason::LOST);
+    }
+    settle(&mut hub, &[op, dave]);
+    assert_eq!(
+        hub.console("kick BOB spam", now),
+        "kicked bob (it was away)"
+    );
+    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by console: spam"]);
+    let left = |hub: &mut Hub, name: &str, said: &str| {
+        published(hub).into_iter().any(|e| {
+            matches!(e, ClusterEvent::Left { user: u, reason, text, .. }
+                if u == user(name) && reason == LeaveReason::KICKED && text == said)
+        })
+    };
+    assert!(left(&mut hub, "bob", "kicked by console: spam"));
+    hub.console("ban erin flood", now);
+    assert_eq!(
+        sent(&mut hub, dave),
+        ["left: erin: banned by console: flood"]
+    );
+    assert!(left(&mut hub, "erin", "banned by console: flood"));
+    // Another server's operator.
+    assert!(hub.remote_kick(&user("fay"), "kicked by op2: x", now));
+    assert_eq!(sent(&mut hub, dave), ["left: fay: kicked by op2: x"]);
+    assert!(left(&mut hub, "fay", "kicked by op2: x"));
+    for name in ["bob", "erin", "fay"] {
+        assert!(!hub.has_session(&user(name)), "{name}'s session ended");
+    }
+}
+
+/// A kick of a user of a server that died unnoticed is remembered; if the
+/// session then moves here (its token taken over from the dead server
+/// before this one read the kick's effect), it ends at once, kicked.
+#[test]
+fn a_session_kicked_on_its_old_server_ends_when_it_moves_here() {
+    let now = Instant::now();
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
+    assert!(hub.remote_join(7, user("bob"), now));
+    assert!(hub.remote_join(7, user("carol"), now));
+    settle(&mut hub, &[op, dave]);
+    assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
+    let token = crate::ResumeToken([42; 16]);
+    assert!(hub.adopt_session(user("bob"), token, 7, 0, now));
+    assert!(!hub.has_session(&user("bob")), "a kicked session is over");
+    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by op2: flood"]);
+    let left = published(&mut hub).into_iter().any(|e| {
+        matches!(e, ClusterEvent::Left { user: u, reason, text, .. }
+            if u == user("bob") && reason == LeaveReason::KICKED && text == "kicked by op2: flood")
+    });
+    assert!(left, "the other servers are told");
+    // Carol was not kicked: her session moves here and waits for her.
+    assert!(hub.adopt_session(user("carol"), crate::ResumeToken([43; 16]), 7, 0, now));
+    assert!(hub.has_session(&user("carol")));
+    assert!(sent(&mut hub, dave).is_empty());
 }

@@ -515,10 +515,10 @@ impl Hub {
             let shown = self.username(client).cloned().unwrap_or(user);
             self.remove_by_operator(client, &text);
             (NoticeCode::DONE, format!("kicked {shown}"))
-        } else if self.sessions.contains_key(&key) {
-            // Away (waiting for a resume): its session ends.
-            self.end_ghost(&key);
-            (NoticeCode::DONE, format!("kicked {user} (it was away)"))
+        } else if let Some(away) = self.sessions.get(&key).map(|s| s.user.clone()) {
+            // Away (waiting for a resume): its session ends, kicked.
+            self.kick_ghost(&key, &text);
+            (NoticeCode::DONE, format!("kicked {away} (it was away)"))
         } else if let Some(remote) = self.remote_user(&key).cloned() {
             // Its own server removes it, and announces that it left; if
             // that server is gone (its session waits for a resume), every
@@ -594,7 +594,7 @@ impl Hub {
         if let BanTarget::Name(user) = target {
             let key = self.key(user);
             if self.sessions.contains_key(&key) {
-                self.end_ghost(&key);
+                self.kick_ghost(&key, text);
             }
         }
         removed

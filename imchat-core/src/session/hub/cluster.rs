@@ -208,7 +208,7 @@ impl Hub {
             self.remove_by_operator(client, text);
             true
         } else if self.sessions.contains_key(&key) {
-            self.end_ghost(&key);
+            self.kick_ghost(&key, text);
             true
         } else {
             self.kick_remote(&key, text, now)

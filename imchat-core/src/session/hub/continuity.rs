@@ -833,16 +833,32 @@ impl Hub {
     }
 
     pub(super) fn end_ghost(&mut self, key: &str) {
+        self.end_session(key, None);
+    }
+
+    /// An operator (of this server or another one) removes the away
+    /// session of name key `key`: the others are told it left, kicked,
+    /// with the operator's `text`, as for a connected user.
+    pub(super) fn kick_ghost(&mut self, key: &str, text: &str) {
+        self.end_session(key, Some(text));
+    }
+
+    /// Ends the session of `key`: it left, kicked (with that text) or for
+    /// the reason it went away.
+    fn end_session(&mut self, key: &str, kicked: Option<&str>) {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
-        let reason = s.grace.map_or(LeaveReason::LOST, |(_, r)| r);
+        let (reason, text) = match kicked {
+            Some(text) => (LeaveReason::KICKED, text.to_string()),
+            None => (s.grace.map_or(LeaveReason::LOST, |(_, r)| r), String::new()),
+        };
         self.drop_stored_session(&s.user);
-        let id = self.announce_left(s.user.clone(), reason, String::new());
+        let id = self.announce_left(s.user.clone(), reason, text.clone());
         self.publish(super::ClusterEvent::Left {
             user: s.user.clone(),
             reason,
-            text: String::new(),
+            text,
             id,
         });
         self.events.push_back(HubEvent::Left {

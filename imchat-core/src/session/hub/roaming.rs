@@ -233,7 +233,10 @@ impl Hub {
     /// `token`): it waits for its client's resume as a session in its grace
     /// period would. The chat messages of its that the log holds count as
     /// handled (a copy resent here is acknowledged, not routed again).
-    /// False if the user has a session here already.
+    /// A session an operator kicked before it moved (its old server had
+    /// not carried the kick out) ends at once, kicked: the resume that
+    /// follows finds nothing to resume. False if the user has a session
+    /// here already.
     pub fn adopt_session(
         &mut self,
         user: Username,
@@ -248,6 +251,9 @@ impl Hub {
             return false;
         }
         self.remote.gone.remove(&key);
+        // Kicked while it was on its old server, which had not carried the
+        // kick out: the session ends here, kicked, as soon as it arrives.
+        let kicked = self.remote.kicks.remove(&key);
         if self.remote.users.remove(&key).is_none() {
             // Announced as left here already (its server died, and its
             // grace ran out here first): it is back.
@@ -273,7 +279,10 @@ impl Hub {
             moved_from: Some(from),
         };
         self.recall_accepted(&key, &mut session);
-        self.sessions.insert(key, session);
+        self.sessions.insert(key.clone(), session);
+        if let Some(text) = kicked {
+            self.kick_ghost(&key, &text);
+        }
         true
     }
 
@@ -304,7 +313,9 @@ impl Hub {
             Some(known) => {
                 known.1 = server;
                 self.remote.gone.remove(&key);
-                // A kick it moved away from is not carried over.
+                // The server it moved to carries out a kick made before:
+                // Redis refuses to move a kicked session, and a server
+                // that adopts one it knows was kicked ends it.
                 self.remote.kicks.remove(&key);
             }
             None => {
