@@ -805,6 +805,11 @@ impl Cluster {
                         .arg("s")
                         .arg(self.id)
                         .ignore()
+                        // A new token: a kick of an earlier one is behind.
+                        .cmd("HDEL")
+                        .arg(&key)
+                        .arg("k")
+                        .ignore()
                         .cmd("PEXPIRE")
                         .arg(&key)
                         .arg(self.session_ms())
@@ -823,8 +828,9 @@ impl Cluster {
                         .ignore();
                 }
                 ClusterEvent::Kick { user, .. } => {
-                    // A session left by a dead server ends: no resume.
-                    pipe.add_command(sessions::forget_orphan(user)).ignore();
+                    // A session left by a dead server ends: no resume; a
+                    // live server's may not move before it is carried out.
+                    pipe.add_command(sessions::kick(user)).ignore();
                 }
                 ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }

@@ -1503,15 +1503,27 @@ fn a_server_started_later_reads_no_more_history_than_its_log_keeps() {
     assert!(peak < 64 << 20, "its peak memory is {} KiB", peak >> 10);
 }
 
+/// When, in [`kick_of_a_user_whose_server_died`], Alice's console kicks Bob.
+#[derive(Clone, Copy, PartialEq)]
+enum KickWhen {
+    /// Once her server noticed that his died.
+    Noticed,
+    /// At once, before any server noticed.
+    Unnoticed,
+    /// At once, and his client resumes on C at once, before any server
+    /// noticed: the kicked session must not move there.
+    ThenResumed,
+}
+
 /// Alice, Bob and Carol on three servers; Bob's is killed, and Alice's
-/// console kicks him: once her server `noticed` the death, or at once,
-/// before any server did. Either way every server removes him, kicked,
-/// long before the 30 s grace runs out, and his session is over.
-fn kick_of_a_user_whose_server_died(noticed: bool) {
+/// console kicks him (`when`). Every server removes him, kicked, long
+/// before the 30 s grace runs out, and his session is over.
+fn kick_of_a_user_whose_server_died(when: KickWhen) {
     let Some(redis) = Redis::start() else { return };
     let ((mut a, b, c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);
     b.kill9();
-    if noticed {
+    let killed = Instant::now();
+    if when == KickWhen::Noticed {
         // A knows b is dead; bob is still listed, waiting for a resume.
         a.wait_line("is gone (its lease ran out)");
         alice.wait_who(&["alice", "bob", "carol"], WAIT);
@@ -1520,6 +1532,51 @@ fn kick_of_a_user_whose_server_died(noticed: bool) {
     } else {
         a.console("kick Bob spam");
         a.wait_line("kicked bob (on another server)");
+    }
+    let resume = |bob: &mut Peer| {
+        bob.drain();
+        let mut again = Peer::connect(c.addr);
+        let answer = again.hello_with(
+            "bob",
+            Some(ResumeRequest {
+                token: bob.token,
+                last_seen: last_seen(&bob.got),
+                epoch: bob.epoch,
+            }),
+        );
+        (again, answer)
+    };
+    if when == KickWhen::ThenResumed {
+        // The kick is in Redis while b's lease still runs: his session is
+        // marked, not deleted (a 1.5 s lease: the kick came at once).
+        let mut con = redis_con(&redis);
+        let deadline = Instant::now() + WAIT;
+        while !redis::cmd("HEXISTS")
+            .arg("imchat:sess:bob")
+            .arg("k")
+            .query::<bool>(&mut con)
+            .unwrap()
+        {
+            assert!(Instant::now() < deadline, "the kick never reached Redis");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let (again, answer) = resume(&mut bob);
+        // b renewed its claims every 0.5 s: for 1 s after its death its
+        // claim on the name holds, and with the session not moved, C
+        // refuses the name (a server that moved it and then ended it,
+        // kicked, would have let him join afresh).
+        if killed.elapsed() < Duration::from_secs(1) {
+            let refused = answer.expect_err("the kicked session is refused");
+            assert_eq!(refused.0, RefuseCode::NAME_TAKEN, "{refused:?}");
+        } else {
+            eprintln!(
+                "slow machine: b's claims may have run out, only checking that bob was not resumed"
+            );
+            assert!(
+                answer.is_err() || !again.resumed,
+                "a kicked session moved to another server and was resumed there"
+            );
+        }
     }
     let kicked = |g: &[ServerMessage]| {
         g.iter().any(|m| match m {
@@ -1537,32 +1594,29 @@ fn kick_of_a_user_whose_server_died(noticed: bool) {
         p.wait_who(&["alice", "carol"], WAIT);
     }
     // His session is over: his client's resume on C joins him afresh.
-    bob.drain();
-    let mut again = Peer::connect(c.addr);
-    again
-        .hello_with(
-            "bob",
-            Some(ResumeRequest {
-                token: bob.token,
-                last_seen: last_seen(&bob.got),
-                epoch: bob.epoch,
-            }),
-        )
-        .expect("the name is free again");
+    let (again, answer) = resume(&mut bob);
+    answer.expect("the name is free again");
     assert!(!again.resumed, "a kicked session was resumed");
     alice.wait_who(&["alice", "bob", "carol"], WAIT);
 }
 
 #[test]
 fn a_kick_of_a_user_whose_server_died_ends_the_session_everywhere() {
-    kick_of_a_user_whose_server_died(true);
+    kick_of_a_user_whose_server_died(KickWhen::Noticed);
 }
 
 /// Each server notices a death in its own time: a kick that comes before
 /// is carried out when it does.
 #[test]
 fn a_kick_before_anyone_noticed_that_the_users_server_died_is_carried_out_when_they_do() {
-    kick_of_a_user_whose_server_died(false);
+    kick_of_a_user_whose_server_died(KickWhen::Unnoticed);
+}
+
+/// Redis refuses to move a kicked session that its dead server has not
+/// ended: the kick is not escaped by resuming elsewhere at once.
+#[test]
+fn a_user_kicked_while_his_dead_server_is_unnoticed_cannot_resume_elsewhere() {
+    kick_of_a_user_whose_server_died(KickWhen::ThenResumed);
 }
 
 #[test]

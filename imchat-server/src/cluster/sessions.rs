@@ -2,7 +2,8 @@
 //!
 //! - `imchat:sess:<key>`: a hash per resumable session: `u` the user's
 //!   name, `h` the SHA-256 of its resume token (hex; empty once taken),
-//!   `s` the server it is on. Written when the session gets a token (join,
+//!   `s` the server it is on, `k` set once an operator kicked its user
+//!   (until its server carries the kick out, nobody may take it over). Written when the session gets a token (join,
 //!   resume), renewed with the lease by its server, kept for the grace
 //!   period plus the lease after its server stops renewing it (a server
 //!   killed with its users in it), deleted when the user leaves.
@@ -25,11 +26,15 @@ use super::{lock, name_key, Cluster, BUS};
 pub(super) const EPOCH: &str = "imchat:epoch";
 
 /// Takes the session of `KEYS[1]` (name claim `KEYS[2]`) for server
-/// `ARGV[2]` if its token hash is `ARGV[1]`: `{1, from, user}`, else `{0}`.
+/// `ARGV[2]` if its token hash is `ARGV[1]` and its user was not kicked:
+/// `{1, from, user}`, else `{0}`.
 /// The name's lease is `ARGV[3]` ms, the session's `ARGV[4]` ms.
 const TAKE: &str = r"
 local h = redis.call('HGET', KEYS[1], 'h')
 if not h or h == '' or h ~= ARGV[1] then
+  return {0}
+end
+if redis.call('HEXISTS', KEYS[1], 'k') == 1 then
   return {0}
 end
 local from = redis.call('HGET', KEYS[1], 's')
@@ -60,6 +65,28 @@ if s and redis.call('EXISTS', 'imchat:srv:' .. s) == 0 then
 end
 return 0
 ";
+
+/// The session `KEYS[1]` of a user an operator kicked: deleted if the
+/// server that holds it is gone, else marked (`k`) so that no other
+/// server takes it over before its own server carries the kick out (a
+/// server that died unnoticed never does; its sessions end with it).
+const KICK: &str = r"
+local s = redis.call('HGET', KEYS[1], 's')
+if not s then
+  return 0
+end
+if redis.call('EXISTS', 'imchat:srv:' .. s) == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return redis.call('HSET', KEYS[1], 'k', '1')
+";
+
+/// The command that runs [`KICK`] for `user`'s session.
+pub(super) fn kick(user: &Username) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(KICK).arg(1).arg(sess_key(&crate::names::key(user)));
+    cmd
+}
 
 /// The command that runs [`FORGET_ORPHAN`] for `user`'s session.
 pub(super) fn forget_orphan(user: &Username) -> redis::Cmd {
