@@ -264,6 +264,8 @@ pub fn scenario(ctx: &mut Ctx) {
     // delivery, / base, Redis µs per delivery, generator CPU %.
     let mut fan: Vec<Vec<[Series; 7]>> = vec![vec![Default::default(); m]; fan_cfgs.len()];
     let mut discarded = vec![vec![0usize; m]; fan_cfgs.len()];
+    // Per N, per setup: the imchat servers' CPU µs per delivery by thread.
+    let mut threads: Vec<Vec<ByThread>> = vec![vec![ByThread::new(); m]; fan_cfgs.len()];
     // Per setup: p50, p99, cross-server p50, p99, the p99 that counts / base
     // p99, imchat µs per delivery, Redis µs per delivery.
     let mut lats: Vec<[Series; 7]> = vec![Default::default(); m];
@@ -315,6 +317,14 @@ pub fn scenario(ctx: &mut Ctx) {
                             rd.map_or("-".into(), |r| format!("{r:.3} µs")),
                             o.gen_cpu * 100.0
                         );
+                        let mut per_thread = std::collections::BTreeMap::<String, f64>::new();
+                        for (name, secs) in o.threads_each.iter().take(setup.servers).flatten() {
+                            *per_thread.entry(name.clone()).or_default() += secs;
+                        }
+                        for (name, secs) in per_thread {
+                            let us = secs / o.deliveries.max(1) as f64 * 1e6;
+                            threads[ni][i].entry(name).or_default().push(us);
+                        }
                         let s = &mut fan[ni][i];
                         s[0].push(o.rate);
                         s[2].push(im_share * 100.0);
@@ -373,6 +383,62 @@ pub fn scenario(ctx: &mut Ctx) {
         }
     }
     report(ctx, &setups, &fan_cfgs, &fan, &discarded, &lat, &lats);
+    report_threads(ctx, &setups, &fan_cfgs, &threads);
+}
+
+/// CPU µs per delivery by thread name (summed over a setup's servers), a
+/// series over the runs; for one setup and N.
+type ByThread = std::collections::BTreeMap<String, Series>;
+
+/// Where the imchat servers' CPU goes, per fan-out configuration: a row per
+/// thread name, a column per setup.
+fn report_threads(
+    ctx: &mut Ctx,
+    setups: &[Setup],
+    fan_cfgs: &[(usize, fanout::Flow)],
+    threads: &[Vec<ByThread>],
+) {
+    for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
+        let by_setup = &threads[ni];
+        // The names, those that cost most (in any setup) first; the ones
+        // below 0.5 ns per delivery everywhere are left out.
+        let mut names: Vec<(f64, &String)> = Vec::new();
+        for t in by_setup {
+            for (name, series) in t {
+                let m = series.median().unwrap_or(0.0);
+                match names.iter_mut().find(|(_, n)| *n == name) {
+                    Some(e) => e.0 = e.0.max(m),
+                    None => names.push((m, name)),
+                }
+            }
+        }
+        if names.is_empty() {
+            continue;
+        }
+        names.retain(|(m, _)| *m >= 0.0005);
+        names.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut cols = vec!["thread".to_string()];
+        cols.extend(setups.iter().map(|s| s.label()));
+        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+        let mut t = Table::new(
+            &format!(
+                "Cluster: the imchat servers' CPU per delivery by thread, N = {n}, {}",
+                flow.label()
+            ),
+            &cols,
+        );
+        for (_, name) in names {
+            let mut row = vec![format!("`{name}`")];
+            row.extend(
+                by_setup
+                    .iter()
+                    .map(|t| t.get(name).map_or("—".into(), |s| s.show(micros))),
+            );
+            t.row(row);
+        }
+        t.note("CPU (user + system, from `/proc/<pid>/task/<tid>/stat`, 10 ms ticks) of each thread of every imchat server of the setup, from the start of sending to the last delivery, summed by thread name without its trailing digits (`read-c` is every connection's reader thread, `write-c` its writer when it has one), over the deliveries of the run; median (min–max) over the runs that counted. `flusher` writes the queued messages to the members' sockets; `cluster-read` reads the stream from Redis and gives its entries to the hub, which queues them for the local members; `cluster-publish` sends the local members' messages to Redis; `report` writes the console and log lines.");
+        ctx.table(t);
+    }
 }
 
 /// A Redis figure: "—" for the setup without Redis.

@@ -67,6 +67,8 @@ pub struct Outcome {
     pub server_cpu: f64,
     /// CPU seconds of each process measured (the `pids` of [`run_on`]), in order.
     pub cpu_each: Vec<f64>,
+    /// The same, per process, by thread name ([`sys::cpu_secs_by_thread`]).
+    pub threads_each: Vec<Vec<(String, f64)>>,
     pub gen_cpu: f64,
     pub server_hwm_kib: f64,
     pub slow_dropped: Option<bool>,
@@ -285,6 +287,10 @@ pub fn run_on(
             .map(|&p| sys::cpu_secs(p).unwrap_or(0.0))
             .collect()
     };
+    let threads_all = || -> Vec<Vec<(String, f64)>> {
+        pids.iter().map(|&p| sys::cpu_secs_by_thread(p)).collect()
+    };
+    let threads0 = threads_all();
     let cpu0 = cpu_all();
     let gen0 = sys::self_cpu_secs();
     let wall0 = Instant::now();
@@ -318,6 +324,11 @@ pub fn run_on(
     }
     let wall = wall0.elapsed().as_secs_f64();
     let cpu_each: Vec<f64> = cpu_all().iter().zip(&cpu0).map(|(b, a)| b - a).collect();
+    let threads_each = threads_all()
+        .into_iter()
+        .zip(&threads0)
+        .map(|(after, before)| used_since(after, before))
+        .collect();
     let server_cpu = cpu_each.iter().sum::<f64>() / wall;
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
     let slow_dropped = room.slow_was_dropped();
@@ -358,6 +369,7 @@ pub fn run_on(
         deliveries: expected,
         server_cpu,
         cpu_each,
+        threads_each,
         gen_cpu,
         server_hwm_kib,
         slow_dropped,
@@ -401,11 +413,66 @@ fn burst(room: &Room, kind: Kind, burst: u64, guard: Instant) -> Result<(u64, Ve
     Ok((t0, sent))
 }
 
+/// CPU seconds by thread name between two readings (a name new in
+/// `after` counts from zero).
+fn used_since(after: Vec<(String, f64)>, before: &[(String, f64)]) -> Vec<(String, f64)> {
+    after
+        .into_iter()
+        .map(|(name, t)| {
+            let was = before.iter().find(|(n, _)| *n == name).map_or(0.0, |b| b.1);
+            (name, (t - was).max(0.0))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn cpu_by_thread_counts_a_busy_named_thread_under_its_name_without_digits() {
+        let busy = thread::Builder::new()
+            .name("lg-busy42".into())
+            .spawn(|| {
+                let end = Instant::now() + Duration::from_millis(150);
+                let mut x = 0u64;
+                while Instant::now() < end {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                thread::sleep(Duration::from_secs(2));
+            })
+            .unwrap();
+        thread::sleep(Duration::from_millis(400));
+        let by_name = sys::cpu_secs_by_thread(std::process::id());
+        let (_, secs) = by_name
+            .iter()
+            .find(|(n, _)| n == "lg-busy")
+            .expect("the thread is listed as lg-busy");
+        assert!(*secs >= 0.05, "it spun for 150 ms, counted {secs} s");
+        busy.join().unwrap();
+    }
+
+    #[test]
+    fn cpu_used_since_is_the_difference_and_a_new_thread_counts_from_zero() {
+        let before = vec![("flusher".to_string(), 1.0), ("read-c".to_string(), 2.0)];
+        let after = vec![
+            ("flusher".to_string(), 1.5),
+            ("read-c".to_string(), 2.0),
+            ("cluster-read".to_string(), 0.25),
+        ];
+        assert_eq!(
+            used_since(after, &before),
+            [
+                ("flusher".to_string(), 0.5),
+                ("read-c".to_string(), 0.0),
+                ("cluster-read".to_string(), 0.25)
+            ]
+        );
+        assert_eq!(sys::thread_group("read-c117"), "read-c");
+        assert_eq!(sys::thread_group("flusher"), "flusher");
+    }
 
     /// A closed loop of one sender (member 0) and `n - 1` receivers with
     /// window `w`, whose publishing connection is a loopback socket; returns

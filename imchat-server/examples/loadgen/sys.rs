@@ -102,6 +102,40 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some(cpu_ticks_of(&pid.to_string())? as f64 / clock_ticks())
 }
 
+/// CPU time (user + system) each thread of a process used so far, in
+/// seconds, summed by thread name with its trailing digits dropped (the
+/// reader threads `read-c1`, `read-c2`, … count as one, `read-c`).
+pub fn cpu_secs_by_thread(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let tid = task.file_name();
+        let tid = tid.to_string_lossy();
+        let path = format!("{pid}/task/{tid}");
+        let (Some(ticks), Ok(comm)) = (
+            cpu_ticks_of(&path),
+            fs::read_to_string(format!("/proc/{path}/comm")),
+        ) else {
+            continue;
+        };
+        let name = thread_group(comm.trim());
+        let secs = ticks as f64 / clock_ticks();
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, t)) => *t += secs,
+            None => by_name.push((name, secs)),
+        }
+    }
+    by_name
+}
+
+/// The name a thread is counted under: its own without trailing digits.
+pub fn thread_group(comm: &str) -> String {
+    comm.trim_end_matches(|c: char| c.is_ascii_digit())
+        .to_string()
+}
+
 /// CPU time this generator used so far, in seconds.
 pub fn self_cpu_secs() -> f64 {
     cpu_ticks_of("self").unwrap_or(0) as f64 / clock_ticks()
