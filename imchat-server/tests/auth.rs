@@ -23,24 +23,8 @@ impl Server {
     /// A normal client still gets in and can chat: the server survived.
     fn assert_serving(&self) {
         let pw = self.password.as_deref();
-        let mut a = Raw::join_with(self.addr, "probe_a", pw, None);
-        let mut b = Raw::join_with(self.addr, "probe_b", pw, None);
-        a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
-        b.send(&ClientMessage::Chat {
-            client_id: 0,
-            kind: ChatKind::Text,
-            to: Recipient::Everyone,
-            text: "still alive".into(),
-        });
-        a.wait_for(
-            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
-        );
-        a.send(&ClientMessage::Quit {
-            reason: String::new(),
-        });
-        b.send(&ClientMessage::Quit {
-            reason: String::new(),
-        });
+        Raw::join_with(self.addr, "probe_a", pw, None)
+            .chat_with(Raw::join_with(self.addr, "probe_b", pw, None));
     }
 }
 

@@ -26,24 +26,7 @@ use common::{client_bin, server_bin, Proc, Server, TempDir, WAIT};
 impl Server {
     /// A normal client still gets in and can chat: the server survived.
     fn assert_serving(&self) {
-        let mut a = Raw::join(self.addr, "probe_a");
-        let mut b = Raw::join(self.addr, "probe_b");
-        a.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
-        b.send(&ClientMessage::Chat {
-            client_id: 0,
-            kind: ChatKind::Text,
-            to: Recipient::Everyone,
-            text: "still alive".into(),
-        });
-        a.wait_for(
-            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
-        );
-        a.send(&ClientMessage::Quit {
-            reason: String::new(),
-        });
-        b.send(&ClientMessage::Quit {
-            reason: String::new(),
-        });
+        Raw::join(self.addr, "probe_a").chat_with(Raw::join(self.addr, "probe_b"));
     }
 }
 

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use imchat_core::blocking::tls::{self, ClientStream, Trust};
 use imchat_core::{
-    ChatKind, ClientMessage, Encode, Recipient, RefuseCode, RoutedChat, ServerMessage, Username,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ClientMessage, Encode, RefuseCode, ServerMessage, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -31,25 +30,7 @@ fn tls_server(args: &[&str]) -> Server {
 
 /// Two TLS clients join and chat: `srv` still serves.
 fn assert_serving(srv: &Server) {
-    let mut a = Tls::join(srv, "probe_a");
-    let mut b = Tls::join(srv, "probe_b");
-    a.wait_for(|m| matches!(m, ServerMessage::Presence(_)));
-    b.send(&ClientMessage::Chat {
-        client_id: 0,
-        kind: ChatKind::Text,
-        to: Recipient::Everyone,
-        text: "still alive".into(),
-    });
-    a.wait_for(
-        |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
-    );
-    // Quit frees the names at once (a lost connection's name waits for a resume).
-    for t in [&mut a, &mut b] {
-        t.send(&ClientMessage::Quit {
-            reason: String::new(),
-        });
-        t.wait_closed_timed();
-    }
+    Tls::join(srv, "probe_a").chat_with(Tls::join(srv, "probe_b"));
 }
 
 /// A protocol-level TLS client, for hostile tests.

@@ -5,7 +5,10 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use imchat_core::{ClientMessage, Decoder, Encode, ServerMessage, DEFAULT_MAX_FRAME};
+use imchat_core::{
+    ChatKind, ClientMessage, Decoder, Encode, Recipient, RoutedChat, ServerMessage,
+    DEFAULT_MAX_FRAME,
+};
 
 use super::WAIT;
 
@@ -105,6 +108,29 @@ where
             if !self.pump() && !self.pending.iter().any(&pred) {
                 panic!("connection closed; got {:?}", self.pending);
             }
+        }
+    }
+
+    /// The check that a server still serves (after an attack, a fault):
+    /// `other`, which joined after this peer, says "still alive" to
+    /// everyone and this peer gets it; then both quit (which frees their
+    /// names at once) and the server closes them.
+    pub fn chat_with(mut self, mut other: Self) {
+        self.wait_for(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Presence(_)));
+        other.send(&ClientMessage::Chat {
+            client_id: 0,
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: "still alive".into(),
+        });
+        self.wait_for(
+            |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still alive"),
+        );
+        for p in [&mut self, &mut other] {
+            p.send(&ClientMessage::Quit {
+                reason: String::new(),
+            });
+            p.wait_closed();
         }
     }
 
