@@ -436,7 +436,7 @@ fn report_threads(
             );
             t.row(row);
         }
-        t.note("CPU (user + system, from `/proc/<pid>/task/<tid>/stat`, 10 ms ticks) of each thread of every imchat server of the setup, from the start of sending to the last delivery, summed by thread name without its trailing digits (`read-c` is every connection's reader thread, `write-c` its writer when it has one), over the deliveries of the run; median (min–max) over the runs that counted. `flusher` writes the queued messages to the members' sockets; `cluster-read` reads the stream from Redis and gives its entries to the hub, which queues them for the local members; `cluster-publish` sends the local members' messages to Redis; `report` writes the console and log lines.");
+        t.note("CPU (user + system, from `/proc/<pid>/task/<tid>/stat`, 10 ms ticks) of each thread of every imchat server of the setup, from the start of sending to the last delivery, each thread's own difference, summed by thread name without its trailing digits (`read-c` is every connection's reader thread, `write-c` its writer when it has one), over the deliveries of the run; median (min–max) over the runs that counted. `flusher` writes the queued messages to the members' sockets; `cluster-read` reads the stream from Redis and gives its entries to the hub, which queues them for the local members; `cluster-publish` sends the local members' messages to Redis; `report` writes the console and log lines; `(threads that ended)` is what the servers used beyond the threads still there at the end (a reader thread ends after half a second without input).");
         ctx.table(t);
     }
 }

@@ -287,7 +287,7 @@ pub fn run_on(
             .map(|&p| sys::cpu_secs(p).unwrap_or(0.0))
             .collect()
     };
-    let threads_all = || -> Vec<Vec<(String, f64)>> {
+    let threads_all = || -> Vec<Vec<(u32, String, f64)>> {
         pids.iter().map(|&p| sys::cpu_secs_by_thread(p)).collect()
     };
     let threads0 = threads_all();
@@ -325,9 +325,10 @@ pub fn run_on(
     let wall = wall0.elapsed().as_secs_f64();
     let cpu_each: Vec<f64> = cpu_all().iter().zip(&cpu0).map(|(b, a)| b - a).collect();
     let threads_each = threads_all()
-        .into_iter()
+        .iter()
         .zip(&threads0)
-        .map(|(after, before)| used_since(after, before))
+        .zip(&cpu_each)
+        .map(|((after, before), &total)| used_since(after, before, total))
         .collect();
     let server_cpu = cpu_each.iter().sum::<f64>() / wall;
     let gen_cpu = (sys::self_cpu_secs() - gen0) / wall;
@@ -413,16 +414,32 @@ fn burst(room: &Room, kind: Kind, burst: u64, guard: Instant) -> Result<(u64, Ve
     Ok((t0, sent))
 }
 
-/// CPU seconds by thread name between two readings (a name new in
-/// `after` counts from zero).
-fn used_since(after: Vec<(String, f64)>, before: &[(String, f64)]) -> Vec<(String, f64)> {
-    after
-        .into_iter()
-        .map(|(name, t)| {
-            let was = before.iter().find(|(n, _)| *n == name).map_or(0.0, |b| b.1);
-            (name, (t - was).max(0.0))
-        })
-        .collect()
+/// What a thread used that ended between the two readings (its time is
+/// in the process's, and in no thread's still there).
+pub const ENDED: &str = "(threads that ended)";
+
+/// CPU seconds by thread name ([`sys::thread_group`]) between two readings
+/// of a process's threads (a thread new in `after` counts from zero),
+/// and under [`ENDED`] what the process used (`total`) beyond them.
+fn used_since(
+    after: &[(u32, String, f64)],
+    before: &[(u32, String, f64)],
+    total: f64,
+) -> Vec<(String, f64)> {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let mut counted = 0.0;
+    for (tid, name, t) in after {
+        let was = before.iter().find(|b| b.0 == *tid).map_or(0.0, |b| b.2);
+        let used = (t - was).max(0.0);
+        counted += used;
+        let name = sys::thread_group(name);
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, u)) => *u += used,
+            None => by_name.push((name, used)),
+        }
+    }
+    by_name.push((ENDED.to_string(), (total - counted).max(0.0)));
+    by_name
 }
 
 #[cfg(test)]
@@ -432,44 +449,65 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     #[test]
-    fn cpu_by_thread_counts_a_busy_named_thread_under_its_name_without_digits() {
+    fn cpu_by_thread_lists_a_busy_named_thread_with_its_time() {
         let busy = thread::Builder::new()
             .name("lg-busy42".into())
             .spawn(|| {
-                let end = Instant::now() + Duration::from_millis(150);
+                // 50 ms of CPU (not of wall time: the machine may be busy).
+                let start = sys::thread_cpu_secs();
                 let mut x = 0u64;
-                while Instant::now() < end {
+                while sys::thread_cpu_secs() - start < 0.05 {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
                 thread::sleep(Duration::from_secs(2));
             })
             .unwrap();
-        thread::sleep(Duration::from_millis(400));
-        let by_name = sys::cpu_secs_by_thread(std::process::id());
-        let (_, secs) = by_name
-            .iter()
-            .find(|(n, _)| n == "lg-busy")
-            .expect("the thread is listed as lg-busy");
-        assert!(*secs >= 0.05, "it spun for 150 ms, counted {secs} s");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let threads = sys::cpu_secs_by_thread(std::process::id());
+            let busy_secs = threads
+                .iter()
+                .find(|(_, n, _)| n == "lg-busy42")
+                .map(|t| t.2)
+                .expect("the thread is listed by its name");
+            // The kernel's ticks are 10 ms.
+            if busy_secs >= 0.04 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "counted {busy_secs} s");
+            thread::sleep(Duration::from_millis(20));
+        }
         busy.join().unwrap();
     }
 
     #[test]
-    fn cpu_used_since_is_the_difference_and_a_new_thread_counts_from_zero() {
-        let before = vec![("flusher".to_string(), 1.0), ("read-c".to_string(), 2.0)];
-        let after = vec![
-            ("flusher".to_string(), 1.5),
-            ("read-c".to_string(), 2.0),
-            ("cluster-read".to_string(), 0.25),
+    fn cpu_used_since_is_per_thread_grouped_by_name_and_ended_threads_apart() {
+        let t = |tid: u32, name: &str, secs: f64| (tid, name.to_string(), secs);
+        // Reader 11 ended during the run; reader 13 and the cluster reader
+        // started in it.
+        let before = [
+            t(1, "flusher", 1.0),
+            t(11, "read-c1", 2.0),
+            t(12, "read-c2", 3.0),
         ];
-        assert_eq!(
-            used_since(after, &before),
-            [
-                ("flusher".to_string(), 0.5),
-                ("read-c".to_string(), 0.0),
-                ("cluster-read".to_string(), 0.25)
-            ]
-        );
+        let after = [
+            t(1, "flusher", 1.5),
+            t(12, "read-c2", 3.25),
+            t(13, "read-c3", 0.5),
+            t(14, "cluster-read", 0.25),
+        ];
+        let got = used_since(&after, &before, 2.0);
+        let expect = [
+            ("flusher", 0.5),
+            ("read-c", 0.75),
+            ("cluster-read", 0.25),
+            (ENDED, 0.5),
+        ];
+        assert_eq!(got.len(), expect.len(), "{got:?}");
+        for ((name, secs), (want_name, want)) in got.iter().zip(expect) {
+            assert_eq!(name, want_name);
+            assert!((secs - want).abs() < 1e-9, "{name}: {secs} s, not {want}");
+        }
         assert_eq!(sys::thread_group("read-c117"), "read-c");
         assert_eq!(sys::thread_group("flusher"), "flusher");
     }

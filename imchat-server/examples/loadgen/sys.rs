@@ -103,16 +103,16 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// CPU time (user + system) each thread of a process used so far, in
-/// seconds, summed by thread name with its trailing digits dropped (the
-/// reader threads `read-c1`, `read-c2`, … count as one, `read-c`).
-pub fn cpu_secs_by_thread(pid: u32) -> Vec<(String, f64)> {
-    let mut by_name: Vec<(String, f64)> = Vec::new();
+/// seconds, with its id and its name.
+pub fn cpu_secs_by_thread(pid: u32) -> Vec<(u32, String, f64)> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return by_name;
+        return Vec::new();
     };
+    let mut threads = Vec::new();
     for task in tasks.flatten() {
-        let tid = task.file_name();
-        let tid = tid.to_string_lossy();
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let path = format!("{pid}/task/{tid}");
         let (Some(ticks), Ok(comm)) = (
             cpu_ticks_of(&path),
@@ -120,14 +120,9 @@ pub fn cpu_secs_by_thread(pid: u32) -> Vec<(String, f64)> {
         ) else {
             continue;
         };
-        let name = thread_group(comm.trim());
-        let secs = ticks as f64 / clock_ticks();
-        match by_name.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, t)) => *t += secs,
-            None => by_name.push((name, secs)),
-        }
+        threads.push((tid, comm.trim().to_string(), ticks as f64 / clock_ticks()));
     }
-    by_name
+    threads
 }
 
 /// The name a thread is counted under: its own without trailing digits.
