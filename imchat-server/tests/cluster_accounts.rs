@@ -4,10 +4,10 @@
 //! `redis-server` on the PATH the tests say loudly that they did not run;
 //! with `IMCHAT_REQUIRE_REDIS=1` (as in CI) that is a failure.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -53,20 +53,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let (tx, rx) = channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for l in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(l).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        let rx = common::output_lines(&mut child, "");
         let deadline = Instant::now() + WAIT;
         let mut seen = Vec::new();
         while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

@@ -3,12 +3,14 @@
 //! first picked by the OS and then reused, every wait bounded, every
 //! process stopped by its pid or handle.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,20 +54,7 @@ impl Server {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start the server");
-            let (tx, lines) = channel();
-            for out in [
-                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-                Box::new(child.stderr.take().unwrap()),
-            ] {
-                let tx = tx.clone();
-                thread::spawn(move || {
-                    for l in BufReader::new(out).lines().map_while(Result::ok) {
-                        if tx.send(l).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
+            let lines = common::output_lines(&mut child, "");
             let mut seen = Vec::new();
             while let Ok(l) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {

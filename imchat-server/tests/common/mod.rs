@@ -5,7 +5,7 @@
 //! 127.0.0.1 with a port the OS picks, in a folder of its own.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -123,6 +123,28 @@ impl Drop for TempDir {
     }
 }
 
+/// The lines `child` writes to its piped stdout and stderr, as they come,
+/// each read on a thread of its own; those of stderr after `err_prefix`.
+pub fn output_lines(child: &mut Child, err_prefix: &str) -> Receiver<String> {
+    let (tx, rx) = channel();
+    let out = child.stdout.take().expect("a piped stdout");
+    let err = child.stderr.take().expect("a piped stderr");
+    for (stream, prefix) in [
+        (Box::new(out) as Box<dyn Read + Send>, String::new()),
+        (Box::new(err), err_prefix.to_string()),
+    ] {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(format!("{prefix}{line}")).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// A child process killed (by its handle) when dropped.
 pub struct Proc {
     pub child: Child,
@@ -145,24 +167,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start process");
-        let (tx, rx) = channel();
-        let out = child.stdout.take().unwrap();
-        let tx2 = tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx2.send(format!("stderr: {line}")).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = output_lines(&mut child, "stderr: ");
         Proc {
             child,
             lines: rx,
