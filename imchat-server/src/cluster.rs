@@ -827,10 +827,10 @@ impl Cluster {
                         .arg(user.as_str())
                         .ignore();
                 }
-                ClusterEvent::Kick { user, .. } => {
+                ClusterEvent::Kick { user, text } => {
                     // A session left by a dead server ends: no resume; a
                     // live server's may not move before it is carried out.
-                    pipe.add_command(sessions::kick(user)).ignore();
+                    pipe.add_command(sessions::kick(user, text)).ignore();
                 }
                 ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
             }

@@ -1619,6 +1619,60 @@ fn a_user_kicked_while_his_dead_server_is_unnoticed_cannot_resume_elsewhere() {
     kick_of_a_user_whose_server_died(KickWhen::ThenResumed);
 }
 
+/// A kick that reaches Redis just after Bob's session moved to C, while C
+/// waits to have read the stream as far as the session had (2 s at most
+/// here, as his client says it saw far more): C does not take the kicked
+/// session over, and his client joins afresh.
+#[test]
+fn a_kick_that_crosses_a_moving_session_is_not_escaped() {
+    let Some(redis) = Redis::start() else { return };
+    let ((mut a, _b, c), (mut alice, mut bob, _carol)) = three_resumable(&redis);
+    bob.drain();
+    let request = ResumeRequest {
+        token: bob.token,
+        last_seen: MessageId(u64::MAX >> 1),
+        epoch: bob.epoch,
+    };
+    let (tx, rx) = channel();
+    let addr = c.addr;
+    thread::spawn(move || {
+        let mut again = Peer::connect(addr);
+        let answer = again.hello_with("bob", Some(request));
+        let _ = tx.send((answer, again));
+    });
+    // The session has moved (its token is spent) before the kick.
+    let mut con = redis_con(&redis);
+    let deadline = Instant::now() + WAIT;
+    while redis::cmd("HGET")
+        .arg("imchat:sess:bob")
+        .arg("h")
+        .query::<Option<String>>(&mut con)
+        .unwrap()
+        .is_some_and(|h| !h.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the session never moved");
+        thread::sleep(Duration::from_millis(2));
+    }
+    a.console("kick Bob spam");
+    a.wait_line("kicked bob (on another server)");
+    let (answer, again) = rx.recv_timeout(WAIT).expect("an answer to the resume");
+    answer.expect("joined afresh");
+    assert!(
+        !again.resumed,
+        "the kicked session was taken over and resumed"
+    );
+    alice.wait(WAIT, "bob leaving, kicked", |g| {
+        g.iter().any(|m| match m {
+            ServerMessage::Presence(es) => es.iter().any(|e| {
+                matches!(e, PresenceEvent::Left(d) if d.user.as_str() == "bob"
+                    && d.reason == LeaveReason::KICKED)
+            }),
+            _ => false,
+        })
+    });
+    alice.wait_who(&["alice", "bob", "carol"], WAIT);
+}
+
 #[test]
 fn a_session_resumes_on_another_server_while_its_own_is_alive() {
     let Some(redis) = Redis::start() else { return };
@@ -1849,20 +1903,7 @@ impl Client {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the client");
-        let (tx, rx) = channel();
-        for out in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for l in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(l).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        let rx = common::output_lines(&mut child, "");
         let mut c = Client {
             child,
             lines: rx,

@@ -768,28 +768,71 @@ fn a_kick_or_a_ban_of_an_away_user_is_shown_as_one() {
     }
 }
 
-/// A kick of a user of a server that died unnoticed is remembered; if the
-/// session then moves here (its token taken over from the dead server
-/// before this one read the kick's effect), it ends at once, kicked.
+/// A session whose user was kicked before its old server carried the
+/// kick out is not taken over here, however this server heard of the kick:
+/// remembered from the stream, said by Redis, or carried out already
+/// because the old server is known dead. Its user leaves (once), kicked.
 #[test]
-fn a_session_kicked_on_its_old_server_ends_when_it_moves_here() {
+fn a_session_kicked_on_its_old_server_is_not_taken_over() {
+    let now = Instant::now();
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
+    for (u, server) in [("bob", 7), ("carol", 7), ("erin", 8), ("fay", 9)] {
+        assert!(hub.remote_join(server, user(u), now));
+    }
+    settle(&mut hub, &[op, dave]);
+    let token = crate::ResumeToken([42; 16]);
+    // Heard from the stream, server 7 still looking alive.
+    assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
+    assert!(!hub.adopt_session(user("bob"), token, 7, 0, None, now));
+    assert!(!hub.has_session(&user("bob")));
+    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by op2: flood"]);
+    // Said by Redis (the kick published after the move), nothing heard.
+    assert!(!hub.adopt_session(user("erin"), token, 8, 0, Some("kicked by op3: x"), now));
+    assert_eq!(sent(&mut hub, dave), ["left: erin: kicked by op3: x"]);
+    // Carried out already: server 9 is known dead, Fay left, kicked; her
+    // session arriving later is not taken over, and nobody sees her join.
+    assert_eq!(hub.remote_server_gone(9, now), 1);
+    assert!(hub.remote_kick(&user("fay"), "kicked by op2: y", now));
+    assert_eq!(sent(&mut hub, dave), ["left: fay: kicked by op2: y"]);
+    assert!(!hub.adopt_session(user("fay"), token, 9, 0, None, now));
+    assert!(sent(&mut hub, dave).is_empty());
+    assert!(!hub.has_session(&user("fay")));
+    // A banned name (banned while its server looked alive): the same.
+    assert!(hub.remote_join(7, user("gus"), now));
+    assert_eq!(sent(&mut hub, dave), ["joined: gus"]);
+    hub.console("ban gus spam", now);
+    settle(&mut hub, &[op, dave]);
+    assert!(!hub.adopt_session(user("gus"), token, 7, 0, None, now));
+    assert_eq!(sent(&mut hub, dave), ["left: gus: banned by console: spam"]);
+    // Carol was not kicked: her session moves here and waits for her.
+    assert!(hub.adopt_session(user("carol"), crate::ResumeToken([43; 16]), 7, 0, None, now));
+    assert!(hub.has_session(&user("carol")));
+    assert!(sent(&mut hub, dave).is_empty());
+    // Fay joins afresh on server 10: the kick is behind her, and a later
+    // session of hers moves as any other.
+    assert!(hub.remote_join(10, user("fay"), now));
+    assert_eq!(sent(&mut hub, dave), ["joined: fay"]);
+    assert!(hub.adopt_session(user("fay"), token, 10, 0, None, now));
+}
+
+/// A user kicked while its server looked alive, that joins afresh on
+/// another server (its kicked session never moved): the others see the
+/// kick, then the join, and the kick is not carried over to the new one.
+#[test]
+fn a_kicked_user_that_joins_afresh_elsewhere_is_seen_leaving_kicked_first() {
     let now = Instant::now();
     let (mut hub, op, dave) = cluster_hub_with_dave(now);
     assert!(hub.remote_join(7, user("bob"), now));
-    assert!(hub.remote_join(7, user("carol"), now));
     settle(&mut hub, &[op, dave]);
     assert!(!hub.remote_kick(&user("bob"), "kicked by op2: flood", now));
-    let token = crate::ResumeToken([42; 16]);
-    assert!(hub.adopt_session(user("bob"), token, 7, 0, now));
-    assert!(!hub.has_session(&user("bob")), "a kicked session is over");
-    assert_eq!(sent(&mut hub, dave), ["left: bob: kicked by op2: flood"]);
-    let left = published(&mut hub).into_iter().any(|e| {
-        matches!(e, ClusterEvent::Left { user: u, reason, text, .. }
-            if u == user("bob") && reason == LeaveReason::KICKED && text == "kicked by op2: flood")
-    });
-    assert!(left, "the other servers are told");
-    // Carol was not kicked: her session moves here and waits for her.
-    assert!(hub.adopt_session(user("carol"), crate::ResumeToken([43; 16]), 7, 0, now));
-    assert!(hub.has_session(&user("carol")));
+    assert!(hub.remote_join(8, user("bob"), now));
+    assert_eq!(
+        sent(&mut hub, dave),
+        ["left: bob: kicked by op2: flood", "joined: bob"]
+    );
+    assert_eq!(hub.remote_users(), [(user("bob"), 8)]);
+    assert!(hub.kicked_users_of(8).is_empty());
+    // Server 7 dies: nothing more happens to the new Bob.
+    assert_eq!(hub.remote_server_gone(7, now), 0);
     assert!(sent(&mut hub, dave).is_empty());
 }

@@ -4044,7 +4044,7 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     while hub.poll_transmit().is_some() {}
 
     let token = crate::ResumeToken([42; 16]);
-    assert!(hub.adopt_session(user("alice"), token, 1, 0, now));
+    assert!(hub.adopt_session(user("alice"), token, 1, 0, None, now));
     let c = hub.handle_connect(now);
     let epoch = hub.epoch();
     hub.handle_message(

@@ -66,8 +66,9 @@ end
 return 0
 ";
 
-/// The session `KEYS[1]` of a user an operator kicked: deleted if the
-/// server that holds it is gone, else marked (`k`) so that no other
+/// The session `KEYS[1]` of a user an operator kicked (`ARGV[1]`, the
+/// text): deleted if the server that holds it is gone, else marked (`k`,
+/// the text) so that no other
 /// server takes it over before its own server carries the kick out (a
 /// server that died unnoticed never does; its sessions end with it).
 const KICK: &str = r"
@@ -78,13 +79,16 @@ end
 if redis.call('EXISTS', 'imchat:srv:' .. s) == 0 then
   return redis.call('DEL', KEYS[1])
 end
-return redis.call('HSET', KEYS[1], 'k', '1')
+return redis.call('HSET', KEYS[1], 'k', ARGV[1])
 ";
 
-/// The command that runs [`KICK`] for `user`'s session.
-pub(super) fn kick(user: &Username) -> redis::Cmd {
+/// The command that runs [`KICK`] for `user`'s session, kicked `text`.
+pub(super) fn kick(user: &Username, text: &str) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(KICK).arg(1).arg(sess_key(&crate::names::key(user)));
+    cmd.arg(KICK)
+        .arg(1)
+        .arg(sess_key(&crate::names::key(user)))
+        .arg(text);
     cmd
 }
 
@@ -119,6 +123,9 @@ pub struct Taken {
     pub from: u64,
     /// The user's registered name.
     pub user: Username,
+    /// The text of a kick of its user that reached Redis after the session
+    /// moved (its old server had not carried it out): the session ends.
+    pub kicked: Option<String>,
 }
 
 impl Cluster {
@@ -168,10 +175,24 @@ impl Cluster {
                 Some(Taken {
                     from: text(from)?.parse().ok()?,
                     user: Username::new(text(user)?).ok()?,
+                    kicked: None,
                 })
             }
             _ => None,
         }
+    }
+
+    /// The text of a kick marked on the session record of name key `key`
+    /// ([`KICK`]), if any (none when Redis does not answer).
+    pub fn kick_mark(&self, key: &str) -> Option<String> {
+        let mut slot = lock(&self.claims);
+        let con = slot.as_mut()?;
+        let mark: redis::RedisResult<Option<String>> =
+            redis::cmd("HGET").arg(sess_key(key)).arg("k").query(con);
+        mark.unwrap_or_else(|_| {
+            *slot = None;
+            None
+        })
     }
 
     /// Joins the cluster's epoch (set by the first server), and gives a
@@ -352,7 +373,7 @@ pub fn take_for_hello(
     request: &imchat_core::ResumeRequest,
 ) -> Option<Taken> {
     let key = crate::names::key(username);
-    let taken = cluster.take_session(&key, &request.token, request.epoch)?;
+    let mut taken = cluster.take_session(&key, &request.token, request.epoch)?;
     let wanted = request.last_seen.0 & !1023;
     let deadline = std::time::Instant::now() + CATCH_UP;
     while cluster.read_pos.load(std::sync::atomic::Ordering::SeqCst) < wanted {
@@ -362,6 +383,8 @@ pub fn take_for_hello(
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    // A kick published after the move: its mark is on the record now.
+    taken.kicked = cluster.kick_mark(&key);
     log::info!(
         "cluster: the session of '{}' moves here from server {:x}",
         imchat_core::inert(taken.user.as_str()),

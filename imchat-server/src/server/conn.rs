@@ -311,6 +311,7 @@ impl Server {
                                     request.token,
                                     taken.from,
                                     0,
+                                    taken.kicked.as_deref(),
                                     Instant::now(),
                                 );
                             });

@@ -230,11 +230,21 @@ impl Hub {
     }
 
     fn name_banned(&self, user: &Username) -> bool {
+        self.name_ban(user).is_some()
+    }
+
+    fn name_ban(&self, user: &Username) -> Option<&Ban> {
         let key = self.key(user);
         self.auth
             .bans
             .iter()
-            .any(|b| matches!(&b.target, BanTarget::Name(n) if self.key(n) == key))
+            .find(|b| matches!(&b.target, BanTarget::Name(n) if self.key(n) == key))
+    }
+
+    /// What a user of a banned name is told ("banned by NAME: reason").
+    pub(super) fn name_ban_text(&self, user: &Username) -> Option<String> {
+        self.name_ban(user)
+            .map(|b| removal_text("banned", &b.by, &b.reason))
     }
 
     /// An `Auth` while handshaking: kept for the `Hello` that follows.

@@ -95,10 +95,12 @@ pub(super) struct Remote {
     /// On: local users' joins, leaves and chats come out as events.
     pub(super) enabled: bool,
     pub(super) users: HashMap<String, (Username, u64)>,
-    /// Kicks of users of other servers that their server has not carried
-    /// out yet (name key → the text): if that server turns out to be dead
+    /// Kicks of users of other servers (name key → the text) that their
+    /// server has not carried out yet: if that server turns out to be dead
     /// (each server notices in its own time), the user leaves, kicked, as
-    /// soon as this one notices, instead of waiting for a resume.
+    /// soon as this one notices, instead of waiting for a resume. Kept
+    /// after a dead server's user left, kicked, until the name joins again:
+    /// its session is then not taken over here.
     pub(super) kicks: HashMap<String, String>,
     /// Users of servers that died, by name key: until when their sessions
     /// may be resumed on another server (they stay listed, and nobody is
@@ -141,10 +143,26 @@ impl Hub {
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             return false;
         }
-        if let Some(known) = self.remote.users.get_mut(&key) {
-            known.1 = server;
-            self.remote.gone.remove(&key);
-            return true;
+        let kicked = self.remote.kicks.remove(&key);
+        if let Some((listed, was)) = self.remote.users.get(&key).cloned() {
+            match kicked {
+                // Joined afresh elsewhere, its kicked session over: the
+                // kick is seen, then the join.
+                Some(text) if was != server => {
+                    self.remote_leave(was, &listed, LeaveReason::KICKED, text, now);
+                }
+                Some(text) => {
+                    self.remote.kicks.insert(key, text);
+                    return true;
+                }
+                None => {
+                    if let Some(known) = self.remote.users.get_mut(&key) {
+                        known.1 = server;
+                    }
+                    self.remote.gone.remove(&key);
+                    return true;
+                }
+            }
         }
         self.remote.users.insert(key, (user.clone(), server));
         let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
@@ -255,8 +273,16 @@ impl Hub {
         let Some((user, server)) = self.remote.users.get(key).cloned() else {
             return false;
         };
-        self.remote_leave(server, &user, LeaveReason::KICKED, text.to_string(), now);
+        self.leave_kicked(server, &user, text.to_string(), now);
         true
+    }
+
+    /// A user of dead server `server` leaves, kicked (`text`). The kick is
+    /// remembered: its session may still move to this server (taken over
+    /// before the kick reached Redis), and is then not taken over.
+    fn leave_kicked(&mut self, server: u64, user: &Username, text: String, now: Instant) {
+        self.remote_leave(server, user, LeaveReason::KICKED, text.clone(), now);
+        self.remote.kicks.insert(self.key(user), text);
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is
@@ -283,7 +309,7 @@ impl Hub {
             let key = self.key(u);
             match self.remote.kicks.get(&key).cloned() {
                 Some(text) => {
-                    self.remote_leave(server, u, LeaveReason::KICKED, text, now);
+                    self.leave_kicked(server, u, text, now);
                     false
                 }
                 None => true,

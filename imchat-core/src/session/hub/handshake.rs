@@ -110,6 +110,8 @@ impl Hub {
             return;
         }
         self.names.insert(key.clone(), client);
+        // A kick of an earlier session of this name is behind it.
+        self.remote.kicks.remove(&key);
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(username.clone());

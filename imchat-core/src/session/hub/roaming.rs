@@ -233,16 +233,21 @@ impl Hub {
     /// `token`): it waits for its client's resume as a session in its grace
     /// period would. The chat messages of its that the log holds count as
     /// handled (a copy resent here is acknowledged, not routed again).
-    /// A session an operator kicked before it moved (its old server had
-    /// not carried the kick out) ends at once, kicked: the resume that
-    /// follows finds nothing to resume. False if the user has a session
-    /// here already.
+    ///
+    /// A session whose user an operator kicked before its old server
+    /// carried the kick out (`kicked`: the kick's text that Redis holds for
+    /// it, or one this hub heard of), or whose name is banned, is not taken
+    /// over: its user leaves
+    /// here, kicked, if still listed, and the resume that follows finds
+    /// nothing to resume (its client joins afresh). False then, and if the
+    /// user has a session here already.
     pub fn adopt_session(
         &mut self,
         user: Username,
         token: ResumeToken,
         from: u64,
         last_client_id: u64,
+        kicked: Option<&str>,
         now: Instant,
     ) -> bool {
         self.clock = self.clock.max(now);
@@ -250,10 +255,17 @@ impl Hub {
         if self.sessions.contains_key(&key) || self.names.contains_key(&key) {
             return false;
         }
+        let heard = self.remote.kicks.remove(&key);
+        let kicked = heard
+            .or_else(|| kicked.map(str::to_string))
+            .or_else(|| self.name_ban_text(&user));
+        if let Some(text) = kicked {
+            if let Some((listed, server)) = self.remote.users.get(&key).cloned() {
+                self.remote_leave(server, &listed, LeaveReason::KICKED, text, now);
+            }
+            return false;
+        }
         self.remote.gone.remove(&key);
-        // Kicked while it was on its old server, which had not carried the
-        // kick out: the session ends here, kicked, as soon as it arrives.
-        let kicked = self.remote.kicks.remove(&key);
         if self.remote.users.remove(&key).is_none() {
             // Announced as left here already (its server died, and its
             // grace ran out here first): it is back.
@@ -279,10 +291,7 @@ impl Hub {
             moved_from: Some(from),
         };
         self.recall_accepted(&key, &mut session);
-        self.sessions.insert(key.clone(), session);
-        if let Some(text) = kicked {
-            self.kick_ghost(&key, &text);
-        }
+        self.sessions.insert(key, session);
         true
     }
 
@@ -313,9 +322,10 @@ impl Hub {
             Some(known) => {
                 known.1 = server;
                 self.remote.gone.remove(&key);
-                // The server it moved to carries out a kick made before:
-                // Redis refuses to move a kicked session, and a server
-                // that adopts one it knows was kicked ends it.
+                // It moved before a kick reached its old server: the kick
+                // was published after the move (Redis refuses to move a
+                // kicked session, and a server does not take over one it
+                // knows was kicked), and its new server carries it out.
                 self.remote.kicks.remove(&key);
             }
             None => {
