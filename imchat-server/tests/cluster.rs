@@ -16,9 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Encode, ErrorCode, LeaveReason, MessageId, PresenceEvent,
-    Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    ChatKind, ClientMessage, Decoder, Departure, Encode, ErrorCode, LeaveReason, MessageId,
+    PresenceEvent, Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username,
+    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -1503,6 +1503,19 @@ fn a_server_started_later_reads_no_more_history_than_its_log_keeps() {
     assert!(peak < 64 << 20, "its peak memory is {} KiB", peak >> 10);
 }
 
+/// The leave of `who`, kicked, among the messages `g`, if there is one.
+fn left_kicked<'a>(g: &'a [ServerMessage], who: &str) -> Option<&'a Departure> {
+    g.iter().find_map(|m| match m {
+        ServerMessage::Presence(es) => es.iter().find_map(|e| match e {
+            PresenceEvent::Left(d) if d.user.as_str() == who && d.reason == LeaveReason::KICKED => {
+                Some(d)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// When, in [`kick_of_a_user_whose_server_died`], Alice's console kicks Bob.
 #[derive(Clone, Copy, PartialEq)]
 enum KickWhen {
@@ -1579,14 +1592,7 @@ fn kick_of_a_user_whose_server_died(when: KickWhen) {
         }
     }
     let kicked = |g: &[ServerMessage]| {
-        g.iter().any(|m| match m {
-            ServerMessage::Presence(es) => es.iter().any(|e| {
-                matches!(e, PresenceEvent::Left(d) if d.user.as_str() == "bob"
-                    && d.reason == LeaveReason::KICKED
-                    && d.text == "kicked by console: spam")
-            }),
-            _ => false,
-        })
+        left_kicked(g, "bob").is_some_and(|d| d.text == "kicked by console: spam")
     };
     // On A and on C (WAIT is shorter than the grace).
     for p in [&mut alice, &mut carol] {
@@ -1662,13 +1668,7 @@ fn a_kick_that_crosses_a_moving_session_is_not_escaped() {
         "the kicked session was taken over and resumed"
     );
     alice.wait(WAIT, "bob leaving, kicked", |g| {
-        g.iter().any(|m| match m {
-            ServerMessage::Presence(es) => es.iter().any(|e| {
-                matches!(e, PresenceEvent::Left(d) if d.user.as_str() == "bob"
-                    && d.reason == LeaveReason::KICKED)
-            }),
-            _ => false,
-        })
+        left_kicked(g, "bob").is_some()
     });
     alice.wait_who(&["alice", "bob", "carol"], WAIT);
 }

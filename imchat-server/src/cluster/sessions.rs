@@ -2,9 +2,9 @@
 //!
 //! - `imchat:sess:<key>`: a hash per resumable session: `u` the user's
 //!   name, `h` the SHA-256 of its resume token (hex; empty once taken),
-//!   `s` the server it is on, `k` set once an operator kicked its user
-//!   (until its server carries the kick out, nobody may take it over). Written when the session gets a token (join,
-//!   resume), renewed with the lease by its server, kept for the grace
+//!   `s` the server it is on, `k` the text of a kick of its user (until
+//!   its server carries the kick out, no other server takes it over).
+//!   Written when the session gets a token (join, resume), renewed with the lease by its server, kept for the grace
 //!   period plus the lease after its server stops renewing it (a server
 //!   killed with its users in it), deleted when the user leaves.
 //! - `imchat:epoch`: the cluster's epoch, sent in every `Welcome` of every
@@ -68,9 +68,9 @@ return 0
 
 /// The session `KEYS[1]` of a user an operator kicked (`ARGV[1]`, the
 /// text): deleted if the server that holds it is gone, else marked (`k`,
-/// the text) so that no other
-/// server takes it over before its own server carries the kick out (a
-/// server that died unnoticed never does; its sessions end with it).
+/// the text) so that no other server takes it over before its own server
+/// carries the kick out (a server that died unnoticed never does; its
+/// sessions end with it).
 const KICK: &str = r"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then
@@ -84,18 +84,20 @@ return redis.call('HSET', KEYS[1], 'k', ARGV[1])
 
 /// The command that runs [`KICK`] for `user`'s session, kicked `text`.
 pub(super) fn kick(user: &Username, text: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(KICK)
-        .arg(1)
-        .arg(sess_key(&crate::names::key(user)))
-        .arg(text);
+    let mut cmd = on_session(KICK, user);
+    cmd.arg(text);
     cmd
 }
 
 /// The command that runs [`FORGET_ORPHAN`] for `user`'s session.
 pub(super) fn forget_orphan(user: &Username) -> redis::Cmd {
+    on_session(FORGET_ORPHAN, user)
+}
+
+/// `EVAL` of `script` with `user`'s session record as its one key.
+fn on_session(script: &str, user: &Username) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(FORGET_ORPHAN)
+    cmd.arg(script)
         .arg(1)
         .arg(sess_key(&crate::names::key(user)));
     cmd
@@ -124,7 +126,7 @@ pub struct Taken {
     /// The user's registered name.
     pub user: Username,
     /// The text of a kick of its user that reached Redis after the session
-    /// moved (its old server had not carried it out): the session ends.
+    /// moved (its old server had not carried it out): it is not taken over.
     pub kicked: Option<String>,
 }
 

@@ -143,25 +143,26 @@ impl Hub {
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             return false;
         }
-        let kicked = self.remote.kicks.remove(&key);
-        if let Some((listed, was)) = self.remote.users.get(&key).cloned() {
-            match kicked {
-                // Joined afresh elsewhere, its kicked session over: the
-                // kick is seen, then the join.
-                Some(text) if was != server => {
-                    self.remote_leave(was, &listed, LeaveReason::KICKED, text, now);
-                }
-                Some(text) => {
-                    self.remote.kicks.insert(key, text);
-                    return true;
-                }
-                None => {
+        match self.remote.users.get(&key).cloned() {
+            // Known, and kicked on another server: joined afresh there,
+            // its kicked session over. The kick is seen, then the join
+            // (the leave forgets the kick).
+            Some((listed, was)) if was != server && self.remote.kicks.contains_key(&key) => {
+                let text = self.remote.kicks[&key].clone();
+                self.remote_leave(was, &listed, LeaveReason::KICKED, text, now);
+            }
+            Some(_) => {
+                if !self.remote.kicks.contains_key(&key) {
+                    self.remote.gone.remove(&key);
                     if let Some(known) = self.remote.users.get_mut(&key) {
                         known.1 = server;
                     }
-                    self.remote.gone.remove(&key);
-                    return true;
                 }
+                return true;
+            }
+            // A kick of an earlier session of this name is behind it.
+            None => {
+                self.remote.kicks.remove(&key);
             }
         }
         self.remote.users.insert(key, (user.clone(), server));

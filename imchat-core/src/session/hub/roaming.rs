@@ -237,10 +237,9 @@ impl Hub {
     /// A session whose user an operator kicked before its old server
     /// carried the kick out (`kicked`: the kick's text that Redis holds for
     /// it, or one this hub heard of), or whose name is banned, is not taken
-    /// over: its user leaves
-    /// here, kicked, if still listed, and the resume that follows finds
-    /// nothing to resume (its client joins afresh). False then, and if the
-    /// user has a session here already.
+    /// over: its user leaves here, kicked, if still listed, and the resume
+    /// that follows finds nothing to resume (its client joins afresh).
+    /// False then, and if the user has a session here already.
     pub fn adopt_session(
         &mut self,
         user: Username,
