@@ -145,6 +145,11 @@ code_type! {
         /// that is neither a username nor an address, or the server could
         /// not store it; the text says which.
         FAILED = 8, "request failed";
+        /// Sent before the `Welcome` of a `Hello` that asked to resume a
+        /// session the server no longer has because its user was kicked
+        /// (within the grace period before): the text is the kick's, as
+        /// the others were shown it ("kicked by NAME: reason").
+        SESSION_ENDED = 9, "your session was ended";
     }
 }
 

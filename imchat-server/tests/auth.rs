@@ -439,6 +439,43 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     srv.assert_serving();
 }
 
+/// A user kicked while away (its client killed, its session waiting for a
+/// resume) whose client is started again is told why its session was not
+/// resumed: the kick, as the others were shown it, not "session expired".
+#[test]
+fn a_user_kicked_while_away_is_told_of_the_kick_when_its_client_comes_back() {
+    let mut srv = Server::secured(None, &[]);
+    let bob = srv.client("bob", &[], &[]);
+    let saved = srv
+        .dir
+        .0
+        .join("data/imchat/sessions")
+        .join(format!("bob@127.0.0.1_{}", srv.addr.port()));
+    let deadline = Instant::now() + WAIT;
+    while !saved.exists() {
+        assert!(Instant::now() < deadline, "bob's session was never saved");
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(bob);
+    // The server noticed (its log says so; its console does not).
+    let log = srv.dir.0.join("server.log");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("bob lost its connection")
+    {
+        assert!(Instant::now() < deadline, "bob's death never noticed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    srv.proc.send("kick bob spam");
+    srv.proc.expect("kicked bob (it was away)");
+    let mut bob = srv.client("bob", &[], &[]);
+    let line = bob.expect("session not resumed");
+    assert_eq!(line, "*** session not resumed: kicked by console: spam");
+    bob.expect("connected");
+    srv.assert_serving();
+}
+
 #[test]
 fn bans_are_kept_in_the_database_across_a_restart() {
     let keep = TempDir::new("bans");

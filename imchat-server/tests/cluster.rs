@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{
     ChatKind, ClientMessage, Decoder, Departure, Encode, ErrorCode, LeaveReason, MessageId,
-    PresenceEvent, Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerMessage, Username,
-    DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    NoticeCode, PresenceEvent, Recipient, RefuseCode, ResumeRequest, ResumeToken, ServerMessage,
+    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -1603,7 +1603,22 @@ fn kick_of_a_user_whose_server_died(when: KickWhen) {
     let (again, answer) = resume(&mut bob);
     answer.expect("the name is free again");
     assert!(!again.resumed, "a kicked session was resumed");
+    assert_told_of_kick(&again, "kicked by console: spam");
     alice.wait_who(&["alice", "bob", "carol"], WAIT);
+}
+
+/// `p`, come back after its session was kicked, was told why before its
+/// welcome, with the kick's text.
+fn assert_told_of_kick(p: &Peer, text: &str) {
+    assert!(
+        p.got
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Notice { code, text: t }
+            if *code == NoticeCode::SESSION_ENDED && t == text)),
+        "{} was not told of the kick: {:?}",
+        p.name,
+        p.got
+    );
 }
 
 #[test]
@@ -1667,6 +1682,7 @@ fn a_kick_that_crosses_a_moving_session_is_not_escaped() {
         !again.resumed,
         "the kicked session was taken over and resumed"
     );
+    assert_told_of_kick(&again, "kicked by console: spam");
     alice.wait(WAIT, "bob leaving, kicked", |g| {
         left_kicked(g, "bob").is_some()
     });

@@ -836,3 +836,64 @@ fn a_kicked_user_that_joins_afresh_elsewhere_is_seen_leaving_kicked_first() {
     assert_eq!(hub.remote_server_gone(7, now), 0);
     assert!(sent(&mut hub, dave).is_empty());
 }
+
+/// What a client whose session was lost sends to get it back.
+fn hello_resuming(hub: &Hub, name: &str) -> ClientMessage {
+    ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: user(name),
+        resume: Some(ResumeRequest {
+            token: ResumeToken([9; 16]),
+            last_seen: MessageId(0),
+            epoch: hub.epoch(),
+        }),
+    }
+}
+
+/// A user of another server kicked there (or anywhere) and coming back
+/// here with its old session's token is told of the kick, before the
+/// welcome that starts it afresh; nobody else is, and not once the name
+/// joined again after the kick.
+#[test]
+fn a_user_kicked_on_another_server_is_told_of_the_kick_when_it_comes_back_here() {
+    let now = Instant::now();
+    let mut hub = hub();
+    hub.enable_cluster();
+    for u in ["bob", "carol", "dave", "erin"] {
+        assert!(hub.remote_join(7, user(u), now));
+    }
+    for u in ["bob", "dave", "erin"] {
+        hub.remote_leave(
+            7,
+            &user(u),
+            LeaveReason::KICKED,
+            format!("kicked by op2: {u}"),
+            now,
+        );
+    }
+    hub.remote_leave(7, &user("carol"), LeaveReason::LOST, String::new(), now);
+    // Erin joined again on server 8 after her kick, and left.
+    assert!(hub.remote_join(8, user("erin"), now));
+    hub.remote_leave(8, &user("erin"), LeaveReason::LOST, String::new(), now);
+    let come_back = |hub: &mut Hub, name: &str, resuming: bool| {
+        let c = hub.handle_connect(now);
+        let m = if resuming {
+            hello_resuming(hub, name)
+        } else {
+            hello(name)
+        };
+        hub.handle_message(c, m, now);
+        let got = sent(hub, c);
+        got[..got.iter().position(|m| m == "welcome").unwrap() + 1].to_vec()
+    };
+    assert_eq!(
+        come_back(&mut hub, "BOB", true),
+        [
+            "notice: your session was ended: kicked by op2: bob",
+            "welcome"
+        ]
+    );
+    assert_eq!(come_back(&mut hub, "carol", true), ["welcome"]);
+    assert_eq!(come_back(&mut hub, "dave", false), ["welcome"]);
+    assert_eq!(come_back(&mut hub, "erin", true), ["welcome"]);
+}

@@ -338,6 +338,9 @@ pub struct ClientSession {
     resume: Option<(ResumeToken, u64)>,
     /// Set by [`reconnect`](Self::reconnect) until the `Welcome`.
     reconnecting: Option<Reconnect>,
+    /// Why the session asked for is over, if the server said so before
+    /// its `Welcome` (a [`NoticeCode::SESSION_ENDED`] notice).
+    ended: Option<String>,
     /// The server password, sent in an `Auth` before every `Hello`.
     server_password: Option<Secret>,
     /// The account password of the username, likewise.
@@ -380,6 +383,7 @@ impl ClientSession {
             last_seen: MessageId(0),
             resume: None,
             reconnecting: None,
+            ended: None,
             server_password: None,
             account_password: None,
             registering: None,
@@ -570,6 +574,7 @@ impl ClientSession {
             last_seen: self.last_seen,
             epoch,
         });
+        self.ended = None;
         self.reconnecting = Some(match self.resume {
             Some((_, epoch)) => Reconnect::Resume { epoch },
             None => Reconnect::Fresh,
@@ -1248,16 +1253,18 @@ impl ClientSession {
                         }
                         (None, Some(asked)) => {
                             self.last_seen = last_id;
-                            let reason = match asked {
-                                Reconnect::Resume { epoch: old } if old != epoch => {
+                            let reason = match (asked, self.ended.take()) {
+                                // Kicked while away, as the others were shown.
+                                (Reconnect::Resume { .. }, Some(why)) => why,
+                                (Reconnect::Resume { epoch: old }, None) if old != epoch => {
                                     "history lost (the server restarted without its database)"
+                                        .to_string()
                                 }
-                                Reconnect::Resume { .. } => "session expired",
-                                Reconnect::Fresh => "the server offers no resume",
+                                (Reconnect::Resume { .. }, None) => "session expired".to_string(),
+                                (Reconnect::Fresh, _) => "the server offers no resume".to_string(),
                             };
-                            self.events.push_back(ClientEvent::ContinuityLost {
-                                reason: reason.to_string(),
-                            });
+                            self.events
+                                .push_back(ClientEvent::ContinuityLost { reason });
                         }
                         (None, None) => self.last_seen = last_id,
                     }
@@ -1272,6 +1279,9 @@ impl ClientSession {
                     self.events.push_back(ClientEvent::Shutdown { reason });
                 }
                 ServerMessage::Ping(v) => self.transmits.push_back(ClientMessage::Pong(v)),
+                ServerMessage::Notice { code, text } if code == NoticeCode::SESSION_ENDED => {
+                    self.ended = Some(text);
+                }
                 _ => {}
             }
             return;

@@ -2469,6 +2469,50 @@ fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
         .any(|e| matches!(e, ClientEvent::Joined { user } if user.as_str() == "alice")));
 }
 
+/// A user kicked while away is told so when its client comes back, not
+/// that its session expired: the others saw why it left, and so does it.
+/// Only within the grace period from the kick, and only for the session
+/// the kick ended.
+#[test]
+fn a_client_kicked_while_away_is_told_why_its_session_was_not_resumed() {
+    let grace = Limits::default().grace;
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    let now = net.now;
+    assert_eq!(
+        net.hub.console("kick alice spam", now),
+        "kicked alice (it was away)"
+    );
+    net.pump();
+    net.take(1);
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::ContinuityLost {
+            reason: "kicked by console: spam".into()
+        }),
+        "{alice:?}"
+    );
+    // Joined afresh: the kick is behind her. Lost again, her session
+    // expires, and that is what she is told, not the old kick.
+    net.cut(0);
+    net.advance(grace + Duration::from_secs(1));
+    net.reconnect(0);
+    assert!(net.take(0).contains(&ClientEvent::ContinuityLost {
+        reason: "session expired".into()
+    }));
+    // Bob, kicked while away, comes back after the kick's grace ran out.
+    net.cut(1);
+    let now = net.now;
+    net.hub.console("kick bob flood", now);
+    net.pump();
+    net.advance(grace + Duration::from_secs(1));
+    net.reconnect(1);
+    assert!(net.take(1).contains(&ClientEvent::ContinuityLost {
+        reason: "session expired".into()
+    }));
+}
+
 #[test]
 fn a_quit_leaves_at_once_whatever_the_grace() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);

@@ -165,6 +165,7 @@ impl Hub {
                 self.remote.kicks.remove(&key);
             }
         }
+        self.forget_kick(&key, now);
         self.remote.users.insert(key, (user.clone(), server));
         let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
         self.queue_presence(

@@ -543,6 +543,11 @@ impl Hub {
         text: String,
     ) -> MessageId {
         let now = self.clock;
+        if reason == LeaveReason::KICKED && self.resume_enabled() {
+            let key = self.key(&user);
+            self.kicked
+                .insert(key, (text.clone(), now + self.limits.grace));
+        }
         let entry = self.log_presence(
             LogEvent::Left {
                 user: user.clone(),
@@ -841,6 +846,21 @@ impl Hub {
     /// with the operator's `text`, as for a connected user.
     pub(super) fn kick_ghost(&mut self, key: &str, text: &str) {
         self.end_session(key, Some(text));
+    }
+
+    /// The name key `key` joins (here, or on another server): a kick of an
+    /// earlier session of that name is no longer what a resume is told.
+    /// Returns the kick's text if it is recent (its grace has not run out).
+    pub(super) fn forget_kick(&mut self, key: &str, now: Instant) -> Option<String> {
+        self.kicked
+            .remove(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(text, _)| text)
+    }
+
+    /// Forgets kicks whose grace ran out.
+    pub(super) fn expire_kicks(&mut self, now: Instant) {
+        self.kicked.retain(|_, (_, until)| *until > now);
     }
 
     /// Ends the session of `key`: it left, kicked (with that text) or for

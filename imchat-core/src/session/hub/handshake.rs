@@ -7,8 +7,8 @@ use super::{ClientId, Hub, HubEvent, Phase};
 use crate::error::DecodeError;
 use crate::history::LogEvent;
 use crate::message::{
-    ClientMessage, ErrorCode, LeaveReason, PresenceEvent, RefuseCode, ResumeRequest, ServerMessage,
-    Username, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, LeaveReason, NoticeCode, PresenceEvent, RefuseCode, ResumeRequest,
+    ServerMessage, Username, PROTOCOL_VERSION,
 };
 
 impl Hub {
@@ -87,6 +87,7 @@ impl Hub {
             // The passwords were needed for the checks only.
             c.credentials = None;
         }
+        let asked_resume = resume.is_some();
         if let Some(request) = resume {
             if self.try_resume(client, &username, request, now) {
                 return;
@@ -112,6 +113,7 @@ impl Hub {
         self.names.insert(key.clone(), client);
         // A kick of an earlier session of this name is behind it.
         self.remote.kicks.remove(&key);
+        let kicked = self.forget_kick(&key, now);
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(username.clone());
@@ -136,6 +138,17 @@ impl Hub {
             Some(client),
             now,
         );
+        if let Some(text) = kicked.filter(|_| asked_resume) {
+            // Why its session is not resumed: before the welcome, which
+            // says that it is not.
+            self.send(
+                client,
+                ServerMessage::Notice {
+                    code: NoticeCode::SESSION_ENDED,
+                    text,
+                },
+            );
+        }
         let welcome = self.welcome_message(&username, token, None);
         self.send(client, welcome);
         self.send_history(client, now);

@@ -130,6 +130,10 @@ pub struct Hub {
     prior_epoch: Option<u64>,
     /// Every joined user's session, live or in its grace period, by name key.
     sessions: HashMap<String, Session>,
+    /// Users kicked lately (here or on another server), by name key: the
+    /// kick's text, and until when a `Hello` that asks to resume that
+    /// name is told it (the grace period from the kick).
+    kicked: HashMap<String, (String, Instant)>,
     /// Failed resume attempts per address: when the window started, how many.
     resume_failures: HashMap<Option<IpAddr>, (Instant, u32)>,
     /// A reading of the wall clock: the Unix time in milliseconds at an instant.
@@ -184,6 +188,7 @@ impl Hub {
             epoch_fixed: false,
             prior_epoch: None,
             sessions: HashMap::new(),
+            kicked: HashMap::new(),
             resume_failures: HashMap::new(),
             wall_clock: (Instant::now(), 0),
             clock: Instant::now(),
