@@ -634,9 +634,15 @@ impl Server {
                 client: _,
                 user,
                 reason,
+                removal,
             } => {
+                let why = if removal.is_empty() {
+                    reason.to_string()
+                } else {
+                    inert(&removal).into_owned()
+                };
                 self.report
-                    .say(format!("{} left ({reason})", inert(user.as_str())));
+                    .say(format!("{} left ({why})", inert(user.as_str())));
             }
             HubEvent::Close { client, reason } => {
                 let Some(conn) = core.conns.get_mut(&client) else {

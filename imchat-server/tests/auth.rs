@@ -402,6 +402,8 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     assert!(matches!(left, ServerMessage::Left(d) if d.text == "kicked by console: too loud"));
     srv.proc
         .expect("operator console: kick bob (too loud): kicked bob");
+    // The console's line for the leave says why, as the others saw it.
+    srv.proc.expect("bob left (kicked by console: too loud)");
     // bob may come back after a kick; a ban by name keeps him out.
     let mut bob = Raw::join_with(srv.addr, "bob", None, None);
     srv.proc.send("ban BOB spam");

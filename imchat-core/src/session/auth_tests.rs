@@ -897,3 +897,50 @@ fn a_user_kicked_on_another_server_is_told_of_the_kick_when_it_comes_back_here()
     assert_eq!(come_back(&mut hub, "dave", false), ["welcome"]);
     assert_eq!(come_back(&mut hub, "erin", true), ["welcome"]);
 }
+
+/// The hub's `Left` event carries a removal's text, for the server's log,
+/// whether the user was connected or away; nothing of a quit's parting
+/// text, which is the user's.
+#[test]
+fn a_left_event_carries_a_removal_s_text_and_not_a_quit_s() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let mut join = |name: &str| {
+        let c = hub.handle_connect(now);
+        hub.handle_message(c, hello(name), now);
+        c
+    };
+    let _bob = join("bob");
+    let carol = join("carol");
+    let dave = join("dave");
+    hub.handle_disconnect(dave, LeaveReason::LOST);
+    events(&mut hub);
+    assert_eq!(hub.console("kick bob bye", now), "kicked bob");
+    hub.handle_message(
+        carol,
+        ClientMessage::Quit {
+            reason: "lunch".into(),
+        },
+        now,
+    );
+    assert_eq!(
+        hub.console("kick dave away", now),
+        "kicked dave (it was away)"
+    );
+    let lefts: Vec<(String, String)> = events(&mut hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::Left { user, removal, .. } => Some((user.to_string(), removal)),
+            _ => None,
+        })
+        .collect();
+    let pair = |u: &str, t: &str| (u.to_string(), t.to_string());
+    assert_eq!(
+        lefts,
+        [
+            pair("bob", "kicked by console: bye"),
+            pair("carol", ""),
+            pair("dave", "kicked by console: away")
+        ]
+    );
+}

@@ -875,6 +875,7 @@ impl Hub {
         };
         self.drop_stored_session(&s.user);
         let id = self.announce_left(s.user.clone(), reason, text.clone());
+        let removal = super::removal_text(reason, &text);
         self.publish(super::ClusterEvent::Left {
             user: s.user.clone(),
             reason,
@@ -885,6 +886,7 @@ impl Hub {
             client: s.last_conn,
             user: s.user,
             reason,
+            removal,
         });
     }
 

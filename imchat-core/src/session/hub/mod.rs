@@ -159,6 +159,16 @@ pub struct Hub {
     tags: roaming::Tags,
 }
 
+/// The text of a leave that [`HubEvent::Left`] carries: a removal's (what
+/// the others were shown), nothing for any other leave.
+fn removal_text(reason: LeaveReason, text: &str) -> String {
+    if reason == LeaveReason::KICKED {
+        text.to_string()
+    } else {
+        String::new()
+    }
+}
+
 impl Hub {
     /// A hub with these limits and welcome text (`{user}` in it is replaced
     /// by the joining user's name).
@@ -595,6 +605,7 @@ impl Hub {
             self.sessions.remove(&key);
             self.drop_stored_session(&user);
             let id = self.announce_left(user.clone(), reason, text.clone());
+            let removal = removal_text(reason, &text);
             self.publish(ClusterEvent::Left {
                 user: user.clone(),
                 reason,
@@ -605,6 +616,7 @@ impl Hub {
                 client,
                 user,
                 reason,
+                removal,
             });
         }
         debug!("closing {client}: {why}");

@@ -110,6 +110,11 @@ pub enum HubEvent {
         user: Username,
         /// Why.
         reason: LeaveReason,
+        /// For a removal ([`LeaveReason::KICKED`]), what the others were
+        /// shown: "kicked by NAME: reason", or the server's own words
+        /// ("malformed frame: …"); empty for any other leave (a quit's
+        /// parting text is the user's, not the server's to log).
+        removal: String,
     },
     /// A joined user's connection was lost: its session waits
     /// [`Limits::grace`](crate::Limits::grace) for a resume, and nobody was
