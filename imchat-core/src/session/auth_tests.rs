@@ -944,3 +944,29 @@ fn a_left_event_carries_a_removal_s_text_and_not_a_quit_s() {
         ]
     );
 }
+
+/// A kick of a dead server's user is remembered, after the user left, for
+/// the grace period only: by then no server still holds its session to
+/// give, and the hub does not keep every such kick for as long as it runs.
+#[test]
+fn a_kick_of_a_dead_server_s_user_is_remembered_for_the_grace_period_only() {
+    let now = Instant::now();
+    let (mut hub, op, dave) = cluster_hub_with_dave(now);
+    for u in ["fay", "gus"] {
+        assert!(hub.remote_join(9, user(u), now));
+    }
+    assert_eq!(hub.remote_server_gone(9, now), 2);
+    for u in ["fay", "gus"] {
+        assert!(hub.remote_kick(&user(u), "kicked by op2: y", now));
+    }
+    settle(&mut hub, &[op, dave]);
+    let token = ResumeToken([42; 16]);
+    let grace = Limits::default().grace;
+    // Within the grace period, Fay's session is not taken over.
+    let within = now + grace - std::time::Duration::from_millis(1);
+    assert!(!hub.adopt_session(user("fay"), token, 9, 0, None, within));
+    // After it, nothing is kept of Gus's kick.
+    let after = now + grace + std::time::Duration::from_secs(1);
+    hub.handle_timeout(after);
+    assert!(hub.adopt_session(user("gus"), token, 9, 0, None, after));
+}

@@ -98,9 +98,9 @@ pub(super) struct Remote {
     /// Kicks of users of other servers (name key → the text) that their
     /// server has not carried out yet: if that server turns out to be dead
     /// (each server notices in its own time), the user leaves, kicked, as
-    /// soon as this one notices, instead of waiting for a resume. Kept
-    /// after a dead server's user left, kicked, until the name joins again:
-    /// its session is then not taken over here.
+    /// soon as this one notices, instead of waiting for a resume. Once it
+    /// left, the kick is one of the hub's recent kicks (for the grace
+    /// period): its session is then not taken over here.
     pub(super) kicks: HashMap<String, String>,
     /// Users of servers that died, by name key: until when their sessions
     /// may be resumed on another server (they stay listed, and nobody is
@@ -280,11 +280,11 @@ impl Hub {
     }
 
     /// A user of dead server `server` leaves, kicked (`text`). The kick is
-    /// remembered: its session may still move to this server (taken over
-    /// before the kick reached Redis), and is then not taken over.
+    /// remembered for the grace period, as every kicked leave: its session
+    /// may still move to this server (taken over before the kick reached
+    /// Redis), and is then not taken over ([`Hub::adopt_session`]).
     fn leave_kicked(&mut self, server: u64, user: &Username, text: String, now: Instant) {
-        self.remote_leave(server, user, LeaveReason::KICKED, text.clone(), now);
-        self.remote.kicks.insert(self.key(user), text);
+        self.remote_leave(server, user, LeaveReason::KICKED, text, now);
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is

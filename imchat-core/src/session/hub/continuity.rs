@@ -858,6 +858,15 @@ impl Hub {
             .map(|(text, _)| text)
     }
 
+    /// The text of a kick of name key `key` within the grace period before
+    /// `now`, if the name has not joined since.
+    pub(super) fn recent_kick(&self, key: &str, now: Instant) -> Option<String> {
+        self.kicked
+            .get(key)
+            .filter(|(_, until)| *until > now)
+            .map(|(text, _)| text.clone())
+    }
+
     /// Forgets kicks whose grace ran out.
     pub(super) fn expire_kicks(&mut self, now: Instant) {
         self.kicked.retain(|_, (_, until)| *until > now);

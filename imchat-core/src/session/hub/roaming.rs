@@ -254,7 +254,11 @@ impl Hub {
         if self.sessions.contains_key(&key) || self.names.contains_key(&key) {
             return false;
         }
-        let heard = self.remote.kicks.remove(&key);
+        let heard = self
+            .remote
+            .kicks
+            .remove(&key)
+            .or_else(|| self.recent_kick(&key, now));
         let kicked = heard
             .or_else(|| kicked.map(str::to_string))
             .or_else(|| self.name_ban_text(&user));
