@@ -427,18 +427,30 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     srv.proc.expect("unbanned 127.0.0.1");
     srv.proc.send("frobnicate");
     srv.proc.expect("unknown command 'frobnicate'");
-    // The log is written in batches: wait for the line, within a deadline.
-    let deadline = Instant::now() + WAIT;
-    let wanted = "operator console: ban 127.0.0.1 (testing)";
-    loop {
-        let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap_or_default();
-        if log.contains(wanted) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{wanted:?} not logged: {log}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    srv.wait_logged("operator console: ban 127.0.0.1 (testing)");
     srv.assert_serving();
+}
+
+/// Waits (`WAIT` at most) until `done` holds; panics naming `what`.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Server {
+    /// Waits until the server's log holds `wanted` (the log is written in
+    /// batches).
+    fn wait_logged(&self, wanted: &str) {
+        let log = self.dir.0.join("server.log");
+        wait_until(&format!("{wanted:?} logged"), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(wanted)
+        });
+    }
 }
 
 /// A user kicked while away (its client killed, its session waiting for a
@@ -453,22 +465,10 @@ fn a_user_kicked_while_away_is_told_of_the_kick_when_its_client_comes_back() {
         .0
         .join("data/imchat/sessions")
         .join(format!("bob@127.0.0.1_{}", srv.addr.port()));
-    let deadline = Instant::now() + WAIT;
-    while !saved.exists() {
-        assert!(Instant::now() < deadline, "bob's session was never saved");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("bob's session saved", || saved.exists());
     drop(bob);
     // The server noticed (its log says so; its console does not).
-    let log = srv.dir.0.join("server.log");
-    let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("bob lost its connection")
-    {
-        assert!(Instant::now() < deadline, "bob's death never noticed");
-        thread::sleep(Duration::from_millis(20));
-    }
+    srv.wait_logged("bob lost its connection");
     srv.proc.send("kick bob spam");
     srv.proc.expect("kicked bob (it was away)");
     let mut bob = srv.client("bob", &[], &[]);

@@ -852,10 +852,9 @@ impl Hub {
     /// earlier session of that name is no longer what a resume is told.
     /// Returns the kick's text if it is recent (its grace has not run out).
     pub(super) fn forget_kick(&mut self, key: &str, now: Instant) -> Option<String> {
-        self.kicked
-            .remove(key)
-            .filter(|(_, until)| *until > now)
-            .map(|(text, _)| text)
+        let recent = self.recent_kick(key, now);
+        self.kicked.remove(key);
+        recent
     }
 
     /// The text of a kick of name key `key` within the grace period before
@@ -882,18 +881,35 @@ impl Hub {
             Some(text) => (LeaveReason::KICKED, text.to_string()),
             None => (s.grace.map_or(LeaveReason::LOST, |(_, r)| r), String::new()),
         };
-        self.drop_stored_session(&s.user);
-        let id = self.announce_left(s.user.clone(), reason, text.clone());
-        let removal = super::removal_text(reason, &text);
+        self.local_left(s.last_conn, s.user, reason, text);
+    }
+
+    /// A local user (last on connection `client`) left, its session over:
+    /// its stored session is dropped, the members and the other servers
+    /// are told, and a [`HubEvent::Left`] carries a removal's text.
+    pub(super) fn local_left(
+        &mut self,
+        client: ClientId,
+        user: Username,
+        reason: LeaveReason,
+        text: String,
+    ) {
+        self.drop_stored_session(&user);
+        let id = self.announce_left(user.clone(), reason, text.clone());
+        let removal = if reason == LeaveReason::KICKED {
+            text.clone()
+        } else {
+            String::new()
+        };
         self.publish(super::ClusterEvent::Left {
-            user: s.user.clone(),
+            user: user.clone(),
             reason,
             text,
             id,
         });
         self.events.push_back(HubEvent::Left {
-            client: s.last_conn,
-            user: s.user,
+            client,
+            user,
             reason,
             removal,
         });

@@ -159,16 +159,6 @@ pub struct Hub {
     tags: roaming::Tags,
 }
 
-/// The text of a leave that [`HubEvent::Left`] carries: a removal's (what
-/// the others were shown), nothing for any other leave.
-fn removal_text(reason: LeaveReason, text: &str) -> String {
-    if reason == LeaveReason::KICKED {
-        text.to_string()
-    } else {
-        String::new()
-    }
-}
-
 impl Hub {
     /// A hub with these limits and welcome text (`{user}` in it is replaced
     /// by the joining user's name).
@@ -603,21 +593,7 @@ impl Hub {
         if let Phase::Joined(user) = conn.phase {
             let key = self.key(&user);
             self.sessions.remove(&key);
-            self.drop_stored_session(&user);
-            let id = self.announce_left(user.clone(), reason, text.clone());
-            let removal = removal_text(reason, &text);
-            self.publish(ClusterEvent::Left {
-                user: user.clone(),
-                reason,
-                text,
-                id,
-            });
-            self.events.push_back(HubEvent::Left {
-                client,
-                user,
-                reason,
-                removal,
-            });
+            self.local_left(client, user, reason, text);
         }
         debug!("closing {client}: {why}");
         self.events.push_back(HubEvent::Close {
