@@ -43,6 +43,7 @@ use crate::command::{help_lines, works_offline, Command, Mode};
 use crate::error::{describe_connect_error, ClientError};
 use crate::files;
 use crate::resume::SessionFile;
+use crate::servers::{Server, Servers};
 use crate::ui;
 use crate::view::{
     human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status, TransferView,
@@ -81,10 +82,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What the client was started with.
 pub struct Config {
-    /// Host name as given (for messages).
-    pub host: String,
-    /// Port.
-    pub port: u16,
+    /// The server, or several servers of one cluster, to connect to.
+    pub servers: Servers,
     /// The username asked for.
     pub username: Username,
     /// Where downloads go; received pushes go to its `received/`.
@@ -379,6 +378,8 @@ struct Joined {
     reader: FrameReader<Stream, ServerMessage>,
     /// A TLS certificate trusted on first use: its fingerprint, to show.
     first_use: Option<String>,
+    /// The server it is connected to, as `host:port`, to show.
+    server: String,
     username: Username,
     welcome: String,
     limits: Limits,
@@ -445,7 +446,8 @@ fn new_session(config: &Config, limits: &Limits) -> ClientSession {
 /// this name and server (it keeps its session to itself).
 fn open_store(config: &Config) -> Option<SessionFile> {
     let dir = config.sessions_dir.as_ref()?;
-    match SessionFile::open(dir, &config.host, config.port, &config.username) {
+    let first = config.servers.first();
+    match SessionFile::open(dir, &first.host, first.port, &config.username) {
         Ok(Some(file)) => Some(file),
         Ok(None) => {
             log::info!("another client runs with this name and server: its session is its own");
@@ -493,7 +495,8 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
 
 /// One try of [`join`].
 fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
-    let (stream, first_use) = secure(config, connect(&config.host, config.port)?)?;
+    let (tcp, to) = config.servers.connect(|s| connect(&s.host, s.port))?;
+    let (stream, first_use) = secure(config, to, tcp)?;
     let limits = Limits::default();
     let mut fresh = None;
     let session = match previous {
@@ -517,16 +520,21 @@ fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Jo
         welcome,
         limits,
         first_use,
+        server: to.shown(),
     })
 }
 
 /// With `--tls`, the TLS handshake on `tcp`, before anything of imchat is
 /// sent; the fingerprint of a certificate trusted now for the first time.
-fn secure(config: &Config, tcp: TcpStream) -> Result<(Stream, Option<String>), ClientError> {
+fn secure(
+    config: &Config,
+    server: &Server,
+    tcp: TcpStream,
+) -> Result<(Stream, Option<String>), ClientError> {
     let Some(trust) = &config.tls else {
         return Ok((Stream::plain(tcp), None));
     };
-    let (stream, verified) = tls::connect(tcp, &config.host, config.port, trust, HANDSHAKE_WAIT)
+    let (stream, verified) = tls::connect(tcp, &server.host, server.port, trust, HANDSHAKE_WAIT)
         .map_err(|e| ClientError::Tls(inert(&e.to_string()).into_owned()))?;
     let first_use = match verified {
         Verified::FirstUse { fingerprint } => Some(fingerprint),
@@ -867,6 +875,8 @@ impl App {
                 return Err(end.error());
             }
             conn.report_cut();
+            // The server lost is tried last (see `servers`).
+            self.config.servers.move_on();
             let mut previous = conn.take_session();
             drop(conn);
             let reason = end.error().to_string();
@@ -1050,8 +1060,8 @@ impl Conn {
             welcome,
             limits,
             first_use,
+            server,
         } = joined;
-        let server = host_port(&inert(&app.config.host), app.config.port);
         *lock(&app.me) = inert(username.as_str()).into_owned();
         if let Some(fingerprint) = first_use {
             app.notice(&format!(

@@ -20,6 +20,9 @@ pub enum ClientError {
         /// Why the last attempt failed.
         reason: String,
     },
+    /// None of several servers could be reached: each with why.
+    #[error("cannot connect to any of the servers: {0}")]
+    NoServer(String),
     /// TLS failed or the server's certificate is refused (the reason reads
     /// as one line).
     #[error("{0}")]

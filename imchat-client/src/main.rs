@@ -1,4 +1,5 @@
-//! `imchat-client <username> <host>[:<port>] [<port>]`: the imchat terminal client.
+//! `imchat-client <username> <host>[:<port>][,<host>[:<port>]…] [<port>]`: the
+//! imchat terminal client.
 //!
 //! A shell around `imchat_core::ClientSession`: argument checks here, the
 //! connection, threads and event handling in [`app`], files in [`files`],
@@ -11,6 +12,7 @@ mod error;
 mod files;
 mod resume;
 mod screen;
+mod servers;
 mod tls;
 mod ui;
 mod view;
@@ -27,6 +29,7 @@ use imchat_cli::Shell;
 use imchat_core::{inert, Secret, Username};
 
 use crate::error::ClientError;
+use crate::servers::{Server, Servers};
 
 /// Shown after `--help` (not `-h`).
 const AFTER_LONG_HELP: &str = "\
@@ -35,6 +38,7 @@ Examples:
   imchat-client alice 127.0.0.1:4000      or together
   imchat-client alice [::1]:4000          an IPv6 address, in brackets
   imchat-client alice chat.example.org:4000 --download-dir ~/Downloads
+  imchat-client alice a.lan,b.lan 4000     two servers of one cluster
   printf '/who\\n/quit\\n' | imchat-client bot localhost:4000
   imchat-client --json bot localhost:4000 < commands.txt
 
@@ -76,12 +80,17 @@ struct Cli {
     /// HOST, HOST:PORT, or for an IPv6 address with a port [ADDR]:PORT
     /// (e.g. localhost, 127.0.0.1:4000, [::1]:4000). A port given here
     /// replaces the PORT argument.
+    ///
+    /// Several servers of one cluster, separated by commas
+    /// (a.lan:4000,b.lan:4000): the client connects to the first that
+    /// answers, and after losing a server it tries the next one first,
+    /// where the session resumes. PORT is the port of those without one.
     #[arg(
         value_name = "HOST[:PORT]",
-        value_parser = Inert(parse_server),
+        value_parser = Inert(parse_servers),
         required = true
     )]
-    server: Option<ServerArg>,
+    server: Option<ServerList>,
 
     /// The server's port (1-65535), unless given with the host
     #[arg(value_name = "PORT", value_parser = Inert(parse_port))]
@@ -203,8 +212,7 @@ enum Task {
 #[derive(Debug)]
 struct Settings {
     username: Username,
-    host: String,
-    port: u16,
+    servers: Vec<Server>,
     download_dir: Option<PathBuf>,
     auto_accept_bytes: u64,
     ask_when_piped: bool,
@@ -219,12 +227,17 @@ struct Settings {
     account_password_file: Option<PathBuf>,
 }
 
-/// The second argument: a host, and the port if it came with it.
+/// One server of the second argument: a host, and the port if it came
+/// with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ServerArg {
     host: String,
     port: Option<u16>,
 }
+
+/// The second argument: one server, or several separated by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerList(Vec<ServerArg>);
 
 /// Parses the command line; errors (and help) come as clap errors, which
 /// print themselves in clap's style and exit with code 2 (0 for help).
@@ -241,7 +254,7 @@ where
         return Ok(Task::Man);
     }
     let usage = |kind, message: &str| Cli::command().error(kind, message);
-    let (Some(username), Some(server)) = (cli.username, cli.server) else {
+    let (Some(username), Some(ServerList(list))) = (cli.username, cli.server) else {
         // Unreachable through clap (both are required without a generator),
         // but an error is better than a panic.
         return Err(usage(
@@ -249,27 +262,33 @@ where
             "a username and a server are needed",
         ));
     };
-    let port = match (server.port, cli.port) {
-        (Some(port), None) | (None, Some(port)) => port,
-        (Some(_), Some(port)) => {
-            return Err(usage(
-                ErrorKind::ArgumentConflict,
-                &format!(
-                    "the port is given twice: with the host ('{}') and as '{port}'; give it once",
-                    inert(&host_port_arg(&server))
-                ),
-            ))
-        }
-        (None, None) => {
+    if let Some(port) = cli.port.filter(|_| list.iter().all(|s| s.port.is_some())) {
+        let typed: Vec<String> = list.iter().map(host_port_arg).collect();
+        return Err(usage(
+            ErrorKind::ArgumentConflict,
+            &format!(
+                "the port is given twice: with the {} ('{}') and as '{port}'; give it once",
+                if list.len() == 1 { "host" } else { "hosts" },
+                inert(&typed.join(","))
+            ),
+        ));
+    }
+    let mut servers = Vec::with_capacity(list.len());
+    for server in list {
+        let Some(port) = server.port.or(cli.port) else {
             return Err(usage(
                 ErrorKind::MissingRequiredArgument,
                 &format!(
                     "no port for '{}': give it after the host (HOST PORT) or with it (HOST:PORT)",
                     inert(&server.host)
                 ),
-            ))
-        }
-    };
+            ));
+        };
+        servers.push(Server {
+            host: server.host,
+            port,
+        });
+    }
     let reconnect = match (cli.reconnect, cli.no_reconnect) {
         (true, _) => Some(true),
         (_, true) => Some(false),
@@ -277,8 +296,7 @@ where
     };
     Ok(Task::Chat(Box::new(Settings {
         username,
-        host: server.host,
-        port,
+        servers,
         download_dir: cli.download_dir,
         auto_accept_bytes: cli.auto_accept_bytes,
         ask_when_piped: cli.ask_when_piped,
@@ -346,6 +364,18 @@ fn parse_port(text: &str) -> Result<u16, String> {
         Ok(port) if port != 0 => Ok(port),
         _ => Err("a port is a number from 1 to 65535".into()),
     }
+}
+
+/// One server, or several separated by commas.
+fn parse_servers(text: &str) -> Result<ServerList, String> {
+    let list = text
+        .split(',')
+        .map(|one| match one.trim() {
+            "" => Err("an empty server in the list: separate servers with one comma".to_string()),
+            one => parse_server(one),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ServerList(list))
 }
 
 /// `HOST`, `HOST:PORT`, `[ADDR]`, `[ADDR]:PORT`; a bare IPv6 address (two
@@ -482,10 +512,7 @@ fn run(settings: Settings) -> Result<(), ClientError> {
         )?),
     };
     let Settings {
-        username,
-        host,
-        port,
-        ..
+        username, servers, ..
     } = settings;
     let download_dir = settings
         .download_dir
@@ -495,9 +522,12 @@ fn run(settings: Settings) -> Result<(), ClientError> {
     } else {
         settings.history_file.or_else(default_history_file)
     };
+    let Some(servers) = Servers::new(servers) else {
+        // Unreachable: the argument parser gives at least one server.
+        return Err(ClientError::NoServer("none given".into()));
+    };
     app::run(app::Config {
-        host,
-        port,
+        servers,
         username,
         download_dir,
         auto_accept: (settings.auto_accept_bytes > 0).then_some(settings.auto_accept_bytes),
@@ -538,8 +568,11 @@ mod tests {
 
     #[test]
     fn ports_must_be_1_to_65535() {
-        assert_eq!(chat(&["alice", "localhost", "1"]).port, 1);
-        assert_eq!(chat(&["alice", "localhost", "65535"]).port, 65535);
+        assert_eq!(chat(&["alice", "localhost", "1"]).servers[0].port, 1);
+        assert_eq!(
+            chat(&["alice", "localhost", "65535"]).servers[0].port,
+            65535
+        );
         for bad in ["0", "65536", "70000", "http", "", " 80"] {
             let err = refused(&["alice", "localhost", bad]);
             assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
@@ -566,7 +599,7 @@ mod tests {
         ];
         for (args, host, port) in cases {
             let s = chat(args);
-            assert_eq!((s.host.as_str(), s.port), (host, port), "{args:?}");
+            assert_eq!(s.servers, [server(host, port)], "{args:?}");
             assert_eq!(s.username.as_str(), "alice");
         }
     }
@@ -597,6 +630,63 @@ mod tests {
         }
         let err = refused(&["alice"]);
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    fn server(host: &str, port: u16) -> Server {
+        Server {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn several_servers_are_separated_by_commas_and_port_is_theirs_without_one() {
+        let cases = [
+            (
+                &["alice", "a.lan:4000,b.lan:4001"][..],
+                vec![server("a.lan", 4000), server("b.lan", 4001)],
+            ),
+            (
+                &["alice", "a.lan,[::1],127.0.0.1:4001", "4000"],
+                vec![
+                    server("a.lan", 4000),
+                    server("::1", 4000),
+                    server("127.0.0.1", 4001),
+                ],
+            ),
+            (
+                &["alice", "a.lan:4000, b.lan:4001"],
+                vec![server("a.lan", 4000), server("b.lan", 4001)],
+            ),
+        ];
+        for (args, servers) in cases {
+            assert_eq!(chat(args).servers, servers, "{args:?}");
+        }
+
+        let err = refused(&["alice", "a.lan:4000,b.lan:4001", "4002"]);
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        assert!(
+            err.to_string().starts_with(
+                "error: the port is given twice: with the hosts ('a.lan:4000,b.lan:4001') and as '4002'"
+            ),
+            "{err}"
+        );
+        let err = refused(&["alice", "a.lan:4000,b.lan"]);
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(
+            err.to_string().starts_with("error: no port for 'b.lan': "),
+            "{err}"
+        );
+        for bad in ["a.lan:4000,", ",a.lan:4000", "a.lan:4000,,b.lan:4000"] {
+            let err = refused(&["alice", bad]);
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+            assert!(
+                err.to_string().contains("an empty server in the list"),
+                "{err}"
+            );
+        }
+        let err = refused(&["alice", "a.lan:4000,b.lan:0"]);
+        assert!(err.to_string().contains("bad port '0'"), "{err}");
     }
 
     #[test]

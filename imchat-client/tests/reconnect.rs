@@ -185,3 +185,64 @@ fn unicast_mode_needs_the_user_online() {
     alice.send("/hlep");
     alice.expect_line("error: unknown command /hlep; did you mean /help?");
 }
+
+/// A port nothing listens on (a listener's, closed again).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+}
+
+#[test]
+fn a_client_given_several_servers_skips_a_dead_one_and_moves_on_after_a_loss() {
+    // Two servers of their own (no cluster): A keeps no session of a
+    // lost connection, so that alice's name is free there again.
+    let w = World::with_args("servers", &["--grace-secs", "0"]);
+    let b_dir = w.dir.join("b");
+    std::fs::create_dir_all(&b_dir).expect("b's folder");
+    let mut b = Server::start(&b_dir, &w.shared());
+    // Server A behind a proxy that can cut its connections and stays up.
+    let a = Proxy::start(w.server.addr);
+    let (dead, a_port, b_port) = (closed_port(), a.addr.port(), b.port());
+    let list = format!("127.0.0.1:{dead},127.0.0.1:{a_port},127.0.0.1:{b_port}");
+
+    // The first that answers, in the order given.
+    let mut alice = w.spawn_client(&["alice", &list]);
+    alice.expect_line(&format!("*** connected to 127.0.0.1:{a_port} as alice"));
+    let bob = w.client_on("bob", b_port, &[]);
+
+    // A cut: the next server is tried first, though A still answers.
+    a.cut();
+    alice.expect_line(&format!("*** reconnected to 127.0.0.1:{b_port}"));
+    bob.expect_line("*** alice has joined");
+    alice.send("on b now");
+    bob.expect_line("<alice> on b now");
+
+    // B dies: round the end of the list, past the dead one, back to A.
+    b.kill();
+    alice.expect_line(&format!("*** reconnected to 127.0.0.1:{a_port}"));
+    let carol = w.client("carol");
+    alice.send("on a again");
+    carol.expect_line("<alice> on a again");
+}
+
+#[test]
+fn a_client_whose_servers_all_fail_names_each_and_why() {
+    let (one, two) = (closed_port(), closed_port());
+    let dir = common::TempDir::new("no-servers");
+    let mut c = Client::spawn(
+        dir.path(),
+        &["alice", &format!("127.0.0.1:{one},nosuch.invalid:{two}")],
+    );
+    let err = c.expect_exit_code(1);
+    assert_eq!(
+        non_empty(&err),
+        [format!(
+            "imchat-client: cannot connect to any of the servers: 127.0.0.1:{one} (connection refused), \
+             nosuch.invalid:{two} (cannot resolve the host)"
+        )],
+        "{}",
+        c.report()
+    );
+}

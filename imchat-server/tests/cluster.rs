@@ -1904,13 +1904,21 @@ struct Client {
 
 impl Client {
     fn start(server: &Server, name: &str, flags: &[&str]) -> Client {
-        let dir = server.dir.path().join(format!("client-{name}"));
+        let mut c = Client::start_at(server, &server.addr.to_string(), name, flags);
+        c.expect(&format!("as {name}"));
+        c
+    }
+
+    /// A client of `servers` (one address, or several separated by
+    /// commas), its folder in `home`'s; not waited for.
+    fn start_at(home: &Server, servers: &str, name: &str, flags: &[&str]) -> Client {
+        let dir = home.dir.path().join(format!("client-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(client_bin())
             .args(flags)
             .arg("--download-dir")
             .arg(dir.join("dl"))
-            .args([name, &server.addr.to_string()])
+            .args([name, servers])
             .env("XDG_DATA_HOME", &dir)
             .env("HOME", &dir)
             .current_dir(&dir)
@@ -1920,14 +1928,12 @@ impl Client {
             .spawn()
             .expect("start the client");
         let rx = common::output_lines(&mut child, "");
-        let mut c = Client {
+        Client {
             child,
             lines: rx,
             seen: Vec::new(),
             dir,
-        };
-        c.expect(&format!("as {name}"));
-        c
+        }
     }
 
     fn send(&mut self, line: &str) {
@@ -1975,6 +1981,33 @@ impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_stock_client_given_the_cluster_s_servers_resumes_on_a_live_one() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let mut alice = Client::start_at(&b, &format!("{a_addr},{b_addr}"), "alice", &[]);
+    alice.expect(&format!("connected to {a_addr} as alice"));
+    let mut bob = Client::start(&b, "bob", &[]);
+    bob.wait_online("alice");
+
+    a.kill9();
+    bob.send("while she was away");
+    // The next server first: b takes her session over from the dead a.
+    alice.expect(&format!("reconnected to {b_addr}"));
+    alice.expect("*** resumed");
+    alice.expect("<bob> while she was away");
+    alice.send("back on b");
+    bob.expect("<alice> back on b");
+    // Nobody saw her leave or join.
+    bob.send("/who");
+    bob.expect("online (2): alice, bob");
+    for l in &bob.seen {
+        assert!(!l.contains("alice has"), "bob saw {l:?}");
     }
 }
 
