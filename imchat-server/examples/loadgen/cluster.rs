@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::procs::{ImchatOpts, Proc};
 use crate::report::{micros, millions, ms, pct, ratio, Series, Table};
+use crate::sys::CpuCap;
 use crate::wire::Kind;
 use crate::{fanout, judge, latency, sys, Ctx, GEN_CPU_MAX, SENDERS};
 
@@ -56,6 +57,35 @@ const CPU_BAR: f64 = 1.5;
 /// most, and what the generator's one core follows.
 const PACED: [(usize, u64); 2] = [(100, 1_000), (1_000, 500)];
 
+/// The closed loop again with every imchat server held to a fixed share of
+/// a core (a CFS quota): (N, share). Four servers' worth of it and the
+/// Redis fit on the servers' core, so each server has the capacity it
+/// would have on a machine of its own, and more servers can deliver more.
+const CAPPED: (usize, f64) = (100, 0.25);
+
+/// One fan-out measurement of every setup: N, the flow, and the share of
+/// a core each imchat server is held to (`None`: no cap).
+#[derive(Debug, Clone, Copy)]
+struct FanCfg {
+    n: usize,
+    flow: fanout::Flow,
+    cap: Option<f64>,
+}
+
+impl FanCfg {
+    /// `100, W = 30`, with the cap when there is one.
+    fn label(self) -> String {
+        let base = format!("{}, {}", self.n, self.flow.label());
+        match self.cap {
+            Some(share) => format!(
+                "{base}, each server capped at {:.0} % of a core",
+                share * 100.0
+            ),
+            None => base,
+        }
+    }
+}
+
 /// What a server logs once it is part of the cluster.
 const JOINED: &str = "cluster: joined through";
 
@@ -74,12 +104,15 @@ struct Cluster {
     servers: Vec<Proc>,
     redis: Option<Proc>,
     logs: Vec<PathBuf>,
+    /// The servers' CPU caps, when they have one.
+    caps: Vec<CpuCap>,
 }
 
 impl Cluster {
     /// Starts the Redis (when the setup has one), then the imchat servers,
-    /// every one on 127.0.0.1 with a port from the OS, each with its own log.
-    fn start(ctx: &Ctx, setup: Setup) -> Result<Cluster, String> {
+    /// every one on 127.0.0.1 with a port from the OS, each with its own log
+    /// (and, with `cap`, held to that share of a core).
+    fn start(ctx: &Ctx, setup: Setup, cap: Option<f64>) -> Result<Cluster, String> {
         let redis = if setup.redis {
             Some(Proc::redis(ctx.opts.pin, 256)?)
         } else {
@@ -89,6 +122,7 @@ impl Cluster {
             servers: Vec::new(),
             redis,
             logs: Vec::new(),
+            caps: Vec::new(),
         };
         for i in 0..setup.servers {
             let log_file = ctx.tmp.join(format!("cluster-{i}.log"));
@@ -106,7 +140,12 @@ impl Cluster {
                 extra_args,
             };
             c.logs.push(log_file);
-            c.servers.push(Proc::imchat(&ctx.bins, &o, ctx.opts.pin)?);
+            let server = Proc::imchat(&ctx.bins, &o, ctx.opts.pin)?;
+            let pid = server.pid;
+            c.servers.push(server);
+            if let Some(share) = cap {
+                c.caps.push(CpuCap::new(pid, share)?);
+            }
         }
         if setup.redis {
             c.wait_joined()?;
@@ -164,9 +203,22 @@ impl Cluster {
                 died.push(format!("redis-server died: {}", r.tail_text()));
             }
         }
+        if !self.caps.is_empty() {
+            let held: Vec<String> = self
+                .caps
+                .iter()
+                .map(|c| {
+                    let (secs, periods) = c.throttled();
+                    format!("{secs:.2} s in {periods} periods")
+                })
+                .collect();
+            eprintln!("    held back by the cap: {}", held.join(", "));
+        }
         for p in self.servers.drain(..) {
             p.stop();
         }
+        // Each group is empty now, and can go.
+        self.caps.clear();
         if let Some(r) = self.redis.take() {
             r.stop();
         }
@@ -193,9 +245,10 @@ impl Cluster {
 fn once<T>(
     ctx: &Ctx,
     setup: Setup,
+    cap: Option<f64>,
     f: impl FnOnce(&[SocketAddr], &[u32]) -> Result<T, String>,
 ) -> Result<T, String> {
-    let c = Cluster::start(ctx, setup)?;
+    let c = Cluster::start(ctx, setup, cap)?;
     let r = f(&c.addrs(), &c.pids());
     match (r, c.stop()) {
         (Err(e), (Some(d), _)) => Err(format!("{e} ({d})")),
@@ -240,7 +293,7 @@ pub fn scenario(ctx: &mut Ctx) {
     // The closed loop at each N, then the same room at a fixed load:
     // CPU per delivery for the same work, whatever each setup's capacity.
     let window = 30;
-    let fan_cfgs: Vec<(usize, fanout::Flow)> = ctx
+    let mut fan_cfgs: Vec<FanCfg> = ctx
         .sizes
         .fan_ns
         .iter()
@@ -251,7 +304,22 @@ pub fn scenario(ctx: &mut Ctx) {
                 .filter(|(n, _)| ctx.sizes.fan_ns.contains(n))
                 .map(|&(n, per_sec)| (n, fanout::Flow::Paced { window, per_sec })),
         )
+        .map(|(n, flow)| FanCfg { n, flow, cap: None })
         .collect();
+    // With more servers than one, also at a fixed capacity per server.
+    if m > 1 && ctx.sizes.fan_ns.contains(&CAPPED.0) {
+        match CpuCap::probe() {
+            Ok(()) => fan_cfgs.push(FanCfg {
+                n: CAPPED.0,
+                flow: fanout::Flow::Window(window),
+                cap: Some(CAPPED.1),
+            }),
+            Err(e) => ctx.fail(format!(
+                "cluster: the fan-out with each server capped at {:.0} % of a core was not measured: {e} (it needs root and the cgroup `cpu` controller)",
+                CAPPED.1 * 100.0
+            )),
+        }
+    }
     let (lat_n, lat_rate) = ctx.sizes.lat_cfgs[ctx.sizes.lat_cfgs.len() - 1];
     let lat = latency::Cfg {
         n: lat_n,
@@ -277,7 +345,8 @@ pub fn scenario(ctx: &mut Ctx) {
         let mut p99_got: Vec<Option<f64>> = vec![None; m];
         for &i in &order {
             let setup = setups[i];
-            for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
+            for (ni, fc) in fan_cfgs.iter().enumerate() {
+                let FanCfg { n, flow, cap } = *fc;
                 let cfg = fanout::Cfg {
                     n,
                     senders: SENDERS,
@@ -286,13 +355,10 @@ pub fn scenario(ctx: &mut Ctx) {
                     burst: 0,
                     slow: false,
                 };
-                let label = format!(
-                    "N = {n}, {}, {}, run {}",
-                    flow.label(),
-                    setup.label(),
-                    run + 1
-                );
-                match once(ctx, setup, |a, p| fanout::run_on(Kind::Imchat, a, p, &cfg)) {
+                let label = format!("N = {}, {}, run {}", fc.label(), setup.label(), run + 1);
+                match once(ctx, setup, cap, |a, p| {
+                    fanout::run_on(Kind::Imchat, a, p, &cfg)
+                }) {
                     Ok(o) if o.gen_cpu >= GEN_CPU_MAX => {
                         discarded[ni][i] += 1;
                         ctx.discard(format!(
@@ -343,7 +409,9 @@ pub fn scenario(ctx: &mut Ctx) {
                 setup.label(),
                 run + 1
             );
-            match once(ctx, setup, |a, p| latency::run_on(Kind::Imchat, a, p, &lat)) {
+            match once(ctx, setup, None, |a, p| {
+                latency::run_on(Kind::Imchat, a, p, &lat)
+            }) {
                 Ok(o) => {
                     let (im, rd) = per_delivery(&o.cpu_each, setup.servers, o.deliveries);
                     eprintln!(
@@ -392,13 +460,8 @@ type ByThread = std::collections::BTreeMap<String, Series>;
 
 /// Where the imchat servers' CPU goes, per fan-out configuration: a row per
 /// thread name, a column per setup.
-fn report_threads(
-    ctx: &mut Ctx,
-    setups: &[Setup],
-    fan_cfgs: &[(usize, fanout::Flow)],
-    threads: &[Vec<ByThread>],
-) {
-    for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
+fn report_threads(ctx: &mut Ctx, setups: &[Setup], fan_cfgs: &[FanCfg], threads: &[Vec<ByThread>]) {
+    for (ni, fc) in fan_cfgs.iter().enumerate() {
         let by_setup = &threads[ni];
         // The names, those that cost most (in any setup) first; the ones
         // below 0.5 ns per delivery everywhere are left out.
@@ -422,8 +485,8 @@ fn report_threads(
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
         let mut t = Table::new(
             &format!(
-                "Cluster: the imchat servers' CPU per delivery by thread, N = {n}, {}",
-                flow.label()
+                "Cluster: the imchat servers' CPU per delivery by thread, N = {}",
+                fc.label()
             ),
             &cols,
         );
@@ -454,7 +517,7 @@ fn no_redis(setup: Setup, s: &Series) -> String {
 fn report(
     ctx: &mut Ctx,
     setups: &[Setup],
-    fan_cfgs: &[(usize, fanout::Flow)],
+    fan_cfgs: &[FanCfg],
     fan: &[Vec<[Series; 7]>],
     discarded: &[Vec<usize>],
     lat: &latency::Cfg,
@@ -476,7 +539,8 @@ fn report(
             "target",
         ],
     );
-    for (ni, &(n, flow)) in fan_cfgs.iter().enumerate() {
+    for (ni, fc) in fan_cfgs.iter().enumerate() {
+        let FanCfg { n, flow, cap } = *fc;
         // Paced: every setup is given the same load; the figure is the
         // CPU it takes, and a setup that fell behind the pace is said so.
         let paced = match flow {
@@ -496,6 +560,21 @@ fn report(
                 format!("(base; {})", held(target))
             } else if i == 0 {
                 "(base)".to_string()
+            } else if cap.is_some() {
+                // The CPU bar is the uncapped closed loop's; here the
+                // question is only whether more servers deliver more.
+                let more = judge(s[1].median(), true);
+                if setup.servers > 1 {
+                    ctx.verdict(
+                        format!(
+                            "cluster N = {}: {} deliver ≥ 1 server",
+                            fc.label(),
+                            setup.label()
+                        ),
+                        more.clone(),
+                    );
+                }
+                format!("more: {more}")
             } else if let Some(target) = paced {
                 let cpu = judge(s[4].median().map(|r| r / CPU_BAR), false);
                 ctx.verdict(
@@ -531,7 +610,7 @@ fn report(
                 format!("more: {more}; CPU ≤ {CPU_BAR}×: {cpu}")
             };
             t.row(vec![
-                format!("{n}, {}", flow.label()),
+                fc.label(),
                 setup.label(),
                 s[0].show(millions),
                 s[1].show(ratio),
@@ -547,6 +626,7 @@ fn report(
     }
     t.note("Paced (msgs/s per sender): the same closed loop, but no sender sends faster than that, so every setup is given the same work and the CPU it takes is compared at equal load, not each at its own capacity (a setup below 95 % of the pace is said to have fallen behind). Without the backlog of the closed loop, fewer messages share each write, so a delivery costs more than there: see the imchat CPU column for how near its core each setup ran.");
     t.note(format!("As scenario 1 (closed loop, {:.0} s per run): {SENDERS} of the N members send 64-byte broadcasts; member i (and so sender i) connects to server i mod the number of servers; every receiver checks every sender's order and that it got each message exactly once, and a run with any violation fails.", ctx.sizes.fan_duration.as_secs_f64()));
+    t.note(format!("Capped (the last rows): the closed loop again, with every imchat server held to {:.0} % of a core by a control group of its own with a CFS quota ({} ms in every 10 ms), as a container runtime does for `--cpus`, the Redis not capped. Each server so has a fixed capacity, as on a machine of its own, and the servers together still fit on their core: this is the measurement of whether more servers deliver more. Its base is the single server held to the same share.", CAPPED.1 * 100.0, CAPPED.1 * 10.0));
     t.note("Every imchat server and the Redis run pinned to CPU 0 (the generator on CPU 1): the servers share one core, so more servers cannot add capacity here; the scaling factor shows what the cluster costs on a fixed core, and CPU per delivery (CPU seconds / deliveries, summed over the imchat servers; Redis's apart) what it would cost on more cores. A fresh Redis and fresh servers for every measurement; the setups alternate within each run (which goes first rotates), ratios are taken within a run.");
     ctx.table(t);
 
@@ -619,6 +699,25 @@ mod tests {
         assert!((rd.unwrap() - 0.1).abs() < 1e-12);
         // A single server without Redis has no Redis figure.
         assert_eq!(per_delivery(&[0.4], 1, 1_000_000).1, None);
+    }
+
+    #[test]
+    fn a_capped_fan_out_says_its_share_in_its_label() {
+        let flow = fanout::Flow::Window(30);
+        let plain = FanCfg {
+            n: 100,
+            flow,
+            cap: None,
+        };
+        assert_eq!(plain.label(), "100, W = 30");
+        let capped = FanCfg {
+            cap: Some(0.25),
+            ..plain
+        };
+        assert_eq!(
+            capped.label(),
+            "100, W = 30, each server capped at 25 % of a core"
+        );
     }
 
     #[test]

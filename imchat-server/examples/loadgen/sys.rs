@@ -251,3 +251,129 @@ pub fn sync_disks() {
     // SAFETY: sync takes no arguments, touches no memory of ours and cannot fail.
     unsafe { libc::sync() }
 }
+
+/// A CPU bandwidth limit on one process (every thread it has and starts):
+/// a control group of its own with a CFS quota, as a container runtime
+/// sets for `--cpus`. Removed when dropped (after the process ended: a
+/// group with tasks cannot be removed). Linux, as root, with the `cpu`
+/// controller of cgroup v1 or v2 mounted under `/sys/fs/cgroup`.
+pub struct CpuCap {
+    dir: std::path::PathBuf,
+}
+
+/// Where control groups with the `cpu` controller are made, and whether it
+/// is cgroup v2 (else v1's `cpu` hierarchy).
+fn cpu_cgroups() -> (std::path::PathBuf, bool) {
+    let root = Path::new("/sys/fs/cgroup");
+    let v2 = fs::read_to_string(root.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "cpu"));
+    (
+        if v2 {
+            root.to_path_buf()
+        } else {
+            root.join("cpu")
+        },
+        v2,
+    )
+}
+
+/// The CFS period of a [`CpuCap`]: short, so that a capped server runs in
+/// slices of a few milliseconds rather than stalls of tens.
+const CAP_PERIOD_US: u64 = 10_000;
+
+impl CpuCap {
+    /// Limits `pid` to `share` of one CPU (0 < share ≤ 1).
+    pub fn new(pid: u32, share: f64) -> Result<CpuCap, String> {
+        let quota = (share * CAP_PERIOD_US as f64).round() as u64;
+        if !(1_000..=CAP_PERIOD_US).contains(&quota) {
+            return Err(format!("a CPU cap of {share} is outside 0.1..=1"));
+        }
+        let (base, v2) = cpu_cgroups();
+        let limits = if v2 {
+            vec![("cpu.max", format!("{quota} {CAP_PERIOD_US}"))]
+        } else {
+            vec![
+                ("cpu.cfs_period_us", CAP_PERIOD_US.to_string()),
+                ("cpu.cfs_quota_us", quota.to_string()),
+            ]
+        };
+        let dir = base.join(format!("imchat-loadgen-{}-{pid}", std::process::id()));
+        fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create the control group {}: {e}", dir.display()))?;
+        let cap = CpuCap { dir };
+        for (file, value) in limits {
+            fs::write(cap.dir.join(file), &value)
+                .map_err(|e| format!("cannot write {value} to {file}: {e}"))?;
+        }
+        fs::write(cap.dir.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("cannot move process {pid} into its control group: {e}"))?;
+        Ok(cap)
+    }
+
+    /// Whether a [`CpuCap`] can be made here: a group created and removed.
+    pub fn probe() -> Result<(), String> {
+        let dir = cpu_cgroups()
+            .0
+            .join(format!("imchat-loadgen-{}-probe", std::process::id()));
+        fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create the control group {}: {e}", dir.display()))?;
+        fs::remove_dir(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+    }
+
+    /// How long the group's tasks were held back by the quota, and in how
+    /// many periods, from its `cpu.stat`.
+    pub fn throttled(&self) -> (f64, u64) {
+        throttled_of(&fs::read_to_string(self.dir.join("cpu.stat")).unwrap_or_default())
+    }
+}
+
+/// The time held back and the periods it happened in, from a `cpu.stat`
+/// of cgroup v1 (`throttled_time`, nanoseconds) or v2 (`throttled_usec`).
+fn throttled_of(stat: &str) -> (f64, u64) {
+    let field = |name: &str| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let secs = match (field("throttled_usec"), field("throttled_time")) {
+        (Some(us), _) => us as f64 / 1e6,
+        (None, Some(ns)) => ns as f64 / 1e9,
+        (None, None) => 0.0,
+    };
+    (secs, field("nr_throttled").unwrap_or(0))
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // Empty once the process is gone; a few tries while it is reaped.
+        for _ in 0..100 {
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_is_read_from_cgroup_v1_and_v2_stats() {
+        let v1 = "nr_periods 900\nnr_throttled 511\nthrottled_time 3760000000\n";
+        assert_eq!(throttled_of(v1), (3.76, 511));
+        let v2 = "usage_usec 1\nnr_periods 9\nnr_throttled 4\nthrottled_usec 2500000\n";
+        assert_eq!(throttled_of(v2), (2.5, 4));
+        assert_eq!(throttled_of(""), (0.0, 0));
+    }
+
+    #[test]
+    fn a_cap_outside_a_tenth_to_one_core_is_refused_before_any_group_is_made() {
+        for share in [0.0, 0.05, 1.5] {
+            let err = CpuCap::new(std::process::id(), share)
+                .err()
+                .expect("refused");
+            assert!(err.contains("outside 0.1..=1"), "{err}");
+        }
+    }
+}
