@@ -93,8 +93,22 @@ impl Server {
                     dir,
                     lines,
                 };
-                // In the cluster once a name can be claimed.
+                // In the cluster once a name can be claimed; a server that
+                // asks a password says it in its log.
                 let deadline = Instant::now() + WAIT;
+                if args.contains(&"--password-file") {
+                    let log = s.dir.path().join("server.log");
+                    while !std::fs::read_to_string(&log)
+                        .is_ok_and(|t| t.contains("cluster: joined through"))
+                    {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the server never joined the cluster"
+                        );
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                    return s;
+                }
                 loop {
                     let mut p = Peer::connect(s.addr);
                     let probe = format!("probe{}", free_port());
@@ -1984,16 +1998,20 @@ impl Drop for Client {
     }
 }
 
-#[test]
-fn the_stock_client_given_the_cluster_s_servers_resumes_on_a_live_one() {
+/// Two servers (started with `args`) and the stock client of alice given
+/// both, bob's on the second; the first is killed: alice's session must
+/// resume on the second, with nothing lost and no leave or join seen.
+fn the_stock_client_moves_to_the_live_server(args: &[&str], client_flags: &[&str]) {
     let Some(redis) = Redis::start() else { return };
-    let a = Server::start_with_grace(&redis.url(), 30);
-    let b = Server::start_with_grace(&redis.url(), 30);
+    let a = Server::start_with_env(&redis.url(), 30, &[], args);
+    let b = Server::start_with_env(&redis.url(), 30, &[], args);
     let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
-    let mut alice = Client::start_at(&b, &format!("{a_addr},{b_addr}"), "alice", &[]);
+    let mut alice = Client::start_at(&b, &format!("{a_addr},{b_addr}"), "alice", client_flags);
     alice.expect(&format!("connected to {a_addr} as alice"));
-    let mut bob = Client::start(&b, "bob", &[]);
+    let mut bob = Client::start(&b, "bob", client_flags);
     bob.wait_online("alice");
+    // Her join may have reached b after bob's: from here on, no more.
+    bob.seen.clear();
 
     a.kill9();
     bob.send("while she was away");
@@ -2009,6 +2027,23 @@ fn the_stock_client_given_the_cluster_s_servers_resumes_on_a_live_one() {
     for l in &bob.seen {
         assert!(!l.contains("alice has"), "bob saw {l:?}");
     }
+}
+
+#[test]
+fn the_stock_client_given_the_cluster_s_servers_resumes_on_a_live_one() {
+    the_stock_client_moves_to_the_live_server(&[], &[]);
+}
+
+#[test]
+fn a_session_moves_to_a_server_with_a_password_for_a_client_that_gives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "open sesame\n").unwrap();
+    let file = file.to_str().unwrap();
+    the_stock_client_moves_to_the_live_server(
+        &["--password-file", file],
+        &["--password-file", file],
+    );
 }
 
 #[test]

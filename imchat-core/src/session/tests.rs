@@ -4190,17 +4190,39 @@ fn a_session_begun_before_the_cluster_epoch_still_resumes() {
     assert_eq!(answer(&mut hub, again), "resumed");
 }
 
-/// A server that asks a password takes no session over from another
-/// server (the take-over comes before the password's check); one that
-/// keeps accounts does (the account check still comes before the resume).
+/// A server that asks a password takes a session over from another
+/// server only for a client that gave the right one (the take-over comes
+/// before the `Hello`'s own check); one that keeps accounts does for
+/// anyone (the account check still comes before the resume).
 #[test]
-fn sessions_move_only_to_a_server_without_a_password() {
+fn sessions_move_to_a_server_with_a_password_only_for_who_gave_it() {
     let mut hub = token_hub(Limits::default());
-    assert!(hub.sessions_may_move());
+    let now = Instant::now();
+    let (none, wrong, right) = (
+        hub.handle_connect(now),
+        hub.handle_connect(now),
+        hub.handle_connect(now),
+    );
+    assert!(hub.sessions_may_move(none));
     hub.set_accounts(true);
-    assert!(hub.sessions_may_move());
+    assert!(hub.sessions_may_move(none));
     hub.set_server_password(Secret::new("sesame".to_string()));
-    assert!(!hub.sessions_may_move());
+    for (client, given) in [(wrong, "sesam"), (right, "sesame")] {
+        hub.handle_message(
+            client,
+            ClientMessage::Auth {
+                server: Secret::new(given.to_string()),
+                account: None,
+            },
+            now,
+        );
+    }
+    assert!(!hub.sessions_may_move(none));
+    assert!(!hub.sessions_may_move(wrong));
+    assert!(hub.sessions_may_move(right));
+    // Nobody's: no connection, no password.
+    hub.handle_disconnect(right, LeaveReason::LOST);
+    assert!(!hub.sessions_may_move(right));
 }
 
 /// A chat message to everyone with its client id (a client numbers its

@@ -297,7 +297,7 @@ impl Server {
                     if let Some(request) = resume {
                         let ours = {
                             let core = self.lock();
-                            core.hub.has_session(username) || !core.hub.sessions_may_move()
+                            core.hub.has_session(username) || !core.hub.sessions_may_move(id)
                         };
                         let taken = if ours {
                             None

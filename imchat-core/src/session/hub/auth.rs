@@ -160,6 +160,19 @@ impl AuthState {
 }
 
 impl Hub {
+    /// True when `client` gave the server password in its `Auth` (and the
+    /// server asks one); nothing is counted or logged.
+    pub(super) fn gave_server_password(&self, client: ClientId) -> bool {
+        let Some(expected) = &self.auth.server_password else {
+            return false;
+        };
+        self.conns
+            .get(&client)
+            .and_then(|c| c.credentials.as_ref())
+            .and_then(|c| c.server.as_ref())
+            .is_some_and(|given| given.matches(expected))
+    }
+
     /// Requires `password` (in an `Auth` before the `Hello`) from every
     /// client; `None` lets anyone in (the default).
     pub fn set_server_password(&mut self, password: Option<Secret>) {

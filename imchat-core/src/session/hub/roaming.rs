@@ -210,15 +210,17 @@ impl Hub {
         self.push_log(entry);
     }
 
-    /// True when a session of another server may be taken over here: the
-    /// server asks no password (a take-over happens before the hub sees
-    /// the `Hello`, so before a server password could be checked). Accounts
-    /// do not stop it: the adopted session is resumed by the `Hello` like
-    /// one of this server's, after its account check, so a protected name
-    /// still needs its password.
+    /// True when a session of another server may be taken over here for
+    /// `client`'s `Hello`: the server asks no password, or the client gave
+    /// the right one in its `Auth`. The take-over happens before the hub
+    /// sees the `Hello`, so the password is checked here first; the
+    /// `Hello` checks it again (and counts a wrong one). Accounts do not
+    /// stop it: the adopted session is resumed by the `Hello` like one of
+    /// this server's, after its account check, so a protected name still
+    /// needs its password.
     #[must_use]
-    pub fn sessions_may_move(&self) -> bool {
-        !self.auth.asks_password()
+    pub fn sessions_may_move(&self, client: ClientId) -> bool {
+        !self.auth.asks_password() || self.gave_server_password(client)
     }
 
     /// True when `user` has a session on this server (joined, or waiting
