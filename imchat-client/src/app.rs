@@ -1740,7 +1740,35 @@ impl Conn {
         };
         let offer = offers.iter().find(|(o, ..)| *o == id).cloned();
         if accept {
-            self.with_session(|s| s.accept(id))
+            // The pushed data may reach the reader thread as soon as the
+            // Accept is out, and the disk thread writes it only into a
+            // file it finds listed: the file is opened and listed under the
+            // transfers' lock, taken before the Accept goes and held until
+            // then, so the disk thread waits for it.
+            let t = lock(&self.transfers);
+            let (result, drained) = self.session_call(|s| s.accept(id));
+            let mut held = Some(t);
+            let mut rest = Vec::with_capacity(drained.events.len());
+            for ev in drained.events {
+                match ev {
+                    ClientEvent::TransferStarted {
+                        id,
+                        name,
+                        size,
+                        offset,
+                        origin,
+                    } if held.is_some() => {
+                        self.transfer_started(held.take(), id, name, size, offset, origin);
+                    }
+                    other => rest.push(other),
+                }
+            }
+            drop(held);
+            self.handle(Drained {
+                events: rest,
+                queue_full: drained.queue_full,
+            });
+            result
         } else {
             self.with_session(|s| s.decline(id, "declined"))?;
             if let Some((_, from, name, _)) = offer {
@@ -2104,7 +2132,7 @@ impl Conn {
                 size,
                 offset,
                 origin,
-            } => self.transfer_started(id, name, size, offset, origin),
+            } => self.transfer_started(None, id, name, size, offset, origin),
             ClientEvent::TransferData { id, offset, data } => {
                 self.to_disk(DiskJob::Data { id, offset, data });
             }
@@ -2246,15 +2274,17 @@ impl Conn {
     }
 
     /// Opens the `.part` file of a transfer that starts.
+    /// `held`: the transfers' lock, when the caller holds it already.
     fn transfer_started(
         &self,
+        held: Option<MutexGuard<'_, Transfers>>,
         id: TransferId,
         name: FileName,
         size: u64,
         offset: u64,
         origin: Origin,
     ) {
-        let mut t = lock(&self.transfers);
+        let mut t = held.unwrap_or_else(|| lock(&self.transfers));
         let shown = inert(name.as_str()).into_owned();
         let (from, opened) = match origin {
             Origin::Download => {
