@@ -1751,14 +1751,8 @@ impl Conn {
             let mut rest = Vec::with_capacity(drained.events.len());
             for ev in drained.events {
                 match ev {
-                    ClientEvent::TransferStarted {
-                        id,
-                        name,
-                        size,
-                        offset,
-                        origin,
-                    } if held.is_some() => {
-                        self.transfer_started(held.take(), id, name, size, offset, origin);
+                    ClientEvent::TransferStarted { .. } if held.is_some() => {
+                        self.transfer_started(held.take(), ev);
                     }
                     other => rest.push(other),
                 }
@@ -2126,13 +2120,7 @@ impl Conn {
                     app.error(&inert(&text));
                 }
             }
-            ClientEvent::TransferStarted {
-                id,
-                name,
-                size,
-                offset,
-                origin,
-            } => self.transfer_started(None, id, name, size, offset, origin),
+            ev @ ClientEvent::TransferStarted { .. } => self.transfer_started(None, ev),
             ClientEvent::TransferData { id, offset, data } => {
                 self.to_disk(DiskJob::Data { id, offset, data });
             }
@@ -2273,17 +2261,20 @@ impl Conn {
         }
     }
 
-    /// Opens the `.part` file of a transfer that starts.
-    /// `held`: the transfers' lock, when the caller holds it already.
-    fn transfer_started(
-        &self,
-        held: Option<MutexGuard<'_, Transfers>>,
-        id: TransferId,
-        name: FileName,
-        size: u64,
-        offset: u64,
-        origin: Origin,
-    ) {
+    /// Opens the `.part` file of a transfer that starts. `started` is a
+    /// [`ClientEvent::TransferStarted`] (anything else is ignored); `held`:
+    /// the transfers' lock, when the caller holds it already.
+    fn transfer_started(&self, held: Option<MutexGuard<'_, Transfers>>, started: ClientEvent) {
+        let ClientEvent::TransferStarted {
+            id,
+            name,
+            size,
+            offset,
+            origin,
+        } = started
+        else {
+            return;
+        };
         let mut t = held.unwrap_or_else(|| lock(&self.transfers));
         let shown = inert(name.as_str()).into_owned();
         let (from, opened) = match origin {
