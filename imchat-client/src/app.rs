@@ -1747,6 +1747,8 @@ impl Conn {
             // then, so the disk thread waits for it.
             let t = lock(&self.transfers);
             let (result, drained) = self.session_call(|s| s.accept(id));
+            // A test's pause here shows the data coming first.
+            fail::fail_point!("client-accept-sent");
             let mut held = Some(t);
             let mut rest = Vec::with_capacity(drained.events.len());
             for ev in drained.events {

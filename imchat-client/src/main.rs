@@ -460,6 +460,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .target(env_logger::Target::Pipe(Box::new(LogOut)))
         .init();
+    // The tests' fail points, from FAILPOINTS; nothing in a normal build.
+    let _fail_points = fail::FailScenario::setup();
     match run(*settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

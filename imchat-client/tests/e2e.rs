@@ -658,63 +658,31 @@ fn client_with(w: &World, name: &str, flags: &[&str]) -> Client {
     c
 }
 
-/// Pins the calling thread, and the threads and processes it starts from
-/// now on, to CPU 0. False when the kernel refused.
-fn pin_to_cpu0() -> bool {
-    // SAFETY: cpu_set_t is a plain bit array, for which all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU 0 is within the set; CPU_SET only writes that bit.
-    unsafe { libc::CPU_SET(0, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is this thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0 }
-}
-
 /// The pushed data can reach the receiver's reader thread as soon as its
 /// Accept is out, before the thread that typed `/accept` has opened the
-/// file: it must still land in the file. The receiver runs on one CPU
-/// with a busy thread beside it, so that the thread that sent the Accept
-/// is often preempted before it goes on; every file is checked.
+/// file: it must still land in the file. The receiver's fail point
+/// `client-accept-sent` pauses that thread right after the Accept, so the
+/// data is sure to come first.
 #[test]
 fn data_that_follows_an_accept_at_once_lands_in_the_file() {
-    const ROUNDS: usize = 20;
+    const ROUNDS: usize = 3;
     let w = World::new("accept-race");
     let mut alice = w.client("alice");
-    // From here on this thread, and what it starts, run on CPU 0.
-    let pinned = std::thread::spawn({
-        let port = w.server.port().to_string();
-        let dir = w.dir.path().to_path_buf();
-        move || {
-            let on_cpu0 = pin_to_cpu0();
-            let bob = Client::spawn(
-                &dir,
-                &[
-                    "--auto-accept-bytes",
-                    "1K",
-                    "--ask-when-piped",
-                    "bob",
-                    "127.0.0.1",
-                    &port,
-                ],
-            );
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let busy = std::thread::spawn({
-                let stop = stop.clone();
-                move || {
-                    let until = Instant::now() + Duration::from_secs(60);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until
-                    {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-            (bob, on_cpu0, stop, busy)
-        }
-    });
-    let (mut bob, on_cpu0, stop, busy) = pinned.join().expect("bob started");
-    if !on_cpu0 {
-        eprintln!("could not pin bob to CPU 0: the race is less likely to show");
-    }
-    bob.expect_prefix("*** connected to ");
+    let port = w.server.port().to_string();
+    let bob = Client::spawn_with_env(
+        w.dir.path(),
+        &[
+            "--auto-accept-bytes",
+            "1K",
+            "--ask-when-piped",
+            "bob",
+            "127.0.0.1",
+            &port,
+        ],
+        &[("FAILPOINTS", "client-accept-sent=sleep(200)")],
+    );
+    let mut bob = bob;
+    bob.expect_line(&format!("*** connected to 127.0.0.1:{port} as bob"));
     barrier(&mut alice, "alice", "all here", &[&bob]);
     let bytes = pseudo_random_bytes(4096, 11);
     let file = w.dir.join("chunk.bin");
@@ -738,8 +706,6 @@ fn data_that_follows_an_accept_at_once_lands_in_the_file() {
         );
         from = at + 1;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = busy.join();
 }
 
 #[test]

@@ -614,8 +614,15 @@ pub struct Client {
 impl Client {
     /// Starts the client with `args` and `dir` as working folder.
     pub fn spawn(dir: &Path, args: &[&str]) -> Client {
+        Client::spawn_with_env(dir, args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with more environment variables (a test's
+    /// `FAILPOINTS`, say).
+    pub fn spawn_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Client {
         let mut child = Command::new(client_bin())
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
