@@ -669,7 +669,7 @@ fn data_that_follows_an_accept_at_once_lands_in_the_file() {
     let w = World::new("accept-race");
     let mut alice = w.client("alice");
     let port = w.server.port().to_string();
-    let bob = Client::spawn_with_env(
+    let mut bob = Client::spawn_with_env(
         w.dir.path(),
         &[
             "--auto-accept-bytes",
@@ -681,7 +681,6 @@ fn data_that_follows_an_accept_at_once_lands_in_the_file() {
         ],
         &[("FAILPOINTS", "client-accept-sent=sleep(200)")],
     );
-    let mut bob = bob;
     bob.expect_line(&format!("*** connected to 127.0.0.1:{port} as bob"));
     barrier(&mut alice, "alice", "all here", &[&bob]);
     let bytes = pseudo_random_bytes(4096, 11);
