@@ -208,11 +208,16 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-/// A name: its validated newtype keeps it at most 255 bytes.
+/// A name: its validated newtype keeps it at most 255 bytes. A longer
+/// string (an operator's target built by hand) is cut at the last
+/// character boundary within 255 bytes, so the frame stays valid UTF-8.
 fn put_str8(out: &mut Vec<u8>, s: &str) {
-    debug_assert!(s.len() <= 255);
-    out.push(s.len().min(255) as u8);
-    out.extend_from_slice(&s.as_bytes()[..s.len().min(255)]);
+    let mut len = s.len().min(255);
+    while !s.is_char_boundary(len) {
+        len -= 1;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(&s.as_bytes()[..len]);
 }
 fn put_str32(out: &mut Vec<u8>, s: &str) {
     put_u32(out, u32::try_from(s.len()).unwrap_or(u32::MAX));

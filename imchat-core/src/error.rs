@@ -245,6 +245,24 @@ pub enum UsageError {
         /// The limit.
         max: usize,
     },
+    /// A push chunk is larger than the session (or the server's frame
+    /// limit) takes: split it.
+    #[error("chunk of {len} bytes is larger than the limit of {max}")]
+    ChunkTooLarge {
+        /// The chunk's length.
+        len: usize,
+        /// The largest chunk.
+        max: usize,
+    },
+    /// An operator's target (a username or an address) is longer than
+    /// any can be.
+    #[error("target of {len} bytes is longer than the limit of {max}")]
+    TargetTooLong {
+        /// The target's length in bytes.
+        len: usize,
+        /// The longest target.
+        max: usize,
+    },
     /// A file too large to push.
     #[error("file of {size} bytes is larger than the push limit of {max}")]
     FileTooLarge {

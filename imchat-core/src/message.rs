@@ -332,6 +332,11 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The longest target of an operator's request
+/// ([`ClientMessage::Operate`]) in bytes: it travels as a `str8`, and no
+/// username or address is longer.
+pub const MAX_TARGET_BYTES: usize = 255;
+
 /// What an operator asks for ([`ClientMessage::Operate`], or a line of the
 /// server's console).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -748,7 +753,9 @@ pub enum ClientMessage {
     Operate {
         /// What to do.
         action: OpAction,
-        /// A username, or for bans an IP address (may be empty for `Bans`).
+        /// A username, or for bans an IP address (may be empty for
+        /// `Bans`); at most [`MAX_TARGET_BYTES`] (the encoder cuts a longer
+        /// one at a character boundary).
         target: String,
         /// Why (may be empty); shown to whoever is removed, and logged.
         reason: String,

@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, NoticeCode,
     OpAction, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Secret, ServerLimits,
-    ServerMessage, TransferId, Username, PROTOCOL_VERSION,
+    ServerMessage, TransferId, Username, MAX_TARGET_BYTES, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -309,6 +309,9 @@ pub struct ClientSession {
     offers: HashMap<TransferId, Offered>,
     /// Offers up to this size are accepted at once; `None`: always ask.
     auto_accept: Option<u64>,
+    /// What the server announced in its last `Welcome`: the session keeps
+    /// to the stricter of these and its own [`Limits`].
+    announced: Option<ServerLimits>,
     next_id: u32,
     last_heard: Instant,
     ping: Option<Instant>,
@@ -367,6 +370,7 @@ impl ClientSession {
             accepted: std::collections::HashSet::new(),
             offers: HashMap::new(),
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
+            announced: None,
             next_id: 1,
             last_heard: now,
             ping: None,
@@ -480,7 +484,10 @@ impl ClientSession {
     /// # Errors
     ///
     /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
-    /// once the session is closed; nothing is sent.
+    /// once the session is closed; [`UsageError::TargetTooLong`] for a
+    /// target over [`MAX_TARGET_BYTES`] (no username or address is that
+    /// long); [`UsageError::TextTooLong`] for a reason over
+    /// [`Limits::max_text`]. Nothing is sent.
     pub fn operate(
         &mut self,
         action: OpAction,
@@ -488,6 +495,13 @@ impl ClientSession {
         reason: &str,
     ) -> Result<(), UsageError> {
         self.joined()?;
+        if target.len() > MAX_TARGET_BYTES {
+            return Err(UsageError::TargetTooLong {
+                len: target.len(),
+                max: MAX_TARGET_BYTES,
+            });
+        }
+        self.check_text(reason)?;
         self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Operate {
             action,
@@ -932,14 +946,27 @@ impl ClientSession {
         self.send_kind(to, ChatKind::Action, text)
     }
 
-    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
-        self.joined()?;
-        if text.len() > self.limits.max_text {
+    /// A text the server takes: at most [`Limits::max_text`] bytes, or
+    /// what the server announced if less.
+    fn check_text(&self, text: &str) -> Result<(), UsageError> {
+        let max = self
+            .limits
+            .max_text
+            .min(self.announced.map_or(usize::MAX, |a| {
+                usize::try_from(a.max_text).unwrap_or(usize::MAX)
+            }));
+        if text.len() > max {
             return Err(UsageError::TextTooLong {
                 len: text.len(),
-                max: self.limits.max_text,
+                max,
             });
         }
+        Ok(())
+    }
+
+    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
+        self.joined()?;
+        self.check_text(text)?;
         self.charge(1, text.len());
         let client_id = self.next_client_id;
         self.next_client_id += 1;
@@ -1027,11 +1054,28 @@ impl ClientSession {
         self.requested.len() + self.incoming.len() + self.outgoing.len() + self.offers.len()
     }
 
+    /// Our own downloads and pushes: what the server counts against its
+    /// `max_transfers` (pushes from others do not count there).
+    fn own_transfers(&self) -> usize {
+        self.requested.len()
+            + self
+                .incoming
+                .keys()
+                .filter(|id| !id.is_server_chosen())
+                .count()
+            + self.outgoing.len()
+    }
+
     fn new_id(&mut self) -> Result<TransferId, UsageError> {
         if self.busy() >= self.limits.max_transfers {
             return Err(UsageError::TooManyTransfers {
                 max: self.limits.max_transfers,
             });
+        }
+        if let Some(max) = self.announced.map(|a| a.max_transfers as usize) {
+            if self.own_transfers() >= max {
+                return Err(UsageError::TooManyTransfers { max });
+            }
         }
         let id = TransferId(self.next_id & !TransferId::SERVER_BIT);
         self.next_id = self.next_id.wrapping_add(1).max(1);
@@ -1087,11 +1131,12 @@ impl ClientSession {
         to: Recipient,
     ) -> Result<TransferId, UsageError> {
         self.joined()?;
-        if size > self.limits.max_push_size {
-            return Err(UsageError::FileTooLarge {
-                size,
-                max: self.limits.max_push_size,
-            });
+        let max = self
+            .limits
+            .max_push_size
+            .min(self.announced.map_or(u64::MAX, |a| a.max_push_size));
+        if size > max {
+            return Err(UsageError::FileTooLarge { size, max });
         }
         let id = self.new_id()?;
         self.charge(1, 0);
@@ -1101,17 +1146,20 @@ impl ClientSession {
         Ok(id)
     }
 
-    /// Queues the next bytes of a push (at most `limits.chunk_size` each).
+    /// Queues the next bytes of a push (at most
+    /// [`chunk_limit`](Self::chunk_limit) each).
     ///
     /// # Errors
     ///
     /// Nothing is queued, on [`UsageError::UnknownTransfer`] if `id` is not a
     /// push of ours that is running (it ended, failed or was cancelled: stop
     /// reading its file), [`UsageError::NotAccepted`] before its
-    /// [`ClientEvent::PushAccepted`] (keep the data and send it then), or
-    /// [`UsageError::PushOverrun`] if `data` goes past the size offered (the
-    /// file changed since: cancel the push).
+    /// [`ClientEvent::PushAccepted`] (keep the data and send it then),
+    /// [`UsageError::ChunkTooLarge`] above [`chunk_limit`](Self::chunk_limit)
+    /// (split it), or [`UsageError::PushOverrun`] if `data` goes past the
+    /// size offered (the file changed since: cancel the push).
     pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), UsageError> {
+        let max = self.chunk_limit();
         let out = self
             .outgoing
             .get_mut(&id)
@@ -1119,9 +1167,25 @@ impl ClientSession {
         if !self.accepted.contains(&id) {
             return Err(UsageError::NotAccepted { id });
         }
+        if data.len() > max {
+            return Err(UsageError::ChunkTooLarge {
+                len: data.len(),
+                max,
+            });
+        }
         let chunk = out.next_chunk(data)?;
         self.transmits.push_back(ClientMessage::Chunk(chunk));
         Ok(())
+    }
+
+    /// The largest chunk of a push: [`Limits::chunk_size`], or less if
+    /// the server's frame limit leaves less room.
+    #[must_use]
+    pub fn chunk_limit(&self) -> usize {
+        let room = self.announced.map_or(usize::MAX, |a| {
+            (a.max_frame as usize).saturating_sub(crate::limits::CHUNK_FRAME_OVERHEAD)
+        });
+        self.limits.chunk_size.min(room)
     }
 
     /// Queues the end of a push once all its bytes went.
@@ -1235,9 +1299,7 @@ impl ClientSession {
                     self.state = State::Joined;
                     self.username = username.clone();
                     self.pacer.start(&limits, self.clock);
-                    // Keep to the server's text limit when it is the stricter one.
-                    let announced = usize::try_from(limits.max_text).unwrap_or(usize::MAX);
-                    self.limits.max_text = self.limits.max_text.min(announced);
+                    self.announced = Some(limits);
                     self.resume = (!token.is_none() && grace_secs > 0).then_some((token, epoch));
                     self.events.push_back(ClientEvent::Welcome {
                         username,

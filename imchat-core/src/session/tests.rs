@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::codec::{Decoder, Encode};
+use crate::error::UsageError;
 use crate::limits::{Limits, MAX_PRESENCE_BYTES, MAX_PRESENCE_EVENTS, PRESENCE_DELAY};
 use crate::message::*;
 
@@ -4381,5 +4382,137 @@ fn a_message_committed_before_a_restart_whose_ack_was_lost_is_acked_with_its_id(
             .count(),
         301,
         "taken once"
+    );
+}
+
+/// A server with small limits of its own, and alice (default limits)
+/// welcomed by it, with bob beside her.
+fn strict_server() -> Net {
+    let limits = Limits {
+        max_push_size: 1000,
+        max_transfers: 2,
+        max_frame: 64 * 1024,
+        chunk_size: 32 * 1024,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    net.connect("alice");
+    net.connect("bob");
+    net.take(0);
+    net.take(1);
+    net
+}
+
+#[test]
+fn the_session_refuses_a_push_over_the_size_the_server_announced() {
+    let mut net = strict_server();
+    let name = FileName::new("big.bin").unwrap();
+    assert_eq!(
+        net.s(0).offer(name.clone(), 1001, Recipient::Everyone),
+        Err(UsageError::FileTooLarge {
+            size: 1001,
+            max: 1000
+        })
+    );
+    assert!(net.s(0).poll_transmit().is_none(), "nothing was sent");
+    assert!(net.s(0).offer(name, 1000, Recipient::Everyone).is_ok());
+}
+
+#[test]
+fn the_session_keeps_to_the_servers_transfers_at_once_not_counting_pushes_to_it() {
+    let mut net = strict_server();
+    // bob pushes to alice: hers to receive, which the server does not
+    // count against her own transfers.
+    let id = net
+        .s(1)
+        .offer(
+            FileName::new("p.bin").unwrap(),
+            10,
+            Recipient::User(user("alice")),
+        )
+        .unwrap();
+    net.pump();
+    assert!(net
+        .take(1)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PushAccepted { id: i, .. } if *i == id)));
+    let file = |n: &str| FileName::new(n).unwrap();
+    net.s(0).download(file("a.txt"), None).unwrap();
+    net.s(0).download(file("b.txt"), None).unwrap();
+    assert_eq!(
+        net.s(0).download(file("c.txt"), None),
+        Err(UsageError::TooManyTransfers { max: 2 })
+    );
+    assert_eq!(
+        net.s(0).offer(file("d.txt"), 1, Recipient::Everyone),
+        Err(UsageError::TooManyTransfers { max: 2 })
+    );
+}
+
+#[test]
+fn a_push_chunk_must_fit_the_servers_frame() {
+    let mut net = strict_server();
+    let id = net
+        .s(0)
+        .offer(
+            FileName::new("p.bin").unwrap(),
+            1000,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    net.take(0);
+    // The client's own chunk size (256 KiB) is more than the server's
+    // frame (64 KiB) takes.
+    let max = 64 * 1024 - crate::limits::CHUNK_FRAME_OVERHEAD;
+    assert_eq!(net.s(0).chunk_limit(), max);
+    assert_eq!(
+        net.s(0).push_chunk(id, vec![0; max + 1]),
+        Err(UsageError::ChunkTooLarge { len: max + 1, max })
+    );
+    assert!(net.s(0).poll_transmit().is_none(), "nothing was sent");
+    net.s(0).push_chunk(id, vec![7; 1000]).unwrap();
+    net.s(0).push_end(id).unwrap();
+    net.pump();
+    assert!(net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PushDone { .. })));
+}
+
+#[test]
+fn an_operators_target_and_reason_are_checked_before_sending() {
+    let mut net = strict_server();
+    let long = "é".repeat(128);
+    assert_eq!(
+        net.s(0).operate(OpAction::Ban, &long, ""),
+        Err(UsageError::TargetTooLong {
+            len: 256,
+            max: MAX_TARGET_BYTES
+        })
+    );
+    let reason = "x".repeat(Limits::default().max_text + 1);
+    assert!(matches!(
+        net.s(0).operate(OpAction::Kick, "bob", &reason),
+        Err(UsageError::TextTooLong { .. })
+    ));
+    assert!(net.s(0).poll_transmit().is_none(), "nothing was sent");
+}
+
+#[test]
+fn a_target_built_by_hand_past_255_bytes_is_cut_at_a_character() {
+    let m = ClientMessage::Operate {
+        action: OpAction::Ban,
+        target: "é".repeat(200),
+        reason: "why".into(),
+    };
+    let back: ClientMessage = through_wire(&m);
+    assert_eq!(
+        back,
+        ClientMessage::Operate {
+            action: OpAction::Ban,
+            target: "é".repeat(127),
+            reason: "why".into(),
+        }
     );
 }
