@@ -99,12 +99,15 @@
 //!
 //! # A bot
 //!
-//! With the default `blocking` feature, `blocking::Client` owns the socket
-//! and the session: `Client::connect` does the handshake (a refusal is a
+//! With the default `blocking` feature, `blocking::Client` owns the
+//! connection and the session: `Client::connect` does the handshake over
+//! TCP (`Client::over` over a connection of yours, TLS say; a refusal is a
 //! typed error with the server's reason), `next_event` waits for the next
 //! event while it answers pings and runs the keepalive timer, and each
-//! intent (`send_chat`, `who`, `download`, `offer`…) writes its message at
-//! once. No thread of your own. The whole of `examples/echobot.rs`, which
+//! intent (`send_chat`, `who`, `download`, `offer`…) writes its message
+//! before it returns, waiting first if the server's rate limit asks for
+//! it. After a lost connection `Client::reconnect` takes the session back.
+//! No thread of your own. The whole of `examples/echobot.rs`, which
 //! reverses private messages and answers `!who`:
 //!
 #![cfg_attr(feature = "blocking", doc = "```no_run")]

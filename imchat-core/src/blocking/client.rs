@@ -2,21 +2,22 @@
 //! [`ClientSession`], so that a bot is a loop around
 //! [`Client::next_event`].
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::transport::{split_tcp, FrameReader, FrameWriter};
+use super::transport::FrameReader;
 use crate::codec::Encode;
-use crate::error::{NameError, TransportError, UsageError};
-use crate::limits::{Limits, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::error::{DecodeError, NameError, TransportError, UsageError};
+use crate::limits::{Limits, DEFAULT_AUTO_ACCEPT_BYTES, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::message::{
-    FileName, Recipient, RefuseCode, ServerLimits, ServerMessage, TransferId, Username,
+    FileName, Recipient, RefuseCode, Secret, ServerLimits, ServerMessage, TransferId, Username,
     PROTOCOL_VERSION,
 };
-use crate::session::{ClientEvent, ClientSession};
+use crate::session::{ClientEvent, ClientSession, SavedSession};
 
 /// How [`Client::connect`] connects, and the limits the session keeps.
 ///
@@ -44,6 +45,30 @@ pub struct ConnectOptions {
     /// [`ClientEvent::TransferData`] (`false`). See
     /// [`ClientSession::set_manual_acks`].
     pub manual_acks: bool,
+    /// Pushes offered to us up to this many bytes are accepted without
+    /// asking; `None`: every one is a [`ClientEvent::PushOffered`]
+    /// (`Some(`[`DEFAULT_AUTO_ACCEPT_BYTES`]`)`). See
+    /// [`ClientSession::set_auto_accept`].
+    pub auto_accept: Option<u64>,
+    /// The server's password (a server run with `--password-file`), sent
+    /// before every `Hello` (`None`).
+    pub server_password: Option<Secret>,
+    /// The account password of a registered username, likewise (`None`).
+    pub account_password: Option<Secret>,
+    /// A session to take back, as [`ClientSession::saved`] gave it before
+    /// (kept by an earlier run of the program): the `Hello` asks for it,
+    /// and the first events after the connect are
+    /// [`ClientEvent::Resumed`] and what was missed, or
+    /// [`ClientEvent::ContinuityLost`] (`None`: a new session).
+    pub resume: Option<SavedSession>,
+    /// Keep to the server's rate limit: an intent that would go over it
+    /// (a burst of `send_chat`, say) first waits, reading meanwhile, until
+    /// the server will take it (`true`). The server slows a client that
+    /// sends faster, and disconnects one that goes on doing so; its
+    /// unacknowledged messages past the session's limit come back as
+    /// [`ClientEvent::NotSent`]. With `false`, see
+    /// [`Client::next_send_at`] to pace by hand.
+    pub pace: bool,
 }
 
 impl Default for ConnectOptions {
@@ -54,6 +79,11 @@ impl Default for ConnectOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             write_timeout: Some(Duration::from_secs(60)),
             manual_acks: false,
+            auto_accept: Some(DEFAULT_AUTO_ACCEPT_BYTES),
+            server_password: None,
+            account_password: None,
+            resume: None,
+            pace: true,
         }
     }
 }
@@ -79,10 +109,17 @@ pub enum ConnectError {
     /// The server closed the connection without answering the handshake.
     #[error("connection closed during the handshake")]
     Closed,
-    /// The connection broke, or the server sent bytes that do not decode.
+    /// The connection broke.
     #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// Someone online already has this name.
+    Transport(TransportError),
+    /// The server's answer does not decode: it is not an imchat server, or
+    /// it speaks TLS (connect over a TLS stream: see [`Client::over`]).
+    #[error("the server's answer is not imchat (a TLS server needs a TLS connection): {0}")]
+    NotImchat(DecodeError),
+    /// Someone online already has this name. It may be this program's
+    /// own earlier session, kept for a resume for the server's grace
+    /// period after its connection was lost: take it back with
+    /// [`ConnectOptions::resume`] or [`Client::reconnect`].
     #[error("username already taken: {reason}")]
     NameTaken {
         /// The server's words.
@@ -127,6 +164,15 @@ pub enum ConnectError {
     },
 }
 
+impl From<TransportError> for ConnectError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Decode(d) => ConnectError::NotImchat(d),
+            e => ConnectError::Transport(e),
+        }
+    }
+}
+
 impl ConnectError {
     fn refusal(code: RefuseCode, reason: String, server: u16) -> ConnectError {
         let reason = if reason.is_empty() {
@@ -167,15 +213,60 @@ pub enum ClientError {
     Closed,
 }
 
-/// A client connected to an imchat server: the socket and the
+/// What a [`Client`] runs over: a connected byte stream whose reads can
+/// wait a limited time. [`TcpStream`] is one, and with the `tls` feature
+/// [`tls::Stream`](super::tls::Stream) is another; for anything else
+/// (a Unix socket, a test double), implement the two methods.
+pub trait Link: Read + Write {
+    /// Makes each read wait at most `timeout` (`None`: as long as it
+    /// takes); a read that waited that long fails with an error of kind
+    /// `WouldBlock` or `TimedOut`, and consumes nothing.
+    ///
+    /// # Errors
+    ///
+    /// The stream's, when the timeout cannot be set.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// Stops writing: the server reads the end of the stream after what
+    /// was sent. Called once, when the client closes; it may do nothing.
+    fn shutdown_write(&self);
+}
+
+impl Link for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn shutdown_write(&self) {
+        // The peer may be gone already; there is nothing left to tell it.
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Link for super::tls::Stream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+
+    fn shutdown_write(&self) {
+        super::tls::Stream::shutdown_write(self);
+    }
+}
+
+/// A client connected to an imchat server: the connection and the
 /// [`ClientSession`] in one value, driven from the calling thread.
 ///
-/// [`connect`](Self::connect) does the handshake. Then call
-/// [`next_event`](Self::next_event) in a loop: it reads, answers the
-/// server's pings, acknowledges downloads, runs the session's timers
-/// ([`ClientSession::handle_timeout`] when [`ClientSession::poll_timeout`]
-/// is due) and returns the next [`ClientEvent`]. The intents (`send_chat`,
-/// `who`, `download`, `offer`…) write their message before they return. No
+/// [`connect`](Client::connect) makes a TCP connection and does the
+/// handshake; [`over`](Self::over) does the handshake over a connection
+/// of yours (TLS, say). Then call [`next_event`](Self::next_event) in a
+/// loop: it reads, answers the server's pings, acknowledges downloads,
+/// runs the session's timers ([`ClientSession::handle_timeout`] when
+/// [`ClientSession::poll_timeout`] is due) and returns the next
+/// [`ClientEvent`]. The intents (`send_chat`, `who`, `download`, `offer`…)
+/// write their message before they return; with
+/// [`ConnectOptions::pace`] (the default) one that would go over the
+/// server's rate limit first waits until the server will take it. No
 /// thread of its own, no channel.
 ///
 /// The session's timer is its keepalive: after `keepalive_interval` of
@@ -183,8 +274,18 @@ pub enum ClientError {
 /// answer it gives up ([`ClientEvent::TimedOut`]). While the session is
 /// open [`ClientSession::poll_timeout`] is always `Some`; `None` means the
 /// session has ended (refused, shut down, timed out or quit) and no timer
-/// will run again. The timers only run inside `next_event`, so call it at
-/// least every few seconds, also while pushing a file.
+/// will run again. The timers only run inside `next_event` (and inside an
+/// intent that waits for the rate), so call it at least every few seconds,
+/// also while pushing a file.
+///
+/// A lost connection ([`ClientError::Transport`], [`ClientError::Closed`]
+/// without a [`ClientEvent::Shutdown`] first, or one after it: the server
+/// restarts) can be taken up again with [`reconnect`](Client::reconnect)
+/// (or [`reconnect_over`](Self::reconnect_over)): the session asks for
+/// itself back, and the server answers with [`ClientEvent::Resumed`] and
+/// what was missed, or [`ClientEvent::ContinuityLost`]. A program that
+/// exits keeps [`ClientSession::saved`] and gives it to the next run in
+/// [`ConnectOptions::resume`].
 ///
 /// Frame limit: a client reads frames of up to `limits.max_frame`
 /// ([`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME), 1 MiB, unless changed
@@ -192,8 +293,8 @@ pub enum ClientError {
 /// limit is the server's, for connections not yet joined. The largest
 /// frame a server sends is a file chunk, `chunk_size` plus
 /// [`CHUNK_FRAME_OVERHEAD`](crate::CHUNK_FRAME_OVERHEAD) bytes, which fits
-/// with the defaults. Write your own loop with [`split_tcp`] and the same
-/// limit.
+/// with the defaults. Write your own loop with
+/// [`split_tcp`](super::split_tcp) and the same limit.
 ///
 /// File data arrives as events: [`ClientEvent::TransferStarted`], then
 /// [`ClientEvent::TransferData`] with checked bytes for the caller to put
@@ -202,15 +303,14 @@ pub enum ClientError {
 /// acknowledged as it is handed out, unless
 /// [`ConnectOptions::manual_acks`] is set (then see [`stored`](Self::stored)).
 /// A push someone offers arrives the same way when it is small enough to
-/// be accepted without asking
-/// ([`DEFAULT_AUTO_ACCEPT_BYTES`](crate::DEFAULT_AUTO_ACCEPT_BYTES)); a
+/// be accepted without asking ([`ConnectOptions::auto_accept`]); a
 /// bigger one is a [`ClientEvent::PushOffered`], to [`accept`](Self::accept)
 /// or [`decline`](Self::decline).
 #[derive(Debug)]
-pub struct Client {
+pub struct Client<S: Link = TcpStream> {
     session: ClientSession,
-    reader: FrameReader<TcpStream, ServerMessage>,
-    writer: FrameWriter<TcpStream>,
+    /// Reads the connection; its stream is also written to.
+    reader: FrameReader<S, ServerMessage>,
     /// Encoded frames waiting to be written together.
     out: Vec<u8>,
     welcome: String,
@@ -218,6 +318,11 @@ pub struct Client {
     server_limits: ServerLimits,
     /// False once the connection is over; every later call is `Closed`.
     open: bool,
+    /// Events of the session that came before the `Welcome` of a
+    /// reconnect (the transfers the lost connection ended): handed out
+    /// first.
+    early: VecDeque<ClientEvent>,
+    options: ConnectOptions,
 }
 
 /// A read that stopped at its timeout, with nothing lost: the reader keeps
@@ -243,13 +348,13 @@ const NOT_WELCOMED: ServerLimits = ServerLimits {
 /// The shortest socket read timeout: zero means "no timeout" to the OS.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-impl Client {
+impl Client<TcpStream> {
     /// Connects to `addr` (each address it resolves to in turn, within
     /// `connect_timeout` each), sets `TCP_NODELAY` (chat frames are small
-    /// and must not wait for each other), sends the `Hello` and waits for
-    /// the server's `Welcome`. A refusal is a typed [`ConnectError`]
-    /// carrying the server's reason; so is a `Welcome` in another
-    /// protocol version.
+    /// and must not wait for each other) and the write timeout, sends the
+    /// `Hello` and waits for the server's `Welcome`. A refusal is a typed
+    /// [`ConnectError`] carrying the server's reason; so is a `Welcome` in
+    /// another protocol version.
     ///
     /// # Errors
     ///
@@ -257,41 +362,119 @@ impl Client {
     /// is sent (pick another name); [`ConnectError::NoAddress`] and
     /// [`ConnectError::Connect`] when `addr` does not resolve or no address
     /// accepts (or a socket option cannot be set);
-    /// [`ConnectError::HandshakeTimeout`], [`ConnectError::Closed`] and
-    /// [`ConnectError::Transport`] when the server does not answer, hangs up or
-    /// breaks the protocol; the refusals [`ConnectError::NameTaken`],
-    /// [`ConnectError::NameRefused`], [`ConnectError::ServerFull`],
-    /// [`ConnectError::VersionMismatch`], [`ConnectError::ShuttingDown`] and
-    /// [`ConnectError::Refused`] carry the server's reason to show.
+    /// [`ConnectError::HandshakeTimeout`], [`ConnectError::Closed`],
+    /// [`ConnectError::Transport`] and [`ConnectError::NotImchat`] when the
+    /// server does not answer, hangs up or does not speak imchat (a TLS
+    /// server: see [`over`](Self::over)); the refusals
+    /// [`ConnectError::NameTaken`], [`ConnectError::NameRefused`],
+    /// [`ConnectError::ServerFull`], [`ConnectError::VersionMismatch`],
+    /// [`ConnectError::ShuttingDown`] and [`ConnectError::Refused`] carry
+    /// the server's reason to show.
     pub fn connect(
         addr: impl ToSocketAddrs,
         username: &str,
         options: ConnectOptions,
     ) -> Result<Client, ConnectError> {
         let username = Username::new(username)?;
-        let stream = connect_any(addr, options.connect_timeout)?;
-        stream.set_nodelay(true).map_err(ConnectError::Connect)?;
-        stream
-            .set_write_timeout(options.write_timeout)
-            .map_err(ConnectError::Connect)?;
-        let (reader, writer) =
-            split_tcp(stream, options.limits.max_frame).map_err(ConnectError::Connect)?;
-        let mut session = ClientSession::new(username, options.limits, Instant::now());
+        let stream = tcp(addr, &options)?;
+        Client::start(stream, username, options)
+    }
+
+    /// Takes the session up again on a new TCP connection to `addr` (the
+    /// same server, or another of its cluster), after the last one was
+    /// lost or the server restarted: see [`reconnect_over`](Self::reconnect_over).
+    ///
+    /// # Errors
+    ///
+    /// As for [`reconnect_over`](Self::reconnect_over), and the connection
+    /// errors of [`connect`](Self::connect).
+    pub fn reconnect(&mut self, addr: impl ToSocketAddrs) -> Result<(), ConnectError> {
+        let stream = tcp(addr, &self.options)?;
+        self.reconnect_over(stream)
+    }
+
+    /// The server's address.
+    ///
+    /// # Errors
+    ///
+    /// The socket's [`io::Error`] (for instance when it is no longer
+    /// connected).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.reader.get_ref().peer_addr()
+    }
+}
+
+impl<S: Link> Client<S> {
+    /// Does the handshake over `stream`, a connection already made (a TLS
+    /// stream from [`tls::connect`](super::tls::connect), say, wrapped in
+    /// [`tls::Stream::tls`](super::tls::Stream::tls)), as
+    /// [`connect`](Client::connect) does over TCP. Socket options
+    /// (`TCP_NODELAY`, the write timeout) are the caller's to set.
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Client::connect), without the connection errors.
+    pub fn over(stream: S, username: &str, options: ConnectOptions) -> Result<Self, ConnectError> {
+        let username = Username::new(username)?;
+        Client::start(stream, username, options)
+    }
+
+    fn start(stream: S, username: Username, options: ConnectOptions) -> Result<Self, ConnectError> {
+        let now = Instant::now();
+        let mut session = match options.resume {
+            Some(saved) => ClientSession::resuming(username, options.limits.clone(), now, saved),
+            None => ClientSession::new(username, options.limits.clone(), now),
+        };
         session.set_manual_acks(options.manual_acks);
+        session.set_auto_accept(options.auto_accept);
+        session.set_credentials(
+            options.server_password.clone(),
+            options.account_password.clone(),
+        );
         let mut client = Client {
             session,
-            reader,
-            writer,
+            reader: FrameReader::new(stream, options.limits.max_frame),
             out: Vec::new(),
             welcome: String::new(),
             server_limits: NOT_WELCOMED,
             open: true,
+            early: VecDeque::new(),
+            options,
         };
-        client.handshake(options.handshake_timeout)?;
+        client.handshake()?;
         Ok(client)
     }
 
-    fn handshake(&mut self, timeout: Duration) -> Result<(), ConnectError> {
+    /// Takes the session up again over `stream`, a new connection, after
+    /// the last one was lost (or the server restarted): the transfers of
+    /// the lost connection end (as events, handed out first), the `Hello`
+    /// asks for the session back, and once the server welcomed it the
+    /// next events say how that went ([`ClientEvent::Resumed`] and what
+    /// was missed, or [`ClientEvent::ContinuityLost`] and a new session);
+    /// chat messages the server had not acknowledged are sent again.
+    /// Calling it on an open client drops its connection first.
+    ///
+    /// # Errors
+    ///
+    /// As for [`over`](Self::over); the client stays closed (call again to
+    /// retry). [`ConnectError::NameTaken`] while the server has not yet
+    /// noticed the old connection's loss and the session cannot be
+    /// resumed (it gave no resume): retry after a moment.
+    pub fn reconnect_over(&mut self, stream: S) -> Result<(), ConnectError> {
+        self.close();
+        self.session.reconnect(Instant::now());
+        self.reader = FrameReader::new(stream, self.options.limits.max_frame);
+        self.out.clear();
+        self.open = true;
+        let done = self.handshake();
+        if done.is_err() {
+            self.close();
+        }
+        done
+    }
+
+    fn handshake(&mut self) -> Result<(), ConnectError> {
+        let timeout = self.options.handshake_timeout;
         let deadline = Instant::now() + timeout;
         let mut server_version = PROTOCOL_VERSION;
         loop {
@@ -317,7 +500,12 @@ impl Client {
                 Some(ClientEvent::Shutdown { reason }) => {
                     return Err(ConnectError::ShuttingDown { reason })
                 }
-                _ => {}
+                // What the lost connection ended, for the caller.
+                Some(other) => {
+                    self.early.push_back(other);
+                    continue;
+                }
+                None => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -359,8 +547,11 @@ impl Client {
     /// [`ClientError::Transport`], once, when reading or writing fails or the
     /// server sends bytes that do not decode; [`ClientError::Closed`] once the
     /// connection is over (that error, the server's close, or the session's
-    /// last event). Either way stop calling, or reconnect.
+    /// last event). Either way stop calling, or [`reconnect`](Client::reconnect).
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<ClientEvent>, ClientError> {
+        if let Some(ev) = self.early.pop_front() {
+            return Ok(Some(ev));
+        }
         let deadline = Instant::now() + timeout;
         let mut looked = false;
         loop {
@@ -378,35 +569,54 @@ impl Client {
                 return Err(ClientError::Closed);
             }
             let now = Instant::now();
-            let timer = self.session.poll_timeout();
-            if timer.is_some_and(|t| t <= now) {
-                self.session.handle_timeout(now);
-                continue;
-            }
             if now >= deadline && looked && !self.reader.has_message_ready() {
                 return Ok(None);
             }
             looked = true;
-            let until = timer.map_or(deadline, |t| t.min(deadline));
-            if let Err(e) = self.set_read_timeout(until.saturating_duration_since(now)) {
-                return Err(self.fail(e));
-            }
-            match self.reader.read_message() {
-                Ok(Some(msg)) => self.session.handle_message(msg, Instant::now()),
-                Ok(None) => {
-                    self.close();
-                    return Err(ClientError::Closed);
-                }
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => return Err(self.fail(e)),
-            }
+            self.read_until(deadline)?;
         }
+    }
+
+    /// Runs the session's timer if it is due, then reads one message (or
+    /// waits until `until`, or the timer, whichever comes first) and gives
+    /// it to the session.
+    fn read_until(&mut self, until: Instant) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let timer = self.session.poll_timeout();
+        if timer.is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+            return Ok(());
+        }
+        let until = timer.map_or(until, |t| t.min(until));
+        if let Err(e) = self.set_read_timeout(until.saturating_duration_since(now)) {
+            return Err(self.fail(e));
+        }
+        match self.reader.read_message() {
+            Ok(Some(msg)) => self.session.handle_message(msg, Instant::now()),
+            Ok(None) => {
+                self.close();
+                return Err(ClientError::Closed);
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(self.fail(e)),
+        }
+        Ok(())
+    }
+
+    /// When a request may go without going over the server's rate limit:
+    /// `None` if now, else the time to wait for (see
+    /// [`ClientSession::next_send_at`]). `text_len` is the length of a
+    /// chat text, 0 for any other request. With
+    /// [`ConnectOptions::pace`] the intents wait for it themselves.
+    pub fn next_send_at(&mut self, text_len: usize) -> Option<Instant> {
+        self.session.next_send_at(Instant::now(), text_len)
     }
 
     /// True until the connection is over: the session's last event
     /// ([`ClientEvent::Shutdown`], [`ClientEvent::TimedOut`]) was handed
     /// out, the connection closed or broke, or [`quit`](Self::quit) was
-    /// called. Then every call returns [`ClientError::Closed`].
+    /// called. Then every call returns [`ClientError::Closed`] (until a
+    /// [`reconnect`](Client::reconnect)).
     #[must_use]
     pub fn is_open(&self) -> bool {
         self.open
@@ -419,7 +629,8 @@ impl Client {
     }
 
     /// The limits the server announced in its welcome (the session keeps
-    /// to its text limit where it is the stricter one).
+    /// to them where they are stricter than its own: text, push size,
+    /// transfers at once, chunk size and rate).
     #[must_use]
     pub fn server_limits(&self) -> &ServerLimits {
         &self.server_limits
@@ -431,20 +642,17 @@ impl Client {
         self.session.username()
     }
 
-    /// The session, to read its state and limits.
+    /// The session, to read its state and limits (and
+    /// [`saved`](ClientSession::saved), to keep for a later run).
     #[must_use]
     pub fn session(&self) -> &ClientSession {
         &self.session
     }
 
-    /// The server's address.
-    ///
-    /// # Errors
-    ///
-    /// The socket's [`io::Error`] (for instance when it is no longer
-    /// connected).
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.writer.get_ref().peer_addr()
+    /// The connection.
+    #[must_use]
+    pub fn get_ref(&self) -> &S {
+        self.reader.get_ref()
     }
 
     /// Sends a chat message to everyone else or to one user.
@@ -455,7 +663,7 @@ impl Client {
     /// sent); [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
-        self.act(|s| s.send_chat(to, text))
+        self.act_paced(text.len(), |s| s.send_chat(to, text))
     }
 
     /// Sends an action (`/me waves`, shown as `* ann waves`) to everyone
@@ -465,7 +673,7 @@ impl Client {
     ///
     /// As for [`send_chat`](Self::send_chat).
     pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
-        self.act(|s| s.send_action(to, text))
+        self.act_paced(text.len(), |s| s.send_action(to, text))
     }
 
     /// Sends a private message to one user.
@@ -484,7 +692,7 @@ impl Client {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn who(&mut self) -> Result<(), ClientError> {
-        self.act(ClientSession::who)
+        self.act_paced(0, ClientSession::who)
     }
 
     /// Asks for access to the shared folder; the answer is
@@ -495,7 +703,7 @@ impl Client {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn files_access(&mut self) -> Result<(), ClientError> {
-        self.act(ClientSession::files_access)
+        self.act_paced(0, ClientSession::files_access)
     }
 
     /// Asks for the shared-file list; it comes as [`ClientEvent::FileList`].
@@ -505,7 +713,7 @@ impl Client {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn list_files(&mut self) -> Result<(), ClientError> {
-        self.act(ClientSession::list_files)
+        self.act_paced(0, ClientSession::list_files)
     }
 
     /// Asks for a shared file (see [`ClientSession::download`]); its bytes
@@ -521,7 +729,7 @@ impl Client {
         name: FileName,
         resume: Option<crate::ResumeState>,
     ) -> Result<TransferId, ClientError> {
-        self.act(|s| s.download(name, resume))
+        self.act_paced(0, |s| s.download(name, resume))
     }
 
     /// With [`ConnectOptions::manual_acks`]: download `id` is stored up to
@@ -572,7 +780,7 @@ impl Client {
         size: u64,
         to: Recipient,
     ) -> Result<TransferId, ClientError> {
-        self.act(|s| s.offer(name, size, to))
+        self.act_paced(0, |s| s.offer(name, size, to))
     }
 
     /// Accepts the push offered as `id` ([`ClientEvent::PushOffered`]).
@@ -655,6 +863,46 @@ impl Client {
         sent.map_err(ClientError::from)
     }
 
+    /// An operator's request (kick, ban, unban, list bans; the server
+    /// must count this user as an operator), answered with a
+    /// [`ClientEvent::Notice`]. See [`ClientSession::operate`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Usage`] with [`UsageError::TargetTooLong`] or
+    /// [`UsageError::TextTooLong`] (nothing was sent);
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
+    pub fn operate(
+        &mut self,
+        action: crate::OpAction,
+        target: &str,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        self.act_paced(0, |s| s.operate(action, target, reason))
+    }
+
+    /// [`act`](Self::act), after waiting for the server's rate limit to
+    /// allow a request with `text_len` bytes of chat text (with
+    /// [`ConnectOptions::pace`]); the wait reads, so pings are answered,
+    /// acknowledgements go and the socket's buffer does not fill.
+    fn act_paced<T>(
+        &mut self,
+        text_len: usize,
+        intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
+    ) -> Result<T, ClientError> {
+        while self.options.pace && self.open && !self.session.is_closed() {
+            let Some(at) = self.next_send_at(text_len) else {
+                break;
+            };
+            if let Err(e) = self.flush() {
+                return Err(self.fail(e));
+            }
+            self.read_until(at)?;
+        }
+        self.act(intent)
+    }
+
     /// Runs one intent on the session and writes what it queued.
     fn act<T>(
         &mut self,
@@ -677,14 +925,16 @@ impl Client {
             m.encode(&mut self.out);
         }
         if self.open && !self.out.is_empty() {
-            self.writer.send_frames(&self.out)?;
+            let stream = self.reader.get_mut();
+            stream.write_all(&self.out)?;
+            stream.flush()?;
         }
         Ok(())
     }
 
     fn set_read_timeout(&self, wait: Duration) -> Result<(), TransportError> {
         let wait = wait.max(MIN_WAIT);
-        Ok(self.reader.get_ref().set_read_timeout(Some(wait))?)
+        Ok(Link::set_read_timeout(self.reader.get_ref(), Some(wait))?)
     }
 
     /// The connection broke: close it and hand the error out once.
@@ -697,10 +947,19 @@ impl Client {
     fn close(&mut self) {
         if self.open {
             self.open = false;
-            // The peer may be gone already; there is nothing left to tell it.
-            let _ = self.writer.get_ref().shutdown(Shutdown::Write);
+            self.reader.get_ref().shutdown_write();
         }
     }
+}
+
+/// A TCP connection to `addr` with the socket options of `options`.
+fn tcp(addr: impl ToSocketAddrs, options: &ConnectOptions) -> Result<TcpStream, ConnectError> {
+    let stream = connect_any(addr, options.connect_timeout)?;
+    stream.set_nodelay(true).map_err(ConnectError::Connect)?;
+    stream
+        .set_write_timeout(options.write_timeout)
+        .map_err(ConnectError::Connect)?;
+    Ok(stream)
 }
 
 /// The first address of `addr` that accepts a connection in time.

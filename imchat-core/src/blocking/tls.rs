@@ -337,6 +337,16 @@ impl Stream {
             Either::Tls(t) => t.tcp(),
         }
     }
+
+    /// Ends the writing side: a TLS `close_notify` (best effort), then
+    /// the TCP shutdown of writing. The peer sees a clean end of stream.
+    pub fn shutdown_write(&self) {
+        if let Either::Tls(t) = &*self.0 {
+            t.close_notify();
+        }
+        // The peer may be gone already; there is nothing left to tell it.
+        let _ = self.tcp().shutdown(std::net::Shutdown::Write);
+    }
 }
 
 impl Read for &Stream {

@@ -43,6 +43,13 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
         &self.inner
     }
 
+    /// The underlying reader, mutably (to write to a stream that reads and
+    /// writes, as [`Client`](super::Client) does). Reading it directly
+    /// loses the frames it carries.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// True when [`read_message`](Self::read_message) would return without
     /// reading from the stream (a whole message, or an error, is buffered).
     pub fn has_message_ready(&self) -> bool {

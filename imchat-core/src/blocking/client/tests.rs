@@ -6,6 +6,7 @@ use std::sync::mpsc::channel;
 use std::thread::{self, JoinHandle};
 
 use super::*;
+use crate::blocking::{split_tcp, FrameWriter};
 use crate::message::{ChatKind, ClientMessage, FileChunk, FileEnd, MessageId, Origin, Timestamp};
 use crate::{ErrorCode, Hub};
 
@@ -123,7 +124,7 @@ fn connect_sets_nodelay_and_keeps_the_welcome_text() {
         p.recv()
     });
     let mut c = connect(addr);
-    assert!(c.writer.get_ref().nodelay().unwrap());
+    assert!(c.reader.get_ref().nodelay().unwrap());
     assert_eq!(c.welcome_text(), "hi");
     assert_eq!(c.username().as_str(), "ann");
     assert_eq!(c.server_limits(), &announced());
