@@ -25,6 +25,8 @@ pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn
     let mut asked = Vec::new(); // who sent `!who`: one `Who` answer each, in order
     while bot.is_open() && until.is_none_or(|t| Instant::now() < t) {
         match bot.next_event(Duration::from_secs(1))? {
+            // Said before the bot joined (replayed to it): not for it to answer.
+            Some(ClientEvent::Chat(chat)) if chat.history => {}
             Some(ClientEvent::Chat(chat)) if chat.text.trim() == "!who" => {
                 asked.push(chat.from);
                 bot.who()?;

@@ -94,6 +94,13 @@ fn reply_from(c: &mut Client, bot: &Username) -> (bool, String) {
 fn echobot_reverses_private_messages_and_answers_who() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = start_server(dir.path());
+    // Asked before the bot came: in the history it is shown, not for it.
+    let mut early = Client::connect(addr.as_str(), "early", ConnectOptions::default()).unwrap();
+    early.send_chat(Recipient::Everyone, "!who").unwrap();
+    early.who().unwrap();
+    wait_for(&mut early, |e| {
+        matches!(e, ClientEvent::Who { .. }).then_some(())
+    });
     let bot_addr = addr.clone();
     let bot = thread::spawn(move || {
         echobot::run(&bot_addr, "echobot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
@@ -117,11 +124,15 @@ fn echobot_reverses_private_messages_and_answers_who() {
 
     me.send_private(&echobot, "hello, bot").unwrap();
     assert_eq!(reply_from(&mut me, &echobot), (true, "tob ,olleh".into()));
+    // The bot answers in order: its answer to `early` comes before this
+    // one, and it must be this one.
+    early.send_private(&echobot, "ping").unwrap();
+    assert_eq!(reply_from(&mut early, &echobot), (true, "gnip".into()));
 
     me.send_chat(Recipient::Everyone, "!who").unwrap();
     assert_eq!(
         reply_from(&mut me, &echobot),
-        (true, "online: echobot, tester".into())
+        (true, "online: early, echobot, tester".into())
     );
 
     // A graceful stop: the bot sees the server's shutdown and returns.
