@@ -246,6 +246,9 @@ pub struct Cluster {
     leaving: AtomicBool,
     /// Where the reader starts (set by the first join of the cluster).
     read_from: Mutex<Option<String>>,
+    /// Name keys of users connected here whose name another server held
+    /// at the last lease round: lost if it still does at the next.
+    contested: Mutex<Vec<String>>,
     /// Pushes between servers (see [`transfer`]).
     transfers: transfer::Transfers,
 }
@@ -423,6 +426,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             read_from: Mutex::new(None),
+            contested: Mutex::new(Vec::new()),
             transfers: transfer::Transfers::default(),
         })
     }
@@ -1025,9 +1029,17 @@ impl Cluster {
         }
         // The names of our users (joined or in their grace period).
         let mut local = Vec::new();
-        hub.with(&mut |hub| local = hub.local_users());
+        let mut connected = Vec::new();
+        hub.with(&mut |hub| {
+            local = hub.local_users();
+            connected = local
+                .iter()
+                .map(|(_, u)| hub.is_connected_here(u))
+                .collect();
+        });
         let mut lost = Vec::new();
-        for (key, user) in &local {
+        let was_contested = std::mem::take(&mut *lock(&self.contested));
+        for ((key, user), connected) in local.iter().zip(connected) {
             let sess = sessions::sess_key(key);
             let held: i64 = Script::new(CLAIM)
                 .key(name_key(key))
@@ -1039,9 +1051,16 @@ impl Cluster {
             if held == 0 {
                 // A session resumed on another server is not lost: the
                 // stream tells this one to let it go, without a leave.
+                // But a user still connected here whose name another
+                // server holds two rounds in a row (a move's stream entry
+                // would have let it go by then) joined there afresh while
+                // this one was away, and its session record is the
+                // newcomer's now: the claim holder keeps the name.
                 let on: Option<u64> = redis::cmd("HGET").arg(&sess).arg("s").query(con)?;
-                if on.is_none_or(|s| s == self.id) {
+                if on.is_none_or(|s| s == self.id) || (connected && was_contested.contains(key)) {
                     lost.push(user.clone());
+                } else if connected {
+                    lock(&self.contested).push(key.clone());
                 }
             }
         }
@@ -1060,6 +1079,28 @@ impl Cluster {
                     );
                 }
             });
+            // Whoever holds each name now is listed here in its place.
+            let mut holders = Vec::new();
+            for u in &lost {
+                let key = crate::names::key(u);
+                let holder: Option<u64> = redis::cmd("GET").arg(name_key(&key)).query(con)?;
+                let Some(holder) = holder.filter(|h| *h != self.id) else {
+                    continue;
+                };
+                let name: Option<String> = redis::cmd("HGET")
+                    .arg(format!("imchat:users:{holder}"))
+                    .arg(&key)
+                    .query(con)?;
+                if let Some(name) = name.and_then(|n| Username::new(n).ok()) {
+                    holders.push((holder, name));
+                }
+            }
+            let now = Instant::now();
+            hub.with(&mut |hub| {
+                for (holder, name) in &holders {
+                    hub.remote_join(*holder, name.clone(), now);
+                }
+            });
         }
         if fresh {
             // A Redis that lost its data gets the cluster's epoch back.
@@ -1071,7 +1112,15 @@ impl Cluster {
                     .arg("NX")
                     .query::<Value>(con)?;
             }
-            self.rejoin(con, hub, &local, &lost)?;
+            // Not announced again: the users who lost their name, and
+            // those whose name another server holds for now.
+            let mut held_elsewhere = lost.clone();
+            for (key, user) in &local {
+                if lock(&self.contested).contains(key) {
+                    held_elsewhere.push(user.clone());
+                }
+            }
+            self.rejoin(con, hub, &local, &held_elsewhere)?;
         } else {
             redis::cmd("PEXPIRE")
                 .arg(format!("imchat:users:{}", self.id))

@@ -1165,6 +1165,32 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
     bob.wait_chat("still here");
 }
 
+#[test]
+fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessions_on() {
+    // As above, with resumable sessions: the newcomer's session record is
+    // on b too, so it is not a session that moved.
+    let Some(redis) = Redis::start() else { return };
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let a = Server::start_with_grace(&format!("redis://{}", proxy.addr), 1);
+    let b = Server::start_with_grace(&redis.url(), 1);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    proxy.cut();
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    let mut other = Peer::join(b.addr, "Alice");
+    proxy.restore();
+    alice.wait(WAIT, "the reason", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("taken on another server")))
+    });
+    // Both servers list b's Alice, and a message to the name reaches her.
+    let mut carol = Peer::join(a.addr, "carol");
+    carol.wait_who(&["Alice", "bob", "carol"], WAIT);
+    bob.wait_who(&["Alice", "bob", "carol"], WAIT);
+    carol.say(Some("alice"), "for the holder");
+    other.wait_chat("for the holder");
+}
+
 // Sessions that resume on another server of the cluster.
 
 /// The newest log id among `got`: what a client resumes from.

@@ -369,6 +369,13 @@ impl Hub {
         self.remote.users.values().cloned().collect()
     }
 
+    /// True when `user` is a user of this server with a live connection
+    /// (not one in its grace period).
+    #[must_use]
+    pub fn is_connected_here(&self, user: &Username) -> bool {
+        self.names.contains_key(&self.key(user))
+    }
+
     /// Name keys of local users: joined, or in their grace period (their
     /// names stay theirs).
     #[must_use]
