@@ -268,17 +268,30 @@ pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
+    // A password that is not percent-encoded may hold any character, `/`
+    // and `@` included: what comes before the last `@` is hidden from the
+    // first `:` on (which may hide more than the password, never less).
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
+            format!("{scheme}://{user}{hidden}@{host}")
         }
         None => url.to_string(),
+    }
+}
+
+/// A Redis error in words for the log (the crate's text ends in its
+/// error kind's debug name, and a timeout is an OS error number).
+fn said(e: &redis::RedisError) -> String {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        "Redis refused the password in the URL".into()
+    } else if e.is_timeout() {
+        "Redis did not answer in time".into()
+    } else if e.is_connection_refusal() {
+        "connection refused".into()
+    } else {
+        e.to_string()
     }
 }
 
@@ -348,8 +361,11 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
 /// without its password, and nothing of the key).
 pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
     let shown = redacted(url);
-    let client =
-        redis::Client::open(url).map_err(|e| format!("invalid Redis URL '{shown}': {e}"))?;
+    let client = redis::Client::open(url).map_err(|_| {
+        format!(
+            "invalid Redis URL '{shown}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)"
+        )
+    })?;
     if tls.ca.is_none() && tls.identity.is_none() {
         return Ok(client);
     }
@@ -646,7 +662,7 @@ impl Cluster {
                 self.keep_stream_in_budget(c, &mut trim_logged);
             }
             if let Err(e) = result {
-                warn!("cannot publish to the cluster: {e}");
+                warn!("cannot publish to the cluster: {}", said(&e));
                 con = None;
                 thread::sleep(Duration::from_millis(100));
             }
@@ -996,7 +1012,11 @@ impl Cluster {
                 Err(e) => {
                     con = None;
                     if self.up.swap(false, Ordering::SeqCst) || !warned {
-                        warn!("cluster: Redis at {} is unreachable: {e}", self.shown_url);
+                        warn!(
+                            "cluster: Redis at {} is unreachable: {}",
+                            self.shown_url,
+                            said(&e)
+                        );
                         hub.with(&mut |hub| {
                             hub.notice_all(
                                 "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on",
@@ -1552,6 +1572,23 @@ mod tests {
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
+        // Not percent-encoded: `@`, `:`, `/` and `#` in the password.
+        let raw = "redis://:p@ss:w/rd#1@127.0.0.1:6379";
+        assert_eq!(redacted(raw), "redis://:***@127.0.0.1:6379");
+        let e = client(raw, &RedisTls::default()).map(|_| ()).unwrap_err();
+        assert!(!e.contains("ss:w") && !e.contains("rd#1"), "{e}");
+        assert!(!e.contains("InvalidClientConfig"), "{e}");
+    }
+
+    #[test]
+    fn redis_errors_are_said_in_words() {
+        let auth = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(said(&auth), "Redis refused the password in the URL");
+        let slow = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+        assert_eq!(said(&slow), "Redis did not answer in time");
     }
 
     /// Settings for the Redis at `url`, without a CA.
