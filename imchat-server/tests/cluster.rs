@@ -2070,6 +2070,38 @@ fn a_session_moves_to_a_server_with_a_password_for_a_client_that_gives_it() {
 }
 
 #[test]
+fn cut_off_a_server_with_a_password_checks_it_before_anything_of_the_cluster() {
+    let Some(redis) = Redis::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "open sesame\n").unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let a = Server::start_with_env(
+        &format!("redis://{}", proxy.addr),
+        0,
+        &[],
+        &["--password-file", file.to_str().unwrap()],
+    );
+    proxy.cut();
+    let deadline = Instant::now() + WAIT;
+    while !a.log().contains("is unreachable") {
+        assert!(Instant::now() < deadline, "the cut was never noticed");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // No password, then a wrong one: refused for it, not told of the cluster.
+    let mut p = Peer::connect(a.addr);
+    let (code, reason) = p.hello("stranger").unwrap_err();
+    assert_eq!(code, RefuseCode::PASSWORD_REQUIRED, "{reason}");
+    let mut p = Peer::connect(a.addr);
+    p.send(&ClientMessage::Auth {
+        server: imchat_core::Secret::new("guess"),
+        account: None,
+    });
+    let (code, reason) = p.hello("stranger").unwrap_err();
+    assert_eq!(code, RefuseCode::WRONG_PASSWORD, "{reason}");
+}
+
+#[test]
 fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
     let Some(redis) = Redis::start() else { return };
     let a = Server::start(&redis.url());

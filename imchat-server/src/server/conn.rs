@@ -290,7 +290,13 @@ impl Server {
                 },
             ) = (&self.config.cluster, &msg)
             {
-                if !self.lock().hub.is_joined(id) {
+                let (joined, password_ok) = {
+                    let core = self.lock();
+                    (core.hub.is_joined(id), core.hub.passes_server_password(id))
+                };
+                // Without the server's password the hub refuses the Hello
+                // for it: nothing of the cluster is asked, or told.
+                if !joined && password_ok {
                     // A session of another server: taken over (its name
                     // with it) if the token is its own; the hub then
                     // resumes it as one of its own.

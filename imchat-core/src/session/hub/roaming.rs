@@ -220,6 +220,15 @@ impl Hub {
     /// needs its password.
     #[must_use]
     pub fn sessions_may_move(&self, client: ClientId) -> bool {
+        self.passes_server_password(client)
+    }
+
+    /// True when `client` passes the server password check of its `Hello`
+    /// (none is asked, or it gave the right one in its `Auth`): a frontend
+    /// claims a name elsewhere (in a cluster) only for such a `Hello`; the
+    /// hub refuses any other for its password.
+    #[must_use]
+    pub fn passes_server_password(&self, client: ClientId) -> bool {
         !self.auth.asks_password() || self.gave_server_password(client)
     }
 
