@@ -1226,6 +1226,13 @@ impl Cluster {
             .arg(self.lease_ms())
             .ignore();
         pipe.query::<()>(con)?;
+        // A Redis that lost its data lost the sessions' records too: without
+        // them no session of ours could resume on another server.
+        let mut tokens = Vec::new();
+        hub.with(&mut |hub| tokens = hub.local_session_tokens());
+        for (user, token) in tokens.iter().filter(|(u, _)| !lost.contains(u)) {
+            sessions::restore(user, token, self.id, self.session_ms()).query::<()>(con)?;
+        }
         for (_, user) in local {
             if !lost.contains(user) {
                 self.enqueue(ClusterEvent::Joined {

@@ -1256,6 +1256,43 @@ fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Pee
 }
 
 #[test]
+fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    // A new, empty Redis: the servers rejoin, and a gives its sessions back.
+    redis.restart();
+    let mut con = redis_con(&redis);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let records: Vec<String> = redis::cmd("KEYS")
+            .arg("imchat:sess:*")
+            .query(&mut con)
+            .unwrap();
+        if records.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sessions' records are not back: {records:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    bob.wait_who(&["alice", "bob"], WAIT);
+    a.kill9();
+    bob.say(Some("alice"), "after the crash");
+    // Past a's lease and b's check: b knows it is dead.
+    thread::sleep(Duration::from_secs(3));
+    let mut back = resume_on(&mut alice, b.addr);
+    back.wait_chat("after the crash");
+}
+
+#[test]
 fn a_session_resumes_on_another_server_after_its_server_is_killed() {
     let Some(redis) = Redis::start() else { return };
     let ((a, b, _c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);

@@ -82,6 +82,30 @@ end
 return redis.call('HSET', KEYS[1], 'k', ARGV[1])
 ";
 
+/// Writes the session `KEYS[1]` (user `ARGV[1]`, token hash `ARGV[2]`, on
+/// server `ARGV[3]`, kept `ARGV[4]` ms) unless Redis has a record of it:
+/// a server rejoining a Redis that lost its data gives its sessions back,
+/// and leaves alone any that moved or that another server wrote since.
+const RESTORE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'h', ARGV[2], 's', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+";
+
+/// The command that runs [`RESTORE`] for `user`'s session with `token`,
+/// on server `server`, kept `ms` milliseconds.
+pub(super) fn restore(user: &Username, token: &ResumeToken, server: u64, ms: u64) -> redis::Cmd {
+    let mut cmd = on_session(RESTORE, user);
+    cmd.arg(user.as_str())
+        .arg(token_hash(token))
+        .arg(server)
+        .arg(ms);
+    cmd
+}
+
 /// The command that runs [`KICK`] for `user`'s session, kicked `text`.
 pub(super) fn kick(user: &Username, text: &str) -> redis::Cmd {
     let mut cmd = on_session(KICK, user);
@@ -152,25 +176,30 @@ impl Cluster {
             return None;
         }
         let mut slot = lock(&self.claims);
-        if slot.is_none() {
-            *slot = self.connect().ok();
-        }
-        let con = slot.as_mut()?;
-        let answer: redis::RedisResult<Vec<Value>> = Script::new(TAKE)
-            .key(sess_key(key))
-            .key(name_key(key))
-            .arg(token_hash(token))
-            .arg(self.id)
-            .arg(self.lease_ms())
-            .arg(self.session_ms())
-            .invoke(con);
-        let reply = match answer {
-            Ok(r) => r,
-            Err(_) => {
-                *slot = None;
-                return None;
+        // Twice: the kept connection may be one to a Redis that restarted.
+        let mut reply = None;
+        for _ in 0..2 {
+            if slot.is_none() {
+                *slot = self.connect().ok();
             }
-        };
+            let con = slot.as_mut()?;
+            let answer: redis::RedisResult<Vec<Value>> = Script::new(TAKE)
+                .key(sess_key(key))
+                .key(name_key(key))
+                .arg(token_hash(token))
+                .arg(self.id)
+                .arg(self.lease_ms())
+                .arg(self.session_ms())
+                .invoke(con);
+            match answer {
+                Ok(r) => {
+                    reply = Some(r);
+                    break;
+                }
+                Err(_) => *slot = None,
+            }
+        }
+        let reply = reply?;
         let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
         match reply.as_slice() {
             [ok, from, user] if redis::from_redis_value_ref::<i64>(ok).ok() == Some(1) => {

@@ -376,6 +376,21 @@ impl Hub {
         self.names.contains_key(&self.key(user))
     }
 
+    /// The resumable sessions of local users (joined, or in their grace
+    /// period) with their current tokens: what a server writes to the
+    /// cluster again when the cluster's store lost them. Empty when
+    /// sessions are not resumable.
+    #[must_use]
+    pub fn local_session_tokens(&self) -> Vec<(Username, ResumeToken)> {
+        if !self.resume_enabled() {
+            return Vec::new();
+        }
+        self.sessions
+            .values()
+            .map(|s| (s.user.clone(), s.token))
+            .collect()
+    }
+
     /// Name keys of local users: joined, or in their grace period (their
     /// names stay theirs).
     #[must_use]
