@@ -1256,6 +1256,35 @@ fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Pee
 }
 
 #[test]
+fn a_server_restarted_with_its_database_reads_on_from_where_it_stopped() {
+    let Some(redis) = Redis::start() else { return };
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let mut a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    bob.say(None, "before");
+    alice.wait_chat("before");
+    signal(a.child.id(), "-TERM");
+    let _ = a.child.wait();
+    for i in 0..3 {
+        bob.say(None, &format!("while a was down {i}"));
+    }
+    bob.wait_who(&["bob"], WAIT);
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let mut back = resume_on(&mut alice, a2.addr);
+    for i in 0..3 {
+        back.wait_chat(&format!("while a was down {i}"));
+    }
+    // And a newcomer there finds them in the room's history.
+    let mut carol = Peer::join(a2.addr, "carol");
+    carol.wait_chat("while a was down 2");
+}
+
+#[test]
 fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
     let Some(mut redis) = Redis::start() else {
         return;

@@ -248,13 +248,23 @@ impl Cluster {
         self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
         let mut count = 0;
         let mut log_bytes = 0;
-        let mut empty = false;
+        let mut own_last = MessageId(0);
         hub.with(&mut |hub| {
             hub.set_epoch(epoch);
             count = hub.limits().log_entries.min(super::BUS_MAXLEN);
             log_bytes = hub.limits().log_bytes;
-            empty = hub.last_id() == MessageId(0);
+            own_last = hub.last_id();
         });
+        let empty = own_last == MessageId(0);
+        // A history of its own (its database, from an earlier run in this
+        // cluster) reads on from where it stopped, if the stream still
+        // holds that position: what the others said meanwhile reaches its
+        // log and its users that resume here.
+        if let Some(from) = reading_on(con, own_last)? {
+            self.read_pos
+                .fetch_max(own_last.0 & !1023, std::sync::atomic::Ordering::SeqCst);
+            return Ok(from);
+        }
         // A hub with a history of its own needs only the newest position.
         let (count, log_bytes) = if empty { (count, log_bytes) } else { (1, 0) };
         let mut tail = newest_entries(con, count.max(1), log_bytes)?;
@@ -292,6 +302,30 @@ impl Cluster {
         }
         Ok(last)
     }
+}
+
+/// Where a server whose own log ends at `last` reads the stream on from:
+/// that id's stream position (`millis-seq`), when it is one (its log was
+/// kept in this cluster) and the stream still holds it (nothing between
+/// was trimmed); else `None`.
+fn reading_on(con: &mut Connection, last: MessageId) -> redis::RedisResult<Option<String>> {
+    let (ms, seq) = (last.0 >> 22, (last.0 >> 10) & 4095);
+    if ms == 0 {
+        return Ok(None);
+    }
+    let reply: Value = redis::cmd("XRANGE")
+        .arg(BUS)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(con)?;
+    let oldest = super::entry::range_reply(reply)
+        .first()
+        .and_then(|(id, _)| super::entry::position(id));
+    Ok(oldest
+        .filter(|first| first.0 <= last.0)
+        .map(|_| format!("{ms}-{seq}")))
 }
 
 /// The newest `count` entries of the stream, newest first, read a page
