@@ -46,8 +46,8 @@ use crate::resume::SessionFile;
 use crate::servers::{Server, Servers};
 use crate::ui;
 use crate::view::{
-    human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status, TransferView,
-    UserInput, View,
+    byte_count, human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status,
+    TransferView, UserInput, View,
 };
 
 /// How long one connection attempt may take.
@@ -306,7 +306,8 @@ struct App {
     /// Who is online, by [`Username::key`]: seeded by a `/who` on each
     /// connect, then kept by joins and leaves.
     roster: Mutex<BTreeMap<String, String>>,
-    /// Downloads and pushes of ours that failed (the exit code says so).
+    /// Downloads and pushes of ours that failed (a script's exit code says
+    /// so).
     failed_transfers: AtomicUsize,
     /// Input comes from a script (not a terminal): leaving waits for
     /// the answers to what it asked for.
@@ -837,11 +838,15 @@ impl App {
         self.failed_transfers.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The end of a normal quit: 0, unless transfers of ours failed.
+    /// The end of a normal quit: 0, unless a script's transfers failed.
+    ///
+    /// A script learns of a failed download or push only from the exit
+    /// code. A user in the terminal saw each failure when it happened, and
+    /// quitting is not a failure: `/quit` there exits 0 (SPEC §2).
     fn quit_result(&self) -> Result<(), ClientError> {
         match self.failed_transfers.load(Ordering::SeqCst) {
-            0 => Ok(()),
-            n => Err(ClientError::TransfersFailed(n)),
+            n if n > 0 && self.scripted => Err(ClientError::TransfersFailed(n)),
+            _ => Ok(()),
         }
     }
 
@@ -1956,8 +1961,9 @@ impl Conn {
             self.app.view.transfer(&view);
         }
         self.app.notice(&format!(
-            "offering {} ({size} bytes); it is sent once accepted",
-            inert(name.as_str())
+            "offering {} ({}); it is sent once accepted",
+            inert(name.as_str()),
+            byte_count(size)
         ));
         let s = self.clone();
         let spawned = spawn("pusher", move || {
@@ -2112,7 +2118,8 @@ impl Conn {
                 app.view.roster(Roster::All(names));
             }
             ClientEvent::FilesAccess { count } => {
-                app.notice(&format!("shared folder access granted: {count} files"));
+                let files = if count == 1 { "file" } else { "files" };
+                app.notice(&format!("shared folder access granted: {count} {files}"));
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
             ClientEvent::Error { code, text } => {
@@ -2196,9 +2203,10 @@ impl Conn {
                 size,
                 reason,
             } => app.notice(&format!(
-                "{} tried to send you {} ({size} bytes), declined: {}",
+                "{} tried to send you {} ({}), declined: {}",
                 inert(from.as_str()),
                 inert(name.as_str()),
+                byte_count(size),
                 inert(&reason)
             )),
             ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
@@ -2253,9 +2261,9 @@ impl Conn {
         drop(listed);
         for f in files {
             self.app.plain(&format!(
-                "    {}  ({} bytes)",
+                "    {}  ({})",
                 inert(f.name.as_str()),
-                f.size
+                byte_count(f.size)
             ));
         }
         if let Some(names) = names {
@@ -2321,10 +2329,11 @@ impl Conn {
         let meter = Meter::new(id, direction, &name, size, offset, Instant::now());
         let view = meter.view.clone();
         let announce = match &from {
-            None => format!("downloading {shown} ({size} bytes)"),
+            None => format!("downloading {shown} ({})", byte_count(size)),
             Some(from) => format!(
-                "{} is sending you {shown} ({size} bytes)",
-                inert(from.as_str())
+                "{} is sending you {shown} ({})",
+                inert(from.as_str()),
+                byte_count(size)
             ),
         };
         t.incoming.insert(
@@ -2346,7 +2355,8 @@ impl Conn {
         self.app.notice(&announce);
         if offset > 0 {
             self.app.notice(&format!(
-                "resuming {shown} after the {offset} bytes already here"
+                "resuming {shown} after the {} already here",
+                byte_count(offset)
             ));
         }
     }
@@ -2460,11 +2470,13 @@ impl Conn {
             (Ok(to), from) => {
                 let path = inert(&to.display().to_string()).into_owned();
                 match from {
-                    None => self
-                        .app
-                        .notice(&format!("downloaded {shown} ({size} bytes) to {path}")),
+                    None => self.app.notice(&format!(
+                        "downloaded {shown} ({}) to {path}",
+                        byte_count(size)
+                    )),
                     Some(from) => self.app.notice(&format!(
-                        "received {shown} ({size} bytes) from {}, saved to {path}",
+                        "received {shown} ({}) from {}, saved to {path}",
+                        byte_count(size),
                         inert(from.as_str())
                     )),
                 }

@@ -51,7 +51,8 @@ Environment:
 Exit codes:
   0  /quit, /exit or end of input
   1  the server cannot be reached or refuses the name, the connection is
-     lost, a transfer failed, or a script's answers did not come
+     lost, or (piped or --json: a script) a transfer it started failed or
+     its answers did not come
   2  bad arguments";
 
 /// The imchat client: chat with the users of an imchat server, download its

@@ -182,6 +182,15 @@ pub trait View: Send + Sync {
     fn finish(&self, last_words: Option<&str>);
 }
 
+/// A count of bytes: `1 byte`, `0 bytes`, `20 bytes`.
+pub fn byte_count(bytes: u64) -> String {
+    if bytes == 1 {
+        "1 byte".to_owned()
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// A size for people: bytes, or KiB, MiB, GiB with one decimal.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
@@ -190,7 +199,7 @@ pub fn human_size(bytes: u64) -> String {
             return format!("{:.1} {unit}", bytes as f64 / n as f64);
         }
     }
-    format!("{bytes} bytes")
+    byte_count(bytes)
 }
 
 /// A duration for people, to the second: `45s`, `2m05s`, `1h02m03s`.
@@ -238,6 +247,10 @@ mod tests {
     #[test]
     fn sizes_and_durations_read_as_people_write_them() {
         assert_eq!(human_size(999), "999 bytes");
+        assert_eq!(human_size(1), "1 byte");
+        assert_eq!(human_size(0), "0 bytes");
+        assert_eq!(byte_count(1), "1 byte");
+        assert_eq!(byte_count(2), "2 bytes");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(2 << 30), "2.0 GiB");
         assert_eq!(human_duration(Duration::from_millis(44_600)), "45s");

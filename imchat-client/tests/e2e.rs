@@ -171,9 +171,11 @@ fn who_lists_everyone_sorted_ignoring_case() {
 #[test]
 fn files_lists_the_shared_folder_with_sizes() {
     let w = World::new("files");
+    // One byte is `1 byte`, not `1 bytes`.
+    fs::write(w.shared().join("one-byte.txt"), b"1").expect("write a shared file");
     let mut alice = w.client("alice");
     let files = list_files(&w.shared());
-    assert!(files.len() >= 4, "sample files missing: {files:?}");
+    assert!(files.len() >= 5, "sample files missing: {files:?}");
     alice.send("/files");
     alice.expect_line(&format!(
         "*** shared folder access granted: {} files",
@@ -181,11 +183,13 @@ fn files_lists_the_shared_folder_with_sizes() {
     ));
     let head = alice.expect_line("*** shared files:");
     for (name, size) in &files {
-        alice.expect_from(
-            head + 1,
-            &format!("listing {name} with {size} bytes"),
-            |l| l == format!("    {name}  ({size} bytes)"),
-        );
+        let shown = match size {
+            1 => "1 byte".to_owned(),
+            n => format!("{n} bytes"),
+        };
+        alice.expect_from(head + 1, &format!("listing {name} with {shown}"), |l| {
+            l == format!("    {name}  ({shown})")
+        });
     }
 }
 

@@ -686,6 +686,21 @@ fn ctrl_c_clears_then_warns_then_quits() {
     );
 }
 
+/// A failed download is shown when it fails; a later `/quit` in the
+/// terminal is still a normal quit, exit code 0 (a script's run keeps
+/// exit code 1: `a_script_exits_non_zero_when_the_server_dies_or_a_transfer_fails`).
+#[test]
+fn quit_after_a_failed_download_exits_zero() {
+    let w = World::new("scr-quit-failed");
+    let mut t = start(&w, "alice", 80, 24);
+    t.type_str("/download nothere.txt\r");
+    t.wait_screen("the failed download", |s| {
+        s.contains("transfer of nothere.txt failed")
+    });
+    t.type_str("/quit\r");
+    t.expect_exit_code(0);
+}
+
 #[test]
 fn ctrl_d_deletes_in_a_line_and_quits_on_an_empty_one() {
     let w = World::new("scr-ctrld");

@@ -1,6 +1,8 @@
 //! Layout and drawing: the chat pane (with the nick list), the transfers
 //! area, the status line and the input, drawn from the [`Model`] each frame.
 
+use std::borrow::Cow;
+
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -16,6 +18,9 @@ use crate::view::Entry;
 const INPUT_ROWS: u16 = 3;
 /// Most rows of the transfers area.
 const TRANSFER_ROWS: usize = 5;
+/// A tab in a text moves it on to the next multiple of this many columns
+/// from the text's start, as a terminal's tab stops do.
+const TAB_STOP: usize = 8;
 /// The nick list's width, its border included.
 const NICKLIST_WIDTH: u16 = 16;
 /// Narrower than this, the nick list stays hidden.
@@ -62,6 +67,32 @@ pub fn grapheme_width(g: &str) -> usize {
 /// The columns a text takes.
 pub fn text_width(text: &str) -> usize {
     text.graphemes(true).map(grapheme_width).sum()
+}
+
+/// `text` with each tab expanded to the blanks that reach the next tab
+/// stop (every [`TAB_STOP`] columns from the text's start). A tab is the
+/// one control character a chat text keeps (`inert` leaves it), and the
+/// screen does not draw control characters: unexpanded, `tab\there` would
+/// show as `tabhere`. As blanks, the wrapping counts them and may break
+/// there.
+fn expand_tabs(text: &str) -> Cow<'_, str> {
+    if !text.contains('\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + TAB_STOP);
+    let mut col = 0;
+    // A tab is a grapheme of its own (Unicode breaks around controls).
+    for g in text.graphemes(true) {
+        if g == "\t" {
+            let blanks = TAB_STOP - col % TAB_STOP;
+            out.extend(std::iter::repeat_n(' ', blanks));
+            col += blanks;
+        } else {
+            out.push_str(g);
+            col += grapheme_width(g);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The parts of the screen.
@@ -324,7 +355,7 @@ fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
         format!("{} ", shown.stamp),
         Style::new().fg(Color::DarkGray),
     )];
-    let text_part = |text: &str, style: Style| (text.to_owned(), style);
+    let text_part = |text: &str, style: Style| (expand_tabs(text).into_owned(), style);
     match &shown.entry {
         Entry::Chat(chat) => {
             let history = chat.history;
@@ -505,6 +536,28 @@ mod tests {
         assert_eq!(rows[1], "            fox jumps over the");
         assert_eq!(rows[2], "            lazy dog");
         assert!(rows.iter().all(|r| text_width(r) <= 30));
+    }
+
+    #[test]
+    fn tabs_show_as_blanks_to_the_next_tab_stop() {
+        assert_eq!(expand_tabs("tab\there"), "tab     here");
+        assert_eq!(expand_tabs("日本\tx"), "日本    x");
+        assert_eq!(expand_tabs("a\t\tb"), format!("a{}b", " ".repeat(15)));
+        assert_eq!(expand_tabs("no tab"), "no tab");
+
+        let (_, stamp) = when();
+        let mut m = model();
+        m.show(Entry::Chat(chat("bob", "tab\there")));
+        m.show(Entry::Chat(chat("bob", "one\ttwo\tthree\tfour")));
+        let mut t = terminal(30, 8);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], format!("{stamp} <bob> tab     here"), "{rows:#?}");
+        // Blanks from a tab count in the wrapping, which may break there.
+        assert_eq!(rows[1], format!("{stamp} <bob> one     two"), "{rows:#?}");
+        assert_eq!(rows[2], "            three   four", "{rows:#?}");
+        assert!(rows.iter().all(|r| text_width(r) <= 30));
+        let heights: Vec<usize> = m.entries().iter().map(|e| e.height("alice", 30)).collect();
+        assert_eq!(heights, [1, 2], "the rows counted are the rows drawn");
     }
 
     #[test]
