@@ -95,6 +95,31 @@ fn expand_tabs(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` with every zero-width joiner that joins nothing shown as
+/// `\u{200d}`. `inert` keeps a joiner between two visible characters, for
+/// emoji sequences (👩‍💻); but where Unicode's grapheme rules (UAX #29)
+/// do not make the two one cluster (`a`, joiner, `b`), terminals differ on
+/// the width they give it (tmux draws `a` and `b` in one cell), and the
+/// screen and the terminal then disagree on where each cell is. Such a
+/// joiner ends the cluster of the character before it.
+fn loose_joiners(text: &str) -> Cow<'_, str> {
+    const ZWJ: char = '\u{200d}';
+    if !text.contains(ZWJ) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for g in text.graphemes(true) {
+        match g.strip_suffix(ZWJ) {
+            Some(base) => {
+                out.push_str(base);
+                out.push_str("\\u{200d}");
+            }
+            None => out.push_str(g),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The parts of the screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Areas {
@@ -355,7 +380,8 @@ fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
         format!("{} ", shown.stamp),
         Style::new().fg(Color::DarkGray),
     )];
-    let text_part = |text: &str, style: Style| (expand_tabs(text).into_owned(), style);
+    let text_part =
+        |text: &str, style: Style| (expand_tabs(&loose_joiners(text)).into_owned(), style);
     match &shown.entry {
         Entry::Chat(chat) => {
             let history = chat.history;
@@ -536,6 +562,30 @@ mod tests {
         assert_eq!(rows[1], "            fox jumps over the");
         assert_eq!(rows[2], "            lazy dog");
         assert!(rows.iter().all(|r| text_width(r) <= 30));
+    }
+
+    #[test]
+    fn a_joiner_that_joins_nothing_is_shown_and_an_emoji_sequence_kept() {
+        assert_eq!(loose_joiners("a\u{200d}b"), "a\\u{200d}b");
+        assert_eq!(loose_joiners("日\u{200d}本"), "日\\u{200d}本");
+        assert_eq!(loose_joiners("a\u{200d}💻"), "a\\u{200d}💻");
+        for kept in [
+            "coder 👩\u{200d}💻",
+            "family 👨\u{200d}👩\u{200d}👧",
+            "plain",
+        ] {
+            assert_eq!(loose_joiners(kept), kept);
+        }
+        let (_, stamp) = when();
+        let mut m = model();
+        m.show(Entry::Chat(chat("bob", "a\u{200d}b 日本語")));
+        let mut t = terminal(40, 4);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(
+            rows[0],
+            format!("{stamp} <bob> a\\u{{200d}}b 日本語"),
+            "{rows:#?}"
+        );
     }
 
     #[test]
