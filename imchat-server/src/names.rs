@@ -1,6 +1,7 @@
 //! When two usernames are the same user: the rule the server gives its hub.
 
 use imchat_core::Username;
+use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::confusable_detection::skeleton;
 
@@ -10,7 +11,43 @@ use unicode_security::confusable_detection::skeleton;
 /// they look like). Two names with the same key cannot be online at once.
 pub fn key(name: &Username) -> String {
     let folded: String = name.as_str().nfkc().collect::<String>().to_lowercase();
+    // Unicode lowercases the Turkish `İ` (U+0130) to `i` and a combining
+    // dot above, which draws as `i` (the dot merges with its own) and
+    // which the confusable table does not fold: `ALİCE` would be `alice`.
+    let folded = folded.replace("i\u{307}", "i");
     skeleton(&folded).collect()
+}
+
+/// Combining marks allowed in a row: enough for any script's stacked
+/// vowel signs and tones (Vietnamese `ệ` decomposed takes two), not for
+/// a tower of marks over the line.
+const MAX_MARKS_IN_A_ROW: usize = 4;
+
+/// The server's rule for names beyond the protocol's (given to its hub):
+/// a name may not start with a combining mark (alone it shows as nothing,
+/// or sits on the character before it: several such users would look
+/// alike, or empty), nor stack more than [`MAX_MARKS_IN_A_ROW`] marks.
+pub fn check(name: &Username) -> Result<(), String> {
+    let mut marks = 0;
+    for (i, c) in name.as_str().chars().enumerate() {
+        if !is_combining_mark(c) {
+            marks = 0;
+            continue;
+        }
+        if i == 0 {
+            return Err(format!(
+                "it starts with a combining mark (U+{:04X}), which does not show on its own",
+                u32::from(c)
+            ));
+        }
+        marks += 1;
+        if marks > MAX_MARKS_IN_A_ROW {
+            return Err(format!(
+                "more than {MAX_MARKS_IN_A_ROW} combining marks in a row"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -30,6 +67,28 @@ mod tests {
             assert_eq!(k(fake), alice, "{fake}");
         }
         assert_eq!(k("bοb"), k("bob"));
+        // The Turkish dotted capital lowercases to i and a dot above.
+        assert_eq!(k("ALİCE"), alice);
+        assert_eq!(k("İ"), k("i"));
+    }
+
+    #[test]
+    fn a_name_may_not_start_with_a_mark_nor_stack_them() {
+        let c = |s: &str| super::check(&Username::new(s).unwrap());
+        for bad in ["\u{345}", "\u{345}\u{345}", "\u{93f}", "\u{93f}bob"] {
+            assert!(c(bad).is_err(), "{bad:?}");
+        }
+        assert!(c(&format!("a{}", "\u{345}".repeat(5))).is_err());
+        for good in [
+            "alice",
+            "Zoë",
+            "việt",
+            "क\u{93f}",
+            "a\u{345}\u{345}",
+            "山田",
+        ] {
+            assert_eq!(c(good), Ok(()), "{good:?}");
+        }
     }
 
     #[test]

@@ -1241,6 +1241,7 @@ pub fn run(
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
+    hub.set_name_check(crate::names::check);
     hub.set_token_source(Box::new(random_token));
     hub.set_server_password(config.password.clone());
     hub.set_accounts(config.accounts.is_some());

@@ -979,8 +979,9 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     let srv = Server::start(&[]);
     let _alice = Raw::join(srv.addr, "alice");
     let _bob = Raw::join(srv.addr, "bob");
-    // Cyrillic а, fullwidth, mathematical bold, circled, and a Greek ο.
-    for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "bοb"] {
+    // Cyrillic а, fullwidth, mathematical bold, circled, a Greek ο, and a
+    // Turkish dotted capital I (lowercased: i and a dot above).
+    for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "bοb", "ALİCE"] {
         let mut r = Raw::connect(srv.addr);
         r.send(&ClientMessage::Hello {
             resume: None,
@@ -995,6 +996,28 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     }
     // A name that only looks different stays free for its own user.
     let _alicia = Raw::join(srv.addr, "alicia");
+    srv.assert_serving();
+}
+
+#[test]
+fn names_of_combining_marks_alone_or_stacked_are_refused() {
+    let srv = Server::start(&[]);
+    let stacked = format!("a{}", "\u{345}".repeat(6));
+    for bad in ["\u{345}", "\u{345}\u{345}", "\u{93f}", stacked.as_str()] {
+        let mut r = Raw::connect(srv.addr);
+        r.send(&ClientMessage::Hello {
+            resume: None,
+            version: PROTOCOL_VERSION,
+            username: Username::new(bad).unwrap(),
+        });
+        let got = r.wait_closed();
+        assert!(
+            refused_with(&got, RefuseCode::INVALID_NAME),
+            "{bad:?}: {got:?}"
+        );
+    }
+    // A mark after its letter is fine.
+    let _ki = Raw::join(srv.addr, "क\u{93f}");
     srv.assert_serving();
 }
 

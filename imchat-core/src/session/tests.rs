@@ -4516,3 +4516,29 @@ fn a_target_built_by_hand_past_255_bytes_is_cut_at_a_character() {
         }
     );
 }
+
+#[test]
+fn a_name_check_of_the_server_refuses_a_hello_with_its_reason() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_name_check(|u| {
+        if u.as_str().starts_with('x') {
+            Err("no x first".into())
+        } else {
+            Ok(())
+        }
+    });
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hello(&mut hub, c, "xavier", now);
+    match hub.poll_transmit().unwrap().message {
+        ServerMessage::Refused { code, reason, .. } => {
+            assert_eq!(code, RefuseCode::INVALID_NAME);
+            assert_eq!(reason, "invalid username: no x first");
+        }
+        m => panic!("{m:?}"),
+    }
+    assert!(!hub.is_connected(c));
+    let d = hub.handle_connect(now);
+    hello(&mut hub, d, "yves", now);
+    assert!(hub.is_joined(d));
+}

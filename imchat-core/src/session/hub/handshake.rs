@@ -66,6 +66,14 @@ impl Hub {
             self.refuse(client, RefuseCode::VERSION_MISMATCH, &reason);
             return;
         }
+        if let Err(why) = (self.name_check)(&username) {
+            self.refuse(
+                client,
+                RefuseCode::INVALID_NAME,
+                &format!("invalid username: {why}"),
+            );
+            return;
+        }
         if self.admit_hello(client, &username, resume, now) {
             self.enter(client, username, resume, false, now);
         }

@@ -144,6 +144,8 @@ pub struct Hub {
     report_text: bool,
     /// What makes two names the same user.
     name_key: fn(&Username) -> String,
+    /// An extra rule for the names of `Hello`s (see [`Hub::set_name_check`]).
+    name_check: fn(&Username) -> Result<(), String>,
     transmits: VecDeque<Transmit>,
     /// Joins and leaves waiting to be sent together.
     presence: presence::PresenceBatch,
@@ -194,6 +196,7 @@ impl Hub {
             clock: Instant::now(),
             report_text: false,
             name_key: Username::key,
+            name_check: |_| Ok(()),
             transmits: VecDeque::new(),
             presence: presence::PresenceBatch::default(),
             events: VecDeque::new(),
@@ -251,6 +254,17 @@ impl Hub {
     /// Unicode tables this crate does not carry.
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
+    }
+
+    /// Sets an extra rule for the name of a `Hello`, beyond those of
+    /// [`Username::new`]: a name it refuses (with its reason) is refused
+    /// with [`RefuseCode::INVALID_NAME`](crate::RefuseCode::INVALID_NAME)
+    /// and "invalid username: reason". For rules that need Unicode's
+    /// tables, which this crate does not carry (a name that starts with a
+    /// combining mark shows as nothing, or joins the text before it). The
+    /// default accepts every name.
+    pub fn set_name_check(&mut self, check: fn(&Username) -> Result<(), String>) {
+        self.name_check = check;
     }
 
     /// The key of `name` under the name rule in force.
