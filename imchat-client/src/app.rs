@@ -2226,6 +2226,7 @@ impl Conn {
                 if code == NoticeCode::REGISTERED
                     || code == NoticeCode::UNREGISTERED
                     || code == NoticeCode::DONE
+                    || code == NoticeCode::CLUSTER_BACK
                 {
                     app.notice(&text);
                 } else {

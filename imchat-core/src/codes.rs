@@ -150,6 +150,11 @@ code_type! {
         /// (within the grace period before): the text is the kick's, as
         /// the others were shown it ("kicked by NAME: reason").
         SESSION_ENDED = 9, "your session was ended";
+        /// Sent to every user of a server of a cluster when the cluster
+        /// is reachable again after an outage (the outage itself is an
+        /// [`ServerMessage::Error`](crate::ServerMessage::Error)): the
+        /// users of other servers are back.
+        CLUSTER_BACK = 10, "the cluster is reachable again";
     }
 }
 

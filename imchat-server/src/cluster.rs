@@ -1001,7 +1001,8 @@ impl Cluster {
                         );
                         if warned {
                             hub.with(&mut |hub| {
-                                hub.notice_all(
+                                hub.tell_all(
+                                    imchat_core::NoticeCode::CLUSTER_BACK,
                                     "the cluster is reachable again: users of other servers are back",
                                 );
                             });

@@ -676,8 +676,14 @@ impl Server {
                     None => "everyone".to_string(),
                 };
                 let plural = if receivers == 1 { "" } else { "s" };
+                // In a cluster the others' receivers are counted by theirs.
+                let here = if self.config.cluster.is_some() {
+                    " on this server"
+                } else {
+                    ""
+                };
                 let mut line = format!(
-                    "routed message {id} from {} to {to} ({receivers} receiver{plural})",
+                    "routed message {id} from {} to {to} ({receivers} receiver{plural}{here})",
                     core.who(from)
                 );
                 if let Some(text) = text {
@@ -835,13 +841,18 @@ impl Server {
                 } else {
                     format!(" ({})", inert(&reason))
                 };
-                self.report.say(format!(
-                    "operator {}: {} {}{why}: {}",
+                let line = format!(
+                    "operator {}: {}{why}: {}",
                     inert(&by),
-                    action.word(),
-                    inert(&target),
+                    format!("{} {}", action.word(), inert(&target)).trim_end(),
                     inert(&outcome)
-                ));
+                );
+                // The console prints its own answer: only the log gets it.
+                if by == "console" {
+                    self.report.log(Level::Info, line);
+                } else {
+                    self.report.say(line);
+                }
             }
             HubEvent::Violation { client, detail } => {
                 self.report.log(

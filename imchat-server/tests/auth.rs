@@ -400,8 +400,9 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     let left =
         watcher.wait_for(|m| matches!(m, ServerMessage::Left(d) if d.user.as_str() == "bob"));
     assert!(matches!(left, ServerMessage::Left(d) if d.text == "kicked by console: too loud"));
-    srv.proc
-        .expect("operator console: kick bob (too loud): kicked bob");
+    // The console answers once; the log keeps who did what.
+    srv.proc.expect("kicked bob");
+    srv.wait_logged("operator console: kick bob (too loud): kicked bob");
     // The console's line for the leave says why, as the others saw it.
     srv.proc.expect("bob left (kicked by console: too loud)");
     // bob may come back after a kick; a ban by name keeps him out.
@@ -427,7 +428,21 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     srv.proc.expect("unbanned 127.0.0.1");
     srv.proc.send("frobnicate");
     srv.proc.expect("unknown command 'frobnicate'");
+    srv.proc.send("help");
+    srv.proc.expect("commands: kick NAME [reason]");
     srv.wait_logged("operator console: ban 127.0.0.1 (testing)");
+    srv.wait_logged("operator console: bans: bans: BOB");
+    // Logged, not printed a second time beside the console's answer.
+    while let Ok(l) = srv.proc.lines.try_recv() {
+        srv.proc.seen.push(l);
+    }
+    let doubled: Vec<&String> = srv
+        .proc
+        .seen
+        .iter()
+        .filter(|l| l.contains("operator console:"))
+        .collect();
+    assert!(doubled.is_empty(), "{doubled:?}");
     srv.assert_serving();
 }
 

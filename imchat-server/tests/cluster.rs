@@ -546,7 +546,7 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     bob.wait_chat("while redis sleeps");
     alice.wait(WAIT, "the all-clear", |g| {
         g.iter().any(
-            |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("reachable again")),
+            |m| matches!(m, ServerMessage::Notice { code, text } if *code == imchat_core::NoticeCode::CLUSTER_BACK && text.contains("reachable again")),
         )
     });
     bob.wait_who(&["alice", "ann", "bob"], WAIT);

@@ -133,16 +133,15 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
     let line = line.trim();
     let line = line.strip_prefix('/').unwrap_or(line);
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    const COMMANDS: &str =
+        "kick NAME [reason], ban NAME|ADDRESS [reason], unban NAME|ADDRESS or bans";
     let action = match word.to_ascii_lowercase().as_str() {
         "kick" => OpAction::Kick,
         "ban" => OpAction::Ban,
         "unban" => OpAction::Unban,
         "bans" => OpAction::Bans,
-        _ => {
-            return Err(format!(
-                "unknown command '{word}': use kick NAME [reason], ban NAME|ADDRESS [reason], unban NAME|ADDRESS or bans"
-            ))
-        }
+        "help" | "?" => return Err(format!("commands: {COMMANDS}")),
+        _ => return Err(format!("unknown command '{word}': use {COMMANDS}")),
     };
     let rest = rest.trim();
     let (target, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));

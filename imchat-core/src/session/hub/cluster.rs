@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{ClientId, Hub, HubEvent};
+use crate::codes::NoticeCode;
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
     ChatKind, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, ResumeToken,
@@ -485,6 +486,21 @@ impl Hub {
             ServerMessage::Error {
                 code: ErrorCode::INTERNAL,
                 client_id: 0,
+                text: text.to_string(),
+            },
+        );
+    }
+
+    /// Sends every local member a [`ServerMessage::Notice`] with `code`
+    /// and `text` (news that is not an error, such as the cluster being
+    /// reachable again).
+    pub fn tell_all(&mut self, code: NoticeCode, text: &str) {
+        let members = self.member_list();
+        self.send_many(
+            members,
+            None,
+            ServerMessage::Notice {
+                code,
                 text: text.to_string(),
             },
         );
