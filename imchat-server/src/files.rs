@@ -93,6 +93,26 @@ impl SharedDir {
         Ok(files)
     }
 
+    /// The names of the folder's entries that cannot be offered because
+    /// the name itself breaks the file-name rules (a control character,
+    /// a bidirectional override, a reserved name…), shown inert, sorted:
+    /// [`list`](Self::list) leaves them out, and the operator should know
+    /// why a file is missing.
+    pub fn unnamable(&self) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = fs::read_dir(&self.root)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+            .filter_map(|e| match e.file_name().into_string() {
+                Ok(name) => FileName::new(name.as_str())
+                    .is_err()
+                    .then(|| inert(&name).into_owned()),
+                Err(raw) => Some(inert(&raw.to_string_lossy()).into_owned()),
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The path to open for `name` and the metadata of what was checked
     /// there (not following links), or why it may not be served.
     fn resolve(&self, name: &FileName) -> Result<(PathBuf, Metadata), Refusal> {
@@ -226,6 +246,21 @@ mod tests {
         let mut s = String::new();
         f.read_to_string(&mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn names_that_cannot_be_offered_are_named_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["ok.txt", "new\nline.txt", "rtl\u{202e}gnp.txt", "con.txt"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub\ndir")).unwrap();
+        let shared = SharedDir::open(dir.path()).unwrap();
+        assert_eq!(
+            shared.unnamable().unwrap(),
+            ["con.txt", "new^Jline.txt", "rtl\\u{202e}gnp.txt"]
+        );
+        assert_eq!(shared.list().unwrap().len(), 1);
     }
 
     #[test]

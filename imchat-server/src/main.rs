@@ -591,6 +591,17 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         choice.source,
         shared.root().display()
     );
+    if let Ok(left_out) = shared.unnamable() {
+        if !left_out.is_empty() {
+            let line = format!(
+                "shared folder: {} file(s) left out, their names cannot be sent (control, invisible or reserved characters, or a device name): {}",
+                left_out.len(),
+                left_out.join(", ")
+            );
+            report::print_line(&line);
+            log::info!("{line}");
+        }
+    }
     let config = server::Config {
         limits,
         welcome: cli.welcome,
