@@ -580,9 +580,15 @@ impl Hub {
         }
         let text = removal_text("banned", by, reason);
         let removed = self.enforce_ban(&target, &text);
+        // In a cluster each server disconnects its own users the ban names.
+        let others = if self.remote.enabled {
+            " here; the other servers disconnect theirs"
+        } else {
+            ""
+        };
         (
             NoticeCode::DONE,
-            format!("banned {target} ({removed} disconnected)"),
+            format!("banned {target} ({removed} disconnected{others})"),
         )
     }
 
