@@ -2098,6 +2098,13 @@ impl Conn {
                     .map(|why| format!(" ({})", inert(why)))
                     .unwrap_or_default();
                 app.notice(&format!("{user} has left{why}"));
+                // Lines still go to them: say so once, not as an error per line.
+                if matches!(&*lock(&app.mode), Mode::Unicast(to) if to.key() == departure.user.key())
+                {
+                    app.notice(&format!(
+                        "your lines still go to {user}, who is not online: /mode broadcast to talk to everyone"
+                    ));
+                }
             }
             ClientEvent::Who { users } => {
                 let names: Vec<String> = users

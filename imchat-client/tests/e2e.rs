@@ -125,7 +125,7 @@ fn mode_switching() {
     let w = World::new("mode");
     let mut alice = w.client("alice");
     let bob = w.client("bob");
-    let carol = w.client("carol");
+    let mut carol = w.client("carol");
     alice.send("/mode unicast bob");
     alice.expect_line("*** mode: unicast to bob");
     alice.send("just for bob");
@@ -139,6 +139,13 @@ fn mode_switching() {
     bob.assert_no_line("unicast mode sends privately", |l| {
         l == "<alice> just for bob"
     });
+    // The one the mode names leaves: alice is told where her lines go.
+    alice.send("/mode unicast carol");
+    alice.expect_line("*** mode: unicast to carol");
+    carol.send("/quit");
+    alice.expect_line(
+        "*** your lines still go to carol, who is not online: /mode broadcast to talk to everyone",
+    );
 }
 
 #[test]
