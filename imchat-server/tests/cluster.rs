@@ -1141,25 +1141,35 @@ fn a_server_stopped_gracefully_announces_its_users_at_once() {
     let _bob = Peer::join(a.addr, "bob");
 }
 
-#[test]
-fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
-    let Some(redis) = Redis::start() else { return };
+/// Server a (behind a proxy) and b of `redis`, with sessions resumable
+/// for `grace` seconds; a's alice and b's bob. a is cut off from Redis
+/// until its alice's claim ran out and b's "Alice" joined, then healed:
+/// a's alice must be told the name went to the claim holder. Returns b's
+/// bob and Alice, with what must stay alive.
+fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Server, Peer, Peer) {
     let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
-    let a = Server::start(&format!("redis://{}", proxy.addr));
-    let b = Server::start(&redis.url());
+    let a = Server::start_with_grace(&format!("redis://{}", proxy.addr), grace);
+    let b = Server::start_with_grace(&redis.url(), grace);
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     proxy.cut();
     bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
     // Server a's claim ran out with its lease: the name is free on b.
-    let mut other = Peer::join(b.addr, "Alice");
+    let other = Peer::join(b.addr, "Alice");
     proxy.restore();
     // Back in the cluster, a finds the name taken: its alice is told and
     // disconnected; b's keeps it.
     alice.wait(WAIT, "the reason", |g| {
         g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("taken on another server")))
     });
+    (proxy, a, b, bob, other)
+}
+
+#[test]
+fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
+    let Some(redis) = Redis::start() else { return };
+    let (_proxy, _a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 0);
     bob.wait_who(&["Alice", "bob"], WAIT);
     other.say(None, "still here");
     bob.wait_chat("still here");
@@ -1167,22 +1177,10 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
 
 #[test]
 fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessions_on() {
-    // As above, with resumable sessions: the newcomer's session record is
-    // on b too, so it is not a session that moved.
+    // With resumable sessions the newcomer's session record is on b too,
+    // so it is not a session that moved.
     let Some(redis) = Redis::start() else { return };
-    let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
-    let a = Server::start_with_grace(&format!("redis://{}", proxy.addr), 1);
-    let b = Server::start_with_grace(&redis.url(), 1);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
-    proxy.cut();
-    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
-    let mut other = Peer::join(b.addr, "Alice");
-    proxy.restore();
-    alice.wait(WAIT, "the reason", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("taken on another server")))
-    });
+    let (_proxy, a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 1);
     // Both servers list b's Alice, and a message to the name reaches her.
     let mut carol = Peer::join(a.addr, "carol");
     carol.wait_who(&["Alice", "bob", "carol"], WAIT);
