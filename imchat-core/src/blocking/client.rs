@@ -62,8 +62,12 @@ pub struct ConnectOptions {
     /// [`ClientEvent::ContinuityLost`] (`None`: a new session).
     pub resume: Option<SavedSession>,
     /// Keep to the server's rate limit: an intent that would go over it
-    /// (a burst of `send_chat`, say) first waits, reading meanwhile, until
-    /// the server will take it (`true`). The server slows a client that
+    /// (a burst of `send_chat`, say) first waits until the server will
+    /// take it (`true`). The wait reads (answering the server's pings)
+    /// until something arrives for [`Client::next_event`], and no further:
+    /// download data is not acknowledged before it is handed out. Chat
+    /// messages sent again after a [`Client::reconnect`] go at the same
+    /// pace. The server slows a client that
     /// sends faster, and disconnects one that goes on doing so; its
     /// unacknowledged messages past the session's limit come back as
     /// [`ClientEvent::NotSent`]. With `false`, see
@@ -114,8 +118,8 @@ pub enum ConnectError {
     Transport(TransportError),
     /// The server's answer does not decode: it is not an imchat server, or
     /// it speaks TLS (connect over a TLS stream: see [`Client::over`]).
-    #[error("the server's answer is not imchat (a TLS server needs a TLS connection): {0}")]
-    NotImchat(DecodeError),
+    #[error("the server's answer is not imchat (a TLS server needs a TLS connection)")]
+    NotImchat(#[source] DecodeError),
     /// Someone online already has this name. It may be this program's
     /// own earlier session, kept for a resume for the server's grace
     /// period after its connection was lost: take it back with
@@ -348,6 +352,14 @@ const NOT_WELCOMED: ServerLimits = ServerLimits {
 /// The shortest socket read timeout: zero means "no timeout" to the OS.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
+/// `wait` from now, or a century from now for a wait too long to add
+/// (`Duration::MAX` meaning "as long as it takes").
+fn later(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 impl Client<TcpStream> {
     /// Connects to `addr` (each address it resolves to in turn, within
     /// `connect_timeout` each), sets `TCP_NODELAY` (chat frames are small
@@ -475,7 +487,11 @@ impl<S: Link> Client<S> {
 
     fn handshake(&mut self) -> Result<(), ConnectError> {
         let timeout = self.options.handshake_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = later(timeout);
+        // Before anything is sent: a connection whose reads cannot wait a
+        // limited time is refused before the server sees a Hello.
+        Link::set_read_timeout(self.reader.get_ref(), Some(timeout.max(MIN_WAIT)))
+            .map_err(ConnectError::Connect)?;
         let mut server_version = PROTOCOL_VERSION;
         loop {
             self.flush()?;
@@ -552,7 +568,7 @@ impl<S: Link> Client<S> {
         if let Some(ev) = self.early.pop_front() {
             return Ok(Some(ev));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = later(timeout);
         let mut looked = false;
         loop {
             if let Err(e) = self.flush() {
@@ -898,7 +914,14 @@ impl<S: Link> Client<S> {
             if let Err(e) = self.flush() {
                 return Err(self.fail(e));
             }
-            self.read_until(at)?;
+            if self.session.has_events() || !self.early.is_empty() {
+                // What was read waits for next_event: reading on would
+                // acknowledge download data not handed out yet, and let
+                // the server send on past its window.
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            } else {
+                self.read_until(at)?;
+            }
         }
         self.act(intent)
     }
@@ -908,7 +931,9 @@ impl<S: Link> Client<S> {
         &mut self,
         intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
     ) -> Result<T, ClientError> {
-        if !self.open {
+        // A session that ended (its last event waits for next_event) is
+        // over as much as a closed connection.
+        if !self.open || self.session.is_closed() {
             return Err(ClientError::Closed);
         }
         let out = intent(&mut self.session)?;

@@ -333,6 +333,11 @@ pub struct ClientSession {
     next_client_id: u64,
     /// Chat messages sent and not acknowledged, oldest first.
     unacked: VecDeque<Unacked>,
+    /// Chat messages waiting to go at the pace of the rate limit: the
+    /// unacknowledged ones sent again after a resume, and any sent after
+    /// them meanwhile (they may not overtake). Released by
+    /// [`handle_timeout`](Self::handle_timeout).
+    resend: VecDeque<Unacked>,
     /// The bytes of their texts.
     unacked_bytes: usize,
     /// The newest log id seen (of a chat message, a join or a leave).
@@ -383,6 +388,7 @@ impl ClientSession {
             listed: 0,
             next_client_id: 1,
             unacked: VecDeque::new(),
+            resend: VecDeque::new(),
             unacked_bytes: 0,
             last_seen: MessageId(0),
             resume: None,
@@ -574,6 +580,7 @@ impl ClientSession {
         }
         self.incoming.clear();
         self.requested.clear();
+        self.resend.clear();
         self.names.clear();
         self.held_acks.clear();
         self.accepted.clear();
@@ -635,8 +642,22 @@ impl ClientSession {
     }
 
     fn send_unacked(&mut self) {
-        let pending: Vec<Unacked> = self.unacked.iter().cloned().collect();
-        for u in pending {
+        self.resend = self.unacked.iter().cloned().collect();
+        self.release_resends();
+    }
+
+    /// Sends what waits in [`resend`](Self::resend) as far as the rate
+    /// limit allows now: a backlog sent again after a resume goes at the
+    /// server's pace, not as a flood.
+    fn release_resends(&mut self) {
+        self.pacer.refill(self.clock);
+        while let Some(u) = self.resend.front() {
+            if self.pacer.ready_at(u.text.len()).is_some() {
+                break;
+            }
+            let Some(u) = self.resend.pop_front() else {
+                break;
+            };
             self.charge(1, u.text.len());
             self.transmits.push_back(ClientMessage::Chat {
                 client_id: u.client_id,
@@ -812,11 +833,18 @@ impl ClientSession {
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.state, self.ping) {
-            (State::Closed, _) => None,
-            (_, Some(sent)) => Some(sent + self.limits.keepalive_timeout),
-            (_, None) => Some(self.last_heard + self.limits.keepalive_interval),
-        }
+        let keepalive = match (self.state, self.ping) {
+            (State::Closed, _) => return None,
+            (_, Some(sent)) => sent + self.limits.keepalive_timeout,
+            (_, None) => self.last_heard + self.limits.keepalive_interval,
+        };
+        // Messages waiting to be sent again go when the rate allows.
+        let resend = self
+            .resend
+            .front()
+            .filter(|_| self.state == State::Joined)
+            .map(|u| self.pacer.ready_at(u.text.len()).unwrap_or(self.clock));
+        Some(resend.map_or(keepalive, |r| r.min(keepalive)))
     }
 
     /// Moves the session's clock to `now` (never back) and refills the
@@ -894,6 +922,9 @@ impl ClientSession {
         if self.state == State::Closed {
             return;
         }
+        if self.state == State::Joined {
+            self.release_resends();
+        }
         match self.ping {
             Some(sent) if now.saturating_duration_since(sent) >= self.limits.keepalive_timeout => {
                 self.state = State::Closed;
@@ -967,15 +998,23 @@ impl ClientSession {
     fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
         self.joined()?;
         self.check_text(text)?;
-        self.charge(1, text.len());
         let client_id = self.next_client_id;
         self.next_client_id += 1;
-        self.unacked.push_back(Unacked {
+        let message = Unacked {
             client_id,
             to: to.clone(),
             kind,
             text: text.to_string(),
-        });
+        };
+        // Behind messages still waiting to be sent again: in order, at the
+        // rate's pace.
+        let behind = !self.resend.is_empty();
+        if behind {
+            self.resend.push_back(message.clone());
+        } else {
+            self.charge(1, text.len());
+        }
+        self.unacked.push_back(message);
         self.unacked_bytes += text.len();
         while self.unacked.len() > self.limits.max_unacked
             || (self.unacked_bytes > self.limits.max_unacked_bytes && self.unacked.len() > 1)
@@ -984,18 +1023,22 @@ impl ClientSession {
                 break;
             };
             self.unacked_bytes -= old.text.len();
+            // Given up: not sent again either.
+            self.resend.retain(|r| r.client_id != old.client_id);
             self.events.push_back(ClientEvent::NotSent {
                 to: old.to,
                 kind: old.kind,
                 text: old.text,
             });
         }
-        self.transmits.push_back(ClientMessage::Chat {
-            client_id,
-            to,
-            kind,
-            text: text.to_string(),
-        });
+        if !behind {
+            self.transmits.push_back(ClientMessage::Chat {
+                client_id,
+                to,
+                kind,
+                text: text.to_string(),
+            });
+        }
         Ok(())
     }
 
@@ -1240,7 +1283,8 @@ impl ClientSession {
 
     /// Says goodbye, with a parting text the others see (may be empty); the
     /// session is closed (the caller closes the connection after sending
-    /// what is queued).
+    /// what is queued), on the server too: [`saved`](Self::saved) is `None`
+    /// from then on.
     pub fn quit(&mut self, reason: &str) {
         if self.state == State::Joined {
             self.transmits.push_back(ClientMessage::Quit {
@@ -1248,6 +1292,14 @@ impl ClientSession {
             });
         }
         self.state = State::Closed;
+        // A quit ends the session on the server: nothing is left to resume.
+        self.resume = None;
+    }
+
+    /// True when events wait to be taken with [`poll_event`](Self::poll_event).
+    #[must_use]
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     fn fail_incoming(&mut self, id: TransferId, error: TransferError, tell_server: bool) {

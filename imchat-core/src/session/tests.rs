@@ -4542,3 +4542,87 @@ fn a_name_check_of_the_server_refuses_a_hello_with_its_reason() {
     hello(&mut hub, d, "yves", now);
     assert!(hub.is_joined(d));
 }
+
+/// A `Welcome` for `name` with a small rate limit (bursts of 5, 10 a
+/// second), a resume token, and `resumed` when it takes a session back.
+fn paced_welcome(name: &str, resumed: bool) -> ServerMessage {
+    let limits = Limits {
+        rate_burst: 5,
+        rate_per_sec: 10,
+        ..Limits::default()
+    };
+    ServerMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        username: user(name),
+        text: "hi".into(),
+        limits: Hub::new(limits, "hi").server_limits(),
+        token: ResumeToken([7; 16]),
+        epoch: 1,
+        grace_secs: 60,
+        last_id: MessageId(0),
+        resumed: resumed.then_some(Resumed { dropped: 0 }),
+    }
+}
+
+fn sent_chats(s: &mut ClientSession) -> Vec<String> {
+    std::iter::from_fn(|| s.poll_transmit())
+        .filter_map(|m| match m {
+            ClientMessage::Chat { text, .. } => Some(text),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn messages_sent_again_after_a_resume_go_at_the_rate_in_order() {
+    let mut now = Instant::now();
+    let mut s = ClientSession::new(user("bot"), Limits::default(), now);
+    s.handle_message(paced_welcome("bot", false), now);
+    // Twenty sent, at the pace, none acknowledged: the connection was dead.
+    for i in 0..20 {
+        while let Some(at) = s.next_send_at(now, 3) {
+            now = at;
+        }
+        s.send_chat(Recipient::Everyone, &format!("m{i}")).unwrap();
+    }
+    assert_eq!(sent_chats(&mut s).len(), 20);
+    now += Duration::from_secs(1);
+    let resumed_at = now;
+    s.reconnect(now);
+    s.handle_message(paced_welcome("bot", true), now);
+    // A full bucket's worth goes at once, not all twenty.
+    let first = sent_chats(&mut s);
+    assert_eq!(first, (0..5).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // A new message waits behind the rest.
+    s.send_chat(Recipient::Everyone, "new").unwrap();
+    assert!(sent_chats(&mut s).is_empty());
+    let mut all = first;
+    for _ in 0..100 {
+        let Some(at) = s.poll_timeout() else { break };
+        now = now.max(at);
+        s.handle_timeout(now);
+        all.extend(sent_chats(&mut s));
+        if all.len() == 21 {
+            break;
+        }
+    }
+    let want: Vec<String> = (0..20)
+        .map(|i| format!("m{i}"))
+        .chain(["new".to_string()])
+        .collect();
+    assert_eq!(all, want);
+    // The 16 past the burst (15 resent and the new one) at 9 a second
+    // (90 % of 10): about 1.7 s.
+    let took = now - resumed_at;
+    assert!(took >= Duration::from_millis(1_600), "{took:?}: not paced");
+}
+
+#[test]
+fn a_quit_session_leaves_nothing_to_resume() {
+    let now = Instant::now();
+    let mut s = ClientSession::new(user("bot"), Limits::default(), now);
+    s.handle_message(paced_welcome("bot", false), now);
+    assert!(s.saved().is_some());
+    s.quit("bye");
+    assert_eq!(s.saved(), None);
+}

@@ -42,6 +42,11 @@ impl Peer {
 
     /// Reads the `Hello` and welcomes it in our version.
     fn welcome(&mut self) {
+        self.welcome_with(announced());
+    }
+
+    /// The same, announcing `limits`.
+    fn welcome_with(&mut self, limits: ServerLimits) {
         let ClientMessage::Hello { username, .. } = self.recv() else {
             panic!("no hello first");
         };
@@ -54,7 +59,7 @@ impl Peer {
             version: PROTOCOL_VERSION,
             username,
             text: "hi".into(),
-            limits: announced(),
+            limits,
         });
     }
 
@@ -611,4 +616,127 @@ fn a_read_timeout_inside_a_large_chunk_loses_nothing() {
         }
     );
     peer.join().unwrap();
+}
+
+/// What a server announces that takes bursts of `burst` requests and
+/// `per_sec` a second.
+fn slow(burst: u32, per_sec: u32) -> ServerLimits {
+    let limits = Limits {
+        rate_burst: burst,
+        rate_per_sec: per_sec,
+        ..Limits::default()
+    };
+    Hub::new(limits, "hi").server_limits()
+}
+
+#[test]
+fn a_paced_send_reads_no_further_than_what_waits_to_be_handed_out() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome_with(slow(1, 1));
+        let id = p.start_download(5);
+        p.send(&ServerMessage::Chunk(FileChunk::new(
+            id,
+            0,
+            b"hello".to_vec(),
+        )));
+        (id, p.recv(), p.recv())
+    });
+    let mut c = connect(addr);
+    // The download took the burst: this chat waits about a second, while
+    // the download's start and data arrive.
+    c.download(FileName::new("a.txt").unwrap(), None).unwrap();
+    c.send_chat(Recipient::Everyone, "one").unwrap();
+    assert!(matches!(event(&mut c), ClientEvent::TransferStarted { .. }));
+    assert!(matches!(event(&mut c), ClientEvent::TransferData { .. }));
+    let (id, first, second) = peer.join().unwrap();
+    // Acknowledged once handed out, after the chat: not read (and
+    // acknowledged) during the wait.
+    assert!(
+        matches!(first, ClientMessage::Chat { ref text, .. } if text == "one"),
+        "{first:?}"
+    );
+    assert_eq!(second, ClientMessage::Ack { id, offset: 5 });
+}
+
+#[test]
+fn a_session_that_ends_during_a_paced_wait_makes_the_intent_closed() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome_with(slow(1, 1));
+        let first = p.recv();
+        p.send(&ServerMessage::Shutdown {
+            reason: "maintenance".into(),
+        });
+        first
+    });
+    let mut c = connect(addr);
+    c.send_chat(Recipient::Everyone, "one").unwrap();
+    // Over the rate: it waits, and meanwhile the server shuts down.
+    assert!(matches!(
+        c.send_chat(Recipient::Everyone, "two"),
+        Err(ClientError::Closed)
+    ));
+    assert!(matches!(event(&mut c), ClientEvent::Shutdown { .. }));
+    assert!(matches!(peer.join().unwrap(), ClientMessage::Chat { .. }));
+}
+
+/// A connection whose reads cannot be given a timeout.
+#[derive(Debug)]
+struct NoTimeout(TcpStream);
+
+impl Read for NoTimeout {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for NoTimeout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Link for NoTimeout {
+    fn set_read_timeout(&self, _: Option<Duration>) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn shutdown_write(&self) {}
+}
+
+#[test]
+fn a_link_without_read_timeouts_is_refused_before_the_hello() {
+    let (addr, peer) = serve(|mut p| p.reader.read_message().map_err(|e| e.to_string()));
+    let tcp = TcpStream::connect(addr).unwrap();
+    let refused = Client::over(NoTimeout(tcp), "ann", ConnectOptions::default());
+    assert!(
+        matches!(refused, Err(ConnectError::Connect(_))),
+        "{refused:?}"
+    );
+    drop(refused);
+    // The server saw the connection end with nothing sent.
+    assert_eq!(peer.join().unwrap(), Ok(None));
+}
+
+#[test]
+fn the_longest_waits_do_not_overflow_the_clock() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        p.send(&chat("hi"));
+        p.recv()
+    });
+    let options = ConnectOptions {
+        handshake_timeout: Duration::MAX,
+        ..ConnectOptions::default()
+    };
+    let mut c = Client::connect(addr, "ann", options).unwrap();
+    assert!(matches!(
+        c.next_event(Duration::MAX).unwrap(),
+        Some(ClientEvent::Chat(_))
+    ));
+    c.who().unwrap();
+    assert_eq!(peer.join().unwrap(), ClientMessage::Who);
 }
