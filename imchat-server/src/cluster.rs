@@ -189,6 +189,33 @@ impl Queue {
         self.items.push_back((seq, event));
     }
 
+    /// Puts `first` (a rejoin's announcements) before what waits, drops
+    /// the chat messages of the users whose name keys are in `silenced`
+    /// (their names are another server's now: what they said while cut
+    /// off must not appear under them), and numbers everything anew from
+    /// where the waiting items began. None of it was published (a batch
+    /// being published is not in the queue; its numbers are lower).
+    fn rejoin_first(&mut self, first: Vec<ClusterEvent>, silenced: &[String]) {
+        let numbered = self
+            .items
+            .iter()
+            .filter(|(_, e)| !matches!(e, ClusterEvent::Session { .. }))
+            .count() as u64;
+        let waiting: Vec<ClusterEvent> = self.items.drain(..).map(|(_, e)| e).collect();
+        self.bytes = 0;
+        self.next_seq -= numbered;
+        let speaks_for_silenced = |e: &ClusterEvent| {
+            matches!(e, ClusterEvent::Chat { from, .. }
+                if silenced.contains(&crate::names::key(from)))
+        };
+        for e in first
+            .into_iter()
+            .chain(waiting.into_iter().filter(|e| !speaks_for_silenced(e)))
+        {
+            self.push(e);
+        }
+    }
+
     /// Takes the next batch out of the queue (moved, not copied), for one
     /// publisher; [`Cluster::published`] ends it.
     fn take(&mut self) -> Vec<(u64, ClusterEvent)> {
@@ -247,8 +274,13 @@ pub struct Cluster {
     /// Where the reader starts (set by the first join of the cluster).
     read_from: Mutex<Option<String>>,
     /// Name keys of users connected here whose name another server held
-    /// at the last lease round: lost if it still does at the next.
+    /// at the last lease round: lost if it still does at the next. Their
+    /// chat messages are not queued meanwhile.
     contested: Mutex<Vec<String>>,
+    /// When the lease loop last completed a round: the publisher waits
+    /// while that is a lease ago or more (a server that was frozen, or
+    /// cut off, first rejoins and sorts its users out).
+    kept: Mutex<Option<Instant>>,
     /// Pushes between servers (see [`transfer`]).
     transfers: transfer::Transfers,
 }
@@ -443,6 +475,7 @@ impl Cluster {
             leaving: AtomicBool::new(false),
             read_from: Mutex::new(None),
             contested: Mutex::new(Vec::new()),
+            kept: Mutex::new(None),
             transfers: transfer::Transfers::default(),
         })
     }
@@ -527,10 +560,28 @@ impl Cluster {
     /// Queues events from the hub for the other servers, in order, under
     /// one lock of the queue (called under the hub's lock).
     pub fn enqueue_all(&self, events: impl Iterator<Item = ClusterEvent>) {
+        let contested = lock(&self.contested).clone();
         let mut q = lock(&self.queue);
         for event in events {
+            // A user whose name another server holds speaks for nobody.
+            if !contested.is_empty() {
+                if let ClusterEvent::Chat { from, .. } = &event {
+                    if contested.contains(&crate::names::key(from)) {
+                        continue;
+                    }
+                }
+            }
             q.push(event);
         }
+        if q.waiting && !q.items.is_empty() {
+            self.queued.notify_one();
+        }
+    }
+
+    /// [`Queue::rejoin_first`], and wakes the publisher.
+    fn requeue(&self, first: Vec<ClusterEvent>, silenced: &[String]) {
+        let mut q = lock(&self.queue);
+        q.rejoin_first(first, silenced);
         if q.waiting && !q.items.is_empty() {
             self.queued.notify_one();
         }
@@ -628,8 +679,8 @@ impl Cluster {
         let mut unchecked: u64 = 0;
         let mut trim_logged: Option<Instant> = None;
         loop {
-            if !self.up.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(100));
+            if !self.may_publish() {
+                thread::sleep(Duration::from_millis(20));
                 continue;
             }
             if con.is_none() {
@@ -641,11 +692,18 @@ impl Cluster {
             };
             let batch = {
                 let mut q = lock(&self.queue);
-                while q.items.is_empty() || q.busy {
+                // Checked again on waking: the server may have been frozen
+                // while this thread waited (it rejoins first).
+                while q.items.is_empty() || q.busy || !self.may_publish() {
                     q.waiting = true;
+                    let wait = if self.may_publish() {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_millis(20)
+                    };
                     q = self
                         .queued
-                        .wait_timeout(q, Duration::from_secs(1))
+                        .wait_timeout(q, wait)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                     q.waiting = false;
@@ -667,6 +725,14 @@ impl Cluster {
                 thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+
+    /// True while this server may publish: Redis answers, and the lease
+    /// loop completed a round within the lease (a server that was frozen
+    /// or cut off first rejoins: its users are announced before what they
+    /// said meanwhile, and a name lost meanwhile is sorted out).
+    fn may_publish(&self) -> bool {
+        self.up.load(Ordering::SeqCst) && lock(&self.kept).is_some_and(|t| t.elapsed() < self.lease)
     }
 
     /// Trims the stream if it uses more of Redis's memory than its budget
@@ -994,6 +1060,7 @@ impl Cluster {
             }
             match result {
                 Ok(()) => {
+                    *lock(&self.kept) = Some(Instant::now());
                     if !self.up.swap(true, Ordering::SeqCst) {
                         info!(
                             "cluster: joined through {} as server {:x}",
@@ -1059,7 +1126,8 @@ impl Cluster {
                 .collect();
         });
         let mut lost = Vec::new();
-        let was_contested = std::mem::take(&mut *lock(&self.contested));
+        let was_contested = lock(&self.contested).clone();
+        let mut contested = Vec::new();
         for ((key, user), connected) in local.iter().zip(connected) {
             let sess = sessions::sess_key(key);
             let held: i64 = Script::new(CLAIM)
@@ -1081,9 +1149,17 @@ impl Cluster {
                 if on.is_none_or(|s| s == self.id) || (connected && was_contested.contains(key)) {
                     lost.push(user.clone());
                 } else if connected {
-                    lock(&self.contested).push(key.clone());
+                    contested.push(key.clone());
                 }
             }
+        }
+        // What the users who lost their name, or may have, said while this
+        // server was away is not published under a name now another's.
+        let mut silenced = contested.clone();
+        silenced.extend(lost.iter().map(crate::names::key));
+        *lock(&self.contested) = contested;
+        if !silenced.is_empty() && !fresh {
+            self.requeue(Vec::new(), &silenced);
         }
         if !lost.is_empty() {
             for u in &lost {
@@ -1135,13 +1211,7 @@ impl Cluster {
             }
             // Not announced again: the users who lost their name, and
             // those whose name another server holds for now.
-            let mut held_elsewhere = lost.clone();
-            for (key, user) in &local {
-                if lock(&self.contested).contains(key) {
-                    held_elsewhere.push(user.clone());
-                }
-            }
-            self.rejoin(con, hub, &local, &held_elsewhere)?;
+            self.rejoin(con, hub, &local, &silenced)?;
         } else {
             redis::cmd("PEXPIRE")
                 .arg(format!("imchat:users:{}", self.id))
@@ -1201,8 +1271,9 @@ impl Cluster {
         con: &mut Connection,
         hub: &dyn HubAccess,
         local: &[(String, Username)],
-        lost: &[Username],
+        silenced: &[String],
     ) -> redis::RedisResult<()> {
+        let lost = |key: &String| silenced.contains(key);
         let users = format!("imchat:users:{}", self.id);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -1214,7 +1285,7 @@ impl Cluster {
             .arg(&users)
             .ignore();
         for (key, user) in local {
-            if !lost.contains(user) {
+            if !lost(key) {
                 pipe.cmd("HSET")
                     .arg(&users)
                     .arg(key)
@@ -1231,17 +1302,20 @@ impl Cluster {
         // them no session of ours could resume on another server.
         let mut tokens = Vec::new();
         hub.with(&mut |hub| tokens = hub.local_session_tokens());
-        for (user, token) in tokens.iter().filter(|(u, _)| !lost.contains(u)) {
+        for (user, token) in tokens.iter().filter(|(u, _)| !lost(&crate::names::key(u))) {
             sessions::restore(user, token, self.id, self.session_ms()).query::<()>(con)?;
         }
-        for (_, user) in local {
-            if !lost.contains(user) {
-                self.enqueue(ClusterEvent::Joined {
-                    user: user.clone(),
-                    id: MessageId(0),
-                });
-            }
-        }
+        // Announced before what was queued while away: the others see the
+        // users join before they see them speak.
+        let joined = local
+            .iter()
+            .filter(|(key, _)| !lost(key))
+            .map(|(_, user)| ClusterEvent::Joined {
+                user: user.clone(),
+                id: MessageId(0),
+            })
+            .collect();
+        self.requeue(joined, silenced);
         // Who is on the other servers.
         let servers: Vec<u64> = redis::cmd("SMEMBERS").arg("imchat:servers").query(con)?;
         let mut found = Vec::new();
@@ -1643,6 +1717,81 @@ mod tests {
             time: imchat_core::Timestamp(0),
             client_id: 0,
         }
+    }
+
+    #[test]
+    fn a_rejoin_announces_first_silences_the_losers_and_numbers_on() {
+        let mut q = Queue {
+            max_bytes: QUEUE_BYTES,
+            next_seq: 1,
+            ..Queue::default()
+        };
+        q.push(chat("a0".into()));
+        // Published already: number 1 went.
+        let published = q.take();
+        assert_eq!(published[0].0, 1);
+        q.busy = false;
+        let from = |name: &str, text: &str| match chat(text.into()) {
+            ClusterEvent::Chat {
+                to,
+                kind,
+                text,
+                id,
+                time,
+                client_id,
+                ..
+            } => ClusterEvent::Chat {
+                from: Username::new(name).unwrap(),
+                to,
+                kind,
+                text,
+                id,
+                time,
+                client_id,
+            },
+            _ => unreachable!(),
+        };
+        q.push(from("alice", "while away"));
+        q.push(from("bob", "bob while away"));
+        q.push(ClusterEvent::Session {
+            user: Username::new("bob").unwrap(),
+            token: imchat_core::ResumeToken([1; 16]),
+        });
+        q.push(from("ALİCE", "again"));
+        let joined = ClusterEvent::Joined {
+            user: Username::new("bob").unwrap(),
+            id: MessageId(0),
+        };
+        q.rejoin_first(
+            vec![joined],
+            &[crate::names::key(&Username::new("alice").unwrap())],
+        );
+        let order: Vec<(u64, String)> = q
+            .items
+            .iter()
+            .map(|(seq, e)| {
+                let what = match e {
+                    ClusterEvent::Joined { user, .. } => format!("join {user}"),
+                    ClusterEvent::Chat { text, .. } => text.clone(),
+                    ClusterEvent::Session { .. } => "session".into(),
+                    _ => "other".into(),
+                };
+                (*seq, what)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (2, "join bob".to_string()),
+                (3, "bob while away".to_string()),
+                (3, "session".to_string()),
+            ]
+        );
+        assert_eq!(q.next_seq, 4);
+        assert_eq!(
+            q.bytes,
+            q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
+        );
     }
 
     /// Long messages fill the queue by their bytes long before their

@@ -706,6 +706,70 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     let got: Vec<String> = bob.chats().into_iter().map(|c| c.2).collect();
     assert_eq!(got, (0..5).map(|i| format!("cut {i}")).collect::<Vec<_>>());
     bob.wait_who(&["alice", "bob"], WAIT);
+    // In the stream, a's announcement of alice on its return comes before
+    // what she said while it was cut off.
+    let entries = stream_entries(&redis);
+    let first_said = entries
+        .iter()
+        .position(|e| e.contains("cut 0"))
+        .expect("alice's message in the stream");
+    let last_join = entries
+        .iter()
+        .rposition(|e| e.contains(" j ") && e.contains("alice"))
+        .expect("alice's join in the stream");
+    assert!(last_join < first_said, "{entries:#?}");
+}
+
+#[test]
+fn a_frozen_server_rejoins_before_it_publishes_what_it_was_sent() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    // a stops past its lease (SIGSTOP: it cannot notice); what alice says
+    // waits in its socket.
+    signal(a.child.id(), "-STOP");
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    alice.say(None, "said while frozen");
+    signal(a.child.id(), "-CONT");
+    bob.wait_chat("said while frozen");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    // In the stream, a's announcement of alice comes before her message
+    // (receivers batch joins for a moment, so their clients may show the
+    // message first; the stream's order is what every server applies).
+    let entries = stream_entries(&redis);
+    let said = entries
+        .iter()
+        .position(|e| e.contains("said while frozen"))
+        .expect("the message in the stream");
+    let last_join = entries
+        .iter()
+        .rposition(|e| e.contains(" j ") && e.contains("alice"))
+        .expect("alice's join in the stream");
+    assert!(last_join < said, "{entries:#?}");
+}
+
+/// The stream's entries, each as the text of its fields.
+fn stream_entries(redis: &Redis) -> Vec<String> {
+    let mut con = redis_con(redis);
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg("imchat:bus")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect()
 }
 
 /// A kick made on a server cut off from Redis waits in its queue with the
@@ -1154,6 +1218,9 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Serve
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     proxy.cut();
+    // Accepted by a while cut off: not to be published under the name
+    // once it is another user's.
+    alice.say(None, "said while cut off");
     bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
     // Server a's claim ran out with its lease: the name is free on b.
     let other = Peer::join(b.addr, "Alice");
@@ -1187,6 +1254,18 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessio
     bob.wait_who(&["Alice", "bob", "carol"], WAIT);
     carol.say(Some("alice"), "for the holder");
     other.wait_chat("for the holder");
+    // What a's alice said while cut off never reached anyone under the
+    // name (a's entries are in order: carol's comes after any of it).
+    carol.say(None, "after the heal");
+    bob.wait_chat("after the heal");
+    other.wait_chat("after the heal");
+    for p in [&bob, &other] {
+        assert_eq!(
+            count(p, "said while cut off"),
+            0,
+            "published under the name"
+        );
+    }
 }
 
 // Sessions that resume on another server of the cluster.
