@@ -468,8 +468,16 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
     // A server that asks for a password it was not given: ask the user (in
     // a terminal), then connect again; each is asked at most once a join.
     let mut asked = (false, false);
+    let mut silent = 0;
     loop {
         let result = join_once(config, previous.as_deref_mut());
+        // A server that took the connection but never answered (frozen,
+        // say): with several, the next one is tried.
+        if matches!(result, Err(ClientError::NoAnswer)) && silent + 1 < config.servers.len() {
+            silent += 1;
+            config.servers.move_on();
+            continue;
+        }
         let Err(ClientError::PasswordNeeded { account, .. }) = &result else {
             return result;
         };

@@ -47,6 +47,11 @@ impl Servers {
         })
     }
 
+    /// How many servers were given.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
     /// The first server given: saved sessions are kept under its name.
     pub fn first(&self) -> &Server {
         &self.list[0]

@@ -246,3 +246,21 @@ fn a_client_whose_servers_all_fail_names_each_and_why() {
         c.report()
     );
 }
+
+#[test]
+fn a_client_given_several_servers_moves_past_one_that_never_answers() {
+    let w = World::new("silent");
+    // Takes connections and says nothing: a frozen server.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let list = format!("127.0.0.1:{silent_port},127.0.0.1:{}", w.server.addr.port());
+    let alice = w.spawn_client(&["alice", &list]);
+    // After the handshake's wait on the first, the second.
+    expect_late(&alice, "connected to the second server", |l| {
+        l == format!(
+            "*** connected to 127.0.0.1:{} as alice",
+            w.server.addr.port()
+        )
+    });
+    drop(silent);
+}
