@@ -1215,8 +1215,9 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Serve
     let a = Server::start_with_grace(&format!("redis://{}", proxy.addr), grace);
     let b = Server::start_with_grace(&redis.url(), grace);
     let mut alice = Peer::join(a.addr, "alice");
+    let mut watcher = Peer::join(a.addr, "watcher");
     let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    alice.wait_who(&["alice", "bob", "watcher"], WAIT);
     proxy.cut();
     // Accepted by a while cut off: not to be published under the name
     // once it is another user's.
@@ -1230,6 +1231,21 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Serve
     alice.wait(WAIT, "the reason", |g| {
         g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("taken on another server")))
     });
+    // a's other users are told the same reason for her leaving.
+    watcher.wait(WAIT, "alice leaving, and why", |g| {
+        g.iter().any(|m| {
+            let left = |d: &imchat_core::Departure| {
+                d.user.as_str() == "alice" && d.text.contains("taken on another server")
+            };
+            match m {
+                ServerMessage::Left(d) => left(d),
+                ServerMessage::Presence(es) => es
+                    .iter()
+                    .any(|e| matches!(e, PresenceEvent::Left(d) if left(d))),
+                _ => false,
+            }
+        })
+    });
     (proxy, a, b, bob, other)
 }
 
@@ -1237,7 +1253,7 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Serve
 fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
     let Some(redis) = Redis::start() else { return };
     let (_proxy, _a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 0);
-    bob.wait_who(&["Alice", "bob"], WAIT);
+    bob.wait_who(&["Alice", "bob", "watcher"], WAIT);
     other.say(None, "still here");
     bob.wait_chat("still here");
 }
@@ -1250,8 +1266,8 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessio
     let (_proxy, a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 1);
     // Both servers list b's Alice, and a message to the name reaches her.
     let mut carol = Peer::join(a.addr, "carol");
-    carol.wait_who(&["Alice", "bob", "carol"], WAIT);
-    bob.wait_who(&["Alice", "bob", "carol"], WAIT);
+    carol.wait_who(&["Alice", "bob", "carol", "watcher"], WAIT);
+    bob.wait_who(&["Alice", "bob", "carol", "watcher"], WAIT);
     carol.say(Some("alice"), "for the holder");
     other.wait_chat("for the holder");
     // What a's alice said while cut off never reached anyone under the

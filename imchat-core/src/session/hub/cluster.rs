@@ -214,7 +214,16 @@ impl Hub {
     pub fn drop_user(&mut self, user: &Username, reason: &str) {
         let key = self.key(user);
         if let Some(client) = self.names.get(&key).copied() {
-            self.kick(client, reason);
+            self.error(client, ErrorCode::INTERNAL, reason);
+            // The others see why it left, not "disconnected for misbehaving".
+            self.depart(
+                client,
+                LeaveReason::KICKED,
+                reason.to_string(),
+                reason.to_string(),
+            );
+            let now = self.clock;
+            self.commit_history(now);
         }
     }
 
