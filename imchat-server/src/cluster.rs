@@ -315,7 +315,7 @@ pub fn redacted(url: &str) -> String {
 
 /// A Redis error in words for the log (the crate's text ends in its
 /// error kind's debug name, and a timeout is an OS error number).
-fn said(e: &redis::RedisError) -> String {
+pub(crate) fn said(e: &redis::RedisError) -> String {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {
         "Redis refused the password in the URL".into()
     } else if e.is_timeout() {

@@ -123,7 +123,10 @@ impl RedisAccounts {
                     Ok(c) => link.con = Some(c),
                     Err(e) => {
                         link.failed_at = Some(Instant::now());
-                        return Err(format!("Redis is unreachable: {e}"));
+                        return Err(format!(
+                            "Redis is unreachable: {}",
+                            crate::cluster::said(&e)
+                        ));
                     }
                 }
             }
@@ -138,7 +141,7 @@ impl RedisAccounts {
                 Err(e) if fresh => {
                     link.con = None;
                     link.failed_at = Some(Instant::now());
-                    return Err(format!("Redis failed: {e}"));
+                    return Err(format!("Redis failed: {}", crate::cluster::said(&e)));
                 }
                 Err(_) => {}
             }
