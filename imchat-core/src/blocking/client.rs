@@ -219,7 +219,7 @@ pub enum ClientError {
 
 /// What a [`Client`] runs over: a connected byte stream whose reads can
 /// wait a limited time. [`TcpStream`] is one, and with the `tls` feature
-/// [`tls::Stream`](super::tls::Stream) is another; for anything else
+/// `tls::Stream` is another; for anything else
 /// (a Unix socket, a test double), implement the two methods.
 pub trait Link: Read + Write {
     /// Makes each read wait at most `timeout` (`None`: as long as it
@@ -418,8 +418,8 @@ impl Client<TcpStream> {
 
 impl<S: Link> Client<S> {
     /// Does the handshake over `stream`, a connection already made (a TLS
-    /// stream from [`tls::connect`](super::tls::connect), say, wrapped in
-    /// [`tls::Stream::tls`](super::tls::Stream::tls)), as
+    /// stream from `tls::connect` (feature `tls`), say, wrapped in
+    /// `tls::Stream::tls`), as
     /// [`connect`](Client::connect) does over TCP. Socket options
     /// (`TCP_NODELAY`, the write timeout) are the caller's to set.
     ///
