@@ -1708,8 +1708,13 @@ mod tests {
     }
 
     fn chat(text: String) -> ClusterEvent {
+        chat_from("alice", &text)
+    }
+
+    fn chat_from(name: &str, text: &str) -> ClusterEvent {
+        let text = text.to_string();
         ClusterEvent::Chat {
-            from: Username::new("alice").unwrap(),
+            from: Username::new(name).unwrap(),
             to: None,
             kind: imchat_core::ChatKind::Text,
             text,
@@ -1731,33 +1736,13 @@ mod tests {
         let published = q.take();
         assert_eq!(published[0].0, 1);
         q.busy = false;
-        let from = |name: &str, text: &str| match chat(text.into()) {
-            ClusterEvent::Chat {
-                to,
-                kind,
-                text,
-                id,
-                time,
-                client_id,
-                ..
-            } => ClusterEvent::Chat {
-                from: Username::new(name).unwrap(),
-                to,
-                kind,
-                text,
-                id,
-                time,
-                client_id,
-            },
-            _ => unreachable!(),
-        };
-        q.push(from("alice", "while away"));
-        q.push(from("bob", "bob while away"));
+        q.push(chat_from("alice", "while away"));
+        q.push(chat_from("bob", "bob while away"));
         q.push(ClusterEvent::Session {
             user: Username::new("bob").unwrap(),
             token: imchat_core::ResumeToken([1; 16]),
         });
-        q.push(from("ALİCE", "again"));
+        q.push(chat_from("ALİCE", "again"));
         let joined = ClusterEvent::Joined {
             user: Username::new("bob").unwrap(),
             id: MessageId(0),

@@ -708,16 +708,7 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     bob.wait_who(&["alice", "bob"], WAIT);
     // In the stream, a's announcement of alice on its return comes before
     // what she said while it was cut off.
-    let entries = stream_entries(&redis);
-    let first_said = entries
-        .iter()
-        .position(|e| e.contains("cut 0"))
-        .expect("alice's message in the stream");
-    let last_join = entries
-        .iter()
-        .rposition(|e| e.contains(" j ") && e.contains("alice"))
-        .expect("alice's join in the stream");
-    assert!(last_join < first_said, "{entries:#?}");
+    assert_joined_before(&redis, "alice", "cut 0");
 }
 
 #[test]
@@ -739,15 +730,21 @@ fn a_frozen_server_rejoins_before_it_publishes_what_it_was_sent() {
     // In the stream, a's announcement of alice comes before her message
     // (receivers batch joins for a moment, so their clients may show the
     // message first; the stream's order is what every server applies).
-    let entries = stream_entries(&redis);
+    assert_joined_before(&redis, "alice", "said while frozen");
+}
+
+/// In the stream, the last announcement of `user` comes before the first
+/// entry holding `text`.
+fn assert_joined_before(redis: &Redis, user: &str, text: &str) {
+    let entries = stream_entries(redis);
     let said = entries
         .iter()
-        .position(|e| e.contains("said while frozen"))
+        .position(|e| e.contains(text))
         .expect("the message in the stream");
     let last_join = entries
         .iter()
-        .rposition(|e| e.contains(" j ") && e.contains("alice"))
-        .expect("alice's join in the stream");
+        .rposition(|e| e.contains(" j ") && e.contains(user))
+        .expect("the join in the stream");
     assert!(last_join < said, "{entries:#?}");
 }
 
