@@ -512,28 +512,41 @@ impl Cluster {
         if !self.up.load(Ordering::SeqCst) {
             return Claim::Unreachable;
         }
+        let answer = self.on_claims(|con| {
+            Script::new(CLAIM)
+                .key(name_key(key))
+                .key(sessions::sess_key(key))
+                .arg(self.id)
+                .arg(self.lease_ms())
+                .invoke::<i64>(con)
+        });
+        match answer {
+            Some(1) => Claim::New,
+            Some(2) => Claim::Ours,
+            Some(_) => Claim::Taken,
+            None => Claim::Unreachable,
+        }
+    }
+
+    /// Runs `f` on the connection kept for claims and take-overs, twice at
+    /// most: the kept one may be to a Redis that restarted, so a failure
+    /// is tried again on a fresh connection. `None` if Redis cannot be
+    /// asked.
+    fn on_claims<T>(
+        &self,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let mut slot = lock(&self.claims);
         for _ in 0..2 {
             if slot.is_none() {
                 *slot = self.connect().ok();
             }
-            let Some(con) = slot.as_mut() else {
-                return Claim::Unreachable;
-            };
-            let answer: redis::RedisResult<i64> = Script::new(CLAIM)
-                .key(name_key(key))
-                .key(sessions::sess_key(key))
-                .arg(self.id)
-                .arg(self.lease_ms())
-                .invoke(con);
-            match answer {
-                Ok(1) => return Claim::New,
-                Ok(2) => return Claim::Ours,
-                Ok(_) => return Claim::Taken,
+            match f(slot.as_mut()?) {
+                Ok(answer) => return Some(answer),
                 Err(_) => *slot = None,
             }
         }
-        Claim::Unreachable
+        None
     }
 
     /// Frees a name claimed for a user that did not join after all (best

@@ -175,31 +175,16 @@ impl Cluster {
         if epoch == 0 || epoch != self.epoch() || token.is_none() {
             return None;
         }
-        let mut slot = lock(&self.claims);
-        // Twice: the kept connection may be one to a Redis that restarted.
-        let mut reply = None;
-        for _ in 0..2 {
-            if slot.is_none() {
-                *slot = self.connect().ok();
-            }
-            let con = slot.as_mut()?;
-            let answer: redis::RedisResult<Vec<Value>> = Script::new(TAKE)
+        let reply = self.on_claims(|con| {
+            Script::new(TAKE)
                 .key(sess_key(key))
                 .key(name_key(key))
                 .arg(token_hash(token))
                 .arg(self.id)
                 .arg(self.lease_ms())
                 .arg(self.session_ms())
-                .invoke(con);
-            match answer {
-                Ok(r) => {
-                    reply = Some(r);
-                    break;
-                }
-                Err(_) => *slot = None,
-            }
-        }
-        let reply = reply?;
+                .invoke::<Vec<Value>>(con)
+        })?;
         let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
         match reply.as_slice() {
             [ok, from, user] if redis::from_redis_value_ref::<i64>(ok).ok() == Some(1) => {
