@@ -133,6 +133,13 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Stops the server as an operator does (SIGTERM), and waits until it
+    /// has exited.
+    fn terminate(mut self) {
+        signal(self.child.id(), "-TERM");
+        let _ = self.child.wait();
+    }
+
     /// The log file so far.
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -2565,9 +2572,9 @@ fn a_slow_receiver_on_another_server_bounds_what_redis_holds() {
     wait_no_push_keys(&redis);
 }
 
-#[test]
-fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
-    let Some(redis) = Redis::start() else { return };
+/// A push from a user of A to one of B whose receiver stopped reading,
+/// once the window toward B is full.
+fn stuck_push(redis: &Redis) -> (Server, Server, Peer, SlowPeer, thread::JoinHandle<()>) {
     let a = Server::start(&redis.url());
     let b = Server::start(&redis.url());
     let mut rx = SlowPeer::join(b.addr, "stuck");
@@ -2581,9 +2588,9 @@ fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
         rx
     });
     let sender = push_raw(&mut p, "stuck", data);
-    let _rx = accepting.join().unwrap();
-    // The window toward B fills (B's receiver reads nothing)...
-    let mut con = redis_con(&redis);
+    let rx = accepting.join().unwrap();
+    // The window toward B fills (B's receiver reads nothing).
+    let mut con = redis_con(redis);
     let deadline = Instant::now() + WAIT;
     loop {
         let most = push_lists(&mut con).iter().map(|(_, n)| *n).max();
@@ -2594,7 +2601,35 @@ fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
         assert!(Instant::now() < deadline, "the window never filled");
         thread::sleep(Duration::from_millis(10));
     }
-    // ... and B dies.
+    (a, b, p, rx, sender)
+}
+
+#[test]
+fn a_receiving_server_stopped_mid_transfer_ends_it_for_the_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let (_a, b, mut p, _rx, sender) = stuck_push(&redis);
+    let stopped = Instant::now();
+    b.terminate();
+    let exited = stopped.elapsed();
+    // The pusher is told that its file did not arrive, not that it was sent.
+    let ended =
+        |m: &ServerMessage| matches!(m, ServerMessage::Cancel(_) | ServerMessage::PushDone { .. });
+    p.wait(WAIT, "the push's end", |g| g.iter().any(ended));
+    let end = p.got.iter().find(|m| ended(m)).unwrap();
+    assert!(matches!(end, ServerMessage::Cancel(_)), "{end:?}");
+    eprintln!(
+        "the pusher was told {:?} after SIGTERM (B exited after {exited:?})",
+        stopped.elapsed()
+    );
+    wait_no_push_keys(&redis);
+    sender.join().unwrap();
+}
+
+#[test]
+fn a_receiving_server_killed_mid_transfer_ends_it_for_the_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, mut p, _rx, sender) = stuck_push(&redis);
+    // B dies.
     let killed = Instant::now();
     b.kill9();
     p.wait(WAIT, "the push's end", |g| {

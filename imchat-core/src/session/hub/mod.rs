@@ -32,6 +32,9 @@ mod roaming;
 mod output;
 mod presence;
 
+/// Why a push ends when its server shuts down, for its pusher and receivers.
+const SHUTDOWN_PUSH: &str = "the server shut down";
+
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
 use continuity::{HeldAck, Session, TokenSource};
@@ -698,6 +701,18 @@ impl Hub {
         self.commit_history(now);
         self.shutting_down = true;
         self.flush_presence();
+        // Pushes end here, as failed: a pusher is not told that a file
+        // was sent when its receivers' server stopped under it, and the
+        // other servers of a cluster stop sending and reading theirs.
+        let mut pushes: Vec<(ClientId, TransferId)> = self.relays.keys().copied().collect();
+        pushes.sort_unstable();
+        for (client, id) in pushes {
+            self.end_relay(
+                client,
+                id,
+                Some((CancelCode::PEER_LEFT, SHUTDOWN_PUSH.to_string())),
+            );
+        }
         let mut ids: Vec<ClientId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
