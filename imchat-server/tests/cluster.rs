@@ -1419,6 +1419,30 @@ fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
 }
 
 #[test]
+fn a_push_to_a_user_whose_server_died_ends_when_she_resumes_elsewhere() {
+    let Some(redis) = Redis::start() else { return };
+    let ((a, _b, c), (mut alice, mut bob, _carol)) = three_resumable(&redis);
+    a.kill9();
+    // Offered to alice on a before b knows a is dead: a will never answer.
+    bob.send(&ClientMessage::Offer {
+        id: imchat_core::TransferId(7),
+        name: imchat_core::FileName::new("late.bin").unwrap(),
+        size: 1000,
+        to: Recipient::User(Username::new("alice").unwrap()),
+    });
+    // She resumes on c at once: a holds none of its users any more.
+    let _back = resume_on(&mut alice, c.addr);
+    // Bob is told once b sees a's lease run out, not after the offer's
+    // two-minute timeout.
+    let started = Instant::now();
+    bob.wait(Duration::from_secs(10), "the push's end", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Cancel(f) if f.id == imchat_core::TransferId(7)))
+    });
+    eprintln!("bob was told after {:?}", started.elapsed());
+}
+
+#[test]
 fn a_session_resumes_on_another_server_after_its_server_is_killed() {
     let Some(redis) = Redis::start() else { return };
     let ((a, b, _c), (mut alice, mut bob, mut carol)) = three_resumable(&redis);

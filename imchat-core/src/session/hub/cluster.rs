@@ -364,10 +364,14 @@ impl Hub {
         }
     }
 
-    /// The servers that local members know users of.
+    /// The other servers this one depends on: those it knows users of,
+    /// and those that pushes in progress go to or come from (a push may
+    /// wait for a server whose users all moved: it must end when that
+    /// server dies, see [`Hub::remote_server_gone`]).
     #[must_use]
     pub fn remote_servers(&self) -> Vec<u64> {
         let mut s: Vec<u64> = self.remote.users.values().map(|(_, s)| *s).collect();
+        s.extend(self.push_servers());
         s.sort_unstable();
         s.dedup();
         s

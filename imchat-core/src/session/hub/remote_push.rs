@@ -409,6 +409,16 @@ impl Hub {
 
     /// Server `server` is gone: pushes to its users lose them, pushes from
     /// its users end.
+    /// The servers the pushes in progress go to or come from.
+    pub(super) fn push_servers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.relays.values().flat_map(|r| {
+            r.legs
+                .iter()
+                .map(|l| l.server)
+                .chain(r.inbound.map(|i| i.server))
+        })
+    }
+
     pub(super) fn transfers_of_gone_server(&mut self, server: u64) {
         let mut legs: Vec<(ClientId, TransferId)> = self
             .relays
