@@ -1831,6 +1831,27 @@ fn kick_of_a_user_whose_server_died(when: KickWhen) {
     alice.wait_who(&["alice", "bob", "carol"], WAIT);
 }
 
+/// A ban of a user whose server died, made once the others noticed: every
+/// server removes him at once, banned, as a kick would (his session waits
+/// for a resume, so no server would disconnect him), not "connection lost"
+/// once the 30 s grace runs out.
+#[test]
+fn a_ban_of_a_user_whose_server_died_removes_him_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let ((mut a, b, _c), (mut alice, _bob, mut carol)) = three_resumable(&redis);
+    b.kill9();
+    a.wait_line("is gone (its lease ran out)");
+    a.console("ban Bob spam");
+    a.wait_line("banned Bob (it was away)");
+    let banned = |g: &[ServerMessage]| {
+        left_kicked(g, "bob").is_some_and(|d| d.text == "banned by console: spam")
+    };
+    for p in [&mut alice, &mut carol] {
+        p.wait(WAIT, "bob leaving, banned", banned);
+        p.wait_who(&["alice", "carol"], WAIT);
+    }
+}
+
 /// `p`, come back after its session was kicked, was told why before its
 /// welcome, with the kick's text.
 fn assert_told_of_kick(p: &Peer, text: &str) {

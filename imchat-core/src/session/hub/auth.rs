@@ -541,23 +541,30 @@ impl Hub {
             // Away (waiting for a resume): its session ends, kicked.
             self.kick_ghost(&key, &text);
             (NoticeCode::DONE, format!("kicked {away} (it was away)"))
-        } else if let Some(remote) = self.remote_user(&key).cloned() {
-            // Its own server removes it, and announces that it left; if
-            // that server is gone (its session waits for a resume), every
-            // server removes it, this one now.
-            self.publish(ClusterEvent::Kick {
-                user: remote.clone(),
-                text: text.clone(),
-            });
-            let where_ = if self.kick_remote(&key, &text, self.clock) {
-                "it was away"
-            } else {
-                "on another server"
-            };
+        } else if let Some((remote, where_)) = self.remove_remote(&key, &text) {
             (NoticeCode::DONE, format!("kicked {remote} ({where_})"))
         } else {
             (NoticeCode::FAILED, format!("no user '{user}' online"))
         }
+    }
+
+    /// Removes `key`, a user of another server, for an operator (`text`):
+    /// its own server removes it, and announces that it left; if that
+    /// server is gone (its session waits for a resume), every server
+    /// removes it, this one now. The user, and where it was; `None` if no
+    /// other server has a user of that name.
+    fn remove_remote(&mut self, key: &str, text: &str) -> Option<(Username, &'static str)> {
+        let remote = self.remote_user(key).cloned()?;
+        self.publish(ClusterEvent::Kick {
+            user: remote.clone(),
+            text: text.to_string(),
+        });
+        let where_ = if self.kick_remote(key, text, self.clock) {
+            "it was away"
+        } else {
+            "on another server"
+        };
+        Some((remote, where_))
     }
 
     fn op_ban(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
@@ -580,6 +587,15 @@ impl Hub {
         }
         let text = removal_text("banned", by, reason);
         let removed = self.enforce_ban(&target, &text);
+        // A user of another server is removed as by a kick, with the
+        // ban's text: at once when its server died and its session waits
+        // for a resume (no server would disconnect it then).
+        if let BanTarget::Name(user) = &target {
+            let key = self.key(user);
+            if let Some((_, where_)) = self.remove_remote(&key, &text) {
+                return (NoticeCode::DONE, format!("banned {target} ({where_})"));
+            }
+        }
         // In a cluster each server disconnects its own users the ban names.
         let others = if self.remote.enabled {
             " here; the other servers disconnect theirs"
