@@ -695,6 +695,10 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     let Some(redis) = Redis::start() else { return };
     let mut cut = CutOff::start(&redis);
     let (alice, bob, proxy) = (&mut cut.alice, &mut cut.bob, &cut.proxy);
+    // What each saw before the cut (bob joined after alice).
+    alice.drain();
+    bob.drain();
+    let marks = (alice.got.len(), bob.got.len());
     for i in 0..5 {
         alice.say(None, &format!("cut {i}"));
     }
@@ -716,6 +720,43 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     // In the stream, a's announcement of alice on its return comes before
     // what she said while it was cut off.
     assert_joined_before(&redis, "alice", "cut 0");
+    // Bob saw alice leave once and come back once; alice never saw bob
+    // leave or join (he never left).
+    thread::sleep(Duration::from_secs(2));
+    bob.drain();
+    alice.drain();
+    assert_eq!(
+        presence_of(&bob.got[marks.1..], "alice"),
+        ["left", "joined"]
+    );
+    assert_eq!(
+        presence_of(&alice.got[marks.0..], "bob"),
+        Vec::<&str>::new()
+    );
+}
+
+/// The joins and leaves of `who` among `g`, in order.
+fn presence_of(g: &[ServerMessage], who: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for m in g {
+        match m {
+            ServerMessage::Left(d) if d.user.as_str() == who => out.push("left"),
+            ServerMessage::Joined { user, .. } if user.as_str() == who => out.push("joined"),
+            ServerMessage::Presence(es) => {
+                for e in es {
+                    match e {
+                        PresenceEvent::Left(d) if d.user.as_str() == who => out.push("left"),
+                        PresenceEvent::Joined { user, .. } if user.as_str() == who => {
+                            out.push("joined");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[test]
