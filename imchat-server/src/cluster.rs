@@ -1357,6 +1357,8 @@ impl Cluster {
             for (s, u) in &found {
                 hub.remote_join(*s, u.clone(), now);
             }
+            // After a start on a restored log: who left meanwhile.
+            hub.remote_synced(now);
         });
         Ok(())
     }

@@ -1417,6 +1417,10 @@ fn a_server_restarted_with_its_database_reads_on_from_where_it_stopped() {
     for i in 0..3 {
         back.wait_chat(&format!("while a was down {i}"));
     }
+    // Bob never left: she is not told he joined.
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    assert_eq!(presence_of(&back.got, "bob"), Vec::<&str>::new());
     // And a newcomer there finds them in the room's history.
     let mut carol = Peer::join(a2.addr, "carol");
     carol.wait_chat("while a was down 2");

@@ -4626,3 +4626,55 @@ fn a_quit_session_leaves_nothing_to_resume() {
     s.quit("bye");
     assert_eq!(s.saved(), None);
 }
+
+#[test]
+fn a_restarted_cluster_server_tells_a_resumer_only_who_came_and_went_meanwhile() {
+    let store = crate::MemoryStore::new(100);
+    let mut net = stored(&store);
+    net.hub.enable_cluster();
+    let now = net.now;
+    for u in ["dave", "erin"] {
+        assert!(net.hub.remote_join(7, user(u), now));
+    }
+    net.pump();
+    net.take(0);
+    net.hub.shutdown("restart");
+    net.pump();
+    restart_on(&mut net, &store, 9);
+    net.hub.enable_cluster();
+    // The cluster now: dave still there, erin gone, frank new.
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    assert!(net.hub.remote_join(8, user("frank"), now));
+    net.hub.remote_synced(now);
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        "{alice:?}"
+    );
+    let joined: Vec<&str> = alice
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Joined { user } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    let left: Vec<&str> = alice
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined, ["frank"]);
+    assert_eq!(left, ["erin"]);
+    let mut listed: Vec<String> = net
+        .hub
+        .remote_users()
+        .into_iter()
+        .map(|(u, _)| u.as_str().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["dave", "frank"]);
+}

@@ -107,6 +107,12 @@ pub(super) struct Remote {
     /// may be resumed on another server (they stay listed, and nobody is
     /// told they left, until then).
     pub(super) gone: HashMap<String, Instant>,
+    /// Users the log restored at start last saw join and not leave, by
+    /// name key, but for this server's own sessions: present as far as
+    /// this server's users were told. Until the first join of the cluster
+    /// says who is there now, finding one of them on another server is
+    /// not news, and those not found left while this server was down.
+    pub(super) logged: HashMap<String, Username>,
 }
 
 impl Hub {
@@ -144,6 +150,13 @@ impl Hub {
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             return false;
         }
+        if !self.remote.users.contains_key(&key) {
+            if let Some(logged) = self.remote.logged.remove(&key) {
+                // Its join is in the log already: not announced again.
+                self.remote.users.insert(key, (logged, server));
+                return true;
+            }
+        }
         match self.remote.users.get(&key).cloned() {
             // Known, and kicked on another server: joined afresh there,
             // its kicked session over. The kick is seen, then the join
@@ -179,6 +192,22 @@ impl Hub {
             now,
         );
         true
+    }
+
+    /// The server has learned, from the cluster, every user of the other
+    /// servers (its first join of the cluster, after a start on a
+    /// restored log): those the log last saw join whom no server has now
+    /// left while this server was down, and are announced as left.
+    pub fn remote_synced(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+        let mut left: Vec<Username> = std::mem::take(&mut self.remote.logged)
+            .into_values()
+            .collect();
+        left.sort_by_key(Username::key);
+        for user in left {
+            self.announce_left(user, LeaveReason::LOST, String::new());
+        }
+        self.commit_history(now);
     }
 
     /// A user of server `server` left: every local member is told. Unknown

@@ -2,7 +2,7 @@
 //! replay of a resume, and what a store keeps), resume tokens, the grace
 //! period of a lost connection, and dropping resent duplicates.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -150,6 +150,19 @@ impl Hub {
             self.push_log(entry);
         }
         self.next_message = loaded.next_id.0.max(newest + 1).max(1);
+        // Who the log last saw join and not leave (see `Remote::logged`).
+        let mut present: HashMap<String, Username> = HashMap::new();
+        for entry in &self.log {
+            match &entry.event {
+                LogEvent::Joined { user } => {
+                    present.insert(self.key(user), user.clone());
+                }
+                LogEvent::Left { user, .. } => {
+                    present.remove(&self.key(user));
+                }
+                LogEvent::Chat { .. } => {}
+            }
+        }
         let resumable = self.resume_enabled();
         for record in loaded.sessions {
             if !resumable || self.ghosts() >= self.limits.max_ghosts {
@@ -171,6 +184,8 @@ impl Hub {
             self.recall_accepted(&key, &mut session);
             self.sessions.insert(key, session);
         }
+        present.retain(|key, _| !self.sessions.contains_key(key));
+        self.remote.logged = present;
         self.store = Some(store);
         Ok(())
     }
