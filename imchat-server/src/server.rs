@@ -864,6 +864,21 @@ impl Server {
                     ),
                 );
             }
+            HubEvent::LoginRefused {
+                client,
+                user,
+                reason,
+            } => {
+                self.report.log(
+                    Level::Warn,
+                    format!(
+                        "refused the login of '{}' from {}: {}",
+                        inert(user.as_str()),
+                        core.who(client),
+                        inert(&reason)
+                    ),
+                );
+            }
             HubEvent::Cluster(event) => {
                 if self.config.cluster.is_some() {
                     work.cluster.push(event);

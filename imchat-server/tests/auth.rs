@@ -177,6 +177,43 @@ fn the_server_password_right_wrong_missing_and_rate_limited() {
     srv.assert_serving();
 }
 
+/// A wrong password is a refused login, said as such on the console and
+/// in the log (never "broke the protocol"), and the password is not in it.
+#[test]
+fn a_wrong_password_is_logged_as_a_refused_login_without_the_password() {
+    let mut srv = Server::secured(
+        Some("open sesame"),
+        &["--auth-attempts", "2", "--auth-window-secs", "60"],
+    );
+    srv.register("alice", "wonderland");
+    let wrong = Raw::hello(srv.addr, "bob", Some("open sesam"), None).refusal();
+    assert_eq!(wrong, RefuseCode::WRONG_PASSWORD);
+    let line = srv.proc.expect("refused the login of 'bob'");
+    assert!(line.contains("wrong server password"), "{line}");
+    srv.wait_logged("refused the login of 'bob' from");
+    let wrong = Raw::hello(srv.addr, "alice", Some("open sesame"), Some("looking")).refusal();
+    assert_eq!(wrong, RefuseCode::WRONG_ACCOUNT_PASSWORD);
+    let line = srv.proc.expect("refused the login of 'alice'");
+    assert!(line.contains("wrong password for the name"), "{line}");
+    // Two failures from this address: the next try waits out the window.
+    let limited = Raw::hello(srv.addr, "carol", Some("open sesame"), None).refusal();
+    assert_eq!(limited, RefuseCode::TOO_MANY_ATTEMPTS);
+    let line = srv.proc.expect("refused the login of 'carol'");
+    assert!(line.contains("too many failed password attempts"), "{line}");
+    srv.wait_logged("refused the login of 'carol' from");
+    while let Ok(l) = srv.proc.lines.try_recv() {
+        srv.proc.seen.push(l);
+    }
+    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
+    for text in srv.proc.seen.iter().map(String::as_str).chain(log.lines()) {
+        assert!(!text.contains("broke the protocol"), "{text}");
+        assert!(
+            !text.contains("sesam") && !text.contains("looking"),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn the_client_takes_the_password_from_a_file_or_the_environment_and_says_when_it_has_none() {
     let srv = Server::secured(Some("open sesame"), &[]);

@@ -402,6 +402,48 @@ fn nothing_but_the_handshake_is_accepted_first() {
     assert_eq!(hub.connections(), 0);
 }
 
+/// A wrong server password is a refused login, not a broken rule.
+#[test]
+fn a_wrong_server_password_is_a_refused_login_not_a_violation() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_server_password(Secret::new("sesame".to_string()));
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hub.handle_message(
+        c,
+        ClientMessage::Auth {
+            server: Secret::new("sesam".to_string()),
+            account: None,
+        },
+        now,
+    );
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: Username::new("alice").unwrap(),
+            resume: None,
+        },
+        now,
+    );
+    let mut events = Vec::new();
+    while let Some(e) = hub.poll_event() {
+        events.push(e);
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, HubEvent::Violation { .. })),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e,
+            HubEvent::LoginRefused { client, user, reason }
+                if *client == c && user.as_str() == "alice" && reason == "wrong server password")),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_wrong_protocol_version_is_refused_naming_ours() {
     let mut hub = Hub::new(Limits::default(), "hi");

@@ -309,7 +309,7 @@ impl Hub {
         }
         if let Some(expected) = self.auth.server_password.clone() {
             if self.too_many(&FailKey::Address(peer), now) {
-                self.refuse_attempts(client, now);
+                self.refuse_attempts(client, username);
                 return false;
             }
             match creds.server {
@@ -323,7 +323,7 @@ impl Hub {
                 }
                 Some(given) if !given.matches(&expected) => {
                     self.note_failure(FailKey::Address(peer), now);
-                    self.violation(client, "wrong server password");
+                    self.login_refused(client, username, "wrong server password");
                     self.refuse(client, RefuseCode::WRONG_PASSWORD, "wrong server password");
                     return false;
                 }
@@ -337,7 +337,7 @@ impl Hub {
         if creds.account.is_some()
             && (self.too_many(&FailKey::Address(peer), now) || self.too_many(&name, now))
         {
-            self.refuse_attempts(client, now);
+            self.refuse_attempts(client, username);
             return false;
         }
         if let Some(conn) = self.conns.get_mut(&client) {
@@ -378,15 +378,16 @@ impl Hub {
             AccountCheck::Wrong => {
                 self.note_failure(FailKey::Address(peer), now);
                 self.note_failure(FailKey::Name(self.key(&user)), now);
-                self.violation(client, format!("wrong account password for '{user}'"));
+                self.login_refused(client, &user, "wrong password for the name");
                 self.refuse(
                     client,
                     RefuseCode::WRONG_ACCOUNT_PASSWORD,
                     &format!("wrong password for the username '{user}'"),
                 );
             }
-            AccountCheck::Unavailable(why) => {
-                self.violation(client, format!("accounts unavailable: {why}"));
+            AccountCheck::Unavailable(_) => {
+                // The server logs why it could not check; the client did
+                // nothing wrong.
                 self.refuse(
                     client,
                     RefuseCode::SERVER_FULL,
@@ -711,14 +712,24 @@ impl Hub {
         })
     }
 
-    fn refuse_attempts(&mut self, client: ClientId, _now: Instant) {
+    fn refuse_attempts(&mut self, client: ClientId, user: &Username) {
         let secs = self.limits.auth_window.as_secs();
-        self.violation(client, "too many failed password attempts");
+        self.login_refused(client, user, "too many failed password attempts");
         self.refuse(
             client,
             RefuseCode::TOO_MANY_ATTEMPTS,
             &format!("too many failed password attempts; try again in {secs} s"),
         );
+    }
+
+    /// Tells the server a login was refused for a password: a warning,
+    /// not a [`HubEvent::Violation`].
+    fn login_refused(&mut self, client: ClientId, user: &Username, reason: &str) {
+        self.events.push_back(HubEvent::LoginRefused {
+            client,
+            user: user.clone(),
+            reason: reason.to_string(),
+        });
     }
 
     fn note_failure(&mut self, key: FailKey, now: Instant) {

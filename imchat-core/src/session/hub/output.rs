@@ -241,6 +241,18 @@ pub enum HubEvent {
         /// What it did.
         detail: String,
     },
+    /// A login was refused for a wrong password (the server's or the
+    /// name's) or for too many of them: not a broken rule, but worth a
+    /// warning (logged; the hub has refused it). `reason` never holds the
+    /// password.
+    LoginRefused {
+        /// The connection.
+        client: ClientId,
+        /// The name it asked for.
+        user: Username,
+        /// Why, in words ("wrong server password").
+        reason: String,
+    },
     /// A `Hello` for `user` waits: check the account. Answer with
     /// [`Hub::account_checked`](crate::Hub::account_checked): `Open` when the
     /// name is not registered, else the verdict on `password`. Do the
