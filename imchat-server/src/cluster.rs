@@ -316,8 +316,12 @@ pub fn redacted(url: &str) -> String {
 /// A Redis error in words for the log (the crate's text ends in its
 /// error kind's debug name, and a timeout is an OS error number).
 pub(crate) fn said(e: &redis::RedisError) -> String {
-    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
         "Redis refused the password in the URL".into()
+    } else if e.code() == Some("NOAUTH") {
+        "Redis requires a password: put it in the URL (redis://:PASSWORD@HOST:PORT)".into()
+    } else if no_such_database(e) {
+        format!("Redis has no database of the number the URL ends in: {DATABASES}")
     } else if e.is_timeout() {
         "Redis did not answer in time".into()
     } else if e.is_connection_refusal() {
@@ -325,6 +329,27 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
     } else {
         e.to_string()
     }
+}
+
+/// What a URL's database number must be, for the errors.
+const DATABASES: &str = "it must be below Redis's `databases` setting (16 by default: 0 to 15)";
+
+/// [`said`], for an error of (connecting to and) using `client`'s Redis:
+/// a database Redis does not have is named by its number.
+pub(crate) fn said_to(client: &redis::Client, e: &redis::RedisError) -> String {
+    if no_such_database(e) {
+        let db = client.get_connection_info().redis_settings().db();
+        format!("Redis has no database {db} (the number the URL ends in): {DATABASES}")
+    } else {
+        said(e)
+    }
+}
+
+/// Whether Redis refused the `SELECT` of the URL's database number.
+fn no_such_database(e: &redis::RedisError) -> bool {
+    e.detail()
+        .is_some_and(|d| d.contains("DB index is out of range"))
+        || e.to_string().contains("refused to switch database")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1096,7 +1121,7 @@ impl Cluster {
                         warn!(
                             "cluster: Redis at {} is unreachable: {}",
                             self.shown_url,
-                            said(&e)
+                            said_to(&self.client, &e)
                         );
                         hub.with(&mut |hub| {
                             hub.notice_all(
@@ -1686,6 +1711,27 @@ mod tests {
         assert_eq!(said(&auth), "Redis refused the password in the URL");
         let slow = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::WouldBlock));
         assert_eq!(said(&slow), "Redis did not answer in time");
+        let wrong = redis::make_extension_error(
+            "WRONGPASS".into(),
+            Some("invalid username-password pair or user is disabled.".into()),
+        );
+        assert_eq!(said(&wrong), "Redis refused the password in the URL");
+        let none =
+            redis::make_extension_error("NOAUTH".into(), Some("Authentication required.".into()));
+        assert_eq!(
+            said(&none),
+            "Redis requires a password: put it in the URL (redis://:PASSWORD@HOST:PORT)"
+        );
+        let db = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "Redis server refused to switch database",
+            "DB index is out of range".to_string(),
+        ));
+        let to = redis::Client::open("redis://127.0.0.1:1/99").unwrap();
+        let words = said_to(&to, &db);
+        assert!(words.starts_with("Redis has no database 99 "), "{words}");
+        assert!(!words.contains("ResponseError"), "{words}");
+        assert!(!said(&db).contains("ResponseError"), "{}", said(&db));
     }
 
     /// Settings for the Redis at `url`, without a CA.

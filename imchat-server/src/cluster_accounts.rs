@@ -125,7 +125,7 @@ impl RedisAccounts {
                         link.failed_at = Some(Instant::now());
                         return Err(format!(
                             "Redis is unreachable: {}",
-                            crate::cluster::said(&e)
+                            crate::cluster::said_to(&self.client, &e)
                         ));
                     }
                 }
@@ -141,7 +141,10 @@ impl RedisAccounts {
                 Err(e) if fresh => {
                     link.con = None;
                     link.failed_at = Some(Instant::now());
-                    return Err(format!("Redis failed: {}", crate::cluster::said(&e)));
+                    return Err(format!(
+                        "Redis failed: {}",
+                        crate::cluster::said_to(&self.client, &e)
+                    ));
                 }
                 Err(_) => {}
             }

@@ -937,6 +937,48 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     );
 }
 
+/// What `imchat-server --reset-name NAME --redis URL` says on stderr,
+/// once it has failed.
+fn reset_name_fails(url: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["--reset-name", "alice", "--redis", url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A Redis that asks a password the URL does not give, and a database
+/// Redis does not have: said in words at start, in the log and by
+/// `--reset-name`, not as Redis's error codes.
+#[test]
+fn a_missing_redis_password_and_a_missing_database_are_said_in_words() {
+    let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let needs = "Redis requires a password: put it in the URL (redis://:PASSWORD@HOST:PORT)";
+    let no_db = "Redis has no database 99 ";
+    let db_url = format!("redis://:s3cret-pw@127.0.0.1:{}/99", redis.port);
+    for (url, wanted) in [(redis.url(), needs), (db_url, no_db)] {
+        let log = unreachable_log(&url, &[]);
+        let err = reset_name_fails(&url);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        for text in [&log, &err] {
+            assert!(text.contains(wanted), "{text}");
+            for raw in [
+                "NOAUTH",
+                "Authentication required",
+                "out of range",
+                "ResponseError",
+            ] {
+                assert!(!text.contains(raw), "{raw} in {text}");
+            }
+            assert!(!text.contains("s3cret-pw"), "{text}");
+        }
+    }
+}
+
 /// The PEM files [`own_ca`] writes.
 struct OwnCa {
     ca: PathBuf,
