@@ -466,7 +466,7 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
     .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))
 }
 
-fn name_key(key: &str) -> String {
+pub(crate) fn name_key(key: &str) -> String {
     format!("imchat:name:{key}")
 }
 

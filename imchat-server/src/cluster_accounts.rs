@@ -95,6 +95,21 @@ impl RedisAccounts {
         }))
     }
 
+    /// Whether a server of the cluster holds the name of key `key` (the
+    /// server's name key) now: its user is connected, or its session
+    /// waits for a resume.
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be asked; the text says why.
+    pub fn name_held(&self, key: &str) -> Result<bool, String> {
+        self.with(|con| {
+            redis::cmd("EXISTS")
+                .arg(crate::cluster::name_key(key))
+                .query::<bool>(con)
+        })
+    }
+
     /// Runs `f` on the connection, connecting first if needed. A call that
     /// fails on a connection opened earlier is tried once more on a fresh
     /// one (Redis may have restarted since: the old socket is dead, Redis

@@ -230,7 +230,9 @@ struct Cli {
     ///
     /// For an operator whose user lost the password: the name is free
     /// again (with --redis, on every server of the cluster). Run it while
-    /// the server is stopped, or beside it.
+    /// the server is stopped, or beside it. A user connected under NAME
+    /// is not disconnected: it keeps the name until it leaves (kick it
+    /// to free the name now), and the command says so.
     #[arg(long, value_name = "NAME")]
     reset_name: Option<String>,
 
@@ -703,20 +705,29 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
         return Err(Error::Name("--reset-name needs a name".into()));
     };
     let user = username_arg("--reset-name", name)?;
-    let removed = match (&cli.redis, &cli.history_db) {
+    let key = names::key(&user);
+    // Whether a session of the name lives on: a reset frees the name for
+    // the next login, not from a user who holds it now.
+    let (removed, held) = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
             let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
                 .map_err(Error::Cluster)?;
-            accounts::Accounts::new(Box::new(shared), names::key)
+            let removed = accounts::Accounts::new(Box::new(shared.clone()), names::key)
                 .reset(&user)
-                .map_err(Error::Cluster)?
+                .map_err(Error::Cluster)?;
+            (removed, shared.name_held(&key).map_err(Error::Cluster)?)
         }
         (None, Some(path)) => {
             // Only the accounts table is touched: the history stays as it
             // is, so this may run while the server does.
-            accounts_of(open_table(path)?)
+            let table = open_table(path)?;
+            let removed = accounts_of(table.clone())
                 .reset(&user)
-                .map_err(Error::History)?
+                .map_err(Error::History)?;
+            let held = table
+                .has_session(&key, names::key)
+                .map_err(Error::History)?;
+            (removed, held)
         }
         (None, None) => {
             return Err(Error::Name(
@@ -725,10 +736,12 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
         }
     };
     log::info!("registration of '{user}' reset from the command line");
-    Ok(if removed {
-        format!("the registration of '{user}' is removed: the name is free")
-    } else {
-        format!("'{user}' was not registered; nothing changed")
+    Ok(match (removed, held) {
+        (true, false) => format!("the registration of '{user}' is removed: the name is free"),
+        (true, true) => format!(
+            "the registration of '{user}' is removed, but '{user}' is connected (or its session waits for a resume): it keeps the name, and any operator rights, until it leaves; kick it ('kick {user}' on a server's console) to free the name now"
+        ),
+        (false, _) => format!("'{user}' was not registered; nothing changed"),
     })
 }
 

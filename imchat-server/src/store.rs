@@ -1265,6 +1265,31 @@ impl SqliteAccounts {
         })
     }
 
+    /// Whether the file holds a session of a name whose key (by `key_of`,
+    /// the server's name key) is `key`: its user is connected to a server
+    /// on this file, or may resume its session (within the grace period,
+    /// also after the server is started again).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read; the text says why.
+    pub fn has_session(&self, key: &str, key_of: fn(&Username) -> String) -> Result<bool, String> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT user FROM sessions")
+            .map_err(|e| e.to_string())?;
+        let users = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| e.to_string())?;
+        for user in users {
+            let user = user.map_err(|e| e.to_string())?;
+            if Username::new(&user).is_ok_and(|u| key_of(&u) == key) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn
             .lock()

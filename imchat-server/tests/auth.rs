@@ -105,6 +105,13 @@ impl Server {
         self.dir.0.join("history.db")
     }
 
+    /// How many sessions the history file holds (once committed).
+    fn stored_sessions(&self) -> i64 {
+        rusqlite::Connection::open(self.db())
+            .and_then(|f| f.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)))
+            .unwrap_or(-1)
+    }
+
     /// A piped client of this server, with `env` and `args`; no password
     /// variables but those given, its data folder in the server's.
     fn client(&self, name: &str, env: &[(&str, &str)], args: &[&str]) -> Proc {
@@ -376,6 +383,8 @@ fn reset_name_removes_a_registration_offline_and_beside_a_running_server() {
         Raw::hello(srv.addr, "alice", None, None).refusal(),
         RefuseCode::NAME_PROTECTED
     );
+    // Her session is dropped from the file once her quit is committed.
+    wait_until("alice's session dropped", || srv.stored_sessions() == 0);
     let run = |name: &str| {
         let mut cmd = Command::new(server_bin());
         cmd.arg("--reset-name")
@@ -389,7 +398,7 @@ fn reset_name_removes_a_registration_offline_and_beside_a_running_server() {
     let (line, code) = run("ALICE");
     assert_eq!(code, Some(0));
     assert!(
-        line.contains("the registration of 'ALICE' is removed"),
+        line.contains("the registration of 'ALICE' is removed: the name is free"),
         "{line}"
     );
     let (line, code) = run("alice");
@@ -407,6 +416,42 @@ fn reset_name_removes_a_registration_offline_and_beside_a_running_server() {
     assert_eq!(p.wait_exit(), Some(1));
     assert!(!srv.dir.0.join("nothing-here.db").exists());
     srv.assert_serving();
+}
+
+/// `--reset-name` of a user who is connected removes the registration but
+/// says that the user keeps the name until it leaves (it is not
+/// disconnected); once it has left, the name is free.
+#[test]
+fn reset_name_of_a_connected_user_says_it_keeps_the_name_until_it_leaves() {
+    let srv = Server::secured(None, &[]);
+    srv.register("alice", "wonderland");
+    let mut alice = Raw::join_with(srv.addr, "alice", None, Some("wonderland"));
+    // Her session is in the file once the join is committed.
+    wait_until("alice's session stored", || srv.stored_sessions() == 1);
+    let mut cmd = Command::new(server_bin());
+    cmd.arg("--reset-name")
+        .arg("Alice")
+        .arg("--history-db")
+        .arg(srv.db());
+    let mut p = Proc::spawn(cmd);
+    let line = p.expect("");
+    assert_eq!(p.wait_exit(), Some(0));
+    assert!(
+        line.contains("the registration of 'Alice' is removed, but 'Alice' is connected"),
+        "{line}"
+    );
+    assert!(line.contains("until it leaves"), "{line}");
+    assert!(!line.contains("the name is free"), "{line}");
+    // True: she is still in, and her name is still hers.
+    assert_eq!(
+        Raw::hello(srv.addr, "alice", None, None).refusal(),
+        RefuseCode::NAME_TAKEN
+    );
+    alice.send(&ClientMessage::Who);
+    alice.wait_for(|m| matches!(m, ServerMessage::Who { .. }));
+    quit(alice);
+    // Gone, and no longer protected: anyone may take the name.
+    quit(Raw::join_with(srv.addr, "alice", None, None));
 }
 
 /// Waits for `r` to be removed by an operator: the `KICKED` error's text.

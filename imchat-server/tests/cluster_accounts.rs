@@ -410,21 +410,48 @@ fn a_kick_made_on_one_server_removes_a_user_of_the_other() {
     quit(Raw::join_moved(b.addr, "mallory", None));
 }
 
+/// What `imchat-server --reset-name NAME --redis URL` prints, once it
+/// has succeeded.
+fn reset_name(url: &str, name: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["--reset-name", name, "--redis", url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Whether a server holds the claim on the name of key `key` in Redis.
+fn name_claimed(url: &str, key: &str) -> bool {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    redis::cmd("EXISTS")
+        .arg(format!("imchat:name:{key}"))
+        .query(&mut con)
+        .unwrap()
+}
+
+/// Waits until no server holds the name of key `key` (a quit releases it
+/// a moment later).
+fn wait_released(url: &str, key: &str) {
+    let deadline = Instant::now() + WAIT;
+    while name_claimed(url, key) {
+        assert!(Instant::now() < deadline, "{key} still claimed");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn reset_name_through_redis_frees_a_name_on_every_server() {
     let Some(redis) = Redis::start() else { return };
     let a = Server::start(&redis.url(), &[]);
     let b = Server::start(&redis.url(), &[]);
     register(a.addr, "alice", "wonderland");
-    let reset = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
-            .args(["--reset-name", "Alice", "--redis", &redis.url()])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let reset = || reset_name(&redis.url(), "Alice");
+    wait_released(&redis.url(), "alice");
     let said = reset();
     assert!(said.contains("is removed: the name is free"), "{said}");
     quit(Raw::join_moved(b.addr, "alice", None));
@@ -466,4 +493,28 @@ fn with_redis_unreachable_registration_and_protected_names_are_refused() {
     assert!(err.contains("Redis is unreachable"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     quit(bob);
+}
+
+/// `--reset-name` of a user connected to a server of the cluster removes
+/// the registration but says that the user keeps the name until it leaves.
+#[test]
+fn reset_name_through_redis_of_a_connected_user_says_it_keeps_the_name() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url(), &[]);
+    let b = Server::start(&redis.url(), &[]);
+    register(a.addr, "alice", "wonderland");
+    let alice = Raw::join_moved(a.addr, "alice", Some("wonderland"));
+    let said = reset_name(&redis.url(), "ALICE");
+    assert!(
+        said.contains("the registration of 'ALICE' is removed, but 'ALICE' is connected"),
+        "{said}"
+    );
+    assert!(said.contains("until it leaves"), "{said}");
+    assert!(!said.contains("the name is free"), "{said}");
+    // True: the name is still hers on every server.
+    let (code, _) = Raw::hello(b.addr, "alice", None).refusal();
+    assert_eq!(code, RefuseCode::NAME_TAKEN);
+    quit(alice);
+    // Gone, and no longer protected: anyone may take the name.
+    quit(Raw::join_moved(b.addr, "alice", None));
 }
