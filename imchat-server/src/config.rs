@@ -117,15 +117,15 @@ pub struct LimitArgs {
 
     /// How long a user whose connection broke (not quit) may come back and
     /// take its session back before the others are told it left (0: leave at once).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
     grace_secs: f64,
 
     /// Chat messages a user joining afresh is shown from before it joined (0: none).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_HISTORY_COUNT)]
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_HISTORY_COUNT)]
     history_count: usize,
 
     /// Only messages younger than this are shown as history (0: none).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HISTORY_AGE.as_secs_f64())]
+    #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_HISTORY_AGE.as_secs_f64())]
     history_age_secs: f64,
 
     /// Wrong passwords (server or account) from one address, or for one

@@ -53,8 +53,9 @@ Environment:
   RUST_LOG             what is logged to stderr too (default: warn)
 
 Exit codes:
-  0  stopped by SIGINT, SIGTERM or SIGHUP
-  1  could not start (shared folder, log file, address in use) or failed
+  0  stopped by SIGINT, SIGTERM or SIGHUP; --reset-name done
+  1  could not start (shared folder, log file, address in use) or failed;
+     --reset-name could not use its database or Redis
   2  bad arguments";
 
 /// The imchat server: chat between many clients, and a shared folder they
@@ -62,12 +63,14 @@ Exit codes:
 ///
 /// It listens on a TCP port, prints the address and the shared folder it
 /// uses, and runs until SIGINT, SIGTERM or SIGHUP, when it tells the clients
-/// it is shutting down.
+/// it is shutting down. Lines typed on its standard input are operator
+/// commands: kick NAME [reason], ban NAME|ADDRESS [reason], unban
+/// NAME|ADDRESS, bans (help lists them).
 #[derive(Debug, Parser)]
 #[command(
     name = "imchat-server",
     version,
-    override_usage = "imchat-server [OPTIONS] <[ADDR:]PORT>\n       imchat-server [OPTIONS] --bind <ADDR:PORT>",
+    override_usage = "imchat-server [OPTIONS] <[ADDR:]PORT>\n       imchat-server [OPTIONS] --bind <ADDR:PORT>\n       imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)",
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP
 )]
@@ -914,6 +917,13 @@ mod tests {
                 assert!(text.contains(flag), "{flag} missing from\n{text}");
             }
             assert!(!text.contains("--generate-"), "hidden flags shown:\n{text}");
+            // --reset-name needs no port: the usage says how it is run.
+            assert!(
+                text.contains(
+                    "imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)"
+                ),
+                "{text}"
+            );
         }
         assert!(
             short.contains("listed with their defaults by --help"),
@@ -922,6 +932,11 @@ mod tests {
         for detail in [
             "--max-clients",
             "--offer-secs",
+            "--grace-secs",
+            "--history-count",
+            "--history-age-secs",
+            "Lines typed on its standard input are operator commands",
+            "--reset-name done",
             "Examples:",
             "imchat-server 127.0.0.1:4000",
             "SERVERSHAREDFILES",
