@@ -327,7 +327,9 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
     } else if e.is_connection_refusal() {
         "connection refused".into()
     } else {
-        e.to_string()
+        // The crate's own errors read "what - Kind: detail", the kind by
+        // its Debug name: the words are kept, the name is not.
+        e.to_string().replacen(&format!(" - {:?}", e.kind()), "", 1)
     }
 }
 
@@ -683,7 +685,10 @@ impl Cluster {
             self.let_go(&mut pipe, &crate::names::key(user));
         }
         if let Err(e) = pipe.query::<()>(&mut con) {
-            warn!("cluster: could not leave cleanly (the leases will run out): {e}");
+            warn!(
+                "cluster: could not leave cleanly (the leases will run out): {}",
+                said(&e)
+            );
         } else {
             info!("cluster: left ({} users announced as gone)", users.len());
         }
@@ -793,7 +798,10 @@ impl Cluster {
             Ok((None, _)) => return,
             Err(e) => {
                 if once_a_minute(logged) {
-                    warn!("cluster: cannot see the stream's memory in Redis: {e}");
+                    warn!(
+                        "cluster: cannot see the stream's memory in Redis: {}",
+                        said(&e)
+                    );
                 }
                 return;
             }
@@ -814,7 +822,7 @@ impl Cluster {
                     used >> 20,
                     self.stream_bytes >> 20
                 ),
-                Err(e) => warn!("cluster: cannot trim the stream: {e}"),
+                Err(e) => warn!("cluster: cannot trim the stream: {}", said(&e)),
             }
         }
     }
@@ -1732,6 +1740,20 @@ mod tests {
         assert!(words.starts_with("Redis has no database 99 "), "{words}");
         assert!(!words.contains("ResponseError"), "{words}");
         assert!(!said(&db).contains("ResponseError"), "{}", said(&db));
+        let other = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "Redis server refused to authenticate, returns Ok() != Value::Okay",
+        ));
+        assert_eq!(
+            said(&other),
+            "Redis server refused to authenticate, returns Ok() != Value::Okay"
+        );
+        let detailed = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "cannot connect",
+            "no route".to_string(),
+        ));
+        assert_eq!(said(&detailed), "cannot connect: no route");
     }
 
     /// Settings for the Redis at `url`, without a CA.
