@@ -864,6 +864,20 @@ impl Server {
                     ),
                 );
             }
+            HubEvent::NotPermitted {
+                client,
+                action,
+                target,
+            } => {
+                self.report.log(
+                    Level::Warn,
+                    format!(
+                        "{} is not an operator: refused its request '{}'",
+                        core.who(client),
+                        format!("{} {}", action.word(), inert(&target)).trim_end()
+                    ),
+                );
+            }
             HubEvent::LoginRefused {
                 client,
                 user,

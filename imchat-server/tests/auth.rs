@@ -616,6 +616,10 @@ fn an_operator_kicks_and_bans_only_once_joined_with_its_password() {
         reason: String::new(),
     });
     assert_eq!(notice(&mut root).0, NoticeCode::NOT_PERMITTED);
+    // Logged as the refused request it is, not as a broken protocol.
+    srv.wait_logged("is not an operator: refused its request 'kick bob'");
+    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
+    assert!(!log.contains("broke the protocol"), "{log}");
     root.send(&ClientMessage::Register {
         password: Secret::new("toor").unwrap(),
     });

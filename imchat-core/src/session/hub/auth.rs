@@ -469,7 +469,11 @@ impl Hub {
                 let allowed = self.conns.get(&client).is_some_and(|c| c.authenticated)
                     && self.auth.operators.contains(&self.key(&user));
                 if !allowed {
-                    self.violation(client, format!("{} without operator rights", action.word()));
+                    self.events.push_back(HubEvent::NotPermitted {
+                        client,
+                        action,
+                        target: target.clone(),
+                    });
                     self.notice(
                         client,
                         NoticeCode::NOT_PERMITTED,

@@ -304,4 +304,15 @@ pub enum HubEvent {
         /// What came of it.
         outcome: String,
     },
+    /// A user without operator rights asked to kick, ban, unban or list
+    /// bans: refused (the user was told), to log. Not a broken rule: the
+    /// client cannot know whether its user is an operator.
+    NotPermitted {
+        /// The connection.
+        client: ClientId,
+        /// What it asked.
+        action: OpAction,
+        /// Whom (a username or an address, as the user typed it).
+        target: String,
+    },
 }
