@@ -710,26 +710,26 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
     let user = username_arg("--reset-name", name)?;
     let key = names::key(&user);
     // Whether a session of the name lives on: a reset frees the name for
-    // the next login, not from a user who holds it now.
+    // the next login, not from a user who holds it now. Asked first, so
+    // that a store that cannot answer has changed nothing.
     let (removed, held) = match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
             let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
                 .map_err(Error::Cluster)?;
-            let removed = accounts::Accounts::new(Box::new(shared.clone()), names::key)
+            let held = shared.name_held(&key).map_err(Error::Cluster)?;
+            let removed = accounts::Accounts::new(Box::new(shared), names::key)
                 .reset(&user)
                 .map_err(Error::Cluster)?;
-            (removed, shared.name_held(&key).map_err(Error::Cluster)?)
+            (removed, held)
         }
         (None, Some(path)) => {
             // Only the accounts table is touched: the history stays as it
             // is, so this may run while the server does.
             let table = open_table(path)?;
-            let removed = accounts_of(table.clone())
-                .reset(&user)
-                .map_err(Error::History)?;
             let held = table
                 .has_session(&key, names::key)
                 .map_err(Error::History)?;
+            let removed = accounts_of(table).reset(&user).map_err(Error::History)?;
             (removed, held)
         }
         (None, None) => {
