@@ -66,6 +66,25 @@ code_type! {
     }
 }
 
+impl RefuseCode {
+    /// Whether trying the same handshake again is refused the same way:
+    /// a ban, a wrong server or account password, an invalid name or
+    /// another protocol version do not change by waiting, so a client
+    /// that reconnects on its own should stop at them. A full server, a
+    /// name in use, too many attempts, a shutdown and codes this version
+    /// does not know may pass.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RefuseCode::BANNED
+                | RefuseCode::WRONG_PASSWORD
+                | RefuseCode::WRONG_ACCOUNT_PASSWORD
+                | RefuseCode::INVALID_NAME
+                | RefuseCode::VERSION_MISMATCH
+        )
+    }
+}
+
 code_type! {
     /// The code of a generic [`ServerMessage::Error`](crate::ServerMessage::Error).
     ErrorCode(u16) {
@@ -173,5 +192,36 @@ code_type! {
         KICKED = 4, "disconnected for misbehaving";
         /// The server is shutting down.
         SHUTDOWN = 5, "server shutting down";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefuseCode;
+
+    #[test]
+    fn only_refusals_that_waiting_cannot_change_are_final() {
+        for code in [
+            RefuseCode::BANNED,
+            RefuseCode::WRONG_PASSWORD,
+            RefuseCode::WRONG_ACCOUNT_PASSWORD,
+            RefuseCode::INVALID_NAME,
+            RefuseCode::VERSION_MISMATCH,
+        ] {
+            assert!(code.is_final(), "{code}");
+        }
+        for code in [
+            RefuseCode::NAME_TAKEN,
+            RefuseCode::SERVER_FULL,
+            RefuseCode::HANDSHAKE_TIMEOUT,
+            RefuseCode::SHUTTING_DOWN,
+            RefuseCode::HANDSHAKE_REQUIRED,
+            RefuseCode::TOO_MANY_ATTEMPTS,
+            RefuseCode::PASSWORD_REQUIRED,
+            RefuseCode::NAME_PROTECTED,
+            RefuseCode(999),
+        ] {
+            assert!(!code.is_final(), "{code}");
+        }
     }
 }
