@@ -727,8 +727,8 @@ fn handshake(
                         RefuseCode::WRONG_PASSWORD
                         | RefuseCode::WRONG_ACCOUNT_PASSWORD
                         | RefuseCode::TOO_MANY_ATTEMPTS
-                        | RefuseCode::BANNED => ClientError::Denied(reason),
-                        _ => ClientError::Refused(reason),
+                        | RefuseCode::BANNED => ClientError::Denied { reason, code },
+                        _ => ClientError::Refused { reason, code },
                     });
                 }
                 ClientEvent::Shutdown { reason } => {
@@ -910,7 +910,7 @@ impl App {
                         }
                     }
                 }
-                _ => match self.keep_reconnecting(reason, input, &mut previous) {
+                _ => match self.keep_reconnecting(reason, input, &mut previous)? {
                     Some(j) => j,
                     None => return self.quit_result(),
                 },
@@ -922,15 +922,18 @@ impl App {
         }
     }
 
-    /// Tries to connect again with [`backoff`] until it works (`Some`) or
-    /// the user quits (`None`). Meanwhile a user's lines get an answer
-    /// (commands that need no server run); a script's wait.
+    /// Tries to connect again with [`backoff`] until it works (`Some`),
+    /// the user quits (`None`) or the server refuses us in a way retrying
+    /// does not change ([`ClientError::is_final`]: banned, a wrong
+    /// password), which ends the client as at its first connection.
+    /// Meanwhile a user's lines get an answer (commands that need no
+    /// server run); a script's wait.
     fn keep_reconnecting(
         &self,
         mut reason: String,
         input: &Receiver<UserInput>,
         previous: &mut ClientSession,
-    ) -> Option<Joined> {
+    ) -> Result<Option<Joined>, ClientError> {
         let mut attempt = 1u32;
         loop {
             let deadline = Instant::now() + backoff(attempt, fastrand::f64() * 2.0 - 1.0);
@@ -956,10 +959,12 @@ impl App {
                 match input.recv_timeout(step) {
                     Ok(UserInput::Line(line)) => {
                         if self.offline_line(&line, shown) == Flow::Quit {
-                            return None;
+                            return Ok(None);
                         }
                     }
-                    Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                    Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Ok(None)
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
             }
@@ -969,7 +974,9 @@ impl App {
                 retry_in: None,
             });
             match join(&self.config, Some(previous)) {
-                Ok(j) => return Some(j),
+                Ok(j) => return Ok(Some(j)),
+                // Banned meanwhile, say: retrying would only be refused again.
+                Err(e) if e.is_final() => return Err(e),
                 Err(e) => {
                     log::info!("reconnect try {attempt}: {e}");
                     reason = e.to_string();

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use imchat_core::RefuseCode;
 use thiserror::Error;
 
 /// Why the client stopped other than by a normal quit. `main` prints it as
@@ -31,8 +32,13 @@ pub enum ClientError {
     #[error("the server's answer is not imchat (if it is a TLS server, connect with --tls)")]
     NotImchat,
     /// The server refused the username.
-    #[error("username refused: {0}")]
-    Refused(String),
+    #[error("username refused: {reason}")]
+    Refused {
+        /// The server's words.
+        reason: String,
+        /// The server's code.
+        code: RefuseCode,
+    },
     /// The server needs a password this client was not given (and could
     /// not ask for: no terminal).
     #[error("{reason}: give it with {how}")]
@@ -53,8 +59,13 @@ pub enum ClientError {
         reason: String,
     },
     /// The server refused the passwords given, or this address or name.
-    #[error("refused: {0}")]
-    Denied(String),
+    #[error("refused: {reason}")]
+    Denied {
+        /// The server's words.
+        reason: String,
+        /// The server's code.
+        code: RefuseCode,
+    },
     /// An operator removed us.
     #[error("removed from the server: {0}")]
     Kicked(String),
@@ -101,6 +112,18 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         1
     }
+
+    /// Whether connecting again cannot end otherwise: the server refused
+    /// us in a way retrying does not change (a ban, a wrong password: see
+    /// [`RefuseCode::is_final`]), or needs a password this client has no
+    /// way to get. A client that reconnects on its own stops at these.
+    pub fn is_final(&self) -> bool {
+        match self {
+            ClientError::Refused { code, .. } | ClientError::Denied { code, .. } => code.is_final(),
+            ClientError::PasswordNeeded { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// A connect failure in the contract's words (`connection refused`,
@@ -123,7 +146,11 @@ mod tests {
     #[test]
     fn runtime_errors_exit_1() {
         assert_eq!(ClientError::ConnectionLost.exit_code(), 1);
-        assert_eq!(ClientError::Refused("taken".into()).exit_code(), 1);
+        let taken = ClientError::Refused {
+            reason: "taken".into(),
+            code: RefuseCode::NAME_TAKEN,
+        };
+        assert_eq!(taken.exit_code(), 1);
         assert_eq!(ClientError::Resolve("x".into()).exit_code(), 1);
     }
 

@@ -116,6 +116,29 @@ fn a_piped_client_resumes_after_a_blip_unless_told_not_to() {
 }
 
 #[test]
+fn a_reconnecting_client_banned_meanwhile_stops_with_the_reason() {
+    let mut w = World::with_console("banned-meanwhile");
+    let net = Proxy::start(w.server.addr);
+    let mut alice = w.client_on("alice", net.port(), &["--reconnect"]);
+    // Cut off, and kept off until the ban is in place.
+    net.set_target(None);
+    net.cut();
+    w.server.console("ban alice spamming", "banned alice");
+    net.set_target(Some(w.server.addr));
+    // Refused as banned: no more tries, one line, exit 1 as at a first
+    // connection (the tries before came 1 s, then 2 s apart: well within).
+    let status = alice.expect_exit_within(RECONNECT_WAIT);
+    assert_eq!(status.code(), Some(1), "{}", alice.report());
+    let err = alice.err.lines();
+    assert_eq!(
+        non_empty(&err),
+        ["imchat-client: refused: the username 'alice' is banned from this server"],
+        "{}",
+        alice.report()
+    );
+}
+
+#[test]
 fn json_output_is_one_object_per_line_with_the_events_fields() {
     let w = World::new("json");
     let port = w.server.port();

@@ -375,6 +375,8 @@ pub struct Server {
     /// Where it listens (127.0.0.1 and the port it printed).
     pub addr: SocketAddr,
     log_file: PathBuf,
+    /// Its console (standard input), when started with one.
+    console: Option<ChildStdin>,
 }
 
 impl Server {
@@ -395,10 +397,21 @@ impl Server {
     /// while the old socket is released: it retries, within a deadline.
     #[track_caller]
     pub fn start_on(dir: &Path, shared: &Path, extra: &[&str], port: u16) -> Server {
+        Server::start_full(dir, shared, extra, port, false)
+    }
+
+    /// [`start_with`](Self::start_with), with its console on a pipe the
+    /// test writes operator lines to ([`console`](Self::console)).
+    pub fn start_with_console(dir: &Path, shared: &Path, extra: &[&str]) -> Server {
+        Server::start_full(dir, shared, extra, 0, true)
+    }
+
+    #[track_caller]
+    fn start_full(dir: &Path, shared: &Path, extra: &[&str], port: u16, console: bool) -> Server {
         let deadline = Instant::now() + TIMEOUT;
         let mut failures = String::new();
         for _ in 0..100 {
-            match Server::spawn(dir, shared, extra, port) {
+            match Server::spawn(dir, shared, extra, port, console) {
                 Ok(server) => return server,
                 Err(report) if port != 0 && Instant::now() < deadline => {
                     failures.push_str(&report);
@@ -414,7 +427,13 @@ impl Server {
     }
 
     /// One try at starting the server; its report when it did not listen.
-    fn spawn(dir: &Path, shared: &Path, extra: &[&str], port: u16) -> Result<Server, String> {
+    fn spawn(
+        dir: &Path,
+        shared: &Path,
+        extra: &[&str],
+        port: u16,
+        console: bool,
+    ) -> Result<Server, String> {
         let log_file = dir.join("server.log");
         let mut child = Command::new(server_bin())
             .args(extra)
@@ -429,11 +448,16 @@ impl Server {
             .env_remove("RUST_LOG")
             .env_remove("SERVERSHAREDFILES")
             .env_remove("SERVER_SHARED_FILES")
-            .stdin(Stdio::null())
+            .stdin(if console {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start imchat-server");
+        let console = child.stdin.take();
         let out = Output::capture(child.stdout.take().expect("server stdout"));
         let err = Output::capture(child.stderr.take().expect("server stderr"));
         let mut server = Server {
@@ -442,6 +466,7 @@ impl Server {
             err,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_file,
+            console,
         };
         let first = server.out.wait_line_from(0, TIMEOUT, |_| true);
         let addr = first.as_ref().and_then(|(_, line)| {
@@ -468,6 +493,32 @@ impl Server {
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Types an operator line on its console (`ban bob spam`) and waits
+    /// for the answer that starts with `answer`.
+    pub fn console(&mut self, line: &str, answer: &str) -> String {
+        let from = self.out.lines().len();
+        let console = self
+            .console
+            .as_mut()
+            .expect("the server was started without a console");
+        if let Err(e) = console
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| console.flush())
+        {
+            panic!("writing to the server's console: {e}\n{}", self.report());
+        }
+        match self
+            .out
+            .wait_line_from(from, TIMEOUT, |l| l.starts_with(answer))
+        {
+            Some((_, l)) => l,
+            None => panic!(
+                "server: no answer `{answer}…` to `{line}` within {TIMEOUT:?}\n{}",
+                self.report()
+            ),
+        }
     }
 
     /// Waits for a stdout line satisfying `pred`; panics with the output otherwise.
@@ -545,6 +596,15 @@ impl World {
         let dir = TempDir::new(tag);
         copy_dir_files(&sample_shared_dir(), &dir.join("shared"));
         let server = Server::start_with(dir.path(), &dir.join("shared"), extra);
+        World { server, dir }
+    }
+
+    /// [`new`](Self::new), the server's console on a pipe
+    /// ([`Server::console`]).
+    pub fn with_console(tag: &str) -> World {
+        let dir = TempDir::new(tag);
+        copy_dir_files(&sample_shared_dir(), &dir.join("shared"));
+        let server = Server::start_with_console(dir.path(), &dir.join("shared"), &[]);
         World { server, dir }
     }
 
