@@ -325,6 +325,13 @@ pub struct ClientSession {
     clock: Instant,
     /// The `Ping` of [`settle`](Self::settle) whose `Pong` is awaited.
     barrier: Option<u64>,
+    /// Requests of the user's sent so far (see [`ask`](Self::ask)).
+    sent: u64,
+    /// How many of [`sent`](Self::sent) the awaited barrier covers.
+    barrier_covers: u64,
+    /// How many of [`sent`](Self::sent) the server has answered, as far as
+    /// a barrier's `Pong` tells.
+    answered: u64,
     /// `ListFiles` requests whose last `FileList` has not arrived.
     lists_pending: usize,
     /// Files listed so far in the `FileList` answer arriving.
@@ -384,6 +391,9 @@ impl ClientSession {
             pacer: Pacer::default(),
             clock: now,
             barrier: None,
+            sent: 0,
+            barrier_covers: 0,
+            answered: 0,
             lists_pending: 0,
             listed: 0,
             next_client_id: 1,
@@ -463,7 +473,7 @@ impl ClientSession {
     /// once the session is closed; nothing is sent.
     pub fn register(&mut self, password: Secret) -> Result<(), UsageError> {
         self.joined()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.registering = Some(password.clone());
         self.transmits
             .push_back(ClientMessage::Register { password });
@@ -479,7 +489,7 @@ impl ClientSession {
     /// once the session is closed; nothing is sent.
     pub fn unregister(&mut self) -> Result<(), UsageError> {
         self.joined()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Unregister);
         Ok(())
     }
@@ -508,7 +518,7 @@ impl ClientSession {
             });
         }
         self.check_text(reason)?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Operate {
             action,
             target: target.to_string(),
@@ -587,6 +597,8 @@ impl ClientSession {
         self.last_heard = self.clock;
         self.ping = None;
         self.barrier = None;
+        // Nothing more comes for what the old connection asked.
+        self.answered = self.sent;
         self.lists_pending = 0;
         self.listed = 0;
         self.state = State::Handshaking;
@@ -658,7 +670,7 @@ impl ClientSession {
             let Some(u) = self.resend.pop_front() else {
                 break;
             };
-            self.charge(1, u.text.len());
+            self.ask(1, u.text.len());
             self.transmits.push_back(ClientMessage::Chat {
                 client_id: u.client_id,
                 to: u.to,
@@ -733,7 +745,7 @@ impl ClientSession {
         self.offers
             .remove(&id)
             .ok_or(UsageError::UnknownOffer { id })?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id,
             code: CancelCode::DECLINED,
@@ -743,7 +755,7 @@ impl ClientSession {
     }
 
     fn start_push(&mut self, id: TransferId, offer: Offered) {
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Accept { id });
         self.incoming.insert(id, Incoming::new(id, offer.size));
         self.names.insert(id, offer.name.clone());
@@ -856,6 +868,13 @@ impl ClientSession {
         self.pacer.refill(self.clock);
     }
 
+    /// [`charge`](Self::charge) for a request of the user's, whose answer
+    /// [`is_answered`](Self::is_answered) waits for.
+    fn ask(&mut self, messages: usize, bytes: usize) {
+        self.sent += 1;
+        self.charge(messages, bytes);
+    }
+
     /// Charges the rate bucket with a request of `messages` messages and
     /// `bytes` bytes of text, at the session's latest time.
     fn charge(&mut self, messages: usize, bytes: usize) {
@@ -900,7 +919,20 @@ impl ClientSession {
         self.charge(1, 0);
         self.transmits.push_back(ClientMessage::Ping(n));
         self.barrier = Some(n);
+        self.barrier_covers = self.sent;
         Ok(())
+    }
+
+    /// True when the server has answered every request sent so far, as
+    /// far as the session can tell: the answer to a [`settle`](Self::settle)
+    /// made after the last request arrived, and every file list asked for
+    /// is complete. Downloads and pushes still running do not count. For
+    /// a frontend that shows something of its own only after the answers
+    /// to what was asked before it (a script's `/help` after its `/who`):
+    /// when false, [`settle`](Self::settle) and wait for it to turn true.
+    #[must_use]
+    pub fn is_answered(&self) -> bool {
+        self.answered >= self.sent && self.lists_pending == 0
     }
 
     /// True when nothing asked for is outstanding: the answer to
@@ -1012,7 +1044,7 @@ impl ClientSession {
         if behind {
             self.resend.push_back(message.clone());
         } else {
-            self.charge(1, text.len());
+            self.ask(1, text.len());
         }
         self.unacked.push_back(message);
         self.unacked_bytes += text.len();
@@ -1050,7 +1082,7 @@ impl ClientSession {
     /// once the session is closed; nothing is sent.
     pub fn who(&mut self) -> Result<(), UsageError> {
         self.joined()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Who);
         Ok(())
     }
@@ -1063,7 +1095,7 @@ impl ClientSession {
     /// once the session is closed; nothing is sent.
     pub fn files_access(&mut self) -> Result<(), UsageError> {
         self.joined()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::FilesAccess);
         Ok(())
     }
@@ -1076,7 +1108,7 @@ impl ClientSession {
     /// once the session is closed; nothing is sent.
     pub fn list_files(&mut self) -> Result<(), UsageError> {
         self.joined()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.lists_pending += 1;
         self.transmits.push_back(ClientMessage::ListFiles);
         Ok(())
@@ -1144,7 +1176,7 @@ impl ClientSession {
         let id = self.new_id()?;
         let resume = resume.filter(|r| !r.is_empty());
         let offset = resume.as_ref().map_or(0, ResumeState::len);
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Download {
             id,
             name: name.clone(),
@@ -1182,7 +1214,7 @@ impl ClientSession {
             return Err(UsageError::FileTooLarge { size, max });
         }
         let id = self.new_id()?;
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits
             .push_back(ClientMessage::Offer { id, name, size, to });
         self.outgoing.insert(id, Outgoing::new(id, size));
@@ -1272,7 +1304,7 @@ impl ClientSession {
         if !known {
             return Err(UsageError::UnknownTransfer { id });
         }
-        self.charge(1, 0);
+        self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id,
             code: CancelCode::CANCELLED,
@@ -1476,6 +1508,7 @@ impl ClientSession {
             ServerMessage::Pong(v) => {
                 if self.barrier.is_some_and(|b| v >= b) {
                     self.barrier = None;
+                    self.answered = self.answered.max(self.barrier_covers);
                 }
                 return;
             }

@@ -2212,6 +2212,45 @@ fn settle_is_answered_once_every_answer_asked_for_has_arrived() {
     assert!(net.s(0).is_settled(), "done");
 }
 
+#[test]
+fn answered_once_a_settle_after_the_last_request_is_answered() {
+    let mut net = three();
+    net.pump();
+    let _ = net.take(0);
+    // A fresh session has asked nothing.
+    assert!(net.s(0).is_answered());
+    net.s(0).who().unwrap();
+    assert!(!net.s(0).is_answered(), "the who is not answered");
+    net.s(0).list_files().unwrap();
+    net.s(0).settle().unwrap();
+    net.pump();
+    assert!(
+        net.s(0).is_answered(),
+        "the list is complete, the who answered"
+    );
+    // A request after the settle is not covered by its answer.
+    net.s(0).who().unwrap();
+    net.s(0).settle().unwrap();
+    net.s(0).send_chat(Recipient::Everyone, "later").unwrap();
+    net.pump();
+    assert!(!net.s(0).is_answered(), "the chat came after the settle");
+    net.s(0).settle().unwrap();
+    net.pump();
+    assert!(net.s(0).is_answered());
+    // A running download does not keep it unanswered.
+    let id = net
+        .s(0)
+        .download(FileName::new("a.txt").unwrap(), None)
+        .unwrap();
+    net.s(0).settle().unwrap();
+    let alice = net.clients[0].0;
+    net.hub
+        .accept_download(alice, id, FileName::new("a.txt").unwrap(), 5, 0);
+    net.pump();
+    assert!(net.s(0).is_answered());
+    assert!(!net.s(0).is_settled(), "the download runs");
+}
+
 // ---------------------------------------------------------------------------
 // Sessions that outlive a connection: acks, resume, history.
 
