@@ -1510,6 +1510,39 @@ impl Conn {
         }
     }
 
+    /// Before a script's line that the client answers itself (`/help`,
+    /// `/mode`, a typo): waits until the answers to what it asked before
+    /// have been shown, so that its output keeps the order of its input.
+    /// Gives up (and shows the line anyway) when the connection ends or
+    /// the server says nothing for [`ANSWER_WAIT`]. A terminal user sees
+    /// their line answered at once.
+    fn catch_up(&self) {
+        if !self.app.scripted || lock(&self.session).is_answered() {
+            return;
+        }
+        if !self.wait_to_send(0) || self.with_session(ClientSession::settle).is_err() {
+            return;
+        }
+        let step = Duration::from_millis(5);
+        let most = ANSWER_WAIT.as_millis() / step.as_millis() * 2;
+        for _ in 0..most {
+            if self.ended.load(Ordering::SeqCst) {
+                return;
+            }
+            let (answered, heard) = {
+                let s = lock(&self.session);
+                (s.is_answered(), s.last_heard())
+            };
+            // The reader shows the events of a message before it reads the
+            // next: once the barrier's answer is in, the answers before it
+            // are on the screen.
+            if answered || heard.elapsed() >= ANSWER_WAIT {
+                return;
+            }
+            thread::sleep(step);
+        }
+    }
+
     /// True when no download of ours is still being written and no push
     /// of ours is still being sent.
     fn transfers_done(&self) -> bool {
@@ -1648,10 +1681,14 @@ impl Conn {
         let cmd = match Command::parse(line) {
             Ok(c) => c,
             Err(e) => {
+                self.catch_up();
                 self.app.error(&inert(&e.to_string()));
                 return Flow::Continue;
             }
         };
+        if works_offline(&cmd) && !matches!(cmd, Command::Nothing | Command::Quit(_)) {
+            self.catch_up();
+        }
         let Some(cmd) = self.app.local_command(cmd) else {
             return Flow::Continue;
         };

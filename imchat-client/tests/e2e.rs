@@ -943,6 +943,37 @@ fn a_script_gets_the_answers_it_asked_for_before_it_quits() {
 }
 
 #[test]
+fn a_script_output_keeps_the_order_of_its_commands() {
+    let w = World::new("script-order");
+    let _bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/who\n/help\n/files\n/mode\n/bogus\n/who\n/mode\n/quit\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    let lines = bot.out.lines();
+    let at = |what: &str, from: usize, pred: &dyn Fn(&str) -> bool| -> usize {
+        lines
+            .iter()
+            .skip(from)
+            .position(|l| pred(l))
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no {what} after line {from}: {lines:?}"))
+    };
+    // Each answer after the one to the line before it.
+    let who = at("who", 0, &|l| l == "*** online (2): bob, bot");
+    let help = at("help", who + 1, &|l| l.starts_with("Commands ("));
+    let files = at("files", help + 1, &|l| l == "*** shared files:");
+    let mode = at("mode", files + 1, &|l| l == "*** mode: broadcast");
+    let bogus = at("the typo's error", mode + 1, &|l| {
+        l.starts_with("error: unknown command /bogus")
+    });
+    let who = at("who again", bogus + 1, &|l| l == "*** online (2): bob, bot");
+    at("mode again", who + 1, &|l| l == "*** mode: broadcast");
+}
+
+#[test]
 fn a_download_started_by_a_script_completes_before_it_exits() {
     let w = World::new("script-download");
     let data = pseudo_random_bytes(24 << 20, 11);
