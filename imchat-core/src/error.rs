@@ -199,6 +199,24 @@ pub enum TransferError {
     },
 }
 
+impl TransferError {
+    /// The same error about the transfer known as `to`: a relayed push's
+    /// receivers know it by another id than its pusher.
+    pub(crate) fn with_id(mut self, to: TransferId) -> TransferError {
+        match &mut self {
+            TransferError::BadChunkCrc { id, .. }
+            | TransferError::OutOfOrder { id, .. }
+            | TransferError::EmptyChunk { id }
+            | TransferError::TooMuchData { id, .. }
+            | TransferError::ShortFile { id, .. }
+            | TransferError::FileCrcMismatch { id, .. }
+            | TransferError::Cancelled { id, .. } => *id = to,
+            TransferError::TooLarge { .. } | TransferError::BadOffset { .. } => {}
+        }
+        self
+    }
+}
+
 /// The caller asked for something that cannot be done; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]

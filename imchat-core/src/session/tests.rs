@@ -2049,6 +2049,64 @@ fn push_data_before_the_receivers_accept_cancels_the_push() {
     )));
 }
 
+#[test]
+fn a_push_that_fails_its_checks_names_each_side_its_own_transfer_id() {
+    for bad_chunk in [true, false] {
+        let mut hub = Hub::new(Limits::default(), "hi");
+        let now = Instant::now();
+        let ids: Vec<ClientId> = (0..2).map(|_| hub.handle_connect(now)).collect();
+        for (id, name) in ids.iter().zip(["ann", "ben"]) {
+            hello(&mut hub, *id, name, now);
+        }
+        let push = TransferId(3);
+        hub.handle_message(
+            ids[0],
+            ClientMessage::Offer {
+                id: push,
+                name: FileName::new("f.txt").unwrap(),
+                size: 8,
+                to: Recipient::Everyone,
+            },
+            now,
+        );
+        // Ben's id for the push, as its offer showed it.
+        let relay = TransferId(TransferId::SERVER_BIT | 1);
+        hub.handle_message(ids[1], ClientMessage::Accept { id: relay }, now);
+        while hub.poll_transmit().is_some() {}
+        let mut chunk = FileChunk::new(push, 0, b"file".to_vec());
+        if bad_chunk {
+            chunk.crc ^= 1;
+        }
+        hub.handle_message(ids[0], ClientMessage::Chunk(chunk), now);
+        if !bad_chunk {
+            // Half the file, then its end.
+            let crc = crc32fast::hash(b"file");
+            hub.handle_message(ids[0], ClientMessage::End(FileEnd { id: push, crc }), now);
+        }
+        let mut reasons = Vec::new();
+        while let Some(t) = hub.poll_transmit() {
+            if let ServerMessage::Cancel(c) = &t.message {
+                for to in t.to.iter() {
+                    reasons.push((to, c.id, c.reason.clone()));
+                }
+            }
+        }
+        let told = |who: ClientId| -> (TransferId, String) {
+            let found = reasons.iter().find(|(to, ..)| *to == who);
+            let (_, id, reason) = found.unwrap_or_else(|| panic!("{who:?} not told: {reasons:?}"));
+            (*id, reason.clone())
+        };
+        let (ann_id, ann) = told(ids[0]);
+        let (ben_id, ben) = told(ids[1]);
+        assert_eq!((ann_id, ben_id), (push, relay));
+        assert!(ann.contains("transfer #3"), "the pusher's: {ann}");
+        assert!(
+            ben.contains("transfer #1") && !ben.contains("#3"),
+            "the receiver's: {ben}"
+        );
+    }
+}
+
 /// Client `from` sends `count` chats of `text_len` bytes, each when
 /// `next_send_at` allows, on the virtual clock; the hub reads each one no
 /// earlier than its throttle allows. Returns how long it took and how many

@@ -14,6 +14,7 @@ use crate::message::{
     TransferId,
 };
 use crate::transfer::Incoming;
+use crate::TransferError;
 
 /// A push being relayed: its checks, and who still receives it.
 #[derive(Debug)]
@@ -302,12 +303,12 @@ impl Hub {
             return;
         }
         relay.last = clock;
+        let relay_id = relay.relay_id;
         if let Err(e) = relay.incoming.accept(&chunk) {
             let id = chunk.id;
-            self.end_relay(client, id, Some((CancelCode::BAD_CHUNK, e.to_string())));
+            self.end_relay_failed(client, id, CancelCode::BAD_CHUNK, &e, relay_id);
             return;
         }
-        let relay_id = relay.relay_id;
         let receivers = relay.receivers.clone();
         for leg in &relay.legs {
             self.events
@@ -379,12 +380,27 @@ impl Hub {
                 }
                 self.remove_relay(client, end.id, count, None);
             }
-            Err(e) => self.end_relay(
-                client,
-                end.id,
-                Some((CancelCode::CHECKSUM_MISMATCH, e.to_string())),
-            ),
+            Err(e) => {
+                let relay_id = relay.relay_id;
+                self.end_relay_failed(client, end.id, CancelCode::CHECKSUM_MISMATCH, &e, relay_id);
+            }
         }
+    }
+
+    /// [`end_relay`](Self::end_relay) for file data that failed its checks:
+    /// the pusher is told `error` about its transfer `id`, the receivers
+    /// the same about the transfer as they know it, `relay_id` (the id of
+    /// its offer to them), never the pusher's id.
+    fn end_relay_failed(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        code: CancelCode,
+        error: &TransferError,
+        relay_id: TransferId,
+    ) {
+        let theirs = error.clone().with_id(relay_id).to_string();
+        self.end_relay_with(client, id, Some((code, error.to_string())), Some(theirs));
     }
 
     pub(super) fn remove_relay(
@@ -421,12 +437,25 @@ impl Hub {
         id: TransferId,
         error: Option<(CancelCode, String)>,
     ) {
+        self.end_relay_with(client, id, error, None);
+    }
+
+    /// [`end_relay`](Self::end_relay), the receivers (here and on other
+    /// servers) told `theirs` instead of the pusher's reason when given.
+    fn end_relay_with(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        error: Option<(CancelCode, String)>,
+        theirs: Option<String>,
+    ) {
         let Some(relay) = self.relays.get(&(client, id)) else {
             return;
         };
         let tell_pusher = error.is_some();
-        let (code, reason) =
+        let (code, pushers) =
             error.unwrap_or((CancelCode::CANCELLED, "the sender cancelled".into()));
+        let reason = theirs.unwrap_or_else(|| pushers.clone());
         let receivers = relay.receivers.clone();
         let relay_id = relay.relay_id;
         let (legs, inbound) = (relay.legs.clone(), relay.inbound);
@@ -465,9 +494,9 @@ impl Hub {
                 }));
         }
         if tell_pusher && self.conns.contains_key(&client) {
-            self.cancel(client, id, code, reason.clone());
+            self.cancel(client, id, code, pushers.clone());
         }
-        self.remove_relay(client, id, 0, Some(reason));
+        self.remove_relay(client, id, 0, Some(pushers));
     }
 
     /// Stops delivering the push `relay_id` to `receiver` (for instance
