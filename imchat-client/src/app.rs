@@ -885,6 +885,7 @@ impl App {
                 policy = Reconnect::No;
             }
             if policy == Reconnect::No {
+                conn.stop_transfers();
                 return Err(end.error());
             }
             conn.report_cut();
@@ -1200,7 +1201,9 @@ impl Conn {
     fn abort(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.outbox.abort();
-        self.stop_transfers();
+        // Files pushed to us stay listed: the next step reports them cut
+        // (`report_cut`) or, when the client exits, drops them.
+        self.stop_pushes();
         let _ = self.socket.tcp().shutdown(Shutdown::Both);
     }
 
@@ -1213,16 +1216,26 @@ impl Conn {
         )
     }
 
-    /// After the connection was cut and before a new one: says which of
-    /// the transfers of ours were lost (downloads resume with `/download`).
+    /// After the connection was cut and before a new one: says which
+    /// transfers were lost (downloads resume with `/download`; a file
+    /// pushed to us cannot be resumed, its temporary file is deleted).
     fn report_cut(&self) {
-        let (downloads, pushes) = {
+        let (downloads, received, pushes) = {
             let mut t = lock(&self.transfers);
-            let mut downloads: Vec<(String, String)> = t
-                .incoming
-                .drain()
-                .map(|(id, f)| (id.to_string(), inert(f.name.as_str()).into_owned()))
-                .collect();
+            let mut downloads: Vec<(String, String)> = Vec::new();
+            let mut received: Vec<(String, String)> = Vec::new();
+            for (id, f) in t.incoming.drain() {
+                let name = inert(f.name.as_str()).into_owned();
+                match &f.from {
+                    None => downloads.push((id.to_string(), name)),
+                    // Pushed to us: it cannot be resumed, its part goes.
+                    Some(_) => {
+                        drop(f.file);
+                        let _ = fs::remove_file(&f.part);
+                        received.push((id.to_string(), name));
+                    }
+                }
+            }
             downloads.extend(
                 t.parts
                     .drain()
@@ -1233,7 +1246,7 @@ impl Conn {
                 .drain()
                 .map(|(id, p)| (id.to_string(), inert(p.name.as_str()).into_owned()))
                 .collect();
-            (downloads, pushes)
+            (downloads, received, pushes)
         };
         for (id, name) in downloads {
             self.app.transfer_lost();
@@ -1241,6 +1254,13 @@ impl Conn {
             self.app.notice(&format!(
                 "transfer of {name} failed: connection lost; /download {name} resumes it"
             ));
+        }
+        // Not ours: not counted in a script's exit code, as when the
+        // pusher gives up (see `transfer_failed`).
+        for (id, name) in received {
+            self.app.view.transfer_ended(&id);
+            self.app
+                .notice(&format!("transfer of {name} failed: connection lost"));
         }
         for (id, name) in pushes {
             self.app.transfer_lost();
@@ -1655,14 +1675,19 @@ impl Conn {
         self.stop_transfers();
     }
 
+    /// Stops the threads sending our pushes.
+    fn stop_pushes(&self) {
+        for push in lock(&self.transfers).pushes.values() {
+            push.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// On the way out: stops our pushes and deletes the temporary files of
     /// files pushed to us (they cannot be resumed). A download's `.part`
     /// stays, so the next `/download` of that name resumes it.
     fn stop_transfers(&self) {
+        self.stop_pushes();
         let mut t = lock(&self.transfers);
-        for push in t.pushes.values() {
-            push.stop.store(true, Ordering::SeqCst);
-        }
         let received: Vec<TransferId> = t
             .incoming
             .iter()

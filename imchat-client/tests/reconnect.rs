@@ -287,3 +287,55 @@ fn a_client_given_several_servers_moves_past_one_that_never_answers() {
     });
     drop(silent);
 }
+
+#[test]
+fn a_push_cut_by_a_reconnect_is_reported_failed_to_its_receiver() {
+    let w = World::new("push-cut");
+    let net = Proxy::start(w.server.addr);
+    let port = net.port().to_string();
+    let alice = w.spawn_client(&[
+        "--json",
+        "--reconnect",
+        "--auto-accept-bytes",
+        "1G",
+        "alice",
+        "127.0.0.1",
+        &port,
+    ]);
+    let parse = |l: &str| -> Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    alice.expect("the connection notice", |l| parse(l)["type"] == "notice");
+    let mut bob = w.client("bob");
+    alice.expect("bob's join", |l| parse(l)["joined"] == "bob");
+    let big = w.dir.join("big.bin");
+    // Big enough to be still on its way when the connection is cut.
+    std::fs::write(&big, vec![7u8; 128 << 20]).expect("write the file");
+    bob.send(&format!("/sendfile {} alice", big.display()));
+    let line = alice.expect("the push arriving", |l| {
+        let v = parse(l);
+        v["type"] == "transfer" && v["direction"] == "receive"
+    });
+    let id = parse(&line)["id"].clone();
+    net.cut();
+    alice.expect("the push's end", |l| {
+        let v = parse(l);
+        v["type"] == "transfer_ended" && v["id"] == id
+    });
+    alice.expect("the push said failed", |l| {
+        let v = parse(l);
+        v["type"] == "notice"
+            && v["text"]
+                .as_str()
+                .is_some_and(|t| t == "transfer of big.bin failed: connection lost")
+    });
+    assert!(
+        !w.dir
+            .join("alice")
+            .join("received")
+            .join("big.bin")
+            .exists(),
+        "no file from a cut push"
+    );
+    bob.send("/quit");
+}
