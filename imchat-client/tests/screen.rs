@@ -475,6 +475,29 @@ fn a_paste_sends_one_message_per_line_and_asks_when_long() {
 }
 
 #[test]
+fn the_question_of_a_long_paste_shows_whole_in_a_narrow_terminal() {
+    let w = World::new("scr-paste-narrow");
+    let bob = w.client("bob");
+    let mut t = spawn(&w, "alice", 24, 10);
+    t.wait_screen("an empty input, connected", |s| {
+        s.row(-1) == "alice>" && s.contains("connected")
+    });
+    let eight: String = (1..=8).map(|i| format!("p{i}\n")).collect();
+    t.paste(&eight);
+    // 44 columns over two rows of 24, above the input.
+    t.wait_screen("the whole question over the rows above the input", |s| {
+        s.row(-3) == "paste 8 lines? Enter"
+            && s.row(-2) == "sends them, Esc cancels"
+            && s.row(-1) == "alice>"
+    });
+    t.key(Key::Enter);
+    bob.expect_line("<alice> p8");
+    t.wait_screen("one status row again", |s| {
+        !s.contains("paste 8") && s.row(-2).starts_with("[alice]") && s.row(-1) == "alice>"
+    });
+}
+
+#[test]
 fn tab_completes_commands_nicks_and_file_names() {
     let w = World::new("scr-tab");
     let mut t = start(&w, "alice", 80, 24);

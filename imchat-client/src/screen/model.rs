@@ -369,6 +369,11 @@ impl Model {
         }
     }
 
+    /// Whether a long paste waits for Enter or Esc (the status line asks).
+    pub fn asking_paste(&self) -> bool {
+        self.pending_paste.is_some()
+    }
+
     /// The status line's text (or the question a long paste asks).
     pub fn status_line(&self) -> String {
         if let Some(lines) = &self.pending_paste {

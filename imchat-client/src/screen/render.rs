@@ -16,6 +16,9 @@ use crate::view::Entry;
 
 /// Most rows the input grows to.
 const INPUT_ROWS: u16 = 3;
+/// Most rows the status takes: one, or more for the question a long paste
+/// asks, which wraps (its end says which keys answer it).
+const STATUS_ROWS: u16 = 3;
 /// Most rows of the transfers area.
 const TRANSFER_ROWS: usize = 5;
 /// A tab in a text moves it on to the next multiple of this many columns
@@ -131,9 +134,15 @@ pub struct Areas {
 }
 
 /// Splits `area`: the input takes 1 to 3 rows (`input_rows` wanted), the
-/// status 1, the transfers what they need; the chat the rest, and at least
-/// one row whenever there are two.
-pub fn areas(area: Rect, input_rows: u16, transfer_rows: u16, nicklist: bool) -> Areas {
+/// status 1 to 3 (`status_rows` wanted), the transfers what they need; the
+/// chat the rest, and at least one row whenever there are two.
+pub fn areas(
+    area: Rect,
+    input_rows: u16,
+    status_rows: u16,
+    transfer_rows: u16,
+    nicklist: bool,
+) -> Areas {
     let mut rest = area.height;
     let mut take = |want: u16| {
         let got = want.min(rest);
@@ -143,6 +152,7 @@ pub fn areas(area: Rect, input_rows: u16, transfer_rows: u16, nicklist: bool) ->
     let input_first = take(1);
     let chat_first = take(1);
     let status = take(1);
+    let status = status + take(status_rows.clamp(1, STATUS_ROWS) - 1);
     let input = input_first + take(input_rows.clamp(1, INPUT_ROWS) - 1);
     let transfers = take(transfer_rows);
     let chat = chat_first + take(u16::MAX);
@@ -186,9 +196,21 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     let (input, input_cursor) = model.shown_input();
     let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
     let transfer_lines = transfer_rows(model, area.width);
+    // The status is cut at the right; the question of a long paste wraps,
+    // whole, since its end says how to answer it.
+    let status_lines = if model.asking_paste() {
+        wrap(
+            &[(model.status_line(), Style::new())],
+            usize::from(area.width),
+            0,
+        )
+    } else {
+        vec![Line::from(model.status_line())]
+    };
     let a = areas(
         area,
         u16::try_from(input_lines.len()).unwrap_or(u16::MAX),
+        u16::try_from(status_lines.len()).unwrap_or(u16::MAX),
         u16::try_from(transfer_lines.len()).unwrap_or(u16::MAX),
         model.nicklist_shown(area.width),
     );
@@ -199,8 +221,7 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
         frame.render_widget(Paragraph::new(nicklist_rows(model, list)), list);
     }
     frame.render_widget(Paragraph::new(transfer_lines), a.transfers);
-    let status =
-        Paragraph::new(model.status_line()).style(Style::new().add_modifier(Modifier::REVERSED));
+    let status = Paragraph::new(status_lines).style(Style::new().add_modifier(Modifier::REVERSED));
     frame.render_widget(status, a.status);
 
     // The input's rows, scrolled so that the cursor's row shows.
@@ -721,6 +742,41 @@ mod tests {
         let mut narrow = terminal(20, 4);
         let rows = draw_rows(&mut narrow, &mut m);
         assert_eq!(rows[2], "[alice] → everyone │", "cut at the right");
+    }
+
+    #[test]
+    fn the_question_of_a_long_paste_shows_whole_however_narrow() {
+        let question = "paste 8 lines? Enter sends them, Esc cancels";
+        let eight: String = (1..=8).map(|i| format!("p{i}\n")).collect();
+        // Wide enough: one row, as the status line.
+        let mut m = model();
+        m.paste(&eight);
+        let rows = draw_rows(&mut terminal(80, 6), &mut m);
+        assert_eq!(rows[4], question);
+        assert_eq!(rows[5], "alice>");
+        // Narrow: wrapped over the rows it needs, the input still below.
+        for width in [20, 30] {
+            let mut t = terminal(width, 8);
+            let rows = draw_rows(&mut t, &mut m);
+            let shown: Vec<&str> = rows[..7]
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !r.is_empty())
+                .collect();
+            assert_eq!(shown.join(" "), question, "at {width}: {rows:?}");
+            assert_eq!(rows[7], "alice>");
+            let top = rows.len() - 1 - shown.len();
+            let status = t.backend().buffer()[(0, u16::try_from(top).unwrap())].modifier;
+            assert!(status.contains(Modifier::REVERSED), "{rows:?}");
+        }
+        // Answered: one row again.
+        m.handle(
+            super::super::keys::Action::Escape,
+            std::time::Instant::now(),
+        );
+        let rows = draw_rows(&mut terminal(20, 8), &mut m);
+        assert_eq!(rows[6], "[alice] → everyone │");
+        assert_eq!(rows[7], "alice>");
     }
 
     #[test]
