@@ -155,6 +155,39 @@ mod tests {
     }
 
     #[test]
+    fn only_refusals_retrying_cannot_change_end_the_reconnects() {
+        let denied = |code| ClientError::Denied {
+            reason: "why".into(),
+            code,
+        };
+        let refused = |code| ClientError::Refused {
+            reason: "why".into(),
+            code,
+        };
+        assert!(denied(RefuseCode::BANNED).is_final());
+        assert!(denied(RefuseCode::WRONG_PASSWORD).is_final());
+        assert!(denied(RefuseCode::WRONG_ACCOUNT_PASSWORD).is_final());
+        assert!(refused(RefuseCode::INVALID_NAME).is_final());
+        assert!(!denied(RefuseCode::TOO_MANY_ATTEMPTS).is_final());
+        assert!(!refused(RefuseCode::NAME_TAKEN).is_final());
+        assert!(!refused(RefuseCode::SERVER_FULL).is_final());
+        let needed = ClientError::PasswordNeeded {
+            reason: "the server needs a password".into(),
+            how: "--password-file",
+            account: false,
+        };
+        assert!(needed.is_final(), "no way to get one while reconnecting");
+        assert!(!ClientError::ConnectionLost.is_final());
+        assert!(!ClientError::NoAnswer.is_final());
+        assert!(!ClientError::Shutdown("bye".into()).is_final());
+        assert_eq!(
+            denied(RefuseCode::BANNED).to_string(),
+            "refused: why",
+            "the server's words, as at a first connection"
+        );
+    }
+
+    #[test]
     fn connect_errors_read_like_the_contract() {
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert_eq!(describe_connect_error(&refused), "connection refused");
