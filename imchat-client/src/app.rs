@@ -1189,6 +1189,7 @@ impl Conn {
     fn leave(&self) -> Result<(), ClientError> {
         if let Err(end) = self.settle() {
             self.abort();
+            self.stop_transfers();
             return Err(end.error());
         }
         self.quit();
@@ -1197,12 +1198,12 @@ impl Conn {
         self.app.quit_result()
     }
 
-    /// Stops everything of this connection at once.
+    /// Stops everything of this connection at once, but keeps the list of
+    /// files pushed to us: the caller reports them cut ([`report_cut`](Self::report_cut))
+    /// or drops them ([`stop_transfers`](Self::stop_transfers)).
     fn abort(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.outbox.abort();
-        // Files pushed to us stay listed: the next step reports them cut
-        // (`report_cut`) or, when the client exits, drops them.
         self.stop_pushes();
         let _ = self.socket.tcp().shutdown(Shutdown::Both);
     }
