@@ -1127,8 +1127,14 @@ impl Server {
     /// moment to flush, and closes whatever is left.
     fn shutdown(self: &Arc<Self>, reason: &str) {
         self.report.say(format!("shutting down: {}", inert(reason)));
+        let cluster = self.config.cluster.is_some();
         let users = self.with_hub(|hub| {
             let users: Vec<Username> = hub.local_users().into_iter().map(|(_, u)| u).collect();
+            // In a cluster they leave, and their sessions end there: a
+            // restart on the same database does not bring them back.
+            if cluster {
+                hub.drop_stored_sessions();
+            }
             hub.shutdown(reason);
             users
         });

@@ -263,6 +263,19 @@ impl Hub {
         self.publish_session(client);
     }
 
+    /// Removes the record of every session from the store, and keeps the
+    /// sessions themselves: for a server of a cluster that stops (call it
+    /// before [`Hub::shutdown`]). Its users are announced as left and
+    /// their sessions end in the cluster; a restart on the same store must
+    /// not bring them back. Returns how many.
+    pub fn drop_stored_sessions(&mut self) -> usize {
+        let users: Vec<Username> = self.sessions.values().map(|s| s.user.clone()).collect();
+        for user in &users {
+            self.drop_stored_session(user);
+        }
+        users.len()
+    }
+
     fn save_stored_session(&mut self, client: ClientId) {
         if !self.resume_enabled() {
             return;
