@@ -1046,6 +1046,11 @@ impl Cluster {
                                     e.server
                                 ),
                             }
+                            if matches!(e.event, ClusterEvent::Chat { .. })
+                                && !seen.new_chat(e.server, e.origin.id)
+                            {
+                                continue;
+                            }
                             events.push(e);
                         }
                     }
@@ -1455,7 +1460,16 @@ fn chat_run(batch: &[(u64, ClusterEvent)]) -> usize {
 /// The newest sequence number applied from each server: what makes each
 /// entry count once, in its sender's order.
 #[derive(Debug, Default)]
-struct Seen(HashMap<u64, u64>);
+struct Seen {
+    /// Per server, the sequence number of its last event read.
+    seq: HashMap<u64, u64>,
+    /// Per server, the log id of its last chat message read. A publish
+    /// that Redis left unanswered (it hung) may have landed all the same,
+    /// and is sent again after a rejoin under new sequence numbers (its
+    /// server's joins go first); its messages keep their log ids, which
+    /// only grow, so a copy is known by them.
+    chat: HashMap<u64, u64>,
+}
 
 /// What to do with an entry.
 #[derive(Debug, PartialEq, Eq)]
@@ -1469,8 +1483,19 @@ enum Admit {
 }
 
 impl Seen {
+    /// Whether the chat message of log id `id` of server `server` is one
+    /// not read before (see [`Seen::chat`]); notes it if so.
+    fn new_chat(&mut self, server: u64, id: MessageId) -> bool {
+        let last = self.chat.entry(server).or_insert(0);
+        if id.0 <= *last {
+            return false;
+        }
+        *last = id.0;
+        true
+    }
+
     fn admit(&mut self, server: u64, seq: u64) -> Admit {
-        let last = self.0.entry(server).or_insert(0);
+        let last = self.seq.entry(server).or_insert(0);
         if seq <= *last {
             return Admit::Duplicate;
         }
@@ -1955,6 +1980,19 @@ mod tests {
                 assert_eq!(seen.admit(c.id(), *seq), Admit::Next);
             }
         }
+    }
+
+    #[test]
+    fn a_chat_read_again_under_a_new_sequence_number_is_known_by_its_log_id() {
+        let mut seen = Seen::default();
+        assert!(seen.new_chat(7, MessageId(10)));
+        assert!(seen.new_chat(7, MessageId(11)));
+        // Published again after a rejoin: the same ids.
+        assert!(!seen.new_chat(7, MessageId(10)));
+        assert!(!seen.new_chat(7, MessageId(11)));
+        // Another server's ids are its own.
+        assert!(seen.new_chat(8, MessageId(10)));
+        assert!(seen.new_chat(7, MessageId(12)));
     }
 
     #[test]

@@ -585,6 +585,33 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
 }
 
+/// A message published just as Redis hangs (its `XADD` waits in Redis's
+/// socket, unanswered) is sent again once Redis is back, after the lease
+/// ran out and the server rejoined: it still reaches each user once.
+#[test]
+fn a_publish_left_unanswered_by_a_hung_redis_is_delivered_once() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    signal(redis.child.id(), "-STOP");
+    alice.say(None, "as redis hangs");
+    alice.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+    // Past the lease: a rejoins, and sends again what was not answered.
+    thread::sleep(Duration::from_secs(3));
+    signal(redis.child.id(), "-CONT");
+    bob.wait_chat("as redis hangs");
+    alice.say(None, "after");
+    bob.wait_chat("after");
+    thread::sleep(Duration::from_millis(500));
+    bob.drain();
+    assert_eq!(count(&bob, "as redis hangs"), 1, "{:?}", texts(&bob));
+}
+
 /// A TCP forwarder on 127.0.0.1 that can cut every connection through it
 /// and refuse new ones until it is restored.
 struct Proxy {
