@@ -585,17 +585,23 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
 }
 
+/// Two servers, Alice on the first and Bob on the second, seeing each other.
+fn alice_and_bob(redis: &Redis) -> (Server, Server, Peer, Peer) {
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    (a, b, alice, bob)
+}
+
 /// A message published just as Redis hangs (its `XADD` waits in Redis's
 /// socket, unanswered) is sent again once Redis is back, after the lease
 /// ran out and the server rejoined: it still reaches each user once.
 #[test]
 fn a_publish_left_unanswered_by_a_hung_redis_is_delivered_once() {
     let Some(redis) = Redis::start() else { return };
-    let a = Server::start(&redis.url());
-    let b = Server::start(&redis.url());
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    let (_a, _b, mut alice, mut bob) = alice_and_bob(&redis);
     signal(redis.child.id(), "-STOP");
     alice.say(None, "as redis hangs");
     alice.wait(WAIT, "the notice", |g| {
@@ -789,11 +795,7 @@ fn presence_of(g: &[ServerMessage], who: &str) -> Vec<&'static str> {
 #[test]
 fn a_frozen_server_rejoins_before_it_publishes_what_it_was_sent() {
     let Some(redis) = Redis::start() else { return };
-    let a = Server::start(&redis.url());
-    let b = Server::start(&redis.url());
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    let (a, _b, mut alice, mut bob) = alice_and_bob(&redis);
     // a stops past its lease (SIGSTOP: it cannot notice); what alice says
     // waits in its socket.
     signal(a.child.id(), "-STOP");
