@@ -503,6 +503,9 @@ fn reset_name_through_redis_of_a_connected_user_says_it_keeps_the_name() {
     let a = Server::start(&redis.url(), &[]);
     let b = Server::start(&redis.url(), &[]);
     register(a.addr, "alice", "wonderland");
+    // The quit after registering releases the name a moment later: her
+    // new claim comes after that.
+    wait_released(&redis.url(), "alice");
     let alice = Raw::join_moved(a.addr, "alice", Some("wonderland"));
     let said = reset_name(&redis.url(), "ALICE");
     assert!(
