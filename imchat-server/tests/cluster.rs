@@ -1465,16 +1465,27 @@ fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Pee
 }
 
 /// Alice on A, with `--history-db`, and Bob on B, both resumable; they
-/// see each other and a first message.
-fn a_with_a_database(redis: &Redis, db: &str) -> (Server, Server, Peer, Peer) {
-    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+/// see each other and a first message, then A is stopped (SIGTERM). The
+/// folder of A's database (kept while it lives), the database's path, B,
+/// Alice and Bob.
+fn a_stopped_with_its_database(redis: &Redis) -> (tempfile::TempDir, String, Server, Peer, Peer) {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir
+        .path()
+        .join("history.db")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
     let b = Server::start_with_grace(&redis.url(), 30);
     let mut alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
     bob.say(None, "before");
     alice.wait_chat("before");
-    (a, b, alice, bob)
+    signal(a.child.id(), "-TERM");
+    let _ = a.child.wait();
+    (db_dir, db, b, alice, bob)
 }
 
 /// A server restarted on its database reads on from where its log
@@ -1482,17 +1493,12 @@ fn a_with_a_database(redis: &Redis, db: &str) -> (Server, Server, Peer, Peer) {
 #[test]
 fn a_server_restarted_with_its_database_reads_on_from_where_it_stopped() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let (mut a, _b, _alice, mut bob) = a_with_a_database(&redis, db);
-    signal(a.child.id(), "-TERM");
-    let _ = a.child.wait();
+    let (_dir, db, _b, _alice, mut bob) = a_stopped_with_its_database(&redis);
     for i in 0..3 {
         bob.say(None, &format!("while a was down {i}"));
     }
     bob.wait_who(&["bob"], WAIT);
-    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
     let mut carol = Peer::join(a2.addr, "carol");
     for i in 0..3 {
         carol.wait_chat(&format!("while a was down {i}"));
@@ -1505,16 +1511,11 @@ fn a_server_restarted_with_its_database_reads_on_from_where_it_stopped() {
 #[test]
 fn a_server_stopped_and_restarted_on_its_database_does_not_bring_its_users_back() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let (mut a, _b, mut alice, mut bob) = a_with_a_database(&redis, db);
-    signal(a.child.id(), "-TERM");
-    let _ = a.child.wait();
+    let (_dir, db, _b, mut alice, mut bob) = a_stopped_with_its_database(&redis);
     bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
     bob.drain();
     let mark = bob.got.len();
-    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
     thread::sleep(Duration::from_secs(1));
     bob.wait_who(&["bob"], WAIT);
     bob.drain();

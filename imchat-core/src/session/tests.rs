@@ -2902,15 +2902,22 @@ fn waiting_sessions_are_bounded() {
     net.cut(0);
     net.cut(1);
     // Alice waited longer: she is let go to make room for bob.
-    let left: Vec<String> = net
-        .take(2)
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Left(d) => Some(d.user.to_string()),
-            _ => None,
-        })
-        .collect();
+    let events = net.take(2);
+    let (_, left) = presence_names(&events);
     assert_eq!(left, ["alice"]);
+}
+
+/// The names in the joins and in the leaves among `events`, in order.
+fn presence_names(events: &[ClientEvent]) -> (Vec<&str>, Vec<&str>) {
+    let (mut joined, mut left) = (Vec::new(), Vec::new());
+    for e in events {
+        match e {
+            ClientEvent::Joined { user } => joined.push(user.as_str()),
+            ClientEvent::Left(d) => left.push(d.user.as_str()),
+            _ => {}
+        }
+    }
+    (joined, left)
 }
 
 #[test]
@@ -4792,20 +4799,7 @@ fn a_restarted_cluster_server_tells_a_resumer_only_who_came_and_went_meanwhile()
         alice.contains(&ClientEvent::Resumed { dropped: 0 }),
         "{alice:?}"
     );
-    let joined: Vec<&str> = alice
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Joined { user } => Some(user.as_str()),
-            _ => None,
-        })
-        .collect();
-    let left: Vec<&str> = alice
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Left(d) => Some(d.user.as_str()),
-            _ => None,
-        })
-        .collect();
+    let (joined, left) = presence_names(&alice);
     assert_eq!(joined, ["frank"]);
     assert_eq!(left, ["erin"]);
     let mut listed: Vec<String> = net
