@@ -283,6 +283,10 @@ pub struct Cluster {
     kept: Mutex<Option<Instant>>,
     /// Pushes between servers (see [`transfer`]).
     transfers: transfer::Transfers,
+    /// The server of the run before this one on the same `--history-db`,
+    /// and the newest entry of its log that the file kept (see
+    /// [`set_former`](Self::set_former)).
+    former: Mutex<Option<(u64, MessageId)>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -504,6 +508,7 @@ impl Cluster {
             contested: Mutex::new(Vec::new()),
             kept: Mutex::new(None),
             transfers: transfer::Transfers::default(),
+            former: Mutex::new(None),
         })
     }
 
@@ -511,6 +516,16 @@ impl Cluster {
     #[must_use]
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// This server was started on the `--history-db` of server `server`,
+    /// an earlier run that may have been killed: the stream's entries of
+    /// `server` up to `kept`, the newest entry the file kept, are in this
+    /// server's log already and are read as its own; the sessions the file
+    /// kept are taken back from `server` at the first join, token checked
+    /// (see [`ADOPT`]). Call it before [`start`](Self::start).
+    pub fn set_former(&self, server: u64, kept: MessageId) {
+        *lock(&self.former) = Some((server, kept));
     }
 
     /// The Redis URL without its password.
@@ -1002,6 +1017,10 @@ impl Cluster {
                 thread::sleep(Duration::from_millis(200));
                 continue;
             };
+            let me = Me {
+                id: self.id,
+                former: *lock(&self.former),
+            };
             let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(READ_COUNT)
@@ -1029,7 +1048,7 @@ impl Cluster {
             let mut ours = Vec::new();
             let mut read = None;
             for (id, fields) in entries {
-                read = Remote::read(self.id, &id, fields, &mut reads).max(read);
+                read = Remote::read(me, &id, fields, &mut reads).max(read);
                 for r in reads.drain(..) {
                     match r {
                         Read::Ours(published) => ours.push(published),
@@ -1165,6 +1184,15 @@ impl Cluster {
         if lock(&self.read_from).is_none() {
             let id = self.join_history(con, hub)?;
             *lock(&self.read_from) = Some(id);
+        }
+        if fresh {
+            let adopted = self.adopt_former(con, hub)?;
+            if adopted > 0 {
+                info!(
+                    "cluster: {adopted} session(s) kept in the history database taken back from server {:x} (this server's run before)",
+                    lock(&self.former).map_or(0, |(s, _)| s)
+                );
+            }
         }
         // The names of our users (joined or in their grace period).
         let mut local = Vec::new();
@@ -1509,6 +1537,39 @@ impl Seen {
     }
 }
 
+/// Whose entries of the stream a server reads as its own: those it
+/// published, and those the run before it on the same `--history-db`
+/// published that the file kept (they are in its log already: applied
+/// again, they would reach its users twice under new ids).
+#[derive(Debug, Clone, Copy, Default)]
+struct Me {
+    id: u64,
+    /// The former run's server, and the newest entry the file kept.
+    former: Option<(u64, MessageId)>,
+}
+
+impl Me {
+    /// Whether the entry `id` of server `server`'s log is this one's.
+    fn owns(self, server: u64, id: MessageId) -> bool {
+        server == self.id
+            || self
+                .former
+                .is_some_and(|(s, kept)| s == server && id <= kept)
+    }
+
+    /// Whether `server` is this one (or its former run): a push's control
+    /// of it is over.
+    fn is(self, server: u64) -> bool {
+        server == self.id || self.former.is_some_and(|(s, _)| s == server)
+    }
+}
+
+impl From<u64> for Me {
+    fn from(id: u64) -> Me {
+        Me { id, former: None }
+    }
+}
+
 /// An entry of the stream, from another server.
 #[derive(Debug)]
 struct Remote {
@@ -1541,7 +1602,7 @@ impl Remote {
     /// alone, without decoding the rest. Returns the position of its last
     /// event (`None`: the entry has none).
     fn read(
-        me: u64,
+        me: Me,
         entry_id: &[u8],
         mut fields: Vec<Value>,
         out: &mut Vec<Read>,
@@ -1560,7 +1621,7 @@ impl Remote {
             let mut sender = None;
             for (i, r) in (0..).zip(&records) {
                 at = MessageId(position.0 + i);
-                if head.server == me {
+                if me.owns(head.server, r.id) {
                     out.push(Read::Ours((r.id, at)));
                     continue;
                 }
@@ -1587,15 +1648,14 @@ impl Remote {
     }
 
     /// Reads an entry of one event.
-    fn read_one(me: u64, head: &entry::Head, position: MessageId, fields: &mut [Value]) -> Read {
-        if head.server == me {
-            return if head.kind == b'f' {
-                Read::Skipped
-            } else {
-                Read::Ours((head.id, position))
-            };
+    fn read_one(me: Me, head: &entry::Head, position: MessageId, fields: &mut [Value]) -> Read {
+        if head.kind == b'f' && me.is(head.server) {
+            return Read::Skipped;
         }
-        if head.addressee.is_some_and(|to| to != me) {
+        if me.owns(head.server, head.id) {
+            return Read::Ours((head.id, position));
+        }
+        if head.addressee.is_some_and(|to| to != me.id) {
             return Read::Skipped;
         }
         match Remote::decode(head, position, fields) {
@@ -1609,7 +1669,7 @@ impl Remote {
     fn parse(entry_id: &[u8], fields: Vec<Value>, out: &mut Vec<Remote>) {
         let mut read = Vec::new();
         // No server has id 0.
-        Remote::read(0, entry_id, fields, &mut read);
+        Remote::read(0.into(), entry_id, fields, &mut read);
         out.extend(read.into_iter().filter_map(|r| match r {
             Read::Theirs(e) => Some(e),
             _ => None,
@@ -2119,7 +2179,7 @@ mod tests {
     /// What server `me` reads of an entry of one event.
     fn read1(me: u64, entry_id: &[u8], fields: Vec<Value>) -> Read {
         let mut out = Vec::new();
-        Remote::read(me, entry_id, fields, &mut out);
+        Remote::read(me.into(), entry_id, fields, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         out.remove(0)
     }
@@ -2440,7 +2500,7 @@ mod tests {
             hub.enable_cluster();
             for me in [9, 12] {
                 let mut out = Vec::new();
-                Remote::read(me, &entry_id, fields.clone(), &mut out);
+                Remote::read(me.into(), &entry_id, fields.clone(), &mut out);
                 for r in out {
                     if let Read::Theirs(e) = r {
                         sessions::apply(e, &mut hub, now);
@@ -2464,6 +2524,63 @@ mod tests {
             &mut Vec::new(),
         );
         fields_of(&xadd)
+    }
+
+    #[test]
+    fn a_former_run_s_entries_that_its_file_kept_read_as_our_own() {
+        // Server 9 started on the file of server 12, which kept up to 101.
+        let me = Me {
+            id: 9,
+            former: Some((12, MessageId(101))),
+        };
+        let mut out = Vec::new();
+        Remote::read(
+            me,
+            b"1700000000000-2",
+            published_chats(12, 3, &chats(4)),
+            &mut out,
+        );
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|r| match r {
+                Read::Ours((id, _)) => format!("ours {}", id.0),
+                Read::Theirs(e) => format!("theirs {}", e.origin.id.0),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["ours 100", "ours 101", "theirs 102", "theirs 103"]);
+        // Of one event: by its id too.
+        let join = |id| ClusterEvent::Joined {
+            user: name("dave"),
+            id: MessageId(id),
+        };
+        for (id, ours) in [(101, true), (102, false)] {
+            out.clear();
+            Remote::read(
+                me,
+                b"1700000000000-3",
+                published(12, 9, &join(id)),
+                &mut out,
+            );
+            assert_eq!(matches!(out[..], [Read::Ours(_)]), ours, "{id}: {out:?}");
+        }
+        // Another server's entries stay theirs; the former run's pushes
+        // are over.
+        out.clear();
+        Remote::read(
+            me,
+            b"1700000000000-4",
+            published(13, 9, &join(50)),
+            &mut out,
+        );
+        assert!(matches!(out[..], [Read::Theirs(_)]), "{out:?}");
+        for event in every_kind() {
+            if let ClusterEvent::Transfer(_) = event {
+                out.clear();
+                Remote::read(me, b"1700000000000-5", published(12, 9, &event), &mut out);
+                assert!(matches!(out[..], [Read::Skipped]), "{event:?}: {out:?}");
+            }
+        }
     }
 
     fn chats(n: u64) -> Vec<ClusterEvent> {
@@ -2497,7 +2614,7 @@ mod tests {
         // Two fields: the head and the messages.
         assert_eq!(fields.len(), 4);
         let mut out = Vec::new();
-        let last = Remote::read(9, b"1700000000000-2", fields.clone(), &mut out);
+        let last = Remote::read(9.into(), b"1700000000000-2", fields.clone(), &mut out);
         let at = |i: u64| MessageId(RemoteOrigin::position_id(1_700_000_000_000, 2).0 + i);
         assert_eq!(last, Some(at(4)));
         assert_eq!(out.len(), 5);
@@ -2513,7 +2630,7 @@ mod tests {
         }
         // Its own server notes each message's id and position.
         let mut out = Vec::new();
-        Remote::read(12, b"1700000000000-2", fields.clone(), &mut out);
+        Remote::read(12.into(), b"1700000000000-2", fields.clone(), &mut out);
         let ours: Vec<(MessageId, MessageId)> = out
             .into_iter()
             .map(|r| match r {
@@ -2572,7 +2689,7 @@ mod tests {
         ];
         let read = |fields: Vec<Value>| {
             let mut out = Vec::new();
-            Remote::read(9, b"1-0", fields, &mut out);
+            Remote::read(9.into(), b"1-0", fields, &mut out);
             out
         };
         for fields in bad {

@@ -1305,8 +1305,19 @@ pub fn run(
     }
     let committer = history.as_ref().map(crate::store::SqliteStore::committer);
     if let Some(store) = history {
+        // In a cluster, the run before this one on the same file was a
+        // server of the cluster too: what of it the file kept is ours.
+        let former = match &config.cluster {
+            Some(cluster) => store
+                .swap_cluster_server(cluster.id())
+                .map_err(|e| Error::History(e.to_string()))?,
+            None => None,
+        };
         hub.open_history(Box::new(store), Instant::now())
             .map_err(|e| Error::History(e.to_string()))?;
+        if let (Some(cluster), Some(former)) = (&config.cluster, former) {
+            cluster.set_former(former, hub.newest_logged());
+        }
     }
     let server = Arc::new(Server {
         core: Mutex::new(Core {

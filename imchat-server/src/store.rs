@@ -5,7 +5,7 @@
 //! One file, three tables: `batches` (the room log, one row per commit
 //! batch of entries, oldest first by id), `sessions` (one row per
 //! resumable session, by name key) and `meta` (the epoch, the reserved
-//! ids). The schema's version is SQLite's `user_version`: version 2; a
+//! ids, the id of the cluster server that writes it). The schema's version is SQLite's `user_version`: version 2; a
 //! version 1 file (one `log` row per entry) is converted to version 2 in
 //! one transaction when opened; a file written by another version, or
 //! that is not an imchat history at all, is refused with a clear error
@@ -784,6 +784,34 @@ impl SqliteStore {
         })
     }
 
+    /// Notes that cluster server `id` writes this file from now on;
+    /// returns the server of the run before, if one wrote it in a
+    /// cluster. What that run published to the cluster's stream and this
+    /// file kept is this server's own (see `Cluster::set_former`).
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read or written.
+    pub fn swap_cluster_server(&self, id: u64) -> Result<Option<u64>, StoreError> {
+        let w = self.shared.writer();
+        let former: Option<i64> = w
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'cluster_server'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| backend(&e))?;
+        w.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('cluster_server', ?1)",
+                [to_sql(id)],
+            )
+            .map_err(|e| backend(&e))?;
+        Ok(former.map(from_sql).filter(|f| *f != id))
+    }
+
     /// The handle a commit thread commits with, without the hub's lock.
     #[must_use]
     pub fn committer(&self) -> Committer {
@@ -1401,6 +1429,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("history.db");
         (dir, path)
+    }
+
+    #[test]
+    fn each_run_in_a_cluster_learns_the_server_of_the_run_before() {
+        let (_dir, path) = db();
+        let first = open(&path, 100, 1 << 20);
+        assert_eq!(first.swap_cluster_server(5).unwrap(), None);
+        drop(first);
+        let second = open(&path, 100, 1 << 20);
+        assert_eq!(second.swap_cluster_server(7).unwrap(), Some(5));
+        // The same id again is no former run.
+        assert_eq!(second.swap_cluster_server(7).unwrap(), None);
+        drop(second);
+        let third = open(&path, 100, 1 << 20);
+        assert_eq!(third.swap_cluster_server(9).unwrap(), Some(7));
     }
 
     fn open_err(path: &Path) -> String {

@@ -2916,3 +2916,118 @@ fn a_receiver_that_leaves_mid_transfer_on_another_server_ends_it_for_the_sender(
     sender.join().unwrap();
     drop((a, b));
 }
+
+/// A server killed (kill -9) and started again on its `--history-db`
+/// lets its users resume there: what they missed comes once, and nobody
+/// saw them leave or join.
+#[test]
+fn a_session_resumes_on_its_own_server_restarted_after_a_kill() {
+    let Some(redis) = Redis::start() else { return };
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    for i in 0..3 {
+        bob.say(None, &format!("before {i}"));
+    }
+    alice.wait_chat("before 2");
+    alice.say(None, "alice before");
+    bob.wait_chat("alice before");
+    bob.drain();
+    let mark = bob.got.len();
+    a.kill9();
+    for i in 0..3 {
+        bob.say(None, &format!("while down {i}"));
+    }
+    // Past a's lease: b knows it is dead.
+    thread::sleep(Duration::from_secs(3));
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    bob.say(None, "after restart");
+    let mut back = resume_on(&mut alice, a2.addr);
+    back.wait_chat("after restart");
+    thread::sleep(Duration::from_secs(1));
+    back.drain();
+    let got = texts(&back);
+    assert_eq!(
+        got,
+        [
+            "while down 0",
+            "while down 1",
+            "while down 2",
+            "after restart"
+        ],
+        "what alice got on her resume"
+    );
+    for who in ["alice", "bob"] {
+        assert_eq!(
+            presence_of(&back.got, who),
+            Vec::<&str>::new(),
+            "alice was told {who} came or went: {:?}",
+            back.got
+        );
+    }
+    bob.drain();
+    assert_eq!(presence_of(&bob.got[mark..], "alice"), Vec::<&str>::new());
+    back.say(None, "I am back");
+    bob.wait_chat("I am back");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    // The restarted server's history has what it had before once: its
+    // own entries it reads back from the stream are not logged again.
+    let mut carol = Peer::join(a2.addr, "carol");
+    carol.wait(WAIT, "the history", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "I am back"))
+    });
+    carol.drain();
+    let history: Vec<&str> = carol
+        .got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Chat(c) => Some(c.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    for t in ["before 2", "alice before", "while down 2", "I am back"] {
+        let n = history.iter().filter(|h| **h == t).count();
+        assert_eq!(n, 1, "{t} in the history: {history:?}");
+    }
+}
+
+/// A user of another server that resumes on a server restarted on its
+/// `--history-db` gets what it missed, not the restarted server's whole
+/// history again: the entries its file kept came before what it saw.
+#[test]
+fn a_session_moving_to_a_restarted_server_gets_only_what_it_missed() {
+    let Some(redis) = Redis::start() else { return };
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    alice.say(None, "alice before");
+    bob.wait_chat("alice before");
+    a.kill9();
+    bob.say(None, "while a was down");
+    thread::sleep(Duration::from_secs(3));
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
+    let mut carol = Peer::join(a2.addr, "carol");
+    carol.wait_chat("while a was down");
+    bob.say(None, "seen by bob");
+    carol.wait_chat("seen by bob");
+    b.kill9();
+    carol.say(None, "after b died");
+    // Past b's lease: a2 knows it is dead.
+    thread::sleep(Duration::from_secs(3));
+    let mut back = resume_on(&mut bob, a2.addr);
+    back.wait_chat("after b died");
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    assert_eq!(texts(&back), ["after b died"], "what bob got on his resume");
+}

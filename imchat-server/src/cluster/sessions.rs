@@ -48,6 +48,32 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, from, redis.call('HGET', KEYS[1], 'u')}
 ";
 
+/// Moves session `KEYS[1]` and its name `KEYS[2]` from server `ARGV[1]`
+/// (the former run of this one, on the same `--history-db`) to server
+/// `ARGV[2]` if its token's hash is still `ARGV[3]` (it did not move
+/// elsewhere meanwhile), it was not kicked, and nobody else claimed the
+/// name; the name for `ARGV[4]` ms, the session for `ARGV[5]` ms. Keeps
+/// the token's hash: the client can still resume it on any server.
+pub(super) const ADOPT: &str = r"
+if redis.call('HGET', KEYS[1], 's') ~= ARGV[1] then
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'h') ~= ARGV[3] then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], 'k') == 1 then
+  return 0
+end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] and holder ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
+redis.call('HSET', KEYS[1], 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
+
 /// Deletes the session `KEYS[1]` if server `ARGV[1]` holds it.
 pub(super) const FORGET: &str = r"
 if redis.call('HGET', KEYS[1], 's') == ARGV[1] then
@@ -198,6 +224,37 @@ impl Cluster {
         }
     }
 
+    /// Takes back from the former run of this server (see
+    /// [`Cluster::set_former`]) the sessions its file kept, with their
+    /// names, where the cluster still has them as that run left them:
+    /// their clients resume here as on a single server. Returns how many.
+    pub(super) fn adopt_former(
+        &self,
+        con: &mut Connection,
+        hub: &dyn super::HubAccess,
+    ) -> redis::RedisResult<usize> {
+        let Some((former, _)) = *super::lock(&self.former) else {
+            return Ok(0);
+        };
+        let mut tokens = Vec::new();
+        hub.with(&mut |hub| tokens = hub.local_session_tokens());
+        let mut adopted = 0;
+        for (user, token) in &tokens {
+            let key = crate::names::key(user);
+            let moved: i64 = Script::new(ADOPT)
+                .key(sess_key(&key))
+                .key(super::name_key(&key))
+                .arg(former)
+                .arg(self.id)
+                .arg(token_hash(token))
+                .arg(self.lease_ms())
+                .arg(self.session_ms())
+                .invoke(con)?;
+            adopted += usize::try_from(moved).unwrap_or(0);
+        }
+        Ok(adopted)
+    }
+
     /// The text of a kick marked on the session record of name key `key`
     /// ([`KICK`]), if any (none when Redis does not answer).
     pub fn kick_mark(&self, key: &str) -> Option<String> {
@@ -238,7 +295,9 @@ impl Cluster {
             hub.set_epoch(epoch);
             count = hub.limits().log_entries.min(super::BUS_MAXLEN);
             log_bytes = hub.limits().log_bytes;
-            own_last = hub.last_id();
+            // Where its log stopped: the newest entry it kept, not the
+            // next id, which jumps ahead after a crash.
+            own_last = hub.newest_logged();
         });
         let empty = own_last == MessageId(0);
         // A history of its own (its database, from an earlier run in this

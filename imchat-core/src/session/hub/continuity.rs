@@ -114,6 +114,15 @@ impl Hub {
         MessageId(self.next_message - 1)
     }
 
+    /// The id of the newest entry of the log (0 when it is empty): after
+    /// [`open_history`](Hub::open_history), the newest entry the store
+    /// kept, where [`last_id`](Hub::last_id) may be past it (ids given
+    /// before a crash and never committed are not given again).
+    #[must_use]
+    pub fn newest_logged(&self) -> MessageId {
+        self.log.back().map_or(MessageId(0), |e| e.id)
+    }
+
     /// Opens a history store: its entries become the room log (the newest
     /// that fit the limits), the ids continue after its newest, its epoch
     /// is the hub's (a new store gets one from the token source), and each
