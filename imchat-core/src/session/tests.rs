@@ -4084,13 +4084,32 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
             &said[..],
             [ServerMessage::Cancel(FileCancel {
                 code: CancelCode::PEER_LEFT,
+                reason,
                 ..
-            })]
+            })] if reason == "the sender's server went down during the transfer"
         ),
         "{said:?}"
     );
     assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));
     b.check_invariants().unwrap();
+}
+
+#[test]
+fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push() {
+    let now = Instant::now();
+    let (mut a, p, _b, _dave) = two_servers(now);
+    offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+    let _ = drain_hub(&mut a, p);
+    a.remote_server_gone(2, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    // Dave may be back on another server by now: the text is about the push.
+    assert!(
+        said.iter().any(
+            |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
+            if reason == "the receiver's server went down during the transfer")
+        ),
+        "{said:?}"
+    );
 }
 
 #[test]

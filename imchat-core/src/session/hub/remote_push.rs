@@ -407,8 +407,6 @@ impl Hub {
         self.end_relay(from, id, Some((code, reason.to_string())));
     }
 
-    /// Server `server` is gone: pushes to its users lose them, pushes from
-    /// its users end.
     /// The servers the pushes in progress go to or come from.
     pub(super) fn push_servers(&self) -> impl Iterator<Item = u64> + '_ {
         self.relays.values().flat_map(|r| {
@@ -419,6 +417,9 @@ impl Hub {
         })
     }
 
+    /// Server `server` is gone: pushes to its users lose them, pushes from
+    /// its users end. Its users may be back on another server already:
+    /// the texts say what happened to the push, not to them.
     pub(super) fn transfers_of_gone_server(&mut self, server: u64) {
         let mut legs: Vec<(ClientId, TransferId)> = self
             .relays
@@ -434,7 +435,7 @@ impl Hub {
                 server,
                 (
                     CancelCode::PEER_LEFT,
-                    "the receiver's server is gone".to_string(),
+                    "the receiver's server went down during the transfer".to_string(),
                 ),
             );
         }
@@ -449,7 +450,7 @@ impl Hub {
                 server,
                 relay,
                 CancelCode::PEER_LEFT,
-                "the sender's server is gone",
+                "the sender's server went down during the transfer",
             );
         }
     }
