@@ -749,6 +749,29 @@ fn resumed_line(dropped: u64) -> String {
     }
 }
 
+/// A chat routed to us as the views get it.
+fn chat_entry(chat: RoutedChat) -> ChatEntry {
+    let RoutedChat {
+        time,
+        from,
+        private,
+        kind,
+        text,
+        history,
+        ..
+    } = chat;
+    ChatEntry {
+        time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
+        from: inert(from.as_str()).into_owned(),
+        to: None,
+        private,
+        own: false,
+        action: kind == ChatKind::Action,
+        history,
+        text: inert(&text).into_owned(),
+    }
+}
+
 /// Longest part of a message's text an error quotes.
 const QUOTE_MAX: usize = 60;
 
@@ -2143,24 +2166,7 @@ impl Conn {
     fn event(&self, ev: ClientEvent) {
         let app = &self.app;
         match ev {
-            ClientEvent::Chat(RoutedChat {
-                time,
-                from,
-                private,
-                kind,
-                text,
-                history,
-                ..
-            }) => app.view.show(Entry::Chat(ChatEntry {
-                time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
-                from: inert(from.as_str()).into_owned(),
-                to: None,
-                private,
-                own: false,
-                action: kind == ChatKind::Action,
-                history,
-                text: inert(&text).into_owned(),
-            })),
+            ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
             ClientEvent::Joined { user } => {
                 let shown = inert(user.as_str()).into_owned();
                 lock(&app.roster).insert(user.key(), shown.clone());

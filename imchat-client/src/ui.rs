@@ -60,16 +60,23 @@ pub fn plain_history(c: &ChatEntry) -> String {
 /// Plain lines on stdout: today's output for scripts and pipes.
 pub struct PlainView;
 
+/// The line the plain view prints for `entry`; `None` for our own
+/// messages, which are not echoed: the script knows what it sent.
+pub fn plain_line(entry: Entry) -> Option<String> {
+    match entry {
+        Entry::Chat(c) if c.own => None,
+        Entry::Chat(c) if c.history => Some(plain_history(&c)),
+        Entry::Chat(c) => Some(plain_chat(&c)),
+        Entry::Notice(text) => Some(format!("*** {text}")),
+        Entry::Error(text) => Some(format!("error: {text}")),
+        Entry::Plain(text) => Some(text),
+    }
+}
+
 impl View for PlainView {
     fn show(&self, entry: Entry) {
-        match entry {
-            // Our own messages are not echoed: the script knows what it sent.
-            Entry::Chat(c) if c.own => {}
-            Entry::Chat(c) if c.history => write_line(&plain_history(&c)),
-            Entry::Chat(c) => write_line(&plain_chat(&c)),
-            Entry::Notice(text) => write_line(&format!("*** {text}")),
-            Entry::Error(text) => write_line(&format!("error: {text}")),
-            Entry::Plain(text) => write_line(&text),
+        if let Some(line) = plain_line(entry) {
+            write_line(&line);
         }
     }
     fn transfer(&self, _: &TransferView) {}
@@ -172,25 +179,29 @@ fn status_json(s: &Status) -> Value {
     json!({"type": "status", "me": s.me, "target": s.target, "link": link})
 }
 
+/// The JSON object of an entry.
+pub fn entry_json(entry: Entry) -> Value {
+    match entry {
+        Entry::Chat(c) => json!({
+            "type": "chat",
+            "time": rfc3339_utc(c.time),
+            "from": c.from,
+            "to": c.to,
+            "private": c.private,
+            "action": c.action,
+            "own": c.own,
+            "history": c.history,
+            "text": c.text,
+        }),
+        Entry::Notice(text) => json!({"type": "notice", "text": text}),
+        Entry::Error(text) => json!({"type": "error", "text": text}),
+        Entry::Plain(text) => json!({"type": "plain", "text": text}),
+    }
+}
+
 impl View for JsonView {
     fn show(&self, entry: Entry) {
-        let value = match entry {
-            Entry::Chat(c) => json!({
-                "type": "chat",
-                "time": rfc3339_utc(c.time),
-                "from": c.from,
-                "to": c.to,
-                "private": c.private,
-                "action": c.action,
-                "own": c.own,
-                "history": c.history,
-                "text": c.text,
-            }),
-            Entry::Notice(text) => json!({"type": "notice", "text": text}),
-            Entry::Error(text) => json!({"type": "error", "text": text}),
-            Entry::Plain(text) => json!({"type": "plain", "text": text}),
-        };
-        Self::emit(&value);
+        Self::emit(&entry_json(entry));
     }
 
     fn transfer(&self, t: &TransferView) {
