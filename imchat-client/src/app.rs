@@ -227,7 +227,7 @@ impl Meter {
             view: TransferView {
                 id: id.to_string(),
                 direction,
-                name: inert(name.as_str()).into_owned(),
+                name: name.as_str().to_owned(),
                 done: start,
                 total,
                 rate: None,
@@ -303,8 +303,8 @@ struct App {
     me: Mutex<String>,
     /// The state of the connection, for the status line.
     link: Mutex<Link>,
-    /// Who is online, by [`Username::key`]: seeded by a `/who` on each
-    /// connect, then kept by joins and leaves.
+    /// Who is online, by [`Username::key`], with each name as given:
+    /// seeded by a `/who` on each connect, then kept by joins and leaves.
     roster: Mutex<BTreeMap<String, String>>,
     /// Downloads and pushes of ours that failed (a script's exit code says
     /// so).
@@ -749,7 +749,8 @@ fn resumed_line(dropped: u64) -> String {
     }
 }
 
-/// A chat routed to us as the views get it.
+/// A chat routed to us as the views get it: its texts raw, as the server
+/// sent them (a view that shows them on a terminal makes them inert).
 fn chat_entry(chat: RoutedChat) -> ChatEntry {
     let RoutedChat {
         time,
@@ -762,13 +763,13 @@ fn chat_entry(chat: RoutedChat) -> ChatEntry {
     } = chat;
     ChatEntry {
         time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
-        from: inert(from.as_str()).into_owned(),
+        from: from.as_str().to_owned(),
         to: None,
         private,
         own: false,
         action: kind == ChatKind::Action,
         history,
-        text: inert(&text).into_owned(),
+        text,
     }
 }
 
@@ -777,13 +778,13 @@ const QUOTE_MAX: usize = 60;
 
 /// The error for a message given up before the server acknowledged it.
 fn not_sent_line(to: &Recipient, text: &str) -> String {
-    let mut quoted: String = inert(text).chars().take(QUOTE_MAX).collect();
+    let mut quoted: String = text.chars().take(QUOTE_MAX).collect();
     if text.chars().count() > QUOTE_MAX {
         quoted.push('…');
     }
     let to = match to {
         Recipient::Everyone => String::new(),
-        Recipient::User(u) => format!(" to {}", inert(u.as_str())),
+        Recipient::User(u) => format!(" to {u}"),
     };
     format!(
         "message{to} not sent: \"{quoted}\" (too many were waiting for the server; it may not have arrived)"
@@ -799,7 +800,7 @@ enum Flow {
 fn mode_line(mode: &Mode) -> String {
     match mode {
         Mode::Broadcast => "mode: broadcast".to_string(),
-        Mode::Unicast(u) => format!("mode: unicast to {}", inert(u.as_str())),
+        Mode::Unicast(u) => format!("mode: unicast to {u}"),
     }
 }
 
@@ -822,7 +823,7 @@ impl App {
             me: lock(&self.me).clone(),
             target: match &*lock(&self.mode) {
                 Mode::Broadcast => None,
-                Mode::Unicast(u) => Some(inert(u.as_str()).into_owned()),
+                Mode::Unicast(u) => Some(u.as_str().to_owned()),
             },
             link: lock(&self.link).clone(),
         };
@@ -1016,7 +1017,7 @@ impl App {
         let cmd = match Command::parse(line) {
             Ok(c) => c,
             Err(e) => {
-                self.error(&inert(&e.to_string()));
+                self.error(&e.to_string());
                 return Flow::Continue;
             }
         };
@@ -1078,12 +1079,12 @@ impl App {
         self.view.show(Entry::Chat(ChatEntry {
             time: SystemTime::now(),
             from: me,
-            to: to.map(|u| inert(u.as_str()).into_owned()),
+            to: to.map(|u| u.as_str().to_owned()),
             private: to.is_some(),
             own: true,
             action,
             history: false,
-            text: inert(text).into_owned(),
+            text: text.to_owned(),
         }));
     }
 
@@ -1106,7 +1107,7 @@ impl Conn {
             first_use,
             server,
         } = joined;
-        *lock(&app.me) = inert(username.as_str()).into_owned();
+        *lock(&app.me) = username.as_str().to_owned();
         if let Some(fingerprint) = first_use {
             app.notice(&format!(
                 "first TLS connection to {server}: its certificate (SHA-256 {fingerprint}) is now trusted; \
@@ -1116,12 +1117,9 @@ impl Conn {
         if again {
             app.notice(&format!("reconnected to {server}"));
         } else {
-            app.notice(&format!(
-                "connected to {server} as {}",
-                inert(username.as_str())
-            ));
+            app.notice(&format!("connected to {server} as {username}"));
             for line in welcome.lines() {
-                app.plain(&inert(line));
+                app.plain(line);
             }
         }
         let write_half = stream.clone();
@@ -1249,7 +1247,7 @@ impl Conn {
             let mut downloads: Vec<(String, String)> = Vec::new();
             let mut received: Vec<(String, String)> = Vec::new();
             for (id, f) in t.incoming.drain() {
-                let name = inert(f.name.as_str()).into_owned();
+                let name = f.name.as_str().to_owned();
                 match &f.from {
                     None => downloads.push((id.to_string(), name)),
                     // Pushed to us: it cannot be resumed, its part goes.
@@ -1263,12 +1261,12 @@ impl Conn {
             downloads.extend(
                 t.parts
                     .drain()
-                    .map(|(id, (name, ..))| (id.to_string(), inert(name.as_str()).into_owned())),
+                    .map(|(id, (name, ..))| (id.to_string(), name.as_str().to_owned())),
             );
             let pushes: Vec<(String, String)> = t
                 .pushes
                 .drain()
-                .map(|(id, p)| (id.to_string(), inert(p.name.as_str()).into_owned()))
+                .map(|(id, p)| (id.to_string(), p.name.as_str().to_owned()))
                 .collect();
             (downloads, received, pushes)
         };
@@ -1338,8 +1336,7 @@ impl Conn {
             return self.app.set_mode(Mode::Unicast(to));
         }
         self.app.error(&format!(
-            "{} is not online (see /who); the mode stays as it was",
-            inert(to.as_str())
+            "{to} is not online (see /who); the mode stays as it was"
         ));
     }
 
@@ -1358,7 +1355,7 @@ impl Conn {
             lines.extend(
                 t.parts
                     .iter()
-                    .map(|(id, (name, ..))| format!("{id} ↓ {}  asked for", inert(name.as_str()))),
+                    .map(|(id, (name, ..))| format!("{id} ↓ {name}  asked for")),
             );
             lines
         };
@@ -1407,39 +1404,36 @@ impl Conn {
             [id] => id,
             [] => {
                 drop(t);
-                return self.app.error(&format!(
-                    "no running transfer is {} (see /transfers)",
-                    inert(what)
-                ));
+                return self
+                    .app
+                    .error(&format!("no running transfer is {what} (see /transfers)"));
             }
             _ => {
                 drop(t);
                 let ids: Vec<String> = found.iter().map(ToString::to_string).collect();
                 return self.app.error(&format!(
-                    "{} names several transfers ({}): say which by name",
-                    inert(what),
+                    "{what} names several transfers ({}): say which by name",
                     ids.join(", ")
                 ));
             }
         };
         let message = if let Some(f) = t.incoming.remove(&id) {
-            let name = inert(f.name.as_str()).into_owned();
+            let name = f.name.as_str().to_owned();
             drop(f.file);
             match f.from {
                 None => format!("cancelled the download of {name}; /download {name} resumes it"),
                 Some(from) => {
                     let _ = fs::remove_file(&f.part);
-                    format!("cancelled receiving {name} from {}", inert(from.as_str()))
+                    format!("cancelled receiving {name} from {from}")
                 }
             }
         } else if let Some((name, part, file)) = t.parts.remove(&id) {
             drop(file);
             remove_if_empty(&part);
-            let name = inert(name.as_str()).into_owned();
             format!("cancelled the download of {name}; /download {name} resumes it")
         } else if let Some(p) = t.pushes.remove(&id) {
             p.stop.store(true, Ordering::SeqCst);
-            format!("cancelled sending {}", inert(p.name.as_str()))
+            format!("cancelled sending {}", p.name)
         } else {
             return;
         };
@@ -1731,7 +1725,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => {
                 self.catch_up();
-                self.app.error(&inert(&e.to_string()));
+                self.app.error(&e.to_string());
                 return Flow::Continue;
             }
         };
@@ -1796,7 +1790,7 @@ impl Conn {
             }
         };
         if let Err(e) = result {
-            self.app.error(&inert(&e.to_string()));
+            self.app.error(&e.to_string());
         }
         Flow::Continue
     }
@@ -1874,11 +1868,7 @@ impl Conn {
         } else {
             self.with_session(|s| s.decline(id, "declined"))?;
             if let Some((_, from, name, _)) = offer {
-                self.app.notice(&format!(
-                    "declined {} from {}",
-                    inert(name.as_str()),
-                    inert(from.as_str())
-                ));
+                self.app.notice(&format!("declined {name} from {from}"));
             }
             Ok(())
         }
@@ -1887,7 +1877,7 @@ impl Conn {
     /// Someone offers us a file bigger than we accept without asking: ask,
     /// or decline it when no one can answer.
     fn push_offered(&self, id: TransferId, from: &Username, name: &FileName, size: u64) {
-        let (from, name, n) = (inert(from.as_str()), inert(name.as_str()), id.to_string());
+        let n = id.to_string();
         let n = n.trim_start_matches('#');
         let shown = human_size(size);
         if self.app.ask_offers {
@@ -1952,10 +1942,8 @@ impl Conn {
         // Only this thread asks for downloads: no other can start one of
         // this name between the check and the request.
         if lock(&self.session).is_downloading(&name) {
-            self.app.error(&format!(
-                "{} is already being downloaded",
-                inert(name.as_str())
-            ));
+            self.app
+                .error(&format!("{name} is already being downloaded"));
             return;
         }
         let part = files::part_path(&self.app.config.download_dir.join(name.as_str()));
@@ -1964,11 +1952,7 @@ impl Conn {
             Ok(f) => f,
             Err(e) => {
                 self.app.transfer_lost();
-                return self.app.error(&format!(
-                    "cannot download {}: {}",
-                    inert(name.as_str()),
-                    inert(&e.to_string())
-                ));
+                return self.app.error(&format!("cannot download {name}: {e}"));
             }
         };
         let resume = files::resume_state(&mut file).unwrap_or_else(|e| {
@@ -1996,37 +1980,35 @@ impl Conn {
         drop(t);
         self.handle(drained);
         if let Err(e) = result {
-            self.app.error(&inert(&e.to_string()));
+            self.app.error(&e.to_string());
         }
     }
 
     /// `/sendfile <path> [user]`: announces the file, then a thread streams it.
     fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
-        let shown = inert(path).into_owned();
         let file = match File::open(path) {
             Ok(f) => f,
-            Err(e) => return self.app.error(&format!("cannot open {shown}: {e}")),
+            Err(e) => return self.app.error(&format!("cannot open {path}: {e}")),
         };
         let size = match file.metadata() {
             Ok(m) if m.is_file() => m.len(),
-            Ok(_) => return self.app.error(&format!("{shown} is not a file")),
-            Err(e) => return self.app.error(&format!("cannot read {shown}: {e}")),
+            Ok(_) => return self.app.error(&format!("{path} is not a file")),
+            Err(e) => return self.app.error(&format!("cannot read {path}: {e}")),
         };
         let Some(base) = Path::new(path).file_name() else {
-            return self.app.error(&format!("{shown} has no file name"));
+            return self.app.error(&format!("{path} has no file name"));
         };
         let Some(base) = base.to_str() else {
             return self
                 .app
-                .error(&format!("the name of {shown} is not valid UTF-8"));
+                .error(&format!("the name of {path} is not valid UTF-8"));
         };
         let name = match FileName::new(base) {
             Ok(n) => n,
             Err(e) => {
-                return self.app.error(&format!(
-                    "cannot send {}: invalid file name: {e}",
-                    inert(base)
-                ))
+                return self
+                    .app
+                    .error(&format!("cannot send {base}: invalid file name: {e}"))
             }
         };
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
@@ -2056,14 +2038,13 @@ impl Conn {
         self.handle(drained);
         let id = match result {
             Ok(id) => id,
-            Err(e) => return self.app.error(&inert(&e.to_string())),
+            Err(e) => return self.app.error(&e.to_string()),
         };
         if let Some(view) = shown {
             self.app.view.transfer(&view);
         }
         self.app.notice(&format!(
-            "offering {} ({}); it is sent once accepted",
-            inert(name.as_str()),
+            "offering {name} ({}); it is sent once accepted",
             byte_count(size)
         ));
         let s = self.clone();
@@ -2156,10 +2137,8 @@ impl Conn {
         // Already gone from the session if the server ended it first.
         let _ = self.with_session(|s| s.cancel(id, reason));
         self.app.view.transfer_ended(&id.to_string());
-        self.app.notice(&format!(
-            "sending {} failed: {reason}",
-            inert(push.name.as_str())
-        ));
+        self.app
+            .notice(&format!("sending {} failed: {reason}", push.name));
     }
 
     /// Shows an event, or does the file work it asks for.
@@ -2168,18 +2147,18 @@ impl Conn {
         match ev {
             ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
             ClientEvent::Joined { user } => {
-                let shown = inert(user.as_str()).into_owned();
+                let shown = user.as_str().to_owned();
                 lock(&app.roster).insert(user.key(), shown.clone());
                 app.view.roster(Roster::Joined(shown.clone()));
                 app.notice(&format!("{shown} has joined"));
             }
             ClientEvent::Left(departure) => {
                 lock(&app.roster).remove(&departure.user.key());
-                let user = inert(departure.user.as_str()).into_owned();
+                let user = departure.user.as_str().to_owned();
                 app.view.roster(Roster::Left(user.clone()));
                 let why = departure
                     .shown_reason()
-                    .map(|why| format!(" ({})", inert(why)))
+                    .map(|why| format!(" ({why})"))
                     .unwrap_or_default();
                 app.notice(&format!("{user} has left{why}"));
                 // Lines still go to them: say so once, not as an error per line.
@@ -2191,10 +2170,7 @@ impl Conn {
                 }
             }
             ClientEvent::Who { users } => {
-                let names: Vec<String> = users
-                    .iter()
-                    .map(|u| inert(u.as_str()).into_owned())
-                    .collect();
+                let names: Vec<String> = users.iter().map(|u| u.as_str().to_owned()).collect();
                 *lock(&app.roster) = users
                     .iter()
                     .zip(&names)
@@ -2217,7 +2193,7 @@ impl Conn {
                 if text.is_empty() {
                     app.error(code.describe());
                 } else {
-                    app.error(&inert(&text));
+                    app.error(&text);
                 }
             }
             ev @ ClientEvent::TransferStarted { .. } => self.transfer_started(None, ev),
@@ -2236,16 +2212,11 @@ impl Conn {
             } => self.push_offered(id, &from, &name, size),
             ClientEvent::OfferWithdrawn {
                 from, name, reason, ..
-            } => app.notice(&format!(
-                "the offer of {} from {} ended: {}",
-                inert(name.as_str()),
-                inert(from.as_str()),
-                inert(&reason)
-            )),
+            } => app.notice(&format!("the offer of {name} from {from} ended: {reason}")),
             ClientEvent::PushAccepted { id, receivers } => {
                 let mut t = lock(&self.transfers);
                 if let Some(push) = t.pushes.get_mut(&id) {
-                    let name = inert(push.name.as_str()).into_owned();
+                    let name = push.name.as_str().to_owned();
                     push.meter.restart(Instant::now());
                     let view = push.meter.view.clone();
                     if let Some(go) = push.go.take() {
@@ -2260,10 +2231,7 @@ impl Conn {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
                     app.view.transfer_ended(&id.to_string());
-                    app.notice(&format!(
-                        "sent {} to {receivers} user(s)",
-                        inert(push.name.as_str())
-                    ));
+                    app.notice(&format!("sent {} to {receivers} user(s)", push.name));
                 }
             }
             ClientEvent::PushFailed { id, code, reason } => {
@@ -2273,20 +2241,17 @@ impl Conn {
                     app.view.transfer_ended(&id.to_string());
                     push.stop.store(true, Ordering::SeqCst);
                     let reason = if reason.is_empty() {
-                        code.describe().into()
+                        code.describe()
                     } else {
-                        inert(&reason)
+                        &reason
                     };
-                    app.notice(&format!(
-                        "sending {} failed: {reason}",
-                        inert(push.name.as_str())
-                    ));
+                    app.notice(&format!("sending {} failed: {reason}", push.name));
                 }
             }
             ClientEvent::Shutdown { reason } => {
-                let reason = inert(&reason).into_owned();
                 app.notice(&format!("server shutting down: {reason}"));
-                self.end(End::Shutdown(reason));
+                // The error `main` prints on stderr: inert there too.
+                self.end(End::Shutdown(inert(&reason).into_owned()));
             }
             ClientEvent::PushDeclined {
                 from,
@@ -2294,25 +2259,22 @@ impl Conn {
                 size,
                 reason,
             } => app.notice(&format!(
-                "{} tried to send you {} ({}), declined: {}",
-                inert(from.as_str()),
-                inert(name.as_str()),
-                byte_count(size),
-                inert(&reason)
+                "{from} tried to send you {name} ({}), declined: {reason}",
+                byte_count(size)
             )),
             ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
                 "the server stopped answering".into(),
             ))),
             ClientEvent::Resumed { dropped } => app.notice(&resumed_line(dropped)),
             ClientEvent::ContinuityLost { reason } => {
-                app.notice(&format!("session not resumed: {}", inert(&reason)));
+                app.notice(&format!("session not resumed: {reason}"));
             }
             ClientEvent::NotSent { to, text, .. } => app.error(&not_sent_line(&to, &text)),
             ClientEvent::Notice { code, text } => {
                 let text = if text.is_empty() {
                     code.describe().to_string()
                 } else {
-                    inert(&text).into_owned()
+                    text
                 };
                 if code == NoticeCode::REGISTERED
                     || code == NoticeCode::UNREGISTERED
@@ -2325,9 +2287,9 @@ impl Conn {
                 }
             }
             ClientEvent::Kicked { text } => {
-                let text = inert(&text).into_owned();
                 app.error(&text);
-                self.end(End::Kicked(text));
+                // The error `main` prints on stderr: inert there too.
+                self.end(End::Kicked(inert(&text).into_owned()));
             }
             other => log::debug!("event not shown: {other:?}"),
         }
@@ -2348,15 +2310,12 @@ impl Conn {
         if first {
             listed.clear();
         }
-        listed.extend(files.iter().map(|f| inert(f.name.as_str()).into_owned()));
+        listed.extend(files.iter().map(|f| f.name.as_str().to_owned()));
         let names = last.then(|| std::mem::take(&mut *listed));
         drop(listed);
         for f in files {
-            self.app.plain(&format!(
-                "    {}  ({})",
-                inert(f.name.as_str()),
-                byte_count(f.size)
-            ));
+            self.app
+                .plain(&format!("    {}  ({})", f.name, byte_count(f.size)));
         }
         if let Some(names) = names {
             self.app.view.shared_files(names);
@@ -2378,7 +2337,7 @@ impl Conn {
             return;
         };
         let mut t = held.unwrap_or_else(|| lock(&self.transfers));
-        let shown = inert(name.as_str()).into_owned();
+        let shown = name.as_str().to_owned();
         let (from, opened) = match origin {
             Origin::Download => {
                 // The session gives the name we asked for, whatever the
@@ -2422,11 +2381,7 @@ impl Conn {
         let view = meter.view.clone();
         let announce = match &from {
             None => format!("downloading {shown} ({})", byte_count(size)),
-            Some(from) => format!(
-                "{} is sending you {shown} ({})",
-                inert(from.as_str()),
-                byte_count(size)
-            ),
+            Some(from) => format!("{from} is sending you {shown} ({})", byte_count(size)),
         };
         t.incoming.insert(
             id,
@@ -2533,7 +2488,7 @@ impl Conn {
                 self.app.view.transfer_ended(&id.to_string());
                 self.app.notice(&format!(
                     "transfer of {} failed: {reason}",
-                    name.as_ref().map_or("a file".into(), |n| inert(n.as_str()))
+                    name.as_ref().map_or("a file", FileName::as_str)
                 ));
                 false
             }
@@ -2556,20 +2511,19 @@ impl Conn {
         let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
         self.app.view.transfer_ended(&id.to_string());
-        let shown = inert(name.as_str());
-        let wanted = inert(&final_path.display().to_string()).into_owned();
+        let shown = name.as_str();
+        let wanted = final_path.display().to_string();
         match (moved, from) {
             (Ok(to), from) => {
-                let path = inert(&to.display().to_string()).into_owned();
+                let path = to.display().to_string();
                 match from {
                     None => self.app.notice(&format!(
                         "downloaded {shown} ({}) to {path}",
                         byte_count(size)
                     )),
                     Some(from) => self.app.notice(&format!(
-                        "received {shown} ({}) from {}, saved to {path}",
-                        byte_count(size),
-                        inert(from.as_str())
+                        "received {shown} ({}) from {from}, saved to {path}",
+                        byte_count(size)
                     )),
                 }
                 if to != final_path {
@@ -2577,10 +2531,8 @@ impl Conn {
                         .file_name()
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default();
-                    self.app.notice(&format!(
-                        "saved as '{}': {wanted} already exists",
-                        inert(&saved)
-                    ));
+                    self.app
+                        .notice(&format!("saved as '{saved}': {wanted} already exists"));
                 }
             }
             (Err(e), from) => {
@@ -2613,9 +2565,8 @@ impl Conn {
         if !id.is_server_chosen() {
             self.app.transfer_lost();
         }
-        let name = inert(name.as_str());
         let reason = match error {
-            TransferError::Cancelled { reason, .. } => inert(reason).into_owned(),
+            TransferError::Cancelled { reason, .. } => reason.clone(),
             e => e.to_string(),
         };
         self.app.view.transfer_ended(&id.to_string());
@@ -2673,17 +2624,46 @@ mod tests {
     }
 
     #[test]
-    fn a_message_given_up_is_named_inert_and_short() {
+    fn a_message_given_up_is_named_short_and_shown_inert() {
         let bob = Recipient::User(Username::new("bob").unwrap());
+        let line = not_sent_line(&bob, "hi\x1b[2J");
         assert_eq!(
-            not_sent_line(&bob, "hi\x1b[2J"),
-            "message to bob not sent: \"hi^[[2J\" (too many were waiting for the server; it may not have arrived)"
+            line,
+            "message to bob not sent: \"hi\x1b[2J\" (too many were waiting for the server; it may not have arrived)",
+            "raw, for JSON"
+        );
+        assert_eq!(
+            ui::plain_line(Entry::Error(line)).as_deref(),
+            Some("error: message to bob not sent: \"hi^[[2J\" (too many were waiting for the server; it may not have arrived)")
         );
         let long = "x".repeat(100);
         let line = not_sent_line(&Recipient::Everyone, &long);
         assert!(
             line.starts_with(&format!("message not sent: \"{}…\"", "x".repeat(60))),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn a_chat_reaches_the_views_as_the_server_sent_it() {
+        let text = "a\nb\u{202e}c";
+        let entry = Entry::Chat(chat_entry(RoutedChat {
+            id: imchat_core::MessageId(7),
+            time: imchat_core::Timestamp(1_796_051_045_000),
+            from: Username::new("bob").unwrap(),
+            private: true,
+            kind: ChatKind::Action,
+            text: text.into(),
+            history: false,
+        }));
+        let v = ui::entry_json(entry.clone());
+        assert_eq!(v["text"].as_str(), Some(text), "JSON: the exact text");
+        assert_eq!(v["from"], "bob");
+        assert_eq!(v["time"], "2026-11-30T15:04:05Z");
+        assert_eq!(
+            ui::plain_line(entry).as_deref(),
+            Some("* bob a^Jb\\u{202e}c (private)"),
+            "plain: inert"
         );
     }
 

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use imchat_core::inert;
+
 use crate::ui::plain_chat;
 use crate::view::{Entry, Roster, Status, TransferView, View};
 
@@ -50,11 +52,12 @@ fn stamp(time: SystemTime) -> String {
     local.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// The line an entry is logged as: the plain line, with our own messages
-/// (which plain output does not echo) marked as such, and replayed history
-/// marked (its time is the original one; the log may hold it already).
+/// The line an entry is logged as: the plain line, its texts made inert
+/// (a log is read on a terminal), with our own messages (which plain
+/// output does not echo) marked as such, and replayed history marked (its
+/// time is the original one; the log may hold it already).
 fn line(entry: &Entry) -> String {
-    match entry {
+    match entry.clone().inert() {
         Entry::Chat(c) if c.own && c.action => match &c.to {
             Some(to) => format!("* {} {} (to {to})", c.from, c.text),
             None => format!("* {} {}", c.from, c.text),
@@ -63,11 +66,11 @@ fn line(entry: &Entry) -> String {
             Some(to) => format!("<{}> (to {to}) {}", c.from, c.text),
             None => format!("<{}> {}", c.from, c.text),
         },
-        Entry::Chat(c) if c.history => format!("[history] {}", plain_chat(c)),
-        Entry::Chat(c) => plain_chat(c),
+        Entry::Chat(c) if c.history => format!("[history] {}", plain_chat(&c)),
+        Entry::Chat(c) => plain_chat(&c),
         Entry::Notice(text) => format!("*** {text}"),
         Entry::Error(text) => format!("error: {text}"),
-        Entry::Plain(text) => text.clone(),
+        Entry::Plain(text) => text,
     }
 }
 
@@ -109,7 +112,7 @@ impl View for ChatLog {
     }
     fn finish(&self, last_words: Option<&str>) {
         if let Some(words) = last_words {
-            self.append(SystemTime::now(), words);
+            self.append(SystemTime::now(), &inert(words));
         }
         self.append(SystemTime::now(), "--- log closed");
         self.inner.finish(last_words);
@@ -184,5 +187,37 @@ mod tests {
         // A second run appends.
         drop(ChatLog::open(&path, seen).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 8);
+    }
+
+    #[test]
+    fn the_log_is_inert_and_the_view_behind_it_gets_the_raw_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.log");
+        let seen = Arc::new(Seen::default());
+        let log = ChatLog::open(&path, seen.clone()).unwrap();
+        let raw = chat("bob\u{200b}", "a\nb\u{202e}c");
+        log.show(Entry::Chat(raw.clone()));
+        log.show(Entry::Notice("bob has left (a\nb\x1b[2J)".into()));
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                Entry::Chat(raw),
+                Entry::Notice("bob has left (a\nb\x1b[2J)".into())
+            ],
+            "as given, for a JSON view behind"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        assert!(
+            lines[1].ends_with(" <bob\\u{200b}> a^Jb\\u{202e}c"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with(" *** bob has left (a^Jb^[[2J)"),
+            "{}",
+            lines[2]
+        );
     }
 }

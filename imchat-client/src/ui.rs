@@ -8,8 +8,9 @@
 //!   programs.
 //!
 //! In both, input is standard input read line by line on a thread of its
-//! own ([`spawn_stdin`]). Every text given to a view has already been made
-//! inert by the caller.
+//! own ([`spawn_stdin`]). Views are given raw text (see [`crate::view`]):
+//! the plain view makes it inert before it prints it; the JSON view writes
+//! it exactly, escaped as JSON.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use imchat_core::inert;
 use serde_json::{json, Value};
 
 use crate::chatlog::ChatLog;
@@ -60,10 +62,11 @@ pub fn plain_history(c: &ChatEntry) -> String {
 /// Plain lines on stdout: today's output for scripts and pipes.
 pub struct PlainView;
 
-/// The line the plain view prints for `entry`; `None` for our own
-/// messages, which are not echoed: the script knows what it sent.
+/// The line the plain view prints for `entry`, its texts made inert;
+/// `None` for our own messages, which are not echoed: the script knows
+/// what it sent.
 pub fn plain_line(entry: Entry) -> Option<String> {
-    match entry {
+    match entry.inert() {
         Entry::Chat(c) if c.own => None,
         Entry::Chat(c) if c.history => Some(plain_history(&c)),
         Entry::Chat(c) => Some(plain_chat(&c)),
@@ -87,12 +90,13 @@ impl View for PlainView {
 
     fn finish(&self, last_words: Option<&str>) {
         if let Some(text) = last_words {
-            write_line(text);
+            write_line(&inert(text));
         }
     }
 }
 
-/// One JSON object per line on stdout for each event (`--json`).
+/// One JSON object per line on stdout for each event (`--json`), its
+/// texts exactly as given: not made inert.
 #[derive(Default)]
 pub struct JsonView {
     /// When each running transfer was last written, to write each at most
@@ -179,7 +183,7 @@ fn status_json(s: &Status) -> Value {
     json!({"type": "status", "me": s.me, "target": s.target, "link": link})
 }
 
-/// The JSON object of an entry.
+/// The JSON object of an entry: its texts exactly as given.
 pub fn entry_json(entry: Entry) -> Value {
     match entry {
         Entry::Chat(c) => json!({
@@ -333,6 +337,73 @@ mod tests {
         assert_eq!(plain_chat(&chat(true, false)), "<bob> (private) waves");
         assert_eq!(plain_chat(&chat(false, true)), "* bob waves");
         assert_eq!(plain_chat(&chat(true, true)), "* bob waves (private)");
+    }
+
+    /// A text with a line break and a right-to-left override, as a peer
+    /// may send it.
+    const TRICKY: &str = "a\nb\u{202e}c";
+
+    #[test]
+    fn json_gives_the_exact_text_of_a_chat() {
+        let mut c = chat(false, false);
+        c.text = TRICKY.into();
+        c.from = "bob\u{200b}".into();
+        let v = entry_json(Entry::Chat(c));
+        assert_eq!(v["text"], TRICKY);
+        assert_eq!(v["from"], "bob\u{200b}");
+        let line = v.to_string();
+        assert!(
+            line.contains(r#""text":"a\nb"#) && line.contains("b\u{202e}c\""),
+            "the text escaped by JSON alone: {line}"
+        );
+        assert!(!line.contains('\n'), "one object per line: {line}");
+        assert!(
+            !line.contains("^J") && !line.contains("\\u{202e}"),
+            "{line}"
+        );
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back["text"].as_str(), Some(TRICKY));
+    }
+
+    #[test]
+    fn json_gives_the_exact_text_of_notices_errors_and_plain_lines() {
+        let text = format!("bob has left ({TRICKY})");
+        for (entry, kind) in [
+            (Entry::Notice(text.clone()), "notice"),
+            (Entry::Error(text.clone()), "error"),
+            (Entry::Plain(text.clone()), "plain"),
+        ] {
+            let v = entry_json(entry);
+            assert_eq!(v["type"], kind);
+            assert_eq!(v["text"].as_str(), Some(text.as_str()));
+        }
+    }
+
+    #[test]
+    fn plain_lines_show_every_text_inert() {
+        let mut c = chat(false, false);
+        c.text = TRICKY.into();
+        c.from = "bob\u{200b}".into();
+        assert_eq!(
+            plain_line(Entry::Chat(c.clone())).as_deref(),
+            Some("<bob\\u{200b}> a^Jb\\u{202e}c")
+        );
+        c.history = true;
+        let line = plain_line(Entry::Chat(c.clone())).expect("a line");
+        assert!(line.ends_with("<bob\\u{200b}> a^Jb\\u{202e}c"), "{line}");
+        c.own = true;
+        assert_eq!(plain_line(Entry::Chat(c)), None, "our own, not echoed");
+        let text = format!("bob has left ({TRICKY})");
+        let shown = "bob has left (a^Jb\\u{202e}c)";
+        assert_eq!(
+            plain_line(Entry::Notice(text.clone())),
+            Some(format!("*** {shown}"))
+        );
+        assert_eq!(
+            plain_line(Entry::Error(text.clone())),
+            Some(format!("error: {shown}"))
+        );
+        assert_eq!(plain_line(Entry::Plain(text)), Some(shown.to_string()));
     }
 
     #[test]

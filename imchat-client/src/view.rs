@@ -8,12 +8,30 @@
 //! the full-screen terminal interface. What the user types comes back as
 //! [`UserInput`].
 //!
-//! Every text handed to a view has already been made inert by the caller.
+//! Every text handed to a view is raw: as the server sent it, or as the
+//! client composed it around such text (a notice that quotes a name or a
+//! reason). A view that shows text on a terminal or writes it where a
+//! terminal may show it (plain lines, the full-screen interface, the chat
+//! log) makes it inert itself, with the `inert` methods here; the JSON
+//! view writes it as it is (JSON's escaping makes any character safe), so
+//! that programs get the exact text.
 
 // Wired in by the views that follow; remove once they use all of it.
 #![allow(dead_code)]
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
+
+use imchat_core::inert;
+
+/// `text` made inert (see [`imchat_core::inert`]), without a copy when it
+/// is inert already.
+pub fn inert_string(text: String) -> String {
+    match inert(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(shown) => shown,
+    }
+}
 
 /// One thing to show in the chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +44,26 @@ pub enum Entry {
     Error(String),
     /// A line as it is (welcome text, help, file lists).
     Plain(String),
+}
+
+impl Entry {
+    /// The entry as a terminal may show it: each of its texts made inert
+    /// on its own (a chat's sender, recipient and text; a whole notice,
+    /// error or plain line).
+    #[must_use]
+    pub fn inert(self) -> Entry {
+        match self {
+            Entry::Chat(c) => Entry::Chat(ChatEntry {
+                from: inert_string(c.from),
+                to: c.to.map(inert_string),
+                text: inert_string(c.text),
+                ..c
+            }),
+            Entry::Notice(text) => Entry::Notice(inert_string(text)),
+            Entry::Error(text) => Entry::Error(inert_string(text)),
+            Entry::Plain(text) => Entry::Plain(inert_string(text)),
+        }
+    }
 }
 
 /// A chat message or action.
@@ -117,6 +155,35 @@ pub struct Status {
     pub link: Link,
 }
 
+impl Status {
+    /// The status as a terminal may show it: names and reasons made inert.
+    #[must_use]
+    pub fn inert(&self) -> Status {
+        let shown = |text: &String| inert(text).into_owned();
+        Status {
+            me: shown(&self.me),
+            target: self.target.as_ref().map(shown),
+            link: match &self.link {
+                Link::Connected { server } => Link::Connected {
+                    server: shown(server),
+                },
+                Link::Reconnecting {
+                    reason,
+                    attempt,
+                    retry_in,
+                } => Link::Reconnecting {
+                    reason: shown(reason),
+                    attempt: *attempt,
+                    retry_in: *retry_in,
+                },
+                Link::Closed { reason } => Link::Closed {
+                    reason: shown(reason),
+                },
+            },
+        }
+    }
+}
+
 /// A change to the list of who is online.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roster {
@@ -126,6 +193,18 @@ pub enum Roster {
     Joined(String),
     /// One less.
     Left(String),
+}
+
+impl Roster {
+    /// The change as a terminal may show it: each name made inert.
+    #[must_use]
+    pub fn inert(self) -> Roster {
+        match self {
+            Roster::All(names) => Roster::All(names.into_iter().map(inert_string).collect()),
+            Roster::Joined(name) => Roster::Joined(inert_string(name)),
+            Roster::Left(name) => Roster::Left(inert_string(name)),
+        }
+    }
 }
 
 /// What the user did, from a view that reads input.
@@ -213,6 +292,15 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 impl TransferView {
+    /// The transfer as a terminal may show it: its file name made inert.
+    #[must_use]
+    pub fn inert(&self) -> TransferView {
+        TransferView {
+            name: inert(&self.name).into_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The transfer's line: `#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s`.
     pub fn line(&self) -> String {
         let arrow = match self.direction {

@@ -583,6 +583,44 @@ fn text_from_the_network_is_shown_inert() {
 }
 
 #[test]
+fn json_gives_the_exact_text_from_the_network() {
+    let w = World::new("json-exact");
+    let port = w.server.port().to_string();
+    let alice = w.spawn_client(&["--json", "alice", "127.0.0.1", &port]);
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    alice.expect("the roster from the /who on connect", |l| {
+        parse(l)["all"] == serde_json::json!(["alice"])
+    });
+    let mut mallory = Raw::join(w.server.addr, "mallory");
+    alice.expect("mallory's join", |l| parse(l)["joined"] == "mallory");
+    let text = "a\nb\u{202e}c\x1b[2J\x07!";
+    mallory.send(&ClientMessage::Chat {
+        client_id: 0,
+        to: Recipient::Everyone,
+        kind: imchat_core::ChatKind::Text,
+        text: text.into(),
+    });
+    let line = alice.expect("mallory's message", |l| parse(l)["type"] == "chat");
+    let v = parse(&line);
+    assert_eq!(v["from"], "mallory");
+    assert_eq!(v["text"].as_str(), Some(text), "the text as sent: {line}");
+    mallory.send(&ClientMessage::Quit {
+        reason: "bye\u{202e}\nnow".into(),
+    });
+    alice.expect("mallory's parting text, exact", |l| {
+        let v = parse(l);
+        v["type"] == "notice" && v["text"] == "mallory has left (bye\u{202e}\nnow)"
+    });
+    let out = alice.out.text();
+    assert!(
+        !out.contains('\x1b') && !out.contains('\x07') && !out.contains("^J"),
+        "controls are escaped by JSON, nothing is made inert: {out:?}"
+    );
+}
+
+#[test]
 fn help_lists_the_commands() {
     let w = World::new("help");
     let mut alice = w.client("alice");

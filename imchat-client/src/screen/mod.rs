@@ -15,7 +15,9 @@
 //! timeout, applies them to the [`Model`], and redraws when the model
 //! changed. View calls only update the model and mark it changed, so they
 //! never wait on the terminal. The model knows nothing of the terminal;
-//! [`render`] draws it on any ratatui backend.
+//! [`render`] draws it on any ratatui backend. The client gives the view
+//! raw text; the model makes it inert as it takes it in, so that what it
+//! holds and draws is always inert.
 
 mod complete;
 mod editor;
@@ -212,7 +214,7 @@ impl View for Screen {
         self.stop();
         if let Some(words) = last_words {
             let mut out = io::stdout().lock();
-            let _ = writeln!(out, "{words}");
+            let _ = writeln!(out, "{}", imchat_core::inert(words));
             let _ = out.flush();
         }
     }

@@ -7,11 +7,13 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use imchat_core::inert;
+
 use super::complete::{Cycle, Sources};
 use super::editor::Editor;
 use super::keys::{self, Action, Paste};
 use super::render;
-use crate::view::{Entry, Link, Roster, Status, TransferView, UserInput};
+use crate::view::{inert_string, Entry, Link, Roster, Status, TransferView, UserInput};
 
 /// How many entries the chat keeps.
 pub const SCROLLBACK: usize = 10_000;
@@ -130,7 +132,7 @@ impl Model {
             })
             .collect();
         Self {
-            me: me.to_owned(),
+            me: inert(me).into_owned(),
             status: None,
             entries: VecDeque::new(),
             scroll: 0,
@@ -162,7 +164,7 @@ impl Model {
         let saved = (self.editor.text().to_string(), self.editor.cursor());
         self.editor.set(String::new(), 0);
         if let Some(old) = self.secret.replace(SecretEntry {
-            prompt: prompt.to_string(),
+            prompt: inert(prompt).into_owned(),
             answer,
             saved,
         }) {
@@ -260,9 +262,11 @@ impl Model {
     }
 
     // ---- what the client tells the view ----
+    // Its texts come raw, and are made inert here, as they come in.
 
     /// Adds an entry; a message naming us, or a private one, rings.
     pub fn show(&mut self, entry: Entry) {
+        let entry = entry.inert();
         let (stamp, mention) = match &entry {
             Entry::Chat(chat) => {
                 let time: chrono::DateTime<chrono::Local> = chat.time.into();
@@ -293,9 +297,10 @@ impl Model {
 
     /// A transfer started or moved on.
     pub fn transfer(&mut self, transfer: &TransferView) {
+        let transfer = transfer.inert();
         match self.transfers.iter_mut().find(|t| t.id == transfer.id) {
-            Some(t) => *t = transfer.clone(),
-            None => self.transfers.push(transfer.clone()),
+            Some(t) => *t = transfer,
+            None => self.transfers.push(transfer),
         }
     }
 
@@ -306,12 +311,12 @@ impl Model {
 
     /// The status changed.
     pub fn set_status(&mut self, status: &Status) {
-        self.status = Some(status.clone());
+        self.status = Some(status.inert());
     }
 
     /// Who is online changed.
     pub fn change_roster(&mut self, change: Roster) {
-        match change {
+        match change.inert() {
             Roster::All(mut all) => {
                 all.sort();
                 all.dedup();
@@ -328,7 +333,7 @@ impl Model {
 
     /// The shared file names.
     pub fn shared_files(&mut self, names: Vec<String>) {
-        self.files = names;
+        self.files = names.into_iter().map(inert_string).collect();
     }
 
     /// `/clear`.
@@ -651,6 +656,44 @@ mod tests {
 
     fn lines(v: &[&str]) -> Vec<UserInput> {
         v.iter().map(|l| UserInput::Line((*l).into())).collect()
+    }
+
+    #[test]
+    fn raw_text_from_the_client_is_held_inert() {
+        let mut m = model();
+        m.show(Entry::Chat(chat("bob\u{202e}", "a\nb\u{202e}c")));
+        m.show(Entry::Notice("bob has left (a\nb)".into()));
+        match &m.entries()[0].entry {
+            Entry::Chat(c) => {
+                assert_eq!(c.from, "bob\\u{202e}");
+                assert_eq!(c.text, "a^Jb\\u{202e}c");
+            }
+            other => panic!("not a chat: {other:?}"),
+        }
+        assert_eq!(last_notice(&m), Some("bob has left (a^Jb)"));
+        m.transfer(&download(1, "x\x1b.bin"));
+        assert_eq!(m.transfers()[0].name, "x^[.bin");
+        m.change_roster(Roster::All(vec!["carol\u{200b}".into()]));
+        m.change_roster(Roster::Joined("dave\x07".into()));
+        assert_eq!(m.roster(), ["carol\\u{200b}", "dave^G"]);
+        m.shared_files(vec!["f\n.txt".into()]);
+        assert_eq!(m.files, ["f^J.txt"]);
+        m.set_status(&Status {
+            me: "alice\u{202e}".into(),
+            target: Some("bob\u{202e}".into()),
+            link: Link::Closed {
+                reason: "bye\x1b[2J".into(),
+            },
+        });
+        assert_eq!(m.me(), "alice\\u{202e}");
+        let status = m.status.as_ref().expect("a status");
+        assert_eq!(status.target.as_deref(), Some("bob\\u{202e}"));
+        assert_eq!(
+            status.link,
+            Link::Closed {
+                reason: "bye^[[2J".into()
+            }
+        );
     }
 
     #[test]
