@@ -13,6 +13,7 @@
 //! it exactly, escaped as JSON.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -106,7 +107,7 @@ pub struct JsonView {
 
 impl JsonView {
     fn emit(value: &Value) {
-        write_line(&value.to_string());
+        write_line(&json_line(value));
     }
 
     /// True if transfer `id` may be written at `now` (and notes it was).
@@ -201,6 +202,37 @@ pub fn entry_json(entry: Entry) -> Value {
         Entry::Error(text) => json!({"type": "error", "text": text}),
         Entry::Plain(text) => json!({"type": "plain", "text": text}),
     }
+}
+
+/// `value`'s line of JSON, with the characters a terminal acts on that JSON leaves as
+/// they are (DEL, the C1 controls, the bidirectional controls, the line
+/// and paragraph separators) written as `\uXXXX` escapes: a program reads
+/// the same text, and the output piped to a terminal cannot move its
+/// cursor or reorder what it shows. They can only be inside strings
+/// (JSON's own syntax is ASCII), where the escape means the character.
+fn json_line(value: &Value) -> String {
+    terminal_safe(value.to_string())
+}
+
+/// See [`json_line`].
+fn terminal_safe(json: String) -> String {
+    let acts = |c: char| {
+        matches!(c,
+            '\u{7f}'..='\u{9f}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+            | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !json.chars().any(acts) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if acts(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl View for JsonView {
@@ -351,10 +383,14 @@ mod tests {
         let v = entry_json(Entry::Chat(c));
         assert_eq!(v["text"], TRICKY);
         assert_eq!(v["from"], "bob\u{200b}");
-        let line = v.to_string();
+        let line = json_line(&v);
         assert!(
-            line.contains(r#""text":"a\nb"#) && line.contains("b\u{202e}c\""),
-            "the text escaped by JSON alone: {line}"
+            line.contains(r#""text":"a\nb"#) && line.contains(r#"b\u202ec""#),
+            "the text escaped, by JSON's own escapes: {line}"
+        );
+        assert!(
+            !line.contains('\u{202e}'),
+            "nothing a terminal acts on: {line}"
         );
         assert!(!line.contains('\n'), "one object per line: {line}");
         assert!(
@@ -363,6 +399,25 @@ mod tests {
         );
         let back: Value = serde_json::from_str(&line).expect("JSON");
         assert_eq!(back["text"].as_str(), Some(TRICKY));
+    }
+
+    #[test]
+    fn json_lines_hold_nothing_a_terminal_acts_on_and_read_back_exact() {
+        let text = "del\u{7f} csi\u{9b}2J rlo\u{202e} lri\u{2066} ls\u{2028} é🎉\u{200d}";
+        let line = json_line(&json!({ "text": text }));
+        for c in ['\u{7f}', '\u{9b}', '\u{202e}', '\u{2066}', '\u{2028}'] {
+            assert!(!line.contains(c), "{c:?} in {line}");
+        }
+        assert!(
+            line.contains(r"\u009b") && line.contains(r"\u202e"),
+            "{line}"
+        );
+        // Ordinary text, emoji and joiners included, as it is.
+        assert!(line.contains("é🎉\u{200d}"), "{line}");
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back["text"].as_str(), Some(text));
+        let plain = json!({ "text": "hello" });
+        assert_eq!(json_line(&plain), plain.to_string());
     }
 
     #[test]

@@ -615,7 +615,10 @@ fn json_gives_the_exact_text_from_the_network() {
     });
     let out = alice.out.text();
     assert!(
-        !out.contains('\x1b') && !out.contains('\x07') && !out.contains("^J"),
+        !out.contains('\x1b')
+            && !out.contains('\x07')
+            && !out.contains('\u{202e}')
+            && !out.contains("^J"),
         "controls are escaped by JSON, nothing is made inert: {out:?}"
     );
 }
