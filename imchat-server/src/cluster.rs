@@ -29,7 +29,7 @@
 mod entry;
 mod sessions;
 
-pub use sessions::take_for_hello;
+pub use sessions::{settle_for_resume, take_for_hello};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -287,6 +287,13 @@ pub struct Cluster {
     /// and the newest entry of its log that the file kept (see
     /// [`set_former`](Self::set_former)).
     former: Mutex<Option<(u64, MessageId)>>,
+    /// Set once the reader has read the stream to its end (a read that
+    /// came back short): what happened while this server was away has been
+    /// applied, in the stream's order.
+    caught_up: AtomicBool,
+    /// Whether this server's first join found Redis without a cluster
+    /// (its epoch unset): the first server, or a Redis that lost its data.
+    joined_empty: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -509,6 +516,8 @@ impl Cluster {
             kept: Mutex::new(None),
             transfers: transfer::Transfers::default(),
             former: Mutex::new(None),
+            caught_up: AtomicBool::new(false),
+            joined_empty: AtomicBool::new(false),
         })
     }
 
@@ -1038,7 +1047,9 @@ impl Cluster {
                     continue;
                 }
             };
+            let short = entries.len() < READ_COUNT;
             let Some(last) = entries.last() else {
+                self.caught_up.store(true, Ordering::SeqCst);
                 continue;
             };
             let Ok(last) = String::from_utf8(last.0.clone()) else {
@@ -1092,7 +1103,23 @@ impl Cluster {
             if let Some(p) = read {
                 self.read_pos.store(p.0, Ordering::SeqCst);
             }
+            if short {
+                self.caught_up.store(true, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// Waits (at most `bound`) until the reader has read the stream to its
+    /// end once (see [`Cluster::caught_up`]); whether it has.
+    pub(crate) fn wait_caught_up(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while !self.caught_up.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Keeps this server in the cluster: the heartbeat, the names'
@@ -1181,12 +1208,13 @@ impl Cluster {
             .arg("GET")
             .query(con)?;
         let fresh = old.is_none() || !self.up.load(Ordering::SeqCst);
-        if lock(&self.read_from).is_none() {
+        let first = lock(&self.read_from).is_none();
+        if first {
             let id = self.join_history(con, hub)?;
             *lock(&self.read_from) = Some(id);
         }
         if fresh {
-            let adopted = self.adopt_former(con, hub)?;
+            let adopted = self.adopt_former(con, hub, first)?;
             if adopted > 0 {
                 info!(
                     "cluster: {adopted} session(s) kept in the history database taken back from server {:x} (this server's run before)",
@@ -1417,6 +1445,14 @@ impl Cluster {
                     found.push((s, u));
                 }
             }
+        }
+        // After a start on a restored log the reader reads on from where
+        // it stopped: who came and went meanwhile, and what they said, is
+        // told from the stream in its order. What is left to say after it
+        // is what the stream cannot tell: who left with a server that died
+        // meanwhile.
+        if !self.wait_caught_up(self.lease / 3) {
+            warn!("cluster: the stream is not read to its end yet; who is online is taken from the servers' lists");
         }
         let now = Instant::now();
         hub.with(&mut |hub| {

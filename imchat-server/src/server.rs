@@ -1317,6 +1317,7 @@ pub fn run(
             .map_err(|e| Error::History(e.to_string()))?;
         if let (Some(cluster), Some(former)) = (&config.cluster, former) {
             cluster.set_former(former, hub.newest_logged());
+            hub.set_former_run(former);
         }
     }
     let server = Arc::new(Server {

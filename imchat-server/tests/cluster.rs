@@ -1464,11 +1464,12 @@ fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Pee
     (servers, (alice, bob, carol))
 }
 
-/// Alice on A, with `--history-db`, and Bob on B, both resumable; they
-/// see each other and a first message, then A is stopped (SIGTERM). The
-/// folder of A's database (kept while it lives), the database's path, B,
-/// Alice and Bob.
-fn a_stopped_with_its_database(redis: &Redis) -> (tempfile::TempDir, String, Server, Peer, Peer) {
+/// Alice on A, with `--history-db`, and Bob on B, both resumable, seeing
+/// each other. The folder of A's database (kept while it lives), the
+/// database's path, A, B, Alice and Bob.
+fn alice_on_a_with_its_database(
+    redis: &Redis,
+) -> (tempfile::TempDir, String, Server, Server, Peer, Peer) {
     let db_dir = tempfile::tempdir().unwrap();
     let db = db_dir
         .path()
@@ -1476,10 +1477,19 @@ fn a_stopped_with_its_database(redis: &Redis) -> (tempfile::TempDir, String, Ser
         .to_str()
         .unwrap()
         .to_string();
-    let mut a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
+    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
     let b = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
+    let alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    (db_dir, db, a, b, alice, bob)
+}
+
+/// [`alice_on_a_with_its_database`]; they see a first message, then A is
+/// stopped (SIGTERM). The folder of A's database, its path, B, Alice and
+/// Bob.
+fn a_stopped_with_its_database(redis: &Redis) -> (tempfile::TempDir, String, Server, Peer, Peer) {
+    let (db_dir, db, mut a, b, mut alice, mut bob) = alice_on_a_with_its_database(redis);
     alice.wait_who(&["alice", "bob"], WAIT);
     bob.say(None, "before");
     alice.wait_chat("before");
@@ -2923,13 +2933,8 @@ fn a_receiver_that_leaves_mid_transfer_on_another_server_ends_it_for_the_sender(
 #[test]
 fn a_session_resumes_on_its_own_server_restarted_after_a_kill() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
+    let (_dir, db, a, _b, mut alice, mut bob) = alice_on_a_with_its_database(&redis);
+    let db = db.as_str();
     alice.wait_who(&["alice", "bob"], WAIT);
     for i in 0..3 {
         bob.say(None, &format!("before {i}"));
@@ -3003,13 +3008,8 @@ fn a_session_resumes_on_its_own_server_restarted_after_a_kill() {
 #[test]
 fn a_session_moving_to_a_restarted_server_gets_only_what_it_missed() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", db]);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
+    let (_dir, db, a, b, mut alice, mut bob) = alice_on_a_with_its_database(&redis);
+    let db = db.as_str();
     alice.wait_who(&["alice", "bob"], WAIT);
     alice.say(None, "alice before");
     bob.wait_chat("alice before");
@@ -3030,4 +3030,91 @@ fn a_session_moving_to_a_restarted_server_gets_only_what_it_missed() {
     thread::sleep(Duration::from_millis(500));
     back.drain();
     assert_eq!(texts(&back), ["after b died"], "what bob got on his resume");
+}
+
+/// What `g` tells of chats and comings and goings, in order:
+/// `<from> text`, `+name`, `-name (reason code)`.
+fn story(g: &[ServerMessage]) -> Vec<String> {
+    let mut out = Vec::new();
+    let left = |d: &Departure| format!("-{} ({})", d.user.as_str(), d.reason.0);
+    for m in g {
+        match m {
+            ServerMessage::Chat(c) => out.push(format!("<{}> {}", c.from.as_str(), c.text)),
+            ServerMessage::Joined { user, .. } => out.push(format!("+{}", user.as_str())),
+            ServerMessage::Left(d) => out.push(left(d)),
+            ServerMessage::Presence(es) => {
+                for e in es {
+                    out.push(match e {
+                        PresenceEvent::Joined { user, .. } => format!("+{}", user.as_str()),
+                        PresenceEvent::Left(d) => left(d),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|s| !s.contains("probe"));
+    out
+}
+
+/// A user that resumes on a server restarted on its `--history-db` is
+/// told what happened while it was down in the order it happened, each
+/// leave with its own reason.
+#[test]
+fn a_resume_on_a_restarted_server_tells_what_happened_meanwhile_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dir, db, a, b, mut alice, mut bob) = alice_on_a_with_its_database(&redis);
+    let mut carol = Peer::join(b.addr, "carol");
+    alice.wait_who(&["alice", "bob", "carol"], WAIT);
+    a.kill9();
+    bob.say(None, "while a was down");
+    carol.wait_chat("while a was down");
+    bob.quit();
+    carol.wait(WAIT, "bob leaving", |g| has_left(g, "bob"));
+    let mut zoe = Peer::join(b.addr, "zoe");
+    zoe.say(None, "zoe here");
+    carol.wait_chat("zoe here");
+    thread::sleep(Duration::from_secs(2));
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
+    let mut back = resume_on(&mut alice, a2.addr);
+    back.wait_chat("zoe here");
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    carol.drain();
+    let want = [
+        "<bob> while a was down".to_string(),
+        format!("-bob ({})", LeaveReason::QUIT.0),
+        "+zoe".to_string(),
+        "<zoe> zoe here".to_string(),
+    ];
+    assert_eq!(story(&back.got), want, "what alice was told on her resume");
+}
+
+/// A server restarted on its `--history-db` after the grace period of its
+/// users ran out does not bring them back: their sessions ended in the
+/// cluster meanwhile, and their names are free.
+#[test]
+fn a_server_restarted_after_its_users_grace_ran_out_does_not_bring_them_back() {
+    let Some(redis) = Redis::start() else { return };
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let a = Server::start_with_env(&redis.url(), 2, &[], &["--history-db", db]);
+    let b = Server::start_with_grace(&redis.url(), 2);
+    let _alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    a.kill9();
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    bob.drain();
+    let mark = bob.got.len();
+    let a2 = Server::start_with_env(&redis.url(), 2, &[], &["--history-db", db]);
+    let carol = Peer::join(a2.addr, "carol");
+    bob.wait_who(&["bob", "carol"], WAIT);
+    thread::sleep(Duration::from_millis(500));
+    bob.drain();
+    assert_eq!(presence_of(&bob.got[mark..], "alice"), Vec::<&str>::new());
+    // Her name is free, on any server.
+    let again = Peer::join(b.addr, "alice");
+    drop((again, carol));
 }

@@ -4830,3 +4830,172 @@ fn a_restarted_cluster_server_tells_a_resumer_only_who_came_and_went_meanwhile()
     listed.sort();
     assert_eq!(listed, ["dave", "frank"]);
 }
+
+/// A store that stops keeping anything once `frozen` is set, as a server
+/// killed before its last commits.
+#[derive(Debug, Clone)]
+struct Freezable {
+    store: crate::MemoryStore,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Freezable {
+    fn frozen(&self) -> bool {
+        self.frozen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl crate::HistoryStore for Freezable {
+    fn load(&mut self) -> Result<crate::history::Loaded, crate::StoreError> {
+        self.store.load()
+    }
+    fn set_epoch(&mut self, epoch: u64) -> Result<(), crate::StoreError> {
+        self.store.set_epoch(epoch)
+    }
+    fn append(&mut self, entry: &crate::LogEntry) -> Result<(), crate::StoreError> {
+        if self.frozen() {
+            return Ok(());
+        }
+        self.store.append(entry)
+    }
+    fn save_session(&mut self, session: &crate::SessionRecord) -> Result<(), crate::StoreError> {
+        if self.frozen() {
+            return Ok(());
+        }
+        self.store.save_session(session)
+    }
+    fn drop_session(&mut self, user: &Username) -> Result<(), crate::StoreError> {
+        if self.frozen() {
+            return Ok(());
+        }
+        self.store.drop_session(user)
+    }
+}
+
+/// The cluster's stream position `n` (as a log id).
+fn position(n: u64) -> MessageId {
+    RemoteOrigin::position_id(1_000 + n, 0)
+}
+
+/// Where an entry of server `server` (its id there `id`, its sender's id
+/// `client_id`) read from the stream at `at` comes from.
+fn from_stream(server: u64, id: u64, at: MessageId, client_id: u64) -> RemoteOrigin {
+    RemoteOrigin {
+        server,
+        id: MessageId(id),
+        position: at,
+        time: Timestamp(0),
+        client_id,
+    }
+}
+
+/// A chat of `from`, from `origin`, to everyone.
+fn stream_chat(hub: &mut Hub, origin: RemoteOrigin, from: &str, text: &str, now: Instant) {
+    hub.set_origin(Some(origin));
+    hub.remote_chat(user(from), None, ChatKind::Text, text.into(), now);
+    hub.set_origin(None);
+}
+
+#[test]
+fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
+    // Server 3 (this one's run before) with alice and bob; carol is on 7.
+    let fz = Freezable {
+        store: crate::MemoryStore::new(100),
+        frozen: std::sync::Arc::default(),
+    };
+    let mut net = stored(&fz);
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("carol"), now));
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 40, position(1), 0),
+        "carol",
+        "kept",
+        now,
+    );
+    net.pump();
+    // The kill: what follows reached the users, not the file.
+    fz.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 41, position(2), 0),
+        "carol",
+        "seen, not kept",
+        now,
+    );
+    net.pump();
+    // Alice's next message is published; its answer is lost with the server.
+    net.clients[0]
+        .1
+        .send_chat(Recipient::Everyone, "mine, not kept")
+        .unwrap();
+    while let Some(m) = net.clients[0].1.poll_transmit() {
+        let id = net.clients[0].0;
+        net.hub.handle_message(id, through_wire(&m), now);
+    }
+    let mine = net.hub.last_id();
+    // Bob gets it; alice's answer is lost.
+    net.deliver_hub_except(Some(0));
+    while let Some(e) = net.clients[1].1.poll_event() {
+        net.events[1].push(e);
+    }
+    assert!(texts_from(&net.take(1), "alice") == ["mine, not kept"]);
+    let alice_saw = net.take(0);
+    assert!(
+        alice_saw
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Chat(c) if c.text == "seen, not kept")),
+        "{alice_saw:?}"
+    );
+    restart_on(&mut net, &fz.store, 9);
+    net.hub.enable_cluster();
+    net.hub.set_former_run(3);
+    // A crashed run's ids are not given again: this one's go on past them.
+    net.hub.advance_ids(MessageId(position(3).0 + 5_000));
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("carol"), now));
+    // Read again from the stream: what the file did not keep.
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 41, position(2), 0),
+        "carol",
+        "seen, not kept",
+        now,
+    );
+    stream_chat(
+        &mut net.hub,
+        from_stream(3, mine.0, position(3), 1),
+        "alice",
+        "mine, not kept",
+        now,
+    );
+    net.hub.remote_synced(now);
+    // Both clients come back; alice sends her unanswered message again.
+    net.reconnect(1);
+    net.reconnect(0);
+    let alice = net.take(0);
+    let bob = net.take(1);
+    let texts = |events: &[ClientEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Chat(c) => Some(c.text.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        texts(&alice),
+        Vec::<String>::new(),
+        "alice saw it all: {alice:?}"
+    );
+    // Had alice's copy been taken as new, bob would have got it again.
+    assert_eq!(texts(&bob), Vec::<String>::new(), "bob saw it all: {bob:?}");
+    assert!(
+        !alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::NotSent { .. })),
+        "{alice:?}"
+    );
+}

@@ -50,28 +50,38 @@ return {1, from, redis.call('HGET', KEYS[1], 'u')}
 
 /// Moves session `KEYS[1]` and its name `KEYS[2]` from server `ARGV[1]`
 /// (the former run of this one, on the same `--history-db`) to server
-/// `ARGV[2]` if its token's hash is still `ARGV[3]` (it did not move
-/// elsewhere meanwhile), it was not kicked, and nobody else claimed the
-/// name; the name for `ARGV[4]` ms, the session for `ARGV[5]` ms. Keeps
-/// the token's hash: the client can still resume it on any server.
+/// `ARGV[2]` if its token's hash is still `ARGV[3]`, and nobody else
+/// claimed the name; the name for `ARGV[4]` ms, the session for `ARGV[5]`
+/// ms. Keeps the token's hash: the client can still resume it on any
+/// server. Returns `{1}` when moved; `{2}` when the record is gone (the
+/// session ended); `{3, text}` when it was kicked; `{4, server}` when
+/// it moved to another server; `{0}` otherwise.
 pub(super) const ADOPT: &str = r"
-if redis.call('HGET', KEYS[1], 's') ~= ARGV[1] then
-  return 0
+local s = redis.call('HGET', KEYS[1], 's')
+if not s then
+  return {2}
+end
+local kick = redis.call('HGET', KEYS[1], 'k')
+if kick then
+  return {3, kick}
+end
+if s ~= ARGV[1] then
+  if s == ARGV[2] then
+    return {0}
+  end
+  return {4, s}
 end
 if redis.call('HGET', KEYS[1], 'h') ~= ARGV[3] then
-  return 0
-end
-if redis.call('HEXISTS', KEYS[1], 'k') == 1 then
-  return 0
+  return {0}
 end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] and holder ~= ARGV[2] then
-  return 0
+  return {0}
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 redis.call('HSET', KEYS[1], 's', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
+return {1}
 ";
 
 /// Deletes the session `KEYS[1]` if server `ARGV[1]` holds it.
@@ -168,6 +178,16 @@ pub(super) fn token_hash(token: &ResumeToken) -> String {
     hex
 }
 
+/// How a session kept from this server's run before ended meanwhile.
+enum Ended {
+    /// Its grace ran out.
+    Over,
+    /// Kicked, with this text.
+    Kicked(String),
+    /// Resumed on this server.
+    Moved(u64),
+}
+
 /// A session taken over from another server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
@@ -227,21 +247,28 @@ impl Cluster {
     /// Takes back from the former run of this server (see
     /// [`Cluster::set_former`]) the sessions its file kept, with their
     /// names, where the cluster still has them as that run left them:
-    /// their clients resume here as on a single server. Returns how many.
+    /// their clients resume here as on a single server. At the first join
+    /// after the start (`first`), a kept session the cluster has no more
+    /// ended while this server was down: its grace ran out (unless Redis
+    /// itself lost its data), it was kicked, or it moved to another
+    /// server; it ends here too. Returns how many were taken back.
     pub(super) fn adopt_former(
         &self,
         con: &mut Connection,
         hub: &dyn super::HubAccess,
+        first: bool,
     ) -> redis::RedisResult<usize> {
         let Some((former, _)) = *super::lock(&self.former) else {
             return Ok(0);
         };
         let mut tokens = Vec::new();
         hub.with(&mut |hub| tokens = hub.local_session_tokens());
+        let lost_data = self.joined_empty.load(std::sync::atomic::Ordering::SeqCst);
         let mut adopted = 0;
+        let mut ended: Vec<(Username, Ended)> = Vec::new();
         for (user, token) in &tokens {
             let key = crate::names::key(user);
-            let moved: i64 = Script::new(ADOPT)
+            let reply: Vec<Value> = Script::new(ADOPT)
                 .key(sess_key(&key))
                 .key(super::name_key(&key))
                 .arg(former)
@@ -250,7 +277,43 @@ impl Cluster {
                 .arg(self.lease_ms())
                 .arg(self.session_ms())
                 .invoke(con)?;
-            adopted += usize::try_from(moved).unwrap_or(0);
+            let code = reply
+                .first()
+                .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok());
+            let text = || {
+                reply
+                    .get(1)
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            };
+            match code {
+                Some(1) => adopted += 1,
+                Some(2) if first && !lost_data => ended.push((user.clone(), Ended::Over)),
+                Some(3) if first => {
+                    ended.push((user.clone(), Ended::Kicked(text().unwrap_or_default())))
+                }
+                Some(4) if first => {
+                    if let Some(s) = text().and_then(|s| s.parse().ok()) {
+                        ended.push((user.clone(), Ended::Moved(s)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !ended.is_empty() {
+            let now = std::time::Instant::now();
+            hub.with(&mut |hub| {
+                for (user, how) in &ended {
+                    match how {
+                        Ended::Over => hub.end_kept_session(user, None),
+                        Ended::Kicked(text) => hub.end_kept_session(user, Some(text)),
+                        Ended::Moved(server) => hub.remote_moved(*server, user.clone(), now),
+                    }
+                }
+            });
+            log::info!(
+                "cluster: {} session(s) kept in the history database ended while this server was down",
+                ended.len()
+            );
         }
         Ok(adopted)
     }
@@ -281,11 +344,15 @@ impl Cluster {
         let drawn = getrandom::fill(&mut fresh)
             .map(|()| (u64::from_le_bytes(fresh) >> 11).max(1))
             .unwrap_or(1);
-        let _: Value = redis::cmd("SET")
+        let set: Value = redis::cmd("SET")
             .arg(EPOCH)
             .arg(drawn)
             .arg("NX")
             .query(con)?;
+        // Set here: Redis held no cluster (the first server, or a Redis
+        // that lost its data).
+        self.joined_empty
+            .store(set != Value::Nil, std::sync::atomic::Ordering::SeqCst);
         let epoch: u64 = redis::cmd("GET").arg(EPOCH).query(con)?;
         self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
         let mut count = 0;
@@ -470,6 +537,18 @@ pub(super) fn apply(remote: super::Remote, hub: &mut Hub, now: std::time::Instan
 /// How long a session taken over waits for this server to have read the
 /// stream as far as the client's old server had.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Before a session of this server's is resumed: waits (at most
+/// [`CATCH_UP`]) until this server has read the stream to its end once,
+/// so that a session kept from its run before (a restart) resumes with
+/// what that run published and did not keep already in the log: neither
+/// sent to the client again as new, nor accepted again when the client
+/// sends it again.
+pub fn settle_for_resume(cluster: &Cluster) {
+    if !cluster.wait_caught_up(CATCH_UP) {
+        log::warn!("cluster: a session resumes before this server read the stream to its end");
+    }
+}
 
 /// Takes over the session a `Hello` asks to resume, one of another
 /// server's (the hub has none of that name), if its token matches; then

@@ -306,6 +306,7 @@ impl Server {
                             core.hub.has_session(username) || !core.hub.sessions_may_move(id)
                         };
                         let taken = if ours {
+                            crate::cluster::settle_for_resume(cluster);
                             None
                         } else {
                             crate::cluster::take_for_hello(cluster, username, request)

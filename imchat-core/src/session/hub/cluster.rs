@@ -113,6 +113,9 @@ pub(super) struct Remote {
     /// says who is there now, finding one of them on another server is
     /// not news, and those not found left while this server was down.
     pub(super) logged: HashMap<String, Username>,
+    /// The server of the run before this one on the same store, and the
+    /// newest entry the store kept of it ([`Hub::set_former_run`]).
+    pub(super) former: Option<(u64, MessageId)>,
 }
 
 impl Hub {
@@ -212,7 +215,10 @@ impl Hub {
 
     /// A user of server `server` left: every local member is told. Unknown
     /// users, and users of that name on another server, are ignored (a
-    /// leave seen twice is announced once).
+    /// leave seen twice is announced once). A user the restored log last
+    /// saw online (see `Remote::logged`) left while this server was down:
+    /// its leave, read on from the stream, is told in its place and with
+    /// its reason.
     pub fn remote_leave(
         &mut self,
         server: u64,
@@ -223,6 +229,12 @@ impl Hub {
     ) {
         self.clock = self.clock.max(now);
         let key = self.key(user);
+        if !self.remote.users.contains_key(&key) {
+            if let Some(logged) = self.remote.logged.remove(&key) {
+                self.announce_left(logged, reason, text);
+                return;
+            }
+        }
         if self
             .remote
             .users

@@ -755,6 +755,16 @@ impl Hub {
         session.token = token;
         let moved_from = session.moved_from.take();
         let user = session.user.clone();
+        if moved_from.is_some() {
+            // Its user's last messages on its old server may have reached
+            // this log from the stream since the session came here: a copy
+            // its client sends again is answered with their outcome.
+            if let Some(mut s) = self.sessions.remove(&key) {
+                s.recent.clear();
+                self.recall_accepted(&key, &mut s);
+                self.sessions.insert(key.clone(), s);
+            }
+        }
         self.names.insert(key.clone(), client);
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
@@ -766,7 +776,9 @@ impl Hub {
         self.presence_starts_now(client);
         self.save_stored_session(client);
         self.publish_session(client);
-        if let Some(from) = moved_from {
+        // A session kept from this server's run before did not move.
+        let moved = moved_from.filter(|f| self.remote.former.is_none_or(|(r, _)| r != *f));
+        if let Some(from) = moved {
             self.publish(super::ClusterEvent::Moved {
                 user: user.clone(),
                 from,
@@ -871,6 +883,17 @@ impl Hub {
         due.sort();
         for (_, key) in due {
             self.end_ghost(&key);
+        }
+    }
+
+    /// The session of `user` that the store kept ended in the cluster
+    /// while this server was down: its grace ran out (`kicked` `None`),
+    /// or it was kicked with that text. It ends here too, as it would
+    /// have then (a session with a connection is left alone).
+    pub fn end_kept_session(&mut self, user: &Username, kicked: Option<&str>) {
+        let key = self.key(user);
+        if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
+            self.end_session(&key, kicked);
         }
     }
 

@@ -402,8 +402,32 @@ impl Hub {
         replay
     }
 
+    /// The store this hub opened was written by server `server` of the
+    /// cluster, an earlier run of this one (a restart, maybe after a
+    /// crash). The ids of the entries it kept are that run's, but what
+    /// it gave its users after them may not have been kept: the entries
+    /// this run logs instead (read again from the stream) have new ids.
+    /// So the sessions it kept resume as sessions from `server`: what
+    /// their clients missed is told from the entries' origins, as for a
+    /// session of another server (see `unseen`). Call it after
+    /// [`open_history`](Hub::open_history), before any connection.
+    pub fn set_former_run(&mut self, server: u64) {
+        self.remote.former = Some((server, self.newest_logged()));
+        for s in self.sessions.values_mut() {
+            s.moved_from = Some(server);
+        }
+    }
+
     /// True when a client that saw `from`'s id `last` has not seen `e`.
     fn unseen(&self, e: &LogEntry, from: u64, last: MessageId) -> bool {
+        if let Some((former, kept)) = self.remote.former {
+            // Kept by the store from the run before: its ids are that
+            // run's. Exact for that run's clients; for another server's,
+            // an id is at or past the entry's position.
+            if e.id <= kept && (from == former || self.tags.get(e.id.0).is_none()) {
+                return e.id > last;
+            }
+        }
         match self.tags.get(e.id.0) {
             // From the server it saw: by that server's id.
             Some(Tag {
