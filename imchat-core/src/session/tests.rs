@@ -4999,3 +4999,27 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
         "{alice:?}"
     );
 }
+
+#[test]
+fn a_session_kept_from_the_run_before_counts_what_its_log_no_longer_has() {
+    // The store keeps 3 entries: the restarted log holds bob's last 3.
+    let store = crate::MemoryStore::new(3);
+    let mut net = stored(&store);
+    net.hub.enable_cluster();
+    net.cut(0);
+    for t in burst(5) {
+        net.s(1).send_chat(Recipient::Everyone, &t).unwrap();
+    }
+    net.pump();
+    restart_on(&mut net, &store, 9);
+    net.hub.enable_cluster();
+    net.hub.set_former_run(3);
+    net.reconnect(0);
+    let events = net.take(0);
+    // Alice saw the joins (1-2); bob's m0 and m1 (3-4) are gone.
+    assert!(
+        events.contains(&ClientEvent::Resumed { dropped: 2 }),
+        "{events:?}"
+    );
+    assert_eq!(texts_from(&events, "bob"), ["m2", "m3", "m4"]);
+}

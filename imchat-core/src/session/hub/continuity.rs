@@ -785,9 +785,10 @@ impl Hub {
             });
         }
         // From another server, the ids are not this log's: what was
-        // missed is told from the entries' origins (see `unseen`).
+        // missed is told from the entries' origins (see `unseen`). A
+        // session kept from this server's run before has this log's ids.
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
-        let dropped = if moved_from.is_some() {
+        let dropped = if moved.is_some() {
             0
         } else {
             oldest.saturating_sub(request.last_seen.0.saturating_add(1))
