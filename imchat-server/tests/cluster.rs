@@ -3118,3 +3118,31 @@ fn a_server_restarted_after_its_users_grace_ran_out_does_not_bring_them_back() {
     let again = Peer::join(b.addr, "alice");
     drop((again, carol));
 }
+
+/// A user of a killed server that never comes back is announced as left
+/// when its grace runs out after the kill, even if the server is
+/// restarted on its `--history-db` meanwhile: the restart does not give
+/// it another grace period.
+#[test]
+fn a_restart_on_the_database_does_not_lengthen_a_lost_user_s_grace() {
+    let Some(redis) = Redis::start() else { return };
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("history.db");
+    let db = db.to_str().unwrap();
+    let a = Server::start_with_env(&redis.url(), 8, &[], &["--history-db", db]);
+    let b = Server::start_with_grace(&redis.url(), 8);
+    let _alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    let killed = Instant::now();
+    a.kill9();
+    thread::sleep(Duration::from_millis(2_500));
+    let _a2 = Server::start_with_env(&redis.url(), 8, &[], &["--history-db", db]);
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    // The lease (1.5 s), then 8 s of grace: not 8 s from the restart.
+    let after = killed.elapsed();
+    assert!(
+        after < Duration::from_millis(9_700),
+        "alice left {after:?} after the kill"
+    );
+}

@@ -53,7 +53,9 @@ return {1, from, redis.call('HGET', KEYS[1], 'u')}
 /// `ARGV[2]` if its token's hash is still `ARGV[3]`, and nobody else
 /// claimed the name; the name for `ARGV[4]` ms, the session for `ARGV[5]`
 /// ms. Keeps the token's hash: the client can still resume it on any
-/// server. Returns `{1}` when moved; `{2}` when the record is gone (the
+/// server. Returns `{1, ms}` when moved, with the milliseconds the record
+/// had left (its grace plus a lease from the dead run's last renewal);
+/// `{2}` when the record is gone (the
 /// session ended); `{3, text}` when it was kicked; `{4, server}` when
 /// it moved to another server; `{0}` otherwise.
 pub(super) const ADOPT: &str = r"
@@ -78,10 +80,11 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] and holder ~= ARGV[2] then
   return {0}
 end
+local left = redis.call('PTTL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
 redis.call('HSET', KEYS[1], 's', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {1}
+return {1, left}
 ";
 
 /// Deletes the session `KEYS[1]` if server `ARGV[1]` holds it.
@@ -266,6 +269,7 @@ impl Cluster {
         let lost_data = self.joined_empty.load(std::sync::atomic::Ordering::SeqCst);
         let mut adopted = 0;
         let mut ended: Vec<(Username, Ended)> = Vec::new();
+        let mut graces: Vec<(Username, std::time::Duration)> = Vec::new();
         for (user, token) in &tokens {
             let key = crate::names::key(user);
             let reply: Vec<Value> = Script::new(ADOPT)
@@ -286,7 +290,19 @@ impl Cluster {
                     .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
             };
             match code {
-                Some(1) => adopted += 1,
+                Some(1) => {
+                    adopted += 1;
+                    // Its grace runs from when the dead run last renewed
+                    // it, as on the other servers, not from this start.
+                    let left = reply
+                        .get(1)
+                        .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(|ms| std::time::Duration::from_millis(ms).saturating_sub(self.lease));
+                    if let Some(left) = left {
+                        graces.push((user.clone(), left));
+                    }
+                }
                 Some(2) if first && !lost_data => ended.push((user.clone(), Ended::Over)),
                 Some(3) if first => {
                     ended.push((user.clone(), Ended::Kicked(text().unwrap_or_default())))
@@ -298,6 +314,14 @@ impl Cluster {
                 }
                 _ => {}
             }
+        }
+        if !graces.is_empty() {
+            let now = std::time::Instant::now();
+            hub.with(&mut |hub| {
+                for (user, left) in &graces {
+                    hub.shorten_grace(user, *left, now);
+                }
+            });
         }
         if !ended.is_empty() {
             let now = std::time::Instant::now();

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -895,6 +895,18 @@ impl Hub {
         let key = self.key(user);
         if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
             self.end_session(&key, kicked);
+        }
+    }
+
+    /// The session of `user`, waiting for a resume, has at most `left`
+    /// of its grace period left (a session kept from the run before, whose
+    /// grace began before this start); one with a connection is left alone.
+    pub fn shorten_grace(&mut self, user: &Username, left: Duration, now: Instant) {
+        let key = self.key(user);
+        if let Some(s) = self.sessions.get_mut(&key).filter(|s| s.conn.is_none()) {
+            if let Some((until, _)) = s.grace.as_mut() {
+                *until = (*until).min(now + left);
+            }
         }
     }
 
