@@ -226,7 +226,10 @@ impl RedisAccounts {
     /// Reads the bans again (writing first any that could not be written):
     /// a changed list waits in `fresh` for the hub.
     fn poll(&self) {
-        if let Some(bans) = lock(&self.unsaved).take() {
+        // Taken out first: a guard held through the block would deadlock
+        // the failed save, which puts the list back.
+        let unsaved = lock(&self.unsaved).take();
+        if let Some(bans) = unsaved {
             if let Err(e) = crate::accounts::BanStore::save_bans(self, &bans) {
                 log::debug!("bans still not kept in Redis: {e}");
             }

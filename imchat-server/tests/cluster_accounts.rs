@@ -521,3 +521,66 @@ fn reset_name_through_redis_of_a_connected_user_says_it_keeps_the_name() {
     // Gone, and no longer protected: anyone may take the name.
     quit(Raw::join_moved(b.addr, "alice", None));
 }
+
+/// The targets of the bans in Redis (`imchat:bans`).
+fn bans_in_redis(url: &str) -> Vec<String> {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    redis::cmd("HKEYS")
+        .arg("imchat:bans")
+        .query(&mut con)
+        .unwrap()
+}
+
+/// Waits until Redis holds a ban of each of `targets`.
+fn wait_bans_in_redis(url: &str, targets: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let bans = bans_in_redis(url);
+        if targets.iter().all(|t| bans.iter().any(|b| b == t)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis never got the bans {targets:?} back; it has {bans:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bans made while Redis is down (killed, not paused) are written once it
+/// is back, even empty, and so reach the other server.
+#[test]
+fn a_ban_made_while_redis_is_down_reaches_the_others_once_it_is_back_empty() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let mut a = Server::start(&url, &[]);
+    let mut b = Server::start(&url, &[]);
+    redis.stop();
+    a.console("ban carol rude");
+    a.expect("banned carol");
+    // Both servers find Redis gone (the ban poll, every second, and the
+    // lease loop, every 0.5 s) before it is back.
+    // A's poll has tried to write the ban again meanwhile, and failed:
+    // another ban is still taken, and kept to be written too.
+    thread::sleep(Duration::from_secs(2));
+    a.console("ban dave");
+    a.expect("banned dave");
+    thread::sleep(Duration::from_secs(1));
+    redis.start_again();
+    wait_bans_in_redis(&url, &["carol", "dave"]);
+    for s in [&b, &a] {
+        wait_ban(s.addr, "carol", true);
+        wait_ban(s.addr, "dave", true);
+    }
+    b.console("bans");
+    let bans = b.expect("(by console");
+    assert!(
+        bans.contains("carol (by console: rude)") && bans.contains("dave (by console)"),
+        "{bans}"
+    );
+}

@@ -110,8 +110,13 @@ impl Redis {
 
     /// kill -9, then a new, empty one on the same port.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+        self.start_again();
+    }
+
+    /// A new, empty one on the port of this one, stopped before (by
+    /// [`Redis::stop`]).
+    pub fn start_again(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(r) = Redis::start_on("redis-server", self.port, &[]) {
