@@ -9,6 +9,10 @@
 //!   orders the bans oldest first. A server writes only the difference
 //!   between the bans it knew and its hub's new list, so two servers
 //!   banning different targets at once keep both.
+//! - `imchat:mark`: a random value, set by the first server that finds
+//!   none (no expiry). Each server remembers the one it last read with the
+//!   bans; another one, or none, means that Redis lost its data since
+//!   (restarted without persistence, or flushed).
 //!
 //! Every account check reads Redis: when it cannot be reached, the check
 //! fails (the hub then refuses the login as "cannot check accounts now")
@@ -16,7 +20,13 @@
 //! Bans are read again every [`BAN_POLL`] by a thread of their own and
 //! handed to the hub at its next tick, so a ban made on one server refuses
 //! new connections and joins on every other within about a second and a
-//! quarter. While Redis is unreachable a server keeps the bans it has.
+//! quarter. While Redis is unreachable a server keeps the bans it has,
+//! and one made meanwhile is written once Redis is back. A server that
+//! finds that Redis lost its data writes back every ban it holds (those
+//! Redis has not got again from another server meanwhile: `HSETNX`), so
+//! the bans outlive a Redis without persistence as long as one server
+//! that knew them does; the accounts cannot be given back that way (no
+//! server holds them), so it says in its log that they are gone.
 //! No password, hash or URL password is ever logged.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +42,11 @@ pub const ACCOUNTS_KEY: &str = "imchat:accounts";
 pub const BANS_KEY: &str = "imchat:bans";
 /// The counter that orders the bans.
 const BAN_SEQ_KEY: &str = "imchat:bans:seq";
+/// The mark of Redis's data: gone, or another, once Redis lost its data.
+pub const MARK_KEY: &str = "imchat:mark";
+/// Sets the mark if there is none (to `ARGV[1]`), and returns it.
+const MARK: &str = "redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])";
 /// How often the bans are read again.
 pub const BAN_POLL: Duration = Duration::from_secs(1);
 /// The longest a Redis connect, read or write may take.
@@ -53,6 +68,8 @@ struct Link {
 /// Accounts and bans in Redis.
 pub struct RedisAccounts {
     client: redis::Client,
+    /// The URL, as it may be logged.
+    shown_url: String,
     link: Mutex<Link>,
     /// The bans as this server last knew them (read or written), which its
     /// writes are the difference from.
@@ -65,6 +82,9 @@ pub struct RedisAccounts {
     unsaved: Mutex<Option<Vec<Ban>>>,
     /// Whether the last poll failed (to log an outage once, not every second).
     poll_failing: Mutex<bool>,
+    /// The mark of Redis's data read with `known` (see [`MARK_KEY`]);
+    /// `None` until Redis was first read.
+    mark: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisAccounts {
@@ -84,6 +104,7 @@ impl RedisAccounts {
         let client = crate::cluster::client(url, tls)?;
         Ok(Arc::new(RedisAccounts {
             client,
+            shown_url: crate::cluster::redacted(url),
             link: Mutex::new(Link {
                 con: None,
                 failed_at: None,
@@ -92,6 +113,7 @@ impl RedisAccounts {
             fresh: Mutex::new(None),
             unsaved: Mutex::new(None),
             poll_failing: Mutex::new(false),
+            mark: Mutex::new(None),
         }))
     }
 
@@ -167,33 +189,34 @@ impl RedisAccounts {
         Err("Redis is unreachable".into())
     }
 
-    /// The bans in Redis, oldest first.
-    fn read_bans(&self) -> Result<Vec<Ban>, String> {
-        let raw: Vec<(String, String)> =
-            self.with(|c| redis::cmd("HGETALL").arg(BANS_KEY).query(c))?;
-        let mut bans = Vec::with_capacity(raw.len());
-        for (target, value) in raw {
-            let mut parts = value.splitn(3, '\t');
-            let (Some(seq), Some(by), Some(reason)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(format!("a ban in {BANS_KEY} is not seq\\tby\\treason"));
-            };
-            let seq: u64 = seq
-                .parse()
-                .map_err(|_| format!("a ban in {BANS_KEY} has no sequence number"))?;
-            let target = BanTarget::parse(&target)
-                .map_err(|e| format!("a ban in {BANS_KEY} is not valid: {e}"))?;
-            bans.push((
-                seq,
-                Ban {
-                    target,
-                    by: by.to_string(),
-                    reason: reason.to_string(),
-                },
-            ));
-        }
-        bans.sort_by_key(|(seq, _)| *seq);
-        Ok(bans.into_iter().map(|(_, b)| b).collect())
+    /// The mark of Redis's data (set first if Redis has none) and the
+    /// bans in Redis, oldest first: read on one connection, so from one
+    /// run of Redis.
+    fn read_state(&self) -> Result<(String, Vec<Ban>), String> {
+        let candidate = new_mark();
+        let script = redis::Script::new(MARK);
+        let (mark, raw): (String, Vec<(String, String)>) = self.with(|c| {
+            let mark: String = script.key(MARK_KEY).arg(&candidate).invoke(c)?;
+            let raw = redis::cmd("HGETALL").arg(BANS_KEY).query(c)?;
+            Ok((mark, raw))
+        })?;
+        Ok((mark, parse_bans(raw)?))
+    }
+
+    /// Writes every ban of `bans` that Redis has none for (of its target),
+    /// in their order: into a Redis that lost its data.
+    fn write_back(&self, bans: &[Ban]) -> Result<(), String> {
+        self.with(|c| {
+            for ban in bans {
+                let seq: u64 = redis::cmd("INCR").arg(BAN_SEQ_KEY).query(c)?;
+                redis::cmd("HSETNX")
+                    .arg(BANS_KEY)
+                    .arg(ban.target.to_string())
+                    .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
+                    .query::<()>(c)?;
+            }
+            Ok(())
+        })
     }
 
     /// Writes the difference between `known` and `bans`.
@@ -223,37 +246,71 @@ impl RedisAccounts {
         })
     }
 
-    /// Reads the bans again (writing first any that could not be written):
+    /// Reads the bans again (writing first any that could not be written,
+    /// or, into a Redis that lost its data, every ban this server holds):
     /// a changed list waits in `fresh` for the hub.
     fn poll(&self) {
-        // Taken out first: a guard held through the block would deadlock
-        // the failed save, which puts the list back.
-        let unsaved = lock(&self.unsaved).take();
-        if let Some(bans) = unsaved {
-            if let Err(e) = crate::accounts::BanStore::save_bans(self, &bans) {
-                log::debug!("bans still not kept in Redis: {e}");
-            }
-        }
-        // Held while reading, so that a save cannot slip between the read
-        // and the comparison (and be undone until the next poll).
+        // Held throughout, so that a save cannot slip between the read and
+        // the comparison (and be undone until the next poll).
         let mut known = lock(&self.known);
-        match self.read_bans() {
-            Ok(bans) => {
+        // Taken out, not borrowed: a failed write puts it back.
+        let unsaved = lock(&self.unsaved).take();
+        match self.sync(&mut known, unsaved.as_deref()) {
+            Ok(()) => {
                 if std::mem::replace(&mut *lock(&self.poll_failing), false) {
                     log::info!("bans: Redis is reachable again");
                 }
-                if *known != bans && lock(&self.unsaved).is_none() {
-                    log::info!("bans: {} in force across the cluster", bans.len());
-                    known.clone_from(&bans);
-                    *lock(&self.fresh) = Some(bans);
-                }
             }
             Err(e) => {
+                if unsaved.is_some() {
+                    *lock(&self.unsaved) = unsaved;
+                }
                 if !std::mem::replace(&mut *lock(&self.poll_failing), true) {
                     log::warn!("bans: cannot read them from Redis ({e}); keeping those in force");
                 }
             }
         }
+    }
+
+    /// One [`poll`](Self::poll), `known` held: `unsaved`, the hub's list
+    /// that could not be written, if any.
+    fn sync(&self, known: &mut Vec<Ban>, unsaved: Option<&[Ban]>) -> Result<(), String> {
+        let (mark, bans) = self.read_state()?;
+        let lost = lock(&self.mark).as_ref().is_some_and(|m| *m != mark);
+        let (mark, bans) = if lost || unsaved.is_some() {
+            // What the hub has (its own newer list, if it could not be
+            // written) is what this server holds.
+            let held = unsaved.map_or_else(|| known.clone(), <[Ban]>::to_vec);
+            if lost {
+                self.write_back(&held)?;
+                log::warn!(
+                    "Redis at {} lost its data (restarted without persistence, or flushed): the registrations (/register) and their password hashes kept there are gone, so those names are unprotected until registered again; run Redis with persistence (appendonly yes, or RDB snapshots) to keep accounts. This server wrote back the {} ban(s) it holds",
+                    self.shown_url,
+                    held.len()
+                );
+            } else {
+                self.write_bans(known, &held)?;
+            }
+            *known = held;
+            // The hub has these already: a list read before must not
+            // undo them.
+            *lock(&self.fresh) = None;
+            *lock(&self.mark) = Some(mark);
+            self.read_state()?
+        } else {
+            (mark, bans)
+        };
+        if lock(&self.mark).as_ref().is_some_and(|m| *m != mark) {
+            // Lost again since: the next poll writes them back.
+            return Ok(());
+        }
+        *lock(&self.mark) = Some(mark);
+        if *known != bans {
+            log::info!("bans: {} in force across the cluster", bans.len());
+            known.clone_from(&bans);
+            *lock(&self.fresh) = Some(bans);
+        }
+        Ok(())
     }
 
     /// Starts the thread that reads the bans every [`BAN_POLL`].
@@ -307,9 +364,10 @@ impl crate::accounts::BanStore for RedisAccounts {
     /// so that a server starts during an outage: they come at the first
     /// poll that reaches Redis.
     fn load_bans(&self) -> Result<Vec<Ban>, String> {
-        match self.read_bans() {
-            Ok(bans) => {
+        match self.read_state() {
+            Ok((mark, bans)) => {
                 lock(&self.known).clone_from(&bans);
+                *lock(&self.mark) = Some(mark);
                 Ok(bans)
             }
             Err(e) => {
@@ -342,4 +400,44 @@ impl crate::accounts::BanStore for RedisAccounts {
     fn fresh_bans(&self) -> Option<Vec<Ban>> {
         lock(&self.fresh).take()
     }
+}
+
+/// A new mark of Redis's data: 16 random bytes, in hex.
+fn new_mark() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Any value another server is unlikely to draw will do.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = (now ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bans of `HGETALL imchat:bans`, oldest first.
+fn parse_bans(raw: Vec<(String, String)>) -> Result<Vec<Ban>, String> {
+    let mut bans = Vec::with_capacity(raw.len());
+    for (target, value) in raw {
+        let mut parts = value.splitn(3, '\t');
+        let (Some(seq), Some(by), Some(reason)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("a ban in {BANS_KEY} is not seq\\tby\\treason"));
+        };
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| format!("a ban in {BANS_KEY} has no sequence number"))?;
+        let target = BanTarget::parse(&target)
+            .map_err(|e| format!("a ban in {BANS_KEY} is not valid: {e}"))?;
+        bans.push((
+            seq,
+            Ban {
+                target,
+                by: by.to_string(),
+                reason: reason.to_string(),
+            },
+        ));
+    }
+    bans.sort_by_key(|(seq, _)| *seq);
+    Ok(bans.into_iter().map(|(_, b)| b).collect())
 }

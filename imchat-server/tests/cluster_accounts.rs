@@ -550,6 +550,76 @@ fn wait_bans_in_redis(url: &str, targets: &[&str]) {
     }
 }
 
+/// Waits until the log of `s` has a line containing `needle`: the line.
+fn wait_logged(s: &Server, needle: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(l) = s.log().lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {needle:?}: {}",
+            s.log()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Redis restarted without persistence (killed, then started empty): the
+/// bans the live servers hold are written back, so they refuse on every
+/// server and on one started afterwards; the registrations, which only
+/// Redis held, are gone, and every server says so in its log.
+#[test]
+fn bans_outlive_a_redis_restarted_empty() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let mut a = Server::start(&url, &[]);
+    let mut b = Server::start(&url, &[]);
+    register(a.addr, "alice", "wonderland");
+    a.console("ban carol rude");
+    a.expect("banned carol");
+    b.console("ban eve");
+    b.expect("banned eve");
+    for s in [&a, &b] {
+        wait_ban(s.addr, "carol", true);
+        wait_ban(s.addr, "eve", true);
+    }
+    redis.restart();
+    wait_bans_in_redis(&url, &["carol", "eve"]);
+    for s in [&a, &b] {
+        wait_ban(s.addr, "carol", true);
+        wait_ban(s.addr, "eve", true);
+    }
+    for s in [&mut a, &mut b] {
+        s.console("bans");
+        let bans = s.expect("(by console");
+        assert!(
+            bans.contains("carol (by console: rude)") && bans.contains("eve (by console)"),
+            "{bans}"
+        );
+    }
+    // A server started now reads them from Redis.
+    let c = Server::start(&url, &[]);
+    for name in ["carol", "eve"] {
+        let (code, _) = Raw::hello(c.addr, name, None).refusal();
+        assert_eq!(code, RefuseCode::BANNED, "{name}");
+    }
+    // What no server can give back is said, once, by each that lived
+    // through it.
+    for s in [&a, &b] {
+        let line = wait_logged(s, "lost its data");
+        assert!(
+            line.contains("WARN") && line.contains("registrations") && line.contains("persistence"),
+            "{line}"
+        );
+        assert!(!s.log().contains("wonderland"));
+    }
+    assert!(!c.log().contains("lost its data"), "{}", c.log());
+}
+
 /// Bans made while Redis is down (killed, not paused) are written once it
 /// is back, even empty, and so reach the other server.
 #[test]
