@@ -654,3 +654,36 @@ fn a_ban_made_while_redis_is_down_reaches_the_others_once_it_is_back_empty() {
         "{bans}"
     );
 }
+
+/// Redis paused (SIGSTOP) past the lease, not restarted, kept its data:
+/// nothing is written back into it, so an unban made while it was paused
+/// stays, and no server says that Redis lost its data.
+#[test]
+fn an_unban_made_while_redis_is_paused_stays() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let mut a = Server::start(&url, &[]);
+    let mut b = Server::start(&url, &[]);
+    a.console("ban carol rude");
+    a.expect("banned carol");
+    wait_ban(b.addr, "carol", true);
+    let paused = Instant::now();
+    redis_harness::signal(redis.child.id(), "-STOP");
+    b.console("unban carol");
+    b.expect("unbanned carol");
+    // Past the lease: every heartbeat has run out when Redis goes on.
+    thread::sleep(Duration::from_secs(3).saturating_sub(paused.elapsed()));
+    redis_harness::signal(redis.child.id(), "-CONT");
+    for s in [&a, &b] {
+        wait_ban(s.addr, "carol", false);
+    }
+    // Some polls and lease rounds later, still lifted everywhere.
+    thread::sleep(Duration::from_secs(3));
+    assert!(bans_in_redis(&url).is_empty(), "{:?}", bans_in_redis(&url));
+    for s in [&a, &b] {
+        wait_ban(s.addr, "carol", false);
+        assert!(!s.log().contains("lost its data"), "{}", s.log());
+    }
+}
