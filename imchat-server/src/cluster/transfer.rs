@@ -21,7 +21,7 @@
 //! ([`KEY_TTL`]), renewed at each append, so nothing is left behind by a
 //! server that dies; the reader deletes them when the push ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -61,10 +61,29 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 ";
 
+/// How many ended legs [`Transfers::ended`] remembers.
+const ENDED_KEPT: usize = 1024;
+
 /// The list of server `from`'s push `relay` to server `to`.
 #[must_use]
 pub fn list_key(from: u64, relay: TransferId, to: u64) -> String {
     format!("imchat:push:{from}:{}:{to}", relay.0)
+}
+
+impl Transfers {
+    /// Leg `relay` toward server `to` ended: forgets its flag (returned)
+    /// and remembers that it ended.
+    fn end_leg(&self, relay: TransferId, to: u64) -> Option<Arc<AtomicBool>> {
+        let mut sending = lock(&self.sending);
+        let mut ended = lock(&self.ended);
+        if !ended.contains(&(relay, to)) {
+            if ended.len() >= ENDED_KEPT {
+                ended.pop_front();
+            }
+            ended.push_back((relay, to));
+        }
+        sending.remove(&(relay, to))
+    }
 }
 
 /// A connection, made when first needed (and again after a failure).
@@ -76,6 +95,11 @@ pub(super) struct Transfers {
     hub: OnceLock<Arc<dyn HubAccess>>,
     /// Legs being sent: set when the receiving server takes no more.
     sending: Mutex<HashMap<(TransferId, u64), Arc<AtomicBool>>>,
+    /// The legs ended last (at most [`ENDED_KEPT`]), locked after
+    /// `sending`: a chunk carried after its leg's end (the hub's work is
+    /// carried by several threads) is dropped instead of making the leg's
+    /// keys again, left in Redis until they expire.
+    ended: Mutex<VecDeque<(TransferId, u64)>>,
     /// Pushes being received: set to stop their reader.
     receiving: Mutex<HashMap<(u64, TransferId), Arc<AtomicBool>>>,
     /// The connection of the senders' waits, one per leg being sent.
@@ -191,7 +215,7 @@ impl Cluster {
                 reason,
             } => self.send_last(to, relay, &Entry::Cancel { code, reason }),
             RemotePush::Closed { to, relay } => {
-                if let Some(flag) = lock(&self.transfers.sending).remove(&(relay, to)) {
+                if let Some(flag) = self.transfers.end_leg(relay, to) {
                     flag.store(true, Ordering::SeqCst);
                 }
                 lock(&self.transfers.senders).remove(&(relay, to));
@@ -232,10 +256,13 @@ impl Cluster {
 
     /// Appends file data to the list toward `to`, waiting for room.
     fn send_data(&self, to: u64, relay: TransferId, entry: &Entry) {
-        let closed = lock(&self.transfers.sending)
-            .entry((relay, to))
-            .or_default()
-            .clone();
+        let closed = {
+            let mut sending = lock(&self.transfers.sending);
+            if lock(&self.transfers.ended).contains(&(relay, to)) {
+                return;
+            }
+            sending.entry((relay, to)).or_default().clone()
+        };
         let slot = lock(&self.transfers.senders)
             .entry((relay, to))
             .or_default()
@@ -301,7 +328,7 @@ impl Cluster {
     /// Appends the end or a cancel (past the window: they never wait), and
     /// forgets the leg.
     fn send_last(&self, to: u64, relay: TransferId, entry: &Entry) {
-        lock(&self.transfers.sending).remove(&(relay, to));
+        self.transfers.end_leg(relay, to);
         lock(&self.transfers.senders).remove(&(relay, to));
         let key = list_key(self.id, relay, to);
         let bytes = entry.encode();
@@ -496,5 +523,32 @@ mod tests {
         }
         assert_eq!(Entry::decode(b"D\0\0"), None);
         assert_eq!(Entry::decode(b""), None);
+    }
+
+    #[test]
+    fn a_chunk_carried_after_its_leg_ended_is_dropped() {
+        let cluster = Arc::new(
+            Cluster::new(&super::super::Settings {
+                tls: super::super::RedisTls::default(),
+                stream_bytes: 1 << 20,
+                // Nothing listens there: an append would fail, not hang.
+                url: "redis://127.0.0.1:1".into(),
+                lease: Duration::from_secs(10),
+                grace: Duration::from_secs(60),
+            })
+            .unwrap(),
+        );
+        let relay = TransferId(TransferId::SERVER_BIT | 5);
+        cluster.carry(RemotePush::Closed { to: 9, relay });
+        cluster.carry(RemotePush::Chunk {
+            to: 9,
+            relay,
+            offset: 0,
+            data: vec![1, 2, 3],
+            crc: 0,
+        });
+        // Not taken as a new leg (whose keys it would have made again).
+        assert!(lock(&cluster.transfers.sending).is_empty());
+        assert!(lock(&cluster.transfers.senders).is_empty());
     }
 }
