@@ -961,10 +961,12 @@ impl Cluster {
                         .arg("s")
                         .arg(self.id)
                         .ignore()
-                        // A new token: a kick of an earlier one is behind.
+                        // A new token: a kick of an earlier one is behind,
+                        // and its client sees this server's ids now.
                         .cmd("HDEL")
                         .arg(&key)
                         .arg("k")
+                        .arg("o")
                         .ignore()
                         .cmd("PEXPIRE")
                         .arg(&key)

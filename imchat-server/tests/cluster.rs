@@ -3146,3 +3146,119 @@ fn a_restart_on_the_database_does_not_lengthen_a_lost_user_s_grace() {
         "alice left {after:?} after the kill"
     );
 }
+
+/// Alice and Amy on A (with `--history-db`), Bob on B, all resumable and
+/// seeing one another; then A is killed. The folder of A's database, its
+/// path, B, Alice, Amy and Bob.
+fn a_killed_with_alice_and_amy(
+    redis: &Redis,
+) -> (tempfile::TempDir, String, Server, Peer, Peer, Peer) {
+    let (dir, db, a, b, alice, mut bob) = alice_on_a_with_its_database(redis);
+    let mut amy = Peer::join(a.addr, "amy");
+    amy.wait_who(&["alice", "amy", "bob"], WAIT);
+    bob.wait_who(&["alice", "amy", "bob"], WAIT);
+    // What amy's client saw last is after everyone's join.
+    bob.say(None, "hello amy");
+    amy.wait_chat("hello amy");
+    a.kill9();
+    (dir, db, b, alice, amy, bob)
+}
+
+/// A kick of a user of a killed server, made while it was down, is told
+/// to those who resume on it restarted, in its place and as a kick; and
+/// the kicked user's resume there is told it was kicked.
+#[test]
+fn a_kick_made_while_a_server_was_down_is_told_in_order_on_its_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dir, db, mut b, mut alice, mut amy, mut bob) = a_killed_with_alice_and_amy(&redis);
+    b.console("kick alice testing");
+    b.wait_line("kicked alice");
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    bob.say(None, "m2");
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
+    let mut back = resume_on(&mut amy, a2.addr);
+    back.wait_chat("m2");
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    assert_eq!(
+        story(&back.got),
+        [
+            format!("-alice ({})", LeaveReason::KICKED.0),
+            "<bob> m2".to_string()
+        ],
+        "what amy was told on her resume"
+    );
+    alice.drain();
+    let mut again = Peer::connect(a2.addr);
+    let answer = again.hello_with(
+        "alice",
+        Some(ResumeRequest {
+            token: alice.token,
+            last_seen: last_seen(&alice.got),
+            epoch: alice.epoch,
+        }),
+    );
+    assert!(answer.is_ok() && !again.resumed, "{answer:?}");
+    assert!(
+        again
+            .got
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Notice { text, .. } if text.contains("testing"))),
+        "alice is told why her session is over: {:?}",
+        again.got
+    );
+}
+
+/// A user of a killed server that resumed on another one and left there
+/// before the killed server was restarted is told once, as it happened,
+/// to those who resume on the restarted server.
+#[test]
+fn a_user_who_moved_and_left_while_a_server_was_down_leaves_once_on_its_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dir, db, b, mut alice, amy, mut bob) = a_killed_with_alice_and_amy(&redis);
+    thread::sleep(Duration::from_secs(3));
+    let mut moved = resume_on(&mut alice, b.addr);
+    moved.say(None, "on b");
+    bob.wait_chat("on b");
+    moved.quit();
+    bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
+    bob.say(None, "m2");
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
+    let mut amy = amy;
+    let mut back = resume_on(&mut amy, a2.addr);
+    back.wait_chat("m2");
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    assert_eq!(
+        story(&back.got),
+        [
+            "<alice> on b".to_string(),
+            format!("-alice ({})", LeaveReason::QUIT.0),
+            "<bob> m2".to_string()
+        ],
+        "what amy was told on her resume"
+    );
+}
+
+/// A session that a restarted server took back, resumed on another
+/// server instead, is told only what its client missed: its client saw
+/// the ids of the killed run, not of the restarted one.
+#[test]
+fn a_session_taken_back_by_a_restarted_server_resumes_elsewhere_with_nothing_twice() {
+    let Some(redis) = Redis::start() else { return };
+    let (_dir, db, a, b, mut alice, mut bob) = alice_on_a_with_its_database(&redis);
+    let mut erin = Peer::join(a.addr, "erin");
+    erin.wait_who(&["alice", "bob", "erin"], WAIT);
+    alice.say(None, "alice last");
+    erin.wait_chat("alice last");
+    bob.wait_chat("alice last");
+    a.kill9();
+    let a2 = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
+    a2.wait_line("taken back");
+    bob.say(None, "after");
+    let mut back = resume_on(&mut erin, b.addr);
+    back.wait_chat("after");
+    thread::sleep(Duration::from_millis(500));
+    back.drain();
+    assert_eq!(texts(&back), ["after"], "what erin got on her resume");
+}

@@ -5001,7 +5001,7 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
 }
 
 #[test]
-fn a_session_kept_from_the_run_before_counts_what_its_log_no_longer_has() {
+fn a_session_kept_from_the_run_before_gets_what_it_missed_in_order_and_what_was_dropped() {
     // The store keeps 3 entries: the restarted log holds bob's last 3.
     let store = crate::MemoryStore::new(3);
     let mut net = stored(&store);
@@ -5014,6 +5014,16 @@ fn a_session_kept_from_the_run_before_counts_what_its_log_no_longer_has() {
     restart_on(&mut net, &store, 9);
     net.hub.enable_cluster();
     net.hub.set_former_run(3);
+    // Read from the stream since the restart: after what the store kept.
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("carol"), now));
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 40, position(1), 0),
+        "carol",
+        "new",
+        now,
+    );
     net.reconnect(0);
     let events = net.take(0);
     // Alice saw the joins (1-2); bob's m0 and m1 (3-4) are gone.
@@ -5021,5 +5031,12 @@ fn a_session_kept_from_the_run_before_counts_what_its_log_no_longer_has() {
         events.contains(&ClientEvent::Resumed { dropped: 2 }),
         "{events:?}"
     );
-    assert_eq!(texts_from(&events, "bob"), ["m2", "m3", "m4"]);
+    let chats: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some(c.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chats, ["m2", "m3", "m4", "new"], "in the order they came");
 }

@@ -27,7 +27,11 @@ pub(super) const EPOCH: &str = "imchat:epoch";
 
 /// Takes the session of `KEYS[1]` (name claim `KEYS[2]`) for server
 /// `ARGV[2]` if its token hash is `ARGV[1]` and its user was not kicked:
-/// `{1, from, user}`, else `{0}`.
+/// `{1, from, user}`, else `{0}`. `from` is the server whose ids its
+/// client saw: the one it was on, or, for a session a restarted server
+/// took back and its client has not resumed there yet, the run before
+/// (field `o`, see [`ADOPT`]).
+/// The name's lease is `ARGV[3]` ms, the session's `ARGV[4]` ms.
 /// The name's lease is `ARGV[3]` ms, the session's `ARGV[4]` ms.
 const TAKE: &str = r"
 local h = redis.call('HGET', KEYS[1], 'h')
@@ -37,13 +41,15 @@ end
 if redis.call('HEXISTS', KEYS[1], 'k') == 1 then
   return {0}
 end
-local from = redis.call('HGET', KEYS[1], 's')
+local on = redis.call('HGET', KEYS[1], 's')
 local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= from and holder ~= ARGV[2] then
+if holder and holder ~= on and holder ~= ARGV[2] then
   return {0}
 end
+local from = redis.call('HGET', KEYS[1], 'o') or on
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('HSET', KEYS[1], 's', ARGV[2], 'h', '')
+redis.call('HDEL', KEYS[1], 'o')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, from, redis.call('HGET', KEYS[1], 'u')}
 ";
@@ -53,7 +59,8 @@ return {1, from, redis.call('HGET', KEYS[1], 'u')}
 /// `ARGV[2]` if its token's hash is still `ARGV[3]`, and nobody else
 /// claimed the name; the name for `ARGV[4]` ms, the session for `ARGV[5]`
 /// ms. Keeps the token's hash: the client can still resume it on any
-/// server. Returns `{1, ms}` when moved, with the milliseconds the record
+/// server, from the run before's ids (noted as its origin, `o`, until
+/// its client resumes). Returns `{1, ms}` when moved, with the milliseconds the record
 /// had left (its grace plus a lease from the dead run's last renewal);
 /// `{2}` when the record is gone (the
 /// session ended); `{3, text}` when it was kicked; `{4, server}` when
@@ -82,7 +89,7 @@ if holder and holder ~= ARGV[1] and holder ~= ARGV[2] then
 end
 local left = redis.call('PTTL', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
-redis.call('HSET', KEYS[1], 's', ARGV[2])
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'o', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, left}
 ";
@@ -324,9 +331,16 @@ impl Cluster {
             });
         }
         if !ended.is_empty() {
+            // What the stream tells of them since (a move, a kick, a
+            // leave elsewhere) comes first, in its order: only a session
+            // still here after it ends here.
+            self.wait_caught_up(self.lease / 3);
             let now = std::time::Instant::now();
             hub.with(&mut |hub| {
                 for (user, how) in &ended {
+                    if !hub.has_session(user) {
+                        continue;
+                    }
                     match how {
                         Ended::Over => hub.end_kept_session(user, None),
                         Ended::Kicked(text) => hub.end_kept_session(user, Some(text)),

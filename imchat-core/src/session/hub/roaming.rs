@@ -382,8 +382,15 @@ impl Hub {
             .filter(|e| self.unseen(e, from, last))
             .filter_map(|e| {
                 let m = self.entry_message(e, key, false)?;
-                // Not yet in the stream: after all that is.
-                let order = self.tags.get(e.id.0).map_or(u64::MAX, |t| t.position);
+                // Not yet in the stream: after all that is. Kept by the
+                // store from the run before, untagged: by its id, at or
+                // past its position.
+                let kept = self.remote.former.is_some_and(|(_, k)| e.id <= k);
+                let order = match self.tags.get(e.id.0) {
+                    Some(t) => t.position,
+                    None if kept => e.id.0,
+                    None => u64::MAX,
+                };
                 Some((order, e.id.0, m))
             })
             .collect();
