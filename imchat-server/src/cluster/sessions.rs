@@ -336,11 +336,13 @@ impl Cluster {
             // still here after it ends here.
             self.wait_caught_up(self.lease / 3);
             let now = std::time::Instant::now();
+            let mut here = 0;
             hub.with(&mut |hub| {
                 for (user, how) in &ended {
                     if !hub.has_session(user) {
                         continue;
                     }
+                    here += 1;
                     match how {
                         Ended::Over => hub.end_kept_session(user, None),
                         Ended::Kicked(text) => hub.end_kept_session(user, Some(text)),
@@ -348,10 +350,11 @@ impl Cluster {
                     }
                 }
             });
-            log::info!(
-                "cluster: {} session(s) kept in the history database ended while this server was down",
-                ended.len()
-            );
+            if here > 0 {
+                log::info!(
+                    "cluster: {here} session(s) kept in the history database ended while this server was down"
+                );
+            }
         }
         Ok(adopted)
     }
