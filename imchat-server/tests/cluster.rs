@@ -1470,6 +1470,14 @@ fn three_resumable(redis: &Redis) -> ((Server, Server, Server), (Peer, Peer, Pee
 fn alice_on_a_with_its_database(
     redis: &Redis,
 ) -> (tempfile::TempDir, String, Server, Server, Peer, Peer) {
+    alice_on_a_with_its_database_and_grace(redis, 30)
+}
+
+/// [`alice_on_a_with_its_database`], with a grace period of `grace` s.
+fn alice_on_a_with_its_database_and_grace(
+    redis: &Redis,
+    grace: u32,
+) -> (tempfile::TempDir, String, Server, Server, Peer, Peer) {
     let db_dir = tempfile::tempdir().unwrap();
     let db = db_dir
         .path()
@@ -1477,8 +1485,8 @@ fn alice_on_a_with_its_database(
         .to_str()
         .unwrap()
         .to_string();
-    let a = Server::start_with_env(&redis.url(), 30, &[], &["--history-db", &db]);
-    let b = Server::start_with_grace(&redis.url(), 30);
+    let a = Server::start_with_env(&redis.url(), grace, &[], &["--history-db", &db]);
+    let b = Server::start_with_grace(&redis.url(), grace);
     let alice = Peer::join(a.addr, "alice");
     let mut bob = Peer::join(b.addr, "bob");
     bob.wait_who(&["alice", "bob"], WAIT);
@@ -3096,14 +3104,8 @@ fn a_resume_on_a_restarted_server_tells_what_happened_meanwhile_in_order() {
 #[test]
 fn a_server_restarted_after_its_users_grace_ran_out_does_not_bring_them_back() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let a = Server::start_with_env(&redis.url(), 2, &[], &["--history-db", db]);
-    let b = Server::start_with_grace(&redis.url(), 2);
-    let _alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    bob.wait_who(&["alice", "bob"], WAIT);
+    let (_dir, db, a, b, _alice, mut bob) = alice_on_a_with_its_database_and_grace(&redis, 2);
+    let db = db.as_str();
     a.kill9();
     bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
     bob.drain();
@@ -3126,14 +3128,8 @@ fn a_server_restarted_after_its_users_grace_ran_out_does_not_bring_them_back() {
 #[test]
 fn a_restart_on_the_database_does_not_lengthen_a_lost_user_s_grace() {
     let Some(redis) = Redis::start() else { return };
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("history.db");
-    let db = db.to_str().unwrap();
-    let a = Server::start_with_env(&redis.url(), 8, &[], &["--history-db", db]);
-    let b = Server::start_with_grace(&redis.url(), 8);
-    let _alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    bob.wait_who(&["alice", "bob"], WAIT);
+    let (_dir, db, a, _b, _alice, mut bob) = alice_on_a_with_its_database_and_grace(&redis, 8);
+    let db = db.as_str();
     let killed = Instant::now();
     a.kill9();
     thread::sleep(Duration::from_millis(2_500));

@@ -4872,6 +4872,14 @@ impl crate::HistoryStore for Freezable {
     }
 }
 
+/// The cluster server restarts on `store`, which its run before, server
+/// 3, wrote.
+fn restart_as_the_run_after(net: &mut Net, store: &crate::MemoryStore) {
+    restart_on(net, store, 9);
+    net.hub.enable_cluster();
+    net.hub.set_former_run(3);
+}
+
 /// The cluster's stream position `n` (as a log id).
 fn position(n: u64) -> MessageId {
     RemoteOrigin::position_id(1_000 + n, 0)
@@ -4948,9 +4956,7 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
             .any(|e| matches!(e, ClientEvent::Chat(c) if c.text == "seen, not kept")),
         "{alice_saw:?}"
     );
-    restart_on(&mut net, &fz.store, 9);
-    net.hub.enable_cluster();
-    net.hub.set_former_run(3);
+    restart_as_the_run_after(&mut net, &fz.store);
     // A crashed run's ids are not given again: this one's go on past them.
     net.hub.advance_ids(MessageId(position(3).0 + 5_000));
     let now = net.now;
@@ -5011,9 +5017,7 @@ fn a_session_kept_from_the_run_before_gets_what_it_missed_in_order_and_what_was_
         net.s(1).send_chat(Recipient::Everyone, &t).unwrap();
     }
     net.pump();
-    restart_on(&mut net, &store, 9);
-    net.hub.enable_cluster();
-    net.hub.set_former_run(3);
+    restart_as_the_run_after(&mut net, &store);
     // Read from the stream since the restart: after what the store kept.
     let now = net.now;
     assert!(net.hub.remote_join(7, user("carol"), now));
