@@ -1422,8 +1422,9 @@ fn last_seen(got: &[ServerMessage]) -> MessageId {
         .unwrap_or(MessageId(0))
 }
 
-/// `p`'s client connects anew, to `addr`, and resumes its session there.
-fn resume_on(p: &mut Peer, addr: SocketAddr) -> Peer {
+/// `p`'s client connects anew, to `addr`, and asks for its session back
+/// there: the new connection and the server's answer.
+fn try_resume_on(p: &mut Peer, addr: SocketAddr) -> (Peer, Result<(), (RefuseCode, String)>) {
     p.drain();
     let request = ResumeRequest {
         token: p.token,
@@ -1433,8 +1434,15 @@ fn resume_on(p: &mut Peer, addr: SocketAddr) -> Peer {
     let mut q = Peer::connect(addr);
     q.next_id = p.next_id;
     let name = p.name.clone();
-    q.hello_with(&name, Some(request))
-        .unwrap_or_else(|e| panic!("{name} could not resume: {e:?}"));
+    let answer = q.hello_with(&name, Some(request));
+    (q, answer)
+}
+
+/// `p`'s client connects anew, to `addr`, and resumes its session there.
+fn resume_on(p: &mut Peer, addr: SocketAddr) -> Peer {
+    let name = p.name.clone();
+    let (q, answer) = try_resume_on(p, addr);
+    answer.unwrap_or_else(|e| panic!("{name} could not resume: {e:?}"));
     assert!(q.resumed, "{name} joined afresh instead of resuming");
     q
 }
@@ -1539,18 +1547,8 @@ fn a_server_stopped_and_restarted_on_its_database_does_not_bring_its_users_back(
     bob.drain();
     assert_eq!(presence_of(&bob.got[mark..], "alice"), Vec::<&str>::new());
     // Her client, back, joins afresh: her session ended with the stop.
-    alice.drain();
-    let mut again = Peer::connect(a2.addr);
-    again
-        .hello_with(
-            "alice",
-            Some(ResumeRequest {
-                token: alice.token,
-                last_seen: last_seen(&alice.got),
-                epoch: alice.epoch,
-            }),
-        )
-        .expect("joined afresh");
+    let (again, answer) = try_resume_on(&mut alice, a2.addr);
+    answer.expect("joined afresh");
     assert!(!again.resumed, "a session ended by the stop was resumed");
     bob.wait_who(&["alice", "bob"], WAIT);
 }
@@ -1944,19 +1942,7 @@ fn kick_of_a_user_whose_server_died(when: KickWhen) {
         a.console("kick Bob spam");
         a.wait_line("kicked bob (on another server)");
     }
-    let resume = |bob: &mut Peer| {
-        bob.drain();
-        let mut again = Peer::connect(c.addr);
-        let answer = again.hello_with(
-            "bob",
-            Some(ResumeRequest {
-                token: bob.token,
-                last_seen: last_seen(&bob.got),
-                epoch: bob.epoch,
-            }),
-        );
-        (again, answer)
-    };
+    let resume = |bob: &mut Peer| try_resume_on(bob, c.addr);
     if when == KickWhen::ThenResumed {
         // The kick is in Redis while b's lease still runs: his session is
         // marked, not deleted (a 1.5 s lease: the kick came at once).
@@ -3184,16 +3170,7 @@ fn a_kick_made_while_a_server_was_down_is_told_in_order_on_its_restart() {
         ],
         "what amy was told on her resume"
     );
-    alice.drain();
-    let mut again = Peer::connect(a2.addr);
-    let answer = again.hello_with(
-        "alice",
-        Some(ResumeRequest {
-            token: alice.token,
-            last_seen: last_seen(&alice.got),
-            epoch: alice.epoch,
-        }),
-    );
+    let (again, answer) = try_resume_on(&mut alice, a2.addr);
     assert!(answer.is_ok() && !again.resumed, "{answer:?}");
     assert!(
         again
