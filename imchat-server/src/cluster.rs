@@ -73,6 +73,12 @@ const BATCH_BYTES: usize = 1024 * 1024;
 const STREAM_CHECKS: u64 = 16;
 /// How long a Redis command may take before Redis counts as unreachable.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a name claim waits for the server's first join of the cluster
+/// (it reads what it missed first, a third of the lease at most): a user
+/// who connects to a server that just started is let in, not told to try
+/// again. A Redis that cannot be reached ends the wait at once (refused
+/// connection) or after [`IO_TIMEOUT`] per command (no answer).
+const FIRST_JOIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Claims `KEYS[1]` for server `ARGV[1]` with a lease of `ARGV[2]` ms:
 /// 1 claimed now, 2 already this server's (lease renewed), 0 another's
@@ -294,6 +300,9 @@ pub struct Cluster {
     /// Whether this server's first join found Redis without a cluster
     /// (its epoch unset): the first server, or a Redis that lost its data.
     joined_empty: AtomicBool,
+    /// Set once the lease loop's first round ended, joined or not: until
+    /// then a name claim waits for it (see [`Cluster::claim`]).
+    tried: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -518,6 +527,7 @@ impl Cluster {
             former: Mutex::new(None),
             caught_up: AtomicBool::new(false),
             joined_empty: AtomicBool::new(false),
+            tried: AtomicBool::new(false),
         })
     }
 
@@ -558,9 +568,11 @@ impl Cluster {
 
     /// Claims the name of key `key` for this server (atomically: of
     /// servers racing for a name, one wins). Refused while Redis is
-    /// unreachable.
+    /// unreachable; a claim made while the server first joins the cluster
+    /// (just started, or restarted on its `--history-db`) waits for that
+    /// join (at most [`FIRST_JOIN_WAIT`]) instead of being refused.
     pub fn claim(&self, key: &str) -> Claim {
-        if !self.up.load(Ordering::SeqCst) {
+        if !self.up.load(Ordering::SeqCst) && !self.wait_first_join() {
             return Claim::Unreachable;
         }
         let answer = self.on_claims(|con| {
@@ -577,6 +589,16 @@ impl Cluster {
             Some(_) => Claim::Taken,
             None => Claim::Unreachable,
         }
+    }
+
+    /// Waits while the lease loop's first round runs (at most
+    /// [`FIRST_JOIN_WAIT`]); whether the server is in the cluster then.
+    fn wait_first_join(&self) -> bool {
+        let deadline = Instant::now() + FIRST_JOIN_WAIT;
+        while !self.tried.load(Ordering::SeqCst) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        self.up.load(Ordering::SeqCst)
     }
 
     /// Runs `f` on the connection kept for claims and take-overs, twice at
@@ -1193,6 +1215,7 @@ impl Cluster {
                     }
                 }
             }
+            self.tried.store(true, Ordering::SeqCst);
             thread::sleep(period.saturating_sub(started.elapsed()));
         }
     }

@@ -50,6 +50,38 @@ impl Server {
 
     /// With `env` set, and `args` given, as well.
     fn start_with_env(redis_url: &str, grace: u32, env: &[(&str, &Path)], args: &[&str]) -> Server {
+        let s = Server::launch(redis_url, grace, env, args);
+        // In the cluster once a name can be claimed. A server that asks a
+        // password refuses the probe: its log says it joined.
+        let deadline = Instant::now() + WAIT;
+        if args.contains(&"--password-file") {
+            while !s.log().contains("cluster: joined through") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the server never joined the cluster"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+            return s;
+        }
+        loop {
+            let mut p = Peer::connect(s.addr);
+            let probe = format!("probe{}", free_port());
+            if p.hello(&probe).is_ok() {
+                p.quit();
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never joined the cluster: {}",
+                std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Started and listening, maybe not in the cluster yet.
+    fn launch(redis_url: &str, grace: u32, env: &[(&str, &Path)], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
             .arg("127.0.0.1:0")
@@ -87,40 +119,12 @@ impl Server {
         let deadline = Instant::now() + WAIT;
         while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             if let Some(addr) = l.strip_prefix("imchat-server listening on ") {
-                let s = Server {
+                return Server {
                     child,
                     addr: addr.parse().unwrap(),
                     dir,
                     lines,
                 };
-                // In the cluster once a name can be claimed. A server that
-                // asks a password refuses the probe: its log says it joined.
-                let deadline = Instant::now() + WAIT;
-                if args.contains(&"--password-file") {
-                    while !s.log().contains("cluster: joined through") {
-                        assert!(
-                            Instant::now() < deadline,
-                            "the server never joined the cluster"
-                        );
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                    return s;
-                }
-                loop {
-                    let mut p = Peer::connect(s.addr);
-                    let probe = format!("probe{}", free_port());
-                    if p.hello(&probe).is_ok() {
-                        p.quit();
-                        return s;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "the server never joined the cluster: {}",
-                        std::fs::read_to_string(s.dir.path().join("server.log"))
-                            .unwrap_or_default()
-                    );
-                    thread::sleep(Duration::from_millis(100));
-                }
             }
         }
         let _ = child.kill();
@@ -401,6 +405,38 @@ fn has_left(g: &[ServerMessage], who: &str) -> bool {
             .any(|e| matches!(e, PresenceEvent::Left(d) if d.user.as_str() == who)),
         _ => false,
     })
+}
+
+#[test]
+fn a_user_who_connects_while_the_server_first_joins_the_cluster_is_let_in() {
+    let Some(redis) = Redis::start() else { return };
+    // Redis answers nothing for half a second: the server's first join
+    // of the cluster waits for it, and so does alice's name claim.
+    let pid = redis.child.id();
+    signal(pid, "-STOP");
+    let a = Server::launch(&redis.url(), 0, &[], &[]);
+    let mut alice = Peer::connect(a.addr);
+    let go_on = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        signal(pid, "-CONT");
+    });
+    let answer = alice.hello("alice");
+    go_on.join().unwrap();
+    assert_eq!(answer, Ok(()), "alice was refused");
+    // Redis gone when the server starts: refused, in words, and soon.
+    drop(redis);
+    let b = Server::launch(&format!("redis://127.0.0.1:{}", free_port()), 0, &[], &[]);
+    let asked = Instant::now();
+    let answer = Peer::connect(b.addr).hello("bob");
+    assert!(
+        matches!(&answer, Err((_, why)) if why.contains("cannot reach the rest of the chat")),
+        "{answer:?}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]
