@@ -1482,7 +1482,7 @@ impl Cluster {
         let now = Instant::now();
         hub.with(&mut |hub| {
             for (s, u) in &found {
-                hub.remote_join(*s, u.clone(), now);
+                hub.remote_present(*s, u.clone(), now);
             }
             // After a start on a restored log: who left meanwhile.
             hub.remote_synced(now);

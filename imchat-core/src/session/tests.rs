@@ -4293,6 +4293,122 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     assert_eq!(answer(&mut hub, again), RefuseCode::NAME_TAKEN.to_string());
 }
 
+/// The joins and leaves a server logs of its own making (a dead server's
+/// user whose grace ran out, who is online at its start) are told to a
+/// session moving here only if they are news to it: carol, who came to
+/// server A after them, was told them at every move here; amy, who was
+/// on A before this server started, was told that zoe, listed online at
+/// the start, had joined. A join of this server's own not yet in the
+/// stream is news to any session moving here.
+#[test]
+fn a_session_moving_here_is_told_only_presence_it_has_not_seen() {
+    let limits = Limits {
+        grace: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut hub = token_hub(limits);
+    hub.enable_cluster();
+    let t0 = Instant::now();
+    let pos = |ms: u64| crate::RemoteOrigin::position_id(ms, 0);
+    let from = |server: u64, id: u64, at: u64| crate::RemoteOrigin {
+        server,
+        id: MessageId(id),
+        position: pos(at),
+        time: Timestamp(0),
+        client_id: 0,
+    };
+    let stream_join = |hub: &mut Hub, o: crate::RemoteOrigin, who: &str| {
+        hub.set_origin(Some(o));
+        hub.remote_join(o.server, user(who), t0);
+        hub.set_origin(None);
+    };
+    stream_join(&mut hub, from(3, 1, 100), "victim");
+    stream_join(&mut hub, from(1, pos(102).0 + 1, 102), "amy");
+    let amy_saw = MessageId(pos(105).0 + 1);
+    // This server reads the stream to 110, then joins the cluster: zoe,
+    // on server 2, is on its list of who is online.
+    hub.advance_ids(pos(110));
+    hub.remote_present(2, user("zoe"), t0);
+    // victim's server dies; her grace runs out.
+    hub.remote_server_gone(3, t0);
+    hub.handle_timeout(t0 + Duration::from_secs(11));
+    // Later, carol joins server A (1), and sees its id X there.
+    stream_join(&mut hub, from(1, pos(200).0 + 1, 200), "carol");
+    stream_join(&mut hub, from(2, 7, 210), "dave");
+    hub.advance_ids(pos(210));
+    let carol_saw = MessageId(pos(210).0 + 2);
+    // After that: news to both.
+    stream_join(&mut hub, from(4, 1, 300), "erin");
+    stream_join(&mut hub, from(4, 2, 305), "frank");
+    hub.advance_ids(pos(305));
+    hub.remote_server_gone(4, t0 + Duration::from_secs(11));
+    hub.handle_timeout(t0 + Duration::from_secs(22));
+    while hub.poll_transmit().is_some() {}
+
+    let now = t0 + Duration::from_secs(23);
+    let moves_here = |hub: &mut Hub, name: &str, token: u8, last_seen: MessageId| {
+        let token = crate::ResumeToken([token; 16]);
+        assert!(hub.adopt_session(user(name), token, 1, 0, None, now));
+        let c = hub.handle_connect(now);
+        let epoch = hub.epoch();
+        hub.handle_message(
+            c,
+            ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                username: user(name),
+                resume: Some(crate::ResumeRequest {
+                    token,
+                    last_seen,
+                    epoch,
+                }),
+            },
+            now,
+        );
+        let mut told = Vec::new();
+        for t in std::iter::from_fn(|| hub.poll_transmit()).filter(|t| t.to.contains(c)) {
+            let events = match t.message {
+                ServerMessage::Presence(es) => es,
+                ServerMessage::Joined { id, time, user } => {
+                    vec![PresenceEvent::Joined { id, time, user }]
+                }
+                ServerMessage::Left(d) => vec![PresenceEvent::Left(d)],
+                _ => Vec::new(),
+            };
+            for e in events {
+                told.push(match e {
+                    PresenceEvent::Joined { user, .. } => format!("+{user}"),
+                    PresenceEvent::Left(d) => format!("-{}", d.user),
+                });
+            }
+        }
+        told
+    };
+    assert_eq!(
+        moves_here(&mut hub, "carol", 42, carol_saw),
+        ["+erin", "+frank", "-erin", "-frank"]
+    );
+    assert_eq!(
+        moves_here(&mut hub, "amy", 43, amy_saw),
+        ["-victim", "+carol", "+dave", "+erin", "+frank", "-erin", "-frank"]
+    );
+    // bob joins here, not yet in the stream: news to gus, though server
+    // A had read further than this one when he saw it.
+    stream_join(&mut hub, from(1, pos(306).0 + 1, 306), "gus");
+    let bob = hub.handle_connect(now);
+    hub.handle_message(
+        bob,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("bob"),
+            resume: None,
+        },
+        now,
+    );
+    while hub.poll_transmit().is_some() {}
+    let gus_saw = MessageId(pos(400).0 + 1);
+    assert_eq!(moves_here(&mut hub, "gus", 44, gus_saw), ["+bob"]);
+}
+
 /// The users of a server that died wait for the grace period before they
 /// are announced as left: one that resumes on another server meanwhile is
 /// never seen leaving.

@@ -116,6 +116,10 @@ pub(super) struct Remote {
     /// The server of the run before this one on the same store, and the
     /// newest entry the store kept of it ([`Hub::set_former_run`]).
     pub(super) former: Option<(u64, MessageId)>,
+    /// The stream position this server has read to ([`Hub::advance_ids`]).
+    pub(super) read_to: u64,
+    /// Set while [`Hub::remote_present`] runs: a join it logs is old news.
+    pub(super) listing: bool,
 }
 
 impl Hub {
@@ -125,11 +129,32 @@ impl Hub {
         self.remote.enabled = true;
     }
 
-    /// Queues `event` for the other servers, in cluster mode.
+    /// Queues `event` for the other servers, in cluster mode. A join or
+    /// a leave published is tagged once the stream gives it back (see
+    /// [`Hub::note_published`]), not as one of this server's own making
+    /// (one that follows from a stream entry keeps that entry's tag).
     pub(super) fn publish(&mut self, event: ClusterEvent) {
         if self.remote.enabled {
+            if let ClusterEvent::Joined { id, .. } | ClusterEvent::Left { id, .. } = &event {
+                if self.origin.is_none() {
+                    self.tags.remove(id.0);
+                }
+            }
             self.events.push_back(HubEvent::Cluster(event));
         }
+    }
+
+    /// `user` of server `server` is on the cluster's list of who is
+    /// online (at the server's first join of the cluster, or a rejoin):
+    /// as [`Hub::remote_join`], but a join it logs is old news to a
+    /// session resuming here from another server, which has seen the
+    /// user online (a resume's `Welcome` lists everyone, whatever it is
+    /// told).
+    pub fn remote_present(&mut self, server: u64, user: Username, now: Instant) -> bool {
+        self.remote.listing = true;
+        let known = self.remote_join(server, user, now);
+        self.remote.listing = false;
+        known
     }
 
     /// The registered name of a user of another server, by name key.

@@ -569,6 +569,7 @@ impl Hub {
             self.next_message = entry.id.0 + 1;
             self.push_log(entry.clone());
         }
+        self.tag_own_making(entry.id);
         entry
     }
 

@@ -112,6 +112,13 @@ impl Tags {
         Some(&self.0[i].1)
     }
 
+    /// Forgets the tag of entry `id`, if it has one.
+    pub(super) fn remove(&mut self, id: u64) {
+        if let Ok(i) = self.find(id) {
+            self.0.remove(i);
+        }
+    }
+
     /// Forgets the tags of entries up to `id` (trimmed from the log).
     pub(super) fn forget_to(&mut self, id: u64) {
         while self.0.front().is_some_and(|(k, _)| *k <= id) {
@@ -165,6 +172,34 @@ impl Hub {
         }
     }
 
+    /// Tags a join or a leave this server logged of its own making, in a
+    /// cluster: not from the stream, and not to be published (one that is
+    /// loses the tag at once, see [`Hub::publish`]). Every server makes
+    /// its own of these (a dead server's user leaving, who is online
+    /// after a start), so a session that moves here has seen another
+    /// server's if it saw as far as the stream position this one had
+    /// read then; a join from the list of who is online is older than
+    /// that (position 0). Without the tag such an entry counts as one
+    /// not yet in the stream, which no client of another server can have
+    /// seen: it was told again at every move here, however old.
+    pub(super) fn tag_own_making(&mut self, id: MessageId) {
+        if !self.remote.enabled || self.origin.is_some() {
+            return;
+        }
+        let position = if self.remote.listing {
+            0
+        } else {
+            self.remote.read_to
+        };
+        self.tags.insert(
+            id.0,
+            Tag {
+                origin: None,
+                position,
+            },
+        );
+    }
+
     /// The local entry `id` is at stream position `position` (it was
     /// published).
     pub fn note_published(&mut self, id: MessageId, position: MessageId) {
@@ -183,6 +218,7 @@ impl Hub {
     /// the server joins the cluster: ids given on any server compare by
     /// the stream position they were given at).
     pub fn advance_ids(&mut self, position: MessageId) {
+        self.remote.read_to = self.remote.read_to.max(position.0);
         self.next_message = self.next_message.max(position.0 + 1);
     }
 
@@ -405,7 +441,7 @@ impl Hub {
                 m
             })
             .collect();
-        self.advance_ids(MessageId(sent));
+        self.next_message = self.next_message.max(sent + 1);
         replay
     }
 
