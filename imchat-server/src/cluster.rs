@@ -1054,15 +1054,16 @@ impl Cluster {
                 id: self.id,
                 former: *lock(&self.former),
             };
-            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(1000)
-                .arg("STREAMS")
-                .arg(BUS)
-                .arg(&from)
-                .query(c);
+            let mut xread = redis::cmd("XREAD");
+            xread.arg("COUNT").arg(READ_COUNT);
+            // Until it has read to the end once, a read that finds nothing
+            // new says so at once: a quiet stream does not hold up the
+            // server's first join (which waits for it) by a second.
+            if self.caught_up.load(Ordering::SeqCst) {
+                xread.arg("BLOCK").arg(1000);
+            }
+            let reply: redis::RedisResult<Value> =
+                xread.arg("STREAMS").arg(BUS).arg(&from).query(c);
             let entries = match reply {
                 Ok(r) => entry::read_reply(r),
                 Err(_) => {
