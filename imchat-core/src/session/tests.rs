@@ -4293,6 +4293,96 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     assert_eq!(answer(&mut hub, again), RefuseCode::NAME_TAKEN.to_string());
 }
 
+/// A session that moves here is answered from the log for the messages
+/// it sent before the move, but only its own: pia's earlier session of
+/// the same name (quit) numbered its messages from 1 too, and her new
+/// session's first messages were taken for copies of those, acknowledged
+/// and delivered to nobody.
+#[test]
+fn a_session_moving_here_is_not_taken_for_an_earlier_one_of_its_name() {
+    let mut hub = token_hub(Limits::default());
+    hub.enable_cluster();
+    let now = Instant::now();
+    let bob = joined(&mut hub, "bob", now);
+    let pos = |ms: u64| crate::RemoteOrigin::position_id(ms, 0);
+    let from = |id: u64, at: u64, client_id: u64| crate::RemoteOrigin {
+        server: 1,
+        id: MessageId(pos(at).0 + id),
+        position: pos(at),
+        time: Timestamp(0),
+        client_id,
+    };
+    let on_stream = |hub: &mut Hub, o: crate::RemoteOrigin, f: &mut dyn FnMut(&mut Hub)| {
+        hub.set_origin(Some(o));
+        f(hub);
+        hub.set_origin(None);
+    };
+    let chat = |text: &'static str| {
+        move |hub: &mut Hub| {
+            hub.remote_chat(user("pia"), None, ChatKind::Text, text.into(), now);
+        }
+    };
+    // Her first session: joins, says three things, quits.
+    on_stream(&mut hub, from(1, 100, 0), &mut |h| {
+        h.remote_join(1, user("pia"), now);
+    });
+    on_stream(&mut hub, from(2, 101, 1), &mut chat("old 1"));
+    on_stream(&mut hub, from(3, 102, 2), &mut chat("old 2"));
+    on_stream(&mut hub, from(4, 103, 3), &mut chat("old 3"));
+    on_stream(&mut hub, from(5, 104, 0), &mut |h| {
+        h.remote_leave(1, &user("pia"), LeaveReason::QUIT, String::new(), now);
+    });
+    // Her new one: joins, says one thing, and her server dies.
+    on_stream(&mut hub, from(1, 200, 0), &mut |h| {
+        h.remote_join(1, user("pia"), now);
+    });
+    on_stream(&mut hub, from(2, 201, 1), &mut chat("new 1"));
+    hub.advance_ids(pos(201));
+    while hub.poll_transmit().is_some() {}
+
+    let token = crate::ResumeToken([42; 16]);
+    assert!(hub.adopt_session(user("pia"), token, 1, 0, None, now));
+    let c = hub.handle_connect(now);
+    let epoch = hub.epoch();
+    let last_seen = MessageId(pos(201).0 + 2);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("pia"),
+            resume: Some(crate::ResumeRequest {
+                token,
+                last_seen,
+                epoch,
+            }),
+        },
+        now,
+    );
+    while hub.poll_transmit().is_some() {}
+    // "new 1" sent again (its answer was lost with her server): answered,
+    // not delivered twice; "new 2" and "new 3": delivered.
+    for (client_id, text) in [(1, "new 1"), (2, "new 2"), (3, "new 3")] {
+        hub.handle_message(
+            c,
+            ClientMessage::Chat {
+                client_id,
+                to: Recipient::Everyone,
+                kind: ChatKind::Text,
+                text: text.into(),
+            },
+            now,
+        );
+    }
+    let to_bob: Vec<String> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(bob))
+        .filter_map(|t| match t.message {
+            ServerMessage::Chat(m) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_bob, ["new 2", "new 3"]);
+}
+
 /// The joins and leaves a server logs of its own making (a dead server's
 /// user whose grace ran out, who is online at its start) are told to a
 /// session moving here only if they are news to it: carol, who came to

@@ -200,24 +200,34 @@ impl Hub {
     }
 
     /// Notes in `session` (name key `key`) the chat messages of its user
-    /// that the log holds, with the ids its client gave them: a copy the
-    /// client sends again (it did not see them accepted) is then answered
-    /// with its first outcome instead of being delivered twice.
+    /// that the log holds since the user's last join (this session's:
+    /// an earlier session of the name numbered its messages from 1 too),
+    /// with the ids its client gave them: a copy the client sends again
+    /// (it did not see them accepted) is then answered with its first
+    /// outcome instead of being delivered twice.
     pub(super) fn recall_accepted(&self, key: &str, session: &mut Session) {
-        for e in &self.log {
-            if let LogEvent::Chat {
-                from, client_id, ..
-            } = &e.event
-            {
-                if *client_id > 0 && (self.name_key)(from) == key {
-                    session.last_client_id = session.last_client_id.max(*client_id);
-                    session
-                        .recent
-                        .push_back((*client_id, Outcome::Accepted(e.id, e.time)));
-                    if session.recent.len() > RECENT_OUTCOMES {
-                        session.recent.pop_front();
+        let mut since_join = Vec::new();
+        for e in self.log.iter().rev() {
+            match &e.event {
+                LogEvent::Joined { user } if (self.name_key)(user) == key => break,
+                LogEvent::Chat {
+                    from, client_id, ..
+                } if *client_id > 0 && (self.name_key)(from) == key => {
+                    since_join.push((*client_id, e.id, e.time));
+                    if since_join.len() == RECENT_OUTCOMES {
+                        break;
                     }
                 }
+                _ => {}
+            }
+        }
+        for (client_id, id, time) in since_join.into_iter().rev() {
+            session.last_client_id = session.last_client_id.max(client_id);
+            session
+                .recent
+                .push_back((client_id, Outcome::Accepted(id, time)));
+            if session.recent.len() > RECENT_OUTCOMES {
+                session.recent.pop_front();
             }
         }
     }
