@@ -1085,31 +1085,7 @@ impl Cluster {
             let mut read = None;
             for (id, fields) in entries {
                 read = Remote::read(me, &id, fields, &mut reads).max(read);
-                for r in reads.drain(..) {
-                    match r {
-                        Read::Ours(published) => ours.push(published),
-                        Read::Skipped => {}
-                        Read::Unreadable => {
-                            warn!("cluster: an unreadable entry in {BUS} was skipped");
-                        }
-                        Read::Theirs(e) => {
-                            match seen.admit(e.server, e.seq) {
-                                Admit::Duplicate => continue,
-                                Admit::Next => {}
-                                Admit::After(lost) => warn!(
-                                    "cluster: {lost} events of server {:x} were lost (trimmed from the stream or lost by Redis)",
-                                    e.server
-                                ),
-                            }
-                            if matches!(e.event, ClusterEvent::Chat { .. })
-                                && !seen.new_chat(e.server, e.origin.id)
-                            {
-                                continue;
-                            }
-                            events.push(e);
-                        }
-                    }
-                }
+                seen.sort(&mut reads, &mut ours, &mut events);
             }
             from = last;
             let now = Instant::now();
@@ -1584,6 +1560,52 @@ impl Seen {
         true
     }
 
+    /// Sorts what was read of an entry (`reads`, drained): this server's
+    /// own onto `ours`, the others' to apply onto `events`, each once and
+    /// in its sender's order. Warns of events lost, and returns how many.
+    fn sort(
+        &mut self,
+        reads: &mut Vec<Read>,
+        ours: &mut Vec<(MessageId, MessageId)>,
+        events: &mut Vec<Remote>,
+    ) -> u64 {
+        let mut lost = 0;
+        for r in reads.drain(..) {
+            let (server, seq) = match &r {
+                Read::Ours(published) => {
+                    ours.push(*published);
+                    continue;
+                }
+                Read::Skipped => continue,
+                Read::Unreadable => {
+                    warn!("cluster: an unreadable entry in {BUS} was skipped");
+                    continue;
+                }
+                Read::Passed { server, seq } => (*server, *seq),
+                Read::Theirs(e) => (e.server, e.seq),
+            };
+            match self.admit(server, seq) {
+                Admit::Duplicate => continue,
+                Admit::Next => {}
+                Admit::After(n) => {
+                    lost += n;
+                    warn!(
+                        "cluster: {n} events of server {server:x} were lost (trimmed from the stream or lost by Redis)"
+                    );
+                }
+            }
+            if let Read::Theirs(e) = r {
+                if matches!(e.event, ClusterEvent::Chat { .. })
+                    && !self.new_chat(e.server, e.origin.id)
+                {
+                    continue;
+                }
+                events.push(e);
+            }
+        }
+        lost
+    }
+
     fn admit(&mut self, server: u64, seq: u64) -> Admit {
         let last = self.seq.entry(server).or_insert(0);
         if seq <= *last {
@@ -1650,9 +1672,12 @@ enum Read {
     /// This server's own (not a push's control): its log id, and its
     /// position in the stream, for resumes from here on other servers.
     Ours((MessageId, MessageId)),
-    /// Nothing for this server (a push's control for another server, or
-    /// one of its own).
+    /// Nothing for this server: a push's control of its own.
     Skipped,
+    /// Another server's push control for a third one: nothing to apply,
+    /// but it counts in its sender's numbering (else the next entry of
+    /// that server looks like one after a loss).
+    Passed { server: u64, seq: u64 },
     /// Not an entry this version can read.
     Unreadable,
 }
@@ -1718,7 +1743,10 @@ impl Remote {
             return Read::Ours((head.id, position));
         }
         if head.addressee.is_some_and(|to| to != me.id) {
-            return Read::Skipped;
+            return Read::Passed {
+                server: head.server,
+                seq: head.seq,
+            };
         }
         match Remote::decode(head, position, fields) {
             Some(e) => Read::Theirs(e),
@@ -2381,7 +2409,34 @@ mod tests {
         // Another server's push control for a third server.
         let mut fields = published(12, 5, &events[6]);
         fields.truncate(2);
-        assert!(matches!(read1(8, b"5-3", fields), Read::Skipped));
+        assert!(matches!(
+            read1(8, b"5-3", fields),
+            Read::Passed { server: 12, seq: 5 }
+        ));
+    }
+
+    #[test]
+    fn a_push_control_for_a_third_server_counts_in_its_sender_s_numbering() {
+        let events = every_kind();
+        let mut seen = Seen::default();
+        let (mut ours, mut applied) = (Vec::new(), Vec::new());
+        // Server 12's entries 4 (a chat), 5 (a push's control for server
+        // 9) and 6 (a chat), as server 8 reads them: no loss.
+        let mut lost = 0;
+        for (seq, event, at) in [
+            (4, &events[2], b"5-1"),
+            (5, &events[6], b"5-2"),
+            (6, &events[2], b"5-3"),
+        ] {
+            let mut reads = Vec::new();
+            Remote::read(8.into(), at, published(12, seq, event), &mut reads);
+            lost += seen.sort(&mut reads, &mut ours, &mut applied);
+        }
+        assert_eq!(lost, 0);
+        // One missing after it is a loss.
+        let mut reads = Vec::new();
+        Remote::read(8.into(), b"5-5", published(12, 8, &events[0]), &mut reads);
+        assert_eq!(seen.sort(&mut reads, &mut ours, &mut applied), 1);
     }
 
     #[test]
