@@ -89,7 +89,11 @@ impl Server {
             .arg(dir.path())
             .arg("--log-file")
             .arg(dir.path().join("server.log"))
-            .args(["--cluster-lease-secs", LEASE_SECS])
+            .args(if args.contains(&"--cluster-lease-secs") {
+                &[][..]
+            } else {
+                &["--cluster-lease-secs", LEASE_SECS][..]
+            })
             .args(["--grace-secs", &grace.to_string()])
             .args(["--max-per-address", "1000"])
             .args(args)
@@ -2753,7 +2757,7 @@ fn redis_con(redis: &Redis) -> redis::Connection {
 fn push_lists(con: &mut redis::Connection) -> Vec<(String, usize)> {
     let keys: Vec<String> = redis::cmd("KEYS").arg("imchat:push:*").query(con).unwrap();
     keys.into_iter()
-        .filter(|k| !k.ends_with(":n") && !k.ends_with(":bell"))
+        .filter(|k| !k.ends_with(":n") && !k.ends_with(":bell") && !k.ends_with(":at"))
         .map(|k| {
             let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
                 .arg(&k)
@@ -2825,6 +2829,57 @@ fn a_slow_receiver_on_another_server_bounds_what_redis_holds() {
     // The receiver was slow enough for the window to fill, and no more.
     assert!(most > PUSH_WINDOW / 2, "the window never filled: {most}");
     assert!(most <= PUSH_WINDOW + CHUNK + 64, "{most} bytes in Redis");
+    wait_no_push_keys(&redis);
+}
+
+#[test]
+fn a_push_between_servers_goes_on_through_a_redis_that_stalls() {
+    let Some(redis) = Redis::start() else { return };
+    // A lease longer than the stall: the servers do not take each other
+    // for dead.
+    let lease = ["--cluster-lease-secs", "10"];
+    let a = Server::start_with_env(&redis.url(), 0, &[], &lease);
+    let b = Server::start_with_env(&redis.url(), 0, &[], &lease);
+    let mut rx = SlowPeer::join(b.addr, "slow");
+    let mut p = Peer::join(a.addr, "pusher");
+    p.wait_who(&["pusher", "slow"], WAIT);
+    let data = Arc::new(file_bytes(4 * PUSH_WINDOW, 5));
+    // About 2 MB/s: the push lasts about 2 s.
+    rx.delay_ms.store(8, Ordering::SeqCst);
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        rx
+    });
+    let sender = push_raw(&mut p, "slow", data.clone());
+    let mut rx = accepting.join().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while rx.received.lock().unwrap().len() < PUSH_WINDOW / 2 {
+        assert!(Instant::now() < deadline, "the push did not start");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Mid-transfer, Redis answers nothing for 3 s: longer than a command
+    // may take (2 s). Before, the sending server gave the push up then.
+    signal(redis.child.id(), "-STOP");
+    thread::sleep(Duration::from_secs(3));
+    signal(redis.child.id(), "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.received.lock().unwrap().len() < data.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the file did not arrive: {} of {} bytes; the pusher got {:?}",
+            rx.received.lock().unwrap().len(),
+            data.len(),
+            p.got
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    rx.wait("the end", |m| matches!(m, ServerMessage::End(_)));
+    sender.join().unwrap();
+    p.wait(WAIT, "push done", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::PushDone { receivers: 1, .. }))
+    });
+    assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(&data));
     wait_no_push_keys(&redis);
 }
 

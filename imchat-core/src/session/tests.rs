@@ -3925,6 +3925,50 @@ fn offer_to(hub: &mut Hub, c: ClientId, to: Recipient, size: u64, now: Instant) 
     );
 }
 
+/// The pusher is told why a push to users of another server alone ended
+/// when that server's leg is given up: before, "no receiver is left",
+/// whatever happened (the cluster could not be reached, say).
+#[test]
+fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = two_servers(now);
+    offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+    let (_, control, _) = drain_hub(&mut a, p);
+    deliver_control(&mut b, 1, control, now);
+    let (said, _, _) = drain_hub(&mut b, dave);
+    let Some(ServerMessage::FileStart(FileStart { id: here, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    b.handle_message(dave, ClientMessage::Accept { id: *here }, now);
+    let (_, control, _) = drain_hub(&mut b, dave);
+    deliver_control(&mut a, 2, control, now);
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    let (_, _, data) = drain_hub(&mut a, p);
+    let relay = data
+        .iter()
+        .find_map(|d| match d {
+            RemotePush::Chunk { relay, .. } => Some(*relay),
+            _ => None,
+        })
+        .expect("a chunk toward server 2");
+    a.remote_gone(2, relay, CancelCode::IO, "the cluster cannot be reached");
+    let (said, _, _) = drain_hub(&mut a, p);
+    match &said[..] {
+        [ServerMessage::Cancel(c)] => {
+            assert_eq!(c.code, CancelCode::NO_RECEIVER);
+            assert_eq!(
+                c.reason,
+                "no receiver is left (the cluster cannot be reached)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_checks() {
     let now = Instant::now();

@@ -7,6 +7,9 @@
 //! - `imchat:push:<A>:<relay>:<B>`: the entries, in order: file data, then
 //!   the end (or a cancel). The sending server A appends (`RPUSH`), B's
 //!   reader takes them from the front (`BLPOP`).
+//! - `…:at`: the offset in the file the next data starts at: data that
+//!   A sends again (Redis stalled and the answer was lost) is not
+//!   appended twice.
 //! - `…:n`: the bytes in the list. A appends file data only while it is
 //!   under [`WINDOW`] (a Lua script: check and append in one step); B
 //!   takes the entry's bytes off *after* its receivers' queues took the
@@ -39,16 +42,25 @@ pub const WINDOW: u64 = 1024 * 1024;
 const KEY_TTL: Duration = Duration::from_secs(60);
 /// How long the sending server waits for room in the window before it
 /// gives the receiving server up (its own receivers are dropped after
-/// 10 s each when too slow, so a live server makes room well before).
+/// 10 s each when too slow, so a live server makes room well before),
+/// and how long it tries again while Redis does not answer (a stall, a
+/// restart) before it gives the push up there.
 const SEND_WAIT: Duration = Duration::from_secs(30);
 /// How long one wait on the bell (or for an entry) lasts, between checks
 /// that the push still goes on.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Appends `ARGV[1]` to list `KEYS[1]` if the bytes counted in `KEYS[2]`
-/// leave room for it under `ARGV[2]` (or the list is empty), renewing
-/// the expiry (`ARGV[3]` ms): 1 appended, 0 full.
+/// Appends `ARGV[1]`, the file data from offset `ARGV[4]` on, to list
+/// `KEYS[1]` if the bytes counted in `KEYS[2]` leave room for it under
+/// `ARGV[2]` (or the list is empty), renewing the expiry (`ARGV[3]` ms):
+/// 1 appended, 0 full. `KEYS[3]` holds the offset the next data starts
+/// at (`ARGV[5]` once appended): data before it was appended already (a
+/// retry after Redis stalled and the answer was lost), and is not
+/// appended twice.
 const APPEND_DATA: &str = r"
+if tonumber(ARGV[4]) < tonumber(redis.call('GET', KEYS[3]) or '0') then
+  return 1
+end
 local n = tonumber(redis.call('GET', KEYS[2]) or '0')
 local len = string.len(ARGV[1])
 if n > 0 and n + len > tonumber(ARGV[2]) then
@@ -56,6 +68,7 @@ if n > 0 and n + len > tonumber(ARGV[2]) then
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('INCRBY', KEYS[2], len)
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -232,6 +245,16 @@ impl Cluster {
         }
     }
 
+    /// A connection for a push's data that waits out a Redis that stalls
+    /// (for up to [`SEND_WAIT`]) instead of giving up on it: a `BLPOP`
+    /// whose answer was not waited for may still take an entry off the
+    /// list when Redis runs again, and that file data would be lost.
+    fn connect_patient(&self) -> redis::RedisResult<Connection> {
+        let con = self.connect()?;
+        con.set_read_timeout(Some(SEND_WAIT + POLL))?;
+        Ok(con)
+    }
+
     /// Runs `f` on the connection for short commands; a failure drops it.
     fn short(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<()>) -> bool {
         let mut slot = lock(&self.transfers.short);
@@ -270,24 +293,34 @@ impl Cluster {
         let mut con = lock(&slot);
         let key = list_key(self.id, relay, to);
         let bytes = entry.encode();
+        let (from, until) = match entry {
+            Entry::Data { offset, data, .. } => (*offset, offset + data.len() as u64),
+            _ => (0, 0),
+        };
         let started = Instant::now();
         let failure = loop {
             if closed.load(Ordering::SeqCst) {
                 return;
             }
             if con.is_none() {
-                *con = self.connect().ok();
+                *con = self.connect_patient().ok();
             }
-            let Some(c) = con.as_mut() else {
-                break "the cluster cannot be reached";
+            let appended: redis::RedisResult<i64> = match con.as_mut() {
+                Some(c) => Script::new(APPEND_DATA)
+                    .key(&key)
+                    .key(format!("{key}:n"))
+                    .key(format!("{key}:at"))
+                    .arg(&bytes[..])
+                    .arg(WINDOW)
+                    .arg(ms(KEY_TTL))
+                    .arg(from)
+                    .arg(until)
+                    .invoke(c),
+                None => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot connect",
+                ))),
             };
-            let appended: redis::RedisResult<i64> = Script::new(APPEND_DATA)
-                .key(&key)
-                .key(format!("{key}:n"))
-                .arg(&bytes[..])
-                .arg(WINDOW)
-                .arg(ms(KEY_TTL))
-                .invoke(c);
             match appended {
                 Ok(1) => {
                     if closed.load(Ordering::SeqCst) {
@@ -300,13 +333,20 @@ impl Cluster {
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    // Redis stalled or restarted: tried again (the data is
+                    // not appended twice), as long as a full window waits.
                     *con = None;
-                    break "the cluster cannot be reached";
+                    if started.elapsed() >= SEND_WAIT {
+                        break "the cluster cannot be reached";
+                    }
+                    thread::sleep(POLL);
+                    continue;
                 }
             }
             if started.elapsed() >= SEND_WAIT {
                 break "the receiver's server takes no more data";
             }
+            let Some(c) = con.as_mut() else { continue };
             // Full: wait for the receiving server to take some.
             let rang: redis::RedisResult<Value> = redis::cmd("BLPOP")
                 .arg(format!("{key}:bell"))
@@ -380,7 +420,7 @@ impl Cluster {
         let mut con: Option<Connection> = None;
         while !stop.load(Ordering::SeqCst) {
             if con.is_none() {
-                con = self.connect().ok();
+                con = self.connect_patient().ok();
                 if con.is_none() {
                     thread::sleep(POLL);
                     continue;
@@ -464,6 +504,7 @@ impl Cluster {
             redis::cmd("DEL")
                 .arg(key)
                 .arg(format!("{key}:n"))
+                .arg(format!("{key}:at"))
                 .arg(format!("{key}:bell"))
                 .query::<()>(con)
         });

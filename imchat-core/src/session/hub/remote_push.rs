@@ -334,12 +334,19 @@ impl Hub {
         };
         relay.legs.retain(|l| l.server != server);
         let relay_id = relay.relay_id;
+        // The last receivers went with it, during the transfer: the pusher
+        // is told why, not only that nobody is left.
+        let why = (relay.sending && relay.receivers.is_empty() && relay.legs.is_empty())
+            .then(|| format!("no receiver is left ({})", last.1));
         self.events
             .push_back(HubEvent::RemotePush(RemotePush::Closed {
                 to: server,
                 relay: relay_id,
             }));
-        self.settle(from, id, last);
+        match why {
+            Some(why) => self.end_relay(from, id, Some((CancelCode::NO_RECEIVER, why))),
+            None => self.settle(from, id, last),
+        }
     }
 
     /// A push lost receivers: it ends if none is left (the pusher told why:
