@@ -3969,6 +3969,49 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
     }
 }
 
+/// A push between two servers cut by one of them shutting down: the
+/// other side is told whose server it was (before: "the server shut
+/// down", which a receiver took for its own).
+#[test]
+fn a_push_cut_by_a_server_shutting_down_says_whose_it_was() {
+    for stops in ["sender's", "receivers'"] {
+        let now = Instant::now();
+        let (mut a, p, mut b, dave) = two_servers(now);
+        offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+        let (_, control, _) = drain_hub(&mut a, p);
+        deliver_control(&mut b, 1, control, now);
+        let (said, _, _) = drain_hub(&mut b, dave);
+        let Some(ServerMessage::FileStart(FileStart { id: here, .. })) = said.first() else {
+            panic!("{said:?}");
+        };
+        b.handle_message(dave, ClientMessage::Accept { id: *here }, now);
+        let (_, control, _) = drain_hub(&mut b, dave);
+        deliver_control(&mut a, 2, control, now);
+        drain_hub(&mut a, p);
+        let told = if stops == "sender's" {
+            a.shutdown("bye");
+            let (_, _, data) = drain_hub(&mut a, p);
+            data.into_iter()
+                .find_map(|d| match d {
+                    RemotePush::Cancel { to: 2, reason, .. } => Some(reason),
+                    _ => None,
+                })
+                .expect("a cancel toward server 2")
+        } else {
+            b.shutdown("bye");
+            let (_, control, _) = drain_hub(&mut b, dave);
+            control
+                .into_iter()
+                .find_map(|c| match c {
+                    TransferControl::Gone { to: 1, reason, .. } => Some(reason),
+                    _ => None,
+                })
+                .expect("the push given up toward server 1")
+        };
+        assert_eq!(told, format!("the {stops} server shut down"));
+    }
+}
+
 #[test]
 fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_checks() {
     let now = Instant::now();
@@ -4130,7 +4173,7 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
                 code: CancelCode::PEER_LEFT,
                 reason,
                 ..
-            })] if reason == "the sender's server went down during the transfer"
+            })] if reason == "the sender's server dropped out of the cluster during the transfer"
         ),
         "{said:?}"
     );
@@ -4150,7 +4193,7 @@ fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push(
     assert!(
         said.iter().any(
             |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
-            if reason == "the receiver's server went down during the transfer")
+            if reason == "the receiver's server dropped out of the cluster during the transfer")
         ),
         "{said:?}"
     );

@@ -459,6 +459,15 @@ impl Hub {
         let receivers = relay.receivers.clone();
         let relay_id = relay.relay_id;
         let (legs, inbound) = (relay.legs.clone(), relay.inbound);
+        // Told on other servers, a shutdown is this one's, not theirs.
+        let (legs_reason, pushers_reason) = if self.shutting_down {
+            (
+                "the sender's server shut down".to_string(),
+                "the receivers' server shut down".to_string(),
+            )
+        } else {
+            (reason.clone(), reason.clone())
+        };
         self.send_many(
             receivers,
             None,
@@ -474,7 +483,7 @@ impl Hub {
                     to: leg.server,
                     relay: relay_id,
                     code,
-                    reason: reason.clone(),
+                    reason: legs_reason.clone(),
                 }));
         }
         if let Some(i) = inbound {
@@ -484,7 +493,7 @@ impl Hub {
                     to: i.server,
                     relay: i.relay,
                     code,
-                    reason: reason.clone(),
+                    reason: pushers_reason,
                 }));
             }
             self.events

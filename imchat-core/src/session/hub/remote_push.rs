@@ -442,7 +442,8 @@ impl Hub {
                 server,
                 (
                     CancelCode::PEER_LEFT,
-                    "the receiver's server went down during the transfer".to_string(),
+                    "the receiver's server dropped out of the cluster during the transfer"
+                        .to_string(),
                 ),
             );
         }
@@ -457,7 +458,7 @@ impl Hub {
                 server,
                 relay,
                 CancelCode::PEER_LEFT,
-                "the sender's server went down during the transfer",
+                "the sender's server dropped out of the cluster during the transfer",
             );
         }
     }
