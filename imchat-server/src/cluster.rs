@@ -303,6 +303,8 @@ pub struct Cluster {
     /// Set once the lease loop's first round ended, joined or not: until
     /// then a name claim waits for it (see [`Cluster::claim`]).
     tried: AtomicBool,
+    /// Until when no other server is taken for dead (see [`Cluster::keep`]).
+    judge_after: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -528,6 +530,7 @@ impl Cluster {
             caught_up: AtomicBool::new(false),
             joined_empty: AtomicBool::new(false),
             tried: AtomicBool::new(false),
+            judge_after: Mutex::new(None),
         })
     }
 
@@ -1327,7 +1330,16 @@ impl Cluster {
                 .arg(lease)
                 .query::<()>(con)?;
         }
-        // Servers whose heartbeat ran out: their users left.
+        // Servers whose heartbeat ran out: their users left. Not for a
+        // lease after a round that found this server's own heartbeat gone:
+        // Redis may have lost everyone's (restarted empty), and the others
+        // write theirs again at their next round.
+        if fresh && !first {
+            *lock(&self.judge_after) = Some(Instant::now() + self.lease);
+        }
+        if lock(&self.judge_after).is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         let mut servers = Vec::new();
         hub.with(&mut |hub| servers = hub.remote_servers());
         let mut gone = Vec::new();

@@ -1608,6 +1608,51 @@ fn a_server_stopped_and_restarted_on_its_database_does_not_bring_its_users_back(
     bob.wait_who(&["alice", "bob"], WAIT);
 }
 
+/// A Redis restarted empty lost every server's heartbeat: the first
+/// server back took the others for dead before they wrote theirs again,
+/// and their users were seen leaving (a user kicked meanwhile: leaving,
+/// joining again, leaving again).
+#[test]
+fn a_redis_restarted_empty_does_not_make_the_servers_take_each_other_for_dead() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let _bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    alice.drain();
+    alice.got.clear();
+    // b comes back to the new Redis only after a has.
+    signal(b.child.id(), "-STOP");
+    redis.restart();
+    let mut con = redis_con(&redis);
+    let members = |con: &mut redis::Connection| -> usize {
+        redis::cmd("SCARD")
+            .arg("imchat:servers")
+            .query(con)
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    while members(&mut con) < 1 {
+        assert!(Instant::now() < deadline, "a never rejoined");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // a has looked at the others in the same round.
+    thread::sleep(Duration::from_millis(100));
+    signal(b.child.id(), "-CONT");
+    while members(&mut con) < 2 {
+        assert!(Instant::now() < deadline, "b never rejoined");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Past a's next looks at the others.
+    thread::sleep(Duration::from_secs(2));
+    alice.drain();
+    assert!(!has_left(&alice.got, "bob"), "{:?}", alice.got);
+    alice.wait_who(&["alice", "bob"], WAIT);
+}
+
 #[test]
 fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
     let Some(mut redis) = Redis::start() else {
