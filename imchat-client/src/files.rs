@@ -226,9 +226,15 @@ pub fn finish(
     let dir = wanted.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut tried: HashSet<PathBuf> = HashSet::new();
     loop {
-        let Some(to) = free_name(&dir, name, |p| {
-            tried.contains(p) || p.symlink_metadata().is_ok() || taken(p)
-        }) else {
+        let mut free = |p: &Path| !(tried.contains(p) || p.symlink_metadata().is_ok() || taken(p));
+        // The name picked when the transfer began, first: it may be one
+        // past `name` already (a `.part` of that name was there).
+        let to = if free(wanted) {
+            Some(wanted.to_path_buf())
+        } else {
+            free_name(&dir, name, |p| !free(p))
+        };
+        let Some(to) = to else {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "no free file name in the folder",
@@ -469,5 +475,21 @@ mod tests {
         let f = open_part(&part, false).expect("open");
         let to = finish(f, &part, &other, &name("g.txt"), |_| false).expect("finish");
         assert_eq!(to, other);
+    }
+
+    /// A pushed file was given `h (1).txt` when it began, because an
+    /// unfinished `h.txt.part` was there: it keeps that name (before, it
+    /// went to `h.txt`, and the client said "saved as 'h.txt': h (1).txt
+    /// already exists").
+    #[test]
+    fn finish_keeps_the_name_picked_when_the_transfer_began() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("h.txt.part"), b"stale").expect("write");
+        let wanted = dir.path().join("h (1).txt");
+        let part = part_path(&wanted);
+        let f = open_part(&part, false).expect("open");
+        let to = finish(f, &part, &wanted, &name("h.txt"), |_| false).expect("finish");
+        assert_eq!(to, wanted);
+        assert!(!dir.path().join("h.txt").exists());
     }
 }
