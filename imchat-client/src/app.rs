@@ -2377,7 +2377,10 @@ impl Conn {
             None => Direction::Download,
             Some(_) => Direction::Receive,
         };
-        let meter = Meter::new(id, direction, &name, size, offset, Instant::now());
+        let mut meter = Meter::new(id, direction, &name, size, offset, Instant::now());
+        // A push starts once every receiver has answered: until its first
+        // data, it waits (and that wait is not counted in its rate).
+        meter.view.waiting = from.is_some();
         let view = meter.view.clone();
         let announce = match &from {
             None => format!("downloading {shown} ({})", byte_count(size)),
@@ -2464,7 +2467,11 @@ impl Conn {
                     f.reserved = f.written + len;
                 }
                 let pos = f.written;
-                let update = f.meter.advance(pos, Instant::now());
+                let now = Instant::now();
+                if f.meter.view.waiting {
+                    f.meter.restart(now);
+                }
+                let update = f.meter.advance(pos, now);
                 drop(t);
                 if let Some(view) = update {
                     self.app.view.transfer(&view);

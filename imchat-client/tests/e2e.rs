@@ -623,6 +623,61 @@ fn json_gives_the_exact_text_from_the_network() {
     );
 }
 
+/// A push starts once every receiver has answered: one that accepted at
+/// once shows its transfer as waiting until the data comes (before: at
+/// 0 bytes and not waiting, and then a rate counted from its acceptance,
+/// with an ETA of hours).
+#[test]
+fn a_received_push_waits_for_the_other_receivers_before_it_counts() {
+    let w = World::new("push-wait");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let bob = w.spawn_client(&["--json", "bob", "127.0.0.1", &port]);
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    bob.expect("bob's roster", |l| parse(l)["all"].is_array());
+    let mut carol = client_with(
+        &w,
+        "carol",
+        &["--auto-accept-bytes", "1K", "--ask-when-piped"],
+    );
+    barrier(&mut alice, "alice", "all here", &[&carol]);
+    bob.expect("the barrier", |l| parse(l)["text"] == "all here");
+    let data = pseudo_random_bytes(4096, 9);
+    let path = w.dir.join("shared-by-alice.bin");
+    fs::write(&path, &data).expect("file");
+    alice.send(&format!("/sendfile {}", path.display()));
+    // bob accepts at once (under his threshold); carol is asked.
+    let first = bob.expect("bob's transfer line", |l| parse(l)["type"] == "transfer");
+    assert_eq!(parse(&first)["waiting"], true, "{first}");
+    let asked = carol.expect_prefix("*** alice wants to send you 'shared-by-alice.bin'");
+    let n = asked.rsplit(' ').next().unwrap().to_string();
+    carol.send(&format!("/accept {n}"));
+    bob.expect("bob's copy", |l| {
+        let v = parse(l);
+        v["type"] == "notice"
+            && v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("received shared-by-alice.bin"))
+    });
+    for l in bob.out.text().lines().map(parse) {
+        if l["type"] == "transfer" && l["done"].as_u64() > Some(0) {
+            assert_eq!(l["waiting"], false, "{l}");
+        }
+    }
+    assert_eq!(
+        fs::read(
+            w.dir
+                .join("bob")
+                .join("received")
+                .join("shared-by-alice.bin")
+        )
+        .expect("copy"),
+        data
+    );
+}
+
 #[test]
 fn help_lists_the_commands() {
     let w = World::new("help");
