@@ -1167,6 +1167,7 @@ impl Cluster {
                             "cluster: joined through {} as server {:x}",
                             self.shown_url, self.id
                         );
+                        hub.with(&mut |hub| hub.set_cut_off(false));
                         if warned {
                             hub.with(&mut |hub| {
                                 hub.tell_all(
@@ -1187,6 +1188,7 @@ impl Cluster {
                             said_to(&self.client, &e)
                         );
                         hub.with(&mut |hub| {
+                            hub.set_cut_off(true);
                             hub.notice_all(
                                 "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on",
                             );

@@ -634,6 +634,14 @@ fn a_kick_of_a_user_of_another_server_is_carried_out_by_that_server() {
     assert_eq!(published(&mut hub), [bob_kicked_by_console()]);
     // He stays listed here until his server says he left.
     assert!(sent(&mut hub, dave).is_empty());
+    // Cut off from the cluster: the operator is told it waits for it.
+    hub.set_cut_off(true);
+    assert_eq!(
+        hub.console("kick bob again", now),
+        "kicked bob (on another server: carried out once the cluster can be reached again)"
+    );
+    hub.set_cut_off(false);
+    published(&mut hub);
     // Server 7's operator kicks Dave, a user of this one.
     assert!(hub.remote_kick(&user("DAVE"), "kicked by op2: flood", now));
     assert!(!hub.is_connected(dave));

@@ -566,6 +566,8 @@ impl Hub {
         });
         let where_ = if self.kick_remote(key, text, self.clock) {
             "it was away"
+        } else if self.remote.cut_off {
+            "on another server: carried out once the cluster can be reached again"
         } else {
             "on another server"
         };

@@ -120,6 +120,8 @@ pub(super) struct Remote {
     pub(super) read_to: u64,
     /// Set while [`Hub::remote_present`] runs: a join it logs is old news.
     pub(super) listing: bool,
+    /// The cluster cannot be reached ([`Hub::set_cut_off`]).
+    pub(super) cut_off: bool,
 }
 
 impl Hub {
@@ -142,6 +144,13 @@ impl Hub {
             }
             self.events.push_back(HubEvent::Cluster(event));
         }
+    }
+
+    /// Whether the server can reach the rest of the cluster now: while it
+    /// cannot, what an operator asks of another server's user (a kick, a
+    /// ban) is answered as waiting for it.
+    pub fn set_cut_off(&mut self, cut_off: bool) {
+        self.remote.cut_off = cut_off;
     }
 
     /// `user` of server `server` is on the cluster's list of who is
