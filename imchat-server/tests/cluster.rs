@@ -2863,18 +2863,52 @@ fn a_slow_receiver_on_another_server_bounds_what_redis_holds() {
         assert!(Instant::now() < deadline, "the file did not arrive in time");
         thread::sleep(Duration::from_millis(5));
     }
+    arrived_whole(&mut rx, &mut p, sender, &data);
+    eprintln!("most file data in Redis for the push: {most} bytes ({samples} samples)");
+    // The receiver was slow enough for the window to fill, and no more.
+    assert!(most > PUSH_WINDOW / 2, "the window never filled: {most}");
+    assert!(most <= PUSH_WINDOW + CHUNK + 64, "{most} bytes in Redis");
+    wait_no_push_keys(&redis);
+}
+
+/// Waits for the end of a push of `data` at its receiver, its sender's
+/// data thread, and the sender's `PushDone`; checks what arrived.
+fn arrived_whole(rx: &mut SlowPeer, p: &mut Peer, sender: thread::JoinHandle<()>, data: &[u8]) {
     rx.wait("the end", |m| matches!(m, ServerMessage::End(_)));
     sender.join().unwrap();
     p.wait(WAIT, "push done", |g| {
         g.iter()
             .any(|m| matches!(m, ServerMessage::PushDone { receivers: 1, .. }))
     });
-    assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(&data));
-    eprintln!("most file data in Redis for the push: {most} bytes ({samples} samples)");
-    // The receiver was slow enough for the window to fill, and no more.
-    assert!(most > PUSH_WINDOW / 2, "the window never filled: {most}");
-    assert!(most <= PUSH_WINDOW + CHUNK + 64, "{most} bytes in Redis");
-    wait_no_push_keys(&redis);
+    assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(data));
+}
+
+/// A push of `data` from `sender` on server `a` to `receiver` on server
+/// `b`, read at about 2 MB/s, once `at_least` bytes have arrived: the
+/// receiver, the sender and the sender's data thread.
+fn slow_push_under_way(
+    (a, b): (&Server, &Server),
+    (sender, receiver): (&str, &str),
+    data: &Arc<Vec<u8>>,
+    at_least: usize,
+) -> (SlowPeer, Peer, thread::JoinHandle<()>) {
+    let mut rx = SlowPeer::join(b.addr, receiver);
+    let mut p = Peer::join(a.addr, sender);
+    p.wait_who(&[sender, receiver], WAIT);
+    // 16 KiB every 8 ms.
+    rx.delay_ms.store(8, Ordering::SeqCst);
+    let accepting = thread::spawn(move || {
+        rx.accept_offer();
+        rx
+    });
+    let thread = push_raw(&mut p, receiver, data.clone());
+    let rx = accepting.join().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while rx.received.lock().unwrap().len() < at_least {
+        assert!(Instant::now() < deadline, "no data arrived");
+        thread::sleep(Duration::from_millis(5));
+    }
+    (rx, p, thread)
 }
 
 #[test]
@@ -2885,23 +2919,10 @@ fn a_push_between_servers_goes_on_through_a_redis_that_stalls() {
     let lease = ["--cluster-lease-secs", "10"];
     let a = Server::start_with_env(&redis.url(), 0, &[], &lease);
     let b = Server::start_with_env(&redis.url(), 0, &[], &lease);
-    let mut rx = SlowPeer::join(b.addr, "slow");
-    let mut p = Peer::join(a.addr, "pusher");
-    p.wait_who(&["pusher", "slow"], WAIT);
+    // About 2 s at the receiver's pace.
     let data = Arc::new(file_bytes(4 * PUSH_WINDOW, 5));
-    // About 2 MB/s: the push lasts about 2 s.
-    rx.delay_ms.store(8, Ordering::SeqCst);
-    let accepting = thread::spawn(move || {
-        rx.accept_offer();
-        rx
-    });
-    let sender = push_raw(&mut p, "slow", data.clone());
-    let mut rx = accepting.join().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while rx.received.lock().unwrap().len() < PUSH_WINDOW / 2 {
-        assert!(Instant::now() < deadline, "the push did not start");
-        thread::sleep(Duration::from_millis(5));
-    }
+    let (mut rx, mut p, sender) =
+        slow_push_under_way((&a, &b), ("pusher", "slow"), &data, PUSH_WINDOW / 2);
     // Mid-transfer, Redis answers nothing for 3 s: longer than a command
     // may take (2 s). Before, the sending server gave the push up then.
     signal(redis.child.id(), "-STOP");
@@ -2918,13 +2939,7 @@ fn a_push_between_servers_goes_on_through_a_redis_that_stalls() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    rx.wait("the end", |m| matches!(m, ServerMessage::End(_)));
-    sender.join().unwrap();
-    p.wait(WAIT, "push done", |g| {
-        g.iter()
-            .any(|m| matches!(m, ServerMessage::PushDone { receivers: 1, .. }))
-    });
-    assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(&data));
+    arrived_whole(&mut rx, &mut p, sender, &data);
     wait_no_push_keys(&redis);
 }
 
@@ -3010,22 +3025,9 @@ fn a_sender_that_leaves_mid_transfer_ends_it_on_the_other_server() {
     let Some(redis) = Redis::start() else { return };
     let a = Server::start(&redis.url());
     let b = Server::start(&redis.url());
-    let mut rx = SlowPeer::join(b.addr, "reader");
-    let mut p = Peer::join(a.addr, "leaver");
-    p.wait_who(&["leaver", "reader"], WAIT);
     let data = Arc::new(file_bytes(16 * PUSH_WINDOW, 5));
-    rx.delay_ms.store(8, Ordering::SeqCst);
-    let accepting = thread::spawn(move || {
-        rx.accept_offer();
-        rx
-    });
-    let sender = push_raw(&mut p, "reader", data.clone());
-    let mut rx = accepting.join().unwrap();
-    let deadline = Instant::now() + WAIT;
-    while rx.received.lock().unwrap().len() < PUSH_WINDOW {
-        assert!(Instant::now() < deadline, "no data arrived");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let (mut rx, p, sender) =
+        slow_push_under_way((&a, &b), ("leaver", "reader"), &data, PUSH_WINDOW);
     // The sender's connection drops in the middle of the file.
     let _ = p.stream.shutdown(Shutdown::Both);
     sender.join().unwrap();

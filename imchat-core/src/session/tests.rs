@@ -3925,12 +3925,9 @@ fn offer_to(hub: &mut Hub, c: ClientId, to: Recipient, size: u64, now: Instant) 
     );
 }
 
-/// The pusher is told why a push to users of another server alone ended
-/// when that server's leg is given up: before, "no receiver is left",
-/// whatever happened (the cluster could not be reached, say).
-#[test]
-fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
-    let now = Instant::now();
+/// [`two_servers`], with p's push of 6 bytes to dave (on the other
+/// server) offered there and accepted, its answer back at p's server.
+fn push_accepted_on_another_server(now: Instant) -> (Hub, ClientId, Hub, ClientId) {
     let (mut a, p, mut b, dave) = two_servers(now);
     offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
     let (_, control, _) = drain_hub(&mut a, p);
@@ -3942,6 +3939,17 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
     b.handle_message(dave, ClientMessage::Accept { id: *here }, now);
     let (_, control, _) = drain_hub(&mut b, dave);
     deliver_control(&mut a, 2, control, now);
+    drain_hub(&mut a, p);
+    (a, p, b, dave)
+}
+
+/// The pusher is told why a push to users of another server alone ended
+/// when that server's leg is given up: before, "no receiver is left",
+/// whatever happened (the cluster could not be reached, say).
+#[test]
+fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
+    let now = Instant::now();
+    let (mut a, p, _, _) = push_accepted_on_another_server(now);
     a.handle_message(
         p,
         ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
@@ -3976,18 +3984,7 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
 fn a_push_cut_by_a_server_shutting_down_says_whose_it_was() {
     for stops in ["sender's", "receivers'"] {
         let now = Instant::now();
-        let (mut a, p, mut b, dave) = two_servers(now);
-        offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
-        let (_, control, _) = drain_hub(&mut a, p);
-        deliver_control(&mut b, 1, control, now);
-        let (said, _, _) = drain_hub(&mut b, dave);
-        let Some(ServerMessage::FileStart(FileStart { id: here, .. })) = said.first() else {
-            panic!("{said:?}");
-        };
-        b.handle_message(dave, ClientMessage::Accept { id: *here }, now);
-        let (_, control, _) = drain_hub(&mut b, dave);
-        deliver_control(&mut a, 2, control, now);
-        drain_hub(&mut a, p);
+        let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
         let told = if stops == "sender's" {
             a.shutdown("bye");
             let (_, _, data) = drain_hub(&mut a, p);
@@ -4571,16 +4568,7 @@ fn a_session_moving_here_is_told_only_presence_it_has_not_seen() {
     // bob joins here, not yet in the stream: news to gus, though server
     // A had read further than this one when he saw it.
     stream_join(&mut hub, from(1, pos(306).0 + 1, 306), "gus");
-    let bob = hub.handle_connect(now);
-    hub.handle_message(
-        bob,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user("bob"),
-            resume: None,
-        },
-        now,
-    );
+    joined(&mut hub, "bob", now);
     while hub.poll_transmit().is_some() {}
     let gus_saw = MessageId(pos(400).0 + 1);
     assert_eq!(moves_here(&mut hub, "gus", 44, gus_saw), ["+bob"]);
