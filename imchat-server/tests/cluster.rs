@@ -909,7 +909,10 @@ fn a_kick_made_while_cut_off_from_redis_is_carried_out_once_back() {
     let mut cut = CutOff::start(&redis);
     let (a, bob, proxy) = (&mut cut.a, &mut cut.bob, &cut.proxy);
     a.console("kick bob spam");
-    a.wait_line("kicked bob (on another server)");
+    // The operator is told that it waits for the cluster.
+    a.wait_line(
+        "kicked bob (on another server: carried out once the cluster can be reached again)",
+    );
     let kicked = |g: &[ServerMessage]| {
         g.iter().any(|m| {
             matches!(m, ServerMessage::Error { code, text, .. }
