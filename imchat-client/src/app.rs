@@ -360,6 +360,8 @@ struct Conn {
     /// and to hang up.
     socket: Stream,
     writer_done: Mutex<Option<Receiver<()>>>,
+    /// Says when the disk thread has ended (see [`Conn::wait_disk`]).
+    disk_done: Mutex<Option<Receiver<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -909,10 +911,16 @@ impl App {
                 policy = Reconnect::No;
             }
             if policy == Reconnect::No {
+                // Told, not dropped in silence: the client stops here.
+                conn.report_cut(match &end {
+                    End::Shutdown(_) => "the server shut down",
+                    End::Kicked(_) => "removed from the server",
+                    End::Lost(_) => "connection lost",
+                });
                 conn.stop_transfers();
                 return Err(end.error());
             }
-            conn.report_cut();
+            conn.report_cut("connection lost");
             // The server lost is tried last (see `servers`).
             self.config.servers.move_on();
             let mut previous = conn.take_session();
@@ -1125,6 +1133,7 @@ impl Conn {
         let write_half = stream.clone();
         let (disk, disk_jobs) = mpsc::sync_channel(DISK_QUEUE);
         let (writer_done_tx, writer_done) = mpsc::channel::<()>();
+        let (disk_done_tx, disk_done) = mpsc::channel::<()>();
         let conn = Arc::new(Conn {
             app: app.clone(),
             session: Mutex::new(session),
@@ -1144,6 +1153,7 @@ impl Conn {
             recycled: Mutex::new(Vec::new()),
             socket: stream,
             writer_done: Mutex::new(Some(writer_done)),
+            disk_done: Mutex::new(Some(disk_done)),
         });
         let c = conn.clone();
         spawn("writer", move || {
@@ -1154,7 +1164,10 @@ impl Conn {
             let _ = writer_done_tx.send(());
         })?;
         let c = conn.clone();
-        spawn("disk", move || c.disk_loop(&disk_jobs))?;
+        spawn("disk", move || {
+            c.disk_loop(&disk_jobs);
+            let _ = disk_done_tx.send(());
+        })?;
         let c = conn.clone();
         spawn("reader", move || c.read_loop(reader))?;
         let c = conn.clone();
@@ -1238,10 +1251,12 @@ impl Conn {
         )
     }
 
-    /// After the connection was cut and before a new one: says which
-    /// transfers were lost (downloads resume with `/download`; a file
-    /// pushed to us cannot be resumed, its temporary file is deleted).
-    fn report_cut(&self) {
+    /// After the connection was cut (`why`), before a new one or before
+    /// the client stops: says which transfers were lost (downloads resume
+    /// with `/download`; a file pushed to us cannot be resumed, its
+    /// temporary file is deleted).
+    fn report_cut(&self, why: &str) {
+        self.wait_disk();
         let (downloads, received, pushes) = {
             let mut t = lock(&self.transfers);
             let mut downloads: Vec<(String, String)> = Vec::new();
@@ -1274,7 +1289,7 @@ impl Conn {
             self.app.transfer_lost();
             self.app.view.transfer_ended(&id);
             self.app.notice(&format!(
-                "transfer of {name} failed: connection lost; /download {name} resumes it"
+                "transfer of {name} failed: {why}; /download {name} resumes it"
             ));
         }
         // Not ours: not counted in a script's exit code, as when the
@@ -1282,13 +1297,12 @@ impl Conn {
         for (id, name) in received {
             self.app.view.transfer_ended(&id);
             self.app
-                .notice(&format!("transfer of {name} failed: connection lost"));
+                .notice(&format!("transfer of {name} failed: {why}"));
         }
         for (id, name) in pushes {
             self.app.transfer_lost();
             self.app.view.transfer_ended(&id);
-            self.app
-                .notice(&format!("sending {name} failed: connection lost"));
+            self.app.notice(&format!("sending {name} failed: {why}"));
         }
     }
 
@@ -1630,6 +1644,8 @@ impl Conn {
                     }
                 }
             };
+            // A test's pause here leaves the disk behind the network.
+            fail::fail_point!("client-disk-job");
             match job {
                 DiskJob::Data { id, offset, data } => {
                     let end = offset + data.len() as u64;
@@ -1691,6 +1707,16 @@ impl Conn {
             let _ = done.recv_timeout(QUIT_WAIT);
         }
         self.stop_transfers();
+    }
+
+    /// Waits (at most [`QUIT_WAIT`]) until the disk thread has handled
+    /// what it was given, once the connection is closing: a transfer it
+    /// is failing (the server cancelled it) is told once, by it, before
+    /// the transfers left are reported, and before the client may exit.
+    fn wait_disk(&self) {
+        if let Some(done) = lock(&self.disk_done).take() {
+            let _ = done.recv_timeout(QUIT_WAIT);
+        }
     }
 
     /// Stops the threads sending our pushes.
