@@ -208,12 +208,7 @@ impl RedisAccounts {
     fn write_back(&self, bans: &[Ban]) -> Result<(), String> {
         self.with(|c| {
             for ban in bans {
-                let seq: u64 = redis::cmd("INCR").arg(BAN_SEQ_KEY).query(c)?;
-                redis::cmd("HSETNX")
-                    .arg(BANS_KEY)
-                    .arg(ban.target.to_string())
-                    .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
-                    .query::<()>(c)?;
+                put_ban(c, "HSETNX", ban)?;
             }
             Ok(())
         })
@@ -235,12 +230,7 @@ impl RedisAccounts {
                     .query::<()>(c)?;
             }
             for ban in &added {
-                let seq: u64 = redis::cmd("INCR").arg(BAN_SEQ_KEY).query(c)?;
-                redis::cmd("HSET")
-                    .arg(BANS_KEY)
-                    .arg(ban.target.to_string())
-                    .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
-                    .query::<()>(c)?;
+                put_ban(c, "HSET", ban)?;
             }
             Ok(())
         })
@@ -440,4 +430,15 @@ fn parse_bans(raw: Vec<(String, String)>) -> Result<Vec<Ban>, String> {
     }
     bans.sort_by_key(|(seq, _)| *seq);
     Ok(bans.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Writes `ban` into the bans hash with `command` (`HSET`, or `HSETNX` to
+/// keep one already there), numbered after every ban written before.
+fn put_ban(c: &mut Connection, command: &str, ban: &Ban) -> redis::RedisResult<()> {
+    let seq: u64 = redis::cmd("INCR").arg(BAN_SEQ_KEY).query(c)?;
+    redis::cmd(command)
+        .arg(BANS_KEY)
+        .arg(ban.target.to_string())
+        .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
+        .query::<()>(c)
 }

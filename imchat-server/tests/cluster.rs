@@ -1620,11 +1620,7 @@ fn a_redis_restarted_empty_does_not_make_the_servers_take_each_other_for_dead() 
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let a = Server::start(&redis.url());
-    let b = Server::start(&redis.url());
-    let mut alice = Peer::join(a.addr, "alice");
-    let _bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    let (_a, b, mut alice, _bob) = alice_and_bob(&redis);
     alice.drain();
     alice.got.clear();
     // b comes back to the new Redis only after a has.

@@ -2375,6 +2375,17 @@ fn texts_from(events: &[ClientEvent], from: &str) -> Vec<String> {
         .collect()
 }
 
+/// The texts of the chat messages among `events`, in order.
+fn chat_texts(events: &[ClientEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some(c.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn burst(n: usize) -> Vec<String> {
     (0..n).map(|j| format!("m{j}")).collect()
 }
@@ -5263,22 +5274,17 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
     net.reconnect(0);
     let alice = net.take(0);
     let bob = net.take(1);
-    let texts = |events: &[ClientEvent]| -> Vec<String> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                ClientEvent::Chat(c) => Some(c.text.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     assert_eq!(
-        texts(&alice),
+        chat_texts(&alice),
         Vec::<String>::new(),
         "alice saw it all: {alice:?}"
     );
     // Had alice's copy been taken as new, bob would have got it again.
-    assert_eq!(texts(&bob), Vec::<String>::new(), "bob saw it all: {bob:?}");
+    assert_eq!(
+        chat_texts(&bob),
+        Vec::<String>::new(),
+        "bob saw it all: {bob:?}"
+    );
     assert!(
         !alice
             .iter()
@@ -5316,12 +5322,9 @@ fn a_session_kept_from_the_run_before_gets_what_it_missed_in_order_and_what_was_
         events.contains(&ClientEvent::Resumed { dropped: 2 }),
         "{events:?}"
     );
-    let chats: Vec<String> = events
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Chat(c) => Some(c.text.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(chats, ["m2", "m3", "m4", "new"], "in the order they came");
+    assert_eq!(
+        chat_texts(&events),
+        ["m2", "m3", "m4", "new"],
+        "in the order they came"
+    );
 }
