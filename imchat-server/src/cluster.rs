@@ -248,7 +248,8 @@ fn weight(event: &ClusterEvent) -> usize {
     HEAD + match event {
         ClusterEvent::Chat { text, .. }
         | ClusterEvent::Left { text, .. }
-        | ClusterEvent::Kick { text, .. } => text.len(),
+        | ClusterEvent::Kick { text, .. }
+        | ClusterEvent::Undelivered { text, .. } => text.len(),
         ClusterEvent::Transfer(imchat_core::TransferControl::Offer { name, users, .. }) => {
             name.as_ref().len() + users.iter().map(|u| u.as_str().len() + 1).sum::<usize>()
         }
@@ -1015,7 +1016,9 @@ impl Cluster {
                     // live server's may not move before it is carried out.
                     pipe.add_command(sessions::kick(user, text)).ignore();
                 }
-                ClusterEvent::Chat { .. } | ClusterEvent::Transfer(_) => {}
+                ClusterEvent::Chat { .. }
+                | ClusterEvent::Transfer(_)
+                | ClusterEvent::Undelivered { .. } => {}
             }
             let mut xadd = bus_xadd();
             if entry::encode(&mut xadd, self.id, *seq, event, &mut head) {
@@ -1835,6 +1838,9 @@ impl Remote {
                     );
                 }
             }
+            ClusterEvent::Undelivered { from, to, text } => {
+                hub.remote_undelivered(&from, &to, &text);
+            }
             ClusterEvent::Session { .. } => {}
         }
     }
@@ -2356,6 +2362,11 @@ mod tests {
             ClusterEvent::Kick {
                 user: name("mallory"),
                 text: "kicked by alice: spam,  spam\nand spam".into(),
+            },
+            ClusterEvent::Undelivered {
+                from: name("alice"),
+                to: name("bob"),
+                text: "are you  there?\n".into(),
             },
         ]
     }

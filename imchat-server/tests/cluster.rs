@@ -823,6 +823,28 @@ fn a_network_cut_between_a_server_and_redis_heals_without_loss() {
     );
 }
 
+#[test]
+fn a_private_message_that_arrives_after_its_receiver_left_is_answered() {
+    let Some(redis) = Redis::start() else { return };
+    let mut cut = CutOff::start(&redis);
+    let (alice, bob, proxy) = (&mut cut.alice, &mut cut.bob, &cut.proxy);
+    // bob quits while alice's server cannot hear it: she still sees him.
+    bob.quit();
+    thread::sleep(Duration::from_millis(300));
+    alice.drain();
+    assert!(!has_left(&alice.got, "bob"));
+    alice.say(Some("bob"), "did you get the notes?");
+    proxy.restore();
+    // The message reached bob's server after he left: alice is told.
+    alice.wait(WAIT, "the answer", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Error { code, text, .. } if *code == ErrorCode::UNKNOWN_USER
+                && text == "your private message to bob was not delivered: bob left before it arrived (\"did you get the notes?\")")
+        })
+    });
+    alice.wait(WAIT, "bob leaving", |g| has_left(g, "bob"));
+}
+
 /// The joins and leaves of `who` among `g`, in order.
 fn presence_of(g: &[ServerMessage], who: &str) -> Vec<&'static str> {
     let mut out = Vec::new();

@@ -3805,6 +3805,103 @@ fn private_messages_cross_servers_both_ways() {
 }
 
 #[test]
+fn a_private_message_from_another_server_to_a_user_who_left_is_answered() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.hub.remote_join(7, user("erin"), now);
+    net.pump();
+    // bob quits here; dave's server had not heard yet when dave wrote.
+    net.s(1).quit("");
+    net.pump();
+    cluster_events(&mut net);
+    let n = net.hub.remote_chat(
+        user("dave"),
+        Some(user("BOB")),
+        ChatKind::Text,
+        "are you still there? this is a long question, cut in the answer".into(),
+        now,
+    );
+    assert_eq!(n, 0);
+    net.pump();
+    assert_eq!(
+        cluster_events(&mut net),
+        vec![ClusterEvent::Undelivered {
+            from: user("dave"),
+            to: user("bob"),
+            text: "are you still there? this is a long question, cut in the answer".into(),
+        }]
+    );
+    // To a user who never was here, or who is on another server now:
+    // that server answers, not this one.
+    net.hub.remote_chat(
+        user("dave"),
+        Some(user("zed")),
+        ChatKind::Text,
+        "x".into(),
+        now,
+    );
+    net.hub.remote_join(8, user("bob"), now);
+    net.hub.remote_chat(
+        user("dave"),
+        Some(user("bob")),
+        ChatKind::Text,
+        "y".into(),
+        now,
+    );
+    net.pump();
+    assert_eq!(cluster_events(&mut net), vec![]);
+    // Long after the leave: no answer either.
+    net.hub
+        .remote_leave(8, &user("bob"), LeaveReason::QUIT, String::new(), now);
+    let later = now + crate::session::hub::LEFT_MEMORY + Duration::from_secs(1);
+    net.hub.handle_timeout(later);
+    net.hub.remote_chat(
+        user("dave"),
+        Some(user("bob")),
+        ChatKind::Text,
+        "z".into(),
+        later,
+    );
+    net.pump();
+    assert_eq!(cluster_events(&mut net), vec![]);
+
+    // The other way: a message of alice's to erin came too late; alice
+    // is told, with the start of her text, and nobody else is.
+    net.pump();
+    for i in [0, 2] {
+        net.take(i);
+    }
+    assert!(!net
+        .hub
+        .remote_undelivered(&user("zed"), &user("erin"), "hi"));
+    assert!(net.hub.remote_undelivered(
+        &user("ALICE"),
+        &user("erin"),
+        "are you still there? this is a long question, cut in the answer"
+    ));
+    net.pump();
+    let errors: Vec<String> = net
+        .take(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Error { code, text } if code == ErrorCode::UNKNOWN_USER => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "your private message to erin was not delivered: erin left before it arrived \
+             (\"are you still there? this is a long ques…\")"
+                .to_string()
+        ]
+    );
+    assert!(net.take(2).is_empty());
+}
+
+#[test]
 fn a_gone_server_leaves_its_users_and_frees_their_names() {
     let mut net = three();
     net.hub.enable_cluster();

@@ -12,6 +12,7 @@
 //! | chats | `b <count>` | `m`: the messages (below) |
 //! | move | `v <user>` | — |
 //! | kick | `k <user>` | `x`: what the user is told |
+//! | private message not delivered | `u <from> <to>` | `x`: its text |
 //! | push control | `f <addressee> o <push> <size> <from> <receivers…>` | `n`: the file's name |
 //! | | `f <addressee> a <push> <accepted>` | — |
 //! | | `f <addressee> g <push> <code>` | `x`: the reason |
@@ -86,6 +87,10 @@ pub(super) fn encode(
         }
         ClusterEvent::Kick { user, text } => {
             let _ = write!(head, "k {}", user.as_str());
+            Some((TEXT, text))
+        }
+        ClusterEvent::Undelivered { from, to, text } => {
+            let _ = write!(head, "u {} {}", from.as_str(), to.as_str());
             Some((TEXT, text))
         }
         ClusterEvent::Transfer(t) => match t {
@@ -304,7 +309,7 @@ pub(super) struct Head {
     pub server: u64,
     /// Its sequence number there.
     pub seq: u64,
-    /// The kind (`j`, `l`, `c`, `b`, `v`, `k`, `f`).
+    /// The kind (`j`, `l`, `c`, `b`, `v`, `k`, `u`, `f`).
     pub kind: u8,
     /// The log id its server gave it (joins, leaves, chats; else 0).
     pub id: MessageId,
@@ -397,11 +402,13 @@ pub(super) fn decode(
     let text = |name: &[u8]| if field == name { text } else { None };
     let line = std::str::from_utf8(bytes(fields.get(1)?)?).ok()?;
     // Past server, sequence number, kind, and the id or addressee.
-    let mut items = line.split(' ').skip(if matches!(head.kind, b'v' | b'k') {
-        3
-    } else {
-        4
-    });
+    let mut items = line
+        .split(' ')
+        .skip(if matches!(head.kind, b'v' | b'k' | b'u') {
+            3
+        } else {
+            4
+        });
     let id = head.id;
     let event = match head.kind {
         b'j' => ClusterEvent::Joined {
@@ -421,6 +428,11 @@ pub(super) fn decode(
         },
         b'k' => ClusterEvent::Kick {
             user: user(items.next())?,
+            text: text(TEXT)?,
+        },
+        b'u' => ClusterEvent::Undelivered {
+            from: user(items.next())?,
+            to: user(items.next())?,
             text: text(TEXT)?,
         },
         b'f' => {

@@ -6,7 +6,7 @@
 //! no IO here either: the transport between servers is the server's.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{ClientId, Hub, HubEvent};
 use crate::codes::NoticeCode;
@@ -88,6 +88,18 @@ pub enum ClusterEvent {
         /// ("kicked by NAME: reason").
         text: String,
     },
+    /// A private message from `from` (a user of another server) to `to`
+    /// reached this server after `to` left it, and no server has `to`:
+    /// the server `from` is on tells it that it was not delivered
+    /// ([`Hub::remote_undelivered`]).
+    Undelivered {
+        /// The sender of the message.
+        from: Username,
+        /// Its receiver, who left.
+        to: Username,
+        /// The message's text.
+        text: String,
+    },
 }
 
 /// The users of other servers, by name key, with the server of each.
@@ -122,7 +134,17 @@ pub(super) struct Remote {
     pub(super) listing: bool,
     /// The cluster cannot be reached ([`Hub::set_cut_off`]).
     pub(super) cut_off: bool,
+    /// Local users whose session ended lately, by name key, with until
+    /// when a private message to them that arrives from another server
+    /// is answered as not delivered ([`LEFT_MEMORY`]), with its name.
+    pub(super) left: HashMap<String, (Username, Instant)>,
 }
+
+/// How long after a local user left a private message to it from another
+/// server is answered as not delivered, rather than dropped: the sender's
+/// server sent it before it learnt of the leave, and the message may have
+/// waited for a stalled Redis as long as a publisher waits.
+pub(crate) const LEFT_MEMORY: Duration = Duration::from_secs(60);
 
 impl Hub {
     /// Puts the hub in a cluster: from now on what local users do that
@@ -544,7 +566,13 @@ impl Hub {
                 self.send(dest, message);
                 1
             }
-            Some((_, None, _)) => 0,
+            Some((to, None, false)) => {
+                if let ServerMessage::Chat(RoutedChat { from, text, .. }) = message {
+                    self.bounce_if_left(from, to, text, now);
+                }
+                0
+            }
+            Some((_, None, true)) => 0,
             None => {
                 let members = self.member_list();
                 let n = members.len();
@@ -552,6 +580,59 @@ impl Hub {
                 n
             }
         }
+    }
+
+    /// A private message from `from` to `to`, who is not on this server:
+    /// if `to` left this server lately and is on no other one, the
+    /// sender's server is told that it was not delivered. Only the server
+    /// `to` left answers, so the sender is told once.
+    fn bounce_if_left(&mut self, from: Username, to: Username, text: String, now: Instant) {
+        let key = self.key(&to);
+        let left_here = self.remote.left.get(&key).filter(|(_, until)| *until > now);
+        if let Some((to, _)) = left_here {
+            if self.remote_user(&key).is_none() {
+                let to = to.clone();
+                self.publish(ClusterEvent::Undelivered { from, to, text });
+            }
+        }
+    }
+
+    /// A private message of `from` to `to` reached no one: `to` left
+    /// before it arrived ([`ClusterEvent::Undelivered`]). `from`, if it
+    /// is connected here, is told with an error naming the receiver and
+    /// the start of the text. Returns whether it was told.
+    pub fn remote_undelivered(&mut self, from: &Username, to: &Username, text: &str) -> bool {
+        let Some(&client) = self.names.get(&self.key(from)) else {
+            return false;
+        };
+        const SHOWN: usize = 40;
+        let start: String = text.chars().take(SHOWN).collect();
+        let more = if start.len() < text.len() { "…" } else { "" };
+        self.send(
+            client,
+            ServerMessage::Error {
+                code: ErrorCode::UNKNOWN_USER,
+                client_id: 0,
+                text: format!(
+                    "your private message to {to} was not delivered: {to} left before it arrived (\"{start}{more}\")"
+                ),
+            },
+        );
+        true
+    }
+
+    /// Remembers that local user `user` left, for [`LEFT_MEMORY`].
+    pub(super) fn note_left_here(&mut self, user: &Username) {
+        if self.remote.enabled {
+            let key = self.key(user);
+            let until = self.clock + LEFT_MEMORY;
+            self.remote.left.insert(key, (user.clone(), until));
+        }
+    }
+
+    /// Forgets the local users that left longer ago than [`LEFT_MEMORY`].
+    pub(super) fn expire_left_here(&mut self, now: Instant) {
+        self.remote.left.retain(|_, (_, until)| *until > now);
     }
 
     /// Refuses a connection still handshaking, for a reason found outside

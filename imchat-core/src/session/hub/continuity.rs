@@ -979,6 +979,7 @@ impl Hub {
         text: String,
     ) {
         self.drop_stored_session(&user);
+        self.note_left_here(&user);
         let id = self.announce_left(user.clone(), reason, text.clone());
         let removal = if reason == LeaveReason::KICKED {
             text.clone()

@@ -33,6 +33,7 @@ impl Hub {
         self.expire_ghosts(now);
         self.expire_remote_gone(now);
         self.expire_kicks(now);
+        self.expire_left_here(now);
         self.expire_downloads(now);
         self.expire_relays(now);
         let limits = self.limits.clone();

@@ -37,6 +37,8 @@ const SHUTDOWN_PUSH: &str = "the server shut down";
 
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
+#[cfg(test)]
+pub(super) use cluster::LEFT_MEMORY;
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::{Cost, TokenBucket};
