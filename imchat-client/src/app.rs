@@ -445,22 +445,51 @@ fn new_session(config: &Config, limits: &Limits) -> ClientSession {
 }
 
 /// The file the session is saved in for the next run, locked for this
-/// one; `None` without a data folder, or when another client runs with
-/// this name and server (it keeps its session to itself).
-fn open_store(config: &Config) -> Option<SessionFile> {
-    let dir = config.sessions_dir.as_ref()?;
+/// one, and the session an earlier run left in it (when resuming). The
+/// file is the first server's; but a session saved under another server
+/// of the list (an earlier run listed the servers in another order) is
+/// taken, with its file. `None` without a data folder, or when another
+/// client runs with this name and server (it keeps its session to itself).
+fn open_store(config: &Config) -> (Option<SessionFile>, Option<SavedSession>) {
+    let Some(dir) = config.sessions_dir.as_ref() else {
+        return (None, None);
+    };
+    let open =
+        |server: &Server| match SessionFile::open(dir, &server.host, server.port, &config.username)
+        {
+            Ok(file) => file,
+            Err(e) => {
+                log::warn!("cannot save the session in {}: {e}", dir.display());
+                None
+            }
+        };
     let first = config.servers.first();
-    match SessionFile::open(dir, &first.host, first.port, &config.username) {
-        Ok(Some(file)) => Some(file),
-        Ok(None) => {
-            log::info!("another client runs with this name and server: its session is its own");
-            None
+    let mut file = open(first);
+    if file.is_none() {
+        log::info!("another client runs with this name and server: its session is its own");
+    }
+    if !config.resume {
+        return (file, None);
+    }
+    if let Some(saved) = file.as_mut().and_then(SessionFile::load) {
+        return (file, Some(saved));
+    }
+    for server in config.servers.all().iter().skip(1) {
+        let path = dir.join(crate::resume::file_name(
+            &server.host,
+            server.port,
+            &config.username,
+        ));
+        if !path.exists() {
+            continue;
         }
-        Err(e) => {
-            log::warn!("cannot save the session in {}: {e}", dir.display());
-            None
+        if let Some(mut other) = open(server) {
+            if let Some(saved) = other.load() {
+                return (Some(other), Some(saved));
+            }
         }
     }
+    (file, None)
 }
 
 /// Connects and joins as the configured user. With the session of a lost
@@ -566,12 +595,8 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// calls for, and runs until the user quits (`Ok`) or the connection ends
 /// for good (`Err`).
 pub fn run(config: Config) -> Result<(), ClientError> {
-    let mut store = open_store(&config);
     // A run that was killed left its session: ask for it back.
-    let saved = store
-        .as_mut()
-        .filter(|_| config.resume)
-        .and_then(SessionFile::load);
+    let (store, saved) = open_store(&config);
     let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
     let first = join(&config, restored.as_mut())?;
     let (view, input) = ui::make_view(

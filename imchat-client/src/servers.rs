@@ -57,6 +57,11 @@ impl Servers {
         &self.list[0]
     }
 
+    /// Every server given, in the order given.
+    pub fn all(&self) -> &[Server] {
+        &self.list
+    }
+
     /// After a lost connection: start the next tries with the server
     /// after the one that was lost.
     pub fn move_on(&self) {

@@ -157,6 +157,33 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     );
 }
 
+#[test]
+fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_back() {
+    let w = World::new("kill-reorder");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    let seen = saved_last_seen(w.dir.path(), "alice", port).expect("alice's saved session");
+    bob.send("one");
+    alice.expect_line("<bob> one");
+    wait_saved_past(&w, "alice", seen);
+    alice.kill();
+    bob.send("while away");
+
+    // Started again with another server first (one that does not answer):
+    // the session saved under the server it was on is found all the same.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let list = format!("127.0.0.1:{dead},127.0.0.1:{port}");
+    let alice = w.spawn_client(&["alice", &list]);
+    let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    alice.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
+}
+
 /// `n` numbered lines: `m0`, `m1`, …
 fn burst(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("m{i}")).collect()
