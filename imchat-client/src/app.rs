@@ -1112,7 +1112,7 @@ impl App {
         self.view.show(Entry::Chat(ChatEntry {
             time: SystemTime::now(),
             from: me,
-            to: to.map(|u| u.as_str().to_owned()),
+            to: to.map(|u| self.registered(u).as_str().to_owned()),
             private: to.is_some(),
             own: true,
             action,
@@ -1124,6 +1124,15 @@ impl App {
     /// The user `name` is online, as far as the roster knows.
     fn is_online(&self, name: &Username) -> bool {
         lock(&self.roster).contains_key(&name.key())
+    }
+
+    /// `name` as its user registered it (`bob` for `BOB`), if the roster
+    /// knows it; else as given.
+    fn registered(&self, name: &Username) -> Username {
+        lock(&self.roster)
+            .get(&name.key())
+            .and_then(|n| Username::new(n.as_str()).ok())
+            .unwrap_or_else(|| name.clone())
     }
 }
 
@@ -1372,7 +1381,7 @@ impl Conn {
             self.refresh_roster();
         }
         if self.app.is_online(&to) {
-            return self.app.set_mode(Mode::Unicast(to));
+            return self.app.set_mode(Mode::Unicast(self.app.registered(&to)));
         }
         self.app.error(&format!(
             "{to} is not online (see /who); the mode stays as it was"

@@ -126,7 +126,8 @@ fn mode_switching() {
     let mut alice = w.client("alice");
     let bob = w.client("bob");
     let mut carol = w.client("carol");
-    alice.send("/mode unicast bob");
+    // Named as typed, shown with the name bob registered.
+    alice.send("/mode unicast BOB");
     alice.expect_line("*** mode: unicast to bob");
     alice.send("just for bob");
     bob.expect_line("<alice> (private) just for bob");

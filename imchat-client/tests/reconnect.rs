@@ -175,7 +175,8 @@ fn json_output_is_one_object_per_line_with_the_events_fields() {
         time.len() == 20 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
         "RFC 3339 in UTC: {time:?}"
     );
-    alice.send("/msg bob psst");
+    // Named as typed, echoed with the name bob registered.
+    alice.send("/msg BOB psst");
     alice.expect("our own private message, echoed", |l| {
         let v = parse(l);
         v["type"] == "chat" && v["own"] == true && v["to"] == "bob" && v["text"] == "psst"
