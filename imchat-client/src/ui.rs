@@ -33,6 +33,8 @@ use crate::view::{
 
 /// Least time between two JSON updates of one transfer.
 const JSON_TRANSFER_EVERY: Duration = Duration::from_secs(1);
+/// A width no line of `/help` reaches: text laid out not to wrap.
+const UNWRAPPED: usize = 1 << 16;
 
 /// Writes one line to stdout and flushes it; a closed stdout is not a
 /// reason to stop chatting.
@@ -238,6 +240,11 @@ fn terminal_safe(json: String) -> String {
 impl View for JsonView {
     fn show(&self, entry: Entry) {
         Self::emit(&entry_json(entry));
+    }
+
+    /// A program reads it: `/help` comes one row a line, not wrapped.
+    fn text_width(&self) -> Option<usize> {
+        Some(UNWRAPPED)
     }
 
     fn transfer(&self, t: &TransferView) {

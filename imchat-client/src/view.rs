@@ -242,7 +242,7 @@ pub trait View: Send + Sync {
     }
     /// Columns a line of text gets in the chat (after the time stamp),
     /// for text laid out to fit (`/help`); `None` where lines are not
-    /// laid out (plain lines, JSON).
+    /// laid out (plain lines: 80 columns are assumed).
     fn text_width(&self) -> Option<usize> {
         None
     }

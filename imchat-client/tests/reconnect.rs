@@ -187,6 +187,21 @@ fn json_output_is_one_object_per_line_with_the_events_fields() {
         let v = parse(l);
         v["type"] == "error" && v["text"] == "unknown command /nosuch; type /help for the list"
     });
+    // /help for a program: one row a line, not wrapped at 80 columns.
+    alice.send("/help");
+    alice.expect("/download's row, whole", |l| {
+        let v = parse(l);
+        v["type"] == "plain"
+            && v["text"].as_str().is_some_and(|t| {
+                t.starts_with("  /download <name>") && t.ends_with("(an interrupted one resumes)")
+            })
+    });
+    alice.expect("every alias in one line", |l| {
+        let v = parse(l);
+        v["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("aliases: /") && t.ends_with(" @user"))
+    });
     alice.send("/quit");
     assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
     for l in alice.out.lines() {
