@@ -729,6 +729,8 @@ fn handshake(
                         .tcp()
                         .set_read_timeout(None)
                         .map_err(lost)?;
+                    // A server that takes larger frames sends them too.
+                    reader.decoder_mut().set_max_frame(session.frame_limit());
                     while let Some(m) = session.poll_transmit() {
                         w.write_all(&m.to_frame()).map_err(lost)?;
                     }

@@ -1327,3 +1327,40 @@ fn a_push_reserves_no_disk_before_its_data_and_a_crash_leaves_no_full_size_part(
     bob.kill();
     assert!(used(&part) <= 16 << 20, "{} bytes allocated", used(&part));
 }
+
+#[test]
+fn a_message_larger_than_a_mebibyte_reaches_a_client_of_a_server_that_allows_it() {
+    let w = World::with_args(
+        "bigframe",
+        &[
+            "--max-frame-bytes",
+            "4194304",
+            "--max-message-bytes",
+            "2000000",
+            "--rate-burst-bytes",
+            "4000000",
+            "--max-queue-bytes",
+            "16777216",
+        ],
+    );
+    let alice = w.client("alice");
+    let mut options = imchat_core::blocking::ConnectOptions::default();
+    options.limits.max_text = 2_000_000;
+    options.limits.max_frame = 4 << 20;
+    let mut bob =
+        imchat_core::blocking::Client::connect(("127.0.0.1", w.server.port()), "bob", options)
+            .expect("bob");
+    alice.expect_line("*** bob has joined");
+    let text = "y".repeat(1_500_000);
+    bob.send_chat(Recipient::Everyone, &text).expect("sent");
+    bob.send_chat(Recipient::Everyone, "after").expect("sent");
+    alice.expect_line("<bob> after");
+    let lines = alice.out.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.len() == "<bob> ".len() + text.len() && l.ends_with('y')),
+        "the large message, whole"
+    );
+    alice.assert_no_line("a lost connection", |l| l.contains("reconnect"));
+}

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 /// Largest frame (type byte plus body) either side accepts: 1 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 1024 * 1024;
+/// Largest frame a client reads however much more its server announces
+/// (`max_frame` in its `Welcome`): 64 MiB, so that a server cannot make a
+/// client set aside more memory than that for one frame.
+pub const MAX_CLIENT_FRAME: u32 = 64 * 1024 * 1024;
 /// Largest frame accepted from a connection that has not completed the handshake: 1 KiB.
 pub const DEFAULT_MAX_HANDSHAKE_FRAME: u32 = 1024;
 /// Longest chat message text, in bytes of UTF-8: 64 KiB.

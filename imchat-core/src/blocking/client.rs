@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::transport::FrameReader;
+use super::transport::{FrameReader, ReadStep};
 use crate::codec::Encode;
 use crate::error::{DecodeError, NameError, TransportError, UsageError};
 use crate::limits::{Limits, DEFAULT_AUTO_ACCEPT_BYTES, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -294,11 +294,20 @@ impl Link for super::tls::Stream {
 /// Frame limit: a client reads frames of up to `limits.max_frame`
 /// ([`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME), 1 MiB, unless changed
 /// in [`ConnectOptions::limits`]), from the first byte on: the handshake
-/// limit is the server's, for connections not yet joined. The largest
-/// frame a server sends is a file chunk, `chunk_size` plus
-/// [`CHUNK_FRAME_OVERHEAD`](crate::CHUNK_FRAME_OVERHEAD) bytes, which fits
-/// with the defaults. Write your own loop with
-/// [`split_tcp`](super::split_tcp) and the same limit.
+/// limit is the server's, for connections not yet joined. Once welcomed,
+/// up to the `max_frame` the server announced if that is larger (up to
+/// [`MAX_CLIENT_FRAME`](crate::MAX_CLIENT_FRAME)): a server that takes
+/// larger messages and chunks sends them too. Write your own loop with
+/// [`split_tcp`](super::split_tcp) and
+/// [`ClientSession::frame_limit`] after the welcome.
+///
+/// A send that fails ([`ClientError::Transport`]) leaves its chat
+/// message in the session, unacknowledged: after a
+/// [`reconnect`](Client::reconnect) it is sent again, once (the server
+/// recognises a copy of one it had taken, while it keeps the session).
+/// Do not send it again yourself.
+/// What the server had sent before the failure (its acknowledgements,
+/// its `Shutdown`) is read first and handed out by `next_event`.
 ///
 /// File data arrives as events: [`ClientEvent::TransferStarted`], then
 /// [`ClientEvent::TransferData`] with checked bytes for the caller to put
@@ -351,6 +360,8 @@ const NOT_WELCOMED: ServerLimits = ServerLimits {
 
 /// The shortest socket read timeout: zero means "no timeout" to the OS.
 const MIN_WAIT: Duration = Duration::from_millis(1);
+/// Most reads of what a connection that broke had left to read.
+const DRAIN_READS: usize = 4096;
 
 /// `wait` from now, or a century from now for a wait too long to add
 /// (`Duration::MAX` meaning "as long as it takes").
@@ -473,6 +484,9 @@ impl<S: Link> Client<S> {
     /// noticed the old connection's loss and the session cannot be
     /// resumed (it gave no resume): retry after a moment.
     pub fn reconnect_over(&mut self, stream: S) -> Result<(), ConnectError> {
+        if self.open {
+            self.drain();
+        }
         self.close();
         self.session.reconnect(Instant::now());
         self.reader = FrameReader::new(stream, self.options.limits.max_frame);
@@ -501,6 +515,9 @@ impl<S: Link> Client<S> {
                 {
                     self.welcome = text;
                     self.server_limits = limits;
+                    // A server that takes larger frames sends them too.
+                    let limit = self.session.frame_limit();
+                    self.reader.decoder_mut().set_max_frame(limit);
                     return Ok(());
                 }
                 Some(ClientEvent::Welcome { .. }) => {
@@ -528,8 +545,10 @@ impl<S: Link> Client<S> {
                 return Err(ConnectError::HandshakeTimeout(timeout));
             }
             self.set_read_timeout(left)?;
-            match self.reader.read_message() {
-                Ok(Some(msg)) => {
+            // One read at a time: a server that trickles bytes does not
+            // hold the handshake past its deadline.
+            match self.reader.read_once() {
+                Ok(ReadStep::Message(msg)) => {
                     // The session keeps no version; the driver checks it.
                     if let ServerMessage::Welcome { version, .. }
                     | ServerMessage::Refused { version, .. } = &msg
@@ -538,7 +557,8 @@ impl<S: Link> Client<S> {
                     }
                     self.session.handle_message(msg, Instant::now());
                 }
-                Ok(None) => return Err(ConnectError::Closed),
+                Ok(ReadStep::End) => return Err(ConnectError::Closed),
+                Ok(ReadStep::More) => {}
                 Err(e) if is_timeout(&e) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -607,12 +627,15 @@ impl<S: Link> Client<S> {
         if let Err(e) = self.set_read_timeout(until.saturating_duration_since(now)) {
             return Err(self.fail(e));
         }
-        match self.reader.read_message() {
-            Ok(Some(msg)) => self.session.handle_message(msg, Instant::now()),
-            Ok(None) => {
+        // One read at a time: bytes that trickle in do not hold the
+        // caller past `until`.
+        match self.reader.read_once() {
+            Ok(ReadStep::Message(msg)) => self.session.handle_message(msg, Instant::now()),
+            Ok(ReadStep::End) => {
                 self.close();
                 return Err(ClientError::Closed);
             }
+            Ok(ReadStep::More) => {}
             Err(e) if is_timeout(&e) => {}
             Err(e) => return Err(self.fail(e)),
         }
@@ -962,10 +985,33 @@ impl<S: Link> Client<S> {
         Ok(Link::set_read_timeout(self.reader.get_ref(), Some(wait))?)
     }
 
-    /// The connection broke: close it and hand the error out once.
+    /// The connection broke: close it and hand the error out once. What
+    /// the server had sent before is read first (a write fails while the
+    /// answers to what went before wait to be read).
     fn fail(&mut self, e: TransportError) -> ClientError {
+        if matches!(e, TransportError::Io(_)) {
+            self.drain();
+        }
         self.close();
         ClientError::Transport(e)
+    }
+
+    /// Reads what the server sent and is there to read now, without
+    /// waiting: its acknowledgements (a message acknowledged is not sent
+    /// again after a reconnect, where the server may not know it any
+    /// more) and its `Shutdown` (handed out as the session's last event).
+    /// At most [`DRAIN_READS`] reads.
+    fn drain(&mut self) {
+        if Link::set_read_timeout(self.reader.get_ref(), Some(MIN_WAIT)).is_err() {
+            return;
+        }
+        for _ in 0..DRAIN_READS {
+            match self.reader.read_once() {
+                Ok(ReadStep::Message(msg)) => self.session.handle_message(msg, Instant::now()),
+                Ok(ReadStep::More) => {}
+                Ok(ReadStep::End) | Err(_) => return,
+            }
+        }
     }
 
     /// Stops writing (the server sees the end after what was sent).

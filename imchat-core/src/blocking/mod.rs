@@ -25,4 +25,4 @@ mod transport;
 pub use crate::error::TransportError;
 pub use client::*;
 pub use outbox::{Direct, Frame, Outbox, PushError, WriterEnd, OVER_CAP_FOR};
-pub use transport::{split_tcp, FrameReader, FrameWriter};
+pub use transport::{split_tcp, FrameReader, FrameWriter, ReadStep};

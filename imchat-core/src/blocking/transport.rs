@@ -71,44 +71,83 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
     /// [`TransportError::UnexpectedEof`] when the stream ends inside a frame.
     pub fn read_message(&mut self) -> Result<Option<M>, TransportError> {
         loop {
-            if let Some(m) = self.decoder.next_message()? {
-                return Ok(Some(m));
-            }
-            // A large chunk arriving: straight into its own buffer.
-            if let Some(body) = self.decoder.body_buf() {
-                match self.inner.read(body) {
-                    Ok(0) => return Err(TransportError::UnexpectedEof),
-                    Ok(n) => self.decoder.body_filled(n),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-                continue;
-            }
-            // After a large chunk, read just the next frame's head: if it
-            // is another chunk, its data then goes straight to its buffer.
-            let want = if self.decoder.expects_chunk() && self.decoder.buffered() == 0 {
-                CHUNK_HEAD
-            } else {
-                self.buf.len()
-            };
-            let n = match self.inner.read(&mut self.buf[..want]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return if self.decoder.buffered() == 0 {
-                    Ok(None)
-                } else {
-                    Err(TransportError::UnexpectedEof)
-                };
-            }
-            self.decoder.feed(&self.buf[..n]);
-            if n == self.buf.len() && n < MAX_READ_BUF {
-                self.buf.resize(n * 2, 0);
+            match self.step()? {
+                ReadStep::Message(m) => return Ok(Some(m)),
+                ReadStep::End => return Ok(None),
+                ReadStep::More => {}
             }
         }
     }
+
+    /// As [`read_message`](Self::read_message), but reads the stream at
+    /// most once: [`ReadStep::More`] when that read did not complete a
+    /// message (a deadline over several reads is the caller's to keep).
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_message`](Self::read_message).
+    pub fn read_once(&mut self) -> Result<ReadStep<M>, TransportError> {
+        match self.step()? {
+            ReadStep::More => Ok(self
+                .decoder
+                .next_message()?
+                .map_or(ReadStep::More, ReadStep::Message)),
+            done => Ok(done),
+        }
+    }
+
+    /// A buffered message, or one read from the stream.
+    fn step(&mut self) -> Result<ReadStep<M>, TransportError> {
+        if let Some(m) = self.decoder.next_message()? {
+            return Ok(ReadStep::Message(m));
+        }
+        // A large chunk arriving: straight into its own buffer.
+        if let Some(body) = self.decoder.body_buf() {
+            match self.inner.read(body) {
+                Ok(0) => return Err(TransportError::UnexpectedEof),
+                Ok(n) => self.decoder.body_filled(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(ReadStep::More);
+        }
+        // After a large chunk, read just the next frame's head: if it
+        // is another chunk, its data then goes straight to its buffer.
+        let want = if self.decoder.expects_chunk() && self.decoder.buffered() == 0 {
+            CHUNK_HEAD
+        } else {
+            self.buf.len()
+        };
+        let n = match self.inner.read(&mut self.buf[..want]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(ReadStep::More),
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return if self.decoder.buffered() == 0 {
+                Ok(ReadStep::End)
+            } else {
+                Err(TransportError::UnexpectedEof)
+            };
+        }
+        self.decoder.feed(&self.buf[..n]);
+        if n == self.buf.len() && n < MAX_READ_BUF {
+            self.buf.resize(n * 2, 0);
+        }
+        Ok(ReadStep::More)
+    }
+}
+
+/// What one read of [`FrameReader::read_once`] gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStep<M> {
+    /// A whole message.
+    Message(M),
+    /// The stream ended cleanly, between frames.
+    End,
+    /// Bytes of a message not yet whole (or none, after an interrupted
+    /// read): read again.
+    More,
 }
 
 /// The write half: messages in, frames written to a `Write`.

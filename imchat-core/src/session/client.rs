@@ -1009,6 +1009,18 @@ impl ClientSession {
         self.send_kind(to, ChatKind::Action, text)
     }
 
+    /// The largest frame to read from the server: [`Limits::max_frame`],
+    /// raised to the `max_frame` the server announced in its last
+    /// `Welcome` (a server that takes larger messages sends them too), up
+    /// to [`MAX_CLIENT_FRAME`](crate::MAX_CLIENT_FRAME). Give it to the
+    /// decoder once welcomed ([`Decoder::set_max_frame`](crate::Decoder::set_max_frame)).
+    pub fn frame_limit(&self) -> u32 {
+        let announced = self.announced.map_or(0, |a| a.max_frame);
+        self.limits
+            .max_frame
+            .max(announced.min(crate::MAX_CLIENT_FRAME))
+    }
+
     /// A text the server takes: at most [`Limits::max_text`] bytes, or
     /// what the server announced if less.
     fn check_text(&self, text: &str) -> Result<(), UsageError> {

@@ -740,3 +740,144 @@ fn the_longest_waits_do_not_overflow_the_clock() {
     c.who().unwrap();
     assert_eq!(peer.join().unwrap(), ClientMessage::Who);
 }
+
+/// Writes `bytes` one at a time, `every` apart, until they are all out or
+/// `stop` says so (or the client is gone).
+fn trickle(p: &mut Peer, bytes: &[u8], every: Duration, stop: &std::sync::mpsc::Receiver<()>) {
+    for b in bytes {
+        if p.writer.send_frames(std::slice::from_ref(b)).is_err()
+            || stop.recv_timeout(every).is_ok()
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn bytes_that_trickle_in_do_not_hold_next_event_past_its_timeout() {
+    let (stop, stopped) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        // 5,000 bytes at one per 20 ms: 100 s for the whole frame.
+        trickle(
+            &mut p,
+            &chat(&"x".repeat(5000)).to_frame(),
+            Duration::from_millis(20),
+            &stopped,
+        );
+    });
+    let mut c = connect(addr);
+    let started = Instant::now();
+    assert_eq!(c.next_event(Duration::from_millis(200)).unwrap(), None);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "next_event(200 ms) took {took:?}"
+    );
+    stop.send(()).unwrap();
+    peer.join().unwrap();
+}
+
+#[test]
+fn a_welcome_that_trickles_in_times_the_handshake_out() {
+    let (stop, stopped) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        let ClientMessage::Hello { username, .. } = p.recv() else {
+            panic!("no hello first");
+        };
+        let welcome = ServerMessage::Welcome {
+            token: crate::ResumeToken::default(),
+            epoch: 0,
+            grace_secs: 0,
+            last_id: MessageId(0),
+            resumed: None,
+            version: PROTOCOL_VERSION,
+            username,
+            text: "hi".repeat(500),
+            limits: announced(),
+        };
+        trickle(
+            &mut p,
+            &welcome.to_frame(),
+            Duration::from_millis(20),
+            &stopped,
+        );
+    });
+    let options = ConnectOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..ConnectOptions::default()
+    };
+    let started = Instant::now();
+    let got = Client::connect(addr, "ann", options);
+    let took = started.elapsed();
+    assert!(
+        matches!(got, Err(ConnectError::HandshakeTimeout(_))),
+        "{got:?}"
+    );
+    assert!(took < Duration::from_secs(2), "the handshake took {took:?}");
+    stop.send(()).unwrap();
+    peer.join().unwrap();
+}
+
+#[test]
+fn frames_up_to_the_announced_max_frame_are_read() {
+    let text = "y".repeat(1_500_000);
+    let big = chat(&text);
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome_with(ServerLimits {
+            max_frame: 4 << 20,
+            max_text: 2_000_000,
+            ..announced()
+        });
+        p.send(&big);
+    });
+    let mut c = connect(addr);
+    let ClientEvent::Chat(crate::RoutedChat { text: got, .. }) = event(&mut c) else {
+        panic!("not a chat");
+    };
+    assert_eq!(got.len(), text.len());
+    peer.join().unwrap();
+}
+
+#[test]
+fn what_the_server_sent_before_a_failed_write_is_read() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let ClientMessage::Chat { client_id, .. } = p.recv() else {
+            panic!("no chat");
+        };
+        p.send(&ServerMessage::Ack {
+            client_id,
+            id: MessageId(1),
+            time: Timestamp(1),
+        });
+        p.send(&ServerMessage::Shutdown {
+            reason: "maintenance".into(),
+        });
+        // Gone: both halves closed, the client's next writes fail.
+    });
+    let mut c = connect(addr);
+    c.send_chat(Recipient::Everyone, "one").unwrap();
+    peer.join().unwrap();
+    // Without reading, the client writes on until a write fails.
+    let deadline = Instant::now() + WAIT;
+    let mut written = 0;
+    let failed = loop {
+        assert!(Instant::now() < deadline, "no write failed");
+        match c.send_chat(Recipient::Everyone, "more") {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(matches!(failed, ClientError::Transport(_)), "{failed:?}");
+    // The first was acknowledged: only the later ones (the failed one
+    // too) wait to be sent again; and the server's goodbye is there.
+    assert_eq!(c.session().unacked(), written + 1);
+    assert_eq!(
+        c.next_event(WAIT).unwrap(),
+        Some(ClientEvent::Shutdown {
+            reason: "maintenance".into()
+        })
+    );
+}
