@@ -150,6 +150,6 @@ pub use message::*;
 pub use session::{
     parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId, ClientSession,
     ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
-    SavedSession, TransferControl, Transmit,
+    SavedSession, TransferControl, Transmit, SAVED_ID_LEASE,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

@@ -231,10 +231,17 @@ pub struct SavedSession {
     /// The client id the next chat message takes. The server takes a
     /// message whose id is not above the highest it had for a duplicate,
     /// so a restarted program must start past every id it may have used:
-    /// a program that saves this rarely saves a bound it will not reach
-    /// before it saves again.
+    /// [`ClientSession::saved`] gives the session's next id plus
+    /// [`SAVED_ID_LEASE`], so a program that sends fewer messages than
+    /// that between two saves starts past them all.
     pub next_client_id: u64,
 }
+
+/// How far past its next client id [`ClientSession::saved`] puts the
+/// first id of a restarted program (65,536): the messages the running one
+/// sends after the save do not take the ids of the next run's, which the
+/// server would take for copies and answer without delivering them.
+pub const SAVED_ID_LEASE: u64 = 1 << 16;
 
 /// A chat message sent and not yet acknowledged.
 #[derive(Debug, Clone)]
@@ -529,14 +536,17 @@ impl ClientSession {
 
     /// What another run of the program needs to take this session back:
     /// `None` until a `Welcome` offered a resume (or when the last one
-    /// offered none).
+    /// offered none). Its first client id is [`SAVED_ID_LEASE`] past this
+    /// session's next one: save again before this session sends that many
+    /// more (a message sent after the save whose id the next run takes
+    /// again would be acknowledged to it and delivered to nobody).
     #[must_use]
     pub fn saved(&self) -> Option<SavedSession> {
         self.resume.map(|(token, epoch)| SavedSession {
             token,
             epoch,
             last_seen: self.last_seen,
-            next_client_id: self.next_client_id,
+            next_client_id: self.next_client_id.saturating_add(SAVED_ID_LEASE),
         })
     }
 

@@ -6,7 +6,7 @@ mod client;
 mod hub;
 mod pace;
 
-pub use client::{ClientEvent, ClientSession, SavedSession};
+pub use client::{ClientEvent, ClientSession, SavedSession, SAVED_ID_LEASE};
 pub use hub::{
     parse_operator_line, AccountCheck, Ban, BanTarget, ClientId, ClusterEvent, Destination,
     FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush, TransferControl, Transmit,
