@@ -2,6 +2,7 @@
 //! validated newtypes they carry.
 
 use std::fmt;
+use unicode_normalization::char::is_combining_mark;
 
 pub(crate) use crate::codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 use crate::display::is_hidden_char;
@@ -48,10 +49,12 @@ pub(crate) fn is_device_name(name: &str) -> bool {
         && matches!(rest[..], [d] if d.is_ascii_digit() || matches!(d, '¹' | '²' | '³'))
 }
 
-/// A checked username: 1–32 characters, each a letter or digit of any script,
-/// `_`, `-` or `.` (not first, not last), no invisible letters (Hangul
-/// fillers), not a reserved word or a Windows device name. Always a safe
-/// single folder name.
+/// A checked username: 1–32 characters, each a letter, digit or combining
+/// mark of any script, `_`, `-` or `.` (not first, not last), no invisible
+/// letters or marks (Hangul fillers, variation selectors), not a reserved
+/// word or a Windows device name. Always a safe single folder name. (A
+/// server may refuse more: the reference server, a name that starts with
+/// a mark or stacks more than 4.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Username(String);
 
@@ -79,7 +82,13 @@ impl Username {
             });
         }
         for (i, c) in name.chars().enumerate() {
-            let ok = c.is_alphanumeric() || c == '_' || c == '-' || (c == '.' && i > 0);
+            // Combining marks too: many scripts write vowel signs and
+            // viramas with them (हिन्दी, தமிழ்), and a decomposed `é` is one.
+            let ok = c.is_alphanumeric()
+                || is_combining_mark(c)
+                || c == '_'
+                || c == '-'
+                || (c == '.' && i > 0);
             if !ok {
                 return Err(NameError::BadChar { ch: c });
             }
@@ -915,6 +924,20 @@ mod tests {
     fn usernames_accept_letters_of_any_script() {
         for ok in ["alice", "Bob_2", "zoë", "Łukasz", "山田", "a.b-c", "x"] {
             assert!(Username::new(ok).is_ok(), "{ok}");
+        }
+        // Scripts written with marks that are not letters: a virama, a
+        // decomposed accent.
+        for ok in ["हिन्दी", "தமிழ்", "Jose\u{301}", "a\u{301}", "สวัสดี"]
+        {
+            assert!(Username::new(ok).is_ok(), "{ok}");
+        }
+        // Invisible marks stay out: a variation selector, the grapheme joiner.
+        for (bad, ch) in [("alice\u{fe0f}", '\u{fe0f}'), ("al\u{34f}ice", '\u{34f}')] {
+            assert_eq!(
+                Username::new(bad),
+                Err(NameError::BadChar { ch }),
+                "{bad:?}"
+            );
         }
     }
 

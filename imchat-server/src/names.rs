@@ -67,6 +67,8 @@ mod tests {
             assert_eq!(k(fake), alice, "{fake}");
         }
         assert_eq!(k("bοb"), k("bob"));
+        // A decomposed accent is the composed letter.
+        assert_eq!(k("Jose\u{301}"), k("josé"));
         // The Turkish dotted capital lowercases to i and a dot above.
         assert_eq!(k("ALİCE"), alice);
         assert_eq!(k("İ"), k("i"));
@@ -75,7 +77,14 @@ mod tests {
     #[test]
     fn a_name_may_not_start_with_a_mark_nor_stack_them() {
         let c = |s: &str| super::check(&Username::new(s).unwrap());
-        for bad in ["\u{345}", "\u{345}\u{345}", "\u{93f}", "\u{93f}bob"] {
+        for bad in [
+            "\u{345}",
+            "\u{345}\u{345}",
+            "\u{93f}",
+            "\u{93f}bob",
+            "\u{301}bob",
+            "\u{94d}",
+        ] {
             assert!(c(bad).is_err(), "{bad:?}");
         }
         assert!(c(&format!("a{}", "\u{345}".repeat(5))).is_err());
@@ -84,6 +93,8 @@ mod tests {
             "Zoë",
             "việt",
             "क\u{93f}",
+            "हिन्दी",
+            "Jose\u{301}",
             "a\u{345}\u{345}",
             "山田",
         ] {
