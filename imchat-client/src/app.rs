@@ -1864,9 +1864,9 @@ impl Conn {
         self.app.remember(&self.session, false);
         let sent = self.paced(text.len(), |s| {
             if action {
-                s.send_action(to, text)
+                s.send_action(to, text).map(drop)
             } else {
-                s.send_chat(to, text)
+                s.send_chat(to, text).map(drop)
             }
         })?;
         if sent {
@@ -2251,7 +2251,7 @@ impl Conn {
                 app.notice(&format!("shared folder access granted: {count} {files}"));
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
-            ClientEvent::Error { code, text } => {
+            ClientEvent::Error { code, text, .. } => {
                 if text.is_empty() {
                     app.error(code.describe());
                 } else {

@@ -245,3 +245,31 @@ fn a_bot_joins_a_tls_server_with_its_password() {
     a.quit("bye").unwrap();
     assert!(!a.is_open());
 }
+
+#[test]
+fn a_bot_protects_its_name_with_a_password() {
+    let srv = Server::start(&["--history-db", "history.db"]);
+    let mut bot = Client::connect(srv.addr, "guard", ConnectOptions::default()).unwrap();
+    bot.register(Secret::new("hunter22").unwrap()).unwrap();
+    until(
+        &mut bot,
+        |e| matches!(e, ClientEvent::Notice { code, .. } if *code == imchat_core::NoticeCode::REGISTERED),
+    );
+    bot.quit("").unwrap();
+    // The name is taken only with its password now.
+    let thief = Client::connect(srv.addr, "guard", ConnectOptions::default());
+    assert!(
+        matches!(&thief, Err(ConnectError::Refused { code, .. }) if *code == imchat_core::RefuseCode::NAME_PROTECTED),
+        "{thief:?}"
+    );
+    let mut options = ConnectOptions::default();
+    options.account_password = Secret::new("hunter22");
+    let mut again = Client::connect(srv.addr, "guard", options).unwrap();
+    again.unregister().unwrap();
+    until(
+        &mut again,
+        |e| matches!(e, ClientEvent::Notice { code, .. } if *code == imchat_core::NoticeCode::UNREGISTERED),
+    );
+    again.quit("").unwrap();
+    Client::connect(srv.addr, "guard", ConnectOptions::default()).expect("free again");
+}

@@ -701,7 +701,10 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Usage`] with [`UsageError::TextTooLong`] (nothing was
     /// sent); [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
-    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
+    ///
+    /// Returns the message's client id, which a [`ClientEvent::Error`] or
+    /// [`ClientEvent::NotSent`] about it carries.
+    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
         self.act_paced(text.len(), |s| s.send_chat(to, text))
     }
 
@@ -711,7 +714,7 @@ impl<S: Link> Client<S> {
     /// # Errors
     ///
     /// As for [`send_chat`](Self::send_chat).
-    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), ClientError> {
+    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
         self.act_paced(text.len(), |s| s.send_action(to, text))
     }
 
@@ -720,7 +723,7 @@ impl<S: Link> Client<S> {
     /// # Errors
     ///
     /// As for [`send_chat`](Self::send_chat).
-    pub fn send_private(&mut self, to: &Username, text: &str) -> Result<(), ClientError> {
+    pub fn send_private(&mut self, to: &Username, text: &str) -> Result<u64, ClientError> {
         self.send_chat(Recipient::User(to.clone()), text)
     }
 
@@ -882,6 +885,31 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn cancel(&mut self, id: TransferId, reason: &str) -> Result<(), ClientError> {
         self.act(|s| s.cancel(id, reason))
+    }
+
+    /// Protects the username with `password` (on a server that keeps
+    /// accounts): answered with a [`ClientEvent::Notice`]
+    /// ([`NoticeCode::REGISTERED`](crate::NoticeCode::REGISTERED), or why
+    /// not). Later runs join with it in
+    /// [`ConnectOptions::account_password`]; this session's reconnects
+    /// send it by themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] once the connection is over, and
+    /// [`ClientError::Transport`] if writing fails (the connection is then over).
+    pub fn register(&mut self, password: Secret) -> Result<(), ClientError> {
+        self.act_paced(0, |s| s.register(password))
+    }
+
+    /// Removes the protection of the username: answered with a
+    /// [`ClientEvent::Notice`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`register`](Self::register).
+    pub fn unregister(&mut self) -> Result<(), ClientError> {
+        self.act_paced(0, ClientSession::unregister)
     }
 
     /// Says goodbye, with a parting text the others see (may be empty),

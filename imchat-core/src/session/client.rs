@@ -64,6 +64,10 @@ pub enum ClientEvent {
     Error {
         /// What kind.
         code: ErrorCode,
+        /// The client id of the chat message it refuses (as
+        /// [`send_chat`](ClientSession::send_chat) returned it); 0 when it
+        /// is not about one.
+        client_id: u64,
         /// The server's text.
         text: String,
     },
@@ -209,6 +213,9 @@ pub enum ClientEvent {
     /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
     /// have reached the server.
     NotSent {
+        /// Its client id (as [`send_chat`](ClientSession::send_chat)
+        /// returned it).
+        client_id: u64,
         /// Who it was for.
         to: Recipient,
         /// Text or action.
@@ -1004,7 +1011,10 @@ impl ClientSession {
     /// once the session is closed; [`UsageError::TextTooLong`] above
     /// [`Limits::max_text`] (split the text, or tell the user). Nothing is
     /// sent.
-    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
+    ///
+    /// Returns the message's client id: a [`ClientEvent::Error`] or
+    /// [`ClientEvent::NotSent`] about it carries the same.
+    pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<u64, UsageError> {
         self.send_kind(to, ChatKind::Text, text)
     }
 
@@ -1014,8 +1024,9 @@ impl ClientSession {
     /// # Errors
     ///
     /// As for [`send_chat`](Self::send_chat): [`UsageError::NotConnected`]
-    /// or [`UsageError::TextTooLong`], and nothing is sent.
-    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<(), UsageError> {
+    /// or [`UsageError::TextTooLong`], and nothing is sent. Returns the
+    /// message's client id.
+    pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<u64, UsageError> {
         self.send_kind(to, ChatKind::Action, text)
     }
 
@@ -1049,7 +1060,7 @@ impl ClientSession {
         Ok(())
     }
 
-    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<(), UsageError> {
+    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<u64, UsageError> {
         self.joined()?;
         self.check_text(text)?;
         let client_id = self.next_client_id;
@@ -1080,6 +1091,7 @@ impl ClientSession {
             // Given up: not sent again either.
             self.resend.retain(|r| r.client_id != old.client_id);
             self.events.push_back(ClientEvent::NotSent {
+                client_id: old.client_id,
                 to: old.to,
                 kind: old.kind,
                 text: old.text,
@@ -1093,7 +1105,7 @@ impl ClientSession {
                 text: text.to_string(),
             });
         }
-        Ok(())
+        Ok(client_id)
     }
 
     /// Asks who is online.
@@ -1520,7 +1532,11 @@ impl ClientSession {
                     self.state = State::Closed;
                     ClientEvent::Kicked { text }
                 } else {
-                    ClientEvent::Error { code, text }
+                    ClientEvent::Error {
+                        code,
+                        client_id,
+                        text,
+                    }
                 }
             }
             ServerMessage::Ping(v) => {

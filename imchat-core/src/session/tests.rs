@@ -314,16 +314,21 @@ fn unicast_reaches_only_its_target_and_unknown_users_get_an_error() {
         vec![("alice".into(), true, "psst".into())]
     );
     assert!(chats(&net.take(2)).is_empty());
-    net.s(0)
+    let first = net.s(0).send_chat(Recipient::Everyone, "hi").unwrap();
+    let id = net
+        .s(0)
         .send_chat(Recipient::User(user("zed")), "hello?")
         .unwrap();
+    assert_eq!(id, first + 1);
     net.pump();
+    // The error names the message it refuses by the id send_chat gave.
     assert!(matches!(
         &net.take(0)[..],
         [ClientEvent::Error {
             code: ErrorCode::UNKNOWN_USER,
+            client_id,
             ..
-        }]
+        }] if *client_id == id
     ));
 }
 
@@ -1184,7 +1189,7 @@ fn a_kicked_client_is_told_and_announced() {
     net.pump();
     assert!(net.take(1).iter().any(|e| matches!(
         e,
-        ClientEvent::Error { code: ErrorCode::INTERNAL, text } if text == "internal error"
+        ClientEvent::Error { code: ErrorCode::INTERNAL, text, .. } if text == "internal error"
     )));
     assert!(net.take(0).iter().any(|e| matches!(
         e,
@@ -3006,13 +3011,14 @@ fn a_client_gives_up_the_oldest_unacknowledged_message_past_its_bound() {
     net.take(i);
     net.cut(i);
     // The session does not know yet: it keeps sending.
-    for t in burst(3) {
-        let _ = net.s(i).send_chat(Recipient::Everyone, &t);
-    }
+    let ids: Vec<u64> = burst(3)
+        .iter()
+        .map(|t| net.s(i).send_chat(Recipient::Everyone, t).unwrap())
+        .collect();
     assert_eq!(net.s(i).unacked(), 2);
     assert!(matches!(
         net.s(i).poll_event(),
-        Some(ClientEvent::NotSent { text, .. }) if text == "m0"
+        Some(ClientEvent::NotSent { client_id, text, .. }) if text == "m0" && client_id == ids[0]
     ));
 }
 
@@ -3888,7 +3894,7 @@ fn a_private_message_from_another_server_to_a_user_who_left_is_answered() {
         .take(0)
         .into_iter()
         .filter_map(|e| match e {
-            ClientEvent::Error { code, text } if code == ErrorCode::UNKNOWN_USER => Some(text),
+            ClientEvent::Error { code, text, .. } if code == ErrorCode::UNKNOWN_USER => Some(text),
             _ => None,
         })
         .collect();
