@@ -61,7 +61,8 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
         } else if is_variation_selector(c) {
             !prev.is_some_and(is_visible)
         } else if matches!(c, '\u{180b}'..='\u{180d}' | '\u{180f}') {
-            !prev.is_some_and(char::is_alphabetic)
+            // After a letter that shows (not a Hangul filler).
+            !prev.is_some_and(|p| p.is_alphabetic() && is_visible(p))
         } else {
             is_hidden_char(c) || is_tag(c)
         };
@@ -188,5 +189,13 @@ mod tests {
         ] {
             assert_eq!(inert(text), text, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_selector_after_an_invisible_letter_is_shown_too() {
+        // A Hangul filler is a letter that shows as nothing: what follows
+        // it has nothing to attach to.
+        assert_eq!(inert("\u{3164}\u{180b}"), "\\u{3164}\\u{180b}");
+        assert_eq!(inert("\u{3164}\u{fe0f}"), "\\u{3164}\\u{fe0f}");
     }
 }
