@@ -2268,6 +2268,53 @@ fn a_session_resumes_on_another_server_while_its_own_is_alive() {
 }
 
 #[test]
+fn private_messages_follow_a_session_that_moves_while_its_server_lives() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut carol = Peer::join(a.addr, "carol");
+    let mut bob = Peer::join(b.addr, "bob");
+    for p in [&mut alice, &mut bob, &mut carol] {
+        p.wait_who(&["alice", "bob", "carol"], WAIT);
+    }
+    // alice writes to carol, on her own server; then her link breaks
+    // (a keeps her session for the grace period).
+    alice.say(Some("carol"), "once to carol");
+    carol.wait_chat("once to carol");
+    alice.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    carol.say(Some("alice"), "while away");
+    bob.say(None, "marker");
+    carol.wait_chat("marker");
+    // Her client comes back on b: what carol sent meanwhile is there.
+    let mut back = resume_on(&mut alice, b.addr);
+    back.wait(WAIT, "carol's message from while she was away", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Chat(c) if c.text == "while away" && c.private))
+    });
+    // What carol sends now reaches her on b.
+    carol.say(Some("alice"), "after the move");
+    back.wait_chat("after the move");
+    // Her message to carol, sent again on b (its ack never came): once.
+    back.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::User(Username::new("carol").unwrap()),
+        kind: ChatKind::Text,
+        text: "once to carol".into(),
+    });
+    back.wait(WAIT, "its ack", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Ack { client_id: 1, .. }))
+    });
+    back.say(Some("carol"), "second");
+    carol.wait_chat("second");
+    back.drain();
+    assert_eq!(count(&carol, "once to carol"), 1, "{:?}", texts(&carol));
+    assert_eq!(count(&back, "while away"), 1);
+}
+
+#[test]
 fn a_message_resent_after_a_resume_elsewhere_is_delivered_once() {
     let Some(redis) = Redis::start() else { return };
     let a = Server::start_with_grace(&redis.url(), 30);

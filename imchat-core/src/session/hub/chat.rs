@@ -91,10 +91,11 @@ impl Hub {
         // With a store: once it is committed (routing does not wait).
         self.acknowledge(client, client_id, (id, time), true);
         let reported = self.report_text.then(|| text.clone());
-        let remote_target = target
-            .as_ref()
-            .is_some_and(|t| self.remote_user(&self.key(t)).is_some());
-        if target.is_none() || remote_target {
+        // In a cluster every message goes to the stream, a private one
+        // between two users of this server too: its receiver may resume
+        // on another server (whose log must have it), and its sender may
+        // send it again there (which must know it was taken).
+        if self.remote.enabled {
             self.publish(super::ClusterEvent::Chat {
                 from: from.clone(),
                 to: target.clone(),

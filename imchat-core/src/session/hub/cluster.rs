@@ -39,8 +39,8 @@ pub enum ClusterEvent {
         /// Its entry in this server's log.
         id: MessageId,
     },
-    /// A local user sent a chat message to everyone, or to a user of
-    /// another server (`to`).
+    /// A local user sent a chat message to everyone, or to one user
+    /// (`to`), of this server or another.
     Chat {
         /// The sender.
         from: Username,
