@@ -164,6 +164,10 @@ struct Queue {
     /// thread, or by `leave`): the next one waits for it, so that batches
     /// reach the stream in order.
     busy: bool,
+    /// The highest number of a batch that went to Redis and came back
+    /// unanswered: it may be in the stream, so its events keep their
+    /// numbers (a receiver drops the copy of what it has).
+    tried: u64,
 }
 
 impl Queue {
@@ -199,16 +203,26 @@ impl Queue {
     /// the chat messages of the users whose name keys are in `silenced`
     /// (their names are another server's now: what they said while cut
     /// off must not appear under them), and numbers everything anew from
-    /// where the waiting items began. None of it was published (a batch
-    /// being published is not in the queue; its numbers are lower).
+    /// where the waiting items began. None of that was published (a
+    /// batch being published is not in the queue; its numbers are
+    /// lower), but for a batch sent whose answer never came: it may be in
+    /// the stream, so it stays first with its numbers (numbered anew, a
+    /// copy in the stream would take the announcements' numbers, and
+    /// receivers would drop the announcements as seen).
     fn rejoin_first(&mut self, first: Vec<ClusterEvent>, silenced: &[String]) {
+        let tried = self
+            .items
+            .iter()
+            .take_while(|(seq, _)| *seq <= self.tried)
+            .count();
         let numbered = self
             .items
             .iter()
+            .skip(tried)
             .filter(|(_, e)| !matches!(e, ClusterEvent::Session { .. }))
             .count() as u64;
-        let waiting: Vec<ClusterEvent> = self.items.drain(..).map(|(_, e)| e).collect();
-        self.bytes = 0;
+        let waiting: Vec<ClusterEvent> = self.items.drain(tried..).map(|(_, e)| e).collect();
+        self.bytes = self.items.iter().map(|(_, e)| weight(e)).sum();
         self.next_seq -= numbered;
         let speaks_for_silenced = |e: &ClusterEvent| {
             matches!(e, ClusterEvent::Chat { from, .. }
@@ -219,6 +233,18 @@ impl Queue {
             .chain(waiting.into_iter().filter(|e| !speaks_for_silenced(e)))
         {
             self.push(e);
+        }
+    }
+
+    /// Puts back first a batch whose publishing failed, to be sent again
+    /// with the same numbers: Redis may have taken it all the same.
+    fn put_back(&mut self, batch: Vec<(u64, ClusterEvent)>) {
+        if let Some((last, _)) = batch.last() {
+            self.tried = self.tried.max(*last);
+        }
+        for item in batch.into_iter().rev() {
+            self.bytes += weight(&item.1);
+            self.items.push_front(item);
         }
     }
 
@@ -882,10 +908,7 @@ impl Cluster {
     fn published(&self, batch: Vec<(u64, ClusterEvent)>, sent: bool) {
         let mut q = lock(&self.queue);
         if !sent {
-            for item in batch.into_iter().rev() {
-                q.bytes += weight(&item.1);
-                q.items.push_front(item);
-            }
+            q.put_back(batch);
         }
         q.busy = false;
         if q.waiting {
@@ -2051,6 +2074,54 @@ mod tests {
             ]
         );
         assert_eq!(q.next_seq, 4);
+        assert_eq!(
+            q.bytes,
+            q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn a_rejoin_keeps_the_numbers_of_a_batch_that_may_be_in_the_stream() {
+        let mut q = Queue {
+            max_bytes: QUEUE_BYTES,
+            next_seq: 1,
+            ..Queue::default()
+        };
+        q.push(chat_from("alice", "sent, answer lost"));
+        q.push(chat_from("alice", "in the same batch"));
+        let batch = q.take();
+        q.put_back(batch);
+        q.busy = false;
+        q.push(chat_from("alice", "queued later"));
+        let joined = ClusterEvent::Joined {
+            user: Username::new("bob").unwrap(),
+            id: MessageId(0),
+        };
+        q.rejoin_first(vec![joined], &[]);
+        let order: Vec<(u64, String)> = q
+            .items
+            .iter()
+            .map(|(seq, e)| {
+                let what = match e {
+                    ClusterEvent::Joined { user, .. } => format!("join {user}"),
+                    ClusterEvent::Chat { text, .. } => text.clone(),
+                    _ => "other".into(),
+                };
+                (*seq, what)
+            })
+            .collect();
+        // Numbers 1 and 2 may be in the stream already: a receiver that
+        // has them must drop their copies, not the announcement.
+        assert_eq!(
+            order,
+            [
+                (1, "sent, answer lost".to_string()),
+                (2, "in the same batch".to_string()),
+                (3, "join bob".to_string()),
+                (4, "queued later".to_string()),
+            ]
+        );
+        assert_eq!(q.next_seq, 5);
         assert_eq!(
             q.bytes,
             q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
