@@ -362,6 +362,10 @@ struct Conn {
     writer_done: Mutex<Option<Receiver<()>>>,
     /// Says when the disk thread has ended (see [`Conn::wait_disk`]).
     disk_done: Mutex<Option<Receiver<()>>>,
+    /// Jobs handed to the disk thread and not yet done: a transfer ends
+    /// (its line shown, a failure counted) when its job is done, not when
+    /// it leaves the list of running transfers.
+    disk_jobs: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1190,6 +1194,7 @@ impl Conn {
             socket: stream,
             writer_done: Mutex::new(Some(writer_done)),
             disk_done: Mutex::new(Some(disk_done)),
+            disk_jobs: AtomicUsize::new(0),
         });
         let c = conn.clone();
         spawn("writer", move || {
@@ -1632,10 +1637,14 @@ impl Conn {
     }
 
     /// True when no download of ours is still being written and no push
-    /// of ours is still being sent.
+    /// of ours is still being sent, and the disk thread has done what it
+    /// was given (the end of a download is told, and a failure counted,
+    /// by its last job).
     fn transfers_done(&self) -> bool {
         let t = lock(&self.transfers);
-        t.pushes.is_empty() && t.incoming.values().all(|f| f.from.is_some())
+        t.pushes.is_empty()
+            && t.incoming.values().all(|f| f.from.is_some())
+            && self.disk_jobs.load(Ordering::SeqCst) == 0
     }
 
     fn read_loop(&self, mut reader: FrameReader<Stream, ServerMessage>) {
@@ -1696,6 +1705,7 @@ impl Conn {
                 DiskJob::Done(id) => self.transfer_done(id),
                 DiskJob::Failed(id, name, error) => self.transfer_failed(id, &name, &error),
             }
+            self.disk_jobs.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -1722,7 +1732,10 @@ impl Conn {
 
     /// Hands a job to the disk thread (gone only when the connection is ending).
     fn to_disk(&self, job: DiskJob) {
-        let _ = self.disk.send(job);
+        self.disk_jobs.fetch_add(1, Ordering::SeqCst);
+        if self.disk.send(job).is_err() {
+            self.disk_jobs.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     fn timer_loop(&self) {
@@ -2631,6 +2644,8 @@ impl Conn {
             drop(file);
             remove_if_empty(&part);
         }
+        // A test's pause here: the transfer is off the list, not yet told.
+        fail::fail_point!("client-transfer-failed");
         if !id.is_server_chosen() {
             self.app.transfer_lost();
         }

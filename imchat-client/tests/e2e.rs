@@ -1364,3 +1364,36 @@ fn a_message_larger_than_a_mebibyte_reaches_a_client_of_a_server_that_allows_it(
     );
     alice.assert_no_line("a lost connection", |l| l.contains("reconnect"));
 }
+
+#[test]
+fn a_script_whose_resumed_download_fails_its_checksum_says_so_and_exits_1() {
+    let w = World::new("bad-resume");
+    let port = w.server.port().to_string();
+    let data: Vec<u8> = (0..6_000_000u32).map(|i| (i % 251) as u8 + 1).collect();
+    fs::write(w.shared().join("big.bin"), &data).expect("shared file");
+    let dl = w.dir.join("dave");
+    fs::create_dir_all(&dl).expect("download folder");
+    // The failure races the quit that follows it: held where it raced.
+    for round in 0..2 {
+        // A .part that does not hold the file's start: the whole-file
+        // checksum fails once the rest has arrived.
+        fs::write(dl.join("big.bin.part"), vec![0u8; 5_000_000]).expect("part");
+        let mut dave = Client::spawn_with_env(
+            w.dir.path(),
+            &["--no-resume", "dave", "127.0.0.1", &port],
+            &[("FAILPOINTS", "client-transfer-failed=sleep(300)")],
+        );
+        dave.send("/download big.bin");
+        dave.send("/quit");
+        let err = dave.expect_exit_code(1);
+        assert!(
+            dave.out
+                .lines()
+                .iter()
+                .chain(err.iter())
+                .any(|l| l.contains("big.bin failed")),
+            "round {round}: no failure line\n{}",
+            dave.report()
+        );
+    }
+}
