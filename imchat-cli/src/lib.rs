@@ -1,7 +1,9 @@
-//! What `imchat-server` and `imchat-client` share on their command lines:
-//! shell completions and a man page generated from a clap definition, and
-//! printing them. Internal to the workspace; not part of the library.
+//! What `imchat-server` and `imchat-client` share as programs: shell
+//! completions and a man page generated from a clap definition, printing
+//! them, and the lock a program takes on a file it must not share.
+//! Internal to the workspace; not part of the library.
 
+use std::fs::{File, TryLockError};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -73,5 +75,45 @@ mod tests {
         }
         assert!(write_all(&mut Fails(io::ErrorKind::BrokenPipe), b"x").is_ok());
         assert!(write_all(&mut Fails(io::ErrorKind::StorageFull), b"x").is_err());
+    }
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting (the
+/// system's: `flock` on unix), held until the file is closed or the
+/// process ends: false when another open file holds one.
+///
+/// # Errors
+///
+/// The system's error when the lock cannot be asked for.
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::try_lock;
+
+    #[test]
+    fn a_file_locked_through_one_handle_is_refused_to_another() {
+        let path = std::env::temp_dir().join(format!("imchat-cli-lock-{}", std::process::id()));
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        let (first, second) = (open(), open());
+        assert!(try_lock(&first).unwrap());
+        assert!(!try_lock(&second).unwrap());
+        drop(first);
+        assert!(try_lock(&second).unwrap());
+        drop(second);
+        let _ = std::fs::remove_file(&path);
     }
 }

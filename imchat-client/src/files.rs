@@ -105,32 +105,7 @@ pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
     }
 }
 
-/// Takes an exclusive advisory lock on `file` without waiting: false when
-/// another open file holds one.
-#[cfg(unix)]
-pub fn try_lock(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock only reads its integer arguments; the descriptor
-        // is open for as long as `file` is borrowed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Elsewhere no lock is taken: two clients sharing a folder may meet.
-#[cfg(not(unix))]
-pub fn try_lock(_file: &File) -> io::Result<bool> {
-    Ok(true)
-}
+pub use imchat_cli::try_lock;
 
 /// What a partial file left by an earlier download holds, to resume from
 /// (read from its start). `None` when it is empty.

@@ -13,13 +13,17 @@
 //! becomes `server.log.1`, the oldest beyond the number kept is deleted), so
 //! a client chatting as fast as it may cannot fill the disk. Each start
 //! begins a new log: the file is emptied and the rotated files of the last
-//! run are deleted.
+//! run are deleted. That is done by [`open_file`], once the server has
+//! checked its configuration and bound its port, not by [`init`]: a start
+//! that fails (the port or the history file in use by a running server,
+//! perhaps one logging to the same file) leaves the file alone. The records
+//! logged before it wait in the buffer and are written first.
 
 use std::cell::Cell;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use env_logger::{Env, Logger};
@@ -67,41 +71,74 @@ pub fn batch<R>(f: impl FnOnce() -> R) -> R {
 /// whole lines (see the module's description).
 struct FileLog<W> {
     level: LevelFilter,
-    /// Written once this many bytes wait.
-    batch_bytes: usize,
     out: Mutex<Pending<W>>,
 }
 
 struct Pending<W> {
     buf: Vec<u8>,
-    file: W,
+    /// Written once this many bytes wait.
+    batch_bytes: usize,
+    /// `None` until the file is opened: the records wait in `buf` (up to
+    /// [`BATCH_BYTES`]; later ones are dropped).
+    file: Option<W>,
 }
 
 impl<W: Write> Pending<W> {
     fn write_out(&mut self) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
         if self.buf.is_empty() {
             return;
         }
         // A log that cannot be written loses the records (as env_logger's
         // did): the server goes on.
-        let _ = self.file.write_all(&self.buf);
-        let _ = self.file.flush();
+        let _ = file.write_all(&self.buf);
+        let _ = file.flush();
         self.buf.clear();
     }
 }
 
+/// Bytes of records a batch holds for a file rotated past `max_bytes`.
+fn batch_bytes(max_bytes: u64) -> usize {
+    let quarter = usize::try_from(max_bytes / 4).unwrap_or(usize::MAX);
+    BATCH_BYTES.min(quarter).max(1)
+}
+
 impl<W: Write> FileLog<W> {
     /// A logger writing `file`, which rotates past `max_bytes`.
+    #[cfg(test)]
     fn new(file: W, level: LevelFilter, max_bytes: u64) -> Self {
-        let quarter = usize::try_from(max_bytes / 4).unwrap_or(usize::MAX);
+        let log = FileLog::waiting(level);
+        log.open(file, max_bytes);
+        log
+    }
+
+    /// A logger whose file is not open yet: see [`FileLog::open`].
+    fn waiting(level: LevelFilter) -> Self {
         FileLog {
             level,
-            batch_bytes: BATCH_BYTES.min(quarter).max(1),
             out: Mutex::new(Pending {
                 buf: Vec::with_capacity(BATCH_BYTES),
-                file,
+                batch_bytes: BATCH_BYTES,
+                file: None,
             }),
         }
+    }
+
+    /// From now on records go to `file`, which rotates past
+    /// `max_bytes`; those that waited for it are written first.
+    fn open(&self, file: W, max_bytes: u64) {
+        let mut out = self.lock();
+        out.batch_bytes = batch_bytes(max_bytes);
+        out.file = Some(file);
+        out.write_out();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending<W>> {
+        self.out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
@@ -112,21 +149,18 @@ impl<W: Write> FileLog<W> {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let mut out = self
-            .out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = self.lock();
+        if out.file.is_none() && out.buf.len() >= BATCH_BYTES {
+            return;
+        }
         format_record(&mut out.buf, SystemTime::now(), record);
-        if !BATCHING.with(Cell::get) || out.buf.len() >= self.batch_bytes {
+        if !BATCHING.with(Cell::get) || out.buf.len() >= out.batch_bytes {
             out.write_out();
         }
     }
 
     fn flush(&self) {
-        self.out
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .write_out();
+        self.lock().write_out();
     }
 }
 
@@ -244,20 +278,39 @@ fn rotating(path: &Path, rotation: Rotation) -> io::Result<FileRotate<AppendCoun
     ))
 }
 
-/// Creates (or empties) the log file at `path` and installs the logger.
-pub fn init(path: &Path, rotation: Rotation) -> io::Result<()> {
-    let file = FileLog::new(
-        rotating(path, rotation)?,
-        LevelFilter::Info,
-        rotation.max_bytes,
-    );
+/// The logger [`init`] installed, for [`open_file`].
+static LOGGER: OnceLock<Tee> = OnceLock::new();
+
+/// Installs the logger. Records go to stderr at once; those for the log
+/// file wait until [`open_file`] opens it.
+pub fn init() -> io::Result<()> {
     let stderr = env_logger::Builder::from_env(Env::default().default_filter_or("warn"))
         .format_timestamp_millis()
         .build();
-    let max = file.level.max(stderr.filter());
-    log::set_boxed_logger(Box::new(Tee { file, stderr }))
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let tee = Tee {
+        file: FileLog::waiting(LevelFilter::Info),
+        stderr,
+    };
+    let max = tee.file.level.max(tee.stderr.filter());
+    if LOGGER.set(tee).is_err() {
+        return Err(io::Error::other("the logger is already installed"));
+    }
+    let Some(tee) = LOGGER.get() else {
+        return Err(io::Error::other("the logger is not installed"));
+    };
+    log::set_logger(tee).map_err(|e| io::Error::other(e.to_string()))?;
     log::set_max_level(max);
+    Ok(())
+}
+
+/// Creates (or empties) the log file at `path`, deletes the rotated files
+/// of the last run, and writes there the records logged since [`init`]
+/// and all that follow. Called once the server is sure to start.
+pub fn open_file(path: &Path, rotation: Rotation) -> io::Result<()> {
+    let Some(tee) = LOGGER.get() else {
+        return Err(io::Error::other("the logger is not installed"));
+    };
+    tee.file.open(rotating(path, rotation)?, rotation.max_bytes);
     Ok(())
 }
 
@@ -390,6 +443,32 @@ mod tests {
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
             .collect();
         assert_eq!(numbers, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn records_logged_before_the_file_is_open_wait_for_it_and_come_first() {
+        let log = FileLog::waiting(LevelFilter::Info);
+        record(&log, log::Level::Warn, "before");
+        log.flush();
+        let sink = Sink::default();
+        log.open(sink.clone(), 1 << 30);
+        assert!(
+            sink.text()
+                .0
+                .ends_with(" WARN  imchat_server::report] before\n"),
+            "{:?}",
+            sink.text()
+        );
+        record(&log, log::Level::Info, "after");
+        let (text, writes) = sink.text();
+        assert_eq!(writes, 2);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        // Without a file, what waits is bounded.
+        let log = FileLog::<Sink>::waiting(LevelFilter::Info);
+        for i in 0..10_000 {
+            record(&log, log::Level::Info, &format!("line {i}"));
+        }
+        assert!(log.lock().buf.len() < 2 * BATCH_BYTES);
     }
 
     #[test]

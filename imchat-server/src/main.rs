@@ -54,7 +54,8 @@ Environment:
 
 Exit codes:
   0  stopped by SIGINT, SIGTERM or SIGHUP; --reset-name done
-  1  could not start (shared folder, log file, address in use) or failed;
+  1  could not start (shared folder, log file, address or history file
+     in use: the log file is then left as it was) or failed;
      --reset-name could not use its database or Redis
   2  bad arguments";
 
@@ -139,7 +140,9 @@ struct Cli {
     /// within the grace period, with nothing they were sent missing. A
     /// chat message is acknowledged only once it is committed to the file.
     /// Without it, history lives in memory and a restart loses it (clients
-    /// are told: the epoch changes).
+    /// are told: the epoch changes). One server at a time: it is locked
+    /// (PATH.lock beside it) while a server uses it, and a second one
+    /// started on it refuses to start.
     #[arg(long, value_name = "PATH")]
     history_db: Option<PathBuf>,
 
@@ -475,10 +478,10 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         max_bytes: cli.log_max_bytes,
         keep: usize::from(cli.log_keep),
     };
-    logging::init(&cli.log_file, rotation).map_err(|e| Error::LogFile {
-        path: cli.log_file.display().to_string(),
-        reason: files::io_reason(&e),
-    })?;
+    // The log file itself is opened (emptied) only once the server is
+    // sure to start, below: a failed start leaves it alone (it may be
+    // the log of a server running on the same port or history file).
+    logging::init().map_err(|e| Error::Start(e.to_string()))?;
     for warning in LimitArgs::warnings(&limits) {
         log::warn!("{warning}");
     }
@@ -571,6 +574,10 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     })?;
     let local = listener.local_addr().map_err(|e| Error::Bind {
         addr,
+        reason: files::io_reason(&e),
+    })?;
+    logging::open_file(&cli.log_file, rotation).map_err(|e| Error::LogFile {
+        path: cli.log_file.display().to_string(),
         reason: files::io_reason(&e),
     })?;
     report::print_line(&format!("imchat-server listening on {local}"));

@@ -8,14 +8,19 @@ use unicode_security::confusable_detection::skeleton;
 /// The key under which a name is unique: NFKC (so `ａｌｉｃｅ`, `𝐚𝐥𝐢𝐜𝐞` and
 /// `ⓐlice` become `alice`), then lowercase, then the UTS #39 confusable
 /// skeleton (so a Cyrillic `а` or a Greek `ο` count as the Latin letters
-/// they look like). Two names with the same key cannot be online at once.
+/// they look like), lowercased again: the skeleton maps some characters
+/// to capitals (the digit `0` to `O`), so `0px` would not be `opx`.
+/// Two names with the same key cannot be online at once.
+///
+/// A capital `I` is not `l`: it is the capital of `i`, and a key cannot
+/// make `I` both `i` and `l` without making `mail` the same user as `mall`.
 pub fn key(name: &Username) -> String {
     let folded: String = name.as_str().nfkc().collect::<String>().to_lowercase();
     // Unicode lowercases the Turkish `İ` (U+0130) to `i` and a combining
     // dot above, which draws as `i` (the dot merges with its own) and
     // which the confusable table does not fold: `ALİCE` would be `alice`.
     let folded = folded.replace("i\u{307}", "i");
-    skeleton(&folded).collect()
+    skeleton(&folded).collect::<String>().to_lowercase()
 }
 
 /// Combining marks allowed in a row: enough for any script's stacked
@@ -72,6 +77,18 @@ mod tests {
         // The Turkish dotted capital lowercases to i and a dot above.
         assert_eq!(k("ALİCE"), alice);
         assert_eq!(k("İ"), k("i"));
+        // The skeleton maps the digit 0 to a capital O.
+        for (fake, real) in [
+            ("0liver", "oliver"),
+            ("0px", "opx"),
+            ("0PX", "opx"),
+            ("b0b", "bob"),
+            ("B0B", "Bob"),
+            ("0", "o"),
+            ("a1ice", "alice"),
+        ] {
+            assert_eq!(k(fake), k(real), "{fake} {real}");
+        }
     }
 
     #[test]
@@ -109,6 +126,16 @@ mod tests {
             ("bob", "rob"),
             ("山田", "田山"),
             ("zoë", "zoe2"),
+            ("oliver", "olivier"),
+            ("opx", "op"),
+            ("0px", "1px"),
+            ("bob", "b0b0"),
+            // Small i and small l stay apart; a capital I is an i, so it
+            // is not l either (`aIice` is not `alice`, `Ivan` not `lvan`).
+            ("mail", "mall"),
+            ("ivan", "lvan"),
+            ("Ivan", "lvan"),
+            ("aIice", "alice"),
         ] {
             assert_ne!(k(a), k(b), "{a} {b}");
         }

@@ -11,6 +11,13 @@
 //! that is not an imchat history at all, is refused with a clear error
 //! rather than read or overwritten.
 //!
+//! **One server a file.** A store holds an exclusive advisory lock on
+//! `<file>.lock` beside the file for as long as it is open (see
+//! [`lock_file`]): a second server started on a file in use refuses to
+//! start ([`OpenError::InUse`]) instead of writing the same ids as the
+//! first. `--reset-name` (through [`SqliteAccounts`]) takes no lock: it
+//! only touches the accounts table, and may run beside the server.
+//!
 //! **Batches.** A row of `batches` holds the entries one commit wrote:
 //! its first and last ids, how many, the sum of their
 //! [`LogEntry::cost`], and the entries themselves in one BLOB, in the
@@ -73,6 +80,7 @@
 //! trimmed, so the next id is always one past its last id.
 
 use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -156,6 +164,16 @@ pub enum OpenError {
         "cannot convert the history database '{path}' to schema version {SCHEMA_VERSION}: {reason}"
     )]
     Migrate { path: String, reason: String },
+    /// Another server holds its lock: two writers would corrupt it.
+    #[error("the history database '{path}' is in use by another imchat-server; stop that one, or give this one another --history-db path")]
+    InUse { path: String },
+    /// Its lock file (beside it) could not be opened or locked.
+    #[error("cannot lock the history database '{path}' (lock file '{lock}'): {reason}")]
+    Lock {
+        path: String,
+        lock: String,
+        reason: String,
+    },
 }
 
 /// The room log and the sessions in an SQLite file: what the hub holds.
@@ -179,6 +197,9 @@ struct Shared {
     writer: Mutex<Writer>,
     /// Ids below this are reserved, committed in `meta`.
     reserved: AtomicU64,
+    /// The file's lock (see [`lock_file`]), held for as long as the
+    /// store; last, so that it is let go after the connection is closed.
+    _lock: File,
 }
 
 /// What waits for the writer. Entries are copied into one byte buffer
@@ -646,6 +667,36 @@ fn name(text: &str) -> Result<Username, StoreError> {
     Username::new(text).map_err(|_| corrupt("username"))
 }
 
+/// The lock of the history file at `path`: an exclusive advisory lock
+/// (`flock`, on unix) on `<path>.lock` beside it (beside the file a link
+/// points to), taken without waiting. A lock file rather than the database
+/// itself, whose own locks are SQLite's (POSIX locks, which closing any
+/// other descriptor of the file would let go). The system lets go of it
+/// when its holder exits, so a crashed server leaves no stale lock; the
+/// empty file stays.
+fn lock_file(path: &Path) -> Result<File, OpenError> {
+    let shown = path.display().to_string();
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut name = real.clone().into_os_string();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let failed = |e: std::io::Error| OpenError::Lock {
+        path: shown.clone(),
+        lock: lock_path.display().to_string(),
+        reason: crate::files::io_reason(&e),
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(failed)?;
+    if !imchat_cli::try_lock(&file).map_err(failed)? {
+        return Err(OpenError::InUse { path: shown });
+    }
+    Ok(file)
+}
+
 /// The key a session is stored under: one per user, whatever its case.
 fn session_key(user: &Username) -> String {
     user.as_str().to_lowercase()
@@ -658,7 +709,8 @@ impl SqliteStore {
     /// # Errors
     ///
     /// The file cannot be opened or created, is not an SQLite database,
-    /// is another program's database, or has another schema version.
+    /// is another program's database, or has another schema version; or
+    /// another server has it open ([`OpenError::InUse`]).
     pub fn open(
         path: &Path,
         max_entries: usize,
@@ -666,6 +718,9 @@ impl SqliteStore {
         durability: Durability,
     ) -> Result<SqliteStore, OpenError> {
         let shown = path.display().to_string();
+        // Taken before the file is read or created: a second server on
+        // the same file stops here, having changed nothing.
+        let lock = lock_file(path)?;
         let sqlite = |e: rusqlite::Error| OpenError::Sqlite {
             path: shown.clone(),
             reason: e.to_string(),
@@ -779,6 +834,7 @@ impl SqliteStore {
                 queue: Mutex::new(Queue::default()),
                 writer: Mutex::new(writer),
                 reserved: AtomicU64::new(reserved),
+                _lock: lock,
             }),
             release_on_drop: true,
         })
@@ -1410,7 +1466,7 @@ mod tests {
             event: LogEvent::Chat {
                 from: user(from),
                 to: to.map(user),
-                kind: if id % 2 == 0 {
+                kind: if id.is_multiple_of(2) {
                     ChatKind::Action
                 } else {
                     ChatKind::Text
@@ -1450,6 +1506,31 @@ mod tests {
         SqliteStore::open(path, 100, 1 << 20, Durability::Normal)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_file_open_in_one_store_is_refused_to_another_until_it_is_closed() {
+        let (dir, path) = db();
+        let first = open(&path, 100, 1 << 20);
+        let err = open_err(&path);
+        assert_eq!(
+            err,
+            format!(
+                "the history database '{}' is in use by another imchat-server; stop that one, or give this one another --history-db path",
+                path.display()
+            )
+        );
+        // Under another name (a link) too.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.db");
+            std::os::unix::fs::symlink(&path, &link).unwrap();
+            assert!(open_err(&link).contains("is in use by another imchat-server"));
+        }
+        // The accounts (--reset-name) take no lock.
+        assert!(SqliteAccounts::open(&path).is_ok());
+        drop(first);
+        drop(open(&path, 100, 1 << 20));
     }
 
     #[test]
@@ -2027,6 +2108,8 @@ mod tests {
         committer.report(&mut hub, done, Instant::now());
         s.append(&chat(5, "ann", None, "fine", 5)).unwrap();
         s.commit().unwrap();
+        // The committer shares the connection, and so the file's lock.
+        drop(committer);
         drop(s);
         assert_eq!(ids(&path), [1, 3, 5]);
     }
@@ -2051,6 +2134,7 @@ mod tests {
             s.append(&chat(id, "ann", None, "x", id)).unwrap();
         }
         s.crash();
+        drop(committer);
         let loaded = open(&path, 100, 1 << 20).load().unwrap();
         assert_eq!(loaded.next_id, MessageId(half + 1 + RESERVE_BLOCK));
     }
@@ -2108,12 +2192,14 @@ mod tests {
             .unwrap();
         let want: usize = all.iter().map(LogEntry::cost).sum();
         assert_eq!(usize::try_from(cost).unwrap(), want);
+        drop(committer);
         drop(s);
         let mut s = open(&path, 1000, 1 << 20);
         assert_eq!(s.held(), (120, want));
         let loaded = s.load().unwrap();
         assert_eq!(loaded.entries, all);
         assert_eq!(loaded.next_id, MessageId(121));
+        drop(s);
         // The newest `max_entries` only, across batches.
         let loaded = open(&path, 75, 1 << 20).load().unwrap();
         assert_eq!(loaded.entries, all[45..]);

@@ -3,6 +3,7 @@
 //! what it started by its handle, and ends by checking that the server still
 //! serves a normal client.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -979,9 +980,20 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     let srv = Server::start(&[]);
     let _alice = Raw::join(srv.addr, "alice");
     let _bob = Raw::join(srv.addr, "bob");
-    // Cyrillic а, fullwidth, mathematical bold, circled, a Greek ο, and a
-    // Turkish dotted capital I (lowercased: i and a dot above).
-    for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "bοb", "ALİCE"] {
+    let _opx = Raw::join(srv.addr, "opx");
+    // Cyrillic а, fullwidth, mathematical bold, circled, a Greek ο, a
+    // Turkish dotted capital I (lowercased: i and a dot above), and the
+    // digit 0 for the letter o.
+    for fake in [
+        "аlice",
+        "ａｌｉｃｅ",
+        "𝐚𝐥𝐢𝐜𝐞",
+        "ⓐlice",
+        "bοb",
+        "ALİCE",
+        "0px",
+        "b0b",
+    ] {
         let mut r = Raw::connect(srv.addr);
         r.send(&ClientMessage::Hello {
             resume: None,
@@ -1069,6 +1081,100 @@ fn the_log_is_capped_and_rotated_and_holds_texts_only_when_asked() {
     };
     assert_eq!(log.matches("routed message").count(), 3, "{log}");
     assert!(!log.contains("xxxxxxxxxx"), "a text was logged: {log}");
+}
+
+/// Starts a second `imchat-server` in `dir` with `args`, which must fail:
+/// its error line (from stderr) and its exit code.
+fn failed_start(dir: &Path, args: &[&OsStr]) -> (String, Option<i32>) {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(args).current_dir(dir);
+    let mut p = Proc::spawn(cmd);
+    let line = p.expect("imchat-server: ");
+    (line, p.wait_exit())
+}
+
+#[test]
+fn a_start_that_fails_leaves_the_log_of_a_running_server_alone() {
+    let srv = Server::start(&[]);
+    let log = srv.dir.0.join("server.log");
+    let deadline = Instant::now() + WAIT;
+    let before = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("listening on") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "nothing logged: {text:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    // An older part, as a rotation of the running server leaves it.
+    let older = srv.dir.0.join("server.log.1");
+    std::fs::write(&older, "older part\n").unwrap();
+    let port = srv.addr.to_string();
+    let missing = srv.dir.0.join("nothing-here");
+    for (args, why) in [
+        // Its port, in use.
+        (
+            [port.as_ref(), "--shared-dir".as_ref(), "shared".as_ref()],
+            "address already in use",
+        ),
+        // A shared folder that does not exist.
+        (
+            [
+                "127.0.0.1:0".as_ref(),
+                "--shared-dir".as_ref(),
+                missing.as_os_str(),
+            ],
+            "does not exist",
+        ),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--log-file".as_ref(), log.as_os_str()]);
+        let (line, code) = failed_start(&srv.dir.0, &args);
+        assert!(line.contains(why), "{line}");
+        assert_eq!(code, Some(1), "{line}");
+        let after = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            after.starts_with(&before),
+            "{args:?} emptied the running server's log: {} bytes left of {}: {after:?}",
+            after.len(),
+            before.len()
+        );
+        assert!(
+            !after.contains(why),
+            "the failed start logged there: {after}"
+        );
+        assert_eq!(std::fs::read_to_string(&older).unwrap(), "older part\n");
+    }
+    srv.assert_serving();
+}
+
+#[test]
+fn a_second_server_on_a_history_file_in_use_refuses_to_start() {
+    let srv = Server::start(&["--history-db", "history.db"]);
+    let db = srv.dir.0.join("history.db");
+    // The same file, named as the first server named it and by its full path.
+    for name in [OsStr::new("history.db"), db.as_os_str()] {
+        let args = [
+            "127.0.0.1:0".as_ref(),
+            "--shared-dir".as_ref(),
+            "shared".as_ref(),
+            "--log-file".as_ref(),
+            "second.log".as_ref(),
+            "--history-db".as_ref(),
+            name,
+        ];
+        let (line, code) = failed_start(&srv.dir.0, &args);
+        assert_eq!(
+            line,
+            format!(
+                "stderr: imchat-server: the history database '{}' is in use by another imchat-server; stop that one, or give this one another --history-db path",
+                Path::new(name).display()
+            )
+        );
+        assert_eq!(code, Some(1));
+    }
+    // The first one goes on, its history with it.
+    srv.assert_serving();
 }
 
 #[test]

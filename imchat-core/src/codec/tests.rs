@@ -15,7 +15,10 @@ use crate::message::{ChatKind, MessageId, ServerLimits, Timestamp, PROTOCOL_VERS
 /// Parses hex digits, ignoring whitespace (so frames can be laid out field by field).
 fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits in {s:?}");
+    assert!(
+        digits.len().is_multiple_of(2),
+        "odd number of hex digits in {s:?}"
+    );
     digits
         .chunks(2)
         .map(|pair| {

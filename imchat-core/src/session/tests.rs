@@ -3216,7 +3216,7 @@ fn every_member_sees_every_join_and_leave_once_in_order_with_chat() {
             }
             55..=74 if !live.is_empty() => {
                 let c = live.remove(pick % live.len());
-                if pick % 2 == 0 {
+                if pick.is_multiple_of(2) {
                     hub.handle_message(
                         c,
                         ClientMessage::Quit {

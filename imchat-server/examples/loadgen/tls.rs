@@ -88,7 +88,7 @@ fn mode(tls: bool) -> &'static str {
 
 /// Plaintext first in odd runs, TLS first in even ones.
 fn order(run: usize) -> [bool; 2] {
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         [false, true]
     } else {
         [true, false]
