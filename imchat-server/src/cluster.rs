@@ -222,12 +222,16 @@ impl Queue {
             .filter(|(_, e)| !matches!(e, ClusterEvent::Session { .. }))
             .count() as u64;
         let waiting: Vec<ClusterEvent> = self.items.drain(tried..).map(|(_, e)| e).collect();
-        self.bytes = self.items.iter().map(|(_, e)| weight(e)).sum();
         self.next_seq -= numbered;
         let speaks_for_silenced = |e: &ClusterEvent| {
             matches!(e, ClusterEvent::Chat { from, .. }
                 if silenced.contains(&crate::names::key(from)))
         };
+        // Not sent again either, if the stream does not have them: the
+        // receivers see a gap in the numbers (and log it) rather than a
+        // message under a name that is someone else's now.
+        self.items.retain(|(_, e)| !speaks_for_silenced(e));
+        self.bytes = self.items.iter().map(|(_, e)| weight(e)).sum();
         for e in first
             .into_iter()
             .chain(waiting.into_iter().filter(|e| !speaks_for_silenced(e)))
