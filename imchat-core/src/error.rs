@@ -21,24 +21,39 @@ pub enum NameError {
         max: usize,
     },
     /// The name holds a character that is not allowed.
-    #[error("name contains a character that is not allowed: {ch:?}")]
+    #[error("name contains a character that is not allowed: {}", shown_char(*ch))]
     BadChar {
         /// The character.
         ch: char,
     },
-    /// A file name starts with `.` (this also rules out `.` and `..`).
-    #[error("file name starts with '.'")]
+    /// The name starts with `.` (for a file, this also rules out `.` and
+    /// `..`).
+    #[error("name starts with '.'")]
     LeadingDot,
     /// The name ends with `.` or a space (Windows drops them, so the name
     /// would not be the one shown).
     #[error("name ends with '.' or a space")]
     TrailingDotOrSpace,
+    /// A username ends with `.`.
+    #[error("name ends with '.'")]
+    TrailingDot,
     /// The username is a reserved word.
     #[error("'{name}' is reserved")]
     Reserved {
         /// The name asked for.
         name: String,
     },
+}
+
+/// A character as an error shows it: quoted, or as `U+XXXX` when it would
+/// not show (a space, a control, an invisible letter such as a Hangul
+/// filler).
+fn shown_char(ch: char) -> String {
+    if ch.is_whitespace() || ch.is_control() || crate::display::is_hidden_char(ch) {
+        format!("U+{:04X}", u32::from(ch))
+    } else {
+        format!("'{ch}'")
+    }
 }
 
 /// The byte stream is broken: no further message can be trusted. The caller

@@ -66,8 +66,9 @@ impl Username {
     /// The first rule broken, to show the user, who picks another name:
     /// [`NameError::Empty`]; [`NameError::TooLong`] above
     /// [`MAX_USERNAME_CHARS`] characters; [`NameError::BadChar`] for a
-    /// character outside the set (or a leading `.`, or an invisible letter);
-    /// [`NameError::TrailingDotOrSpace`] for a trailing `.`;
+    /// character outside the set (or an invisible letter);
+    /// [`NameError::LeadingDot`] and [`NameError::TrailingDot`] for a
+    /// leading or trailing `.`;
     /// [`NameError::Reserved`] for a reserved word or a Windows device name.
     pub fn new(name: impl Into<String>) -> Result<Self, NameError> {
         let name = name.into();
@@ -80,6 +81,9 @@ impl Username {
                 len: chars,
                 max: MAX_USERNAME_CHARS,
             });
+        }
+        if name.starts_with('.') {
+            return Err(NameError::LeadingDot);
         }
         for (i, c) in name.chars().enumerate() {
             // Combining marks too: many scripts write vowel signs and
@@ -98,7 +102,7 @@ impl Username {
             return Err(NameError::BadChar { ch });
         }
         if name.ends_with('.') {
-            return Err(NameError::TrailingDotOrSpace);
+            return Err(NameError::TrailingDot);
         }
         let key = name.to_lowercase();
         if RESERVED_NAMES.contains(&key.as_str()) || is_device_name(&name) {
@@ -949,14 +953,24 @@ mod tests {
             Err(NameError::TooLong { len: 33, max: 32 })
         );
         assert!(Username::new("a".repeat(32)).is_ok());
-        assert_eq!(Username::new(".x"), Err(NameError::BadChar { ch: '.' }));
+        assert_eq!(Username::new(".x"), Err(NameError::LeadingDot));
+        assert_eq!(Username::new("x."), Err(NameError::TrailingDot));
         assert_eq!(Username::new("a/b"), Err(NameError::BadChar { ch: '/' }));
         assert_eq!(Username::new("a b"), Err(NameError::BadChar { ch: ' ' }));
         assert_eq!(
             Username::new("a\u{0}"),
             Err(NameError::BadChar { ch: '\0' })
         );
-        assert_eq!(Username::new(".."), Err(NameError::BadChar { ch: '.' }));
+        assert_eq!(Username::new(".."), Err(NameError::LeadingDot));
+        // Shown so that it can be seen.
+        assert_eq!(
+            Username::new("a\u{3164}").unwrap_err().to_string(),
+            "name contains a character that is not allowed: U+3164"
+        );
+        assert_eq!(
+            Username::new("a/b").unwrap_err().to_string(),
+            "name contains a character that is not allowed: '/'"
+        );
         assert_eq!(
             Username::new("ADMIN"),
             Err(NameError::Reserved {
@@ -1057,7 +1071,7 @@ mod tests {
         for bad in ["con.txt", "nul.", "COM0", "com¹", "lpt3", "Con"] {
             assert!(Username::new(bad).is_err(), "{bad}");
         }
-        assert_eq!(Username::new("alice."), Err(NameError::TrailingDotOrSpace));
+        assert_eq!(Username::new("alice."), Err(NameError::TrailingDot));
         assert_eq!(
             Username::new("\u{3164}"),
             Err(NameError::BadChar { ch: '\u{3164}' })

@@ -124,19 +124,19 @@ pub enum ConnectError {
     /// own earlier session, kept for a resume for the server's grace
     /// period after its connection was lost: take it back with
     /// [`ConnectOptions::resume`] or [`Client::reconnect`].
-    #[error("username already taken: {reason}")]
+    #[error("{}", said("username already taken", reason))]
     NameTaken {
         /// The server's words.
         reason: String,
     },
     /// The server does not accept this name.
-    #[error("username refused: {reason}")]
+    #[error("{}", said("username refused", reason))]
     NameRefused {
         /// The server's words.
         reason: String,
     },
     /// The server has as many clients as it accepts.
-    #[error("server full: {reason}")]
+    #[error("{}", said("server full", reason))]
     ServerFull {
         /// The server's words.
         reason: String,
@@ -152,7 +152,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// The server is shutting down.
-    #[error("server shutting down: {reason}")]
+    #[error("{}", said("server shutting down", reason))]
     ShuttingDown {
         /// The server's words.
         reason: String,
@@ -196,6 +196,17 @@ impl ConnectError {
             },
             code => ConnectError::Refused { code, reason },
         }
+    }
+}
+
+/// A refusal as shown: `what`, then the server's words, unless they say
+/// it already ("server full (2 users)" is not "server full: server full
+/// (2 users)").
+fn said(what: &str, reason: &str) -> String {
+    if reason.starts_with(what) {
+        reason.to_string()
+    } else {
+        format!("{what}: {reason}")
     }
 }
 
@@ -1001,9 +1012,10 @@ impl<S: Link> Client<S> {
             m.encode(&mut self.out);
         }
         if self.open && !self.out.is_empty() {
+            let timeout = self.options.write_timeout;
             let stream = self.reader.get_mut();
-            stream.write_all(&self.out)?;
-            stream.flush()?;
+            let written = stream.write_all(&self.out).and_then(|()| stream.flush());
+            written.map_err(|e| stalled(e, timeout))?;
         }
         Ok(())
     }
@@ -1048,6 +1060,18 @@ impl<S: Link> Client<S> {
             self.open = false;
             self.reader.get_ref().shutdown_write();
         }
+    }
+}
+
+/// A write that timed out says so, in words: the socket's own error is
+/// "Resource temporarily unavailable".
+fn stalled(e: io::Error, timeout: Option<Duration>) -> io::Error {
+    match (e.kind(), timeout) {
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(t)) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the server took nothing for {t:?} (write timeout): it is not reading"),
+        ),
+        _ => e,
     }
 }
 

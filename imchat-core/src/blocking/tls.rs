@@ -507,7 +507,7 @@ pub enum TlsError {
     #[error("the server's TLS certificate is not trusted: {0}")]
     Untrusted(rustls::Error),
     /// The peer did not speak TLS (a plaintext imchat server, say).
-    #[error("the server did not answer in TLS (is it a plaintext server? try without --tls)")]
+    #[error("the server did not answer in TLS (is it a plaintext server? connect without TLS)")]
     NotTls,
     /// The TLS handshake failed otherwise.
     #[error("TLS handshake failed: {0}")]

@@ -170,10 +170,15 @@ fn refusals_are_typed_and_carry_the_servers_reason() {
     assert!(matches!(&e, ConnectError::NameRefused { reason } if reason == "no"));
     let e = refused_with(RefuseCode::SERVER_FULL, "1000 clients", v);
     assert!(matches!(&e, ConnectError::ServerFull { reason } if reason == "1000 clients"));
+    assert_eq!(e.to_string(), "server full: 1000 clients");
+    // Words that say it already are not said twice.
+    let e = refused_with(RefuseCode::SERVER_FULL, "server full (2 users)", v);
+    assert_eq!(e.to_string(), "server full (2 users)");
     let e = refused_with(RefuseCode::SHUTTING_DOWN, "", v);
     assert!(
         matches!(&e, ConnectError::ShuttingDown { reason } if reason == "server shutting down")
     );
+    assert_eq!(e.to_string(), "server shutting down");
     let e = refused_with(RefuseCode::VERSION_MISMATCH, "speak 7", 7);
     assert!(matches!(&e,
         ConnectError::VersionMismatch { ours, server: 7, reason } if *ours == v && reason == "speak 7"));
@@ -880,4 +885,19 @@ fn what_the_server_sent_before_a_failed_write_is_read() {
             reason: "maintenance".into()
         })
     );
+}
+
+#[test]
+fn a_write_that_timed_out_says_so() {
+    let e = ClientError::Transport(TransportError::Io(stalled(
+        io::Error::from(io::ErrorKind::WouldBlock),
+        Some(Duration::from_secs(2)),
+    )));
+    assert_eq!(
+        e.to_string(),
+        "connection error: the server took nothing for 2s (write timeout): it is not reading"
+    );
+    // Other errors are the system's.
+    let e = stalled(io::Error::from(io::ErrorKind::BrokenPipe), Some(WAIT));
+    assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
 }
