@@ -24,13 +24,31 @@ use imchat_core::{FileName, ResumeState};
 /// How far [`free_name`] counts (`name (1).ext` … ) before giving up.
 const MAX_SUFFIX: u32 = 10_000;
 
+/// The longest file name most file systems take, in bytes.
+const NAME_MAX: usize = 255;
+
 /// The temporary name a file is written under until it is complete:
-/// `<final>.part` in the same folder.
+/// `<final>.part` in the same folder. A name too long for that (a valid
+/// file name may have 255 bytes) keeps its start and gets a checksum of
+/// the whole name: `<start>~<8 hex digits>.part`, within 255 bytes, the
+/// same for the same name (a download resumes from it).
 pub fn part_path(final_path: &Path) -> PathBuf {
     let mut name = final_path
         .file_name()
         .map(OsString::from)
         .unwrap_or_default();
+    if name.len() + ".part".len() > NAME_MAX {
+        let full = name.to_string_lossy().into_owned();
+        let sum = full.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let tail = format!("~{sum:08x}.part");
+        let mut keep = NAME_MAX - tail.len();
+        while !full.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        return final_path.with_file_name(format!("{}{tail}", &full[..keep]));
+    }
     name.push(".part");
     final_path.with_file_name(name)
 }
@@ -272,6 +290,26 @@ mod tests {
 
     fn name(s: &str) -> FileName {
         FileName::new(s).expect("valid name")
+    }
+
+    #[test]
+    fn the_part_of_a_name_too_long_for_its_suffix_fits_and_is_its_own() {
+        let long = format!("{}.txt", "é".repeat(124)); // 252 bytes
+        assert_eq!(long.len(), 252);
+        let part = part_path(&Path::new("dl").join(&long));
+        let file = part.file_name().unwrap().to_str().unwrap();
+        assert!(file.len() <= 255, "{} bytes", file.len());
+        assert!(file.ends_with(".part") && file.starts_with("éé"), "{file}");
+        assert_eq!(
+            part,
+            part_path(&Path::new("dl").join(&long)),
+            "the same each time"
+        );
+        let other = format!("{}.txu", "é".repeat(124));
+        assert_ne!(part, part_path(&Path::new("dl").join(other)));
+        // On disk: it can be created.
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(part_path(&dir.path().join(&long)), b"x").expect("a .part of a 252-byte name");
     }
 
     #[test]

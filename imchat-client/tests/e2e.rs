@@ -1397,3 +1397,20 @@ fn a_script_whose_resumed_download_fails_its_checksum_says_so_and_exits_1() {
         );
     }
 }
+
+#[test]
+fn a_file_whose_name_has_255_bytes_is_downloaded() {
+    let w = World::new("long-name");
+    let port = w.server.port().to_string();
+    let long = format!("{}.txt", "L".repeat(251));
+    assert_eq!(long.len(), 255);
+    fs::write(w.shared().join(&long), b"the whole file").expect("shared file");
+    let mut eve = w.spawn_client(&["eve", "127.0.0.1", &port]);
+    eve.send(&format!("/download {long}"));
+    eve.send("/quit");
+    eve.expect_exit_code(0);
+    assert_eq!(
+        fs::read(w.dir.join("eve").join(&long)).expect("downloaded"),
+        b"the whole file"
+    );
+}
