@@ -2017,6 +2017,7 @@ impl Conn {
         // Only this thread asks for downloads: no other can start one of
         // this name between the check and the request.
         if lock(&self.session).is_downloading(&name) {
+            self.catch_up();
             self.app
                 .error(&format!("{name} is already being downloaded"));
             return;
@@ -2027,6 +2028,8 @@ impl Conn {
             Ok(f) => f,
             Err(e) => {
                 self.app.transfer_lost();
+                // After the answers to what the script asked before.
+                self.catch_up();
                 return self.app.error(&format!("cannot download {name}: {e}"));
             }
         };
@@ -2063,12 +2066,21 @@ impl Conn {
     fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
         let file = match File::open(path) {
             Ok(f) => f,
-            Err(e) => return self.app.error(&format!("cannot open {path}: {e}")),
+            Err(e) => {
+                self.catch_up();
+                return self.app.error(&format!("cannot open {path}: {e}"));
+            }
         };
         let size = match file.metadata() {
             Ok(m) if m.is_file() => m.len(),
-            Ok(_) => return self.app.error(&format!("{path} is not a file")),
-            Err(e) => return self.app.error(&format!("cannot read {path}: {e}")),
+            Ok(_) => {
+                self.catch_up();
+                return self.app.error(&format!("{path} is not a file"));
+            }
+            Err(e) => {
+                self.catch_up();
+                return self.app.error(&format!("cannot read {path}: {e}"));
+            }
         };
         let Some(base) = Path::new(path).file_name() else {
             return self.app.error(&format!("{path} has no file name"));

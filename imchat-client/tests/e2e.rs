@@ -1414,3 +1414,25 @@ fn a_file_whose_name_has_255_bytes_is_downloaded() {
         b"the whole file"
     );
 }
+
+#[test]
+fn a_scripts_local_errors_come_after_the_answers_to_its_earlier_lines() {
+    let w = World::new("local-order");
+    let port = w.server.port().to_string();
+    let mut fay = w.spawn_client(&["fay", "127.0.0.1", &port]);
+    fay.send("/who");
+    fay.send("/sendfile no/such/file.txt");
+    fay.send("/quit");
+    fay.expect_exit_code(0);
+    // The plain client shows errors in its output, in the order of events.
+    let lines = fay.out.lines();
+    let who = lines.iter().position(|l| l.contains("online ("));
+    assert!(who.is_some(), "no /who answer\n{}", fay.report());
+    let error = lines
+        .iter()
+        .position(|l| l.contains("cannot open no/such/file.txt"));
+    assert!(
+        error.is_some_and(|e| e > who.unwrap()),
+        "the error before the answer to /who: {lines:?}"
+    );
+}
