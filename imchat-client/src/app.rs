@@ -39,7 +39,7 @@ use imchat_core::{
     TransferError, TransferId, UsageError, Username,
 };
 
-use crate::command::{help_lines, works_offline, Command, Mode};
+use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
 use crate::error::{describe_connect_error, ClientError};
 use crate::files;
 use crate::resume::SessionFile;
@@ -1768,6 +1768,27 @@ impl Conn {
         }
     }
 
+    /// `/alice hello`, the classroom programs' way to write to one user:
+    /// a private message, when `alice` is no command and is online (a
+    /// command of the same name wins). `None` for any other error.
+    fn slash_user(&self, line: &str, e: &CommandError) -> Option<Command> {
+        if !matches!(e, CommandError::Unknown { .. }) {
+            return None;
+        }
+        let (word, text) = line.strip_prefix('/')?.split_once(' ')?;
+        let to = Username::new(word).ok()?;
+        if text.trim().is_empty() {
+            return None;
+        }
+        if !self.app.is_online(&to) {
+            self.refresh_roster();
+        }
+        self.app.is_online(&to).then(|| Command::Unicast {
+            to,
+            text: text.to_string(),
+        })
+    }
+
     /// Stops the threads sending our pushes.
     fn stop_pushes(&self) {
         for push in lock(&self.transfers).pushes.values() {
@@ -1798,11 +1819,14 @@ impl Conn {
     fn command(self: &Arc<Self>, line: &str) -> Flow {
         let cmd = match Command::parse(line) {
             Ok(c) => c,
-            Err(e) => {
-                self.catch_up();
-                self.app.error(&e.to_string());
-                return Flow::Continue;
-            }
+            Err(e) => match self.slash_user(line, &e) {
+                Some(c) => c,
+                None => {
+                    self.catch_up();
+                    self.app.error(&e.to_string());
+                    return Flow::Continue;
+                }
+            },
         };
         if works_offline(&cmd) && !matches!(cmd, Command::Nothing | Command::Quit(_)) {
             self.catch_up();

@@ -1436,3 +1436,20 @@ fn a_scripts_local_errors_come_after_the_answers_to_its_earlier_lines() {
         "the error before the answer to /who: {lines:?}"
     );
 }
+
+#[test]
+fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
+    let w = World::new("slash-user");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
+    alice.send("/Bob hello there");
+    bob.expect_line("<alice> (private) hello there");
+    // Not a user online, nor a command: an error, as before.
+    alice.send("/nobody hi");
+    alice.expect_line("error: unknown command /nobody; type /help for the list");
+    alice.send("/carol marker");
+    carol.expect_line("<alice> (private) marker");
+    carol.assert_no_line("bob's message", |l| l.contains("hello there"));
+}
