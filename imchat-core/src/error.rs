@@ -2,6 +2,7 @@
 
 use thiserror::Error;
 
+use crate::codes::CancelCode;
 use crate::message::TransferId;
 
 /// A username or file name broke the naming rules. Show it to the user; the
@@ -209,6 +210,9 @@ pub enum TransferError {
     Cancelled {
         /// The transfer.
         id: TransferId,
+        /// Why, as a code a program can act on ([`CancelCode::NO_SUCH_FILE`],
+        /// say); [`CancelCode::PEER_LEFT`] when the connection was lost.
+        code: CancelCode,
         /// Why, as the other side said.
         reason: String,
     },

@@ -581,6 +581,7 @@ impl ClientSession {
         for id in ids {
             let error = TransferError::Cancelled {
                 id,
+                code: CancelCode::PEER_LEFT,
                 reason: lost.clone(),
             };
             self.fail_incoming(id, error, false);
@@ -1651,7 +1652,12 @@ impl ClientSession {
                     } else {
                         c.reason
                     };
-                    self.fail_incoming(c.id, TransferError::Cancelled { id: c.id, reason }, false);
+                    let error = TransferError::Cancelled {
+                        id: c.id,
+                        code: c.code,
+                        reason,
+                    };
+                    self.fail_incoming(c.id, error, false);
                     return;
                 } else {
                     return;

@@ -831,6 +831,7 @@ fn a_refused_download_fails_on_the_client() {
             name: FileName::new("nope").unwrap(),
             error: crate::TransferError::Cancelled {
                 id,
+                code: CancelCode::NO_SUCH_FILE,
                 reason: "no file named 'nope'".into()
             }
         }]
