@@ -957,6 +957,8 @@ impl App {
             let mut previous = conn.take_session();
             drop(conn);
             let reason = end.error().to_string();
+            // In the chat too, not only on the status line.
+            self.notice(&format!("disconnected ({reason}); reconnecting"));
             joined = match policy {
                 Reconnect::Once => {
                     self.set_link(Link::Reconnecting {

@@ -44,6 +44,10 @@ fn a_reconnecting_client_survives_a_server_restart_on_the_same_port() {
         alice.report()
     );
 
+    // Told in her chat, not only on a status line.
+    expect_late(&alice, "`*** disconnected (…); reconnecting`", |l| {
+        l.starts_with("*** disconnected (") && l.ends_with("); reconnecting")
+    });
     // A new server on the same port: alice comes back by herself.
     let shared = w.shared();
     w.server = Server::start_on(w.dir.path(), &shared, &[], port);
