@@ -2029,6 +2029,27 @@ mod tests {
         }
     }
 
+    /// What waits in `q`, in order: each number and a word on its event;
+    /// and its byte count checked.
+    fn queued(q: &Queue) -> Vec<(u64, String)> {
+        assert_eq!(
+            q.bytes,
+            q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
+        );
+        q.items
+            .iter()
+            .map(|(seq, e)| {
+                let what = match e {
+                    ClusterEvent::Joined { user, .. } => format!("join {user}"),
+                    ClusterEvent::Chat { text, .. } => text.clone(),
+                    ClusterEvent::Session { .. } => "session".into(),
+                    _ => "other".into(),
+                };
+                (*seq, what)
+            })
+            .collect()
+    }
+
     #[test]
     fn a_rejoin_announces_first_silences_the_losers_and_numbers_on() {
         let mut q = Queue {
@@ -2056,21 +2077,8 @@ mod tests {
             vec![joined],
             &[crate::names::key(&Username::new("alice").unwrap())],
         );
-        let order: Vec<(u64, String)> = q
-            .items
-            .iter()
-            .map(|(seq, e)| {
-                let what = match e {
-                    ClusterEvent::Joined { user, .. } => format!("join {user}"),
-                    ClusterEvent::Chat { text, .. } => text.clone(),
-                    ClusterEvent::Session { .. } => "session".into(),
-                    _ => "other".into(),
-                };
-                (*seq, what)
-            })
-            .collect();
         assert_eq!(
-            order,
+            queued(&q),
             [
                 (2, "join bob".to_string()),
                 (3, "bob while away".to_string()),
@@ -2078,10 +2086,6 @@ mod tests {
             ]
         );
         assert_eq!(q.next_seq, 4);
-        assert_eq!(
-            q.bytes,
-            q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
-        );
     }
 
     #[test]
@@ -2102,22 +2106,10 @@ mod tests {
             id: MessageId(0),
         };
         q.rejoin_first(vec![joined], &[]);
-        let order: Vec<(u64, String)> = q
-            .items
-            .iter()
-            .map(|(seq, e)| {
-                let what = match e {
-                    ClusterEvent::Joined { user, .. } => format!("join {user}"),
-                    ClusterEvent::Chat { text, .. } => text.clone(),
-                    _ => "other".into(),
-                };
-                (*seq, what)
-            })
-            .collect();
         // Numbers 1 and 2 may be in the stream already: a receiver that
         // has them must drop their copies, not the announcement.
         assert_eq!(
-            order,
+            queued(&q),
             [
                 (1, "sent, answer lost".to_string()),
                 (2, "in the same batch".to_string()),
@@ -2126,10 +2118,6 @@ mod tests {
             ]
         );
         assert_eq!(q.next_seq, 5);
-        assert_eq!(
-            q.bytes,
-            q.items.iter().map(|(_, e)| weight(e)).sum::<usize>()
-        );
     }
 
     /// Long messages fill the queue by their bytes long before their
