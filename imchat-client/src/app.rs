@@ -190,6 +190,8 @@ struct OutgoingPush {
     stop: Arc<AtomicBool>,
     go: Option<Sender<()>>,
     meter: Meter,
+    /// How many accepted it (0 until the answer).
+    accepted: u32,
 }
 
 /// The transfers the binary holds files or threads for, by id.
@@ -828,6 +830,18 @@ fn not_sent_line(to: &Recipient, text: &str) -> String {
 enum Flow {
     Continue,
     Quit,
+}
+
+/// The end of a push of ours: to how many it went, and how many of those
+/// who had accepted it did not get it whole (they left, or their server
+/// dropped out of the cluster).
+fn sent_line(name: &FileName, receivers: u32, accepted: u32) -> String {
+    let missed = accepted.saturating_sub(receivers);
+    if missed == 0 {
+        format!("sent {name} to {receivers} user(s)")
+    } else {
+        format!("sent {name} to {receivers} user(s); {missed} of the {accepted} who accepted it did not get it whole")
+    }
 }
 
 fn mode_line(mode: &Mode) -> String {
@@ -2140,6 +2154,7 @@ impl Conn {
             t.pushes.insert(
                 id,
                 OutgoingPush {
+                    accepted: 0,
                     name: name.clone(),
                     stop: stop.clone(),
                     go: Some(go),
@@ -2330,6 +2345,7 @@ impl Conn {
                 let mut t = lock(&self.transfers);
                 if let Some(push) = t.pushes.get_mut(&id) {
                     let name = push.name.as_str().to_owned();
+                    push.accepted = receivers;
                     push.meter.restart(Instant::now());
                     let view = push.meter.view.clone();
                     if let Some(go) = push.go.take() {
@@ -2344,7 +2360,7 @@ impl Conn {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
                     app.view.transfer_ended(&id.to_string());
-                    app.notice(&format!("sent {} to {receivers} user(s)", push.name));
+                    app.notice(&sent_line(&push.name, receivers, push.accepted));
                 }
             }
             ClientEvent::PushFailed { id, code, reason } => {
@@ -2787,6 +2803,18 @@ mod tests {
             Some("* bob a^Jb\\u{202e}c (private)"),
             "plain: inert"
         );
+    }
+
+    #[test]
+    fn a_push_sent_to_fewer_than_accepted_it_says_how_many_missed_it() {
+        let name = FileName::new("big.bin").expect("valid");
+        assert_eq!(sent_line(&name, 2, 2), "sent big.bin to 2 user(s)");
+        assert_eq!(
+            sent_line(&name, 1, 2),
+            "sent big.bin to 1 user(s); 1 of the 2 who accepted it did not get it whole"
+        );
+        // No answer seen (a push to one user, auto-accepted): as before.
+        assert_eq!(sent_line(&name, 1, 0), "sent big.bin to 1 user(s)");
     }
 
     #[test]

@@ -1453,3 +1453,47 @@ fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     carol.expect_line("<alice> (private) marker");
     carol.assert_no_line("bob's message", |l| l.contains("hello there"));
 }
+
+#[test]
+fn a_pusher_is_told_when_a_receiver_who_accepted_did_not_get_the_file() {
+    let w = World::new("push-missed");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    // Carol is a program that takes the file, then stops reading: the
+    // push waits for her, and she goes away in the middle of it.
+    let mut carol = imchat_core::blocking::Client::connect(
+        ("127.0.0.1", w.server.port()),
+        "carol",
+        imchat_core::blocking::ConnectOptions::default(),
+    )
+    .expect("carol");
+    alice.expect_line("*** carol has joined");
+    fs::create_dir(w.dir.join("outbox")).expect("outbox");
+    let data = pseudo_random_bytes(12 * 1024 * 1024, 7);
+    let path = w.dir.join("outbox").join("twelve.bin");
+    fs::write(&path, &data).expect("file");
+    alice.send(&format!("/sendfile {}", path.display()));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol was offered nothing"
+        );
+        let event = carol
+            .next_event(std::time::Duration::from_millis(100))
+            .expect("carol's connection");
+        if matches!(
+            event,
+            Some(imchat_core::ClientEvent::TransferStarted { .. })
+        ) {
+            break;
+        }
+    }
+    alice.expect_line("*** sending twelve.bin: accepted by 2 user(s)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(carol);
+    bob.expect_prefix("*** received twelve.bin (");
+    alice.expect_line(
+        "*** sent twelve.bin to 1 user(s); 1 of the 2 who accepted it did not get it whole",
+    );
+}
