@@ -103,6 +103,7 @@ pub struct LimitArgs {
 
     /// Downloads the server streams at once, over all clients (one thread each);
     /// past it a download is refused as "too many transfers", naming the cap.
+    /// The connections from one address may hold three quarters of them.
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_DOWNLOADS)]
     max_downloads: usize,
 

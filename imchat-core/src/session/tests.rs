@@ -61,6 +61,16 @@ impl Net {
         self.clients.len() - 1
     }
 
+    /// As [`Net::connect`], for a connection from address `peer`.
+    fn connect_from(&mut self, name: &str, peer: std::net::IpAddr) -> usize {
+        let id = self.hub.handle_connect_from(peer, self.now);
+        let s = ClientSession::new(user(name), Limits::default(), self.now);
+        self.clients.push((id, s));
+        self.events.push(Vec::new());
+        self.pump();
+        self.clients.len() - 1
+    }
+
     fn idx(&self, id: ClientId) -> Option<usize> {
         self.clients.iter().position(|(c, _)| *c == id)
     }
@@ -1862,6 +1872,37 @@ fn downloads_past_the_server_wide_cap_are_refused_naming_it() {
     net.hub.download_finished(alice, first);
     running_download(&mut net, 2);
     assert!(failed_reason(&net.take(2)).is_none());
+}
+
+#[test]
+fn one_address_cannot_hold_every_download_slot() {
+    let limits = Limits {
+        max_downloads: 4,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    let one: std::net::IpAddr = [10, 0, 0, 1].into();
+    let other: std::net::IpAddr = [10, 0, 0, 2].into();
+    for n in ["m1", "m2", "m3", "m4"] {
+        net.connect_from(n, one);
+    }
+    net.connect_from("carol", other);
+    // Three of the four slots go to the one address, over three connections.
+    for i in 0..3 {
+        running_download(&mut net, i);
+        assert!(failed_reason(&net.take(i)).is_none(), "download {i}");
+    }
+    // Its fourth connection is refused, naming the share...
+    running_download(&mut net, 3);
+    let refusal = failed_reason(&net.take(3)).expect("the fourth is refused");
+    assert!(
+        refusal.contains("your address has 3 downloads running")
+            && refusal.contains("3 of the server's 4"),
+        "{refusal}"
+    );
+    // ...and another address still gets the slot left.
+    running_download(&mut net, 4);
+    assert!(failed_reason(&net.take(4)).is_none());
 }
 
 #[test]

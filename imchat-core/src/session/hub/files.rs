@@ -42,6 +42,17 @@ impl Hub {
             );
             return;
         }
+        if let Some((n, share)) = self.address_download_share(client) {
+            self.cancel(
+                client,
+                id,
+                CancelCode::TOO_MANY,
+                format!(
+                    "your address has {n} downloads running, as many as one address may have at once ({share} of the server's {max_all}); try again later"
+                ),
+            );
+            return;
+        }
         if let Some(c) = self.conns.get_mut(&client) {
             c.downloads.push((id, now));
         }
@@ -172,6 +183,23 @@ impl Hub {
     }
 
     /// Downloads running over all clients (for the server-wide cap).
+    /// When `client`'s address already runs its share of the download
+    /// slots (three quarters, so that one machine opening many connections
+    /// cannot keep everyone else's downloads out): how many it runs, and the
+    /// share. Connections with no known address are not counted.
+    fn address_download_share(&self, client: ClientId) -> Option<(usize, usize)> {
+        let max_all = self.limits.max_downloads;
+        let share = max_all - max_all / 4;
+        let peer = self.conns.get(&client)?.peer?;
+        let n: usize = self
+            .conns
+            .values()
+            .filter(|c| c.peer == Some(peer))
+            .map(|c| c.downloads.len())
+            .sum();
+        (n >= share).then_some((n, share))
+    }
+
     fn running_downloads(&self) -> usize {
         self.conns.values().map(|c| c.downloads.len()).sum()
     }
