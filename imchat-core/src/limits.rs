@@ -327,7 +327,9 @@ pub struct Limits {
     pub log_entries: usize,
     /// Bytes the room log keeps ([`DEFAULT_LOG_BYTES`]).
     pub log_bytes: usize,
-    /// Sessions in their grace period at once ([`DEFAULT_MAX_GHOSTS`]).
+    /// Sessions in their grace period at once ([`DEFAULT_MAX_GHOSTS`]);
+    /// past it the oldest waiting session of the address with the most
+    /// waiting sessions ends.
     pub max_ghosts: usize,
     /// Failed resume attempts per address per `resume_window`
     /// ([`DEFAULT_RESUME_ATTEMPTS`]).

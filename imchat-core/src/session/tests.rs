@@ -2967,6 +2967,37 @@ fn waiting_sessions_are_bounded() {
     assert_eq!(left, ["alice"]);
 }
 
+#[test]
+fn a_burst_from_one_address_gives_up_its_own_waiting_sessions_first() {
+    let limits = Limits {
+        max_ghosts: 3,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["watcher"]);
+    let home: std::net::IpAddr = [10, 0, 0, 1].into();
+    let flood: std::net::IpAddr = [10, 0, 0, 2].into();
+    let alice = net.connect_from("alice", home);
+    net.cut(alice);
+    // Later, one address joins and drops name after name.
+    for n in 0..6 {
+        net.advance(Duration::from_secs(1));
+        let i = net.connect_from(&format!("x{n}"), flood);
+        net.cut(i);
+    }
+    let events = net.take(0);
+    let (_, left) = presence_names(&events);
+    assert!(!left.contains(&"alice"), "alice was let go: {left:?}");
+    assert_eq!(left.len(), 4, "{left:?}");
+    // Alice, who waited longest, still gets her session back.
+    net.reconnect(alice);
+    assert!(
+        net.take(alice)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { .. })),
+        "alice did not resume"
+    );
+}
+
 /// The names in the joins and in the leaves among `events`, in order.
 fn presence_names(events: &[ClientEvent]) -> (Vec<&str>, Vec<&str>) {
     let (mut joined, mut left) = (Vec::new(), Vec::new());

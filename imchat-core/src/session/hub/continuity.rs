@@ -2,6 +2,7 @@
 //! replay of a resume, and what a store keeps), resume tokens, the grace
 //! period of a lost connection, and dropping resent duplicates.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
@@ -85,6 +86,9 @@ pub(super) struct Session {
     /// The server of the cluster it was taken over from, until it resumes
     /// here (its client's last seen id is in that server's log).
     pub(super) moved_from: Option<u64>,
+    /// While waiting: the address its last connection came from, if known
+    /// (a flood of lost connections gives up its own sessions first).
+    pub(super) peer: Option<IpAddr>,
 }
 
 impl Hub {
@@ -188,6 +192,7 @@ impl Hub {
                 last_client_id: record.last_client_id,
                 recent: VecDeque::new(),
                 moved_from: None,
+                peer: None,
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -276,6 +281,7 @@ impl Hub {
                 last_client_id: 0,
                 recent: VecDeque::new(),
                 moved_from: None,
+                peer: None,
             },
         );
         self.save_stored_session(client);
@@ -858,6 +864,7 @@ impl Hub {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.conn = None;
                 s.grace = Some((until, reason));
+                s.peer = conn.peer;
             }
             self.events.push_back(HubEvent::Away { client, user });
         }
@@ -875,12 +882,22 @@ impl Hub {
         }
     }
 
+    /// The waiting session to let go first: the oldest of the address with
+    /// the most waiting sessions, so that one machine dropping connection
+    /// after connection ends its own sessions, not those of everyone else.
     fn oldest_ghost(&self) -> Option<String> {
+        let mut per_peer: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        for s in self.sessions.values().filter(|s| s.grace.is_some()) {
+            *per_peer.entry(s.peer).or_default() += 1;
+        }
         self.sessions
             .iter()
-            .filter_map(|(k, s)| s.grace.map(|(until, _)| (until, k)))
+            .filter_map(|(k, s)| {
+                let (until, _) = s.grace?;
+                Some((Reverse(per_peer[&s.peer]), until, k))
+            })
             .min()
-            .map(|(_, k)| k.clone())
+            .map(|(_, _, k)| k.clone())
     }
 
     /// Ends the sessions whose grace period ran out: the others are told

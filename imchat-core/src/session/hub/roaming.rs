@@ -339,6 +339,7 @@ impl Hub {
             last_client_id,
             recent: VecDeque::new(),
             moved_from: Some(from),
+            peer: None,
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key, session);
