@@ -444,6 +444,16 @@ fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
         .console("frobnicate x", now)
         .starts_with("unknown command"));
     assert_eq!(hub.console("kick nobody", now), "no user 'nobody' online");
+    // A mistyped address is not taken for a username.
+    assert_eq!(
+        hub.console("ban 999.1.1.1", now),
+        "'999.1.1.1' is not an address: an IPv4 address is four numbers from 0 to 255"
+    );
+    assert_eq!(hub.console("bans", now), "no bans");
+    assert_eq!(
+        hub.console("ban v1.2.3.4", now),
+        "banned v1.2.3.4 (0 disconnected)"
+    );
 }
 
 #[test]

@@ -111,6 +111,16 @@ impl BanTarget {
     }
 }
 
+/// Four groups of digits with dots between: meant as an IPv4 address (a
+/// ban of `999.1.1.1` is a mistyped address, not a username).
+fn looks_like_ipv4(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// One ban: what it refuses, who made it and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ban {
@@ -575,10 +585,17 @@ impl Hub {
     }
 
     fn op_ban(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
-        let target = match BanTarget::parse(target) {
-            Ok(t) => t,
-            Err(e) => return (NoticeCode::FAILED, e),
-        };
+        let target =
+            match BanTarget::parse(target) {
+                Ok(BanTarget::Name(n)) if looks_like_ipv4(n.as_str()) => return (
+                    NoticeCode::FAILED,
+                    format!(
+                        "'{n}' is not an address: an IPv4 address is four numbers from 0 to 255"
+                    ),
+                ),
+                Ok(t) => t,
+                Err(e) => return (NoticeCode::FAILED, e),
+            };
         if !self
             .auth
             .bans
