@@ -585,17 +585,18 @@ impl Hub {
     }
 
     fn op_ban(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
-        let target =
-            match BanTarget::parse(target) {
-                Ok(BanTarget::Name(n)) if looks_like_ipv4(n.as_str()) => return (
+        let target = match BanTarget::parse(target) {
+            Ok(BanTarget::Name(n)) if looks_like_ipv4(n.as_str()) => {
+                return (
                     NoticeCode::FAILED,
                     format!(
                         "'{n}' is not an address: an IPv4 address is four numbers from 0 to 255"
                     ),
-                ),
-                Ok(t) => t,
-                Err(e) => return (NoticeCode::FAILED, e),
-            };
+                )
+            }
+            Ok(t) => t,
+            Err(e) => return (NoticeCode::FAILED, e),
+        };
         if !self
             .auth
             .bans
