@@ -700,7 +700,8 @@ fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
 }
 
 #[test]
-fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_alone() {
+fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_alone_and_resumable()
+{
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), 0, &[]);
     let (mut ann, _) = Peer::connect(srv.addr, "ann");
@@ -728,5 +729,14 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
     ann.chat(Recipient::Everyone, "still here");
     ann.until("the ack", |p| p.unacked.is_empty());
     assert!(ann.pending.is_empty(), "{:?}", ann.pending);
+    // The guesses came from her address (all of this is 127.0.0.1): her
+    // real token still resumes her, within the window that refuses them.
+    let welcome = ann.resume(srv.addr);
+    let ServerMessage::Welcome { resumed, .. } = welcome else {
+        unreachable!("hello waits for a welcome");
+    };
+    assert!(resumed.is_some(), "ann was not resumed: {welcome:?}");
+    ann.chat(Recipient::Everyone, "resumed");
+    ann.until("the ack after resuming", |p| p.unacked.is_empty());
     let _ = srv.stop();
 }

@@ -725,8 +725,19 @@ impl Hub {
         now: Instant,
     ) -> bool {
         let peer = self.conns.get(&client).and_then(|c| c.peer);
+        let key = self.key(username);
+        let valid = self.resume_enabled()
+            && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
+            && self
+                .sessions
+                .get(&key)
+                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token));
+        // Only a wrong token is held back by its address's failures: a
+        // token is 128 random bits, which no number of tries guesses, and
+        // a real client must not be locked out of its session by someone
+        // else guessing from the same address (a shared NAT).
         let window = self.limits.resume_window;
-        if let Some((start, n)) = self.resume_failures.get(&peer) {
+        if let (false, Some((start, n))) = (valid, self.resume_failures.get(&peer)) {
             if now.saturating_duration_since(*start) < window && *n >= self.limits.resume_attempts {
                 let secs = window.as_secs();
                 self.violation(client, "too many failed resume attempts");
@@ -738,13 +749,6 @@ impl Hub {
                 return true;
             }
         }
-        let key = self.key(username);
-        let valid = self.resume_enabled()
-            && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
-            && self
-                .sessions
-                .get(&key)
-                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token));
         if !valid {
             // A client whose server restarted without its history (another
             // epoch) did nothing wrong: only token failures count.
