@@ -408,6 +408,39 @@ fn resize_redraws_without_stale_rows() {
     });
 }
 
+/// A terminal left in its alternate screen by a client killed with
+/// `kill -9` (tmux keeps it, and does not clear it for the next one):
+/// the next client clears it before its first frame.
+#[test]
+fn a_screen_left_dirty_by_a_killed_client_is_cleared_at_start() {
+    let w = World::new("scr-dirty");
+    let mut leftovers = Vec::new();
+    for row in 1..=24 {
+        leftovers.extend_from_slice(
+            format!("\x1b[{row};1HLEFTOVER {row} {}", "~".repeat(60)).as_bytes(),
+        );
+    }
+    let port = w.server.port().to_string();
+    let t = Term::spawn_over_leftovers(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+        &leftovers,
+    );
+    let server = format!("connected to 127.0.0.1:{port}");
+    let s = t.wait_screen("the status line connected, the input row empty", |s| {
+        s.row(-2).contains(&server) && s.row(-1) == "alice>"
+    });
+    assert_eq!(
+        s.rows_where(|r| r.contains("LEFTOVER") || r.contains('~')),
+        Vec::<usize>::new(),
+        "rows of the killed client's screen are still there\n{}",
+        s.dump()
+    );
+}
+
 #[test]
 fn a_paste_sends_one_message_per_line_and_asks_when_long() {
     let w = World::new("scr-paste");

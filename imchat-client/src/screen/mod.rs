@@ -220,12 +220,20 @@ impl View for Screen {
     }
 }
 
-/// Raw mode, the alternate screen, bracketed paste; a ratatui terminal.
+/// Raw mode, the alternate screen, bracketed paste; a ratatui terminal on
+/// a cleared screen.
 fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
     enable_raw_mode()?;
     ACTIVE.store(true, Ordering::Release);
     let entered = execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)
-        .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+        .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())))
+        .and_then(|mut terminal| {
+            // A terminal already in its alternate screen (tmux, after a
+            // full-screen program was killed) keeps what is on it; ratatui
+            // draws only the cells that differ from a blank screen.
+            terminal.clear()?;
+            Ok(terminal)
+        });
     entered.inspect_err(|_| restore())
 }
 

@@ -219,11 +219,43 @@ impl vt100::Callbacks for Hooks {
     }
 }
 
+/// xterm's request for the alternate screen (saving the cursor, cleared).
+const ENTER_ALTERNATE: &[u8] = b"\x1b[?1049h";
+
 struct State {
     parser: vt100::Parser<Hooks>,
     raw_tail: Vec<u8>,
     bytes: usize,
     eof: bool,
+    /// While the client's first request for the alternate screen is to be
+    /// dropped: its output so far, held back until the request is seen.
+    ignore_enter: Option<Vec<u8>>,
+}
+
+impl State {
+    /// Gives the emulator what the client wrote, less the first request
+    /// for the alternate screen where that is to be dropped.
+    fn feed(&mut self, bytes: &[u8]) {
+        let Some(held) = self.ignore_enter.as_mut() else {
+            self.parser.process(bytes);
+            return;
+        };
+        held.extend_from_slice(bytes);
+        let found = held
+            .windows(ENTER_ALTERNATE.len())
+            .position(|w| w == ENTER_ALTERNATE);
+        let held = match found {
+            Some(at) => {
+                let mut held = self.ignore_enter.take().unwrap_or_default();
+                held.drain(at..at + ENTER_ALTERNATE.len());
+                held
+            }
+            // Never coming: let the output through as it is.
+            None if held.len() > 4096 => self.ignore_enter.take().unwrap_or_default(),
+            None => return,
+        };
+        self.parser.process(&held);
+    }
 }
 
 type Shared = Arc<(Mutex<State>, Condvar)>;
@@ -268,6 +300,34 @@ impl Term {
         rows: u16,
         env: &[(&str, &str)],
     ) -> Term {
+        Term::spawn_inner(dir, home, args, cols, rows, env, None)
+    }
+
+    /// [`Term::spawn`] in a terminal still in its alternate screen with
+    /// `leftovers` on it, as tmux keeps a pane whose full-screen program
+    /// was killed with `kill -9`: such a terminal does not clear the
+    /// screen when the next program asks for the alternate screen it is
+    /// already on, so the emulator here drops that request, once.
+    pub fn spawn_over_leftovers(
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        cols: u16,
+        rows: u16,
+        leftovers: &[u8],
+    ) -> Term {
+        Term::spawn_inner(dir, home, args, cols, rows, &[], Some(leftovers))
+    }
+
+    fn spawn_inner(
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        cols: u16,
+        rows: u16,
+        env: &[(&str, &str)],
+        leftovers: Option<&[u8]>,
+    ) -> Term {
         std::fs::create_dir_all(home.join("data")).expect("create the client's home");
         let pair = native_pty_system()
             .openpty(PtySize {
@@ -301,12 +361,18 @@ impl Term {
         let reader = pair.master.try_clone_reader().expect("pty reader");
         let writer: Arc<Mutex<Box<dyn Write + Send>>> =
             Arc::new(Mutex::new(pair.master.take_writer().expect("pty writer")));
+        let mut parser = vt100::Parser::new_with_callbacks(nz(rows), nz(cols), 0, Hooks::default());
+        if let Some(leftovers) = leftovers {
+            parser.process(ENTER_ALTERNATE);
+            parser.process(leftovers);
+        }
         let shared: Shared = Arc::new((
             Mutex::new(State {
-                parser: vt100::Parser::new_with_callbacks(nz(rows), nz(cols), 0, Hooks::default()),
+                parser,
                 raw_tail: Vec::new(),
                 bytes: 0,
                 eof: false,
+                ignore_enter: leftovers.map(|_| Vec::new()),
             }),
             Condvar::new(),
         ));
@@ -603,7 +669,7 @@ fn spawn_reader(
                     shared.1.notify_all();
                     return;
                 }
-                st.parser.process(&chunk[..n]);
+                st.feed(&chunk[..n]);
                 st.bytes += n;
                 st.raw_tail.extend_from_slice(&chunk[..n]);
                 let excess = st.raw_tail.len().saturating_sub(RAW_TAIL);
