@@ -453,6 +453,8 @@ fn main() -> ExitCode {
             }
         },
     };
+    // The tests' fail points, from FAILPOINTS; nothing in a normal build.
+    let _fail_points = fail::FailScenario::setup();
     match run(*cli, addr) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2663,6 +2663,45 @@ fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
     wait_no_push_keys(&redis);
 }
 
+/// Redis stalled past the receiving server's read timeout: the server gave
+/// its connection up with a wait for the next piece of the file on it,
+/// which Redis ran when it woke, for nobody; and a removal of a piece it
+/// had handled, sent again, ran twice. Here the tests' fail points do it:
+/// the first wait (before any data: it and the next wait both get a piece)
+/// and the first removal, then a quarter of them at random. Nothing of the
+/// file is lost, nothing taken twice.
+#[test]
+fn a_push_whose_receiving_server_lost_redis_answers_arrives_intact() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start_with_env(
+        &redis.url(),
+        0,
+        &[(
+            "FAILPOINTS",
+            Path::new(
+                "cluster-push-lost=1*return->25%return;cluster-push-ack-twice=1*return->25%return",
+            ),
+        )],
+        &[],
+    );
+    let mut bob = Client::start(&b, "bob", &[]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    let data = file_bytes(3 * PUSH_WINDOW + 4321, 7);
+    let path = alice.dir.join("stalled.bin");
+    std::fs::write(&path, &data).unwrap();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    alice.expect("accepted by 1 user(s)");
+    bob.expect(&format!(
+        "received stalled.bin ({} bytes) from alice",
+        data.len()
+    ));
+    alice.expect("sent stalled.bin to 1 user(s)");
+    assert_eq!(checksum(&bob.received("stalled.bin")), checksum(&data));
+    wait_no_push_keys(&redis);
+}
+
 #[test]
 fn a_file_pushed_to_everyone_reaches_the_users_of_every_server() {
     let Some(redis) = Redis::start() else { return };

@@ -6,7 +6,8 @@
 //!
 //! - `imchat:push:<A>:<relay>:<B>`: the entries, in order: file data, then
 //!   the end (or a cancel). The sending server A appends (`RPUSH`), B's
-//!   reader takes them from the front (`BLPOP`).
+//!   reader moves them from the front (`BLMOVE`) to `…:taken`, and
+//!   removes each from there once it handled it (see `read_push`).
 //! - `…:at`: the offset in the file the next data starts at: data that
 //!   A sends again (Redis stalled and the answer was lost) is not
 //!   appended twice.
@@ -73,6 +74,36 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 ";
+
+/// Removes the front of list `KEYS[1]` (the entries the reader took) if
+/// it is the entry the reader handled: it starts with `ARGV[1]` and is
+/// `ARGV[2]` bytes long. Then frees `ARGV[3]` bytes of the window counted
+/// in `KEYS[2]`, and rings `KEYS[3]` (a list of at most one element) for
+/// the sending server; the keys expire after `ARGV[4]` ms. A removal sent
+/// again (its answer lost) finds another front and removes nothing, and
+/// frees nothing.
+const ACK_TAKEN: &str = r"
+local front = redis.call('LINDEX', KEYS[1], 0)
+if front and string.len(front) == tonumber(ARGV[2])
+    and string.sub(front, 1, string.len(ARGV[1])) == ARGV[1] then
+  redis.call('LPOP', KEYS[1])
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('DECRBY', KEYS[2], ARGV[3])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('RPUSH', KEYS[3], 1)
+redis.call('LTRIM', KEYS[3], 0, 0)
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+";
+
+/// Connections with a wait on them the tests' fail point keeps open.
+const GIVEN_UP_KEPT: usize = 4;
+
+/// The bytes an entry starts with that tell it from every other entry of
+/// its push: its kind, and a data entry's offset and checksum.
+const ENTRY_HEAD: usize = 13;
 
 /// How many ended legs [`Transfers::ended`] remembers.
 const ENDED_KEPT: usize = 1024;
@@ -415,9 +446,24 @@ impl Cluster {
 
     /// Takes server `from`'s push `relay` from its list, entry by entry, to
     /// the hub; frees the window only once the receivers' queues took it.
+    ///
+    /// An entry is never popped and handed on in one step: `BLMOVE` moves
+    /// it to `…:taken`, and the reader handles the front of that list and
+    /// then removes it ([`ACK_TAKEN`]). A command left on a connection
+    /// given up while Redis stalled runs when Redis wakes, after the
+    /// reader went on with another connection: a pop there would lose its
+    /// entry, a move only puts it in `…:taken`, in order, where the reader
+    /// finds it. An entry handled whose removal was not answered is
+    /// handled again: data before the offset already handed on is skipped.
     fn read_push(&self, from: u64, relay: TransferId, stop: &AtomicBool) {
         let key = list_key(from, relay, self.id);
+        let taken = format!("{key}:taken");
+        let ack = Script::new(ACK_TAKEN);
+        let mut handed_on = 0u64;
+        let mut ended = false;
         let mut con: Option<Connection> = None;
+        // Connections the tests' fail point gave up with a wait on them.
+        let mut given_up: Vec<Connection> = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             if con.is_none() {
                 con = self.connect_patient().ok();
@@ -427,71 +473,101 @@ impl Cluster {
                 }
             }
             let Some(c) = con.as_mut() else { continue };
-            let got: redis::RedisResult<Option<(String, Vec<u8>)>> = redis::cmd("BLPOP")
-                .arg(&key)
-                .arg(POLL.as_secs_f64())
-                .query(c);
-            let bytes = match got {
-                Ok(Some((_, bytes))) => bytes,
-                Ok(None) => continue,
+            let front: redis::RedisResult<Option<Vec<u8>>> =
+                redis::cmd("LINDEX").arg(&taken).arg(0).query(c);
+            let bytes = match front {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    // Nothing taken: wait for the next entry and take it.
+                    let mut wait = redis::pipe();
+                    wait.cmd("BLMOVE")
+                        .arg(&key)
+                        .arg(&taken)
+                        .arg("LEFT")
+                        .arg("RIGHT")
+                        .arg(POLL.as_secs_f64())
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&taken)
+                        .arg(ms(KEY_TTL))
+                        .ignore();
+                    if fail::eval("cluster-push-lost", |_| ()).is_some() {
+                        // The tests' stalled Redis: the wait is sent and
+                        // its connection given up unread, but left open,
+                        // so that Redis runs the wait whenever it can.
+                        let _ = c.send_packed_command(&wait.get_packed_pipeline());
+                        if given_up.len() == GIVEN_UP_KEPT {
+                            given_up.remove(0);
+                        }
+                        given_up.extend(con.take());
+                        continue;
+                    }
+                    if wait.query::<()>(c).is_err() {
+                        con = None;
+                    }
+                    continue;
+                }
                 Err(_) => {
                     con = None;
                     continue;
                 }
             };
             let now = Instant::now();
+            let mut window_bytes = 0;
             match Entry::decode(&bytes) {
                 Some(Entry::Data { offset, crc, data }) => {
-                    let chunk = FileChunk {
-                        id: relay,
-                        offset,
-                        data,
-                        crc,
-                    };
-                    let mut chunk = Some(chunk);
-                    // The hub relays it; the receivers' pacing holds this
-                    // thread until their queues have room.
-                    self.transfer_hub(&mut |hub| {
-                        if let Some(chunk) = chunk.take() {
-                            hub.remote_chunk(from, relay, chunk, now);
-                        }
-                    });
-                    let len = bytes.len();
-                    let acked = redis::pipe()
-                        .cmd("DECRBY")
-                        .arg(format!("{key}:n"))
-                        .arg(len)
-                        .ignore()
-                        .cmd("RPUSH")
-                        .arg(format!("{key}:bell"))
-                        .arg(1)
-                        .ignore()
-                        .cmd("LTRIM")
-                        .arg(format!("{key}:bell"))
-                        .arg(0)
-                        .arg(0)
-                        .ignore()
-                        .cmd("PEXPIRE")
-                        .arg(format!("{key}:bell"))
-                        .arg(ms(KEY_TTL))
-                        .ignore()
-                        .query::<()>(c);
-                    if acked.is_err() {
-                        con = None;
+                    window_bytes = bytes.len();
+                    if offset >= handed_on && !ended {
+                        handed_on = offset + data.len() as u64;
+                        let chunk = FileChunk {
+                            id: relay,
+                            offset,
+                            data,
+                            crc,
+                        };
+                        let mut chunk = Some(chunk);
+                        // The hub relays it; the receivers' pacing holds this
+                        // thread until their queues have room.
+                        self.transfer_hub(&mut |hub| {
+                            if let Some(chunk) = chunk.take() {
+                                hub.remote_chunk(from, relay, chunk, now);
+                            }
+                        });
                     }
                 }
-                Some(Entry::End { crc }) => {
+                Some(Entry::End { crc }) if !ended => {
+                    ended = true;
                     self.transfer_hub(&mut |hub| hub.remote_end(from, relay, crc, now));
                 }
-                Some(Entry::Cancel { code, reason }) => {
+                Some(Entry::Cancel { code, reason }) if !ended => {
+                    ended = true;
                     self.transfer_hub(&mut |hub| hub.remote_cancel(from, relay, code, &reason));
                 }
+                Some(Entry::End { .. } | Entry::Cancel { .. }) => {}
                 None => {
                     warn!("cluster: an unreadable piece of a file from server {from:x}: the transfer is ended");
+                    ended = true;
                     self.transfer_hub(&mut |hub| {
                         hub.remote_cancel(from, relay, CancelCode::BAD_CHUNK, "damaged in transit");
                     });
                 }
+            }
+            // Removed by what it starts with and its length, so that a
+            // removal sent twice (its answer lost) removes it once.
+            let mut done = ack.prepare_invoke();
+            done.key(&taken)
+                .key(format!("{key}:n"))
+                .key(format!("{key}:bell"))
+                .arg(&bytes[..bytes.len().min(ENTRY_HEAD)])
+                .arg(bytes.len())
+                .arg(window_bytes)
+                .arg(ms(KEY_TTL));
+            if fail::eval("cluster-push-ack-twice", |_| ()).is_some() {
+                // The tests' stale removal, run right before the real one.
+                let _ = done.invoke::<()>(c);
+            }
+            if done.invoke::<()>(c).is_err() {
+                con = None;
             }
         }
         lock(&self.transfers.receiving).remove(&(from, relay));
@@ -506,6 +582,7 @@ impl Cluster {
                 .arg(format!("{key}:n"))
                 .arg(format!("{key}:at"))
                 .arg(format!("{key}:bell"))
+                .arg(format!("{key}:taken"))
                 .query::<()>(con)
         });
     }
