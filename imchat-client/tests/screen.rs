@@ -421,13 +421,14 @@ fn a_screen_left_dirty_by_a_killed_client_is_cleared_at_start() {
         );
     }
     let port = w.server.port().to_string();
-    let t = Term::spawn_over_leftovers(
+    let t = Term::spawn_with(
         w.dir.path(),
         &w.dir.join("home-alice"),
         &["alice", "127.0.0.1", &port],
         80,
         24,
-        &leftovers,
+        &[],
+        Some(&leftovers),
     );
     let server = format!("connected to 127.0.0.1:{port}");
     let s = t.wait_screen("the status line connected, the input row empty", |s| {
@@ -679,6 +680,7 @@ fn log_records_are_never_drawn_over_the_screen() {
         80,
         24,
         &[("RUST_LOG", "info")],
+        None,
     );
     t.wait_screen("the status line connected", |s| {
         s.row(22).contains("connected to")

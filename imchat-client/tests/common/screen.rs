@@ -288,38 +288,16 @@ impl Term {
     /// Starts the client with `args` in `dir`, in a `cols`x`rows` xterm,
     /// with `home` as its `HOME` (and `home/data` as `XDG_DATA_HOME`).
     pub fn spawn(dir: &Path, home: &Path, args: &[&str], cols: u16, rows: u16) -> Term {
-        Term::spawn_with(dir, home, args, cols, rows, &[])
+        Term::spawn_with(dir, home, args, cols, rows, &[], None)
     }
 
-    /// [`Term::spawn`] with `env` set on top of the test environment.
+    /// [`Term::spawn`] with `env` set on top of the test environment, and,
+    /// with `leftovers`, in a terminal still in its alternate screen with
+    /// them on it, as tmux keeps a pane whose full-screen program was
+    /// killed with `kill -9`: such a terminal does not clear the screen
+    /// when the next program asks for the alternate screen it is already
+    /// on, so the emulator here drops that request, once.
     pub fn spawn_with(
-        dir: &Path,
-        home: &Path,
-        args: &[&str],
-        cols: u16,
-        rows: u16,
-        env: &[(&str, &str)],
-    ) -> Term {
-        Term::spawn_inner(dir, home, args, cols, rows, env, None)
-    }
-
-    /// [`Term::spawn`] in a terminal still in its alternate screen with
-    /// `leftovers` on it, as tmux keeps a pane whose full-screen program
-    /// was killed with `kill -9`: such a terminal does not clear the
-    /// screen when the next program asks for the alternate screen it is
-    /// already on, so the emulator here drops that request, once.
-    pub fn spawn_over_leftovers(
-        dir: &Path,
-        home: &Path,
-        args: &[&str],
-        cols: u16,
-        rows: u16,
-        leftovers: &[u8],
-    ) -> Term {
-        Term::spawn_inner(dir, home, args, cols, rows, &[], Some(leftovers))
-    }
-
-    fn spawn_inner(
         dir: &Path,
         home: &Path,
         args: &[&str],
