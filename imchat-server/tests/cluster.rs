@@ -2637,30 +2637,36 @@ fn cut_off_a_server_with_a_password_checks_it_before_anything_of_the_cluster() {
     assert_eq!(code, RefuseCode::WRONG_PASSWORD, "{reason}");
 }
 
-#[test]
-fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
+/// Alice on one server pushes `len` bytes to bob on another, whose server
+/// runs with `env`: the file arrives whole, and nothing of it is left in
+/// Redis.
+fn push_to_a_user_of_another_server(env: &[(&str, &Path)], file: &str, len: usize, seed: u64) {
     let Some(redis) = Redis::start() else { return };
     let a = Server::start(&redis.url());
-    let b = Server::start(&redis.url());
+    let b = Server::start_with_env(&redis.url(), 0, env, &[]);
     let mut bob = Client::start(&b, "bob", &[]);
     let mut alice = Client::start(&a, "alice", &[]);
     alice.wait_online("bob");
-    // Several windows' worth, and not a whole number of chunks.
-    let data = file_bytes(3 * PUSH_WINDOW + 12_345, 1);
-    let path = alice.dir.join("big.bin");
+    let data = file_bytes(len, seed);
+    let path = alice.dir.join(file);
     std::fs::write(&path, &data).unwrap();
     alice.send(&format!("/sendfile {} bob", path.display()));
     alice.expect("accepted by 1 user(s)");
     bob.expect(&format!(
-        "received big.bin ({} bytes) from alice",
+        "received {file} ({} bytes) from alice",
         data.len()
     ));
-    alice.expect("sent big.bin to 1 user(s)");
-    let got = bob.received("big.bin");
+    alice.expect(&format!("sent {file} to 1 user(s)"));
+    let got = bob.received(file);
     assert_eq!(got.len(), data.len());
     assert_eq!(checksum(&got), checksum(&data));
-    // Nothing of it is left in Redis.
     wait_no_push_keys(&redis);
+}
+
+#[test]
+fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
+    // Several windows' worth, and not a whole number of chunks.
+    push_to_a_user_of_another_server(&[], "big.bin", 3 * PUSH_WINDOW + 12_345, 1);
 }
 
 /// Redis stalled past the receiving server's read timeout: the server gave
@@ -2672,34 +2678,13 @@ fn a_file_pushed_to_a_user_of_another_server_arrives_intact() {
 /// file is lost, nothing taken twice.
 #[test]
 fn a_push_whose_receiving_server_lost_redis_answers_arrives_intact() {
-    let Some(redis) = Redis::start() else { return };
-    let a = Server::start(&redis.url());
-    let b = Server::start_with_env(
-        &redis.url(),
-        0,
-        &[(
-            "FAILPOINTS",
-            Path::new(
-                "cluster-push-lost=1*return->25%return;cluster-push-ack-twice=1*return->25%return",
-            ),
-        )],
-        &[],
+    let points = "cluster-push-lost=1*return->25%return;cluster-push-ack-twice=1*return->25%return";
+    push_to_a_user_of_another_server(
+        &[("FAILPOINTS", Path::new(points))],
+        "stalled.bin",
+        3 * PUSH_WINDOW + 4321,
+        7,
     );
-    let mut bob = Client::start(&b, "bob", &[]);
-    let mut alice = Client::start(&a, "alice", &[]);
-    alice.wait_online("bob");
-    let data = file_bytes(3 * PUSH_WINDOW + 4321, 7);
-    let path = alice.dir.join("stalled.bin");
-    std::fs::write(&path, &data).unwrap();
-    alice.send(&format!("/sendfile {} bob", path.display()));
-    alice.expect("accepted by 1 user(s)");
-    bob.expect(&format!(
-        "received stalled.bin ({} bytes) from alice",
-        data.len()
-    ));
-    alice.expect("sent stalled.bin to 1 user(s)");
-    assert_eq!(checksum(&bob.received("stalled.bin")), checksum(&data));
-    wait_no_push_keys(&redis);
 }
 
 #[test]
