@@ -597,7 +597,8 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     }
     if let Some(warning) = exposure_warning(local, password.is_some(), tls.is_some()) {
         report::print_line(&warning);
-        log::warn!("{warning}");
+        // Printed just above: once on the terminal, once in the log file.
+        log::warn!(target: logging::FILE_ONLY, "{warning}");
     }
     log::info!(
         "shared folder: {} ({}), resolved to {}",
