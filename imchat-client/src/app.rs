@@ -2104,6 +2104,12 @@ impl Conn {
 
     /// `/sendfile <path> [user]`: announces the file, then a thread streams it.
     fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
+        // Before opening it: opening a named pipe waits for a writer, and
+        // would hold the client until one comes.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            self.catch_up();
+            return self.app.error(&format!("{path} is not a file"));
+        }
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {

@@ -324,6 +324,27 @@ fn downloads_never_escape_the_shared_folder() {
     bob.expect_prefix("*** downloaded welcome.txt (");
 }
 
+/// A named pipe, a folder: refused at once, and the client goes on (a pipe
+/// opened for reading would wait for a writer and hold the client).
+#[test]
+fn sendfile_of_a_named_pipe_or_a_folder_is_refused_at_once() {
+    let w = World::new("sendfile-fifo");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let fifo = w.dir.join("a-pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    alice.send(&format!("/sendfile {} bob", fifo.display()));
+    alice.expect_line(&format!("error: {} is not a file", fifo.display()));
+    alice.send(&format!("/sendfile {} bob", w.dir.path().display()));
+    alice.expect_line(&format!("error: {} is not a file", w.dir.path().display()));
+    alice.send("still here");
+    bob.expect_line("<alice> still here");
+}
+
 #[test]
 fn sendfile_pushes_to_everyone_or_to_one_user() {
     let w = World::new("sendfile");
