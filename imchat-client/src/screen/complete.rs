@@ -34,6 +34,12 @@ impl Cycle {
     /// nothing matches. `backwards` starts with the last candidate.
     pub fn start(line: &str, cursor: usize, sources: &Sources, backwards: bool) -> Option<Self> {
         let (start, pool, suffix) = context(&line[..cursor], sources);
+        // A space already there is not doubled.
+        let suffix = if suffix == " " && line[cursor..].starts_with(' ') {
+            ""
+        } else {
+            suffix
+        };
         let prefix = line[start..cursor].to_lowercase();
         let mut candidates: Vec<String> = pool
             .into_iter()
@@ -107,10 +113,12 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
             _ => {}
         }
     }
+    // A nick is followed by what comes next, as in irssi and weechat: a
+    // space, so that the text typed after it is not glued to it.
     if head[word_start..].starts_with('@') {
-        return (word_start + 1, sources.nicks.to_vec(), "");
+        return (word_start + 1, sources.nicks.to_vec(), " ");
     }
-    let suffix = if is_first_word { ": " } else { "" };
+    let suffix = if is_first_word { ": " } else { " " };
     (word_start, sources.nicks.to_vec(), suffix)
 }
 
@@ -175,11 +183,24 @@ mod tests {
     #[test]
     fn nicks_complete_after_user_commands_and_at_signs() {
         let f = Fixture::new();
-        assert_eq!(f.tab("/msg b", 2), ["/msg Bea", "/msg bob"]);
-        assert_eq!(f.tab("/mode unicast c", 1), ["/mode unicast carol"]);
-        assert_eq!(f.tab("hi @ca", 1), ["hi @carol"]);
-        assert_eq!(f.tab("/sendfile a.txt bo", 1), ["/sendfile a.txt bob"]);
-        assert_eq!(f.tab("thanks c", 1), ["thanks carol"]);
+        assert_eq!(f.tab("/msg b", 2), ["/msg Bea ", "/msg bob "]);
+        assert_eq!(f.tab("/mode unicast c", 1), ["/mode unicast carol "]);
+        assert_eq!(f.tab("hi @ca", 1), ["hi @carol "]);
+        assert_eq!(f.tab("/sendfile a.txt bo", 1), ["/sendfile a.txt bob "]);
+        assert_eq!(f.tab("thanks c", 1), ["thanks carol "]);
+    }
+
+    #[test]
+    fn a_nick_inside_the_line_is_followed_by_one_space() {
+        let f = Fixture::new();
+        // Typing on after the completion does not glue the words.
+        let mut cycle = Cycle::start("/msg bo", 7, &f.sources(), false).unwrap();
+        assert_eq!(cycle.line(), ("/msg bob ".to_owned(), 9));
+        cycle.step(false);
+        assert_eq!(cycle.line(), ("/msg bob ".to_owned(), 9));
+        // Completed in the middle, before a space: no second one.
+        let cycle = Cycle::start("@ca how are you", 3, &f.sources(), false).unwrap();
+        assert_eq!(cycle.line(), ("@carol how are you".to_owned(), 6));
     }
 
     #[test]
