@@ -605,13 +605,14 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     let (store, saved) = open_store(&config);
     let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
     let first = join(&config, restored.as_mut())?;
-    let (view, input) = ui::make_view(
+    let (view, input, quit) = ui::make_view(
         first.username.as_str(),
         config.json,
         config.history_file.clone(),
         config.chat_log.as_deref(),
     )
     .map_err(io_err("starting the interface"))?;
+    quit_on_signals(quit);
     let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
     let app = Arc::new(App {
         scripted: !view.is_terminal(),
@@ -637,6 +638,45 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     app.set_link(Link::Closed { reason });
     app.view.finish(None);
     result
+}
+
+/// How long a quit asked for by a signal may take (the server told, the
+/// terminal restored) before the client ends without it.
+const SIGNAL_QUIT_WAIT: Duration = Duration::from_secs(3);
+
+/// SIGTERM, SIGHUP (the terminal was closed) and SIGINT quit as `/quit`
+/// does: the server is told, and the others see the user leave at once
+/// instead of after the wait for a resume that a lost connection gets. A
+/// second signal, or a quit that takes longer than [`SIGNAL_QUIT_WAIT`],
+/// ends the client at once. (`kill -9` cannot be caught: that is a lost
+/// connection, which the next run resumes.)
+fn quit_on_signals(quit: ui::QuitSender) {
+    static SIGNALLED: AtomicBool = AtomicBool::new(false);
+    let quit = Arc::new(quit);
+    let installed = ctrlc::set_handler(move || {
+        if SIGNALLED.swap(true, Ordering::AcqRel) {
+            crate::screen::restore_terminal();
+            std::process::exit(1);
+        }
+        let quit = Arc::clone(&quit);
+        let _ = thread::Builder::new()
+            .name("signal-quit".into())
+            .spawn(move || {
+                // The send waits for the client to take it (a script's
+                // input): on a thread of its own, so the deadline holds.
+                let _ = thread::Builder::new().spawn(move || quit.quit());
+                thread::sleep(SIGNAL_QUIT_WAIT);
+                log::warn!(
+                    "quitting took more than {}s: ending without it",
+                    SIGNAL_QUIT_WAIT.as_secs()
+                );
+                crate::screen::restore_terminal();
+                std::process::exit(1);
+            });
+    });
+    if let Err(e) = installed {
+        log::warn!("signals will end the client without telling the server: {e}");
+    }
 }
 
 /// What ended serving one connection.
@@ -719,7 +759,7 @@ fn handshake(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(ClientError::NoAnswer)
+                return Err(ClientError::NoAnswer);
             }
             Err(TransportError::Io(e)) => return Err(lost(e)),
             // A TLS server answers a plaintext hello with a TLS alert.
@@ -767,7 +807,7 @@ fn handshake(
                     });
                 }
                 ClientEvent::Shutdown { reason } => {
-                    return Err(ClientError::Shutdown(inert(&reason).into_owned()))
+                    return Err(ClientError::Shutdown(inert(&reason).into_owned()));
                 }
                 other => log::debug!("before the welcome: {other:?}"),
             }
@@ -840,7 +880,9 @@ fn sent_line(name: &FileName, receivers: u32, accepted: u32) -> String {
     if missed == 0 {
         format!("sent {name} to {receivers} user(s)")
     } else {
-        format!("sent {name} to {receivers} user(s); {missed} of the {accepted} who accepted it did not get it whole")
+        format!(
+            "sent {name} to {receivers} user(s); {missed} of the {accepted} who accepted it did not get it whole"
+        )
     }
 }
 
@@ -986,7 +1028,7 @@ impl App {
                             return Err(ClientError::ReconnectFailed {
                                 lost: reason,
                                 retry: retry.to_string(),
-                            })
+                            });
                         }
                     }
                 }
@@ -1043,7 +1085,7 @@ impl App {
                         }
                     }
                     Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return Ok(None)
+                        return Ok(None);
                     }
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
@@ -1247,7 +1289,7 @@ impl Conn {
             let line = match input.recv_timeout(WAIT_STEP) {
                 Ok(UserInput::Line(line)) => line,
                 Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Served::Quit
+                    return Served::Quit;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
             };
@@ -2141,7 +2183,7 @@ impl Conn {
             Err(e) => {
                 return self
                     .app
-                    .error(&format!("cannot send {base}: invalid file name: {e}"))
+                    .error(&format!("cannot send {base}: invalid file name: {e}"));
             }
         };
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
@@ -2778,7 +2820,9 @@ mod tests {
         );
         assert_eq!(
             ui::plain_line(Entry::Error(line)).as_deref(),
-            Some("error: message to bob not sent: \"hi^[[2J\" (too many were waiting for the server; it may not have arrived)")
+            Some(
+                "error: message to bob not sent: \"hi^[[2J\" (too many were waiting for the server; it may not have arrived)"
+            )
         );
         let long = "x".repeat(100);
         let line = not_sent_line(&Recipient::Everyone, &long);

@@ -289,12 +289,13 @@ impl View for JsonView {
 /// The channel holds no line ahead: a line is read only once the client
 /// took the one before, so a script that writes faster than the server
 /// reads is held back rather than buffered here.
-pub fn spawn_stdin() -> io::Result<Receiver<UserInput>> {
+pub fn spawn_stdin() -> io::Result<(Receiver<UserInput>, QuitSender)> {
     let (tx, rx) = mpsc::sync_channel(0);
+    let quit = QuitSender::new(tx.clone());
     thread::Builder::new()
         .name("input".into())
         .spawn(move || read_lines(io::stdin().lock(), &tx))?;
-    Ok(rx)
+    Ok((rx, quit))
 }
 
 fn read_lines(mut input: impl BufRead, tx: &SyncSender<UserInput>) {
@@ -328,15 +329,18 @@ pub fn make_view(
     json: bool,
     history_file: Option<PathBuf>,
     chat_log: Option<&Path>,
-) -> io::Result<(Arc<dyn View>, Receiver<UserInput>)> {
-    let (view, input): (Arc<dyn View>, _) = if json {
-        (Arc::new(JsonView::default()), spawn_stdin()?)
+) -> io::Result<(Arc<dyn View>, Receiver<UserInput>, QuitSender)> {
+    let (view, input, quit): (Arc<dyn View>, _, _) = if json {
+        let (rx, quit) = spawn_stdin()?;
+        (Arc::new(JsonView::default()), rx, quit)
     } else if io::stdin().is_terminal() && io::stdout().is_terminal() {
         let (tx, rx) = mpsc::channel();
+        let quit = QuitSender::new(tx.clone());
         let screen = Screen::start(me, command::names(), tx, history_file)?;
-        (screen, rx)
+        (screen, rx, quit)
     } else {
-        (Arc::new(PlainView), spawn_stdin()?)
+        let (rx, quit) = spawn_stdin()?;
+        (Arc::new(PlainView), rx, quit)
     };
     match chat_log {
         Some(path) => {
@@ -347,9 +351,47 @@ pub fn make_view(
                     format!("cannot open the chat log {}: {e}", path.display()),
                 )
             })?;
-            Ok((Arc::new(logged), input))
+            Ok((Arc::new(logged), input, quit))
         }
-        None => Ok((view, input)),
+        None => Ok((view, input, quit)),
+    }
+}
+
+/// Puts a [`UserInput::Quit`] into the input, as if the user quit: for a
+/// signal asking the client to end.
+pub struct QuitSender(Box<dyn Fn() + Send + Sync>);
+
+impl QuitSender {
+    fn new<S: Into<AnySender>>(tx: S) -> Self {
+        let tx = tx.into();
+        Self(Box::new(move || match &tx {
+            AnySender::Async(tx) => drop(tx.send(UserInput::Quit)),
+            AnySender::Sync(tx) => drop(tx.send(UserInput::Quit)),
+        }))
+    }
+
+    /// Sends the quit; waits until the client takes it if its input is
+    /// a rendezvous channel (a script's).
+    pub fn quit(&self) {
+        (self.0)();
+    }
+}
+
+/// The sending side of either kind of input channel.
+enum AnySender {
+    Async(mpsc::Sender<UserInput>),
+    Sync(SyncSender<UserInput>),
+}
+
+impl From<mpsc::Sender<UserInput>> for AnySender {
+    fn from(tx: mpsc::Sender<UserInput>) -> Self {
+        AnySender::Async(tx)
+    }
+}
+
+impl From<SyncSender<UserInput>> for AnySender {
+    fn from(tx: SyncSender<UserInput>) -> Self {
+        AnySender::Sync(tx)
     }
 }
 

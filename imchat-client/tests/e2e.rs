@@ -149,6 +149,36 @@ fn mode_switching() {
     );
 }
 
+/// Sends `signal` (`TERM`, `HUP`, `INT`) to the client by its pid.
+fn signal(c: &Client, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(c.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} failed");
+}
+
+/// A client ended by a signal (the terminal closed: SIGHUP; a plain
+/// `kill`: SIGTERM; SIGINT) quits as `/quit` does: the others see it leave
+/// at once, not after the minute a lost connection waits for a resume.
+#[test]
+fn a_client_ended_by_a_signal_is_seen_leaving_at_once() {
+    let w = World::new("signals");
+    let bob = w.client("bob");
+    for (name, sig) in [("alice", "TERM"), ("carol", "HUP"), ("dave", "INT")] {
+        let mut c = w.client(name);
+        bob.expect_line(&format!("*** {name} has joined"));
+        signal(&c, sig);
+        bob.expect_line(&format!("*** {name} has left"));
+        let status = c.expect_exit();
+        assert!(
+            status.code().is_some(),
+            "{name}: killed by the signal: {status:?}"
+        );
+    }
+}
+
 #[test]
 fn unknown_user_is_an_error_and_the_connection_stays() {
     let w = World::new("unknown");
@@ -504,8 +534,9 @@ fn unreachable_server_bad_host_and_bad_ports() {
         let err = c.expect_exit_code(2);
         let err = non_empty(&err);
         assert!(
-            err.first()
-                .is_some_and(|l| l.starts_with(&format!("error: invalid value '{port}' for '[PORT]'"))),
+            err.first().is_some_and(
+                |l| l.starts_with(&format!("error: invalid value '{port}' for '[PORT]'"))
+            ),
             "port {port:?}: expected clap's `error: invalid value '{port}' for '[PORT]': ...`, got {err:?}"
         );
     }

@@ -237,6 +237,12 @@ fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
     entered.inspect_err(|_| restore())
 }
 
+/// Puts the terminal back as it was if the screen took it over (for a
+/// client ending without the screen's own way out).
+pub fn restore_terminal() {
+    restore();
+}
+
 /// Puts the terminal back as it was, once.
 fn restore() {
     if ACTIVE.swap(false, Ordering::AcqRel) {
