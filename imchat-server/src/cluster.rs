@@ -1876,20 +1876,40 @@ impl Remote {
 /// Claims the name of a `Hello` before the hub sees it; returns whether
 /// the hub may go on with it (else the connection was refused), and the
 /// key to release if the hub then does not join it.
+///
+/// `not_taken` is the `Hello`'s resume request when it asked for a
+/// session this server does not hold and the take-over failed (a wrong
+/// token, or no such session): a failed resume, as on a single server.
+/// Past the limit of failures from its address it is refused as
+/// `TOO_MANY_ATTEMPTS` (nothing more is asked of Redis); else it is
+/// counted when the name is taken elsewhere (answered here, the hub
+/// never sees it); when the name is free, or this server's, the hub
+/// counts it itself as it tries the resume.
 pub fn claim_for_hello(
     cluster: &Cluster,
     hub: &dyn HubAccess,
     client: ClientId,
     username: &Username,
+    not_taken: Option<&imchat_core::ResumeRequest>,
 ) -> (bool, Option<String>) {
     let key = crate::names::key(username);
     let refuse = |code: RefuseCode, reason: String| {
         hub.with(&mut |hub| hub.refuse_handshake(client, code, &reason));
     };
+    if not_taken.is_some() {
+        let mut refused = false;
+        hub.with(&mut |hub| refused = hub.refuse_spent_resume(client, Instant::now()));
+        if refused {
+            return (false, None);
+        }
+    }
     match cluster.claim(&key) {
         Claim::New => (true, Some(key)),
         Claim::Ours => (true, None),
         Claim::Taken => {
+            if let Some(request) = not_taken {
+                hub.with(&mut |hub| hub.note_failed_resume(client, request, Instant::now()));
+            }
             refuse(
                 RefuseCode::NAME_TAKEN,
                 format!(

@@ -3480,3 +3480,43 @@ fn a_session_taken_back_by_a_restarted_server_resumes_elsewhere_with_nothing_twi
     back.drain();
     assert_eq!(texts(&back), ["after"], "what erin got on her resume");
 }
+
+/// Wrong tokens sent to a server that does not hold the session (its
+/// take-over fails, the name is taken elsewhere) count against their
+/// address as on the session's own server: past 5, `TOO_MANY_ATTEMPTS`.
+/// The right token, from the same address, still takes the session over.
+#[test]
+fn wrong_tokens_for_a_session_of_another_server_are_limited_and_the_right_one_still_resumes() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    for p in [&mut alice, &mut bob] {
+        p.wait_who(&["alice", "bob"], WAIT);
+    }
+    // Her client dies: a keeps her session waiting for a resume.
+    alice.stream.shutdown(Shutdown::Both).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let mut codes = Vec::new();
+    for i in 0..6u8 {
+        let mut q = Peer::connect(b.addr);
+        let answer = q.hello_with(
+            "alice",
+            Some(ResumeRequest {
+                token: ResumeToken([i.wrapping_mul(37).wrapping_add(1); 16]),
+                last_seen: MessageId(0),
+                epoch: alice.epoch,
+            }),
+        );
+        codes.push(answer.map_err(|(code, _)| code));
+    }
+    let taken = Err(RefuseCode::NAME_TAKEN);
+    let mut expected = vec![taken; 5];
+    expected.push(Err(RefuseCode::TOO_MANY_ATTEMPTS));
+    assert_eq!(codes, expected, "b's answers to six wrong tokens");
+    // Past the limit, her own token still moves her session to b.
+    let mut back = resume_on(&mut alice, b.addr);
+    bob.say(None, "after the guesses");
+    back.wait_chat("after the guesses");
+}

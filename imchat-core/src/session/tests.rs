@@ -2837,14 +2837,70 @@ fn failed_resumes_are_rate_limited_per_address() {
         );
         assert_eq!(answer(&mut hub, c), "username already taken");
     }
-    // Even the right token is refused until the window passed.
+    // A sixth guess is refused for the address until the window passed.
     let c = hub.handle_connect_from(ip, t0);
-    hub.handle_message(c, resume_hello("alice", token, epoch), t0);
+    hub.handle_message(
+        c,
+        resume_hello("alice", crate::ResumeToken([99; 16]), epoch),
+        t0,
+    );
     assert_eq!(answer(&mut hub, c), "too many failed attempts");
     let t1 = t0 + Duration::from_secs(10);
     let c = hub.handle_connect_from(ip, t1);
+    hub.handle_message(
+        c,
+        resume_hello("alice", crate::ResumeToken([99; 16]), epoch),
+        t1,
+    );
+    assert_eq!(answer(&mut hub, c), "username already taken");
+    // The right token is never held back by the guesses (a shared NAT).
+    let c = hub.handle_connect_from(ip, t1);
     hub.handle_message(c, resume_hello("alice", token, epoch), t1);
     assert_eq!(answer(&mut hub, c), "resumed");
+}
+
+/// A frontend that checks a token outside the hub (a cluster's take-over
+/// of another server's session) counts its failures with the hub's own.
+#[test]
+fn resume_failures_counted_by_the_frontend_share_the_address_limit() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let ip: IpAddr = "192.0.2.9".parse().unwrap();
+    let guess = |n: u8| crate::ResumeRequest {
+        token: crate::ResumeToken([n; 16]),
+        last_seen: MessageId(0),
+        epoch,
+    };
+    for n in 0..5u8 {
+        let c = hub.handle_connect_from(ip, t0);
+        assert!(!hub.refuse_spent_resume(c, t0));
+        hub.note_failed_resume(c, &guess(n), t0);
+        // Another epoch (a history lost) is no guess: not counted.
+        let other = crate::ResumeRequest {
+            epoch: epoch.wrapping_add(1),
+            ..guess(n)
+        };
+        hub.note_failed_resume(c, &other, t0);
+    }
+    let c = hub.handle_connect_from(ip, t0);
+    assert!(hub.refuse_spent_resume(c, t0));
+    assert_eq!(answer(&mut hub, c), "too many failed attempts");
+    // The hub's own check shares the count.
+    let c = hub.handle_connect_from(ip, t0);
+    hub.handle_message(
+        c,
+        resume_hello("alice", crate::ResumeToken([7; 16]), epoch),
+        t0,
+    );
+    assert_eq!(answer(&mut hub, c), "too many failed attempts");
+    // Another address, or the window passed: free.
+    let other: IpAddr = "192.0.2.10".parse().unwrap();
+    let c = hub.handle_connect_from(other, t0);
+    assert!(!hub.refuse_spent_resume(c, t0));
+    let t1 = t0 + Duration::from_secs(10);
+    let c = hub.handle_connect_from(ip, t1);
+    assert!(!hub.refuse_spent_resume(c, t1));
 }
 
 #[test]

@@ -299,7 +299,10 @@ impl Server {
                 if !joined && password_ok {
                     // A session of another server: taken over (its name
                     // with it) if the token is its own; the hub then
-                    // resumes it as one of its own.
+                    // resumes it as one of its own. One not taken is a
+                    // failed resume, counted against the address as the
+                    // hub counts its own (see `claim_for_hello`).
+                    let mut not_taken = None;
                     if let Some(request) = resume {
                         let ours = {
                             let core = self.lock();
@@ -311,6 +314,9 @@ impl Server {
                         } else {
                             crate::cluster::take_for_hello(cluster, username, request)
                         };
+                        if taken.is_none() && !ours {
+                            not_taken = Some(request);
+                        }
                         if let Some(taken) = taken {
                             self.with_hub(|hub| {
                                 hub.adopt_session(
@@ -326,7 +332,7 @@ impl Server {
                     }
                     let handle = super::HubHandle(self.clone());
                     let (go_on, key) =
-                        crate::cluster::claim_for_hello(cluster, &handle, id, username);
+                        crate::cluster::claim_for_hello(cluster, &handle, id, username, not_taken);
                     if !go_on {
                         self.flush_all(&mut flush);
                         return Served::Ended;

@@ -724,7 +724,6 @@ impl Hub {
         request: ResumeRequest,
         now: Instant,
     ) -> bool {
-        let peer = self.conns.get(&client).and_then(|c| c.peer);
         let key = self.key(username);
         let valid = self.resume_enabled()
             && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
@@ -736,25 +735,11 @@ impl Hub {
         // token is 128 random bits, which no number of tries guesses, and
         // a real client must not be locked out of its session by someone
         // else guessing from the same address (a shared NAT).
-        let window = self.limits.resume_window;
-        if let (false, Some((start, n))) = (valid, self.resume_failures.get(&peer)) {
-            if now.saturating_duration_since(*start) < window && *n >= self.limits.resume_attempts {
-                let secs = window.as_secs();
-                self.violation(client, "too many failed resume attempts");
-                self.refuse(
-                    client,
-                    RefuseCode::TOO_MANY_ATTEMPTS,
-                    &format!("too many failed resume attempts; try again in {secs} s"),
-                );
+        if !valid {
+            if self.refuse_spent_resume(client, now) {
                 return true;
             }
-        }
-        if !valid {
-            // A client whose server restarted without its history (another
-            // epoch) did nothing wrong: only token failures count.
-            if request.epoch == self.epoch {
-                self.note_resume_failure(peer, now);
-            }
+            self.note_failed_resume(client, &request, now);
             return false;
         }
         let replaced = self.sessions.get(&key).and_then(|s| s.conn);
@@ -837,6 +822,47 @@ impl Hub {
             dropped,
         });
         true
+    }
+
+    /// For a resume request that failed (a wrong token, or no such
+    /// session): when its address (that of `client`) has had too many
+    /// failures within the window, refuses the handshake with
+    /// [`RefuseCode::TOO_MANY_ATTEMPTS`] and returns true. A frontend
+    /// that checks a token outside the hub (in a cluster, the take-over
+    /// of another server's session) calls it when the check failed,
+    /// never before: a right token is not held back (see
+    /// [`Hub::note_failed_resume`]).
+    pub fn refuse_spent_resume(&mut self, client: ClientId, now: Instant) -> bool {
+        let peer = self.conns.get(&client).and_then(|c| c.peer);
+        let window = self.limits.resume_window;
+        let Some((start, n)) = self.resume_failures.get(&peer) else {
+            return false;
+        };
+        if now.saturating_duration_since(*start) >= window || *n < self.limits.resume_attempts {
+            return false;
+        }
+        let secs = window.as_secs();
+        self.violation(client, "too many failed resume attempts");
+        self.refuse(
+            client,
+            RefuseCode::TOO_MANY_ATTEMPTS,
+            &format!("too many failed resume attempts; try again in {secs} s"),
+        );
+        true
+    }
+
+    /// Counts a failed resume `request` of `client` against its address
+    /// (see [`Hub::refuse_spent_resume`]), when it named this hub's
+    /// epoch: a client whose server restarted without its history
+    /// (another epoch) did nothing wrong, only token failures count. The
+    /// hub counts those it checks itself; a frontend counts those it
+    /// answers without the hub (in a cluster, a take-over whose token
+    /// did not match, answered as a name taken elsewhere).
+    pub fn note_failed_resume(&mut self, client: ClientId, request: &ResumeRequest, now: Instant) {
+        if request.epoch == self.epoch {
+            let peer = self.conns.get(&client).and_then(|c| c.peer);
+            self.note_resume_failure(peer, now);
+        }
     }
 
     fn note_resume_failure(&mut self, peer: Option<IpAddr>, now: Instant) {
