@@ -2442,6 +2442,11 @@ mod tests {
                 code: CancelCode::PEER_LEFT,
                 reason: "bob did not accept the file".into(),
             }),
+            ClusterEvent::Transfer(TransferControl::Delivered {
+                to: 9,
+                relay: TransferId(3),
+                receivers: 2,
+            }),
             ClusterEvent::Kick {
                 user: name("mallory"),
                 text: "kicked by alice: spam,  spam\nand spam".into(),

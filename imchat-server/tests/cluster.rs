@@ -3520,3 +3520,86 @@ fn wrong_tokens_for_a_session_of_another_server_are_limited_and_the_right_one_st
     bob.say(None, "after the guesses");
     back.wait_chat("after the guesses");
 }
+
+/// Alice on a pushes to everyone: bob on a, carol and dave on b accept it;
+/// carol is killed with part of it. Alice is told that 2 got it whole: b
+/// says how many of its receivers did once it relayed the end (before, a
+/// counted b's receivers as they accepted it and told her 3, while one
+/// killed on a was not counted).
+#[test]
+fn a_pusher_is_told_when_a_receiver_on_another_server_did_not_get_the_file_whole() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let bob = SlowPeer::join(a.addr, "bob");
+    let carol = SlowPeer::join(b.addr, "carol");
+    let dave = SlowPeer::join(b.addr, "dave");
+    let mut alice = Peer::join(a.addr, "alice");
+    alice.wait_who(&["alice", "bob", "carol", "dave"], WAIT);
+    // Carol reads 16 KiB every 8 ms: she is cut with part of it.
+    carol.delay_ms.store(8, Ordering::SeqCst);
+    let data = Arc::new(file_bytes(4 * PUSH_WINDOW, 21));
+    let accepting: Vec<_> = [bob, carol, dave]
+        .into_iter()
+        .map(|mut rx| {
+            thread::spawn(move || {
+                rx.accept_offer();
+                rx
+            })
+        })
+        .collect();
+    let id = imchat_core::TransferId(1);
+    alice.send(&ClientMessage::Offer {
+        id,
+        name: imchat_core::FileName::new("big.bin").unwrap(),
+        size: data.len() as u64,
+        to: Recipient::Everyone,
+    });
+    let mut rxs: Vec<SlowPeer> = accepting.into_iter().map(|t| t.join().unwrap()).collect();
+    alice.wait(WAIT, "the acceptance by 3", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::PushAccepted { receivers: 3, .. }))
+    });
+    let mut w = alice.stream.try_clone().unwrap();
+    let sent = data.clone();
+    let sender = thread::spawn(move || {
+        for (k, part) in sent.chunks(CHUNK).enumerate() {
+            let c = imchat_core::FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
+            if w.write_all(&ClientMessage::Chunk(c).to_frame()).is_err() {
+                return;
+            }
+        }
+        let end = ClientMessage::End(imchat_core::FileEnd {
+            id,
+            crc: crc_of(&sent),
+        });
+        let _ = w.write_all(&end.to_frame());
+    });
+    let deadline = Instant::now() + WAIT;
+    while rxs[1].received.lock().unwrap().len() < PUSH_WINDOW / 4 {
+        assert!(Instant::now() < deadline, "no data arrived at carol");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let carol = rxs.remove(1);
+    let _ = carol.stream.shutdown(Shutdown::Both);
+    drop(carol);
+    for rx in &mut rxs {
+        rx.wait("the end", |m| matches!(m, ServerMessage::End(_)));
+        assert_eq!(checksum(&rx.received.lock().unwrap()), checksum(&data));
+    }
+    sender.join().unwrap();
+    alice.wait(WAIT, "push done", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::PushDone { .. }))
+    });
+    let done: Vec<u32> = alice
+        .got
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::PushDone { receivers, .. } => Some(*receivers),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [2], "what alice was told got big.bin whole");
+    wait_no_push_keys(&redis);
+}

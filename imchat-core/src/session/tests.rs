@@ -4153,6 +4153,9 @@ fn deliver_control(hub: &mut Hub, from: u64, control: Vec<TransferControl>, now:
                 reason,
                 ..
             } => hub.remote_gone(from, relay, code, &reason),
+            TransferControl::Delivered {
+                relay, receivers, ..
+            } => hub.remote_delivered(from, relay, receivers, now),
         }
     }
 }
@@ -4307,10 +4310,8 @@ fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_chec
         now,
     );
     let (said, _, data) = drain_hub(&mut a, p);
-    assert!(matches!(
-        &said[..],
-        [ServerMessage::PushDone { receivers: 1, .. }]
-    ));
+    // Told once the other server said how many got it whole.
+    assert!(said.is_empty(), "{said:?}");
     for d in data {
         match d {
             RemotePush::Chunk {
@@ -4334,13 +4335,30 @@ fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_chec
             other => panic!("{other:?}"),
         }
     }
-    let (said, _, data) = drain_hub(&mut b, dave);
+    let (said, control, data) = drain_hub(&mut b, dave);
     assert!(
         matches!(&said[..], [ServerMessage::Chunk(c), ServerMessage::End(e)]
             if c.id == relay_here && c.data == b"abcdef" && e.id == relay_here),
         "{said:?}"
     );
     assert!(matches!(&data[..], [RemotePush::Received { from: 1, .. }]));
+    assert!(
+        matches!(
+            &control[..],
+            [TransferControl::Delivered {
+                to: 1,
+                receivers: 1,
+                ..
+            }]
+        ),
+        "{control:?}"
+    );
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(matches!(
+        &said[..],
+        [ServerMessage::PushDone { receivers: 1, .. }]
+    ));
     a.check_invariants().unwrap();
     b.check_invariants().unwrap();
 }
@@ -5561,4 +5579,169 @@ fn a_session_kept_from_the_run_before_gets_what_it_missed_in_order_and_what_was_
         ["m2", "m3", "m4", "new"],
         "in the order they came"
     );
+}
+
+/// Hands server 1's data toward server 2 to `b` (as the lists do).
+fn carry_data(b: &mut Hub, data: Vec<RemotePush>, now: Instant) {
+    for d in data {
+        match d {
+            RemotePush::Chunk {
+                to: 2,
+                relay,
+                offset,
+                data,
+                crc,
+            } => b.remote_chunk(
+                1,
+                relay,
+                FileChunk {
+                    id: TransferId(0),
+                    offset,
+                    data,
+                    crc,
+                },
+                now,
+            ),
+            RemotePush::End { to: 2, relay, crc } => b.remote_end(1, relay, crc, now),
+            _ => {}
+        }
+    }
+}
+
+/// A push to everyone accepted by q (on the pusher's server) and by dave
+/// and erin (on another one); erin quits during the transfer. The pusher
+/// is told that 2 got it whole: before, it was told 3 (the other server's
+/// receivers were counted as they accepted it, at the pusher's end, before
+/// that server had relayed it), while one who quits on the pusher's own
+/// server is not counted.
+#[test]
+fn a_pusher_is_told_when_a_receiver_on_another_server_did_not_get_the_file_whole() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = two_servers(now);
+    let q = joined(&mut a, "q", now);
+    let erin = joined(&mut b, "erin", now);
+    a.remote_join(2, user("erin"), now);
+    b.remote_join(1, user("q"), now);
+    for hub in [&mut a, &mut b] {
+        hub.flush_presence();
+        while hub.poll_transmit().is_some() {}
+        while hub.poll_event().is_some() {}
+    }
+    offer_to(&mut a, p, Recipient::Everyone, 6, now);
+    let (said, control, _) = drain_hub(&mut a, q);
+    let Some(ServerMessage::FileStart(FileStart { id: at_a, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    a.handle_message(q, ClientMessage::Accept { id: *at_a }, now);
+    deliver_control(&mut b, 1, control, now);
+    let (said, _, _) = drain_hub(&mut b, dave);
+    let Some(ServerMessage::FileStart(FileStart { id: at_b, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    for c in [dave, erin] {
+        b.handle_message(c, ClientMessage::Accept { id: *at_b }, now);
+    }
+    let (_, control, _) = drain_hub(&mut b, dave);
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(
+        matches!(
+            &said[..],
+            [ServerMessage::PushAccepted { receivers: 3, .. }]
+        ),
+        "{said:?}"
+    );
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    let (_, _, data) = drain_hub(&mut a, p);
+    carry_data(&mut b, data, now);
+    // Erin quits with half of it; the rest and the end are sent meanwhile.
+    b.handle_message(
+        erin,
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+        now,
+    );
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 3, b"def".to_vec())),
+        now,
+    );
+    a.handle_message(
+        p,
+        ClientMessage::End(FileEnd {
+            id: TransferId(1),
+            crc: crc32fast::hash(b"abcdef"),
+        }),
+        now,
+    );
+    let (mut said, _, data) = drain_hub(&mut a, p);
+    carry_data(&mut b, data, now);
+    let (to_dave, control, _) = drain_hub(&mut b, dave);
+    assert!(
+        matches!(to_dave.last(), Some(ServerMessage::End(_))),
+        "{to_dave:?}"
+    );
+    deliver_control(&mut a, 2, control, now);
+    said.extend(drain_hub(&mut a, p).0);
+    let done: Vec<u32> = said
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::PushDone { receivers, .. } => Some(*receivers),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [2], "the pusher's PushDone: {said:?}");
+    a.check_invariants().unwrap();
+    b.check_invariants().unwrap();
+}
+
+/// A push whose other server never says how many got it (one of an older
+/// version): its pusher is still told, at the idle timeout, counting that
+/// server's receivers as they accepted it.
+#[test]
+fn a_push_whose_other_server_never_says_how_many_got_it_ends_at_the_idle_timeout() {
+    let now = Instant::now();
+    let (mut a, p, _, _) = push_accepted_on_another_server(now);
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abcdef".to_vec())),
+        now,
+    );
+    a.handle_message(
+        p,
+        ClientMessage::End(FileEnd {
+            id: TransferId(1),
+            crc: crc32fast::hash(b"abcdef"),
+        }),
+        now,
+    );
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(said.is_empty(), "{said:?}");
+    let idle = Limits::default().transfer_idle_timeout;
+    a.handle_timeout(now + idle - Duration::from_secs(1));
+    let is_done = |m: &ServerMessage| matches!(m, ServerMessage::PushDone { .. });
+    assert!(!drain_hub(&mut a, p).0.iter().any(is_done));
+    let next = a.poll_timeout().expect("a deadline");
+    assert!(
+        next <= now + idle + Duration::from_secs(1),
+        "{:?}",
+        next - now
+    );
+    a.handle_timeout(next);
+    let (said, _, data) = drain_hub(&mut a, p);
+    let said: Vec<_> = said.into_iter().filter(is_done).collect();
+    assert!(
+        matches!(&said[..], [ServerMessage::PushDone { receivers: 1, .. }]),
+        "{said:?}"
+    );
+    assert!(
+        matches!(&data[..], [RemotePush::Closed { to: 2, .. }]),
+        "{data:?}"
+    );
+    a.check_invariants().unwrap();
 }

@@ -125,6 +125,14 @@ pub(super) fn encode(
                 let _ = write!(head, "f {to} g {} {}", relay.0, code.0);
                 Some((TEXT, reason))
             }
+            TransferControl::Delivered {
+                to,
+                relay,
+                receivers,
+            } => {
+                let _ = write!(head, "f {to} d {} {receivers}", relay.0);
+                None
+            }
         },
         ClusterEvent::Session { .. } => return false,
     };
@@ -462,6 +470,11 @@ pub(super) fn decode(
                     relay,
                     code: imchat_core::CancelCode(parsed(items.next())?),
                     reason: text(TEXT)?,
+                },
+                "d" => TransferControl::Delivered {
+                    to,
+                    relay,
+                    receivers: parsed(items.next())?,
                 },
                 _ => return None,
             };

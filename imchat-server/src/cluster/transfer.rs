@@ -616,6 +616,9 @@ pub(super) fn apply(hub: &mut Hub, server: u64, event: &TransferControl, now: In
             reason,
             ..
         } => hub.remote_gone(server, *relay, *code, reason),
+        TransferControl::Delivered {
+            relay, receivers, ..
+        } => hub.remote_delivered(server, *relay, *receivers, now),
     }
 }
 

@@ -106,6 +106,9 @@ pub struct Hub {
     members: Arc<[ClientId]>,
     members_stale: bool,
     relays: HashMap<(ClientId, TransferId), Relay>,
+    /// Pushes sent whole that still wait for other servers to say how many
+    /// of their receivers got the file whole (see `remote_push`).
+    finishing: HashMap<(ClientId, TransferId), remote_push::Finishing>,
     next_client: u64,
     next_relay: u32,
     next_ping: u64,
@@ -180,6 +183,7 @@ impl Hub {
             members: Arc::from(Vec::new()),
             members_stale: false,
             relays: HashMap::new(),
+            finishing: HashMap::new(),
             next_client: 1,
             next_relay: 1,
             next_ping: 1,
@@ -736,6 +740,7 @@ impl Hub {
         // A store keeps the sessions: a restarted server offers them a resume.
         self.sessions.clear();
         self.relays.clear();
+        self.finishing.clear();
         self.rebuild_members();
     }
 

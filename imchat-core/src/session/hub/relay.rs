@@ -67,7 +67,10 @@ impl Hub {
             return;
         };
         let max_size = self.limits.max_push_size;
-        if id.is_server_chosen() || self.relays.contains_key(&(client, id)) {
+        if id.is_server_chosen()
+            || self.relays.contains_key(&(client, id))
+            || self.finishing.contains_key(&(client, id))
+        {
             self.bad_transfer_id(client, id, "push");
             return;
         }
@@ -270,6 +273,7 @@ impl Hub {
             let reason = format!("no file data for {} s", idle.as_secs_f64());
             self.end_relay(from, id, Some((CancelCode::TIMED_OUT, reason)));
         }
+        self.expire_finishing(now);
     }
 
     /// When the next offer or push runs out of time.
@@ -284,6 +288,7 @@ impl Hub {
                         self.limits.offer_timeout
                     }
             })
+            .chain(self.finishing_deadline())
             .min()
     }
 
@@ -356,7 +361,7 @@ impl Hub {
                         crc: end.crc,
                     }),
                 );
-                for leg in legs {
+                for leg in &legs {
                     self.events.push_back(HubEvent::RemotePush(RemotePush::End {
                         to: leg.server,
                         relay: relay_id,
@@ -364,12 +369,28 @@ impl Hub {
                     }));
                 }
                 match inbound {
-                    Some(i) => self
-                        .events
-                        .push_back(HubEvent::RemotePush(RemotePush::Received {
-                            from: i.server,
+                    Some(i) => {
+                        // The sending server tells its pusher how many got
+                        // it whole, these among them.
+                        self.publish(ClusterEvent::Transfer(TransferControl::Delivered {
+                            to: i.server,
                             relay: i.relay,
-                        })),
+                            receivers: u32::try_from(count).unwrap_or(u32::MAX),
+                        }));
+                        self.events
+                            .push_back(HubEvent::RemotePush(RemotePush::Received {
+                                from: i.server,
+                                relay: i.relay,
+                            }));
+                    }
+                    // Receivers on other servers: the pusher is told once
+                    // their servers said how many of them got it whole.
+                    None if !legs.is_empty() => {
+                        if let Some(relay) = self.relays.remove(&(client, end.id)) {
+                            self.await_legs(client, end.id, relay);
+                        }
+                        return;
+                    }
                     None => self.send(
                         client,
                         ServerMessage::PushDone {

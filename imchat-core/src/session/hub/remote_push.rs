@@ -69,6 +69,18 @@ pub enum TransferControl {
         /// Why, in words.
         reason: String,
     },
+    /// Server `to`'s push `relay` ended here (its end relayed): `receivers`
+    /// of its receivers on this server got the file whole. The sending
+    /// server tells its pusher ([`ServerMessage::PushDone`]) once every
+    /// server with receivers said so (or gave up).
+    Delivered {
+        /// The sending server.
+        to: u64,
+        /// The push.
+        relay: TransferId,
+        /// How many got it whole here.
+        receivers: u32,
+    },
 }
 
 /// The data path of a push between servers: for the server to carry, in
@@ -144,6 +156,24 @@ pub(super) struct Leg {
     pub(super) users: usize,
     /// How many took it, once that server answered.
     pub(super) accepted: Option<u32>,
+}
+
+/// A push its pusher sent whole (checked), whose legs are not all over:
+/// the pusher is told how many got it ([`ServerMessage::PushDone`]) once
+/// each server of a leg said how many of its receivers got it whole
+/// ([`TransferControl::Delivered`]), gave up, or left the cluster.
+#[derive(Debug)]
+pub(super) struct Finishing {
+    pub(super) relay_id: TransferId,
+    /// Receivers that got it whole: here, and on the servers that said.
+    pub(super) received: usize,
+    /// The legs yet to say.
+    pub(super) legs: Vec<Leg>,
+    pub(super) name: FileName,
+    pub(super) size: u64,
+    pub(super) started: Instant,
+    /// When the pusher's end came.
+    pub(super) ended: Instant,
 }
 
 /// Where an inbound push comes from.
@@ -312,12 +342,137 @@ impl Hub {
     }
 
     /// Server `server` takes no more of push `relay` (for `reason`): its
-    /// leg is dropped; the pusher is told if no receiver is left.
+    /// leg is dropped; the pusher is told if no receiver is left. After
+    /// the push's end, none of that server's receivers got it whole.
     pub fn remote_gone(&mut self, server: u64, relay: TransferId, code: CancelCode, reason: &str) {
+        if let Some(key) = self.find_finishing(server, relay) {
+            self.leg_over(key, server, 0);
+            return;
+        }
         let Some((from, id)) = self.find_leg(server, relay) else {
             return;
         };
         self.drop_leg(from, id, server, (code, reason.to_string()));
+    }
+
+    /// Server `server` relayed the end of push `relay`: `receivers` of its
+    /// receivers got the file whole.
+    pub fn remote_delivered(
+        &mut self,
+        server: u64,
+        relay: TransferId,
+        receivers: u32,
+        now: Instant,
+    ) {
+        self.clock = self.clock.max(now);
+        if let Some(key) = self.find_finishing(server, relay) {
+            self.leg_over(key, server, receivers as usize);
+        }
+    }
+
+    fn find_finishing(&self, server: u64, relay: TransferId) -> Option<(ClientId, TransferId)> {
+        self.finishing
+            .iter()
+            .find(|(_, f)| f.relay_id == relay && f.legs.iter().any(|l| l.server == server))
+            .map(|(k, _)| *k)
+    }
+
+    /// Push `relay` was sent whole by its pusher `from`: once each leg said
+    /// how many got it, the pusher is told ([`Self::finish_push`]).
+    pub(super) fn await_legs(&mut self, from: ClientId, id: TransferId, relay: Relay) {
+        self.finishing.insert(
+            (from, id),
+            Finishing {
+                relay_id: relay.relay_id,
+                received: relay.receivers.len(),
+                legs: relay.legs,
+                name: relay.name,
+                size: relay.incoming.size(),
+                started: relay.started,
+                ended: self.clock,
+            },
+        );
+    }
+
+    /// The leg toward `server` of the finishing push `key` is over:
+    /// `received` of its receivers got the file whole (at most as many as
+    /// accepted it there).
+    fn leg_over(&mut self, key: (ClientId, TransferId), server: u64, received: usize) {
+        let Some(f) = self.finishing.get_mut(&key) else {
+            return;
+        };
+        let Some(at) = f.legs.iter().position(|l| l.server == server) else {
+            return;
+        };
+        let leg = f.legs.remove(at);
+        f.received += received.min(leg.accepted.map_or(leg.users, |a| a as usize));
+        let relay = f.relay_id;
+        let done = f.legs.is_empty();
+        self.events
+            .push_back(HubEvent::RemotePush(RemotePush::Closed {
+                to: server,
+                relay,
+            }));
+        if done {
+            self.finish_push(key);
+        }
+    }
+
+    /// Tells the pusher of the finishing push `(from, id)` how many got
+    /// the file whole, and ends it.
+    pub(super) fn finish_push(&mut self, (from, id): (ClientId, TransferId)) {
+        let Some(f) = self.finishing.remove(&(from, id)) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&from) {
+            c.pushes = c.pushes.saturating_sub(1);
+            self.send(
+                from,
+                ServerMessage::PushDone {
+                    id,
+                    receivers: u32::try_from(f.received).unwrap_or(u32::MAX),
+                },
+            );
+        }
+        self.events.push_back(HubEvent::PushEnded {
+            from,
+            id,
+            name: f.name,
+            size: f.size,
+            started: f.started,
+            receivers: f.received,
+            error: None,
+        });
+    }
+
+    /// Finishing pushes whose servers did not all say within the idle
+    /// timeout (a server of an older version never does) are told to
+    /// their pushers, the silent legs counted as they accepted it.
+    pub(super) fn expire_finishing(&mut self, now: Instant) {
+        let idle = self.limits.transfer_idle_timeout;
+        let mut late: Vec<(ClientId, TransferId)> = self
+            .finishing
+            .iter()
+            .filter(|(_, f)| now.saturating_duration_since(f.ended) >= idle)
+            .map(|(k, _)| *k)
+            .collect();
+        late.sort_unstable();
+        for key in late {
+            let legs: Vec<(u64, usize)> = self.finishing[&key]
+                .legs
+                .iter()
+                .map(|l| (l.server, l.accepted.map_or(l.users, |a| a as usize)))
+                .collect();
+            for (server, accepted) in legs {
+                self.leg_over(key, server, accepted);
+            }
+        }
+    }
+
+    /// When the next finishing push stops waiting for its servers.
+    pub(super) fn finishing_deadline(&self) -> Option<Instant> {
+        let idle = self.limits.transfer_idle_timeout;
+        self.finishing.values().map(|f| f.ended + idle).min()
     }
 
     /// Drops the leg toward `server` of push `(from, id)`; `last` is what
@@ -416,12 +571,19 @@ impl Hub {
 
     /// The servers the pushes in progress go to or come from.
     pub(super) fn push_servers(&self) -> impl Iterator<Item = u64> + '_ {
-        self.relays.values().flat_map(|r| {
-            r.legs
-                .iter()
-                .map(|l| l.server)
-                .chain(r.inbound.map(|i| i.server))
-        })
+        self.relays
+            .values()
+            .flat_map(|r| {
+                r.legs
+                    .iter()
+                    .map(|l| l.server)
+                    .chain(r.inbound.map(|i| i.server))
+            })
+            .chain(
+                self.finishing
+                    .values()
+                    .flat_map(|f| f.legs.iter().map(|l| l.server)),
+            )
     }
 
     /// Server `server` is gone: pushes to its users lose them, pushes from
@@ -435,6 +597,17 @@ impl Hub {
             .map(|(k, _)| *k)
             .collect();
         legs.sort_unstable();
+        let mut finishing: Vec<(ClientId, TransferId)> = self
+            .finishing
+            .iter()
+            .filter(|(_, f)| f.legs.iter().any(|l| l.server == server))
+            .map(|(k, _)| *k)
+            .collect();
+        finishing.sort_unstable();
+        for key in finishing {
+            // Not known to have got it whole.
+            self.leg_over(key, server, 0);
+        }
         for (from, id) in legs {
             self.drop_leg(
                 from,
