@@ -934,7 +934,7 @@ impl App {
         };
         let saved = lock(session).saved();
         let result = match saved {
-            Some(saved) => file.save(&saved, Instant::now(), force),
+            Some(saved) => file.save(&saved, force),
             None => {
                 file.remove();
                 Ok(())
@@ -1715,7 +1715,15 @@ impl Conn {
                 return;
             }
             match msg {
-                Ok(Some(msg)) => self.with_session(|s| s.handle_message(msg, Instant::now())),
+                Ok(Some(msg)) => {
+                    self.with_session(|s| s.handle_message(msg, Instant::now()));
+                    // Shown: the newest id seen goes to disk before the
+                    // reader waits, so that a run killed now and started
+                    // again is not sent what it showed (see `remember`).
+                    if !reader.has_message_ready() {
+                        self.app.remember(&self.session, false);
+                    }
+                }
                 Ok(None) => return self.end(End::Lost(ClientError::ConnectionLost)),
                 Err(TransportError::Io(e)) => {
                     log::info!("reading from the server failed: {e}");

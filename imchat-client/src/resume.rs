@@ -17,7 +17,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use imchat_core::{MessageId, ResumeToken, SavedSession, Username};
 
@@ -26,8 +25,6 @@ use crate::files::try_lock;
 /// Client ids a written file covers ahead: the file is written again only
 /// once the client has used them all. A restarted client starts past them.
 pub const ID_LEASE: u64 = 1024;
-/// Least time between two writes for a newer id seen alone.
-const SEEN_EVERY: Duration = Duration::from_secs(1);
 /// The first line of the file: its format.
 const MAGIC: &str = "imchat-session 1";
 
@@ -50,7 +47,6 @@ pub struct SessionFile {
     name: String,
     /// What is on disk (its `next_client_id` is the bound of the ids used).
     written: Option<SavedSession>,
-    written_at: Option<Instant>,
 }
 
 /// A part of a file name: ASCII letters, digits, `.` and `-` (and `_` in
@@ -130,7 +126,6 @@ impl SessionFile {
             server: format!("{}:{port}", host.to_lowercase()),
             name: name.key(),
             written: None,
-            written_at: None,
         }))
     }
 
@@ -176,10 +171,13 @@ impl SessionFile {
         })
     }
 
-    /// Saves `s` at `now`: at once when the token or epoch changed or its
-    /// client ids run past what the file covers, or with `force`; for a
-    /// newer id seen alone, at most once a second.
-    pub fn save(&mut self, s: &SavedSession, now: Instant, force: bool) -> io::Result<()> {
+    /// Saves `s` if it changed. When the token or epoch changed, its
+    /// client ids run past what the file covers, or with `force`, the file
+    /// is synced to the disk; a newer id seen alone is only written (a run
+    /// killed, even with `kill -9`, leaves it to the next; a machine that
+    /// loses power may leave an older id, and the next run is sent again
+    /// what it had shown). The caller writes it after each batch it shows.
+    pub fn save(&mut self, s: &SavedSession, force: bool) -> io::Result<()> {
         let lease = match self.written {
             Some(w) if s.next_client_id < w.next_client_id => w.next_client_id,
             _ => s.next_client_id.saturating_add(ID_LEASE),
@@ -194,11 +192,8 @@ impl SessionFile {
                     || w.epoch != new.epoch
                     || w.next_client_id != new.next_client_id
             });
-        let due = self
-            .written_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= SEEN_EVERY);
         let changed = self.written != Some(new);
-        if !(urgent || (changed && due)) {
+        if !(urgent || changed) {
             return Ok(());
         }
         let text = format!(
@@ -213,11 +208,12 @@ impl SessionFile {
         let tmp = self.path.with_extension("tmp");
         let mut file = open_private(&tmp, true)?;
         file.write_all(text.as_bytes())?;
-        file.sync_data()?;
+        if urgent {
+            file.sync_data()?;
+        }
         drop(file);
         fs::rename(&tmp, &self.path)?;
         self.written = Some(new);
-        self.written_at = Some(now);
         Ok(())
     }
 
@@ -227,7 +223,6 @@ impl SessionFile {
         if self.written.take().is_some() || self.path.exists() {
             let _ = fs::remove_file(&self.path);
         }
-        self.written_at = None;
     }
 
     /// [`remove`](Self::remove), and the lock file too: the client is leaving.
@@ -270,11 +265,10 @@ mod tests {
     #[test]
     fn a_saved_session_comes_back_private_and_only_for_its_server_and_name() {
         let dir = tempfile::tempdir().unwrap();
-        let now = Instant::now();
         let mut f = SessionFile::open(dir.path(), "localhost", 4000, &name("alice"))
             .unwrap()
             .unwrap();
-        f.save(&saved(5, 1), now, false).unwrap();
+        f.save(&saved(5, 1), false).unwrap();
         drop(f);
         let path = dir.path().join("alice@localhost_4000");
         #[cfg(unix)]
@@ -310,29 +304,25 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_id_is_written_once_a_second_and_ids_before_they_are_used() {
+    fn the_newest_id_is_written_at_once_and_ids_before_they_are_used() {
         let dir = tempfile::tempdir().unwrap();
-        let t0 = Instant::now();
         let mut f = SessionFile::open(dir.path(), "h", 1, &name("alice"))
             .unwrap()
             .unwrap();
         let path = dir.path().join("alice@h_1");
-        f.save(&saved(1, 1), t0, false).unwrap();
+        f.save(&saved(1, 1), false).unwrap();
         let on_disk = || fs::read_to_string(&path).unwrap();
-        f.save(&saved(2, 3), t0 + Duration::from_millis(500), false)
-            .unwrap();
-        assert!(on_disk().contains("last_seen=1\n"), "{}", on_disk());
-        f.save(&saved(2, 3), t0 + SEEN_EVERY, false).unwrap();
+        // A newer id seen: on disk at once, however soon after.
+        f.save(&saved(2, 3), false).unwrap();
         assert!(on_disk().contains("last_seen=2\n"), "{}", on_disk());
         assert!(on_disk().contains(&format!("next_client_id={}\n", 1 + ID_LEASE)));
         // The ids run out: written at once, covering the next ones.
-        let t = t0 + SEEN_EVERY + Duration::from_millis(1);
-        f.save(&saved(2, 1 + ID_LEASE), t, false).unwrap();
+        f.save(&saved(2, 1 + ID_LEASE), false).unwrap();
         assert!(on_disk().contains(&format!("next_client_id={}\n", 1 + 2 * ID_LEASE)));
         // A new token: at once.
         let mut fresh = saved(3, 1 + ID_LEASE);
         fresh.token = ResumeToken([9; 16]);
-        f.save(&fresh, t, false).unwrap();
+        f.save(&fresh, false).unwrap();
         assert!(on_disk().contains(&format!("token={}\n", "09".repeat(16))));
     }
 }

@@ -157,6 +157,31 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     );
 }
 
+/// Killed a moment after it showed a burst (too soon for any timer): the
+/// next run resumes after the last message shown, and shows none again.
+#[test]
+fn a_client_killed_right_after_it_showed_messages_is_not_sent_them_again() {
+    let w = World::new("kill-soon");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    for i in 1..=5 {
+        bob.send(&format!("m{i}"));
+    }
+    alice.expect_line("<bob> m5");
+    thread::sleep(Duration::from_millis(50));
+    alice.kill();
+    bob.send("after");
+
+    let alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    alice.expect_from(resumed, "`<bob> after`", |l| l == "<bob> after");
+    alice.assert_no_line("a message shown before the kill, again", |l| {
+        (1..=5).any(|i| l == format!("<bob> m{i}"))
+    });
+}
+
 #[test]
 fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_back() {
     let w = World::new("kill-reorder");
