@@ -1807,6 +1807,12 @@ impl Conn {
     fn timer_loop(&self) {
         while !self.closing() {
             thread::sleep(TICK);
+            if self.closing() {
+                // The session may have been taken for the next connection
+                // already, a fresh one left in its place: saving that would
+                // remove the saved session while the client reconnects.
+                return;
+            }
             self.with_session(|s| s.handle_timeout(Instant::now()));
             self.app.remember(&self.session, false);
         }

@@ -157,6 +157,28 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     );
 }
 
+/// While the client reconnects, its saved session stays on disk: a run
+/// that ends then (killed, or quit with no server to tell) leaves the next
+/// one the session to take back, instead of a name held by a session
+/// nobody can resume.
+#[test]
+fn the_saved_session_stays_while_the_client_reconnects() {
+    let mut w = World::new("kept-offline");
+    let port = w.server.port();
+    let alice = w.client_on("alice", port, &["--reconnect"]);
+    alice.expect_prefix("Welcome to imchat, alice!");
+    wait_saved_past(&w, "alice", 0);
+    w.server.kill();
+    alice.expect_prefix("*** disconnected (");
+    // Past the client's once-a-second timer, more than once.
+    thread::sleep(Duration::from_millis(2500));
+    assert!(
+        saved_last_seen(w.dir.path(), "alice", port).is_some(),
+        "the saved session was removed while reconnecting\n{}",
+        alice.report()
+    );
+}
+
 /// Killed a moment after it showed a burst (too soon for any timer): the
 /// next run resumes after the last message shown, and shows none again.
 #[test]
