@@ -1983,6 +1983,12 @@ impl Conn {
                 Mode::Broadcast => None,
                 Mode::Unicast(u) => Some(u),
             };
+            // A script's own lines are shown after the answers to what it
+            // asked before them (`--json` shows them; plain output does
+            // not), so that its output keeps the order of its input.
+            if self.app.config.json {
+                self.catch_up();
+            }
             self.app.echo(to, action, text);
         }
         Ok(())

@@ -142,6 +142,43 @@ fn a_reconnecting_client_banned_meanwhile_stops_with_the_reason() {
     );
 }
 
+/// A `--json` script's own message comes after the answer to the `/who`
+/// typed before it, as in plain output.
+#[test]
+fn json_output_keeps_the_order_of_the_script() {
+    let w = World::new("json-order");
+    let port = w.server.port();
+    let _bob = w.client("bob");
+    let mut jj = w.script(
+        &["--json", "jj", "127.0.0.1", &port.to_string()],
+        b"/who\nhello json\n/quit\n".to_vec(),
+    );
+    assert_eq!(jj.expect_exit().code(), Some(0), "{}", jj.report());
+    let events: Vec<Value> = jj
+        .out
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let at = |what: &str, f: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no {what} in {events:?}"))
+    };
+    let who = at("answer to /who", &|v| {
+        v["type"] == "notice"
+            && v["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("online ("))
+    });
+    let own = at("own message", &|v| v["type"] == "chat" && v["own"] == true);
+    assert!(
+        who < own,
+        "the /who answer came after the line typed after it: {events:?}"
+    );
+}
+
 #[test]
 fn json_output_is_one_object_per_line_with_the_events_fields() {
     let w = World::new("json");
