@@ -604,7 +604,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     // A run that was killed left its session: ask for it back.
     let (store, saved) = open_store(&config);
     let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
-    let first = join(&config, restored.as_mut())?;
+    let first = first_join(&config, restored.as_mut())?;
     let (view, input, quit) = ui::make_view(
         first.username.as_str(),
         config.json,
@@ -638,6 +638,31 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     app.set_link(Link::Closed { reason });
     app.view.finish(None);
     result
+}
+
+/// The first connection. With `--reconnect`, a server that refuses us for
+/// now (full, or cut off from the rest of its cluster) is asked again with
+/// [`backoff`], as after a lost connection, instead of the client exiting.
+fn first_join(
+    config: &Config,
+    restored: Option<&mut ClientSession>,
+) -> Result<Joined, ClientError> {
+    let mut restored = restored;
+    let mut attempt = 1u32;
+    loop {
+        match join(config, restored.as_deref_mut()) {
+            Err(e) if config.reconnect == Some(true) && e.is_busy() => {
+                let wait = backoff(attempt, fastrand::f64() * 2.0 - 1.0);
+                eprintln!(
+                    "imchat-client: {e}; trying again in {}",
+                    human_duration(wait)
+                );
+                thread::sleep(wait);
+                attempt = attempt.saturating_add(1);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// How long a quit asked for by a signal may take (the server told, the

@@ -113,6 +113,13 @@ impl ClientError {
         1
     }
 
+    /// Whether the server refused us for now (full, or unable to reach
+    /// what it needs to let us in: the rest of a cluster, its accounts),
+    /// asking to try again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ClientError::Refused { code, .. } if *code == RefuseCode::SERVER_FULL)
+    }
+
     /// Whether connecting again cannot end otherwise: the server refused
     /// us in a way retrying does not change (a ban, a wrong password: see
     /// [`RefuseCode::is_final`]), or needs a password this client has no

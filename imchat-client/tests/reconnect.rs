@@ -64,6 +64,26 @@ fn a_reconnecting_client_survives_a_server_restart_on_the_same_port() {
     assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
 }
 
+/// A server that refuses for now (here: full) at the first connection is
+/// asked again with `--reconnect`, as after a lost connection, instead of
+/// the client exiting.
+#[test]
+fn a_reconnecting_client_refused_as_busy_at_start_tries_again() {
+    let w = World::with_args("busy-start", &["--max-clients", "1"]);
+    let port = w.server.port();
+    let mut bob = w.client("bob");
+    let alice = w.spawn_client(&["--reconnect", "alice", "127.0.0.1", &port.to_string()]);
+    alice
+        .err
+        .wait_line_from(0, TIMEOUT, |l| l.contains("trying again in"))
+        .unwrap_or_else(|| panic!("alice was not told she will try again\n{}", alice.report()));
+    bob.send("/quit");
+    assert_eq!(bob.expect_exit().code(), Some(0));
+    expect_late(&alice, "`*** connected to … as alice`", |l| {
+        l == format!("*** connected to 127.0.0.1:{port} as alice")
+    });
+}
+
 #[test]
 fn a_piped_client_exits_at_a_shutdown_notice_even_when_the_server_comes_back() {
     let mut w = World::new("shutdown-restart");
