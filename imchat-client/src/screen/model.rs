@@ -341,6 +341,10 @@ impl Model {
         self.entries.clear();
         self.scroll = 0;
         self.unseen = 0;
+        // Repainted whole, as Ctrl-L does: a terminal that drew a grapheme
+        // wider or narrower than its cells (some scripts, flags) may have
+        // left pieces of it that a redraw of the changed cells keeps.
+        self.clear_screen = true;
     }
 
     /// Shows or hides the nick list.
@@ -851,6 +855,18 @@ mod tests {
             assert!(m.outbox.is_empty(), "nothing left to send");
             assert!(m.entries().is_empty(), "Ctrl-C cancelled, it did not warn");
         }
+    }
+
+    #[test]
+    fn clear_empties_the_chat_and_repaints_the_whole_terminal() {
+        let mut m = model();
+        m.show(Entry::Notice("hello".into()));
+        m.clear();
+        assert!(m.entries.is_empty());
+        assert!(
+            m.clear_screen,
+            "the terminal is repainted, not only the changed cells"
+        );
     }
 
     #[test]
