@@ -447,7 +447,18 @@ impl std::io::Write for LogOut {
 }
 
 fn main() -> ExitCode {
-    let task = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    use std::io::IsTerminal;
+    if args.len() == 1 && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        // Started with nothing, at a terminal: asks, as the classroom
+        // client did, for the name and the server (a bare port: this
+        // machine); what is typed then goes through the same checks.
+        match ask_name_and_server() {
+            Some((name, server)) => args.extend([name.into(), server.into()]),
+            None => return ExitCode::from(2),
+        }
+    }
+    let task = parse_args(args).unwrap_or_else(|e| e.exit());
     let settings = match task {
         Task::Completions(shell) => {
             return imchat_cli::print(
@@ -472,6 +483,35 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Asks on the terminal for a username and a server; `None` when input
+/// ends first. A bare port number means this machine (`localhost:PORT`).
+fn ask_name_and_server() -> Option<(String, String)> {
+    let ask = |question: &str| -> Option<String> {
+        loop {
+            eprint!("{question}: ");
+            let _ = std::io::Write::flush(&mut std::io::stderr());
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).ok()? == 0 {
+                eprintln!();
+                return None;
+            }
+            let line = line.trim();
+            if !line.is_empty() {
+                return Some(line.to_string());
+            }
+        }
+    };
+    eprintln!("imchat-client USERNAME HOST[:PORT] also starts it without asking (see --help)");
+    let name = ask("username")?;
+    let server = ask("server (host:port, or a port on this machine)")?;
+    let server = if server.parse::<u16>().is_ok() {
+        format!("localhost:{server}")
+    } else {
+        server
+    };
+    Some((name, server))
 }
 
 /// A password from `file` (its first line, the line ending stripped), else

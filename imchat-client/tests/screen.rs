@@ -408,6 +408,24 @@ fn resize_redraws_without_stale_rows() {
     });
 }
 
+/// Started with no arguments at a terminal, the client asks for the name
+/// and the server, as the classroom client did, and then runs as usual.
+#[test]
+fn started_with_nothing_it_asks_for_the_name_and_the_server() {
+    let w = World::new("scr-ask");
+    let mut t = Term::spawn(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24);
+    t.wait_screen("the question for the username", |s| s.contains("username:"));
+    t.type_str("alice\r");
+    t.wait_screen("the question for the server", |s| {
+        s.contains("server (host:port, or a port on this machine):")
+    });
+    t.type_str(&format!("127.0.0.1:{}\r", w.server.port()));
+    let server = format!("connected to 127.0.0.1:{}", w.server.port());
+    t.wait_screen("the full-screen client, connected as alice", |s| {
+        status_row(s, "alice").is_some() && s.row(-2).contains(&server)
+    });
+}
+
 /// A terminal left in its alternate screen by a client killed with
 /// `kill -9` (tmux keeps it, and does not clear it for the next one):
 /// the next client clears it before its first frame.
