@@ -2625,6 +2625,32 @@ fn a_resent_duplicate_is_acknowledged_again_and_routed_once() {
     assert_eq!(errors, 2);
 }
 
+/// A push to a user whose session waits for a resume (listed by /who) is
+/// refused for what it is, not as "no user … is online".
+#[test]
+fn a_push_to_a_user_who_is_away_says_so() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    net.s(1)
+        .offer(
+            FileName::new("f.bin").unwrap(),
+            3,
+            Recipient::User(user("alice")),
+        )
+        .unwrap();
+    net.pump();
+    let events = net.take(1);
+    let failed = events.iter().find_map(|e| match e {
+        ClientEvent::PushFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some("alice is away (connection lost, may come back): a file can only be sent to a connected user"),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);

@@ -102,7 +102,14 @@ impl Hub {
                 } else if self.remote_user(&key).is_some() {
                     (Arc::from(Vec::new()), self.remote_receivers(Some(&key)))
                 } else {
-                    let why = format!("no user named '{u}' is online");
+                    // Listed by /who while its session waits for a resume,
+                    // but with no connection to send a file to.
+                    let away = self.sessions.get(&key).is_some_and(|s| s.grace.is_some());
+                    let why = if away {
+                        format!("{u} is away (connection lost, may come back): a file can only be sent to a connected user")
+                    } else {
+                        format!("no user named '{u}' is online")
+                    };
                     self.cancel(client, id, CancelCode::NO_RECEIVER, why);
                     return;
                 }
