@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use imchat_core::{inert, CancelCode, FileEntry, FileName};
+use unicode_normalization::UnicodeNormalization;
 
 /// The shared folder, as given and resolved.
 #[derive(Debug, Clone)]
@@ -117,8 +118,18 @@ impl SharedDir {
     /// there (not following links), or why it may not be served.
     fn resolve(&self, name: &FileName) -> Result<(PathBuf, Metadata), Refusal> {
         let shown = inert(name.as_str());
-        let path = self.root.join(name.as_str());
-        let meta = fs::symlink_metadata(&path).map_err(|e| missing_or_io(&shown, &e))?;
+        let mut path = self.root.join(name.as_str());
+        let meta = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Typed composed (é), stored decomposed (e + ◌́), or the
+                // other way round: the same name to whoever reads it.
+                path = self
+                    .same_name_otherwise_encoded(name)
+                    .ok_or_else(|| missing_or_io(&shown, &e))?;
+                fs::symlink_metadata(&path).map_err(|e| missing_or_io(&shown, &e))?
+            }
+            other => other.map_err(|e| missing_or_io(&shown, &e))?,
+        };
         let (target, meta) = if meta.file_type().is_symlink() {
             let target = fs::canonicalize(&path).map_err(|e| missing_or_io(&shown, &e))?;
             if !target.starts_with(&self.root) {
@@ -140,6 +151,25 @@ impl SharedDir {
             ));
         }
         Ok((target, meta))
+    }
+
+    /// The entry of the folder whose name is `name` in Unicode's canonical
+    /// composition (NFC) but encoded otherwise; the first in byte order if
+    /// several are.
+    fn same_name_otherwise_encoded(&self, name: &FileName) -> Option<PathBuf> {
+        let wanted: String = name.as_str().nfc().collect();
+        let mut found: Vec<PathBuf> = fs::read_dir(&self.root)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.nfc().eq(wanted.chars()))
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found.into_iter().next()
     }
 
     /// Opens the shared file `name` for reading; returns it with its size.
@@ -246,6 +276,22 @@ mod tests {
         let mut s = String::new();
         f.read_to_string(&mut s).unwrap();
         s
+    }
+
+    /// A name typed composed finds the file stored decomposed, and the
+    /// other way round (a file copied from a Mac keeps its decomposed name).
+    #[test]
+    fn a_name_finds_its_file_whichever_way_its_accents_are_encoded() {
+        let (_tmp, shared) = setup();
+        fs::write(shared.join("cafe\u{301}.txt"), "decomposed").unwrap();
+        fs::write(shared.join("na\u{ef}ve.txt"), "composed").unwrap();
+        let dir = SharedDir::open(&shared).unwrap();
+        let (f, len) = dir.open_file(&name("caf\u{e9}.txt")).unwrap();
+        assert_eq!((read_all(f), len), ("decomposed".to_string(), 10));
+        let (f, _) = dir.open_file(&name("nai\u{308}ve.txt")).unwrap();
+        assert_eq!(read_all(f), "composed");
+        let missing = dir.open_file(&name("cafe.txt")).unwrap_err();
+        assert_eq!(missing.code, CancelCode::NO_SUCH_FILE);
     }
 
     #[test]
