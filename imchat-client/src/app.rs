@@ -614,11 +614,20 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     .map_err(io_err("starting the interface"))?;
     quit_on_signals(quit);
     let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
+    // A run killed in unicast mode starts in it again: its next line stays
+    // private, as the user meant it.
+    let mode = store
+        .as_ref()
+        .filter(|_| saved.is_some())
+        .and_then(SessionFile::unicast)
+        .and_then(|u| Username::new(u).ok())
+        .map_or(Mode::Broadcast, Mode::Unicast);
+    let restored_mode = matches!(mode, Mode::Unicast(_)).then(|| mode_line(&mode));
     let app = Arc::new(App {
         scripted: !view.is_terminal(),
         view,
         config,
-        mode: Mutex::new(Mode::default()),
+        mode: Mutex::new(mode),
         me: Mutex::new(first.username.as_str().to_string()),
         link: Mutex::new(Link::Closed {
             reason: "not connected yet".into(),
@@ -630,6 +639,10 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         store: Mutex::new(store),
         store_failed: AtomicBool::new(false),
     });
+    if let Some(line) = restored_mode {
+        app.notice(&line);
+        app.status();
+    }
     let result = app.main_loop(first, &input);
     let reason = match &result {
         Ok(()) => "quit".to_string(),
@@ -1191,6 +1204,12 @@ impl App {
 
     fn set_mode(&self, mode: Mode) {
         self.notice(&mode_line(&mode));
+        if let Some(file) = lock(&self.store).as_mut() {
+            file.set_unicast(match &mode {
+                Mode::Broadcast => None,
+                Mode::Unicast(u) => Some(u.as_str()),
+            });
+        }
         *lock(&self.mode) = mode;
         self.status();
     }

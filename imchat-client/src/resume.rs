@@ -47,6 +47,12 @@ pub struct SessionFile {
     name: String,
     /// What is on disk (its `next_client_id` is the bound of the ids used).
     written: Option<SavedSession>,
+    /// The user private messages went to by default (`/mode unicast`), on
+    /// disk with the session, so that a run killed in that mode starts in
+    /// it again instead of sending the next private line to everyone.
+    unicast: Option<String>,
+    /// The target on disk.
+    unicast_written: Option<String>,
 }
 
 /// A part of a file name: ASCII letters, digits, `.` and `-` (and `_` in
@@ -126,6 +132,8 @@ impl SessionFile {
             server: format!("{}:{port}", host.to_lowercase()),
             name: name.key(),
             written: None,
+            unicast: None,
+            unicast_written: None,
         }))
     }
 
@@ -141,13 +149,14 @@ impl SessionFile {
         saved
     }
 
-    fn parse(&self, text: &str) -> Option<SavedSession> {
+    fn parse(&mut self, text: &str) -> Option<SavedSession> {
         let mut lines = text.lines();
         if lines.next()? != MAGIC {
             return None;
         }
         let (mut server, mut name, mut token, mut epoch, mut seen, mut next) =
             (None, None, None, None, None, None);
+        let mut unicast = None;
         for line in lines {
             let (key, value) = line.split_once('=')?;
             match key {
@@ -157,12 +166,15 @@ impl SessionFile {
                 "epoch" => epoch = Some(value.parse().ok()?),
                 "last_seen" => seen = Some(MessageId(value.parse().ok()?)),
                 "next_client_id" => next = Some(value.parse().ok()?),
+                "unicast" => unicast = Some(value.to_owned()),
                 _ => {}
             }
         }
         if server? != self.server || name? != self.name {
             return None;
         }
+        self.unicast.clone_from(&unicast);
+        self.unicast_written = unicast;
         Some(SavedSession {
             token: token?,
             epoch: epoch?,
@@ -171,12 +183,24 @@ impl SessionFile {
         })
     }
 
+    /// The `/mode unicast` target saved with the session loaded.
+    pub fn unicast(&self) -> Option<&str> {
+        self.unicast.as_deref()
+    }
+
+    /// Sets the `/mode unicast` target kept with the session (`None`:
+    /// broadcast); written with the next [`save`](Self::save).
+    pub fn set_unicast(&mut self, to: Option<&str>) {
+        self.unicast = to.map(str::to_owned);
+    }
+
     /// Saves `s` if it changed. When the token or epoch changed, its
     /// client ids run past what the file covers, or with `force`, the file
     /// is synced to the disk; a newer id seen alone is only written (a run
     /// killed, even with `kill -9`, leaves it to the next; a machine that
     /// loses power may leave an older id, and the next run is sent again
     /// what it had shown). The caller writes it after each batch it shows.
+    /// The `/mode unicast` target goes with it.
     pub fn save(&mut self, s: &SavedSession, force: bool) -> io::Result<()> {
         let lease = match self.written {
             Some(w) if s.next_client_id < w.next_client_id => w.next_client_id,
@@ -192,7 +216,7 @@ impl SessionFile {
                     || w.epoch != new.epoch
                     || w.next_client_id != new.next_client_id
             });
-        let changed = self.written != Some(new);
+        let changed = self.written != Some(new) || self.unicast != self.unicast_written;
         if !(urgent || changed) {
             return Ok(());
         }
@@ -204,7 +228,10 @@ impl SessionFile {
             new.epoch,
             new.last_seen.0,
             new.next_client_id
-        );
+        ) + &self
+            .unicast
+            .as_ref()
+            .map_or(String::new(), |u| format!("unicast={u}\n"));
         let tmp = self.path.with_extension("tmp");
         let mut file = open_private(&tmp, true)?;
         file.write_all(text.as_bytes())?;
@@ -214,6 +241,7 @@ impl SessionFile {
         drop(file);
         fs::rename(&tmp, &self.path)?;
         self.written = Some(new);
+        self.unicast_written.clone_from(&self.unicast);
         Ok(())
     }
 
@@ -301,6 +329,32 @@ mod tests {
         drop(first);
         let third = SessionFile::open(dir.path(), "h", 1, &name("alice")).unwrap();
         assert!(third.is_some(), "the lock goes with its holder");
+    }
+
+    #[test]
+    fn the_unicast_target_is_kept_with_the_session_until_broadcast_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = SessionFile::open(dir.path(), "h", 1, &name("alice"))
+            .unwrap()
+            .unwrap();
+        f.save(&saved(1, 1), false).unwrap();
+        f.set_unicast(Some("bob"));
+        // Only the mode changed: written all the same.
+        f.save(&saved(1, 1), false).unwrap();
+        drop(f);
+        let mut again = SessionFile::open(dir.path(), "h", 1, &name("alice"))
+            .unwrap()
+            .unwrap();
+        assert!(again.load().is_some());
+        assert_eq!(again.unicast(), Some("bob"));
+        again.set_unicast(None);
+        again.save(&saved(1, 1), false).unwrap();
+        drop(again);
+        let mut third = SessionFile::open(dir.path(), "h", 1, &name("alice"))
+            .unwrap()
+            .unwrap();
+        assert!(third.load().is_some());
+        assert_eq!(third.unicast(), None);
     }
 
     #[test]

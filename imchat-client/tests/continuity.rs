@@ -179,6 +179,33 @@ fn the_saved_session_stays_while_the_client_reconnects() {
     );
 }
 
+/// A client killed in unicast mode starts in it again: the next line it
+/// sends stays private, not broadcast to everyone.
+#[test]
+fn a_client_killed_in_unicast_mode_comes_back_in_it() {
+    let w = World::new("kill-unicast");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
+    alice.send("/mode unicast bob");
+    alice.expect_line("*** mode: unicast to bob");
+    alice.send("before");
+    bob.expect_line("<alice> (private) before");
+    alice.kill();
+
+    let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    alice.expect_line("*** resumed");
+    alice.expect_line("*** mode: unicast to bob");
+    alice.send("after");
+    bob.expect_line("<alice> (private) after");
+    alice.send("/mode broadcast");
+    alice.send("to all");
+    carol.expect_line("<alice> to all");
+    carol.assert_no_line("a private line broadcast", |l| l.contains("after"));
+}
+
 /// Killed a moment after it showed a burst (too soon for any timer): the
 /// next run resumes after the last message shown, and shows none again.
 #[test]
