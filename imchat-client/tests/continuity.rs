@@ -52,6 +52,34 @@ fn wait_saved_past(w: &World, name: &str, than: u64) {
     }
 }
 
+/// `name`'s saved id once it has stayed the same for 300 ms. The client
+/// saves after printing (from another thread), so a read right after a
+/// line shows may still find the save before it; waiting for the saved
+/// id to move past that older one could then end before the line's save.
+fn saved_settled(w: &World, name: &str) -> u64 {
+    let port = w.server.port();
+    let deadline = Instant::now() + TIMEOUT;
+    let (mut last, mut same) = (None, 0);
+    for _ in 0..1000 {
+        let now = saved_last_seen(w.dir.path(), name, port);
+        same = if now.is_some() && now == last {
+            same + 1
+        } else {
+            0
+        };
+        if same >= 15 {
+            return now.expect("checked above");
+        }
+        last = now;
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s saved session never settled: {last:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name}'s saved session never settled: {last:?}");
+}
+
 /// The lines of `c` that start with `prefix`.
 fn lines_with(c: &Client, prefix: &str) -> Vec<String> {
     c.out
@@ -86,7 +114,7 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     // join cannot overtake it.
     let dave = w.client("dave");
     alice.expect_line("*** dave has joined");
-    let first = saved_last_seen(w.dir.path(), "alice", port).expect("alice's saved session");
+    let first = saved_settled(&w, "alice");
     bob.send("one");
     alice.expect_line("<bob> one");
     // Her saved session has caught up with what she showed (bob's "one",
@@ -238,7 +266,7 @@ fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_b
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
-    let seen = saved_last_seen(w.dir.path(), "alice", port).expect("alice's saved session");
+    let seen = saved_settled(&w, "alice");
     bob.send("one");
     alice.expect_line("<bob> one");
     wait_saved_past(&w, "alice", seen);
