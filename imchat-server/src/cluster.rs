@@ -20,6 +20,11 @@
 //! - `imchat:sess:<key>` and `imchat:epoch`: resumable sessions and the
 //!   cluster's epoch, so that a session resumes on any server (see
 //!   [`sessions`]); the stream is also the room's history.
+//! - `imchat:open`: the time (Redis's clock, in ms) from which new names
+//!   may be claimed, set by the first server to find none ([`OPEN`]): a
+//!   Redis that is new, or lost its data, holds new names for half a lease,
+//!   so that the servers still running claim their users' names back
+//!   first (each does at its next lease round, a third of a lease at most).
 //!
 //! The hub decides everything: what a local user does that others must
 //! see comes out of it as [`ClusterEvent`]s, which go into a bounded local
@@ -79,13 +84,17 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// again. A Redis that cannot be reached ends the wait at once (refused
 /// connection) or after [`IO_TIMEOUT`] per command (no answer).
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How long a claim waits while new names are held (see [`OPEN`]): past
+/// it (a lease over 12 s) the join is refused as "try again", before the
+/// handshake's own timeout (10 s by default) would end it.
+const HOLD_WAIT: Duration = Duration::from_secs(6);
 
 /// Claims `KEYS[1]` for server `ARGV[1]` with a lease of `ARGV[2]` ms:
 /// 1 claimed now, 2 already this server's (lease renewed), 0 another's
 /// (or the name of a session of another server, `KEYS[2]`, that may still
 /// be resumed: its server died with it, and its grace period runs). With
-/// `ARGV[3]`, a held name's session (if this server's) is renewed for
-/// that many ms.
+/// `ARGV[3]` (not empty), a held name's session (if this server's) is
+/// renewed for that many ms.
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -98,12 +107,36 @@ if not v then
 end
 if v == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  if ARGV[3] and redis.call('HGET', KEYS[2], 's') == ARGV[1] then
+  if ARGV[3] and ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 's') == ARGV[1] then
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
   end
   return 2
 end
 return 0
+";
+
+/// The key of the time from which new names may be claimed.
+const OPEN_KEY: &str = "imchat:open";
+
+/// Lua: `open`, the time (ms, Redis's clock) from which new names may be
+/// claimed (the last key, [`OPEN_KEY`]), set to the last argument's ms
+/// from `now` if there is none.
+const OPEN: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local open = tonumber(redis.call('GET', KEYS[#KEYS]))
+if not open then
+  open = now + tonumber(ARGV[#ARGV])
+  redis.call('SET', KEYS[#KEYS], string.format('%d', open))
+end
+";
+
+/// After [`OPEN`]: [`CLAIM`] for a new user, which waits (`-ms` left)
+/// while new names are held, if the name is free.
+const CLAIM_NEW: &str = r"
+if now < open and not redis.call('GET', KEYS[1]) then
+  return now - open
+end
 ";
 
 /// Frees `KEYS[1]` if server `ARGV[1]` holds it.
@@ -125,6 +158,8 @@ pub enum Claim {
     Taken,
     /// Redis could not be asked: no name can be claimed safely.
     Unreachable,
+    /// New names are held longer than a claim waits (see [`OPEN`]).
+    Held,
 }
 
 /// Calls into the hub, under the server's lock, dispatching what it
@@ -605,24 +640,48 @@ impl Cluster {
     /// unreachable; a claim made while the server first joins the cluster
     /// (just started, or restarted on its `--history-db`) waits for that
     /// join (at most [`FIRST_JOIN_WAIT`]) instead of being refused.
+    ///
+    /// A name that is free is not claimed while new names are held (see
+    /// [`OPEN`]): the claim waits for the hold to end, [`HOLD_WAIT`] at
+    /// most.
     pub fn claim(&self, key: &str) -> Claim {
         if !self.up.load(Ordering::SeqCst) && !self.wait_first_join() {
             return Claim::Unreachable;
         }
-        let answer = self.on_claims(|con| {
-            Script::new(CLAIM)
-                .key(name_key(key))
-                .key(sessions::sess_key(key))
-                .arg(self.id)
-                .arg(self.lease_ms())
-                .invoke::<i64>(con)
-        });
-        match answer {
-            Some(1) => Claim::New,
-            Some(2) => Claim::Ours,
-            Some(_) => Claim::Taken,
-            None => Claim::Unreachable,
+        let script = Script::new(&format!("{OPEN}{CLAIM_NEW}{CLAIM}"));
+        let deadline = Instant::now() + HOLD_WAIT.min(self.lease);
+        loop {
+            let answer = self.on_claims(|con| {
+                script
+                    .key(name_key(key))
+                    .key(sessions::sess_key(key))
+                    .key(OPEN_KEY)
+                    .arg(self.id)
+                    .arg(self.lease_ms())
+                    .arg("")
+                    .arg(self.hold_ms())
+                    .invoke::<i64>(con)
+            });
+            return match answer {
+                Some(1) => Claim::New,
+                Some(2) => Claim::Ours,
+                Some(held) if held < 0 => {
+                    let wait = Duration::from_millis(held.unsigned_abs());
+                    if Instant::now() + wait > deadline {
+                        return Claim::Held;
+                    }
+                    thread::sleep(wait.min(Duration::from_millis(100)));
+                    continue;
+                }
+                Some(_) => Claim::Taken,
+                None => Claim::Unreachable,
+            };
         }
+    }
+
+    /// How long a Redis that is new, or lost its data, holds new names.
+    fn hold_ms(&self) -> u64 {
+        self.lease_ms() / 2
     }
 
     /// Waits while the lease loop's first round runs (at most
@@ -1258,6 +1317,14 @@ impl Cluster {
                     lock(&self.former).map_or(0, |(s, _)| s)
                 );
             }
+        }
+        if fresh {
+            // A Redis that is new, or lost its data, holds new names while
+            // the servers still running claim theirs back.
+            Script::new(OPEN)
+                .key(OPEN_KEY)
+                .arg(self.hold_ms())
+                .invoke::<()>(con)?;
         }
         // The names of our users (joined or in their grace period).
         let mut local = Vec::new();
@@ -1922,6 +1989,13 @@ pub fn claim_for_hello(
             refuse(
                 RefuseCode::SERVER_FULL,
                 "this server cannot reach the rest of the chat to claim your name; try again in a moment".into(),
+            );
+            (false, None)
+        }
+        Claim::Held => {
+            refuse(
+                RefuseCode::SERVER_FULL,
+                "new names are held while the chat recovers from a restart of its Redis; try again in a moment".into(),
             );
             (false, None)
         }

@@ -1675,6 +1675,49 @@ fn a_redis_restarted_empty_does_not_make_the_servers_take_each_other_for_dead() 
 }
 
 #[test]
+fn a_name_in_use_is_not_given_to_a_newcomer_when_redis_restarts_empty() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    // Half of it (1.5 s) is how long new names are held.
+    let lease = ["--cluster-lease-secs", "3"];
+    let a = Server::start_with_env(&redis.url(), 0, &[], &lease);
+    let mut alice = Peer::join(a.addr, "alice");
+    // a comes back to the new, empty Redis only after a newcomer on a
+    // server started meanwhile has asked for alice's name.
+    signal(a.child.id(), "-STOP");
+    redis.restart();
+    let d = Server::launch(&redis.url(), 0, &[], &lease);
+    let deadline = Instant::now() + WAIT;
+    while !d.log().contains("cluster: joined through") {
+        assert!(Instant::now() < deadline, "d never joined: {}", d.log());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let at = d.addr;
+    let newcomer = thread::spawn(move || Peer::connect(at).hello("alice"));
+    thread::sleep(Duration::from_millis(300));
+    signal(a.child.id(), "-CONT");
+    let answer = newcomer.join().expect("the newcomer's thread");
+    match answer {
+        Err((code, reason)) => {
+            assert_eq!(code, RefuseCode::NAME_TAKEN, "{reason}");
+        }
+        Ok(()) => panic!("the newcomer on d took alice's name; a's log:\n{}", a.log()),
+    }
+    // Alice keeps her name and her connection, and new names are let in
+    // once the hold is over.
+    let mut carol = Peer::join(d.addr, "carol");
+    carol.wait_who(&["alice", "carol"], WAIT);
+    alice.say(None, "still here");
+    carol.wait_chat("still here");
+    assert!(
+        !a.log().contains("was claimed on another server"),
+        "{}",
+        a.log()
+    );
+}
+
+#[test]
 fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
     let Some(mut redis) = Redis::start() else {
         return;
