@@ -345,6 +345,8 @@ struct Conn {
     listing: AtomicBool,
     /// The names of the list being shown, for the view's completion.
     listed: Mutex<Vec<String>>,
+    /// The names of a quiet list (see [`UserInput::FetchFileNames`]).
+    quiet_listed: Mutex<Vec<String>>,
     /// Our `/who` requests in order, true for the ones asked without the
     /// user (their answer only updates the roster).
     whos: Mutex<VecDeque<bool>>,
@@ -1125,7 +1127,8 @@ impl App {
                     Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                         return Ok(None);
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // Asked again by the next Tab once connected.
+                    Ok(UserInput::FetchFileNames) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
             }
             self.set_link(Link::Reconnecting {
@@ -1288,6 +1291,7 @@ impl Conn {
             cut: AtomicBool::new(false),
             listing: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
+            quiet_listed: Mutex::new(Vec::new()),
             whos: Mutex::new(VecDeque::new()),
             whos_asked: AtomicU64::new(0),
             whos_answered: AtomicU64::new(0),
@@ -1332,6 +1336,12 @@ impl Conn {
             }
             let line = match input.recv_timeout(WAIT_STEP) {
                 Ok(UserInput::Line(line)) => line,
+                Ok(UserInput::FetchFileNames) => {
+                    if let Err(e) = self.paced(0, ClientSession::fetch_file_names) {
+                        log::info!("file names not asked for: {e}");
+                    }
+                    continue;
+                }
                 Ok(UserInput::Quit) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Served::Quit;
                 }
@@ -2429,6 +2439,7 @@ impl Conn {
                 app.notice(&format!("shared folder access granted: {count} {files}"));
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
+            ClientEvent::FileNames(FileListPart { files, last }) => self.file_names(&files, last),
             ClientEvent::Error { code, text, .. } => {
                 if text.is_empty() {
                     app.error(code.describe());
@@ -2558,6 +2569,17 @@ impl Conn {
             self.app
                 .plain(&format!("    {}  ({})", f.name, byte_count(f.size)));
         }
+        if let Some(names) = names {
+            self.app.view.shared_files(names);
+        }
+    }
+
+    /// Keeps the names of a quiet file list (for completion), unshown.
+    fn file_names(&self, files: &[FileEntry], last: bool) {
+        let mut listed = lock(&self.quiet_listed);
+        listed.extend(files.iter().map(|f| f.name.as_str().to_owned()));
+        let names = last.then(|| std::mem::take(&mut *listed));
+        drop(listed);
         if let Some(names) = names {
             self.app.view.shared_files(names);
         }

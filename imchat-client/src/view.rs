@@ -215,6 +215,9 @@ pub enum UserInput {
     /// The user asked to leave (Ctrl-D, or Ctrl-C twice, confirmed when
     /// transfers run); the same as `/quit`.
     Quit,
+    /// Tab after `/download` found no file names yet: they are asked for
+    /// quietly, and come to [`View::shared_files`].
+    FetchFileNames,
 }
 
 /// Something that shows what the client does. Calls come from several

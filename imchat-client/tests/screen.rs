@@ -591,14 +591,18 @@ fn tab_completes_commands_nicks_and_file_names() {
     t.wait_screen("`/msg bea` again", |s| s.row(-1) == "alice> /msg bea");
     t.key(Key::Ctrl('u'));
 
-    // Shared file names after /download, once listed.
-    t.type_str("/list\r");
-    t.wait_screen("the file list", |s| s.contains("meeting notes.txt"));
+    // Shared file names after /download, never listed: asked for by the
+    // Tab, quietly, and completed when they come.
     t.type_str("/download mee");
     t.key(Key::Tab);
-    t.wait_screen("`/download meeting notes.txt`", |s| {
+    let s = t.wait_screen("`/download meeting notes.txt`", |s| {
         s.row(-1) == "alice> /download meeting notes.txt"
     });
+    assert!(
+        !s.contains("shared files:"),
+        "the list is not shown\n{}",
+        s.dump()
+    );
 }
 
 #[test]

@@ -82,6 +82,13 @@ impl Cycle {
     }
 }
 
+/// Whether the word before the cursor (`head` is the text before it) is
+/// completed from the shared file names: after `/download`.
+pub fn completes_files(head: &str) -> bool {
+    head.split_once(' ')
+        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("/download"))
+}
+
 /// Where the word to complete starts in `head` (the text before the
 /// cursor), what it completes from, and what follows a candidate. The
 /// words after `/msg`, `/unicast`, `/tell`, `/w`, `/mode unicast`, `@` and

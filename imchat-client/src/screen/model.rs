@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use imchat_core::inert;
 
-use super::complete::{Cycle, Sources};
+use super::complete::{self, Cycle, Sources};
 use super::editor::Editor;
 use super::keys::{self, Action, Paste};
 use super::render;
@@ -75,6 +75,10 @@ pub struct Model {
     roster: Vec<String>,
     /// Shared file names.
     files: Vec<String>,
+    /// Whether Tab asked the client for them (once: `/list` refreshes).
+    files_asked: bool,
+    /// The input line (text, cursor) of a Tab that waits for them.
+    tab_waiting: Option<(String, usize)>,
     /// Command names with their `/`.
     commands: Vec<String>,
     /// The input line.
@@ -142,6 +146,8 @@ impl Model {
             transfers: Vec::new(),
             roster: Vec::new(),
             files: Vec::new(),
+            files_asked: false,
+            tab_waiting: None,
             commands,
             editor: Editor::new(history),
             cycle: None,
@@ -332,8 +338,17 @@ impl Model {
     }
 
     /// The shared file names.
+    ///
+    /// A Tab that waited for them completes now, if the input line is
+    /// still the one it was pressed on.
     pub fn shared_files(&mut self, names: Vec<String>) {
         self.files = names.into_iter().map(inert_string).collect();
+        if let Some((text, cursor)) = self.tab_waiting.take() {
+            if self.cycle.is_none() && self.editor.text() == text && self.editor.cursor() == cursor
+            {
+                self.complete(false);
+            }
+        }
     }
 
     /// `/clear`.
@@ -578,6 +593,16 @@ impl Model {
                 transfers: &transfers,
             };
             let (text, cursor) = (self.editor.text(), self.editor.cursor());
+            if self.files.is_empty()
+                && !self.files_asked
+                && complete::completes_files(&text[..cursor])
+            {
+                // Never listed: asked for quietly, completed on arrival.
+                self.files_asked = true;
+                self.tab_waiting = Some((text.to_owned(), cursor));
+                self.outbox.push(UserInput::FetchFileNames);
+                return;
+            }
             self.cycle = Cycle::start(text, cursor, &sources, backwards);
         }
         if let Some(cycle) = &self.cycle {
@@ -896,12 +921,50 @@ mod tests {
             "/download ",
             "a key accepts; no files known"
         );
+        assert_eq!(
+            m.outbox,
+            [UserInput::FetchFileNames],
+            "so they are asked for"
+        );
         m.shared_files(vec!["big file.iso".into()]);
-        m.handle(Action::Tab, now);
-        assert_eq!(m.editor.text(), "/download big file.iso");
+        assert_eq!(
+            m.editor.text(),
+            "/download big file.iso",
+            "the Tab that asked completes when they come"
+        );
         m.change_roster(Roster::Left("al".into()));
         m.change_roster(Roster::Joined("carol".into()));
         assert_eq!(m.roster(), ["alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn file_names_are_asked_for_once_and_a_changed_line_is_left_alone() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "/download me");
+        m.handle(Action::Tab, now);
+        m.handle(Action::Tab, now);
+        assert_eq!(m.outbox, [UserInput::FetchFileNames], "asked once");
+        typed(&mut m, "x");
+        m.shared_files(vec!["meeting notes.txt".into(), "Music.mp3".into()]);
+        assert_eq!(m.editor.text(), "/download mex", "typed on: not completed");
+        m.handle(Action::Backspace, now);
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "/download meeting notes.txt");
+        m.handle(Action::KillToStart, now);
+        m.shared_files(Vec::new());
+        typed(&mut m, "/download a");
+        m.handle(Action::Tab, now);
+        assert_eq!(
+            m.outbox,
+            [UserInput::FetchFileNames],
+            "an empty folder is not asked for at every Tab"
+        );
+        typed(&mut m, " hi");
+        m.handle(Action::KillToStart, now);
+        typed(&mut m, "al");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.outbox.len(), 1, "only after /download");
     }
 
     #[test]

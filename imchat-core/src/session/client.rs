@@ -60,6 +60,10 @@ pub enum ClientEvent {
     },
     /// (Part of) the shared-file list; complete with the part marked `last`.
     FileList(FileListPart),
+    /// (Part of) the shared-file list asked for with
+    /// [`fetch_file_names`](ClientSession::fetch_file_names): not to be
+    /// shown, only kept (for completion, say).
+    FileNames(FileListPart),
     /// The server reported an error; the session goes on.
     Error {
         /// What kind.
@@ -346,8 +350,9 @@ pub struct ClientSession {
     /// How many of [`sent`](Self::sent) the server has answered, as far as
     /// a barrier's `Pong` tells.
     answered: u64,
-    /// `ListFiles` requests whose last `FileList` has not arrived.
-    lists_pending: usize,
+    /// `ListFiles` requests whose last `FileList` has not arrived, oldest
+    /// first: whether each is a quiet one ([`ClientEvent::FileNames`]).
+    lists: VecDeque<bool>,
     /// Files listed so far in the `FileList` answer arriving.
     listed: usize,
     /// The client id of the next chat message.
@@ -408,7 +413,7 @@ impl ClientSession {
             sent: 0,
             barrier_covers: 0,
             answered: 0,
-            lists_pending: 0,
+            lists: VecDeque::new(),
             listed: 0,
             next_client_id: 1,
             unacked: VecDeque::new(),
@@ -617,7 +622,7 @@ impl ClientSession {
         self.barrier = None;
         // Nothing more comes for what the old connection asked.
         self.answered = self.sent;
-        self.lists_pending = 0;
+        self.lists.clear();
         self.listed = 0;
         self.state = State::Handshaking;
         let resume = self.resume.map(|(token, epoch)| ResumeRequest {
@@ -950,7 +955,7 @@ impl ClientSession {
     /// when false, [`settle`](Self::settle) and wait for it to turn true.
     #[must_use]
     pub fn is_answered(&self) -> bool {
-        self.answered >= self.sent && self.lists_pending == 0
+        self.answered >= self.sent && self.lists.is_empty()
     }
 
     /// True when nothing asked for is outstanding: the answer to
@@ -960,7 +965,7 @@ impl ClientSession {
     #[must_use]
     pub fn is_settled(&self) -> bool {
         self.barrier.is_none()
-            && self.lists_pending == 0
+            && self.lists.is_empty()
             && self.requested.is_empty()
             && self.outgoing.is_empty()
             && self.incoming.keys().all(|id| id.is_server_chosen())
@@ -1142,9 +1147,24 @@ impl ClientSession {
     /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
     /// once the session is closed; nothing is sent.
     pub fn list_files(&mut self) -> Result<(), UsageError> {
+        self.ask_list(false)
+    }
+
+    /// Asks for the shared-file list quietly: it comes as
+    /// [`ClientEvent::FileNames`], for a frontend to keep without showing
+    /// it (the names a completion offers before the user listed them).
+    ///
+    /// # Errors
+    ///
+    /// As [`list_files`](Self::list_files).
+    pub fn fetch_file_names(&mut self) -> Result<(), UsageError> {
+        self.ask_list(true)
+    }
+
+    fn ask_list(&mut self, quiet: bool) -> Result<(), UsageError> {
         self.joined()?;
         self.ask(1, 0);
-        self.lists_pending += 1;
+        self.lists.push_back(quiet);
         self.transmits.push_back(ClientMessage::ListFiles);
         Ok(())
     }
@@ -1515,11 +1535,17 @@ impl ClientSession {
                 let before = self.listed / ITEMS_PER_MESSAGE;
                 self.listed += part.files.len();
                 self.charge(self.listed / ITEMS_PER_MESSAGE - before, 0);
-                if part.last {
+                let quiet = if part.last {
                     self.listed = 0;
-                    self.lists_pending = self.lists_pending.saturating_sub(1);
+                    self.lists.pop_front()
+                } else {
+                    self.lists.front().copied()
+                };
+                if quiet == Some(true) {
+                    ClientEvent::FileNames(part)
+                } else {
+                    ClientEvent::FileList(part)
                 }
-                ClientEvent::FileList(part)
             }
             ServerMessage::Error {
                 code,

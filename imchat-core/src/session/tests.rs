@@ -680,6 +680,41 @@ fn files_access_and_list_are_answered_by_the_glue() {
 }
 
 #[test]
+fn a_quiet_file_list_comes_as_names_and_the_lists_keep_their_order() {
+    let mut net = Net::new(Limits {
+        max_frame: 4096,
+        ..Limits::default()
+    });
+    let a = net.connect("alice");
+    net.take(a);
+    // Long enough to come in several parts: each part is told as what
+    // its own request asked for.
+    net.files = entries(60, |i| format!("{i:0>200}"));
+    net.s(a).list_files().unwrap();
+    net.s(a).fetch_file_names().unwrap();
+    net.s(a).list_files().unwrap();
+    assert!(!net.s(a).is_settled(), "three lists asked for");
+    net.pump();
+    let got = net.take(a);
+    let kinds: Vec<(&str, bool)> = got
+        .iter()
+        .map(|e| match e {
+            ClientEvent::FileList(p) => ("shown", p.last),
+            ClientEvent::FileNames(p) => ("quiet", p.last),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let parts = kinds.len() / 3;
+    assert!(parts > 1, "{kinds:?}");
+    let expected: Vec<(&str, bool)> = ["shown", "quiet", "shown"]
+        .into_iter()
+        .flat_map(|k| (1..=parts).map(move |i| (k, i == parts)))
+        .collect();
+    assert_eq!(kinds, expected);
+    assert!(net.s(a).is_settled(), "every list is complete");
+}
+
+#[test]
 fn a_long_file_list_is_split_into_frames_that_fit() {
     let limits = Limits {
         max_frame: 4096,
