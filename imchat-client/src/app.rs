@@ -624,7 +624,6 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         .and_then(SessionFile::unicast)
         .and_then(|u| Username::new(u).ok())
         .map_or(Mode::Broadcast, Mode::Unicast);
-    let restored_mode = matches!(mode, Mode::Unicast(_)).then(|| mode_line(&mode));
     let app = Arc::new(App {
         scripted: !view.is_terminal(),
         view,
@@ -641,10 +640,6 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         store: Mutex::new(store),
         store_failed: AtomicBool::new(false),
     });
-    if let Some(line) = restored_mode {
-        app.notice(&line);
-        app.status();
-    }
     let result = app.main_loop(first, &input);
     let reason = match &result {
         Ok(()) => "quit".to_string(),
@@ -1273,6 +1268,11 @@ impl Conn {
             app.notice(&format!("connected to {server} as {username}"));
             for line in welcome.lines() {
                 app.plain(line);
+            }
+            // Only a mode restored from the saved session is set this early.
+            let mode = lock(&app.mode).clone();
+            if let Mode::Unicast(_) = mode {
+                app.notice(&mode_line(&mode));
             }
         }
         let write_half = stream.clone();

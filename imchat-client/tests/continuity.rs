@@ -225,7 +225,12 @@ fn a_client_killed_in_unicast_mode_comes_back_in_it() {
 
     let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
     alice.expect_line("*** resumed");
-    alice.expect_line("*** mode: unicast to bob");
+    // Told after the connection's own lines, not above them.
+    let (connected, _) =
+        alice.expect_from(0, "`*** connected`", |l| l.starts_with("*** connected to "));
+    alice.expect_from(connected, "the mode after `*** connected`", |l| {
+        l == "*** mode: unicast to bob"
+    });
     alice.send("after");
     bob.expect_line("<alice> (private) after");
     alice.send("/mode broadcast");
