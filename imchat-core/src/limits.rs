@@ -78,6 +78,10 @@ pub const DEFAULT_MAX_DOWNLOADS: usize = 128;
 pub const DEFAULT_AUTO_ACCEPT_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest username, in characters: 32.
 pub const MAX_USERNAME_CHARS: usize = 32;
+/// Bytes of a parting text (`Quit`'s reason) the server passes on: a longer
+/// one is cut at the last character that fits. Every user is sent it, and
+/// the room's history keeps it; a leave is not a message.
+pub const MAX_PARTING_TEXT: usize = 512;
 /// Longest file name, in bytes of UTF-8: 255.
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 

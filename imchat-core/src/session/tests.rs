@@ -1378,6 +1378,21 @@ fn a_quit_text_reaches_the_others_with_the_leave() {
 }
 
 #[test]
+fn a_long_quit_text_is_cut_at_a_character_before_it_reaches_anyone() {
+    let mut net = three();
+    // 'é' is two bytes: byte 512 falls inside one, so the cut is at 511.
+    let long = format!("x{}", "é".repeat(100_000));
+    net.s(1).quit(&long);
+    net.pump();
+    let got = unstamped(net.take(0));
+    let [ClientEvent::Left(d)] = &got[..] else {
+        panic!("{got:?}");
+    };
+    assert_eq!(d.text.len(), 511);
+    assert!(long.starts_with(&d.text));
+}
+
+#[test]
 fn routed_events_carry_the_text_only_when_asked() {
     let mut net = three();
     net.s(0).send_chat(Recipient::Everyone, "quiet").unwrap();

@@ -563,7 +563,14 @@ impl Hub {
             ClientMessage::Cancel(c) => self.client_cancel(client, &c),
             ClientMessage::Ping(v) => self.send(client, ServerMessage::Pong(v)),
             ClientMessage::Pong(_) => {}
-            ClientMessage::Quit { reason } => {
+            ClientMessage::Quit { mut reason } => {
+                if reason.len() > crate::MAX_PARTING_TEXT {
+                    let mut end = crate::MAX_PARTING_TEXT;
+                    while !reason.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    reason.truncate(end);
+                }
                 self.depart(client, LeaveReason::QUIT, reason, "quit".into());
             }
             msg @ (ClientMessage::Auth { .. }
