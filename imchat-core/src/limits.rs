@@ -102,6 +102,11 @@ pub const MAX_HELLO_FRAME: u32 = 164;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 /// Chat messages a user joining afresh is shown from before it joined: 50.
 pub const DEFAULT_HISTORY_COUNT: usize = 50;
+/// Bytes of text the history shown to a user joining afresh holds at most
+/// (the newest messages that fit): 256 KiB. Each joiner is sent its own
+/// copy, so a room of long messages and many joiners that do not read
+/// would otherwise hold `history_count` × `max_text` per connection.
+pub const MAX_HISTORY_BYTES: usize = 256 * 1024;
 /// How old a message may be to be shown to a user joining afresh: 1 hour.
 pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(3600);
 /// Entries (chat messages, joins, leaves) the server's room log keeps, for

@@ -121,7 +121,8 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_GRACE.as_secs_f64())]
     grace_secs: f64,
 
-    /// Chat messages a user joining afresh is shown from before it joined (0: none).
+    /// Chat messages a user joining afresh is shown from before it joined (0: none;
+    /// 256 KiB of text at most).
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_HISTORY_COUNT)]
     history_count: usize,
 

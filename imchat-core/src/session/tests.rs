@@ -3066,6 +3066,29 @@ fn a_late_joiner_gets_recent_broadcasts_as_history_within_count_and_age() {
 }
 
 #[test]
+fn history_holds_the_newest_messages_that_fit_its_bytes() {
+    let mut net = resumable(Limits::default(), &["alice"]);
+    // 60,000 bytes each: four fit in 256 KiB, five do not.
+    let texts: Vec<String> = (0..6u8)
+        .map(|i| char::from(b'a' + i).to_string().repeat(60_000))
+        .collect();
+    for t in &texts {
+        net.s(0).send_chat(Recipient::Everyone, t).unwrap();
+    }
+    net.pump();
+    let i = net.connect("bob");
+    let history: Vec<String> = net
+        .take(i)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) if c.history => Some(c.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(history, texts[2..]);
+}
+
+#[test]
 fn entries_gone_from_the_log_are_counted_as_dropped() {
     let limits = Limits {
         log_entries: 3,

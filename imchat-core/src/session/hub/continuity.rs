@@ -674,8 +674,9 @@ impl Hub {
 
     /// Sends a user joining afresh the room's latest chat messages to
     /// everyone, marked as history: at most [`Limits::history_count`](crate::Limits::history_count),
-    /// none older than [`Limits::history_age`](crate::Limits::history_age).
-    /// Private messages and presence are never history.
+    /// none older than [`Limits::history_age`](crate::Limits::history_age),
+    /// and no more text than [`MAX_HISTORY_BYTES`](crate::MAX_HISTORY_BYTES)
+    /// (the newest that fit). Private messages and presence are never history.
     pub(super) fn send_history(&mut self, client: ClientId, now: Instant) {
         let (count, age) = (self.limits.history_count, self.limits.history_age);
         if count == 0 || age.is_zero() {
@@ -683,6 +684,7 @@ impl Hub {
         }
         let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
         let oldest = self.timestamp(now).0.saturating_sub(age_ms);
+        let mut bytes = 0;
         let mut picked: Vec<ServerMessage> = self
             .log
             .iter()
@@ -707,6 +709,13 @@ impl Hub {
                 _ => None,
             })
             .take(count)
+            .take_while(|m| {
+                let ServerMessage::Chat(c) = m else {
+                    return true;
+                };
+                bytes += c.text.len();
+                bytes <= crate::MAX_HISTORY_BYTES
+            })
             .collect();
         picked.reverse();
         for m in picked {
