@@ -393,6 +393,29 @@ fn only_an_authenticated_operator_may_kick_and_the_kick_is_told_and_logged() {
 }
 
 #[test]
+fn an_operator_cannot_ban_its_own_address_or_name() {
+    let now = Instant::now();
+    let (mut hub, op) = operator_hub(now);
+    // Mapped or not, with the name in another case: itself all the same.
+    for target in ["10.0.0.100", "::ffff:10.0.0.100", "OP"] {
+        hub.handle_message(op, operate(OpAction::Ban, target, "oops"), now);
+        let said = sent(&mut hub, op);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("is yourself: banning it would lock you out"),
+            "{said:?}"
+        );
+        assert!(hub.is_connected(op), "{target}");
+    }
+    assert!(hub.bans().is_empty());
+    // The console still can.
+    assert!(hub
+        .console("ban 10.0.0.100", now)
+        .starts_with("banned 10.0.0.100"));
+    assert!(!hub.is_connected(op));
+}
+
+#[test]
 fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
     let now = Instant::now();
     let (mut hub, op) = operator_hub(now);

@@ -491,6 +491,14 @@ impl Hub {
                     );
                     return;
                 }
+                if action == OpAction::Ban && self.bans_self(client, &user, &target) {
+                    self.notice(
+                        client,
+                        NoticeCode::FAILED,
+                        format!("'{target}' is yourself: banning it would lock you out of this server (its console can)"),
+                    );
+                    return;
+                }
                 let now = self.clock;
                 let (code, text) = self.operate(user.as_str(), action, &target, &reason, now);
                 // The operator may have removed itself.
@@ -513,6 +521,22 @@ impl Hub {
                 text
             }
             Err(e) => e,
+        }
+    }
+
+    /// Whether a ban of `target` would name operator `user` itself, on
+    /// connection `client`: its name, or the address it connects from. A
+    /// ban the operator cannot lift from anywhere (only the server's
+    /// console, or a restart without the database, can).
+    fn bans_self(&self, client: ClientId, user: &Username, target: &str) -> bool {
+        match BanTarget::parse(target) {
+            Ok(BanTarget::Name(n)) => self.key(&n) == self.key(user),
+            Ok(BanTarget::Address(ip)) => self
+                .conns
+                .get(&client)
+                .and_then(|c| c.peer)
+                .is_some_and(|p| p.to_canonical() == ip),
+            Err(_) => false,
         }
     }
 
