@@ -3544,15 +3544,11 @@ fn a_batch_goes_out_at_its_bounds_in_frames_within_them() {
     // Two full batches went out without the timer (the first one began
     // with first's own join).
     assert_eq!(inbox.presence(first).len(), 2 * MAX_PRESENCE_EVENTS - 1);
-    // A long parting text makes a frame of its own.
-    let long = joined(&mut hub, "long", t0);
-    hub.handle_message(
-        long,
-        ClientMessage::Quit {
-            reason: "z".repeat(MAX_PRESENCE_BYTES),
-        },
-        t0,
-    );
+    // A long leave text (a kick's reason: a parting text is cut to
+    // 512 bytes) makes a frame of its own.
+    joined(&mut hub, "long", t0);
+    let said = hub.console(&format!("kick long {}", "z".repeat(MAX_PRESENCE_BYTES)), t0);
+    assert_eq!(said, "kicked long");
     joined(&mut hub, "after", t0);
     hub.flush_presence();
     inbox.drain(&mut hub);
