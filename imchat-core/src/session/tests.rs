@@ -4518,9 +4518,21 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
         "{said:?}"
     );
     assert!(matches!(&data[..], [RemotePush::Closed { to: 2, .. }]));
-    // And on a server whose sender's server died, its receivers are told.
+    // And on a server whose sender's server died, its receivers are told,
+    // and so is that server, should it come back (frozen, or cut off).
     b.remote_server_gone(1, now);
-    let (said, _, data) = drain_hub(&mut b, dave);
+    let (said, control, data) = drain_hub(&mut b, dave);
+    assert!(
+        control.iter().any(|e| matches!(
+            e,
+            TransferControl::Gone {
+                to: 1,
+                code: CancelCode::PEER_LEFT,
+                ..
+            }
+        )),
+        "{control:?}"
+    );
     assert!(
         matches!(
             &said[..],

@@ -627,6 +627,15 @@ impl Hub {
             .collect();
         inbound.sort_unstable();
         for relay in inbound {
+            // Told too, in case it was only frozen or cut off: back, it
+            // reads this and ends its pusher's wait at once, not after
+            // the idle timeout.
+            self.publish(ClusterEvent::Transfer(TransferControl::Gone {
+                to: server,
+                relay,
+                code: CancelCode::PEER_LEFT,
+                reason: "the receivers' server gave it up while the sender's server was out of the cluster".into(),
+            }));
             self.remote_cancel(
                 server,
                 relay,
