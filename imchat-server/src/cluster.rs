@@ -84,6 +84,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// again. A Redis that cannot be reached ends the wait at once (refused
 /// connection) or after [`IO_TIMEOUT`] per command (no answer).
 const FIRST_JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How long a server whose connection to Redis broke keeps trying a new
+/// one before it says Redis is unreachable: a Redis that restarts in that
+/// time (and refuses connections meanwhile) is not reported.
+const RESTART_WAIT: Duration = Duration::from_millis(1500);
 /// How long a claim waits while new names are held (see [`OPEN`]): past
 /// it (a lease over 12 s) the join is refused as "try again", before the
 /// handshake's own timeout (10 s by default) would end it.
@@ -1242,10 +1246,19 @@ impl Cluster {
             };
             if result.is_err() && reused {
                 // A connection Redis dropped (it restarted): Redis is
-                // unreachable only if a new one fails too.
-                con = self.connect().ok();
-                if let Some(c) = con.as_mut() {
-                    result = self.keep(c, hub);
+                // unreachable only if new ones fail too, for a moment
+                // (a restart refuses connections until it listens again).
+                let until = Instant::now() + RESTART_WAIT;
+                loop {
+                    con = self.connect().ok();
+                    if let Some(c) = con.as_mut() {
+                        result = self.keep(c, hub);
+                        break;
+                    }
+                    if Instant::now() >= until || self.leaving.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(100));
                 }
             }
             match result {

@@ -1675,6 +1675,34 @@ fn a_redis_restarted_empty_does_not_make_the_servers_take_each_other_for_dead() 
 }
 
 #[test]
+fn a_redis_that_restarts_within_a_moment_is_not_reported_unreachable() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b, mut alice, mut bob) = alice_and_bob(&redis);
+    // Down for longer than a lease round (0.5 s here), so that a round
+    // finds its connection broken and new ones refused.
+    redis.stop();
+    thread::sleep(Duration::from_millis(700));
+    redis.start_again();
+    // Past a few rounds on the new Redis.
+    thread::sleep(Duration::from_secs(2));
+    alice.say(None, "after the restart");
+    bob.wait_chat("after the restart");
+    for (who, peer) in [("alice", &mut alice), ("bob", &mut bob)] {
+        peer.drain();
+        assert!(
+            !peer.got.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached"))),
+            "{who} was told: {:?}",
+            peer.got
+        );
+    }
+    for s in [&a, &b] {
+        assert!(!s.log().contains("is unreachable"), "{}", s.log());
+    }
+}
+
+#[test]
 fn a_name_in_use_is_not_given_to_a_newcomer_when_redis_restarts_empty() {
     let Some(mut redis) = Redis::start() else {
         return;
