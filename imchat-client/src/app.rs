@@ -1909,7 +1909,18 @@ impl Conn {
         if !self.app.is_online(&to) {
             self.refresh_roster();
         }
-        self.app.is_online(&to).then(|| Command::Unicast {
+        if !self.app.is_online(&to) {
+            return None;
+        }
+        // A mistyped command (`/mgs bob …`) does not go privately to a user
+        // who happens to have that name: said, with how to write to them.
+        if let Some(meant) = crate::command::one_typo_from_command(word) {
+            self.app.error(&format!(
+                "unknown command /{word}; did you mean /{meant}? (to write to the user {to}: /msg {to} <text>)"
+            ));
+            return Some(Command::Nothing);
+        }
+        Some(Command::Unicast {
             to,
             text: text.to_string(),
         })

@@ -311,6 +311,20 @@ pub fn suggest(word: &str) -> Option<&'static str> {
         .map(|(_, n)| n)
 }
 
+/// The command name or alias one typo (an edit or a swap of two letters)
+/// away from `word`, of three letters or more: `/mgs` for `/msg`.
+pub fn one_typo_from_command(word: &str) -> Option<&'static str> {
+    let word = word.to_lowercase();
+    if word.chars().count() < 3 {
+        return None;
+    }
+    COMMANDS
+        .iter()
+        .flat_map(|c| c.names.iter().chain(c.aliases))
+        .find(|n| strsim::osa_distance(&word, n) == 1)
+        .copied()
+}
+
 /// Splits `text` into lines of at most `width` characters, at spaces where
 /// it can (a word longer than the width is cut).
 fn wrap(text: &str, width: usize) -> Vec<String> {
@@ -863,6 +877,13 @@ mod tests {
         assert_eq!(suggest("brodcast"), Some("broadcast"));
         // Too far from everything, or shorter than the edits it needs.
         assert_eq!(suggest("frobnicate"), None);
+        assert_eq!(one_typo_from_command("mgs"), Some("msg"));
+        assert_eq!(one_typo_from_command("DWNLOAD"), Some("download"));
+        assert_eq!(one_typo_from_command("ben"), Some("ban"));
+        // Names two letters from any command, or short, are names.
+        assert_eq!(one_typo_from_command("bob"), None);
+        assert_eq!(one_typo_from_command("al"), None);
+        assert_eq!(one_typo_from_command("carol"), None);
         assert_eq!(suggest("x"), None);
         assert_eq!(
             Command::parse("/xyzzy").unwrap_err().to_string(),

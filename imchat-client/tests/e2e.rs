@@ -1504,6 +1504,17 @@ fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     alice.send("/carol marker");
     carol.expect_line("<alice> (private) marker");
     carol.assert_no_line("bob's message", |l| l.contains("hello there"));
+    // A command mistyped by one letter is not a message to a user who has
+    // that name: `/mgs` is said to be unknown, and nothing goes to mgs.
+    let mgs = w.client("mgs");
+    alice.expect_line("*** mgs has joined");
+    alice.send("/mgs bob my secret");
+    alice.expect_line(
+        "error: unknown command /mgs; did you mean /msg? (to write to the user mgs: /msg mgs <text>)",
+    );
+    alice.send("/msg mgs marker");
+    mgs.expect_line("<alice> (private) marker");
+    mgs.assert_no_line("the mistyped command", |l| l.contains("my secret"));
 }
 
 #[test]
