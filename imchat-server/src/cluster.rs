@@ -610,6 +610,12 @@ impl Cluster {
         self.id
     }
 
+    /// The lease of this server's heartbeat and names.
+    #[must_use]
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// This server was started on the `--history-db` of server `server`,
     /// an earlier run that may have been killed: the stream's entries of
     /// `server` up to `kept`, the newest entry the file kept, are in this

@@ -1300,8 +1300,9 @@ pub fn run(
         hub.set_bans(bans);
     }
     set_wall_clock(&mut hub);
-    if config.cluster.is_some() {
+    if let Some(cluster) = &config.cluster {
         hub.enable_cluster();
+        hub.set_cluster_lease(cluster.lease());
     }
     let committer = history.as_ref().map(crate::store::SqliteStore::committer);
     if let Some(store) = history {

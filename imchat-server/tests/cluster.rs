@@ -1675,6 +1675,21 @@ fn a_redis_restarted_empty_does_not_make_the_servers_take_each_other_for_dead() 
 }
 
 #[test]
+fn a_private_message_lost_with_a_killed_server_is_told_to_its_sender() {
+    let Some(redis) = Redis::start() else { return };
+    let (_a, b, mut alice, _bob) = alice_and_bob(&redis);
+    b.kill9();
+    alice.say(Some("bob"), "are-you-there");
+    alice.wait(WAIT, "the sender told", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Error { text, .. }
+            if text.contains("your private message to bob may not have been delivered")
+                && text.contains("are-you-there"))
+        })
+    });
+}
+
+#[test]
 fn a_redis_that_restarts_within_a_moment_is_not_reported_unreachable() {
     let Some(mut redis) = Redis::start() else {
         return;

@@ -4549,6 +4549,75 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
 }
 
 #[test]
+fn a_private_message_to_a_user_lost_with_its_server_is_told_to_its_sender() {
+    let t0 = Instant::now();
+    let (mut a, p, _b, _dave) = two_servers(t0);
+    // A dead server goes unnoticed for up to 3 s + 1 s here.
+    a.set_cluster_lease(Duration::from_secs(3));
+    let to_dave = |client_id, text: &str| ClientMessage::Chat {
+        client_id,
+        to: Recipient::User(user("dave")),
+        kind: ChatKind::Text,
+        text: text.into(),
+    };
+    a.handle_message(p, to_dave(1, "long ago"), t0);
+    let sent = t0 + Duration::from_secs(10);
+    a.handle_message(p, to_dave(2, "are you there?"), sent);
+    let _ = drain_hub(&mut a, p);
+    // No resume here: dave leaves with his server, unread.
+    a.remote_server_gone(2, sent + Duration::from_secs(4));
+    let (said, _, _) = drain_hub(&mut a, p);
+    let errors: Vec<&str> = said
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Error { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        ["your private message to dave may not have been delivered: dave's server stopped and dave did not come back (\"are you there?\")"],
+        "only what his server could have died with"
+    );
+}
+
+#[test]
+fn with_resume_a_lost_private_message_is_told_only_if_its_receiver_never_comes_back() {
+    let t0 = Instant::now();
+    for comes_back in [true, false] {
+        let mut a = token_hub(Limits {
+            grace: Duration::from_secs(5),
+            ..Limits::default()
+        });
+        a.enable_cluster();
+        a.set_cluster_lease(Duration::from_secs(3));
+        let p = joined(&mut a, "p", t0);
+        a.remote_join(2, user("dave"), t0);
+        a.handle_message(
+            p,
+            ClientMessage::Chat {
+                client_id: 1,
+                to: Recipient::User(user("dave")),
+                kind: ChatKind::Text,
+                text: "are you there?".into(),
+            },
+            t0,
+        );
+        a.remote_server_gone(2, t0 + Duration::from_secs(4));
+        if comes_back {
+            // Resumed on server 3: the stream gives him what he missed.
+            a.remote_join(3, user("dave"), t0 + Duration::from_secs(6));
+        }
+        a.handle_timeout(t0 + Duration::from_secs(60));
+        let (said, _, _) = drain_hub(&mut a, p);
+        let told = said.iter().any(|m| {
+            matches!(m, ServerMessage::Error { text, .. } if text.contains("may not have been delivered"))
+        });
+        assert_eq!(told, !comes_back, "comes back: {comes_back}; {said:?}");
+    }
+}
+
+#[test]
 fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push() {
     let now = Instant::now();
     let (mut a, p, _b, _dave) = two_servers(now);

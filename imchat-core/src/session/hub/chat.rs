@@ -107,6 +107,12 @@ impl Hub {
             });
         }
         let private = target.is_some();
+        if let Some(to) = target.as_ref().filter(|_| dest.is_none()) {
+            let to_key = self.key(to);
+            if self.remote_user(&to_key).is_some() && !self.sessions.contains_key(&to_key) {
+                self.note_sent_private(&from, &to_key, &text, now);
+            }
+        }
         let message = ServerMessage::Chat(RoutedChat {
             id,
             time,

@@ -5,7 +5,7 @@
 //! [`HubEvent::Cluster`] events, for the server to publish. The hub does
 //! no IO here either: the transport between servers is the server's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{ClientId, Hub, HubEvent};
@@ -138,6 +138,36 @@ pub(super) struct Remote {
     /// when a private message to them that arrives from another server
     /// is answered as not delivered ([`LEFT_MEMORY`]), with its name.
     pub(super) left: HashMap<String, (Username, Instant)>,
+    /// Private messages of local users to users of other servers, oldest
+    /// first, kept while their receiver's server might die with them
+    /// unread (see [`Hub::set_cluster_lease`]): if it does and the
+    /// receiver never comes back, the sender is told.
+    pub(super) sent_private: VecDeque<SentPrivate>,
+    /// How long a dead server goes unnoticed at most (lease + a third).
+    pub(super) unnoticed: Duration,
+}
+
+/// A private message sent to a user of another server.
+#[derive(Debug)]
+pub(super) struct SentPrivate {
+    pub(super) at: Instant,
+    /// The receiver's name key.
+    pub(super) to: String,
+    pub(super) from: Username,
+    /// The start of its text, as errors show it.
+    pub(super) start: String,
+}
+
+/// Private messages to users of other servers remembered at most.
+const SENT_PRIVATE_MAX: usize = 10_000;
+/// How much of a message's text an error about it shows.
+const SHOWN: usize = 40;
+
+/// The first [`SHOWN`] characters of `text`, with `…` if there is more.
+fn text_start(text: &str) -> String {
+    let start: String = text.chars().take(SHOWN).collect();
+    let more = if start.len() < text.len() { "…" } else { "" };
+    format!("{start}{more}")
 }
 
 /// How long after a local user left a private message to it from another
@@ -151,6 +181,75 @@ impl Hub {
     /// other servers must see comes out as [`HubEvent::Cluster`] events.
     pub fn enable_cluster(&mut self) {
         self.remote.enabled = true;
+    }
+
+    /// The lease of the cluster's servers: a dead server goes unnoticed
+    /// for up to a lease and a third, and private messages sent to its
+    /// users meanwhile may be lost with it. Those are remembered that long
+    /// (and, for a dead server's users, until they come back or leave):
+    /// a user who leaves with a dead server has their senders told that
+    /// what they sent may not have been delivered.
+    pub fn set_cluster_lease(&mut self, lease: Duration) {
+        self.remote.unnoticed = lease + lease / 3 + Duration::from_secs(1);
+    }
+
+    /// Remembers a private message of `from` to `to`, a user of another
+    /// server (see [`set_cluster_lease`](Self::set_cluster_lease)).
+    pub(super) fn note_sent_private(
+        &mut self,
+        from: &Username,
+        to: &str,
+        text: &str,
+        now: Instant,
+    ) {
+        if self.remote.unnoticed.is_zero() {
+            return;
+        }
+        self.forget_sent_private(now);
+        if self.remote.sent_private.len() >= SENT_PRIVATE_MAX {
+            self.remote.sent_private.pop_front();
+        }
+        self.remote.sent_private.push_back(SentPrivate {
+            at: now,
+            to: to.to_string(),
+            from: from.clone(),
+            start: text_start(text),
+        });
+    }
+
+    /// Forgets the private messages whose receiver's server would have
+    /// been noticed dead by now, unless it was (its user may not come back).
+    fn forget_sent_private(&mut self, now: Instant) {
+        let (unnoticed, gone) = (self.remote.unnoticed, &self.remote.gone);
+        self.remote.sent_private.retain(|p| {
+            now.saturating_duration_since(p.at) <= unnoticed || gone.contains_key(&p.to)
+        });
+    }
+
+    /// `user` (name key `key`) leaves with its dead server: the senders of
+    /// the private messages it may not have read are told.
+    fn tell_senders_of_lost(&mut self, key: &str, user: &Username) {
+        let (lost, kept): (VecDeque<SentPrivate>, VecDeque<SentPrivate>) =
+            std::mem::take(&mut self.remote.sent_private)
+                .into_iter()
+                .partition(|p| p.to == key);
+        self.remote.sent_private = kept;
+        for p in lost {
+            let Some(&client) = self.names.get(&self.key(&p.from)) else {
+                continue;
+            };
+            self.send(
+                client,
+                ServerMessage::Error {
+                    code: ErrorCode::UNKNOWN_USER,
+                    client_id: 0,
+                    text: format!(
+                        "your private message to {user} may not have been delivered: {user}'s server stopped and {user} did not come back (\"{}\")",
+                        p.start
+                    ),
+                },
+            );
+        }
     }
 
     /// Queues `event` for the other servers, in cluster mode. A join or
@@ -434,6 +533,8 @@ impl Hub {
         }
         for u in &gone {
             self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
+            let key = self.key(u);
+            self.tell_senders_of_lost(&key, u);
         }
         n
     }
@@ -457,6 +558,7 @@ impl Hub {
             self.remote.gone.remove(&key);
             if let Some((user, server)) = self.remote.users.get(&key).cloned() {
                 self.remote_leave(server, &user, LeaveReason::LOST, String::new(), now);
+                self.tell_senders_of_lost(&key, &user);
             }
         }
     }
@@ -605,16 +707,14 @@ impl Hub {
         let Some(&client) = self.names.get(&self.key(from)) else {
             return false;
         };
-        const SHOWN: usize = 40;
-        let start: String = text.chars().take(SHOWN).collect();
-        let more = if start.len() < text.len() { "…" } else { "" };
+        let start = text_start(text);
         self.send(
             client,
             ServerMessage::Error {
                 code: ErrorCode::UNKNOWN_USER,
                 client_id: 0,
                 text: format!(
-                    "your private message to {to} was not delivered: {to} left before it arrived (\"{start}{more}\")"
+                    "your private message to {to} was not delivered: {to} left before it arrived (\"{start}\")"
                 ),
             },
         );
