@@ -235,21 +235,32 @@ impl Hub {
                 .partition(|p| p.to == key);
         self.remote.sent_private = kept;
         for p in lost {
-            let Some(&client) = self.names.get(&self.key(&p.from)) else {
-                continue;
-            };
-            self.send(
-                client,
-                ServerMessage::Error {
-                    code: ErrorCode::UNKNOWN_USER,
-                    client_id: 0,
-                    text: format!(
-                        "your private message to {user} may not have been delivered: {user}'s server stopped and {user} did not come back (\"{}\")",
-                        p.start
-                    ),
-                },
+            self.tell_sender(
+                &p.from,
+                format!(
+                    "your private message to {user} may not have been delivered: {user}'s server stopped and {user} did not come back (\"{}\")",
+                    p.start
+                ),
             );
         }
+    }
+
+    /// Tells `from`, if it is connected here, that a private message of
+    /// its did not reach its receiver (`text` says which and why).
+    /// Returns whether it was told.
+    fn tell_sender(&mut self, from: &Username, text: String) -> bool {
+        let Some(&client) = self.names.get(&self.key(from)) else {
+            return false;
+        };
+        self.send(
+            client,
+            ServerMessage::Error {
+                code: ErrorCode::UNKNOWN_USER,
+                client_id: 0,
+                text,
+            },
+        );
+        true
     }
 
     /// Queues `event` for the other servers, in cluster mode. A join or
@@ -704,21 +715,13 @@ impl Hub {
     /// is connected here, is told with an error naming the receiver and
     /// the start of the text. Returns whether it was told.
     pub fn remote_undelivered(&mut self, from: &Username, to: &Username, text: &str) -> bool {
-        let Some(&client) = self.names.get(&self.key(from)) else {
-            return false;
-        };
         let start = text_start(text);
-        self.send(
-            client,
-            ServerMessage::Error {
-                code: ErrorCode::UNKNOWN_USER,
-                client_id: 0,
-                text: format!(
-                    "your private message to {to} was not delivered: {to} left before it arrived (\"{start}\")"
-                ),
-            },
-        );
-        true
+        self.tell_sender(
+            from,
+            format!(
+                "your private message to {to} was not delivered: {to} left before it arrived (\"{start}\")"
+            ),
+        )
     }
 
     /// Remembers that local user `user` left, for [`LEFT_MEMORY`].
