@@ -993,3 +993,33 @@ fn register_asks_twice_with_a_masked_input_and_protects_the_name() {
         other.report()
     );
 }
+
+/// Lines typed ahead faster than the server's rate (a paste in a terminal
+/// without bracketed paste: keys with Enter between them) all go out, in
+/// order, at the rate's pace, with no further key pressed. More than a
+/// kilobyte arrives at once: the terminal input was read a kilobyte per
+/// key event, so the rest waited for the next key.
+#[test]
+fn typed_ahead_lines_beyond_the_rate_all_go_out_without_more_keys() {
+    let w = World::with_args(
+        "scr-typeahead",
+        &["--rate-burst", "5", "--rate-per-sec", "20"],
+    );
+    let mut t = start(&w, "alice", 80, 24);
+    let bob = w.client("bob");
+    t.wait_screen("`*** bob has joined`", |s| {
+        has_entry(s, "*** bob has joined")
+    });
+    let n = 40;
+    let line = |i: usize| format!("ahead {i:02} {}", "x".repeat(60));
+    let typed: String = (1..=n).map(|i| format!("{}\r", line(i))).collect();
+    assert!((2048..4000).contains(&typed.len()), "{}", typed.len());
+    t.type_str(&typed);
+    let mut from = 0;
+    for i in 1..=n {
+        let want = format!("<alice> {}", line(i));
+        from = bob
+            .expect_from(from, &format!("`<alice> ahead {i:02} x…`"), |l| l == want)
+            .0;
+    }
+}
