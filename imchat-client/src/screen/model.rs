@@ -17,6 +17,17 @@ use crate::view::{inert_string, Entry, Link, Roster, Status, TransferView, UserI
 
 /// How many entries the chat keeps.
 pub const SCROLLBACK: usize = 10_000;
+/// How many bytes of text the chat keeps at most: past it, the oldest
+/// entries go (ten thousand messages of 64 KiB would be 640 MB).
+pub const SCROLLBACK_BYTES: usize = 32 * 1024 * 1024;
+
+/// The bytes of text an entry holds.
+fn text_bytes(entry: &Entry) -> usize {
+    match entry {
+        Entry::Chat(c) => c.from.len() + c.to.as_ref().map_or(0, String::len) + c.text.len(),
+        Entry::Notice(t) | Entry::Error(t) | Entry::Plain(t) => t.len(),
+    }
+}
 
 /// A second Ctrl-C (or Ctrl-D) within this quits.
 pub const QUIT_WINDOW: Duration = Duration::from_secs(5);
@@ -61,6 +72,8 @@ pub struct Model {
     status: Option<Status>,
     /// The chat, oldest first.
     entries: VecDeque<Shown>,
+    /// The bytes of text of `entries` ([`text_bytes`]).
+    entry_bytes: usize,
     /// Rows scrolled back from the bottom (0: following new entries).
     scroll: usize,
     /// Entries that arrived while scrolled back.
@@ -139,6 +152,7 @@ impl Model {
             me: inert(me).into_owned(),
             status: None,
             entries: VecDeque::new(),
+            entry_bytes: 0,
             scroll: 0,
             unseen: 0,
             pane: (80, 20),
@@ -295,9 +309,14 @@ impl Model {
             self.scroll += shown.height(self.me(), self.pane.0);
             self.unseen += 1;
         }
+        self.entry_bytes += text_bytes(&shown.entry);
         self.entries.push_back(shown);
-        if self.entries.len() > SCROLLBACK {
-            self.entries.pop_front();
+        while self.entries.len() > SCROLLBACK
+            || (self.entry_bytes > SCROLLBACK_BYTES && self.entries.len() > 1)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.entry_bytes -= text_bytes(&old.entry);
+            }
         }
     }
 
@@ -354,6 +373,7 @@ impl Model {
     /// `/clear`.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.entry_bytes = 0;
         self.scroll = 0;
         self.unseen = 0;
         // Repainted whole, as Ctrl-L does: a terminal that drew a grapheme
@@ -1004,6 +1024,30 @@ mod tests {
         assert!(m.bell);
         assert!(mentions("hi alice.", "Alice"));
         assert!(!mentions("alice_bot", "alice"));
+    }
+
+    #[test]
+    fn the_chat_keeps_at_most_its_bytes_of_text_the_newest_first() {
+        let mut m = model();
+        let big = "x".repeat(65_000);
+        // Scrolled back meanwhile, as a reader may be.
+        for i in 0..560 {
+            m.show(Entry::Chat(chat("bob", &format!("{i} {big}"))));
+            if i == 540 {
+                m.handle(Action::PageUp, Instant::now());
+            }
+        }
+        let kept: usize = m.entries().iter().map(|s| text_bytes(&s.entry)).sum();
+        assert!(kept <= SCROLLBACK_BYTES, "{kept}");
+        assert!(
+            kept > SCROLLBACK_BYTES - 70_000,
+            "only what must go went: {kept}"
+        );
+        assert_eq!(m.entry_bytes, kept);
+        let Entry::Chat(last) = &m.entries().back().unwrap().entry else {
+            panic!()
+        };
+        assert!(last.text.starts_with("559 "));
     }
 
     #[test]
