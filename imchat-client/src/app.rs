@@ -2116,8 +2116,9 @@ impl Conn {
         }
     }
 
-    /// Someone offers us a file bigger than we accept without asking: ask,
-    /// or decline it when no one can answer.
+    /// Someone offers us a file we do not accept without asking (bigger
+    /// than that, or past the hour's share of such files): ask, or decline
+    /// it when no one can answer.
     fn push_offered(&self, id: TransferId, from: &Username, name: &FileName, size: u64) {
         let n = id.to_string();
         let n = n.trim_start_matches('#');
@@ -2127,7 +2128,11 @@ impl Conn {
                 "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}"
             ));
         }
-        let reason = "larger than this client accepts without asking, and no one at a terminal to /accept it";
+        let reason = if self.app.config.auto_accept.is_some_and(|max| size <= max) {
+            "more files within the hour than this client accepts without asking, and no one at a terminal to /accept it"
+        } else {
+            "larger than this client accepts without asking, and no one at a terminal to /accept it"
+        };
         let _ = self.with_session(|s| s.decline(id, reason));
         self.app.notice(&format!(
             "declined '{name}' ({shown}) from {from}: {reason} (see --auto-accept-bytes, --ask-when-piped)"

@@ -1011,6 +1011,38 @@ fn big_pushes_wait_for_accept_small_ones_arrive_and_declines_reach_the_pusher() 
         .exists());
 }
 
+#[test]
+fn small_pushes_past_a_sender_s_share_for_the_hour_are_not_taken_unasked() {
+    let w = World::new("share");
+    let mut alice = w.client("alice");
+    // 1K counts as 64 KiB, the least a file counts for: four of one
+    // sender's files an hour arrive unasked.
+    let bob = client_with(&w, "bob", &["--auto-accept-bytes", "1K"]);
+    barrier(&mut alice, "alice", "all here", &[&bob]);
+    fs::create_dir(w.dir.join("outbox")).expect("outbox");
+    let small = w.dir.join("outbox").join("small.txt");
+    fs::write(&small, b"a small note\n").expect("small");
+    let (mut from_bob, mut from_alice) = (0, 0);
+    for _ in 0..4 {
+        alice.send(&format!("/sendfile {} bob", small.display()));
+        from_bob = 1 + bob
+            .expect_from(from_bob, "received small.txt", |l| {
+                l.starts_with("*** received small.txt (13 bytes) from alice, saved to ")
+            })
+            .0;
+        from_alice = 1 + alice
+            .expect_from(from_alice, "sent small.txt", |l| {
+                l == "*** sent small.txt to 1 user(s)"
+            })
+            .0;
+    }
+    alice.send(&format!("/sendfile {} bob", small.display()));
+    bob.expect_line(
+        "*** declined 'small.txt' (13 bytes) from alice: more files within the hour than this client accepts without asking, and no one at a terminal to /accept it (see --auto-accept-bytes, --ask-when-piped)",
+    );
+    alice.expect_line("*** sending small.txt failed: bob did not accept the file");
+}
+
 // ---------------------------------------------------------------------------
 // Scripts, shared download folders and hostile file systems
 

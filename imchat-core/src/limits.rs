@@ -76,6 +76,22 @@ pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_MAX_DOWNLOADS: usize = 128;
 /// Pushes up to this size a client accepts without asking its user: 16 MiB.
 pub const DEFAULT_AUTO_ACCEPT_BYTES: u64 = 16 * 1024 * 1024;
+/// The window over which a client's pushes accepted without asking are
+/// counted: an hour. Within it, one sender's may add up to
+/// [`AUTO_ACCEPT_PER_SENDER`] times the auto-accept size, everyone's to
+/// [`AUTO_ACCEPT_TOTAL`] times; past that a push is asked about, however
+/// small, so that a stream of small pushes cannot fill a disk unasked.
+pub const AUTO_ACCEPT_WINDOW: Duration = Duration::from_secs(3600);
+/// Auto-accept sizes one sender's pushes accepted unasked may add up to
+/// within [`AUTO_ACCEPT_WINDOW`]: 4 (64 MiB at the default size).
+pub const AUTO_ACCEPT_PER_SENDER: u64 = 4;
+/// Auto-accept sizes all pushes accepted unasked may add up to within
+/// [`AUTO_ACCEPT_WINDOW`]: 16 (256 MiB at the default size).
+pub const AUTO_ACCEPT_TOTAL: u64 = 16;
+/// The least a push accepted unasked counts for against those budgets:
+/// 64 KiB, so that empty files (each still a file on disk) run out too.
+/// The auto-accept size counts as at least this much.
+pub const AUTO_ACCEPT_MIN_CHARGE: u64 = 64 * 1024;
 /// Longest username, in characters: 32.
 pub const MAX_USERNAME_CHARS: usize = 32;
 /// Bytes of a parting text (`Quit`'s reason) the server passes on: a longer

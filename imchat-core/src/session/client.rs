@@ -293,6 +293,55 @@ struct Offered {
     size: u64,
 }
 
+/// The pushes accepted without asking within the last
+/// [`AUTO_ACCEPT_WINDOW`](crate::AUTO_ACCEPT_WINDOW), held against their
+/// budgets: a sender who pushes small file after small file is asked
+/// about them once it has had its share, and so is everyone once all
+/// senders together have.
+#[derive(Debug, Default)]
+struct Unasked {
+    /// When, from whom and for how many bytes, oldest first. At most
+    /// [`AUTO_ACCEPT_TOTAL`](crate::AUTO_ACCEPT_TOTAL) times the
+    /// auto-accept size over the least charge: 4,096 at the default.
+    accepted: VecDeque<(Instant, Username, u64)>,
+}
+
+impl Unasked {
+    /// Whether a push of `size` bytes from `from` may be accepted without
+    /// asking, the auto-accept size being `max`; if so, it is counted.
+    fn admit(&mut self, now: Instant, max: u64, from: &Username, size: u64) -> bool {
+        use crate::limits::{
+            AUTO_ACCEPT_MIN_CHARGE, AUTO_ACCEPT_PER_SENDER, AUTO_ACCEPT_TOTAL, AUTO_ACCEPT_WINDOW,
+        };
+        if size > max {
+            return false;
+        }
+        while self
+            .accepted
+            .front()
+            .is_some_and(|(at, ..)| now.saturating_duration_since(*at) >= AUTO_ACCEPT_WINDOW)
+        {
+            self.accepted.pop_front();
+        }
+        let unit = max.max(AUTO_ACCEPT_MIN_CHARGE);
+        let charge = size.max(AUTO_ACCEPT_MIN_CHARGE);
+        let (mut theirs, mut all) = (charge, charge);
+        for (_, who, bytes) in &self.accepted {
+            all = all.saturating_add(*bytes);
+            if who == from {
+                theirs = theirs.saturating_add(*bytes);
+            }
+        }
+        if theirs > unit.saturating_mul(AUTO_ACCEPT_PER_SENDER)
+            || all > unit.saturating_mul(AUTO_ACCEPT_TOTAL)
+        {
+            return false;
+        }
+        self.accepted.push_back((now, from.clone(), charge));
+        true
+    }
+}
+
 /// How far a download is stored, and how far that was acknowledged.
 #[derive(Debug, Default)]
 struct HeldAck {
@@ -327,6 +376,8 @@ pub struct ClientSession {
     offers: HashMap<TransferId, Offered>,
     /// Offers up to this size are accepted at once; `None`: always ask.
     auto_accept: Option<u64>,
+    /// What was accepted at once lately, against its budgets.
+    unasked: Unasked,
     /// What the server announced in its last `Welcome`: the session keeps
     /// to the stricter of these and its own [`Limits`].
     announced: Option<ServerLimits>,
@@ -401,6 +452,7 @@ impl ClientSession {
             accepted: std::collections::HashSet::new(),
             offers: HashMap::new(),
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
+            unasked: Unasked::default(),
             announced: None,
             next_id: 1,
             last_heard: now,
@@ -717,8 +769,13 @@ impl ClientSession {
 
     /// Sets which pushes offered to us are accepted without asking: those
     /// of at most `max` bytes (by default
-    /// [`DEFAULT_AUTO_ACCEPT_BYTES`](crate::DEFAULT_AUTO_ACCEPT_BYTES));
-    /// `None` asks for every one. A larger offer becomes a
+    /// [`DEFAULT_AUTO_ACCEPT_BYTES`](crate::DEFAULT_AUTO_ACCEPT_BYTES)),
+    /// as long as the pushes accepted so within the last
+    /// [`AUTO_ACCEPT_WINDOW`](crate::AUTO_ACCEPT_WINDOW) stay within
+    /// [`AUTO_ACCEPT_PER_SENDER`](crate::AUTO_ACCEPT_PER_SENDER) times
+    /// `max` from their sender and
+    /// [`AUTO_ACCEPT_TOTAL`](crate::AUTO_ACCEPT_TOTAL) times from
+    /// everyone; `None` asks for every one. Any other offer becomes a
     /// [`ClientEvent::PushOffered`], waiting for [`accept`](Self::accept)
     /// or [`decline`](Self::decline).
     pub fn set_auto_accept(&mut self, max: Option<u64>) {
@@ -1765,7 +1822,11 @@ impl ClientSession {
                             name: name.clone(),
                             size,
                         };
-                        if self.auto_accept.is_some_and(|max| size <= max) {
+                        let now = self.clock;
+                        if self
+                            .auto_accept
+                            .is_some_and(|max| self.unasked.admit(now, max, &offer.from, size))
+                        {
                             self.start_push(id, offer);
                         } else {
                             self.offers.insert(id, offer);
@@ -1793,5 +1854,59 @@ impl ClientSession {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod unasked_tests {
+    use super::*;
+    use crate::limits::{AUTO_ACCEPT_MIN_CHARGE, AUTO_ACCEPT_WINDOW};
+    use std::time::Duration;
+
+    fn user(name: &str) -> Username {
+        Username::new(name).unwrap()
+    }
+
+    #[test]
+    fn every_sender_together_are_held_to_the_total_and_an_hour_frees_it() {
+        let mut unasked = Unasked::default();
+        let start = Instant::now();
+        // Four senders, each up to their own budget: four pushes of the
+        // least charge each (the size, 100, is below it).
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let at = start + Duration::from_secs(i as u64);
+            for _ in 0..4 {
+                assert!(unasked.admit(at, 100, &user(name), 0));
+            }
+            assert!(!unasked.admit(at, 100, &user(name), 0), "{name}'s fifth");
+        }
+        // Sixteen of the least charge: the total is spent for a newcomer.
+        let later = start + Duration::from_secs(10);
+        assert!(!unasked.admit(later, 100, &user("e"), 1));
+        // An hour after the first sender's, theirs are forgotten, and
+        // four more from anyone fit again; not yet b's.
+        let hour = start + AUTO_ACCEPT_WINDOW;
+        assert!(!unasked.admit(hour, 100, &user("b"), 1));
+        for _ in 0..4 {
+            assert!(unasked.admit(hour, 100, &user("e"), 1));
+        }
+        assert!(!unasked.admit(hour, 100, &user("a"), 1), "the total again");
+    }
+
+    #[test]
+    fn a_push_counts_its_size_or_the_least_charge_and_never_past_the_size() {
+        let mut unasked = Unasked::default();
+        let now = Instant::now();
+        let max = 10 * AUTO_ACCEPT_MIN_CHARGE;
+        assert!(!unasked.admit(now, max, &user("a"), max + 1));
+        // Three whole sizes and ten of the least charge make four sizes.
+        for _ in 0..3 {
+            assert!(unasked.admit(now, max, &user("a"), max));
+        }
+        for _ in 0..10 {
+            assert!(unasked.admit(now, max, &user("a"), 0));
+        }
+        assert!(!unasked.admit(now, max, &user("a"), 0));
+        assert!(unasked.admit(now, max, &user("b"), max));
     }
 }

@@ -2002,6 +2002,63 @@ fn offered(events: &[ClientEvent]) -> Option<TransferId> {
     })
 }
 
+/// `from` pushes a small file to bob, who answers an offer with a
+/// decline, and the pusher sends the data of an accepted one: whether bob
+/// was asked.
+fn small_push_to_bob(net: &mut Net, from: usize) -> bool {
+    let id = net
+        .s(from)
+        .offer(
+            FileName::new("x.txt").unwrap(),
+            3,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    let bob = net.take(1);
+    if let Some(offer) = offered(&bob) {
+        net.s(1).decline(offer, "not now").unwrap();
+        net.pump();
+        net.take(from);
+        return true;
+    }
+    assert!(
+        bob.iter()
+            .any(|e| matches!(e, ClientEvent::TransferStarted { .. })),
+        "{bob:?}"
+    );
+    net.take(from);
+    net.s(from).push_chunk(id, b"abc".to_vec()).unwrap();
+    net.s(from).push_end(id).unwrap();
+    net.pump();
+    assert_eq!(received(&net.take(1)), (b"abc".to_vec(), true));
+    net.take(from);
+    false
+}
+
+#[test]
+fn a_sender_s_small_pushes_are_asked_about_once_past_its_budget_for_the_hour() {
+    let mut net = three();
+    // Up to 100 bytes unasked: each push counts for the least charge, 64
+    // KiB, and one sender may have four of those in an hour.
+    net.s(1).set_auto_accept(Some(100));
+    for n in 0..4 {
+        assert!(!small_push_to_bob(&mut net, 0), "alice's push {n}");
+    }
+    assert!(small_push_to_bob(&mut net, 0), "alice's fifth is asked");
+    assert!(!small_push_to_bob(&mut net, 2), "carol has her own budget");
+    for _ in 0..120 {
+        net.advance(Duration::from_secs(30));
+    }
+    for i in 0..3 {
+        net.take(i);
+    }
+    assert!(
+        !small_push_to_bob(&mut net, 0),
+        "an hour later, unasked again"
+    );
+}
+
 #[test]
 fn a_push_goes_only_to_the_receivers_that_accept_it() {
     let mut net = three_asking();
