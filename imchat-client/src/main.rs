@@ -93,7 +93,10 @@ struct Cli {
     )]
     server: Option<ServerList>,
 
-    /// The server's port (1-65535), unless given with the host
+    /// The server's port (1-65535), unless given with the host [default: 12300]
+    ///
+    /// A server given without a port, here or with its host, is on port
+    /// 12300, the classroom server's (and imchat-server's without one).
     #[arg(value_name = "PORT", value_parser = Inert(parse_port))]
     port: Option<u16>,
 
@@ -278,18 +281,12 @@ where
     }
     let mut servers = Vec::with_capacity(list.len());
     for server in list {
-        let Some(port) = server.port.or(cli.port) else {
-            return Err(usage(
-                ErrorKind::MissingRequiredArgument,
-                &format!(
-                    "no port for '{}': give it after the host (HOST PORT) or with it (HOST:PORT)",
-                    inert(&server.host)
-                ),
-            ));
-        };
         servers.push(Server {
+            port: server
+                .port
+                .or(cli.port)
+                .unwrap_or(imchat_core::DEFAULT_PORT),
             host: server.host,
-            port,
         });
     }
     let reconnect = match (cli.reconnect, cli.no_reconnect) {
@@ -663,18 +660,25 @@ mod tests {
         );
         assert!(text.contains("\nUsage: imchat-client "), "{text}");
 
-        for args in [
-            &["alice", "localhost"][..],
-            &["alice", "::1"],
-            &["alice", "[::1]"],
-        ] {
-            let err = refused(args);
-            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
-            assert_eq!(err.exit_code(), 2);
-            assert!(err.to_string().starts_with("error: no port for '"), "{err}");
-        }
         let err = refused(&["alice"]);
         assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn a_server_without_a_port_is_on_the_classroom_server_s_12300() {
+        for (args, servers) in [
+            (
+                &["alice", "localhost"][..],
+                vec![server("localhost", 12300)],
+            ),
+            (&["alice", "[::1]"], vec![server("::1", 12300)]),
+            (
+                &["alice", "a.lan:4000,b.lan"],
+                vec![server("a.lan", 4000), server("b.lan", 12300)],
+            ),
+        ] {
+            assert_eq!(chat(args).servers, servers, "{args:?}");
+        }
     }
 
     fn server(host: &str, port: u16) -> Server {
@@ -714,12 +718,6 @@ mod tests {
             err.to_string().starts_with(
                 "error: the port is given twice: with the hosts ('a.lan:4000,b.lan:4001') and as '4002'"
             ),
-            "{err}"
-        );
-        let err = refused(&["alice", "a.lan:4000,b.lan"]);
-        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
-        assert!(
-            err.to_string().starts_with("error: no port for 'b.lan': "),
             "{err}"
         );
         for bad in ["a.lan:4000,", ",a.lan:4000", "a.lan:4000,,b.lan:4000"] {

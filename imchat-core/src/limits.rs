@@ -74,6 +74,9 @@ pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Downloads a server streams at once, over all clients: 128. Past it a
 /// `Download` is refused with `Cancel{TOO_MANY}`.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 128;
+/// The port a server listens on and a client connects to when none is
+/// given: 12300, the classroom server's.
+pub const DEFAULT_PORT: u16 = 12300;
 /// Pushes up to this size a client accepts without asking its user: 16 MiB.
 pub const DEFAULT_AUTO_ACCEPT_BYTES: u64 = 16 * 1024 * 1024;
 /// The window over which a client's pushes accepted without asking are

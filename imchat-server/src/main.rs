@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use imchat_cli::Shell;
+use imchat_core::DEFAULT_PORT;
 
 use crate::config::{LimitArgs, SharedDirChoice};
 use crate::files::SharedDir;
@@ -40,6 +41,7 @@ listed with their defaults by --help.";
 /// Shown after `--help`.
 const AFTER_LONG_HELP: &str = "\
 Examples:
+  imchat-server                               every IPv4 interface, port 12300
   imchat-server 4000                          every IPv4 interface, port 4000
   imchat-server 127.0.0.1:4000                this machine only
   imchat-server --bind :: 4000                every interface, IPv6 too
@@ -71,16 +73,17 @@ Exit codes:
 #[command(
     name = "imchat-server",
     version,
-    override_usage = "imchat-server [OPTIONS] <[ADDR:]PORT>\n       imchat-server [OPTIONS] --bind <ADDR:PORT>\n       imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)",
+    override_usage = "imchat-server [OPTIONS] [[ADDR:]PORT]\n       imchat-server [OPTIONS] --bind <ADDR:PORT>\n       imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)",
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP
 )]
 struct Cli {
-    /// TCP port to listen on, or ADDR:PORT; 0 lets the system pick a port
+    /// TCP port to listen on, or ADDR:PORT; 0 lets the system pick a port [default: 12300]
     ///
     /// PORT alone listens on the --bind address (every IPv4 interface by
     /// default); ADDR:PORT (127.0.0.1:4000, [::1]:4000) names both, as
-    /// --bind ADDR:PORT does. The port in use is printed at start.
+    /// --bind ADDR:PORT does. Without either, the port is 12300, the
+    /// classroom server's. The port in use is printed at start.
     #[arg(value_name = "[ADDR:]PORT", value_parser = parse_listen)]
     listen: Option<Listen>,
 
@@ -340,31 +343,38 @@ where
     }
     let usage = |kind, message: String| Cli::command().error(kind, message);
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    let addr = match (cli.listen, cli.bind) {
-        (Some(Listen::Port(port)), None) => SocketAddr::new(any, port),
-        (Some(Listen::Port(port)), Some(Bind { ip, port: None })) => SocketAddr::new(ip, port),
-        (Some(Listen::Addr(addr)), None) => addr,
-        (None, Some(Bind { ip, port: Some(port) })) => SocketAddr::new(ip, port),
-        (Some(Listen::Port(port)), Some(Bind { port: Some(bound), .. })) => {
-            return Err(usage(
+    let addr =
+        match (cli.listen, cli.bind) {
+            (Some(Listen::Port(port)), None) => SocketAddr::new(any, port),
+            (Some(Listen::Port(port)), Some(Bind { ip, port: None })) => SocketAddr::new(ip, port),
+            (Some(Listen::Addr(addr)), None) => addr,
+            (
+                None,
+                Some(Bind {
+                    ip,
+                    port: Some(port),
+                }),
+            ) => SocketAddr::new(ip, port),
+            (
+                Some(Listen::Port(port)),
+                Some(Bind {
+                    port: Some(bound), ..
+                }),
+            ) => return Err(usage(
                 ErrorKind::ArgumentConflict,
-                format!("the port is given twice: '{port}' and in --bind (port {bound}); give it once"),
-            ))
-        }
-        (Some(Listen::Addr(addr)), Some(_)) => {
-            return Err(usage(
-                ErrorKind::ArgumentConflict,
-                format!("the address is given twice: '{addr}' and --bind; give one"),
-            ))
-        }
-        (None, _) => {
-            return Err(usage(
-                ErrorKind::MissingRequiredArgument,
-                "no port to listen on: give PORT, ADDR:PORT or --bind ADDR:PORT (0 lets the system pick)"
-                    .into(),
-            ))
-        }
-    };
+                format!(
+                    "the port is given twice: '{port}' and in --bind (port {bound}); give it once"
+                ),
+            )),
+            (Some(Listen::Addr(addr)), Some(_)) => {
+                return Err(usage(
+                    ErrorKind::ArgumentConflict,
+                    format!("the address is given twice: '{addr}' and --bind; give one"),
+                ))
+            }
+            (None, None) => SocketAddr::new(any, DEFAULT_PORT),
+            (None, Some(Bind { ip, port: None })) => SocketAddr::new(ip, DEFAULT_PORT),
+        };
     Ok(Task::Serve(Box::new(cli), addr))
 }
 
@@ -863,7 +873,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_or_port_given_twice_or_no_port_is_a_usage_error() {
+    fn an_address_or_port_given_twice_is_a_usage_error() {
         for args in [
             &["4000", "--bind", "127.0.0.1:4001"][..],
             &["127.0.0.1:4000", "--bind", "127.0.0.1"],
@@ -875,15 +885,16 @@ mod tests {
             assert!(err.to_string().contains("given twice"), "{err}");
             assert!(err.to_string().contains("\nUsage: imchat-server "), "{err}");
         }
-        for args in [&[][..], &["--bind", "127.0.0.1"]] {
-            let err = refused(args);
-            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{args:?}");
-            assert_eq!(err.exit_code(), 2);
-            assert!(
-                err.to_string().starts_with("error: no port to listen on"),
-                "{err}"
-            );
-        }
+    }
+
+    #[test]
+    fn without_a_port_the_server_listens_on_the_classroom_server_s_12300() {
+        assert_eq!(serve(&[]).1.to_string(), "0.0.0.0:12300");
+        assert_eq!(
+            serve(&["--bind", "127.0.0.1"]).1.to_string(),
+            "127.0.0.1:12300"
+        );
+        assert_eq!(serve(&["--bind", "::1"]).1.to_string(), "[::1]:12300");
     }
 
     #[test]
@@ -920,7 +931,7 @@ mod tests {
         let (short, long) = (short.to_string(), long.to_string());
         for text in [&short, &long] {
             assert!(
-                text.contains("Usage: imchat-server [OPTIONS] <[ADDR:]PORT>"),
+                text.contains("Usage: imchat-server [OPTIONS] [[ADDR:]PORT]"),
                 "{text}"
             );
             for flag in ["--bind", "--shared-dir", "--log-file"] {
