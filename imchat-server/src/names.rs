@@ -15,12 +15,34 @@ use unicode_security::confusable_detection::skeleton;
 /// A capital `I` is not `l`: it is the capital of `i`, and a key cannot
 /// make `I` both `i` and `l` without making `mail` the same user as `mall`.
 pub fn key(name: &Username) -> String {
-    let folded: String = name.as_str().nfkc().collect::<String>().to_lowercase();
+    let folded: String = name
+        .as_str()
+        .nfkc()
+        .map(|c| latin_capital(c).unwrap_or(c))
+        .collect::<String>()
+        .to_lowercase();
     // Unicode lowercases the Turkish `İ` (U+0130) to `i` and a combining
     // dot above, which draws as `i` (the dot merges with its own) and
     // which the confusable table does not fold: `ALİCE` would be `alice`.
     let folded = folded.replace("i\u{307}", "i");
     skeleton(&folded).collect::<String>().to_lowercase()
+}
+
+/// The Latin capital a capital of another script imitates (Cyrillic `Т`,
+/// Greek `Ν`: `T`, `N`), if any. Lowercased first, they would go their own
+/// way: the skeleton of Cyrillic `т` is a small capital `ᴛ`, not `t`, so
+/// `ТОМ` would not be `TOM`. Latin capitals are left to lowercasing (the
+/// skeleton of `I` is `l`).
+fn latin_capital(c: char) -> Option<char> {
+    if c.is_ascii() || !c.is_uppercase() {
+        return None;
+    }
+    let mut one = [0u8; 4];
+    let mut looks = skeleton(c.encode_utf8(&mut one));
+    match (looks.next(), looks.next()) {
+        (Some(latin), None) if latin.is_ascii_uppercase() => Some(latin),
+        _ => None,
+    }
 }
 
 /// Combining marks allowed in a row: enough for any script's stacked
@@ -89,6 +111,31 @@ mod tests {
         ] {
             assert_eq!(k(fake), k(real), "{fake} {real}");
         }
+    }
+
+    #[test]
+    fn capitals_of_other_scripts_are_the_latin_capitals_they_imitate() {
+        // Cyrillic and Greek capitals; lowercased first, each kept a key
+        // of its own (`ТОМ` was `ᴛoʍ`).
+        for (fake, real) in [
+            ("ТОМ", "TOM"),
+            ("НANK", "HANK"),
+            ("ΝINA", "NINA"),
+            ("ΒETH", "BETH"),
+            ("МAX", "MAX"),
+            ("ΗEIDI", "HEIDI"),
+            ("Кate", "Kate"),
+            ("ВОВ", "BOB"),
+            ("Вob", "bob"),
+            ("ΝΙΝΑ", "nina"),
+        ] {
+            assert_eq!(k(fake), k(real), "{fake} {real}");
+        }
+        assert_eq!(k("TOM"), k("tom"));
+        // Latin capitals stay the capitals of their small letters.
+        assert_eq!(k("MAIL"), k("mail"));
+        assert_ne!(k("MAIL"), k("mall"));
+        assert_ne!(k("MAIL"), k("MALL"));
     }
 
     #[test]
