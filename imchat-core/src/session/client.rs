@@ -303,7 +303,8 @@ struct Unasked {
     /// When, from whom and for how many bytes, oldest first. At most
     /// [`AUTO_ACCEPT_TOTAL`](crate::AUTO_ACCEPT_TOTAL) times the
     /// auto-accept size over the least charge: 4,096 at the default.
-    accepted: VecDeque<(Instant, Username, u64)>,
+    /// The sender is its name's [`key`](Username::key): `BOB` is `bob`.
+    accepted: VecDeque<(Instant, String, u64)>,
 }
 
 impl Unasked {
@@ -325,10 +326,11 @@ impl Unasked {
         }
         let unit = max.max(AUTO_ACCEPT_MIN_CHARGE);
         let charge = size.max(AUTO_ACCEPT_MIN_CHARGE);
+        let from = from.key();
         let (mut theirs, mut all) = (charge, charge);
         for (_, who, bytes) in &self.accepted {
             all = all.saturating_add(*bytes);
-            if who == from {
+            if *who == from {
                 theirs = theirs.saturating_add(*bytes);
             }
         }
@@ -337,7 +339,7 @@ impl Unasked {
         {
             return false;
         }
-        self.accepted.push_back((now, from.clone(), charge));
+        self.accepted.push_back((now, from, charge));
         true
     }
 }
@@ -1907,6 +1909,7 @@ mod unasked_tests {
             assert!(unasked.admit(now, max, &user("a"), 0));
         }
         assert!(!unasked.admit(now, max, &user("a"), 0));
+        assert!(!unasked.admit(now, max, &user("A"), 0), "A is a");
         assert!(unasked.admit(now, max, &user("b"), max));
     }
 }
