@@ -390,7 +390,16 @@ impl std::fmt::Debug for Cluster {
 #[must_use]
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        // Not a URL (`redis:/:pw@host`, `redis//:pw@host`): what comes
+        // before the last `@` may still hold a password. Hidden from its
+        // first `:` on, or all of it.
+        return match url.rsplit_once('@') {
+            Some((before, host)) => match before.split_once(':') {
+                Some((lead, _)) => format!("{lead}:***@{host}"),
+                None => format!("***@{host}"),
+            },
+            None => url.to_string(),
+        };
     };
     // A password that is not percent-encoded may hold any character, `/`
     // and `@` included: what comes before the last `@` is hidden from the
@@ -2043,6 +2052,20 @@ mod tests {
         let e = client(raw, &RedisTls::default()).map(|_| ()).unwrap_err();
         assert!(!e.contains("ss:w") && !e.contains("rd#1"), "{e}");
         assert!(!e.contains("InvalidClientConfig"), "{e}");
+        // Not URLs at all, with a password all the same.
+        for (bad, shown) in [
+            (
+                "redis:/:TopSecret77@127.0.0.1:6379",
+                "redis:***@127.0.0.1:6379",
+            ),
+            ("redis//:TopSecret77@host", "redis//:***@host"),
+            ("rediss:/:TopSecret77@host", "rediss:***@host"),
+            ("TopSecret77@host", "***@host"),
+        ] {
+            assert_eq!(redacted(bad), shown);
+            let e = client(bad, &RedisTls::default()).map(|_| ()).unwrap_err();
+            assert!(!e.contains("TopSecret77"), "{e}");
+        }
     }
 
     #[test]
