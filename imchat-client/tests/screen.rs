@@ -526,6 +526,41 @@ fn a_paste_sends_one_message_per_line_and_asks_when_long() {
     });
 }
 
+/// The text after a paste's last line end is not a line yet: it waits in
+/// the input line for Enter, as in irssi or weechat; so do the keys of a
+/// paste without bracketed paste (Enter between lines, none after the last).
+#[test]
+fn the_unfinished_last_line_of_a_paste_waits_in_the_input() {
+    let w = World::new("scr-paste-tail");
+    let mut t = start(&w, "alice", 80, 24);
+    let bob = w.client("bob");
+    t.wait_screen("`*** bob has joined`", |s| {
+        has_entry(s, "*** bob has joined")
+    });
+
+    t.paste("x1\nx2 no newline at end");
+    let (x1, _) = bob.expect_from(0, "`<alice> x1`", |l| l == "<alice> x1");
+    t.wait_screen("`x2 no newline at end` left in the input", |s| {
+        has_entry(s, "<alice> x1") && s.row(-1) == "alice> x2 no newline at end"
+    });
+    bob.assert_no_line("the unfinished line not sent before Enter", |l| {
+        l.starts_with("<alice> x2")
+    });
+    t.key(Key::Enter);
+    bob.expect_from(x1, "`<alice> x2 no newline at end`", |l| {
+        l == "<alice> x2 no newline at end"
+    });
+    t.wait_screen("an empty input after Enter", |s| s.row(-1) == "alice>");
+
+    // Without bracketed paste (tmux `paste-buffer` without `-p`).
+    t.type_str("y1\ry2 typed");
+    bob.expect_line("<alice> y1");
+    t.wait_screen("`y2 typed` left in the input", |s| {
+        has_entry(s, "<alice> y1") && s.row(-1) == "alice> y2 typed"
+    });
+    bob.assert_no_line("`y2 typed` not sent", |l| l.starts_with("<alice> y2"));
+}
+
 #[test]
 fn the_question_of_a_long_paste_shows_whole_in_a_narrow_terminal() {
     let w = World::new("scr-paste-narrow");

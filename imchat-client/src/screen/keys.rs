@@ -126,27 +126,38 @@ pub fn action(key: KeyEvent) -> Option<Action> {
 pub enum Paste {
     /// No newline: text to insert at the cursor.
     Insert(String),
-    /// A few lines: each sent as its own line.
-    Send(Vec<String>),
-    /// Many lines: ask before sending them.
-    Ask(Vec<String>),
+    /// A few complete lines, each sent as its own line; then the unfinished
+    /// last line (after the last line end, maybe empty) to insert at the
+    /// cursor, sent only when the user presses Enter.
+    Send(Vec<String>, String),
+    /// Many complete lines: ask before sending them (and inserting the
+    /// unfinished last line).
+    Ask(Vec<String>, String),
 }
 
-/// Splits a paste at its line ends (CRLF, CR or LF); empty lines are left out.
+/// Splits a paste at its line ends (CRLF, CR or LF); empty lines are left
+/// out. The text after the last line end is not a line yet: it is kept
+/// apart (left out if blank), for the input line.
 pub fn paste(text: &str) -> Paste {
-    if !text.contains(['\n', '\r']) {
+    let Some(end) = text.rfind(['\n', '\r']) else {
         return Paste::Insert(text.to_owned());
-    }
-    let lines: Vec<String> = text
+    };
+    let (complete, rest) = (&text[..end], &text[end + 1..]);
+    let lines: Vec<String> = complete
         .split("\r\n")
         .flat_map(|part| part.split(['\r', '\n']))
         .filter(|line| !line.trim().is_empty())
         .map(str::to_owned)
         .collect();
-    if lines.len() > PASTE_ASK_ABOVE {
-        Paste::Ask(lines)
+    let rest = if rest.trim().is_empty() {
+        String::new()
     } else {
-        Paste::Send(lines)
+        rest.to_owned()
+    };
+    if lines.len() > PASTE_ASK_ABOVE {
+        Paste::Ask(lines, rest)
+    } else {
+        Paste::Send(lines, rest)
     }
 }
 
@@ -196,16 +207,40 @@ mod tests {
         assert_eq!(paste("just text"), Paste::Insert("just text".into()));
         assert_eq!(
             paste("one\r\ntwo\rthree\n\nfour\n"),
-            Paste::Send(vec![
-                "one".into(),
-                "two".into(),
-                "three".into(),
-                "four".into()
-            ])
+            Paste::Send(
+                vec!["one".into(), "two".into(), "three".into(), "four".into()],
+                String::new()
+            )
         );
-        let five = "1\n2\n3\n4\n5";
-        assert!(matches!(paste(five), Paste::Send(lines) if lines.len() == 5));
+        let five = "1\n2\n3\n4\n5\n";
+        assert!(matches!(paste(five), Paste::Send(lines, _) if lines.len() == 5));
         let six = "1\n2\n3\n4\n5\n6\n";
-        assert!(matches!(paste(six), Paste::Ask(lines) if lines.len() == 6));
+        assert!(matches!(paste(six), Paste::Ask(lines, _) if lines.len() == 6));
+    }
+
+    #[test]
+    fn the_unfinished_last_line_of_a_paste_is_not_a_line_to_send() {
+        assert_eq!(
+            paste("x1\nx2 no newline at end"),
+            Paste::Send(vec!["x1".into()], "x2 no newline at end".into())
+        );
+        assert_eq!(
+            paste("a\r\nb\r\n  c "),
+            Paste::Send(vec!["a".into(), "b".into()], "  c ".into())
+        );
+        assert_eq!(paste("\nonly"), Paste::Send(vec![], "only".into()));
+        assert_eq!(paste("a\n  "), Paste::Send(vec!["a".into()], String::new()));
+        assert_eq!(paste("a\r"), Paste::Send(vec!["a".into()], String::new()));
+        // Six complete lines ask; the seventh, unfinished, does not count.
+        let seven = "1\n2\n3\n4\n5\n6\n7";
+        assert_eq!(
+            paste(seven),
+            Paste::Ask(
+                ["1", "2", "3", "4", "5", "6"].map(String::from).to_vec(),
+                "7".into()
+            )
+        );
+        let six = "1\n2\n3\n4\n5\n6";
+        assert!(matches!(paste(six), Paste::Send(lines, rest) if lines.len() == 5 && rest == "6"));
     }
 }

@@ -98,8 +98,9 @@ pub struct Model {
     pub editor: Editor,
     /// A Tab completion going on.
     cycle: Option<Cycle>,
-    /// A paste of many lines waiting for Enter or Esc.
-    pending_paste: Option<Vec<String>>,
+    /// A paste of many lines waiting for Enter or Esc, and its unfinished
+    /// last line, for the input line.
+    pending_paste: Option<(Vec<String>, String)>,
     /// A Ctrl-C or Ctrl-D on the empty line that warned, and when.
     armed: Option<(Action, Instant)>,
     /// The nick list shown or hidden by the user (`None`: by width).
@@ -420,7 +421,7 @@ impl Model {
 
     /// The status line's text (or the question a long paste asks).
     pub fn status_line(&self) -> String {
-        if let Some(lines) = &self.pending_paste {
+        if let Some((lines, _)) = &self.pending_paste {
             return format!("paste {} lines? Enter sends them, Esc cancels", lines.len());
         }
         let target = match self.status.as_ref().and_then(|s| s.target.as_deref()) {
@@ -502,11 +503,14 @@ impl Model {
             self.handle_secret(action);
             return;
         }
-        if let Some(lines) = self.pending_paste.take() {
+        if let Some((lines, rest)) = self.pending_paste.take() {
             match action {
-                Action::Enter => self.send_all(lines),
+                Action::Enter => {
+                    self.send_all(lines);
+                    self.editor.insert(&rest);
+                }
                 Action::Escape | Action::Interrupt => {}
-                _ => self.pending_paste = Some(lines),
+                _ => self.pending_paste = Some((lines, rest)),
             }
             return;
         }
@@ -576,8 +580,12 @@ impl Model {
         self.armed = None;
         match keys::paste(text) {
             Paste::Insert(text) => self.editor.insert(&text),
-            Paste::Send(lines) => self.send_all(lines),
-            Paste::Ask(lines) => self.pending_paste = Some(lines),
+            // Complete lines go out; the unfinished last one waits for Enter.
+            Paste::Send(lines, rest) => {
+                self.send_all(lines);
+                self.editor.insert(&rest);
+            }
+            Paste::Ask(lines, rest) => self.pending_paste = Some((lines, rest)),
         }
     }
 
@@ -862,7 +870,7 @@ mod tests {
     fn a_paste_of_a_few_lines_sends_each() {
         let mut m = model();
         typed(&mut m, "draft");
-        m.paste("one\ntwo\r\n\nthree\rfour");
+        m.paste("one\ntwo\r\n\nthree\rfour\n");
         assert_eq!(m.outbox, lines(&["one", "two", "three", "four"]));
         assert_eq!(m.to_history, ["one", "two", "three", "four"]);
         assert_eq!(m.editor.text(), "draft", "the draft stays");
@@ -870,6 +878,32 @@ mod tests {
         m.paste(" and more");
         assert_eq!(m.editor.text(), "draft and more");
         assert!(m.outbox.is_empty());
+    }
+
+    #[test]
+    fn the_unfinished_last_line_of_a_paste_waits_in_the_input() {
+        let mut m = model();
+        let now = Instant::now();
+        m.paste("x1\nx2 no newline at end");
+        assert_eq!(m.outbox, lines(&["x1"]), "only the complete line goes");
+        assert_eq!(m.editor.text(), "x2 no newline at end");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox, lines(&["x1", "x2 no newline at end"]));
+        assert!(m.editor.is_empty());
+
+        // Into a draft, at the cursor, like a paste without a newline.
+        let mut m = model();
+        typed(&mut m, "ab");
+        m.handle(Action::Left, now);
+        m.paste("one\r\ntwo\rX");
+        assert_eq!(m.outbox, lines(&["one", "two"]));
+        assert_eq!(m.editor.text(), "aXb");
+
+        // A blank unfinished line adds nothing.
+        let mut m = model();
+        m.paste("one\n   ");
+        assert_eq!(m.outbox, lines(&["one"]));
+        assert!(m.editor.is_empty());
     }
 
     #[test]
@@ -900,6 +934,37 @@ mod tests {
             assert!(m.outbox.is_empty(), "nothing left to send");
             assert!(m.entries().is_empty(), "Ctrl-C cancelled, it did not warn");
         }
+    }
+
+    #[test]
+    fn a_long_paste_asks_for_its_complete_lines_and_keeps_the_last_for_enter() {
+        let now = Instant::now();
+        let text = format!(
+            "{}tail",
+            (1..=6).map(|i| format!("line {i}\n")).collect::<String>()
+        );
+        let mut m = model();
+        m.paste(&text);
+        assert_eq!(
+            m.status_line(),
+            "paste 6 lines? Enter sends them, Esc cancels"
+        );
+        assert!(
+            m.editor.is_empty(),
+            "nothing in the input before the answer"
+        );
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox.len(), 6);
+        assert_eq!(m.outbox[5], UserInput::Line("line 6".into()));
+        assert_eq!(m.editor.text(), "tail", "the unfinished line waits");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox[6], UserInput::Line("tail".into()));
+
+        let mut m = model();
+        m.paste(&text);
+        m.handle(Action::Escape, now);
+        assert!(m.outbox.is_empty());
+        assert!(m.editor.is_empty(), "Esc cancels the unfinished line too");
     }
 
     #[test]
