@@ -343,38 +343,39 @@ where
     }
     let usage = |kind, message: String| Cli::command().error(kind, message);
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    let addr =
-        match (cli.listen, cli.bind) {
-            (Some(Listen::Port(port)), None) => SocketAddr::new(any, port),
-            (Some(Listen::Port(port)), Some(Bind { ip, port: None })) => SocketAddr::new(ip, port),
-            (Some(Listen::Addr(addr)), None) => addr,
-            (
-                None,
-                Some(Bind {
-                    ip,
-                    port: Some(port),
-                }),
-            ) => SocketAddr::new(ip, port),
-            (
-                Some(Listen::Port(port)),
-                Some(Bind {
-                    port: Some(bound), ..
-                }),
-            ) => return Err(usage(
+    let addr = match (cli.listen, cli.bind) {
+        (Some(Listen::Port(port)), None) => SocketAddr::new(any, port),
+        (Some(Listen::Port(port)), Some(Bind { ip, port: None })) => SocketAddr::new(ip, port),
+        (Some(Listen::Addr(addr)), None) => addr,
+        (
+            None,
+            Some(Bind {
+                ip,
+                port: Some(port),
+            }),
+        ) => SocketAddr::new(ip, port),
+        (
+            Some(Listen::Port(port)),
+            Some(Bind {
+                port: Some(bound), ..
+            }),
+        ) => {
+            return Err(usage(
                 ErrorKind::ArgumentConflict,
                 format!(
                     "the port is given twice: '{port}' and in --bind (port {bound}); give it once"
                 ),
-            )),
-            (Some(Listen::Addr(addr)), Some(_)) => {
-                return Err(usage(
-                    ErrorKind::ArgumentConflict,
-                    format!("the address is given twice: '{addr}' and --bind; give one"),
-                ))
-            }
-            (None, None) => SocketAddr::new(any, DEFAULT_PORT),
-            (None, Some(Bind { ip, port: None })) => SocketAddr::new(ip, DEFAULT_PORT),
-        };
+            ))
+        }
+        (Some(Listen::Addr(addr)), Some(_)) => {
+            return Err(usage(
+                ErrorKind::ArgumentConflict,
+                format!("the address is given twice: '{addr}' and --bind; give one"),
+            ))
+        }
+        (None, None) => SocketAddr::new(any, DEFAULT_PORT),
+        (None, Some(Bind { ip, port: None })) => SocketAddr::new(ip, DEFAULT_PORT),
+    };
     Ok(Task::Serve(Box::new(cli), addr))
 }
 
