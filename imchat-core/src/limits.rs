@@ -142,6 +142,16 @@ pub const DEFAULT_RESUME_ATTEMPTS: u32 = 5;
 /// The window over which failed resume attempts are counted: 10 s.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
 
+/// New users (joins that are not resumes) one address may bring in per
+/// [`DEFAULT_JOIN_WINDOW`]: 60. Each join and its leave are entries of
+/// the room's log, which keeps [`DEFAULT_LOG_ENTRIES`]: without a cap one
+/// address joining and quitting in a loop pushed every message out of
+/// it (the history new users get, and what a resumed user missed) and
+/// filled every screen with its joins and leaves.
+pub const DEFAULT_JOINS_PER_ADDRESS: u32 = 60;
+/// The window new users per address are counted over: a minute.
+pub const DEFAULT_JOIN_WINDOW: Duration = Duration::from_secs(60);
+
 /// Failed password attempts (a wrong server password, a wrong account
 /// password) counted per address, and per username, within
 /// [`DEFAULT_AUTH_WINDOW`] before further attempts are refused with
@@ -364,6 +374,12 @@ pub struct Limits {
     pub resume_attempts: u32,
     /// The window failed resume attempts are counted over ([`DEFAULT_RESUME_WINDOW`]).
     pub resume_window: Duration,
+    /// New users (joins, not resumes) from one address per `join_window`
+    /// ([`DEFAULT_JOINS_PER_ADDRESS`]); past it a `Hello` is refused with
+    /// `TOO_MANY_ATTEMPTS`. 0: no cap.
+    pub joins_per_address: u32,
+    /// The window new users per address are counted over ([`DEFAULT_JOIN_WINDOW`]).
+    pub join_window: Duration,
     /// Failed password attempts per address, and per username, per
     /// `auth_window` ([`DEFAULT_AUTH_ATTEMPTS`]).
     pub auth_attempts: u32,
@@ -407,6 +423,8 @@ impl Default for Limits {
             max_ghosts: DEFAULT_MAX_GHOSTS,
             resume_attempts: DEFAULT_RESUME_ATTEMPTS,
             resume_window: DEFAULT_RESUME_WINDOW,
+            joins_per_address: DEFAULT_JOINS_PER_ADDRESS,
+            join_window: DEFAULT_JOIN_WINDOW,
             auth_attempts: DEFAULT_AUTH_ATTEMPTS,
             auth_window: DEFAULT_AUTH_WINDOW,
             max_unacked: DEFAULT_MAX_UNACKED,

@@ -10,12 +10,12 @@ use clap::Args;
 use imchat_core::{
     Limits, LimitsError, DEFAULT_AUTH_ATTEMPTS, DEFAULT_AUTH_WINDOW, DEFAULT_CHUNK_SIZE,
     DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY_AGE,
-    DEFAULT_HISTORY_COUNT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME,
-    DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE,
-    DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS, DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST,
-    DEFAULT_RATE_BURST_BYTES, DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC,
-    DEFAULT_TRANSFER_IDLE_TIMEOUT,
+    DEFAULT_HISTORY_COUNT, DEFAULT_JOINS_PER_ADDRESS, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS,
+    DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES,
+    DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC, DEFAULT_TRANSFER_IDLE_TIMEOUT,
 };
 
 /// Longest timeout accepted (a year): later instants could overflow the clock.
@@ -37,6 +37,11 @@ pub struct LimitArgs {
     /// connection still without a username is dropped, or the new one refused.
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_PER_ADDRESS)]
     max_per_address: usize,
+
+    /// Most new users (joins, not resumes) from one IP address in a minute
+    /// (0 = no cap); past it a join is refused until the minute is over.
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_JOINS_PER_ADDRESS)]
+    max_joins_per_address: u32,
 
     /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
     #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
@@ -147,6 +152,7 @@ impl Default for LimitArgs {
             max_clients: l.max_clients,
             max_pending: l.max_pending,
             max_per_address: l.max_per_address,
+            max_joins_per_address: l.joins_per_address,
             max_message_bytes: l.max_text,
             max_frame_bytes: l.max_frame,
             max_handshake_frame_bytes: l.max_handshake_frame,
@@ -237,6 +243,7 @@ impl LimitArgs {
             max_clients: a.max_clients,
             max_pending: a.max_pending,
             max_per_address: a.max_per_address,
+            joins_per_address: a.max_joins_per_address,
             handshake_timeout: secs("handshake-timeout-secs", a.handshake_timeout_secs)?,
             keepalive_interval: secs("keepalive-secs", a.keepalive_secs)?,
             keepalive_timeout: secs("keepalive-timeout-secs", a.keepalive_timeout_secs)?,

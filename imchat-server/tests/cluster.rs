@@ -95,7 +95,7 @@ impl Server {
                 &["--cluster-lease-secs", LEASE_SECS][..]
             })
             .args(["--grace-secs", &grace.to_string()])
-            .args(["--max-per-address", "1000"])
+            .args(["--max-per-address", "1000", "--max-joins-per-address", "0"])
             .args(args)
             .env("IMCHAT_REDIS_URL", redis_url)
             .envs(env.iter().copied())

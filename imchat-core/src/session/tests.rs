@@ -3210,6 +3210,51 @@ fn a_burst_from_one_address_gives_up_its_own_waiting_sessions_first() {
     );
 }
 
+#[test]
+fn one_address_brings_in_only_so_many_new_users_a_minute() {
+    let limits = Limits {
+        joins_per_address: 3,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["watcher"]);
+    let storm: std::net::IpAddr = [10, 0, 0, 2].into();
+    let other: std::net::IpAddr = [10, 0, 0, 3].into();
+    // Three join and quit; the fourth is refused, and its join and leave
+    // never reach the room (nor its log).
+    for n in 0..3 {
+        let i = net.connect_from(&format!("x{n}"), storm);
+        net.s(i).quit("bye");
+        net.pump();
+    }
+    let late = net.connect_from("x3", storm);
+    match &net.take(late)[..] {
+        [ClientEvent::Refused { code, reason }] => {
+            assert_eq!(*code, RefuseCode::TOO_MANY_ATTEMPTS);
+            assert!(
+                reason.starts_with("too many new users from your address; try again in "),
+                "{reason}"
+            );
+        }
+        other => panic!("x3: {other:?}"),
+    }
+    let watcher = net.take(0);
+    let (joined, _) = presence_names(&watcher);
+    assert_eq!(joined, ["x0", "x1", "x2"]);
+    // Another address is not held back, nor is a resume from this one.
+    let bob = net.connect_from("bob", other);
+    assert!(net.s(bob).is_joined());
+    net.cut(bob);
+    net.reconnect(bob);
+    assert!(net
+        .take(bob)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Resumed { .. })));
+    // A minute later the address may bring in users again.
+    net.advance(Duration::from_secs(60));
+    let again = net.connect_from("x4", storm);
+    assert!(net.s(again).is_joined());
+}
+
 /// The names in the joins and in the leaves among `events`, in order.
 fn presence_names(events: &[ClientEvent]) -> (Vec<&str>, Vec<&str>) {
     let (mut joined, mut left) = (Vec::new(), Vec::new());

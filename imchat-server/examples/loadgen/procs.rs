@@ -135,6 +135,8 @@ impl Proc {
             // storm has thousands of handshakes in flight: no caps on either.
             .arg("--max-per-address")
             .arg("0")
+            .arg("--max-joins-per-address")
+            .arg("0")
             .arg("--max-pending")
             .arg("0");
         if o.rate_off {

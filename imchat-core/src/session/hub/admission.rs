@@ -11,6 +11,10 @@ use std::time::Instant;
 use super::{ClientId, Conn, Hub, Phase, TokenBucket};
 use crate::message::RefuseCode;
 
+/// Addresses whose new users are counted at once: past it, those whose
+/// window has ended are forgotten.
+const MAX_JOIN_ENTRIES: usize = 4096;
+
 impl Hub {
     /// A new connection whose address is not known (or does not matter).
     /// If the server is full of users or shutting down, it is refused and a
@@ -98,5 +102,42 @@ impl Hub {
             *self.per_address.entry(ip).or_default() += 1;
         }
         id
+    }
+
+    /// A new user (a join, not a resume) about to enter from `client`'s
+    /// address: past [`Limits::joins_per_address`](crate::Limits::joins_per_address)
+    /// within the window, its `Hello` is refused with
+    /// [`RefuseCode::TOO_MANY_ATTEMPTS`] and true returned; else it is
+    /// counted. A connection without an address is not counted.
+    pub(super) fn refuse_join_storm(&mut self, client: ClientId, now: Instant) -> bool {
+        let limit = self.limits.joins_per_address;
+        let Some(peer) = self.conns.get(&client).and_then(|c| c.peer) else {
+            return false;
+        };
+        if limit == 0 {
+            return false;
+        }
+        let window = self.limits.join_window;
+        if self.joins.len() >= MAX_JOIN_ENTRIES {
+            self.joins
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let entry = self.joins.entry(peer).or_insert((now, 0));
+        let since = now.saturating_duration_since(entry.0);
+        if since >= window {
+            *entry = (now, 0);
+        }
+        if entry.1 < limit {
+            entry.1 += 1;
+            return false;
+        }
+        let wait = window.saturating_sub(since).as_secs().max(1);
+        self.violation(client, "too many new users from one address");
+        self.refuse(
+            client,
+            RefuseCode::TOO_MANY_ATTEMPTS,
+            &format!("too many new users from your address; try again in {wait} s"),
+        );
+        true
     }
 }

@@ -118,6 +118,9 @@ impl Hub {
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);
             return;
         }
+        if self.refuse_join_storm(client, now) {
+            return;
+        }
         self.names.insert(key.clone(), client);
         // A kick of an earlier session of this name is behind it.
         self.remote.kicks.remove(&key);

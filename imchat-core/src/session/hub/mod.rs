@@ -144,6 +144,8 @@ pub struct Hub {
     kicked: HashMap<String, (String, Instant)>,
     /// Failed resume attempts per address: when the window started, how many.
     resume_failures: HashMap<Option<IpAddr>, (Instant, u32)>,
+    /// New users per address: when the window started, how many.
+    joins: HashMap<IpAddr, (Instant, u32)>,
     /// A reading of the wall clock: the Unix time in milliseconds at an instant.
     wall_clock: (Instant, u64),
     /// The latest `now` the hub was given: the time of inputs that carry none.
@@ -201,6 +203,7 @@ impl Hub {
             sessions: HashMap::new(),
             kicked: HashMap::new(),
             resume_failures: HashMap::new(),
+            joins: HashMap::new(),
             wall_clock: (Instant::now(), 0),
             clock: Instant::now(),
             report_text: false,
