@@ -2826,9 +2826,9 @@ impl Conn {
                 if from.is_none() {
                     self.app.transfer_lost();
                 }
-                self.app.notice(&format!(
-                    "transfer of {shown} failed: cannot move it to {wanted}: {e}"
-                ));
+                // `e` names the path tried: `wanted`, or the free name
+                // beside it.
+                self.app.notice(&format!("transfer of {shown} failed: {e}"));
             }
         }
     }

@@ -215,7 +215,7 @@ pub fn finish(
     wanted: &Path,
     name: &FileName,
     mut taken: impl FnMut(&Path) -> bool,
-) -> io::Result<PathBuf> {
+) -> Result<PathBuf, FinishError> {
     let dir = wanted.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut tried: HashSet<PathBuf> = HashSet::new();
     loop {
@@ -228,14 +228,21 @@ pub fn finish(
             free_name(&dir, name, |p| !free(p))
         };
         let Some(to) = to else {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "no free file name in the folder",
-            ));
+            return Err(FinishError {
+                to: dir,
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "no free file name in the folder",
+                ),
+            });
+        };
+        let failed = |source| FinishError {
+            to: to.clone(),
+            source,
         };
         match fs::hard_link(part, &to) {
             Ok(()) => {
-                fs::remove_file(part)?;
+                fs::remove_file(part).map_err(failed)?;
                 drop(file);
                 return Ok(to);
             }
@@ -245,15 +252,28 @@ pub fn finish(
             Err(_) => {
                 // No hard links here (FAT, some network file systems).
                 drop(file);
-                fs::rename(part, &to)?;
+                fs::rename(part, &to).map_err(failed)?;
                 return Ok(to);
             }
         }
     }
 }
 
+/// Why [`finish`] could not give a file its name.
+#[derive(Debug, Error)]
+#[error("cannot move it to {}: {source}", .to.display())]
+pub struct FinishError {
+    /// The name tried (the folder, when no name was free).
+    pub to: PathBuf,
+    /// Why.
+    pub source: io::Error,
+}
+
 /// `name`, or `stem (1).ext`, `stem (2).ext`… : the first candidate in `dir`
-/// for which `taken` is false. `None` if every candidate is taken.
+/// for which `taken` is false. `None` if every candidate is taken. Every
+/// candidate fits in [`NAME_MAX`] bytes: the stem of a long name is cut
+/// short (at a character's boundary) to leave room for ` (n)` and the
+/// extension.
 pub fn free_name(
     dir: &Path,
     name: &FileName,
@@ -263,10 +283,26 @@ pub fn free_name(
     if !taken(&first) {
         return Some(first);
     }
-    let (stem, ext) = split_extension(name.as_str());
     (1..=MAX_SUFFIX)
-        .map(|i| dir.join(format!("{stem} ({i}){ext}")))
+        .map(|i| dir.join(numbered(name.as_str(), i)))
         .find(|p| !taken(p))
+}
+
+/// `stem (i).ext` for `name`, within [`NAME_MAX`] bytes.
+fn numbered(name: &str, i: u32) -> String {
+    let suffix = format!(" ({i})");
+    let (stem, ext) = split_extension(name);
+    // An extension too long to leave a few bytes of stem is cut as stem.
+    let (stem, ext) = if ext.len() + suffix.len() + 4 > NAME_MAX {
+        (name, "")
+    } else {
+        (stem, ext)
+    };
+    let mut keep = stem.len().min(NAME_MAX - suffix.len() - ext.len());
+    while !stem.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}{ext}", &stem[..keep])
 }
 
 /// `"a.tar.gz"` → `("a.tar", ".gz")`; `"README"` → `("README", "")`.
@@ -338,6 +374,70 @@ mod tests {
         let double = free_name(dir.path(), &name("a.tar.gz"), |p| p.ends_with("a.tar.gz"));
         assert_eq!(double, Some(dir.path().join("a.tar (1).gz")));
         assert_eq!(free_name(dir.path(), &n, |_| true), None);
+    }
+
+    /// A name of up to 255 bytes is valid, but ` (1)` does not fit after
+    /// it: the stem is cut short (at a character's boundary), the
+    /// extension and the number kept, and the name can be created.
+    #[test]
+    fn free_names_of_long_names_fit_in_255_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (long, stem_kept) in [
+            (format!("{}.txt", "L".repeat(250)), "L".repeat(247)),
+            // 2-byte characters: 123 of them (246 bytes) fit before " (1).txt".
+            (format!("{}.txt", "é".repeat(125)), "é".repeat(123)),
+        ] {
+            fs::write(dir.path().join(&long), b"first").expect("the name itself fits");
+            let next = free_name(dir.path(), &name(&long), exists_on_disk).expect("free");
+            let file = next.file_name().unwrap().to_str().unwrap();
+            assert_eq!(file, format!("{stem_kept} (1).txt"));
+            assert!(file.len() <= NAME_MAX, "{} bytes", file.len());
+            fs::write(&next, b"second").expect("the numbered name fits");
+            let third = free_name(dir.path(), &name(&long), exists_on_disk).expect("free");
+            assert!(third.to_str().unwrap().ends_with(" (2).txt"), "{third:?}");
+            fs::write(&third, b"third").expect("fits");
+        }
+        // With five digits.
+        let n = numbered(&format!("{}.txt", "L".repeat(250)), 10_000);
+        assert!(n.len() == NAME_MAX && n.ends_with(" (10000).txt"), "{n}");
+        // An extension that leaves no room is cut as part of the name.
+        let odd = format!("a.{}", "x".repeat(252));
+        let n = numbered(&odd, 1);
+        assert!(
+            n.len() <= NAME_MAX && n.starts_with("a.xxx") && n.ends_with(" (1)"),
+            "{n}"
+        );
+        fs::write(dir.path().join(n), b"x").expect("fits");
+    }
+
+    /// The second copy of a 254-byte name is finished under a name that
+    /// fits (before, `finish` tried `name (1).ext`, 258 bytes, and failed
+    /// naming the file that was there).
+    #[test]
+    fn finish_gives_a_long_name_a_free_name_that_fits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = format!("{}.txt", "L".repeat(250));
+        let fin = dir.path().join(&long);
+        fs::write(&fin, b"old").expect("write");
+        let part = part_path(&fin);
+        let f = open_part(&part, false).expect("open");
+        let to = finish(f, &part, &fin, &name(&long), |_| false).expect("finish");
+        assert_eq!(to, dir.path().join(format!("{} (1).txt", "L".repeat(247))));
+        assert!(!part.exists());
+    }
+
+    /// A failure names the path tried, not the one wanted.
+    #[test]
+    fn a_failed_finish_names_the_path_it_tried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fin = dir.path().join("f.txt");
+        fs::write(&fin, b"old").expect("write");
+        let part = part_path(&fin);
+        let f = open_part(&part, false).expect("open");
+        fs::remove_file(&part).expect("gone before the move");
+        let err = finish(f, &part, &fin, &name("f.txt"), |_| false).expect_err("no .part");
+        assert_eq!(err.to, dir.path().join("f (1).txt"));
+        assert!(err.to_string().contains("f (1).txt"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! End-to-end tests of where received files go: free names for long file
+//! names, a `received` that is not a folder, and the `.part` files of
+//! pushes cut off by the end of the receiving client. Real binaries on
+//! 127.0.0.1 (port picked by the OS), bounded waits, processes stopped by
+//! their handles.
+
+mod common;
+
+use std::fs;
+
+use common::{Client, World};
+
+/// Has `speaker` broadcast `marker` and waits until every listener shows it.
+fn barrier(speaker: &mut Client, from: &str, marker: &str, listeners: &[&Client]) {
+    speaker.send(marker);
+    for l in listeners {
+        l.expect_line(&format!("<{from}> {marker}"));
+    }
+}
+
+/// The `.part` files in `dir`.
+fn parts_in(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".part"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A name of 254 bytes fits, but `name (1).txt` would not (258 bytes): the
+/// second copy, pushed or downloaded, gets a stem cut short to fit, and is
+/// saved whole instead of failing once it has all arrived.
+#[test]
+fn a_second_copy_of_a_254_byte_name_gets_a_free_name_that_fits() {
+    let long = format!("{}.txt", "L".repeat(250));
+    let second = format!("{} (1).txt", "L".repeat(247));
+    assert_eq!(second.len(), 255);
+    let w = World::new("long-names");
+    fs::write(w.shared().join(&long), b"shared copy\n").expect("shared file");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    barrier(&mut alice, "alice", "here", &[&bob]);
+    let path = w.dir.join(&long);
+    fs::write(&path, b"pushed copy\n").expect("file");
+
+    let received = w.dir.join("bob").join("received");
+    for round in 0..2 {
+        alice.send(&format!("/sendfile {} bob", path.display()));
+        let (at, _) = bob.expect_from(0, "the push received", |l| {
+            l.starts_with(&format!(
+                "*** received {long} (12 bytes) from alice, saved to "
+            )) && l.ends_with(if round == 0 { ".txt" } else { " (1).txt" })
+        });
+        assert!(
+            bob.out.lines()[..at].iter().all(|l| !l.contains("failed")),
+            "{}",
+            bob.report()
+        );
+    }
+    assert_eq!(
+        fs::read(received.join(&long)).expect("first"),
+        b"pushed copy\n"
+    );
+    assert_eq!(
+        fs::read(received.join(&second)).expect("second"),
+        b"pushed copy\n"
+    );
+
+    let downloads = w.dir.join("alice");
+    alice.send(&format!("/download {long}"));
+    alice.expect_line(&format!("*** downloaded {long} (12 bytes) to alice/{long}"));
+    alice.send(&format!("/download {long}"));
+    alice.expect_line(&format!(
+        "*** downloaded {long} (12 bytes) to alice/{second}"
+    ));
+    alice.expect_line(&format!(
+        "*** saved as '{second}': alice/{long} already exists"
+    ));
+    assert_eq!(
+        fs::read(downloads.join(&long)).expect("first"),
+        b"shared copy\n"
+    );
+    assert_eq!(
+        fs::read(downloads.join(&second)).expect("second"),
+        b"shared copy\n"
+    );
+    alice.assert_no_line("a failure", |l| l.contains("failed"));
+    bob.assert_no_line("a failure", |l| l.contains("failed"));
+    assert!(parts_in(&received).is_empty());
+    assert!(parts_in(&downloads).is_empty());
+}
