@@ -2699,6 +2699,14 @@ impl Conn {
         name: &FileName,
     ) -> Result<(PathBuf, PathBuf, File), String> {
         let dir = self.app.config.download_dir.join("received");
+        // A file named `received` (a download of that name, say): no name
+        // in it can be free, and trying them all held the client for long.
+        if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!(
+                "{} is not a folder",
+                inert(&dir.display().to_string())
+            ));
+        }
         let held: HashSet<&Path> = t
             .incoming
             .values()

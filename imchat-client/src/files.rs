@@ -59,6 +59,14 @@ pub enum PartError {
     /// Another transfer (in this client or another) holds it.
     #[error("{} is being written by another transfer (another client using the same folder?)", .0.display())]
     Busy(PathBuf),
+    /// The folder it goes in cannot be made (a file has its name?).
+    #[error("cannot create the folder {}: {source}", .path.display())]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A link, a folder, a device…: never written through.
     #[error("refusing {}: it is not a regular file (a link?)", .0.display())]
     NotRegular(PathBuf),
@@ -89,7 +97,12 @@ pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
         source,
     };
     if let Some(dir) = part.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err)?;
+        // Not an `Io` error: a file named as the folder is no name taken
+        // (`already_exists`), which a caller would answer with the next name.
+        fs::create_dir_all(dir).map_err(|source| PartError::Folder {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     let mut options = OpenOptions::new();
     options.read(true).write(true);
@@ -438,6 +451,18 @@ mod tests {
         let err = finish(f, &part, &fin, &name("f.txt"), |_| false).expect_err("no .part");
         assert_eq!(err.to, dir.path().join("f (1).txt"));
         assert!(err.to_string().contains("f (1).txt"), "{err}");
+    }
+
+    /// A file under the folder's name is not a name taken: a caller that
+    /// moves on to the next name would try them all.
+    #[test]
+    fn a_file_where_the_folder_should_be_is_no_name_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("received"), b"a file").expect("write");
+        let err = open_part(&dir.path().join("received").join("f.txt.part"), true)
+            .expect_err("no folder");
+        assert!(!err.already_exists(), "{err}");
+        assert!(matches!(err, PartError::Folder { .. }), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs;
+use std::time::{Duration, Instant};
 
 use common::{Client, World};
 
@@ -91,4 +92,46 @@ fn a_second_copy_of_a_254_byte_name_gets_a_free_name_that_fits() {
     bob.assert_no_line("a failure", |l| l.contains("failed"));
     assert!(parts_in(&received).is_empty());
     assert!(parts_in(&downloads).is_empty());
+}
+
+/// A file named `received` in the download folder (a download of that
+/// name): a push to that client fails at once, saying why, and the chat
+/// that follows is shown at once, not after the client has tried every
+/// free name in a folder that cannot hold any.
+#[test]
+fn a_push_to_a_client_whose_received_is_a_file_fails_at_once() {
+    let w = World::new("received-file");
+    fs::create_dir_all(w.dir.join("bob")).expect("bob's folder");
+    fs::write(w.dir.join("bob").join("received"), b"a downloaded file\n").expect("received");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    barrier(&mut alice, "alice", "here", &[&bob]);
+    let path = w.dir.join("note.txt");
+    fs::write(&path, b"hello\n").expect("file");
+
+    let soon = Duration::from_secs(5);
+    let started = Instant::now();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    alice.send("/msg bob right after the push");
+    let failed = bob.out.wait_line_from(0, soon, |l| {
+        l == "*** transfer of note.txt failed: bob/received is not a folder"
+    });
+    assert!(
+        failed.is_some(),
+        "no failure line within {soon:?}\n{}",
+        bob.report()
+    );
+    let chat = bob
+        .out
+        .wait_line_from(0, soon, |l| l == "<alice> (private) right after the push");
+    assert!(
+        chat.is_some() && started.elapsed() < soon,
+        "the message came after {:?}\n{}",
+        started.elapsed(),
+        bob.report()
+    );
+    assert_eq!(
+        fs::read(w.dir.join("bob").join("received")).expect("still there"),
+        b"a downloaded file\n"
+    );
 }
