@@ -1945,6 +1945,15 @@ impl Remote {
                 text,
                 ..
             } => {
+                if !hub.remote_chat_fits(&text) {
+                    warn!(
+                        "cluster: a message of {} bytes from '{}' on server {:x} is longer than this server's --max-message-bytes ({}): not passed on to its users; give every server of the cluster the same limits",
+                        text.len(),
+                        imchat_core::inert(from.as_str()),
+                        self.server,
+                        hub.limits().max_text
+                    );
+                }
                 hub.remote_chat(from, to, kind, text, now);
             }
             ClusterEvent::Moved { user, .. } => {

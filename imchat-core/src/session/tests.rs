@@ -4051,6 +4051,36 @@ fn remote_users_are_announced_listed_and_heard() {
 }
 
 #[test]
+fn a_remote_message_longer_than_this_server_allows_is_not_passed_on() {
+    // Another server of the cluster took texts of any length; this one's
+    // clients were told 100 bytes at most.
+    let limits = Limits {
+        max_text: 100,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits.clone());
+    net.connect_with("alice", limits);
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    net.pump();
+    net.take(0);
+    let long = "x".repeat(101);
+    assert!(!net.hub.remote_chat_fits(&long));
+    let n = net
+        .hub
+        .remote_chat(user("dave"), None, ChatKind::Text, long, now);
+    assert_eq!(n, 0);
+    let fits = "y".repeat(100);
+    assert!(net.hub.remote_chat_fits(&fits));
+    net.hub
+        .remote_chat(user("dave"), None, ChatKind::Text, fits.clone(), now);
+    net.pump();
+    assert_eq!(chats(&net.take(0)), vec![("dave".to_string(), false, fits)]);
+    assert!(!net.s(0).is_closed());
+}
+
+#[test]
 fn local_users_are_published_in_cluster_mode_only() {
     let mut net = Net::new(Limits::default());
     net.connect("alice");

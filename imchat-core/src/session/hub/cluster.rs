@@ -625,10 +625,23 @@ impl Hub {
             .collect()
     }
 
+    /// Whether a chat message of another server with this `text` fits
+    /// this server's limits: one longer than this server's
+    /// [`max_text`](crate::Limits::max_text) (a server given a larger
+    /// `max_text` accepted it) would not fit the frames its clients were
+    /// told to expect, and [`remote_chat`](Self::remote_chat) drops it.
+    #[must_use]
+    pub fn remote_chat_fits(&self, text: &str) -> bool {
+        text.len() <= self.limits.max_text
+    }
+
     /// A chat message from `from`, a user of another server, to everyone
     /// or to `to`: logged and delivered to the local members as any other
     /// (a private message only to `to`, if it is a local user; one in its
-    /// grace period gets it when it resumes). Returns the receivers.
+    /// grace period gets it when it resumes). Returns the receivers. One
+    /// that does not [fit](Self::remote_chat_fits) this server's limits
+    /// is dropped (0 receivers): its clients would take the frame for a
+    /// broken stream, and drop the connection for it, again on each resume.
     pub fn remote_chat(
         &mut self,
         from: Username,
@@ -638,6 +651,9 @@ impl Hub {
         now: Instant,
     ) -> usize {
         self.clock = self.clock.max(now);
+        if !self.remote_chat_fits(&text) {
+            return 0;
+        }
         // A private message between users of other servers is logged all
         // the same (delivered to nobody here): its receiver may resume its
         // session on this server and must get it then.
