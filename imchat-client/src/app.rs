@@ -640,6 +640,11 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         store: Mutex::new(store),
         store_failed: AtomicBool::new(false),
     });
+    // Pushes cut off by the end of an earlier run (a kill, a crash) left
+    // their `.part` files, which no one can resume.
+    app.removed_parts_notice(&files::remove_abandoned_parts(
+        &app.config.download_dir.join("received"),
+    ));
     let result = app.main_loop(first, &input);
     let reason = match &result {
         Ok(()) => "quit".to_string(),
@@ -929,6 +934,21 @@ fn mode_line(mode: &Mode) -> String {
 }
 
 impl App {
+    /// Says which `.part` files of received/ were deleted as left by a
+    /// push that was cut off (see [`files::remove_abandoned_parts`]).
+    fn removed_parts_notice(&self, removed: &[PathBuf]) {
+        for part in removed {
+            let name = part
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            self.notice(&format!(
+                "removed {}, left by a push that was cut off",
+                inert(&name)
+            ));
+        }
+    }
+
     fn notice(&self, text: &str) {
         self.view.show(Entry::Notice(text.to_string()));
     }
@@ -2617,6 +2637,7 @@ impl Conn {
         };
         let mut t = held.unwrap_or_else(|| lock(&self.transfers));
         let shown = name.as_str().to_owned();
+        let mut removed = Vec::new();
         let (from, opened) = match origin {
             Origin::Download => {
                 // The session gives the name we asked for, whatever the
@@ -2635,7 +2656,7 @@ impl Conn {
                 (None, opened)
             }
             Origin::Push { from } => {
-                let opened = self.open_received(&t, &name);
+                let opened = self.open_received(&t, &name, &mut removed);
                 (Some(from), opened)
             }
         };
@@ -2643,6 +2664,7 @@ impl Conn {
             Ok(x) => x,
             Err(reason) => {
                 drop(t);
+                self.app.removed_parts_notice(&removed);
                 if from.is_none() {
                     self.app.transfer_lost();
                 }
@@ -2680,6 +2702,9 @@ impl Conn {
             },
         );
         drop(t);
+        // Said once the file is listed (the caller may hold the lock until
+        // then, see `answer_offer`).
+        self.app.removed_parts_notice(&removed);
         self.app.view.transfer(&view);
         self.app.notice(&announce);
         if offset > 0 {
@@ -2692,11 +2717,13 @@ impl Conn {
 
     /// Picks a free name in `received/` for a file pushed to us and creates
     /// its `.part` file (new, never an existing one: another client may
-    /// share the folder).
+    /// share the folder). The `.part` files there that no running client
+    /// holds (left by one that died) are deleted first, and put in `removed`.
     fn open_received(
         &self,
         t: &Transfers,
         name: &FileName,
+        removed: &mut Vec<PathBuf>,
     ) -> Result<(PathBuf, PathBuf, File), String> {
         let dir = self.app.config.download_dir.join("received");
         // A file named `received` (a download of that name, say): no name
@@ -2707,6 +2734,7 @@ impl Conn {
                 inert(&dir.display().to_string())
             ));
         }
+        removed.extend(files::remove_abandoned_parts(&dir));
         let held: HashSet<&Path> = t
             .incoming
             .values()

@@ -130,10 +130,81 @@ pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
         return Err(PartError::NotRegular(part.to_path_buf()));
     }
     match try_lock(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(PartError::Busy(part.to_path_buf())),
-        Err(e) => Err(io_err(e)),
+        Ok(true) => {}
+        Ok(false) => return Err(PartError::Busy(part.to_path_buf())),
+        Err(e) => return Err(io_err(e)),
     }
+    // A client starting up deletes the unlocked `.part` files of received/
+    // (see [`remove_abandoned_parts`]): one created here a moment before
+    // it was locked may have gone that way. Its name is then free again.
+    if create_new && !names_this(part, &file) {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "deleted by another client as it was created",
+        )));
+    }
+    Ok(file)
+}
+
+/// True when `path` (not followed if a link) is the file `file` has open.
+fn names_this(path: &Path, file: &File) -> bool {
+    let (Ok(on_disk), Ok(open)) = (path.symlink_metadata(), file.metadata()) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        on_disk.dev() == open.dev() && on_disk.ino() == open.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        on_disk.is_file() && on_disk.len() == open.len()
+    }
+}
+
+/// Deletes the `.part` files in `dir` (a `received/` folder) that no
+/// transfer holds: a push whose receiving client died (`kill -9`, a
+/// crash, a power cut) leaves its `.part` behind, and a push cannot be
+/// resumed, so it would only take the file's name from the next push of
+/// it. A `.part` still locked (by this client or another one using the
+/// same folder) is left alone; so are links and anything not a regular
+/// file. Never to be called on a download folder: a download resumes from
+/// its `.part`. Returns the files deleted.
+pub fn remove_abandoned_parts(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_part = path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().ends_with(b".part"));
+        if !is_part || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let mut options = OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let Ok(file) = options.open(&path) else {
+            continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) || !matches!(try_lock(&file), Ok(true)) {
+            continue;
+        }
+        // Still the file locked (not one created since under its name),
+        // and deleted while the lock is held.
+        if names_this(&path, &file) && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+        drop(file);
+    }
+    removed.sort();
+    removed
 }
 
 pub use imchat_cli::try_lock;
@@ -463,6 +534,34 @@ mod tests {
             .expect_err("no folder");
         assert!(!err.already_exists(), "{err}");
         assert!(matches!(err, PartError::Folder { .. }), "{err}");
+    }
+
+    /// Only the `.part` files no one holds go; a link is not followed.
+    #[test]
+    fn abandoned_parts_are_removed_and_held_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let abandoned = dir.path().join("a.bin.part");
+        fs::write(&abandoned, b"cut off").expect("write");
+        let held_path = dir.path().join("b.bin.part");
+        let held = open_part(&held_path, true).expect("open");
+        let done = dir.path().join("c.bin");
+        fs::write(&done, b"whole").expect("write");
+        let removed = remove_abandoned_parts(dir.path());
+        assert_eq!(removed, std::slice::from_ref(&abandoned));
+        assert!(!abandoned.exists());
+        assert!(held_path.exists() && done.exists());
+        drop(held);
+        #[cfg(unix)]
+        {
+            let target = dir.path().join("target");
+            fs::write(&target, b"precious").expect("write");
+            let link = dir.path().join("l.bin.part");
+            std::os::unix::fs::symlink(&target, &link).expect("symlink");
+            let removed = remove_abandoned_parts(dir.path());
+            assert_eq!(removed, [held_path]);
+            assert!(link.symlink_metadata().is_ok() && target.exists());
+        }
+        assert!(remove_abandoned_parts(&dir.path().join("none")).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{Client, World};
+use common::{pseudo_random_bytes, Client, World, TIMEOUT};
 
 /// Has `speaker` broadcast `marker` and waits until every listener shows it.
 fn barrier(speaker: &mut Client, from: &str, marker: &str, listeners: &[&Client]) {
@@ -134,4 +134,65 @@ fn a_push_to_a_client_whose_received_is_a_file_fails_at_once() {
         fs::read(w.dir.join("bob").join("received")).expect("still there"),
         b"a downloaded file\n"
     );
+}
+
+/// A push cut off by `kill -9` of the receiving client leaves its `.part`:
+/// the next run of that client deletes it and says so, and the next push
+/// of that name gets the name itself, not `name (1).ext`. A `.part` that
+/// another client still writes (locked) is left alone.
+#[test]
+fn the_part_of_a_push_cut_off_by_a_killed_receiver_is_removed_at_the_next_start() {
+    let w = World::new("push-killed");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let args = ["--auto-accept-bytes", "1G", "bob", "127.0.0.1", &port];
+    // Its disk thread slowed down: the push is under way when it is killed.
+    let mut bob = Client::spawn_with_env(
+        w.dir.path(),
+        &args,
+        &[("FAILPOINTS", "client-disk-job=sleep(20)")],
+    );
+    bob.expect_line(&format!("*** connected to 127.0.0.1:{port} as bob"));
+    barrier(&mut alice, "alice", "here", &[&bob]);
+    let received = w.dir.join("bob").join("received");
+    // A `.part` held by a running transfer (another client sharing the
+    // folder): not to be touched.
+    fs::create_dir_all(&received).expect("received");
+    let held_part = received.join("other.bin.part");
+    let held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&held_part)
+        .expect("held part");
+    held.try_lock().expect("lock");
+
+    let data = pseudo_random_bytes(8 << 20, 5);
+    let path = w.dir.join("big.bin");
+    fs::write(&path, &data).expect("file");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    let part = received.join("big.bin.part");
+    let deadline = Instant::now() + TIMEOUT;
+    while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+        assert!(Instant::now() < deadline, "no data came: {}", bob.report());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    bob.kill();
+    assert!(part.exists(), "the cut-off push left its .part");
+
+    let bob = Client::spawn(w.dir.path(), &args);
+    bob.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as bob"));
+    let small = pseudo_random_bytes(1000, 6);
+    fs::write(&path, &small).expect("file");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    bob.expect_prefix("*** received big.bin (1000 bytes) from alice, saved to ");
+    bob.expect_line("*** received big.bin (1000 bytes) from alice, saved to bob/received/big.bin");
+    bob.expect_line("*** removed big.bin.part, left by a push that was cut off");
+    assert!(!part.exists(), "{}", bob.report());
+    assert!(held_part.exists(), "a locked .part is left alone");
+    bob.assert_no_line("the locked .part removed", |l| l.contains("other.bin.part"));
+    assert_eq!(fs::read(received.join("big.bin")).expect("big.bin"), small);
+    assert!(!received.join("big (1).bin").exists());
+    assert_eq!(parts_in(&received), ["other.bin.part"]);
+    drop(held);
 }
