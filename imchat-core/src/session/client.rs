@@ -1107,15 +1107,16 @@ impl ClientSession {
             .max(announced.min(crate::MAX_CLIENT_FRAME))
     }
 
-    /// A text the server takes: at most [`Limits::max_text`] bytes, or
-    /// what the server announced if less.
+    /// A text the server takes: at most what it announced in its last
+    /// `Welcome` (more or less than [`Limits::max_text`]: the server is
+    /// the one that knows, and its other clients read what it relays up
+    /// to its frame limit), within [`MAX_CLIENT_FRAME`](crate::MAX_CLIENT_FRAME);
+    /// before any `Welcome`, [`Limits::max_text`].
     fn check_text(&self, text: &str) -> Result<(), UsageError> {
-        let max = self
-            .limits
-            .max_text
-            .min(self.announced.map_or(usize::MAX, |a| {
-                usize::try_from(a.max_text).unwrap_or(usize::MAX)
-            }));
+        let most = crate::MAX_CLIENT_FRAME as usize - crate::CHAT_FRAME_OVERHEAD;
+        let max = self.announced.map_or(self.limits.max_text, |a| {
+            usize::try_from(a.max_text).map_or(most, |m| m.min(most))
+        });
         if text.len() > max {
             return Err(UsageError::TextTooLong {
                 len: text.len(),

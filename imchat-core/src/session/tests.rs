@@ -1457,6 +1457,36 @@ fn the_welcome_announces_the_limits_and_the_session_keeps_to_the_text_limit() {
 }
 
 #[test]
+fn a_client_sends_texts_as_long_as_its_server_announced_even_past_its_own_default() {
+    // The server takes 200,000 bytes; the clients' own default is 64 KiB.
+    let limits = Limits {
+        max_text: 200_000,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    let a = net.connect("alice");
+    let b = net.connect("bob");
+    net.take(a);
+    net.take(b);
+    assert!(Limits::default().max_text < 100_000);
+    let long = "x".repeat(100_000);
+    net.s(a).send_chat(Recipient::Everyone, &long).unwrap();
+    net.pump();
+    assert_eq!(
+        chats(&net.take(b)),
+        vec![("alice".to_string(), false, long)]
+    );
+    assert_eq!(
+        net.s(a)
+            .send_chat(Recipient::Everyone, &"x".repeat(200_001)),
+        Err(crate::error::UsageError::TextTooLong {
+            len: 200_001,
+            max: 200_000
+        })
+    );
+}
+
+#[test]
 fn transmits_say_which_lane_they_travel_in() {
     let mut hub = Hub::new(Limits::default(), "hi");
     let now = Instant::now();
