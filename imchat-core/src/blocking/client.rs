@@ -679,8 +679,8 @@ impl<S: Link> Client<S> {
     }
 
     /// The limits the server announced in its welcome (the session keeps
-    /// to them where they are stricter than its own: text, push size,
-    /// transfers at once, chunk size and rate).
+    /// to its text limit, and to the others where they are stricter than
+    /// its own: push size, transfers at once, chunk size and rate).
     #[must_use]
     pub fn server_limits(&self) -> &ServerLimits {
         &self.server_limits

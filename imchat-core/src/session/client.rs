@@ -381,7 +381,8 @@ pub struct ClientSession {
     /// What was accepted at once lately, against its budgets.
     unasked: Unasked,
     /// What the server announced in its last `Welcome`: the session keeps
-    /// to the stricter of these and its own [`Limits`].
+    /// to the stricter of these and its own [`Limits`], but for the text
+    /// and frame limits, which follow the server's.
     announced: Option<ServerLimits>,
     next_id: u32,
     last_heard: Instant,
