@@ -1989,12 +1989,19 @@ impl Remote {
 /// counted when the name is taken elsewhere (answered here, the hub
 /// never sees it); when the name is free, or this server's, the hub
 /// counts it itself as it tries the resume.
+///
+/// `own_session`: the `Hello` asks to resume a session this server holds.
+/// When Redis cannot be reached (or holds new names after a restart), the
+/// hub may still try that resume: its name is this server's already, and
+/// a user of this server is served through an outage, as one whose
+/// connection stayed is. Any other `Hello` is refused then.
 pub fn claim_for_hello(
     cluster: &Cluster,
     hub: &dyn HubAccess,
     client: ClientId,
     username: &Username,
     not_taken: Option<&imchat_core::ResumeRequest>,
+    own_session: bool,
 ) -> (bool, Option<String>) {
     let key = crate::names::key(username);
     let refuse = |code: RefuseCode, reason: String| {
@@ -2022,6 +2029,7 @@ pub fn claim_for_hello(
             );
             (false, None)
         }
+        Claim::Unreachable | Claim::Held if own_session => (true, None),
         Claim::Unreachable => {
             refuse(
                 RefuseCode::SERVER_FULL,

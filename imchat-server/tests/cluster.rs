@@ -640,6 +640,38 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
 }
 
+/// A user whose connection broke while Redis could not be reached
+/// resumes on its own server: its name is that server's already, and the
+/// server serves its own users through an outage.
+#[test]
+fn a_session_resumes_on_its_own_server_while_redis_cannot_be_reached() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    signal(redis.child.id(), "-STOP");
+    alice.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+    let (mut back, answer) = try_resume_on(&mut alice, a.addr);
+    // A newcomer is refused all the same.
+    let mut late = Peer::connect(a.addr);
+    let refused = late.hello("late");
+    signal(redis.child.id(), "-CONT");
+    answer.unwrap_or_else(|e| panic!("alice could not resume on her own server: {e:?}"));
+    assert!(back.resumed, "alice joined afresh instead of resuming");
+    assert!(
+        matches!(refused, Err((RefuseCode::SERVER_FULL, _))),
+        "{refused:?}"
+    );
+    back.say(None, "back again");
+    bob.wait_chat("back again");
+}
+
 /// Two servers, Alice on the first and Bob on the second, seeing each other.
 fn alice_and_bob(redis: &Redis) -> (Server, Server, Peer, Peer) {
     let a = Server::start(&redis.url());

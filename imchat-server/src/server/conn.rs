@@ -303,6 +303,7 @@ impl Server {
                     // failed resume, counted against the address as the
                     // hub counts its own (see `claim_for_hello`).
                     let mut not_taken = None;
+                    let own_session = resume.is_some() && self.lock().hub.has_session(username);
                     if let Some(request) = resume {
                         let ours = {
                             let core = self.lock();
@@ -331,8 +332,14 @@ impl Server {
                         }
                     }
                     let handle = super::HubHandle(self.clone());
-                    let (go_on, key) =
-                        crate::cluster::claim_for_hello(cluster, &handle, id, username, not_taken);
+                    let (go_on, key) = crate::cluster::claim_for_hello(
+                        cluster,
+                        &handle,
+                        id,
+                        username,
+                        not_taken,
+                        own_session,
+                    );
                     if !go_on {
                         self.flush_all(&mut flush);
                         return Served::Ended;

@@ -395,6 +395,19 @@ impl Hub {
                     &format!("wrong password for the username '{user}'"),
                 );
             }
+            // Accounts cannot be checked, but this is a session of this
+            // server asked back with its own token: it was let in before,
+            // and a user of this server is served through an outage, as
+            // one whose connection stayed is. (Not as authenticated: an
+            // operator logs in again for its rights.)
+            AccountCheck::Unavailable(_)
+                if hello
+                    .resume
+                    .as_ref()
+                    .is_some_and(|r| self.resumable_with(&user, r)) =>
+            {
+                self.enter(client, user, hello.resume, false, now);
+            }
             AccountCheck::Unavailable(_) => {
                 // The server logs why it could not check; the client did
                 // nothing wrong.

@@ -726,6 +726,18 @@ impl Hub {
     /// Tries to resume the session `request` names for the connection
     /// `client`. True when the handshake is answered (resumed, or refused
     /// for too many failed attempts); false to go on as a fresh join.
+    /// Whether `request` would resume the session of `username` here:
+    /// resume is on, the epoch is this hub's (or its predecessor's), and
+    /// the token is the session's.
+    pub(super) fn resumable_with(&self, username: &Username, request: &ResumeRequest) -> bool {
+        self.resume_enabled()
+            && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
+            && self
+                .sessions
+                .get(&self.key(username))
+                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token))
+    }
+
     pub(super) fn try_resume(
         &mut self,
         client: ClientId,
@@ -734,12 +746,7 @@ impl Hub {
         now: Instant,
     ) -> bool {
         let key = self.key(username);
-        let valid = self.resume_enabled()
-            && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
-            && self
-                .sessions
-                .get(&key)
-                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token));
+        let valid = self.resumable_with(username, &request);
         // Only a wrong token is held back by its address's failures: a
         // token is 128 random bits, which no number of tries guesses, and
         // a real client must not be locked out of its session by someone
