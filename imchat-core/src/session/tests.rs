@@ -4514,6 +4514,40 @@ fn a_push_cut_by_a_server_shutting_down_says_whose_it_was() {
     }
 }
 
+/// A push to a user of another server whose connection was lost (its
+/// session waits there for a resume) says so, as on one server.
+#[test]
+fn a_push_to_an_away_user_of_another_server_says_it_is_away() {
+    let now = Instant::now();
+    let mut a = Hub::new(Limits::default(), "hi");
+    let mut b = Hub::new(Limits::default(), "hi");
+    // Sessions on b wait for a resume.
+    b.set_token_source(Box::new(|| [7; 16]));
+    a.enable_cluster();
+    b.enable_cluster();
+    let p = joined(&mut a, "p", now);
+    let dave = joined(&mut b, "dave", now);
+    a.remote_join(2, user("dave"), now);
+    b.remote_join(1, user("p"), now);
+    b.handle_disconnect(dave, LeaveReason::LOST);
+    drain_hub(&mut b, dave);
+    offer_to(&mut a, p, Recipient::User(user("dave")), 6, now);
+    let (_, control, _) = drain_hub(&mut a, p);
+    deliver_control(&mut b, 1, control, now);
+    let (_, control, _) = drain_hub(&mut b, dave);
+    let reason = control
+        .into_iter()
+        .find_map(|c| match c {
+            TransferControl::Gone { to: 1, reason, .. } => Some(reason),
+            _ => None,
+        })
+        .expect("the push given up toward server 1");
+    assert_eq!(
+        reason,
+        "dave is away (connection lost, may come back): a file can only be sent to a connected user"
+    );
+}
+
 #[test]
 fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_checks() {
     let now = Instant::now();

@@ -16,6 +16,21 @@ use crate::message::{
 use crate::transfer::Incoming;
 use crate::TransferError;
 
+/// Why a push to `user`, whose session here waits for a resume, cannot go.
+pub(super) fn away_text(user: &crate::message::Username) -> String {
+    format!("{user} is away (connection lost, may come back): a file can only be sent to a connected user")
+}
+
+impl Hub {
+    /// Whether `user` has a session here waiting for a resume (listed,
+    /// with no connection).
+    pub(super) fn is_away(&self, user: &crate::message::Username) -> bool {
+        self.sessions
+            .get(&self.key(user))
+            .is_some_and(|s| s.grace.is_some())
+    }
+}
+
 /// A push being relayed: its checks, and who still receives it.
 #[derive(Debug)]
 pub(super) struct Relay {
@@ -104,9 +119,8 @@ impl Hub {
                 } else {
                     // Listed by /who while its session waits for a resume,
                     // but with no connection to send a file to.
-                    let away = self.sessions.get(&key).is_some_and(|s| s.grace.is_some());
-                    let why = if away {
-                        format!("{u} is away (connection lost, may come back): a file can only be sent to a connected user")
+                    let why = if self.is_away(u) {
+                        away_text(u)
                     } else {
                         format!("no user named '{u}' is online")
                     };

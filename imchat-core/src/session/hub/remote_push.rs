@@ -268,7 +268,10 @@ impl Hub {
         receivers.dedup();
         if receivers.is_empty() || size > self.limits.max_push_size {
             let reason = if receivers.is_empty() {
-                "the receiver is no longer online".to_string()
+                match users {
+                    [one] if self.is_away(one) => super::relay::away_text(one),
+                    _ => "the receiver is no longer online".to_string(),
+                }
             } else {
                 format!(
                     "file of {size} bytes is larger than the limit of {} bytes of the receiver's server",
