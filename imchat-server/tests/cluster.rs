@@ -594,9 +594,7 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     // SIGSTOP: Redis hangs. Local chat goes on; users are told; new
     // names are refused with a clear reason.
     signal(redis.child.id(), "-STOP");
-    alice.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    wait_unreachable(&mut alice);
     alice.say(None, "while redis sleeps");
     ann.wait_chat("while redis sleeps");
     let mut late = Peer::connect(a.addr);
@@ -648,15 +646,9 @@ fn a_session_resumes_on_its_own_server_while_redis_cannot_be_reached() {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let a = Server::start_with_grace(&redis.url(), 30);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    let (a, _b, mut alice, mut bob) = alice_and_bob_resumable(&redis);
     signal(redis.child.id(), "-STOP");
-    alice.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    wait_unreachable(&mut alice);
     let (mut back, answer) = try_resume_on(&mut alice, a.addr);
     // A newcomer is refused all the same.
     let mut late = Peer::connect(a.addr);
@@ -670,6 +662,23 @@ fn a_session_resumes_on_its_own_server_while_redis_cannot_be_reached() {
     );
     back.say(None, "back again");
     bob.wait_chat("back again");
+}
+
+/// Waits until `p` is told that the cluster cannot be reached.
+fn wait_unreachable(p: &mut Peer) {
+    p.wait(WAIT, "the notice", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
+    });
+}
+
+/// [`alice_and_bob`], with sessions that resume (a grace of 30 s).
+fn alice_and_bob_resumable(redis: &Redis) -> (Server, Server, Peer, Peer) {
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    (a, b, alice, bob)
 }
 
 /// Two servers, Alice on the first and Bob on the second, seeing each other.
@@ -691,9 +700,7 @@ fn a_publish_left_unanswered_by_a_hung_redis_is_delivered_once() {
     let (_a, _b, mut alice, mut bob) = alice_and_bob(&redis);
     signal(redis.child.id(), "-STOP");
     alice.say(None, "as redis hangs");
-    alice.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    wait_unreachable(&mut alice);
     // Past the lease: a rejoins, and sends again what was not answered.
     thread::sleep(Duration::from_secs(3));
     signal(redis.child.id(), "-CONT");
@@ -797,9 +804,7 @@ impl CutOff {
         let bob = Peer::join(b.addr, "bob");
         alice.wait_who(&["alice", "bob"], WAIT);
         proxy.cut();
-        alice.wait(WAIT, "the notice", |g| {
-            g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-        });
+        wait_unreachable(&mut alice);
         CutOff {
             proxy,
             a,
@@ -1797,11 +1802,7 @@ fn a_session_resumes_elsewhere_after_redis_lost_its_data() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let a = Server::start_with_grace(&redis.url(), 30);
-    let b = Server::start_with_grace(&redis.url(), 30);
-    let mut alice = Peer::join(a.addr, "alice");
-    let mut bob = Peer::join(b.addr, "bob");
-    alice.wait_who(&["alice", "bob"], WAIT);
+    let (a, b, mut alice, mut bob) = alice_and_bob_resumable(&redis);
     // A new, empty Redis: the servers rejoin, and a gives its sessions back.
     redis.restart();
     let mut con = redis_con(&redis);
