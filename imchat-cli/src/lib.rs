@@ -1,7 +1,10 @@
 //! What `imchat-server` and `imchat-client` share as programs: shell
 //! completions and a man page generated from a clap definition, printing
-//! them, and the lock a program takes on a file it must not share.
-//! Internal to the workspace; not part of the library.
+//! them, the lock a program takes on a file it must not share, and when
+//! two usernames are the same user ([`names`]). Internal to the
+//! workspace; not part of the library.
+
+pub mod names;
 
 use std::fs::{File, TryLockError};
 use std::io::{self, Write};

@@ -444,6 +444,9 @@ fn new_session_from(
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
     session.set_auto_accept(config.auto_accept);
+    // One sender's share of pushes taken unasked goes by the key the
+    // server holds names unique by (look-alike spellings are one sender).
+    session.set_name_key(imchat_cli::names::key);
     session
 }
 

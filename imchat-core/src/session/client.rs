@@ -303,14 +303,15 @@ struct Unasked {
     /// When, from whom and for how many bytes, oldest first. At most
     /// [`AUTO_ACCEPT_TOTAL`](crate::AUTO_ACCEPT_TOTAL) times the
     /// auto-accept size over the least charge: 4,096 at the default.
-    /// The sender is its name's [`key`](Username::key): `BOB` is `bob`.
+    /// The sender is its name's key ([`ClientSession::set_name_key`]).
     accepted: VecDeque<(Instant, String, u64)>,
 }
 
 impl Unasked {
-    /// Whether a push of `size` bytes from `from` may be accepted without
-    /// asking, the auto-accept size being `max`; if so, it is counted.
-    fn admit(&mut self, now: Instant, max: u64, from: &Username, size: u64) -> bool {
+    /// Whether a push of `size` bytes from the sender whose name's key is
+    /// `from` may be accepted without asking, the auto-accept size being
+    /// `max`; if so, it is counted.
+    fn admit(&mut self, now: Instant, max: u64, from: String, size: u64) -> bool {
         use crate::limits::{
             AUTO_ACCEPT_MIN_CHARGE, AUTO_ACCEPT_PER_SENDER, AUTO_ACCEPT_TOTAL, AUTO_ACCEPT_WINDOW,
         };
@@ -326,7 +327,6 @@ impl Unasked {
         }
         let unit = max.max(AUTO_ACCEPT_MIN_CHARGE);
         let charge = size.max(AUTO_ACCEPT_MIN_CHARGE);
-        let from = from.key();
         let (mut theirs, mut all) = (charge, charge);
         for (_, who, bytes) in &self.accepted {
             all = all.saturating_add(*bytes);
@@ -380,6 +380,8 @@ pub struct ClientSession {
     auto_accept: Option<u64>,
     /// What was accepted at once lately, against its budgets.
     unasked: Unasked,
+    /// What makes two senders one ([`set_name_key`](Self::set_name_key)).
+    name_key: fn(&Username) -> String,
     /// What the server announced in its last `Welcome`: the session keeps
     /// to the stricter of these and its own [`Limits`], but for the text
     /// and frame limits, which follow the server's.
@@ -456,6 +458,7 @@ impl ClientSession {
             offers: HashMap::new(),
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
             unasked: Unasked::default(),
+            name_key: Username::key,
             announced: None,
             next_id: 1,
             last_heard: now,
@@ -783,6 +786,16 @@ impl ClientSession {
     /// or [`decline`](Self::decline).
     pub fn set_auto_accept(&mut self, max: Option<u64>) {
         self.auto_accept = max;
+    }
+
+    /// Sets what makes two sender names one sender for the share of
+    /// pushes accepted without asking ([`set_auto_accept`](Self::set_auto_accept)):
+    /// names with the same key. The default, [`Username::key`], ignores
+    /// case only; give the key the server holds names unique by (which
+    /// also maps look-alike letters together), so that a sender cannot
+    /// get a fresh share under a look-alike spelling of its name.
+    pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
+        self.name_key = key;
     }
 
     /// The offers waiting for an answer, as (id, sender, file name, size),
@@ -1827,9 +1840,10 @@ impl ClientSession {
                             size,
                         };
                         let now = self.clock;
+                        let sender = (self.name_key)(&offer.from);
                         if self
                             .auto_accept
-                            .is_some_and(|max| self.unasked.admit(now, max, &offer.from, size))
+                            .is_some_and(|max| self.unasked.admit(now, max, sender, size))
                         {
                             self.start_push(id, offer);
                         } else {
@@ -1867,8 +1881,8 @@ mod unasked_tests {
     use crate::limits::{AUTO_ACCEPT_MIN_CHARGE, AUTO_ACCEPT_WINDOW};
     use std::time::Duration;
 
-    fn user(name: &str) -> Username {
-        Username::new(name).unwrap()
+    fn key(name: &str) -> String {
+        Username::new(name).unwrap().key()
     }
 
     #[test]
@@ -1880,21 +1894,21 @@ mod unasked_tests {
         for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
             let at = start + Duration::from_secs(i as u64);
             for _ in 0..4 {
-                assert!(unasked.admit(at, 100, &user(name), 0));
+                assert!(unasked.admit(at, 100, key(name), 0));
             }
-            assert!(!unasked.admit(at, 100, &user(name), 0), "{name}'s fifth");
+            assert!(!unasked.admit(at, 100, key(name), 0), "{name}'s fifth");
         }
         // Sixteen of the least charge: the total is spent for a newcomer.
         let later = start + Duration::from_secs(10);
-        assert!(!unasked.admit(later, 100, &user("e"), 1));
+        assert!(!unasked.admit(later, 100, key("e"), 1));
         // An hour after the first sender's, theirs are forgotten, and
         // four more from anyone fit again; not yet b's.
         let hour = start + AUTO_ACCEPT_WINDOW;
-        assert!(!unasked.admit(hour, 100, &user("b"), 1));
+        assert!(!unasked.admit(hour, 100, key("b"), 1));
         for _ in 0..4 {
-            assert!(unasked.admit(hour, 100, &user("e"), 1));
+            assert!(unasked.admit(hour, 100, key("e"), 1));
         }
-        assert!(!unasked.admit(hour, 100, &user("a"), 1), "the total again");
+        assert!(!unasked.admit(hour, 100, key("a"), 1), "the total again");
     }
 
     #[test]
@@ -1902,16 +1916,16 @@ mod unasked_tests {
         let mut unasked = Unasked::default();
         let now = Instant::now();
         let max = 10 * AUTO_ACCEPT_MIN_CHARGE;
-        assert!(!unasked.admit(now, max, &user("a"), max + 1));
+        assert!(!unasked.admit(now, max, key("a"), max + 1));
         // Three whole sizes and ten of the least charge make four sizes.
         for _ in 0..3 {
-            assert!(unasked.admit(now, max, &user("a"), max));
+            assert!(unasked.admit(now, max, key("a"), max));
         }
         for _ in 0..10 {
-            assert!(unasked.admit(now, max, &user("a"), 0));
+            assert!(unasked.admit(now, max, key("a"), 0));
         }
-        assert!(!unasked.admit(now, max, &user("a"), 0));
-        assert!(!unasked.admit(now, max, &user("A"), 0), "A is a");
-        assert!(unasked.admit(now, max, &user("b"), max));
+        assert!(!unasked.admit(now, max, key("a"), 0));
+        assert!(!unasked.admit(now, max, key("A"), 0), "A is a");
+        assert!(unasked.admit(now, max, key("b"), max));
     }
 }

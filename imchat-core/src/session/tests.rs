@@ -2090,6 +2090,22 @@ fn a_sender_s_small_pushes_are_asked_about_once_past_its_budget_for_the_hour() {
 }
 
 #[test]
+fn a_sender_under_a_look_alike_name_shares_its_budget_by_the_key_given() {
+    let mut net = three();
+    // carol stands for a look-alike of alice ("c" and "a" one user here).
+    net.s(1).set_auto_accept(Some(100));
+    net.s(1)
+        .set_name_key(|u| u.as_str().replace("carol", "alice").to_lowercase());
+    for n in 0..4 {
+        assert!(!small_push_to_bob(&mut net, 0), "alice's push {n}");
+    }
+    assert!(
+        small_push_to_bob(&mut net, 2),
+        "the same sender to bob's key"
+    );
+}
+
+#[test]
 fn a_push_goes_only_to_the_receivers_that_accept_it() {
     let mut net = three_asking();
     let data = vec![5u8; 50];

@@ -1,0 +1,223 @@
+//! When two usernames are the same user: the rule the server gives its hub,
+//! and the client uses to count one sender's pushes.
+
+use imchat_core::Username;
+use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::confusable_detection::skeleton;
+
+/// The key under which a name is unique: NFKC (so `ａｌｉｃｅ`, `𝐚𝐥𝐢𝐜𝐞` and
+/// `ⓐlice` become `alice`), then lowercase, then the UTS #39 confusable
+/// skeleton (so a Cyrillic `а` or a Greek `ο` count as the Latin letters
+/// they look like), lowercased again: the skeleton maps some characters
+/// to capitals (the digit `0` to `O`), so `0px` would not be `opx`.
+/// Two names with the same key cannot be online at once.
+///
+/// A capital `I` is not `l`: it is the capital of `i`, and a key cannot
+/// make `I` both `i` and `l` without making `mail` the same user as `mall`.
+pub fn key(name: &Username) -> String {
+    let folded: String = name
+        .as_str()
+        .nfkc()
+        .map(|c| latin_capital(c).map_or(c, |latin| latin.to_ascii_lowercase()))
+        .collect::<String>()
+        .to_lowercase();
+    // Unicode lowercases the Turkish `İ` (U+0130) to `i` and a combining
+    // dot above, which draws as `i` (the dot merges with its own) and
+    // which the confusable table does not fold: `ALİCE` would be `alice`.
+    let folded = folded.replace("i\u{307}", "i");
+    // Lowercasing writes a Greek sigma at the end of a word as `ς`: the
+    // same letter as `σ`, which the confusable table folds otherwise.
+    let folded = folded.replace('ς', "σ");
+    skeleton(&folded).collect::<String>().to_lowercase()
+}
+
+/// The Latin capital that a letter of another script imitates in its
+/// capital form (Cyrillic `Т` and `т`, Greek `Ν` and `ν`: `T`, `N`), if
+/// any. Both cases of such a letter go to the Latin letter: lowercased
+/// first, `ТОМ` would not be `TOM` (the skeleton of Cyrillic `т` is a
+/// small capital `ᴛ`, not `t`); mapped as capitals only, `ИВАН` would no
+/// longer be `иван` (`в` is `ʙ`, `В` is `B`). Latin letters are left to
+/// lowercasing (the skeleton of `I` is `l`).
+fn latin_capital(c: char) -> Option<char> {
+    if c.is_ascii() {
+        return None;
+    }
+    let mut upper = c.to_uppercase();
+    let (Some(capital), None) = (upper.next(), upper.next()) else {
+        return None;
+    };
+    if capital.is_ascii() || !capital.is_uppercase() {
+        return None;
+    }
+    let mut one = [0u8; 4];
+    let mut looks = skeleton(capital.encode_utf8(&mut one));
+    match (looks.next(), looks.next()) {
+        (Some(latin), None) if latin.is_ascii_uppercase() => Some(latin),
+        _ => None,
+    }
+}
+
+/// Combining marks allowed in a row: enough for any script's stacked
+/// vowel signs and tones (Vietnamese `ệ` decomposed takes two), not for
+/// a tower of marks over the line.
+const MAX_MARKS_IN_A_ROW: usize = 4;
+
+/// The server's rule for names beyond the protocol's (given to its hub):
+/// a name may not start with a combining mark (alone it shows as nothing,
+/// or sits on the character before it: several such users would look
+/// alike, or empty), nor stack more than [`MAX_MARKS_IN_A_ROW`] marks.
+pub fn check(name: &Username) -> Result<(), String> {
+    let mut marks = 0;
+    for (i, c) in name.as_str().chars().enumerate() {
+        if !is_combining_mark(c) {
+            marks = 0;
+            continue;
+        }
+        if i == 0 {
+            return Err(format!(
+                "it starts with a combining mark (U+{:04X}), which does not show on its own",
+                u32::from(c)
+            ));
+        }
+        marks += 1;
+        if marks > MAX_MARKS_IN_A_ROW {
+            return Err(format!(
+                "more than {MAX_MARKS_IN_A_ROW} combining marks in a row"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+    use imchat_core::Username;
+
+    fn k(s: &str) -> String {
+        key(&Username::new(s).unwrap())
+    }
+
+    #[test]
+    fn look_alikes_share_the_key_of_the_name_they_imitate() {
+        let alice = k("alice");
+        for fake in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "ⓐlice", "ALICE", "Alice"]
+        {
+            assert_eq!(k(fake), alice, "{fake}");
+        }
+        assert_eq!(k("bοb"), k("bob"));
+        // A decomposed accent is the composed letter.
+        assert_eq!(k("Jose\u{301}"), k("josé"));
+        // The Turkish dotted capital lowercases to i and a dot above.
+        assert_eq!(k("ALİCE"), alice);
+        assert_eq!(k("İ"), k("i"));
+        // The skeleton maps the digit 0 to a capital O.
+        for (fake, real) in [
+            ("0liver", "oliver"),
+            ("0px", "opx"),
+            ("0PX", "opx"),
+            ("b0b", "bob"),
+            ("B0B", "Bob"),
+            ("0", "o"),
+            ("a1ice", "alice"),
+        ] {
+            assert_eq!(k(fake), k(real), "{fake} {real}");
+        }
+    }
+
+    #[test]
+    fn capitals_of_other_scripts_are_the_latin_capitals_they_imitate() {
+        // Cyrillic and Greek capitals; lowercased first, each kept a key
+        // of its own (`ТОМ` was `ᴛoʍ`).
+        for (fake, real) in [
+            ("ТОМ", "TOM"),
+            ("НANK", "HANK"),
+            ("ΝINA", "NINA"),
+            ("ΒETH", "BETH"),
+            ("МAX", "MAX"),
+            ("ΗEIDI", "HEIDI"),
+            ("Кate", "Kate"),
+            ("ВОВ", "BOB"),
+            ("Вob", "bob"),
+            ("ΝΙΝΑ", "nina"),
+        ] {
+            assert_eq!(k(fake), k(real), "{fake} {real}");
+        }
+        assert_eq!(k("TOM"), k("tom"));
+        // And each name is still one user in capitals and in small letters.
+        for (capitals, small) in [
+            ("ИВАН", "иван"),
+            ("ИВАН", "Иван"),
+            ("ВЕРА", "вера"),
+            ("МАРИЯ", "мария"),
+            ("НИНА", "Нина"),
+            ("ТОМ", "том"),
+            ("ΕΛΕΝΗ", "ελενη"),
+            ("ΝΙΚΟΣ", "νικος"),
+            ("ΝΙΚΟΣ", "νικοσ"),
+            ("ΣΟΦΙΑ", "σοφια"),
+            ("ОЛЕГ", "олег"),
+        ] {
+            assert_eq!(k(capitals), k(small), "{capitals} {small}");
+        }
+        // Names that differ stay apart.
+        for (a, b) in [("NINA", "НИНА"), ("OLEG", "ОЛЕГ"), ("IVAN", "ИВАН")] {
+            assert_ne!(k(a), k(b), "{a} {b}");
+        }
+        // Latin capitals stay the capitals of their small letters.
+        assert_eq!(k("MAIL"), k("mail"));
+        assert_ne!(k("MAIL"), k("mall"));
+        assert_ne!(k("MAIL"), k("MALL"));
+    }
+
+    #[test]
+    fn a_name_may_not_start_with_a_mark_nor_stack_them() {
+        let c = |s: &str| super::check(&Username::new(s).unwrap());
+        for bad in [
+            "\u{345}",
+            "\u{345}\u{345}",
+            "\u{93f}",
+            "\u{93f}bob",
+            "\u{301}bob",
+            "\u{94d}",
+        ] {
+            assert!(c(bad).is_err(), "{bad:?}");
+        }
+        assert!(c(&format!("a{}", "\u{345}".repeat(5))).is_err());
+        for good in [
+            "alice",
+            "Zoë",
+            "việt",
+            "क\u{93f}",
+            "हिन्दी",
+            "Jose\u{301}",
+            "a\u{345}\u{345}",
+            "山田",
+        ] {
+            assert_eq!(c(good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn different_names_keep_different_keys() {
+        for (a, b) in [
+            ("alice", "alicia"),
+            ("bob", "rob"),
+            ("山田", "田山"),
+            ("zoë", "zoe2"),
+            ("oliver", "olivier"),
+            ("opx", "op"),
+            ("0px", "1px"),
+            ("bob", "b0b0"),
+            // Small i and small l stay apart; a capital I is an i, so it
+            // is not l either (`aIice` is not `alice`, `Ivan` not `lvan`).
+            ("mail", "mall"),
+            ("ivan", "lvan"),
+            ("Ivan", "lvan"),
+            ("aIice", "alice"),
+        ] {
+            assert_ne!(k(a), k(b), "{a} {b}");
+        }
+    }
+}
