@@ -376,7 +376,7 @@ pub struct Limits {
     pub resume_window: Duration,
     /// New users (joins, not resumes) from one address per `join_window`
     /// ([`DEFAULT_JOINS_PER_ADDRESS`]); past it a `Hello` is refused with
-    /// `TOO_MANY_ATTEMPTS`. 0: no cap.
+    /// `SERVER_FULL` until the window is over. 0: no cap.
     pub joins_per_address: u32,
     /// The window new users per address are counted over ([`DEFAULT_JOIN_WINDOW`]).
     pub join_window: Duration,

@@ -3275,7 +3275,7 @@ fn one_address_brings_in_only_so_many_new_users_a_minute() {
     let late = net.connect_from("x3", storm);
     match &net.take(late)[..] {
         [ClientEvent::Refused { code, reason }] => {
-            assert_eq!(*code, RefuseCode::TOO_MANY_ATTEMPTS);
+            assert_eq!(*code, RefuseCode::SERVER_FULL);
             assert!(
                 reason.starts_with("too many new users from your address; try again in "),
                 "{reason}"

@@ -107,7 +107,8 @@ impl Hub {
     /// A new user (a join, not a resume) about to enter from `client`'s
     /// address: past [`Limits::joins_per_address`](crate::Limits::joins_per_address)
     /// within the window, its `Hello` is refused with
-    /// [`RefuseCode::TOO_MANY_ATTEMPTS`] and true returned; else it is
+    /// [`RefuseCode::SERVER_FULL`] (for now: a client may try again) and
+    /// true returned; else it is
     /// counted. A connection without an address is not counted.
     pub(super) fn refuse_join_storm(&mut self, client: ClientId, now: Instant) -> bool {
         let limit = self.limits.joins_per_address;
@@ -132,10 +133,10 @@ impl Hub {
             return false;
         }
         let wait = window.saturating_sub(since).as_secs().max(1);
-        self.violation(client, "too many new users from one address");
+        // Refused for now (a client may try again later), not a broken rule.
         self.refuse(
             client,
-            RefuseCode::TOO_MANY_ATTEMPTS,
+            RefuseCode::SERVER_FULL,
             &format!("too many new users from your address; try again in {wait} s"),
         );
         true
