@@ -404,14 +404,56 @@ pub fn redacted(url: &str) -> String {
     // A password that is not percent-encoded may hold any character, `/`
     // and `@` included: what comes before the last `@` is hidden from the
     // first `:` on (which may hide more than the password, never less).
-    match rest.rsplit_once('@') {
+    let shown = match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             let hidden = if userinfo.contains(':') { ":***" } else { "" };
             format!("{scheme}://{user}{hidden}@{host}")
         }
-        None => url.to_string(),
+        // No `@`: `redis://:pw` names no host, but its "port" may be a
+        // password all the same. A port of digits is shown.
+        None => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            match authority.split_once(':') {
+                Some((host, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => {
+                    format!("{scheme}://{host}:***{tail}")
+                }
+                _ => url.to_string(),
+            }
+        }
+    };
+    hide_query_passwords(&shown)
+}
+
+/// `url` with the values of its `password=` (or `pass=`, `pwd=`) query
+/// parameters replaced by `***`.
+fn hide_query_passwords(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((name, _))
+                if ["password", "pass", "pwd"]
+                    .iter()
+                    .any(|p| name.eq_ignore_ascii_case(p)) =>
+            {
+                format!("{name}=***")
+            }
+            _ => part.to_string(),
+        })
+        .collect();
+    let mut shown = format!("{base}?{}", parts.join("&"));
+    if let Some(f) = fragment {
+        shown.push('#');
+        shown.push_str(f);
     }
+    shown
 }
 
 /// A Redis error in words for the log (the crate's text ends in its
@@ -2069,6 +2111,23 @@ mod tests {
         let e = client(raw, &RedisTls::default()).map(|_| ()).unwrap_err();
         assert!(!e.contains("ss:w") && !e.contains("rd#1"), "{e}");
         assert!(!e.contains("InvalidClientConfig"), "{e}");
+        // No host, or the password in the query.
+        assert_eq!(redacted("redis://:PW6SECRET"), "redis://:***");
+        assert_eq!(
+            redacted("redis://localhost:6379?password=PW7SECRET&x=1"),
+            "redis://localhost:6379?password=***&x=1"
+        );
+        assert_eq!(
+            redacted("redis://localhost:6379/0"),
+            "redis://localhost:6379/0"
+        );
+        for bad in [
+            "redis://:PW6SECRET",
+            "redis://localhost:6379?password=PW7SECRET",
+        ] {
+            let shown = client(bad, &RedisTls::default()).map_or_else(|e| e, |_| redacted(bad));
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
         // Not URLs at all, with a password all the same.
         for (bad, shown) in [
             (

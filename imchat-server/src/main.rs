@@ -290,7 +290,12 @@ fn parse_listen(text: &str) -> Result<Listen, String> {
 
 /// `ADDR` or `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
 fn parse_bind(text: &str) -> Result<Bind, String> {
-    if let Ok(ip) = text.parse::<IpAddr>() {
+    // An IPv6 address may come in the brackets it has with a port: `[::1]`.
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(Bind { ip, port: None });
     }
     text.parse::<SocketAddr>()
@@ -891,6 +896,11 @@ mod tests {
     #[test]
     fn without_a_port_the_server_listens_on_the_classroom_server_s_12300() {
         assert_eq!(serve(&[]).1.to_string(), "0.0.0.0:12300");
+        assert_eq!(serve(&["--bind", "[::1]"]).1.to_string(), "[::1]:12300");
+        assert_eq!(
+            serve(&["4000", "--bind", "[::]"]).1.to_string(),
+            "[::]:4000"
+        );
         assert_eq!(
             serve(&["--bind", "127.0.0.1"]).1.to_string(),
             "127.0.0.1:12300"
