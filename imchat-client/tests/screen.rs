@@ -561,6 +561,35 @@ fn the_unfinished_last_line_of_a_paste_waits_in_the_input() {
     bob.assert_no_line("`y2 typed` not sent", |l| l.starts_with("<alice> y2"));
 }
 
+/// A paste continues the line being typed: a draft `/msg lisa ` and a
+/// pasted `secret1\nsecret2` send `/msg lisa secret1` (private to lisa),
+/// never a public `secret1`; `secret2` waits in the input.
+#[test]
+fn a_paste_into_a_private_message_draft_stays_private() {
+    let w = World::new("scr-paste-draft");
+    let mut t = start(&w, "alice", 80, 24);
+    let lisa = w.client("lisa");
+    let bob = w.client("bob");
+    t.wait_screen("`*** bob has joined`", |s| {
+        has_entry(s, "*** bob has joined")
+    });
+
+    t.type_str("/msg lisa ");
+    t.wait_screen("the draft `/msg lisa `", |s| {
+        s.row(-1) == "alice> /msg lisa"
+    });
+    t.paste("secret1\nsecret2");
+    lisa.expect_line("<alice> (private) secret1");
+    t.wait_screen("`secret2` left in the input", |s| {
+        s.row(-1) == "alice> secret2"
+    });
+    // The unfinished line, sent in public, comes after anything sent before.
+    t.key(Key::Enter);
+    bob.expect_line("<alice> secret2");
+    bob.assert_no_line("no public secret1", |l| l.contains("secret1"));
+    lisa.assert_no_line("no public secret1", |l| l == "<alice> secret1");
+}
+
 #[test]
 fn the_question_of_a_long_paste_shows_whole_in_a_narrow_terminal() {
     let w = World::new("scr-paste-narrow");

@@ -98,9 +98,9 @@ pub struct Model {
     pub editor: Editor,
     /// A Tab completion going on.
     cycle: Option<Cycle>,
-    /// A paste of many lines waiting for Enter or Esc, and its unfinished
-    /// last line, for the input line.
-    pending_paste: Option<(Vec<String>, String)>,
+    /// A paste of many lines waiting for Enter or Esc (the input line is
+    /// left as it was until Enter).
+    pending_paste: Option<PastedLines>,
     /// A Ctrl-C or Ctrl-D on the empty line that warned, and when.
     armed: Option<(Action, Instant)>,
     /// The nick list shown or hidden by the user (`None`: by width).
@@ -124,6 +124,19 @@ pub struct Model {
 
 /// A password typed into the input line: masked, and kept out of the
 /// history and the kill ring.
+/// A paste's lines to send, as they would go out (the draft included).
+#[derive(Debug)]
+struct PastedLines {
+    /// The complete lines.
+    lines: Vec<String>,
+    /// Whether the first line starts with the draft before the cursor.
+    joins_draft: bool,
+    /// The unfinished last line.
+    rest: String,
+    /// The draft after the cursor, to follow the unfinished last line.
+    after: String,
+}
+
 #[derive(Debug)]
 struct SecretEntry {
     prompt: String,
@@ -421,8 +434,11 @@ impl Model {
 
     /// The status line's text (or the question a long paste asks).
     pub fn status_line(&self) -> String {
-        if let Some((lines, _)) = &self.pending_paste {
-            return format!("paste {} lines? Enter sends them, Esc cancels", lines.len());
+        if let Some(pasted) = &self.pending_paste {
+            return format!(
+                "paste {} lines? Enter sends them, Esc cancels",
+                pasted.lines.len()
+            );
         }
         let target = match self.status.as_ref().and_then(|s| s.target.as_deref()) {
             Some(target) => target.to_owned(),
@@ -503,14 +519,12 @@ impl Model {
             self.handle_secret(action);
             return;
         }
-        if let Some((lines, rest)) = self.pending_paste.take() {
+        if let Some(pasted) = self.pending_paste.take() {
             match action {
-                Action::Enter => {
-                    self.send_all(lines);
-                    self.editor.insert(&rest);
-                }
+                Action::Enter => self.send_pasted(pasted),
+                // The draft was not touched: it stays as before the paste.
                 Action::Escape | Action::Interrupt => {}
-                _ => self.pending_paste = Some((lines, rest)),
+                _ => self.pending_paste = Some(pasted),
             }
             return;
         }
@@ -544,14 +558,7 @@ impl Model {
             Action::Redraw => self.clear_screen = true,
             Action::HistoryPrev => e.history_prev(),
             Action::HistoryNext => e.history_next(),
-            Action::Enter => {
-                if let Some((line, added)) = e.take_line() {
-                    if added {
-                        self.to_history.push(line.clone());
-                    }
-                    self.outbox.push(UserInput::Line(line));
-                }
-            }
+            Action::Enter => self.enter(),
             Action::Tab => self.complete(false),
             Action::BackTab => self.complete(true),
             Action::Interrupt => self.interrupt(now),
@@ -578,15 +585,59 @@ impl Model {
         }
         self.cycle = None;
         self.armed = None;
-        match keys::paste(text) {
-            Paste::Insert(text) => self.editor.insert(&text),
-            // Complete lines go out; the unfinished last one waits for Enter.
-            Paste::Send(lines, rest) => {
-                self.send_all(lines);
-                self.editor.insert(&rest);
-            }
-            Paste::Ask(lines, rest) => self.pending_paste = Some((lines, rest)),
+        if let Paste::Insert(text) = keys::paste(text) {
+            self.editor.insert(&text);
+            return;
         }
+        // The paste continues the draft, as if typed at the cursor: the
+        // draft before the cursor starts the first pasted line (so a typed
+        // `/msg bob ` sends the first line to bob), and the draft after the
+        // cursor ends the unfinished last line, which waits for Enter.
+        let (draft, cursor) = (self.editor.text(), self.editor.cursor());
+        let (before, after) = (&draft[..cursor], draft[cursor..].to_owned());
+        let joins_draft = !before.trim().is_empty();
+        let (lines, rest, ask) = match keys::paste(&format!("{before}{text}")) {
+            Paste::Send(lines, rest) => (lines, rest, false),
+            Paste::Ask(lines, rest) => (lines, rest, true),
+            Paste::Insert(_) => unreachable!("the paste has a line end"),
+        };
+        let pasted = PastedLines {
+            lines,
+            joins_draft,
+            rest,
+            after,
+        };
+        if ask {
+            self.pending_paste = Some(pasted);
+        } else {
+            self.send_pasted(pasted);
+        }
+    }
+
+    /// Enter: the input line goes out (a command or a message).
+    fn enter(&mut self) {
+        if let Some((line, added)) = self.editor.take_line() {
+            if added {
+                self.to_history.push(line.clone());
+            }
+            self.outbox.push(UserInput::Line(line));
+        }
+    }
+
+    /// Sends a paste's complete lines, the first as the draft it finished
+    /// (through Enter), and leaves its unfinished last line in the input.
+    fn send_pasted(&mut self, pasted: PastedLines) {
+        let mut lines = pasted.lines.into_iter();
+        if pasted.joins_draft {
+            if let Some(first) = lines.next() {
+                let end = first.len();
+                self.editor.set(first, end);
+                self.enter();
+            }
+        }
+        self.send_all(lines.collect());
+        self.editor.set(pasted.after, 0);
+        self.editor.insert(&pasted.rest);
     }
 
     fn send_all(&mut self, lines: Vec<String>) {
@@ -869,12 +920,12 @@ mod tests {
     #[test]
     fn a_paste_of_a_few_lines_sends_each() {
         let mut m = model();
-        typed(&mut m, "draft");
         m.paste("one\ntwo\r\n\nthree\rfour\n");
         assert_eq!(m.outbox, lines(&["one", "two", "three", "four"]));
         assert_eq!(m.to_history, ["one", "two", "three", "four"]);
-        assert_eq!(m.editor.text(), "draft", "the draft stays");
+        assert!(m.editor.is_empty(), "it ended with a newline");
         m.outbox.clear();
+        typed(&mut m, "draft");
         m.paste(" and more");
         assert_eq!(m.editor.text(), "draft and more");
         assert!(m.outbox.is_empty());
@@ -891,19 +942,87 @@ mod tests {
         assert_eq!(m.outbox, lines(&["x1", "x2 no newline at end"]));
         assert!(m.editor.is_empty());
 
-        // Into a draft, at the cursor, like a paste without a newline.
+        // Into a draft, at the cursor: the draft before the cursor starts
+        // the first line, the draft after it ends the unfinished one.
         let mut m = model();
         typed(&mut m, "ab");
         m.handle(Action::Left, now);
         m.paste("one\r\ntwo\rX");
-        assert_eq!(m.outbox, lines(&["one", "two"]));
-        assert_eq!(m.editor.text(), "aXb");
+        assert_eq!(m.outbox, lines(&["aone", "two"]));
+        assert_eq!(m.editor.text(), "Xb");
+        assert_eq!(m.editor.cursor(), 1, "the cursor follows the paste");
 
         // A blank unfinished line adds nothing.
         let mut m = model();
         m.paste("one\n   ");
         assert_eq!(m.outbox, lines(&["one"]));
         assert!(m.editor.is_empty());
+    }
+
+    #[test]
+    fn a_paste_continues_the_command_being_typed() {
+        let now = Instant::now();
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste("secret1\nsecret2");
+        assert_eq!(
+            m.outbox,
+            lines(&["/msg lis secret1"]),
+            "the first line finishes the draft, nothing goes out in public"
+        );
+        assert_eq!(m.to_history, ["/msg lis secret1"], "as Enter would");
+        assert_eq!(m.editor.text(), "secret2");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox, lines(&["/msg lis secret1", "secret2"]));
+
+        // Ending with a newline: every line goes, the input ends empty.
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste("secret1\nsecret2\n");
+        assert_eq!(m.outbox, lines(&["/msg lis secret1", "secret2"]));
+        assert!(m.editor.is_empty());
+
+        // A blank draft before the cursor adds nothing to the first line.
+        let mut m = model();
+        typed(&mut m, "  ");
+        m.handle(Action::LineStart, now);
+        m.paste("one\ntwo");
+        assert_eq!(m.outbox, lines(&["one"]));
+        assert_eq!(m.editor.text(), "two  ");
+    }
+
+    #[test]
+    fn a_long_paste_into_a_draft_asks_and_esc_keeps_the_draft() {
+        let now = Instant::now();
+        let text = format!(
+            "{}tail",
+            (1..=6).map(|i| format!("secret{i}\n")).collect::<String>()
+        );
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste(&text);
+        assert_eq!(
+            m.status_line(),
+            "paste 6 lines? Enter sends them, Esc cancels"
+        );
+        assert!(m.outbox.is_empty());
+        assert_eq!(m.editor.text(), "/msg lis ", "the draft waits as it was");
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox.len(), 6);
+        assert_eq!(m.outbox[0], UserInput::Line("/msg lis secret1".into()));
+        assert_eq!(m.outbox[5], UserInput::Line("secret6".into()));
+        assert_eq!(m.editor.text(), "tail");
+
+        for cancel in [Action::Escape, Action::Interrupt] {
+            let mut m = model();
+            typed(&mut m, "/msg lis x");
+            m.handle(Action::Left, now);
+            m.paste(&text);
+            m.handle(cancel, now);
+            assert!(m.outbox.is_empty());
+            assert_eq!(m.editor.text(), "/msg lis x", "the draft as it was");
+            assert_eq!(m.editor.cursor(), "/msg lis ".len());
+        }
     }
 
     #[test]
