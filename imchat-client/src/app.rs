@@ -2146,12 +2146,20 @@ impl Conn {
         let n = id.to_string();
         let n = n.trim_start_matches('#');
         let shown = human_size(size);
+        // Small enough to be taken unasked: asked because the hour's share
+        // of such files is spent.
+        let past_share = self.app.config.auto_accept.is_some_and(|max| size <= max);
         if self.app.ask_offers {
+            let why = if past_share {
+                " (more files within the hour than this client takes without asking)"
+            } else {
+                ""
+            };
             return self.app.notice(&format!(
-                "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}"
+                "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}{why}"
             ));
         }
-        let reason = if self.app.config.auto_accept.is_some_and(|max| size <= max) {
+        let reason = if past_share {
             "more files within the hour than this client accepts without asking, and no one at a terminal to /accept it"
         } else {
             "larger than this client accepts without asking, and no one at a terminal to /accept it"

@@ -1041,6 +1041,29 @@ fn small_pushes_past_a_sender_s_share_for_the_hour_are_not_taken_unasked() {
         "*** declined 'small.txt' (13 bytes) from alice: more files within the hour than this client accepts without asking, and no one at a terminal to /accept it (see --auto-accept-bytes, --ask-when-piped)",
     );
     alice.expect_line("*** sending small.txt failed: bob did not accept the file");
+    // A client that asks says why a small file is asked about.
+    let mut carol = client_with(
+        &w,
+        "carol",
+        &["--auto-accept-bytes", "1K", "--ask-when-piped"],
+    );
+    barrier(&mut alice, "alice", "carol here", &[&carol]);
+    for n in 0..5 {
+        alice.send(&format!("/sendfile {} carol", small.display()));
+        if n < 4 {
+            from_alice = 1 + alice
+                .expect_from(from_alice, "sent small.txt", |l| {
+                    l == "*** sent small.txt to 1 user(s)"
+                })
+                .0;
+        }
+    }
+    let asked = carol.expect_prefix("*** alice wants to send you 'small.txt' (13 bytes): /accept ");
+    assert!(
+        asked.ends_with(" (more files within the hour than this client takes without asking)"),
+        "{asked}"
+    );
+    carol.send("/decline");
 }
 
 // ---------------------------------------------------------------------------
