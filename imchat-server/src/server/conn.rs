@@ -305,10 +305,7 @@ impl Server {
                     let mut not_taken = None;
                     let own_session = resume.is_some() && self.lock().hub.has_session(username);
                     if let Some(request) = resume {
-                        let ours = {
-                            let core = self.lock();
-                            core.hub.has_session(username) || !core.hub.sessions_may_move(id)
-                        };
+                        let ours = own_session || !self.lock().hub.sessions_may_move(id);
                         let taken = if ours {
                             crate::cluster::settle_for_resume(cluster);
                             None
