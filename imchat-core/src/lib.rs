@@ -148,8 +148,8 @@ pub use history::{
 pub use limits::*;
 pub use message::*;
 pub use session::{
-    parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId, ClientSession,
-    ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
-    SavedSession, TransferControl, Transmit, SAVED_ID_LEASE,
+    address_key, parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId,
+    ClientSession, ClusterEvent, Destination, FilesRequest, Hub, HubEvent, Lane, RemoteOrigin,
+    RemotePush, SavedSession, TransferControl, Transmit, SAVED_ID_LEASE,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

@@ -323,6 +323,8 @@ pub struct Limits {
     /// Most connections handshaking at once ([`DEFAULT_MAX_PENDING`]); 0: no cap.
     pub max_pending: usize,
     /// Most connections from one address ([`DEFAULT_MAX_PER_ADDRESS`]); 0: no cap.
+    /// Here and in every cap per address an IPv6 /64 network is one address
+    /// ([`address_key`](crate::address_key)).
     pub max_per_address: usize,
     /// Total time allowed for the handshake ([`DEFAULT_HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,

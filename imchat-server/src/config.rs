@@ -33,8 +33,9 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_PENDING)]
     max_pending: usize,
 
-    /// Most connections from one IP address (0 = no cap); past it that address's oldest
-    /// connection still without a username is dropped, or the new one refused.
+    /// Most connections from one IP address (an IPv6 /64 counts as one; 0 = no cap); past it
+    /// that address's oldest connection still without a username is dropped, or the new one
+    /// refused.
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_PER_ADDRESS)]
     max_per_address: usize,
 

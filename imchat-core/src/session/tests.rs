@@ -1755,6 +1755,54 @@ fn one_address_has_a_cap_of_its_own() {
     assert!(answers(&mut hub).contains(&(a5, "welcome".into())));
 }
 
+#[test]
+fn an_ipv6_network_counts_as_one_address_and_ipv4_addresses_each_as_their_own() {
+    let key = |s: &str| crate::address_key(s.parse().unwrap());
+    // One /64, whatever the host part: one address for the caps.
+    assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+    assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    // IPv4, whether it came mapped into IPv6 (a dual-stack socket) or not.
+    assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+    assert_ne!(key("::ffff:192.0.2.1"), key("::ffff:192.0.2.2"));
+
+    let mut hub = admission_hub(Limits {
+        max_per_address: 2,
+        ..Limits::default()
+    });
+    let now = Instant::now();
+    let mut joined = Vec::new();
+    for (n, host) in ["2001:db8:1:2::1", "2001:db8:1:2::2"].iter().enumerate() {
+        let c = hub.handle_connect_from(host.parse().unwrap(), now);
+        hello(&mut hub, c, &format!("v{n}"), now);
+        joined.push(c);
+    }
+    answers(&mut hub);
+    // A third host of the same /64 is refused; one of another /64, and
+    // two IPv4 users who came mapped, are not.
+    let third = hub.handle_connect_from("2001:db8:1:2::3".parse().unwrap(), now);
+    let other = hub.handle_connect_from("2001:db8:1:3::1".parse().unwrap(), now);
+    hello(&mut hub, other, "other", now);
+    let mapped: Vec<ClientId> = ["::ffff:192.0.2.1", "::ffff:192.0.2.2", "::ffff:192.0.2.3"]
+        .iter()
+        .enumerate()
+        .map(|(n, ip)| {
+            let c = hub.handle_connect_from(ip.parse().unwrap(), now);
+            hello(&mut hub, c, &format!("m{n}"), now);
+            c
+        })
+        .collect();
+    let got = answers(&mut hub);
+    assert_eq!(got[0], (third, "server full".into()), "{got:?}");
+    for c in [other, mapped[0], mapped[1], mapped[2]] {
+        assert!(got.contains(&(c, "welcome".into())), "{c:?}: {got:?}");
+    }
+    // One of the network leaving frees its place for another of its hosts.
+    hub.handle_disconnect(joined[0], LeaveReason::LOST);
+    let next = hub.handle_connect_from("2001:db8:1:2::4".parse().unwrap(), now);
+    hello(&mut hub, next, "v2", now);
+    assert!(answers(&mut hub).contains(&(next, "welcome".into())));
+}
+
 // ---------------------------------------------------------------------------
 // The rate limit in bytes, and requests that cost in proportion to their work.
 
@@ -3299,6 +3347,31 @@ fn one_address_brings_in_only_so_many_new_users_a_minute() {
     net.advance(Duration::from_secs(60));
     let again = net.connect_from("x4", storm);
     assert!(net.s(again).is_joined());
+}
+
+#[test]
+fn new_users_from_one_ipv6_network_share_its_count() {
+    let limits = Limits {
+        joins_per_address: 2,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["watcher"]);
+    let host = |n: u16| std::net::IpAddr::from([0x2001, 0xdb8, 7, 7, 0, 0, 0, n]);
+    for n in 0..2 {
+        let i = net.connect_from(&format!("y{n}"), host(n + 1));
+        assert!(net.s(i).is_joined(), "y{n}");
+    }
+    // A third host of the same /64 counts with the first two.
+    let late = net.connect_from("y2", host(99));
+    assert!(
+        matches!(&net.take(late)[..], [ClientEvent::Refused { code, .. }] if *code == RefuseCode::SERVER_FULL),
+        "a new address in the same /64 was let in"
+    );
+    let elsewhere = net.connect_from(
+        "z",
+        std::net::IpAddr::from([0x2001, 0xdb8, 7, 8, 0, 0, 0, 1]),
+    );
+    assert!(net.s(elsewhere).is_joined());
 }
 
 /// The names in the joins and in the leaves among `events`, in order.

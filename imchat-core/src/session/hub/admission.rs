@@ -4,6 +4,11 @@
 //! handshake in the way is dropped to make room: a real client sends its
 //! `Hello` as soon as it connects, so only connections that never speak are
 //! ever dropped, and sockets that stay silent cannot lock anyone out.
+//!
+//! An "address" here, for every cap counted per address, is a whole IPv4
+//! address or an IPv6 /64 network (see [`address_key`]): one IPv6 host is
+//! commonly given a /64, and counting its addresses one by one would let it
+//! past every such cap.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -15,7 +20,29 @@ use crate::message::RefuseCode;
 /// window has ended are forgotten.
 const MAX_JOIN_ENTRIES: usize = 4096;
 
+/// What the caps per address count `ip` under: an IPv4 address as it is
+/// (an IPv4-mapped IPv6 address as the IPv4 address it maps), an IPv6
+/// address as its /64 network (the prefix a single subscriber or host is
+/// usually given), so that one machine cannot pass a cap by taking address
+/// after address from its own network.
+#[must_use]
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
+        v4 => v4,
+    }
+}
+
 impl Hub {
+    /// `client`'s address as the caps per address count it
+    /// ([`address_key`]), if it has one.
+    pub(super) fn address_of(&self, client: ClientId) -> Option<IpAddr> {
+        self.conns.get(&client)?.peer.map(address_key)
+    }
+
     /// A new connection whose address is not known (or does not matter).
     /// If the server is full of users or shutting down, it is refused and a
     /// [`HubEvent::Close`](crate::HubEvent::Close) follows.
@@ -52,13 +79,13 @@ impl Hub {
             return id;
         }
         let per_address = self.limits.max_per_address;
-        if let Some(ip) = peer.filter(|_| per_address > 0) {
+        if let Some(ip) = peer.map(address_key).filter(|_| per_address > 0) {
             if self.per_address.get(&ip).copied().unwrap_or(0) >= per_address {
-                let waiting = self
-                    .pending
-                    .iter()
-                    .copied()
-                    .find(|p| self.conns.get(p).is_some_and(|c| c.peer == Some(ip)));
+                let waiting = self.pending.iter().copied().find(|p| {
+                    self.conns
+                        .get(p)
+                        .is_some_and(|c| c.peer.map(address_key) == Some(ip))
+                });
                 let Some(old) = waiting else {
                     let reason = format!("too many connections from your address ({per_address})");
                     self.refuse(id, RefuseCode::SERVER_FULL, &reason);
@@ -98,7 +125,7 @@ impl Hub {
             },
         );
         self.pending.insert(id);
-        if let Some(ip) = peer {
+        if let Some(ip) = peer.map(address_key) {
             *self.per_address.entry(ip).or_default() += 1;
         }
         id
@@ -112,7 +139,7 @@ impl Hub {
     /// counted. A connection without an address is not counted.
     pub(super) fn refuse_join_storm(&mut self, client: ClientId, now: Instant) -> bool {
         let limit = self.limits.joins_per_address;
-        let Some(peer) = self.conns.get(&client).and_then(|c| c.peer) else {
+        let Some(peer) = self.address_of(client) else {
             return false;
         };
         if limit == 0 {

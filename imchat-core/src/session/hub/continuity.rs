@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::admission::address_key;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::history::{HistoryStore, LogEntry, LogEvent, SessionRecord, StoreError};
 use crate::message::{
@@ -849,7 +850,7 @@ impl Hub {
     /// never before: a right token is not held back (see
     /// [`Hub::note_failed_resume`]).
     pub fn refuse_spent_resume(&mut self, client: ClientId, now: Instant) -> bool {
-        let peer = self.conns.get(&client).and_then(|c| c.peer);
+        let peer = self.address_of(client);
         let window = self.limits.resume_window;
         let Some((start, n)) = self.resume_failures.get(&peer) else {
             return false;
@@ -876,7 +877,7 @@ impl Hub {
     /// did not match, answered as a name taken elsewhere).
     pub fn note_failed_resume(&mut self, client: ClientId, request: &ResumeRequest, now: Instant) {
         if request.epoch == self.epoch {
-            let peer = self.conns.get(&client).and_then(|c| c.peer);
+            let peer = self.address_of(client);
             self.note_resume_failure(peer, now);
         }
     }
@@ -934,13 +935,13 @@ impl Hub {
     fn oldest_ghost(&self) -> Option<String> {
         let mut per_peer: HashMap<Option<IpAddr>, usize> = HashMap::new();
         for s in self.sessions.values().filter(|s| s.grace.is_some()) {
-            *per_peer.entry(s.peer).or_default() += 1;
+            *per_peer.entry(s.peer.map(address_key)).or_default() += 1;
         }
         self.sessions
             .iter()
             .filter_map(|(k, s)| {
                 let (until, _) = s.grace?;
-                Some((Reverse(per_peer[&s.peer]), until, k))
+                Some((Reverse(per_peer[&s.peer.map(address_key)]), until, k))
             })
             .min()
             .map(|(_, _, k)| k.clone())

@@ -5,6 +5,7 @@ use crate::message::FileListPart;
 use crate::message::FileStart;
 use std::time::Instant;
 
+use super::admission::address_key;
 use super::rate::Cost;
 use super::{ClientId, FilesRequest, Hub, HubEvent};
 use crate::message::{CancelCode, FileEntry, FileName, Origin, ServerMessage, TransferId};
@@ -190,11 +191,11 @@ impl Hub {
     fn address_download_share(&self, client: ClientId) -> Option<(usize, usize)> {
         let max_all = self.limits.max_downloads;
         let share = max_all - max_all / 4;
-        let peer = self.conns.get(&client)?.peer?;
+        let peer = self.address_of(client)?;
         let n: usize = self
             .conns
             .values()
-            .filter(|c| c.peer == Some(peer))
+            .filter(|c| c.peer.map(address_key) == Some(peer))
             .map(|c| c.downloads.len())
             .sum();
         (n >= share).then_some((n, share))

@@ -35,6 +35,7 @@ mod presence;
 /// Why a push ends when its server shuts down, for its pusher and receivers.
 const SHUTDOWN_PUSH: &str = "the server shut down";
 
+pub use admission::address_key;
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
 #[cfg(test)]
@@ -308,7 +309,7 @@ impl Hub {
     fn remove_conn(&mut self, id: ClientId) -> Option<Conn> {
         let conn = self.conns.remove(&id)?;
         self.pending.remove(&id);
-        if let Some(ip) = conn.peer {
+        if let Some(ip) = conn.peer.map(admission::address_key) {
             if let Some(n) = self.per_address.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
