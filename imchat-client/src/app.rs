@@ -1115,6 +1115,7 @@ impl App {
         previous: &mut ClientSession,
     ) -> Result<Option<Joined>, ClientError> {
         let mut attempt = 1u32;
+        let mut said = String::new();
         loop {
             let deadline = Instant::now() + backoff(attempt, fastrand::f64() * 2.0 - 1.0);
             loop {
@@ -1160,7 +1161,14 @@ impl App {
                 Err(e) if e.is_final() => return Err(e),
                 Err(e) => {
                     log::info!("reconnect try {attempt}: {e}");
-                    reason = e.to_string();
+                    let why = e.to_string();
+                    // In the chat once per new reason (a piped client has
+                    // no status line), not at every try.
+                    if why != said {
+                        self.notice(&format!("could not reconnect ({why}); trying again"));
+                    }
+                    said.clone_from(&why);
+                    reason = why;
                     attempt = attempt.saturating_add(1);
                 }
             }

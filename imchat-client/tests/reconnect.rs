@@ -84,6 +84,42 @@ fn a_reconnecting_client_refused_as_busy_at_start_tries_again() {
     });
 }
 
+/// Each new reason a reconnect try fails for is a line in the chat (a
+/// piped client has no status line), and a repeated one is not.
+#[test]
+fn a_reconnecting_client_says_why_its_tries_fail() {
+    let mut w = World::with_args("refused-again", &["--max-clients", "1"]);
+    let port = w.server.port();
+    let mut alice = w.client_on("alice", port, &["--reconnect"]);
+    w.server.kill();
+    let down = format!(
+        "*** could not reconnect (cannot connect to 127.0.0.1:{port}: connection refused); trying again"
+    );
+    expect_late(&alice, &down, |l| l == down);
+    // Her second try fails for the same reason within 2.5 s (1 s ± 25 %
+    // after the first, then 2 s ± 25 %); the third is 3 s or more later.
+    std::thread::sleep(Duration::from_millis(2600));
+    // Back, but full: bob takes the one place before alice's next try.
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &["--max-clients", "1"], port);
+    let mut bob = w.client("bob");
+    let full = "*** could not reconnect (username refused: server full (1 users)); trying again";
+    expect_late(&alice, full, |l| l == full);
+    bob.send("/quit");
+    assert_eq!(bob.expect_exit().code(), Some(0));
+    expect_late(&alice, "`*** reconnected to 127.0.0.1:<port>`", |l| {
+        l == format!("*** reconnected to 127.0.0.1:{port}")
+    });
+    let said = alice.out.lines();
+    assert_eq!(
+        said.iter().filter(|l| **l == down).count(),
+        1,
+        "a repeated reason was said again: {said:?}"
+    );
+    alice.send("/quit");
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+}
+
 #[test]
 fn a_piped_client_exits_at_a_shutdown_notice_even_when_the_server_comes_back() {
     let mut w = World::new("shutdown-restart");
