@@ -1987,6 +1987,14 @@ impl Remote {
                 text,
                 ..
             } => {
+                if !hub.remote_sender_is_of(self.server, &from) {
+                    warn!(
+                        "cluster: a message from '{}' published by server {:x}, which no longer has that user: not passed on",
+                        imchat_core::inert(from.as_str()),
+                        self.server
+                    );
+                    return;
+                }
                 if !hub.remote_chat_fits(&text) {
                     warn!(
                         "cluster: a message of {} bytes from '{}' on server {:x} is longer than this server's --max-message-bytes ({}): not passed on to its users; give every server of the cluster the same limits",

@@ -4170,6 +4170,28 @@ fn remote_users_are_announced_listed_and_heard() {
 }
 
 #[test]
+fn a_message_from_a_server_that_no_longer_has_its_user_is_not_its_users() {
+    let mut net = Net::new(Limits::default());
+    net.connect("alice");
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    // Its server may speak for dave; another may not, nor may any speak
+    // for alice, whose session is this server's. A user not known here
+    // is taken at its server's word.
+    assert!(net.hub.remote_sender_is_of(7, &user("dave")));
+    assert!(net.hub.remote_sender_is_of(7, &user("DAVE")));
+    assert!(!net.hub.remote_sender_is_of(8, &user("dave")));
+    assert!(!net.hub.remote_sender_is_of(7, &user("alice")));
+    assert!(net.hub.remote_sender_is_of(7, &user("erin")));
+    // dave resumed on server 8: from then on (in the stream's order) what
+    // server 7 still publishes as dave's is not.
+    net.hub.remote_moved(8, user("dave"), now);
+    assert!(!net.hub.remote_sender_is_of(7, &user("dave")));
+    assert!(net.hub.remote_sender_is_of(8, &user("dave")));
+}
+
+#[test]
 fn a_remote_message_longer_than_this_server_allows_is_not_passed_on() {
     // Another server of the cluster took texts of any length; this one's
     // clients were told 100 bytes at most.

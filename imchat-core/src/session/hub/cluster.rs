@@ -635,6 +635,26 @@ impl Hub {
         text.len() <= self.limits.max_text
     }
 
+    /// Whether a message `server` published as `from`'s can be theirs:
+    /// not when `from`'s session is this server's, nor when this server
+    /// knows `from` as a user of another server. Each server reads the
+    /// stream in one order, so a server that took a session over (its
+    /// `Moved` came first) is where its user is, for every reader alike; a
+    /// server that was frozen meanwhile and then passed on what the lost
+    /// connection had left in its socket speaks for a user it no longer
+    /// has. A user not known here at all is given the benefit of the doubt.
+    #[must_use]
+    pub fn remote_sender_is_of(&self, server: u64, from: &Username) -> bool {
+        let key = self.key(from);
+        if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
+            return false;
+        }
+        self.remote
+            .users
+            .get(&key)
+            .is_none_or(|(_, s)| *s == server)
+    }
+
     /// A chat message from `from`, a user of another server, to everyone
     /// or to `to`: logged and delivered to the local members as any other
     /// (a private message only to `to`, if it is a local user; one in its
