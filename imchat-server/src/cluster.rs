@@ -1282,7 +1282,7 @@ impl Cluster {
     fn lease_loop(&self, hub: &dyn HubAccess) {
         let period = (self.lease / 3).max(Duration::from_millis(100));
         let mut con: Option<Connection> = None;
-        let mut warned = false;
+        let mut outage = Outage::default();
         while !self.leaving.load(Ordering::SeqCst) {
             let started = Instant::now();
             let mut failed = None;
@@ -1321,38 +1321,42 @@ impl Cluster {
             match result {
                 Ok(()) => {
                     *lock(&self.kept) = Some(Instant::now());
-                    if !self.up.swap(true, Ordering::SeqCst) {
+                    let was_up = self.up.swap(true, Ordering::SeqCst);
+                    let (back, tell) = outage.kept(was_up);
+                    if back {
                         info!(
                             "cluster: joined through {} as server {:x}",
                             self.shown_url, self.id
                         );
                         hub.with(&mut |hub| hub.set_cut_off(false));
-                        if warned {
-                            hub.with(&mut |hub| {
-                                hub.tell_all(
-                                    imchat_core::NoticeCode::CLUSTER_BACK,
-                                    "the cluster is reachable again: users of other servers are back",
-                                );
-                            });
-                        }
-                        warned = false;
+                    }
+                    if tell {
+                        hub.with(&mut |hub| {
+                            hub.tell_all(
+                                imchat_core::NoticeCode::CLUSTER_BACK,
+                                "the cluster is reachable again: users of other servers are back",
+                            );
+                        });
                     }
                 }
                 Err(e) => {
                     con = None;
-                    if self.up.swap(false, Ordering::SeqCst) || !warned {
+                    let was_up = self.up.swap(false, Ordering::SeqCst);
+                    let (log, tell) = outage.failed(was_up);
+                    if log {
                         warn!(
                             "cluster: Redis at {} is unreachable: {}",
                             self.shown_url,
                             said_to(&self.client, &e)
                         );
+                        hub.with(&mut |hub| hub.set_cut_off(true));
+                    }
+                    if tell {
                         hub.with(&mut |hub| {
-                            hub.set_cut_off(true);
                             hub.notice_all(
                                 "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on",
                             );
                         });
-                        warned = true;
                     }
                 }
             }
@@ -1657,6 +1661,47 @@ enum Commands {
 
 /// Whether a minute has passed since `last` (or there was none); if so,
 /// `last` becomes now.
+/// What the lease loop says of Redis's outages: the log from the first
+/// failed round on, the users from the second on. A Redis frozen for a few
+/// seconds is often noticed only as it answers again (a round that timed
+/// out just before it did): telling users then would be followed at once
+/// by "reachable again".
+#[derive(Debug, Default)]
+struct Outage {
+    /// The outage is in the log (or, before the first join, was).
+    logged: bool,
+    /// Rounds failed in a row.
+    failed: u32,
+    /// The users were told.
+    told: bool,
+}
+
+impl Outage {
+    /// A round failed, the server having been `was_up`: whether to log it
+    /// (and count the server cut off), and whether to tell the users.
+    fn failed(&mut self, was_up: bool) -> (bool, bool) {
+        self.failed = self.failed.saturating_add(1);
+        let log = was_up || !self.logged;
+        self.logged = true;
+        let tell = self.failed >= 2 && !self.told;
+        self.told |= tell;
+        (log, tell)
+    }
+
+    /// A round kept the lease, the server having been `was_up`: whether it
+    /// is back (log it, and no longer cut off), and whether to tell the
+    /// users who were told it was not.
+    fn kept(&mut self, was_up: bool) -> (bool, bool) {
+        self.failed = 0;
+        if was_up {
+            return (false, false);
+        }
+        let tell = std::mem::take(&mut self.told);
+        self.logged = false;
+        (true, tell)
+    }
+}
+
 fn once_a_minute(last: &mut Option<Instant>) -> bool {
     if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
         return false;
@@ -2100,6 +2145,26 @@ pub fn claim_for_hello(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_hear_of_an_outage_only_when_it_lasts_a_second_round() {
+        let mut o = Outage::default();
+        // Up, then one round fails and the next works: logged, not told.
+        assert_eq!(o.kept(false), (true, false));
+        assert_eq!(o.failed(true), (true, false));
+        assert_eq!(o.kept(false), (true, false));
+        // Two rounds in a row fail: told at the second, once; and told
+        // when it is back.
+        assert_eq!(o.failed(true), (true, false));
+        assert_eq!(o.failed(false), (false, true));
+        assert_eq!(o.failed(false), (false, false));
+        assert_eq!(o.kept(false), (true, true));
+        assert_eq!(o.kept(true), (false, false));
+        // Unreachable from the start: logged once, told from the second.
+        let mut o = Outage::default();
+        assert_eq!(o.failed(false), (true, false));
+        assert_eq!(o.failed(false), (false, true));
+    }
 
     #[test]
     fn passwords_never_show_in_a_url_for_the_log() {

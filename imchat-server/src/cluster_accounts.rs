@@ -49,6 +49,8 @@ const MARK: &str = "redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return redis.call('GET', KEYS[1])";
 /// How often the bans are read again.
 pub const BAN_POLL: Duration = Duration::from_secs(1);
+/// Polls of the bans that fail in a row before the outage is logged.
+const POLLS_TO_AN_OUTAGE: u32 = 2;
 /// The longest a Redis connect, read or write may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// After a failed connect, calls fail at once for this long (a login does
@@ -80,8 +82,10 @@ pub struct RedisAccounts {
     /// A list of bans that could not be written; written again at the next
     /// poll.
     unsaved: Mutex<Option<Vec<Ban>>>,
-    /// Whether the last poll failed (to log an outage once, not every second).
-    poll_failing: Mutex<bool>,
+    /// Polls failed in a row: an outage is logged once, at the second (a
+    /// Redis restarting refuses connections for a moment, which is no
+    /// outage), not every second.
+    poll_failing: Mutex<u32>,
     /// The mark of Redis's data read with `known` (see [`MARK_KEY`]);
     /// `None` until Redis was first read.
     mark: Mutex<Option<String>>,
@@ -112,7 +116,7 @@ impl RedisAccounts {
             known: Mutex::new(Vec::new()),
             fresh: Mutex::new(None),
             unsaved: Mutex::new(None),
-            poll_failing: Mutex::new(false),
+            poll_failing: Mutex::new(0),
             mark: Mutex::new(None),
         }))
     }
@@ -247,7 +251,7 @@ impl RedisAccounts {
         let unsaved = lock(&self.unsaved).take();
         match self.sync(&mut known, unsaved.as_deref()) {
             Ok(()) => {
-                if std::mem::replace(&mut *lock(&self.poll_failing), false) {
+                if std::mem::take(&mut *lock(&self.poll_failing)) >= POLLS_TO_AN_OUTAGE {
                     log::info!("bans: Redis is reachable again");
                 }
             }
@@ -255,7 +259,9 @@ impl RedisAccounts {
                 if unsaved.is_some() {
                     *lock(&self.unsaved) = unsaved;
                 }
-                if !std::mem::replace(&mut *lock(&self.poll_failing), true) {
+                let mut failing = lock(&self.poll_failing);
+                *failing = failing.saturating_add(1);
+                if *failing == POLLS_TO_AN_OUTAGE {
                     log::warn!("bans: cannot read them from Redis ({e}); keeping those in force");
                 }
             }
@@ -364,7 +370,7 @@ impl crate::accounts::BanStore for RedisAccounts {
                 log::warn!(
                     "bans: cannot read them from Redis ({e}); they apply once it is reachable"
                 );
-                *lock(&self.poll_failing) = true;
+                *lock(&self.poll_failing) = POLLS_TO_AN_OUTAGE;
                 Ok(Vec::new())
             }
         }
