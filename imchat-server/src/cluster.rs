@@ -415,7 +415,15 @@ pub fn redacted(url: &str) -> String {
         None => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let (authority, tail) = rest.split_at(end);
-            match authority.split_once(':') {
+            // An IPv6 host is in brackets: its port comes after them.
+            let host_port = match authority.find(']') {
+                Some(i) if authority.starts_with('[') => {
+                    let (host, after) = authority.split_at(i + 1);
+                    after.strip_prefix(':').map(|port| (host, port))
+                }
+                _ => authority.split_once(':'),
+            };
+            match host_port {
                 Some((host, port)) if !port.bytes().all(|b| b.is_ascii_digit()) => {
                     format!("{scheme}://{host}:***{tail}")
                 }
@@ -2177,6 +2185,15 @@ mod tests {
             "rediss://app:***@db.example"
         );
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        // An IPv6 host: its colons are no password.
+        assert_eq!(redacted("redis://[::1]:6379"), "redis://[::1]:6379");
+        assert_eq!(redacted("redis://[::1]:6379/2"), "redis://[::1]:6379/2");
+        assert_eq!(redacted("redis://[::1]"), "redis://[::1]");
+        assert_eq!(redacted("redis://[::1]:secret"), "redis://[::1]:***");
+        assert_eq!(
+            redacted("redis://:pw@[::1]:6379"),
+            "redis://:***@[::1]:6379"
+        );
         assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
         // Not percent-encoded: `@`, `:`, `/` and `#` in the password.
         let raw = "redis://:p@ss:w/rd#1@127.0.0.1:6379";
