@@ -19,6 +19,8 @@
 //! raw text; the model makes it inert as it takes it in, so that what it
 //! holds and draws is always inert.
 
+#[cfg(test)]
+mod bench;
 mod complete;
 mod editor;
 mod history;
