@@ -894,6 +894,26 @@ fn chat_entry(chat: RoutedChat) -> ChatEntry {
 /// Longest part of a message's text an error quotes.
 const QUOTE_MAX: usize = 60;
 
+/// True for the commands whose answer this client gives itself, at once
+/// or after a check (`/help`, `/mode`, `/accept` with nothing offered,
+/// `/register` without a password, `/sendfile`'s `offering …`): a
+/// script's line of these waits until the answers to the lines before it
+/// are shown ([`Conn::catch_up`]). The requests the server answers wait
+/// only when they are refused here (see [`Conn::command`]), so that a
+/// script's chat is not slowed by a round trip per line.
+fn answered_here(cmd: &Command) -> bool {
+    match cmd {
+        Command::Nothing | Command::Quit(_) => false,
+        Command::SetMode(_)
+        | Command::SendFile { .. }
+        | Command::Accept(_)
+        | Command::Decline(_)
+        | Command::Cancel(_)
+        | Command::Register => true,
+        other => works_offline(other),
+    }
+}
+
 /// The error for a message given up before the server acknowledged it.
 fn not_sent_line(to: &Recipient, text: &str) -> String {
     let mut quoted: String = text.chars().take(QUOTE_MAX).collect();
@@ -1946,6 +1966,7 @@ impl Conn {
         // A mistyped command (`/mgs bob …`) does not go privately to a user
         // who happens to have that name: said, with how to write to them.
         if let Some(meant) = crate::command::one_typo_from_command(word) {
+            self.catch_up();
             self.app.error(&format!(
                 "unknown command /{word}; did you mean /{meant}? (to write to the user {to}: /msg {to} <text>)"
             ));
@@ -1996,7 +2017,7 @@ impl Conn {
                 }
             },
         };
-        if works_offline(&cmd) && !matches!(cmd, Command::Nothing | Command::Quit(_)) {
+        if answered_here(&cmd) {
             self.catch_up();
         }
         let Some(cmd) = self.app.local_command(cmd) else {
@@ -2057,6 +2078,8 @@ impl Conn {
             }
         };
         if let Err(e) = result {
+            // Refused here, nothing sent: after the earlier answers too.
+            self.catch_up();
             self.app.error(&e.to_string());
         }
         Flow::Continue
@@ -2269,6 +2292,7 @@ impl Conn {
         drop(t);
         self.handle(drained);
         if let Err(e) = result {
+            self.catch_up();
             self.app.error(&e.to_string());
         }
     }

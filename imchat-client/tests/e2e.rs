@@ -1627,3 +1627,43 @@ fn a_pusher_is_told_when_a_receiver_who_accepted_did_not_get_the_file() {
         "*** sent twelve.bin to 1 user(s); 1 of the 2 who accepted it did not get it whole",
     );
 }
+
+#[test]
+fn every_local_answer_of_a_script_comes_after_the_answers_to_its_earlier_lines() {
+    let w = World::new("local-order-all");
+    let _bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let long = "x".repeat(imchat_core::DEFAULT_MAX_TEXT + 1);
+    let script = format!(
+        "/who\n/register\n/who\n/accept\n/who\n/cancel nothing\n/who\n/mode unicast bob\n\
+         /who\n{long}\n/quit\n"
+    );
+    for json in [false, true] {
+        let mut args = vec!["bot", "127.0.0.1", &port];
+        if json {
+            args.insert(0, "--json");
+        }
+        let mut bot = w.script(&args, script.clone().into_bytes());
+        assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+        let lines = bot.out.lines();
+        let at = |what: &str, from: usize, want: &str| -> usize {
+            lines
+                .iter()
+                .skip(from)
+                .position(|l| l.contains(want))
+                .map(|i| i + from)
+                .unwrap_or_else(|| panic!("json {json}: no {what} after line {from}: {lines:?}"))
+        };
+        let mut from = 0;
+        for (what, want) in [
+            ("register", "/register needs a password"),
+            ("accept", "no file is offered to you"),
+            ("cancel", "no running transfer is nothing"),
+            ("mode", "mode: unicast to bob"),
+            ("too long", "is longer than the limit"),
+        ] {
+            let who = at("who", from, "online (2): bob, bot");
+            from = at(what, who + 1, want) + 1;
+        }
+    }
+}
