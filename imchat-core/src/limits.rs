@@ -58,6 +58,14 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 50;
 pub const DEFAULT_RATE_BURST_BYTES: u32 = 1024 * 1024;
 /// Bytes of chat text per second a client may send, sustained: 1 MiB.
 pub const DEFAULT_RATE_BYTES_PER_SEC: u32 = 1024 * 1024;
+/// How many clients' rates the connections of one address share: 2. They
+/// send chat, together, at most twice one client's rate (messages and
+/// bytes, burst and sustained), so that one machine opening many
+/// connections, each within its own rate, cannot pour more into the room
+/// than a reader's queue holds ([`DEFAULT_MAX_OUTBOUND`]: 2 MiB of bursts
+/// and a frame fit in 4 MiB). A classroom behind one address typing and
+/// pasting is far below it.
+pub const DEFAULT_ADDRESS_RATE_SHARE: u32 = 2;
 /// How long a client may keep flooding above the rate before it is disconnected: 10 s.
 pub const DEFAULT_FLOOD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transfers (downloads plus pushes, each direction) one client may have running at once: 8.
@@ -345,6 +353,11 @@ pub struct Limits {
     pub rate_bytes_per_sec: u32,
     /// Continuous flooding tolerated before disconnecting ([`DEFAULT_FLOOD_TIMEOUT`]).
     pub flood_timeout: Duration,
+    /// The connections of one address together send chat at most this
+    /// many times one client's rate ([`DEFAULT_ADDRESS_RATE_SHARE`]); over
+    /// it they are all read more slowly, none disconnected for it. 0: no
+    /// cap per address (each connection keeps its own rate).
+    pub address_rate_share: u32,
     /// Concurrent transfers per client ([`DEFAULT_MAX_TRANSFERS`]).
     pub max_transfers: usize,
     /// Downloads streamed at once over all clients ([`DEFAULT_MAX_DOWNLOADS`]).
@@ -413,6 +426,7 @@ impl Default for Limits {
             rate_burst_bytes: DEFAULT_RATE_BURST_BYTES,
             rate_bytes_per_sec: DEFAULT_RATE_BYTES_PER_SEC,
             flood_timeout: DEFAULT_FLOOD_TIMEOUT,
+            address_rate_share: DEFAULT_ADDRESS_RATE_SHARE,
             max_downloads: DEFAULT_MAX_DOWNLOADS,
             transfer_idle_timeout: DEFAULT_TRANSFER_IDLE_TIMEOUT,
             offer_timeout: DEFAULT_OFFER_TIMEOUT,

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use clap::Args;
 use imchat_core::{
-    Limits, LimitsError, DEFAULT_AUTH_ATTEMPTS, DEFAULT_AUTH_WINDOW, DEFAULT_CHUNK_SIZE,
-    DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HISTORY_AGE,
-    DEFAULT_HISTORY_COUNT, DEFAULT_JOINS_PER_ADDRESS, DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME,
-    DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND, DEFAULT_MAX_PENDING,
-    DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT, DEFAULT_MAX_TRANSFERS,
-    DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES,
+    Limits, LimitsError, DEFAULT_ADDRESS_RATE_SHARE, DEFAULT_AUTH_ATTEMPTS, DEFAULT_AUTH_WINDOW,
+    DEFAULT_CHUNK_SIZE, DEFAULT_FLOOD_TIMEOUT, DEFAULT_GRACE, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_COUNT, DEFAULT_JOINS_PER_ADDRESS,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CLIENTS,
+    DEFAULT_MAX_DOWNLOADS, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, DEFAULT_MAX_OUTBOUND,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_PER_ADDRESS, DEFAULT_MAX_PUSH_SIZE, DEFAULT_MAX_TEXT,
+    DEFAULT_MAX_TRANSFERS, DEFAULT_OFFER_TIMEOUT, DEFAULT_RATE_BURST, DEFAULT_RATE_BURST_BYTES,
     DEFAULT_RATE_BYTES_PER_SEC, DEFAULT_RATE_PER_SEC, DEFAULT_TRANSFER_IDLE_TIMEOUT,
 };
 
@@ -103,6 +103,11 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_FLOOD_TIMEOUT.as_secs_f64())]
     flood_timeout_secs: f64,
 
+    /// The connections of one IP address (an IPv6 /64) together send chat at most N times
+    /// one client's rate (over it they are all read later; 0 = each keeps its own rate only).
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_ADDRESS_RATE_SHARE)]
+    address_rate_share: u32,
+
     /// File transfers (downloads plus pushes) one client may have running at once.
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_MAX_TRANSFERS)]
     max_transfers: usize,
@@ -168,6 +173,7 @@ impl Default for LimitArgs {
             rate_burst_bytes: l.rate_burst_bytes,
             rate_bytes_per_sec: l.rate_bytes_per_sec,
             flood_timeout_secs: l.flood_timeout.as_secs_f64(),
+            address_rate_share: l.address_rate_share,
             max_transfers: l.max_transfers,
             max_downloads: l.max_downloads,
             transfer_idle_secs: l.transfer_idle_timeout.as_secs_f64(),
@@ -254,6 +260,7 @@ impl LimitArgs {
             rate_burst_bytes: a.rate_burst_bytes,
             rate_bytes_per_sec: a.rate_bytes_per_sec,
             flood_timeout: secs("flood-timeout-secs", a.flood_timeout_secs)?,
+            address_rate_share: a.address_rate_share,
             max_transfers: a.max_transfers,
             max_downloads: a.max_downloads,
             transfer_idle_timeout: secs("transfer-idle-secs", a.transfer_idle_secs)?,

@@ -95,7 +95,10 @@ impl Server {
                 &["--cluster-lease-secs", LEASE_SECS][..]
             })
             .args(["--grace-secs", &grace.to_string()])
+            // Every peer of these tests comes from 127.0.0.1: no caps
+            // per address (they have tests of their own).
             .args(["--max-per-address", "1000", "--max-joins-per-address", "0"])
+            .args(["--address-rate-share", "0"])
             .args(args)
             .env("IMCHAT_REDIS_URL", redis_url)
             .envs(env.iter().copied())

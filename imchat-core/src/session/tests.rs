@@ -1834,6 +1834,80 @@ fn a_burst_of_long_messages_is_slowed_by_its_bytes() {
     assert!(hub.is_joined(c));
 }
 
+/// Connections from `ip`, each joined as `name0`, `name1`, ….
+fn joined_from(hub: &mut Hub, ip: &str, name: &str, n: usize, now: Instant) -> Vec<ClientId> {
+    (0..n)
+        .map(|i| {
+            let c = hub.handle_connect_from(ip.parse().unwrap(), now);
+            hello(hub, c, &format!("{name}{i}"), now);
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn the_connections_of_one_address_share_twice_one_client_s_rate() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let a = joined_from(&mut hub, "192.0.2.1", "a", 3, t0);
+    let b = joined_from(&mut hub, "192.0.2.9", "b", 1, t0)[0];
+    answers(&mut hub);
+    let chat = || chat_to_all("x");
+    // Two bursts of 100, from two connections, are the address's 200.
+    for &c in &a[..2] {
+        for _ in 0..100 {
+            hub.handle_message(c, chat(), t0);
+        }
+        assert_eq!(hub.throttle(c), None);
+    }
+    // One more, from a third connection well within its own rate, puts
+    // the address in debt: all its connections wait, another address not.
+    hub.handle_message(a[2], chat(), t0);
+    for &c in &a {
+        let until = hub.throttle(c).expect("the address is over its rate");
+        assert!(
+            until > t0 && until <= t0 + Duration::from_millis(15),
+            "{until:?}"
+        );
+    }
+    hub.handle_message(b, chat(), t0);
+    assert_eq!(hub.throttle(b), None);
+    // Read when told, round after round for 12 s: slowed to the address's
+    // 100 a second, and nobody is cut off for it.
+    let mut now = t0;
+    let mut sent = 0u32;
+    while now < t0 + Duration::from_secs(12) {
+        for &c in &a {
+            now = now.max(hub.throttle(c).unwrap_or(now));
+            hub.handle_message(c, chat(), now);
+            sent += 1;
+        }
+    }
+    answers(&mut hub);
+    assert!(
+        a.iter().all(|&c| hub.is_joined(c)),
+        "cut off for the address's rate"
+    );
+    assert!((1150..=1250).contains(&sent), "{sent} messages in 12 s");
+}
+
+#[test]
+fn without_a_share_per_address_each_connection_keeps_its_own_rate() {
+    let mut hub = admission_hub(Limits {
+        address_rate_share: 0,
+        ..Limits::default()
+    });
+    let t0 = Instant::now();
+    let a = joined_from(&mut hub, "192.0.2.1", "a", 3, t0);
+    answers(&mut hub);
+    for &c in &a {
+        for _ in 0..100 {
+            hub.handle_message(c, chat_to_all("x"), t0);
+        }
+        assert_eq!(hub.throttle(c), None);
+    }
+}
+
 #[test]
 fn a_long_file_list_costs_its_asker_rate_budget() {
     let mut net = three();

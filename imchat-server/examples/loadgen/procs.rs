@@ -137,6 +137,8 @@ impl Proc {
             .arg("0")
             .arg("--max-joins-per-address")
             .arg("0")
+            .arg("--address-rate-share")
+            .arg("0")
             .arg("--max-pending")
             .arg("0");
         if o.rate_off {

@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::{ClientId, Conn, Hub, Phase, TokenBucket};
+use super::{Bucket, ClientId, Conn, Hub, Phase, TokenBucket};
 use crate::message::RefuseCode;
 
 /// Addresses whose new users are counted at once: past it, those whose
@@ -127,6 +127,10 @@ impl Hub {
         self.pending.insert(id);
         if let Some(ip) = peer.map(address_key) {
             *self.per_address.entry(ip).or_default() += 1;
+            let rates = super::rate::address_rates(&self.limits);
+            self.address_buckets
+                .entry(ip)
+                .or_insert_with(|| Bucket::full(&rates, now));
         }
         id
     }

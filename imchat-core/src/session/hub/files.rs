@@ -99,12 +99,11 @@ impl Hub {
     /// Answers a [`HubEvent::FilesRequested`] with the shared folder's files.
     /// A long list is split over several frames that each fit the frame limit.
     pub fn answer_files(&mut self, client: ClientId, request: FilesRequest, files: Vec<FileEntry>) {
-        let Some(conn) = self.conns.get_mut(&client) else {
+        if !self.conns.contains_key(&client) {
             return;
-        };
+        }
         // A long list costs more than the request paid for.
-        conn.bucket
-            .charge(Cost::request(files.len()), Cost::request(0));
+        self.charge_extra(client, Cost::request(files.len()), Cost::request(0));
         match request {
             FilesRequest::Access => self.send(
                 client,

@@ -35,6 +35,7 @@ mod presence;
 /// Why a push ends when its server shuts down, for its pusher and receivers.
 const SHUTDOWN_PUSH: &str = "the server shut down";
 
+use crate::session::bucket::Bucket;
 pub use admission::address_key;
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
 pub use cluster::ClusterEvent;
@@ -98,6 +99,9 @@ pub struct Hub {
     pending: BTreeSet<ClientId>,
     /// Connections (handshaking or joined) from each address.
     per_address: HashMap<IpAddr, usize>,
+    /// The chat rate each address's connections share
+    /// ([`Limits::address_rate_share`]), while it has any.
+    address_buckets: HashMap<IpAddr, Bucket>,
     names: HashMap<String, ClientId>,
     /// The joined connections, sorted: shared by every broadcast until the
     /// room changes. Rebuilt when next needed after a join or leave
@@ -182,6 +186,7 @@ impl Hub {
             conns: HashMap::new(),
             pending: BTreeSet::new(),
             per_address: HashMap::new(),
+            address_buckets: HashMap::new(),
             names: HashMap::new(),
             members: Arc::from(Vec::new()),
             members_stale: false,
@@ -314,6 +319,7 @@ impl Hub {
                 *n -= 1;
                 if *n == 0 {
                     self.per_address.remove(&ip);
+                    self.address_buckets.remove(&ip);
                 }
             }
         }
@@ -747,6 +753,7 @@ impl Hub {
         self.conns.clear();
         self.pending.clear();
         self.per_address.clear();
+        self.address_buckets.clear();
         self.names.clear();
         // A store keeps the sessions: a restarted server offers them a resume.
         self.sessions.clear();
@@ -805,6 +812,14 @@ impl Hub {
             return Err(format!(
                 "{counted} counted per address, {with_peer} with one"
             ));
+        }
+        if self.address_buckets.len() != self.per_address.len()
+            || self
+                .per_address
+                .keys()
+                .any(|ip| !self.address_buckets.contains_key(ip))
+        {
+            return Err("an address's shared rate does not match its connections".into());
         }
         for ((from, _), r) in &self.relays {
             if r.inbound.is_some() || *from == remote_push::REMOTE_PUSHER {

@@ -56,6 +56,24 @@ pub(super) enum Take {
     Flooding,
 }
 
+/// The rates the connections of one address share: the client's, times
+/// [`Limits::address_rate_share`].
+pub(super) fn address_rates(limits: &Limits) -> Rates {
+    let share = f64::from(limits.address_rate_share);
+    let one = rates(limits);
+    Rates {
+        burst: one.burst * share,
+        per_sec: one.per_sec * share,
+        burst_bytes: one.burst_bytes * share,
+        bytes_per_sec: one.bytes_per_sec * share,
+    }
+}
+
+/// Whether the connections of an address share a rate.
+fn address_capped(limits: &Limits) -> bool {
+    limits.rate_per_sec > 0 && limits.address_rate_share > 0
+}
+
 /// The rates a hub's limits set.
 fn rates(limits: &Limits) -> Rates {
     Rates {
@@ -114,10 +132,53 @@ impl TokenBucket {
 
 impl Hub {
     /// When the reader of `client` may read again: `Some(t)` while the client
-    /// is over its rate (it is slowed by being read later, not cut off).
+    /// is over its rate, or its address over the rate its connections
+    /// share (it is slowed by being read later, not cut off).
     #[must_use]
     pub fn throttle(&self, client: ClientId) -> Option<Instant> {
-        self.conns.get(&client)?.bucket.ready_at(&self.limits)
+        let own = self.conns.get(&client)?.bucket.ready_at(&self.limits);
+        let shared = self.address_ready_at(client);
+        own.max(shared)
+    }
+
+    /// When the address of `client` is out of debt, if it is in debt.
+    fn address_ready_at(&self, client: ClientId) -> Option<Instant> {
+        if !address_capped(&self.limits) {
+            return None;
+        }
+        let bucket = self.address_buckets.get(&self.address_of(client)?)?;
+        let secs = bucket.secs_until(&address_rates(&self.limits), 0.0, 0.0);
+        (secs > 0.0).then(|| bucket.at + Duration::from_secs_f64(secs))
+    }
+
+    /// Charges what a request of `client` turned out to cost beyond what
+    /// it `paid`, to it and to its address (see [`TokenBucket::charge`]).
+    pub(super) fn charge_extra(&mut self, client: ClientId, cost: Cost, paid: Cost) {
+        let Some(c) = self.conns.get_mut(&client) else {
+            return;
+        };
+        c.bucket.charge(cost, paid);
+        let extra = Cost {
+            messages: (cost.messages - paid.messages).max(0.0),
+            bytes: (cost.bytes - paid.bytes).max(0.0),
+        };
+        let now = self.clock;
+        self.charge_address(client, extra, now);
+    }
+
+    /// Charges `cost` to the rate `client`'s address shares.
+    pub(super) fn charge_address(&mut self, client: ClientId, cost: Cost, now: Instant) {
+        if !address_capped(&self.limits) {
+            return;
+        }
+        let Some(ip) = self.address_of(client) else {
+            return;
+        };
+        let rates = address_rates(&self.limits);
+        if let Some(bucket) = self.address_buckets.get_mut(&ip) {
+            bucket.refill(&rates, now);
+            bucket.charge(cost.messages, cost.bytes);
+        }
     }
 
     /// Charges `cost` to the client. Returns true when the client has been
@@ -127,6 +188,7 @@ impl Hub {
             return false;
         };
         if c.bucket.take(&self.limits, cost, now) == Take::Allowed {
+            self.charge_address(client, cost, now);
             return false;
         }
         let secs = self.limits.flood_timeout.as_secs();
