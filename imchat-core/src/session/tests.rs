@@ -3015,6 +3015,35 @@ fn a_client_kicked_while_away_is_told_why_its_session_was_not_resumed() {
 }
 
 #[test]
+fn a_client_dropped_for_reading_too_slowly_is_told_so_when_it_comes_back() {
+    let grace = Limits::default().grace;
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    let alice = net.clients[0].0;
+    net.hub.evict(alice);
+    net.pump();
+    net.cut(0);
+    net.reconnect(0);
+    let events = net.take(0);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ContinuityLost { reason }
+            if reason.contains("did not read fast enough"))),
+        "{events:?}"
+    );
+    // Past the grace period it is an expired session like any other.
+    let bob = net.clients[1].0;
+    net.hub.evict(bob);
+    net.pump();
+    net.cut(1);
+    net.advance(grace + Duration::from_secs(1));
+    net.reconnect(1);
+    assert!(net.take(1).contains(&ClientEvent::ContinuityLost {
+        reason: "session expired".into()
+    }));
+}
+
+#[test]
 fn a_quit_leaves_at_once_whatever_the_grace() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
     net.s(0).quit("bye");

@@ -92,6 +92,11 @@ pub(super) struct Session {
     pub(super) peer: Option<IpAddr>,
 }
 
+/// Why a session ended by [`Hub::evict`] was not resumed, as its client
+/// is told when it comes back within the grace period.
+const EVICTED_TEXT: &str =
+    "the server dropped it: your client did not read fast enough (its queue overflowed)";
+
 impl Hub {
     /// Gives the hub its source of resume tokens: 16 bytes from a
     /// cryptographically secure generator per call (the server uses the
@@ -602,6 +607,11 @@ impl Hub {
             let key = self.key(&user);
             self.kicked
                 .insert(key, (text.clone(), now + self.limits.grace));
+        } else if reason == LeaveReason::EVICTED && self.resume_enabled() {
+            // Its client comes back asking for a session that was just
+            // ended: why, rather than "session expired".
+            let key = self.key(&user);
+            self.evicted.insert(key, now + self.limits.grace);
         }
         let entry = self.log_presence(
             LogEvent::Left {
@@ -1000,9 +1010,14 @@ impl Hub {
     /// earlier session of that name is no longer what a resume is told.
     /// Returns the kick's text if it is recent (its grace has not run out).
     pub(super) fn forget_kick(&mut self, key: &str, now: Instant) -> Option<String> {
+        let evicted = self
+            .evicted
+            .remove(key)
+            .filter(|until| *until > now)
+            .map(|_| EVICTED_TEXT.to_string());
         let recent = self.recent_kick(key, now);
         self.kicked.remove(key);
-        recent
+        recent.or(evicted)
     }
 
     /// The text of a kick of name key `key` within the grace period before
@@ -1017,6 +1032,7 @@ impl Hub {
     /// Forgets kicks whose grace ran out.
     pub(super) fn expire_kicks(&mut self, now: Instant) {
         self.kicked.retain(|_, (_, until)| *until > now);
+        self.evicted.retain(|_, until| *until > now);
     }
 
     /// Ends the session of `key`: it left, kicked (with that text) or for

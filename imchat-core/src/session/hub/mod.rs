@@ -147,6 +147,10 @@ pub struct Hub {
     /// kick's text, and until when a `Hello` that asks to resume that
     /// name is told it (the grace period from the kick).
     kicked: HashMap<String, (String, Instant)>,
+    /// Name keys whose session was ended for a queue that overflowed
+    /// ([`Hub::evict`]), until their grace period would have run out: a
+    /// resume is told why it was not.
+    evicted: HashMap<String, Instant>,
     /// Failed resume attempts per address: when the window started, how many.
     resume_failures: HashMap<Option<IpAddr>, (Instant, u32)>,
     /// New users per address: when the window started, how many.
@@ -208,6 +212,7 @@ impl Hub {
             prior_epoch: None,
             sessions: HashMap::new(),
             kicked: HashMap::new(),
+            evicted: HashMap::new(),
             resume_failures: HashMap::new(),
             joins: HashMap::new(),
             wall_clock: (Instant::now(), 0),
