@@ -914,6 +914,18 @@ fn answered_here(cmd: &Command) -> bool {
     }
 }
 
+/// What the user is told of a request this client refused (nothing was
+/// sent). A text over the limit says its unit, as the server's own
+/// refusal does (`… longer than the limit of 65536 bytes`).
+fn usage_line(e: &UsageError) -> String {
+    match e {
+        UsageError::TextTooLong { len, max } => {
+            format!("message of {len} bytes is longer than the limit of {max} bytes")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The error for a message given up before the server acknowledged it.
 fn not_sent_line(to: &Recipient, text: &str) -> String {
     let mut quoted: String = text.chars().take(QUOTE_MAX).collect();
@@ -2080,7 +2092,7 @@ impl Conn {
         if let Err(e) = result {
             // Refused here, nothing sent: after the earlier answers too.
             self.catch_up();
-            self.app.error(&e.to_string());
+            self.app.error(&usage_line(&e));
         }
         Flow::Continue
     }
@@ -2293,7 +2305,7 @@ impl Conn {
         self.handle(drained);
         if let Err(e) = result {
             self.catch_up();
-            self.app.error(&e.to_string());
+            self.app.error(&usage_line(&e));
         }
     }
 
@@ -2367,7 +2379,7 @@ impl Conn {
         self.handle(drained);
         let id = match result {
             Ok(id) => id,
-            Err(e) => return self.app.error(&e.to_string()),
+            Err(e) => return self.app.error(&usage_line(&e)),
         };
         if let Some(view) = shown {
             self.app.view.transfer(&view);
@@ -3046,6 +3058,19 @@ mod tests {
         );
         // No answer seen (a push to one user, auto-accepted): as before.
         assert_eq!(sent_line(&name, 1, 0), "sent big.bin to 1 user(s)");
+    }
+
+    #[test]
+    fn a_text_over_the_limit_says_the_unit_of_the_limit() {
+        let e = UsageError::TextTooLong {
+            len: 65537,
+            max: 65536,
+        };
+        assert_eq!(
+            usage_line(&e),
+            "message of 65537 bytes is longer than the limit of 65536 bytes"
+        );
+        assert_eq!(usage_line(&UsageError::NotConnected), "not connected");
     }
 
     #[test]

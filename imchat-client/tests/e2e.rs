@@ -849,7 +849,12 @@ fn an_overlong_message_is_refused_and_the_connection_kept() {
     let bob = w.client("bob");
     let long = "x".repeat(imchat_core::DEFAULT_MAX_TEXT + 1);
     alice.send(&long);
-    alice.expect_prefix("error: ");
+    // The limit with its unit, as the server says it.
+    alice.expect_line(&format!(
+        "error: message of {} bytes is longer than the limit of {} bytes",
+        long.len(),
+        imchat_core::DEFAULT_MAX_TEXT
+    ));
     alice.send("short one");
     bob.expect_line("<alice> short one");
     bob.assert_no_line("the overlong message", |l| l.contains("xxxxxxxx"));
