@@ -98,7 +98,17 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
 /// ```
 #[must_use]
 pub fn inert(text: &str) -> Cow<'_, str> {
-    let suspect = |c: char| (c != '\t' && is_unsafe_char(c)) || is_hidden_char(c) || is_tag(c);
+    // The common case, printable ASCII (and tabs), without decoding.
+    if text.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t')) {
+        return Cow::Borrowed(text);
+    }
+    let suspect = |c: char| {
+        if c.is_ascii() {
+            c != '\t' && c.is_ascii_control()
+        } else {
+            is_unsafe_char(c) || is_hidden_char(c) || is_tag(c)
+        }
+    };
     if !text.chars().any(suspect) {
         return Cow::Borrowed(text);
     }
@@ -188,6 +198,27 @@ mod tests {
             "ᠠ\u{180b}ᠢ",
         ] {
             assert_eq!(inert(text), text, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn printable_ascii_is_borrowed_and_its_edges_are_escaped() {
+        use std::borrow::Cow;
+        let printable: String = (' '..='~').chain(['\t']).collect();
+        assert!(matches!(inert(&printable), Cow::Borrowed(_)));
+        assert!(matches!(inert(""), Cow::Borrowed(_)));
+        assert!(matches!(inert("zoë\tok"), Cow::Borrowed(_)));
+        let cases = [
+            ("ascii\x7f", "ascii^?"),
+            ("\x1bx", "^[x"),
+            ("\x1f~", "^_~"),
+            ("\0 ", "^@ "),
+            ("x\u{80}", "x\\u{0080}"),
+            ("x\u{200b}", "x\\u{200b}"),
+            ("plain words then\u{e0041}", "plain words then\\u{e0041}"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(inert(input), want, "{input:?}");
         }
     }
 
