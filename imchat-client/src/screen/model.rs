@@ -52,14 +52,18 @@ pub struct Shown {
 impl Shown {
     /// How many rows it takes at `width` columns for `me`.
     pub fn height(&self, me: &str, width: u16) -> usize {
-        match self.rows.get() {
-            Some((w, rows)) if w == width => rows,
-            _ => {
-                let rows = render::entry_rows(self, me, width).len();
-                self.rows.set(Some((width, rows)));
-                rows
-            }
-        }
+        self.cached_height(width).unwrap_or_else(|| {
+            let rows = render::entry_height(self, me, width);
+            self.rows.set(Some((width, rows)));
+            rows
+        })
+    }
+
+    /// Its rows at `width` columns, if counted at that width already.
+    pub fn cached_height(&self, width: u16) -> Option<usize> {
+        self.rows
+            .get()
+            .and_then(|(w, rows)| (w == width).then_some(rows))
     }
 }
 

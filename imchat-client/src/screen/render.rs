@@ -2,6 +2,7 @@
 //! area, the status line and the input, drawn from the [`Model`] each frame.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -58,7 +59,9 @@ pub fn nick_color(name: &str) -> Color {
 /// The columns a grapheme takes, as the terminal (and ratatui) draws it:
 /// graphemes with control characters are not drawn.
 pub fn grapheme_width(g: &str) -> usize {
-    if g.contains(char::is_control) {
+    if let [byte] = g.as_bytes() {
+        usize::from(!byte.is_ascii_control())
+    } else if g.contains(char::is_control) {
         0
     } else if g.len() == 1 {
         1
@@ -69,7 +72,7 @@ pub fn grapheme_width(g: &str) -> usize {
 
 /// The columns a text takes.
 pub fn text_width(text: &str) -> usize {
-    text.graphemes(true).map(grapheme_width).sum()
+    Graphemes::new(text).map(|(_, g)| grapheme_width(g)).sum()
 }
 
 /// `text` with each tab expanded to the blanks that reach the next tab
@@ -85,7 +88,7 @@ fn expand_tabs(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len() + TAB_STOP);
     let mut col = 0;
     // A tab is a grapheme of its own (Unicode breaks around controls).
-    for g in text.graphemes(true) {
+    for (_, g) in Graphemes::new(text) {
         if g == "\t" {
             let blanks = TAB_STOP - col % TAB_STOP;
             out.extend(std::iter::repeat_n(' ', blanks));
@@ -111,7 +114,7 @@ fn loose_joiners(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
-    for g in text.graphemes(true) {
+    for (_, g) in Graphemes::new(text) {
         match g.strip_suffix(ZWJ) {
             Some(base) => {
                 out.push_str(base);
@@ -199,11 +202,12 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     // The status is cut at the right; the question of a long paste wraps,
     // whole, since its end says how to answer it.
     let status_lines = if model.asking_paste() {
-        wrap(
-            &[(model.status_line(), Style::new())],
+        Wrapped::new(
+            vec![(Cow::Owned(model.status_line()), Style::new())],
             usize::from(area.width),
             0,
         )
+        .lines()
     } else {
         vec![Line::from(model.status_line())]
     };
@@ -247,25 +251,35 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
 }
 
 /// The chat rows that show in `pane`, from the model's scroll position.
+/// Only the rows drawn are made; an entry below them is only counted.
 fn chat_rows(model: &Model, pane: Rect) -> Vec<Line<'static>> {
     let height = usize::from(pane.height);
     let mut skip = model.scroll();
     let mut rows: Vec<Line<'static>> = Vec::with_capacity(height);
-    'entries: for shown in model.entries().iter().rev() {
-        let rows_of_entry = shown.height(model.me(), pane.width);
+    if height == 0 {
+        return rows;
+    }
+    for shown in model.entries().iter().rev() {
+        if let Some(rows_of_entry) = shown.cached_height(pane.width) {
+            if skip >= rows_of_entry {
+                skip -= rows_of_entry;
+                continue;
+            }
+        }
+        let wrapped = entry_wrapped(shown, model.me(), pane.width);
+        let rows_of_entry = wrapped.height();
+        shown.rows.set(Some((pane.width, rows_of_entry)));
         if skip >= rows_of_entry {
             skip -= rows_of_entry;
             continue;
         }
-        for row in entry_rows(shown, model.me(), pane.width).into_iter().rev() {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            rows.push(row);
-            if rows.len() == height {
-                break 'entries;
-            }
+        // Its rows from the bottom, less those scrolled past.
+        let bottom = rows_of_entry - skip;
+        let top = bottom.saturating_sub(height - rows.len());
+        skip = 0;
+        rows.extend((top..bottom).rev().map(|i| wrapped.line(i)));
+        if rows.len() == height {
+            break;
         }
     }
     rows.reverse();
@@ -387,22 +401,36 @@ pub fn input_rows(
 
 /// An entry's rows at `width` columns: the first with the time and the
 /// sender, the others indented under the text.
-pub fn entry_rows(shown: &Shown, me: &str, width: u16) -> Vec<Line<'static>> {
+/// How many rows an entry takes at `width` columns.
+pub fn entry_height(shown: &Shown, me: &str, width: u16) -> usize {
+    entry_wrapped(shown, me, width).height()
+}
+
+/// An entry laid out at `width` columns.
+fn entry_wrapped<'a>(shown: &'a Shown, me: &str, width: u16) -> Wrapped<'a> {
     let (parts, indent) = entry_parts(shown, me);
-    wrap(&parts, usize::from(width.max(1)), indent)
+    Wrapped::new(parts, usize::from(width.max(1)), indent)
+}
+
+/// A text of an entry as drawn: loose joiners shown, tabs expanded;
+/// borrowed when neither is there.
+fn shown_text(text: &str) -> Cow<'_, str> {
+    match loose_joiners(text) {
+        Cow::Borrowed(text) => expand_tabs(text),
+        Cow::Owned(text) => Cow::Owned(expand_tabs(&text).into_owned()),
+    }
 }
 
 /// The styled parts of an entry, and the width of its prefix (what the
 /// continuation rows are indented by).
-fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
+fn entry_parts<'a>(shown: &'a Shown, me: &str) -> (Vec<(Cow<'a, str>, Style)>, usize) {
     let dim = Style::new().add_modifier(Modifier::DIM);
     let magenta = Style::new().fg(Color::Magenta);
     let mut parts = vec![(
-        format!("{} ", shown.stamp),
+        Cow::Owned(format!("{} ", shown.stamp)),
         Style::new().fg(Color::DarkGray),
     )];
-    let text_part =
-        |text: &str, style: Style| (expand_tabs(&loose_joiners(text)).into_owned(), style);
+    let text_part = |text: &'a str, style: Style| (shown_text(text), style);
     match &shown.entry {
         Entry::Chat(chat) => {
             let history = chat.history;
@@ -422,21 +450,21 @@ fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
             };
             if chat.action {
                 parts.push(("* ".into(), Style::new()));
-                parts.push((chat.from.clone(), nick));
+                parts.push((Cow::Borrowed(chat.from.as_str()), nick));
                 parts.push((" ".into(), Style::new()));
                 let indent = prefix_width(&parts);
                 parts.push(text_part(&chat.text, text_style));
                 if let Some(marker) = marker {
                     parts.push((" ".into(), Style::new()));
-                    parts.push((marker, magenta));
+                    parts.push((Cow::Owned(marker), magenta));
                 }
                 return (dimmed(parts, history, dim), indent);
             }
             parts.push(("<".into(), Style::new()));
-            parts.push((chat.from.clone(), nick));
+            parts.push((Cow::Borrowed(chat.from.as_str()), nick));
             parts.push(("> ".into(), Style::new()));
             if let Some(marker) = marker {
-                parts.push((marker, magenta));
+                parts.push((Cow::Owned(marker), magenta));
                 parts.push((" ".into(), Style::new()));
             }
             let indent = prefix_width(&parts);
@@ -464,22 +492,196 @@ fn entry_parts(shown: &Shown, me: &str) -> (Vec<(String, Style)>, usize) {
     }
 }
 
-fn prefix_width(parts: &[(String, Style)]) -> usize {
+fn prefix_width(parts: &[(Cow<'_, str>, Style)]) -> usize {
     parts.iter().map(|(text, _)| text_width(text)).sum()
 }
 
-fn dimmed(parts: Vec<(String, Style)>, history: bool, dim: Style) -> Vec<(String, Style)> {
+fn dimmed(
+    parts: Vec<(Cow<'_, str>, Style)>,
+    history: bool,
+    dim: Style,
+) -> Vec<(Cow<'_, str>, Style)> {
     if !history {
         return parts;
     }
     parts.into_iter().map(|(t, s)| (t, s.patch(dim))).collect()
 }
 
+/// The graphemes of a text with their byte offsets, as
+/// `text.grapheme_indices(true)` gives them, but a printable ASCII byte
+/// that another ASCII byte follows is taken alone without asking the
+/// segmenter (nothing joins it to its neighbours then): a long chat
+/// text is mostly such bytes.
+struct Graphemes<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Graphemes<'a> {
+    fn new(text: &'a str) -> Self {
+        Graphemes { text, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Graphemes<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<(usize, &'a str)> {
+        let bytes = self.text.as_bytes();
+        let at = self.at;
+        let &b = bytes.get(at)?;
+        let alone = b.is_ascii() && b != b'\r' && bytes.get(at + 1).is_none_or(u8::is_ascii);
+        let len = if alone {
+            1
+        } else {
+            // From a grapheme boundary, the segmenter finds the same
+            // next boundary in the rest of the text as in the whole.
+            self.text[at..].graphemes(true).next().map_or(1, str::len)
+        };
+        self.at = at + len;
+        Some((at, &self.text[at..at + len]))
+    }
+}
+
+/// Styled text laid out in rows: each row a range of byte offsets into
+/// the parts' texts put end to end.
+struct Wrapped<'a> {
+    parts: Vec<(Cow<'a, str>, Style)>,
+    indent: usize,
+    rows: Vec<Range<usize>>,
+}
+
+impl<'a> Wrapped<'a> {
+    /// Wraps styled text at `width` columns, breaking after a blank of
+    /// the text where one is on the row (the prefix of `indent` columns is
+    /// never broken there), else between graphemes. Continuation rows
+    /// start with `indent` blanks, or none when that would leave less than
+    /// half the row. Only where the rows start and end is worked out here
+    /// ([`Wrapped::line`] makes a row's spans), in one pass.
+    fn new(parts: Vec<(Cow<'a, str>, Style)>, width: usize, indent: usize) -> Self {
+        let width = width.max(1);
+        let indent = if indent * 2 <= width { indent } else { 0 };
+        let mut rows = Vec::new();
+        // The current row: where it starts, the columns its cells take
+        // (every cell takes one or more, so none means an empty row), and
+        // where it may break: just after its last blank, with the columns
+        // up to there.
+        let mut start = 0;
+        let mut used = 0;
+        let mut last_break: Option<(usize, usize)> = None;
+        // The columns of all the cells before (where blanks start to break).
+        let mut col = 0;
+        let mut base = 0;
+        for (text, _) in &parts {
+            for (i, g) in Graphemes::new(text) {
+                let w = grapheme_width(g);
+                if w == 0 {
+                    continue;
+                }
+                let at = base + i;
+                let blank = g == " ";
+                let breaks = blank && col >= indent;
+                col += w;
+                let room = if rows.is_empty() {
+                    width
+                } else {
+                    width - indent
+                };
+                if used + w > room && used > 0 {
+                    if breaks {
+                        // A blank at the break is swallowed.
+                        rows.push(start..at);
+                        start = at + g.len();
+                        used = 0;
+                        last_break = None;
+                        continue;
+                    }
+                    if let Some((after, before)) = last_break.take() {
+                        rows.push(start..after);
+                        start = after;
+                        used -= before;
+                    }
+                    if used + w > width - indent && used > 0 {
+                        rows.push(start..at);
+                        start = at;
+                        used = 0;
+                    }
+                }
+                used += w;
+                if breaks {
+                    last_break = Some((at + g.len(), used));
+                }
+            }
+            base += text.len();
+        }
+        if used > 0 || rows.is_empty() {
+            rows.push(start..base);
+        }
+        Wrapped {
+            parts,
+            indent,
+            rows,
+        }
+    }
+
+    /// How many rows.
+    fn height(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Row `i` (< [`Wrapped::height`]): its indent, then its cells, in
+    /// one span per run of a style.
+    fn line(&self, i: usize) -> Line<'static> {
+        let range = &self.rows[i];
+        let mut spans: Vec<Span<'static>> = Vec::new();
+        if i > 0 && self.indent > 0 {
+            spans.push(Span::raw(" ".repeat(self.indent)));
+        }
+        let mut base = 0;
+        for (text, style) in &self.parts {
+            let end = base + text.len();
+            if end > range.start && base < range.end {
+                let from = range.start.max(base) - base;
+                let to = range.end.min(end) - base;
+                for (_, g) in Graphemes::new(&text[from..to]) {
+                    if grapheme_width(g) == 0 {
+                        continue;
+                    }
+                    match spans.last_mut() {
+                        Some(last) if last.style == *style => {
+                            last.content.to_mut().push_str(g);
+                        }
+                        _ => spans.push(Span::styled(g.to_owned(), *style)),
+                    }
+                }
+            }
+            base = end;
+            if base >= range.end {
+                break;
+            }
+        }
+        Line::from(spans)
+    }
+
+    /// All the rows.
+    fn lines(&self) -> Vec<Line<'static>> {
+        (0..self.height()).map(|i| self.line(i)).collect()
+    }
+}
+
+/// The wrapping as it was, one cell per grapheme, that [`Wrapped`] must
+/// give the same rows as.
+///
 /// Wraps styled text at `width` columns, breaking after a blank of the
 /// text where one is on the row (the prefix of `indent` columns is never
 /// broken there), else between graphemes. Continuation rows start with
 /// `indent` blanks, or none when that would leave less than half the row.
-fn wrap(parts: &[(String, Style)], width: usize, indent: usize) -> Vec<Line<'static>> {
+#[cfg(test)]
+fn wrap_reference(
+    parts: &[(Cow<'_, str>, Style)],
+    width: usize,
+    indent: usize,
+) -> Vec<Line<'static>> {
     struct Cell<'a> {
         g: &'a str,
         style: Style,
@@ -568,6 +770,163 @@ mod tests {
     use std::time::Instant;
 
     const FAMILY: &str = "👨\u{200d}👩\u{200d}👧";
+
+    /// Pieces of text that Unicode's grapheme rules or the widths make
+    /// tricky, for texts made up of them.
+    const TRICKY: [&str; 26] = [
+        " ",
+        " ",
+        "  ",
+        "a",
+        "bc",
+        "word",
+        "日",
+        "本語",
+        "👍",
+        FAMILY,
+        "e\u{301}",
+        "\u{301}",
+        "\r\n",
+        "\r",
+        "\n",
+        "\t",
+        "\u{200b}",
+        "\u{1f1fa}\u{1f1f8}",
+        "\u{1f1eb}",
+        "\u{1100}",
+        "\u{1161}",
+        "\u{915}\u{94d}",
+        "\u{937}",
+        "\u{fe0f}",
+        "x\u{200d}",
+        "\u{200d}",
+    ];
+
+    fn tricky_text(rng: &mut fastrand::Rng, pieces: usize) -> String {
+        (0..pieces)
+            .map(|_| TRICKY[rng.usize(..TRICKY.len())])
+            .collect()
+    }
+
+    #[test]
+    fn graphemes_are_those_of_the_segmenter() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut texts: Vec<String> = TRICKY.iter().map(|t| (*t).to_owned()).collect();
+        texts.push(TRICKY.concat());
+        texts.push("\u{1f1fa}\u{1f1f8}\u{1f1eb}\u{1f1f7}\u{1f1e9}a".into());
+        texts.extend((0..2000).map(|_| tricky_text(&mut rng, 12)));
+        for text in &texts {
+            let ours: Vec<(usize, &str)> = Graphemes::new(text).collect();
+            let theirs: Vec<(usize, &str)> = text.grapheme_indices(true).collect();
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+    }
+
+    /// The chat rows as they were made: every row of every entry drawn,
+    /// the reference wrapping.
+    fn chat_rows_reference(model: &Model, pane: Rect) -> Vec<Line<'static>> {
+        let height = usize::from(pane.height);
+        let mut skip = model.scroll();
+        let mut rows: Vec<Line<'static>> = Vec::with_capacity(height);
+        'entries: for shown in model.entries().iter().rev() {
+            let (parts, indent) = entry_parts(shown, model.me());
+            let all = wrap_reference(&parts, usize::from(pane.width.max(1)), indent);
+            for row in all.into_iter().rev() {
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                rows.push(row);
+                if rows.len() == height {
+                    break 'entries;
+                }
+            }
+        }
+        rows.reverse();
+        rows
+    }
+
+    #[test]
+    fn chat_rows_at_any_scroll_are_those_of_the_reference() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut m = model();
+        for i in 0..40 {
+            let pieces = [0, 1, 5, 40, 200][i % 5];
+            let text = tricky_text(&mut rng, pieces);
+            m.show(Entry::Chat(chat("bob", &text)));
+            m.show(Entry::Notice(format!("line {i}")));
+        }
+        for (width, height) in [(30, 10), (12, 7), (80, 3), (5, 9), (1, 4)] {
+            let mut t = terminal(width, height + 2);
+            for _ in 0..25 {
+                draw_rows(&mut t, &mut m);
+                let pane = Rect::new(0, 0, width, height);
+                assert_eq!(
+                    chat_rows(&m, pane),
+                    chat_rows_reference(&m, pane),
+                    "{width}x{height} at {}",
+                    m.scroll()
+                );
+                m.handle(Action::PageUp, Instant::now());
+            }
+            m.handle(Action::ScrollBottom, Instant::now());
+        }
+    }
+
+    #[test]
+    fn rows_are_those_of_the_reference_wrapping() {
+        let styles = [
+            Style::new(),
+            Style::new().fg(Color::Red),
+            Style::new().add_modifier(Modifier::BOLD),
+        ];
+        let check = |parts: &[(Cow<'_, str>, Style)], width: usize, indent: usize| {
+            let want = wrap_reference(parts, width.max(1), indent);
+            let wrapped = Wrapped::new(parts.to_vec(), width, indent);
+            assert_eq!(
+                wrapped.height(),
+                want.len(),
+                "{parts:?} at {width}, {indent}"
+            );
+            assert_eq!(wrapped.lines(), want, "{parts:?} at {width}, {indent}");
+        };
+        let fixed = [
+            "the quick brown fox jumps over the lazy dog",
+            "x x x x x x x x x x x x x x x x x x x x",
+            "a  b   c    d     e      f",
+            "     leading and trailing blanks     ",
+            "日本語のテキストと English words mixed 👍 here",
+            "wide 日日日日日日日日日日日日 at the edge",
+            "family 👨\u{200d}👩\u{200d}👧 and flags \u{1f1fa}\u{1f1f8}\u{1f1eb}\u{1f1f7}",
+            "zero\u{200b}width e\u{301}\u{301} marks",
+            "",
+            " ",
+        ];
+        for text in fixed {
+            for width in 1..=24 {
+                for indent in [0, 1, 3, 6, 12, 30] {
+                    let parts = [
+                        (Cow::Borrowed("12:00 "), styles[1]),
+                        (Cow::Borrowed("<bob> "), styles[2]),
+                        (Cow::Borrowed(text), styles[0]),
+                    ];
+                    check(&parts, width, indent);
+                    check(&parts[2..], width, indent);
+                }
+            }
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..3000 {
+            let parts: Vec<(Cow<'_, str>, Style)> = (0..rng.usize(1..=4))
+                .map(|_| {
+                    let pieces = rng.usize(0..=20);
+                    let text = tricky_text(&mut rng, pieces);
+                    (Cow::Owned(text), styles[rng.usize(..styles.len())])
+                })
+                .collect();
+            check(&parts, rng.usize(0..=20), rng.usize(0..=12));
+        }
+    }
 
     #[test]
     fn long_lines_wrap_at_blanks_under_the_text() {
