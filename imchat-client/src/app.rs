@@ -366,6 +366,17 @@ struct Conn {
     writer_done: Mutex<Option<Receiver<()>>>,
     /// Says when the disk thread has ended (see [`Conn::wait_disk`]).
     disk_done: Mutex<Option<Receiver<()>>>,
+    /// Our chat messages sent lately: client id, recipient and the start
+    /// of the text, so that an error the server sends about one names it
+    /// ([`refused_line`]). The last `max_unacked` (the session gives up
+    /// older unacknowledged ones itself, with their own error).
+    sent_chats: Mutex<VecDeque<(u64, Recipient, String)>>,
+    max_unacked: usize,
+    /// Our message being sent and not yet shown as ours (its client id),
+    /// with the server's errors about it that came meanwhile: they are
+    /// shown after it, so its line always comes before its refusal (see
+    /// [`chat`](Self::chat)).
+    unechoed: Mutex<Option<(u64, Vec<ClientEvent>)>>,
     /// Jobs handed to the disk thread and not yet done: a transfer ends
     /// (its line shown, a failure counted) when its job is done, not when
     /// it leaves the list of running transfers.
@@ -926,18 +937,41 @@ fn usage_line(e: &UsageError) -> String {
     }
 }
 
-/// The error for a message given up before the server acknowledged it.
-fn not_sent_line(to: &Recipient, text: &str) -> String {
+/// The start of a message's text, as an error quotes it.
+fn quote(text: &str) -> String {
     let mut quoted: String = text.chars().take(QUOTE_MAX).collect();
     if text.chars().count() > QUOTE_MAX {
         quoted.push('…');
     }
-    let to = match to {
+    quoted
+}
+
+/// ` to bob`, or nothing for everyone.
+fn to_whom(to: &Recipient) -> String {
+    match to {
         Recipient::Everyone => String::new(),
         Recipient::User(u) => format!(" to {u}"),
-    };
+    }
+}
+
+/// The error for a message given up before the server acknowledged it.
+fn not_sent_line(to: &Recipient, text: &str) -> String {
     format!(
-        "message{to} not sent: \"{quoted}\" (too many were waiting for the server; it may not have arrived)"
+        "message{} not sent: \"{}\" (too many were waiting for the server; it may not have arrived)",
+        to_whom(to),
+        quote(text)
+    )
+}
+
+/// The error for a message of ours the server refused (`reason`): it was
+/// shown as ours when sent, so the error says which one did not arrive,
+/// by its recipient and the start of its text (`quoted`, see [`quote`]).
+/// This one line is all a user, a script or a program (`--json`) needs to
+/// tell it was not delivered.
+fn refused_line(to: &Recipient, quoted: &str, reason: &str) -> String {
+    format!(
+        "message{} not delivered: \"{quoted}\" ({reason})",
+        to_whom(to)
     )
 }
 
@@ -1364,6 +1398,9 @@ impl Conn {
             writer_done: Mutex::new(Some(writer_done)),
             disk_done: Mutex::new(Some(disk_done)),
             disk_jobs: AtomicUsize::new(0),
+            sent_chats: Mutex::new(VecDeque::new()),
+            max_unacked: limits.max_unacked.max(1),
+            unechoed: Mutex::new(None),
         });
         let c = conn.clone();
         spawn("writer", move || {
@@ -2102,27 +2139,80 @@ impl Conn {
         let to = mode.recipient();
         // The client id this message takes must be on disk before it goes.
         self.app.remember(&self.session, false);
+        // A script's own lines are shown after the answers to what it
+        // asked before them (`--json` shows them; plain output does not),
+        // so that its output keeps the order of its input. Waited for
+        // before it is sent: its own answer (a refusal) comes after it.
+        if self.app.config.json {
+            self.catch_up();
+        }
         let sent = self.paced(text.len(), |s| {
-            if action {
-                s.send_action(to, text).map(drop)
+            let id = if action {
+                s.send_action(to.clone(), text)
             } else {
-                s.send_chat(to, text).map(drop)
-            }
+                s.send_chat(to.clone(), text)
+            }?;
+            // Before it can go out (the session is locked until then).
+            self.sending(id, &to, text);
+            Ok(())
         })?;
         if sent {
             let to = match &mode {
                 Mode::Broadcast => None,
                 Mode::Unicast(u) => Some(u),
             };
-            // A script's own lines are shown after the answers to what it
-            // asked before them (`--json` shows them; plain output does
-            // not), so that its output keeps the order of its input.
-            if self.app.config.json {
-                self.catch_up();
-            }
             self.app.echo(to, action, text);
         }
+        // What the server said about it before it was shown.
+        let early = lock(&self.unechoed).take();
+        for ev in early.map(|(_, evs)| evs).unwrap_or_default() {
+            self.event(ev);
+        }
         Ok(())
+    }
+
+    /// Notes our message `id`, being sent: see [`sent_chats`](Self::sent_chats)
+    /// and [`unechoed`](Self::unechoed).
+    fn sending(&self, id: u64, to: &Recipient, text: &str) {
+        let mut sent = lock(&self.sent_chats);
+        while sent.len() >= self.max_unacked {
+            sent.pop_front();
+        }
+        sent.push_back((id, to.clone(), quote(text)));
+        drop(sent);
+        *lock(&self.unechoed) = Some((id, Vec::new()));
+    }
+
+    /// The server's error `text` about our message `client_id` (0: about
+    /// none): kept until the message is shown as ours, then shown naming it.
+    fn refused(&self, code: imchat_core::ErrorCode, client_id: u64, text: String) {
+        if client_id != 0 {
+            let mut waiting = lock(&self.unechoed);
+            if let Some((_, early)) = waiting.as_mut().filter(|(id, _)| *id == client_id) {
+                early.push(ClientEvent::Error {
+                    code,
+                    client_id,
+                    text,
+                });
+                return;
+            }
+        }
+        let reason = if text.is_empty() {
+            code.describe().to_string()
+        } else {
+            text
+        };
+        let message = (client_id != 0)
+            .then(|| {
+                let mut sent = lock(&self.sent_chats);
+                let at = sent.iter().position(|(id, ..)| *id == client_id)?;
+                sent.remove(at)
+            })
+            .flatten();
+        match message {
+            Some((_, to, quoted)) => self.app.error(&refused_line(&to, &quoted, &reason)),
+            None => self.app.error(&reason),
+        }
     }
 
     /// `/accept [n]` (`accept`) or `/decline [n]`: answers the offer `#n`,
@@ -2531,13 +2621,11 @@ impl Conn {
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
             ClientEvent::FileNames(FileListPart { files, last }) => self.file_names(&files, last),
-            ClientEvent::Error { code, text, .. } => {
-                if text.is_empty() {
-                    app.error(code.describe());
-                } else {
-                    app.error(&text);
-                }
-            }
+            ClientEvent::Error {
+                code,
+                client_id,
+                text,
+            } => self.refused(code, client_id, text),
             ev @ ClientEvent::TransferStarted { .. } => self.transfer_started(None, ev),
             ClientEvent::TransferData { id, offset, data } => {
                 self.to_disk(DiskJob::Data { id, offset, data });
@@ -3058,6 +3146,26 @@ mod tests {
         );
         // No answer seen (a push to one user, auto-accepted): as before.
         assert_eq!(sent_line(&name, 1, 0), "sent big.bin to 1 user(s)");
+    }
+
+    #[test]
+    fn a_refused_message_is_named_in_its_error() {
+        let nobody = Recipient::User(Username::new("nobody").unwrap());
+        assert_eq!(
+            refused_line(
+                &nobody,
+                &quote("hello there"),
+                "no user named 'nobody' is online"
+            ),
+            "message to nobody not delivered: \"hello there\" (no user named 'nobody' is online)"
+        );
+        let long = "y".repeat(100);
+        assert!(
+            refused_line(&Recipient::Everyone, &quote(&long), "slow down").starts_with(&format!(
+                "message not delivered: \"{}…\" (slow down)",
+                "y".repeat(60)
+            ))
+        );
     }
 
     #[test]

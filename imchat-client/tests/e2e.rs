@@ -1672,3 +1672,36 @@ fn every_local_answer_of_a_script_comes_after_the_answers_to_its_earlier_lines()
         }
     }
 }
+
+#[test]
+fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
+    let w = World::new("refused-msg");
+    let port = w.server.port().to_string();
+    let want =
+        "message to nobody not delivered: \"hello there\" (no user named 'nobody' is online)";
+    let mut bob = w.client("bob");
+    bob.send("/msg nobody hello there");
+    bob.expect_line(&format!("error: {want}"));
+    // With --json: the own message first, then the error that names it.
+    let mut jo = w.script(
+        &["--json", "jo", "127.0.0.1", &port],
+        b"/msg nobody hello there\n/quit\n".to_vec(),
+    );
+    jo.expect_exit_code(0);
+    let lines = jo.out.lines();
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    let own = lines.iter().position(|l| {
+        let v = parse(l);
+        v["type"] == "chat" && v["own"] == true && v["text"] == "hello there"
+    });
+    let error = lines.iter().position(|l| {
+        let v = parse(l);
+        v["type"] == "error" && v["text"] == want
+    });
+    assert!(
+        matches!((own, error), (Some(o), Some(e)) if o < e),
+        "own message, then its error: {lines:?}"
+    );
+}
