@@ -180,6 +180,8 @@ struct IncomingFile {
     written: u64,
     /// Disk space asked for up to here (see [`files::reserve`]).
     reserved: u64,
+    /// A download that took up a `.part` an earlier one left.
+    resumed: bool,
     meter: Meter,
 }
 
@@ -2841,6 +2843,7 @@ impl Conn {
                 file,
                 written: offset,
                 reserved: offset,
+                resumed: offset > 0,
                 meter,
             },
         );
@@ -3018,7 +3021,9 @@ impl Conn {
             let mut t = lock(&self.transfers);
             (t.incoming.remove(&id), t.parts.remove(&id))
         };
+        let mut resumed = false;
         if let Some(f) = file {
+            resumed = f.resumed && f.from.is_none();
             drop(f.file);
             let _ = fs::remove_file(&f.part);
         }
@@ -3034,11 +3039,27 @@ impl Conn {
         }
         let reason = match error {
             TransferError::Cancelled { reason, .. } => reason.clone(),
+            e @ TransferError::FileCrcMismatch { .. } => checksum_failed(name, resumed, e),
             e => e.to_string(),
         };
         self.app.view.transfer_ended(&id.to_string());
         self.app
             .notice(&format!("transfer of {name} failed: {reason}"));
+    }
+}
+
+/// Why a download failed its whole-file checksum (`e`; its `.part` file is
+/// deleted by then). A resumed one most likely joined a first part to the
+/// rest of a file that changed on the server meanwhile (same size, other
+/// bytes): said so, with how to start over. A fresh one got damaged data.
+fn checksum_failed(name: &FileName, resumed: bool, e: &TransferError) -> String {
+    if resumed {
+        format!(
+            "the file may have changed on the server since the first part was downloaded ({e}); \
+             the partial file was removed: /download {name} starts over"
+        )
+    } else {
+        format!("the data was damaged on the way ({e}); the partial file was removed")
     }
 }
 
@@ -3165,6 +3186,30 @@ mod tests {
                 "message not delivered: \"{}…\" (slow down)",
                 "y".repeat(60)
             ))
+        );
+    }
+
+    #[test]
+    fn a_checksum_failure_says_damaged_data_or_a_changed_file_when_resumed() {
+        let name = FileName::new("mod.bin").expect("valid");
+        let e = TransferError::FileCrcMismatch {
+            id: TransferId(1),
+            got: 0x6a6c_8c69,
+            expected: 0xd3f0_d939,
+        };
+        let fresh = checksum_failed(&name, false, &e);
+        assert!(fresh.starts_with("the data was damaged"), "{fresh}");
+        assert!(fresh.contains("does not match"), "{fresh}");
+        let resumed = checksum_failed(&name, true, &e);
+        assert!(
+            resumed.starts_with(
+                "the file may have changed on the server since the first part was downloaded"
+            ),
+            "{resumed}"
+        );
+        assert!(
+            resumed.ends_with("the partial file was removed: /download mod.bin starts over"),
+            "{resumed}"
         );
     }
 

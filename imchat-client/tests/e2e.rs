@@ -1705,3 +1705,32 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
         "own message, then its error: {lines:?}"
     );
 }
+
+#[test]
+fn a_resumed_download_of_a_file_changed_on_the_server_says_so_and_starts_over() {
+    let w = World::new("changed-resume");
+    let port = w.server.port().to_string();
+    let data = pseudo_random_bytes(3_000_000, 5);
+    fs::write(w.shared().join("mod.bin"), &data).expect("shared file");
+    let dl = w.dir.join("dave");
+    fs::create_dir_all(&dl).expect("download folder");
+    // The first part of another version of the file, of the same size.
+    fs::write(dl.join("mod.bin.part"), pseudo_random_bytes(1_000_000, 6)).expect("part");
+    let mut dave = w.script(
+        &["dave", "127.0.0.1", &port],
+        b"/download mod.bin\n/quit\n".to_vec(),
+    );
+    let err = dave.expect_exit_code(1);
+    let said = dave.out.lines().into_iter().chain(err).collect::<Vec<_>>();
+    assert!(
+        said.iter().any(|l| l.contains("transfer of mod.bin failed: the file may have changed on the server since the first part was downloaded")
+            && l.ends_with("the partial file was removed: /download mod.bin starts over")),
+        "{}",
+        dave.report()
+    );
+    assert!(
+        !dl.join("mod.bin.part").exists(),
+        "the partial file is removed"
+    );
+    assert!(!dl.join("mod.bin").exists());
+}
