@@ -1326,6 +1326,13 @@ impl App {
         }));
     }
 
+    /// `name` is us, compared as the server compares names (ignoring case
+    /// and look-alike letters, see [`imchat_cli::names::key`]).
+    fn is_me(&self, name: &Username) -> bool {
+        Username::new(lock(&self.me).as_str())
+            .is_ok_and(|me| imchat_cli::names::key(&me) == imchat_cli::names::key(name))
+    }
+
     /// The user `name` is online, as far as the roster knows.
     fn is_online(&self, name: &Username) -> bool {
         lock(&self.roster).contains_key(&name.key())
@@ -1598,6 +1605,11 @@ impl Conn {
 
     /// `/mode unicast <user>`: only to someone online.
     fn set_unicast(&self, to: Username) {
+        if self.app.is_me(&to) {
+            return self.app.error(&format!(
+                "cannot send your lines to yourself ({to}); the mode stays as it was"
+            ));
+        }
         if !self.app.is_online(&to) {
             self.refresh_roster();
         }
@@ -2403,6 +2415,10 @@ impl Conn {
 
     /// `/sendfile <path> [user]`: announces the file, then a thread streams it.
     fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
+        // The server would deliver it, a second copy in our own received/.
+        if to.as_ref().is_some_and(|to| self.app.is_me(to)) {
+            return self.app.error("cannot send a file to yourself");
+        }
         // Before opening it: opening a named pipe waits for a writer, and
         // would hold the client until one comes.
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
@@ -2578,6 +2594,9 @@ impl Conn {
     fn event(&self, ev: ClientEvent) {
         let app = &self.app;
         match ev {
+            // A live message of ours the server sends us is one we sent
+            // to ourselves (`/msg <me> …`): shown as ours when sent, once.
+            ClientEvent::Chat(chat) if chat.private && !chat.history && app.is_me(&chat.from) => {}
             ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
             ClientEvent::Joined { user } => {
                 let shown = user.as_str().to_owned();

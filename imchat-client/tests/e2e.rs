@@ -1734,3 +1734,47 @@ fn a_resumed_download_of_a_file_changed_on_the_server_says_so_and_starts_over() 
     );
     assert!(!dl.join("mod.bin").exists());
 }
+
+#[test]
+fn messages_files_and_unicast_mode_to_yourself() {
+    let w = World::new("to-self");
+    let port = w.server.port().to_string();
+    fs::write(w.dir.join("p.txt"), b"mine").expect("file");
+    let mut bob = w.script(
+        &["--json", "bob", "127.0.0.1", &port],
+        b"/msg BOB hi me\n/mode unicast bob\n/sendfile p.txt Bob\n/who\n/quit\n".to_vec(),
+    );
+    bob.expect_exit_code(0);
+    let lines = bob.out.lines();
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    let shown = lines.iter().filter(|l| parse(l)["text"] == "hi me").count();
+    assert_eq!(shown, 1, "a message to yourself is shown once: {lines:?}");
+    let errors: Vec<String> = lines
+        .iter()
+        .map(|l| parse(l))
+        .filter(|v| v["type"] == "error")
+        .map(|v| v["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e == "cannot send a file to yourself"),
+        "{lines:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("cannot send your lines to yourself")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| parse(l)["text"] == "mode: unicast to bob"),
+        "{lines:?}"
+    );
+    assert!(
+        !w.dir.join("bob").join("received").exists(),
+        "no copy received"
+    );
+}
