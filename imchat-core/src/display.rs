@@ -71,6 +71,18 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
     out
 }
 
+/// True when every byte of `text` is printable ASCII or a tab: looked at
+/// in blocks without stopping early inside one, which the compiler can do
+/// many bytes at a time.
+fn is_printable_ascii(text: &str) -> bool {
+    let printable = |b: u8| matches!(b, b' '..=b'~' | b'\t');
+    let mut blocks = text.as_bytes().chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|block| block.iter().fold(true, |all, &b| all & printable(b)))
+        && blocks.remainder().iter().all(|&b| printable(b))
+}
+
 /// `text` with every character that could act on a terminal, or hide or
 /// fake text, made inert. Printable text is returned unchanged without
 /// copying.
@@ -99,7 +111,7 @@ fn neutralised(chars: &[char]) -> Vec<bool> {
 #[must_use]
 pub fn inert(text: &str) -> Cow<'_, str> {
     // The common case, printable ASCII (and tabs), without decoding.
-    if text.bytes().all(|b| matches!(b, b' '..=b'~' | b'\t')) {
+    if is_printable_ascii(text) {
         return Cow::Borrowed(text);
     }
     let suspect = |c: char| {
@@ -206,6 +218,15 @@ mod tests {
         use std::borrow::Cow;
         let printable: String = (' '..='~').chain(['\t']).collect();
         assert!(matches!(inert(&printable), Cow::Borrowed(_)));
+        // In a block of 64 bytes, or in what is left after the blocks.
+        let long = printable.repeat(3);
+        assert!(matches!(inert(&long), Cow::Borrowed(_)));
+        for at in [0, 63, 64, 150, long.len() - 1] {
+            let mut bytes = long.clone().into_bytes();
+            bytes[at] = 0x7f;
+            let text = String::from_utf8(bytes).unwrap();
+            assert_eq!(inert(&text), text.replace('\x7f', "^?"), "at {at}");
+        }
         assert!(matches!(inert(""), Cow::Borrowed(_)));
         assert!(matches!(inert("zoë\tok"), Cow::Borrowed(_)));
         let cases = [
