@@ -58,13 +58,19 @@ pub fn nick_color(name: &str) -> Color {
 
 /// The columns a grapheme takes, as the terminal (and ratatui) draws it:
 /// graphemes with control characters are not drawn.
+#[inline]
 pub fn grapheme_width(g: &str) -> usize {
     if let [byte] = g.as_bytes() {
         usize::from(!byte.is_ascii_control())
-    } else if g.contains(char::is_control) {
+    } else {
+        longer_grapheme_width(g)
+    }
+}
+
+/// [`grapheme_width`] of a grapheme of more than one byte.
+fn longer_grapheme_width(g: &str) -> usize {
+    if g.contains(char::is_control) {
         0
-    } else if g.len() == 1 {
-        1
     } else {
         g.width()
     }
