@@ -17,6 +17,7 @@
 //! SQLite table of `--history-db` ([`crate::store::SqliteAccounts`]), or
 //! with `--redis` Redis ([`crate::cluster_accounts::RedisAccounts`]).
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -102,7 +103,15 @@ pub struct Accounts {
     /// Hashes running now, at most [`MAX_HASHING`].
     running: Mutex<usize>,
     turn: Condvar,
+    /// The hash last read or written for each registered name key this
+    /// server has seen, at most [`MAX_KNOWN`]: while the store cannot be
+    /// read (a Redis outage), a password is checked against it rather
+    /// than a resume being let in unchecked.
+    known: Mutex<HashMap<String, String>>,
 }
+
+/// Registered names whose last known hash is kept.
+const MAX_KNOWN: usize = 65_536;
 
 impl std::fmt::Debug for Accounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +127,27 @@ impl Accounts {
             key,
             running: Mutex::new(0),
             turn: Condvar::new(),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes what the store said of `key`: registered with `hash`, or not.
+    fn note(&self, key: &str, hash: Option<&str>) {
+        let mut known = self.known();
+        match hash {
+            Some(h) if known.len() < MAX_KNOWN || known.contains_key(key) => {
+                known.insert(key.to_string(), h.to_string());
+            }
+            Some(_) => {}
+            None => {
+                known.remove(key);
+            }
         }
     }
 
@@ -151,11 +181,26 @@ impl Accounts {
     }
 
     /// The verdict on `password` for `user` (see [`AccountCheck`]).
+    ///
+    /// When the store cannot be read, a name this server knows as
+    /// registered is checked against the hash it last read or wrote for
+    /// it (the password of a user of this server does not stop counting
+    /// in an outage); any other name is [`AccountCheck::Unavailable`].
     pub fn check(&self, user: &Username, password: Option<&Secret>) -> AccountCheck {
-        let stored = match self.store.hash_of(&(self.key)(user)) {
-            Ok(Some(hash)) => hash,
-            Ok(None) => return AccountCheck::Open,
-            Err(e) => return AccountCheck::Unavailable(e),
+        let key = (self.key)(user);
+        let stored = match self.store.hash_of(&key) {
+            Ok(Some(hash)) => {
+                self.note(&key, Some(&hash));
+                hash
+            }
+            Ok(None) => {
+                self.note(&key, None);
+                return AccountCheck::Open;
+            }
+            Err(e) => match self.known().get(&key).cloned() {
+                Some(hash) => hash,
+                None => return AccountCheck::Unavailable(e),
+            },
         };
         let Some(password) = password else {
             return AccountCheck::Missing;
@@ -209,10 +254,13 @@ impl Accounts {
             }
         };
         match self.store.insert(&key, user.as_str(), &hash) {
-            Ok(true) => (
-                NoticeCode::REGISTERED,
-                format!("'{user}' is registered: from now on it needs its password"),
-            ),
+            Ok(true) => {
+                self.note(&key, Some(&hash));
+                (
+                    NoticeCode::REGISTERED,
+                    format!("'{user}' is registered: from now on it needs its password"),
+                )
+            }
             Ok(false) => (
                 NoticeCode::ALREADY_REGISTERED,
                 format!("'{user}' is registered already"),
@@ -229,11 +277,15 @@ impl Accounts {
 
     /// Removes the registration of `user`: the notice to send back.
     pub fn unregister(&self, user: &Username) -> (NoticeCode, String) {
-        match self.store.remove(&(self.key)(user)) {
-            Ok(true) => (
-                NoticeCode::UNREGISTERED,
-                format!("'{user}' is no longer registered"),
-            ),
+        let key = (self.key)(user);
+        match self.store.remove(&key) {
+            Ok(true) => {
+                self.note(&key, None);
+                (
+                    NoticeCode::UNREGISTERED,
+                    format!("'{user}' is no longer registered"),
+                )
+            }
             Ok(false) => (
                 NoticeCode::NOT_REGISTERED,
                 format!("'{user}' is not registered"),
@@ -255,7 +307,10 @@ impl Accounts {
     ///
     /// The store cannot be written.
     pub fn reset(&self, name: &Username) -> Result<bool, String> {
-        self.store.remove(&(self.key)(name))
+        let key = (self.key)(name);
+        let removed = self.store.remove(&key)?;
+        self.note(&key, None);
+        Ok(removed)
     }
 }
 
@@ -273,7 +328,6 @@ fn hash_password(password: &Secret) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     #[derive(Default)]
     struct Memory(Mutex<HashMap<String, String>>);
@@ -301,6 +355,84 @@ mod tests {
 
     fn secret(s: &str) -> Secret {
         Secret::new(s).unwrap()
+    }
+
+    /// A store that cannot be read or written while `down`.
+    #[derive(Default)]
+    struct Flaky {
+        inner: Memory,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn up(&self) -> Result<(), String> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("Redis is unreachable".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl AccountStore for Flaky {
+        fn hash_of(&self, key: &str) -> Result<Option<String>, String> {
+            self.up()?;
+            self.inner.hash_of(key)
+        }
+        fn insert(&self, key: &str, name: &str, hash: &str) -> Result<bool, String> {
+            self.up()?;
+            self.inner.insert(key, name, hash)
+        }
+        fn remove(&self, key: &str) -> Result<bool, String> {
+            self.up()?;
+            self.inner.remove(key)
+        }
+    }
+
+    #[test]
+    fn while_the_store_is_unreachable_a_known_name_is_checked_against_its_last_hash() {
+        let store = std::sync::Arc::new(Flaky::default());
+        let accounts = Accounts::new(Box::new(store.clone()), Username::key);
+        // Registered on this server, and bob's seen in a check: both known.
+        assert_eq!(
+            accounts.register(&user("mo"), &secret("right")).0,
+            NoticeCode::REGISTERED
+        );
+        store
+            .inner
+            .insert("bob", "bob", &hash_password(&secret("bobpw")).unwrap())
+            .unwrap();
+        assert_eq!(
+            accounts.check(&user("bob"), Some(&secret("bobpw"))),
+            AccountCheck::Verified
+        );
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            accounts.check(&user("mo"), Some(&secret("wrong"))),
+            AccountCheck::Wrong
+        );
+        assert_eq!(accounts.check(&user("MO"), None), AccountCheck::Missing);
+        assert_eq!(
+            accounts.check(&user("mo"), Some(&secret("right"))),
+            AccountCheck::Verified
+        );
+        assert_eq!(
+            accounts.check(&user("bob"), Some(&secret("nope"))),
+            AccountCheck::Wrong
+        );
+        // A name never seen here cannot be checked.
+        assert!(matches!(
+            accounts.check(&user("zed"), None),
+            AccountCheck::Unavailable(_)
+        ));
+        // Unregistered (with the store back), it is no longer known.
+        store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(accounts.unregister(&user("mo")).0, NoticeCode::UNREGISTERED);
+        store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            accounts.check(&user("mo"), None),
+            AccountCheck::Unavailable(_)
+        ));
     }
 
     #[test]
