@@ -604,6 +604,15 @@ impl Command {
                 Command::Me(args.to_string())
             }
             "quit" | "exit" => Command::Quit(args.trim().to_string()),
+            // A password typed on the line would show on the screen and
+            // stay in the input history: it is asked for, hidden.
+            "register" | "unregister" if !args.trim().is_empty() => {
+                return Err(CommandError::Usage(if word == "register" {
+                    "/register alone: the password is asked for, hidden (never type it on the line)"
+                } else {
+                    "/unregister alone"
+                }));
+            }
             "register" => Command::Register,
             "unregister" => Command::Unregister,
             "kick" | "ban" | "unban" | "bans" => {
@@ -638,6 +647,18 @@ mod tests {
 
     fn u(s: &str) -> Username {
         Username::new(s).unwrap()
+    }
+
+    #[test]
+    fn a_password_typed_after_register_is_refused_not_dropped() {
+        for line in ["/register hunter2", "/REGISTER  pw", "/unregister pw"] {
+            assert!(
+                matches!(Command::parse(line), Err(CommandError::Usage(_))),
+                "{line}"
+            );
+        }
+        assert_eq!(Command::parse("/register  "), Ok(Command::Register));
+        assert_eq!(Command::parse("/unregister"), Ok(Command::Unregister));
     }
 
     #[test]

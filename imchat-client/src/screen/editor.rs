@@ -271,9 +271,10 @@ impl Editor {
         Some((line, added))
     }
 
-    /// Adds `line` to the history unless it repeats the last entry.
+    /// Adds `line` to the history unless it repeats the last entry, or
+    /// may hold a password ([`may_hold_a_password`]).
     pub fn remember(&mut self, line: &str) -> bool {
-        if self.history.last().is_some_and(|last| last == line) {
+        if may_hold_a_password(line) || self.history.last().is_some_and(|last| last == line) {
             return false;
         }
         self.history.push(line.to_owned());
@@ -285,6 +286,18 @@ impl Editor {
         let extra = self.history.len().saturating_sub(HISTORY_LINES);
         self.history.drain(..extra);
     }
+}
+
+/// A `/register` or `/unregister` line with more on it: what follows may be
+/// a password typed on the line (the command refuses it), which the input
+/// history, in memory or in its file, does not keep.
+pub fn may_hold_a_password(line: &str) -> bool {
+    let line = line.trim_start();
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    ["/register", "/unregister"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+        && !rest.trim().is_empty()
 }
 
 /// True for a grapheme that belongs to a word (letters, digits, `_`).

@@ -29,7 +29,11 @@ impl HistoryFile {
         let lines: VecDeque<String> = match fs::read(&path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
-                let all: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+                // A password an older client kept is not loaded again.
+                let all: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.is_empty() && !super::editor::may_hold_a_password(l))
+                    .collect();
                 let skip = all.len().saturating_sub(HISTORY_LINES);
                 all[skip..].iter().map(|l| (*l).to_owned()).collect()
             }
@@ -106,6 +110,15 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_register_line_with_a_password_kept_by_an_older_client_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history");
+        fs::write(&path, "hi\n/register hunter2\n/registered x\n/register\n").unwrap();
+        let (_, recent) = HistoryFile::open(path).unwrap();
+        assert_eq!(recent, ["hi", "/registered x", "/register"]);
     }
 
     #[test]

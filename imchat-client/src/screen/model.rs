@@ -838,6 +838,19 @@ mod tests {
     }
 
     #[test]
+    fn a_register_line_with_a_password_on_it_is_not_remembered() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "/register hunter2");
+        m.handle(Action::Enter, now);
+        // It goes (to be refused), but no history keeps it.
+        assert_eq!(m.outbox, lines(&["/register hunter2"]));
+        assert!(m.to_history.is_empty(), "{:?}", m.to_history);
+        m.handle(Action::HistoryPrev, now);
+        assert_eq!(m.editor.text(), "");
+    }
+
+    #[test]
     fn enter_sends_the_line_and_remembers_it() {
         let mut m = model();
         let now = Instant::now();
