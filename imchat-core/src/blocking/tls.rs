@@ -504,7 +504,7 @@ pub enum TlsError {
     },
     /// The certificate could not be verified (with a CA file, or another
     /// fault than an unknown issuer).
-    #[error("the server's TLS certificate is not trusted: {0}")]
+    #[error("the server's TLS certificate is not trusted: {}", certificate_fault(.0))]
     Untrusted(rustls::Error),
     /// The peer did not speak TLS (a plaintext imchat server, say).
     #[error("the server did not answer in TLS (is it a plaintext server? connect without TLS)")]
@@ -708,6 +708,58 @@ impl SystemOrSelfSigned {
     }
 }
 
+/// Whether the system's roots failing a certificate with `e` means only
+/// that they do not vouch for it (no chain to them), as for a self-signed
+/// certificate, which trust on first use then takes: an unknown issuer; a
+/// certificate that says it is a CA (what `openssl req -x509` makes by
+/// default), which webpki refuses before looking for a chain (its error is
+/// one of webpki's own, `Other`); or a signature that does not verify
+/// against a root whose name it happens to carry (`CN=localhost`). Expiry
+/// or a wrong name are of a certificate a root did vouch for: refused.
+fn not_vouched_for(e: &CertificateError) -> bool {
+    matches!(
+        e,
+        CertificateError::UnknownIssuer
+            | CertificateError::Other(_)
+            | CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+    )
+}
+
+/// A certificate's fault in words (rustls shows some as debug dumps).
+fn certificate_fault(e: &rustls::Error) -> String {
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return e.to_string();
+    };
+    match c {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "it has expired".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "it is not valid yet".into()
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "it is not for this host name".into()
+        }
+        CertificateError::UnknownIssuer => "no authority this client trusts issued it".into(),
+        CertificateError::Revoked => "it was revoked".into(),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "it is not meant for a server".into()
+        }
+        CertificateError::BadSignature
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "its signature does not verify against the authority it names".into()
+        }
+        CertificateError::BadEncoding => "it is not a valid certificate".into(),
+        CertificateError::Other(_) => {
+            "it cannot be used as a server's certificate (is it a CA certificate?)".into()
+        }
+        _ => "it is not valid".into(),
+    }
+}
+
 impl ServerCertVerifier for SystemOrSelfSigned {
     fn verify_server_cert(
         &self,
@@ -726,7 +778,7 @@ impl ServerCertVerifier for SystemOrSelfSigned {
             )),
         };
         match checked {
-            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            Err(rustls::Error::InvalidCertificate(e)) if not_vouched_for(&e) => {
                 *self
                     .self_signed
                     .lock()
@@ -813,13 +865,27 @@ mod tests {
         serve: impl FnOnce(&TlsStream<rustls::ServerConnection>) + Send + 'static,
     ) -> (ClientStream, std::thread::JoinHandle<()>) {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        pair_with(
+            dir,
+            made.cert.der().clone(),
+            made.signing_key.serialize_der(),
+            serve,
+        )
+    }
+
+    /// As [`pair`], with the server's certificate and key given.
+    fn pair_with(
+        dir: &Path,
+        cert: CertificateDer<'static>,
+        key_der: Vec<u8>,
+        serve: impl FnOnce(&TlsStream<rustls::ServerConnection>) + Send + 'static,
+    ) -> (ClientStream, std::thread::JoinHandle<()>) {
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key_der).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![made.cert.der().clone()], key)
+            .with_single_cert(vec![cert], key)
             .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -875,6 +941,49 @@ mod tests {
         server.join().unwrap();
         assert!(got == data, "{} bytes of {}", got.len(), data.len());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// What `openssl req -x509` makes by default: a self-signed
+    /// certificate with `basicConstraints=CA:TRUE`, which webpki refuses
+    /// as a server's before it looks for an issuer.
+    #[test]
+    fn a_self_signed_certificate_that_says_it_is_a_ca_is_trusted_on_first_use() {
+        let dir = std::env::temp_dir().join(format!("imchat-tls-ca-{}", std::process::id()));
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (client, server) = pair_with(&dir, cert.der().clone(), key.serialize_der(), |s| {
+            let mut line = [0u8; 5];
+            { s }.read_exact(&mut line).unwrap();
+            s.close_notify();
+        });
+        { &client }.write_all(b"hello").unwrap();
+        server.join().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn certificate_faults_are_said_in_words() {
+        let other = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            Arc::new(io::Error::other("CaUsedAsEndEntity")),
+        )));
+        for (e, words) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "the server's TLS certificate is not trusted: it has expired",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "the server's TLS certificate is not trusted: no authority this client trusts issued it",
+            ),
+            (
+                other,
+                "the server's TLS certificate is not trusted: it cannot be used as a server's certificate (is it a CA certificate?)",
+            ),
+        ] {
+            assert_eq!(TlsError::Untrusted(e).to_string(), words);
+        }
     }
 
     #[test]
