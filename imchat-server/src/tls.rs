@@ -90,12 +90,23 @@ impl TlsArgs {
             return Err(format!("no certificate in {}", cert.display()));
         };
         let fingerprint = fingerprint(first.as_ref());
-        let key = PrivateKeyDer::from_pem_file(&key)
-            .map_err(|e| format!("cannot read the TLS key {}: {e}", key.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => format!(
+                "no private key in {} (is it the certificate? give the key with --tls-key)",
+                key.display()
+            ),
+            e => format!("cannot read the TLS key {}: {e}", key.display()),
+        })?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-            .map_err(|e| format!("cannot use the TLS certificate and key: {e}"))?;
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "the TLS key is not the one of the certificate {} (give the key made with it)",
+                    cert.display()
+                ),
+                e => format!("cannot use the TLS certificate and key: {e}"),
+            })?;
         Ok(Some(Loaded {
             config: Arc::new(config),
             fingerprint,
@@ -179,6 +190,29 @@ mod tests {
         fs::remove_file(dir.join(KEY_FILE)).unwrap();
         let renewed = self_signed_in(&dir).load().unwrap().unwrap();
         assert_ne!(renewed.fingerprint, first.fingerprint);
+    }
+
+    #[test]
+    fn a_certificate_given_as_its_key_or_a_foreign_key_is_said_in_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        self_signed_in(&dir).load().unwrap().unwrap();
+        let cert = dir.join(CERT_FILE);
+        let with_key = |key: PathBuf| TlsArgs {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(key),
+            ..TlsArgs::default()
+        };
+        let err = with_key(cert.clone()).load().unwrap_err();
+        assert!(err.starts_with("no private key in "), "{err}");
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let foreign = tmp.path().join("other.key");
+        fs::write(&foreign, other.signing_key.serialize_pem()).unwrap();
+        let err = with_key(foreign).load().unwrap_err();
+        assert!(
+            err.starts_with("the TLS key is not the one of the certificate "),
+            "{err}"
+        );
     }
 
     #[test]
