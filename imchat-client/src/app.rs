@@ -571,6 +571,9 @@ fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Jo
         None => fresh.insert(new_session(config, &limits)),
     };
     let (server, account) = config.passwords.get();
+    // A password registered during the session (`/register`) is the
+    // session's own: kept for its reconnects.
+    let account = account.or_else(|| session.account_password().cloned());
     session.set_credentials(server, account);
     let mut reader = FrameReader::<Stream, ServerMessage>::new(stream.clone(), limits.max_frame);
     let mut write_half = stream.clone();

@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::time::Duration;
 
 use common::screen::{entry_row, has_entry, untimed, Key, Shot, Term};
 use common::{Client, Server, World, TIMEOUT};
@@ -1026,7 +1027,7 @@ fn captures() {
 
 #[test]
 fn register_asks_twice_with_a_masked_input_and_protects_the_name() {
-    let w = World::with_args("scr-register", &["--history-db", "history.db"]);
+    let mut w = World::with_args("scr-register", &["--history-db", "history.db"]);
     let mut t = start(&w, "alice", 80, 24);
     t.type_str("/register\r");
     t.wait_screen("the first password prompt", |s| {
@@ -1056,6 +1057,17 @@ fn register_asks_twice_with_a_masked_input_and_protects_the_name() {
         "{}",
         other.report()
     );
+    // The server restarts on its database: alice's client comes back
+    // with the password she registered, not refused for the lack of it.
+    let port = w.server.port();
+    w.server.kill();
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &["--history-db", "history.db"], port);
+    if let Err(last) = t.try_wait_screen(Duration::from_secs(40), |s| {
+        s.contains("*** resumed") || s.contains("reconnected")
+    }) {
+        panic!("alice did not come back:\n{}", last.dump());
+    }
 }
 
 /// Lines typed ahead faster than the server's rate (a paste in a terminal

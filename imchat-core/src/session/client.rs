@@ -517,6 +517,20 @@ impl ClientSession {
     pub fn set_credentials(&mut self, server: Option<Secret>, account: Option<Secret>) {
         self.server_password = server;
         self.account_password = account;
+        self.queue_auth();
+    }
+
+    /// The account password this session gives when it reconnects: the
+    /// one [`set_credentials`](Self::set_credentials) gave, or the one a
+    /// [`register`](Self::register) the server confirmed set (none after
+    /// an unregister).
+    #[must_use]
+    pub fn account_password(&self) -> Option<&Secret> {
+        self.account_password.as_ref()
+    }
+
+    /// Puts the `Auth` for the credentials before a `Hello` not yet sent.
+    fn queue_auth(&mut self) {
         if self.state != State::Handshaking {
             return;
         }
