@@ -477,6 +477,13 @@ fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
         hub.console("ban v1.2.3.4", now),
         "banned v1.2.3.4 (0 disconnected)"
     );
+    // An IPv6 address in brackets, as written beside a port.
+    assert_eq!(
+        hub.console("ban [2001:db8::7]", now),
+        "banned 2001:db8::7 (0 disconnected)"
+    );
+    let c = hub.handle_connect_from(ip("2001:db8::7"), now);
+    assert_eq!(sent(&mut hub, c), ["refused: banned"]);
 }
 
 #[test]

@@ -102,7 +102,12 @@ impl BanTarget {
     ///
     /// A text that is neither, with a line saying so.
     pub fn parse(text: &str) -> Result<BanTarget, String> {
-        if let Ok(ip) = text.parse::<IpAddr>() {
+        // `[::1]`, as an IPv6 address is written beside a port.
+        let bare = text
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(text);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(BanTarget::Address(ip.to_canonical()));
         }
         Username::new(text)
