@@ -2459,6 +2459,43 @@ fn paced_chats(net: &mut Net, from: usize, count: usize, text_len: usize) -> (Du
 }
 
 #[test]
+fn a_chat_that_would_push_out_an_unacknowledged_one_waits_for_acknowledgements() {
+    let limits = Limits {
+        max_unacked: 3,
+        rate_per_sec: 0,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits.clone());
+    net.connect_with("alice", limits.clone());
+    net.connect_with("bob", limits);
+    let now = net.now;
+    for i in 0..3 {
+        assert_eq!(net.s(0).next_send_at(now, 2), None, "chat {i}");
+        net.s(0).send_chat(Recipient::Everyone, "hi").unwrap();
+    }
+    // Three wait for the server's acknowledgement: a fourth would give
+    // the first up.
+    let at = net.s(0).next_send_at(now, 2).expect("the window is full");
+    assert!(at > now);
+    assert_eq!(
+        net.s(0).next_send_at(now, 0),
+        None,
+        "a request without text"
+    );
+    net.pump();
+    let now = net.now;
+    assert_eq!(
+        net.s(0).next_send_at(now, 2),
+        None,
+        "acknowledged: room again"
+    );
+    assert!(!net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::NotSent { .. })));
+}
+
+#[test]
 fn a_client_that_waits_for_next_send_at_is_never_slowed_nor_cut_off() {
     let mut net = three();
     // 2,000 lines at the default 50 a second after a burst of 100: about
@@ -2556,6 +2593,9 @@ fn without_a_rate_limit_nothing_waits() {
             None
         );
         net.s(0).send_chat(Recipient::Everyone, "x").unwrap();
+        // Acknowledged as it goes: the window of messages kept for resends
+        // (which does make a chat wait) never fills.
+        net.pump();
     }
 }
 
