@@ -1234,11 +1234,14 @@ impl App {
                     log::info!("reconnect try {attempt}: {e}");
                     let why = e.to_string();
                     // In the chat once per new reason (a piped client has
-                    // no status line), not at every try.
-                    if why != said {
+                    // no status line), not at every try; a reason that
+                    // differs only in its numbers ("try again in 46 s") is
+                    // the same.
+                    let gist: String = why.chars().filter(|c| !c.is_ascii_digit()).collect();
+                    if gist != said {
                         self.notice(&format!("could not reconnect ({why}); trying again"));
                     }
-                    said.clone_from(&why);
+                    said = gist;
                     reason = why;
                     attempt = attempt.saturating_add(1);
                 }
@@ -2598,8 +2601,14 @@ impl Conn {
         let app = &self.app;
         match ev {
             // A live message of ours the server sends us is one we sent
-            // to ourselves (`/msg <me> …`): shown as ours when sent, once.
-            ClientEvent::Chat(chat) if chat.private && !chat.history && app.is_me(&chat.from) => {}
+            // to ourselves (`/msg <me> …`): the screen and `--json` showed
+            // it as ours when sent; plain piped output, which does not show
+            // our own lines, gets this copy, once.
+            ClientEvent::Chat(chat)
+                if chat.private
+                    && !chat.history
+                    && (app.view.is_terminal() || app.config.json)
+                    && app.is_me(&chat.from) => {}
             ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
             ClientEvent::Joined { user } => {
                 let shown = user.as_str().to_owned();

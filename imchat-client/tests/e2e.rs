@@ -1777,4 +1777,17 @@ fn messages_files_and_unicast_mode_to_yourself() {
         !w.dir.join("bob").join("received").exists(),
         "no copy received"
     );
+    // Plain piped output shows no line of ours but what came back: once.
+    let mut carol = w.script(
+        &["carol", "127.0.0.1", &port],
+        b"/msg carol note to self
+/who
+/quit
+"
+        .to_vec(),
+    );
+    carol.expect_exit_code(0);
+    let lines = carol.out.lines();
+    let shown = lines.iter().filter(|l| l.ends_with("note to self")).count();
+    assert_eq!(shown, 1, "{lines:?}");
 }
