@@ -69,6 +69,8 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(30);
 /// The longest single sleep of a wait that must notice the connection
 /// ending (pacing, waiting for queue room or for answers, for input).
 const WAIT_STEP: Duration = Duration::from_millis(100);
+/// How often a chat waiting for acknowledgements looks again.
+const ACK_WAIT_STEP: Duration = Duration::from_millis(10);
 /// Room a chat frame needs in the outbound queue beyond its text.
 const CHAT_FRAME_ROOM: usize = 1024;
 /// Least time between two updates of one transfer's live line.
@@ -1791,10 +1793,23 @@ impl Conn {
                 return false;
             }
             let now = Instant::now();
-            let Some(at) = lock(&self.session).next_send_at(now, text_len) else {
-                break;
+            let (at, full) = {
+                let mut s = lock(&self.session);
+                (
+                    s.next_send_at(now, text_len),
+                    text_len > 0 && s.window_full(text_len),
+                )
             };
-            thread::sleep(at.saturating_duration_since(now).min(WAIT_STEP));
+            // A chat that would give up the oldest one not acknowledged
+            // waits for acknowledgements (the reader thread takes them in):
+            // a server reading this address more slowly than its announced
+            // rate slows us, rather than lines being said not sent.
+            let wait = match (at, full) {
+                (None, false) => break,
+                (Some(at), _) => at.saturating_duration_since(now).min(WAIT_STEP),
+                (None, true) => ACK_WAIT_STEP,
+            };
+            thread::sleep(wait);
         }
         let room = text_len + CHAT_FRAME_ROOM;
         while !self.outbox.wait_control_room(room, WAIT_STEP) {

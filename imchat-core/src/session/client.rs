@@ -5,7 +5,7 @@ use crate::message::FileStart;
 use crate::message::RoutedChat;
 use crate::message::{Departure, FileListPart, PresenceEvent};
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
@@ -253,10 +253,6 @@ pub struct SavedSession {
 /// sends after the save do not take the ids of the next run's, which the
 /// server would take for copies and answer without delivering them.
 pub const SAVED_ID_LEASE: u64 = 1 << 16;
-
-/// How soon [`ClientSession::next_send_at`] looks again while the window
-/// of unacknowledged messages is full.
-const WINDOW_POLL: Duration = Duration::from_millis(10);
 
 /// A chat message sent and not yet acknowledged.
 #[derive(Debug, Clone)]
@@ -1010,27 +1006,21 @@ impl ClientSession {
     /// this time before each request it sends is never slowed for long
     /// nor disconnected as a flood, whatever it is given to send. Before
     /// the welcome, and when the server announced no rate limit, always `None`.
-    ///
-    /// A chat (`text_len` above 0) that would push the oldest message not
-    /// yet acknowledged out of the window kept for resends
-    /// ([`Limits::max_unacked`], `max_unacked_bytes`) waits, too, for
-    /// acknowledgements: a server that reads more slowly than its announced
-    /// rate (the connections of an address share one) gets the frontend to
-    /// wait rather than give messages up as [`ClientEvent::NotSent`] that
-    /// then arrive. The time is then a moment later, to look again.
     pub fn next_send_at(&mut self, now: Instant, text_len: usize) -> Option<Instant> {
         self.tick(now);
-        let paced = self.pacer.ready_at(text_len);
-        if text_len > 0 && self.window_full(text_len) {
-            let again = now + WINDOW_POLL;
-            return Some(paced.map_or(again, |p| p.max(again)));
-        }
-        paced
+        self.pacer.ready_at(text_len)
     }
 
-    /// Whether a chat of `text_len` bytes would give up the oldest
-    /// unacknowledged message (see [`send_chat`](Self::send_chat)).
-    fn window_full(&self, text_len: usize) -> bool {
+    /// Whether a chat of `text_len` bytes sent now would push the oldest
+    /// message not yet acknowledged out of the window kept for resends
+    /// ([`Limits::max_unacked`], `max_unacked_bytes`), to be given up as
+    /// [`ClientEvent::NotSent`]. A frontend whose acknowledgements are read
+    /// while it waits (another thread reads the connection) waits until
+    /// this is false: a server that reads more slowly than its announced
+    /// rate (the connections of an address share one) then slows the
+    /// frontend instead of having messages given up that arrive after all.
+    #[must_use]
+    pub fn window_full(&self, text_len: usize) -> bool {
         !self.unacked.is_empty()
             && (self.unacked.len() >= self.limits.max_unacked
                 || self.unacked_bytes + text_len > self.limits.max_unacked_bytes)
