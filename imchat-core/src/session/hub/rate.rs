@@ -30,6 +30,14 @@ impl Cost {
         }
     }
 
+    /// What this costs beyond `paid` (nothing below zero).
+    pub(super) fn beyond(self, paid: Cost) -> Cost {
+        Cost {
+            messages: (self.messages - paid.messages).max(0.0),
+            bytes: (self.bytes - paid.bytes).max(0.0),
+        }
+    }
+
     /// A request whose answer lists `items` things (at least one message).
     pub(super) fn request(items: usize) -> Cost {
         Cost {
@@ -111,13 +119,10 @@ impl TokenBucket {
         Take::Allowed
     }
 
-    /// Charges what a request turned out to cost beyond what it paid,
-    /// without refilling (the debt is waited out before the next read).
-    pub(super) fn charge(&mut self, cost: Cost, paid: Cost) {
-        self.bucket.charge(
-            (cost.messages - paid.messages).max(0.0),
-            (cost.bytes - paid.bytes).max(0.0),
-        );
+    /// Charges `extra`, what a request turned out to cost beyond what it
+    /// paid, without refilling (the debt is waited out before the next read).
+    pub(super) fn charge(&mut self, extra: Cost) {
+        self.bucket.charge(extra.messages, extra.bytes);
     }
 
     /// When the bucket is out of debt, if it is in debt.
@@ -125,9 +130,14 @@ impl TokenBucket {
         if limits.rate_per_sec == 0 {
             return None;
         }
-        let secs = self.bucket.secs_until(&rates(limits), 0.0, 0.0);
-        (secs > 0.0).then(|| self.bucket.at + Duration::from_secs_f64(secs))
+        out_of_debt_at(&self.bucket, &rates(limits))
     }
+}
+
+/// When `bucket`, filling at `rates`, is out of debt, if it is in debt.
+fn out_of_debt_at(bucket: &Bucket, rates: &Rates) -> Option<Instant> {
+    let secs = bucket.secs_until(rates, 0.0, 0.0);
+    (secs > 0.0).then(|| bucket.at + Duration::from_secs_f64(secs))
 }
 
 impl Hub {
@@ -147,8 +157,7 @@ impl Hub {
             return None;
         }
         let bucket = self.address_buckets.get(&self.address_of(client)?)?;
-        let secs = bucket.secs_until(&address_rates(&self.limits), 0.0, 0.0);
-        (secs > 0.0).then(|| bucket.at + Duration::from_secs_f64(secs))
+        out_of_debt_at(bucket, &address_rates(&self.limits))
     }
 
     /// Charges what a request of `client` turned out to cost beyond what
@@ -157,11 +166,8 @@ impl Hub {
         let Some(c) = self.conns.get_mut(&client) else {
             return;
         };
-        c.bucket.charge(cost, paid);
-        let extra = Cost {
-            messages: (cost.messages - paid.messages).max(0.0),
-            bytes: (cost.bytes - paid.bytes).max(0.0),
-        };
+        let extra = cost.beyond(paid);
+        c.bucket.charge(extra);
         let now = self.clock;
         self.charge_address(client, extra, now);
     }
