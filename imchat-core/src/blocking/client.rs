@@ -104,13 +104,20 @@ pub enum ConnectError {
     /// The address resolved to nothing.
     #[error("no address to connect to")]
     NoAddress,
+    /// The address is not one to connect to: most often a host without a
+    /// port (`127.0.0.1` for `127.0.0.1:12300`; the library adds no
+    /// default port, [`DEFAULT_PORT`](crate::DEFAULT_PORT) is there to
+    /// add).
+    #[error("not an address to connect to ({0}): give host:port (the usual port is {port})", port = crate::DEFAULT_PORT)]
+    BadAddress(io::Error),
     /// No TCP connection could be made (the last address's error).
     #[error("cannot connect: {0}")]
     Connect(io::Error),
     /// The server did not answer the handshake in time.
     #[error("no answer to the handshake within {0:?}")]
     HandshakeTimeout(Duration),
-    /// The server closed the connection without answering the handshake.
+    /// The server closed (or reset) the connection without answering the
+    /// handshake.
     #[error("connection closed during the handshake")]
     Closed,
     /// The connection broke.
@@ -169,9 +176,22 @@ pub enum ConnectError {
 }
 
 impl From<TransportError> for ConnectError {
+    /// A connection the server reset or shut before it answered the
+    /// handshake is `Closed`, as one it closed: a server that hangs up
+    /// without reading the `Hello` makes the system reset the connection.
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Decode(d) => ConnectError::NotImchat(d),
+            TransportError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                ConnectError::Closed
+            }
             e => ConnectError::Transport(e),
         }
     }
@@ -393,7 +413,9 @@ impl Client<TcpStream> {
     /// # Errors
     ///
     /// Nothing is connected. [`ConnectError::InvalidName`] before anything
-    /// is sent (pick another name); [`ConnectError::NoAddress`] and
+    /// is sent (pick another name); [`ConnectError::BadAddress`] for an
+    /// address without a port (or otherwise not one);
+    /// [`ConnectError::NoAddress`] and
     /// [`ConnectError::Connect`] when `addr` does not resolve or no address
     /// accepts (or a socket option cannot be set);
     /// [`ConnectError::HandshakeTimeout`], [`ConnectError::Closed`],
@@ -1088,7 +1110,14 @@ fn tcp(addr: impl ToSocketAddrs, options: &ConnectOptions) -> Result<TcpStream, 
 /// The first address of `addr` that accepts a connection in time.
 fn connect_any(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let mut last = None;
-    for a in addr.to_socket_addrs().map_err(ConnectError::Connect)? {
+    let addrs = addr.to_socket_addrs().map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidInput {
+            ConnectError::BadAddress(e)
+        } else {
+            ConnectError::Connect(e)
+        }
+    })?;
+    for a in addrs {
         match TcpStream::connect_timeout(&a, timeout) {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),

@@ -249,6 +249,33 @@ fn a_silent_server_times_the_handshake_out_and_a_closing_one_is_closed() {
 }
 
 #[test]
+fn a_server_that_hangs_up_on_an_unread_hello_is_closed_not_a_reset() {
+    // Dropping a socket with unread bytes makes the system reset the
+    // connection: the client reads ECONNRESET, not an end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(stream.peek(&mut b).unwrap(), 1, "the Hello arrived");
+        drop(stream);
+    });
+    let e = Client::connect(addr, "ann", ConnectOptions::default()).unwrap_err();
+    peer.join().unwrap();
+    assert!(matches!(e, ConnectError::Closed), "{e:?}");
+}
+
+#[test]
+fn an_address_without_a_port_is_said_to_need_one() {
+    let e = Client::connect("127.0.0.1", "ann", ConnectOptions::default()).unwrap_err();
+    assert!(matches!(e, ConnectError::BadAddress(_)), "{e:?}");
+    let said = e.to_string();
+    assert!(said.contains("host:port"), "{said}");
+    assert!(said.contains(&crate::DEFAULT_PORT.to_string()), "{said}");
+}
+
+#[test]
 fn pings_are_answered_inside_next_event() {
     let (addr, peer) = serve(|mut p| {
         p.welcome();
