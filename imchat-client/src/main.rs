@@ -66,8 +66,8 @@ Exit codes:
 struct Cli {
     /// Your name in the chat, e.g. alice
     ///
-    /// 1-32 letters or digits (any script), `_`, `-` or `.` (not first or
-    /// last); not a reserved word (server, all, everyone, admin, system) or a
+    /// 1-32 letters or digits (any script), `_`, `-` or `.` (a `.` not first
+    /// or last); not a reserved word (server, all, everyone, admin, system) or a
     /// Windows device name. It also names the default download folder.
     #[arg(
         value_name = "USERNAME",

@@ -31,7 +31,8 @@
 //! Time is a parameter (`now: Instant`), and the IO the protocol needs
 //! leaves as an event ("open this shared file", "write these checked
 //! bytes") and comes back as a call. With `default-features = false` the
-//! crate depends on thiserror, byteorder, crc32fast and log only.
+//! crate depends on thiserror, byteorder, crc32fast, log and
+//! unicode-normalization (for the combining marks of the name rule) only.
 //!
 //! ```text
 //!   bytes ──▶ Decoder ──▶ handle_message(msg, now) ──▶ poll_event()    ──▶ show / act

@@ -50,7 +50,7 @@ pub(crate) fn is_device_name(name: &str) -> bool {
 }
 
 /// A checked username: 1–32 characters, each a letter, digit or combining
-/// mark of any script, `_`, `-` or `.` (not first, not last), no invisible
+/// mark of any script, `_`, `-` or `.` (a `.` not first, not last), no invisible
 /// letters or marks (Hangul fillers, variation selectors), not a reserved
 /// word or a Windows device name. Always a safe single folder name. (A
 /// server may refuse more: the reference server, a name that starts with
