@@ -697,6 +697,37 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// Creates the history file `path`, if there is none, readable and
+/// writable by its owner only: it holds private messages, the sessions'
+/// resume tokens and the accounts' password hashes. SQLite gives its WAL
+/// and shared-memory files the database file's permissions. A file that
+/// exists keeps its own; one that others may read is logged, with the
+/// command that makes it private (the operator may share it on purpose).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    log::warn!(
+                        "the history database '{}' can be read by other users of this machine (mode {mode:o}), and it holds private messages, resume tokens and password hashes: chmod 600 it (and its -wal and -shm files)",
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The key a session is stored under: one per user, whatever its case.
 fn session_key(user: &Username) -> String {
     user.as_str().to_lowercase()
@@ -725,6 +756,10 @@ impl SqliteStore {
             path: shown.clone(),
             reason: e.to_string(),
         };
+        private_file(path).map_err(|e| OpenError::Sqlite {
+            path: shown.clone(),
+            reason: crate::files::io_reason(&e),
+        })?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -1506,6 +1541,27 @@ mod tests {
         SqliteStore::open(path, 100, 1 << 20, Durability::Normal)
             .unwrap_err()
             .to_string()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_history_database_and_its_wal_are_private_to_the_server_s_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, path) = db();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let mut store = open(&path, 100, 1 << 20);
+        store
+            .append(&chat(1, "alice", Some("bob"), "private", 1))
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let wal = dir.path().join("history.db-wal");
+        assert!(wal.exists(), "the WAL is there while the store is open");
+        assert_eq!(mode(&wal), 0o600);
+        drop(store);
+        // A file that exists keeps the mode its operator gave it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(open(&path, 100, 1 << 20));
+        assert_eq!(mode(&path), 0o640);
     }
 
     #[test]
