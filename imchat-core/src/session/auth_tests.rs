@@ -1018,3 +1018,117 @@ fn a_kick_of_a_dead_server_s_user_is_remembered_for_the_grace_period_only() {
     hub.handle_timeout(after);
     assert!(hub.adopt_session(user("gus"), token, 9, 0, None, after));
 }
+
+/// What each of `clients` was sent, in short (`sent`'s forms, and
+/// `chat: <from>: <text>` or `private: <from>: <text>`), from one drain.
+fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new(); clients.len()];
+    hub.flush_presence();
+    while let Some(t) = hub.poll_transmit() {
+        for (i, c) in clients.iter().enumerate() {
+            if !t.to.contains(*c) {
+                continue;
+            }
+            out[i].push(match &t.message {
+                ServerMessage::Welcome { resumed, .. } => (if resumed.is_some() {
+                    "resumed"
+                } else {
+                    "welcome"
+                })
+                .into(),
+                ServerMessage::Refused { reason, .. } => format!("refused: {reason}"),
+                ServerMessage::Chat(c) if c.private => format!("private: {}: {}", c.from, c.text),
+                ServerMessage::Chat(c) => format!("chat: {}: {}", c.from, c.text),
+                ServerMessage::Presence(events) => events
+                    .iter()
+                    .map(|e| match e {
+                        PresenceEvent::Left(d) => format!("left: {}", d.user),
+                        PresenceEvent::Joined { user, .. } => format!("joined: {user}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => format!("{other:?}").chars().take(20).collect(),
+            });
+        }
+    }
+    hub.check_invariants().unwrap();
+    out
+}
+
+/// Sends chat `text` from `c` (its `n`th message) to `to` or to everyone.
+fn say(hub: &mut Hub, c: ClientId, n: u64, to: Option<&str>, text: &str, now: Instant) {
+    let to = to.map_or(Recipient::Everyone, |t| Recipient::User(user(t)));
+    hub.handle_message(
+        c,
+        ClientMessage::Chat {
+            client_id: n,
+            to,
+            kind: ChatKind::Text,
+            text: text.into(),
+        },
+        now,
+    );
+}
+
+#[test]
+fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_what_it_missed() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let alice = join_verified(&mut hub, "alice", "10.0.0.1", t0);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
+    say(&mut hub, bob, 1, None, "before", t0);
+    sent_to(&mut hub, &[alice, bob]);
+    // Alice's client is killed: her session waits for it.
+    hub.handle_disconnect(alice, LeaveReason::LOST);
+    say(&mut hub, bob, 2, Some("alice"), "while you were away", t0);
+    say(&mut hub, bob, 3, None, "to all", t0);
+    sent_to(&mut hub, &[bob]);
+    events(&mut hub);
+
+    // Without the password, or with a name not registered (Open), it is
+    // taken, and the refusal says for how long.
+    let t1 = t0 + std::time::Duration::from_secs(5);
+    let other = hub.handle_connect_from(ip("10.0.0.2"), t1);
+    hub.handle_message(other, hello("alice"), t1);
+    hub.account_checked(other, AccountCheck::Open, t1);
+    let [refused] = &sent_to(&mut hub, &[other])[..] else {
+        panic!()
+    };
+    assert_eq!(
+        refused,
+        &["refused: the username 'alice' is already taken: its session waits up to 56 s for its client to come back"]
+    );
+
+    // From another machine, with the name's password: her session, and
+    // what she missed; bob sees no leave and no join.
+    let back = hub.handle_connect_from(ip("10.0.0.3"), t1);
+    hub.handle_message(back, auth(None, Some("pw")), t1);
+    hub.handle_message(back, hello("alice"), t1);
+    hub.account_checked(back, AccountCheck::Verified, t1);
+    assert!(hub.is_joined(back));
+    let got = sent_to(&mut hub, &[back, bob]);
+    assert_eq!(
+        got[0],
+        [
+            "resumed",
+            "private: bob: while you were away",
+            "chat: bob: to all"
+        ]
+    );
+    assert!(got[1].is_empty(), "{:?}", got[1]);
+    assert!(events(&mut hub)
+        .iter()
+        .any(|e| matches!(e, HubEvent::Resumed { client, .. } if *client == back)));
+
+    // While she is connected, the password takes nothing from her.
+    let third = hub.handle_connect_from(ip("10.0.0.4"), t1);
+    hub.handle_message(third, auth(None, Some("pw")), t1);
+    hub.handle_message(third, hello("alice"), t1);
+    hub.account_checked(third, AccountCheck::Verified, t1);
+    assert!(hub.is_joined(back));
+    assert_eq!(
+        sent_to(&mut hub, &[third])[0],
+        ["refused: the username 'alice' is already taken"]
+    );
+}

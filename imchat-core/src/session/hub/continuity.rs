@@ -90,6 +90,10 @@ pub(super) struct Session {
     /// While waiting: the address its last connection came from, if known
     /// (a flood of lost connections gives up its own sessions first).
     pub(super) peer: Option<IpAddr>,
+    /// While waiting after a connection this run lost: the newest log id
+    /// then, from which what its user missed is replayed when the user
+    /// takes the session back with the name's password.
+    pub(super) away_seen: Option<MessageId>,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -199,6 +203,7 @@ impl Hub {
                 recent: VecDeque::new(),
                 moved_from: None,
                 peer: None,
+                away_seen: None,
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -288,6 +293,7 @@ impl Hub {
                 recent: VecDeque::new(),
                 moved_from: None,
                 peer: None,
+                away_seen: None,
             },
         );
         self.save_stored_session(client);
@@ -749,6 +755,47 @@ impl Hub {
                 .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token))
     }
 
+    /// A resume of the waiting session of `key` for its user, who gave the
+    /// name's password (checked) but no token: a password stands in for
+    /// the token of a session whose connection was lost (its client was
+    /// killed, or runs on another machine), as IRC's services let a user
+    /// regain a registered nick. What the user missed is replayed from
+    /// when the connection was lost. `None` for a session that still has
+    /// a connection (the user is online elsewhere: not taken from it), one
+    /// kept from the server's run before or taken over from another
+    /// server (their last seen ids are unknown here), and none at all.
+    pub(super) fn regain_request(&self, key: &str) -> Option<ResumeRequest> {
+        if self.names.contains_key(key) {
+            return None;
+        }
+        let s = self.sessions.get(key)?;
+        if s.conn.is_some() || s.moved_from.is_some() {
+            return None;
+        }
+        Some(ResumeRequest {
+            token: s.token,
+            last_seen: s.away_seen?,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Why a name is taken, for the refusal: a waiting session says how
+    /// long it waits for its client.
+    pub(super) fn taken_text(&self, username: &Username, key: &str) -> String {
+        let waiting = self
+            .sessions
+            .get(key)
+            .filter(|s| s.conn.is_none())
+            .and_then(|s| s.grace)
+            .map(|(until, _)| until.saturating_duration_since(self.clock).as_secs() + 1);
+        match waiting {
+            Some(secs) => format!(
+                "the username '{username}' is already taken: its session waits up to {secs} s for its client to come back"
+            ),
+            None => format!("the username '{username}' is already taken"),
+        }
+    }
+
     pub(super) fn try_resume(
         &mut self,
         client: ClientId,
@@ -918,10 +965,12 @@ impl Hub {
         if let Phase::Joined(user) = conn.phase {
             let key = self.key(&user);
             let until = self.clock + self.limits.grace;
+            let newest = MessageId(self.next_message.saturating_sub(1));
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.conn = None;
                 s.grace = Some((until, reason));
                 s.peer = conn.peer;
+                s.away_seen = Some(newest);
             }
             self.events.push_back(HubEvent::Away { client, user });
         }

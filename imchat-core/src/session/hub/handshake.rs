@@ -105,11 +105,18 @@ impl Hub {
         // Checking and inserting the name happen in one step under the
         // caller's lock: two clients can never both get the same name.
         let key = self.key(&username);
+        if authenticated {
+            if let Some(request) = self.regain_request(&key) {
+                if self.try_resume(client, &username, request, now) {
+                    return;
+                }
+            }
+        }
         if self.names.contains_key(&key)
             || self.sessions.contains_key(&key)
             || self.remote_user(&key).is_some()
         {
-            let reason = format!("the username '{username}' is already taken");
+            let reason = self.taken_text(&username, &key);
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
         }

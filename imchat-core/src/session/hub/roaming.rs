@@ -340,6 +340,7 @@ impl Hub {
             recent: VecDeque::new(),
             moved_from: Some(from),
             peer: None,
+            away_seen: None,
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key, session);
