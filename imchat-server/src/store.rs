@@ -701,8 +701,7 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
 /// writable by its owner only: it holds private messages, the sessions'
 /// resume tokens and the accounts' password hashes. SQLite gives its WAL
 /// and shared-memory files the database file's permissions. A file that
-/// exists keeps its own; one that others may read is logged, with the
-/// command that makes it private (the operator may share it on purpose).
+/// exists keeps its own (see [`warn_if_shared`]).
 fn private_file(path: &Path) -> std::io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -710,21 +709,25 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            #[cfg(unix)]
-            if let Ok(meta) = std::fs::metadata(path) {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    log::warn!(
-                        "the history database '{}' can be read by other users of this machine (mode {mode:o}), and it holds private messages, resume tokens and password hashes: chmod 600 it (and its -wal and -shm files)",
-                        path.display()
-                    );
-                }
-            }
-            Ok(())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Logs a history database that other users of the machine may read,
+/// with the command that makes it private (the operator may share it on
+/// purpose: its mode is left alone).
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "the history database '{}' can be read by other users of this machine (mode {mode:o}), and it holds private messages, resume tokens and password hashes: chmod 600 it (and its -wal and -shm files)",
+                path.display()
+            );
+        }
     }
 }
 
@@ -774,6 +777,7 @@ impl SqliteStore {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
             .map_err(sqlite)?;
+        warn_if_shared(path);
         if version == 0 && app == 0 && tables == 0 {
             // Pages of 4 KiB: each commit writes its changed pages to the
             // WAL (see "Cost" above).
