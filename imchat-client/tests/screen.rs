@@ -351,6 +351,29 @@ fn scrollback_keeps_the_view_and_counts_new_lines() {
     );
 }
 
+/// Sending a line while scrolled back brings the view to the bottom, as
+/// irssi and weechat do, and our own line is not counted as new.
+#[test]
+fn a_line_sent_while_scrolled_back_returns_to_the_bottom() {
+    let w = World::new("scr-send-back");
+    let mut t = start(&w, "alice", 80, 24);
+    let mut bob = w.client("bob");
+    for i in 1..=40 {
+        bob.send(&format!("line {i:02}"));
+    }
+    t.wait_screen("bob's 40th line", |s| has_entry(s, "<bob> line 40"));
+    t.key(Key::PageUp);
+    t.wait_screen("older lines after PageUp", |s| {
+        !has_entry(s, "<bob> line 40")
+    });
+    t.type_str("my reply\r");
+    bob.expect_line("<alice> my reply");
+    let s = t.wait_screen("our line at the bottom of the pane", |s| {
+        entry_row(s, "<alice> my reply") == Some(21)
+    });
+    assert!(!s.row(22).contains("new ↓"), "{}", s.dump());
+}
+
 #[test]
 fn resize_redraws_without_stale_rows() {
     let w = World::new("scr-resize");

@@ -302,9 +302,13 @@ impl Model {
     // ---- what the client tells the view ----
     // Its texts come raw, and are made inert here, as they come in.
 
-    /// Adds an entry; a message naming us, or a private one, rings.
+    /// Adds an entry; a message naming us, or a private one, rings. A
+    /// line we just sent brings a scrolled-back view to the bottom, as
+    /// irssi and weechat do; our own lines are never counted as new.
     pub fn show(&mut self, entry: Entry) {
         let entry = entry.inert();
+        let own = matches!(&entry, Entry::Chat(c) if c.own);
+        let sent_now = matches!(&entry, Entry::Chat(c) if c.own && !c.history);
         let (stamp, mention) = match &entry {
             Entry::Chat(chat) => {
                 let time: chrono::DateTime<chrono::Local> = chat.time.into();
@@ -322,10 +326,15 @@ impl Model {
             mention,
             rows: Cell::new(None),
         };
-        if self.scroll > 0 {
+        if self.scroll > 0 && sent_now {
+            self.scroll = 0;
+            self.unseen = 0;
+        } else if self.scroll > 0 {
             // Keep the view where it is: the new rows are below it.
             self.scroll += shown.height(self.me(), self.pane.0);
-            self.unseen += 1;
+            if !own {
+                self.unseen += 1;
+            }
         }
         self.entry_bytes += text_bytes(&shown.entry);
         self.entries.push_back(shown);
@@ -1202,6 +1211,30 @@ mod tests {
         m.handle(Action::Interrupt, now);
         m.handle(Action::Home, now);
         assert_eq!(m.scroll(), 90, "empty input: to the top");
+    }
+
+    #[test]
+    fn a_line_we_send_while_scrolled_back_brings_the_view_down_uncounted() {
+        let mut m = model();
+        notices(&mut m, 100);
+        m.fit(80, 80, 10);
+        let now = Instant::now();
+        m.handle(Action::PageUp, now);
+        assert!(m.scroll() > 0);
+        m.show(Entry::Chat(chat("bob", "while you read")));
+        assert!(m.status_line().contains("1 new ↓"), "{}", m.status_line());
+        // Our replayed history keeps the view, and is not new.
+        let mut replayed = chat("alice", "said before");
+        (replayed.own, replayed.history) = (true, true);
+        m.show(Entry::Chat(replayed));
+        assert!(m.scroll() > 0);
+        assert!(m.status_line().contains("1 new ↓"), "{}", m.status_line());
+        // What we send now: to the bottom, nothing left to count.
+        let mut mine = chat("alice", "my answer");
+        mine.own = true;
+        m.show(Entry::Chat(mine));
+        assert_eq!(m.scroll(), 0);
+        assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
     }
 
     #[test]
