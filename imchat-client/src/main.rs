@@ -67,7 +67,8 @@ struct Cli {
     /// Your name in the chat, e.g. alice
     ///
     /// 1-32 letters or digits (any script), `_`, `-` or `.` (a `.` not first
-    /// or last); not a reserved word (server, all, everyone, admin, system) or a
+    /// or last), accents as combining marks (not first, at most 4 in a
+    /// row); not a reserved word (server, all, everyone, admin, system) or a
     /// Windows device name. It also names the default download folder.
     #[arg(
         value_name = "USERNAME",
@@ -353,9 +354,13 @@ where
     }
 }
 
-/// A username, by the library's rules.
+/// A username, by the library's rules and the server's extra rule
+/// ([`imchat_cli::names::check`]: no leading combining mark, no tower of
+/// them), so that a name the server would refuse is a usage error here.
 fn parse_username(text: &str) -> Result<Username, String> {
-    Username::new(text).map_err(|e| e.to_string())
+    let name = Username::new(text).map_err(|e| e.to_string())?;
+    imchat_cli::names::check(&name)?;
+    Ok(name)
 }
 
 /// A port number, 1-65535.
@@ -767,6 +772,26 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(text.contains("'a^[[31mb'"), "{text:?}");
+    }
+
+    #[test]
+    fn a_name_the_server_would_refuse_for_its_marks_is_refused_here() {
+        let tower = format!("e{}", "\u{301}".repeat(5));
+        let err = refused(&[&tower, "localhost", "4000"]);
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .contains("more than 4 combining marks in a row"),
+            "{err}"
+        );
+        let err = refused(&["\u{301}bob", "localhost", "4000"]);
+        assert!(
+            err.to_string().contains("starts with a combining mark"),
+            "{err}"
+        );
+        let four = format!("e{}", "\u{301}".repeat(4));
+        assert_eq!(chat(&[&four, "localhost", "4000"]).username.as_str(), four);
     }
 
     #[test]
