@@ -2128,7 +2128,14 @@ impl Conn {
                 self.download(name);
                 Ok(())
             }
-            Command::SendFile { path, to } => {
+            Command::SendFile { path, to, whole } => {
+                let (path, to) = crate::command::sendfile_choice(
+                    path,
+                    to,
+                    whole,
+                    |u| self.app.is_online(u) || (self.refresh_roster() && self.app.is_online(u)),
+                    |p| fs::metadata(p).is_ok(),
+                );
                 self.send_file(&path, to);
                 Ok(())
             }

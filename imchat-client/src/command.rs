@@ -57,6 +57,10 @@ pub enum Command {
         path: String,
         /// One user, or everyone else.
         to: Option<Username>,
+        /// When `to` is the last word of an unquoted line: the whole rest
+        /// of the line, the path if that word is not an online user (see
+        /// [`sendfile_choice`]).
+        whole: Option<String>,
     },
     /// `/accept [id]`: take a file someone offers (the only one waiting
     /// when no id is given).
@@ -185,7 +189,7 @@ pub const COMMANDS: &[CommandInfo] = &[
         aliases: &["send"],
         rows: &[(
             "/sendfile <path> [user]",
-            "push a local file to everyone else, or to one user",
+            "push a local file to everyone else, or to one user; the path is the rest of the line, unless its last word is an online user (quotes optional)",
         )],
     },
     CommandInfo {
@@ -453,11 +457,19 @@ fn unquote(s: &str) -> &str {
     s
 }
 
-/// Splits `/sendfile` arguments into a path and an optional user: a quoted
-/// path may hold spaces; otherwise the last word is a user when there are two or more.
-fn sendfile_args(rest: &str) -> Result<(String, Option<Username>), CommandError> {
+/// Splits `/sendfile` arguments into a path, an optional user, and the
+/// whole rest of the line when it could be the path too: a quoted path may
+/// hold spaces and a user may follow it; unquoted, the last of two words
+/// or more is a user if it is a valid name, the whole line the other
+/// reading (which [`sendfile_choice`] picks from). A leading `--` word
+/// ends the options as in a shell, for a path starting with `-`.
+fn sendfile_args(rest: &str) -> Result<(String, Option<Username>, Option<String>), CommandError> {
     const USAGE: &str = "/sendfile <path> [user]";
     let rest = rest.trim();
+    let rest = match rest.strip_prefix("--") {
+        Some(after) if after.starts_with(char::is_whitespace) => after.trim_start(),
+        _ => rest,
+    };
     if rest.is_empty() {
         return Err(CommandError::Usage(USAGE));
     }
@@ -474,13 +486,45 @@ fn sendfile_args(rest: &str) -> Result<(String, Option<Username>), CommandError>
             if path.is_empty() {
                 return Err(CommandError::Usage(USAGE));
             }
-            return Ok((path.to_string(), to));
+            return Ok((path.to_string(), to, None));
         }
     }
     match rest.rsplit_once(char::is_whitespace) {
-        Some((path, last)) => Ok((path.trim().to_string(), Some(user(last)?))),
-        None => Ok((rest.to_string(), None)),
+        Some((path, last)) => match Username::new(last) {
+            Ok(to) => Ok((path.trim().to_string(), Some(to), Some(rest.to_string()))),
+            Err(_) => Ok((rest.to_string(), None, None)),
+        },
+        None => Ok((rest.to_string(), None, None)),
     }
+}
+
+/// The path and user an unquoted `/sendfile a b` means, from its two
+/// readings: `path` to the user `to` (its last word), or the `whole` line
+/// as the path, to everyone. The split wins when `to` is an online user
+/// and `path` exists; else an existing `whole`; else the split when `to`
+/// is online or `path` exists (its error then says what is wrong); else
+/// the whole line, as `/download` takes it. `online` is asked at most once.
+pub fn sendfile_choice(
+    path: String,
+    to: Option<Username>,
+    whole: Option<String>,
+    online: impl FnOnce(&Username) -> bool,
+    exists: impl Fn(&str) -> bool,
+) -> (String, Option<Username>) {
+    let (Some(user), Some(whole)) = (&to, whole) else {
+        return (path, to);
+    };
+    let online = online(user);
+    if online && exists(&path) {
+        return (path, to);
+    }
+    if exists(&whole) {
+        return (whole, None);
+    }
+    if online || exists(&path) {
+        return (path, to);
+    }
+    (whole, None)
 }
 
 impl Command {
@@ -554,8 +598,8 @@ impl Command {
                 Command::Download(FileName::new(name).map_err(CommandError::BadFile)?)
             }
             "sendfile" | "send" => {
-                let (path, to) = sendfile_args(args)?;
-                Command::SendFile { path, to }
+                let (path, to, whole) = sendfile_args(args)?;
+                Command::SendFile { path, to, whole }
             }
             "accept" | "decline" => {
                 let id = match args.trim().trim_start_matches('#') {
@@ -756,6 +800,7 @@ mod tests {
                 Command::SendFile {
                     path: "x.txt".into(),
                     to: None,
+                    whole: None,
                 },
             ),
             (
@@ -763,6 +808,7 @@ mod tests {
                 Command::SendFile {
                     path: "./dir/x.txt".into(),
                     to: Some(u("bob")),
+                    whole: Some("./dir/x.txt bob".into()),
                 },
             ),
             (
@@ -770,6 +816,7 @@ mod tests {
                 Command::SendFile {
                     path: "my file.txt".into(),
                     to: None,
+                    whole: None,
                 },
             ),
             (
@@ -777,6 +824,7 @@ mod tests {
                 Command::SendFile {
                     path: "my file.txt".into(),
                     to: Some(u("bob")),
+                    whole: None,
                 },
             ),
             ("/help", Command::Help(None)),
@@ -800,6 +848,64 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(Command::parse(line), Ok(want), "{line:?}");
         }
+    }
+
+    #[test]
+    fn sendfile_takes_the_rest_of_the_line_unless_it_ends_with_an_online_user() {
+        // What `/sendfile <rest>` sends, `bob` online, `files` existing.
+        let sent = |rest: &str, files: &[&str]| {
+            let Ok(Command::SendFile { path, to, whole }) =
+                Command::parse(&format!("/sendfile {rest}"))
+            else {
+                panic!("{rest}: not a /sendfile");
+            };
+            let (path, to) = sendfile_choice(
+                path,
+                to,
+                whole,
+                |u| u.as_str() == "bob",
+                |p| files.contains(&p),
+            );
+            (path, to.map(|u| u.as_str().to_owned()))
+        };
+        let to = |path: &str, user: Option<&str>| (path.to_owned(), user.map(str::to_owned));
+        // A name with a space, unquoted: no user split off.
+        assert_eq!(
+            sent("my file.txt", &["my file.txt"]),
+            to("my file.txt", None)
+        );
+        assert_eq!(sent("my file.txt", &[]), to("my file.txt", None));
+        assert_eq!(
+            sent("my file.txt bob", &["my file.txt"]),
+            to("my file.txt", Some("bob"))
+        );
+        // Not a valid name as its last word: the whole line.
+        assert_eq!(sent("a (1).txt", &[]), to("a (1).txt", None));
+        // An existing file named by the whole line wins over an offline
+        // user; an online one wins when the path before it exists.
+        assert_eq!(
+            sent("notes carol", &["notes carol", "notes"]),
+            to("notes carol", None)
+        );
+        assert_eq!(
+            sent("notes bob", &["notes bob", "notes"]),
+            to("notes", Some("bob"))
+        );
+        assert_eq!(sent("notes bob", &["notes bob"]), to("notes bob", None));
+        // Neither exists: to the online user (the error names the path);
+        // an offline user with an existing path: the server says so.
+        assert_eq!(sent("gone.txt bob", &[]), to("gone.txt", Some("bob")));
+        assert_eq!(sent("x.txt carol", &["x.txt"]), to("x.txt", Some("carol")));
+        // `--` ends the options, as in a shell.
+        assert_eq!(sent("-- -rf.txt", &[]), to("-rf.txt", None));
+        assert_eq!(
+            sent("-- -rf.txt bob", &["-rf.txt"]),
+            to("-rf.txt", Some("bob"))
+        );
+        assert_eq!(sent("--", &[]), to("--", None));
+        let help = help_lines(80, Some("sendfile")).join(" ");
+        let help: Vec<&str> = help.split_whitespace().collect();
+        assert!(help.join(" ").contains("rest of the line"), "{help:?}");
     }
 
     #[test]

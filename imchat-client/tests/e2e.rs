@@ -375,6 +375,28 @@ fn sendfile_of_a_named_pipe_or_a_folder_is_refused_at_once() {
     bob.expect_line("<alice> still here");
 }
 
+/// `/sendfile` takes the rest of the line as the path, as `/download`
+/// does, unless its last word is an online user: `my file.txt` unquoted
+/// is one file, not `my` for a user `file.txt`; `--` ends the options.
+#[test]
+fn sendfile_takes_the_rest_of_the_line_as_the_path() {
+    let w = World::new("sendfile-rest");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let _carol = w.client("carol");
+    fs::write(w.dir.join("my file.txt"), b"spaced\n").expect("my file.txt");
+    fs::write(w.dir.join("-rf.txt"), b"dashed\n").expect("-rf.txt");
+    alice.send("/sendfile my file.txt");
+    alice.expect_line("*** sent my file.txt to 2 user(s)");
+    bob.expect_prefix("*** received my file.txt (7 bytes) from alice, saved to ");
+    alice.send("/sendfile -- -rf.txt");
+    alice.expect_line("*** sent -rf.txt to 2 user(s)");
+    // Still to one user when the last word is one online.
+    alice.send("/sendfile my file.txt bob");
+    alice.expect_line("*** sent my file.txt to 1 user(s)");
+    alice.assert_no_line("an error", |l| l.starts_with("error: "));
+}
+
 #[test]
 fn sendfile_pushes_to_everyone_or_to_one_user() {
     let w = World::new("sendfile");
