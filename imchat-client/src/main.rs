@@ -450,14 +450,17 @@ impl std::io::Write for LogOut {
 
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    use std::io::IsTerminal;
-    if args.len() == 1 && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+    if args.len() == 1 {
         // Started with nothing, at a terminal: asks, as the classroom
         // client did, for the name and the server (a bare port: this
         // machine); what is typed then goes through the same checks.
-        match ask_name_and_server() {
-            Some((name, server)) => args.extend([name.into(), server.into()]),
-            None => return ExitCode::from(2),
+        // Whether stderr is a terminal does not matter (`2>log`, as the
+        // README advises): the questions go to the terminal.
+        if let Some(mut terminal) = question_terminal() {
+            match ask_name_and_server(&mut *terminal) {
+                Some((name, server)) => args.extend([name.into(), server.into()]),
+                None => return ExitCode::from(2),
+            }
         }
     }
     let task = parse_args(args).unwrap_or_else(|e| e.exit());
@@ -487,16 +490,58 @@ fn main() -> ExitCode {
     }
 }
 
-/// Asks on the terminal for a username and a server; `None` when input
-/// ends first. A bare port number means this machine (`localhost:PORT`).
-fn ask_name_and_server() -> Option<(String, String)> {
-    let ask = |question: &str| -> Option<String> {
+/// Where to ask for the name and the server when started with no
+/// arguments: `None` unless stdin is a terminal (what answers); then
+/// stderr if it is a terminal too, else stdout if it is one (stderr
+/// redirected to a log).
+fn question_terminal() -> Option<Box<dyn std::io::Write>> {
+    use std::io::IsTerminal;
+    question_output(
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    )
+    .map(|out| -> Box<dyn std::io::Write> {
+        match out {
+            QuestionOut::Stderr => Box::new(std::io::stderr()),
+            QuestionOut::Stdout => Box::new(std::io::stdout()),
+        }
+    })
+}
+
+/// The stream a no-arguments start asks on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuestionOut {
+    Stderr,
+    Stdout,
+}
+
+/// [`question_terminal`]'s choice, from which of stdin, stdout and stderr
+/// are terminals.
+fn question_output(stdin: bool, stdout: bool, stderr: bool) -> Option<QuestionOut> {
+    match (stdin, stdout, stderr) {
+        (false, _, _) => None,
+        (true, _, true) => Some(QuestionOut::Stderr),
+        (true, true, false) => Some(QuestionOut::Stdout),
+        (true, false, false) => None,
+    }
+}
+
+/// Asks on `terminal` for a username and a server, read from stdin;
+/// `None` when input ends first. A bare port number means this machine
+/// (`localhost:PORT`).
+fn ask_name_and_server(terminal: &mut dyn std::io::Write) -> Option<(String, String)> {
+    let _ = writeln!(
+        terminal,
+        "imchat-client USERNAME HOST[:PORT] also starts it without asking (see --help)"
+    );
+    let mut ask = |question: &str| -> Option<String> {
         loop {
-            eprint!("{question}: ");
-            let _ = std::io::Write::flush(&mut std::io::stderr());
+            let _ = write!(terminal, "{question}: ");
+            let _ = terminal.flush();
             let mut line = String::new();
             if std::io::stdin().read_line(&mut line).ok()? == 0 {
-                eprintln!();
+                let _ = writeln!(terminal);
                 return None;
             }
             let line = line.trim();
@@ -505,7 +550,6 @@ fn ask_name_and_server() -> Option<(String, String)> {
             }
         }
     };
-    eprintln!("imchat-client USERNAME HOST[:PORT] also starts it without asking (see --help)");
     let name = ask("username")?;
     let server = ask("server (host:port, or a port on this machine)")?;
     let server = if server.parse::<u16>().is_ok() {
@@ -792,6 +836,19 @@ mod tests {
         );
         let four = format!("e{}", "\u{301}".repeat(4));
         assert_eq!(chat(&[&four, "localhost", "4000"]).username.as_str(), four);
+    }
+
+    #[test]
+    fn with_no_arguments_it_asks_when_stdin_is_a_terminal_whatever_stderr_is() {
+        use QuestionOut::{Stderr, Stdout};
+        // (stdin, stdout, stderr) terminals.
+        assert_eq!(question_output(true, true, true), Some(Stderr));
+        assert_eq!(question_output(true, true, false), Some(Stdout));
+        assert_eq!(question_output(true, false, true), Some(Stderr));
+        assert_eq!(question_output(true, false, false), None);
+        for (stdout, stderr) in [(true, true), (false, false), (true, false)] {
+            assert_eq!(question_output(false, stdout, stderr), None);
+        }
     }
 
     #[test]

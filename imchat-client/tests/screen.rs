@@ -450,6 +450,30 @@ fn started_with_nothing_it_asks_for_the_name_and_the_server() {
     });
 }
 
+/// Its stderr redirected to a log (`imchat-client 2>err`, as the README
+/// advises), the client started with nothing still asks, on the terminal.
+#[test]
+fn started_with_nothing_and_stderr_redirected_it_still_asks() {
+    let w = World::new("scr-ask-2");
+    let log = w.dir.join("err.log");
+    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
+    t.wait_screen("the question for the username", |s| s.contains("username:"));
+    t.type_str("alice\r");
+    t.wait_screen("the question for the server", |s| {
+        s.contains("server (host:port, or a port on this machine):")
+    });
+    t.type_str(&format!("127.0.0.1:{}\r", w.server.port()));
+    let server = format!("connected to 127.0.0.1:{}", w.server.port());
+    t.wait_screen("the full-screen client, connected as alice", |s| {
+        status_row(s, "alice").is_some() && s.row(-2).contains(&server)
+    });
+    let err = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !err.contains("username:"),
+        "the question went to the log: {err}"
+    );
+}
+
 /// A terminal left in its alternate screen by a client killed with
 /// `kill -9` (tmux keeps it, and does not clear it for the next one):
 /// the next client clears it before its first frame.

@@ -306,6 +306,43 @@ impl Term {
         env: &[(&str, &str)],
         leftovers: Option<&[u8]>,
     ) -> Term {
+        let mut cmd = CommandBuilder::new(client_bin());
+        cmd.args(args);
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), env, leftovers)
+    }
+
+    /// [`Term::spawn`] with the client's stderr redirected to the file
+    /// `stderr` (by a shell, as `imchat-client … 2>FILE` typed at a
+    /// terminal): stdin and stdout stay on the terminal.
+    pub fn spawn_stderr_to(
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        cols: u16,
+        rows: u16,
+        stderr: &Path,
+    ) -> Term {
+        let mut cmd = CommandBuilder::new("sh");
+        cmd.arg("-c");
+        cmd.arg(r#"exec "$0" "$@" 2>"$IMCHAT_TEST_STDERR""#);
+        cmd.arg(client_bin());
+        cmd.args(args);
+        let stderr = stderr.to_string_lossy();
+        let env = [("IMCHAT_TEST_STDERR", stderr.as_ref())];
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), &env, None)
+    }
+
+    /// Runs `cmd` (the client, or a shell that starts it) in the
+    /// terminal, with the environment [`Term::spawn_with`] describes.
+    fn spawn_command(
+        mut cmd: CommandBuilder,
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        (cols, rows): (u16, u16),
+        env: &[(&str, &str)],
+        leftovers: Option<&[u8]>,
+    ) -> Term {
         std::fs::create_dir_all(home.join("data")).expect("create the client's home");
         let pair = native_pty_system()
             .openpty(PtySize {
@@ -315,8 +352,6 @@ impl Term {
                 pixel_height: 0,
             })
             .expect("open a pseudo-terminal");
-        let mut cmd = CommandBuilder::new(client_bin());
-        cmd.args(args);
         cmd.cwd(dir);
         cmd.env("HOME", home);
         cmd.env("XDG_DATA_HOME", home.join("data"));
