@@ -2031,16 +2031,15 @@ impl Conn {
 
     /// `/alice hello`, the classroom programs' way to write to one user:
     /// a private message, when `alice` is no command and is online (a
-    /// command of the same name wins). `None` for any other error.
+    /// command of the same name wins); `/alice` alone, the usage of that
+    /// form. `None` for any other error.
     fn slash_user(&self, line: &str, e: &CommandError) -> Option<Command> {
         if !matches!(e, CommandError::Unknown { .. }) {
             return None;
         }
-        let (word, text) = line.strip_prefix('/')?.split_once(' ')?;
+        let rest = line.strip_prefix('/')?;
+        let (word, text) = rest.split_once(' ').unwrap_or((rest, ""));
         let to = Username::new(word).ok()?;
-        if text.trim().is_empty() {
-            return None;
-        }
         if !self.app.is_online(&to) {
             self.refresh_roster();
         }
@@ -2053,6 +2052,14 @@ impl Conn {
             self.catch_up();
             self.app.error(&format!(
                 "unknown command /{word}; did you mean /{meant}? (to write to the user {to}: /msg {to} <text>)"
+            ));
+            return Some(Command::Nothing);
+        }
+        if text.trim().is_empty() {
+            self.catch_up();
+            let to = self.app.registered(&to);
+            self.app.error(&format!(
+                "usage: /{word} <message> writes to {to} privately"
             ));
             return Some(Command::Nothing);
         }

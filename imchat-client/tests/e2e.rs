@@ -1611,6 +1611,23 @@ fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     mgs.assert_no_line("the mistyped command", |l| l.contains("my secret"));
 }
 
+/// `/bob` with no text, bob online: the usage of `/<user> <message>`,
+/// not a suggestion of `/ban`.
+#[test]
+fn a_users_name_alone_after_a_slash_gets_the_usage_of_that_form() {
+    let w = World::new("slash-user-alone");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.send("/Bob");
+    alice.expect_line("error: usage: /Bob <message> writes to bob privately");
+    alice.send("/bob marker");
+    bob.expect_line("<alice> (private) marker");
+    alice.assert_no_line("a suggestion", |l| l.contains("did you mean"));
+    // Not online: unknown, as before.
+    alice.send("/nobody");
+    alice.expect_line("error: unknown command /nobody; type /help for the list");
+}
+
 #[test]
 fn a_pusher_is_told_when_a_receiver_who_accepted_did_not_get_the_file() {
     let w = World::new("push-missed");
