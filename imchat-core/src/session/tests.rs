@@ -4998,6 +4998,40 @@ fn a_private_message_to_a_user_lost_with_its_server_is_told_to_its_sender() {
 }
 
 #[test]
+fn a_lost_private_message_is_not_told_to_a_new_user_of_its_sender_s_name() {
+    let t0 = Instant::now();
+    let (mut a, p, _b, _dave) = two_servers(t0);
+    a.set_cluster_lease(Duration::from_secs(3));
+    a.handle_message(
+        p,
+        ClientMessage::Chat {
+            client_id: 1,
+            to: Recipient::User(user("dave")),
+            kind: ChatKind::Text,
+            text: "private words of p".into(),
+        },
+        t0,
+    );
+    // p quits; someone else joins as p before dave's server is found dead.
+    a.handle_message(
+        p,
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+        t0,
+    );
+    let _ = drain_hub(&mut a, p);
+    let new_p = joined(&mut a, "p", t0);
+    let _ = drain_hub(&mut a, new_p);
+    a.remote_server_gone(2, t0 + Duration::from_secs(1));
+    let (said, _, _) = drain_hub(&mut a, new_p);
+    assert!(
+        !said.iter().any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{said:?}"
+    );
+}
+
+#[test]
 fn with_resume_a_lost_private_message_is_told_only_if_its_receiver_never_comes_back() {
     let t0 = Instant::now();
     for comes_back in [true, false] {

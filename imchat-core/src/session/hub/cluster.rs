@@ -760,12 +760,15 @@ impl Hub {
         )
     }
 
-    /// Remembers that local user `user` left, for [`LEFT_MEMORY`].
+    /// Remembers that local user `user` left, for [`LEFT_MEMORY`]. Its
+    /// private messages that may be lost are no longer its to hear about:
+    /// whoever takes its name next is someone else.
     pub(super) fn note_left_here(&mut self, user: &Username) {
         if self.remote.enabled {
             let key = self.key(user);
             let until = self.clock + LEFT_MEMORY;
             self.remote.left.insert(key, (user.clone(), until));
+            self.remote.sent_private.retain(|p| p.from != *user);
         }
     }
 
