@@ -1039,6 +1039,7 @@ fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
                 ServerMessage::Refused { reason, .. } => format!("refused: {reason}"),
                 ServerMessage::Chat(c) if c.private => format!("private: {}: {}", c.from, c.text),
                 ServerMessage::Chat(c) => format!("chat: {}: {}", c.from, c.text),
+                ServerMessage::Joined { user, .. } => format!("joined: {user}"),
                 ServerMessage::Presence(events) => events
                     .iter()
                     .map(|e| match e {
@@ -1108,10 +1109,14 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
     hub.account_checked(back, AccountCheck::Verified, t1);
     assert!(hub.is_joined(back));
     let got = sent_to(&mut hub, &[back, bob]);
+    // Everything since the loss, and at least the newest history entries:
+    // what was sent to the lost connection just before may be unshown.
     assert_eq!(
         got[0],
         [
             "resumed",
+            "joined: bob",
+            "chat: bob: before",
             "private: bob: while you were away",
             "chat: bob: to all"
         ]
@@ -1130,5 +1135,38 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
     assert_eq!(
         sent_to(&mut hub, &[third])[0],
         ["refused: the username 'alice' is already taken"]
+    );
+}
+
+#[test]
+fn a_password_takes_back_a_session_the_server_kept_across_a_restart() {
+    let t0 = Instant::now();
+    let store = crate::MemoryStore::new(100);
+    let mut hub = hub();
+    hub.set_accounts(true);
+    hub.open_history(Box::new(store.clone()), t0).unwrap();
+    let alice = join_verified(&mut hub, "alice", "10.0.0.1", t0);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
+    hub.handle_disconnect(alice, LeaveReason::LOST);
+    say(&mut hub, bob, 1, Some("alice"), "before the restart", t0);
+    hub.commit_history(t0);
+    hub.shutdown("restart");
+    sent_to(&mut hub, &[bob]);
+
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [8; 16]));
+    hub.set_accounts(true);
+    hub.open_history(Box::new(store.clone()), t0).unwrap();
+    let back = hub.handle_connect_from(ip("10.0.0.3"), t0);
+    hub.handle_message(back, auth(None, Some("pw")), t0);
+    hub.handle_message(back, hello("alice"), t0);
+    hub.account_checked(back, AccountCheck::Verified, t0);
+    assert!(hub.is_joined(back));
+    let got = sent_to(&mut hub, &[back]);
+    assert_eq!(got[0][0], "resumed");
+    assert!(
+        got[0].contains(&"private: bob: before the restart".to_string()),
+        "{:?}",
+        got[0]
     );
 }

@@ -759,11 +759,14 @@ impl Hub {
     /// name's password (checked) but no token: a password stands in for
     /// the token of a session whose connection was lost (its client was
     /// killed, or runs on another machine), as IRC's services let a user
-    /// regain a registered nick. What the user missed is replayed from
-    /// when the connection was lost. `None` for a session that still has
-    /// a connection (the user is online elsewhere: not taken from it), one
-    /// kept from the server's run before or taken over from another
-    /// server (their last seen ids are unknown here), and none at all.
+    /// regain a registered nick. Replayed: everything since the connection
+    /// was lost, and at least the newest `history_count` entries the user
+    /// may see (its new client shows nothing yet, and the lost connection
+    /// may not have shown what was last sent to it; a session kept from
+    /// the server's run before has only those). `None` for a session that
+    /// still has a connection (the user is online elsewhere: not taken
+    /// from it), one taken over from another server (its client's last
+    /// seen id is that server's), and none at all.
     pub(super) fn regain_request(&self, key: &str) -> Option<ResumeRequest> {
         if self.names.contains_key(key) {
             return None;
@@ -772,9 +775,19 @@ impl Hub {
         if s.conn.is_some() || s.moved_from.is_some() {
             return None;
         }
+        let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
+        // Nothing the log no longer holds is asked for: none counts as lost.
+        let floor = MessageId(oldest.saturating_sub(1));
+        let recent = self
+            .log
+            .iter()
+            .rev()
+            .nth(self.limits.history_count)
+            .map_or(floor, |e| e.id);
+        let last_seen = s.away_seen.map_or(recent, |a| a.min(recent)).max(floor);
         Some(ResumeRequest {
             token: s.token,
-            last_seen: s.away_seen?,
+            last_seen,
             epoch: self.epoch,
         })
     }
