@@ -5026,7 +5026,9 @@ fn a_lost_private_message_is_not_told_to_a_new_user_of_its_sender_s_name() {
     a.remote_server_gone(2, t0 + Duration::from_secs(1));
     let (said, _, _) = drain_hub(&mut a, new_p);
     assert!(
-        !said.iter().any(|m| matches!(m, ServerMessage::Error { .. })),
+        !said
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
         "{said:?}"
     );
 }
