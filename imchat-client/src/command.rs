@@ -102,16 +102,24 @@ pub enum Command {
 /// A line that looked like a command but was not a valid one. Show it; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CommandError {
-    /// An unknown `/word`, and the nearest command if one is close.
-    #[error("unknown command /{word}; {}", match suggestion {
+    /// An unknown `/word`, and the nearest command if one is close; a
+    /// word that looks like a file name (`/notes.txt`, the classroom
+    /// programs' download) gets the `/download` line too.
+    #[error("unknown command /{word}; {}{}", match suggestion {
         Some(s) => format!("did you mean /{s}?"),
         None => "type /help for the list".to_string(),
+    }, match download {
+        Some(name) => format!("; to download a shared file: /download {name}"),
+        None => String::new(),
     })]
     Unknown {
         /// The word typed (lowercased).
         word: String,
         /// The nearest command or alias, within two edits.
         suggestion: Option<&'static str>,
+        /// The rest of the line as typed, when the word has a dot and it
+        /// is a valid file name.
+        download: Option<String>,
     },
     /// A command without what it needs.
     #[error("usage: {0}")]
@@ -327,6 +335,15 @@ pub fn one_typo_from_command(word: &str) -> Option<&'static str> {
         .flat_map(|c| c.names.iter().chain(c.aliases))
         .find(|n| strsim::osa_distance(&word, n) == 1)
         .copied()
+}
+
+/// `rest` (a line without its `/`) as a file name to `/download`, when its
+/// first word has a dot (`/demofile.txt`: the classroom programs' way to
+/// download) and the whole is a valid file name.
+fn looks_like_a_file(rest: &str) -> Option<String> {
+    let (word, _) = split_word(rest);
+    let name = unquote(rest);
+    (word.contains('.') && FileName::new(name).is_ok()).then(|| name.to_string())
 }
 
 /// Splits `text` into lines of at most `width` characters, at spaces where
@@ -627,6 +644,7 @@ impl Command {
                         return Err(CommandError::Unknown {
                             suggestion: suggest(&word),
                             word,
+                            download: None,
                         });
                     }
                 },
@@ -677,6 +695,7 @@ impl Command {
             _ => {
                 return Err(CommandError::Unknown {
                     suggestion: suggest(&word),
+                    download: looks_like_a_file(rest),
                     word,
                 })
             }
@@ -955,7 +974,8 @@ mod tests {
             Command::parse("/frobnicate"),
             Err(CommandError::Unknown {
                 word: "frobnicate".into(),
-                suggestion: None
+                suggestion: None,
+                download: None,
             })
         );
         assert!(matches!(
@@ -1020,6 +1040,28 @@ mod tests {
             Command::parse("/help nosuch"),
             Err(CommandError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn an_unknown_command_that_looks_like_a_file_points_to_download() {
+        assert_eq!(
+            Command::parse("/demofile.txt").unwrap_err().to_string(),
+            "unknown command /demofile.txt; type /help for the list; \
+             to download a shared file: /download demofile.txt"
+        );
+        // As typed (case kept), the rest of the line with it.
+        assert_eq!(
+            Command::parse("/Meeting.notes v2.txt")
+                .unwrap_err()
+                .to_string(),
+            "unknown command /meeting.notes; type /help for the list; \
+             to download a shared file: /download Meeting.notes v2.txt"
+        );
+        // No dot, or not a file name: no pointer.
+        for line in ["/xyzzy", "/xyzzy a.txt", "/../etc/passwd"] {
+            let text = Command::parse(line).unwrap_err().to_string();
+            assert!(!text.contains("/download"), "{line}: {text}");
+        }
     }
 
     #[test]
