@@ -714,21 +714,37 @@ fn private_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Logs a history database that other users of the machine may read,
-/// with the command that makes it private (the operator may share it on
-/// purpose: its mode is left alone).
+/// Logs each file of a history database (`path`, its `-wal` and `-shm`)
+/// that other users of the machine may read, with the command that makes
+/// it private (the operator may share it on purpose: modes are left alone).
 fn warn_if_shared(path: &Path) {
+    for (file, mode) in shared_files(path) {
+        log::warn!(
+            "the history database file '{}' can be read by other users of this machine (mode {mode:o}), and it holds private messages, resume tokens and password hashes: chmod 600 it (and the database's other files: '{}', its -wal and -shm)",
+            file.display(),
+            path.display()
+        );
+    }
+}
+
+/// The files of the history database `path` that others than their owner
+/// may read or write, with their modes.
+fn shared_files(path: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut shared = Vec::new();
     #[cfg(unix)]
-    if let Ok(meta) = std::fs::metadata(path) {
+    for suffix in ["", "-wal", "-shm"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            log::warn!(
-                "the history database '{}' can be read by other users of this machine (mode {mode:o}), and it holds private messages, resume tokens and password hashes: chmod 600 it (and its -wal and -shm files)",
-                path.display()
-            );
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        if let Ok(meta) = std::fs::metadata(&file) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                shared.push((file, mode));
+            }
         }
     }
+    shared
 }
 
 /// The key a session is stored under: one per user, whatever its case.
@@ -1562,10 +1578,20 @@ mod tests {
         assert!(wal.exists(), "the WAL is there while the store is open");
         assert_eq!(mode(&wal), 0o600);
         drop(store);
-        // A file that exists keeps the mode its operator gave it.
+        assert!(shared_files(&path).is_empty());
+        // A file that exists keeps the mode its operator gave it, and is
+        // told of, as a WAL file others may read.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        drop(open(&path, 100, 1 << 20));
+        let store = open(&path, 100, 1 << 20);
         assert_eq!(mode(&path), 0o640);
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // SQLite gave the shared-memory file, made anew, the database's mode.
+        let shm = dir.path().join("history.db-shm");
+        assert_eq!(
+            shared_files(&path),
+            [(path.clone(), 0o640), (wal, 0o644), (shm, 0o640)]
+        );
+        drop(store);
     }
 
     #[test]
