@@ -81,6 +81,8 @@ const METER_SETTLE: Duration = Duration::from_millis(500);
 const PLAIN_WIDTH: usize = 80;
 /// The longest wait between two reconnect tries.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// The most names the join's `online (N): …` notice lists; `/who` lists all.
+const JOIN_NAMES_SHOWN: usize = 50;
 
 /// What the client was started with.
 pub struct Config {
@@ -283,6 +285,40 @@ struct Drained {
     queue_full: bool,
 }
 
+/// What the answer to a `/who` of ours is for (besides the roster, which
+/// every answer updates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhoFor {
+    /// The user's `/who`: shown.
+    User,
+    /// The roster only (completion, `/mode unicast`'s check): not shown.
+    Roster,
+    /// A join the screen does not continue: shown where the nick list is
+    /// not (see [`View::roster_notice`]).
+    Join,
+}
+
+impl WhoFor {
+    /// Asked without the user.
+    fn silent(self) -> bool {
+        self != WhoFor::User
+    }
+}
+
+/// `online (3): alice, bob, carol`: the names in the server's order (as
+/// `/who` shows them), at most `most` of them (`… and 7 more`).
+fn online_line(names: &[String], most: usize) -> String {
+    let shown = names.len().min(most);
+    let mut line = format!("online ({}): {}", names.len(), names[..shown].join(", "));
+    if shown < names.len() {
+        line.push_str(&format!(
+            " and {} more (/who lists all)",
+            names.len() - shown
+        ));
+    }
+    line
+}
+
 /// Work for the disk thread, in the order the session produced it.
 enum DiskJob {
     Data {
@@ -351,9 +387,8 @@ struct Conn {
     listed: Mutex<Vec<String>>,
     /// The names of a quiet list (see [`UserInput::FetchFileNames`]).
     quiet_listed: Mutex<Vec<String>>,
-    /// Our `/who` requests in order, true for the ones asked without the
-    /// user (their answer only updates the roster).
-    whos: Mutex<VecDeque<bool>>,
+    /// Our `/who` requests in order, with what their answers are for.
+    whos: Mutex<VecDeque<WhoFor>>,
     /// Silent `/who`s asked, and answered.
     whos_asked: AtomicU64,
     whos_answered: AtomicU64,
@@ -1361,7 +1396,7 @@ impl Conn {
     fn start(app: &Arc<App>, joined: Joined, again: bool) -> Result<Arc<Conn>, ClientError> {
         let Joined {
             stream,
-            session,
+            mut session,
             reader,
             username,
             welcome,
@@ -1370,6 +1405,21 @@ impl Conn {
             server,
         } = joined;
         *lock(&app.me) = username.as_str().to_owned();
+        // What came with the welcome (whether the session was given back),
+        // read before any thread can take it.
+        let early: Vec<ClientEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+        // Who is online is shown on joining, unless the screen already
+        // shows this session (a reconnect that got it back, whose joins
+        // and leaves meanwhile follow). A first run that resumes a saved
+        // session starts with an empty screen: it is shown then too.
+        let resumed = early
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { .. }));
+        let join_who = if again && resumed {
+            WhoFor::Roster
+        } else {
+            WhoFor::Join
+        };
         if let Some(fingerprint) = first_use {
             app.notice(&format!(
                 "first TLS connection to {server}: its certificate (SHA-256 {fingerprint}) is now trusted; \
@@ -1419,6 +1469,10 @@ impl Conn {
             max_unacked: limits.max_unacked.max(1),
             unechoed: Mutex::new(None),
         });
+        conn.handle(Drained {
+            events: early,
+            queue_full: false,
+        });
         let c = conn.clone();
         spawn("writer", move || {
             if let Err(e) = c.outbox.run_writer(write_half) {
@@ -1440,7 +1494,7 @@ impl Conn {
         // A new token came with the welcome: the next run needs it.
         app.remember(&conn.session, true);
         // Who is online, for the roster (and `/mode unicast`'s check).
-        let _ = conn.ask_who(true);
+        let _ = conn.ask_who(join_who);
         Ok(conn)
     }
 
@@ -1576,16 +1630,16 @@ impl Conn {
         }
     }
 
-    /// Asks who is online; `silent`: only for the roster, not shown.
-    fn ask_who(&self, silent: bool) -> Result<bool, UsageError> {
+    /// Asks who is online, `why` saying what the answer is for.
+    fn ask_who(&self, why: WhoFor) -> Result<bool, UsageError> {
         if !self.wait_to_send(0) {
             return Ok(false);
         }
         let mut whos = lock(&self.whos);
         let (result, drained) = self.session_call(ClientSession::who);
         if result.is_ok() {
-            whos.push_back(silent);
-            if silent {
+            whos.push_back(why);
+            if why.silent() {
                 self.whos_asked.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -1597,7 +1651,7 @@ impl Conn {
     /// Asks who is online now and waits for the answer: true once the
     /// roster is fresh.
     fn refresh_roster(&self) -> bool {
-        if !matches!(self.ask_who(true), Ok(true)) {
+        if !matches!(self.ask_who(WhoFor::Roster), Ok(true)) {
             return false;
         }
         let ticket = self.whos_asked.load(Ordering::SeqCst);
@@ -2124,7 +2178,7 @@ impl Conn {
                 self.set_unicast(to);
                 Ok(())
             }
-            Command::Who => self.ask_who(false).map(drop),
+            Command::Who => self.ask_who(WhoFor::User).map(drop),
             Command::Files => self
                 .paced(0, ClientSession::files_access)
                 .and_then(|_| self.paced(0, ClientSession::list_files))
@@ -2669,11 +2723,17 @@ impl Conn {
                     .zip(&names)
                     .map(|(u, n)| (u.key(), n.clone()))
                     .collect();
-                let silent = lock(&self.whos).pop_front().unwrap_or(false);
-                if silent {
+                let why = lock(&self.whos).pop_front().unwrap_or(WhoFor::User);
+                if why.silent() {
                     self.whos_answered.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    app.notice(&format!("online ({}): {}", names.len(), names.join(", ")));
+                }
+                match why {
+                    WhoFor::User => app.notice(&online_line(&names, usize::MAX)),
+                    WhoFor::Join => {
+                        app.view
+                            .roster_notice(&online_line(&names, JOIN_NAMES_SHOWN));
+                    }
+                    WhoFor::Roster => {}
                 }
                 app.view.roster(Roster::All(names));
             }
@@ -3137,6 +3197,29 @@ fn remove_if_empty(part: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_join_lists_at_most_so_many_names_and_who_lists_all() {
+        let names = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("u{i}")).collect() };
+        let three = vec!["alice".to_string(), "bob".into(), "carol".into()];
+        assert_eq!(
+            online_line(&three, JOIN_NAMES_SHOWN),
+            "online (3): alice, bob, carol"
+        );
+        assert_eq!(online_line(&three, 3), "online (3): alice, bob, carol");
+        assert_eq!(
+            online_line(&three, 2),
+            "online (3): alice, bob and 1 more (/who lists all)"
+        );
+        let many = online_line(&names(JOIN_NAMES_SHOWN + 70), JOIN_NAMES_SHOWN);
+        assert!(many.starts_with("online (120): u1, u2, "), "{many}");
+        assert!(
+            many.ends_with(", u50 and 70 more (/who lists all)"),
+            "{many}"
+        );
+        let all = online_line(&names(120), usize::MAX);
+        assert!(all.ends_with(", u119, u120"), "{all}");
+    }
 
     #[test]
     fn host_port_brackets_ipv6() {

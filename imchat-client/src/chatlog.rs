@@ -98,6 +98,13 @@ impl View for ChatLog {
     fn shared_files(&self, names: Vec<String>) {
         self.inner.shared_files(names);
     }
+    fn roster_notice(&self, text: &str) -> bool {
+        let shown = self.inner.roster_notice(text);
+        if shown {
+            self.append(SystemTime::now(), &line(&Entry::Notice(text.to_owned())));
+        }
+        shown
+    }
     fn clear(&self) {
         self.inner.clear();
     }
@@ -131,6 +138,14 @@ mod tests {
     impl View for Seen {
         fn show(&self, entry: Entry) {
             self.0.lock().unwrap().push(entry);
+        }
+        /// Shown (as a screen without its nick list) unless it names bob.
+        fn roster_notice(&self, text: &str) -> bool {
+            let shown = !text.contains("bob");
+            if shown {
+                self.show(Entry::Notice(text.into()));
+            }
+            shown
         }
         fn transfer(&self, _: &TransferView) {}
         fn transfer_ended(&self, _: &str) {}
@@ -218,6 +233,28 @@ mod tests {
             lines[2].ends_with(" *** bob has left (a^Jb^[[2J)"),
             "{}",
             lines[2]
+        );
+    }
+
+    #[test]
+    fn who_is_online_on_joining_is_logged_only_where_the_view_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.log");
+        let seen = Arc::new(Seen::default());
+        let log = ChatLog::open(&path, seen.clone()).unwrap();
+        assert!(log.roster_notice("online (2): alice, carol"));
+        assert!(!log.roster_notice("online (2): alice, bob"));
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [Entry::Notice("online (2): alice, carol".into())]
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[1].ends_with(" *** online (2): alice, carol"),
+            "{}",
+            lines[1]
         );
     }
 }

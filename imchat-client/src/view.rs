@@ -236,6 +236,15 @@ pub trait View: Send + Sync {
     fn roster(&self, change: Roster);
     /// The names in the shared folder, as last listed (for completion).
     fn shared_files(&self, names: Vec<String>);
+    /// On joining, who is online as the notice `text` (`online (3): …`),
+    /// for a view that has a list of who is online but does not show it
+    /// now (a narrow terminal, or the list turned off): it shows the
+    /// notice and answers true. A view that shows the list, or has none
+    /// (plain lines and JSON, whose output programs parse: they ask
+    /// `/who`), shows nothing and answers false.
+    fn roster_notice(&self, _text: &str) -> bool {
+        false
+    }
     /// `/clear`: empties the chat pane (a no-op where lines are gone once shown).
     fn clear(&self) {}
     /// `/nicklist`: shows or hides the list of who is online. False where

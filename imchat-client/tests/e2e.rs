@@ -78,6 +78,32 @@ fn joins_are_announced() {
     });
 }
 
+/// The full-screen client names who is online on joining when its nick
+/// list is not shown; piped output, which scripts parse, stays as it was:
+/// a script asks `/who`. `--json` gives the roster as before, and no notice.
+#[test]
+fn a_piped_or_json_join_prints_no_list_of_who_is_online() {
+    let w = World::new("join-quiet");
+    let port = w.server.port().to_string();
+    let mut bob = w.client("bob");
+    let mut alice = w.client("alice");
+    let carol = w.spawn_client(&["--json", "carol", "127.0.0.1", &port]);
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    carol.expect("the roster from the /who on connect", |l| {
+        parse(l)["all"] == serde_json::json!(["alice", "bob", "carol"])
+    });
+    barrier(&mut bob, "bob", "all here", &[&alice]);
+    carol.expect("bob's line", |l| parse(l)["text"] == "all here");
+    alice.assert_no_line("an unasked list of who is online", |l| {
+        l.starts_with("*** online")
+    });
+    carol.assert_no_line("a notice of who is online", |l| l.contains("online ("));
+    alice.send("/who");
+    alice.expect_line("*** online (3): alice, bob, carol");
+}
+
 #[test]
 fn broadcast_reaches_all_others_but_not_the_sender() {
     let w = World::new("broadcast");

@@ -13,6 +13,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
+use common::proxy::Proxy;
 use common::screen::{entry_row, has_entry, untimed, Key, Shot, Term};
 use common::{Client, Server, World, TIMEOUT};
 
@@ -430,6 +431,92 @@ fn resize_redraws_without_stale_rows() {
     t.wait_screen("no nick list after F2", |s| {
         s.rows[..37].iter().all(|r| !r.contains('│'))
     });
+}
+
+/// Joining shows who is online: in the nick list from 100 columns, else
+/// (narrower, or the list turned off) as one notice after the welcome.
+#[test]
+fn the_join_shows_who_is_online_where_the_nick_list_does_not() {
+    let w = World::new("scr-online");
+    let bob = w.client("bob");
+    let mut carol = w.client("carol");
+    bob.expect_line("*** carol has joined");
+
+    let t = start(&w, "alice", 80, 24);
+    let online = "*** online (3): alice, bob, carol";
+    let s = t.wait_screen(&format!("`{online}`"), |s| has_entry(s, online));
+    let welcome = s.find_row(|r| r.contains("Welcome to imchat, alice!"));
+    assert!(
+        welcome.is_some_and(|at| at < entry_row(&s, online).unwrap_or(0)),
+        "the names after the welcome\n{}",
+        s.dump()
+    );
+    bob.expect_line("*** alice has joined");
+
+    // Wide enough for the nick list: the names are there, not in the chat.
+    let mut dave = start(&w, "dave", 120, 24);
+    let s = dave.wait_screen("carol in the nick list", |s| {
+        s.rows[..21]
+            .iter()
+            .any(|r| r.contains('│') && r.ends_with("carol"))
+    });
+    assert_eq!(s.count("*** online"), 0, "{}", s.dump());
+    // Its joins and leaves change the list, not the chat, as before.
+    carol.send("/quit");
+    dave.wait_screen("`*** carol has left`", |s| {
+        has_entry(s, "*** carol has left")
+    });
+    dave.key(Key::F2);
+    dave.wait_screen("no nick list after F2", |s| {
+        s.rows[..21].iter().all(|r| !r.contains('│'))
+    });
+    assert_eq!(dave.shot().count("*** online"), 0, "{}", dave.shot().dump());
+}
+
+/// A reconnect that gets the session back continues what the screen
+/// shows (the joins and leaves meanwhile follow): no names again. One
+/// that starts a new session shows them, as a first join does.
+#[test]
+fn a_resumed_reconnect_does_not_list_who_is_online_again() {
+    let mut w = World::new("scr-online-again");
+    let port = w.server.port();
+    let net = Proxy::start(w.server.addr);
+    let t = {
+        let net_port = net.port().to_string();
+        let t = Term::spawn(
+            w.dir.path(),
+            &w.dir.join("home-alice"),
+            &["alice", "127.0.0.1", &net_port],
+            80,
+            24,
+        );
+        t.wait_screen("`*** online (1): alice`", |s| {
+            has_entry(s, "*** online (1): alice")
+        });
+        t
+    };
+    let mut bob = w.client("bob");
+    t.wait_screen("`*** bob has joined`", |s| {
+        has_entry(s, "*** bob has joined")
+    });
+    net.cut();
+    t.wait_screen("`*** resumed`", |s| has_entry(s, "*** resumed"));
+    bob.send("/quit");
+    let s = t.wait_screen("`*** bob has left`", |s| has_entry(s, "*** bob has left"));
+    assert_eq!(s.count("*** online"), 1, "{}", s.dump());
+
+    // A server restarted without its history: a new session, named again.
+    w.server.signal("TERM");
+    assert!(
+        w.server.wait_exit(TIMEOUT).is_some(),
+        "the server did not stop on SIGTERM\n{}",
+        w.server.report()
+    );
+    w.server = Server::start_on(w.dir.path(), &w.shared(), &[], port);
+    let s = t.wait_screen("`session not resumed`, then the names again", |s| {
+        s.count("*** online (1): alice") == 2
+    });
+    assert!(s.contains("*** session not resumed"), "{}", s.dump());
 }
 
 /// Started with no arguments at a terminal, the client asks for the name

@@ -130,6 +130,12 @@ impl Screen {
         });
         install_panic_hook();
         let terminal = enter()?;
+        // The width the first draw will have, known before it: whether the
+        // nick list shows decides what the join shows (see `roster_notice`),
+        // and the join's answers may come before that draw.
+        if let Ok(size) = terminal.size() {
+            shared.model().set_width(size.width);
+        }
         let thread_shared = Arc::clone(&shared);
         let thread = thread::Builder::new()
             .name("screen".into())
@@ -186,6 +192,10 @@ impl View for Screen {
 
     fn shared_files(&self, names: Vec<String>) {
         self.shared.update(|m| m.shared_files(names));
+    }
+
+    fn roster_notice(&self, text: &str) -> bool {
+        self.shared.update(|m| m.roster_notice(text))
     }
 
     fn clear(&self) {

@@ -383,6 +383,16 @@ impl Model {
         }
     }
 
+    /// On joining, who is online (`online (3): alice, bob, carol`): shown
+    /// as a notice, true, unless the nick list shows them already.
+    pub fn roster_notice(&mut self, text: &str) -> bool {
+        let shown = !self.nicklist_shown(self.width);
+        if shown {
+            self.show(Entry::Notice(text.to_owned()));
+        }
+        shown
+    }
+
     /// The shared file names.
     ///
     /// A Tab that waited for them completes now, if the input line is
@@ -488,6 +498,11 @@ impl Model {
     }
 
     // ---- scrolling ----
+
+    /// The terminal's width, before a draw records it.
+    pub fn set_width(&mut self, width: u16) {
+        self.width = width;
+    }
 
     /// Records the chat pane's size and keeps the scroll within the chat.
     pub fn fit(&mut self, width: u16, pane_width: u16, pane_height: u16) {
@@ -1292,5 +1307,34 @@ mod tests {
         assert_eq!(m.entries()[0].entry, Entry::Notice("line 5".into()));
         m.clear();
         assert!(m.entries().is_empty());
+    }
+
+    #[test]
+    fn the_join_shows_who_is_online_only_where_the_nick_list_does_not() {
+        let online = "online (3): alice, bob, carol";
+        // 80 columns: no nick list, so the notice shows.
+        let mut m = model();
+        m.set_width(80);
+        assert!(m.roster_notice(online));
+        assert_eq!(last_notice(&m), Some(online));
+        // Wide enough for the nick list, known before any draw: nothing.
+        let mut m = model();
+        m.set_width(NICKLIST_MIN_WIDTH);
+        assert!(!m.roster_notice(online));
+        assert!(m.entries().is_empty());
+        // The nick list turned off (F2, /nicklist) on a wide terminal: shown.
+        m.toggle_nicklist();
+        assert!(m.roster_notice(online));
+        assert_eq!(last_notice(&m), Some(online));
+        // And turned on in a narrow one: not.
+        let mut m = model();
+        m.set_width(60);
+        m.toggle_nicklist();
+        assert!(!m.roster_notice(online));
+        assert!(m.entries().is_empty());
+        // The names are held inert, as every text from the client.
+        let mut m = model();
+        assert!(m.roster_notice("online (1): bob\u{202e}\x1b[2J"));
+        assert_eq!(last_notice(&m), Some("online (1): bob\\u{202e}^[[2J"));
     }
 }
