@@ -90,10 +90,15 @@ pub(super) struct Session {
     /// While waiting: the address its last connection came from, if known
     /// (a flood of lost connections gives up its own sessions first).
     pub(super) peer: Option<IpAddr>,
-    /// While waiting after a connection this run lost: the newest log id
-    /// then, from which what its user missed is replayed when the user
+    /// While waiting: the newest log id when its connection was lost (or,
+    /// for a session kept from the server's run before, when it was
+    /// loaded), from which what its user missed is replayed when the user
     /// takes the session back with the name's password.
     pub(super) away_seen: Option<MessageId>,
+    /// The newest log id when the session began on this server, if known:
+    /// nothing older is replayed to it (entries for its name before that
+    /// were another session's, perhaps another person's).
+    pub(super) started: Option<MessageId>,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -203,7 +208,8 @@ impl Hub {
                 recent: VecDeque::new(),
                 moved_from: None,
                 peer: None,
-                away_seen: None,
+                away_seen: Some(MessageId(self.next_message.saturating_sub(1))),
+                started: None,
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -294,6 +300,7 @@ impl Hub {
                 moved_from: None,
                 peer: None,
                 away_seen: None,
+                started: Some(MessageId(self.next_message.saturating_sub(1))),
             },
         );
         self.save_stored_session(client);
@@ -759,14 +766,14 @@ impl Hub {
     /// name's password (checked) but no token: a password stands in for
     /// the token of a session whose connection was lost (its client was
     /// killed, or runs on another machine), as IRC's services let a user
-    /// regain a registered nick. Replayed: everything since the connection
-    /// was lost, and at least the newest `history_count` entries the user
-    /// may see (its new client shows nothing yet, and the lost connection
-    /// may not have shown what was last sent to it; a session kept from
-    /// the server's run before has only those). `None` for a session that
-    /// still has a connection (the user is online elsewhere: not taken
-    /// from it), one taken over from another server (its client's last
-    /// seen id is that server's), and none at all.
+    /// regain a registered nick. Replayed, as to a resume: what came
+    /// since the connection was lost (for a session kept from the
+    /// server's run before, since it was loaded). What the lost connection
+    /// was sent before the server noticed the loss is not known to be
+    /// unseen, and is not replayed. `None` for a session that still has a
+    /// connection (the user is online elsewhere: not taken from it), one
+    /// taken over from another server (its client's last seen id is that
+    /// server's), and none at all.
     pub(super) fn regain_request(&self, key: &str) -> Option<ResumeRequest> {
         if self.names.contains_key(key) {
             return None;
@@ -778,16 +785,9 @@ impl Hub {
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
         // Nothing the log no longer holds is asked for: none counts as lost.
         let floor = MessageId(oldest.saturating_sub(1));
-        let recent = self
-            .log
-            .iter()
-            .rev()
-            .nth(self.limits.history_count)
-            .map_or(floor, |e| e.id);
-        let last_seen = s.away_seen.map_or(recent, |a| a.min(recent)).max(floor);
         Some(ResumeRequest {
             token: s.token,
-            last_seen,
+            last_seen: s.away_seen?.max(floor),
             epoch: self.epoch,
         })
     }
@@ -847,6 +847,7 @@ impl Hub {
         session.grace = None;
         session.token = token;
         let moved_from = session.moved_from.take();
+        let started = session.started;
         let user = session.user.clone();
         if moved_from.is_some() {
             // Its user's last messages on its old server may have reached
@@ -880,6 +881,12 @@ impl Hub {
         // From another server, the ids are not this log's: what was
         // missed is told from the entries' origins (see `unseen`). A
         // session kept from this server's run before has this log's ids.
+        // Entries for its name from before the session began were another
+        // session's: a client cannot ask for them by a low last seen id.
+        let request = ResumeRequest {
+            last_seen: request.last_seen.max(started.unwrap_or(MessageId(0))),
+            ..request
+        };
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
         let dropped = if moved.is_some() {
             0

@@ -341,6 +341,7 @@ impl Hub {
             moved_from: Some(from),
             peer: None,
             away_seen: None,
+            started: None,
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key, session);
