@@ -80,12 +80,19 @@ fn hub() -> Hub {
     hub
 }
 
-/// Joins `name` from `peer` on a hub with accounts, the server verifying.
-fn join_verified(hub: &mut Hub, name: &str, peer: &str, now: Instant) -> ClientId {
+/// A `Hello` for `name` from `peer` with its account password, on a hub
+/// with accounts, the server verifying it.
+fn hello_verified(hub: &mut Hub, name: &str, peer: &str, now: Instant) -> ClientId {
     let c = hub.handle_connect_from(ip(peer), now);
     hub.handle_message(c, auth(None, Some("pw")), now);
     hub.handle_message(c, hello(name), now);
     hub.account_checked(c, AccountCheck::Verified, now);
+    c
+}
+
+/// Joins `name` from `peer` on a hub with accounts, the server verifying.
+fn join_verified(hub: &mut Hub, name: &str, peer: &str, now: Instant) -> ClientId {
+    let c = hello_verified(hub, name, peer, now);
     assert!(hub.is_joined(c));
     c
 }
@@ -1103,10 +1110,7 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
 
     // From another machine, with the name's password: her session, and
     // what she missed; bob sees no leave and no join.
-    let back = hub.handle_connect_from(ip("10.0.0.3"), t1);
-    hub.handle_message(back, auth(None, Some("pw")), t1);
-    hub.handle_message(back, hello("alice"), t1);
-    hub.account_checked(back, AccountCheck::Verified, t1);
+    let back = hello_verified(&mut hub, "alice", "10.0.0.3", t1);
     assert!(hub.is_joined(back));
     let got = sent_to(&mut hub, &[back, bob]);
     // What came since the loss, as to a resume.
@@ -1124,10 +1128,7 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
         .any(|e| matches!(e, HubEvent::Resumed { client, .. } if *client == back)));
 
     // While she is connected, the password takes nothing from her.
-    let third = hub.handle_connect_from(ip("10.0.0.4"), t1);
-    hub.handle_message(third, auth(None, Some("pw")), t1);
-    hub.handle_message(third, hello("alice"), t1);
-    hub.account_checked(third, AccountCheck::Verified, t1);
+    let third = hello_verified(&mut hub, "alice", "10.0.0.4", t1);
     assert!(hub.is_joined(back));
     assert_eq!(
         sent_to(&mut hub, &[third])[0],
@@ -1157,10 +1158,7 @@ fn a_password_takes_back_a_session_the_server_kept_across_a_restart() {
     let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
     say(&mut hub, bob, 2, Some("alice"), "after the restart", t0);
     sent_to(&mut hub, &[bob]);
-    let back = hub.handle_connect_from(ip("10.0.0.3"), t0);
-    hub.handle_message(back, auth(None, Some("pw")), t0);
-    hub.handle_message(back, hello("alice"), t0);
-    hub.account_checked(back, AccountCheck::Verified, t0);
+    let back = hello_verified(&mut hub, "alice", "10.0.0.3", t0);
     assert!(hub.is_joined(back));
     // From the restart on: when the connection was lost before it is not
     // known here.
@@ -1199,10 +1197,7 @@ fn a_session_is_never_replayed_what_was_sent_to_an_earlier_holder_of_its_name() 
     sent_to(&mut hub, &[sam]);
 
     // Neither by the password...
-    let back = hub.handle_connect_from(ip("10.0.0.3"), t0);
-    hub.handle_message(back, auth(None, Some("pw")), t0);
-    hub.handle_message(back, hello("xan"), t0);
-    hub.account_checked(back, AccountCheck::Verified, t0);
+    let back = hello_verified(&mut hub, "xan", "10.0.0.3", t0);
     let mut welcome = None;
     let mut texts = Vec::new();
     while let Some(t) = hub.poll_transmit() {
