@@ -1044,6 +1044,7 @@ fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
                 })
                 .into(),
                 ServerMessage::Refused { reason, .. } => format!("refused: {reason}"),
+                ServerMessage::Notice { code, text } => format!("notice: {code}: {text}"),
                 ServerMessage::Chat(c) if c.private => format!("private: {}: {}", c.from, c.text),
                 ServerMessage::Chat(c) => format!("chat: {}: {}", c.from, c.text),
                 ServerMessage::Joined { user, .. } => format!("joined: {user}"),
@@ -1161,10 +1162,14 @@ fn a_password_takes_back_a_session_the_server_kept_across_a_restart() {
     let back = hello_verified(&mut hub, "alice", "10.0.0.3", t0);
     assert!(hub.is_joined(back));
     // From the restart on: when the connection was lost before it is not
-    // known here.
+    // known here, and the user is told.
     assert_eq!(
         sent_to(&mut hub, &[back])[0],
-        ["resumed", "private: bob: after the restart"]
+        [
+            "resumed",
+            "private: bob: after the restart",
+            "notice: done: your session is back as the server kept it across its restart: what was sent to you between the loss of your connection and the restart is not replayed"
+        ]
     );
 }
 

@@ -773,8 +773,10 @@ impl Hub {
     /// unseen, and is not replayed. `None` for a session that still has a
     /// connection (the user is online elsewhere: not taken from it), one
     /// taken over from another server (its client's last seen id is that
-    /// server's), and none at all.
-    pub(super) fn regain_request(&self, key: &str) -> Option<ResumeRequest> {
+    /// server's), and none at all. With it: whether the session is one
+    /// kept from the server's run before (what came for it before the
+    /// restart is not replayed, and its user is told so).
+    pub(super) fn regain_request(&self, key: &str) -> Option<(ResumeRequest, bool)> {
         if self.names.contains_key(key) {
             return None;
         }
@@ -785,11 +787,12 @@ impl Hub {
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
         // Nothing the log no longer holds is asked for: none counts as lost.
         let floor = MessageId(oldest.saturating_sub(1));
-        Some(ResumeRequest {
+        let request = ResumeRequest {
             token: s.token,
             last_seen: s.away_seen?.max(floor),
             epoch: self.epoch,
-        })
+        };
+        Some((request, s.started.is_none()))
     }
 
     /// Why a name is taken, for the refusal: a waiting session says how

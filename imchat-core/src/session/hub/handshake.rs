@@ -11,6 +11,10 @@ use crate::message::{
     ServerMessage, Username, PROTOCOL_VERSION,
 };
 
+/// Told to a user who took back with its password a session the server
+/// kept across its restart.
+const REGAINED_AFTER_RESTART: &str = "your session is back as the server kept it across its restart: what was sent to you between the loss of your connection and the restart is not replayed";
+
 impl Hub {
     pub(super) fn refuse(&mut self, id: ClientId, code: RefuseCode, reason: &str) {
         self.send(
@@ -106,8 +110,17 @@ impl Hub {
         // caller's lock: two clients can never both get the same name.
         let key = self.key(&username);
         if authenticated {
-            if let Some(request) = self.regain_request(&key) {
+            if let Some((request, kept)) = self.regain_request(&key) {
                 if self.try_resume(client, &username, request, now) {
+                    if kept {
+                        self.send(
+                            client,
+                            ServerMessage::Notice {
+                                code: NoticeCode::DONE,
+                                text: REGAINED_AFTER_RESTART.into(),
+                            },
+                        );
+                    }
                     return;
                 }
             }
