@@ -519,12 +519,9 @@ fn a_resumed_reconnect_does_not_list_who_is_online_again() {
     assert!(s.contains("*** session not resumed"), "{}", s.dump());
 }
 
-/// Started with no arguments at a terminal, the client asks for the name
-/// and the server, as the classroom client did, and then runs as usual.
-#[test]
-fn started_with_nothing_it_asks_for_the_name_and_the_server() {
-    let w = World::new("scr-ask");
-    let mut t = Term::spawn(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24);
+/// Answers the questions of a client started with nothing: `alice`, and
+/// the server of `w`; waits until it is connected.
+fn answer_name_and_server(t: &mut Term, w: &World) {
     t.wait_screen("the question for the username", |s| s.contains("username:"));
     t.type_str("alice\r");
     t.wait_screen("the question for the server", |s| {
@@ -537,6 +534,15 @@ fn started_with_nothing_it_asks_for_the_name_and_the_server() {
     });
 }
 
+/// Started with no arguments at a terminal, the client asks for the name
+/// and the server, as the classroom client did, and then runs as usual.
+#[test]
+fn started_with_nothing_it_asks_for_the_name_and_the_server() {
+    let w = World::new("scr-ask");
+    let mut t = Term::spawn(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24);
+    answer_name_and_server(&mut t, &w);
+}
+
 /// Its stderr redirected to a log (`imchat-client 2>err`, as the README
 /// advises), the client started with nothing still asks, on the terminal.
 #[test]
@@ -544,16 +550,7 @@ fn started_with_nothing_and_stderr_redirected_it_still_asks() {
     let w = World::new("scr-ask-2");
     let log = w.dir.join("err.log");
     let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
-    t.wait_screen("the question for the username", |s| s.contains("username:"));
-    t.type_str("alice\r");
-    t.wait_screen("the question for the server", |s| {
-        s.contains("server (host:port, or a port on this machine):")
-    });
-    t.type_str(&format!("127.0.0.1:{}\r", w.server.port()));
-    let server = format!("connected to 127.0.0.1:{}", w.server.port());
-    t.wait_screen("the full-screen client, connected as alice", |s| {
-        status_row(s, "alice").is_some() && s.row(-2).contains(&server)
-    });
+    answer_name_and_server(&mut t, &w);
     let err = fs::read_to_string(&log).unwrap_or_default();
     assert!(
         !err.contains("username:"),
