@@ -67,6 +67,16 @@ impl Shown {
     }
 }
 
+/// Where a name goes in the nick list: the order of `/who` and the join's
+/// "online" line (the server sorts by the name key: case and look-alike
+/// letters ignored), then the name itself.
+fn roster_order(name: &str) -> (String, String) {
+    let key = imchat_core::Username::new(name)
+        .map(|u| imchat_cli::names::key(&u))
+        .unwrap_or_else(|_| name.to_lowercase());
+    (key, name.to_owned())
+}
+
 /// The screen's state.
 #[derive(Debug)]
 pub struct Model {
@@ -370,12 +380,14 @@ impl Model {
     pub fn change_roster(&mut self, change: Roster) {
         match change.inert() {
             Roster::All(mut all) => {
-                all.sort();
+                all.sort_by_cached_key(|n| roster_order(n));
                 all.dedup();
                 self.roster = all;
             }
             Roster::Joined(name) => {
-                if let Err(at) = self.roster.binary_search(&name) {
+                if !self.roster.contains(&name) {
+                    let key = roster_order(&name);
+                    let at = self.roster.partition_point(|n| roster_order(n) < key);
                     self.roster.insert(at, name);
                 }
             }
@@ -1180,6 +1192,26 @@ mod tests {
         m.change_roster(Roster::Left("al".into()));
         m.change_roster(Roster::Joined("carol".into()));
         assert_eq!(m.roster(), ["alice", "bob", "carol"]);
+    }
+
+    #[test]
+    fn the_nick_list_is_in_the_order_of_who_case_ignored() {
+        let mut m = model();
+        m.change_roster(Roster::All(vec![
+            "alpha".into(),
+            "Bravo".into(),
+            "charlie".into(),
+            "Zoë".into(),
+        ]));
+        assert_eq!(m.roster(), ["alpha", "Bravo", "charlie", "Zoë"]);
+        m.change_roster(Roster::Joined("Delta".into()));
+        m.change_roster(Roster::Joined("able".into()));
+        assert_eq!(
+            m.roster(),
+            ["able", "alpha", "Bravo", "charlie", "Delta", "Zoë"]
+        );
+        m.change_roster(Roster::Joined("Delta".into()));
+        assert_eq!(m.roster().len(), 6, "no name twice");
     }
 
     #[test]
