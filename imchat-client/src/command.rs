@@ -154,7 +154,7 @@ pub const COMMANDS: &[CommandInfo] = &[
         aliases: &["msg", "tell", "w"],
         rows: &[(
             "/unicast <user> <text>",
-            "send to one user (also @user <text>)",
+            "send to one user (also @user <text>, or /user <text> for an online user)",
         )],
     },
     CommandInfo {
@@ -1121,6 +1121,11 @@ mod tests {
             ] {
                 assert!(all.contains(word), "{width}: {word} missing");
             }
+            let flat = all.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains("/user <text>"),
+                "{width}: /user <text> missing"
+            );
         }
         // At 80 columns the heading and each usage stay on their lines.
         let lines = help_lines(80, None);
