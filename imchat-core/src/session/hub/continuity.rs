@@ -208,7 +208,7 @@ impl Hub {
                 recent: VecDeque::new(),
                 moved_from: None,
                 peer: None,
-                away_seen: Some(MessageId(self.next_message.saturating_sub(1))),
+                away_seen: Some(self.last_id()),
                 started: None,
             };
             // Messages accepted after the record was saved are in the log.
@@ -300,7 +300,7 @@ impl Hub {
                 moved_from: None,
                 peer: None,
                 away_seen: None,
-                started: Some(MessageId(self.next_message.saturating_sub(1))),
+                started: Some(self.last_id()),
             },
         );
         self.save_stored_session(client);
@@ -988,7 +988,7 @@ impl Hub {
         if let Phase::Joined(user) = conn.phase {
             let key = self.key(&user);
             let until = self.clock + self.limits.grace;
-            let newest = MessageId(self.next_message.saturating_sub(1));
+            let newest = self.last_id();
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.conn = None;
                 s.grace = Some((until, reason));
