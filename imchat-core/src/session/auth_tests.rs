@@ -1242,3 +1242,38 @@ fn a_session_is_never_replayed_what_was_sent_to_an_earlier_holder_of_its_name() 
         got[0]
     );
 }
+
+#[test]
+fn a_take_back_says_how_much_the_log_no_longer_holds() {
+    let t0 = Instant::now();
+    let mut hub = Hub::new(
+        Limits {
+            log_entries: 3,
+            ..Limits::default()
+        },
+        "hi",
+    );
+    hub.set_token_source(Box::new(|| [7; 16]));
+    hub.set_accounts(true);
+    let alice = join_verified(&mut hub, "alice", "10.0.0.1", t0);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
+    hub.handle_disconnect(alice, LeaveReason::LOST);
+    for n in 1..=5 {
+        say(&mut hub, bob, n, None, &format!("missed {n}"), t0);
+    }
+    sent_to(&mut hub, &[bob]);
+    let back = hello_verified(&mut hub, "alice", "10.0.0.3", t0);
+    let mut dropped = None;
+    let mut texts = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        match t.message {
+            ServerMessage::Welcome { resumed, .. } if t.to.contains(back) => {
+                dropped = resumed.map(|r| r.dropped);
+            }
+            ServerMessage::Chat(c) if t.to.contains(back) => texts.push(c.text),
+            _ => {}
+        }
+    }
+    assert_eq!(texts, ["missed 3", "missed 4", "missed 5"]);
+    assert_eq!(dropped, Some(2), "the two the log no longer holds");
+}

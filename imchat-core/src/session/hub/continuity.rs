@@ -784,12 +784,10 @@ impl Hub {
         if s.conn.is_some() || s.moved_from.is_some() {
             return None;
         }
-        let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
-        // Nothing the log no longer holds is asked for: none counts as lost.
-        let floor = MessageId(oldest.saturating_sub(1));
+        // What the log no longer holds counts as lost, as for a token.
         let request = ResumeRequest {
             token: s.token,
-            last_seen: s.away_seen?.max(floor),
+            last_seen: s.away_seen?,
             epoch: self.epoch,
         };
         Some((request, s.started.is_none()))
