@@ -1305,6 +1305,7 @@ pub fn run(
         hub.set_cluster_lease(cluster.lease());
     }
     let committer = history.as_ref().map(crate::store::SqliteStore::committer);
+    let closer = history.as_ref().map(crate::store::SqliteStore::committer);
     if let Some(store) = history {
         // In a cluster, the run before this one on the same file was a
         // server of the cluster too: what of it the file kept is ours.
@@ -1447,7 +1448,7 @@ pub fn run(
     let stop = stop_rx
         .recv()
         .unwrap_or_else(|_| Stop::Fatal("the control channel closed".into()));
-    match stop {
+    let result = match stop {
         Stop::Signal => {
             server.shutdown("server stopped by operator");
             Ok(())
@@ -1456,7 +1457,14 @@ pub fn run(
             server.shutdown(&format!("internal error: {reason}"));
             Err(Error::Fatal(reason))
         }
+    };
+    if let Some(closer) = closer {
+        if let Err(e) = closer.close() {
+            log::warn!("history database: {e}; its -wal file holds the last writes, keep it with the database");
+            server.report.flush(Duration::from_secs(1));
+        }
     }
+    result
 }
 
 #[cfg(test)]

@@ -583,6 +583,27 @@ impl Committer {
         }
     }
 
+    /// Commits what is still queued and moves the whole WAL into the
+    /// database file, emptying it (a TRUNCATE checkpoint): after a clean
+    /// stop the file alone holds everything, so a copy of just that file
+    /// is a complete backup. The periodic checkpoints are passive and may
+    /// not have caught the last writes (the leaves and sessions of the
+    /// shutdown). Call once the hub has shut down.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut w = self.shared.writer();
+        self.shared.write_queue(&mut w)?;
+        let busy: i64 = w
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| backend(&e))?;
+        if busy != 0 {
+            return Err(StoreError::Backend {
+                detail: "the last checkpoint could not finish: the database was in use".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Tells the hub (locked by the caller) what [`commit`](Committer::commit)
     /// did: the acks it covers go out, or errors for a lost batch.
     pub fn report(&self, hub: &mut Hub, committed: Committed, now: Instant) {

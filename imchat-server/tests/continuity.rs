@@ -526,6 +526,66 @@ fn texts_in_file(db: &Path, user: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// Every row of every table of the database file `db`, table by table.
+fn every_row(db: &Path) -> Vec<String> {
+    let file =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut tables = file
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    let names: Vec<String> = tables
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut rows = Vec::new();
+    for table in names {
+        let mut stmt = file.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = stmt.column_count();
+        let mut it = stmt.query([]).unwrap();
+        while let Some(row) = it.next().unwrap() {
+            let values: Vec<rusqlite::types::Value> =
+                (0..columns).map(|i| row.get(i).unwrap()).collect();
+            rows.push(format!("{table}: {values:?}"));
+        }
+    }
+    rows
+}
+
+#[test]
+fn after_a_clean_stop_the_database_file_alone_holds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let args = ["--history-db", db.to_str().unwrap(), "--grace-secs", "60"];
+    let srv = Server::start(dir.path(), 0, &args);
+    let (mut ann, _) = Peer::connect(srv.addr, "ann");
+    let (mut bob, _) = Peer::connect(srv.addr, "bob");
+    for i in 0..5 {
+        ann.chat(Recipient::Everyone, &format!("ann {i}"));
+    }
+    ann.until("acks", |p| p.unacked.is_empty());
+    // Both leave just before the stop: the last writes are their leaves.
+    for p in [&mut ann, &mut bob] {
+        p.send(&ClientMessage::Quit {
+            reason: "bye".into(),
+        });
+        p.until_closed();
+    }
+    assert_eq!(srv.stop(), Some(0));
+    let wal = dir.path().join("history.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "the WAL was moved into the database");
+    // A backup of the database file alone, as an operator copies it.
+    let backup = tempfile::tempdir().unwrap();
+    let alone = backup.path().join("history.db");
+    std::fs::copy(&db, &alone).unwrap();
+    let all = every_row(&db);
+    let texts = texts_in_file(&db, "ann");
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert_eq!(every_row(&alone), all);
+}
+
 #[test]
 fn with_a_history_database_no_ack_arrives_before_its_entry_is_committed() {
     let dir = tempfile::tempdir().unwrap();
