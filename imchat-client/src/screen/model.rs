@@ -92,6 +92,14 @@ pub struct Model {
     scroll: usize,
     /// Entries that arrived while scrolled back.
     unseen: usize,
+    /// Entries dropped from the front of the chat so far: an entry's
+    /// index plus this is its number, which stays.
+    dropped: usize,
+    /// The text kept at the bottom of a scrolled-back view across changes
+    /// of width: an entry's number and a byte of its text as drawn. Kept
+    /// until the user scrolls, so that a narrower and then wider pane
+    /// gives the first view back.
+    anchor: Option<(usize, usize)>,
     /// The chat pane's size at the last draw (width, height).
     pane: (u16, u16),
     /// The terminal's width at the last draw.
@@ -183,6 +191,8 @@ impl Model {
             entry_bytes: 0,
             scroll: 0,
             unseen: 0,
+            dropped: 0,
+            anchor: None,
             pane: (80, 20),
             width: 80,
             transfers: Vec::new(),
@@ -352,6 +362,7 @@ impl Model {
             || (self.entry_bytes > SCROLLBACK_BYTES && self.entries.len() > 1)
         {
             if let Some(old) = self.entries.pop_front() {
+                self.dropped += 1;
                 self.entry_bytes -= text_bytes(&old.entry);
             }
         }
@@ -421,9 +432,11 @@ impl Model {
 
     /// `/clear`.
     pub fn clear(&mut self) {
+        self.dropped += self.entries.len();
         self.entries.clear();
         self.entry_bytes = 0;
         self.scroll = 0;
+        self.anchor = None;
         self.unseen = 0;
         // Repainted whole, as Ctrl-L does: a terminal that drew a grapheme
         // wider or narrower than its cells (some scripts, flags) may have
@@ -517,11 +530,22 @@ impl Model {
     }
 
     /// Records the chat pane's size and keeps the scroll within the chat.
+    ///
+    /// Scrolled back, a new width (a resize, the nick list shown or
+    /// hidden) wraps the entries anew: the scroll is then set so that the
+    /// text at the bottom of the view stays there, as irssi and weechat
+    /// keep it, rather than the count of rows, which would show other
+    /// lines.
     pub fn fit(&mut self, width: u16, pane_width: u16, pane_height: u16) {
+        let old_width = self.pane.0;
         self.width = width;
         self.pane = (pane_width, pane_height);
         if self.scroll == 0 {
+            self.anchor = None;
             return;
+        }
+        if pane_width != old_width {
+            self.rescroll(old_width, pane_width);
         }
         let height = usize::from(pane_height);
         let wanted = self.scroll.saturating_add(height);
@@ -538,12 +562,55 @@ impl Model {
         }
     }
 
+    /// Sets the scroll for `new` columns so that the anchor's text is on
+    /// the view's bottom row; without an anchor, it is the end of the row
+    /// at the bottom of the view at `old` columns.
+    fn rescroll(&mut self, old: u16, new: u16) {
+        let me = self.me();
+        let anchor = self
+            .anchor
+            .filter(|&(number, _)| number >= self.dropped)
+            .or_else(|| {
+                let mut below = self.scroll;
+                for (i, shown) in self.entries.iter().enumerate().rev() {
+                    let height = shown.height(me, old);
+                    if below < height {
+                        let ends = render::entry_row_ends(shown, me, old);
+                        let end = ends.get(height - 1 - below)?;
+                        return Some((self.dropped + i, end.saturating_sub(1)));
+                    }
+                    below -= height;
+                }
+                None
+            });
+        // Scrolled past the top: the clamp that follows brings it back.
+        let Some((number, byte)) = anchor else {
+            return;
+        };
+        let index = number - self.dropped;
+        let mut below = 0;
+        for (i, shown) in self.entries.iter().enumerate().rev() {
+            if i > index {
+                below += shown.height(me, new);
+                continue;
+            }
+            let ends = render::entry_row_ends(shown, me, new);
+            shown.rows.set(Some((new, ends.len())));
+            let last = ends.len().saturating_sub(1);
+            let row = ends.partition_point(|&end| end <= byte).min(last);
+            self.scroll = below + last - row;
+            self.anchor = Some((number, byte));
+            return;
+        }
+    }
+
     fn page(&self) -> usize {
         usize::from(self.pane.1.saturating_sub(1).max(1))
     }
 
     fn scroll_to(&mut self, scroll: usize) {
         self.scroll = scroll;
+        self.anchor = None;
         let (width, pane_width, pane_height) = (self.width, self.pane.0, self.pane.1);
         self.fit(width, pane_width, pane_height);
         if self.scroll == 0 {

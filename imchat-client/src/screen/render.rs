@@ -412,6 +412,17 @@ pub fn entry_height(shown: &Shown, me: &str, width: u16) -> usize {
     entry_wrapped(shown, me, width).height()
 }
 
+/// Where each of an entry's rows at `width` columns ends, as a byte
+/// offset into its parts put end to end (the same at every width): what
+/// finds a row's text again at another width.
+pub fn entry_row_ends(shown: &Shown, me: &str, width: u16) -> Vec<usize> {
+    entry_wrapped(shown, me, width)
+        .rows
+        .iter()
+        .map(|row| row.end)
+        .collect()
+}
+
 /// An entry laid out at `width` columns.
 fn entry_wrapped<'a>(shown: &'a Shown, me: &str, width: u16) -> Wrapped<'a> {
     let (parts, indent) = entry_parts(shown, me);
@@ -1264,6 +1275,45 @@ mod tests {
         let rows = draw_rows(&mut t, &mut m);
         assert_eq!(rows[0], "line 2", "at 10×3 the chat keeps a row");
         assert!(rows[1].starts_with("[alice]"));
+    }
+
+    /// The words of entries that wrap differently at each width, each
+    /// word found in one place only.
+    fn words_of(i: usize) -> String {
+        (0..=i % 9 * 3)
+            .map(|j| format!("w{i}x{j}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn resizing_while_scrolled_back_keeps_the_text_in_view() {
+        let mut m = model();
+        for i in 0..60 {
+            m.show(Entry::Plain(words_of(i)));
+        }
+        let mut t = terminal(60, 12);
+        draw_rows(&mut t, &mut m);
+        m.handle(Action::PageUp, Instant::now());
+        m.handle(Action::PageUp, Instant::now());
+        // The chat pane is rows 0 to 9; its last row is read here.
+        let before = draw_rows(&mut t, &mut m);
+        let last_word = |row: &str| row.split_whitespace().last().unwrap_or("").to_owned();
+        let word = last_word(&before[9]);
+        assert!(word.starts_with('w'), "{before:#?}");
+        for (width, height) in [(35, 12), (60, 12), (90, 12), (25, 16), (60, 12)] {
+            t.backend_mut().resize(width, height);
+            let rows = draw_rows(&mut t, &mut m);
+            let bottom = usize::from(height) - 3;
+            assert!(
+                rows[bottom].split_whitespace().any(|w| w == word),
+                "at {width}x{height}, the end of the row that was at the bottom of the view \
+                 ({word}) still is: {rows:#?}, before {before:#?}"
+            );
+            assert!(rows[bottom + 1].starts_with("[alice]"), "{rows:#?}");
+        }
+        let after = draw_rows(&mut t, &mut m);
+        assert_eq!(after, before, "back at the first size, the same view");
     }
 
     #[test]
