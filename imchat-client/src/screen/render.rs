@@ -81,12 +81,29 @@ pub fn text_width(text: &str) -> usize {
     Graphemes::new(text).map(|(_, g)| grapheme_width(g)).sum()
 }
 
-/// `text` with each tab expanded to the blanks that reach the next tab
-/// stop (every [`TAB_STOP`] columns from the text's start). A tab is the
-/// one control character a chat text keeps (`inert` leaves it), and the
-/// screen does not draw control characters: unexpanded, `tab\there` would
-/// show as `tabhere`. As blanks, the wrapping counts them and may break
-/// there.
+/// A column of an expanded tab: to the wrapping a blank, drawn as one,
+/// but where a row ends at a blank, the tab columns that follow it go
+/// with it, so that a tab does not carry what is left of it onto the next
+/// row. A control character, that `inert` never leaves in a text.
+const TAB_BLANK: &str = "\x1f";
+
+/// The columns a grapheme of laid-out text takes ([`grapheme_width`],
+/// and one for a [`TAB_BLANK`]), and whether it is a blank.
+#[inline]
+fn cell_width(g: &str) -> (usize, bool) {
+    match g {
+        " " => (1, true),
+        TAB_BLANK => (1, true),
+        _ => (grapheme_width(g), false),
+    }
+}
+
+/// `text` with each tab expanded to the [`TAB_BLANK`]s that reach the
+/// next tab stop (every [`TAB_STOP`] columns from the text's start). A
+/// tab is the one control character a chat text keeps (`inert` leaves
+/// it), and the screen does not draw control characters: unexpanded,
+/// `tab\there` would show as `tabhere`. As blanks, the wrapping counts
+/// them and may break there.
 fn expand_tabs(text: &str) -> Cow<'_, str> {
     if !text.contains('\t') {
         return Cow::Borrowed(text);
@@ -97,7 +114,7 @@ fn expand_tabs(text: &str) -> Cow<'_, str> {
     for (_, g) in Graphemes::new(text) {
         if g == "\t" {
             let blanks = TAB_STOP - col % TAB_STOP;
-            out.extend(std::iter::repeat_n(' ', blanks));
+            out.extend(std::iter::repeat_n(TAB_BLANK, blanks));
             col += blanks;
         } else {
             out.push_str(g);
@@ -589,14 +606,22 @@ impl<'a> Wrapped<'a> {
         // The columns of all the cells before (where blanks start to break).
         let mut col = 0;
         let mut base = 0;
+        // Just after a row ended at a blank: the tab blanks that follow
+        // it are swallowed with it.
+        let mut swallowing = false;
         for (text, _) in &parts {
             for (i, g) in Graphemes::new(text) {
-                let w = grapheme_width(g);
+                let (w, blank) = cell_width(g);
                 if w == 0 {
                     continue;
                 }
                 let at = base + i;
-                let blank = g == " ";
+                if swallowing && g == TAB_BLANK {
+                    col += w;
+                    start = at + g.len();
+                    continue;
+                }
+                swallowing = false;
                 let breaks = blank && col >= indent;
                 col += w;
                 let room = if rows.is_empty() {
@@ -611,6 +636,7 @@ impl<'a> Wrapped<'a> {
                         start = at + g.len();
                         used = 0;
                         last_break = None;
+                        swallowing = true;
                         continue;
                     }
                     if let Some((after, before)) = last_break.take() {
@@ -661,9 +687,11 @@ impl<'a> Wrapped<'a> {
                 let from = range.start.max(base) - base;
                 let to = range.end.min(end) - base;
                 for (_, g) in Graphemes::new(&text[from..to]) {
-                    if grapheme_width(g) == 0 {
-                        continue;
-                    }
+                    let g = match cell_width(g) {
+                        (0, _) => continue,
+                        (_, true) => " ",
+                        _ => g,
+                    };
                     match spans.last_mut() {
                         Some(last) if last.style == *style => {
                             last.content.to_mut().push_str(g);
@@ -693,6 +721,7 @@ impl<'a> Wrapped<'a> {
 /// text where one is on the row (the prefix of `indent` columns is never
 /// broken there), else between graphemes. Continuation rows start with
 /// `indent` blanks, or none when that would leave less than half the row.
+/// The blanks of a tab that follow a blank where a row ends go with it.
 #[cfg(test)]
 fn wrap_reference(
     parts: &[(Cow<'_, str>, Style)],
@@ -704,13 +733,14 @@ fn wrap_reference(
         style: Style,
         width: usize,
         breaks: bool,
+        blank: bool,
     }
     let indent = if indent * 2 <= width { indent } else { 0 };
     let mut col = 0;
     let mut cells = Vec::new();
     for (text, style) in parts {
         for g in text.graphemes(true) {
-            let w = grapheme_width(g);
+            let (w, blank) = cell_width(g);
             if w == 0 {
                 continue;
             }
@@ -718,7 +748,8 @@ fn wrap_reference(
                 g,
                 style: *style,
                 width: w,
-                breaks: g == " " && col >= indent,
+                breaks: blank && col >= indent,
+                blank,
             });
             col += w;
         }
@@ -727,17 +758,23 @@ fn wrap_reference(
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     let mut row: Vec<Cell> = Vec::new();
     let mut used = 0;
+    let mut swallowing = false;
     for cell in cells {
+        if swallowing && cell.g == TAB_BLANK {
+            continue;
+        }
+        swallowing = false;
         let room = if rows.is_empty() {
             width
         } else {
             width - indent
         };
         if used + cell.width > room && !row.is_empty() {
-            if cell.g == " " && cell.breaks {
+            if cell.breaks {
                 // A blank at the break is swallowed.
                 rows.push(std::mem::take(&mut row));
                 used = 0;
+                swallowing = true;
                 continue;
             }
             if let Some(at) = row.iter().rposition(|c| c.breaks) {
@@ -766,11 +803,12 @@ fn wrap_reference(
                 spans.push(Span::raw(" ".repeat(indent)));
             }
             for cell in cells {
+                let g = if cell.blank { " " } else { cell.g };
                 match spans.last_mut() {
                     Some(last) if last.style == cell.style => {
-                        last.content.to_mut().push_str(cell.g);
+                        last.content.to_mut().push_str(g);
                     }
-                    _ => spans.push(Span::styled(cell.g.to_owned(), cell.style)),
+                    _ => spans.push(Span::styled(g.to_owned(), cell.style)),
                 }
             }
             Line::from(spans)
@@ -790,8 +828,9 @@ mod tests {
 
     /// Pieces of text that Unicode's grapheme rules or the widths make
     /// tricky, for texts made up of them.
-    const TRICKY: [&str; 26] = [
+    const TRICKY: [&str; 27] = [
         " ",
+        "\x1f\x1f\x1f",
         " ",
         "  ",
         "a",
@@ -987,9 +1026,10 @@ mod tests {
 
     #[test]
     fn tabs_show_as_blanks_to_the_next_tab_stop() {
-        assert_eq!(expand_tabs("tab\there"), "tab     here");
-        assert_eq!(expand_tabs("日本\tx"), "日本    x");
-        assert_eq!(expand_tabs("a\t\tb"), format!("a{}b", " ".repeat(15)));
+        let expanded = |text| expand_tabs(text).replace(TAB_BLANK, " ");
+        assert_eq!(expanded("tab\there"), "tab     here");
+        assert_eq!(expanded("日本\tx"), "日本    x");
+        assert_eq!(expanded("a\t\tb"), format!("a{}b", " ".repeat(15)));
         assert_eq!(expand_tabs("no tab"), "no tab");
 
         let (_, stamp) = when();
@@ -1005,6 +1045,49 @@ mod tests {
         assert!(rows.iter().all(|r| text_width(r) <= 30));
         let heights: Vec<usize> = m.entries().iter().map(|e| e.height("alice", 30)).collect();
         assert_eq!(heights, [1, 2], "the rows counted are the rows drawn");
+    }
+
+    #[test]
+    fn a_tab_at_the_end_of_a_row_does_not_indent_the_next() {
+        let (_, stamp) = when();
+        let mut m = model();
+        // At 30 columns the text has 18 on the first row: the tab starts
+        // at its 18th and would take 7 (to the 24th).
+        m.show(Entry::Chat(chat(
+            "bob",
+            &format!("{}\tnext", "x".repeat(17)),
+        )));
+        // Two tabs, the row ending in the first.
+        m.show(Entry::Chat(chat(
+            "bob",
+            &format!("{}\t\tnext", "y".repeat(15)),
+        )));
+        // A blank, then a tab, at the end of the row.
+        m.show(Entry::Chat(chat(
+            "bob",
+            &format!("{} \tnext", "z".repeat(17)),
+        )));
+        // A tab that fits keeps its width, one after a break is drawn.
+        m.show(Entry::Chat(chat("bob", "a\tb c d e f g h i j k l\tm")));
+        let mut t = terminal(30, 12);
+        let rows = draw_rows(&mut t, &mut m);
+        let cont = " ".repeat(12);
+        assert_eq!(
+            rows[..8],
+            [
+                format!("{stamp} <bob> {}", "x".repeat(17)),
+                format!("{cont}next"),
+                format!("{stamp} <bob> {}", "y".repeat(15)),
+                format!("{cont}next"),
+                format!("{stamp} <bob> {}", "z".repeat(17)),
+                format!("{cont}next"),
+                format!("{stamp} <bob> a       b c d e f"),
+                format!("{cont}g h i j k l   m"),
+            ],
+            "{rows:#?}"
+        );
+        let heights: Vec<usize> = m.entries().iter().map(|e| e.height("alice", 30)).collect();
+        assert_eq!(heights, [2, 2, 2, 2], "the rows counted are the rows drawn");
     }
 
     #[test]
