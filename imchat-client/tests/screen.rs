@@ -375,6 +375,43 @@ fn a_line_sent_while_scrolled_back_returns_to_the_bottom() {
     assert!(!s.row(22).contains("new ↓"), "{}", s.dump());
 }
 
+/// A command typed while scrolled back brings the view to the bottom as
+/// a sent line does: its output shows, and is not counted as new, whether
+/// the client answers it (`/help`) or the server (`/who`).
+#[test]
+fn a_command_typed_while_scrolled_back_shows_its_output_uncounted() {
+    let w = World::new("scr-command-back");
+    let mut t = start(&w, "alice", 80, 24);
+    let mut bob = w.client("bob");
+    for i in 1..=40 {
+        bob.send(&format!("line {i:02}"));
+    }
+    t.wait_screen("bob's 40th line", |s| has_entry(s, "<bob> line 40"));
+    for (command, answer) in [
+        (
+            "/help",
+            "/help <command> shows one command's usage and aliases",
+        ),
+        ("/who", "online (2): alice, bob"),
+    ] {
+        // Home on the empty input: the top of the chat.
+        t.key(Key::Home);
+        t.wait_screen("the welcome at the top after Home", |s| {
+            s.row(1).contains("Welcome to imchat") && !has_entry(s, "<bob> line 40")
+        });
+        t.type_str(&format!("{command}\r"));
+        let s = t.wait_screen(
+            &format!("{command}'s answer, or a count of new lines"),
+            |s| s.rows[..22].iter().any(|r| r.contains(answer)) || s.row(22).contains("new ↓"),
+        );
+        assert!(
+            s.rows[..22].iter().any(|r| r.contains(answer)) && !s.row(22).contains("new ↓"),
+            "{command}'s answer in view, not counted as new\n{}",
+            s.dump()
+        );
+    }
+}
+
 #[test]
 fn resize_redraws_without_stale_rows() {
     let w = World::new("scr-resize");

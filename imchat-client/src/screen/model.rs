@@ -727,8 +727,18 @@ impl Model {
             if added {
                 self.to_history.push(line.clone());
             }
-            self.outbox.push(UserInput::Line(line));
+            self.send(line);
         }
+    }
+
+    /// A line goes out. A scrolled-back view goes to the bottom, as for
+    /// a message we send: what a command answers (`/help`, `/who`) shows
+    /// there, and is not counted as new, as it would be below the view.
+    fn send(&mut self, line: String) {
+        if self.scroll > 0 {
+            self.scroll_to(0);
+        }
+        self.outbox.push(UserInput::Line(line));
     }
 
     /// Sends a paste's complete lines, the first as the draft it finished
@@ -752,7 +762,7 @@ impl Model {
             if self.editor.remember(&line) {
                 self.to_history.push(line.clone());
             }
-            self.outbox.push(UserInput::Line(line));
+            self.send(line);
         }
     }
 
