@@ -121,6 +121,20 @@ pub enum CommandError {
         /// is a valid file name.
         download: Option<String>,
     },
+    /// `/help` on a word that is no command: the command it likely
+    /// means, or the list of those there is help on. (The nearest command
+    /// within two edits, as for a mistyped command, would take a user's
+    /// name, `/help bob`, for `/ban`.)
+    #[error("no help for {topic}; {}", match suggestion {
+        Some(s) => format!("did you mean /help {s}?"),
+        None => format!("the topics are the commands: {}", help_topics().join(", ")),
+    })]
+    NoHelp {
+        /// The word typed (lowercased).
+        topic: String,
+        /// The command one typo away, or the only one it starts.
+        suggestion: Option<&'static str>,
+    },
     /// A command without what it needs.
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -321,6 +335,24 @@ pub fn suggest(word: &str) -> Option<&'static str> {
         .filter(|(d, _)| *d <= 2 && *d < len)
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n)
+}
+
+/// The commands there is help on, by their names (not the aliases).
+fn help_topics() -> Vec<&'static str> {
+    COMMANDS
+        .iter()
+        .flat_map(|c| c.names.iter().copied())
+        .collect()
+}
+
+/// The command `/help topic` likely means: the only one whose name
+/// starts with `topic`, else one a typo away ([`one_typo_from_command`]).
+fn help_suggestion(topic: &str) -> Option<&'static str> {
+    let mut starting = help_topics().into_iter().filter(|n| n.starts_with(topic));
+    match (starting.next(), starting.next()) {
+        (Some(only), None) if !topic.is_empty() => Some(only),
+        _ => one_typo_from_command(topic),
+    }
 }
 
 /// The command name or alias one typo (an edit or a swap of two letters)
@@ -640,11 +672,10 @@ impl Command {
                 topic => match lookup(topic) {
                     Some(info) => Command::Help(Some(info.names[0])),
                     None => {
-                        let word = topic.to_lowercase();
-                        return Err(CommandError::Unknown {
-                            suggestion: suggest(&word),
-                            word,
-                            download: None,
+                        let topic = topic.to_lowercase();
+                        return Err(CommandError::NoHelp {
+                            suggestion: help_suggestion(&topic),
+                            topic,
                         });
                     }
                 },
@@ -1038,8 +1069,42 @@ mod tests {
         );
         assert!(matches!(
             Command::parse("/help nosuch"),
-            Err(CommandError::Unknown { .. })
+            Err(CommandError::NoHelp { .. })
         ));
+    }
+
+    #[test]
+    fn help_on_no_command_says_so_and_lists_the_topics() {
+        let topics = "broadcast, unicast, mode, who, files, access, list, download, \
+                      sendfile, accept, decline, transfers, cancel, me, clear, nicklist, \
+                      register, unregister, kick, ban, unban, bans, help, quit";
+        // A user's name (two letters from /ban) is no mistyped command.
+        for line in ["/help bob", "/help /bob", "/? Bob"] {
+            let err = Command::parse(line).unwrap_err().to_string();
+            assert!(
+                err.starts_with("no help for bob; the topics are the commands: "),
+                "{line}: {err}"
+            );
+            assert!(err.ends_with(topics), "{line}: {err}");
+            assert!(!err.contains("/ban"), "{line}: {err}");
+        }
+        // One typo from a command, or the start of only one: that one.
+        for (line, meant) in [
+            ("/help downlod", "download"),
+            ("/help trasnfers", "transfers"),
+            ("/help msgg", "msg"),
+            ("/help down", "download"),
+            ("/help nick", "nicklist"),
+        ] {
+            let topic = line.rsplit(' ').next().unwrap_or_default();
+            assert_eq!(
+                Command::parse(line).unwrap_err().to_string(),
+                format!("no help for {topic}; did you mean /help {meant}?"),
+            );
+        }
+        // The start of several: the list.
+        let err = Command::parse("/help un").unwrap_err().to_string();
+        assert!(err.ends_with(topics), "{err}");
     }
 
     #[test]
