@@ -1122,6 +1122,14 @@ mod tests {
             "unknown command /meeting.notes; type /help for the list; \
              to download a shared file: /download Meeting.notes v2.txt"
         );
+        // Whatever the case of the name and of its extension.
+        for name in ["demofile.TXT", "DEMOFILE.TXT", "Demofile.Txt", "notes.MD"] {
+            let text = Command::parse(&format!("/{name}")).unwrap_err().to_string();
+            assert!(
+                text.ends_with(&format!("; to download a shared file: /download {name}")),
+                "/{name}: {text}"
+            );
+        }
         // No dot, or not a file name: no pointer.
         for line in ["/xyzzy", "/xyzzy a.txt", "/../etc/passwd"] {
             let text = Command::parse(line).unwrap_err().to_string();
