@@ -450,13 +450,17 @@ impl std::io::Write for LogOut {
 
 fn main() -> ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Asked on stdout, stderr going elsewhere (a log): an error that ends
+    // the client is said there too, where the user answered.
+    let mut asked_on_stdout = false;
     if args.len() == 1 {
         // Started with nothing, at a terminal: asks, as the classroom
         // client did, for the name and the server (a bare port: this
         // machine); what is typed then goes through the same checks.
         // Whether stderr is a terminal does not matter (`2>log`, as the
         // README advises): the questions go to the terminal.
-        if let Some(mut terminal) = question_terminal() {
+        if let Some((mut terminal, out)) = question_terminal() {
+            asked_on_stdout = out == QuestionOut::Stdout;
             match ask_name_and_server(&mut *terminal) {
                 Some((name, server)) => args.extend([name.into(), server.into()]),
                 None => return ExitCode::from(2),
@@ -485,6 +489,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imchat-client: {e}");
+            if asked_on_stdout {
+                println!("imchat-client: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -493,18 +500,18 @@ fn main() -> ExitCode {
 /// Where to ask for the name and the server when started with no
 /// arguments: `None` unless stdin is a terminal (what answers); then
 /// stderr if it is a terminal too, else stdout if it is one (stderr
-/// redirected to a log).
-fn question_terminal() -> Option<Box<dyn std::io::Write>> {
+/// redirected to a log); with which of the two it is.
+fn question_terminal() -> Option<(Box<dyn std::io::Write>, QuestionOut)> {
     use std::io::IsTerminal;
     question_output(
         std::io::stdin().is_terminal(),
         std::io::stdout().is_terminal(),
         std::io::stderr().is_terminal(),
     )
-    .map(|out| -> Box<dyn std::io::Write> {
+    .map(|out| -> (Box<dyn std::io::Write>, QuestionOut) {
         match out {
-            QuestionOut::Stderr => Box::new(std::io::stderr()),
-            QuestionOut::Stdout => Box::new(std::io::stdout()),
+            QuestionOut::Stderr => (Box::new(std::io::stderr()), out),
+            QuestionOut::Stdout => (Box::new(std::io::stdout()), out),
         }
     })
 }
@@ -529,35 +536,74 @@ fn question_output(stdin: bool, stdout: bool, stderr: bool) -> Option<QuestionOu
 
 /// Asks on `terminal` for a username and a server, read from stdin;
 /// `None` when input ends first. A bare port number means this machine
-/// (`localhost:PORT`).
+/// (`localhost:PORT`). Each answer is checked as the argument would be
+/// ([`name_answer`], [`server_answer`]): a bad one is said there, in one
+/// line, and asked again (an error from the arguments would go to
+/// stderr, which the user may not see, once both were typed).
 fn ask_name_and_server(terminal: &mut dyn std::io::Write) -> Option<(String, String)> {
     let _ = writeln!(
         terminal,
         "imchat-client USERNAME HOST[:PORT] also starts it without asking (see --help)"
     );
-    let mut ask = |question: &str| -> Option<String> {
-        loop {
-            let _ = write!(terminal, "{question}: ");
-            let _ = terminal.flush();
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).ok()? == 0 {
-                let _ = writeln!(terminal);
-                return None;
-            }
-            let line = line.trim();
-            if !line.is_empty() {
-                return Some(line.to_string());
+    let name = ask(terminal, "username", name_answer)?;
+    let server = ask(
+        terminal,
+        "server (host:port, or a port on this machine)",
+        server_answer,
+    )?;
+    Some((name, server))
+}
+
+/// Asks `question` on `terminal` until an answer read from stdin passes
+/// `check`, each refusal said in a line; what `check` makes of the
+/// answer, or `None` when input ends first.
+fn ask(
+    terminal: &mut dyn std::io::Write,
+    question: &str,
+    check: fn(&str) -> Result<String, String>,
+) -> Option<String> {
+    loop {
+        let _ = write!(terminal, "{question}: ");
+        let _ = terminal.flush();
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).ok()? == 0 {
+            let _ = writeln!(terminal);
+            return None;
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match check(line) {
+            Ok(answer) => return Some(answer),
+            Err(why) => {
+                let _ = writeln!(terminal, "{}", inert(&why));
             }
         }
-    };
-    let name = ask("username")?;
-    let server = ask("server (host:port, or a port on this machine)")?;
-    let server = if server.parse::<u16>().is_ok() {
-        format!("localhost:{server}")
-    } else {
-        server
-    };
-    Some((name, server))
+    }
+}
+
+/// The username typed at the question, checked as the argument is
+/// ([`parse_username`]).
+fn name_answer(answer: &str) -> Result<String, String> {
+    parse_username(answer)
+        .map(|_| answer.to_owned())
+        .map_err(|why| format!("invalid username '{answer}': {why}"))
+}
+
+/// The server typed at the question, checked as the argument is
+/// ([`parse_servers`]); a bare number is a port on this machine (one
+/// too big for a port is a bad port, not a host name).
+fn server_answer(answer: &str) -> Result<String, String> {
+    let digits = answer.strip_prefix('+').unwrap_or(answer);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_port(answer)
+            .map(|port| format!("localhost:{port}"))
+            .map_err(|why| format!("bad port '{answer}': {why}"));
+    }
+    parse_servers(answer)
+        .map(|_| answer.to_owned())
+        .map_err(|why| format!("invalid server: {why}"))
 }
 
 /// A password from `file` (its first line, the line ending stripped), else
@@ -836,6 +882,31 @@ mod tests {
         );
         let four = format!("e{}", "\u{301}".repeat(4));
         assert_eq!(chat(&[&four, "localhost", "4000"]).username.as_str(), four);
+    }
+
+    #[test]
+    fn the_answers_to_the_questions_are_checked_as_the_arguments() {
+        assert_eq!(server_answer("4000").as_deref(), Ok("localhost:4000"));
+        assert_eq!(server_answer("+80").as_deref(), Ok("localhost:80"));
+        assert_eq!(server_answer("host:4000").as_deref(), Ok("host:4000"));
+        assert_eq!(server_answer("a,b:5").as_deref(), Ok("a,b:5"));
+        for (bad, why) in [
+            (
+                "99999",
+                "bad port '99999': a port is a number from 1 to 65535",
+            ),
+            ("0", "bad port '0': a port is a number from 1 to 65535"),
+            ("h:99999", "invalid server: bad port '99999': "),
+            ("a,,b", "invalid server: an empty server in the list"),
+        ] {
+            let err = server_answer(bad).unwrap_err();
+            assert!(err.starts_with(why), "{bad}: {err}");
+        }
+        assert_eq!(name_answer("alice").as_deref(), Ok("alice"));
+        let err = name_answer("\u{301}bob").unwrap_err();
+        assert!(err.contains("starts with a combining mark"), "{err}");
+        let err = name_answer("no/slash").unwrap_err();
+        assert!(err.starts_with("invalid username 'no/slash': "), "{err}");
     }
 
     #[test]

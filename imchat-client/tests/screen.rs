@@ -595,6 +595,107 @@ fn started_with_nothing_and_stderr_redirected_it_still_asks() {
     );
 }
 
+/// Started with nothing, the answers are checked as the arguments are,
+/// each as it is typed: a bad one is said in one line on the terminal
+/// (its stderr redirected to a log here) and asked again; a number too
+/// big for a port is a bad port, not a host.
+#[test]
+fn started_with_nothing_a_bad_answer_is_said_on_the_terminal_and_asked_again() {
+    let w = World::new("scr-ask-bad");
+    let log = w.dir.join("err.log");
+    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
+    t.wait_screen("the question for the username", |s| s.contains("username:"));
+    let asked = |s: &Shot, question: &str| s.count(question);
+    for (bad, why) in [
+        ("server", "invalid username 'server': 'server' is reserved"),
+        (
+            "\u{301}bob",
+            "invalid username '\u{301}bob': it starts with a combining mark",
+        ),
+        ("no/slash", "invalid username 'no/slash': "),
+    ] {
+        let before = asked(&t.shot(), "username:");
+        t.type_str(&format!("{bad}\r"));
+        let s = t.wait_screen(&format!("`{why}…`, then the question again"), |s| {
+            asked(s, "username:") > before || s.contains("server (host:port")
+        });
+        let said = s.rows_where(|r| r.starts_with(why));
+        assert_eq!(said.len(), 1, "`{why}…` on one row\n{}", s.dump());
+        assert!(
+            asking_below(&s, said[0], "username:"),
+            "asked again below it\n{}",
+            s.dump()
+        );
+    }
+    t.type_str("alice\r");
+    let question = "server (host:port, or a port on this machine):";
+    t.wait_screen("the question for the server", |s| s.contains(question));
+    for (bad, why) in [
+        (
+            "99999",
+            "bad port '99999': a port is a number from 1 to 65535",
+        ),
+        ("0", "bad port '0': a port is a number from 1 to 65535"),
+        (
+            "localhost:70000",
+            "bad port '70000': a port is a number from 1 to 65535",
+        ),
+        ("[::1", "a '[' without its ']'"),
+    ] {
+        let before = asked(&t.shot(), question);
+        t.type_str(&format!("{bad}\r"));
+        let s = t.wait_screen(&format!("`{why}`, then the question again"), |s| {
+            asked(s, question) > before || s.alternate
+        });
+        let said = s.rows_where(|r| r.contains(why));
+        assert_eq!(said.len(), 1, "`{why}` on one row\n{}", s.dump());
+        assert!(
+            asking_below(&s, said[0], question),
+            "asked again below it\n{}",
+            s.dump()
+        );
+    }
+    t.type_str(&format!("{}\r", w.server.port()));
+    let server = format!("connected to localhost:{}", w.server.port());
+    t.wait_screen("the full-screen client, connected as alice", |s| {
+        status_row(s, "alice").is_some() && s.row(-2).contains(&server)
+    });
+}
+
+/// Started with nothing and its stderr redirected to a log, the client
+/// that cannot go on says why on the terminal too, where it asked, not
+/// only in the log.
+#[test]
+fn started_with_nothing_and_stderr_redirected_a_fatal_error_shows() {
+    let w = World::new("scr-ask-fatal");
+    let log = w.dir.join("err.log");
+    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
+    // A port where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    t.wait_screen("the question for the username", |s| s.contains("username:"));
+    t.type_str("alice\r");
+    t.wait_screen("the question for the server", |s| {
+        s.contains("server (host")
+    });
+    t.type_str(&format!("127.0.0.1:{port}\r"));
+    let why = format!("imchat-client: cannot connect to 127.0.0.1:{port}");
+    let s = t.wait_screen(&format!("`{why}…` on the terminal"), |s| s.contains(&why));
+    assert_eq!(s.count(&why), 1, "said once\n{}", s.dump());
+    t.expect_exit_code(1);
+    let err = fs::read_to_string(&log).unwrap_or_default();
+    assert!(err.contains(&why), "and in the log: {err}");
+}
+
+/// Whether the last row written, below `row`, asks `question` (a long
+/// message may take more than one row).
+fn asking_below(s: &Shot, row: usize, question: &str) -> bool {
+    let last = s.rows.iter().rposition(|r| !r.is_empty());
+    last.is_some_and(|last| last > row && s.rows[last].starts_with(question))
+}
+
 /// A terminal left in its alternate screen by a client killed with
 /// `kill -9` (tmux keeps it, and does not clear it for the next one):
 /// the next client clears it before its first frame.
