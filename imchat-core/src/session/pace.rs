@@ -59,10 +59,14 @@ impl Pacer {
     /// `None` if it does now (after a [`refill`](Self::refill) to now).
     pub(super) fn ready_at(&self, bytes: usize) -> Option<Instant> {
         let (rates, bucket) = self.paced.as_ref()?;
-        // A text never needs more than a full burst (the server's limits
-        // guarantee its longest text fits in one).
+        // A request never needs more than a full burst: the server's
+        // limits guarantee its longest text fits in one, and a server that
+        // announces a burst of nothing (0) still lets a request through
+        // each time the debt is paid off, which is when the bucket is back
+        // at its (empty) full.
+        let messages = rates.burst.min(1.0);
         let bytes = (bytes as f64).min(rates.burst_bytes);
-        let secs = bucket.secs_until(rates, 1.0, bytes);
+        let secs = bucket.secs_until(rates, messages, bytes);
         // Round up to whole microseconds, so that waiting until the
         // answer always finds the bucket ready.
         (secs > 0.0).then(|| bucket.at + Duration::from_micros((secs * 1e6).ceil() as u64 + 1))

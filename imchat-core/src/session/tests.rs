@@ -6376,3 +6376,36 @@ fn a_push_whose_other_server_never_says_how_many_got_it_ends_at_the_idle_timeout
     );
     a.check_invariants().unwrap();
 }
+
+/// A server may announce a rate with no burst at all (another
+/// implementation, or a hostile one): the client still gets its messages
+/// out, one per rate interval, instead of waiting for a message's worth
+/// the bucket can never hold.
+#[test]
+fn a_welcome_with_no_burst_still_lets_paced_messages_through() {
+    let mut now = Instant::now();
+    let mut s = ClientSession::new(user("bot"), Limits::default(), now);
+    let mut welcome = paced_welcome("bot", false);
+    let ServerMessage::Welcome { limits, .. } = &mut welcome else {
+        unreachable!()
+    };
+    limits.rate_burst = 0;
+    limits.rate_burst_bytes = 0;
+    s.handle_message(welcome, now);
+    let start = now;
+    for i in 0..5 {
+        let mut waits = 0;
+        while let Some(at) = s.next_send_at(now, 3) {
+            assert!(at > now, "a wait that never moves on");
+            now = at;
+            waits += 1;
+            assert!(waits < 10, "message {i} never ready");
+        }
+        s.send_chat(Recipient::Everyone, &format!("m{i}")).unwrap();
+    }
+    assert_eq!(sent_chats(&mut s).len(), 5);
+    // Five at 9 a second (the pacer spends 90% of the announced 10).
+    let took = now.duration_since(start);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+}
