@@ -263,6 +263,22 @@ pub enum UsageError {
         /// The id.
         id: TransferId,
     },
+    /// The end of a push while bytes of the size offered are still unsent
+    /// (the file shrank since it was offered: cancel the push).
+    #[error("push {id} is short: {sent} of its {size} bytes sent")]
+    PushShort {
+        /// The id.
+        id: TransferId,
+        /// Bytes sent so far.
+        sent: u64,
+        /// The size offered.
+        size: u64,
+    },
+    /// A push chunk with no data: every chunk carries at least one byte
+    /// (PROTOCOL.md section 7), and the server ends a push that sends an
+    /// empty one.
+    #[error("a chunk must carry at least one byte")]
+    EmptyChunk,
     /// Push data before the receivers accepted the push
     /// ([`ClientEvent::PushAccepted`](crate::ClientEvent::PushAccepted)).
     #[error("push {id} is not accepted yet")]

@@ -187,9 +187,12 @@ impl Outgoing {
     ///
     /// # Errors
     ///
-    /// [`UsageError::PushOverrun`] if `data` goes past the announced size;
-    /// nothing is counted.
+    /// [`UsageError::PushOverrun`] if `data` goes past the announced size,
+    /// [`UsageError::EmptyChunk`] if it is empty; nothing is counted.
     pub fn next_chunk(&mut self, data: Vec<u8>) -> Result<FileChunk, UsageError> {
+        if data.is_empty() {
+            return Err(UsageError::EmptyChunk);
+        }
         let offset = self.offset;
         let crc = self.take(&data)?;
         Ok(FileChunk {

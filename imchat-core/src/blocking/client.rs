@@ -887,7 +887,8 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Usage`], nothing sent, with
     /// [`UsageError::UnknownTransfer`] if `id` is not a running push of ours
     /// (it failed or was cancelled: stop reading its file),
-    /// [`UsageError::NotAccepted`] before [`ClientEvent::PushAccepted`], or
+    /// [`UsageError::NotAccepted`] before [`ClientEvent::PushAccepted`],
+    /// [`UsageError::EmptyChunk`] for no data, or
     /// [`UsageError::PushOverrun`] past the size offered (cancel the push);
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
@@ -901,8 +902,9 @@ impl<S: Link> Client<S> {
     ///
     /// [`ClientError::Usage`], nothing sent, with
     /// [`UsageError::UnknownTransfer`] or [`UsageError::NotAccepted`] as for
-    /// [`push_chunk`](Self::push_chunk), or [`UsageError::PushOverrun`] while
-    /// bytes of the size offered are unsent (cancel the push); [`ClientError::Closed`] once the connection is over, and
+    /// [`push_chunk`](Self::push_chunk), or [`UsageError::PushShort`] while
+    /// bytes of the size offered are unsent (cancel the push);
+    /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn push_end(&mut self, id: TransferId) -> Result<(), ClientError> {
         self.act(|s| s.push_end(id))

@@ -1389,8 +1389,10 @@ impl ClientSession {
     /// reading its file), [`UsageError::NotAccepted`] before its
     /// [`ClientEvent::PushAccepted`] (keep the data and send it then),
     /// [`UsageError::ChunkTooLarge`] above [`chunk_limit`](Self::chunk_limit)
-    /// (split it), or [`UsageError::PushOverrun`] if `data` goes past the
-    /// size offered (the file changed since: cancel the push).
+    /// (split it), [`UsageError::EmptyChunk`] if `data` is empty (the
+    /// protocol has no empty chunk), or [`UsageError::PushOverrun`] if
+    /// `data` goes past the size offered (the file changed since: cancel
+    /// the push).
     pub fn push_chunk(&mut self, id: TransferId, data: Vec<u8>) -> Result<(), UsageError> {
         let max = self.chunk_limit();
         let out = self
@@ -1427,7 +1429,7 @@ impl ClientSession {
     ///
     /// Nothing is queued, on [`UsageError::UnknownTransfer`] or
     /// [`UsageError::NotAccepted`] as for [`push_chunk`](Self::push_chunk), or
-    /// [`UsageError::PushOverrun`] while bytes of the size offered are still
+    /// [`UsageError::PushShort`] while bytes of the size offered are still
     /// unsent (the file shrank since: cancel the push).
     pub fn push_end(&mut self, id: TransferId) -> Result<(), UsageError> {
         let out = self
@@ -1437,7 +1439,11 @@ impl ClientSession {
         if !self.accepted.contains(&id) {
             return Err(UsageError::NotAccepted { id });
         }
-        let end = out.finish().ok_or(UsageError::PushOverrun { id })?;
+        let end = out.finish().ok_or(UsageError::PushShort {
+            id,
+            sent: out.offset(),
+            size: out.size(),
+        })?;
         self.transmits.push_back(ClientMessage::End(end));
         Ok(())
     }

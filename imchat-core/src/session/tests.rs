@@ -6409,3 +6409,42 @@ fn a_welcome_with_no_burst_still_lets_paced_messages_through() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(took >= Duration::from_millis(400), "{took:?}");
 }
+
+/// An empty chunk is a caller's mistake the session catches (the server
+/// would end the whole push for it), and ending a push with bytes still
+/// unsent says it is short, with the counts; neither sends anything, and
+/// the push goes on to complete.
+#[test]
+fn an_empty_chunk_and_a_short_end_are_refused_before_the_wire() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f.bin").unwrap(), 5, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        net.s(0).push_chunk(id, Vec::new()),
+        Err(UsageError::EmptyChunk)
+    );
+    net.s(0).push_chunk(id, b"abc".to_vec()).unwrap();
+    let err = net.s(0).push_end(id).unwrap_err();
+    assert_eq!(
+        err,
+        UsageError::PushShort {
+            id,
+            sent: 3,
+            size: 5
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("push {id} is short: 3 of its 5 bytes sent")
+    );
+    net.pump();
+    net.s(0).push_chunk(id, b"de".to_vec()).unwrap();
+    net.s(0).push_end(id).unwrap();
+    net.pump();
+    for i in [1, 2] {
+        assert_eq!(received(&net.take(i)), (b"abcde".to_vec(), true));
+    }
+}
