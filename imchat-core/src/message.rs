@@ -117,6 +117,14 @@ impl Username {
         &self.0
     }
 
+    /// The reserved words as names (which [`Username::new`] refuses), for a
+    /// hub that folds names further than case to refuse their look-alikes.
+    pub(crate) fn reserved() -> impl Iterator<Item = (&'static str, Username)> {
+        RESERVED_NAMES
+            .iter()
+            .map(|word| (*word, Username((*word).to_owned())))
+    }
+
     /// The form used for uniqueness: two names with the same key are the same user.
     #[must_use]
     pub fn key(&self) -> String {

@@ -1033,6 +1033,29 @@ fn names_of_combining_marks_alone_or_stacked_are_refused() {
     srv.assert_serving();
 }
 
+#[test]
+fn look_alikes_of_reserved_names_are_refused() {
+    let srv = Server::start(&[]);
+    // Full-width, Cyrillic `а`, long s, dotless i, Greek capitals.
+    for fake in ["ＡＤＭＩＮ", "аdmin", "ſerver", "admın", "ΑLL", "ѕystem"] {
+        let mut r = Raw::connect(srv.addr);
+        r.send(&ClientMessage::Hello {
+            resume: None,
+            version: PROTOCOL_VERSION,
+            username: Username::new(fake).unwrap(),
+        });
+        let got = r.wait_closed();
+        assert!(
+            refused_with(&got, RefuseCode::INVALID_NAME),
+            "{fake}: {got:?}"
+        );
+    }
+    // Names that merely contain a reserved word are anyone's.
+    let _admins = Raw::join(srv.addr, "admins");
+    let _sysadmin = Raw::join(srv.addr, "sysadmin");
+    srv.assert_serving();
+}
+
 /// Sends `n` chats of `len` bytes from `from`, and waits until `to` has them all.
 fn chat_burst(from: &mut Raw, to: &mut Raw, n: usize, len: usize) {
     for i in 0..n {

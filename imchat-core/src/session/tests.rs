@@ -6448,3 +6448,30 @@ fn an_empty_chunk_and_a_short_end_are_refused_before_the_wire() {
         assert_eq!(received(&net.take(i)), (b"abcde".to_vec(), true));
     }
 }
+
+/// Under a name key that folds look-alikes, a name with a reserved word's
+/// key is refused as that word would be: `аdmin` with a Cyrillic `а`
+/// would otherwise pass for `admin`.
+#[test]
+fn a_look_alike_of_a_reserved_name_is_refused_under_the_name_key() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_name_key(|n| n.as_str().to_lowercase().replace('а', "a"));
+    let now = Instant::now();
+    let c = hub.handle_connect(now);
+    hello(&mut hub, c, "аdmin", now);
+    match hub.poll_transmit().unwrap().message {
+        ServerMessage::Refused { code, reason, .. } => {
+            assert_eq!(code, RefuseCode::INVALID_NAME);
+            assert_eq!(
+                reason,
+                "invalid username: 'аdmin' looks like the reserved name 'admin'"
+            );
+        }
+        m => panic!("{m:?}"),
+    }
+    assert!(!hub.is_connected(c));
+    // Folded the same way, other names are not reserved.
+    let d = hub.handle_connect(now);
+    hello(&mut hub, d, "аlice", now);
+    assert!(hub.is_joined(d));
+}

@@ -70,7 +70,13 @@ impl Hub {
             self.refuse(client, RefuseCode::VERSION_MISMATCH, &reason);
             return;
         }
-        if let Err(why) = (self.name_check)(&username) {
+        let why = match self.looks_reserved(&username) {
+            Some(word) => Err(format!(
+                "'{username}' looks like the reserved name '{word}'"
+            )),
+            None => (self.name_check)(&username),
+        };
+        if let Err(why) = why {
             self.refuse(
                 client,
                 RefuseCode::INVALID_NAME,

@@ -163,6 +163,9 @@ pub struct Hub {
     report_text: bool,
     /// What makes two names the same user.
     name_key: fn(&Username) -> String,
+    /// The keys of the reserved words under `name_key`: a name with one
+    /// of them looks like that word and is refused.
+    reserved_keys: Vec<(String, &'static str)>,
     /// An extra rule for the names of `Hello`s (see [`Hub::set_name_check`]).
     name_check: fn(&Username) -> Result<(), String>,
     transmits: VecDeque<Transmit>,
@@ -178,6 +181,13 @@ pub struct Hub {
     origin: Option<RemoteOrigin>,
     /// In a cluster, the origin and stream position of log entries, by id.
     tags: roaming::Tags,
+}
+
+/// The keys of the reserved words under `key`, with the words.
+fn reserved_keys(key: fn(&Username) -> String) -> Vec<(String, &'static str)> {
+    Username::reserved()
+        .map(|(word, name)| (key(&name), word))
+        .collect()
 }
 
 impl Hub {
@@ -219,6 +229,7 @@ impl Hub {
             clock: Instant::now(),
             report_text: false,
             name_key: Username::key,
+            reserved_keys: reserved_keys(Username::key),
             name_check: |_| Ok(()),
             transmits: VecDeque::new(),
             presence: presence::PresenceBatch::default(),
@@ -274,9 +285,24 @@ impl Hub {
     /// the one online. The default, [`Username::key`], ignores case only; a
     /// server facing the public should also map look-alike characters
     /// together (Unicode's confusable skeletons, after NFKC), which needs
-    /// Unicode tables this crate does not carry.
+    /// Unicode tables this crate does not carry. A name whose key is that
+    /// of a reserved word (`admin`, `server`, ...) is refused with
+    /// [`RefuseCode::INVALID_NAME`](crate::RefuseCode::INVALID_NAME): under
+    /// such a key, `ａｄｍｉｎ` or `аdmin` with a Cyrillic `а` would pass
+    /// for the word.
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
+        self.reserved_keys = reserved_keys(key);
+    }
+
+    /// The reserved word `name` passes for under the name rule in force,
+    /// if any.
+    fn looks_reserved(&self, name: &Username) -> Option<&'static str> {
+        let key = self.key(name);
+        self.reserved_keys
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, word)| *word)
     }
 
     /// Sets an extra rule for the name of a `Hello`, beyond those of
