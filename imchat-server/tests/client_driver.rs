@@ -124,6 +124,49 @@ fn without_pacing_the_same_bot_is_disconnected_as_a_flood() {
     assert!(cut, "an unpaced flood was never cut off");
 }
 
+#[test]
+fn what_would_be_refused_is_refused_without_waiting_for_a_turn() {
+    // One message at once and one a second: after one chat, the next
+    // waits about 1.1 s (the client spends 90 % of the rate).
+    let srv = Server::start(&["--rate-burst", "1", "--rate-per-sec", "1"]);
+    let mut bot = Client::connect(srv.addr, "slowbot", ConnectOptions::default()).unwrap();
+    bot.send_chat(Recipient::Everyone, "first").unwrap();
+    assert!(bot.next_send_at(0).is_some(), "the bucket should be empty");
+    let long = "x".repeat(imchat_core::DEFAULT_MAX_TEXT + 1);
+    let started = Instant::now();
+    let err = bot.send_chat(Recipient::Everyone, &long).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Usage(imchat_core::UsageError::TextTooLong { .. })
+        ),
+        "{err}"
+    );
+    let huge = imchat_core::DEFAULT_MAX_PUSH_SIZE + 1;
+    let err = bot
+        .offer(
+            imchat_core::FileName::new("f.bin").unwrap(),
+            huge,
+            Recipient::Everyone,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Usage(imchat_core::UsageError::FileTooLarge { .. })
+        ),
+        "{err}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(700),
+        "refusals waited for the rate: {took:?}"
+    );
+    // And a text that fits still waits for its turn, then goes.
+    bot.send_chat(Recipient::Everyone, "second").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
 /// `stream`, with a second handle to cut it from outside.
 fn cuttable(srv: &Server) -> (TcpStream, TcpStream) {
     let stream = TcpStream::connect(srv.addr).unwrap();

@@ -738,7 +738,11 @@ impl<S: Link> Client<S> {
     /// Returns the message's client id, which a [`ClientEvent::Error`] or
     /// [`ClientEvent::NotSent`] about it carries.
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
-        self.act_paced(text.len(), |s| s.send_chat(to, text))
+        self.act_paced(
+            text.len(),
+            |s| s.check_chat(text),
+            |s| s.send_chat(to, text),
+        )
     }
 
     /// Sends an action (`/me waves`, shown as `* ann waves`) to everyone
@@ -748,7 +752,11 @@ impl<S: Link> Client<S> {
     ///
     /// As for [`send_chat`](Self::send_chat).
     pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
-        self.act_paced(text.len(), |s| s.send_action(to, text))
+        self.act_paced(
+            text.len(),
+            |s| s.check_chat(text),
+            |s| s.send_action(to, text),
+        )
     }
 
     /// Sends a private message to one user.
@@ -767,7 +775,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn who(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::who)
+        self.act_paced(0, ClientSession::joined, ClientSession::who)
     }
 
     /// Asks for access to the shared folder; the answer is
@@ -778,7 +786,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn files_access(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::files_access)
+        self.act_paced(0, ClientSession::joined, ClientSession::files_access)
     }
 
     /// Asks for the shared-file list; it comes as [`ClientEvent::FileList`].
@@ -788,7 +796,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn list_files(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::list_files)
+        self.act_paced(0, ClientSession::joined, ClientSession::list_files)
     }
 
     /// Asks for a shared file (see [`ClientSession::download`]); its bytes
@@ -804,7 +812,9 @@ impl<S: Link> Client<S> {
         name: FileName,
         resume: Option<crate::ResumeState>,
     ) -> Result<TransferId, ClientError> {
-        self.act_paced(0, |s| s.download(name, resume))
+        self.act_paced(0, ClientSession::check_download, |s| {
+            s.download(name, resume)
+        })
     }
 
     /// With [`ConnectOptions::manual_acks`]: download `id` is stored up to
@@ -855,7 +865,7 @@ impl<S: Link> Client<S> {
         size: u64,
         to: Recipient,
     ) -> Result<TransferId, ClientError> {
-        self.act_paced(0, |s| s.offer(name, size, to))
+        self.act_paced(0, |s| s.check_offer(size), |s| s.offer(name, size, to))
     }
 
     /// Accepts the push offered as `id` ([`ClientEvent::PushOffered`]).
@@ -934,7 +944,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn register(&mut self, password: Secret) -> Result<(), ClientError> {
-        self.act_paced(0, |s| s.register(password))
+        self.act_paced(0, ClientSession::joined, |s| s.register(password))
     }
 
     /// Removes the protection of the username: answered with a
@@ -944,7 +954,7 @@ impl<S: Link> Client<S> {
     ///
     /// As for [`register`](Self::register).
     pub fn unregister(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::unregister)
+        self.act_paced(0, ClientSession::joined, ClientSession::unregister)
     }
 
     /// Says goodbye, with a parting text the others see (may be empty),
@@ -981,18 +991,28 @@ impl<S: Link> Client<S> {
         target: &str,
         reason: &str,
     ) -> Result<(), ClientError> {
-        self.act_paced(0, |s| s.operate(action, target, reason))
+        self.act_paced(
+            0,
+            |s| s.check_operate(target, reason),
+            |s| s.operate(action, target, reason),
+        )
     }
 
     /// [`act`](Self::act), after waiting for the server's rate limit to
     /// allow a request with `text_len` bytes of chat text (with
     /// [`ConnectOptions::pace`]); the wait reads, so pings are answered,
-    /// acknowledgements go and the socket's buffer does not fill.
+    /// acknowledgements go and the socket's buffer does not fill. What
+    /// `check` refuses (a text too long, a file too large) is returned
+    /// at once, without waiting for a turn it would not use.
     fn act_paced<T>(
         &mut self,
         text_len: usize,
+        check: impl FnOnce(&ClientSession) -> Result<(), UsageError>,
         intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
     ) -> Result<T, ClientError> {
+        if self.open && !self.session.is_closed() {
+            check(&self.session)?;
+        }
         while self.options.pace && self.open && !self.session.is_closed() {
             let Some(at) = self.next_send_at(text_len) else {
                 break;

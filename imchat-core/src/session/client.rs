@@ -601,14 +601,7 @@ impl ClientSession {
         target: &str,
         reason: &str,
     ) -> Result<(), UsageError> {
-        self.joined()?;
-        if target.len() > MAX_TARGET_BYTES {
-            return Err(UsageError::TargetTooLong {
-                len: target.len(),
-                max: MAX_TARGET_BYTES,
-            });
-        }
-        self.check_text(reason)?;
+        self.check_operate(target, reason)?;
         self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Operate {
             action,
@@ -616,6 +609,19 @@ impl ClientSession {
             reason: reason.to_string(),
         });
         Ok(())
+    }
+
+    /// What [`operate`](Self::operate) would refuse, checked without
+    /// sending (a driver that waits for the rate limit checks first).
+    pub(crate) fn check_operate(&self, target: &str, reason: &str) -> Result<(), UsageError> {
+        self.joined()?;
+        if target.len() > MAX_TARGET_BYTES {
+            return Err(UsageError::TargetTooLong {
+                len: target.len(),
+                max: MAX_TARGET_BYTES,
+            });
+        }
+        self.check_text(reason)
     }
 
     /// What another run of the program needs to take this session back:
@@ -1100,7 +1106,7 @@ impl ClientSession {
         }
     }
 
-    fn joined(&self) -> Result<(), UsageError> {
+    pub(crate) fn joined(&self) -> Result<(), UsageError> {
         if self.state == State::Joined {
             Ok(())
         } else {
@@ -1169,9 +1175,16 @@ impl ClientSession {
         Ok(())
     }
 
-    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<u64, UsageError> {
+    /// What [`send_chat`](Self::send_chat) and
+    /// [`send_action`](Self::send_action) would refuse, checked without
+    /// sending.
+    pub(crate) fn check_chat(&self, text: &str) -> Result<(), UsageError> {
         self.joined()?;
-        self.check_text(text)?;
+        self.check_text(text)
+    }
+
+    fn send_kind(&mut self, to: Recipient, kind: ChatKind, text: &str) -> Result<u64, UsageError> {
+        self.check_chat(text)?;
         let client_id = self.next_client_id;
         self.next_client_id += 1;
         let message = Unacked {
@@ -1300,6 +1313,14 @@ impl ClientSession {
     }
 
     fn new_id(&mut self) -> Result<TransferId, UsageError> {
+        self.check_transfer_room()?;
+        let id = TransferId(self.next_id & !TransferId::SERVER_BIT);
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        Ok(id)
+    }
+
+    /// [`UsageError::TooManyTransfers`] when no transfer may start now.
+    fn check_transfer_room(&self) -> Result<(), UsageError> {
         if self.busy() >= self.limits.max_transfers {
             return Err(UsageError::TooManyTransfers {
                 max: self.limits.max_transfers,
@@ -1310,9 +1331,27 @@ impl ClientSession {
                 return Err(UsageError::TooManyTransfers { max });
             }
         }
-        let id = TransferId(self.next_id & !TransferId::SERVER_BIT);
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        Ok(id)
+        Ok(())
+    }
+
+    /// What [`download`](Self::download) would refuse, checked without
+    /// sending.
+    pub(crate) fn check_download(&self) -> Result<(), UsageError> {
+        self.joined()?;
+        self.check_transfer_room()
+    }
+
+    /// What [`offer`](Self::offer) would refuse, checked without sending.
+    pub(crate) fn check_offer(&self, size: u64) -> Result<(), UsageError> {
+        self.joined()?;
+        let max = self
+            .limits
+            .max_push_size
+            .min(self.announced.map_or(u64::MAX, |a| a.max_push_size));
+        if size > max {
+            return Err(UsageError::FileTooLarge { size, max });
+        }
+        self.check_transfer_room()
     }
 
     /// Asks for a shared file. `resume` describes a partial copy already on
@@ -1363,14 +1402,7 @@ impl ClientSession {
         size: u64,
         to: Recipient,
     ) -> Result<TransferId, UsageError> {
-        self.joined()?;
-        let max = self
-            .limits
-            .max_push_size
-            .min(self.announced.map_or(u64::MAX, |a| a.max_push_size));
-        if size > max {
-            return Err(UsageError::FileTooLarge { size, max });
-        }
+        self.check_offer(size)?;
         let id = self.new_id()?;
         self.ask(1, 0);
         self.transmits
