@@ -150,7 +150,8 @@ pub trait Decode: Sized {
     /// [`DecodeError::EmptyFrame`] with no type byte,
     /// [`DecodeError::UnknownType`], [`DecodeError::Truncated`],
     /// [`DecodeError::TrailingBytes`], [`DecodeError::InvalidUtf8`],
-    /// [`DecodeError::InvalidName`] or [`DecodeError::InvalidTag`]. The
+    /// [`DecodeError::Empty`], [`DecodeError::InvalidName`],
+    /// [`DecodeError::InvalidTag`] or [`DecodeError::BadVarint`]. The
     /// stream is broken: send [`ErrorCode::MALFORMED`](crate::ErrorCode::MALFORMED)
     /// and close.
     fn decode_frame(frame: &[u8]) -> Result<Self, DecodeError>;

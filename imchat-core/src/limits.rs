@@ -573,7 +573,8 @@ mod tests {
             kind: crate::ChatKind::Action,
             text: String::new(),
         };
-        assert!(up.to_frame().len() - crate::HEADER_LEN <= CHAT_FRAME_OVERHEAD);
+        // PROTOCOL.md section 8 gives this figure.
+        assert_eq!(up.to_frame().len() - crate::HEADER_LEN, 144);
         let hello = crate::ClientMessage::Hello {
             version: crate::PROTOCOL_VERSION,
             username: name,
