@@ -31,8 +31,10 @@ pub enum NameError {
     /// `..`).
     #[error("name starts with '.'")]
     LeadingDot,
-    /// The name ends with `.` or a space (Windows drops them, so the name
-    /// would not be the one shown).
+    /// The name ends with `.` or a blank: a space of any kind, or the
+    /// blank Braille pattern (Windows drops trailing dots and spaces, so
+    /// the name would not be the one shown; a name of blanks shows as
+    /// nothing).
     #[error("name ends with '.' or a space")]
     TrailingDotOrSpace,
     /// A username ends with `.`.

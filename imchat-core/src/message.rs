@@ -144,10 +144,14 @@ impl AsRef<str> for Username {
     }
 }
 
+/// The Braille pattern with no dots: a character that draws as a blank.
+const BRAILLE_BLANK: char = '\u{2800}';
+
 /// A checked file name: one path component of 1–255 bytes, no `/`, `\`,
 /// NUL, control, bidirectional-override or invisible characters, none of
 /// the characters Windows reserves (`<>:"|?*`), not starting with `.` (so
-/// never `.` or `..`), not ending with `.` or a space, and not a Windows
+/// never `.` or `..`), not ending with `.` or a blank (a space of any
+/// kind, or the blank Braille pattern U+2800), and not a Windows
 /// device name (`con.txt`). Safe to join onto a folder path on every system
 /// the client builds for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,7 +192,10 @@ impl FileName {
                 return Err(NameError::BadChar { ch: c });
             }
         }
-        if name.ends_with('.') || name.ends_with(' ') {
+        // Any blank at the end, not only the ASCII space: a name that is
+        // or ends with an ideographic or no-break space would show as
+        // nothing, or as another file's name.
+        if name.ends_with(|c: char| c == '.' || c.is_whitespace() || c == BRAILLE_BLANK) {
             return Err(NameError::TrailingDotOrSpace);
         }
         if is_device_name(&name) {
@@ -1037,7 +1044,21 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["x.", "x ", "photo.jpg.", "notes "] {
+        // Blanks of every kind: a name of them alone shows as nothing.
+        for bad in [
+            "x.",
+            "x ",
+            "photo.jpg.",
+            "notes ",
+            "\u{3000}",
+            "\u{a0}",
+            "a\u{2000}",
+            "\u{200a}",
+            "\u{1680}",
+            "\u{2800}",
+            "x\u{202f}",
+            "x\u{205f}",
+        ] {
             assert_eq!(
                 FileName::new(bad),
                 Err(NameError::TrailingDotOrSpace),
