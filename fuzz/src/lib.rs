@@ -414,7 +414,8 @@ impl HubDriver {
                 let b = input.u8();
                 let data = input.bytes(usize::from(b & 0x7f) * 8).to_vec();
                 let chunk = match self.pushes.get_mut(&(c, id)) {
-                    Some(out) if b & 0x80 == 0 => {
+                    // A right chunk has bytes: with none, the bad path.
+                    Some(out) if b & 0x80 == 0 && data.len().min(out.remaining() as usize) > 0 => {
                         let n = data.len().min(out.remaining() as usize);
                         out.next_chunk(data[..n].to_vec()).expect("within the size")
                     }

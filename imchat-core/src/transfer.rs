@@ -119,7 +119,12 @@ impl Outgoing {
 
     /// Takes the next bytes and returns their CRC32, which also goes into
     /// the whole-file checksum by combining (one pass over the data, not two).
+    /// No bytes are no chunk: the protocol has none, and a receiver ends
+    /// the transfer on one.
     fn take(&mut self, data: &[u8]) -> Result<u32, UsageError> {
+        if data.is_empty() {
+            return Err(UsageError::EmptyChunk);
+        }
         self.check_room(data)?;
         let crc = crc32fast::hash(data);
         self.hasher
@@ -136,7 +141,8 @@ impl Outgoing {
     /// # Errors
     ///
     /// [`UsageError::PushOverrun`] if `data` goes past the announced size
-    /// (the file grew since it was offered); nothing is appended or counted.
+    /// (the file grew since it was offered), [`UsageError::EmptyChunk`] if
+    /// it is empty; nothing is appended or counted.
     pub fn encode_chunk(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
         let offset = self.offset;
         let crc = self.take(data)?;
@@ -190,9 +196,6 @@ impl Outgoing {
     /// [`UsageError::PushOverrun`] if `data` goes past the announced size,
     /// [`UsageError::EmptyChunk`] if it is empty; nothing is counted.
     pub fn next_chunk(&mut self, data: Vec<u8>) -> Result<FileChunk, UsageError> {
-        if data.is_empty() {
-            return Err(UsageError::EmptyChunk);
-        }
         let offset = self.offset;
         let crc = self.take(&data)?;
         Ok(FileChunk {
@@ -459,6 +462,15 @@ mod tests {
         out.encode_chunk(&data[..4], &mut buf).unwrap();
         out.encode_chunk(&data[4..], &mut buf).unwrap();
         assert!(out.encode_chunk(b"x", &mut buf).is_err());
+        // No bytes make no chunk, whichever way it is built.
+        let mut empty = Outgoing::new(ID, 10);
+        let before = buf.len();
+        assert_eq!(
+            empty.encode_chunk(&[], &mut buf),
+            Err(UsageError::EmptyChunk)
+        );
+        assert_eq!(empty.next_chunk(Vec::new()), Err(UsageError::EmptyChunk));
+        assert_eq!((buf.len(), empty.offset()), (before, 0));
         let mut d = Decoder::<ServerMessage>::new(1 << 20);
         d.feed(&buf);
         let mut inc = Incoming::new(ID, 10);
