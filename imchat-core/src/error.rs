@@ -35,7 +35,7 @@ pub enum NameError {
     /// blank Braille pattern (Windows drops trailing dots and spaces, so
     /// the name would not be the one shown; a name of blanks shows as
     /// nothing).
-    #[error("name ends with '.' or a space")]
+    #[error("name ends with '.' or a blank (a space of any kind)")]
     TrailingDotOrSpace,
     /// A username ends with `.`.
     #[error("name ends with '.'")]
