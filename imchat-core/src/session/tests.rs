@@ -651,6 +651,49 @@ fn senders_over_the_rate_are_slowed_then_cut_off_after_a_long_flood() {
     assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
 }
 
+/// Answers that cost more than the flood timeout's worth of the rate (a
+/// list of thousands of files) slow the client that asks for them again
+/// and again, and never cut it off: it waits for each answer, it is not
+/// flooding. A flood of chat after them still is cut off.
+#[test]
+fn long_answers_asked_for_again_slow_the_client_but_never_cut_it_off() {
+    let limits = Limits {
+        rate_burst: 5,
+        rate_per_sec: 10,
+        flood_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    // 2,000 files: 21 messages, 1.6 s of debt beyond the burst.
+    let files = entries(2000, |i| format!("f{i}"));
+    let mut now = t0;
+    for _ in 0..6 {
+        now = hub.throttle(c).unwrap_or(now);
+        hub.handle_message(c, ClientMessage::ListFiles, now);
+        while let Some(e) = hub.poll_event() {
+            assert!(!matches!(e, HubEvent::Close { .. }), "cut off: {e:?}");
+        }
+        hub.answer_files(c, FilesRequest::List, files.clone());
+    }
+    assert!(hub.is_joined(c));
+    assert!(now >= t0 + Duration::from_secs(8), "not slowed: {now:?}");
+    // A flood is a flood, lists before it or not.
+    let mut kicked = false;
+    for _ in 0..200 {
+        now = hub.throttle(c).unwrap_or(now);
+        hub.handle_message(c, chat_to_all("x"), now);
+        while let Some(e) = hub.poll_event() {
+            kicked |= matches!(e, HubEvent::Close { .. });
+        }
+        if kicked {
+            break;
+        }
+    }
+    assert!(kicked, "a chat flood after the lists is cut off");
+}
+
 #[test]
 fn files_access_and_list_are_answered_by_the_glue() {
     let mut net = three();

@@ -3,7 +3,10 @@
 //! requests cost messages in proportion to their work (a list of 5,000
 //! files costs more than a `Who` of 3 users). A sender over its rate is
 //! slowed (its reader waits until [`Hub::throttle`] says), and only one that
-//! keeps going over it for [`Limits::flood_timeout`] is disconnected.
+//! keeps going over it for [`Limits::flood_timeout`] is disconnected: the
+//! debt of a long answer is waited out, and the request read after it is
+//! not counted as going over (the client waited for the answer; however
+//! long the lists it asks for, it is slowed, never cut off for them).
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,11 @@ impl Cost {
 pub(super) struct TokenBucket {
     bucket: Bucket,
     flooding_since: Option<Instant>,
+    /// The debt is an answer's (a list of 60,000 files costs 600
+    /// messages), not the sender's pace: the request read once it is
+    /// paid off waited for the server, not the other way round, and is
+    /// not counted as flooding.
+    answer_debt: bool,
 }
 
 /// What taking a token found.
@@ -98,6 +106,7 @@ impl TokenBucket {
         TokenBucket {
             bucket: Bucket::full(&rates(limits), now),
             flooding_since: None,
+            answer_debt: false,
         }
     }
 
@@ -107,9 +116,10 @@ impl TokenBucket {
             return Take::Allowed;
         }
         self.bucket.refill(&rates(limits), now);
+        let answer_debt = std::mem::take(&mut self.answer_debt);
         if self.bucket.holds(cost.messages, cost.bytes) {
             self.flooding_since = None;
-        } else {
+        } else if !answer_debt {
             let since = *self.flooding_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= limits.flood_timeout {
                 return Take::Flooding;
@@ -123,6 +133,9 @@ impl TokenBucket {
     /// paid, without refilling (the debt is waited out before the next read).
     pub(super) fn charge(&mut self, extra: Cost) {
         self.bucket.charge(extra.messages, extra.bytes);
+        if extra.messages > 0.0 || extra.bytes > 0.0 {
+            self.answer_debt = true;
+        }
     }
 
     /// When the bucket is out of debt, if it is in debt.
