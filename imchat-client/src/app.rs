@@ -56,6 +56,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
 /// How often the session's clock runs (keepalive pings and timeouts).
 const TICK: Duration = Duration::from_secs(1);
+/// "1 line", "146 lines".
+fn lines(n: usize) -> String {
+    if n == 1 {
+        "1 line".to_owned()
+    } else {
+        format!("{n} lines")
+    }
+}
+
 /// Bulk bytes a push keeps queued ahead of the socket at most.
 const PUSH_QUEUE: usize = 1024 * 1024;
 /// How long a push waits for queue room before checking whether to stop.
@@ -1145,12 +1154,14 @@ impl App {
         input: &Receiver<UserInput>,
     ) -> Result<(), ClientError> {
         let mut again = false;
-        let mut pending: Option<String> = None;
+        // Lines entered before a connection was cut that had not gone
+        // yet (a paste paced under the rate): they go first on the next.
+        let mut held: VecDeque<String> = VecDeque::new();
         loop {
             let conn = Conn::start(self, joined, again)?;
-            let served = match pending.take() {
-                Some(line) if conn.command(&line) == Flow::Quit => Served::Quit,
-                _ => conn.serve(input),
+            let served = match conn.send_held(&mut held) {
+                Some(quit) => quit,
+                None => conn.serve(input),
             };
             let (end, cut_line) = match served {
                 Served::Quit => return conn.leave(),
@@ -1174,6 +1185,26 @@ impl App {
                 return Err(end.error());
             }
             conn.report_cut("connection lost");
+            // The line cut while it waited to go, and those entered after
+            // it, wait for the next connection (not refused one by one).
+            held.extend(cut_line);
+            let quit = self.hold_entered(input, &mut held);
+            if quit {
+                self.not_sent(held.len());
+                conn.stop_transfers();
+                return self.quit_result();
+            }
+            if !held.is_empty() && !self.scripted {
+                self.notice(&format!(
+                    "{} not sent yet: {} once reconnected",
+                    lines(held.len()),
+                    if held.len() == 1 {
+                        "it goes"
+                    } else {
+                        "they go"
+                    }
+                ));
+            }
             // The server lost is tried last (see `servers`).
             self.config.servers.move_on();
             let mut previous = conn.take_session();
@@ -1200,13 +1231,35 @@ impl App {
                 }
                 _ => match self.keep_reconnecting(reason, input, &mut previous)? {
                     Some(j) => j,
-                    None => return self.quit_result(),
+                    None => {
+                        self.not_sent(held.len());
+                        return self.quit_result();
+                    }
                 },
             };
-            // A script's line that could not go is sent on the new
-            // connection; a user's is in their input history.
-            pending = cut_line.filter(|_| self.scripted);
             again = true;
+        }
+    }
+
+    /// Moves the lines already entered (read by nobody yet) into `held`;
+    /// true if the user asked to quit after them.
+    fn hold_entered(&self, input: &Receiver<UserInput>, held: &mut VecDeque<String>) -> bool {
+        while let Ok(entered) = input.try_recv() {
+            match entered {
+                UserInput::Line(line) => held.push_back(line),
+                UserInput::Quit => return true,
+                // Asked again by the next Tab once connected.
+                UserInput::FetchFileNames => {}
+            }
+        }
+        false
+    }
+
+    /// Says that `n` lines entered were never sent (the client quits
+    /// without a connection).
+    fn not_sent(&self, n: usize) {
+        if n > 0 {
+            self.error(&format!("{} not sent: no connection", lines(n)));
         }
     }
 
@@ -1496,6 +1549,22 @@ impl Conn {
         // Who is online, for the roster (and `/mode unicast`'s check).
         let _ = conn.ask_who(join_who);
         Ok(conn)
+    }
+
+    /// Runs the lines held from the last connection, in order; stops at
+    /// a cut (the rest stay held) or at a quit (returned).
+    fn send_held(self: &Arc<Self>, held: &mut VecDeque<String>) -> Option<Served> {
+        while let Some(line) = held.pop_front() {
+            self.cut.store(false, Ordering::SeqCst);
+            if self.command(&line) == Flow::Quit {
+                return Some(Served::Quit);
+            }
+            if self.cut.load(Ordering::SeqCst) {
+                held.push_front(line);
+                break;
+            }
+        }
+        None
     }
 
     /// Reads the user's lines and runs them until the user quits or the

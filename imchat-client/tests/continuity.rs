@@ -466,6 +466,36 @@ fn the_screen_client_resumes_after_a_blip_with_its_draft_and_what_it_missed() {
     assert!(t.is_running());
 }
 
+/// A long paste goes out at the server's rate; a connection lost while
+/// it does holds the lines not sent yet (they are not refused one by one
+/// as lines typed while offline are) and sends them after the resume:
+/// every line once, in order.
+#[test]
+fn a_paste_cut_by_a_lost_connection_goes_on_after_the_resume() {
+    const N: usize = 300;
+    let w = World::new("scr-paste-cut");
+    let proxy = Proxy::start(w.server.addr);
+    let bob = w.client("bob");
+    let mut t = term_on(&w, "alice", proxy.port());
+    let text: String = burst(N).iter().map(|l| format!("{l}\n")).collect();
+    t.paste(&text);
+    t.wait_screen("the question", |s| {
+        s.contains(&format!("paste {N} lines? Enter sends them"))
+    });
+    t.type_str("\r");
+    // The first 100 go at once, the rest at the server's rate (50 a
+    // second): cut while they flow.
+    wait_count(&bob, "<alice> m", N / 2, TIMEOUT);
+    proxy.cut();
+    wait_count(&bob, "<alice> m", N, RECONNECT_WAIT);
+    let got: Vec<String> = lines_with(&bob, "<alice> ")
+        .into_iter()
+        .map(|l| l["<alice> ".len()..].to_string())
+        .collect();
+    assert_eq!(got, burst(N), "every line once, in order");
+    assert!(t.is_running());
+}
+
 #[test]
 fn the_screen_client_comes_back_after_a_server_restart_and_shows_history() {
     let mut w = World::new("scr-restart");
