@@ -68,13 +68,12 @@ impl Shown {
 }
 
 /// Where a name goes in the nick list: the order of `/who` and the join's
-/// "online" line (the server sorts by the name key: case and look-alike
-/// letters ignored), then the name itself.
+/// "online" line (the server sorts by the name in lowercase), then the
+/// name itself. Not the look-alike key that makes names the same user:
+/// it reads `1` as `l` and `m` as `rn`, so `q1` would sort after `q9`
+/// and `mia` after `q1`.
 fn roster_order(name: &str) -> (String, String) {
-    let key = imchat_core::Username::new(name)
-        .map(|u| imchat_cli::names::key(&u))
-        .unwrap_or_else(|_| name.to_lowercase());
-    (key, name.to_owned())
+    (name.to_lowercase(), name.to_owned())
 }
 
 /// The screen's state.
@@ -1289,6 +1288,17 @@ mod tests {
         );
         m.change_roster(Roster::Joined("Delta".into()));
         assert_eq!(m.roster().len(), 6, "no name twice");
+        // Joins one by one land where /who puts them: digits as digits,
+        // not as the letters they look like.
+        let mut m = model();
+        m.change_roster(Roster::All(vec!["alice".into(), "bob".into()]));
+        for name in ["q5", "q1", "mia", "q9", "p10", "p2"] {
+            m.change_roster(Roster::Joined(name.into()));
+        }
+        assert_eq!(
+            m.roster(),
+            ["alice", "bob", "mia", "p10", "p2", "q1", "q5", "q9"]
+        );
     }
 
     #[test]
