@@ -326,6 +326,61 @@ fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() 
     }
 }
 
+/// A client whose frame takes longer to arrive than the keepalive
+/// interval and timeout together (a long text on a slow link) is alive:
+/// bytes keep coming. It is not pinged out, and its message is routed.
+#[test]
+fn a_frame_that_trickles_in_for_longer_than_the_keepalive_is_not_cut_off() {
+    // Pinged after 1 s of silence, dropped 2 s after an unanswered ping.
+    let srv = Server::start(&["--keepalive-secs", "1", "--keepalive-timeout-secs", "2"]);
+    let mut ear = Raw::join(srv.addr, "ear");
+    let mut slow = Raw::join(srv.addr, "slow");
+    let text = "x".repeat(30_000);
+    let frame = ClientMessage::Chat {
+        client_id: 1,
+        kind: ChatKind::Text,
+        to: Recipient::Everyone,
+        text: text.clone(),
+    }
+    .to_frame();
+    // Over 3.6 s for the frame: 1,000 bytes every 120 ms or more.
+    let started = Instant::now();
+    for piece in frame.chunks(1000) {
+        slow.write(piece).unwrap();
+        thread::sleep(Duration::from_millis(120));
+        // The ear answers its pings meanwhile.
+        ear.pump();
+        let pings: Vec<u64> = ear
+            .pending
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Ping(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        ear.pending.retain(|m| !matches!(m, ServerMessage::Ping(_)));
+        for v in pings {
+            ear.send(&ClientMessage::Pong(v));
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(3));
+    let got = ear.wait_for(|m| matches!(m, ServerMessage::Chat(_)));
+    let ServerMessage::Chat(chat) = got else {
+        unreachable!()
+    };
+    assert_eq!((chat.from.as_str(), chat.text.len()), ("slow", text.len()));
+    slow.pump();
+    assert!(
+        !slow
+            .pending
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{:?}",
+        slow.pending
+    );
+    srv.assert_serving();
+}
+
 #[test]
 fn connections_that_never_speak_are_dropped_and_do_not_block_others() {
     let srv = Server::start(&["--handshake-timeout-secs", "2"]);

@@ -561,6 +561,41 @@ fn a_silent_peer_is_pinged_then_dropped() {
     assert!(net.hub.username(net.clients[0].0).is_some());
 }
 
+/// Bytes of a frame still coming in keep a joined peer alive (no ping
+/// goes unanswered into a timeout while they do), but not a handshake:
+/// its deadline is the whole handshake's. Once the bytes stop, the peer
+/// is pinged and dropped as any silent one.
+#[test]
+fn bytes_still_coming_keep_a_peer_alive_but_not_a_handshake() {
+    let limits = Limits {
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(1),
+        handshake_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
+    let t0 = Instant::now();
+    let slow = joined(&mut hub, "slow", t0);
+    let hello = hub.handle_connect(t0);
+    let mut now = t0;
+    for _ in 0..20 {
+        now += Duration::from_millis(500);
+        hub.handle_bytes(slow, now);
+        hub.handle_bytes(hello, now);
+        hub.handle_timeout(now);
+    }
+    assert!(hub.is_joined(slow), "dropped while its bytes came in");
+    assert!(
+        !hub.is_connected(hello),
+        "a trickled handshake outlived its deadline"
+    );
+    // Silence: a ping after 1 s, dropped 1 s later.
+    hub.handle_timeout(now + Duration::from_millis(1100));
+    assert!(hub.is_joined(slow));
+    hub.handle_timeout(now + Duration::from_millis(2200));
+    assert!(!hub.is_connected(slow), "a silent peer is still dropped");
+}
+
 #[test]
 fn a_client_notices_a_dead_server() {
     let t0 = Instant::now();

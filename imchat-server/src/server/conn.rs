@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::tls::TlsStream;
-use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
+use imchat_core::blocking::{FrameReader, Outbox, ReadStep, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
@@ -28,6 +28,10 @@ const WRITER_STACK: usize = 128 * 1024;
 /// Receiver queues a reader collects before flushing them, whatever is
 /// still buffered (at most a few messages' worth for a full room).
 const MAX_DEFERRED: usize = 4096;
+
+/// How often a reader tells the hub that a frame is still coming in
+/// ([`Hub::handle_bytes`](imchat_core::Hub::handle_bytes)).
+const HEARD_STEP: Duration = Duration::from_secs(1);
 /// Most buffered messages of one client handled under one lock (see
 /// read_loop): enough for a sender's window of chat, few enough that the
 /// lock is not held long.
@@ -249,11 +253,15 @@ impl Server {
         let mut flush = Vec::new();
         // What a run of buffered messages ended on (see below).
         let mut next = None;
+        let mut told = Instant::now();
         loop {
             if next.is_none() && !reader.has_message_ready() {
                 self.flush_all(&mut flush);
             }
-            let msg = match next.take().unwrap_or_else(|| reader.read_message()) {
+            let msg = match next
+                .take()
+                .unwrap_or_else(|| self.read_message(id, &mut reader, &mut told))
+            {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     self.flush_all(&mut flush);
@@ -410,6 +418,31 @@ impl Server {
             // Bound the batch: a fast sender's messages still go out often.
             if flush.len() >= MAX_DEFERRED {
                 self.flush_all(&mut flush);
+            }
+        }
+    }
+
+    /// The next message, as [`FrameReader::read_message`] reads it; while
+    /// a frame comes in, the hub hears of it once every [`HEARD_STEP`]
+    /// (`told`: when it last did), so a peer whose frame takes longer to
+    /// arrive than the keepalive timeout is not taken for dead.
+    fn read_message<R: Read>(
+        &self,
+        id: ClientId,
+        reader: &mut FrameReader<R, ClientMessage>,
+        told: &mut Instant,
+    ) -> Result<Option<ClientMessage>, TransportError> {
+        loop {
+            match reader.read_once()? {
+                ReadStep::Message(m) => return Ok(Some(m)),
+                ReadStep::End => return Ok(None),
+                ReadStep::More => {
+                    let now = Instant::now();
+                    if now.saturating_duration_since(*told) >= HEARD_STEP {
+                        *told = now;
+                        self.lock().hub.handle_bytes(id, now);
+                    }
+                }
             }
         }
     }

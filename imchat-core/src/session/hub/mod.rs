@@ -525,6 +525,29 @@ impl Hub {
         m
     }
 
+    /// Bytes of a frame not yet whole arrived from `client` at `now`: the
+    /// peer is alive, so it is not pinged or timed out meanwhile, and its
+    /// pushes are not idle. A frame that takes longer than the keepalive
+    /// timeout to arrive (a large chunk on a slow link) is not cut off.
+    /// The glue calls this now and then while such a frame comes in (once
+    /// a second is enough); the handshake's deadline does not move.
+    pub fn handle_bytes(&mut self, client: ClientId, now: Instant) {
+        self.clock = self.clock.max(now);
+        let Some(conn) = self.conns.get_mut(&client) else {
+            return;
+        };
+        if !matches!(conn.phase, Phase::Joined(_)) {
+            return;
+        }
+        conn.last_heard = now;
+        conn.ping = None;
+        for ((from, _), relay) in &mut self.relays {
+            if *from == client && relay.sending {
+                relay.last = relay.last.max(now);
+            }
+        }
+    }
+
     /// A decoded message from `client`, received at `now`.
     pub fn handle_message(&mut self, client: ClientId, msg: ClientMessage, now: Instant) {
         self.clock = self.clock.max(now);
