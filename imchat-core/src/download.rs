@@ -28,6 +28,13 @@ pub enum DownloadError {
         /// The size announced.
         size: u64,
     },
+    /// The file was written to while being sent, its size unchanged (its
+    /// modification time moved): what went out may mix old and new bytes.
+    #[error("file changed while being sent: it was written to")]
+    Rewritten {
+        /// The transfer.
+        id: TransferId,
+    },
     /// The file has bytes after its announced size.
     #[error("file changed while being sent: it is longer than its announced {size} bytes")]
     Grew {
@@ -419,6 +426,22 @@ impl DownloadSender {
                 Ok(0)
             }
         }
+    }
+
+    /// The glue found the file written to since it was opened (its
+    /// modification time moved) though its size is the same: what was sent
+    /// may mix its old and new bytes, so the download fails with
+    /// [`DownloadError::Rewritten`] instead of ending with the checksum of
+    /// a file that never existed. Look before answering the end check (a
+    /// read of [`ReadKind::EndCheck`]). Ignored once the download is over.
+    pub fn file_rewritten(&mut self) {
+        if matches!(
+            self.state,
+            State::Ended | State::Failed(_) | State::Cancelled
+        ) {
+            return;
+        }
+        self.state = State::Failed(DownloadError::Rewritten { id: self.out.id() });
     }
 
     fn fail_shrank(&mut self) {

@@ -661,6 +661,68 @@ fn a_shared_file_truncated_during_a_download_fails_that_download() {
     srv.assert_serving();
 }
 
+/// A shared file written to in place while it downloads (its size the
+/// same) fails that download with `IO`: the bytes sent may mix the two
+/// versions, and an end with their checksum would vouch for a file that
+/// never existed.
+#[test]
+fn a_shared_file_rewritten_during_a_download_fails_that_download() {
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "edited.bin", 64);
+    });
+    let mut r = Raw::join(srv.addr, "reader");
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("edited.bin").unwrap(),
+        offset: 0,
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::FileStart(FileStart { .. })));
+    // The server waits for our acks; edit the middle of the file meanwhile
+    // (later than the clock's tick after the open, so the time moves).
+    thread::sleep(Duration::from_millis(50));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(srv.shared().join("edited.bin"))
+        .unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(32 << 20)).unwrap();
+    f.write_all(&[b'C'; 100]).unwrap();
+    drop(f);
+    let mut incoming = imchat_core::Incoming::new(TransferId(1), 64 << 20);
+    let deadline = Instant::now() + WAIT;
+    let cancel = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the download neither failed nor ended"
+        );
+        assert!(r.pump(), "the connection must survive a failed download");
+        let mut cancel = None;
+        let mut acks = Vec::new();
+        for m in r.pending.drain(..) {
+            match m {
+                ServerMessage::Chunk(c) => {
+                    incoming.accept(&c).unwrap();
+                    acks.push(ClientMessage::Ack {
+                        id: c.id,
+                        offset: c.offset + c.data.len() as u64,
+                    });
+                }
+                ServerMessage::End(_) => panic!("a rewritten file was vouched for"),
+                ServerMessage::Cancel(c) => cancel = Some(c),
+                _ => {}
+            }
+        }
+        for ack in &acks {
+            r.send(ack);
+        }
+        if let Some(c) = cancel {
+            break c;
+        }
+    };
+    assert_eq!(cancel.code, CancelCode::IO, "{cancel:?}");
+    assert!(cancel.reason.contains("written to"), "{cancel:?}");
+    srv.assert_serving();
+}
+
 #[test]
 fn a_pushed_file_named_to_escape_is_refused_and_the_pusher_dropped() {
     let srv = Server::start(&[]);

@@ -4,10 +4,11 @@
 //! never more than a bounded amount ahead of the socket. Every decision
 //! (window, acks, resume, a changed file, the end) is the sender's.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
@@ -167,6 +168,10 @@ impl Server {
         // go out, a chunk's data goes from the file by reference
         // (`sendfile`), not copied through its frame.
         let sendfile = file.try_clone().ok();
+        // Written to in place while it goes out (same size): the end
+        // check fails it rather than vouch for a mix of two versions.
+        let opened = modified(&file);
+        let rewritten = || sendfile.as_ref().is_some_and(|f| modified(f) != opened);
         let send = |frame: Frame, data: Option<FileData>| {
             // Over TLS every byte is encrypted: the chunks go through the
             // queue (bounded by the read-ahead), never by `sendfile`.
@@ -177,7 +182,7 @@ impl Server {
             }
             outbox.push_bulk_through(frame, &*socket)
         };
-        match stream_file(&mut file, &mut sender, &cancel, &outbox, send) {
+        match stream_file(&mut file, &mut sender, &cancel, &outbox, send, rewritten) {
             Ok(Streamed::Done { sent }) => {
                 self.with_hub(|hub| hub.download_finished(client, id));
                 let resumed = if offset > 0 {
@@ -226,6 +231,11 @@ fn forget(core: &mut super::Core, client: ClientId, id: TransferId, cancel: &Arc
 }
 
 /// `read`, retried when interrupted.
+/// When `file` was last written to, if the system says.
+fn modified(file: &File) -> Option<SystemTime> {
+    file.metadata().and_then(|m| m.modified()).ok()
+}
+
 fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buf) {
@@ -254,6 +264,7 @@ pub(super) fn stream_file(
     control: &Control,
     outbox: &Outbox,
     mut send: impl FnMut(Frame, Option<FileData>) -> Result<(), PushError>,
+    rewritten: impl Fn() -> bool,
 ) -> Result<Streamed, StreamError> {
     let mut frames = FramePool::default();
     let mut scratch = Vec::new();
@@ -307,6 +318,9 @@ pub(super) fn stream_file(
                     continue;
                 }
                 frames.keep(frame);
+            }
+            Some(read) if read.kind == ReadKind::EndCheck && rewritten() => {
+                sender.file_rewritten();
             }
             Some(read) => {
                 scratch.resize(read.len, 0);
@@ -382,7 +396,14 @@ mod tests {
             ..Limits::default()
         };
         let mut sender = DownloadSender::new(ID, size, offset, &limits).unwrap();
-        stream_file(&mut Cursor::new(bytes), &mut sender, control, outbox, push)
+        stream_file(
+            &mut Cursor::new(bytes),
+            &mut sender,
+            control,
+            outbox,
+            push,
+            || false,
+        )
     }
 
     fn data(n: usize) -> Vec<u8> {
@@ -477,6 +498,39 @@ mod tests {
                 .iter()
                 .any(|m| matches!(m, ServerMessage::End(_))),
             "no end marker for a changed file"
+        );
+    }
+
+    #[test]
+    fn a_file_written_to_while_sent_fails_at_its_end() {
+        let cancel = Control::default();
+        let outbox = Outbox::new(1 << 20);
+        let limits = Limits {
+            chunk_size: 30,
+            ..Limits::default()
+        };
+        let mut sender = DownloadSender::new(ID, 100, 0, &limits).unwrap();
+        let push = |f, _| outbox.push(f, true);
+        let got = stream_file(
+            &mut Cursor::new(data(100)),
+            &mut sender,
+            &cancel,
+            &outbox,
+            push,
+            || true,
+        );
+        assert!(
+            matches!(
+                got,
+                Err(StreamError::Changed(DownloadError::Rewritten { .. }))
+            ),
+            "{got:?}"
+        );
+        assert!(
+            !drain(&outbox)
+                .iter()
+                .any(|m| matches!(m, ServerMessage::End(_))),
+            "no end marker for a rewritten file"
         );
     }
 
