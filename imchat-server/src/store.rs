@@ -583,7 +583,8 @@ impl Committer {
         }
     }
 
-    /// Commits what is still queued and moves the whole WAL into the
+    /// Commits what is still queued, gives back the reserved ids not used,
+    /// and moves the whole WAL into the
     /// database file, emptying it (a TRUNCATE checkpoint): after a clean
     /// stop the file alone holds everything, so a copy of just that file
     /// is a complete backup. The periodic checkpoints are passive and may
@@ -592,6 +593,10 @@ impl Committer {
     pub fn close(&self) -> Result<(), StoreError> {
         let mut w = self.shared.writer();
         self.shared.write_queue(&mut w)?;
+        // A clean stop: the restart goes on from the last id, no jump.
+        if w.unreported.is_none() {
+            w.give_back_reserved();
+        }
         let busy: i64 = w
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
@@ -1034,6 +1039,21 @@ impl Shared {
 }
 
 impl Writer {
+    /// Gives back the reserved ids not used (call once everything queued
+    /// is committed, on a clean stop): a restart then goes on from the
+    /// last id stored, with no gap.
+    fn give_back_reserved(&self) {
+        let released = self.conn.execute(
+            "UPDATE meta SET value = coalesce(
+                 (SELECT last_id FROM batches ORDER BY first_id DESC LIMIT 1), 0) + 1
+             WHERE key = 'reserved_id'",
+            [],
+        );
+        if let Err(e) = released {
+            log::warn!("history database: reserved ids not given back: {e}");
+        }
+    }
+
     /// Writes `batch` as one row (and a reservation up to `reserve`) in one
     /// transaction, trimming when past the margin; rolled back on failure.
     fn write(&mut self, batch: &Queue, reserve: Option<u64>) -> Result<(), StoreError> {
@@ -1181,15 +1201,7 @@ impl Drop for SqliteStore {
         if self.shared.write_queue(&mut w).is_err() || w.unreported.is_some() {
             return;
         }
-        let released = w.conn.execute(
-            "UPDATE meta SET value = coalesce(
-                 (SELECT last_id FROM batches ORDER BY first_id DESC LIMIT 1), 0) + 1
-             WHERE key = 'reserved_id'",
-            [],
-        );
-        if let Err(e) = released {
-            log::warn!("history database: reserved ids not given back: {e}");
-        }
+        w.give_back_reserved();
     }
 }
 

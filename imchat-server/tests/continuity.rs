@@ -584,6 +584,18 @@ fn after_a_clean_stop_the_database_file_alone_holds_everything() {
     let texts = texts_in_file(&db, "ann");
     assert_eq!(texts.len(), 5, "{texts:?}");
     assert_eq!(every_row(&alone), all);
+    // And the ids reserved ahead were given back: a restart goes on from
+    // the last one stored, with no jump (PROTOCOL.md section 14).
+    let file = rusqlite::Connection::open(&db).unwrap();
+    let (reserved, last): (i64, i64) = file
+        .query_row(
+            "SELECT (SELECT value FROM meta WHERE key = 'reserved_id'),
+                    (SELECT max(last_id) FROM batches)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(reserved, last + 1, "reserved ids kept after a clean stop");
 }
 
 #[test]
