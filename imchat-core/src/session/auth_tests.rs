@@ -445,6 +445,11 @@ fn bans_by_address_and_by_name_refuse_and_remove_until_lifted() {
     let c = hub.handle_connect_from(ip("10.0.0.3"), now);
     hub.handle_message(c, hello("Carol"), now);
     assert_eq!(sent(&mut hub, c), ["refused: banned"]);
+    // Banned again under another case: said so, not listed twice.
+    assert_eq!(
+        hub.console("ban CAROL", now),
+        "carol was already banned (0 disconnected)"
+    );
     assert_eq!(
         hub.console("/bans", now),
         "bans: 10.0.0.2 (by op: flood); carol (by console)"
@@ -630,6 +635,33 @@ fn a_kicked_client_closes_and_says_why() {
         text: "kicked by console: bye".into()
     }));
     assert!(s.is_closed());
+}
+
+/// An operator's reason goes to everyone: cut as a parting text is,
+/// however long the console line that gave it.
+#[test]
+fn an_operators_reason_is_cut_to_a_parting_text() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("alice"), now);
+    hub.account_checked(c, AccountCheck::Open, now);
+    while hub.poll_transmit().is_some() {}
+    let long = "é".repeat(100_000);
+    assert_eq!(
+        hub.console(&format!("kick alice {long}"), now),
+        "kicked alice"
+    );
+    let mut told = None;
+    while let Some(t) = hub.poll_transmit() {
+        if let ServerMessage::Error { text, .. } = t.message {
+            told = Some(text);
+        }
+    }
+    let told = told.expect("the kicked user is told why");
+    let reason = told.strip_prefix("kicked by console: ").unwrap();
+    assert_eq!(reason.len(), crate::MAX_PARTING_TEXT, "{}", told.len());
+    assert!(reason.chars().all(|c| c == 'é'));
 }
 
 /// What the hub published for the other servers since last asked.

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::{ClientId, ClusterEvent, Hub, HubEvent, Phase};
+use super::{parting_text, ClientId, ClusterEvent, Hub, HubEvent, Phase};
 use crate::message::{
     ClientMessage, ErrorCode, LeaveReason, NoticeCode, OpAction, RefuseCode, ResumeRequest, Secret,
     ServerMessage, Username,
@@ -567,6 +567,9 @@ impl Hub {
         reason: &str,
         now: Instant,
     ) -> (NoticeCode, String) {
+        // Shown to whoever is removed and to everyone else, and kept with
+        // a ban: no longer than a parting text (a console has no limit).
+        let reason = parting_text(reason);
         let (code, text) = match action {
             OpAction::Kick => self.op_kick(by, target, reason),
             OpAction::Ban => self.op_ban(by, target, reason),
@@ -639,12 +642,13 @@ impl Hub {
             Ok(t) => t,
             Err(e) => return (NoticeCode::FAILED, e),
         };
-        if !self
+        let already = self
             .auth
             .bans
             .iter()
-            .any(|b| self.same_target(&b.target, &target))
-        {
+            .find(|b| self.same_target(&b.target, &target))
+            .map(|b| b.target.clone());
+        if already.is_none() {
             self.auth.bans.push(Ban {
                 target: target.clone(),
                 by: by.to_string(),
@@ -669,9 +673,13 @@ impl Hub {
         } else {
             ""
         };
+        let done = match already {
+            Some(banned) => format!("{banned} was already banned"),
+            None => format!("banned {target}"),
+        };
         (
             NoticeCode::DONE,
-            format!("banned {target} ({removed} disconnected{others})"),
+            format!("{done} ({removed} disconnected{others})"),
         )
     }
 

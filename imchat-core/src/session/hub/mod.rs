@@ -190,6 +190,17 @@ fn reserved_keys(key: fn(&Username) -> String) -> Vec<(String, &'static str)> {
         .collect()
 }
 
+/// `text` cut to [`MAX_PARTING_TEXT`](crate::MAX_PARTING_TEXT) bytes at
+/// a character boundary: a quit's or an operator's words, shown to
+/// everyone.
+pub(super) fn parting_text(text: &str) -> &str {
+    let mut end = text.len().min(crate::MAX_PARTING_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Hub {
     /// A hub with these limits and welcome text (`{user}` in it is replaced
     /// by the joining user's name).
@@ -627,14 +638,8 @@ impl Hub {
             ClientMessage::Cancel(c) => self.client_cancel(client, &c),
             ClientMessage::Ping(v) => self.send(client, ServerMessage::Pong(v)),
             ClientMessage::Pong(_) => {}
-            ClientMessage::Quit { mut reason } => {
-                if reason.len() > crate::MAX_PARTING_TEXT {
-                    let mut end = crate::MAX_PARTING_TEXT;
-                    while !reason.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    reason.truncate(end);
-                }
+            ClientMessage::Quit { reason } => {
+                let reason = parting_text(&reason).to_owned();
                 self.depart(client, LeaveReason::QUIT, reason, "quit".into());
             }
             msg @ (ClientMessage::Auth { .. }
