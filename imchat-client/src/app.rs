@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use imchat_cli::io_reason;
 use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
@@ -2577,17 +2578,21 @@ impl Conn {
         if to.as_ref().is_some_and(|to| self.app.is_me(to)) {
             return self.app.error("cannot send a file to yourself");
         }
+        // `~/notes.txt` as in the shell; messages say what was typed.
+        let real = files::expand_home(path, std::env::var_os("HOME").as_deref());
         // Before opening it: opening a named pipe waits for a writer, and
         // would hold the client until one comes.
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        if std::fs::metadata(&real).is_ok_and(|m| !m.is_file()) {
             self.catch_up();
             return self.app.error(&format!("{path} is not a file"));
         }
-        let file = match File::open(path) {
+        let file = match File::open(&real) {
             Ok(f) => f,
             Err(e) => {
                 self.catch_up();
-                return self.app.error(&format!("cannot open {path}: {e}"));
+                return self
+                    .app
+                    .error(&format!("cannot open {path}: {}", io_reason(&e)));
             }
         };
         let size = match file.metadata() {
@@ -2598,10 +2603,12 @@ impl Conn {
             }
             Err(e) => {
                 self.catch_up();
-                return self.app.error(&format!("cannot read {path}: {e}"));
+                return self
+                    .app
+                    .error(&format!("cannot read {path}: {}", io_reason(&e)));
             }
         };
-        let Some(base) = Path::new(path).file_name() else {
+        let Some(base) = real.file_name() else {
             return self.app.error(&format!("{path} has no file name"));
         };
         let Some(base) = base.to_str() else {

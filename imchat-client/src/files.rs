@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use imchat_cli::io_reason;
 use imchat_core::{FileName, ResumeState};
 
 /// How far [`free_name`] counts (`name (1).ext` … ) before giving up.
@@ -53,6 +54,33 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
+/// A path as the user typed it, with a leading `~` (alone, or before a
+/// `/`) read as the shell reads it: the home folder `home` (`$HOME`).
+pub fn expand_home(typed: &str, home: Option<&std::ffi::OsStr>) -> PathBuf {
+    match (typed.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            let rest = rest.trim_start_matches('/');
+            let home = PathBuf::from(home);
+            if rest.is_empty() {
+                home
+            } else {
+                home.join(rest)
+            }
+        }
+        _ => PathBuf::from(typed),
+    }
+}
+
+/// Why a folder could not be made, in a user's words.
+fn folder_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+            "a file has its name (or its parent's), not a folder".to_string()
+        }
+        _ => io_reason(e),
+    }
+}
+
 /// Why a `.part` file cannot be used.
 #[derive(Debug, Error)]
 pub enum PartError {
@@ -60,7 +88,7 @@ pub enum PartError {
     #[error("{} is being written by another transfer (another client using the same folder?)", .0.display())]
     Busy(PathBuf),
     /// The folder it goes in cannot be made (a file has its name?).
-    #[error("cannot create the folder {}: {source}", .path.display())]
+    #[error("cannot create the folder {}: {}", .path.display(), folder_reason(.source))]
     Folder {
         /// The folder.
         path: PathBuf,
@@ -71,7 +99,7 @@ pub enum PartError {
     #[error("refusing {}: it is not a regular file (a link?)", .0.display())]
     NotRegular(PathBuf),
     /// The file system said no.
-    #[error("cannot open {}: {source}", .path.display())]
+    #[error("cannot open {}: {}", .path.display(), io_reason(.source))]
     Io {
         /// The `.part` file.
         path: PathBuf,
@@ -524,6 +552,17 @@ mod tests {
         assert!(err.to_string().contains("f (1).txt"), "{err}");
     }
 
+    #[test]
+    fn a_tilde_is_the_home_folder_as_in_the_shell() {
+        let home = Some(std::ffi::OsStr::new("/home/ann"));
+        assert_eq!(expand_home("~/a.txt", home), Path::new("/home/ann/a.txt"));
+        assert_eq!(expand_home("~", home), Path::new("/home/ann"));
+        // Another user's home, a tilde inside a name, no $HOME: as typed.
+        assert_eq!(expand_home("~bob/a.txt", home), Path::new("~bob/a.txt"));
+        assert_eq!(expand_home("a~/b", home), Path::new("a~/b"));
+        assert_eq!(expand_home("~/a.txt", None), Path::new("~/a.txt"));
+    }
+
     /// A file under the folder's name is not a name taken: a caller that
     /// moves on to the next name would try them all.
     #[test]
@@ -534,6 +573,13 @@ mod tests {
             .expect_err("no folder");
         assert!(!err.already_exists(), "{err}");
         assert!(matches!(err, PartError::Folder { .. }), "{err}");
+        // Said in a user's words, not the system's.
+        let said = err.to_string();
+        assert!(
+            said.ends_with("a file has its name (or its parent's), not a folder"),
+            "{said}"
+        );
+        assert!(!said.contains("os error"), "{said}");
     }
 
     /// Only the `.part` files no one holds go; a link is not followed.

@@ -423,6 +423,31 @@ fn sendfile_takes_the_rest_of_the_line_as_the_path() {
     alice.assert_no_line("an error", |l| l.starts_with("error: "));
 }
 
+/// `~/` is the home folder, as in the shell (and in irssi's `/dcc send`);
+/// a file that is not there is said in words, without the system's code.
+#[test]
+fn sendfile_reads_a_tilde_as_the_home_folder() {
+    let w = World::new("sendfile-tilde");
+    let home = w.dir.join("home");
+    fs::create_dir(&home).expect("home");
+    fs::write(home.join("tilde.txt"), b"from home\n").expect("tilde.txt");
+    let port = w.server.port().to_string();
+    let mut alice = Client::spawn_with_env(
+        w.dir.path(),
+        &["alice", "127.0.0.1", &port],
+        &[("HOME", home.to_str().unwrap())],
+    );
+    alice.expect_prefix("*** connected to 127.0.0.1:");
+    let bob = w.client("bob");
+    alice.send("/who");
+    alice.expect_line("*** online (2): alice, bob");
+    alice.send("/sendfile ~/tilde.txt bob");
+    alice.expect_line("*** sent tilde.txt to 1 user(s)");
+    bob.expect_prefix("*** received tilde.txt (10 bytes) from alice, saved to ");
+    alice.send("/sendfile ~/nope.txt bob");
+    alice.expect_line("error: cannot open ~/nope.txt: no such file or directory");
+}
+
 #[test]
 fn sendfile_pushes_to_everyone_or_to_one_user() {
     let w = World::new("sendfile");

@@ -33,19 +33,7 @@ impl Refusal {
     }
 }
 
-/// An `io::Error` as a short lowercase reason, without the "(os error N)" tail.
-pub fn io_reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error ") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text.to_string(),
-    }
-}
+pub use imchat_cli::io_reason;
 
 impl SharedDir {
     /// Checks that `path` is a readable folder. The error is one line for the user.
@@ -425,13 +413,6 @@ mod tests {
                 ("inner-link.txt".to_string(), 5),
             ]
         );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn io_reasons_are_short_and_lowercase() {
-        let e = io::Error::from_raw_os_error(2);
-        assert_eq!(io_reason(&e), "no such file or directory");
     }
 }
 
