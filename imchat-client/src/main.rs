@@ -453,6 +453,8 @@ fn main() -> ExitCode {
     // Asked on stdout, stderr going elsewhere (a log): an error that ends
     // the client is said there too, where the user answered.
     let mut asked_on_stdout = false;
+    // Where the name and the server were asked, and what was answered.
+    let mut asked = None;
     if args.len() == 1 {
         // Started with nothing, at a terminal: asks, as the classroom
         // client did, for the name and the server (a bare port: this
@@ -462,12 +464,15 @@ fn main() -> ExitCode {
         if let Some((mut terminal, out)) = question_terminal() {
             asked_on_stdout = out == QuestionOut::Stdout;
             match ask_name_and_server(&mut *terminal) {
-                Some((name, server)) => args.extend([name.into(), server.into()]),
+                Some((name, server)) => {
+                    args.extend([name.clone().into(), server.clone().into()]);
+                    asked = Some((terminal, name, server));
+                }
                 None => return ExitCode::from(2),
             }
         }
     }
-    let task = parse_args(args).unwrap_or_else(|e| e.exit());
+    let task = parse_args(args.clone()).unwrap_or_else(|e| e.exit());
     let settings = match task {
         Task::Completions(shell) => {
             return imchat_cli::print(
@@ -485,7 +490,45 @@ fn main() -> ExitCode {
         .init();
     // The tests' fail points, from FAILPOINTS; nothing in a normal build.
     let _fail_points = fail::FailScenario::setup();
-    match run(*settings) {
+    let mut settings = settings;
+    let result = loop {
+        let result = run(*settings);
+        // Asked at a terminal: a name the server refused or a server
+        // that cannot be reached is asked again, as the classroom client
+        // did, instead of ending the client.
+        let Some((terminal, name, server)) = asked.as_mut() else {
+            break result;
+        };
+        let Err(e) = &result else { break result };
+        let Some(again) = ask_again(e) else {
+            break result;
+        };
+        let _ = writeln!(terminal, "{}", inert(&e.to_string()));
+        let answer = match again {
+            Again::Name => ask(terminal, "username", name_answer),
+            Again::Server => ask(
+                terminal,
+                "server (host:port, or a port on this machine)",
+                server_answer,
+            ),
+        };
+        let Some(answer) = answer else {
+            return ExitCode::from(2);
+        };
+        match again {
+            Again::Name => *name = answer,
+            Again::Server => *server = answer,
+        }
+        let len = args.len();
+        args[len - 2] = name.clone().into();
+        args[len - 1] = server.clone().into();
+        settings = match parse_args(args.clone()) {
+            Ok(Task::Chat(settings)) => settings,
+            Ok(_) => unreachable!("asked only to chat"),
+            Err(e) => e.exit(),
+        };
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("imchat-client: {e}");
@@ -494,6 +537,33 @@ fn main() -> ExitCode {
             }
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Which answer to ask again after a first connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    Name,
+    Server,
+}
+
+/// What to ask again when `e` ended a client started with no arguments:
+/// the name when the server refused it (taken, or against its rules),
+/// the server when it could not be reached or is not imchat; `None` for
+/// anything else (the client ends as it would have).
+fn ask_again(e: &ClientError) -> Option<Again> {
+    match e {
+        ClientError::Refused { code, .. }
+            if *code == imchat_core::RefuseCode::NAME_TAKEN
+                || *code == imchat_core::RefuseCode::INVALID_NAME =>
+        {
+            Some(Again::Name)
+        }
+        ClientError::Resolve(_)
+        | ClientError::Connect { .. }
+        | ClientError::NoServer(_)
+        | ClientError::NotImchat => Some(Again::Server),
+        _ => None,
     }
 }
 

@@ -662,31 +662,71 @@ fn started_with_nothing_a_bad_answer_is_said_on_the_terminal_and_asked_again() {
     });
 }
 
-/// Started with nothing and its stderr redirected to a log, the client
-/// that cannot go on says why on the terminal too, where it asked, not
-/// only in the log.
+/// Started with nothing, a server that cannot be reached and a name the
+/// server refuses are said on the terminal (its stderr redirected to a
+/// log here) and asked again, as the classroom client asked again,
+/// instead of ending the client.
 #[test]
-fn started_with_nothing_and_stderr_redirected_a_fatal_error_shows() {
-    let w = World::new("scr-ask-fatal");
+fn started_with_nothing_a_server_not_there_or_a_name_taken_is_asked_again() {
+    let w = World::new("scr-ask-again");
+    let _alice = w.client("alice");
     let log = w.dir.join("err.log");
-    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
+    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-al"), &[], 80, 24, &log);
     // A port where nothing listens.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
+    let server_q = "server (host:port, or a port on this machine):";
+    t.wait_screen("the question for the username", |s| s.contains("username:"));
+    t.type_str("alice\r");
+    t.wait_screen("the question for the server", |s| s.contains(server_q));
+    t.type_str(&format!("127.0.0.1:{port}\r"));
+    let why = format!("cannot connect to 127.0.0.1:{port}");
+    let s = t.wait_screen(&format!("`{why}…`, then the server asked again"), |s| {
+        s.count(server_q) == 2
+    });
+    let said = s.rows_where(|r| r.starts_with(&why));
+    assert_eq!(said.len(), 1, "said once\n{}", s.dump());
+    assert!(asking_below(&s, said[0], server_q), "{}", s.dump());
+    // The right server: alice is online there already.
+    t.type_str(&format!("127.0.0.1:{}\r", w.server.port()));
+    let s = t.wait_screen("`username refused…`, then the name asked again", |s| {
+        s.count("username:") == 2
+    });
+    let said =
+        s.rows_where(|r| r.starts_with("username refused: the username 'alice' is already taken"));
+    assert_eq!(said.len(), 1, "said once\n{}", s.dump());
+    assert!(asking_below(&s, said[0], "username:"), "{}", s.dump());
+    t.type_str("alicia\r");
+    let server = format!("connected to 127.0.0.1:{}", w.server.port());
+    t.wait_screen("the full-screen client, connected as alicia", |s| {
+        status_row(s, "alicia").is_some() && s.row(-2).contains(&server)
+    });
+}
+
+/// Started with nothing and its stderr redirected to a log, the client
+/// that cannot go on (its address is banned: asking again changes
+/// nothing) says why on the terminal too, where it asked, not only in
+/// the log.
+#[test]
+fn started_with_nothing_and_stderr_redirected_a_fatal_error_shows() {
+    let mut w = World::with_console("scr-ask-fatal");
+    w.server.console("ban 127.0.0.1", "banned 127.0.0.1");
+    let log = w.dir.join("err.log");
+    let mut t = Term::spawn_stderr_to(w.dir.path(), &w.dir.join("home-alice"), &[], 80, 24, &log);
     t.wait_screen("the question for the username", |s| s.contains("username:"));
     t.type_str("alice\r");
     t.wait_screen("the question for the server", |s| {
         s.contains("server (host")
     });
-    t.type_str(&format!("127.0.0.1:{port}\r"));
-    let why = format!("imchat-client: cannot connect to 127.0.0.1:{port}");
-    let s = t.wait_screen(&format!("`{why}…` on the terminal"), |s| s.contains(&why));
-    assert_eq!(s.count(&why), 1, "said once\n{}", s.dump());
+    t.type_str(&format!("127.0.0.1:{}\r", w.server.port()));
+    let why = "imchat-client: refused: your address is banned from this server";
+    let s = t.wait_screen(&format!("`{why}` on the terminal"), |s| s.contains(why));
+    assert_eq!(s.count(why), 1, "said once\n{}", s.dump());
     t.expect_exit_code(1);
     let err = fs::read_to_string(&log).unwrap_or_default();
-    assert!(err.contains(&why), "and in the log: {err}");
+    assert!(err.contains(why), "and in the log: {err}");
 }
 
 /// Whether the last row written, below `row`, asks `question` (a long
