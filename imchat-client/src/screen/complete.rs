@@ -107,6 +107,9 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
         match first.as_str() {
             "/download" => return (rest, sources.files.to_vec(), ""),
             "/cancel" => return (rest, sources.transfers.to_vec(), ""),
+            // They take an offer's id, never a nick: `/accept bob` is
+            // only refused.
+            "/accept" | "/decline" => return (rest, Vec::new(), ""),
             "/help" if word_start == rest => {
                 // `/help /ms` and `/help ms` both complete.
                 let pool = if head[rest..].starts_with('/') {
@@ -238,6 +241,9 @@ mod tests {
         assert_eq!(f.tab("/cancel bi", 1), ["/cancel big.iso"]);
         assert_eq!(f.tab("/help /wh", 1), ["/help /who"]);
         assert_eq!(f.tab("/help m", 2), ["/help mode", "/help msg"]);
+        // An offer's id is no nick.
+        assert!(f.tab("/accept ", 1).is_empty());
+        assert!(f.tab("/DECLINE ", 1).is_empty());
     }
 
     #[test]
