@@ -698,7 +698,7 @@ fn long_answers_asked_for_again_slow_the_client_but_never_cut_it_off() {
         flood_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
-    let mut hub = Hub::new(limits, "hi");
+    let mut hub = Hub::new(limits.clone(), "hi");
     let t0 = Instant::now();
     let c = joined(&mut hub, "ann", t0);
     // 2,000 files: 21 messages, 1.6 s of debt beyond the burst.
@@ -727,6 +727,32 @@ fn long_answers_asked_for_again_slow_the_client_but_never_cut_it_off() {
         }
     }
     assert!(kicked, "a chat flood after the lists is cut off");
+
+    // The same for the list of users: 2,000 online.
+    let mut hub = Hub::new(
+        Limits {
+            max_clients: 3000,
+            ..limits
+        },
+        "hi",
+    );
+    let c = joined(&mut hub, "ann", t0);
+    for i in 0..2000 {
+        joined(&mut hub, &format!("u{i}"), t0);
+    }
+    let mut now = t0;
+    for _ in 0..6 {
+        now = hub.throttle(c).unwrap_or(now);
+        hub.handle_message(c, ClientMessage::Who, now);
+        while let Some(e) = hub.poll_event() {
+            assert!(
+                !matches!(e, HubEvent::Close { client, .. } if client == c),
+                "cut off: {e:?}"
+            );
+        }
+    }
+    assert!(hub.is_joined(c));
+    assert!(now >= t0 + Duration::from_secs(8), "not slowed: {now:?}");
 }
 
 #[test]

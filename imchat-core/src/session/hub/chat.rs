@@ -177,6 +177,9 @@ impl Hub {
             .chain(self.remote_names().cloned())
             .collect();
         users.sort_by_key(Username::key);
+        // Paid for as a list of files is: the request up front, the
+        // length of the answer after (a debt, not flooding).
+        self.charge_extra(client, Cost::request(users.len()), Cost::request(0));
         self.send(client, ServerMessage::Who { users });
     }
 }

@@ -577,11 +577,11 @@ impl Hub {
         // Requests cost rate budget in proportion to their work (chat is
         // charged by its length once it is checked).
         let cost = match &msg {
-            ClientMessage::Who => Some(Cost::request(self.joined_count())),
             ClientMessage::Register { .. }
             | ClientMessage::Unregister
             | ClientMessage::Operate { .. } => Some(Cost::request(0)),
-            ClientMessage::FilesAccess
+            ClientMessage::Who
+            | ClientMessage::FilesAccess
             | ClientMessage::ListFiles
             | ClientMessage::Download { .. }
             | ClientMessage::Offer { .. }
