@@ -1223,6 +1223,7 @@ impl App {
                     match join(&self.config, Some(&mut previous)) {
                         Ok(j) => j,
                         Err(retry) => {
+                            self.not_sent(held.len());
                             return Err(ClientError::ReconnectFailed {
                                 lost: reason,
                                 retry: retry.to_string(),
@@ -1243,8 +1244,13 @@ impl App {
     }
 
     /// Moves the lines already entered (read by nobody yet) into `held`;
-    /// true if the user asked to quit after them.
+    /// true if the user asked to quit after them. A script's lines are
+    /// left where they are: it does not read them while it reconnects,
+    /// and the end of its input (a quit) comes after them.
     fn hold_entered(&self, input: &Receiver<UserInput>, held: &mut VecDeque<String>) -> bool {
+        if self.scripted {
+            return false;
+        }
         while let Ok(entered) = input.try_recv() {
             match entered {
                 UserInput::Line(line) => held.push_back(line),
