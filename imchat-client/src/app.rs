@@ -2271,7 +2271,10 @@ impl Conn {
                     to,
                     whole,
                     |u| self.app.is_online(u) || (self.refresh_roster() && self.app.is_online(u)),
-                    |p| fs::metadata(p).is_ok(),
+                    |p| {
+                        fs::metadata(files::expand_home(p, std::env::var_os("HOME").as_deref()))
+                            .is_ok()
+                    },
                 );
                 self.send_file(&path, to);
                 Ok(())

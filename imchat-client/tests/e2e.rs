@@ -446,6 +446,12 @@ fn sendfile_reads_a_tilde_as_the_home_folder() {
     bob.expect_prefix("*** received tilde.txt (10 bytes) from alice, saved to ");
     alice.send("/sendfile ~/nope.txt bob");
     alice.expect_line("error: cannot open ~/nope.txt: no such file or directory");
+    // The whole line is a file there: the file, to everyone (bob is the
+    // only other user), not `~/notes` to bob.
+    fs::write(home.join("notes bob"), b"spaced\n").expect("notes bob");
+    alice.send("/sendfile ~/notes bob");
+    alice.expect_line("*** sent notes bob to 1 user(s)");
+    bob.expect_prefix("*** received notes bob (7 bytes) from alice, saved to ");
 }
 
 #[test]

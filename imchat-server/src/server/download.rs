@@ -146,6 +146,10 @@ impl Server {
                 return;
             }
         };
+        // Written to in place while it goes out (same size): the end
+        // check fails it rather than vouch for a mix of two versions.
+        // Noted as soon as it is open, with its size.
+        let opened = modified(&file);
         let accepted = self.with_hub(|hub| hub.accept_download(client, id, name, size, offset));
         let Some(offset) = accepted else {
             // Cancelled, or the client left, before the file was open.
@@ -168,9 +172,6 @@ impl Server {
         // go out, a chunk's data goes from the file by reference
         // (`sendfile`), not copied through its frame.
         let sendfile = file.try_clone().ok();
-        // Written to in place while it goes out (same size): the end
-        // check fails it rather than vouch for a mix of two versions.
-        let opened = modified(&file);
         let rewritten = || sendfile.as_ref().is_some_and(|f| modified(f) != opened);
         let send = |frame: Frame, data: Option<FileData>| {
             // Over TLS every byte is encrypted: the chunks go through the
@@ -230,12 +231,12 @@ fn forget(core: &mut super::Core, client: ClientId, id: TransferId, cancel: &Arc
     }
 }
 
-/// `read`, retried when interrupted.
 /// When `file` was last written to, if the system says.
 fn modified(file: &File) -> Option<SystemTime> {
     file.metadata().and_then(|m| m.modified()).ok()
 }
 
+/// `read`, retried when interrupted.
 fn read_some(file: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buf) {
