@@ -595,7 +595,7 @@ impl Committer {
         self.shared.write_queue(&mut w)?;
         // A clean stop: the restart goes on from the last id, no jump.
         if w.unreported.is_none() {
-            w.give_back_reserved();
+            w.give_back_reserved(&self.shared.reserved);
         }
         let busy: i64 = w
             .conn
@@ -1041,16 +1041,21 @@ impl Shared {
 impl Writer {
     /// Gives back the reserved ids not used (call once everything queued
     /// is committed, on a clean stop): a restart then goes on from the
-    /// last id stored, with no gap.
-    fn give_back_reserved(&self) {
-        let released = self.conn.execute(
+    /// last id stored, with no gap. `reserved`, the reservation in memory,
+    /// comes down with it, so that an entry appended after all reserves
+    /// its id again before it is written.
+    fn give_back_reserved(&self, reserved: &AtomicU64) {
+        let released = self.conn.query_row(
             "UPDATE meta SET value = coalesce(
                  (SELECT last_id FROM batches ORDER BY first_id DESC LIMIT 1), 0) + 1
-             WHERE key = 'reserved_id'",
+             WHERE key = 'reserved_id' RETURNING value",
             [],
+            |r| r.get::<_, i64>(0),
         );
-        if let Err(e) = released {
-            log::warn!("history database: reserved ids not given back: {e}");
+        match released {
+            Ok(value) => reserved.store(from_sql(value), Ordering::SeqCst),
+            Err(rusqlite::Error::QueryReturnedNoRows) => {}
+            Err(e) => log::warn!("history database: reserved ids not given back: {e}"),
         }
     }
 
@@ -1201,7 +1206,7 @@ impl Drop for SqliteStore {
         if self.shared.write_queue(&mut w).is_err() || w.unreported.is_some() {
             return;
         }
-        w.give_back_reserved();
+        w.give_back_reserved(&self.shared.reserved);
     }
 }
 
@@ -2126,6 +2131,39 @@ mod tests {
         let loaded = open(&path, 100, 1 << 20).load().unwrap();
         assert_eq!(loaded.next_id, MessageId(6));
         assert_eq!(loaded.entries.len(), 5, "committed on close");
+    }
+
+    /// The clean close of a running server (its committer's) gives the
+    /// reserved ids back too; an entry appended after it still reserves
+    /// its id before it is written, so a crash then cannot give it again.
+    #[test]
+    fn the_committers_close_gives_back_the_reserved_ids_and_a_later_append_reserves_again() {
+        let (_dir, path) = db();
+        let mut s = open(&path, 100, 1 << 20);
+        for id in 1..=5 {
+            s.append(&chat(id, "ann", None, "x", id)).unwrap();
+        }
+        let reserved = |s: &SqliteStore| {
+            s.with_conn(|c| {
+                c.query_row(
+                    "SELECT value FROM meta WHERE key = 'reserved_id'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap()
+        };
+        s.committer().close().unwrap();
+        assert_eq!(reserved(&s), 6, "given back");
+        s.append(&chat(6, "ann", None, "late", 6)).unwrap();
+        assert!(reserved(&s) > 6, "id 6 was not reserved before its write");
+        s.crash();
+        let loaded = open(&path, 100, 1 << 20).load().unwrap();
+        assert!(
+            loaded.next_id.0 > 6,
+            "id 6 may come again: {:?}",
+            loaded.next_id
+        );
     }
 
     /// Makes every write to `table` fail (a trigger of this connection).
