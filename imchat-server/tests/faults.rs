@@ -1101,50 +1101,49 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     // Cyrillic а, fullwidth, mathematical bold, circled, a Greek ο, a
     // Turkish dotted capital I (lowercased: i and a dot above), and the
     // digit 0 for the letter o.
-    for fake in [
-        "аlice",
-        "ａｌｉｃｅ",
-        "𝐚𝐥𝐢𝐜𝐞",
-        "ⓐlice",
-        "bοb",
-        "ALİCE",
-        "0px",
-        "b0b",
-    ] {
+    hellos_refused(
+        &srv,
+        &[
+            "аlice",
+            "ａｌｉｃｅ",
+            "𝐚𝐥𝐢𝐜𝐞",
+            "ⓐlice",
+            "bοb",
+            "ALİCE",
+            "0px",
+            "b0b",
+        ],
+        RefuseCode::NAME_TAKEN,
+    );
+    // A name that only looks different stays free for its own user.
+    let _alicia = Raw::join(srv.addr, "alicia");
+    srv.assert_serving();
+}
+
+/// Each name's `Hello` is refused with `code` (and the connection closed).
+#[track_caller]
+fn hellos_refused(srv: &Server, names: &[&str], code: RefuseCode) {
+    for name in names {
         let mut r = Raw::connect(srv.addr);
         r.send(&ClientMessage::Hello {
             resume: None,
             version: PROTOCOL_VERSION,
-            username: Username::new(fake).unwrap(),
+            username: Username::new(*name).unwrap(),
         });
         let got = r.wait_closed();
-        assert!(
-            refused_with(&got, RefuseCode::NAME_TAKEN),
-            "{fake}: {got:?}"
-        );
+        assert!(refused_with(&got, code), "{name:?}: {got:?}");
     }
-    // A name that only looks different stays free for its own user.
-    let _alicia = Raw::join(srv.addr, "alicia");
-    srv.assert_serving();
 }
 
 #[test]
 fn names_of_combining_marks_alone_or_stacked_are_refused() {
     let srv = Server::start(&[]);
     let stacked = format!("a{}", "\u{345}".repeat(6));
-    for bad in ["\u{345}", "\u{345}\u{345}", "\u{93f}", stacked.as_str()] {
-        let mut r = Raw::connect(srv.addr);
-        r.send(&ClientMessage::Hello {
-            resume: None,
-            version: PROTOCOL_VERSION,
-            username: Username::new(bad).unwrap(),
-        });
-        let got = r.wait_closed();
-        assert!(
-            refused_with(&got, RefuseCode::INVALID_NAME),
-            "{bad:?}: {got:?}"
-        );
-    }
+    hellos_refused(
+        &srv,
+        &["\u{345}", "\u{345}\u{345}", "\u{93f}", stacked.as_str()],
+        RefuseCode::INVALID_NAME,
+    );
     // A mark after its letter is fine.
     let _ki = Raw::join(srv.addr, "क\u{93f}");
     srv.assert_serving();
@@ -1154,19 +1153,11 @@ fn names_of_combining_marks_alone_or_stacked_are_refused() {
 fn look_alikes_of_reserved_names_are_refused() {
     let srv = Server::start(&[]);
     // Full-width, Cyrillic `а`, long s, dotless i, Greek capitals.
-    for fake in ["ＡＤＭＩＮ", "аdmin", "ſerver", "admın", "ΑLL", "ѕystem"] {
-        let mut r = Raw::connect(srv.addr);
-        r.send(&ClientMessage::Hello {
-            resume: None,
-            version: PROTOCOL_VERSION,
-            username: Username::new(fake).unwrap(),
-        });
-        let got = r.wait_closed();
-        assert!(
-            refused_with(&got, RefuseCode::INVALID_NAME),
-            "{fake}: {got:?}"
-        );
-    }
+    hellos_refused(
+        &srv,
+        &["ＡＤＭＩＮ", "аdmin", "ſerver", "admın", "ΑLL", "ѕystem"],
+        RefuseCode::INVALID_NAME,
+    );
     // Names that merely contain a reserved word are anyone's.
     let _admins = Raw::join(srv.addr, "admins");
     let _sysadmin = Raw::join(srv.addr, "sysadmin");
