@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imchat_cli::io_reason;
 use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
-use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
+use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, ReadStep, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName, Limits,
     NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret, ServerMessage,
@@ -57,6 +57,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(15);
 /// How often the session's clock runs (keepalive pings and timeouts).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the reader tells the session that a frame is still coming in.
+const HEARD_STEP: Duration = Duration::from_secs(1);
+
 /// "1 line", "146 lines".
 fn lines(n: usize) -> String {
     if n == 1 {
@@ -2025,11 +2028,29 @@ impl Conn {
     }
 
     fn read_loop(&self, mut reader: FrameReader<Stream, ServerMessage>) {
+        // When the session last heard of bytes of a frame still coming.
+        let mut told = Instant::now();
         loop {
             for buf in std::mem::take(&mut *lock(&self.recycled)) {
                 reader.decoder_mut().recycle(buf);
             }
-            let msg = reader.read_message();
+            let msg = match reader.read_once() {
+                Ok(ReadStep::Message(msg)) => Ok(Some(msg)),
+                Ok(ReadStep::End) => Ok(None),
+                Ok(ReadStep::More) => {
+                    // A long frame on a slow link: the server is alive.
+                    let now = Instant::now();
+                    if now.saturating_duration_since(told) >= HEARD_STEP {
+                        told = now;
+                        self.with_session(|s| s.handle_bytes(now));
+                    }
+                    if self.closing() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
             if self.closing() {
                 return;
             }

@@ -1555,6 +1555,16 @@ impl ClientSession {
             .push_back(ClientEvent::TransferFailed { id, name, error });
     }
 
+    /// Bytes of a frame not yet whole arrived from the server at `now`: it
+    /// is alive, so it is not pinged or timed out while a long frame comes
+    /// in on a slow link (its answer to a ping would wait behind it). Call
+    /// now and then while such a frame arrives (once a second is enough).
+    pub fn handle_bytes(&mut self, now: Instant) {
+        self.tick(now);
+        self.last_heard = now;
+        self.ping = None;
+    }
+
     /// A decoded message from the server, received at `now`.
     pub fn handle_message(&mut self, msg: ServerMessage, now: Instant) {
         self.tick(now);

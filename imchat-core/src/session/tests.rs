@@ -596,6 +596,32 @@ fn bytes_still_coming_keep_a_peer_alive_but_not_a_handshake() {
     assert!(!hub.is_connected(slow), "a silent peer is still dropped");
 }
 
+/// The same on the client's side: bytes of a long frame still coming
+/// from the server keep it from being taken for dead; silence does not.
+#[test]
+fn a_client_hearing_bytes_of_a_frame_does_not_time_the_server_out() {
+    let limits = Limits {
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let mut now = Instant::now();
+    let mut s = ClientSession::new(user("bot"), limits, now);
+    s.handle_message(paced_welcome("bot", false), now);
+    for _ in 0..20 {
+        now += Duration::from_millis(500);
+        s.handle_bytes(now);
+        s.handle_timeout(now);
+    }
+    assert!(s.is_joined(), "timed out while bytes came");
+    now += Duration::from_millis(1100);
+    s.handle_timeout(now);
+    now += Duration::from_millis(1100);
+    s.handle_timeout(now);
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.contains(&ClientEvent::TimedOut), "{events:?}");
+}
+
 #[test]
 fn a_client_notices_a_dead_server() {
     let t0 = Instant::now();
