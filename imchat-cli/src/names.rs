@@ -16,8 +16,12 @@ use unicode_security::confusable_detection::skeleton;
 /// A capital `I` is not `l`: it is the capital of `i`, and a key cannot
 /// make `I` both `i` and `l` without making `mail` the same user as `mall`.
 pub fn key(name: &Username) -> String {
+    key_of(name.as_str())
+}
+
+/// [`key`] of any text.
+fn key_of(name: &str) -> String {
     let folded: String = name
-        .as_str()
         .nfkc()
         .map(|c| latin_capital(c).map_or(c, |latin| latin.to_ascii_lowercase()))
         .collect::<String>()
@@ -58,6 +62,26 @@ fn latin_capital(c: char) -> Option<char> {
     }
 }
 
+/// The reserved word `name` still reads as when its marks are dropped
+/// (`admiṅ`) and a capital `I` is read as the `l` it looks like in most
+/// fonts (`aII`): looser than [`key`], which must keep `I` apart from `l`
+/// (`mail` and `mall` are two users), but a name that passes for `all` or
+/// `admin` is refused whatever else it is. (The hub refuses names with a
+/// reserved word's [`key`] itself.)
+fn loosely_reserved(name: &Username) -> Option<&'static str> {
+    let loose: String = name
+        .as_str()
+        .nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .map(|c| if c == 'I' { 'l' } else { c })
+        .collect();
+    let loose = key_of(&loose);
+    imchat_core::RESERVED_USERNAMES
+        .iter()
+        .find(|word| key_of(word) == loose)
+        .copied()
+}
+
 /// Combining marks allowed in a row: enough for any script's stacked
 /// vowel signs and tones (Vietnamese `ệ` decomposed takes two), not for
 /// a tower of marks over the line.
@@ -68,6 +92,9 @@ const MAX_MARKS_IN_A_ROW: usize = 4;
 /// or sits on the character before it: several such users would look
 /// alike, or empty), nor stack more than [`MAX_MARKS_IN_A_ROW`] marks.
 pub fn check(name: &Username) -> Result<(), String> {
+    if let Some(word) = loosely_reserved(name) {
+        return Err(format!("'{name}' looks like the reserved name '{word}'"));
+    }
     let mut marks = 0;
     for (i, c) in name.as_str().chars().enumerate() {
         if !is_combining_mark(c) {
@@ -97,6 +124,23 @@ mod tests {
 
     fn k(s: &str) -> String {
         key(&Username::new(s).unwrap())
+    }
+
+    #[test]
+    fn names_that_read_as_a_reserved_word_are_refused() {
+        let refused = |s: &str| super::check(&Username::new(s).unwrap()).is_err();
+        // A capital I for l, a mark added: still the word.
+        for fake in ["aII", "AlI", "admi\u{307}n", "ádmin", "sérver", "SYSTEⅯ"] {
+            assert!(refused(fake), "{fake}");
+        }
+        assert_eq!(
+            super::check(&Username::new("aII").unwrap()),
+            Err("'aII' looks like the reserved name 'all'".to_string())
+        );
+        // Other names with an I, or a word inside, are anyone's.
+        for fine in ["mail", "Ian", "AIice", "admins", "allie", "server_", "Zoë"] {
+            assert!(!refused(fine), "{fine}");
+        }
     }
 
     #[test]

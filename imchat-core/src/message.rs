@@ -19,10 +19,11 @@ use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 /// their receivers accept (`Accept`, `PushAccepted`) before any data flows.
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// Words no user may take (compared ignoring case). Windows device names
-/// are refused too ([`is_device_name`]), because a username becomes a
-/// folder name on the client's disk.
-const RESERVED_NAMES: &[&str] = &["server", "all", "everyone", "admin", "system"];
+/// Words no user may take (compared ignoring case; a hub also refuses
+/// names with their key, see [`Hub::set_name_key`](crate::Hub::set_name_key)).
+/// Windows device names are refused too ([`is_device_name`]), because a
+/// username becomes a folder name on the client's disk.
+pub const RESERVED_USERNAMES: &[&str] = &["server", "all", "everyone", "admin", "system"];
 
 /// Characters Windows does not allow in a file name (besides `/`, `\`,
 /// controls): a name holding one is not a single safe component there
@@ -105,7 +106,7 @@ impl Username {
             return Err(NameError::TrailingDot);
         }
         let key = name.to_lowercase();
-        if RESERVED_NAMES.contains(&key.as_str()) || is_device_name(&name) {
+        if RESERVED_USERNAMES.contains(&key.as_str()) || is_device_name(&name) {
             return Err(NameError::Reserved { name });
         }
         Ok(Username(name))
@@ -120,7 +121,7 @@ impl Username {
     /// The reserved words as names (which [`Username::new`] refuses), for a
     /// hub that folds names further than case to refuse their look-alikes.
     pub(crate) fn reserved() -> impl Iterator<Item = (&'static str, Username)> {
-        RESERVED_NAMES
+        RESERVED_USERNAMES
             .iter()
             .map(|word| (*word, Username((*word).to_owned())))
     }

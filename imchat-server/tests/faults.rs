@@ -1155,7 +1155,16 @@ fn look_alikes_of_reserved_names_are_refused() {
     // Full-width, Cyrillic `а`, long s, dotless i, Greek capitals.
     hellos_refused(
         &srv,
-        &["ＡＤＭＩＮ", "аdmin", "ſerver", "admın", "ΑLL", "ѕystem"],
+        &[
+            "ＡＤＭＩＮ",
+            "аdmin",
+            "ſerver",
+            "admın",
+            "ΑLL",
+            "ѕystem",
+            "aII",
+            "admi\u{307}n",
+        ],
         RefuseCode::INVALID_NAME,
     );
     // Names that merely contain a reserved word are anyone's.
