@@ -21,8 +21,8 @@ pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Words no user may take (compared ignoring case; a hub also refuses
 /// names with their key, see [`Hub::set_name_key`](crate::Hub::set_name_key)).
-/// Windows device names are refused too ([`is_device_name`]), because a
-/// username becomes a folder name on the client's disk.
+/// Windows device names are refused too, because a username becomes a
+/// folder name on the client's disk.
 pub const RESERVED_USERNAMES: &[&str] = &["server", "all", "everyone", "admin", "system"];
 
 /// Characters Windows does not allow in a file name (besides `/`, `\`,

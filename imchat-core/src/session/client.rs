@@ -1369,7 +1369,7 @@ impl ClientSession {
         name: FileName,
         resume: Option<ResumeState>,
     ) -> Result<TransferId, UsageError> {
-        self.joined()?;
+        self.check_download()?;
         let id = self.new_id()?;
         let resume = resume.filter(|r| !r.is_empty());
         let offset = resume.as_ref().map_or(0, ResumeState::len);
