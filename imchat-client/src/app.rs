@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imchat_cli::io_reason;
 use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
-use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, ReadStep, TransportError};
+use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName, Limits,
     NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret, ServerMessage,
@@ -2034,23 +2034,10 @@ impl Conn {
             for buf in std::mem::take(&mut *lock(&self.recycled)) {
                 reader.decoder_mut().recycle(buf);
             }
-            let msg = match reader.read_once() {
-                Ok(ReadStep::Message(msg)) => Ok(Some(msg)),
-                Ok(ReadStep::End) => Ok(None),
-                Ok(ReadStep::More) => {
-                    // A long frame on a slow link: the server is alive.
-                    let now = Instant::now();
-                    if now.saturating_duration_since(told) >= HEARD_STEP {
-                        told = now;
-                        self.with_session(|s| s.handle_bytes(now));
-                    }
-                    if self.closing() {
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
+            // A long frame on a slow link: the server is alive.
+            let msg = reader.read_message_hearing(HEARD_STEP, &mut told, |now| {
+                self.with_session(|s| s.handle_bytes(now));
+            });
             if self.closing() {
                 return;
             }

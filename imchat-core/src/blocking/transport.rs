@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use crate::codec::{Decode, Decoder, Encode, CHUNK_HEAD};
 use crate::error::TransportError;
@@ -75,6 +76,37 @@ impl<R: Read, M: Decode> FrameReader<R, M> {
                 ReadStep::Message(m) => return Ok(Some(m)),
                 ReadStep::End => return Ok(None),
                 ReadStep::More => {}
+            }
+        }
+    }
+
+    /// As [`read_message`](Self::read_message), calling `heard` with the
+    /// time while a frame is still coming in, at most once every `every`
+    /// (`told`: when it last did), for a keepalive that counts bytes and
+    /// not only whole frames (`Hub::handle_bytes`,
+    /// `ClientSession::handle_bytes`): a long frame on a slow link is no
+    /// sign of a dead peer.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_message`](Self::read_message).
+    pub fn read_message_hearing(
+        &mut self,
+        every: Duration,
+        told: &mut Instant,
+        mut heard: impl FnMut(Instant),
+    ) -> Result<Option<M>, TransportError> {
+        loop {
+            match self.read_once()? {
+                ReadStep::Message(m) => return Ok(Some(m)),
+                ReadStep::End => return Ok(None),
+                ReadStep::More => {
+                    let now = Instant::now();
+                    if now.saturating_duration_since(*told) >= every {
+                        *told = now;
+                        heard(now);
+                    }
+                }
             }
         }
     }

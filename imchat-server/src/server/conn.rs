@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::tls::TlsStream;
-use imchat_core::blocking::{FrameReader, Outbox, ReadStep, TransportError, WriterEnd};
+use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
@@ -258,10 +258,11 @@ impl Server {
             if next.is_none() && !reader.has_message_ready() {
                 self.flush_all(&mut flush);
             }
-            let msg = match next
-                .take()
-                .unwrap_or_else(|| self.read_message(id, &mut reader, &mut told))
-            {
+            let msg = match next.take().unwrap_or_else(|| {
+                reader.read_message_hearing(HEARD_STEP, &mut told, |now| {
+                    self.lock().hub.handle_bytes(id, now);
+                })
+            }) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     self.flush_all(&mut flush);
@@ -418,31 +419,6 @@ impl Server {
             // Bound the batch: a fast sender's messages still go out often.
             if flush.len() >= MAX_DEFERRED {
                 self.flush_all(&mut flush);
-            }
-        }
-    }
-
-    /// The next message, as [`FrameReader::read_message`] reads it; while
-    /// a frame comes in, the hub hears of it once every [`HEARD_STEP`]
-    /// (`told`: when it last did), so a peer whose frame takes longer to
-    /// arrive than the keepalive timeout is not taken for dead.
-    fn read_message<R: Read>(
-        &self,
-        id: ClientId,
-        reader: &mut FrameReader<R, ClientMessage>,
-        told: &mut Instant,
-    ) -> Result<Option<ClientMessage>, TransportError> {
-        loop {
-            match reader.read_once()? {
-                ReadStep::Message(m) => return Ok(Some(m)),
-                ReadStep::End => return Ok(None),
-                ReadStep::More => {
-                    let now = Instant::now();
-                    if now.saturating_duration_since(*told) >= HEARD_STEP {
-                        *told = now;
-                        self.lock().hub.handle_bytes(id, now);
-                    }
-                }
             }
         }
     }
