@@ -6205,8 +6205,12 @@ fn from_stream(server: u64, id: u64, at: MessageId, client_id: u64) -> RemoteOri
     }
 }
 
-/// A chat of `from`, from `origin`, to everyone.
+/// A chat of `from`, from `origin`, to everyone, passed on as a server
+/// does: only if its server can speak for `from`.
 fn stream_chat(hub: &mut Hub, origin: RemoteOrigin, from: &str, text: &str, now: Instant) {
+    if !hub.remote_sender_is_of(origin.server, &user(from)) {
+        return;
+    }
     hub.set_origin(Some(origin));
     hub.remote_chat(user(from), None, ChatKind::Text, text.into(), now);
     hub.set_origin(None);
@@ -6307,6 +6311,16 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
             .any(|e| matches!(e, ClientEvent::NotSent { .. })),
         "{alice:?}"
     );
+    // The killed run's own message its file lost is in the room's
+    // history again, once, as alice's; no other server speaks for her.
+    assert!(!net.hub.remote_sender_is_of(7, &user("alice")));
+    let dave = net.connect("dave");
+    let history = net.take(dave);
+    let mine: Vec<_> = history
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Chat(c) if c.text == "mine, not kept"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{history:?}");
 }
 
 #[test]

@@ -643,11 +643,17 @@ impl Hub {
     /// server that was frozen meanwhile and then passed on what the lost
     /// connection had left in its socket speaks for a user it no longer
     /// has. A user not known here at all is given the benefit of the doubt.
+    ///
+    /// The run before this one on the same store
+    /// ([`set_former_run`](Self::set_former_run)) was this server: what it
+    /// published that its store did not keep (it was killed before the
+    /// commit) is read again from the stream as that server's, and its
+    /// senders are this server's users, the sessions the store kept.
     #[must_use]
     pub fn remote_sender_is_of(&self, server: u64, from: &Username) -> bool {
         let key = self.key(from);
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
-            return false;
+            return self.remote.former.is_some_and(|(s, _)| s == server);
         }
         self.remote
             .users
