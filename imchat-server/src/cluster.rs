@@ -349,6 +349,11 @@ pub struct Cluster {
     leaving: AtomicBool,
     /// Where the reader starts (set by the first join of the cluster).
     read_from: Mutex<Option<String>>,
+    /// The stream position (as a log id) up to which the history this
+    /// server was started on holds the stream already (0: none). The
+    /// reader starts at the stream entry that holds it, whose events may
+    /// not all have been kept.
+    kept_to: AtomicU64,
     /// Name keys of users connected here whose name another server held
     /// at the last lease round: lost if it still does at the next. Their
     /// chat messages are not queued meanwhile.
@@ -652,6 +657,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             read_from: Mutex::new(None),
+            kept_to: AtomicU64::new(0),
             contested: Mutex::new(Vec::new()),
             kept: Mutex::new(None),
             transfers: transfer::Transfers::default(),
@@ -1214,6 +1220,7 @@ impl Cluster {
             let me = Me {
                 id: self.id,
                 former: *lock(&self.former),
+                kept_to: MessageId(self.kept_to.load(Ordering::SeqCst)),
             };
             let mut xread = redis::cmd("XREAD");
             xread.arg("COUNT").arg(READ_COUNT);
@@ -1864,6 +1871,10 @@ struct Me {
     id: u64,
     /// The former run's server, and the newest entry the file kept.
     former: Option<(u64, MessageId)>,
+    /// The stream position up to which this server's log holds the
+    /// stream already (see [`Cluster::kept_to`]): other servers' events
+    /// at or before it are not applied again.
+    kept_to: MessageId,
 }
 
 impl Me {
@@ -1880,11 +1891,21 @@ impl Me {
     fn is(self, server: u64) -> bool {
         server == self.id || self.former.is_some_and(|(s, _)| s == server)
     }
+
+    /// Whether the event at stream position `at` is in this server's log
+    /// already (it was kept by the history it started on).
+    fn kept(self, at: MessageId) -> bool {
+        at <= self.kept_to
+    }
 }
 
 impl From<u64> for Me {
     fn from(id: u64) -> Me {
-        Me { id, former: None }
+        Me {
+            id,
+            former: None,
+            kept_to: MessageId(0),
+        }
     }
 }
 
@@ -1946,6 +1967,13 @@ impl Remote {
                     out.push(Read::Ours((r.id, at)));
                     continue;
                 }
+                if me.kept(at) {
+                    out.push(Read::Passed {
+                        server: head.server,
+                        seq: head.seq + i,
+                    });
+                    continue;
+                }
                 out.push(match entry::decode_record(r, &mut sender) {
                     Some((event, id, time, client_id)) => Read::Theirs(Remote {
                         server: head.server,
@@ -1976,7 +2004,7 @@ impl Remote {
         if me.owns(head.server, head.id) {
             return Read::Ours((head.id, position));
         }
-        if head.addressee.is_some_and(|to| to != me.id) {
+        if head.addressee.is_some_and(|to| to != me.id) || me.kept(position) {
             return Read::Passed {
                 server: head.server,
                 seq: head.seq,
@@ -3044,6 +3072,7 @@ mod tests {
         let me = Me {
             id: 9,
             former: Some((12, MessageId(101))),
+            kept_to: MessageId(0),
         };
         let mut out = Vec::new();
         Remote::read(
@@ -3092,6 +3121,51 @@ mod tests {
                 Remote::read(me, b"1700000000000-5", published(12, 9, &event), &mut out);
                 assert!(matches!(out[..], [Read::Skipped]), "{event:?}: {out:?}");
             }
+        }
+    }
+
+    #[test]
+    fn events_of_other_servers_the_history_kept_are_passed_over() {
+        // The file kept the stream up to the second event of the entry at
+        // 1700000000000-2: the two after it are read, none before.
+        let at = |i| MessageId(RemoteOrigin::position_id(1_700_000_000_000, 2).0 + i);
+        let me = Me {
+            id: 9,
+            former: None,
+            kept_to: at(1),
+        };
+        let mut out = Vec::new();
+        Remote::read(
+            me,
+            b"1700000000000-2",
+            published_chats(13, 3, &chats(4)),
+            &mut out,
+        );
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|r| match r {
+                Read::Passed { server, seq } => format!("passed {server} {seq}"),
+                Read::Theirs(e) => format!("theirs {}", e.origin.position.0 - at(0).0),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["passed 13 3", "passed 13 4", "theirs 2", "theirs 3"]
+        );
+        // An entry of one event: by its position.
+        let join = ClusterEvent::Joined {
+            user: name("dave"),
+            id: MessageId(50),
+        };
+        for (entry, kept) in [(&b"1700000000000-2"[..], true), (b"1700000000000-3", false)] {
+            out.clear();
+            Remote::read(me, entry, published(13, 9, &join), &mut out);
+            assert_eq!(
+                matches!(out[..], [Read::Passed { server: 13, seq: 9 }]),
+                kept,
+                "{out:?}"
+            );
         }
     }
 

@@ -3296,6 +3296,51 @@ fn a_receiver_that_leaves_mid_transfer_on_another_server_ends_it_for_the_sender(
 /// saw them leave or join.
 #[test]
 fn a_session_resumes_on_its_own_server_restarted_after_a_kill() {
+    restarted_after_a_kill(false);
+}
+
+/// As [`a_session_resumes_on_its_own_server_restarted_after_a_kill`],
+/// killed before its file kept its user's last message: the restarted
+/// server reads it again from the stream, as its own user's, and its
+/// history has it once.
+#[test]
+fn a_message_the_killed_server_s_file_lost_comes_back_from_the_stream() {
+    restarted_after_a_kill(true);
+}
+
+/// Whether a batch of the `--history-db` at `db` holds `text`.
+fn file_holds(db: &str, text: &str) -> bool {
+    let file =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let n: i64 = file
+        .query_row(
+            "SELECT count(*) FROM batches WHERE instr(entries, CAST(?1 AS BLOB)) > 0",
+            [text],
+            |r| r.get(0),
+        )
+        .unwrap();
+    n > 0
+}
+
+/// Takes from the `--history-db` at `db` (its server dead) the batch that
+/// holds `text` and those after it, as a kill before their commit would.
+fn lose_from(db: &str, text: &str) {
+    let file = rusqlite::Connection::open(db).unwrap();
+    let gone = file
+        .execute(
+            "DELETE FROM batches WHERE first_id >= (SELECT min(first_id) FROM batches \
+             WHERE instr(entries, CAST(?1 AS BLOB)) > 0)",
+            [text],
+        )
+        .unwrap();
+    assert!(gone > 0, "no batch holds {text:?}");
+}
+
+/// Alice on A (with its database) and bob on B talk; A is killed, bob
+/// talks on, A restarts and alice resumes there. With `lose`, A's file
+/// loses alice's last message before the restart.
+fn restarted_after_a_kill(lose: bool) {
     let Some(redis) = Redis::start() else { return };
     let (_dir, db, a, _b, mut alice, mut bob) = alice_on_a_with_its_database(&redis);
     let db = db.as_str();
@@ -3308,7 +3353,15 @@ fn a_session_resumes_on_its_own_server_restarted_after_a_kill() {
     bob.wait_chat("alice before");
     bob.drain();
     let mark = bob.got.len();
+    let deadline = Instant::now() + WAIT;
+    while !file_holds(db, "alice before") {
+        assert!(Instant::now() < deadline, "the file never kept it");
+        thread::sleep(Duration::from_millis(20));
+    }
     a.kill9();
+    if lose {
+        lose_from(db, "alice before");
+    }
     for i in 0..3 {
         bob.say(None, &format!("while down {i}"));
     }

@@ -415,6 +415,8 @@ impl Cluster {
         if let Some(from) = reading_on(con, own_last)? {
             self.read_pos
                 .fetch_max(own_last.0 & !1023, std::sync::atomic::Ordering::SeqCst);
+            self.kept_to
+                .store(own_last.0, std::sync::atomic::Ordering::SeqCst);
             return Ok(from);
         }
         // A hub with a history of its own needs only the newest position.
@@ -457,9 +459,12 @@ impl Cluster {
 }
 
 /// Where a server whose own log ends at `last` reads the stream on from:
-/// that id's stream position (`millis-seq`), when it is one (its log was
-/// kept in this cluster) and the stream still holds it (nothing between
-/// was trimmed); else `None`.
+/// just before the stream entry (`millis-seq`) of that id's position,
+/// when it is one (its log was kept in this cluster) and the stream still
+/// holds it (nothing between was trimmed); else `None`. That entry is
+/// read again: its events after `last` may not have been kept (a file
+/// commits by batches of events, not by stream entries), and those up to
+/// `last` are passed over (see [`Cluster::kept_to`](super::Cluster)).
 fn reading_on(con: &mut Connection, last: MessageId) -> redis::RedisResult<Option<String>> {
     let (ms, seq) = (last.0 >> 22, (last.0 >> 10) & 4095);
     if ms == 0 {
@@ -477,7 +482,7 @@ fn reading_on(con: &mut Connection, last: MessageId) -> redis::RedisResult<Optio
         .and_then(|(id, _)| super::entry::position(id));
     Ok(oldest
         .filter(|first| first.0 <= last.0)
-        .map(|_| format!("{ms}-{seq}")))
+        .and_then(|_| before(format!("{ms}-{seq}").as_bytes())))
 }
 
 /// The newest `count` entries of the stream, newest first, read a page
