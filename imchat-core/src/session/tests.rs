@@ -6216,9 +6216,11 @@ fn stream_chat(hub: &mut Hub, origin: RemoteOrigin, from: &str, text: &str, now:
     hub.set_origin(None);
 }
 
-#[test]
-fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
-    // Server 3 (this one's run before) with alice and bob; carol is on 7.
+/// Server 3 (this one's run before) with alice and bob; carol is on 7.
+/// The store stops keeping at a kill: carol's second message and alice's
+/// last ("mine, not kept") reached the users, not the file; alice's
+/// answer was lost. Returns the net, the store, and alice's message id.
+fn killed_with_alice_unanswered() -> (Net, Freezable, MessageId) {
     let fz = Freezable {
         store: crate::MemoryStore::new(100),
         frozen: std::sync::Arc::default(),
@@ -6268,6 +6270,12 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
             .any(|e| matches!(e, ClientEvent::Chat(c) if c.text == "seen, not kept")),
         "{alice_saw:?}"
     );
+    (net, fz, mine)
+}
+
+#[test]
+fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
+    let (mut net, fz, mine) = killed_with_alice_unanswered();
     restart_as_the_run_after(&mut net, &fz.store);
     // A crashed run's ids are not given again: this one's go on past them.
     net.hub.advance_ids(MessageId(position(3).0 + 5_000));
@@ -6314,13 +6322,41 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
     // The killed run's own message its file lost is in the room's
     // history again, once, as alice's; no other server speaks for her.
     assert!(!net.hub.remote_sender_is_of(7, &user("alice")));
-    let dave = net.connect("dave");
-    let history = net.take(dave);
-    let mine: Vec<_> = history
+    assert_eq!(copies_in_history(&mut net, "mine, not kept"), 1);
+}
+
+/// How many times a user who joins now finds `text` in the history.
+fn copies_in_history(net: &mut Net, text: &str) -> usize {
+    let newcomer = net.connect("dave");
+    let history = net.take(newcomer);
+    history
         .iter()
-        .filter(|e| matches!(e, ClientEvent::Chat(c) if c.text == "mine, not kept"))
-        .collect();
-    assert_eq!(mine.len(), 1, "{history:?}");
+        .filter(|e| matches!(e, ClientEvent::Chat(c) if c.text == text))
+        .count()
+}
+
+#[test]
+fn a_message_resent_before_the_stream_gives_back_its_lost_copy_is_logged_once() {
+    let (mut net, fz, mine) = killed_with_alice_unanswered();
+    restart_as_the_run_after(&mut net, &fz.store);
+    net.hub.advance_ids(MessageId(position(3).0 + 5_000));
+    // Alice resumes before the reader came to her message: she sends it
+    // again and it is taken (nothing here says it was sent before).
+    net.reconnect(0);
+    net.take(0);
+    // Then the stream gives back the copy the file lost: not again.
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(3, mine.0, position(3), 1),
+        "alice",
+        "mine, not kept",
+        now,
+    );
+    net.hub.remote_synced(now);
+    net.pump();
+    assert_eq!(chat_texts(&net.take(0)), Vec::<String>::new());
+    assert_eq!(copies_in_history(&mut net, "mine, not kept"), 1);
 }
 
 #[test]

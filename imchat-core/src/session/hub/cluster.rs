@@ -661,6 +661,21 @@ impl Hub {
             .is_none_or(|(_, s)| *s == server)
     }
 
+    /// Whether the chat of `from` being read from the stream is one the
+    /// run before this one published, that its store did not keep, and
+    /// that its sender (whose answer was lost too) has sent again here
+    /// before the stream gave it back: the log holds it already.
+    fn resent_before_its_lost_copy(&self, from: &Username) -> bool {
+        let Some(o) = self.origin else {
+            return false;
+        };
+        if o.client_id == 0 || self.remote.former.is_none_or(|(s, _)| s != o.server) {
+            return false;
+        }
+        let key = self.key(from);
+        self.sessions.contains_key(&key) && self.logged_chat(&key, o.client_id).is_some()
+    }
+
     /// A chat message from `from`, a user of another server, to everyone
     /// or to `to`: logged and delivered to the local members as any other
     /// (a private message only to `to`, if it is a local user; one in its
@@ -677,7 +692,7 @@ impl Hub {
         now: Instant,
     ) -> usize {
         self.clock = self.clock.max(now);
-        if !self.remote_chat_fits(&text) {
+        if !self.remote_chat_fits(&text) || self.resent_before_its_lost_copy(&from) {
             return 0;
         }
         // A private message between users of other servers is logged all

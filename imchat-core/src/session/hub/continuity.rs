@@ -1212,7 +1212,7 @@ impl Hub {
     /// The id and time of the chat message `client_id` of the user with
     /// name key `key`, if the log still holds it (newest first: resends
     /// are of recent messages).
-    fn logged_chat(&self, key: &str, client_id: u64) -> Option<(MessageId, Timestamp)> {
+    pub(super) fn logged_chat(&self, key: &str, client_id: u64) -> Option<(MessageId, Timestamp)> {
         self.log.iter().rev().find_map(|e| match &e.event {
             LogEvent::Chat {
                 from, client_id: c, ..
