@@ -413,8 +413,11 @@ impl Cluster {
         // holds that position: what the others said meanwhile reaches its
         // log and its users that resume here.
         if let Some(from) = reading_on(con, own_last)? {
-            self.read_pos
-                .fetch_max(own_last.0 & !1023, std::sync::atomic::Ordering::SeqCst);
+            // Given everything before the entry read again, not all of it.
+            self.read_pos.fetch_max(
+                (own_last.0 & !1023).saturating_sub(1),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             self.kept_to
                 .store(own_last.0, std::sync::atomic::Ordering::SeqCst);
             return Ok(from);
