@@ -6289,14 +6289,7 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
         "seen, not kept",
         now,
     );
-    stream_chat(
-        &mut net.hub,
-        from_stream(3, mine.0, position(3), 1),
-        "alice",
-        "mine, not kept",
-        now,
-    );
-    net.hub.remote_synced(now);
+    read_back_alices_lost_message(&mut net, mine);
     // Both clients come back; alice sends her unanswered message again.
     net.reconnect(1);
     net.reconnect(0);
@@ -6325,6 +6318,20 @@ fn a_session_kept_from_a_killed_run_resumes_with_nothing_twice() {
     assert_eq!(copies_in_history(&mut net, "mine, not kept"), 1);
 }
 
+/// The stream gives back alice's message the killed run (server 3)
+/// published under `mine` and did not keep; the reader is then caught up.
+fn read_back_alices_lost_message(net: &mut Net, mine: MessageId) {
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(3, mine.0, position(3), 1),
+        "alice",
+        "mine, not kept",
+        now,
+    );
+    net.hub.remote_synced(now);
+}
+
 /// How many times a user who joins now finds `text` in the history.
 fn copies_in_history(net: &mut Net, text: &str) -> usize {
     let newcomer = net.connect("dave");
@@ -6345,15 +6352,7 @@ fn a_message_resent_before_the_stream_gives_back_its_lost_copy_is_logged_once() 
     net.reconnect(0);
     net.take(0);
     // Then the stream gives back the copy the file lost: not again.
-    let now = net.now;
-    stream_chat(
-        &mut net.hub,
-        from_stream(3, mine.0, position(3), 1),
-        "alice",
-        "mine, not kept",
-        now,
-    );
-    net.hub.remote_synced(now);
+    read_back_alices_lost_message(&mut net, mine);
     net.pump();
     assert_eq!(chat_texts(&net.take(0)), Vec::<String>::new());
     assert_eq!(copies_in_history(&mut net, "mine, not kept"), 1);
