@@ -1405,14 +1405,20 @@ impl App {
         None
     }
 
+    /// Sets the mode, kept on disk with the session before it is shown.
     fn set_mode(&self, mode: Mode) {
-        self.notice(&mode_line(&mode));
         if let Some(file) = lock(&self.store).as_mut() {
             file.set_unicast(match &mode {
                 Mode::Broadcast => None,
                 Mode::Unicast(u) => Some(u.as_str()),
             });
+            if let Err(e) = file.save_mode() {
+                if !self.store_failed.swap(true, Ordering::SeqCst) {
+                    log::warn!("cannot save the session: {e}");
+                }
+            }
         }
+        self.notice(&mode_line(&mode));
         *lock(&self.mode) = mode;
         self.status();
     }

@@ -220,6 +220,20 @@ impl SessionFile {
         if !(urgent || changed) {
             return Ok(());
         }
+        self.write(new, urgent)
+    }
+
+    /// Writes the `/mode unicast` target now, with the session last saved,
+    /// if it changed: a run killed right after `/mode` comes back in it.
+    pub fn save_mode(&mut self) -> io::Result<()> {
+        match self.written {
+            Some(w) if self.unicast != self.unicast_written => self.write(w, false),
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces the file with `new` and the mode, synced with `sync`.
+    fn write(&mut self, new: SavedSession, sync: bool) -> io::Result<()> {
         let text = format!(
             "{MAGIC}\nserver={}\nname={}\ntoken={}\nepoch={}\nlast_seen={}\nnext_client_id={}\n",
             self.server,
@@ -235,7 +249,7 @@ impl SessionFile {
         let tmp = self.path.with_extension("tmp");
         let mut file = open_private(&tmp, true)?;
         file.write_all(text.as_bytes())?;
-        if urgent {
+        if sync {
             file.sync_data()?;
         }
         drop(file);
@@ -339,8 +353,8 @@ mod tests {
             .unwrap();
         f.save(&saved(1, 1), false).unwrap();
         f.set_unicast(Some("bob"));
-        // Only the mode changed: written all the same.
-        f.save(&saved(1, 1), false).unwrap();
+        // Written at once, without a session to save.
+        f.save_mode().unwrap();
         drop(f);
         let mut again = SessionFile::open(dir.path(), "h", 1, &name("alice"))
             .unwrap()
