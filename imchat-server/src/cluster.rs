@@ -1822,7 +1822,12 @@ impl Seen {
                     warn!("cluster: an unreadable entry in {BUS} was skipped");
                     continue;
                 }
-                Read::Passed { server, seq } => (*server, *seq),
+                Read::Passed { server, seq, chat } => {
+                    if let Some(id) = chat {
+                        self.new_chat(*server, *id);
+                    }
+                    (*server, *seq)
+                }
                 Read::Theirs(e) => (e.server, e.seq),
             };
             match self.admit(server, seq) {
@@ -1929,10 +1934,16 @@ enum Read {
     Ours((MessageId, MessageId)),
     /// Nothing for this server: a push's control of its own.
     Skipped,
-    /// Another server's push control for a third one: nothing to apply,
+    /// Another server's push control for a third one, or an event the
+    /// history this server started on holds already: nothing to apply,
     /// but it counts in its sender's numbering (else the next entry of
-    /// that server looks like one after a loss).
-    Passed { server: u64, seq: u64 },
+    /// that server looks like one after a loss); a chat's log id too (a
+    /// copy published again later is known by it, see [`Seen::chat`]).
+    Passed {
+        server: u64,
+        seq: u64,
+        chat: Option<MessageId>,
+    },
     /// Not an entry this version can read.
     Unreadable,
 }
@@ -1971,6 +1982,7 @@ impl Remote {
                     out.push(Read::Passed {
                         server: head.server,
                         seq: head.seq + i,
+                        chat: Some(r.id),
                     });
                     continue;
                 }
@@ -2008,6 +2020,7 @@ impl Remote {
             return Read::Passed {
                 server: head.server,
                 seq: head.seq,
+                chat: (head.kind == b'c').then_some(head.id),
             };
         }
         match Remote::decode(head, position, fields) {
@@ -2834,7 +2847,11 @@ mod tests {
         fields.truncate(2);
         assert!(matches!(
             read1(8, b"5-3", fields),
-            Read::Passed { server: 12, seq: 5 }
+            Read::Passed {
+                server: 12,
+                seq: 5,
+                chat: None
+            }
         ));
     }
 
@@ -3144,15 +3161,43 @@ mod tests {
         let kinds: Vec<String> = out
             .iter()
             .map(|r| match r {
-                Read::Passed { server, seq } => format!("passed {server} {seq}"),
+                Read::Passed { server, seq, chat } => {
+                    format!("passed {server} {seq} {}", chat.map_or(0, |c| c.0))
+                }
                 Read::Theirs(e) => format!("theirs {}", e.origin.position.0 - at(0).0),
                 other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(
             kinds,
-            ["passed 13 3", "passed 13 4", "theirs 2", "theirs 3"]
+            ["passed 13 3 100", "passed 13 4 101", "theirs 2", "theirs 3"]
         );
+        // The chats passed over are known by their log ids: published
+        // again later (after a rejoin, under new numbers), not applied.
+        let whole = Me {
+            kept_to: at(3),
+            ..me
+        };
+        out.clear();
+        Remote::read(
+            whole,
+            b"1700000000000-2",
+            published_chats(13, 3, &chats(4)),
+            &mut out,
+        );
+        let mut seen = Seen::default();
+        let (mut ours, mut events) = (Vec::new(), Vec::new());
+        seen.sort(&mut out, &mut ours, &mut events);
+        assert!(events.is_empty(), "{events:?}");
+        Remote::read(
+            whole,
+            b"1700000000001-0",
+            published_chats(13, 20, &chats(2)),
+            &mut out,
+        );
+        events.clear();
+        seen.sort(&mut out, &mut ours, &mut events);
+        assert!(events.is_empty(), "{events:?}");
         // An entry of one event: by its position.
         let join = ClusterEvent::Joined {
             user: name("dave"),
@@ -3162,7 +3207,14 @@ mod tests {
             out.clear();
             Remote::read(me, entry, published(13, 9, &join), &mut out);
             assert_eq!(
-                matches!(out[..], [Read::Passed { server: 13, seq: 9 }]),
+                matches!(
+                    out[..],
+                    [Read::Passed {
+                        server: 13,
+                        seq: 9,
+                        chat: None
+                    }]
+                ),
                 kept,
                 "{out:?}"
             );
