@@ -167,6 +167,38 @@ fn what_would_be_refused_is_refused_without_waiting_for_a_turn() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
 
+/// A paced bot that sends more than the window kept for resends before
+/// it reads an event, to a server whose rate lets it all go at once,
+/// waits for the server's answers instead of giving its oldest messages
+/// up as not sent: they all arrive, and none is said lost.
+#[test]
+fn a_paced_bot_that_outruns_the_resend_window_waits_for_answers() {
+    let srv = Server::start(&["--rate-burst", "1000", "--rate-per-sec", "1000"]);
+    let mut bot = Client::connect(srv.addr, "burstbot", ConnectOptions::default()).unwrap();
+    let mut watcher = Client::connect(srv.addr, "watcher", ConnectOptions::default()).unwrap();
+    let n = imchat_core::Limits::default().max_unacked + 100;
+    for i in 0..n {
+        bot.send_chat(
+            Recipient::User(Username::new("watcher").unwrap()),
+            &format!("w{i}"),
+        )
+        .unwrap();
+    }
+    let last = format!("w{}", n - 1);
+    let got = until(
+        &mut watcher,
+        |e| matches!(e, ClientEvent::Chat(RoutedChat { text, .. }) if *text == last),
+    );
+    assert_eq!(texts(&got).len(), n);
+    bot.who().unwrap();
+    let events = until(&mut bot, |e| matches!(e, ClientEvent::Who { .. }));
+    let lost: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::NotSent { .. }))
+        .collect();
+    assert!(lost.is_empty(), "{} said not sent: {lost:?}", lost.len());
+}
+
 /// `stream`, with a second handle to cut it from outside.
 fn cuttable(srv: &Server) -> (TcpStream, TcpStream) {
     let stream = TcpStream::connect(srv.addr).unwrap();

@@ -391,6 +391,11 @@ const NOT_WELCOMED: ServerLimits = ServerLimits {
 
 /// The shortest socket read timeout: zero means "no timeout" to the OS.
 const MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// How long a paced chat reads for answers at a time while the window
+/// kept for resends is full (it goes on at the first one).
+const ANSWER_WAIT: Duration = Duration::from_millis(50);
+
 /// Most reads of what a connection that broke had left to read.
 const DRAIN_READS: usize = 4096;
 
@@ -515,7 +520,9 @@ impl<S: Link> Client<S> {
     /// As for [`over`](Self::over); the client stays closed (call again to
     /// retry). [`ConnectError::NameTaken`] while the server has not yet
     /// noticed the old connection's loss and the session cannot be
-    /// resumed (it gave no resume): retry after a moment.
+    /// resumed (it gave no resume), and [`ConnectError::ShuttingDown`]
+    /// from a server still finishing its stop while its next run starts:
+    /// retry after a moment.
     pub fn reconnect_over(&mut self, stream: S) -> Result<(), ConnectError> {
         if self.open {
             self.drain();
@@ -848,8 +855,9 @@ impl<S: Link> Client<S> {
 
     /// Announces a push of `size` bytes (`/sendfile`). Wait for
     /// [`ClientEvent::PushAccepted`] (the receivers took it), then send its
-    /// bytes with [`push_chunk`](Self::push_chunk), at most `limits.chunk_size`
-    /// at a time, and finish with [`push_end`](Self::push_end); the outcome
+    /// bytes with [`push_chunk`](Self::push_chunk), at most
+    /// [`ClientSession::chunk_limit`] at a time (`client.session().chunk_limit()`:
+    /// `limits.chunk_size`, or less under a small frame limit), and finish with [`push_end`](Self::push_end); the outcome
     /// is [`ClientEvent::PushDone`] or [`ClientEvent::PushFailed`]. Call
     /// [`next_event`](Self::next_event) between chunks (`Duration::ZERO`
     /// will do) to notice a refusal and keep the keepalive running.
@@ -898,7 +906,8 @@ impl<S: Link> Client<S> {
     /// [`UsageError::UnknownTransfer`] if `id` is not a running push of ours
     /// (it failed or was cancelled: stop reading its file),
     /// [`UsageError::NotAccepted`] before [`ClientEvent::PushAccepted`],
-    /// [`UsageError::EmptyChunk`] for no data, or
+    /// [`UsageError::EmptyChunk`] for no data,
+    /// [`UsageError::ChunkTooLarge`] over [`ClientSession::chunk_limit`], or
     /// [`UsageError::PushOverrun`] past the size offered (cancel the push);
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
@@ -1001,7 +1010,11 @@ impl<S: Link> Client<S> {
     /// [`act`](Self::act), after waiting for the server's rate limit to
     /// allow a request with `text_len` bytes of chat text (with
     /// [`ConnectOptions::pace`]); the wait reads, so pings are answered,
-    /// acknowledgements go and the socket's buffer does not fill. What
+    /// acknowledgements go and the socket's buffer does not fill. A chat
+    /// (`text_len` above 0) also waits, reading, for the server's answers
+    /// while the window kept for resends is full
+    /// ([`ClientSession::window_full`]): sent then, it would give up the
+    /// oldest message as [`ClientEvent::NotSent`], answered or not. What
     /// `check` refuses (a text too long, a file too large) is returned
     /// at once, without waiting for a turn it would not use.
     fn act_paced<T>(
@@ -1014,19 +1027,24 @@ impl<S: Link> Client<S> {
             check(&self.session)?;
         }
         while self.options.pace && self.open && !self.session.is_closed() {
-            let Some(at) = self.next_send_at(text_len) else {
-                break;
+            // What was read waits for next_event: while a file comes in,
+            // reading on would acknowledge its data not handed out yet,
+            // and let the server send on past its window.
+            let may_read = !self.session.is_receiving()
+                || (!self.session.has_events() && self.early.is_empty());
+            let full = text_len > 0 && may_read && self.session.window_full(text_len);
+            let at = match self.next_send_at(text_len) {
+                Some(at) => at,
+                None if full => Instant::now() + ANSWER_WAIT,
+                None => break,
             };
             if let Err(e) = self.flush() {
                 return Err(self.fail(e));
             }
-            if self.session.has_events() || !self.early.is_empty() {
-                // What was read waits for next_event: reading on would
-                // acknowledge download data not handed out yet, and let
-                // the server send on past its window.
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            } else {
+            if may_read {
                 self.read_until(at)?;
+            } else {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
             }
         }
         self.act(intent)

@@ -1530,6 +1530,14 @@ impl ClientSession {
         !self.events.is_empty()
     }
 
+    /// True while a file comes in (a download, or a push accepted): a
+    /// frontend that reads on without handing out its events lets the
+    /// server send on past what was handed out.
+    #[must_use]
+    pub fn is_receiving(&self) -> bool {
+        !self.incoming.is_empty()
+    }
+
     fn fail_incoming(&mut self, id: TransferId, error: TransferError, tell_server: bool) {
         self.incoming.remove(&id);
         let requested = self.requested.remove(&id).map(|r| r.name);
