@@ -1170,6 +1170,26 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
 }
 
 #[test]
+fn a_name_taken_under_another_spelling_says_by_which() {
+    let now = Instant::now();
+    let mut hub = hub();
+    let alice = hub.handle_connect_from(ip("10.0.0.1"), now);
+    hub.handle_message(alice, hello("alice"), now);
+    let other = hub.handle_connect_from(ip("10.0.0.2"), now);
+    hub.handle_message(other, hello("ALICE"), now);
+    let same = hub.handle_connect_from(ip("10.0.0.3"), now);
+    hub.handle_message(same, hello("alice"), now);
+    let got = sent_to(&mut hub, &[other, same]);
+    assert_eq!(
+        got,
+        [
+            ["refused: the username 'ALICE' is already taken (as 'alice')"],
+            ["refused: the username 'alice' is already taken"]
+        ]
+    );
+}
+
+#[test]
 fn a_password_takes_back_a_session_the_server_kept_across_a_restart() {
     let t0 = Instant::now();
     let store = crate::MemoryStore::new(100);

@@ -793,20 +793,26 @@ impl Hub {
         Some((request, s.started.is_none()))
     }
 
-    /// Why a name is taken, for the refusal: a waiting session says how
-    /// long it waits for its client.
+    /// Why a name is taken, for the refusal: by which spelling, when the
+    /// holder's differs (case, or a look-alike under the name key), and
+    /// how long a waiting session waits for its client.
     pub(super) fn taken_text(&self, username: &Username, key: &str) -> String {
-        let waiting = self
-            .sessions
-            .get(key)
+        let session = self.sessions.get(key);
+        let taken = match session.map(|s| &s.user) {
+            Some(holder) if holder != username => {
+                format!("the username '{username}' is already taken (as '{holder}')")
+            }
+            _ => format!("the username '{username}' is already taken"),
+        };
+        let waiting = session
             .filter(|s| s.conn.is_none())
             .and_then(|s| s.grace)
             .map(|(until, _)| until.saturating_duration_since(self.clock).as_secs() + 1);
         match waiting {
-            Some(secs) => format!(
-                "the username '{username}' is already taken: its session waits up to {secs} s for its client to come back"
-            ),
-            None => format!("the username '{username}' is already taken"),
+            Some(secs) => {
+                format!("{taken}: its session waits up to {secs} s for its client to come back")
+            }
+            None => taken,
         }
     }
 
