@@ -270,6 +270,8 @@ enum Reconnect {
     Resume { epoch: u64 },
     /// A fresh session (the server offered no resume).
     Fresh,
+    /// A fresh session after [`ClientSession::quit`] ended the last one.
+    AfterQuit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,6 +433,9 @@ pub struct ClientSession {
     /// Why the session asked for is over, if the server said so before
     /// its `Welcome` (a [`NoticeCode::SESSION_ENDED`] notice).
     ended: Option<String>,
+    /// [`quit`](Self::quit) gave up a session that could have resumed:
+    /// a reconnect after it says so, not that the server offers none.
+    quit_sent: bool,
     /// The server password, sent in an `Auth` before every `Hello`.
     server_password: Option<Secret>,
     /// The account password of the username, likewise.
@@ -481,6 +486,7 @@ impl ClientSession {
             resume: None,
             reconnecting: None,
             ended: None,
+            quit_sent: false,
             server_password: None,
             account_password: None,
             registering: None,
@@ -711,8 +717,10 @@ impl ClientSession {
         self.ended = None;
         self.reconnecting = Some(match self.resume {
             Some((_, epoch)) => Reconnect::Resume { epoch },
+            None if self.quit_sent => Reconnect::AfterQuit,
             None => Reconnect::Fresh,
         });
+        self.quit_sent = false;
         if let Some(auth) = self.auth_message() {
             self.transmits.push_back(auth);
         }
@@ -1521,6 +1529,7 @@ impl ClientSession {
         }
         self.state = State::Closed;
         // A quit ends the session on the server: nothing is left to resume.
+        self.quit_sent = self.quit_sent || self.resume.is_some();
         self.resume = None;
     }
 
@@ -1622,6 +1631,9 @@ impl ClientSession {
                                 }
                                 (Reconnect::Resume { .. }, None) => "session expired".to_string(),
                                 (Reconnect::Fresh, _) => "the server offers no resume".to_string(),
+                                (Reconnect::AfterQuit, _) => {
+                                    "the session before was ended with quit".to_string()
+                                }
                             };
                             self.events
                                 .push_back(ClientEvent::ContinuityLost { reason });

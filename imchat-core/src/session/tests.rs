@@ -3172,6 +3172,33 @@ fn a_client_kicked_while_away_is_told_why_its_session_was_not_resumed() {
 }
 
 #[test]
+fn a_reconnect_after_quit_says_the_session_was_quit_not_that_none_is_offered() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.s(0).quit("");
+    net.pump();
+    net.take(0);
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::ContinuityLost {
+            reason: "the session before was ended with quit".into()
+        }),
+        "{alice:?}"
+    );
+    // The next loss is the server's to explain again.
+    net.cut(0);
+    net.advance(Limits::default().grace + Duration::from_secs(1));
+    net.reconnect(0);
+    let again = net.take(0);
+    assert!(
+        again.contains(&ClientEvent::ContinuityLost {
+            reason: "session expired".into()
+        }),
+        "{again:?}"
+    );
+}
+
+#[test]
 fn a_client_dropped_for_reading_too_slowly_is_told_so_when_it_comes_back() {
     let grace = Limits::default().grace;
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
