@@ -676,13 +676,24 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     let (store, saved) = open_store(&config);
     let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
     let first = first_join(&config, restored.as_mut())?;
-    let (view, input, quit) = ui::make_view(
+    let (view, input, quit) = match ui::make_view(
         first.username.as_str(),
         config.json,
         config.history_file.clone(),
         config.chat_log.as_deref(),
-    )
-    .map_err(io_err("starting the interface"))?;
+    ) {
+        Ok(made) => made,
+        Err(e) => {
+            // Joined already: leave, or the name waits out its grace
+            // period as a user no one can reach.
+            let mut first = first;
+            first.leave();
+            if let Some(file) = store {
+                file.close();
+            }
+            return Err(io_err("starting the interface")(e));
+        }
+    };
     quit_on_signals(quit);
     let ask_offers = config.ask_when_piped || io::IsTerminal::is_terminal(&io::stdin());
     // A run killed in unicast mode starts in it again: its next line stays
@@ -836,6 +847,21 @@ pub fn host_port(host: &str, port: u16) -> String {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    }
+}
+
+impl Joined {
+    /// Quits the session just joined (the client cannot go on): the
+    /// server ends it at once and the others see the user leave.
+    fn leave(&mut self) {
+        self.session.quit("");
+        while let Some(m) = self.session.poll_transmit() {
+            if self.stream.write_all(&m.to_frame()).is_err() {
+                break;
+            }
+        }
+        let _ = self.stream.flush();
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 

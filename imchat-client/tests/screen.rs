@@ -96,6 +96,28 @@ fn typed_lines_reach_others_and_the_welcome_shows() {
     t.wait_screen("the typed text", |s| s.contains("half typed"));
 }
 
+/// A terminal where the full-screen interface cannot start (it does not
+/// say where its cursor is): the client, joined already, leaves before it
+/// exits, so its name is free at once, not held by a session that waits
+/// for a client that is gone.
+#[test]
+fn a_client_whose_interface_cannot_start_leaves_the_server() {
+    let w = World::new("scr-mute");
+    let bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut t = Term::spawn_unanswering(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+    );
+    t.expect_exit_code(1);
+    bob.expect_line("*** alice has left");
+    // Joins at once: w.client checks the welcome.
+    let _again = w.client("alice");
+}
+
 #[test]
 fn incoming_messages_while_typing_keep_the_draft() {
     let w = World::new("scr-typing");

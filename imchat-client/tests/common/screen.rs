@@ -189,6 +189,8 @@ struct Hooks {
     bells: usize,
     /// Answers to queries, written back to the client by the reader thread.
     replies: Vec<Vec<u8>>,
+    /// Queries go unanswered (a terminal that does not know them).
+    mute: bool,
 }
 
 impl vt100::Callbacks for Hooks {
@@ -204,6 +206,9 @@ impl vt100::Callbacks for Hooks {
         params: &[&[u16]],
         c: char,
     ) {
+        if self.mute {
+            return;
+        }
         let first = params.first().and_then(|p| p.first()).copied();
         match (i1, c, first) {
             // Device status report: where is the cursor? (1-based)
@@ -308,7 +313,15 @@ impl Term {
     ) -> Term {
         let mut cmd = CommandBuilder::new(client_bin());
         cmd.args(args);
-        Term::spawn_command(cmd, dir, home, args, (cols, rows), env, leftovers)
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), env, leftovers, false)
+    }
+
+    /// [`Term::spawn`] in a terminal that answers no query (where is the
+    /// cursor, what terminal is this), as some do not.
+    pub fn spawn_unanswering(dir: &Path, home: &Path, args: &[&str], cols: u16, rows: u16) -> Term {
+        let mut cmd = CommandBuilder::new(client_bin());
+        cmd.args(args);
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), &[], None, true)
     }
 
     /// [`Term::spawn`] with the client's stderr redirected to the file
@@ -329,11 +342,13 @@ impl Term {
         cmd.args(args);
         let stderr = stderr.to_string_lossy();
         let env = [("IMCHAT_TEST_STDERR", stderr.as_ref())];
-        Term::spawn_command(cmd, dir, home, args, (cols, rows), &env, None)
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), &env, None, false)
     }
 
     /// Runs `cmd` (the client, or a shell that starts it) in the
-    /// terminal, with the environment [`Term::spawn_with`] describes.
+    /// terminal, with the environment [`Term::spawn_with`] describes;
+    /// with `mute`, the terminal answers no query.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_command(
         mut cmd: CommandBuilder,
         dir: &Path,
@@ -342,6 +357,7 @@ impl Term {
         (cols, rows): (u16, u16),
         env: &[(&str, &str)],
         leftovers: Option<&[u8]>,
+        mute: bool,
     ) -> Term {
         std::fs::create_dir_all(home.join("data")).expect("create the client's home");
         let pair = native_pty_system()
@@ -374,7 +390,11 @@ impl Term {
         let reader = pair.master.try_clone_reader().expect("pty reader");
         let writer: Arc<Mutex<Box<dyn Write + Send>>> =
             Arc::new(Mutex::new(pair.master.take_writer().expect("pty writer")));
-        let mut parser = vt100::Parser::new_with_callbacks(nz(rows), nz(cols), 0, Hooks::default());
+        let hooks = Hooks {
+            mute,
+            ..Hooks::default()
+        };
+        let mut parser = vt100::Parser::new_with_callbacks(nz(rows), nz(cols), 0, hooks);
         if let Some(leftovers) = leftovers {
             parser.process(ENTER_ALTERNATE);
             parser.process(leftovers);
