@@ -742,6 +742,9 @@ impl Model {
 
     /// Sends a paste's complete lines, the first as the draft it finished
     /// (through Enter), and leaves its unfinished last line in the input.
+    /// The other lines are chat text, even one that starts with `/` (a
+    /// pasted script's `/usr/bin/env`, or `/quit`, is not run as a
+    /// command): it goes with the `//` escape, as if so typed.
     fn send_pasted(&mut self, pasted: PastedLines) {
         let mut lines = pasted.lines.into_iter();
         if pasted.joins_draft {
@@ -751,7 +754,14 @@ impl Model {
                 self.enter();
             }
         }
-        self.send_all(lines.collect());
+        let as_text = |line: String| {
+            if line.starts_with('/') {
+                format!("/{line}")
+            } else {
+                line
+            }
+        };
+        self.send_all(lines.map(as_text).collect());
         self.editor.set(pasted.after, 0);
         self.editor.insert(&pasted.rest);
     }
@@ -1152,6 +1162,22 @@ mod tests {
             assert_eq!(m.editor.text(), "/msg lis x", "the draft as it was");
             assert_eq!(m.editor.cursor(), "/msg lis ".len());
         }
+    }
+
+    #[test]
+    fn pasted_lines_that_start_with_a_slash_go_as_text_not_as_commands() {
+        let mut m = model();
+        m.paste("#!/bin/sh\n/usr/bin/env python3\n/quit\nlast");
+        assert_eq!(
+            m.outbox,
+            lines(&["#!/bin/sh", "//usr/bin/env python3", "//quit"])
+        );
+        assert_eq!(m.editor.text(), "last", "the unfinished line waits");
+        // A command typed before the paste is still one, with its first line.
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste("/etc/hosts\n/etc/passwd\n");
+        assert_eq!(m.outbox, lines(&["/msg lis /etc/hosts", "//etc/passwd"]));
     }
 
     #[test]
