@@ -199,6 +199,21 @@ fn a_paced_bot_that_outruns_the_resend_window_waits_for_answers() {
     assert!(lost.is_empty(), "{} said not sent: {lost:?}", lost.len());
 }
 
+/// A bot whose frame limit is too small for the server's `Welcome` is
+/// told what did not decode, not only that the server is not imchat.
+#[test]
+fn a_frame_limit_too_small_for_the_welcome_says_so() {
+    let srv = Server::start(&[]);
+    let mut options = ConnectOptions::default();
+    options.limits.max_frame = 16;
+    let Err(err) = Client::connect(srv.addr, "tinybot", options) else {
+        panic!("a 16-byte frame limit took the welcome");
+    };
+    assert!(matches!(err, ConnectError::NotImchat(_)), "{err:?}");
+    let said = err.to_string();
+    assert!(said.contains("is larger than the limit of 16"), "{said}");
+}
+
 /// `stream`, with a second handle to cut it from outside.
 fn cuttable(srv: &Server) -> (TcpStream, TcpStream) {
     let stream = TcpStream::connect(srv.addr).unwrap();

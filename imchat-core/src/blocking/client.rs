@@ -124,8 +124,10 @@ pub enum ConnectError {
     #[error(transparent)]
     Transport(TransportError),
     /// The server's answer does not decode: it is not an imchat server, or
-    /// it speaks TLS (connect over a TLS stream: see [`Client::over`]).
-    #[error("the server's answer is not imchat (a TLS server needs a TLS connection)")]
+    /// it speaks TLS (connect over a TLS stream: see [`Client::over`]), or
+    /// its frames are larger than [`ConnectOptions::limits`]' `max_frame`
+    /// allows; what did not decode is said too.
+    #[error("the server's answer is not imchat ({0}; a TLS server needs a TLS connection)")]
     NotImchat(#[source] DecodeError),
     /// Someone online already has this name. It may be this program's
     /// own earlier session, kept for a resume for the server's grace
