@@ -319,6 +319,9 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
     } else {
         names.len()
     };
+    // A name longer than the list is wide ends in `…`, so that it is not
+    // taken for a shorter one.
+    let room = usize::from(area.width).saturating_sub(1);
     let mut rows: Vec<Line<'static>> = names[..fits]
         .iter()
         .map(|name| {
@@ -326,7 +329,12 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
             if name.eq_ignore_ascii_case(model.me()) {
                 style = style.add_modifier(Modifier::BOLD);
             }
-            Line::from(vec![border.clone(), Span::styled(name.clone(), style)])
+            let shown = if text_width(name) > room {
+                format!("{}…", truncate(name, room.saturating_sub(1)))
+            } else {
+                name.clone()
+            };
+            Line::from(vec![border.clone(), Span::styled(shown, style)])
         })
         .collect();
     if fits < names.len() {
@@ -1436,6 +1444,17 @@ mod tests {
         assert!(rows[1].ends_with("│bob"));
         m.toggle_nicklist();
         assert!(!draw_rows(&mut narrow, &mut m)[0].contains('│'));
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_nick_list_ends_in_an_ellipsis() {
+        let mut m = model();
+        let long = "b_very_long_nickname_of_32_chars";
+        m.change_roster(crate::view::Roster::All(vec![long.into(), "bob".into()]));
+        let rows = draw_rows(&mut terminal(100, 6), &mut m);
+        let cut = rows.iter().find(|r| r.contains("│b_very")).unwrap();
+        assert!(cut.ends_with("│b_very_long_ni…"), "{cut}");
+        assert!(rows.iter().any(|r| r.ends_with("│bob")));
     }
 
     #[test]
