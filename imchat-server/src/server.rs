@@ -1016,18 +1016,22 @@ impl Server {
     /// The console: operator lines from standard input (`kick NAME
     /// [reason]`, `ban NAME|ADDRESS [reason]`, `unban …`, `bans`), each
     /// answered on standard output. Ends when standard input does (closed,
-    /// or `/dev/null`).
+    /// or `/dev/null`). A line that is not UTF-8 (a Latin-1 terminal, a
+    /// paste) is read with its bad bytes replaced: it must not end the
+    /// console.
     fn console_loop(self: &Arc<Self>) {
         use std::io::BufRead;
         let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
+        for line in stdin.lock().split(b'\n') {
             let Ok(line) = line else {
                 return;
             };
+            let line = String::from_utf8_lossy(&line);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
             if line.trim().is_empty() {
                 continue;
             }
-            let answer = self.with_hub(|hub| hub.console(&line, Instant::now()));
+            let answer = self.with_hub(|hub| hub.console(line, Instant::now()));
             report::print_line(&answer);
         }
     }

@@ -3,6 +3,7 @@
 //! with ports the OS picks, raw protocol peers for the hostile cases. Every
 //! wait is bounded; every process is killed by its handle.
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -525,6 +526,24 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
         .filter(|l| l.contains("operator console:"))
         .collect();
     assert!(doubled.is_empty(), "{doubled:?}");
+    srv.assert_serving();
+}
+
+/// A console line that is not UTF-8 (typed on a Latin-1 terminal) is
+/// answered like any other, and the console goes on taking commands.
+#[test]
+fn a_console_line_that_is_not_utf8_does_not_end_the_console() {
+    let mut srv = Server::secured(None, &[]);
+    let mut bob = Raw::join_with(srv.addr, "bob", None, None);
+    srv.proc
+        .stdin()
+        .write_all(b"kick carol caf\xe9 closed\n")
+        .unwrap();
+    srv.proc.stdin().flush().unwrap();
+    srv.proc.expect("carol");
+    srv.proc.send("kick bob too loud");
+    assert_eq!(kicked(&mut bob), "kicked by console: too loud");
+    srv.proc.expect("kicked bob");
     srv.assert_serving();
 }
 
