@@ -1020,6 +1020,46 @@ fn a_download_stops_at_the_window_until_acknowledged_and_chat_passes_it() {
     srv.assert_serving();
 }
 
+/// A client that repeats an ack beyond what was sent is warned of once
+/// in the log, not once per ack: it cannot flood the console and rotate
+/// the log (and the record of its own connection) away.
+#[test]
+fn acks_beyond_what_was_sent_are_logged_once_per_download() {
+    let srv = Server::start_with(&[], |shared| {
+        big_file(shared, "big.bin", 3);
+    });
+    let mut r = Raw::join(srv.addr, "mallet");
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("big.bin").unwrap(),
+        offset: 0,
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::Chunk(_)));
+    let over = ClientMessage::Ack {
+        id: TransferId(1),
+        offset: (3 << 20) - 1,
+    };
+    for _ in 0..2000 {
+        r.send(&over);
+    }
+    let log = srv.dir.0.join("server.log");
+    let warned = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ack of byte")
+            .count()
+    };
+    let deadline = Instant::now() + WAIT;
+    while warned() == 0 {
+        assert!(Instant::now() < deadline, "no warning logged");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // The log is written in batches: give the rest time to show.
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(warned(), 1);
+    srv.assert_serving();
+}
+
 /// Writer threads of a process (named `write-<id>`), from /proc (Linux).
 #[cfg(target_os = "linux")]
 fn writer_threads(pid: u32) -> usize {

@@ -269,13 +269,19 @@ pub(super) fn stream_file(
 ) -> Result<Streamed, StreamError> {
     let mut frames = FramePool::default();
     let mut scratch = Vec::new();
+    let mut warned = false;
     loop {
         if control.is_cancelled() || outbox.is_closed() {
             sender.cancel();
         }
         if let Some(offset) = control.take_ack() {
+            // Said once per download: a client repeating it must not fill
+            // the console and rotate the log away.
             if let Err(e) = sender.handle_ack(offset) {
-                warn!("{e}");
+                if !warned {
+                    warned = true;
+                    warn!("{e} (further such acks of this download are not logged)");
+                }
             }
         }
         while let Some(msg) = sender.poll_transmit() {
