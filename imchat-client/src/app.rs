@@ -3267,10 +3267,18 @@ impl Conn {
             (t.incoming.remove(&id), t.parts.remove(&id))
         };
         let mut resumed = false;
+        // A download the server stopped for want of acks (a stalled
+        // network, a stopped client) lost nothing it wrote: its part
+        // stays, as after a cut connection, and `/download` resumes it.
+        let mut kept = false;
         if let Some(f) = file {
             resumed = f.resumed && f.from.is_none();
+            kept = f.from.is_none()
+                && matches!(error, TransferError::Cancelled { code, .. } if *code == imchat_core::CancelCode::TIMED_OUT);
             drop(f.file);
-            let _ = fs::remove_file(&f.part);
+            if !kept {
+                let _ = fs::remove_file(&f.part);
+            }
         }
         if let Some((_, part, file)) = part {
             // Refused before it started: keep what an earlier try left.
@@ -3287,9 +3295,14 @@ impl Conn {
             e @ TransferError::FileCrcMismatch { .. } => checksum_failed(name, resumed, e),
             e => e.to_string(),
         };
+        let hint = if kept {
+            format!("; /download {name} resumes it")
+        } else {
+            String::new()
+        };
         self.app.view.transfer_ended(&id.to_string());
         self.app
-            .notice(&format!("transfer of {name} failed: {reason}"));
+            .notice(&format!("transfer of {name} failed: {reason}{hint}"));
     }
 }
 

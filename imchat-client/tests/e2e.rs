@@ -1408,6 +1408,56 @@ fn a_download_never_replaces_a_file_in_the_download_folder() {
     alice.expect_exit_code(0);
 }
 
+/// A download the server stops because nothing was acknowledged for its
+/// idle time (a stalled network; here a stopped client) keeps its part,
+/// as a cut connection does, and `/download` resumes it.
+#[test]
+fn a_download_stopped_for_want_of_acks_keeps_its_part_and_resumes() {
+    let w = World::with_args("idle-part", &["--transfer-idle-secs", "1"]);
+    let data = pseudo_random_bytes(64 << 20, 7);
+    fs::write(w.shared().join("big.bin"), &data).expect("write");
+    let dl = w.dir.join("dl");
+    let dl_arg = dl.display().to_string();
+    let port = w.server.port().to_string();
+    let mut ann = w.spawn_client(&["ann", "127.0.0.1", &port, "--download-dir", &dl_arg]);
+    ann.expect_prefix("*** connected");
+    ann.send("/download big.bin");
+    ann.expect_prefix("*** downloading big.bin (");
+    let pid = ann.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success());
+    };
+    signal("-STOP");
+    let part = dl.join("big.bin.part");
+    assert!(
+        part.exists() && !dl.join("big.bin").exists(),
+        "ann finished before she could be stopped; the test needs a bigger file"
+    );
+    // Past the server's idle time: it stops the download.
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-CONT");
+    let failed = ann.expect_prefix("*** transfer of big.bin failed: ");
+    assert!(
+        failed.contains("nothing acknowledged") && failed.ends_with("/download big.bin resumes it"),
+        "{failed}"
+    );
+    assert!(part.exists(), "the part was removed");
+    ann.send("/download big.bin");
+    ann.expect_prefix("*** resuming big.bin after the ");
+    ann.expect_prefix("*** downloaded big.bin (");
+    assert!(
+        fs::read(dl.join("big.bin")).expect("read") == data,
+        "ann's copy is whole"
+    );
+    ann.send("/quit");
+    // The first /download did not complete: the exit code says so.
+    ann.expect_exit_code(1);
+}
+
 #[test]
 fn two_clients_sharing_a_download_folder_never_share_a_part_file() {
     let w = World::new("shared-part");
