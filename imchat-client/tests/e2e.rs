@@ -175,7 +175,8 @@ fn mode_switching() {
     );
 }
 
-/// Sends `signal` (`TERM`, `HUP`, `INT`) to the client by its pid.
+/// Sends `signal` (`TERM`, `HUP`, `INT`, `STOP`, `CONT`) to the client by
+/// its pid.
 fn signal(c: &Client, signal: &str) {
     let sent = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
@@ -1408,6 +1409,20 @@ fn a_download_never_replaces_a_file_in_the_download_folder() {
     alice.expect_exit_code(0);
 }
 
+/// Starts `ann`'s `/download big.bin` into `dl` and stops her process
+/// with it half done (SIGSTOP); her `.part`, which is live.
+fn stopped_mid_download(ann: &mut Client, dl: &std::path::Path) -> std::path::PathBuf {
+    ann.send("/download big.bin");
+    ann.expect_prefix("*** downloading big.bin (");
+    signal(ann, "STOP");
+    let part = dl.join("big.bin.part");
+    assert!(
+        part.exists() && !dl.join("big.bin").exists(),
+        "ann finished before she could be stopped; the test needs a bigger file"
+    );
+    part
+}
+
 /// A download the server stops because nothing was acknowledged for its
 /// idle time (a stalled network; here a stopped client) keeps its part,
 /// as a cut connection does, and `/download` resumes it.
@@ -1421,25 +1436,10 @@ fn a_download_stopped_for_want_of_acks_keeps_its_part_and_resumes() {
     let port = w.server.port().to_string();
     let mut ann = w.spawn_client(&["ann", "127.0.0.1", &port, "--download-dir", &dl_arg]);
     ann.expect_prefix("*** connected");
-    ann.send("/download big.bin");
-    ann.expect_prefix("*** downloading big.bin (");
-    let pid = ann.pid().to_string();
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill")
-            .success());
-    };
-    signal("-STOP");
-    let part = dl.join("big.bin.part");
-    assert!(
-        part.exists() && !dl.join("big.bin").exists(),
-        "ann finished before she could be stopped; the test needs a bigger file"
-    );
+    let part = stopped_mid_download(&mut ann, &dl);
     // Past the server's idle time: it stops the download.
     std::thread::sleep(Duration::from_secs(3));
-    signal("-CONT");
+    signal(&ann, "CONT");
     let failed = ann.expect_prefix("*** transfer of big.bin failed: ");
     assert!(
         failed.contains("nothing acknowledged") && failed.ends_with("/download big.bin resumes it"),
@@ -1472,30 +1472,14 @@ fn two_clients_sharing_a_download_folder_never_share_a_part_file() {
     let a_args = args("ann");
     let mut ann = w.spawn_client(&a_args.each_ref().map(String::as_str));
     ann.expect_prefix("*** connected");
-    ann.send("/download big.bin");
-    ann.expect_prefix("*** downloading big.bin (");
-    // Hold ann still with her download half done: her .part is live.
-    let pid = ann.pid().to_string();
-    let signal = |sig: &str| {
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill")
-            .success());
-    };
-    signal("-STOP");
-    let part = dl.join("big.bin.part");
-    assert!(
-        part.exists() && !dl.join("big.bin").exists(),
-        "ann finished before she could be stopped; the test needs a bigger file"
-    );
+    stopped_mid_download(&mut ann, &dl);
     let b_args = args("ben");
     let mut ben = w.spawn_client(&b_args.each_ref().map(String::as_str));
     ben.expect_prefix("*** connected");
     ben.send("/download big.bin");
     let busy = ben.expect_prefix("error: cannot download big.bin: ");
     assert!(busy.contains("being written by another transfer"), "{busy}");
-    signal("-CONT");
+    signal(&ann, "CONT");
     ann.expect_prefix("*** downloaded big.bin (");
     assert!(
         fs::read(dl.join("big.bin")).expect("read") == data,
