@@ -358,6 +358,11 @@ pub struct Cluster {
     /// at the last lease round: lost if it still does at the next. Their
     /// chat messages are not queued meanwhile.
     contested: Mutex<Vec<String>>,
+    /// The names claimed for a `Hello` whose handshake goes on (an
+    /// account's password being checked), with how many such handshakes
+    /// each: not yet the hub's users, so the lease loop renews them here,
+    /// lest a check slower than the lease let the claim run out.
+    handshakes: Mutex<HashMap<String, usize>>,
     /// When the lease loop last completed a round: the publisher waits
     /// while that is a lease ago or more (a server that was frozen, or
     /// cut off, first rejoins and sorts its users out).
@@ -659,6 +664,7 @@ impl Cluster {
             read_from: Mutex::new(None),
             kept_to: AtomicU64::new(0),
             contested: Mutex::new(Vec::new()),
+            handshakes: Mutex::new(HashMap::new()),
             kept: Mutex::new(None),
             transfers: transfer::Transfers::default(),
             former: Mutex::new(None),
@@ -790,9 +796,27 @@ impl Cluster {
         None
     }
 
+    /// Ends the handshake a name was newly claimed for (see
+    /// [`claim_for_hello`]): from now on the lease loop renews the claim
+    /// as its user's, if `joined`; else the claim is released.
+    pub fn handshake_over(&self, key: &str, joined: bool) {
+        {
+            let mut going = lock(&self.handshakes);
+            if let Some(n) = going.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    going.remove(key);
+                }
+            }
+        }
+        if !joined {
+            self.release(key);
+        }
+    }
+
     /// Frees a name claimed for a user that did not join after all (best
     /// effort: else its lease runs out).
-    pub fn release(&self, key: &str) {
+    fn release(&self, key: &str) {
         let mut slot = lock(&self.claims);
         if let Some(con) = slot.as_mut() {
             let done: redis::RedisResult<i64> = Script::new(RELEASE)
@@ -1414,6 +1438,18 @@ impl Cluster {
                 .key(OPEN_KEY)
                 .arg(self.hold_ms())
                 .invoke::<()>(con)?;
+        }
+        // The names claimed for handshakes that go on: read before the
+        // users, so that one that ends now (and joins) is in either list.
+        let going: Vec<String> = lock(&self.handshakes).keys().cloned().collect();
+        for key in &going {
+            Script::new(CLAIM)
+                .key(name_key(key))
+                .key(sessions::sess_key(key))
+                .arg(self.id)
+                .arg(lease)
+                .arg("")
+                .invoke::<i64>(con)?;
         }
         // The names of our users (joined or in their grace period).
         let mut local = Vec::new();
@@ -2123,7 +2159,9 @@ impl Remote {
 
 /// Claims the name of a `Hello` before the hub sees it; returns whether
 /// the hub may go on with it (else the connection was refused), and the
-/// key to release if the hub then does not join it.
+/// key of a name newly claimed, to give to [`Cluster::handshake_over`]
+/// once the hub has joined the connection or not (until then the lease
+/// loop renews the claim).
 ///
 /// `not_taken` is the `Hello`'s resume request when it asked for a
 /// session this server does not hold and the take-over failed (a wrong
@@ -2159,7 +2197,10 @@ pub fn claim_for_hello(
         }
     }
     match cluster.claim(&key) {
-        Claim::New => (true, Some(key)),
+        Claim::New => {
+            *lock(&cluster.handshakes).entry(key.clone()).or_insert(0) += 1;
+            (true, Some(key))
+        }
         Claim::Ours => (true, None),
         Claim::Taken => {
             if let Some(request) = not_taken {

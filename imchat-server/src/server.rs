@@ -974,6 +974,8 @@ impl Server {
                 user,
                 password,
             } => {
+                // The tests' fail point: a check as slow as a busy machine's.
+                fail::eval("account-check", |_| ());
                 let check = accounts.check(&user, password.as_ref());
                 if let imchat_core::AccountCheck::Unavailable(why) = &check {
                     self.report.log(

@@ -36,6 +36,11 @@ struct Server {
 
 impl Server {
     fn start(redis_url: &str, extra: &[&str]) -> Server {
+        Server::start_with_env(redis_url, extra, &[])
+    }
+
+    /// [`start`](Self::start) with `env` set for the server (fail points).
+    fn start_with_env(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
             .arg("127.0.0.1:0")
@@ -47,6 +52,7 @@ impl Server {
             .args(["--redis", redis_url])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -520,6 +526,49 @@ fn reset_name_through_redis_of_a_connected_user_says_it_keeps_the_name() {
     quit(alice);
     // Gone, and no longer protected: anyone may take the name.
     quit(Raw::join_moved(b.addr, "alice", None));
+}
+
+/// A name claimed for a `Hello` whose password check outlasts the lease
+/// (here 1.5 s, the check made 2.5 s by a fail point: a busy machine) stays
+/// claimed all along, and after the welcome: the claim is renewed while the
+/// check goes on, so no other server can take the name meanwhile.
+#[test]
+fn a_name_stays_claimed_while_its_password_check_outlasts_the_lease() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_env(
+        &redis.url(),
+        &[],
+        &[("FAILPOINTS", "account-check=sleep(2500)")],
+    );
+    let b = Server::start(&redis.url(), &[]);
+    register(a.addr, "alice", "wonderland");
+    wait_released(&redis.url(), "alice");
+    let addr = a.addr;
+    let joining = thread::spawn(move || Raw::join_moved(addr, "alice", Some("wonderland")));
+    // Claimed once the Hello is in; never free from then on, through the
+    // check and a lease past the welcome.
+    let deadline = Instant::now() + WAIT;
+    while !name_claimed(&redis.url(), "alice") {
+        assert!(Instant::now() < deadline, "the name was never claimed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut welcomed_at = None;
+    while welcomed_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(2000)) {
+        assert!(
+            name_claimed(&redis.url(), "alice"),
+            "the claim ran out while alice's password was checked (welcomed: {})",
+            welcomed_at.is_some()
+        );
+        if welcomed_at.is_none() && joining.is_finished() {
+            welcomed_at = Some(Instant::now());
+        }
+        assert!(Instant::now() < deadline, "alice was never welcomed");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let alice = joining.join().unwrap();
+    let (code, _) = Raw::hello(b.addr, "alice", None).refusal();
+    assert_eq!(code, RefuseCode::NAME_TAKEN);
+    quit(alice);
 }
 
 /// The targets of the bans in Redis (`imchat:bans`).

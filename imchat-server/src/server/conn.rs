@@ -387,9 +387,8 @@ impl Server {
                 Some(&mut flush),
             );
             if let (Some(key), Some(cluster)) = (claimed, &self.config.cluster) {
-                if !connected || !self.lock().hub.is_joined(id) {
-                    cluster.release(&key);
-                }
+                let joined = connected && self.lock().hub.is_joined(id);
+                cluster.handshake_over(&key, joined);
             }
             // Refused, kicked or gone: read no more; the stream ends once
             // what is queued for it is written.
