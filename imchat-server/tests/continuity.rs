@@ -812,3 +812,69 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
     ann.until("the ack after resuming", |p| p.unacked.is_empty());
     let _ = srv.stop();
 }
+
+/// A resume whose answer never reaches its client (the connection is cut
+/// just after the server sent its `Welcome`, with the new token) is tried
+/// again with the token the client has, and takes the session back: the
+/// session is not locked away from its own client for its grace period.
+/// Once the resumed client has said something, the old token is spent.
+#[test]
+fn a_resume_whose_answer_was_lost_is_tried_again_and_takes_the_session_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), 0, &[]);
+    let (mut ann, _) = Peer::connect(srv.addr, "ann");
+    let old = ResumeRequest {
+        token: ann.token,
+        last_seen: ann.last_seen,
+        epoch: ann.epoch,
+    };
+    let resume_with_old = || {
+        let mut p = Peer::raw(srv.addr, "ann");
+        p.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: p.name.clone(),
+            resume: Some(old),
+        });
+        p.wait_for(|m| {
+            matches!(
+                m,
+                ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
+            )
+        })
+    };
+    // Answered, and cut before the client read it.
+    let lost = resume_with_old();
+    assert!(
+        matches!(
+            lost,
+            ServerMessage::Welcome {
+                resumed: Some(_),
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    // The client, still holding the old token, tries again.
+    let welcome = ann.resume(srv.addr);
+    assert!(
+        matches!(
+            welcome,
+            ServerMessage::Welcome {
+                resumed: Some(_),
+                ..
+            }
+        ),
+        "ann was not resumed: {welcome:?}"
+    );
+    ann.chat(Recipient::Everyone, "back");
+    ann.until("the ack after resuming", |p| p.unacked.is_empty());
+    // Her client has the new token now: a replay of the old one is refused.
+    let replayed = resume_with_old();
+    assert!(
+        matches!(replayed, ServerMessage::Refused { code, .. } if code == RefuseCode::NAME_TAKEN),
+        "{replayed:?}"
+    );
+    ann.chat(Recipient::Everyone, "still mine");
+    ann.until("the ack after the replay", |p| p.unacked.is_empty());
+    let _ = srv.stop();
+}

@@ -3310,11 +3310,59 @@ fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
     let r = hub.handle_connect(t0);
     hub.handle_message(r, resume_hello("alice", token, epoch), t0);
     assert_eq!(answer(&mut hub, r), "resumed");
-    // The same token again (the session is live on r): used up.
+    // The same token again, once r has shown it got its welcome (any
+    // frame): used up.
+    hub.handle_message(r, ClientMessage::Who, t0);
     let again = hub.handle_connect(t0);
     hub.handle_message(again, resume_hello("alice", token, epoch), t0);
     assert_eq!(answer(&mut hub, again), "username already taken");
     assert!(hub.is_connected(r));
+    hub.check_invariants().unwrap();
+}
+
+/// A resume whose `Welcome` (with the new token) never reached its client
+/// (the connection was cut right after the server answered, or the answer
+/// stalled past the client's wait): the client tries again with the token
+/// it has, and takes its session back, as often as it takes, until a
+/// resumed connection sends a frame. From then on the old token is spent.
+#[test]
+fn a_resume_whose_welcome_was_lost_is_tried_again_with_the_same_token() {
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "alice", t0);
+    let token = welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    // Resumed, and cut before the welcome arrived.
+    let r1 = hub.handle_connect(t0);
+    hub.handle_message(r1, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, r1), "resumed");
+    hub.handle_disconnect(r1, LeaveReason::LOST);
+    let r2 = hub.handle_connect(t0);
+    hub.handle_message(r2, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, r2), "resumed");
+    // r2's welcome stalls: the client gives up on it and tries again
+    // while r2 still looks alive, and replaces it.
+    let r3 = hub.handle_connect(t0);
+    hub.handle_message(r3, resume_hello("alice", token, epoch), t0);
+    let fresh = welcome_token(&mut hub, r3);
+    assert!(!hub.is_connected(r2));
+    assert!(hub.is_joined(r3));
+    // r3's client got its welcome and says something: the old token is
+    // spent, on a live session and on a waiting one alike.
+    hub.handle_message(r3, ClientMessage::Who, t0);
+    let replay = hub.handle_connect(t0);
+    hub.handle_message(replay, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, replay), "username already taken");
+    assert!(hub.is_joined(r3));
+    hub.handle_disconnect(r3, LeaveReason::LOST);
+    let replay = hub.handle_connect(t0);
+    hub.handle_message(replay, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, replay), "username already taken");
+    // The new one works.
+    let r4 = hub.handle_connect(t0);
+    hub.handle_message(r4, resume_hello("alice", fresh, epoch), t0);
+    assert_eq!(answer(&mut hub, r4), "resumed");
     hub.check_invariants().unwrap();
 }
 
@@ -5425,7 +5473,9 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     // What comes next is above it all too.
     let next = bob_says(&mut hub, "b4");
     assert!(next.0 > last);
-    // The same token does not work twice.
+    // The same token does not work twice, once its client has shown it
+    // got the new one.
+    hub.handle_message(c, ClientMessage::Who, now);
     let again = hub.handle_connect(now);
     hub.handle_message(again, resume_hello("alice", token, epoch), now);
     assert_eq!(answer(&mut hub, again), RefuseCode::NAME_TAKEN.to_string());

@@ -122,6 +122,7 @@ impl Hub {
                 credentials: None,
                 verifying: None,
                 authenticated: false,
+                welcome_unconfirmed: false,
             },
         );
         self.pending.insert(id);

@@ -74,6 +74,12 @@ enum Held {
 pub(super) struct Session {
     pub(super) user: Username,
     pub(super) token: ResumeToken,
+    /// The token its last resume was made with, still good until the
+    /// resumed connection sends a frame (which shows its client got the
+    /// `Welcome` with the new token): a resume whose answer was lost, or
+    /// came too late, is tried again with it, and must not find the
+    /// session locked away from its own client for the grace period.
+    pub(super) spent: Option<ResumeToken>,
     /// The live connection; `None` while waiting for a resume.
     pub(super) conn: Option<ClientId>,
     /// The last connection it had.
@@ -201,6 +207,7 @@ impl Hub {
             let mut session = Session {
                 user: record.user,
                 token: record.token,
+                spent: None,
                 conn: None,
                 last_conn: ClientId(0),
                 grace: Some((now + self.limits.grace, LeaveReason::LOST)),
@@ -292,6 +299,7 @@ impl Hub {
             Session {
                 user,
                 token,
+                spent: None,
                 conn: Some(client),
                 last_conn: client,
                 grace: None,
@@ -747,19 +755,18 @@ impl Hub {
         }
     }
 
-    /// Tries to resume the session `request` names for the connection
-    /// `client`. True when the handshake is answered (resumed, or refused
-    /// for too many failed attempts); false to go on as a fresh join.
     /// Whether `request` would resume the session of `username` here:
     /// resume is on, the epoch is this hub's (or its predecessor's), and
-    /// the token is the session's.
+    /// the token is the session's, or the one its last resume spent while
+    /// the resumed connection has not shown that it got the new one.
     pub(super) fn resumable_with(&self, username: &Username, request: &ResumeRequest) -> bool {
         self.resume_enabled()
             && (request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
-            && self
-                .sessions
-                .get(&self.key(username))
-                .is_some_and(|s| !s.token.is_none() && s.token.matches(&request.token))
+            && self.sessions.get(&self.key(username)).is_some_and(|s| {
+                !s.token.is_none()
+                    && (s.token.matches(&request.token)
+                        || s.spent.is_some_and(|t| t.matches(&request.token)))
+            })
     }
 
     /// A resume of the waiting session of `key` for its user, who gave the
@@ -816,6 +823,21 @@ impl Hub {
         }
     }
 
+    /// The connection `client`, resumed, sent its first frame: its client
+    /// has the `Welcome`'s token, and the one the resume spent is no
+    /// longer good (a replay of it cannot take the session).
+    pub(super) fn confirm_welcome(&mut self, client: ClientId, user: &Username) {
+        let key = self.key(user);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if s.conn == Some(client) {
+                s.spent = None;
+            }
+        }
+    }
+
+    /// Tries to resume the session `request` names for the connection
+    /// `client`. True when the handshake is answered (resumed, or refused
+    /// for too many failed attempts); false to go on as a fresh join.
     pub(super) fn try_resume(
         &mut self,
         client: ClientId,
@@ -853,6 +875,7 @@ impl Hub {
         session.last_conn = client;
         session.grace = None;
         session.token = token;
+        session.spent = Some(request.token);
         let moved_from = session.moved_from.take();
         let started = session.started;
         let user = session.user.clone();
@@ -870,6 +893,7 @@ impl Hub {
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(user.clone());
+            c.welcome_unconfirmed = true;
         }
         self.rebuild_members();
         // The replay below holds every entry after `last_seen`, the

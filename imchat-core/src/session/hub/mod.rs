@@ -73,6 +73,9 @@ struct Conn {
     verifying: Option<auth::PendingHello>,
     /// True once it proved the account password of its name.
     authenticated: bool,
+    /// Resumed, and has sent nothing since: whether its client got the
+    /// `Welcome` (and its new token) is not known yet.
+    welcome_unconfirmed: bool,
 }
 
 /// The server's protocol state: connections, names, routing, transfers
@@ -567,6 +570,7 @@ impl Hub {
         };
         conn.last_heard = now;
         conn.ping = None;
+        let confirmed = std::mem::take(&mut conn.welcome_unconfirmed);
         let user = match &conn.phase {
             Phase::Joined(u) => u.clone(),
             Phase::Handshaking => {
@@ -574,6 +578,9 @@ impl Hub {
                 return;
             }
         };
+        if confirmed {
+            self.confirm_welcome(client, &user);
+        }
         // Requests cost rate budget in proportion to their work (chat is
         // charged by its length once it is checked).
         let cost = match &msg {

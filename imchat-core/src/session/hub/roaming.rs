@@ -333,6 +333,7 @@ impl Hub {
         let mut session = Session {
             user,
             token,
+            spent: None,
             conn: None,
             last_conn: ClientId(0),
             grace: Some((now + self.limits.grace, LeaveReason::LOST)),
