@@ -20,7 +20,7 @@
 //! logged before it wait in the buffer and are written first.
 
 use std::cell::Cell;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -264,19 +264,57 @@ fn remove_rotated(path: &Path) -> io::Result<()> {
 }
 
 /// The log file's writer: `path` emptied, earlier rotations deleted.
+///
+/// A log file the server creates is readable and writable by its owner
+/// only, as the history database is: it names users and their addresses,
+/// and with `--log-text` holds what they said, private messages included.
+/// A file that exists keeps its mode (the operator may share it on
+/// purpose), and so do the files that take its place as it rotates.
 fn rotating(path: &Path, rotation: Rotation) -> io::Result<FileRotate<AppendCount>> {
+    let mode = file_mode(path).unwrap_or(0o600);
     // Created here first, so that a path that cannot be written is an error
     // for the caller (the rotating writer panics on one).
-    File::create(path)?;
+    let mut create = fs::OpenOptions::new();
+    create.write(true).create(true).truncate(true);
+    set_mode(&mut create, mode);
+    create.open(path)?;
     remove_rotated(path)?;
+    // The options the rotating writer opens each new file with (it wants
+    // these three set).
+    let mut append = fs::OpenOptions::new();
+    append.read(true).create(true).append(true);
+    set_mode(&mut append, mode);
     Ok(FileRotate::new(
         path,
         AppendCount::new(rotation.keep),
         ContentLimit::BytesSurpassed(usize::try_from(rotation.max_bytes).unwrap_or(usize::MAX)),
         Compression::None,
-        None,
+        Some(append),
     ))
 }
+
+/// The permission bits of the file at `path`, if there is one.
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_path: &Path) -> Option<u32> {
+    None
+}
+
+/// Files opened with `options` are created with permission bits `mode`.
+#[cfg(unix)]
+fn set_mode(options: &mut fs::OpenOptions, mode: u32) {
+    std::os::unix::fs::OpenOptionsExt::mode(options, mode);
+}
+
+#[cfg(not(unix))]
+fn set_mode(_options: &mut fs::OpenOptions, _mode: u32) {}
 
 /// The logger [`init`] installed, for [`open_file`].
 static LOGGER: OnceLock<Tee> = OnceLock::new();
@@ -352,6 +390,42 @@ mod tests {
         }
         assert!(!dir.path().join("server.log.3").exists());
         assert!(total < 100 * line.len());
+    }
+
+    /// A log file the server creates is its owner's only, and so is each
+    /// file that takes its place as it rotates; one that was there keeps
+    /// its mode through the rotations.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_log_file_is_private_and_an_old_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 2,
+        };
+        let line = format!("{}\n", "x".repeat(99));
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.log");
+        let mut w = rotating(&new, rotation).unwrap();
+        for _ in 0..5 {
+            w.write_all(line.as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        for name in ["new.log", "new.log.1", "new.log.2"] {
+            assert_eq!(mode(&dir.path().join(name)), 0o600, "{name}");
+        }
+        let old = dir.path().join("old.log");
+        fs::write(&old, "old\n").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o640)).unwrap();
+        let mut w = rotating(&old, rotation).unwrap();
+        for _ in 0..5 {
+            w.write_all(line.as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+        for name in ["old.log", "old.log.1", "old.log.2"] {
+            assert_eq!(mode(&dir.path().join(name)), 0o640, "{name}");
+        }
     }
 
     /// A file that counts its writes.

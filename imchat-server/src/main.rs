@@ -108,7 +108,8 @@ struct Cli {
     /// It records connections with their addresses, joins, leaves, who sent
     /// a message to whom (not what it said, unless --log-text), shared-folder
     /// requests, transfers and errors. `RUST_LOG` sets what also goes to
-    /// stderr.
+    /// stderr. Created readable by the server's user only (mode 600); a
+    /// file that exists keeps its mode.
     #[arg(long, value_name = "PATH", default_value = "server.log")]
     log_file: PathBuf,
 
