@@ -327,6 +327,46 @@ fn register_and_unregister_go_to_the_server_or_say_there_are_no_accounts() {
     );
 }
 
+/// A `Register` makes the server hash a password: it costs a second of the
+/// rate budget, so a client registering and unregistering in a loop is
+/// slowed to one hash a second once its burst is spent, where any other
+/// request costs one message.
+#[test]
+fn registering_in_a_loop_is_slowed_to_one_password_hash_a_second() {
+    let now = Instant::now();
+    let limits = Limits::default();
+    let mut hub = Hub::new(limits.clone(), "hi");
+    hub.set_accounts(true);
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("alice"), now);
+    hub.account_checked(c, AccountCheck::Open, now);
+    for _ in 0..10 {
+        hub.handle_message(
+            c,
+            ClientMessage::Register {
+                password: secret("pw"),
+            },
+            now,
+        );
+        hub.handle_message(c, ClientMessage::Unregister, now);
+    }
+    assert!(hub.is_joined(c), "slowed, not disconnected");
+    let burst = f64::from(limits.rate_burst) / f64::from(limits.rate_per_sec);
+    let ready = hub.throttle(c).expect("in debt after ten registrations");
+    let wait = ready.duration_since(now).as_secs_f64();
+    // Ten seconds of budget and ten messages, less the burst.
+    assert!(wait > 10.0 - burst, "read again after {wait} s");
+    // Other requests cost a message each: a hundred `Who`s fit the burst.
+    let c = hub.handle_connect(now);
+    hub.handle_message(c, hello("bob"), now);
+    hub.account_checked(c, AccountCheck::Open, now);
+    for _ in 0..50 {
+        hub.handle_message(c, ClientMessage::Unregister, now);
+        hub.handle_message(c, ClientMessage::Who, now);
+    }
+    assert_eq!(hub.throttle(c), None);
+}
+
 /// A hub with accounts where `op` is an operator, joined with its password.
 fn operator_hub(now: Instant) -> (Hub, ClientId) {
     let mut hub = hub();

@@ -584,9 +584,8 @@ impl Hub {
         // Requests cost rate budget in proportion to their work (chat is
         // charged by its length once it is checked).
         let cost = match &msg {
-            ClientMessage::Register { .. }
-            | ClientMessage::Unregister
-            | ClientMessage::Operate { .. } => Some(Cost::request(0)),
+            ClientMessage::Register { .. } => Some(Cost::register(&self.limits)),
+            ClientMessage::Unregister | ClientMessage::Operate { .. } => Some(Cost::request(0)),
             ClientMessage::Who
             | ClientMessage::FilesAccess
             | ClientMessage::ListFiles

@@ -41,6 +41,18 @@ impl Cost {
         }
     }
 
+    /// A `Register`: the server hashes the password (Argon2, tens of
+    /// milliseconds of a core), so it costs a second of the message budget
+    /// (`limits.rate_per_sec` messages, no more than a burst): once its
+    /// burst is spent, a client that registers and unregisters in a loop
+    /// is read at one hash a second, and the cores stay its users'.
+    pub(super) fn register(limits: &Limits) -> Cost {
+        Cost {
+            messages: f64::from(limits.rate_per_sec.min(limits.rate_burst).max(1)),
+            bytes: 0.0,
+        }
+    }
+
     /// A request whose answer lists `items` things (at least one message).
     pub(super) fn request(items: usize) -> Cost {
         Cost {
