@@ -1202,6 +1202,35 @@ fn a_pusher_leaving_cancels_its_push_and_a_receiver_leaving_is_dropped() {
     net.hub.check_invariants().unwrap();
 }
 
+/// The receivers of a push whose sender's connection is lost (its session
+/// waits for a resume) are told that, not that the sender left: the
+/// sender is still in the room.
+#[test]
+fn a_push_cut_by_its_sender_s_lost_connection_says_so() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.s(0)
+        .offer(FileName::new("f").unwrap(), 10, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    net.take(1);
+    net.cut(0);
+    net.pump();
+    let failed: Vec<String> = net
+        .take(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::TransferFailed { error, .. } => Some(error.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].contains("the sender's connection was lost"),
+        "{failed:?}"
+    );
+    net.hub.check_invariants().unwrap();
+}
+
 #[test]
 fn shutdown_tells_everyone_and_closes_every_connection() {
     let mut net = three();

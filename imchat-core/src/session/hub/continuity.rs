@@ -861,7 +861,10 @@ impl Hub {
         let replaced = self.sessions.get(&key).and_then(|s| s.conn);
         if let Some(old) = replaced {
             // Its connection is not known to be dead yet: this one replaces it.
-            self.close_conn(old);
+            self.close_conn(
+                old,
+                "the sender reconnected (a file is not resumed: it must be sent again)",
+            );
             self.events.push_back(HubEvent::Close {
                 client: old,
                 reason: "replaced by a resumed connection".into(),
@@ -1010,7 +1013,10 @@ impl Hub {
             self.leave(client, reason, why);
             return;
         }
-        let Some(conn) = self.close_conn(client) else {
+        let Some(conn) = self.close_conn(
+            client,
+            "the sender's connection was lost (a file is not resumed: it must be sent again)",
+        ) else {
             return;
         };
         if let Phase::Joined(user) = conn.phase {

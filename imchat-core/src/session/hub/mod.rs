@@ -692,7 +692,7 @@ impl Hub {
 
     /// [`leave`](Hub::leave), with the parting `text` the others are shown.
     fn depart(&mut self, client: ClientId, reason: LeaveReason, text: String, why: String) {
-        let Some(conn) = self.close_conn(client) else {
+        let Some(conn) = self.close_conn(client, "the sender left") else {
             return;
         };
         if let Phase::Joined(user) = conn.phase {
@@ -707,9 +707,11 @@ impl Hub {
         });
     }
 
-    /// Removes a connection and ends its transfers; a joined one's name is
-    /// freed from the live table (its session is the caller's business).
-    fn close_conn(&mut self, client: ClientId) -> Option<Conn> {
+    /// Removes a connection and ends its transfers (the receivers of its
+    /// pushes are told `pushes_end`: why the sender is gone); a joined
+    /// one's name is freed from the live table (its session is the
+    /// caller's business).
+    fn close_conn(&mut self, client: ClientId, pushes_end: &str) -> Option<Conn> {
         if !self.conns.contains_key(&client) {
             return None;
         }
@@ -728,11 +730,7 @@ impl Hub {
             .map(|(_, id)| *id)
             .collect();
         for id in pushes {
-            self.end_relay(
-                client,
-                id,
-                Some((CancelCode::PEER_LEFT, "the sender left".into())),
-            );
+            self.end_relay(client, id, Some((CancelCode::PEER_LEFT, pushes_end.into())));
         }
         let receiving: Vec<(ClientId, TransferId)> = self
             .relays

@@ -362,7 +362,7 @@ impl Hub {
                     ErrorCode::INTERNAL,
                     "your session was resumed on another server",
                 );
-                self.close_conn(client);
+                self.close_conn(client, "the sender moved to another server");
                 self.events.push_back(HubEvent::Close {
                     client,
                     reason: "its session was resumed on another server".into(),
