@@ -1437,6 +1437,15 @@ impl SqliteAccounts {
             return Err(OpenError::Foreign { path: shown });
         }
         conn.execute_batch(ACCOUNTS_SCHEMA).map_err(sqlite)?;
+        // Every row read once: a damaged table stops the start with its
+        // reason, rather than refusing every protected name later ("the
+        // server cannot check accounts now") while the server runs.
+        conn.query_row(
+            "SELECT count(*), sum(length(key) + length(name) + length(hash)) FROM accounts",
+            [],
+            |_| Ok(()),
+        )
+        .map_err(sqlite)?;
         Ok(SqliteAccounts {
             conn: std::sync::Mutex::new(conn),
         })
@@ -2558,6 +2567,48 @@ mod tests {
             .query_row("SELECT count(*) FROM log", [], |r| r.get(0))
             .unwrap();
         assert_eq!((version, n), (1, 3));
+    }
+
+    /// A history file whose accounts table is damaged (the other tables
+    /// whole) is refused when the accounts are opened, at start, with
+    /// SQLite's reason.
+    #[test]
+    fn a_damaged_accounts_table_is_refused_at_open() {
+        use crate::accounts::AccountStore;
+        let (_dir, path) = db();
+        let store = open(&path, 100, 1 << 20);
+        let accounts = SqliteAccounts::open(&path).unwrap();
+        let hash = format!("$argon2id${}", "h".repeat(90));
+        for i in 0..200 {
+            let name = format!("user{i}");
+            assert!(accounts.insert(&name, &name, &hash).unwrap());
+        }
+        drop(accounts);
+        drop(store);
+        let (root, page_size) = {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+            let root: i64 = c
+                .query_row(
+                    "SELECT rootpage FROM sqlite_master WHERE name = 'accounts'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let size: i64 = c
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .unwrap();
+            (root.unsigned_abs(), size.unsigned_abs())
+        };
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start((root - 1) * page_size)).unwrap();
+            f.write_all(&vec![0xa5; usize::try_from(page_size).unwrap()])
+                .unwrap();
+        }
+        let err = SqliteAccounts::open(&path).unwrap_err().to_string();
+        assert!(err.contains("malformed"), "{err}");
     }
 
     #[test]
