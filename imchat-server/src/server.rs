@@ -915,24 +915,25 @@ impl Server {
             for (client, request, who) in files {
                 let listed = self.config.shared.list();
                 let mut core = self.lock();
-                let files = match listed {
-                    Ok(files) => files,
+                match listed {
+                    Ok(files) => {
+                        self.report.log(
+                            Level::Info,
+                            format!("told {who} about {} shared file(s)", files.len()),
+                        );
+                        core.hub.answer_files(client, request, files);
+                    }
                     Err(e) => {
                         self.report.log(
                             Level::Error,
                             format!(
-                                "cannot read the shared folder for {who}: {}",
+                                "cannot read the shared folder for {who}: {} (told it so)",
                                 crate::files::io_reason(&e)
                             ),
                         );
-                        Vec::new()
+                        core.hub.answer_files_unavailable(client, request);
                     }
-                };
-                self.report.log(
-                    Level::Info,
-                    format!("told {who} about {} shared file(s)", files.len()),
-                );
-                core.hub.answer_files(client, request, files);
+                }
                 self.dispatch(&mut core, &mut work);
             }
             let downloads = std::mem::take(&mut work.downloads);

@@ -595,6 +595,30 @@ fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
     srv.assert_serving();
 }
 
+/// A shared folder removed while the server runs is not shown to users as
+/// an empty one: a `ListFiles` is answered with a notice that says the
+/// server cannot read it, then the empty list (the client is not left
+/// waiting); the server goes on serving.
+#[test]
+fn a_shared_folder_removed_while_running_is_said_to_be_unreadable() {
+    let srv = Server::start_with(&[], |shared| {
+        std::fs::write(shared.join("a.txt"), "a").unwrap();
+    });
+    std::fs::remove_dir_all(srv.shared()).unwrap();
+    let mut r = Raw::join(srv.addr, "lister");
+    r.send(&ClientMessage::ListFiles);
+    let list = r.wait_for(|m| matches!(m, ServerMessage::FileList(_)));
+    assert!(
+        matches!(&list, ServerMessage::FileList(FileListPart { files, last: true }) if files.is_empty()),
+        "{list:?}"
+    );
+    let said = r.pending.iter().any(|m| {
+        matches!(m, ServerMessage::Notice { text, .. } if text.contains("cannot read its shared folder"))
+    });
+    assert!(said, "not told: {:?}", r.pending);
+    srv.assert_serving();
+}
+
 #[test]
 fn a_shared_file_truncated_during_a_download_fails_that_download() {
     let srv = Server::start_with(&[], |shared| {

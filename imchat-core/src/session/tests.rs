@@ -1231,6 +1231,33 @@ fn a_push_cut_by_its_sender_s_lost_connection_says_so() {
     net.hub.check_invariants().unwrap();
 }
 
+/// A shared folder the server cannot read now is not shown as an empty
+/// one: the client is told, then answered as for an empty folder (it is
+/// not left waiting).
+#[test]
+fn a_shared_folder_the_server_cannot_read_is_said_to_be_unreadable() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    while hub.poll_transmit().is_some() {}
+    hub.handle_message(c, ClientMessage::ListFiles, t0);
+    while hub.poll_event().is_some() {}
+    hub.answer_files_unavailable(c, FilesRequest::List);
+    let got: Vec<ServerMessage> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(c))
+        .map(|t| t.message)
+        .collect();
+    assert!(
+        matches!(&got[..], [
+            ServerMessage::Notice { code, text },
+            ServerMessage::FileList(FileListPart { files, last: true }),
+        ] if *code == NoticeCode::FAILED
+            && text.contains("cannot read its shared folder")
+            && files.is_empty()),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn shutdown_tells_everyone_and_closes_every_connection() {
     let mut net = three();

@@ -447,7 +447,7 @@ impl Hub {
         );
     }
 
-    fn notice(&mut self, client: ClientId, code: NoticeCode, text: impl Into<String>) {
+    pub(super) fn notice(&mut self, client: ClientId, code: NoticeCode, text: impl Into<String>) {
         self.send(
             client,
             ServerMessage::Notice {

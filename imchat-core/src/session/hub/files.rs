@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::admission::address_key;
 use super::rate::Cost;
 use super::{ClientId, FilesRequest, Hub, HubEvent};
-use crate::message::{CancelCode, FileEntry, FileName, Origin, ServerMessage, TransferId};
+use crate::message::{
+    CancelCode, FileEntry, FileName, NoticeCode, Origin, ServerMessage, TransferId,
+};
 
 impl Hub {
     pub(super) fn download(
@@ -128,6 +130,24 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Answers a [`HubEvent::FilesRequested`] when the server cannot read
+    /// its shared folder now (removed, or its permissions changed while
+    /// the server runs): the client is told so in a
+    /// [`NoticeCode::FAILED`] notice, then answered as for an empty
+    /// folder, so that it is not left waiting. Why the folder cannot be
+    /// read is the server's log's to say, not the users'.
+    pub fn answer_files_unavailable(&mut self, client: ClientId, request: FilesRequest) {
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        self.notice(
+            client,
+            NoticeCode::FAILED,
+            "the server cannot read its shared folder now: no file can be listed or downloaded until its operator fixes it",
+        );
+        self.answer_files(client, request, Vec::new());
     }
 
     /// Starts a download the server could open: sends the `FileStart`. The
