@@ -92,6 +92,10 @@ pub struct SessionRecord {
     pub user: Username,
     /// The token its client holds.
     pub token: ResumeToken,
+    /// The token its last resume was made with, while its client has not
+    /// shown that it got the new one (see PROTOCOL.md section 15): it
+    /// still resumes the session, after a restart too.
+    pub spent: Option<ResumeToken>,
     /// The highest client id of its chat messages the server had handled
     /// when the record was saved (the hub also reads the log for later ones).
     pub last_client_id: u64,

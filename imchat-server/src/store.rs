@@ -4,7 +4,8 @@
 //!
 //! One file, three tables: `batches` (the room log, one row per commit
 //! batch of entries, oldest first by id), `sessions` (one row per
-//! resumable session, by name key) and `meta` (the epoch, the reserved
+//! resumable session, by name key; its column `spent` is added to an
+//! older version 2 file when opened) and `meta` (the epoch, the reserved
 //! ids, the id of the cluster server that writes it). The schema's version is SQLite's `user_version`: version 2; a
 //! version 1 file (one `log` row per entry) is converted to version 2 in
 //! one transaction when opened; a file written by another version, or
@@ -723,6 +724,23 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// Adds to `sessions` its column `spent` (the token a session's last
+/// resume presented, while its client has not shown it got the new one;
+/// `NULL` for none), if the file has none: added to version 2 without a
+/// new version, as servers that do not know it read and write the table
+/// by its other columns, named.
+fn add_spent_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('sessions') WHERE name = 'spent'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE sessions ADD COLUMN spent BLOB")?;
+    }
+    Ok(())
+}
+
 /// Creates the history file `path`, if there is none, readable and
 /// writable by its owner only: it holds private messages, the sessions'
 /// resume tokens and the accounts' password hashes. SQLite gives its WAL
@@ -871,6 +889,7 @@ impl SqliteStore {
         })?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(sqlite)?;
+        add_spent_column(&conn).map_err(sqlite)?;
         let batches = {
             let mut stmt = conn
                 .prepare("SELECT first_id, count, cost FROM batches ORDER BY first_id")
@@ -1132,8 +1151,8 @@ impl Writer {
             Op::SaveSession(session) => {
                 self.conn
                     .prepare_cached(
-                        "INSERT OR REPLACE INTO sessions (key, user, token, last_client_id)
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO sessions (key, user, token, last_client_id, spent)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .and_then(|mut s| {
                         s.execute(params![
@@ -1141,6 +1160,7 @@ impl Writer {
                             session.user.as_str(),
                             &session.token.0[..],
                             to_sql(session.last_client_id),
+                            session.spent.as_ref().map(|t| &t.0[..]),
                         ])
                     })
                     .map_err(|e| backend(&e))?;
@@ -1298,7 +1318,7 @@ impl HistoryStore for SqliteStore {
             .map_err(|e| backend(&e))?;
         let mut stmt = w
             .conn
-            .prepare("SELECT user, token, last_client_id FROM sessions ORDER BY key")
+            .prepare("SELECT user, token, last_client_id, spent FROM sessions ORDER BY key")
             .map_err(|e| backend(&e))?;
         let sessions = stmt
             .query_map([], |r| {
@@ -1306,14 +1326,22 @@ impl HistoryStore for SqliteStore {
                     r.get::<_, String>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
                 ))
             })
             .map_err(|e| backend(&e))?
             .map(|r| {
-                let (user, token, last) = r.map_err(|e| backend(&e))?;
+                let (user, token, last, spent) = r.map_err(|e| backend(&e))?;
+                let token_of = |bytes: Vec<u8>| {
+                    bytes
+                        .try_into()
+                        .map(ResumeToken)
+                        .map_err(|_| corrupt("session token"))
+                };
                 Ok(SessionRecord {
                     user: name(&user)?,
-                    token: ResumeToken(token.try_into().map_err(|_| corrupt("session token"))?),
+                    token: token_of(token)?,
+                    spent: spent.map(token_of).transpose()?,
                     last_client_id: from_sql(last),
                 })
             })
@@ -1729,6 +1757,8 @@ mod tests {
                 s.save_session(&SessionRecord {
                     user: user(name),
                     token: ResumeToken([byte; 16]),
+                    // The token a resume spent is kept too (Bob's).
+                    spent: (byte == 2).then_some(ResumeToken([7; 16])),
                     last_client_id: last,
                 })
                 .unwrap();
@@ -1742,11 +1772,13 @@ mod tests {
                 SessionRecord {
                     user: user("ANN"),
                     token: ResumeToken([9; 16]),
+                    spent: None,
                     last_client_id: 4
                 },
                 SessionRecord {
                     user: user("Bob"),
                     token: ResumeToken([2; 16]),
+                    spent: Some(ResumeToken([7; 16])),
                     last_client_id: 3
                 },
             ]
@@ -2511,6 +2543,7 @@ mod tests {
             [SessionRecord {
                 user: user("Ann"),
                 token: ResumeToken(token),
+                spent: None,
                 last_client_id: 9,
             }]
         );

@@ -813,6 +813,67 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
     let _ = srv.stop();
 }
 
+/// The same with `--history-db` and the server restarted between the
+/// lost answer and the retry (stopped, or killed): the store keeps the
+/// token the resume presented as well as the new one, so the retry
+/// resumes the session the restarted server took back.
+#[test]
+fn a_resume_whose_answer_was_lost_is_tried_again_after_a_restart() {
+    for crash in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.db");
+        let db_arg = db.to_str().unwrap();
+        let args = ["--history-db", db_arg, "--grace-secs", "60"];
+        let srv = Server::start(dir.path(), 0, &args);
+        let (mut ann, _) = Peer::connect(srv.addr, "ann");
+        ann.chat(Recipient::Everyone, "before");
+        ann.until("the ack", |p| p.unacked.is_empty());
+        let mut lost = Peer::raw(srv.addr, "ann");
+        lost.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: ann.name.clone(),
+            resume: Some(ResumeRequest {
+                token: ann.token,
+                last_seen: ann.last_seen,
+                epoch: ann.epoch,
+            }),
+        });
+        let answer = lost.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+        assert!(
+            matches!(
+                answer,
+                ServerMessage::Welcome {
+                    resumed: Some(_),
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        drop(lost);
+        if crash {
+            srv.crash();
+        } else {
+            srv.stop();
+        }
+        let srv = Server::start(dir.path(), 0, &args);
+        let welcome = ann.resume(srv.addr);
+        assert!(
+            matches!(
+                welcome,
+                ServerMessage::Welcome {
+                    resumed: Some(_),
+                    ..
+                }
+            ),
+            "ann was not resumed after a {}: {welcome:?}",
+            if crash { "crash" } else { "stop" }
+        );
+        ann.chat(Recipient::Everyone, "after");
+        ann.until("the ack after resuming", |p| p.unacked.is_empty());
+        let _ = srv.stop();
+    }
+}
+
 /// A resume whose answer never reaches its client (the connection is cut
 /// just after the server sent its `Welcome`, with the new token) is tried
 /// again with the token the client has, and takes the session back: the

@@ -207,7 +207,7 @@ impl Hub {
             let mut session = Session {
                 user: record.user,
                 token: record.token,
-                spent: None,
+                spent: record.spent,
                 conn: None,
                 last_conn: ClientId(0),
                 grace: Some((now + self.limits.grace, LeaveReason::LOST)),
@@ -338,6 +338,7 @@ impl Hub {
         let record = SessionRecord {
             user: s.user.clone(),
             token: s.token,
+            spent: s.spent,
             last_client_id: s.last_client_id,
         };
         if let Some(store) = self.store.as_mut() {
@@ -826,11 +827,12 @@ impl Hub {
     /// The connection `client`, resumed, sent its first frame: its client
     /// has the `Welcome`'s token, and the one the resume spent is no
     /// longer good (a replay of it cannot take the session).
+    /// A store keeps the session without it from now on.
     pub(super) fn confirm_welcome(&mut self, client: ClientId, user: &Username) {
         let key = self.key(user);
         if let Some(s) = self.sessions.get_mut(&key) {
-            if s.conn == Some(client) {
-                s.spent = None;
+            if s.conn == Some(client) && s.spent.take().is_some() {
+                self.save_stored_session(client);
             }
         }
     }
