@@ -395,8 +395,9 @@ pub struct Limits {
     pub joins_per_address: u32,
     /// The window new users per address are counted over ([`DEFAULT_JOIN_WINDOW`]).
     pub join_window: Duration,
-    /// Failed password attempts per address, and per username, per
-    /// `auth_window` ([`DEFAULT_AUTH_ATTEMPTS`]).
+    /// Failed password attempts per address per `auth_window`
+    /// ([`DEFAULT_AUTH_ATTEMPTS`]); a username takes ten times as many,
+    /// from all addresses together.
     pub auth_attempts: u32,
     /// The window failed password attempts are counted over ([`DEFAULT_AUTH_WINDOW`]).
     pub auth_window: Duration,

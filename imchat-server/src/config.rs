@@ -141,8 +141,9 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_HISTORY_AGE.as_secs_f64())]
     history_age_secs: f64,
 
-    /// Wrong passwords (server or account) from one address, or for one
-    /// username, before further tries are refused for --auth-window-secs.
+    /// Wrong passwords (server or account) from one address (ten times as
+    /// many for one username, from all addresses) before further tries are
+    /// refused for --auth-window-secs.
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_AUTH_ATTEMPTS)]
     auth_attempts: u32,
 

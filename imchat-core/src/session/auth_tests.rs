@@ -203,8 +203,9 @@ fn a_protected_name_needs_its_password_and_wrong_ones_are_limited_per_name() {
         sent(&mut hub, c),
         ["refused: username registered; its password is needed"]
     );
-    // Wrong guesses from many addresses count against the name.
-    let attempts = Limits::default().auth_attempts;
+    // Wrong guesses from many addresses count against the name (ten times
+    // an address's limit).
+    let attempts = Limits::default().auth_attempts * 10;
     for i in 0..attempts {
         let c = hub.handle_connect_from(ip(&format!("10.0.1.{i}")), t0);
         hub.handle_message(c, auth(None, Some("guess")), t0);
@@ -325,6 +326,44 @@ fn register_and_unregister_go_to_the_server_or_say_there_are_no_accounts() {
         sent(&mut hub, c).last().unwrap(),
         "notice: username registered: registered"
     );
+}
+
+/// Wrong account passwords for a name hold back the address they come
+/// from at the limit (5), but the name only at ten times it, from all
+/// addresses together: one address cannot keep the name's owner out, many
+/// guessing together are held back.
+#[test]
+fn failures_for_a_name_from_one_address_do_not_lock_its_owner_out() {
+    let now = Instant::now();
+    let limits = Limits::default();
+    let mut hub = Hub::new(limits.clone(), "hi");
+    hub.set_accounts(true);
+    let attempt = |hub: &mut Hub, from: &str, check: Option<AccountCheck>| {
+        let c = hub.handle_connect_from(ip(from), now);
+        hub.handle_message(c, auth(None, Some("guess")), now);
+        hub.handle_message(c, hello("alice"), now);
+        if let Some(check) = check {
+            hub.account_checked(c, check, now);
+        }
+        sent(hub, c)
+    };
+    for _ in 0..limits.auth_attempts {
+        let got = attempt(&mut hub, "192.0.2.1", Some(AccountCheck::Wrong));
+        assert!(got[0].contains("wrong"), "{got:?}");
+    }
+    let got = attempt(&mut hub, "192.0.2.1", None);
+    assert!(got[0].contains("too many"), "{got:?}");
+    // The owner, from elsewhere, is checked and let in.
+    let got = attempt(&mut hub, "198.51.100.7", Some(AccountCheck::Verified));
+    assert_eq!(got.first().map(String::as_str), Some("welcome"), "{got:?}");
+    // Nine more addresses failing five times each: the name waits.
+    for n in 2..=10 {
+        for _ in 0..limits.auth_attempts {
+            attempt(&mut hub, &format!("192.0.2.{n}"), Some(AccountCheck::Wrong));
+        }
+    }
+    let got = attempt(&mut hub, "203.0.113.9", None);
+    assert!(got[0].contains("too many"), "{got:?}");
 }
 
 /// A `Register` makes the server hash a password: it costs a second of the

@@ -24,6 +24,12 @@ use crate::message::{
 /// Entries of the failed-attempt table before old ones are forgotten.
 const MAX_FAILURE_ENTRIES: usize = 4096;
 
+/// How many times an address's failed attempts a username takes (from all
+/// addresses together) within the window before its logins wait: guesses
+/// spread over many addresses are held back, while one address, held back
+/// at its own limit, cannot keep a name's owner out by failing for it.
+const NAME_ATTEMPTS_FACTOR: u32 = 10;
+
 /// Who the hub's authentication state holds.
 #[derive(Debug, Default)]
 pub(super) struct AuthState {
@@ -781,9 +787,17 @@ impl Hub {
 
     fn too_many(&self, key: &FailKey, now: Instant) -> bool {
         let window = self.limits.auth_window;
-        self.auth.failures.get(key).is_some_and(|(start, n)| {
-            now.saturating_duration_since(*start) < window && *n >= self.limits.auth_attempts
-        })
+        let limit = match key {
+            FailKey::Address(_) => self.limits.auth_attempts,
+            FailKey::Name(_) => self
+                .limits
+                .auth_attempts
+                .saturating_mul(NAME_ATTEMPTS_FACTOR),
+        };
+        self.auth
+            .failures
+            .get(key)
+            .is_some_and(|(start, n)| now.saturating_duration_since(*start) < window && *n >= limit)
     }
 
     fn refuse_attempts(&mut self, client: ClientId, user: &Username) {
