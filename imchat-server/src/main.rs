@@ -119,7 +119,7 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "10M", value_parser = log_size)]
     log_max_bytes: u64,
 
-    /// Rotated log files kept besides the current one (older ones are deleted).
+    /// Rotated log files kept besides the current one, 1 to 1000 (older ones are deleted).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
     log_keep: u16,
 
