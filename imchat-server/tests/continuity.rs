@@ -813,6 +813,44 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
     let _ = srv.stop();
 }
 
+/// Asks to resume `request`'s session of `name` on a connection of its
+/// own, and reads the answer (a `Welcome` or a refusal), which the caller
+/// may treat as lost.
+fn resume_raw(addr: SocketAddr, name: &str, request: ResumeRequest) -> ServerMessage {
+    let mut p = Peer::raw(addr, name);
+    p.send(&ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        username: p.name.clone(),
+        resume: Some(request),
+    });
+    p.wait_for(|m| {
+        matches!(
+            m,
+            ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
+        )
+    })
+}
+
+/// Whether `m` is the `Welcome` of a resumed session.
+fn resumed(m: &ServerMessage) -> bool {
+    matches!(
+        m,
+        ServerMessage::Welcome {
+            resumed: Some(_),
+            ..
+        }
+    )
+}
+
+/// The resume request `p`'s client would make now.
+fn request_of(p: &Peer) -> ResumeRequest {
+    ResumeRequest {
+        token: p.token,
+        last_seen: p.last_seen,
+        epoch: p.epoch,
+    }
+}
+
 /// The same with `--history-db` and the server restarted between the
 /// lost answer and the retry (stopped, or killed): the store keeps the
 /// token the resume presented as well as the new one, so the retry
@@ -828,28 +866,8 @@ fn a_resume_whose_answer_was_lost_is_tried_again_after_a_restart() {
         let (mut ann, _) = Peer::connect(srv.addr, "ann");
         ann.chat(Recipient::Everyone, "before");
         ann.until("the ack", |p| p.unacked.is_empty());
-        let mut lost = Peer::raw(srv.addr, "ann");
-        lost.send(&ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: ann.name.clone(),
-            resume: Some(ResumeRequest {
-                token: ann.token,
-                last_seen: ann.last_seen,
-                epoch: ann.epoch,
-            }),
-        });
-        let answer = lost.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
-        assert!(
-            matches!(
-                answer,
-                ServerMessage::Welcome {
-                    resumed: Some(_),
-                    ..
-                }
-            ),
-            "{answer:?}"
-        );
-        drop(lost);
+        let lost = resume_raw(srv.addr, "ann", request_of(&ann));
+        assert!(resumed(&lost), "{lost:?}");
         if crash {
             srv.crash();
         } else {
@@ -858,13 +876,7 @@ fn a_resume_whose_answer_was_lost_is_tried_again_after_a_restart() {
         let srv = Server::start(dir.path(), 0, &args);
         let welcome = ann.resume(srv.addr);
         assert!(
-            matches!(
-                welcome,
-                ServerMessage::Welcome {
-                    resumed: Some(_),
-                    ..
-                }
-            ),
+            resumed(&welcome),
             "ann was not resumed after a {}: {welcome:?}",
             if crash { "crash" } else { "stop" }
         );
@@ -884,53 +896,17 @@ fn a_resume_whose_answer_was_lost_is_tried_again_and_takes_the_session_back() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path(), 0, &[]);
     let (mut ann, _) = Peer::connect(srv.addr, "ann");
-    let old = ResumeRequest {
-        token: ann.token,
-        last_seen: ann.last_seen,
-        epoch: ann.epoch,
-    };
-    let resume_with_old = || {
-        let mut p = Peer::raw(srv.addr, "ann");
-        p.send(&ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: p.name.clone(),
-            resume: Some(old),
-        });
-        p.wait_for(|m| {
-            matches!(
-                m,
-                ServerMessage::Welcome { .. } | ServerMessage::Refused { .. }
-            )
-        })
-    };
+    let old = request_of(&ann);
     // Answered, and cut before the client read it.
-    let lost = resume_with_old();
-    assert!(
-        matches!(
-            lost,
-            ServerMessage::Welcome {
-                resumed: Some(_),
-                ..
-            }
-        ),
-        "{lost:?}"
-    );
+    let lost = resume_raw(srv.addr, "ann", old);
+    assert!(resumed(&lost), "{lost:?}");
     // The client, still holding the old token, tries again.
     let welcome = ann.resume(srv.addr);
-    assert!(
-        matches!(
-            welcome,
-            ServerMessage::Welcome {
-                resumed: Some(_),
-                ..
-            }
-        ),
-        "ann was not resumed: {welcome:?}"
-    );
+    assert!(resumed(&welcome), "ann was not resumed: {welcome:?}");
     ann.chat(Recipient::Everyone, "back");
     ann.until("the ack after resuming", |p| p.unacked.is_empty());
     // Her client has the new token now: a replay of the old one is refused.
-    let replayed = resume_with_old();
+    let replayed = resume_raw(srv.addr, "ann", old);
     assert!(
         matches!(replayed, ServerMessage::Refused { code, .. } if code == RefuseCode::NAME_TAKEN),
         "{replayed:?}"

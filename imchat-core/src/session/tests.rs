@@ -3342,14 +3342,21 @@ fn token_hub(limits: Limits) -> Hub {
     hub
 }
 
-#[test]
-fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
+/// A hub with resume on where alice joined and lost her connection: the
+/// hub, the time, its epoch and alice's token.
+fn alice_away() -> (Hub, Instant, u64, crate::ResumeToken) {
     let mut hub = token_hub(Limits::default());
     let t0 = Instant::now();
     let epoch = hub.epoch();
     let a = joined(&mut hub, "alice", t0);
     let token = welcome_token(&mut hub, a);
     hub.handle_disconnect(a, LeaveReason::LOST);
+    (hub, t0, epoch, token)
+}
+
+#[test]
+fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
+    let (mut hub, t0, epoch, token) = alice_away();
     // Wrong name: not alice's session (carol joins afresh).
     let c = hub.handle_connect(t0);
     hub.handle_message(c, resume_hello("carol", token, epoch), t0);
@@ -3383,12 +3390,7 @@ fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
 /// resumed connection sends a frame. From then on the old token is spent.
 #[test]
 fn a_resume_whose_welcome_was_lost_is_tried_again_with_the_same_token() {
-    let mut hub = token_hub(Limits::default());
-    let t0 = Instant::now();
-    let epoch = hub.epoch();
-    let a = joined(&mut hub, "alice", t0);
-    let token = welcome_token(&mut hub, a);
-    hub.handle_disconnect(a, LeaveReason::LOST);
+    let (mut hub, t0, epoch, token) = alice_away();
     // Resumed, and cut before the welcome arrived.
     let r1 = hub.handle_connect(t0);
     hub.handle_message(r1, resume_hello("alice", token, epoch), t0);
@@ -3424,12 +3426,7 @@ fn a_resume_whose_welcome_was_lost_is_tried_again_with_the_same_token() {
 
 #[test]
 fn an_expired_token_is_useless() {
-    let mut hub = token_hub(Limits::default());
-    let t0 = Instant::now();
-    let epoch = hub.epoch();
-    let a = joined(&mut hub, "alice", t0);
-    let token = welcome_token(&mut hub, a);
-    hub.handle_disconnect(a, LeaveReason::LOST);
+    let (mut hub, t0, epoch, token) = alice_away();
     let t1 = t0 + Duration::from_secs(60);
     hub.handle_timeout(t1);
     let r = hub.handle_connect(t1);
@@ -3439,12 +3436,7 @@ fn an_expired_token_is_useless() {
 
 #[test]
 fn failed_resumes_are_rate_limited_per_address() {
-    let mut hub = token_hub(Limits::default());
-    let t0 = Instant::now();
-    let epoch = hub.epoch();
-    let a = joined(&mut hub, "alice", t0);
-    let token = welcome_token(&mut hub, a);
-    hub.handle_disconnect(a, LeaveReason::LOST);
+    let (mut hub, t0, epoch, token) = alice_away();
     let ip: IpAddr = "192.0.2.7".parse().unwrap();
     for guess in 0..5u8 {
         let c = hub.handle_connect_from(ip, t0);
