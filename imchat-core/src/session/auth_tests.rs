@@ -3,7 +3,7 @@
 //! side of it.
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::limits::Limits;
@@ -326,6 +326,34 @@ fn register_and_unregister_go_to_the_server_or_say_there_are_no_accounts() {
         sent(&mut hub, c).last().unwrap(),
         "notice: username registered: registered"
     );
+}
+
+/// A `Hello` that came within the handshake deadline and waits for the
+/// server's account check is not refused when the deadline passes during
+/// the check (a slow hash on a busy machine is not the client's delay).
+#[test]
+fn an_account_check_slower_than_the_handshake_deadline_still_lets_the_user_in() {
+    let t0 = Instant::now();
+    let limits = Limits::default();
+    let mut hub = Hub::new(limits.clone(), "hi");
+    hub.set_accounts(true);
+    let c = hub.handle_connect(t0);
+    hub.handle_message(c, auth(None, Some("wonderland")), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    let later = t0 + limits.handshake_timeout + Duration::from_secs(1);
+    assert!(hub.poll_timeout().is_none_or(|t| t > later));
+    hub.handle_timeout(later);
+    assert!(sent(&mut hub, c).is_empty(), "refused while checked");
+    hub.account_checked(c, AccountCheck::Verified, later);
+    assert_eq!(
+        sent(&mut hub, c).first().map(String::as_str),
+        Some("welcome")
+    );
+    // Without a Hello, the deadline holds.
+    let d = hub.handle_connect(later);
+    hub.handle_message(d, auth(None, Some("wonderland")), later);
+    hub.handle_timeout(later + limits.handshake_timeout);
+    assert_eq!(sent(&mut hub, d), ["refused: handshake took too long"]);
 }
 
 /// Wrong account passwords for a name hold back the address they come

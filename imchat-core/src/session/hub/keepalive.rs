@@ -13,10 +13,12 @@ impl Hub {
         let transfers = [self.download_deadline(), self.relay_deadline()];
         self.conns
             .values()
-            .map(|c| match (&c.phase, c.ping) {
-                (Phase::Handshaking, _) => c.connected_at + self.limits.handshake_timeout,
-                (Phase::Joined(_), Some((sent, _))) => sent + self.limits.keepalive_timeout,
-                (Phase::Joined(_), None) => c.last_heard + self.limits.keepalive_interval,
+            .filter_map(|c| match (&c.phase, c.ping) {
+                // A Hello whose account the server checks came in time.
+                (Phase::Handshaking, _) if c.verifying.is_some() => None,
+                (Phase::Handshaking, _) => Some(c.connected_at + self.limits.handshake_timeout),
+                (Phase::Joined(_), Some((sent, _))) => Some(sent + self.limits.keepalive_timeout),
+                (Phase::Joined(_), None) => Some(c.last_heard + self.limits.keepalive_interval),
             })
             .chain(transfers.into_iter().flatten())
             .chain(self.ghost_deadline())
@@ -43,7 +45,12 @@ impl Hub {
         for (id, c) in &self.conns {
             match (&c.phase, c.ping) {
                 (Phase::Handshaking, _) => {
-                    if now.saturating_duration_since(c.connected_at) >= limits.handshake_timeout {
+                    // Not a Hello that came in time and waits for the
+                    // server's account check (a slow hash on a busy
+                    // machine is not the client's delay).
+                    if c.verifying.is_none()
+                        && now.saturating_duration_since(c.connected_at) >= limits.handshake_timeout
+                    {
                         late_handshakes.push(*id);
                     }
                 }
