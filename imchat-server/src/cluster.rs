@@ -796,6 +796,13 @@ impl Cluster {
         None
     }
 
+    /// Counts a handshake the name `key` was newly claimed for, so that
+    /// the lease loop renews the claim until [`handshake_over`]
+    /// (Self::handshake_over) ends it.
+    fn handshake_begun(&self, key: &str) {
+        *lock(&self.handshakes).entry(key.to_owned()).or_insert(0) += 1;
+    }
+
     /// Ends the handshake a name was newly claimed for (see
     /// [`claim_for_hello`]): from now on the lease loop renews the claim
     /// as its user's, if `joined`; else the claim is released.
@@ -2198,7 +2205,7 @@ pub fn claim_for_hello(
     }
     match cluster.claim(&key) {
         Claim::New => {
-            *lock(&cluster.handshakes).entry(key.clone()).or_insert(0) += 1;
+            cluster.handshake_begun(&key);
             (true, Some(key))
         }
         Claim::Ours => (true, None),
