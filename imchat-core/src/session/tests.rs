@@ -1816,6 +1816,62 @@ fn the_name_key_decides_which_names_are_the_same_user() {
     ));
 }
 
+#[test]
+fn a_sender_s_name_key_is_worked_out_once_not_per_message() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A costly rule (a server's is NFKC and confusable skeletons), counted.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn counted(u: &Username) -> String {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        u.as_str().to_lowercase()
+    }
+    let mut net = Net::new(Limits::default());
+    net.hub.set_name_key(counted);
+    let bob = net.connect("bob");
+    net.connect("carol");
+    net.pump();
+    let before = CALLS.load(Ordering::Relaxed);
+    for i in 0..50 {
+        net.s(bob)
+            .send_chat(Recipient::Everyone, &format!("m{i}"))
+            .unwrap();
+        net.pump();
+    }
+    assert_eq!(chats(&net.take(1)).len(), 50);
+    let calls = CALLS.load(Ordering::Relaxed) - before;
+    assert!(calls <= 1, "the key of bob was worked out {calls} times");
+}
+
+#[test]
+fn a_new_name_key_forgets_the_keys_of_the_old_one() {
+    fn no_digits(u: &Username) -> String {
+        u.as_str()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect::<String>()
+            .to_lowercase()
+    }
+    let mut net = Net::new(Limits::default());
+    net.connect("bob");
+    let carol = net.connect("carol");
+    // Under the default rule "bob7" is nobody.
+    net.s(carol)
+        .send_chat(Recipient::User(user("bob7")), "lost")
+        .unwrap();
+    net.pump();
+    assert!(chats(&net.take(0)).is_empty());
+    // Under one that ignores digits it is bob, though its key was kept.
+    net.hub.set_name_key(no_digits);
+    net.s(carol)
+        .send_chat(Recipient::User(user("bob7")), "found")
+        .unwrap();
+    net.pump();
+    assert_eq!(
+        chats(&net.take(0)),
+        vec![("carol".into(), true, "found".into())]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Admission: joined users, handshakes and addresses each have their cap.
 

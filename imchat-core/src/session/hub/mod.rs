@@ -32,6 +32,11 @@ mod roaming;
 mod output;
 mod presence;
 
+/// How many names' keys a hub keeps (see `Hub::key`): names of at most
+/// 32 characters, so some hundreds of kilobytes, a few megabytes if every
+/// name were made of the characters NFKC expands the most.
+const KEY_MEMO_NAMES: usize = 4096;
+
 /// Why a push ends when its server shuts down, for its pusher and receivers.
 const SHUTDOWN_PUSH: &str = "the server shut down";
 
@@ -166,6 +171,8 @@ pub struct Hub {
     report_text: bool,
     /// What makes two names the same user.
     name_key: fn(&Username) -> String,
+    /// The keys `name_key` gave lately, by name (see [`Hub::key`]).
+    key_memo: std::sync::Mutex<HashMap<String, String>>,
     /// The keys of the reserved words under `name_key`: a name with one
     /// of them looks like that word and is refused.
     reserved_keys: Vec<(String, &'static str)>,
@@ -243,6 +250,7 @@ impl Hub {
             clock: Instant::now(),
             report_text: false,
             name_key: Username::key,
+            key_memo: std::sync::Mutex::default(),
             reserved_keys: reserved_keys(Username::key),
             name_check: |_| Ok(()),
             transmits: VecDeque::new(),
@@ -306,6 +314,7 @@ impl Hub {
     /// for the word.
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
+        self.key_memo_mut().clear();
         self.reserved_keys = reserved_keys(key);
     }
 
@@ -330,9 +339,32 @@ impl Hub {
         self.name_check = check;
     }
 
-    /// The key of `name` under the name rule in force.
+    /// The key of `name` under the name rule in force. A server's rule
+    /// (NFKC, then Unicode's confusable skeleton) costs far more than a
+    /// message's routing, and the same few names send most messages, so
+    /// the keys are kept: at most [`KEY_MEMO_NAMES`] names, all forgotten
+    /// when it is full, so that it never grows past that.
     fn key(&self, name: &Username) -> String {
-        (self.name_key)(name)
+        let mut memo = self
+            .key_memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = memo.get(name.as_str()) {
+            return key.clone();
+        }
+        let key = (self.name_key)(name);
+        if memo.len() >= KEY_MEMO_NAMES {
+            memo.clear();
+        }
+        memo.insert(name.as_str().to_owned(), key.clone());
+        key
+    }
+
+    /// The kept keys, for a caller that holds the hub mutably.
+    fn key_memo_mut(&mut self) -> &mut HashMap<String, String> {
+        self.key_memo
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether [`HubEvent::Routed`] carries the text of each routed message
@@ -912,5 +944,22 @@ fn lane_of(message: &ServerMessage) -> Lane {
         ServerMessage::Chunk(c) => Lane::Bulk(c.id),
         ServerMessage::End(e) => Lane::Bulk(e.id),
         _ => Lane::Control,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_name_keys_never_outgrow_their_bound() {
+        let hub = Hub::new(Limits::default(), "hi");
+        for i in 0..KEY_MEMO_NAMES + 100 {
+            let name = Username::new(format!("User{i}")).unwrap();
+            assert_eq!(hub.key(&name), format!("user{i}"));
+            assert!(hub.key_memo.lock().unwrap().len() <= KEY_MEMO_NAMES);
+        }
+        // Full, it was emptied: the newest names only are kept.
+        assert_eq!(hub.key_memo.lock().unwrap().len(), 100);
     }
 }
