@@ -1229,7 +1229,11 @@ impl Cluster {
     fn read_loop(&self, hub: &dyn HubAccess) {
         let mut con: Option<Connection> = None;
         let mut seen = Seen::default();
+        // Kept from one read to the next, so that a busy stream does not
+        // grow them from nothing (and copy them as they grow) every time.
         let mut reads = Vec::new();
+        let mut events = Vec::new();
+        let mut ours = Vec::new();
         let mut from = loop {
             if let Some(id) = lock(&self.read_from).clone() {
                 break id;
@@ -1279,8 +1283,6 @@ impl Cluster {
             let Ok(last) = String::from_utf8(last.0.clone()) else {
                 continue;
             };
-            let mut events = Vec::new();
-            let mut ours = Vec::new();
             let mut read = None;
             for (id, fields) in entries {
                 read = Remote::read(me, &id, fields, &mut reads).max(read);
@@ -1289,8 +1291,8 @@ impl Cluster {
             from = last;
             let now = Instant::now();
             hub.with(&mut |hub| {
-                for (id, position) in &ours {
-                    hub.note_published(*id, *position);
+                for (id, position) in ours.drain(..) {
+                    hub.note_published(id, position);
                 }
                 for e in events.drain(..) {
                     sessions::apply(e, hub, now);
@@ -1300,6 +1302,9 @@ impl Cluster {
                     hub.advance_ids(p);
                 }
             });
+            // Applied, or dropped with the read: never carried to the next.
+            ours.clear();
+            events.clear();
             if let Some(p) = read {
                 self.read_pos.store(p.0, Ordering::SeqCst);
             }
