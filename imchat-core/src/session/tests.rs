@@ -1775,16 +1775,17 @@ fn push_events_carry_the_name_size_and_start_for_the_log() {
     assert_eq!(ended, vec![("notes.txt".into(), 3, t0, 2, None)]);
 }
 
+/// A name rule that also ignores digits: "bob2" is then "bob".
+fn no_digits(u: &Username) -> String {
+    u.as_str()
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .collect::<String>()
+        .to_lowercase()
+}
+
 #[test]
 fn the_name_key_decides_which_names_are_the_same_user() {
-    // A rule that also ignores digits: "bob2" is then "bob".
-    fn no_digits(u: &Username) -> String {
-        u.as_str()
-            .chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect::<String>()
-            .to_lowercase()
-    }
     let mut net = Net::new(Limits::default());
     net.hub.set_name_key(no_digits);
     net.connect("bob");
@@ -1844,13 +1845,6 @@ fn a_sender_s_name_key_is_worked_out_once_not_per_message() {
 
 #[test]
 fn a_new_name_key_forgets_the_keys_of_the_old_one() {
-    fn no_digits(u: &Username) -> String {
-        u.as_str()
-            .chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect::<String>()
-            .to_lowercase()
-    }
     let mut net = Net::new(Limits::default());
     net.connect("bob");
     let carol = net.connect("carol");
