@@ -65,7 +65,7 @@ scenarios: all (default), fanout, latency, idle, download, chat-during-download,
   --fan-n N,...  fan-out and slow-consumer room sizes (default 100,1000; 100 with --quick)
   --quick      a short smoke version (smaller sizes, 1 run unless --runs)
   --redis      measure the Redis pub/sub baseline (default when redis-server is on PATH)
-  --no-redis   skip it
+  --no-redis   skip it (and in cluster the setups with Redis: the single server alone)
   --no-pin     do not pin the server to CPU 0 and the generator to CPU 1
   --burst K    burst messages per sender (default 10,000, as the issue asks)
 The report is printed and written to target/loadgen-report.md.";

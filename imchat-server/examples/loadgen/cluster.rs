@@ -51,11 +51,19 @@ pub const SETUPS: [Setup; 4] = [
 /// times the single server's.
 const P99_BAR: f64 = 2.0;
 const CPU_BAR: f64 = 1.5;
-/// The fixed loads of the paced fan-outs: (N, messages a second per
-/// sender). With 10 senders, 0.99 M deliveries a second at N = 100 and
+/// The fixed load of the paced fan-out at N: messages a second per
+/// sender. With 10 senders, 0.99 M deliveries a second at N = 100 and
 /// 5.0 M at N = 1,000: below what 3 servers sharing one core deliver at
-/// most, and what the generator's one core follows.
-const PACED: [(usize, u64); 2] = [(100, 1_000), (1_000, 500)];
+/// most, and what the generator's one core follows. Every N of the run is
+/// paced, so that a smaller room (`--fan-n 34,50,100`: the share of the
+/// room each of 3 or 2 servers serves) is measured at the same load.
+fn pace(n: usize) -> u64 {
+    if n <= 100 {
+        1_000
+    } else {
+        500
+    }
+}
 
 /// The closed loop again with every imchat server held to a fixed share of
 /// a core (a CFS quota): (N, share). Four servers' worth of it and the
@@ -282,28 +290,42 @@ fn paired(values: &[Option<f64>]) -> Vec<(usize, f64)> {
         .collect()
 }
 
-pub fn scenario(ctx: &mut Ctx) {
-    let setups: Vec<Setup> = if sys::on_path("redis-server") {
-        SETUPS.to_vec()
+/// The setups measured: all of them, or the single server alone when
+/// Redis is not wanted (`--no-redis`: for instance the single server at the
+/// room sizes each server of a cluster serves a share of) or not found.
+fn setups(wanted: bool, found: bool) -> &'static [Setup] {
+    if wanted && found {
+        &SETUPS
     } else {
+        &SETUPS[..1]
+    }
+}
+
+/// The fan-outs at each N: the closed loop at every N, then the same rooms
+/// at a fixed load ([`pace`]): CPU per delivery for the same work, whatever
+/// each setup's capacity.
+fn flows(fan_ns: &[usize], window: u64) -> Vec<(usize, fanout::Flow)> {
+    let closed = fan_ns.iter().map(|&n| (n, fanout::Flow::Window(window)));
+    let paced = fan_ns.iter().map(|&n| {
+        let per_sec = pace(n);
+        (n, fanout::Flow::Paced { window, per_sec })
+    });
+    closed.chain(paced).collect()
+}
+
+pub fn scenario(ctx: &mut Ctx) {
+    let wanted = ctx.opts.redis;
+    let found = wanted && sys::on_path("redis-server");
+    if !wanted {
+        eprintln!("cluster: --no-redis: only the single server without Redis is measured");
+    } else if !found {
         ctx.fail("cluster: redis-server is not on PATH, so only the single server without Redis was measured (install it with `apt-get install -y redis-server`)".into());
-        SETUPS[..1].to_vec()
-    };
+    }
+    let setups = setups(wanted, found).to_vec();
     let m = setups.len();
-    // The closed loop at each N, then the same room at a fixed load:
-    // CPU per delivery for the same work, whatever each setup's capacity.
     let window = 30;
-    let mut fan_cfgs: Vec<FanCfg> = ctx
-        .sizes
-        .fan_ns
-        .iter()
-        .map(|&n| (n, fanout::Flow::Window(window)))
-        .chain(
-            PACED
-                .iter()
-                .filter(|(n, _)| ctx.sizes.fan_ns.contains(n))
-                .map(|&(n, per_sec)| (n, fanout::Flow::Paced { window, per_sec })),
-        )
+    let mut fan_cfgs: Vec<FanCfg> = flows(&ctx.sizes.fan_ns, window)
+        .into_iter()
         .map(|(n, flow)| FanCfg { n, flow, cap: None })
         .collect();
     // With more servers than one, also at a fixed capacity per server.
@@ -690,6 +712,50 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_redis_measures_the_single_server_alone() {
+        assert_eq!(setups(true, true), &SETUPS[..]);
+        let alone = [Setup {
+            servers: 1,
+            redis: false,
+        }];
+        assert_eq!(setups(false, true), &alone[..]);
+        assert_eq!(setups(true, false), &alone[..]);
+    }
+
+    #[test]
+    fn every_room_size_is_measured_closed_then_paced() {
+        use fanout::Flow::{Paced, Window};
+        let got = flows(&[34, 100, 1000], 30);
+        let want = vec![
+            (34, Window(30)),
+            (100, Window(30)),
+            (1000, Window(30)),
+            (
+                34,
+                Paced {
+                    window: 30,
+                    per_sec: 1_000,
+                },
+            ),
+            (
+                100,
+                Paced {
+                    window: 30,
+                    per_sec: 1_000,
+                },
+            ),
+            (
+                1000,
+                Paced {
+                    window: 30,
+                    per_sec: 500,
+                },
+            ),
+        ];
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn cpu_per_delivery_sums_the_imchat_servers_and_keeps_redis_apart() {
