@@ -580,12 +580,15 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
 /// or its certificates or key cannot be read (the text shows the URL
 /// without its password, and nothing of the key).
 pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo as _;
     let shown = redacted(url);
-    let client = redis::Client::open(url).map_err(|_| {
+    let invalid = |_| {
         format!(
             "invalid Redis URL '{shown}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)"
         )
-    })?;
+    };
+    let info = quiet_handshake(url.into_connection_info().map_err(invalid)?);
+    let client = redis::Client::open(info.clone()).map_err(invalid)?;
     if tls.ca.is_none() && tls.identity.is_none() {
         return Ok(client);
     }
@@ -620,13 +623,26 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
         None => None,
     };
     redis::Client::build_with_tls(
-        url,
+        info,
         redis::TlsCertificates {
             client_tls,
             root_cert: tls.ca.clone(),
         },
     )
     .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))
+}
+
+/// `info` without the library's name sent on each new connection
+/// (`CLIENT SETINFO`): the client crate reads each of its replies with the
+/// whole connect timeout, so a connection to a Redis that does not answer
+/// (frozen, a network that drops) took twice [`IO_TIMEOUT`] to fail, and
+/// the failure of the lease round that tells users of an outage came only
+/// once Redis answered again, with "reachable again" just after it. Without
+/// it a connection without a password sends nothing before its first
+/// command, which fails at its own timeout or succeeds with a late reply.
+fn quiet_handshake(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    info.set_redis_settings(settings)
 }
 
 pub(crate) fn name_key(key: &str) -> String {

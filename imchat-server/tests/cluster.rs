@@ -672,9 +672,14 @@ fn a_session_resumes_on_its_own_server_while_redis_cannot_be_reached() {
 
 /// Waits until `p` is told that the cluster cannot be reached.
 fn wait_unreachable(p: &mut Peer) {
-    p.wait(WAIT, "the notice", |g| {
-        g.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")))
-    });
+    p.wait(WAIT, "the notice", told_unreachable);
+}
+
+/// Whether `got` holds the notice that the cluster cannot be reached.
+fn told_unreachable(got: &[ServerMessage]) -> bool {
+    got.iter().any(
+        |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")),
+    )
 }
 
 /// [`alice_and_bob`], with sessions that resume (a grace of 30 s).
@@ -1758,6 +1763,41 @@ fn a_redis_that_restarts_within_a_moment_is_not_reported_unreachable() {
     for s in [&a, &b] {
         assert!(!s.log().contains("is unreachable"), "{}", s.log());
     }
+}
+
+/// A Redis that does not answer for several lease rounds: the users hear
+/// of it while it is frozen, and that it is back once it answers, not the
+/// two at once as it answers again (the round that told them used to end
+/// only then: a new connection's handshake waited twice its timeout).
+#[test]
+fn users_hear_of_a_frozen_redis_while_it_is_frozen() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let (_a, _b, mut alice, _bob) = alice_and_bob(&redis);
+    let frozen_for = Duration::from_secs(10);
+    signal(redis.child.id(), "-STOP");
+    let stopped = Instant::now();
+    // Two failed rounds with their 2 s timeouts: about 6.5 s with the
+    // tests' 1.5 s lease; the old handshake took until the thaw.
+    alice.wait(
+        frozen_for - Duration::from_millis(1500),
+        "notice while Redis is frozen",
+        told_unreachable,
+    );
+    thread::sleep(frozen_for.saturating_sub(stopped.elapsed()));
+    signal(redis.child.id(), "-CONT");
+    alice.wait(WAIT, "the all-clear", |g| {
+        g.iter().any(
+            |m| matches!(m, ServerMessage::Notice { code, .. } if *code == imchat_core::NoticeCode::CLUSTER_BACK),
+        )
+    });
+    let told = alice
+        .got
+        .iter()
+        .filter(|m| told_unreachable(std::slice::from_ref(m)))
+        .count();
+    assert_eq!(told, 1, "{:?}", alice.got);
 }
 
 #[test]
