@@ -677,9 +677,12 @@ fn wait_unreachable(p: &mut Peer) {
 
 /// Whether `got` holds the notice that the cluster cannot be reached.
 fn told_unreachable(got: &[ServerMessage]) -> bool {
-    got.iter().any(
-        |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached")),
-    )
+    got.iter().any(is_unreachable_notice)
+}
+
+/// Whether `m` is the notice that the cluster cannot be reached.
+fn is_unreachable_notice(m: &ServerMessage) -> bool {
+    matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached"))
 }
 
 /// [`alice_and_bob`], with sessions that resume (a grace of 30 s).
@@ -1755,7 +1758,7 @@ fn a_redis_that_restarts_within_a_moment_is_not_reported_unreachable() {
     for (who, peer) in [("alice", &mut alice), ("bob", &mut bob)] {
         peer.drain();
         assert!(
-            !peer.got.iter().any(|m| matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached"))),
+            !told_unreachable(&peer.got),
             "{who} was told: {:?}",
             peer.got
         );
@@ -1795,7 +1798,7 @@ fn users_hear_of_a_frozen_redis_while_it_is_frozen() {
     let told = alice
         .got
         .iter()
-        .filter(|m| told_unreachable(std::slice::from_ref(m)))
+        .filter(|m| is_unreachable_notice(m))
         .count();
     assert_eq!(told, 1, "{:?}", alice.got);
 }
