@@ -32,6 +32,7 @@
 //! published goes into it as `remote_*` inputs.
 
 mod entry;
+pub mod link;
 mod sessions;
 
 pub use sessions::{settle_for_resume, take_for_hello};
@@ -45,8 +46,9 @@ use std::time::{Duration, Instant};
 use imchat_core::{
     ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin, Username,
 };
+use link::Connection;
 use log::{info, warn};
-use redis::{Connection, Script, Value};
+use redis::{Script, Value};
 use rustls::pki_types::pem::PemObject;
 
 pub mod transfer;
@@ -330,7 +332,7 @@ fn weight(event: &ClusterEvent) -> usize {
 /// One server's membership of the cluster.
 pub struct Cluster {
     id: u64,
-    client: redis::Client,
+    client: link::Redis,
     lease: Duration,
     grace: Duration,
     /// The most of Redis's memory the stream may use ([`Settings::stream_bytes`]).
@@ -497,11 +499,11 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
 /// What a URL's database number must be, for the errors.
 const DATABASES: &str = "it must be below Redis's `databases` setting (16 by default: 0 to 15)";
 
-/// [`said`], for an error of (connecting to and) using `client`'s Redis:
-/// a database Redis does not have is named by its number.
-pub(crate) fn said_to(client: &redis::Client, e: &redis::RedisError) -> String {
+/// [`said`], for an error of (connecting to and) using `redis`: a database
+/// Redis does not have is named by its number.
+pub(crate) fn said_to(redis: &link::Redis, e: &redis::RedisError) -> String {
     if no_such_database(e) {
-        let db = client.get_connection_info().redis_settings().db();
+        let db = redis.db();
         format!("Redis has no database {db} (the number the URL ends in): {DATABASES}")
     } else {
         said(e)
@@ -579,7 +581,7 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
 /// The URL is not a Redis URL, `tls` has something for one without TLS,
 /// or its certificates or key cannot be read (the text shows the URL
 /// without its password, and nothing of the key).
-pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
+pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
     use redis::IntoConnectionInfo as _;
     let shown = redacted(url);
     let invalid = |_| {
@@ -587,10 +589,12 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
             "invalid Redis URL '{shown}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)"
         )
     };
-    let info = quiet_handshake(url.into_connection_info().map_err(invalid)?);
+    let info = url.into_connection_info().map_err(invalid)?;
+    let db = info.redis_settings().db();
+    let info = quiet_handshake(info);
     let client = redis::Client::open(info.clone()).map_err(invalid)?;
     if tls.ca.is_none() && tls.identity.is_none() {
-        return Ok(client);
+        return Ok(link::Redis::new(client, db));
     }
     if !matches!(
         client.get_connection_info().addr(),
@@ -622,26 +626,31 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<redis::Client, String> {
         }
         None => None,
     };
-    redis::Client::build_with_tls(
+    let client = redis::Client::build_with_tls(
         info,
         redis::TlsCertificates {
             client_tls,
             root_cert: tls.ca.clone(),
         },
     )
-    .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))
+    .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))?;
+    Ok(link::Redis::new(client, db))
 }
 
 /// `info` without the library's name sent on each new connection
-/// (`CLIENT SETINFO`): the client crate reads each of its replies with the
-/// whole connect timeout, so a connection to a Redis that does not answer
-/// (frozen, a network that drops) took twice [`IO_TIMEOUT`] to fail, and
-/// the failure of the lease round that tells users of an outage came only
-/// once Redis answered again, with "reachable again" just after it. Without
-/// it a connection without a password sends nothing before its first
-/// command, which fails at its own timeout or succeeds with a late reply.
+/// (`CLIENT SETINFO`) and without the database (selected afterwards, by
+/// [`link::Redis::connect`]): the client crate reads each reply of its
+/// handshake with the whole connect timeout, so a connection to a Redis
+/// that does not answer (frozen, a network that drops) took a timeout per
+/// reply to fail, and the failure of the lease round that tells users of
+/// an outage came only once Redis answered again, with "reachable again"
+/// just after it. Without them the handshake is at most one `AUTH`.
 fn quiet_handshake(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_skip_set_lib_name()
+        .set_db(0);
     info.set_redis_settings(settings)
 }
 
@@ -720,10 +729,7 @@ impl Cluster {
     }
 
     fn connect(&self) -> redis::RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        con.set_read_timeout(Some(IO_TIMEOUT))?;
-        con.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(con)
+        self.client.connect(IO_TIMEOUT)
     }
 
     fn lease_ms(&self) -> u64 {
@@ -1022,6 +1028,10 @@ impl Cluster {
             if unchecked >= self.stream_bytes / STREAM_CHECKS {
                 unchecked = 0;
                 self.keep_stream_in_budget(c, &mut trim_logged);
+                if !redis::ConnectionLike::is_open(c) {
+                    // Given up after a failed reply: a new one next time.
+                    con = None;
+                }
             }
             if let Err(e) = result {
                 warn!("cannot publish to the cluster: {}", said(&e));
@@ -2369,7 +2379,7 @@ mod tests {
             "Redis server refused to switch database",
             "DB index is out of range".to_string(),
         ));
-        let to = redis::Client::open("redis://127.0.0.1:1/99").unwrap();
+        let to = client("redis://127.0.0.1:1/99", &RedisTls::default()).unwrap();
         let words = said_to(&to, &db);
         assert!(words.starts_with("Redis has no database 99 "), "{words}");
         assert!(!words.contains("ResponseError"), "{words}");

@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::cluster::link::Connection;
 use imchat_core::{Ban, BanTarget};
-use redis::Connection;
 
 /// The hash of the accounts.
 pub const ACCOUNTS_KEY: &str = "imchat:accounts";
@@ -69,7 +69,7 @@ struct Link {
 
 /// Accounts and bans in Redis.
 pub struct RedisAccounts {
-    client: redis::Client,
+    client: crate::cluster::link::Redis,
     /// The URL, as it may be logged.
     shown_url: String,
     link: Mutex<Link>,
@@ -152,15 +152,7 @@ impl RedisAccounts {
                 if !fresh && link.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
                     return Err("Redis is unreachable".into());
                 }
-                let con = self
-                    .client
-                    .get_connection_with_timeout(IO_TIMEOUT)
-                    .and_then(|c| {
-                        c.set_read_timeout(Some(IO_TIMEOUT))?;
-                        c.set_write_timeout(Some(IO_TIMEOUT))?;
-                        Ok(c)
-                    });
-                match con {
+                match self.client.connect(IO_TIMEOUT) {
                     Ok(c) => link.con = Some(c),
                     Err(e) => {
                         link.failed_at = Some(Instant::now());

@@ -18,7 +18,9 @@
 use std::fmt::Write as _;
 
 use imchat_core::{Hub, LogEvent, MessageId, ResumeToken, Username};
-use redis::{Connection, Script, Value};
+use redis::{Script, Value};
+
+use super::link::Connection;
 
 use super::{lock, name_key, Cluster, BUS};
 

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use imchat_core::{CancelCode, FileChunk, Hub, RemotePush, TransferControl, TransferId};
 use log::warn;
-use redis::{Connection, Script, Value};
+use redis::{Script, Value};
+
+use super::link::Connection;
 
 use super::{lock, Cluster, HubAccess};
 
@@ -495,7 +497,7 @@ impl Cluster {
                         // The tests' stalled Redis: the wait is sent and
                         // its connection given up unread, but left open,
                         // so that Redis runs the wait whenever it can.
-                        let _ = c.send_packed_command(&wait.get_packed_pipeline());
+                        let _ = c.send_unread(&wait.get_packed_pipeline());
                         if given_up.len() == GIVEN_UP_KEPT {
                             given_up.remove(0);
                         }

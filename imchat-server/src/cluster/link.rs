@@ -1,0 +1,268 @@
+//! The server's connections to Redis, each request bounded by one timeout.
+//!
+//! The client crate's blocking connection reads every reply of a pipeline
+//! (a transaction's: one per command queued) with the whole read timeout,
+//! even after one of them did not come: a connection that hangs (a Redis
+//! frozen, a firewall or NAT that forgot the connection, a network that
+//! drops) held a publisher with a join in flight for a timeout per reply,
+//! a rejoin with many users for minutes. Its handshake did the same with a
+//! URL that has a password and a database (`AUTH`, `SELECT`), so that the
+//! round that tells users of an outage ended only when Redis answered again.
+//!
+//! Here a connection is given up at the first reply that fails: it is
+//! closed at once, and every later request on it fails without touching
+//! the network, so its owner opens a new one (as it does after any
+//! failure). The database of the URL is selected after the handshake, as a
+//! request of its own.
+
+use std::time::Duration;
+
+use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
+
+/// Where the server's Redis is: the crate's client, without the URL's
+/// database, and that database.
+#[derive(Clone)]
+pub struct Redis {
+    client: redis::Client,
+    db: i64,
+}
+
+impl Redis {
+    /// `client` for connections that select `db` once connected (the
+    /// client's own database is ignored: build it without one).
+    pub(crate) fn new(client: redis::Client, db: i64) -> Redis {
+        Redis { client, db }
+    }
+
+    /// The database the URL names (0 when it names none).
+    #[must_use]
+    pub fn db(&self) -> i64 {
+        self.db
+    }
+
+    /// A new connection whose every read and write waits `timeout` at
+    /// most, the URL's database selected.
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached, refuses the password or the database, or
+    /// does not answer within `timeout` (per reply).
+    pub fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+        let con = self.client.get_connection_with_timeout(timeout)?;
+        con.set_read_timeout(Some(timeout))?;
+        con.set_write_timeout(Some(timeout))?;
+        let mut con = Connection { con: Some(con) };
+        if self.db != 0 {
+            redis::cmd("SELECT").arg(self.db).query::<()>(&mut con)?;
+        }
+        Ok(con)
+    }
+}
+
+/// A connection to Redis that is closed at the first reply that fails.
+pub struct Connection {
+    /// `None` once given up.
+    con: Option<redis::Connection>,
+}
+
+impl Connection {
+    /// How long a read waits (the connection's default is the timeout it
+    /// was opened with).
+    ///
+    /// # Errors
+    ///
+    /// The connection was given up, or the socket refused the setting.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> RedisResult<()> {
+        self.open()?.set_read_timeout(timeout)
+    }
+
+    /// Sends `cmd` and reads no reply (for the tests' fail points: a
+    /// request left unread on a connection that is then given up).
+    ///
+    /// # Errors
+    ///
+    /// The connection was given up, or the write failed.
+    pub fn send_unread(&mut self, cmd: &[u8]) -> RedisResult<()> {
+        let result = self.open_mut()?.send_packed_command(cmd);
+        self.keep_if_fine(result)
+    }
+
+    fn open(&self) -> RedisResult<&redis::Connection> {
+        self.con.as_ref().ok_or_else(given_up)
+    }
+
+    fn open_mut(&mut self) -> RedisResult<&mut redis::Connection> {
+        self.con.as_mut().ok_or_else(given_up)
+    }
+
+    /// Closes the connection if `result` failed on it (not a refusal by
+    /// Redis, which leaves it usable).
+    fn keep_if_fine<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
+        if result.is_err() {
+            self.con = None;
+        }
+        result
+    }
+}
+
+fn given_up() -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "the connection to Redis was closed after a reply failed",
+    ))
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        let result = self.open_mut()?.req_packed_command(cmd);
+        // An error reply comes as a value; an `Err` is a failed read or write.
+        self.keep_if_fine(result)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let result = read_replies(self.open_mut()?, cmd, offset, count);
+        match self.keep_if_fine(result)? {
+            (_, Some(refused)) => Err(refused.into()),
+            (answer, None) => Ok(answer),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        self.con.as_ref().map_or(0, ConnectionLike::get_db)
+    }
+
+    fn check_connection(&mut self) -> bool {
+        redis::cmd("PING").query::<String>(self).is_ok()
+    }
+
+    fn is_open(&self) -> bool {
+        self.con.as_ref().is_some_and(ConnectionLike::is_open)
+    }
+}
+
+/// Sends the pipeline `cmd` and reads its `offset + count` replies, the
+/// last `count` of which are its answer, stopping at the first that fails
+/// (the crate's own loop reads on, a timeout each). With the answer, the
+/// first error reply among the first `offset` (a command a transaction did
+/// not queue), which fails the whole, as in the crate.
+fn read_replies(
+    con: &mut redis::Connection,
+    cmd: &[u8],
+    offset: usize,
+    count: usize,
+) -> RedisResult<(Vec<Value>, Option<redis::ServerError>)> {
+    con.send_packed_command(cmd)?;
+    let mut answer = Vec::with_capacity(count);
+    let mut refused = None;
+    let mut left = offset + count;
+    let mut index = 0;
+    while left > 0 {
+        let reply = con.recv_response()?;
+        match reply {
+            // Pushed data between replies (RESP3) is not one of them.
+            Value::Push { .. } => continue,
+            Value::ServerError(e) if index < offset => {
+                refused.get_or_insert(e);
+            }
+            reply if index >= offset => answer.push(reply),
+            _ => {}
+        }
+        index += 1;
+        left -= 1;
+    }
+    Ok((answer, refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Instant;
+
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    /// A "Redis" on 127.0.0.1 that takes one connection, reads what comes
+    /// and answers nothing; it sends how long the connection stayed open.
+    fn silent_redis() -> (String, mpsc::Receiver<Duration>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "redis://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let opened = Instant::now();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send(opened.elapsed());
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_transaction_redis_does_not_answer_fails_after_one_timeout_and_closes_the_connection() {
+        let (url, closed) = silent_redis();
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        let mut con = redis.connect(TIMEOUT).unwrap();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for i in 0..12 {
+            pipe.cmd("HSET").arg("k").arg(i).arg(i).ignore();
+        }
+        let started = Instant::now();
+        let failed = pipe.query::<()>(&mut con);
+        let took = started.elapsed();
+        assert!(failed.is_err());
+        // The crate's own loop waits a timeout for each of the 14 replies.
+        assert!(took < TIMEOUT * 3, "{took:?}");
+        assert!(!con.is_open());
+        // Closed at once: the other end sees it end, and a new request
+        // fails without waiting.
+        let open_for = closed.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(open_for < TIMEOUT * 3, "{open_for:?}");
+        let started = Instant::now();
+        assert!(redis::cmd("PING").query::<String>(&mut con).is_err());
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_single_request_redis_does_not_answer_closes_the_connection_too() {
+        let (url, closed) = silent_redis();
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        let mut con = redis.connect(TIMEOUT).unwrap();
+        assert!(redis::cmd("GET")
+            .arg("k")
+            .query::<Option<String>>(&mut con)
+            .is_err());
+        assert!(!con.is_open());
+        assert!(closed.recv_timeout(Duration::from_secs(5)).is_ok());
+    }
+
+    /// With a password and a database in the URL, a Redis that does not
+    /// answer fails the connect after one timeout: the database is
+    /// selected by a request of its own, after the handshake's `AUTH` (in
+    /// the crate's handshake each of the two replies waited a timeout).
+    #[test]
+    fn a_connect_with_password_and_database_fails_after_one_timeout() {
+        let (url, _closed) = silent_redis();
+        let url = url.replace("redis://", "redis://:pw@") + "/5";
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        assert_eq!(redis.db(), 5);
+        let timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        assert!(redis.connect(timeout).is_err());
+        let took = started.elapsed();
+        assert!(took < timeout * 3 / 2, "{took:?}");
+    }
+}
