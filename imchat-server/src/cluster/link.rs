@@ -28,8 +28,8 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// `client` for connections that select `db` once connected (the
-    /// client's own database is ignored: build it without one).
+    /// `client` for connections that select `db` once connected (`client`
+    /// itself is built without a database: see `quiet_handshake`).
     pub(crate) fn new(client: redis::Client, db: i64) -> Redis {
         Redis { client, db }
     }
@@ -159,11 +159,9 @@ fn read_replies(
     con.send_packed_command(cmd)?;
     let mut answer = Vec::with_capacity(count);
     let mut refused = None;
-    let mut left = offset + count;
     let mut index = 0;
-    while left > 0 {
-        let reply = con.recv_response()?;
-        match reply {
+    while index < offset + count {
+        match con.recv_response()? {
             // Pushed data between replies (RESP3) is not one of them.
             Value::Push { .. } => continue,
             Value::ServerError(e) if index < offset => {
@@ -173,7 +171,6 @@ fn read_replies(
             _ => {}
         }
         index += 1;
-        left -= 1;
     }
     Ok((answer, refused))
 }
