@@ -3691,6 +3691,106 @@ fn entries_gone_from_the_log_are_counted_as_dropped() {
     assert_eq!(texts_from(&events, "bob"), ["m2", "m3", "m4"]);
 }
 
+/// In a cluster, log ids are stream positions, far apart: a resumed
+/// session is told how many entries were trimmed, not the distance
+/// between ids (which had it told of billions lost).
+#[test]
+fn in_a_cluster_entries_gone_from_the_log_are_counted_not_their_ids() {
+    let limits = Limits {
+        log_entries: 3,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice"]);
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("carol"), now));
+    net.pump();
+    net.take(0);
+    net.cut(0);
+    for (n, t) in burst(5).iter().enumerate() {
+        let at = position(10 * (n as u64 + 1));
+        stream_chat(
+            &mut net.hub,
+            from_stream(7, n as u64 + 1, at, 0),
+            "carol",
+            t,
+            now,
+        );
+    }
+    net.pump();
+    net.reconnect(0);
+    let events = net.take(0);
+    // Alice saw carol join; of carol's m0-m4 the log holds m2-m4.
+    assert!(
+        events.contains(&ClientEvent::Resumed { dropped: 2 }),
+        "{events:?}"
+    );
+    assert_eq!(texts_from(&events, "carol"), ["m2", "m3", "m4"]);
+}
+
+/// A session that moves here is told of the entries this log trimmed
+/// that it had not seen on its old server (it was told nothing was lost).
+#[test]
+fn a_session_moving_here_is_told_what_this_log_no_longer_holds() {
+    let mut hub = token_hub(Limits {
+        log_entries: 3,
+        ..Limits::default()
+    });
+    hub.enable_cluster();
+    let now = Instant::now();
+    let pos = |ms: u64| crate::RemoteOrigin::position_id(ms, 0);
+    hub.set_origin(Some(from_stream(3, 1, pos(90), 0)));
+    assert!(hub.remote_join(3, user("carol"), now));
+    hub.set_origin(None);
+    // Alice saw c0 on server 1 (her last id there is past position 100).
+    for (n, at) in [100, 110, 120, 130, 140].into_iter().enumerate() {
+        let text = format!("c{n}");
+        stream_chat(
+            &mut hub,
+            from_stream(3, n as u64 + 2, pos(at), 0),
+            "carol",
+            &text,
+            now,
+        );
+    }
+    while hub.poll_transmit().is_some() {}
+    while hub.poll_event().is_some() {}
+    let token = crate::ResumeToken([42; 16]);
+    assert!(hub.adopt_session(user("alice"), token, 1, 0, None, now));
+    let c = hub.handle_connect(now);
+    let epoch = hub.epoch();
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            resume: Some(crate::ResumeRequest {
+                token,
+                last_seen: MessageId(pos(100).0 + 5),
+                epoch,
+            }),
+        },
+        now,
+    );
+    let got: Vec<String> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(c))
+        .filter_map(|t| match t.message {
+            ServerMessage::Chat(m) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    // Her session's coming here took a place in the log too.
+    assert_eq!(got, ["c3", "c4"]);
+    let dropped: Vec<u64> = std::iter::from_fn(|| hub.poll_event())
+        .filter_map(|e| match e {
+            HubEvent::Resumed { dropped, .. } => Some(dropped),
+            _ => None,
+        })
+        .collect();
+    // c1 and c2 are gone; the join and c0 she had seen.
+    assert_eq!(dropped, [2]);
+}
+
 #[test]
 fn waiting_sessions_are_bounded() {
     let limits = Limits {

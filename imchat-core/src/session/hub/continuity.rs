@@ -596,6 +596,10 @@ impl Hub {
                 break;
             };
             self.log_bytes -= old.cost();
+            if self.remote.enabled {
+                let tag = self.tags.get(old.id.0).copied();
+                self.trimmed.push(old.id.0, tag, self.limits.log_entries);
+            }
             self.tags.forget_to(old.id.0);
         }
     }
@@ -923,9 +927,14 @@ impl Hub {
             last_seen: request.last_seen.max(started.unwrap_or(MessageId(0))),
             ..request
         };
+        // Outside a cluster ids are consecutive: those missing between
+        // the last seen and the oldest logged were trimmed. A cluster's
+        // are stream positions: the trimmed entries are counted. (A
+        // session kept from this server's run before compares by the ids
+        // its store kept; what that run trimmed is not known otherwise.)
         let oldest = self.log.front().map_or(self.next_message, |e| e.id.0);
-        let dropped = if moved.is_some() {
-            0
+        let dropped = if self.remote.enabled && (moved.is_some() || moved_from.is_none()) {
+            self.trimmed_unseen(moved, request.last_seen)
         } else {
             oldest.saturating_sub(request.last_seen.0.saturating_add(1))
         };

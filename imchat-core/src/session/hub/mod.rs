@@ -191,6 +191,8 @@ pub struct Hub {
     origin: Option<RemoteOrigin>,
     /// In a cluster, the origin and stream position of log entries, by id.
     tags: roaming::Tags,
+    /// In a cluster, the entries trimmed from the log.
+    trimmed: roaming::Trimmed,
 }
 
 /// The keys of the reserved words under `key`, with the words.
@@ -261,6 +263,7 @@ impl Hub {
             auth: auth::AuthState::default(),
             origin: None,
             tags: roaming::Tags::default(),
+            trimmed: roaming::Trimmed::default(),
         }
     }
 

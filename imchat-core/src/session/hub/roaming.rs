@@ -127,6 +127,50 @@ impl Tags {
     }
 }
 
+/// The entries trimmed from the log in a cluster, newest last, for
+/// telling a resumed session how many it missed that the log no longer
+/// holds: a cluster's log ids are stream positions, not consecutive, so
+/// their difference is no count. As many as the log holds are kept (an
+/// id and a tag each); of older ones only their number.
+#[derive(Debug, Default)]
+pub(super) struct Trimmed {
+    recent: VecDeque<(u64, Option<Tag>)>,
+    /// How many were trimmed before the first in `recent`.
+    older: u64,
+}
+
+impl Trimmed {
+    /// Notes entry `id`, with its tag, trimmed; keeps at most `keep`.
+    pub(super) fn push(&mut self, id: u64, tag: Option<Tag>, keep: usize) {
+        self.recent.push_back((id, tag));
+        while self.recent.len() > keep.max(1) {
+            self.recent.pop_front();
+            self.older += 1;
+        }
+    }
+
+    /// How many of the trimmed entries `missed` says were not seen: exact
+    /// when the oldest one kept was seen (every older one was, as ids only
+    /// grow); else an upper bound that counts every older one as missed.
+    fn count(&self, missed: impl Fn(u64, Option<&Tag>) -> bool) -> u64 {
+        let mut first = true;
+        let mut n = 0;
+        for (id, tag) in &self.recent {
+            if missed(*id, tag.as_ref()) {
+                if first {
+                    n += self.older;
+                }
+                n += 1;
+            }
+            first = false;
+        }
+        if self.recent.is_empty() {
+            n += self.older;
+        }
+        n
+    }
+}
+
 /// What is known of a log entry's origin in a cluster.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tag {
@@ -449,6 +493,19 @@ impl Hub {
         replay
     }
 
+    /// In a cluster, how many entries after the client's `last` seen id
+    /// (of server `from`'s log when the session moved here) were trimmed
+    /// from this log, so cannot be sent again: exact unless more were
+    /// trimmed than the log holds, then an upper bound.
+    pub(super) fn trimmed_unseen(&self, from: Option<u64>, last: MessageId) -> u64 {
+        match from {
+            Some(from) => self
+                .trimmed
+                .count(|id, tag| self.unseen_tagged(MessageId(id), tag, from, last)),
+            None => self.trimmed.count(|id, _| id > last.0),
+        }
+    }
+
     /// The store this hub opened was written by server `server` of the
     /// cluster, an earlier run of this one (a restart, maybe after a
     /// crash). The ids of the entries it kept are that run's, but what
@@ -467,15 +524,21 @@ impl Hub {
 
     /// True when a client that saw `from`'s id `last` has not seen `e`.
     fn unseen(&self, e: &LogEntry, from: u64, last: MessageId) -> bool {
+        self.unseen_tagged(e.id, self.tags.get(e.id.0), from, last)
+    }
+
+    /// True when a client that saw `from`'s id `last` has not seen entry
+    /// `id`, tagged `tag`.
+    fn unseen_tagged(&self, id: MessageId, tag: Option<&Tag>, from: u64, last: MessageId) -> bool {
         if let Some((former, kept)) = self.remote.former {
             // Kept by the store from the run before: its ids are that
             // run's. Exact for that run's clients; for another server's,
             // an id is at or past the entry's position.
-            if e.id <= kept && (from == former || self.tags.get(e.id.0).is_none()) {
-                return e.id > last;
+            if id <= kept && (from == former || tag.is_none()) {
+                return id > last;
             }
         }
-        match self.tags.get(e.id.0) {
+        match tag {
             // From the server it saw: by that server's id.
             Some(Tag {
                 origin: Some((server, id)),
@@ -508,6 +571,20 @@ mod tests {
             origin: None,
             position,
         }
+    }
+
+    #[test]
+    fn trimmed_entries_are_counted_exactly_or_bounded_past_what_is_kept() {
+        let mut t = Trimmed::default();
+        for id in [10, 20, 30, 40] {
+            t.push(id, None, 2);
+        }
+        // 30 and 40 are kept, 10 and 20 only counted.
+        assert_eq!(t.count(|id, _| id > 35), 1);
+        assert_eq!(t.count(|id, _| id > 45), 0);
+        // The oldest kept was missed: the older two may have been too.
+        assert_eq!(t.count(|id, _| id > 25), 4);
+        assert_eq!(t.count(|id, _| id > 5), 4);
     }
 
     #[test]
