@@ -5132,6 +5132,75 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
     }
 }
 
+/// The last receiver of a push on another server is dropped there during
+/// the transfer (it reads too slowly): the pusher is told who and why,
+/// once (before: "no receiver is left (no receiver is left)").
+#[test]
+fn a_push_whose_last_receiver_elsewhere_is_dropped_tells_the_pusher_why_once() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    let (_, _, data) = drain_hub(&mut a, p);
+    assert!(carry_data(&mut b, data, now).is_empty());
+    let (said, _, _) = drain_hub(&mut b, dave);
+    let relay = said
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Chunk(c) => Some(c.id),
+            _ => None,
+        })
+        .expect("the chunk reached dave");
+    b.cancel_delivery(dave, relay, CancelCode::TOO_SLOW, "receiver too slow");
+    let (_, control, _) = drain_hub(&mut b, dave);
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    match &said[..] {
+        [ServerMessage::Cancel(c)] => {
+            assert_eq!(c.code, CancelCode::NO_RECEIVER);
+            assert_eq!(c.reason, "no receiver is left (dave: receiver too slow)");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// On one server too, a pusher whose last receiver the server stopped
+/// delivering to is told who and why (before: "no receiver is left").
+#[test]
+fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let p = joined(&mut hub, "p", now);
+    let bob = joined(&mut hub, "bob", now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    offer_to(&mut hub, p, Recipient::User(user("bob")), 6, now);
+    let (said, _, _) = drain_hub(&mut hub, bob);
+    let Some(ServerMessage::FileStart(FileStart { id: relay, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    let relay = *relay;
+    hub.handle_message(bob, ClientMessage::Accept { id: relay }, now);
+    hub.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    drain_hub(&mut hub, p);
+    hub.cancel_delivery(bob, relay, CancelCode::TOO_SLOW, "receiver too slow");
+    let (said, _, _) = drain_hub(&mut hub, p);
+    match &said[..] {
+        [ServerMessage::Cancel(c)] => {
+            assert_eq!(c.code, CancelCode::NO_RECEIVER);
+            assert_eq!(c.reason, "no receiver is left (bob: receiver too slow)");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A push between two servers cut by one of them shutting down: the
 /// other side is told whose server it was (before: "the server shut
 /// down", which a receiver took for its own).

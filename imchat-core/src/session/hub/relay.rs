@@ -570,10 +570,24 @@ impl Hub {
         if self.conns.contains_key(&receiver) {
             self.cancel(receiver, relay_id, code, reason);
         }
-        self.drop_receiver(from, id, receiver);
+        self.drop_receiver_for(from, id, receiver, Some(reason));
     }
 
+    /// Drops `receiver` (who declined, or left) from push `(from, id)`.
     pub(super) fn drop_receiver(&mut self, from: ClientId, id: TransferId, receiver: ClientId) {
+        self.drop_receiver_for(from, id, receiver, None);
+    }
+
+    /// Drops `receiver` from push `(from, id)`; `cut` is why the server
+    /// stopped delivering to it, if it did, for the pusher when no
+    /// receiver is left.
+    fn drop_receiver_for(
+        &mut self,
+        from: ClientId,
+        id: TransferId,
+        receiver: ClientId,
+        cut: Option<&str>,
+    ) {
         let Some(relay) = self.relays.get_mut(&(from, id)) else {
             return;
         };
@@ -588,14 +602,14 @@ impl Hub {
             || "the receiver".to_string(),
             std::string::ToString::to_string,
         );
-        self.settle(
-            from,
-            id,
-            (
+        let last = match cut {
+            Some(reason) => (CancelCode::NO_RECEIVER, format!("{who}: {reason}")),
+            None => (
                 CancelCode::DECLINED,
                 format!("{who} did not accept the file"),
             ),
-        );
+        };
+        self.settle(from, id, last);
     }
 
     pub(super) fn client_cancel(&mut self, client: ClientId, c: &FileCancel) {

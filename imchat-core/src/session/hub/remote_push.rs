@@ -24,6 +24,10 @@ use crate::message::{
 };
 use crate::transfer::Incoming;
 
+/// What a pusher is told when every receiver of its push dropped out
+/// during the transfer (followed by why, where it is known).
+const NO_RECEIVER_LEFT: &str = "no receiver is left";
+
 /// The pusher of an inbound push (its real pusher is on another server):
 /// never a connection's id (those count up from 1).
 pub(super) const REMOTE_PUSHER: ClientId = ClientId(u64::MAX);
@@ -494,8 +498,15 @@ impl Hub {
         let relay_id = relay.relay_id;
         // The last receivers went with it, during the transfer: the pusher
         // is told why, not only that nobody is left.
-        let why = (relay.sending && relay.receivers.is_empty() && relay.legs.is_empty())
-            .then(|| format!("no receiver is left ({})", last.1));
+        // (Its server may have said so already, with the cause.)
+        let why =
+            (relay.sending && relay.receivers.is_empty() && relay.legs.is_empty()).then(|| {
+                if last.1.starts_with(NO_RECEIVER_LEFT) {
+                    last.1.clone()
+                } else {
+                    format!("{NO_RECEIVER_LEFT} ({})", last.1)
+                }
+            });
         self.events
             .push_back(HubEvent::RemotePush(RemotePush::Closed {
                 to: server,
@@ -508,15 +519,21 @@ impl Hub {
     }
 
     /// A push lost receivers: it ends if none is left (the pusher told why:
-    /// `last` when it had offered the file to one receiver only), or starts
-    /// if every receiver left has answered.
+    /// `last` when it had offered the file to one receiver only, or when
+    /// the server stopped delivering to the last one during the transfer),
+    /// or starts if every receiver left has answered.
     pub(super) fn settle(&mut self, from: ClientId, id: TransferId, last: (CancelCode, String)) {
         let Some(relay) = self.relays.get(&(from, id)) else {
             return;
         };
         if relay.receivers.is_empty() && relay.legs.is_empty() {
             let error = if relay.sending {
-                (CancelCode::NO_RECEIVER, "no receiver is left".to_string())
+                let why = if last.0 == CancelCode::NO_RECEIVER {
+                    format!("{NO_RECEIVER_LEFT} ({})", last.1)
+                } else {
+                    NO_RECEIVER_LEFT.to_string()
+                };
+                (CancelCode::NO_RECEIVER, why)
             } else if relay.offered_to == 1 {
                 last
             } else {
