@@ -324,7 +324,10 @@ fn weight(event: &ClusterEvent) -> usize {
         ClusterEvent::Transfer(imchat_core::TransferControl::Offer { name, users, .. }) => {
             name.as_ref().len() + users.iter().map(|u| u.as_str().len() + 1).sum::<usize>()
         }
-        ClusterEvent::Transfer(imchat_core::TransferControl::Gone { reason, .. }) => reason.len(),
+        ClusterEvent::Transfer(
+            imchat_core::TransferControl::Gone { reason, .. }
+            | imchat_core::TransferControl::Dropped { reason, .. },
+        ) => reason.len(),
         _ => 0,
     }
 }
@@ -2848,6 +2851,12 @@ mod tests {
                 to: 9,
                 relay: TransferId(3),
                 receivers: 2,
+            }),
+            ClusterEvent::Transfer(TransferControl::Dropped {
+                to: 9,
+                relay: TransferId(3),
+                code: CancelCode::PEER_LEFT,
+                reason: "the sender's server gave it up".into(),
             }),
             ClusterEvent::Kick {
                 user: name("mallory"),

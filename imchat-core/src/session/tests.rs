@@ -5063,6 +5063,12 @@ fn deliver_control(hub: &mut Hub, from: u64, control: Vec<TransferControl>, now:
             TransferControl::Delivered {
                 relay, receivers, ..
             } => hub.remote_delivered(from, relay, receivers, now),
+            TransferControl::Dropped {
+                relay,
+                code,
+                reason,
+                ..
+            } => hub.remote_cancel(from, relay, code, &reason),
         }
     }
 }
@@ -5560,6 +5566,42 @@ fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push(
         said.iter().any(
             |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
             if reason == "the receiver's server dropped out of the cluster during the transfer")
+        ),
+        "{said:?}"
+    );
+}
+
+/// The receivers' server was frozen, not dead: the sending server gave
+/// the push up when its lease ran out, and says so on the bus; the frozen
+/// server, back, ends the push for its receivers at once (before, they
+/// waited for data that would not come, for the 60 s idle timeout).
+#[test]
+fn a_push_given_up_toward_a_frozen_server_ends_there_when_it_is_back() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    let (_, _, data) = drain_hub(&mut a, p);
+    assert!(carry_data(&mut b, data, now).is_empty());
+    drain_hub(&mut b, dave);
+    a.remote_server_gone(2, now);
+    let (_, control, _) = drain_hub(&mut a, p);
+    assert!(
+        control
+            .iter()
+            .any(|c| matches!(c, TransferControl::Dropped { to: 2, .. })),
+        "{control:?}"
+    );
+    // B, back, reads it from the stream.
+    deliver_control(&mut b, 1, control, now);
+    let (said, _, _) = drain_hub(&mut b, dave);
+    assert!(
+        said.iter().any(
+            |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
+            if reason == "the sender's server gave it up while the receivers' server was out of the cluster")
         ),
         "{said:?}"
     );

@@ -133,6 +133,15 @@ pub(super) fn encode(
                 let _ = write!(head, "f {to} d {} {receivers}", relay.0);
                 None
             }
+            TransferControl::Dropped {
+                to,
+                relay,
+                code,
+                reason,
+            } => {
+                let _ = write!(head, "f {to} x {} {}", relay.0, code.0);
+                Some((TEXT, reason))
+            }
         },
         ClusterEvent::Session { .. } => return false,
     };
@@ -475,6 +484,12 @@ pub(super) fn decode(
                     to,
                     relay,
                     receivers: parsed(items.next())?,
+                },
+                "x" => TransferControl::Dropped {
+                    to,
+                    relay,
+                    code: imchat_core::CancelCode(parsed(items.next())?),
+                    reason: text(TEXT)?,
                 },
                 _ => return None,
             };

@@ -621,6 +621,12 @@ pub(super) fn apply(hub: &mut Hub, server: u64, event: &TransferControl, now: In
         TransferControl::Delivered {
             relay, receivers, ..
         } => hub.remote_delivered(server, *relay, *receivers, now),
+        TransferControl::Dropped {
+            relay,
+            code,
+            reason,
+            ..
+        } => hub.remote_cancel(server, *relay, *code, reason),
     }
 }
 

@@ -73,6 +73,20 @@ pub enum TransferControl {
         /// Why, in words.
         reason: String,
     },
+    /// This server gave up its push `relay` to the users of server `to`
+    /// while `to` was out of the cluster (frozen, or cut off from Redis):
+    /// back, `to` ends it for its receivers at once (the data it was
+    /// waiting for will not come) instead of after the idle timeout.
+    Dropped {
+        /// The receiving server.
+        to: u64,
+        /// The push, as this server knows it.
+        relay: TransferId,
+        /// Why, as a receiver is told.
+        code: CancelCode,
+        /// Why, in words.
+        reason: String,
+    },
     /// Server `to`'s push `relay` ended here (its end relayed): `receivers`
     /// of its receivers on this server got the file whole. The sending
     /// server tells its pusher ([`ServerMessage::PushDone`]) once every
@@ -624,6 +638,25 @@ impl Hub {
             .map(|(k, _)| *k)
             .collect();
         finishing.sort_unstable();
+        // Told too, in case it was only frozen or cut off: back, it ends
+        // the push for its receivers at once (its data was deleted).
+        let given_up = legs
+            .iter()
+            .filter_map(|k| self.relays.get(k).map(|r| r.relay_id))
+            .chain(
+                finishing
+                    .iter()
+                    .filter_map(|k| self.finishing.get(k).map(|f| f.relay_id)),
+            )
+            .collect::<Vec<_>>();
+        for relay in given_up {
+            self.publish(ClusterEvent::Transfer(TransferControl::Dropped {
+                to: server,
+                relay,
+                code: CancelCode::PEER_LEFT,
+                reason: "the sender's server gave it up while the receivers' server was out of the cluster".into(),
+            }));
+        }
         for key in finishing {
             // Not known to have got it whole.
             self.leg_over(key, server, 0);
