@@ -1313,9 +1313,10 @@ impl Cluster {
                 continue;
             };
             let mut read = None;
+            let mut lost = 0;
             for (id, fields) in entries {
                 read = Remote::read(me, &id, fields, &mut reads).max(read);
-                seen.sort(&mut reads, &mut ours, &mut events);
+                lost += seen.sort(&mut reads, &mut ours, &mut events);
             }
             from = last;
             let now = Instant::now();
@@ -1323,6 +1324,7 @@ impl Cluster {
                 for (id, position) in ours.drain(..) {
                     hub.note_published(id, position);
                 }
+                hub.remote_lost(lost);
                 for e in events.drain(..) {
                     sessions::apply(e, hub, now);
                 }

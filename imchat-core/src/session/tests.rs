@@ -5607,6 +5607,27 @@ fn a_push_given_up_toward_a_frozen_server_ends_there_when_it_is_back() {
     );
 }
 
+/// A server that fell behind the cluster's stream (frozen, say) and found
+/// entries of other servers trimmed before it read them tells its users
+/// that messages may be missing (before, only its log said so).
+#[test]
+fn users_are_told_when_their_server_lost_entries_of_the_stream() {
+    let now = Instant::now();
+    let (mut a, p, _b, _dave) = two_servers(now);
+    a.remote_lost(0);
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert!(said.is_empty(), "{said:?}");
+    a.remote_lost(199);
+    let (said, _, _) = drain_hub(&mut a, p);
+    match &said[..] {
+        [ServerMessage::Error { client_id: 0, text, .. }] => assert_eq!(
+            text,
+            "messages from users of other servers may be missing: this server fell behind the cluster and 199 of its updates were gone before it read them"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_commit_made_outside_the_hub_releases_only_the_answers_it_covers_in_order() {
     let store = CountingStore::new();

@@ -823,6 +823,21 @@ impl Hub {
         );
     }
 
+    /// `entries` of the other servers' entries in the cluster's stream
+    /// were gone before this server read them (trimmed while it was
+    /// behind, frozen or cut off, or lost by Redis): its users are told
+    /// that messages said elsewhere may be missing (the server knows how
+    /// many entries, not whose or what they were).
+    pub fn remote_lost(&mut self, entries: u64) {
+        if entries == 0 {
+            return;
+        }
+        let updates = if entries == 1 { "update" } else { "updates" };
+        self.notice_all(&format!(
+            "messages from users of other servers may be missing: this server fell behind the cluster and {entries} of its {updates} were gone before it read them"
+        ));
+    }
+
     /// Sends every local member a [`ServerMessage::Notice`] with `code`
     /// and `text` (news that is not an error, such as the cluster being
     /// reachable again).
