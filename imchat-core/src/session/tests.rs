@@ -3755,23 +3755,7 @@ fn a_session_moving_here_is_told_what_this_log_no_longer_holds() {
     }
     while hub.poll_transmit().is_some() {}
     while hub.poll_event().is_some() {}
-    let token = crate::ResumeToken([42; 16]);
-    assert!(hub.adopt_session(user("alice"), token, 1, 0, None, now));
-    let c = hub.handle_connect(now);
-    let epoch = hub.epoch();
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user("alice"),
-            resume: Some(crate::ResumeRequest {
-                token,
-                last_seen: MessageId(pos(100).0 + 5),
-                epoch,
-            }),
-        },
-        now,
-    );
+    let (c, _) = alice_moves_here(&mut hub, MessageId(pos(100).0 + 5), now);
     let got: Vec<String> = std::iter::from_fn(|| hub.poll_transmit())
         .filter(|t| t.to.contains(c))
         .filter_map(|t| match t.message {
@@ -5104,6 +5088,45 @@ fn push_accepted_on_another_server(now: Instant) -> (Hub, ClientId, Hub, ClientI
     (a, p, b, dave)
 }
 
+/// As [`push_accepted_on_another_server`], with the push's first chunk
+/// relayed to dave; also returns the push's id on dave's server.
+fn push_under_way_to_another_server(now: Instant) -> (Hub, ClientId, Hub, ClientId, TransferId) {
+    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
+    a.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    let (_, _, data) = drain_hub(&mut a, p);
+    assert!(carry_data(&mut b, data, now).is_empty());
+    let (said, _, _) = drain_hub(&mut b, dave);
+    let relay = said
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Chunk(c) => Some(c.id),
+            _ => None,
+        })
+        .expect("the chunk reached dave");
+    (a, p, b, dave, relay)
+}
+
+/// `said` is one cancel of the push: no receiver is left, for `reason`.
+fn assert_no_receiver_left(said: &[ServerMessage], reason: &str) {
+    match said {
+        [ServerMessage::Cancel(c)] => {
+            assert_eq!(c.code, CancelCode::NO_RECEIVER);
+            assert_eq!(c.reason, reason);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Whether `said` holds a cancel of a transfer with `reason`.
+fn cancelled_for(said: &[ServerMessage], reason: &str) -> bool {
+    said.iter()
+        .any(|m| matches!(m, ServerMessage::Cancel(FileCancel { reason: r, .. }) if r == reason))
+}
+
 /// The pusher is told why a push to users of another server alone ended
 /// when that server's leg is given up: before, "no receiver is left",
 /// whatever happened (the cluster could not be reached, say).
@@ -5126,16 +5149,7 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
         .expect("a chunk toward server 2");
     a.remote_gone(2, relay, CancelCode::IO, "the cluster cannot be reached");
     let (said, _, _) = drain_hub(&mut a, p);
-    match &said[..] {
-        [ServerMessage::Cancel(c)] => {
-            assert_eq!(c.code, CancelCode::NO_RECEIVER);
-            assert_eq!(
-                c.reason,
-                "no receiver is left (the cluster cannot be reached)"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_no_receiver_left(&said, "no receiver is left (the cluster cannot be reached)");
 }
 
 /// The last receiver of a push on another server is dropped there during
@@ -5144,33 +5158,12 @@ fn a_push_whose_only_leg_is_given_up_tells_the_pusher_why() {
 #[test]
 fn a_push_whose_last_receiver_elsewhere_is_dropped_tells_the_pusher_why_once() {
     let now = Instant::now();
-    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
-    a.handle_message(
-        p,
-        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
-        now,
-    );
-    let (_, _, data) = drain_hub(&mut a, p);
-    assert!(carry_data(&mut b, data, now).is_empty());
-    let (said, _, _) = drain_hub(&mut b, dave);
-    let relay = said
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Chunk(c) => Some(c.id),
-            _ => None,
-        })
-        .expect("the chunk reached dave");
+    let (mut a, p, mut b, dave, relay) = push_under_way_to_another_server(now);
     b.cancel_delivery(dave, relay, CancelCode::TOO_SLOW, "receiver too slow");
     let (_, control, _) = drain_hub(&mut b, dave);
     deliver_control(&mut a, 2, control, now);
     let (said, _, _) = drain_hub(&mut a, p);
-    match &said[..] {
-        [ServerMessage::Cancel(c)] => {
-            assert_eq!(c.code, CancelCode::NO_RECEIVER);
-            assert_eq!(c.reason, "no receiver is left (dave: receiver too slow)");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_no_receiver_left(&said, "no receiver is left (dave: receiver too slow)");
 }
 
 /// On one server too, a pusher whose last receiver the server stopped
@@ -5198,13 +5191,7 @@ fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
     drain_hub(&mut hub, p);
     hub.cancel_delivery(bob, relay, CancelCode::TOO_SLOW, "receiver too slow");
     let (said, _, _) = drain_hub(&mut hub, p);
-    match &said[..] {
-        [ServerMessage::Cancel(c)] => {
-            assert_eq!(c.code, CancelCode::NO_RECEIVER);
-            assert_eq!(c.reason, "no receiver is left (bob: receiver too slow)");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_no_receiver_left(&said, "no receiver is left (bob: receiver too slow)");
 }
 
 /// A push between two servers cut by one of them shutting down: the
@@ -5563,9 +5550,9 @@ fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push(
     let (said, _, _) = drain_hub(&mut a, p);
     // Dave may be back on another server by now: the text is about the push.
     assert!(
-        said.iter().any(
-            |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
-            if reason == "the receiver's server dropped out of the cluster during the transfer")
+        cancelled_for(
+            &said,
+            "the receiver's server dropped out of the cluster during the transfer"
         ),
         "{said:?}"
     );
@@ -5578,15 +5565,7 @@ fn a_push_whose_receiver_s_server_dies_tells_the_pusher_what_became_of_the_push(
 #[test]
 fn a_push_given_up_toward_a_frozen_server_ends_there_when_it_is_back() {
     let now = Instant::now();
-    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
-    a.handle_message(
-        p,
-        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
-        now,
-    );
-    let (_, _, data) = drain_hub(&mut a, p);
-    assert!(carry_data(&mut b, data, now).is_empty());
-    drain_hub(&mut b, dave);
+    let (mut a, p, mut b, dave, _) = push_under_way_to_another_server(now);
     a.remote_server_gone(2, now);
     let (_, control, _) = drain_hub(&mut a, p);
     assert!(
@@ -5599,9 +5578,9 @@ fn a_push_given_up_toward_a_frozen_server_ends_there_when_it_is_back() {
     deliver_control(&mut b, 1, control, now);
     let (said, _, _) = drain_hub(&mut b, dave);
     assert!(
-        said.iter().any(
-            |m| matches!(m, ServerMessage::Cancel(FileCancel { reason, .. })
-            if reason == "the sender's server gave it up while the receivers' server was out of the cluster")
+        cancelled_for(
+            &said,
+            "the sender's server gave it up while the receivers' server was out of the cluster"
         ),
         "{said:?}"
     );
@@ -5689,6 +5668,33 @@ fn a_commit_made_outside_the_hub_releases_only_the_answers_it_covers_in_order() 
 // ---------------------------------------------------------------------------
 // Sessions that move between the servers of a cluster (see hub/roaming.rs).
 
+/// Alice's session moves here from server 1 (she saw its id `last_seen`):
+/// her new connection, and the token she resumed with.
+fn alice_moves_here(
+    hub: &mut Hub,
+    last_seen: MessageId,
+    now: Instant,
+) -> (ClientId, crate::ResumeToken) {
+    let token = crate::ResumeToken([42; 16]);
+    assert!(hub.adopt_session(user("alice"), token, 1, 0, None, now));
+    let c = hub.handle_connect(now);
+    let epoch = hub.epoch();
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            resume: Some(crate::ResumeRequest {
+                token,
+                last_seen,
+                epoch,
+            }),
+        },
+        now,
+    );
+    (c, token)
+}
+
 /// Server B of a cluster takes over alice's session from server A (id 1):
 /// she saw A's id `X`, given after A read stream position 130. She gets
 /// what she had not seen, in the stream's order, under ids above `X`, and
@@ -5769,23 +5775,8 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
     let _b3 = bob_says(&mut hub, "b3");
     while hub.poll_transmit().is_some() {}
 
-    let token = crate::ResumeToken([42; 16]);
-    assert!(hub.adopt_session(user("alice"), token, 1, 0, None, now));
-    let c = hub.handle_connect(now);
+    let (c, token) = alice_moves_here(&mut hub, x, now);
     let epoch = hub.epoch();
-    hub.handle_message(
-        c,
-        ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            username: user("alice"),
-            resume: Some(crate::ResumeRequest {
-                token,
-                last_seen: x,
-                epoch,
-            }),
-        },
-        now,
-    );
     let got: Vec<(u64, String)> = std::iter::from_fn(|| hub.poll_transmit())
         .filter(|t| t.to.contains(c))
         .filter_map(|t| match t.message {
