@@ -28,6 +28,16 @@ use crate::transfer::Incoming;
 /// during the transfer (followed by why, where it is known).
 const NO_RECEIVER_LEFT: &str = "no receiver is left";
 
+/// What a pusher is told when no receiver is left, for `cause` (which may
+/// say so already: a receiving server's reason).
+fn no_receiver_left(cause: &str) -> String {
+    if cause.starts_with(NO_RECEIVER_LEFT) {
+        cause.to_string()
+    } else {
+        format!("{NO_RECEIVER_LEFT} ({cause})")
+    }
+}
+
 /// The pusher of an inbound push (its real pusher is on another server):
 /// never a connection's id (those count up from 1).
 pub(super) const REMOTE_PUSHER: ClientId = ClientId(u64::MAX);
@@ -512,15 +522,8 @@ impl Hub {
         let relay_id = relay.relay_id;
         // The last receivers went with it, during the transfer: the pusher
         // is told why, not only that nobody is left.
-        // (Its server may have said so already, with the cause.)
-        let why =
-            (relay.sending && relay.receivers.is_empty() && relay.legs.is_empty()).then(|| {
-                if last.1.starts_with(NO_RECEIVER_LEFT) {
-                    last.1.clone()
-                } else {
-                    format!("{NO_RECEIVER_LEFT} ({})", last.1)
-                }
-            });
+        let why = (relay.sending && relay.receivers.is_empty() && relay.legs.is_empty())
+            .then(|| no_receiver_left(&last.1));
         self.events
             .push_back(HubEvent::RemotePush(RemotePush::Closed {
                 to: server,
@@ -543,7 +546,7 @@ impl Hub {
         if relay.receivers.is_empty() && relay.legs.is_empty() {
             let error = if relay.sending {
                 let why = if last.0 == CancelCode::NO_RECEIVER {
-                    format!("{NO_RECEIVER_LEFT} ({})", last.1)
+                    no_receiver_left(&last.1)
                 } else {
                     NO_RECEIVER_LEFT.to_string()
                 };

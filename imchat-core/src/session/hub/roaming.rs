@@ -140,7 +140,8 @@ pub(super) struct Trimmed {
 }
 
 impl Trimmed {
-    /// Notes entry `id`, with its tag, trimmed; keeps at most `keep`.
+    /// Notes entry `id`, with its tag, trimmed; keeps at most `keep` (at
+    /// least one, so `older` counts only entries before a kept one).
     pub(super) fn push(&mut self, id: u64, tag: Option<Tag>, keep: usize) {
         self.recent.push_back((id, tag));
         while self.recent.len() > keep.max(1) {
@@ -163,9 +164,6 @@ impl Trimmed {
                 n += 1;
             }
             first = false;
-        }
-        if self.recent.is_empty() {
-            n += self.older;
         }
         n
     }
