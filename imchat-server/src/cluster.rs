@@ -388,6 +388,10 @@ pub struct Cluster {
     /// Set once the lease loop's first round ended, joined or not: until
     /// then a name claim waits for it (see [`Cluster::claim`]).
     tried: AtomicBool,
+    /// Set while Redis answers but refuses this server's settings (its
+    /// password, ACL user or database): waiting does not help, the
+    /// operator must fix the URL or Redis (see [`refuses_settings`]).
+    refused: AtomicBool,
     /// Until when no other server is taken for dead (see [`Cluster::keep`]).
     judge_after: Mutex<Option<Instant>>,
 }
@@ -497,6 +501,15 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         // its Debug name: the words are kept, the name is not.
         e.to_string().replacen(&format!(" - {:?}", e.kind()), "", 1)
     }
+}
+
+/// Whether `e` is Redis refusing this server's settings (a wrong or
+/// missing password, an ACL user without the rights it needs, a database
+/// it does not have) rather than Redis being down or slow.
+fn refuses_settings(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || no_such_database(e)
 }
 
 /// What a URL's database number must be, for the errors.
@@ -699,6 +712,7 @@ impl Cluster {
             caught_up: AtomicBool::new(false),
             joined_empty: AtomicBool::new(false),
             tried: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             judge_after: Mutex::new(None),
         })
     }
@@ -1403,6 +1417,7 @@ impl Cluster {
             match result {
                 Ok(()) => {
                     *lock(&self.kept) = Some(Instant::now());
+                    self.refused.store(false, Ordering::SeqCst);
                     let was_up = self.up.swap(true, Ordering::SeqCst);
                     let (back, tell) = outage.kept(was_up);
                     if back {
@@ -1423,6 +1438,7 @@ impl Cluster {
                 }
                 Err(e) => {
                     con = None;
+                    self.refused.store(refuses_settings(&e), Ordering::SeqCst);
                     let was_up = self.up.swap(false, Ordering::SeqCst);
                     let (log, tell) = outage.failed(was_up);
                     if log {
@@ -2258,6 +2274,13 @@ pub fn claim_for_hello(
             (false, None)
         }
         Claim::Unreachable | Claim::Held if own_session => (true, None),
+        Claim::Unreachable if cluster.refused.load(Ordering::SeqCst) => {
+            refuse(
+                RefuseCode::SERVER_FULL,
+                "this server cannot join the rest of the chat: its Redis refuses the server's settings (a configuration error: tell the server's operator)".into(),
+            );
+            (false, None)
+        }
         Claim::Unreachable => {
             refuse(
                 RefuseCode::SERVER_FULL,
@@ -2403,6 +2426,39 @@ mod tests {
             "no route".to_string(),
         ));
         assert_eq!(said(&detailed), "cannot connect: no route");
+    }
+
+    #[test]
+    fn a_redis_that_refuses_the_settings_is_told_from_one_that_is_down() {
+        let refusals = [
+            redis::RedisError::from((
+                redis::ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+            )),
+            redis::make_extension_error("WRONGPASS".into(), None),
+            redis::make_extension_error("NOAUTH".into(), None),
+            redis::make_extension_error(
+                "NOPERM".into(),
+                Some("this user has no permissions to run the 'set' command".into()),
+            ),
+            redis::RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "Redis server refused to switch database",
+                "DB index is out of range".to_string(),
+            )),
+        ];
+        for e in &refusals {
+            assert!(refuses_settings(e), "{e:?}");
+        }
+        let outages = [
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+            redis::make_extension_error("LOADING".into(), None),
+            redis::RedisError::from((redis::ErrorKind::Io, "cannot connect")),
+        ];
+        for e in &outages {
+            assert!(!refuses_settings(e), "{e:?}");
+        }
     }
 
     /// Settings for the Redis at `url`, without a CA.

@@ -1154,6 +1154,32 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     );
 }
 
+/// A server whose Redis refuses its password tells a user who joins that
+/// it is a configuration error, not to try again in a moment (waiting
+/// does not help), and still serves users once the password is right.
+#[test]
+fn a_user_is_told_when_redis_refuses_the_servers_settings() {
+    let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let wrong = Server::launch(
+        &format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port),
+        0,
+        &[],
+        &[],
+    );
+    let answer = Peer::connect(wrong.addr).hello("alice");
+    assert!(
+        matches!(&answer, Err((RefuseCode::SERVER_FULL, why))
+            if why.contains("refuses the server's settings")
+                && why.contains("tell the server's operator")
+                && !why.contains("try again")),
+        "{answer:?}"
+    );
+    let right = Server::start(&format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port));
+    assert_eq!(Peer::connect(right.addr).hello("alice"), Ok(()));
+}
+
 /// What `imchat-server --reset-name NAME --redis URL` says on stderr,
 /// once it has failed.
 fn reset_name_fails(url: &str) -> String {
