@@ -2224,12 +2224,12 @@ impl Remote {
 ///
 /// `not_taken` is the `Hello`'s resume request when it asked for a
 /// session this server does not hold and the take-over failed (a wrong
-/// token, or no such session): a failed resume, as on a single server.
-/// Past the limit of failures from its address it is refused as
-/// `TOO_MANY_ATTEMPTS` (nothing more is asked of Redis); else it is
-/// counted when the name is taken elsewhere (answered here, the hub
-/// never sees it); when the name is free, or this server's, the hub
-/// counts it itself as it tries the resume.
+/// token, or no such session). When the name is taken elsewhere it is a
+/// failed resume, as on a single server: past the limit of failures from
+/// its address it is refused as `TOO_MANY_ATTEMPTS`, else counted and
+/// refused as a name taken (answered here, the hub never sees it). When
+/// the name is free (its session ended) it is no guess, and the user
+/// joins afresh; when it is this server's, the hub judges the resume.
 ///
 /// `own_session`: the `Hello` asks to resume a session this server holds.
 /// When Redis cannot be reached (or holds new names after a restart), the
@@ -2248,13 +2248,6 @@ pub fn claim_for_hello(
     let refuse = |code: RefuseCode, reason: String| {
         hub.with(&mut |hub| hub.refuse_handshake(client, code, &reason));
     };
-    if not_taken.is_some() {
-        let mut refused = false;
-        hub.with(&mut |hub| refused = hub.refuse_spent_resume(client, Instant::now()));
-        if refused {
-            return (false, None);
-        }
-    }
     match cluster.claim(&key) {
         Claim::New => {
             cluster.handshake_begun(&key);
@@ -2262,8 +2255,20 @@ pub fn claim_for_hello(
         }
         Claim::Ours => (true, None),
         Claim::Taken => {
+            // A resume whose token did not take the session that holds the
+            // name is a failed attempt; one of a name that is free (its
+            // session ended) is none, and joins afresh.
             if let Some(request) = not_taken {
-                hub.with(&mut |hub| hub.note_failed_resume(client, request, Instant::now()));
+                let mut refused = false;
+                hub.with(&mut |hub| {
+                    refused = hub.refuse_spent_resume(client, Instant::now());
+                    if !refused {
+                        hub.note_failed_resume(client, request, Instant::now());
+                    }
+                });
+                if refused {
+                    return (false, None);
+                }
             }
             refuse(
                 RefuseCode::NAME_TAKEN,

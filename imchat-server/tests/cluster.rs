@@ -3838,6 +3838,19 @@ fn wrong_tokens_for_a_session_of_another_server_are_limited_and_the_right_one_st
     let mut expected = vec![taken; 5];
     expected.push(Err(RefuseCode::TOO_MANY_ATTEMPTS));
     assert_eq!(codes, expected, "b's answers to six wrong tokens");
+    // A user of the same address whose session ended (no server holds
+    // it) is no guesser: carol's stale token joins her afresh.
+    let mut carol = Peer::connect(b.addr);
+    let answer = carol.hello_with(
+        "carol",
+        Some(ResumeRequest {
+            token: ResumeToken([200; 16]),
+            last_seen: MessageId(0),
+            epoch: alice.epoch,
+        }),
+    );
+    assert_eq!(answer, Ok(()), "carol's resume of an ended session");
+    assert!(!carol.resumed);
     // Past the limit, her own token still moves her session to b.
     let mut back = resume_on(&mut alice, b.addr);
     bob.say(None, "after the guesses");

@@ -813,6 +813,33 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
     let _ = srv.stop();
 }
 
+/// Eight users behind one address (here 127.0.0.1) lose their connections
+/// for longer than the grace: all eight come back with their stale tokens
+/// and join afresh. Before, the expired sessions counted as failed resume
+/// attempts of the address, and the sixth and later were refused with
+/// "too many failed resume attempts".
+#[test]
+fn users_behind_one_address_all_join_again_after_their_sessions_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), 0, &["--grace-secs", "1"]);
+    let mut requests = Vec::new();
+    for n in 0..8 {
+        let (p, _) = Peer::connect(srv.addr, &format!("u{n}"));
+        requests.push(request_of(&p));
+        p.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    // Past the grace (1 s) and the server's check of it.
+    thread::sleep(Duration::from_millis(2500));
+    for (n, request) in requests.into_iter().enumerate() {
+        let answer = resume_raw(srv.addr, &format!("u{n}"), request);
+        assert!(
+            matches!(answer, ServerMessage::Welcome { resumed: None, .. }),
+            "u{n}: {answer:?}"
+        );
+    }
+    let _ = srv.stop();
+}
+
 /// Asks to resume `request`'s session of `name` on a connection of its
 /// own, and reads the answer (a `Welcome` or a refusal), which the caller
 /// may treat as lost.

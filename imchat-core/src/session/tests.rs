@@ -3519,6 +3519,55 @@ fn failed_resumes_are_rate_limited_per_address() {
     assert_eq!(answer(&mut hub, c), "resumed");
 }
 
+/// Users behind one address (a NAT, an office) whose sessions ended while
+/// they were away all join again: a resume of a name with no session is no
+/// guess, neither counted nor held back by the guesses of others.
+#[test]
+fn resumes_of_sessions_that_ended_are_no_failed_attempts() {
+    let mut hub = token_hub(Limits {
+        grace: Duration::from_secs(2),
+        ..Limits::default()
+    });
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let ip: IpAddr = "192.0.2.11".parse().unwrap();
+    let mut tokens = Vec::new();
+    for n in 0..8 {
+        let c = hub.handle_connect_from(ip, t0);
+        hello(&mut hub, c, &format!("u{n}"), t0);
+        tokens.push(welcome_token(&mut hub, c));
+        hub.handle_disconnect(c, LeaveReason::LOST);
+    }
+    let t1 = t0 + Duration::from_secs(4);
+    hub.handle_timeout(t1);
+    while hub.poll_event().is_some() {}
+    for (n, token) in tokens.iter().enumerate() {
+        let c = hub.handle_connect_from(ip, t1);
+        hub.handle_message(c, resume_hello(&format!("u{n}"), *token, epoch), t1);
+        assert_eq!(answer(&mut hub, c), "fresh", "u{n}");
+    }
+    // Past the limit of guesses from the address, a name whose session
+    // ended still joins afresh.
+    let bob = joined(&mut hub, "bob", t1);
+    welcome_token(&mut hub, bob);
+    for guess in 0..6u8 {
+        let g = hub.handle_connect_from(ip, t1);
+        hub.handle_message(
+            g,
+            resume_hello("bob", crate::ResumeToken([guess; 16]), epoch),
+            t1,
+        );
+        answer(&mut hub, g);
+    }
+    let c = hub.handle_connect_from(ip, t1);
+    hub.handle_message(
+        c,
+        resume_hello("carol", crate::ResumeToken([1; 16]), epoch),
+        t1,
+    );
+    assert_eq!(answer(&mut hub, c), "fresh");
+}
+
 /// A frontend that checks a token outside the hub (a cluster's take-over
 /// of another server's session) counts its failures with the hub's own.
 #[test]
@@ -3546,7 +3595,10 @@ fn resume_failures_counted_by_the_frontend_share_the_address_limit() {
     let c = hub.handle_connect_from(ip, t0);
     assert!(hub.refuse_spent_resume(c, t0));
     assert_eq!(answer(&mut hub, c), "too many failed attempts");
-    // The hub's own check shares the count.
+    // The hub's own check shares the count (for a session it has).
+    let a = joined(&mut hub, "alice", t0);
+    welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
     let c = hub.handle_connect_from(ip, t0);
     hub.handle_message(
         c,

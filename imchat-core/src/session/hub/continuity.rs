@@ -856,7 +856,14 @@ impl Hub {
         // Only a wrong token is held back by its address's failures: a
         // token is 128 random bits, which no number of tries guesses, and
         // a real client must not be locked out of its session by someone
-        // else guessing from the same address (a shared NAT).
+        // else guessing from the same address (a shared NAT). A name with
+        // no session here has nothing to guess: its session ended (the
+        // grace ran out, a restart without history) or was never here,
+        // and its client joins afresh, neither counted nor held back
+        // (users behind one address coming back after a long outage).
+        if !valid && !self.sessions.contains_key(&key) {
+            return false;
+        }
         if !valid {
             if self.refuse_spent_resume(client, now) {
                 return true;
@@ -963,8 +970,8 @@ impl Hub {
         true
     }
 
-    /// For a resume request that failed (a wrong token, or no such
-    /// session): when its address (that of `client`) has had too many
+    /// For a resume request that failed (a wrong token for a session
+    /// that exists): when its address (that of `client`) has had too many
     /// failures within the window, refuses the handshake with
     /// [`RefuseCode::TOO_MANY_ATTEMPTS`] and returns true. A frontend
     /// that checks a token outside the hub (in a cluster, the take-over
