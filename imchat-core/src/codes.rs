@@ -8,17 +8,37 @@ use std::fmt;
 macro_rules! code_type {
     ($(#[$m:meta])* $name:ident($repr:ty) { $($(#[$cm:meta])* $konst:ident = $val:expr, $text:expr;)* }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name(pub $repr);
 
         impl $name {
             $($(#[$cm])* pub const $konst: $name = $name($val);)*
+
+            /// The name of the code's constant (`"TOO_MANY_ATTEMPTS"`),
+            /// `None` for a code this version does not know.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($val => Some(stringify!($konst)),)*
+                    _ => None,
+                }
+            }
 
             /// A short English description of the code.
             pub fn describe(self) -> &'static str {
                 match self.0 {
                     $($val => $text,)*
                     _ => "unknown code",
+                }
+            }
+        }
+
+        /// A known code by its constant's name (`RefuseCode::BANNED`), an
+        /// unknown one by its number (`RefuseCode(99)`).
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.name() {
+                    Some(name) => write!(f, "{}::{}", stringify!($name), name),
+                    None => write!(f, "{}({})", stringify!($name), self.0),
                 }
             }
         }
@@ -223,5 +243,22 @@ mod tests {
         ] {
             assert!(!code.is_final(), "{code}");
         }
+    }
+
+    #[test]
+    fn codes_are_debugged_by_name_and_unknown_ones_by_number() {
+        use super::{LeaveReason, NoticeCode};
+        assert_eq!(
+            format!("{:?}", RefuseCode::TOO_MANY_ATTEMPTS),
+            "RefuseCode::TOO_MANY_ATTEMPTS"
+        );
+        assert_eq!(RefuseCode::WRONG_PASSWORD.name(), Some("WRONG_PASSWORD"));
+        assert_eq!(format!("{:?}", RefuseCode(999)), "RefuseCode(999)");
+        assert_eq!(RefuseCode(999).name(), None);
+        assert_eq!(format!("{:?}", LeaveReason::LOST), "LeaveReason::LOST");
+        assert_eq!(
+            format!("{:?}", Some(NoticeCode::CLUSTER_BACK)),
+            "Some(NoticeCode::CLUSTER_BACK)"
+        );
     }
 }
