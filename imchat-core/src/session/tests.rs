@@ -3655,6 +3655,80 @@ fn private_messages_are_replayed_to_their_parties_only() {
     assert_eq!(texts_from(&net.take(2), "bob"), ["for all"]);
 }
 
+/// The texts of the errors among `events`.
+fn error_texts(events: &[ClientEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Error { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Private messages sent to a user who is away were acknowledged; when
+/// the user does not come back (the grace runs out, or an operator
+/// removes the session) their senders are told they were not delivered,
+/// a line per sender. A user who comes back gets them, and nobody is told.
+#[test]
+fn senders_are_told_of_private_messages_an_away_user_never_came_back_for() {
+    let limits = Limits {
+        grace: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["alice", "bob", "carol"]);
+    net.s(1)
+        .send_chat(Recipient::User(user("alice")), "read before")
+        .unwrap();
+    net.pump();
+    net.cut(0);
+    for text in ["are you there?", "hello?"] {
+        net.s(1)
+            .send_chat(Recipient::User(user("alice")), text)
+            .unwrap();
+    }
+    net.s(2)
+        .send_chat(Recipient::User(user("alice")), "ping")
+        .unwrap();
+    net.s(2).send_chat(Recipient::Everyone, "for all").unwrap();
+    net.pump();
+    net.advance(Duration::from_secs(4));
+    assert!(error_texts(&net.take(1)).is_empty(), "told too soon");
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        error_texts(&net.take(1)),
+        ["your 2 private messages to alice were not delivered: alice lost the connection and did not come back (the first: \"are you there?\")"]
+    );
+    assert_eq!(
+        error_texts(&net.take(2)),
+        ["your private message to alice was not delivered: alice lost the connection and did not come back (\"ping\")"]
+    );
+    // Back in time: delivered, nobody told.
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    net.s(1)
+        .send_chat(Recipient::User(user("alice")), "are you there?")
+        .unwrap();
+    net.pump();
+    net.reconnect(0);
+    assert_eq!(texts_from(&net.take(0), "bob"), ["are you there?"]);
+    net.advance(Duration::from_secs(120));
+    assert!(error_texts(&net.take(1)).is_empty());
+    // Removed by an operator while away: said so.
+    net.cut(0);
+    net.s(1)
+        .send_chat(Recipient::User(user("alice")), "still there?")
+        .unwrap();
+    net.pump();
+    let now = net.now;
+    net.hub.console("kick alice spam", now);
+    net.pump();
+    assert_eq!(
+        error_texts(&net.take(1)),
+        ["your private message to alice was not delivered: alice was removed by an operator while away (\"still there?\")"]
+    );
+}
+
 #[test]
 fn a_late_joiner_gets_recent_broadcasts_as_history_within_count_and_age() {
     let limits = Limits {

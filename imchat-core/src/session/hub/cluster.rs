@@ -164,7 +164,7 @@ const SENT_PRIVATE_MAX: usize = 10_000;
 const SHOWN: usize = 40;
 
 /// The first [`SHOWN`] characters of `text`, with `…` if there is more.
-fn text_start(text: &str) -> String {
+pub(super) fn text_start(text: &str) -> String {
     let start: String = text.chars().take(SHOWN).collect();
     let more = if start.len() < text.len() { "…" } else { "" };
     format!("{start}{more}")
@@ -248,7 +248,7 @@ impl Hub {
     /// Tells `from`, if it is connected here, that a private message of
     /// its did not reach its receiver (`text` says which and why).
     /// Returns whether it was told.
-    fn tell_sender(&mut self, from: &Username, text: String) -> bool {
+    pub(super) fn tell_sender(&mut self, from: &Username, text: String) -> bool {
         let Some(&client) = self.names.get(&self.key(from)) else {
             return false;
         };

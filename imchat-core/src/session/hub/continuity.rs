@@ -1165,11 +1165,61 @@ impl Hub {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
+        if s.conn.is_none() {
+            self.tell_senders_of_unread(key, &s, kicked.is_some());
+        }
         let (reason, text) = match kicked {
             Some(text) => (LeaveReason::KICKED, text.to_string()),
             None => (s.grace.map_or(LeaveReason::LOST, |(_, r)| r), String::new()),
         };
         self.local_left(s.last_conn, s.user, reason, text);
+    }
+
+    /// The away session `s` of name key `key` ends without its user
+    /// back: the private messages sent to it since its connection was lost
+    /// were acknowledged to their senders but never delivered. Each sender
+    /// connected here is told, in one line (a sender on another server of
+    /// a cluster is not: its server does not know of the end in time).
+    fn tell_senders_of_unread(&mut self, key: &str, s: &Session, kicked: bool) {
+        let Some(away) = s.away_seen else {
+            return;
+        };
+        // (sender, how many, the first one's start), in the order sent.
+        let mut unread: Vec<(Username, usize, String)> = Vec::new();
+        for e in self.log.iter().filter(|e| e.id > away) {
+            let LogEvent::Chat {
+                from,
+                to: Some(to),
+                text,
+                ..
+            } = &e.event
+            else {
+                continue;
+            };
+            if self.key(to) != key {
+                continue;
+            }
+            match unread.iter_mut().find(|(f, ..)| f == from) {
+                Some((_, n, _)) => *n += 1,
+                None => unread.push((from.clone(), 1, super::cluster::text_start(text))),
+            }
+        }
+        let user = &s.user;
+        let why = if kicked {
+            format!("{user} was removed by an operator while away")
+        } else {
+            format!("{user} lost the connection and did not come back")
+        };
+        for (from, n, first) in unread {
+            let text = if n == 1 {
+                format!("your private message to {user} was not delivered: {why} (\"{first}\")")
+            } else {
+                format!(
+                    "your {n} private messages to {user} were not delivered: {why} (the first: \"{first}\")"
+                )
+            };
+            self.tell_sender(&from, text);
+        }
     }
 
     /// A local user (last on connection `client`) left, its session over:
