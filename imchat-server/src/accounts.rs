@@ -275,6 +275,15 @@ impl Accounts {
         }
     }
 
+    /// Whether `user` is registered.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read.
+    pub fn is_registered(&self, user: &Username) -> Result<bool, String> {
+        Ok(self.store.hash_of(&(self.key)(user))?.is_some())
+    }
+
     /// Removes the registration of `user`: the notice to send back.
     pub fn unregister(&self, user: &Username) -> (NoticeCode, String) {
         let key = (self.key)(user);

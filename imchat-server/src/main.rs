@@ -73,7 +73,7 @@ Exit codes:
 #[command(
     name = "imchat-server",
     version,
-    override_usage = "imchat-server [OPTIONS] [[ADDR:]PORT]\n       imchat-server [OPTIONS] --bind <ADDR:PORT>\n       imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)",
+    override_usage = "imchat-server [OPTIONS] [[ADDR:]PORT]\n       imchat-server [OPTIONS] --bind <ADDR:PORT>\n       imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)\n       imchat-server --register-name <NAME> (--history-db <PATH> | --redis <URL>)",
     after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP
 )]
@@ -232,7 +232,10 @@ struct Cli {
     ///
     /// Gives rights only to whoever joins under that name with its account
     /// password, so it needs --history-db or --redis (where accounts are
-    /// kept) and the name registered with /register.
+    /// kept) and the name registered with --register-name on the server's
+    /// machine (a client cannot register or unregister an operator's
+    /// name: whoever did first would have its rights). The server warns
+    /// at start of an operator name not registered yet.
     #[arg(long, value_name = "NAME")]
     operator: Vec<String>,
 
@@ -243,8 +246,18 @@ struct Cli {
     /// the server is stopped, or beside it. A user connected under NAME
     /// is not disconnected: it keeps the name until it leaves (kick it
     /// to free the name now), and the command says so.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "register_name")]
     reset_name: Option<String>,
+
+    /// Register NAME in --redis, or else in --history-db, then exit
+    ///
+    /// How an --operator name is registered: a client cannot register or
+    /// unregister one (whoever did first would have its rights). The
+    /// password comes from IMCHAT_ACCOUNT_PASSWORD, or else is asked on
+    /// the terminal (twice, not shown), or else is the first line of
+    /// standard input. Run it while the server is stopped, or beside it.
+    #[arg(long, value_name = "NAME")]
+    register_name: Option<String>,
 
     #[command(flatten)]
     limits: LimitArgs,
@@ -328,6 +341,8 @@ enum Task {
     Serve(Box<Cli>, SocketAddr),
     /// Remove a registration and exit.
     ResetName(Box<Cli>),
+    /// Add a registration and exit.
+    RegisterName(Box<Cli>),
 }
 
 /// Parses the command line; errors (and help) come as clap errors, which
@@ -346,6 +361,9 @@ where
     }
     if cli.reset_name.is_some() {
         return Ok(Task::ResetName(Box::new(cli)));
+    }
+    if cli.register_name.is_some() {
+        return Ok(Task::RegisterName(Box::new(cli)));
     }
     let usage = |kind, message: String| Cli::command().error(kind, message);
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -412,6 +430,9 @@ enum Error {
     /// An --operator or --reset-name is not a valid username.
     #[error("{0}")]
     Name(String),
+    /// --register-name could not register the name.
+    #[error("{0}")]
+    Account(String),
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
@@ -459,7 +480,11 @@ fn main() -> ExitCode {
             return imchat_cli::print(&imchat_cli::man_page(Cli::command()), "imchat-server")
         }
         Task::Serve(cli, addr) => (cli, addr),
-        Task::ResetName(cli) => match reset_name(&cli) {
+        Task::ResetName(cli) | Task::RegisterName(cli) => match if cli.reset_name.is_some() {
+            reset_name(&cli)
+        } else {
+            register_name(&cli)
+        } {
             Ok(line) => {
                 println!("{line}");
                 return ExitCode::SUCCESS;
@@ -617,6 +642,24 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         // Printed just above: once on the terminal, once in the log file.
         log::warn!(target: logging::FILE_ONLY, "{warning}");
     }
+    if let Some(accounts) = &accounts {
+        // (A store that cannot be read now, Redis down, says nothing.)
+        for op in operators
+            .iter()
+            .filter(|op| accounts.is_registered(op) == Ok(false))
+        {
+            let store = if cli.redis.is_some() {
+                "--redis URL"
+            } else {
+                "--history-db PATH"
+            };
+            let warning = format!(
+                "warning: operator '{op}' is not registered: nobody has its rights until it is (imchat-server --register-name {op} {store})"
+            );
+            report::print_line(&warning);
+            log::warn!(target: logging::FILE_ONLY, "{warning}");
+        }
+    }
     log::info!(
         "shared folder: {} ({}), resolved to {}",
         choice.path.display(),
@@ -772,6 +815,89 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
             "the registration of '{user}' is removed, but '{user}' is connected (or its session waits for a resume): it keeps the name, and any operator rights, until it leaves; kick it ('kick {user}' on a server's console) to free the name now"
         ),
         (false, _) => format!("'{user}' was not registered; nothing changed"),
+    })
+}
+
+/// The accounts of `--redis URL`, or else of `--history-db PATH`, for a
+/// command-line task (`what` names it in the error without either).
+fn offline_accounts(cli: &Cli, what: &str) -> Result<accounts::Accounts, Error> {
+    match (&cli.redis, &cli.history_db) {
+        (Some(url), _) => {
+            let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
+                .map_err(Error::Cluster)?;
+            Ok(accounts::Accounts::new(Box::new(shared), names::key))
+        }
+        (None, Some(path)) => Ok(accounts::Accounts::new(
+            Box::new(open_table(path)?),
+            names::key,
+        )),
+        (None, None) => Err(Error::Name(format!(
+            "{what} needs --history-db or --redis (where accounts are kept)"
+        ))),
+    }
+}
+
+/// `--register-name NAME --redis URL` or `--register-name NAME
+/// --history-db PATH`: registers the name with a password from
+/// `IMCHAT_ACCOUNT_PASSWORD`, the terminal or standard input.
+fn register_name(cli: &Cli) -> Result<String, Error> {
+    let Some(name) = &cli.register_name else {
+        return Err(Error::Name("--register-name needs a name".into()));
+    };
+    let user = username_arg("--register-name", name)?;
+    let accounts = offline_accounts(cli, "--register-name")?;
+    let password = account_password(&user)?;
+    let (code, text) = accounts.register(&user, &password);
+    if code == imchat_core::NoticeCode::REGISTERED {
+        log::info!("'{user}' registered from the command line");
+        Ok(format!(
+            "'{user}' is registered: from now on it needs its password"
+        ))
+    } else if code == imchat_core::NoticeCode::ALREADY_REGISTERED {
+        Err(Error::Account(format!(
+            "'{user}' is registered already (--reset-name {user} first to change its password)"
+        )))
+    } else {
+        Err(Error::Account(text))
+    }
+}
+
+/// The password `--register-name` registers: `IMCHAT_ACCOUNT_PASSWORD`,
+/// else asked twice on the terminal without echo, else the first line of
+/// standard input.
+fn account_password(user: &imchat_core::Username) -> Result<imchat_core::Secret, Error> {
+    use std::io::IsTerminal;
+    let line = match std::env::var("IMCHAT_ACCOUNT_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => {
+            let ask = |prompt: &str| {
+                rpassword::prompt_password(prompt)
+                    .map_err(|e| Error::Password(format!("cannot read the password: {e}")))
+            };
+            let first = ask(&format!("password for '{user}': "))?;
+            if ask("the same again: ")? != first {
+                return Err(Error::Password("the two passwords differ".into()));
+            }
+            first
+        }
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Password(format!("cannot read the password: {e}")))?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if line.is_empty() {
+        return Err(Error::Password(
+            "no password given (IMCHAT_ACCOUNT_PASSWORD, the terminal or the first line of standard input)".into(),
+        ));
+    }
+    imchat_core::Secret::new(line).ok_or_else(|| {
+        Error::Password(format!(
+            "the password is longer than {} bytes",
+            imchat_core::Secret::MAX_BYTES
+        ))
     })
 }
 
@@ -954,6 +1080,12 @@ mod tests {
             assert!(
                 text.contains(
                     "imchat-server --reset-name <NAME> (--history-db <PATH> | --redis <URL>)"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "imchat-server --register-name <NAME> (--history-db <PATH> | --redis <URL>)"
                 ),
                 "{text}"
             );

@@ -625,7 +625,9 @@ fn bans_are_kept_in_the_database_across_a_restart() {
 
 #[test]
 fn an_operator_kicks_and_bans_only_once_joined_with_its_password() {
-    let srv = Server::secured(None, &["--operator", "root"]);
+    let mut srv = Server::secured(None, &["--operator", "root"]);
+    srv.proc
+        .expect("warning: operator 'root' is not registered: nobody has its rights until it is (imchat-server --register-name root --history-db PATH)");
     let mut bob = Raw::join_with(srv.addr, "bob", None, None);
     // Not registered yet: the name alone gives no rights.
     let mut root = Raw::join_with(srv.addr, "root", None, None);
@@ -639,11 +641,44 @@ fn an_operator_kicks_and_bans_only_once_joined_with_its_password() {
     srv.wait_logged("is not an operator: refused its request 'kick bob'");
     let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
     assert!(!log.contains("broke the protocol"), "{log}");
+    // Nor can it be registered from a client: whoever did it first would
+    // be the operator.
     root.send(&ClientMessage::Register {
         password: Secret::new("toor").unwrap(),
     });
-    assert_eq!(notice(&mut root).0, NoticeCode::REGISTERED);
+    let (code, text) = notice(&mut root);
+    assert_eq!(code, NoticeCode::NOT_PERMITTED);
+    assert!(
+        text.contains("imchat-server --register-name root"),
+        "{text}"
+    );
+    root.send(&ClientMessage::Operate {
+        action: OpAction::Kick,
+        target: "bob".into(),
+        reason: String::new(),
+    });
+    assert_eq!(notice(&mut root).0, NoticeCode::NOT_PERMITTED);
     quit(root);
+    // Registered on the server's machine, beside the running server, the
+    // password on standard input.
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--register-name", "root", "--history-db"])
+        .arg(srv.db())
+        .env_remove("IMCHAT_ACCOUNT_PASSWORD");
+    let mut p = Proc::spawn(cmd);
+    p.send("toor");
+    let line = p.expect("root");
+    assert_eq!(p.wait_exit(), Some(0), "{line}");
+    assert!(line.contains("'root' is registered"), "{line}");
+    // Once is enough: a second time says how to change it.
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--register-name", "root", "--history-db"])
+        .arg(srv.db())
+        .env("IMCHAT_ACCOUNT_PASSWORD", "other");
+    let mut p = Proc::spawn(cmd);
+    let line = p.expect("root");
+    assert_eq!(p.wait_exit(), Some(1), "{line}");
+    assert!(line.contains("--reset-name root first"), "{line}");
     // The operator's client, piped, with its password from a file.
     let file = srv.dir.0.join("root-password");
     std::fs::write(
@@ -654,6 +689,9 @@ fn an_operator_kicks_and_bans_only_once_joined_with_its_password() {
     let file = file.to_string_lossy().into_owned();
     let mut op = srv.client("root", &[], &["--account-password-file", &file]);
     op.expect("connected");
+    // Its owner cannot unregister it from a client either.
+    op.send("/unregister");
+    op.expect("it is unregistered on the server's machine (imchat-server --reset-name root)");
     op.send("/kick bob enough");
     op.expect("kicked bob");
     assert_eq!(kicked(&mut bob), "kicked by root: enough");

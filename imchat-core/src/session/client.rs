@@ -1761,6 +1761,7 @@ impl ClientSession {
                 } else if code == NoticeCode::ALREADY_REGISTERED
                     || code == NoticeCode::NO_ACCOUNTS
                     || code == NoticeCode::FAILED
+                    || code == NoticeCode::NOT_PERMITTED
                 {
                     self.registering = None;
                 }

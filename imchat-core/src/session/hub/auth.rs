@@ -469,6 +469,27 @@ impl Hub {
             ClientMessage::Auth { .. } => {
                 self.error(client, ErrorCode::UNEXPECTED, "already joined");
             }
+            ClientMessage::Register { .. } | ClientMessage::Unregister
+                if self.auth.accounts && self.auth.operators.contains(&self.key(&user)) =>
+            {
+                // Whoever registered an operator's name from a client would
+                // have its rights: the first to join under it, before its
+                // owner did. Its account is kept from the server's machine.
+                let how = if matches!(msg, ClientMessage::Register { .. }) {
+                    format!(
+                        "registered on the server's machine (imchat-server --register-name {user})"
+                    )
+                } else {
+                    format!(
+                        "unregistered on the server's machine (imchat-server --reset-name {user})"
+                    )
+                };
+                self.notice(
+                    client,
+                    NoticeCode::NOT_PERMITTED,
+                    format!("'{user}' is an operator's name: it is {how}, not from a client"),
+                );
+            }
             ClientMessage::Register { password } => {
                 if self.auth.accounts {
                     self.events.push_back(HubEvent::Register {
