@@ -119,7 +119,7 @@ pub struct LimitArgs {
     max_downloads: usize,
 
     /// Time a transfer may go without progress before it is cancelled: a download
-    /// whose client acknowledges nothing, a push whose sender sends nothing.
+    /// whose client acknowledges less than a chunk more, a push whose sender sends nothing.
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_TRANSFER_IDLE_TIMEOUT.as_secs_f64())]
     transfer_idle_secs: f64,
 

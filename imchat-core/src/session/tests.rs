@@ -2269,6 +2269,36 @@ fn a_download_not_acknowledged_is_cancelled_at_the_idle_timeout_not_before() {
     assert!(failed_reason(&net.take(0)).is_none());
 }
 
+/// A client that acknowledges a byte more now and then makes no progress:
+/// its download ends at the idle timeout, as one that acknowledges
+/// nothing (else a few connections could hold every download slot for
+/// ever). A chunk's worth more, or the end of the file, is progress.
+#[test]
+fn acknowledgements_of_a_few_bytes_do_not_keep_a_download_alive() {
+    let mut net = three();
+    let id = running_download(&mut net, 0);
+    let alice = net.clients[0].0;
+    let ack = |id, offset| ClientMessage::Ack { id, offset };
+    for offset in 1..=5u64 {
+        net.advance(IDLE / 5);
+        let now = net.now;
+        net.hub.handle_message(alice, ack(id, offset), now);
+    }
+    net.pump();
+    assert_eq!(cancelled_downloads(&net), vec![(alice, id)]);
+    // A chunk's worth keeps the next one going.
+    net.hub_events.clear();
+    let id = running_download(&mut net, 0);
+    let chunk = crate::limits::DEFAULT_CHUNK_SIZE as u64;
+    for n in 1..=5u64 {
+        net.advance(IDLE - Duration::from_secs(1));
+        let now = net.now;
+        net.hub.handle_message(alice, ack(id, n * chunk), now);
+    }
+    net.pump();
+    assert!(cancelled_downloads(&net).is_empty());
+}
+
 #[test]
 fn acknowledgements_keep_a_download_alive() {
     let mut net = three();
@@ -2277,8 +2307,9 @@ fn acknowledgements_keep_a_download_alive() {
     for _ in 0..6 {
         net.advance(IDLE - Duration::from_secs(5));
         // The server streams a chunk; the session acknowledges it.
-        let chunk = FileChunk::new(id, offset, vec![1; 100]);
-        offset += 100;
+        let size = crate::limits::DEFAULT_CHUNK_SIZE;
+        let chunk = FileChunk::new(id, offset, vec![1; size]);
+        offset += size as u64;
         net.deliver(0, ServerMessage::Chunk(chunk));
         net.pump();
     }

@@ -12,6 +12,48 @@ use crate::message::{
     CancelCode, FileEntry, FileName, NoticeCode, Origin, ServerMessage, TransferId,
 };
 
+/// A running download's progress, for its idle timeout: a download makes
+/// progress when it is asked for, when it starts, and when its client
+/// acknowledges a chunk's worth of data more than at the last progress (or
+/// the whole file). An ack of a few bytes now and then is not progress: a
+/// client could hold a download slot for ever so, and all of them with a
+/// few connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    /// When it last made progress.
+    heard: Instant,
+    /// The offset acknowledged (or streamed from) then.
+    offset: u64,
+    /// The file's size, once the download started.
+    size: u64,
+}
+
+impl Progress {
+    fn new(now: Instant) -> Progress {
+        Progress {
+            heard: now,
+            offset: 0,
+            size: u64::MAX,
+        }
+    }
+
+    /// The download starts at `offset` of a file of `size` bytes.
+    fn started(&mut self, offset: u64, size: u64) {
+        self.offset = offset;
+        self.size = size;
+    }
+
+    /// Its client acknowledged `offset` at `now`; chunks are of
+    /// `chunk_size` bytes.
+    pub(super) fn acked(&mut self, offset: u64, chunk_size: usize, now: Instant) {
+        let step = (chunk_size as u64).min(crate::limits::ACK_STEP);
+        if offset >= self.offset.saturating_add(step).min(self.size) && offset > self.offset {
+            self.offset = offset;
+            self.heard = now;
+        }
+    }
+}
+
 impl Hub {
     pub(super) fn download(
         &mut self,
@@ -57,7 +99,7 @@ impl Hub {
             return;
         }
         if let Some(c) = self.conns.get_mut(&client) {
-            c.downloads.push((id, now));
+            c.downloads.push((id, Progress::new(now)));
         }
         self.events.push_back(HubEvent::DownloadRequested {
             client,
@@ -163,11 +205,10 @@ impl Hub {
         size: u64,
         offset: u64,
     ) -> Option<u64> {
-        let c = self.conns.get(&client)?;
-        if !c.downloads.iter().any(|(d, _)| *d == id) {
-            return None;
-        }
         let offset = if offset > size { 0 } else { offset };
+        let c = self.conns.get_mut(&client)?;
+        let (_, progress) = c.downloads.iter_mut().find(|(d, _)| *d == id)?;
+        progress.started(offset, size);
         self.send(
             client,
             ServerMessage::FileStart(FileStart {
@@ -235,7 +276,7 @@ impl Hub {
             .flat_map(|(client, c)| {
                 c.downloads
                     .iter()
-                    .filter(|(_, heard)| now.saturating_duration_since(*heard) >= idle)
+                    .filter(|(_, p)| now.saturating_duration_since(p.heard) >= idle)
                     .map(|(id, _)| (*client, *id))
             })
             .collect();
@@ -261,7 +302,7 @@ impl Hub {
         let idle = self.limits.transfer_idle_timeout;
         self.conns
             .values()
-            .flat_map(|c| c.downloads.iter().map(|(_, heard)| *heard + idle))
+            .flat_map(|c| c.downloads.iter().map(|(_, p)| p.heard + idle))
             .min()
     }
 }

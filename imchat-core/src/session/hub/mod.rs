@@ -68,9 +68,9 @@ struct Conn {
     last_heard: Instant,
     ping: Option<(Instant, u64)>,
     bucket: TokenBucket,
-    /// Its running downloads, each with when it last made progress (was
-    /// asked for, or acknowledged).
-    downloads: Vec<(TransferId, Instant)>,
+    /// Its running downloads, each with its progress (for the idle
+    /// timeout).
+    downloads: Vec<(TransferId, files::Progress)>,
     pushes: usize,
     /// The passwords its `Auth` carried, until its handshake ends.
     credentials: Option<auth::Credentials>,
@@ -664,8 +664,8 @@ impl Hub {
                     .conns
                     .get_mut(&client)
                     .and_then(|c| c.downloads.iter_mut().find(|(d, _)| *d == id));
-                if let Some((_, heard)) = running {
-                    *heard = now;
+                if let Some((_, progress)) = running {
+                    progress.acked(offset, self.limits.chunk_size, now);
                     self.events
                         .push_back(HubEvent::DownloadAcked { client, id, offset });
                 }
