@@ -264,6 +264,20 @@ pub trait Link: Read + Write {
     /// The stream's, when the timeout cannot be set.
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 
+    /// Makes reads return at once when nothing has arrived (an error of
+    /// kind `WouldBlock`), or wait again (`false`). Used for a look that
+    /// waits for nothing ([`Client::next_event`] with `Duration::ZERO`).
+    /// The default cannot, and such a look waits the shortest read
+    /// timeout instead (a millisecond, which the OS may round up to a few).
+    ///
+    /// # Errors
+    ///
+    /// The stream's, when the mode cannot be set.
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        let _ = nonblocking;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Stops writing: the server reads the end of the stream after what
     /// was sent. Called once, when the client closes; it may do nothing.
     fn shutdown_write(&self);
@@ -272,6 +286,10 @@ pub trait Link: Read + Write {
 impl Link for TcpStream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        TcpStream::set_nonblocking(self, nonblocking)
     }
 
     fn shutdown_write(&self) {
@@ -284,6 +302,10 @@ impl Link for TcpStream {
 impl Link for super::tls::Stream {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.tcp().set_read_timeout(timeout)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.tcp().set_nonblocking(nonblocking)
     }
 
     fn shutdown_write(&self) {
@@ -609,7 +631,9 @@ impl<S: Link> Client<S> {
 
     /// The next event, waiting at most `timeout` for one; `Ok(None)` when
     /// the time passed with nothing to show. `Duration::ZERO` only looks
-    /// (for a millisecond) at what has arrived.
+    /// at what has arrived, without waiting (on a [`Link`] that can read
+    /// without blocking, as TCP and TLS streams can). A short timeout is
+    /// rounded up by the OS's read timeout, to a few milliseconds.
     ///
     /// Meanwhile it answers pings, sends acknowledgements, runs the
     /// keepalive timer and writes what the session queued. A read timeout
@@ -666,12 +690,25 @@ impl<S: Link> Client<S> {
             return Ok(());
         }
         let until = timer.map_or(until, |t| t.min(until));
-        if let Err(e) = self.set_read_timeout(until.saturating_duration_since(now)) {
-            return Err(self.fail(e));
+        let wait = until.saturating_duration_since(now);
+        // A look that waits for nothing reads without blocking, where the
+        // link can (a read timeout is never shorter than the OS's timer
+        // tick, several milliseconds).
+        let look = wait.is_zero() && Link::set_nonblocking(self.reader.get_ref(), true).is_ok();
+        if !look {
+            if let Err(e) = self.set_read_timeout(wait) {
+                return Err(self.fail(e));
+            }
         }
         // One read at a time: bytes that trickle in do not hold the
         // caller past `until`.
-        match self.reader.read_once() {
+        let read = self.reader.read_once();
+        if look {
+            if let Err(e) = Link::set_nonblocking(self.reader.get_ref(), false) {
+                return Err(self.fail(TransportError::Io(e)));
+            }
+        }
+        match read {
             Ok(ReadStep::Message(msg)) => self.session.handle_message(msg, Instant::now()),
             Ok(ReadStep::End) => {
                 self.close();

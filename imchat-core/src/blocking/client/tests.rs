@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
 use super::*;
@@ -927,4 +928,86 @@ fn a_write_that_timed_out_says_so() {
     // Other errors are the system's.
     let e = stalled(io::Error::from(io::ErrorKind::BrokenPipe), Some(WAIT));
     assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+}
+
+/// A TCP link that records the read modes the client sets.
+#[derive(Debug)]
+struct Recorded(TcpStream, Arc<Mutex<Vec<String>>>);
+
+impl Read for Recorded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Recorded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Link for Recorded {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.1.lock().unwrap().push(format!("timeout {timeout:?}"));
+        self.0.set_read_timeout(timeout)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("nonblocking {nonblocking}"));
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    fn shutdown_write(&self) {}
+}
+
+/// `next_event(Duration::ZERO)` looks without waiting: a read in
+/// non-blocking mode, not one with the shortest read timeout (which the OS
+/// rounds up to its timer tick, 4 to 10 ms); what has arrived is found so.
+#[test]
+fn a_zero_wait_reads_without_blocking_and_finds_what_arrived() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        // The chat comes once the client asks for it.
+        let asked = p.recv();
+        p.send(&chat("hi"));
+        let _ = p.reader.read_message();
+        asked
+    });
+    let modes = Arc::new(Mutex::new(Vec::new()));
+    let tcp = TcpStream::connect(addr).unwrap();
+    let mut c = Client::over(
+        Recorded(tcp, modes.clone()),
+        "ann",
+        ConnectOptions::default(),
+    )
+    .unwrap();
+    modes.lock().unwrap().clear();
+    assert!(c.next_event(Duration::ZERO).unwrap().is_none());
+    assert_eq!(
+        *modes.lock().unwrap(),
+        ["nonblocking true", "nonblocking false"],
+        "a look sets no read timeout"
+    );
+    c.send_chat(Recipient::Everyone, "say hi").unwrap();
+    let deadline = Instant::now() + WAIT;
+    let got = loop {
+        if let Some(e) = c.next_event(Duration::ZERO).unwrap() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the chat never arrived");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        matches!(got, ClientEvent::Chat(ref m) if m.text == "hi"),
+        "{got:?}"
+    );
+    c.quit("bye").unwrap();
+    assert!(matches!(peer.join().unwrap(), ClientMessage::Chat { .. }));
 }
