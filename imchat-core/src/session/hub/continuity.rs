@@ -39,9 +39,6 @@ impl fmt::Debug for TokenSource {
 pub(super) enum Outcome {
     Accepted(MessageId, Timestamp),
     Refused(ErrorCode, String),
-    /// Accepted, but the store's commit failed: the client was told
-    /// `INTERNAL`, and a copy it sends again is taken as new.
-    Lost,
 }
 
 /// The answer to a chat message waiting for the store's commit: its ack,
@@ -58,8 +55,6 @@ pub(super) struct HeldAck {
 
 #[derive(Debug)]
 enum Held {
-    /// (The sender's name key, needed only for a lost message, is its
-    /// connection's: not copied for each message.)
     Ack {
         id: MessageId,
         time: Timestamp,
@@ -413,10 +408,11 @@ impl Hub {
     /// 4096 acks are waiting. Without a store there is nothing to do: acks
     /// go out at once.
     ///
-    /// If the commit fails, each chat message it held gets
-    /// `Error{INTERNAL}` with its client id instead of its `Ack`, as when an
-    /// append fails: its client may send it again, and the copy is taken as
-    /// new (its receivers, who saw the first, see it twice).
+    /// If the commit fails, its chat messages were routed all the same
+    /// (routing does not wait for the commit) and the log in memory keeps
+    /// them: each gets its `Ack` (a copy sent again is a duplicate), and
+    /// each sender one `Error{INTERNAL}` with client id 0 saying how many
+    /// were not saved.
     pub fn commit_history(&mut self, now: Instant) {
         self.clock = self.clock.max(now);
         if !self.has_uncommitted() {
@@ -437,7 +433,7 @@ impl Hub {
     /// reports here that every entry appended up to `upto` (by id) is
     /// committed (`Ok`) or lost (`Err`). The answers held for those entries
     /// go out as [`commit_history`](Hub::commit_history) sends them (acks,
-    /// or `Error{INTERNAL}` for a lost message), in order; later ones keep
+    /// and after a failed commit a line to each sender), in order; later ones keep
     /// waiting. Reporting the same `upto` again, or an older one, releases
     /// nothing more. The hub's own commits (on the clock, before a
     /// connection closes, at shutdown) still call
@@ -463,50 +459,35 @@ impl Hub {
     }
 
     /// Sends the answers of `held`, once a commit that covers them
-    /// returned: their acks, or with `error`, `Error{INTERNAL}` for each
-    /// message that commit lost.
+    /// returned: their acks. A failed commit (`error`) did not undo what
+    /// it covered: its messages were routed when they were appended, and
+    /// the log in memory keeps them. They are acknowledged all the same
+    /// (a copy sent again is a duplicate, not a second delivery), and
+    /// each sender is told once that they were not saved.
     fn release_acks(&mut self, held: Vec<HeldAck>, error: Option<&StoreError>) {
         if let Some(e) = error {
             warn!("history not committed: {e}");
         }
-        // The entries the failed commit lost.
-        let lost: Vec<MessageId> = if error.is_some() {
-            held.iter()
-                .filter_map(|a| match a.answer {
-                    Held::Ack {
-                        id, fresh: true, ..
-                    } => Some(id),
-                    _ => None,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Per sender, how many fresh messages the failed commit did not save.
+        let mut unsaved: Vec<(ClientId, usize)> = Vec::new();
         for a in held {
             if !self.conns.contains_key(&a.client) {
                 continue;
             }
             let message = match a.answer {
-                Held::Ack { id, fresh, .. } if lost.contains(&id) => {
-                    let sender = match self.conns.get(&a.client).map(|c| &c.phase) {
-                        Some(Phase::Joined(user)) if fresh => Some(self.key(user)),
-                        _ => None,
-                    };
-                    if let Some(key) = sender {
-                        self.forget_acceptance(&key, a.client_id, id);
+                Held::Ack { id, time, fresh } => {
+                    if fresh && error.is_some() {
+                        match unsaved.iter_mut().find(|(c, _)| *c == a.client) {
+                            Some((_, n)) => *n += 1,
+                            None => unsaved.push((a.client, 1)),
+                        }
                     }
-                    let detail = error.map(ToString::to_string).unwrap_or_default();
-                    ServerMessage::Error {
-                        code: ErrorCode::INTERNAL,
+                    ServerMessage::Ack {
                         client_id: a.client_id,
-                        text: format!("message not sent: {detail}"),
+                        id,
+                        time,
                     }
                 }
-                Held::Ack { id, time, .. } => ServerMessage::Ack {
-                    client_id: a.client_id,
-                    id,
-                    time,
-                },
                 Held::Refused(code, text) => ServerMessage::Error {
                     code,
                     client_id: a.client_id,
@@ -514,6 +495,22 @@ impl Hub {
                 },
             };
             self.send(a.client, message);
+        }
+        let detail = error.map(ToString::to_string).unwrap_or_default();
+        for (client, n) in unsaved {
+            let what = if n == 1 {
+                "your last message was delivered but is not saved".to_string()
+            } else {
+                format!("your last {n} messages were delivered but are not saved")
+            };
+            self.send(
+                client,
+                ServerMessage::Error {
+                    code: ErrorCode::INTERNAL,
+                    client_id: 0,
+                    text: format!("{what} (a restart of the server loses them): {detail}"),
+                },
+            );
         }
     }
 
@@ -573,17 +570,6 @@ impl Hub {
             });
         } else {
             self.error_for(client, code, client_id, text);
-        }
-    }
-
-    /// A chat message accepted as entry `id` was lost with a failed commit.
-    fn forget_acceptance(&mut self, key: &str, client_id: u64, id: MessageId) {
-        if let Some(s) = self.sessions.get_mut(key) {
-            for (c, o) in &mut s.recent {
-                if *c == client_id && matches!(o, Outcome::Accepted(i, _) if *i == id) {
-                    *o = Outcome::Lost;
-                }
-            }
         }
     }
 
@@ -1292,8 +1278,6 @@ impl Hub {
             .find(|(c, _)| *c == client_id)
             .map(|(_, o)| o.clone());
         match outcome {
-            // Its first copy was lost with a failed commit: take this one.
-            Some(Outcome::Lost) => return false,
             Some(Outcome::Refused(code, text)) => self.refuse_answer(client, code, client_id, text),
             // Not before its first copy is committed.
             Some(Outcome::Accepted(id, time)) => {
