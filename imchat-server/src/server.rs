@@ -74,8 +74,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Relayed file data queued for one receiver before the pusher waits.
 const RELAY_QUEUE: usize = 2 * 1024 * 1024;
-/// How long a pusher waits for a slow receiver before that receiver is dropped from the push.
+/// How long a pusher waits for a slow receiver before that receiver is
+/// dropped from the push; also how long in all a receiver may hold back
+/// the other receivers of a push.
 const RELAY_WAIT: Duration = Duration::from_secs(10);
+/// Receivers whose holding back of a push is counted at once.
+const RELAY_HOLDS_MAX: usize = 4096;
 /// Pause after a failed `accept` (out of file descriptors, for instance).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the same accept error is logged again.
@@ -323,6 +327,9 @@ pub struct Server {
     closer: Mutex<Sender<closer::Refused>>,
     /// Idle connections, without a reader thread.
     idle: idle::Idle,
+    /// How long each receiver of a push with several receivers has held
+    /// the others back (see [`Server::pace_relay`]).
+    relay_holds: Mutex<HashMap<(ClientId, TransferId), Duration>>,
 }
 
 impl Server {
@@ -1041,14 +1048,24 @@ impl Server {
 
     /// Waits until each receiver of relayed file data has room again, which
     /// paces the pusher (this runs on its reader thread) to its receivers.
-    /// A receiver still full after [`RELAY_WAIT`] is dropped from the push.
+    /// A receiver still full after [`RELAY_WAIT`] is dropped from the push;
+    /// so is one that, while other receivers of the push had room, held
+    /// them back for [`RELAY_WAIT`] in all: a push to several goes at the
+    /// pace of its slowest receiver for that long at most, not to the end.
     fn pace_relay(&self, mut paced: Vec<(ClientId, TransferId, Arc<Outbox>)>, work: &mut Work) {
         paced.sort_by_key(|(client, relay, _)| (*client, *relay));
         paced.dedup_by_key(|(client, relay, _)| (*client, *relay));
         let deadline = Instant::now() + RELAY_WAIT;
-        for (receiver, relay, outbox) in paced {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if outbox.wait_bulk_room(RELAY_QUEUE, left) || outbox.is_closed() {
+        for (receiver, relay, outbox) in &paced {
+            let (receiver, relay) = (*receiver, *relay);
+            let others_ready = paced.iter().any(|(other, r, o)| {
+                *r == relay && *other != receiver && o.wait_bulk_room(RELAY_QUEUE, Duration::ZERO)
+            });
+            let started = Instant::now();
+            let left = deadline.saturating_duration_since(started);
+            let room = outbox.wait_bulk_room(RELAY_QUEUE, left) || outbox.is_closed();
+            let held = others_ready && self.held_back(receiver, relay, started.elapsed());
+            if room && !held {
                 continue;
             }
             let mut core = self.lock();
@@ -1063,6 +1080,29 @@ impl Server {
                 .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "receiver too slow");
             self.dispatch(&mut core, work);
         }
+    }
+
+    /// Adds `waited` to the time `receiver` held back the other receivers
+    /// of `relay`; whether that is [`RELAY_WAIT`] or more (then it is
+    /// forgotten: the receiver is dropped from the push).
+    fn held_back(&self, receiver: ClientId, relay: TransferId, waited: Duration) -> bool {
+        let mut holds = self
+            .relay_holds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Entries of pushes that ended are not tracked one by one: past
+        // a bound they are all forgotten (a slow receiver's count starts
+        // again, which only delays its drop).
+        if holds.len() >= RELAY_HOLDS_MAX {
+            holds.clear();
+        }
+        let total = holds.entry((receiver, relay)).or_default();
+        *total += waited;
+        if *total >= RELAY_WAIT {
+            holds.remove(&(receiver, relay));
+            return true;
+        }
+        false
     }
 
     /// The timer: runs the hub's clock, and shuts down connections that
@@ -1342,6 +1382,7 @@ pub fn run(
         stop: Mutex::new(stop_tx),
         closer: Mutex::new(closer_tx),
         idle,
+        relay_holds: Mutex::new(HashMap::new()),
     });
 
     let s = server.clone();

@@ -3141,18 +3141,7 @@ fn push_raw(p: &mut Peer, to: &str, data: Arc<Vec<u8>>) -> thread::JoinHandle<()
 
 /// CRC32 (IEEE), as the protocol's whole-file check.
 fn crc_of(b: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &x in b {
-        crc ^= u32::from(x);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    crc32fast::hash(b)
 }
 
 fn redis_con(redis: &Redis) -> redis::Connection {

@@ -1698,3 +1698,119 @@ fn silent_connections_dropped_to_make_room_do_not_keep_their_threads() {
     drop(silent);
     srv.assert_serving();
 }
+
+/// A push to two receivers, one of which reads at 100 KB/s: the pusher is
+/// paced to it only for a while (10 s in all), then it is dropped as too
+/// slow and the other gets the file at full speed. Before, every wait for
+/// it was short enough (a chunk at a time) that it was never dropped, and
+/// the push went at its pace to the end (here well over a minute).
+#[test]
+fn a_slow_receiver_holds_a_push_to_several_back_only_for_a_while() {
+    const SIZE: usize = 12 << 20;
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "pusher");
+    let mut fast = Raw::join(srv.addr, "fast");
+    let mut slow = Raw::join(srv.addr, "slow");
+    let id = TransferId(1);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new("big.bin").unwrap(),
+        size: SIZE as u64,
+        to: Recipient::Everyone,
+    });
+    for r in [&mut fast, &mut slow] {
+        let ServerMessage::FileStart(FileStart { id: rid, .. }) =
+            r.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
+        else {
+            unreachable!()
+        };
+        r.send(&ClientMessage::Accept { id: rid });
+    }
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    let started = Instant::now();
+    // The slow one reads 10 KB every 100 ms, until it is dropped (a Cancel).
+    let slow_reader = thread::spawn(move || {
+        let mut d = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
+        let mut buf = vec![0u8; 10_000];
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            match (&slow.stream).read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => d.feed(&buf[..n]),
+                Err(_) => {}
+            }
+            while let Ok(Some(m)) = d.next_message() {
+                if let ServerMessage::Cancel(c) = m {
+                    return Some(c.code);
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        None
+    });
+    let data = pseudo_random(SIZE);
+    let writer = {
+        let stream = pusher.stream.try_clone().unwrap();
+        let data = data.clone();
+        thread::spawn(move || {
+            let mut stream = stream;
+            for (k, part) in data.chunks(256 << 10).enumerate() {
+                let chunk = FileChunk::new(id, (k * (256 << 10)) as u64, part.to_vec());
+                if stream
+                    .write_all(&ClientMessage::Chunk(chunk).to_frame())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let end = ClientMessage::End(imchat_core::FileEnd {
+                id,
+                crc: crc32fast::hash(&data),
+            });
+            let _ = stream.write_all(&end.to_frame());
+        })
+    };
+    // The fast one reads all it gets, and counts it.
+    let deadline = started + Duration::from_secs(60);
+    let mut got = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the fast receiver got {got} of {SIZE} bytes in 60 s"
+        );
+        assert!(fast.pump(), "the fast receiver's connection closed");
+        let mut ended = false;
+        for m in fast.pending.drain(..) {
+            match m {
+                ServerMessage::Chunk(c) => got += c.data.len(),
+                ServerMessage::End(_) => ended = true,
+                _ => {}
+            }
+        }
+        if ended {
+            break;
+        }
+    }
+    assert_eq!(got, SIZE);
+    let took = started.elapsed();
+    assert_eq!(slow_reader.join().unwrap(), Some(CancelCode::TOO_SLOW));
+    writer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(40),
+        "the fast receiver waited for the slow one: {took:?}"
+    );
+    srv.assert_serving();
+}
+
+/// `n` bytes that do not repeat in any short period.
+fn pseudo_random(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
