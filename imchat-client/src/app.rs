@@ -2442,7 +2442,9 @@ impl Conn {
     fn answer_offer(&self, n: Option<u32>, accept: bool) -> Result<(), UsageError> {
         let offers = lock(&self.session).pending_offers();
         let id = match (n, &offers[..]) {
-            (Some(n), _) => TransferId(TransferId::SERVER_BIT | n),
+            // The session numbers the offers as it does our own
+            // transfers: `#n` is its id.
+            (Some(n), _) => TransferId(n),
             (None, [(id, ..)]) => *id,
             (None, []) => {
                 self.app.error("no file is offered to you");
@@ -3266,6 +3268,8 @@ impl Conn {
             let mut t = lock(&self.transfers);
             (t.incoming.remove(&id), t.parts.remove(&id))
         };
+        // A push to us is not ours: not counted in a script's exit code.
+        let ours = file.as_ref().is_none_or(|f| f.from.is_none());
         let mut resumed = false;
         // A download the server stopped for want of acks (a stalled
         // network, a stopped client) lost nothing it wrote: its part
@@ -3287,7 +3291,7 @@ impl Conn {
         }
         // A test's pause here: the transfer is off the list, not yet told.
         fail::fail_point!("client-transfer-failed");
-        if !id.is_server_chosen() {
+        if ours {
             self.app.transfer_lost();
         }
         let reason = match error {

@@ -811,6 +811,75 @@ fn a_received_push_waits_for_the_other_receivers_before_it_counts() {
     );
 }
 
+/// A push arriving while a download runs has an id of its own: the
+/// server numbers the pushes it relays apart from the client's downloads,
+/// and both were shown as `#1` (one row, its progress not told, and its
+/// end seen as the download's).
+#[test]
+fn a_push_received_during_a_download_has_its_own_transfer_id() {
+    let w = World::new("push-during-download");
+    fs::write(w.shared().join("big.bin"), pseudo_random_bytes(16 << 20, 3)).expect("big.bin");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    // Its disk thread slowed down: the download is still running when
+    // the push has arrived.
+    let mut carol = Client::spawn_with_env(
+        w.dir.path(),
+        &[
+            "--json",
+            "--auto-accept-bytes",
+            "1K",
+            "carol",
+            "127.0.0.1",
+            &port,
+        ],
+        &[("FAILPOINTS", "client-disk-job=sleep(10)")],
+    );
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
+    barrier(&mut alice, "alice", "here", &[]);
+    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+    carol.send("/download big.bin");
+    let download = carol.expect("the download's row", |l| {
+        let v = parse(l);
+        v["type"] == "transfer" && v["name"] == "big.bin"
+    });
+    let download = parse(&download)["id"].as_str().unwrap().to_string();
+    let small = w.dir.join("small file.txt");
+    fs::write(&small, b"a small file\n").expect("small");
+    alice.send(&format!("/sendfile {} carol", small.display()));
+    carol.expect("the push received", |l| {
+        parse(l)["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("received small file.txt"))
+    });
+    let lines: Vec<serde_json::Value> = carol.out.text().lines().map(parse).collect();
+    let pushed = lines
+        .iter()
+        .find(|v| v["type"] == "transfer" && v["name"] == "small file.txt")
+        .unwrap_or_else(|| panic!("no row for the push: {}", carol.report()));
+    let pushed = pushed["id"].as_str().unwrap().to_string();
+    assert_ne!(pushed, download, "{}", carol.report());
+    let ended: Vec<&str> = lines
+        .iter()
+        .filter(|v| v["type"] == "transfer_ended")
+        .filter_map(|v| v["id"].as_str())
+        .collect();
+    assert_eq!(ended, [pushed.as_str()], "{}", carol.report());
+    // The download goes on, and ends under its own id.
+    carol.expect("the download's end", |l| {
+        parse(l)["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("downloaded big.bin"))
+    });
+    carol.expect("the download's row ended", |l| {
+        let v = parse(l);
+        v["type"] == "transfer_ended" && v["id"] == download.as_str()
+    });
+}
+
 /// The server stops (SIGTERM) while alice pushes a file to carol: carol's
 /// client says the transfer failed, and why, before it exits. Before, it
 /// mostly said nothing of it (8 of 10 runs of a release build): the

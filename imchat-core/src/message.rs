@@ -235,7 +235,10 @@ pub(crate) fn is_unsafe_char(c: char) -> bool {
 /// Identifies one file transfer on one connection. A client picks the ids of
 /// its downloads and pushes with the top bit clear; the server picks the ids
 /// of the pushes it relays to a client with the top bit set, so the two never
-/// collide.
+/// collide on the wire. Shown as `#n` without that bit, they could: a
+/// [`ClientSession`](crate::ClientSession) therefore gives each push to it
+/// an id of its own counter and uses the server's only on the wire, so that
+/// every transfer it reports has its own `#n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransferId(pub u32);
 

@@ -118,7 +118,8 @@ pub enum ClientEvent {
     /// the server withdraws it after its offer timeout
     /// ([`ClientEvent::OfferWithdrawn`]).
     PushOffered {
-        /// The offer (a server-chosen id; shown as `#n`).
+        /// The offer: an id of the session's own, as for downloads and
+        /// pushes (not the server's), so no two transfers share a `#n`.
         id: TransferId,
         /// The sender.
         from: Username,
@@ -378,6 +379,12 @@ pub struct ClientSession {
     accepted: std::collections::HashSet<TransferId>,
     /// Pushes offered to us, waiting for the user's answer.
     offers: HashMap<TransferId, Offered>,
+    /// The pushes offered to us, by the id the session gives them: the
+    /// server's id of each. The server numbers them on its own, so its ids
+    /// can match the numbers of our downloads and pushes once shown as
+    /// `#n`; the session's ids come from the counter of our own, so every
+    /// transfer of the session has its own number (see [`TransferId`]).
+    relayed: HashMap<TransferId, TransferId>,
     /// Offers up to this size are accepted at once; `None`: always ask.
     auto_accept: Option<u64>,
     /// What was accepted at once lately, against its budgets.
@@ -461,6 +468,7 @@ impl ClientSession {
             outgoing: HashMap::new(),
             accepted: std::collections::HashSet::new(),
             offers: HashMap::new(),
+            relayed: HashMap::new(),
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
             unasked: Unasked::default(),
             name_key: Username::key,
@@ -697,6 +705,7 @@ impl ClientSession {
         }
         self.incoming.clear();
         self.requested.clear();
+        self.relayed.clear();
         self.resend.clear();
         self.names.clear();
         self.held_acks.clear();
@@ -871,16 +880,19 @@ impl ClientSession {
             .ok_or(UsageError::UnknownOffer { id })?;
         self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
-            id,
+            id: self.wire_id(id),
             code: CancelCode::DECLINED,
             reason: reason.to_string(),
         }));
+        self.relayed.remove(&id);
         Ok(())
     }
 
     fn start_push(&mut self, id: TransferId, offer: Offered) {
         self.ask(1, 0);
-        self.transmits.push_back(ClientMessage::Accept { id });
+        self.transmits.push_back(ClientMessage::Accept {
+            id: self.wire_id(id),
+        });
         self.incoming.insert(id, Incoming::new(id, offer.size));
         self.names.insert(id, offer.name.clone());
         self.events.push_back(ClientEvent::TransferStarted {
@@ -902,7 +914,7 @@ impl ClientSession {
     /// the rest of its window meanwhile, so a download never stalls on a
     /// held-back acknowledgement.
     pub fn stored(&mut self, id: TransferId, offset: u64) {
-        if id.is_server_chosen() || !self.incoming.contains_key(&id) {
+        if self.relayed.contains_key(&id) || !self.incoming.contains_key(&id) {
             self.held_acks.remove(&id);
             return;
         }
@@ -1084,7 +1096,7 @@ impl ClientSession {
             && self.lists.is_empty()
             && self.requested.is_empty()
             && self.outgoing.is_empty()
-            && self.incoming.keys().all(|id| id.is_server_chosen())
+            && self.incoming.keys().all(|id| self.relayed.contains_key(id))
     }
 
     /// Runs the clock: pings a silent server, and gives up on one that does not answer.
@@ -1301,7 +1313,7 @@ impl ClientSession {
             || self
                 .names
                 .iter()
-                .any(|(id, n)| n == name && !id.is_server_chosen())
+                .any(|(id, n)| n == name && !self.relayed.contains_key(id))
     }
 
     fn busy(&self) -> usize {
@@ -1315,16 +1327,42 @@ impl ClientSession {
             + self
                 .incoming
                 .keys()
-                .filter(|id| !id.is_server_chosen())
+                .filter(|id| !self.relayed.contains_key(id))
                 .count()
             + self.outgoing.len()
     }
 
     fn new_id(&mut self) -> Result<TransferId, UsageError> {
         self.check_transfer_room()?;
+        Ok(self.next_number())
+    }
+
+    /// The next id of the session's counter (top bit clear).
+    fn next_number(&mut self) -> TransferId {
         let id = TransferId(self.next_id & !TransferId::SERVER_BIT);
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        Ok(id)
+        id
+    }
+
+    /// The server's id of transfer `id` of ours: the same but for pushes
+    /// to us ([`relayed`](Self::relayed)).
+    fn wire_id(&self, id: TransferId) -> TransferId {
+        self.relayed.get(&id).copied().unwrap_or(id)
+    }
+
+    /// The session's id of the transfer the server calls `wire`; `None`
+    /// when that names none of ours (a server-chosen id that is not, or
+    /// no longer, a push to us; or a session's id of one, which the
+    /// server never uses).
+    fn local_id(&self, wire: TransferId) -> Option<TransferId> {
+        if wire.is_server_chosen() {
+            self.relayed
+                .iter()
+                .find(|(_, w)| **w == wire)
+                .map(|(local, _)| *local)
+        } else {
+            (!self.relayed.contains_key(&wire)).then_some(wire)
+        }
     }
 
     /// [`UsageError::TooManyTransfers`] when no transfer may start now.
@@ -1502,6 +1540,8 @@ impl ClientSession {
         }
         self.names.remove(&id);
         self.accepted.remove(&id);
+        let wire = self.wire_id(id);
+        self.relayed.remove(&id);
         let known = self.requested.remove(&id).is_some()
             | self.incoming.remove(&id).is_some()
             | self.outgoing.remove(&id).is_some();
@@ -1510,7 +1550,7 @@ impl ClientSession {
         }
         self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
-            id,
+            id: wire,
             code: CancelCode::CANCELLED,
             reason: reason.to_string(),
         }));
@@ -1549,6 +1589,8 @@ impl ClientSession {
 
     fn fail_incoming(&mut self, id: TransferId, error: TransferError, tell_server: bool) {
         self.incoming.remove(&id);
+        let wire = self.wire_id(id);
+        self.relayed.remove(&id);
         let requested = self.requested.remove(&id).map(|r| r.name);
         let Some(name) = self.names.remove(&id).or(requested) else {
             return;
@@ -1563,7 +1605,7 @@ impl ClientSession {
             };
             self.charge(1, 0);
             self.transmits.push_back(ClientMessage::Cancel(FileCancel {
-                id,
+                id: wire,
                 code,
                 reason: error.to_string(),
             }));
@@ -1784,15 +1826,18 @@ impl ClientSession {
                 self.file_start(start);
                 return;
             }
-            ServerMessage::Chunk(chunk) => {
-                let id = chunk.id;
+            ServerMessage::Chunk(mut chunk) => {
+                let Some(id) = self.local_id(chunk.id) else {
+                    return;
+                };
+                chunk.id = id;
                 let Some(inc) = self.incoming.get_mut(&id) else {
                     return;
                 };
                 match inc.accept(&chunk) {
                     Ok(()) => {
                         let end = chunk.offset + chunk.data.len() as u64;
-                        if !self.manual_acks && !id.is_server_chosen() {
+                        if !self.manual_acks && !self.relayed.contains_key(&id) {
                             self.transmits
                                 .push_back(ClientMessage::Ack { id, offset: end });
                         }
@@ -1808,7 +1853,11 @@ impl ClientSession {
                     }
                 }
             }
-            ServerMessage::End(end) => {
+            ServerMessage::End(mut end) => {
+                let Some(id) = self.local_id(end.id) else {
+                    return;
+                };
+                end.id = id;
                 let Some(inc) = self.incoming.get(&end.id) else {
                     return;
                 };
@@ -1816,6 +1865,7 @@ impl ClientSession {
                     Ok(()) => {
                         self.incoming.remove(&end.id);
                         self.names.remove(&end.id);
+                        self.relayed.remove(&end.id);
                         ClientEvent::TransferDone { id: end.id }
                     }
                     Err(e) => {
@@ -1824,8 +1874,13 @@ impl ClientSession {
                     }
                 }
             }
-            ServerMessage::Cancel(c) => {
+            ServerMessage::Cancel(mut c) => {
+                let Some(id) = self.local_id(c.id) else {
+                    return;
+                };
+                c.id = id;
                 if let Some(offer) = self.offers.remove(&c.id) {
+                    self.relayed.remove(&c.id);
                     let reason = if c.reason.is_empty() {
                         c.code.to_string()
                     } else {
@@ -1873,7 +1928,10 @@ impl ClientSession {
             offset,
             origin,
         } = start;
-        if self.incoming.contains_key(&id) || self.offers.contains_key(&id) {
+        if self.incoming.contains_key(&id)
+            || self.offers.contains_key(&id)
+            || self.relayed.values().any(|wire| *wire == id)
+        {
             return;
         }
         match origin {
@@ -1932,6 +1990,12 @@ impl ClientSession {
                 }
                 match refusal {
                     None => {
+                        // From here on the push goes by the session's id.
+                        let id = {
+                            let local = self.next_number();
+                            self.relayed.insert(local, id);
+                            local
+                        };
                         let offer = Offered {
                             from: from.clone(),
                             name: name.clone(),

@@ -1092,6 +1092,109 @@ fn a_push_is_relayed_to_every_other_member() {
     );
 }
 
+/// The server numbers the pushes it relays on its own: shown as `#n`,
+/// its ids could be those of the receiver's downloads. The session gives
+/// each push its own id, so alice's download and the two pushes to her
+/// are three transfers with three numbers, each going to its end.
+#[test]
+fn pushes_to_a_client_take_ids_none_of_its_downloads_has() {
+    let mut net = three();
+    net.s(0).set_auto_accept(Some(100));
+    let download = start_download(&mut net, "big.bin", 5, None);
+    net.take(0);
+    // A push alice is asked about, and a small one she takes unasked.
+    let big = net
+        .s(1)
+        .offer(
+            FileName::new("push20.bin").unwrap(),
+            1000,
+            Recipient::User(user("alice")),
+        )
+        .unwrap();
+    net.pump();
+    let offer = offered(&net.take(0)).expect("alice is asked");
+    assert_eq!(net.s(0).pending_offers().first().map(|o| o.0), Some(offer));
+    push(&mut net, 2, b"small", Recipient::User(user("alice")));
+    let small = net.take(0);
+    let pushed = small
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::TransferStarted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the small push starts");
+    assert_eq!(received(&small), (b"small".to_vec(), true));
+    assert!(small.iter().all(|e| match e {
+        ClientEvent::TransferStarted { id, .. }
+        | ClientEvent::TransferData { id, .. }
+        | ClientEvent::TransferDone { id } => *id == pushed,
+        _ => true,
+    }));
+    let shown = [download, offer, pushed].map(|id| id.to_string());
+    assert!(
+        shown[0] != shown[1] && shown[0] != shown[2] && shown[1] != shown[2],
+        "{shown:?}"
+    );
+    // Accepted, the offer's data comes under the id it was offered as.
+    net.s(0).accept(offer).unwrap();
+    net.pump();
+    net.take(1);
+    let data = vec![7; 1000];
+    for c in data.chunks(500) {
+        net.s(1).push_chunk(big, c.to_vec()).unwrap();
+    }
+    net.s(1).push_end(big).unwrap();
+    net.pump();
+    let got = net.take(0);
+    assert!(
+        got.contains(&ClientEvent::TransferDone { id: offer }),
+        "{got:?}"
+    );
+    assert_eq!(received(&got), (data, true));
+    // The download, still running, ends under its own id.
+    serve(&mut net, download, 5, b"hello", 0);
+    let ev = net.take(0);
+    assert_eq!(ev.last(), Some(&ClientEvent::TransferDone { id: download }));
+    net.hub.check_invariants().unwrap();
+}
+
+/// Cancelling or declining a push to us by the session's id reaches the
+/// server under the server's id: the pusher is told.
+#[test]
+fn a_push_to_a_client_is_cancelled_and_declined_by_the_session_s_id() {
+    let mut net = three_asking();
+    let _ = start_download(&mut net, "big.bin", 5, None);
+    for answer in ["decline", "cancel"] {
+        let push = net
+            .s(0)
+            .offer(
+                FileName::new("f.bin").unwrap(),
+                10,
+                Recipient::User(user("bob")),
+            )
+            .unwrap();
+        net.pump();
+        let offer = offered(&net.take(1)).expect("bob is asked");
+        if answer == "decline" {
+            net.s(1).decline(offer, "no").unwrap();
+        } else {
+            net.s(1).accept(offer).unwrap();
+            net.pump();
+            net.s(1).cancel(offer, "stop").unwrap();
+        }
+        net.pump();
+        let alice = net.take(0);
+        assert!(
+            alice
+                .iter()
+                .any(|e| matches!(e, ClientEvent::PushFailed { id, .. } if *id == push)),
+            "{answer}: {alice:?}"
+        );
+        net.take(1);
+        net.hub.check_invariants().unwrap();
+    }
+}
+
 #[test]
 fn a_push_to_one_user_reaches_only_that_user() {
     let mut net = three();
