@@ -254,6 +254,7 @@ impl Meter {
                 rate: None,
                 eta: None,
                 waiting: false,
+                from: None,
             },
             start,
             started: now,
@@ -1813,6 +1814,20 @@ impl Conn {
             );
             lines
         };
+        // Then the offers waiting for an answer.
+        let offers = lock(&self.session).pending_offers();
+        let lines = lines
+            .into_iter()
+            .chain(offers.into_iter().map(|(id, from, name, size)| {
+                TransferView::offer(
+                    id.to_string(),
+                    from.as_str().to_owned(),
+                    name.as_str().to_owned(),
+                    size,
+                )
+                .line()
+            }));
+        let lines: Vec<String> = lines.collect();
         if lines.is_empty() {
             return self.app.notice("no transfers running");
         }
@@ -1858,6 +1873,19 @@ impl Conn {
             [id] => id,
             [] => {
                 drop(t);
+                // An offer waiting for an answer: cancelling it declines it.
+                let offers = lock(&self.session).pending_offers();
+                let offered: Vec<TransferId> = offers
+                    .iter()
+                    .filter(|(id, _, name, _)| matches(id, name))
+                    .map(|(id, ..)| *id)
+                    .collect();
+                if let [id] = offered[..] {
+                    if let Err(e) = self.answer_offer(Some(id.0), false) {
+                        self.app.error(&usage_line(&e));
+                    }
+                    return;
+                }
                 return self
                     .app
                     .error(&format!("no running transfer is {what} (see /transfers)"));
@@ -2471,6 +2499,10 @@ impl Conn {
             let (result, drained) = self.session_call(|s| s.accept(id));
             // A test's pause here shows the data coming first.
             fail::fail_point!("client-accept-sent");
+            if result.is_ok() {
+                // The offer's row gives way to the transfer's.
+                self.app.view.transfer_ended(&id.to_string());
+            }
             let mut held = Some(t);
             let mut rest = Vec::with_capacity(drained.events.len());
             for ev in drained.events {
@@ -2489,6 +2521,7 @@ impl Conn {
             result
         } else {
             self.with_session(|s| s.decline(id, "declined"))?;
+            self.app.view.transfer_ended(&id.to_string());
             if let Some((_, from, name, _)) = offer {
                 self.app.notice(&format!("declined {name} from {from}"));
             }
@@ -2512,9 +2545,17 @@ impl Conn {
             } else {
                 ""
             };
-            return self.app.notice(&format!(
+            self.app.notice(&format!(
                 "{from} wants to send you '{name}' ({shown}): /accept {n} or /decline {n}{why}"
             ));
+            // Listed with the transfers until it is answered or withdrawn.
+            let view = TransferView::offer(
+                id.to_string(),
+                from.as_str().to_owned(),
+                name.as_str().to_owned(),
+                size,
+            );
+            return self.app.view.transfer(&view);
         }
         let reason = if past_share {
             "more files within the hour than this client accepts without asking, and no one at a terminal to /accept it"
@@ -2890,8 +2931,14 @@ impl Conn {
                 size,
             } => self.push_offered(id, &from, &name, size),
             ClientEvent::OfferWithdrawn {
-                from, name, reason, ..
-            } => app.notice(&format!("the offer of {name} from {from} ended: {reason}")),
+                id,
+                from,
+                name,
+                reason,
+            } => {
+                app.view.transfer_ended(&id.to_string());
+                app.notice(&format!("the offer of {name} from {from} ended: {reason}"));
+            }
             ClientEvent::PushAccepted { id, receivers } => {
                 let mut t = lock(&self.transfers);
                 if let Some(push) = t.pushes.get_mut(&id) {
@@ -3071,6 +3118,7 @@ impl Conn {
             Some(_) => Direction::Receive,
         };
         let mut meter = Meter::new(id, direction, &name, size, offset, Instant::now());
+        meter.view.from = from.as_ref().map(|f| f.as_str().to_owned());
         // A push starts once every receiver has answered: until its first
         // data, it waits (and that wait is not counted in its rate).
         meter.view.waiting = from.is_some();

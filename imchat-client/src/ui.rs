@@ -158,7 +158,9 @@ fn transfer_json(t: &TransferView) -> Value {
             Direction::Download => "download",
             Direction::Receive => "receive",
             Direction::Send => "send",
+            Direction::Offer => "offer",
         },
+        "from": t.from,
         "name": t.name,
         "done": t.done,
         "total": t.total,
@@ -580,6 +582,7 @@ mod tests {
             rate: Some(5.0),
             eta: Some(Duration::from_secs(2)),
             waiting: false,
+            from: None,
         };
         let v = transfer_json(&t);
         assert_eq!(v["type"], "transfer");

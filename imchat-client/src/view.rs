@@ -96,6 +96,8 @@ pub enum Direction {
     Receive,
     /// A file we push to others.
     Send,
+    /// A file someone offers us, waiting for `/accept` or `/decline`.
+    Offer,
 }
 
 /// The live state of one running transfer, for its line in the transfers area.
@@ -118,6 +120,8 @@ pub struct TransferView {
     pub eta: Option<Duration>,
     /// Waiting rather than moving (an offer not yet accepted).
     pub waiting: bool,
+    /// Who sends it, for a file pushed or offered to us.
+    pub from: Option<String>,
 }
 
 /// The state of the connection, for the status line.
@@ -309,15 +313,43 @@ impl TransferView {
     pub fn inert(&self) -> TransferView {
         TransferView {
             name: inert(&self.name).into_owned(),
+            from: self.from.as_ref().map(|f| inert(f).into_owned()),
             ..self.clone()
         }
     }
 
+    /// An offer waiting for an answer: `id` as the user types it (`#3`).
+    #[must_use]
+    pub fn offer(id: String, from: String, name: String, size: u64) -> TransferView {
+        TransferView {
+            id,
+            direction: Direction::Offer,
+            name,
+            done: 0,
+            total: size,
+            rate: None,
+            eta: None,
+            waiting: true,
+            from: Some(from),
+        }
+    }
+
     /// The transfer's line: `#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s`.
+    /// An offer's: `#3 offer: push20.bin (20.0 MiB) from bob: /accept 3 or /decline 3`.
     pub fn line(&self) -> String {
         let arrow = match self.direction {
             Direction::Download | Direction::Receive => '↓',
             Direction::Send => '↑',
+            Direction::Offer => {
+                let n = self.id.trim_start_matches('#');
+                return format!(
+                    "{} offer: {} ({}) from {}: /accept {n} or /decline {n}",
+                    self.id,
+                    self.name,
+                    human_size(self.total),
+                    self.from.as_deref().unwrap_or("someone")
+                );
+            }
         };
         let percent = (self.done as f64 * 100.0 / self.total.max(1) as f64).floor() as u64;
         let mut line = format!(
@@ -369,6 +401,7 @@ mod tests {
             rate: Some(15.0 * 1024.0 * 1024.0),
             eta: Some(Duration::from_secs(100)),
             waiting: false,
+            from: None,
         };
         assert_eq!(
             t.line(),
@@ -377,5 +410,14 @@ mod tests {
         t.waiting = true;
         t.direction = Direction::Send;
         assert_eq!(t.line(), "#3 ↑ big.bin  512.0 MiB / 2.0 GiB  25%  waiting");
+    }
+
+    #[test]
+    fn an_offer_line_says_how_to_answer_it() {
+        let t = TransferView::offer("#3".into(), "bob".into(), "push20.bin".into(), 20 << 20);
+        assert_eq!(
+            t.line(),
+            "#3 offer: push20.bin (20.0 MiB) from bob: /accept 3 or /decline 3"
+        );
     }
 }

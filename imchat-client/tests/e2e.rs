@@ -880,6 +880,35 @@ fn a_push_received_during_a_download_has_its_own_transfer_id() {
     });
 }
 
+/// `/transfers` lists the offers waiting for an answer, saying how to
+/// answer them (it said "no transfers running"), and `/cancel` of one
+/// declines it.
+#[test]
+fn transfers_lists_the_offers_waiting_and_cancel_declines_one() {
+    let w = World::new("offers-listed");
+    let mut alice = w.client("alice");
+    let mut bob = client_with(
+        &w,
+        "bob",
+        &["--auto-accept-bytes", "1K", "--ask-when-piped"],
+    );
+    barrier(&mut alice, "alice", "all here", &[&bob]);
+    let big = w.dir.join("push20.bin");
+    fs::write(&big, pseudo_random_bytes(20 << 10, 7)).expect("big");
+    alice.send(&format!("/sendfile {} bob", big.display()));
+    let asked = bob.expect_prefix("*** alice wants to send you 'push20.bin' (20.0 KiB): /accept ");
+    let n = asked.rsplit(' ').next().unwrap().to_string();
+    bob.send("/transfers");
+    bob.expect_line(&format!(
+        "*** #{n} offer: push20.bin (20.0 KiB) from alice: /accept {n} or /decline {n}"
+    ));
+    bob.send(&format!("/cancel {n}"));
+    bob.expect_line("*** declined push20.bin from alice");
+    alice.expect_line("*** sending push20.bin failed: bob did not accept the file");
+    bob.send("/transfers");
+    bob.expect_line("*** no transfers running");
+}
+
 /// The server stops (SIGTERM) while alice pushes a file to carol: carol's
 /// client says the transfer failed, and why, before it exits. Before, it
 /// mostly said nothing of it (8 of 10 runs of a release build): the

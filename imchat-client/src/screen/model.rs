@@ -13,7 +13,7 @@ use super::complete::{self, Cycle, Sources};
 use super::editor::Editor;
 use super::keys::{self, Action, Paste};
 use super::render;
-use crate::view::{inert_string, Entry, Link, Roster, Status, TransferView, UserInput};
+use crate::view::{inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput};
 
 /// How many entries the chat keeps.
 pub const SCROLLBACK: usize = 10_000;
@@ -313,6 +313,15 @@ impl Model {
         &self.transfers
     }
 
+    /// How many of the [`transfers`](Self::transfers) are offers waiting
+    /// for an answer (not running).
+    fn offers_waiting(&self) -> usize {
+        self.transfers
+            .iter()
+            .filter(|t| t.direction == Direction::Offer)
+            .count()
+    }
+
     /// Who is online.
     pub fn roster(&self) -> &[String] {
         &self.roster
@@ -510,10 +519,16 @@ impl Model {
             Some(Link::Closed { reason }) => format!("disconnected: {reason}"),
         };
         let mut line = format!("[{}] → {target} │ {link}", self.me());
-        match self.transfers.len() {
+        let offers = self.offers_waiting();
+        match self.transfers.len() - offers {
             0 => {}
             1 => line.push_str(" │ 1 transfer"),
             n => line.push_str(&format!(" │ {n} transfers")),
+        }
+        match offers {
+            0 => {}
+            1 => line.push_str(" │ 1 offer waiting"),
+            n => line.push_str(&format!(" │ {n} offers waiting")),
         }
         if self.scroll > 0 && self.unseen > 0 {
             line.push_str(&format!(" │ {} new ↓", self.unseen));
@@ -839,7 +854,7 @@ impl Model {
     fn quit_or_warn(&mut self, key: Action, name: &str, now: Instant, always_confirm: bool) {
         let confirmed =
             matches!(self.armed, Some((k, at)) if k == key && now.duration_since(at) < QUIT_WINDOW);
-        let running = self.transfers.len();
+        let running = self.transfers.len() - self.offers_waiting();
         if confirmed || (running == 0 && !always_confirm) {
             self.armed = None;
             self.outbox.push(UserInput::Quit);

@@ -1211,6 +1211,36 @@ mod tests {
         assert_eq!(rows[2], "[alice] → everyone │", "cut at the right");
     }
 
+    /// An offer waiting for `/accept` has its row, saying how to answer
+    /// it, and the status line counts it apart from the transfers.
+    #[test]
+    fn an_offer_waiting_has_a_row_and_is_counted_apart() {
+        let mut m = model();
+        let mut t = terminal(100, 8);
+        m.transfer(&download(1, "big.bin"));
+        m.transfer(&crate::view::TransferView::offer(
+            "#2".into(),
+            "bob".into(),
+            "push20.bin".into(),
+            20 << 20,
+        ));
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[4].starts_with("#1 ↓ big.bin"), "{rows:?}");
+        assert_eq!(
+            rows[5],
+            "#2 offer: push20.bin (20.0 MiB) from bob: /accept 2 or /decline 2"
+        );
+        assert_eq!(
+            rows[6],
+            "[alice] → everyone │ connected to 127.0.0.1:4000 │ 1 transfer │ 1 offer waiting"
+        );
+        m.transfer_ended("#1");
+        assert_eq!(
+            m.status_line(),
+            "[alice] → everyone │ connected to 127.0.0.1:4000 │ 1 offer waiting"
+        );
+    }
+
     #[test]
     fn the_question_of_a_long_paste_shows_whole_however_narrow() {
         let question = "paste 8 lines? Enter sends them, Esc cancels";
