@@ -1246,6 +1246,29 @@ fn input_history_is_kept_across_runs() {
     }
 }
 
+/// A history file that cannot be used is said at the start, in one line
+/// of words (before: nothing on the screen, and only after `/quit` a log
+/// line ending in "(os error 20)").
+#[test]
+fn an_unusable_history_file_is_said_at_the_start() {
+    let w = World::new("scr-history-bad");
+    let blocker = w.dir.join("a-file");
+    fs::write(&blocker, b"not a folder").expect("file");
+    let history = blocker.join("history");
+    let history = history.to_str().expect("utf-8 path");
+    let port = w.server.port().to_string();
+    let t = Term::spawn(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["--history-file", history, "alice", "127.0.0.1", &port],
+        250,
+        24,
+    );
+    let line = format!("*** input history not kept: cannot read {history}: not a directory");
+    let s = t.wait_screen("the history's notice", |s| has_entry(s, &line));
+    assert!(!s.contains("os error"), "{}", s.dump());
+}
+
 #[test]
 fn a_mention_is_highlighted_with_a_bell() {
     let w = World::new("scr-mention");

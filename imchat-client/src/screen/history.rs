@@ -44,6 +44,11 @@ impl HistoryFile {
         Ok((Self { path, lines }, recent))
     }
 
+    /// Where it is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Appends `line`; past the cap, rewrites the file with the last lines.
     pub fn append(&mut self, line: &str) -> io::Result<()> {
         // A line is one line in the file: the editor never holds a newline.

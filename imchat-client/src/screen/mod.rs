@@ -100,6 +100,17 @@ impl Shared {
     }
 }
 
+/// The one line that says the input history is not kept, as `what`
+/// (`read`, `write`) of `path` failed with `e`: "input history not kept:
+/// cannot read /x/y: not a directory".
+fn history_not_kept(what: &str, path: &std::path::Path, e: &io::Error) -> String {
+    format!(
+        "input history not kept: cannot {what} {}: {}",
+        path.display(),
+        imchat_cli::io_reason(e)
+    )
+}
+
 impl Screen {
     /// Takes over the terminal (alternate screen, raw mode, bracketed
     /// paste) for `me` and starts the screen's thread. `commands` are the
@@ -111,10 +122,12 @@ impl Screen {
         input: Sender<UserInput>,
         history_file: Option<PathBuf>,
     ) -> io::Result<Arc<Screen>> {
-        let (history, recent) = match history_file.map(HistoryFile::open) {
-            Some(Ok((file, recent))) => (Some(file), recent),
-            Some(Err(e)) => {
-                log::warn!("input history not read: {e}");
+        let mut unread = None;
+        let (history, recent) = match history_file.map(|p| (p.clone(), HistoryFile::open(p))) {
+            Some((_, Ok((file, recent)))) => (Some(file), recent),
+            Some((path, Err(e))) => {
+                // Said on the screen, where the user sees it at once.
+                unread = Some(history_not_kept("read", &path, &e));
                 (None, Vec::new())
             }
             None => (None, Vec::new()),
@@ -123,6 +136,9 @@ impl Screen {
             model: Mutex::new({
                 let mut model = Model::new(me, commands, recent);
                 model.no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                if let Some(line) = unread {
+                    model.show(Entry::Notice(line));
+                }
                 model
             }),
             dirty: AtomicBool::new(true),
@@ -343,7 +359,8 @@ fn run(
         if let Some(file) = &mut history {
             for line in &to_history {
                 if let Err(e) = file.append(line) {
-                    log::warn!("input history not saved: {e}");
+                    let line = history_not_kept("write", file.path(), &e);
+                    shared.update(|m| m.show(Entry::Notice(line)));
                     history = None;
                     break;
                 }
@@ -376,4 +393,20 @@ fn run(
     }
     drop(terminal);
     restore();
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::history_not_kept;
+    use std::io;
+    use std::path::Path;
+
+    #[test]
+    fn a_history_not_kept_is_one_line_of_words() {
+        let e = io::Error::from_raw_os_error(20);
+        assert_eq!(
+            history_not_kept("write", Path::new("/x/y"), &e),
+            "input history not kept: cannot write /x/y: not a directory"
+        );
+    }
 }
