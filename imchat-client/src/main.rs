@@ -421,7 +421,16 @@ fn parse_size(text: &str) -> Result<u64, String> {
     parse_size::Config::new()
         .with_binary()
         .parse_size(text)
-        .map_err(|e| format!("'{text}' is not a size in bytes (K, M or G units): {e}"))
+        .map_err(|e| match e {
+            parse_size::Error::PosOverflow => {
+                format!("'{text}' is too large a size in bytes")
+            }
+            // The crate's words ("invalid digit found in string") are
+            // Rust's, not the user's.
+            _ => format!(
+                "'{text}' is not a size in bytes: a number, with K, M or G for KiB, MiB or GiB (as in 512K or 16M)"
+            ),
+        })
 }
 
 /// The default input history file: `imchat/history` in the user's data
@@ -1010,6 +1019,14 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3X").is_err());
+        assert_eq!(
+            parse_size("12Q"),
+            Err("'12Q' is not a size in bytes: a number, with K, M or G for KiB, MiB or GiB (as in 512K or 16M)".to_owned())
+        );
+        assert_eq!(
+            parse_size("99999999999999999999"),
+            Err("'99999999999999999999' is too large a size in bytes".to_owned())
+        );
     }
 
     #[test]

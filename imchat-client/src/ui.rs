@@ -350,7 +350,11 @@ pub fn make_view(
                 view.finish(None);
                 io::Error::new(
                     e.kind(),
-                    format!("cannot open the chat log {}: {e}", path.display()),
+                    format!(
+                        "cannot open the chat log {}: {}",
+                        path.display(),
+                        imchat_cli::io_reason(&e)
+                    ),
                 )
             })?;
             Ok((Arc::new(logged), input, quit))

@@ -584,6 +584,27 @@ fn duplicate_and_invalid_usernames_are_refused() {
     });
 }
 
+/// A chat log that cannot be opened is one line of words (before: "Is a
+/// directory (os error 21)").
+#[test]
+fn a_chat_log_that_cannot_be_opened_is_said_in_words() {
+    let w = World::new("chat-log-dir");
+    let port = w.server.port().to_string();
+    let folder = w.dir.join("a-folder");
+    fs::create_dir(&folder).expect("folder");
+    let folder = folder.to_str().expect("utf-8 path");
+    let mut c = w.spawn_client(&["--chat-log", folder, "bob", "127.0.0.1", &port]);
+    let err = c.expect_exit_code(1);
+    assert_eq!(
+        non_empty(&err),
+        [format!(
+            "imchat-client: starting the interface: cannot open the chat log {folder}: is a directory"
+        )],
+        "{}",
+        c.report()
+    );
+}
+
 #[test]
 fn unreachable_server_bad_host_and_bad_ports() {
     let dir = TempDir::new("unreachable");
