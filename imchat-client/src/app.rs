@@ -2380,6 +2380,10 @@ impl Conn {
             // Refused here, nothing sent: after the earlier answers too.
             self.catch_up();
             self.app.error(&usage_line(&e));
+            if matches!(e, UsageError::TextTooLong { .. }) {
+                // Not lost: back in the input, to be shortened.
+                self.app.view.give_back(line);
+            }
         }
         Flow::Continue
     }

@@ -108,6 +108,9 @@ impl View for ChatLog {
     fn clear(&self) {
         self.inner.clear();
     }
+    fn give_back(&self, line: &str) {
+        self.inner.give_back(line);
+    }
     fn toggle_nicklist(&self) -> bool {
         self.inner.toggle_nicklist()
     }

@@ -251,6 +251,11 @@ pub trait View: Send + Sync {
     }
     /// `/clear`: empties the chat pane (a no-op where lines are gone once shown).
     fn clear(&self) {}
+    /// A line the user entered that the client refused as it is (a
+    /// message over the length limit): an interface with an input line
+    /// puts it back there, if that is still empty, for the user to
+    /// shorten (a no-op where lines are gone once entered).
+    fn give_back(&self, _line: &str) {}
     /// `/nicklist`: shows or hides the list of who is online. False where
     /// there is no such list (plain lines, JSON).
     fn toggle_nicklist(&self) -> bool {

@@ -1269,6 +1269,31 @@ fn an_unusable_history_file_is_said_at_the_start() {
     assert!(!s.contains("os error"), "{}", s.dump());
 }
 
+/// A message over the length limit is refused, and stays in the input
+/// to be shortened (before: the input was emptied, the text lost).
+#[test]
+fn a_message_over_the_limit_stays_in_the_input() {
+    let w = World::new("scr-too-long");
+    let mut t = start(&w, "alice", 100, 24);
+    let long = format!("keep this {}", "a".repeat(70_000 - 10));
+    t.paste(&long);
+    t.key(Key::Enter);
+    t.wait_screen("the refusal, and the text back in the input", |s| {
+        has_entry(
+            s,
+            "error: message of 70000 bytes is longer than the limit of 65536 bytes",
+        ) && s.row(-1).ends_with("aaaa")
+    });
+    // Shortened, it goes.
+    t.key(Key::Ctrl('w'));
+    t.wait_screen("the shortened text", |s| {
+        s.row(-1).trim_end() == "alice> keep this"
+    });
+    t.key(Key::Backspace);
+    t.key(Key::Enter);
+    t.wait_screen("the message sent", |s| has_entry(s, "<alice> keep this"));
+}
+
 #[test]
 fn a_mention_is_highlighted_with_a_bell() {
     let w = World::new("scr-mention");

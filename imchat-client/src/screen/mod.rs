@@ -210,6 +210,10 @@ impl View for Screen {
         self.shared.update(|m| m.shared_files(names));
     }
 
+    fn give_back(&self, line: &str) {
+        self.shared.update(|m| m.give_back(line));
+    }
+
     fn roster_notice(&self, text: &str) -> bool {
         self.shared.update(|m| m.roster_notice(text))
     }

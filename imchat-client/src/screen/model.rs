@@ -745,6 +745,15 @@ impl Model {
         }
     }
 
+    /// A line entered and refused as it is (too long to send) comes back
+    /// into the input, cursor at its end, for the user to shorten; not
+    /// over something typed since.
+    pub fn give_back(&mut self, line: &str) {
+        if self.editor.is_empty() {
+            self.editor.set(line.to_owned(), line.len());
+        }
+    }
+
     /// A line goes out. A scrolled-back view goes to the bottom, as for
     /// a message we send: what a command answers (`/help`, `/who`) shows
     /// there, and is not counted as new, as it would be below the view.
@@ -905,6 +914,26 @@ mod tests {
 
     fn lines(v: &[&str]) -> Vec<UserInput> {
         v.iter().map(|l| UserInput::Line((*l).into())).collect()
+    }
+
+    /// A line refused as too long comes back into the input to be
+    /// shortened, but never over what was typed since.
+    #[test]
+    fn a_line_given_back_returns_to_an_empty_input_only() {
+        let mut m = model();
+        let now = Instant::now();
+        let long = "x".repeat(70_000);
+        m.paste(&long);
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox, lines(&[long.as_str()]));
+        assert!(m.editor.is_empty());
+        m.give_back(&long);
+        assert_eq!(m.editor.text(), long);
+        assert_eq!(m.editor.cursor(), long.len());
+        m.handle(Action::Enter, now);
+        typed(&mut m, "new");
+        m.give_back(&long);
+        assert_eq!(m.editor.text(), "new");
     }
 
     #[test]
