@@ -110,6 +110,18 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
             // They take an offer's id, never a nick: `/accept bob` is
             // only refused.
             "/accept" | "/decline" => return (rest, Vec::new(), ""),
+            // `/mode broadcast` or `/mode unicast <nick>`: a nick only
+            // after `unicast`.
+            "/mode" if word_start == rest => {
+                let modes = ["broadcast", "unicast"].map(str::to_owned);
+                return (rest, modes.to_vec(), " ");
+            }
+            "/mode" => {
+                let mode = head[rest..word_start].trim_end();
+                if !mode.eq_ignore_ascii_case("unicast") {
+                    return (word_start, Vec::new(), "");
+                }
+            }
             "/help" if word_start == rest => {
                 // `/help /ms` and `/help ms` both complete.
                 let pool = if head[rest..].starts_with('/') {
@@ -195,9 +207,23 @@ mod tests {
         let f = Fixture::new();
         assert_eq!(f.tab("/msg b", 2), ["/msg Bea ", "/msg bob "]);
         assert_eq!(f.tab("/mode unicast c", 1), ["/mode unicast carol "]);
+        assert_eq!(f.tab("/MODE Unicast b", 1), ["/MODE Unicast Bea "]);
         assert_eq!(f.tab("hi @ca", 1), ["hi @carol "]);
         assert_eq!(f.tab("/sendfile a.txt bo", 1), ["/sendfile a.txt bob "]);
         assert_eq!(f.tab("thanks c", 1), ["thanks carol "]);
+    }
+
+    /// After `/mode` come its modes (a nick came, as for any word), and a
+    /// nick only after `/mode unicast`.
+    #[test]
+    fn mode_completes_its_modes_then_a_nick_only_after_unicast() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/mode ", 2), ["/mode broadcast ", "/mode unicast "]);
+        assert_eq!(f.tab("/mode b", 1), ["/mode broadcast "]);
+        assert_eq!(f.tab("/Mode U", 1), ["/Mode unicast "]);
+        assert!(f.tab("/mode c", 1).is_empty());
+        assert!(f.tab("/mode broadcast b", 1).is_empty());
+        assert!(f.tab("/mode unicast bob c", 1).is_empty());
     }
 
     #[test]
