@@ -1075,6 +1075,29 @@ mod tests {
         assert_eq!(m.outbox, [UserInput::Quit]);
     }
 
+    /// An offer waiting for an answer is listed with the transfers but is
+    /// no transfer running: quitting does not warn of it.
+    #[test]
+    fn an_offer_waiting_is_no_transfer_to_warn_of_on_quit() {
+        let mut m = model();
+        let t0 = Instant::now();
+        m.transfer(&download(1, "a"));
+        m.transfer(&TransferView::offer(
+            "#2".into(),
+            "bob".into(),
+            "b".into(),
+            9,
+        ));
+        m.handle(Action::Interrupt, t0);
+        assert_eq!(
+            last_notice(&m),
+            Some("1 transfer running: press Ctrl-C again to stop it and quit")
+        );
+        m.transfer_ended("#1");
+        m.handle(Action::EndOfInput, t0 + Duration::from_secs(10));
+        assert_eq!(m.outbox, [UserInput::Quit], "Ctrl-D quits at once");
+    }
+
     #[test]
     fn ctrl_d_deletes_or_quits_warning_when_transfers_run() {
         let mut m = model();
