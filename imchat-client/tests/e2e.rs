@@ -842,8 +842,8 @@ fn a_push_received_during_a_download_has_its_own_transfer_id() {
     fs::write(w.shared().join("big.bin"), pseudo_random_bytes(16 << 20, 3)).expect("big.bin");
     let port = w.server.port().to_string();
     let mut alice = w.client("alice");
-    // Its disk thread slowed down: the download is still running when
-    // the push has arrived.
+    // Its disk thread slowed down: the download takes about 2 s, and the
+    // push arrives within the first tenth of it.
     let mut carol = Client::spawn_with_env(
         w.dir.path(),
         &[
@@ -854,7 +854,7 @@ fn a_push_received_during_a_download_has_its_own_transfer_id() {
             "127.0.0.1",
             &port,
         ],
-        &[("FAILPOINTS", "client-disk-job=sleep(10)")],
+        &[("FAILPOINTS", "client-disk-job=sleep(30)")],
     );
     let parse = |l: &str| -> serde_json::Value {
         serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
