@@ -79,6 +79,12 @@ pub const DEFAULT_TRANSFER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time the receivers of a push have to accept or decline it: 120 s. A
 /// receiver that has not answered by then counts as declining.
 pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Once one receiver of a push has accepted it, how long the others still
+/// have to answer (at most the offer timeout): 15 s. Then it is sent to
+/// those who accepted, and a receiver that has not answered counts as
+/// declining: one user away from the keyboard does not hold a push to
+/// everyone for the whole offer timeout.
+pub const OFFER_AFTER_ACCEPT: Duration = Duration::from_secs(15);
 /// Downloads a server streams at once, over all clients: 128. Past it a
 /// `Download` is refused with `Cancel{TOO_MANY}`.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 128;

@@ -123,7 +123,8 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_TRANSFER_IDLE_TIMEOUT.as_secs_f64())]
     transfer_idle_secs: f64,
 
-    /// Time the receivers of a push have to accept or decline it (no answer: declined).
+    /// Time the receivers of a push have to accept or decline it (no answer: declined);
+    /// once one accepted, the others have 15 s more at most.
     #[arg(long, hide_short_help = true, value_name = "SECS", default_value_t = DEFAULT_OFFER_TIMEOUT.as_secs_f64())]
     offer_secs: f64,
 

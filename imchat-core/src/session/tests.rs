@@ -2664,18 +2664,21 @@ fn a_declined_push_tells_the_pusher_who_declined() {
 fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
     let mut net = three();
     net.s(1).set_auto_accept(None);
+    net.s(2).set_auto_accept(None);
     let id = net
         .s(0)
         .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
         .unwrap();
     net.pump();
     let offer = offered(&net.take(1)).unwrap();
-    // Carol accepted at once (a small file); bob does not answer.
-    assert!(matches!(
-        &net.take(2)[..],
-        [ClientEvent::TransferStarted { .. }]
-    ));
+    let carol_offer = offered(&net.take(2)).unwrap();
+    // Nobody answers: the offer waits its whole timeout.
     net.advance(OFFER - Duration::from_secs(1));
+    assert!(net.take(0).is_empty(), "still waiting for bob and carol");
+    // Carol accepts late in it: bob keeps what is left of the offer's
+    // time (less than the wait after an acceptance).
+    net.s(2).accept(carol_offer).unwrap();
+    net.pump();
     assert!(net.take(0).is_empty(), "still waiting for bob");
     net.advance(Duration::from_secs(1));
     assert_eq!(
@@ -2692,6 +2695,43 @@ fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
         vec![ClientEvent::PushAccepted { id, receivers: 1 }]
     );
     // A late accept changes nothing.
+    assert!(net.s(1).accept(offer).is_err());
+}
+
+/// Once one receiver has accepted a push, the others have 15 s more to
+/// answer, not the rest of the offer timeout: one user away from the
+/// keyboard does not hold a push to everyone for two minutes.
+#[test]
+fn after_a_first_acceptance_the_others_have_a_short_while_to_answer() {
+    let mut net = three();
+    net.s(1).set_auto_accept(None);
+    let id = net
+        .s(0)
+        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    let offer = offered(&net.take(1)).unwrap();
+    // Carol accepted at once (a small file); bob does not answer.
+    assert!(matches!(
+        &net.take(2)[..],
+        [ClientEvent::TransferStarted { .. }]
+    ));
+    net.advance(crate::limits::OFFER_AFTER_ACCEPT - Duration::from_secs(1));
+    assert!(net.take(0).is_empty(), "still waiting for bob");
+    net.advance(Duration::from_secs(1));
+    assert_eq!(
+        net.take(1),
+        vec![ClientEvent::OfferWithdrawn {
+            id: offer,
+            from: user("alice"),
+            name: FileName::new("x.iso").unwrap(),
+            reason: "not accepted within 15 s of another receiver's acceptance: sent to those who accepted".into()
+        }]
+    );
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
+    );
     assert!(net.s(1).accept(offer).is_err());
 }
 

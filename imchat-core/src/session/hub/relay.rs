@@ -1,8 +1,10 @@
 //! Pushes (`/sendfile`): a file a client offers is announced to its
 //! receivers, who accept or decline it; once they all answered (or the
-//! offer timed out), the pusher sends it, and it is checked chunk by chunk
+//! offer timed out, or the others did not answer within
+//! [`OFFER_AFTER_ACCEPT`] of a first acceptance), the pusher sends it, and it is checked chunk by chunk
 //! and relayed to the receivers that accepted, under a server-chosen id.
 
+use crate::limits::OFFER_AFTER_ACCEPT;
 use crate::message::FileStart;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,6 +48,9 @@ pub(super) struct Relay {
     pub(super) sending: bool,
     /// When it last made progress: offered, accepted, or a chunk came.
     pub(super) last: Instant,
+    /// When a receiver (here, or on another server) first accepted it:
+    /// the others have [`OFFER_AFTER_ACCEPT`] from then to answer.
+    pub(super) first_accept: Option<Instant>,
     /// How many receivers it was offered to.
     pub(super) offered_to: usize,
     /// Its receivers on other servers of a cluster, one leg per server.
@@ -168,6 +173,7 @@ impl Hub {
             started: now,
             sending: false,
             last: now,
+            first_accept: None,
             legs,
             inbound: None,
         };
@@ -201,6 +207,7 @@ impl Hub {
         };
         if let Some(relay) = self.relays.get_mut(&key) {
             relay.waiting.retain(|c| *c != client);
+            relay.first_accept.get_or_insert(now);
         }
         self.start_if_answered(key, now);
     }
@@ -243,7 +250,7 @@ impl Hub {
         let mut idle_pushes = Vec::new();
         for (key, r) in &self.relays {
             let since = now.saturating_duration_since(r.last);
-            if !r.sending && since >= offer {
+            if !r.sending && now >= self.answers_due(r) {
                 late_offers.push(*key);
             } else if r.sending && since >= idle {
                 idle_pushes.push(*key);
@@ -262,7 +269,17 @@ impl Hub {
                 .filter(|l| l.accepted.is_none())
                 .map(|l| l.server)
                 .collect();
-            let reason = format!("not accepted within {} s", offer.as_secs_f64());
+            // Which deadline passed: the one after a first acceptance, or
+            // the offer's own.
+            let after_accept = self.answers_due(relay) < relay.last + offer;
+            let reason = if after_accept {
+                format!(
+                    "not accepted within {} s of another receiver's acceptance: sent to those who accepted",
+                    OFFER_AFTER_ACCEPT.min(offer).as_secs_f64()
+                )
+            } else {
+                format!("not accepted within {} s", offer.as_secs_f64())
+            };
             for receiver in waiting {
                 self.cancel(receiver, relay_id, CancelCode::TIMED_OUT, reason.clone());
                 if let Some(relay) = self.relays.get_mut(&(from, id)) {
@@ -297,17 +314,27 @@ impl Hub {
         self.expire_finishing(now);
     }
 
+    /// When the receivers of `r`, a push not sending yet, must have
+    /// answered: the offer timeout from its last progress, or
+    /// [`OFFER_AFTER_ACCEPT`] after its first acceptance, whichever is
+    /// sooner.
+    fn answers_due(&self, r: &Relay) -> Instant {
+        let offer = self.limits.offer_timeout;
+        let due = r.last + offer;
+        r.first_accept
+            .map_or(due, |t| due.min(t + OFFER_AFTER_ACCEPT.min(offer)))
+    }
+
     /// When the next offer or push runs out of time.
     pub(super) fn relay_deadline(&self) -> Option<Instant> {
         self.relays
             .values()
             .map(|r| {
-                r.last
-                    + if r.sending {
-                        self.limits.transfer_idle_timeout
-                    } else {
-                        self.limits.offer_timeout
-                    }
+                if r.sending {
+                    r.last + self.limits.transfer_idle_timeout
+                } else {
+                    self.answers_due(r)
+                }
             })
             .chain(self.finishing_deadline())
             .min()

@@ -350,6 +350,7 @@ impl Hub {
                 started: now,
                 sending: false,
                 last: now,
+                first_accept: None,
                 legs: Vec::new(),
                 inbound: Some(Inbound { server, relay }),
             },
@@ -368,6 +369,9 @@ impl Hub {
                 leg.accepted = Some(accepted);
             }
             r.last = now;
+            if accepted > 0 {
+                r.first_accept.get_or_insert(now);
+            }
         }
         self.start_if_answered(key, now);
     }
