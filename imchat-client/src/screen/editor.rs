@@ -6,6 +6,24 @@ use unicode_segmentation::UnicodeSegmentation;
 /// How many kills the ring keeps.
 const KILL_RING: usize = 16;
 
+/// How many edits Ctrl-_ can undo.
+const UNDO_STEPS: usize = 100;
+
+/// A line and its cursor, as they were before an edit.
+pub type UndoSteps = Vec<(String, usize)>;
+
+/// What the last command did, for the commands that go on from it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    #[default]
+    Other,
+    /// Typed characters: a run of them is one undo step.
+    Typing,
+    /// A yank (or yank-pop) of the text from this byte to the cursor,
+    /// which Alt-Y replaces with the kill before it.
+    Yank(usize),
+}
+
 /// How many lines the history keeps (the history file keeps the same).
 pub const HISTORY_LINES: usize = 1_000;
 
@@ -16,8 +34,12 @@ pub struct Editor {
     text: String,
     /// Byte offset of the cursor, on a grapheme boundary.
     cursor: usize,
-    /// Killed texts, the latest last.
+    /// Killed texts, the latest last: a ring, which Alt-Y turns.
     kills: Vec<String>,
+    /// What the last command did.
+    last: Last,
+    /// The line before each edit, the latest last (Ctrl-_).
+    undo: UndoSteps,
     /// Entered lines, the oldest first.
     history: Vec<String>,
     /// Which history entry is shown (`None`: the draft being typed).
@@ -52,18 +74,35 @@ impl Editor {
         self.text.is_empty()
     }
 
-    /// Replaces the text, the cursor at `cursor` (clamped to a boundary).
+    /// Replaces the text, the cursor at `cursor` (clamped to a boundary):
+    /// an edit that Ctrl-_ undoes.
     pub fn set(&mut self, text: String, cursor: usize) {
+        let before = self.snapshot();
         self.cursor = cursor.min(text.len());
         while !text.is_char_boundary(self.cursor) {
             self.cursor -= 1;
         }
         self.text = text;
+        self.edited(before, Last::Other);
     }
 
     /// Inserts `s` at the cursor, control characters left out (a tab
-    /// becomes a space).
+    /// becomes a space): one undo step.
     pub fn insert(&mut self, s: &str) {
+        let before = self.snapshot();
+        self.insert_clean(s);
+        self.edited(before, Last::Other);
+    }
+
+    /// Types `c` at the cursor: the characters typed in a row are one
+    /// undo step, as in readline.
+    pub fn type_char(&mut self, c: char) {
+        let before = self.snapshot();
+        self.insert_clean(c.encode_utf8(&mut [0; 4]));
+        self.edited(before, Last::Typing);
+    }
+
+    fn insert_clean(&mut self, s: &str) {
         let clean: String = s
             .chars()
             .filter_map(|c| match c {
@@ -76,9 +115,54 @@ impl Editor {
         self.cursor += clean.len();
     }
 
+    /// The line and cursor now, to undo to.
+    fn snapshot(&self) -> (String, usize) {
+        (self.text.clone(), self.cursor)
+    }
+
+    /// After an edit from `before`: keeps `before` to undo to, if the
+    /// text changed and the edit does not continue a run of typing.
+    fn edited(&mut self, before: (String, usize), last: Last) {
+        let continues = last == Last::Typing && self.last == Last::Typing;
+        if before.0 != self.text && !continues {
+            self.undo.push(before);
+            if self.undo.len() > UNDO_STEPS {
+                self.undo.remove(0);
+            }
+        }
+        self.last = last;
+    }
+
+    /// Ctrl-_: the line as it was before the last edit.
+    pub fn undo(&mut self) {
+        if let Some((text, cursor)) = self.undo.pop() {
+            self.text = text;
+            self.cursor = cursor;
+        }
+        self.last = Last::Other;
+    }
+
+    /// Takes the undo steps away (a secret typed in the line must leave
+    /// none), to [`restore_undo`](Self::restore_undo) after.
+    pub fn take_undo(&mut self) -> UndoSteps {
+        std::mem::take(&mut self.undo)
+    }
+
+    /// Puts back the undo steps [`take_undo`](Self::take_undo) took,
+    /// dropping any made since.
+    pub fn restore_undo(&mut self, steps: UndoSteps) {
+        self.undo = steps;
+        self.last = Last::Other;
+    }
+
     /// Byte offset of the grapheme boundary before the cursor.
     fn prev_boundary(&self) -> usize {
-        self.text[..self.cursor]
+        self.boundary_before(self.cursor)
+    }
+
+    /// Byte offset of the grapheme boundary before `at`.
+    fn boundary_before(&self, at: usize) -> usize {
+        self.text[..at]
             .grapheme_indices(true)
             .next_back()
             .map_or(0, |(i, _)| i)
@@ -133,58 +217,88 @@ impl Editor {
 
     /// One grapheme left.
     pub fn left(&mut self) {
+        self.last = Last::Other;
         self.cursor = self.prev_boundary();
     }
 
     /// One grapheme right.
     pub fn right(&mut self) {
+        self.last = Last::Other;
         self.cursor = self.next_boundary();
     }
 
     /// To the start of the word before the cursor.
     pub fn word_left(&mut self) {
+        self.last = Last::Other;
         self.cursor = self.word_start();
     }
 
     /// To the end of the word after the cursor.
     pub fn word_right(&mut self) {
+        self.last = Last::Other;
         self.cursor = self.word_end();
     }
 
     /// To the start of the line.
     pub fn home(&mut self) {
+        self.last = Last::Other;
         self.cursor = 0;
     }
 
     /// To the end of the line.
     pub fn end(&mut self) {
+        self.last = Last::Other;
         self.cursor = self.text.len();
     }
 
     /// Deletes the grapheme before the cursor.
     pub fn backspace(&mut self) {
+        let before = self.snapshot();
         let from = self.prev_boundary();
         self.text.replace_range(from..self.cursor, "");
         self.cursor = from;
+        self.edited(before, Last::Other);
     }
 
     /// Deletes the grapheme at the cursor.
     pub fn delete(&mut self) {
+        let before = self.snapshot();
         let to = self.next_boundary();
         self.text.replace_range(self.cursor..to, "");
+        self.edited(before, Last::Other);
+    }
+
+    /// Ctrl-T: swaps the grapheme before the cursor with the one at it,
+    /// the cursor going past both; at the end of the line, the two before
+    /// it, as readline does.
+    pub fn transpose(&mut self) {
+        let before = self.snapshot();
+        let (mid, end) = if self.cursor == self.text.len() {
+            (self.prev_boundary(), self.cursor)
+        } else {
+            (self.cursor, self.next_boundary())
+        };
+        let start = self.boundary_before(mid);
+        if start < mid && mid < end {
+            let swapped = format!("{}{}", &self.text[mid..end], &self.text[start..mid]);
+            self.text.replace_range(start..end, &swapped);
+            self.cursor = end;
+        }
+        self.edited(before, Last::Other);
     }
 
     /// Removes `from..to` into the kill ring; the cursor goes to `from`.
     fn kill(&mut self, from: usize, to: usize) {
-        if from == to {
-            return;
+        let before = self.snapshot();
+        if from < to {
+            let killed: String = self.text.drain(from..to).collect();
+            self.cursor = from;
+            self.kills.push(killed);
+            if self.kills.len() > KILL_RING {
+                self.kills.remove(0);
+            }
         }
-        let killed: String = self.text.drain(from..to).collect();
-        self.cursor = from;
-        self.kills.push(killed);
-        if self.kills.len() > KILL_RING {
-            self.kills.remove(0);
-        }
+        self.edited(before, Last::Other);
     }
 
     /// Ctrl-K: kills to the end of the line.
@@ -220,9 +334,30 @@ impl Editor {
 
     /// Ctrl-Y: inserts the latest kill.
     pub fn yank(&mut self) {
+        let before = self.snapshot();
+        let start = self.cursor;
+        let mut last = Last::Other;
         if let Some(text) = self.kills.last().cloned() {
-            self.insert(&text);
+            self.insert_clean(&text);
+            last = Last::Yank(start);
         }
+        self.edited(before, last);
+    }
+
+    /// Alt-Y, right after Ctrl-Y or Alt-Y: turns the kill ring and puts
+    /// its new latest kill in place of the text just yanked (so the kills
+    /// come back from the latest to the oldest, then round again).
+    /// Otherwise it does nothing, as in readline.
+    pub fn yank_pop(&mut self) {
+        let Last::Yank(start) = self.last else {
+            return;
+        };
+        let before = self.snapshot();
+        self.kills.rotate_right(1);
+        let text = self.kills.last().cloned().unwrap_or_default();
+        self.text.replace_range(start..self.cursor, &text);
+        self.cursor = start + text.len();
+        self.edited(before, Last::Yank(start));
     }
 
     /// Up: the previous history entry; the draft is kept.
@@ -239,6 +374,14 @@ impl Editor {
         self.recalled = Some(at);
         self.text = self.history[at].clone();
         self.cursor = self.text.len();
+        self.other_line();
+    }
+
+    /// Another line shows (recalled, or after Enter): the undo steps were
+    /// those of the line before, and no command goes on.
+    fn other_line(&mut self) {
+        self.undo.clear();
+        self.last = Last::Other;
     }
 
     /// Down: the next history entry, then the draft back.
@@ -252,12 +395,14 @@ impl Editor {
             self.text = std::mem::take(&mut self.draft);
         }
         self.cursor = self.text.len();
+        self.other_line();
     }
 
     /// Enter: takes the line (`None` for a blank one, which stays unsent),
     /// clears the input. The line enters the history unless it repeats the
     /// last entry; the return's second part says whether it did.
     pub fn take_line(&mut self) -> Option<(String, bool)> {
+        self.other_line();
         if self.text.trim().is_empty() {
             self.text.clear();
             self.cursor = 0;
@@ -422,5 +567,155 @@ mod tests {
     fn insert_leaves_control_characters_out() {
         let e = typed("a\tb\u{1b}[2Jc\u{7}");
         assert_eq!(e.text(), "a b[2Jc");
+    }
+
+    /// The tester's case: two kills, Ctrl-Y gives the latest, Alt-Y
+    /// replaces it with the one before, and the ring goes round.
+    #[test]
+    fn yank_pop_replaces_the_yank_with_older_kills_round_the_ring() {
+        let mut e = typed("one");
+        e.kill_to_start();
+        e.insert("two");
+        e.kill_to_start();
+        e.insert("three");
+        e.kill_to_start();
+        e.insert("> ");
+        e.yank();
+        assert_eq!(e.text(), "> three");
+        e.yank_pop();
+        assert_eq!(e.text(), "> two");
+        e.yank_pop();
+        assert_eq!(e.text(), "> one");
+        assert_eq!(e.cursor(), "> one".len());
+        e.yank_pop();
+        assert_eq!(e.text(), "> three", "round the ring again");
+        e.yank_pop();
+        assert_eq!(e.text(), "> two");
+        // The ring turned: the next Ctrl-Y yanks the kill popped last.
+        e.insert(" ");
+        e.yank();
+        assert_eq!(e.text(), "> two two");
+    }
+
+    #[test]
+    fn yank_pop_does_nothing_but_right_after_a_yank() {
+        let mut e = typed("one");
+        e.kill_to_start();
+        e.insert("two");
+        e.kill_to_start();
+        e.yank_pop();
+        assert_eq!(e.text(), "", "no yank before");
+        e.yank();
+        e.left();
+        e.yank_pop();
+        assert_eq!(e.text(), "two", "a move in between ends the yank");
+        e.end();
+        e.yank();
+        e.insert("x");
+        e.yank_pop();
+        assert_eq!(e.text(), "twotwox", "typing in between ends it too");
+        let mut e = typed("nothing killed");
+        e.yank();
+        e.yank_pop();
+        assert_eq!(e.text(), "nothing killed");
+    }
+
+    #[test]
+    fn the_kill_ring_keeps_the_last_sixteen_kills() {
+        let mut e = Editor::new(Vec::new());
+        for i in 0..20 {
+            e.insert(&i.to_string());
+            e.kill_to_start();
+        }
+        e.yank();
+        for _ in 0..15 {
+            e.yank_pop();
+        }
+        assert_eq!(e.text(), "4", "the oldest kept");
+        e.yank_pop();
+        assert_eq!(e.text(), "19");
+    }
+
+    #[test]
+    fn transpose_swaps_graphemes_around_or_before_the_cursor() {
+        let family = "👨\u{200d}👩\u{200d}👧";
+        let mut e = typed(&format!("a{family}é"));
+        e.transpose();
+        assert_eq!(
+            e.text(),
+            format!("aé{family}"),
+            "at the end: the two before"
+        );
+        assert_eq!(e.cursor(), e.text().len());
+        e.home();
+        e.right();
+        e.transpose();
+        assert_eq!(e.text(), format!("éa{family}"), "inside: before and at");
+        assert_eq!(e.cursor(), "éa".len(), "the cursor goes past both");
+        e.transpose();
+        assert_eq!(e.text(), format!("é{family}a"), "so that Ctrl-T drags");
+        e.home();
+        e.transpose();
+        assert_eq!(e.text(), format!("é{family}a"), "nothing before the start");
+        assert_eq!(e.cursor(), 0);
+        let mut e = typed("x");
+        e.transpose();
+        assert_eq!(e.text(), "x");
+    }
+
+    #[test]
+    fn undo_takes_back_edits_one_at_a_time_a_typed_run_as_one() {
+        let mut e = Editor::new(Vec::new());
+        for c in "hello".chars() {
+            e.type_char(c);
+        }
+        e.type_char(' ');
+        e.left();
+        e.right();
+        for c in "world".chars() {
+            e.type_char(c);
+        }
+        e.backspace();
+        e.kill_word_before();
+        assert_eq!(e.text(), "hello ");
+        e.yank();
+        e.transpose();
+        assert_eq!(e.text(), "hello wolr");
+        e.undo();
+        assert_eq!(e.text(), "hello worl");
+        e.undo();
+        assert_eq!(e.text(), "hello ");
+        e.undo();
+        assert_eq!(e.text(), "hello worl");
+        e.undo();
+        assert_eq!(e.text(), "hello world");
+        e.undo();
+        assert_eq!(e.text(), "hello ", "the run typed after a move is one step");
+        assert_eq!(e.cursor(), "hello ".len());
+        e.undo();
+        assert_eq!(e.text(), "");
+        e.undo();
+        assert_eq!(e.text(), "", "nothing more to undo");
+    }
+
+    #[test]
+    fn undo_keeps_the_last_hundred_edits_of_the_line_shown() {
+        let mut e = Editor::new(vec!["old".into()]);
+        for i in 0..150 {
+            e.insert(&format!("{} ", i % 10));
+        }
+        for _ in 0..UNDO_STEPS {
+            e.undo();
+        }
+        assert_eq!(e.text().len(), 100, "{}", e.text());
+        e.undo();
+        assert_eq!(e.text().len(), 100);
+        e.history_prev();
+        e.undo();
+        assert_eq!(e.text(), "old", "a recalled line starts with no steps");
+        e.insert("!");
+        assert_eq!(e.take_line(), Some(("old!".into(), true)));
+        e.undo();
+        assert_eq!(e.text(), "", "a sent line is not brought back");
     }
 }

@@ -34,6 +34,13 @@ pub enum Action {
     KillWordAfter,
     /// Ctrl-Y.
     Yank,
+    /// Alt-Y, after Ctrl-Y: the kill before instead.
+    YankPop,
+    /// Ctrl-T: swap the graphemes around the cursor.
+    Transpose,
+    /// Ctrl-_ (Ctrl-/ in most terminals: the same byte): undo an edit.
+    Undo,
+
     /// Ctrl-L.
     Redraw,
     /// Up / Down: history.
@@ -81,6 +88,11 @@ pub fn action(key: KeyEvent) -> Option<Action> {
             'u' => KillToStart,
             'w' => KillBlankWordBefore,
             'y' => Yank,
+            't' => Transpose,
+            // Ctrl-_ and Ctrl-/ send 0x1F, which crossterm reads as
+            // Ctrl-7; `_` and `/` come with a keyboard protocol that tells
+            // keys apart.
+            '_' | '/' | '7' => Undo,
             'l' => Redraw,
             'p' => HistoryPrev,
             'n' => HistoryNext,
@@ -94,6 +106,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
             'b' => WordLeft,
             'f' => WordRight,
             'd' => KillWordAfter,
+            'y' => YankPop,
             _ => return None,
         },
         KeyCode::Left if ctrl || alt => WordLeft,
@@ -183,6 +196,11 @@ mod tests {
             Some(Action::KillBlankWordBefore)
         );
         assert_eq!(key(KeyCode::Char('y'), ctrl), Some(Action::Yank));
+        assert_eq!(key(KeyCode::Char('y'), alt), Some(Action::YankPop));
+        assert_eq!(key(KeyCode::Char('t'), ctrl), Some(Action::Transpose));
+        assert_eq!(key(KeyCode::Char('7'), ctrl), Some(Action::Undo));
+        assert_eq!(key(KeyCode::Char('_'), ctrl), Some(Action::Undo));
+        assert_eq!(key(KeyCode::Char('/'), ctrl), Some(Action::Undo));
         assert_eq!(key(KeyCode::Char('d'), alt), Some(Action::KillWordAfter));
         assert_eq!(key(KeyCode::Char('b'), alt), Some(Action::WordLeft));
         assert_eq!(key(KeyCode::Right, ctrl), Some(Action::WordRight));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use imchat_core::inert;
 
 use super::complete::{self, Cycle, Sources};
-use super::editor::Editor;
+use super::editor::{Editor, UndoSteps};
 use super::keys::{self, Action, Paste};
 use super::render;
 use crate::view::{inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput};
@@ -163,6 +163,8 @@ struct SecretEntry {
     prompt: String,
     answer: std::sync::mpsc::Sender<String>,
     saved: (String, usize),
+    /// The line's undo steps, which the secret's edits must not join.
+    undo: UndoSteps,
 }
 
 /// The local time as `HH:MM`.
@@ -218,15 +220,20 @@ impl Model {
     /// Starts asking for a secret after `prompt`; Enter sends what was
     /// typed to `answer` (Esc or Ctrl-C an empty answer).
     pub fn ask_secret(&mut self, prompt: &str, answer: std::sync::mpsc::Sender<String>) {
+        if let Some(old) = self.secret.take() {
+            let _ = old.answer.send(String::new());
+            self.editor.set(old.saved.0, old.saved.1);
+            self.editor.restore_undo(old.undo);
+        }
         let saved = (self.editor.text().to_string(), self.editor.cursor());
+        let undo = self.editor.take_undo();
         self.editor.set(String::new(), 0);
-        if let Some(old) = self.secret.replace(SecretEntry {
+        self.secret = Some(SecretEntry {
             prompt: inert(prompt).into_owned(),
             answer,
             saved,
-        }) {
-            let _ = old.answer.send(String::new());
-        }
+            undo,
+        });
     }
 
     /// The input line as drawn: the text, or as many `*` as a secret has
@@ -281,6 +288,7 @@ impl Model {
             if let Some(entry) = self.secret.take() {
                 let (saved, cursor) = entry.saved;
                 self.editor.set(saved, cursor);
+                self.editor.restore_undo(entry.undo);
                 let _ = entry.answer.send(text);
             }
         }
@@ -657,7 +665,7 @@ impl Model {
         }
         let e = &mut self.editor;
         match action {
-            Action::Insert(c) => e.insert(c.encode_utf8(&mut [0; 4])),
+            Action::Insert(c) => e.type_char(c),
             Action::Left => e.left(),
             Action::Right => e.right(),
             Action::WordLeft => e.word_left(),
@@ -676,6 +684,9 @@ impl Model {
             Action::KillWordBefore => e.kill_word_before(),
             Action::KillWordAfter => e.kill_word_after(),
             Action::Yank => e.yank(),
+            Action::YankPop => e.yank_pop(),
+            Action::Transpose => e.transpose(),
+            Action::Undo => e.undo(),
             Action::Redraw => self.clear_screen = true,
             Action::HistoryPrev => e.history_prev(),
             Action::HistoryNext => e.history_next(),
@@ -1121,6 +1132,61 @@ mod tests {
         assert!(m.outbox.is_empty());
         m.handle(Action::EndOfInput, now);
         assert_eq!(m.outbox, [UserInput::Quit]);
+    }
+
+    /// The tester's keys: `one`, Ctrl-U, `two`, Ctrl-U, Ctrl-Y, Alt-Y.
+    #[test]
+    fn alt_y_after_ctrl_y_yanks_the_kill_before() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "one");
+        m.handle(Action::KillToStart, now);
+        typed(&mut m, "two");
+        m.handle(Action::KillToStart, now);
+        m.handle(Action::Yank, now);
+        assert_eq!(m.editor.text(), "two");
+        m.handle(Action::YankPop, now);
+        assert_eq!(m.editor.text(), "one");
+    }
+
+    #[test]
+    fn ctrl_t_transposes_and_ctrl_underscore_undoes_a_typed_run() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "hello ");
+        m.handle(Action::Left, now);
+        m.handle(Action::Right, now);
+        typed(&mut m, "wrold");
+        m.handle(Action::Left, now);
+        m.handle(Action::Left, now);
+        m.handle(Action::Left, now);
+        m.handle(Action::Transpose, now);
+        assert_eq!(m.editor.text(), "hello world");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "hello wrold");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "hello ", "the typed run goes as one");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "");
+    }
+
+    /// A password typed in the line leaves no undo step: Ctrl-_ after it
+    /// gives back the line's own edits, never the secret.
+    #[test]
+    fn undo_never_brings_back_a_secret() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "draft");
+        let (tx, _rx) = std::sync::mpsc::channel();
+        m.ask_secret("password: ", tx);
+        typed(&mut m, "hunter2");
+        m.handle(Action::Backspace, now);
+        m.handle(Action::Enter, now);
+        assert_eq!(m.editor.text(), "draft");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "", "the draft's own typing undone");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "");
     }
 
     #[test]
