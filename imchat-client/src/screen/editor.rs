@@ -46,6 +46,34 @@ pub struct Editor {
     recalled: Option<usize>,
     /// The text typed before moving into the history.
     draft: String,
+    /// A reverse incremental search of the history going on (Ctrl-R).
+    search: Option<Search>,
+    /// The text of the last search, which Ctrl-R on an empty one looks
+    /// for again, as in readline.
+    last_query: String,
+}
+
+/// A reverse incremental search (Ctrl-R): the line itself stays as it was
+/// until the search is accepted.
+#[derive(Debug, Default)]
+struct Search {
+    /// What is looked for.
+    query: String,
+    /// The history entry that matches, and the byte where the match starts.
+    found: Option<(usize, usize)>,
+    /// Nothing older matches the query.
+    failed: bool,
+}
+
+/// What a search shows in the input line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SearchShown<'a> {
+    pub query: &'a str,
+    pub failed: bool,
+    /// The matching entry (the line itself before any match).
+    pub text: &'a str,
+    /// Where the match starts in it.
+    pub cursor: usize,
 }
 
 impl Editor {
@@ -398,6 +426,136 @@ impl Editor {
         self.other_line();
     }
 
+    /// Ctrl-R: starts a reverse search of the history or, searching,
+    /// finds the next older entry that matches (an empty search looks for
+    /// the last one's text again).
+    pub fn search_older(&mut self) {
+        let Some(search) = &self.search else {
+            self.search = Some(Search::default());
+            self.last = Last::Other;
+            return;
+        };
+        let query = if search.query.is_empty() {
+            self.last_query.clone()
+        } else {
+            search.query.clone()
+        };
+        if query.is_empty() {
+            return;
+        }
+        let (from, shown) = match search.found {
+            Some((i, _)) => (i, Some(self.history[i].as_str())),
+            None => (self.history.len(), None),
+        };
+        let found = self.find(&query, from, shown);
+        if let Some(search) = &mut self.search {
+            search.query = query;
+            search.failed = found.is_none();
+            search.found = found.or(search.found);
+        }
+    }
+
+    /// The newest match of `query` in the entries before `before`, other
+    /// than those that read `skip` (one shown already); the byte where its
+    /// last occurrence starts.
+    fn find(&self, query: &str, before: usize, skip: Option<&str>) -> Option<(usize, usize)> {
+        self.history[..before]
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, entry)| Some(entry.as_str()) != skip)
+            .find_map(|(i, entry)| entry.rfind(query).map(|at| (i, at)))
+    }
+
+    /// Whether a search is going on.
+    pub fn searching(&self) -> bool {
+        self.search.is_some()
+    }
+
+    /// What a search going on shows.
+    pub fn search_shown(&self) -> Option<SearchShown<'_>> {
+        let search = self.search.as_ref()?;
+        let (text, cursor) = match search.found {
+            Some((i, at)) => (self.history[i].as_str(), at),
+            None => (self.text.as_str(), self.cursor),
+        };
+        Some(SearchShown {
+            query: &search.query,
+            failed: search.failed,
+            text,
+            cursor,
+        })
+    }
+
+    /// Typing during a search: the search narrows, from the entry that
+    /// matches now to older ones.
+    pub fn search_type(&mut self, s: &str) {
+        let Some(search) = &self.search else { return };
+        let mut query = search.query.clone();
+        query.extend(s.chars().filter(|c| !c.is_control()));
+        let from = search.found.map_or(self.history.len(), |(i, _)| i + 1);
+        let found = self.find(&query, from, None);
+        if let Some(search) = &mut self.search {
+            search.query = query;
+            search.failed = found.is_none();
+            search.found = found.or(search.found);
+        }
+    }
+
+    /// Backspace during a search: its last grapheme goes, and the search
+    /// starts again from the newest entry.
+    pub fn search_backspace(&mut self) {
+        let Some(search) = &self.search else { return };
+        let mut query = search.query.clone();
+        let end = query
+            .grapheme_indices(true)
+            .next_back()
+            .map_or(0, |(i, _)| i);
+        query.truncate(end);
+        let found = if query.is_empty() {
+            None
+        } else {
+            self.find(&query, self.history.len(), None)
+        };
+        if let Some(search) = &mut self.search {
+            search.failed = found.is_none() && !query.is_empty();
+            search.query = query;
+            search.found = found;
+        }
+    }
+
+    /// Ends a search, the match into the line (the cursor where it
+    /// starts), as if recalled with Up: Down goes on to newer entries and
+    /// back to the line typed before. Nothing found, the line stays.
+    pub fn search_accept(&mut self) {
+        let Some(search) = self.search.take() else {
+            return;
+        };
+        self.remember_query(&search);
+        if let Some((i, at)) = search.found {
+            if self.recalled.is_none() {
+                self.draft = std::mem::take(&mut self.text);
+            }
+            self.recalled = Some(i);
+            self.text = self.history[i].clone();
+            self.cursor = at;
+            self.other_line();
+        }
+    }
+
+    /// Esc or Ctrl-G during a search: it ends, the line as it was.
+    pub fn search_cancel(&mut self) {
+        if let Some(search) = self.search.take() {
+            self.remember_query(&search);
+        }
+    }
+
+    fn remember_query(&mut self, search: &Search) {
+        if !search.query.is_empty() {
+            self.last_query.clone_from(&search.query);
+        }
+    }
+
     /// Enter: takes the line (`None` for a blank one, which stays unsent),
     /// clears the input. The line enters the history unless it repeats the
     /// last entry; the return's second part says whether it did.
@@ -717,5 +875,116 @@ mod tests {
         assert_eq!(e.take_line(), Some(("old!".into(), true)));
         e.undo();
         assert_eq!(e.text(), "", "a sent line is not brought back");
+    }
+
+    fn searched() -> Editor {
+        Editor::new(
+            ["first try", "second", "/msg bob fir tree", "other", "fir"]
+                .map(String::from)
+                .to_vec(),
+        )
+    }
+
+    fn shown(e: &Editor) -> (String, String, bool, usize) {
+        let s = e.search_shown().expect("a search");
+        (s.query.into(), s.text.into(), s.failed, s.cursor)
+    }
+
+    #[test]
+    fn reverse_search_narrows_and_goes_to_older_matches() {
+        let mut e = searched();
+        e.insert("draft");
+        e.search_older();
+        assert!(e.searching());
+        assert_eq!(shown(&e), ("".into(), "draft".into(), false, 5));
+        e.search_type("f");
+        e.search_type("i");
+        assert_eq!(shown(&e), ("fi".into(), "fir".into(), false, 0));
+        e.search_type("r ");
+        assert_eq!(
+            shown(&e),
+            ("fir ".into(), "/msg bob fir tree".into(), false, 9),
+            "typing narrows to older entries"
+        );
+        e.search_older();
+        assert_eq!(
+            shown(&e),
+            ("fir ".into(), "/msg bob fir tree".into(), true, 9)
+        );
+        e.search_backspace();
+        assert_eq!(shown(&e), ("fir".into(), "fir".into(), false, 0));
+        e.search_older();
+        assert_eq!(shown(&e).1, "/msg bob fir tree");
+        e.search_older();
+        assert_eq!(shown(&e), ("fir".into(), "first try".into(), false, 0));
+        e.search_older();
+        assert_eq!(
+            shown(&e),
+            ("fir".into(), "first try".into(), true, 0),
+            "no older match: the last one stays, failed"
+        );
+        assert_eq!(e.text(), "draft", "the line is untouched while searching");
+        e.search_accept();
+        assert!(!e.searching());
+        assert_eq!((e.text(), e.cursor()), ("first try", 0));
+        e.history_next();
+        assert_eq!(e.text(), "second", "Down goes on from the match");
+        for _ in 0..4 {
+            e.history_next();
+        }
+        assert_eq!(e.text(), "draft", "and back to the line typed before");
+    }
+
+    #[test]
+    fn a_cancelled_search_leaves_the_line_and_ctrl_r_again_repeats_it() {
+        let mut e = searched();
+        e.insert("draft");
+        e.left();
+        e.search_older();
+        e.search_type("sec");
+        assert_eq!(shown(&e).1, "second");
+        e.search_cancel();
+        assert!(!e.searching());
+        assert_eq!((e.text(), e.cursor()), ("draft", 4));
+        e.search_older();
+        e.search_older();
+        assert_eq!(shown(&e), ("sec".into(), "second".into(), false, 0));
+        e.search_backspace();
+        e.search_backspace();
+        e.search_backspace();
+        assert_eq!(shown(&e), ("".into(), "draft".into(), false, 4));
+        e.search_type("nowhere");
+        assert_eq!(shown(&e), ("nowhere".into(), "draft".into(), true, 4));
+        e.search_accept();
+        assert_eq!(e.text(), "draft", "nothing found: the line stays");
+        e.history_prev();
+        assert_eq!(e.text(), "fir");
+    }
+
+    /// Typing narrows from the match shown, not from the newest entry
+    /// again (readline's way); Ctrl-R skips entries that read the same as
+    /// the match shown, which would look as if it had not moved.
+    #[test]
+    fn a_search_narrows_from_its_match_and_skips_the_same_line_again() {
+        let mut e = Editor::new(["abc old", "ab", "abc new"].map(String::from).to_vec());
+        e.search_older();
+        e.search_type("a");
+        assert_eq!(shown(&e).1, "abc new");
+        e.search_older();
+        e.search_older();
+        assert_eq!(shown(&e).1, "abc old");
+        e.search_type("b");
+        assert_eq!(shown(&e).1, "abc old", "narrowed from the match shown");
+        assert!(!shown(&e).2);
+
+        let mut e = Editor::new(["fir", "other", "fir"].map(String::from).to_vec());
+        e.search_older();
+        e.search_type("fir");
+        e.search_older();
+        assert_eq!(
+            shown(&e),
+            ("fir".into(), "fir".into(), true, 0),
+            "the same line again is no other match"
+        );
     }
 }

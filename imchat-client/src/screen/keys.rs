@@ -40,7 +40,10 @@ pub enum Action {
     Transpose,
     /// Ctrl-_ (Ctrl-/ in most terminals: the same byte): undo an edit.
     Undo,
-
+    /// Ctrl-R: search the history backwards.
+    ReverseSearch,
+    /// Ctrl-G: cancel a search.
+    Cancel,
     /// Ctrl-L.
     Redraw,
     /// Up / Down: history.
@@ -89,6 +92,8 @@ pub fn action(key: KeyEvent) -> Option<Action> {
             'w' => KillBlankWordBefore,
             'y' => Yank,
             't' => Transpose,
+            'r' => ReverseSearch,
+            'g' => Cancel,
             // Ctrl-_ and Ctrl-/ send 0x1F, which crossterm reads as
             // Ctrl-7; `_` and `/` come with a keyboard protocol that tells
             // keys apart.
@@ -197,6 +202,8 @@ mod tests {
         );
         assert_eq!(key(KeyCode::Char('y'), ctrl), Some(Action::Yank));
         assert_eq!(key(KeyCode::Char('y'), alt), Some(Action::YankPop));
+        assert_eq!(key(KeyCode::Char('r'), ctrl), Some(Action::ReverseSearch));
+        assert_eq!(key(KeyCode::Char('g'), ctrl), Some(Action::Cancel));
         assert_eq!(key(KeyCode::Char('t'), ctrl), Some(Action::Transpose));
         assert_eq!(key(KeyCode::Char('7'), ctrl), Some(Action::Undo));
         assert_eq!(key(KeyCode::Char('_'), ctrl), Some(Action::Undo));

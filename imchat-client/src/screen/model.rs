@@ -220,6 +220,7 @@ impl Model {
     /// Starts asking for a secret after `prompt`; Enter sends what was
     /// typed to `answer` (Esc or Ctrl-C an empty answer).
     pub fn ask_secret(&mut self, prompt: &str, answer: std::sync::mpsc::Sender<String>) {
+        self.editor.search_cancel();
         if let Some(old) = self.secret.take() {
             let _ = old.answer.send(String::new());
             self.editor.set(old.saved.0, old.saved.1);
@@ -239,6 +240,9 @@ impl Model {
     /// The input line as drawn: the text, or as many `*` as a secret has
     /// characters; and the cursor's byte offset in it.
     pub fn shown_input(&self) -> (String, usize) {
+        if let Some(search) = self.editor.search_shown() {
+            return (search.text.to_string(), search.cursor);
+        }
         let (text, cursor) = (self.editor.text(), self.editor.cursor());
         if self.secret.is_none() {
             return (text.to_string(), cursor);
@@ -485,6 +489,10 @@ impl Model {
         if let Some(secret) = &self.secret {
             return secret.prompt.clone();
         }
+        if let Some(search) = self.editor.search_shown() {
+            let failed = if search.failed { "failed " } else { "" };
+            return format!("({failed}reverse-i-search)'{}': ", search.query);
+        }
         match self.status.as_ref().and_then(|s| s.target.as_deref()) {
             Some(target) => format!("{}→{target}> ", self.me()),
             None => format!("{}> ", self.me()),
@@ -652,9 +660,12 @@ impl Model {
             match action {
                 Action::Enter => self.send_pasted(pasted),
                 // The draft was not touched: it stays as before the paste.
-                Action::Escape | Action::Interrupt => {}
+                Action::Escape | Action::Cancel | Action::Interrupt => {}
                 _ => self.pending_paste = Some(pasted),
             }
+            return;
+        }
+        if self.editor.searching() && self.handle_search(action) {
             return;
         }
         if !matches!(action, Action::Interrupt | Action::EndOfInput) {
@@ -687,6 +698,7 @@ impl Model {
             Action::YankPop => e.yank_pop(),
             Action::Transpose => e.transpose(),
             Action::Undo => e.undo(),
+            Action::ReverseSearch => e.search_older(),
             Action::Redraw => self.clear_screen = true,
             Action::HistoryPrev => e.history_prev(),
             Action::HistoryNext => e.history_next(),
@@ -700,8 +712,36 @@ impl Model {
             Action::ScrollTop => self.scroll_to(usize::MAX),
             Action::ScrollBottom => self.scroll_to(0),
             Action::ToggleNicklist => self.toggle_nicklist(),
-            Action::Escape => {}
+            Action::Escape | Action::Cancel => {}
         }
+    }
+
+    /// Keys during a reverse search of the history (Ctrl-R): typing and
+    /// Backspace change what it looks for, Ctrl-R finds an older match,
+    /// Enter takes the match into the line (not sent), Esc, Ctrl-G or
+    /// Ctrl-C give the line back as it was; a key that scrolls or redraws
+    /// keeps the search. Any other key takes the match and then acts:
+    /// false for those.
+    fn handle_search(&mut self, action: Action) -> bool {
+        let e = &mut self.editor;
+        match action {
+            Action::Insert(c) => e.search_type(c.encode_utf8(&mut [0; 4])),
+            Action::Backspace => e.search_backspace(),
+            Action::ReverseSearch => e.search_older(),
+            Action::Enter => e.search_accept(),
+            Action::Escape | Action::Cancel | Action::Interrupt => e.search_cancel(),
+            Action::PageUp
+            | Action::PageDown
+            | Action::ScrollTop
+            | Action::ScrollBottom
+            | Action::ToggleNicklist
+            | Action::Redraw => return false,
+            _ => {
+                e.search_accept();
+                return false;
+            }
+        }
+        true
     }
 
     /// A bracketed paste.
@@ -717,6 +757,7 @@ impl Model {
         }
         self.cycle = None;
         self.armed = None;
+        self.editor.search_accept();
         if let Paste::Insert(text) = keys::paste(text) {
             self.editor.insert(&text);
             return;
@@ -1187,6 +1228,80 @@ mod tests {
         assert_eq!(m.editor.text(), "", "the draft's own typing undone");
         m.handle(Action::Undo, now);
         assert_eq!(m.editor.text(), "");
+    }
+
+    fn with_history() -> Model {
+        let commands = vec!["/quit".to_string()];
+        let history = ["first line", "/msg bob fir tree", "other"]
+            .map(String::from)
+            .to_vec();
+        Model::new("alice", commands, history).with_clock(noon)
+    }
+
+    #[test]
+    fn ctrl_r_searches_the_history_and_enter_takes_the_match_unsent() {
+        let mut m = with_history();
+        let now = Instant::now();
+        typed(&mut m, "draft");
+        m.handle(Action::ReverseSearch, now);
+        assert_eq!(m.prompt(), "(reverse-i-search)'': ");
+        assert_eq!(m.shown_input(), ("draft".into(), 5));
+        typed(&mut m, "fir");
+        assert_eq!(m.prompt(), "(reverse-i-search)'fir': ");
+        assert_eq!(m.shown_input(), ("/msg bob fir tree".into(), 9));
+        m.handle(Action::ReverseSearch, now);
+        assert_eq!(m.shown_input(), ("first line".into(), 0));
+        m.handle(Action::ReverseSearch, now);
+        assert_eq!(m.prompt(), "(failed reverse-i-search)'fir': ");
+        m.handle(Action::Backspace, now);
+        assert_eq!(m.prompt(), "(reverse-i-search)'fi': ");
+        m.handle(Action::Enter, now);
+        assert!(
+            m.outbox.is_empty(),
+            "Enter takes the match, does not send it"
+        );
+        assert_eq!(m.prompt(), "alice> ");
+        assert_eq!(m.shown_input(), ("/msg bob fir tree".into(), 9));
+        m.handle(Action::Enter, now);
+        assert_eq!(m.outbox, lines(&["/msg bob fir tree"]));
+    }
+
+    #[test]
+    fn esc_ctrl_g_or_ctrl_c_cancel_a_search_and_other_keys_take_it_and_act() {
+        let now = Instant::now();
+        for cancel in [Action::Escape, Action::Cancel, Action::Interrupt] {
+            let mut m = with_history();
+            typed(&mut m, "draft");
+            m.handle(Action::ReverseSearch, now);
+            typed(&mut m, "oth");
+            m.handle(cancel, now);
+            assert_eq!(m.prompt(), "alice> ", "{cancel:?}");
+            assert_eq!(m.shown_input(), ("draft".into(), 5), "{cancel:?}");
+            assert!(m.entries().is_empty(), "{cancel:?}: no quit warning");
+        }
+        let mut m = with_history();
+        m.handle(Action::ReverseSearch, now);
+        typed(&mut m, "bob");
+        m.handle(Action::PageUp, now);
+        assert!(
+            m.prompt().starts_with("(reverse-i-search)"),
+            "scrolling keeps it"
+        );
+        m.handle(Action::LineEnd, now);
+        assert_eq!(m.prompt(), "alice> ");
+        assert_eq!(m.shown_input(), ("/msg bob fir tree".into(), 17));
+        m.handle(Action::ReverseSearch, now);
+        typed(&mut m, "line");
+        m.handle(Action::KillToEnd, now);
+        assert_eq!(
+            m.shown_input(),
+            ("first ".into(), 6),
+            "accepted, then killed"
+        );
+        m.handle(Action::ReverseSearch, now);
+        typed(&mut m, "oth");
+        m.paste("pasted");
+        assert_eq!(m.shown_input(), ("pastedother".into(), 6));
     }
 
     #[test]

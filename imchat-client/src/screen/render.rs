@@ -872,6 +872,27 @@ mod tests {
             .collect()
     }
 
+    /// Ctrl-R shows its search in the input area, readline's way, the
+    /// cursor on the match; the prompt comes back when it ends.
+    #[test]
+    fn a_history_search_shows_in_the_input_area() {
+        let history = ["/msg bob fir tree", "other"].map(String::from).to_vec();
+        let mut m = Model::new("alice", Vec::new(), history).with_clock(noon);
+        let now = Instant::now();
+        m.handle(Action::ReverseSearch, now);
+        for c in "fir".chars() {
+            m.handle(Action::Insert(c), now);
+        }
+        let mut t = terminal(60, 6);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[5], "(reverse-i-search)'fir': /msg bob fir tree");
+        let column = "(reverse-i-search)'fir': /msg bob ".len() as u16;
+        t.backend_mut().assert_cursor_position((column, 5));
+        m.handle(Action::Escape, now);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[5], "alice>");
+    }
+
     #[test]
     fn graphemes_are_those_of_the_segmenter() {
         let mut rng = fastrand::Rng::with_seed(7);
