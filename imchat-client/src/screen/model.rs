@@ -13,6 +13,7 @@ use super::complete::{self, Cycle, Sources};
 use super::editor::{Editor, UndoSteps};
 use super::keys::{self, Action, Paste};
 use super::render;
+use crate::command::Command;
 use crate::view::{inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput};
 
 /// How many entries the chat keeps.
@@ -124,6 +125,9 @@ pub struct Model {
     pending_paste: Option<PastedLines>,
     /// A Ctrl-C or Ctrl-D on the empty line that warned, and when.
     armed: Option<(Action, Instant)>,
+    /// When a `/quit` entered warned of transfers running (the next line
+    /// entered, if another `/quit` soon, confirms; any other disarms).
+    quit_line_armed: Option<Instant>,
     /// The nick list shown or hidden by the user (`None`: by width).
     nicklist: Option<bool>,
     /// Makes the `HH:MM` of entries that carry no time.
@@ -206,6 +210,7 @@ impl Model {
             cycle: None,
             pending_paste: None,
             armed: None,
+            quit_line_armed: None,
             nicklist: None,
             clock: local_stamp,
             no_color: false,
@@ -702,7 +707,7 @@ impl Model {
             Action::Redraw => self.clear_screen = true,
             Action::HistoryPrev => e.history_prev(),
             Action::HistoryNext => e.history_next(),
-            Action::Enter => self.enter(),
+            Action::Enter => self.enter(now),
             Action::Tab => self.complete(false),
             Action::BackTab => self.complete(true),
             Action::Interrupt => self.interrupt(now),
@@ -787,11 +792,29 @@ impl Model {
         }
     }
 
-    /// Enter: the input line goes out (a command or a message).
-    fn enter(&mut self) {
+    /// Enter: the input line goes out (a command or a message). A
+    /// `/quit` while transfers run warns first, as Ctrl-C and Ctrl-D do,
+    /// and goes out when entered again soon after.
+    fn enter(&mut self, now: Instant) {
         if let Some((line, added)) = self.editor.take_line() {
             if added {
                 self.to_history.push(line.clone());
+            }
+            let armed = self.quit_line_armed.take();
+            if matches!(Command::parse(&line), Ok(Command::Quit(_))) {
+                let confirmed = armed.is_some_and(|at| now.duration_since(at) < QUIT_WINDOW);
+                let running = self.transfers.len() - self.offers_waiting();
+                if running > 0 && !confirmed {
+                    let (count, them) = match running {
+                        1 => ("1 transfer".to_owned(), "it"),
+                        n => (format!("{n} transfers"), "them"),
+                    };
+                    self.show(Entry::Notice(format!(
+                        "{count} running: enter /quit again (Up, Enter) to stop {them} and quit"
+                    )));
+                    self.quit_line_armed = Some(now);
+                    return;
+                }
             }
             self.send(line);
         }
@@ -827,7 +850,7 @@ impl Model {
             if let Some(first) = lines.next() {
                 let end = first.len();
                 self.editor.set(first, end);
-                self.enter();
+                self.enter(Instant::now());
             }
         }
         let as_text = |line: String| {
@@ -1302,6 +1325,60 @@ mod tests {
         typed(&mut m, "oth");
         m.paste("pasted");
         assert_eq!(m.shown_input(), ("pastedother".into(), 6));
+    }
+
+    /// `/quit` while a download runs warns as Ctrl-C and Ctrl-D do; the
+    /// same line again soon confirms, with its reason.
+    #[test]
+    fn quit_entered_warns_about_running_transfers_and_again_confirms() {
+        let mut m = model();
+        let t0 = Instant::now();
+        m.transfer(&download(1, "big.bin"));
+        typed(&mut m, "/quit bye");
+        m.handle(Action::Enter, t0);
+        assert!(m.outbox.is_empty(), "not at once");
+        assert_eq!(
+            last_notice(&m),
+            Some("1 transfer running: enter /quit again (Up, Enter) to stop it and quit")
+        );
+        m.handle(Action::HistoryPrev, t0);
+        assert_eq!(m.editor.text(), "/quit bye", "Up gives it back");
+        m.handle(Action::Enter, t0 + Duration::from_secs(2));
+        assert_eq!(m.outbox, lines(&["/quit bye"]));
+
+        // Another line in between, or too late: it warns again.
+        let mut m = model();
+        m.transfer(&download(1, "a"));
+        m.transfer(&download(2, "b"));
+        typed(&mut m, "/exit");
+        m.handle(Action::Enter, t0);
+        assert_eq!(
+            last_notice(&m),
+            Some("2 transfers running: enter /quit again (Up, Enter) to stop them and quit")
+        );
+        typed(&mut m, "hello");
+        m.handle(Action::Enter, t0);
+        typed(&mut m, "/QUIT");
+        m.handle(Action::Enter, t0);
+        assert_eq!(m.outbox, lines(&["hello"]), "a line in between starts over");
+        typed(&mut m, "/quit");
+        m.handle(Action::Enter, t0 + Duration::from_secs(6));
+        assert_eq!(m.outbox, lines(&["hello"]), "too late: warns again");
+        typed(&mut m, "/quit");
+        m.handle(Action::Enter, t0 + Duration::from_secs(7));
+        assert_eq!(m.outbox, lines(&["hello", "/quit"]));
+
+        // No transfer running (an offer waiting is none): at once.
+        let mut m = model();
+        m.transfer(&TransferView::offer(
+            "#2".into(),
+            "bob".into(),
+            "b".into(),
+            9,
+        ));
+        typed(&mut m, "/quit");
+        m.handle(Action::Enter, t0);
+        assert_eq!(m.outbox, lines(&["/quit"]));
     }
 
     #[test]
