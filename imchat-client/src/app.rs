@@ -61,6 +61,31 @@ const TICK: Duration = Duration::from_secs(1);
 const HEARD_STEP: Duration = Duration::from_secs(1);
 
 /// "1 line", "146 lines".
+/// Lines entered while there is no connection, sorted: the commands that
+/// run without a server, and the errors of lines that are no valid
+/// command, in order; and how many lines need the server (refused).
+fn offline_plan(lines: &[String]) -> (Vec<Result<Command, CommandError>>, usize) {
+    let mut runs = Vec::new();
+    let mut refused = 0;
+    for line in lines {
+        match Command::parse(line) {
+            Ok(cmd) if !works_offline(&cmd) => refused += 1,
+            parsed => runs.push(parsed),
+        }
+    }
+    (runs, refused)
+}
+
+/// What a client without a connection says of `n` lines it did not send.
+fn not_connected(n: usize, retry_in: Duration) -> String {
+    let retry = human_duration(retry_in);
+    if n == 1 {
+        format!("not connected (reconnecting in {retry}); the line is in your history (Up)")
+    } else {
+        format!("not connected (reconnecting in {retry}): {n} lines not sent; they are in your history (Up)")
+    }
+}
+
 fn lines(n: usize) -> String {
     if n == 1 {
         "1 line".to_owned()
@@ -804,8 +829,9 @@ fn quit_on_signals(quit: ui::QuitSender) {
 enum Served {
     /// The user quit (and a script's answers arrived).
     Quit,
-    /// The connection ended; `pending` is a line that could not be sent.
-    Ended { end: End, pending: Option<String> },
+    /// The connection ended; `pending` are lines that could not be sent
+    /// (the one cut, and the rest of its paste).
+    Ended { end: End, pending: Vec<String> },
 }
 
 /// Whether to make a new connection after one ended.
@@ -1194,7 +1220,7 @@ impl App {
                 Some(quit) => quit,
                 None => conn.serve(input),
             };
-            let (end, cut_line) = match served {
+            let (end, cut_lines) = match served {
                 Served::Quit => return conn.leave(),
                 Served::Ended { end, pending } => (end, pending),
             };
@@ -1218,7 +1244,7 @@ impl App {
             conn.report_cut("connection lost");
             // The line cut while it waited to go, and those entered after
             // it, wait for the next connection (not refused one by one).
-            held.extend(cut_line);
+            held.extend(cut_lines);
             let quit = self.hold_entered(input, &mut held);
             if quit {
                 self.not_sent(held.len());
@@ -1284,6 +1310,7 @@ impl App {
         while let Ok(entered) = input.try_recv() {
             match entered {
                 UserInput::Line(line) => held.push_back(line),
+                UserInput::Lines(lines) => held.extend(lines),
                 UserInput::Quit => return true,
                 // Asked again by the next Tab once connected.
                 UserInput::FetchFileNames => {}
@@ -1337,7 +1364,12 @@ impl App {
                 }
                 match input.recv_timeout(step) {
                     Ok(UserInput::Line(line)) => {
-                        if self.offline_line(&line, shown) == Flow::Quit {
+                        if self.offline_lines(&[line], shown) == Flow::Quit {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(UserInput::Lines(lines)) => {
+                        if self.offline_lines(&lines, shown) == Flow::Quit {
                             return Ok(None);
                         }
                     }
@@ -1376,34 +1408,35 @@ impl App {
         }
     }
 
-    /// A line typed while there is no connection: commands that need no
-    /// server run, anything else is refused.
-    fn offline_line(&self, line: &str, retry_in: Duration) -> Flow {
-        let cmd = match Command::parse(line) {
-            Ok(c) => c,
-            Err(e) => {
-                self.error(&e.to_string());
-                return Flow::Continue;
-            }
-        };
-        if !works_offline(&cmd) {
-            self.error(&format!(
-                "not connected (reconnecting in {}); the line is in your history (Up)",
-                human_duration(retry_in)
-            ));
-            return Flow::Continue;
-        }
-        match cmd {
-            Command::Quit(_) => Flow::Quit,
-            Command::Transfers => {
-                self.notice("no transfers running");
-                Flow::Continue
-            }
-            other => {
-                self.local_command(other);
-                Flow::Continue
+    /// Lines entered while there is no connection (one typed, or a
+    /// paste's): commands that need no server run, in order; the others
+    /// are refused in one error line, however many they are.
+    fn offline_lines(&self, lines: &[String], retry_in: Duration) -> Flow {
+        let (runs, refused) = offline_plan(lines);
+        let mut flow = Flow::Continue;
+        for cmd in runs {
+            let cmd = match cmd {
+                Ok(c) => c,
+                Err(e) => {
+                    self.error(&e.to_string());
+                    continue;
+                }
+            };
+            match cmd {
+                Command::Quit(_) => {
+                    flow = Flow::Quit;
+                    break;
+                }
+                Command::Transfers => self.notice("no transfers running"),
+                other => {
+                    self.local_command(other);
+                }
             }
         }
+        if refused > 0 {
+            self.error(&not_connected(refused, retry_in));
+        }
+        flow
     }
 
     /// Runs a command that only touches this client; gives it back if it
@@ -1613,12 +1646,27 @@ impl Conn {
     /// Reads the user's lines and runs them until the user quits or the
     /// connection ends.
     fn serve(self: &Arc<Self>, input: &Receiver<UserInput>) -> Served {
+        // The rest of a paste: its lines go one by one, as if typed.
+        let mut queued: VecDeque<String> = VecDeque::new();
         loop {
             if let Some(end) = self.take_end() {
-                return Served::Ended { end, pending: None };
+                return Served::Ended {
+                    end,
+                    pending: queued.into(),
+                };
+            }
+            if let Some(line) = queued.pop_front() {
+                if let Some(served) = self.serve_line(line, &mut queued) {
+                    return served;
+                }
+                continue;
             }
             let line = match input.recv_timeout(WAIT_STEP) {
                 Ok(UserInput::Line(line)) => line,
+                Ok(UserInput::Lines(lines)) => {
+                    queued.extend(lines);
+                    continue;
+                }
                 Ok(UserInput::FetchFileNames) => {
                     if let Err(e) = self.paced(0, ClientSession::fetch_file_names) {
                         log::info!("file names not asked for: {e}");
@@ -1630,19 +1678,27 @@ impl Conn {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => continue,
             };
-            self.cut.store(false, Ordering::SeqCst);
-            if self.command(&line) == Flow::Quit {
-                return Served::Quit;
-            }
-            if self.cut.load(Ordering::SeqCst) {
-                if let Some(end) = self.take_end() {
-                    return Served::Ended {
-                        end,
-                        pending: Some(line),
-                    };
-                }
+            if let Some(served) = self.serve_line(line, &mut queued) {
+                return served;
             }
         }
+    }
+
+    /// Runs one line of [`serve`](Self::serve); how it ends, if it does
+    /// (the line cut, and the rest of its paste, are pending).
+    fn serve_line(self: &Arc<Self>, line: String, queued: &mut VecDeque<String>) -> Option<Served> {
+        self.cut.store(false, Ordering::SeqCst);
+        if self.command(&line) == Flow::Quit {
+            return Some(Served::Quit);
+        }
+        if self.cut.load(Ordering::SeqCst) {
+            if let Some(end) = self.take_end() {
+                let mut pending = vec![line];
+                pending.extend(queued.drain(..));
+                return Some(Served::Ended { end, pending });
+            }
+        }
+        None
     }
 
     /// Why the connection ended, once it did.
@@ -3413,6 +3469,33 @@ mod tests {
         );
         let all = online_line(&names(120), usize::MAX);
         assert!(all.ends_with(", u119, u120"), "{all}");
+    }
+
+    /// A paste of eight lines while reconnecting is refused in one
+    /// error line, not eight; commands that need no server still run.
+    #[test]
+    fn lines_entered_offline_are_refused_together() {
+        let pasted: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+        let (runs, refused) = offline_plan(&pasted);
+        assert!(runs.is_empty());
+        assert_eq!(refused, 8);
+        assert_eq!(
+            not_connected(refused, Duration::from_secs(2)),
+            "not connected (reconnecting in 2s): 8 lines not sent; they are in your history (Up)"
+        );
+        assert_eq!(
+            not_connected(1, Duration::from_secs(2)),
+            "not connected (reconnecting in 2s); the line is in your history (Up)"
+        );
+        let mixed = ["hi", "/clear", "/msg bob x", "/nosuchcommand", "/quit bye"]
+            .map(String::from)
+            .to_vec();
+        let (runs, refused) = offline_plan(&mixed);
+        assert_eq!(refused, 2);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs[0], Ok(Command::Clear));
+        assert!(runs[1].is_err(), "{:?}", runs[1]);
+        assert_eq!(runs[2], Ok(Command::Quit("bye".into())));
     }
 
     #[test]

@@ -214,8 +214,13 @@ impl Roster {
 /// What the user did, from a view that reads input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserInput {
-    /// A line to run (a command or text), one per line of a paste.
+    /// A line to run (a command or text).
     Line(String),
+    /// The lines of a paste, to run in order as so many [`Line`]s; while
+    /// there is no connection, those refused are refused together.
+    ///
+    /// [`Line`]: UserInput::Line
+    Lines(Vec<String>),
     /// The user asked to leave (Ctrl-D, or Ctrl-C twice, confirmed when
     /// transfers run); the same as `/quit`.
     Quit,

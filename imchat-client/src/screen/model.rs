@@ -865,12 +865,23 @@ impl Model {
         self.editor.insert(&pasted.rest);
     }
 
-    fn send_all(&mut self, lines: Vec<String>) {
-        for line in lines {
-            if self.editor.remember(&line) {
+    /// Sends a paste's lines: together, so that a client without a
+    /// connection refuses them in one line, not one per line.
+    fn send_all(&mut self, mut lines: Vec<String>) {
+        for line in &lines {
+            if self.editor.remember(line) {
                 self.to_history.push(line.clone());
             }
-            self.send(line);
+        }
+        match lines.len() {
+            0 => {}
+            1 => self.send(lines.remove(0)),
+            _ => {
+                if self.scroll > 0 {
+                    self.scroll_to(0);
+                }
+                self.outbox.push(UserInput::Lines(lines));
+            }
         }
     }
 
@@ -987,6 +998,17 @@ mod tests {
         }
     }
 
+    /// What went out, a paste's lines one by one.
+    fn sent(m: &Model) -> Vec<UserInput> {
+        m.outbox
+            .iter()
+            .flat_map(|input| match input {
+                UserInput::Lines(lines) => lines.iter().cloned().map(UserInput::Line).collect(),
+                other => vec![other.clone()],
+            })
+            .collect()
+    }
+
     fn lines(v: &[&str]) -> Vec<UserInput> {
         v.iter().map(|l| UserInput::Line((*l).into())).collect()
     }
@@ -1000,7 +1022,7 @@ mod tests {
         let long = "x".repeat(70_000);
         m.paste(&long);
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox, lines(&[long.as_str()]));
+        assert_eq!(sent(&m), lines(&[long.as_str()]));
         assert!(m.editor.is_empty());
         m.give_back(&long);
         assert_eq!(m.editor.text(), long);
@@ -1066,7 +1088,7 @@ mod tests {
         assert_eq!(m.shown_input().0, "*******");
         m.handle(Action::Enter, now);
         assert_eq!(rx.try_recv(), Ok("sé cret".to_string()));
-        assert!(m.outbox.is_empty(), "a secret is not a line to run");
+        assert!(sent(&m).is_empty(), "a secret is not a line to run");
         assert!(m.to_history.is_empty(), "nor kept in the history");
         assert_eq!(m.editor.text(), "half a line");
         assert!(!m.prompt().contains("password"));
@@ -1085,7 +1107,7 @@ mod tests {
         typed(&mut m, "/register hunter2");
         m.handle(Action::Enter, now);
         // It goes (to be refused), but no history keeps it.
-        assert_eq!(m.outbox, lines(&["/register hunter2"]));
+        assert_eq!(sent(&m), lines(&["/register hunter2"]));
         assert!(m.to_history.is_empty(), "{:?}", m.to_history);
         m.handle(Action::HistoryPrev, now);
         assert_eq!(m.editor.text(), "");
@@ -1096,12 +1118,12 @@ mod tests {
         let mut m = model();
         let now = Instant::now();
         m.handle(Action::Enter, now);
-        assert!(m.outbox.is_empty(), "an empty line is not sent");
+        assert!(sent(&m).is_empty(), "an empty line is not sent");
         typed(&mut m, "hello");
         m.handle(Action::Enter, now);
         typed(&mut m, "hello");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox, lines(&["hello", "hello"]));
+        assert_eq!(sent(&m), lines(&["hello", "hello"]));
         assert_eq!(m.to_history, ["hello"], "no repeats in the history");
         assert!(m.editor.is_empty());
         m.handle(Action::HistoryPrev, now);
@@ -1114,7 +1136,7 @@ mod tests {
         let t0 = Instant::now();
         typed(&mut m, "draft");
         m.handle(Action::Interrupt, t0);
-        assert!(m.editor.is_empty() && m.outbox.is_empty());
+        assert!(m.editor.is_empty() && sent(&m).is_empty());
         m.handle(Action::Yank, t0);
         assert_eq!(
             m.editor.text(),
@@ -1124,11 +1146,11 @@ mod tests {
         m.handle(Action::Interrupt, t0);
         m.handle(Action::Interrupt, t0);
         assert_eq!(last_notice(&m), Some("press Ctrl-C again to quit"));
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         m.handle(Action::Interrupt, t0 + Duration::from_secs(6));
-        assert!(m.outbox.is_empty(), "too late: warns again");
+        assert!(sent(&m).is_empty(), "too late: warns again");
         m.handle(Action::Interrupt, t0 + Duration::from_secs(8));
-        assert_eq!(m.outbox, [UserInput::Quit]);
+        assert_eq!(sent(&m), [UserInput::Quit]);
     }
 
     #[test]
@@ -1145,9 +1167,9 @@ mod tests {
         typed(&mut m, "x");
         m.handle(Action::Backspace, t0);
         m.handle(Action::Interrupt, t0);
-        assert!(m.outbox.is_empty(), "another key in between starts over");
+        assert!(sent(&m).is_empty(), "another key in between starts over");
         m.handle(Action::Interrupt, t0 + Duration::from_secs(4));
-        assert_eq!(m.outbox, [UserInput::Quit]);
+        assert_eq!(sent(&m), [UserInput::Quit]);
     }
 
     /// An offer waiting for an answer is listed with the transfers but is
@@ -1170,7 +1192,7 @@ mod tests {
         );
         m.transfer_ended("#1");
         m.handle(Action::EndOfInput, t0 + Duration::from_secs(10));
-        assert_eq!(m.outbox, [UserInput::Quit], "Ctrl-D quits at once");
+        assert_eq!(sent(&m), [UserInput::Quit], "Ctrl-D quits at once");
     }
 
     #[test]
@@ -1181,10 +1203,10 @@ mod tests {
         m.handle(Action::LineStart, now);
         m.handle(Action::EndOfInput, now);
         assert_eq!(m.editor.text(), "b");
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         m.handle(Action::EndOfInput, now);
         m.handle(Action::EndOfInput, now);
-        assert_eq!(m.outbox, [UserInput::Quit], "no transfers: quits at once");
+        assert_eq!(sent(&m), [UserInput::Quit], "no transfers: quits at once");
 
         let mut m = model();
         m.transfer(&download(3, "c"));
@@ -1193,9 +1215,9 @@ mod tests {
             last_notice(&m),
             Some("1 transfer running: press Ctrl-D again to stop it and quit")
         );
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         m.handle(Action::EndOfInput, now);
-        assert_eq!(m.outbox, [UserInput::Quit]);
+        assert_eq!(sent(&m), [UserInput::Quit]);
     }
 
     /// The tester's keys: `one`, Ctrl-U, `two`, Ctrl-U, Ctrl-Y, Alt-Y.
@@ -1280,13 +1302,13 @@ mod tests {
         assert_eq!(m.prompt(), "(reverse-i-search)'fi': ");
         m.handle(Action::Enter, now);
         assert!(
-            m.outbox.is_empty(),
+            sent(&m).is_empty(),
             "Enter takes the match, does not send it"
         );
         assert_eq!(m.prompt(), "alice> ");
         assert_eq!(m.shown_input(), ("/msg bob fir tree".into(), 9));
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox, lines(&["/msg bob fir tree"]));
+        assert_eq!(sent(&m), lines(&["/msg bob fir tree"]));
     }
 
     #[test]
@@ -1336,7 +1358,7 @@ mod tests {
         m.transfer(&download(1, "big.bin"));
         typed(&mut m, "/quit bye");
         m.handle(Action::Enter, t0);
-        assert!(m.outbox.is_empty(), "not at once");
+        assert!(sent(&m).is_empty(), "not at once");
         assert_eq!(
             last_notice(&m),
             Some("1 transfer running: enter /quit again (Up, Enter) to stop it and quit")
@@ -1344,7 +1366,7 @@ mod tests {
         m.handle(Action::HistoryPrev, t0);
         assert_eq!(m.editor.text(), "/quit bye", "Up gives it back");
         m.handle(Action::Enter, t0 + Duration::from_secs(2));
-        assert_eq!(m.outbox, lines(&["/quit bye"]));
+        assert_eq!(sent(&m), lines(&["/quit bye"]));
 
         // Another line in between, or too late: it warns again.
         let mut m = model();
@@ -1360,13 +1382,13 @@ mod tests {
         m.handle(Action::Enter, t0);
         typed(&mut m, "/QUIT");
         m.handle(Action::Enter, t0);
-        assert_eq!(m.outbox, lines(&["hello"]), "a line in between starts over");
+        assert_eq!(sent(&m), lines(&["hello"]), "a line in between starts over");
         typed(&mut m, "/quit");
         m.handle(Action::Enter, t0 + Duration::from_secs(6));
-        assert_eq!(m.outbox, lines(&["hello"]), "too late: warns again");
+        assert_eq!(sent(&m), lines(&["hello"]), "too late: warns again");
         typed(&mut m, "/quit");
         m.handle(Action::Enter, t0 + Duration::from_secs(7));
-        assert_eq!(m.outbox, lines(&["hello", "/quit"]));
+        assert_eq!(sent(&m), lines(&["hello", "/quit"]));
 
         // No transfer running (an offer waiting is none): at once.
         let mut m = model();
@@ -1378,21 +1400,41 @@ mod tests {
         ));
         typed(&mut m, "/quit");
         m.handle(Action::Enter, t0);
-        assert_eq!(m.outbox, lines(&["/quit"]));
+        assert_eq!(sent(&m), lines(&["/quit"]));
+    }
+
+    /// A paste's lines go out together (a client without a connection
+    /// then refuses them in one line), whether asked for or not; one line
+    /// alone goes as a line.
+    #[test]
+    fn a_paste_goes_out_as_one_batch_of_lines() {
+        let mut m = model();
+        let pasted: String = (1..=8).map(|i| format!("line {i}\n")).collect();
+        m.paste(&pasted);
+        assert!(m.outbox.is_empty(), "asks first");
+        m.handle(Action::Enter, Instant::now());
+        let all: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+        assert_eq!(m.outbox, [UserInput::Lines(all)]);
+        let mut m = model();
+        m.paste("a\nb\n");
+        assert_eq!(m.outbox, [UserInput::Lines(vec!["a".into(), "b".into()])]);
+        let mut m = model();
+        m.paste("a\n");
+        assert_eq!(m.outbox, lines(&["a"]));
     }
 
     #[test]
     fn a_paste_of_a_few_lines_sends_each() {
         let mut m = model();
         m.paste("one\ntwo\r\n\nthree\rfour\n");
-        assert_eq!(m.outbox, lines(&["one", "two", "three", "four"]));
+        assert_eq!(sent(&m), lines(&["one", "two", "three", "four"]));
         assert_eq!(m.to_history, ["one", "two", "three", "four"]);
         assert!(m.editor.is_empty(), "it ended with a newline");
         m.outbox.clear();
         typed(&mut m, "draft");
         m.paste(" and more");
         assert_eq!(m.editor.text(), "draft and more");
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
     }
 
     #[test]
@@ -1400,10 +1442,10 @@ mod tests {
         let mut m = model();
         let now = Instant::now();
         m.paste("x1\nx2 no newline at end");
-        assert_eq!(m.outbox, lines(&["x1"]), "only the complete line goes");
+        assert_eq!(sent(&m), lines(&["x1"]), "only the complete line goes");
         assert_eq!(m.editor.text(), "x2 no newline at end");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox, lines(&["x1", "x2 no newline at end"]));
+        assert_eq!(sent(&m), lines(&["x1", "x2 no newline at end"]));
         assert!(m.editor.is_empty());
 
         // Into a draft, at the cursor: the draft before the cursor starts
@@ -1412,14 +1454,14 @@ mod tests {
         typed(&mut m, "ab");
         m.handle(Action::Left, now);
         m.paste("one\r\ntwo\rX");
-        assert_eq!(m.outbox, lines(&["aone", "two"]));
+        assert_eq!(sent(&m), lines(&["aone", "two"]));
         assert_eq!(m.editor.text(), "Xb");
         assert_eq!(m.editor.cursor(), 1, "the cursor follows the paste");
 
         // A blank unfinished line adds nothing.
         let mut m = model();
         m.paste("one\n   ");
-        assert_eq!(m.outbox, lines(&["one"]));
+        assert_eq!(sent(&m), lines(&["one"]));
         assert!(m.editor.is_empty());
     }
 
@@ -1430,20 +1472,20 @@ mod tests {
         typed(&mut m, "/msg lis ");
         m.paste("secret1\nsecret2");
         assert_eq!(
-            m.outbox,
+            sent(&m),
             lines(&["/msg lis secret1"]),
             "the first line finishes the draft, nothing goes out in public"
         );
         assert_eq!(m.to_history, ["/msg lis secret1"], "as Enter would");
         assert_eq!(m.editor.text(), "secret2");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox, lines(&["/msg lis secret1", "secret2"]));
+        assert_eq!(sent(&m), lines(&["/msg lis secret1", "secret2"]));
 
         // Ending with a newline: every line goes, the input ends empty.
         let mut m = model();
         typed(&mut m, "/msg lis ");
         m.paste("secret1\nsecret2\n");
-        assert_eq!(m.outbox, lines(&["/msg lis secret1", "secret2"]));
+        assert_eq!(sent(&m), lines(&["/msg lis secret1", "secret2"]));
         assert!(m.editor.is_empty());
 
         // A blank draft before the cursor adds nothing to the first line.
@@ -1451,7 +1493,7 @@ mod tests {
         typed(&mut m, "  ");
         m.handle(Action::LineStart, now);
         m.paste("one\ntwo");
-        assert_eq!(m.outbox, lines(&["one"]));
+        assert_eq!(sent(&m), lines(&["one"]));
         assert_eq!(m.editor.text(), "two  ");
     }
 
@@ -1469,12 +1511,12 @@ mod tests {
             m.status_line(),
             "paste 6 lines? Enter sends them, Esc cancels"
         );
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         assert_eq!(m.editor.text(), "/msg lis ", "the draft waits as it was");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox.len(), 6);
-        assert_eq!(m.outbox[0], UserInput::Line("/msg lis secret1".into()));
-        assert_eq!(m.outbox[5], UserInput::Line("secret6".into()));
+        assert_eq!(sent(&m).len(), 6);
+        assert_eq!(sent(&m)[0], UserInput::Line("/msg lis secret1".into()));
+        assert_eq!(sent(&m)[5], UserInput::Line("secret6".into()));
         assert_eq!(m.editor.text(), "tail");
 
         for cancel in [Action::Escape, Action::Interrupt] {
@@ -1483,7 +1525,7 @@ mod tests {
             m.handle(Action::Left, now);
             m.paste(&text);
             m.handle(cancel, now);
-            assert!(m.outbox.is_empty());
+            assert!(sent(&m).is_empty());
             assert_eq!(m.editor.text(), "/msg lis x", "the draft as it was");
             assert_eq!(m.editor.cursor(), "/msg lis ".len());
         }
@@ -1494,7 +1536,7 @@ mod tests {
         let mut m = model();
         m.paste("#!/bin/sh\n/usr/bin/env python3\n/quit\nlast");
         assert_eq!(
-            m.outbox,
+            sent(&m),
             lines(&["#!/bin/sh", "//usr/bin/env python3", "//quit"])
         );
         assert_eq!(m.editor.text(), "last", "the unfinished line waits");
@@ -1502,7 +1544,7 @@ mod tests {
         let mut m = model();
         typed(&mut m, "/msg lis ");
         m.paste("/etc/hosts\n/etc/passwd\n");
-        assert_eq!(m.outbox, lines(&["/msg lis /etc/hosts", "//etc/passwd"]));
+        assert_eq!(sent(&m), lines(&["/msg lis /etc/hosts", "//etc/passwd"]));
     }
 
     #[test]
@@ -1511,7 +1553,7 @@ mod tests {
         let now = Instant::now();
         let text: String = (1..=12).map(|i| format!("line {i}\n")).collect();
         m.paste(&text);
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         assert_eq!(
             m.status_line(),
             "paste 12 lines? Enter sends them, Esc cancels"
@@ -1519,18 +1561,18 @@ mod tests {
         typed(&mut m, "x");
         assert!(m.editor.is_empty(), "keys wait for the answer");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox.len(), 12);
-        assert_eq!(m.outbox[11], UserInput::Line("line 12".into()));
+        assert_eq!(sent(&m).len(), 12);
+        assert_eq!(sent(&m)[11], UserInput::Line("line 12".into()));
         assert!(m.status_line().starts_with("[alice]"));
 
         for cancel in [Action::Escape, Action::Interrupt] {
             let mut m = model();
             m.paste(&text);
             m.handle(cancel, now);
-            assert!(m.outbox.is_empty());
+            assert!(sent(&m).is_empty());
             assert!(m.status_line().starts_with("[alice]"));
             m.handle(Action::Enter, now);
-            assert!(m.outbox.is_empty(), "nothing left to send");
+            assert!(sent(&m).is_empty(), "nothing left to send");
             assert!(m.entries().is_empty(), "Ctrl-C cancelled, it did not warn");
         }
     }
@@ -1553,16 +1595,16 @@ mod tests {
             "nothing in the input before the answer"
         );
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox.len(), 6);
-        assert_eq!(m.outbox[5], UserInput::Line("line 6".into()));
+        assert_eq!(sent(&m).len(), 6);
+        assert_eq!(sent(&m)[5], UserInput::Line("line 6".into()));
         assert_eq!(m.editor.text(), "tail", "the unfinished line waits");
         m.handle(Action::Enter, now);
-        assert_eq!(m.outbox[6], UserInput::Line("tail".into()));
+        assert_eq!(sent(&m)[6], UserInput::Line("tail".into()));
 
         let mut m = model();
         m.paste(&text);
         m.handle(Action::Escape, now);
-        assert!(m.outbox.is_empty());
+        assert!(sent(&m).is_empty());
         assert!(m.editor.is_empty(), "Esc cancels the unfinished line too");
     }
 
@@ -1606,7 +1648,7 @@ mod tests {
             "a key accepts; no files known"
         );
         assert_eq!(
-            m.outbox,
+            sent(&m),
             [UserInput::FetchFileNames],
             "so they are asked for"
         );
@@ -1659,7 +1701,7 @@ mod tests {
         typed(&mut m, "/download me");
         m.handle(Action::Tab, now);
         m.handle(Action::Tab, now);
-        assert_eq!(m.outbox, [UserInput::FetchFileNames], "asked once");
+        assert_eq!(sent(&m), [UserInput::FetchFileNames], "asked once");
         typed(&mut m, "x");
         m.shared_files(vec!["meeting notes.txt".into(), "Music.mp3".into()]);
         assert_eq!(m.editor.text(), "/download mex", "typed on: not completed");
@@ -1671,7 +1713,7 @@ mod tests {
         typed(&mut m, "/download a");
         m.handle(Action::Tab, now);
         assert_eq!(
-            m.outbox,
+            sent(&m),
             [UserInput::FetchFileNames],
             "an empty folder is not asked for at every Tab"
         );
@@ -1679,7 +1721,7 @@ mod tests {
         m.handle(Action::KillToStart, now);
         typed(&mut m, "al");
         m.handle(Action::Tab, now);
-        assert_eq!(m.outbox.len(), 1, "only after /download");
+        assert_eq!(sent(&m).len(), 1, "only after /download");
     }
 
     #[test]
