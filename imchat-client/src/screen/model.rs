@@ -1275,6 +1275,29 @@ mod tests {
         assert_eq!(m.editor.text(), "");
     }
 
+    /// A second secret asked while one is typed cancels the first (an
+    /// empty answer) and, answered, gives back the line from before both,
+    /// never the first secret's text.
+    #[test]
+    fn a_secret_asked_over_another_gives_back_the_line_from_before() {
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, "draft");
+        let (tx1, rx1) = std::sync::mpsc::channel();
+        m.ask_secret("first: ", tx1);
+        typed(&mut m, "pw1");
+        let (tx2, rx2) = std::sync::mpsc::channel();
+        m.ask_secret("second: ", tx2);
+        assert_eq!(rx1.try_recv(), Ok(String::new()));
+        assert_eq!(m.shown_input(), (String::new(), 0));
+        typed(&mut m, "pw2");
+        m.handle(Action::Enter, now);
+        assert_eq!(rx2.try_recv(), Ok("pw2".to_string()));
+        assert_eq!(m.editor.text(), "draft");
+        m.handle(Action::Undo, now);
+        assert_eq!(m.editor.text(), "");
+    }
+
     fn with_history() -> Model {
         let commands = vec!["/quit".to_string()];
         let history = ["first line", "/msg bob fir tree", "other"]
