@@ -2663,14 +2663,8 @@ fn a_declined_push_tells_the_pusher_who_declined() {
 #[test]
 fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
     let mut net = three();
-    net.s(1).set_auto_accept(None);
     net.s(2).set_auto_accept(None);
-    let id = net
-        .s(0)
-        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
-        .unwrap();
-    net.pump();
-    let offer = offered(&net.take(1)).unwrap();
+    let (id, offer) = x_iso_offered_to_all(&mut net);
     let carol_offer = offered(&net.take(2)).unwrap();
     // Nobody answers: the offer waits its whole timeout.
     net.advance(OFFER - Duration::from_secs(1));
@@ -2681,21 +2675,7 @@ fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
     net.pump();
     assert!(net.take(0).is_empty(), "still waiting for bob");
     net.advance(Duration::from_secs(1));
-    assert_eq!(
-        net.take(1),
-        vec![ClientEvent::OfferWithdrawn {
-            id: offer,
-            from: user("alice"),
-            name: FileName::new("x.iso").unwrap(),
-            reason: "not accepted within 120 s".into()
-        }]
-    );
-    assert_eq!(
-        net.take(0),
-        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
-    );
-    // A late accept changes nothing.
-    assert!(net.s(1).accept(offer).is_err());
+    withdrawn_from_bob_sent_to_one(&mut net, (id, offer), "not accepted within 120 s");
 }
 
 /// Once one receiver has accepted a push, the others have 15 s more to
@@ -2704,13 +2684,7 @@ fn an_unanswered_offer_counts_as_declined_after_the_offer_timeout() {
 #[test]
 fn after_a_first_acceptance_the_others_have_a_short_while_to_answer() {
     let mut net = three();
-    net.s(1).set_auto_accept(None);
-    let id = net
-        .s(0)
-        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
-        .unwrap();
-    net.pump();
-    let offer = offered(&net.take(1)).unwrap();
+    let (id, offer) = x_iso_offered_to_all(&mut net);
     // Carol accepted at once (a small file); bob does not answer.
     assert!(matches!(
         &net.take(2)[..],
@@ -2719,13 +2693,39 @@ fn after_a_first_acceptance_the_others_have_a_short_while_to_answer() {
     net.advance(crate::limits::OFFER_AFTER_ACCEPT - Duration::from_secs(1));
     assert!(net.take(0).is_empty(), "still waiting for bob");
     net.advance(Duration::from_secs(1));
+    withdrawn_from_bob_sent_to_one(
+        &mut net,
+        (id, offer),
+        "not accepted within 15 s of another receiver's acceptance: sent to those who accepted",
+    );
+}
+
+/// Alice offers x.iso (50 bytes) to everyone; bob (client 1) accepts
+/// nothing by himself. Her id, and bob's of the offer.
+fn x_iso_offered_to_all(net: &mut Net) -> (TransferId, TransferId) {
+    net.s(1).set_auto_accept(None);
+    let id = net
+        .s(0)
+        .offer(FileName::new("x.iso").unwrap(), 50, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    (id, offered(&net.take(1)).unwrap())
+}
+
+/// Bob's offer of x.iso was withdrawn for `reason`, alice was told to
+/// send to one receiver, and a late accept of bob's changes nothing.
+fn withdrawn_from_bob_sent_to_one(
+    net: &mut Net,
+    (id, offer): (TransferId, TransferId),
+    reason: &str,
+) {
     assert_eq!(
         net.take(1),
         vec![ClientEvent::OfferWithdrawn {
             id: offer,
             from: user("alice"),
             name: FileName::new("x.iso").unwrap(),
-            reason: "not accepted within 15 s of another receiver's acceptance: sent to those who accepted".into()
+            reason: reason.into()
         }]
     );
     assert_eq!(
