@@ -480,20 +480,8 @@ fn main() -> ExitCode {
             return imchat_cli::print(&imchat_cli::man_page(Cli::command()), "imchat-server")
         }
         Task::Serve(cli, addr) => (cli, addr),
-        Task::ResetName(cli) | Task::RegisterName(cli) => match if cli.reset_name.is_some() {
-            reset_name(&cli)
-        } else {
-            register_name(&cli)
-        } {
-            Ok(line) => {
-                println!("{line}");
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => {
-                eprintln!("imchat-server: {e}");
-                return e.exit_code();
-            }
-        },
+        Task::ResetName(cli) => return said(reset_name(&cli)),
+        Task::RegisterName(cli) => return said(register_name(&cli)),
     };
     // The tests' fail points, from FAILPOINTS; nothing in a normal build.
     let _fail_points = fail::FailScenario::setup();
@@ -718,12 +706,7 @@ fn read_password_file(path: &std::path::Path) -> Result<imchat_core::Secret, Err
             "the password file '{shown}' is empty: its first line is the password"
         )));
     }
-    imchat_core::Secret::new(line).ok_or_else(|| {
-        Error::Password(format!(
-            "the password in '{shown}' is longer than {} bytes",
-            imchat_core::Secret::MAX_BYTES
-        ))
-    })
+    secret(line, &format!("the password in '{shown}'"))
 }
 
 /// A username given on the command line.
@@ -818,19 +801,34 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
     })
 }
 
+/// The end of a command-line task: its line on stdout and success, or its
+/// error on stderr and the error's code.
+fn said(result: Result<String, Error>) -> ExitCode {
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("imchat-server: {e}");
+            e.exit_code()
+        }
+    }
+}
+
 /// The accounts of `--redis URL`, or else of `--history-db PATH`, for a
 /// command-line task (`what` names it in the error without either).
-fn offline_accounts(cli: &Cli, what: &str) -> Result<accounts::Accounts, Error> {
+fn offline_accounts(cli: &Cli, what: &str) -> Result<std::sync::Arc<accounts::Accounts>, Error> {
     match (&cli.redis, &cli.history_db) {
         (Some(url), _) => {
             let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
                 .map_err(Error::Cluster)?;
-            Ok(accounts::Accounts::new(Box::new(shared), names::key))
+            Ok(std::sync::Arc::new(accounts::Accounts::new(
+                Box::new(shared),
+                names::key,
+            )))
         }
-        (None, Some(path)) => Ok(accounts::Accounts::new(
-            Box::new(open_table(path)?),
-            names::key,
-        )),
+        (None, Some(path)) => Ok(accounts_of(open_table(path)?)),
         (None, None) => Err(Error::Name(format!(
             "{what} needs --history-db or --redis (where accounts are kept)"
         ))),
@@ -893,9 +891,14 @@ fn account_password(user: &imchat_core::Username) -> Result<imchat_core::Secret,
             "no password given (IMCHAT_ACCOUNT_PASSWORD, the terminal or the first line of standard input)".into(),
         ));
     }
+    secret(&line, "the password")
+}
+
+/// `line` as a password; `what` names it in the error when it is too long.
+fn secret(line: &str, what: &str) -> Result<imchat_core::Secret, Error> {
     imchat_core::Secret::new(line).ok_or_else(|| {
         Error::Password(format!(
-            "the password is longer than {} bytes",
+            "{what} is longer than {} bytes",
             imchat_core::Secret::MAX_BYTES
         ))
     })
