@@ -1055,12 +1055,20 @@ impl Server {
     fn pace_relay(&self, mut paced: Vec<(ClientId, TransferId, Arc<Outbox>)>, work: &mut Work) {
         paced.sort_by_key(|(client, relay, _)| (*client, *relay));
         paced.dedup_by_key(|(client, relay, _)| (*client, *relay));
+        // Each push's receivers that have room now, looked at once (a
+        // push to everyone has as many receivers as the server has users).
+        let mut ready: HashMap<TransferId, usize> = HashMap::new();
+        for (_, relay, outbox) in &paced {
+            if outbox.wait_bulk_room(RELAY_QUEUE, Duration::ZERO) {
+                *ready.entry(*relay).or_default() += 1;
+            }
+        }
         let deadline = Instant::now() + RELAY_WAIT;
         for (receiver, relay, outbox) in &paced {
             let (receiver, relay) = (*receiver, *relay);
-            let others_ready = paced.iter().any(|(other, r, o)| {
-                *r == relay && *other != receiver && o.wait_bulk_room(RELAY_QUEUE, Duration::ZERO)
-            });
+            // A receiver with room waits for nothing, so any ready one of
+            // the push is another than the one waited for.
+            let others_ready = ready.get(&relay).is_some_and(|n| *n > 0);
             let started = Instant::now();
             let left = deadline.saturating_duration_since(started);
             let room = outbox.wait_bulk_room(RELAY_QUEUE, left) || outbox.is_closed();
