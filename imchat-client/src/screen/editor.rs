@@ -22,6 +22,9 @@ enum Last {
     /// A yank (or yank-pop) of the text from this byte to the cursor,
     /// which Alt-Y replaces with the kill before it.
     Yank(usize),
+    /// A kill: the next kill in a row adds its text to the same ring
+    /// entry, as in readline.
+    Kill,
 }
 
 /// How many lines the history keeps (the history file keeps the same).
@@ -316,17 +319,39 @@ impl Editor {
     }
 
     /// Removes `from..to` into the kill ring; the cursor goes to `from`.
+    /// Right after another kill the text joins that kill's entry (after it
+    /// for a kill forward, before it for a kill backward), so Ctrl-Y gives
+    /// back all that a run of kills took, as in readline.
     fn kill(&mut self, from: usize, to: usize) {
+        self.kill_joining(from, to, true);
+    }
+
+    /// [`kill`](Self::kill), joining the previous kill only if `join`.
+    fn kill_joining(&mut self, from: usize, to: usize, join: bool) {
         let before = self.snapshot();
+        let mut last = self.last;
         if from < to {
+            let backward = to == self.cursor && from < self.cursor;
             let killed: String = self.text.drain(from..to).collect();
             self.cursor = from;
-            self.kills.push(killed);
-            if self.kills.len() > KILL_RING {
-                self.kills.remove(0);
+            match self.kills.last_mut() {
+                Some(entry) if join && self.last == Last::Kill => {
+                    if backward {
+                        entry.insert_str(0, &killed);
+                    } else {
+                        entry.push_str(&killed);
+                    }
+                }
+                _ => {
+                    self.kills.push(killed);
+                    if self.kills.len() > KILL_RING {
+                        self.kills.remove(0);
+                    }
+                }
             }
+            last = Last::Kill;
         }
-        self.edited(before, Last::Other);
+        self.edited(before, last);
     }
 
     /// Ctrl-K: kills to the end of the line.
@@ -356,7 +381,7 @@ impl Editor {
 
     /// Ctrl-C on a typed line: the whole line into the kill ring.
     pub fn kill_line(&mut self) {
-        self.kill(0, self.text.len());
+        self.kill_joining(0, self.text.len(), false);
         self.recalled = None;
     }
 
@@ -672,17 +697,53 @@ mod tests {
         e.word_right();
         e.kill_to_end();
         assert_eq!(e.text(), "hello brave");
+        e.left();
         e.kill_to_start();
-        assert_eq!(e.text(), "");
+        assert_eq!(e.text(), "e");
         e.yank();
         assert_eq!(e.text(), "hello brave");
         e.yank();
-        assert_eq!(e.text(), "hello bravehello brave");
+        assert_eq!(e.text(), "hello bravhello brave");
         let mut e = typed("draft");
         e.kill_line();
         assert!(e.is_empty());
         e.yank();
         assert_eq!(e.text(), "draft");
+    }
+
+    /// As in readline: kills in a row are one ring entry, a kill forward
+    /// adding its text after it and a kill backward before it; anything
+    /// else in between starts a new entry.
+    #[test]
+    fn kills_in_a_row_come_back_as_one_yank() {
+        let mut e = typed("one two three four");
+        e.home();
+        e.word_right();
+        e.kill_word_after();
+        e.kill_word_after();
+        assert_eq!(e.text(), "one four");
+        e.yank();
+        assert_eq!(e.text(), "one two three four", "both words in one yank");
+        e.end();
+        e.kill_blank_word_before();
+        e.kill_blank_word_before();
+        e.kill_to_start();
+        assert_eq!(e.text(), "");
+        e.yank();
+        assert_eq!(e.text(), "one two three four", "backward kills go before");
+        e.home();
+        e.kill_word_after();
+        e.right();
+        e.kill_word_after();
+        e.yank();
+        assert_eq!(e.text(), " two three four", "a move between: a new entry");
+        e.yank_pop();
+        assert_eq!(e.text(), " one three four", "the kill before it is apart");
+        let mut e = typed("ab cd");
+        e.kill_blank_word_before();
+        e.kill_line();
+        e.yank();
+        assert_eq!(e.text(), "ab ", "Ctrl-C on a line joins no kill");
     }
 
     #[test]
