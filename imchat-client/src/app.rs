@@ -2288,7 +2288,10 @@ impl Conn {
     /// command of the same name wins); `/alice` alone, the usage of that
     /// form. `None` for any other error.
     fn slash_user(&self, line: &str, e: &CommandError) -> Option<Command> {
-        if !matches!(e, CommandError::Unknown { .. }) {
+        if !matches!(
+            e,
+            CommandError::Unknown { .. } | CommandError::Elsewhere { .. }
+        ) {
             return None;
         }
         let rest = line.strip_prefix('/')?;

@@ -121,6 +121,15 @@ pub enum CommandError {
         /// is a valid file name.
         download: Option<String>,
     },
+    /// A command other chat programs have that imchat does the other
+    /// way, or not at all: what to do instead.
+    #[error("imchat has no /{word}: {hint}")]
+    Elsewhere {
+        /// The word typed (lowercased).
+        word: String,
+        /// What to do in imchat.
+        hint: &'static str,
+    },
     /// `/help` on a word that is no command: the command it likely
     /// means, or the list of those there is help on. (The nearest command
     /// within two edits, as for a mistyped command, would take a user's
@@ -154,6 +163,34 @@ pub struct CommandInfo {
     pub aliases: &'static [&'static str],
     /// Usage and description, one pair per help row.
     pub rows: &'static [(&'static str, &'static str)],
+}
+
+/// Commands of other chat programs (IRC's, mostly) that imchat does
+/// another way, and what to do instead: said instead of a typo's nearest
+/// command (`/nick` is not a mistyped `/kick`).
+const ELSEWHERE: &[(&[&str], &str)] = &[
+    (
+        &["nick", "name"],
+        "a name is chosen when connecting; /quit and connect again with another",
+    ),
+    (
+        &["join", "part", "leave", "channel", "channels"],
+        "everyone connected is in one room; /msg NAME TEXT talks to one user",
+    ),
+    (
+        &["query", "whisper", "privmsg"],
+        "/msg NAME TEXT sends one message, /mode unicast NAME sends them all",
+    ),
+    (&["names", "whois"], "/who lists who is online"),
+    (&["topic"], "the room has no topic"),
+];
+
+/// What to do instead of `word`, a command of other chat programs.
+fn elsewhere(word: &str) -> Option<&'static str> {
+    ELSEWHERE
+        .iter()
+        .find(|(words, _)| words.contains(&word))
+        .map(|(_, hint)| *hint)
 }
 
 /// Every command, in the order `/help` lists them.
@@ -724,11 +761,14 @@ impl Command {
                 }
             }
             _ => {
+                if let Some(hint) = elsewhere(&word) {
+                    return Err(CommandError::Elsewhere { word, hint });
+                }
                 return Err(CommandError::Unknown {
                     suggestion: suggest(&word),
                     download: looks_like_a_file(rest),
                     word,
-                })
+                });
             }
         };
         Ok(cmd)
@@ -1041,6 +1081,33 @@ mod tests {
             Command::parse("/sendfile"),
             Err(CommandError::Usage(_))
         ));
+    }
+
+    /// `/nick` is two edits from `/kick`: an IRC user gets imchat's way,
+    /// not an operator's command.
+    #[test]
+    fn other_programs_commands_get_imchats_way() {
+        assert_eq!(
+            Command::parse("/nick carol").unwrap_err().to_string(),
+            "imchat has no /nick: a name is chosen when connecting; /quit and connect again with another"
+        );
+        assert_eq!(
+            Command::parse("/JOIN #rust").unwrap_err().to_string(),
+            "imchat has no /join: everyone connected is in one room; /msg NAME TEXT talks to one user"
+        );
+        assert_eq!(
+            Command::parse("/names").unwrap_err().to_string(),
+            "imchat has no /names: /who lists who is online"
+        );
+        for (words, _) in ELSEWHERE {
+            for word in *words {
+                assert!(lookup(word).is_none(), "/{word} is a command");
+                assert!(matches!(
+                    Command::parse(&format!("/{word}")),
+                    Err(CommandError::Elsewhere { .. })
+                ));
+            }
+        }
     }
 
     #[test]

@@ -1819,6 +1819,16 @@ fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     alice.send("/msg mgs marker");
     mgs.expect_line("<alice> (private) marker");
     mgs.assert_no_line("the mistyped command", |l| l.contains("my secret"));
+    // Another chat program's command gets imchat's way; a user of that
+    // name online gets the message, as for any other name.
+    alice.send("/nick alicia");
+    alice.expect_line(
+        "error: imchat has no /nick: a name is chosen when connecting; /quit and connect again with another",
+    );
+    let topic = w.client("topic");
+    alice.expect_line("*** topic has joined");
+    alice.send("/topic hello you");
+    topic.expect_line("<alice> (private) hello you");
 }
 
 /// `/bob` with no text, bob online: the usage of `/<user> <message>`,
