@@ -659,11 +659,14 @@ impl Command {
             }
             "mode" => {
                 let (m, who) = split_word(args);
+                let who = who.trim();
                 match m.to_lowercase().as_str() {
                     "" => Command::ShowMode,
-                    "broadcast" | "boardcast" => Command::SetMode(Mode::Broadcast),
-                    "unicast" if !who.is_empty() => {
-                        Command::SetMode(Mode::Unicast(user(who.trim())?))
+                    "broadcast" | "boardcast" if who.is_empty() => {
+                        Command::SetMode(Mode::Broadcast)
+                    }
+                    "unicast" if !who.is_empty() && !who.contains(char::is_whitespace) => {
+                        Command::SetMode(Mode::Unicast(user(who)?))
                     }
                     _ => {
                         return Err(CommandError::Usage(
@@ -1073,10 +1076,27 @@ mod tests {
             Command::parse("/msg b/ad hi"),
             Err(CommandError::BadUser(_))
         ));
-        assert!(matches!(
-            Command::parse("/mode unicast"),
-            Err(CommandError::Usage(_))
-        ));
+        // A mode and one user, nothing more: a word too many may be a
+        // message typed after the command, which must not go anywhere.
+        for line in [
+            "/mode unicast",
+            "/mode broadcast hello all",
+            "/mode unicast bob hello bob",
+        ] {
+            assert_eq!(
+                Command::parse(line),
+                Err(CommandError::Usage(
+                    "/mode broadcast | /mode unicast <user>"
+                )),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            Command::parse("/mode unicast  bob "),
+            Ok(Command::SetMode(Mode::Unicast(
+                Username::new("bob").unwrap()
+            )))
+        );
         assert!(matches!(
             Command::parse("/sendfile"),
             Err(CommandError::Usage(_))
