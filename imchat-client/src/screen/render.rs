@@ -232,7 +232,11 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
         )
         .lines()
     } else {
-        vec![Line::from(model.status_line())]
+        // Cut with `…`, so that a cut line is not taken for all there is.
+        vec![Line::from(ellipsized(
+            &model.status_line(),
+            usize::from(area.width),
+        ))]
     };
     let a = areas(
         area,
@@ -329,11 +333,7 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
             if name.eq_ignore_ascii_case(model.me()) {
                 style = style.add_modifier(Modifier::BOLD);
             }
-            let shown = if text_width(name) > room {
-                format!("{}…", truncate(name, room.saturating_sub(1)))
-            } else {
-                name.clone()
-            };
+            let shown = ellipsized(name, room);
             Line::from(vec![border.clone(), Span::styled(shown, style)])
         })
         .collect();
@@ -372,6 +372,15 @@ fn transfer_rows(model: &Model, width: u16) -> Vec<Line<'static>> {
 }
 
 /// `text` cut to `width` columns.
+/// `text` if it fits in `width` columns, else cut to end in `…` there.
+fn ellipsized(text: &str, width: usize) -> String {
+    if text_width(text) > width {
+        format!("{}…", truncate(text, width.saturating_sub(1)))
+    } else {
+        text.to_owned()
+    }
+}
+
 fn truncate(text: &str, width: usize) -> String {
     let mut used = 0;
     let mut out = String::new();
@@ -1229,7 +1238,7 @@ mod tests {
         );
         let mut narrow = terminal(20, 4);
         let rows = draw_rows(&mut narrow, &mut m);
-        assert_eq!(rows[2], "[alice] → everyone │", "cut at the right");
+        assert_eq!(rows[2], "[alice] → everyone …", "cut at the right, said");
     }
 
     /// An offer waiting for `/accept` has its row, saying how to answer
@@ -1293,7 +1302,7 @@ mod tests {
             std::time::Instant::now(),
         );
         let rows = draw_rows(&mut terminal(20, 8), &mut m);
-        assert_eq!(rows[6], "[alice] → everyone │");
+        assert_eq!(rows[6], "[alice] → everyone …");
         assert_eq!(rows[7], "alice>");
     }
 
