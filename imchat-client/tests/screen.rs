@@ -1177,6 +1177,42 @@ fn quit_after_a_failed_download_exits_zero() {
     t.expect_exit_code(0);
 }
 
+/// Ctrl-Z stops the client as the shell's job, the terminal put back;
+/// `fg` takes the screen over again, drawn whole, the line being typed
+/// kept, and the client goes on.
+#[test]
+fn ctrl_z_stops_the_client_as_a_job_and_fg_brings_it_back() {
+    let w = World::new("scr-suspend");
+    let bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let home = w.dir.join("home-alice");
+    let mut t = Term::spawn_as_job(w.dir.path(), &home, &["alice", "127.0.0.1", &port], 80, 20);
+    t.wait_screen("the status line above an empty input line", |s| {
+        status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
+    });
+    t.type_str("half a line");
+    t.wait_screen("the typed text", |s| s.row(-1) == "alice> half a line");
+    t.key(Key::Ctrl('z'));
+    let s = t.wait_screen("the shell's line after the job stopped", |s| {
+        s.contains("stopped: 148")
+    });
+    assert!(
+        status_rows(&s, "alice").is_empty(),
+        "the terminal is put back, the screen gone\n{}",
+        s.dump()
+    );
+    t.key(Key::Enter);
+    t.wait_screen("the screen back, the line kept", |s| {
+        status_row(s, "alice") == Some(s.rows.len() - 2)
+            && s.row(-1) == "alice> half a line"
+            && has_entry(s, "Welcome to imchat, alice!")
+    });
+    t.type_str(", then the rest\r");
+    bob.expect_line("<alice> half a line, then the rest");
+    t.type_str("/quit\r");
+    t.expect_exit_code(0);
+}
+
 #[test]
 fn ctrl_d_deletes_in_a_line_and_quits_on_an_empty_one() {
     let w = World::new("scr-ctrld");

@@ -46,6 +46,8 @@ pub enum Action {
     Cancel,
     /// Ctrl-L.
     Redraw,
+    /// Ctrl-Z: stop as a shell's job, the terminal put back meanwhile.
+    Suspend,
     /// Up / Down: history.
     HistoryPrev,
     HistoryNext,
@@ -99,6 +101,7 @@ pub fn action(key: KeyEvent) -> Option<Action> {
             // keys apart.
             '_' | '/' | '7' => Undo,
             'l' => Redraw,
+            'z' => Suspend,
             'p' => HistoryPrev,
             'n' => HistoryNext,
             'c' => Interrupt,

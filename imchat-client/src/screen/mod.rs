@@ -255,9 +255,7 @@ impl View for Screen {
 /// Raw mode, the alternate screen, bracketed paste; a ratatui terminal on
 /// a cleared screen.
 fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
-    enable_raw_mode()?;
-    ACTIVE.store(true, Ordering::Release);
-    let entered = execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)
+    let entered = take_over()
         .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())))
         .and_then(|mut terminal| {
             // A terminal already in its alternate screen (tmux, after a
@@ -267,6 +265,13 @@ fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
             Ok(terminal)
         });
     entered.inspect_err(|_| restore())
+}
+
+/// Raw mode, the alternate screen, bracketed paste.
+fn take_over() -> io::Result<()> {
+    enable_raw_mode()?;
+    ACTIVE.store(true, Ordering::Release);
+    execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)
 }
 
 /// Puts the terminal back as it was if the screen took it over (for a
@@ -286,6 +291,24 @@ fn restore() {
         );
         let _ = disable_raw_mode();
     }
+}
+
+/// Ctrl-Z: puts the terminal back and stops the client as the shell's job
+/// it is (SIGTSTP, as a terminal sends it outside raw mode); once the
+/// shell lets it go on (`fg`), takes the terminal over again, to be drawn
+/// whole. Where nothing can resume a stopped job (no job control), the
+/// signal is ignored and the screen comes back at once.
+fn suspend(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> {
+    restore();
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{raise, Signal};
+        if let Err(e) = raise(Signal::SIGTSTP) {
+            log::warn!("cannot stop as a job: {e}");
+        }
+    }
+    take_over()?;
+    terminal.clear()
 }
 
 /// Makes a panic anywhere put the terminal back before its message prints.
@@ -351,13 +374,14 @@ fn run(
             }
         }
 
-        let (outbox, to_history, bell, clear) = {
+        let (outbox, to_history, bell, clear, stop) = {
             let mut m = shared.model();
             (
                 std::mem::take(&mut m.outbox),
                 std::mem::take(&mut m.to_history),
                 std::mem::take(&mut m.bell),
                 std::mem::take(&mut m.clear_screen),
+                std::mem::take(&mut m.suspend),
             )
         };
         if let Some(file) = &mut history {
@@ -376,6 +400,15 @@ fn run(
         if bell {
             let backend = terminal.backend_mut();
             let _ = backend.write_all(b"\x07").and_then(|()| backend.flush());
+        }
+        if stop {
+            if let Err(e) = suspend(&mut terminal) {
+                log::warn!("terminal lost after a suspend: {e}");
+                let _ = input.send(UserInput::Quit);
+                break;
+            }
+            shared.dirty.store(true, Ordering::Release);
+            draw_now = true;
         }
         if clear {
             let _ = terminal.clear();

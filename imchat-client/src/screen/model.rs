@@ -142,6 +142,8 @@ pub struct Model {
     pub bell: bool,
     /// Clear the terminal before the next draw (Ctrl-L).
     pub clear_screen: bool,
+    /// Stop as a shell's job, then draw the whole screen again (Ctrl-Z).
+    pub suspend: bool,
     /// A secret being typed: its prompt, where the answer goes, and the
     /// line that was being edited before (given back after).
     secret: Option<SecretEntry>,
@@ -218,6 +220,7 @@ impl Model {
             to_history: Vec::new(),
             bell: false,
             clear_screen: false,
+            suspend: false,
             secret: None,
         }
     }
@@ -705,6 +708,7 @@ impl Model {
             Action::Undo => e.undo(),
             Action::ReverseSearch => e.search_older(),
             Action::Redraw => self.clear_screen = true,
+            Action::Suspend => self.suspend = true,
             Action::HistoryPrev => e.history_prev(),
             Action::HistoryNext => e.history_next(),
             Action::Enter => self.enter(now),
@@ -740,7 +744,8 @@ impl Model {
             | Action::ScrollTop
             | Action::ScrollBottom
             | Action::ToggleNicklist
-            | Action::Redraw => return false,
+            | Action::Redraw
+            | Action::Suspend => return false,
             _ => {
                 e.search_accept();
                 return false;

@@ -345,6 +345,19 @@ impl Term {
         Term::spawn_command(cmd, dir, home, args, (cols, rows), &env, None, false)
     }
 
+    /// [`Term::spawn`] as a job of a shell with job control (bash,
+    /// `set -m`), as it runs at a prompt: when the client stops, the
+    /// shell says `stopped: CODE` (148 for Ctrl-Z's SIGTSTP) and waits
+    /// for a line (Enter), then resumes it with `fg`.
+    pub fn spawn_as_job(dir: &Path, home: &Path, args: &[&str], cols: u16, rows: u16) -> Term {
+        let mut cmd = CommandBuilder::new("bash");
+        cmd.arg("-c");
+        cmd.arg(r#"set -m; "$0" "$@"; echo "stopped: $?"; read -r _; fg >/dev/null"#);
+        cmd.arg(client_bin());
+        cmd.args(args);
+        Term::spawn_command(cmd, dir, home, args, (cols, rows), &[], None, false)
+    }
+
     /// Runs `cmd` (the client, or a shell that starts it) in the
     /// terminal, with the environment [`Term::spawn_with`] describes;
     /// with `mute`, the terminal answers no query.
