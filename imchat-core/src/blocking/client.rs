@@ -390,6 +390,9 @@ pub struct Client<S: Link = TcpStream> {
     /// reconnect (the transfers the lost connection ended): handed out
     /// first.
     early: VecDeque<ClientEvent>,
+    /// The error that ended the connection, held by `next_event` until
+    /// the events read before it (and while draining) are handed out.
+    failed: Option<ClientError>,
     options: ConnectOptions,
 }
 
@@ -524,6 +527,7 @@ impl<S: Link> Client<S> {
             server_limits: NOT_WELCOMED,
             open: true,
             early: VecDeque::new(),
+            failed: None,
             options,
         };
         client.handshake()?;
@@ -552,6 +556,7 @@ impl<S: Link> Client<S> {
             self.drain();
         }
         self.close();
+        self.failed = None;
         self.session.reconnect(Instant::now());
         self.reader = FrameReader::new(stream, self.options.limits.max_frame);
         self.out.clear();
@@ -649,7 +654,9 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Transport`], once, when reading or writing fails or the
     /// server sends bytes that do not decode; [`ClientError::Closed`] once the
     /// connection is over (that error, the server's close, or the session's
-    /// last event). Either way stop calling, or [`reconnect`](Client::reconnect).
+    /// last event). The events read before the failure are handed out
+    /// before it, so none is left behind: either way stop calling, or
+    /// [`reconnect`](Client::reconnect).
     pub fn next_event(&mut self, timeout: Duration) -> Result<Option<ClientEvent>, ClientError> {
         if let Some(ev) = self.early.pop_front() {
             return Ok(Some(ev));
@@ -658,13 +665,16 @@ impl<S: Link> Client<S> {
         let mut looked = false;
         loop {
             if let Err(e) = self.flush() {
-                return Err(self.fail(e));
+                self.failed = Some(self.fail(e));
             }
             if let Some(ev) = self.session.poll_event() {
                 if self.session.is_closed() {
                     self.close();
                 }
                 return Ok(Some(ev));
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
             }
             if !self.open || self.session.is_closed() {
                 self.close();
@@ -675,7 +685,10 @@ impl<S: Link> Client<S> {
                 return Ok(None);
             }
             looked = true;
-            self.read_until(deadline)?;
+            if let Err(e) = self.read_until(deadline) {
+                // What was read before the error comes first.
+                self.failed = Some(e);
+            }
         }
     }
 

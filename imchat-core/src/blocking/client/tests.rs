@@ -915,6 +915,51 @@ fn what_the_server_sent_before_a_failed_write_is_read() {
     );
 }
 
+/// The tester's case: a write fails (the answer to a ping) while the
+/// server's messages wait to be read. They are handed out before the
+/// error, so a caller that stops at the error, as the docs say, leaves
+/// none behind for after a reconnect.
+#[test]
+fn what_was_read_before_a_failure_is_handed_out_before_the_error() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let mut chats = Vec::new();
+        p.send(&ServerMessage::Ping(1));
+        for (i, text) in ["one", "two"].into_iter().enumerate() {
+            let ServerMessage::Chat(mut c) = chat(text) else {
+                unreachable!()
+            };
+            c.id = MessageId(10 + i as u64);
+            chats.push(ServerMessage::Chat(c.clone()));
+            p.send(&ServerMessage::Chat(c));
+        }
+        // Held open until the client is done, so that only its write fails.
+        let _ = p.reader.read_message();
+        chats
+    });
+    let mut c = connect(addr);
+    // The client's writes fail from now on; its reads still work.
+    c.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+    let sent = {
+        // Everything the server sent is there to read before the first call.
+        thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        let end = loop {
+            match c.next_event(WAIT) {
+                Ok(Some(ClientEvent::Chat(chat))) => got.push(chat.text),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(end, ClientError::Transport(_)), "{end:?}");
+        got
+    };
+    assert_eq!(sent, ["one", "two"], "both chats before the error");
+    assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
+    drop(c);
+    assert_eq!(peer.join().unwrap().len(), 2);
+}
+
 #[test]
 fn a_write_that_timed_out_says_so() {
     let e = ClientError::Transport(TransportError::Io(stalled(
