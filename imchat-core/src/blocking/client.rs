@@ -110,6 +110,10 @@ pub enum ConnectError {
     /// add).
     #[error("not an address to connect to ({0}): give host:port (the usual port is {port})", port = crate::DEFAULT_PORT)]
     BadAddress(io::Error),
+    /// The host name could not be resolved (no such host, or no name
+    /// service): check the name, not the server.
+    #[error("cannot resolve the host name: {0}")]
+    Resolve(io::Error),
     /// No TCP connection could be made (the last address's error).
     #[error("cannot connect: {0}")]
     Connect(io::Error),
@@ -447,9 +451,10 @@ impl Client<TcpStream> {
     /// Nothing is connected. [`ConnectError::InvalidName`] before anything
     /// is sent (pick another name); [`ConnectError::BadAddress`] for an
     /// address without a port (or otherwise not one);
-    /// [`ConnectError::NoAddress`] and
-    /// [`ConnectError::Connect`] when `addr` does not resolve or no address
-    /// accepts (or a socket option cannot be set);
+    /// [`ConnectError::Resolve`] when the host name does not resolve,
+    /// [`ConnectError::NoAddress`] when it resolves to nothing and
+    /// [`ConnectError::Connect`] when no address accepts (or a socket
+    /// option cannot be set);
     /// [`ConnectError::HandshakeTimeout`], [`ConnectError::Closed`],
     /// [`ConnectError::Transport`] and [`ConnectError::NotImchat`] when the
     /// server does not answer, hangs up or does not speak imchat (a TLS
@@ -1203,10 +1208,12 @@ fn tcp(addr: impl ToSocketAddrs, options: &ConnectOptions) -> Result<TcpStream, 
 fn connect_any(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let mut last = None;
     let addrs = addr.to_socket_addrs().map_err(|e| {
+        // The standard library gives a failed lookup no kind of its own
+        // (`Uncategorized`): anything but a malformed address is one.
         if e.kind() == io::ErrorKind::InvalidInput {
             ConnectError::BadAddress(e)
         } else {
-            ConnectError::Connect(e)
+            ConnectError::Resolve(e)
         }
     })?;
     for a in addrs {

@@ -267,6 +267,21 @@ fn a_server_that_hangs_up_on_an_unread_hello_is_closed_not_a_reset() {
     assert!(matches!(e, ConnectError::Closed), "{e:?}");
 }
 
+/// A host name that does not resolve is its own error, to tell "fix the
+/// name" from "the server is down" without reading the text.
+#[test]
+fn a_host_that_does_not_resolve_is_a_resolve_error() {
+    // `.invalid` never resolves (RFC 6761).
+    let e = Client::connect("no-such-host.invalid:5", "ann", ConnectOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(e, ConnectError::Resolve(_)), "{e:?}");
+    assert!(
+        e.to_string().starts_with("cannot resolve the host name: "),
+        "{e}"
+    );
+}
+
 #[test]
 fn an_address_without_a_port_is_said_to_need_one() {
     let e = Client::connect("127.0.0.1", "ann", ConnectOptions::default()).unwrap_err();
