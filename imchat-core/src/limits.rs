@@ -456,9 +456,47 @@ impl Default for Limits {
     }
 }
 
+impl From<&Limits> for crate::ServerLimits {
+    /// What a server with `limits` announces in its `Welcome`.
+    fn from(l: &Limits) -> Self {
+        crate::ServerLimits {
+            max_frame: l.max_frame,
+            max_text: u32::try_from(l.max_text).unwrap_or(u32::MAX),
+            rate_burst: l.rate_burst,
+            rate_per_sec: l.rate_per_sec,
+            rate_burst_bytes: l.rate_burst_bytes,
+            rate_bytes_per_sec: l.rate_bytes_per_sec,
+            max_transfers: u32::try_from(l.max_transfers).unwrap_or(u32::MAX),
+            max_push_size: l.max_push_size,
+        }
+    }
+}
+
+impl Default for crate::ServerLimits {
+    /// What a server with [`Limits::default()`] announces: for a test peer
+    /// or a fake server of a harness to welcome clients with.
+    fn default() -> Self {
+        Self::from(&Limits::default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A harness's fake server announces what a real one with the same
+    /// limits does.
+    #[test]
+    fn the_announced_limits_are_the_hubs() {
+        let hub = crate::Hub::new(Limits::default(), "");
+        assert_eq!(crate::ServerLimits::default(), hub.server_limits());
+        let mut l = Limits::default();
+        l.max_text = 10;
+        l.rate_per_sec = 0;
+        let announced = crate::ServerLimits::from(&l);
+        assert_eq!((announced.max_text, announced.rate_per_sec), (10, 0));
+        assert_eq!(announced, crate::Hub::new(l, "").server_limits());
+    }
 
     #[test]
     fn the_defaults_are_valid() {

@@ -276,17 +276,7 @@ impl Hub {
     /// The limits announced to every client in its `Welcome`.
     #[must_use]
     pub fn server_limits(&self) -> ServerLimits {
-        let l = &self.limits;
-        ServerLimits {
-            max_frame: l.max_frame,
-            max_text: u32::try_from(l.max_text).unwrap_or(u32::MAX),
-            rate_burst: l.rate_burst,
-            rate_per_sec: l.rate_per_sec,
-            rate_burst_bytes: l.rate_burst_bytes,
-            rate_bytes_per_sec: l.rate_bytes_per_sec,
-            max_transfers: u32::try_from(l.max_transfers).unwrap_or(u32::MAX),
-            max_push_size: l.max_push_size,
-        }
+        ServerLimits::from(&self.limits)
     }
 
     /// Tells the hub the wall-clock time: at `at` it was `unix_millis`
