@@ -490,9 +490,11 @@ mod tests {
     fn the_announced_limits_are_the_hubs() {
         let hub = crate::Hub::new(Limits::default(), "");
         assert_eq!(crate::ServerLimits::default(), hub.server_limits());
-        let mut l = Limits::default();
-        l.max_text = 10;
-        l.rate_per_sec = 0;
+        let l = Limits {
+            max_text: 10,
+            rate_per_sec: 0,
+            ..Limits::default()
+        };
         let announced = crate::ServerLimits::from(&l);
         assert_eq!((announced.max_text, announced.rate_per_sec), (10, 0));
         assert_eq!(announced, crate::Hub::new(l, "").server_limits());
