@@ -81,6 +81,13 @@ struct Pending<W> {
     /// `None` until the file is opened: the records wait in `buf` (up to
     /// [`BATCH_BYTES`]; later ones are dropped).
     file: Option<W>,
+    /// The file's path, as the operator's warnings name it.
+    name: String,
+    /// Records not written since writing failed (`None`: writing works).
+    lost: Option<usize>,
+    /// Where the operator is told that records are lost, and when they are
+    /// written again (stdout, with the server's other warnings).
+    warn: fn(&str),
 }
 
 impl<W: Write> Pending<W> {
@@ -91,11 +98,30 @@ impl<W: Write> Pending<W> {
         if self.buf.is_empty() {
             return;
         }
-        // A log that cannot be written loses the records (as env_logger's
-        // did): the server goes on.
-        let _ = file.write_all(&self.buf);
-        let _ = file.flush();
+        // A log that cannot be written loses the records: the server goes
+        // on, and says so once, then once more when writing works again.
+        let records = self.buf.iter().filter(|&&b| b == b'\n').count();
+        let written = file.write_all(&self.buf).and_then(|()| file.flush());
         self.buf.clear();
+        match (written, self.lost) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(lost)) => {
+                self.lost = None;
+                (self.warn)(&format!(
+                    "log: writing {} again; up to {lost} records were lost",
+                    self.name
+                ));
+            }
+            (Err(e), None) => {
+                self.lost = Some(records);
+                (self.warn)(&format!(
+                    "warning: log: cannot write {}: {}; records are lost until it can be written again",
+                    self.name,
+                    imchat_cli::io_reason(&e)
+                ));
+            }
+            (Err(_), Some(lost)) => self.lost = Some(lost + records),
+        }
     }
 }
 
@@ -110,7 +136,7 @@ impl<W: Write> FileLog<W> {
     #[cfg(test)]
     fn new(file: W, level: LevelFilter, max_bytes: u64) -> Self {
         let log = FileLog::waiting(level);
-        log.open(file, max_bytes);
+        log.open(file, "server.log".into(), max_bytes);
         log
     }
 
@@ -122,16 +148,20 @@ impl<W: Write> FileLog<W> {
                 buf: Vec::with_capacity(BATCH_BYTES),
                 batch_bytes: BATCH_BYTES,
                 file: None,
+                name: String::new(),
+                lost: None,
+                warn: crate::report::print_line,
             }),
         }
     }
 
-    /// From now on records go to `file`, which rotates past
-    /// `max_bytes`; those that waited for it are written first.
-    fn open(&self, file: W, max_bytes: u64) {
+    /// From now on records go to `file` (`name` in warnings), which
+    /// rotates past `max_bytes`; those that waited for it are written first.
+    fn open(&self, file: W, name: String, max_bytes: u64) {
         let mut out = self.lock();
         out.batch_bytes = batch_bytes(max_bytes);
         out.file = Some(file);
+        out.name = name;
         out.write_out();
     }
 
@@ -341,14 +371,54 @@ pub fn init() -> io::Result<()> {
     Ok(())
 }
 
+/// Why the log file could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another running server writes it (two servers started in one
+    /// folder with the default `server.log`).
+    #[error("another running server writes it: give this one its own with --log-file PATH")]
+    InUse,
+    /// The system's error.
+    #[error("{}", imchat_cli::io_reason(.0))]
+    Io(#[from] io::Error),
+}
+
+/// The lock that keeps a log file to one server: `<log>.lock` beside it,
+/// held (an advisory lock the system drops when the process ends) for as
+/// long as the server runs. The log itself cannot carry it: rotating
+/// renames it and starts a new file.
+static FILE_LOCK: OnceLock<fs::File> = OnceLock::new();
+
+/// Locks the log file at `path` for this process (see [`FILE_LOCK`]).
+fn lock_file(path: &Path) -> Result<fs::File, OpenError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    set_mode(&mut options, file_mode(path).unwrap_or(0o600));
+    let lock = options.open(lock_path)?;
+    if imchat_cli::try_lock(&lock)? {
+        Ok(lock)
+    } else {
+        Err(OpenError::InUse)
+    }
+}
+
 /// Creates (or empties) the log file at `path`, deletes the rotated files
 /// of the last run, and writes there the records logged since [`init`]
-/// and all that follow. Called once the server is sure to start.
-pub fn open_file(path: &Path, rotation: Rotation) -> io::Result<()> {
+/// and all that follow. Called once the server is sure to start. A log
+/// file another running server writes is left alone: [`OpenError::InUse`].
+pub fn open_file(path: &Path, rotation: Rotation) -> Result<(), OpenError> {
     let Some(tee) = LOGGER.get() else {
-        return Err(io::Error::other("the logger is not installed"));
+        return Err(io::Error::other("the logger is not installed").into());
     };
-    tee.file.open(rotating(path, rotation)?, rotation.max_bytes);
+    let lock = lock_file(path)?;
+    tee.file.open(
+        rotating(path, rotation)?,
+        path.display().to_string(),
+        rotation.max_bytes,
+    );
+    let _ = FILE_LOCK.set(lock);
     Ok(())
 }
 
@@ -451,7 +521,7 @@ mod tests {
         }
     }
 
-    fn record(log: &FileLog<Sink>, level: log::Level, text: &str) {
+    fn record<W: Write>(log: &FileLog<W>, level: log::Level, text: &str) {
         log.log(
             &Record::builder()
                 .level(level)
@@ -525,7 +595,7 @@ mod tests {
         record(&log, log::Level::Warn, "before");
         log.flush();
         let sink = Sink::default();
-        log.open(sink.clone(), 1 << 30);
+        log.open(sink.clone(), "server.log".into(), 1 << 30);
         assert!(
             sink.text()
                 .0
@@ -562,6 +632,66 @@ mod tests {
             String::from_utf8(buf).unwrap(),
             "1970-01-01T00:00:00.000Z2023-11-14T22:13:20.123Z2024-02-29T00:00:00.000Z"
         );
+    }
+
+    /// A file whose writes fail while `full` is set, as on a full disk.
+    #[derive(Clone, Default)]
+    struct Full {
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        sink: Sink,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            self.sink.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    thread_local! {
+        /// What the logger told the operator, on this test's thread.
+        static WARNED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    fn warned(line: &str) {
+        WARNED.with(|w| w.borrow_mut().push(line.to_owned()));
+    }
+
+    /// The tester's case: the log's disk filled up and records were lost
+    /// with no word. The operator is told once when writing fails, and
+    /// once when it works again, with how many were lost.
+    #[test]
+    fn records_lost_on_a_full_disk_are_said_once_and_counted() {
+        let file = Full::default();
+        let log = FileLog::waiting(LevelFilter::Info);
+        log.lock().warn = warned;
+        log.open(file.clone(), "/var/log/imchat.log".into(), 1 << 30);
+        record(&log, log::Level::Info, "before");
+        file.full.store(true, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..5 {
+            record(&log, log::Level::Info, &format!("lost {i}"));
+        }
+        file.full.store(false, std::sync::atomic::Ordering::Relaxed);
+        record(&log, log::Level::Info, "after");
+        let warnings = WARNED.with(|w| w.borrow().clone());
+        assert_eq!(
+            warnings,
+            [
+                "warning: log: cannot write /var/log/imchat.log: no space left on device; records are lost until it can be written again",
+                "log: writing /var/log/imchat.log again; up to 5 records were lost",
+            ]
+        );
+        let (text, _) = file.sink.text();
+        assert!(
+            text.contains("] before\n") && text.ends_with("] after\n"),
+            "{text}"
+        );
+        assert!(!text.contains("lost"), "{text}");
     }
 
     #[test]

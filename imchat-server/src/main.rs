@@ -610,7 +610,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     })?;
     logging::open_file(&cli.log_file, rotation).map_err(|e| Error::LogFile {
         path: cli.log_file.display().to_string(),
-        reason: files::io_reason(&e),
+        reason: e.to_string(),
     })?;
     report::print_line(&format!("imchat-server listening on {local}"));
     report::print_line(&format!(

@@ -108,3 +108,46 @@ fn the_man_page_and_completions_need_no_port() {
         );
     }
 }
+
+/// Two servers started in one folder: the second used to empty the first
+/// one's `server.log`, and both then wrote into it. The second is refused
+/// now, the first's log kept whole.
+#[test]
+fn a_second_server_on_the_same_log_file_is_refused_and_the_first_log_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("SharedFiles")).expect("shared folder");
+    let first = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args(["0", "--bind", "127.0.0.1", "--log-file"])
+        .arg(dir.path().join("server.log"))
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start imchat-server");
+    let _first = Server(first);
+    let log = dir.path().join("server.log");
+    let deadline = Instant::now() + WAIT;
+    let started = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on 127.0.0.1:") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the first server did not start");
+        thread::sleep(POLL);
+    };
+    let (status, err) = run_server(dir.path(), &["0", "--bind", "127.0.0.1"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "imchat-server: cannot create the log file '{}': another running server writes it: give this one its own with --log-file PATH",
+            log.display()
+        )
+    );
+    let after = std::fs::read_to_string(&log).expect("the first server's log");
+    assert!(
+        after.starts_with(&started),
+        "the first log was cut:\n{after}"
+    );
+}
