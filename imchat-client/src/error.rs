@@ -31,8 +31,9 @@ pub enum ClientError {
     /// The server answered the hello with bytes that are not imchat.
     #[error("the server's answer is not imchat (if it is a TLS server, connect with --tls)")]
     NotImchat,
-    /// The server refused the username.
-    #[error("username refused: {reason}")]
+    /// The server refused to let us in: the username (taken, against its
+    /// rules) or for now (full, or it cannot reach what it needs).
+    #[error("{}", refusal(*code, reason))]
     Refused {
         /// The server's words.
         reason: String,
@@ -133,6 +134,16 @@ impl ClientError {
     }
 }
 
+/// A refusal as shown: "username refused: …" when the name is the
+/// reason, else "refused: …" ("server full" is not the name's fault).
+fn refusal(code: RefuseCode, reason: &str) -> String {
+    if code == RefuseCode::NAME_TAKEN || code == RefuseCode::INVALID_NAME {
+        format!("username refused: {reason}")
+    } else {
+        format!("refused: {reason}")
+    }
+}
+
 /// A connect failure in the contract's words (`connection refused`,
 /// `timed out`), the OS's message for anything rarer.
 pub fn describe_connect_error(e: &io::Error) -> String {
@@ -184,6 +195,15 @@ mod tests {
             account: false,
         };
         assert!(needed.is_final(), "no way to get one while reconnecting");
+        assert_eq!(
+            refused(RefuseCode::NAME_TAKEN).to_string(),
+            "username refused: why"
+        );
+        assert_eq!(
+            refused(RefuseCode::SERVER_FULL).to_string(),
+            "refused: why",
+            "a full server is not the name's fault"
+        );
         assert!(!ClientError::ConnectionLost.is_final());
         assert!(!ClientError::NoAnswer.is_final());
         assert!(!ClientError::Shutdown("bye".into()).is_final());

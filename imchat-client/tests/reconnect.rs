@@ -103,7 +103,7 @@ fn a_reconnecting_client_says_why_its_tries_fail() {
     let shared = w.shared();
     w.server = Server::start_on(w.dir.path(), &shared, &["--max-clients", "1"], port);
     let mut bob = w.client("bob");
-    let full = "*** could not reconnect (username refused: server full (1 users)); trying again";
+    let full = "*** could not reconnect (refused: server full (1 user)); trying again";
     expect_late(&alice, full, |l| l == full);
     bob.send("/quit");
     assert_eq!(bob.expect_exit().code(), Some(0));

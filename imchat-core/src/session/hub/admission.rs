@@ -74,7 +74,15 @@ impl Hub {
             return id;
         }
         if self.joined_count() >= self.limits.max_clients {
-            let reason = format!("server full ({} users)", self.limits.max_clients);
+            let reason = format!(
+                "server full ({} {})",
+                self.limits.max_clients,
+                if self.limits.max_clients == 1 {
+                    "user"
+                } else {
+                    "users"
+                }
+            );
             self.refuse(id, RefuseCode::SERVER_FULL, &reason);
             return id;
         }

@@ -140,7 +140,15 @@ impl Hub {
             return;
         }
         if self.joined_count() + self.ghosts() >= self.limits.max_clients {
-            let reason = format!("server full ({} users)", self.limits.max_clients);
+            let reason = format!(
+                "server full ({} {})",
+                self.limits.max_clients,
+                if self.limits.max_clients == 1 {
+                    "user"
+                } else {
+                    "users"
+                }
+            );
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);
             return;
         }
