@@ -370,7 +370,9 @@ pub fn suggest(word: &str) -> Option<&'static str> {
         .flat_map(|c| c.names.iter().chain(c.aliases))
         .map(|n| (strsim::osa_distance(word, n), *n))
         .filter(|(d, _)| *d <= 2 && *d < len)
-        .min_by_key(|(d, _)| *d)
+        // At the same distance, a command the word begins (`/wh`: `/who`,
+        // not the alias `/w`).
+        .min_by_key(|(d, n)| (*d, !n.starts_with(word)))
         .map(|(_, n)| n)
 }
 
@@ -1140,6 +1142,7 @@ mod tests {
         assert_eq!(suggest("trasnfers"), Some("transfers"));
         assert_eq!(suggest("downlod"), Some("download"));
         assert_eq!(suggest("brodcast"), Some("broadcast"));
+        assert_eq!(suggest("wh"), Some("who"), "the command it begins");
         // Too far from everything, or shorter than the edits it needs.
         assert_eq!(suggest("frobnicate"), None);
         assert_eq!(one_typo_from_command("mgs"), Some("msg"));
