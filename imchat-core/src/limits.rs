@@ -250,7 +250,7 @@ impl Limits {
     ///
     /// The first problem found, carrying the numbers:
     /// [`LimitsError::Zero`] for `max_clients`, `chunk_size`,
-    /// `max_transfers` or `max_downloads` at 0, or a rate burst field at 0
+    /// `max_transfers`, `max_downloads` or `max_text` at 0, or a rate burst field at 0
     /// while `rate_per_sec` is set; [`LimitsError::BurstBytes`] if
     /// `rate_burst_bytes` cannot hold one longest text or overfills a
     /// reader's queue; [`LimitsError::ChunkTooLarge`] or
@@ -264,6 +264,7 @@ impl Limits {
             ("chunk_size", self.chunk_size),
             ("max_transfers", self.max_transfers),
             ("max_downloads", self.max_downloads),
+            ("max_text", self.max_text),
         ] {
             if value == 0 {
                 return Err(LimitsError::Zero { field });

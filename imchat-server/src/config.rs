@@ -286,6 +286,7 @@ fn flag_words(e: &LimitsError) -> String {
         "chunk_size" => "--chunk-bytes",
         "max_transfers" => "--max-transfers",
         "max_downloads" => "--max-downloads",
+        "max_text" => "--max-message-bytes",
         "rate_burst" => "--rate-burst",
         "rate_burst_bytes" => "--rate-burst-bytes",
         "rate_bytes_per_sec" => "--rate-bytes-per-sec",
@@ -530,6 +531,13 @@ mod tests {
                     ..LimitArgs::default()
                 },
                 "--max-message-bytes",
+            ),
+            (
+                LimitArgs {
+                    max_message_bytes: 0,
+                    ..LimitArgs::default()
+                },
+                "--max-message-bytes must be at least 1",
             ),
             (
                 LimitArgs {
