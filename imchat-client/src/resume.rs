@@ -69,13 +69,52 @@ fn escape(text: &str, keep_underscore: bool) -> String {
     out
 }
 
+/// The longest file name most file systems take (ext4, APFS, NTFS), in
+/// bytes; the escaped names are ASCII.
+const NAME_MAX: usize = 255;
+/// The bytes kept of the escaped name and of the escaped host in the
+/// name of a file whose full name would be too long: with the port and
+/// the hash, at most 128 bytes, 133 with `.lock` (below eCryptfs' 143).
+const PART_KEPT: usize = 48;
+/// The bytes of SHA-256 kept in such a name (as hex).
+const HASH_KEPT: usize = 12;
+
 /// The file name for `name` on `host`:`port`: `alice@127.0.0.1_4000`.
+///
+/// A name that would not fit with its `.lock` (escaping takes 9 bytes for
+/// a CJK character, 12 for some) keeps the start of the name and of the
+/// host, and the port, then `~` and a SHA-256 of the full name (a hash
+/// that never changes, unlike std's `DefaultHasher`):
+/// `%E5%AD%97…@localhost_4000~1f2e…`. `~` is escaped in the readable form,
+/// so the two never meet, and a name that fits keeps its file.
 pub fn file_name(host: &str, port: u16, name: &Username) -> String {
+    let (name, host) = (name.key(), host.to_lowercase());
+    let full = format!("{}@{}_{port}", escape(&name, true), escape(&host, false));
+    if full.len() + ".lock".len() <= NAME_MAX {
+        return full;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
     format!(
-        "{}@{}_{port}",
-        escape(&name.key(), true),
-        escape(&host.to_lowercase(), false)
+        "{}@{}_{port}~{}",
+        escape_start(&name, true, PART_KEPT),
+        escape_start(&host, false, PART_KEPT),
+        hex(&digest.as_ref()[..HASH_KEPT])
     )
+}
+
+/// [`escape`] of the longest start of `text`, in whole characters, that
+/// takes at most `max` bytes escaped.
+fn escape_start(text: &str, keep_underscore: bool, max: usize) -> String {
+    let mut out = String::new();
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let part = escape(c.encode_utf8(&mut buf), keep_underscore);
+        if out.len() + part.len() > max {
+            break;
+        }
+        out.push_str(&part);
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -302,6 +341,63 @@ mod tests {
             file_name("a_b", 1, &name("x")),
             file_name("a", 1, &name("x")),
         );
+    }
+
+    /// The longest names, in scripts whose characters take 9 or 12 bytes
+    /// once escaped, on the longest host names: their files fit (255
+    /// bytes is the limit of most file systems), `.lock` included.
+    #[test]
+    fn every_name_on_any_host_gives_a_file_name_that_fits() {
+        let long_host = format!("{}.example", "a".repeat(245));
+        let unicode_host = "例".repeat(84);
+        for who in ["a", &"字".repeat(32), &"𠀀".repeat(32), &"İ".repeat(32)] {
+            for host in ["localhost", "::1", long_host.as_str(), &unicode_host] {
+                let base = file_name(host, 65535, &name(who));
+                assert!(
+                    base.len() + ".lock".len() <= 255,
+                    "{who} on {host}: {} bytes",
+                    base.len()
+                );
+            }
+        }
+        // And a session saved under one comes back.
+        let dir = tempfile::tempdir().unwrap();
+        let who = name(&"字".repeat(32));
+        let mut f = SessionFile::open(dir.path(), &long_host, 4000, &who)
+            .unwrap()
+            .unwrap();
+        f.save(&saved(5, 1), false).unwrap();
+        drop(f);
+        let mut again = SessionFile::open(dir.path(), &long_host, 4000, &who)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.load(), Some(saved(5, 1 + ID_LEASE)));
+    }
+
+    /// The name of a long one's file is the same from one build (and Rust
+    /// release) to the next: its session survives an upgrade.
+    #[test]
+    fn a_long_name_s_file_name_never_changes() {
+        assert_eq!(
+            file_name("LocalHost", 4000, &name(&"字".repeat(32))),
+            "%E5%AD%97%E5%AD%97%E5%AD%97%E5%AD%97%E5%AD%97@localhost_4000~5b483f2f9dca0a83874a1fac"
+        );
+        // Whole characters: 5 of 9 bytes in the 48 kept.
+        assert_eq!(escape_start("a字", true, 9), "a");
+        assert_eq!(escape_start("a字", true, 10), "a%E5%AD%97");
+    }
+
+    #[test]
+    fn long_names_that_start_alike_keep_files_of_their_own() {
+        let stem = "字".repeat(31);
+        let (a, b) = (name(&format!("{stem}a")), name(&format!("{stem}b")));
+        let host = "h".repeat(200);
+        assert_ne!(file_name("h", 1, &a), file_name("h", 1, &b));
+        assert_ne!(
+            file_name(&host, 1, &a),
+            file_name(&format!("{host}x"), 1, &a)
+        );
+        assert_ne!(file_name(&host, 1, &a), file_name(&host, 2, &a));
     }
 
     #[test]

@@ -548,3 +548,54 @@ fn the_screen_client_comes_back_after_a_server_restart_and_shows_history() {
     let live = u16::try_from(entry_row(&s, "<bob> live now").unwrap()).unwrap();
     assert_eq!(t.dim_at(live, 7), Some(false), "live is not dimmed");
 }
+
+/// Whether a file in the test's saved sessions holds a session of `name`
+/// (whatever the file is called).
+fn has_saved_session(dir: &Path, name: &str) -> bool {
+    let sessions = dir.join("data").join("imchat").join("sessions");
+    let Ok(entries) = fs::read_dir(sessions) else {
+        return false;
+    };
+    entries.flatten().take(100).any(|e| {
+        fs::read_to_string(e.path())
+            .is_ok_and(|t| t.lines().any(|l| l == format!("name={name}")) && t.contains("token="))
+    })
+}
+
+/// Waits until `name` has a saved session.
+fn wait_saved(w: &World, name: &str, c: &Client) {
+    let deadline = Instant::now() + TIMEOUT;
+    for _ in 0..1000 {
+        if has_saved_session(w.dir.path(), name) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s session was never saved\n{}",
+            c.report()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name}'s session was never saved\n{}", c.report());
+}
+
+/// The longest name there is, in a script whose characters take 9 bytes
+/// each once percent-encoded: its session file still fits in a file
+/// name, and `kill -9` then a restart takes the session back.
+#[test]
+fn a_killed_client_with_a_long_non_latin_name_takes_its_session_back() {
+    let w = World::new("kill-long-name");
+    let port = w.server.port();
+    let name = "字".repeat(32);
+    let mut first = w.client(&name);
+    let mut bob = w.client("bob");
+    first.expect_line("*** bob has joined");
+    wait_saved(&w, &name, &first);
+    first.kill();
+    bob.send("while away");
+
+    let again = w.spawn_client(&[&name, "127.0.0.1", &port.to_string()]);
+    let (resumed, _) = again.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    again.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    bob.assert_no_line("the name leaving", |l| l.starts_with("*** 字"));
+}
