@@ -401,7 +401,7 @@ struct App {
     parting: Mutex<String>,
     /// The session saved for the next run, if it can be.
     store: Mutex<Option<SessionFile>>,
-    /// Saving it failed once (said once, in the log).
+    /// Saving it failed once (said once, in the log and on the screen).
     store_failed: AtomicBool,
 }
 
@@ -544,52 +544,79 @@ fn new_session(config: &Config, limits: &Limits) -> ClientSession {
     new_session_from(config, limits, None)
 }
 
+/// What [`open_store`] found.
+#[derive(Debug, Default)]
+struct Store {
+    file: Option<SessionFile>,
+    saved: Option<SavedSession>,
+    /// Why no file could be had for the session (not merely locked by
+    /// another client): to tell the user, as a crash will not resume it.
+    unsaved: Option<String>,
+}
+
+/// The line that says the session is not saved: a crash or `kill -9`
+/// will not take it back.
+fn unsaved_line(why: &str) -> String {
+    format!(
+        "cannot save the session ({why}): a restart after a crash or kill -9 will not resume it"
+    )
+}
+
 /// The file the session is saved in for the next run, locked for this
 /// one, and the session an earlier run left in it (when resuming). The
 /// file is the first server's; but a session saved under another server
 /// of the list (an earlier run listed the servers in another order) is
 /// taken, with its file. `None` without a data folder, or when another
 /// client runs with this name and server (it keeps its session to itself).
-fn open_store(config: &Config) -> (Option<SessionFile>, Option<SavedSession>) {
+fn open_store(config: &Config) -> Store {
     let Some(dir) = config.sessions_dir.as_ref() else {
-        return (None, None);
+        return Store::default();
     };
-    let open =
+    let mut failed = None;
+    let mut open =
         |server: &Server| match SessionFile::open(dir, &server.host, server.port, &config.username)
         {
             Ok(file) => file,
             Err(e) => {
                 log::warn!("cannot save the session in {}: {e}", dir.display());
+                failed.get_or_insert(e.to_string());
                 None
             }
         };
     let first = config.servers.first();
     let mut file = open(first);
-    if file.is_none() {
-        log::info!("another client runs with this name and server: its session is its own");
-    }
-    if !config.resume {
-        return (file, None);
-    }
-    if let Some(saved) = file.as_mut().and_then(SessionFile::load) {
-        return (file, Some(saved));
-    }
-    for server in config.servers.all().iter().skip(1) {
-        let path = dir.join(crate::resume::file_name(
-            &server.host,
-            server.port,
-            &config.username,
-        ));
-        if !path.exists() {
-            continue;
+    let (file, saved) = 'found: {
+        if !config.resume {
+            break 'found (file, None);
         }
-        if let Some(mut other) = open(server) {
-            if let Some(saved) = other.load() {
-                return (Some(other), Some(saved));
+        if let Some(saved) = file.as_mut().and_then(SessionFile::load) {
+            break 'found (file, Some(saved));
+        }
+        for server in config.servers.all().iter().skip(1) {
+            let path = dir.join(crate::resume::file_name(
+                &server.host,
+                server.port,
+                &config.username,
+            ));
+            if !path.exists() {
+                continue;
+            }
+            if let Some(mut other) = open(server) {
+                if let Some(saved) = other.load() {
+                    break 'found (Some(other), Some(saved));
+                }
             }
         }
+        (file, None)
+    };
+    if file.is_none() && failed.is_none() {
+        log::info!("another client runs with this name and server: its session is its own");
     }
-    (file, None)
+    Store {
+        unsaved: failed.filter(|_| file.is_none()),
+        file,
+        saved,
+    }
 }
 
 /// Connects and joins as the configured user. With the session of a lost
@@ -699,7 +726,11 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// for good (`Err`).
 pub fn run(config: Config) -> Result<(), ClientError> {
     // A run that was killed left its session: ask for it back.
-    let (store, saved) = open_store(&config);
+    let Store {
+        file: store,
+        saved,
+        unsaved,
+    } = open_store(&config);
     let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
     let first = first_join(&config, restored.as_mut())?;
     let (view, input, quit) = match ui::make_view(
@@ -746,6 +777,10 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         store: Mutex::new(store),
         store_failed: AtomicBool::new(false),
     });
+    // Said on the screen too: the log is hidden behind it.
+    if let Some(why) = unsaved {
+        app.notice(&unsaved_line(&why));
+    }
     // Pushes cut off by the end of an earlier run (a kill, a crash) left
     // their `.part` files, which no one can resume.
     app.removed_parts_notice(&files::remove_abandoned_parts(
@@ -1175,6 +1210,7 @@ impl App {
         if let Err(e) = result {
             if !self.store_failed.swap(true, Ordering::SeqCst) {
                 log::warn!("cannot save the session: {e}");
+                self.notice(&unsaved_line(&e.to_string()));
             }
         }
     }
@@ -1475,6 +1511,7 @@ impl App {
             if let Err(e) = file.save_mode() {
                 if !self.store_failed.swap(true, Ordering::SeqCst) {
                     log::warn!("cannot save the session: {e}");
+                    self.notice(&unsaved_line(&e.to_string()));
                 }
             }
         }

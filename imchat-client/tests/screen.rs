@@ -96,6 +96,29 @@ fn typed_lines_reach_others_and_the_welcome_shows() {
     t.wait_screen("the typed text", |s| s.contains("half typed"));
 }
 
+/// A session that cannot be saved (its folder cannot be made): the user
+/// is told on the screen, in one line, that a crash will not resume it,
+/// instead of in a log the full-screen interface hides.
+#[test]
+fn a_session_that_cannot_be_saved_is_said_on_the_screen() {
+    let w = World::new("scr-unsaved");
+    let home = w.dir.join("home-alice");
+    let data = home.join("data").join("imchat");
+    fs::create_dir_all(&data).expect("make the data folder");
+    // A file where the sessions' folder goes.
+    fs::write(data.join("sessions"), b"in the way").expect("block the sessions folder");
+    let port = w.server.port().to_string();
+    let t = Term::spawn(w.dir.path(), &home, &["alice", "127.0.0.1", &port], 200, 24);
+    let s = t.wait_screen("the line that the session is not saved", |s| {
+        s.contains("*** cannot save the session")
+    });
+    let row = s
+        .find_row(|r| r.contains("*** cannot save the session"))
+        .expect("found above");
+    assert!(s.rows[row].contains("will not resume"), "{}", s.dump());
+    assert_eq!(s.count("cannot save the session"), 1, "{}", s.dump());
+}
+
 /// A terminal where the full-screen interface cannot start (it does not
 /// say where its cursor is): the client, joined already, leaves before it
 /// exits, so its name is free at once, not held by a session that waits
