@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
@@ -544,6 +544,58 @@ fn new_session(config: &Config, limits: &Limits) -> ClientSession {
     new_session_from(config, limits, None)
 }
 
+/// How long start-up waits, all told, for host names to resolve when it
+/// looks for a session saved under another name of the same server.
+const ALIAS_WAIT: Duration = Duration::from_secs(2);
+/// The most other names of one server it resolves.
+const MAX_ALIASES: usize = 8;
+
+/// Those of `others` (the first [`MAX_ALIASES`]) that name the same
+/// server as `host` on `port`: they resolve to an address in common.
+/// The names are resolved at once, each on a thread of its own, until
+/// `deadline`: a name not resolved by then counts as another server (its
+/// thread is left to end on its own).
+fn same_server(host: &str, mut others: Vec<String>, port: u16, deadline: Instant) -> Vec<String> {
+    if others.is_empty() {
+        return others;
+    }
+    others.truncate(MAX_ALIASES);
+    let (tx, rx) = mpsc::channel();
+    for (i, name) in std::iter::once(host)
+        .chain(others.iter().map(String::as_str))
+        .enumerate()
+    {
+        let (tx, name) = (tx.clone(), name.to_owned());
+        let spawned = thread::Builder::new()
+            .name("resolve".into())
+            .spawn(move || {
+                let addrs: Vec<IpAddr> = (name.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+                let _ = tx.send((i, addrs));
+            });
+        if let Err(e) = spawned {
+            log::info!("cannot resolve host names: {e}");
+        }
+    }
+    drop(tx);
+    let mut resolved = vec![Vec::new(); others.len() + 1];
+    for _ in 0..resolved.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, addrs)) => resolved[i] = addrs,
+            Err(_) => break,
+        }
+    }
+    let own = std::mem::take(&mut resolved[0]);
+    others
+        .into_iter()
+        .zip(&resolved[1..])
+        .filter(|(_, addrs)| addrs.iter().any(|a| own.contains(a)))
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// What [`open_store`] found.
 #[derive(Debug, Default)]
 struct Store {
@@ -566,7 +618,9 @@ fn unsaved_line(why: &str) -> String {
 /// one, and the session an earlier run left in it (when resuming). The
 /// file is the first server's; but a session saved under another server
 /// of the list (an earlier run listed the servers in another order) is
-/// taken, with its file. `None` without a data folder, or when another
+/// taken, with its file, and so is one saved under another name of a
+/// server of the list (`127.0.0.1` then, `localhost` now: see
+/// [`same_server`]). `None` without a data folder, or when another
 /// client runs with this name and server (it keeps its session to itself).
 fn open_store(config: &Config) -> Store {
     let Some(dir) = config.sessions_dir.as_ref() else {
@@ -574,8 +628,7 @@ fn open_store(config: &Config) -> Store {
     };
     let mut failed = None;
     let mut open =
-        |server: &Server| match SessionFile::open(dir, &server.host, server.port, &config.username)
-        {
+        |host: &str, port: u16| match SessionFile::open(dir, host, port, &config.username) {
             Ok(file) => file,
             Err(e) => {
                 log::warn!("cannot save the session in {}: {e}", dir.display());
@@ -584,7 +637,7 @@ fn open_store(config: &Config) -> Store {
             }
         };
     let first = config.servers.first();
-    let mut file = open(first);
+    let mut file = open(&first.host, first.port);
     let (file, saved) = 'found: {
         if !config.resume {
             break 'found (file, None);
@@ -601,9 +654,24 @@ fn open_store(config: &Config) -> Store {
             if !path.exists() {
                 continue;
             }
-            if let Some(mut other) = open(server) {
+            if let Some(mut other) = open(&server.host, server.port) {
                 if let Some(saved) = other.load() {
                     break 'found (Some(other), Some(saved));
+                }
+            }
+        }
+        // Saved under another name of a server of the list (`localhost`
+        // then, `127.0.0.1` now).
+        let deadline = Instant::now() + ALIAS_WAIT;
+        for server in config.servers.all() {
+            let others =
+                crate::resume::other_hosts(dir, &server.host, server.port, &config.username);
+            for host in same_server(&server.host, others, server.port, deadline) {
+                if let Some(mut other) = open(&host, server.port) {
+                    if let Some(saved) = other.load() {
+                        log::info!("taking the session saved for {host}");
+                        break 'found (Some(other), Some(saved));
+                    }
                 }
             }
         }
@@ -3691,6 +3759,27 @@ mod tests {
         assert_eq!(mode_line(&Mode::Broadcast), "mode: broadcast");
         let bob = Username::new("bob").expect("valid");
         assert_eq!(mode_line(&Mode::Unicast(bob)), "mode: unicast to bob");
+    }
+
+    /// `localhost` is the server of `127.0.0.1` (and of `::1` where it
+    /// resolves to both); `127.0.0.2` is another; a deadline gone by
+    /// ends the wait at once.
+    #[test]
+    fn names_of_the_same_server_resolve_to_an_address_in_common() {
+        let soon = || Instant::now() + Duration::from_secs(5);
+        let others = |names: &[&str]| names.iter().map(|&n| n.to_owned()).collect();
+        assert_eq!(
+            same_server("127.0.0.1", others(&["localhost", "127.0.0.2"]), 1, soon()),
+            ["localhost"]
+        );
+        assert_eq!(
+            same_server("localhost", others(&["127.0.0.2", "127.0.0.1"]), 1, soon()),
+            ["127.0.0.1"]
+        );
+        assert!(same_server("127.0.0.1", Vec::new(), 1, soon()).is_empty());
+        let start = Instant::now();
+        let _ = same_server("127.0.0.1", others(&["localhost"]), 1, start);
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -117,6 +117,59 @@ fn escape_start(text: &str, keep_underscore: bool, max: usize) -> String {
     out
 }
 
+/// The most entries of the sessions' folder read by [`other_hosts`].
+const MAX_SCANNED: usize = 1024;
+/// A larger file is not a saved session.
+const MAX_FILE_LEN: u64 = 4096;
+
+/// The host names other than `host` (in any case) that a session of
+/// `name` on `port` is saved under in `dir`, read from the files (the
+/// first [`MAX_SCANNED`] entries), for the caller to tell which name the
+/// same server: [`SessionFile::open`] with one of them opens its file.
+pub fn other_hosts(dir: &Path, host: &str, port: u16, name: &Username) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let (key, own) = (name.key(), host.to_lowercase());
+    let mut hosts = Vec::new();
+    for entry in entries.take(MAX_SCANNED).flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if file.ends_with(".lock") || file.ends_with(".tmp") {
+            continue;
+        }
+        let small = entry
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.len() <= MAX_FILE_LEN);
+        let Some(text) = small
+            .then(|| fs::read_to_string(entry.path()).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(MAGIC) {
+            continue;
+        }
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+        };
+        let Some((other, other_port)) = field("server").and_then(|s| s.rsplit_once(':')) else {
+            continue;
+        };
+        if field("name") == Some(key.as_str())
+            && other_port.parse() == Ok(port)
+            && other != own
+            && file == file_name(other, port, name)
+        {
+            hosts.push(other.to_owned());
+        }
+    }
+    hosts.sort();
+    hosts
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -427,6 +480,41 @@ mod tests {
         assert_eq!(other.load(), None);
         f.close();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn sessions_of_a_name_and_port_under_other_hosts_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = name("Alice");
+        for (host, port, who) in [
+            ("127.0.0.1", 4000, &alice),
+            ("::1", 4000, &alice),
+            ("LocalHost", 4000, &alice),
+            ("127.0.0.1", 4001, &alice),
+            ("127.0.0.1", 4000, &name("bob")),
+        ] {
+            let mut f = SessionFile::open(dir.path(), host, port, who)
+                .unwrap()
+                .unwrap();
+            f.save(&saved(1, 1), false).unwrap();
+        }
+        // Not a session: another file, a copy under another file's name.
+        fs::write(dir.path().join("notes"), "name=alice\nserver=x:4000\n").unwrap();
+        fs::copy(
+            dir.path().join("alice@127.0.0.1_4000"),
+            dir.path().join("alice@example_4000"),
+        )
+        .unwrap();
+        assert_eq!(
+            other_hosts(dir.path(), "localhost", 4000, &alice),
+            ["127.0.0.1", "::1"]
+        );
+        assert_eq!(
+            other_hosts(dir.path(), "nowhere", 4000, &alice),
+            ["127.0.0.1", "::1", "localhost"]
+        );
+        assert!(other_hosts(dir.path(), "localhost", 4002, &alice).is_empty());
+        assert!(other_hosts(&dir.path().join("none"), "h", 1, &alice).is_empty());
     }
 
     #[test]

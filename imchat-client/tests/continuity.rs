@@ -599,3 +599,21 @@ fn a_killed_client_with_a_long_non_latin_name_takes_its_session_back() {
     again.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
     bob.assert_no_line("the name leaving", |l| l.starts_with("*** 字"));
 }
+/// Killed while connected to `127.0.0.1`, started again with `localhost`
+/// (the same server, spelt otherwise): the session comes back.
+#[test]
+fn a_killed_client_started_again_with_another_spelling_of_its_host_takes_its_session_back() {
+    let w = World::new("kill-host-spelling");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    alice.kill();
+    bob.send("while away");
+
+    let alice = w.spawn_client(&["alice", "localhost", &port.to_string()]);
+    let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    alice.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
+}
