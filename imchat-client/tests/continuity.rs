@@ -617,3 +617,29 @@ fn a_killed_client_started_again_with_another_spelling_of_its_host_takes_its_ses
     alice.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
     bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
 }
+
+/// A second client started with the name of one that runs, under another
+/// spelling of its host, does not take its session away (the file is
+/// locked by the one running): it is refused the name, and the first
+/// stays connected.
+#[test]
+fn a_second_client_under_another_spelling_of_the_host_leaves_the_running_one_alone() {
+    let w = World::new("spelling-running");
+    let port = w.server.port();
+    let alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+
+    let mut second = w.spawn_client(&["alice", "localhost", &port.to_string()]);
+    let err = second.expect_exit_code(1);
+    assert!(
+        err.iter().any(|l| l.contains("already taken")),
+        "{}",
+        second.report()
+    );
+    bob.send("still there?");
+    alice.expect_line("<bob> still there?");
+    alice.assert_no_line("a lost connection", |l| l.starts_with("*** disconnected"));
+    second.assert_no_line("the first one's session", |l| l == "*** resumed");
+}
