@@ -338,7 +338,11 @@ impl SessionFile {
             .unicast
             .as_ref()
             .map_or(String::new(), |u| format!("unicast={u}\n"));
-        let tmp = self.path.with_extension("tmp");
+        // `.tmp` added, not put in place of what follows the last dot
+        // (`with_extension`), which `127.0.0.1` and `127.0.0.2` share.
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let mut file = open_private(&tmp, true)?;
         file.write_all(text.as_bytes())?;
         if sync {
@@ -515,6 +519,18 @@ mod tests {
         );
         assert!(other_hosts(dir.path(), "localhost", 4002, &alice).is_empty());
         assert!(other_hosts(&dir.path().join("none"), "h", 1, &alice).is_empty());
+    }
+
+    /// The file written beside is the session's own: `….1_4000.tmp`, not
+    /// `alice@127.0.0.tmp`, which another host's session would share.
+    #[test]
+    fn each_session_writes_beside_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("alice@127.0.0.tmp")).unwrap();
+        let mut f = SessionFile::open(dir.path(), "127.0.0.1", 4000, &name("alice"))
+            .unwrap()
+            .unwrap();
+        f.save(&saved(1, 1), false).unwrap();
     }
 
     #[test]
