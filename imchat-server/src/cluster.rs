@@ -424,11 +424,12 @@ pub fn redacted(url: &str) -> String {
     // and `@` included: what comes before the last `@` is hidden from the
     // first `:` on (which may hide more than the password, never less).
     let shown = match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}")
-        }
+        // A user name alone is hidden too: most often it is a password
+        // written without its `:` (`redis://s3cret@host`).
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://***@{host}"),
+        },
         // No `@`: `redis://:pw` names no host, but its "port" may be a
         // password all the same. A port of digits is shown.
         None => {
@@ -2347,7 +2348,8 @@ mod tests {
             redacted("redis://:pw@[::1]:6379"),
             "redis://:***@[::1]:6379"
         );
-        assert_eq!(redacted("redis://app@host/0"), "redis://app@host/0");
+        // A user name alone may be a password without its `:`.
+        assert_eq!(redacted("redis://s3cret@host/0"), "redis://***@host/0");
         // Not percent-encoded: `@`, `:`, `/` and `#` in the password.
         let raw = "redis://:p@ss:w/rd#1@127.0.0.1:6379";
         assert_eq!(redacted(raw), "redis://:***@127.0.0.1:6379");

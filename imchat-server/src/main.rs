@@ -198,9 +198,11 @@ struct Cli {
 
     /// Lease of a server's names and heartbeat in the cluster, in seconds
     ///
-    /// Renewed every third of it; when a server dies, its users are
-    /// announced as left everywhere within about 1.3 times this, and their
-    /// names are free again.
+    /// Renewed every third of it; a server that dies is noticed within
+    /// about 1.3 times this. Its users are then announced as left
+    /// everywhere, and their names are free again, once the grace period
+    /// (--grace-secs, 60 by default) has passed without them resuming on
+    /// another server: with --grace-secs 0, at once.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, requires = "redis")]
     cluster_lease_secs: f64,
 

@@ -5783,6 +5783,46 @@ fn a_private_message_to_a_user_lost_with_its_server_is_told_to_its_sender() {
     );
 }
 
+/// The tester's cases: a private message read long before its
+/// receiver's server died was told to its sender as "may not have been
+/// delivered" (the record lived until the sender's next one), and so was
+/// one read by an earlier user of the name, who had quit.
+#[test]
+fn private_messages_delivered_while_the_server_lived_are_not_told_as_lost() {
+    let t0 = Instant::now();
+    for quit_and_rejoin in [false, true] {
+        let (mut a, p, _b, _dave) = two_servers(t0);
+        a.set_cluster_lease(Duration::from_secs(3));
+        a.handle_message(
+            p,
+            ClientMessage::Chat {
+                client_id: 1,
+                to: Recipient::User(user("dave")),
+                kind: ChatKind::Text,
+                text: "old message".into(),
+            },
+            t0,
+        );
+        let _ = drain_hub(&mut a, p);
+        let mut died = t0 + Duration::from_secs(30);
+        if quit_and_rejoin {
+            // Dave reads it and quits; another dave joins there at once,
+            // and the server dies within a lease of the message.
+            a.remote_leave(2, &user("dave"), LeaveReason::QUIT, String::new(), t0);
+            a.remote_join(2, user("dave"), t0);
+            died = t0 + Duration::from_secs(2);
+        }
+        a.remote_server_gone(2, died);
+        let (said, _, _) = drain_hub(&mut a, p);
+        assert!(
+            !said
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Error { .. })),
+            "quit and rejoin: {quit_and_rejoin}; {said:?}"
+        );
+    }
+}
+
 #[test]
 fn a_lost_private_message_is_not_told_to_a_new_user_of_its_sender_s_name() {
     let t0 = Instant::now();

@@ -332,7 +332,7 @@ impl Hub {
             // (the leave forgets the kick).
             Some((listed, was)) if was != server && self.remote.kicks.contains_key(&key) => {
                 let text = self.remote.kicks[&key].clone();
-                self.remote_leave(was, &listed, LeaveReason::KICKED, text, now);
+                self.announce_remote_leave(was, &listed, LeaveReason::KICKED, text, now);
             }
             Some(_) => {
                 if !self.remote.kicks.contains_key(&key) {
@@ -385,7 +385,34 @@ impl Hub {
     /// saw online (see `Remote::logged`) left while this server was down:
     /// its leave, read on from the stream, is told in its place and with
     /// its reason.
+    ///
+    /// Its server was alive to tell: the private messages sent to the user
+    /// were delivered, or that server said they were not
+    /// ([`Hub::remote_undelivered`]); none is told as lost with a dead
+    /// server later (a new user of the name may be the one that dies).
     pub fn remote_leave(
+        &mut self,
+        server: u64,
+        user: &Username,
+        reason: LeaveReason,
+        text: String,
+        now: Instant,
+    ) {
+        let key = self.key(user);
+        if self
+            .remote
+            .users
+            .get(&key)
+            .is_some_and(|(_, s)| *s == server)
+        {
+            self.remote.sent_private.retain(|p| p.to != key);
+        }
+        self.announce_remote_leave(server, user, reason, text, now);
+    }
+
+    /// [`Hub::remote_leave`], for a leave this hub decided (a dead
+    /// server's user, a kick): what was sent to the user is kept.
+    pub(super) fn announce_remote_leave(
         &mut self,
         server: u64,
         user: &Username,
@@ -501,7 +528,7 @@ impl Hub {
     /// may still move to this server (taken over before the kick reached
     /// Redis), and is then not taken over ([`Hub::adopt_session`]).
     fn leave_kicked(&mut self, server: u64, user: &Username, text: String, now: Instant) {
-        self.remote_leave(server, user, LeaveReason::KICKED, text, now);
+        self.announce_remote_leave(server, user, LeaveReason::KICKED, text, now);
     }
 
     /// Server `server` is gone (its lease ran out): each of its users is
@@ -512,6 +539,8 @@ impl Hub {
     /// users it had (not counting those already waiting).
     pub fn remote_server_gone(&mut self, server: u64, now: Instant) -> usize {
         self.clock = self.clock.max(now);
+        // Sent before the server could have died: it was alive to take them.
+        self.forget_sent_private(now);
         let mut gone: Vec<Username> = self
             .remote
             .users
@@ -543,7 +572,7 @@ impl Hub {
             return n;
         }
         for u in &gone {
-            self.remote_leave(server, u, LeaveReason::LOST, String::new(), now);
+            self.announce_remote_leave(server, u, LeaveReason::LOST, String::new(), now);
             let key = self.key(u);
             self.tell_senders_of_lost(&key, u);
         }
@@ -568,7 +597,7 @@ impl Hub {
         for (_, key) in due {
             self.remote.gone.remove(&key);
             if let Some((user, server)) = self.remote.users.get(&key).cloned() {
-                self.remote_leave(server, &user, LeaveReason::LOST, String::new(), now);
+                self.announce_remote_leave(server, &user, LeaveReason::LOST, String::new(), now);
                 self.tell_senders_of_lost(&key, &user);
             }
         }

@@ -353,7 +353,7 @@ impl Hub {
             .or_else(|| self.name_ban_text(&user));
         if let Some(text) = kicked {
             if let Some((listed, server)) = self.remote.users.get(&key).cloned() {
-                self.remote_leave(server, &listed, LeaveReason::KICKED, text, now);
+                self.announce_remote_leave(server, &listed, LeaveReason::KICKED, text, now);
             }
             return false;
         }
