@@ -67,7 +67,7 @@ Exit codes:
 /// It listens on a TCP port, prints the address and the shared folder it
 /// uses, and runs until SIGINT, SIGTERM or SIGHUP, when it tells the clients
 /// it is shutting down. Lines typed on its standard input are operator
-/// commands: kick NAME [reason], ban NAME|ADDRESS [reason], unban
+/// commands: who, kick NAME [reason], ban NAME|ADDRESS [reason], unban
 /// NAME|ADDRESS, bans (help lists them).
 #[derive(Debug, Parser)]
 #[command(

@@ -1436,3 +1436,21 @@ fn a_take_back_says_how_much_the_log_no_longer_holds() {
     assert_eq!(texts, ["missed 3", "missed 4", "missed 5"]);
     assert_eq!(dropped, Some(2), "the two the log no longer holds");
 }
+
+/// The console's `who`: an operator at the server's terminal sees who is
+/// online and where each connects from, as the classroom servers printed
+/// each connection's address.
+#[test]
+fn the_console_lists_who_is_online_with_their_addresses() {
+    let now = Instant::now();
+    let (mut hub, _op) = operator_hub(now);
+    join_verified(&mut hub, "Bob", "::1", now);
+    join_verified(&mut hub, "alice", "10.0.0.7", now);
+    assert_eq!(
+        hub.console("who", now),
+        "3 online: alice (10.0.0.7), Bob (::1), op (10.0.0.100)"
+    );
+    assert_eq!(hub.console(" /WHO ", now), hub.console("users", now));
+    assert_eq!(self::hub().console("who", now), "nobody is online");
+    assert!(hub.console("help", now).starts_with("commands: who, kick"));
+}

@@ -155,7 +155,7 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
     let line = line.strip_prefix('/').unwrap_or(line);
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     const COMMANDS: &str =
-        "kick NAME [reason], ban NAME|ADDRESS [reason], unban NAME|ADDRESS or bans";
+        "who, kick NAME [reason], ban NAME|ADDRESS [reason], unban NAME|ADDRESS or bans";
     let action = match word.to_ascii_lowercase().as_str() {
         "kick" => OpAction::Kick,
         "ban" => OpAction::Ban,
@@ -557,9 +557,19 @@ impl Hub {
 
     /// A line of the server's console (`kick NAME [reason]`, `ban
     /// NAME|ADDRESS [reason]`, `unban NAME|ADDRESS`, `bans`), carried out
-    /// as operator `console`. Returns the line to show.
+    /// as operator `console`; `who` lists who is online, with where each
+    /// connects from. Returns the line to show.
     pub fn console(&mut self, line: &str, now: Instant) -> String {
         self.clock = self.clock.max(now);
+        if matches!(
+            line.trim()
+                .trim_start_matches('/')
+                .to_ascii_lowercase()
+                .as_str(),
+            "who" | "users"
+        ) {
+            return self.console_who();
+        }
         match parse_operator_line(line) {
             Ok((action, target, reason)) => {
                 let (_, text) = self.operate("console", action, &target, &reason, now);
@@ -567,6 +577,42 @@ impl Hub {
             }
             Err(e) => e,
         }
+    }
+
+    /// The console's `who`: everyone online, sorted by name, each with
+    /// the address it connects from, `away` for a session waiting for its
+    /// client, or `on another server` in a cluster.
+    fn console_who(&self) -> String {
+        let mut users: Vec<(String, String)> = self
+            .conns
+            .values()
+            .filter_map(|c| match &c.phase {
+                Phase::Joined(u) => Some((
+                    u.to_string(),
+                    c.peer.map_or_else(|| "?".to_string(), |ip| ip.to_string()),
+                )),
+                Phase::Handshaking => None,
+            })
+            .chain(
+                self.sessions
+                    .values()
+                    .filter(|s| s.conn.is_none())
+                    .map(|s| (s.user.to_string(), "away".to_string())),
+            )
+            .chain(
+                self.remote_names()
+                    .map(|u| (u.to_string(), "on another server".to_string())),
+            )
+            .collect();
+        users.sort_by_key(|(name, _)| name.to_lowercase());
+        if users.is_empty() {
+            return "nobody is online".into();
+        }
+        let list: Vec<String> = users
+            .iter()
+            .map(|(name, at)| format!("{name} ({at})"))
+            .collect();
+        format!("{} online: {}", users.len(), list.join(", "))
     }
 
     /// Whether a ban of `target` would name operator `user` itself, on
