@@ -207,6 +207,15 @@ impl End {
             End::Kicked(text) => ClientError::Kicked(text),
         }
     }
+
+    /// Why the transfers it cut failed, in their lines.
+    fn cut_reason(&self) -> &'static str {
+        match self {
+            End::Shutdown(_) => "the server shut down",
+            End::Kicked(_) => "removed from the server",
+            End::Lost(_) => "connection lost",
+        }
+    }
 }
 
 /// A file arriving (a download or someone's push), written to its `.part`.
@@ -1337,11 +1346,7 @@ impl App {
             }
             if policy == Reconnect::No {
                 // Told, not dropped in silence: the client stops here.
-                conn.report_cut(match &end {
-                    End::Shutdown(_) => "the server shut down",
-                    End::Kicked(_) => "removed from the server",
-                    End::Lost(_) => "connection lost",
-                });
+                conn.report_cut(end.cut_reason());
                 conn.stop_transfers();
                 return Err(end.error());
             }
@@ -1820,6 +1825,9 @@ impl Conn {
     fn leave(&self) -> Result<(), ClientError> {
         if let Err(end) = self.settle() {
             self.abort();
+            // The downloads it waited for are cut: said, as when the
+            // connection ends before the end of input.
+            self.report_cut(end.cut_reason());
             self.stop_transfers();
             return Err(end.error());
         }

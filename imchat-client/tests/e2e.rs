@@ -991,6 +991,57 @@ fn a_client_stopped_by_a_server_shutdown_says_which_transfer_failed() {
     );
 }
 
+/// The server stops (SIGTERM) during a download a script started, its
+/// input already at its end (the client waiting for the download): the
+/// client says the download failed and that `/download` resumes it, in
+/// plain lines and in `--json`, before it exits 1. Before, it said nothing of it: only the shutdown.
+#[test]
+fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
+    for json in [false, true] {
+        let w = World::new(if json {
+            "dl-shutdown-json"
+        } else {
+            "dl-shutdown"
+        });
+        fs::File::create(w.shared().join("big file.bin"))
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("file");
+        let port = w.server.port().to_string();
+        let mut args = vec!["bot", "127.0.0.1", port.as_str()];
+        if json {
+            args.insert(0, "--json");
+        }
+        // Its disk thread behind: the download is under way, not done,
+        // when the server stops.
+        let mut bot = Client::spawn_with_env(
+            w.dir.path(),
+            &args,
+            &[("FAILPOINTS", "client-disk-job=sleep(20)")],
+        );
+        bot.send("/download big file.bin");
+        bot.close_stdin();
+        let part = w.dir.join("bot").join("big file.bin.part");
+        let deadline = Instant::now() + TIMEOUT;
+        while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+            assert!(Instant::now() < deadline, "no data came: {}", bot.report());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        w.server.signal("TERM");
+        let failed =
+            "transfer of big file.bin failed: the server shut down; /download big file.bin resumes it";
+        if json {
+            let parse = |l: &str| -> serde_json::Value {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+            };
+            bot.expect("the failure", |l| parse(l)["text"] == failed);
+        } else {
+            bot.expect_line(&format!("*** {failed}"));
+        }
+        assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
+        assert!(part.exists(), "the part stays, to resume");
+    }
+}
+
 #[test]
 fn help_lists_the_commands() {
     let w = World::new("help");
