@@ -35,9 +35,9 @@ use imchat_cli::io_reason;
 use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
-    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName, Limits,
-    NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret, ServerMessage,
-    TransferError, TransferId, UsageError, Username,
+    inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName,
+    FilesRequest, Limits, NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession,
+    Secret, ServerMessage, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
@@ -435,6 +435,12 @@ struct Conn {
     listed: Mutex<Vec<String>>,
     /// The names of a quiet list (see [`UserInput::FetchFileNames`]).
     quiet_listed: Mutex<Vec<String>>,
+    /// Our shared-folder access requests in order: whether a list was
+    /// asked with each (`/files`).
+    accesses: Mutex<VecDeque<bool>>,
+    /// Lists whose answer is not to be shown when the server cannot read
+    /// its folder: those of `/files` whose access said so already.
+    lists_told: AtomicUsize,
     /// Our `/who` requests in order, with what their answers are for.
     whos: Mutex<VecDeque<WhoFor>>,
     /// Silent `/who`s asked, and answered.
@@ -1695,6 +1701,8 @@ impl Conn {
             listing: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
             quiet_listed: Mutex::new(Vec::new()),
+            accesses: Mutex::new(VecDeque::new()),
+            lists_told: AtomicUsize::new(0),
             whos: Mutex::new(VecDeque::new()),
             whos_asked: AtomicU64::new(0),
             whos_answered: AtomicU64::new(0),
@@ -2496,10 +2504,10 @@ impl Conn {
             }
             Command::Who => self.ask_who(WhoFor::User).map(drop),
             Command::Files => self
-                .paced(0, ClientSession::files_access)
+                .ask_access(true)
                 .and_then(|_| self.paced(0, ClientSession::list_files))
                 .map(drop),
-            Command::FilesAccess => self.paced(0, ClientSession::files_access).map(drop),
+            Command::FilesAccess => self.ask_access(false).map(drop),
             Command::ListFiles => self.paced(0, ClientSession::list_files).map(drop),
             Command::Download(name) => {
                 self.download(name);
@@ -2756,6 +2764,44 @@ impl Conn {
             return Ok(false);
         }
         self.with_session(f).map(|()| true)
+    }
+
+    /// Asks for access to the shared folder; `with_list`: a list is asked
+    /// right after it (`/files`).
+    fn ask_access(&self, with_list: bool) -> Result<bool, UsageError> {
+        lock(&self.accesses).push_back(with_list);
+        let asked = self.paced(0, ClientSession::files_access);
+        if !matches!(asked, Ok(true)) {
+            lock(&self.accesses).pop_back();
+        }
+        asked
+    }
+
+    /// The server cannot read its shared folder: one line per command,
+    /// the server's, not an empty folder. `/files` asks twice and is told
+    /// once.
+    fn files_unavailable(&self, request: FilesRequest, text: &str) {
+        match request {
+            FilesRequest::Access => {
+                if lock(&self.accesses).pop_front() == Some(true) {
+                    self.lists_told.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            FilesRequest::List => {
+                if self.take_list_told() {
+                    return;
+                }
+            }
+        }
+        self.app.error(text);
+    }
+
+    /// True (and counted off) if the list arriving belongs to a `/files`
+    /// whose access already said the folder cannot be read.
+    fn take_list_told(&self) -> bool {
+        self.lists_told
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// `/register`: the password is typed twice without echo in a
@@ -3082,11 +3128,15 @@ impl Conn {
                 app.view.roster(Roster::All(names));
             }
             ClientEvent::FilesAccess { count } => {
+                lock(&self.accesses).pop_front();
                 let files = if count == 1 { "file" } else { "files" };
                 app.notice(&format!("shared folder access granted: {count} {files}"));
             }
             ClientEvent::FileList(FileListPart { files, last }) => self.file_list(&files, last),
             ClientEvent::FileNames(FileListPart { files, last }) => self.file_names(&files, last),
+            ClientEvent::FilesUnavailable { request, text } => {
+                self.files_unavailable(request, &text);
+            }
             ClientEvent::Error {
                 code,
                 client_id,
@@ -3201,6 +3251,10 @@ impl Conn {
     /// Shows a part of the shared-file list: the heading before the first
     /// part, and a note at the end when the folder is empty.
     fn file_list(&self, files: &[FileEntry], last: bool) {
+        if last {
+            // Readable again since the access of its `/files`: shown.
+            self.take_list_told();
+        }
         let first = !self.listing.swap(!last, Ordering::SeqCst);
         if first && last && files.is_empty() {
             self.app.notice("shared folder is empty");

@@ -1042,6 +1042,31 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
     }
 }
 
+/// The shared folder removed while the server runs: each command that
+/// asks for it (`/access`, `/list`, `/files`, which asks for both) gets
+/// one line saying the server cannot read it, not that line followed by
+/// an empty folder ("access granted: 0 files", "is empty").
+#[test]
+fn an_unreadable_shared_folder_is_one_error_line_per_command() {
+    let w = World::new("unreadable-folder");
+    fs::remove_dir_all(w.shared()).expect("remove the shared folder");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/access\n/list\n/files\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    let error = "error: the server cannot read its shared folder now: no file can be listed or downloaded until its operator fixes it";
+    let lines = bot.out.lines();
+    let after: Vec<&str> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("Welcome to imchat"))
+        .skip(1)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(after, vec![error; 3], "{}", bot.report());
+}
+
 #[test]
 fn help_lists_the_commands() {
     let w = World::new("help");

@@ -18,6 +18,7 @@ use crate::transfer::{Incoming, Outgoing, ResumeState};
 
 use super::bucket::ITEMS_PER_MESSAGE;
 use super::pace::Pacer;
+use super::FilesRequest;
 
 /// What happened, for the frontend to show or act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,19 @@ pub enum ClientEvent {
     /// [`fetch_file_names`](ClientSession::fetch_file_names): not to be
     /// shown, only kept (for completion, say).
     FileNames(FileListPart),
+    /// The answer to [`files_access`](ClientSession::files_access) or
+    /// [`list_files`](ClientSession::list_files) when the server cannot
+    /// read its shared folder now (PROTOCOL.md §9: a `Notice{FAILED}`,
+    /// then the answer of an empty folder): in place of both, so that
+    /// the folder is not shown as empty. A quiet list
+    /// ([`fetch_file_names`](ClientSession::fetch_file_names)) gets an
+    /// empty [`FileNames`](ClientEvent::FileNames) instead.
+    FilesUnavailable {
+        /// Which request it answers.
+        request: FilesRequest,
+        /// The server's text.
+        text: String,
+    },
     /// The server reported an error; the session goes on.
     Error {
         /// What kind.
@@ -420,6 +434,12 @@ pub struct ClientSession {
     lists: VecDeque<bool>,
     /// Files listed so far in the `FileList` answer arriving.
     listed: usize,
+    /// `FilesAccess` requests not answered yet.
+    accesses: u64,
+    /// A `Notice{FAILED}` that came while a shared-folder request waited
+    /// for its answer: held until the next message tells whether it is
+    /// that request's (the answer of an empty folder follows at once).
+    held_failure: Option<String>,
     /// The client id of the next chat message.
     next_client_id: u64,
     /// Chat messages sent and not acknowledged, oldest first.
@@ -486,6 +506,8 @@ impl ClientSession {
             answered: 0,
             lists: VecDeque::new(),
             listed: 0,
+            accesses: 0,
+            held_failure: None,
             next_client_id: 1,
             unacked: VecDeque::new(),
             resend: VecDeque::new(),
@@ -717,6 +739,13 @@ impl ClientSession {
         self.answered = self.sent;
         self.lists.clear();
         self.listed = 0;
+        self.accesses = 0;
+        if let Some(text) = self.held_failure.take() {
+            self.events.push_back(ClientEvent::Notice {
+                code: NoticeCode::FAILED,
+                text,
+            });
+        }
         self.state = State::Handshaking;
         let resume = self.resume.map(|(token, epoch)| ResumeRequest {
             token,
@@ -1272,6 +1301,7 @@ impl ClientSession {
     pub fn files_access(&mut self) -> Result<(), UsageError> {
         self.joined()?;
         self.ask(1, 0);
+        self.accesses += 1;
         self.transmits.push_back(ClientMessage::FilesAccess);
         Ok(())
     }
@@ -1295,6 +1325,42 @@ impl ClientSession {
     /// As [`list_files`](Self::list_files).
     pub fn fetch_file_names(&mut self) -> Result<(), UsageError> {
         self.ask_list(true)
+    }
+
+    /// The message after a held `Notice{FAILED}` (its `text`): when it is
+    /// the answer of an empty folder to a shared-folder request, the event
+    /// that stands for both; otherwise the notice goes out as it came, and
+    /// `msg` is handled as usual.
+    fn files_unavailable(&mut self, msg: &ServerMessage, text: String) -> Option<ClientEvent> {
+        match msg {
+            ServerMessage::FilesAccess { count: 0 } if self.accesses > 0 => {
+                self.accesses -= 1;
+                return Some(ClientEvent::FilesUnavailable {
+                    request: FilesRequest::Access,
+                    text,
+                });
+            }
+            ServerMessage::FileList(part)
+                if part.last && part.files.is_empty() && self.listed == 0 =>
+            {
+                match self.lists.pop_front() {
+                    Some(true) => return Some(ClientEvent::FileNames(part.clone())),
+                    Some(false) => {
+                        return Some(ClientEvent::FilesUnavailable {
+                            request: FilesRequest::List,
+                            text,
+                        })
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+        self.events.push_back(ClientEvent::Notice {
+            code: NoticeCode::FAILED,
+            text,
+        });
+        None
     }
 
     fn ask_list(&mut self, quiet: bool) -> Result<(), UsageError> {
@@ -1700,6 +1766,12 @@ impl ClientSession {
             }
             return;
         }
+        if let Some(text) = self.held_failure.take() {
+            if let Some(ev) = self.files_unavailable(&msg, text) {
+                self.events.push_back(ev);
+                return;
+            }
+        }
         let ev = match msg {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
             ServerMessage::Chat(chat) => {
@@ -1742,7 +1814,10 @@ impl ClientSession {
                 self.charge(users.len() / ITEMS_PER_MESSAGE, 0);
                 ClientEvent::Who { users }
             }
-            ServerMessage::FilesAccess { count } => ClientEvent::FilesAccess { count },
+            ServerMessage::FilesAccess { count } => {
+                self.accesses = self.accesses.saturating_sub(1);
+                ClientEvent::FilesAccess { count }
+            }
             ServerMessage::FileList(part) => {
                 // The server charged one more message per 100 files listed.
                 let before = self.listed / ITEMS_PER_MESSAGE;
@@ -1800,6 +1875,13 @@ impl ClientSession {
                     self.account_password = self.registering.take();
                 } else if code == NoticeCode::UNREGISTERED {
                     self.account_password = None;
+                } else if code == NoticeCode::FAILED
+                    && self.registering.is_none()
+                    && (self.accesses > 0 || !self.lists.is_empty())
+                {
+                    // Perhaps the shared folder's: the next message says.
+                    self.held_failure = Some(text);
+                    return;
                 } else if code == NoticeCode::ALREADY_REGISTERED
                     || code == NoticeCode::NO_ACCOUNTS
                     || code == NoticeCode::FAILED

@@ -1361,6 +1361,77 @@ fn a_shared_folder_the_server_cannot_read_is_said_to_be_unreadable() {
     );
 }
 
+/// On the client's side, the `Notice{FAILED}` and the empty answer of a
+/// shared folder the server cannot read are one event per request, not a
+/// failure followed by an empty folder; a quiet list stays quiet. A
+/// `FAILED` notice followed by anything else comes through as it was.
+#[test]
+fn an_unreadable_shared_folder_is_one_event_per_request() {
+    let mut net = three();
+    let text = "the server cannot read its shared folder now";
+    let failed = || ServerMessage::Notice {
+        code: NoticeCode::FAILED,
+        text: text.into(),
+    };
+    let empty = || {
+        ServerMessage::FileList(FileListPart {
+            files: vec![],
+            last: true,
+        })
+    };
+    net.s(0).files_access().unwrap();
+    net.s(0).list_files().unwrap();
+    net.s(0).fetch_file_names().unwrap();
+    net.deliver(0, failed());
+    net.deliver(0, ServerMessage::FilesAccess { count: 0 });
+    net.deliver(0, failed());
+    net.deliver(0, empty());
+    net.deliver(0, failed());
+    net.deliver(0, empty());
+    let got: Vec<ClientEvent> = std::iter::from_fn(|| net.s(0).poll_event()).collect();
+    assert_eq!(
+        got,
+        vec![
+            ClientEvent::FilesUnavailable {
+                request: FilesRequest::Access,
+                text: text.into()
+            },
+            ClientEvent::FilesUnavailable {
+                request: FilesRequest::List,
+                text: text.into()
+            },
+            ClientEvent::FileNames(FileListPart {
+                files: vec![],
+                last: true
+            }),
+        ]
+    );
+    // A failure that is not the folder's: the notice, then the answer.
+    net.s(0).files_access().unwrap();
+    net.deliver(0, failed());
+    net.deliver(0, ServerMessage::FilesAccess { count: 3 });
+    let got: Vec<ClientEvent> = std::iter::from_fn(|| net.s(0).poll_event()).collect();
+    assert_eq!(
+        got,
+        vec![
+            ClientEvent::Notice {
+                code: NoticeCode::FAILED,
+                text: text.into()
+            },
+            ClientEvent::FilesAccess { count: 3 },
+        ]
+    );
+    // No shared-folder request waiting: nothing is held.
+    net.deliver(0, failed());
+    assert_eq!(
+        net.s(0).poll_event(),
+        Some(ClientEvent::Notice {
+            code: NoticeCode::FAILED,
+            text: text.into()
+        })
+    );
+}
+
 #[test]
 fn shutdown_tells_everyone_and_closes_every_connection() {
     let mut net = three();
