@@ -47,8 +47,8 @@ use crate::resume::SessionFile;
 use crate::servers::{Server, Servers};
 use crate::ui;
 use crate::view::{
-    byte_count, human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, Status,
-    TransferView, UserInput, View,
+    byte_count, human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, SharedFile,
+    Status, TransferEnd, TransferView, UserInput, View,
 };
 
 /// How long one connection attempt may take.
@@ -432,9 +432,9 @@ struct Conn {
     /// A shared-file list is being shown (its last part has not arrived).
     listing: AtomicBool,
     /// The names of the list being shown, for the view's completion.
-    listed: Mutex<Vec<String>>,
+    listed: Mutex<Vec<SharedFile>>,
     /// The names of a quiet list (see [`UserInput::FetchFileNames`]).
-    quiet_listed: Mutex<Vec<String>>,
+    quiet_listed: Mutex<Vec<SharedFile>>,
     /// Our shared-folder access requests in order: whether a list was
     /// asked with each (`/files`).
     accesses: Mutex<VecDeque<bool>>,
@@ -1900,7 +1900,12 @@ impl Conn {
         };
         for (id, name) in downloads {
             self.app.transfer_lost();
-            self.app.view.transfer_ended(&id);
+            self.app.view.transfer_ended(&TransferEnd::new(
+                id,
+                Direction::Download,
+                &name,
+                Some(why),
+            ));
             self.app.notice(&format!(
                 "transfer of {name} failed: {why}; /download {name} resumes it"
             ));
@@ -1908,13 +1913,20 @@ impl Conn {
         // Not ours: not counted in a script's exit code, as when the
         // pusher gives up (see `transfer_failed`).
         for (id, name) in received {
-            self.app.view.transfer_ended(&id);
+            self.app.view.transfer_ended(&TransferEnd::new(
+                id,
+                Direction::Receive,
+                &name,
+                Some(why),
+            ));
             self.app
                 .notice(&format!("transfer of {name} failed: {why}"));
         }
         for (id, name) in pushes {
             self.app.transfer_lost();
-            self.app.view.transfer_ended(&id);
+            self.app
+                .view
+                .transfer_ended(&TransferEnd::new(id, Direction::Send, &name, Some(why)));
             self.app.notice(&format!("sending {name} failed: {why}"));
         }
     }
@@ -2076,29 +2088,38 @@ impl Conn {
                 ));
             }
         };
-        let message = if let Some(f) = t.incoming.remove(&id) {
+        let (direction, name, message) = if let Some(f) = t.incoming.remove(&id) {
             let name = f.name.as_str().to_owned();
             drop(f.file);
             match f.from {
-                None => format!("cancelled the download of {name}; /download {name} resumes it"),
+                None => (
+                    Direction::Download,
+                    name.clone(),
+                    format!("cancelled the download of {name}; /download {name} resumes it"),
+                ),
                 Some(from) => {
                     let _ = fs::remove_file(&f.part);
-                    format!("cancelled receiving {name} from {from}")
+                    let message = format!("cancelled receiving {name} from {from}");
+                    (Direction::Receive, name, message)
                 }
             }
         } else if let Some((name, part, file)) = t.parts.remove(&id) {
             drop(file);
             remove_if_empty(&part);
-            format!("cancelled the download of {name}; /download {name} resumes it")
+            let message = format!("cancelled the download of {name}; /download {name} resumes it");
+            (Direction::Download, name.as_str().to_owned(), message)
         } else if let Some(p) = t.pushes.remove(&id) {
             p.stop.store(true, Ordering::SeqCst);
-            format!("cancelled sending {}", p.name)
+            let message = format!("cancelled sending {}", p.name);
+            (Direction::Send, p.name.as_str().to_owned(), message)
         } else {
             return;
         };
         drop(t);
         let _ = self.with_session(|s| s.cancel(id, "cancelled"));
-        self.app.view.transfer_ended(&id.to_string());
+        self.app
+            .view
+            .transfer_ended(&TransferEnd::new(id, direction, &name, Some("cancelled")));
         self.app.notice(&message);
     }
     fn closing(&self) -> bool {
@@ -2685,7 +2706,10 @@ impl Conn {
             fail::fail_point!("client-accept-sent");
             if result.is_ok() {
                 // The offer's row gives way to the transfer's.
-                self.app.view.transfer_ended(&id.to_string());
+                let name = offer.as_ref().map_or("", |(_, _, name, _)| name.as_str());
+                self.app
+                    .view
+                    .transfer_ended(&TransferEnd::new(id, Direction::Offer, name, None));
             }
             let mut held = Some(t);
             let mut rest = Vec::with_capacity(drained.events.len());
@@ -2705,7 +2729,13 @@ impl Conn {
             result
         } else {
             self.with_session(|s| s.decline(id, "declined"))?;
-            self.app.view.transfer_ended(&id.to_string());
+            let name = offer.as_ref().map_or("", |(_, _, name, _)| name.as_str());
+            self.app.view.transfer_ended(&TransferEnd::new(
+                id,
+                Direction::Offer,
+                name,
+                Some("declined"),
+            ));
             if let Some((_, from, name, _)) = offer {
                 self.app.notice(&format!("declined {name} from {from}"));
             }
@@ -3064,7 +3094,12 @@ impl Conn {
         push.stop.store(true, Ordering::SeqCst);
         // Already gone from the session if the server ended it first.
         let _ = self.with_session(|s| s.cancel(id, reason));
-        self.app.view.transfer_ended(&id.to_string());
+        self.app.view.transfer_ended(&TransferEnd::new(
+            id,
+            Direction::Send,
+            push.name.as_str(),
+            Some(reason),
+        ));
         self.app
             .notice(&format!("sending {} failed: {reason}", push.name));
     }
@@ -3162,7 +3197,12 @@ impl Conn {
                 name,
                 reason,
             } => {
-                app.view.transfer_ended(&id.to_string());
+                app.view.transfer_ended(&TransferEnd::new(
+                    id,
+                    Direction::Offer,
+                    name.as_str(),
+                    Some(&reason),
+                ));
                 app.notice(&format!("the offer of {name} from {from} ended: {reason}"));
             }
             ClientEvent::PushAccepted { id, receivers } => {
@@ -3183,7 +3223,12 @@ impl Conn {
             ClientEvent::PushDone { id, receivers } => {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
-                    app.view.transfer_ended(&id.to_string());
+                    app.view.transfer_ended(&TransferEnd::new(
+                        id,
+                        Direction::Send,
+                        push.name.as_str(),
+                        None,
+                    ));
                     app.notice(&sent_line(&push.name, receivers, push.accepted));
                 }
             }
@@ -3191,13 +3236,18 @@ impl Conn {
                 let push = lock(&self.transfers).pushes.remove(&id);
                 if let Some(push) = push {
                     app.transfer_lost();
-                    app.view.transfer_ended(&id.to_string());
                     push.stop.store(true, Ordering::SeqCst);
                     let reason = if reason.is_empty() {
                         code.describe()
                     } else {
                         &reason
                     };
+                    app.view.transfer_ended(&TransferEnd::new(
+                        id,
+                        Direction::Send,
+                        push.name.as_str(),
+                        Some(reason),
+                    ));
                     app.notice(&format!("sending {} failed: {reason}", push.name));
                 }
             }
@@ -3267,7 +3317,10 @@ impl Conn {
         if first {
             listed.clear();
         }
-        listed.extend(files.iter().map(|f| f.name.as_str().to_owned()));
+        listed.extend(files.iter().map(|f| SharedFile {
+            name: f.name.as_str().to_owned(),
+            size: f.size,
+        }));
         let names = last.then(|| std::mem::take(&mut *listed));
         drop(listed);
         for f in files {
@@ -3282,7 +3335,10 @@ impl Conn {
     /// Keeps the names of a quiet file list (for completion), unshown.
     fn file_names(&self, files: &[FileEntry], last: bool) {
         let mut listed = lock(&self.quiet_listed);
-        listed.extend(files.iter().map(|f| f.name.as_str().to_owned()));
+        listed.extend(files.iter().map(|f| SharedFile {
+            name: f.name.as_str().to_owned(),
+            size: f.size,
+        }));
         let names = last.then(|| std::mem::take(&mut *listed));
         drop(listed);
         if let Some(names) = names {
@@ -3338,6 +3394,16 @@ impl Conn {
                     self.app.transfer_lost();
                 }
                 let _ = self.with_session(|s| s.cancel(id, &reason));
+                let direction = match from {
+                    None => Direction::Download,
+                    Some(_) => Direction::Receive,
+                };
+                self.app.view.transfer_ended(&TransferEnd::new(
+                    id,
+                    direction,
+                    &shown,
+                    Some(&reason),
+                ));
                 return self
                     .app
                     .notice(&format!("transfer of {shown} failed: {reason}"));
@@ -3478,11 +3544,20 @@ impl Conn {
                     f.name
                 });
                 let _ = self.with_session(|s| s.cancel(id, &reason));
-                self.app.view.transfer_ended(&id.to_string());
-                self.app.notice(&format!(
-                    "transfer of {} failed: {reason}",
-                    name.as_ref().map_or("a file", FileName::as_str)
+                let shown = name.as_ref().map_or("a file", FileName::as_str);
+                let direction = if ours {
+                    Direction::Download
+                } else {
+                    Direction::Receive
+                };
+                self.app.view.transfer_ended(&TransferEnd::new(
+                    id,
+                    direction,
+                    shown,
+                    Some(&reason),
                 ));
+                self.app
+                    .notice(&format!("transfer of {shown} failed: {reason}"));
                 false
             }
         }
@@ -3503,8 +3578,15 @@ impl Conn {
             .collect();
         let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
-        self.app.view.transfer_ended(&id.to_string());
         let shown = name.as_str();
+        let direction = match from {
+            None => Direction::Download,
+            Some(_) => Direction::Receive,
+        };
+        let error = moved.as_ref().err().map(ToString::to_string);
+        self.app
+            .view
+            .transfer_ended(&TransferEnd::new(id, direction, shown, error.as_deref()));
         let wanted = final_path.display().to_string();
         match (moved, from) {
             (Ok(to), from) => {
@@ -3548,6 +3630,11 @@ impl Conn {
         };
         // A push to us is not ours: not counted in a script's exit code.
         let ours = file.as_ref().is_none_or(|f| f.from.is_none());
+        let direction = if ours {
+            Direction::Download
+        } else {
+            Direction::Receive
+        };
         let mut resumed = false;
         // A download the server stopped for want of acks (a stalled
         // network, a stopped client) lost nothing it wrote: its part
@@ -3582,7 +3669,12 @@ impl Conn {
         } else {
             String::new()
         };
-        self.app.view.transfer_ended(&id.to_string());
+        self.app.view.transfer_ended(&TransferEnd::new(
+            id,
+            direction,
+            name.as_str(),
+            Some(&reason),
+        ));
         self.app
             .notice(&format!("transfer of {name} failed: {reason}{hint}"));
     }

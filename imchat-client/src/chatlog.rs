@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use imchat_core::inert;
 
 use crate::ui::plain_chat;
-use crate::view::{Entry, Roster, Status, TransferView, View};
+use crate::view::{Entry, Roster, SharedFile, Status, TransferEnd, TransferView, View};
 
 /// A [`View`] that also appends every chat line to a file.
 pub struct ChatLog {
@@ -86,8 +86,8 @@ impl View for ChatLog {
     fn transfer(&self, transfer: &TransferView) {
         self.inner.transfer(transfer);
     }
-    fn transfer_ended(&self, id: &str) {
-        self.inner.transfer_ended(id);
+    fn transfer_ended(&self, end: &TransferEnd) {
+        self.inner.transfer_ended(end);
     }
     fn status(&self, status: &Status) {
         self.inner.status(status);
@@ -95,8 +95,8 @@ impl View for ChatLog {
     fn roster(&self, change: Roster) {
         self.inner.roster(change);
     }
-    fn shared_files(&self, names: Vec<String>) {
-        self.inner.shared_files(names);
+    fn shared_files(&self, files: Vec<SharedFile>) {
+        self.inner.shared_files(files);
     }
     fn roster_notice(&self, text: &str) -> bool {
         let shown = self.inner.roster_notice(text);
@@ -151,10 +151,10 @@ mod tests {
             shown
         }
         fn transfer(&self, _: &TransferView) {}
-        fn transfer_ended(&self, _: &str) {}
+        fn transfer_ended(&self, _: &TransferEnd) {}
         fn status(&self, _: &Status) {}
         fn roster(&self, _: Roster) {}
-        fn shared_files(&self, _: Vec<String>) {}
+        fn shared_files(&self, _: Vec<SharedFile>) {}
         fn finish(&self, _: Option<&str>) {}
     }
 

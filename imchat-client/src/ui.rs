@@ -28,7 +28,8 @@ use crate::chatlog::ChatLog;
 use crate::command;
 use crate::screen::Screen;
 use crate::view::{
-    ChatEntry, Direction, Entry, Link, Roster, Status, TransferView, UserInput, View,
+    ChatEntry, Direction, Entry, Link, Roster, SharedFile, Status, TransferEnd, TransferView,
+    UserInput, View,
 };
 
 /// Least time between two JSON updates of one transfer.
@@ -86,10 +87,10 @@ impl View for PlainView {
         }
     }
     fn transfer(&self, _: &TransferView) {}
-    fn transfer_ended(&self, _: &str) {}
+    fn transfer_ended(&self, _: &TransferEnd) {}
     fn status(&self, _: &Status) {}
     fn roster(&self, _: Roster) {}
-    fn shared_files(&self, _: Vec<String>) {}
+    fn shared_files(&self, _: Vec<SharedFile>) {}
 
     fn finish(&self, last_words: Option<&str>) {
         if let Some(text) = last_words {
@@ -150,16 +151,20 @@ pub fn rfc3339_utc(time: SystemTime) -> String {
     )
 }
 
+fn direction_json(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Download => "download",
+        Direction::Receive => "receive",
+        Direction::Send => "send",
+        Direction::Offer => "offer",
+    }
+}
+
 fn transfer_json(t: &TransferView) -> Value {
     json!({
         "type": "transfer",
         "id": t.id,
-        "direction": match t.direction {
-            Direction::Download => "download",
-            Direction::Receive => "receive",
-            Direction::Send => "send",
-            Direction::Offer => "offer",
-        },
+        "direction": direction_json(t.direction),
         "from": t.from,
         "name": t.name,
         "done": t.done,
@@ -186,6 +191,28 @@ fn status_json(s: &Status) -> Value {
         Link::Closed { reason } => json!({"state": "closed", "reason": reason}),
     };
     json!({"type": "status", "me": s.me, "target": s.target, "link": link})
+}
+
+/// How a transfer ended: `ok`, and the reason when it is not.
+fn transfer_ended_json(end: &TransferEnd) -> Value {
+    json!({
+        "type": "transfer_ended",
+        "id": end.id,
+        "direction": direction_json(end.direction),
+        "name": end.name,
+        "ok": end.error.is_none(),
+        "error": end.error,
+    })
+}
+
+/// The shared folder as listed: `names` as before, and `files` with sizes.
+fn shared_files_json(files: &[SharedFile]) -> Value {
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let files: Vec<Value> = files
+        .iter()
+        .map(|f| json!({"name": f.name, "size": f.size}))
+        .collect();
+    json!({"type": "shared_files", "names": names, "files": files})
 }
 
 /// The JSON object of an entry: its texts exactly as given.
@@ -255,12 +282,12 @@ impl View for JsonView {
         }
     }
 
-    fn transfer_ended(&self, id: &str) {
+    fn transfer_ended(&self, end: &TransferEnd) {
         self.last_update
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-        Self::emit(&json!({"type": "transfer_ended", "id": id}));
+            .remove(&end.id);
+        Self::emit(&transfer_ended_json(end));
     }
 
     fn status(&self, status: &Status) {
@@ -275,8 +302,8 @@ impl View for JsonView {
         });
     }
 
-    fn shared_files(&self, names: Vec<String>) {
-        Self::emit(&json!({"type": "shared_files", "names": names}));
+    fn shared_files(&self, files: Vec<SharedFile>) {
+        Self::emit(&shared_files_json(&files));
     }
 
     fn finish(&self, last_words: Option<&str>) {

@@ -124,6 +124,48 @@ pub struct TransferView {
     pub from: Option<String>,
 }
 
+/// How a transfer ended, for [`View::transfer_ended`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferEnd {
+    /// The transfer's id (`#3`).
+    pub id: String,
+    /// Which way it went (an offer: one we were asked to accept).
+    pub direction: Direction,
+    /// The file name.
+    pub name: String,
+    /// `None` when it completed (an offer: when we accepted it, and the
+    /// transfer goes on under the same id); else why it did not: failed,
+    /// cancelled or declined.
+    pub error: Option<String>,
+}
+
+impl TransferEnd {
+    /// `id` (a [`TransferId`](imchat_core::TransferId), say) ended: `error`
+    /// is `None` when it completed.
+    pub fn new(
+        id: impl ToString,
+        direction: Direction,
+        name: &str,
+        error: Option<&str>,
+    ) -> TransferEnd {
+        TransferEnd {
+            id: id.to_string(),
+            direction,
+            name: name.to_owned(),
+            error: error.map(str::to_owned),
+        }
+    }
+}
+
+/// A file in the shared folder, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// The state of the connection, for the status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -236,15 +278,15 @@ pub trait View: Send + Sync {
     fn show(&self, entry: Entry);
     /// A transfer started or moved on: shows or updates its live line.
     fn transfer(&self, transfer: &TransferView);
-    /// A transfer ended (its outcome is shown as an [`Entry`]): removes its
-    /// live line.
-    fn transfer_ended(&self, id: &str);
+    /// A transfer ended (its outcome is also shown as an [`Entry`]):
+    /// removes its live line.
+    fn transfer_ended(&self, end: &TransferEnd);
     /// The status changed.
     fn status(&self, status: &Status);
     /// Who is online changed.
     fn roster(&self, change: Roster);
-    /// The names in the shared folder, as last listed (for completion).
-    fn shared_files(&self, names: Vec<String>);
+    /// The files in the shared folder, as last listed (for completion).
+    fn shared_files(&self, files: Vec<SharedFile>);
     /// On joining, who is online as the notice `text` (`online (3): …`),
     /// for a view that has a list of who is online but does not show it
     /// now (a narrow terminal, or the list turned off): it shows the

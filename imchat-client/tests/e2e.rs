@@ -994,7 +994,8 @@ fn a_client_stopped_by_a_server_shutdown_says_which_transfer_failed() {
 /// The server stops (SIGTERM) during a download a script started, its
 /// input already at its end (the client waiting for the download): the
 /// client says the download failed and that `/download` resumes it, in
-/// plain lines and in `--json`, before it exits 1. Before, it said nothing of it: only the shutdown.
+/// plain lines and in `--json` (where `transfer_ended` says so too),
+/// before it exits 1. Before, it said nothing of it: only the shutdown.
 #[test]
 fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
     for json in [false, true] {
@@ -1033,6 +1034,14 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
             let parse = |l: &str| -> serde_json::Value {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
             };
+            bot.expect("the download's end", |l| {
+                let v = parse(l);
+                v["type"] == "transfer_ended"
+                    && v["ok"] == false
+                    && v["error"] == "the server shut down"
+                    && v["name"] == "big file.bin"
+                    && v["direction"] == "download"
+            });
             bot.expect("the failure", |l| parse(l)["text"] == failed);
         } else {
             bot.expect_line(&format!("*** {failed}"));
@@ -1065,6 +1074,60 @@ fn an_unreadable_shared_folder_is_one_error_line_per_command() {
         .map(String::as_str)
         .collect();
     assert_eq!(after, vec![error; 3], "{}", bot.report());
+}
+
+/// `--json` gives programs what they need without parsing text: the
+/// shared files with their sizes, and each transfer's outcome in its
+/// `transfer_ended` (`ok`, the `error` when it failed, its name and
+/// direction), a download refused at once (no such file) included.
+#[test]
+fn json_transfer_ends_say_the_outcome_and_shared_files_their_sizes() {
+    let w = World::new("json-outcomes");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["--json", "bot", "127.0.0.1", &port],
+        b"/list\n/download nosuch.txt\n/download welcome.txt\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    let lines: Vec<serde_json::Value> = bot.out.text().lines().map(parse).collect();
+    let listed = lines
+        .iter()
+        .find(|v| v["type"] == "shared_files")
+        .unwrap_or_else(|| panic!("no shared_files: {}", bot.report()));
+    let size = fs::metadata(w.shared().join("welcome.txt"))
+        .expect("size")
+        .len();
+    assert!(
+        listed["names"]
+            .as_array()
+            .is_some_and(|n| n.contains(&serde_json::json!("welcome.txt"))),
+        "the names stay: {listed}"
+    );
+    assert!(
+        listed["files"]
+            .as_array()
+            .is_some_and(|f| f.contains(&serde_json::json!({"name": "welcome.txt", "size": size}))),
+        "{listed}"
+    );
+    let ended: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["type"] == "transfer_ended")
+        .collect();
+    assert_eq!(ended.len(), 2, "{}", bot.report());
+    assert_eq!(ended[0]["name"], "nosuch.txt", "{}", bot.report());
+    assert_eq!(ended[0]["direction"], "download");
+    assert_eq!(ended[0]["ok"], false);
+    assert!(
+        ended[0]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        bot.report()
+    );
+    assert_eq!(ended[1]["name"], "welcome.txt", "{}", bot.report());
+    assert_eq!(ended[1]["ok"], true);
+    assert_eq!(ended[1]["error"], serde_json::Value::Null);
 }
 
 #[test]

@@ -49,7 +49,7 @@ use ratatui::Terminal;
 
 use self::history::HistoryFile;
 use self::model::Model;
-use crate::view::{Entry, Roster, Status, TransferView, UserInput, View};
+use crate::view::{Entry, Roster, SharedFile, Status, TransferEnd, TransferView, UserInput, View};
 
 /// Shortest time between two draws (about 30 a second).
 const FRAME: Duration = Duration::from_millis(33);
@@ -194,8 +194,8 @@ impl View for Screen {
         self.shared.update(|m| m.transfer(transfer));
     }
 
-    fn transfer_ended(&self, id: &str) {
-        self.shared.update(|m| m.transfer_ended(id));
+    fn transfer_ended(&self, end: &TransferEnd) {
+        self.shared.update(|m| m.transfer_ended(&end.id));
     }
 
     fn status(&self, status: &Status) {
@@ -206,7 +206,8 @@ impl View for Screen {
         self.shared.update(|m| m.change_roster(change));
     }
 
-    fn shared_files(&self, names: Vec<String>) {
+    fn shared_files(&self, files: Vec<SharedFile>) {
+        let names = files.into_iter().map(|f| f.name).collect();
         self.shared.update(|m| m.shared_files(names));
     }
 
