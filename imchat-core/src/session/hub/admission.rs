@@ -37,6 +37,16 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Hub {
+    /// Why a join is refused when the server is full: "server full (2
+    /// users)".
+    pub(super) fn full_text(&self) -> String {
+        let n = self.limits.max_clients;
+        format!(
+            "server full ({n} {})",
+            if n == 1 { "user" } else { "users" }
+        )
+    }
+
     /// `client`'s address as the caps per address count it
     /// ([`address_key`]), if it has one.
     pub(super) fn address_of(&self, client: ClientId) -> Option<IpAddr> {
@@ -74,15 +84,7 @@ impl Hub {
             return id;
         }
         if self.joined_count() >= self.limits.max_clients {
-            let reason = format!(
-                "server full ({} {})",
-                self.limits.max_clients,
-                if self.limits.max_clients == 1 {
-                    "user"
-                } else {
-                    "users"
-                }
-            );
+            let reason = self.full_text();
             self.refuse(id, RefuseCode::SERVER_FULL, &reason);
             return id;
         }

@@ -399,15 +399,15 @@ impl Hub {
         now: Instant,
     ) {
         let key = self.key(user);
-        if self
-            .remote
-            .users
-            .get(&key)
-            .is_some_and(|(_, s)| *s == server)
-        {
+        if self.remote_user_of(&key) == Some(server) {
             self.remote.sent_private.retain(|p| p.to != key);
         }
         self.announce_remote_leave(server, user, reason, text, now);
+    }
+
+    /// The server the other servers' user of name key `key` is on.
+    fn remote_user_of(&self, key: &str) -> Option<u64> {
+        self.remote.users.get(key).map(|(_, server)| *server)
     }
 
     /// [`Hub::remote_leave`], for a leave this hub decided (a dead
@@ -428,12 +428,7 @@ impl Hub {
                 return;
             }
         }
-        if self
-            .remote
-            .users
-            .get(&key)
-            .is_some_and(|(_, s)| *s == server)
-        {
+        if self.remote_user_of(&key) == Some(server) {
             self.remote.gone.remove(&key);
             self.remote.kicks.remove(&key);
             if let Some((registered, _)) = self.remote.users.remove(&key) {

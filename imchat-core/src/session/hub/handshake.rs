@@ -140,15 +140,7 @@ impl Hub {
             return;
         }
         if self.joined_count() + self.ghosts() >= self.limits.max_clients {
-            let reason = format!(
-                "server full ({} {})",
-                self.limits.max_clients,
-                if self.limits.max_clients == 1 {
-                    "user"
-                } else {
-                    "users"
-                }
-            );
+            let reason = self.full_text();
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);
             return;
         }
