@@ -478,6 +478,10 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     let mut srv = Server::secured(None, &[]);
     let mut watcher = Raw::join_with(srv.addr, "watcher", None, None);
     let mut bob = Raw::join_with(srv.addr, "bob", None, None);
+    // Who is there, and from where, first.
+    srv.proc.send("who");
+    srv.proc
+        .expect("2 online: bob (127.0.0.1), watcher (127.0.0.1)");
     srv.proc.send("/kick bob too loud");
     assert_eq!(kicked(&mut bob), "kicked by console: too loud");
     let left =
@@ -512,7 +516,7 @@ fn the_console_kicks_and_bans_by_name_and_by_address_and_logs_it() {
     srv.proc.send("frobnicate");
     srv.proc.expect("unknown command 'frobnicate'");
     srv.proc.send("help");
-    srv.proc.expect("commands: kick NAME [reason]");
+    srv.proc.expect("commands: who, kick NAME [reason]");
     srv.wait_logged("operator console: ban 127.0.0.1 (testing)");
     srv.wait_logged("operator console: bans: bans: BOB");
     // Logged, not printed a second time beside the console's answer.
