@@ -1209,7 +1209,13 @@ fn ctrl_z_stops_the_client_as_a_job_and_fg_brings_it_back() {
     let bob = w.client("bob");
     let port = w.server.port().to_string();
     let home = w.dir.join("home-alice");
-    let mut t = Term::spawn_as_job(w.dir.path(), &home, &["alice", "127.0.0.1", &port], 80, 20);
+    let mut t = Term::spawn_as_job(
+        w.dir.path(),
+        &home,
+        &["alice", "127.0.0.1", &port],
+        (80, 20),
+        "fg >/dev/null",
+    );
     t.wait_screen("the status line above an empty input line", |s| {
         status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
     });
@@ -1233,6 +1239,38 @@ fn ctrl_z_stops_the_client_as_a_job_and_fg_brings_it_back() {
     t.type_str(", then the rest\r");
     bob.expect_line("<alice> half a line, then the rest");
     t.type_str("/quit\r");
+    t.expect_exit_code(0);
+}
+
+/// The verifier's case: `kill %1` on the stopped client (SIGTERM, then
+/// SIGCONT) left it stopped again ("Stopped (tty output)": back in the
+/// background, it took the terminal over, which stops it), its user
+/// online until a `fg`. It quits now, as for a plain `kill`, and the
+/// others see it leave.
+#[test]
+fn a_stopped_client_killed_as_a_job_quits_without_coming_back() {
+    let w = World::new("scr-suspend-kill");
+    let bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let home = w.dir.join("home-alice");
+    let mut t = Term::spawn_as_job(
+        w.dir.path(),
+        &home,
+        &["alice", "127.0.0.1", &port],
+        (80, 20),
+        r#"kill %1; wait; echo "ended: $?""#,
+    );
+    t.wait_screen("the status line above an empty input line", |s| {
+        status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
+    });
+    bob.expect_line("*** alice has joined");
+    t.key(Key::Ctrl('z'));
+    t.wait_screen("the shell's line after the job stopped", |s| {
+        s.contains("stopped: 148")
+    });
+    t.key(Key::Enter);
+    bob.expect_line("*** alice has left");
+    t.wait_screen("the job's end", |s| s.contains("ended: 0"));
     t.expect_exit_code(0);
 }
 

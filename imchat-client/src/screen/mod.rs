@@ -296,10 +296,14 @@ fn restore() {
 
 /// Ctrl-Z: puts the terminal back and stops the client as the shell's job
 /// it is (SIGTSTP, as a terminal sends it outside raw mode); once the
-/// shell lets it go on (`fg`), takes the terminal over again, to be drawn
-/// whole. Where nothing can resume a stopped job (no job control), the
-/// signal is ignored and the screen comes back at once.
-fn suspend(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> {
+/// shell brings it back to the foreground (`fg`), takes the terminal over
+/// again, to be drawn whole. Resumed in the background (`bg`, or `kill
+/// %1`, which sends SIGCONT after SIGTERM), it leaves the terminal alone
+/// (touching it there would stop it again, SIGTTOU, before it could quit)
+/// until it is in the foreground or `stop` is set. Where nothing can
+/// resume a stopped job (no job control), the signal is ignored and the
+/// screen comes back at once.
+fn suspend(terminal: &mut Terminal<CrosstermBackend<Stdout>>, stop: &AtomicBool) -> io::Result<()> {
     restore();
     #[cfg(unix)]
     {
@@ -307,9 +311,24 @@ fn suspend(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> 
         if let Err(e) = raise(Signal::SIGTSTP) {
             log::warn!("cannot stop as a job: {e}");
         }
+        while !in_foreground() {
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            thread::sleep(POLL);
+        }
     }
+    #[cfg(not(unix))]
+    let _ = stop;
     take_over()?;
     terminal.clear()
+}
+
+/// Whether this process's group is the terminal's foreground one (true
+/// when that cannot be known: no terminal to ask).
+#[cfg(unix)]
+fn in_foreground() -> bool {
+    nix::unistd::tcgetpgrp(io::stdin()).map_or(true, |group| group == nix::unistd::getpgrp())
 }
 
 /// Makes a panic anywhere put the terminal back before its message prints.
@@ -403,7 +422,7 @@ fn run(
             let _ = backend.write_all(b"\x07").and_then(|()| backend.flush());
         }
         if stop {
-            if let Err(e) = suspend(&mut terminal) {
+            if let Err(e) = suspend(&mut terminal, &shared.stop) {
                 log::warn!("terminal lost after a suspend: {e}");
                 let _ = input.send(UserInput::Quit);
                 break;

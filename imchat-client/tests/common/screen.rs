@@ -347,12 +347,21 @@ impl Term {
 
     /// [`Term::spawn`] as a job of a shell with job control (bash,
     /// `set -m`), as it runs at a prompt: when the client stops, the
-    /// shell says `stopped: CODE` (148 for Ctrl-Z's SIGTSTP) and waits
-    /// for a line (Enter), then resumes it with `fg`.
-    pub fn spawn_as_job(dir: &Path, home: &Path, args: &[&str], cols: u16, rows: u16) -> Term {
+    /// shell says `stopped: CODE` (148 for Ctrl-Z's SIGTSTP), waits for a
+    /// line (Enter), then runs `then` (`fg >/dev/null` resumes it in the
+    /// foreground).
+    pub fn spawn_as_job(
+        dir: &Path,
+        home: &Path,
+        args: &[&str],
+        (cols, rows): (u16, u16),
+        then: &str,
+    ) -> Term {
         let mut cmd = CommandBuilder::new("bash");
         cmd.arg("-c");
-        cmd.arg(r#"set -m; "$0" "$@"; echo "stopped: $?"; read -r _; fg >/dev/null"#);
+        cmd.arg(format!(
+            r#"set -m; "$0" "$@"; echo "stopped: $?"; read -r _; {then}"#
+        ));
         cmd.arg(client_bin());
         cmd.args(args);
         Term::spawn_command(cmd, dir, home, args, (cols, rows), &[], None, false)
