@@ -2447,7 +2447,12 @@ impl Conn {
         }
         // A mistyped command (`/mgs bob …`) does not go privately to a user
         // who happens to have that name: said, with how to write to them.
-        if let Some(meant) = crate::command::one_typo_from_command(word) {
+        // Another chat program's command (`/nick`) is no typo of ours.
+        let typo = match e {
+            CommandError::Elsewhere { .. } => None,
+            _ => crate::command::one_typo_from_command(word),
+        };
+        if let Some(meant) = typo {
             self.catch_up();
             self.app.error(&format!(
                 "unknown command /{word}; did you mean /{meant}? (to write to the user {to}: /msg {to} <text>)"

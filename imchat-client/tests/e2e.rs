@@ -1976,6 +1976,12 @@ fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     alice.expect_line("*** topic has joined");
     alice.send("/topic hello you");
     topic.expect_line("<alice> (private) hello you");
+    // `/nick` is one letter from `/kick`, but no typo of it: a user named
+    // nick gets the message too.
+    let nick = w.client("nick");
+    alice.expect_line("*** nick has joined");
+    alice.send("/nick hello nick");
+    nick.expect_line("<alice> (private) hello nick");
 }
 
 /// `/bob` with no text, bob online: the usage of `/<user> <message>`,
