@@ -365,15 +365,20 @@ pub fn lookup(word: &str) -> Option<&'static CommandInfo> {
 /// one is within two edits and not the whole word away.
 pub fn suggest(word: &str) -> Option<&'static str> {
     let len = word.chars().count();
+    let aliases = COMMANDS
+        .iter()
+        .flat_map(|c| c.aliases.iter().map(|n| (n, true)));
     COMMANDS
         .iter()
-        .flat_map(|c| c.names.iter().chain(c.aliases))
-        .map(|n| (strsim::osa_distance(word, n), *n))
-        .filter(|(d, _)| *d <= 2 && *d < len)
+        .flat_map(|c| c.names.iter().map(|n| (n, false)))
+        .chain(aliases)
+        .map(|(n, alias)| (strsim::osa_distance(word, n), *n, alias))
+        .filter(|(d, _, _)| *d <= 2 && *d < len)
         // At the same distance, a command the word begins (`/wh`: `/who`,
-        // not the alias `/w`).
-        .min_by_key(|(d, n)| (*d, !n.starts_with(word)))
-        .map(|(_, n)| n)
+        // not the alias `/w`), then a command's name before an alias
+        // (`/wo`: `/who`).
+        .min_by_key(|(d, n, alias)| (*d, !n.starts_with(word), *alias))
+        .map(|(_, n, _)| n)
 }
 
 /// The commands there is help on, by their names (not the aliases).
@@ -1143,6 +1148,7 @@ mod tests {
         assert_eq!(suggest("downlod"), Some("download"));
         assert_eq!(suggest("brodcast"), Some("broadcast"));
         assert_eq!(suggest("wh"), Some("who"), "the command it begins");
+        assert_eq!(suggest("wo"), Some("who"), "a name before an alias");
         // Too far from everything, or shorter than the edits it needs.
         assert_eq!(suggest("frobnicate"), None);
         assert_eq!(one_typo_from_command("mgs"), Some("msg"));
