@@ -1451,6 +1451,7 @@ fn the_console_lists_who_is_online_with_their_addresses() {
         "3 online: alice (10.0.0.7), Bob (::1), op (10.0.0.100)"
     );
     assert_eq!(hub.console(" /WHO ", now), hub.console("users", now));
+    assert_eq!(hub.console("who is here", now), hub.console("who", now));
     assert_eq!(self::hub().console("who", now), "nobody is online");
     assert!(hub.console("help", now).starts_with("commands: who, kick"));
 }

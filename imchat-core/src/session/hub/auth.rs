@@ -561,11 +561,10 @@ impl Hub {
     /// connects from. Returns the line to show.
     pub fn console(&mut self, line: &str, now: Instant) -> String {
         self.clock = self.clock.max(now);
+        // `who` and anything after it (`who is here`): the list.
+        let word = line.split_whitespace().next().unwrap_or_default();
         if matches!(
-            line.trim()
-                .trim_start_matches('/')
-                .to_ascii_lowercase()
-                .as_str(),
+            word.trim_start_matches('/').to_ascii_lowercase().as_str(),
             "who" | "users"
         ) {
             return self.console_who();
