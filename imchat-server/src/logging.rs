@@ -101,6 +101,18 @@ impl<W: Write> Pending<W> {
         // A log that cannot be written loses the records: the server goes
         // on, and says so once, then once more when writing works again.
         let records = self.buf.iter().filter(|&&b| b == b'\n').count();
+        if let Some(lost) = self.lost {
+            // In the log too, on a line of its own (the record being
+            // written when it failed may have been cut).
+            let mut notice = vec![b'\n', b'['];
+            write_timestamp(&mut notice, SystemTime::now());
+            let _ = writeln!(
+                notice,
+                " WARN  imchat_server::logging] up to {lost} records before this one were not written: the log could not be written"
+            );
+            notice.append(&mut self.buf);
+            self.buf = notice;
+        }
         let written = file.write_all(&self.buf).and_then(|()| file.flush());
         self.buf.clear();
         match (written, self.lost) {
@@ -383,25 +395,48 @@ pub enum OpenError {
     Io(#[from] io::Error),
 }
 
-/// The lock that keeps a log file to one server: `<log>.lock` beside it,
-/// held (an advisory lock the system drops when the process ends) for as
-/// long as the server runs. The log itself cannot carry it: rotating
+/// The locks that keep a log file to one server, held (advisory locks the
+/// system drops when the process ends) for as long as the server runs:
+/// `<log>.lock` beside the file the path leads to (symbolic links
+/// followed), and the log file as it was at start (another name of it, a
+/// hard link, leads there). The log alone could not carry it: rotating
 /// renames it and starts a new file.
-static FILE_LOCK: OnceLock<fs::File> = OnceLock::new();
+static FILE_LOCK: OnceLock<(fs::File, Option<fs::File>)> = OnceLock::new();
+
+/// `path` with its symbolic links resolved, the file's own too when it
+/// exists.
+fn real_path(path: &Path) -> std::path::PathBuf {
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
 
 /// Locks the log file at `path` for this process (see [`FILE_LOCK`]).
-fn lock_file(path: &Path) -> Result<fs::File, OpenError> {
-    let mut lock_path = path.as_os_str().to_owned();
+fn lock_file(path: &Path) -> Result<(fs::File, Option<fs::File>), OpenError> {
+    let real = real_path(path);
+    let mut lock_path = real.as_os_str().to_owned();
     lock_path.push(".lock");
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
-    set_mode(&mut options, file_mode(path).unwrap_or(0o600));
+    set_mode(&mut options, file_mode(&real).unwrap_or(0o600));
     let lock = options.open(lock_path)?;
-    if imchat_cli::try_lock(&lock)? {
-        Ok(lock)
-    } else {
-        Err(OpenError::InUse)
+    if !imchat_cli::try_lock(&lock)? {
+        return Err(OpenError::InUse);
     }
+    let log = match fs::File::open(&real) {
+        Ok(log) if !imchat_cli::try_lock(&log)? => return Err(OpenError::InUse),
+        Ok(log) => Some(log),
+        Err(_) => None,
+    };
+    Ok((lock, log))
 }
 
 /// Creates (or empties) the log file at `path`, deletes the rotated files
@@ -412,13 +447,17 @@ pub fn open_file(path: &Path, rotation: Rotation) -> Result<(), OpenError> {
     let Some(tee) = LOGGER.get() else {
         return Err(io::Error::other("the logger is not installed").into());
     };
-    let lock = lock_file(path)?;
-    tee.file.open(
-        rotating(path, rotation)?,
-        path.display().to_string(),
-        rotation.max_bytes,
-    );
-    let _ = FILE_LOCK.set(lock);
+    let (lock, mut log) = lock_file(path)?;
+    let file = rotating(path, rotation)?;
+    if log.is_none() {
+        // Created just now: locked as soon as it is there.
+        log = fs::File::open(path)
+            .ok()
+            .filter(|f| imchat_cli::try_lock(f).unwrap_or(false));
+    }
+    tee.file
+        .open(file, path.display().to_string(), rotation.max_bytes);
+    let _ = FILE_LOCK.set((lock, log));
     Ok(())
 }
 
@@ -691,7 +730,15 @@ mod tests {
             text.contains("] before\n") && text.ends_with("] after\n"),
             "{text}"
         );
-        assert!(!text.contains("lost"), "{text}");
+        assert!(!text.contains("] lost"), "{text}");
+        // Said in the log too, on a line of its own.
+        let notice = text.lines().nth(2).unwrap_or_default();
+        assert!(
+            notice.starts_with('[')
+                && notice.ends_with(" WARN  imchat_server::logging] up to 5 records before this one were not written: the log could not be written"),
+            "{text}"
+        );
+        assert_eq!(text.lines().nth(1), Some(""), "{text}");
     }
 
     #[test]

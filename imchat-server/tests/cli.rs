@@ -25,10 +25,15 @@ impl Drop for Server {
 /// Runs the server in `dir` with `args` (the log file kept inside `dir`,
 /// no shared-folder variables) and returns its exit status and stderr.
 fn run_server(dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    run_server_logging_to(dir, &dir.join("server.log"), args)
+}
+
+/// [`run_server`] with the log file `log`.
+fn run_server_logging_to(dir: &Path, log: &Path, args: &[&str]) -> (ExitStatus, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
         .args(args)
         .arg("--log-file")
-        .arg(dir.join("server.log"))
+        .arg(log)
         .current_dir(dir)
         .env_remove("SERVERSHAREDFILES")
         .env_remove("SERVER_SHARED_FILES")
@@ -145,6 +150,25 @@ fn a_second_server_on_the_same_log_file_is_refused_and_the_first_log_kept() {
             log.display()
         )
     );
+    // Another name of the same file, from another folder: a symbolic
+    // link, a hard link.
+    let other = tempfile::tempdir().expect("temp dir");
+    std::os::unix::fs::symlink(&log, other.path().join("link.log")).expect("symlink");
+    std::fs::hard_link(&log, other.path().join("hard.log")).expect("hard link");
+    let shared = dir.path().join("SharedFiles");
+    let shared = shared.to_str().expect("UTF-8");
+    for name in ["link.log", "hard.log"] {
+        let (status, err) = run_server_logging_to(
+            other.path(),
+            &other.path().join(name),
+            &["0", "--bind", "127.0.0.1", "--shared-dir", shared],
+        );
+        assert_eq!(status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains("another running server writes it"),
+            "{name}: {err}"
+        );
+    }
     let after = std::fs::read_to_string(&log).expect("the first server's log");
     assert!(
         after.starts_with(&started),
