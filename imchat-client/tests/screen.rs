@@ -1200,6 +1200,23 @@ fn quit_after_a_failed_download_exits_zero() {
     t.expect_exit_code(0);
 }
 
+/// Starts alice's client as a job of bash ([`Term::spawn_as_job`], `then`
+/// run once it stopped and Enter was pressed) and waits for its screen.
+fn start_as_job(w: &World, then: &str) -> Term {
+    let port = w.server.port().to_string();
+    let t = Term::spawn_as_job(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        (80, 20),
+        then,
+    );
+    t.wait_screen("the status line above an empty input line", |s| {
+        status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
+    });
+    t
+}
+
 /// Ctrl-Z stops the client as the shell's job, the terminal put back;
 /// `fg` takes the screen over again, drawn whole, the line being typed
 /// kept, and the client goes on.
@@ -1207,18 +1224,7 @@ fn quit_after_a_failed_download_exits_zero() {
 fn ctrl_z_stops_the_client_as_a_job_and_fg_brings_it_back() {
     let w = World::new("scr-suspend");
     let bob = w.client("bob");
-    let port = w.server.port().to_string();
-    let home = w.dir.join("home-alice");
-    let mut t = Term::spawn_as_job(
-        w.dir.path(),
-        &home,
-        &["alice", "127.0.0.1", &port],
-        (80, 20),
-        "fg >/dev/null",
-    );
-    t.wait_screen("the status line above an empty input line", |s| {
-        status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
-    });
+    let mut t = start_as_job(&w, "fg >/dev/null");
     t.type_str("half a line");
     t.wait_screen("the typed text", |s| s.row(-1) == "alice> half a line");
     t.key(Key::Ctrl('z'));
@@ -1251,18 +1257,7 @@ fn ctrl_z_stops_the_client_as_a_job_and_fg_brings_it_back() {
 fn a_stopped_client_killed_as_a_job_quits_without_coming_back() {
     let w = World::new("scr-suspend-kill");
     let bob = w.client("bob");
-    let port = w.server.port().to_string();
-    let home = w.dir.join("home-alice");
-    let mut t = Term::spawn_as_job(
-        w.dir.path(),
-        &home,
-        &["alice", "127.0.0.1", &port],
-        (80, 20),
-        r#"kill %1; wait; echo "ended: $?""#,
-    );
-    t.wait_screen("the status line above an empty input line", |s| {
-        status_row(s, "alice") == Some(s.rows.len() - 2) && s.row(-1) == "alice>"
-    });
+    let mut t = start_as_job(&w, r#"kill %1; wait; echo "ended: $?""#);
     bob.expect_line("*** alice has joined");
     t.key(Key::Ctrl('z'));
     t.wait_screen("the shell's line after the job stopped", |s| {
