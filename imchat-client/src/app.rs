@@ -2782,6 +2782,14 @@ impl Conn {
             "larger than this client accepts without asking, and no one at a terminal to /accept it"
         };
         let _ = self.with_session(|s| s.decline(id, reason));
+        // Its end, as for a `/decline`: a program reading `--json` sees
+        // the offer and what became of it.
+        self.app.view.transfer_ended(&TransferEnd::new(
+            id,
+            Direction::Offer,
+            name.as_str(),
+            Some(reason),
+        ));
         self.app.notice(&format!(
             "declined '{name}' ({shown}) from {from}: {reason} (see --auto-accept-bytes, --ask-when-piped)"
         ));

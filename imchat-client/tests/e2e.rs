@@ -991,6 +991,44 @@ fn a_client_stopped_by_a_server_shutdown_says_which_transfer_failed() {
     );
 }
 
+/// An offer a piped `--json` client declines by itself (over its
+/// `--auto-accept-bytes`, no one to ask) ends with a `transfer_ended` as
+/// one declined with `/decline` does: a program sees what became of it.
+#[test]
+fn json_an_offer_declined_unasked_has_its_transfer_end() {
+    let w = World::new("json-auto-decline");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let carol = w.spawn_client(&[
+        "--json",
+        "--auto-accept-bytes",
+        "1K",
+        "carol",
+        "127.0.0.1",
+        &port,
+    ]);
+    let parse = |l: &str| -> serde_json::Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+    };
+    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
+    barrier(&mut alice, "alice", "here", &[]);
+    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+    let path = w.dir.join("big.bin");
+    fs::write(&path, pseudo_random_bytes(4096, 5)).expect("file");
+    alice.send(&format!("/sendfile {} carol", path.display()));
+    let ended = carol.expect("the offer's end", |l| parse(l)["type"] == "transfer_ended");
+    let ended = parse(&ended);
+    assert_eq!(ended["direction"], "offer", "{ended}");
+    assert_eq!(ended["name"], "big.bin", "{ended}");
+    assert_eq!(ended["ok"], false, "{ended}");
+    assert!(
+        ended["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("larger than this client accepts without asking")),
+        "{ended}"
+    );
+}
+
 /// The server stops (SIGTERM) during a download a script started, its
 /// input already at its end (the client waiting for the download): the
 /// client says the download failed and that `/download` resumes it, in
