@@ -29,6 +29,19 @@ fn barrier(speaker: &mut Client, from: &str, marker: &str, listeners: &[&Client]
     }
 }
 
+/// A line of a `--json` client as JSON (a line that is not fails the test).
+fn parse(l: &str) -> serde_json::Value {
+    serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
+}
+
+/// Waits until the `--json` client `carol` has joined and sees what
+/// `alice` says: her roster, then alice's word after a barrier.
+fn json_joined(carol: &Client, alice: &mut Client) {
+    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
+    barrier(alice, "alice", "here", &[]);
+    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+}
+
 #[test]
 fn welcome_and_connection_line() {
     let w = World::new("welcome");
@@ -88,9 +101,6 @@ fn a_piped_or_json_join_prints_no_list_of_who_is_online() {
     let mut bob = w.client("bob");
     let mut alice = w.client("alice");
     let carol = w.spawn_client(&["--json", "carol", "127.0.0.1", &port]);
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     carol.expect("the roster from the /who on connect", |l| {
         parse(l)["all"] == serde_json::json!(["alice", "bob", "carol"])
     });
@@ -741,9 +751,6 @@ fn json_gives_the_exact_text_from_the_network() {
     let w = World::new("json-exact");
     let port = w.server.port().to_string();
     let alice = w.spawn_client(&["--json", "alice", "127.0.0.1", &port]);
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     alice.expect("the roster from the /who on connect", |l| {
         parse(l)["all"] == serde_json::json!(["alice"])
     });
@@ -787,9 +794,6 @@ fn a_received_push_waits_for_the_other_receivers_before_it_counts() {
     let port = w.server.port().to_string();
     let mut alice = w.client("alice");
     let bob = w.spawn_client(&["--json", "bob", "127.0.0.1", &port]);
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     bob.expect("bob's roster", |l| parse(l)["all"].is_array());
     let mut carol = client_with(
         &w,
@@ -856,12 +860,7 @@ fn a_push_received_during_a_download_has_its_own_transfer_id() {
         ],
         &[("FAILPOINTS", "client-disk-job=sleep(30)")],
     );
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
-    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
-    barrier(&mut alice, "alice", "here", &[]);
-    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+    json_joined(&carol, &mut alice);
     carol.send("/download big.bin");
     let download = carol.expect("the download's row", |l| {
         let v = parse(l);
@@ -955,12 +954,7 @@ fn a_client_stopped_by_a_server_shutdown_says_which_transfer_failed() {
         ],
         &[("FAILPOINTS", "client-disk-job=sleep(10)")],
     );
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
-    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
-    barrier(&mut alice, "alice", "here", &[]);
-    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+    json_joined(&carol, &mut alice);
     // Big enough to be under way when the server stops.
     let path = w.dir.join("big.bin");
     fs::write(&path, pseudo_random_bytes(256 << 20, 11)).expect("file");
@@ -1007,12 +1001,7 @@ fn json_an_offer_declined_unasked_has_its_transfer_end() {
         "127.0.0.1",
         &port,
     ]);
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
-    carol.expect("carol's roster", |l| parse(l)["all"].is_array());
-    barrier(&mut alice, "alice", "here", &[]);
-    carol.expect("alice's word", |l| parse(l)["text"] == "here");
+    json_joined(&carol, &mut alice);
     let path = w.dir.join("big.bin");
     fs::write(&path, pseudo_random_bytes(4096, 5)).expect("file");
     alice.send(&format!("/sendfile {} carol", path.display()));
@@ -1069,9 +1058,6 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
         let failed =
             "transfer of big file.bin failed: the server shut down; /download big file.bin resumes it";
         if json {
-            let parse = |l: &str| -> serde_json::Value {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-            };
             bot.expect("the download's end", |l| {
                 let v = parse(l);
                 v["type"] == "transfer_ended"
@@ -1127,9 +1113,6 @@ fn json_transfer_ends_say_the_outcome_and_shared_files_their_sizes() {
         b"/list\n/download nosuch.txt\n/download welcome.txt\n".to_vec(),
     );
     assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     let lines: Vec<serde_json::Value> = bot.out.text().lines().map(parse).collect();
     let listed = lines
         .iter()
@@ -2139,9 +2122,6 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
     );
     jo.expect_exit_code(0);
     let lines = jo.out.lines();
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     let own = lines.iter().position(|l| {
         let v = parse(l);
         v["type"] == "chat" && v["own"] == true && v["text"] == "hello there"
@@ -2196,9 +2176,6 @@ fn messages_files_and_unicast_mode_to_yourself() {
     );
     bob.expect_exit_code(0);
     let lines = bob.out.lines();
-    let parse = |l: &str| -> serde_json::Value {
-        serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
-    };
     let shown = lines.iter().filter(|l| parse(l)["text"] == "hi me").count();
     assert_eq!(shown, 1, "a message to yourself is shown once: {lines:?}");
     let errors: Vec<String> = lines
