@@ -147,14 +147,10 @@ pub fn other_hosts(dir: &Path, host: &str, port: u16, name: &Username) -> Vec<St
         else {
             continue;
         };
-        let mut lines = text.lines();
-        if lines.next() != Some(MAGIC) {
+        let Some(lines) = session_lines(&text) else {
             continue;
-        }
-        let field = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
         };
+        let field = |k: &str| lines.iter().find(|(key, _)| *key == k).map(|e| e.1);
         let Some((other, other_port)) = field("server").and_then(|s| s.rsplit_once(':')) else {
             continue;
         };
@@ -168,6 +164,16 @@ pub fn other_hosts(dir: &Path, host: &str, port: u16, name: &Username) -> Vec<St
     }
     hosts.sort();
     hosts
+}
+
+/// The `key=value` lines of a saved session's `text`; `None` if it is
+/// not one (another first line, or a line without `=`).
+fn session_lines(text: &str) -> Option<Vec<(&str, &str)>> {
+    let mut lines = text.lines();
+    if lines.next()? != MAGIC {
+        return None;
+    }
+    lines.map(|l| l.split_once('=')).collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -242,15 +248,10 @@ impl SessionFile {
     }
 
     fn parse(&mut self, text: &str) -> Option<SavedSession> {
-        let mut lines = text.lines();
-        if lines.next()? != MAGIC {
-            return None;
-        }
         let (mut server, mut name, mut token, mut epoch, mut seen, mut next) =
             (None, None, None, None, None, None);
         let mut unicast = None;
-        for line in lines {
-            let (key, value) = line.split_once('=')?;
+        for (key, value) in session_lines(text)? {
             match key {
                 "server" => server = Some(value),
                 "name" => name = Some(value),
