@@ -3407,10 +3407,7 @@ impl Conn {
                     self.app.transfer_lost();
                 }
                 let _ = self.with_session(|s| s.cancel(id, &reason));
-                let direction = match from {
-                    None => Direction::Download,
-                    Some(_) => Direction::Receive,
-                };
+                let direction = Direction::incoming(from.is_none());
                 self.app.view.transfer_ended(&TransferEnd::new(
                     id,
                     direction,
@@ -3422,10 +3419,7 @@ impl Conn {
                     .notice(&format!("transfer of {shown} failed: {reason}"));
             }
         };
-        let direction = match &from {
-            None => Direction::Download,
-            Some(_) => Direction::Receive,
-        };
+        let direction = Direction::incoming(from.is_none());
         let mut meter = Meter::new(id, direction, &name, size, offset, Instant::now());
         meter.view.from = from.as_ref().map(|f| f.as_str().to_owned());
         // A push starts once every receiver has answered: until its first
@@ -3558,11 +3552,7 @@ impl Conn {
                 });
                 let _ = self.with_session(|s| s.cancel(id, &reason));
                 let shown = name.as_ref().map_or("a file", FileName::as_str);
-                let direction = if ours {
-                    Direction::Download
-                } else {
-                    Direction::Receive
-                };
+                let direction = Direction::incoming(ours);
                 self.app.view.transfer_ended(&TransferEnd::new(
                     id,
                     direction,
@@ -3592,10 +3582,7 @@ impl Conn {
         let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
         drop(t);
         let shown = name.as_str();
-        let direction = match from {
-            None => Direction::Download,
-            Some(_) => Direction::Receive,
-        };
+        let direction = Direction::incoming(from.is_none());
         let error = moved.as_ref().err().map(ToString::to_string);
         self.app
             .view
@@ -3643,11 +3630,7 @@ impl Conn {
         };
         // A push to us is not ours: not counted in a script's exit code.
         let ours = file.as_ref().is_none_or(|f| f.from.is_none());
-        let direction = if ours {
-            Direction::Download
-        } else {
-            Direction::Receive
-        };
+        let direction = Direction::incoming(ours);
         let mut resumed = false;
         // A download the server stopped for want of acks (a stalled
         // network, a stopped client) lost nothing it wrote: its part

@@ -100,6 +100,17 @@ pub enum Direction {
     Offer,
 }
 
+impl Direction {
+    /// A file coming to us: a download of ours, or one pushed to us.
+    pub fn incoming(ours: bool) -> Direction {
+        if ours {
+            Direction::Download
+        } else {
+            Direction::Receive
+        }
+    }
+}
+
 /// The live state of one running transfer, for its line in the transfers area.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferView {
