@@ -111,9 +111,10 @@ impl SharedDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Typed composed (é), stored decomposed (e + ◌́), or the
                 // other way round: the same name to whoever reads it.
-                path = self
-                    .same_name_otherwise_encoded(name)
-                    .ok_or_else(|| missing_or_io(&shown, &e))?;
+                path = self.same_name_otherwise_encoded(name).ok_or_else(|| {
+                    self.folder_unreadable()
+                        .unwrap_or_else(|| missing_or_io(&shown, &e))
+                })?;
                 fs::symlink_metadata(&path).map_err(|e| missing_or_io(&shown, &e))?
             }
             other => other.map_err(|e| missing_or_io(&shown, &e))?,
@@ -139,6 +140,21 @@ impl SharedDir {
             ));
         }
         Ok((target, meta))
+    }
+
+    /// Why no file at all can be served, when the shared folder itself is
+    /// gone or cannot be read (removed, renamed or unmounted while the
+    /// server runs): a name not found there is no sign that the file is
+    /// not shared.
+    fn folder_unreadable(&self) -> Option<Refusal> {
+        let e = fs::read_dir(&self.root).err()?;
+        Some(Refusal::new(
+            CancelCode::IO,
+            format!(
+                "the server cannot read its shared folder now ({}): no file can be downloaded until its operator fixes it",
+                io_reason(&e)
+            ),
+        ))
     }
 
     /// The entry of the folder whose name is `name` in Unicode's canonical
@@ -280,6 +296,26 @@ mod tests {
         assert_eq!(read_all(f), "composed");
         let missing = dir.open_file(&name("cafe.txt")).unwrap_err();
         assert_eq!(missing.code, CancelCode::NO_SUCH_FILE);
+    }
+
+    /// A shared folder removed while the server runs: a download is told
+    /// that the folder cannot be read, not that the file is not shared.
+    #[test]
+    fn a_download_from_a_removed_folder_says_the_folder_cannot_be_read() {
+        let (_tmp, shared) = setup();
+        let dir = SharedDir::open(&shared).unwrap();
+        let missing = dir.open_file(&name("nothing.txt")).unwrap_err();
+        assert_eq!(missing.code, CancelCode::NO_SUCH_FILE);
+        fs::remove_dir_all(&shared).unwrap();
+        for wanted in ["a.txt", "nothing.txt"] {
+            let refused = dir.open_file(&name(wanted)).unwrap_err();
+            assert_eq!(refused.code, CancelCode::IO, "{wanted}");
+            assert!(
+                refused.reason.contains("cannot read its shared folder now"),
+                "{wanted}: {}",
+                refused.reason
+            );
+        }
     }
 
     #[test]
