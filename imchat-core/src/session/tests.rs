@@ -594,6 +594,22 @@ fn bytes_still_coming_keep_a_peer_alive_but_not_a_handshake() {
     assert!(hub.is_joined(slow));
     hub.handle_timeout(now + Duration::from_millis(2200));
     assert!(!hub.is_connected(slow), "a silent peer is still dropped");
+    // Told whose silence it was, for when it reads it at last.
+    let told: Vec<String> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.iter().any(|to| to == slow))
+        .filter_map(|t| match t.message {
+            ServerMessage::Error {
+                code: ErrorCode::TIMEOUT,
+                text,
+                ..
+            } => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        ["your client did not answer the server's keepalive within 1 s: the server closed the connection"]
+    );
 }
 
 /// The same on the client's side: bytes of a long frame still coming

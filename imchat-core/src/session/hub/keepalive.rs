@@ -77,8 +77,15 @@ impl Hub {
                 &format!("no valid username within {secs} s"),
             );
         }
+        let unanswered = format!(
+            "your client did not answer the server's keepalive within {} s: the server closed the connection",
+            limits.keepalive_timeout.as_secs_f64()
+        );
         for id in dead {
-            self.error(id, ErrorCode::TIMEOUT, "no answer to keepalive");
+            // Said to the client, which may have been stopped or frozen
+            // (Ctrl-Z, a laptop's sleep) and reads it only when it runs
+            // again: whose silence it was, not only that there was one.
+            self.error(id, ErrorCode::TIMEOUT, &unanswered);
             self.lose(id, LeaveReason::TIMEOUT, "keepalive timeout".into());
         }
         for id in ping {
