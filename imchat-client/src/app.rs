@@ -393,6 +393,8 @@ struct App {
     me: Mutex<String>,
     /// The state of the connection, for the status line.
     link: Mutex<Link>,
+    /// The server cannot reach the rest of its cluster (status line).
+    cut_off: AtomicBool,
     /// Who is online, by [`Username::key`], with each name as given:
     /// seeded by a `/who` on each connect, then kept by joins and leaves.
     roster: Mutex<BTreeMap<String, String>>,
@@ -853,6 +855,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         link: Mutex::new(Link::Closed {
             reason: "not connected yet".into(),
         }),
+        cut_off: AtomicBool::new(false),
         roster: Mutex::new(BTreeMap::new()),
         failed_transfers: AtomicUsize::new(0),
         ask_offers,
@@ -1265,6 +1268,7 @@ impl App {
                 Mode::Unicast(u) => Some(u.as_str().to_owned()),
             },
             link: lock(&self.link).clone(),
+            cut_off: self.cut_off.load(Ordering::SeqCst),
         };
         self.view.status(&status);
     }
@@ -1716,6 +1720,9 @@ impl Conn {
             max_unacked: limits.max_unacked.max(1),
             unechoed: Mutex::new(None),
         });
+        // A new connection: its server says if it is cut off (after the
+        // welcome, so perhaps among the early events).
+        app.cut_off.store(false, Ordering::SeqCst);
         conn.handle(Drained {
             events: early,
             queue_full: false,
@@ -3295,12 +3302,20 @@ impl Conn {
                 if code == NoticeCode::REGISTERED
                     || code == NoticeCode::UNREGISTERED
                     || code == NoticeCode::DONE
-                    || code == NoticeCode::CLUSTER_BACK
                 {
                     app.notice(&text);
                 } else {
                     app.error(&text);
                 }
+            }
+            ClientEvent::ClusterReachable { reachable, text } => {
+                if reachable {
+                    app.notice(&text);
+                } else {
+                    app.error(&text);
+                }
+                app.cut_off.store(!reachable, Ordering::SeqCst);
+                app.status();
             }
             ClientEvent::Kicked { text } => {
                 app.error(&text);

@@ -190,7 +190,7 @@ fn status_json(s: &Status) -> Value {
         }),
         Link::Closed { reason } => json!({"state": "closed", "reason": reason}),
     };
-    json!({"type": "status", "me": s.me, "target": s.target, "link": link})
+    json!({"type": "status", "me": s.me, "target": s.target, "link": link, "cut_off": s.cut_off})
 }
 
 /// How a transfer ended: `ok`, and the reason when it is not.

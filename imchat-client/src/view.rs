@@ -210,6 +210,10 @@ pub struct Status {
     pub target: Option<String>,
     /// The connection.
     pub link: Link,
+    /// In a cluster, our server cannot reach the others now: only its
+    /// own users are served (told by the server; false on a new
+    /// connection until it says so).
+    pub cut_off: bool,
 }
 
 impl Status {
@@ -237,6 +241,7 @@ impl Status {
                     reason: shown(reason),
                 },
             },
+            cut_off: self.cut_off,
         }
     }
 }

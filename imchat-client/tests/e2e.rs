@@ -2218,3 +2218,82 @@ fn messages_files_and_unicast_mode_to_yourself() {
     let shown = lines.iter().filter(|l| l.ends_with("note to self")).count();
     assert_eq!(shown, 1, "{lines:?}");
 }
+
+/// A server of a cluster that cannot reach the others says so after its
+/// welcome, and later that it can again: a `--json` client shows each as
+/// a line (an error, then a notice) and in its status (`cut_off`), as the
+/// full-screen client's status line does.
+#[test]
+fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
+    use imchat_core::blocking::{FrameReader, FrameWriter};
+    use imchat_core::{MessageId, NoticeCode, ResumeToken, ServerLimits, PROTOCOL_VERSION};
+
+    let dir = TempDir::new("cluster-status");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+    // A server of a cluster cut off from the rest, as far as this client
+    // can tell: welcome, the outage, and its end when the test says.
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("read timeout");
+        let mut reader: FrameReader<_, ClientMessage> =
+            FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
+        let mut writer = FrameWriter::new(stream);
+        let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
+            panic!("no hello");
+        };
+        let notice = |code: NoticeCode, text: &str| ServerMessage::Notice {
+            code,
+            text: text.into(),
+        };
+        for m in [
+            ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                username: username.clone(),
+                text: "hi".into(),
+                limits: ServerLimits::default(),
+                token: ResumeToken::default(),
+                epoch: 1,
+                grace_secs: 0,
+                last_id: MessageId(0),
+                resumed: None,
+            },
+            notice(NoticeCode::CLUSTER_DOWN, "the cluster cannot be reached"),
+            ServerMessage::Who {
+                users: vec![username],
+            },
+        ] {
+            writer.send(&m).expect("send");
+        }
+        back_rx.recv_timeout(TIMEOUT).expect("the test's word");
+        writer
+            .send(&notice(
+                NoticeCode::CLUSTER_BACK,
+                "the cluster is reachable again",
+            ))
+            .expect("send");
+        // Held open until the client is stopped.
+        while let Ok(Some(_)) = reader.read_message() {}
+    });
+    let client = Client::spawn(dir.path(), &["--json", "alice", "127.0.0.1", &port]);
+    let cut_off = |l: &str| {
+        let v = parse(l);
+        (v["type"] == "status" && v["link"]["state"] == "connected").then(|| v["cut_off"] == true)
+    };
+    client.expect("the outage as an error", |l| {
+        let v = parse(l);
+        v["type"] == "error" && v["text"] == "the cluster cannot be reached"
+    });
+    client.expect("a status cut off", |l| cut_off(l) == Some(true));
+    back_tx.send(()).expect("tell the server");
+    client.expect("its end as a notice", |l| {
+        let v = parse(l);
+        v["type"] == "notice" && v["text"] == "the cluster is reachable again"
+    });
+    client.expect("a status no longer cut off", |l| cut_off(l) == Some(false));
+    drop(client);
+    server.join().expect("fake server");
+}

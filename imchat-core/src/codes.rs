@@ -190,10 +190,15 @@ code_type! {
         /// the others were shown it ("kicked by NAME: reason").
         SESSION_ENDED = 9, "your session was ended";
         /// Sent to every user of a server of a cluster when the cluster
-        /// is reachable again after an outage (the outage itself is an
-        /// [`ServerMessage::Error`](crate::ServerMessage::Error)): the
-        /// users of other servers are back.
+        /// is reachable again after an outage ([`CLUSTER_DOWN`](Self::CLUSTER_DOWN)):
+        /// the users of other servers are back.
         CLUSTER_BACK = 10, "the cluster is reachable again";
+        /// Sent to every user of a server of a cluster when the server
+        /// cannot reach the cluster (its Redis), and to each user who
+        /// joins or resumes while it still cannot: only the users of this
+        /// server are served, new names are refused, messages wait to be
+        /// passed on, until [`CLUSTER_BACK`](Self::CLUSTER_BACK).
+        CLUSTER_DOWN = 11, "the cluster cannot be reached";
     }
 }
 

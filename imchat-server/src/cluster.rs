@@ -1429,12 +1429,7 @@ impl Cluster {
                         hub.with(&mut |hub| hub.set_cut_off(false));
                     }
                     if tell {
-                        hub.with(&mut |hub| {
-                            hub.tell_all(
-                                imchat_core::NoticeCode::CLUSTER_BACK,
-                                "the cluster is reachable again: users of other servers are back",
-                            );
-                        });
+                        hub.with(&mut |hub| hub.tell_cluster(true));
                     }
                 }
                 Err(e) => {
@@ -1451,11 +1446,7 @@ impl Cluster {
                         hub.with(&mut |hub| hub.set_cut_off(true));
                     }
                     if tell {
-                        hub.with(&mut |hub| {
-                            hub.notice_all(
-                                "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on",
-                            );
-                        });
+                        hub.with(&mut |hub| hub.tell_cluster(false));
                     }
                 }
             }

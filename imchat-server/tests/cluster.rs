@@ -666,6 +666,12 @@ fn a_session_resumes_on_its_own_server_while_redis_cannot_be_reached() {
         matches!(refused, Err((RefuseCode::SERVER_FULL, _))),
         "{refused:?}"
     );
+    // Told of the outage she came back into, after her welcome.
+    back.wait(
+        WAIT,
+        "the outage, told to the resumed session",
+        told_unreachable,
+    );
     back.say(None, "back again");
     bob.wait_chat("back again");
 }
@@ -682,7 +688,7 @@ fn told_unreachable(got: &[ServerMessage]) -> bool {
 
 /// Whether `m` is the notice that the cluster cannot be reached.
 fn is_unreachable_notice(m: &ServerMessage) -> bool {
-    matches!(m, ServerMessage::Error { text, .. } if text.contains("cannot be reached"))
+    matches!(m, ServerMessage::Notice { code, text } if *code == NoticeCode::CLUSTER_DOWN && text.contains("cannot be reached"))
 }
 
 /// [`alice_and_bob`], with sessions that resume (a grace of 30 s).

@@ -543,6 +543,9 @@ impl Model {
             Some(Link::Closed { reason }) => format!("disconnected: {reason}"),
         };
         let mut line = format!("[{}] → {target} │ {link}", self.me());
+        if self.status.as_ref().is_some_and(|s| s.cut_off) {
+            line.push_str(" │ cluster unreachable: only this server's users");
+        }
         let offers = self.offers_waiting();
         match self.transfers.len() - offers {
             0 => {}
@@ -1064,6 +1067,7 @@ mod tests {
             link: Link::Closed {
                 reason: "bye\x1b[2J".into(),
             },
+            cut_off: false,
         });
         assert_eq!(m.me(), "alice\\u{202e}");
         let status = m.status.as_ref().expect("a status");
@@ -1573,6 +1577,19 @@ mod tests {
         typed(&mut m, "/msg lis ");
         m.paste("/etc/hosts\n/etc/passwd\n");
         assert_eq!(sent(&m), lines(&["/msg lis /etc/hosts", "//etc/passwd"]));
+    }
+
+    #[test]
+    fn the_status_line_says_while_the_cluster_cannot_be_reached() {
+        let mut m = model();
+        assert!(!m.status_line().contains("cluster"), "{}", m.status_line());
+        let mut status = m.status.clone().expect("a status");
+        status.cut_off = true;
+        m.set_status(&status);
+        assert_eq!(
+            m.status_line(),
+            "[alice] → everyone │ connected to 127.0.0.1:4000 │ cluster unreachable: only this server's users"
+        );
     }
 
     #[test]

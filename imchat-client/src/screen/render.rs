@@ -1197,6 +1197,7 @@ mod tests {
                 attempt: 3,
                 retry_in: Some(std::time::Duration::from_secs(4)),
             },
+            cut_off: false,
         });
         m.transfer(&download(1, "a.bin"));
         m.transfer(&download(2, "b.bin"));
@@ -1218,6 +1219,7 @@ mod tests {
                 attempt: 4,
                 retry_in: None,
             },
+            cut_off: false,
         });
         m.transfer_ended("#2");
         assert_eq!(
@@ -1230,6 +1232,7 @@ mod tests {
             link: Link::Closed {
                 reason: "server shut down".into(),
             },
+            cut_off: false,
         });
         m.transfer_ended("#1");
         assert_eq!(

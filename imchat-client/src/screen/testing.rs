@@ -50,6 +50,7 @@ pub fn model() -> Model {
         link: Link::Connected {
             server: "127.0.0.1:4000".into(),
         },
+        cut_off: false,
     });
     m
 }

@@ -221,6 +221,18 @@ pub enum ClientEvent {
         /// The server's text.
         text: String,
     },
+    /// In a cluster, our server cannot reach the others
+    /// (`reachable: false`: only its own users are served, new names are
+    /// refused, messages wait to be passed on), or can again. Told when
+    /// an outage begins and ends, and right after the `Welcome` (and the
+    /// replay of a resume) of a connection made while it lasts; a new
+    /// connection starts as reachable.
+    ClusterReachable {
+        /// Whether the cluster can be reached now.
+        reachable: bool,
+        /// The server's text.
+        text: String,
+    },
     /// An operator removed us (kick or ban): the session is closed and
     /// must not reconnect on its own.
     Kicked {
@@ -1868,6 +1880,14 @@ impl ClientSession {
             ServerMessage::Shutdown { reason } => {
                 self.state = State::Closed;
                 ClientEvent::Shutdown { reason }
+            }
+            ServerMessage::Notice { code, text }
+                if code == NoticeCode::CLUSTER_DOWN || code == NoticeCode::CLUSTER_BACK =>
+            {
+                ClientEvent::ClusterReachable {
+                    reachable: code == NoticeCode::CLUSTER_BACK,
+                    text,
+                }
             }
             ServerMessage::Notice { code, text } => {
                 if code == NoticeCode::REGISTERED {

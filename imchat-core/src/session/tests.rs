@@ -7491,3 +7491,69 @@ fn a_look_alike_of_a_reserved_name_is_refused_under_the_name_key() {
     hello(&mut hub, d, "аlice", now);
     assert!(hub.is_joined(d));
 }
+
+/// Whether each of `events` says the cluster can be reached (true) or
+/// not (false), in order.
+fn cluster_news(events: &[ClientEvent]) -> Vec<bool> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ClusterReachable { reachable, text } => {
+                assert!(!text.is_empty());
+                Some(*reachable)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An outage of the cluster is told to every user once, and to each who
+/// joins or resumes while it lasts, after the `Welcome` and the replay;
+/// its end only to those told, once.
+#[test]
+fn a_cluster_outage_is_told_to_everyone_and_to_whoever_comes_while_it_lasts() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.hub.enable_cluster();
+    // Its end, never told: nothing to say.
+    net.hub.tell_cluster(true);
+    net.pump();
+    assert_eq!(cluster_news(&net.take(0)), Vec::<bool>::new());
+    net.cut(1);
+    net.hub.tell_cluster(false);
+    net.hub.tell_cluster(false);
+    net.pump();
+    assert_eq!(cluster_news(&net.take(0)), [false], "told once");
+    // bob resumes, carol joins: each told after its welcome (and replay).
+    net.reconnect(1);
+    let bob = net.take(1);
+    assert!(
+        matches!(
+            bob.last(),
+            Some(ClientEvent::ClusterReachable {
+                reachable: false,
+                ..
+            })
+        ),
+        "{bob:?}"
+    );
+    assert!(bob.iter().any(|e| matches!(e, ClientEvent::Resumed { .. })));
+    let carol = net.connect("carol");
+    let carol_events = net.take(carol);
+    let welcome = carol_events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::Welcome { .. }));
+    let told = carol_events
+        .iter()
+        .position(|e| matches!(e, ClientEvent::ClusterReachable { .. }));
+    assert!(welcome.is_some() && told > welcome, "{carol_events:?}");
+    assert_eq!(cluster_news(&carol_events), [false]);
+    net.hub.tell_cluster(true);
+    net.hub.tell_cluster(true);
+    net.pump();
+    for i in 0..3 {
+        assert_eq!(cluster_news(&net.take(i)), [true], "user {i}");
+    }
+    // Over: a newcomer is told nothing.
+    let dave = net.connect("dave");
+    assert_eq!(cluster_news(&net.take(dave)), Vec::<bool>::new());
+}

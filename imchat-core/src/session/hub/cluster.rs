@@ -16,6 +16,11 @@ use crate::message::{
     RoutedChat, ServerMessage, Timestamp, Username,
 };
 
+/// What users are told when the cluster cannot be reached.
+const CLUSTER_DOWN_TEXT: &str = "the cluster cannot be reached: only users of this server are served, new names are refused, messages wait to be passed on";
+/// What users are told when the cluster can be reached again.
+const CLUSTER_BACK_TEXT: &str = "the cluster is reachable again: users of other servers are back";
+
 /// Something a local user did that the other servers of a cluster must
 /// see: the server publishes it to them, where it becomes a
 /// [`Hub::remote_join`], [`Hub::remote_leave`] or [`Hub::remote_chat`].
@@ -134,6 +139,10 @@ pub(super) struct Remote {
     pub(super) listing: bool,
     /// The cluster cannot be reached ([`Hub::set_cut_off`]).
     pub(super) cut_off: bool,
+    /// The users were told that the cluster cannot be reached, and not
+    /// yet that it can again ([`Hub::tell_cluster`]): a user who joins or
+    /// resumes meanwhile is told too.
+    pub(super) outage_told: bool,
     /// Local users whose session ended lately, by name key, with until
     /// when a private message to them that arrives from another server
     /// is answered as not delivered ([`LEFT_MEMORY`]), with its name.
@@ -860,6 +869,36 @@ impl Hub {
         self.notice_all(&format!(
             "messages from users of other servers may be missing: this server fell behind the cluster and {entries} of its {updates} were gone before it read them"
         ));
+    }
+
+    /// Tells every local member whether the cluster can be reached
+    /// ([`NoticeCode::CLUSTER_DOWN`] or [`NoticeCode::CLUSTER_BACK`]); while
+    /// it cannot, each user who joins or resumes is told too, after its
+    /// `Welcome`. A server tells once an outage is sure (not at a single
+    /// failed round), and that it is over only to users it told.
+    pub fn tell_cluster(&mut self, reachable: bool) {
+        if reachable {
+            if std::mem::take(&mut self.remote.outage_told) {
+                self.tell_all(NoticeCode::CLUSTER_BACK, CLUSTER_BACK_TEXT);
+            }
+        } else if !self.remote.outage_told {
+            self.remote.outage_told = true;
+            self.tell_all(NoticeCode::CLUSTER_DOWN, CLUSTER_DOWN_TEXT);
+        }
+    }
+
+    /// After `client`'s `Welcome`: tells it that the cluster cannot be
+    /// reached, if the others were told so.
+    pub(super) fn tell_joiner_of_outage(&mut self, client: ClientId) {
+        if self.remote.outage_told {
+            self.send(
+                client,
+                ServerMessage::Notice {
+                    code: NoticeCode::CLUSTER_DOWN,
+                    text: CLUSTER_DOWN_TEXT.to_string(),
+                },
+            );
+        }
     }
 
     /// Sends every local member a [`ServerMessage::Notice`] with `code`

@@ -946,6 +946,7 @@ impl Hub {
         for m in replay {
             self.send(client, m);
         }
+        self.tell_joiner_of_outage(client);
         self.events.push_back(HubEvent::Resumed {
             client,
             user,

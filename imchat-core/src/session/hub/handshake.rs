@@ -189,6 +189,7 @@ impl Hub {
         let welcome = self.welcome_message(&username, token, None);
         self.send(client, welcome);
         self.send_history(client, now);
+        self.tell_joiner_of_outage(client);
         self.publish(super::ClusterEvent::Joined {
             user: username.clone(),
             id: joined.id,
