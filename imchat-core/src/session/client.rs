@@ -1734,6 +1734,7 @@ impl ClientSession {
                         limits,
                     });
                     let asked = self.reconnecting.take();
+                    let was_resumed = resumed.is_some();
                     match (resumed, asked) {
                         (Some(r), _) => {
                             // What was missed follows, after `last_seen`.
@@ -1761,6 +1762,15 @@ impl ClientSession {
                         (None, None) => self.last_seen = last_id,
                     }
                     self.send_unacked();
+                    if was_resumed && self.transmits.is_empty() {
+                        // The first frame after a resume spends the token
+                        // just presented (PROTOCOL.md §15): at once, not
+                        // at the next keepalive, up to 30 s later.
+                        let n = self.next_ping;
+                        self.next_ping += 1;
+                        self.charge(1, 0);
+                        self.transmits.push_back(ClientMessage::Ping(n));
+                    }
                 }
                 ServerMessage::Refused { code, reason, .. } => {
                     self.state = State::Closed;

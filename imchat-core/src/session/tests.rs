@@ -7557,3 +7557,30 @@ fn a_cluster_outage_is_told_to_everyone_and_to_whoever_comes_while_it_lasts() {
     let dave = net.connect("dave");
     assert_eq!(cluster_news(&net.take(dave)), Vec::<bool>::new());
 }
+
+/// A resumed client with nothing to send again sends a frame at once, so
+/// the token it presented is spent now, not at the next keepalive ping
+/// (until then another `Hello` with it would take the session over).
+#[test]
+fn a_resumed_client_spends_the_token_it_presented_at_once() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    let presented = net.s(0).saved().expect("a session to save");
+    net.cut(0);
+    net.reconnect(0);
+    assert!(net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Resumed { .. })));
+    let thief = net.hub.handle_connect(net.now);
+    let now = net.now;
+    net.hub.handle_message(
+        thief,
+        resume_hello("alice", presented.token, presented.epoch),
+        now,
+    );
+    assert_eq!(answer(&mut net.hub, thief), "username already taken");
+    assert!(
+        net.hub.is_joined(net.clients[0].0),
+        "alice keeps her session"
+    );
+}
