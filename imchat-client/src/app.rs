@@ -414,6 +414,8 @@ struct App {
     store: Mutex<Option<SessionFile>>,
     /// Saving it failed once (said once, in the log and on the screen).
     store_failed: AtomicBool,
+    /// The user quit with no connection ([`App::quit_offline`]).
+    quit_offline: AtomicBool,
 }
 
 /// Everything one connection's threads share.
@@ -816,8 +818,29 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         saved,
         unsaved,
     } = open_store(&config);
-    let mut restored = saved.map(|s| new_session_from(&config, &Limits::default(), Some(s)));
-    let first = first_join(&config, restored.as_mut())?;
+    // The last run quit while the server was away: the session is taken
+    // back only to tell the server, then the user joins afresh.
+    let quit_reason = store
+        .as_ref()
+        .filter(|_| saved.is_some())
+        .and_then(SessionFile::quit_reason)
+        .map(str::to_owned);
+    let mut restored = saved.map(|s| {
+        let mut session = new_session_from(&config, &Limits::default(), Some(s));
+        if let Some(reason) = &quit_reason {
+            session.quit_on_resume(reason);
+        }
+        session
+    });
+    let mut first = first_join(&config, restored.as_mut())?;
+    if first.session.is_closed() {
+        first.wait_close(QUIT_CLOSE_WAIT);
+        let fresh = first_join(&config, None)?;
+        first = Joined {
+            first_use: first.first_use.take().or(fresh.first_use),
+            ..fresh
+        };
+    }
     let (view, input, quit) = match ui::make_view(
         first.username.as_str(),
         config.json,
@@ -842,7 +865,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     // private, as the user meant it.
     let mode = store
         .as_ref()
-        .filter(|_| saved.is_some())
+        .filter(|_| saved.is_some() && quit_reason.is_none())
         .and_then(SessionFile::unicast)
         .and_then(|u| Username::new(u).ok())
         .map_or(Mode::Broadcast, Mode::Unicast);
@@ -862,7 +885,11 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         parting: Mutex::new(String::new()),
         store: Mutex::new(store),
         store_failed: AtomicBool::new(false),
+        quit_offline: AtomicBool::new(false),
     });
+    if quit_reason.is_some() {
+        app.notice(QUIT_TOLD_LINE);
+    }
     // Said on the screen too: the log is hidden behind it.
     if let Some(why) = unsaved {
         app.notice(&unsaved_line(&why));
@@ -878,9 +905,26 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         Err(e) => e.to_string(),
     };
     app.set_link(Link::Closed { reason });
-    app.view.finish(None);
+    if app.quit_offline.load(Ordering::SeqCst) && app.view.is_terminal() {
+        // Under the screen put back, where the user still sees it.
+        app.view.finish(Some(&format!("*** {QUIT_OFFLINE_LINE}")));
+    } else {
+        app.view.finish(None);
+    }
     result
 }
+
+/// How long the server is given to close the connection of a session
+/// taken back only to send the quit of the run before (see [`run`]).
+const QUIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Said when the user quits with no connection: the server is told by
+/// the next start ([`App::quit_offline`]).
+const QUIT_OFFLINE_LINE: &str =
+    "quit while not connected: the server could not be told; the next start tells it";
+
+/// Said by the start after such a quit.
+const QUIT_TOLD_LINE: &str = "your last run quit while the server was away: the server is told now";
 
 /// The first connection. With `--reconnect`, a server that refuses us for
 /// now (full, or cut off from the rest of its cluster) is asked again with
@@ -999,6 +1043,24 @@ pub fn host_port(host: &str, port: u16) -> String {
 }
 
 impl Joined {
+    /// Reads (and drops) what the server sends until it closes the
+    /// connection, for at most `wait`: a session that sent its quit, so
+    /// that the server has ended it before the user joins again.
+    fn wait_close(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.tcp().set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.reader.read_message() {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
     /// Quits the session just joined (the client cannot go on): the
     /// server ends it at once and the others see the user leave.
     fn leave(&mut self) {
@@ -1302,6 +1364,22 @@ impl App {
         }
     }
 
+    /// The user quit with no connection: the server cannot be told, so
+    /// the session stays on disk, marked as quit with the parting text,
+    /// for the next start to tell it (see [`run`]); said, for a script.
+    fn quit_offline(&self) {
+        let parting = std::mem::take(&mut *lock(&self.parting));
+        if let Some(file) = lock(&self.store).as_mut() {
+            if let Err(e) = file.mark_quit(&parting) {
+                log::warn!("cannot save the session: {e}");
+            }
+        }
+        self.quit_offline.store(true, Ordering::SeqCst);
+        if !self.view.is_terminal() {
+            self.notice(QUIT_OFFLINE_LINE);
+        }
+    }
+
     /// The session ends for good (`/quit`): the next run starts afresh.
     fn forget(&self) {
         if let Some(file) = lock(&self.store).take() {
@@ -1368,6 +1446,7 @@ impl App {
             if quit {
                 self.not_sent(held.len());
                 conn.stop_transfers();
+                self.quit_offline();
                 return self.quit_result();
             }
             if !held.is_empty() && !self.scripted {
@@ -1410,6 +1489,7 @@ impl App {
                     Some(j) => j,
                     None => {
                         self.not_sent(held.len());
+                        self.quit_offline();
                         return self.quit_result();
                     }
                 },
@@ -1542,7 +1622,8 @@ impl App {
                 }
             };
             match cmd {
-                Command::Quit(_) => {
+                Command::Quit(reason) => {
+                    *lock(&self.parting) = reason;
                     flow = Flow::Quit;
                     break;
                 }

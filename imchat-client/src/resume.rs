@@ -9,6 +9,14 @@
 //! on every `Welcome`, when the newest id seen changes (at most once a
 //! second) and when the client ids it covers run out; `/quit` removes it.
 //!
+//! A quit with no connection (the client was reconnecting) cannot tell
+//! the server, and removing the file would leave the name held by a
+//! session nobody can take back until its grace period ends. So the file
+//! stays, marked as quit with the parting text (`quit=…`, the text with
+//! `%`, controls and DEL as `%XX`); the next start takes the session back
+//! only to send that quit, then joins afresh (see `app::run`). A file
+//! without the line, as earlier versions wrote, is a session to resume.
+//!
 //! A client holds a lock beside it (`….lock`, an advisory `flock` the
 //! system drops when the process ends) for as long as it runs: a second
 //! client started with the same name and server does not take the
@@ -53,6 +61,50 @@ pub struct SessionFile {
     unicast: Option<String>,
     /// The target on disk.
     unicast_written: Option<String>,
+    /// The parting text of a quit the server could not be told of, on
+    /// disk with the session (see the module's documentation).
+    quit: Option<String>,
+}
+
+/// The most bytes of a parting text kept in the file: a file stays far
+/// below [`MAX_FILE_LEN`], which [`other_hosts`] reads.
+const QUIT_KEPT: usize = 1024;
+
+/// A parting text as its line holds it: `%`, controls and DEL as `%XX`.
+fn escape_quit(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c == '%' || c.is_ascii_control() {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The text [`escape_quit`] wrote; `None` if it is not one.
+fn unescape_quit(text: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let pair = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&pair).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The longest start of `text`, in whole characters, of at most `max` bytes.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A part of a file name: ASCII letters, digits, `.` and `-` (and `_` in
@@ -232,6 +284,7 @@ impl SessionFile {
             written: None,
             unicast: None,
             unicast_written: None,
+            quit: None,
         }))
     }
 
@@ -250,7 +303,7 @@ impl SessionFile {
     fn parse(&mut self, text: &str) -> Option<SavedSession> {
         let (mut server, mut name, mut token, mut epoch, mut seen, mut next) =
             (None, None, None, None, None, None);
-        let mut unicast = None;
+        let (mut unicast, mut quit) = (None, None);
         for (key, value) in session_lines(text)? {
             match key {
                 "server" => server = Some(value),
@@ -260,6 +313,7 @@ impl SessionFile {
                 "last_seen" => seen = Some(MessageId(value.parse().ok()?)),
                 "next_client_id" => next = Some(value.parse().ok()?),
                 "unicast" => unicast = Some(value.to_owned()),
+                "quit" => quit = Some(unescape_quit(value)?),
                 _ => {}
             }
         }
@@ -268,12 +322,30 @@ impl SessionFile {
         }
         self.unicast.clone_from(&unicast);
         self.unicast_written = unicast;
+        self.quit = quit;
         Some(SavedSession {
             token: token?,
             epoch: epoch?,
             last_seen: seen?,
             next_client_id: next?,
         })
+    }
+
+    /// The parting text of the quit the session loaded is marked with:
+    /// the user quit it while the server could not be told.
+    pub fn quit_reason(&self) -> Option<&str> {
+        self.quit.as_deref()
+    }
+
+    /// Marks the session on disk as quit with `reason` (see the module's
+    /// documentation), synced: the client leaves without a connection.
+    /// Nothing is done if no session was saved.
+    pub fn mark_quit(&mut self, reason: &str) -> io::Result<()> {
+        let Some(w) = self.written else {
+            return Ok(());
+        };
+        self.quit = Some(truncate(reason, QUIT_KEPT).to_owned());
+        self.write(w, true)
     }
 
     /// The `/mode unicast` target saved with the session loaded.
@@ -303,6 +375,10 @@ impl SessionFile {
             next_client_id: lease,
             ..*s
         };
+        // Another session: the quit was of the one before.
+        if self.written.is_none_or(|w| !w.token.matches(&new.token)) {
+            self.quit = None;
+        }
         let urgent = force
             || self.written.is_none_or(|w| {
                 !w.token.matches(&new.token)
@@ -338,7 +414,11 @@ impl SessionFile {
         ) + &self
             .unicast
             .as_ref()
-            .map_or(String::new(), |u| format!("unicast={u}\n"));
+            .map_or(String::new(), |u| format!("unicast={u}\n"))
+            + &self
+                .quit
+                .as_ref()
+                .map_or(String::new(), |q| format!("quit={}\n", escape_quit(q)));
         // `.tmp` added, not put in place of what follows the last dot
         // (`with_extension`), which `127.0.0.1` and `127.0.0.2` share.
         let mut tmp = self.path.clone().into_os_string();
@@ -593,5 +673,49 @@ mod tests {
         fresh.token = ResumeToken([9; 16]);
         f.save(&fresh, false).unwrap();
         assert!(on_disk().contains(&format!("token={}\n", "09".repeat(16))));
+    }
+
+    /// A quit without a connection marks the file with its parting text
+    /// (any text comes back as it was); a file of an earlier version,
+    /// without the mark, still loads, unmarked; the next session saved
+    /// (a new token) is not marked.
+    #[test]
+    fn a_session_quit_offline_is_kept_marked_with_its_parting_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alice@h_1");
+        let open = || {
+            SessionFile::open(dir.path(), "h", 1, &name("alice"))
+                .unwrap()
+                .unwrap()
+        };
+        // As an earlier version wrote it.
+        fs::write(
+            &path,
+            format!(
+                "{MAGIC}\nserver=h:1\nname=alice\ntoken={}\nepoch=42\nlast_seen=5\nnext_client_id=9\n",
+                "07".repeat(16)
+            ),
+        )
+        .unwrap();
+        let mut f = open();
+        assert_eq!(f.load(), Some(saved(5, 9)));
+        assert_eq!(f.quit_reason(), None);
+        let reason = "bye 100% =all\r\u{7f} ok é";
+        f.mark_quit(reason).unwrap();
+        drop(f);
+        let mut f = open();
+        assert_eq!(f.load(), Some(saved(5, 9)), "the session stays");
+        assert_eq!(f.quit_reason(), Some(reason));
+        let mut fresh = saved(1, 1);
+        fresh.token = ResumeToken([9; 16]);
+        f.save(&fresh, true).unwrap();
+        drop(f);
+        let mut f = open();
+        assert!(f.load().is_some());
+        assert_eq!(f.quit_reason(), None);
+        // Nothing saved: nothing to mark.
+        f.remove();
+        f.mark_quit("x").unwrap();
+        assert!(!path.exists());
     }
 }

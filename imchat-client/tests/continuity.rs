@@ -643,3 +643,85 @@ fn a_second_client_under_another_spelling_of_the_host_leaves_the_running_one_alo
     alice.assert_no_line("a lost connection", |l| l.starts_with("*** disconnected"));
     second.assert_no_line("the first one's session", |l| l == "*** resumed");
 }
+
+/// The text of `name`'s saved session on `port`, if there is one.
+fn saved_text(dir: &Path, name: &str, port: u16) -> Option<String> {
+    let path = dir
+        .join("data")
+        .join("imchat")
+        .join("sessions")
+        .join(format!("{name}@127.0.0.1_{port}"));
+    fs::read_to_string(path).ok()
+}
+
+/// A quit while the client reconnects cannot tell the server; the session
+/// stays on disk marked as quit, and the next start tells the server: the
+/// others see the user leave with the parting text and join again, the
+/// user gets a fresh join (not the session quit), and a fresh session is
+/// saved.
+#[test]
+fn a_quit_while_reconnecting_is_told_to_the_server_by_the_next_start() {
+    const DB: [&str; 2] = ["--history-db", "history.db"];
+    let mut w = World::with_args("quit-offline", &DB);
+    let port = w.server.port();
+    // Alice's data folder is the piped clients' (`data/` in the folder).
+    let mut t = Term::spawn(
+        w.dir.path(),
+        w.dir.path(),
+        &["alice", "127.0.0.1", &port.to_string()],
+        80,
+        24,
+    );
+    let connected = format!("connected to 127.0.0.1:{port}");
+    t.wait_screen("connected", |s| s.row(22).contains(&connected));
+    let mut bob = w.client_on("bob", port, &["--reconnect"]);
+    bob.send("before the restart");
+    t.wait_screen("bob's line", |s| has_entry(s, "<bob> before the restart"));
+    wait_saved(&w, "alice", &bob);
+    let token = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("token="))
+            .map(str::to_owned)
+    };
+    let first = saved_text(w.dir.path(), "alice", port).expect("saved");
+
+    w.server.signal("TERM");
+    assert!(
+        w.server.wait_exit(TIMEOUT).is_some(),
+        "{}",
+        w.server.report()
+    );
+    t.wait_screen("reconnecting", |s| s.row(22).contains("reconnecting"));
+    t.type_str("/quit bye all\r");
+    t.expect_exit_code(0);
+    let marked = saved_text(w.dir.path(), "alice", port).expect("kept");
+    assert_eq!(token(&marked), token(&first), "the same session: {marked}");
+    assert!(marked.lines().any(|l| l == "quit=bye all"), "{marked}");
+
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &DB, port);
+    bob.expect_line("*** resumed");
+    let alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    alice.expect_line("*** your last run quit while the server was away: the server is told now");
+    alice.expect_line(&format!("*** connected to 127.0.0.1:{port} as alice"));
+    alice.expect(" history", |l| {
+        l.starts_with("[history ") && l.ends_with("<bob> before the restart")
+    });
+    let (left, _) = bob.expect_from(0, "alice's quit", |l| l == "*** alice has left (bye all)");
+    bob.expect_from(left, "alice's new join", |l| l == "*** alice has joined");
+    alice.assert_no_line("the session quit given back", |l| {
+        l.starts_with("*** resumed") || l.starts_with("*** session not resumed")
+    });
+    bob.assert_no_line("a lost connection", |l| l.contains("connection lost"));
+    // A fresh session, not marked.
+    let deadline = Instant::now() + TIMEOUT;
+    let fresh = loop {
+        let text = saved_text(w.dir.path(), "alice", port).unwrap_or_default();
+        if token(&text).is_some_and(|t| Some(t) != token(&first)) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no fresh session saved: {text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!fresh.contains("quit="), "{fresh}");
+}

@@ -475,6 +475,10 @@ pub struct ClientSession {
     /// [`quit`](Self::quit) gave up a session that could have resumed:
     /// a reconnect after it says so, not that the server offers none.
     quit_sent: bool,
+    /// Set by [`quit_on_resume`](Self::quit_on_resume): the parting text of
+    /// a quit that could not reach the server, sent as soon as the session
+    /// is given back.
+    quit_on_resume: Option<String>,
     /// The server password, sent in an `Auth` before every `Hello`.
     server_password: Option<Secret>,
     /// The account password of the username, likewise.
@@ -529,6 +533,7 @@ impl ClientSession {
             reconnecting: None,
             ended: None,
             quit_sent: false,
+            quit_on_resume: None,
             server_password: None,
             account_password: None,
             registering: None,
@@ -555,6 +560,19 @@ impl ClientSession {
         s.next_client_id = saved.next_client_id.max(1);
         s.reconnect(now);
         s
+    }
+
+    /// Makes a [`resuming`](Self::resuming) session end the session it
+    /// asks for: the user quit it (with `reason`) while the server could
+    /// not be told. If the `Welcome` gives it back, the session at once
+    /// sends the `Quit` and is closed ([`is_closed`](Self::is_closed)):
+    /// no [`ClientEvent::Resumed`] and nothing of the replay is handed
+    /// out, only the `Welcome`; the caller reads until the server closes
+    /// the connection, then joins afresh. If it does not (expired, a new
+    /// epoch), the session simply goes on as a fresh one, without the
+    /// [`ClientEvent::ContinuityLost`] that would say it was not resumed.
+    pub fn quit_on_resume(&mut self, reason: &str) {
+        self.quit_on_resume = Some(reason.to_string());
     }
 
     /// The passwords to give the server: `server`, the server's password,
@@ -1735,6 +1753,18 @@ impl ClientSession {
                     });
                     let asked = self.reconnecting.take();
                     let was_resumed = resumed.is_some();
+                    if let Some(reason) = self.quit_on_resume.take() {
+                        if was_resumed {
+                            // Its first frame spends the token presented.
+                            self.quit(&reason);
+                            return;
+                        }
+                        // Already a fresh session: nothing to say of it.
+                        self.ended = None;
+                        self.last_seen = last_id;
+                        self.send_unacked();
+                        return;
+                    }
                     match (resumed, asked) {
                         (Some(r), _) => {
                             // What was missed follows, after `last_seen`.

@@ -7584,3 +7584,74 @@ fn a_resumed_client_spends_the_token_it_presented_at_once() {
         "alice keeps her session"
     );
 }
+
+/// A run that quit while the server was away asks for its session back
+/// only to end it: given back, the session sends the `Quit` with the
+/// parting text at once and is closed, handing out nothing of the replay;
+/// the others see the user leave with that text.
+#[test]
+fn a_session_resumed_to_quit_quits_at_once_and_shows_nothing() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    let saved = net.s(0).saved().expect("the welcome offered a resume");
+    net.cut(0);
+    net.s(1).send_chat(Recipient::Everyone, "missed").unwrap();
+    net.pump();
+    net.take(1);
+    let id = net.hub.handle_connect(net.now);
+    let now = net.now;
+    let mut s = ClientSession::resuming(user("alice"), Limits::default(), now, saved);
+    s.quit_on_resume("bye all");
+    net.clients[0] = (id, s);
+    net.pump();
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .all(|e| matches!(e, ClientEvent::Welcome { .. })),
+        "only the welcome: {alice:?}"
+    );
+    assert!(net.s(0).is_closed());
+    assert_eq!(net.s(0).saved(), None);
+    let left: Vec<_> = unstamped(net.take(1))
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::Left(_)))
+        .collect();
+    assert_eq!(
+        left,
+        vec![ClientEvent::Left(crate::Departure {
+            id: MessageId(0),
+            time: Timestamp(0),
+            user: user("alice"),
+            reason: LeaveReason::QUIT,
+            text: "bye all".into(),
+        })]
+    );
+}
+
+/// Not given back (here: its grace is over): the session is a fresh one
+/// already, and goes on without saying it was not resumed.
+#[test]
+fn a_session_to_quit_that_is_not_given_back_goes_on_fresh_in_silence() {
+    let now = Instant::now();
+    let saved = SavedSession {
+        token: ResumeToken([3; 16]),
+        epoch: 1,
+        last_seen: MessageId(0),
+        next_client_id: 1,
+    };
+    let mut s = ClientSession::resuming(user("bot"), Limits::default(), now, saved);
+    s.quit_on_resume("bye");
+    s.handle_message(paced_welcome("bot", false), now);
+    let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, ClientEvent::Welcome { .. })),
+        "{events:?}"
+    );
+    assert!(s.is_joined());
+    assert!(
+        !std::iter::from_fn(|| s.poll_transmit()).any(|m| matches!(m, ClientMessage::Quit { .. }))
+    );
+    assert!(s.saved().is_some(), "a session of its own to keep");
+}
