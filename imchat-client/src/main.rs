@@ -162,7 +162,8 @@ struct Cli {
     /// name and server within the server's grace period, takes its session
     /// back: its name, and the messages it missed. The session is saved in
     /// imchat/sessions/ in the user's data folder (private to you) and
-    /// removed by /quit. With --no-resume it is not taken back (the old
+    /// removed by /quit (a /quit while reconnecting marks it instead, and
+    /// the next start tells the server of the quit). With --no-resume it is not taken back (the old
     /// one keeps the name until its grace period ends on the server).
     #[arg(long)]
     no_resume: bool,
