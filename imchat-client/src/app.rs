@@ -1438,7 +1438,9 @@ impl App {
                 conn.stop_transfers();
                 return Err(end.error());
             }
-            conn.report_cut("connection lost");
+            // Why, as when the client stops: a download cut by a
+            // shutdown says so, as the offers and pushes it cut do.
+            conn.report_cut(end.cut_reason());
             // The line cut while it waited to go, and those entered after
             // it, wait for the next connection (not refused one by one).
             held.extend(cut_lines);

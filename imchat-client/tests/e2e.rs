@@ -1075,6 +1075,39 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
     }
 }
 
+/// A client that reconnects (as the full-screen one does) says a download
+/// a server shutdown cut failed because the server shut down, as its
+/// offers and pushes do, not that the connection was lost.
+#[test]
+fn a_reconnecting_client_says_a_download_was_cut_by_the_shutdown() {
+    let w = World::new("dl-shutdown-reconnect");
+    fs::File::create(w.shared().join("big file.bin"))
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("file");
+    let port = w.server.port().to_string();
+    let mut bot = Client::spawn_with_env(
+        w.dir.path(),
+        &["--reconnect", "bot", "127.0.0.1", port.as_str()],
+        &[("FAILPOINTS", "client-disk-job=sleep(20)")],
+    );
+    bot.send("/download big file.bin");
+    let part = w.dir.join("bot").join("big file.bin.part");
+    let deadline = Instant::now() + TIMEOUT;
+    while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+        assert!(Instant::now() < deadline, "no data came: {}", bot.report());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    w.server.signal("TERM");
+    bot.expect_prefix("*** server shutting down");
+    bot.expect_line(
+        "*** transfer of big file.bin failed: the server shut down; /download big file.bin resumes it",
+    );
+    bot.assert_no_line("a lost connection", |l| {
+        l.starts_with("*** transfer of") && l.contains("connection lost")
+    });
+    bot.kill();
+}
+
 /// The shared folder removed while the server runs: each command that
 /// asks for it (`/access`, `/list`, `/files`, which asks for both) gets
 /// one line saying the server cannot read it, not that line followed by
