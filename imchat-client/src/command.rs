@@ -716,6 +716,8 @@ impl Command {
             }
             "help" | "?" => match args.trim().trim_start_matches('/') {
                 "" => Command::Help(None),
+                // `@user <text>`, listed with the aliases.
+                topic if topic.starts_with('@') => Command::Help(Some("unicast")),
                 topic => match lookup(topic) {
                     Some(info) => Command::Help(Some(info.names[0])),
                     None => {
@@ -1167,6 +1169,20 @@ mod tests {
             Command::parse("/help nosuch"),
             Err(CommandError::NoHelp { .. })
         ));
+    }
+
+    /// `@user <text>` is in the aliases `/help` lists: `/help @`, `/help
+    /// @user` (or any name after the `@`) show the private message's help.
+    #[test]
+    fn help_on_the_at_alias_is_the_private_message_s() {
+        for line in ["/help @", "/help @user", "/help @Bob", "/? @"] {
+            assert_eq!(
+                Command::parse(line),
+                Ok(Command::Help(Some("unicast"))),
+                "{line}"
+            );
+        }
+        assert_eq!(help_lines(80, Some("unicast"))[0], "/unicast <user> <text>");
     }
 
     #[test]
