@@ -682,6 +682,9 @@ impl Command {
                     }
                 }
             }
+            "who" | "users" if !args.trim().is_empty() => {
+                return Err(CommandError::Usage("/who"));
+            }
             "who" | "users" => Command::Who,
             "files" | "file" | "downloads" => Command::Files,
             "access" => Command::FilesAccess,
@@ -736,6 +739,15 @@ impl Command {
                     return Err(CommandError::Usage("/cancel <id|name>"));
                 }
                 Command::Cancel(what.to_string())
+            }
+            // Words after these may be a message typed after the
+            // command: refused, not dropped in silence (as `/mode`).
+            "clear" | "nicklist" if !args.trim().is_empty() => {
+                return Err(CommandError::Usage(if word == "clear" {
+                    "/clear"
+                } else {
+                    "/nicklist"
+                }));
             }
             "clear" => Command::Clear,
             "nicklist" => Command::NickList,
@@ -1183,6 +1195,28 @@ mod tests {
             );
         }
         assert_eq!(help_lines(80, Some("unicast"))[0], "/unicast <user> <text>");
+    }
+
+    /// A command that takes nothing refuses words after it, as `/mode`
+    /// does: they may be a message typed after it, which must not be
+    /// dropped in silence. Spaces alone are nothing.
+    #[test]
+    fn commands_that_take_nothing_refuse_extra_words() {
+        for (line, usage) in [
+            ("/clear extra", "/clear"),
+            ("/nicklist x", "/nicklist"),
+            ("/who extra", "/who"),
+            ("/users bob", "/who"),
+        ] {
+            assert_eq!(
+                Command::parse(line),
+                Err(CommandError::Usage(usage)),
+                "{line}"
+            );
+        }
+        assert_eq!(Command::parse("/clear  "), Ok(Command::Clear));
+        assert_eq!(Command::parse("/nicklist"), Ok(Command::NickList));
+        assert_eq!(Command::parse("/who "), Ok(Command::Who));
     }
 
     #[test]
