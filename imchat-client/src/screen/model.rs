@@ -360,7 +360,10 @@ impl Model {
         let (stamp, mention) = match &entry {
             Entry::Chat(chat) => {
                 let time: chrono::DateTime<chrono::Local> = chat.time.into();
-                let mention = !chat.own && mentions(&chat.text, self.me());
+                // Our own lines are never mentions: those we send, and
+                // those the server replays as history (not marked own).
+                let ours = chat.own || chat.from.to_lowercase() == self.me().to_lowercase();
+                let mention = !ours && mentions(&chat.text, self.me());
                 if !chat.own && !chat.history && (mention || chat.private) {
                     self.bell = true;
                 }
@@ -1807,6 +1810,26 @@ mod tests {
         m.show(Entry::Chat(mine));
         assert_eq!(m.scroll(), 0);
         assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
+    }
+
+    /// Our own lines replayed as history on joining (they come from the
+    /// server, not marked as ours) are no mentions, however they name us.
+    #[test]
+    fn our_own_lines_in_history_are_no_mentions() {
+        let mut m = model();
+        let mut old = chat("alice", "alice line 59");
+        old.history = true;
+        m.show(Entry::Chat(old));
+        assert!(!m.entries().back().unwrap().mention);
+        let mut spelt = chat("ALICE", "hi alice");
+        spelt.history = true;
+        m.show(Entry::Chat(spelt));
+        assert!(!m.entries().back().unwrap().mention);
+        // Another's line naming us, in history too, still is one.
+        let mut bob = chat("bob", "alice: look");
+        bob.history = true;
+        m.show(Entry::Chat(bob));
+        assert!(m.entries().back().unwrap().mention);
     }
 
     #[test]
