@@ -221,7 +221,6 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     let prompt = model.prompt();
     let (input, input_cursor) = model.shown_input();
     let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
-    let transfer_lines = transfer_rows(model, area.width);
     // The status is cut at the right; the question of a long paste wraps,
     // whole, since its end says how to answer it.
     let status_lines = if model.asking_paste() {
@@ -242,9 +241,10 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
         area,
         u16::try_from(input_lines.len()).unwrap_or(u16::MAX),
         u16::try_from(status_lines.len()).unwrap_or(u16::MAX),
-        u16::try_from(transfer_lines.len()).unwrap_or(u16::MAX),
+        u16::try_from(transfer_rows_wanted(model)).unwrap_or(u16::MAX),
         model.nicklist_shown(area.width),
     );
+    let transfer_lines = transfer_rows(model, area.width, usize::from(a.transfers.height));
     model.fit(area.width, a.chat.width, a.chat.height);
 
     frame.render_widget(Paragraph::new(chat_rows(model, a.chat)), a.chat);
@@ -349,21 +349,26 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
     rows
 }
 
-/// One row per running transfer; past five, the fifth says how many more.
-fn transfer_rows(model: &Model, width: u16) -> Vec<Line<'static>> {
+/// The rows the transfers ask for: one each, at most five.
+fn transfer_rows_wanted(model: &Model) -> usize {
+    model.transfers().len().min(TRANSFER_ROWS)
+}
+
+/// One row per running transfer, in the `rows` the screen gives them (at
+/// most five): when they do not all fit, the last row says how many more.
+fn transfer_rows(model: &Model, width: u16, rows: usize) -> Vec<Line<'static>> {
     let transfers = model.transfers();
-    let lines: Vec<String> = if transfers.len() > TRANSFER_ROWS {
-        let mut lines: Vec<String> = transfers[..TRANSFER_ROWS - 1]
-            .iter()
-            .map(|t| t.line())
-            .collect();
-        lines.push(format!(
-            "… and {} more (/transfers)",
-            transfers.len() - (TRANSFER_ROWS - 1)
-        ));
+    let rows = rows.min(TRANSFER_ROWS);
+    let lines: Vec<String> = if transfers.len() > rows && rows > 0 {
+        let mut lines: Vec<String> = transfers[..rows - 1].iter().map(|t| t.line()).collect();
+        lines.push(if rows == 1 {
+            format!("{} transfers (/transfers)", transfers.len())
+        } else {
+            format!("… and {} more (/transfers)", transfers.len() - (rows - 1))
+        });
         lines
     } else {
-        transfers.iter().map(|t| t.line()).collect()
+        transfers.iter().take(rows).map(|t| t.line()).collect()
     };
     lines
         .into_iter()
@@ -1349,6 +1354,32 @@ mod tests {
         m.transfer(&long);
         let rows = draw_rows(&mut t, &mut m);
         assert_eq!(rows[9], long.line().chars().take(60).collect::<String>());
+    }
+
+    /// A screen too short for every transfer row still says that some
+    /// are not shown: the last row it has for them is the hint.
+    #[test]
+    fn transfers_cut_by_a_short_screen_end_with_how_many_more() {
+        let mut m = model();
+        notices(&mut m, 30);
+        for id in 1..=6 {
+            m.transfer(&download(id, &format!("f{id}.bin")));
+        }
+        // 80x5: one row of chat, two of transfers, the status, the input.
+        let rows = draw_rows(&mut terminal(80, 5), &mut m);
+        assert_eq!(rows[1], download(1, "f1.bin").line(), "{rows:?}");
+        assert_eq!(rows[2], "… and 5 more (/transfers)", "{rows:?}");
+        assert!(rows[3].starts_with("[alice]"), "{rows:?}");
+        // Room for them all (10 rows): the five of before.
+        let rows = draw_rows(&mut terminal(80, 10), &mut m);
+        assert_eq!(rows[7], "… and 2 more (/transfers)", "{rows:?}");
+        // Two transfers in one row: the row says so.
+        let mut two = model();
+        for id in 1..=2 {
+            two.transfer(&download(id, &format!("f{id}.bin")));
+        }
+        let rows = draw_rows(&mut terminal(80, 4), &mut two);
+        assert_eq!(rows[1], "2 transfers (/transfers)", "{rows:?}");
     }
 
     #[test]
