@@ -153,6 +153,9 @@ pub enum CommandError {
     /// A bad file name in a command.
     #[error("invalid file name: {0}")]
     BadFile(NameError),
+    /// A path given to `/download`, which takes a shared file's name.
+    #[error("'{0}' is a path: /download takes the name of a shared file, as /list shows it")]
+    DownloadPath(String),
 }
 
 /// One command (or a pair documented together) for `/help` and completion.
@@ -694,6 +697,11 @@ impl Command {
                 if name.is_empty() {
                     return Err(CommandError::Usage("/download <name>"));
                 }
+                // The shared folder is flat: a name with a folder is a
+                // path (`../etc/passwd`), whatever else is wrong with it.
+                if name.contains(['/', '\\']) {
+                    return Err(CommandError::DownloadPath(name.to_string()));
+                }
                 Command::Download(FileName::new(name).map_err(CommandError::BadFile)?)
             }
             "sendfile" | "send" => {
@@ -1089,8 +1097,24 @@ mod tests {
             Command::parse("/download"),
             Err(CommandError::Usage(_))
         ));
+        // A path is no shared file's name: said so, not what the name breaks.
+        for path in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "dir/file.txt",
+            "dir\\file.txt",
+        ] {
+            assert_eq!(
+                Command::parse(&format!("/download {path}"))
+                    .unwrap_err()
+                    .to_string(),
+                format!(
+                    "'{path}' is a path: /download takes the name of a shared file, as /list shows it"
+                ),
+            );
+        }
         assert!(matches!(
-            Command::parse("/download ../../etc/passwd"),
+            Command::parse("/download .hidden"),
             Err(CommandError::BadFile(_))
         ));
         assert!(matches!(
