@@ -1169,6 +1169,9 @@ fn resumed_line(dropped: u64) -> String {
     }
 }
 
+/// The latest time a view shows: 9999-12-31 23:59:59 UTC.
+const LATEST_SHOWN: Duration = Duration::from_secs(253_402_300_799);
+
 /// A chat routed to us as the views get it: its texts raw, as the server
 /// sent them (a view that shows them on a terminal makes them inert).
 fn chat_entry(chat: RoutedChat) -> ChatEntry {
@@ -1182,7 +1185,10 @@ fn chat_entry(chat: RoutedChat) -> ChatEntry {
         ..
     } = chat;
     ChatEntry {
-        time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()),
+        // A time past the year 9999 (a hostile or broken server's: any
+        // u64 is on the wire) is shown as the last second of 9999: local
+        // time cannot be computed far beyond.
+        time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()).min(LATEST_SHOWN),
         from: from.as_str().to_owned(),
         to: None,
         private,
@@ -4123,5 +4129,39 @@ mod tests {
             (rate - 50.0).abs() < 0.01,
             "the minute waiting is not counted: {rate}"
         );
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+    use imchat_core::{MessageId, Timestamp};
+
+    /// Any `u64` is a time on the wire: one far past what local time can
+    /// be computed for (a hostile server's) is shown as the last second
+    /// of 9999 by every view, not a panic of the reader thread.
+    #[test]
+    fn a_time_past_the_year_9999_is_shown_not_a_panic() {
+        for millis in [u64::MAX, (1 << 63) - 1, 9_000_000_000_000_000] {
+            for history in [false, true] {
+                let entry = chat_entry(RoutedChat {
+                    id: MessageId(1),
+                    time: Timestamp(millis),
+                    from: Username::new("eve").unwrap(),
+                    private: false,
+                    kind: ChatKind::Text,
+                    text: "hi".into(),
+                    history,
+                });
+                assert_eq!(entry.time, UNIX_EPOCH + LATEST_SHOWN);
+                assert!(crate::ui::plain_history(&entry).contains("<eve> hi"));
+                let json = crate::ui::entry_json(Entry::Chat(entry.clone()));
+                assert_eq!(json["time"], "9999-12-31T23:59:59Z");
+                assert!(!crate::chatlog::stamp(entry.time).is_empty());
+                let mut m = crate::screen::testing::model();
+                m.show(Entry::Chat(entry));
+                assert_eq!(m.entries().len(), 1);
+            }
+        }
     }
 }

@@ -47,7 +47,7 @@ impl ChatLog {
 }
 
 /// `2026-11-30 16:01:02`, local time.
-fn stamp(time: SystemTime) -> String {
+pub(crate) fn stamp(time: SystemTime) -> String {
     let local: chrono::DateTime<chrono::Local> = time.into();
     local.format("%Y-%m-%d %H:%M:%S").to_string()
 }
