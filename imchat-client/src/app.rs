@@ -2260,8 +2260,13 @@ impl Conn {
 
     fn handle(&self, drained: Drained) {
         if drained.queue_full {
-            self.app
-                .error("the server is not reading; a message was dropped");
+            // The server let the queue's cap (megabytes) pile up unread:
+            // it is stuck or hostile (a flood of pings it does not read
+            // the answers to). Said once, as the reason the connection
+            // ends, not once per frame dropped.
+            self.end(End::Lost(ClientError::ConnectionBroken(
+                "the server stopped reading what this client sends".into(),
+            )));
         }
         for ev in drained.events {
             self.event(ev);

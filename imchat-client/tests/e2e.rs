@@ -2330,3 +2330,76 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
     drop(client);
     server.join().expect("fake server");
 }
+
+/// A server that floods the client with pings and never reads the
+/// answers (stuck, or hostile): once the answers fill the client's
+/// outbound queue, the connection ends with one line that says why, not
+/// a line per answer dropped (millions, and memory growing).
+#[test]
+fn a_server_that_does_not_read_ends_the_connection_with_one_line() {
+    use imchat_core::blocking::{FrameReader, FrameWriter};
+    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
+    use imchat_core::Encode as _;
+    use std::io::Write as _;
+
+    let dir = TempDir::new("unread-pings");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .expect("write timeout");
+        let mut reader: FrameReader<_, ClientMessage> =
+            FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
+        let mut writer = FrameWriter::new(stream.try_clone().expect("clone"));
+        let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
+            panic!("no hello");
+        };
+        writer
+            .send(&ServerMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                username,
+                text: "hi".into(),
+                limits: ServerLimits::default(),
+                token: ResumeToken::default(),
+                epoch: 1,
+                grace_secs: 0,
+                last_id: MessageId(0),
+                resumed: None,
+            })
+            .expect("welcome");
+        // Pings in batches, nothing read, until the client goes (a write
+        // fails) or 4 million (about 52 MB) were sent.
+        let batch: Vec<u8> = (0..10_000u64)
+            .flat_map(|n| ServerMessage::Ping(n).to_frame())
+            .collect();
+        let mut out = stream;
+        let started = Instant::now();
+        for _ in 0..400 {
+            if out.write_all(&batch).is_err() || started.elapsed() > TIMEOUT {
+                break;
+            }
+        }
+    });
+    let mut client = Client::spawn(dir.path(), &["--no-reconnect", "alice", "127.0.0.1", &port]);
+    let err = client.expect_exit_code(1);
+    server.join().expect("fake server");
+    let out = client.out.lines();
+    assert!(
+        out.len() < 20,
+        "{} stdout lines, the first: {:?}",
+        out.len(),
+        out.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        non_empty(&err)
+            .iter()
+            .any(|l| l.contains("the server stopped reading what this client sends")),
+        "{}",
+        client.report()
+    );
+}
