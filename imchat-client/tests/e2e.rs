@@ -2338,8 +2338,8 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
 #[test]
 fn a_server_that_does_not_read_ends_the_connection_with_one_line() {
     use imchat_core::blocking::{FrameReader, FrameWriter};
-    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
     use imchat_core::Encode as _;
+    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
     use std::io::Write as _;
 
     let dir = TempDir::new("unread-pings");

@@ -757,7 +757,8 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
 
 /// `--reset-name NAME --redis URL` or `--reset-name NAME --history-db
 /// PATH`: removes the registration (from Redis when both are given, as a
-/// server does). The file must exist and be an imchat history.
+/// server does). A file that does not exist has nothing to reset (and is not
+/// created); one that does must be an imchat history.
 fn reset_name(cli: &Cli) -> Result<String, Error> {
     let Some(name) = &cli.reset_name else {
         return Err(Error::Name("--reset-name needs a name".into()));
@@ -778,6 +779,12 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
             (removed, held)
         }
         (None, Some(path)) => {
+            if !path.exists() {
+                return Ok(format!(
+                    "there is no history database at '{}' yet: '{user}' is not registered there; nothing changed",
+                    path.display()
+                ));
+            }
             // Only the accounts table is touched: the history stays as it
             // is, so this may run while the server does.
             let table = open_table(path)?;
@@ -845,6 +852,20 @@ fn register_name(cli: &Cli) -> Result<String, Error> {
         return Err(Error::Name("--register-name needs a name".into()));
     };
     let user = username_arg("--register-name", name)?;
+    if let (None, Some(path)) = (&cli.redis, &cli.history_db) {
+        // The first step of setting up a server with operators: its
+        // history file is created here, as the server would create it.
+        if !path.exists() {
+            let limits = imchat_core::Limits::default();
+            store::SqliteStore::open(
+                path,
+                limits.log_entries,
+                limits.log_bytes,
+                store::Durability::Normal,
+            )
+            .map_err(|e| Error::History(e.to_string()))?;
+        }
+    }
     let accounts = offline_accounts(cli, "--register-name")?;
     let password = account_password(&user)?;
     let (code, text) = accounts.register(&user, &password);
