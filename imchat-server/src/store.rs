@@ -639,16 +639,23 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("checkpoint".into())
             .stack_size(256 * 1024)
-            .spawn(move || loop {
-                match stopped.recv_timeout(CHECKPOINT_EVERY) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) =
-                            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                        {
-                            log::warn!("history database checkpoint failed: {e}");
+            .spawn(move || {
+                // Failed in a row (a full disk fails every round): said
+                // at the first, and when it works again.
+                let mut failed = 0u64;
+                loop {
+                    match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            let result =
+                                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                            let said;
+                            (failed, said) = checkpoint_said(failed, result.err().as_ref());
+                            if let Some(said) = said {
+                                log::warn!("{said}");
+                            }
                         }
+                        _ => return,
                     }
-                    _ => return,
                 }
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -656,6 +663,29 @@ impl Checkpointer {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+/// What to log of a checkpoint's outcome after `failed` failures in a
+/// row, and the failures in a row now: the first failure of a run, and
+/// the success that ends one (a full disk fails every round, twice a
+/// second), nothing else.
+fn checkpoint_said(failed: u64, error: Option<&rusqlite::Error>) -> (u64, Option<String>) {
+    match error {
+        Some(e) => (
+            failed + 1,
+            (failed == 0).then(|| {
+                format!(
+                    "history database checkpoint failed: {e} (said once; tried again every {} ms)",
+                    CHECKPOINT_EVERY.as_millis()
+                )
+            }),
+        ),
+        None => (
+            0,
+            (failed > 0)
+                .then(|| format!("history database checkpoint works again, after {failed} failed")),
+        ),
     }
 }
 
@@ -1583,6 +1613,44 @@ impl crate::accounts::AccountStore for SqliteAccounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint failing every round (a full disk) is logged once, and
+    /// once more when it works again, not twice a second.
+    #[test]
+    fn a_checkpoint_failing_in_a_row_is_said_once_and_when_it_works_again() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let (mut failed, mut said) = (0, Vec::new());
+        for error in [
+            None,
+            Some(&full),
+            Some(&full),
+            Some(&full),
+            None,
+            None,
+            Some(&full),
+        ] {
+            let line;
+            (failed, line) = checkpoint_said(failed, error);
+            said.extend(line);
+        }
+        assert_eq!(failed, 1);
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(
+            said[0].starts_with("history database checkpoint failed: "),
+            "{said:?}"
+        );
+        assert_eq!(
+            said[1],
+            "history database checkpoint works again, after 3 failed"
+        );
+        assert!(
+            said[2].starts_with("history database checkpoint failed: "),
+            "{said:?}"
+        );
+    }
     use std::time::Instant;
 
     fn user(n: &str) -> Username {
