@@ -82,6 +82,28 @@ fn loosely_reserved(name: &Username) -> Option<&'static str> {
         .copied()
 }
 
+/// Whether `c` is a letter Unicode keeps out of identifiers as technical
+/// (phonetic: the small capitals `ʙ`, `ᴏ`, the script `ɡ`) or, in the
+/// Latin script, as obsolete (the medieval `ꜱ`, `ꝺ`): UTS #39's identifier
+/// types. Such letters look like common ones (`ʙᴏʙ` for `bob`) without
+/// being their look-alikes in the confusable table, so a key cannot fold
+/// them, and no one needs them in a name. The letters of living scripts
+/// (limited use ones too), polytonic Greek and combining marks are not
+/// among them.
+fn passes_for_another(c: char) -> bool {
+    use unicode_script::{Script, UnicodeScript};
+    use unicode_security::general_security_profile::IdentifierType;
+    use unicode_security::GeneralSecurityProfile;
+    if is_combining_mark(c) {
+        return false;
+    }
+    match c.identifier_type() {
+        Some(IdentifierType::Technical) => true,
+        Some(IdentifierType::Obsolete) => c.script() == Script::Latin,
+        _ => false,
+    }
+}
+
 /// Combining marks allowed in a row: enough for any script's stacked
 /// vowel signs and tones (Vietnamese `ệ` decomposed takes two), not for
 /// a tower of marks over the line.
@@ -94,6 +116,12 @@ const MAX_MARKS_IN_A_ROW: usize = 4;
 pub fn check(name: &Username) -> Result<(), String> {
     if let Some(word) = loosely_reserved(name) {
         return Err(format!("'{name}' looks like the reserved name '{word}'"));
+    }
+    if let Some(c) = name.as_str().chars().find(|c| passes_for_another(*c)) {
+        return Err(format!(
+            "it has U+{:04X} ({c}), a phonetic or obsolete letter that passes for another (a small capital ʙ for b, a script ɡ for g): use the letter it looks like",
+            u32::from(c)
+        ));
     }
     let mut marks = 0;
     for (i, c) in name.as_str().chars().enumerate() {
@@ -213,6 +241,32 @@ mod tests {
         assert_eq!(k("MAIL"), k("mail"));
         assert_ne!(k("MAIL"), k("mall"));
         assert_ne!(k("MAIL"), k("MALL"));
+    }
+
+    /// Phonetic small capitals and the like pass for other letters and
+    /// are no one's look-alikes in the confusable table: refused, while
+    /// the letters of living scripts (limited use ones too) are not.
+    #[test]
+    fn phonetic_letters_that_pass_for_others_are_refused() {
+        let c = |s: &str| super::check(&Username::new(s).unwrap());
+        for bad in ["ʙᴏʙ", "ᴀʟʟ", "bᴏb", "ɡreg", "ꜱam", "ꝺave"] {
+            let refused = c(bad).expect_err(bad);
+            assert!(refused.contains("passes for another"), "{bad}: {refused}");
+        }
+        assert!(c("ʙᴏʙ").unwrap_err().starts_with("it has U+0299 (ʙ)"));
+        for good in [
+            "bob",
+            "Ꭺᏼ",
+            "ŋoma",
+            "Şəhla",
+            "ʻOla",
+            "Ødegård",
+            "Ivan",
+            "Иван",
+            "ἀλέξης",
+        ] {
+            assert_eq!(c(good), Ok(()), "{good:?}");
+        }
     }
 
     #[test]
