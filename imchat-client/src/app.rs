@@ -711,8 +711,10 @@ fn open_store(config: &Config) -> Store {
 /// acknowledged are sent again); it is taken only if the handshake works.
 fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
     // A server that asks for a password it was not given: ask the user (in
-    // a terminal), then connect again; each is asked at most once a join.
-    let mut asked = (false, false);
+    // a terminal), then connect again. A password typed wrong is asked
+    // again, [`PASSWORD_TRIES`] times in all for each of the two; one from
+    // a file or the environment is not.
+    let mut typed = (0u32, 0u32);
     let mut silent = 0;
     loop {
         let result = join_once(config, previous.as_deref_mut());
@@ -723,29 +725,44 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
             config.servers.move_on();
             continue;
         }
-        let Err(ClientError::PasswordNeeded { account, .. }) = &result else {
-            return result;
-        };
-        let (slot, prompt) = if *account {
-            if std::mem::replace(&mut asked.1, true) {
-                return result;
+        let account = match &result {
+            Err(ClientError::PasswordNeeded { account, .. }) => *account,
+            Err(ClientError::Denied { code, reason })
+                if (*code == RefuseCode::WRONG_PASSWORD && typed.0 > 0)
+                    || (*code == RefuseCode::WRONG_ACCOUNT_PASSWORD && typed.1 > 0) =>
+            {
+                // Said where the password was typed, before asking again.
+                eprintln!("{}", inert(reason));
+                *code == RefuseCode::WRONG_ACCOUNT_PASSWORD
             }
+            _ => return result,
+        };
+        let (tries, slot, prompt) = if account {
             (
+                &mut typed.1,
                 &config.passwords.account,
                 format!("password for {}: ", inert(config.username.as_str())),
             )
         } else {
-            if std::mem::replace(&mut asked.0, true) {
-                return result;
-            }
-            (&config.passwords.server, "server password: ".to_string())
+            (
+                &mut typed.0,
+                &config.passwords.server,
+                "server password: ".to_string(),
+            )
         };
+        if *tries >= PASSWORD_TRIES {
+            return result;
+        }
+        *tries += 1;
         let Some(password) = ask_password(&prompt) else {
             return result;
         };
         *lock(slot) = Some(password);
     }
 }
+
+/// How often a password typed at the prompt is asked for, as `sudo` does.
+const PASSWORD_TRIES: u32 = 3;
 
 /// One try of [`join`].
 fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {

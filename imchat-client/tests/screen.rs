@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::screen::{entry_row, has_entry, untimed, Key, Shot, Term};
-use common::{Client, Server, World, TIMEOUT};
+use common::{Client, Server, TempDir, World, TIMEOUT};
 
 /// Starts `name`'s client in a `cols`x`rows` terminal, its home in the
 /// test's folder, without waiting.
@@ -1569,4 +1569,35 @@ fn typed_ahead_lines_beyond_the_rate_all_go_out_without_more_keys() {
             .expect_from(from, &format!("`<alice> ahead {i:02} x…`"), |l| l == want)
             .0;
     }
+}
+
+/// A server password typed wrong at the prompt is said, and asked again
+/// (three times in all, as `sudo` does), instead of ending the client.
+#[test]
+fn a_password_typed_wrong_is_asked_again() {
+    let secrets = TempDir::new("scr-pw-file");
+    let file = secrets.join("password");
+    fs::write(&file, "s3cret\n").expect("password file");
+    let w = World::with_args(
+        "scr-pw-again",
+        &["--password-file", file.to_str().expect("utf-8 path")],
+    );
+    let mut t = spawn(&w, "alice", 80, 24);
+    t.wait_screen("the prompt", |s| s.contains("server password:"));
+    t.type_str("wrong\r");
+    t.wait_screen("the refusal, then the prompt again", |s| {
+        s.contains("wrong server password") && s.count("server password:") >= 2
+    });
+    t.type_str("s3cret\r");
+    let port = w.server.port();
+    t.wait_screen("connected", |s| {
+        s.contains(&format!("connected to 127.0.0.1:{port}"))
+    });
+    // Three wrong ones end it, with the refusal.
+    let mut t = spawn(&w, "bob", 80, 24);
+    for n in 1..=3 {
+        t.wait_screen("a prompt", |s| s.count("server password:") >= n);
+        t.type_str("nope\r");
+    }
+    t.expect_exit_code(1);
 }
