@@ -5596,6 +5596,43 @@ fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
     assert_no_receiver_left(&said, "no receiver is left (bob: receiver too slow)");
 }
 
+/// A receiver that gives up a push during the transfer (its disk is
+/// full) is named to the pusher with the code's words, not its text,
+/// which may name its own paths (before: "no receiver is left").
+#[test]
+fn a_receiver_giving_up_during_a_push_is_named_to_the_pusher() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let p = joined(&mut hub, "p", now);
+    let bob = joined(&mut hub, "bob", now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    offer_to(&mut hub, p, Recipient::User(user("bob")), 6, now);
+    let (said, _, _) = drain_hub(&mut hub, bob);
+    let Some(ServerMessage::FileStart(FileStart { id: relay, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    let relay = *relay;
+    hub.handle_message(bob, ClientMessage::Accept { id: relay }, now);
+    hub.handle_message(
+        p,
+        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
+        now,
+    );
+    drain_hub(&mut hub, p);
+    hub.handle_message(
+        bob,
+        ClientMessage::Cancel(FileCancel {
+            id: relay,
+            code: CancelCode::IO,
+            reason: "cannot write /home/bob/received/f.part: no space left on device".into(),
+        }),
+        now,
+    );
+    let (said, _, _) = drain_hub(&mut hub, p);
+    assert_no_receiver_left(&said, "no receiver is left (bob: file read or write failed)");
+}
+
 /// A push between two servers cut by one of them shutting down: the
 /// other side is told whose server it was (before: "the server shut
 /// down", which a receiver took for its own).

@@ -648,7 +648,17 @@ impl Hub {
                 .find(|(_, r)| r.relay_id == c.id && r.receivers.contains(&client))
                 .map(|(k, _)| *k);
             if let Some((from, id)) = key {
-                self.drop_receiver(from, id, client);
+                let sending = self.relays.get(&(from, id)).is_some_and(|r| r.sending);
+                if sending {
+                    // It gave up during the transfer (its disk is full,
+                    // say): the pusher is told why if no one is left, by
+                    // the code alone (the text may name the receiver's
+                    // own paths).
+                    let why = c.code.describe();
+                    self.drop_receiver_for(from, id, client, Some(why));
+                } else {
+                    self.drop_receiver(from, id, client);
+                }
             }
         } else if self.relays.contains_key(&(client, c.id)) {
             self.end_relay(client, c.id, None);
