@@ -1455,3 +1455,149 @@ fn the_console_lists_who_is_online_with_their_addresses() {
     assert_eq!(self::hub().console("who", now), "nobody is online");
     assert!(hub.console("help", now).starts_with("commands: who, kick"));
 }
+
+/// The connections the server was asked to check a password for, in order.
+fn checks_asked(hub: &mut Hub) -> Vec<ClientId> {
+    events(hub)
+        .into_iter()
+        .filter_map(|e| match e {
+            HubEvent::CheckAccount { client, .. } => Some(client),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The refusals sent so far, to whom, with their code and text.
+fn refusals(hub: &mut Hub) -> Vec<(ClientId, RefuseCode, String)> {
+    std::iter::from_fn(|| hub.poll_transmit())
+        .filter_map(|t| match (t.to, t.message) {
+            (Destination::One(c), ServerMessage::Refused { code, reason, .. }) => {
+                Some((c, code, reason))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asserts that exactly `clients` were refused with `code`.
+fn assert_refused(hub: &mut Hub, clients: &[ClientId], code: RefuseCode) {
+    let got: Vec<(ClientId, RefuseCode)> =
+        refusals(hub).into_iter().map(|(c, k, _)| (c, k)).collect();
+    let want: Vec<(ClientId, RefuseCode)> = clients.iter().map(|&c| (c, code)).collect();
+    assert_eq!(got, want);
+}
+
+/// A connection from `peer` that sends `password` for `name`: its id.
+fn guess(hub: &mut Hub, name: &str, password: &str, peer: &str, now: Instant) -> ClientId {
+    let c = hub.handle_connect_from(ip(peer), now);
+    hub.handle_message(c, auth(None, Some(password)), now);
+    hub.handle_message(c, hello(name), now);
+    c
+}
+
+#[test]
+fn guesses_sent_at_once_from_one_address_count_before_their_answers() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        auth_attempts: 3,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits.clone(), "hi");
+    hub.set_accounts(true);
+    // Twenty guesses at once: only as many as the cap are checked, the
+    // others refused before any answer came.
+    let sent_at_once: Vec<ClientId> = (0..20)
+        .map(|i| guess(&mut hub, "victim", &format!("wrong{i}"), "10.0.0.66", t0))
+        .collect();
+    let asked = checks_asked(&mut hub);
+    assert_eq!(asked, sent_at_once[..3]);
+    assert_refused(&mut hub, &sent_at_once[3..], RefuseCode::TOO_MANY_ATTEMPTS);
+    // A check that turns out not to fail frees its place ...
+    hub.account_checked(asked[0], AccountCheck::Verified, t0);
+    let again = guess(&mut hub, "other", "pw", "10.0.0.66", t0);
+    assert_eq!(checks_asked(&mut hub), [again]);
+    // ... a wrong one keeps it, as a failure, for the window.
+    for c in [asked[1], asked[2], again] {
+        hub.account_checked(c, AccountCheck::Wrong, t0);
+    }
+    let late = guess(&mut hub, "victim", "right", "10.0.0.66", t0);
+    assert!(checks_asked(&mut hub).is_empty());
+    assert_eq!(sent(&mut hub, late), ["refused: too many failed attempts"]);
+    let t1 = t0 + limits.auth_window;
+    let c = guess(&mut hub, "victim", "right", "10.0.0.66", t1);
+    assert_eq!(checks_asked(&mut hub), [c]);
+}
+
+#[test]
+fn guesses_for_one_name_sent_at_once_from_many_addresses_count_before_their_answers() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let cap = Limits::default().auth_attempts * 10;
+    let sent_at_once: Vec<ClientId> = (0..120)
+        .map(|i| guess(&mut hub, "victim", "wrong", &format!("10.1.{i}.1"), t0))
+        .collect();
+    let asked = checks_asked(&mut hub);
+    assert_eq!(asked, sent_at_once[..cap as usize]);
+    assert_refused(
+        &mut hub,
+        &sent_at_once[cap as usize..],
+        RefuseCode::TOO_MANY_ATTEMPTS,
+    );
+    // Answers that are not failures (here: the accounts could not be
+    // read) free the name: its owner gets in.
+    for &c in &asked[..2] {
+        hub.account_checked(c, AccountCheck::Unavailable("down".into()), t0);
+    }
+    refusals(&mut hub);
+    let owner = guess(&mut hub, "victim", "right", "10.2.0.1", t0);
+    assert_eq!(checks_asked(&mut hub), [owner]);
+    hub.account_checked(owner, AccountCheck::Verified, t0);
+    assert_eq!(sent(&mut hub, owner)[0], "welcome");
+}
+
+#[test]
+fn a_guess_whose_sender_left_counts_until_and_after_its_answer() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        auth_attempts: 2,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
+    hub.set_accounts(true);
+    let a = guess(&mut hub, "victim", "wrong1", "10.0.0.66", t0);
+    let b = guess(&mut hub, "victim", "wrong2", "10.0.0.66", t0);
+    assert_eq!(checks_asked(&mut hub), [a, b]);
+    // Gone without waiting: the server still checks them, and they count.
+    hub.handle_disconnect(a, LeaveReason::QUIT);
+    hub.handle_disconnect(b, LeaveReason::QUIT);
+    let c = guess(&mut hub, "victim", "wrong3", "10.0.0.66", t0);
+    assert!(checks_asked(&mut hub).is_empty());
+    assert_eq!(sent(&mut hub, c), ["refused: too many failed attempts"]);
+    // Their answers, wrong, count as failures although nobody waits.
+    hub.account_checked(a, AccountCheck::Wrong, t0);
+    hub.account_checked(b, AccountCheck::Wrong, t0);
+    let d = guess(&mut hub, "victim", "wrong4", "10.0.0.66", t0);
+    assert!(checks_asked(&mut hub).is_empty());
+    assert_eq!(sent(&mut hub, d), ["refused: too many failed attempts"]);
+}
+
+#[test]
+fn a_check_never_answered_stops_counting_after_the_window() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        auth_attempts: 1,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits.clone(), "hi");
+    hub.set_accounts(true);
+    let lost = guess(&mut hub, "victim", "pw", "10.0.0.66", t0);
+    assert_eq!(checks_asked(&mut hub), [lost]);
+    let c = guess(&mut hub, "victim", "pw", "10.0.0.66", t0);
+    assert_refused(&mut hub, &[c], RefuseCode::TOO_MANY_ATTEMPTS);
+    // The frontend never answers the first: its owner is not locked out
+    // for good.
+    let t1 = t0 + limits.auth_window;
+    let c = guess(&mut hub, "victim", "pw", "10.0.0.66", t1);
+    assert_eq!(checks_asked(&mut hub), [c]);
+}

@@ -43,6 +43,22 @@ pub(super) struct AuthState {
     bans: Vec<Ban>,
     /// Failed password attempts: when the window started, how many.
     failures: HashMap<FailKey, (Instant, u32)>,
+    /// Account passwords sent to the server to check and not answered
+    /// yet, by connection: whom each counts against, and when it was
+    /// asked. They count as failures until the answer says otherwise, so
+    /// that guesses sent at once cannot all be checked before the first
+    /// is counted. An entry stays until its answer comes, even if its
+    /// connection closed (the server checks it all the same).
+    checking: HashMap<ClientId, (InFlight, Instant)>,
+    /// How many of `checking` count against each address and name.
+    in_flight: HashMap<FailKey, u32>,
+}
+
+/// Whom a password check in flight counts against.
+#[derive(Debug, Clone)]
+struct InFlight {
+    address: FailKey,
+    name: FailKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -355,11 +371,14 @@ impl Hub {
             return true;
         }
         let name = FailKey::Name(self.key(username));
-        if creds.account.is_some()
-            && (self.too_many(&FailKey::Address(peer), now) || self.too_many(&name, now))
-        {
-            self.refuse_attempts(client, username);
-            return false;
+        if creds.account.is_some() {
+            let address = FailKey::Address(peer);
+            self.expire_checks(now);
+            if self.too_many(&address, now) || self.too_many(&name, now) {
+                self.refuse_attempts(client, username);
+                return false;
+            }
+            self.start_check(client, InFlight { address, name }, now);
         }
         if let Some(conn) = self.conns.get_mut(&client) {
             conn.verifying = Some(PendingHello {
@@ -380,6 +399,15 @@ impl Hub {
     /// happens if the connection is gone or was not waiting.
     pub fn account_checked(&mut self, client: ClientId, check: AccountCheck, now: Instant) {
         self.clock = self.clock.max(now);
+        // A wrong password counts even when its sender did not wait for
+        // the answer.
+        let counted = self.end_check(client);
+        if check == AccountCheck::Wrong {
+            if let Some(guess) = &counted {
+                self.note_failure(guess.address.clone(), now);
+                self.note_failure(guess.name.clone(), now);
+            }
+        }
         let Some(conn) = self.conns.get_mut(&client) else {
             return;
         };
@@ -397,8 +425,10 @@ impl Hub {
                 &format!("the username '{user}' is registered; its password is needed"),
             ),
             AccountCheck::Wrong => {
-                self.note_failure(FailKey::Address(peer), now);
-                self.note_failure(FailKey::Name(self.key(&user)), now);
+                if counted.is_none() {
+                    self.note_failure(FailKey::Address(peer), now);
+                    self.note_failure(FailKey::Name(self.key(&user)), now);
+                }
                 self.login_refused(client, &user, "wrong password for the name");
                 self.refuse(
                     client,
@@ -860,10 +890,54 @@ impl Hub {
                 .auth_attempts
                 .saturating_mul(NAME_ATTEMPTS_FACTOR),
         };
-        self.auth
+        let failed = self
+            .auth
             .failures
             .get(key)
-            .is_some_and(|(start, n)| now.saturating_duration_since(*start) < window && *n >= limit)
+            .filter(|(start, _)| now.saturating_duration_since(*start) < window)
+            .map_or(0, |(_, n)| *n);
+        let in_flight = self.auth.in_flight.get(key).copied().unwrap_or(0);
+        failed.saturating_add(in_flight) >= limit
+    }
+
+    /// A password check asked of the server for `client`: it counts as a
+    /// failure of `whom` until [`Hub::account_checked`] answers it.
+    fn start_check(&mut self, client: ClientId, whom: InFlight, now: Instant) {
+        for key in [&whom.address, &whom.name] {
+            *self.auth.in_flight.entry(key.clone()).or_default() += 1;
+        }
+        self.auth.checking.insert(client, (whom, now));
+    }
+
+    /// The answer to `client`'s password check came: it no longer counts
+    /// as in flight. Whom it counted against, if it was counted.
+    fn end_check(&mut self, client: ClientId) -> Option<InFlight> {
+        let (whom, _) = self.auth.checking.remove(&client)?;
+        for key in [&whom.address, &whom.name] {
+            if let Some(n) = self.auth.in_flight.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.auth.in_flight.remove(key);
+                }
+            }
+        }
+        Some(whom)
+    }
+
+    /// Checks asked more than a window ago whose answer never came stop
+    /// counting (a frontend that lost one must not lock a name out).
+    fn expire_checks(&mut self, now: Instant) {
+        let window = self.limits.auth_window;
+        let stale: Vec<ClientId> = self
+            .auth
+            .checking
+            .iter()
+            .filter(|(_, (_, asked))| now.saturating_duration_since(*asked) >= window)
+            .map(|(c, _)| *c)
+            .collect();
+        for client in stale {
+            self.end_check(client);
+        }
     }
 
     fn refuse_attempts(&mut self, client: ClientId, user: &Username) {
