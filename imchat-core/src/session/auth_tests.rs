@@ -382,8 +382,21 @@ fn failures_for_a_name_from_one_address_do_not_lock_its_owner_out() {
     let got = attempt(&mut hub, "192.0.2.1", None);
     assert!(got[0].contains("too many"), "{got:?}");
     // The owner, from elsewhere, is checked and let in.
-    let got = attempt(&mut hub, "198.51.100.7", Some(AccountCheck::Verified));
+    let c = hub.handle_connect_from(ip("198.51.100.7"), now);
+    hub.handle_message(c, auth(None, Some("right")), now);
+    hub.handle_message(c, hello("alice"), now);
+    hub.account_checked(c, AccountCheck::Verified, now);
+    let got = sent(&mut hub, c);
     assert_eq!(got.first().map(String::as_str), Some("welcome"), "{got:?}");
+    // (While it is online its name is taken whatever the password, and
+    // guesses for it are not even checked.)
+    hub.handle_message(
+        c,
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+        now,
+    );
     // Nine more addresses failing five times each: the name waits.
     for n in 2..=10 {
         for _ in 0..limits.auth_attempts {
@@ -1513,7 +1526,7 @@ fn guesses_sent_at_once_from_one_address_count_before_their_answers() {
     assert_eq!(asked, sent_at_once[..3]);
     assert_refused(&mut hub, &sent_at_once[3..], RefuseCode::TOO_MANY_ATTEMPTS);
     // A check that turns out not to fail frees its place ...
-    hub.account_checked(asked[0], AccountCheck::Verified, t0);
+    hub.account_checked(asked[0], AccountCheck::Unavailable("down".into()), t0);
     let again = guess(&mut hub, "other", "pw", "10.0.0.66", t0);
     assert_eq!(checks_asked(&mut hub), [again]);
     // ... a wrong one keeps it, as a failure, for the window.
@@ -1600,4 +1613,48 @@ fn a_check_never_answered_stops_counting_after_the_window() {
     let t1 = t0 + limits.auth_window;
     let c = guess(&mut hub, "victim", "pw", "10.0.0.66", t1);
     assert_eq!(checks_asked(&mut hub), [c]);
+}
+
+#[test]
+fn a_password_for_a_name_held_by_a_live_connection_is_not_checked() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let mallory = join_verified(&mut hub, "mallory", "10.0.0.5", t0);
+    sent(&mut hub, mallory);
+    events(&mut hub);
+    // The right password cannot take a live connection's name: no hash.
+    let tries: Vec<ClientId> = (0..10)
+        .map(|_| guess(&mut hub, "Mallory", "pw", "10.0.0.5", t0))
+        .collect();
+    assert!(checks_asked(&mut hub).is_empty());
+    assert_refused(&mut hub, &tries, RefuseCode::NAME_TAKEN);
+    assert!(hub.is_joined(mallory));
+    // A token that resumes the session can replace the connection: the
+    // password is checked then, as before.
+    let c = hub.handle_connect_from(ip("10.0.0.5"), t0);
+    hub.handle_message(c, auth(None, Some("pw")), t0);
+    hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("mallory"),
+            resume: Some(ResumeRequest {
+                token: ResumeToken([7; 16]),
+                last_seen: MessageId(0),
+                epoch: hub.epoch(),
+            }),
+        },
+        t0,
+    );
+    assert_eq!(checks_asked(&mut hub), [c]);
+    hub.account_checked(c, AccountCheck::Verified, t0);
+    assert_eq!(sent(&mut hub, c)[0], "resumed");
+    // A session waiting for its client is taken back with the password:
+    // checked too.
+    hub.handle_disconnect(c, LeaveReason::LOST);
+    let c = guess(&mut hub, "mallory", "pw", "10.0.0.5", t0);
+    assert_eq!(checks_asked(&mut hub), [c]);
+    hub.account_checked(c, AccountCheck::Verified, t0);
+    assert_eq!(sent(&mut hub, c)[0], "resumed");
 }

@@ -371,6 +371,11 @@ impl Hub {
             return true;
         }
         let name = FailKey::Name(self.key(username));
+        if creds.account.is_some() && self.taken_whatever_the_password(username, resume.as_ref()) {
+            // Refused as taken (or resumed, were the token right) with no
+            // hash computed: the password could change nothing.
+            return true;
+        }
         if creds.account.is_some() {
             let address = FailKey::Address(peer);
             self.expire_checks(now);
@@ -392,6 +397,23 @@ impl Hub {
             password: creds.account,
         });
         false
+    }
+
+    /// Whether a `Hello` for `username` ends the same whatever the
+    /// account password: its name is held by a live connection here,
+    /// which a right password does not take over (it only takes back a
+    /// session waiting for its client), and no token that could resume
+    /// that session came with it. Such a `Hello` is answered `NAME_TAKEN`
+    /// without the server's check: checking it costs a hash, and would
+    /// let anyone who knows a password (the name's owner, already in)
+    /// have the server hash it as often as it likes.
+    fn taken_whatever_the_password(
+        &self,
+        username: &Username,
+        resume: Option<&ResumeRequest>,
+    ) -> bool {
+        self.names.contains_key(&self.key(username))
+            && !resume.is_some_and(|r| self.resumable_with(username, r))
     }
 
     /// The server's answer to [`HubEvent::CheckAccount`] for `client`: the
