@@ -1658,3 +1658,27 @@ fn a_password_for_a_name_held_by_a_live_connection_is_not_checked() {
     hub.account_checked(c, AccountCheck::Verified, t0);
     assert_eq!(sent(&mut hub, c)[0], "resumed");
 }
+
+#[test]
+fn wrong_passwords_from_one_ipv6_network_count_as_from_one_address() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_server_password(Some(secret("letmein")));
+    let limits = Limits::default();
+    // Each guess from another address of the same /64.
+    for i in 1..=limits.auth_attempts {
+        let c = hub.handle_connect_from(ip(&format!("2001:db8:1:2::{i}")), t0);
+        hub.handle_message(c, auth(Some("guess"), None), t0);
+        hub.handle_message(c, hello("alice"), t0);
+        assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
+    }
+    let c = hub.handle_connect_from(ip("2001:db8:1:2::99"), t0);
+    hub.handle_message(c, auth(Some("letmein"), None), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    assert_eq!(sent(&mut hub, c), ["refused: too many failed attempts"]);
+    // Another /64 is not held back.
+    let c = hub.handle_connect_from(ip("2001:db8:1:3::1"), t0);
+    hub.handle_message(c, auth(Some("letmein"), None), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+}

@@ -334,7 +334,8 @@ impl Hub {
         let Some(conn) = self.conns.get(&client) else {
             return false;
         };
-        let peer = conn.peer;
+        // Counted as every cap per address is: an IPv6 /64 is one address.
+        let peer = conn.peer.map(super::address_key);
         let creds = conn.credentials.clone().unwrap_or_default();
         if self.name_banned(username) {
             self.refuse(
@@ -436,7 +437,7 @@ impl Hub {
         let Some(hello) = conn.verifying.take() else {
             return;
         };
-        let peer = conn.peer;
+        let peer = conn.peer.map(super::address_key);
         let user = hello.username;
         match check {
             AccountCheck::Open => self.enter(client, user, hello.resume, false, now),
