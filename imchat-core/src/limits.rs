@@ -174,6 +174,22 @@ pub const DEFAULT_AUTH_ATTEMPTS: u32 = 5;
 
 /// The window failed password attempts are counted over: 60 s.
 pub const DEFAULT_AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// Account passwords from one address the server checks at once, right
+/// or wrong: 4. Past it a `Hello` with one is refused with
+/// `TOO_MANY_ATTEMPTS` ("try again in 1 s"); the reconnecting client
+/// tries again by itself. Each check is an Argon2id hash (tens of
+/// milliseconds and 19 MiB, two at a time in the reference server): four
+/// from one address keep another user's login at most two hashes behind
+/// it, and a check ends in about that time, so people logging in by hand
+/// behind one address are rarely four at the same instant.
+pub const DEFAULT_ACCOUNT_CHECKS_AT_ONCE: u32 = 4;
+/// Account passwords from one address the server checks per
+/// [`DEFAULT_AUTH_WINDOW`], right or wrong: 60, as many as the users
+/// that may join from one address in a minute
+/// ([`DEFAULT_JOINS_PER_ADDRESS`]), so a classroom behind one address logs
+/// in within the minute, while one address cannot have the server hash
+/// more than one password a second on average.
+pub const DEFAULT_ACCOUNT_CHECKS_PER_ADDRESS: u32 = 60;
 /// Chat messages a client keeps until the server acknowledges them (to
 /// resend after a reconnect): 256. Past it the oldest is given up.
 pub const DEFAULT_MAX_UNACKED: usize = 256;
@@ -406,8 +422,15 @@ pub struct Limits {
     /// ([`DEFAULT_AUTH_ATTEMPTS`]); a username takes ten times as many,
     /// from all addresses together.
     pub auth_attempts: u32,
-    /// The window failed password attempts are counted over ([`DEFAULT_AUTH_WINDOW`]).
+    /// The window failed password attempts are counted over ([`DEFAULT_AUTH_WINDOW`]),
+    /// and the account checks per address.
     pub auth_window: Duration,
+    /// Account passwords from one address checked at once, whatever
+    /// their outcome ([`DEFAULT_ACCOUNT_CHECKS_AT_ONCE`]); 0: no cap.
+    pub account_checks_at_once: u32,
+    /// Account passwords from one address checked per `auth_window`,
+    /// whatever their outcome ([`DEFAULT_ACCOUNT_CHECKS_PER_ADDRESS`]); 0: no cap.
+    pub account_checks_per_address: u32,
     /// Chat messages a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED`]).
     pub max_unacked: usize,
     /// Bytes of text a client keeps until acknowledged ([`DEFAULT_MAX_UNACKED_BYTES`]).
@@ -451,6 +474,8 @@ impl Default for Limits {
             join_window: DEFAULT_JOIN_WINDOW,
             auth_attempts: DEFAULT_AUTH_ATTEMPTS,
             auth_window: DEFAULT_AUTH_WINDOW,
+            account_checks_at_once: DEFAULT_ACCOUNT_CHECKS_AT_ONCE,
+            account_checks_per_address: DEFAULT_ACCOUNT_CHECKS_PER_ADDRESS,
             max_unacked: DEFAULT_MAX_UNACKED,
             max_unacked_bytes: DEFAULT_MAX_UNACKED_BYTES,
         }

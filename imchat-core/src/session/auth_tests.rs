@@ -1682,3 +1682,77 @@ fn wrong_passwords_from_one_ipv6_network_count_as_from_one_address() {
     hub.handle_message(c, hello("alice"), t0);
     assert_eq!(sent(&mut hub, c)[0], "welcome");
 }
+
+/// A hub with accounts whose wrong-password caps are out of the way.
+fn hub_for_checks(limits: Limits) -> Hub {
+    let mut hub = Hub::new(
+        Limits {
+            auth_attempts: 1000,
+            ..limits
+        },
+        "hi",
+    );
+    hub.set_accounts(true);
+    hub
+}
+
+#[test]
+fn only_a_few_password_checks_from_one_address_run_at_once_right_or_wrong() {
+    let t0 = Instant::now();
+    let mut hub = hub_for_checks(Limits::default());
+    let at_once = Limits::default().account_checks_at_once as usize;
+    // Right passwords for ten registered names, all at once.
+    let tries: Vec<ClientId> = (0..10)
+        .map(|i| guess(&mut hub, &format!("user{i}"), "right", "10.0.0.66", t0))
+        .collect();
+    let asked = checks_asked(&mut hub);
+    assert_eq!(asked, tries[..at_once]);
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 10 - at_once);
+    for (c, code, text) in &refused {
+        assert!(tries[at_once..].contains(c));
+        assert_eq!(*code, RefuseCode::TOO_MANY_ATTEMPTS);
+        assert!(text.ends_with("try again in 1 s"), "{text}");
+    }
+    // Another address is not held back by it.
+    let other = guess(&mut hub, "bob", "right", "10.0.0.67", t0);
+    assert_eq!(checks_asked(&mut hub), [other]);
+    // An answer, right, frees a place.
+    hub.account_checked(asked[0], AccountCheck::Verified, t0);
+    let next = guess(&mut hub, "user9", "right", "10.0.0.66", t0);
+    assert_eq!(checks_asked(&mut hub), [next]);
+}
+
+#[test]
+fn password_checks_from_one_address_are_limited_per_window_right_or_wrong() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        account_checks_per_address: 3,
+        ..Limits::default()
+    };
+    let mut hub = hub_for_checks(limits.clone());
+    for i in 0..3 {
+        let c = guess(&mut hub, &format!("user{i}"), "right", "10.0.0.66", t0);
+        assert_eq!(checks_asked(&mut hub), [c]);
+        hub.account_checked(c, AccountCheck::Verified, t0);
+        assert_eq!(sent(&mut hub, c)[0], "welcome");
+    }
+    let half = t0 + limits.auth_window / 2;
+    let c = guess(&mut hub, "user3", "right", "10.0.0.66", half);
+    assert!(checks_asked(&mut hub).is_empty());
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 1);
+    let (who, code, text) = &refused[0];
+    assert_eq!((*who, *code), (c, RefuseCode::TOO_MANY_ATTEMPTS));
+    assert!(text.ends_with("try again in 30 s"), "{text}");
+    // A Hello without a password costs no hash and is not held back.
+    let c = hub.handle_connect_from(ip("10.0.0.66"), half);
+    hub.handle_message(c, hello("guest"), half);
+    assert_eq!(checks_asked(&mut hub), [c]);
+    // Nor is another address; and after the window, this one may again.
+    let c = guess(&mut hub, "user4", "right", "10.0.0.67", half);
+    assert_eq!(checks_asked(&mut hub), [c]);
+    let t1 = t0 + limits.auth_window;
+    let c = guess(&mut hub, "user3", "right", "10.0.0.66", t1);
+    assert_eq!(checks_asked(&mut hub), [c]);
+}

@@ -52,6 +52,9 @@ pub(super) struct AuthState {
     checking: HashMap<ClientId, (InFlight, Instant)>,
     /// How many of `checking` count against each address and name.
     in_flight: HashMap<FailKey, u32>,
+    /// Account checks asked per address, whatever their outcome: when
+    /// the window started, how many.
+    checks_asked: HashMap<FailKey, (Instant, u32)>,
 }
 
 /// Whom a password check in flight counts against.
@@ -382,6 +385,15 @@ impl Hub {
             self.expire_checks(now);
             if self.too_many(&address, now) || self.too_many(&name, now) {
                 self.refuse_attempts(client, username);
+                return false;
+            }
+            if let Some(text) = self.checks_over_budget(&address, now) {
+                self.login_refused(
+                    client,
+                    username,
+                    "too many password checks from its address",
+                );
+                self.refuse(client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
                 return false;
             }
             self.start_check(client, InFlight { address, name }, now);
@@ -923,9 +935,55 @@ impl Hub {
         failed.saturating_add(in_flight) >= limit
     }
 
+    /// Why a password check from `address` is not made now, whatever the
+    /// password: [`Limits::account_checks_at_once`](crate::Limits::account_checks_at_once)
+    /// in flight, or [`Limits::account_checks_per_address`](crate::Limits::account_checks_per_address)
+    /// asked within the window. Each check costs the server a hash, so
+    /// every one is charged to its address, right passwords too.
+    fn checks_over_budget(&self, address: &FailKey, now: Instant) -> Option<String> {
+        if matches!(address, FailKey::Address(None)) {
+            return None;
+        }
+        let at_once = self.limits.account_checks_at_once;
+        let in_flight = self.auth.in_flight.get(address).copied().unwrap_or(0);
+        if at_once > 0 && in_flight >= at_once {
+            return Some(format!(
+                "too many password checks from your address at once ({at_once}); try again in 1 s"
+            ));
+        }
+        let per_window = self.limits.account_checks_per_address;
+        let window = self.limits.auth_window;
+        let (start, asked) = self.auth.checks_asked.get(address).copied()?;
+        let since = now.saturating_duration_since(start);
+        if per_window > 0 && since < window && asked >= per_window {
+            let wait = window.saturating_sub(since).as_secs().max(1);
+            return Some(format!(
+                "too many password checks from your address ({per_window} in {} s); try again in {wait} s",
+                window.as_secs()
+            ));
+        }
+        None
+    }
+
     /// A password check asked of the server for `client`: it counts as a
-    /// failure of `whom` until [`Hub::account_checked`] answers it.
+    /// failure of `whom` until [`Hub::account_checked`] answers it, and
+    /// against its address's checks.
     fn start_check(&mut self, client: ClientId, whom: InFlight, now: Instant) {
+        let window = self.limits.auth_window;
+        if self.auth.checks_asked.len() >= MAX_FAILURE_ENTRIES {
+            self.auth
+                .checks_asked
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
+        }
+        let asked = self
+            .auth
+            .checks_asked
+            .entry(whom.address.clone())
+            .or_insert((now, 0));
+        if now.saturating_duration_since(asked.0) >= window {
+            *asked = (now, 0);
+        }
+        asked.1 = asked.1.saturating_add(1);
         for key in [&whom.address, &whom.name] {
             *self.auth.in_flight.entry(key.clone()).or_default() += 1;
         }
