@@ -2376,6 +2376,211 @@ fn who_and_pings_cost_rate_budget_too() {
     assert!(net.hub.throttle(bob).is_some());
 }
 
+/// `client` sends `msg()` again and again, read when the throttle says,
+/// for at most 15 s of the hub's clock: when it was cut off for flooding
+/// (told `FLOODING` and closed), in seconds from `t0`.
+fn flood_cut_off_after(
+    hub: &mut Hub,
+    client: ClientId,
+    msg: impl Fn() -> ClientMessage,
+    t0: Instant,
+) -> Option<f64> {
+    let mut now = t0;
+    let (mut told, mut closed) = (false, false);
+    for _ in 0..2000 {
+        now = hub.throttle(client).unwrap_or(now);
+        if now > t0 + Duration::from_secs(15) {
+            break;
+        }
+        hub.handle_message(client, msg(), now);
+        while let Some(t) = hub.poll_transmit() {
+            told |= t.to.iter().any(|to| to == client)
+                && matches!(
+                    t.message,
+                    ServerMessage::Error {
+                        code: ErrorCode::FLOODING,
+                        ..
+                    }
+                );
+        }
+        while let Some(e) = hub.poll_event() {
+            closed |= matches!(e, HubEvent::Close { client: c, .. } if c == client);
+        }
+        if closed {
+            assert!(told, "closed without FLOODING");
+            return Some(now.duration_since(t0).as_secs_f64());
+        }
+    }
+    None
+}
+
+/// A joined client's `Hello` and `Auth` are answered `UNEXPECTED` and do
+/// nothing else: sent back to back, they are slowed and cut off as a
+/// flood of requests is.
+#[test]
+fn hellos_and_auths_of_a_joined_client_cost_rate_budget() {
+    let again = || ClientMessage::Hello {
+        resume: None,
+        version: PROTOCOL_VERSION,
+        username: user("x"),
+    };
+    let auth = || ClientMessage::Auth {
+        server: Secret::new("x".to_string()),
+        account: None,
+    };
+    for msg in [&again as &dyn Fn() -> ClientMessage, &auth] {
+        let mut hub = Hub::new(Limits::default(), "hi");
+        let t0 = Instant::now();
+        let c = joined(&mut hub, "flood", t0);
+        for _ in 0..100 {
+            hub.handle_message(c, msg(), t0);
+        }
+        assert_eq!(hub.throttle(c), None, "a burst of 100 is allowed");
+        hub.handle_message(c, msg(), t0);
+        assert!(hub.throttle(c).is_some(), "{:?} is free", msg());
+        let secs = flood_cut_off_after(&mut hub, c, msg, t0).expect("never cut off");
+        assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+    }
+}
+
+/// The `Pong` that answers the server's keepalive `Ping` is free; any
+/// other is a frame for nothing, and a flood of them is cut off.
+#[test]
+fn only_the_pong_the_server_awaits_is_free() {
+    let limits = Limits::default();
+    let mut hub = Hub::new(limits.clone(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    while hub.poll_transmit().is_some() {}
+    let t1 = t0 + limits.keepalive_interval;
+    hub.handle_timeout(t1);
+    let nonce = std::iter::from_fn(|| hub.poll_transmit())
+        .find_map(|t| match t.message {
+            ServerMessage::Ping(n) => Some(n),
+            _ => None,
+        })
+        .expect("pinged after the keepalive interval");
+    for _ in 0..100 {
+        hub.handle_message(c, ClientMessage::Who, t1);
+    }
+    assert_eq!(hub.throttle(c), None, "the burst is spent, not overspent");
+    hub.handle_message(c, ClientMessage::Pong(nonce), t1);
+    assert_eq!(hub.throttle(c), None, "the awaited pong is free");
+    hub.handle_message(c, ClientMessage::Pong(nonce), t1);
+    assert!(hub.throttle(c).is_some(), "a second pong is not");
+    let secs =
+        flood_cut_off_after(&mut hub, c, || ClientMessage::Pong(5), t1).expect("never cut off");
+    assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+}
+
+/// Chunks and ends of the sender's own push go at full speed; for a
+/// transfer that is not its push they do nothing and cost rate budget (a
+/// chunk by its size), so a flood of them is slowed and cut off.
+#[test]
+fn chunks_and_ends_of_no_push_of_the_sender_cost_rate_budget() {
+    let mut net = three();
+    let alice = net.clients[0].0;
+    // 3,000 chunks of alice's own push: free.
+    let data = vec![7u8; 7 * 3000];
+    push(&mut net, 0, &data, Recipient::Everyone);
+    assert_eq!(net.hub.throttle(alice), None, "a push is not slowed");
+    assert!(received(&net.take(1)).1);
+    let junk = TransferId(7);
+    let chunk = |len: usize| ClientMessage::Chunk(FileChunk::new(junk, 0, vec![b'y'; len]));
+    let end = || ClientMessage::End(FileEnd { id: junk, crc: 0 });
+    let bob = net.clients[1].0;
+    // Its `Accept` and 99 ends: a burst of 100.
+    for _ in 0..99 {
+        net.hub.handle_message(bob, end(), net.now);
+    }
+    assert_eq!(net.hub.throttle(bob), None, "a burst of 100 is allowed");
+    net.hub.handle_message(bob, end(), net.now);
+    assert!(net.hub.throttle(bob).is_some(), "an end of no push is free");
+    // A chunk of no push costs one message per chunk's worth of data.
+    let carol = net.clients[2].0;
+    let size = Limits::default().chunk_size;
+    for _ in 0..19 {
+        net.hub.handle_message(carol, chunk(4 * size), net.now);
+    }
+    assert_eq!(net.hub.throttle(carol), None, "its Accept, 19 chunks of 5");
+    net.hub.handle_message(carol, chunk(4 * size), net.now);
+    assert!(
+        net.hub.throttle(carol).is_some(),
+        "a chunk of no push is free"
+    );
+    for msg in [&end as &dyn Fn() -> ClientMessage, &|| chunk(1000)] {
+        let mut hub = Hub::new(Limits::default(), "hi");
+        let t0 = Instant::now();
+        let c = joined(&mut hub, "flood", t0);
+        let secs = flood_cut_off_after(&mut hub, c, msg, t0).expect("never cut off");
+        assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+    }
+}
+
+/// Acks that move a download of the sender on are free, those of its
+/// last window that come after it ended too; an ack that moves nothing
+/// on (no such download, an offset acknowledged already) costs rate
+/// budget, and a flood of them is cut off.
+#[test]
+fn only_acks_that_move_a_download_on_are_free() {
+    let mut net = three();
+    let alice = net.clients[0].0;
+    let size = Limits::default().chunk_size as u64;
+    let id = start_download(&mut net, "big.bin", 1000 * size, None);
+    let ack = |offset: u64| ClientMessage::Ack { id, offset };
+    for i in 1..=996 {
+        net.hub.handle_message(alice, ack(i * size), net.now);
+    }
+    assert_eq!(net.hub.throttle(alice), None, "a download is not slowed");
+    net.hub.download_finished(alice, id);
+    for i in 997..=1000 {
+        net.hub.handle_message(alice, ack(i * size), net.now);
+    }
+    assert_eq!(net.hub.throttle(alice), None, "nor its last acks");
+    // Its `Download` and 99 acks again: a burst of 100.
+    for _ in 0..99 {
+        net.hub.handle_message(alice, ack(1000 * size), net.now);
+    }
+    assert_eq!(net.hub.throttle(alice), None, "a burst of 100 is allowed");
+    net.hub.handle_message(alice, ack(1000 * size), net.now);
+    assert!(net.hub.throttle(alice).is_some(), "an ack again is free");
+    // Also for a download that runs: an offset acknowledged already.
+    let bob = net.clients[1].0;
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "flood", t0);
+    let secs = flood_cut_off_after(
+        &mut hub,
+        c,
+        || ClientMessage::Ack {
+            id: TransferId(1),
+            offset: 5,
+        },
+        t0,
+    )
+    .expect("never cut off");
+    assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+    let id = {
+        net.now += Duration::from_secs(10);
+        let name = FileName::new("b.bin").unwrap();
+        let id = net.s(1).download(name.clone(), None).unwrap();
+        net.pump();
+        net.hub.accept_download(bob, id, name, 10 * size, 0);
+        net.pump();
+        id
+    };
+    net.hub
+        .handle_message(bob, ClientMessage::Ack { id, offset: size }, net.now);
+    for _ in 0..101 {
+        net.hub
+            .handle_message(bob, ClientMessage::Ack { id, offset: size }, net.now);
+    }
+    assert!(
+        net.hub.throttle(bob).is_some(),
+        "the same ack again is free"
+    );
+}
+
 #[test]
 fn a_download_counts_as_running_from_the_request_to_its_end() {
     let mut net = three();

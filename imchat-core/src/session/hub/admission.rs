@@ -10,6 +10,7 @@
 //! commonly given a /64, and counting its addresses one by one would let it
 //! past every such cap.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -126,8 +127,10 @@ impl Hub {
                 connected_at: now,
                 last_heard: now,
                 ping: None,
+                awaited_pong: None,
                 bucket: TokenBucket::new(&self.limits, now),
                 downloads: Vec::new(),
+                ended_downloads: VecDeque::new(),
                 pushes: 0,
                 credentials: None,
                 verifying: None,

@@ -46,13 +46,27 @@ impl Progress {
     /// Its client acknowledged `offset` at `now`; chunks are of
     /// `chunk_size` bytes.
     pub(super) fn acked(&mut self, offset: u64, chunk_size: usize, now: Instant) {
-        let step = (chunk_size as u64).min(crate::limits::ACK_STEP);
-        if offset >= self.offset.saturating_add(step).min(self.size) && offset > self.offset {
+        if self.moved_on_by(offset, chunk_size) {
             self.offset = offset;
             self.heard = now;
         }
     }
+
+    /// Whether an ack of `offset` is progress: a chunk's worth more than
+    /// the last (or the rest of the file) of a download that started,
+    /// not past its end. Each chunk a client is sent and acknowledges is.
+    pub(super) fn moved_on_by(&self, offset: u64, chunk_size: usize) -> bool {
+        let step = (chunk_size as u64).min(crate::limits::ACK_STEP);
+        self.size != u64::MAX
+            && offset <= self.size
+            && offset >= self.offset.saturating_add(step).min(self.size)
+            && offset > self.offset
+    }
 }
+
+/// How many ended downloads a connection's late acks are known for: as
+/// many as it may run at once by default.
+pub(super) const ENDED_KEPT: usize = crate::limits::DEFAULT_MAX_TRANSFERS;
 
 impl Hub {
     pub(super) fn download(
@@ -239,7 +253,52 @@ impl Hub {
     /// The server finished (or gave up) streaming a download: frees its slot.
     pub fn download_finished(&mut self, client: ClientId, id: TransferId) {
         if let Some(c) = self.conns.get_mut(&client) {
-            c.downloads.retain(|(d, _)| *d != id);
+            let Some(at) = c.downloads.iter().position(|(d, _)| *d == id) else {
+                return;
+            };
+            // The acks of its last window may still be on their way.
+            let ended = c.downloads.swap_remove(at);
+            c.ended_downloads.retain(|(d, _)| *d != id);
+            if c.ended_downloads.len() >= ENDED_KEPT {
+                c.ended_downloads.pop_front();
+            }
+            c.ended_downloads.push_back(ended);
+        }
+    }
+
+    /// Whether `client`'s ack of `offset` for download `id` is progress
+    /// of a download of its that runs or just ended (a frame of a
+    /// download at full speed, free; any other ack costs rate budget).
+    pub(super) fn ack_moves_on(&self, client: ClientId, id: TransferId, offset: u64) -> bool {
+        let Some(c) = self.conns.get(&client) else {
+            return false;
+        };
+        c.downloads
+            .iter()
+            .chain(&c.ended_downloads)
+            .find(|(d, _)| *d == id)
+            .is_some_and(|(_, p)| p.moved_on_by(offset, self.limits.chunk_size))
+    }
+
+    /// `client` acknowledged download `id` up to `offset`. An ack for a
+    /// download that just ended is not an error.
+    pub(super) fn download_acked(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        offset: u64,
+        now: Instant,
+    ) {
+        let chunk_size = self.limits.chunk_size;
+        let Some(c) = self.conns.get_mut(&client) else {
+            return;
+        };
+        if let Some((_, progress)) = c.downloads.iter_mut().find(|(d, _)| *d == id) {
+            progress.acked(offset, chunk_size, now);
+            self.events
+                .push_back(HubEvent::DownloadAcked { client, id, offset });
+        } else if let Some((_, progress)) = c.ended_downloads.iter_mut().find(|(d, _)| *d == id) {
+            progress.acked(offset, chunk_size, now);
         }
     }
 

@@ -93,6 +93,7 @@ impl Hub {
             self.next_ping += 1;
             if let Some(c) = self.conns.get_mut(&id) {
                 c.ping = Some((now, nonce));
+                c.awaited_pong = Some(nonce);
             }
             self.send(id, ServerMessage::Ping(nonce));
         }

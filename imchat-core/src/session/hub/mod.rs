@@ -48,7 +48,7 @@ pub use cluster::ClusterEvent;
 pub(super) use cluster::LEFT_MEMORY;
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
-use rate::{Cost, TokenBucket};
+use rate::TokenBucket;
 use relay::Relay;
 pub use remote_push::{RemotePush, TransferControl};
 pub use roaming::RemoteOrigin;
@@ -67,10 +67,17 @@ struct Conn {
     connected_at: Instant,
     last_heard: Instant,
     ping: Option<(Instant, u64)>,
+    /// The nonce of the server's last `Ping` to it, until its `Pong` came:
+    /// that `Pong` is free, any other costs rate budget.
+    awaited_pong: Option<u64>,
     bucket: TokenBucket,
     /// Its running downloads, each with its progress (for the idle
     /// timeout).
     downloads: Vec<(TransferId, files::Progress)>,
+    /// Its latest downloads that ended, newest last (at most
+    /// [`files::ENDED_KEPT`]): their acks still in flight are free while
+    /// they move them on.
+    ended_downloads: VecDeque<(TransferId, files::Progress)>,
     pushes: usize,
     /// The passwords its `Auth` carried, until its handshake ends.
     credentials: Option<auth::Credentials>,
@@ -606,22 +613,10 @@ impl Hub {
         if confirmed {
             self.confirm_welcome(client, &user);
         }
-        // Requests cost rate budget in proportion to their work (chat is
-        // charged by its length once it is checked).
-        let cost = match &msg {
-            ClientMessage::Register { .. } => Some(Cost::register(&self.limits)),
-            ClientMessage::Unregister | ClientMessage::Operate { .. } => Some(Cost::request(0)),
-            ClientMessage::Who
-            | ClientMessage::FilesAccess
-            | ClientMessage::ListFiles
-            | ClientMessage::Download { .. }
-            | ClientMessage::Offer { .. }
-            | ClientMessage::Accept { .. }
-            | ClientMessage::Cancel(_)
-            | ClientMessage::Ping(_) => Some(Cost::request(0)),
-            _ => None,
-        };
-        if let Some(cost) = cost {
+        // Requests cost rate budget in proportion to their work, and so
+        // does every frame that does none (chat is charged by its length
+        // once it is checked).
+        if let Some(cost) = self.cost_of(client, &msg) {
             if self.rate(client, cost, now) {
                 return;
             }
@@ -648,18 +643,7 @@ impl Hub {
             ClientMessage::Download { id, name, offset } => {
                 self.download(client, id, name, offset, now);
             }
-            ClientMessage::Ack { id, offset } => {
-                // An ack for a download that just ended is not an error.
-                let running = self
-                    .conns
-                    .get_mut(&client)
-                    .and_then(|c| c.downloads.iter_mut().find(|(d, _)| *d == id));
-                if let Some((_, progress)) = running {
-                    progress.acked(offset, self.limits.chunk_size, now);
-                    self.events
-                        .push_back(HubEvent::DownloadAcked { client, id, offset });
-                }
-            }
+            ClientMessage::Ack { id, offset } => self.download_acked(client, id, offset, now),
             ClientMessage::Accept { id } => self.accept_push(client, id, now),
             ClientMessage::Offer { id, name, size, to } => {
                 self.offer(client, id, name, size, &to, now);

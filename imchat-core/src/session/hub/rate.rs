@@ -7,12 +7,19 @@
 //! debt of a long answer is waited out, and the request read after it is
 //! not counted as going over (the client waited for the answer; however
 //! long the lists it asks for, it is slowed, never cut off for them).
+//!
+//! A frame that does no work costs like a request too, so that no kind of
+//! frame can be sent back to back for free: a `Pong` that answers no
+//! `Ping` of the server, an `Ack` that moves no download of the sender on,
+//! a chunk or end of a push that is not the sender's (a chunk by its size),
+//! a second `Hello` or `Auth`. The frames of a transfer at full speed (the
+//! sender's own pushes, acks that move its downloads on) stay free.
 
 use std::time::{Duration, Instant};
 
 use super::{ClientId, Hub};
 use crate::limits::Limits;
-use crate::message::{ErrorCode, LeaveReason};
+use crate::message::{ClientMessage, ErrorCode, LeaveReason};
 use crate::session::bucket::{Bucket, Rates, ITEMS_PER_MESSAGE};
 
 /// What one request costs.
@@ -49,6 +56,16 @@ impl Cost {
     pub(super) fn register(limits: &Limits) -> Cost {
         Cost {
             messages: f64::from(limits.rate_per_sec.min(limits.rate_burst).max(1)),
+            bytes: 0.0,
+        }
+    }
+
+    /// A frame of `len` bytes of data read for nothing (a chunk of a
+    /// push that is not the sender's): one message per chunk's worth, at
+    /// least one.
+    pub(super) fn discarded(len: usize, limits: &Limits) -> Cost {
+        Cost {
+            messages: (1 + len / limits.chunk_size.max(1)) as f64,
             bytes: 0.0,
         }
     }
@@ -166,6 +183,35 @@ fn out_of_debt_at(bucket: &Bucket, rates: &Rates) -> Option<Instant> {
 }
 
 impl Hub {
+    /// What a message of joined `client` costs before it is handled, if
+    /// anything (a chat is charged once its length is checked, see
+    /// [`Hub::chat`]; a `Quit` ends the connection).
+    pub(super) fn cost_of(&mut self, client: ClientId, msg: &ClientMessage) -> Option<Cost> {
+        let free = match msg {
+            ClientMessage::Chat { .. } | ClientMessage::Quit { .. } => return None,
+            ClientMessage::Register { .. } => return Some(Cost::register(&self.limits)),
+            // Chunks and ends of the sender's own pushes (a push the hub
+            // ended, or never had, does no work).
+            ClientMessage::Chunk(chunk) if !self.relays.contains_key(&(client, chunk.id)) => {
+                return Some(Cost::discarded(chunk.data.len(), &self.limits));
+            }
+            ClientMessage::Chunk(_) => true,
+            ClientMessage::End(end) => self.relays.contains_key(&(client, end.id)),
+            ClientMessage::Ack { id, offset } => self.ack_moves_on(client, *id, *offset),
+            ClientMessage::Pong(nonce) => self.conns.get_mut(&client).is_some_and(|c| {
+                let answers = c.awaited_pong == Some(*nonce);
+                if answers {
+                    c.awaited_pong = None;
+                }
+                answers
+            }),
+            // Requests (`Who`, `Ping`, `Download`, ...), and `Hello` and
+            // `Auth`, which a joined client has no use for.
+            _ => false,
+        };
+        (!free).then(|| Cost::request(0))
+    }
+
     /// When the reader of `client` may read again: `Some(t)` while the client
     /// is over its rate, or its address over the rate its connections
     /// share (it is slowed by being read later, not cut off).
