@@ -2581,6 +2581,24 @@ fn only_acks_that_move_a_download_on_are_free() {
     );
 }
 
+/// A chat refused as too long was read all the same: it costs its length.
+#[test]
+fn a_chat_refused_as_too_long_costs_its_length() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    let long = || chat_to_all(&"x".repeat(Limits::default().max_text + 1));
+    for _ in 0..17 {
+        hub.handle_message(c, long(), t0);
+    }
+    assert!(
+        hub.throttle(c).is_some(),
+        "17 refused texts of 64 KiB are free"
+    );
+    let secs = flood_cut_off_after(&mut hub, c, long, t0).expect("never cut off");
+    assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
+}
+
 #[test]
 fn a_download_counts_as_running_from_the_request_to_its_end() {
     let mut net = three();

@@ -28,6 +28,10 @@ impl Hub {
         now: Instant,
     ) {
         let key = self.key(&from);
+        // Refused for its length or not, it was read: it costs as much.
+        if self.rate(client, Cost::chat(text.len()), now) {
+            return;
+        }
         if text.len() > self.limits.max_text {
             let msg = format!(
                 "message of {} bytes is longer than the limit of {} bytes",
@@ -35,9 +39,6 @@ impl Hub {
                 self.limits.max_text
             );
             self.refuse_chat(client, &key, client_id, ErrorCode::TEXT_TOO_LONG, msg);
-            return;
-        }
-        if self.rate(client, Cost::chat(text.len()), now) {
             return;
         }
         if self.answer_duplicate(client, &key, client_id) {
