@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    CancelCode, ChatKind, ClientMessage, Decoder, Departure, Encode, FileChunk, FileListPart,
-    FileName, FileStart, LeaveReason, Recipient, RefuseCode, RoutedChat, ServerMessage, TransferId,
-    Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    CancelCode, ChatKind, ClientMessage, Decoder, Departure, Encode, ErrorCode, FileChunk, FileEnd,
+    FileListPart, FileName, FileStart, LeaveReason, Recipient, RefuseCode, RoutedChat,
+    ServerMessage, TransferId, Username, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -811,6 +811,62 @@ fn a_flood_is_slowed_then_cut_off() {
     assert!(
         msgs.iter()
             .any(|m| matches!(m, ServerMessage::Error { .. })),
+        "{msgs:?}"
+    );
+    watcher.wait_for(|m| matches!(m, ServerMessage::Left(Departure { user, reason, .. }) if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
+    srv.assert_serving();
+}
+
+/// Frames that do no work (a second Hello, a Pong nobody asked for, an
+/// Ack, End or Chunk for a transfer that is not the sender's) cost rate
+/// budget like requests: a flood of them is slowed, then cut off.
+#[test]
+fn a_flood_of_frames_that_do_no_work_is_slowed_then_cut_off() {
+    let srv = Server::start(&[
+        "--rate-burst",
+        "5",
+        "--rate-per-sec",
+        "20",
+        "--flood-timeout-secs",
+        "1",
+    ]);
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    let mut flooder = Raw::join(srv.addr, "flooder");
+    watcher.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    let stray = TransferId(9);
+    let start = Instant::now();
+    for _ in 0..100 {
+        flooder.send(&ClientMessage::Hello {
+            resume: None,
+            version: PROTOCOL_VERSION,
+            username: Username::new("again").unwrap(),
+        });
+        flooder.send(&ClientMessage::Pong(5));
+        flooder.send(&ClientMessage::Ack {
+            id: stray,
+            offset: 5,
+        });
+        flooder.send(&ClientMessage::End(FileEnd { id: stray, crc: 0 }));
+        flooder.send(&ClientMessage::Chunk(FileChunk::new(
+            stray,
+            0,
+            vec![7; 100],
+        )));
+    }
+    let msgs = flooder.wait_closed();
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "not slowed: closed after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        msgs.iter().any(|m| matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::FLOODING,
+                ..
+            }
+        )),
         "{msgs:?}"
     );
     watcher.wait_for(|m| matches!(m, ServerMessage::Left(Departure { user, reason, .. }) if user.as_str() == "flooder" && *reason == LeaveReason::KICKED));
