@@ -29,6 +29,16 @@ fn barrier(speaker: &mut Client, from: &str, marker: &str, listeners: &[&Client]
     }
 }
 
+/// Waits until the `.part` of `bot`'s download of `name` holds data.
+fn wait_for_part_data(w: &World, bot: &Client, name: &str) {
+    let part = w.dir.join("bot").join(format!("{name}.part"));
+    let deadline = Instant::now() + TIMEOUT;
+    while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+        assert!(Instant::now() < deadline, "no data came: {}", bot.report());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// A line of a `--json` client as JSON (a line that is not fails the test).
 fn parse(l: &str) -> serde_json::Value {
     serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))
@@ -1048,12 +1058,7 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
         );
         bot.send("/download big file.bin");
         bot.close_stdin();
-        let part = w.dir.join("bot").join("big file.bin.part");
-        let deadline = Instant::now() + TIMEOUT;
-        while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
-            assert!(Instant::now() < deadline, "no data came: {}", bot.report());
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_part_data(&w, &bot, "big file.bin");
         w.server.signal("TERM");
         let failed =
             "transfer of big file.bin failed: the server shut down; /download big file.bin resumes it";
@@ -1071,6 +1076,7 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
             bot.expect_line(&format!("*** {failed}"));
         }
         assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
+        let part = w.dir.join("bot").join("big file.bin.part");
         assert!(part.exists(), "the part stays, to resume");
     }
 }
@@ -1091,12 +1097,7 @@ fn a_reconnecting_client_says_a_download_was_cut_by_the_shutdown() {
         &[("FAILPOINTS", "client-disk-job=sleep(20)")],
     );
     bot.send("/download big file.bin");
-    let part = w.dir.join("bot").join("big file.bin.part");
-    let deadline = Instant::now() + TIMEOUT;
-    while !fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
-        assert!(Instant::now() < deadline, "no data came: {}", bot.report());
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_part_data(&w, &bot, "big file.bin");
     w.server.signal("TERM");
     bot.expect_prefix("*** server shutting down");
     bot.expect_line(
@@ -2252,14 +2253,51 @@ fn messages_files_and_unicast_mode_to_yourself() {
     assert_eq!(shown, 1, "{lines:?}");
 }
 
+/// A fake server's side of a client's handshake on `listener`: accepts
+/// one connection (reads time out after [`TIMEOUT`]), reads its `Hello`
+/// and welcomes it with the default limits and no resume. Its reader, its
+/// writer and the name it asked for.
+fn fake_welcome(
+    listener: &TcpListener,
+) -> (
+    imchat_core::blocking::FrameReader<std::net::TcpStream, ClientMessage>,
+    imchat_core::blocking::FrameWriter<std::net::TcpStream>,
+    imchat_core::Username,
+) {
+    use imchat_core::blocking::{FrameReader, FrameWriter};
+    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
+    let (stream, _) = listener.accept().expect("accept");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    let mut reader = FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
+    let mut writer = FrameWriter::new(stream);
+    let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
+        panic!("no hello");
+    };
+    writer
+        .send(&ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            username: username.clone(),
+            text: "hi".into(),
+            limits: ServerLimits::default(),
+            token: ResumeToken::default(),
+            epoch: 1,
+            grace_secs: 0,
+            last_id: MessageId(0),
+            resumed: None,
+        })
+        .expect("welcome");
+    (reader, writer, username)
+}
+
 /// A server of a cluster that cannot reach the others says so after its
 /// welcome, and later that it can again: a `--json` client shows each as
 /// a line (an error, then a notice) and in its status (`cut_off`), as the
 /// full-screen client's status line does.
 #[test]
 fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
-    use imchat_core::blocking::{FrameReader, FrameWriter};
-    use imchat_core::{MessageId, NoticeCode, ResumeToken, ServerLimits, PROTOCOL_VERSION};
+    use imchat_core::NoticeCode;
 
     let dir = TempDir::new("cluster-status");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -2268,32 +2306,12 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
     // A server of a cluster cut off from the rest, as far as this client
     // can tell: welcome, the outage, and its end when the test says.
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("read timeout");
-        let mut reader: FrameReader<_, ClientMessage> =
-            FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
-        let mut writer = FrameWriter::new(stream);
-        let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
-            panic!("no hello");
-        };
+        let (mut reader, mut writer, username) = fake_welcome(&listener);
         let notice = |code: NoticeCode, text: &str| ServerMessage::Notice {
             code,
             text: text.into(),
         };
         for m in [
-            ServerMessage::Welcome {
-                version: PROTOCOL_VERSION,
-                username: username.clone(),
-                text: "hi".into(),
-                limits: ServerLimits::default(),
-                token: ResumeToken::default(),
-                epoch: 1,
-                grace_secs: 0,
-                last_id: MessageId(0),
-                resumed: None,
-            },
             notice(NoticeCode::CLUSTER_DOWN, "the cluster cannot be reached"),
             ServerMessage::Who {
                 users: vec![username],
@@ -2337,47 +2355,23 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
 /// a line per answer dropped (millions, and memory growing).
 #[test]
 fn a_server_that_does_not_read_ends_the_connection_with_one_line() {
-    use imchat_core::blocking::{FrameReader, FrameWriter};
     use imchat_core::Encode as _;
-    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
     use std::io::Write as _;
 
     let dir = TempDir::new("unread-pings");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port().to_string();
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(2)))
+        let (_reader, writer, _) = fake_welcome(&listener);
+        let out = writer.get_ref().try_clone().expect("clone");
+        out.set_write_timeout(Some(Duration::from_secs(2)))
             .expect("write timeout");
-        let mut reader: FrameReader<_, ClientMessage> =
-            FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
-        let mut writer = FrameWriter::new(stream.try_clone().expect("clone"));
-        let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
-            panic!("no hello");
-        };
-        writer
-            .send(&ServerMessage::Welcome {
-                version: PROTOCOL_VERSION,
-                username,
-                text: "hi".into(),
-                limits: ServerLimits::default(),
-                token: ResumeToken::default(),
-                epoch: 1,
-                grace_secs: 0,
-                last_id: MessageId(0),
-                resumed: None,
-            })
-            .expect("welcome");
         // Pings in batches, nothing read, until the client goes (a write
         // fails) or 4 million (about 52 MB) were sent.
         let batch: Vec<u8> = (0..10_000u64)
             .flat_map(|n| ServerMessage::Ping(n).to_frame())
             .collect();
-        let mut out = stream;
+        let mut out = out;
         let started = Instant::now();
         for _ in 0..400 {
             if out.write_all(&batch).is_err() || started.elapsed() > TIMEOUT {

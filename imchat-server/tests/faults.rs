@@ -777,8 +777,10 @@ fn a_pushed_file_named_to_escape_is_refused_and_the_pusher_dropped() {
     srv.assert_serving();
 }
 
-#[test]
-fn a_flood_is_slowed_then_cut_off() {
+/// A server with a small rate (a burst of 5, 20 a second, cut off after
+/// 1 s of flooding), a watcher and a flooder joined; the watcher has seen
+/// the flooder join.
+fn flood_setup() -> (Server, Raw, Raw) {
     let srv = Server::start(&[
         "--rate-burst",
         "5",
@@ -788,8 +790,14 @@ fn a_flood_is_slowed_then_cut_off() {
         "1",
     ]);
     let mut watcher = Raw::join(srv.addr, "watcher");
-    let mut flooder = Raw::join(srv.addr, "flooder");
+    let flooder = Raw::join(srv.addr, "flooder");
     watcher.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    (srv, watcher, flooder)
+}
+
+#[test]
+fn a_flood_is_slowed_then_cut_off() {
+    let (srv, mut watcher, mut flooder) = flood_setup();
     let start = Instant::now();
     for i in 0..200 {
         flooder.send(&ClientMessage::Chat {
@@ -822,17 +830,7 @@ fn a_flood_is_slowed_then_cut_off() {
 /// budget like requests: a flood of them is slowed, then cut off.
 #[test]
 fn a_flood_of_frames_that_do_no_work_is_slowed_then_cut_off() {
-    let srv = Server::start(&[
-        "--rate-burst",
-        "5",
-        "--rate-per-sec",
-        "20",
-        "--flood-timeout-secs",
-        "1",
-    ]);
-    let mut watcher = Raw::join(srv.addr, "watcher");
-    let mut flooder = Raw::join(srv.addr, "flooder");
-    watcher.wait_for(|m| matches!(m, ServerMessage::Joined { .. }));
+    let (srv, mut watcher, mut flooder) = flood_setup();
     let stray = TransferId(9);
     let start = Instant::now();
     for _ in 0..100 {

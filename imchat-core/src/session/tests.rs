@@ -5791,11 +5791,10 @@ fn a_push_whose_last_receiver_elsewhere_is_dropped_tells_the_pusher_why_once() {
     assert_no_receiver_left(&said, "no receiver is left (dave: receiver too slow)");
 }
 
-/// On one server too, a pusher whose last receiver the server stopped
-/// delivering to is told who and why (before: "no receiver is left").
-#[test]
-fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
-    let now = Instant::now();
+/// A hub where `p` pushes 6 bytes to `bob`, who accepted: the first 3
+/// sent, and everything said so far drained. The hub, `p`, `bob` and the
+/// push's id on bob's side.
+fn push_under_way_to_bob(now: Instant) -> (Hub, ClientId, ClientId, TransferId) {
     let mut hub = Hub::new(Limits::default(), "hi");
     let p = joined(&mut hub, "p", now);
     let bob = joined(&mut hub, "bob", now);
@@ -5814,6 +5813,15 @@ fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
         now,
     );
     drain_hub(&mut hub, p);
+    (hub, p, bob, relay)
+}
+
+/// On one server too, a pusher whose last receiver the server stopped
+/// delivering to is told who and why (before: "no receiver is left").
+#[test]
+fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
+    let now = Instant::now();
+    let (mut hub, p, bob, relay) = push_under_way_to_bob(now);
     hub.cancel_delivery(bob, relay, CancelCode::TOO_SLOW, "receiver too slow");
     let (said, _, _) = drain_hub(&mut hub, p);
     assert_no_receiver_left(&said, "no receiver is left (bob: receiver too slow)");
@@ -5825,24 +5833,7 @@ fn a_push_whose_last_receiver_is_dropped_tells_the_pusher_who_and_why() {
 #[test]
 fn a_receiver_giving_up_during_a_push_is_named_to_the_pusher() {
     let now = Instant::now();
-    let mut hub = Hub::new(Limits::default(), "hi");
-    let p = joined(&mut hub, "p", now);
-    let bob = joined(&mut hub, "bob", now);
-    hub.flush_presence();
-    while hub.poll_transmit().is_some() {}
-    offer_to(&mut hub, p, Recipient::User(user("bob")), 6, now);
-    let (said, _, _) = drain_hub(&mut hub, bob);
-    let Some(ServerMessage::FileStart(FileStart { id: relay, .. })) = said.first() else {
-        panic!("{said:?}");
-    };
-    let relay = *relay;
-    hub.handle_message(bob, ClientMessage::Accept { id: relay }, now);
-    hub.handle_message(
-        p,
-        ClientMessage::Chunk(FileChunk::new(TransferId(1), 0, b"abc".to_vec())),
-        now,
-    );
-    drain_hub(&mut hub, p);
+    let (mut hub, p, bob, relay) = push_under_way_to_bob(now);
     hub.handle_message(
         bob,
         ClientMessage::Cancel(FileCancel {
@@ -5853,7 +5844,10 @@ fn a_receiver_giving_up_during_a_push_is_named_to_the_pusher() {
         now,
     );
     let (said, _, _) = drain_hub(&mut hub, p);
-    assert_no_receiver_left(&said, "no receiver is left (bob: file read or write failed)");
+    assert_no_receiver_left(
+        &said,
+        "no receiver is left (bob: file read or write failed)",
+    );
 }
 
 /// A push between two servers cut by one of them shutting down: the
