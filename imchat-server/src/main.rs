@@ -757,7 +757,7 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
 
 /// `--reset-name NAME --redis URL` or `--reset-name NAME --history-db
 /// PATH`: removes the registration (from Redis when both are given, as a
-/// server does). A file that does not exist has nothing to reset (and is not
+/// server does). A file that does not exist is an error (nothing is
 /// created); one that does must be an imchat history.
 fn reset_name(cli: &Cli) -> Result<String, Error> {
     let Some(name) = &cli.reset_name else {
@@ -780,10 +780,12 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
         }
         (None, Some(path)) => {
             if !path.exists() {
-                return Ok(format!(
-                    "there is no history database at '{}' yet: '{user}' is not registered there; nothing changed",
+                // An error, not a success that did nothing: the path may
+                // be mistyped.
+                return Err(Error::History(format!(
+                    "there is no history database at '{}': nothing to reset (is the path right?)",
                     path.display()
-                ));
+                )));
             }
             // Only the accounts table is touched: the history stays as it
             // is, so this may run while the server does.

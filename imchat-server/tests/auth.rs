@@ -876,31 +876,31 @@ fn chat_flows_as_before_behind_a_password_with_accounts_on() {
 /// `--register-name` is the first step of setting up a server with
 /// operators: on a history file that does not exist yet, it creates it,
 /// as the server would (it used to fail: "unable to open database file");
-/// `--reset-name` on one says there is nothing to reset, and creates
-/// nothing.
+/// `--reset-name` on one fails saying there is nothing to reset (the path
+/// may be mistyped), and creates nothing.
 #[test]
 fn register_name_creates_the_history_file_and_reset_name_leaves_none() {
     let dir = TempDir::new("fresh-db");
     let db = dir.0.join("fresh.db");
-    let task = |args: &[&str]| {
+    let task = |args: &[&str], said: &str| {
         let mut cmd = Command::new(server_bin());
         cmd.args(args)
             .arg("--history-db")
             .arg(&db)
             .env("IMCHAT_ACCOUNT_PASSWORD", "OpPass-99");
         let mut p = Proc::spawn(cmd);
-        let line = p.expect("boss");
+        let line = p.expect(said);
         (p.wait_exit(), line)
     };
-    let (code, line) = task(&["--reset-name", "boss"]);
-    assert_eq!(code, Some(0), "{line}");
-    assert!(line.contains("nothing changed"), "{line}");
+    let (code, line) = task(&["--reset-name", "boss"], "nothing to reset");
+    assert_eq!(code, Some(1), "{line}");
+    assert!(line.contains("nothing to reset"), "{line}");
     assert!(!db.exists(), "--reset-name created {}", db.display());
-    let (code, line) = task(&["--register-name", "boss"]);
+    let (code, line) = task(&["--register-name", "boss"], "boss");
     assert_eq!(code, Some(0), "{line}");
     assert!(line.contains("'boss' is registered"), "{line}");
     // Kept in the file created: removed by the next reset.
-    let (code, line) = task(&["--reset-name", "boss"]);
+    let (code, line) = task(&["--reset-name", "boss"], "boss");
     assert_eq!(code, Some(0), "{line}");
     assert!(
         line.contains("the registration of 'boss' is removed"),
