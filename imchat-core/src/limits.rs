@@ -175,13 +175,12 @@ pub const DEFAULT_AUTH_ATTEMPTS: u32 = 5;
 /// The window failed password attempts are counted over: 60 s.
 pub const DEFAULT_AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// Account passwords from one address the server checks at once, right
-/// or wrong: 4. Past it a `Hello` with one is refused with
-/// `TOO_MANY_ATTEMPTS` ("try again in 1 s"); the reconnecting client
-/// tries again by itself. Each check is an Argon2id hash (tens of
-/// milliseconds and 19 MiB, two at a time in the reference server): four
-/// from one address keep another user's login at most two hashes behind
-/// it, and a check ends in about that time, so people logging in by hand
-/// behind one address are rarely four at the same instant.
+/// or wrong: 4. Past it a `Hello` with one waits its turn (a classroom
+/// behind one address logging in at once), checked as the address's
+/// checks end, in the order they came; it is refused only past 60
+/// waiting. Each check is an Argon2id hash (tens of milliseconds and
+/// 19 MiB, two at a time in the reference server): four from one address
+/// keep another user's login at most two hashes behind it.
 pub const DEFAULT_ACCOUNT_CHECKS_AT_ONCE: u32 = 4;
 /// Account passwords from one address the server checks per
 /// [`DEFAULT_AUTH_WINDOW`], right or wrong: 60, as many as the users

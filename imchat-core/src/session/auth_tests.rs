@@ -1697,30 +1697,89 @@ fn hub_for_checks(limits: Limits) -> Hub {
 }
 
 #[test]
-fn only_a_few_password_checks_from_one_address_run_at_once_right_or_wrong() {
+fn only_a_few_password_checks_from_one_address_run_at_once_the_others_wait_their_turn() {
     let t0 = Instant::now();
     let mut hub = hub_for_checks(Limits::default());
     let at_once = Limits::default().account_checks_at_once as usize;
-    // Right passwords for ten registered names, all at once.
+    // Right passwords for ten registered names, all at once (a classroom
+    // behind one address): a few are checked, the others wait, none is
+    // refused.
     let tries: Vec<ClientId> = (0..10)
         .map(|i| guess(&mut hub, &format!("user{i}"), "right", "10.0.0.66", t0))
         .collect();
     let asked = checks_asked(&mut hub);
     assert_eq!(asked, tries[..at_once]);
-    let refused = refusals(&mut hub);
-    assert_eq!(refused.len(), 10 - at_once);
-    for (c, code, text) in &refused {
-        assert!(tries[at_once..].contains(c));
-        assert_eq!(*code, RefuseCode::TOO_MANY_ATTEMPTS);
-        assert!(text.ends_with("try again in 1 s"), "{text}");
-    }
-    // Another address is not held back by it.
+    assert!(refusals(&mut hub).is_empty());
+    // Another address is not held back by them.
     let other = guess(&mut hub, "bob", "right", "10.0.0.67", t0);
     assert_eq!(checks_asked(&mut hub), [other]);
-    // An answer, right, frees a place.
+    // Each answer, right or wrong, starts the next one waiting, in turn;
+    // a waiting login whose connection went is skipped.
+    hub.handle_disconnect(tries[at_once], LeaveReason::LOST);
     hub.account_checked(asked[0], AccountCheck::Verified, t0);
-    let next = guess(&mut hub, "user9", "right", "10.0.0.66", t0);
-    assert_eq!(checks_asked(&mut hub), [next]);
+    assert_eq!(sent(&mut hub, asked[0])[0], "welcome");
+    assert_eq!(checks_asked(&mut hub), [tries[at_once + 1]]);
+    hub.account_checked(asked[1], AccountCheck::Wrong, t0);
+    assert_eq!(checks_asked(&mut hub), [tries[at_once + 2]]);
+    let mut started = vec![tries[at_once + 1], tries[at_once + 2]];
+    for c in [asked[2], asked[3]].into_iter().chain(started.clone()) {
+        hub.account_checked(c, AccountCheck::Verified, t0);
+        started.extend(checks_asked(&mut hub));
+    }
+    assert_eq!(started[2..], tries[at_once + 3..]);
+    for c in &tries[at_once + 3..] {
+        hub.account_checked(*c, AccountCheck::Verified, t0);
+        assert_eq!(sent(&mut hub, *c)[0], "welcome");
+    }
+    assert!(refusals(&mut hub).is_empty());
+}
+
+/// A login waiting for its password check (or its turn) sent its
+/// `Hello` in time: when its address reaches the connections it may hold
+/// before their `Hello`, it is not the one dropped as "sent no username"
+/// (before, the oldest connection was, whatever it had sent).
+#[test]
+fn a_login_waiting_for_its_check_is_not_taken_for_a_silent_connection() {
+    let t0 = Instant::now();
+    let mut hub = hub_for_checks(Limits::default());
+    let per_address = Limits::default().max_per_address;
+    let tries: Vec<ClientId> = (0..per_address)
+        .map(|i| guess(&mut hub, &format!("user{i}"), "right", "10.0.0.66", t0))
+        .collect();
+    let one_more = hub.handle_connect_from(ip("10.0.0.66"), t0);
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].0, refused[0].1),
+        (one_more, RefuseCode::SERVER_FULL)
+    );
+    assert!(tries.iter().all(|c| hub.is_connected(*c)));
+}
+
+/// Past [`MAX_QUEUED_PER_ADDRESS`] logins waiting from one address, the
+/// next is refused, saying to try again.
+#[test]
+fn logins_waiting_for_their_check_are_bounded_per_address() {
+    let t0 = Instant::now();
+    let limits = Limits {
+        account_checks_per_address: 0,
+        max_per_address: 100,
+        ..Limits::default()
+    };
+    let mut hub = hub_for_checks(limits);
+    let at_once = Limits::default().account_checks_at_once as usize;
+    let tries: Vec<ClientId> = (0..at_once + 61)
+        .map(|i| guess(&mut hub, &format!("user{i}"), "right", "10.0.0.66", t0))
+        .collect();
+    assert_eq!(checks_asked(&mut hub).len(), at_once);
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (who, code, text) = &refused[0];
+    assert_eq!(
+        (*who, *code),
+        (tries[at_once + 60], RefuseCode::TOO_MANY_ATTEMPTS)
+    );
+    assert!(text.contains("waiting for their password check"), "{text}");
 }
 
 #[test]

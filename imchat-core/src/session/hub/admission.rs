@@ -92,10 +92,12 @@ impl Hub {
         let per_address = self.limits.max_per_address;
         if let Some(ip) = peer.map(address_key).filter(|_| per_address > 0) {
             if self.per_address.get(&ip).copied().unwrap_or(0) >= per_address {
+                // The oldest that has not sent its `Hello`: one waiting
+                // for its password check did, in time.
                 let waiting = self.pending.iter().copied().find(|p| {
-                    self.conns
-                        .get(p)
-                        .is_some_and(|c| c.peer.map(address_key) == Some(ip))
+                    self.conns.get(p).is_some_and(|c| {
+                        c.peer.map(address_key) == Some(ip) && c.verifying.is_none()
+                    })
                 });
                 let Some(old) = waiting else {
                     let reason = format!("too many connections from your address ({per_address})");

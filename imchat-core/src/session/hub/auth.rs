@@ -10,7 +10,7 @@
 //! account, then resume or join; so a resume token never stands in for a
 //! password.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -55,7 +55,24 @@ pub(super) struct AuthState {
     /// Account checks asked per address, whatever their outcome: when
     /// the window started, how many.
     checks_asked: HashMap<FailKey, (Instant, u32)>,
+    /// Logins waiting for a check of their address to end, oldest first:
+    /// past [`Limits::account_checks_at_once`](crate::Limits::account_checks_at_once)
+    /// a login waits its turn (a classroom logging in at once), it is not
+    /// refused.
+    queued: HashMap<FailKey, VecDeque<Queued>>,
 }
+
+/// A login waiting for its turn to be checked.
+#[derive(Debug)]
+struct Queued {
+    client: ClientId,
+    name: FailKey,
+    password: Option<Secret>,
+}
+
+/// Most logins of one address waiting for their turn: beyond, a login is
+/// refused (as many as may join from one address in a minute).
+const MAX_QUEUED_PER_ADDRESS: usize = 60;
 
 /// Whom a password check in flight counts against.
 #[derive(Debug, Clone)]
@@ -396,9 +413,27 @@ impl Hub {
                 self.refuse(client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
                 return false;
             }
+            if let Some(conn) = self.conns.get_mut(&client) {
+                conn.verifying = Some(PendingHello {
+                    username: username.clone(),
+                    resume,
+                });
+            }
+            if self.checks_at_once_reached(&address) {
+                // Its turn comes when a check of its address ends.
+                self.auth
+                    .queued
+                    .entry(address)
+                    .or_default()
+                    .push_back(Queued {
+                        client,
+                        name,
+                        password: creds.account,
+                    });
+                return false;
+            }
             self.start_check(client, InFlight { address, name }, now);
-        }
-        if let Some(conn) = self.conns.get_mut(&client) {
+        } else if let Some(conn) = self.conns.get_mut(&client) {
             conn.verifying = Some(PendingHello {
                 username: username.clone(),
                 resume,
@@ -410,6 +445,82 @@ impl Hub {
             password: creds.account,
         });
         false
+    }
+
+    /// Whether [`Limits::account_checks_at_once`](crate::Limits::account_checks_at_once)
+    /// checks of `address` are in flight: the next login waits its turn.
+    fn checks_at_once_reached(&self, address: &FailKey) -> bool {
+        let at_once = self.limits.account_checks_at_once;
+        at_once > 0
+            && !matches!(address, FailKey::Address(None))
+            && self.auth.in_flight.get(address).copied().unwrap_or(0) >= at_once
+    }
+
+    /// Starts the checks of the logins of `address` waiting for their
+    /// turn, as far as [`Limits::account_checks_at_once`](crate::Limits::account_checks_at_once)
+    /// allows; those whose connection went are dropped, those over a cap
+    /// by now refused.
+    fn start_queued(&mut self, address: &FailKey, now: Instant) {
+        while !self.checks_at_once_reached(address) {
+            let Some(next) = self
+                .auth
+                .queued
+                .get_mut(address)
+                .and_then(VecDeque::pop_front)
+            else {
+                break;
+            };
+            let Some(user) = self
+                .conns
+                .get(&next.client)
+                .and_then(|c| c.verifying.as_ref())
+                .map(|v| v.username.clone())
+            else {
+                continue;
+            };
+            if self.too_many(address, now) || self.too_many(&next.name, now) {
+                self.clear_verifying(next.client);
+                self.refuse_attempts(next.client, &user);
+                continue;
+            }
+            if let Some(text) = self.checks_over_budget(address, now) {
+                self.clear_verifying(next.client);
+                self.login_refused(
+                    next.client,
+                    &user,
+                    "too many password checks from its address",
+                );
+                self.refuse(next.client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
+                continue;
+            }
+            self.start_check(
+                next.client,
+                InFlight {
+                    address: address.clone(),
+                    name: next.name,
+                },
+                now,
+            );
+            self.events.push_back(HubEvent::CheckAccount {
+                client: next.client,
+                user,
+                password: next.password,
+            });
+        }
+        if self
+            .auth
+            .queued
+            .get(address)
+            .is_some_and(VecDeque::is_empty)
+        {
+            self.auth.queued.remove(address);
+        }
+    }
+
+    fn clear_verifying(&mut self, client: ClientId) {
+        if let Some(conn) = self.conns.get_mut(&client) {
+            conn.verifying = None;
+        }
     }
 
     /// Whether a `Hello` for `username` ends the same whatever the
@@ -442,6 +553,11 @@ impl Hub {
                 self.note_failure(guess.address.clone(), now);
                 self.note_failure(guess.name.clone(), now);
             }
+        }
+        if let Some(done) = &counted {
+            // The next login of the address waiting for its turn.
+            let address = done.address.clone();
+            self.start_queued(&address, now);
         }
         let Some(conn) = self.conns.get_mut(&client) else {
             return;
@@ -944,11 +1060,10 @@ impl Hub {
         if matches!(address, FailKey::Address(None)) {
             return None;
         }
-        let at_once = self.limits.account_checks_at_once;
-        let in_flight = self.auth.in_flight.get(address).copied().unwrap_or(0);
-        if at_once > 0 && in_flight >= at_once {
+        let waiting = self.auth.queued.get(address).map_or(0, VecDeque::len);
+        if waiting >= MAX_QUEUED_PER_ADDRESS {
             return Some(format!(
-                "too many password checks from your address at once ({at_once}); try again in 1 s"
+                "too many logins from your address waiting for their password check ({waiting}); try again in a few seconds"
             ));
         }
         let per_window = self.limits.account_checks_per_address;
@@ -1017,7 +1132,9 @@ impl Hub {
             .map(|(c, _)| *c)
             .collect();
         for client in stale {
-            self.end_check(client);
+            if let Some(done) = self.end_check(client) {
+                self.start_queued(&done.address, now);
+            }
         }
     }
 
