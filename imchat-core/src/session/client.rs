@@ -5,7 +5,7 @@ use crate::message::FileStart;
 use crate::message::RoutedChat;
 use crate::message::{Departure, FileListPart, PresenceEvent};
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
@@ -275,6 +275,9 @@ pub struct SavedSession {
     pub next_client_id: u64,
 }
 
+/// The least time between two `Pong`s ([`ClientSession::answer_ping`]).
+pub(crate) const PONG_GAP: Duration = Duration::from_millis(100);
+
 /// How far past its next client id [`ClientSession::saved`] puts the
 /// first id of a restarted program (65,536): the messages the running one
 /// sends after the save do not take the ids of the next run's, which the
@@ -475,6 +478,10 @@ pub struct ClientSession {
     /// [`quit`](Self::quit) gave up a session that could have resumed:
     /// a reconnect after it says so, not that the server offers none.
     quit_sent: bool,
+    /// When the last `Pong` was sent, and the newest `Ping` waiting for
+    /// its answer meanwhile ([`PONG_GAP`]).
+    last_pong: Option<Instant>,
+    pong_due: Option<u64>,
     /// Set by [`quit_on_resume`](Self::quit_on_resume): the parting text of
     /// a quit that could not reach the server, sent as soon as the session
     /// is given back.
@@ -534,6 +541,8 @@ impl ClientSession {
             ended: None,
             quit_sent: false,
             quit_on_resume: None,
+            last_pong: None,
+            pong_due: None,
             server_password: None,
             account_password: None,
             registering: None,
@@ -1051,7 +1060,42 @@ impl ClientSession {
             .front()
             .filter(|_| self.state == State::Joined)
             .map(|u| self.pacer.ready_at(u.text.len()).unwrap_or(self.clock));
-        Some(resend.map_or(keepalive, |r| r.min(keepalive)))
+        let pong = self.pong_due.and(self.last_pong).map(|at| at + PONG_GAP);
+        Some(
+            [resend, pong]
+                .into_iter()
+                .flatten()
+                .fold(keepalive, Instant::min),
+        )
+    }
+
+    /// Answers the server's `Ping` `nonce`: at once, unless a `Pong` went
+    /// less than [`PONG_GAP`] ago; then the newest `Ping` of the gap is
+    /// answered at its end (a server awaits the answer to its last one).
+    /// A server pings after its keepalive interval of silence: one that
+    /// sends pings back to back (and perhaps reads none of the answers)
+    /// gets ten answers a second, not one per ping.
+    fn answer_ping(&mut self, nonce: u64) {
+        match self.last_pong {
+            Some(at) if self.clock.saturating_duration_since(at) < PONG_GAP => {
+                self.pong_due = Some(nonce);
+            }
+            _ => {
+                self.last_pong = Some(self.clock);
+                self.transmits.push_back(ClientMessage::Pong(nonce));
+            }
+        }
+    }
+
+    /// Sends the `Pong` held back by [`answer_ping`](Self::answer_ping)
+    /// once its gap has passed.
+    fn send_due_pong(&mut self) {
+        let due = self.last_pong.map(|at| at + PONG_GAP);
+        if self.pong_due.is_some() && due.is_none_or(|due| self.clock >= due) {
+            let nonce = self.pong_due.take().unwrap_or_default();
+            self.last_pong = Some(self.clock);
+            self.transmits.push_back(ClientMessage::Pong(nonce));
+        }
     }
 
     /// Moves the session's clock to `now` (never back) and refills the
@@ -1167,6 +1211,7 @@ impl ClientSession {
         if self.state == State::Joined {
             self.release_resends();
         }
+        self.send_due_pong();
         match self.ping {
             Some(sent) if now.saturating_duration_since(sent) >= self.limits.keepalive_timeout => {
                 self.state = State::Closed;
@@ -1810,7 +1855,7 @@ impl ClientSession {
                     self.state = State::Closed;
                     self.events.push_back(ClientEvent::Shutdown { reason });
                 }
-                ServerMessage::Ping(v) => self.transmits.push_back(ClientMessage::Pong(v)),
+                ServerMessage::Ping(v) => self.answer_ping(v),
                 ServerMessage::Notice { code, text } if code == NoticeCode::SESSION_ENDED => {
                     self.ended = Some(text);
                 }
@@ -1907,7 +1952,7 @@ impl ClientSession {
                 }
             }
             ServerMessage::Ping(v) => {
-                self.transmits.push_back(ClientMessage::Pong(v));
+                self.answer_ping(v);
                 return;
             }
             ServerMessage::Pong(v) => {

@@ -7909,3 +7909,44 @@ fn a_session_to_quit_that_is_not_given_back_goes_on_fresh_in_silence() {
     );
     assert!(s.saved().is_some(), "a session of its own to keep");
 }
+
+/// A server that pings back to back gets ten answers a second, not one
+/// per ping: the newest ping of each tenth of a second is answered at its
+/// end (the one a server awaits), the others not at all.
+#[test]
+fn pings_back_to_back_get_ten_answers_a_second() {
+    let t0 = Instant::now();
+    let mut s = ClientSession::new(user("ann"), Limits::default(), t0);
+    s.handle_message(paced_welcome("ann", false), t0);
+    while s.poll_transmit().is_some() {}
+    let pongs = |s: &mut ClientSession| -> Vec<u64> {
+        std::iter::from_fn(|| s.poll_transmit())
+            .filter_map(|m| match m {
+                ClientMessage::Pong(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut now = t0;
+    let mut answered = Vec::new();
+    // 1,000 pings a millisecond apart: one second.
+    for n in 1..=1000u64 {
+        now += Duration::from_millis(1);
+        s.handle_message(ServerMessage::Ping(n), now);
+        if s.poll_timeout().is_some_and(|at| at <= now) {
+            s.handle_timeout(now);
+        }
+        answered.extend(pongs(&mut s));
+    }
+    assert!((9..=11).contains(&answered.len()), "{answered:?}");
+    assert_eq!(answered[0], 1, "the first at once");
+    // The last ping is answered when its gap ends, with a timer asked for.
+    let due = s.poll_timeout().expect("a timer");
+    assert!(due <= now + crate::session::client::PONG_GAP, "{due:?}");
+    s.handle_timeout(due);
+    assert_eq!(pongs(&mut s), [1000]);
+    // A ping after a quiet while is answered at once.
+    now = due + Duration::from_secs(20);
+    s.handle_message(ServerMessage::Ping(1001), now);
+    assert_eq!(pongs(&mut s), [1001]);
+}
