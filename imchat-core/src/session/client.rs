@@ -1107,6 +1107,15 @@ impl ClientSession {
         self.pacer.refill(self.clock);
     }
 
+    /// Sends a `Ping` of the next number, charged as a request; its number.
+    fn send_ping(&mut self) -> u64 {
+        let n = self.next_ping;
+        self.next_ping += 1;
+        self.charge(1, 0);
+        self.transmits.push_back(ClientMessage::Ping(n));
+        n
+    }
+
     /// [`charge`](Self::charge) for a request of the user's, whose answer
     /// [`is_answered`](Self::is_answered) waits for.
     fn ask(&mut self, messages: usize, bytes: usize) {
@@ -1168,10 +1177,7 @@ impl ClientSession {
     /// for.
     pub fn settle(&mut self) -> Result<(), UsageError> {
         self.joined()?;
-        let n = self.next_ping;
-        self.next_ping += 1;
-        self.charge(1, 0);
-        self.transmits.push_back(ClientMessage::Ping(n));
+        let n = self.send_ping();
         self.barrier = Some(n);
         self.barrier_covers = self.sent;
         Ok(())
@@ -1221,10 +1227,7 @@ impl ClientSession {
                 >= self.limits.keepalive_interval =>
             {
                 self.ping = Some(now);
-                self.charge(1, 0);
-                self.transmits
-                    .push_back(ClientMessage::Ping(self.next_ping));
-                self.next_ping += 1;
+                self.send_ping();
             }
             _ => {}
         }
@@ -1841,10 +1844,7 @@ impl ClientSession {
                         // The first frame after a resume spends the token
                         // just presented (PROTOCOL.md §15): at once, not
                         // at the next keepalive, up to 30 s later.
-                        let n = self.next_ping;
-                        self.next_ping += 1;
-                        self.charge(1, 0);
-                        self.transmits.push_back(ClientMessage::Ping(n));
+                        self.send_ping();
                     }
                 }
                 ServerMessage::Refused { code, reason, .. } => {

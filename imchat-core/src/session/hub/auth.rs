@@ -400,17 +400,7 @@ impl Hub {
         if creds.account.is_some() {
             let address = FailKey::Address(peer);
             self.expire_checks(now);
-            if self.too_many(&address, now) || self.too_many(&name, now) {
-                self.refuse_attempts(client, username);
-                return false;
-            }
-            if let Some(text) = self.checks_over_budget(&address, now) {
-                self.login_refused(
-                    client,
-                    username,
-                    "too many password checks from its address",
-                );
-                self.refuse(client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
+            if self.refused_over_caps(client, username, &address, &name, now) {
                 return false;
             }
             if let Some(conn) = self.conns.get_mut(&client) {
@@ -470,28 +460,20 @@ impl Hub {
             else {
                 break;
             };
-            let Some(user) = self
+            // Out while it may be refused, back when its check starts.
+            let Some(waiting) = self
                 .conns
-                .get(&next.client)
-                .and_then(|c| c.verifying.as_ref())
-                .map(|v| v.username.clone())
+                .get_mut(&next.client)
+                .and_then(|c| c.verifying.take())
             else {
                 continue;
             };
-            if self.too_many(address, now) || self.too_many(&next.name, now) {
-                self.clear_verifying(next.client);
-                self.refuse_attempts(next.client, &user);
+            let user = waiting.username.clone();
+            if self.refused_over_caps(next.client, &user, address, &next.name, now) {
                 continue;
             }
-            if let Some(text) = self.checks_over_budget(address, now) {
-                self.clear_verifying(next.client);
-                self.login_refused(
-                    next.client,
-                    &user,
-                    "too many password checks from its address",
-                );
-                self.refuse(next.client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
-                continue;
+            if let Some(conn) = self.conns.get_mut(&next.client) {
+                conn.verifying = Some(waiting);
             }
             self.start_check(
                 next.client,
@@ -517,10 +499,27 @@ impl Hub {
         }
     }
 
-    fn clear_verifying(&mut self, client: ClientId) {
-        if let Some(conn) = self.conns.get_mut(&client) {
-            conn.verifying = None;
+    /// Refuses `client`'s login as `user` with an account password when
+    /// its address or name is over the wrong-password caps, or its address
+    /// over its password checks; true if it did.
+    fn refused_over_caps(
+        &mut self,
+        client: ClientId,
+        user: &Username,
+        address: &FailKey,
+        name: &FailKey,
+        now: Instant,
+    ) -> bool {
+        if self.too_many(address, now) || self.too_many(name, now) {
+            self.refuse_attempts(client, user);
+            return true;
         }
+        if let Some(text) = self.checks_over_budget(address, now) {
+            self.login_refused(client, user, "too many password checks from its address");
+            self.refuse(client, RefuseCode::TOO_MANY_ATTEMPTS, &text);
+            return true;
+        }
+        false
     }
 
     /// Whether a `Hello` for `username` ends the same whatever the
