@@ -406,6 +406,9 @@ pub struct ClientSession {
     outgoing: HashMap<TransferId, Outgoing>,
     /// Our pushes whose receivers accepted them: their data may go.
     accepted: std::collections::HashSet<TransferId>,
+    /// Our pushes whose end was queued: nothing more goes for them, and
+    /// they are only waiting for the server's [`ServerMessage::PushDone`].
+    pushes_ended: std::collections::HashSet<TransferId>,
     /// Pushes offered to us, waiting for the user's answer.
     offers: HashMap<TransferId, Offered>,
     /// The pushes offered to us, by the id the session gives them: the
@@ -510,6 +513,7 @@ impl ClientSession {
             held_acks: HashMap::new(),
             outgoing: HashMap::new(),
             accepted: std::collections::HashSet::new(),
+            pushes_ended: std::collections::HashSet::new(),
             offers: HashMap::new(),
             relayed: HashMap::new(),
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
@@ -771,6 +775,7 @@ impl ClientSession {
         self.names.clear();
         self.held_acks.clear();
         self.accepted.clear();
+        self.pushes_ended.clear();
         self.last_heard = self.clock;
         self.ping = None;
         self.barrier = None;
@@ -1620,6 +1625,7 @@ impl ClientSession {
         let out = self
             .outgoing
             .get_mut(&id)
+            .filter(|_| !self.pushes_ended.contains(&id))
             .ok_or(UsageError::UnknownTransfer { id })?;
         if !self.accepted.contains(&id) {
             return Err(UsageError::NotAccepted { id });
@@ -1657,6 +1663,7 @@ impl ClientSession {
         let out = self
             .outgoing
             .get(&id)
+            .filter(|_| !self.pushes_ended.contains(&id))
             .ok_or(UsageError::UnknownTransfer { id })?;
         if !self.accepted.contains(&id) {
             return Err(UsageError::NotAccepted { id });
@@ -1667,6 +1674,7 @@ impl ClientSession {
             size: out.size(),
         })?;
         self.transmits.push_back(ClientMessage::End(end));
+        self.pushes_ended.insert(id);
         Ok(())
     }
 
@@ -1684,6 +1692,7 @@ impl ClientSession {
         }
         self.names.remove(&id);
         self.accepted.remove(&id);
+        self.pushes_ended.remove(&id);
         let wire = self.wire_id(id);
         self.relayed.remove(&id);
         let known = self.requested.remove(&id).is_some()
@@ -2004,6 +2013,7 @@ impl ClientSession {
             }
             ServerMessage::PushDone { id, receivers } => {
                 self.accepted.remove(&id);
+                self.pushes_ended.remove(&id);
                 if self.outgoing.remove(&id).is_none() {
                     return;
                 }
@@ -2081,6 +2091,7 @@ impl ClientSession {
                     }
                 } else if self.outgoing.remove(&c.id).is_some() {
                     self.accepted.remove(&c.id);
+                    self.pushes_ended.remove(&c.id);
                     ClientEvent::PushFailed {
                         id: c.id,
                         code: c.code,

@@ -7719,6 +7719,48 @@ fn an_empty_chunk_and_a_short_end_are_refused_before_the_wire() {
     }
 }
 
+/// A push ends once: a second `push_end`, or a chunk after the end, is
+/// a push that is no longer running, and puts nothing on the wire (the
+/// server would take a second `End` for a stray frame).
+#[test]
+fn a_push_ends_once() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f.bin").unwrap(), 5, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    net.s(0).push_chunk(id, b"abcde".to_vec()).unwrap();
+    net.s(0).push_end(id).unwrap();
+    assert_eq!(
+        net.s(0).push_end(id),
+        Err(UsageError::UnknownTransfer { id })
+    );
+    assert_eq!(
+        net.s(0).push_chunk(id, b"f".to_vec()),
+        Err(UsageError::UnknownTransfer { id })
+    );
+    let mut ends = 0;
+    let mut queued = Vec::new();
+    while let Some(m) = net.s(0).poll_transmit() {
+        ends += usize::from(matches!(m, ClientMessage::End(_)));
+        queued.push(m);
+    }
+    assert_eq!(ends, 1, "{queued:?}");
+    let alice = net.clients[0].0;
+    for m in queued {
+        net.hub.handle_message(alice, through_wire(&m), net.now);
+    }
+    net.pump();
+    for i in [1, 2] {
+        assert_eq!(received(&net.take(i)), (b"abcde".to_vec(), true));
+    }
+    assert!(net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PushDone { id: done, .. } if *done == id)));
+}
+
 /// Under a name key that folds look-alikes, a name with a reserved word's
 /// key is refused as that word would be: `аdmin` with a Cyrillic `а`
 /// would otherwise pass for `admin`.
