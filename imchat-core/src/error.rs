@@ -253,6 +253,13 @@ pub enum UsageError {
         /// The limit.
         max: usize,
     },
+    /// A download of this file is already asked for or running: a second
+    /// would write the same file twice ([`ClientSession::is_downloading`](crate::ClientSession::is_downloading)).
+    #[error("'{name}' is already being downloaded")]
+    AlreadyDownloading {
+        /// The shared file's name.
+        name: crate::FileName,
+    },
     /// No transfer with this id is running.
     #[error("no transfer {id} is running")]
     UnknownTransfer {

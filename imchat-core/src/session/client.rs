@@ -1558,13 +1558,18 @@ impl ClientSession {
     /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
     /// once the session is closed; [`UsageError::TooManyTransfers`] while
     /// [`Limits::max_transfers`] transfers and offers are running or waiting
-    /// (ask again when one ends). Nothing is sent.
+    /// (ask again when one ends); [`UsageError::AlreadyDownloading`] while
+    /// a download of `name` is asked for or running
+    /// ([`is_downloading`](Self::is_downloading)). Nothing is sent.
     pub fn download(
         &mut self,
         name: FileName,
         resume: Option<ResumeState>,
     ) -> Result<TransferId, UsageError> {
         self.check_download()?;
+        if self.is_downloading(&name) {
+            return Err(UsageError::AlreadyDownloading { name });
+        }
         let id = self.new_id()?;
         let resume = resume.filter(|r| !r.is_empty());
         let offset = resume.as_ref().map_or(0, ResumeState::len);

@@ -2606,11 +2606,23 @@ fn a_download_counts_as_running_from_the_request_to_its_end() {
     assert!(!net.s(0).is_downloading(&name));
     let id = net.s(0).download(name.clone(), None).unwrap();
     assert!(net.s(0).is_downloading(&name), "asked for");
+    assert_eq!(
+        net.s(0).download(name.clone(), None),
+        Err(UsageError::AlreadyDownloading { name: name.clone() }),
+        "a second download of the same file"
+    );
     net.pump();
     let alice = net.clients[0].0;
     net.hub.accept_download(alice, id, name.clone(), 5, 0);
     net.pump();
     assert!(net.s(0).is_downloading(&name), "started");
+    assert_eq!(
+        net.s(0)
+            .download(name.clone(), None)
+            .unwrap_err()
+            .to_string(),
+        "'a.txt' is already being downloaded"
+    );
     assert!(!net.s(0).is_downloading(&FileName::new("b.txt").unwrap()));
     serve(&mut net, id, 5, b"hello", 0);
     assert!(!net.s(0).is_downloading(&name), "done");
