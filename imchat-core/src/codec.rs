@@ -97,7 +97,19 @@ pub mod types {
     pub const PONG: u8 = 0x84;
 }
 
-/// A message that can be written as a frame. Encoding a valid message cannot fail.
+/// A message that can be written as a frame.
+///
+/// Encoding never fails: the newtypes ([`Username`](crate::Username),
+/// [`FileName`](crate::FileName), [`Secret`](crate::Secret)) are checked
+/// when made, and the one plain string the wire holds in a byte-counted
+/// field, the target of a [`ClientMessage::Operate`], is cut at the last
+/// character boundary within [`MAX_TARGET_BYTES`](crate::MAX_TARGET_BYTES)
+/// (so a longer one does not come back whole from [`Decoder`]). Nothing
+/// here checks a frame against the peer's frame limit: a chat text longer
+/// than the server's `max_text`, or a frame over its `max_frame`, encodes,
+/// and the peer refuses it. [`ClientSession`](crate::ClientSession) checks
+/// both before anything is queued (`TextTooLong`, `TargetTooLong`); a
+/// program that encodes messages itself checks them as it does.
 pub trait Encode {
     /// Appends this message's frame (header included) to `out`.
     fn encode(&self, out: &mut Vec<u8>);

@@ -12,7 +12,7 @@ use thiserror::Error;
 use super::transport::{FrameReader, ReadStep};
 use crate::codec::Encode;
 use crate::error::{DecodeError, NameError, TransportError, UsageError};
-use crate::limits::{Limits, DEFAULT_AUTO_ACCEPT_BYTES, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::limits::{Limits, LimitsError, DEFAULT_AUTO_ACCEPT_BYTES, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::message::{
     FileName, Recipient, RefuseCode, Secret, ServerLimits, ServerMessage, TransferId, Username,
     PROTOCOL_VERSION,
@@ -92,6 +92,50 @@ impl Default for ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// Checks that the options can work: no time limit of zero (a socket
+    /// refuses it, and no answer comes in no time), and
+    /// [`Limits::validate`]'s rules (a frame limit that holds a chunk and
+    /// a longest text, say). [`Client::connect`] and [`Client::over`]
+    /// check them before anything is sent, so that a bad setting is not
+    /// reported as the server's or the network's fault.
+    ///
+    /// # Errors
+    ///
+    /// The first [`OptionsError`] found.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let limits = &self.limits;
+        for (field, time) in [
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("write_timeout", self.write_timeout),
+            ("limits.keepalive_interval", Some(limits.keepalive_interval)),
+            ("limits.keepalive_timeout", Some(limits.keepalive_timeout)),
+        ] {
+            if time == Some(Duration::ZERO) {
+                return Err(OptionsError::ZeroTime { field });
+            }
+        }
+        limits.validate()?;
+        Ok(())
+    }
+}
+
+/// Why [`ConnectOptions`] cannot work ([`ConnectOptions::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// A time limit is zero (`write_timeout: None` waits forever).
+    #[error("{field} is zero")]
+    ZeroTime {
+        /// The option's name.
+        field: &'static str,
+    },
+    /// The limits do not hold together.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+}
+
 /// Why [`Client::connect`] failed. The refusals (`NameTaken` to
 /// `Refused`) carry the server's reason; show it and try another name or
 /// server.
@@ -101,6 +145,9 @@ pub enum ConnectError {
     /// The username breaks the naming rules; nothing was sent.
     #[error("invalid username: {0}")]
     InvalidName(#[from] NameError),
+    /// The [`ConnectOptions`] cannot work; nothing was sent.
+    #[error("invalid connect options: {0}")]
+    InvalidOptions(#[from] OptionsError),
     /// The address resolved to nothing.
     #[error("no address to connect to")]
     NoAddress,
@@ -449,7 +496,9 @@ impl Client<TcpStream> {
     /// # Errors
     ///
     /// Nothing is connected. [`ConnectError::InvalidName`] before anything
-    /// is sent (pick another name); [`ConnectError::BadAddress`] for an
+    /// is sent (pick another name), [`ConnectError::InvalidOptions`] for
+    /// options that cannot work ([`ConnectOptions::validate`]);
+    /// [`ConnectError::BadAddress`] for an
     /// address without a port (or otherwise not one);
     /// [`ConnectError::Resolve`] when the host name does not resolve,
     /// [`ConnectError::NoAddress`] when it resolves to nothing and
@@ -469,6 +518,7 @@ impl Client<TcpStream> {
         options: ConnectOptions,
     ) -> Result<Client, ConnectError> {
         let username = Username::new(username)?;
+        options.validate()?;
         let stream = tcp(addr, &options)?;
         Client::start(stream, username, options)
     }
@@ -509,6 +559,7 @@ impl<S: Link> Client<S> {
     /// As for [`connect`](Client::connect), without the connection errors.
     pub fn over(stream: S, username: &str, options: ConnectOptions) -> Result<Self, ConnectError> {
         let username = Username::new(username)?;
+        options.validate()?;
         Client::start(stream, username, options)
     }
 
@@ -654,6 +705,12 @@ impl<S: Link> Client<S> {
     /// [`ClientEvent::TimedOut`]); after it, and after a connection closed
     /// or broken without one, calls return [`ClientError::Closed`].
     ///
+    /// To stop a thread waiting here from another (a bot's shutdown), keep
+    /// a clone of the socket from before the client moved
+    /// (`client.get_ref().try_clone()` for TCP) and shut it down
+    /// (`shutdown(Shutdown::Both)`): the wait ends at once with
+    /// [`ClientError::Closed`].
+    ///
     /// # Errors
     ///
     /// [`ClientError::Transport`], once, when reading or writing fails or the
@@ -766,7 +823,8 @@ impl<S: Link> Client<S> {
 
     /// The limits the server announced in its welcome (the session keeps
     /// to its text limit, and to the others where they are stricter than
-    /// its own: push size, transfers at once, chunk size and rate).
+    /// its own: push size, transfers at once and rate; its chunks fit in
+    /// the server's `max_frame`).
     #[must_use]
     pub fn server_limits(&self) -> &ServerLimits {
         &self.server_limits
@@ -869,7 +927,9 @@ impl<S: Link> Client<S> {
     /// # Errors
     ///
     /// [`ClientError::Usage`] with [`UsageError::TooManyTransfers`] (nothing
-    /// was sent; ask again when a transfer ends); [`ClientError::Closed`] once the connection is over, and
+    /// was sent; ask again when a transfer ends) or
+    /// [`UsageError::AlreadyDownloading`] (one of `name` is running);
+    /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn download(
         &mut self,

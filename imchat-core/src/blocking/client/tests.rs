@@ -146,6 +146,35 @@ fn connect_sets_nodelay_and_keeps_the_welcome_text() {
     assert!(matches!(c.next_event(WAIT), Err(ClientError::Closed)));
 }
 
+/// A thread blocked in `next_event` is stopped from another by shutting
+/// down a clone of the socket, as `next_event`'s docs say: it returns
+/// `Closed` at once, not when its timeout ends.
+#[test]
+fn a_next_event_waiting_in_another_thread_ends_when_the_socket_is_shut() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        // Until the client's side is shut: the end of the stream.
+        matches!(p.reader.read_message(), Ok(None) | Err(_))
+    });
+    let mut c = connect(addr);
+    let socket = c.get_ref().try_clone().unwrap();
+    let waiter = thread::spawn(move || {
+        let started = Instant::now();
+        for _ in 0..100 {
+            if let Err(e) = c.next_event(WAIT) {
+                return (e, started.elapsed());
+            }
+        }
+        panic!("next_event never failed");
+    });
+    thread::sleep(Duration::from_millis(200));
+    socket.shutdown(Shutdown::Both).unwrap();
+    let (e, took) = waiter.join().unwrap();
+    assert!(matches!(e, ClientError::Closed), "{e:?}");
+    assert!(took < WAIT / 2, "{took:?}");
+    assert!(peer.join().unwrap());
+}
+
 fn refused_with(code: RefuseCode, reason: &str, version: u16) -> ConnectError {
     let reason = reason.to_string();
     let (addr, peer) = serve(move |mut p| {
@@ -221,6 +250,58 @@ fn an_invalid_username_is_refused_before_connecting() {
         e,
         ConnectError::InvalidName(NameError::BadChar { ch: ' ' })
     ));
+}
+
+/// Options that cannot work are refused before any connection, as the
+/// caller's mistake, not as the server's or the network's: a frame limit
+/// of 0 was "the server's answer is not imchat", a zero timeout "cannot
+/// connect".
+#[test]
+fn options_that_cannot_work_are_refused_before_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut frame = ConnectOptions::default();
+    frame.limits.max_frame = 0;
+    let mut connect = ConnectOptions::default();
+    connect.connect_timeout = Duration::ZERO;
+    let mut write = ConnectOptions::default();
+    write.write_timeout = Some(Duration::ZERO);
+    let mut keepalive = ConnectOptions::default();
+    keepalive.limits.keepalive_timeout = Duration::ZERO;
+    let mut handshake = ConnectOptions::default();
+    handshake.handshake_timeout = Duration::ZERO;
+    for (options, said) in [
+        (
+            frame,
+            "invalid connect options: chunk_size 262144 does not fit in max_frame 0",
+        ),
+        (connect, "invalid connect options: connect_timeout is zero"),
+        (write, "invalid connect options: write_timeout is zero"),
+        (
+            keepalive,
+            "invalid connect options: limits.keepalive_timeout is zero",
+        ),
+        (
+            handshake,
+            "invalid connect options: handshake_timeout is zero",
+        ),
+    ] {
+        let e = Client::connect(addr, "alice", options).unwrap_err();
+        assert!(matches!(e, ConnectError::InvalidOptions(_)), "{e:?}");
+        assert!(e.to_string().starts_with(said), "{e}");
+    }
+    let e = ConnectOptions {
+        write_timeout: None,
+        ..ConnectOptions::default()
+    }
+    .validate();
+    assert_eq!(e, Ok(()), "no write timeout waits forever");
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock,
+        "nothing connected"
+    );
 }
 
 #[test]
