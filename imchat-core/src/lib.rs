@@ -98,6 +98,11 @@
 //! assert_eq!(got, Some(("alice".to_string(), false, "hello bob".to_string())));
 //! ```
 //!
+//! To drive a [`ClientSession`] over IO of your own (an event loop, a
+//! bridge), see `examples/pingbot.rs`: one loop that feeds it what the
+//! socket read and the time, writes what it queued, and acts on its
+//! events.
+//!
 //! # A bot
 //!
 //! With the default `blocking` feature, `blocking::Client` owns the

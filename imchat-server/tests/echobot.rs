@@ -1,6 +1,6 @@
-//! The echobot example against the real server: a second client, written on
-//! the same blocking driver, sends it a private message and `!who` and
-//! checks the answers. The server runs on 127.0.0.1 with a port the OS
+//! The echobot and pingbot examples against the real server: a second
+//! client, written on the blocking driver, sends them private and public
+//! messages and checks the answers. The server runs on 127.0.0.1 with a port the OS
 //! picks; every wait has a deadline and the server is stopped by its pid.
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +15,10 @@ use imchat_core::{ClientEvent, Recipient, RoutedChat, Username};
 #[allow(dead_code)] // its `main` is for `cargo run --example`
 #[path = "../../imchat-core/examples/echobot.rs"]
 mod echobot;
+
+#[allow(dead_code)]
+#[path = "../../imchat-core/examples/pingbot.rs"]
+mod pingbot;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -136,6 +140,52 @@ fn echobot_reverses_private_messages_and_answers_who() {
     );
 
     // A graceful stop: the bot sees the server's shutdown and returns.
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(bot.join().unwrap(), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The bot that drives the sans-IO session over its own socket answers a
+/// `!ping` in the room and a private one, each where it was asked, and
+/// ends when the server shuts down.
+#[test]
+fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start_server(dir.path());
+    let mut me = Client::connect(addr.as_str(), "tester", ConnectOptions::default()).unwrap();
+    // Before the bot joins: replayed to it as history, not for it to answer.
+    me.send_chat(Recipient::Everyone, "!ping").unwrap();
+    me.who().unwrap();
+    wait_for(&mut me, |e| {
+        matches!(e, ClientEvent::Who { .. }).then_some(())
+    });
+    let bot_addr = addr.clone();
+    let bot = thread::spawn(move || {
+        pingbot::run(&bot_addr, "pingbot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
+    });
+    let pingbot = Username::new("pingbot").unwrap();
+    wait_for(&mut me, |e| match e {
+        ClientEvent::Joined { user } if user == pingbot => Some(()),
+        _ => None,
+    });
+    me.send_private(&pingbot, "!ping").unwrap();
+    assert_eq!(
+        reply_from(&mut me, &pingbot),
+        (true, "pong".into()),
+        "the first answer is to this one, not to the history"
+    );
+    me.send_chat(Recipient::Everyone, "!ping").unwrap();
+    assert_eq!(reply_from(&mut me, &pingbot), (false, "pong".into()));
+
     let pid = server.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -263,14 +263,20 @@ fn options_that_cannot_work_are_refused_before_connecting() {
     let addr = listener.local_addr().unwrap();
     let mut frame = ConnectOptions::default();
     frame.limits.max_frame = 0;
-    let mut connect = ConnectOptions::default();
-    connect.connect_timeout = Duration::ZERO;
-    let mut write = ConnectOptions::default();
-    write.write_timeout = Some(Duration::ZERO);
+    let connect = ConnectOptions {
+        connect_timeout: Duration::ZERO,
+        ..ConnectOptions::default()
+    };
+    let write = ConnectOptions {
+        write_timeout: Some(Duration::ZERO),
+        ..ConnectOptions::default()
+    };
     let mut keepalive = ConnectOptions::default();
     keepalive.limits.keepalive_timeout = Duration::ZERO;
-    let mut handshake = ConnectOptions::default();
-    handshake.handshake_timeout = Duration::ZERO;
+    let handshake = ConnectOptions {
+        handshake_timeout: Duration::ZERO,
+        ..ConnectOptions::default()
+    };
     for (options, said) in [
         (
             frame,
