@@ -677,6 +677,7 @@ impl Server {
                 text,
                 to,
                 receivers,
+                waiting,
             } => {
                 let to = match &to {
                     Some(user) => inert(user.as_str()).into_owned(),
@@ -689,8 +690,13 @@ impl Server {
                 } else {
                     ""
                 };
+                let held = if waiting {
+                    format!("; held for {to}'s resume")
+                } else {
+                    String::new()
+                };
                 let mut line = format!(
-                    "routed message {id} from {} to {to} ({receivers} receiver{plural}{here})",
+                    "routed message {id} from {} to {to} ({receivers} receiver{plural}{here}{held})",
                     core.who(from)
                 );
                 if let Some(text) = text {

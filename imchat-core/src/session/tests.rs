@@ -3411,6 +3411,46 @@ fn resumable(limits: Limits, names: &[&str]) -> Net {
     net
 }
 
+/// A private message to a user whose session waits for a resume reaches
+/// no connection now, and the hub says it is held (the server's log read
+/// "0 receivers", as if it were lost); the user gets it on its resume.
+#[test]
+fn a_private_message_to_a_user_away_is_reported_held_and_arrives_on_the_resume() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(1);
+    net.hub_events.clear();
+    let bob = Username::new("bob").unwrap();
+    net.s(0)
+        .send_chat(Recipient::User(bob.clone()), "are you there")
+        .unwrap();
+    net.s(0).send_chat(Recipient::Everyone, "anyone?").unwrap();
+    net.pump();
+    let routed: Vec<(Option<Username>, usize, bool)> = net
+        .hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Routed {
+                to,
+                receivers,
+                waiting,
+                ..
+            } => Some((to.clone(), *receivers, *waiting)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routed, vec![(Some(bob), 0, true), (None, 0, false)]);
+    net.reconnect(1);
+    let texts: Vec<String> = net
+        .take(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some(c.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["are you there", "anyone?"]);
+}
+
 impl Net {
     /// Client `i`'s connection breaks: the hub learns it, and nothing more
     /// reaches either side on it.

@@ -44,6 +44,7 @@ impl Hub {
         if self.answer_duplicate(client, &key, client_id) {
             return;
         }
+        let mut waiting = false;
         let (dest, target) = match to {
             Recipient::Everyone => (None, None),
             Recipient::User(target) => {
@@ -51,6 +52,7 @@ impl Hub {
                 let dest = self.names.get(&target_key).copied();
                 // A user in its grace period gets it when it resumes.
                 let held = self.sessions.get(&target_key).map(|s| s.user.clone());
+                waiting = dest.is_none() && held.is_some();
                 // A user of another server of the cluster: published.
                 let held = held.or_else(|| self.remote_user(&target_key).cloned());
                 let Some(registered) = held else {
@@ -142,6 +144,7 @@ impl Hub {
             text: reported,
             to: target,
             receivers,
+            waiting,
         });
     }
 

@@ -160,6 +160,9 @@ pub enum HubEvent {
         to: Option<Username>,
         /// How many connections it went to.
         receivers: usize,
+        /// A unicast whose receiver is not connected but its session
+        /// waits here for a resume: it gets the message then.
+        waiting: bool,
     },
     /// The client asked about the shared folder: answer with [`Hub::answer_files`](crate::Hub::answer_files).
     FilesRequested {
