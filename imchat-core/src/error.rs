@@ -125,7 +125,7 @@ pub enum DecodeError {
         ty: u8,
     },
     /// A tag byte has a value with no meaning.
-    #[error("field {field} has invalid value {value}")]
+    #[error("field '{field}' has invalid value {value}")]
     InvalidTag {
         /// Field name.
         field: &'static str,

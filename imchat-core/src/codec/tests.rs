@@ -1838,6 +1838,15 @@ fn presence_refuses_an_unknown_kind_and_an_impossible_count() {
             value: 2
         })
     );
+    assert_eq!(
+        DecodeError::InvalidTag {
+            field: "to",
+            value: 128
+        }
+        .to_string(),
+        "field 'to' has invalid value 128",
+        "the field's name stands out of the sentence"
+    );
     // Two events announced, room for one.
     assert_eq!(
         ServerMessage::decode_frame(&hex("4f 00000002 00 01 00 01 61")),
