@@ -43,6 +43,27 @@
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 //!
+//! # Where to start
+//!
+//! The root is large because it holds the server's side too. What you
+//! need depends on what you write:
+//!
+//! - **A bot on blocking IO**: `blocking::Client` and
+//!   `blocking::ConnectOptions` (behind the `blocking` feature), the
+//!   [`ClientEvent`]s it hands out, and [`Recipient`], [`Username`],
+//!   [`FileName`] for what you send; errors are
+//!   `blocking::ConnectError`, `blocking::ClientError` and
+//!   [`UsageError`]. See `examples/echobot.rs`.
+//! - **A client or bridge on IO of your own**: [`ClientSession`] with the
+//!   [`Decoder`] and [`Encode`], [`ClientEvent`], and [`SavedSession`] to
+//!   resume across runs. See `examples/pingbot.rs`.
+//! - **A harness or fuzzer of the wire format**: [`ClientMessage`],
+//!   [`ServerMessage`], [`Encode`], [`Decoder`] and [`DecodeError`].
+//! - **A server**: [`Hub`] with [`Limits`], a [`HistoryStore`] (or the
+//!   [`MemoryStore`]), and the [`HubEvent`]s and [`Transmit`]s it gives
+//!   back; the cluster items ([`ClusterEvent`] and those named after it)
+//!   only for several servers as one.
+//!
 //! # Example: two clients and a hub, in memory
 //!
 //! ```
