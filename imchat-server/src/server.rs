@@ -1048,7 +1048,10 @@ impl Server {
                 continue;
             }
             let answer = self.with_hub(|hub| hub.console(line, Instant::now()));
-            report::print_line(&answer);
+            // It may quote what was typed (an escape sequence pasted in) or
+            // a reason a remote operator gave: each line made inert.
+            let shown: Vec<_> = answer.lines().map(inert).collect();
+            report::print_line(&shown.join("\n"));
         }
     }
 

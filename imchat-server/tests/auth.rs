@@ -551,6 +551,23 @@ fn a_console_line_that_is_not_utf8_does_not_end_the_console() {
     srv.assert_serving();
 }
 
+/// What the console prints is inert: an escape sequence typed or pasted
+/// into it came back raw in "'…' is not a username" (a ban's reason is
+/// shown inert in `bans` too).
+#[test]
+fn the_console_shows_escape_sequences_inert() {
+    let mut srv = Server::secured(None, &[]);
+    srv.proc.send("kick \x1b[31mred");
+    let line = srv.proc.expect("is not a username");
+    assert_eq!(line, "'^[[31mred' is not a username");
+    srv.proc.send("ban carol \x1b[2Jwiped");
+    srv.proc.expect("banned carol");
+    srv.proc.send("bans");
+    let bans = srv.proc.expect("bans:");
+    assert_eq!(bans, "bans: carol (by console: ^[[2Jwiped)");
+    srv.assert_serving();
+}
+
 /// Waits (`WAIT` at most) until `done` holds; panics naming `what`.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
