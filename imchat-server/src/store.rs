@@ -742,12 +742,13 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
         lock: lock_path.display().to_string(),
         reason: crate::files::io_reason(&e),
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(failed)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    // Empty, but beside a private file: as private (a lock file that
+    // exists keeps its mode).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&lock_path).map_err(failed)?;
     if !imchat_cli::try_lock(&file).map_err(failed)? {
         return Err(OpenError::InUse { path: shown });
     }
@@ -1717,6 +1718,7 @@ mod tests {
             .append(&chat(1, "alice", Some("bob"), "private", 1))
             .unwrap();
         assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("history.db.lock")), 0o600);
         let wal = dir.path().join("history.db-wal");
         assert!(wal.exists(), "the WAL is there while the store is open");
         assert_eq!(mode(&wal), 0o600);
