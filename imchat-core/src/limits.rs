@@ -310,6 +310,19 @@ impl Limits {
                 });
             }
         }
+        self.check_frames()?;
+        if self.max_handshake_frame < MAX_HELLO_FRAME || self.max_handshake_frame > self.max_frame {
+            return Err(LimitsError::HandshakeFrame {
+                max_handshake_frame: self.max_handshake_frame,
+                max_frame: self.max_frame,
+            });
+        }
+        Ok(())
+    }
+
+    /// The part of [`validate`](Self::validate) a client's limits must
+    /// pass too: a chunk and a longest text each fit in `max_frame`.
+    pub(crate) fn check_frames(&self) -> Result<(), LimitsError> {
         let frame = self.max_frame as usize;
         if self.chunk_size.saturating_add(CHUNK_FRAME_OVERHEAD) > frame {
             return Err(LimitsError::ChunkTooLarge {
@@ -320,12 +333,6 @@ impl Limits {
         if self.max_text.saturating_add(CHAT_FRAME_OVERHEAD) > frame {
             return Err(LimitsError::TextTooLarge {
                 max_text: self.max_text,
-                max_frame: self.max_frame,
-            });
-        }
-        if self.max_handshake_frame < MAX_HELLO_FRAME || self.max_handshake_frame > self.max_frame {
-            return Err(LimitsError::HandshakeFrame {
-                max_handshake_frame: self.max_handshake_frame,
                 max_frame: self.max_frame,
             });
         }

@@ -94,9 +94,10 @@ impl Default for ConnectOptions {
 
 impl ConnectOptions {
     /// Checks that the options can work: no time limit of zero (a socket
-    /// refuses it, and no answer comes in no time), and
-    /// [`Limits::validate`]'s rules (a frame limit that holds a chunk and
-    /// a longest text, say). [`Client::connect`] and [`Client::over`]
+    /// refuses it, and no answer comes in no time), and a frame limit
+    /// (`limits.max_frame`) that holds a chunk and a longest text, as
+    /// [`Limits::validate`] checks them (its other rules are a server's:
+    /// a client keeps to the rates its server announces). [`Client::connect`] and [`Client::over`]
     /// check them before anything is sent, so that a bad setting is not
     /// reported as the server's or the network's fault.
     ///
@@ -116,7 +117,7 @@ impl ConnectOptions {
                 return Err(OptionsError::ZeroTime { field });
             }
         }
-        limits.validate()?;
+        limits.check_frames()?;
         Ok(())
     }
 }
