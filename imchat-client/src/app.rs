@@ -36,8 +36,8 @@ use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName,
-    FilesRequest, Limits, NoticeCode, Origin, Recipient, RefuseCode, RoutedChat, SavedSession,
-    Secret, ServerMessage, TransferError, TransferId, UsageError, Username,
+    FilesRequest, Limits, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret,
+    ServerMessage, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
@@ -3410,13 +3410,10 @@ impl Conn {
                 } else {
                     text
                 };
-                if code == NoticeCode::REGISTERED
-                    || code == NoticeCode::UNREGISTERED
-                    || code == NoticeCode::DONE
-                {
-                    app.notice(&text);
-                } else {
+                if code.is_failure() {
                     app.error(&text);
+                } else {
+                    app.notice(&text);
                 }
             }
             ClientEvent::ClusterReachable { reachable, text } => {

@@ -579,6 +579,47 @@ fn a_killed_client_is_announced_as_left() {
         .expect("`bob left (<reason>)`", |l| l.starts_with("bob left ("));
 }
 
+/// A private message to a user whose connection was lost (its session
+/// waits for it to come back) is accepted, and its sender is told the
+/// user is away, as news rather than an error; a message to everyone is
+/// not.
+#[test]
+fn a_private_message_to_a_user_away_tells_the_sender_so() {
+    let w = World::new("away");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    bob.kill();
+    w.server.wait_logged("bob lost its connection");
+    alice.send("/msg bob are you there");
+    alice.send("anyone?");
+    alice.send("/who");
+    let away = alice.expect("the away notice", |l| l.contains("is away"));
+    assert!(
+        away.starts_with(
+            "*** bob is away (connection lost): they get your message if they come back within "
+        ) && away.ends_with(" s"),
+        "{away:?}"
+    );
+    alice.expect("the who list", |l| l.starts_with("*** online (2)"));
+    assert_eq!(
+        alice
+            .out
+            .lines()
+            .iter()
+            .filter(|l| l.contains("is away"))
+            .count(),
+        1,
+        "{}",
+        alice.report()
+    );
+    assert!(
+        non_empty(&alice.err.lines()).is_empty(),
+        "{}",
+        alice.report()
+    );
+}
+
 #[test]
 fn duplicate_and_invalid_usernames_are_refused() {
     let w = World::new("dupe");

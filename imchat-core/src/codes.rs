@@ -199,6 +199,30 @@ code_type! {
         /// server are served, new names are refused, messages wait to be
         /// passed on, until [`CLUSTER_BACK`](Self::CLUSTER_BACK).
         CLUSTER_DOWN = 11, "the cluster cannot be reached";
+        /// Not an answer: sent to the sender of a private message whose
+        /// receiver's connection was lost and whose session waits for it
+        /// to come back. The message was accepted and is kept for the
+        /// receiver, who gets it if it resumes in time; the text says who
+        /// and for how long at most.
+        AWAY = 12, "the user is away";
+    }
+}
+
+impl NoticeCode {
+    /// Whether the notice says something went wrong (a request refused or
+    /// failed, a session or cluster lost), to be shown as an error; the
+    /// others report success or news. A code this version does not know
+    /// counts as one.
+    #[must_use]
+    pub fn is_failure(self) -> bool {
+        ![
+            Self::REGISTERED,
+            Self::UNREGISTERED,
+            Self::DONE,
+            Self::CLUSTER_BACK,
+            Self::AWAY,
+        ]
+        .contains(&self)
     }
 }
 

@@ -553,6 +553,24 @@ impl Server {
         wait_exit(&mut self.child, timeout)
     }
 
+    /// Waits until its log file holds `wanted` (the log is written in
+    /// batches), for [`TIMEOUT`] at most.
+    #[allow(dead_code)] // not every test file uses it
+    pub fn wait_logged(&self, wanted: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !fs::read_to_string(&self.log_file)
+            .unwrap_or_default()
+            .contains(wanted)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{wanted:?} not logged within {TIMEOUT:?}:\n{}",
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Its output and log, for failure messages.
     pub fn report(&self) -> String {
         let log = fs::read_to_string(&self.log_file).unwrap_or_default();

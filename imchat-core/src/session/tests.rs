@@ -3413,7 +3413,8 @@ fn resumable(limits: Limits, names: &[&str]) -> Net {
 
 /// A private message to a user whose session waits for a resume reaches
 /// no connection now, and the hub says it is held (the server's log read
-/// "0 receivers", as if it were lost); the user gets it on its resume.
+/// "0 receivers", as if it were lost) and tells its sender that the user
+/// is away; the user gets it on its resume.
 #[test]
 fn a_private_message_to_a_user_away_is_reported_held_and_arrives_on_the_resume() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
@@ -3439,6 +3440,26 @@ fn a_private_message_to_a_user_away_is_reported_held_and_arrives_on_the_resume()
         })
         .collect();
     assert_eq!(routed, vec![(Some(bob), 0, true), (None, 0, false)]);
+    // Its sender is told, once, and only for the private one.
+    let notices: Vec<(NoticeCode, String)> = net
+        .take(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Notice { code, text } => Some((code, text)),
+            _ => None,
+        })
+        .collect();
+    let grace = Limits::default().grace.as_secs();
+    assert_eq!(
+        notices,
+        [(
+            NoticeCode::AWAY,
+            format!(
+                "bob is away (connection lost): they get your message if they come back within {grace} s"
+            )
+        )]
+    );
+    assert!(!NoticeCode::AWAY.is_failure() && NoticeCode::FAILED.is_failure());
     net.reconnect(1);
     let texts: Vec<String> = net
         .take(1)

@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::continuity::Outcome;
 use super::rate::Cost;
 use super::{ClientId, Hub, HubEvent, Phase};
-use crate::message::{ChatKind, ErrorCode, MessageId, Recipient, ServerMessage, Username};
+use crate::message::{
+    ChatKind, ErrorCode, LeaveReason, MessageId, NoticeCode, Recipient, ServerMessage, Username,
+};
 
 impl Hub {
     /// Routes one chat message: stamped with the sender's registered name,
@@ -44,15 +46,18 @@ impl Hub {
         if self.answer_duplicate(client, &key, client_id) {
             return;
         }
-        let mut waiting = false;
+        // A unicast's receiver whose session waits for it: until when, and
+        // why its connection ended.
+        let mut away: Option<Option<(Instant, LeaveReason)>> = None;
         let (dest, target) = match to {
             Recipient::Everyone => (None, None),
             Recipient::User(target) => {
                 let target_key = self.key(&target);
                 let dest = self.names.get(&target_key).copied();
                 // A user in its grace period gets it when it resumes.
+                let session = self.sessions.get(&target_key).filter(|_| dest.is_none());
+                away = session.map(|s| s.grace);
                 let held = self.sessions.get(&target_key).map(|s| s.user.clone());
-                waiting = dest.is_none() && held.is_some();
                 // A user of another server of the cluster: published.
                 let held = held.or_else(|| self.remote_user(&target_key).cloned());
                 let Some(registered) = held else {
@@ -138,13 +143,28 @@ impl Hub {
             self.send_many(members, Some(client), message);
             receivers
         };
+        if let (Some(until), Some(to)) = (away, target.as_ref()) {
+            let (why, within) = until.map_or((LeaveReason::LOST, String::new()), |(t, why)| {
+                let secs = t.saturating_duration_since(now).as_millis().div_ceil(1000);
+                (why, format!(" within {secs} s"))
+            });
+            self.send(
+                client,
+                ServerMessage::Notice {
+                    code: NoticeCode::AWAY,
+                    text: format!(
+                        "{to} is away ({why}): they get your message if they come back{within}"
+                    ),
+                },
+            );
+        }
         self.events.push_back(HubEvent::Routed {
             from: client,
             id,
             text: reported,
             to: target,
             receivers,
-            waiting,
+            waiting: away.is_some(),
         });
     }
 
