@@ -200,18 +200,28 @@ fn a_paced_bot_that_outruns_the_resend_window_waits_for_answers() {
 }
 
 /// A bot whose frame limit is too small for the server's `Welcome` is
-/// told what did not decode, not only that the server is not imchat.
+/// told what did not decode, not only that the server is not imchat; one
+/// too small for its own chunks and texts is told so before connecting.
 #[test]
 fn a_frame_limit_too_small_for_the_welcome_says_so() {
-    let srv = Server::start(&[]);
+    let welcome = "w".repeat(300);
+    let srv = Server::start(&["--welcome", &welcome]);
     let mut options = ConnectOptions::default();
     options.limits.max_frame = 16;
+    let Err(err) = Client::connect(srv.addr, "tinybot", options.clone()) else {
+        panic!("a 16-byte frame limit passed");
+    };
+    assert!(matches!(err, ConnectError::InvalidOptions(_)), "{err:?}");
+    // Chunks and texts of a byte fit in 160 bytes; the welcome does not.
+    options.limits.max_frame = 160;
+    options.limits.chunk_size = 1;
+    options.limits.max_text = 1;
     let Err(err) = Client::connect(srv.addr, "tinybot", options) else {
-        panic!("a 16-byte frame limit took the welcome");
+        panic!("a 160-byte frame limit took the welcome");
     };
     assert!(matches!(err, ConnectError::NotImchat(_)), "{err:?}");
     let said = err.to_string();
-    assert!(said.contains("is larger than the limit of 16"), "{said}");
+    assert!(said.contains("is larger than the limit of 160"), "{said}");
 }
 
 /// `stream`, with a second handle to cut it from outside.
