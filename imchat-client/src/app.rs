@@ -3249,7 +3249,7 @@ impl Conn {
                     && (app.view.is_terminal() || app.config.json)
                     && app.is_me(&chat.from) => {}
             ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
-            ClientEvent::Joined { user } => {
+            ClientEvent::Joined { user, .. } => {
                 let shown = user.as_str().to_owned();
                 lock(&app.roster).insert(user.key(), shown.clone());
                 app.view.roster(Roster::Joined(shown.clone()));

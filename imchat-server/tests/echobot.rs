@@ -174,7 +174,7 @@ fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
     });
     let pingbot = Username::new("pingbot").unwrap();
     wait_for(&mut me, |e| match e {
-        ClientEvent::Joined { user } if user == pingbot => Some(()),
+        ClientEvent::Joined { user, .. } if user == pingbot => Some(()),
         _ => None,
     });
     me.send_private(&pingbot, "!ping").unwrap();

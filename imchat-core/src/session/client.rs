@@ -12,7 +12,7 @@ use crate::limits::Limits;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, NoticeCode,
     OpAction, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Secret, ServerLimits,
-    ServerMessage, TransferId, Username, MAX_TARGET_BYTES, PROTOCOL_VERSION,
+    ServerMessage, Timestamp, TransferId, Username, MAX_TARGET_BYTES, PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -44,6 +44,9 @@ pub enum ClientEvent {
     Chat(RoutedChat),
     /// Someone joined.
     Joined {
+        /// When the server noted it (as [`Departure::time`] for a leave):
+        /// a join replayed after a resume happened before it is handed on.
+        time: Timestamp,
         /// Who.
         user: Username,
     },
@@ -1891,11 +1894,11 @@ impl ClientSession {
                 }
                 ClientEvent::Chat(chat)
             }
-            ServerMessage::Joined { id, user, .. } => {
+            ServerMessage::Joined { id, time, user } => {
                 if self.seen_before(id) {
                     return;
                 }
-                ClientEvent::Joined { user }
+                ClientEvent::Joined { time, user }
             }
             ServerMessage::Left(left) => {
                 if self.seen_before(left.id) {
@@ -1910,7 +1913,9 @@ impl ClientSession {
                         continue;
                     }
                     self.events.push_back(match e {
-                        PresenceEvent::Joined { user, .. } => ClientEvent::Joined { user },
+                        PresenceEvent::Joined { time, user, .. } => {
+                            ClientEvent::Joined { time, user }
+                        }
                         PresenceEvent::Left(left) => ClientEvent::Left(left),
                     });
                 }

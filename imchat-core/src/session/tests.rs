@@ -292,8 +292,17 @@ fn joining_welcomes_with_the_name_and_tells_the_others() {
             limits: net.hub.server_limits(),
         }]
     );
+    // The join is stamped with the server's clock, as a chat is.
+    net.hub.set_wall_clock(net.now, 1_796_051_045_000);
+    net.advance(Duration::from_secs(5));
     let b = net.connect("bob");
-    assert_eq!(net.take(a), vec![ClientEvent::Joined { user: user("bob") }]);
+    assert_eq!(
+        net.take(a),
+        vec![ClientEvent::Joined {
+            time: Timestamp(1_796_051_050_000),
+            user: user("bob")
+        }]
+    );
     assert!(matches!(net.take(b)[..], [ClientEvent::Welcome { .. }]));
     assert!(net.s(a).is_joined());
 }
@@ -3787,7 +3796,7 @@ fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
     assert!(net
         .take(1)
         .iter()
-        .any(|e| matches!(e, ClientEvent::Joined { user } if user.as_str() == "alice")));
+        .any(|e| matches!(e, ClientEvent::Joined { user, .. } if user.as_str() == "alice")));
 }
 
 /// A user kicked while away is told so when its client comes back, not
@@ -4579,7 +4588,7 @@ fn presence_names(events: &[ClientEvent]) -> (Vec<&str>, Vec<&str>) {
     let (mut joined, mut left) = (Vec::new(), Vec::new());
     for e in events {
         match e {
-            ClientEvent::Joined { user } => joined.push(user.as_str()),
+            ClientEvent::Joined { user, .. } => joined.push(user.as_str()),
             ClientEvent::Left(d) => left.push(d.user.as_str()),
             _ => {}
         }
@@ -5037,14 +5046,16 @@ fn a_resumed_member_gets_each_waiting_join_once() {
 fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
     let mut net = three();
     assert_eq!(net.s(0).last_seen(), MessageId(3));
+    // Each event its own time, as the server noted it.
+    let at = |id| Timestamp(1_796_051_045_000 + id * 1000);
     let joined = |id, name: &str| PresenceEvent::Joined {
         id: MessageId(id),
-        time: Timestamp(0),
+        time: at(id),
         user: user(name),
     };
     let bye = Departure {
         id: MessageId(5),
-        time: Timestamp(0),
+        time: at(5),
         user: user("bob"),
         reason: LeaveReason::QUIT,
         text: "bye".into(),
@@ -5062,7 +5073,10 @@ fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
     assert_eq!(
         net.take(0),
         vec![
-            ClientEvent::Joined { user: user("dave") },
+            ClientEvent::Joined {
+                time: at(4),
+                user: user("dave")
+            },
             ClientEvent::Left(bye),
         ]
     );
@@ -5071,6 +5085,46 @@ fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
     net.deliver(0, ServerMessage::Presence(vec![joined(4, "dave")]));
     net.pump();
     assert_eq!(net.take(0), vec![]);
+}
+
+/// A join replayed after a resume happened before it is handed on: the
+/// event carries the time the server noted, alone or in a batch, not
+/// the time it arrives.
+#[test]
+fn a_join_carries_the_time_the_server_noted_not_its_arrival() {
+    let mut net = three();
+    let (first, second) = (Timestamp(1_796_051_045_000), Timestamp(1_796_051_046_500));
+    net.advance(Duration::from_secs(60));
+    net.deliver(
+        0,
+        ServerMessage::Joined {
+            id: MessageId(4),
+            time: first,
+            user: user("dave"),
+        },
+    );
+    net.deliver(
+        0,
+        ServerMessage::Presence(vec![PresenceEvent::Joined {
+            id: MessageId(5),
+            time: second,
+            user: user("erin"),
+        }]),
+    );
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![
+            ClientEvent::Joined {
+                time: first,
+                user: user("dave")
+            },
+            ClientEvent::Joined {
+                time: second,
+                user: user("erin")
+            },
+        ]
+    );
 }
 
 /// A store in memory that counts its commits and fails them on demand.
@@ -5363,7 +5417,7 @@ fn remote_users_are_announced_listed_and_heard() {
         let joined: Vec<_> = net
             .take(i)
             .into_iter()
-            .filter(|e| matches!(e, ClientEvent::Joined { user } if user.as_str() == "dave"))
+            .filter(|e| matches!(e, ClientEvent::Joined { user, .. } if user.as_str() == "dave"))
             .collect();
         assert_eq!(joined.len(), 1, "client {i}");
     }
@@ -6788,7 +6842,7 @@ fn users_of_a_dead_server_leave_only_after_the_grace_period() {
         .into_iter()
         .filter_map(|e| match e {
             ClientEvent::Left(d) => Some(d.user.to_string()),
-            ClientEvent::Joined { user } => Some(format!("joined {user}")),
+            ClientEvent::Joined { user, .. } => Some(format!("joined {user}")),
             _ => None,
         })
         .collect();
