@@ -14,8 +14,8 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::{
-    list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, Raw, RawEvent, TempDir,
-    World, QUIET, TIMEOUT,
+    fake_welcome, list_files, non_empty, pseudo_random_bytes, sample_shared_dir, Client, Raw,
+    RawEvent, TempDir, World, QUIET, TIMEOUT,
 };
 use imchat_core::{ClientMessage, FileStart, Recipient, ServerMessage};
 
@@ -2292,44 +2292,6 @@ fn messages_files_and_unicast_mode_to_yourself() {
     let lines = carol.out.lines();
     let shown = lines.iter().filter(|l| l.ends_with("note to self")).count();
     assert_eq!(shown, 1, "{lines:?}");
-}
-
-/// A fake server's side of a client's handshake on `listener`: accepts
-/// one connection (reads time out after [`TIMEOUT`]), reads its `Hello`
-/// and welcomes it with the default limits and no resume. Its reader, its
-/// writer and the name it asked for.
-fn fake_welcome(
-    listener: &TcpListener,
-) -> (
-    imchat_core::blocking::FrameReader<std::net::TcpStream, ClientMessage>,
-    imchat_core::blocking::FrameWriter<std::net::TcpStream>,
-    imchat_core::Username,
-) {
-    use imchat_core::blocking::{FrameReader, FrameWriter};
-    use imchat_core::{MessageId, ResumeToken, ServerLimits, PROTOCOL_VERSION};
-    let (stream, _) = listener.accept().expect("accept");
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("read timeout");
-    let mut reader = FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
-    let mut writer = FrameWriter::new(stream);
-    let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
-        panic!("no hello");
-    };
-    writer
-        .send(&ServerMessage::Welcome {
-            version: PROTOCOL_VERSION,
-            username: username.clone(),
-            text: "hi".into(),
-            limits: ServerLimits::default(),
-            token: ResumeToken::default(),
-            epoch: 1,
-            grace_secs: 0,
-            last_id: MessageId(0),
-            resumed: None,
-        })
-        .expect("welcome");
-    (reader, writer, username)
 }
 
 /// A server of a cluster that cannot reach the others says so after its

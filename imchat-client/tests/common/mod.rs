@@ -1000,3 +1000,40 @@ impl Raw {
 pub fn frame_of(m: &ClientMessage) -> Vec<u8> {
     m.to_frame()
 }
+
+/// A fake server's side of a client's handshake on `listener`: accepts
+/// one connection (reads time out after [`TIMEOUT`]), reads its `Hello`
+/// and welcomes it with the default limits and no resume. Its reader, its
+/// writer and the name it asked for.
+pub fn fake_welcome(
+    listener: &std::net::TcpListener,
+) -> (
+    FrameReader<TcpStream, ClientMessage>,
+    FrameWriter<TcpStream>,
+    Username,
+) {
+    use imchat_core::{MessageId, ResumeToken, ServerLimits};
+    let (stream, _) = listener.accept().expect("accept");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    let mut reader = FrameReader::new(stream.try_clone().expect("clone"), 1 << 20);
+    let mut writer = FrameWriter::new(stream);
+    let Ok(Some(ClientMessage::Hello { username, .. })) = reader.read_message() else {
+        panic!("no hello");
+    };
+    writer
+        .send(&ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            username: username.clone(),
+            text: "hi".into(),
+            limits: ServerLimits::default(),
+            token: ResumeToken::default(),
+            epoch: 1,
+            grace_secs: 0,
+            last_id: MessageId(0),
+            resumed: None,
+        })
+        .expect("welcome");
+    (reader, writer, username)
+}
