@@ -37,7 +37,7 @@ use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportErro
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName,
     FilesRequest, Limits, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret,
-    ServerMessage, TransferError, TransferId, UsageError, Username,
+    ServerMessage, Timestamp, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
@@ -1189,6 +1189,22 @@ fn resumed_line(dropped: u64) -> String {
 /// The latest time a view shows: 9999-12-31 23:59:59 UTC.
 const LATEST_SHOWN: Duration = Duration::from_secs(253_402_300_799);
 
+/// A time from the wire as the views get it. A time past the year 9999
+/// (a hostile or broken server's: any u64 is on the wire) is the last
+/// second of 9999: local time cannot be computed far beyond.
+fn shown_time(time: Timestamp) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(time.unix_millis()).min(LATEST_SHOWN)
+}
+
+/// A notice of what the server noted at `time` (a join, a leave) as the
+/// views get it: with that time, as a chat has its own.
+fn timed_notice(time: Timestamp, text: String) -> Entry {
+    Entry::NoticeAt {
+        time: shown_time(time),
+        text,
+    }
+}
+
 /// A chat routed to us as the views get it: its texts raw, as the server
 /// sent them (a view that shows them on a terminal makes them inert).
 fn chat_entry(chat: RoutedChat) -> ChatEntry {
@@ -1202,10 +1218,7 @@ fn chat_entry(chat: RoutedChat) -> ChatEntry {
         ..
     } = chat;
     ChatEntry {
-        // A time past the year 9999 (a hostile or broken server's: any
-        // u64 is on the wire) is shown as the last second of 9999: local
-        // time cannot be computed far beyond.
-        time: UNIX_EPOCH + Duration::from_millis(time.unix_millis()).min(LATEST_SHOWN),
+        time: shown_time(time),
         from: from.as_str().to_owned(),
         to: None,
         private,
@@ -1334,6 +1347,12 @@ impl App {
 
     fn notice(&self, text: &str) {
         self.view.show(Entry::Notice(text.to_string()));
+    }
+
+    /// A notice of what the server noted at `time` (a join, a leave):
+    /// shown with that time, as a chat is, not the time it arrived.
+    fn notice_at(&self, time: Timestamp, text: &str) {
+        self.view.show(timed_notice(time, text.to_owned()));
     }
 
     fn error(&self, text: &str) {
@@ -3249,11 +3268,11 @@ impl Conn {
                     && (app.view.is_terminal() || app.config.json)
                     && app.is_me(&chat.from) => {}
             ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
-            ClientEvent::Joined { user, .. } => {
+            ClientEvent::Joined { time, user } => {
                 let shown = user.as_str().to_owned();
                 lock(&app.roster).insert(user.key(), shown.clone());
                 app.view.roster(Roster::Joined(shown.clone()));
-                app.notice(&format!("{shown} has joined"));
+                app.notice_at(time, &format!("{shown} has joined"));
             }
             ClientEvent::Left(departure) => {
                 lock(&app.roster).remove(&departure.user.key());
@@ -3263,7 +3282,7 @@ impl Conn {
                     .shown_reason()
                     .map(|why| format!(" ({why})"))
                     .unwrap_or_default();
-                app.notice(&format!("{user} has left{why}"));
+                app.notice_at(departure.time, &format!("{user} has left{why}"));
                 // Lines still go to them: say so once, not as an error per line.
                 if matches!(&*lock(&app.mode), Mode::Unicast(to) if to.key() == departure.user.key())
                 {
@@ -3958,6 +3977,24 @@ mod tests {
         );
     }
 
+    /// A join or a leave reaches the views with the time the server
+    /// noted, as a chat does, through the same conversion.
+    #[test]
+    fn a_join_or_leave_reaches_the_views_with_the_servers_time() {
+        let entry = timed_notice(
+            imchat_core::Timestamp(1_796_051_045_000),
+            "bob has joined".into(),
+        );
+        assert_eq!(
+            entry.time(),
+            Some(UNIX_EPOCH + Duration::from_secs(1_796_051_045))
+        );
+        let v = ui::entry_json(entry);
+        assert_eq!(v["type"], "notice");
+        assert_eq!(v["time"], "2026-11-30T15:04:05Z");
+        assert_eq!(v["text"], "bob has joined");
+    }
+
     #[test]
     fn a_push_sent_to_fewer_than_accepted_it_says_how_many_missed_it() {
         let name = FileName::new("big.bin").expect("valid");
@@ -4181,6 +4218,14 @@ mod time_tests {
                 m.show(Entry::Chat(entry));
                 assert_eq!(m.entries().len(), 1);
             }
+            // A join's or a leave's time the same way.
+            let joined = timed_notice(Timestamp(millis), "eve has joined".into());
+            assert_eq!(joined.time(), Some(UNIX_EPOCH + LATEST_SHOWN));
+            let json = crate::ui::entry_json(joined.clone());
+            assert_eq!(json["time"], "9999-12-31T23:59:59Z");
+            let mut m = crate::screen::testing::model();
+            m.show(joined);
+            assert_eq!(m.entries().len(), 1);
         }
     }
 }

@@ -68,7 +68,7 @@ fn line(entry: &Entry) -> String {
         },
         Entry::Chat(c) if c.history => format!("[history] {}", plain_chat(&c)),
         Entry::Chat(c) => plain_chat(&c),
-        Entry::Notice(text) => format!("*** {text}"),
+        Entry::Notice(text) | Entry::NoticeAt { text, .. } => format!("*** {text}"),
         Entry::Error(text) => format!("error: {text}"),
         Entry::Plain(text) => text,
     }
@@ -76,10 +76,7 @@ fn line(entry: &Entry) -> String {
 
 impl View for ChatLog {
     fn show(&self, entry: Entry) {
-        let time = match &entry {
-            Entry::Chat(c) => c.time,
-            _ => SystemTime::now(),
-        };
+        let time = entry.time().unwrap_or_else(SystemTime::now);
         self.append(time, &line(&entry));
         self.inner.show(entry);
     }
@@ -205,6 +202,30 @@ mod tests {
         // A second run appends.
         drop(ChatLog::open(&path, seen).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 8);
+    }
+
+    /// A join or a leave is logged with the time the server noted (one
+    /// replayed after a resume happened before it arrived), as a chat is.
+    #[test]
+    fn a_join_or_leave_is_logged_with_its_own_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.log");
+        let seen = Arc::new(Seen::default());
+        let log = ChatLog::open(&path, seen.clone()).unwrap();
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let left = Entry::NoticeAt {
+            time,
+            text: "bob has left (a\nb)".into(),
+        };
+        log.show(left.clone());
+        assert_eq!(*seen.0.lock().unwrap(), [left], "shown, raw");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1],
+            format!("{} *** bob has left (a^Jb)", stamp(time)),
+            "{text}"
+        );
     }
 
     #[test]

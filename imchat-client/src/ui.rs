@@ -74,7 +74,8 @@ pub fn plain_line(entry: Entry) -> Option<String> {
         Entry::Chat(c) if c.own => None,
         Entry::Chat(c) if c.history => Some(plain_history(&c)),
         Entry::Chat(c) => Some(plain_chat(&c)),
-        Entry::Notice(text) => Some(format!("*** {text}")),
+        // Live lines show no time, a join or a leave neither.
+        Entry::Notice(text) | Entry::NoticeAt { text, .. } => Some(format!("*** {text}")),
         Entry::Error(text) => Some(format!("error: {text}")),
         Entry::Plain(text) => Some(text),
     }
@@ -230,6 +231,9 @@ pub fn entry_json(entry: Entry) -> Value {
             "text": c.text,
         }),
         Entry::Notice(text) => json!({"type": "notice", "text": text}),
+        Entry::NoticeAt { time, text } => {
+            json!({"type": "notice", "time": rfc3339_utc(time), "text": text})
+        }
         Entry::Error(text) => json!({"type": "error", "text": text}),
         Entry::Plain(text) => json!({"type": "plain", "text": text}),
     }
@@ -514,6 +518,31 @@ mod tests {
             assert_eq!(v["type"], kind);
             assert_eq!(v["text"].as_str(), Some(text.as_str()));
         }
+    }
+
+    /// A join's or a leave's notice has the time the server noted in
+    /// JSON, as a chat has; piped, as live chat, no time. Other notices
+    /// have none.
+    #[test]
+    fn a_join_or_leave_has_its_own_time_in_json_and_none_piped() {
+        let time = UNIX_EPOCH + Duration::from_secs(1_796_051_045);
+        let text = format!("bob has left ({TRICKY})");
+        let entry = Entry::NoticeAt {
+            time,
+            text: text.clone(),
+        };
+        let v = entry_json(entry.clone());
+        assert_eq!(v["type"], "notice");
+        assert_eq!(v["time"], "2026-11-30T15:04:05Z");
+        assert_eq!(v["text"].as_str(), Some(text.as_str()), "exact");
+        assert_eq!(
+            plain_line(entry).as_deref(),
+            Some("*** bob has left (a^Jb\\u{202e}c)")
+        );
+        assert_eq!(
+            entry_json(Entry::Notice("resumed".into())).get("time"),
+            None
+        );
     }
 
     #[test]

@@ -38,8 +38,17 @@ pub fn inert_string(text: String) -> String {
 pub enum Entry {
     /// A message or an action, ours or someone's.
     Chat(ChatEntry),
-    /// A `*** …` notice (joins, leaves, transfer news, answers).
+    /// A `*** …` notice (transfer news, answers), of now.
     Notice(String),
+    /// A `*** …` notice of something the server noted at `time` (a join,
+    /// a leave), shown with that time as a chat is with its own: one
+    /// replayed after a resume happened before it is shown.
+    NoticeAt {
+        /// When the server noted it.
+        time: SystemTime,
+        /// The notice.
+        text: String,
+    },
     /// An `error: …` line.
     Error(String),
     /// A line as it is (welcome text, help, file lists).
@@ -60,8 +69,23 @@ impl Entry {
                 ..c
             }),
             Entry::Notice(text) => Entry::Notice(inert_string(text)),
+            Entry::NoticeAt { time, text } => Entry::NoticeAt {
+                time,
+                text: inert_string(text),
+            },
             Entry::Error(text) => Entry::Error(inert_string(text)),
             Entry::Plain(text) => Entry::Plain(inert_string(text)),
+        }
+    }
+
+    /// When what the entry tells happened, for an entry that carries its
+    /// own time (a chat, a join or a leave); `None` for one of now,
+    /// which a view stamps with the time it shows it.
+    pub fn time(&self) -> Option<SystemTime> {
+        match self {
+            Entry::Chat(c) => Some(c.time),
+            Entry::NoticeAt { time, .. } => Some(*time),
+            Entry::Notice(_) | Entry::Error(_) | Entry::Plain(_) => None,
         }
     }
 }

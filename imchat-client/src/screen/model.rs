@@ -26,7 +26,9 @@ pub const SCROLLBACK_BYTES: usize = 32 * 1024 * 1024;
 fn text_bytes(entry: &Entry) -> usize {
     match entry {
         Entry::Chat(c) => c.from.len() + c.to.as_ref().map_or(0, String::len) + c.text.len(),
-        Entry::Notice(t) | Entry::Error(t) | Entry::Plain(t) => t.len(),
+        Entry::Notice(t) | Entry::NoticeAt { text: t, .. } | Entry::Error(t) | Entry::Plain(t) => {
+            t.len()
+        }
     }
 }
 
@@ -357,9 +359,15 @@ impl Model {
         let entry = entry.inert();
         let own = matches!(&entry, Entry::Chat(c) if c.own);
         let sent_now = matches!(&entry, Entry::Chat(c) if c.own && !c.history);
-        let (stamp, mention) = match &entry {
+        // An entry that carries its time (a chat, a join, a leave) is
+        // shown with it; others with the time they are shown.
+        let stamp = entry.time().map_or_else(self.clock, |time| {
+            chrono::DateTime::<chrono::Local>::from(time)
+                .format("%H:%M")
+                .to_string()
+        });
+        let mention = match &entry {
             Entry::Chat(chat) => {
-                let time: chrono::DateTime<chrono::Local> = chat.time.into();
                 // Our own lines are never mentions: those we send, and
                 // those the server replays as history (not marked own).
                 let ours = chat.own || chat.from.to_lowercase() == self.me().to_lowercase();
@@ -367,9 +375,9 @@ impl Model {
                 if !chat.own && !chat.history && (mention || chat.private) {
                     self.bell = true;
                 }
-                (time.format("%H:%M").to_string(), mention)
+                mention
             }
-            _ => ((self.clock)(), false),
+            _ => false,
         };
         let shown = Shown {
             stamp,
@@ -1042,6 +1050,30 @@ mod tests {
         typed(&mut m, "new");
         m.give_back(&long);
         assert_eq!(m.editor.text(), "new");
+    }
+
+    /// A join or a leave has the time the server noted, as a chat has
+    /// its own: one replayed after a resume is not stamped with the time
+    /// it arrived. Other notices have the time they are shown.
+    #[test]
+    fn a_join_or_leave_is_stamped_with_its_own_time_not_the_clock() {
+        let (time, stamp) = when();
+        let mut m = model().with_clock(|| "now".into());
+        m.show(Entry::NoticeAt {
+            time,
+            text: "bob has left (a\nb)".into(),
+        });
+        m.show(Entry::Notice("resumed".into()));
+        assert_eq!(m.entries()[0].stamp, stamp);
+        assert_eq!(
+            m.entries()[0].entry,
+            Entry::NoticeAt {
+                time,
+                text: "bob has left (a^Jb)".into()
+            },
+            "held inert"
+        );
+        assert_eq!(m.entries()[1].stamp, "now");
     }
 
     #[test]

@@ -527,7 +527,7 @@ fn entry_parts<'a>(shown: &'a Shown, me: &str) -> (Vec<(Cow<'a, str>, Style)>, u
             parts.push(text_part(&chat.text, text_style));
             (dimmed(parts, history, dim), indent)
         }
-        Entry::Notice(text) => {
+        Entry::Notice(text) | Entry::NoticeAt { text, .. } => {
             parts.push(("*** ".into(), dim));
             let indent = prefix_width(&parts);
             parts.push(text_part(text, dim));
@@ -1610,7 +1610,10 @@ mod tests {
         own.action = true;
         own.text = "bows".into();
         m.show(Entry::Chat(own));
-        m.show(Entry::Notice("bob has joined".into()));
+        m.show(Entry::NoticeAt {
+            time: when().0,
+            text: "bob has joined".into(),
+        });
         m.show(Entry::Error("no such user".into()));
         m.show(Entry::Chat(chat("carol", "hey Alice, look")));
         let mut t = terminal(60, 12);
@@ -1620,7 +1623,7 @@ mod tests {
         assert_eq!(rows[2], format!("{stamp} * bob waves"));
         assert_eq!(rows[3], format!("{stamp} * bob waves (private)"));
         assert_eq!(rows[4], format!("{stamp} * alice bows (to bob)"));
-        assert_eq!(rows[5], "12:00 *** bob has joined");
+        assert_eq!(rows[5], format!("{stamp} *** bob has joined"));
         assert_eq!(rows[6], "12:00 error: no such user");
         let buf = t.backend().buffer();
         assert_eq!(buf[(12, 0)].fg, Color::Magenta, "(private) in magenta");
