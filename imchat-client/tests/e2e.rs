@@ -2352,6 +2352,95 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
     server.join().expect("fake server");
 }
 
+/// Joins and leaves replayed after a resume happened before they are
+/// shown: a `--json` client gives each notice the time the server noted
+/// (as it gives a chat its own), and `--chat-log` stamps its line with
+/// it, not with the time it arrived (they were stamped with that, while
+/// replayed chat kept its time). A fake server sends them with times long
+/// past, each alone (as a resume's replay does) and in a batch.
+#[test]
+fn json_and_the_chat_log_show_a_join_or_leave_at_the_time_the_server_noted() {
+    use imchat_core::{Departure, LeaveReason, MessageId, PresenceEvent, Timestamp, Username};
+    use std::time::UNIX_EPOCH;
+
+    /// 2023-11-14T22:13:20Z.
+    const AT: u64 = 1_700_000_000_000;
+    let dir = TempDir::new("presence-time");
+    let log = dir.join("chat.log");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut reader, mut writer, username) = fake_welcome(&listener);
+        let name = |n: &str| Username::new(n).expect("a name");
+        for m in [
+            ServerMessage::Who {
+                users: vec![username],
+            },
+            ServerMessage::Joined {
+                id: MessageId(1),
+                time: Timestamp(AT),
+                user: name("bob"),
+            },
+            ServerMessage::Left(Departure {
+                id: MessageId(2),
+                time: Timestamp(AT + 1_000),
+                user: name("bob"),
+                reason: LeaveReason::QUIT,
+                text: String::new(),
+            }),
+            ServerMessage::Presence(vec![
+                PresenceEvent::Joined {
+                    id: MessageId(3),
+                    time: Timestamp(AT + 2_000),
+                    user: name("carol"),
+                },
+                PresenceEvent::Left(Departure {
+                    id: MessageId(4),
+                    time: Timestamp(AT + 3_000),
+                    user: name("carol"),
+                    reason: LeaveReason::QUIT,
+                    text: "bye".into(),
+                }),
+            ]),
+        ] {
+            writer.send(&m).expect("send");
+        }
+        // Held open until the client is stopped.
+        while let Ok(Some(_)) = reader.read_message() {}
+    });
+    let log_arg = log.to_str().expect("a UTF-8 path");
+    let client = Client::spawn(
+        dir.path(),
+        &["--json", "--chat-log", log_arg, "alice", "127.0.0.1", &port],
+    );
+    let events = [
+        ("bob has joined", 0, "2023-11-14T22:13:20Z"),
+        ("bob has left", 1_000, "2023-11-14T22:13:21Z"),
+        ("carol has joined", 2_000, "2023-11-14T22:13:22Z"),
+        ("carol has left (bye)", 3_000, "2023-11-14T22:13:23Z"),
+    ];
+    for (text, _, time) in events {
+        let line = client.expect(&format!("the notice `{text}`"), |l| {
+            let v = parse(l);
+            v["type"] == "notice" && v["text"] == text
+        });
+        assert_eq!(parse(&line)["time"], time, "{line}");
+    }
+    // Each line was logged before the view showed it.
+    let logged = fs::read_to_string(&log).expect("the chat log");
+    for (text, after, _) in events {
+        let when = UNIX_EPOCH + Duration::from_millis(AT + after);
+        let stamp = chrono::DateTime::<chrono::Local>::from(when).format("%Y-%m-%d %H:%M:%S");
+        let want = format!("{stamp} *** {text}");
+        assert!(
+            logged.lines().any(|l| l == want),
+            "no {want:?} in\n{logged}"
+        );
+    }
+    drop(client);
+    server.join().expect("fake server");
+}
+
 /// A server that floods the client with pings without reading the
 /// answers (stuck, or hostile): the client answers ten a second, not one
 /// per ping, so nothing piles up (it printed an error line per answer it

@@ -601,6 +601,82 @@ fn a_resumed_reconnect_does_not_list_who_is_online_again() {
     assert!(s.contains("*** session not resumed"), "{}", s.dump());
 }
 
+/// A join and a leave replayed after a resume happened before they are
+/// shown: each row has the time the server noted, as a chat's has, not
+/// the time it arrived (the scrollback read `01:38 *** u05 has left`
+/// above `01:37 <u04> back again` for what all happened at 01:37). A
+/// fake server sends them hours old, a join alone (as a resume's replay
+/// does) and a leave in a batch.
+#[test]
+fn a_replayed_join_or_leave_shows_the_time_it_happened_not_its_arrival() {
+    use imchat_core::{
+        Departure, LeaveReason, MessageId, PresenceEvent, ServerMessage, Timestamp, Username,
+    };
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let dir = TempDir::new("scr-presence-time");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970");
+    // Hours before now: their `HH:MM` cannot be the time they are shown.
+    let joined = now - Duration::from_secs(3 * 3600);
+    let left = now - Duration::from_secs(2 * 3600);
+    let millis = |d: Duration| Timestamp(u64::try_from(d.as_millis()).expect("in range"));
+    let server = std::thread::spawn(move || {
+        let (mut reader, mut writer, username) = common::fake_welcome(&listener);
+        let bob = Username::new("bob").expect("a name");
+        for m in [
+            ServerMessage::Who {
+                users: vec![username],
+            },
+            ServerMessage::Joined {
+                id: MessageId(1),
+                time: millis(joined),
+                user: bob.clone(),
+            },
+            ServerMessage::Presence(vec![PresenceEvent::Left(Departure {
+                id: MessageId(2),
+                time: millis(left),
+                user: bob,
+                reason: LeaveReason::QUIT,
+                text: String::new(),
+            })]),
+        ] {
+            writer.send(&m).expect("send");
+        }
+        // Held open until the client is stopped.
+        while let Ok(Some(_)) = reader.read_message() {}
+    });
+    let t = Term::spawn(
+        dir.path(),
+        &dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+    );
+    let hhmm = |d: Duration| {
+        chrono::DateTime::<chrono::Local>::from(UNIX_EPOCH + d)
+            .format("%H:%M")
+            .to_string()
+    };
+    let want = [
+        format!("{} *** bob has joined", hhmm(joined)),
+        format!("{} *** bob has left", hhmm(left)),
+    ];
+    let s = t.wait_screen("`*** bob has left`", |s| has_entry(s, "*** bob has left"));
+    for row in &want {
+        assert!(
+            s.rows.iter().any(|r| r == row),
+            "no {row:?} in\n{}",
+            s.dump()
+        );
+    }
+    drop(t);
+    server.join().expect("fake server");
+}
+
 /// Answers the questions of a client started with nothing: `alice`, and
 /// the server of `w`; waits until it is connected.
 fn answer_name_and_server(t: &mut Term, w: &World) {
