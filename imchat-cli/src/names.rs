@@ -62,20 +62,53 @@ fn latin_capital(c: char) -> Option<char> {
     }
 }
 
+/// The key under which a name is compared with the names online and the
+/// names banned: its [`key`] with a capital `I` read as the `l` it looks
+/// like in most fonts, so that `aIice` is `alice`, `MaIlory` is `mallory`
+/// and `TI20` is `T120` (the key reads `1` as `l` already). The capitals
+/// of other scripts that look the same (a Greek `Ι`, a Cyrillic `І`) and
+/// the forms NFKC turns into an `I` (`Ｉ`, `Ⅰ`, `𝐈`) are read as `l` too.
+///
+/// Looser than [`key`], which must keep `I` apart from `l` so that `mail`
+/// and `mall` stay two users (and the keys of registered names do not
+/// change): a name is refused while another name with the same loose key
+/// is online, or banned, but it is still its own user.
+pub fn loose_key(name: &Username) -> String {
+    loose_key_of(name.as_str())
+}
+
+/// [`loose_key`] of any text.
+fn loose_key_of(name: &str) -> String {
+    let read: String = name
+        .nfkc()
+        .map(|c| if reads_as_l(c) { 'l' } else { c })
+        .collect();
+    key_of(&read)
+}
+
+/// Whether `c` is a capital that the confusable table reads as `l` (it
+/// does for `I`): lowercased by [`key`] it would be an `i`.
+fn reads_as_l(c: char) -> bool {
+    if c.is_ascii() {
+        return c == 'I';
+    }
+    let mut one = [0u8; 4];
+    c.is_uppercase() && skeleton(c.encode_utf8(&mut one)).eq("l".chars())
+}
+
 /// The reserved word `name` still reads as when its marks are dropped
-/// (`admiṅ`) and a capital `I` is read as the `l` it looks like in most
-/// fonts (`aII`): looser than [`key`], which must keep `I` apart from `l`
-/// (`mail` and `mall` are two users), but a name that passes for `all` or
-/// `admin` is refused whatever else it is. (The hub refuses names with a
-/// reserved word's [`key`] itself.)
+/// (`admiṅ`) and under [`loose_key`] (`aII`, a capital `I` for `l`):
+/// looser than [`key`], which must keep `I` apart from `l` (`mail` and
+/// `mall` are two users), but a name that passes for `all` or `admin` is
+/// refused whatever else it is. (The hub refuses names with a reserved
+/// word's [`key`] itself.)
 fn loosely_reserved(name: &Username) -> Option<&'static str> {
-    let loose: String = name
+    let unmarked: String = name
         .as_str()
         .nfd()
         .filter(|c| !is_combining_mark(*c))
-        .map(|c| if c == 'I' { 'l' } else { c })
         .collect();
-    let loose = key_of(&loose);
+    let loose = loose_key_of(&unmarked);
     imchat_core::RESERVED_USERNAMES
         .iter()
         .find(|word| key_of(word) == loose)
@@ -294,6 +327,57 @@ mod tests {
             "山田",
         ] {
             assert_eq!(c(good), Ok(()), "{good:?}");
+        }
+    }
+
+    fn loose(s: &str) -> String {
+        super::loose_key(&Username::new(s).unwrap())
+    }
+
+    #[test]
+    fn a_capital_i_is_read_as_l_under_the_loose_key() {
+        // The tester's names: a capital I for l, beside a 1 for l.
+        for (fake, real) in [
+            ("aIice", "alice"),
+            ("aIice", "a1ice"),
+            ("MaIlory", "mallory"),
+            ("MaIlory", "Mallory"),
+            ("TI20", "T120"),
+            ("TI20", "Tl20"),
+            ("Ivan", "lvan"),
+            ("MAIL", "mall"),
+            ("maIl", "mall"),
+        ] {
+            assert_eq!(loose(fake), loose(real), "{fake} {real}");
+            assert_ne!(k(fake), k(real), "{fake} {real}: the key keeps them apart");
+        }
+        // The capitals that look like I in other scripts and NFKC's forms
+        // of it: Greek Ι, Cyrillic І, fullwidth Ｉ, the numeral Ⅰ,
+        // mathematical bold 𝐈, the Latin capital iota Ɩ.
+        for fake in ["aΙice", "aІice", "aＩice", "aⅠice", "a𝐈ice", "aƖice"] {
+            assert_eq!(loose(fake), loose("alice"), "{fake}");
+        }
+        // NFKC makes two letters of the numeral Ⅱ.
+        assert_eq!(loose("aⅡen"), loose("allen"));
+        // Look-alikes the key folds, the loose key folds too.
+        for (a, b) in [("alice", "Alice"), ("аlice", "alice"), ("b0b", "bob")] {
+            assert_eq!(loose(a), loose(b), "{a} {b}");
+        }
+        // But not a capital I meant as a capital i: `ALICE` reads as
+        // `ALLCE` (the hub compares a name's key too, see `Hub`).
+        assert_eq!(loose("ALICE"), loose("allce"));
+        assert_eq!(k("ALICE"), loose("aIice"));
+        // A small i is not l; nor is a name without a capital I changed.
+        for (a, b) in [
+            ("mail", "mall"),
+            ("ivan", "lvan"),
+            ("alice", "aiice"),
+            ("Mail", "mall"),
+        ] {
+            assert_ne!(loose(a), loose(b), "{a} {b}");
+        }
+        for name in ["alice", "mail", "Zoë", "Иван", "山田", "T120"] {
+            assert_eq!(loose(name), k(name), "{name}");
         }
     }
 
