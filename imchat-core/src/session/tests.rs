@@ -2066,6 +2066,170 @@ fn a_new_name_key_forgets_the_keys_of_the_old_one() {
 }
 
 // ---------------------------------------------------------------------------
+// Names that look alike under the loose key without being the same user.
+
+/// A loose rule that reads a capital I as l, as a server's does
+/// (imchat-cli's `names::loose_key`, with Unicode's tables besides).
+fn capital_i_as_l(u: &Username) -> String {
+    u.as_str().replace('I', "l").to_lowercase()
+}
+
+/// A hub with resume on and the loose rule [`capital_i_as_l`].
+fn lookalike_hub() -> Hub {
+    let mut hub = token_hub(Limits::default());
+    hub.set_loose_name_key(capital_i_as_l);
+    hub
+}
+
+/// What the hub answered connection `c`: `welcome`, `resumed`, or the
+/// refusal's code and text.
+fn answered(hub: &mut Hub, c: ClientId) -> String {
+    std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(c))
+        .find_map(|t| match t.message {
+            ServerMessage::Welcome {
+                resumed: Some(_), ..
+            } => Some("resumed".to_string()),
+            ServerMessage::Welcome { .. } => Some("welcome".to_string()),
+            ServerMessage::Refused { code, reason, .. } => Some(format!("{code}: {reason}")),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_name_that_looks_like_one_online_is_refused_as_taken() {
+    let mut hub = lookalike_hub();
+    hub.enable_cluster();
+    let t0 = Instant::now();
+    let alice = joined(&mut hub, "alice", t0);
+    assert_eq!(answered(&mut hub, alice), "welcome");
+    let fake = joined(&mut hub, "aIice", t0);
+    assert_eq!(
+        answered(&mut hub, fake),
+        "username already taken: the username 'aIice' is already taken (as 'alice')"
+    );
+    assert!(!hub.is_connected(fake));
+    // Either way round: the one with the capital I came first.
+    let t = joined(&mut hub, "TI20", t0);
+    assert_eq!(answered(&mut hub, t), "welcome");
+    let fake = joined(&mut hub, "tl20", t0);
+    assert_eq!(
+        answered(&mut hub, fake),
+        "username already taken: the username 'tl20' is already taken (as 'TI20')"
+    );
+    // A capital I meant as i: `OLIVIA` is `olivia`, which `oIivia` reads as.
+    let olivia = joined(&mut hub, "OLIVIA", t0);
+    assert_eq!(answered(&mut hub, olivia), "welcome");
+    let fake = joined(&mut hub, "oIivia", t0);
+    assert_eq!(
+        answered(&mut hub, fake),
+        "username already taken: the username 'oIivia' is already taken (as 'OLIVIA')"
+    );
+    // A user of another server is as taken.
+    assert!(hub.remote_join(7, user("lily"), t0));
+    let fake = joined(&mut hub, "IiIy", t0);
+    assert_eq!(
+        answered(&mut hub, fake),
+        "username already taken: the username 'IiIy' is already taken (as 'lily')"
+    );
+    // Once it left, its look-alike is anyone's.
+    hub.remote_leave(7, &user("lily"), LeaveReason::QUIT, String::new(), t0);
+    let now_free = joined(&mut hub, "IiIy", t0);
+    assert_eq!(answered(&mut hub, now_free), "welcome");
+    // A small i is not l: `mail` and `mall` are two users, online at once.
+    let mail = joined(&mut hub, "mail", t0);
+    assert_eq!(answered(&mut hub, mail), "welcome");
+    let mall = joined(&mut hub, "mall", t0);
+    assert_eq!(answered(&mut hub, mall), "welcome");
+    hub.check_invariants().unwrap();
+}
+
+#[test]
+fn a_look_alike_of_a_session_waiting_for_its_client_is_refused_and_the_owner_resumes() {
+    let mut hub = lookalike_hub();
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let a = joined(&mut hub, "aIice", t0);
+    let token = welcome_token(&mut hub, a);
+    hub.handle_disconnect(a, LeaveReason::LOST);
+    let fake = joined(&mut hub, "alice", t0);
+    let said = answered(&mut hub, fake);
+    assert!(
+        said.starts_with(
+            "username already taken: the username 'alice' is already taken (as 'aIice'): its session waits up to"
+        ),
+        "{said}"
+    );
+    // Its owner takes it back: the look-alike it is of itself is no other.
+    let back = hub.handle_connect(t0);
+    hub.handle_message(back, resume_hello("aIice", token, epoch), t0);
+    assert_eq!(answered(&mut hub, back), "resumed");
+    hub.check_invariants().unwrap();
+    // And joins again under its name once it quit.
+    hub.handle_message(
+        back,
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+        t0,
+    );
+    assert!(!hub.is_connected(back));
+    let again = joined(&mut hub, "aIice", t0);
+    assert_eq!(answered(&mut hub, again), "welcome");
+    hub.check_invariants().unwrap();
+}
+
+#[test]
+fn without_a_loose_rule_a_capital_i_is_only_the_name_key_s() {
+    // The default loose key is the name key: a library's hub that sets
+    // none sees no change.
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    for name in ["alice", "aIice", "mail", "maIl_", "mall"] {
+        let c = joined(&mut hub, name, t0);
+        assert_eq!(answered(&mut hub, c), "welcome", "{name}");
+    }
+    hub.console("ban mallory", t0);
+    let c = joined(&mut hub, "MaIlory", t0);
+    assert_eq!(answered(&mut hub, c), "welcome");
+}
+
+#[test]
+fn a_name_that_looks_like_a_banned_one_is_refused_as_banned() {
+    let mut hub = lookalike_hub();
+    let t0 = Instant::now();
+    assert_eq!(
+        hub.console("ban mallory", t0),
+        "banned mallory (0 disconnected)"
+    );
+    assert_eq!(
+        hub.console("ban OLIVIA", t0),
+        "banned OLIVIA (0 disconnected)"
+    );
+    for (name, banned) in [
+        ("Mallory", "Mallory"),
+        ("MaIlory", "MaIlory"),
+        ("MAILORY", "MAILORY"),
+        ("oIivia", "oIivia"),
+    ] {
+        let c = joined(&mut hub, name, t0);
+        assert_eq!(
+            answered(&mut hub, c),
+            format!("banned: the username '{banned}' is banned from this server"),
+            "{name}"
+        );
+    }
+    // Names a small i keeps apart stay apart from a ban too.
+    assert_eq!(hub.console("ban mall", t0), "banned mall (0 disconnected)");
+    let mail = joined(&mut hub, "mail", t0);
+    assert_eq!(answered(&mut hub, mail), "welcome");
+    let malice = joined(&mut hub, "malice", t0);
+    assert_eq!(answered(&mut hub, malice), "welcome");
+    hub.check_invariants().unwrap();
+}
+
+// ---------------------------------------------------------------------------
 // Admission: joined users, handshakes and addresses each have their cap.
 
 /// A hub for the admission tests, which connect from addresses of their own.

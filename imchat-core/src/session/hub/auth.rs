@@ -302,12 +302,13 @@ impl Hub {
         self.name_ban(user).is_some()
     }
 
+    /// The ban of `user`'s name, or of a name it looks like (see
+    /// [`Hub::set_loose_name_key`]): `MaIlory` when `mallory` is banned.
     fn name_ban(&self, user: &Username) -> Option<&Ban> {
-        let key = self.key(user);
         self.auth
             .bans
             .iter()
-            .find(|b| matches!(&b.target, BanTarget::Name(n) if self.key(n) == key))
+            .find(|b| matches!(&b.target, BanTarget::Name(n) if self.same_or_alike(n, user)))
     }
 
     /// What a user of a banned name is told ("banned by NAME: reason").

@@ -331,7 +331,8 @@ impl Hub {
         if !self.remote.users.contains_key(&key) {
             if let Some(logged) = self.remote.logged.remove(&key) {
                 // Its join is in the log already: not announced again.
-                self.remote.users.insert(key, (logged, server));
+                self.remote.users.insert(key.clone(), (logged, server));
+                self.note_taken(&key);
                 return true;
             }
         }
@@ -358,7 +359,10 @@ impl Hub {
             }
         }
         self.forget_kick(&key, now);
-        self.remote.users.insert(key, (user.clone(), server));
+        self.remote
+            .users
+            .insert(key.clone(), (user.clone(), server));
+        self.note_taken(&key);
         let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
         self.queue_presence(
             PresenceEvent::Joined {
@@ -441,6 +445,7 @@ impl Hub {
             self.remote.gone.remove(&key);
             self.remote.kicks.remove(&key);
             if let Some((registered, _)) = self.remote.users.remove(&key) {
+                self.note_taken(&key);
                 self.announce_left(registered, reason, text);
             }
         }

@@ -215,7 +215,8 @@ impl Hub {
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
-            self.sessions.insert(key, session);
+            self.sessions.insert(key.clone(), session);
+            self.note_taken(&key);
         }
         present.retain(|key, _| !self.sessions.contains_key(key));
         self.remote.logged = present;
@@ -290,7 +291,7 @@ impl Hub {
         token: ResumeToken,
     ) {
         self.sessions.insert(
-            key,
+            key.clone(),
             Session {
                 user,
                 token,
@@ -306,6 +307,7 @@ impl Hub {
                 started: Some(self.last_id()),
             },
         );
+        self.note_taken(&key);
         self.save_stored_session(client);
         self.publish_session(client);
     }
@@ -792,11 +794,13 @@ impl Hub {
     }
 
     /// Why a name is taken, for the refusal: by which spelling, when the
-    /// holder's differs (case, or a look-alike under the name key), and
+    /// holder's differs (case, a look-alike under the name key, or under
+    /// the loose key when `key` is that of the name it looks like), and
     /// how long a waiting session waits for its client.
     pub(super) fn taken_text(&self, username: &Username, key: &str) -> String {
         let session = self.sessions.get(key);
-        let taken = match session.map(|s| &s.user) {
+        let holder = session.map(|s| &s.user).or_else(|| self.remote_user(key));
+        let taken = match holder {
             Some(holder) if holder != username => {
                 format!("the username '{username}' is already taken (as '{holder}')")
             }
@@ -1152,6 +1156,7 @@ impl Hub {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
+        self.note_taken(key);
         if s.conn.is_none() {
             self.tell_senders_of_unread(key, &s, kicked.is_some());
         }

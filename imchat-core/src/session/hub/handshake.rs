@@ -139,6 +139,13 @@ impl Hub {
             self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
             return;
         }
+        // A name that looks like one taken (`aIice` while `alice` is
+        // online) is refused as that name would be.
+        if let Some(holder) = self.lookalike_taken(&username, &key) {
+            let reason = self.taken_text(&username, &holder);
+            self.refuse(client, RefuseCode::NAME_TAKEN, &reason);
+            return;
+        }
         if self.joined_count() + self.ghosts() >= self.limits.max_clients {
             let reason = self.full_text();
             self.refuse(client, RefuseCode::SERVER_FULL, &reason);

@@ -24,6 +24,7 @@ mod continuity;
 mod files;
 mod handshake;
 mod keepalive;
+mod lookalike;
 mod rate;
 mod relay;
 mod remote_push;
@@ -180,6 +181,12 @@ pub struct Hub {
     name_key: fn(&Username) -> String,
     /// The keys `name_key` gave lately, by name (see [`Hub::key`]).
     key_memo: std::sync::Mutex<HashMap<String, String>>,
+    /// The loose key of names, if any (see [`Hub::set_loose_name_key`]).
+    loose_name_key: Option<fn(&Username) -> String>,
+    /// The keys `loose_name_key` gave lately, by name.
+    loose_memo: std::sync::Mutex<HashMap<String, String>>,
+    /// The readings of the names taken, for the names that look alike.
+    lookalikes: lookalike::Lookalikes,
     /// The keys of the reserved words under `name_key`: a name with one
     /// of them looks like that word and is refused.
     reserved_keys: Vec<(String, &'static str)>,
@@ -207,6 +214,27 @@ fn reserved_keys(key: fn(&Username) -> String) -> Vec<(String, &'static str)> {
     Username::reserved()
         .map(|(word, name)| (key(&name), word))
         .collect()
+}
+
+/// `rule`'s key of `name`, from `memo` if it holds it (at most
+/// [`KEY_MEMO_NAMES`] names, all forgotten when it is full).
+fn memoized(
+    memo: &std::sync::Mutex<HashMap<String, String>>,
+    name: &Username,
+    rule: fn(&Username) -> String,
+) -> String {
+    let mut memo = memo
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(key) = memo.get(name.as_str()) {
+        return key.clone();
+    }
+    let key = rule(name);
+    if memo.len() >= KEY_MEMO_NAMES {
+        memo.clear();
+    }
+    memo.insert(name.as_str().to_owned(), key.clone());
+    key
 }
 
 /// `text` cut to [`MAX_PARTING_TEXT`](crate::MAX_PARTING_TEXT) bytes at
@@ -260,6 +288,9 @@ impl Hub {
             report_text: false,
             name_key: Username::key,
             key_memo: std::sync::Mutex::default(),
+            loose_name_key: None,
+            loose_memo: std::sync::Mutex::default(),
+            lookalikes: lookalike::Lookalikes::default(),
             reserved_keys: reserved_keys(Username::key),
             name_check: |_| Ok(()),
             transmits: VecDeque::new(),
@@ -311,11 +342,13 @@ impl Hub {
     /// of a reserved word (`admin`, `server`, ...) is refused with
     /// [`RefuseCode::INVALID_NAME`](crate::RefuseCode::INVALID_NAME): under
     /// such a key, `ａｄｍｉｎ` or `аdmin` with a Cyrillic `а` would pass
-    /// for the word.
+    /// for the word. Names a key keeps apart that still look alike (a
+    /// capital `I` for `l`) are for [`Hub::set_loose_name_key`].
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
         self.key_memo_mut().clear();
         self.reserved_keys = reserved_keys(key);
+        self.renote_taken();
     }
 
     /// The reserved word `name` passes for under the name rule in force,
@@ -345,19 +378,7 @@ impl Hub {
     /// the keys are kept: at most [`KEY_MEMO_NAMES`] names, all forgotten
     /// when it is full, so that it never grows past that.
     fn key(&self, name: &Username) -> String {
-        let mut memo = self
-            .key_memo
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(key) = memo.get(name.as_str()) {
-            return key.clone();
-        }
-        let key = (self.name_key)(name);
-        if memo.len() >= KEY_MEMO_NAMES {
-            memo.clear();
-        }
-        memo.insert(name.as_str().to_owned(), key.clone());
-        key
+        memoized(&self.key_memo, name, self.name_key)
     }
 
     /// The kept keys, for a caller that holds the hub mutably.
@@ -707,6 +728,7 @@ impl Hub {
         if let Phase::Joined(user) = conn.phase {
             let key = self.key(&user);
             self.sessions.remove(&key);
+            self.note_taken(&key);
             self.local_left(client, user, reason, text);
         }
         debug!("closing {client}: {why}");
@@ -829,6 +851,7 @@ impl Hub {
         self.names.clear();
         // A store keeps the sessions: a restarted server offers them a resume.
         self.sessions.clear();
+        self.renote_taken();
         self.relays.clear();
         self.finishing.clear();
         self.rebuild_members();
@@ -867,6 +890,7 @@ impl Hub {
             return Err("more users than max_clients".into());
         }
         self.check_sessions()?;
+        self.check_lookalikes()?;
         self.check_presence()?;
         let handshaking = self.conns.len() - members.len();
         if handshaking != self.pending.len()

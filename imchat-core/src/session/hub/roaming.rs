@@ -387,7 +387,8 @@ impl Hub {
             started: None,
         };
         self.recall_accepted(&key, &mut session);
-        self.sessions.insert(key, session);
+        self.sessions.insert(key.clone(), session);
+        self.note_taken(&key);
         true
     }
 
@@ -411,7 +412,8 @@ impl Hub {
                 });
             }
             self.drop_stored_session(&s.user);
-            self.remote.users.insert(key, (s.user, server));
+            self.remote.users.insert(key.clone(), (s.user, server));
+            self.note_taken(&key);
             return;
         }
         match self.remote.users.get_mut(&key) {
