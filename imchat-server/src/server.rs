@@ -1351,6 +1351,8 @@ pub fn run(
     let mut hub = Hub::new(config.limits.clone(), config.welcome.clone());
     hub.set_report_text(config.log_text);
     hub.set_name_key(crate::names::key);
+    // A capital I for l: `aIice` is refused beside `alice`, as a look-alike.
+    hub.set_loose_name_key(crate::names::loose_key);
     hub.set_name_check(crate::names::check);
     hub.set_token_source(Box::new(random_token));
     hub.set_server_password(config.password.clone());

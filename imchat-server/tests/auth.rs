@@ -65,6 +65,15 @@ impl Raw {
         r
     }
 
+    /// What the server answered a handshake before closing: the refusal's
+    /// code and text.
+    fn refused(mut self) -> (RefuseCode, String) {
+        match self.wait_closed().as_slice() {
+            [ServerMessage::Refused { code, reason, .. }] => (*code, reason.clone()),
+            other => panic!("not one refusal: {other:?}"),
+        }
+    }
+
     /// What the server answered a handshake before closing: the refusal's code.
     fn refusal(mut self) -> RefuseCode {
         let msgs = self.wait_closed();
@@ -453,6 +462,36 @@ fn reset_name_of_a_connected_user_says_it_keeps_the_name_until_it_leaves() {
     quit(alice);
     // Gone, and no longer protected: anyone may take the name.
     quit(Raw::join_with(srv.addr, "alice", None, None));
+}
+
+/// A capital I passes for l in most fonts: a name written with one is
+/// refused while the name it imitates is online (as a 1 for l was
+/// already), and when that name is banned; `mail` and `mall` are still
+/// two users.
+#[test]
+fn a_capital_i_for_l_is_refused_beside_the_name_online_or_banned() {
+    let mut srv = Server::secured(None, &[]);
+    let alice = Raw::join_with(srv.addr, "alice", None, None);
+    let t120 = Raw::join_with(srv.addr, "T120", None, None);
+    for (fake, holder) in [("aIice", "alice"), ("a1ice", "alice"), ("TI20", "T120")] {
+        let (code, reason) = Raw::hello(srv.addr, fake, None, None).refused();
+        assert_eq!(code, RefuseCode::NAME_TAKEN, "{fake}: {reason}");
+        assert_eq!(
+            reason,
+            format!("the username '{fake}' is already taken (as '{holder}')")
+        );
+    }
+    let mail = Raw::join_with(srv.addr, "mail", None, None);
+    let mall = Raw::join_with(srv.addr, "mall", None, None);
+    srv.proc.send("ban mallory");
+    srv.proc.expect("banned mallory (0 disconnected)");
+    for name in ["Mallory", "MaIlory", "MAILORY"] {
+        let (code, reason) = Raw::hello(srv.addr, name, None, None).refused();
+        assert_eq!(code, RefuseCode::BANNED, "{name}: {reason}");
+    }
+    for r in [alice, t120, mail, mall] {
+        quit(r);
+    }
 }
 
 /// Waits for `r` to be removed by an operator: the `KICKED` error's text.

@@ -644,6 +644,32 @@ fn redis_stopped_and_restarted_local_service_goes_on_and_the_cluster_heals() {
     assert_eq!(dup.hello("ann").unwrap_err().0, RefuseCode::NAME_TAKEN);
 }
 
+/// A capital I passes for l: `aIice` is refused on one server while
+/// `alice` is online on another (the server knows her from the cluster;
+/// Redis claims names by their key, under which the two differ), and the
+/// name it asked for is free again once she left.
+#[test]
+fn a_capital_i_for_l_is_refused_beside_a_user_of_another_server() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(b.addr, "bob");
+    bob.wait_who(&["alice", "bob"], WAIT);
+    let mut fake = Peer::connect(b.addr);
+    assert_eq!(
+        fake.hello("aIice").unwrap_err(),
+        (
+            RefuseCode::NAME_TAKEN,
+            "the username 'aIice' is already taken (as 'alice')".to_string()
+        )
+    );
+    alice.quit();
+    bob.wait_who(&["bob"], WAIT);
+    // Its claim in Redis was let go with the refusal.
+    Peer::join(b.addr, "aIice");
+}
+
 /// A user whose connection broke while Redis could not be reached
 /// resumes on its own server: its name is that server's already, and the
 /// server serves its own users through an outage.
