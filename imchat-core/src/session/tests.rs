@@ -6082,6 +6082,40 @@ fn a_push_whose_last_receiver_elsewhere_is_dropped_tells_the_pusher_why_once() {
     assert_no_receiver_left(&said, "no receiver is left (dave: receiver too slow)");
 }
 
+/// Part of a push's data between servers never comes (Redis restarted
+/// empty during the transfer): the receiver and the pusher are told that
+/// the cluster lost it (before: "chunk of transfer #1 at offset 4,
+/// expected offset 2", a broken rule of the protocol).
+#[test]
+fn a_push_whose_data_the_cluster_lost_says_so_to_receiver_and_pusher() {
+    let now = Instant::now();
+    let (mut a, p, mut b, dave) = push_accepted_on_another_server(now);
+    for (offset, data) in [(0, b"ab"), (2, b"cd"), (4, b"ef")] {
+        a.handle_message(
+            p,
+            ClientMessage::Chunk(FileChunk::new(TransferId(1), offset, data.to_vec())),
+            now,
+        );
+    }
+    let (_, _, data) = drain_hub(&mut a, p);
+    // The middle chunk went with Redis's data.
+    let data: Vec<RemotePush> = data
+        .into_iter()
+        .filter(|d| !matches!(d, RemotePush::Chunk { offset: 2, .. }))
+        .collect();
+    carry_data(&mut b, data, now);
+    let lost = "the cluster lost part of the file's data (its Redis restarted or lost its data)";
+    let (said, control, _) = drain_hub(&mut b, dave);
+    assert!(
+        said.iter().any(|m| matches!(m,
+            ServerMessage::Cancel(FileCancel { code: CancelCode::IO, reason, .. }) if reason == lost)),
+        "{said:?}"
+    );
+    deliver_control(&mut a, 2, control, now);
+    let (said, _, _) = drain_hub(&mut a, p);
+    assert_no_receiver_left(&said, &format!("no receiver is left ({lost})"));
+}
+
 /// A hub where `p` pushes 6 bytes to `bob`, who accepted: the first 3
 /// sent, and everything said so far drained. The hub, `p`, `bob` and the
 /// push's id on bob's side.

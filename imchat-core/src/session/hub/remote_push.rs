@@ -38,6 +38,11 @@ fn no_receiver_left(cause: &str) -> String {
     }
 }
 
+/// Why a push between servers ended when part of its data never came
+/// from the cluster (it went with a Redis that restarted or lost its data).
+pub(super) const DATA_LOST: &str =
+    "the cluster lost part of the file's data (its Redis restarted or lost its data)";
+
 /// The pusher of an inbound push (its real pusher is on another server):
 /// never a connection's id (those count up from 1).
 pub(super) const REMOTE_PUSHER: ClientId = ClientId(u64::MAX);
@@ -568,12 +573,24 @@ impl Hub {
     }
 
     /// File data of server `server`'s push `relay` (`chunk.id` is ignored):
-    /// checked and relayed to the receivers here.
+    /// checked and relayed to the receivers here. Data that starts past
+    /// the end of what came before it means the cluster lost the data
+    /// between (Redis restarted empty, say): the push ends, its receivers
+    /// and its pusher told so in words (`DATA_LOST`), not as a chunk that
+    /// broke the rules.
     pub fn remote_chunk(&mut self, server: u64, relay: TransferId, chunk: FileChunk, now: Instant) {
         self.clock = self.clock.max(now);
         let Some((from, id)) = self.find_inbound(server, relay) else {
             return;
         };
+        let skipped = self
+            .relays
+            .get(&(from, id))
+            .is_some_and(|r| r.sending && chunk.offset > r.incoming.received());
+        if skipped {
+            self.end_relay(from, id, Some((CancelCode::IO, DATA_LOST.to_string())));
+            return;
+        }
         self.push_chunk(from, FileChunk { id, ..chunk });
     }
 
