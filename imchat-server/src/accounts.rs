@@ -222,57 +222,63 @@ impl Accounts {
         }
     }
 
-    /// Registers `user` with `password`: the notice to send back.
+    /// Registers `user` with `password`: the notice to send back (a store
+    /// that fails is logged, and the client told only that it failed).
     pub fn register(&self, user: &Username, password: &Secret) -> (NoticeCode, String) {
+        self.try_register(user, password).unwrap_or_else(|e| {
+            log::error!("{e}");
+            (
+                NoticeCode::FAILED,
+                "the server cannot store accounts now".into(),
+            )
+        })
+    }
+
+    /// [`register`](Self::register), a failure returned in words: what
+    /// failed and the store's own reason (for the command line, whose
+    /// operator needs the cause: a wrong Redis password, say).
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be read or written, or the password not hashed.
+    pub fn try_register(
+        &self,
+        user: &Username,
+        password: &Secret,
+    ) -> Result<(NoticeCode, String), String> {
         let key = (self.key)(user);
-        match self.store.hash_of(&key) {
-            Ok(Some(_)) => {
-                return (
-                    NoticeCode::ALREADY_REGISTERED,
-                    format!(
-                        "'{user}' is registered already (/unregister first to change the password)"
-                    ),
-                )
-            }
-            Ok(None) => {}
-            Err(e) => {
-                log::error!("cannot read the accounts: {e}");
-                return (
-                    NoticeCode::FAILED,
-                    "the server cannot store accounts now".into(),
-                );
-            }
+        if self
+            .store
+            .hash_of(&key)
+            .map_err(|e| format!("cannot read the accounts: {e}"))?
+            .is_some()
+        {
+            return Ok((
+                NoticeCode::ALREADY_REGISTERED,
+                format!(
+                    "'{user}' is registered already (/unregister first to change the password)"
+                ),
+            ));
         }
-        let hash = match self.hashing(|| hash_password(password)) {
-            Ok(h) => h,
-            Err(e) => {
-                log::error!("cannot hash a password: {e}");
-                return (
-                    NoticeCode::FAILED,
-                    "the server cannot store accounts now".into(),
-                );
-            }
-        };
-        match self.store.insert(&key, user.as_str(), &hash) {
-            Ok(true) => {
-                self.note(&key, Some(&hash));
-                (
-                    NoticeCode::REGISTERED,
-                    format!("'{user}' is registered: from now on it needs its password"),
-                )
-            }
-            Ok(false) => (
+        let hash = self
+            .hashing(|| hash_password(password))
+            .map_err(|e| format!("cannot hash a password: {e}"))?;
+        let inserted = self
+            .store
+            .insert(&key, user.as_str(), &hash)
+            .map_err(|e| format!("cannot store an account: {e}"))?;
+        Ok(if inserted {
+            self.note(&key, Some(&hash));
+            (
+                NoticeCode::REGISTERED,
+                format!("'{user}' is registered: from now on it needs its password"),
+            )
+        } else {
+            (
                 NoticeCode::ALREADY_REGISTERED,
                 format!("'{user}' is registered already"),
-            ),
-            Err(e) => {
-                log::error!("cannot store an account: {e}");
-                (
-                    NoticeCode::FAILED,
-                    "the server cannot store accounts now".into(),
-                )
-            }
-        }
+            )
+        })
     }
 
     /// Whether `user` is registered.

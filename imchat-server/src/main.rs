@@ -870,7 +870,11 @@ fn register_name(cli: &Cli) -> Result<String, Error> {
     }
     let accounts = offline_accounts(cli, "--register-name")?;
     let password = account_password(&user)?;
-    let (code, text) = accounts.register(&user, &password);
+    // The store's own reason when it fails (a wrong Redis password, say):
+    // a client is told only that it failed, an operator here needs why.
+    let (code, text) = accounts
+        .try_register(&user, &password)
+        .map_err(Error::Account)?;
     if code == imchat_core::NoticeCode::REGISTERED {
         log::info!("'{user}' registered from the command line");
         Ok(format!(

@@ -501,6 +501,49 @@ fn with_redis_unreachable_registration_and_protected_names_are_refused() {
     quit(bob);
 }
 
+/// `--register-name NAME --redis URL` says, in one line, why Redis could
+/// not store the account, as `--reset-name` does (before: "the server
+/// cannot store accounts now", whatever the cause).
+#[test]
+fn register_name_through_redis_says_why_redis_cannot_store_it() {
+    let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let register = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args(["--register-name", "zed", "--redis", url])
+            .env("IMCHAT_ACCOUNT_PASSWORD", "abcdefgh12")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let port = redis.port;
+    for (url, cause) in [
+        (
+            format!("redis://:wrong@127.0.0.1:{port}"),
+            "Redis refused the password in the URL",
+        ),
+        (
+            format!("redis://127.0.0.1:{port}"),
+            "Redis requires a password",
+        ),
+        (
+            format!("redis://:s3cret-pw@127.0.0.1:{port}/99"),
+            "Redis has no database 99",
+        ),
+    ] {
+        let out = register(&url);
+        assert!(!out.status.success(), "{url}: {out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(cause), "{url}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let out = register(&format!("redis://:s3cret-pw@127.0.0.1:{port}"));
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("'zed' is registered"), "{said}");
+}
+
 /// `--reset-name` of a user connected to a server of the cluster removes
 /// the registration but says that the user keeps the name until it leaves.
 #[test]
