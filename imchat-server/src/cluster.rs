@@ -507,7 +507,7 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
 /// Whether `e` is Redis refusing this server's settings (a wrong or
 /// missing password, an ACL user without the rights it needs, a database
 /// it does not have) rather than Redis being down or slow.
-fn refuses_settings(e: &redis::RedisError) -> bool {
+pub(crate) fn refuses_settings(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
         || no_such_database(e)

@@ -174,8 +174,16 @@ impl RedisAccounts {
                 Err(e) if fresh => {
                     link.con = None;
                     link.failed_at = Some(Instant::now());
+                    // Redis refusing the URL's settings (no password given,
+                    // say: the connect succeeds, the first request fails)
+                    // is told as the cluster's own line tells it.
+                    let what = if crate::cluster::refuses_settings(&e) {
+                        "Redis is unreachable"
+                    } else {
+                        "Redis failed"
+                    };
                     return Err(format!(
-                        "Redis failed: {}",
+                        "{what}: {}",
                         crate::cluster::said_to(&self.client, &e)
                     ));
                 }

@@ -503,7 +503,9 @@ fn with_redis_unreachable_registration_and_protected_names_are_refused() {
 
 /// `--register-name NAME --redis URL` says, in one line, why Redis could
 /// not store the account, as `--reset-name` does (before: "the server
-/// cannot store accounts now", whatever the cause).
+/// cannot store accounts now", whatever the cause); a URL without the
+/// password is "unreachable", as in the cluster's own line (before:
+/// "Redis failed").
 #[test]
 fn register_name_through_redis_says_why_redis_cannot_store_it() {
     let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
@@ -521,15 +523,15 @@ fn register_name_through_redis_says_why_redis_cannot_store_it() {
     for (url, cause) in [
         (
             format!("redis://:wrong@127.0.0.1:{port}"),
-            "Redis refused the password in the URL",
+            "Redis is unreachable: Redis refused the password in the URL",
         ),
         (
             format!("redis://127.0.0.1:{port}"),
-            "Redis requires a password",
+            "Redis is unreachable: Redis requires a password",
         ),
         (
             format!("redis://:s3cret-pw@127.0.0.1:{port}/99"),
-            "Redis has no database 99",
+            "Redis is unreachable: Redis has no database 99",
         ),
     ] {
         let out = register(&url);
