@@ -1106,11 +1106,7 @@ impl Cluster {
             .query::<u64>(con);
         if once_a_minute(logged) {
             match trimmed {
-                Ok(n) => info!(
-                    "cluster: the stream used {} MiB of Redis's memory, over its {} MiB: {n} of its {len} oldest entries trimmed (older history is gone)",
-                    used >> 20,
-                    self.stream_bytes >> 20
-                ),
+                Ok(n) => info!("cluster: {}", trim_said(used, self.stream_bytes, len, n)),
                 Err(e) => warn!("cluster: cannot trim the stream: {}", said(&e)),
             }
         }
@@ -1823,6 +1819,29 @@ fn stream_keep(used: u64, len: u64, budget: u64) -> Option<u64> {
     // At most `len`: `budget` < `used`.
     let keep = u128::from(len) * u128::from(budget) / u128::from(used) * 9 / 10;
     Some(u64::try_from(keep).unwrap_or(len).max(1))
+}
+
+/// What a trim of the stream did, for the log: `n` of its `len` entries
+/// trimmed, the stream using `used` bytes of a budget of `budget`. Redis
+/// trims whole blocks of entries (`XTRIM MAXLEN ~`), so it may trim none.
+fn trim_said(used: u64, budget: u64, len: u64, n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)] // One decimal is shown.
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    // The budget is whole MiB (--cluster-stream-mib).
+    let budget = if budget.is_multiple_of(1 << 20) {
+        format!("{}", budget >> 20)
+    } else {
+        format!("{:.1}", mib(budget))
+    };
+    let over = format!(
+        "the stream uses {:.1} MiB of Redis's memory, over its {budget} MiB",
+        mib(used)
+    );
+    if n == 0 {
+        format!("{over}: none of its {len} entries trimmed yet (Redis trims only whole blocks of entries, and its oldest block holds some to keep)")
+    } else {
+        format!("{over}: its {n} oldest entries of {len} trimmed (older history is gone)")
+    }
 }
 
 /// An `XADD` of a new entry to the bus, trimming it to about
@@ -2668,6 +2687,23 @@ mod tests {
         assert_eq!(
             stream_keep(u64::MAX, u64::MAX, u64::MAX - 1),
             Some(nine_tenths)
+        );
+    }
+
+    /// A trim that trimmed nothing (Redis trims whole blocks) does not say
+    /// that older history is gone (before: "0 of its 21 oldest entries
+    /// trimmed (older history is gone)").
+    #[test]
+    fn a_trim_of_the_stream_says_what_it_did() {
+        let none = trim_said(3 << 19, 1 << 20, 21, 0);
+        assert_eq!(
+            none,
+            "the stream uses 1.5 MiB of Redis's memory, over its 1 MiB: none of its 21 entries trimmed yet (Redis trims only whole blocks of entries, and its oldest block holds some to keep)"
+        );
+        let some = trim_said(3 << 20, 1 << 20, 900, 600);
+        assert!(
+            some.ends_with(": its 600 oldest entries of 900 trimmed (older history is gone)"),
+            "{some}"
         );
     }
 
