@@ -497,11 +497,57 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         "Redis did not answer in time".into()
     } else if e.is_connection_refusal() {
         "connection refused".into()
+    } else if let Some(said) = certificate_said(e) {
+        said
     } else {
         // The crate's own errors read "what - Kind: detail", the kind by
         // its Debug name: the words are kept, the name is not.
         e.to_string().replacen(&format!(" - {:?}", e.kind()), "", 1)
     }
+}
+
+/// Redis's TLS certificate refused, in words (rustls says some faults as
+/// debug dumps: `invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`);
+/// `None` for an error of another kind.
+fn certificate_said(e: &redis::RedisError) -> Option<String> {
+    let tls = tls_error(e)?;
+    let rustls::Error::InvalidCertificate(fault) = tls else {
+        return None;
+    };
+    // webpki's errors show as their names. A self-signed certificate
+    // made by `openssl req -x509` says it is a CA unless told otherwise,
+    // and webpki takes no CA for a server's certificate, even one given
+    // as trusted: the redis crate lets no other verifier be used.
+    if matches!(fault, rustls::CertificateError::Other(o) if o.to_string() == "CaUsedAsEndEntity") {
+        return Some(
+            "Redis's certificate is a CA certificate, not a server's: make a self-signed one with `-addext basicConstraints=critical,CA:FALSE` (see CLUSTER.md), or give --redis-ca the CA that signed it".into(),
+        );
+    }
+    Some(format!(
+        "Redis's certificate is not trusted: {}",
+        imchat_core::blocking::tls::certificate_fault(tls)
+    ))
+}
+
+/// The TLS error under `e` (the crate keeps the IO error it came in, as a
+/// shared `dyn Error`), if any.
+fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(shared) = e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            return find(&**shared);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            return find(inner);
+        }
+        e.source().and_then(find)
+    }
+    find(std::error::Error::source(e)?)
 }
 
 /// Whether `e` is Redis refusing this server's settings (a wrong or

@@ -727,8 +727,9 @@ fn not_vouched_for(e: &CertificateError) -> bool {
     )
 }
 
-/// A certificate's fault in words (rustls shows some as debug dumps).
-fn certificate_fault(e: &rustls::Error) -> String {
+/// A certificate's fault in words (rustls shows some as debug dumps): for
+/// `e` a [`rustls::Error::InvalidCertificate`], else `e` as rustls says it.
+pub fn certificate_fault(e: &rustls::Error) -> String {
     let rustls::Error::InvalidCertificate(c) = e else {
         return e.to_string();
     };
