@@ -5879,6 +5879,272 @@ fn a_gone_server_leaves_its_users_and_frees_their_names() {
     assert!(net.hub.username(net.clients[3].0).is_some());
 }
 
+/// What a member saw of the room: joins, leaves and chat messages, in order.
+fn room_lines(events: &[ClientEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Joined { user } => Some(format!("{user} joined")),
+            ClientEvent::Left(d) => Some(format!("{} left", d.user)),
+            ClientEvent::Chat(c) if c.private => Some(format!("*{}* {}", c.from, c.text)),
+            ClientEvent::Chat(c) => Some(format!("<{}> {}", c.from, c.text)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Server 7, with dave, is found dead (no resume: dave leaves at once);
+/// it was only cut off from the cluster, and comes back. Returns the net
+/// (alice, bob and carol here) with dave announced as left.
+fn dave_left_with_server_7() -> Net {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    net.hub.set_origin(None);
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 2, position(2), 1),
+        "dave",
+        "d1",
+        now,
+    );
+    assert_eq!(net.hub.remote_server_gone(7, now), 1);
+    net.pump();
+    assert_eq!(
+        room_lines(&net.take(0)),
+        ["dave joined", "<dave> d1", "dave left"]
+    );
+    net.take(1);
+    net.take(2);
+    net
+}
+
+/// A server cut off from the cluster past its lease comes back: it
+/// publishes first a batch it had sent before the cut (it may be in the
+/// stream already, so it keeps its place), then its rejoin's joins. What
+/// its users said in that batch is held, and seen after each one's join:
+/// never from a user who, as far as the members were shown, left.
+#[test]
+fn what_a_user_of_a_server_back_from_a_cut_said_comes_after_its_join() {
+    let mut net = dave_left_with_server_7();
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 3, position(3), 2),
+        "dave",
+        "d2",
+        now,
+    );
+    net.hub.set_origin(Some(from_stream(7, 4, position(4), 3)));
+    net.hub.remote_chat(
+        user("dave"),
+        Some(user("bob")),
+        ChatKind::Text,
+        "psst".into(),
+        now,
+    );
+    net.hub.set_origin(None);
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 5, position(5), 4),
+        "dave",
+        "d3",
+        now,
+    );
+    net.pump();
+    assert!(room_lines(&net.take(0)).is_empty());
+    assert!(room_lines(&net.take(1)).is_empty());
+    // Its rejoin: dave joins again, then what it said, then what it says.
+    net.hub.set_origin(Some(from_stream(7, 6, position(6), 0)));
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    net.hub.set_origin(None);
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 7, position(7), 5),
+        "dave",
+        "d4",
+        now,
+    );
+    net.pump();
+    assert_eq!(
+        room_lines(&net.take(0)),
+        ["dave joined", "<dave> d2", "<dave> d3", "<dave> d4"]
+    );
+    assert_eq!(
+        room_lines(&net.take(1)),
+        [
+            "dave joined",
+            "<dave> d2",
+            "*dave* psst",
+            "<dave> d3",
+            "<dave> d4"
+        ]
+    );
+    net.hub.check_invariants().unwrap();
+    // Nothing held is left to be dropped later.
+    net.advance(Duration::from_secs(61));
+    assert!(room_lines(&net.take(0)).is_empty());
+}
+
+/// Server 7 came back, but dave's name was taken on server 8 meanwhile:
+/// what server 7 published as dave's is not shown under the new dave's
+/// name (server 7 tells its dave the name is gone).
+#[test]
+fn what_a_user_said_before_its_name_went_to_another_server_is_dropped() {
+    let mut net = dave_left_with_server_7();
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 3, position(3), 2),
+        "dave",
+        "d2",
+        now,
+    );
+    net.hub.set_origin(Some(from_stream(8, 1, position(4), 0)));
+    assert!(net.hub.remote_join(8, user("Dave"), now));
+    net.hub.set_origin(None);
+    stream_chat(
+        &mut net.hub,
+        from_stream(8, 2, position(5), 1),
+        "Dave",
+        "new",
+        now,
+    );
+    // Server 7's join of its dave is refused by the cluster: none comes.
+    net.pump();
+    assert_eq!(room_lines(&net.take(0)), ["Dave joined", "<Dave> new"]);
+    net.hub.check_invariants().unwrap();
+}
+
+/// Server 7 published dave's messages, then never announced dave again
+/// (it died for good before its rejoin): they are dropped after a while,
+/// and nothing of them is shown.
+#[test]
+fn messages_held_for_a_user_never_announced_again_are_dropped() {
+    let mut net = dave_left_with_server_7();
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 3, position(3), 2),
+        "dave",
+        "d2",
+        now,
+    );
+    net.pump();
+    assert!(net
+        .hub
+        .poll_timeout()
+        .is_some_and(|t| t <= now + Duration::from_secs(60)));
+    net.advance(Duration::from_secs(61));
+    assert!(room_lines(&net.take(0)).is_empty());
+    net.hub.check_invariants().unwrap();
+    // Announced much later: joins, without what was dropped.
+    net.hub.set_origin(Some(from_stream(7, 4, position(4), 0)));
+    assert!(net.hub.remote_join(7, user("dave"), net.now));
+    net.hub.set_origin(None);
+    net.pump();
+    assert_eq!(room_lines(&net.take(0)), ["dave joined"]);
+}
+
+/// Dave left server 7 while it was cut off: it comes back without
+/// announcing him, and then publishes his leave. He was there when he
+/// spoke: seen joining, what he said, and leaving.
+#[test]
+fn a_user_that_left_during_its_servers_cut_is_seen_back_before_its_words() {
+    let mut net = dave_left_with_server_7();
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(7, 3, position(3), 2),
+        "dave",
+        "d2",
+        now,
+    );
+    net.hub.set_origin(Some(from_stream(7, 4, position(4), 0)));
+    net.hub
+        .remote_leave(7, &user("dave"), LeaveReason::QUIT, "bye".into(), now);
+    net.hub.set_origin(None);
+    net.pump();
+    assert_eq!(
+        room_lines(&net.take(0)),
+        ["dave joined", "<dave> d2", "dave left"]
+    );
+    net.hub.check_invariants().unwrap();
+    // A leave of someone nobody holds anything of is ignored, as before.
+    net.hub
+        .remote_leave(7, &user("dave"), LeaveReason::QUIT, "bye".into(), now);
+    net.pump();
+    assert!(room_lines(&net.take(0)).is_empty());
+}
+
+/// A session that moves here from another server gets a held message
+/// where this server showed it (after its sender's join), not where the
+/// stream has it: one that saw the stream past it, but not the join,
+/// had not seen it (its server held it too).
+#[test]
+fn a_session_moving_here_gets_a_held_message_after_its_senders_join() {
+    let t0 = Instant::now();
+    for (seen, expected) in [
+        (position(3), vec!["dave joined", "d2"]),
+        (position(4), vec!["d2"]),
+        (MessageId(position(4).0 + 1), vec![]),
+    ] {
+        let mut hub = token_hub(Limits::default());
+        hub.enable_cluster();
+        hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
+        assert!(hub.remote_join(7, user("dave"), t0));
+        hub.set_origin(None);
+        hub.advance_ids(position(1));
+        assert_eq!(hub.remote_server_gone(7, t0), 1);
+        let later = t0 + Limits::default().grace + Duration::from_secs(1);
+        hub.handle_timeout(later);
+        // Server 7 back: d2 (at 2) before dave's join (at 4).
+        hub.set_origin(Some(from_stream(7, 2, position(2), 1)));
+        hub.remote_chat(user("dave"), None, ChatKind::Text, "d2".into(), later);
+        hub.set_origin(None);
+        hub.advance_ids(position(2));
+        hub.set_origin(Some(from_stream(7, 3, position(4), 0)));
+        assert!(hub.remote_join(7, user("dave"), later));
+        hub.set_origin(None);
+        hub.advance_ids(position(4));
+        hub.flush_presence();
+        while hub.poll_transmit().is_some() {}
+        let (c, _) = alice_moves_here(&mut hub, seen, later);
+        let mut got = Vec::new();
+        let mut last = seen.0;
+        while let Some(t) = hub.poll_transmit() {
+            if !t.to.contains(c) {
+                continue;
+            }
+            match t.message {
+                ServerMessage::Chat(m) => {
+                    assert!(m.id.0 > last);
+                    last = m.id.0;
+                    got.push(m.text);
+                }
+                ServerMessage::Joined { id, user, .. } => {
+                    assert!(id.0 > last);
+                    last = id.0;
+                    got.push(format!("{user} joined"));
+                }
+                ServerMessage::Presence(events) => {
+                    for e in events {
+                        if let PresenceEvent::Joined { user, id, .. } = e {
+                            assert!(id.0 > last);
+                            last = id.0;
+                            got.push(format!("{user} joined"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, expected, "seen {seen:?}");
+    }
+}
+
 #[test]
 fn a_remote_leave_counts_only_from_the_users_own_server() {
     let mut net = three();

@@ -8,7 +8,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::{ClientId, Hub, HubEvent};
+use log::warn;
+
+use super::{ClientId, Hub, HubEvent, RemoteOrigin};
 use crate::codes::NoticeCode;
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
@@ -154,6 +156,69 @@ pub(super) struct Remote {
     pub(super) sent_private: VecDeque<SentPrivate>,
     /// How long a dead server goes unnoticed at most (lease + a third).
     pub(super) unnoticed: Duration,
+    /// Users announced as left because their server was found dead
+    /// (connection lost), by name key: that server, and when. A chat
+    /// message that server publishes as theirs before it announces them
+    /// again (it was cut off from the cluster, not dead, and passes on
+    /// what they said meanwhile) is held until it does ([`Held`]).
+    pub(super) lost: HashMap<String, (u64, Instant)>,
+    /// Chat messages held, by the server that published them.
+    pub(super) held: HashMap<u64, Held>,
+}
+
+/// The chat messages of one server's users who were announced as left
+/// with it (`Remote::lost`) and that it published before announcing them
+/// again: they are delivered right after their sender's join, so that
+/// nobody sees a user who left speak before it is back.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Oldest first (the stream's order).
+    chats: VecDeque<HeldChat>,
+    /// What they weigh ([`held_weight`]).
+    bytes: usize,
+}
+
+/// A chat message held ([`Held`]), with what it was read with.
+#[derive(Debug)]
+struct HeldChat {
+    /// When it was held.
+    at: Instant,
+    /// Its sender's name key.
+    key: String,
+    from: Username,
+    to: Option<Username>,
+    kind: ChatKind,
+    text: String,
+    /// Its origin in the stream.
+    origin: RemoteOrigin,
+}
+
+/// Chat messages held per server at most: more than a publish's batch
+/// (512 events), the most a server sends ahead of its rejoin. Past it
+/// (or past [`HELD_BYTES`]) what is held is delivered at once, as it came:
+/// nothing is lost, and each sender's order is kept. Below 1024, so that
+/// the ids they are given after their sender's join stay within its
+/// stream position's low bits (see `Hub::release_held`).
+const HELD_MAX: usize = 1000;
+/// Bytes of the chat messages held per server at most (a publish's
+/// batch is at most 1 MiB, or one message).
+const HELD_BYTES: usize = 4 * 1024 * 1024;
+/// How long a chat message is held at most: its server published it,
+/// so it was back, and its rejoin follows within a lease round. One whose
+/// sender is not announced again by then is dropped.
+pub(crate) const HELD_TIME: Duration = Duration::from_secs(60);
+/// Users remembered as left with a dead server at most
+/// (`Remote::lost`); more are not remembered, and their messages are not
+/// held.
+const LOST_MAX: usize = 10_000;
+/// How long a user that left with a dead server is remembered: a server
+/// cut off from the cluster for longer that comes back has its users'
+/// messages delivered as they come.
+const LOST_MEMORY: Duration = Duration::from_secs(3600);
+
+/// What a held chat message counts against [`HELD_BYTES`].
+fn held_weight(from: &Username, to: Option<&Username>, text: &str) -> usize {
+    128 + from.as_str().len() + to.map_or(0, |t| t.as_str().len()) + text.len()
 }
 
 /// A private message sent to a user of another server.
@@ -373,6 +438,7 @@ impl Hub {
             None,
             now,
         );
+        self.release_held(&key, server, now);
         true
     }
 
@@ -411,6 +477,7 @@ impl Hub {
         text: String,
         now: Instant,
     ) {
+        self.join_before_held_leave(server, user, now);
         let key = self.key(user);
         if self.remote_user_of(&key) == Some(server) {
             self.remote.sent_private.retain(|p| p.to != key);
@@ -584,8 +651,17 @@ impl Hub {
             self.announce_remote_leave(server, u, LeaveReason::LOST, String::new(), now);
             let key = self.key(u);
             self.tell_senders_of_lost(&key, u);
+            self.note_lost(key, server, now);
         }
         n
+    }
+
+    /// Remembers that the user of name key `key` was announced as left
+    /// with dead server `server` (see `Remote::lost`).
+    fn note_lost(&mut self, key: String, server: u64, now: Instant) {
+        if self.remote.lost.len() < LOST_MAX || self.remote.lost.contains_key(&key) {
+            self.remote.lost.insert(key, (server, now));
+        }
     }
 
     /// When the next user of a dead server is due to leave.
@@ -608,6 +684,7 @@ impl Hub {
             if let Some((user, server)) = self.remote.users.get(&key).cloned() {
                 self.announce_remote_leave(server, &user, LeaveReason::LOST, String::new(), now);
                 self.tell_senders_of_lost(&key, &user);
+                self.note_lost(key, server, now);
             }
         }
     }
@@ -733,6 +810,242 @@ impl Hub {
         if !self.remote_chat_fits(&text) || self.resent_before_its_lost_copy(&from) {
             return 0;
         }
+        if let Some(origin) = self.origin {
+            if self.hold_if_gone(origin, &from, to.as_ref(), kind, &text, now) {
+                return 0;
+            }
+        }
+        self.deliver_remote_chat(from, to, kind, text, now)
+    }
+
+    /// Holds a chat message of another server (`origin`) whose sender is
+    /// not here as far as the local members were shown: it was announced
+    /// as left with that server, found dead, and the server has not
+    /// announced it again. A server cut off from the cluster that comes
+    /// back may publish a batch it had sent before the cut (it may be in
+    /// the stream already, so it keeps its place) ahead of its rejoin's
+    /// joins: what its users said then is delivered right after each
+    /// one's join ([`Hub::release_held`]). Returns whether it was held.
+    fn hold_if_gone(
+        &mut self,
+        origin: RemoteOrigin,
+        from: &Username,
+        to: Option<&Username>,
+        kind: ChatKind,
+        text: &str,
+        now: Instant,
+    ) -> bool {
+        let key = self.key(from);
+        if self.remote.users.contains_key(&key)
+            || self.names.contains_key(&key)
+            || self.sessions.contains_key(&key)
+            || self.remote.lost.get(&key).map(|(s, _)| *s) != Some(origin.server)
+        {
+            return false;
+        }
+        let weight = held_weight(from, to, text);
+        let full = self
+            .remote
+            .held
+            .get(&origin.server)
+            .is_some_and(|h| h.chats.len() >= HELD_MAX || h.bytes + weight > HELD_BYTES);
+        if full {
+            // More than a server sends ahead of its rejoin: delivered as
+            // they came, this one after them, rather than dropped.
+            warn!(
+                "cluster: more than {HELD_MAX} messages, or {} MiB, from users of server {:x} that it had not announced again: delivered before their joins",
+                HELD_BYTES >> 20,
+                origin.server
+            );
+            self.flush_held(origin.server, now);
+            return false;
+        }
+        let held = self.remote.held.entry(origin.server).or_default();
+        held.bytes += weight;
+        held.chats.push_back(HeldChat {
+            at: now,
+            key,
+            from: from.clone(),
+            to: to.cloned(),
+            kind,
+            text: text.to_string(),
+            origin,
+        });
+        true
+    }
+
+    /// Delivers what is held of `server`'s users, in the order it came,
+    /// each under its own origin (but a message whose sender is now
+    /// another server's, or this one's: it would appear under a name that
+    /// is someone else's).
+    fn flush_held(&mut self, server: u64, now: Instant) {
+        let Some(held) = self.remote.held.remove(&server) else {
+            return;
+        };
+        let saved = self.origin;
+        for c in held.chats {
+            if self.remote_sender_is_of(server, &c.from) {
+                self.origin = Some(c.origin);
+                self.deliver_remote_chat(c.from, c.to, c.kind, c.text, now);
+            }
+        }
+        self.origin = saved;
+    }
+
+    /// The user of name key `key` joined on server `server` (its join is
+    /// logged and queued): the chat messages held of it (see
+    /// [`Hub::hold_if_gone`]) are delivered now, after the join, in the
+    /// order they came. Those held of another server under that name are
+    /// dropped: the name is someone else's now.
+    ///
+    /// Each is logged with the next id, and that id is its position too
+    /// (for a session that moves to another server, see `moved_replay`):
+    /// as if its server had published it right after the join, which is
+    /// where the local members saw it. Every server of the cluster that
+    /// announced the user as left holds the message the same way and
+    /// gives it the same place, so a session that moves between them
+    /// neither misses it nor gets it twice.
+    fn release_held(&mut self, key: &str, server: u64, now: Instant) {
+        if self.remote.lost.remove(key).is_none() {
+            return;
+        }
+        let mut mine = Vec::new();
+        let mut dropped = 0usize;
+        for (s, held) in &mut self.remote.held {
+            if !held.chats.iter().any(|c| c.key == key) {
+                continue;
+            }
+            let (taken, kept): (VecDeque<HeldChat>, VecDeque<HeldChat>) =
+                std::mem::take(&mut held.chats)
+                    .into_iter()
+                    .partition(|c| c.key == key);
+            held.chats = kept;
+            held.bytes = held
+                .chats
+                .iter()
+                .map(|c| held_weight(&c.from, c.to.as_ref(), &c.text))
+                .sum();
+            if *s == server {
+                mine.extend(taken);
+            } else {
+                dropped += taken.len();
+            }
+        }
+        self.remote.held.retain(|_, h| !h.chats.is_empty());
+        if dropped > 0 {
+            warn!("cluster: {dropped} messages held from a user of a server that was found dead dropped: its name is now a user's of another server");
+        }
+        let saved = self.origin;
+        for c in mine {
+            if !self.remote_sender_is_of(server, &c.from) {
+                continue;
+            }
+            let mut origin = c.origin;
+            origin.position = MessageId(self.next_message);
+            self.origin = Some(origin);
+            self.deliver_remote_chat(c.from, c.to, c.kind, c.text, now);
+        }
+        self.origin = saved;
+    }
+
+    /// A user of server `server` leaves whose messages are held (see
+    /// [`Hub::hold_if_gone`]): its server came back without announcing it
+    /// again (it left while the server was cut off). It was there when it
+    /// spoke: it is seen joining, then what it said, then leaving.
+    fn join_before_held_leave(&mut self, server: u64, user: &Username, now: Instant) {
+        let key = self.key(user);
+        let held_here = self
+            .remote
+            .held
+            .get(&server)
+            .is_some_and(|h| h.chats.iter().any(|c| c.key == key));
+        if held_here
+            && !self.remote.users.contains_key(&key)
+            && self.remote.lost.get(&key).map(|(s, _)| *s) == Some(server)
+        {
+            self.remote_join(server, user.clone(), now);
+        }
+    }
+
+    /// When the oldest held chat message is due to be dropped.
+    pub(super) fn held_deadline(&self) -> Option<Instant> {
+        self.remote
+            .held
+            .values()
+            .filter_map(|h| h.chats.front())
+            .map(|c| c.at + HELD_TIME)
+            .min()
+    }
+
+    /// Drops the chat messages held longer than [`HELD_TIME`] (their
+    /// server never announced their senders again), and forgets the users
+    /// that left with a dead server longer ago than [`LOST_MEMORY`].
+    pub(super) fn expire_held(&mut self, now: Instant) {
+        let mut dropped = 0usize;
+        for (server, held) in &mut self.remote.held {
+            let before = held.chats.len();
+            while held
+                .chats
+                .front()
+                .is_some_and(|c| now.saturating_duration_since(c.at) >= HELD_TIME)
+            {
+                if let Some(c) = held.chats.pop_front() {
+                    held.bytes -= held_weight(&c.from, c.to.as_ref(), &c.text);
+                }
+            }
+            if held.chats.len() < before {
+                dropped += before - held.chats.len();
+                warn!(
+                    "cluster: {} messages of users of server {server:x} dropped: it never announced them again after they left with it",
+                    before - held.chats.len()
+                );
+            }
+        }
+        if dropped > 0 {
+            self.remote.held.retain(|_, h| !h.chats.is_empty());
+        }
+        if !self.remote.lost.is_empty() {
+            self.remote
+                .lost
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < LOST_MEMORY);
+        }
+    }
+
+    /// The held chat messages agree with their bounds and their books:
+    /// each is of a user remembered as left with its server, not present.
+    pub(super) fn check_held(&self) -> Result<(), String> {
+        for (server, h) in &self.remote.held {
+            let bytes: usize = h
+                .chats
+                .iter()
+                .map(|c| held_weight(&c.from, c.to.as_ref(), &c.text))
+                .sum();
+            if h.chats.is_empty() || bytes != h.bytes || h.chats.len() > HELD_MAX {
+                return Err(format!(
+                    "server {server:x}: {} held, {} bytes counted, {bytes} weighed",
+                    h.chats.len(),
+                    h.bytes
+                ));
+            }
+            if let Some(c) = h.chats.iter().find(|c| {
+                self.remote.lost.get(&c.key).map(|(s, _)| *s) != Some(*server)
+                    || self.remote.users.contains_key(&c.key)
+            }) {
+                return Err(format!("a message of {} held, not of a lost user", c.from));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Hub::remote_chat`], once it is to be delivered now.
+    fn deliver_remote_chat(
+        &mut self,
+        from: Username,
+        to: Option<Username>,
+        kind: ChatKind,
+        text: String,
+        now: Instant,
+    ) -> usize {
         // A private message between users of other servers is logged all
         // the same (delivered to nobody here): its receiver may resume its
         // session on this server and must get it then.

@@ -23,6 +23,7 @@ impl Hub {
             .chain(transfers.into_iter().flatten())
             .chain(self.ghost_deadline())
             .chain(self.remote_gone_deadline())
+            .chain(self.held_deadline())
             .chain(self.presence_deadline())
             .min()
     }
@@ -34,6 +35,7 @@ impl Hub {
         self.clock = self.clock.max(now);
         self.expire_ghosts(now);
         self.expire_remote_gone(now);
+        self.expire_held(now);
         self.expire_kicks(now);
         self.expire_left_here(now);
         self.expire_downloads(now);

@@ -892,6 +892,7 @@ impl Hub {
         self.check_sessions()?;
         self.check_lookalikes()?;
         self.check_presence()?;
+        self.check_held()?;
         let handshaking = self.conns.len() - members.len();
         if handshaking != self.pending.len()
             || (self.limits.max_pending > 0 && handshaking > self.limits.max_pending)
