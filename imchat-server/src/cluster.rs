@@ -249,7 +249,9 @@ impl Queue {
     /// lower), but for a batch sent whose answer never came: it may be in
     /// the stream, so it stays first with its numbers (numbered anew, a
     /// copy in the stream would take the announcements' numbers, and
-    /// receivers would drop the announcements as seen).
+    /// receivers would drop the announcements as seen). The receivers
+    /// that announced this server's users as left hold those users'
+    /// messages in that batch until their joins (`Hub::remote_chat`).
     fn rejoin_first(&mut self, first: Vec<ClusterEvent>, silenced: &[String]) {
         let tried = self
             .items
