@@ -5884,7 +5884,7 @@ fn room_lines(events: &[ClientEvent]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            ClientEvent::Joined { user } => Some(format!("{user} joined")),
+            ClientEvent::Joined { user, .. } => Some(format!("{user} joined")),
             ClientEvent::Left(d) => Some(format!("{} left", d.user)),
             ClientEvent::Chat(c) if c.private => Some(format!("*{}* {}", c.from, c.text)),
             ClientEvent::Chat(c) => Some(format!("<{}> {}", c.from, c.text)),
