@@ -94,17 +94,38 @@ fn reply_from(c: &mut Client, bot: &Username) -> (bool, String) {
     })
 }
 
+/// `c` says `text` to everyone, and it is in the history (the server
+/// answered a later `Who`) before a bot is started.
+fn said_before_the_bot(c: &mut Client, text: &str) {
+    c.send_chat(Recipient::Everyone, text).unwrap();
+    c.who().unwrap();
+    wait_for(c, |e| matches!(e, ClientEvent::Who { .. }).then_some(()));
+}
+
+/// A graceful stop of the server (SIGTERM by its pid): the bot sees the
+/// shutdown and returns without an error, and the server exits.
+fn stop_and_see_the_bot_end(server: &mut Server, bot: thread::JoinHandle<Result<(), String>>) {
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(bot.join().unwrap(), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn echobot_reverses_private_messages_and_answers_who() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = start_server(dir.path());
     // Asked before the bot came: in the history it is shown, not for it.
     let mut early = Client::connect(addr.as_str(), "early", ConnectOptions::default()).unwrap();
-    early.send_chat(Recipient::Everyone, "!who").unwrap();
-    early.who().unwrap();
-    wait_for(&mut early, |e| {
-        matches!(e, ClientEvent::Who { .. }).then_some(())
-    });
+    said_before_the_bot(&mut early, "!who");
     let bot_addr = addr.clone();
     let bot = thread::spawn(move || {
         echobot::run(&bot_addr, "echobot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
@@ -140,18 +161,7 @@ fn echobot_reverses_private_messages_and_answers_who() {
     );
 
     // A graceful stop: the bot sees the server's shutdown and returns.
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(bot.join().unwrap(), Ok(()));
-    let deadline = Instant::now() + WAIT;
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not stop");
-        thread::sleep(Duration::from_millis(20));
-    }
+    stop_and_see_the_bot_end(&mut server, bot);
 }
 
 /// The bot that drives the sans-IO session over its own socket answers a
@@ -163,11 +173,7 @@ fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
     let (mut server, addr) = start_server(dir.path());
     let mut me = Client::connect(addr.as_str(), "tester", ConnectOptions::default()).unwrap();
     // Before the bot joins: replayed to it as history, not for it to answer.
-    me.send_chat(Recipient::Everyone, "!ping").unwrap();
-    me.who().unwrap();
-    wait_for(&mut me, |e| {
-        matches!(e, ClientEvent::Who { .. }).then_some(())
-    });
+    said_before_the_bot(&mut me, "!ping");
     let bot_addr = addr.clone();
     let bot = thread::spawn(move || {
         pingbot::run(&bot_addr, "pingbot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
@@ -186,16 +192,5 @@ fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
     me.send_chat(Recipient::Everyone, "!ping").unwrap();
     assert_eq!(reply_from(&mut me, &pingbot), (false, "pong".into()));
 
-    let pid = server.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(bot.join().unwrap(), Ok(()));
-    let deadline = Instant::now() + WAIT;
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not stop");
-        thread::sleep(Duration::from_millis(20));
-    }
+    stop_and_see_the_bot_end(&mut server, bot);
 }

@@ -5903,13 +5903,7 @@ fn dave_left_with_server_7() -> Net {
     net.hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
     assert!(net.hub.remote_join(7, user("dave"), now));
     net.hub.set_origin(None);
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 2, position(2), 1),
-        "dave",
-        "d1",
-        now,
-    );
+    stream_said(&mut net, (7, 2, 2, 1), "dave", "d1");
     assert_eq!(net.hub.remote_server_gone(7, now), 1);
     net.pump();
     assert_eq!(
@@ -5930,13 +5924,7 @@ fn dave_left_with_server_7() -> Net {
 fn what_a_user_of_a_server_back_from_a_cut_said_comes_after_its_join() {
     let mut net = dave_left_with_server_7();
     let now = net.now;
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 3, position(3), 2),
-        "dave",
-        "d2",
-        now,
-    );
+    stream_said(&mut net, (7, 3, 3, 2), "dave", "d2");
     net.hub.set_origin(Some(from_stream(7, 4, position(4), 3)));
     net.hub.remote_chat(
         user("dave"),
@@ -5946,13 +5934,7 @@ fn what_a_user_of_a_server_back_from_a_cut_said_comes_after_its_join() {
         now,
     );
     net.hub.set_origin(None);
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 5, position(5), 4),
-        "dave",
-        "d3",
-        now,
-    );
+    stream_said(&mut net, (7, 5, 5, 4), "dave", "d3");
     net.pump();
     assert!(room_lines(&net.take(0)).is_empty());
     assert!(room_lines(&net.take(1)).is_empty());
@@ -5960,13 +5942,7 @@ fn what_a_user_of_a_server_back_from_a_cut_said_comes_after_its_join() {
     net.hub.set_origin(Some(from_stream(7, 6, position(6), 0)));
     assert!(net.hub.remote_join(7, user("dave"), now));
     net.hub.set_origin(None);
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 7, position(7), 5),
-        "dave",
-        "d4",
-        now,
-    );
+    stream_said(&mut net, (7, 7, 7, 5), "dave", "d4");
     net.pump();
     assert_eq!(
         room_lines(&net.take(0)),
@@ -5995,23 +5971,11 @@ fn what_a_user_of_a_server_back_from_a_cut_said_comes_after_its_join() {
 fn what_a_user_said_before_its_name_went_to_another_server_is_dropped() {
     let mut net = dave_left_with_server_7();
     let now = net.now;
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 3, position(3), 2),
-        "dave",
-        "d2",
-        now,
-    );
+    stream_said(&mut net, (7, 3, 3, 2), "dave", "d2");
     net.hub.set_origin(Some(from_stream(8, 1, position(4), 0)));
     assert!(net.hub.remote_join(8, user("Dave"), now));
     net.hub.set_origin(None);
-    stream_chat(
-        &mut net.hub,
-        from_stream(8, 2, position(5), 1),
-        "Dave",
-        "new",
-        now,
-    );
+    stream_said(&mut net, (8, 2, 5, 1), "Dave", "new");
     // Server 7's join of its dave is refused by the cluster: none comes.
     net.pump();
     assert_eq!(room_lines(&net.take(0)), ["Dave joined", "<Dave> new"]);
@@ -6025,13 +5989,7 @@ fn what_a_user_said_before_its_name_went_to_another_server_is_dropped() {
 fn messages_held_for_a_user_never_announced_again_are_dropped() {
     let mut net = dave_left_with_server_7();
     let now = net.now;
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 3, position(3), 2),
-        "dave",
-        "d2",
-        now,
-    );
+    stream_said(&mut net, (7, 3, 3, 2), "dave", "d2");
     net.pump();
     assert!(net
         .hub
@@ -6055,13 +6013,7 @@ fn messages_held_for_a_user_never_announced_again_are_dropped() {
 fn a_user_that_left_during_its_servers_cut_is_seen_back_before_its_words() {
     let mut net = dave_left_with_server_7();
     let now = net.now;
-    stream_chat(
-        &mut net.hub,
-        from_stream(7, 3, position(3), 2),
-        "dave",
-        "d2",
-        now,
-    );
+    stream_said(&mut net, (7, 3, 3, 2), "dave", "d2");
     net.hub.set_origin(Some(from_stream(7, 4, position(4), 0)));
     net.hub
         .remote_leave(7, &user("dave"), LeaveReason::QUIT, "bye".into(), now);
@@ -7879,6 +7831,24 @@ fn from_stream(server: u64, id: u64, at: MessageId, client_id: u64) -> RemoteOri
         time: Timestamp(0),
         client_id,
     }
+}
+
+/// [`stream_chat`] now of entry `id` of server `server`, read from the
+/// stream at [`position`] `at`, its sender's id `client_id`.
+fn stream_said(
+    net: &mut Net,
+    (server, id, at, client_id): (u64, u64, u64, u64),
+    from: &str,
+    text: &str,
+) {
+    let now = net.now;
+    stream_chat(
+        &mut net.hub,
+        from_stream(server, id, position(at), client_id),
+        from,
+        text,
+        now,
+    );
 }
 
 /// A chat of `from`, from `origin`, to everyone, passed on as a server
