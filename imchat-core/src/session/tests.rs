@@ -4097,19 +4097,15 @@ fn resume_hello(name: &str, token: crate::ResumeToken, epoch: u64) -> ClientMess
     }
 }
 
-/// What the hub answered connection `c`: resumed, a fresh welcome, or refused.
+/// What the hub answered connection `c`: resumed, a fresh welcome, or
+/// the refusal's code ([`answered`] with its text too).
 fn answer(hub: &mut Hub, c: ClientId) -> String {
-    std::iter::from_fn(|| hub.poll_transmit())
-        .filter(|t| t.to.contains(c))
-        .find_map(|t| match t.message {
-            ServerMessage::Welcome {
-                resumed: Some(_), ..
-            } => Some("resumed".to_string()),
-            ServerMessage::Welcome { .. } => Some("fresh".to_string()),
-            ServerMessage::Refused { code, .. } => Some(code.to_string()),
-            _ => None,
-        })
-        .unwrap_or_default()
+    let said = answered(hub, c);
+    match said.split_once(": ") {
+        _ if said == "welcome" => "fresh".to_string(),
+        Some((code, _)) => code.to_string(),
+        None => said,
+    }
 }
 
 fn token_hub(limits: Limits) -> Hub {
