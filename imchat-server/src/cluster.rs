@@ -1874,16 +1874,11 @@ fn stream_keep(used: u64, len: u64, budget: u64) -> Option<u64> {
 /// trims whole blocks of entries (`XTRIM MAXLEN ~`), so it may trim none.
 fn trim_said(used: u64, budget: u64, len: u64, n: u64) -> String {
     #[allow(clippy::cast_precision_loss)] // One decimal is shown.
-    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let used = used as f64 / f64::from(1u32 << 20);
     // The budget is whole MiB (--cluster-stream-mib).
-    let budget = if budget.is_multiple_of(1 << 20) {
-        format!("{}", budget >> 20)
-    } else {
-        format!("{:.1}", mib(budget))
-    };
     let over = format!(
-        "the stream uses {:.1} MiB of Redis's memory, over its {budget} MiB",
-        mib(used)
+        "the stream uses {used:.1} MiB of Redis's memory, over its {} MiB",
+        budget >> 20
     );
     if n == 0 {
         format!("{over}: none of its {len} entries trimmed yet (Redis trims only whole blocks of entries, and its oldest block holds some to keep)")
