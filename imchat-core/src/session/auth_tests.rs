@@ -407,6 +407,102 @@ fn failures_for_a_name_from_one_address_do_not_lock_its_owner_out() {
     assert!(got[0].contains("too many"), "{got:?}");
 }
 
+/// Wrong passwords for a name from many addresses hold the name back, but
+/// not its owner where it logged in before, nor its session's resume with
+/// the token; and a login held back is told the wait that is left, not
+/// the whole window.
+#[test]
+fn guesses_from_many_addresses_do_not_keep_the_owner_out_where_it_logged_in_before() {
+    let t0 = Instant::now();
+    let limits = Limits::default();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let owner = join_verified(&mut hub, "alice", "198.51.100.7", t0);
+    sent(&mut hub, owner);
+    hub.handle_disconnect(owner, LeaveReason::LOST);
+    // Ten addresses guess five times each: the name's cap is reached.
+    for n in 1..=10 {
+        for _ in 0..limits.auth_attempts {
+            let c = guess(&mut hub, "alice", "guess", &format!("192.0.2.{n}"), t0);
+            hub.account_checked(c, AccountCheck::Wrong, t0);
+        }
+    }
+    refusals(&mut hub);
+    events(&mut hub);
+    // 20 s on, a newcomer's login waits the 40 s left of the window.
+    let t20 = t0 + Duration::from_secs(20);
+    let c = guess(&mut hub, "alice", "right", "203.0.113.9", t20);
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, c);
+    assert!(
+        refused[0].2.ends_with("try again in 40 s"),
+        "{:?}",
+        refused[0].2
+    );
+    // Her session's resume with its token and password is checked.
+    let c = hub.handle_connect_from(ip("203.0.113.10"), t20);
+    hub.handle_message(c, auth(None, Some("pw")), t20);
+    hub.handle_message(c, hello_resuming_with(&hub, "alice", [7; 16]), t20);
+    assert_eq!(checks_asked(&mut hub), [c], "the resume is checked");
+    hub.account_checked(c, AccountCheck::Verified, t20);
+    assert_eq!(sent(&mut hub, c)[0], "resumed");
+    hub.handle_message(
+        c,
+        ClientMessage::Quit {
+            reason: String::new(),
+        },
+        t20,
+    );
+    // A login with no token, from where she logged in before, is checked.
+    let c = guess(&mut hub, "alice", "pw", "198.51.100.7", t20);
+    assert_eq!(checks_asked(&mut hub), [c], "the owner is checked");
+    hub.account_checked(c, AccountCheck::Verified, t20);
+    assert_eq!(sent(&mut hub, c)[0], "welcome");
+    // Any other address still waits.
+    let c = guess(&mut hub, "alice", "right", "203.0.113.11", t20);
+    assert_eq!(refusals(&mut hub).len(), 1, "a new address still waits");
+    assert!(!hub.is_joined(c));
+}
+
+/// The address a name was registered from counts as its owner's: guesses
+/// from many addresses that hold the name back do not hold back a login
+/// from there.
+#[test]
+fn the_address_a_name_was_registered_from_is_its_owners() {
+    let t0 = Instant::now();
+    let limits = Limits::default();
+    let mut hub = hub();
+    hub.set_accounts(true);
+    let c = hub.handle_connect_from(ip("198.51.100.8"), t0);
+    hub.handle_message(c, hello("bob"), t0);
+    hub.account_checked(c, AccountCheck::Open, t0);
+    hub.handle_message(
+        c,
+        ClientMessage::Register {
+            password: secret("pw"),
+        },
+        t0,
+    );
+    hub.account_changed(c, NoticeCode::REGISTERED, "registered");
+    hub.handle_disconnect(c, LeaveReason::QUIT);
+    for n in 1..=10 {
+        for _ in 0..limits.auth_attempts {
+            let g = guess(&mut hub, "bob", "guess", &format!("192.0.2.{n}"), t0);
+            hub.account_checked(g, AccountCheck::Wrong, t0);
+        }
+    }
+    events(&mut hub);
+    let elsewhere = guess(&mut hub, "bob", "pw", "203.0.113.9", t0);
+    let home = guess(&mut hub, "bob", "pw", "198.51.100.8", t0);
+    assert_eq!(
+        checks_asked(&mut hub),
+        [home],
+        "only the owner's is checked"
+    );
+    assert!(!hub.is_joined(elsewhere));
+}
+
 /// A `Register` makes the server hash a password: it costs a second of the
 /// rate budget, so a client registering and unregistering in a loop is
 /// slowed to one hash a second once its burst is spent, where any other
@@ -1046,11 +1142,16 @@ fn a_kicked_user_that_joins_afresh_elsewhere_is_seen_leaving_kicked_first() {
 
 /// What a client whose session was lost sends to get it back.
 fn hello_resuming(hub: &Hub, name: &str) -> ClientMessage {
+    hello_resuming_with(hub, name, [9; 16])
+}
+
+/// [`hello_resuming`] with the session's token.
+fn hello_resuming_with(hub: &Hub, name: &str, token: [u8; 16]) -> ClientMessage {
     ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         username: user(name),
         resume: Some(ResumeRequest {
-            token: ResumeToken([9; 16]),
+            token: ResumeToken(token),
             last_seen: MessageId(0),
             epoch: hub.epoch(),
         }),

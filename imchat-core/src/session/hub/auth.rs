@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{parting_text, ClientId, ClusterEvent, Hub, HubEvent, Phase};
 use crate::message::{
@@ -29,6 +29,14 @@ const MAX_FAILURE_ENTRIES: usize = 4096;
 /// spread over many addresses are held back, while one address, held back
 /// at its own limit, cannot keep a name's owner out by failing for it.
 const NAME_ATTEMPTS_FACTOR: u32 = 10;
+
+/// Addresses a name keeps as ones it logged in from with its password
+/// (the newest): a login from one of them is held back by its address's
+/// cap only, not by the name's.
+const KNOWN_ADDRESSES_PER_NAME: usize = 8;
+
+/// Names whose known addresses are kept before one is forgotten.
+const MAX_KNOWN_NAMES: usize = 4096;
 
 /// Who the hub's authentication state holds.
 #[derive(Debug, Default)]
@@ -60,6 +68,12 @@ pub(super) struct AuthState {
     /// a login waits its turn (a classroom logging in at once), it is not
     /// refused.
     queued: HashMap<FailKey, VecDeque<Queued>>,
+    /// By name key, the addresses its user logged in from with the
+    /// name's password (or registered it from), oldest first: guesses
+    /// for the name from elsewhere, however many addresses they come
+    /// from, do not keep its owner out where it logged in before, nor a
+    /// resume with the session's token.
+    known: HashMap<String, VecDeque<Option<IpAddr>>>,
 }
 
 /// A login waiting for its turn to be checked.
@@ -367,8 +381,8 @@ impl Hub {
             return false;
         }
         if let Some(expected) = self.auth.server_password.clone() {
-            if self.too_many(&FailKey::Address(peer), now) {
-                self.refuse_attempts(client, username);
+            if let Some(wait) = self.held_back(&FailKey::Address(peer), now) {
+                self.refuse_attempts(client, username, "from its address", wait);
                 return false;
             }
             match creds.server {
@@ -401,7 +415,7 @@ impl Hub {
         if creds.account.is_some() {
             let address = FailKey::Address(peer);
             self.expire_checks(now);
-            if self.refused_over_caps(client, username, &address, &name, now) {
+            if self.refused_over_caps(client, username, resume.as_ref(), &address, &name, now) {
                 return false;
             }
             if let Some(conn) = self.conns.get_mut(&client) {
@@ -470,7 +484,8 @@ impl Hub {
                 continue;
             };
             let user = waiting.username.clone();
-            if self.refused_over_caps(next.client, &user, address, &next.name, now) {
+            let resume = waiting.resume.as_ref();
+            if self.refused_over_caps(next.client, &user, resume, address, &next.name, now) {
                 continue;
             }
             if let Some(conn) = self.conns.get_mut(&next.client) {
@@ -502,17 +517,26 @@ impl Hub {
 
     /// Refuses `client`'s login as `user` with an account password when
     /// its address or name is over the wrong-password caps, or its address
-    /// over its password checks; true if it did.
+    /// over its password checks; true if it did. The name's cap holds
+    /// back guesses spread over many addresses, not the name's owner
+    /// where it logged in before, nor a session's resume with its token.
     fn refused_over_caps(
         &mut self,
         client: ClientId,
         user: &Username,
+        resume: Option<&ResumeRequest>,
         address: &FailKey,
         name: &FailKey,
         now: Instant,
     ) -> bool {
-        if self.too_many(address, now) || self.too_many(name, now) {
-            self.refuse_attempts(client, user);
+        if let Some(wait) = self.held_back(address, now) {
+            self.refuse_attempts(client, user, "from its address", wait);
+            return true;
+        }
+        let owner = self.known_address(user, address)
+            || resume.is_some_and(|r| self.resumable_with(user, r));
+        if let Some(wait) = self.held_back(name, now).filter(|_| !owner) {
+            self.refuse_attempts(client, user, "for the name, from several addresses", wait);
             return true;
         }
         if let Some(text) = self.checks_over_budget(address, now) {
@@ -569,7 +593,10 @@ impl Hub {
         let user = hello.username;
         match check {
             AccountCheck::Open => self.enter(client, user, hello.resume, false, now),
-            AccountCheck::Verified => self.enter(client, user, hello.resume, true, now),
+            AccountCheck::Verified => {
+                self.note_known_address(client, &user);
+                self.enter(client, user, hello.resume, true, now);
+            }
             AccountCheck::Missing => self.refuse(
                 client,
                 RefuseCode::NAME_PROTECTED,
@@ -622,6 +649,10 @@ impl Hub {
         };
         if code == NoticeCode::REGISTERED {
             conn.authenticated = true;
+            if let Phase::Joined(user) = &conn.phase {
+                let user = user.clone();
+                self.note_known_address(client, &user);
+            }
         } else if code == NoticeCode::UNREGISTERED {
             conn.authenticated = false;
         }
@@ -1032,7 +1063,10 @@ impl Hub {
         );
     }
 
-    fn too_many(&self, key: &FailKey, now: Instant) -> bool {
+    /// How long logins counted against `key` still wait, when its wrong
+    /// passwords (and those being checked) reached its cap: until its
+    /// window ends (a whole window while only checks in flight fill it).
+    fn held_back(&self, key: &FailKey, now: Instant) -> Option<Duration> {
         let window = self.limits.auth_window;
         let limit = match key {
             FailKey::Address(_) => self.limits.auth_attempts,
@@ -1041,14 +1075,52 @@ impl Hub {
                 .auth_attempts
                 .saturating_mul(NAME_ATTEMPTS_FACTOR),
         };
-        let failed = self
+        let (start, failed) = self
             .auth
             .failures
             .get(key)
             .filter(|(start, _)| now.saturating_duration_since(*start) < window)
-            .map_or(0, |(_, n)| *n);
+            .map_or((now, 0), |&(start, n)| (start, n));
         let in_flight = self.auth.in_flight.get(key).copied().unwrap_or(0);
-        failed.saturating_add(in_flight) >= limit
+        (failed.saturating_add(in_flight) >= limit)
+            .then(|| window.saturating_sub(now.saturating_duration_since(start)))
+    }
+
+    /// Whether `user` logged in from `address` with its password before.
+    fn known_address(&self, user: &Username, address: &FailKey) -> bool {
+        let FailKey::Address(peer) = address else {
+            return false;
+        };
+        self.auth
+            .known
+            .get(&self.key(user))
+            .is_some_and(|known| known.contains(peer))
+    }
+
+    /// Notes that `client`'s user proved the name `user` is its own (its
+    /// password checked, or the name registered) from its address.
+    fn note_known_address(&mut self, client: ClientId, user: &Username) {
+        let Some(peer) = self
+            .conns
+            .get(&client)
+            .map(|c| c.peer.map(super::address_key))
+        else {
+            return;
+        };
+        let key = self.key(user);
+        if !self.auth.known.contains_key(&key) && self.auth.known.len() >= MAX_KNOWN_NAMES {
+            // Bounded: some other name forgets where it logged in from
+            // (its logins are then held back by the name's cap again).
+            if let Some(other) = self.auth.known.keys().next().cloned() {
+                self.auth.known.remove(&other);
+            }
+        }
+        let known = self.auth.known.entry(key).or_default();
+        known.retain(|a| *a != peer);
+        if known.len() >= KNOWN_ADDRESSES_PER_NAME {
+            known.pop_front();
+        }
+        known.push_back(peer);
     }
 
     /// Why a password check from `address` is not made now, whatever the
@@ -1138,9 +1210,17 @@ impl Hub {
         }
     }
 
-    fn refuse_attempts(&mut self, client: ClientId, user: &Username) {
-        let secs = self.limits.auth_window.as_secs();
-        self.login_refused(client, user, "too many failed password attempts");
+    /// Refuses a login held back by wrong passwords `whose` ("from its
+    /// address", "for the name, ...") for `wait` more.
+    fn refuse_attempts(&mut self, client: ClientId, user: &Username, whose: &str, wait: Duration) {
+        // Whole seconds, rounded up: "try again in 0 s" would be wrong.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        self.login_refused(
+            client,
+            user,
+            &format!("too many failed password attempts {whose}; its logins wait {secs} s"),
+        );
         self.refuse(
             client,
             RefuseCode::TOO_MANY_ATTEMPTS,
