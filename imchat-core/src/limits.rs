@@ -27,6 +27,11 @@ pub const DOWNLOAD_WINDOW: u64 = 1024 * 1024;
 /// to send while the client writes, with a quarter of the acknowledgements
 /// 256 KiB chunks would cost one by one.
 pub const ACK_STEP: u64 = DOWNLOAD_WINDOW / 2;
+/// File data of a push a server relays to a receiver beyond what that
+/// receiver has acknowledged as stored, as [`DOWNLOAD_WINDOW`] is for a
+/// download: whatever the socket buffers and the network between hold,
+/// a chat line to a receiver on a slow link never waits behind more.
+pub const PUSH_WINDOW: u64 = DOWNLOAD_WINDOW;
 /// Largest file a client may push to others with `/sendfile`: 4 GiB.
 pub const DEFAULT_MAX_PUSH_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 /// Most users joined at once: 1,000 (connections still handshaking do not count).

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
     inert, CancelCode, ClientId, Destination, Encode, FileName, FilesRequest, Hub, HubEvent, Lane,
-    Limits, TransferId, Username,
+    Limits, TransferId, Username, PUSH_WINDOW,
 };
 use log::Level;
 
@@ -72,8 +72,10 @@ const COMMIT_EVERY: Duration = Duration::from_millis(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the writers get to flush at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Relayed file data queued for one receiver before the pusher waits.
-const RELAY_QUEUE: usize = 2 * 1024 * 1024;
+/// Relayed file data queued for one receiver before the pusher waits: as
+/// much as a download may queue (`download::READ_AHEAD`), so that neither
+/// starves the other of the receiver's queue.
+const RELAY_QUEUE: usize = 1024 * 1024;
 /// How long a pusher waits for a slow receiver before that receiver is
 /// dropped from the push; also how long in all a receiver may hold back
 /// the other receivers of a push.
@@ -757,6 +759,11 @@ impl Server {
                     control.ack(offset);
                 }
             }
+            HubEvent::PushAcked { client, .. } => {
+                if let Some(conn) = core.conns.get(&client) {
+                    conn.outbox.acked();
+                }
+            }
             HubEvent::DownloadCancelled { client, id } => {
                 if let Some(conn) = core.conns.get_mut(&client) {
                     if let Some(control) = conn.downloads.remove(&id) {
@@ -1056,31 +1063,45 @@ impl Server {
     }
 
     /// Waits until each receiver of relayed file data has room again, which
-    /// paces the pusher (this runs on its reader thread) to its receivers.
-    /// A receiver still full after [`RELAY_WAIT`] is dropped from the push;
-    /// so is one that, while other receivers of the push had room, held
-    /// them back for [`RELAY_WAIT`] in all: a push to several goes at the
-    /// pace of its slowest receiver for that long at most, not to the end.
+    /// paces the pusher (this runs on its reader thread) to its receivers:
+    /// fewer than [`PUSH_WINDOW`] bytes it has not acknowledged, of which
+    /// fewer than [`RELAY_QUEUE`] still queued here. A receiver without
+    /// room after [`RELAY_WAIT`] is dropped from the push; so is one that,
+    /// while other receivers of the push had room, held them back for
+    /// [`RELAY_WAIT`] in all: a push to several goes at the pace of its
+    /// slowest receiver for that long at most, not to the end.
     fn pace_relay(&self, mut paced: Vec<(ClientId, TransferId, Arc<Outbox>)>, work: &mut Work) {
-        paced.sort_by_key(|(client, relay, _)| (*client, *relay));
+        paced.sort_by_key(|(client, relay, _)| (*relay, *client));
         paced.dedup_by_key(|(client, relay, _)| (*client, *relay));
-        // Each push's receivers that have room now, looked at once (a
-        // push to everyone has as many receivers as the server has users).
+        // What each receiver holds unacknowledged, asked once per push
+        // under one lock (a push to everyone has as many receivers as
+        // the server has users).
+        let in_flight: Vec<u64> = {
+            let core = self.lock();
+            paced
+                .chunk_by(|a, b| a.1 == b.1)
+                .flat_map(|push| {
+                    let receivers: Vec<ClientId> = push.iter().map(|p| p.0).collect();
+                    core.hub.push_in_flight(push[0].1, &receivers)
+                })
+                .collect()
+        };
+        // Each push's receivers that have room now.
         let mut ready: HashMap<TransferId, usize> = HashMap::new();
-        for (_, relay, outbox) in &paced {
-            if outbox.wait_bulk_room(RELAY_QUEUE, Duration::ZERO) {
+        for ((_, relay, outbox), flight) in paced.iter().zip(&in_flight) {
+            if *flight < PUSH_WINDOW && outbox.wait_bulk_room(RELAY_QUEUE, Duration::ZERO) {
                 *ready.entry(*relay).or_default() += 1;
             }
         }
         let deadline = Instant::now() + RELAY_WAIT;
-        for (receiver, relay, outbox) in &paced {
+        for ((receiver, relay, outbox), flight) in paced.iter().zip(in_flight) {
             let (receiver, relay) = (*receiver, *relay);
             // A receiver with room waits for nothing, so any ready one of
             // the push is another than the one waited for.
             let others_ready = ready.get(&relay).is_some_and(|n| *n > 0);
             let started = Instant::now();
-            let left = deadline.saturating_duration_since(started);
-            let room = outbox.wait_bulk_room(RELAY_QUEUE, left) || outbox.is_closed();
+            let room =
+                self.relay_room(receiver, relay, outbox, flight, deadline) || outbox.is_closed();
             let held = others_ready && self.held_back(receiver, relay, started.elapsed());
             if room && !held {
                 continue;
@@ -1097,6 +1118,33 @@ impl Server {
                 .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "receiver too slow");
             self.dispatch(&mut core, work);
         }
+    }
+
+    /// Waits until `receiver` has room for more of push `relay` (see
+    /// [`Server::pace_relay`]), `in_flight` being what it had not
+    /// acknowledged when last asked; false if it has none at `deadline`.
+    fn relay_room(
+        &self,
+        receiver: ClientId,
+        relay: TransferId,
+        outbox: &Outbox,
+        mut in_flight: u64,
+        deadline: Instant,
+    ) -> bool {
+        while in_flight >= PUSH_WINDOW {
+            // Counted before asking, so an acknowledgement that comes
+            // between the answer and the wait is not missed.
+            let seen = outbox.acks();
+            in_flight = self.lock().hub.push_in_flight(relay, &[receiver])[0];
+            let left = deadline.saturating_duration_since(Instant::now());
+            if in_flight >= PUSH_WINDOW && !outbox.wait_ack(seen, left) {
+                return false;
+            }
+        }
+        outbox.wait_bulk_room(
+            RELAY_QUEUE,
+            deadline.saturating_duration_since(Instant::now()),
+        )
     }
 
     /// Adds `waited` to the time `receiver` held back the other receivers

@@ -3182,7 +3182,7 @@ fn a_file_declined_on_another_server_is_reported_to_the_sender() {
 
 /// A raw client that reads only while `pause` is off, one small read every
 /// `delay_ms` (0: as fast as it can), with a small receive buffer: a slow
-/// receiver.
+/// receiver. It acknowledges each chunk of a push once read.
 struct SlowPeer {
     stream: TcpStream,
     rx: Receiver<ServerMessage>,
@@ -3196,6 +3196,7 @@ impl SlowPeer {
         let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
         small_receive_buffer(&stream);
         let mut reader = stream.try_clone().unwrap();
+        let mut acker = stream.try_clone().unwrap();
         let (tx, rx) = channel();
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -3215,6 +3216,11 @@ impl SlowPeer {
                 while let Ok(Some(m)) = dec.next_message() {
                     if let ServerMessage::Chunk(c) = &m {
                         r.lock().unwrap().extend_from_slice(&c.data);
+                        let ack = ClientMessage::Ack {
+                            id: c.id,
+                            offset: c.offset + c.data.len() as u64,
+                        };
+                        let _ = acker.write_all(&ack.to_frame());
                         continue;
                     }
                     if tx.send(m).is_err() {

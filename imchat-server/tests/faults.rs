@@ -1755,7 +1755,8 @@ fn silent_connections_dropped_to_make_room_do_not_keep_their_threads() {
 
 /// A push to two receivers, one of which reads at 100 KB/s: the pusher is
 /// paced to it only for a while (10 s in all), then it is dropped as too
-/// slow and the other gets the file at full speed. Before, every wait for
+/// slow and the other, acknowledging what it gets, gets the file at full
+/// speed. Before, every wait for
 /// it was short enough (a chunk at a time) that it was never dropped, and
 /// the push went at its pace to the end (here well over a minute).
 #[test]
@@ -1834,12 +1835,22 @@ fn a_slow_receiver_holds_a_push_to_several_back_only_for_a_while() {
         );
         assert!(fast.pump(), "the fast receiver's connection closed");
         let mut ended = false;
+        let mut acks = Vec::new();
         for m in fast.pending.drain(..) {
             match m {
-                ServerMessage::Chunk(c) => got += c.data.len(),
+                ServerMessage::Chunk(c) => {
+                    got += c.data.len();
+                    acks.push(ClientMessage::Ack {
+                        id: c.id,
+                        offset: c.offset + c.data.len() as u64,
+                    });
+                }
                 ServerMessage::End(_) => ended = true,
                 _ => {}
             }
+        }
+        for ack in &acks {
+            fast.send(ack);
         }
         if ended {
             break;
@@ -1853,6 +1864,77 @@ fn a_slow_receiver_holds_a_push_to_several_back_only_for_a_while() {
         took < Duration::from_secs(40),
         "the fast receiver waited for the slow one: {took:?}"
     );
+    srv.assert_serving();
+}
+
+/// A receiver of a push that reads all it is sent but acknowledges none of
+/// it gets a window's worth (`PUSH_WINDOW`), however fast it reads, and
+/// after the relay's wait (10 s) is dropped as too slow: what is relayed
+/// to a receiver and not stored by it is bounded by its acknowledgements,
+/// not by the socket buffers and network between (where a chat line to it
+/// would wait behind it all), as a download's is.
+#[test]
+fn a_push_goes_to_a_receiver_no_further_than_it_acknowledged_and_a_window() {
+    const SIZE: usize = 8 << 20;
+    const CHUNK: usize = 256 << 10;
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "pusher");
+    let mut reader = Raw::join(srv.addr, "reader");
+    let id = TransferId(1);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new("big.bin").unwrap(),
+        size: SIZE as u64,
+        to: Recipient::Everyone,
+    });
+    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
+        reader.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
+    else {
+        unreachable!()
+    };
+    reader.send(&ClientMessage::Accept { id: rid });
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    let data = pseudo_random(SIZE);
+    let writer = {
+        let mut stream = pusher.stream.try_clone().unwrap();
+        thread::spawn(move || {
+            for (k, part) in data.chunks(CHUNK).enumerate() {
+                let chunk = FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
+                if stream
+                    .write_all(&ClientMessage::Chunk(chunk).to_frame())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    // It reads everything it is sent, for 20 s at most, until it is
+    // dropped; it never acknowledges.
+    let started = Instant::now();
+    let (mut got, mut got_at_3s, mut cancel) = (0, None, None);
+    while cancel.is_none() && started.elapsed() < Duration::from_secs(20) {
+        assert!(reader.pump(), "the reader's connection closed");
+        for m in reader.pending.drain(..) {
+            match m {
+                ServerMessage::Chunk(c) => got += c.data.len(),
+                ServerMessage::Cancel(c) => cancel = Some(c.code),
+                _ => {}
+            }
+        }
+        if got_at_3s.is_none() && started.elapsed() >= Duration::from_secs(3) {
+            got_at_3s = Some(got);
+        }
+    }
+    let window = usize::try_from(imchat_core::PUSH_WINDOW).unwrap();
+    assert!(
+        got_at_3s.is_some_and(|g| g <= window + CHUNK) && got <= window + CHUNK,
+        "it got {got_at_3s:?} bytes in 3 s and {got} in all, of {SIZE}, with nothing acknowledged"
+    );
+    assert_eq!(cancel, Some(CancelCode::TOO_SLOW));
+    pusher.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == id));
+    drop(pusher);
+    let _ = writer.join();
     srv.assert_serving();
 }
 

@@ -980,8 +980,8 @@ impl ClientSession {
         });
     }
 
-    /// With [`set_manual_acks`](Self::set_manual_acks): download `id` is
-    /// stored up to byte `offset` (from byte 0). Ignored for pushes and
+    /// With [`set_manual_acks`](Self::set_manual_acks): download or push
+    /// `id` is stored up to byte `offset` (from byte 0). Ignored for
     /// finished or unknown transfers.
     ///
     /// The `Ack` goes out once [`ACK_STEP`](crate::ACK_STEP) more is
@@ -990,7 +990,7 @@ impl ClientSession {
     /// the rest of its window meanwhile, so a download never stalls on a
     /// held-back acknowledgement.
     pub fn stored(&mut self, id: TransferId, offset: u64) {
-        if self.relayed.contains_key(&id) || !self.incoming.contains_key(&id) {
+        if !self.incoming.contains_key(&id) {
             self.held_acks.remove(&id);
             return;
         }
@@ -998,6 +998,7 @@ impl ClientSession {
         held.stored = held.stored.max(offset);
         if held.stored >= held.acked.saturating_add(crate::ACK_STEP) {
             held.acked = held.stored;
+            let id = self.wire_id(id);
             self.transmits.push_back(ClientMessage::Ack { id, offset });
         }
     }
@@ -1008,11 +1009,12 @@ impl ClientSession {
     pub fn caught_up(&mut self) {
         let incoming = &self.incoming;
         self.held_acks.retain(|id, _| incoming.contains_key(id));
+        let relayed = &self.relayed;
         for (&id, held) in &mut self.held_acks {
             if held.stored > held.acked {
                 held.acked = held.stored;
                 self.transmits.push_back(ClientMessage::Ack {
-                    id,
+                    id: relayed.get(&id).copied().unwrap_or(id),
                     offset: held.stored,
                 });
             }
@@ -2044,7 +2046,12 @@ impl ClientSession {
                 match inc.accept(&chunk) {
                     Ok(()) => {
                         let end = chunk.offset + chunk.data.len() as u64;
-                        if !self.manual_acks && !self.relayed.contains_key(&id) {
+                        if self.manual_acks {
+                        } else if self.relayed.contains_key(&id) {
+                            // A push's chunks are the pusher's size, a
+                            // few bytes perhaps: acknowledged by steps.
+                            self.stored(id, end);
+                        } else {
                             self.transmits
                                 .push_back(ClientMessage::Ack { id, offset: end });
                         }

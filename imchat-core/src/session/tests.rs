@@ -1117,6 +1117,69 @@ fn a_push_is_relayed_to_every_other_member() {
     );
 }
 
+/// A receiver acknowledges a push's data under the server's id for it, as
+/// it does a download's (on its own, or once it says it stored it), by
+/// steps of `ACK_STEP` whatever size the pusher's chunks are: the
+/// hub counts what each receiver holds unacknowledged, which paces the
+/// pusher to the receiver's acknowledgements and not to socket buffers.
+#[test]
+fn a_push_is_acknowledged_by_its_receivers_under_the_server_s_id() {
+    const STEP: usize = crate::ACK_STEP as usize;
+    let mut net = three();
+    let bob = net.clients[1].0;
+    let carol = net.clients[2].0;
+    net.clients[2].1.set_manual_acks(true);
+    let id = net
+        .s(0)
+        .offer(
+            FileName::new("f.bin").unwrap(),
+            64 << 20,
+            Recipient::Everyone,
+        )
+        .unwrap();
+    net.pump();
+    for i in [1, 2] {
+        let local = offered(&net.take(i)).expect("asked");
+        net.s(i).accept(local).unwrap();
+    }
+    net.pump();
+    for _ in 0..2 {
+        net.s(0).push_chunk(id, vec![1; STEP / 2]).unwrap();
+    }
+    net.pump();
+    let rid = net
+        .hub_events
+        .iter()
+        .find_map(|e| match e {
+            HubEvent::PushAcked { client, id } if *client == bob => Some(*id),
+            _ => None,
+        })
+        .expect("bob acknowledged on its own");
+    assert!(rid.is_server_chosen(), "{rid:?}");
+    assert_eq!(net.hub.push_in_flight(rid, &[bob, carol]), [0, STEP as u64]);
+    // Carol acknowledges once she says she stored it, under the server's id.
+    let local = net.take(2).iter().find_map(|e| match e {
+        ClientEvent::TransferData { id, .. } => Some(*id),
+        _ => None,
+    });
+    let local = local.expect("carol got the data");
+    assert_ne!(local, rid);
+    net.s(2).stored(local, STEP as u64);
+    net.s(2).caught_up();
+    net.pump();
+    assert_eq!(net.hub.push_in_flight(rid, &[bob, carol]), [0, 0]);
+    // Less than a step is acknowledged once the receiver caught up (bob,
+    // acknowledging on his own, holds it back); an acknowledgement of
+    // more than was relayed opens nothing.
+    net.s(0).push_chunk(id, vec![2; 500]).unwrap();
+    net.pump();
+    net.s(2).stored(local, 64 << 20);
+    net.s(2).caught_up();
+    net.pump();
+    assert_eq!(net.hub.push_in_flight(rid, &[bob, carol]), [500, 500]);
+    net.hub.check_invariants().unwrap();
+}
+
 /// The server numbers the pushes it relays on its own: shown as `#n`,
 /// its ids could be those of the receiver's downloads. The session gives
 /// each push its own id, so alice's download and the two pushes to her

@@ -664,7 +664,11 @@ impl Hub {
             ClientMessage::Download { id, name, offset } => {
                 self.download(client, id, name, offset, now);
             }
-            ClientMessage::Ack { id, offset } => self.download_acked(client, id, offset, now),
+            ClientMessage::Ack { id, offset } => {
+                if !self.push_acked(client, id, offset) {
+                    self.download_acked(client, id, offset, now);
+                }
+            }
             ClientMessage::Accept { id } => self.accept_push(client, id, now),
             ClientMessage::Offer { id, name, size, to } => {
                 self.offer(client, id, name, size, &to, now);

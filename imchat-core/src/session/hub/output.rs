@@ -194,6 +194,16 @@ pub enum HubEvent {
         /// Bytes stored so far.
         offset: u64,
     },
+    /// The receiver `client` acknowledged more of push `id` (its id for
+    /// it): relaying that push to it may go on, up to
+    /// [`PUSH_WINDOW`](crate::PUSH_WINDOW) past what it acknowledged
+    /// ([`Hub::push_in_flight`]).
+    PushAcked {
+        /// The receiver.
+        client: ClientId,
+        /// The push, by the receiver's id for it.
+        id: TransferId,
+    },
     /// Stop streaming this download (the client cancelled or left).
     DownloadCancelled {
         /// The connection.

@@ -197,7 +197,10 @@ impl Hub {
             }
             ClientMessage::Chunk(_) => true,
             ClientMessage::End(end) => self.relays.contains_key(&(client, end.id)),
-            ClientMessage::Ack { id, offset } => self.ack_moves_on(client, *id, *offset),
+            ClientMessage::Ack { id, offset } => {
+                self.ack_moves_on(client, *id, *offset)
+                    || self.push_ack_moves_on(client, *id, *offset)
+            }
             ClientMessage::Pong(nonce) => self.conns.get_mut(&client).is_some_and(|c| {
                 let answers = c.awaited_pong == Some(*nonce);
                 if answers {

@@ -6,6 +6,7 @@
 
 use crate::limits::OFFER_AFTER_ACCEPT;
 use crate::message::FileStart;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,6 +58,10 @@ pub(super) struct Relay {
     pub(super) legs: Vec<Leg>,
     /// Set for a push from a user of another server, relayed here.
     pub(super) inbound: Option<Inbound>,
+    /// How far its receivers here acknowledged its data, each (from byte
+    /// 0): what was relayed to one past that is in flight towards it, in
+    /// queues, socket buffers and the network, however large they are.
+    pub(super) acked: HashMap<ClientId, u64>,
 }
 
 impl Relay {
@@ -176,6 +181,7 @@ impl Hub {
             first_accept: None,
             legs,
             inbound: None,
+            acked: HashMap::new(),
         };
         let offered_to = relay.receiver_count();
         self.events.push_back(HubEvent::PushStarted {
@@ -192,6 +198,70 @@ impl Hub {
                 ..relay
             },
         );
+    }
+
+    /// Whether `client`'s `Ack` of `offset` names a push it receives and
+    /// moves its acknowledgement on, within what was relayed to it: free
+    /// of the rate budget. The pusher chooses the chunks' size, so a
+    /// receiver acknowledging each chunk, however small, is no flood: it
+    /// cannot acknowledge more often than it was sent chunks.
+    pub(super) fn push_ack_moves_on(&self, client: ClientId, id: TransferId, offset: u64) -> bool {
+        self.relay_of_receiver(client, id).is_some_and(|r| {
+            let acked = r.acked.get(&client).copied().unwrap_or(0);
+            offset <= r.incoming.received() && offset > acked
+        })
+    }
+
+    /// The push `client` receives as `id`, if any.
+    fn relay_of_receiver(&self, client: ClientId, id: TransferId) -> Option<&Relay> {
+        if !id.is_server_chosen() {
+            return None;
+        }
+        self.relays
+            .values()
+            .find(|r| r.relay_id == id && r.receivers.contains(&client))
+    }
+
+    /// `client` acknowledged push `id` (its id for it) up to `offset`: the
+    /// server may relay its data up to [`PUSH_WINDOW`](crate::PUSH_WINDOW)
+    /// past that ([`HubEvent::PushAcked`]). An acknowledgement beyond what
+    /// was relayed, or below the last, changes nothing.
+    pub(super) fn push_acked(&mut self, client: ClientId, id: TransferId, offset: u64) -> bool {
+        let Some(relay) = self
+            .relays
+            .values_mut()
+            .find(|r| r.relay_id == id && r.receivers.contains(&client))
+        else {
+            return false;
+        };
+        if offset <= relay.incoming.received() {
+            let acked = relay.acked.entry(client).or_insert(0);
+            if offset > *acked {
+                *acked = offset;
+                self.events.push_back(HubEvent::PushAcked { client, id });
+            }
+        }
+        true
+    }
+
+    /// How many bytes of push `relay` (the receivers' id for it) were
+    /// relayed to each of `receivers` and not acknowledged yet: 0 for all
+    /// once the push ended. Each is asked as a receiver of the push.
+    #[must_use]
+    pub fn push_in_flight(&self, relay: TransferId, receivers: &[ClientId]) -> Vec<u64> {
+        let push = relay
+            .is_server_chosen()
+            .then(|| self.relays.values().find(|r| r.relay_id == relay))
+            .flatten();
+        receivers
+            .iter()
+            .map(|c| {
+                push.map_or(0, |r| {
+                    let acked = r.acked.get(c).copied().unwrap_or(0);
+                    r.incoming.received().saturating_sub(acked)
+                })
+            })
+            .collect()
     }
 
     /// A receiver accepts the push it knows as `relay_id`.

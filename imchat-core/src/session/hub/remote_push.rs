@@ -13,6 +13,7 @@
 //! receivers, answers once they all answered, checks every chunk again and
 //! relays it to them. The hub does no IO here either.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -358,6 +359,7 @@ impl Hub {
                 first_accept: None,
                 legs: Vec::new(),
                 inbound: Some(Inbound { server, relay }),
+                acked: HashMap::new(),
             },
         );
     }
