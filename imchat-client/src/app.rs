@@ -968,6 +968,10 @@ fn first_join(
     }
 }
 
+/// Set once a signal asked the client to quit: it leaves without waiting
+/// for its transfers, as a script's end of input would.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
 /// How long a quit asked for by a signal may take (the server told, the
 /// terminal restored) before the client ends without it.
 const SIGNAL_QUIT_WAIT: Duration = Duration::from_secs(3);
@@ -979,7 +983,6 @@ const SIGNAL_QUIT_WAIT: Duration = Duration::from_secs(3);
 /// ends the client at once. (`kill -9` cannot be caught: that is a lost
 /// connection, which the next run resumes.)
 fn quit_on_signals(quit: ui::QuitSender) {
-    static SIGNALLED: AtomicBool = AtomicBool::new(false);
     let quit = Arc::new(quit);
     let installed = ctrlc::set_handler(move || {
         if SIGNALLED.swap(true, Ordering::AcqRel) {
@@ -1963,13 +1966,23 @@ impl Conn {
     /// [`settle`](Self::settle)), then `Quit` goes out and the connection
     /// closes.
     fn leave(&self) -> Result<(), ClientError> {
-        if let Err(end) = self.settle() {
-            self.abort();
-            // The downloads it waited for are cut: said, as when the
-            // connection ends before the end of input.
-            self.report_cut(end.cut_reason());
-            self.stop_transfers();
-            return Err(end.error());
+        match self.settle() {
+            Ok(()) => {}
+            Err(Some(end)) => {
+                self.abort();
+                // The downloads it waited for are cut: said, as when the
+                // connection ends before the end of input.
+                self.report_cut(end.cut_reason());
+                self.stop_transfers();
+                return Err(end.error());
+            }
+            Err(None) => {
+                // Stopped by a signal: at once, not after the transfers
+                // (a script's end of input waits for them); downloads
+                // resume from what was written.
+                self.report_cut_now("the client was stopped");
+                self.stop_transfers();
+            }
         }
         self.quit();
         let _ = self.socket.tcp().shutdown(Shutdown::Both);
@@ -2002,6 +2015,14 @@ impl Conn {
     /// temporary file is deleted).
     fn report_cut(&self, why: &str) {
         self.wait_disk();
+        self.report_cut_now(why);
+    }
+
+    /// [`report_cut`](Self::report_cut) without waiting for the disk to
+    /// catch up: for a client stopped by a signal, which has seconds to
+    /// quit. A download's part keeps what was written (its resume starts
+    /// there); a file pushed to us is deleted all the same.
+    fn report_cut_now(&self, why: &str) {
         let (downloads, received, pushes) = {
             let mut t = lock(&self.transfers);
             let mut downloads: Vec<(String, String)> = Vec::new();
@@ -2353,26 +2374,40 @@ impl Conn {
     /// server last said anything) until what it sent is written, the
     /// answers to its requests have arrived and the downloads and pushes
     /// it started have ended. A terminal user who leaves leaves at once.
-    fn settle(&self) -> Result<(), End> {
+    /// `Err(None)`: a signal asked the client to quit meanwhile (or
+    /// before), which it does without waiting.
+    fn settle(&self) -> Result<(), Option<End>> {
+        let signalled = || SIGNALLED.load(Ordering::Acquire);
         if !self.app.scripted {
             return Ok(());
+        }
+        if signalled() {
+            return Err(None);
         }
         if self.wait_to_send(0) {
             let _ = self.with_session(imchat_core::ClientSession::settle);
         }
         loop {
             if let Some(end) = self.take_end() {
-                return Err(end);
+                return Err(Some(end));
             }
-            let (settled, heard) = {
+            if signalled() {
+                return Err(None);
+            }
+            let (settled, heard, offered) = {
                 let s = lock(&self.session);
-                (s.is_settled(), s.last_heard())
+                (s.is_settled(), s.last_heard(), s.awaits_push_answer())
             };
             if settled && self.transfers_done() {
                 return Ok(());
             }
-            if heard.elapsed() >= ANSWER_WAIT {
-                return Err(End::Lost(ClientError::NoAnswers(ANSWER_WAIT.as_secs())));
+            // A push's receivers take their time to answer (a person
+            // decides; the server answers by its offer timeout at the
+            // latest): no silence to give up on then.
+            if heard.elapsed() >= ANSWER_WAIT && !offered {
+                return Err(Some(End::Lost(ClientError::NoAnswers(
+                    ANSWER_WAIT.as_secs(),
+                ))));
             }
             thread::sleep(WAIT_STEP);
         }

@@ -1122,6 +1122,46 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
     }
 }
 
+/// A script stopped by a signal (SIGTERM) while it waits for a download it
+/// started quits at once as `/quit` does: the others see it leave, the
+/// download is said to be cut with the command that resumes it, and its
+/// part stays. Before, it waited for the download (as at the end of its
+/// input) until its 3 s for quitting ran out, and ended without telling
+/// the server: the others saw it leave a minute later.
+#[test]
+fn a_script_stopped_by_a_signal_during_a_download_quits_at_once() {
+    let w = World::new("dl-signal");
+    fs::File::create(w.shared().join("big file.bin"))
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("file");
+    let watcher = w.client("watcher");
+    let port = w.server.port().to_string();
+    // Its disk thread behind: the download is under way when it is stopped.
+    let mut bot = Client::spawn_with_env(
+        w.dir.path(),
+        &["bot", "127.0.0.1", port.as_str()],
+        &[("FAILPOINTS", "client-disk-job=sleep(20)")],
+    );
+    watcher.expect_line("*** bot has joined");
+    bot.send("/download big file.bin");
+    bot.close_stdin();
+    wait_for_part_data(&w, &bot, "big file.bin");
+    let stopped = Instant::now();
+    signal(&bot, "TERM");
+    watcher.expect_line("*** bot has left");
+    bot.expect_line(
+        "*** transfer of big file.bin failed: the client was stopped; /download big file.bin resumes it",
+    );
+    assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "took {:?} to quit",
+        stopped.elapsed()
+    );
+    let part = w.dir.join("bot").join("big file.bin.part");
+    assert!(part.exists(), "the part stays, to resume");
+}
+
 /// A client that reconnects (as the full-screen one does) says a download
 /// a server shutdown cut failed because the server shut down, as its
 /// offers and pushes do, not that the connection was lost.

@@ -1205,6 +1205,18 @@ impl ClientSession {
         self.answered >= self.sent && self.lists.is_empty()
     }
 
+    /// True while a push of ours is offered and its receivers have not all
+    /// answered: the server's answer ([`ClientEvent::PushAccepted`], or a
+    /// cancel) may take as long as its offer timeout (120 s by default),
+    /// since a person decides. A program waiting for answers does not take
+    /// that silence for a dead server (the keepalive finds one).
+    #[must_use]
+    pub fn awaits_push_answer(&self) -> bool {
+        self.outgoing
+            .keys()
+            .any(|id| !self.accepted.contains(id) && !self.pushes_ended.contains(id))
+    }
+
     /// True when nothing asked for is outstanding: the answer to
     /// [`settle`](Self::settle) arrived (if it was called), every file list
     /// asked for is complete, and no download or push of ours is running.

@@ -1180,6 +1180,39 @@ fn a_push_is_acknowledged_by_its_receivers_under_the_server_s_id() {
     net.hub.check_invariants().unwrap();
 }
 
+/// A push of ours waits for its receivers' answer (a person decides, for
+/// as long as the server's offer timeout) until the server says it was
+/// accepted or declined: a program waiting for answers is told so, and
+/// does not take that silence for a dead server.
+#[test]
+fn a_push_awaits_its_answer_until_accepted_or_declined() {
+    let mut net = three();
+    assert!(!net.s(0).awaits_push_answer());
+    let big = FileName::new("f.bin").unwrap();
+    let id = net
+        .s(0)
+        .offer(big.clone(), 64 << 20, Recipient::User(user("bob")))
+        .unwrap();
+    net.pump();
+    assert!(net.s(0).awaits_push_answer(), "offered, not answered");
+    let local = offered(&net.take(1)).expect("bob is asked");
+    net.s(1).accept(local).unwrap();
+    net.pump();
+    assert!(!net.s(0).awaits_push_answer(), "accepted");
+    net.s(0).cancel(id, "changed my mind").unwrap();
+    net.pump();
+    let other = net
+        .s(0)
+        .offer(big, 64 << 20, Recipient::User(user("carol")))
+        .unwrap();
+    net.pump();
+    assert!(net.s(0).awaits_push_answer());
+    let local = offered(&net.take(2)).expect("carol is asked");
+    net.s(2).decline(local, "no").unwrap();
+    net.pump();
+    assert!(!net.s(0).awaits_push_answer(), "declined: {other:?} ended");
+}
+
 /// The server numbers the pushes it relays on its own: shown as `#n`,
 /// its ids could be those of the receiver's downloads. The session gives
 /// each push its own id, so alice's download and the two pushes to her
