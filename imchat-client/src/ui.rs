@@ -239,35 +239,31 @@ pub fn entry_json(entry: Entry) -> Value {
     }
 }
 
-/// `value`'s line of JSON, with the characters a terminal acts on that JSON leaves as
-/// they are (DEL, the C1 controls, the bidirectional controls, the line
-/// and paragraph separators) written as `\uXXXX` escapes: a program reads
-/// the same text, and the output piped to a terminal cannot move its
-/// cursor or reorder what it shows. They can only be inside strings
-/// (JSON's own syntax is ASCII), where the escape means the character.
+/// `value`'s line of JSON, with the characters a terminal acts on or
+/// shows as nothing that JSON leaves as they are (DEL, the C1 controls,
+/// the bidirectional controls, the line and paragraph separators, and the
+/// invisible characters: zero-width spaces and joiners, word joiners, the
+/// byte-order mark, tags; the rule of the inert display, see
+/// [`imchat_core::escape_hidden`]) written as `\uXXXX` escapes: a program
+/// reads the same text, and the output piped to a terminal cannot move
+/// its cursor, reorder what it shows or hide text in it. They can only be
+/// inside strings (JSON's own syntax is ASCII), where the escape means
+/// the character.
 fn json_line(value: &Value) -> String {
     terminal_safe(value.to_string())
 }
 
-/// See [`json_line`].
+/// See [`json_line`]. A character beyond U+FFFF (a tag) is written as its
+/// UTF-16 surrogate pair, as JSON spells it.
 fn terminal_safe(json: String) -> String {
-    let acts = |c: char| {
-        matches!(c,
-            '\u{7f}'..='\u{9f}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
-            | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !json.chars().any(acts) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if acts(c) {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
+    match imchat_core::escape_hidden(&json, |out, c| {
+        for unit in c.encode_utf16(&mut [0; 2]) {
+            let _ = write!(out, "\\u{unit:04x}");
         }
+    }) {
+        std::borrow::Cow::Borrowed(_) => json,
+        std::borrow::Cow::Owned(safe) => safe,
     }
-    out
 }
 
 impl View for JsonView {
@@ -489,7 +485,7 @@ mod tests {
 
     #[test]
     fn json_lines_hold_nothing_a_terminal_acts_on_and_read_back_exact() {
-        let text = "del\u{7f} csi\u{9b}2J rlo\u{202e} lri\u{2066} ls\u{2028} é🎉\u{200d}";
+        let text = "del\u{7f} csi\u{9b}2J rlo\u{202e} lri\u{2066} ls\u{2028} é🎉 👨\u{200d}👩";
         let line = json_line(&json!({ "text": text }));
         for c in ['\u{7f}', '\u{9b}', '\u{202e}', '\u{2066}', '\u{2028}'] {
             assert!(!line.contains(c), "{c:?} in {line}");
@@ -499,11 +495,34 @@ mod tests {
             "{line}"
         );
         // Ordinary text, emoji and joiners included, as it is.
-        assert!(line.contains("é🎉\u{200d}"), "{line}");
+        assert!(line.contains("é🎉 👨\u{200d}👩"), "{line}");
         let back: Value = serde_json::from_str(&line).expect("JSON");
         assert_eq!(back["text"].as_str(), Some(text));
         let plain = json!({ "text": "hello" });
         assert_eq!(json_line(&plain), plain.to_string());
+    }
+
+    #[test]
+    fn json_lines_escape_invisible_characters_and_read_back_exact() {
+        let text = "zw\u{200b}nj\u{200c}wj\u{2060}bom\u{feff}tag\u{e0001}\u{e0041}\u{e007f}";
+        let line = json_line(&json!({ "text": text }));
+        for c in [
+            '\u{200b}',
+            '\u{200c}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{e007f}',
+        ] {
+            assert!(!line.contains(c), "{c:?} in {line}");
+        }
+        assert!(
+            line.contains(r"zw\u200bnj\u200cwj\u2060bom\ufefftag\udb40\udc01"),
+            "{line}"
+        );
+        let back: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(back["text"].as_str(), Some(text));
     }
 
     #[test]

@@ -144,9 +144,64 @@ pub fn inert(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` with each character that [`inert`] shows as `\u{…}` (C1 and
+/// other controls, bidirectional controls, the line and paragraph
+/// separators, and the hidden characters by the same rule: the
+/// default-ignorable code points, but for the joiners, selectors and tags
+/// real text needs) replaced by what `escape` writes for it; everything
+/// else as it is. For an output with escapes of its own: the client's JSON
+/// lines write them as `\uXXXX`, which a program reads as the character.
+pub fn escape_hidden(text: &str, mut escape: impl FnMut(&mut String, char)) -> Cow<'_, str> {
+    let suspect = |c: char| !c.is_ascii() || c.is_ascii_control();
+    if !text.chars().any(suspect) {
+        return Cow::Borrowed(text);
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let hidden = neutralised(&chars);
+    if !chars
+        .iter()
+        .zip(&hidden)
+        .any(|(&c, &hide)| hide || is_unsafe_char(c))
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for (&c, hide) in chars.iter().zip(hidden) {
+        if hide || is_unsafe_char(c) {
+            escape(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::inert;
+    use super::{escape_hidden, inert};
+
+    #[test]
+    fn escape_hidden_takes_what_inert_shows_as_escapes() {
+        let mark = |out: &mut String, c: char| out.push_str(&format!("<{:x}>", u32::from(c)));
+        let cases = [
+            ("plain", "plain"),
+            (
+                "zw\u{200b}nj\u{200c}wj\u{2060}bom\u{feff}",
+                "zw<200b>nj<200c>wj<2060>bom<feff>",
+            ),
+            ("tag\u{e0001}\u{e0041}\u{e007f}", "tag<e0001><e0041><e007f>"),
+            ("c1\u{9b} rlo\u{202e}", "c1<9b> rlo<202e>"),
+            // What real text needs stays: an emoji sequence, a flag.
+            ("👨\u{200d}👩", "👨\u{200d}👩"),
+            (
+                "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+                "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(escape_hidden(input, mark), want, "{input:?}");
+        }
+    }
 
     #[test]
     fn control_and_bidi_characters_are_neutralised() {
