@@ -74,6 +74,11 @@ impl Sock {
         }
     }
 
+    /// True while its TLS handshake runs (false for plaintext).
+    pub fn tls_handshaking(&self) -> bool {
+        matches!(self, Sock::Tls(t) if t.lock().is_handshaking())
+    }
+
     /// Ends our side of the stream after what was written: TLS first says
     /// so (`close_notify`), so that the peer sees a clean end.
     pub fn end_writes(&self) {

@@ -69,6 +69,23 @@ fn hello(name: &str) -> ClientMessage {
     }
 }
 
+/// How many lines of the server's log contain `needle`, once there are at
+/// least `count` (waited for within [`WAIT`]).
+fn log_lines(srv: &Server, needle: &str, count: usize) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap_or_default();
+        let n = log.lines().filter(|l| l.contains(needle)).count();
+        if n >= count || Instant::now() >= deadline {
+            if n < count {
+                eprintln!("server log, {needle:?} not there {count} times:\n{log}");
+            }
+            return n;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Reads a raw TCP stream until the server closes it; how long that took.
 fn wait_tcp_closed(mut s: TcpStream) -> Duration {
     let start = Instant::now();
@@ -175,6 +192,15 @@ fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
             "{msgs:?}"
         );
     }
+    // The log tells a TLS handshake that never ended from a missing Hello.
+    assert_eq!(
+        log_lines(&srv, "refused: TLS handshake not finished within 2 s", 2),
+        2
+    );
+    assert_eq!(
+        log_lines(&srv, "refused: no valid username within 2 s", 2),
+        2
+    );
     // A hello sent a byte at a time within the deadline works over TLS.
     let mut slow = Tls::connect(&srv);
     slow.stream.tcp().set_nodelay(true).unwrap();
@@ -183,5 +209,70 @@ fn slowloris_before_and_inside_tls_meets_the_handshake_deadline() {
         thread::sleep(Duration::from_millis(5));
     }
     slow.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    assert_serving(&srv);
+}
+
+/// A client that refuses the server's certificate, or speaks plaintext,
+/// is logged with the TLS cause, from what rustls reported.
+#[test]
+fn tls_failures_are_logged_with_their_cause() {
+    let srv = tls_server(&[]);
+    let attempt = |host: &str, trust: Trust| {
+        let tcp = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+        tls::connect(tcp, host, srv.addr.port(), &trust, WAIT)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    // Another CA than the one (none) that issued it, by another name.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "another CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = params
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let other_ca = srv.dir.0.join("other-ca.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    attempt("localhost", Trust::CaFile(other_ca));
+    assert_eq!(
+        log_lines(
+            &srv,
+            "TLS handshake failed: the client refused our certificate (alert: unknown CA)",
+            1
+        ),
+        1
+    );
+    // Its own certificate as the CA, for a name it is not for.
+    let own_ca = srv.dir.0.join("data").join("tls-cert.pem");
+    attempt("127.0.0.1", Trust::CaFile(own_ca));
+    assert_eq!(
+        log_lines(
+            &srv,
+            "TLS handshake failed: the client refused our certificate (alert: bad certificate)",
+            1
+        ),
+        1
+    );
+    // A known server whose certificate changed.
+    let known = srv.dir.0.join("changed_known");
+    std::fs::write(&known, format!("127.0.0.1:{} AA:BB\n", srv.addr.port())).unwrap();
+    attempt(
+        "127.0.0.1",
+        Trust::SystemOrKnown {
+            known_servers: known,
+        },
+    );
+    assert_eq!(log_lines(&srv, "(alert: access denied: ", 1), 1);
+    // A plaintext imchat client.
+    let mut plain = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+    let _ = plain.write_all(&hello("plain").to_frame());
+    wait_tcp_closed(plain);
+    assert_eq!(
+        log_lines(&srv, "not TLS: the client spoke plaintext to a TLS port", 1),
+        1
+    );
+    let log = std::fs::read_to_string(srv.dir.0.join("server.log")).unwrap();
+    assert!(!log.contains("connection lost"), "{log}");
     assert_serving(&srv);
 }

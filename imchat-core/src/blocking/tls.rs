@@ -414,6 +414,90 @@ pub fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
+/// Why a peer's TLS failed, as the other side tells it in its log: from
+/// what rustls reported (an alert the peer sent, bytes that are not TLS)
+/// or how the connection ended during the handshake. Each reads as one
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PeerFailure {
+    /// The peer refused our certificate: its alert, in words.
+    #[error("TLS handshake failed: the client refused our certificate (alert: {0})")]
+    RefusedCertificate(String),
+    /// The peer sent another alert: in words.
+    #[error("TLS handshake failed: the client sent the alert '{0}'")]
+    Alert(String),
+    /// The first bytes are no TLS record (a plaintext imchat client).
+    #[error("not TLS: the client spoke plaintext to a TLS port")]
+    NotTls,
+    /// The TCP connection ended before the handshake did.
+    #[error("TLS handshake failed: the client closed the connection before it ended")]
+    Closed,
+    /// Another TLS error (rustls's words).
+    #[error("TLS error: {0}")]
+    Other(String),
+}
+
+/// What ended a server's TLS connection, from the error its reads
+/// returned (`e`) and whether the handshake was still running: `None`
+/// when it is no TLS matter (the socket failed or closed after the
+/// handshake, as for a plaintext connection).
+pub fn peer_failure(e: &io::Error, handshaking: bool) -> Option<PeerFailure> {
+    use rustls::{AlertDescription as A, InvalidMessage};
+    let Some(tls) = tls_error(e) else {
+        let ended = matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        );
+        return (handshaking && ended).then_some(PeerFailure::Closed);
+    };
+    Some(match tls {
+        rustls::Error::AlertReceived(alert) => {
+            let words = alert_words(*alert);
+            match alert {
+                A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::DecryptError => PeerFailure::RefusedCertificate(words),
+                _ => PeerFailure::Alert(words),
+            }
+        }
+        rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) if handshaking => {
+            PeerFailure::NotTls
+        }
+        other => PeerFailure::Other(other.to_string()),
+    })
+}
+
+/// A TLS alert in words (RFC 8446's names, spaced).
+fn alert_words(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::BadCertificate => "bad certificate".into(),
+        A::UnsupportedCertificate => "unsupported certificate".into(),
+        A::CertificateRevoked => "certificate revoked".into(),
+        A::CertificateExpired => "certificate expired or not yet valid".into(),
+        A::CertificateUnknown => "certificate unknown".into(),
+        A::UnknownCA => "unknown CA".into(),
+        A::AccessDenied => "access denied: it knows another certificate for this server".into(),
+        A::DecryptError => "decrypt error: a signature did not verify".into(),
+        A::HandshakeFailure => "handshake failure".into(),
+        A::ProtocolVersion => "protocol version".into(),
+        A::InsufficientSecurity => "insufficient security".into(),
+        A::DecodeError => "decode error".into(),
+        A::InternalError => "internal error".into(),
+        A::UserCanceled => "user canceled".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The SHA-256 fingerprint of a certificate (its DER bytes), as
 /// uppercase hex pairs joined by colons (`AB:CD:…`), as OpenSSL prints it.
 pub fn fingerprint(cert_der: &[u8]) -> String {
@@ -537,6 +621,11 @@ pub fn connect(
     let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
         .map_err(|_| TlsError::BadName(host.to_owned()))?
         .to_owned();
+    let server = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let provider = provider();
     let (config, tofu) = match trust {
         Trust::CaFile(path) => {
@@ -548,8 +637,9 @@ pub fn connect(
                 .with_no_client_auth();
             (config, None)
         }
-        Trust::SystemOrKnown { .. } => {
-            let verifier = Arc::new(SystemOrSelfSigned::new(provider.clone()));
+        Trust::SystemOrKnown { known_servers } => {
+            let known = (known_servers.clone(), server.clone());
+            let verifier = Arc::new(SystemOrSelfSigned::new(provider.clone(), known));
             let config = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(TlsError::Handshake)?
@@ -562,6 +652,11 @@ pub fn connect(
     let conn = ClientConnection::new(Arc::new(config), name).map_err(TlsError::Handshake)?;
     let stream = TlsStream::new(tcp, conn);
     if let Err(e) = stream.handshake(timeout) {
+        // A known server's changed certificate, refused with an alert the
+        // server can log (access denied).
+        if let Some(changed) = tofu.as_ref().and_then(|v| v.take_changed()) {
+            return Err(changed);
+        }
         return Err(match tls_error(&e) {
             Some(rustls::Error::InvalidCertificate(_)) => {
                 TlsError::Untrusted(tls_error(&e).cloned().expect("matched"))
@@ -578,11 +673,6 @@ pub fn connect(
                 .peer_certificates()
                 .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
                 .ok_or(TlsError::Handshake(rustls::Error::NoCertificatesPresented))?;
-            let server = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
             check_known(known_servers, &server, &fingerprint(&der))?
         }
         _ => Verified::Ca,
@@ -630,14 +720,7 @@ pub fn check_known(path: &Path, server: &str, now: &str) -> Result<Verified, Tls
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io_err(e)),
     };
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let (Some(key), Some(known)) = (words.next(), words.next()) else {
-            continue;
-        };
-        if key.starts_with('#') || key != server {
-            continue;
-        }
+    if let Some(known) = known_entry(&text, server) {
         if known.eq_ignore_ascii_case(now) {
             return Ok(Verified::Known {
                 fingerprint: now.to_owned(),
@@ -670,6 +753,17 @@ pub fn check_known(path: &Path, server: &str, now: &str) -> Result<Verified, Tls
     })
 }
 
+/// The fingerprint the known-servers file `text` holds for `server`.
+fn known_entry<'a>(text: &'a str, server: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let (Some(key), Some(known)) = (words.next(), words.next()) else {
+            return None;
+        };
+        (!key.starts_with('#') && key == server).then_some(known)
+    })
+}
+
 /// Verifies with the system's roots; a certificate whose issuer they do
 /// not know is accepted here (its handshake signatures are still checked)
 /// and marked self-signed, for [`connect`] to check against the
@@ -679,10 +773,16 @@ struct SystemOrSelfSigned {
     webpki: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
     self_signed: Mutex<bool>,
+    /// The known-servers file and the server's `host:port` in it: a
+    /// self-signed certificate other than the one stored is refused during
+    /// the handshake, so that the server hears why (an alert).
+    known: (PathBuf, String),
+    /// That refusal, for [`connect`] to say.
+    changed: Mutex<Option<TlsError>>,
 }
 
 impl SystemOrSelfSigned {
-    fn new(provider: Arc<CryptoProvider>) -> Self {
+    fn new(provider: Arc<CryptoProvider>, known: (PathBuf, String)) -> Self {
         let mut roots = RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for e in &found.errors {
@@ -697,7 +797,31 @@ impl SystemOrSelfSigned {
             webpki,
             provider,
             self_signed: Mutex::new(false),
+            known,
+            changed: Mutex::new(None),
         }
+    }
+
+    fn take_changed(&self) -> Option<TlsError> {
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// [`TlsError::Changed`] when the known-servers file holds another
+    /// fingerprint for the server than `now` (a file that cannot be read
+    /// is said by [`check_known`] after the handshake).
+    fn changed(&self, now: &str) -> Option<TlsError> {
+        let (path, server) = &self.known;
+        let text = fs::read_to_string(path).ok()?;
+        let known = known_entry(&text, server)?;
+        (!known.eq_ignore_ascii_case(now)).then(|| TlsError::Changed {
+            server: server.clone(),
+            known: known.to_owned(),
+            now: now.to_owned(),
+            path: path.clone(),
+        })
     }
 
     fn self_signed(&self) -> bool {
@@ -780,6 +904,12 @@ impl ServerCertVerifier for SystemOrSelfSigned {
         };
         match checked {
             Err(rustls::Error::InvalidCertificate(e)) if not_vouched_for(&e) => {
+                if let Some(changed) = self.changed(&fingerprint(end_entity.as_ref())) {
+                    *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = Some(changed);
+                    return Err(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    ));
+                }
                 *self
                     .self_signed
                     .lock()
@@ -985,6 +1115,98 @@ mod tests {
         ] {
             assert_eq!(TlsError::Untrusted(e).to_string(), words);
         }
+    }
+
+    #[test]
+    fn a_peers_tls_failure_is_said_in_words() {
+        let tls = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let alert = |a| tls(rustls::Error::AlertReceived(a));
+        use rustls::AlertDescription as A;
+        for (a, words) in [
+            (
+                A::CertificateExpired,
+                "certificate expired or not yet valid",
+            ),
+            (A::BadCertificate, "bad certificate"),
+            (A::UnknownCA, "unknown CA"),
+        ] {
+            assert_eq!(
+                peer_failure(&alert(a), true).unwrap().to_string(),
+                format!(
+                    "TLS handshake failed: the client refused our certificate (alert: {words})"
+                )
+            );
+        }
+        let plain = tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert_eq!(
+            peer_failure(&plain, true).unwrap().to_string(),
+            "not TLS: the client spoke plaintext to a TLS port"
+        );
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(peer_failure(&eof, true), Some(PeerFailure::Closed));
+        // After the handshake a cut connection is no TLS matter.
+        assert_eq!(peer_failure(&eof, false), None);
+        assert_eq!(
+            peer_failure(&io::Error::other("boom"), true),
+            None,
+            "not a TLS error"
+        );
+    }
+
+    /// A known server whose certificate changed is refused during the
+    /// handshake, with an alert: the server hears why.
+    #[test]
+    fn a_changed_certificate_is_refused_with_an_alert_the_server_hears() {
+        let dir = std::env::temp_dir().join(format!("imchat-tls-changed-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let known = dir.join("known");
+        fs::write(&known, format!("127.0.0.1:{} AA:BB\n", addr.port())).unwrap();
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let stream = TlsStream::new(tcp, conn);
+            let e = stream.handshake(Duration::from_secs(10)).unwrap_err();
+            peer_failure(&e, true)
+        });
+        let tcp = TcpStream::connect(addr).unwrap();
+        let trust = Trust::SystemOrKnown {
+            known_servers: known.clone(),
+        };
+        let err = connect(
+            tcp,
+            "127.0.0.1",
+            addr.port(),
+            &trust,
+            Duration::from_secs(10),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        assert!(matches!(err, TlsError::Changed { .. }), "{err}");
+        let heard = server.join().unwrap().expect("a TLS failure");
+        assert_eq!(
+            heard.to_string(),
+            "TLS handshake failed: the client refused our certificate (alert: access denied: it knows another certificate for this server)"
+        );
+        // The file is left as it was.
+        assert_eq!(
+            fs::read_to_string(&known).unwrap(),
+            format!("127.0.0.1:{} AA:BB\n", addr.port())
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

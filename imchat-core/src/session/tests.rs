@@ -544,6 +544,60 @@ fn a_slow_handshake_is_refused_after_the_deadline() {
     assert!(matches!(hub.poll_event(), Some(HubEvent::Close { client, .. }) if client == c));
 }
 
+/// The Close reason of `c`, the next event about it.
+fn close_reason(hub: &mut Hub, c: ClientId) -> String {
+    while let Some(e) = hub.poll_event() {
+        if let HubEvent::Close { client, reason } = e {
+            if client == c {
+                return reason;
+            }
+        }
+    }
+    panic!("no Close for {c:?}");
+}
+
+#[test]
+fn a_late_handshake_is_said_to_be_the_transports_while_it_runs() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let (tls, done, plain) = (
+        hub.handle_connect(t0),
+        hub.handle_connect(t0),
+        hub.handle_connect(t0),
+    );
+    hub.set_transport_pending(tls, true);
+    hub.set_transport_pending(done, true);
+    hub.set_transport_pending(done, false);
+    hub.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(
+        close_reason(&mut hub, tls),
+        "refused: TLS handshake not finished within 10 s"
+    );
+    // Its TLS done (or none), a client that sent no Hello is told so.
+    for c in [done, plain] {
+        assert_eq!(
+            close_reason(&mut hub, c),
+            "refused: no valid username within 10 s"
+        );
+    }
+}
+
+#[test]
+fn a_transport_failure_is_the_close_reason() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = hub.handle_connect(t0);
+    hub.handle_transport_failure(c, "not TLS: the client spoke plaintext to a TLS port");
+    assert_eq!(
+        close_reason(&mut hub, c),
+        "not TLS: the client spoke plaintext to a TLS port"
+    );
+    assert!(!hub.is_connected(c));
+    // Once gone, nothing more.
+    hub.handle_transport_failure(c, "again");
+    assert!(hub.poll_event().is_none());
+}
+
 #[test]
 fn a_silent_peer_is_pinged_then_dropped() {
     let mut net = three();

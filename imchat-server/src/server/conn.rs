@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use imchat_core::blocking::tls::TlsStream;
+use imchat_core::blocking::tls::{peer_failure, TlsStream};
 use imchat_core::blocking::{FrameReader, Outbox, TransportError, WriterEnd};
 use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
@@ -94,6 +94,11 @@ impl Server {
             let mut work = Work::default();
             let mut core = self.lock();
             let id = core.hub.handle_connect_from(addr.ip(), Instant::now());
+            // Its handshake deadline is the TLS handshake's until that ends
+            // (see read_loop).
+            if matches!(*stream, Sock::Tls(_)) {
+                core.hub.set_transport_pending(id, true);
+            }
             core.conns.insert(
                 id,
                 Conn {
@@ -254,15 +259,24 @@ impl Server {
         // What a run of buffered messages ended on (see below).
         let mut next = None;
         let mut told = Instant::now();
+        // Reads drive the TLS handshake: once it is over, the hub is told
+        // (its deadline then waits for a username).
+        let mut tls_pending = stream.tls_handshaking();
         loop {
             if next.is_none() && !reader.has_message_ready() {
                 self.flush_all(&mut flush);
             }
-            let msg = match next.take().unwrap_or_else(|| {
+            let read = next.take().unwrap_or_else(|| {
                 reader.read_message_hearing(HEARD_STEP, &mut told, |now| {
                     self.lock().hub.handle_bytes(id, now);
                 })
-            }) {
+            });
+            let handshaking = tls_pending && stream.tls_handshaking();
+            if tls_pending && !handshaking {
+                tls_pending = false;
+                self.with_hub(|hub| hub.set_transport_pending(id, false));
+            }
+            let msg = match read {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     self.flush_all(&mut flush);
@@ -285,7 +299,18 @@ impl Server {
                 Err(e) => {
                     self.flush_all(&mut flush);
                     debug!("reading from {id} failed: {e}");
-                    self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST));
+                    // A TLS failure is said as rustls reported it.
+                    let failure = match (&e, stream) {
+                        (TransportError::Io(e), Sock::Tls(_)) => peer_failure(e, handshaking),
+                        _ => None,
+                    };
+                    match failure {
+                        Some(why) => {
+                            let why = why.to_string();
+                            self.with_hub(|hub| hub.handle_transport_failure(id, &why));
+                        }
+                        None => self.with_hub(|hub| hub.handle_disconnect(id, LeaveReason::LOST)),
+                    }
                     return Served::Ended;
                 }
             };

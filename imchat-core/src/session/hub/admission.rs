@@ -138,6 +138,7 @@ impl Hub {
                 verifying: None,
                 authenticated: false,
                 welcome_unconfirmed: false,
+                transport_pending: false,
             },
         );
         self.pending.insert(id);

@@ -53,7 +53,7 @@ impl Hub {
                     if c.verifying.is_none()
                         && now.saturating_duration_since(c.connected_at) >= limits.handshake_timeout
                     {
-                        late_handshakes.push(*id);
+                        late_handshakes.push((*id, c.transport_pending));
                     }
                 }
                 (Phase::Joined(_), Some((sent, _))) => {
@@ -71,13 +71,14 @@ impl Hub {
         late_handshakes.sort_unstable();
         dead.sort_unstable();
         ping.sort_unstable();
-        for id in late_handshakes {
+        for (id, transport) in late_handshakes {
             let secs = limits.handshake_timeout.as_secs_f64();
-            self.refuse(
-                id,
-                RefuseCode::HANDSHAKE_TIMEOUT,
-                &format!("no valid username within {secs} s"),
-            );
+            let reason = if transport {
+                format!("TLS handshake not finished within {secs} s")
+            } else {
+                format!("no valid username within {secs} s")
+            };
+            self.refuse(id, RefuseCode::HANDSHAKE_TIMEOUT, &reason);
         }
         let unanswered = format!(
             "your client did not answer the server's keepalive within {} s: the server closed the connection",

@@ -89,6 +89,9 @@ struct Conn {
     /// Resumed, and has sent nothing since: whether its client got the
     /// `Welcome` (and its new token) is not known yet.
     welcome_unconfirmed: bool,
+    /// The server's transport (TLS) still runs its own handshake
+    /// ([`Hub::set_transport_pending`]).
+    transport_pending: bool,
 }
 
 /// The server's protocol state: connections, names, routing, transfers
@@ -716,6 +719,32 @@ impl Hub {
         }
         let now = self.clock;
         self.commit_history(now);
+    }
+
+    /// The connection failed with what its transport said of it (`detail`,
+    /// one line: a TLS handshake that failed, say): as
+    /// [`handle_disconnect`](Hub::handle_disconnect) with
+    /// [`LeaveReason::LOST`], with `detail` as the reason of its
+    /// [`HubEvent::Close`], for the server's log.
+    pub fn handle_transport_failure(&mut self, client: ClientId, detail: &str) {
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        self.lose(client, LeaveReason::LOST, detail.to_string());
+        let now = self.clock;
+        self.commit_history(now);
+    }
+
+    /// Whether the server's transport under `client` (TLS) still runs its
+    /// own handshake. While it does, the handshake deadline that runs out
+    /// is said to be the transport's (`TLS handshake not finished within
+    /// N s`), not a missing username. The server sets it when the
+    /// connection comes and clears it once the transport's handshake is
+    /// done.
+    pub fn set_transport_pending(&mut self, client: ClientId, pending: bool) {
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.transport_pending = pending;
+        }
     }
 
     /// Removes a connection: the others are told if it had joined; its
