@@ -829,6 +829,13 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
 /// calls for, and runs until the user quits (`Ok`) or the connection ends
 /// for good (`Err`).
 pub fn run(config: Config) -> Result<(), ClientError> {
+    // A CA file is read before the server is reached: one that cannot
+    // be used leaves no half-made connection in the server's log.
+    if let Some(trust) = &config.tls {
+        trust
+            .check()
+            .map_err(|e| ClientError::Tls(inert(&e.to_string()).into_owned()))?;
+    }
     // A run that was killed left its session: ask for it back.
     let Store {
         file: store,

@@ -213,3 +213,28 @@ fn a_tls_session_resumes_after_the_network_drops_it() {
     std::thread::sleep(Duration::from_millis(300));
     bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
 }
+
+/// The server's log so far.
+fn server_log(w: &World) -> String {
+    fs::read_to_string(w.dir.join("server.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_used_is_said_before_connecting() {
+    let pki = TempDir::new("tls-pki-bad");
+    let (_, cert, key) = make_ca(pki.path(), "good");
+    let w = World::with_args("ca-bad", &["--tls-cert", &cert, "--tls-key", &key]);
+    let port = w.server.port().to_string();
+    let missing = pki.join("none.pem").display().to_string();
+    for bad in [&missing, &key] {
+        let mut c = w.spawn_client(&["--tls-ca", bad, "bob", "127.0.0.1", &port]);
+        let line = one_error_line(&mut c);
+        assert!(
+            line.starts_with(&format!("imchat-client: cannot use the CA file {bad}: ")),
+            "{line}"
+        );
+    }
+    // The server never saw them.
+    let log = server_log(&w);
+    assert!(!log.contains("connection from"), "{log}");
+}

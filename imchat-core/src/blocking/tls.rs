@@ -526,6 +526,23 @@ pub enum Trust {
     CaFile(PathBuf),
 }
 
+impl Trust {
+    /// Reads what this trust needs from disk, before any connection: a
+    /// CA file must be readable and hold certificates (a file that is
+    /// missing, or a key given as a CA, is said here rather than after the
+    /// server was reached). [`connect`] reads it again.
+    ///
+    /// # Errors
+    ///
+    /// [`TlsError::CaFile`], as [`connect`] would say it.
+    pub fn check(&self) -> Result<(), TlsError> {
+        match self {
+            Trust::CaFile(path) => ca_roots(path).map(drop),
+            Trust::SystemOrKnown { .. } => Ok(()),
+        }
+    }
+}
+
 /// What [`connect`] learned about the server's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1206,6 +1223,24 @@ mod tests {
             fs::read_to_string(&known).unwrap(),
             format!("127.0.0.1:{} AA:BB\n", addr.port())
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_ca_file_is_checked_without_connecting() {
+        let dir = std::env::temp_dir().join(format!("imchat-tls-cacheck-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let missing = Trust::CaFile(dir.join("none.pem")).check().unwrap_err();
+        assert!(matches!(missing, TlsError::CaFile { .. }), "{missing}");
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = dir.join("key.pem");
+        fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        let err = Trust::CaFile(key).check().unwrap_err().to_string();
+        assert!(err.ends_with("no certificate in it"), "{err}");
+        let ca = dir.join("ca.pem");
+        fs::write(&ca, made.cert.pem()).unwrap();
+        Trust::CaFile(ca).check().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 
