@@ -856,10 +856,29 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         }
         session
     });
-    let mut first = first_join(&config, restored.as_mut())?;
+    // A run that never joins leaves no lock file (and the session an
+    // earlier run saved as it was).
+    let release = |store: Option<SessionFile>| {
+        if let Some(file) = store {
+            file.release();
+        }
+    };
+    let mut first = match first_join(&config, restored.as_mut()) {
+        Ok(first) => first,
+        Err(e) => {
+            release(store);
+            return Err(e);
+        }
+    };
     if first.session.is_closed() {
         first.wait_close(QUIT_CLOSE_WAIT);
-        let fresh = first_join(&config, None)?;
+        let fresh = match first_join(&config, None) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                release(store);
+                return Err(e);
+            }
+        };
         first = Joined {
             first_use: first.first_use.take().or(fresh.first_use),
             ..fresh

@@ -444,6 +444,13 @@ impl SessionFile {
         }
     }
 
+    /// Gives the lock back and removes its file, leaving the session file
+    /// as it is: a run that failed to join (refused, or no server) leaves
+    /// what an earlier run saved, and no lock file of its own.
+    pub fn release(self) {
+        let _ = fs::remove_file(&self.lock_path);
+    }
+
     /// [`remove`](Self::remove), and the lock file too: the client is leaving.
     pub fn close(mut self) {
         self.remove();

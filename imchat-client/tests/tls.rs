@@ -238,3 +238,48 @@ fn a_ca_file_that_cannot_be_used_is_said_before_connecting() {
     let log = server_log(&w);
     assert!(!log.contains("connection from"), "{log}");
 }
+
+#[test]
+fn failed_runs_leave_no_session_lock() {
+    let pki = TempDir::new("tls-pki-lock");
+    let (ca, cert, key) = make_ca(pki.path(), "good");
+    let (other_ca, _, _) = make_ca(pki.path(), "other");
+    let w = World::with_args("lock", &["--tls-cert", &cert, "--tls-key", &key]);
+    let port = w.server.port().to_string();
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let password = pki.join("pw.txt");
+    fs::write(&password, "s3cret\n").unwrap();
+    let guarded_dir = TempDir::new("lock-pw");
+    let guarded = Server::start_with(
+        guarded_dir.path(),
+        &w.shared(),
+        &["--password-file", &password.display().to_string()],
+    );
+    let guarded_port = guarded.port().to_string();
+    let runs: [&[&str]; 4] = [
+        &["--tls-ca", &other_ca, "bob", "127.0.0.1", &port],
+        &["bob", "127.0.0.1", &port],
+        &["--tls-ca", &ca, "bob", "127.0.0.1", &closed_port],
+        // Refused by the server: it needs a password.
+        &["bob", "127.0.0.1", &guarded_port],
+    ];
+    let sessions = w.dir.join("data").join("imchat").join("sessions");
+    let locks = || {
+        fs::read_dir(&sessions)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".lock"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    for args in runs {
+        let mut c = w.spawn_client(&[&["--no-reconnect"], args].concat());
+        one_error_line(&mut c);
+        assert_eq!(locks(), Vec::<String>::new(), "after {args:?}");
+    }
+}
