@@ -626,6 +626,10 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         report::print_line(&format!("TLS on {local}: {}", tls.source));
         report::print_line(&line);
         log::info!("TLS: {}; {line}", tls.source);
+        if let Some(warning) = &tls.warning {
+            report::print_line(warning);
+            log::warn!(target: logging::FILE_ONLY, "{warning}");
+        }
     }
     if let Some(warning) = exposure_warning(local, password.is_some(), tls.is_some()) {
         report::print_line(&warning);

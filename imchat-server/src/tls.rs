@@ -57,6 +57,9 @@ pub struct Loaded {
     pub fingerprint: String,
     /// Where the certificate came from.
     pub source: String,
+    /// The certificate is expired or not valid yet: every client refuses
+    /// it (see [`validity_warning`]).
+    pub warning: Option<String>,
 }
 
 impl TlsArgs {
@@ -90,6 +93,7 @@ impl TlsArgs {
             return Err(format!("no certificate in {}", cert.display()));
         };
         let fingerprint = fingerprint(first.as_ref());
+        let warning = validity_warning(first.as_ref(), unix_now());
         let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
             rustls::pki_types::pem::Error::NoItemsFound => format!(
                 "no private key in {} (is it the certificate? give the key with --tls-key)",
@@ -111,7 +115,39 @@ impl TlsArgs {
             config: Arc::new(config),
             fingerprint,
             source,
+            warning,
         }))
+    }
+}
+
+/// Seconds since 1970 now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The warning for a certificate (DER) that is not valid at `now` (Unix
+/// seconds): expired, or not valid yet. Clients refuse such a certificate
+/// whatever they trust, so the operator hears it at start rather than
+/// from each client. `None` when it is valid, or cannot be parsed (rustls
+/// then says what is wrong with it).
+pub fn validity_warning(der: &[u8], now: i64) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let validity = cert.validity();
+    let (after, before) = (&validity.not_after, &validity.not_before);
+    if now > after.timestamp() {
+        Some(format!(
+            "warning: the TLS certificate expired on {}; every client will refuse it",
+            after.to_datetime().date()
+        ))
+    } else if now < before.timestamp() {
+        Some(format!(
+            "warning: the TLS certificate is not valid before {}; every client will refuse it until then",
+            before.to_datetime().date()
+        ))
+    } else {
+        None
     }
 }
 
@@ -213,6 +249,33 @@ mod tests {
             err.starts_with("the TLS key is not the one of the certificate "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_expired_or_future_certificate_is_warned_about() {
+        let made = |before: (i32, u8, u8), after: (i32, u8, u8)| {
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(before.0, before.1, before.2);
+            params.not_after = rcgen::date_time_ymd(after.0, after.1, after.2);
+            let key = rcgen::KeyPair::generate().unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        // 2021-01-01T00:00:00Z.
+        let now = 1_609_459_200;
+        let expired = made((2019, 1, 1), (2020, 2, 1));
+        assert_eq!(
+            validity_warning(&expired, now).as_deref(),
+            Some("warning: the TLS certificate expired on 2020-02-01; every client will refuse it")
+        );
+        let future = made((2022, 3, 4), (2030, 1, 1));
+        let line = validity_warning(&future, now).unwrap();
+        assert!(
+            line.starts_with("warning: the TLS certificate is not valid before 2022-03-04"),
+            "{line}"
+        );
+        let valid = made((2020, 1, 1), (2030, 1, 1));
+        assert_eq!(validity_warning(&valid, now), None);
+        assert_eq!(validity_warning(b"not a certificate", now), None);
     }
 
     #[test]
