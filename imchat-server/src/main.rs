@@ -226,7 +226,8 @@ struct Cli {
     /// Clients must give it (--password-file, $IMCHAT_PASSWORD, or typed
     /// when asked) before they can see or send anything. Failed attempts
     /// are limited per address. An empty or unreadable file stops the
-    /// server from starting.
+    /// server from starting. The line is taken as it is, spaces included
+    /// (the server warns of trailing ones).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
 
@@ -631,7 +632,17 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             log::warn!(target: logging::FILE_ONLY, "{warning}");
         }
     }
-    if let Some(warning) = exposure_warning(local, password.is_some(), tls.is_some()) {
+    let mut warnings: Vec<String> = exposure_warning(local, password.is_some(), tls.is_some())
+        .into_iter()
+        .collect();
+    if let (Some(path), Some(password)) = (&cli.password_file, &password) {
+        warnings.extend(password_space_warning(path, password.expose()));
+        warnings.extend(private_file_warning("password file", path));
+    }
+    if let Some(tls) = &tls {
+        warnings.extend(private_file_warning("TLS key file", &tls.key_file));
+    }
+    for warning in warnings {
         report::print_line(&warning);
         // Printed just above: once on the terminal, once in the log file.
         log::warn!(target: logging::FILE_ONLY, "{warning}");
@@ -938,15 +949,46 @@ fn secret(line: &str, what: &str) -> Result<imchat_core::Secret, Error> {
 }
 
 /// The warning printed at start when the server listens beyond this
-/// machine with nothing enabled to keep a chat private: neither a
-/// password nor TLS (a server with either gets no warning).
+/// machine without TLS: with neither a password nor TLS, nothing keeps
+/// the chat private; with a password alone, the password itself crosses
+/// the network in clear text. A server with TLS gets no warning.
 fn exposure_warning(local: SocketAddr, password: bool, tls: bool) -> Option<String> {
-    if local.ip().is_loopback() || password || tls {
+    if local.ip().is_loopback() || tls {
         return None;
+    }
+    if password {
+        return Some(format!(
+            "warning: listening on {local} (beyond this machine) with a password but no TLS: the password, and everything else, crosses the network in clear text, for anyone on the way to read (see --tls-self-signed)"
+        ));
     }
     Some(format!(
         "warning: listening on {local} (beyond this machine) with neither a password nor TLS: anyone who can reach the port can join, read the room and download the shared folder, and everything crosses the network in clear text (see --password-file and --tls-self-signed)"
     ))
+}
+
+/// The warning for a password (from the file `path`) that ends in spaces
+/// or tabs: they are part of it (only the line ending is stripped), which
+/// an operator who typed `echo 'pw ' > file` may not mean. It is kept as
+/// it is: the operator hears it, the password does not change behind its
+/// back.
+fn password_space_warning(path: &std::path::Path, password: &str) -> Option<String> {
+    password.ends_with([' ', '\t']).then(|| {
+        format!(
+            "warning: the password in '{}' ends in whitespace (spaces or tabs); it is kept as is, so clients must give it with them",
+            path.display()
+        )
+    })
+}
+
+/// The warning for a private file (`what`: the TLS key, the password
+/// file) that other users of this machine may read.
+fn private_file_warning(what: &str, path: &std::path::Path) -> Option<String> {
+    store::shared_mode(path).map(|mode| {
+        format!(
+            "warning: the {what} '{}' can be read by other users of this machine (mode {mode:o}): chmod 600 it",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -958,8 +1000,14 @@ mod tests {
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
         assert_eq!(exposure_warning(at("127.0.0.1:4000"), false, false), None);
         assert_eq!(exposure_warning(at("[::1]:4000"), false, false), None);
-        assert_eq!(exposure_warning(at("0.0.0.0:4000"), true, false), None);
+        assert_eq!(exposure_warning(at("0.0.0.0:4000"), true, true), None);
         assert_eq!(exposure_warning(at("0.0.0.0:4000"), false, true), None);
+        assert_eq!(exposure_warning(at("127.0.0.1:4000"), true, false), None);
+        let clear = exposure_warning(at("0.0.0.0:4000"), true, false).unwrap();
+        assert!(
+            clear.contains("with a password but no TLS") && clear.contains("clear text"),
+            "{clear}"
+        );
         let warning = exposure_warning(at("0.0.0.0:4000"), false, false).unwrap();
         assert!(warning.starts_with("warning: listening on 0.0.0.0:4000"));
         assert!(warning.contains("--password-file"));
@@ -983,6 +1031,38 @@ mod tests {
             missing.starts_with("cannot read the password file"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn a_password_ending_in_whitespace_is_kept_and_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "letmein \t\n").unwrap();
+        let password = read_password_file(&file).unwrap();
+        assert_eq!(password.expose(), "letmein \t", "kept as it is");
+        let line = password_space_warning(&file, password.expose()).unwrap();
+        assert!(line.contains("ends in whitespace") && line.contains("kept as is"));
+        assert!(!line.contains('\n'));
+        assert_eq!(password_space_warning(&file, "letmein"), None);
+        assert_eq!(password_space_warning(&file, " lead"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_or_password_file_others_may_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key.pem");
+        std::fs::write(&file, "k").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let line = private_file_warning("TLS key file", &file).unwrap();
+        assert!(
+            line.starts_with("warning: the TLS key file '")
+                && line.contains("(mode 644): chmod 600 it"),
+            "{line}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(private_file_warning("TLS key file", &file), None);
     }
 
     fn serve(args: &[&str]) -> (Cli, SocketAddr) {

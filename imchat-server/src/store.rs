@@ -806,20 +806,34 @@ fn warn_if_shared(path: &Path) {
 /// may read or write, with their modes.
 fn shared_files(path: &Path) -> Vec<(std::path::PathBuf, u32)> {
     let mut shared = Vec::new();
-    #[cfg(unix)]
     for suffix in ["", "-wal", "-shm"] {
-        use std::os::unix::fs::PermissionsExt;
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
         let file = std::path::PathBuf::from(name);
-        if let Ok(meta) = std::fs::metadata(&file) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                shared.push((file, mode));
-            }
+        if let Some(mode) = shared_mode(&file) {
+            shared.push((file, mode));
         }
     }
     shared
+}
+
+/// The mode of `file` when others than its owner may read or write it
+/// (group or others bits); `None` when it is private, missing, or the
+/// system has no such modes. For the operator's warnings about private
+/// files: the history database here, the TLS key and the password file at
+/// start.
+pub fn shared_mode(file: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
 }
 
 /// The key a session is stored under: one per user, whatever its case.

@@ -57,6 +57,8 @@ pub struct Loaded {
     pub fingerprint: String,
     /// Where the certificate came from.
     pub source: String,
+    /// The private key's file.
+    pub key_file: PathBuf,
     /// The certificate is expired or not valid yet: every client refuses
     /// it (see [`validity_warning`]).
     pub warning: Option<String>,
@@ -94,6 +96,7 @@ impl TlsArgs {
         };
         let fingerprint = fingerprint(first.as_ref());
         let warning = validity_warning(first.as_ref(), unix_now());
+        let key_file = key.clone();
         let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| match e {
             rustls::pki_types::pem::Error::NoItemsFound => format!(
                 "no private key in {} (is it the certificate? give the key with --tls-key)",
@@ -115,6 +118,7 @@ impl TlsArgs {
             config: Arc::new(config),
             fingerprint,
             source,
+            key_file,
             warning,
         }))
     }

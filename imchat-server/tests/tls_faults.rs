@@ -276,3 +276,69 @@ fn tls_failures_are_logged_with_their_cause() {
     assert!(!log.contains("connection lost"), "{log}");
     assert_serving(&srv);
 }
+
+/// At start, the operator hears of an expired certificate (then every
+/// client refuses it, and the log says so), a key and a password file
+/// others may read, and a password that ends in a space (kept as is).
+#[cfg(unix)]
+#[test]
+fn an_expired_certificate_and_open_files_are_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut srv = Server::start_with(
+        &[
+            "--tls-cert",
+            "expired.pem",
+            "--tls-key",
+            "key.pem",
+            "--password-file",
+            "pw.txt",
+        ],
+        |shared| {
+            let dir = shared.parent().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.join("expired.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+            std::fs::write(dir.join("pw.txt"), "letmein \n").unwrap();
+            for f in ["key.pem", "pw.txt"] {
+                std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))
+                    .unwrap();
+            }
+        },
+    );
+    srv.proc
+        .expect("warning: the TLS certificate expired on 2020-02-01; every client will refuse it");
+    srv.proc
+        .expect("warning: the password in 'pw.txt' ends in whitespace");
+    srv.proc.expect(
+        "warning: the password file 'pw.txt' can be read by other users of this machine (mode 644)",
+    );
+    srv.proc.expect(
+        "warning: the TLS key file 'key.pem' can be read by other users of this machine (mode 644)",
+    );
+    for line in [
+        "the TLS certificate expired on 2020-02-01",
+        "ends in whitespace",
+        "TLS key file 'key.pem' can be read",
+    ] {
+        assert_eq!(log_lines(&srv, line, 1), 1, "{line}");
+    }
+    // A client that trusts it as its CA still refuses it: expired.
+    let tcp = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+    let trust = Trust::CaFile(srv.dir.0.join("expired.pem"));
+    let err = tls::connect(tcp, "localhost", srv.addr.port(), &trust, WAIT)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("it has expired"), "{err}");
+    assert_eq!(
+        log_lines(
+            &srv,
+            "TLS handshake failed: the client refused our certificate (alert: certificate expired or not yet valid)",
+            1
+        ),
+        1
+    );
+}
