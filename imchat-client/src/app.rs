@@ -504,6 +504,18 @@ struct Joined {
     limits: Limits,
 }
 
+/// The socket's send buffer, in bytes (the kernel keeps about twice). Left
+/// to itself it grows to megabytes; then a chat line typed during a push
+/// waits behind all of the file data in it whenever the server reads the
+/// pusher no faster than its receivers take the file (a receiver on a
+/// slow link): seconds. This much keeps a loopback push at full speed.
+const SEND_BUFFER: usize = 256 * 1024;
+
+/// Bounds `stream`'s send buffer to [`SEND_BUFFER`].
+fn bound_send_buffer(stream: &TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER)
+}
+
 /// Connects to the first address of `host` that answers within
 /// [`CONNECT_TIMEOUT`], trying each in turn.
 pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
@@ -523,6 +535,9 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
         match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = bound_send_buffer(&stream) {
+                    log::info!("send buffer not bounded: {e}");
+                }
                 return Ok(stream);
             }
             Err(e) => {
@@ -3907,6 +3922,19 @@ fn remove_if_empty(part: &Path) {
 
 #[cfg(test)]
 mod tests {
+    /// A connection's send buffer stays bounded: left to the kernel it
+    /// grows to megabytes of a push's data ahead of the user's chat.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_connection_s_send_buffer_is_bounded() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = super::connect("127.0.0.1", port).unwrap();
+        // Linux keeps twice what is asked, for its own bookkeeping.
+        let size = socket2::SockRef::from(&stream).send_buffer_size().unwrap();
+        assert_eq!(size, 2 * super::SEND_BUFFER);
+    }
+
     use super::*;
 
     #[test]

@@ -45,6 +45,14 @@ const WRITE_TIMEOUT: Duration = Duration::from_millis(2);
 /// sends, so that closing the socket does not reset what we wrote last.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// A connection's receive buffer, in bytes (the kernel keeps about twice).
+/// Left to itself it grows to megabytes, and fills with a pusher's file
+/// data whenever the server reads the pusher no faster than the push's
+/// receivers take it (a receiver on a slow link): the pusher's chat lines
+/// wait behind all of it, seconds. This much keeps a push on a LAN at
+/// full speed.
+const RECEIVE_BUFFER: usize = 256 * 1024;
+
 impl Server {
     /// Registers a new connection with the hub and starts its two threads.
     /// If a thread cannot be started, that one client is dropped.
@@ -54,6 +62,9 @@ impl Server {
         self.report.say(format!("connection from {addr}"));
         if let Err(e) = stream.set_nodelay(true) {
             debug!("cannot set TCP_NODELAY for {addr}: {e}");
+        }
+        if let Err(e) = bound_receive_buffer(&stream) {
+            debug!("cannot bound the receive buffer for {addr}: {e}");
         }
         // Writes time out quickly, so that a thread writing a broadcast
         // straight to this socket (Outbox::flush) never waits on a full
@@ -511,5 +522,29 @@ fn linger(mut stream: &TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+/// Bounds `stream`'s receive buffer to [`RECEIVE_BUFFER`].
+fn bound_receive_buffer(stream: &TcpStream) -> std::io::Result<()> {
+    socket2::SockRef::from(stream).set_recv_buffer_size(RECEIVE_BUFFER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection's receive buffer stays bounded: left to the kernel it
+    /// grows to megabytes of a pusher's file data ahead of its chat.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_connection_s_receive_buffer_is_bounded() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        bound_receive_buffer(&stream).unwrap();
+        // Linux keeps twice what is asked, for its own bookkeeping.
+        let size = socket2::SockRef::from(&stream).recv_buffer_size().unwrap();
+        assert_eq!(size, 2 * RECEIVE_BUFFER);
     }
 }
