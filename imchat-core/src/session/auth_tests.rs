@@ -1916,3 +1916,69 @@ fn password_checks_from_one_address_are_limited_per_window_right_or_wrong() {
     let c = guess(&mut hub, "user3", "right", "10.0.0.66", t1);
     assert_eq!(checks_asked(&mut hub), [c]);
 }
+
+/// Past the cap of handshakes, the oldest connection that never sent its
+/// username makes room: a login that did, and waits for the check of its
+/// account password, is never the one dropped (nor told it sent no
+/// username). When every handshake in the way is such a login, the new
+/// connection is refused instead, and told why.
+#[test]
+fn past_the_handshake_cap_a_login_being_checked_is_not_dropped_for_a_silent_one() {
+    let now = Instant::now();
+    let mut hub = Hub::new(
+        Limits {
+            max_pending: 3,
+            ..Limits::default()
+        },
+        "hi",
+    );
+    hub.set_accounts(true);
+    let login = |hub: &mut Hub, name: &str, peer: &str| {
+        let c = hub.handle_connect_from(ip(peer), now);
+        hub.handle_message(c, auth(None, Some("pw")), now);
+        hub.handle_message(c, hello(name), now);
+        c
+    };
+    let owner = login(&mut hub, "owner", "10.0.0.1");
+    let silent: Vec<ClientId> = (1..=2)
+        .map(|i| hub.handle_connect_from(ip(&format!("10.0.9.{i}")), now))
+        .collect();
+    assert!(refusals(&mut hub).is_empty());
+    // A third silent one: the oldest silent one goes, not the login.
+    hub.handle_connect_from(ip("10.0.9.3"), now);
+    let dropped = refusals(&mut hub);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0].0, silent[0]);
+    assert!(hub.is_connected(owner));
+    hub.account_checked(owner, AccountCheck::Verified, now);
+    assert_eq!(sent(&mut hub, owner)[0], "welcome");
+
+    // Three logins being checked fill the cap: a new connection is the
+    // one refused, and says so.
+    let mut hub = Hub::new(
+        Limits {
+            max_pending: 3,
+            ..Limits::default()
+        },
+        "hi",
+    );
+    hub.set_accounts(true);
+    let checked: Vec<ClientId> = (1..=3)
+        .map(|i| login(&mut hub, &format!("user{i}"), &format!("10.0.0.{i}")))
+        .collect();
+    let late = hub.handle_connect_from(ip("10.0.9.9"), now);
+    let refused = refusals(&mut hub);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, late);
+    assert_eq!(refused[0].1, RefuseCode::SERVER_FULL);
+    assert!(
+        refused[0].2.contains("logins are being checked"),
+        "{}",
+        refused[0].2
+    );
+    for c in checked {
+        assert!(hub.is_connected(c));
+        hub.account_checked(c, AccountCheck::Verified, now);
+        assert_eq!(sent(&mut hub, c)[0], "welcome");
+    }
+}

@@ -1,9 +1,12 @@
 //! Letting connections in: the user cap counts joined users only; the
 //! connections still handshaking have a cap of their own, and so do the
 //! connections from one address. When either is reached, the oldest
-//! handshake in the way is dropped to make room: a real client sends its
-//! `Hello` as soon as it connects, so only connections that never speak are
-//! ever dropped, and sockets that stay silent cannot lock anyone out.
+//! handshake in the way that has not sent its `Hello` is dropped to make
+//! room: a real client sends its `Hello` as soon as it connects, so only
+//! connections that never speak are ever dropped, and sockets that stay
+//! silent cannot lock anyone out. A login whose account is being checked
+//! sent its `Hello` and is never the one dropped; when all the handshakes
+//! in the way are such logins, the new connection is refused instead.
 //!
 //! An "address" here, for every cap counted per address, is a whole IPv4
 //! address or an IPv6 /64 network (see [`address_key`]): one IPv6 host is
@@ -113,13 +116,25 @@ impl Hub {
         }
         let max_pending = self.limits.max_pending;
         if max_pending > 0 && self.pending.len() >= max_pending {
-            if let Some(&old) = self.pending.first() {
-                self.refuse(
-                    old,
-                    RefuseCode::HANDSHAKE_TIMEOUT,
-                    "too many connections are waiting to send a username; this one was the oldest",
+            // The oldest that has not sent its `Hello`: one whose account
+            // is being checked sent it, and is not the one to drop.
+            let silent = self
+                .pending
+                .iter()
+                .copied()
+                .find(|p| self.conns.get(p).is_some_and(|c| c.verifying.is_none()));
+            let Some(old) = silent else {
+                let reason = format!(
+                    "too many logins are being checked ({max_pending}); try again in a moment"
                 );
-            }
+                self.refuse(id, RefuseCode::SERVER_FULL, &reason);
+                return id;
+            };
+            self.refuse(
+                old,
+                RefuseCode::HANDSHAKE_TIMEOUT,
+                "too many connections are waiting to send a username; this one was the oldest",
+            );
         }
         self.conns.insert(
             id,
