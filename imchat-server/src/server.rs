@@ -644,14 +644,20 @@ impl Server {
                 user,
                 reason,
                 removal,
+                note,
             } => {
                 let why = if removal.is_empty() {
                     reason.to_string()
                 } else {
                     inert(&removal).into_owned()
                 };
+                let note = if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {note}")
+                };
                 self.report
-                    .say(format!("{} left ({why})", inert(user.as_str())));
+                    .say(format!("{} left ({why}){note}", inert(user.as_str())));
             }
             HubEvent::Close { client, reason } => {
                 let Some(conn) = core.conns.get_mut(&client) else {

@@ -4823,6 +4823,51 @@ fn a_burst_from_one_address_gives_up_its_own_waiting_sessions_first() {
     );
 }
 
+/// A waiting session given up to the cap says why, for the server's log:
+/// how many were waiting, the cap, and that its address had the most. The
+/// others are told a lost connection, as for a grace that ran out.
+#[test]
+fn a_waiting_session_given_up_to_the_cap_says_why() {
+    let limits = Limits {
+        max_ghosts: 3,
+        ..Limits::default()
+    };
+    let mut net = resumable(limits, &["watcher"]);
+    let class: std::net::IpAddr = [10, 0, 0, 5].into();
+    for n in 0..3 {
+        let i = net.connect_from(&format!("student{n}"), class);
+        net.cut(i);
+    }
+    net.advance(Duration::from_secs(1));
+    let ghost = net.connect_from("ghost", [10, 0, 1, 1].into());
+    net.cut(ghost);
+    let left: Vec<(String, LeaveReason, String)> = net
+        .hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Left {
+                user, reason, note, ..
+            } => Some((user.to_string(), *reason, note.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let (user, reason, note) = &left[0];
+    assert_eq!((user.as_str(), *reason), ("student0", LeaveReason::LOST));
+    assert_eq!(
+        note,
+        "its session was given up, as 4 sessions were waiting for a resume, past the cap of 3; \
+         its address had the most of them (3), and it was its oldest"
+    );
+    // A user who quits leaves with no such note.
+    net.s(0).quit("bye");
+    net.pump();
+    assert!(net.hub_events.iter().any(|e| matches!(
+        e,
+        HubEvent::Left { user, note, .. } if user.as_str() == "watcher" && note.is_empty()
+    )));
+}
+
 #[test]
 fn one_address_brings_in_only_so_many_new_users_a_minute() {
     let limits = Limits {

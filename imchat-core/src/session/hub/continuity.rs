@@ -1046,30 +1046,49 @@ impl Hub {
             reason: why,
         });
         // A flood of lost connections cannot hold more than the bound.
-        while self.ghosts() > self.limits.max_ghosts {
-            let Some(key) = self.oldest_ghost() else {
+        loop {
+            let waiting = self.ghosts();
+            let max = self.limits.max_ghosts;
+            if waiting <= max {
+                break;
+            }
+            let Some((key, had, tied)) = self.oldest_ghost() else {
                 break;
             };
-            self.end_ghost(&key);
+            let most = if tied {
+                format!(
+                    "its address had {had} of them, as many as any, and it was the oldest of those"
+                )
+            } else {
+                format!("its address had the most of them ({had}), and it was its oldest")
+            };
+            let note = format!(
+                "its session was given up, as {waiting} sessions were waiting for a resume, past the cap of {max}; {most}"
+            );
+            self.end_session(&key, None, note);
         }
     }
 
     /// The waiting session to let go first: the oldest of the address with
     /// the most waiting sessions, so that one machine dropping connection
     /// after connection ends its own sessions, not those of everyone else.
-    fn oldest_ghost(&self) -> Option<String> {
+    /// With how many its address has waiting, and whether another address
+    /// has as many.
+    fn oldest_ghost(&self) -> Option<(String, usize, bool)> {
         let mut per_peer: HashMap<Option<IpAddr>, usize> = HashMap::new();
         for s in self.sessions.values().filter(|s| s.grace.is_some()) {
             *per_peer.entry(s.peer.map(address_key)).or_default() += 1;
         }
-        self.sessions
+        let (Reverse(had), _, key) = self
+            .sessions
             .iter()
             .filter_map(|(k, s)| {
                 let (until, _) = s.grace?;
                 Some((Reverse(per_peer[&s.peer.map(address_key)]), until, k))
             })
-            .min()
-            .map(|(_, _, k)| k.clone())
+            .min()?;
+        let tied = per_peer.values().filter(|&&n| n == had).count() > 1;
+        Some((key.clone(), had, tied))
     }
 
     /// Ends the sessions whose grace period ran out: the others are told
@@ -1094,7 +1113,7 @@ impl Hub {
     pub fn end_kept_session(&mut self, user: &Username, kicked: Option<&str>) {
         let key = self.key(user);
         if self.sessions.get(&key).is_some_and(|s| s.conn.is_none()) {
-            self.end_session(&key, kicked);
+            self.end_session(&key, kicked, String::new());
         }
     }
 
@@ -1111,14 +1130,14 @@ impl Hub {
     }
 
     pub(super) fn end_ghost(&mut self, key: &str) {
-        self.end_session(key, None);
+        self.end_session(key, None, String::new());
     }
 
     /// An operator (of this server or another one) removes the away
     /// session of name key `key`: the others are told it left, kicked,
     /// with the operator's `text`, as for a connected user.
     pub(super) fn kick_ghost(&mut self, key: &str, text: &str) {
-        self.end_session(key, Some(text));
+        self.end_session(key, Some(text), String::new());
     }
 
     /// The name key `key` joins (here, or on another server): a kick of an
@@ -1151,8 +1170,9 @@ impl Hub {
     }
 
     /// Ends the session of `key`: it left, kicked (with that text) or for
-    /// the reason it went away.
-    fn end_session(&mut self, key: &str, kicked: Option<&str>) {
+    /// the reason it went away; `note` says why the hub ended it, if it
+    /// did (see [`HubEvent::Left`]).
+    fn end_session(&mut self, key: &str, kicked: Option<&str>, note: String) {
         let Some(s) = self.sessions.remove(key) else {
             return;
         };
@@ -1164,7 +1184,7 @@ impl Hub {
             Some(text) => (LeaveReason::KICKED, text.to_string()),
             None => (s.grace.map_or(LeaveReason::LOST, |(_, r)| r), String::new()),
         };
-        self.local_left(s.last_conn, s.user, reason, text);
+        self.local_left(s.last_conn, s.user, reason, text, note);
     }
 
     /// The away session `s` of name key `key` ends without its user
@@ -1216,13 +1236,15 @@ impl Hub {
 
     /// A local user (last on connection `client`) left, its session over:
     /// its stored session is dropped, the members and the other servers
-    /// are told, and a [`HubEvent::Left`] carries a removal's text.
+    /// are told, and a [`HubEvent::Left`] carries a removal's text and
+    /// `note`, why the hub ended the session if it did.
     pub(super) fn local_left(
         &mut self,
         client: ClientId,
         user: Username,
         reason: LeaveReason,
         text: String,
+        note: String,
     ) {
         self.drop_stored_session(&user);
         self.note_left_here(&user);
@@ -1243,6 +1265,7 @@ impl Hub {
             user,
             reason,
             removal,
+            note,
         });
     }
 

@@ -762,7 +762,7 @@ impl Hub {
             let key = self.key(&user);
             self.sessions.remove(&key);
             self.note_taken(&key);
-            self.local_left(client, user, reason, text);
+            self.local_left(client, user, reason, text, String::new());
         }
         debug!("closing {client}: {why}");
         self.events.push_back(HubEvent::Close {

@@ -115,6 +115,12 @@ pub enum HubEvent {
         /// ("malformed frame: …"); empty for any other leave (a quit's
         /// parting text is the user's, not the server's to log).
         removal: String,
+        /// For the server's log, why the hub itself ended the session when
+        /// it did: a waiting session given up because too many were
+        /// waiting ("its session was given up, as 257 sessions were
+        /// waiting for a resume, past the cap of 256; …"); empty otherwise. The
+        /// others are told only the leave's reason.
+        note: String,
     },
     /// A joined user's connection was lost: its session waits
     /// [`Limits::grace`](crate::Limits::grace) for a resume, and nobody was
