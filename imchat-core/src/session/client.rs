@@ -1946,6 +1946,9 @@ impl ClientSession {
             }
             ServerMessage::FilesAccess { count } => {
                 self.accesses = self.accesses.saturating_sub(1);
+                // The server charged one more message per 100 files counted.
+                let more = usize::try_from(count).unwrap_or(usize::MAX) / ITEMS_PER_MESSAGE;
+                self.charge(more, 0);
                 ClientEvent::FilesAccess { count }
             }
             ServerMessage::FileList(part) => {

@@ -3621,6 +3621,34 @@ fn requests_and_their_answers_are_charged_as_the_server_charges_them() {
     );
 }
 
+/// The count of the shared files costs the server a scan of the folder,
+/// as the list does: one message per 100 files counted, which the client
+/// charges too, so that asking again and again when it may never goes
+/// over the rate.
+#[test]
+fn an_access_to_the_shared_files_is_charged_as_the_server_charges_it() {
+    let mut net = three();
+    net.files = entries(250, |i| format!("f{i}.txt"));
+    // 97 chats and an access to 250 files (1 + 2 messages) spend the burst.
+    for _ in 0..97 {
+        net.s(0).send_chat(Recipient::Everyone, "x").unwrap();
+    }
+    net.s(0).files_access().unwrap();
+    net.pump();
+    let t = {
+        let now = net.now;
+        net.s(0).next_send_at(now, 0)
+    }
+    .expect("the burst is spent");
+    let wait = (t - net.now).as_secs_f64();
+    assert!((0.02..0.03).contains(&wait), "{wait}");
+    assert_eq!(
+        net.hub.throttle(net.clients[0].0),
+        None,
+        "the server agrees"
+    );
+}
+
 #[test]
 fn without_a_rate_limit_nothing_waits() {
     let limits = Limits {
