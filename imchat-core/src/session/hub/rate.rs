@@ -3,10 +3,22 @@
 //! requests cost messages in proportion to their work (a list of 5,000
 //! files costs more than a `Who` of 3 users). A sender over its rate is
 //! slowed (its reader waits until [`Hub::throttle`] says), and only one that
-//! keeps going over it for [`Limits::flood_timeout`] is disconnected: the
-//! debt of a long answer is waited out, and the request read after it is
-//! not counted as going over (the client waited for the answer; however
-//! long the lists it asks for, it is slowed, never cut off for them).
+//! keeps going over it for [`Limits::flood_timeout`] is disconnected. The
+//! connections of one address also share a rate
+//! ([`Limits::address_rate_share`]): over it they are all read later, and
+//! one whose reader, let go after such a wait, finds its next frame there
+//! at once (it sends faster than its address may) is going over the rate
+//! too, so that a flood split over a few connections of one address is
+//! cut off as one connection's is, while a user of that address who sends
+//! now and then is only slowed with the others.
+//!
+//! The debt of an answer is waited out like any other, and asking again
+//! and again for answers that cost more than the rate (lists, counts of
+//! the shared files) is going over it; only an answer whose debt alone is
+//! the flood timeout's worth of the rate or more (a list of 50,000 files at
+//! the default rate) starts the flood clock again for the request read
+//! after it: that client waited for the server longer than the timeout,
+//! and however long the lists it asks for, it is slowed, never cut off.
 //!
 //! A frame that does no work costs like a request too, so that no kind of
 //! frame can be sent back to back for free: a `Pong` that answers no
@@ -79,17 +91,29 @@ impl Cost {
     }
 }
 
+/// How soon after the end of a wait on its address's rate a connection's
+/// next frame must be read for it to count as waiting there already: the
+/// reader reads at once when let go (a few milliseconds under load), while
+/// a user who types sends seconds apart. A connection sending more than
+/// ten frames a second into an address over its rate counts as going over
+/// the rate; one sending fewer is only slowed.
+const PRESSING: Duration = Duration::from_millis(100);
+
 /// One connection's bucket: the counts may go below zero (the debt is what
 /// the reader waits out).
 #[derive(Debug)]
 pub(super) struct TokenBucket {
     bucket: Bucket,
     flooding_since: Option<Instant>,
-    /// The debt is an answer's (a list of 60,000 files costs 600
-    /// messages), not the sender's pace: the request read once it is
-    /// paid off waited for the server, not the other way round, and is
-    /// not counted as flooding.
-    answer_debt: bool,
+    /// The debt is a long answer's, the flood timeout's worth of the rate
+    /// or more (a list of 60,000 files costs 600 messages, 12 s), not the
+    /// sender's pace: the request read once it is paid off waited for the
+    /// server longer than the timeout, and starts the flood clock again.
+    long_answer: bool,
+    /// The last wait [`Hub::throttle`] gave the reader: until when, and
+    /// whether it was for the address's shared rate (the connection's own
+    /// bucket was not in debt as long).
+    held: Option<(Instant, bool)>,
 }
 
 /// What taking a token found.
@@ -135,20 +159,30 @@ impl TokenBucket {
         TokenBucket {
             bucket: Bucket::full(&rates(limits), now),
             flooding_since: None,
-            answer_debt: false,
+            long_answer: false,
+            held: None,
         }
     }
 
-    /// Refills for the time since the last take, then takes `cost`.
+    /// Refills for the time since the last take, then takes `cost`. Over
+    /// the rate: when the bucket does not hold `cost`, or when the reader
+    /// was held back by the address's shared rate and this was read at
+    /// once when it was let go (see [`PRESSING`]).
     pub(super) fn take(&mut self, limits: &Limits, cost: Cost, now: Instant) -> Take {
         if limits.rate_per_sec == 0 {
             return Take::Allowed;
         }
         self.bucket.refill(&rates(limits), now);
-        let answer_debt = std::mem::take(&mut self.answer_debt);
-        if self.bucket.holds(cost.messages, cost.bytes) {
+        let long_answer = std::mem::take(&mut self.long_answer);
+        let pressing = self
+            .held
+            .take()
+            .is_some_and(|(until, shared)| shared && now <= until + PRESSING);
+        if self.bucket.holds(cost.messages, cost.bytes) && !pressing {
             self.flooding_since = None;
-        } else if !answer_debt {
+        } else if long_answer {
+            self.flooding_since = Some(now);
+        } else {
             let since = *self.flooding_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= limits.flood_timeout {
                 return Take::Flooding;
@@ -160,10 +194,13 @@ impl TokenBucket {
 
     /// Charges `extra`, what a request turned out to cost beyond what it
     /// paid, without refilling (the debt is waited out before the next read).
-    pub(super) fn charge(&mut self, extra: Cost) {
+    pub(super) fn charge(&mut self, limits: &Limits, extra: Cost) {
         self.bucket.charge(extra.messages, extra.bytes);
-        if extra.messages > 0.0 || extra.bytes > 0.0 {
-            self.answer_debt = true;
+        let one = rates(limits);
+        let secs = |n: f64, per_sec: f64| if per_sec > 0.0 { n / per_sec } else { 0.0 };
+        let wait = secs(extra.messages, one.per_sec).max(secs(extra.bytes, one.bytes_per_sec));
+        if wait > 0.0 && wait >= limits.flood_timeout.as_secs_f64() {
+            self.long_answer = true;
         }
     }
 
@@ -217,12 +254,25 @@ impl Hub {
 
     /// When the reader of `client` may read again: `Some(t)` while the client
     /// is over its rate, or its address over the rate its connections
-    /// share (it is slowed by being read later, not cut off).
+    /// share (it is slowed by being read later).
+    ///
+    /// The reader is expected to wait until then before it reads the
+    /// client's next frame: the hub remembers the wait, and a frame read at
+    /// once after a wait on the address's rate counts as going over the
+    /// rate (see [`Limits::flood_timeout`]).
     #[must_use]
-    pub fn throttle(&self, client: ClientId) -> Option<Instant> {
+    pub fn throttle(&mut self, client: ClientId) -> Option<Instant> {
         let own = self.conns.get(&client)?.bucket.ready_at(&self.limits);
         let shared = self.address_ready_at(client);
-        own.max(shared)
+        let held = match (own, shared) {
+            (_, None) => own.map(|t| (t, false)),
+            (None, Some(s)) => Some((s, true)),
+            (Some(o), Some(s)) => Some((o.max(s), s > o)),
+        };
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.bucket.held = held;
+        }
+        held.map(|(t, _)| t)
     }
 
     /// When the address of `client` is out of debt, if it is in debt.
@@ -241,7 +291,7 @@ impl Hub {
             return;
         };
         let extra = cost.beyond(paid);
-        c.bucket.charge(extra);
+        c.bucket.charge(&self.limits, extra);
         let now = self.clock;
         self.charge_address(client, extra, now);
     }
