@@ -871,6 +871,85 @@ fn a_flood_of_frames_that_do_no_work_is_slowed_then_cut_off() {
     srv.assert_serving();
 }
 
+/// A flood split over three connections of one address, each read within
+/// its own rate (their address's share, twice one client's rate, is what
+/// slows them), is cut off as one connection's flood is; a user of the
+/// same address who sends now and then is slowed with them and stays.
+#[test]
+fn a_flood_from_several_connections_of_one_address_is_cut_off() {
+    let (srv, mut honest, flooder) = flood_setup();
+    let mut flooders = vec![flooder];
+    for i in 1..3 {
+        flooders.push(Raw::join(srv.addr, &format!("flooder{i}")));
+    }
+    let start = Instant::now();
+    let cut: Vec<_> = flooders
+        .into_iter()
+        .map(|f| {
+            thread::spawn(move || {
+                // Chat as fast as the socket takes it, from a thread of its
+                // own, while the connection's messages are read here.
+                let writer = f.stream.try_clone().unwrap();
+                let frame = ClientMessage::Chat {
+                    client_id: 0,
+                    kind: ChatKind::Text,
+                    to: Recipient::Everyone,
+                    text: "s".repeat(100),
+                }
+                .to_frame();
+                let write = thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        if (&writer).write_all(&frame).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (msgs, took) = f.waiting(Duration::from_secs(15)).wait_closed_timed();
+                write.join().unwrap();
+                (msgs, took)
+            })
+        })
+        .collect();
+    // The honest user sends a line every 300 ms meanwhile, each answered.
+    for id in 1..=15 {
+        honest.send(&ClientMessage::Chat {
+            client_id: id,
+            kind: ChatKind::Text,
+            to: Recipient::Everyone,
+            text: format!("line {id}"),
+        });
+        honest.wait_for(|m| matches!(m, ServerMessage::Ack { client_id, .. } if *client_id == id));
+        honest.pending.clear();
+        thread::sleep(Duration::from_millis(300));
+    }
+    for handle in cut {
+        let (msgs, took) = handle.join().unwrap();
+        assert!(
+            msgs.iter().any(|m| matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::FLOODING,
+                    ..
+                }
+            )),
+            "closed after {took:?} without FLOODING"
+        );
+    }
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "cut off before the flood timeout"
+    );
+    // Still there: its next line is answered.
+    honest.send(&ClientMessage::Chat {
+        client_id: 99,
+        kind: ChatKind::Text,
+        to: Recipient::Everyone,
+        text: "still here".into(),
+    });
+    honest.wait_for(|m| matches!(m, ServerMessage::Ack { client_id: 99, .. }));
+    srv.assert_serving();
+}
+
 /// A small tmpfs mounted on a folder, unmounted when dropped.
 struct SmallDisk(PathBuf);
 
