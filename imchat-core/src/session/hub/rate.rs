@@ -99,6 +99,14 @@ impl Cost {
 /// the rate; one sending fewer is only slowed.
 const PRESSING: Duration = Duration::from_millis(100);
 
+/// How long a connection that went over its address's rate must stay
+/// within it before its flood clock starts again: a reader that once
+/// comes back late (the machine busy for a moment) has not stopped
+/// flooding, and the flood it split with others is cut off in its turn,
+/// not after theirs and the connections' of its address that only
+/// started later.
+const CALM: Duration = Duration::from_secs(1);
+
 /// One connection's bucket: the counts may go below zero (the debt is what
 /// the reader waits out).
 #[derive(Debug)]
@@ -114,6 +122,9 @@ pub(super) struct TokenBucket {
     /// whether it was for the address's shared rate (the connection's own
     /// bucket was not in debt as long).
     held: Option<(Instant, bool)>,
+    /// When a frame of it was last read at once after a wait on the
+    /// address's rate (see [`CALM`]).
+    pressed_at: Option<Instant>,
 }
 
 /// What taking a token found.
@@ -161,6 +172,7 @@ impl TokenBucket {
             flooding_since: None,
             long_answer: false,
             held: None,
+            pressed_at: None,
         }
     }
 
@@ -178,8 +190,16 @@ impl TokenBucket {
             .held
             .take()
             .is_some_and(|(until, shared)| shared && now <= until + PRESSING);
+        if pressing {
+            self.pressed_at = Some(now);
+        }
+        let calm = self
+            .pressed_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= CALM);
         if self.bucket.holds(cost.messages, cost.bytes) && !pressing {
-            self.flooding_since = None;
+            if calm {
+                self.flooding_since = None;
+            }
         } else if long_answer {
             self.flooding_since = Some(now);
         } else {
