@@ -2751,6 +2751,60 @@ fn a_flood_split_over_the_connections_of_one_address_is_cut_off() {
     }
 }
 
+/// A client of the same machine that starts sending after a split flood,
+/// paced to its own rate (45 lines a second, as the reference client), is
+/// read only as fast as the flood lets it and falls behind: it is held
+/// back, not flooding. It is not cut off with the flood, and once the
+/// flood is gone its lines all get through.
+#[test]
+fn a_paced_client_held_back_behind_a_split_flood_is_not_cut_off_with_it() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let a = joined_from(&mut hub, "192.0.2.1", "a", 3, t0);
+    let script = joined_from(&mut hub, "192.0.2.1", "script", 1, t0)[0];
+    answers(&mut hub);
+    let chat = || chat_to_all(&"s".repeat(1000));
+    // Line i of the script is sent at 0.5 s + i / 45 s, and read when it
+    // is there and the script's reader is let go.
+    let sent_at =
+        |i: u32| t0 + Duration::from_millis(500) + Duration::from_secs_f64(f64::from(i) / 45.0);
+    let (mut read, mut script_ready) = (0u32, t0);
+    let mut now = t0;
+    let mut cut: Vec<ClientId> = Vec::new();
+    for _ in 0..20_000 {
+        if read == 600 || now >= t0 + Duration::from_secs(40) {
+            break;
+        }
+        let flooding: Vec<ClientId> = a.iter().copied().filter(|c| !cut.contains(c)).collect();
+        for &c in &flooding {
+            now = now.max(hub.throttle(c).unwrap_or(now));
+            hub.handle_message(c, chat(), now);
+        }
+        if flooding.is_empty() {
+            now = now.max(sent_at(read).max(script_ready));
+        }
+        while read < 600 && sent_at(read).max(script_ready) <= now {
+            let at = sent_at(read).max(script_ready);
+            hub.handle_message(script, chat_to_all(&format!("line {read}")), at);
+            script_ready = hub.throttle(script).unwrap_or(at);
+            read += 1;
+        }
+        while let Some(e) = hub.poll_event() {
+            if let HubEvent::Close { client, .. } = e {
+                assert!(
+                    a.contains(&client),
+                    "{client} was cut off after {read} lines"
+                );
+                cut.push(client);
+            }
+        }
+        while hub.poll_transmit().is_some() {}
+    }
+    assert_eq!(cut.len(), 3, "the flood was not cut off");
+    assert_eq!(read, 600);
+    assert!(hub.is_joined(script));
+}
+
 #[test]
 fn without_a_share_per_address_each_connection_keeps_its_own_rate() {
     let mut hub = admission_hub(Limits {

@@ -29,6 +29,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::admission::address_key;
 use super::{ClientId, Hub};
 use crate::limits::Limits;
 use crate::message::{ClientMessage, ErrorCode, LeaveReason};
@@ -106,6 +107,14 @@ const PRESSING: Duration = Duration::from_millis(100);
 /// not after theirs and the connections' of its address that only
 /// started later.
 const CALM: Duration = Duration::from_secs(1);
+
+/// How much later than a flood that is cut off the flood clock of another
+/// connection of its address must have started for that clock to start
+/// again then: the connections of one flood start together; one that
+/// started later was held back behind it (a client of the same machine,
+/// paced to its own rate but read only as fast as the flood let it), and
+/// the flood that held it is gone.
+const BEHIND: Duration = Duration::from_millis(250);
 
 /// One connection's bucket: the counts may go below zero (the debt is what
 /// the reader waits out).
@@ -210,6 +219,15 @@ impl TokenBucket {
         }
         self.bucket.charge(cost.messages, cost.bytes);
         Take::Allowed
+    }
+
+    /// A flood of its address whose clock started at `since` was cut off
+    /// at `now`: if its own clock started well after (see [`BEHIND`]), it
+    /// starts again.
+    fn flood_cut_before(&mut self, since: Instant, now: Instant) {
+        if self.flooding_since.is_some_and(|s| s > since + BEHIND) {
+            self.flooding_since = Some(now);
+        }
     }
 
     /// Charges `extra`, what a request turned out to cost beyond what it
@@ -340,6 +358,13 @@ impl Hub {
         if c.bucket.take(&self.limits, cost, now) == Take::Allowed {
             self.charge_address(client, cost, now);
             return false;
+        }
+        if let (Some(since), Some(ip)) = (c.bucket.flooding_since, self.address_of(client)) {
+            for (id, other) in &mut self.conns {
+                if *id != client && other.peer.map(address_key) == Some(ip) {
+                    other.bucket.flood_cut_before(since, now);
+                }
+            }
         }
         let secs = self.limits.flood_timeout.as_secs();
         self.error(
