@@ -1447,6 +1447,56 @@ fn a_password_takes_back_a_session_the_server_kept_across_a_restart() {
 }
 
 #[test]
+fn a_kept_session_lost_again_after_the_restart_is_taken_back_without_the_restart_note() {
+    let t0 = Instant::now();
+    let store = crate::MemoryStore::new(100);
+    let mut hub = hub();
+    hub.set_accounts(true);
+    hub.open_history(Box::new(store.clone()), t0).unwrap();
+    let lee = join_verified(&mut hub, "lee", "10.0.0.1", t0);
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
+    hub.commit_history(t0);
+    hub.shutdown("restart");
+    sent_to(&mut hub, &[lee, bob]);
+
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [8; 16]));
+    hub.set_accounts(true);
+    hub.open_history(Box::new(store.clone()), t0).unwrap();
+    let bob = join_verified(&mut hub, "bob", "10.0.0.9", t0);
+    // Lee's client resumes with its token in this run...
+    let lee = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(lee, auth(None, Some("pw")), t0);
+    hub.handle_message(
+        lee,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("lee"),
+            resume: Some(ResumeRequest {
+                token: ResumeToken([7; 16]),
+                last_seen: hub.last_id(),
+                epoch: hub.epoch(),
+            }),
+        },
+        t0,
+    );
+    hub.account_checked(lee, AccountCheck::Verified, t0);
+    assert!(hub.is_joined(lee));
+    sent_to(&mut hub, &[lee, bob]);
+    // ...then is lost, after the restart: what came since is replayed,
+    // and nothing was lost to the restart.
+    hub.handle_disconnect(lee, LeaveReason::LOST);
+    say(&mut hub, bob, 1, Some("lee"), "msg3 for lee", t0);
+    sent_to(&mut hub, &[bob]);
+    let back = hello_verified(&mut hub, "lee", "10.0.0.3", t0);
+    assert!(hub.is_joined(back));
+    assert_eq!(
+        sent_to(&mut hub, &[back])[0],
+        ["resumed", "private: bob: msg3 for lee"]
+    );
+}
+
+#[test]
 fn a_session_is_never_replayed_what_was_sent_to_an_earlier_holder_of_its_name() {
     let t0 = Instant::now();
     let mut hub = hub();

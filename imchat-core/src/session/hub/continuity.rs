@@ -100,6 +100,10 @@ pub(super) struct Session {
     /// nothing older is replayed to it (entries for its name before that
     /// were another session's, perhaps another person's).
     pub(super) started: Option<MessageId>,
+    /// Kept by a store from the server's run before, and not taken by a
+    /// connection of this run yet: when its connection was lost (before
+    /// the restart) is not known here, nor what it missed before.
+    pub(super) kept: bool,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -212,6 +216,7 @@ impl Hub {
                 peer: None,
                 away_seen: Some(self.last_id()),
                 started: None,
+                kept: true,
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -305,6 +310,7 @@ impl Hub {
                 peer: None,
                 away_seen: None,
                 started: Some(self.last_id()),
+                kept: false,
             },
         );
         self.note_taken(&key);
@@ -774,8 +780,10 @@ impl Hub {
     /// connection (the user is online elsewhere: not taken from it), one
     /// taken over from another server (its client's last seen id is that
     /// server's), and none at all. With it: whether the session is one
-    /// kept from the server's run before (what came for it before the
-    /// restart is not replayed, and its user is told so).
+    /// kept from the server's run before that no connection took since
+    /// the restart (what came for it before the restart is not replayed,
+    /// and its user is told so); one that was connected in this run and
+    /// lost its connection since has what it missed replayed whole.
     pub(super) fn regain_request(&self, key: &str) -> Option<(ResumeRequest, bool)> {
         if self.names.contains_key(key) {
             return None;
@@ -790,7 +798,7 @@ impl Hub {
             last_seen: s.away_seen?,
             epoch: self.epoch,
         };
-        Some((request, s.started.is_none()))
+        Some((request, s.kept))
     }
 
     /// Why a name is taken, for the refusal: by which spelling, when the
@@ -882,6 +890,7 @@ impl Hub {
         session.grace = None;
         session.token = token;
         session.spent = Some(request.token);
+        session.kept = false;
         let moved_from = session.moved_from.take();
         let started = session.started;
         let user = session.user.clone();

@@ -385,6 +385,7 @@ impl Hub {
             peer: None,
             away_seen: None,
             started: None,
+            kept: false,
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key.clone(), session);
