@@ -197,6 +197,9 @@ enum End {
     Shutdown(String),
     /// An operator removed us: never reconnect on our own.
     Kicked(String),
+    /// Another connection resumed our session (a copy of it run
+    /// elsewhere): never reconnect on our own, which would take it back.
+    Replaced(String),
 }
 
 impl End {
@@ -205,6 +208,7 @@ impl End {
             End::Lost(e) => e,
             End::Shutdown(reason) => ClientError::Shutdown(reason),
             End::Kicked(text) => ClientError::Kicked(text),
+            End::Replaced(text) => ClientError::Replaced(text),
         }
     }
 
@@ -213,6 +217,7 @@ impl End {
         match self {
             End::Shutdown(_) => "the server shut down",
             End::Kicked(_) => "removed from the server",
+            End::Replaced(_) => "the session was resumed from another connection",
             End::Lost(_) => "connection lost",
         }
     }
@@ -1515,7 +1520,7 @@ impl App {
             let shutdown = matches!(end, End::Shutdown(_));
             let mut policy =
                 reconnect_policy(self.config.reconnect, self.view.is_terminal(), shutdown);
-            if matches!(end, End::Kicked(_)) {
+            if matches!(end, End::Kicked(_) | End::Replaced(_)) {
                 policy = Reconnect::No;
             }
             if policy == Reconnect::No {
@@ -3524,6 +3529,10 @@ impl Conn {
                 app.error(&text);
                 // The error `main` prints on stderr: inert there too.
                 self.end(End::Kicked(inert(&text).into_owned()));
+            }
+            ClientEvent::Replaced { text } => {
+                app.error(&text);
+                self.end(End::Replaced(inert(&text).into_owned()));
             }
             other => log::debug!("event not shown: {other:?}"),
         }

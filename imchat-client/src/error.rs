@@ -70,6 +70,9 @@ pub enum ClientError {
     /// An operator removed us.
     #[error("removed from the server: {0}")]
     Kicked(String),
+    /// Another connection resumed our session; the server's words.
+    #[error("{0}")]
+    Replaced(String),
     /// The server said nothing in time during the handshake.
     #[error("no answer from the server")]
     NoAnswer,

@@ -725,3 +725,56 @@ fn a_quit_while_reconnecting_is_told_to_the_server_by_the_next_start() {
     };
     assert!(!fresh.contains("quit="), "{fresh}");
 }
+
+/// A copy of a saved session, run from another data folder while the
+/// first client is still connected, takes the session over: the first
+/// client is told so in one line and stops, without reconnecting (which
+/// would take the session back, or end it and join afresh); the others
+/// see no one leave or join.
+#[test]
+fn a_client_whose_session_a_copy_took_over_says_so_and_stops() {
+    let w = World::new("copied-session");
+    let port = w.server.port();
+    let mut bob = w.client("bob");
+    let mut alice = w.client_on("alice", port, &["--reconnect"]);
+    alice.expect_prefix("Welcome to imchat, alice!");
+    bob.expect_line("*** alice has joined");
+    wait_saved_past(&w, "alice", 0);
+
+    let other = common::TempDir::new("copied-session-b");
+    common::copy_dir_files(
+        &w.dir.join("data").join("imchat").join("sessions"),
+        &other.join("data").join("imchat").join("sessions"),
+    );
+    let copy = common::Client::spawn(other.path(), &["alice", "127.0.0.1", &port.to_string()]);
+    copy.expect_line("*** resumed");
+
+    let err = alice.expect_exit_code(1);
+    let told = "your session was resumed from another connection (address 127.0.0.1)";
+    assert_eq!(
+        common::non_empty(&err),
+        [format!("imchat-client: {told}")],
+        "{}",
+        alice.report()
+    );
+    alice.expect_line(&format!("error: {told}"));
+    alice.assert_no_line("a reconnect", |l| {
+        l.contains("reconnecting") || l.contains("not resumed")
+    });
+    // Once the copy has bob's next line, any leave or join of hers
+    // would have reached bob before it.
+    bob.send("still here");
+    copy.expect_line("<bob> still here");
+    let seen: Vec<String> = bob
+        .out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("*** alice has"))
+        .collect();
+    assert_eq!(
+        seen,
+        ["*** alice has joined"],
+        "only her first join\n{}",
+        bob.report()
+    );
+}

@@ -125,6 +125,12 @@ code_type! {
         /// An operator removed the client (kick or ban); the text says
         /// who and why. The connection is closed.
         KICKED = 8, "removed by an operator";
+        /// The client's session was resumed by another connection (a copy
+        /// of its saved session, or the client itself from another
+        /// network): this one is closed, and its client should not
+        /// reconnect on its own (it would take the session back from the
+        /// other).
+        REPLACED = 9, "session taken over by another connection";
     }
 }
 

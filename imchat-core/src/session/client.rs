@@ -242,6 +242,13 @@ pub enum ClientEvent {
         /// Who and why, as the server said.
         text: String,
     },
+    /// Another connection resumed our session (a copy of the saved
+    /// session, run elsewhere): the session is closed and must not
+    /// reconnect on its own, which would take it back from the other.
+    Replaced {
+        /// What the server said (from which address).
+        text: String,
+    },
     /// A chat message kept for sending again was given up: more were
     /// waiting for the server's acknowledgement than
     /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
@@ -1979,6 +1986,9 @@ impl ClientSession {
                 if code == ErrorCode::KICKED {
                     self.state = State::Closed;
                     ClientEvent::Kicked { text }
+                } else if code == ErrorCode::REPLACED {
+                    self.state = State::Closed;
+                    ClientEvent::Replaced { text }
                 } else {
                     ClientEvent::Error {
                         code,

@@ -4694,10 +4694,26 @@ fn a_resume_replaces_a_connection_not_yet_known_dead() {
     let b = joined(&mut hub, "bob", t0);
     while hub.poll_event().is_some() {}
     while hub.poll_transmit().is_some() {}
-    let r = hub.handle_connect(t0);
+    let r = hub.handle_connect_from("192.0.2.7".parse().unwrap(), t0);
     hub.handle_message(r, resume_hello("alice", token, epoch), t0);
     let out: Vec<Transmit> = std::iter::from_fn(|| hub.poll_transmit()).collect();
     assert!(!out.iter().any(|t| t.to.contains(b)), "bob sees nothing");
+    // The replaced connection is told why before it closes, with a code
+    // that tells its client not to take the session back on its own.
+    let told: Vec<&ServerMessage> = out
+        .iter()
+        .filter(|t| t.to.contains(a))
+        .map(|t| &t.message)
+        .collect();
+    assert_eq!(
+        told.last().copied(),
+        Some(&ServerMessage::Error {
+            code: ErrorCode::REPLACED,
+            client_id: 0,
+            text: "your session was resumed from another connection (address 192.0.2.7)".into(),
+        }),
+        "its last message: {told:?}"
+    );
     assert!(!hub.is_connected(a));
     assert!(hub.is_joined(r));
     let events: Vec<HubEvent> = std::iter::from_fn(|| hub.poll_event()).collect();
@@ -4706,6 +4722,51 @@ fn a_resume_replaces_a_connection_not_yet_known_dead() {
         reason: "replaced by a resumed connection".into()
     }));
     hub.check_invariants().unwrap();
+}
+
+#[test]
+fn a_client_whose_session_another_connection_resumed_closes_and_says_why() {
+    let now = Instant::now();
+    let mut hub = token_hub(Limits::default());
+    let mut s = ClientSession::new(user("alice"), Limits::default(), now);
+    let c = hub.handle_connect(now);
+    while let Some(m) = s.poll_transmit() {
+        hub.handle_message(c, m, now);
+    }
+    while let Some(t) = hub.poll_transmit() {
+        s.handle_message(t.message, now);
+    }
+    assert!(s.is_joined());
+    let saved = s.saved().expect("a resumable session");
+    // A copy of the saved session resumes it from elsewhere.
+    let copy = hub.handle_connect_from("192.0.2.8".parse().unwrap(), now);
+    hub.handle_message(
+        copy,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("alice"),
+            resume: Some(crate::ResumeRequest {
+                token: saved.token,
+                last_seen: saved.last_seen,
+                epoch: saved.epoch,
+            }),
+        },
+        now,
+    );
+    assert!(hub.is_joined(copy));
+    while let Some(t) = hub.poll_transmit() {
+        if t.to.contains(c) {
+            s.handle_message(t.message, now);
+        }
+    }
+    let evs: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        evs.contains(&ClientEvent::Replaced {
+            text: "your session was resumed from another connection (address 192.0.2.8)".into()
+        }),
+        "{evs:?}"
+    );
+    assert!(s.is_closed(), "not to reconnect on its own");
 }
 
 #[test]

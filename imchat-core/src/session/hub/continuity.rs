@@ -871,7 +871,18 @@ impl Hub {
         }
         let replaced = self.sessions.get(&key).and_then(|s| s.conn);
         if let Some(old) = replaced {
-            // Its connection is not known to be dead yet: this one replaces it.
+            // Its connection is not known to be dead yet: this one replaces
+            // it. Told why, should its client still be there (a copy of
+            // its saved session resumed it): it must not take it back.
+            let from = self
+                .address_of(client)
+                .map(|a| format!(" (address {a})"))
+                .unwrap_or_default();
+            self.error(
+                old,
+                ErrorCode::REPLACED,
+                format!("your session was resumed from another connection{from}"),
+            );
             self.close_conn(
                 old,
                 "the sender reconnected (a file is not resumed: it must be sent again)",

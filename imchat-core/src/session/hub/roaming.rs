@@ -403,7 +403,7 @@ impl Hub {
             if let Some(client) = s.conn {
                 self.error(
                     client,
-                    ErrorCode::INTERNAL,
+                    ErrorCode::REPLACED,
                     "your session was resumed on another server",
                 );
                 self.close_conn(client, "the sender moved to another server");
