@@ -535,6 +535,28 @@ fn user(s: &str) -> Result<Username, CommandError> {
     Username::new(s).map_err(CommandError::BadUser)
 }
 
+/// The usage line of a command that takes no argument, under any of its
+/// names (`None` for the others): words after it are refused with it.
+fn bare_usage(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "who" | "users" => "/who",
+        "files" | "file" | "downloads" => "/files",
+        "access" => "/access",
+        "list" => "/list",
+        "transfers" => "/transfers",
+        "clear" => "/clear",
+        "nicklist" => "/nicklist",
+        // A password typed on the line would show on the screen and stay
+        // in the input history: it is asked for, hidden.
+        "register" => {
+            "/register alone: the password is asked for, hidden (never type it on the line)"
+        }
+        "unregister" => "/unregister alone",
+        "bans" => "/bans",
+        _ => return None,
+    })
+}
+
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
@@ -650,6 +672,13 @@ impl Command {
         };
         let (word, args) = split_word(rest);
         let word = word.to_lowercase();
+        // Words after a command that takes none may be a message typed
+        // after it: refused, not dropped in silence.
+        if !args.trim().is_empty() {
+            if let Some(usage) = bare_usage(&word) {
+                return Err(CommandError::Usage(usage));
+            }
+        }
         let cmd = match word.as_str() {
             "broadcast" | "boardcast" | "all" => {
                 if args.is_empty() {
@@ -684,9 +713,6 @@ impl Command {
                         ))
                     }
                 }
-            }
-            "who" | "users" if !args.trim().is_empty() => {
-                return Err(CommandError::Usage("/who"));
             }
             "who" | "users" => Command::Who,
             "files" | "file" | "downloads" => Command::Files,
@@ -725,7 +751,8 @@ impl Command {
                     Command::Decline(id)
                 }
             }
-            "help" | "?" => match args.trim().trim_start_matches('/') {
+            // The first word is the topic (`/help msg bob hi`: /msg's).
+            "help" | "?" => match split_word(args).0.trim_start_matches('/') {
                 "" => Command::Help(None),
                 // `@user <text>`, listed with the aliases.
                 topic if topic.starts_with('@') => Command::Help(Some("unicast")),
@@ -748,15 +775,6 @@ impl Command {
                 }
                 Command::Cancel(what.to_string())
             }
-            // Words after these may be a message typed after the
-            // command: refused, not dropped in silence (as `/mode`).
-            "clear" | "nicklist" if !args.trim().is_empty() => {
-                return Err(CommandError::Usage(if word == "clear" {
-                    "/clear"
-                } else {
-                    "/nicklist"
-                }));
-            }
             "clear" => Command::Clear,
             "nicklist" => Command::NickList,
             "me" => {
@@ -766,15 +784,6 @@ impl Command {
                 Command::Me(args.to_string())
             }
             "quit" | "exit" => Command::Quit(args.trim().to_string()),
-            // A password typed on the line would show on the screen and
-            // stay in the input history: it is asked for, hidden.
-            "register" | "unregister" if !args.trim().is_empty() => {
-                return Err(CommandError::Usage(if word == "register" {
-                    "/register alone: the password is asked for, hidden (never type it on the line)"
-                } else {
-                    "/unregister alone"
-                }));
-            }
             "register" => Command::Register,
             "unregister" => Command::Unregister,
             "kick" | "ban" | "unban" | "bans" => {
@@ -1231,6 +1240,13 @@ mod tests {
             ("/nicklist x", "/nicklist"),
             ("/who extra", "/who"),
             ("/users bob", "/who"),
+            ("/transfers extra", "/transfers"),
+            ("/access x", "/access"),
+            ("/LIST y", "/list"),
+            ("/files z", "/files"),
+            ("/downloads z", "/files"),
+            ("/bans all", "/bans"),
+            ("/unregister now", "/unregister alone"),
         ] {
             assert_eq!(
                 Command::parse(line),
@@ -1238,9 +1254,72 @@ mod tests {
                 "{line}"
             );
         }
+        assert!(matches!(
+            Command::parse("/register hunter2"),
+            Err(CommandError::Usage(u)) if u.starts_with("/register alone")
+        ));
         assert_eq!(Command::parse("/clear  "), Ok(Command::Clear));
         assert_eq!(Command::parse("/nicklist"), Ok(Command::NickList));
         assert_eq!(Command::parse("/who "), Ok(Command::Who));
+        assert_eq!(Command::parse("/transfers "), Ok(Command::Transfers));
+        assert_eq!(Command::parse("/access"), Ok(Command::FilesAccess));
+        assert_eq!(Command::parse("/list"), Ok(Command::ListFiles));
+    }
+
+    /// One rule for all: every command whose help shows it with nothing
+    /// after it, and never with an argument, refuses one, under each of
+    /// its names and aliases.
+    #[test]
+    fn every_command_listed_without_arguments_refuses_them() {
+        for info in COMMANDS {
+            let usages: Vec<&str> = info
+                .rows
+                .iter()
+                .flat_map(|(usage, _)| usage.split(", "))
+                .collect();
+            for name in info.names {
+                let slash = format!("/{name}");
+                let forms: Vec<&&str> = usages
+                    .iter()
+                    .filter(|u| **u == slash || u.starts_with(&format!("{slash} ")))
+                    .collect();
+                if forms.is_empty() || forms.iter().any(|u| **u != slash) {
+                    continue;
+                }
+                let words = if info.names.len() == 1 {
+                    std::iter::once(*name)
+                        .chain(info.aliases.iter().copied())
+                        .collect()
+                } else {
+                    vec![*name]
+                };
+                for word in words {
+                    let line = format!("/{word} extra");
+                    assert!(
+                        matches!(Command::parse(&line), Err(CommandError::Usage(_))),
+                        "{line}: {:?}",
+                        Command::parse(&line)
+                    );
+                }
+            }
+        }
+    }
+
+    /// `/help` takes one word: a topic, the rest ignored.
+    #[test]
+    fn help_takes_its_first_word_as_the_topic() {
+        assert_eq!(
+            Command::parse("/help msg extra"),
+            Ok(Command::Help(Some("unicast")))
+        );
+        assert_eq!(
+            Command::parse("/help /download notes.txt"),
+            Ok(Command::Help(Some("download")))
+        );
+        assert_eq!(
+            Command::parse("/help bob hi").unwrap_err().to_string(),
+            Command::parse("/help bob").unwrap_err().to_string()
+        );
     }
 
     #[test]
