@@ -406,6 +406,10 @@ struct App {
     /// Downloads and pushes of ours that failed (a script's exit code says
     /// so).
     failed_transfers: AtomicUsize,
+    /// A script's lines that were not sent: messages refused here or by
+    /// the server, given up, or left when it quit without a connection
+    /// (its exit code says so).
+    unsent_lines: AtomicUsize,
     /// Input comes from a script (not a terminal): leaving waits for
     /// the answers to what it asked for.
     scripted: bool,
@@ -944,6 +948,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         cut_off: AtomicBool::new(false),
         roster: Mutex::new(BTreeMap::new()),
         failed_transfers: AtomicUsize::new(0),
+        unsent_lines: AtomicUsize::new(0),
         ask_offers,
         parting: Mutex::new(String::new()),
         store: Mutex::new(store),
@@ -1408,6 +1413,19 @@ impl App {
         self.view.show(Entry::Error(text.to_string()));
     }
 
+    /// `n` lines given were not sent, as `text` says: shown as an error;
+    /// a script also gets it on stderr, and its exit code says so (see
+    /// [`quit_result`](Self::quit_result)). The full-screen client shows
+    /// it only: the user saw it.
+    fn unsent(&self, n: usize, text: &str) {
+        self.error(text);
+        if self.scripted {
+            self.unsent_lines.fetch_add(n, Ordering::SeqCst);
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "imchat-client: {}", inert(text));
+        }
+    }
+
     fn plain(&self, text: &str) {
         self.view.show(Entry::Plain(text.to_string()));
     }
@@ -1483,16 +1501,20 @@ impl App {
         self.failed_transfers.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The end of a normal quit: 0, unless a script's transfers failed.
+    /// The end of a normal quit: 0, unless a script's lines were not
+    /// sent or its transfers failed.
     ///
-    /// A script learns of a failed download or push only from the exit
-    /// code. A user in the terminal saw each failure when it happened, and
-    /// quitting is not a failure: `/quit` there exits 0 (SPEC §2).
+    /// A script learns of a failed download or push, or of a line not
+    /// sent, from the exit code. A user in the terminal saw each failure
+    /// when it happened, and quitting is not a failure: `/quit` there
+    /// exits 0 (SPEC §2).
     fn quit_result(&self) -> Result<(), ClientError> {
-        match self.failed_transfers.load(Ordering::SeqCst) {
-            n if n > 0 && self.scripted => Err(ClientError::TransfersFailed(n)),
-            _ => Ok(()),
+        let lines = self.unsent_lines.load(Ordering::SeqCst);
+        let transfers = self.failed_transfers.load(Ordering::SeqCst);
+        if self.scripted && (lines > 0 || transfers > 0) {
+            return Err(ClientError::ScriptFailed { lines, transfers });
         }
+        Ok(())
     }
 
     /// Connections one after the other, until the user quits or one ends
@@ -1615,7 +1637,7 @@ impl App {
     /// without a connection).
     fn not_sent(&self, n: usize) {
         if n > 0 {
-            self.error(&format!("{} not sent: no connection", lines(n)));
+            self.unsent(n, &format!("{} not sent: no connection", lines(n)));
         }
     }
 
@@ -2737,6 +2759,10 @@ impl Conn {
             return Flow::Continue;
         };
         let mode = || lock(&self.app.mode).clone();
+        let message = matches!(
+            cmd,
+            Command::Text(_) | Command::Broadcast(_) | Command::Unicast { .. } | Command::Me(_)
+        );
         let result: Result<(), UsageError> = match cmd {
             Command::Text(text) => self.chat(mode(), false, &text),
             Command::Broadcast(text) => self.chat(Mode::Broadcast, false, &text),
@@ -2803,7 +2829,11 @@ impl Conn {
         if let Err(e) = result {
             // Refused here, nothing sent: after the earlier answers too.
             self.catch_up();
-            self.app.error(&usage_line(&e));
+            if message {
+                self.app.unsent(1, &usage_line(&e));
+            } else {
+                self.app.error(&usage_line(&e));
+            }
             if matches!(e, UsageError::TextTooLong { .. }) {
                 // Not lost: back in the input, to be shortened.
                 self.app.view.give_back(line);
@@ -2888,7 +2918,9 @@ impl Conn {
             })
             .flatten();
         match message {
-            Some((_, to, quoted)) => self.app.error(&refused_line(&to, &quoted, &reason)),
+            Some((_, to, quoted)) => self.app.unsent(1, &refused_line(&to, &quoted, &reason)),
+            // About a message of ours, one no longer remembered.
+            None if client_id != 0 => self.app.unsent(1, &reason),
             None => self.app.error(&reason),
         }
     }
@@ -3503,7 +3535,7 @@ impl Conn {
             ClientEvent::ContinuityLost { reason } => {
                 app.notice(&format!("session not resumed: {reason}"));
             }
-            ClientEvent::NotSent { to, text, .. } => app.error(&not_sent_line(&to, &text)),
+            ClientEvent::NotSent { to, text, .. } => app.unsent(1, &not_sent_line(&to, &text)),
             ClientEvent::Notice { code, text } => {
                 let text = if text.is_empty() {
                     code.describe().to_string()

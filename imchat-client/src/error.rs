@@ -93,9 +93,16 @@ pub enum ClientError {
     /// The server announced its shutdown.
     #[error("server shut down: {0}")]
     Shutdown(String),
-    /// Downloads or pushes this client started did not complete.
-    #[error("{0} transfer(s) failed")]
-    TransfersFailed(usize),
+    /// A script's lines were not sent (messages refused by the client or
+    /// the server, or given up), or downloads or pushes it started did
+    /// not complete.
+    #[error("{}", script_failed(*lines, *transfers))]
+    ScriptFailed {
+        /// Lines not sent.
+        lines: usize,
+        /// Transfers failed.
+        transfers: usize,
+    },
     /// A script ended, and the answers to what it asked for did not all
     /// arrive before the server fell silent for this many seconds.
     #[error("gave up waiting for the server's answers after {0} s of silence")]
@@ -137,6 +144,18 @@ impl ClientError {
     }
 }
 
+/// `2 line(s) not sent; 1 transfer(s) failed`, each part only when not 0.
+fn script_failed(lines: usize, transfers: usize) -> String {
+    let mut parts = Vec::new();
+    if lines > 0 {
+        parts.push(format!("{lines} line(s) not sent"));
+    }
+    if transfers > 0 {
+        parts.push(format!("{transfers} transfer(s) failed"));
+    }
+    parts.join("; ")
+}
+
 /// A refusal as shown: "username refused: …" when the name is the
 /// reason, else "refused: …" ("server full" is not the name's fault).
 fn refusal(code: RefuseCode, reason: &str) -> String {
@@ -173,6 +192,14 @@ mod tests {
         };
         assert_eq!(taken.exit_code(), 1);
         assert_eq!(ClientError::Resolve("x".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn a_failed_script_says_what_failed_in_one_line() {
+        let failed = |lines, transfers| ClientError::ScriptFailed { lines, transfers }.to_string();
+        assert_eq!(failed(2, 0), "2 line(s) not sent");
+        assert_eq!(failed(0, 1), "1 transfer(s) failed");
+        assert_eq!(failed(1, 3), "1 line(s) not sent; 3 transfer(s) failed");
     }
 
     #[test]

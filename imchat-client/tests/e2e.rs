@@ -2197,7 +2197,14 @@ fn every_local_answer_of_a_script_comes_after_the_answers_to_its_earlier_lines()
             args.insert(0, "--json");
         }
         let mut bot = w.script(&args, script.clone().into_bytes());
-        assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+        // The overlong line was not sent: the script fails, saying so.
+        let err = bot.expect_exit_code(1);
+        assert_eq!(
+            err.last().map(String::as_str),
+            Some("imchat-client: 1 line(s) not sent"),
+            "{}",
+            bot.report()
+        );
         let lines = bot.out.lines();
         let at = |what: &str, from: usize, want: &str| -> usize {
             lines
@@ -2235,7 +2242,16 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
         &["--json", "jo", "127.0.0.1", &port],
         b"/msg nobody hello there\n/quit\n".to_vec(),
     );
-    jo.expect_exit_code(0);
+    let err = jo.expect_exit_code(1);
+    assert_eq!(
+        err,
+        [
+            format!("imchat-client: {want}"),
+            "imchat-client: 1 line(s) not sent".to_string()
+        ],
+        "{}",
+        jo.report()
+    );
     let lines = jo.out.lines();
     let own = lines.iter().position(|l| {
         let v = parse(l);
@@ -2249,6 +2265,35 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
         matches!((own, error), (Some(o), Some(e)) if o < e),
         "own message, then its error: {lines:?}"
     );
+}
+
+/// A script whose lines were not all sent (one refused by the client as
+/// too long, one by the server: nobody to take it) says each on stderr,
+/// as the README says of every failure, and exits 1 after a count; the
+/// lines sent went.
+#[test]
+fn a_script_with_lines_not_sent_says_each_on_stderr_and_exits_1() {
+    let w = World::new("unsent-lines");
+    let bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let long = "y".repeat(70_000);
+    let script = format!("first\n{long}\n/msg nobody hi\nlast\n");
+    let mut bot = w.script(&["bot", "127.0.0.1", &port], script.into_bytes());
+    let err = bot.expect_exit_code(1);
+    assert_eq!(
+        common::non_empty(&err),
+        [
+            "imchat-client: message of 70000 bytes is longer than the limit of 65536 bytes",
+            "imchat-client: message to nobody not delivered: \"hi\" (no user named 'nobody' is online)",
+            "imchat-client: 2 line(s) not sent",
+        ],
+        "{}",
+        bot.report()
+    );
+    // On stdout as before, in its order.
+    bot.expect_line("error: message of 70000 bytes is longer than the limit of 65536 bytes");
+    bob.expect_line("<bot> first");
+    bob.expect_line("<bot> last");
 }
 
 #[test]
