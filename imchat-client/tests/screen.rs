@@ -125,8 +125,32 @@ fn a_session_that_cannot_be_saved_is_said_on_the_screen() {
 /// for a client that is gone.
 #[test]
 fn a_client_whose_interface_cannot_start_leaves_the_server() {
-    let w = World::new("scr-mute");
+    let w = World::new("scr-refused");
     let bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut t = Term::spawn_with(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+        &[("FAILPOINTS", "client-screen-start=return")],
+        None,
+    );
+    t.expect_exit_code(1);
+    bob.expect_line("*** alice has left");
+    // Joins at once: w.client checks the welcome.
+    let _again = w.client("alice");
+}
+
+/// A terminal that answers no query (where is the cursor?) still gets
+/// the interface: it never asks, so it never waits for an answer that
+/// does not come (and then gave up after joining). Ctrl-L, which clears
+/// the screen, does not ask either.
+#[test]
+fn a_terminal_that_answers_no_query_gets_the_interface() {
+    let w = World::new("scr-mute");
+    let mut bob = w.client("bob");
     let port = w.server.port().to_string();
     let mut t = Term::spawn_unanswering(
         w.dir.path(),
@@ -135,10 +159,19 @@ fn a_client_whose_interface_cannot_start_leaves_the_server() {
         80,
         24,
     );
-    t.expect_exit_code(1);
+    t.wait_screen("the welcome", |s| s.contains("Welcome to imchat, alice!"));
+    bob.expect_line("*** alice has joined");
+    bob.send("can you see me");
+    t.wait_screen("bob's message", |s| has_entry(s, "<bob> can you see me"));
+    t.key(Key::Ctrl('l'));
+    bob.send("after the clear");
+    t.wait_screen("the screen drawn again after Ctrl-L", |s| {
+        has_entry(s, "<bob> after the clear") && s.row(-1).starts_with("alice>")
+    });
+    t.type_str("/quit");
+    t.key(Key::Enter);
+    t.expect_exit_code(0);
     bob.expect_line("*** alice has left");
-    // Joins at once: w.client checks the welcome.
-    let _again = w.client("alice");
 }
 
 #[test]

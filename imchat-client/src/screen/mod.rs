@@ -45,6 +45,7 @@ use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
+use ratatui::layout::Rect;
 use ratatui::Terminal;
 
 use self::history::HistoryFile;
@@ -256,16 +257,30 @@ impl View for Screen {
 /// Raw mode, the alternate screen, bracketed paste; a ratatui terminal on
 /// a cleared screen.
 fn enter() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
+    // The tests' way to a terminal that cannot be taken over.
+    fail::fail_point!("client-screen-start", |_| Err(io::Error::other(
+        "the terminal refused (fail point)"
+    )));
     let entered = take_over()
         .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())))
         .and_then(|mut terminal| {
             // A terminal already in its alternate screen (tmux, after a
             // full-screen program was killed) keeps what is on it; ratatui
             // draws only the cells that differ from a blank screen.
-            terminal.clear()?;
+            clear_all(&mut terminal)?;
             Ok(terminal)
         });
     entered.inspect_err(|_| restore())
+}
+
+/// Clears the whole screen and has the next frame draw every cell,
+/// without asking the terminal where its cursor is: `Terminal::clear`
+/// does (to put it back), and a terminal that never answers that query
+/// would keep the interface from starting (or coming back after Ctrl-Z).
+/// The screen's every frame places the cursor itself.
+fn clear_all(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> {
+    let size = terminal.size()?;
+    terminal.resize(Rect::new(0, 0, size.width, size.height))
 }
 
 /// Raw mode, the alternate screen, bracketed paste.
@@ -321,7 +336,7 @@ fn suspend(terminal: &mut Terminal<CrosstermBackend<Stdout>>, stop: &AtomicBool)
     #[cfg(not(unix))]
     let _ = stop;
     take_over()?;
-    terminal.clear()
+    clear_all(terminal)
 }
 
 /// Whether this process's group is the terminal's foreground one (true
@@ -431,7 +446,7 @@ fn run(
             draw_now = true;
         }
         if clear {
-            let _ = terminal.clear();
+            let _ = clear_all(&mut terminal);
             draw_now = true;
         }
 
