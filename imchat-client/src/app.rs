@@ -36,8 +36,8 @@ use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName,
-    FilesRequest, Limits, Origin, Recipient, RefuseCode, RoutedChat, SavedSession, Secret,
-    ServerMessage, Timestamp, TransferError, TransferId, UsageError, Username,
+    FilesRequest, Limits, MessageId, Origin, Recipient, RefuseCode, RoutedChat, SavedSession,
+    Secret, ServerMessage, Timestamp, TransferError, TransferId, UsageError, Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
@@ -483,6 +483,10 @@ struct Conn {
     /// shown after it, so its line always comes before its refusal (see
     /// [`chat`](Self::chat)).
     unechoed: Mutex<Option<(u64, Vec<ClientEvent>)>>,
+    /// The newest id of what a resume replays on this connection (0:
+    /// none): a chat, join or leave at or below it was missed while the
+    /// connection was down.
+    replay_through: AtomicU64,
     /// Jobs handed to the disk thread and not yet done: a transfer ends
     /// (its line shown, a failure counted) when its job is done, not when
     /// it leaves the list of running transfers.
@@ -1252,10 +1256,11 @@ fn shown_time(time: Timestamp) -> SystemTime {
 
 /// A notice of what the server noted at `time` (a join, a leave) as the
 /// views get it: with that time, as a chat has its own.
-fn timed_notice(time: Timestamp, text: String) -> Entry {
+fn timed_notice(time: Timestamp, text: String, missed: bool) -> Entry {
     Entry::NoticeAt {
         time: shown_time(time),
         text,
+        missed,
     }
 }
 
@@ -1279,6 +1284,7 @@ fn chat_entry(chat: RoutedChat) -> ChatEntry {
         own: false,
         action: kind == ChatKind::Action,
         history,
+        missed: false,
         text,
     }
 }
@@ -1405,8 +1411,8 @@ impl App {
 
     /// A notice of what the server noted at `time` (a join, a leave):
     /// shown with that time, as a chat is, not the time it arrived.
-    fn notice_at(&self, time: Timestamp, text: &str) {
-        self.view.show(timed_notice(time, text.to_owned()));
+    fn notice_at(&self, time: Timestamp, text: &str, missed: bool) {
+        self.view.show(timed_notice(time, text.to_owned(), missed));
     }
 
     fn error(&self, text: &str) {
@@ -1810,6 +1816,7 @@ impl App {
             own: true,
             action,
             history: false,
+            missed: false,
             text: text.to_owned(),
         }));
     }
@@ -1915,6 +1922,7 @@ impl Conn {
             sent_chats: Mutex::new(VecDeque::new()),
             max_unacked: limits.max_unacked.max(1),
             unechoed: Mutex::new(None),
+            replay_through: AtomicU64::new(0),
         });
         // A new connection: its server says if it is cut off (after the
         // welcome, so perhaps among the early events).
@@ -3367,6 +3375,12 @@ impl Conn {
             .notice(&format!("sending {} failed: {reason}", push.name));
     }
 
+    /// Whether the entry `id` came in the replay of a resume: missed
+    /// while the connection was down.
+    fn missed(&self, id: MessageId) -> bool {
+        id.0 <= self.replay_through.load(Ordering::SeqCst)
+    }
+
     /// Shows an event, or does the file work it asks for.
     fn event(&self, ev: ClientEvent) {
         let app = &self.app;
@@ -3380,12 +3394,18 @@ impl Conn {
                     && !chat.history
                     && (app.view.is_terminal() || app.config.json)
                     && app.is_me(&chat.from) => {}
-            ClientEvent::Chat(chat) => app.view.show(Entry::Chat(chat_entry(chat))),
-            ClientEvent::Joined { time, user } => {
+            ClientEvent::Chat(chat) => {
+                let missed = !chat.history && self.missed(chat.id);
+                app.view.show(Entry::Chat(ChatEntry {
+                    missed,
+                    ..chat_entry(chat)
+                }));
+            }
+            ClientEvent::Joined { id, time, user } => {
                 let shown = user.as_str().to_owned();
                 lock(&app.roster).insert(user.key(), shown.clone());
                 app.view.roster(Roster::Joined(shown.clone()));
-                app.notice_at(time, &format!("{shown} has joined"));
+                app.notice_at(time, &format!("{shown} has joined"), self.missed(id));
             }
             ClientEvent::Left(departure) => {
                 lock(&app.roster).remove(&departure.user.key());
@@ -3395,7 +3415,8 @@ impl Conn {
                     .shown_reason()
                     .map(|why| format!(" ({why})"))
                     .unwrap_or_default();
-                app.notice_at(departure.time, &format!("{user} has left{why}"));
+                let missed = self.missed(departure.id);
+                app.notice_at(departure.time, &format!("{user} has left{why}"), missed);
                 // Lines still go to them: say so once, not as an error per line.
                 if matches!(&*lock(&app.mode), Mode::Unicast(to) if to.key() == departure.user.key())
                 {
@@ -3531,7 +3552,10 @@ impl Conn {
             ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
                 "the server stopped answering".into(),
             ))),
-            ClientEvent::Resumed { dropped } => app.notice(&resumed_line(dropped)),
+            ClientEvent::Resumed { dropped, through } => {
+                self.replay_through.store(through.0, Ordering::SeqCst);
+                app.notice(&resumed_line(dropped));
+            }
             ClientEvent::ContinuityLost { reason } => {
                 app.notice(&format!("session not resumed: {reason}"));
             }
@@ -4114,6 +4138,7 @@ mod tests {
         let entry = timed_notice(
             imchat_core::Timestamp(1_796_051_045_000),
             "bob has joined".into(),
+            false,
         );
         assert_eq!(
             entry.time(),
@@ -4349,7 +4374,7 @@ mod time_tests {
                 assert_eq!(m.entries().len(), 1);
             }
             // A join's or a leave's time the same way.
-            let joined = timed_notice(Timestamp(millis), "eve has joined".into());
+            let joined = timed_notice(Timestamp(millis), "eve has joined".into(), false);
             assert_eq!(joined.time(), Some(UNIX_EPOCH + LATEST_SHOWN));
             let json = crate::ui::entry_json(joined.clone());
             assert_eq!(json["time"], "9999-12-31T23:59:59Z");

@@ -216,6 +216,7 @@ mod tests {
         let left = Entry::NoticeAt {
             time,
             text: "bob has left (a\nb)".into(),
+            missed: false,
         };
         log.show(left.clone());
         assert_eq!(*seen.0.lock().unwrap(), [left], "shown, raw");

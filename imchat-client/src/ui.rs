@@ -59,8 +59,22 @@ pub fn plain_chat(c: &ChatEntry) -> String {
 /// line: its original local time in front, so that scripts tell it from
 /// live traffic: `[history 15:04] <bob> hi`.
 pub fn plain_history(c: &ChatEntry) -> String {
-    let time = chrono::DateTime::<chrono::Local>::from(c.time).format("%H:%M");
-    format!("[history {time}] {}", plain_chat(c))
+    format!("[history {}] {}", hours_minutes(c.time), plain_chat(c))
+}
+
+/// A line missed while the connection was down, replayed after a resume,
+/// as a plain line: the local time it happened in front, as history has
+/// it, so that scripts tell it from live traffic: `[missed 15:04] <bob>
+/// hi`, `[missed 15:04] *** carol has joined`.
+pub fn plain_missed(time: SystemTime, line: &str) -> String {
+    format!("[missed {}] {line}", hours_minutes(time))
+}
+
+/// `15:04`: a time of day, local.
+fn hours_minutes(time: SystemTime) -> String {
+    chrono::DateTime::<chrono::Local>::from(time)
+        .format("%H:%M")
+        .to_string()
 }
 
 /// Plain lines on stdout: today's output for scripts and pipes.
@@ -73,7 +87,13 @@ pub fn plain_line(entry: Entry) -> Option<String> {
     match entry.inert() {
         Entry::Chat(c) if c.own => None,
         Entry::Chat(c) if c.history => Some(plain_history(&c)),
+        Entry::Chat(c) if c.missed => Some(plain_missed(c.time, &plain_chat(&c))),
         Entry::Chat(c) => Some(plain_chat(&c)),
+        Entry::NoticeAt {
+            time,
+            text,
+            missed: true,
+        } => Some(plain_missed(time, &format!("*** {text}"))),
         // Live lines show no time, a join or a leave neither.
         Entry::Notice(text) | Entry::NoticeAt { text, .. } => Some(format!("*** {text}")),
         Entry::Error(text) => Some(format!("error: {text}")),
@@ -231,7 +251,7 @@ pub fn entry_json(entry: Entry) -> Value {
             "text": c.text,
         }),
         Entry::Notice(text) => json!({"type": "notice", "text": text}),
-        Entry::NoticeAt { time, text } => {
+        Entry::NoticeAt { time, text, .. } => {
             json!({"type": "notice", "time": rfc3339_utc(time), "text": text})
         }
         Entry::Error(text) => json!({"type": "error", "text": text}),
@@ -441,6 +461,7 @@ mod tests {
             own: false,
             action,
             history: false,
+            missed: false,
             text: "waves".into(),
         }
     }
@@ -549,6 +570,7 @@ mod tests {
         let entry = Entry::NoticeAt {
             time,
             text: text.clone(),
+            missed: false,
         };
         let v = entry_json(entry.clone());
         assert_eq!(v["type"], "notice");
@@ -607,6 +629,39 @@ mod tests {
         assert_eq!(
             plain_history(&c),
             format!("[history {stamp}] * bob hi (private)")
+        );
+    }
+
+    /// What a resume replays was missed while the connection was down:
+    /// piped, it carries the time it happened, as history does, so that
+    /// it does not read as live.
+    #[test]
+    fn missed_lines_carry_their_time_piped() {
+        let time = SystemTime::now() - Duration::from_secs(600);
+        let stamp = chrono::DateTime::<chrono::Local>::from(time)
+            .format("%H:%M")
+            .to_string();
+        let mut c = chat(false, false);
+        c.text = "A3 after kill".into();
+        c.time = time;
+        c.missed = true;
+        assert_eq!(
+            plain_line(Entry::Chat(c)).as_deref(),
+            Some(format!("[missed {stamp}] <bob> A3 after kill").as_str())
+        );
+        let joined = |missed| Entry::NoticeAt {
+            time,
+            text: "carol has joined".into(),
+            missed,
+        };
+        assert_eq!(
+            plain_line(joined(true)).as_deref(),
+            Some(format!("[missed {stamp}] *** carol has joined").as_str())
+        );
+        assert_eq!(
+            plain_line(joined(false)).as_deref(),
+            Some("*** carol has joined"),
+            "a live join as ever"
         );
     }
 

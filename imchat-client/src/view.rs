@@ -48,6 +48,9 @@ pub enum Entry {
         time: SystemTime,
         /// The notice.
         text: String,
+        /// Missed while the connection was down: replayed after a
+        /// resume, not live.
+        missed: bool,
     },
     /// An `error: …` line.
     Error(String),
@@ -69,9 +72,10 @@ impl Entry {
                 ..c
             }),
             Entry::Notice(text) => Entry::Notice(inert_string(text)),
-            Entry::NoticeAt { time, text } => Entry::NoticeAt {
+            Entry::NoticeAt { time, text, missed } => Entry::NoticeAt {
                 time,
                 text: inert_string(text),
+                missed,
             },
             Entry::Error(text) => Entry::Error(inert_string(text)),
             Entry::Plain(text) => Entry::Plain(inert_string(text)),
@@ -107,6 +111,9 @@ pub struct ChatEntry {
     pub action: bool,
     /// Replayed history rather than live traffic.
     pub history: bool,
+    /// Missed while the connection was down: replayed after a resume,
+    /// not live.
+    pub missed: bool,
     /// The text.
     pub text: String,
 }

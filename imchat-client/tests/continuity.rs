@@ -80,20 +80,38 @@ fn saved_settled(w: &World, name: &str) -> u64 {
     panic!("{name}'s saved session never settled: {last:?}");
 }
 
-/// The lines of `c` that start with `prefix`.
+/// A line a resume replayed, without its `[missed HH:MM] ` marker;
+/// `None` for any other line.
+fn missed(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("[missed ")?;
+    let (time, line) = rest.split_once("] ")?;
+    let digits = time.chars().filter(char::is_ascii_digit).count();
+    (time.len() == 5 && digits == 4 && time.as_bytes()[2] == b':').then_some(line)
+}
+
+/// The lines of `c` that start with `prefix`, those a resume replayed
+/// without their `[missed HH:MM] ` marker.
 fn lines_with(c: &Client, prefix: &str) -> Vec<String> {
     c.out
         .lines()
-        .into_iter()
+        .iter()
+        .map(|l| missed(l).unwrap_or(l))
         .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
         .collect()
 }
 
-/// Waits until `c` printed `n` lines starting with `prefix`.
+/// Waits until `c` printed `n` lines starting with `prefix` (as
+/// [`lines_with`] counts them).
 fn wait_count(c: &Client, prefix: &str, n: usize, timeout: Duration) {
     let got = c.out.wait_for(timeout, |bytes, _| {
         let text = String::from_utf8_lossy(bytes);
-        (text.lines().filter(|l| l.starts_with(prefix)).count() >= n).then_some(())
+        (text
+            .lines()
+            .filter(|l| missed(l).unwrap_or(l).starts_with(prefix))
+            .count()
+            >= n)
+            .then_some(())
     });
     assert!(
         got.is_some(),
@@ -133,15 +151,16 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
     alice.expect_line(&format!("*** connected to 127.0.0.1:{port} as alice"));
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
-    let (last, _) = alice.expect_from(resumed, "`<bob> four`", |l| l == "<bob> four");
+    let (last, _) = alice.expect_from(resumed, "`<bob> four`", |l| missed(l) == Some("<bob> four"));
     let lines = alice.out.lines();
-    let missed: Vec<&str> = lines[resumed + 1..=last]
+    // Each with the time it happened, not as live.
+    let replayed: Vec<&str> = lines[resumed + 1..=last]
         .iter()
         .map(String::as_str)
-        .filter(|l| l.starts_with('<') || l.starts_with("*** carol"))
+        .filter_map(missed)
         .collect();
     assert_eq!(
-        missed,
+        replayed,
         [
             "<bob> (private) two",
             "<bob> three",
@@ -151,7 +170,9 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
         "what she missed, in order\n{}",
         alice.report()
     );
-    alice.assert_no_line("what she had seen, again", |l| l == "<bob> one");
+    alice.assert_no_line("what she had seen, again", |l| {
+        missed(l).unwrap_or(l) == "<bob> one"
+    });
 
     alice.send("back");
     bob.expect_line("<alice> back");
@@ -257,9 +278,11 @@ fn a_client_killed_right_after_it_showed_messages_is_not_sent_them_again() {
 
     let alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
-    alice.expect_from(resumed, "`<bob> after`", |l| l == "<bob> after");
+    alice.expect_from(resumed, "`<bob> after`", |l| {
+        missed(l) == Some("<bob> after")
+    });
     alice.assert_no_line("a message shown before the kill, again", |l| {
-        (1..=5).any(|i| l == format!("<bob> m{i}"))
+        (1..=5).any(|i| missed(l).unwrap_or(l) == format!("<bob> m{i}"))
     });
 }
 
@@ -286,7 +309,9 @@ fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_b
     let list = format!("127.0.0.1:{dead},127.0.0.1:{port}");
     let alice = w.spawn_client(&["alice", &list]);
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
-    alice.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    alice.expect_from(resumed, "`<bob> while away`", |l| {
+        missed(l) == Some("<bob> while away")
+    });
     bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
 }
 
@@ -596,7 +621,9 @@ fn a_killed_client_with_a_long_non_latin_name_takes_its_session_back() {
 
     let again = w.spawn_client(&[&name, "127.0.0.1", &port.to_string()]);
     let (resumed, _) = again.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
-    again.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    again.expect_from(resumed, "`<bob> while away`", |l| {
+        missed(l) == Some("<bob> while away")
+    });
     bob.assert_no_line("the name leaving", |l| l.starts_with("*** 字"));
 }
 /// Killed while connected to `127.0.0.1`, started again with `localhost`
@@ -614,7 +641,9 @@ fn a_killed_client_started_again_with_another_spelling_of_its_host_takes_its_ses
 
     let alice = w.spawn_client(&["alice", "localhost", &port.to_string()]);
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
-    alice.expect_from(resumed, "`<bob> while away`", |l| l == "<bob> while away");
+    alice.expect_from(resumed, "`<bob> while away`", |l| {
+        missed(l) == Some("<bob> while away")
+    });
     bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
 }
 

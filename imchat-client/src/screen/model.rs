@@ -1062,6 +1062,7 @@ mod tests {
         m.show(Entry::NoticeAt {
             time,
             text: "bob has left (a\nb)".into(),
+            missed: false,
         });
         m.show(Entry::Notice("resumed".into()));
         assert_eq!(m.entries()[0].stamp, stamp);
@@ -1069,7 +1070,8 @@ mod tests {
             m.entries()[0].entry,
             Entry::NoticeAt {
                 time,
-                text: "bob has left (a^Jb)".into()
+                text: "bob has left (a^Jb)".into(),
+                missed: false,
             },
             "held inert"
         );

@@ -1613,6 +1613,7 @@ mod tests {
         m.show(Entry::NoticeAt {
             time: when().0,
             text: "bob has joined".into(),
+            missed: false,
         });
         m.show(Entry::Error("no such user".into()));
         m.show(Entry::Chat(chat("carol", "hey Alice, look")));

@@ -29,6 +29,7 @@ pub fn chat(from: &str, text: &str) -> ChatEntry {
         own: false,
         action: false,
         history: false,
+        missed: false,
         text: text.into(),
     }
 }

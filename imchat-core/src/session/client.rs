@@ -44,6 +44,9 @@ pub enum ClientEvent {
     Chat(RoutedChat),
     /// Someone joined.
     Joined {
+        /// Its log id (as [`Departure::id`] for a leave): one at or below
+        /// [`ClientEvent::Resumed::through`] was replayed.
+        id: MessageId,
         /// When the server noted it (as [`Departure::time`] for a leave):
         /// a join replayed after a resume happened before it is handed on.
         time: Timestamp,
@@ -207,6 +210,10 @@ pub enum ClientEvent {
     Resumed {
         /// Entries missed that the server no longer had (0: nothing lost).
         dropped: u64,
+        /// The newest id of the replay that follows (the `Welcome`'s
+        /// `last_id`): a chat, join or leave with an id at or below it
+        /// is one missed while away, replayed; above it, live.
+        through: MessageId,
     },
     /// After [`ClientSession::reconnect`], the server started a new session
     /// instead (right after the [`ClientEvent::Welcome`]): what happened
@@ -1854,8 +1861,10 @@ impl ClientSession {
                     match (resumed, asked) {
                         (Some(r), _) => {
                             // What was missed follows, after `last_seen`.
-                            self.events
-                                .push_back(ClientEvent::Resumed { dropped: r.dropped });
+                            self.events.push_back(ClientEvent::Resumed {
+                                dropped: r.dropped,
+                                through: last_id,
+                            });
                         }
                         (None, Some(asked)) => {
                             self.last_seen = last_id;
@@ -1919,7 +1928,7 @@ impl ClientSession {
                 if self.seen_before(id) {
                     return;
                 }
-                ClientEvent::Joined { time, user }
+                ClientEvent::Joined { id, time, user }
             }
             ServerMessage::Left(left) => {
                 if self.seen_before(left.id) {
@@ -1934,8 +1943,8 @@ impl ClientSession {
                         continue;
                     }
                     self.events.push_back(match e {
-                        PresenceEvent::Joined { time, user, .. } => {
-                            ClientEvent::Joined { time, user }
+                        PresenceEvent::Joined { id, time, user } => {
+                            ClientEvent::Joined { id, time, user }
                         }
                         PresenceEvent::Left(left) => ClientEvent::Left(left),
                     });

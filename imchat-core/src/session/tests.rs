@@ -299,6 +299,7 @@ fn joining_welcomes_with_the_name_and_tells_the_others() {
     assert_eq!(
         net.take(a),
         vec![ClientEvent::Joined {
+            id: MessageId(2),
             time: Timestamp(1_796_051_050_000),
             user: user("bob")
         }]
@@ -3988,6 +3989,58 @@ fn a_private_message_to_a_user_away_is_reported_held_and_arrives_on_the_resume()
     assert_eq!(texts, ["are you there", "anyone?"]);
 }
 
+/// The `Resumed` event says up to which id the replay goes: what was
+/// missed (a chat, a join, a leave) is at or below it, what comes live
+/// after it above it.
+#[test]
+fn a_resume_says_which_ids_are_the_replay() {
+    let mut net = resumable(Limits::default(), &["alice", "bob", "carol"]);
+    net.cut(0);
+    net.s(1)
+        .send_chat(Recipient::Everyone, "while away")
+        .unwrap();
+    net.pump();
+    net.connect("dave");
+    net.take(3);
+    net.reconnect(0);
+    let events = net.take(0);
+    let through = events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::Resumed { through, .. } => Some(*through),
+            _ => None,
+        })
+        .expect("resumed");
+    let missed: Vec<(MessageId, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some((c.id, c.text.clone())),
+            ClientEvent::Joined { id, user, .. } => Some((*id, format!("{user} joined"))),
+            _ => None,
+        })
+        .collect();
+    let texts: Vec<&str> = missed.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["while away", "dave joined"]);
+    assert!(
+        missed.iter().all(|(id, _)| *id <= through),
+        "{missed:?} {through:?}"
+    );
+    net.s(2).send_chat(Recipient::Everyone, "live").unwrap();
+    net.pump();
+    let live: Vec<MessageId> = net
+        .take(0)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Chat(c) => Some(c.id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(live[..], [id] if id > through),
+        "{live:?} {through:?}"
+    );
+}
+
 impl Net {
     /// Client `i`'s connection breaks: the hub learns it, and nothing more
     /// reaches either side on it.
@@ -4079,7 +4132,10 @@ fn a_send_cut_at_any_point_is_delivered_exactly_once_in_order_after_a_resume() {
             );
             assert!(!bob.iter().any(|e| matches!(e, ClientEvent::Left(_))));
             assert_eq!(net.s(0).unacked(), 0);
-            assert!(net.take(0).contains(&ClientEvent::Resumed { dropped: 0 }));
+            assert!(net
+                .take(0)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Resumed { dropped: 0, .. })));
         }
     }
 }
@@ -4144,7 +4200,9 @@ fn a_restarted_program_takes_its_saved_session_back() {
     net.pump();
     let alice = net.take(0);
     assert!(
-        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 0, .. })),
         "{alice:?}"
     );
     assert_eq!(texts_from(&alice, "bob"), ["missed"]);
@@ -4943,7 +5001,9 @@ fn entries_gone_from_the_log_are_counted_as_dropped() {
     net.reconnect(0);
     let events = net.take(0);
     // Ids 1-2 joins, 3-7 bob's messages: alice saw 2; 3 and 4 are gone.
-    assert!(events.contains(&ClientEvent::Resumed { dropped: 2 }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Resumed { dropped: 2, .. })));
     assert_eq!(texts_from(&events, "bob"), ["m2", "m3", "m4"]);
 }
 
@@ -4978,7 +5038,9 @@ fn in_a_cluster_entries_gone_from_the_log_are_counted_not_their_ids() {
     let events = net.take(0);
     // Alice saw carol join; of carol's m0-m4 the log holds m2-m4.
     assert!(
-        events.contains(&ClientEvent::Resumed { dropped: 2 }),
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 2, .. })),
         "{events:?}"
     );
     assert_eq!(texts_from(&events, "carol"), ["m2", "m3", "m4"]);
@@ -5219,7 +5281,8 @@ fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_histo
     net.reconnect(1);
     let bob = net.take(1);
     assert!(
-        bob.contains(&ClientEvent::Resumed { dropped: 0 }),
+        bob.iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 0, .. })),
         "{bob:?}"
     );
     net.s(1).send_chat(Recipient::Everyone, "after").unwrap();
@@ -5227,7 +5290,9 @@ fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_histo
     net.reconnect(0);
     let alice = net.take(0);
     assert!(
-        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 0, .. })),
         "{alice:?}"
     );
     assert_eq!(texts_from(&alice, "bob"), ["after"]);
@@ -5683,6 +5748,7 @@ fn a_session_hands_on_one_event_per_batched_join_or_leave_once() {
         net.take(0),
         vec![
             ClientEvent::Joined {
+                id: MessageId(4),
                 time: at(4),
                 user: user("dave")
             },
@@ -5725,10 +5791,12 @@ fn a_join_carries_the_time_the_server_noted_not_its_arrival() {
         net.take(0),
         vec![
             ClientEvent::Joined {
+                id: MessageId(4),
                 time: first,
                 user: user("dave")
             },
             ClientEvent::Joined {
+                id: MessageId(5),
                 time: second,
                 user: user("erin")
             },
@@ -7452,10 +7520,14 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
 
     let (c, token) = alice_moves_here(&mut hub, x, now);
     let epoch = hub.epoch();
-    let got: Vec<(u64, String)> = std::iter::from_fn(|| hub.poll_transmit())
+    let sent: Vec<ServerMessage> = std::iter::from_fn(|| hub.poll_transmit())
         .filter(|t| t.to.contains(c))
-        .filter_map(|t| match t.message {
-            ServerMessage::Chat(m) => Some((m.id.0, m.text)),
+        .map(|t| t.message)
+        .collect();
+    let got: Vec<(u64, String)> = sent
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Chat(m) => Some((m.id.0, m.text.clone())),
             _ => None,
         })
         .collect();
@@ -7466,6 +7538,13 @@ fn a_session_taken_over_from_another_server_gets_exactly_what_it_missed() {
         assert!(*id > last, "{text} under {id}, not above {last}");
         last = *id;
     }
+    // The `Welcome`'s newest id covers the replay: what is at or below it
+    // was missed, what comes above it is live.
+    let welcomed = sent.iter().find_map(|m| match m {
+        ServerMessage::Welcome { last_id, .. } => Some(last_id.0),
+        _ => None,
+    });
+    assert_eq!(welcomed, Some(last), "{sent:?}");
     // What comes next is above it all too.
     let next = bob_says(&mut hub, "b4");
     assert!(next.0 > last);
@@ -8196,7 +8275,9 @@ fn a_restarted_cluster_server_tells_a_resumer_only_who_came_and_went_meanwhile()
     net.reconnect(0);
     let alice = net.take(0);
     assert!(
-        alice.contains(&ClientEvent::Resumed { dropped: 0 }),
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 0, .. })),
         "{alice:?}"
     );
     let (joined, left) = presence_names(&alice);
@@ -8475,7 +8556,9 @@ fn a_session_kept_from_the_run_before_gets_what_it_missed_in_order_and_what_was_
     let events = net.take(0);
     // Alice saw the joins (1-2); bob's m0 and m1 (3-4) are gone.
     assert!(
-        events.contains(&ClientEvent::Resumed { dropped: 2 }),
+        events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { dropped: 2, .. })),
         "{events:?}"
     );
     assert_eq!(

@@ -955,8 +955,9 @@ impl Hub {
         } else {
             oldest.saturating_sub(request.last_seen.0.saturating_add(1))
         };
-        let welcome = self.welcome_message(&user, token, Some(Resumed { dropped }));
-        self.send(client, welcome);
+        // The replay first: the ids it gives (from another server, new
+        // ones) are then at or below the `Welcome`'s `last_id`, and a
+        // client tells what it missed from live traffic by that id.
         let replay: Vec<ServerMessage> = match moved_from {
             Some(from) => self.moved_replay(&key, from, request.last_seen),
             None => self
@@ -966,6 +967,8 @@ impl Hub {
                 .filter_map(|e| self.entry_message(e, &key, false))
                 .collect(),
         };
+        let welcome = self.welcome_message(&user, token, Some(Resumed { dropped }));
+        self.send(client, welcome);
         let replayed = replay.len();
         for m in replay {
             self.send(client, m);
