@@ -6,11 +6,13 @@
 //! points at on disk: only regular files are served, and a symbolic link
 //! only when its target is a regular file inside the folder.
 
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use imchat_core::{inert, CancelCode, FileEntry, FileName};
+use imchat_core::{inert, CancelCode, FileEntry, FileName, NameError};
 use unicode_normalization::UnicodeNormalization;
 
 /// The shared folder, as given and resolved.
@@ -18,6 +20,96 @@ use unicode_normalization::UnicodeNormalization;
 pub struct SharedDir {
     /// The canonical path: every check compares against it.
     root: PathBuf,
+    /// The server's own files, never listed nor served (see
+    /// [`keep_out`](Self::keep_out)).
+    own: Vec<OwnFile>,
+}
+
+/// Which of the server's own files an [`OwnFile`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnKind {
+    /// The history database: it and its `-wal`, `-shm`, `-journal` and
+    /// `.lock` files.
+    Database,
+    /// The log file: it, its rotated parts (`.1`, `.2`…) and its `.lock`.
+    Log,
+}
+
+impl OwnKind {
+    /// The suffixes of its companions with a fixed name ("" for itself).
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            OwnKind::Database => &["", "-wal", "-shm", "-journal", ".lock"],
+            OwnKind::Log => &["", ".lock"],
+        }
+    }
+
+    /// True when `name` is `base` or one of its companions.
+    fn names(self, base: &OsStr, name: &OsStr) -> bool {
+        let (Some(base), Some(name)) = (base.to_str(), name.to_str()) else {
+            return base == name;
+        };
+        let Some(rest) = name.strip_prefix(base) else {
+            return false;
+        };
+        self.suffixes().contains(&rest) || (self == OwnKind::Log && is_rotation_suffix(rest))
+    }
+}
+
+/// `.N`: the suffix of a rotated log file.
+fn is_rotation_suffix(rest: &str) -> bool {
+    rest.strip_prefix('.')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One of the server's own files, by the folder it is in (canonical) and
+/// its name there.
+#[derive(Debug, Clone)]
+struct OwnFile {
+    dir: PathBuf,
+    name: OsString,
+    kind: OwnKind,
+}
+
+/// The identities (device and inode) of the server's own files as they
+/// are now: another name for one of them (a hard link) is one of them.
+type OwnIds = HashSet<(u64, u64)>;
+
+/// Why a file of the folder is not offered, for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LeftOut {
+    /// Its name breaks the file-name rules.
+    Unnamable,
+    /// Its name starts with a dot.
+    Hidden,
+    /// The server may not read it (its permissions).
+    Unreadable,
+}
+
+impl LeftOut {
+    /// Why, in the words of the start line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LeftOut::Unnamable => {
+                "their names cannot be sent (control, invisible or reserved characters, or a device name)"
+            }
+            LeftOut::Hidden => "hidden (name starts with a dot)",
+            LeftOut::Unreadable => "the server may not read them (their permissions)",
+        }
+    }
+}
+
+/// True unless the server is refused the right to read the file at
+/// `path` (a regular file: the open does not block nor follow a link).
+fn readable(path: &Path) -> bool {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    !matches!(options.open(path), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
 }
 
 /// Why a download was refused: the code and the text for the client.
@@ -50,7 +142,136 @@ impl SharedDir {
             .map_err(|e| format!("cannot open the shared folder '{shown}': {}", io_reason(&e)))?;
         fs::read_dir(&root)
             .map_err(|e| format!("cannot read the shared folder '{shown}': {}", io_reason(&e)))?;
-        Ok(SharedDir { root })
+        Ok(SharedDir {
+            root,
+            own: Vec::new(),
+        })
+    }
+
+    /// Never lists nor serves the server's own file at `path` (its history
+    /// database or its log file), nor its companions: the database's
+    /// `-wal`, `-shm`, `-journal` and `.lock`, the log's rotated parts and
+    /// `.lock`. They are told apart by their folder's canonical path and
+    /// their name (both as given and with every link resolved), and by
+    /// their inode, so that another name for one of them is left out too;
+    /// a file of the same name in another folder is not one of them.
+    pub fn keep_out(&mut self, kind: OwnKind, path: &Path) {
+        let Some(name) = path.file_name() else {
+            return;
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut add = |dir: PathBuf, name: OsString| {
+            if !self.own.iter().any(|o| o.dir == dir && o.name == name) {
+                self.own.push(OwnFile { dir, name, kind });
+            }
+        };
+        if let Ok(dir) = fs::canonicalize(dir) {
+            add(dir, name.to_owned());
+        }
+        if let Ok(real) = fs::canonicalize(path) {
+            if let (Some(dir), Some(name)) = (real.parent(), real.file_name()) {
+                add(dir.to_path_buf(), name.to_owned());
+            }
+        }
+    }
+
+    /// The kinds of the server's own files that are in the folder now, or
+    /// would be once created: for the line that says they are left out.
+    pub fn own_files_here(&self) -> Vec<OwnKind> {
+        let ids = self.own_ids();
+        let linked_here = |kind: OwnKind| {
+            fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let path = e.path();
+                    fs::symlink_metadata(&path)
+                        .is_ok_and(|m| self.own_kind(&path, &m, &ids) == Some(kind))
+                })
+        };
+        let mut kinds = Vec::new();
+        for kind in [OwnKind::Database, OwnKind::Log] {
+            let named = self
+                .own
+                .iter()
+                .any(|o| o.kind == kind && o.dir == self.root);
+            if named || linked_here(kind) {
+                kinds.push(kind);
+            }
+        }
+        kinds
+    }
+
+    /// The identities of the server's own files that exist now.
+    fn own_ids(&self) -> OwnIds {
+        let mut ids = OwnIds::new();
+        for own in &self.own {
+            let mut paths: Vec<PathBuf> = own
+                .kind
+                .suffixes()
+                .iter()
+                .map(|suffix| {
+                    let mut name = own.name.clone();
+                    name.push(suffix);
+                    own.dir.join(name)
+                })
+                .collect();
+            if own.kind == OwnKind::Log {
+                paths.extend(
+                    fs::read_dir(&own.dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| {
+                            let name = e.file_name();
+                            name != own.name && own.kind.names(&own.name, &name)
+                        })
+                        .map(|e| e.path()),
+                );
+            }
+            ids.extend(
+                paths
+                    .iter()
+                    .filter_map(|p| identity(&fs::metadata(p).ok()?)),
+            );
+        }
+        ids
+    }
+
+    /// Which of the server's own files the file at canonical `path`, with
+    /// `meta`, is, if it is one.
+    fn own_kind(&self, path: &Path, meta: &Metadata, ids: &OwnIds) -> Option<OwnKind> {
+        let (dir, name) = (path.parent()?, path.file_name()?);
+        if let Some(own) = self
+            .own
+            .iter()
+            .find(|o| o.dir == dir && o.kind.names(&o.name, name))
+        {
+            return Some(own.kind);
+        }
+        let id = identity(meta)?;
+        if !ids.contains(&id) {
+            return None;
+        }
+        // Another name for one of them: which one, for the start line.
+        self.own
+            .iter()
+            .map(|o| o.kind)
+            .find(|&kind| {
+                self.own.iter().filter(|o| o.kind == kind).any(|o| {
+                    kind.suffixes().iter().any(|suffix| {
+                        let mut n = o.name.clone();
+                        n.push(suffix);
+                        fs::metadata(o.dir.join(n)).ok().and_then(|m| identity(&m)) == Some(id)
+                    })
+                })
+            })
+            // Not a database's file nor the log itself: a rotated part.
+            .or(Some(OwnKind::Log))
     }
 
     /// The canonical path of the folder.
@@ -60,8 +281,10 @@ impl SharedDir {
 
     /// The files that can be downloaded, sorted by name: regular files, and
     /// links to regular files inside the folder, whose names are valid
-    /// [`FileName`]s. Anything else is left out.
+    /// [`FileName`]s, that the server can read and that are not its own
+    /// (see [`keep_out`](Self::keep_out)). Anything else is left out.
     pub fn list(&self) -> io::Result<Vec<FileEntry>> {
+        let ids = self.own_ids();
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.root)? {
             let Ok(entry) = entry else { continue };
@@ -71,31 +294,45 @@ impl SharedDir {
             let Ok(name) = FileName::new(name) else {
                 continue;
             };
-            if let Ok((_, meta)) = self.resolve(&name) {
-                files.push(FileEntry {
-                    name,
-                    size: meta.len(),
-                });
+            if let Ok((path, meta)) = self.resolve(&name, &ids) {
+                if readable(&path) {
+                    files.push(FileEntry {
+                        name,
+                        size: meta.len(),
+                    });
+                }
             }
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
     }
 
-    /// The names of the folder's entries that cannot be offered because
-    /// the name itself breaks the file-name rules (a control character,
-    /// a bidirectional override, a reserved name…), shown inert, sorted:
-    /// [`list`](Self::list) leaves them out, and the operator should know
-    /// why a file is missing.
-    pub fn unnamable(&self) -> io::Result<Vec<String>> {
-        let mut names: Vec<String> = fs::read_dir(&self.root)?
+    /// The folder's files that are not offered and the operator should
+    /// know about, shown inert, sorted by name: those whose name breaks
+    /// the file-name rules (a control character, a bidirectional
+    /// override, a reserved name…), hidden ones, and those the server
+    /// cannot read. [`list`](Self::list) leaves them out. The server's
+    /// own files are not among them: they are said apart.
+    pub fn left_out(&self) -> io::Result<Vec<(String, LeftOut)>> {
+        let ids = self.own_ids();
+        let mut names: Vec<(String, LeftOut)> = fs::read_dir(&self.root)?
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .filter_map(|e| match e.file_name().into_string() {
-                Ok(name) => FileName::new(name.as_str())
-                    .is_err()
-                    .then(|| inert(&name).into_owned()),
-                Err(raw) => Some(inert(&raw.to_string_lossy()).into_owned()),
+                Ok(name) => match FileName::new(name.as_str()) {
+                    Err(NameError::LeadingDot) => {
+                        Some((inert(&name).into_owned(), LeftOut::Hidden))
+                    }
+                    Err(_) => Some((inert(&name).into_owned(), LeftOut::Unnamable)),
+                    Ok(file) => {
+                        let (path, _) = self.resolve(&file, &ids).ok()?;
+                        (!readable(&path)).then(|| (inert(&name).into_owned(), LeftOut::Unreadable))
+                    }
+                },
+                Err(raw) => Some((
+                    inert(&raw.to_string_lossy()).into_owned(),
+                    LeftOut::Unnamable,
+                )),
             })
             .collect();
         names.sort();
@@ -104,7 +341,9 @@ impl SharedDir {
 
     /// The path to open for `name` and the metadata of what was checked
     /// there (not following links), or why it may not be served.
-    fn resolve(&self, name: &FileName) -> Result<(PathBuf, Metadata), Refusal> {
+    /// The server's own files are as missing (`ids`: see
+    /// [`own_ids`](Self::own_ids)).
+    fn resolve(&self, name: &FileName, ids: &OwnIds) -> Result<(PathBuf, Metadata), Refusal> {
         let shown = inert(name.as_str());
         let mut path = self.root.join(name.as_str());
         let meta = match fs::symlink_metadata(&path) {
@@ -137,6 +376,13 @@ impl SharedDir {
             return Err(Refusal::new(
                 CancelCode::FORBIDDEN,
                 format!("'{shown}' is not a regular file"),
+            ));
+        }
+        if self.own_kind(&target, &meta, ids).is_some() {
+            // Not shared, whatever folder it is in: as if it were not there.
+            return Err(Refusal::new(
+                CancelCode::NO_SUCH_FILE,
+                format!("no shared file named '{shown}'"),
             ));
         }
         Ok((target, meta))
@@ -179,7 +425,7 @@ impl SharedDir {
     /// Opens the shared file `name` for reading; returns it with its size.
     pub fn open_file(&self, name: &FileName) -> Result<(File, u64), Refusal> {
         let shown = inert(name.as_str());
-        let (path, checked) = self.resolve(name)?;
+        let (path, checked) = self.resolve(name, &self.own_ids())?;
         open_checked(&path, &checked, &shown)
     }
 }
@@ -240,6 +486,18 @@ fn missing_or_io(shown: &str, e: &io::Error) -> Refusal {
             format!("cannot read '{shown}': {}", io_reason(e)),
         )
     }
+}
+
+/// The device and inode of a file.
+#[cfg(unix)]
+fn identity(meta: &Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 #[cfg(unix)]
@@ -325,12 +583,115 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
         std::fs::create_dir(dir.path().join("sub\ndir")).unwrap();
+        std::fs::write(dir.path().join(".hidden"), b"x").unwrap();
         let shared = SharedDir::open(dir.path()).unwrap();
+        let unnamable = |s: &str| (s.to_string(), LeftOut::Unnamable);
         assert_eq!(
-            shared.unnamable().unwrap(),
-            ["con.txt", "new^Jline.txt", "rtl\\u{202e}gnp.txt"]
+            shared.left_out().unwrap(),
+            [
+                (".hidden".to_string(), LeftOut::Hidden),
+                unnamable("con.txt"),
+                unnamable("new^Jline.txt"),
+                unnamable("rtl\\u{202e}gnp.txt")
+            ]
         );
         assert_eq!(shared.list().unwrap().len(), 1);
+    }
+
+    /// A file the server may not read is not offered, and the operator
+    /// is told why (before: listed, and its download failed).
+    #[cfg(unix)]
+    #[test]
+    fn a_file_the_server_may_not_read_is_left_out_and_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_tmp, shared) = setup();
+        let locked = shared.join("locked.txt");
+        fs::write(&locked, "no").unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+        for folder in [_tmp.path(), shared.as_path()] {
+            fs::set_permissions(folder, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // Checked in a thread of its own that root's file rights are taken
+        // from (the file-system user id is the thread's): as a server run
+        // by another user.
+        let checked = std::thread::spawn(move || {
+            // SAFETY: geteuid reads this process's user; setfsuid only
+            // changes this thread's file-system user.
+            if unsafe { libc::geteuid() } == 0 {
+                // SAFETY: as above.
+                unsafe { libc::setfsuid(65534) };
+            }
+            assert!(fs::File::open(&locked).is_err(), "locked.txt can be read");
+            let dir = SharedDir::open(&shared).unwrap();
+            let names: Vec<String> = dir
+                .list()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name.to_string())
+                .collect();
+            (names, dir.left_out().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            checked,
+            (
+                vec!["a.txt".to_string(), "b.bin".to_string()],
+                vec![("locked.txt".to_string(), LeftOut::Unreadable)]
+            )
+        );
+    }
+
+    /// The server's own files, in its shared folder, are neither listed
+    /// nor served, nor another name for one of them; a file of the same
+    /// name in another folder is shared.
+    #[cfg(unix)]
+    #[test]
+    fn the_servers_own_files_are_never_listed_nor_served() {
+        let (tmp, shared) = setup();
+        let own = [
+            "hist.db",
+            "hist.db-wal",
+            "hist.db-shm",
+            "hist.db-journal",
+            "hist.db.lock",
+            "server.log",
+            "server.log.lock",
+            "server.log.1",
+            "server.log.12",
+        ];
+        for name in own {
+            fs::write(shared.join(name), name).unwrap();
+        }
+        fs::write(shared.join("server.log.old"), "not a rotated part").unwrap();
+        fs::hard_link(shared.join("hist.db"), shared.join("copy.db")).unwrap();
+        // Elsewhere, another server's files of the same names.
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("hist.db"), "x").unwrap();
+        let mut dir = SharedDir::open(&shared).unwrap();
+        dir.keep_out(OwnKind::Database, &shared.join("hist.db"));
+        // Reached through a link to the folder: the same folder.
+        std::os::unix::fs::symlink(&shared, tmp.path().join("via")).unwrap();
+        dir.keep_out(OwnKind::Log, &tmp.path().join("via").join("server.log"));
+        let names: Vec<String> = dir
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert_eq!(names, ["a.txt", "b.bin", "server.log.old"]);
+        for name in own.into_iter().chain(["copy.db"]) {
+            let refused = dir.open_file(&FileName::new(name).unwrap()).unwrap_err();
+            assert_eq!(refused.code, CancelCode::NO_SUCH_FILE, "{name}");
+        }
+        assert_eq!(dir.own_files_here(), [OwnKind::Database, OwnKind::Log]);
+        assert!(dir.left_out().unwrap().is_empty());
+        let elsewhere = SharedDir::open(&other).unwrap();
+        let mut elsewhere_keeping = elsewhere.clone();
+        elsewhere_keeping.keep_out(OwnKind::Database, &shared.join("hist.db"));
+        assert_eq!(elsewhere_keeping.list().unwrap().len(), 1);
+        assert!(elsewhere_keeping.own_files_here().is_empty());
     }
 
     #[test]

@@ -528,7 +528,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         cluster::RedisTls::default()
     };
     let choice = SharedDirChoice::pick(cli.shared_dir, |key| std::env::var_os(key));
-    let shared = SharedDir::open(&choice.path).map_err(|e| {
+    let mut shared = SharedDir::open(&choice.path).map_err(|e| {
         let missing =
             std::fs::metadata(&choice.path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
         Error::SharedDir(choice.explain(e, missing))
@@ -671,12 +671,45 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         choice.source,
         shared.root().display()
     );
-    if let Ok(left_out) = shared.unnamable() {
-        if !left_out.is_empty() {
+    // Its own files are never shared, wherever they are: the database
+    // holds resume tokens and private messages.
+    shared.keep_out(files::OwnKind::Log, &cli.log_file);
+    if let Some(path) = &cli.history_db {
+        shared.keep_out(files::OwnKind::Database, path);
+    }
+    let own: Vec<&str> = shared
+        .own_files_here()
+        .into_iter()
+        .map(|kind| match kind {
+            files::OwnKind::Database => {
+                "the history database (with its -wal, -shm, -journal and .lock files)"
+            }
+            files::OwnKind::Log => "the log file (with its rotated parts and its .lock)",
+        })
+        .collect();
+    if !own.is_empty() {
+        let line = format!(
+            "shared folder: the server's own files in it are left out, never listed nor served: {}",
+            own.join(" and ")
+        );
+        report::print_line(&line);
+        log::info!("{line}");
+    }
+    if let Ok(left_out) = shared.left_out() {
+        let mut reasons: Vec<files::LeftOut> = left_out.iter().map(|(_, why)| *why).collect();
+        reasons.sort();
+        reasons.dedup();
+        for why in reasons {
+            let names: Vec<&str> = left_out
+                .iter()
+                .filter(|(_, w)| *w == why)
+                .map(|(name, _)| name.as_str())
+                .collect();
             let line = format!(
-                "shared folder: {} file(s) left out, their names cannot be sent (control, invisible or reserved characters, or a device name): {}",
-                left_out.len(),
-                left_out.join(", ")
+                "shared folder: {} file(s) left out, {}: {}",
+                names.len(),
+                why.reason(),
+                names.join(", ")
             );
             report::print_line(&line);
             log::info!("{line}");

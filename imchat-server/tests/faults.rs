@@ -619,6 +619,67 @@ fn a_shared_folder_removed_while_running_is_said_to_be_unreadable() {
     srv.assert_serving();
 }
 
+/// A server whose shared folder holds its own files (`--shared-dir .`
+/// beside its database and log) neither lists nor serves them: the
+/// database holds resume tokens and private messages. It says so at
+/// start. (Before: all listed, and downloaded by anyone.)
+#[test]
+fn a_server_never_lists_nor_serves_its_own_files() {
+    let dir = TempDir::new("own");
+    std::fs::write(dir.0.join("hello.txt"), b"hello").unwrap();
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["0", "--bind", "127.0.0.1", "--shared-dir", "."])
+        .args(["--log-file", "server.log", "--history-db", "hist.db"])
+        .current_dir(&dir.0);
+    let mut srv = Server::from_proc(Proc::spawn(cmd), dir);
+    srv.proc.expect(
+        "the server's own files in it are left out, never listed nor served: the history database",
+    );
+    let here = srv.dir.0.clone();
+    // A rotated part, and another name for the database.
+    std::fs::write(here.join("server.log.1"), b"old log").unwrap();
+    std::fs::hard_link(here.join("hist.db"), here.join("copy.db")).unwrap();
+    let mut r = Raw::join(srv.addr, "lister");
+    r.send(&ClientMessage::ListFiles);
+    let list =
+        r.wait_for(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })));
+    let ServerMessage::FileList(FileListPart { files, .. }) = list else {
+        unreachable!()
+    };
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["hello.txt"]);
+    let own = [
+        "hist.db",
+        "hist.db-wal",
+        "hist.db-shm",
+        "hist.db.lock",
+        "server.log",
+        "server.log.lock",
+        "server.log.1",
+        "copy.db",
+    ];
+    for (n, name) in (1u32..).zip(own) {
+        assert!(
+            here.join(name).exists(),
+            "{name} is not there to be refused"
+        );
+        r.send(&ClientMessage::Download {
+            id: TransferId(n),
+            name: FileName::new(name).unwrap(),
+            offset: 0,
+        });
+        let answer = r.wait_for(|m| {
+            matches!(m, ServerMessage::FileStart(s) if s.id == TransferId(n))
+                || matches!(m, ServerMessage::Cancel(c) if c.id == TransferId(n))
+        });
+        assert!(
+            matches!(&answer, ServerMessage::Cancel(c) if c.code == CancelCode::NO_SUCH_FILE),
+            "{name}: {answer:?}"
+        );
+    }
+    srv.assert_serving();
+}
+
 #[test]
 fn a_shared_file_truncated_during_a_download_fails_that_download() {
     let srv = Server::start_with(&[], |shared| {
