@@ -458,7 +458,20 @@ impl std::io::Write for LogOut {
     }
 }
 
+/// Makes a write past the file-size limit (`ulimit -f`) an error the
+/// client reports ("File too large"), which fails that transfer only,
+/// rather than the signal that kills it without a word (exit 153).
+#[cfg(unix)]
+fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN runs no code of ours in the handler, and nothing
+    // else in the client sets a handler for SIGXFSZ.
+    let _ = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) };
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    ignore_file_size_signal();
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Asked on stdout, stderr going elsewhere (a log): an error that ends
     // the client is said there too, where the user answered.

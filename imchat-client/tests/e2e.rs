@@ -2599,3 +2599,46 @@ fn a_ping_flood_gets_ten_answers_a_second_and_no_line() {
     );
     client.kill();
 }
+
+/// A download past the file-size limit (`ulimit -f`) fails with a line
+/// that says why, and the client goes on to exit as for any failed
+/// transfer (before: killed by SIGXFSZ without a word, exit 153).
+#[test]
+fn a_download_past_the_file_size_limit_fails_with_a_line() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let w = World::new("fsize");
+    fs::write(w.shared().join("big.bin"), pseudo_random_bytes(4 << 20, 5)).expect("write");
+    let port = w.server.port().to_string();
+    // 2048 blocks of 512 or 1024 bytes, whichever the shell counts: 1 or
+    // 2 MiB, below the file's 4.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 2048 && exec \"$0\" \"$@\"")
+        .arg(common::client_bin())
+        .args(["bot", "127.0.0.1", &port])
+        .current_dir(w.dir.path())
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .env("XDG_DATA_HOME", w.dir.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let out = common::Output::capture(child.stdout.take().expect("stdout"));
+    let err = common::Output::capture(child.stderr.take().expect("stderr"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"/download big.bin\n").expect("type");
+    drop(stdin);
+    let status = common::wait_exit(&mut child, Duration::from_secs(60));
+    let said = format!("{}\n{}", out.text(), err.text());
+    let status = status.unwrap_or_else(|| panic!("did not exit:\n{said}"));
+    assert_eq!(status.code(), Some(1), "{status:?}\n{said}");
+    assert!(
+        said.contains("transfer of big.bin failed: cannot write")
+            && said.contains("File too large"),
+        "{said}"
+    );
+    assert!(!w.dir.join("bot").join("big.bin").exists());
+}
