@@ -3689,7 +3689,9 @@ impl Conn {
                 if from.is_none() {
                     self.app.transfer_lost();
                 }
-                let _ = self.with_session(|s| s.cancel(id, &reason));
+                // The other side hears that it could not be stored, not
+                // `reason`, which names our paths.
+                let _ = self.with_session(|s| s.cannot_store(id));
                 let direction = Direction::incoming(from.is_none());
                 self.app.view.transfer_ended(&TransferEnd::new(
                     id,
@@ -3833,7 +3835,7 @@ impl Conn {
                     let _ = fs::remove_file(&f.part);
                     f.name
                 });
-                let _ = self.with_session(|s| s.cancel(id, &reason));
+                let _ = self.with_session(|s| s.cannot_store(id));
                 let shown = name.as_ref().map_or("a file", FileName::as_str);
                 let direction = Direction::incoming(ours);
                 self.app.view.transfer_ended(&TransferEnd::new(

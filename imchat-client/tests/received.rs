@@ -134,6 +134,13 @@ fn a_push_to_a_client_whose_received_is_a_file_fails_at_once() {
         fs::read(w.dir.join("bob").join("received")).expect("still there"),
         b"a downloaded file\n"
     );
+    // The pusher hears that bob could not store it, not that bob
+    // cancelled, and not bob's paths.
+    let told = alice.out.wait_line_from(0, soon, |l| {
+        l.contains("note.txt") && l.contains("bob: could not store the file")
+    });
+    assert!(told.is_some(), "{}", alice.report());
+    alice.assert_no_line("bob's path", |l| l.contains("received is not a folder"));
 }
 
 /// A push cut off by `kill -9` of the receiving client leaves its `.part`:

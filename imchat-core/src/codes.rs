@@ -134,6 +134,11 @@ code_type! {
     }
 }
 
+/// Why a receiver gave up a file it could not store (a `Cancel` with
+/// [`CancelCode::IO`] from it): its words, in the `Cancel` and to a
+/// pusher, rather than the receiver's own error, which may name its paths.
+pub(crate) const CANNOT_STORE: &str = "could not store the file";
+
 code_type! {
     /// Why a transfer was cancelled ([`FileCancel`](crate::FileCancel)).
     CancelCode(u16) {

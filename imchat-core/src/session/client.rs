@@ -7,6 +7,7 @@ use crate::message::{Departure, FileListPart, PresenceEvent};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::codes::CANNOT_STORE;
 use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
@@ -1726,6 +1727,33 @@ impl ClientSession {
         if self.offers.contains_key(&id) {
             return self.decline(id, reason);
         }
+        self.cancel_with(id, CancelCode::CANCELLED, reason)
+    }
+
+    /// Gives up a file coming in (a download, or a push to us) that this
+    /// side could not store (its disk is full, its folder cannot be
+    /// written, the file was changed on disk by another program): the
+    /// other side is told `IO` and that the receiver could not store the
+    /// file, never the local error, which may name this machine's paths.
+    /// A pusher is told so rather than that the receiver cancelled.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::UnknownTransfer`] if no such transfer is known (it
+    /// already ended: nothing to do). Nothing is sent.
+    pub fn cannot_store(&mut self, id: TransferId) -> Result<(), UsageError> {
+        if self.offers.contains_key(&id) {
+            return self.decline(id, CANNOT_STORE);
+        }
+        self.cancel_with(id, CancelCode::IO, CANNOT_STORE)
+    }
+
+    fn cancel_with(
+        &mut self,
+        id: TransferId,
+        code: CancelCode,
+        reason: &str,
+    ) -> Result<(), UsageError> {
         self.names.remove(&id);
         self.accepted.remove(&id);
         self.pushes_ended.remove(&id);
@@ -1740,7 +1768,7 @@ impl ClientSession {
         self.ask(1, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id: wire,
-            code: CancelCode::CANCELLED,
+            code,
             reason: reason.to_string(),
         }));
         Ok(())

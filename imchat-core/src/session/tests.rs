@@ -1418,6 +1418,43 @@ fn a_push_to_a_client_is_cancelled_and_declined_by_the_session_s_id() {
     }
 }
 
+/// A receiver that cannot store a push (its disk is full) says so with
+/// `IO`, without its own error text (it names its paths), and the
+/// pusher is told that it could not store the file, not that it
+/// cancelled (before: "no receiver is left (bob: cancelled)").
+#[test]
+fn a_receiver_that_cannot_store_a_push_says_so_to_the_pusher() {
+    let mut net = three_asking();
+    let push = net
+        .s(0)
+        .offer(
+            FileName::new("f.bin").unwrap(),
+            10,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    let offer = offered(&net.take(1)).expect("bob is asked");
+    net.s(1).accept(offer).unwrap();
+    net.pump();
+    net.take(0);
+    net.s(1).cannot_store(offer).unwrap();
+    net.pump();
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::PushFailed { id, reason, .. }
+            if *id == push && reason.contains("(bob: could not store the file)"))),
+        "{alice:?}"
+    );
+    assert_eq!(
+        net.s(1).cannot_store(offer),
+        Err(UsageError::UnknownTransfer { id: offer })
+    );
+    net.hub.check_invariants().unwrap();
+}
+
 #[test]
 fn a_push_to_one_user_reaches_only_that_user() {
     let mut net = three();
@@ -6900,10 +6937,7 @@ fn a_receiver_giving_up_during_a_push_is_named_to_the_pusher() {
         now,
     );
     let (said, _, _) = drain_hub(&mut hub, p);
-    assert_no_receiver_left(
-        &said,
-        "no receiver is left (bob: file read or write failed)",
-    );
+    assert_no_receiver_left(&said, "no receiver is left (bob: could not store the file)");
 }
 
 /// A push between two servers cut by one of them shutting down: the

@@ -723,8 +723,13 @@ impl Hub {
                     // It gave up during the transfer (its disk is full,
                     // say): the pusher is told why if no one is left, by
                     // the code alone (the text may name the receiver's
-                    // own paths).
-                    let why = c.code.describe();
+                    // own paths). A receiver's `IO` is a file it could
+                    // not store.
+                    let why = if c.code == CancelCode::IO {
+                        crate::codes::CANNOT_STORE
+                    } else {
+                        c.code.describe()
+                    };
                     self.drop_receiver_for(from, id, client, Some(why));
                 } else {
                     self.drop_receiver(from, id, client);
