@@ -238,7 +238,37 @@ struct IncomingFile {
     reserved: u64,
     /// A download that took up a `.part` an earlier one left.
     resumed: bool,
+    /// The `.part` file as our last write left it (see
+    /// [`files::Written`]); `None` if that could not be read.
+    stamp: Option<files::Written>,
     meter: Meter,
+}
+
+impl IncomingFile {
+    /// True when another program truncated or wrote into the `.part`
+    /// file since our last write (or put another file under its name,
+    /// with `at_path`).
+    fn changed(&self, at_path: bool) -> bool {
+        self.stamp.is_some_and(|w| {
+            if at_path {
+                !w.still_at(&self.file, &self.part)
+            } else {
+                !w.still(&self.file)
+            }
+        })
+    }
+
+    /// Why it failed when [`changed`](Self::changed).
+    fn changed_reason(&self) -> String {
+        let again = match &self.from {
+            None => format!("/download {} fetches it again", inert(self.name.as_str())),
+            Some(from) => format!("{from} can send it again"),
+        };
+        format!(
+            "{} changed on disk while it was being written (by another program): removed; {again}",
+            inert(&self.part.display().to_string())
+        )
+    }
 }
 
 /// A push of ours; `stop` tells its thread to give up, `go` that its
@@ -3715,6 +3745,7 @@ impl Conn {
             None => format!("downloading {shown} ({})", byte_count(size)),
             Some(from) => format!("{from} is sending you {shown} ({})", byte_count(size)),
         };
+        let stamp = files::Written::of(&file).ok();
         t.incoming.insert(
             id,
             IncomingFile {
@@ -3727,6 +3758,7 @@ impl Conn {
                 written: offset,
                 reserved: offset,
                 resumed: offset > 0,
+                stamp,
                 meter,
             },
         );
@@ -3794,12 +3826,19 @@ impl Conn {
         let Some(f) = t.incoming.get_mut(&id) else {
             return false;
         };
-        let written = (|| {
-            if f.written != offset {
-                f.file.seek(SeekFrom::Start(offset))?;
-            }
-            f.file.write_all(data)
-        })();
+        // Truncated or written into by another program since our last
+        // write: what is in it is no longer what came.
+        let written = if f.changed(false) {
+            Err(None)
+        } else {
+            (|| {
+                if f.written != offset {
+                    f.file.seek(SeekFrom::Start(offset))?;
+                }
+                f.file.write_all(data)
+            })()
+            .map_err(Some)
+        };
         match written {
             Ok(()) => {
                 f.written = offset + data.len() as u64;
@@ -3810,6 +3849,7 @@ impl Conn {
                     files::reserve(&f.file, f.written, len);
                     f.reserved = f.written + len;
                 }
+                f.stamp = files::Written::of(&f.file).ok();
                 let pos = f.written;
                 let now = Instant::now();
                 if f.meter.view.waiting {
@@ -3823,7 +3863,12 @@ impl Conn {
                 true
             }
             Err(e) => {
-                let reason = format!("cannot write {}: {e}", inert(&f.part.display().to_string()));
+                let reason = match e {
+                    Some(e) => {
+                        format!("cannot write {}: {e}", inert(&f.part.display().to_string()))
+                    }
+                    None => f.changed_reason(),
+                };
                 let ours = f.from.is_none();
                 let f = t.incoming.remove(&id);
                 drop(t);
@@ -3857,6 +3902,28 @@ impl Conn {
         let Some(f) = t.incoming.remove(&id) else {
             return;
         };
+        if f.changed(true) {
+            // Size and checksums matched what came, not what the file
+            // holds now: it never gets the final name.
+            drop(t);
+            let reason = f.changed_reason();
+            let ours = f.from.is_none();
+            files::remove_if_ours(&f.file, &f.part);
+            drop(f.file);
+            if ours {
+                self.app.transfer_lost();
+            }
+            let direction = Direction::incoming(ours);
+            self.app.view.transfer_ended(&TransferEnd::new(
+                id,
+                direction,
+                f.name.as_str(),
+                Some(&reason),
+            ));
+            self.app
+                .notice(&format!("transfer of {} failed: {reason}", f.name));
+            return;
+        }
         let (name, size, from, final_path, part) = (f.name, f.size, f.from, f.final_path, f.part);
         // Never replace a file: take the next free name beside it.
         let held: HashSet<&Path> = t

@@ -174,6 +174,49 @@ pub fn open_part(part: &Path, create_new: bool) -> Result<File, PartError> {
     Ok(file)
 }
 
+/// What a `.part` file looked like after this client's own last write to
+/// it: its length and modification time. Another program that truncates
+/// it, or writes into it, changes one of them (a write in place within
+/// the same tick of the system's clock as ours is the exception): the
+/// cheap check before a file gets its final name, instead of reading
+/// back gigabytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Written {
+    /// The length and modification time of `file` now (after our write).
+    pub fn of(file: &File) -> io::Result<Written> {
+        let meta = file.metadata()?;
+        Ok(Written {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// True when `file` still is as we left it. A file whose metadata
+    /// cannot be read counts as unchanged (a write that fails says why).
+    pub fn still(&self, file: &File) -> bool {
+        Written::of(file).map_or(true, |now| now == *self)
+    }
+
+    /// True when `file` still is as we left it and `path` still names it
+    /// (not another file put in its place).
+    pub fn still_at(&self, file: &File, path: &Path) -> bool {
+        self.still(file) && names_this(path, file)
+    }
+}
+
+/// Deletes `path` if it still names the file `file` has open, not another
+/// one put in its place.
+pub fn remove_if_ours(file: &File, path: &Path) {
+    if names_this(path, file) {
+        let _ = fs::remove_file(path);
+    }
+}
+
 /// True when `path` (not followed if a link) is the file `file` has open.
 fn names_this(path: &Path, file: &File) -> bool {
     let (Ok(on_disk), Ok(open)) = (path.symlink_metadata(), file.metadata()) else {
@@ -737,6 +780,38 @@ mod tests {
         // Resuming from the part file sees only what was written.
         let held = resume_state(&mut f).expect("read").expect("some");
         assert_eq!(held.len(), 4);
+    }
+
+    /// A `.part` truncated, written into in place, or replaced by
+    /// another program no longer matches what our last write left.
+    #[test]
+    fn a_part_changed_by_another_program_is_told_apart() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("mid.bin.part");
+        let mut file = open_part(&part, true).expect("open");
+        file.write_all(&[1u8; 4096]).expect("write");
+        let ours = Written::of(&file).expect("stamp");
+        assert!(ours.still_at(&file, &part));
+        // Written into in place, the length unchanged (a tick of the
+        // clock later: a write within the same tick is not seen).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut other = OpenOptions::new().write(true).open(&part).expect("other");
+        other.seek(SeekFrom::Start(10)).expect("seek");
+        other.write_all(b"XXXX").expect("write in place");
+        assert_eq!(file.metadata().expect("meta").len(), 4096);
+        assert!(!ours.still(&file), "written in place");
+        // Our own write after that: the new stamp matches.
+        file.write_all(b"more").expect("write");
+        let ours = Written::of(&file).expect("stamp");
+        assert!(ours.still(&file));
+        other.set_len(1000).expect("truncate");
+        assert!(!ours.still(&file), "truncated");
+        // Another file put under its name.
+        let ours = Written::of(&file).expect("stamp");
+        fs::remove_file(&part).expect("remove");
+        fs::write(&part, b"other").expect("replace");
+        assert!(ours.still(&file) && !ours.still_at(&file, &part));
     }
 
     #[test]

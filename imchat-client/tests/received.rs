@@ -203,3 +203,96 @@ fn the_part_of_a_push_cut_off_by_a_killed_receiver_is_removed_at_the_next_start(
     assert_eq!(parts_in(&received), ["other.bin.part"]);
     drop(held);
 }
+
+/// Waits (bounded) until the file at `path` is at least `len` bytes long.
+fn wait_len(path: &std::path::Path, len: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    while fs::metadata(path).map_or(0, |m| m.len()) < len {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {len} bytes",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A download's `.part` truncated by another program while data still
+/// comes, or once all of it is written but before it gets its name, is
+/// never given the final name: the client says it changed, removes it,
+/// and says how to fetch it again. (Before: "downloaded mid.bin", and the
+/// file was corrupt.)
+#[test]
+fn a_download_whose_part_is_changed_by_another_program_fails() {
+    let w = World::new("part-changed");
+    let size: u64 = 2 << 20;
+    fs::write(w.shared().join("mid.bin"), pseudo_random_bytes(2 << 20, 7)).expect("mid.bin");
+    let port = w.server.port().to_string();
+    // Its disk thread slowed down: about 0.1 s per chunk of 256 KiB.
+    let mut bob = Client::spawn_with_env(
+        w.dir.path(),
+        &["bob", "127.0.0.1", &port],
+        &[("FAILPOINTS", "client-disk-job=sleep(100)")],
+    );
+    bob.expect_prefix("*** connected to");
+    let part = w.dir.join("bob").join("mid.bin.part");
+    let failed = "*** transfer of mid.bin failed: bob/mid.bin.part changed on disk while it was being written (by another program): removed; /download mid.bin fetches it again";
+    for (when, at) in [("while data comes", 256 << 10), ("once written", size)] {
+        let from = bob.out.lines().len();
+        bob.send("/download mid.bin");
+        wait_len(&part, at);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .and_then(|f| f.set_len(1000))
+            .expect("truncate");
+        let said = bob.out.wait_line_from(from, TIMEOUT, |l| l == failed);
+        assert!(said.is_some(), "{when}: {}", bob.report());
+        assert!(!w.dir.join("bob").join("mid.bin").exists(), "{when}");
+        assert!(!part.exists(), "{when}");
+        bob.assert_no_line("a download", |l| l.starts_with("*** downloaded"));
+    }
+    bob.send("/download mid.bin");
+    bob.expect_prefix("*** downloaded mid.bin");
+    assert_eq!(
+        fs::read(w.dir.join("bob").join("mid.bin")).expect("whole"),
+        pseudo_random_bytes(2 << 20, 7)
+    );
+}
+
+/// A pushed file's `.part` truncated by another program while data still
+/// comes fails that push on the receiver, and the pusher is told the
+/// receiver could not store it.
+#[test]
+fn a_push_whose_part_is_changed_by_another_program_fails_on_both_sides() {
+    let w = World::new("push-part-changed");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let bob = Client::spawn_with_env(
+        w.dir.path(),
+        &["--auto-accept-bytes", "16M", "bob", "127.0.0.1", &port],
+        &[("FAILPOINTS", "client-disk-job=sleep(100)")],
+    );
+    bob.expect_prefix("*** connected to");
+    barrier(&mut alice, "alice", "here", &[&bob]);
+    let path = w.dir.join("x.bin");
+    fs::write(&path, pseudo_random_bytes(4 << 20, 9)).expect("x.bin");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    let part = w.dir.join("bob").join("received").join("x.bin.part");
+    wait_len(&part, 256 << 10);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&part)
+        .and_then(|f| f.set_len(1000))
+        .expect("truncate");
+    let said = bob.out.wait_line_from(0, TIMEOUT, |l| {
+        l.starts_with("*** transfer of x.bin failed: bob/received/x.bin.part changed on disk while it was being written (by another program): removed; alice can send it again")
+    });
+    assert!(said.is_some(), "{}", bob.report());
+    let told = alice.out.wait_line_from(0, TIMEOUT, |l| {
+        l.contains("x.bin") && l.contains("bob: could not store the file")
+    });
+    assert!(told.is_some(), "{}", alice.report());
+    assert!(!part.exists());
+    assert!(!w.dir.join("bob").join("received").join("x.bin").exists());
+}
