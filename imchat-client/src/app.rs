@@ -3240,8 +3240,8 @@ impl Conn {
                     .error(&format!("cannot open {path}: {}", io_reason(&e)));
             }
         };
-        let size = match file.metadata() {
-            Ok(m) if m.is_file() => m.len(),
+        let (size, modified) = match file.metadata() {
+            Ok(m) if m.is_file() => (m.len(), m.modified().ok()),
             Ok(_) => {
                 self.catch_up();
                 return self.app.error(&format!("{path} is not a file"));
@@ -3308,7 +3308,8 @@ impl Conn {
         ));
         let s = self.clone();
         let spawned = spawn("pusher", move || {
-            s.push_loop(id, name, file, size, stop, &accepted);
+            let sent = imchat_core::SentFile::new(id, size, modified);
+            s.push_loop(id, name, file, sent, stop, &accepted);
         });
         if let Err(e) = spawned {
             self.abandon_push(id, &e.to_string());
@@ -3321,10 +3322,11 @@ impl Conn {
         id: TransferId,
         name: FileName,
         mut file: File,
-        size: u64,
+        offered: imchat_core::SentFile,
         stop: Arc<AtomicBool>,
         accepted: &Receiver<()>,
     ) {
+        let size = offered.size();
         let stopped = || stop.load(Ordering::SeqCst) || self.closing();
         // Nothing is sent before the receivers accepted the push; a refusal
         // drops the sender (the server bounds the wait).
@@ -3350,6 +3352,8 @@ impl Conn {
                 }
                 continue;
             }
+            // A test's pause here: a push that takes its time.
+            fail::fail_point!("client-push-chunk");
             let want =
                 usize::try_from(size - sent).map_or(self.chunk_size, |r| r.min(self.chunk_size));
             let mut buf = vec![0u8; want];
@@ -3380,6 +3384,15 @@ impl Conn {
         if stopped() {
             return;
         }
+        // The file as offered, or no `End`: what went out may be cut short
+        // (it grew) or mix two versions (it was written to).
+        let now = file.metadata();
+        let checked = now.as_ref().map_or(Ok(()), |m| {
+            offered.check_before_end(m.len(), m.modified().ok())
+        });
+        if let Err(e) = checked {
+            return self.abandon_changed_push(id, &e);
+        }
         if let Err(e) = self.with_session(|s| s.push_end(id)) {
             if !stopped() {
                 self.abandon_push(id, &e.to_string());
@@ -3389,12 +3402,28 @@ impl Conn {
 
     /// Gives up a push of ours from this side, telling the server and the user.
     fn abandon_push(&self, id: TransferId, reason: &str) {
+        self.abandon_push_with(id, reason, |s| s.cancel(id, reason));
+    }
+
+    /// Gives up a push of ours whose file changed while it was sent: the
+    /// receivers are told why too.
+    fn abandon_changed_push(&self, id: TransferId, error: &imchat_core::DownloadError) {
+        let reason = error.to_string();
+        self.abandon_push_with(id, &reason, |s| s.push_changed(id, error));
+    }
+
+    fn abandon_push_with(
+        &self,
+        id: TransferId,
+        reason: &str,
+        cancel: impl FnOnce(&mut ClientSession) -> Result<(), UsageError>,
+    ) {
         let push = lock(&self.transfers).pushes.remove(&id);
         let Some(push) = push else { return };
         self.app.transfer_lost();
         push.stop.store(true, Ordering::SeqCst);
         // Already gone from the session if the server ended it first.
-        let _ = self.with_session(|s| s.cancel(id, reason));
+        let _ = self.with_session(cancel);
         self.app.view.transfer_ended(&TransferEnd::new(
             id,
             Direction::Send,

@@ -296,3 +296,71 @@ fn a_push_whose_part_is_changed_by_another_program_fails_on_both_sides() {
     assert!(!part.exists());
     assert!(!w.dir.join("bob").join("received").join("x.bin").exists());
 }
+
+/// A file that grows, or is written to in place, while it is pushed is
+/// not delivered cut short or mixed: the pusher checks it before its end,
+/// as the server does for a download, and both sides are told why.
+/// (Before: delivered at its old size, or mixed, without a word.)
+#[test]
+fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
+    let w = World::new("push-source-changed");
+    let port = w.server.port().to_string();
+    // Its pushes slowed down: about 0.1 s per chunk.
+    let mut alice = Client::spawn_with_env(
+        w.dir.path(),
+        &["alice", "127.0.0.1", &port],
+        &[("FAILPOINTS", "client-push-chunk=sleep(100)")],
+    );
+    alice.expect_prefix("*** connected to");
+    let bob = Client::spawn(
+        w.dir.path(),
+        &["--auto-accept-bytes", "16M", "bob", "127.0.0.1", &port],
+    );
+    bob.expect_prefix("*** connected to");
+    barrier(&mut alice, "alice", "here", &[&bob]);
+    let cases = [
+        ("grown", "it is longer than its announced 2097152 bytes"),
+        ("written", "it was written to"),
+    ];
+    for (n, (how, why)) in cases.into_iter().enumerate() {
+        let path = w.dir.join(format!("{how}.bin"));
+        fs::write(&path, pseudo_random_bytes(2 << 20, 9)).expect("file");
+        let (alice_from, bob_from) = (alice.out.lines().len(), bob.out.lines().len());
+        alice.send(&format!("/sendfile {} bob", path.display()));
+        let part = w
+            .dir
+            .join("bob")
+            .join("received")
+            .join(format!("{how}.bin.part"));
+        wait_len(&part, 256 << 10);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        if n == 0 {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::End(0)).expect("seek");
+        } else {
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(10)).expect("seek");
+        }
+        std::io::Write::write_all(&mut f, b"changed").expect("write");
+        drop(f);
+        let failed = format!("file changed while being sent: {why}");
+        let said = alice.out.wait_line_from(alice_from, TIMEOUT, |l| {
+            l == format!("*** sending {how}.bin failed: {failed}")
+        });
+        assert!(said.is_some(), "{how}: {}", alice.report());
+        let told = bob.out.wait_line_from(bob_from, TIMEOUT, |l| {
+            l.starts_with(&format!("*** transfer of {how}.bin failed"))
+                && l.contains(&format!("the sender stopped: {failed}"))
+        });
+        assert!(told.is_some(), "{how}: {}", bob.report());
+        assert!(!w
+            .dir
+            .join("bob")
+            .join("received")
+            .join(format!("{how}.bin"))
+            .exists());
+    }
+}

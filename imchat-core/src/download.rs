@@ -53,6 +53,75 @@ impl DownloadError {
     }
 }
 
+/// The file a sender streams (the server for a download, a client for its
+/// push), as it was when opened: the one rule both sides check before
+/// their `End`, so that no `End` vouches for a file that changed while it
+/// was being sent. Its length must still be the announced size, and its
+/// modification time must not have moved (a write in place, the length
+/// unchanged, would mix old and new bytes). Holds values only: the caller
+/// reads the file's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentFile {
+    id: TransferId,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl SentFile {
+    /// Transfer `id` of a file of `size` bytes last modified at `modified`
+    /// (`None` when the system does not say) when it was opened.
+    #[must_use]
+    pub fn new(id: TransferId, size: u64, modified: Option<std::time::SystemTime>) -> Self {
+        SentFile { id, size, modified }
+    }
+
+    /// The announced size.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// True when the file's modification time is now `modified`, not what
+    /// it was when opened: it was written to.
+    #[must_use]
+    pub fn is_rewritten(&self, modified: Option<std::time::SystemTime>) -> bool {
+        modified != self.modified
+    }
+
+    /// The check before the `End`, on the file's length and modification
+    /// time now.
+    ///
+    /// # Errors
+    ///
+    /// [`DownloadError::Shrank`] or [`DownloadError::Grew`] when its length
+    /// is not the announced size, [`DownloadError::Rewritten`] when its
+    /// modification time moved.
+    pub fn check_before_end(
+        &self,
+        len: u64,
+        modified: Option<std::time::SystemTime>,
+    ) -> Result<(), DownloadError> {
+        let id = self.id;
+        if len < self.size {
+            return Err(DownloadError::Shrank {
+                id,
+                at: len,
+                size: self.size,
+            });
+        }
+        if len > self.size {
+            return Err(DownloadError::Grew {
+                id,
+                size: self.size,
+            });
+        }
+        if self.is_rewritten(modified) {
+            return Err(DownloadError::Rewritten { id });
+        }
+        Ok(())
+    }
+}
+
 /// An `Ack` that breaks the protocol. The download goes on as if it had
 /// not arrived; the caller may log it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -533,6 +602,35 @@ impl<E> From<UsageError> for Fill<E> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The rule before an `End`: the announced size, and the modification
+    /// time the file had when opened.
+    #[test]
+    fn a_sent_file_changed_since_it_was_opened_fails_its_end_check() {
+        use std::time::{Duration, SystemTime};
+        let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let later = then + Duration::from_millis(4);
+        let file = SentFile::new(TransferId(3), 100, Some(then));
+        assert_eq!(file.check_before_end(100, Some(then)), Ok(()));
+        assert_eq!(
+            file.check_before_end(100, Some(later)),
+            Err(DownloadError::Rewritten { id: TransferId(3) })
+        );
+        assert!(matches!(
+            file.check_before_end(101, Some(then)),
+            Err(DownloadError::Grew { size: 100, .. })
+        ));
+        assert!(matches!(
+            file.check_before_end(40, Some(then)),
+            Err(DownloadError::Shrank {
+                at: 40,
+                size: 100,
+                ..
+            })
+        ));
+        assert!(!file.is_rewritten(Some(then)));
+        assert!(file.is_rewritten(None));
+    }
     use super::*;
     use crate::codec::Decoder;
     use crate::message::{FileChunk, FileEnd, FileName, Origin, Username};

@@ -166,7 +166,7 @@ pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
 pub use codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 pub use display::{escape_hidden, inert};
 pub use download::{
-    AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest,
+    AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest, SentFile,
 };
 pub use error::{DecodeError, NameError, TransferError, UsageError};
 pub use history::{

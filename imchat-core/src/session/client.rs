@@ -1715,6 +1715,26 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Gives up a push of ours whose file changed while it was being sent
+    /// (see [`SentFile::check_before_end`](crate::SentFile::check_before_end)),
+    /// instead of its `End`: `Cancel{IO}` with the error's words, which the
+    /// server passes on to the receivers.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::UnknownTransfer`] if `id` is not a push of ours that
+    /// is running. Nothing is sent.
+    pub fn push_changed(
+        &mut self,
+        id: TransferId,
+        error: &crate::DownloadError,
+    ) -> Result<(), UsageError> {
+        if !self.outgoing.contains_key(&id) || self.pushes_ended.contains(&id) {
+            return Err(UsageError::UnknownTransfer { id });
+        }
+        self.cancel_with(id, CancelCode::IO, &error.to_string())
+    }
+
     /// Gives up a transfer (a download, an incoming push, or our push).
     /// An offer waiting for an answer is declined.
     ///

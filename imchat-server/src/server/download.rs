@@ -149,7 +149,7 @@ impl Server {
         // Written to in place while it goes out (same size): the end
         // check fails it rather than vouch for a mix of two versions.
         // Noted as soon as it is open, with its size.
-        let opened = modified(&file);
+        let opened = imchat_core::SentFile::new(id, size, modified(&file));
         let accepted = self.with_hub(|hub| hub.accept_download(client, id, name, size, offset));
         let Some(offset) = accepted else {
             // Cancelled, or the client left, before the file was open.
@@ -172,7 +172,11 @@ impl Server {
         // go out, a chunk's data goes from the file by reference
         // (`sendfile`), not copied through its frame.
         let sendfile = file.try_clone().ok();
-        let rewritten = || sendfile.as_ref().is_some_and(|f| modified(f) != opened);
+        let rewritten = || {
+            sendfile
+                .as_ref()
+                .is_some_and(|f| opened.is_rewritten(modified(f)))
+        };
         let send = |frame: Frame, data: Option<FileData>| {
             // Over TLS every byte is encrypted: the chunks go through the
             // queue (bounded by the read-ahead), never by `sendfile`.

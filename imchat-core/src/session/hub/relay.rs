@@ -736,7 +736,14 @@ impl Hub {
                 }
             }
         } else if self.relays.contains_key(&(client, c.id)) {
-            self.end_relay(client, c.id, None);
+            if c.code == CancelCode::IO {
+                // The pusher could not send its file as offered (it
+                // changed while being sent): the receivers hear why.
+                let theirs = format!("the sender stopped: {}", c.reason);
+                self.end_relay_with(client, c.id, None, Some(theirs));
+            } else {
+                self.end_relay(client, c.id, None);
+            }
         } else if self
             .conns
             .get(&client)
