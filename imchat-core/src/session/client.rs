@@ -1497,8 +1497,17 @@ impl ClientSession {
                 .any(|(id, n)| n == name && !self.relayed.contains_key(id))
     }
 
-    fn busy(&self) -> usize {
-        self.requested.len() + self.incoming.len() + self.outgoing.len() + self.offers.len()
+    /// Pushes from others: offered to us and not answered yet, or being
+    /// received. They have a bound of their own ([`Limits::max_transfers`]
+    /// again), apart from our own transfers, so that offers others make
+    /// (and may never feed) cannot keep our own downloads and pushes out.
+    fn pushes_to_us(&self) -> usize {
+        self.offers.len()
+            + self
+                .incoming
+                .keys()
+                .filter(|id| self.relayed.contains_key(id))
+                .count()
     }
 
     /// Our own downloads and pushes: what the server counts against its
@@ -1548,7 +1557,7 @@ impl ClientSession {
 
     /// [`UsageError::TooManyTransfers`] when no transfer may start now.
     fn check_transfer_room(&self) -> Result<(), UsageError> {
-        if self.busy() >= self.limits.max_transfers {
+        if self.own_transfers() >= self.limits.max_transfers {
             return Err(UsageError::TooManyTransfers {
                 max: self.limits.max_transfers,
             });
@@ -1589,7 +1598,7 @@ impl ClientSession {
     ///
     /// [`UsageError::NotConnected`] before the [`ClientEvent::Welcome`] or
     /// once the session is closed; [`UsageError::TooManyTransfers`] while
-    /// [`Limits::max_transfers`] transfers and offers are running or waiting
+    /// [`Limits::max_transfers`] downloads and pushes of ours are running or waiting
     /// (ask again when one ends); [`UsageError::AlreadyDownloading`] while
     /// a download of `name` is asked for or running
     /// ([`is_downloading`](Self::is_downloading)). Nothing is sent.
@@ -1626,7 +1635,8 @@ impl ClientSession {
     /// once the session is closed; [`UsageError::FileTooLarge`] above
     /// [`Limits::max_push_size`] (tell the user);
     /// [`UsageError::TooManyTransfers`] while
-    /// [`Limits::max_transfers`] transfers and offers are running or waiting.
+    /// [`Limits::max_transfers`] downloads and pushes of ours are running or waiting
+    /// (pushes from others to us have a bound of their own).
     /// Nothing is sent.
     pub fn offer(
         &mut self,
@@ -2274,10 +2284,13 @@ impl ClientSession {
                             self.limits.max_push_size
                         ),
                     ))
-                } else if self.busy() >= self.limits.max_transfers {
+                } else if self.pushes_to_us() >= self.limits.max_transfers {
                     Some((
                         CancelCode::TOO_MANY,
-                        format!("already {} transfers running", self.busy()),
+                        format!(
+                            "already {} files being sent to this user or waiting for an answer",
+                            self.pushes_to_us()
+                        ),
                     ))
                 } else {
                     None

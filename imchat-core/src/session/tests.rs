@@ -8109,6 +8109,56 @@ fn the_session_keeps_to_the_servers_transfers_at_once_not_counting_pushes_to_it(
 }
 
 #[test]
+fn pushes_offered_to_a_user_do_not_keep_its_own_downloads_out() {
+    let mut net = Net::new(Limits::default());
+    net.connect("alice");
+    net.connect("hog");
+    net.connect("bob");
+    for i in 0..3 {
+        net.take(i);
+    }
+    net.s(0).set_auto_accept(None);
+    let max = crate::limits::DEFAULT_MAX_TRANSFERS;
+    // hog offers alice as many pushes as she takes at once, she accepts
+    // them all, and hog never sends a byte.
+    for n in 0..max {
+        net.s(1)
+            .offer(
+                FileName::new(&format!("hog{n}.bin")).unwrap(),
+                1000,
+                Recipient::User(user("alice")),
+            )
+            .unwrap();
+        net.pump();
+        let offer = offered(&net.take(0)).expect("offered");
+        net.s(0).accept(offer).unwrap();
+        net.pump();
+    }
+    // Her own downloads are counted apart: she may still start hers.
+    for n in 0..max {
+        let name = FileName::new(&format!("f{n}.txt")).unwrap();
+        assert!(net.s(0).download(name, None).is_ok(), "download {n}");
+    }
+    // Pushes to her keep a bound of their own: a further one is declined.
+    let id = net
+        .s(2)
+        .offer(
+            FileName::new("ok.txt").unwrap(),
+            5,
+            Recipient::User(user("alice")),
+        )
+        .unwrap();
+    net.pump();
+    let bob = net.take(2);
+    assert!(
+        bob.iter().any(|e| matches!(e,
+            ClientEvent::PushFailed { id: i, code, .. }
+                if *i == id && *code == CancelCode::DECLINED)),
+        "{bob:?}"
+    );
+}
+
+#[test]
 fn a_push_chunk_must_fit_the_servers_frame() {
     let mut net = strict_server();
     let id = net
