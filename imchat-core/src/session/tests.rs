@@ -3326,6 +3326,41 @@ fn one_address_cannot_hold_every_download_slot() {
 }
 
 #[test]
+fn an_accepted_push_with_no_data_ends_within_the_offer_answer_time() {
+    let mut net = three();
+    let id = net
+        .s(0)
+        .offer(FileName::new("f.bin").unwrap(), 100, Recipient::Everyone)
+        .unwrap();
+    net.pump();
+    assert!(net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PushAccepted { id: i, .. } if *i == id)));
+    for i in [1, 2] {
+        net.take(i);
+    }
+    let first = crate::limits::OFFER_AFTER_ACCEPT;
+    net.advance(first - Duration::from_secs(1));
+    for i in 0..3 {
+        assert!(net.take(i).is_empty(), "nothing before the time is up");
+    }
+    net.advance(Duration::from_secs(1));
+    let reason = "no file data within 15 s of the push being accepted";
+    for i in [1, 2] {
+        assert_eq!(failed_reason(&net.take(i)).as_deref(), Some(reason));
+    }
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushFailed {
+            id,
+            code: CancelCode::TIMED_OUT,
+            reason: reason.into()
+        }]
+    );
+}
+
+#[test]
 fn a_push_not_fed_ends_for_its_receivers_and_its_pusher() {
     let mut net = three();
     let id = net

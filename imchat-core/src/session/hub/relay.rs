@@ -65,6 +65,11 @@ pub(super) struct Relay {
 }
 
 impl Relay {
+    /// Whether its pusher sent any file data yet.
+    fn had_data(&self) -> bool {
+        self.incoming.received() > 0
+    }
+
     /// Receivers, here and on other servers (those that answered: the
     /// ones that accepted; the others: every user offered it).
     fn receiver_count(&self) -> usize {
@@ -312,7 +317,8 @@ impl Hub {
 
     /// Runs the clock of pushes: receivers that did not answer an offer in
     /// time count as declining; a push whose pusher sends nothing for the
-    /// idle timeout is ended for everyone.
+    /// idle timeout (or no data at all within [`OFFER_AFTER_ACCEPT`] of
+    /// being accepted) is ended for everyone.
     pub(super) fn expire_relays(&mut self, now: Instant) {
         let offer = self.limits.offer_timeout;
         let idle = self.limits.transfer_idle_timeout;
@@ -322,7 +328,7 @@ impl Hub {
             let since = now.saturating_duration_since(r.last);
             if !r.sending && now >= self.answers_due(r) {
                 late_offers.push(*key);
-            } else if r.sending && since >= idle {
+            } else if r.sending && since >= self.sending_idle(r) {
                 idle_pushes.push(*key);
             }
         }
@@ -378,7 +384,15 @@ impl Hub {
             self.start_if_answered((from, id), now);
         }
         for (from, id) in idle_pushes {
-            let reason = format!("no file data for {} s", idle.as_secs_f64());
+            let silent = self.relays.get(&(from, id)).is_some_and(|r| !r.had_data());
+            let reason = if silent {
+                format!(
+                    "no file data within {} s of the push being accepted",
+                    OFFER_AFTER_ACCEPT.min(idle).as_secs_f64()
+                )
+            } else {
+                format!("no file data for {} s", idle.as_secs_f64())
+            };
             self.end_relay(from, id, Some((CancelCode::TIMED_OUT, reason)));
         }
         self.expire_finishing(now);
@@ -395,13 +409,26 @@ impl Hub {
             .map_or(due, |t| due.min(t + OFFER_AFTER_ACCEPT.min(offer)))
     }
 
+    /// How long `r`, a push that is sending, may go without data: the
+    /// idle timeout, but only [`OFFER_AFTER_ACCEPT`] for its first data
+    /// once accepted, so that a pusher that never sends cannot hold its
+    /// receivers' slots for the whole idle timeout.
+    fn sending_idle(&self, r: &Relay) -> std::time::Duration {
+        let idle = self.limits.transfer_idle_timeout;
+        if r.had_data() {
+            idle
+        } else {
+            OFFER_AFTER_ACCEPT.min(idle)
+        }
+    }
+
     /// When the next offer or push runs out of time.
     pub(super) fn relay_deadline(&self) -> Option<Instant> {
         self.relays
             .values()
             .map(|r| {
                 if r.sending {
-                    r.last + self.limits.transfer_idle_timeout
+                    r.last + self.sending_idle(r)
                 } else {
                     self.answers_due(r)
                 }
