@@ -93,6 +93,12 @@ pub const OFFER_AFTER_ACCEPT: Duration = Duration::from_secs(15);
 /// Downloads a server streams at once, over all clients: 128. Past it a
 /// `Download` is refused with `Cancel{TOO_MANY}`.
 pub const DEFAULT_MAX_DOWNLOADS: usize = 128;
+/// When the server streams [`DEFAULT_MAX_DOWNLOADS`] (its cap) already, a
+/// download whose client acknowledged nothing for this long (10 s, or the
+/// idle timeout if shorter) is stalled: a client of an address holding
+/// less than its fair share of the slots may take the slot of such a
+/// download of the address holding the most, which is cancelled.
+pub const DOWNLOAD_STALLED: Duration = Duration::from_secs(10);
 /// The port a server listens on and a client connects to when none is
 /// given: 12300, the classroom server's.
 pub const DEFAULT_PORT: u16 = 12300;

@@ -756,6 +756,36 @@ impl Server {
                     socket: conn.socket.clone(),
                 });
             }
+            HubEvent::DownloadRefused {
+                client,
+                id,
+                name,
+                reason,
+            } => {
+                self.report.log(
+                    Level::Info,
+                    format!(
+                        "refused download {id} of '{}' to {}: {}",
+                        inert(name.as_str()),
+                        core.who(client),
+                        inert(&reason)
+                    ),
+                );
+            }
+            HubEvent::DownloadPreempted {
+                client,
+                id,
+                for_client,
+            } => {
+                self.report.log(
+                    Level::Info,
+                    format!(
+                        "stopped stalled download {id} of {} to give its slot to {} (the server sends as many files as it does at once)",
+                        core.who(client),
+                        core.who(for_client)
+                    ),
+                );
+            }
             HubEvent::DownloadAcked { client, id, offset } => {
                 if let Some(control) = core
                     .conns

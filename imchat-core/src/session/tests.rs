@@ -3294,6 +3294,113 @@ fn downloads_past_the_server_wide_cap_are_refused_naming_it() {
     assert!(failed_reason(&net.take(2)).is_none());
 }
 
+fn refused_downloads(net: &Net) -> Vec<(ClientId, String, String)> {
+    net.hub_events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::DownloadRefused {
+                client,
+                name,
+                reason,
+                ..
+            } => Some((*client, name.as_str().to_string(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn at_the_cap_an_address_under_its_share_takes_a_stalled_slot_of_the_one_holding_most() {
+    let limits = Limits {
+        max_downloads: 4,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    let hog: std::net::IpAddr = [10, 0, 0, 1].into();
+    let other: std::net::IpAddr = [10, 0, 0, 2].into();
+    let honest: std::net::IpAddr = [10, 0, 0, 3].into();
+    for n in ["h1", "h2", "h3"] {
+        net.connect_from(n, hog);
+    }
+    net.connect_from("bob", other);
+    net.connect_from("carol", honest);
+    // The hog's address holds three slots, bob the fourth: the cap.
+    let mut hogs = Vec::new();
+    for i in 0..4 {
+        hogs.push((net.clients[i].0, running_download(&mut net, i)));
+        assert!(failed_reason(&net.take(i)).is_none(), "download {i}");
+    }
+    // Nothing stalled yet: carol is refused, and the server hears of it.
+    let stall = crate::limits::DOWNLOAD_STALLED;
+    net.advance(stall - Duration::from_secs(1));
+    running_download(&mut net, 4);
+    let refusal = failed_reason(&net.take(4)).expect("refused");
+    assert!(refusal.contains("sending 4 files already"), "{refusal}");
+    let carol = net.clients[4].0;
+    assert_eq!(
+        refused_downloads(&net),
+        vec![(carol, "a.txt".to_string(), refusal.clone())]
+    );
+    assert!(cancelled_downloads(&net).is_empty());
+    // Once the hog's downloads have acknowledged nothing for the stall
+    // time, carol's takes the slot of one of them, which is told why.
+    net.advance(Duration::from_secs(1));
+    running_download(&mut net, 4);
+    assert!(failed_reason(&net.take(4)).is_none(), "carol's runs");
+    let cancelled = cancelled_downloads(&net);
+    assert_eq!(cancelled.len(), 1, "{cancelled:?}");
+    let (who, id) = cancelled[0];
+    assert!(
+        hogs[..3].contains(&(who, id)),
+        "a download of the hog's address"
+    );
+    let victim = net.idx(who).unwrap();
+    let reason = failed_reason(&net.take(victim)).expect("the hog is told");
+    assert!(reason.contains("slot went to another address"), "{reason}");
+    assert!(net.hub_events.iter().any(|e| matches!(e,
+        HubEvent::DownloadPreempted { client, id: i, for_client }
+            if *client == who && *i == id && *for_client == carol)));
+    // The hog cannot take it back: its address holds more than its share.
+    net.advance(stall);
+    running_download(&mut net, victim);
+    let again = failed_reason(&net.take(victim)).expect("refused");
+    assert!(again.contains("sending 4 files already"), "{again}");
+    assert_eq!(cancelled_downloads(&net).len(), 1);
+    assert_eq!(refused_downloads(&net).len(), 2);
+}
+
+#[test]
+fn a_download_refused_for_the_transfers_of_a_client_is_told_to_the_server() {
+    let limits = Limits {
+        max_transfers: 1,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    net.connect("alice");
+    running_download(&mut net, 0);
+    net.take(0);
+    // The session keeps to the server's limit: bypass it on the wire.
+    let alice = net.clients[0].0;
+    net.hub.handle_message(
+        alice,
+        crate::message::ClientMessage::Download {
+            id: TransferId(77),
+            name: FileName::new("b.txt").unwrap(),
+            offset: 0,
+        },
+        net.now,
+    );
+    net.pump();
+    assert_eq!(
+        refused_downloads(&net),
+        vec![(
+            alice,
+            "b.txt".to_string(),
+            "at most 1 transfers at once".to_string()
+        )]
+    );
+}
+
 #[test]
 fn one_address_cannot_hold_every_download_slot() {
     let limits = Limits {
@@ -8159,7 +8266,7 @@ fn pushes_offered_to_a_user_do_not_keep_its_own_downloads_out() {
     for n in 0..max {
         net.s(1)
             .offer(
-                FileName::new(&format!("hog{n}.bin")).unwrap(),
+                FileName::new(format!("hog{n}.bin")).unwrap(),
                 1000,
                 Recipient::User(user("alice")),
             )
@@ -8171,7 +8278,7 @@ fn pushes_offered_to_a_user_do_not_keep_its_own_downloads_out() {
     }
     // Her own downloads are counted apart: she may still start hers.
     for n in 0..max {
-        let name = FileName::new(&format!("f{n}.txt")).unwrap();
+        let name = FileName::new(format!("f{n}.txt")).unwrap();
         assert!(net.s(0).download(name, None).is_ok(), "download {n}");
     }
     // Pushes to her keep a bound of their own: a further one is declined.

@@ -3,7 +3,11 @@
 
 use crate::message::FileListPart;
 use crate::message::FileStart;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Instant;
+
+use crate::limits::DOWNLOAD_STALLED;
 
 use super::admission::address_key;
 use super::rate::Cost;
@@ -85,31 +89,28 @@ impl Hub {
         let in_use = c.downloads.iter().any(|(d, _)| *d == id);
         if id.is_server_chosen() || in_use {
             self.bad_transfer_id(client, id, "download");
+            self.download_refused(client, id, name, "transfer id already in use or invalid");
             return;
         }
         if !self.has_transfer_slot(client, id) {
+            let max = self.limits.max_transfers;
+            self.download_refused(client, id, name, format!("at most {max} transfers at once"));
             return;
         }
-        if running >= max_all {
-            self.cancel(
-                client,
-                id,
-                CancelCode::TOO_MANY,
-                format!(
-                    "the server is sending {max_all} files already, as many as it sends at once; try again later"
-                ),
+        if running >= max_all && !self.take_stalled_download(client, now) {
+            let reason = format!(
+                "the server is sending {max_all} files already, as many as it sends at once; try again later"
             );
+            self.cancel(client, id, CancelCode::TOO_MANY, reason.clone());
+            self.download_refused(client, id, name, reason);
             return;
         }
         if let Some((n, share)) = self.address_download_share(client) {
-            self.cancel(
-                client,
-                id,
-                CancelCode::TOO_MANY,
-                format!(
-                    "your address has {n} downloads running, as many as one address may have at once ({share} of the server's {max_all}); try again later"
-                ),
+            let reason = format!(
+                "your address has {n} downloads running, as many as one address may have at once ({share} of the server's {max_all}); try again later"
             );
+            self.cancel(client, id, CancelCode::TOO_MANY, reason.clone());
+            self.download_refused(client, id, name, reason);
             return;
         }
         if let Some(c) = self.conns.get_mut(&client) {
@@ -121,6 +122,89 @@ impl Hub {
             name,
             offset,
         });
+    }
+
+    /// Tells the server's log that a download was refused (the client was
+    /// told already).
+    fn download_refused(
+        &mut self,
+        client: ClientId,
+        id: TransferId,
+        name: FileName,
+        reason: impl Into<String>,
+    ) {
+        self.events.push_back(HubEvent::DownloadRefused {
+            client,
+            id,
+            name,
+            reason: reason.into(),
+        });
+    }
+
+    /// The server streams as many downloads as it does at once and
+    /// `client` asks for one more: if `client`'s address holds less than
+    /// its fair share of the slots (the cap over the addresses holding
+    /// downloads, its own counted), the download of the address holding
+    /// the most (more than its fair share) that has stalled longest
+    /// (nothing acknowledged for [`DOWNLOAD_STALLED`]) is cancelled, and
+    /// its slot is `client`'s. False when there is none to take.
+    fn take_stalled_download(&mut self, client: ClientId, now: Instant) -> bool {
+        let Some(mine) = self.address_of(client) else {
+            return false;
+        };
+        let stall = DOWNLOAD_STALLED.min(self.limits.transfer_idle_timeout);
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for c in self.conns.values() {
+            if let (Some(peer), false) = (c.peer, c.downloads.is_empty()) {
+                *held.entry(address_key(peer)).or_default() += c.downloads.len();
+            }
+        }
+        let addresses = held.len() + usize::from(!held.contains_key(&mine));
+        let fair = (self.limits.max_downloads / addresses).max(1);
+        if held.get(&mine).copied().unwrap_or(0) >= fair {
+            return false;
+        }
+        let Some(most) = held
+            .iter()
+            .filter(|(a, _)| **a != mine)
+            .map(|(_, n)| *n)
+            .max()
+            .filter(|n| *n > fair)
+        else {
+            return false;
+        };
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.peer
+                    .is_some_and(|p| held.get(&address_key(p)) == Some(&most))
+            })
+            .filter(|(_, c)| c.peer.map(address_key) != Some(mine))
+            .flat_map(|(who, c)| c.downloads.iter().map(move |(id, p)| (p.heard, *who, *id)))
+            .filter(|(heard, _, _)| now.saturating_duration_since(*heard) >= stall)
+            .min();
+        let Some((_, who, id)) = victim else {
+            return false;
+        };
+        self.download_finished(who, id);
+        self.cancel(
+            who,
+            id,
+            CancelCode::TOO_MANY,
+            format!(
+                "download stopped: nothing acknowledged for {} s while the server sends as many files as it does at once, and your address holds the most of them; its slot went to another address's download",
+                stall.as_secs_f64()
+            ),
+        );
+        self.events.push_back(HubEvent::DownloadPreempted {
+            client: who,
+            id,
+            for_client: client,
+        });
+        self.events
+            .push_back(HubEvent::DownloadCancelled { client: who, id });
+        true
     }
 
     /// True when `client` may start one more transfer; else it is told the

@@ -189,6 +189,31 @@ pub enum HubEvent {
         /// First byte wanted.
         offset: u64,
     },
+    /// The hub refused a download the client asked for, before the server
+    /// opened anything (too many downloads running, or a bad id); the
+    /// client got a `Cancel` saying `reason`. For the server's log.
+    DownloadRefused {
+        /// The connection.
+        client: ClientId,
+        /// The client's transfer id.
+        id: TransferId,
+        /// The file asked for.
+        name: FileName,
+        /// What the client was told.
+        reason: String,
+    },
+    /// A download of `client`'s was cancelled to give its slot to a
+    /// client of an address holding fewer downloads (the server was
+    /// streaming as many as it does at once, and this one had stalled);
+    /// a [`HubEvent::DownloadCancelled`] of it follows. For the server's log.
+    DownloadPreempted {
+        /// The connection whose download was cancelled.
+        client: ClientId,
+        /// Its transfer.
+        id: TransferId,
+        /// The connection that got the slot.
+        for_client: ClientId,
+    },
     /// The client has stored download `id` up to `offset`: the streamer
     /// may send file data up to [`DOWNLOAD_WINDOW`](crate::DOWNLOAD_WINDOW)
     /// bytes past it.
