@@ -1845,6 +1845,22 @@ fn downloads_past_the_server_wide_cap_are_refused_naming_the_cap() {
         cancel.reason.contains("sending 2 files already"),
         "{cancel:?}"
     );
+    // The server logs the refusal in one line: who, which file, why.
+    let log = srv.dir.0.join("server.log");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let logged = text.lines().any(|l| {
+            l.contains("refused download #1 of 'hello.txt' to")
+                && l.contains("second")
+                && l.contains("sending 2 files already")
+        });
+        if logged {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusal not logged:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    }
     // Once one is cancelled, there is room again.
     a.send(&ClientMessage::Cancel(imchat_core::FileCancel {
         id: TransferId(1),
