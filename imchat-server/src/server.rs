@@ -780,7 +780,7 @@ impl Server {
                 self.report.log(
                     Level::Info,
                     format!(
-                        "stopped stalled download {id} of {} to give its slot to {} (the server sends as many files as it does at once)",
+                        "stopped stalled download {id} of {} to give its slot to {} (the server was sending as many files as it sends at once)",
                         core.who(client),
                         core.who(for_client)
                     ),

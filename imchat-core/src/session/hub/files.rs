@@ -193,7 +193,7 @@ impl Hub {
             id,
             CancelCode::TOO_MANY,
             format!(
-                "download stopped: nothing acknowledged for {} s while the server sends as many files as it does at once, and your address holds the most of them; its slot went to another address's download",
+                "download stopped: nothing acknowledged for {} s while the server was sending as many files as it sends at once, and your address held the most of them; its slot went to another address's download",
                 stall.as_secs_f64()
             ),
         );
