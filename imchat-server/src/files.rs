@@ -33,6 +33,8 @@ pub enum OwnKind {
     Database,
     /// The log file: it, its rotated parts (`.1`, `.2`…) and its `.lock`.
     Log,
+    /// A secret the server reads: its password file, its TLS key.
+    Secret,
 }
 
 impl OwnKind {
@@ -41,6 +43,7 @@ impl OwnKind {
         match self {
             OwnKind::Database => &["", "-wal", "-shm", "-journal", ".lock"],
             OwnKind::Log => &["", ".lock"],
+            OwnKind::Secret => &[""],
         }
     }
 
@@ -149,7 +152,8 @@ impl SharedDir {
     }
 
     /// Never lists nor serves the server's own file at `path` (its history
-    /// database or its log file), nor its companions: the database's
+    /// database, its log file, its password file or TLS key), nor its
+    /// companions: the database's
     /// `-wal`, `-shm`, `-journal` and `.lock`, the log's rotated parts and
     /// `.lock`. They are told apart by their folder's canonical path and
     /// their name (both as given and with every link resolved), and by
@@ -194,7 +198,7 @@ impl SharedDir {
                 })
         };
         let mut kinds = Vec::new();
-        for kind in [OwnKind::Database, OwnKind::Log] {
+        for kind in [OwnKind::Database, OwnKind::Log, OwnKind::Secret] {
             let named = self
                 .own
                 .iter()
@@ -659,6 +663,8 @@ mod tests {
             "server.log.lock",
             "server.log.1",
             "server.log.12",
+            "pw.txt",
+            "key.pem",
         ];
         for name in own {
             fs::write(shared.join(name), name).unwrap();
@@ -674,6 +680,8 @@ mod tests {
         // Reached through a link to the folder: the same folder.
         std::os::unix::fs::symlink(&shared, tmp.path().join("via")).unwrap();
         dir.keep_out(OwnKind::Log, &tmp.path().join("via").join("server.log"));
+        dir.keep_out(OwnKind::Secret, &shared.join("pw.txt"));
+        dir.keep_out(OwnKind::Secret, &shared.join("key.pem"));
         let names: Vec<String> = dir
             .list()
             .unwrap()
@@ -685,7 +693,10 @@ mod tests {
             let refused = dir.open_file(&FileName::new(name).unwrap()).unwrap_err();
             assert_eq!(refused.code, CancelCode::NO_SUCH_FILE, "{name}");
         }
-        assert_eq!(dir.own_files_here(), [OwnKind::Database, OwnKind::Log]);
+        assert_eq!(
+            dir.own_files_here(),
+            [OwnKind::Database, OwnKind::Log, OwnKind::Secret]
+        );
         assert!(dir.left_out().unwrap().is_empty());
         let elsewhere = SharedDir::open(&other).unwrap();
         let mut elsewhere_keeping = elsewhere.clone();

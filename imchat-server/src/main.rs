@@ -677,6 +677,12 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
     if let Some(path) = &cli.history_db {
         shared.keep_out(files::OwnKind::Database, path);
     }
+    if let Some(path) = &cli.password_file {
+        shared.keep_out(files::OwnKind::Secret, path);
+    }
+    if let Some(tls) = &tls {
+        shared.keep_out(files::OwnKind::Secret, &tls.key_file);
+    }
     let own: Vec<&str> = shared
         .own_files_here()
         .into_iter()
@@ -685,6 +691,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
                 "the history database (with its -wal, -shm, -journal and .lock files)"
             }
             files::OwnKind::Log => "the log file (with its rotated parts and its .lock)",
+            files::OwnKind::Secret => "its password file or TLS key",
         })
         .collect();
     if !own.is_empty() {

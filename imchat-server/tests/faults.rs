@@ -680,6 +680,58 @@ fn a_server_never_lists_nor_serves_its_own_files() {
     srv.assert_serving();
 }
 
+/// The server's password file in the folder it shares is its own too:
+/// never listed nor served (it would give the password to anyone who got
+/// in once).
+#[test]
+fn a_server_never_lists_nor_serves_its_password_file() {
+    let dir = TempDir::new("own-secret");
+    std::fs::write(dir.0.join("hello.txt"), b"hello").unwrap();
+    let pw = dir.0.join("pw.txt");
+    std::fs::write(&pw, b"letmein\n").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["0", "--bind", "127.0.0.1", "--shared-dir", "."])
+        .args(["--log-file", "server.log", "--password-file", "pw.txt"])
+        .current_dir(&dir.0);
+    let mut srv = Server::from_proc(Proc::spawn(cmd), dir);
+    srv.proc.expect("its password file or TLS key");
+    let mut r = Raw::connect(srv.addr);
+    r.send(&ClientMessage::Auth {
+        server: imchat_core::Secret::new("letmein"),
+        account: None,
+    });
+    r.send(&ClientMessage::Hello {
+        resume: None,
+        version: PROTOCOL_VERSION,
+        username: Username::new("lister").unwrap(),
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
+    r.send(&ClientMessage::ListFiles);
+    let list =
+        r.wait_for(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })));
+    let ServerMessage::FileList(FileListPart { files, .. }) = list else {
+        unreachable!()
+    };
+    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["hello.txt"]);
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("pw.txt").unwrap(),
+        offset: 0,
+    });
+    let answer = r.wait_for(|m| {
+        matches!(m, ServerMessage::FileStart(s) if s.id == TransferId(1))
+            || matches!(m, ServerMessage::Cancel(c) if c.id == TransferId(1))
+    });
+    assert!(
+        matches!(&answer, ServerMessage::Cancel(c) if c.code == CancelCode::NO_SUCH_FILE),
+        "{answer:?}"
+    );
+    // (`assert_serving` joins without the password.)
+    drop(srv);
+}
+
 #[test]
 fn a_shared_file_truncated_during_a_download_fails_that_download() {
     let srv = Server::start_with(&[], |shared| {
