@@ -55,6 +55,16 @@ impl Raw {
     }
 }
 
+/// The stock client, run in `dir` with its data folder there too (its
+/// saved sessions and input history are not the user's).
+fn client_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(client_bin());
+    cmd.current_dir(dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("HOME", dir);
+    cmd
+}
+
 fn refused_with(msgs: &[ServerMessage], code: RefuseCode) -> bool {
     msgs.iter()
         .any(|m| matches!(m, ServerMessage::Refused { code: c, .. } if *c == code))
@@ -289,9 +299,8 @@ fn a_stopped_client_is_dropped_after_the_keepalive_timeout_and_its_name_freed() 
     let mut watcher = Raw::join(srv.addr, "watcher");
     // A real client process, stopped with SIGSTOP so it answers nothing.
     let dir = TempDir::new("stop");
-    let mut cmd = Command::new(client_bin());
-    cmd.args(["sleeper", "127.0.0.1", &srv.addr.port().to_string()])
-        .current_dir(&dir.0);
+    let mut cmd = client_command(&dir.0);
+    cmd.args(["sleeper", "127.0.0.1", &srv.addr.port().to_string()]);
     let mut sleeper = Proc::spawn(cmd);
     sleeper.expect("connected");
     watcher.wait_for(
@@ -522,9 +531,8 @@ fn a_client_killed_during_a_download_leaves_the_server_serving() {
     });
     let dir = TempDir::new("kill9");
     let mut watcher = Raw::join(srv.addr, "watcher");
-    let mut cmd = Command::new(client_bin());
-    cmd.args(["victim", "127.0.0.1", &srv.addr.port().to_string()])
-        .current_dir(&dir.0);
+    let mut cmd = client_command(&dir.0);
+    cmd.args(["victim", "127.0.0.1", &srv.addr.port().to_string()]);
     let mut victim = Proc::spawn(cmd);
     victim.expect("connected");
     victim.send("/download big.bin");
@@ -543,9 +551,8 @@ fn the_server_killed_during_a_download_is_reported_and_leaves_no_file() {
         big_file(shared, "big.bin", 256);
     });
     let dir = TempDir::new("srvkill");
-    let mut cmd = Command::new(client_bin());
-    cmd.args(["orphan", "127.0.0.1", &srv.addr.port().to_string()])
-        .current_dir(&dir.0);
+    let mut cmd = client_command(&dir.0);
+    cmd.args(["orphan", "127.0.0.1", &srv.addr.port().to_string()]);
     let mut client = Proc::spawn(cmd);
     client.expect("connected");
     client.send("/download big.bin");
@@ -1101,15 +1108,14 @@ fn a_full_disk_on_the_client_fails_the_download_cleanly() {
         eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
         return;
     };
-    let mut cmd = Command::new(client_bin());
+    let mut cmd = client_command(&dir.0);
     cmd.args([
         "filler",
         "127.0.0.1",
         &srv.addr.port().to_string(),
         "--download-dir",
     ])
-    .arg(&dl)
-    .current_dir(&dir.0);
+    .arg(&dl);
     let mut client = Proc::spawn(cmd);
     client.expect("connected");
     client.send("/download big.bin");
