@@ -228,7 +228,7 @@ pub enum HubEvent {
     /// The receiver `client` acknowledged more of push `id` (its id for
     /// it): relaying that push to it may go on, up to
     /// [`PUSH_WINDOW`](crate::PUSH_WINDOW) past what it acknowledged
-    /// ([`Hub::push_in_flight`]).
+    /// ([`Hub::push_in_flight`](crate::Hub::push_in_flight)).
     PushAcked {
         /// The receiver.
         client: ClientId,
