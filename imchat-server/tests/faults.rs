@@ -647,14 +647,7 @@ fn a_server_never_lists_nor_serves_its_own_files() {
     std::fs::write(here.join("server.log.1"), b"old log").unwrap();
     std::fs::hard_link(here.join("hist.db"), here.join("copy.db")).unwrap();
     let mut r = Raw::join(srv.addr, "lister");
-    r.send(&ClientMessage::ListFiles);
-    let list =
-        r.wait_for(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })));
-    let ServerMessage::FileList(FileListPart { files, .. }) = list else {
-        unreachable!()
-    };
-    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["hello.txt"]);
+    assert_eq!(shared_names(&mut r), ["hello.txt"]);
     let own = [
         "hist.db",
         "hist.db-wal",
@@ -670,21 +663,38 @@ fn a_server_never_lists_nor_serves_its_own_files() {
             here.join(name).exists(),
             "{name} is not there to be refused"
         );
-        r.send(&ClientMessage::Download {
-            id: TransferId(n),
-            name: FileName::new(name).unwrap(),
-            offset: 0,
-        });
-        let answer = r.wait_for(|m| {
-            matches!(m, ServerMessage::FileStart(s) if s.id == TransferId(n))
-                || matches!(m, ServerMessage::Cancel(c) if c.id == TransferId(n))
-        });
+        let answer = download_answer(&mut r, TransferId(n), name);
         assert!(
             matches!(&answer, ServerMessage::Cancel(c) if c.code == CancelCode::NO_SUCH_FILE),
             "{name}: {answer:?}"
         );
     }
     srv.assert_serving();
+}
+
+/// The names in the shared folder's list, as `r` is sent it.
+fn shared_names(r: &mut Raw) -> Vec<String> {
+    r.send(&ClientMessage::ListFiles);
+    let list =
+        r.wait_for(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })));
+    let ServerMessage::FileList(FileListPart { files, .. }) = list else {
+        unreachable!()
+    };
+    files.iter().map(|f| f.name.to_string()).collect()
+}
+
+/// `r` asks to download `name` as `id`: the server's first answer, its
+/// `FileStart` or its `Cancel`.
+fn download_answer(r: &mut Raw, id: TransferId, name: &str) -> ServerMessage {
+    r.send(&ClientMessage::Download {
+        id,
+        name: FileName::new(name).unwrap(),
+        offset: 0,
+    });
+    r.wait_for(|m| {
+        matches!(m, ServerMessage::FileStart(s) if s.id == id)
+            || matches!(m, ServerMessage::Cancel(c) if c.id == id)
+    })
 }
 
 /// The server's password file in the folder it shares is its own too:
@@ -714,23 +724,8 @@ fn a_server_never_lists_nor_serves_its_password_file() {
         username: Username::new("lister").unwrap(),
     });
     r.wait_for(|m| matches!(m, ServerMessage::Welcome { .. }));
-    r.send(&ClientMessage::ListFiles);
-    let list =
-        r.wait_for(|m| matches!(m, ServerMessage::FileList(FileListPart { last: true, .. })));
-    let ServerMessage::FileList(FileListPart { files, .. }) = list else {
-        unreachable!()
-    };
-    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["hello.txt"]);
-    r.send(&ClientMessage::Download {
-        id: TransferId(1),
-        name: FileName::new("pw.txt").unwrap(),
-        offset: 0,
-    });
-    let answer = r.wait_for(|m| {
-        matches!(m, ServerMessage::FileStart(s) if s.id == TransferId(1))
-            || matches!(m, ServerMessage::Cancel(c) if c.id == TransferId(1))
-    });
+    assert_eq!(shared_names(&mut r), ["hello.txt"]);
+    let answer = download_answer(&mut r, TransferId(1), "pw.txt");
     assert!(
         matches!(&answer, ServerMessage::Cancel(c) if c.code == CancelCode::NO_SUCH_FILE),
         "{answer:?}"

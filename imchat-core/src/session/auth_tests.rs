@@ -407,6 +407,17 @@ fn failures_for_a_name_from_one_address_do_not_lock_its_owner_out() {
     assert!(got[0].contains("too many"), "{got:?}");
 }
 
+/// Ten addresses each guess `name`'s password wrong as often as their cap
+/// allows: the name's cap (ten times an address's) is reached.
+fn guess_wrong_from_ten_addresses(hub: &mut Hub, name: &str, now: Instant) {
+    for n in 1..=10 {
+        for _ in 0..Limits::default().auth_attempts {
+            let g = guess(hub, name, "guess", &format!("192.0.2.{n}"), now);
+            hub.account_checked(g, AccountCheck::Wrong, now);
+        }
+    }
+}
+
 /// Wrong passwords for a name from many addresses hold the name back, but
 /// not its owner where it logged in before, nor its session's resume with
 /// the token; and a login held back is told the wait that is left, not
@@ -414,19 +425,13 @@ fn failures_for_a_name_from_one_address_do_not_lock_its_owner_out() {
 #[test]
 fn guesses_from_many_addresses_do_not_keep_the_owner_out_where_it_logged_in_before() {
     let t0 = Instant::now();
-    let limits = Limits::default();
     let mut hub = hub();
     hub.set_accounts(true);
     let owner = join_verified(&mut hub, "alice", "198.51.100.7", t0);
     sent(&mut hub, owner);
     hub.handle_disconnect(owner, LeaveReason::LOST);
     // Ten addresses guess five times each: the name's cap is reached.
-    for n in 1..=10 {
-        for _ in 0..limits.auth_attempts {
-            let c = guess(&mut hub, "alice", "guess", &format!("192.0.2.{n}"), t0);
-            hub.account_checked(c, AccountCheck::Wrong, t0);
-        }
-    }
+    guess_wrong_from_ten_addresses(&mut hub, "alice", t0);
     refusals(&mut hub);
     events(&mut hub);
     // 20 s on, a newcomer's login waits the 40 s left of the window.
@@ -471,7 +476,6 @@ fn guesses_from_many_addresses_do_not_keep_the_owner_out_where_it_logged_in_befo
 #[test]
 fn the_address_a_name_was_registered_from_is_its_owners() {
     let t0 = Instant::now();
-    let limits = Limits::default();
     let mut hub = hub();
     hub.set_accounts(true);
     let c = hub.handle_connect_from(ip("198.51.100.8"), t0);
@@ -486,12 +490,7 @@ fn the_address_a_name_was_registered_from_is_its_owners() {
     );
     hub.account_changed(c, NoticeCode::REGISTERED, "registered");
     hub.handle_disconnect(c, LeaveReason::QUIT);
-    for n in 1..=10 {
-        for _ in 0..limits.auth_attempts {
-            let g = guess(&mut hub, "bob", "guess", &format!("192.0.2.{n}"), t0);
-            hub.account_checked(g, AccountCheck::Wrong, t0);
-        }
-    }
+    guess_wrong_from_ten_addresses(&mut hub, "bob", t0);
     events(&mut hub);
     let elsewhere = guess(&mut hub, "bob", "pw", "203.0.113.9", t0);
     let home = guess(&mut hub, "bob", "pw", "198.51.100.8", t0);
