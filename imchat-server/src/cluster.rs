@@ -37,7 +37,7 @@ mod sessions;
 
 pub use sessions::{settle_for_resume, take_for_hello};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
@@ -1746,16 +1746,23 @@ impl Cluster {
             sessions::restore(user, token, self.id, self.session_ms()).query::<()>(con)?;
         }
         // Announced before what was queued while away: the others see the
-        // users join before they see them speak.
-        let joined = local
-            .iter()
-            .filter(|(key, _)| !lost(key))
-            .map(|(_, user)| ClusterEvent::Joined {
-                user: user.clone(),
-                id: MessageId(0),
-            })
-            .collect();
-        self.requeue(joined, silenced);
+        // users join before they see them speak. Only those still here,
+        // looked at under the hub's lock as its events are queued: a user
+        // who left since `local` was read has its leave queued (or
+        // published) already, and a join announced after it would list
+        // it on the other servers for good.
+        hub.with(&mut |hub| {
+            let here: HashSet<String> = hub.local_users().into_iter().map(|(k, _)| k).collect();
+            let joined = local
+                .iter()
+                .filter(|(key, _)| !lost(key) && here.contains(key))
+                .map(|(_, user)| ClusterEvent::Joined {
+                    user: user.clone(),
+                    id: MessageId(0),
+                })
+                .collect();
+            self.requeue(joined, silenced);
+        });
         // Who is on the other servers.
         let servers: Vec<u64> = redis::cmd("SMEMBERS").arg("imchat:servers").query(con)?;
         let mut found = Vec::new();
