@@ -1713,12 +1713,27 @@ fn a_server_stopped_gracefully_announces_its_users_at_once() {
     let _bob = Peer::join(a.addr, "bob");
 }
 
+/// What [`name_claimed_during_a_cut`] leaves running.
+struct ClaimedDuringCut {
+    _proxy: Proxy,
+    a: Server,
+    _b: Server,
+    /// b's bob, and b's "Alice", who holds the name.
+    bob: Peer,
+    other: Peer,
+    /// a's other user, who stays: b lists it again once a is back. Kept
+    /// connected here: a `Peer` dropped keeps its connection open only
+    /// until the next message comes for it (its reader thread holds the
+    /// socket), so a's "reachable again" notice, or anything after it,
+    /// would make it leave, sooner or later than b's `/who` is asked.
+    _watcher: Peer,
+}
+
 /// Server a (behind a proxy) and b of `redis`, with sessions resumable
-/// for `grace` seconds; a's alice and b's bob. a is cut off from Redis
-/// until its alice's claim ran out and b's "Alice" joined, then healed:
-/// a's alice must be told the name went to the claim holder. Returns b's
-/// bob and Alice, with what must stay alive.
-fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Server, Peer, Peer) {
+/// for `grace` seconds; a's alice and watcher, and b's bob. a is cut off
+/// from Redis until its alice's claim ran out and b's "Alice" joined,
+/// then healed: a's alice must be told the name went to the claim holder.
+fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> ClaimedDuringCut {
     let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap());
     let a = Server::start_with_grace(&format!("redis://{}", proxy.addr), grace);
     let b = Server::start_with_grace(&redis.url(), grace);
@@ -1754,16 +1769,23 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> (Proxy, Server, Serve
             }
         })
     });
-    (proxy, a, b, bob, other)
+    ClaimedDuringCut {
+        _proxy: proxy,
+        a,
+        _b: b,
+        bob,
+        other,
+        _watcher: watcher,
+    }
 }
 
 #[test]
 fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder() {
     let Some(redis) = Redis::start() else { return };
-    let (_proxy, _a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 0);
-    bob.wait_who(&["Alice", "bob", "watcher"], WAIT);
-    other.say(None, "still here");
-    bob.wait_chat("still here");
+    let mut cut = name_claimed_during_a_cut(&redis, 0);
+    cut.bob.wait_who(&["Alice", "bob", "watcher"], WAIT);
+    cut.other.say(None, "still here");
+    cut.bob.wait_chat("still here");
 }
 
 #[test]
@@ -1771,19 +1793,20 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessio
     // With resumable sessions the newcomer's session record is on b too,
     // so it is not a session that moved.
     let Some(redis) = Redis::start() else { return };
-    let (_proxy, a, _b, mut bob, mut other) = name_claimed_during_a_cut(&redis, 1);
+    let mut cut = name_claimed_during_a_cut(&redis, 1);
     // Both servers list b's Alice, and a message to the name reaches her.
-    let mut carol = Peer::join(a.addr, "carol");
+    let mut carol = Peer::join(cut.a.addr, "carol");
     carol.wait_who(&["Alice", "bob", "carol", "watcher"], WAIT);
-    bob.wait_who(&["Alice", "bob", "carol", "watcher"], WAIT);
+    cut.bob
+        .wait_who(&["Alice", "bob", "carol", "watcher"], WAIT);
     carol.say(Some("alice"), "for the holder");
-    other.wait_chat("for the holder");
+    cut.other.wait_chat("for the holder");
     // What a's alice said while cut off never reached anyone under the
     // name (a's entries are in order: carol's comes after any of it).
     carol.say(None, "after the heal");
-    bob.wait_chat("after the heal");
-    other.wait_chat("after the heal");
-    for p in [&bob, &other] {
+    cut.bob.wait_chat("after the heal");
+    cut.other.wait_chat("after the heal");
+    for p in [&cut.bob, &cut.other] {
         assert_eq!(
             count(p, "said while cut off"),
             0,
