@@ -1659,8 +1659,17 @@ impl Cluster {
         if lock(&self.judge_after).is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
+        // What the hub knew as the check began: a server found dead may be
+        // back, its users announced again, before the verdict is given.
         let mut servers = Vec::new();
-        hub.with(&mut |hub| servers = hub.remote_servers());
+        let mut mark = None;
+        hub.with(&mut |hub| {
+            servers = hub.remote_servers();
+            mark = Some(hub.heard_mark());
+        });
+        let Some(mark) = mark else {
+            return Ok(());
+        };
         let mut gone = Vec::new();
         for s in servers {
             let alive: bool = redis::cmd("EXISTS")
@@ -1684,9 +1693,19 @@ impl Cluster {
                 sessions::forget_orphan(&user).query::<()>(con)?;
             }
             let now = Instant::now();
+            let mut judged = Vec::new();
             hub.with(&mut |hub| {
                 for s in &gone {
-                    let n = hub.remote_server_gone(*s, now);
+                    // Announced its users again since the check began: it
+                    // is back (the next check sees its heartbeat), or the
+                    // next check judges it again.
+                    let Some(n) = hub.remote_server_gone_since(*s, mark, now) else {
+                        info!(
+                            "cluster: server {s:x} announced its users again as its lease was found run out: judged again at the next check"
+                        );
+                        continue;
+                    };
+                    judged.push(*s);
                     if n > 0 {
                         info!(
                             "cluster: server {s:x} is gone (its lease ran out): {n} users left, or wait for a resume elsewhere"
@@ -1694,7 +1713,7 @@ impl Cluster {
                     }
                 }
             });
-            for s in &gone {
+            for s in &judged {
                 redis::cmd("SREM")
                     .arg("imchat:servers")
                     .arg(*s)

@@ -9,8 +9,8 @@ mod pace;
 pub use client::{ClientEvent, ClientSession, SavedSession, SAVED_ID_LEASE};
 pub use hub::{
     address_key, parse_operator_line, AccountCheck, Ban, BanTarget, ClientId, ClusterEvent,
-    Destination, FilesRequest, Hub, HubEvent, Lane, RemoteOrigin, RemotePush, TransferControl,
-    Transmit,
+    Destination, FilesRequest, HeardMark, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
+    TransferControl, Transmit,
 };
 
 use crate::message::ClientMessage;

@@ -6562,6 +6562,85 @@ fn a_gone_server_leaves_its_users_and_frees_their_names() {
     assert!(net.hub.username(net.clients[3].0).is_some());
 }
 
+/// A check of the leases finds server 7's run out, and server 7 (cut off
+/// from the cluster past its lease, not dead) rejoins before the verdict
+/// reaches the hub: its rejoin's join of dave, still listed, changes
+/// nothing, and the verdict, older than it, must not remove dave for good
+/// (server 7 has no reason to announce him again). The next check judges
+/// on what it finds.
+#[test]
+fn a_server_found_dead_that_announced_its_users_since_the_check_stays() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.hub.remote_join(8, user("fay"), now);
+    net.pump();
+    net.take(0);
+    // The lease loop: who to check, and what the hub knew then.
+    assert_eq!(net.hub.remote_servers(), vec![7, 8]);
+    let mark = net.hub.heard_mark();
+    // Redis says server 7's heartbeat is gone; meanwhile the reader gives
+    // the hub server 7's rejoin.
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    let verdict = net.hub.remote_server_gone_since(7, mark, now);
+    // Server 8's verdict is not affected by news of server 7.
+    assert_eq!(net.hub.remote_server_gone_since(8, mark, now), Some(1));
+    net.pump();
+    let left: Vec<String> = unstamped(net.take(0))
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["fay"]);
+    assert_eq!(net.hub.remote_servers(), vec![7]);
+    assert_eq!(verdict, None, "not applied");
+    // Dead for real this time: the next check's verdict stands.
+    let mark = net.hub.heard_mark();
+    assert_eq!(net.hub.remote_server_gone_since(7, mark, now), Some(1));
+    net.pump();
+    let left: Vec<String> = unstamped(net.take(0))
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left, ["dave"]);
+    assert!(net.hub.remote_servers().is_empty());
+}
+
+/// The same race for a server whose session moved to it: the move, told
+/// after the check began, keeps the verdict from removing the user.
+#[test]
+fn a_server_found_dead_that_took_a_session_since_the_check_keeps_it() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(8, user("dave"), now);
+    net.hub.remote_join(7, user("erin"), now);
+    net.pump();
+    net.take(0);
+    let mark = net.hub.heard_mark();
+    net.hub.remote_moved(7, user("dave"), now);
+    let verdict = net.hub.remote_server_gone_since(7, mark, now);
+    net.pump();
+    let mut users: Vec<(String, u64)> = net
+        .hub
+        .remote_users()
+        .into_iter()
+        .map(|(u, s)| (u.to_string(), s))
+        .collect();
+    users.sort();
+    assert_eq!(users, [("dave".to_string(), 7), ("erin".to_string(), 7)]);
+    assert!(unstamped(net.take(0))
+        .iter()
+        .all(|e| !matches!(e, ClientEvent::Left(_))));
+    assert_eq!(verdict, None, "not applied");
+}
+
 /// What a member saw of the room: joins, leaves and chat messages, in order.
 fn room_lines(events: &[ClientEvent]) -> Vec<String> {
     events

@@ -164,7 +164,21 @@ pub(super) struct Remote {
     pub(super) lost: HashMap<String, (u64, Instant)>,
     /// Chat messages held, by the server that published them.
     pub(super) held: HashMap<u64, Held>,
+    /// Joins and moves of other servers' users the hub was told of,
+    /// counted (see [`HeardMark`]).
+    pub(super) heard: u64,
+    /// Per other server, what `heard` was at the latest join or move of
+    /// one of its users.
+    pub(super) heard_of: HashMap<u64, u64>,
 }
+
+/// What the hub had been told of the other servers' users when a check of
+/// their leases began ([`Hub::heard_mark`]). A server whose lease is found
+/// run out may be back, and announce its users again, between the check
+/// and its verdict reaching the hub: the verdict is not applied to news
+/// it has not seen ([`Hub::remote_server_gone_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeardMark(u64);
 
 /// The chat messages of one server's users who were announced as left
 /// with it (`Remote::lost`) and that it published before announcing them
@@ -389,6 +403,7 @@ impl Hub {
     /// the cluster's name claims should make that impossible.
     pub fn remote_join(&mut self, server: u64, user: Username, now: Instant) -> bool {
         self.clock = self.clock.max(now);
+        self.heard_of(server);
         let key = self.key(&user);
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             return false;
@@ -654,6 +669,49 @@ impl Hub {
             self.note_lost(key, server, now);
         }
         n
+    }
+
+    /// Notes a join or a move of a user of `server` (see [`HeardMark`]).
+    pub(super) fn heard_of(&mut self, server: u64) {
+        self.remote.heard += 1;
+        self.remote.heard_of.insert(server, self.remote.heard);
+    }
+
+    /// Marks what the hub has been told of the other servers' users, as a
+    /// check of their leases begins: take it with
+    /// [`remote_servers`](Self::remote_servers), and give it back with
+    /// each server the check found dead to
+    /// [`remote_server_gone_since`](Self::remote_server_gone_since).
+    pub fn heard_mark(&mut self) -> HeardMark {
+        // Only the servers a check may find dead need remembering.
+        let servers = self.remote_servers();
+        self.remote.heard_of.retain(|s, _| servers.contains(s));
+        HeardMark(self.remote.heard)
+    }
+
+    /// [`remote_server_gone`](Self::remote_server_gone), for a server found
+    /// dead by a check of the leases that began at `mark`, unless the hub
+    /// was told of a join (or a move) of one of its users since: the
+    /// server may have come back meanwhile and announced its users again
+    /// (a rejoin's joins of users still listed change nothing), and the
+    /// verdict, older than that, would remove them for good. Nothing is
+    /// done then (`None`): the next check judges again, on what it finds.
+    pub fn remote_server_gone_since(
+        &mut self,
+        server: u64,
+        mark: HeardMark,
+        now: Instant,
+    ) -> Option<usize> {
+        if self
+            .remote
+            .heard_of
+            .get(&server)
+            .is_some_and(|heard| *heard > mark.0)
+        {
+            return None;
+        }
+        self.remote.heard_of.remove(&server);
+        Some(self.remote_server_gone(server, now))
     }
 
     /// Remembers that the user of name key `key` was announced as left

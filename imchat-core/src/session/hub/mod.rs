@@ -44,9 +44,9 @@ const SHUTDOWN_PUSH: &str = "the server shut down";
 use crate::session::bucket::Bucket;
 pub use admission::address_key;
 pub use auth::{parse_operator_line, AccountCheck, Ban, BanTarget};
-pub use cluster::ClusterEvent;
 #[cfg(test)]
 pub(super) use cluster::LEFT_MEMORY;
+pub use cluster::{ClusterEvent, HeardMark};
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
 use rate::TokenBucket;

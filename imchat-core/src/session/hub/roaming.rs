@@ -398,6 +398,7 @@ impl Hub {
     /// without a leave; everywhere it is now a user of `server`.
     pub fn remote_moved(&mut self, server: u64, user: Username, now: Instant) {
         self.clock = self.clock.max(now);
+        self.heard_of(server);
         let key = self.key(&user);
         if let Some(s) = self.sessions.remove(&key) {
             if let Some(client) = s.conn {
