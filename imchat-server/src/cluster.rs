@@ -153,6 +153,25 @@ end
 return 0
 ";
 
+/// Takes server `ARGV[1]` out of `imchat:servers` if its heartbeat is
+/// still gone: a server back from a cut writes its heartbeat before it
+/// adds itself to the set again (`keep`, then `rejoin`), so a check that
+/// found it dead a moment before cannot take it out after its return
+/// (servers that join later learn who is on the cluster from the set).
+const FORGET_SERVER: &str = r"
+if redis.call('EXISTS', 'imchat:srv:' .. ARGV[1]) == 0 then
+  return redis.call('SREM', 'imchat:servers', ARGV[1])
+end
+return 0
+";
+
+/// Takes server `s`, found dead, out of the cluster's list of servers
+/// ([`FORGET_SERVER`]).
+fn forget_server(con: &mut Connection, s: u64) -> redis::RedisResult<()> {
+    Script::new(FORGET_SERVER).arg(s).invoke::<i64>(con)?;
+    Ok(())
+}
+
 /// The answer to a name claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -1714,10 +1733,7 @@ impl Cluster {
                 }
             });
             for s in &judged {
-                redis::cmd("SREM")
-                    .arg("imchat:servers")
-                    .arg(*s)
-                    .query::<()>(con)?;
+                forget_server(con, *s)?;
             }
         }
         Ok(())
@@ -1790,10 +1806,7 @@ impl Cluster {
                 .arg(format!("imchat:srv:{s}"))
                 .query(con)?;
             if !alive {
-                redis::cmd("SREM")
-                    .arg("imchat:servers")
-                    .arg(s)
-                    .query::<()>(con)?;
+                forget_server(con, s)?;
                 continue;
             }
             let names: Vec<String> = redis::cmd("HVALS")
@@ -2383,9 +2396,55 @@ pub fn claim_for_hello(
     }
 }
 
+/// How long the Redis harness of the tests waits for what it waits for.
+#[cfg(test)]
+const WAIT: Duration = Duration::from_secs(20);
+/// The cluster suites' `redis-server` of each test's own.
+#[cfg(test)]
+#[path = "../tests/redis_harness/mod.rs"]
+mod redis_harness;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_found_dead_stays_listed_when_its_heartbeat_is_back() {
+        let Some(redis) = redis_harness::Redis::start() else {
+            return;
+        };
+        let mut con = client(&redis.url(), &RedisTls::default())
+            .unwrap()
+            .connect(WAIT)
+            .unwrap();
+        let members = |con: &mut Connection| -> Vec<u64> {
+            redis::cmd("SMEMBERS")
+                .arg("imchat:servers")
+                .query(con)
+                .unwrap()
+        };
+        redis::cmd("SADD")
+            .arg("imchat:servers")
+            .arg(7)
+            .query::<()>(&mut con)
+            .unwrap();
+        // Found dead by a check, then back (its heartbeat written, itself
+        // added again) before the check takes it out: it stays.
+        redis::cmd("SET")
+            .arg("imchat:srv:7")
+            .arg(1)
+            .query::<()>(&mut con)
+            .unwrap();
+        forget_server(&mut con, 7).unwrap();
+        assert_eq!(members(&mut con), [7]);
+        // Gone for real.
+        redis::cmd("DEL")
+            .arg("imchat:srv:7")
+            .query::<()>(&mut con)
+            .unwrap();
+        forget_server(&mut con, 7).unwrap();
+        assert!(members(&mut con).is_empty());
+    }
 
     #[test]
     fn users_hear_of_an_outage_only_when_it_lasts_a_second_round() {
