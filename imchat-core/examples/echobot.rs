@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Client, ConnectOptions};
-use imchat_core::{ClientEvent, Username};
+use imchat_core::ClientEvent;
 
 /// Runs the bot until the server shuts down (or the connection is lost, an
 /// error), or until `until` passes (then it quits).
@@ -35,7 +35,13 @@ pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn
                 bot.send_private(&chat.from, &chat.text.chars().rev().collect::<String>())?;
             }
             Some(ClientEvent::Who { users }) if !asked.is_empty() => {
-                let online: Vec<_> = users.iter().map(Username::as_str).collect();
+                let online: Vec<String> = users
+                    .iter()
+                    .map(|u| match u.away_secs {
+                        Some(secs) => format!("{} (away {secs} s)", u.name),
+                        None => u.name.to_string(),
+                    })
+                    .collect();
                 bot.send_private(&asked.remove(0), &format!("online: {}", online.join(", ")))?;
             }
             _ => {}

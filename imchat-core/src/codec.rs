@@ -14,9 +14,9 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::error::DecodeError;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry,
-    FileName, LeaveReason, MessageId, NoticeCode, OpAction, Origin, Recipient, RefuseCode,
-    ResumeRequest, ResumeToken, Resumed, Secret, ServerLimits, ServerMessage, Timestamp,
-    TransferId, Username,
+    FileName, LeaveReason, MessageId, NoticeCode, OnlineUser, OpAction, Origin, Recipient,
+    RefuseCode, ResumeRequest, ResumeToken, Resumed, Secret, ServerLimits, ServerMessage,
+    Timestamp, TransferId, Username,
 };
 
 /// Bytes of the length header in front of every frame.
@@ -510,7 +510,20 @@ impl Encode for ServerMessage {
             ServerMessage::Who { users } => frame(out, types::WHO_LIST, |out| {
                 put_u32(out, u32::try_from(users.len()).unwrap_or(u32::MAX));
                 for u in users {
-                    put_str8(out, u.as_str());
+                    put_str8(out, u.name.as_str());
+                }
+                // Optional and last: the presence of each user, present
+                // exactly when one of them is away.
+                if users.iter().any(|u| u.away_secs.is_some()) {
+                    for u in users {
+                        match u.away_secs {
+                            None => out.push(0),
+                            Some(secs) => {
+                                out.push(1);
+                                varint::put(out, secs);
+                            }
+                        }
+                    }
                 }
             }),
             ServerMessage::FilesAccess { count } => {
@@ -647,6 +660,30 @@ impl<'a> Fields<'a> {
             });
         }
         Ok(events)
+    }
+    /// The presence trailer of a `Who`: one tag per user, and for a user
+    /// away how long it has been. Sent only when someone is away, so a
+    /// trailer that marks nobody is not the canonical form of its list.
+    fn away(&mut self, users: &mut [OnlineUser]) -> Result<(), DecodeError> {
+        for u in users.iter_mut() {
+            match self.u8()? {
+                0 => {}
+                1 => u.away_secs = Some(self.uvar()?),
+                value => {
+                    return Err(DecodeError::InvalidTag {
+                        field: "away",
+                        value,
+                    })
+                }
+            }
+        }
+        if users.iter().all(|u| u.away_secs.is_none()) {
+            return Err(DecodeError::InvalidTag {
+                field: "away",
+                value: 0,
+            });
+        }
+        Ok(())
     }
     fn token(&mut self) -> Result<ResumeToken, DecodeError> {
         let mut t = [0u8; 16];
@@ -927,7 +964,10 @@ impl Decode for ServerMessage {
                 let n = f.count(2)?;
                 let mut users = f.list(n);
                 for _ in 0..n {
-                    users.push(f.username("users")?);
+                    users.push(OnlineUser::here(f.username("users")?));
+                }
+                if !f.buf.is_empty() {
+                    f.away(&mut users)?;
                 }
                 ServerMessage::Who { users }
             }

@@ -498,6 +498,41 @@ pub struct RoutedChat {
     pub history: bool,
 }
 
+/// One user of a [`ServerMessage::Who`] answer: its name, and whether it
+/// is away.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OnlineUser {
+    /// The name, as its user registered it.
+    pub name: Username,
+    /// `Some` while the user is away: its connection was lost and its
+    /// session waits for a resume (a message to it is kept for it until
+    /// the grace period ends). The number is how long it has been away,
+    /// in whole seconds, as far as the server knows (for a session kept
+    /// across a restart of its server: since that restart). `None`: the
+    /// user is connected.
+    pub away_secs: Option<u64>,
+}
+
+impl OnlineUser {
+    /// A connected user.
+    #[must_use]
+    pub fn here(name: Username) -> OnlineUser {
+        OnlineUser {
+            name,
+            away_secs: None,
+        }
+    }
+
+    /// A user away for `secs` seconds.
+    #[must_use]
+    pub fn away(name: Username, secs: u64) -> OnlineUser {
+        OnlineUser {
+            name,
+            away_secs: Some(secs),
+        }
+    }
+}
+
 /// A user left: who, why, and the parting text they gave. What every
 /// other user gets as [`ServerMessage::Left`], and what a
 /// [`ClientSession`](crate::ClientSession) hands on as
@@ -862,8 +897,9 @@ pub enum ServerMessage {
     },
     /// Who is online (including the asker).
     Who {
-        /// Usernames, sorted.
-        users: Vec<Username>,
+        /// The users, sorted by name ignoring case, each marked when it is
+        /// away (its connection lost, its session waiting for a resume).
+        users: Vec<OnlineUser>,
     },
     /// Access to the shared folder is granted; it holds `count` files.
     FilesAccess {

@@ -7,9 +7,10 @@ use std::fmt::Debug;
 use imchat_core::{
     CancelCode, ChatKind, ClientMessage, Decode, DecodeError, Decoder, Departure, Encode,
     ErrorCode, FileCancel, FileChunk, FileEnd, FileEntry, FileListPart, FileName, FileStart,
-    LeaveReason, MessageId, NoticeCode, OpAction, Origin, PresenceEvent, Recipient, RefuseCode,
-    ResumeRequest, ResumeToken, Resumed, RoutedChat, Secret, ServerLimits, ServerMessage,
-    Timestamp, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME, HEADER_LEN,
+    LeaveReason, MessageId, NoticeCode, OnlineUser, OpAction, Origin, PresenceEvent, Recipient,
+    RefuseCode, ResumeRequest, ResumeToken, Resumed, RoutedChat, Secret, ServerLimits,
+    ServerMessage, Timestamp, TransferId, Username, DEFAULT_MAX_FRAME, DEFAULT_MAX_HANDSHAKE_FRAME,
+    HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -307,7 +308,12 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 })
                 .collect()
         )),
-        vec(username(), 0..20).prop_map(|users| ServerMessage::Who { users }),
+        vec((username(), option::of(any::<u64>())), 0..20).prop_map(|users| ServerMessage::Who {
+            users: users
+                .into_iter()
+                .map(|(name, away_secs)| OnlineUser { name, away_secs })
+                .collect()
+        }),
         any::<u64>().prop_map(|count| ServerMessage::FilesAccess { count }),
         (vec((file_name(), any::<u64>()), 0..12), any::<bool>()).prop_map(|(files, last)| {
             ServerMessage::FileList(FileListPart {

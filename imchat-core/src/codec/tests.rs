@@ -512,7 +512,7 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
         (
             "Who",
             ServerMessage::Who {
-                users: vec![user("alice"), user("bob")],
+                users: vec![OnlineUser::here(user("alice")), OnlineUser::here(user("bob"))],
             },
             //   len      type count    str8 "alice"  str8 "bob"
             hex("0000000f 46   00000002 05 616c696365 03 626f62"),
@@ -700,6 +700,15 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
                 text: "ok".into(),
             },
             hex("00000009 50 0001 00000002 6f6b"),
+        ),
+        (
+            // bob's connection was lost 23 s ago: his session waits.
+            "Who",
+            ServerMessage::Who {
+                users: vec![OnlineUser::here(user("alice")), OnlineUser::away(user("bob"), 23)],
+            },
+            //   len      type count    str8 "alice"  str8 "bob" here away uvar 23
+            hex("00000012 46   00000002 05 616c696365 03 626f62 00   01   17"),
         ),
     ]
 }
@@ -1038,6 +1047,14 @@ fn error_truncated() {
         ),
         // Who whose count claims 0xffffffff names.
         (Server, "00000007 46 ffffffff 01 61", truncated(0x46)),
+        // Who whose presence trailer marks a user away without saying how long.
+        (Server, "0000000a 46 00000001 03 626f62 01", truncated(0x46)),
+        // Who whose presence trailer stops before its second user.
+        (
+            Server,
+            "0000000d 46 00000002 01 61 03 626f62 01 05",
+            truncated(0x46),
+        ),
         // FileList with a count of 1 and no entry.
         (Server, "00000006 48 01 00000001", truncated(0x48)),
         // FileList with a count of 1 and half an entry.
@@ -1074,6 +1091,12 @@ fn error_trailing_bytes() {
             Server,
             "0000000d 4a 00000009 00000002 00000000",
             trailing(0x4a, 4),
+        ),
+        // A byte after a Who's presence trailer.
+        (
+            Server,
+            "0000000c 46 00000001 03 626f62 01 05 ff",
+            trailing(0x46, 1),
         ),
     ]);
 }
@@ -1185,6 +1208,19 @@ fn error_invalid_tag() {
     use Dir::*;
     let bad_tag = |field, value| DecodeError::InvalidTag { field, value };
     run_error_table(&[
+        // A Who's presence tag other than here (0) or away (1).
+        (
+            Server,
+            "0000000a 46 00000001 03 626f62 02",
+            bad_tag("away", 2),
+        ),
+        // A presence trailer that marks nobody away is not canonical: it
+        // is sent only when someone is.
+        (
+            Server,
+            "0000000a 46 00000001 03 626f62 00",
+            bad_tag("away", 0),
+        ),
         (
             Client,
             "00000010 02 0000000000000001 02 00 00000001 68",

@@ -12,8 +12,9 @@ use crate::error::{TransferError, UsageError};
 use crate::limits::Limits;
 use crate::message::{
     CancelCode, ChatKind, ClientMessage, ErrorCode, FileCancel, FileName, MessageId, NoticeCode,
-    OpAction, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Secret, ServerLimits,
-    ServerMessage, Timestamp, TransferId, Username, MAX_TARGET_BYTES, PROTOCOL_VERSION,
+    OnlineUser, OpAction, Origin, Recipient, RefuseCode, ResumeRequest, ResumeToken, Secret,
+    ServerLimits, ServerMessage, Timestamp, TransferId, Username, MAX_TARGET_BYTES,
+    PROTOCOL_VERSION,
 };
 use crate::transfer::{Incoming, Outgoing, ResumeState};
 
@@ -58,8 +59,10 @@ pub enum ClientEvent {
     Left(Departure),
     /// The answer to [`ClientSession::who`].
     Who {
-        /// Everyone online.
-        users: Vec<Username>,
+        /// Everyone online, sorted by name ignoring case; those away (their
+        /// connection lost, their session waiting for a resume) marked
+        /// with how long they have been ([`OnlineUser::away_secs`]).
+        users: Vec<OnlineUser>,
     },
     /// Access to the shared folder, with its file count.
     FilesAccess {

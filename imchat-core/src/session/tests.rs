@@ -24,6 +24,11 @@ struct Net {
     quiet: bool,
 }
 
+/// A connected user of a `Who` answer.
+fn here(s: &str) -> crate::OnlineUser {
+    crate::OnlineUser::here(user(s))
+}
+
 fn user(s: &str) -> Username {
     Username::new(s).unwrap()
 }
@@ -381,7 +386,7 @@ fn who_lists_everyone_sorted() {
     assert_eq!(
         net.take(2),
         vec![ClientEvent::Who {
-            users: vec![user("alice"), user("bob"), user("carol")]
+            users: vec![here("alice"), here("bob"), here("carol")]
         }]
     );
 }
@@ -4491,6 +4496,25 @@ fn a_push_to_a_user_who_is_away_says_so() {
 }
 
 #[test]
+fn who_marks_a_user_away_until_it_resumes() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    net.advance(Duration::from_secs(23));
+    net.s(1).who().unwrap();
+    net.pump();
+    assert!(net.take(1).contains(&ClientEvent::Who {
+        users: vec![crate::OnlineUser::away(user("alice"), 23), here("bob")]
+    }));
+    // Back: listed as connected again.
+    net.reconnect(0);
+    net.s(1).who().unwrap();
+    net.pump();
+    assert!(net.take(1).contains(&ClientEvent::Who {
+        users: vec![here("alice"), here("bob")]
+    }));
+}
+
+#[test]
 fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
     net.cut(0);
@@ -4499,11 +4523,12 @@ fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
         .take(1)
         .iter()
         .any(|e| matches!(e, ClientEvent::Left(_))));
-    // Still listed, its name still taken.
+    // Still listed, as away since its connection was lost, its name
+    // still taken.
     net.s(1).who().unwrap();
     net.pump();
     assert!(net.take(1).contains(&ClientEvent::Who {
-        users: vec![user("alice"), user("bob")]
+        users: vec![crate::OnlineUser::away(user("alice"), 59), here("bob")]
     }));
     net.connect("alice");
     assert!(matches!(
@@ -6274,7 +6299,7 @@ fn remote_users_are_announced_listed_and_heard() {
     assert!(
         who.iter().any(
             |e| matches!(e, ClientEvent::Who { users } if users.len() == 4
-            && users.iter().any(|u| u.as_str() == "dave"))
+            && users.iter().any(|u| u.name.as_str() == "dave"))
         ),
         "{who:?}"
     );

@@ -3,13 +3,14 @@
 
 use crate::history::{LogEntry, LogEvent};
 use crate::message::RoutedChat;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::continuity::Outcome;
 use super::rate::Cost;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::message::{
-    ChatKind, ErrorCode, LeaveReason, MessageId, NoticeCode, Recipient, ServerMessage, Username,
+    ChatKind, ErrorCode, LeaveReason, MessageId, NoticeCode, OnlineUser, Recipient, ServerMessage,
+    Username,
 };
 
 impl Hub {
@@ -182,25 +183,33 @@ impl Hub {
         self.refuse_answer(client, code, client_id, text);
     }
 
-    /// Answers `Who`: every joined user (those waiting to resume included),
-    /// sorted ignoring case.
-    pub(super) fn who(&mut self, client: ClientId) {
-        let mut users: Vec<Username> = self
+    /// Answers `Who`: every joined user (those waiting to resume included,
+    /// marked away with how long they have been), sorted ignoring case.
+    pub(super) fn who(&mut self, client: ClientId, now: Instant) {
+        let grace = self.limits.grace;
+        let mut users: Vec<OnlineUser> = self
             .conns
             .values()
             .filter_map(|c| match &c.phase {
-                Phase::Joined(u) => Some(u.clone()),
+                Phase::Joined(u) => Some(OnlineUser::here(u.clone())),
                 Phase::Handshaking => None,
             })
             .chain(
                 self.sessions
                     .values()
                     .filter(|s| s.conn.is_none())
-                    .map(|s| s.user.clone()),
+                    .map(|s| {
+                        // Its grace runs from when its connection was lost
+                        // (or, kept across a restart, from that restart).
+                        let since = s.grace.map_or(Duration::ZERO, |(until, _)| {
+                            now.saturating_duration_since(until.checked_sub(grace).unwrap_or(now))
+                        });
+                        OnlineUser::away(s.user.clone(), since.as_secs())
+                    }),
             )
-            .chain(self.remote_names().cloned())
+            .chain(self.remote_online(now))
             .collect();
-        users.sort_by_key(Username::key);
+        users.sort_by_key(|u| u.name.key());
         // Paid for as a list of files is: the request up front, the
         // length of the answer after (a debt, not flooding).
         self.charge_extra(client, Cost::request(users.len()), Cost::request(0));

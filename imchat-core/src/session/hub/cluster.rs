@@ -14,8 +14,8 @@ use super::{ClientId, Hub, HubEvent, RemoteOrigin};
 use crate::codes::NoticeCode;
 use crate::history::{LogEntry, LogEvent};
 use crate::message::{
-    ChatKind, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, ResumeToken,
-    RoutedChat, ServerMessage, Timestamp, Username,
+    ChatKind, ErrorCode, LeaveReason, MessageId, OnlineUser, PresenceEvent, RefuseCode,
+    ResumeToken, RoutedChat, ServerMessage, Timestamp, Username,
 };
 
 /// What users are told when the cluster cannot be reached.
@@ -64,6 +64,21 @@ pub enum ClusterEvent {
         /// The sender's id of the message (0: none), for dropping a copy
         /// resent to another server after a resume there.
         client_id: u64,
+    },
+    /// A local user's connection was lost: its session waits here for a
+    /// resume, and the other servers list it as away.
+    Away {
+        /// Who.
+        user: Username,
+        /// When the connection was lost (this server's clock).
+        since: Timestamp,
+    },
+    /// A local user who was away took its session back on this server:
+    /// it is no longer away. (One that resumes on another server comes
+    /// back with that server's [`ClusterEvent::Moved`].)
+    Back {
+        /// Who.
+        user: Username,
     },
     /// The session of a local user has a new resume token (it joined, or
     /// resumed): kept in the cluster, so that it can resume on any server.
@@ -115,6 +130,10 @@ pub(super) struct Remote {
     /// On: local users' joins, leaves and chats come out as events.
     pub(super) enabled: bool,
     pub(super) users: HashMap<String, (Username, u64)>,
+    /// Users of other servers whose connection was lost, by name key:
+    /// since when (this server's clock), while their sessions wait for a
+    /// resume ([`Hub::remote_away`]); listed as away by `Who`.
+    pub(super) away: HashMap<String, Instant>,
     /// Kicks of users of other servers (name key → the text) that their
     /// server has not carried out yet: if that server turns out to be dead
     /// (each server notices in its own time), the user leaves, kicked, as
@@ -391,9 +410,68 @@ impl Hub {
         self.remote.users.get(key).map(|(u, _)| u)
     }
 
-    /// Remote users, for `Who`.
+    /// Remote users, for an operator's list.
     pub(super) fn remote_names(&self) -> impl Iterator<Item = &Username> {
         self.remote.users.values().map(|(u, _)| u)
+    }
+
+    /// Remote users, for `Who`: away when their server said their
+    /// connection was lost, or when their server is gone and their
+    /// sessions wait for a resume on another one.
+    pub(super) fn remote_online(&self, now: Instant) -> impl Iterator<Item = OnlineUser> + '_ {
+        let grace = self.limits.grace;
+        self.remote.users.iter().map(move |(key, (u, _))| {
+            let gone = self
+                .remote
+                .gone
+                .get(key)
+                .map(|until| until.checked_sub(grace).unwrap_or(now));
+            let since = match (self.remote.away.get(key).copied(), gone) {
+                (Some(a), Some(g)) => Some(a.min(g)),
+                (a, g) => a.or(g),
+            };
+            OnlineUser {
+                name: u.clone(),
+                away_secs: since.map(|t| now.saturating_duration_since(t).as_secs()),
+            }
+        })
+    }
+
+    /// `user`, a user of server `server`, lost its connection at `since`
+    /// (that server's clock): its session waits for a resume, and `Who`
+    /// lists it as away until it comes back ([`Hub::remote_back`], or a
+    /// move to another server) or leaves. Ignored for a user `server` does
+    /// not have.
+    pub fn remote_away(&mut self, server: u64, user: &Username, since: Timestamp, now: Instant) {
+        self.clock = self.clock.max(now);
+        let key = self.key(user);
+        if self
+            .remote
+            .users
+            .get(&key)
+            .is_none_or(|(_, s)| *s != server)
+        {
+            return;
+        }
+        // The servers' clocks may differ: never in the future here.
+        let ago = self.timestamp(now).0.saturating_sub(since.0);
+        let at = now.checked_sub(Duration::from_millis(ago)).unwrap_or(now);
+        self.remote.away.insert(key, at);
+    }
+
+    /// `user`, a user of server `server` who was away, took its session
+    /// back there: it is no longer away.
+    pub fn remote_back(&mut self, server: u64, user: &Username, now: Instant) {
+        self.clock = self.clock.max(now);
+        let key = self.key(user);
+        if self
+            .remote
+            .users
+            .get(&key)
+            .is_some_and(|(_, s)| *s == server)
+        {
+            self.remote.away.remove(&key);
+        }
     }
 
     /// `user` joined on server `server`: every local member is told, as
@@ -439,6 +517,8 @@ impl Hub {
             }
         }
         self.forget_kick(&key, now);
+        // A new session of the name: whatever an earlier one was.
+        self.remote.away.remove(&key);
         self.remote
             .users
             .insert(key.clone(), (user.clone(), server));
@@ -526,6 +606,7 @@ impl Hub {
         if self.remote_user_of(&key) == Some(server) {
             self.remote.gone.remove(&key);
             self.remote.kicks.remove(&key);
+            self.remote.away.remove(&key);
             if let Some((registered, _)) = self.remote.users.remove(&key) {
                 self.note_taken(&key);
                 self.announce_left(registered, reason, text);

@@ -934,6 +934,9 @@ impl Hub {
                 user: user.clone(),
                 from,
             });
+        } else if replaced.is_none() {
+            // It was away (the other servers list it so): it is back.
+            self.publish(super::ClusterEvent::Back { user: user.clone() });
         }
         // From another server, the ids are not this log's: what was
         // missed is told from the entries' origins (see `unseen`). A
@@ -1061,6 +1064,11 @@ impl Hub {
                 s.peer = conn.peer;
                 s.away_seen = Some(newest);
             }
+            let since = self.timestamp(self.clock);
+            self.publish(super::ClusterEvent::Away {
+                user: user.clone(),
+                since,
+            });
             self.events.push_back(HubEvent::Away { client, user });
         }
         debug!("closing {client}: {why}");

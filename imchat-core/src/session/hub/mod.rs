@@ -655,7 +655,7 @@ impl Hub {
                 kind,
                 text,
             } => self.chat(client, user, client_id, to, kind, text, now),
-            ClientMessage::Who => self.who(client),
+            ClientMessage::Who => self.who(client, now),
             ClientMessage::FilesAccess => self.events.push_back(HubEvent::FilesRequested {
                 client,
                 request: FilesRequest::Access,

@@ -358,6 +358,7 @@ impl Hub {
             return false;
         }
         self.remote.gone.remove(&key);
+        self.remote.away.remove(&key);
         if self.remote.users.remove(&key).is_none() {
             // Announced as left here already (its server died, and its
             // grace ran out here first): it is back.
@@ -422,6 +423,8 @@ impl Hub {
             Some(known) => {
                 known.1 = server;
                 self.remote.gone.remove(&key);
+                // Resumed on `server`: back.
+                self.remote.away.remove(&key);
                 // It moved before a kick reached its old server: the kick
                 // was published after the move (Redis refuses to move a
                 // kicked session, and a server does not take over one it
