@@ -1316,6 +1316,8 @@ impl Cluster {
                     pipe.add_command(sessions::kick(user, text)).ignore();
                 }
                 ClusterEvent::Chat { .. }
+                | ClusterEvent::Away { .. }
+                | ClusterEvent::Back { .. }
                 | ClusterEvent::Transfer(_)
                 | ClusterEvent::Undelivered { .. } => {}
             }
@@ -2291,6 +2293,10 @@ impl Remote {
             ClusterEvent::Moved { user, .. } => {
                 hub.remote_moved(self.server, user, now);
             }
+            ClusterEvent::Away { user, since } => {
+                hub.remote_away(self.server, &user, since, now);
+            }
+            ClusterEvent::Back { user } => hub.remote_back(self.server, &user, now),
             ClusterEvent::Kick { user, text } => {
                 if hub.remote_kick(&user, &text, now) {
                     info!(
@@ -3087,6 +3093,11 @@ mod tests {
                 to: name("bob"),
                 text: "are you  there?\n".into(),
             },
+            ClusterEvent::Away {
+                user: name("dave"),
+                since: Timestamp(1_699_999_999_999),
+            },
+            ClusterEvent::Back { user: name("dave") },
         ]
     }
 

@@ -358,6 +358,11 @@ impl Peer {
     }
 
     fn who(&mut self) -> Vec<String> {
+        self.who_away().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// `/who`: each user's name and whether it is listed as away.
+    fn who_away(&mut self) -> Vec<(String, bool)> {
         self.got.retain(|m| !matches!(m, ServerMessage::Who { .. }));
         self.send(&ClientMessage::Who);
         self.wait(WAIT, "who", |g| {
@@ -366,9 +371,12 @@ impl Peer {
         self.got
             .iter()
             .find_map(|m| match m {
-                ServerMessage::Who { users } => {
-                    Some(users.iter().map(ToString::to_string).collect())
-                }
+                ServerMessage::Who { users } => Some(
+                    users
+                        .iter()
+                        .map(|u| (u.name.to_string(), u.away_secs.is_some()))
+                        .collect(),
+                ),
                 _ => None,
             })
             .unwrap()
@@ -392,6 +400,53 @@ impl Peer {
             thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+impl Peer {
+    /// Waits until `/who` marks `name` away (`true`) or here (`false`).
+    fn wait_away(&mut self, name: &str, away: bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = self.who_away();
+            if got.iter().any(|(n, a)| n == name && *a == away) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: who is {got:?}, not {name} with away {away}",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A user of one server whose connection is lost is listed as away by
+/// `/who` on the other servers too, and as here again once she resumes:
+/// on her own server, then (lost again) on another one.
+#[test]
+fn a_user_away_on_her_server_is_listed_away_everywhere_until_she_is_back() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, mut alice, mut bob) = alice_and_bob_resumable(&redis);
+    assert_eq!(
+        bob.who_away(),
+        vec![("alice".to_string(), false), ("bob".to_string(), false)]
+    );
+    // Her link breaks: a keeps her session, and b hears she is away.
+    alice.stream.shutdown(Shutdown::Both).unwrap();
+    bob.wait_away("alice", true);
+    // Back on her own server: b lists her as here again.
+    let mut again = resume_on(&mut alice, a.addr);
+    bob.wait_away("alice", false);
+    // Lost again, and back on b this time.
+    again.stream.shutdown(Shutdown::Both).unwrap();
+    bob.wait_away("alice", true);
+    let mut moved = resume_on(&mut again, b.addr);
+    bob.wait_away("alice", false);
+    assert_eq!(
+        moved.who_away(),
+        vec![("alice".to_string(), false), ("bob".to_string(), false)]
+    );
 }
 
 fn has_join(g: &[ServerMessage], who: &str) -> bool {

@@ -142,7 +142,7 @@ fn echobot_reverses_private_messages_and_answers_who() {
             ClientEvent::Who { users } => Some(users),
             _ => None,
         });
-        if users.contains(&echobot) {
+        if users.iter().any(|u| u.name == echobot) {
             break;
         }
     }

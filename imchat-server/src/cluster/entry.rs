@@ -11,6 +11,8 @@
 //! | chat | `c <id> <time> <client id> <action 0/1> <from> [<to>]` | `x`: the text |
 //! | chats | `b <count>` | `m`: the messages (below) |
 //! | move | `v <user>` | — |
+//! | away (connection lost) | `a <time> <user>` | — |
+//! | back (resumed here) | `h <user>` | — |
 //! | kick | `k <user>` | `x`: what the user is told |
 //! | private message not delivered | `u <from> <to>` | `x`: its text |
 //! | push control | `f <addressee> o <push> <size> <from> <receivers…>` | `n`: the file's name |
@@ -88,6 +90,14 @@ pub(super) fn encode(
         ClusterEvent::Kick { user, text } => {
             let _ = write!(head, "k {}", user.as_str());
             Some((TEXT, text))
+        }
+        ClusterEvent::Away { user, since } => {
+            let _ = write!(head, "a {} {}", since.0, user.as_str());
+            None
+        }
+        ClusterEvent::Back { user } => {
+            let _ = write!(head, "h {}", user.as_str());
+            None
         }
         ClusterEvent::Undelivered { from, to, text } => {
             let _ = write!(head, "u {} {}", from.as_str(), to.as_str());
@@ -326,7 +336,7 @@ pub(super) struct Head {
     pub server: u64,
     /// Its sequence number there.
     pub seq: u64,
-    /// The kind (`j`, `l`, `c`, `b`, `v`, `k`, `u`, `f`).
+    /// The kind (`j`, `l`, `c`, `b`, `v`, `a`, `h`, `k`, `u`, `f`).
     pub kind: u8,
     /// The log id its server gave it (joins, leaves, chats; else 0).
     pub id: MessageId,
@@ -419,13 +429,13 @@ pub(super) fn decode(
     let text = |name: &[u8]| if field == name { text } else { None };
     let line = std::str::from_utf8(bytes(fields.get(1)?)?).ok()?;
     // Past server, sequence number, kind, and the id or addressee.
-    let mut items = line
-        .split(' ')
-        .skip(if matches!(head.kind, b'v' | b'k' | b'u') {
-            3
-        } else {
-            4
-        });
+    let mut items =
+        line.split(' ')
+            .skip(if matches!(head.kind, b'v' | b'k' | b'u' | b'a' | b'h') {
+                3
+            } else {
+                4
+            });
     let id = head.id;
     let event = match head.kind {
         b'j' => ClusterEvent::Joined {
@@ -442,6 +452,13 @@ pub(super) fn decode(
         b'v' => ClusterEvent::Moved {
             user: user(items.next())?,
             from: 0,
+        },
+        b'a' => ClusterEvent::Away {
+            since: Timestamp(parsed(items.next())?),
+            user: user(items.next())?,
+        },
+        b'h' => ClusterEvent::Back {
+            user: user(items.next())?,
         },
         b'k' => ClusterEvent::Kick {
             user: user(items.next())?,
