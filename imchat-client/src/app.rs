@@ -36,8 +36,9 @@ use imchat_core::blocking::tls::{self, Stream, Trust, Verified};
 use imchat_core::blocking::{Frame, FrameReader, Outbox, PushError, TransportError};
 use imchat_core::{
     inert, ChatKind, ClientEvent, ClientSession, Encode, FileEntry, FileListPart, FileName,
-    FilesRequest, Limits, MessageId, Origin, Recipient, RefuseCode, RoutedChat, SavedSession,
-    Secret, ServerMessage, Timestamp, TransferError, TransferId, UsageError, Username,
+    FilesRequest, Limits, MessageId, OnlineUser, Origin, Recipient, RefuseCode, RoutedChat,
+    SavedSession, Secret, ServerMessage, Timestamp, TransferError, TransferId, UsageError,
+    Username,
 };
 
 use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
@@ -47,8 +48,8 @@ use crate::resume::SessionFile;
 use crate::servers::{Server, Servers};
 use crate::ui;
 use crate::view::{
-    byte_count, human_duration, human_size, ChatEntry, Direction, Entry, Link, Roster, SharedFile,
-    Status, TransferEnd, TransferView, UserInput, View,
+    byte_count, human_duration, human_size, Away, ChatEntry, Direction, Entry, Link, Roster,
+    SharedFile, Status, TransferEnd, TransferView, UserInput, View,
 };
 
 /// How long one connection attempt may take.
@@ -390,6 +391,19 @@ impl WhoFor {
 
 /// `online (3): alice, bob, carol`: the names in the server's order (as
 /// `/who` shows them), at most `most` of them (`… and 7 more`).
+/// One user of a `/who` answer as the list shows it: its name, and for a
+/// user away how long ago its connection was lost (`bob (away, connection
+/// lost 23s ago)`).
+fn who_entry((user, name): (&OnlineUser, &String)) -> String {
+    match user.away_secs {
+        Some(secs) => format!(
+            "{name} (away, connection lost {} ago)",
+            human_duration(Duration::from_secs(secs))
+        ),
+        None => name.clone(),
+    }
+}
+
 fn online_line(names: &[String], most: usize) -> String {
     let shown = names.len().min(most);
     let mut line = format!("online ({}): {}", names.len(), names[..shown].join(", "));
@@ -3485,25 +3499,36 @@ impl Conn {
                 }
             }
             ClientEvent::Who { users } => {
-                let names: Vec<String> = users.iter().map(|u| u.as_str().to_owned()).collect();
+                let names: Vec<String> = users.iter().map(|u| u.name.as_str().to_owned()).collect();
                 *lock(&app.roster) = users
                     .iter()
                     .zip(&names)
-                    .map(|(u, n)| (u.key(), n.clone()))
+                    .map(|(u, n)| (u.name.key(), n.clone()))
                     .collect();
+                let away: Vec<Away> = users
+                    .iter()
+                    .zip(&names)
+                    .filter_map(|(u, n)| {
+                        u.away_secs.map(|secs| Away {
+                            name: n.clone(),
+                            secs,
+                        })
+                    })
+                    .collect();
+                let shown: Vec<String> = users.iter().zip(&names).map(who_entry).collect();
                 let why = lock(&self.whos).pop_front().unwrap_or(WhoFor::User);
                 if why.silent() {
                     self.whos_answered.fetch_add(1, Ordering::SeqCst);
                 }
                 match why {
-                    WhoFor::User => app.notice(&online_line(&names, usize::MAX)),
+                    WhoFor::User => app.notice(&online_line(&shown, usize::MAX)),
                     WhoFor::Join => {
                         app.view
-                            .roster_notice(&online_line(&names, JOIN_NAMES_SHOWN));
+                            .roster_notice(&online_line(&shown, JOIN_NAMES_SHOWN));
                     }
                     WhoFor::Roster => {}
                 }
-                app.view.roster(Roster::All(names));
+                app.view.roster(Roster::All { names, away });
             }
             ClientEvent::FilesAccess { count } => {
                 lock(&self.accesses).pop_front();
@@ -4099,6 +4124,20 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn who_marks_a_user_away_with_how_long_ago() {
+        let alice = OnlineUser::here(Username::new("alice").unwrap());
+        let bob = OnlineUser::away(Username::new("bob").unwrap(), 83);
+        let shown: Vec<String> = [&alice, &bob]
+            .into_iter()
+            .map(|u| who_entry((u, &u.name.to_string())))
+            .collect();
+        assert_eq!(
+            online_line(&shown, usize::MAX),
+            "online (2): alice, bob (away, connection lost 1m23s ago)"
+        );
+    }
 
     #[test]
     fn the_join_lists_at_most_so_many_names_and_who_lists_all() {

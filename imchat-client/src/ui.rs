@@ -316,7 +316,13 @@ impl View for JsonView {
 
     fn roster(&self, change: Roster) {
         Self::emit(&match change {
-            Roster::All(names) => json!({"type": "roster", "all": names}),
+            Roster::All { names, away } => {
+                let away: Vec<Value> = away
+                    .iter()
+                    .map(|a| json!({"name": a.name, "away_secs": a.secs}))
+                    .collect();
+                json!({"type": "roster", "all": names, "away": away})
+            }
             Roster::Joined(name) => json!({"type": "roster", "joined": name}),
             Roster::Left(name) => json!({"type": "roster", "left": name}),
         });

@@ -281,19 +281,53 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roster {
     /// The whole list (after `/who`, or on connect).
-    All(Vec<String>),
+    All {
+        /// Everyone online.
+        names: Vec<String>,
+        /// Those of `names` who are away (their connection lost, their
+        /// session waiting for them to come back), with for how long.
+        away: Vec<Away>,
+    },
     /// One more.
     Joined(String),
     /// One less.
     Left(String),
 }
 
+/// A user of the roster who is away: its connection was lost, and its
+/// session waits for it to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Away {
+    /// Its name.
+    pub name: String,
+    /// For how long, in whole seconds, when the server answered.
+    pub secs: u64,
+}
+
 impl Roster {
+    /// The whole list, nobody away.
+    #[must_use]
+    pub fn all(names: Vec<String>) -> Roster {
+        Roster::All {
+            names,
+            away: Vec::new(),
+        }
+    }
+
     /// The change as a terminal may show it: each name made inert.
     #[must_use]
     pub fn inert(self) -> Roster {
         match self {
-            Roster::All(names) => Roster::All(names.into_iter().map(inert_string).collect()),
+            Roster::All { names, away } => Roster::All {
+                names: names.into_iter().map(inert_string).collect(),
+                away: away
+                    .into_iter()
+                    .map(|a| Away {
+                        name: inert_string(a.name),
+                        secs: a.secs,
+                    })
+                    .collect(),
+            },
             Roster::Joined(name) => Roster::Joined(inert_string(name)),
             Roster::Left(name) => Roster::Left(inert_string(name)),
         }

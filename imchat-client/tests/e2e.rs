@@ -584,6 +584,29 @@ fn a_killed_client_is_announced_as_left() {
 /// user is away, as news rather than an error; a message to everyone is
 /// not.
 #[test]
+fn a_user_away_is_flagged_in_the_json_roster() {
+    let w = World::new("away-json");
+    let port = w.server.port().to_string();
+    let mut bob = w.client("bob");
+    let mut alice = w.spawn_client(&["--json", "alice", "127.0.0.1", &port]);
+    alice.expect("the roster from the /who on connect, nobody away", |l| {
+        let v = parse(l);
+        v["all"] == serde_json::json!(["alice", "bob"]) && v["away"] == serde_json::json!([])
+    });
+    bob.kill();
+    w.server.wait_logged("bob lost its connection");
+    alice.send("/who");
+    let roster = alice.expect("the roster with bob away", |l| {
+        parse(l)["away"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    let v = parse(&roster);
+    assert_eq!(v["all"], serde_json::json!(["alice", "bob"]), "{roster}");
+    assert_eq!(v["away"][0]["name"], "bob", "{roster}");
+    assert!(v["away"][0]["away_secs"].is_u64(), "{roster}");
+    assert_eq!(v["away"].as_array().map(Vec::len), Some(1), "{roster}");
+}
+
+#[test]
 fn a_private_message_to_a_user_away_tells_the_sender_so() {
     let w = World::new("away");
     let mut alice = w.client("alice");
@@ -601,7 +624,13 @@ fn a_private_message_to_a_user_away_tells_the_sender_so() {
         ) && away.ends_with(" s"),
         "{away:?}"
     );
-    alice.expect("the who list", |l| l.starts_with("*** online (2)"));
+    // bob is listed as away, with how long ago his connection was lost.
+    let who = alice.expect("the who list", |l| l.starts_with("*** online (2)"));
+    assert!(
+        who.starts_with("*** online (2): alice, bob (away, connection lost ")
+            && who.ends_with(" ago)"),
+        "{who:?}"
+    );
     assert_eq!(
         alice
             .out
@@ -2402,7 +2431,7 @@ fn json_a_cluster_outage_is_in_the_status_until_it_is_over() {
         for m in [
             notice(NoticeCode::CLUSTER_DOWN, "the cluster cannot be reached"),
             ServerMessage::Who {
-                users: vec![username],
+                users: vec![imchat_core::OnlineUser::here(username)],
             },
         ] {
             writer.send(&m).expect("send");
@@ -2459,7 +2488,7 @@ fn json_and_the_chat_log_show_a_join_or_leave_at_the_time_the_server_noted() {
         let name = |n: &str| Username::new(n).expect("a name");
         for m in [
             ServerMessage::Who {
-                users: vec![username],
+                users: vec![imchat_core::OnlineUser::here(username)],
             },
             ServerMessage::Joined {
                 id: MessageId(1),

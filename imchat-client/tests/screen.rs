@@ -588,6 +588,35 @@ fn the_join_shows_who_is_online_where_the_nick_list_does_not() {
     assert_eq!(dave.shot().count("*** online"), 0, "{}", dave.shot().dump());
 }
 
+/// A user whose connection was lost stays listed, marked away: in the
+/// nick list, and in `/who`'s answer with how long ago.
+#[test]
+fn a_user_away_is_marked_in_the_nick_list_and_in_who() {
+    let w = World::new("scr-away");
+    let mut t = start(&w, "alice", 120, 24);
+    let mut bob = w.client("bob");
+    t.wait_screen("bob in the nick list", |s| {
+        s.rows[..21]
+            .iter()
+            .any(|r| r.contains('│') && r.ends_with("bob"))
+    });
+    bob.kill();
+    w.server.wait_logged("bob lost its connection");
+    t.type_str("/who\r");
+    let s = t.wait_screen("bob marked away in the nick list", |s| {
+        s.rows[..21]
+            .iter()
+            .any(|r| r.contains('│') && r.ends_with("bob (away)"))
+    });
+    assert!(
+        s.rows
+            .iter()
+            .any(|r| r.contains("online (2): alice, bob (away, connection lost ")),
+        "{}",
+        s.dump()
+    );
+}
+
 /// A reconnect that gets the session back continues what the screen
 /// shows (the joins and leaves meanwhile follow): no names again. One
 /// that starts a new session shows them, as a first join does.
@@ -662,7 +691,7 @@ fn a_replayed_join_or_leave_shows_the_time_it_happened_not_its_arrival() {
         let bob = Username::new("bob").expect("a name");
         for m in [
             ServerMessage::Who {
-                users: vec![username],
+                users: vec![imchat_core::OnlineUser::here(username)],
             },
             ServerMessage::Joined {
                 id: MessageId(1),

@@ -4,7 +4,7 @@
 //! drains what it asks for (lines to send, a bell, history to save).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use imchat_core::inert;
@@ -110,6 +110,8 @@ pub struct Model {
     transfers: Vec<TransferView>,
     /// Who is online, sorted.
     roster: Vec<String>,
+    /// Those of the roster who are away, as the last `/who` said.
+    away: HashSet<String>,
     /// Shared file names.
     files: Vec<String>,
     /// Whether Tab asked the client for them (once: `/list` refreshes).
@@ -206,6 +208,7 @@ impl Model {
             width: 80,
             transfers: Vec::new(),
             roster: Vec::new(),
+            away: HashSet::new(),
             files: Vec::new(),
             files_asked: false,
             tab_waiting: None,
@@ -349,6 +352,12 @@ impl Model {
         &self.roster
     }
 
+    /// Whether `name`, of the roster, is away (its connection lost, its
+    /// session waiting for it), as the last `/who` said.
+    pub fn is_away(&self, name: &str) -> bool {
+        self.away.contains(name)
+    }
+
     // ---- what the client tells the view ----
     // Its texts come raw, and are made inert here, as they come in.
 
@@ -429,19 +438,27 @@ impl Model {
     /// Who is online changed.
     pub fn change_roster(&mut self, change: Roster) {
         match change.inert() {
-            Roster::All(mut all) => {
+            Roster::All {
+                names: mut all,
+                away,
+            } => {
                 all.sort_by_cached_key(|n| roster_order(n));
                 all.dedup();
                 self.roster = all;
+                self.away = away.into_iter().map(|a| a.name).collect();
             }
             Roster::Joined(name) => {
+                self.away.remove(&name);
                 if !self.roster.contains(&name) {
                     let key = roster_order(&name);
                     let at = self.roster.partition_point(|n| roster_order(n) < key);
                     self.roster.insert(at, name);
                 }
             }
-            Roster::Left(name) => self.roster.retain(|n| *n != name),
+            Roster::Left(name) => {
+                self.away.remove(&name);
+                self.roster.retain(|n| *n != name);
+            }
         }
     }
 
@@ -1093,7 +1110,7 @@ mod tests {
         assert_eq!(last_notice(&m), Some("bob has left (a^Jb)"));
         m.transfer(&download(1, "x\x1b.bin"));
         assert_eq!(m.transfers()[0].name, "x^[.bin");
-        m.change_roster(Roster::All(vec!["carol\u{200b}".into()]));
+        m.change_roster(Roster::all(vec!["carol\u{200b}".into()]));
         m.change_roster(Roster::Joined("dave\x07".into()));
         assert_eq!(m.roster(), ["carol\\u{200b}", "dave^G"]);
         m.shared_files(vec!["f\n.txt".into()]);
@@ -1706,7 +1723,7 @@ mod tests {
     fn tab_completes_online_nicks_but_not_ours() {
         let mut m = model();
         let now = Instant::now();
-        m.change_roster(Roster::All(vec!["alice".into(), "bob".into(), "al".into()]));
+        m.change_roster(Roster::all(vec!["alice".into(), "bob".into(), "al".into()]));
         typed(&mut m, "a");
         m.handle(Action::Tab, now);
         assert_eq!(m.editor.text(), "al: ");
@@ -1746,9 +1763,36 @@ mod tests {
     }
 
     #[test]
+    fn who_says_who_is_away_until_a_join_or_leave_of_the_name() {
+        let mut m = model();
+        m.change_roster(Roster::All {
+            names: vec!["alice".into(), "bob".into(), "carol".into()],
+            away: vec![
+                crate::view::Away {
+                    name: "bob".into(),
+                    secs: 23,
+                },
+                crate::view::Away {
+                    name: "carol".into(),
+                    secs: 5,
+                },
+            ],
+        });
+        assert!(m.is_away("bob") && m.is_away("carol") && !m.is_away("alice"));
+        // bob's session ended and a new bob joined; carol left.
+        m.change_roster(Roster::Left("bob".into()));
+        m.change_roster(Roster::Joined("bob".into()));
+        m.change_roster(Roster::Left("carol".into()));
+        assert!(!m.is_away("bob") && !m.is_away("carol"));
+        // The next /who is the whole truth again.
+        m.change_roster(Roster::all(vec!["alice".into(), "bob".into()]));
+        assert!(!m.is_away("bob"));
+    }
+
+    #[test]
     fn the_nick_list_is_in_the_order_of_who_case_ignored() {
         let mut m = model();
-        m.change_roster(Roster::All(vec![
+        m.change_roster(Roster::all(vec![
             "alpha".into(),
             "Bravo".into(),
             "charlie".into(),
@@ -1766,7 +1810,7 @@ mod tests {
         // Joins one by one land where /who puts them: digits as digits,
         // not as the letters they look like.
         let mut m = model();
-        m.change_roster(Roster::All(vec!["alice".into(), "bob".into()]));
+        m.change_roster(Roster::all(vec!["alice".into(), "bob".into()]));
         for name in ["q5", "q1", "mia", "q9", "p10", "p2"] {
             m.change_roster(Roster::Joined(name.into()));
         }

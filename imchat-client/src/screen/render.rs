@@ -333,7 +333,16 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
             if name.eq_ignore_ascii_case(model.me()) {
                 style = style.add_modifier(Modifier::BOLD);
             }
-            let shown = ellipsized(name, room);
+            // Away (connection lost, session waiting): dimmed and marked,
+            // the mark kept when the name is cut.
+            let shown = if model.is_away(name) {
+                style = style.add_modifier(Modifier::DIM);
+                let mark = " (away)";
+                let name = ellipsized(name, room.saturating_sub(mark.len()).max(1));
+                ellipsized(&format!("{name}{mark}"), room)
+            } else {
+                ellipsized(name, room)
+            };
             Line::from(vec![border.clone(), Span::styled(shown, style)])
         })
         .collect();
@@ -1519,7 +1528,7 @@ mod tests {
     #[test]
     fn the_nick_list_shows_from_a_hundred_columns_and_toggles() {
         let mut m = model();
-        m.change_roster(crate::view::Roster::All(vec![
+        m.change_roster(crate::view::Roster::all(vec![
             "carol".into(),
             "alice".into(),
             "bob".into(),
@@ -1541,10 +1550,38 @@ mod tests {
     }
 
     #[test]
+    fn a_user_away_is_dimmed_and_marked_in_the_nick_list() {
+        let mut m = model();
+        let long = "b_very_long_nickname_of_32_chars";
+        m.change_roster(crate::view::Roster::All {
+            names: vec!["alice".into(), "bob".into(), long.into()],
+            away: vec![
+                crate::view::Away {
+                    name: "bob".into(),
+                    secs: 23,
+                },
+                crate::view::Away {
+                    name: long.into(),
+                    secs: 1,
+                },
+            ],
+        });
+        let mut t = terminal(100, 6);
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[0].ends_with("│alice"), "{}", rows[0]);
+        // A name cut to fit keeps its mark.
+        assert!(rows[1].ends_with("│b_very_… (away)"), "{}", rows[1]);
+        assert!(rows[2].ends_with("│bob (away)"), "{}", rows[2]);
+        let cell = |row: u16| t.backend().buffer()[(85, row)].modifier;
+        assert!(cell(2).contains(Modifier::DIM), "away: dimmed");
+        assert!(!cell(0).contains(Modifier::DIM), "here: not dimmed");
+    }
+
+    #[test]
     fn a_name_too_long_for_the_nick_list_ends_in_an_ellipsis() {
         let mut m = model();
         let long = "b_very_long_nickname_of_32_chars";
-        m.change_roster(crate::view::Roster::All(vec![long.into(), "bob".into()]));
+        m.change_roster(crate::view::Roster::all(vec![long.into(), "bob".into()]));
         let rows = draw_rows(&mut terminal(100, 6), &mut m);
         let cut = rows.iter().find(|r| r.contains("│b_very")).unwrap();
         assert!(cut.ends_with("│b_very_long_ni…"), "{cut}");
