@@ -13,6 +13,7 @@
 //!   gone the server is taken for dead and its users are announced as left.
 //! - `imchat:users:<id>`: a hash of a server's users (name key → name),
 //!   read by a server that (re)joins the cluster to learn who is online;
+//!   `imchat:away:<id>`, those of them away (name key → since, Unix ms);
 //!   `imchat:servers`, the set of server ids that may have users.
 //! - `imchat:name:<key>`: the claim on a name (its canonical key, the same
 //!   the hub compares names by), with the id of the server that holds it,
@@ -1028,6 +1029,7 @@ impl Cluster {
             .cmd("DEL")
             .arg(format!("imchat:srv:{}", self.id))
             .arg(format!("imchat:users:{}", self.id))
+            .arg(away_key(self.id))
             .ignore()
             .cmd("SREM")
             .arg("imchat:servers")
@@ -1244,6 +1246,7 @@ impl Cluster {
             }
         }
         let users = format!("imchat:users:{}", self.id);
+        let away = away_key(self.id);
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut i = 0;
@@ -1272,6 +1275,7 @@ impl Cluster {
                 ClusterEvent::Left { user, .. } => {
                     let key = crate::names::key(user);
                     pipe.cmd("HDEL").arg(&users).arg(&key).ignore();
+                    pipe.cmd("HDEL").arg(&away).arg(&key).ignore();
                     self.let_go(&mut pipe, &key);
                 }
                 ClusterEvent::Session { user, token } => {
@@ -1304,6 +1308,7 @@ impl Cluster {
                         .arg(format!("imchat:users:{from}"))
                         .arg(&key)
                         .ignore();
+                    pipe.cmd("HDEL").arg(away_key(*from)).arg(&key).ignore();
                     pipe.cmd("HSET")
                         .arg(&users)
                         .arg(&key)
@@ -1315,9 +1320,21 @@ impl Cluster {
                     // live server's may not move before it is carried out.
                     pipe.add_command(sessions::kick(user, text)).ignore();
                 }
+                ClusterEvent::Away { user, since } => {
+                    // For a server that joins later: who is away, since when.
+                    pipe.cmd("HSET")
+                        .arg(&away)
+                        .arg(crate::names::key(user))
+                        .arg(since.0)
+                        .ignore();
+                }
+                ClusterEvent::Back { user } => {
+                    pipe.cmd("HDEL")
+                        .arg(&away)
+                        .arg(crate::names::key(user))
+                        .ignore();
+                }
                 ClusterEvent::Chat { .. }
-                | ClusterEvent::Away { .. }
-                | ClusterEvent::Back { .. }
                 | ClusterEvent::Transfer(_)
                 | ClusterEvent::Undelivered { .. } => {}
             }
@@ -1328,6 +1345,10 @@ impl Cluster {
         }
         pipe.cmd("PEXPIRE")
             .arg(&users)
+            .arg(self.lease_ms())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&away)
             .arg(self.lease_ms())
             .ignore();
         Commands::Transaction(pipe)
@@ -1665,9 +1686,15 @@ impl Cluster {
             // those whose name another server holds for now.
             self.rejoin(con, hub, &local, &silenced)?;
         } else {
-            redis::cmd("PEXPIRE")
+            redis::pipe()
+                .cmd("PEXPIRE")
                 .arg(format!("imchat:users:{}", self.id))
                 .arg(lease)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(away_key(self.id))
+                .arg(lease)
+                .ignore()
                 .query::<()>(con)?;
         }
         // Servers whose heartbeat ran out: their users left. Not for a
@@ -1760,6 +1787,7 @@ impl Cluster {
             .ignore()
             .cmd("DEL")
             .arg(&users)
+            .arg(away_key(self.id))
             .ignore();
         for (key, user) in local {
             if !lost(key) {
@@ -1790,7 +1818,7 @@ impl Cluster {
         // it on the other servers for good.
         hub.with(&mut |hub| {
             let here: HashSet<String> = hub.local_users().into_iter().map(|(k, _)| k).collect();
-            let joined = local
+            let mut joined: Vec<ClusterEvent> = local
                 .iter()
                 .filter(|(key, _)| !lost(key) && here.contains(key))
                 .map(|(_, user)| ClusterEvent::Joined {
@@ -1798,11 +1826,22 @@ impl Cluster {
                     id: MessageId(0),
                 })
                 .collect();
+            // And who of them is away, since when.
+            joined.extend(
+                hub.local_away()
+                    .into_iter()
+                    .filter(|(u, _)| {
+                        let key = crate::names::key(u);
+                        !lost(&key) && here.contains(&key)
+                    })
+                    .map(|(user, since)| ClusterEvent::Away { user, since }),
+            );
             self.requeue(joined, silenced);
         });
         // Who is on the other servers.
         let servers: Vec<u64> = redis::cmd("SMEMBERS").arg("imchat:servers").query(con)?;
         let mut found = Vec::new();
+        let mut away_found = Vec::new();
         for s in servers.into_iter().filter(|s| *s != self.id) {
             let alive: bool = redis::cmd("EXISTS")
                 .arg(format!("imchat:srv:{s}"))
@@ -1819,6 +1858,13 @@ impl Cluster {
                     found.push((s, u));
                 }
             }
+            let away: HashMap<String, String> =
+                redis::cmd("HGETALL").arg(away_key(s)).query(con)?;
+            for (key, ms) in away {
+                if let Ok(ms) = ms.parse() {
+                    away_found.push((s, key, imchat_core::Timestamp(ms)));
+                }
+            }
         }
         // After a start on a restored log the reader reads on from where
         // it stopped: who came and went meanwhile, and what they said, is
@@ -1833,11 +1879,26 @@ impl Cluster {
             for (s, u) in &found {
                 hub.remote_present(*s, u.clone(), now);
             }
+            for (s, key, since) in &away_found {
+                if let Some((_, u)) = found
+                    .iter()
+                    .find(|(f, u)| f == s && crate::names::key(u) == *key)
+                {
+                    hub.remote_away(*s, u, *since, now);
+                }
+            }
             // After a start on a restored log: who left meanwhile.
             hub.remote_synced(now);
         });
         Ok(())
     }
+}
+
+/// The hash of server `server`'s users who are away (name key → when
+/// their connection was lost, Unix ms), with the lease: for a server that
+/// joins the cluster later.
+fn away_key(server: u64) -> String {
+    format!("imchat:away:{server}")
 }
 
 /// What publishes a batch (see [`Cluster::commands`]).

@@ -449,6 +449,33 @@ fn a_user_away_on_her_server_is_listed_away_everywhere_until_she_is_back() {
     );
 }
 
+/// A server that joins the cluster after a user of another server lost
+/// her connection lists her as away too, from Redis, not only from what
+/// the stream tells from then on.
+#[test]
+fn a_server_that_joins_later_lists_a_user_away_before_as_away() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_grace(&redis.url(), 30);
+    let mut alice = Peer::join(a.addr, "alice");
+    let mut bob = Peer::join(a.addr, "bob");
+    alice.stream.shutdown(Shutdown::Both).unwrap();
+    bob.wait_away("alice", true);
+    let b = Server::start_with_grace(&redis.url(), 30);
+    let mut carol = Peer::join(b.addr, "carol");
+    carol.wait_who(&["alice", "bob", "carol"], WAIT);
+    assert_eq!(
+        carol.who_away(),
+        vec![
+            ("alice".to_string(), true),
+            ("bob".to_string(), false),
+            ("carol".to_string(), false)
+        ]
+    );
+    // Back: b hears it from the stream.
+    let _back = resume_on(&mut alice, a.addr);
+    carol.wait_away("alice", false);
+}
+
 fn has_join(g: &[ServerMessage], who: &str) -> bool {
     g.iter().any(|m| match m {
         ServerMessage::Joined { user, .. } => user.as_str() == who,

@@ -437,6 +437,27 @@ impl Hub {
         })
     }
 
+    /// The local users who are away (their connection lost, their sessions
+    /// waiting here for a resume), with when their connections were lost
+    /// (for a session kept across a restart: since that restart): what a
+    /// server tells the cluster again when it rejoins it.
+    #[must_use]
+    pub fn local_away(&self) -> Vec<(Username, Timestamp)> {
+        let grace = self.limits.grace;
+        let mut away: Vec<(Username, Timestamp)> = self
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_none() && s.moved_from.is_none())
+            .filter_map(|s| {
+                let (until, _) = s.grace?;
+                let since = until.checked_sub(grace).unwrap_or(until);
+                Some((s.user.clone(), self.timestamp(since)))
+            })
+            .collect();
+        away.sort_by_key(|(u, _)| u.key());
+        away
+    }
+
     /// `user`, a user of server `server`, lost its connection at `since`
     /// (that server's clock): its session waits for a resume, and `Who`
     /// lists it as away until it comes back ([`Hub::remote_back`], or a
