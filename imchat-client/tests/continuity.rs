@@ -470,8 +470,12 @@ fn the_screen_client_resumes_after_a_blip_with_its_draft_and_what_it_missed() {
         s.row(22).contains("reconnecting") && s.row(23) == draft
     });
     bob.send("while you were away");
+    // alice stays listed, marked away while her session waits.
+    w.server.wait_logged("alice lost its connection");
     bob.send("/who");
-    bob.expect_line("*** online (2): alice, bob");
+    bob.expect("alice listed as away", |l| {
+        l.starts_with("*** online (2): alice (away, connection lost ") && l.ends_with(" ago), bob")
+    });
     proxy.set_target(Some(w.server.addr));
 
     let back = format!("connected to 127.0.0.1:{}", proxy.port());
