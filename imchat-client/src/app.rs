@@ -389,8 +389,6 @@ impl WhoFor {
     }
 }
 
-/// `online (3): alice, bob, carol`: the names in the server's order (as
-/// `/who` shows them), at most `most` of them (`… and 7 more`).
 /// One user of a `/who` answer as the list shows it: its name, and for a
 /// user away how long ago its connection was lost (`bob (away, connection
 /// lost 23s ago)`).
@@ -404,6 +402,8 @@ fn who_entry((user, name): (&OnlineUser, &String)) -> String {
     }
 }
 
+/// `online (3): alice, bob, carol`: the names in the server's order (as
+/// `/who` shows them), at most `most` of them (`… and 7 more`).
 fn online_line(names: &[String], most: usize) -> String {
     let shown = names.len().min(most);
     let mut line = format!("online ({}): {}", names.len(), names[..shown].join(", "));
