@@ -85,6 +85,8 @@ pub mod types {
     pub const PRESENCE: u8 = 0x4f;
     /// `ServerMessage::Notice`
     pub const NOTICE: u8 = 0x50;
+    /// `ServerMessage::PushCredit`
+    pub const PUSH_CREDIT: u8 = 0x51;
     /// `Chunk` (both directions)
     pub const CHUNK: u8 = 0x80;
     /// `End` (both directions)
@@ -571,6 +573,10 @@ impl Encode for ServerMessage {
                     put_u32(out, *receivers);
                 });
             }
+            ServerMessage::PushCredit { id, offset } => frame(out, types::PUSH_CREDIT, |out| {
+                put_u32(out, id.0);
+                put_u64(out, *offset);
+            }),
             ServerMessage::Error {
                 code,
                 client_id,
@@ -1009,6 +1015,10 @@ impl Decode for ServerMessage {
             types::PUSH_ACCEPTED => ServerMessage::PushAccepted {
                 id: TransferId(f.u32()?),
                 receivers: f.u32()?,
+            },
+            types::PUSH_CREDIT => ServerMessage::PushCredit {
+                id: TransferId(f.u32()?),
+                offset: f.u64()?,
             },
             types::ERROR => ServerMessage::Error {
                 code: ErrorCode(f.u16()?),

@@ -295,6 +295,17 @@ pub enum UsageError {
         /// The id.
         id: TransferId,
     },
+    /// The chunk would end past what the server lets the push send
+    /// ([`ClientSession::push_room`](crate::ClientSession::push_room)).
+    #[error("push {id} may send up to byte {credit} for now, not to byte {end}: wait for its receivers")]
+    PastCredit {
+        /// The id.
+        id: TransferId,
+        /// Where the chunk would end.
+        end: u64,
+        /// How far the push may send.
+        credit: u64,
+    },
     /// No offer with this id is waiting for an answer.
     #[error("no offer {id} is waiting for an answer")]
     UnknownOffer {

@@ -32,6 +32,22 @@ pub const ACK_STEP: u64 = DOWNLOAD_WINDOW / 2;
 /// download: whatever the socket buffers and the network between hold,
 /// a chat line to a receiver on a slow link never waits behind more.
 pub const PUSH_WINDOW: u64 = DOWNLOAD_WINDOW;
+/// How far past what its slowest receiver acknowledged a pusher may send
+/// ([`ServerMessage::PushCredit`](crate::ServerMessage::PushCredit)): one
+/// [`PUSH_WINDOW`]. Everything a pusher may send is then in its receivers'
+/// windows already, so a server holds at most this much of one push's data
+/// on its way to the receivers here, without ever waiting to read the
+/// pusher; a push to another server of a cluster adds at most as much
+/// again on its way there (one window of the cluster's queue per server).
+/// A chunk that would end past the credit cancels the push (`BAD_CHUNK`).
+pub const PUSH_CREDIT: u64 = PUSH_WINDOW;
+/// How long a receiver of a push may hold it: when it has a whole
+/// [`PUSH_WINDOW`] unacknowledged (the pusher can send no more) for this
+/// long (10 s), or has held the other receivers back for this long in all
+/// (its window full while another receiver's had room), it is dropped from
+/// the push with `Cancel{TOO_SLOW}`: a push to several goes at its slowest
+/// receiver's pace only for a while.
+pub const PUSH_RECEIVER_WAIT: Duration = Duration::from_secs(10);
 /// Largest file a client may push to others with `/sendfile`: 4 GiB.
 pub const DEFAULT_MAX_PUSH_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 /// Most users joined at once: 1,000 (connections still handshaking do not count).

@@ -926,6 +926,17 @@ pub enum ServerMessage {
         /// How many users accepted it.
         receivers: u32,
     },
+    /// How far the client may send the data of its push `id`: up to byte
+    /// `offset` of the file (exclusive), counted from byte 0. The first
+    /// comes with [`ServerMessage::PushAccepted`], the next ones as the
+    /// slowest receiver acknowledges; it never goes down. A chunk that
+    /// would end past it cancels the push (`BAD_CHUNK`).
+    PushCredit {
+        /// The push's id.
+        id: TransferId,
+        /// The end of what may be sent, counted from byte 0.
+        offset: u64,
+    },
     /// A push of this client's reached its receivers.
     PushDone {
         /// The push's id.

@@ -347,6 +347,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(id, receivers)| ServerMessage::PushDone { id, receivers }),
         (transfer_id(), any::<u32>())
             .prop_map(|(id, receivers)| ServerMessage::PushAccepted { id, receivers }),
+        (transfer_id(), any::<u64>())
+            .prop_map(|(id, offset)| ServerMessage::PushCredit { id, offset }),
         (any::<u16>(), any::<u64>(), text()).prop_map(|(code, client_id, text)| {
             ServerMessage::Error {
                 code: ErrorCode(code),

@@ -613,6 +613,15 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             hex("00000009 4d   00000009 00000002"),
         ),
         (
+            "PushCredit",
+            ServerMessage::PushCredit {
+                id: TransferId(9),
+                offset: 0x0010_0000,
+            },
+            //   len      type id       may send up to 1 MiB
+            hex("0000000d 51   00000009 0000000000100000"),
+        ),
+        (
             "PushDone",
             ServerMessage::PushDone {
                 id: TransferId(9),
@@ -738,7 +747,7 @@ variant_names!(client_kind, CLIENT_KINDS: ClientMessage {
 variant_names!(server_kind, SERVER_KINDS: ServerMessage {
     Welcome { .. }, Refused { .. }, Chat { .. }, Joined { .. }, Left { .. }, Who { .. },
     FilesAccess { .. }, FileList { .. }, FileStart { .. }, Chunk(_), End(_), Cancel(_),
-    PushAccepted { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
+    PushAccepted { .. }, PushCredit { .. }, PushDone { .. }, Error { .. }, Ping(_), Pong(_), Shutdown { .. },
     Ack { .. }, Presence(_), Notice { .. },
 });
 
@@ -979,7 +988,7 @@ fn error_unknown_type() {
         (Client, "00000001 85", unknown(0x85)),
         (Server, "00000001 00", unknown(0x00)),
         (Server, "00000001 40", unknown(0x40)),
-        (Server, "00000001 51", unknown(0x51)),
+        (Server, "00000001 52", unknown(0x52)),
         // The type is refused before its body is looked at.
         (Server, "00000004 7f 000000", unknown(0x7f)),
     ]);

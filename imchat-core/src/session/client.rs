@@ -172,6 +172,16 @@ pub enum ClientEvent {
         /// How many accepted it.
         receivers: u32,
     },
+    /// The server lets push `id` of ours send up to byte `offset` of its
+    /// file: [`ClientSession::push_room`] grew. The first comes right after
+    /// [`PushAccepted`](Self::PushAccepted); the next ones as its slowest
+    /// receiver stores what it got.
+    PushCredit {
+        /// The push.
+        id: TransferId,
+        /// The end of what may be sent, counted from byte 0.
+        offset: u64,
+    },
     /// A push of ours reached its receivers.
     PushDone {
         /// The push.
@@ -427,6 +437,9 @@ pub struct ClientSession {
     outgoing: HashMap<TransferId, Outgoing>,
     /// Our pushes whose receivers accepted them: their data may go.
     accepted: std::collections::HashSet<TransferId>,
+    /// How far the server lets each push of ours send
+    /// ([`ServerMessage::PushCredit`]), counted from byte 0.
+    credits: HashMap<TransferId, u64>,
     /// Our pushes whose end was queued: nothing more goes for them, and
     /// they are only waiting for the server's [`ServerMessage::PushDone`].
     pushes_ended: std::collections::HashSet<TransferId>,
@@ -534,6 +547,7 @@ impl ClientSession {
             held_acks: HashMap::new(),
             outgoing: HashMap::new(),
             accepted: std::collections::HashSet::new(),
+            credits: HashMap::new(),
             pushes_ended: std::collections::HashSet::new(),
             offers: HashMap::new(),
             relayed: HashMap::new(),
@@ -796,6 +810,7 @@ impl ClientSession {
         self.names.clear();
         self.held_acks.clear();
         self.accepted.clear();
+        self.credits.clear();
         self.pushes_ended.clear();
         self.last_heard = self.clock;
         self.ping = None;
@@ -1666,7 +1681,10 @@ impl ClientSession {
     /// reading its file), [`UsageError::NotAccepted`] before its
     /// [`ClientEvent::PushAccepted`] (keep the data and send it then),
     /// [`UsageError::ChunkTooLarge`] above [`chunk_limit`](Self::chunk_limit)
-    /// (split it), [`UsageError::EmptyChunk`] if `data` is empty (the
+    /// (split it), [`UsageError::PastCredit`] if it would end past what the
+    /// server lets the push send ([`push_room`](Self::push_room): keep the
+    /// data and send it after the next [`ClientEvent::PushCredit`]),
+    /// [`UsageError::EmptyChunk`] if `data` is empty (the
     /// protocol has no empty chunk), or [`UsageError::PushOverrun`] if
     /// `data` goes past the size offered (the file changed since: cancel
     /// the push).
@@ -1686,9 +1704,32 @@ impl ClientSession {
                 max,
             });
         }
+        let credit = self.credits.get(&id).copied().unwrap_or(0);
+        let end = out.offset().saturating_add(data.len() as u64);
+        if end > credit && end <= out.size() {
+            return Err(UsageError::PastCredit { id, end, credit });
+        }
         let chunk = out.next_chunk(data)?;
         self.transmits.push_back(ClientMessage::Chunk(chunk));
         Ok(())
+    }
+
+    /// How many more bytes of push `id` of ours may be sent now: up to
+    /// the server's last credit ([`ClientEvent::PushCredit`]), and no
+    /// more than is left of the file. 0 for a push not accepted yet, ended,
+    /// or unknown: wait for the next [`ClientEvent::PushCredit`] (reading
+    /// the server's messages meanwhile), then send at most this much.
+    #[must_use]
+    pub fn push_room(&self, id: TransferId) -> u64 {
+        let Some(out) = self
+            .outgoing
+            .get(&id)
+            .filter(|_| self.accepted.contains(&id) && !self.pushes_ended.contains(&id))
+        else {
+            return 0;
+        };
+        let credit = self.credits.get(&id).copied().unwrap_or(0);
+        credit.min(out.size()).saturating_sub(out.offset())
     }
 
     /// The largest chunk of a push: [`Limits::chunk_size`], or less if
@@ -1789,6 +1830,7 @@ impl ClientSession {
     ) -> Result<(), UsageError> {
         self.names.remove(&id);
         self.accepted.remove(&id);
+        self.credits.remove(&id);
         self.pushes_ended.remove(&id);
         let wire = self.wire_id(id);
         self.relayed.remove(&id);
@@ -2118,8 +2160,20 @@ impl ClientSession {
                 }
                 ClientEvent::PushAccepted { id, receivers }
             }
+            ServerMessage::PushCredit { id, offset } => {
+                if !self.accepted.contains(&id) || self.pushes_ended.contains(&id) {
+                    return;
+                }
+                let credit = self.credits.entry(id).or_insert(0);
+                if offset <= *credit {
+                    return;
+                }
+                *credit = offset;
+                ClientEvent::PushCredit { id, offset }
+            }
             ServerMessage::PushDone { id, receivers } => {
                 self.accepted.remove(&id);
+        self.credits.remove(&id);
                 self.pushes_ended.remove(&id);
                 if self.outgoing.remove(&id).is_none() {
                     return;
@@ -2203,6 +2257,7 @@ impl ClientSession {
                     }
                 } else if self.outgoing.remove(&c.id).is_some() {
                     self.accepted.remove(&c.id);
+                    self.credits.remove(&c.id);
                     self.pushes_ended.remove(&c.id);
                     ClientEvent::PushFailed {
                         id: c.id,

@@ -226,14 +226,26 @@ pub enum HubEvent {
         offset: u64,
     },
     /// The receiver `client` acknowledged more of push `id` (its id for
-    /// it): relaying that push to it may go on, up to
-    /// [`PUSH_WINDOW`](crate::PUSH_WINDOW) past what it acknowledged
-    /// ([`Hub::push_in_flight`](crate::Hub::push_in_flight)).
+    /// it). The hub gives the pusher its credit itself
+    /// ([`ServerMessage::PushCredit`](crate::ServerMessage::PushCredit)),
+    /// so that the pusher sends no more than
+    /// [`PUSH_WINDOW`](crate::PUSH_WINDOW) past what its slowest receiver
+    /// acknowledged ([`Hub::push_in_flight`](crate::Hub::push_in_flight)):
+    /// nothing needs to wait for this.
     PushAcked {
         /// The receiver.
         client: ClientId,
         /// The push, by the receiver's id for it.
         id: TransferId,
+    },
+    /// The receiver `receiver` held push `relay` (its id for it) for
+    /// [`PUSH_RECEIVER_WAIT`](crate::PUSH_RECEIVER_WAIT) and was dropped
+    /// from it with `Cancel{TOO_SLOW}` (for the log).
+    ReceiverTooSlow {
+        /// The receiver.
+        receiver: ClientId,
+        /// The push, by the receiver's id for it.
+        relay: TransferId,
     },
     /// Stop streaming this download (the client cancelled or left).
     DownloadCancelled {

@@ -4,11 +4,11 @@
 //! [`OFFER_AFTER_ACCEPT`] of a first acceptance), the pusher sends it, and it is checked chunk by chunk
 //! and relayed to the receivers that accepted, under a server-chosen id.
 
-use crate::limits::OFFER_AFTER_ACCEPT;
+use crate::limits::{OFFER_AFTER_ACCEPT, PUSH_CREDIT, PUSH_RECEIVER_WAIT, PUSH_WINDOW};
 use crate::message::FileStart;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::remote_push::{Inbound, Leg, RemotePush, TransferControl, REMOTE_PUSHER};
 use super::{ClientId, ClusterEvent, Hub, HubEvent};
@@ -62,9 +62,85 @@ pub(super) struct Relay {
     /// 0): what was relayed to one past that is in flight towards it, in
     /// queues, socket buffers and the network, however large they are.
     pub(super) acked: HashMap<ClientId, u64>,
+    /// How far its pusher may send (the last
+    /// [`ServerMessage::PushCredit`], or the last credit given to the other
+    /// server for an inbound push): never lowered.
+    pub(super) credit: u64,
+    /// How long each receiver here has held the push (see [`Stall`]).
+    pub(super) stalls: HashMap<ClientId, Stall>,
+}
+
+/// How a receiver of a push holds it back: its whole window unacknowledged
+/// (the pusher can send nothing more), since when; and how long in all it
+/// did so while another receiver had room. Either reaching
+/// [`PUSH_RECEIVER_WAIT`] drops it from the push (`TOO_SLOW`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Stall {
+    full_since: Option<Instant>,
+    held: Duration,
+    held_since: Option<Instant>,
+}
+
+impl Stall {
+    /// When it is dropped if nothing changes.
+    fn due(&self) -> Option<Instant> {
+        let full = self.full_since.map(|t| t + PUSH_RECEIVER_WAIT);
+        let held = self
+            .held_since
+            .map(|t| t + PUSH_RECEIVER_WAIT.saturating_sub(self.held));
+        full.into_iter().chain(held).min()
+    }
 }
 
 impl Relay {
+    /// How far its pusher may send now: [`PUSH_CREDIT`] past what its
+    /// slowest receiver here acknowledged, and no further than its
+    /// receivers' servers allow, nor than the file's size.
+    fn limit(&self) -> u64 {
+        let here = self
+            .receivers
+            .iter()
+            .map(|c| self.acked.get(c).copied().unwrap_or(0))
+            .min()
+            .map(|a| a.saturating_add(PUSH_CREDIT));
+        let there = self.legs.iter().map(|l| l.credit).min();
+        here.into_iter()
+            .chain(there)
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(self.incoming.size())
+    }
+
+    /// Brings each receiver's [`Stall`] up to date at `now`.
+    fn restall(&mut self, now: Instant) {
+        let received = self.incoming.received();
+        let full: Vec<(ClientId, bool)> = self
+            .receivers
+            .iter()
+            .map(|c| {
+                let acked = self.acked.get(c).copied().unwrap_or(0);
+                (*c, received.saturating_sub(acked) >= PUSH_WINDOW)
+            })
+            .collect();
+        let room = full.iter().any(|(_, f)| !f) || self.legs.iter().any(|l| l.credit > received);
+        self.stalls.retain(|c, _| full.iter().any(|(r, _)| r == c));
+        for (c, f) in full {
+            let s = self.stalls.entry(c).or_default();
+            if f {
+                s.full_since.get_or_insert(now);
+            } else {
+                s.full_since = None;
+            }
+            match (f && room, s.held_since) {
+                (true, None) => s.held_since = Some(now),
+                (false, Some(t)) => {
+                    s.held += now.saturating_duration_since(t);
+                    s.held_since = None;
+                }
+                _ => {}
+            }
+        }
+    }
     /// Whether its pusher sent any file data yet.
     fn had_data(&self) -> bool {
         self.incoming.received() > 0
@@ -150,6 +226,7 @@ impl Hub {
                 server: *server,
                 users: users.len(),
                 accepted: None,
+                credit: PUSH_CREDIT,
             })
             .collect();
         if receivers.is_empty() && legs.is_empty() {
@@ -187,6 +264,8 @@ impl Hub {
             legs,
             inbound: None,
             acked: HashMap::new(),
+            credit: 0,
+            stalls: HashMap::new(),
         };
         let offered_to = relay.receiver_count();
         self.events.push_back(HubEvent::PushStarted {
@@ -232,21 +311,71 @@ impl Hub {
     /// past that ([`HubEvent::PushAcked`]). An acknowledgement beyond what
     /// was relayed, or below the last, changes nothing.
     pub(super) fn push_acked(&mut self, client: ClientId, id: TransferId, offset: u64) -> bool {
-        let Some(relay) = self
+        let Some((key, relay)) = self
             .relays
-            .values_mut()
-            .find(|r| r.relay_id == id && r.receivers.contains(&client))
+            .iter_mut()
+            .find(|(_, r)| r.relay_id == id && r.receivers.contains(&client))
         else {
             return false;
         };
+        let key = *key;
         if offset <= relay.incoming.received() {
             let acked = relay.acked.entry(client).or_insert(0);
             if offset > *acked {
                 *acked = offset;
                 self.events.push_back(HubEvent::PushAcked { client, id });
+                self.repace(key);
             }
         }
         true
+    }
+
+    /// After a change to push `key` (data came, a receiver acknowledged,
+    /// or dropped out, or another server gave more room): its receivers'
+    /// stalls are brought up to date, and its pusher is given more credit
+    /// if it may now send further ([`ServerMessage::PushCredit`]; for a
+    /// push from another server's user, that server is).
+    pub(super) fn repace(&mut self, key: (ClientId, TransferId)) {
+        let now = self.clock;
+        let Some(relay) = self.relays.get_mut(&key) else {
+            return;
+        };
+        if !relay.sending {
+            return;
+        }
+        relay.restall(now);
+        let limit = relay.limit();
+        if limit <= relay.credit {
+            return;
+        }
+        relay.credit = limit;
+        match relay.inbound {
+            Some(Inbound { server, relay: r }) => {
+                self.publish(ClusterEvent::Transfer(TransferControl::Credit {
+                    to: server,
+                    relay: r,
+                    offset: limit,
+                }));
+            }
+            None => self.send(
+                key.0,
+                ServerMessage::PushCredit {
+                    id: key.1,
+                    offset: limit,
+                },
+            ),
+        }
+    }
+
+    /// How far the pusher of push `relay` (the receivers' id for it) may
+    /// send: the last credit it was given (0 before it was accepted, or
+    /// when there is no such push).
+    #[must_use]
+    pub fn push_credit(&self, relay: TransferId) -> u64 {
+        self.relays
+            .values()
+            .find(|r| r.relay_id == relay)
+            .map_or(0, |r| r.credit)
     }
 
     /// How many bytes of push `relay` (the receivers' id for it) were
@@ -313,6 +442,8 @@ impl Hub {
             }
             None => self.send(from, ServerMessage::PushAccepted { id, receivers }),
         }
+        // Its first credit, right after.
+        self.repace((from, id));
     }
 
     /// Runs the clock of pushes: receivers that did not answer an offer in
@@ -395,7 +526,30 @@ impl Hub {
             };
             self.end_relay(from, id, Some((CancelCode::TIMED_OUT, reason)));
         }
+        self.drop_slow_receivers(now);
         self.expire_finishing(now);
+    }
+
+    /// Drops from their pushes the receivers that held them for
+    /// [`PUSH_RECEIVER_WAIT`] ([`Stall`]), each with `Cancel{TOO_SLOW}`.
+    fn drop_slow_receivers(&mut self, now: Instant) {
+        let mut slow: Vec<(TransferId, ClientId)> = self
+            .relays
+            .values()
+            .filter(|r| r.sending)
+            .flat_map(|r| {
+                r.stalls
+                    .iter()
+                    .filter(|(_, s)| s.due().is_some_and(|t| t <= now))
+                    .map(|(c, _)| (r.relay_id, *c))
+            })
+            .collect();
+        slow.sort_unstable();
+        for (relay, receiver) in slow {
+            self.events
+                .push_back(HubEvent::ReceiverTooSlow { receiver, relay });
+            self.cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "receiver too slow");
+        }
     }
 
     /// When the receivers of `r`, a push not sending yet, must have
@@ -428,7 +582,8 @@ impl Hub {
             .values()
             .map(|r| {
                 if r.sending {
-                    r.last + self.sending_idle(r)
+                    let idle = r.last + self.sending_idle(r);
+                    r.stalls.values().filter_map(Stall::due).fold(idle, Instant::min)
                 } else {
                     self.answers_due(r)
                 }
@@ -454,12 +609,28 @@ impl Hub {
         }
         relay.last = clock;
         let relay_id = relay.relay_id;
+        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+        if end > relay.credit && end <= relay.incoming.size() {
+            // Past the credit: holding it would cost memory, not reading
+            // the pusher would hold its chat; the push alone ends.
+            let id = chunk.id;
+            let reason = format!(
+                "file data up to byte {end} sent past the credit the server gave (up to byte {})",
+                relay.credit
+            );
+            if client != REMOTE_PUSHER {
+                self.violation(client, reason.clone());
+            }
+            self.end_relay(client, id, Some((CancelCode::BAD_CHUNK, reason)));
+            return;
+        }
         if let Err(e) = relay.incoming.accept(&chunk) {
             let id = chunk.id;
             self.end_relay_failed(client, id, CancelCode::BAD_CHUNK, &e, relay_id);
             return;
         }
         let receivers = relay.receivers.clone();
+        let chunk_id = chunk.id;
         for leg in &relay.legs {
             self.events
                 .push_back(HubEvent::RemotePush(RemotePush::Chunk {
@@ -478,6 +649,7 @@ impl Hub {
                 ..chunk
             }),
         );
+        self.repace((client, chunk_id));
     }
 
     pub(super) fn push_end(&mut self, client: ClientId, end: FileEnd) {
@@ -734,6 +906,8 @@ impl Hub {
             ),
         };
         self.settle(from, id, last);
+        // The slowest may be gone: the others may take more.
+        self.repace((from, id));
     }
 
     pub(super) fn client_cancel(&mut self, client: ClientId, c: &FileCancel) {

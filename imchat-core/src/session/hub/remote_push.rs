@@ -115,6 +115,18 @@ pub enum TransferControl {
         /// How many got it whole here.
         receivers: u32,
     },
+    /// Server `to`'s push `relay` may send up to byte `offset` of its file
+    /// to this server's receivers: [`PUSH_CREDIT`](crate::PUSH_CREDIT) past what the slowest of
+    /// them acknowledged. Never lowered; the first comes right after the
+    /// [`Answer`](Self::Answer).
+    Credit {
+        /// The sending server.
+        to: u64,
+        /// The push.
+        relay: TransferId,
+        /// The end of what may be sent, counted from byte 0.
+        offset: u64,
+    },
 }
 
 /// The data path of a push between servers: for the server to carry, in
@@ -190,6 +202,9 @@ pub(super) struct Leg {
     pub(super) users: usize,
     /// How many took it, once that server answered.
     pub(super) accepted: Option<u32>,
+    /// How far that server lets the pusher send
+    /// ([`TransferControl::Credit`]; [`PUSH_CREDIT`](crate::PUSH_CREDIT) until it says more).
+    pub(super) credit: u64,
 }
 
 /// A push its pusher sent whole (checked), whose legs are not all over:
@@ -360,6 +375,8 @@ impl Hub {
                 legs: Vec::new(),
                 inbound: Some(Inbound { server, relay }),
                 acked: HashMap::new(),
+                credit: 0,
+                stalls: HashMap::new(),
             },
         );
     }
@@ -381,6 +398,21 @@ impl Hub {
             }
         }
         self.start_if_answered(key, now);
+    }
+
+    /// Server `server` lets push `relay` send up to byte `offset` to its
+    /// receivers ([`TransferControl::Credit`]): the pusher may get more.
+    pub fn remote_credit(&mut self, server: u64, relay: TransferId, offset: u64, now: Instant) {
+        self.clock = self.clock.max(now);
+        let Some(key) = self.find_leg(server, relay) else {
+            return;
+        };
+        if let Some(r) = self.relays.get_mut(&key) {
+            for leg in r.legs.iter_mut().filter(|l| l.server == server) {
+                leg.credit = leg.credit.max(offset);
+            }
+        }
+        self.repace(key);
     }
 
     /// Server `server` takes no more of push `relay` (for `reason`): its
@@ -542,7 +574,11 @@ impl Hub {
             }));
         match why {
             Some(why) => self.end_relay(from, id, Some((CancelCode::NO_RECEIVER, why))),
-            None => self.settle(from, id, last),
+            None => {
+                self.settle(from, id, last);
+                // That server may have been the one holding the push.
+                self.repace((from, id));
+            }
         }
     }
 
