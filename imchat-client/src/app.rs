@@ -277,6 +277,8 @@ impl IncomingFile {
 struct OutgoingPush {
     name: FileName,
     stop: Arc<AtomicBool>,
+    /// Wakes its pusher thread: once when the receivers accepted it, and
+    /// each time the server lets it send more (its credit grew).
     go: Option<Sender<()>>,
     meter: Meter,
     /// How many accepted it (0 until the answer).
@@ -3330,7 +3332,10 @@ impl Conn {
         }
     }
 
-    /// Streams a file for a push, paced by the outbound queue, then ends it.
+    /// Streams a file for a push, paced by the outbound queue and by the
+    /// server's credit (the session's `push_room`: this thread waits for
+    /// more on `accepted`, woken by each credit, while the reader thread
+    /// and the user's typing go on), then ends it.
     fn push_loop(
         &self,
         id: TransferId,
@@ -3360,6 +3365,16 @@ impl Conn {
             if stopped() {
                 return;
             }
+            let room = lock(&self.session).push_room(id);
+            if room == 0 {
+                // Its receivers have all they may hold: the next credit
+                // wakes this (the server bounds the wait: a receiver that
+                // holds it too long is dropped).
+                match accepted.recv_timeout(PUSH_WAIT) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
             if !self.outbox.wait_bulk_room(PUSH_QUEUE, PUSH_WAIT) {
                 if self.outbox.is_closed() {
                     return;
@@ -3368,8 +3383,8 @@ impl Conn {
             }
             // A test's pause here: a push that takes its time.
             fail::fail_point!("client-push-chunk");
-            let want =
-                usize::try_from(size - sent).map_or(self.chunk_size, |r| r.min(self.chunk_size));
+            let limit = usize::try_from(room).map_or(self.chunk_size, |r| r.min(self.chunk_size));
+            let want = usize::try_from(size - sent).map_or(limit, |r| r.min(limit));
             let mut buf = vec![0u8; want];
             if let Err(e) = file.read_exact(&mut buf) {
                 let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -3580,12 +3595,22 @@ impl Conn {
                     push.accepted = receivers;
                     push.meter.restart(Instant::now());
                     let view = push.meter.view.clone();
-                    if let Some(go) = push.go.take() {
+                    if let Some(go) = &push.go {
                         let _ = go.send(());
                     }
                     drop(t);
                     app.view.transfer(&view);
                     app.notice(&format!("sending {name}: accepted by {receivers} user(s)"));
+                }
+            }
+            ClientEvent::PushCredit { id, .. } => {
+                // Its sender may go on (it asks the session how far).
+                if let Some(go) = lock(&self.transfers)
+                    .pushes
+                    .get(&id)
+                    .and_then(|p| p.go.as_ref())
+                {
+                    let _ = go.send(());
                 }
             }
             ClientEvent::PushDone { id, receivers } => {

@@ -297,7 +297,9 @@ pub enum UsageError {
     },
     /// The chunk would end past what the server lets the push send
     /// ([`ClientSession::push_room`](crate::ClientSession::push_room)).
-    #[error("push {id} may send up to byte {credit} for now, not to byte {end}: wait for its receivers")]
+    #[error(
+        "push {id} may send up to byte {credit} for now, not to byte {end}: wait for its receivers"
+    )]
     PastCredit {
         /// The id.
         id: TransferId,

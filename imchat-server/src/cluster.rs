@@ -3145,6 +3145,11 @@ mod tests {
                 code: CancelCode::PEER_LEFT,
                 reason: "the sender's server gave it up".into(),
             }),
+            ClusterEvent::Transfer(TransferControl::Credit {
+                to: 9,
+                relay: TransferId(3),
+                offset: 3 << 20,
+            }),
             ClusterEvent::Kick {
                 user: name("mallory"),
                 text: "kicked by alice: spam,  spam\nand spam".into(),

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Frame, Outbox, PushError};
 use imchat_core::{
-    inert, CancelCode, ClientId, Destination, Encode, FileName, FilesRequest, Hub, HubEvent, Lane,
-    Limits, TransferId, Username, PUSH_WINDOW,
+    inert, ClientId, Destination, Encode, FileName, FilesRequest, Hub, HubEvent, Lane, Limits,
+    TransferId, Username,
 };
 use log::Level;
 
@@ -72,16 +72,6 @@ const COMMIT_EVERY: Duration = Duration::from_millis(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the writers get to flush at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Relayed file data queued for one receiver before the pusher waits: as
-/// much as a download may queue (`download::READ_AHEAD`), so that neither
-/// starves the other of the receiver's queue.
-const RELAY_QUEUE: usize = 1024 * 1024;
-/// How long a pusher waits for a slow receiver before that receiver is
-/// dropped from the push; also how long in all a receiver may hold back
-/// the other receivers of a push.
-const RELAY_WAIT: Duration = Duration::from_secs(10);
-/// Receivers whose holding back of a push is counted at once.
-const RELAY_HOLDS_MAX: usize = 4096;
 /// Pause after a failed `accept` (out of file descriptors, for instance).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often the same accept error is logged again.
@@ -192,8 +182,6 @@ struct DownloadJob {
 struct Work {
     files: Vec<(ClientId, FilesRequest, String)>,
     downloads: Vec<DownloadJob>,
-    /// Receivers that were just queued relayed file data: (receiver, relay id, its queue).
-    paced: Vec<(ClientId, TransferId, Arc<Outbox>)>,
     /// Queues given control frames without waking their writer thread:
     /// handed to the flusher thread once the lock is released.
     flush: Vec<Flush>,
@@ -202,7 +190,7 @@ struct Work {
     /// The bans to keep, when they changed.
     bans: Option<Vec<imchat_core::Ban>>,
     /// Steps of pushes between servers, for the cluster to carry (file
-    /// data may make this thread wait for room, as `paced` does).
+    /// data may make this thread wait for room in the cluster's queue).
     remote: Vec<imchat_core::RemotePush>,
     /// Events for the other servers, queued for the cluster together at
     /// the end of a dispatch (still under the lock: in the hub's order).
@@ -307,7 +295,6 @@ impl Work {
     fn is_empty(&self) -> bool {
         self.files.is_empty()
             && self.downloads.is_empty()
-            && self.paced.is_empty()
             && self.flush.is_empty()
             && self.accounts.is_empty()
             && self.bans.is_none()
@@ -329,9 +316,6 @@ pub struct Server {
     closer: Mutex<Sender<closer::Refused>>,
     /// Idle connections, without a reader thread.
     idle: idle::Idle,
-    /// How long each receiver of a push with several receivers has held
-    /// the others back (see [`Server::pace_relay`]).
-    relay_holds: Mutex<HashMap<(ClientId, TransferId), Duration>>,
 }
 
 impl Server {
@@ -386,9 +370,9 @@ impl Server {
         };
         if let Some(deferred) = deferred {
             deferred.append(&mut work.flush);
-            // Relayed file data may make this thread wait (pace_relay):
-            // what it queued must not wait with it.
-            if !work.paced.is_empty() || !work.remote.is_empty() {
+            // File data for other servers may make this thread wait for
+            // room there: what it queued must not wait with it.
+            if !work.remote.is_empty() {
                 self.flush_all(deferred);
             }
         }
@@ -522,10 +506,11 @@ impl Server {
                     continue;
                 }
                 self.push_group(core, work, group.take());
-                // Relayed file data is paced to its receivers (see follow_up).
-                let (presence, relay) = match t.lane {
-                    Lane::Control | Lane::Presence => (true, None),
-                    Lane::Bulk(relay) => (false, Some(relay)),
+                // Relayed file data needs no pacing here: its pusher sends
+                // no more than its receivers' windows hold (its credit).
+                let presence = match t.lane {
+                    Lane::Control | Lane::Presence => true,
+                    Lane::Bulk(_) => false,
                 };
                 let frame: Frame = Frame::from(t.message.to_frame());
                 for id in t.to.iter() {
@@ -549,11 +534,7 @@ impl Server {
                         continue;
                     }
                     match conn.outbox.push(frame.clone(), true) {
-                        Ok(()) => {
-                            if let Some(relay) = relay {
-                                work.paced.push((id, relay, conn.outbox.clone()));
-                            }
-                        }
+                        Ok(()) => {}
                         Err(PushError::Full { max }) => {
                             self.log_full(conn, id, max);
                             core.hub.evict(id);
@@ -795,10 +776,15 @@ impl Server {
                     control.ack(offset);
                 }
             }
-            HubEvent::PushAcked { client, .. } => {
-                if let Some(conn) = core.conns.get(&client) {
-                    conn.outbox.acked();
-                }
+            HubEvent::PushAcked { .. } => {}
+            HubEvent::ReceiverTooSlow { receiver, .. } => {
+                self.report.log(
+                    Level::Warn,
+                    format!(
+                        "{} is too slow to receive a file, dropping it from the transfer",
+                        core.who(receiver)
+                    ),
+                );
             }
             HubEvent::DownloadCancelled { client, id } => {
                 if let Some(conn) = core.conns.get_mut(&client) {
@@ -996,8 +982,6 @@ impl Server {
             for job in downloads {
                 self.start_download(job, &mut work);
             }
-            let paced = std::mem::take(&mut work.paced);
-            self.pace_relay(paced, &mut work);
             let accounts = std::mem::take(&mut work.accounts);
             for job in accounts {
                 self.account_job(job, &mut work);
@@ -1096,114 +1080,6 @@ impl Server {
             let shown: Vec<_> = answer.lines().map(inert).collect();
             report::print_line(&shown.join("\n"));
         }
-    }
-
-    /// Waits until each receiver of relayed file data has room again, which
-    /// paces the pusher (this runs on its reader thread) to its receivers:
-    /// fewer than [`PUSH_WINDOW`] bytes it has not acknowledged, of which
-    /// fewer than [`RELAY_QUEUE`] still queued here. A receiver without
-    /// room after [`RELAY_WAIT`] is dropped from the push; so is one that,
-    /// while other receivers of the push had room, held them back for
-    /// [`RELAY_WAIT`] in all: a push to several goes at the pace of its
-    /// slowest receiver for that long at most, not to the end.
-    fn pace_relay(&self, mut paced: Vec<(ClientId, TransferId, Arc<Outbox>)>, work: &mut Work) {
-        paced.sort_by_key(|(client, relay, _)| (*relay, *client));
-        paced.dedup_by_key(|(client, relay, _)| (*client, *relay));
-        // What each receiver holds unacknowledged, asked once per push
-        // under one lock (a push to everyone has as many receivers as
-        // the server has users).
-        let in_flight: Vec<u64> = {
-            let core = self.lock();
-            paced
-                .chunk_by(|a, b| a.1 == b.1)
-                .flat_map(|push| {
-                    let receivers: Vec<ClientId> = push.iter().map(|p| p.0).collect();
-                    core.hub.push_in_flight(push[0].1, &receivers)
-                })
-                .collect()
-        };
-        // Each push's receivers that have room now.
-        let mut ready: HashMap<TransferId, usize> = HashMap::new();
-        for ((_, relay, outbox), flight) in paced.iter().zip(&in_flight) {
-            if *flight < PUSH_WINDOW && outbox.wait_bulk_room(RELAY_QUEUE, Duration::ZERO) {
-                *ready.entry(*relay).or_default() += 1;
-            }
-        }
-        let deadline = Instant::now() + RELAY_WAIT;
-        for ((receiver, relay, outbox), flight) in paced.iter().zip(in_flight) {
-            let (receiver, relay) = (*receiver, *relay);
-            // A receiver with room waits for nothing, so any ready one of
-            // the push is another than the one waited for.
-            let others_ready = ready.get(&relay).is_some_and(|n| *n > 0);
-            let started = Instant::now();
-            let room =
-                self.relay_room(receiver, relay, outbox, flight, deadline) || outbox.is_closed();
-            let held = others_ready && self.held_back(receiver, relay, started.elapsed());
-            if room && !held {
-                continue;
-            }
-            let mut core = self.lock();
-            self.report.log(
-                Level::Warn,
-                format!(
-                    "{} is too slow to receive a file, dropping it from the transfer",
-                    core.who(receiver)
-                ),
-            );
-            core.hub
-                .cancel_delivery(receiver, relay, CancelCode::TOO_SLOW, "receiver too slow");
-            self.dispatch(&mut core, work);
-        }
-    }
-
-    /// Waits until `receiver` has room for more of push `relay` (see
-    /// [`Server::pace_relay`]), `in_flight` being what it had not
-    /// acknowledged when last asked; false if it has none at `deadline`.
-    fn relay_room(
-        &self,
-        receiver: ClientId,
-        relay: TransferId,
-        outbox: &Outbox,
-        mut in_flight: u64,
-        deadline: Instant,
-    ) -> bool {
-        while in_flight >= PUSH_WINDOW {
-            // Counted before asking, so an acknowledgement that comes
-            // between the answer and the wait is not missed.
-            let seen = outbox.acks();
-            in_flight = self.lock().hub.push_in_flight(relay, &[receiver])[0];
-            let left = deadline.saturating_duration_since(Instant::now());
-            if in_flight >= PUSH_WINDOW && !outbox.wait_ack(seen, left) {
-                return false;
-            }
-        }
-        outbox.wait_bulk_room(
-            RELAY_QUEUE,
-            deadline.saturating_duration_since(Instant::now()),
-        )
-    }
-
-    /// Adds `waited` to the time `receiver` held back the other receivers
-    /// of `relay`; whether that is [`RELAY_WAIT`] or more (then it is
-    /// forgotten: the receiver is dropped from the push).
-    fn held_back(&self, receiver: ClientId, relay: TransferId, waited: Duration) -> bool {
-        let mut holds = self
-            .relay_holds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Entries of pushes that ended are not tracked one by one: past
-        // a bound they are all forgotten (a slow receiver's count starts
-        // again, which only delays its drop).
-        if holds.len() >= RELAY_HOLDS_MAX {
-            holds.clear();
-        }
-        let total = holds.entry((receiver, relay)).or_default();
-        *total += waited;
-        if *total >= RELAY_WAIT {
-            holds.remove(&(receiver, relay));
-            return true;
-        }
-        false
     }
 
     /// The timer: runs the hub's clock, and shuts down connections that
@@ -1485,7 +1361,6 @@ pub fn run(
         stop: Mutex::new(stop_tx),
         closer: Mutex::new(closer_tx),
         idle,
-        relay_holds: Mutex::new(HashMap::new()),
     });
 
     let s = server.clone();

@@ -2173,7 +2173,7 @@ impl ClientSession {
             }
             ServerMessage::PushDone { id, receivers } => {
                 self.accepted.remove(&id);
-        self.credits.remove(&id);
+                self.credits.remove(&id);
                 self.pushes_ended.remove(&id);
                 if self.outgoing.remove(&id).is_none() {
                     return;

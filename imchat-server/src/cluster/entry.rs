@@ -152,6 +152,10 @@ pub(super) fn encode(
                 let _ = write!(head, "f {to} x {} {}", relay.0, code.0);
                 Some((TEXT, reason))
             }
+            TransferControl::Credit { to, relay, offset } => {
+                let _ = write!(head, "f {to} c {} {offset}", relay.0);
+                None
+            }
         },
         ClusterEvent::Session { .. } => return false,
     };
@@ -507,6 +511,11 @@ pub(super) fn decode(
                     relay,
                     code: imchat_core::CancelCode(parsed(items.next())?),
                     reason: text(TEXT)?,
+                },
+                "c" => TransferControl::Credit {
+                    to,
+                    relay,
+                    offset: parsed(items.next())?,
                 },
                 _ => return None,
             };

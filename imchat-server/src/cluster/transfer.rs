@@ -13,15 +13,19 @@
 //!   appended twice.
 //! - `…:n`: the bytes in the list. A appends file data only while it is
 //!   under [`WINDOW`] (a Lua script: check and append in one step); B
-//!   takes the entry's bytes off *after* its receivers' queues took the
-//!   chunk (the same pacing as for a push on one server), and rings
+//!   takes the entry's bytes off once it handed the chunk to its hub, and
+//!   rings
 //!   - `…:bell`: a list of at most one element, that A waits on
 //!     (`BLPOP`) while the window is full.
 //!
-//! So the list holds at most [`WINDOW`] bytes of data (plus one chunk, the
-//! end and a cancel); A holds its pusher (whose reader thread is the one
-//! waiting) while it is full, as it does for a slow receiver on one server;
-//! B holds at most what its receivers' queues hold. Every key has an expiry
+//! The pusher is paced by its credit, not by this list: B's hub tells A's
+//! (`TransferControl::Credit`, on the bus) how far the push may go, which
+//! is [`PUSH_CREDIT`](imchat_core::PUSH_CREDIT) past what the slowest of
+//! B's receivers acknowledged, and A's hub gives its pusher no more. So B
+//! hands each chunk on as soon as it comes (its receivers' windows hold
+//! it), the list holds at most one credit of data, under [`WINDOW`], and
+//! A never waits for room here while Redis and B run (the wait is what
+//! holds a pusher when they stall). Every key has an expiry
 //! ([`KEY_TTL`]), renewed at each append, so nothing is left behind by a
 //! server that dies; the reader deletes them when the push ends.
 
@@ -39,8 +43,10 @@ use super::link::Connection;
 
 use super::{lock, Cluster, HubAccess};
 
-/// File data one push may have in Redis for one receiving server.
-pub const WINDOW: u64 = 1024 * 1024;
+/// Bytes one push may have in Redis for one receiving server: twice the
+/// credit a pusher gets ([`PUSH_CREDIT`](imchat_core::PUSH_CREDIT)), so
+/// that a conforming pusher's data, with the entries' heads, always fits.
+pub const WINDOW: u64 = 2 * imchat_core::PUSH_CREDIT;
 /// The expiry of a push's keys, renewed at each append.
 const KEY_TTL: Duration = Duration::from_secs(60);
 /// How long the sending server waits for room in the window before it
@@ -528,8 +534,8 @@ impl Cluster {
                             crc,
                         };
                         let mut chunk = Some(chunk);
-                        // The hub relays it; the receivers' pacing holds this
-                        // thread until their queues have room.
+                        // The hub relays it at once: the pusher's credit
+                        // keeps it within the receivers' windows.
                         self.transfer_hub(&mut |hub| {
                             if let Some(chunk) = chunk.take() {
                                 hub.remote_chunk(from, relay, chunk, now);
@@ -627,6 +633,9 @@ pub(super) fn apply(hub: &mut Hub, server: u64, event: &TransferControl, now: In
             reason,
             ..
         } => hub.remote_cancel(server, *relay, *code, reason),
+        TransferControl::Credit { relay, offset, .. } => {
+            hub.remote_credit(server, *relay, *offset, now);
+        }
     }
 }
 

@@ -583,7 +583,10 @@ impl Hub {
             .map(|r| {
                 if r.sending {
                     let idle = r.last + self.sending_idle(r);
-                    r.stalls.values().filter_map(Stall::due).fold(idle, Instant::min)
+                    r.stalls
+                        .values()
+                        .filter_map(Stall::due)
+                        .fold(idle, Instant::min)
                 } else {
                     self.answers_due(r)
                 }
