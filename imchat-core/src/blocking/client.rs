@@ -975,10 +975,15 @@ impl<S: Link> Client<S> {
     /// [`ClientEvent::PushAccepted`] (the receivers took it), then send its
     /// bytes with [`push_chunk`](Self::push_chunk), at most
     /// [`ClientSession::chunk_limit`] at a time (`client.session().chunk_limit()`:
-    /// `limits.chunk_size`, or less under a small frame limit), and finish with [`push_end`](Self::push_end); the outcome
+    /// `limits.chunk_size`, or less under a small frame limit) and at most
+    /// [`ClientSession::push_room`] (`client.session().push_room(id)`:
+    /// what the server's credit allows), and finish with [`push_end`](Self::push_end); the outcome
     /// is [`ClientEvent::PushDone`] or [`ClientEvent::PushFailed`]. Call
     /// [`next_event`](Self::next_event) between chunks (`Duration::ZERO`
-    /// will do) to notice a refusal and keep the keepalive running.
+    /// will do) to notice a refusal and keep the keepalive running; when
+    /// `push_room` is 0, wait in `next_event` for the next
+    /// [`ClientEvent::PushCredit`] (the server's other messages keep
+    /// coming meanwhile, and the client may send anything else).
     ///
     /// # Errors
     ///
@@ -1025,7 +1030,9 @@ impl<S: Link> Client<S> {
     /// (it failed or was cancelled: stop reading its file),
     /// [`UsageError::NotAccepted`] before [`ClientEvent::PushAccepted`],
     /// [`UsageError::EmptyChunk`] for no data,
-    /// [`UsageError::ChunkTooLarge`] over [`ClientSession::chunk_limit`], or
+    /// [`UsageError::ChunkTooLarge`] over [`ClientSession::chunk_limit`],
+    /// [`UsageError::PastCredit`] past [`ClientSession::push_room`] (wait
+    /// for [`ClientEvent::PushCredit`]), or
     /// [`UsageError::PushOverrun`] past the size offered (cancel the push);
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).

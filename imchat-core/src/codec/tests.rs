@@ -613,15 +613,6 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             hex("00000009 4d   00000009 00000002"),
         ),
         (
-            "PushCredit",
-            ServerMessage::PushCredit {
-                id: TransferId(9),
-                offset: 0x0010_0000,
-            },
-            //   len      type id       may send up to 1 MiB
-            hex("0000000d 51   00000009 0000000000100000"),
-        ),
-        (
             "PushDone",
             ServerMessage::PushDone {
                 id: TransferId(9),
@@ -718,6 +709,15 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             },
             //   len      type count    str8 "alice"  str8 "bob" here away uvar 23
             hex("00000012 46   00000002 05 616c696365 03 626f62 00   01   17"),
+        ),
+        (
+            "PushCredit",
+            ServerMessage::PushCredit {
+                id: TransferId(9),
+                offset: 0x0010_0000,
+            },
+            //   len      type id       may send up to 1 MiB
+            hex("0000000d 51   00000009 0000000000100000"),
         ),
     ]
 }

@@ -1219,6 +1219,7 @@ fn a_push_is_relayed_to_every_other_member() {
         net.take(0),
         vec![
             ClientEvent::PushAccepted { id, receivers: 2 },
+            ClientEvent::PushCredit { id, offset: 100 },
             ClientEvent::PushDone { id, receivers: 2 }
         ]
     );
@@ -2159,6 +2160,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ServerMessage::Chunk(_) => "chunk",
             ServerMessage::End(_) => "end",
             ServerMessage::PushAccepted { .. } => "accepted",
+            ServerMessage::PushCredit { .. } => "credit",
             ServerMessage::PushDone { .. } => "done",
             other => panic!("unexpected {other:?}"),
         };
@@ -2175,6 +2177,7 @@ fn transmits_say_which_lane_they_travel_in() {
             ("chat", Lane::Control),
             ("start", Lane::Control),
             ("accepted", Lane::Control),
+            ("credit", Lane::Control),
             ("chunk", Lane::Bulk(relay)),
             ("end", Lane::Bulk(relay)),
             ("done", Lane::Control),
@@ -3615,7 +3618,10 @@ fn a_push_goes_only_to_the_receivers_that_accept_it() {
     net.pump();
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
+        vec![
+            ClientEvent::PushAccepted { id, receivers: 1 },
+            ClientEvent::PushCredit { id, offset: 50 }
+        ]
     );
     net.s(0).push_chunk(id, data.clone()).unwrap();
     net.s(0).push_end(id).unwrap();
@@ -3723,10 +3729,15 @@ fn withdrawn_from_bob_sent_to_one(
             reason: reason.into()
         }]
     );
+    let size = net.s(0).push_room(id);
     assert_eq!(
         net.take(0),
-        vec![ClientEvent::PushAccepted { id, receivers: 1 }]
+        vec![
+            ClientEvent::PushAccepted { id, receivers: 1 },
+            ClientEvent::PushCredit { id, offset: size }
+        ]
     );
+    assert!(size > 0);
     assert!(net.s(1).accept(offer).is_err());
 }
 
@@ -6974,6 +6985,9 @@ fn deliver_control(hub: &mut Hub, from: u64, control: Vec<TransferControl>, now:
                 reason,
                 ..
             } => hub.remote_cancel(from, relay, code, &reason),
+            TransferControl::Credit { relay, offset, .. } => {
+                hub.remote_credit(from, relay, offset, now);
+            }
         }
     }
 }
@@ -7269,17 +7283,27 @@ fn a_push_to_a_user_of_another_server_is_offered_there_and_relayed_with_its_chec
     let (_, control, _) = drain_hub(&mut b, dave);
     assert!(matches!(
         &control[..],
-        [TransferControl::Answer {
-            to: 1,
-            accepted: 1,
-            ..
-        }]
+        [
+            TransferControl::Answer {
+                to: 1,
+                accepted: 1,
+                ..
+            },
+            TransferControl::Credit {
+                to: 1,
+                offset: 6,
+                ..
+            }
+        ]
     ));
     deliver_control(&mut a, 2, control, now);
     let (said, _, _) = drain_hub(&mut a, p);
     assert!(matches!(
         &said[..],
-        [ServerMessage::PushAccepted { receivers: 1, .. }]
+        [
+            ServerMessage::PushAccepted { receivers: 1, .. },
+            ServerMessage::PushCredit { .. }
+        ]
     ));
     // The data goes out on the data path, and is checked again there.
     a.handle_message(
@@ -7383,7 +7407,10 @@ fn a_push_to_everyone_waits_for_every_server_and_ends_when_a_receiving_server_di
     assert!(
         matches!(
             &said[..],
-            [ServerMessage::PushAccepted { receivers: 1, .. }]
+            [
+                ServerMessage::PushAccepted { receivers: 1, .. },
+                ServerMessage::PushCredit { .. }
+            ]
         ),
         "{said:?}"
     );
@@ -8958,7 +8985,10 @@ fn a_pusher_is_told_when_a_receiver_on_another_server_did_not_get_the_file_whole
     assert!(
         matches!(
             &said[..],
-            [ServerMessage::PushAccepted { receivers: 3, .. }]
+            [
+                ServerMessage::PushAccepted { receivers: 3, .. },
+                ServerMessage::PushCredit { .. }
+            ]
         ),
         "{said:?}"
     );

@@ -646,8 +646,10 @@ fn manual_acks_wait_for_stored() {
     );
 }
 
+/// The client sends a push's data only within the server's credit: it
+/// waits for the next `PushCredit` (reading the server meanwhile) instead.
 #[test]
-fn a_push_is_offered_sent_and_reported() {
+fn a_push_is_offered_sent_within_its_credit_and_reported() {
     let (addr, peer) = serve(|mut p| {
         p.welcome();
         let mut got = vec![p.recv()];
@@ -655,6 +657,9 @@ fn a_push_is_offered_sent_and_reported() {
             panic!("no offer");
         };
         p.send(&ServerMessage::PushAccepted { id, receivers: 2 });
+        p.send(&ServerMessage::PushCredit { id, offset: 2 });
+        got.push(p.recv());
+        p.send(&ServerMessage::PushCredit { id, offset: 3 });
         got.extend((0..2).map(|_| p.recv()));
         p.send(&ServerMessage::PushDone { id, receivers: 2 });
         got
@@ -673,7 +678,22 @@ fn a_push_is_offered_sent_and_reported() {
         event(&mut c),
         ClientEvent::PushAccepted { id, receivers: 2 }
     );
-    c.push_chunk(id, vec![7, 8, 9]).unwrap();
+    assert_eq!(event(&mut c), ClientEvent::PushCredit { id, offset: 2 });
+    assert_eq!(c.session().push_room(id), 2);
+    // Past the credit: nothing is sent.
+    assert!(matches!(
+        c.push_chunk(id, vec![7, 8, 9]),
+        Err(ClientError::Usage(UsageError::PastCredit {
+            end: 3,
+            credit: 2,
+            ..
+        }))
+    ));
+    c.push_chunk(id, vec![7, 8]).unwrap();
+    assert_eq!(c.session().push_room(id), 0);
+    assert_eq!(event(&mut c), ClientEvent::PushCredit { id, offset: 3 });
+    assert_eq!(c.session().push_room(id), 1);
+    c.push_chunk(id, vec![9]).unwrap();
     c.push_end(id).unwrap();
     assert_eq!(event(&mut c), ClientEvent::PushDone { id, receivers: 2 });
     assert!(matches!(
@@ -689,7 +709,8 @@ fn a_push_is_offered_sent_and_reported() {
                 size: 3,
                 to: bob
             },
-            ClientMessage::Chunk(FileChunk::new(id, 0, vec![7, 8, 9])),
+            ClientMessage::Chunk(FileChunk::new(id, 0, vec![7, 8])),
+            ClientMessage::Chunk(FileChunk::new(id, 2, vec![9])),
             ClientMessage::End(FileEnd {
                 id,
                 crc: crc32fast::hash(&[7, 8, 9])
