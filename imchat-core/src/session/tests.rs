@@ -9432,3 +9432,257 @@ fn pings_back_to_back_get_ten_answers_a_second() {
     s.handle_message(ServerMessage::Ping(1001), now);
     assert_eq!(pongs(&mut s), [1001]);
 }
+
+/// A push from `ann` of `size` bytes to `ben` and `cat`, both accepted:
+/// the hub, its clients (ann, ben, cat), the push's id for ann and for
+/// the receivers, and what ann was told.
+fn push_to_two_accepted(size: u64, now: Instant) -> (Hub, [ClientId; 3], TransferId, TransferId) {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let ids = ["ann", "ben", "cat"].map(|n| joined(&mut hub, n, now));
+    while hub.poll_transmit().is_some() {}
+    let push = TransferId(3);
+    hub.handle_message(
+        ids[0],
+        ClientMessage::Offer {
+            id: push,
+            name: FileName::new("f.bin").unwrap(),
+            size,
+            to: Recipient::Everyone,
+        },
+        now,
+    );
+    let relay = std::iter::from_fn(|| hub.poll_transmit())
+        .find_map(|t| match t.message {
+            ServerMessage::FileStart(s) => Some(s.id),
+            _ => None,
+        })
+        .expect("offered");
+    for c in &ids[1..] {
+        hub.handle_message(*c, ClientMessage::Accept { id: relay }, now);
+    }
+    (hub, ids, push, relay)
+}
+
+/// The credits `to` was given, in order, with anything else it was told.
+fn credits_to(hub: &mut Hub, to: ClientId) -> (Vec<u64>, Vec<ServerMessage>) {
+    let (mut credits, mut other) = (Vec::new(), Vec::new());
+    while let Some(t) = hub.poll_transmit() {
+        if !t.to.contains(to) {
+            continue;
+        }
+        match t.message {
+            ServerMessage::PushCredit { offset, .. } => credits.push(offset),
+            m => other.push(m),
+        }
+    }
+    (credits, other)
+}
+
+/// The pusher is told how far it may send: one `PUSH_CREDIT` with its
+/// `PushAccepted`, then more as the slowest receiver acknowledges (a
+/// faster one moves nothing), and as a slow receiver drops out.
+#[test]
+fn a_pusher_gets_credit_as_its_slowest_receiver_acknowledges() {
+    const MIB: u64 = 1 << 20;
+    assert_eq!(crate::PUSH_CREDIT, MIB);
+    let now = Instant::now();
+    let (mut hub, [ann, ben, cat], push, relay) = push_to_two_accepted(8 * MIB, now);
+    let (credits, told) = credits_to(&mut hub, ann);
+    assert!(
+        matches!(
+            &told[..],
+            [ServerMessage::PushAccepted { receivers: 2, .. }]
+        ),
+        "{told:?}"
+    );
+    assert_eq!(credits, [MIB], "the first credit comes with the acceptance");
+    assert_eq!(hub.push_credit(relay), MIB);
+    for k in 0..4 {
+        let chunk = FileChunk::new(push, k * (MIB / 4), vec![k as u8; (MIB / 4) as usize]);
+        hub.handle_message(ann, ClientMessage::Chunk(chunk), now);
+    }
+    let ack = |hub: &mut Hub, c: ClientId, offset: u64| {
+        hub.handle_message(c, ClientMessage::Ack { id: relay, offset }, now);
+        credits_to(hub, ann).0
+    };
+    assert!(ack(&mut hub, ben, MIB).is_empty(), "cat holds it back");
+    assert_eq!(ack(&mut hub, cat, MIB / 2), [MIB + MIB / 2]);
+    assert_eq!(ack(&mut hub, cat, MIB), [2 * MIB]);
+    // Stale or repeated acknowledgements move nothing.
+    assert!(ack(&mut hub, cat, MIB / 2).is_empty());
+    assert!(ack(&mut hub, ben, MIB).is_empty());
+    // cat goes: ben alone paces the push.
+    for k in 4..8 {
+        let chunk = FileChunk::new(push, k * (MIB / 4), vec![k as u8; (MIB / 4) as usize]);
+        hub.handle_message(ann, ClientMessage::Chunk(chunk), now);
+    }
+    assert!(
+        ack(&mut hub, ben, 2 * MIB).is_empty(),
+        "cat still holds it back"
+    );
+    hub.cancel_delivery(cat, relay, CancelCode::TOO_SLOW, "receiver too slow");
+    assert_eq!(credits_to(&mut hub, ann).0, [3 * MIB]);
+    assert_eq!(hub.push_credit(relay), 3 * MIB);
+}
+
+/// A chunk that would end past the pusher's credit cancels that push alone
+/// (`BAD_CHUNK`, the reason naming both ends), relays nothing, and the
+/// pusher's connection goes on.
+#[test]
+fn a_chunk_past_the_credit_cancels_the_push_alone() {
+    const MIB: u64 = 1 << 20;
+    let now = Instant::now();
+    let (mut hub, [ann, ben, _], push, relay) = push_to_two_accepted(4 * MIB, now);
+    let _ = credits_to(&mut hub, ann);
+    // Up to the credit exactly is fine.
+    let first = FileChunk::new(push, 0, vec![1; (MIB - 10) as usize]);
+    hub.handle_message(ann, ClientMessage::Chunk(first), now);
+    let to_ben: Vec<_> = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(ben))
+        .map(|t| t.message)
+        .collect();
+    assert!(
+        matches!(&to_ben[..], [ServerMessage::Chunk(_)]),
+        "{to_ben:?}"
+    );
+    let past = FileChunk::new(push, MIB - 10, vec![2; 20]);
+    hub.handle_message(ann, ClientMessage::Chunk(past), now);
+    let sent: Vec<_> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    assert!(
+        !sent
+            .iter()
+            .any(|t| matches!(t.message, ServerMessage::Chunk(_))),
+        "nothing past the credit is relayed"
+    );
+    let to_ann: Vec<_> = sent.iter().filter(|t| t.to.contains(ann)).collect();
+    assert!(
+        matches!(
+            &to_ann[..],
+            [t] if matches!(&t.message, ServerMessage::Cancel(FileCancel { id, code: CancelCode::BAD_CHUNK, reason })
+                if *id == push && reason.contains(&(MIB + 10).to_string()) && reason.contains(&MIB.to_string()))
+        ),
+        "{to_ann:?}"
+    );
+    assert!(sent.iter().any(|t| t.to.contains(ben)
+        && matches!(&t.message, ServerMessage::Cancel(FileCancel { id, code: CancelCode::BAD_CHUNK, .. }) if *id == relay)));
+    assert!(hub.is_joined(ann), "only the push ended");
+}
+
+/// A receiver with its whole window unacknowledged (the pusher can send
+/// nothing more) is dropped from the push after `PUSH_RECEIVER_WAIT`, by
+/// the hub's clock: the server never waits on the pusher's socket for it.
+#[test]
+fn a_receiver_that_holds_a_push_too_long_is_dropped_by_the_clock() {
+    const MIB: u64 = 1 << 20;
+    // Ahead of the hub's own clock, which starts when it is made.
+    let now = Instant::now() + Duration::from_secs(1);
+    let (mut hub, [ann, ben, cat], push, relay) = push_to_two_accepted(4 * MIB, now);
+    let _ = credits_to(&mut hub, ann);
+    hub.handle_message(
+        ann,
+        ClientMessage::Chunk(FileChunk::new(push, 0, vec![1; MIB as usize])),
+        now,
+    );
+    // ben keeps up, cat stores nothing.
+    hub.handle_message(
+        ben,
+        ClientMessage::Ack {
+            id: relay,
+            offset: MIB,
+        },
+        now,
+    );
+    while hub.poll_transmit().is_some() {}
+    let due = hub.poll_timeout().expect("a deadline");
+    assert!(due <= now + crate::PUSH_RECEIVER_WAIT, "{:?}", due - now);
+    hub.handle_timeout(now + crate::PUSH_RECEIVER_WAIT - Duration::from_millis(1));
+    assert!(std::iter::from_fn(|| hub.poll_transmit()).next().is_none());
+    hub.handle_timeout(now + crate::PUSH_RECEIVER_WAIT);
+    let sent: Vec<_> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+    assert!(sent.iter().any(|t| t.to.contains(cat)
+        && matches!(&t.message, ServerMessage::Cancel(FileCancel { id, code: CancelCode::TOO_SLOW, .. }) if *id == relay)));
+    assert!(
+        sent.iter().any(|t| t.to.contains(ann)
+            && matches!(t.message, ServerMessage::PushCredit { offset, .. } if offset == 2 * MIB)),
+        "ben alone paces it now: {sent:?}"
+    );
+    assert!(std::iter::from_fn(|| hub.poll_event())
+        .any(|e| matches!(e, HubEvent::ReceiverTooSlow { receiver, .. } if receiver == cat)));
+}
+
+/// The client side of the credit: `push_room` says how much may go, a
+/// chunk past it is refused (nothing sent), and the room grows with the
+/// server's next `PushCredit`, once the slowest receiver stored its data.
+#[test]
+fn a_pusher_s_session_sends_only_within_its_credit() {
+    const MIB: usize = 1 << 20;
+    let mut net = three();
+    net.clients[2].1.set_manual_acks(true);
+    let id = net
+        .s(0)
+        .offer(
+            FileName::new("f.bin").unwrap(),
+            64 * MIB as u64,
+            Recipient::Everyone,
+        )
+        .unwrap();
+    net.pump();
+    assert_eq!(net.s(0).push_room(id), 0, "not accepted yet");
+    let mut carol_id = None;
+    for i in [1, 2] {
+        let local = offered(&net.take(i)).expect("asked");
+        net.s(i).accept(local).unwrap();
+        if i == 2 {
+            carol_id = Some(local);
+        }
+    }
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![
+            ClientEvent::PushAccepted { id, receivers: 2 },
+            ClientEvent::PushCredit {
+                id,
+                offset: MIB as u64
+            }
+        ]
+    );
+    assert_eq!(net.s(0).push_room(id), MIB as u64);
+    assert!(matches!(
+        net.s(0).push_chunk(id, vec![0; MIB + 1]),
+        Err(UsageError::ChunkTooLarge { .. } | UsageError::PastCredit { .. })
+    ));
+    let quarter = MIB / 4;
+    for _ in 0..4 {
+        net.s(0).push_chunk(id, vec![1; quarter]).unwrap();
+    }
+    assert_eq!(net.s(0).push_room(id), 0);
+    assert_eq!(
+        net.s(0).push_chunk(id, vec![2]),
+        Err(UsageError::PastCredit {
+            id,
+            end: MIB as u64 + 1,
+            credit: MIB as u64
+        })
+    );
+    net.pump();
+    // bob stored it all, carol nothing yet: no more room.
+    assert!(!net
+        .take(0)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PushCredit { .. })));
+    assert_eq!(net.s(0).push_room(id), 0);
+    let carol = carol_id.unwrap();
+    net.s(2).stored(carol, MIB as u64);
+    net.pump();
+    assert_eq!(
+        net.take(0),
+        vec![ClientEvent::PushCredit {
+            id,
+            offset: 2 * MIB as u64
+        }]
+    );
+    assert_eq!(net.s(0).push_room(id), MIB as u64);
+    net.s(0).push_chunk(id, vec![3; quarter]).unwrap();
+    assert_eq!(net.s(0).push_room(id), (MIB - quarter) as u64);
+}
