@@ -2013,27 +2013,7 @@ fn a_slow_receiver_holds_a_push_to_several_back_only_for_a_while() {
         None
     });
     let data = pseudo_random(SIZE);
-    let writer = {
-        let stream = pusher.stream.try_clone().unwrap();
-        let data = data.clone();
-        thread::spawn(move || {
-            let mut stream = stream;
-            for (k, part) in data.chunks(256 << 10).enumerate() {
-                let chunk = FileChunk::new(id, (k * (256 << 10)) as u64, part.to_vec());
-                if stream
-                    .write_all(&ClientMessage::Chunk(chunk).to_frame())
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            let end = ClientMessage::End(imchat_core::FileEnd {
-                id,
-                crc: crc32fast::hash(&data),
-            });
-            let _ = stream.write_all(&end.to_frame());
-        })
-    };
+    let writer = push_within_credit(pusher, id, data, 256 << 10);
     // The fast one reads all it gets, and counts it.
     let deadline = started + Duration::from_secs(60);
     let mut got = 0;
@@ -2068,7 +2048,8 @@ fn a_slow_receiver_holds_a_push_to_several_back_only_for_a_while() {
     assert_eq!(got, SIZE);
     let took = started.elapsed();
     assert_eq!(slow_reader.join().unwrap(), Some(CancelCode::TOO_SLOW));
-    writer.join().unwrap();
+    let (_pusher, cancelled) = writer.join().unwrap();
+    assert_eq!(cancelled, None, "the push went on to the fast receiver");
     assert!(
         took < Duration::from_secs(40),
         "the fast receiver waited for the slow one: {took:?}"
@@ -2104,20 +2085,21 @@ fn a_push_goes_to_a_receiver_no_further_than_it_acknowledged_and_a_window() {
     reader.send(&ClientMessage::Accept { id: rid });
     pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
     let data = pseudo_random(SIZE);
-    let writer = {
-        let mut stream = pusher.stream.try_clone().unwrap();
-        thread::spawn(move || {
-            for (k, part) in data.chunks(CHUNK).enumerate() {
-                let chunk = FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
-                if stream
-                    .write_all(&ClientMessage::Chunk(chunk).to_frame())
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
+    // The pusher sends as far as its credit goes, and asks for no more.
+    let ServerMessage::PushCredit { offset: credit, .. } =
+        pusher.wait_for(|m| matches!(m, ServerMessage::PushCredit { id: i, .. } if *i == id))
+    else {
+        unreachable!()
     };
+    assert_eq!(credit, imchat_core::PUSH_CREDIT);
+    let credit = usize::try_from(credit).unwrap();
+    for (k, part) in data[..credit].chunks(CHUNK).enumerate() {
+        pusher.send(&ClientMessage::Chunk(FileChunk::new(
+            id,
+            (k * CHUNK) as u64,
+            part.to_vec(),
+        )));
+    }
     // It reads everything it is sent, for 20 s at most, until it is
     // dropped; it never acknowledges.
     let started = Instant::now();
@@ -2137,14 +2119,226 @@ fn a_push_goes_to_a_receiver_no_further_than_it_acknowledged_and_a_window() {
     }
     let window = usize::try_from(imchat_core::PUSH_WINDOW).unwrap();
     assert!(
-        got_at_3s.is_some_and(|g| g <= window + CHUNK) && got <= window + CHUNK,
+        got_at_3s.is_some_and(|g| g <= window) && got <= window,
         "it got {got_at_3s:?} bytes in 3 s and {got} in all, of {SIZE}, with nothing acknowledged"
     );
     assert_eq!(cancel, Some(CancelCode::TOO_SLOW));
+    // Its credit never grew; the push ends for the pusher too.
     pusher.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == id));
+    assert!(!pusher
+        .pending
+        .iter()
+        .any(|m| matches!(m, ServerMessage::PushCredit { .. })));
     drop(pusher);
-    let _ = writer.join();
     srv.assert_serving();
+}
+
+/// The pusher's own chat never waits behind its file: a push to a receiver
+/// that neither reads nor acknowledges is stuck at its first credit, and
+/// meanwhile the pusher's chat line reaches a third user and its `/who`
+/// is answered at once (the server goes on reading the pusher).
+#[test]
+fn a_pusher_s_chat_goes_on_while_its_push_waits_for_a_receiver_that_reads_nothing() {
+    const SIZE: usize = 80 << 20;
+    const CHUNK: usize = 256 << 10;
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "pusher");
+    let mut stuck = Raw::join(srv.addr, "stuck");
+    let mut watcher = Raw::join(srv.addr, "watcher");
+    let id = TransferId(1);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new("big.bin").unwrap(),
+        size: SIZE as u64,
+        to: Recipient::User(Username::new("stuck").unwrap()),
+    });
+    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
+        stuck.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
+    else {
+        unreachable!()
+    };
+    stuck.send(&ClientMessage::Accept { id: rid });
+    // From now on `stuck` reads nothing more (nor acknowledges).
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    // The first credit is one window (a protocol fact): everything it
+    // allows goes out, in chunks written back to back.
+    let credit = usize::try_from(imchat_core::PUSH_CREDIT).unwrap();
+    let data = pseudo_random(credit);
+    let mut frames = Vec::new();
+    for (k, part) in data.chunks(CHUNK).enumerate() {
+        ClientMessage::Chunk(FileChunk::new(id, (k * CHUNK) as u64, part.to_vec()))
+            .encode(&mut frames);
+    }
+    pusher.write(&frames).unwrap();
+    // The server has the push's data by the time `/who` is answered.
+    pusher.send(&ClientMessage::Who);
+    pusher.wait_for(|m| matches!(m, ServerMessage::Who { .. }));
+    let sent = Instant::now();
+    pusher.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::User(Username::new("watcher").unwrap()),
+        kind: ChatKind::Text,
+        text: "still here".into(),
+    });
+    pusher.send(&ClientMessage::Who);
+    let mut watcher = watcher.waiting(Duration::from_secs(5));
+    watcher.wait_for(
+        |m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "still here"),
+    );
+    let chat = sent.elapsed();
+    let mut pusher = pusher.waiting(Duration::from_secs(5));
+    pusher.wait_for(|m| matches!(m, ServerMessage::Who { .. }));
+    let who = sent.elapsed();
+    assert!(
+        chat < Duration::from_millis(500) && who < Duration::from_millis(500),
+        "the chat line took {chat:?} and the /who {who:?} while the push waited"
+    );
+    // It was told how far it may send, and no further.
+    assert!(matches!(
+        pusher.pending.iter().find(|m| matches!(m, ServerMessage::PushCredit { .. })),
+        Some(ServerMessage::PushCredit { offset, .. }) if *offset == imchat_core::PUSH_CREDIT
+    ));
+    drop(stuck);
+    drop(watcher);
+    srv.assert_serving();
+}
+
+/// A pusher that sends past its credit (written before credits, say) has
+/// that push cancelled (`BAD_CHUNK`, the reason saying so): nothing past
+/// the credit is relayed, and its connection and chat go on.
+#[test]
+fn a_chunk_past_the_pusher_s_credit_cancels_its_push_only() {
+    const CHUNK: usize = 256 << 10;
+    let srv = Server::start(&[]);
+    let mut pusher = Raw::join(srv.addr, "pusher");
+    let mut reader = Raw::join(srv.addr, "reader");
+    let id = TransferId(1);
+    let size = 2 * usize::try_from(imchat_core::PUSH_CREDIT).unwrap();
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new("big.bin").unwrap(),
+        size: size as u64,
+        to: Recipient::Everyone,
+    });
+    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
+        reader.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
+    else {
+        unreachable!()
+    };
+    reader.send(&ClientMessage::Accept { id: rid });
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    // All of it at once, as if the credit were not there.
+    let data = pseudo_random(size);
+    for (k, part) in data.chunks(CHUNK).enumerate() {
+        pusher.send(&ClientMessage::Chunk(FileChunk::new(
+            id,
+            (k * CHUNK) as u64,
+            part.to_vec(),
+        )));
+    }
+    let ServerMessage::Cancel(c) =
+        pusher.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == id))
+    else {
+        unreachable!()
+    };
+    assert_eq!(c.code, CancelCode::BAD_CHUNK);
+    assert!(c.reason.contains("past the credit"), "{}", c.reason);
+    let ServerMessage::Cancel(theirs) =
+        reader.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == rid))
+    else {
+        unreachable!()
+    };
+    assert_eq!(theirs.code, CancelCode::BAD_CHUNK);
+    // The pusher's connection goes on.
+    pusher.send(&ClientMessage::Chat {
+        client_id: 1,
+        to: Recipient::Everyone,
+        kind: ChatKind::Text,
+        text: "sorry".into(),
+    });
+    reader
+        .wait_for(|m| matches!(m, ServerMessage::Chat(RoutedChat { text, .. }) if text == "sorry"));
+    // The cancel and the chat may overtake the data (control frames go
+    // first): what was relayed is all in within a few seconds, and none
+    // of it goes past the credit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = 0u64;
+    while got < imchat_core::PUSH_CREDIT && Instant::now() < deadline {
+        for m in reader.pending.drain(..) {
+            if let ServerMessage::Chunk(c) = m {
+                assert!(c.offset + c.data.len() as u64 <= imchat_core::PUSH_CREDIT);
+                got += c.data.len() as u64;
+            }
+        }
+        assert!(reader.pump(), "the reader's connection closed");
+    }
+    assert_eq!(
+        got,
+        imchat_core::PUSH_CREDIT,
+        "what the credit allowed, no more"
+    );
+    srv.assert_serving();
+}
+
+/// Sends `data` as push `id` as a client must: chunks of at most `chunk`
+/// bytes, none past the last credit the server gave (`PushCredit`),
+/// waiting for more when at it, then its `End`. Stops at a `Cancel` of the
+/// push (returned), or after 90 s.
+fn push_within_credit(
+    mut pusher: Raw,
+    id: TransferId,
+    data: Vec<u8>,
+    chunk: usize,
+) -> thread::JoinHandle<(Raw, Option<CancelCode>)> {
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut credit, mut sent) = (0u64, 0usize);
+        while Instant::now() < deadline {
+            if !pusher.pump() {
+                return (pusher, None);
+            }
+            let mut cancelled = None;
+            pusher.pending.retain(|m| match m {
+                ServerMessage::PushCredit { id: i, offset } if *i == id => {
+                    credit = credit.max(*offset);
+                    false
+                }
+                ServerMessage::Cancel(c) if c.id == id => {
+                    cancelled = Some(c.code);
+                    true
+                }
+                _ => true,
+            });
+            if cancelled.is_some() {
+                return (pusher, cancelled);
+            }
+            let room = usize::try_from(credit).unwrap().min(data.len()) - sent;
+            let mut frames = Vec::new();
+            let mut left = room;
+            while left > 0 {
+                let n = left.min(chunk);
+                ClientMessage::Chunk(FileChunk::new(
+                    id,
+                    sent as u64,
+                    data[sent..sent + n].to_vec(),
+                ))
+                .encode(&mut frames);
+                sent += n;
+                left -= n;
+            }
+            if pusher.write(&frames).is_err() {
+                return (pusher, None);
+            }
+            if sent == data.len() {
+                pusher.send(&ClientMessage::End(FileEnd {
+                    id,
+                    crc: crc32fast::hash(&data),
+                }));
+                return (pusher, None);
+            }
+        }
+        (pusher, None)
+    })
 }
 
 /// `n` bytes that do not repeat in any short period.
