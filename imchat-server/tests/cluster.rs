@@ -208,6 +208,20 @@ struct Peer {
     epoch: u64,
     /// Whether the last `Welcome` resumed a session.
     resumed: bool,
+    /// Its push's credit and end, as its reader thread sees them.
+    push: Arc<PushState>,
+}
+
+/// What a raw pusher's data thread needs to know of its push (one at a
+/// time): how far the server lets it send (`PushCredit`), and whether it
+/// ended (a `Cancel` or a `PushDone` came).
+#[derive(Default)]
+struct PushState {
+    credit: AtomicU64,
+    ended: AtomicBool,
+    /// Bytes sent so far, and how often the sender waited for credit.
+    sent: AtomicU64,
+    waits: AtomicU64,
 }
 
 impl Peer {
@@ -215,15 +229,30 @@ impl Peer {
         let stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
         let mut reader = stream.try_clone().unwrap();
         let (tx, rx) = channel();
+        let push = Arc::new(PushState::default());
+        let state = push.clone();
         thread::spawn(move || {
             let mut d = Decoder::<ServerMessage>::new(DEFAULT_MAX_FRAME);
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        state.ended.store(true, Ordering::SeqCst);
+                        return;
+                    }
                     Ok(n) => d.feed(&buf[..n]),
                 }
                 while let Ok(Some(m)) = d.next_message() {
+                    match &m {
+                        ServerMessage::PushCredit { offset, .. } => {
+                            state.credit.fetch_max(*offset, Ordering::SeqCst);
+                        }
+                        ServerMessage::Cancel(c) if !c.id.is_server_chosen() => {
+                            state.ended.store(true, Ordering::SeqCst);
+                        }
+                        ServerMessage::PushDone { .. } => state.ended.store(true, Ordering::SeqCst),
+                        _ => {}
+                    }
                     if tx.send(m).is_err() {
                         return;
                     }
@@ -239,6 +268,7 @@ impl Peer {
             token: ResumeToken::default(),
             epoch: 0,
             resumed: false,
+            push,
         }
     }
 
@@ -3399,7 +3429,7 @@ fn small_receive_buffer(s: &TcpStream) {
 fn small_receive_buffer(_: &TcpStream) {}
 
 /// A raw pusher: offers `data` to `to`, and once accepted sends it from a
-/// thread of its own (which blocks when the server paces it).
+/// thread of its own ([`send_within_credit`]).
 fn push_raw(p: &mut Peer, to: &str, data: Arc<Vec<u8>>) -> thread::JoinHandle<()> {
     p.send(&ClientMessage::Offer {
         id: imchat_core::TransferId(1),
@@ -3411,14 +3441,38 @@ fn push_raw(p: &mut Peer, to: &str, data: Arc<Vec<u8>>) -> thread::JoinHandle<()
         g.iter()
             .any(|m| matches!(m, ServerMessage::PushAccepted { .. }))
     });
+    send_within_credit(p, data)
+}
+
+/// Sends push 1's `data` from a thread, as a client must: never past the
+/// credit the server gave, waiting (5 ms at a time, 90 s at most) for
+/// more when at it; stops when the push ended.
+fn send_within_credit(p: &Peer, data: Arc<Vec<u8>>) -> thread::JoinHandle<()> {
     let mut w = p.stream.try_clone().unwrap();
+    let state = p.push.clone();
     thread::spawn(move || {
         let id = imchat_core::TransferId(1);
-        for (k, part) in data.chunks(CHUNK).enumerate() {
-            let c = imchat_core::FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut sent = 0usize;
+        while sent < data.len() {
+            if state.ended.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                return;
+            }
+            let credit = usize::try_from(state.credit.load(Ordering::SeqCst)).unwrap();
+            let n = CHUNK
+                .min(data.len() - sent)
+                .min(credit.saturating_sub(sent));
+            if n == 0 {
+                state.waits.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let c = imchat_core::FileChunk::new(id, sent as u64, data[sent..sent + n].to_vec());
             if w.write_all(&ClientMessage::Chunk(c).to_frame()).is_err() {
                 return;
             }
+            sent += n;
+            state.sent.store(sent as u64, Ordering::SeqCst);
         }
         let end = ClientMessage::End(imchat_core::FileEnd {
             id,
@@ -3505,8 +3559,13 @@ fn a_slow_receiver_on_another_server_bounds_what_redis_holds() {
     }
     arrived_whole(&mut rx, &mut p, sender, &data);
     eprintln!("most file data in Redis for the push: {most} bytes ({samples} samples)");
-    // The receiver was slow enough for the window to fill, and no more.
-    assert!(most > PUSH_WINDOW / 2, "the window never filled: {most}");
+    // The receiver was slow enough for the pusher to use up its credit
+    // (which follows the receiver on the other server), and Redis never
+    // held more than that credit.
+    assert!(
+        p.push.waits.load(Ordering::SeqCst) > 0,
+        "the pusher never waited for credit"
+    );
     assert!(most <= PUSH_WINDOW + CHUNK + 64, "{most} bytes in Redis");
     wait_no_push_keys(&redis);
 }
@@ -3600,18 +3659,23 @@ fn stuck_push(redis: &Redis) -> (Server, Server, Peer, SlowPeer, thread::JoinHan
     });
     let sender = push_raw(&mut p, "stuck", data);
     let rx = accepting.join().unwrap();
-    // The window toward B fills (B's receiver reads nothing).
+    // The pusher sends all its credit (B's receiver reads nothing, so it
+    // gets no more), and B takes it all from Redis.
     let mut con = redis_con(redis);
     let deadline = Instant::now() + WAIT;
     loop {
+        let sent = p.push.sent.load(Ordering::SeqCst);
         let most = push_lists(&mut con).iter().map(|(_, n)| *n).max();
-        // (The chunk being relayed on B still counts against the window.)
-        if most.is_some_and(|n| n >= PUSH_WINDOW - 2 * (CHUNK + 64)) {
+        if sent == PUSH_WINDOW as u64 && most.unwrap_or(0) == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the window never filled");
+        assert!(
+            Instant::now() < deadline,
+            "the credit was never used up: {sent} bytes sent, {most:?} in Redis"
+        );
         thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(p.push.credit.load(Ordering::SeqCst), PUSH_WINDOW as u64);
     (a, b, p, rx, sender)
 }
 
@@ -4174,21 +4238,7 @@ fn a_pusher_is_told_when_a_receiver_on_another_server_did_not_get_the_file_whole
         g.iter()
             .any(|m| matches!(m, ServerMessage::PushAccepted { receivers: 3, .. }))
     });
-    let mut w = alice.stream.try_clone().unwrap();
-    let sent = data.clone();
-    let sender = thread::spawn(move || {
-        for (k, part) in sent.chunks(CHUNK).enumerate() {
-            let c = imchat_core::FileChunk::new(id, (k * CHUNK) as u64, part.to_vec());
-            if w.write_all(&ClientMessage::Chunk(c).to_frame()).is_err() {
-                return;
-            }
-        }
-        let end = ClientMessage::End(imchat_core::FileEnd {
-            id,
-            crc: crc_of(&sent),
-        });
-        let _ = w.write_all(&end.to_frame());
-    });
+    let sender = send_within_credit(&alice, data.clone());
     let deadline = Instant::now() + WAIT;
     while rxs[1].received.lock().unwrap().len() < PUSH_WINDOW / 4 {
         assert!(Instant::now() < deadline, "no data arrived at carol");
