@@ -4267,3 +4267,39 @@ fn a_pusher_is_told_when_a_receiver_on_another_server_did_not_get_the_file_whole
     assert_eq!(done, [2], "what alice was told got big.bin whole");
     wait_no_push_keys(&redis);
 }
+
+/// A pusher whose push waits for a receiver on another server that reads
+/// nothing (its credit used up) is read on: its chat line reaches a user
+/// of its own server at once, and its `/who` is answered.
+#[test]
+fn a_pusher_s_chat_goes_on_while_its_push_to_another_server_waits() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, _b, mut p, _rx, sender) = stuck_push(&redis);
+    let mut q = Peer::join(a.addr, "witness");
+    p.wait(WAIT, "the witness's join", |g| {
+        g.iter()
+            .any(|m| matches!(m, ServerMessage::Joined { .. } | ServerMessage::Presence(_)))
+    });
+    let asked = Instant::now();
+    p.say(Some("witness"), "still here");
+    p.send(&ClientMessage::Who);
+    q.wait_chat("still here");
+    let chat = asked.elapsed();
+    p.wait(WAIT, "the answer to /who", |g| {
+        g.iter().any(|m| matches!(m, ServerMessage::Who { .. }))
+    });
+    let who = asked.elapsed();
+    assert!(
+        chat < Duration::from_millis(500) && who < Duration::from_millis(500),
+        "the chat line took {chat:?} and the /who {who:?} while the push waited"
+    );
+    assert!(!p.push.ended.load(Ordering::SeqCst), "the push still waits");
+    // The receiver that reads nothing is dropped after a while, which ends
+    // the push for the pusher.
+    p.wait(Duration::from_secs(30), "the push's end", |g| {
+        g.iter().any(|m| {
+            matches!(m, ServerMessage::Cancel(c) if c.code == imchat_core::CancelCode::NO_RECEIVER)
+        })
+    });
+    sender.join().unwrap();
+}
