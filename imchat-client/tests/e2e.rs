@@ -2671,3 +2671,70 @@ fn a_download_past_the_file_size_limit_fails_with_a_line() {
     );
     assert!(!w.dir.join("bot").join("big.bin").exists());
 }
+
+/// The stock client sends a push within the server's credit: a file of
+/// several credits reaches a receiver that stores it (the credit grows as
+/// it does); and while a receiver that stores nothing holds a push at its
+/// first credit (1 MiB), the pusher's chat reaches the others at once.
+/// Before, the server stopped reading the pusher there, and its chat line
+/// waited until the stuck receiver was dropped (10 s).
+#[test]
+fn a_push_goes_within_its_credit_and_the_pusher_s_chat_never_waits_behind_it() {
+    let w = World::new("push-credit");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    let mut stuck = Raw::join(w.server.addr, "stuck");
+    barrier(&mut alice, "alice", "all here", &[&bob]);
+    fs::create_dir(w.dir.join("outbox")).expect("outbox");
+    // Several credits' worth, to bob, who stores it as it comes.
+    let data = pseudo_random_bytes(6 << 20, 4);
+    let path = w.dir.join("outbox").join("six.bin");
+    fs::write(&path, &data).expect("six.bin");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    bob.expect_prefix(&format!(
+        "*** received six.bin ({} bytes) from alice, saved to ",
+        data.len()
+    ));
+    alice.expect_line("*** sent six.bin to 1 user(s)");
+    let got = fs::read(w.dir.join("bob").join("received").join("six.bin")).expect("bob's copy");
+    assert!(got == data, "bob's copy differs");
+    // A big one to `stuck`, which accepts it, reads its first credit's
+    // worth and then nothing more (nor acknowledges anything).
+    let big = w.dir.join("outbox").join("big.bin");
+    fs::write(&big, pseudo_random_bytes(8 << 20, 5)).expect("big.bin");
+    alice.send(&format!("/sendfile {} stuck", big.display()));
+    let (start, seen) = stuck.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::FileStart(_)));
+    let Some(ServerMessage::FileStart(FileStart { id, .. })) = start else {
+        panic!("no offer: {seen:?}");
+    };
+    stuck.send(&ClientMessage::Accept { id });
+    let credit = imchat_core::PUSH_CREDIT;
+    let mut relayed = 0u64;
+    for _ in 0..1024 {
+        if relayed >= credit {
+            break;
+        }
+        let (chunk, seen) = stuck.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::Chunk(_)));
+        let Some(ServerMessage::Chunk(c)) = chunk else {
+            panic!("no more data after {relayed} bytes: {seen:?}");
+        };
+        relayed += c.data.len() as u64;
+    }
+    assert_eq!(relayed, credit, "the push went as far as its credit");
+    let sent = Instant::now();
+    alice.send("still here");
+    bob.expect_line("<alice> still here");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the pusher's chat line took {took:?} while its push waited"
+    );
+    // Nothing more went to `stuck` meanwhile.
+    let (more, _) = stuck.recv_until(Duration::from_millis(200), |m| {
+        matches!(m, ServerMessage::Chunk(_))
+    });
+    assert!(more.is_none(), "data past the credit: {more:?}");
+    // Its receiver gone, the push ends for alice at once.
+    drop(stuck);
+    alice.expect_prefix("*** sending big.bin failed");
+}
