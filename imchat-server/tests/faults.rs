@@ -2144,7 +2144,7 @@ fn a_pusher_s_chat_goes_on_while_its_push_waits_for_a_receiver_that_reads_nothin
     let srv = Server::start(&[]);
     let mut pusher = Raw::join(srv.addr, "pusher");
     let mut stuck = Raw::join(srv.addr, "stuck");
-    let mut watcher = Raw::join(srv.addr, "watcher");
+    let watcher = Raw::join(srv.addr, "watcher");
     let id = TransferId(1);
     pusher.send(&ClientMessage::Offer {
         id,

@@ -113,8 +113,6 @@ struct State {
     writing: bool,
     /// Producers asleep on `room`.
     room_waiters: usize,
-    /// How many times the peer acknowledged data ([`Outbox::acked`]).
-    acks: u64,
     /// Starts a writer thread (see [`Outbox::set_starter`]); `None` when
     /// the writer thread runs from the start, or once claimed.
     starter: Option<Starter>,
@@ -629,36 +627,6 @@ impl Outbox {
                 Some(false)
             } else {
                 (s.bulk_bytes < limit).then_some(true)
-            }
-        })
-    }
-
-    /// Tells producers waiting in [`wait_ack`](Outbox::wait_ack) that the
-    /// peer acknowledged data: a producer that holds back until the peer
-    /// has stored what it was sent (a relayed push's window) may go on.
-    pub fn acked(&self) {
-        let mut s = self.lock();
-        s.acks = s.acks.wrapping_add(1);
-        drop(s);
-        self.room.notify_all();
-    }
-
-    /// How many acknowledgements [`acked`](Outbox::acked) counted so far:
-    /// read it before looking at what was acknowledged, then
-    /// [`wait_ack`](Outbox::wait_ack) for a later one.
-    pub fn acks(&self) -> u64 {
-        self.lock().acks
-    }
-
-    /// Waits until an acknowledgement after the `seen`-th
-    /// ([`acks`](Outbox::acks)) comes. False on timeout or when the queue
-    /// is closed.
-    pub fn wait_ack(&self, seen: u64, timeout: Duration) -> bool {
-        self.wait_on_room(timeout, |s| {
-            if s.is_closed() {
-                Some(false)
-            } else {
-                (s.acks != seen).then_some(true)
             }
         })
     }
