@@ -3,6 +3,13 @@
 //! offer timed out, or the others did not answer within
 //! [`OFFER_AFTER_ACCEPT`] of a first acceptance), the pusher sends it, and it is checked chunk by chunk
 //! and relayed to the receivers that accepted, under a server-chosen id.
+//!
+//! Flow control: the pusher sends no further than its credit
+//! ([`ServerMessage::PushCredit`]), [`PUSH_CREDIT`] past what its slowest
+//! receiver (here, or on another server) acknowledged; each chunk is
+//! relayed at once, and a chunk past the credit ends the push. So nothing
+//! waits to read a pusher; a receiver that holds a push too long
+//! ([`PUSH_RECEIVER_WAIT`]) is dropped from it by the hub's clock.
 
 use crate::limits::{OFFER_AFTER_ACCEPT, PUSH_CREDIT, PUSH_RECEIVER_WAIT, PUSH_WINDOW};
 use crate::message::FileStart;
