@@ -567,6 +567,31 @@ fn the_server_killed_during_a_download_is_reported_and_leaves_no_file() {
     );
 }
 
+/// `pusher` offers push `id` of `name` (`size` bytes) to `to`, `receiver`
+/// accepts it, and `pusher` hears it was accepted: the receiver's id for
+/// the push.
+fn offered_and_accepted(
+    pusher: &mut Raw,
+    receiver: &mut Raw,
+    id: TransferId,
+    (name, size, to): (&str, usize, Recipient),
+) -> TransferId {
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: FileName::new(name).unwrap(),
+        size: size as u64,
+        to,
+    });
+    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
+        receiver.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
+    else {
+        unreachable!()
+    };
+    receiver.send(&ClientMessage::Accept { id: rid });
+    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    rid
+}
+
 #[test]
 fn a_pushed_chunk_with_a_bad_crc_aborts_only_that_transfer() {
     let srv = Server::start(&[]);
@@ -2071,19 +2096,12 @@ fn a_push_goes_to_a_receiver_no_further_than_it_acknowledged_and_a_window() {
     let mut pusher = Raw::join(srv.addr, "pusher");
     let mut reader = Raw::join(srv.addr, "reader");
     let id = TransferId(1);
-    pusher.send(&ClientMessage::Offer {
+    offered_and_accepted(
+        &mut pusher,
+        &mut reader,
         id,
-        name: FileName::new("big.bin").unwrap(),
-        size: SIZE as u64,
-        to: Recipient::Everyone,
-    });
-    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
-        reader.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
-    else {
-        unreachable!()
-    };
-    reader.send(&ClientMessage::Accept { id: rid });
-    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+        ("big.bin", SIZE, Recipient::Everyone),
+    );
     let data = pseudo_random(SIZE);
     // The pusher sends as far as its credit goes, and asks for no more.
     let ServerMessage::PushCredit { offset: credit, .. } =
@@ -2146,20 +2164,17 @@ fn a_pusher_s_chat_goes_on_while_its_push_waits_for_a_receiver_that_reads_nothin
     let mut stuck = Raw::join(srv.addr, "stuck");
     let watcher = Raw::join(srv.addr, "watcher");
     let id = TransferId(1);
-    pusher.send(&ClientMessage::Offer {
-        id,
-        name: FileName::new("big.bin").unwrap(),
-        size: SIZE as u64,
-        to: Recipient::User(Username::new("stuck").unwrap()),
-    });
-    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
-        stuck.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
-    else {
-        unreachable!()
-    };
-    stuck.send(&ClientMessage::Accept { id: rid });
     // From now on `stuck` reads nothing more (nor acknowledges).
-    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+    offered_and_accepted(
+        &mut pusher,
+        &mut stuck,
+        id,
+        (
+            "big.bin",
+            SIZE,
+            Recipient::User(Username::new("stuck").unwrap()),
+        ),
+    );
     // The first credit is one window (a protocol fact): everything it
     // allows goes out, in chunks written back to back.
     let credit = usize::try_from(imchat_core::PUSH_CREDIT).unwrap();
@@ -2213,19 +2228,12 @@ fn a_chunk_past_the_pusher_s_credit_cancels_its_push_only() {
     let mut reader = Raw::join(srv.addr, "reader");
     let id = TransferId(1);
     let size = 2 * usize::try_from(imchat_core::PUSH_CREDIT).unwrap();
-    pusher.send(&ClientMessage::Offer {
+    let rid = offered_and_accepted(
+        &mut pusher,
+        &mut reader,
         id,
-        name: FileName::new("big.bin").unwrap(),
-        size: size as u64,
-        to: Recipient::Everyone,
-    });
-    let ServerMessage::FileStart(FileStart { id: rid, .. }) =
-        reader.wait_for(|m| matches!(m, ServerMessage::FileStart(_)))
-    else {
-        unreachable!()
-    };
-    reader.send(&ClientMessage::Accept { id: rid });
-    pusher.wait_for(|m| matches!(m, ServerMessage::PushAccepted { id: i, .. } if *i == id));
+        ("big.bin", size, Recipient::Everyone),
+    );
     // All of it at once, as if the credit were not there.
     let data = pseudo_random(size);
     for (k, part) in data.chunks(CHUNK).enumerate() {

@@ -6598,6 +6598,17 @@ fn a_gone_server_leaves_its_users_and_frees_their_names() {
     assert!(net.hub.username(net.clients[3].0).is_some());
 }
 
+/// The names of those `events` say left, in order.
+fn who_left(events: Vec<ClientEvent>) -> Vec<String> {
+    unstamped(events)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Left(d) => Some(d.user.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A check of the leases finds server 7's run out, and server 7 (cut off
 /// from the cluster past its lease, not dead) rejoins before the verdict
 /// reaches the hub: its rejoin's join of dave, still listed, changes
@@ -6623,13 +6634,7 @@ fn a_server_found_dead_that_announced_its_users_since_the_check_stays() {
     // Server 8's verdict is not affected by news of server 7.
     assert_eq!(net.hub.remote_server_gone_since(8, mark, now), Some(1));
     net.pump();
-    let left: Vec<String> = unstamped(net.take(0))
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Left(d) => Some(d.user.to_string()),
-            _ => None,
-        })
-        .collect();
+    let left = who_left(net.take(0));
     assert_eq!(left, ["fay"]);
     assert_eq!(net.hub.remote_servers(), vec![7]);
     assert_eq!(verdict, None, "not applied");
@@ -6637,13 +6642,7 @@ fn a_server_found_dead_that_announced_its_users_since_the_check_stays() {
     let mark = net.hub.heard_mark();
     assert_eq!(net.hub.remote_server_gone_since(7, mark, now), Some(1));
     net.pump();
-    let left: Vec<String> = unstamped(net.take(0))
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Left(d) => Some(d.user.to_string()),
-            _ => None,
-        })
-        .collect();
+    let left = who_left(net.take(0));
     assert_eq!(left, ["dave"]);
     assert!(net.hub.remote_servers().is_empty());
 }

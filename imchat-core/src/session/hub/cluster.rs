@@ -466,12 +466,7 @@ impl Hub {
     pub fn remote_away(&mut self, server: u64, user: &Username, since: Timestamp, now: Instant) {
         self.clock = self.clock.max(now);
         let key = self.key(user);
-        if self
-            .remote
-            .users
-            .get(&key)
-            .is_none_or(|(_, s)| *s != server)
-        {
+        if self.remote_user_of(&key) != Some(server) {
             return;
         }
         // The servers' clocks may differ: never in the future here.
@@ -485,12 +480,7 @@ impl Hub {
     pub fn remote_back(&mut self, server: u64, user: &Username, now: Instant) {
         self.clock = self.clock.max(now);
         let key = self.key(user);
-        if self
-            .remote
-            .users
-            .get(&key)
-            .is_some_and(|(_, s)| *s == server)
-        {
+        if self.remote_user_of(&key) == Some(server) {
             self.remote.away.remove(&key);
         }
     }
