@@ -1,7 +1,8 @@
 //! The imchat load generator: starts imchat-server (and, as a baseline,
 //! redis-server) on 127.0.0.1 and measures fan-out throughput and latency,
-//! idle connections, a 1 GiB download, chat during downloads, and a slow
-//! consumer. Prints a table per scenario and writes them as Markdown.
+//! idle connections, a 1 GiB download, chat during downloads, a slow
+//! consumer, and (scenario `push`) a 1 GiB push and chat while pushing.
+//! Prints a table per scenario and writes them as Markdown.
 //!
 //! ```text
 //! cargo run --release -p imchat-server --example loadgen -- all
@@ -32,6 +33,8 @@ mod latency;
 mod poller;
 #[path = "loadgen/procs.rs"]
 mod procs;
+#[path = "loadgen/push.rs"]
+mod push;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/room.rs"]
@@ -59,6 +62,8 @@ scenarios: all (default), fanout, latency, idle, download, chat-during-download,
   cluster (1 server alone, and 1, 2 and 3 servers through one Redis),
   history (not in all: fan-out and latency of imchat with its history off, in memory, in a file)
   tls (not in all: fan-out, latency and the download with TLS beside plaintext, alternating)
+  push (not in all: a /sendfile between two imchat-clients beside the raw copy, and the
+    pusher's chat while it pushes to a slow receiver)
   --history MODES  the history scenario's modes, among off,memory,db (default all three)
   --runs K     runs per figure (default 4; medians and min-max are reported)
   --download-runs K  interleaved download runs (default 10; 2 with --quick)
@@ -110,6 +115,8 @@ struct Opts {
     history_scenario: bool,
     /// Run the TLS-beside-plaintext scenario.
     tls_scenario: bool,
+    /// Run the push scenario.
+    push_scenario: bool,
     args: String,
 }
 
@@ -127,6 +134,7 @@ fn parse_args() -> Result<Opts, String> {
         history: vec![history::Mode::Off, history::Mode::Memory, history::Mode::Db],
         history_scenario: false,
         tls_scenario: false,
+        push_scenario: false,
         args: args.join(" "),
     };
     let mut it = args.iter();
@@ -142,6 +150,7 @@ fn parse_args() -> Result<Opts, String> {
             "cluster" => o.scenarios.push(Scenario::Cluster),
             "history" => o.history_scenario = true,
             "tls" => o.tls_scenario = true,
+            "push" => o.push_scenario = true,
             "--history" => {
                 o.history = history::Mode::parse(it.next().ok_or("--history needs modes")?)?;
             }
@@ -185,7 +194,7 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown argument '{a}'")),
         }
     }
-    if o.scenarios.is_empty() && !o.history_scenario && !o.tls_scenario {
+    if o.scenarios.is_empty() && !o.history_scenario && !o.tls_scenario && !o.push_scenario {
         o.scenarios.extend(ALL);
     }
     // Run in the canonical order, each once.
@@ -847,7 +856,7 @@ fn scenario_download(ctx: &mut Ctx) {
         let mut ours = None;
         // Alternate which transfer goes first; each starts after a `sync`,
         // so that neither pays for the writeback of the file the other left.
-        for imchat_turn in [run % 2 == 1, run % 2 == 0] {
+        for imchat_turn in download::turns(run) {
             sys::sync_disks();
             if imchat_turn {
                 let r = ctx.imchat(false, 1000).and_then(|p| {
@@ -861,10 +870,7 @@ fn scenario_download(ctx: &mut Ctx) {
                     Err(e) => ctx.fail(format!("imchat download, run {}: {e}", run + 1)),
                 }
             } else {
-                let raw_dst = ctx.tmp.join("raw-copy.bin");
-                let r = download::raw_copy(&src, &raw_dst, ctx.opts.pin);
-                let _ = fs::remove_file(&raw_dst);
-                match r {
+                match download::raw_copy_in(&src, &ctx.tmp, ctx.opts.pin) {
                     Ok(c) => raw = Some(c),
                     Err(e) => ctx.fail(format!("raw copy, run {}: {e}", run + 1)),
                 }
@@ -1134,7 +1140,8 @@ fn run(opts: Opts) -> Result<bool, String> {
         let sc = ctx.opts.scenarios.clone();
         let files = sc.contains(&Scenario::Download)
             || sc.contains(&Scenario::ChatDuringDownload)
-            || ctx.opts.tls_scenario;
+            || ctx.opts.tls_scenario
+            || ctx.opts.push_scenario;
         if files {
             let size = ctx.sizes.file_size;
             let need = size * 7 + (1 << 30);
@@ -1177,6 +1184,9 @@ fn run(opts: Opts) -> Result<bool, String> {
         }
         if ctx.opts.tls_scenario {
             tls::scenario(&mut ctx);
+        }
+        if ctx.opts.push_scenario {
+            push::scenario(&mut ctx);
         }
         Ok(())
     })();

@@ -7,7 +7,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -132,6 +132,20 @@ pub fn raw_copy(src: &Path, dst: &Path, pin: bool) -> io::Result<RawCopy> {
     })
 }
 
+/// [`raw_copy`] of `src` into `dir`, the copy deleted after.
+pub fn raw_copy_in(src: &Path, dir: &Path, pin: bool) -> io::Result<RawCopy> {
+    let dst = dir.join("raw-copy.bin");
+    let r = raw_copy(src, &dst, pin);
+    let _ = fs::remove_file(&dst);
+    r
+}
+
+/// Run `run`'s two turns of an interleaved comparison, `true` for imchat's:
+/// which goes first alternates from run to run.
+pub fn turns(run: usize) -> [bool; 2] {
+    [run % 2 == 1, run % 2 == 0]
+}
+
 /// One imchat download figure.
 #[derive(Debug, Clone)]
 pub struct Download {
@@ -167,57 +181,15 @@ pub fn client_download_with(
     dir: &Path,
     client_args: &[&str],
 ) -> Result<Download, String> {
-    let mut child = Command::new(&bins.client)
-        .args(client_args)
-        .arg("--download-dir")
-        .arg(dir)
-        .arg("bench")
-        .arg("127.0.0.1")
-        .arg(addr.port().to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("start imchat-client: {e}"))?;
-    let client_pid = child.id();
-    let (tx, rx) = mpsc::channel::<String>();
-    if let Some(out) = child.stdout.take() {
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let wait_for = |prefix: &str, fail: &str, secs: u64| -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Ok(()),
-                Ok(l) if !fail.is_empty() && l.starts_with(fail) => return Err(l),
-                Ok(_) => {}
-                Err(_) => return Err(format!("no '{prefix}' line within {secs} s")),
-            }
-        }
-    };
+    let mut args: Vec<&std::ffi::OsStr> = client_args.iter().map(std::ffi::OsStr::new).collect();
+    args.push("--download-dir".as_ref());
+    args.push(dir.as_os_str());
+    let mut client = PipedClient::start(bins, "bench", addr, &args)?;
     let result = (|| {
-        wait_for("*** connected", "", 10)?;
+        client.wait_for("*** connected", &[], 10)?;
         thread::sleep(Duration::from_millis(200));
-        let before = sys::rss_kib(pid).unwrap_or(0) as f64;
-        let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(0));
-        let sampler = {
-            let (stop, peak) = (stop.clone(), peak.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(sys::rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
-                    thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
+        let rss = RssSampler::start(pid);
+        let client_pid = client.pid;
         let cpu = || {
             (
                 sys::cpu_secs(pid).unwrap_or(f64::NAN),
@@ -226,12 +198,11 @@ pub fn client_download_with(
         };
         let (server0, client0) = cpu();
         let t0 = Instant::now();
-        writeln!(stdin, "/download {name}").map_err(|e| format!("client stdin: {e}"))?;
-        let done = wait_for(&format!("*** downloaded {name}"), "*** transfer of", 300);
+        client.line(&format!("/download {name}"))?;
+        let done = client.wait_for(&format!("*** downloaded {name}"), &["*** transfer of"], 300);
         let secs = t0.elapsed().as_secs_f64();
         let (server1, client1) = cpu();
-        stop.store(true, Ordering::Relaxed);
-        let _ = sampler.join();
+        let (before, peak) = rss.stop();
         done?;
         let got = fs::metadata(dir.join(name)).map_or(0, |m| m.len());
         if got != size {
@@ -242,22 +213,134 @@ pub fn client_download_with(
             server_cpu: server1 - server0,
             client_cpu: client1 - client0,
             rss_before_kib: before,
-            rss_peak_kib: peak.load(Ordering::Relaxed) as f64,
+            rss_peak_kib: peak,
         })
     })();
-    let _ = writeln!(stdin, "/quit");
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    client.quit();
     let _ = fs::remove_file(dir.join(name));
     result
+}
+
+/// The real imchat-client in piped mode (stdin and stdout are pipes), its
+/// stdout lines read by a thread of their own.
+pub struct PipedClient {
+    child: Child,
+    pub pid: u32,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl PipedClient {
+    /// Starts imchat-client as `user` on `addr` with `args` before the
+    /// user name.
+    pub fn start(
+        bins: &Bins,
+        user: &str,
+        addr: SocketAddr,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<PipedClient, String> {
+        let mut child = Command::new(&bins.client)
+            .args(args)
+            .arg(user)
+            .arg("127.0.0.1")
+            .arg(addr.port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start imchat-client: {e}"))?;
+        let (tx, lines) = mpsc::channel::<String>();
+        if let Some(out) = child.stdout.take() {
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(PipedClient {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            lines,
+            child,
+        })
+    }
+
+    /// Writes one line to the client's input.
+    pub fn line(&mut self, text: &str) -> Result<(), String> {
+        let stdin = self.stdin.as_mut().ok_or("no stdin")?;
+        writeln!(stdin, "{text}").map_err(|e| format!("client stdin: {e}"))
+    }
+
+    /// Waits at most `secs` for an output line starting with `prefix`;
+    /// a line starting with one of `fail` is the error.
+    pub fn wait_for(&self, prefix: &str, fail: &[&str], secs: u64) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return Ok(l),
+                Ok(l) if fail.iter().any(|f| l.starts_with(f)) => return Err(l),
+                Ok(_) => {}
+                Err(_) => return Err(format!("no '{prefix}' line within {secs} s")),
+            }
+        }
+    }
+
+    /// `/quit`, then up to 5 s for the client to end, then kills it (by
+    /// its own handle).
+    pub fn quit(mut self) {
+        let _ = self.line("/quit");
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples a process's RSS every 100 ms from a thread.
+pub struct RssSampler {
+    before: f64,
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let before = sys::rss_kib(pid).unwrap_or(0) as f64;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(sys::rss_kib(pid).unwrap_or(0), Ordering::Relaxed);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        RssSampler {
+            before,
+            stop,
+            peak,
+            thread,
+        }
+    }
+
+    /// (RSS at the start, peak RSS) in KiB.
+    pub fn stop(self) -> (f64, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        (self.before, self.peak.load(Ordering::Relaxed) as f64)
+    }
 }
 
 /// Disk jobs queued at most: more than a download window's worth of chunks.
