@@ -114,7 +114,7 @@ pub fn client_push(
         done?;
         a.wait_for(
             &format!("*** sent {name} to 1 user(s)"),
-            &["*** sending"],
+            &[&format!("*** sending {name} failed")],
             30,
         )?;
         let got = bob_dir.join("received").join(&name);
