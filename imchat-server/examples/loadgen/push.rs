@@ -63,6 +63,17 @@ fn same_contents(a: &Path, b: &Path) -> io::Result<bool> {
     }
 }
 
+/// imchat-client's line when its push of `name` reached its one receiver.
+fn sent_line(name: &str) -> String {
+    format!("*** sent {name} to 1 user(s)")
+}
+
+/// The start of imchat-client's line when its push of `name` failed (not
+/// its progress line, `*** sending NAME: accepted by …`).
+fn send_failed_line(name: &str) -> String {
+    format!("*** sending {name} failed")
+}
+
 /// Pushes `src` (`size` bytes) with the real imchat-client `alice` in
 /// piped mode (`/sendfile SRC bob`) to the real imchat-client `bob`, which
 /// accepts it at once (`--auto-accept-bytes` = the size); timed from the
@@ -112,11 +123,7 @@ pub fn client_push(
         let cpu1 = cpu();
         let (before, peak) = rss.stop();
         done?;
-        a.wait_for(
-            &format!("*** sent {name} to 1 user(s)"),
-            &[&format!("*** sending {name} failed")],
-            30,
-        )?;
+        a.wait_for(&sent_line(&name), &[&send_failed_line(&name)], 30)?;
         let got = bob_dir.join("received").join(&name);
         match same_contents(src, &got) {
             Ok(true) => {}
@@ -694,4 +701,123 @@ fn chat(ctx: &mut Ctx) {
         ctx.sizes.chat_warmup.as_secs_f64()
     ));
     ctx.table(t);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imchat_core::{ClientMessage, Hub, MessageId, ResumeToken, PROTOCOL_VERSION};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+
+    /// A stand-in for imchat-client: `sh -c SCRIPT` (the user name and
+    /// the address become its `$0`, `$1`, `$2`).
+    fn shell(script: &str) -> PipedClient {
+        let bins = Bins {
+            server: PathBuf::from("/bin/false"),
+            client: PathBuf::from("/bin/sh"),
+        };
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let args: [&std::ffi::OsStr; 2] = ["-c".as_ref(), script.as_ref()];
+        PipedClient::start(&bins, "alice", addr, &args).unwrap()
+    }
+
+    #[test]
+    fn the_pushers_progress_line_is_not_its_failure() {
+        let name = "big.bin";
+        let c = shell(
+            "echo '*** sending big.bin: accepted by 1 user(s)'; echo '*** sent big.bin to 1 user(s)'; cat >/dev/null",
+        );
+        let got = c.wait_for(&sent_line(name), &[&send_failed_line(name)], 10);
+        c.quit();
+        assert_eq!(got, Ok("*** sent big.bin to 1 user(s)".to_string()));
+        let c = shell("echo '*** sending big.bin failed: bob left'; cat >/dev/null");
+        let got = c.wait_for(&sent_line(name), &[&send_failed_line(name)], 10);
+        c.quit();
+        assert_eq!(got, Err("*** sending big.bin failed: bob left".to_string()));
+    }
+
+    #[test]
+    fn a_received_file_that_differs_by_one_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        fs::write(&a, &data).unwrap();
+        fs::write(&b, &data).unwrap();
+        assert!(same_contents(&a, &b).unwrap());
+        data[2_500_000] ^= 1;
+        fs::write(&b, &data).unwrap();
+        assert!(!same_contents(&a, &b).unwrap());
+        fs::write(&b, &data[..1000]).unwrap();
+        assert!(!same_contents(&a, &b).unwrap());
+    }
+
+    /// A scripted server: welcomes the pusher, accepts its push with a
+    /// credit of `credit` bytes and never more, and reads until the pusher
+    /// hangs up. Returns (bytes pushed, chat lines in all, chat lines once
+    /// the credit was used up, whether the push was cancelled).
+    fn credit_server(listener: TcpListener, credit: u64) -> (u64, u64, u64, bool) {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let (mut r, mut w) = split_tcp::<ClientMessage>(stream, DEFAULT_MAX_FRAME).unwrap();
+        let Ok(Some(ClientMessage::Hello { username, .. })) = r.read_message() else {
+            panic!("no Hello first");
+        };
+        w.send(&ServerMessage::Welcome {
+            token: ResumeToken::default(),
+            epoch: 0,
+            grace_secs: 0,
+            last_id: MessageId(0),
+            resumed: None,
+            version: PROTOCOL_VERSION,
+            username,
+            text: "hi".into(),
+            limits: Hub::new(Limits::default(), "hi").server_limits(),
+        })
+        .unwrap();
+        let (mut pushed, mut chats, mut chats_stalled, mut cancelled) = (0, 0, 0, false);
+        for _ in 0..100_000 {
+            match r.read_message() {
+                Ok(Some(ClientMessage::Offer { id, .. })) => {
+                    w.send(&ServerMessage::PushAccepted { id, receivers: 1 })
+                        .unwrap();
+                    w.send(&ServerMessage::PushCredit { id, offset: credit })
+                        .unwrap();
+                }
+                Ok(Some(ClientMessage::Chunk(c))) => pushed += c.data.len() as u64,
+                Ok(Some(ClientMessage::Chat { .. })) => {
+                    chats += 1;
+                    if pushed == credit {
+                        chats_stalled += 1;
+                    }
+                }
+                Ok(Some(ClientMessage::Cancel(_))) => cancelled = true,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (pushed, chats, chats_stalled, cancelled)
+    }
+
+    #[test]
+    fn the_pusher_sends_within_its_credit_and_chats_while_it_waits_for_more() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let credit = 300_000;
+        let server = thread::spawn(move || credit_server(listener, credit));
+        let c = connect(addr, "pusher").unwrap();
+        let start = now_ns();
+        // 0.6 s at 20 lines/s: 12 lines and the one that ends the window
+        // (fewer if the machine is slow to wake the pusher).
+        let end = start + 600_000_000;
+        pusher(c, true, 1 << 20, start, end).unwrap();
+        let (pushed, chats, chats_stalled, cancelled) = server.join().unwrap();
+        assert_eq!(pushed, credit, "the pusher sent past its credit, or less");
+        assert!(chats >= 10, "{chats} chat lines in 0.6 s");
+        assert!(
+            chats_stalled >= 8,
+            "{chats_stalled} of {chats} chat lines went while the push waited"
+        );
+        assert!(cancelled, "the unfinished push was not cancelled");
+    }
 }
