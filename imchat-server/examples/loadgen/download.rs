@@ -143,7 +143,7 @@ pub fn raw_copy_in(src: &Path, dir: &Path, pin: bool) -> io::Result<RawCopy> {
 /// Run `run`'s two turns of an interleaved comparison, `true` for imchat's:
 /// which goes first alternates from run to run.
 pub fn turns(run: usize) -> [bool; 2] {
-    [run % 2 == 1, run % 2 == 0]
+    [!run.is_multiple_of(2), run.is_multiple_of(2)]
 }
 
 /// One imchat download figure.

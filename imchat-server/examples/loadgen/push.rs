@@ -633,7 +633,11 @@ fn chat(ctx: &mut Ctx) {
             sys::loadavg()
         );
         // Alternate which case goes first.
-        let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order = if run.is_multiple_of(2) {
+            [0, 1]
+        } else {
+            [1, 0]
+        };
         for i in order {
             let push = cases[i];
             let r = ctx.imchat(true, 1000).and_then(|p| {
