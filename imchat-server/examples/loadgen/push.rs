@@ -616,7 +616,7 @@ fn throughput(ctx: &mut Ctx) {
         f[8].show(mib),
         f[9].show(mib),
     ]);
-    t.note("imchat: the real imchat-client `alice` in piped mode sends `/sendfile FILE bob`; the real imchat-client `bob` (piped, `--auto-accept-bytes` the file's size) accepts it at once. Timed from the `/sendfile` line to bob's `*** received` line (CRC checks and rename included; nobody fsyncs); bob's file is then compared byte for byte with the original (a mismatch fails the run). Server on CPU 0, both clients unpinned. Raw copy: the download scenario's (one hop, where a push makes two: pusher → server → receiver). The two alternate (which goes first alternates from run to run), each after a `sync`. MB = 10^6 bytes.");
+    t.note("imchat: the real imchat-client `alice` in piped mode sends `/sendfile FILE bob`; the real imchat-client `bob` (piped, `--auto-accept-bytes` the file's size) accepts it at once. Timed from the `/sendfile` line to bob's `*** received` line (CRC checks and rename included; nobody fsyncs); bob's file is then compared byte for byte with the original (a mismatch fails the run). Server on CPU 0 unless `--no-pin`, both clients unpinned. Raw copy: the download scenario's (one hop, where a push makes two: pusher → server → receiver). The two alternate (which goes first alternates from run to run), each after a `sync`. MB = 10^6 bytes.");
     t.note("CPU per GiB from `/proc/<pid>/stat` (user + system, all threads, 10 ms ticks) of imchat-server, the pusher and the receiver, from just before `/sendfile` to the done line; the raw copy's from its threads' `CLOCK_THREAD_CPUTIME_ID`. Server RSS sampled every 100 ms.");
     ctx.table(t);
 }
