@@ -222,8 +222,12 @@ fn connect(addr: SocketAddr, user: &str) -> Result<Conn, String> {
 fn watch(mut c: Conn, from: u64, end: u64) -> Result<Vec<u64>, String> {
     let mut samples = Vec::new();
     // A read blocks at most READ_TIMEOUT, and the pusher's last line
-    // ends the loop: bounded in time.
+    // ends the loop (or, if it never comes, the check below).
+    let give_up = end + 30_000_000_000;
     loop {
+        if now_ns() > give_up {
+            return Err("watcher: no last chat line within 30 s of the window".into());
+        }
         let msg = match c.r.read_message() {
             Ok(Some(m)) => m,
             Ok(None) => return Err("watcher: the server closed the connection".into()),
@@ -475,6 +479,14 @@ pub fn chat_during_push(
     let watching = thread::spawn(move || watch(watcher, from, end));
     let receiving = slow.map(|c| thread::spawn(move || slow_receive(c, from, end)));
     let pushed = pusher(p, push, size, start, end);
+    if pushed.is_err() {
+        // No last line is coming and the push may never end: wake the
+        // other two from their reads.
+        let _ = watcher_sock.shutdown(Shutdown::Both);
+        if let Some(s) = &slow_sock {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
     let samples = watching
         .join()
         .unwrap_or_else(|_| Err("watcher panicked".into()));
