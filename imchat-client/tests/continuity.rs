@@ -268,6 +268,12 @@ fn a_client_killed_right_after_it_showed_messages_is_not_sent_them_again() {
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
+    // carol sees when the server has bob's "after": alice's next run
+    // resumes only then, so "after" is one it missed, not one it gets live
+    // (bob's client may take its time to read its input, on a busy
+    // machine longer than alice's resume).
+    let carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
     for i in 1..=5 {
         bob.send(&format!("m{i}"));
     }
@@ -275,6 +281,7 @@ fn a_client_killed_right_after_it_showed_messages_is_not_sent_them_again() {
     thread::sleep(Duration::from_millis(50));
     alice.kill();
     bob.send("after");
+    carol.expect_line("<bob> after");
 
     let alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
