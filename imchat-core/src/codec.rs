@@ -247,11 +247,13 @@ fn put_presence(out: &mut Vec<u8>, events: &[PresenceEvent]) {
     put_u32(out, u32::try_from(events.len()).unwrap_or(u32::MAX));
     let (mut id, mut time) = (0u64, 0u64);
     for e in events {
-        let (eid, etime, user) = match e {
-            PresenceEvent::Joined { id, time, user } => (id.0, time.0, user),
-            PresenceEvent::Left(d) => (d.id.0, d.time.0, &d.user),
+        let (kind, eid, etime, user) = match e {
+            PresenceEvent::Joined { id, time, user } => (0, id.0, time.0, user),
+            PresenceEvent::Left(d) => (1, d.id.0, d.time.0, &d.user),
+            PresenceEvent::Away { id, time, user } => (2, id.0, time.0, user),
+            PresenceEvent::Back { id, time, user } => (3, id.0, time.0, user),
         };
-        out.push(u8::from(matches!(e, PresenceEvent::Left(_))));
+        out.push(kind);
         varint::put(out, eid.wrapping_sub(id));
         varint::put(out, varint::zigzag(etime.wrapping_sub(time)));
         (id, time) = (eid, etime);
@@ -639,30 +641,28 @@ impl<'a> Fields<'a> {
         let mut events = self.list(n);
         let (mut id, mut time) = (0u64, 0u64);
         for _ in 0..n {
-            let left = match self.u8()? {
-                0 => false,
-                1 => true,
-                value => {
-                    return Err(DecodeError::InvalidTag {
-                        field: "presence",
-                        value,
-                    })
-                }
-            };
+            let kind = self.u8()?;
+            if kind > 3 {
+                return Err(DecodeError::InvalidTag {
+                    field: "presence",
+                    value: kind,
+                });
+            }
             id = id.wrapping_add(self.uvar()?);
             time = time.wrapping_add(varint::unzigzag(self.uvar()?));
             let user = self.username("user")?;
             let (id, time) = (MessageId(id), Timestamp(time));
-            events.push(if left {
-                PresenceEvent::Left(Departure {
+            events.push(match kind {
+                0 => PresenceEvent::Joined { id, time, user },
+                1 => PresenceEvent::Left(Departure {
                     id,
                     time,
                     user,
                     reason: LeaveReason(self.u8()?),
                     text: self.str32("text")?,
-                })
-            } else {
-                PresenceEvent::Joined { id, time, user }
+                }),
+                2 => PresenceEvent::Away { id, time, user },
+                _ => PresenceEvent::Back { id, time, user },
             });
         }
         Ok(events)

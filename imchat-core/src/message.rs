@@ -571,7 +571,8 @@ impl Departure {
     }
 }
 
-/// One join or leave of a [`ServerMessage::Presence`] batch.
+/// One event of a [`ServerMessage::Presence`] batch: a join or leave (an
+/// entry of the log), or a user going away or coming back (not entries).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PresenceEvent {
     /// Someone joined.
@@ -585,24 +586,61 @@ pub enum PresenceEvent {
     },
     /// Someone left.
     Left(Departure),
+    /// A member's connection was lost and its session waits for a resume:
+    /// it is away (as `Who` lists it) until it is [`Back`](Self::Back) or
+    /// leaves. Not an entry of the log: never replayed.
+    Away {
+        /// The id of the newest log entry when it happened (it is none
+        /// itself: it keeps a batch in id order, and is no message seen).
+        id: MessageId,
+        /// When the server noted it.
+        time: Timestamp,
+        /// Who.
+        user: Username,
+    },
+    /// A member that was away resumed its session (on this server or,
+    /// in a cluster, another): it is here again. Not an entry of the log.
+    Back {
+        /// As for [`Away`](Self::Away): the newest log entry's id then.
+        id: MessageId,
+        /// When the server noted it.
+        time: Timestamp,
+        /// Who.
+        user: Username,
+    },
 }
 
 impl PresenceEvent {
-    /// The log id of the join or leave.
+    /// The log id of the join or leave (of an away or back: the newest
+    /// entry's id when it happened).
     #[must_use]
     pub fn id(&self) -> MessageId {
         match self {
-            PresenceEvent::Joined { id, .. } => *id,
+            PresenceEvent::Joined { id, .. }
+            | PresenceEvent::Away { id, .. }
+            | PresenceEvent::Back { id, .. } => *id,
             PresenceEvent::Left(d) => d.id,
         }
     }
 
-    /// As a message of its own ([`ServerMessage::Joined`] or [`ServerMessage::Left`]).
+    /// Whether it is an entry of the log (a join or a leave), which a
+    /// client counts as seen, rather than an away or back.
+    #[must_use]
+    pub fn is_entry(&self) -> bool {
+        matches!(self, PresenceEvent::Joined { .. } | PresenceEvent::Left(_))
+    }
+
+    /// As a message of its own ([`ServerMessage::Joined`] or
+    /// [`ServerMessage::Left`]; an away or back, which has no frame of its
+    /// own, as a [`ServerMessage::Presence`] of one event).
     #[must_use]
     pub fn into_message(self) -> ServerMessage {
         match self {
             PresenceEvent::Joined { id, time, user } => ServerMessage::Joined { id, time, user },
             PresenceEvent::Left(d) => ServerMessage::Left(d),
+            e @ (PresenceEvent::Away { .. } | PresenceEvent::Back { .. }) => {
+                ServerMessage::Presence(vec![e])
+            }
         }
     }
 }

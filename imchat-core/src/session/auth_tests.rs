@@ -59,6 +59,8 @@ fn sent(hub: &mut Hub, c: ClientId) -> Vec<String> {
                     match e {
                         PresenceEvent::Left(d) => out.push(format!("left: {}: {}", d.user, d.text)),
                         PresenceEvent::Joined { user, .. } => out.push(format!("joined: {user}")),
+                        // Away and back are told apart in the hub tests.
+                        PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => {}
                     }
                 }
             }
@@ -1302,9 +1304,10 @@ fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
                 ServerMessage::Joined { user, .. } => format!("joined: {user}"),
                 ServerMessage::Presence(events) => events
                     .iter()
-                    .map(|e| match e {
-                        PresenceEvent::Left(d) => format!("left: {}", d.user),
-                        PresenceEvent::Joined { user, .. } => format!("joined: {user}"),
+                    .filter_map(|e| match e {
+                        PresenceEvent::Left(d) => Some(format!("left: {}", d.user)),
+                        PresenceEvent::Joined { user, .. } => Some(format!("joined: {user}")),
+                        PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => None,
                     })
                     .collect::<Vec<_>>()
                     .join(", "),

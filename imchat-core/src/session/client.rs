@@ -57,6 +57,27 @@ pub enum ClientEvent {
     },
     /// Someone left.
     Left(Departure),
+    /// A user's connection was lost and its session waits for a resume: it
+    /// is away (as [`Who`](ClientEvent::Who) would list it) until a
+    /// [`Back`](ClientEvent::Back) for it, or its [`Left`](ClientEvent::Left)
+    /// when it does not come back. Never about this session's own user, and
+    /// not replayed after a resume (ask [`ClientSession::who`] then). A
+    /// connection lost and resumed at once may give an away and a back
+    /// together.
+    Away {
+        /// When the server noticed.
+        time: Timestamp,
+        /// Who.
+        user: Username,
+    },
+    /// A user that was away resumed its session (in a cluster, perhaps on
+    /// another server): it is here again.
+    Back {
+        /// When the server noticed.
+        time: Timestamp,
+        /// Who.
+        user: Username,
+    },
     /// The answer to [`ClientSession::who`].
     Who {
         /// Everyone online, sorted by name ignoring case; those away (their
@@ -2040,9 +2061,11 @@ impl ClientSession {
                 ClientEvent::Left(left)
             }
             ServerMessage::Presence(events) => {
-                // One event per join or leave, as if each came alone.
+                // One event per join or leave, as if each came alone; an
+                // away or back is no entry of the log (never replayed, not
+                // counted as seen).
                 for e in events {
-                    if self.seen_before(e.id()) {
+                    if e.is_entry() && self.seen_before(e.id()) {
                         continue;
                     }
                     self.events.push_back(match e {
@@ -2050,6 +2073,8 @@ impl ClientSession {
                             ClientEvent::Joined { id, time, user }
                         }
                         PresenceEvent::Left(left) => ClientEvent::Left(left),
+                        PresenceEvent::Away { time, user, .. } => ClientEvent::Away { time, user },
+                        PresenceEvent::Back { time, user, .. } => ClientEvent::Back { time, user },
                     });
                 }
                 return;

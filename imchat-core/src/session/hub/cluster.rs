@@ -472,7 +472,10 @@ impl Hub {
         // The servers' clocks may differ: never in the future here.
         let ago = self.timestamp(now).0.saturating_sub(since.0);
         let at = now.checked_sub(Duration::from_millis(ago)).unwrap_or(now);
-        self.remote.away.insert(key, at);
+        let listed_away = self.remote.gone.contains_key(&key);
+        if self.remote.away.insert(key, at).is_none() && !listed_away {
+            self.queue_away(user.clone(), false, now);
+        }
     }
 
     /// `user`, a user of server `server` who was away, took its session
@@ -480,8 +483,11 @@ impl Hub {
     pub fn remote_back(&mut self, server: u64, user: &Username, now: Instant) {
         self.clock = self.clock.max(now);
         let key = self.key(user);
-        if self.remote_user_of(&key) == Some(server) {
-            self.remote.away.remove(&key);
+        if self.remote_user_of(&key) == Some(server)
+            && self.remote.away.remove(&key).is_some()
+            && !self.remote.gone.contains_key(&key)
+        {
+            self.queue_away(user.clone(), true, now);
         }
     }
 
@@ -513,9 +519,15 @@ impl Hub {
                 let text = self.remote.kicks[&key].clone();
                 self.announce_remote_leave(was, &listed, LeaveReason::KICKED, text, now);
             }
-            Some(_) => {
+            Some((listed, _)) => {
                 if !self.remote.kicks.contains_key(&key) {
-                    self.remote.gone.remove(&key);
+                    // Waiting since its server died: here again (unless
+                    // its server still says it is away).
+                    if self.remote.gone.remove(&key).is_some()
+                        && !self.remote.away.contains_key(&key)
+                    {
+                        self.queue_away(listed, true, now);
+                    }
                     if let Some(known) = self.remote.users.get_mut(&key) {
                         known.1 = server;
                     }
@@ -748,8 +760,12 @@ impl Hub {
         });
         if self.resume_enabled() {
             let until = now + self.limits.grace;
-            for u in &gone {
-                let key = self.key(u);
+            for u in gone {
+                let key = self.key(&u);
+                // Its session waits: away (told once, if not already).
+                if !self.remote.away.contains_key(&key) {
+                    self.queue_away(u, false, now);
+                }
                 self.remote.gone.insert(key, until);
             }
             return n;

@@ -922,13 +922,19 @@ impl Hub {
             c.welcome_unconfirmed = true;
         }
         self.rebuild_members();
+        // A session kept from this server's run before did not move.
+        let moved = moved_from.filter(|f| self.remote.former.is_none_or(|(r, _)| r != *f));
+        if moved.is_none() && replaced.is_none() {
+            // It was away: the others are told it is back (not itself:
+            // its batch starts after this). One that came from another
+            // server was told as its session came ([`Hub::adopt_session`]).
+            self.queue_away(user.clone(), true, self.clock);
+        }
         // The replay below holds every entry after `last_seen`, the
         // waiting joins and leaves included.
         self.presence_starts_now(client);
         self.save_stored_session(client);
         self.publish_session(client);
-        // A session kept from this server's run before did not move.
-        let moved = moved_from.filter(|f| self.remote.former.is_none_or(|(r, _)| r != *f));
         if let Some(from) = moved {
             self.publish(super::ClusterEvent::Moved {
                 user: user.clone(),
@@ -1042,7 +1048,7 @@ impl Hub {
     }
 
     /// A joined connection was lost: with resume on, its session waits for
-    /// a resume and nobody is told; else it leaves.
+    /// a resume and the others are told it is away; else it leaves.
     pub(super) fn lose(&mut self, client: ClientId, reason: LeaveReason, why: String) {
         if !self.resume_enabled() || !self.is_joined(client) {
             self.leave(client, reason, why);
@@ -1069,6 +1075,7 @@ impl Hub {
                 user: user.clone(),
                 since,
             });
+            self.queue_away(user.clone(), false, self.clock);
             self.events.push_back(HubEvent::Away { client, user });
         }
         debug!("closing {client}: {why}");

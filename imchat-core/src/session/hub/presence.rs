@@ -1,4 +1,5 @@
-//! Presence batching: joins and leaves wait a moment and go out together,
+//! Presence batching: joins and leaves (and users going away and coming
+//! back) wait a moment and go out together,
 //! one `Presence` frame per member per flush, instead of one frame per
 //! join and member (N²/2 frames when N users join a room).
 //!
@@ -13,6 +14,7 @@ use std::time::Instant;
 use super::{ClientId, Destination, Hub, Lane, Transmit};
 use crate::limits::{MAX_PRESENCE_BYTES, MAX_PRESENCE_EVENTS, PRESENCE_DELAY};
 use crate::message::{PresenceEvent, ServerMessage};
+use crate::Username;
 
 /// The joins and leaves not sent yet.
 #[derive(Debug, Default)]
@@ -50,6 +52,19 @@ impl Hub {
         if b.events.len() >= MAX_PRESENCE_EVENTS || b.bytes >= MAX_PRESENCE_BYTES {
             self.flush_presence();
         }
+    }
+
+    /// Tells every member that `user` is away (its connection lost, its
+    /// session waiting for a resume) or, `back`, that it is here again.
+    /// Not an entry of the log: it carries the newest entry's id.
+    pub(super) fn queue_away(&mut self, user: Username, back: bool, now: Instant) {
+        let (id, time) = (self.last_id(), self.timestamp(now));
+        let event = if back {
+            PresenceEvent::Back { id, time, user }
+        } else {
+            PresenceEvent::Away { id, time, user }
+        };
+        self.queue_presence(event, None, now);
     }
 
     /// `client` became a member without a join of its own (it resumed):
@@ -168,7 +183,9 @@ impl Hub {
 /// smaller, the id and time being small differences).
 fn presence_event_max_len(event: &PresenceEvent) -> usize {
     match event {
-        PresenceEvent::Joined { user, .. } => 1 + 10 + 10 + 1 + user.as_str().len(),
+        PresenceEvent::Joined { user, .. }
+        | PresenceEvent::Away { user, .. }
+        | PresenceEvent::Back { user, .. } => 1 + 10 + 10 + 1 + user.as_str().len(),
         PresenceEvent::Left(d) => 1 + 10 + 10 + 1 + d.user.as_str().len() + 1 + 4 + d.text.len(),
     }
 }

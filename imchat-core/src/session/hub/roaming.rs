@@ -357,9 +357,14 @@ impl Hub {
             }
             return false;
         }
-        self.remote.gone.remove(&key);
-        self.remote.away.remove(&key);
-        if self.remote.users.remove(&key).is_none() {
+        let gone = self.remote.gone.remove(&key).is_some();
+        let away = self.remote.away.remove(&key).is_some();
+        if self.remote.users.remove(&key).is_some() {
+            if gone || away {
+                // Away on its old server (or that server died): back here.
+                self.queue_away(user.clone(), true, now);
+            }
+        } else {
             // Announced as left here already (its server died, and its
             // grace ran out here first): it is back.
             let joined = self.log_presence(LogEvent::Joined { user: user.clone() }, now);
@@ -415,6 +420,10 @@ impl Hub {
                 });
             }
             self.drop_stored_session(&s.user);
+            if s.conn.is_none() && s.moved_from.is_none() {
+                // It was away here: resumed there, it is back.
+                self.queue_away(s.user.clone(), true, now);
+            }
             self.remote.users.insert(key.clone(), (s.user, server));
             self.note_taken(&key);
             return;
@@ -422,9 +431,13 @@ impl Hub {
         match self.remote.users.get_mut(&key) {
             Some(known) => {
                 known.1 = server;
-                self.remote.gone.remove(&key);
+                let user = known.0.clone();
+                let gone = self.remote.gone.remove(&key).is_some();
                 // Resumed on `server`: back.
-                self.remote.away.remove(&key);
+                let away = self.remote.away.remove(&key).is_some();
+                if gone || away {
+                    self.queue_away(user, true, now);
+                }
                 // It moved before a kick reached its old server: the kick
                 // was published after the move (Redis refuses to move a
                 // kicked session, and a server does not take over one it
