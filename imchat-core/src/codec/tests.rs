@@ -1877,10 +1877,10 @@ fn presence_numbers_must_be_in_their_shortest_form() {
 #[test]
 fn presence_refuses_an_unknown_kind_and_an_impossible_count() {
     assert_eq!(
-        ServerMessage::decode_frame(&hex("4f 00000001 02 01 00 01 61")),
+        ServerMessage::decode_frame(&hex("4f 00000001 04 01 00 01 61")),
         Err(DecodeError::InvalidTag {
             field: "presence",
-            value: 2
+            value: 4
         })
     );
     assert_eq!(

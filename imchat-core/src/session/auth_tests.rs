@@ -1307,7 +1307,8 @@ fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
                     .filter_map(|e| match e {
                         PresenceEvent::Left(d) => Some(format!("left: {}", d.user)),
                         PresenceEvent::Joined { user, .. } => Some(format!("joined: {user}")),
-                        PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => None,
+                        PresenceEvent::Away { user, .. } => Some(format!("away: {user}")),
+                        PresenceEvent::Back { user, .. } => Some(format!("back: {user}")),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -1365,7 +1366,7 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
     );
 
     // From another machine, with the name's password: her session, and
-    // what she missed; bob sees no leave and no join.
+    // what she missed; bob sees her back, no leave and no join.
     let back = hello_verified(&mut hub, "alice", "10.0.0.3", t1);
     assert!(hub.is_joined(back));
     let got = sent_to(&mut hub, &[back, bob]);
@@ -1378,7 +1379,7 @@ fn a_registered_user_takes_a_waiting_session_back_with_the_password_and_gets_wha
             "chat: bob: to all"
         ]
     );
-    assert!(got[1].is_empty(), "{:?}", got[1]);
+    assert_eq!(got[1], ["back: alice"]);
     assert!(events(&mut hub)
         .iter()
         .any(|e| matches!(e, HubEvent::Resumed { client, .. } if *client == back)));

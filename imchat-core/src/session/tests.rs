@@ -4506,6 +4506,138 @@ fn a_push_to_a_user_who_is_away_says_so() {
     );
 }
 
+/// What a member was told of users going away and coming back, and of
+/// leaves and joins among them: "away alice", "back alice", "left alice",
+/// "joined alice".
+fn comings_and_goings(events: Vec<ClientEvent>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Away { user, .. } => Some(format!("away {user}")),
+            ClientEvent::Back { user, .. } => Some(format!("back {user}")),
+            ClientEvent::Left(d) => Some(format!("left {}", d.user)),
+            ClientEvent::Joined { user, .. } => Some(format!("joined {user}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn members_are_told_live_when_a_user_goes_away_and_when_it_is_back() {
+    let mut net = resumable(Limits::default(), &["alice", "bob", "carol"]);
+    net.cut(0);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(1)), ["away alice"]);
+    assert_eq!(comings_and_goings(net.take(2)), ["away alice"]);
+    net.advance(Duration::from_secs(5));
+    net.reconnect(0);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(1)), ["back alice"]);
+    assert_eq!(comings_and_goings(net.take(2)), ["back alice"]);
+    // Never about itself.
+    assert!(comings_and_goings(net.take(0)).is_empty());
+    // Still away by `Who` until then, here after.
+    net.s(1).who().unwrap();
+    net.pump();
+    assert!(net.take(1).contains(&ClientEvent::Who {
+        users: vec![here("alice"), here("bob"), here("carol")]
+    }));
+}
+
+#[test]
+fn a_user_away_that_never_comes_back_is_told_away_then_left_and_never_back() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.cut(0);
+    net.advance(Duration::from_secs(61));
+    assert_eq!(
+        comings_and_goings(net.take(1)),
+        ["away alice", "left alice"]
+    );
+}
+
+#[test]
+fn a_connection_replaced_by_a_resume_is_no_away_and_no_back() {
+    // Its old connection still open (the server has not noticed the loss):
+    // the user never was away.
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.reconnect(0);
+    net.advance(PRESENCE_DELAY);
+    assert!(comings_and_goings(net.take(1)).is_empty());
+}
+
+#[test]
+fn remote_users_going_away_and_coming_back_are_told_live() {
+    let mut net = resumable(Limits::default(), &["bob"]);
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.hub.remote_join(7, user("erin"), now);
+    net.advance(PRESENCE_DELAY);
+    net.take(0);
+    let since = Timestamp(0);
+    // Away, once however often its server says so; only its server's word
+    // counts.
+    let now = net.now;
+    net.hub.remote_away(7, &user("dave"), since, now);
+    net.hub.remote_away(7, &user("dave"), since, now);
+    net.hub.remote_away(8, &user("erin"), since, now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(0)), ["away dave"]);
+    let now = net.now;
+    net.hub.remote_back(7, &user("dave"), now);
+    net.hub.remote_back(7, &user("dave"), now);
+    net.hub.remote_back(7, &user("erin"), now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(0)), ["back dave"]);
+    // Away, then resumed on another server: back.
+    let now = net.now;
+    net.hub.remote_away(7, &user("dave"), since, now);
+    net.hub.remote_moved(8, user("dave"), now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(0)), ["away dave", "back dave"]);
+    // Away, then gone for good: its leave only.
+    let now = net.now;
+    net.hub.remote_away(7, &user("erin"), since, now);
+    net.hub
+        .remote_leave(7, &user("erin"), LeaveReason::LOST, String::new(), now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(0)), ["away erin", "left erin"]);
+}
+
+#[test]
+fn a_user_away_here_that_resumes_on_another_server_is_back() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.hub.enable_cluster();
+    net.cut(0);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(1)), ["away alice"]);
+    let now = net.now;
+    net.hub.remote_moved(8, user("alice"), now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(1)), ["back alice"]);
+}
+
+#[test]
+fn a_user_of_another_server_away_that_resumes_here_is_back() {
+    let mut net = resumable(Limits::default(), &["bob"]);
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.remote_join(7, user("dave"), now);
+    net.hub.remote_away(7, &user("dave"), Timestamp(0), now);
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(
+        comings_and_goings(net.take(0)),
+        ["joined dave", "away dave"]
+    );
+    // Its session comes here with it (as a resume on this server does).
+    let now = net.now;
+    assert!(net
+        .hub
+        .adopt_session(user("dave"), ResumeToken([9; 16]), 7, 0, None, now));
+    net.advance(PRESENCE_DELAY);
+    assert_eq!(comings_and_goings(net.take(0)), ["back dave"]);
+}
+
 #[test]
 fn who_marks_a_user_away_until_it_resumes() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
@@ -5596,7 +5728,9 @@ impl Inbox {
                 ServerMessage::Chat(chat) if !chat.history => ids.push(chat.id.0),
                 ServerMessage::Joined { id, .. } => ids.push(id.0),
                 ServerMessage::Left(d) => ids.push(d.id.0),
-                ServerMessage::Presence(events) => ids.extend(events.iter().map(|e| e.id().0)),
+                ServerMessage::Presence(events) => {
+                    ids.extend(events.iter().filter(|e| e.is_entry()).map(|e| e.id().0))
+                }
                 _ => {}
             }
         }
@@ -8103,20 +8237,25 @@ fn users_of_a_dead_server_leave_only_after_the_grace_period() {
     // Asked again (each lease round): nothing new.
     assert_eq!(net.hub.remote_server_gone(7, net.now), 0);
     net.advance(Duration::from_secs(5));
-    assert!(net.take(0).is_empty(), "nobody leaves within the grace");
+    // Nobody leaves within the grace: they are away, their sessions
+    // waiting.
+    let told = |events: Vec<ClientEvent>| -> Vec<String> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Left(d) => Some(d.user.to_string()),
+                ClientEvent::Joined { user, .. } => Some(format!("joined {user}")),
+                ClientEvent::Away { user, .. } => Some(format!("away {user}")),
+                ClientEvent::Back { user, .. } => Some(format!("back {user}")),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(told(net.take(0)), ["away alice", "away dave"]);
     let now = net.now;
     net.hub.remote_moved(8, user("alice"), now);
     net.advance(Duration::from_secs(6));
-    let left: Vec<String> = net
-        .take(0)
-        .into_iter()
-        .filter_map(|e| match e {
-            ClientEvent::Left(d) => Some(d.user.to_string()),
-            ClientEvent::Joined { user, .. } => Some(format!("joined {user}")),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(left, ["dave"]);
+    assert_eq!(told(net.take(0)), ["back alice", "dave"]);
     assert!(net.hub.remote_users().contains(&(user("alice"), 8)));
 }
 
