@@ -280,7 +280,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         ),
         vec(
             (
-                any::<bool>(),
+                0..4u8,
                 any::<u64>(),
                 any::<u64>(),
                 username(),
@@ -292,18 +292,19 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         .prop_map(|events| ServerMessage::Presence(
             events
                 .into_iter()
-                .map(|(left, id, time, user, reason, text)| {
+                .map(|(kind, id, time, user, reason, text)| {
                     let (id, time) = (MessageId(id), Timestamp(time));
-                    if left {
-                        PresenceEvent::Left(Departure {
+                    match kind {
+                        0 => PresenceEvent::Joined { id, time, user },
+                        1 => PresenceEvent::Left(Departure {
                             id,
                             time,
                             user,
                             reason: LeaveReason(reason),
                             text,
-                        })
-                    } else {
-                        PresenceEvent::Joined { id, time, user }
+                        }),
+                        2 => PresenceEvent::Away { id, time, user },
+                        _ => PresenceEvent::Back { id, time, user },
                     }
                 })
                 .collect()

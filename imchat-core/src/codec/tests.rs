@@ -719,6 +719,39 @@ fn server_goldens() -> Vec<(&'static str, ServerMessage, Vec<u8>)> {
             //   len      type id       may send up to 1 MiB
             hex("0000000d 51   00000009 0000000000100000"),
         ),
+        (
+            // bob's connection was lost (the newest entry was 7), carol
+            // joined 2 s later (entry 8), bob resumed 3 s after that.
+            "Presence",
+            ServerMessage::Presence(vec![
+                PresenceEvent::Away {
+                    id: MessageId(7),
+                    time: Timestamp(1_700_000_000_000),
+                    user: user("bob"),
+                },
+                PresenceEvent::Joined {
+                    id: MessageId(8),
+                    time: Timestamp(1_700_000_002_000),
+                    user: user("carol"),
+                },
+                PresenceEvent::Back {
+                    id: MessageId(8),
+                    time: Timestamp(1_700_000_005_000),
+                    user: user("bob"),
+                },
+            ]),
+            hex(&[
+                //  len      type count
+                "00000023 4f   00000003",
+                //  away id+7 time+1700000000000 str8 "bob"
+                "02   07   80a0abfef962          03 626f62",
+                //  join id+1 time+2000 str8 "carol"
+                "00   01   a01f      05 6361726f6c",
+                //  back id+0 time+3000 str8 "bob"
+                "03   00   f02e      03 626f62",
+            ]
+            .join(" ")),
+        ),
     ]
 }
 
@@ -1872,6 +1905,28 @@ fn presence_numbers_must_be_in_their_shortest_form() {
             ty: types::PRESENCE
         })
     );
+}
+
+#[test]
+fn presence_away_and_back_have_the_layout_of_a_join() {
+    // An away or back ends with its name: a leave's reason and text after
+    // it are bytes too many.
+    for kind in ["02", "03"] {
+        assert_eq!(
+            ServerMessage::decode_frame(&hex(&format!("4f 00000001 {kind} 01 00 01 61 00"))),
+            Err(DecodeError::TrailingBytes {
+                ty: types::PRESENCE,
+                extra: 1
+            })
+        );
+        // Cut short inside the name.
+        assert_eq!(
+            ServerMessage::decode_frame(&hex(&format!("4f 00000001 {kind} 01 00 02 61"))),
+            Err(DecodeError::Truncated {
+                ty: types::PRESENCE
+            })
+        );
+    }
 }
 
 #[test]
