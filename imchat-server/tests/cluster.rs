@@ -1936,13 +1936,7 @@ fn last_seen(got: &[ServerMessage]) -> MessageId {
             ServerMessage::Chat(c) => Some(c.id),
             ServerMessage::Joined { id, .. } => Some(*id),
             ServerMessage::Left(d) => Some(d.id),
-            ServerMessage::Presence(es) => es
-                .iter()
-                .map(|e| match e {
-                    PresenceEvent::Joined { id, .. } => *id,
-                    PresenceEvent::Left(d) => d.id,
-                })
-                .max(),
+            ServerMessage::Presence(es) => es.iter().filter(|e| e.is_entry()).map(|e| e.id()).max(),
             _ => None,
         })
         .max()
@@ -3951,6 +3945,8 @@ fn story(g: &[ServerMessage]) -> Vec<String> {
                     out.push(match e {
                         PresenceEvent::Joined { user, .. } => format!("+{}", user.as_str()),
                         PresenceEvent::Left(d) => left(d),
+                        // Not entries of the log: the story is of entries.
+                        PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => continue,
                     });
                 }
             }

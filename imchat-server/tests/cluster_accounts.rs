@@ -379,6 +379,7 @@ fn a_kick_made_on_one_server_removes_a_user_of_the_other() {
         ServerMessage::Presence(events) => events.iter().any(|e| match e {
             PresenceEvent::Joined { user, .. } => joined && user.as_str() == name,
             PresenceEvent::Left(d) => !joined && d.user.as_str() == name,
+            PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => false,
         }),
         _ => false,
     };

@@ -5755,42 +5755,12 @@ impl Inbox {
                 seen.push(match e {
                     PresenceEvent::Joined { id, user, .. } => (id.0, true, user.to_string()),
                     PresenceEvent::Left(d) => (d.id.0, false, d.user.to_string()),
-                    // See `away_told`.
+                    // See `comings_and_goings`.
                     PresenceEvent::Away { .. } | PresenceEvent::Back { .. } => continue,
                 });
             }
         }
         seen
-    }
-
-    /// What `c` was told of users going away and coming back, in order,
-    /// with the joins and leaves among them: "away bob", "back bob",
-    /// "joined bob", "left bob".
-    fn away_told(&self, c: ClientId) -> Vec<String> {
-        let mut told = Vec::new();
-        for m in self.got.get(&c).into_iter().flatten() {
-            let events = match &**m {
-                ServerMessage::Presence(events) => events.clone(),
-                ServerMessage::Joined { user, .. } => {
-                    told.push(format!("joined {user}"));
-                    continue;
-                }
-                ServerMessage::Left(d) => {
-                    told.push(format!("left {}", d.user));
-                    continue;
-                }
-                _ => continue,
-            };
-            for e in events {
-                told.push(match e {
-                    PresenceEvent::Joined { user, .. } => format!("joined {user}"),
-                    PresenceEvent::Left(d) => format!("left {}", d.user),
-                    PresenceEvent::Away { user, .. } => format!("away {user}"),
-                    PresenceEvent::Back { user, .. } => format!("back {user}"),
-                });
-            }
-        }
-        told
     }
 
     /// The id of the join of `c`, from its `Welcome`.
