@@ -3513,6 +3513,14 @@ impl Conn {
                     ));
                 }
             }
+            // Only the list of who is online shows these: a line for each
+            // blip of a connection would be noise.
+            ClientEvent::Away { user, .. } => {
+                app.view.roster(Roster::Away(user.as_str().to_owned()));
+            }
+            ClientEvent::Back { user, .. } => {
+                app.view.roster(Roster::Back(user.as_str().to_owned()));
+            }
             ClientEvent::Who { users } => {
                 let names: Vec<String> = users.iter().map(|u| u.name.as_str().to_owned()).collect();
                 *lock(&app.roster) = users

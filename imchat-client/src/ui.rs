@@ -325,6 +325,8 @@ impl View for JsonView {
             }
             Roster::Joined(name) => json!({"type": "roster", "joined": name}),
             Roster::Left(name) => json!({"type": "roster", "left": name}),
+            Roster::Away(name) => json!({"type": "roster", "went_away": name}),
+            Roster::Back(name) => json!({"type": "roster", "back": name}),
         });
     }
 

@@ -292,6 +292,11 @@ pub enum Roster {
     Joined(String),
     /// One less.
     Left(String),
+    /// One of them is away now (its connection lost, its session waiting
+    /// for it to come back).
+    Away(String),
+    /// One of them that was away is back.
+    Back(String),
 }
 
 /// A user of the roster who is away: its connection was lost, and its
@@ -330,6 +335,8 @@ impl Roster {
             },
             Roster::Joined(name) => Roster::Joined(inert_string(name)),
             Roster::Left(name) => Roster::Left(inert_string(name)),
+            Roster::Away(name) => Roster::Away(inert_string(name)),
+            Roster::Back(name) => Roster::Back(inert_string(name)),
         }
     }
 }

@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ChatKind, ClientMessage, Decoder, Departure, Encode, MessageId, Recipient, RefuseCode,
-    ResumeRequest, ResumeToken, RoutedChat, ServerMessage, Username, DEFAULT_MAX_FRAME,
+    ChatKind, ClientMessage, Decoder, Departure, Encode, MessageId, PresenceEvent, Recipient,
+    RefuseCode, ResumeRequest, ResumeToken, RoutedChat, ServerMessage, Username, DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
 };
 
@@ -267,10 +267,15 @@ impl Peer {
                 self.last_seen = self.last_seen.max(id);
                 self.presence.push(m);
             }
-            // Batched joins and leaves: each as if it came alone.
+            // Batched joins and leaves: each as if it came alone. A user
+            // away or back is no entry of the log: kept as it came.
             ServerMessage::Presence(events) => {
                 for e in events {
-                    self.note(e.into_message());
+                    if e.is_entry() {
+                        self.note(e.into_message());
+                    } else {
+                        self.pending.push(ServerMessage::Presence(vec![e]));
+                    }
                 }
             }
             ServerMessage::Ack { client_id, id, .. } => {
@@ -818,6 +823,50 @@ fn guessing_a_resume_token_is_cut_off_after_five_tries_and_leaves_the_session_al
 /// and join afresh. Before, the expired sessions counted as failed resume
 /// attempts of the address, and the sixth and later were refused with
 /// "too many failed resume attempts".
+/// `m` says that `name` is away (`Some(true)`) or back (`Some(false)`).
+fn away_or_back(m: &ServerMessage, name: &str) -> Option<bool> {
+    match m {
+        ServerMessage::Presence(events) => match &events[..] {
+            [PresenceEvent::Away { user, .. }] if user.as_str() == name => Some(true),
+            [PresenceEvent::Back { user, .. }] if user.as_str() == name => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A member is told when another user's connection is lost (away) and
+/// when that user resumes its session (back): no leave, no join, and the
+/// user itself is told neither.
+#[test]
+fn members_are_told_when_a_user_is_away_and_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(dir.path(), 0, &[]);
+    let (mut alice, _) = Peer::connect(srv.addr, "alice");
+    let (mut bob, _) = Peer::connect(srv.addr, "bob");
+    alice.until("bob's join", |p| p.presence.len() == 1);
+    bob.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    alice.wait_for(|m| away_or_back(m, "bob") == Some(true));
+    let welcome = bob.resume(srv.addr);
+    assert!(resumed(&welcome), "{welcome:?}");
+    alice.wait_for(|m| away_or_back(m, "bob") == Some(false));
+    // Once bob has alice's line, anything sent him before it came first.
+    alice.chat(Recipient::Everyone, "hello");
+    bob.until("alice's line", |p| p.texts_from("alice") == ["hello"]);
+    assert!(
+        !bob.pending.iter().any(|m| away_or_back(m, "bob").is_some()),
+        "{:?}",
+        bob.pending
+    );
+    assert_eq!(
+        alice.presence.len(),
+        1,
+        "only bob's join: {:?}",
+        alice.presence
+    );
+    let _ = srv.stop();
+}
+
 #[test]
 fn users_behind_one_address_all_join_again_after_their_sessions_expired() {
     let dir = tempfile::tempdir().unwrap();

@@ -459,6 +459,16 @@ impl Model {
                 self.away.remove(&name);
                 self.roster.retain(|n| *n != name);
             }
+            // Only a user listed is marked: one not listed yet is listed
+            // (with its mark) by the next whole list.
+            Roster::Away(name) => {
+                if self.roster.contains(&name) {
+                    self.away.insert(name);
+                }
+            }
+            Roster::Back(name) => {
+                self.away.remove(&name);
+            }
         }
     }
 
