@@ -120,6 +120,37 @@ fn wait_count(c: &Client, prefix: &str, n: usize, timeout: Duration) {
     );
 }
 
+/// Others are told live when a user's connection is lost and when it
+/// takes its session back: `--json` has a roster line for each, plain
+/// lines print nothing for either (a blip is no news).
+#[test]
+fn json_tells_a_user_away_and_back_and_plain_lines_stay_quiet() {
+    let w = World::new("away-back");
+    let port = w.server.port().to_string();
+    let mut bob = w.client("bob");
+    let alice = w.spawn_client(&["--json", "alice", "127.0.0.1", &port]);
+    let carol = w.client("carol");
+    let roster = |l: &str, key: &str| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["type"] == "roster" && v[key] == "bob")
+    };
+    alice.expect("carol's join", |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["joined"] == "carol")
+    });
+    saved_settled(&w, "bob");
+    bob.kill();
+    let (away, _) = alice.expect_from(0, "bob away", |l| roster(l, "went_away"));
+    let mut bob = w.spawn_client(&["bob", "127.0.0.1", &port]);
+    bob.expect_line("*** resumed");
+    alice.expect_from(away, "then bob back", |l| roster(l, "back"));
+    // Once carol has bob's line, she had anything sent before it.
+    bob.send("here again");
+    carol.expect_line("<bob> here again");
+    carol.assert_no_line("a line for bob away or back", |l| {
+        l.contains("bob") && l != "<bob> here again"
+    });
+    alice.assert_no_line("bob left", |l| roster(l, "left"));
+}
+
 #[test]
 fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() {
     let w = World::new("kill-restart");

@@ -1773,6 +1773,24 @@ mod tests {
     }
 
     #[test]
+    fn the_nick_list_marks_a_user_away_and_back_as_the_server_tells_without_who() {
+        let mut m = model();
+        m.change_roster(Roster::all(vec!["alice".into(), "bob".into()]));
+        m.change_roster(Roster::Away("bob".into()));
+        assert!(m.is_away("bob") && !m.is_away("alice"));
+        m.change_roster(Roster::Back("bob".into()));
+        assert!(!m.is_away("bob"));
+        // Away, then gone for good: off the list, not marked.
+        m.change_roster(Roster::Away("bob".into()));
+        m.change_roster(Roster::Left("bob".into()));
+        assert_eq!(m.roster(), ["alice"]);
+        assert!(!m.is_away("bob"));
+        // A name not listed is not added by its away.
+        m.change_roster(Roster::Away("zed".into()));
+        assert_eq!(m.roster(), ["alice"]);
+    }
+
+    #[test]
     fn who_says_who_is_away_until_a_join_or_leave_of_the_name() {
         let mut m = model();
         m.change_roster(Roster::All {
