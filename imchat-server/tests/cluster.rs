@@ -479,6 +479,51 @@ fn a_user_away_on_her_server_is_listed_away_everywhere_until_she_is_back() {
     );
 }
 
+/// What `got` told, in order, of `name` going away ("away") and coming
+/// back ("back").
+fn aways_of(got: &[ServerMessage], name: &str) -> Vec<&'static str> {
+    got.iter()
+        .filter_map(|m| match m {
+            ServerMessage::Presence(events) => Some(events),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|e| match e {
+            PresenceEvent::Away { user, .. } if user.as_str() == name => Some("away"),
+            PresenceEvent::Back { user, .. } if user.as_str() == name => Some("back"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A member of another server is told live when a user's connection is
+/// lost and when she is back: resumed on her own server, then (lost again)
+/// on the member's server.
+#[test]
+fn a_member_of_another_server_is_told_live_when_a_user_is_away_and_back() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b, mut alice, mut bob) = alice_and_bob_resumable(&redis);
+    alice.stream.shutdown(Shutdown::Both).unwrap();
+    bob.wait(WAIT, "alice away", |g| aways_of(g, "alice") == ["away"]);
+    let mut again = resume_on(&mut alice, a.addr);
+    bob.wait(WAIT, "alice back", |g| {
+        aways_of(g, "alice") == ["away", "back"]
+    });
+    again.stream.shutdown(Shutdown::Both).unwrap();
+    bob.wait(WAIT, "alice away again", |g| {
+        aways_of(g, "alice") == ["away", "back", "away"]
+    });
+    let mut moved = resume_on(&mut again, b.addr);
+    bob.wait(WAIT, "alice back on b", |g| {
+        aways_of(g, "alice") == ["away", "back", "away", "back"]
+    });
+    // Never told of herself; and bob never saw her leave.
+    moved.who();
+    assert!(aways_of(&moved.got, "alice").is_empty(), "{:?}", moved.got);
+    assert!(!bob.got.iter().any(|m| matches!(m,
+        ServerMessage::Presence(es) if es.iter().any(|e| matches!(e, PresenceEvent::Left(_))))));
+}
+
 /// A server that joins the cluster after a user of another server lost
 /// her connection lists her as away too, from Redis, not only from what
 /// the stream tells from then on.
