@@ -4658,7 +4658,7 @@ fn who_marks_a_user_away_until_it_resumes() {
 }
 
 #[test]
-fn a_blip_is_silent_and_a_lost_session_leaves_after_the_grace() {
+fn a_blip_is_no_leave_and_a_lost_session_leaves_after_the_grace() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);
     net.cut(0);
     net.advance(Duration::from_secs(59));

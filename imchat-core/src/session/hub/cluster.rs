@@ -142,8 +142,8 @@ pub(super) struct Remote {
     /// period): its session is then not taken over here.
     pub(super) kicks: HashMap<String, String>,
     /// Users of servers that died, by name key: until when their sessions
-    /// may be resumed on another server (they stay listed, and nobody is
-    /// told they left, until then).
+    /// may be resumed on another server (they stay listed, away, and
+    /// nobody is told they left, until then).
     pub(super) gone: HashMap<String, Instant>,
     /// Users the log restored at start last saw join and not leave, by
     /// name key, but for this server's own sessions: present as far as

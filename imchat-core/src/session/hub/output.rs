@@ -123,8 +123,9 @@ pub enum HubEvent {
         note: String,
     },
     /// A joined user's connection was lost: its session waits
-    /// [`Limits::grace`](crate::Limits::grace) for a resume, and nobody was
-    /// told (a [`HubEvent::Left`] follows if the grace runs out).
+    /// [`Limits::grace`](crate::Limits::grace) for a resume, and the
+    /// others were told it is away, not that it left (a
+    /// [`HubEvent::Left`] follows if the grace runs out).
     Away {
         /// The connection that was lost.
         client: ClientId,
