@@ -1304,11 +1304,11 @@ fn sent_to(hub: &mut Hub, clients: &[ClientId]) -> Vec<Vec<String>> {
                 ServerMessage::Joined { user, .. } => format!("joined: {user}"),
                 ServerMessage::Presence(events) => events
                     .iter()
-                    .filter_map(|e| match e {
-                        PresenceEvent::Left(d) => Some(format!("left: {}", d.user)),
-                        PresenceEvent::Joined { user, .. } => Some(format!("joined: {user}")),
-                        PresenceEvent::Away { user, .. } => Some(format!("away: {user}")),
-                        PresenceEvent::Back { user, .. } => Some(format!("back: {user}")),
+                    .map(|e| match e {
+                        PresenceEvent::Left(d) => format!("left: {}", d.user),
+                        PresenceEvent::Joined { user, .. } => format!("joined: {user}"),
+                        PresenceEvent::Away { user, .. } => format!("away: {user}"),
+                        PresenceEvent::Back { user, .. } => format!("back: {user}"),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
