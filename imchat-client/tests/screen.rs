@@ -617,6 +617,52 @@ fn a_user_away_is_marked_in_the_nick_list_and_in_who() {
     );
 }
 
+/// The nick list marks a user away as soon as the server tells (no
+/// `/who`), and unmarks it when the user takes its session back; no chat
+/// line says either.
+#[test]
+fn the_nick_list_follows_a_user_away_and_back_without_who() {
+    let w = World::new("scr-away-live");
+    let t = start(&w, "alice", 120, 24);
+    let mut bob = w.client("bob");
+    let listed = |s: &Shot, shown: &str| {
+        s.rows[..21]
+            .iter()
+            .any(|r| r.contains('│') && r.ends_with(shown))
+    };
+    t.wait_screen("bob in the nick list", |s| listed(s, "bob"));
+    // His session is saved (on his welcome) before he is killed, so that
+    // he can take it back.
+    let saved = w
+        .dir
+        .join("data/imchat/sessions")
+        .join(format!("bob@127.0.0.1_{}", w.server.port()));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !fs::read_to_string(&saved).is_ok_and(|t| t.contains("last_seen=")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's session not saved"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.kill();
+    t.wait_screen("bob marked away, no /who typed", |s| {
+        listed(s, "bob (away)")
+    });
+    let bob = w.spawn_client(&["bob", "127.0.0.1", &w.server.port().to_string()]);
+    bob.expect_line("*** resumed");
+    let s = t.wait_screen("bob no longer marked away", |s| {
+        listed(s, "bob") && !listed(s, "bob (away)")
+    });
+    assert!(
+        !s.rows
+            .iter()
+            .any(|r| r.contains("away") || r.contains("back")),
+        "{}",
+        s.dump()
+    );
+}
+
 /// A reconnect that gets the session back continues what the screen
 /// shows (the joins and leaves meanwhile follow): no names again. One
 /// that starts a new session shows them, as a first join does.
