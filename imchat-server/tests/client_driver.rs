@@ -232,7 +232,7 @@ fn cuttable(srv: &Server) -> (TcpStream, TcpStream) {
 }
 
 #[test]
-fn a_bot_takes_its_session_back_after_a_lost_connection() {
+fn a_bot_takes_its_session_back_after_a_lost_connection_and_others_see_it_away_and_back() {
     let srv = Server::start(&[]);
     let (stream, cut) = cuttable(&srv);
     let mut bot = Client::over(stream, "roamer", ConnectOptions::default()).unwrap();
@@ -248,6 +248,11 @@ fn a_bot_takes_its_session_back_after_a_lost_connection() {
             Err(e) => panic!("{e}"),
         }
     }
+    // Its friend is told it is away.
+    until(
+        &mut friend,
+        |e| matches!(e, ClientEvent::Away { user, .. } if user.as_str() == "roamer"),
+    );
     // Said while the bot is away: the server keeps it for the session.
     let roamer = Username::new("roamer").unwrap();
     friend.send_private(&roamer, "while you were away").unwrap();
@@ -261,11 +266,16 @@ fn a_bot_takes_its_session_back_after_a_lost_connection() {
         matches!(events.first(), Some(ClientEvent::Resumed { .. })),
         "{events:?}"
     );
-    // The others never saw it leave.
+    // The others never saw it leave: it was back (before its line).
     bot.send_chat(Recipient::Everyone, "back").unwrap();
     let seen = until(&mut friend, is_chat("back"));
     assert!(
         !seen.iter().any(|e| matches!(e, ClientEvent::Left(_))),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ClientEvent::Back { user, .. } if *user == roamer)),
         "{seen:?}"
     );
 }
