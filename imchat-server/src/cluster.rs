@@ -833,6 +833,11 @@ impl Cluster {
     /// A name that is free is not claimed while new names are held (see
     /// [`OPEN`]): the claim waits for the hold to end, [`HOLD_WAIT`] at
     /// most.
+    ///
+    /// A claim granted ([`Claim::New`], or [`Claim::Ours`]) is for a
+    /// handshake, counted under the claims connection's lock until
+    /// [`handshake_over`](Self::handshake_over): no other handshake's end
+    /// releases the name in between.
     pub fn claim(&self, key: &str) -> Claim {
         if !self.up.load(Ordering::SeqCst) && !self.wait_first_join() {
             return Claim::Unreachable;
@@ -841,7 +846,7 @@ impl Cluster {
         let deadline = Instant::now() + HOLD_WAIT.min(self.lease);
         loop {
             let answer = self.on_claims(|con| {
-                script
+                let answer = script
                     .key(name_key(key))
                     .key(sessions::sess_key(key))
                     .key(OPEN_KEY)
@@ -849,7 +854,11 @@ impl Cluster {
                     .arg(self.lease_ms())
                     .arg("")
                     .arg(self.hold_ms())
-                    .invoke::<i64>(con)
+                    .invoke::<i64>(con)?;
+                if answer == 1 || answer == 2 {
+                    self.handshake_begun(key);
+                }
+                Ok(answer)
             });
             return match answer {
                 Some(1) => Claim::New,
@@ -904,35 +913,48 @@ impl Cluster {
         None
     }
 
-    /// Counts a handshake the name `key` was newly claimed for, so that
-    /// the lease loop renews the claim until [`handshake_over`]
-    /// (Self::handshake_over) ends it.
+    /// Counts a handshake the name `key` was claimed for (newly, or this
+    /// server's already), so that the lease loop renews the claim until
+    /// [`handshake_over`](Self::handshake_over) ends it.
     fn handshake_begun(&self, key: &str) {
         *lock(&self.handshakes).entry(key.to_owned()).or_insert(0) += 1;
     }
 
-    /// Ends the handshake a name was newly claimed for (see
-    /// [`claim_for_hello`]): from now on the lease loop renews the claim
-    /// as its user's, if `joined`; else the claim is released.
-    pub fn handshake_over(&self, key: &str, joined: bool) {
-        {
+    /// Ends a handshake the name `key` was claimed for (see
+    /// [`claim_for_hello`]). The claim is released when this was the last
+    /// handshake for the name and no user here holds it (`held`, asked
+    /// then): else the lease loop renews it, as its user's. A user who
+    /// joined with the name holds it, and so may another connection than
+    /// this one, whose `Hello` found the name this server's already (it
+    /// was claimed for this one) and joined first: releasing the claim
+    /// then would free the name of a user here for another server.
+    pub fn handshake_over(&self, key: &str, held: impl FnOnce() -> bool) {
+        // Under the claims connection's lock, which a claim holds as it
+        // counts its handshake: none comes between the count and the
+        // release. (The hub's lock, taken by `held`, is never held while
+        // this one is taken.)
+        let mut slot = lock(&self.claims);
+        let last = {
             let mut going = lock(&self.handshakes);
-            if let Some(n) = going.get_mut(key) {
-                *n -= 1;
-                if *n == 0 {
+            match going.get_mut(key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                _ => {
                     going.remove(key);
+                    true
                 }
             }
-        }
-        if !joined {
-            self.release(key);
+        };
+        if last && !held() {
+            self.release(&mut slot, key);
         }
     }
 
     /// Frees a name claimed for a user that did not join after all (best
-    /// effort: else its lease runs out).
-    fn release(&self, key: &str) {
-        let mut slot = lock(&self.claims);
+    /// effort: else its lease runs out), on the claims connection `slot`.
+    fn release(&self, slot: &mut Option<Connection>, key: &str) {
         if let Some(con) = slot.as_mut() {
             let done: redis::RedisResult<i64> = Script::new(RELEASE)
                 .key(name_key(key))
@@ -2378,9 +2400,9 @@ impl Remote {
 
 /// Claims the name of a `Hello` before the hub sees it; returns whether
 /// the hub may go on with it (else the connection was refused), and the
-/// key of a name newly claimed, to give to [`Cluster::handshake_over`]
-/// once the hub has joined the connection or not (until then the lease
-/// loop renews the claim).
+/// key of the name claimed (newly, or this server's already), to give to
+/// [`Cluster::handshake_over`] once the hub has joined the connection or
+/// not (until then the lease loop renews the claim).
 ///
 /// `not_taken` is the `Hello`'s resume request when it asked for a
 /// session this server does not hold and the take-over failed (a wrong
@@ -2410,10 +2432,18 @@ pub fn claim_for_hello(
     };
     match cluster.claim(&key) {
         Claim::New => {
-            cluster.handshake_begun(&key);
+            // The tests' pause of a Hello whose name it newly claimed (the
+            // fail point's value: a name key): another Hello for the name
+            // may come and go meanwhile.
+            if fail::eval("cluster-name-claimed", |name| name)
+                .flatten()
+                .is_some_and(|name| name == key)
+            {
+                thread::sleep(Duration::from_secs(1));
+            }
             (true, Some(key))
         }
-        Claim::Ours => (true, None),
+        Claim::Ours => (true, Some(key)),
         Claim::Taken => {
             // A resume whose token did not take the session that holds the
             // name is a failed attempt; one of a name that is free (its

@@ -718,6 +718,63 @@ fn fifty_clients_racing_for_one_name_on_three_servers_one_wins() {
     drop(servers);
 }
 
+/// Two Hellos for one name on one server: the first claims it in Redis
+/// and is slow to reach the hub (the tests' fail point), the second finds
+/// the name this server's already and joins; the first is then refused
+/// as a name taken. Its end must not release the claim: the name is the
+/// second's, and another server must still refuse it.
+#[test]
+fn a_refused_hello_does_not_free_a_name_another_connection_joined_with() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start_with_env(
+        &redis.url(),
+        0,
+        &[(
+            "FAILPOINTS",
+            Path::new("cluster-name-claimed=return(racer)"),
+        )],
+        &[],
+    );
+    let b = Server::start(&redis.url());
+    let addr = a.addr;
+    let slow = thread::spawn(move || {
+        let mut p = Peer::connect(addr);
+        p.hello("racer").map(|()| p)
+    });
+    // The first Hello has claimed the name (Redis has the claim) and waits.
+    let mut con = redis_con(&redis);
+    let deadline = Instant::now() + WAIT;
+    while !redis::cmd("EXISTS")
+        .arg("imchat:name:racer")
+        .query::<bool>(&mut con)
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "the first Hello never came");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut fast = Peer::connect(a.addr);
+    fast.hello("Racer").expect("the second Hello joins");
+    let refused = slow.join().unwrap().map(|_| ()).unwrap_err();
+    assert_eq!(refused.0, RefuseCode::NAME_TAKEN, "{refused:?}");
+    // At once, before a's lease round could claim it again for its user:
+    // the claim is still there (the session record a keeps for its user
+    // would refuse b's claim too, once written).
+    assert!(
+        redis::cmd("EXISTS")
+            .arg("imchat:name:racer")
+            .query::<bool>(&mut con)
+            .unwrap(),
+        "the refused Hello released the name of a's user"
+    );
+    let mut other = Peer::connect(b.addr);
+    let answer = other.hello("racer");
+    assert_eq!(
+        answer.map_err(|e| e.0),
+        Err(RefuseCode::NAME_TAKEN),
+        "another server took the name of a's user"
+    );
+}
+
 #[test]
 fn a_killed_server_leaves_its_users_everywhere_and_frees_their_names() {
     let Some(redis) = Redis::start() else { return };

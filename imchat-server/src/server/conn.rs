@@ -386,7 +386,7 @@ impl Server {
                         self.flush_all(&mut flush);
                         return Served::Ended;
                     }
-                    claimed = key;
+                    claimed = key.map(|key| (key, username.clone()));
                 }
             }
             // The history store's appends are committed by the server's
@@ -422,9 +422,8 @@ impl Server {
                 },
                 Some(&mut flush),
             );
-            if let (Some(key), Some(cluster)) = (claimed, &self.config.cluster) {
-                let joined = connected && self.lock().hub.is_joined(id);
-                cluster.handshake_over(&key, joined);
+            if let (Some((key, user)), Some(cluster)) = (claimed, &self.config.cluster) {
+                cluster.handshake_over(&key, || self.lock().hub.has_session(&user));
             }
             // Refused, kicked or gone: read no more; the stream ends once
             // what is queued for it is written.
