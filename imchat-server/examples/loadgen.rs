@@ -349,6 +349,50 @@ impl Ctx {
         self.failures.push(what);
     }
 
+    /// Run `run` of a transfer scenario: `ours` (the imchat transfer, on a
+    /// server of its own, stopped after it) and the raw copy of `src`, in
+    /// the order [`download::turns`] gives, each after a `sync` so that
+    /// neither pays for the writeback of the file the other left. A failure
+    /// of either is counted (`what` names ours); the raw copy's figures are
+    /// printed.
+    fn beside_raw_copy<T>(
+        &mut self,
+        run: usize,
+        what: &str,
+        src: &Path,
+        mut ours: impl FnMut(&Bins, &Proc) -> Result<T, String>,
+    ) -> (Option<download::RawCopy>, Option<T>) {
+        let (mut raw, mut got) = (None, None);
+        for imchat_turn in download::turns(run) {
+            sys::sync_disks();
+            if imchat_turn {
+                let r = self.imchat(false, 1000).and_then(|p| {
+                    let r = ours(&self.bins, &p);
+                    p.stop();
+                    r
+                });
+                match r {
+                    Ok(d) => got = Some(d),
+                    Err(e) => self.fail(format!("{what}, run {}: {e}", run + 1)),
+                }
+            } else {
+                match download::raw_copy_in(src, &self.tmp, self.opts.pin) {
+                    Ok(c) => raw = Some(c),
+                    Err(e) => self.fail(format!("raw copy, run {}: {e}", run + 1)),
+                }
+            }
+        }
+        if let Some(c) = &raw {
+            eprintln!(
+                "  raw {:.0} MB/s, sender {:.3} s CPU, receiver {:.3} s CPU",
+                self.sizes.file_size as f64 / c.secs / 1e6,
+                c.sender_cpu,
+                c.receiver_cpu
+            );
+        }
+        (raw, got)
+    }
+
     fn table(&mut self, t: Table) {
         print!("{}", t.text());
         self.tables.push(t);
@@ -852,30 +896,9 @@ fn scenario_download(ctx: &mut Ctx) {
             run + 1,
             sys::loadavg()
         );
-        let mut raw = None;
-        let mut ours = None;
-        // Alternate which transfer goes first; each starts after a `sync`,
-        // so that neither pays for the writeback of the file the other left.
-        for imchat_turn in download::turns(run) {
-            sys::sync_disks();
-            if imchat_turn {
-                let r = ctx.imchat(false, 1000).and_then(|p| {
-                    let r =
-                        download::client_download(&ctx.bins, p.addr, p.pid, FILE_NAME, size, &dl);
-                    p.stop();
-                    r
-                });
-                match r {
-                    Ok(d) => ours = Some(d),
-                    Err(e) => ctx.fail(format!("imchat download, run {}: {e}", run + 1)),
-                }
-            } else {
-                match download::raw_copy_in(&src, &ctx.tmp, ctx.opts.pin) {
-                    Ok(c) => raw = Some(c),
-                    Err(e) => ctx.fail(format!("raw copy, run {}: {e}", run + 1)),
-                }
-            }
-        }
+        let (raw, ours) = ctx.beside_raw_copy(run, "imchat download", &src, |bins, p| {
+            download::client_download(bins, p.addr, p.pid, FILE_NAME, size, &dl)
+        });
         if let Some(c) = &raw {
             f[0].push(size as f64 / c.secs / 1e6);
             f[3].push(c.sender_cpu / gib);
@@ -892,14 +915,6 @@ fn scenario_download(ctx: &mut Ctx) {
                 size as f64 / d.secs / 1e6,
                 d.server_cpu,
                 d.client_cpu
-            );
-        }
-        if let Some(c) = &raw {
-            eprintln!(
-                "  raw {:.0} MB/s, sender {:.3} s CPU, receiver {:.3} s CPU",
-                size as f64 / c.secs / 1e6,
-                c.sender_cpu,
-                c.receiver_cpu
             );
         }
         if let (Some(c), Some(d)) = (&raw, &ours) {

@@ -17,7 +17,7 @@ use imchat_core::{
     Username, DEFAULT_MAX_FRAME,
 };
 
-use crate::download::{self, PipedClient, RssSampler};
+use crate::download::{PipedClient, RssSampler};
 use crate::latency::summarize;
 use crate::procs::Bins;
 use crate::report::{mbps, mib, ms, ratio, Series, Table};
@@ -540,37 +540,13 @@ fn throughput(ctx: &mut Ctx) {
             run + 1,
             sys::loadavg()
         );
-        let mut raw = None;
-        let mut ours = None;
-        for imchat_turn in download::turns(run) {
-            sys::sync_disks();
-            if imchat_turn {
-                let r = ctx.imchat(false, 1000).and_then(|p| {
-                    let r = client_push(&ctx.bins, p.addr, p.pid, &src, size, &dir);
-                    p.stop();
-                    r
-                });
-                match r {
-                    Ok(d) => ours = Some(d),
-                    Err(e) => ctx.fail(format!("imchat push, run {}: {e}", run + 1)),
-                }
-            } else {
-                match download::raw_copy_in(&src, &ctx.tmp, ctx.opts.pin) {
-                    Ok(c) => raw = Some(c),
-                    Err(e) => ctx.fail(format!("raw copy, run {}: {e}", run + 1)),
-                }
-            }
-        }
+        let (raw, ours) = ctx.beside_raw_copy(run, "imchat push", &src, |bins, p| {
+            client_push(bins, p.addr, p.pid, &src, size, &dir)
+        });
         if let Some(c) = &raw {
             f[0].push(size as f64 / c.secs / 1e6);
             f[3].push(c.sender_cpu / gib);
             f[4].push(c.receiver_cpu / gib);
-            eprintln!(
-                "  raw {:.0} MB/s, sender {:.3} s CPU, receiver {:.3} s CPU",
-                size as f64 / c.secs / 1e6,
-                c.sender_cpu,
-                c.receiver_cpu
-            );
         }
         if let Some(d) = &ours {
             f[1].push(size as f64 / d.secs / 1e6);
