@@ -184,7 +184,7 @@ pub fn client_download_with(
     let mut args: Vec<&std::ffi::OsStr> = client_args.iter().map(std::ffi::OsStr::new).collect();
     args.push("--download-dir".as_ref());
     args.push(dir.as_os_str());
-    let mut client = PipedClient::start(bins, "bench", addr, &args)?;
+    let mut client = PipedClient::start(bins, "bench", addr, &args, dir)?;
     let result = (|| {
         client.wait_for("*** connected", &[], 10)?;
         thread::sleep(Duration::from_millis(200));
@@ -232,14 +232,18 @@ pub struct PipedClient {
 
 impl PipedClient {
     /// Starts imchat-client as `user` on `addr` with `args` before the
-    /// user name.
+    /// user name, its data folder (saved sessions) in `home`, not in the
+    /// home of whoever runs the benchmark.
     pub fn start(
         bins: &Bins,
         user: &str,
         addr: SocketAddr,
         args: &[&std::ffi::OsStr],
+        home: &Path,
     ) -> Result<PipedClient, String> {
         let mut child = Command::new(&bins.client)
+            .env("HOME", home)
+            .env("XDG_DATA_HOME", home.join("data"))
             .args(args)
             .arg(user)
             .arg("127.0.0.1")

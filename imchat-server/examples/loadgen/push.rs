@@ -97,7 +97,7 @@ pub fn client_push(
         accept.as_ref(),
     ];
     let alice_args: [&std::ffi::OsStr; 2] = ["--download-dir".as_ref(), alice_dir.as_os_str()];
-    let bob = PipedClient::start(bins, "bob", addr, &bob_args)?;
+    let bob = PipedClient::start(bins, "bob", addr, &bob_args, &bob_dir)?;
     let mut alice = None;
     let name = src
         .file_name()
@@ -105,7 +105,13 @@ pub fn client_push(
         .unwrap_or_default();
     let result = (|| {
         bob.wait_for("*** connected", &[], 10)?;
-        let a = alice.insert(PipedClient::start(bins, "alice", addr, &alice_args)?);
+        let a = alice.insert(PipedClient::start(
+            bins,
+            "alice",
+            addr,
+            &alice_args,
+            &alice_dir,
+        )?);
         a.wait_for("*** connected", &[], 10)?;
         thread::sleep(Duration::from_millis(200));
         let rss = RssSampler::start(pid);
@@ -711,7 +717,7 @@ mod tests {
         };
         let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let args: [&std::ffi::OsStr; 2] = ["-c".as_ref(), script.as_ref()];
-        PipedClient::start(&bins, "alice", addr, &args).unwrap()
+        PipedClient::start(&bins, "alice", addr, &args, &std::env::temp_dir()).unwrap()
     }
 
     #[test]
