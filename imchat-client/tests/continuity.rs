@@ -306,12 +306,7 @@ fn a_client_killed_right_after_it_showed_messages_is_not_sent_them_again() {
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
-    // carol sees when the server has bob's "after": alice's next run
-    // resumes only then, so "after" is one it missed, not one it gets live
-    // (bob's client may take its time to read its input, on a busy
-    // machine longer than alice's resume).
-    let carol = w.client("carol");
-    alice.expect_line("*** carol has joined");
+    let carol = witness(&w, &alice);
     for i in 1..=5 {
         bob.send(&format!("m{i}"));
     }
@@ -338,12 +333,14 @@ fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_b
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
+    let carol = witness(&w, &alice);
     let seen = saved_settled(&w, "alice");
     bob.send("one");
     alice.expect_line("<bob> one");
     wait_saved_past(&w, "alice", seen);
     alice.kill();
     bob.send("while away");
+    carol.expect_line("<bob> while away");
 
     // Started again with another server first (one that does not answer):
     // the session saved under the server it was on is found all the same.
@@ -358,6 +355,16 @@ fn a_killed_client_started_with_its_servers_in_another_order_takes_its_session_b
         missed(l) == Some("<bob> while away")
     });
     bob.assert_no_line("alice leaving", |l| l.starts_with("*** alice has left"));
+}
+
+/// A third client, `carol`, that `of` has seen join. Once she shows a line
+/// bob typed after `of` was killed, the server has it, so `of`'s next run
+/// gets it as missed, not live (bob's client may take its time to read
+/// its input on a busy machine, longer than that run's resume).
+fn witness(w: &World, of: &Client) -> Client {
+    let carol = w.client("carol");
+    of.expect_line("*** carol has joined");
+    carol
 }
 
 /// `n` numbered lines: `m0`, `m1`, …
@@ -664,9 +671,11 @@ fn a_killed_client_with_a_long_non_latin_name_takes_its_session_back() {
     let mut first = w.client(&name);
     let mut bob = w.client("bob");
     first.expect_line("*** bob has joined");
+    let carol = witness(&w, &first);
     wait_saved(&w, &name, &first);
     first.kill();
     bob.send("while away");
+    carol.expect_line("<bob> while away");
 
     let again = w.spawn_client(&[&name, "127.0.0.1", &port.to_string()]);
     let (resumed, _) = again.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
@@ -684,9 +693,11 @@ fn a_killed_client_started_again_with_another_spelling_of_its_host_takes_its_ses
     let mut alice = w.client("alice");
     let mut bob = w.client("bob");
     alice.expect_line("*** bob has joined");
+    let carol = witness(&w, &alice);
     wait_saved(&w, "alice", &alice);
     alice.kill();
     bob.send("while away");
+    carol.expect_line("<bob> while away");
 
     let alice = w.spawn_client(&["alice", "localhost", &port.to_string()]);
     let (resumed, _) = alice.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
