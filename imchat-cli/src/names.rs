@@ -69,6 +69,10 @@ fn latin_capital(c: char) -> Option<char> {
 /// of other scripts that look the same (a Greek `Ι`, a Cyrillic `І`) and
 /// the forms NFKC turns into an `I` (`Ｉ`, `Ⅰ`, `𝐈`) are read as `l` too.
 ///
+/// A sharp s (`ß`, `ẞ`) is read as the `ss` it is written as in
+/// capitals, so that `STRASSE` and `strasse` are refused while `straße`
+/// is online, and the other way round.
+///
 /// Looser than [`key`], which must keep `I` apart from `l` so that `mail`
 /// and `mall` stay two users (and the keys of registered names do not
 /// change): a name is refused while another name with the same loose key
@@ -83,7 +87,10 @@ fn loose_key_of(name: &str) -> String {
         .nfkc()
         .map(|c| if reads_as_l(c) { 'l' } else { c })
         .collect();
-    key_of(&read)
+    // A sharp s is the ss it is written as in capitals (`STRASSE` is the
+    // capital of `straße`) and in Swiss German (`Strasse`): lowercasing
+    // keeps `ß`, and the confusable table does not fold it either.
+    key_of(&read.replace(['ß', 'ẞ'], "ss"))
 }
 
 /// Whether `c` is a capital that the confusable table reads as `l` (it
@@ -379,6 +386,25 @@ mod tests {
         for name in ["alice", "mail", "Zoë", "Иван", "山田", "T120"] {
             assert_eq!(loose(name), k(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_sharp_s_is_read_as_ss_under_the_loose_key() {
+        // `STRASSE` is how `straße` is written in capitals, `strasse` how
+        // it is written in Switzerland: one name to a reader.
+        for (a, b) in [
+            ("straße", "STRASSE"),
+            ("straße", "strasse"),
+            ("STRAẞE", "strasse"),
+            ("Straße", "straße"),
+            ("Weiß", "weiss"),
+        ] {
+            assert_eq!(loose(a), loose(b), "{a} {b}");
+        }
+        // The name key stays as it was, so a registered name keeps its key.
+        assert_ne!(k("straße"), k("strasse"));
+        // A name without a sharp s is not changed.
+        assert_eq!(loose("strasse"), k("strasse"));
     }
 
     #[test]
