@@ -41,7 +41,7 @@ use imchat_core::{
     Username,
 };
 
-use crate::command::{help_lines, works_offline, Command, CommandError, Mode};
+use crate::command::{help_lines, typed_file_name, works_offline, Command, CommandError, Mode};
 use crate::error::{describe_connect_error, ClientError};
 use crate::files;
 use crate::resume::SessionFile;
@@ -3737,8 +3737,13 @@ impl Conn {
         let names = last.then(|| std::mem::take(&mut *listed));
         drop(listed);
         for f in files {
-            self.app
-                .plain(&format!("    {}  ({})", f.name, byte_count(f.size)));
+            // As `/download` takes it: a name that starts with a blank
+            // in quotes.
+            self.app.plain(&format!(
+                "    {}  ({})",
+                typed_file_name(f.name.as_str()),
+                byte_count(f.size)
+            ));
         }
         if let Some(names) = names {
             self.app.view.shared_files(names);

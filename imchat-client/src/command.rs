@@ -1,5 +1,7 @@
 //! The client's command language: one typed line in, one [`Command`] out.
 
+use std::borrow::Cow;
+
 use imchat_core::{FileName, NameError, Recipient, Username};
 use thiserror::Error;
 
@@ -562,6 +564,18 @@ fn split_word(s: &str) -> (&str, &str) {
     match s.find(char::is_whitespace) {
         Some(i) => (&s[..i], s[i..].trim_start()),
         None => (s, ""),
+    }
+}
+
+/// A shared file's name as it is typed after `/download` to mean that
+/// file: in double quotes when [`unquote`] would otherwise change it (a
+/// name that starts or ends with a blank, or is itself in quotes), as it
+/// is. File names hold no `"`, so the quotes cannot be misread.
+pub fn typed_file_name(name: &str) -> Cow<'_, str> {
+    if unquote(name) == name {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("\"{name}\""))
     }
 }
 
@@ -1354,6 +1368,27 @@ mod tests {
         // The start of several: the list.
         let err = Command::parse("/help un").unwrap_err().to_string();
         assert!(err.ends_with(topics), "{err}");
+    }
+
+    #[test]
+    fn a_file_name_as_typed_downloads_that_file() {
+        for name in [
+            "  leading space.txt",
+            "'quoted'",
+            "'half.txt",
+            "meeting notes.txt",
+            "plain.txt",
+        ] {
+            let typed = typed_file_name(name);
+            assert_eq!(
+                Command::parse(&format!("/download {typed}")),
+                Ok(Command::Download(FileName::new(name).unwrap())),
+                "{name:?} typed as {typed:?}"
+            );
+        }
+        // Quoted only where it has to be.
+        assert_eq!(typed_file_name("meeting notes.txt"), "meeting notes.txt");
+        assert_eq!(typed_file_name(" x"), "\" x\"");
     }
 
     #[test]

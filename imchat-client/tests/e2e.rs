@@ -278,6 +278,23 @@ fn files_lists_the_shared_folder_with_sizes() {
     }
 }
 
+/// A name that starts with blanks is listed in quotes, as `/download`
+/// takes it (unquoted, the blanks after the command are not part of it).
+#[test]
+fn a_shared_name_that_starts_with_blanks_is_listed_as_it_is_typed() {
+    let w = World::new("files-blank");
+    fs::write(w.shared().join("  notes.txt"), b"blank start").expect("write a shared file");
+    let mut alice = w.client("alice");
+    alice.send("/files");
+    let head = alice.expect_line("*** shared files:");
+    let (_, line) = alice.expect_from(head + 1, "the name in quotes", |l| l.contains("notes.txt"));
+    assert_eq!(line, "    \"  notes.txt\"  (11 bytes)");
+    alice.send(&format!("/download {}", &line[4..line.len() - 12]));
+    alice.expect_prefix("*** downloaded   notes.txt (11 bytes) to ");
+    let got = fs::read(w.dir.join("alice").join("  notes.txt")).expect("the download");
+    assert_eq!(got, b"blank start");
+}
+
 #[test]
 fn downloads_of_every_kind_of_file_are_byte_identical() {
     let w = World::new("download");

@@ -1,6 +1,8 @@
 //! Tab completion of commands, online nicks, shared file names and
 //! transfers, with repeated Tab cycling through the candidates.
 
+use crate::command::typed_file_name;
+
 /// What completion can offer.
 #[derive(Debug, Default, Clone)]
 pub struct Sources<'a> {
@@ -105,7 +107,13 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
         // The rest of the line after the command, for names with spaces.
         let rest = first_word.len() + 1;
         match first.as_str() {
-            "/download" => return (rest, sources.files.to_vec(), ""),
+            "/download" => {
+                let typed = sources
+                    .files
+                    .iter()
+                    .map(|f| typed_file_name(f).into_owned());
+                return (rest, typed.collect(), "");
+            }
             "/cancel" => return (rest, sources.transfers.to_vec(), ""),
             // They take an offer's id, never a nick: `/accept bob` is
             // only refused.
@@ -244,6 +252,19 @@ mod tests {
         let f = Fixture::new();
         assert_eq!(f.tab("car", 1), ["carol: "]);
         assert_eq!(f.tab("B", 2), ["Bea: ", "bob: "]);
+    }
+
+    #[test]
+    fn a_shared_name_that_starts_with_a_blank_completes_in_quotes() {
+        let files = ["  notes.txt".to_owned()];
+        let sources = Sources {
+            files: &files,
+            ..Sources::default()
+        };
+        let (line, _) = Cycle::start("/download ", 10, &sources, false)
+            .expect("a candidate")
+            .line();
+        assert_eq!(line, "/download \"  notes.txt\"");
     }
 
     #[test]
