@@ -1353,6 +1353,14 @@ fn acks_beyond_what_was_sent_are_logged_once_per_download() {
     // The log is written in batches: give the rest time to show.
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(warned(), 1);
+    // The one line says whose download it is: "download #1" alone names
+    // nobody, every client's first download being #1.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text.lines().find(|l| l.contains("ack of byte")).unwrap();
+    assert!(
+        line.contains("'big.bin' by mallet [127.0.0.1:"),
+        "the warning does not name the client and the file: {line}"
+    );
     srv.assert_serving();
 }
 

@@ -187,7 +187,18 @@ impl Server {
             }
             outbox.push_bulk_through(frame, &*socket)
         };
-        match stream_file(&mut file, &mut sender, &cancel, &outbox, send, rewritten) {
+        // Who sent a bad ack, when the log says so: "download #1" alone
+        // names nobody, every client's first download being #1.
+        let whose = format!("download of '{shown}' by {who}");
+        match stream_file(
+            &mut file,
+            &mut sender,
+            &whose,
+            &cancel,
+            &outbox,
+            send,
+            rewritten,
+        ) {
             Ok(Streamed::Done { sent }) => {
                 self.with_hub(|hub| hub.download_finished(client, id));
                 let resumed = if offset > 0 {
@@ -266,6 +277,7 @@ pub(super) struct FileData {
 pub(super) fn stream_file(
     file: &mut impl Read,
     sender: &mut DownloadSender,
+    whose: &str,
     control: &Control,
     outbox: &Outbox,
     mut send: impl FnMut(Frame, Option<FileData>) -> Result<(), PushError>,
@@ -284,7 +296,7 @@ pub(super) fn stream_file(
             if let Err(e) = sender.handle_ack(offset) {
                 if !warned {
                     warned = true;
-                    warn!("{e} (further such acks of this download are not logged)");
+                    warn!("{whose}: {e} (further such acks of this download are not logged)");
                 }
             }
         }
@@ -410,6 +422,7 @@ mod tests {
         stream_file(
             &mut Cursor::new(bytes),
             &mut sender,
+            "a test download",
             control,
             outbox,
             push,
@@ -525,6 +538,7 @@ mod tests {
         let got = stream_file(
             &mut Cursor::new(data(100)),
             &mut sender,
+            "a test download",
             &cancel,
             &outbox,
             push,
