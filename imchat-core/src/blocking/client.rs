@@ -38,7 +38,9 @@ pub struct ConnectOptions {
     /// [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
     pub handshake_timeout: Duration,
     /// Longest a write may block (a server that stops reading) before the
-    /// connection counts as broken: 60 s. `None` waits forever.
+    /// connection counts as broken: 60 s. `None` waits forever. Set on the
+    /// socket by [`Client::connect`]; [`Client::over`] leaves its stream's
+    /// options to the caller.
     pub write_timeout: Option<Duration>,
     /// Acknowledge download data only when [`Client::stored`] says it is
     /// stored, instead of as it is handed out in
