@@ -4898,6 +4898,45 @@ fn a_token_works_once_for_its_name_within_the_grace_and_cannot_be_guessed() {
     hub.check_invariants().unwrap();
 }
 
+/// The log of a name refused as taken says when the connection had asked
+/// to resume that name's session with a token that does not match (a
+/// client whose session was taken over, or a guess): the operator tells
+/// it from a plain name clash.
+#[test]
+fn a_refusal_after_a_resume_with_a_wrong_token_is_logged_as_such() {
+    let (mut hub, t0, epoch, _) = alice_away();
+    let guess = hub.handle_connect(t0);
+    hub.handle_message(
+        guess,
+        resume_hello("alice", crate::ResumeToken([0xaa; 16]), epoch),
+        t0,
+    );
+    let clash = hub.handle_connect(t0);
+    hello(&mut hub, clash, "alice", t0);
+    let mut closes = Vec::new();
+    while let Some(e) = hub.poll_event() {
+        match e {
+            HubEvent::Close { client, reason } if client == guess || client == clash => {
+                closes.push((client, reason));
+            }
+            _ => {}
+        }
+    }
+    let taken = "refused: the username 'alice' is already taken";
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    assert_eq!(closes[0].0, guess);
+    assert!(closes[0].1.starts_with(taken), "{closes:?}");
+    assert!(
+        closes[0]
+            .1
+            .ends_with("(it asked to resume that session with a token that does not match)"),
+        "{closes:?}"
+    );
+    assert_eq!(closes[1].0, clash);
+    assert!(closes[1].1.starts_with(taken), "{closes:?}");
+    assert!(!closes[1].1.contains("token"), "{closes:?}");
+}
+
 /// A resume whose `Welcome` (with the new token) never reached its client
 /// (the connection was cut right after the server answered, or the answer
 /// stalled past the client's wait): the client tries again with the token

@@ -154,6 +154,7 @@ impl Hub {
                 authenticated: false,
                 welcome_unconfirmed: false,
                 transport_pending: false,
+                resume_failed: false,
             },
         );
         self.pending.insert(id);

@@ -1028,6 +1028,9 @@ impl Hub {
     /// answers without the hub (in a cluster, a take-over whose token
     /// did not match, answered as a name taken elsewhere).
     pub fn note_failed_resume(&mut self, client: ClientId, request: &ResumeRequest, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(&client) {
+            conn.resume_failed = true;
+        }
         if request.epoch == self.epoch {
             let peer = self.address_of(client);
             self.note_resume_failure(peer, now);

@@ -25,9 +25,18 @@ impl Hub {
                 version: PROTOCOL_VERSION,
             },
         );
+        // The log tells a name taken from a resume that failed (a token
+        // that does not match: a client whose session was taken over, or
+        // someone guessing), which its answer does not.
+        let resume = match self.conns.get(&id) {
+            Some(conn) if conn.resume_failed => {
+                " (it asked to resume that session with a token that does not match)"
+            }
+            _ => "",
+        };
         self.events.push_back(HubEvent::Close {
             client: id,
-            reason: format!("refused: {reason}"),
+            reason: format!("refused: {reason}{resume}"),
         });
         self.remove_conn(id);
     }

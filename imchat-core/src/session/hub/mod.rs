@@ -92,6 +92,9 @@ struct Conn {
     /// The server's transport (TLS) still runs its own handshake
     /// ([`Hub::set_transport_pending`]).
     transport_pending: bool,
+    /// It asked to resume a session with a token that did not match
+    /// ([`Hub::note_failed_resume`]): the log of its refusal says so.
+    resume_failed: bool,
 }
 
 /// The server's protocol state: connections, names, routing, transfers
