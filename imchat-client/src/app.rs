@@ -41,7 +41,9 @@ use imchat_core::{
     Username,
 };
 
-use crate::command::{help_lines, typed_file_name, works_offline, Command, CommandError, Mode};
+use crate::command::{
+    classroom_hint, help_lines, typed_file_name, works_offline, Command, CommandError, Mode,
+};
 use crate::error::{describe_connect_error, ClientError};
 use crate::files;
 use crate::resume::SessionFile;
@@ -2818,7 +2820,11 @@ impl Conn {
             Command::Text(_) | Command::Broadcast(_) | Command::Unicast { .. } | Command::Me(_)
         );
         let result: Result<(), UsageError> = match cmd {
-            Command::Text(text) => self.chat(mode(), false, &text),
+            Command::Text(text) => self.chat(mode(), false, &text).map(|()| {
+                if let Some(note) = classroom_hint(&text) {
+                    self.app.notice(&note);
+                }
+            }),
             Command::Broadcast(text) => self.chat(Mode::Broadcast, false, &text),
             Command::Unicast { to, text } => self.chat(Mode::Unicast(to), false, &text),
             Command::Me(text) => self.chat(mode(), true, &text),

@@ -567,6 +567,32 @@ fn split_word(s: &str) -> (&str, &str) {
     }
 }
 
+/// When plain `text` (sent as chat) is one of the classroom programs'
+/// bare commands (`exit`, `access server files`, `list server files`,
+/// `download <file>`): a note that it went out as chat, and the command
+/// that does it here. Plain words stay chat text; the note keeps a user
+/// of those programs from waiting for a command that did not run.
+pub fn classroom_hint(text: &str) -> Option<String> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let instead = match words.as_slice() {
+        ["exit"] | ["quit"] => "to leave, type /quit".to_owned(),
+        ["access", "server", "files"] => "for the shared folder, type /files".to_owned(),
+        ["list", "server", "files"] => "to list the shared files, type /files".to_owned(),
+        // One word with a dot, as the programs' `download image1.png`:
+        // more words are likelier chat about downloading.
+        ["download", _] => {
+            let name = text.split_whitespace().nth(1).unwrap_or_default();
+            if !name.contains('.') || FileName::new(name).is_err() {
+                return None;
+            }
+            format!("to download it, type /download {name}")
+        }
+        _ => return None,
+    };
+    Some(format!("(sent as chat: {instead})"))
+}
+
 /// A shared file's name as it is typed after `/download` to mean that
 /// file: in double quotes when [`unquote`] would otherwise change it (a
 /// name that starts or ends with a blank, or is itself in quotes), as it
@@ -1368,6 +1394,35 @@ mod tests {
         // The start of several: the list.
         let err = Command::parse("/help un").unwrap_err().to_string();
         assert!(err.ends_with(topics), "{err}");
+    }
+
+    #[test]
+    fn the_classroom_programs_bare_commands_get_a_note() {
+        for (text, note) in [
+            ("exit", Some("(sent as chat: to leave, type /quit)")),
+            (" Exit ", Some("(sent as chat: to leave, type /quit)")),
+            (
+                "access server files",
+                Some("(sent as chat: for the shared folder, type /files)"),
+            ),
+            (
+                "List Server Files",
+                Some("(sent as chat: to list the shared files, type /files)"),
+            ),
+            (
+                "download image1.png",
+                Some("(sent as chat: to download it, type /download image1.png)"),
+            ),
+            // Chat that only starts like one.
+            ("download meeting notes.txt", None),
+            ("exit now please", None),
+            ("download the new version", None),
+            ("download it.", None),
+            ("files", None),
+            ("hello", None),
+        ] {
+            assert_eq!(classroom_hint(text).as_deref(), note, "{text:?}");
+        }
     }
 
     #[test]

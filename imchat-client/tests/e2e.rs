@@ -2122,6 +2122,35 @@ fn a_scripts_local_errors_come_after_the_answers_to_its_earlier_lines() {
     );
 }
 
+/// The classroom programs' bare command words are chat text here, as any
+/// plain words are; the sender is told so, and the command that does it.
+#[test]
+fn the_classroom_programs_bare_commands_go_as_chat_with_a_note() {
+    let w = World::new("bare-words");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    alice.send("exit");
+    bob.expect_line("<alice> exit");
+    alice.expect_line("*** (sent as chat: to leave, type /quit)");
+    alice.send("download welcome.txt");
+    bob.expect_line("<alice> download welcome.txt");
+    alice.expect_line("*** (sent as chat: to download it, type /download welcome.txt)");
+    // Still there; chat that only starts like one gets no note.
+    alice.send("exit now, see you");
+    bob.expect_line("<alice> exit now, see you");
+    alice.send("/who");
+    let who = alice.expect_prefix("*** online (2):");
+    assert!(who.contains("alice") && who.contains("bob"), "{who}");
+    let notes = alice
+        .out
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("*** (sent as chat"))
+        .count();
+    assert_eq!(notes, 2, "{}", alice.report());
+}
+
 #[test]
 fn slash_and_a_users_name_writes_to_that_user_as_the_classroom_programs_did() {
     let w = World::new("slash-user");
