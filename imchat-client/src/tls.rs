@@ -22,12 +22,12 @@ pub struct TlsArgs {
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<PathBuf>,
 
-    /// The known-servers file for TLS trust on first use
+    /// The known-servers file for TLS trust on first use (implies --tls)
     ///
     /// Default: imchat/known_servers in the user's data folder
     /// ($XDG_DATA_HOME, else ~/.local/share on Linux). One line per server:
     /// HOST:PORT and the certificate's SHA-256 fingerprint.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_ca")]
     known_servers: Option<PathBuf>,
 }
 
@@ -41,7 +41,10 @@ impl TlsArgs {
         if let Some(ca) = self.tls_ca {
             return Ok(Some(Trust::CaFile(ca)));
         }
-        if !self.tls {
+        // A known-servers file is only for TLS: given alone, it asks for
+        // TLS, rather than being ignored by a plaintext connection (which
+        // a man in the middle answering in plaintext would then get).
+        if !self.tls && self.known_servers.is_none() {
             return Ok(None);
         }
         let known_servers = match self.known_servers {
@@ -52,5 +55,53 @@ impl TlsArgs {
                 .join("known_servers"),
         };
         Ok(Some(Trust::SystemOrKnown { known_servers }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn trust(args: &[&str]) -> Option<Trust> {
+        let cli = Cli::try_parse_from(std::iter::once("imchat-client").chain(args.iter().copied()))
+            .expect("the flags parse");
+        cli.tls.trust().expect("a trust")
+    }
+
+    #[test]
+    fn a_known_servers_file_alone_means_tls_not_plaintext() {
+        let got = trust(&["--known-servers", "/tmp/ks"]);
+        assert!(
+            matches!(&got, Some(Trust::SystemOrKnown { known_servers }) if known_servers == Path::new("/tmp/ks")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn no_tls_flag_is_plaintext() {
+        assert!(trust(&[]).is_none());
+    }
+
+    #[test]
+    fn a_known_servers_file_with_a_ca_file_is_refused() {
+        let err = Cli::try_parse_from([
+            "imchat-client",
+            "--tls-ca",
+            "/tmp/ca.pem",
+            "--known-servers",
+            "/tmp/ks",
+        ])
+        .expect_err("the two flags conflict");
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }
