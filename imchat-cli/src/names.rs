@@ -81,6 +81,27 @@ pub fn loose_key(name: &Username) -> String {
     loose_key_of(name.as_str())
 }
 
+/// The keys of the other names that `name` reads as, under which a
+/// registration protects it too: its [`loose_key`] (`aIice` reads as
+/// `alice`), and its key with `ss` written `ß` (`STRASSE` is how `straße`
+/// is written in capitals); none that equals its own [`key`]. Each is the
+/// key of a spelling of `name`, never of another name: a registration
+/// found under one is of a name that looks the same.
+///
+/// One way only: `lan` is not checked against a registered `Ian` (the
+/// store keeps keys, and the key of `Ian` is that of `ian` too).
+pub fn look_alike_keys(name: &Username) -> Vec<String> {
+    let own = key(name);
+    let mut keys = Vec::new();
+    let sharp = name.as_str().to_lowercase().replace("ss", "ß");
+    for k in [loose_key(name), key_of(&sharp)] {
+        if k != own && !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
 /// [`loose_key`] of any text.
 fn loose_key_of(name: &str) -> String {
     let read: String = name
@@ -187,7 +208,7 @@ pub fn check(name: &Username) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::key;
+    use super::{key, look_alike_keys};
     use imchat_core::Username;
 
     fn k(s: &str) -> String {
@@ -386,6 +407,24 @@ mod tests {
         for name in ["alice", "mail", "Zoë", "Иван", "山田", "T120"] {
             assert_eq!(loose(name), k(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_name_reads_as_the_registered_names_it_looks_like() {
+        for (name, registered) in [
+            ("aIice", "alice"),
+            ("MaIlory", "mallory"),
+            ("STRASSE", "straße"),
+            ("strasse", "Straße"),
+            ("weiß", "weiss"),
+        ] {
+            let keys = look_alike_keys(&Username::new(name).unwrap());
+            assert!(keys.contains(&k(registered)), "{name}: {keys:?}");
+        }
+        // A plain name has none but its own.
+        assert!(look_alike_keys(&Username::new("alice").unwrap()).is_empty());
+        // Another name is not among them.
+        assert!(!look_alike_keys(&Username::new("aIice").unwrap()).contains(&k("aiice")));
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub struct Accounts {
     store: Box<dyn AccountStore>,
     /// What makes two names the same user (the hub's name key).
     key: fn(&Username) -> String,
+    /// The keys of the other names a name reads as, whose registrations
+    /// protect it too ([`with_look_alikes`](Self::with_look_alikes)).
+    look_alikes: fn(&Username) -> Vec<String>,
     /// Hashes running now, at most [`MAX_HASHING`].
     running: Mutex<usize>,
     turn: Condvar,
@@ -125,10 +128,46 @@ impl Accounts {
         Accounts {
             store,
             key,
+            look_alikes: |_| Vec::new(),
             running: Mutex::new(0),
             turn: Condvar::new(),
             known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// These accounts, where a name that is not registered but reads as
+    /// one that is (`look_alikes` gives the keys of the names it reads
+    /// as) needs that one's password, and cannot be registered apart.
+    #[must_use]
+    pub fn with_look_alikes(mut self, look_alikes: fn(&Username) -> Vec<String>) -> Accounts {
+        self.look_alikes = look_alikes;
+        self
+    }
+
+    /// The hash registered under `key`: read from the store, or, when it
+    /// cannot be read, the one last known for it.
+    fn hash_for(&self, key: &str) -> Result<Option<String>, String> {
+        match self.store.hash_of(key) {
+            Ok(hash) => {
+                self.note(key, hash.as_deref());
+                Ok(hash)
+            }
+            Err(e) => self.known().get(key).cloned().map(Some).ok_or(e),
+        }
+    }
+
+    /// The hash protecting `user`: its own registration's, else that of
+    /// a registered name it reads as (then `true`).
+    fn protecting(&self, user: &Username) -> Result<Option<(String, bool)>, String> {
+        if let Some(hash) = self.hash_for(&(self.key)(user))? {
+            return Ok(Some((hash, false)));
+        }
+        for key in (self.look_alikes)(user) {
+            if let Some(hash) = self.hash_for(&key)? {
+                return Ok(Some((hash, true)));
+            }
+        }
+        Ok(None)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
@@ -186,24 +225,23 @@ impl Accounts {
     /// registered is checked against the hash it last read or wrote for
     /// it (the password of a user of this server does not stop counting
     /// in an outage); any other name is [`AccountCheck::Unavailable`].
+    ///
+    /// A name that is not registered but reads as one that is (see
+    /// [`with_look_alikes`](Self::with_look_alikes)) is checked against
+    /// that one's hash: [`AccountCheck::LooksRegistered`] without a
+    /// password.
     pub fn check(&self, user: &Username, password: Option<&Secret>) -> AccountCheck {
-        let key = (self.key)(user);
-        let stored = match self.store.hash_of(&key) {
-            Ok(Some(hash)) => {
-                self.note(&key, Some(&hash));
-                hash
-            }
-            Ok(None) => {
-                self.note(&key, None);
-                return AccountCheck::Open;
-            }
-            Err(e) => match self.known().get(&key).cloned() {
-                Some(hash) => hash,
-                None => return AccountCheck::Unavailable(e),
-            },
+        let (stored, look_alike) = match self.protecting(user) {
+            Ok(Some(found)) => found,
+            Ok(None) => return AccountCheck::Open,
+            Err(e) => return AccountCheck::Unavailable(e),
         };
         let Some(password) = password else {
-            return AccountCheck::Missing;
+            return if look_alike {
+                AccountCheck::LooksRegistered
+            } else {
+                AccountCheck::Missing
+            };
         };
         let Ok(parsed) = PasswordHash::new(&stored) else {
             return AccountCheck::Unavailable(format!(
@@ -259,6 +297,19 @@ impl Accounts {
                     "'{user}' is registered already (/unregister first to change the password)"
                 ),
             ));
+        }
+        for other in (self.look_alikes)(user) {
+            if self
+                .store
+                .hash_of(&other)
+                .map_err(|e| format!("cannot read the accounts: {e}"))?
+                .is_some()
+            {
+                return Ok((
+                    NoticeCode::ALREADY_REGISTERED,
+                    format!("'{user}' looks like a registered name: it cannot be registered apart"),
+                ));
+            }
         }
         let hash = self
             .hashing(|| hash_password(password))
@@ -477,6 +528,35 @@ mod tests {
             NoticeCode::NOT_REGISTERED
         );
         assert_eq!(accounts.check(&user("alice"), None), AccountCheck::Open);
+    }
+
+    #[test]
+    fn a_name_that_reads_as_a_registered_one_needs_that_ones_password() {
+        let accounts = Accounts::new(Box::new(Memory::default()), crate::names::key)
+            .with_look_alikes(crate::names::look_alike_keys);
+        let (code, _) = accounts.register(&user("alice"), &secret("s3cret"));
+        assert_eq!(code, NoticeCode::REGISTERED);
+        assert_eq!(
+            accounts.check(&user("aIice"), None),
+            AccountCheck::LooksRegistered
+        );
+        assert_eq!(
+            accounts.check(&user("aIice"), Some(&secret("guess"))),
+            AccountCheck::Wrong
+        );
+        assert_eq!(
+            accounts.check(&user("aIice"), Some(&secret("s3cret"))),
+            AccountCheck::Verified
+        );
+        let (code, _) = accounts.register(&user("aIice"), &secret("mine"));
+        assert_eq!(code, NoticeCode::ALREADY_REGISTERED);
+        // Its own name, the registered one, and a name of its own.
+        assert_eq!(accounts.check(&user("ALICE"), None), AccountCheck::Missing);
+        assert_eq!(accounts.check(&user("aiice"), None), AccountCheck::Open);
+        // Without the look-alike rule, a look-alike is a name of its own.
+        let plain = Accounts::new(Box::new(Memory::default()), crate::names::key);
+        plain.register(&user("alice"), &secret("s3cret"));
+        assert_eq!(plain.check(&user("aIice"), None), AccountCheck::Open);
     }
 
     #[test]

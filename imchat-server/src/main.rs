@@ -593,7 +593,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
             shared.watch_bans().map_err(Error::Start)?;
             log::info!("accounts and bans: kept in Redis, shared by the cluster");
             let bans: std::sync::Arc<dyn accounts::BanStore> = shared.clone();
-            let accounts = accounts::Accounts::new(Box::new(shared), names::key);
+            let accounts = accounts_in(Box::new(shared));
             (Some(std::sync::Arc::new(accounts)), Some(bans))
         }
         (None, Some(path)) => {
@@ -779,9 +779,15 @@ fn open_table(path: &std::path::Path) -> Result<std::sync::Arc<store::SqliteAcco
         .map_err(|e| Error::History(e.to_string()))
 }
 
+/// The accounts kept in `store`, by the server's name key, a name that
+/// reads as a registered one protected by its registration.
+fn accounts_in(store: Box<dyn accounts::AccountStore>) -> accounts::Accounts {
+    accounts::Accounts::new(store, names::key).with_look_alikes(names::look_alike_keys)
+}
+
 /// The accounts kept in `table`, by the server's name key.
 fn accounts_of(table: std::sync::Arc<store::SqliteAccounts>) -> std::sync::Arc<accounts::Accounts> {
-    std::sync::Arc::new(accounts::Accounts::new(Box::new(table), names::key))
+    std::sync::Arc::new(accounts_in(Box::new(table)))
 }
 
 /// What `--redis-ca`, `--redis-cert` and `--redis-key` name, read.
@@ -828,7 +834,7 @@ fn reset_name(cli: &Cli) -> Result<String, Error> {
             let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
                 .map_err(Error::Cluster)?;
             let held = shared.name_held(&key).map_err(Error::Cluster)?;
-            let removed = accounts::Accounts::new(Box::new(shared), names::key)
+            let removed = accounts_in(Box::new(shared))
                 .reset(&user)
                 .map_err(Error::Cluster)?;
             (removed, held)
@@ -889,10 +895,7 @@ fn offline_accounts(cli: &Cli, what: &str) -> Result<std::sync::Arc<accounts::Ac
         (Some(url), _) => {
             let shared = cluster_accounts::RedisAccounts::open(url, &redis_tls(cli)?)
                 .map_err(Error::Cluster)?;
-            Ok(std::sync::Arc::new(accounts::Accounts::new(
-                Box::new(shared),
-                names::key,
-            )))
+            Ok(std::sync::Arc::new(accounts_in(Box::new(shared))))
         }
         (None, Some(path)) => Ok(accounts_of(open_table(path)?)),
         (None, None) => Err(Error::Name(format!(

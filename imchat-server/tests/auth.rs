@@ -318,6 +318,46 @@ fn a_registered_name_is_taken_only_with_its_password_until_unregistered() {
     srv.assert_serving();
 }
 
+/// A name that reads as a registered one (a capital I for its l, ss for
+/// its ß) is taken only with that name's password, and cannot be
+/// registered apart: it could otherwise be held, online or waiting for a
+/// resume, and keep the owner out.
+#[test]
+fn a_name_that_reads_as_a_registered_one_needs_its_password() {
+    let srv = Server::secured(None, &[]);
+    for (name, password) in [("alice", "wonderland"), ("straße", "autobahn")] {
+        let mut r = Raw::join_with(srv.addr, name, None, None);
+        r.send(&ClientMessage::Register {
+            password: Secret::new(password).unwrap(),
+        });
+        assert_eq!(notice(&mut r).0, NoticeCode::REGISTERED, "{name}");
+        quit(r);
+    }
+    for (fake, password) in [("aIice", "wonderland"), ("STRASSE", "autobahn")] {
+        let (code, reason) = Raw::hello(srv.addr, fake, None, None).refused();
+        assert_eq!(code, RefuseCode::NAME_PROTECTED, "{fake}: {reason}");
+        assert_eq!(
+            reason,
+            format!("the username '{fake}' looks like a registered name; that name's password is needed")
+        );
+        let wrong = Raw::hello(srv.addr, fake, None, Some("guess")).refusal();
+        assert_eq!(wrong, RefuseCode::WRONG_ACCOUNT_PASSWORD, "{fake}");
+        // With the registered name's password: in, and not registrable
+        // apart.
+        let mut r = Raw::join_with(srv.addr, fake, None, Some(password));
+        r.send(&ClientMessage::Register {
+            password: Secret::new("mine").unwrap(),
+        });
+        let (code, text) = notice(&mut r);
+        assert_eq!(code, NoticeCode::ALREADY_REGISTERED, "{fake}: {text}");
+        assert!(text.contains("looks like a registered name"), "{text}");
+        quit(r);
+    }
+    // A name of its own is open still.
+    quit(Raw::join_with(srv.addr, "aiice", None, None));
+    srv.assert_serving();
+}
+
 #[test]
 fn without_a_database_register_is_refused_with_the_reason() {
     let srv = Server::start(&[]);

@@ -125,6 +125,10 @@ pub enum AccountCheck {
     Verified,
     /// Registered, and no password was sent.
     Missing,
+    /// Not registered itself, but it reads as a registered name (a
+    /// capital `I` for that name's `l`, say), and no password was sent:
+    /// that name's password is needed.
+    LooksRegistered,
     /// Registered, and the password did not match.
     Wrong,
     /// The accounts could not be read; the text says why (it is logged,
@@ -601,6 +605,13 @@ impl Hub {
                 client,
                 RefuseCode::NAME_PROTECTED,
                 &format!("the username '{user}' is registered; its password is needed"),
+            ),
+            AccountCheck::LooksRegistered => self.refuse(
+                client,
+                RefuseCode::NAME_PROTECTED,
+                &format!(
+                    "the username '{user}' looks like a registered name; that name's password is needed"
+                ),
             ),
             AccountCheck::Wrong => {
                 if counted.is_none() {
