@@ -720,8 +720,8 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 /// [`Verified::Known`], none is stored now ([`Verified::FirstUse`]), another
 /// is [`TlsError::Changed`].
 ///
-/// The file has a line per server: `host:port fingerprint`; `#` starts a
-/// comment.
+/// The file has a line per server: `host:port fingerprint` (the host in
+/// any case); `#` starts a comment.
 ///
 /// # Errors
 ///
@@ -777,7 +777,9 @@ fn known_entry<'a>(text: &'a str, server: &str) -> Option<&'a str> {
         let (Some(key), Some(known)) = (words.next(), words.next()) else {
             return None;
         };
-        (!key.starts_with('#') && key == server).then_some(known)
+        // Host names (and IPv6 hex digits) are the same in any case:
+        // `LOCALHOST:4000` is the server stored as `localhost:4000`.
+        (!key.starts_with('#') && key.eq_ignore_ascii_case(server)).then_some(known)
     })
 }
 
@@ -992,6 +994,13 @@ mod tests {
             check_known(&path, "example:4000", "aa:bb").unwrap(),
             Verified::Known { .. }
         ));
+        // The host in another case is the same server: no second entry.
+        assert!(matches!(
+            check_known(&path, "EXAMPLE:4000", "AA:BB").unwrap(),
+            Verified::Known { .. }
+        ));
+        let err = check_known(&path, "Example:4000", "CC:DD").unwrap_err();
+        assert!(matches!(err, TlsError::Changed { .. }));
         // Another port is another server.
         assert!(matches!(
             check_known(&path, "example:4001", "CC:DD").unwrap(),
