@@ -93,7 +93,7 @@ use imchat_core::{
     varint, ChatKind, HistoryStore, Hub, LeaveReason, Loaded, LogEntry, LogEvent, MessageId,
     ResumeToken, SessionRecord, StoreError, Timestamp, Username,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, MAIN_DB};
 
 /// The schema this server writes and reads (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -165,6 +165,12 @@ pub enum OpenError {
         "cannot convert the history database '{path}' to schema version {SCHEMA_VERSION}: {reason}"
     )]
     Migrate { path: String, reason: String },
+    /// The server may read it but not write it (the file or its folder
+    /// is read-only for the server's user, or on a read-only file
+    /// system): every chat message would be refused, so the server does
+    /// not start.
+    #[error("the history database '{path}' is read-only for this server (its file, or the folder of its -wal and -shm files, may not be written by the user the server runs as): make it writable, or give another --history-db path")]
+    ReadOnly { path: String },
     /// Another server holds its lock: two writers would corrupt it.
     #[error("the history database '{path}' is in use by another imchat-server; stop that one, or give this one another --history-db path")]
     InUse { path: String },
@@ -872,6 +878,11 @@ impl SqliteStore {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        // SQLite opens a file it may not write read-only, without an
+        // error: the server would start, then refuse every chat message.
+        if conn.is_readonly(MAIN_DB).map_err(sqlite)? {
+            return Err(OpenError::ReadOnly { path: shown });
+        }
         // Reading the header is what finds a file that is not a database.
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -1719,6 +1730,42 @@ mod tests {
         SqliteStore::open(path, 100, 1 << 20, Durability::Normal)
             .unwrap_err()
             .to_string()
+    }
+
+    /// A history file the server's user may read but not write is
+    /// refused at start, saying what to do (before: the server started,
+    /// then refused every chat message with "attempt to write a readonly
+    /// database").
+    #[cfg(unix)]
+    #[test]
+    fn a_history_database_the_server_may_not_write_is_refused_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, path) = db();
+        drop(open(&path, 100, 1 << 20));
+        let mut name = path.clone().into_os_string();
+        name.push(".lock");
+        let lock = std::path::PathBuf::from(name);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        // The lock file and the folder (for the -wal and -shm files) stay
+        // writable: only the database itself is read-only.
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        // Opened in a thread of its own whose file-system user is not
+        // root's (root may write a read-only file): as a server run by
+        // another user.
+        let err = std::thread::spawn(move || {
+            // SAFETY: geteuid reads this process's user; setfsuid only
+            // changes this thread's file-system user.
+            if unsafe { libc::geteuid() } == 0 {
+                // SAFETY: as above.
+                unsafe { libc::setfsuid(65534) };
+            }
+            open_err(&path)
+        })
+        .join()
+        .unwrap();
+        assert!(err.contains("is read-only for this server"), "{err}");
+        assert!(err.contains("make it writable"), "{err}");
     }
 
     #[cfg(unix)]
