@@ -539,9 +539,17 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
                 SyncMode::Normal => store::Durability::Normal,
                 SyncMode::Full => store::Durability::Full,
             };
-            let db =
+            let mut db =
                 store::SqliteStore::open(path, limits.log_entries, limits.log_bytes, durability)
                     .map_err(|e| Error::History(e.to_string()))?;
+            // Read before the server says it listens: a history it cannot
+            // read stops it here, not after a script saw "listening".
+            db.preload().map_err(|e| {
+                Error::History(format!(
+                    "cannot read the history database '{}': {e}; restore a copy of it, or move it aside (with its -wal file) to start with none (its history, sessions, accounts and bans are then gone)",
+                    path.display()
+                ))
+            })?;
             log::info!("history database: {}", path.display());
             Some(db)
         }

@@ -193,6 +193,8 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     /// Give back the unused reserved ids when dropped (false: a crash, in tests).
     release_on_drop: bool,
+    /// What [`preload`](Self::preload) read, for the hub's `load`.
+    preloaded: Option<Loaded>,
 }
 
 /// What the store and its committer share.
@@ -993,6 +995,7 @@ impl SqliteStore {
                 _lock: lock,
             }),
             release_on_drop: true,
+            preloaded: None,
         })
     }
 
@@ -1325,8 +1328,22 @@ fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LogEntry, Stor
     })())
 }
 
-impl HistoryStore for SqliteStore {
-    fn load(&mut self) -> Result<Loaded, StoreError> {
+impl SqliteStore {
+    /// Reads now what the hub's [`load`](HistoryStore::load) will get,
+    /// so that a file whose history cannot be read stops the server
+    /// before it says it listens.
+    ///
+    /// # Errors
+    ///
+    /// The history cannot be read (a batch, a session that is not valid).
+    pub fn preload(&mut self) -> Result<(), StoreError> {
+        let loaded = self.read_all()?;
+        self.preloaded = Some(loaded);
+        Ok(())
+    }
+
+    /// The newest entries the hub keeps, the sessions and the ids.
+    fn read_all(&mut self) -> Result<Loaded, StoreError> {
         let w = self.shared.writer();
         let epoch: Option<i64> = w
             .conn
@@ -1421,6 +1438,15 @@ impl HistoryStore for SqliteStore {
             epoch: epoch.map(from_sql),
             sessions,
         })
+    }
+}
+
+impl HistoryStore for SqliteStore {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
+        match self.preloaded.take() {
+            Some(loaded) => Ok(loaded),
+            None => self.read_all(),
+        }
     }
 
     fn set_epoch(&mut self, epoch: u64) -> Result<(), StoreError> {

@@ -729,21 +729,18 @@ fn without_a_database_a_resuming_client_learns_the_history_is_gone() {
     let _ = srv.stop();
 }
 
-#[test]
-fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("history.db");
-    let garbage = b"these are not the bytes of an SQLite database, not at all";
-    std::fs::write(&db, garbage).unwrap();
+/// Starts a server on the history file `db` (in `dir`) that is to exit
+/// at once: its exit status, standard output and standard error.
+fn start_refused(dir: &Path, db: &Path) -> (std::process::ExitStatus, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
         .args(["127.0.0.1:0", "--history-db"])
-        .arg(&db)
+        .arg(db)
         .arg("--shared-dir")
-        .arg(dir.path())
+        .arg(dir)
         .arg("--log-file")
-        .arg(dir.path().join("server.log"))
+        .arg(dir.join("server.log"))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -759,14 +756,31 @@ fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     child
         .stderr
         .take()
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    (status, out, err)
+}
+
+#[test]
+fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let garbage = b"these are not the bytes of an SQLite database, not at all";
+    std::fs::write(&db, garbage).unwrap();
+    let (status, out, err) = start_refused(dir.path(), &db);
     assert_eq!(status.code(), Some(1), "{err}");
+    assert!(!out.contains("listening"), "{out}");
     let want = format!(
         "imchat-server: cannot open the history database '{}': file is not a database",
         db.display()
@@ -774,6 +788,43 @@ fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
     assert_eq!(err.trim_end(), want);
     // Left as it was.
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
+}
+
+/// A database whose history cannot be read (a batch cut short) stops the
+/// server before it says it listens, with the file and what to do.
+#[test]
+fn a_damaged_history_stops_the_server_before_it_says_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let srv = Server::start(dir.path(), 0, &["--history-db", db.to_str().unwrap()]);
+    let (mut ann, _) = Peer::connect(srv.addr, "ann");
+    for i in 0..5 {
+        ann.chat(Recipient::Everyone, &format!("ann {i}"));
+    }
+    ann.until("acks", |p| p.unacked.is_empty());
+    assert_eq!(srv.stop(), Some(0));
+    let file = rusqlite::Connection::open(&db).unwrap();
+    let cut = file
+        .execute("UPDATE batches SET entries = substr(entries, 1, 3)", [])
+        .unwrap();
+    assert!(cut > 0, "no batch to damage");
+    drop(file);
+    let (status, out, err) = start_refused(dir.path(), &db);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(!out.contains("listening"), "{out}");
+    let err = err.trim_end();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "imchat-server: cannot read the history database '{}': ",
+            db.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore a copy of it, or move it aside"),
+        "{err}"
+    );
 }
 
 #[test]
