@@ -209,6 +209,10 @@ struct Shared {
     /// The file's lock (see [`lock_file`]), held for as long as the
     /// store; last, so that it is let go after the connection is closed.
     _lock: File,
+    /// The lock on the database file itself (see [`lock_database`]),
+    /// after the connection too: closing it lets go of the connection's
+    /// own (POSIX) locks on the file.
+    _db_lock: File,
 }
 
 /// What waits for the writer. Entries are copied into one byte buffer
@@ -763,6 +767,27 @@ fn lock_file(path: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
+/// An exclusive advisory lock (`flock`) on the database file at `path`
+/// itself, besides its lock file's: another name for the same file (a
+/// hard link) has a lock file of its own, and a lock file can be deleted
+/// while its server runs; two servers writing one file lose messages.
+/// The descriptor must stay open while SQLite uses the file (closing any
+/// descriptor of it lets go of the process's POSIX locks, SQLite's own):
+/// the store keeps it until after its connection is closed.
+fn lock_database(path: &Path, shown: &str) -> Result<File, OpenError> {
+    let failed = |e: std::io::Error| OpenError::Sqlite {
+        path: shown.to_string(),
+        reason: crate::files::io_reason(&e),
+    };
+    let file = File::open(path).map_err(failed)?;
+    if !imchat_cli::try_lock(&file).map_err(failed)? {
+        return Err(OpenError::InUse {
+            path: shown.to_string(),
+        });
+    }
+    Ok(file)
+}
+
 /// Adds to `sessions` its column `spent` (the token a session's last
 /// resume presented, while its client has not shown it got the new one;
 /// `NULL` for none), if the file has none: added to version 2 without a
@@ -876,6 +901,7 @@ impl SqliteStore {
             path: shown.clone(),
             reason: crate::files::io_reason(&e),
         })?;
+        let db_lock = lock_database(path, &shown)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -993,6 +1019,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 reserved: AtomicU64::new(reserved),
                 _lock: lock,
+                _db_lock: db_lock,
             }),
             release_on_drop: true,
             preloaded: None,
@@ -1845,6 +1872,18 @@ mod tests {
             std::os::unix::fs::symlink(&path, &link).unwrap();
             assert!(open_err(&link).contains("is in use by another imchat-server"));
         }
+        // Under another name for the same file (a hard link, with a lock
+        // file of its own), and with its lock file deleted.
+        #[cfg(unix)]
+        {
+            let hard = dir.path().join("hard.db");
+            std::fs::hard_link(&path, &hard).unwrap();
+            assert!(open_err(&hard).contains("is in use by another imchat-server"));
+        }
+        let mut lock = path.clone().into_os_string();
+        lock.push(".lock");
+        std::fs::remove_file(&lock).unwrap();
+        assert!(open_err(&path).contains("is in use by another imchat-server"));
         // The accounts (--reset-name) take no lock.
         assert!(SqliteAccounts::open(&path).is_ok());
         drop(first);
