@@ -648,6 +648,8 @@ impl Checkpointer {
         .and_then(|c| c.busy_timeout(Duration::from_secs(1)).map(|()| c))
         .map_err(|e| e.to_string())?;
         let (stop, stopped) = mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let opened = file_id(&path);
         let thread = thread::Builder::new()
             .name("checkpoint".into())
             .stack_size(256 * 1024)
@@ -655,6 +657,7 @@ impl Checkpointer {
                 // Failed in a row (a full disk fails every round): said
                 // at the first, and when it works again.
                 let mut failed = 0u64;
+                let mut moved_told = false;
                 loop {
                     match stopped.recv_timeout(CHECKPOINT_EVERY) {
                         Err(RecvTimeoutError::Timeout) => {
@@ -664,6 +667,12 @@ impl Checkpointer {
                             (failed, said) = checkpoint_said(failed, result.err().as_ref());
                             if let Some(said) = said {
                                 log::warn!("{said}");
+                            }
+                            if !moved_told {
+                                if let Some(said) = moved_said(&path, opened) {
+                                    log::error!("{said}");
+                                    moved_told = true;
+                                }
                             }
                         }
                         _ => return,
@@ -676,6 +685,39 @@ impl Checkpointer {
             thread: Some(thread),
         })
     }
+}
+
+/// The device and inode of the file at `path`, where the system has them.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// What to log when the history database at `path`, opened as the file
+/// `opened` ([`file_id`]), is no longer there under its name (deleted, or
+/// another file put in its place): the server goes on writing the file it
+/// opened, which the next start will not find, so what it acknowledges
+/// from now on is lost then.
+fn moved_said(path: &Path, opened: Option<(u64, u64)>) -> Option<String> {
+    let opened = opened?;
+    let why = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "deleted",
+        Err(_) => return None,
+        Ok(_) if file_id(path) != Some(opened) => "replaced by another file",
+        Ok(_) => return None,
+    };
+    Some(format!(
+        "the history database file '{}' was {why} while the server runs: the server still writes to the file it opened, which the next start will not find; its history, sessions, accounts and bans are lost when the server stops, unless that file is restored from a copy first",
+        path.display()
+    ))
 }
 
 /// What to log of a checkpoint's outcome after `failed` failures in a
@@ -1851,6 +1893,28 @@ mod tests {
             [(path.clone(), 0o640), (wal, 0o644), (shm, 0o640)]
         );
         drop(store);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_history_file_deleted_or_replaced_under_the_server_is_said() {
+        let (dir, path) = db();
+        std::fs::write(&path, b"x").unwrap();
+        let opened = file_id(&path);
+        assert_eq!(moved_said(&path, opened), None);
+        // Another file put in its place.
+        let other = dir.path().join("other.db");
+        std::fs::write(&other, b"y").unwrap();
+        let kept = dir.path().join("kept.db");
+        std::fs::rename(&path, &kept).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let said = moved_said(&path, opened).expect("a replaced file is said");
+        assert!(said.contains("was replaced by another file"), "{said}");
+        assert!(said.contains(&path.display().to_string()), "{said}");
+        // Deleted.
+        std::fs::remove_file(&path).unwrap();
+        let said = moved_said(&path, opened).expect("a deleted file is said");
+        assert!(said.contains("was deleted while the server runs"), "{said}");
     }
 
     #[test]

@@ -790,6 +790,41 @@ fn a_history_file_the_server_cannot_use_stops_it_with_one_clear_line() {
     assert_eq!(std::fs::read(&db).unwrap(), garbage);
 }
 
+/// The history file deleted while the server runs: the server says so on
+/// its standard error (and in its log), once, within a checkpoint round.
+#[cfg(unix)]
+#[test]
+fn a_history_file_deleted_while_the_server_runs_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let srv = Server::start(dir.path(), 0, &["--history-db", db.to_str().unwrap()]);
+    std::fs::remove_file(&db).unwrap();
+    let want = format!(
+        "the history database file '{}' was deleted while the server runs",
+        db.display()
+    );
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while let Ok(l) = srv
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if l.contains(&want) {
+            break;
+        }
+        seen.push(l);
+        assert!(Instant::now() < deadline, "not said: {seen:?}");
+    }
+    assert!(Instant::now() < deadline, "not said: {seen:?}");
+    // Once.
+    thread::sleep(Duration::from_millis(1200));
+    let again: Vec<String> = srv.lines.try_iter().filter(|l| l.contains(&want)).collect();
+    assert!(again.is_empty(), "said again: {again:?}");
+    assert_eq!(srv.stop(), Some(0));
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert_eq!(log.matches(&want).count(), 1, "{log}");
+}
+
 /// A database whose history cannot be read (a batch cut short) stops the
 /// server before it says it listens, with the file and what to do.
 #[test]
