@@ -161,6 +161,9 @@ fn plaintext_and_tls_mismatches_fail_in_one_line() {
     let mut tls = p.spawn_client(&[&strs(&flags)[..], &["bob", "127.0.0.1", &port]].concat());
     let line = one_error_line(&mut tls);
     assert!(line.contains("did not answer in TLS"), "{line}");
+    // The plaintext server's log says what it was, not a frame too long.
+    p.server
+        .wait_logged("a TLS handshake on this plaintext server (the client uses TLS");
     // Both servers still serve their own kind.
     let known2 = w.dir.join("known_servers");
     w.client_on("carol", w.server.port(), &strs(&tls_flags(&known2)));

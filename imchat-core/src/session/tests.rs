@@ -1790,6 +1790,56 @@ fn a_hello_with_an_invalid_username_is_refused_with_the_rule() {
     }
 }
 
+/// A TLS client on a plaintext server: its first bytes (a TLS handshake
+/// record, `16 03 01 ..`) read as a frame header far too long. Refused as
+/// that, in words the operator and the client can act on, not as a
+/// broken frame of some size.
+#[test]
+fn a_tls_handshake_on_a_plaintext_server_is_refused_as_such() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let mut d = Decoder::<ClientMessage>::new(1024);
+    // The start of a ClientHello: record type 22, version 3.1, length.
+    d.feed(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]);
+    let err = d.next_message().unwrap_err();
+    let c = hub.handle_connect(now);
+    hub.handle_decode_error(c, &err);
+    assert_eq!(
+        answered(&mut hub, c),
+        format!(
+            "{}: this server does not use TLS: connect without it",
+            RefuseCode::HANDSHAKE_REQUIRED
+        )
+    );
+    let violation = std::iter::from_fn(|| hub.poll_event()).find_map(|e| match e {
+        HubEvent::Violation { detail, .. } => Some(detail),
+        _ => None,
+    });
+    assert_eq!(
+        violation.as_deref(),
+        Some("a TLS handshake on this plaintext server (the client uses TLS; this server was started without it)")
+    );
+    // Any other frame too long is what it is.
+    let other = hub.handle_connect(now);
+    hub.handle_decode_error(
+        other,
+        &crate::DecodeError::FrameTooLarge {
+            size: 0x0100_0000,
+            max: 1024,
+        },
+    );
+    let said = answered(&mut hub, other);
+    assert!(
+        said.starts_with(&format!(
+            "{}: malformed handshake: ",
+            RefuseCode::HANDSHAKE_REQUIRED
+        )),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_download_keeps_the_name_asked_for() {
     let mut net = three();

@@ -221,6 +221,21 @@ impl Hub {
         if !self.conns.contains_key(&client) {
             return;
         }
+        if !self.is_joined(client) && tls_hello(error) {
+            // Not garbage: a client that speaks TLS to a plaintext server.
+            self.violation(
+                client,
+                "a TLS handshake on this plaintext server (the client uses TLS; this server was started without it)",
+            );
+            self.refuse(
+                client,
+                RefuseCode::HANDSHAKE_REQUIRED,
+                "this server does not use TLS: connect without it",
+            );
+            let now = self.clock;
+            self.commit_history(now);
+            return;
+        }
         self.violation(client, error.to_string());
         if self.is_joined(client) {
             self.error(
@@ -254,4 +269,11 @@ impl Hub {
         let now = self.clock;
         self.commit_history(now);
     }
+}
+
+/// Whether `error` is what the first bytes of a TLS handshake read as an
+/// imchat frame header make: a record of type 22 (handshake) and protocol
+/// major version 3 (`16 03 ..`), a length far past any frame's.
+fn tls_hello(error: &DecodeError) -> bool {
+    matches!(error, DecodeError::FrameTooLarge { size, .. } if size >> 16 == 0x1603)
 }
