@@ -44,6 +44,8 @@ Examples:
 
 Environment:
   RUST_LOG        what the client logs to stderr (default: warn)
+  NO_COLOR        the full-screen interface without colours
+  TERM            dumb: plain lines instead of the full-screen interface
   XDG_DATA_HOME   the data folder that holds the default history file
                   (imchat/history) and the saved sessions
                   (imchat/sessions/); ~/.local/share when unset
@@ -59,8 +61,9 @@ Exit codes:
 /// shared files, send files to other users.
 ///
 /// In a terminal it runs a full-screen chat interface (type /help once
-/// connected); when its input or output is not a terminal it reads and
-/// prints plain lines, for scripts, or JSON objects with --json.
+/// connected); when its input or output is not a terminal, or the terminal
+/// is TERM=dumb, it reads and prints plain lines, for scripts, or JSON
+/// objects with --json.
 #[derive(Debug, Parser)]
 #[command(name = "imchat-client", version, after_long_help = AFTER_LONG_HELP)]
 struct Cli {

@@ -378,9 +378,18 @@ fn read_lines(mut input: impl BufRead, tx: &SyncSender<UserInput>) {
     let _ = tx.send(UserInput::Quit);
 }
 
+/// True for a terminal that cannot move its cursor nor show colours
+/// (`TERM=dumb`: Emacs's shell buffer, some editors' and CI's consoles),
+/// where the full-screen interface would be escape sequences printed as
+/// text: such a terminal gets plain lines, as irssi and weechat refuse to
+/// draw there and less and git fall back to plain output.
+fn dumb_terminal(term: Option<&std::ffi::OsStr>) -> bool {
+    term.is_some_and(|t| t == "dumb")
+}
+
 /// Picks what shows the client and where its input comes from: JSON with
 /// `--json`; the full-screen interface when stdin and stdout are both
-/// terminals; plain lines otherwise.
+/// terminals that can draw it (not `TERM=dumb`); plain lines otherwise.
 pub fn make_view(
     me: &str,
     json: bool,
@@ -390,7 +399,10 @@ pub fn make_view(
     let (view, input, quit): (Arc<dyn View>, _, _) = if json {
         let (rx, quit) = spawn_stdin()?;
         (Arc::new(JsonView::default()), rx, quit)
-    } else if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    } else if io::stdin().is_terminal()
+        && io::stdout().is_terminal()
+        && !dumb_terminal(std::env::var_os("TERM").as_deref())
+    {
         let (tx, rx) = mpsc::channel();
         let quit = QuitSender::new(tx.clone());
         let screen = Screen::start(me, command::names(), tx, history_file)?;
@@ -472,6 +484,16 @@ mod tests {
             missed: false,
             text: "waves".into(),
         }
+    }
+
+    #[test]
+    fn only_a_dumb_terminal_is_refused_the_screen() {
+        use std::ffi::OsStr;
+        assert!(dumb_terminal(Some(OsStr::new("dumb"))));
+        for term in ["xterm-256color", "vt100", "linux", "tmux-256color", ""] {
+            assert!(!dumb_terminal(Some(OsStr::new(term))), "{term}");
+        }
+        assert!(!dumb_terminal(None));
     }
 
     #[test]

@@ -147,6 +147,43 @@ fn a_client_whose_interface_cannot_start_leaves_the_server() {
 /// the interface: it never asks, so it never waits for an answer that
 /// does not come (and then gave up after joining). Ctrl-L, which clears
 /// the screen, does not ask either.
+/// A dumb terminal (`TERM=dumb`: Emacs's shell buffer, some consoles)
+/// cannot move its cursor nor show colours: the client prints plain lines
+/// there, and never an escape sequence, instead of a full-screen
+/// interface the terminal would show as text.
+#[test]
+fn a_dumb_terminal_gets_plain_lines() {
+    let w = World::new("scr-dumb");
+    let mut bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut t = Term::spawn_with(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &port],
+        80,
+        24,
+        &[("TERM", "dumb")],
+        None,
+    );
+    t.wait_screen("the welcome", |s| s.contains("Welcome to imchat, alice!"));
+    bob.expect_line("*** alice has joined");
+    bob.send("can you read me");
+    t.wait_screen("bob's message as a plain line", |s| {
+        s.contains("<bob> can you read me")
+    });
+    t.type_str("plainly\r");
+    bob.expect_line("<alice> plainly");
+    let raw = t.raw_output().expect("a few lines, not a screen");
+    assert!(
+        !raw.contains(&0x1b),
+        "an escape sequence on a dumb terminal:\n{}",
+        t.report()
+    );
+    t.type_str("/quit\r");
+    t.expect_exit_code(0);
+    bob.expect_line("*** alice has left");
+}
+
 #[test]
 fn a_terminal_that_answers_no_query_gets_the_interface() {
     let w = World::new("scr-mute");

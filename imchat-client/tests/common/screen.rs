@@ -641,6 +641,13 @@ impl Term {
         format!("{}{}", self.shot().dump(), self.report_tail())
     }
 
+    /// Everything the client wrote so far, raw; `None` once that is more
+    /// than the tail kept for reports (4 KiB).
+    pub fn raw_output(&self) -> Option<Vec<u8>> {
+        let st = lock(&self.shared);
+        (st.bytes == st.raw_tail.len()).then(|| st.raw_tail.clone())
+    }
+
     fn report_tail(&self) -> String {
         let st = lock(&self.shared);
         format!(
