@@ -1406,6 +1406,47 @@ fn ctrl_c_clears_then_warns_then_quits() {
     );
 }
 
+/// The warning of a first Ctrl-C is in the status line, where it shows
+/// while the chat is scrolled back (the notice is added below the view) or
+/// a busy room pushes it off: the second Ctrl-C does not quit unwarned.
+/// Any other key puts the status line back.
+#[test]
+fn the_ctrl_c_warning_shows_while_scrolled_back() {
+    let w = World::new("scr-ctrlc-scrolled");
+    let mut t = start(&w, "alice", 80, 24);
+    let mut bob = w.client("bob");
+    for i in 1..=40 {
+        bob.send(&format!("line {i:02}"));
+    }
+    t.wait_screen("bob's 40th line", |s| has_entry(s, "<bob> line 40"));
+    t.key(Key::PageUp);
+    t.wait_screen("older lines after PageUp", |s| {
+        !has_entry(s, "<bob> line 40") && has_entry(s, "<bob> line 10")
+    });
+    t.key(Key::Ctrl('c'));
+    let s = t.wait_screen("`press Ctrl-C again to quit` on the status line", |s| {
+        s.row(-2) == "press Ctrl-C again to quit"
+    });
+    assert!(
+        !has_entry(&s, "<bob> line 40"),
+        "the view stays scrolled back\n{}",
+        s.dump()
+    );
+    assert!(t.is_running(), "{}", t.report());
+    t.type_str("x");
+    t.wait_screen("the status line back after another key", |s| {
+        s.row(-2).starts_with("[alice] ") && s.row(-1) == "alice> x"
+    });
+    assert!(t.is_running(), "{}", t.report());
+    t.key(Key::Ctrl('u'));
+    t.key(Key::Ctrl('c'));
+    t.wait_screen("the warning again", |s| {
+        s.row(-2) == "press Ctrl-C again to quit"
+    });
+    t.key(Key::Ctrl('c'));
+    t.expect_exit_code(0);
+}
+
 /// A failed download is shown when it fails; a later `/quit` in the
 /// terminal is still a normal quit, exit code 0 (a script's run keeps
 /// exit code 1: `a_script_exits_non_zero_when_the_server_dies_or_a_transfer_fails`).

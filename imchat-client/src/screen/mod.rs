@@ -409,6 +409,11 @@ fn run(
             }
         }
 
+        // A first Ctrl-C's warning in the status line goes when the
+        // second press would no longer quit.
+        if shared.model().expire_quit_warning(Instant::now()) {
+            shared.dirty.store(true, Ordering::Release);
+        }
         let (outbox, to_history, bell, clear, stop) = {
             let mut m = shared.model();
             (

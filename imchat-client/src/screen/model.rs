@@ -129,6 +129,10 @@ pub struct Model {
     pending_paste: Option<PastedLines>,
     /// A Ctrl-C or Ctrl-D on the empty line that warned, and when.
     armed: Option<(Action, Instant)>,
+    /// What that warning said, shown in the status line while it holds:
+    /// in the chat alone, a busy room or a view scrolled back hides it, and
+    /// the next Ctrl-C quits with no warning seen.
+    armed_warning: String,
     /// When a `/quit` entered warned of transfers running (the next line
     /// entered, if another `/quit` soon, confirms; any other disarms).
     quit_line_armed: Option<Instant>,
@@ -217,6 +221,7 @@ impl Model {
             cycle: None,
             pending_paste: None,
             armed: None,
+            armed_warning: String::new(),
             quit_line_armed: None,
             nicklist: None,
             clock: local_stamp,
@@ -545,18 +550,40 @@ impl Model {
         }
     }
 
-    /// Whether a long paste waits for Enter or Esc (the status line asks).
-    pub fn asking_paste(&self) -> bool {
-        self.pending_paste.is_some()
+    /// Whether a long paste waits for Enter or Esc, or a Ctrl-C or Ctrl-D
+    /// waits for its second press (the status line asks).
+    pub fn status_asks(&self) -> bool {
+        self.pending_paste.is_some() || self.quit_warning().is_some()
     }
 
-    /// The status line's text (or the question a long paste asks).
+    /// The warning of a Ctrl-C or Ctrl-D that waits for its second press.
+    fn quit_warning(&self) -> Option<&str> {
+        self.armed.map(|_| self.armed_warning.as_str())
+    }
+
+    /// Ends the wait for a second Ctrl-C or Ctrl-D once its window has
+    /// passed at `now`; true when it ended (the status line changes back).
+    pub fn expire_quit_warning(&mut self, now: Instant) -> bool {
+        let passed = self
+            .armed
+            .is_some_and(|(_, at)| now.duration_since(at) >= QUIT_WINDOW);
+        if passed {
+            self.armed = None;
+        }
+        passed
+    }
+
+    /// The status line's text (or the question a long paste asks, or the
+    /// warning of a first Ctrl-C).
     pub fn status_line(&self) -> String {
         if let Some(pasted) = &self.pending_paste {
             return format!(
                 "paste {} lines? Enter sends them, Esc cancels",
                 pasted.lines.len()
             );
+        }
+        if let Some(warning) = self.quit_warning() {
+            return warning.to_owned();
         }
         let target = match self.status.as_ref().and_then(|s| s.target.as_deref()) {
             Some(target) => target.to_owned(),
@@ -1006,8 +1033,9 @@ impl Model {
             1 => format!("1 transfer running: press {name} again to stop it and quit"),
             n => format!("{n} transfers running: press {name} again to stop them and quit"),
         };
-        self.show(Entry::Notice(warning));
+        self.show(Entry::Notice(warning.clone()));
         self.armed = Some((key, now));
+        self.armed_warning = warning;
     }
 }
 
@@ -1224,6 +1252,46 @@ mod tests {
         assert!(sent(&m).is_empty(), "too late: warns again");
         m.handle(Action::Interrupt, t0 + Duration::from_secs(8));
         assert_eq!(sent(&m), [UserInput::Quit]);
+    }
+
+    /// The warning of a first Ctrl-C (or Ctrl-D) is in the status line
+    /// too, for as long as the second press would quit: in the chat alone,
+    /// a busy room or a view scrolled back hid it.
+    #[test]
+    fn the_quit_warning_shows_in_the_status_line_while_it_holds() {
+        let mut m = model();
+        let t0 = Instant::now();
+        m.handle(Action::Interrupt, t0);
+        assert_eq!(m.status_line(), "press Ctrl-C again to quit");
+        assert!(m.status_asks(), "wrapped whole, as a question");
+        typed(&mut m, "x");
+        assert!(
+            !m.status_line().contains("Ctrl-C"),
+            "another key: {}",
+            m.status_line()
+        );
+        m.handle(Action::Backspace, t0);
+        m.transfer(&download(1, "a"));
+        m.handle(Action::EndOfInput, t0);
+        assert_eq!(
+            m.status_line(),
+            "1 transfer running: press Ctrl-D again to stop it and quit"
+        );
+        m.handle(Action::Backspace, t0);
+        m.handle(Action::Interrupt, t0);
+        assert!(!m.expire_quit_warning(t0 + Duration::from_secs(4)));
+        assert_eq!(
+            m.status_line(),
+            "1 transfer running: press Ctrl-C again to stop it and quit"
+        );
+        assert!(m.expire_quit_warning(t0 + QUIT_WINDOW));
+        assert!(
+            !m.status_line().contains("Ctrl-C"),
+            "the window passed: {}",
+            m.status_line()
+        );
+        m.handle(Action::Interrupt, t0 + QUIT_WINDOW);
+        assert!(sent(&m).is_empty(), "too late: warns again");
     }
 
     #[test]

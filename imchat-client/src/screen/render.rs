@@ -223,7 +223,7 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
     // The status is cut at the right; the question of a long paste wraps,
     // whole, since its end says how to answer it.
-    let status_lines = if model.asking_paste() {
+    let status_lines = if model.status_asks() {
         Wrapped::new(
             vec![(Cow::Owned(model.status_line()), Style::new())],
             usize::from(area.width),
