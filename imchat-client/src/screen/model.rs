@@ -550,6 +550,19 @@ impl Model {
         }
     }
 
+    /// How many of the entries that came while scrolled back are still
+    /// wholly below the view: paging down through them counts down, as
+    /// weechat's `-MORE(n)-` does, instead of saying all are still new.
+    fn unseen_below(&self) -> usize {
+        let (me, width) = (self.me(), self.pane.0);
+        let mut rows = 0;
+        let below = self.entries.iter().rev().take_while(|shown| {
+            rows += shown.height(me, width);
+            rows <= self.scroll
+        });
+        below.count().min(self.unseen)
+    }
+
     /// Whether a long paste waits for Enter or Esc, or a Ctrl-C or Ctrl-D
     /// waits for its second press (the status line asks).
     pub fn status_asks(&self) -> bool {
@@ -622,8 +635,9 @@ impl Model {
             1 => line.push_str(" │ 1 offer waiting"),
             n => line.push_str(&format!(" │ {n} offers waiting")),
         }
-        if self.scroll > 0 && self.unseen > 0 {
-            line.push_str(&format!(" │ {} new ↓", self.unseen));
+        let below = self.unseen_below();
+        if self.scroll > 0 && below > 0 {
+            line.push_str(&format!(" │ {below} new ↓"));
         }
         line
     }
@@ -1960,6 +1974,48 @@ mod tests {
         m.handle(Action::Interrupt, now);
         m.handle(Action::Home, now);
         assert_eq!(m.scroll(), 90, "empty input: to the top");
+    }
+
+    /// The count of new lines is of those still below the view: paging
+    /// down through them counts down.
+    #[test]
+    fn the_new_lines_count_down_as_they_come_into_view() {
+        let mut m = model();
+        notices(&mut m, 100);
+        m.fit(80, 80, 10);
+        let now = Instant::now();
+        m.handle(Action::PageUp, now);
+        m.handle(Action::PageUp, now);
+        for i in 0..30 {
+            m.show(Entry::Chat(chat("bob", &format!("new {i}"))));
+        }
+        assert!(
+            m.status_line().ends_with("│ 30 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        // Back where the new lines start: those in view are not counted.
+        m.handle(Action::PageDown, now);
+        m.handle(Action::PageDown, now);
+        assert!(
+            m.status_line().ends_with("│ 30 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        m.handle(Action::PageDown, now);
+        assert!(
+            m.status_line().ends_with("│ 21 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        m.handle(Action::PageDown, now);
+        assert!(
+            m.status_line().ends_with("│ 12 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        m.handle(Action::ScrollBottom, now);
+        assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
     }
 
     #[test]
