@@ -553,14 +553,24 @@ impl Model {
     /// How many of the entries that came while scrolled back are still
     /// wholly below the view: paging down through them counts down, as
     /// weechat's `-MORE(n)-` does, instead of saying all are still new.
-    fn unseen_below(&self) -> usize {
+    /// Of them, the second number is of those for us (naming us, or
+    /// private), as irssi's activity list shows a highlight apart: the bell
+    /// rang for them, but they are out of sight.
+    fn unseen_below(&self) -> (usize, usize) {
         let (me, width) = (self.me(), self.pane.0);
         let mut rows = 0;
         let below = self.entries.iter().rev().take_while(|shown| {
             rows += shown.height(me, width);
             rows <= self.scroll
         });
-        below.count().min(self.unseen)
+        let (mut new, mut for_us) = (0, 0);
+        for shown in below.take(self.unseen) {
+            new += 1;
+            let private =
+                matches!(&shown.entry, Entry::Chat(c) if c.private && !c.own && !c.history);
+            for_us += usize::from(shown.mention || private);
+        }
+        (new, for_us)
     }
 
     /// Whether a long paste waits for Enter or Esc, or a Ctrl-C or Ctrl-D
@@ -635,9 +645,12 @@ impl Model {
             1 => line.push_str(" │ 1 offer waiting"),
             n => line.push_str(&format!(" │ {n} offers waiting")),
         }
-        let below = self.unseen_below();
+        let (below, for_us) = self.unseen_below();
         if self.scroll > 0 && below > 0 {
             line.push_str(&format!(" │ {below} new ↓"));
+            if for_us > 0 {
+                line.push_str(&format!(" ({for_us} for you)"));
+            }
         }
         line
     }
@@ -2016,6 +2029,32 @@ mod tests {
         );
         m.handle(Action::ScrollBottom, now);
         assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
+    }
+
+    /// Scrolled back, a message naming us or a private one is said apart
+    /// on the status line: the bell rang, but it is out of sight.
+    #[test]
+    fn the_new_lines_for_us_are_counted_apart() {
+        let mut m = model();
+        notices(&mut m, 100);
+        m.fit(80, 80, 10);
+        let now = Instant::now();
+        m.handle(Action::PageUp, now);
+        m.show(Entry::Chat(chat("bob", "hi all")));
+        assert!(
+            m.status_line().ends_with("│ 1 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        m.show(Entry::Chat(chat("bob", "alice: look")));
+        let mut private = chat("carol", "psst");
+        private.private = true;
+        m.show(Entry::Chat(private));
+        assert!(
+            m.status_line().ends_with("│ 3 new ↓ (2 for you)"),
+            "{}",
+            m.status_line()
+        );
     }
 
     #[test]
