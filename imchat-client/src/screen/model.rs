@@ -630,10 +630,13 @@ impl Model {
             }) => format!("reconnecting now (try {attempt}): {reason}"),
             Some(Link::Closed { reason }) => format!("disconnected: {reason}"),
         };
-        let mut line = format!("[{}] → {target} │ {link}", self.me());
-        if self.status.as_ref().is_some_and(|s| s.cut_off) {
-            line.push_str(" │ cluster unreachable: only this server's users");
-        }
+        let head = format!("[{}] → {target} │ ", self.me());
+        let cut_off_text = if self.status.as_ref().is_some_and(|s| s.cut_off) {
+            " │ cluster unreachable: only this server's users"
+        } else {
+            ""
+        };
+        let mut line = cut_off_text.to_owned();
         let offers = self.offers_waiting();
         match self.transfers.len() - offers {
             0 => {}
@@ -652,7 +655,19 @@ impl Model {
                 line.push_str(&format!(" ({for_us} for you)"));
             }
         }
-        line
+        // Too wide, the connection's text (the longest, and the one that
+        // changes least) is cut, not the counts after it: cut at the end,
+        // a narrow terminal lost the new lines' count and the transfers.
+        // (Without counts, the end is cut as it draws.)
+        let counts = line.len() - cut_off_text.len();
+        let room = usize::from(self.width)
+            .saturating_sub(render::text_width(&head) + render::text_width(&line));
+        let link = if counts > 0 && render::text_width(&link) > room && room >= 4 {
+            render::ellipsized(&link, room)
+        } else {
+            link
+        };
+        format!("{head}{link}{line}")
     }
 
     // ---- scrolling ----
@@ -2029,6 +2044,34 @@ mod tests {
         );
         m.handle(Action::ScrollBottom, now);
         assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
+    }
+
+    /// On a narrow terminal the connection's text is cut, not the counts
+    /// after it: cut at the end, the new lines' count was lost first.
+    #[test]
+    fn a_narrow_status_line_cuts_the_connection_not_the_counts() {
+        let mut m = model();
+        m.set_status(&Status {
+            me: "alice".into(),
+            target: None,
+            link: Link::Connected {
+                server: "127.0.0.1:35221".into(),
+            },
+            cut_off: false,
+        });
+        notices(&mut m, 100);
+        m.fit(50, 50, 10);
+        m.handle(Action::PageUp, Instant::now());
+        m.show(Entry::Chat(chat("bob", "alice: look")));
+        let line = m.status_line();
+        assert_eq!(line, "[alice] → everyone │ connec… │ 1 new ↓ (1 for you)");
+        assert!(render::text_width(&line) <= 50, "{line}");
+        m.fit(80, 80, 10);
+        assert_eq!(
+            m.status_line(),
+            "[alice] → everyone │ connected to 127.0.0.1:35221 │ 1 new ↓ (1 for you)",
+            "whole where it fits"
+        );
     }
 
     /// Scrolled back, a message naming us or a private one is said apart

@@ -218,6 +218,8 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     if area.width == 0 || area.height == 0 {
         return;
     }
+    // The status line fits its text to this width (a resize just seen).
+    model.set_width(area.width);
     let prompt = model.prompt();
     let (input, input_cursor) = model.shown_input();
     let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
@@ -387,7 +389,7 @@ fn transfer_rows(model: &Model, width: u16, rows: usize) -> Vec<Line<'static>> {
 
 /// `text` cut to `width` columns.
 /// `text` if it fits in `width` columns, else cut to end in `…` there.
-fn ellipsized(text: &str, width: usize) -> String {
+pub fn ellipsized(text: &str, width: usize) -> String {
     if text_width(text) > width {
         format!("{}…", truncate(text, width.saturating_sub(1)))
     } else {
