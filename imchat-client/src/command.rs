@@ -152,6 +152,10 @@ pub enum CommandError {
     /// A bad user name in a command.
     #[error("invalid username: {0}")]
     BadUser(NameError),
+    /// `@all` or `@everyone` (other chat programs' way to call the whole
+    /// room): no user has that name, and a plain line goes to everyone.
+    #[error("'{0}' is not a user: a plain line already goes to everyone (in unicast mode, /broadcast <text>)")]
+    AtEveryone(String),
     /// A bad file name in a command.
     #[error("invalid file name: {0}")]
     BadFile(NameError),
@@ -701,6 +705,9 @@ impl Command {
             let (to, text) = split_word(rest);
             if to.is_empty() || text.is_empty() {
                 return Err(CommandError::Usage("@user <text>"));
+            }
+            if ["all", "everyone"].contains(&to.to_lowercase().as_str()) {
+                return Err(CommandError::AtEveryone(to.to_string()));
             }
             return Ok(Command::Unicast {
                 to: user(to)?,
@@ -1394,6 +1401,27 @@ mod tests {
         // The start of several: the list.
         let err = Command::parse("/help un").unwrap_err().to_string();
         assert!(err.ends_with(topics), "{err}");
+    }
+
+    #[test]
+    fn at_everyone_points_to_a_plain_line() {
+        for line in ["@everyone hello", "@All look"] {
+            let err = Command::parse(line).unwrap_err();
+            assert!(
+                matches!(err, CommandError::AtEveryone(_)),
+                "{line}: {err:?}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("a plain line already goes to everyone"),
+                "{err}"
+            );
+        }
+        // Another reserved name is still an invalid username.
+        assert!(matches!(
+            Command::parse("@admin hi"),
+            Err(CommandError::BadUser(_))
+        ));
     }
 
     #[test]

@@ -160,6 +160,8 @@ fn script_failed(lines: usize, transfers: usize) -> String {
 /// reason, else "refused: …" ("server full" is not the name's fault).
 fn refusal(code: RefuseCode, reason: &str) -> String {
     if code == RefuseCode::NAME_TAKEN || code == RefuseCode::INVALID_NAME {
+        // The server's "invalid username: why" says "username" once more.
+        let reason = reason.strip_prefix("invalid username: ").unwrap_or(reason);
         format!("username refused: {reason}")
     } else {
         format!("refused: {reason}")
@@ -228,6 +230,14 @@ mod tests {
         assert_eq!(
             refused(RefuseCode::NAME_TAKEN).to_string(),
             "username refused: why"
+        );
+        let invalid = ClientError::Refused {
+            code: RefuseCode::INVALID_NAME,
+            reason: "invalid username: 'аdmin' looks like the reserved name 'admin'".into(),
+        };
+        assert_eq!(
+            invalid.to_string(),
+            "username refused: 'аdmin' looks like the reserved name 'admin'"
         );
         assert_eq!(
             refused(RefuseCode::SERVER_FULL).to_string(),
