@@ -248,11 +248,12 @@ pub fn entry_json(entry: Entry) -> Value {
             "action": c.action,
             "own": c.own,
             "history": c.history,
+            "missed": c.missed,
             "text": c.text,
         }),
         Entry::Notice(text) => json!({"type": "notice", "text": text}),
-        Entry::NoticeAt { time, text, .. } => {
-            json!({"type": "notice", "time": rfc3339_utc(time), "text": text})
+        Entry::NoticeAt { time, text, missed } => {
+            json!({"type": "notice", "time": rfc3339_utc(time), "missed": missed, "text": text})
         }
         Entry::Error(text) => json!({"type": "error", "text": text}),
         Entry::Plain(text) => json!({"type": "plain", "text": text}),
@@ -507,6 +508,25 @@ mod tests {
     /// A text with a line break and a right-to-left override, as a peer
     /// may send it.
     const TRICKY: &str = "a\nb\u{202e}c";
+
+    /// What a resume replays is marked in JSON too, as `[missed HH:MM]`
+    /// marks it in plain lines: a bridge tells it from live traffic.
+    #[test]
+    fn json_marks_what_a_resume_replays() {
+        let mut c = chat(false, false);
+        assert_eq!(entry_json(Entry::Chat(c.clone()))["missed"], false);
+        c.missed = true;
+        assert_eq!(entry_json(Entry::Chat(c))["missed"], true);
+        let (time, text) = (std::time::SystemTime::now(), "bob has joined".to_string());
+        for missed in [false, true] {
+            let v = entry_json(Entry::NoticeAt {
+                time,
+                text: text.clone(),
+                missed,
+            });
+            assert_eq!(v["missed"], missed);
+        }
+    }
 
     #[test]
     fn json_gives_the_exact_text_of_a_chat() {
