@@ -3242,54 +3242,42 @@ impl Conn {
     /// `/sendfile <path> [user]`: announces the file, then a thread streams it.
     fn send_file(self: &Arc<Self>, path: &str, to: Option<Username>) {
         // The server would deliver it, a second copy in our own received/.
+        // (A usage error, as a message to ourselves: not a transfer.)
         if to.as_ref().is_some_and(|to| self.app.is_me(to)) {
             return self.app.error("cannot send a file to yourself");
         }
+        // A push whose file cannot be read is a failed transfer, as one
+        // the server refuses: a script's exit code says so.
+        let cannot = |text: String| {
+            self.catch_up();
+            self.app.transfer_lost();
+            self.app.error(&text);
+        };
         // `~/notes.txt` as in the shell; messages say what was typed.
         let real = files::expand_home(path, std::env::var_os("HOME").as_deref());
         // Before opening it: opening a named pipe waits for a writer, and
         // would hold the client until one comes.
         if std::fs::metadata(&real).is_ok_and(|m| !m.is_file()) {
-            self.catch_up();
-            return self.app.error(&format!("{path} is not a file"));
+            return cannot(format!("{path} is not a file"));
         }
         let file = match File::open(&real) {
             Ok(f) => f,
-            Err(e) => {
-                self.catch_up();
-                return self
-                    .app
-                    .error(&format!("cannot open {path}: {}", io_reason(&e)));
-            }
+            Err(e) => return cannot(format!("cannot open {path}: {}", io_reason(&e))),
         };
         let (size, modified) = match file.metadata() {
             Ok(m) if m.is_file() => (m.len(), m.modified().ok()),
-            Ok(_) => {
-                self.catch_up();
-                return self.app.error(&format!("{path} is not a file"));
-            }
-            Err(e) => {
-                self.catch_up();
-                return self
-                    .app
-                    .error(&format!("cannot read {path}: {}", io_reason(&e)));
-            }
+            Ok(_) => return cannot(format!("{path} is not a file")),
+            Err(e) => return cannot(format!("cannot read {path}: {}", io_reason(&e))),
         };
         let Some(base) = real.file_name() else {
-            return self.app.error(&format!("{path} has no file name"));
+            return cannot(format!("{path} has no file name"));
         };
         let Some(base) = base.to_str() else {
-            return self
-                .app
-                .error(&format!("the name of {path} is not valid UTF-8"));
+            return cannot(format!("the name of {path} is not valid UTF-8"));
         };
         let name = match FileName::new(base) {
             Ok(n) => n,
-            Err(e) => {
-                return self
-                    .app
-                    .error(&format!("cannot send {base}: invalid file name: {e}"));
-            }
+            Err(e) => return cannot(format!("cannot send {base}: invalid file name: {e}")),
         };
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));

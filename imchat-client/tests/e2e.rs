@@ -1835,6 +1835,24 @@ fn a_script_exits_non_zero_when_the_server_dies_or_a_transfer_fails() {
         "{}",
         bot.report()
     );
+
+    // A push that cannot start (no such file, a folder): the same.
+    let missing = w.dir.join("no-such-file.bin");
+    let input = format!(
+        "/sendfile {}\n/sendfile {}\n",
+        missing.display(),
+        w.dir.path().display()
+    );
+    let mut pusher = w.script(&["pusher", "127.0.0.1", &port], input.into_bytes());
+    assert_eq!(pusher.expect_exit().code(), Some(1), "{}", pusher.report());
+    assert!(
+        pusher
+            .err
+            .lines()
+            .contains(&"imchat-client: 2 transfer(s) failed".to_string()),
+        "{}",
+        pusher.report()
+    );
 }
 
 #[test]
@@ -2108,7 +2126,8 @@ fn a_scripts_local_errors_come_after_the_answers_to_its_earlier_lines() {
     fay.send("/who");
     fay.send("/sendfile no/such/file.txt");
     fay.send("/quit");
-    fay.expect_exit_code(0);
+    // A push whose file cannot be read failed: the exit code says so.
+    fay.expect_exit_code(1);
     // The plain client shows errors in its output, in the order of events.
     let lines = fay.out.lines();
     let who = lines.iter().position(|l| l.contains("online ("));
