@@ -285,12 +285,13 @@ impl Accounts {
         password: &Secret,
     ) -> Result<(NoticeCode, String), String> {
         let key = (self.key)(user);
-        if self
-            .store
-            .hash_of(&key)
-            .map_err(|e| format!("cannot read the accounts: {e}"))?
-            .is_some()
-        {
+        let registered = |k: &str| {
+            self.store
+                .hash_of(k)
+                .map(|h| h.is_some())
+                .map_err(|e| format!("cannot read the accounts: {e}"))
+        };
+        if registered(&key)? {
             return Ok((
                 NoticeCode::ALREADY_REGISTERED,
                 format!(
@@ -299,12 +300,7 @@ impl Accounts {
             ));
         }
         for other in (self.look_alikes)(user) {
-            if self
-                .store
-                .hash_of(&other)
-                .map_err(|e| format!("cannot read the accounts: {e}"))?
-                .is_some()
-            {
+            if registered(&other)? {
                 return Ok((
                     NoticeCode::ALREADY_REGISTERED,
                     format!("'{user}' looks like a registered name: it cannot be registered apart"),
