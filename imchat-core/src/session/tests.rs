@@ -5028,6 +5028,41 @@ fn a_resume_whose_welcome_was_lost_is_tried_again_with_the_same_token() {
     hub.check_invariants().unwrap();
 }
 
+/// A server that stalls (stopped, swapping) while a client retries its
+/// resume: each attempt's `Hello`, with the same token, waits in the
+/// listen queue, and the client gives up on all but the last. When the
+/// server runs again it may read them in any order. An attempt accepted
+/// before the connection now holding the session, with the token that
+/// connection spent, is an attempt its client abandoned: it does not
+/// take the session from the newer one (whose client would be told it
+/// was replaced, and must not come back).
+#[test]
+fn an_abandoned_resume_read_late_does_not_replace_the_newer_one() {
+    let (mut hub, t0, epoch, token) = alice_away();
+    let old: Vec<ClientId> = (0..3).map(|_| hub.handle_connect(t0)).collect();
+    let last = hub.handle_connect(t0);
+    // The last attempt is read first, and resumed.
+    hub.handle_message(last, resume_hello("alice", token, epoch), t0);
+    assert_eq!(answer(&mut hub, last), "resumed");
+    // Then the abandoned ones, before the last one's first frame.
+    for c in old {
+        hub.handle_message(c, resume_hello("alice", token, epoch), t0);
+        assert_eq!(answer(&mut hub, c), "username already taken");
+        hub.handle_disconnect(c, LeaveReason::LOST);
+    }
+    assert!(hub.is_joined(last), "the newest attempt keeps the session");
+    let mut replaced = Vec::new();
+    while let Some(e) = hub.poll_event() {
+        if let HubEvent::Close { client, reason } = e {
+            if client == last {
+                replaced.push(reason);
+            }
+        }
+    }
+    assert_eq!(replaced, Vec::<String>::new());
+    hub.check_invariants().unwrap();
+}
+
 #[test]
 fn an_expired_token_is_useless() {
     let (mut hub, t0, epoch, token) = alice_away();

@@ -862,6 +862,20 @@ impl Hub {
         if !valid && !self.sessions.contains_key(&key) {
             return false;
         }
+        // The token the session's connection spent, from a connection
+        // accepted before that one: an attempt its client gave up on for
+        // a later one, read late (a server that stalled reads its queue
+        // of handshakes in any order). It does not take the session from
+        // the newer attempt, whose client would be told it was replaced
+        // and must not come back; it is answered as a name taken, and not
+        // counted as a failed attempt.
+        let abandoned = valid
+            && self.sessions.get(&key).is_some_and(|s| {
+                !s.token.matches(&request.token) && s.conn.is_some_and(|holder| holder > client)
+            });
+        if abandoned {
+            return false;
+        }
         if !valid {
             if self.refuse_spent_resume(client, now) {
                 return true;
