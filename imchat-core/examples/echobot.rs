@@ -19,12 +19,35 @@ use imchat_core::ClientEvent;
 /// A [`ConnectError`](imchat_core::blocking::ConnectError) when it cannot
 /// join (unreachable, name refused), a
 /// [`ClientError`](imchat_core::blocking::ClientError) when the connection
-/// breaks or the server closes it without a shutdown notice.
+/// breaks or the server closes it without a shutdown notice, and the
+/// session's own end when it was not the server's shutdown: the server
+/// stopped answering, an operator removed the bot, or another connection
+/// took its session.
 pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn Error>> {
-    let mut bot = Client::connect(addr, name, ConnectOptions::default())?;
+    run_with(addr, name, ConnectOptions::default(), until)
+}
+
+/// [`run`] with connect options of the caller's (limits, timeouts).
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_with(
+    addr: &str,
+    name: &str,
+    options: ConnectOptions,
+    until: Option<Instant>,
+) -> Result<(), Box<dyn Error>> {
+    let mut bot = Client::connect(addr, name, options)?;
     let mut asked = Vec::new(); // who sent `!who`: one `Who` answer each, in order
     while bot.is_open() && until.is_none_or(|t| Instant::now() < t) {
         match bot.next_event(Duration::from_secs(1))? {
+            // The session ended, and not by the server's shutdown: an
+            // error, for whoever runs the bot to see (and restart it or not).
+            Some(ClientEvent::TimedOut) => return Err("the server stopped answering".into()),
+            Some(ClientEvent::Kicked { text } | ClientEvent::Replaced { text }) => {
+                return Err(text.into())
+            }
             // Said before the bot joined (replayed to it): not for it to answer.
             Some(ClientEvent::Chat(chat)) if chat.history => {}
             Some(ClientEvent::Chat(chat)) if chat.text.trim() == "!who" => {

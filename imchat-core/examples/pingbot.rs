@@ -21,15 +21,32 @@ use imchat_core::{
     ClientEvent, ClientSession, Decoder, Encode, Limits, Recipient, ServerMessage, Username,
 };
 
-/// Runs the bot until the server closes the connection, or until `until`
-/// passes (then it quits).
+/// Runs the bot until the server shuts down or closes the connection, or
+/// until `until` passes (then it quits).
 ///
 /// # Errors
 ///
 /// An invalid name, a connection that fails or breaks, bytes that are not
-/// imchat, or a refusal ([`ClientEvent::Refused`]).
+/// imchat, a refusal ([`ClientEvent::Refused`]), and the session's end when
+/// it was not the server's doing: the server stopped answering
+/// ([`ClientEvent::TimedOut`]), an operator removed the bot
+/// ([`ClientEvent::Kicked`]) or another connection took its session
+/// ([`ClientEvent::Replaced`]).
 pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn Error>> {
-    let limits = Limits::default();
+    run_with(addr, name, Limits::default(), until)
+}
+
+/// [`run`] with limits of the caller's (the keepalive's times, say).
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_with(
+    addr: &str,
+    name: &str,
+    limits: Limits,
+    until: Option<Instant>,
+) -> Result<(), Box<dyn Error>> {
     let mut socket = TcpStream::connect(addr)?;
     socket.set_nodelay(true)?;
     let mut decoder = Decoder::<ServerMessage>::new(limits.max_frame);
@@ -44,6 +61,11 @@ pub fn run(addr: &str, name: &str, until: Option<Instant>) -> Result<(), Box<dyn
                 ClientEvent::Welcome { .. } => decoder.set_max_frame(session.frame_limit()),
                 ClientEvent::Refused { code, reason } => {
                     return Err(format!("refused ({code}): {reason}").into());
+                }
+                // The session ended, and not by the server's shutdown.
+                ClientEvent::TimedOut => return Err("the server stopped answering".into()),
+                ClientEvent::Kicked { text } | ClientEvent::Replaced { text } => {
+                    return Err(text.into())
                 }
                 // Said before the bot joined (replayed to it): not for it to answer.
                 ClientEvent::Chat(chat) if !chat.history && chat.text.trim() == "!ping" => {

@@ -3,14 +3,18 @@
 //! messages and checks the answers. The server runs on 127.0.0.1 with a port the OS
 //! picks; every wait has a deadline and the server is stopped by its pid.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Client, ConnectOptions};
-use imchat_core::{ClientEvent, Recipient, RoutedChat, Username};
+use imchat_core::{
+    ClientEvent, ClientMessage, Decoder, Encode, Hub, Limits, Recipient, RoutedChat, Username,
+    DEFAULT_MAX_FRAME,
+};
 
 #[allow(dead_code)] // its `main` is for `cargo run --example`
 #[path = "../../imchat-core/examples/echobot.rs"]
@@ -35,13 +39,18 @@ impl Drop for Server {
 /// Starts the server on port 0 in a fresh directory and returns it with
 /// the address it printed.
 fn start_server(dir: &std::path::Path) -> (Server, String) {
+    start_server_with(dir, Stdio::null())
+}
+
+/// [`start_server`] with this standard input (its operator console).
+fn start_server_with(dir: &std::path::Path, stdin: Stdio) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
         .args(["0", "--bind", "127.0.0.1", "--shared-dir"])
         .arg(dir)
         .arg("--log-file")
         .arg(dir.join("server.log"))
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -193,4 +202,130 @@ fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
     assert_eq!(reply_from(&mut me, &pingbot), (false, "pong".into()));
 
     stop_and_see_the_bot_end(&mut server, bot);
+}
+
+/// A bot's thread, ending with what its `run` returned (`Err` with the
+/// error's text).
+type Bot = thread::JoinHandle<Result<(), String>>;
+
+/// The bot's result, within [`WAIT`].
+fn bot_result(bot: Bot) -> Result<(), String> {
+    let deadline = Instant::now() + WAIT;
+    while !bot.is_finished() {
+        assert!(Instant::now() < deadline, "the bot did not end");
+        thread::sleep(Duration::from_millis(20));
+    }
+    bot.join().unwrap()
+}
+
+/// Starts a server with its console on a pipe, runs `start` (a bot named
+/// `name`) against it, kicks the bot from the console once it is online,
+/// and returns how the bot ended.
+fn kicked_bot(name: &str, start: fn(String) -> Bot) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start_server_with(dir.path(), Stdio::piped());
+    let mut me = Client::connect(addr.as_str(), "tester", ConnectOptions::default()).unwrap();
+    let bot = start(addr);
+    let name = Username::new(name).unwrap();
+    wait_for(&mut me, |e| match e {
+        ClientEvent::Joined { user, .. } if user == name => Some(()),
+        _ => None,
+    });
+    let console = server.0.stdin.as_mut().unwrap();
+    writeln!(console, "kick {name} testing").unwrap();
+    console.flush().unwrap();
+    bot_result(bot)
+}
+
+/// An operator's kick ends the session, but it is no shutdown: the bot
+/// returns an error saying so, for whoever runs it to see.
+#[test]
+fn a_kicked_bot_ends_with_an_error() {
+    let echo = kicked_bot("echobot", |addr| {
+        thread::spawn(move || {
+            echobot::run(&addr, "echobot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
+        })
+    });
+    assert!(
+        echo.as_ref().is_err_and(|e| e.contains("kicked")),
+        "{echo:?}"
+    );
+    let ping = kicked_bot("pingbot", |addr| {
+        thread::spawn(move || {
+            pingbot::run(&addr, "pingbot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string())
+        })
+    });
+    assert!(
+        ping.as_ref().is_err_and(|e| e.contains("kicked")),
+        "{ping:?}"
+    );
+}
+
+/// Keepalive times short enough for a test.
+fn quick_keepalive() -> Limits {
+    Limits {
+        keepalive_interval: Duration::from_millis(300),
+        keepalive_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    }
+}
+
+/// A server that welcomes one client (a hub in memory answers its
+/// `Hello`), then stops answering without closing the connection, as a
+/// server that hangs does. Returns its address; its thread keeps the
+/// connection open for [`WAIT`].
+fn server_that_hangs() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(WAIT)).unwrap();
+        let now = Instant::now();
+        let mut hub = Hub::new(Limits::default(), "hi");
+        let id = hub.handle_connect(now);
+        let mut decoder = Decoder::<ClientMessage>::new(DEFAULT_MAX_FRAME);
+        let mut buf = [0; 4096];
+        let mut welcomed = false;
+        while !welcomed {
+            let n = socket.read(&mut buf).unwrap();
+            assert!(n > 0, "the bot closed before its welcome");
+            decoder.feed(&buf[..n]);
+            while let Some(m) = decoder.next_message().unwrap() {
+                hub.handle_message(id, m, now);
+            }
+            while let Some(t) = hub.poll_transmit() {
+                welcomed |= matches!(t.message, imchat_core::ServerMessage::Welcome { .. });
+                socket.write_all(&t.message.to_frame()).unwrap();
+            }
+        }
+        // Hung: reads nothing more and answers nothing, until the bot gives up.
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline && matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    addr
+}
+
+/// A server that stops answering ends the session by the keepalive: the
+/// bot returns an error, not as after a shutdown.
+#[test]
+fn a_bot_whose_server_hangs_ends_with_an_error() {
+    let addr = server_that_hangs();
+    let echo = bot_result(thread::spawn(move || {
+        let mut options = ConnectOptions::default();
+        options.limits = quick_keepalive();
+        echobot::run_with(&addr, "echobot", options, Some(Instant::now() + WAIT))
+            .map_err(|e| e.to_string())
+    }));
+    assert_eq!(echo, Err("the server stopped answering".to_string()));
+    let addr = server_that_hangs();
+    let ping = bot_result(thread::spawn(move || {
+        pingbot::run_with(
+            &addr,
+            "pingbot",
+            quick_keepalive(),
+            Some(Instant::now() + WAIT),
+        )
+        .map_err(|e| e.to_string())
+    }));
+    assert_eq!(ping, Err("the server stopped answering".to_string()));
 }
