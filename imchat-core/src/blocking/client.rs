@@ -400,6 +400,13 @@ impl Link for super::tls::Stream {
 /// exits keeps [`ClientSession::saved`] and gives it to the next run in
 /// [`ConnectOptions::resume`].
 ///
+/// Dropping a client says no goodbye: to the server that is a lost
+/// connection, so the others see the user away, and the name stays taken
+/// by its waiting session for the server's grace period (60 s by
+/// default). A run started meanwhile with the same name is refused
+/// ([`ConnectError::NameTaken`]) unless it resumes with the saved session.
+/// Call [`quit`](Self::quit) to leave at once.
+///
 /// Frame limit: a client reads frames of up to `limits.max_frame`
 /// ([`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME), 1 MiB, unless changed
 /// in [`ConnectOptions::limits`]), from the first byte on: the handshake
