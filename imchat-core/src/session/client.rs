@@ -327,6 +327,11 @@ pub struct SavedSession {
     pub next_client_id: u64,
 }
 
+/// The highest client id a [`ClientSession::resuming`] session numbers
+/// its first message with: 2³² ids are left after it, where a saved
+/// session at the end of the id space would have none.
+const LAST_FIRST_CLIENT_ID: u64 = u64::MAX - (1 << 32);
+
 /// The least time between two `Pong`s ([`ClientSession::answer_ping`]).
 pub(crate) const PONG_GAP: Duration = Duration::from_millis(100);
 
@@ -620,13 +625,15 @@ impl ClientSession {
     /// that resume request, answered as after [`reconnect`](Self::reconnect)
     /// ([`ClientEvent::Resumed`], or [`ClientEvent::ContinuityLost`] and a
     /// fresh session). Its chat messages are numbered from
-    /// `saved.next_client_id` on.
+    /// `saved.next_client_id` on (from 1 for 0, and from 2⁶⁴ − 2³² for an
+    /// id above that, which no program gets to: a damaged save; the ids
+    /// left would run out).
     #[must_use]
     pub fn resuming(username: Username, limits: Limits, now: Instant, saved: SavedSession) -> Self {
         let mut s = Self::new(username, limits, now);
         s.resume = Some((saved.token, saved.epoch));
         s.last_seen = saved.last_seen;
-        s.next_client_id = saved.next_client_id.max(1);
+        s.next_client_id = saved.next_client_id.clamp(1, LAST_FIRST_CLIENT_ID);
         s.reconnect(now);
         s
     }

@@ -9657,6 +9657,32 @@ fn a_session_to_quit_that_is_not_given_back_goes_on_fresh_in_silence() {
     assert!(s.saved().is_some(), "a session of its own to keep");
 }
 
+/// A saved session is the program's to keep, in a file it may find
+/// damaged: one whose next client id is at the end of the id space still
+/// numbers its messages, each with an id of its own, instead of
+/// overflowing (a panic, or ids starting over at 0, "none", which a
+/// server would take for copies of messages it had).
+#[test]
+fn a_saved_session_at_the_end_of_the_client_ids_still_numbers_its_messages() {
+    let now = Instant::now();
+    let saved = SavedSession {
+        token: ResumeToken([3; 16]),
+        epoch: 1,
+        last_seen: MessageId(0),
+        next_client_id: u64::MAX,
+    };
+    let mut s = ClientSession::resuming(user("bot"), Limits::default(), now, saved);
+    s.handle_message(paced_welcome("bot", false), now);
+    while s.poll_event().is_some() {}
+    let ids: Vec<u64> = (0..3)
+        .map(|i| s.send_chat(Recipient::Everyone, &format!("m{i}")).unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(ids[0] > 0);
+    let saved = s.saved().expect("a session to keep");
+    assert!(saved.next_client_id > ids[2], "{saved:?}");
+}
+
 /// A server that pings back to back gets ten answers a second, not one
 /// per ping: the newest ping of each tenth of a second is answered at its
 /// end (the one a server awaits), the others not at all.
