@@ -1020,7 +1020,8 @@ impl<S: Link> Client<S> {
         self.act(|s| s.accept(id))
     }
 
-    /// Declines the push offered as `id`, telling the sender `reason`.
+    /// Declines the push offered as `id`. The sender is told that the push
+    /// was not accepted, not `reason`: see [`ClientSession::decline`].
     ///
     /// # Errors
     ///

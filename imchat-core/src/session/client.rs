@@ -1004,7 +1004,11 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Declines the push offered as `id`, telling the sender `reason`.
+    /// Declines the push offered as `id`. `reason` goes to the server in
+    /// the `Cancel`, and no further: the sender learns only that the push
+    /// was not accepted ([`ClientEvent::PushFailed`] with
+    /// [`CancelCode::DECLINED`], naming the receiver of a push to one
+    /// user), never a receiver's own words.
     ///
     /// # Errors
     ///
