@@ -220,9 +220,11 @@ pub enum ConnectError {
         /// The server's words.
         reason: String,
     },
-    /// Another refusal (a code this version does not name, or a handshake
-    /// the server found too slow).
-    #[error("refused ({code}): {reason}")]
+    /// Another refusal (a password needed or wrong, a ban, too many
+    /// attempts, a code this version does not name, a handshake the
+    /// server found too slow): match on `code` to tell them apart. Shown
+    /// as the server's words, which say what the code says.
+    #[error("{}", said("refused", reason))]
     Refused {
         /// The server's code.
         code: RefuseCode,

@@ -215,6 +215,13 @@ fn refusals_are_typed_and_carry_the_servers_reason() {
     let e = refused_with(RefuseCode(99), "why not", v);
     assert!(matches!(&e,
         ConnectError::Refused { code: RefuseCode(99), reason } if reason == "why not"));
+    assert_eq!(e.to_string(), "refused: why not");
+    // The server's words say what the code says, in full: not said twice
+    // ("refused (wrong server password): wrong server password").
+    let e = refused_with(RefuseCode::WRONG_PASSWORD, "wrong server password", v);
+    assert_eq!(e.to_string(), "refused: wrong server password");
+    let e = refused_with(RefuseCode::PASSWORD_REQUIRED, "", v);
+    assert_eq!(e.to_string(), "refused: the server needs a password");
 }
 
 #[test]
