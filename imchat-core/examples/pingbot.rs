@@ -17,9 +17,7 @@ use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use imchat_core::{
-    ClientEvent, ClientSession, Decoder, Encode, Limits, Recipient, ServerMessage, Username,
-};
+use imchat_core::{ClientEvent, ClientSession, Decoder, Encode, Limits, ServerMessage, Username};
 
 /// Runs the bot until the server shuts down or closes the connection, or
 /// until `until` passes (then it quits).
@@ -69,12 +67,8 @@ pub fn run_with(
                 }
                 // Said before the bot joined (replayed to it): not for it to answer.
                 ClientEvent::Chat(chat) if !chat.history && chat.text.trim() == "!ping" => {
-                    let to = if chat.private {
-                        Recipient::User(chat.from)
-                    } else {
-                        Recipient::Everyone
-                    };
-                    session.send_chat(to, "pong")?;
+                    // Privately when asked privately.
+                    session.send_chat(chat.reply_to(), "pong")?;
                 }
                 _ => {}
             }

@@ -498,6 +498,20 @@ pub struct RoutedChat {
     pub history: bool,
 }
 
+impl RoutedChat {
+    /// Where an answer to this message goes, as a bot answers: to its
+    /// sender alone when it was private, to everyone when it was said to
+    /// everyone (IRC crates call it the response target).
+    #[must_use]
+    pub fn reply_to(&self) -> Recipient {
+        if self.private {
+            Recipient::User(self.from.clone())
+        } else {
+            Recipient::Everyone
+        }
+    }
+}
+
 /// One user of a [`ServerMessage::Who`] answer: its name, and whether it
 /// is away.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -1013,6 +1027,24 @@ pub enum ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_goes_where_the_message_came_from() {
+        let chat = |private| RoutedChat {
+            id: MessageId(7),
+            time: Timestamp(0),
+            from: Username::new("ann").unwrap(),
+            private,
+            kind: ChatKind::Text,
+            text: "!ping".into(),
+            history: false,
+        };
+        assert_eq!(
+            chat(true).reply_to(),
+            Recipient::User(Username::new("ann").unwrap())
+        );
+        assert_eq!(chat(false).reply_to(), Recipient::Everyone);
+    }
 
     #[test]
     fn secrets_match_only_when_equal_whatever_their_lengths() {
