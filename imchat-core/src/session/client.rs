@@ -294,7 +294,13 @@ pub enum ClientEvent {
     /// A chat message kept for sending again was given up: more were
     /// waiting for the server's acknowledgement than
     /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
-    /// have reached the server.
+    /// have reached the server: one written to a connection that stayed up
+    /// most likely did (what is given up is only sending it again should
+    /// the connection break before the server acknowledges it), one still
+    /// waiting to be sent again after a reconnect did not. A program that
+    /// sends faster than the server acknowledges (without the pacing of
+    /// [`next_send_at`](ClientSession::next_send_at)) gets these for
+    /// messages that arrive: sending them again would show them twice.
     NotSent {
         /// Its client id (as [`send_chat`](ClientSession::send_chat)
         /// returned it).
