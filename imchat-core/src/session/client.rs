@@ -338,6 +338,15 @@ pub struct SavedSession {
 /// session at the end of the id space would have none.
 const LAST_FIRST_CLIENT_ID: u64 = u64::MAX - (1 << 32);
 
+/// `wait` after `at`, or a century after it for a wait too long to add
+/// (a keepalive time of `Duration::MAX`, meaning "never").
+fn after(at: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
+}
+
 /// The least time between two `Pong`s ([`ClientSession::answer_ping`]).
 pub(crate) const PONG_GAP: Duration = Duration::from_millis(100);
 
@@ -1132,8 +1141,8 @@ impl ClientSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = match (self.state, self.ping) {
             (State::Closed, _) => return None,
-            (_, Some(sent)) => sent + self.limits.keepalive_timeout,
-            (_, None) => self.last_heard + self.limits.keepalive_interval,
+            (_, Some(sent)) => after(sent, self.limits.keepalive_timeout),
+            (_, None) => after(self.last_heard, self.limits.keepalive_interval),
         };
         // Messages waiting to be sent again go when the rate allows.
         let resend = self

@@ -9683,6 +9683,43 @@ fn a_saved_session_at_the_end_of_the_client_ids_still_numbers_its_messages() {
     assert!(saved.next_client_id > ids[2], "{saved:?}");
 }
 
+/// `Duration::MAX` as a keepalive time is how a program says "never":
+/// the session's timer is then far away, not an overflow (a panic in
+/// `poll_timeout`, inside `blocking::Client::next_event`).
+#[test]
+fn a_keepalive_time_of_duration_max_means_never() {
+    let t0 = Instant::now();
+    let year = Duration::from_secs(365 * 24 * 3600);
+    // No ping ever.
+    let limits = Limits {
+        keepalive_interval: Duration::MAX,
+        keepalive_timeout: Duration::MAX,
+        ..Limits::default()
+    };
+    let mut s = ClientSession::new(user("ann"), limits, t0);
+    s.handle_message(paced_welcome("ann", false), t0);
+    while s.poll_transmit().is_some() {}
+    assert!(s.poll_timeout().expect("open") > t0 + year);
+    s.handle_timeout(t0 + year);
+    assert!(s.poll_transmit().is_none(), "no ping");
+    // A ping after a second, and no answer ever too late.
+    let limits = Limits {
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_timeout: Duration::MAX,
+        ..Limits::default()
+    };
+    let mut s = ClientSession::new(user("ann"), limits, t0);
+    s.handle_message(paced_welcome("ann", false), t0);
+    while s.poll_transmit().is_some() {}
+    let t1 = t0 + Duration::from_secs(1);
+    s.handle_timeout(t1);
+    assert!(matches!(s.poll_transmit(), Some(ClientMessage::Ping(_))));
+    assert!(s.poll_timeout().expect("open") > t1 + year);
+    s.handle_timeout(t1 + year);
+    assert!(!s.is_closed());
+    assert!(std::iter::from_fn(|| s.poll_event()).all(|e| e != ClientEvent::TimedOut));
+}
+
 /// A server that pings back to back gets ten answers a second, not one
 /// per ping: the newest ping of each tenth of a second is answered at its
 /// end (the one a server awaits), the others not at all.
