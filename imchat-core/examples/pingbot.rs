@@ -57,8 +57,8 @@ pub fn run_with(
             match event {
                 // Once welcomed, read frames as large as the server sends.
                 ClientEvent::Welcome { .. } => decoder.set_max_frame(session.frame_limit()),
-                ClientEvent::Refused { code, reason } => {
-                    return Err(format!("refused ({code}): {reason}").into());
+                ClientEvent::Refused { reason, .. } => {
+                    return Err(format!("refused: {reason}").into());
                 }
                 // The session ended, and not by the server's shutdown.
                 ClientEvent::TimedOut => return Err("the server stopped answering".into()),

@@ -204,6 +204,25 @@ fn pingbot_answers_where_it_was_asked_and_ends_with_the_server() {
     stop_and_see_the_bot_end(&mut server, bot);
 }
 
+/// Both bots, refused their name, end with the server's words once (the
+/// library's `ConnectError::Refused` and pingbot's own text alike).
+#[test]
+fn a_refused_bot_says_why_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start_server(dir.path());
+    let _ping = Client::connect(addr.as_str(), "pingbot", ConnectOptions::default()).unwrap();
+    let _echo = Client::connect(addr.as_str(), "echobot", ConnectOptions::default()).unwrap();
+    let ping =
+        pingbot::run(&addr, "pingbot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string());
+    let echo =
+        echobot::run(&addr, "echobot", Some(Instant::now() + WAIT)).map_err(|e| e.to_string());
+    for said in [ping, echo] {
+        let said = said.expect_err("a bot whose name is taken ends with an error");
+        assert!(said.contains("taken"), "{said}");
+        assert_eq!(said.matches("taken").count(), 1, "said twice: {said}");
+    }
+}
+
 /// A bot's thread, ending with what its `run` returned (`Err` with the
 /// error's text).
 type Bot = thread::JoinHandle<Result<(), String>>;

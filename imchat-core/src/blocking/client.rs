@@ -187,19 +187,19 @@ pub enum ConnectError {
     /// own earlier session, kept for a resume for the server's grace
     /// period after its connection was lost: take it back with
     /// [`ConnectOptions::resume`] or [`Client::reconnect`].
-    #[error("{}", said("username already taken", reason))]
+    #[error("{}", said("username already taken", "already taken", reason))]
     NameTaken {
         /// The server's words.
         reason: String,
     },
     /// The server does not accept this name.
-    #[error("{}", said("username refused", reason))]
+    #[error("{}", said("username refused", "username refused", reason))]
     NameRefused {
         /// The server's words.
         reason: String,
     },
     /// The server has as many clients as it accepts.
-    #[error("{}", said("server full", reason))]
+    #[error("{}", said("server full", "full", reason))]
     ServerFull {
         /// The server's words.
         reason: String,
@@ -215,7 +215,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// The server is shutting down.
-    #[error("{}", said("server shutting down", reason))]
+    #[error("{}", said("server shutting down", "shutting down", reason))]
     ShuttingDown {
         /// The server's words.
         reason: String,
@@ -224,7 +224,7 @@ pub enum ConnectError {
     /// attempts, a code this version does not name, a handshake the
     /// server found too slow): match on `code` to tell them apart. Shown
     /// as the server's words, which say what the code says.
-    #[error("{}", said("refused", reason))]
+    #[error("{}", said("refused", "refused", reason))]
     Refused {
         /// The server's code.
         code: RefuseCode,
@@ -278,10 +278,12 @@ impl ConnectError {
 }
 
 /// A refusal as shown: `what`, then the server's words, unless they say
-/// it already ("server full (2 users)" is not "server full: server full
-/// (2 users)").
-fn said(what: &str, reason: &str) -> String {
-    if reason.starts_with(what) {
+/// it already, that is contain `key` ("server full (2 users)" is not
+/// "server full: server full (2 users)", nor "the username 'ann' is
+/// already taken" "username already taken: the username 'ann' is already
+/// taken").
+fn said(what: &str, key: &str, reason: &str) -> String {
+    if reason.to_lowercase().contains(key) {
         reason.to_string()
     } else {
         format!("{what}: {reason}")

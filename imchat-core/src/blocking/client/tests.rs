@@ -196,6 +196,13 @@ fn refusals_are_typed_and_carry_the_servers_reason() {
     let e = refused_with(RefuseCode::NAME_TAKEN, "ann is online", v);
     assert!(matches!(&e, ConnectError::NameTaken { reason } if reason == "ann is online"));
     assert_eq!(e.to_string(), "username already taken: ann is online");
+    // The server's own words name it taken: said once.
+    let e = refused_with(
+        RefuseCode::NAME_TAKEN,
+        "the username 'ann' is already taken",
+        v,
+    );
+    assert_eq!(e.to_string(), "the username 'ann' is already taken");
     let e = refused_with(RefuseCode::INVALID_NAME, "no", v);
     assert!(matches!(&e, ConnectError::NameRefused { reason } if reason == "no"));
     let e = refused_with(RefuseCode::SERVER_FULL, "1000 clients", v);
