@@ -5,6 +5,7 @@
 //! log in `logging`.
 
 mod accounts;
+mod churn;
 mod cluster;
 mod cluster_accounts;
 mod config;
@@ -107,9 +108,12 @@ struct Cli {
     ///
     /// It records connections with their addresses, joins, leaves, who sent
     /// a message to whom (not what it said, unless --log-text), shared-folder
-    /// requests, transfers and errors. `RUST_LOG` sets what also goes to
-    /// stderr. Created readable by the server's user only (mode 600); a
-    /// file that exists keeps its mode.
+    /// requests, transfers and errors. An address that opens more than 64
+    /// connections within a minute has the next ones counted, in one line,
+    /// not logged (nor printed) one by one until the minute is over; its
+    /// joins still are. `RUST_LOG` sets what also goes to stderr. Created
+    /// readable by the server's user only (mode 600); a file that exists
+    /// keeps its mode.
     #[arg(long, value_name = "PATH", default_value = "server.log")]
     log_file: PathBuf,
 

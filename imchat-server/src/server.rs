@@ -126,6 +126,10 @@ struct Conn {
     forced: bool,
     /// The closer thread has it (it never joined and was refused).
     closer_has: bool,
+    /// Its address opened too many connections lately: the lines about
+    /// this connection itself (its close, resume, loss, protocol errors)
+    /// are not logged, only counted (see [`crate::churn`]).
+    hidden: bool,
 }
 
 impl Conn {
@@ -316,6 +320,8 @@ pub struct Server {
     closer: Mutex<Sender<closer::Refused>>,
     /// Idle connections, without a reader thread.
     idle: idle::Idle,
+    /// The connections counted per address, for the log.
+    churn: Mutex<crate::churn::Churn>,
 }
 
 impl Server {
@@ -646,10 +652,12 @@ impl Server {
                 };
                 conn.outbox.close();
                 conn.closing_since.get_or_insert(now);
-                self.report.log(
-                    Level::Info,
-                    format!("closing {}: {}", conn.who(client), inert(&reason)),
-                );
+                if !conn.hidden {
+                    self.report.log(
+                        Level::Info,
+                        format!("closing {}: {}", conn.who(client), inert(&reason)),
+                    );
+                }
                 // Never joined (refused, or dropped to make room): nothing
                 // more is read from it; the closer writes the refusal and
                 // closes the socket, which also ends its reader thread.
@@ -837,6 +845,9 @@ impl Server {
                 self.report.log(Level::Info, line);
             }
             HubEvent::Away { client, user } => {
+                if core.conns.get(&client).is_some_and(|c| c.hidden) {
+                    return;
+                }
                 self.report.log(
                     Level::Info,
                     format!(
@@ -858,11 +869,13 @@ impl Server {
                 let old = replaced
                     .map(|c| format!(", replacing {c}"))
                     .unwrap_or_default();
-                self.report.say(format!(
-                    "{} resumed from {}{old} ({replayed} sent again, {dropped} lost)",
-                    inert(user.as_str()),
-                    conn.addr
-                ));
+                if !conn.hidden {
+                    self.report.say(format!(
+                        "{} resumed from {}{old} ({replayed} sent again, {dropped} lost)",
+                        inert(user.as_str()),
+                        conn.addr
+                    ));
+                }
                 conn.user = Some(user);
             }
             HubEvent::BansChanged { bans } => work.bans = Some(bans),
@@ -897,6 +910,9 @@ impl Server {
                 }
             }
             HubEvent::Violation { client, detail } => {
+                if core.conns.get(&client).is_some_and(|c| c.hidden) {
+                    return;
+                }
                 self.report.log(
                     Level::Warn,
                     format!(
@@ -1101,14 +1117,42 @@ impl Server {
                 .closing_since
                 .is_some_and(|since| now.duration_since(since) >= CLOSE_GRACE);
             if stuck && !conn.forced {
-                self.report.log(
-                    Level::Info,
-                    format!(
-                        "{} did not hang up in time, closing its socket",
-                        conn.who(*id)
-                    ),
-                );
+                if !conn.hidden {
+                    self.report.log(
+                        Level::Info,
+                        format!(
+                            "{} did not hang up in time, closing its socket",
+                            conn.who(*id)
+                        ),
+                    );
+                }
                 conn.force_close();
+            }
+        }
+        drop(core);
+        let ended = match self.churn.lock() {
+            Ok(mut churn) => churn.expire(now),
+            Err(_) => Vec::new(),
+        };
+        for line in ended {
+            self.report.say(line);
+        }
+    }
+
+    /// Whether the lines about a new connection from `addr` are logged
+    /// (see [`crate::churn`]); says so when they stop being.
+    fn log_connection(&self, addr: SocketAddr) -> bool {
+        let admit = match self.churn.lock() {
+            Ok(mut churn) => churn.connect(addr.ip(), Instant::now()),
+            Err(_) => crate::churn::Admit::Logged,
+        };
+        match admit {
+            crate::churn::Admit::Logged => true,
+            crate::churn::Admit::Hidden { first } => {
+                if let Some(line) = first {
+                    self.report.say(line);
+                }
+                false
             }
         }
     }
@@ -1361,6 +1405,7 @@ pub fn run(
         stop: Mutex::new(stop_tx),
         closer: Mutex::new(closer_tx),
         idle,
+        churn: Mutex::new(crate::churn::Churn::default()),
     });
 
     let s = server.clone();

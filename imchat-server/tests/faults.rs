@@ -1364,6 +1364,34 @@ fn acks_beyond_what_was_sent_are_logged_once_per_download() {
     srv.assert_serving();
 }
 
+/// A client connecting and hanging up in a loop (or resuming its session
+/// in a loop) cannot flood the server's output and log: the connections
+/// of one address are printed one by one up to a share a minute, and the
+/// rest are counted, said in one line. Joins are still all said.
+#[test]
+fn connections_in_a_loop_from_one_address_are_counted_not_printed_one_by_one() {
+    let mut srv = Server::start(&[]);
+    for _ in 0..300 {
+        let s = TcpStream::connect_timeout(&srv.addr, WAIT).unwrap();
+        drop(s);
+    }
+    let said = srv
+        .proc
+        .expect("connections from 127.0.0.1: more than 64 within 60 s");
+    assert!(said.contains("counted, not logged one by one"), "{said}");
+    let _probe = Raw::join(srv.addr, "probe");
+    // Every line about the connections before it is out by then.
+    srv.proc.expect("probe joined from 127.0.0.1:");
+    let printed = srv
+        .proc
+        .seen
+        .iter()
+        .filter(|l| l.starts_with("connection from "))
+        .count();
+    assert_eq!(printed, 64, "{:?}", srv.proc.seen);
+    srv.assert_serving();
+}
+
 /// Writer threads of a process (named `write-<id>`), from /proc (Linux).
 #[cfg(target_os = "linux")]
 fn writer_threads(pid: u32) -> usize {

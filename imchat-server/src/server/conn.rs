@@ -59,7 +59,10 @@ impl Server {
     pub(super) fn start_connection(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) {
         // An IPv4 client of a server bound to `::` shows as 1.2.3.4, not ::ffff:1.2.3.4.
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
-        self.report.say(format!("connection from {addr}"));
+        let logged = self.log_connection(addr);
+        if logged {
+            self.report.say(format!("connection from {addr}"));
+        }
         if let Err(e) = stream.set_nodelay(true) {
             debug!("cannot set TCP_NODELAY for {addr}: {e}");
         }
@@ -121,6 +124,7 @@ impl Server {
                     closing_since: None,
                     forced: false,
                     closer_has: false,
+                    hidden: !logged,
                 },
             );
             self.dispatch(&mut core, &mut work);
