@@ -1521,6 +1521,43 @@ fn a_push_with_nobody_to_receive_or_too_large_is_refused() {
     );
 }
 
+/// A push offered to its own sender (a hostile or foreign client: the
+/// reference client refuses it first) is refused, not offered back to it.
+#[test]
+fn a_push_to_oneself_is_refused_and_not_offered_back() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let now = Instant::now();
+    let c = joined(&mut hub, "p", now);
+    joined(&mut hub, "q", now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    hub.handle_message(
+        c,
+        ClientMessage::Offer {
+            id: TransferId(1),
+            name: FileName::new("f").unwrap(),
+            size: 3,
+            to: Recipient::User(user("P")),
+        },
+        now,
+    );
+    let t = hub.poll_transmit().unwrap();
+    assert!(
+        matches!(
+            &t.message,
+            ServerMessage::Cancel(FileCancel {
+                id: TransferId(1),
+                code: CancelCode::NO_RECEIVER,
+                ..
+            })
+        ),
+        "{:?}",
+        t.message
+    );
+    assert!(hub.poll_transmit().is_none(), "nothing offered to anyone");
+    hub.check_invariants().unwrap();
+}
+
 #[test]
 fn a_bad_chunk_in_a_push_aborts_it_for_everyone() {
     let mut net = three();

@@ -211,6 +211,17 @@ impl Hub {
             Recipient::User(u) => {
                 let key = self.key(u);
                 if let Some(&dest) = self.names.get(&key) {
+                    if dest == client {
+                        // Offered back to its own sender, it would be its
+                        // own receiver (the reference client never asks).
+                        self.cancel(
+                            client,
+                            id,
+                            CancelCode::NO_RECEIVER,
+                            "you cannot send a file to yourself",
+                        );
+                        return;
+                    }
                     (Arc::from(vec![dest]), Vec::new())
                 } else if self.remote_user(&key).is_some() {
                     (Arc::from(Vec::new()), self.remote_receivers(Some(&key)))
