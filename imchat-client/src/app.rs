@@ -2206,6 +2206,21 @@ impl Conn {
                 .transfer_ended(&TransferEnd::new(id, Direction::Send, &name, Some(why)));
             self.app.notice(&format!("sending {name} failed: {why}"));
         }
+        // The offers waiting for an answer die with the connection (the
+        // session's reconnect withdraws them before the next welcome,
+        // where no one hears it): their rows go now, or they stayed on
+        // the screen for good, answered with "no offer #N is waiting".
+        let offers = lock(&self.session).pending_offers();
+        for (id, from, name, _) in offers {
+            self.app.view.transfer_ended(&TransferEnd::new(
+                id,
+                Direction::Offer,
+                name.as_str(),
+                Some(why),
+            ));
+            self.app
+                .notice(&format!("the offer of {name} from {from} ended: {why}"));
+        }
     }
 
     /// Asks who is online, `why` saying what the answer is for.

@@ -746,6 +746,51 @@ fn a_resumed_reconnect_does_not_list_who_is_online_again() {
     assert!(s.contains("*** session not resumed"), "{}", s.dump());
 }
 
+/// A file offered to us when the connection drops: the offer dies with it
+/// (the server forgets it, the session withdraws it), so its row and the
+/// status line's `1 offer waiting` go, and the chat says why. They stayed
+/// for good, `/accept 3` answered "no offer #3 is waiting".
+#[test]
+fn an_offer_cut_by_a_lost_connection_leaves_the_screen() {
+    let w = World::new("scr-offer-cut");
+    let net = Proxy::start(w.server.addr);
+    let net_port = net.port().to_string();
+    let t = Term::spawn(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &["alice", "127.0.0.1", &net_port, "--auto-accept-bytes", "1K"],
+        80,
+        24,
+    );
+    t.wait_screen("`*** online (1): alice`", |s| {
+        has_entry(s, "*** online (1): alice")
+    });
+    let mut bob = w.client("bob");
+    t.wait_screen("`*** bob has joined`", |s| {
+        has_entry(s, "*** bob has joined")
+    });
+    let file = w.dir.join("push20.bin");
+    fs::write(&file, vec![7u8; 20 << 10]).expect("write the file to push");
+    bob.send(&format!("/sendfile {} alice", file.display()));
+    t.wait_screen("the offer's row and `1 offer waiting`", |s| {
+        s.contains("offer: push20.bin (20.0 KiB) from bob") && s.contains("1 offer waiting")
+    });
+
+    net.cut();
+    let s = t.wait_screen("`*** resumed`, the offer's row gone", |s| {
+        has_entry(s, "*** resumed") && !s.contains("offer: push20.bin")
+    });
+    assert!(!s.contains("offer waiting"), "{}", s.dump());
+    assert!(
+        has_entry(
+            &s,
+            "*** the offer of push20.bin from bob ended: connection lost"
+        ),
+        "{}",
+        s.dump()
+    );
+}
+
 /// A join and a leave replayed after a resume happened before they are
 /// shown: each row has the time the server noted, as a chat's has, not
 /// the time it arrived (the scrollback read `01:38 *** u05 has left`
