@@ -102,7 +102,9 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
     let is_first_word = word_start == 0;
     if first.starts_with('/') {
         if is_first_word {
-            return (0, sources.commands.to_vec(), "");
+            // Followed by a space, as in irssi and weechat: `/dow` Tab
+            // then `big` read `/downloadbig`, an unknown command.
+            return (0, sources.commands.to_vec(), " ");
         }
         // The rest of the line after the command, for names with spaces.
         let rest = first_word.len() + 1;
@@ -204,10 +206,24 @@ mod tests {
     #[test]
     fn commands_complete_in_the_first_word_and_cycle() {
         let f = Fixture::new();
-        assert_eq!(f.tab("/he", 1), ["/help"]);
-        assert_eq!(f.tab("/DOW", 3), ["/download", "/downloads", "/download"]);
-        assert_eq!(f.tab("/m", 2), ["/mode", "/msg"]);
+        assert_eq!(f.tab("/he", 1), ["/help "]);
+        assert_eq!(
+            f.tab("/DOW", 3),
+            ["/download ", "/downloads ", "/download "]
+        );
+        assert_eq!(f.tab("/m", 2), ["/mode ", "/msg "]);
         assert!(f.tab("/zz", 1).is_empty());
+    }
+
+    /// What is typed after a completed command is its argument, not the
+    /// rest of its name; a space already after the cursor is not doubled.
+    #[test]
+    fn a_completed_command_is_followed_by_one_space() {
+        let f = Fixture::new();
+        let cycle = Cycle::start("/dow", 4, &f.sources(), false).unwrap();
+        assert_eq!(cycle.line(), ("/download ".to_owned(), 10));
+        let cycle = Cycle::start("/wh big.iso", 3, &f.sources(), false).unwrap();
+        assert_eq!(cycle.line(), ("/who big.iso".to_owned(), 4));
     }
 
     #[test]

@@ -1856,10 +1856,11 @@ mod tests {
         typed(&mut m, "/");
         m.handle(Action::Tab, now);
         m.handle(Action::Tab, now);
-        assert_eq!(m.editor.text(), "/help");
+        assert_eq!(m.editor.text(), "/help ");
         m.handle(Action::BackTab, now);
-        assert_eq!(m.editor.text(), "/download");
-        typed(&mut m, " ");
+        assert_eq!(m.editor.text(), "/download ");
+        // Another key takes the command; the next Tab completes after it.
+        m.handle(Action::LineEnd, now);
         m.handle(Action::Tab, now);
         assert_eq!(
             m.editor.text(),
