@@ -224,30 +224,36 @@ pub fn draw(frame: &mut Frame, model: &mut Model) {
     let (input, input_cursor) = model.shown_input();
     let (input_lines, cursor) = input_rows(&prompt, &input, input_cursor, area.width);
     // The status is cut at the right; the question of a long paste wraps,
-    // whole, since its end says how to answer it.
-    let status_lines = if model.status_asks() {
+    // whole, since its end says how to answer it. Its height comes before
+    // the layout, its text after the fit: the count of new lines below
+    // the view needs the scroll kept within the chat (scrolled to the top
+    // while old lines are dropped, it counted the rows on the screen).
+    let question = model.status_asks().then(|| {
         Wrapped::new(
             vec![(Cow::Owned(model.status_line()), Style::new())],
             usize::from(area.width),
             0,
         )
         .lines()
-    } else {
-        // Cut with `…`, so that a cut line is not taken for all there is.
-        vec![Line::from(ellipsized(
-            &model.status_line(),
-            usize::from(area.width),
-        ))]
-    };
+    });
     let a = areas(
         area,
         u16::try_from(input_lines.len()).unwrap_or(u16::MAX),
-        u16::try_from(status_lines.len()).unwrap_or(u16::MAX),
+        question
+            .as_ref()
+            .map_or(1, |lines| u16::try_from(lines.len()).unwrap_or(u16::MAX)),
         u16::try_from(transfer_rows_wanted(model)).unwrap_or(u16::MAX),
         model.nicklist_shown(area.width),
     );
     let transfer_lines = transfer_rows(model, area.width, usize::from(a.transfers.height));
     model.fit(area.width, a.chat.width, a.chat.height);
+    // Cut with `…`, so that a cut line is not taken for all there is.
+    let status_lines = question.unwrap_or_else(|| {
+        vec![Line::from(ellipsized(
+            &model.status_line(),
+            usize::from(area.width),
+        ))]
+    });
 
     frame.render_widget(Paragraph::new(chat_rows(model, a.chat)), a.chat);
     if let Some(list) = a.nicklist {
@@ -1435,6 +1441,31 @@ mod tests {
         assert_eq!(draw_rows(&mut t, &mut m)[0], "12:00 *** line 0");
         m.handle(Action::ScrollBottom, Instant::now());
         assert!(draw_rows(&mut t, &mut m)[6].starts_with("12:00 *** x x"));
+    }
+
+    /// Read back to the top while old lines are dropped (the scrollback
+    /// is full): the lines on the screen are not counted as below it. The
+    /// status was made before the scroll was brought back within the
+    /// chat, and said `10000 new ↓` with only 9992 below.
+    #[test]
+    fn new_lines_below_a_view_at_the_top_leave_out_those_shown() {
+        use crate::screen::model::SCROLLBACK;
+        let mut m = model();
+        notices(&mut m, 20);
+        let mut t = terminal(40, 10);
+        draw_rows(&mut t, &mut m);
+        m.handle(Action::Home, Instant::now());
+        assert_eq!(draw_rows(&mut t, &mut m)[0], "12:00 *** line 0");
+        // Every line there was dropped: the view shows the oldest kept.
+        notices(&mut m, SCROLLBACK);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[0], "12:00 *** line 0", "the oldest kept");
+        let below = SCROLLBACK - 8;
+        assert!(
+            rows[8].ends_with(&format!("│ {below} new ↓")),
+            "{}",
+            rows[8]
+        );
     }
 
     #[test]
