@@ -703,6 +703,9 @@ impl Command {
         }
         if let Some(rest) = line.strip_prefix('@') {
             let (to, text) = split_word(rest);
+            // `@bob: hi`, `@bob, hi`: a nick addressed as on IRC. No name
+            // ends so (neither is allowed in one), so it is bob's.
+            let to = to.strip_suffix([':', ',']).unwrap_or(to);
             if to.is_empty() || text.is_empty() {
                 return Err(CommandError::Usage("@user <text>"));
             }
@@ -953,6 +956,20 @@ mod tests {
                     text: "hi".into(),
                 },
             ),
+            (
+                "@bob: hi",
+                Command::Unicast {
+                    to: u("bob"),
+                    text: "hi".into(),
+                },
+            ),
+            (
+                "@bob, hi there",
+                Command::Unicast {
+                    to: u("bob"),
+                    text: "hi there".into(),
+                },
+            ),
             ("/mode broadcast", Command::SetMode(Mode::Broadcast)),
             (
                 "/mode unicast bob",
@@ -1147,6 +1164,10 @@ mod tests {
         ));
         assert!(matches!(
             Command::parse("@bob"),
+            Err(CommandError::Usage(_))
+        ));
+        assert!(matches!(
+            Command::parse("@bob:"),
             Err(CommandError::Usage(_))
         ));
         assert!(matches!(
