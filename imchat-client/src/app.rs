@@ -792,8 +792,26 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
     // a file or the environment is not.
     let mut typed = (0u32, 0u32);
     let mut silent = 0;
+    // A certificate trusted on first use by a try that a password then
+    // stopped: the next try finds it known, so it is said from here (the
+    // server and its fingerprint), before the password is typed into
+    // that connection, and again in the chat once joined.
+    let mut first_seen: Option<(String, String)> = None;
     loop {
-        let result = join_once(config, previous.as_deref_mut());
+        let mut seen_now = None;
+        let result = join_once(config, previous.as_deref_mut(), &mut seen_now);
+        let result = match (result, &first_seen) {
+            (Ok(mut joined), Some((server, fingerprint)))
+                if joined.first_use.is_none() && *server == joined.server =>
+            {
+                joined.first_use = Some(fingerprint.clone());
+                Ok(joined)
+            }
+            (result, _) => result,
+        };
+        if seen_now.is_some() {
+            first_seen.clone_from(&seen_now);
+        }
         // A server that took the connection but never answered (frozen,
         // say): with several, the next one is tried.
         if matches!(result, Err(ClientError::NoAnswer)) && silent + 1 < config.servers.len() {
@@ -830,6 +848,12 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
             return result;
         }
         *tries += 1;
+        let prompt = match &seen_now {
+            Some((server, fingerprint)) => {
+                format!("{}\n{prompt}", first_use_line(server, fingerprint))
+            }
+            None => prompt,
+        };
         let Some(password) = ask_password(&prompt) else {
             return result;
         };
@@ -840,10 +864,27 @@ fn join(config: &Config, mut previous: Option<&mut ClientSession>) -> Result<Joi
 /// How often a password typed at the prompt is asked for, as `sudo` does.
 const PASSWORD_TRIES: u32 = 3;
 
-/// One try of [`join`].
-fn join_once(config: &Config, previous: Option<&mut ClientSession>) -> Result<Joined, ClientError> {
+/// The notice of a certificate trusted now for the first time.
+fn first_use_line(server: &str, fingerprint: &str) -> String {
+    format!(
+        "first TLS connection to {server}: its certificate (SHA-256 {fingerprint}) is now trusted; \
+         compare it with the fingerprint the server printed"
+    )
+}
+
+/// One try of [`join`]. A certificate trusted on first use is put in
+/// `first_use` (the server shown, its fingerprint) whether or not the
+/// join then works.
+fn join_once(
+    config: &Config,
+    previous: Option<&mut ClientSession>,
+    first_seen: &mut Option<(String, String)>,
+) -> Result<Joined, ClientError> {
     let (tcp, to) = config.servers.connect(|s| connect(&s.host, s.port))?;
     let (stream, first_use) = secure(config, to, tcp)?;
+    if let Some(fingerprint) = &first_use {
+        *first_seen = Some((to.shown(), fingerprint.clone()));
+    }
     let limits = Limits::default();
     let mut fresh = None;
     let session = match previous {
@@ -1921,10 +1962,7 @@ impl Conn {
             WhoFor::Join
         };
         if let Some(fingerprint) = first_use {
-            app.notice(&format!(
-                "first TLS connection to {server}: its certificate (SHA-256 {fingerprint}) is now trusted; \
-                 compare it with the fingerprint the server printed"
-            ));
+            app.notice(&first_use_line(&server, &fingerprint));
         }
         if again {
             app.notice(&format!("reconnected to {server}"));

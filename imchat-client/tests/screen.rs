@@ -1878,6 +1878,58 @@ fn typed_ahead_lines_beyond_the_rate_all_go_out_without_more_keys() {
     }
 }
 
+/// A self-signed server that asks for a password: the fingerprint of its
+/// certificate, trusted on first use, shows above the password prompt (to
+/// compare before the password goes to that server) and in the chat once
+/// joined. It showed nowhere: the try the password stopped had trusted
+/// it, and the next try found it known.
+#[test]
+fn a_first_use_fingerprint_shows_above_the_password_prompt_and_in_the_chat() {
+    let secrets = TempDir::new("scr-tofu-pw-file");
+    let file = secrets.join("password");
+    fs::write(&file, "s3cret\n").expect("password file");
+    let data = secrets.join("server-data");
+    let w = World::with_args(
+        "scr-tofu-pw",
+        &[
+            "--password-file",
+            file.to_str().expect("utf-8 path"),
+            "--tls-self-signed",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+        ],
+    );
+    let port = w.server.port().to_string();
+    let known = w.dir.join("known_servers");
+    let mut t = Term::spawn(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &[
+            "alice",
+            "127.0.0.1",
+            &port,
+            "--tls",
+            "--known-servers",
+            known.to_str().expect("utf-8 path"),
+        ],
+        80,
+        24,
+    );
+    let first = format!("first TLS connection to 127.0.0.1:{port}: its certificate");
+    t.wait_screen("the fingerprint above the password prompt", |s| {
+        s.contains(&first) && s.contains("server password:")
+    });
+    t.type_str("s3cret\r");
+    let s = t.wait_screen("connected, the fingerprint in the chat", |s| {
+        s.contains(&format!("connected to 127.0.0.1:{port}")) && s.contains(&first)
+    });
+    assert!(
+        s.contains(&format!("*** {first}")),
+        "a notice of the chat\n{}",
+        s.dump()
+    );
+}
+
 /// A server password typed wrong at the prompt is said, and asked again
 /// (three times in all, as `sudo` does), instead of ending the client.
 #[test]
