@@ -20,6 +20,9 @@ pub fn default_history_file() -> Option<PathBuf> {
 pub struct HistoryFile {
     path: PathBuf,
     lines: VecDeque<String>,
+    /// How many times the file was written (appended to or rewritten).
+    #[cfg(test)]
+    writes: usize,
 }
 
 impl HistoryFile {
@@ -41,7 +44,13 @@ impl HistoryFile {
             Err(e) => return Err(e),
         };
         let recent = lines.iter().cloned().collect();
-        Ok((Self { path, lines }, recent))
+        let file = Self {
+            path,
+            lines,
+            #[cfg(test)]
+            writes: 0,
+        };
+        Ok((file, recent))
     }
 
     /// Where it is kept.
@@ -50,12 +59,35 @@ impl HistoryFile {
     }
 
     /// Appends `line`; past the cap, rewrites the file with the last lines.
+    #[cfg(test)]
     pub fn append(&mut self, line: &str) -> io::Result<()> {
+        self.append_all(&[line])
+    }
+
+    /// Appends `lines` (the line entered, or every line of a paste) in
+    /// one write; past the cap, rewrites the file once with the last
+    /// lines. Line by line, a paste of 2,000 lines into a full history
+    /// rewrote and synced the file 2,000 times, the screen frozen for
+    /// seconds meanwhile.
+    pub fn append_all<S: AsRef<str>>(&mut self, lines: &[S]) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        #[cfg(test)]
+        {
+            self.writes += 1;
+        }
         // A line is one line in the file: the editor never holds a newline.
-        let line = line.replace(['\n', '\r'], " ");
-        self.lines.push_back(line.clone());
+        let mut text = String::new();
+        for line in lines {
+            let line = line.as_ref().replace(['\n', '\r'], " ");
+            text.push_str(&line);
+            text.push('\n');
+            self.lines.push_back(line);
+        }
         if self.lines.len() > HISTORY_LINES {
-            self.lines.pop_front();
+            let excess = self.lines.len() - HISTORY_LINES;
+            self.lines.drain(..excess);
             let mut text = String::new();
             for l in &self.lines {
                 text.push_str(l);
@@ -69,7 +101,7 @@ impl HistoryFile {
             return fs::rename(&tmp, &self.path);
         }
         let mut file = create_private(&self.path, true)?;
-        file.write_all(format!("{line}\n").as_bytes())
+        file.write_all(text.as_bytes())
     }
 }
 
@@ -146,6 +178,31 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "the rewritten file stays private");
         }
+    }
+
+    /// A paste's lines, entered at once, are written at once: into a full
+    /// history, one rewrite, not one per line.
+    #[test]
+    fn the_lines_of_a_paste_are_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history");
+        let text: String = (0..HISTORY_LINES).map(|i| format!("old {i}\n")).collect();
+        fs::write(&path, text).unwrap();
+        let (mut file, _) = HistoryFile::open(path.clone()).unwrap();
+        let pasted: Vec<String> = (0..2_000).map(|i| format!("pasted {i}")).collect();
+        file.append_all(&pasted).unwrap();
+        assert_eq!(file.writes, 1, "one write for the paste");
+        let (_, recent) = HistoryFile::open(path.clone()).unwrap();
+        assert_eq!(recent.len(), HISTORY_LINES);
+        assert_eq!(recent[0], "pasted 1000");
+        assert_eq!(recent[HISTORY_LINES - 1], "pasted 1999");
+        // Below the cap, appended in one write too.
+        let other = dir.path().join("other");
+        let (mut file, _) = HistoryFile::open(other.clone()).unwrap();
+        file.append_all(&["a", "b\nc", "d"]).unwrap();
+        assert_eq!(file.writes, 1);
+        let (_, recent) = HistoryFile::open(other).unwrap();
+        assert_eq!(recent, ["a", "b c", "d"]);
     }
 
     #[test]

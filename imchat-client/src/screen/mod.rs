@@ -425,13 +425,10 @@ fn run(
             )
         };
         if let Some(file) = &mut history {
-            for line in &to_history {
-                if let Err(e) = file.append(line) {
-                    let line = history_not_kept("write", file.path(), &e);
-                    shared.update(|m| m.show(Entry::Notice(line)));
-                    history = None;
-                    break;
-                }
+            if let Err(e) = file.append_all(&to_history) {
+                let line = history_not_kept("write", file.path(), &e);
+                shared.update(|m| m.show(Entry::Notice(line)));
+                history = None;
             }
         }
         for line in outbox {
