@@ -14,6 +14,9 @@ pub struct Sources<'a> {
     pub files: &'a [String],
     /// Running transfers: ids (`#3`) and file names.
     pub transfers: &'a [String],
+    /// The offers waiting for an answer: their ids as `/accept` and
+    /// `/decline` take them (`3`, as their rows say).
+    pub offers: &'a [String],
 }
 
 /// A completion in progress: the text it replaces and the candidates.
@@ -119,7 +122,7 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
             "/cancel" => return (rest, sources.transfers.to_vec(), ""),
             // They take an offer's id, never a nick: `/accept bob` is
             // only refused.
-            "/accept" | "/decline" => return (rest, Vec::new(), ""),
+            "/accept" | "/decline" => return (rest, sources.offers.to_vec(), ""),
             // `/mode broadcast` or `/mode unicast <nick>`: a nick only
             // after `unicast`.
             "/mode" if word_start == rest => {
@@ -167,6 +170,7 @@ mod tests {
         nicks: Vec<String>,
         files: Vec<String>,
         transfers: Vec<String>,
+        offers: Vec<String>,
     }
 
     impl Fixture {
@@ -176,6 +180,7 @@ mod tests {
                 nicks: strings(&["bob", "Bea", "carol"]),
                 files: strings(&["meeting notes.txt", "Music.mp3", "big.iso"]),
                 transfers: strings(&["#3", "#12", "big.iso"]),
+                offers: Vec::new(),
             }
         }
 
@@ -185,6 +190,7 @@ mod tests {
                 nicks: &self.nicks,
                 files: &self.files,
                 transfers: &self.transfers,
+                offers: &self.offers,
             }
         }
 
@@ -307,6 +313,17 @@ mod tests {
         // An offer's id is no nick.
         assert!(f.tab("/accept ", 1).is_empty());
         assert!(f.tab("/DECLINE ", 1).is_empty());
+    }
+
+    /// `/accept` and `/decline` complete the ids of the offers waiting,
+    /// as their rows show them (`/accept 7`).
+    #[test]
+    fn accept_and_decline_complete_the_offers_waiting() {
+        let mut f = Fixture::new();
+        f.offers = strings(&["7", "12"]);
+        assert_eq!(f.tab("/accept ", 2), ["/accept 12", "/accept 7"]);
+        assert_eq!(f.tab("/decline 7", 1), ["/decline 7"]);
+        assert!(f.tab("/accept 9", 1).is_empty());
     }
 
     #[test]

@@ -1016,11 +1016,18 @@ impl Model {
                 .iter()
                 .flat_map(|t| [t.id.clone(), t.name.clone()])
                 .collect();
+            let offers: Vec<String> = self
+                .transfers
+                .iter()
+                .filter(|t| t.direction == Direction::Offer)
+                .map(|t| t.id.trim_start_matches('#').to_owned())
+                .collect();
             let sources = Sources {
                 commands: &self.commands,
                 nicks: &nicks,
                 files: &self.files,
                 transfers: &transfers,
+                offers: &offers,
             };
             let (text, cursor) = (self.editor.text(), self.editor.cursor());
             if self.files.is_empty()
@@ -1837,6 +1844,32 @@ mod tests {
             m.clear_screen,
             "the terminal is repainted, not only the changed cells"
         );
+    }
+
+    /// The offer's id its row shows (`/accept 2 or /decline 2`) completes
+    /// after `/accept`; a download's is no offer.
+    #[test]
+    fn tab_after_accept_completes_the_offer_waiting() {
+        let mut m = model();
+        let now = Instant::now();
+        m.transfer(&crate::view::TransferView::offer(
+            "#2".into(),
+            "bob".into(),
+            "push20.bin".into(),
+            20 << 20,
+        ));
+        m.transfer(&crate::view::TransferView::offer(
+            "#4".into(),
+            "carol".into(),
+            "notes.txt".into(),
+            20 << 20,
+        ));
+        m.transfer_ended("#4");
+        typed(&mut m, "/accept ");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "/accept 2");
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), "/accept 2", "the only one waiting");
     }
 
     #[test]
