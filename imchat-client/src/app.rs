@@ -2512,6 +2512,26 @@ impl Conn {
     /// in the outbound queue, so that nothing the user gives is dropped.
     /// Meanwhile the input is not read (back-pressure). False if the
     /// connection ended while waiting.
+    /// A script's `/download` or `/sendfile` while as many transfers of
+    /// ours are running as the server allows waits for one to end, as its
+    /// lines wait for the rate: a list of downloads longer than the cap
+    /// is not refused. A person at the terminal is told at once instead.
+    /// False when the connection ended meanwhile (as
+    /// [`wait_to_send`](Self::wait_to_send)).
+    fn wait_for_transfer_room(&self) -> bool {
+        if !self.app.scripted {
+            return true;
+        }
+        while !lock(&self.session).has_transfer_room() {
+            if self.ended.load(Ordering::SeqCst) {
+                self.cut.store(true, Ordering::SeqCst);
+                return false;
+            }
+            thread::sleep(WAIT_STEP);
+        }
+        true
+    }
+
     fn wait_to_send(&self, text_len: usize) -> bool {
         loop {
             if self.ended.load(Ordering::SeqCst) {
@@ -3269,7 +3289,7 @@ impl Conn {
             );
             None
         });
-        if !self.wait_to_send(0) {
+        if !self.wait_for_transfer_room() || !self.wait_to_send(0) {
             return;
         }
         let name_again = name.clone();
@@ -3287,6 +3307,9 @@ impl Conn {
         drop(t);
         self.handle(drained);
         if let Err(e) = result {
+            // Refused before it went (too many at once): failed, as one
+            // the server refuses.
+            self.app.transfer_lost();
             self.catch_up();
             self.app.error(&usage_line(&e));
         }
@@ -3335,7 +3358,7 @@ impl Conn {
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));
         let (go, accepted) = mpsc::channel();
-        if !self.wait_to_send(0) {
+        if !self.wait_for_transfer_room() || !self.wait_to_send(0) {
             return;
         }
         let mut t = lock(&self.transfers);
@@ -3360,7 +3383,9 @@ impl Conn {
         self.handle(drained);
         let id = match result {
             Ok(id) => id,
-            Err(e) => return self.app.error(&usage_line(&e)),
+            // Refused before it went (larger than the server takes): a
+            // failed push, as one whose file cannot be read.
+            Err(e) => return cannot(usage_line(&e)),
         };
         if let Some(view) = shown {
             self.app.view.transfer(&view);

@@ -1855,6 +1855,53 @@ fn a_script_exits_non_zero_when_the_server_dies_or_a_transfer_fails() {
     );
 }
 
+/// A script's list of downloads longer than the server's transfers at
+/// once waits for a slot, as its lines wait for the rate: every file
+/// arrives and the script exits 0, none is refused.
+#[test]
+fn a_scripts_downloads_past_the_transfers_at_once_wait_for_a_slot() {
+    let w = World::with_args("script-slots", &["--max-transfers", "1"]);
+    let port = w.server.port().to_string();
+    let files = list_files(&sample_shared_dir());
+    assert!(files.len() >= 3, "three samples at least: {files:?}");
+    let input: String = files
+        .iter()
+        .map(|(name, _)| format!("/download {name}\n"))
+        .collect();
+    let mut bot = w.script(&["bot", "127.0.0.1", &port], input.into_bytes());
+    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    for (name, _) in &files {
+        let got = fs::read(w.dir.join("bot").join(name))
+            .unwrap_or_else(|e| panic!("{name} not downloaded: {e}\n{}", bot.report()));
+        let want = fs::read(sample_shared_dir().join(name)).expect("read sample");
+        assert!(got == want, "{name}: downloaded bytes differ");
+    }
+    bot.assert_no_line("no refusal", |l| l.contains("too many transfers"));
+}
+
+/// A script's `/sendfile` of a file larger than the server's push limit
+/// is a failed push: exit 1 with its count, as one that cannot be read.
+#[test]
+fn a_scripts_sendfile_over_the_push_limit_is_a_failed_transfer() {
+    let w = World::with_args("script-push-limit", &["--max-push-bytes", "1000"]);
+    let port = w.server.port().to_string();
+    let _bob = w.client("bob");
+    let big = w.dir.join("big.bin");
+    fs::write(&big, vec![7u8; 1001]).expect("write");
+    let input = format!("/sendfile {} bob\n", big.display());
+    let mut pusher = w.script(&["pusher", "127.0.0.1", &port], input.into_bytes());
+    assert_eq!(pusher.expect_exit().code(), Some(1), "{}", pusher.report());
+    pusher.expect_line("error: file of 1001 bytes is larger than the push limit of 1000");
+    assert!(
+        pusher
+            .err
+            .lines()
+            .contains(&"imchat-client: 1 transfer(s) failed".to_string()),
+        "{}",
+        pusher.report()
+    );
+}
+
 #[test]
 fn a_download_never_replaces_a_file_in_the_download_folder() {
     let w = World::new("no-clobber");

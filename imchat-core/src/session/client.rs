@@ -1620,6 +1620,18 @@ impl ClientSession {
         }
     }
 
+    /// True when a download or push of ours may start now: fewer of ours
+    /// than [`Limits::max_transfers`] (and than the server announced) are
+    /// asked for, running or waiting for their receivers. When it is
+    /// false, [`download`](Self::download) and [`offer`](Self::offer)
+    /// refuse with [`UsageError::TooManyTransfers`]; a program with more to
+    /// start (a script's list of downloads) waits for one to end instead.
+    /// Pushes from others to us are not counted.
+    #[must_use]
+    pub fn has_transfer_room(&self) -> bool {
+        self.check_transfer_room().is_ok()
+    }
+
     /// [`UsageError::TooManyTransfers`] when no transfer may start now.
     fn check_transfer_room(&self) -> Result<(), UsageError> {
         if self.own_transfers() >= self.limits.max_transfers {

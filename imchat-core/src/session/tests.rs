@@ -8663,7 +8663,9 @@ fn the_session_keeps_to_the_servers_transfers_at_once_not_counting_pushes_to_it(
         .any(|e| matches!(e, ClientEvent::PushAccepted { id: i, .. } if *i == id)));
     let file = |n: &str| FileName::new(n).unwrap();
     net.s(0).download(file("a.txt"), None).unwrap();
+    assert!(net.s(0).has_transfer_room(), "one of two in use");
     net.s(0).download(file("b.txt"), None).unwrap();
+    assert!(!net.s(0).has_transfer_room(), "both in use");
     assert_eq!(
         net.s(0).download(file("c.txt"), None),
         Err(UsageError::TooManyTransfers { max: 2 })
