@@ -1644,6 +1644,11 @@ impl App {
                 // Told, not dropped in silence: the client stops here.
                 conn.report_cut(end.cut_reason());
                 conn.stop_transfers();
+                if matches!(end, End::Kicked(_)) {
+                    // A kick ends the session for good, as `/quit` does:
+                    // the next start joins afresh, not told the kick again.
+                    self.forget();
+                }
                 return Err(end.error());
             }
             // Why, as when the client stops: a download cut by a

@@ -198,6 +198,24 @@ fn a_reconnecting_client_banned_meanwhile_stops_with_the_reason() {
     );
 }
 
+/// A client kicked while connected was told so: its next start joins
+/// afresh, not told of that kick again as a session not resumed.
+#[test]
+fn a_client_kicked_while_connected_starts_afresh_next_time() {
+    let mut w = World::with_console("kicked-then-back");
+    let mut bob = w.client("bob");
+    w.server.console("kick bob rude", "kicked bob");
+    assert_eq!(bob.expect_exit().code(), Some(1), "{}", bob.report());
+    let mut again = w.script(
+        &["bob", "127.0.0.1", &w.server.port().to_string()],
+        b"/quit\n".to_vec(),
+    );
+    assert_eq!(again.expect_exit().code(), Some(0), "{}", again.report());
+    again.assert_no_line("the old kick told again", |l| {
+        l.contains("not resumed") || l.contains("kicked")
+    });
+}
+
 /// A `--json` script's own message comes after the answer to the `/who`
 /// typed before it, as in plain output.
 #[test]
