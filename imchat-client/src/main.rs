@@ -49,12 +49,18 @@ Environment:
   XDG_DATA_HOME   the data folder that holds the default history file
                   (imchat/history) and the saved sessions
                   (imchat/sessions/); ~/.local/share when unset
+  IMCHAT_PASSWORD the server's password, when --password-file is not given
+  IMCHAT_ACCOUNT_PASSWORD
+                  the password of your registered username (and the one a
+                  piped /register sets), when --account-password-file is
+                  not given
 
 Exit codes:
   0  /quit, /exit or end of input
   1  the server cannot be reached or refuses the name, the connection is
-     lost, or (piped or --json: a script) a transfer it started failed or
-     its answers did not come
+     lost, the server shuts down, an operator removes you, or (piped or
+     --json: a script) a line it gave was not sent, a transfer it started
+     failed or its answers did not come
   2  bad arguments";
 
 /// The imchat client: chat with the users of an imchat server, download its
@@ -1119,6 +1125,22 @@ mod tests {
         ] {
             assert!(long.contains(detail), "{detail} missing from --help");
             assert!(!short.contains(detail), "{detail} in -h");
+        }
+        // Every variable the client reads is in its Environment section.
+        let env = long
+            .split("Environment:")
+            .nth(1)
+            .and_then(|rest| rest.split("Exit codes:").next())
+            .expect("an Environment section before the exit codes");
+        for var in [
+            "RUST_LOG",
+            "NO_COLOR",
+            "TERM",
+            "XDG_DATA_HOME",
+            "IMCHAT_PASSWORD",
+            "IMCHAT_ACCOUNT_PASSWORD",
+        ] {
+            assert!(env.contains(var), "{var} missing from\n{env}");
         }
         assert!(short.lines().count() * 2 < long.lines().count(), "{short}");
     }

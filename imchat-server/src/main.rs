@@ -54,12 +54,20 @@ Environment:
   SERVERSHAREDFILES    the shared folder, when --shared-dir is not given
   SERVER_SHARED_FILES  the same, when SERVERSHAREDFILES is not set either
   RUST_LOG             what is logged to stderr too (default: warn)
+  IMCHAT_REDIS_URL     --redis, when not given
+  IMCHAT_REDIS_CA, IMCHAT_REDIS_CERT, IMCHAT_REDIS_KEY
+                       --redis-ca, --redis-cert, --redis-key, when not given
+  IMCHAT_ACCOUNT_PASSWORD
+                       the password --register-name sets
 
 Exit codes:
-  0  stopped by SIGINT, SIGTERM or SIGHUP; --reset-name done
+  0  stopped by SIGINT, SIGTERM or SIGHUP; --reset-name or --register-name
+     done
   1  could not start (shared folder, log file, address or history file
      in use: the log file is then left as it was) or failed;
-     --reset-name could not use its database or Redis
+     --reset-name or --register-name could not use its database or Redis
+     (or, for --register-name, got no password or a name registered
+     already)
   2  bad arguments";
 
 /// The imchat server: chat between many clients, and a shared folder they
@@ -185,7 +193,12 @@ struct Cli {
     /// self-signed: its certificate must then chain to one of these, and
     /// the web PKI roots (the default) are not used. Unused without
     /// --redis.
-    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_CA")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IMCHAT_REDIS_CA",
+        hide_env_values = true
+    )]
     redis_ca: Option<PathBuf>,
 
     /// Client certificate (a PEM file, with its chain) shown to a rediss:// --redis
@@ -193,11 +206,21 @@ struct Cli {
     /// For a Redis that asks its clients for a certificate
     /// (`tls-auth-clients yes`, Redis's default with TLS). Needs
     /// --redis-key. Unused without --redis.
-    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_CERT")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IMCHAT_REDIS_CERT",
+        hide_env_values = true
+    )]
     redis_cert: Option<PathBuf>,
 
     /// Private key (a PEM file) of --redis-cert
-    #[arg(long, value_name = "FILE", env = "IMCHAT_REDIS_KEY")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "IMCHAT_REDIS_KEY",
+        hide_env_values = true
+    )]
     redis_key: Option<PathBuf>,
 
     /// Lease of a server's names and heartbeat in the cluster, in seconds
@@ -1272,7 +1295,7 @@ mod tests {
             "--history-count",
             "--history-age-secs",
             "Lines typed on its standard input are operator commands",
-            "--reset-name done",
+            "--register-name could not use",
             "Examples:",
             "imchat-server 127.0.0.1:4000",
             "SERVERSHAREDFILES",
@@ -1282,6 +1305,26 @@ mod tests {
             assert!(long.contains(detail), "{detail} missing from --help");
             assert!(!short.contains(detail), "{detail} in -h");
         }
+        // Every variable the server reads is in its Environment section.
+        let env = long
+            .split("Environment:")
+            .nth(1)
+            .and_then(|rest| rest.split("Exit codes:").next())
+            .expect("an Environment section before the exit codes");
+        for var in [
+            "SERVERSHAREDFILES",
+            "SERVER_SHARED_FILES",
+            "RUST_LOG",
+            "IMCHAT_REDIS_URL",
+            "IMCHAT_REDIS_CA",
+            "IMCHAT_REDIS_CERT",
+            "IMCHAT_REDIS_KEY",
+            "IMCHAT_ACCOUNT_PASSWORD",
+        ] {
+            assert!(env.contains(var), "{var} missing from\n{env}");
+        }
+        // An unset variable is not shown as set to nothing (`[env: X=]`).
+        assert!(!long.contains("=]"), "{long}");
     }
 
     #[test]
