@@ -1773,7 +1773,18 @@ impl App {
                 // Until the shown second changes.
                 let step = left.saturating_sub(shown.saturating_sub(Duration::from_secs(1)));
                 if self.scripted {
-                    thread::sleep(step);
+                    // A script's lines wait for the connection, unread;
+                    // a signal quits at once, as a quit while not
+                    // connected (its quit waits in the input, unread too).
+                    let until = Instant::now() + step;
+                    while !SIGNALLED.load(Ordering::Acquire) && Instant::now() < until {
+                        thread::sleep(
+                            WAIT_STEP.min(until.saturating_duration_since(Instant::now())),
+                        );
+                    }
+                    if SIGNALLED.load(Ordering::Acquire) {
+                        return Ok(None);
+                    }
                     continue;
                 }
                 match input.recv_timeout(step) {

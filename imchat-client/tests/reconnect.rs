@@ -198,6 +198,38 @@ fn a_reconnecting_client_banned_meanwhile_stops_with_the_reason() {
     );
 }
 
+/// A script that reconnects does not read its input meanwhile, but a
+/// signal (a plain `kill`) still quits it at once, as a quit while not
+/// connected: said in its line and kept for the next start, not a log
+/// record after seconds of waiting.
+#[test]
+fn a_reconnecting_script_ended_by_a_signal_quits_at_once() {
+    let w = World::new("signal-reconnecting");
+    let net = Proxy::start(w.server.addr);
+    let mut alice = w.client_on("alice", net.port(), &["--reconnect"]);
+    net.set_target(None);
+    net.cut();
+    expect_late(&alice, "saying it reconnects", |l| {
+        l.starts_with("*** disconnected (")
+    });
+    let sent = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(alice.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM failed");
+    let status = alice.expect_exit_within(Duration::from_secs(10));
+    alice.expect_line(
+        "*** quit while not connected: the server could not be told; the next start tells it",
+    );
+    assert_eq!(status.code(), Some(0), "{}", alice.report());
+    assert!(
+        non_empty(&alice.err.lines()).is_empty(),
+        "{}",
+        alice.report()
+    );
+}
+
 /// A client kicked while connected was told so: its next start joins
 /// afresh, not told of that kick again as a session not resumed.
 #[test]
