@@ -2523,11 +2523,6 @@ impl Conn {
         }
     }
 
-    /// Waits until a request (with `text_len` bytes of chat text, 0 for
-    /// others) may go: within the rate the server announced, and with room
-    /// in the outbound queue, so that nothing the user gives is dropped.
-    /// Meanwhile the input is not read (back-pressure). False if the
-    /// connection ended while waiting.
     /// A script's `/download` or `/sendfile` while as many transfers of
     /// ours are running as the server allows waits for one to end, as its
     /// lines wait for the rate: a list of downloads longer than the cap
@@ -2548,6 +2543,11 @@ impl Conn {
         true
     }
 
+    /// Waits until a request (with `text_len` bytes of chat text, 0 for
+    /// others) may go: within the rate the server announced, and with room
+    /// in the outbound queue, so that nothing the user gives is dropped.
+    /// Meanwhile the input is not read (back-pressure). False if the
+    /// connection ended while waiting.
     fn wait_to_send(&self, text_len: usize) -> bool {
         loop {
             if self.ended.load(Ordering::SeqCst) {
@@ -3379,11 +3379,17 @@ impl Conn {
         }
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.offer(name.clone(), size, recipient));
-        let mut shown = None;
         if let Ok(id) = result {
             let mut meter = Meter::new(id, Direction::Send, &name, size, 0, Instant::now());
             meter.view.waiting = true;
-            shown = Some(meter.view.clone());
+            // Shown while the push is held: the server's answer (refused
+            // at once: no one else online) needs it to end the push, so
+            // its line comes after this one, never before.
+            self.app.view.transfer(&meter.view);
+            self.app.notice(&format!(
+                "offering {name} ({}); it is sent once accepted",
+                byte_count(size)
+            ));
             t.pushes.insert(
                 id,
                 OutgoingPush {
@@ -3403,13 +3409,6 @@ impl Conn {
             // failed push, as one whose file cannot be read.
             Err(e) => return cannot(usage_line(&e)),
         };
-        if let Some(view) = shown {
-            self.app.view.transfer(&view);
-        }
-        self.app.notice(&format!(
-            "offering {name} ({}); it is sent once accepted",
-            byte_count(size)
-        ));
         let s = self.clone();
         let spawned = spawn("pusher", move || {
             let sent = imchat_core::SentFile::new(id, size, modified);

@@ -1879,6 +1879,35 @@ fn a_scripts_downloads_past_the_transfers_at_once_wait_for_a_slot() {
     bot.assert_no_line("no refusal", |l| l.contains("too many transfers"));
 }
 
+/// A push the server refuses at once (no one else online) says so after
+/// the line that offered it, never before it.
+#[test]
+fn a_push_refused_at_once_is_said_after_its_offer() {
+    let w = World::new("push-refused-order");
+    let port = w.server.port().to_string();
+    let mut input = String::new();
+    for n in 0..20 {
+        let path = w.dir.join(format!("f{n}.txt"));
+        fs::write(&path, b"hello").expect("write");
+        input.push_str(&format!("/sendfile {}\n", path.display()));
+    }
+    let mut alone = w.script(&["alone", "127.0.0.1", &port], input.into_bytes());
+    assert_eq!(alone.expect_exit().code(), Some(1), "{}", alone.report());
+    let lines = alone.out.lines();
+    for n in 0..20 {
+        let offered = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("*** offering f{n}.txt ")));
+        let failed = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("*** sending f{n}.txt failed: ")));
+        match (offered, failed) {
+            (Some(o), Some(f)) => assert!(o < f, "f{n}: failure before offer\n{}", alone.report()),
+            _ => panic!("f{n}: offer or failure missing\n{}", alone.report()),
+        }
+    }
+}
+
 /// A script's `/sendfile` of a file larger than the server's push limit
 /// is a failed push: exit 1 with its count, as one that cannot be read.
 #[test]
