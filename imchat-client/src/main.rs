@@ -715,7 +715,7 @@ fn password(file: Option<&std::path::Path>, var: &str) -> Result<Option<Secret>,
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| ClientError::PasswordFile {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                reason: imchat_cli::io_reason(&e),
             })?;
             let line = text.lines().next().unwrap_or_default().to_string();
             if line.is_empty() {
@@ -1095,6 +1095,21 @@ mod tests {
                 dirs::data_dir().as_deref()
             );
         }
+    }
+
+    #[test]
+    fn a_password_file_that_cannot_be_read_is_said_in_words() {
+        let missing = std::env::temp_dir()
+            .join(format!("imchat-no-such-dir-{}", std::process::id()))
+            .join("pw.txt");
+        let err = password(Some(&missing), "IMCHAT_TEST_UNSET").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot use the password file '{}': no such file or directory",
+                missing.display()
+            )
+        );
     }
 
     #[test]

@@ -90,7 +90,13 @@ impl TlsArgs {
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
             .and_then(Iterator::collect)
-            .map_err(|e| format!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read the TLS certificate {}: {}",
+                    cert.display(),
+                    pem_reason(&e)
+                )
+            })?;
         let Some(first) = certs.first() else {
             return Err(format!("no certificate in {}", cert.display()));
         };
@@ -102,7 +108,11 @@ impl TlsArgs {
                 "no private key in {} (is it the certificate? give the key with --tls-key)",
                 key.display()
             ),
-            e => format!("cannot read the TLS key {}: {e}", key.display()),
+            e => format!(
+                "cannot read the TLS key {}: {}",
+                key.display(),
+                pem_reason(&e)
+            ),
         })?;
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -193,9 +203,53 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Why a PEM file could not be read, in words: a file error as the other
+/// messages say one (`no such file or directory`), not `I/O error: No
+/// such file or directory (os error 2)`.
+fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => imchat_cli::io_reason(io),
+        e => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_or_key_file_that_is_missing_is_said_in_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("none.pem");
+        let dir = tmp.path().join("data");
+        self_signed_in(&dir).load().unwrap().unwrap();
+        let args = TlsArgs {
+            tls_cert: Some(missing.clone()),
+            tls_key: Some(dir.join(KEY_FILE)),
+            ..TlsArgs::default()
+        };
+        let err = args.load().unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read the TLS certificate {}: no such file or directory",
+                missing.display()
+            )
+        );
+        let args = TlsArgs {
+            tls_cert: Some(dir.join(CERT_FILE)),
+            tls_key: Some(missing.clone()),
+            ..TlsArgs::default()
+        };
+        let err = args.load().unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read the TLS key {}: no such file or directory",
+                missing.display()
+            )
+        );
+    }
 
     fn self_signed_in(dir: &Path) -> TlsArgs {
         TlsArgs {

@@ -697,6 +697,24 @@ pub fn connect(
     Ok((stream, verified))
 }
 
+/// Why a PEM file could not be read, in words: a file error without
+/// `I/O error:` before it nor `(os error 2)` after it, its first letter
+/// small (`no such file or directory`), as the clients' other messages
+/// say one.
+fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
+    let rustls::pki_types::pem::Error::Io(io) = e else {
+        return e.to_string();
+    };
+    let text = io.to_string();
+    let text = text
+        .find(" (os error ")
+        .map_or(text.as_str(), |i| &text[..i]);
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
+}
+
 /// The roots in a PEM file.
 fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let bad = |reason: String| TlsError::CaFile {
@@ -704,10 +722,10 @@ fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         reason,
     };
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(pem_reason(&e)))?;
     for cert in certs {
         roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .add(cert.map_err(|e| bad(pem_reason(&e)))?)
             .map_err(|e| bad(e.to_string()))?;
     }
     if roots.is_empty() {
@@ -1242,6 +1260,12 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let missing = Trust::CaFile(dir.join("none.pem")).check().unwrap_err();
         assert!(matches!(missing, TlsError::CaFile { .. }), "{missing}");
+        assert!(
+            missing
+                .to_string()
+                .ends_with("none.pem: no such file or directory"),
+            "{missing}"
+        );
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let key = dir.join("key.pem");
         fs::write(&key, made.signing_key.serialize_pem()).unwrap();
