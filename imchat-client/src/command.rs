@@ -635,11 +635,18 @@ fn sendfile_args(rest: &str) -> Result<(String, Option<Username>, Option<String>
     if rest.is_empty() {
         return Err(CommandError::Usage(USAGE));
     }
-    for q in ['"', '\''] {
-        if let Some(body) = rest.strip_prefix(q) {
-            let end = body.find(q).ok_or(CommandError::Usage(USAGE))?;
+    // Straight quotes, and the typographic ones a word processor puts
+    // in a copied command (a classroom README's `/SendFile “filename”`).
+    for (open, close) in [('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’')] {
+        if let Some(body) = rest.strip_prefix(open) {
+            let end = match body.find(close) {
+                Some(end) => end,
+                // An unclosed typographic quote is part of the name.
+                None if !open.is_ascii() => break,
+                None => return Err(CommandError::Usage(USAGE)),
+            };
             let path = &body[..end];
-            let after = body[end + 1..].trim();
+            let after = body[end + close.len_utf8()..].trim();
             let to = if after.is_empty() {
                 None
             } else {
@@ -1019,6 +1026,30 @@ mod tests {
                 Command::SendFile {
                     path: "my file.txt".into(),
                     to: Some(u("bob")),
+                    whole: None,
+                },
+            ),
+            (
+                "/SendFile “my file.txt”",
+                Command::SendFile {
+                    path: "my file.txt".into(),
+                    to: None,
+                    whole: None,
+                },
+            ),
+            (
+                "/sendfile ‘my file.txt’ bob",
+                Command::SendFile {
+                    path: "my file.txt".into(),
+                    to: Some(u("bob")),
+                    whole: None,
+                },
+            ),
+            (
+                "/sendfile “unclosed.txt",
+                Command::SendFile {
+                    path: "“unclosed.txt".into(),
+                    to: None,
                     whole: None,
                 },
             ),
