@@ -509,7 +509,11 @@ fn hide_query_passwords(url: &str) -> String {
 /// A Redis error in words for the log (the crate's text ends in its
 /// error kind's debug name, and a timeout is an OS error number).
 pub(crate) fn said(e: &redis::RedisError) -> String {
-    if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        && e.detail() == Some(link::NO_PASSWORD_SET)
+    {
+        "Redis has no password set, but the URL gives one: leave it out of the URL (redis://HOST:PORT), or set Redis's requirepass".into()
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
         "Redis refused the password in the URL".into()
     } else if e.code() == Some("NOAUTH") {
         "Redis requires a password: put it in the URL (redis://:PASSWORD@HOST:PORT)".into()

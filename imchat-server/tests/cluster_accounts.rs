@@ -547,6 +547,36 @@ fn register_name_through_redis_says_why_redis_cannot_store_it() {
     assert!(said.contains("'zed' is registered"), "{said}");
 }
 
+/// A URL with a password for a Redis that has none set is said to be
+/// that, not a wrong password (Redis refuses such an `AUTH` all the same:
+/// before, the line read "Redis refused the password in the URL", and an
+/// operator checked a password Redis does not have).
+#[test]
+fn a_password_given_to_a_redis_without_one_is_said_to_be_that() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .args([
+            "--register-name",
+            "zed",
+            "--redis",
+            &format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port),
+        ])
+        .env("IMCHAT_ACCOUNT_PASSWORD", "abcdefgh12")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("Redis has no password set, but the URL gives one"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// `--reset-name` of a user connected to a server of the cluster removes
 /// the registration but says that the user keeps the name until it leaves.
 #[test]

@@ -48,7 +48,10 @@ impl Redis {
     /// Redis cannot be reached, refuses the password or the database, or
     /// does not answer within `timeout` (per reply).
     pub fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(timeout)?;
+        let con = self
+            .client
+            .get_connection_with_timeout(timeout)
+            .map_err(|e| self.why_refused(e, timeout))?;
         con.set_read_timeout(Some(timeout))?;
         con.set_write_timeout(Some(timeout))?;
         let mut con = Connection { con: Some(con) };
@@ -56,6 +59,50 @@ impl Redis {
             redis::cmd("SELECT").arg(self.db).query::<()>(&mut con)?;
         }
         Ok(con)
+    }
+}
+
+/// The detail of the error [`Redis::connect`] gives when Redis refused the
+/// URL's password because it has none set (`ERR AUTH <password> called
+/// without any password configured`): the crate keeps only that the
+/// authentication failed, which read as a wrong password.
+pub(crate) const NO_PASSWORD_SET: &str = "Redis has no password set";
+
+impl Redis {
+    /// `e`, or, when Redis refused the password of a URL without a user
+    /// name and lets a connection without one in, an authentication error
+    /// whose detail is [`NO_PASSWORD_SET`]. A URL with a user name is left
+    /// alone: an ACL user that does not exist is refused the same way while
+    /// the default user may need no password.
+    fn why_refused(&self, e: RedisError, timeout: Duration) -> RedisError {
+        let info = self.client.get_connection_info();
+        let settings = info.redis_settings();
+        if e.kind() != ErrorKind::AuthenticationFailed
+            || settings.password().is_none()
+            || settings.username().is_some()
+        {
+            return e;
+        }
+        let bare = redis::RedisConnectionInfo::default()
+            .set_skip_set_lib_name()
+            .set_protocol(settings.protocol());
+        let Ok(client) = redis::Client::open(info.clone().set_redis_settings(bare)) else {
+            return e;
+        };
+        let let_in = client
+            .get_connection_with_timeout(timeout)
+            .and_then(|mut con| {
+                con.set_read_timeout(Some(timeout))?;
+                redis::cmd("PING").query::<String>(&mut con)
+            });
+        match let_in {
+            Ok(_) => RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+                NO_PASSWORD_SET.to_string(),
+            )),
+            Err(_) => e,
+        }
     }
 }
 
