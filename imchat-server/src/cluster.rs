@@ -680,6 +680,13 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
     };
     let info = url.into_connection_info().map_err(invalid)?;
     let db = info.redis_settings().db();
+    // The crate reads `/-1` as database -1: no Redis has it, and the
+    // server would start, to run alone for ever.
+    if db < 0 {
+        return Err(format!(
+            "invalid Redis URL '{shown}': the database it ends in must be a number from 0 ({DATABASES})"
+        ));
+    }
     let info = quiet_handshake(info);
     let client = redis::Client::open(info.clone()).map_err(invalid)?;
     if tls.ca.is_none() && tls.identity.is_none() {
@@ -3055,6 +3062,19 @@ mod tests {
         let e = Cluster::new(&settings("http://:pw@host")).unwrap_err();
         assert!(e.starts_with("invalid Redis URL 'http://:***@host'"), "{e}");
         assert!(!e.contains('\n'));
+    }
+
+    /// A negative database is no database: refused at start (before, the
+    /// server started and ran alone, saying Redis had no database -1).
+    #[test]
+    fn a_url_with_a_negative_database_is_refused_at_start() {
+        let e = Cluster::new(&settings("redis://:pw@127.0.0.1:6379/-1")).unwrap_err();
+        assert!(
+            e.starts_with("invalid Redis URL 'redis://:***@127.0.0.1:6379/-1'"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        assert!(Cluster::new(&settings("redis://127.0.0.1:6379/0")).is_ok());
     }
 
     #[test]
