@@ -662,6 +662,50 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks the arguments of a cluster as written, before any file is read
+/// or anything connected: `url` is a Redis URL, and a CA (`ca`) or a
+/// client certificate (`cert`) is given only with a `rediss://` one.
+///
+/// # Errors
+///
+/// What is wrong, in one line (the URL shown without its password).
+pub fn check_url(url: &str, ca: bool, cert: bool) -> Result<(), String> {
+    url_info(url, ca, cert).map(|_| ())
+}
+
+fn invalid_url(url: &str) -> String {
+    format!(
+        "invalid Redis URL '{}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)",
+        redacted(url)
+    )
+}
+
+/// `url` read as a Redis URL, checked as [`check_url`] says.
+fn url_info(url: &str, ca: bool, cert: bool) -> Result<redis::ConnectionInfo, String> {
+    use redis::IntoConnectionInfo as _;
+    let info = url.into_connection_info().map_err(|_| invalid_url(url))?;
+    // The crate reads `/-1` as database -1: no Redis has it, and the
+    // server would start, to run alone for ever.
+    if info.redis_settings().db() < 0 {
+        return Err(format!(
+            "invalid Redis URL '{}': the database it ends in must be a number from 0 ({DATABASES})",
+            redacted(url)
+        ));
+    }
+    if (ca || cert) && !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        let option = if ca {
+            "a CA for Redis (--redis-ca)"
+        } else {
+            "a client certificate for Redis (--redis-cert)"
+        };
+        return Err(format!(
+            "{option} needs a rediss:// URL, not '{}'",
+            redacted(url)
+        ));
+    }
+    Ok(info)
+}
+
 /// A client of the Redis at `url` (nothing is connected yet), with `tls`
 /// for a `rediss://` one.
 ///
@@ -671,37 +715,12 @@ fn pem_certificates(pem: &[u8], option: &str) -> Result<(), String> {
 /// or its certificates or key cannot be read (the text shows the URL
 /// without its password, and nothing of the key).
 pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
-    use redis::IntoConnectionInfo as _;
-    let shown = redacted(url);
-    let invalid = |_| {
-        format!(
-            "invalid Redis URL '{shown}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)"
-        )
-    };
-    let info = url.into_connection_info().map_err(invalid)?;
+    let info = url_info(url, tls.ca.is_some(), tls.identity.is_some())?;
     let db = info.redis_settings().db();
-    // The crate reads `/-1` as database -1: no Redis has it, and the
-    // server would start, to run alone for ever.
-    if db < 0 {
-        return Err(format!(
-            "invalid Redis URL '{shown}': the database it ends in must be a number from 0 ({DATABASES})"
-        ));
-    }
     let info = quiet_handshake(info);
-    let client = redis::Client::open(info.clone()).map_err(invalid)?;
+    let client = redis::Client::open(info.clone()).map_err(|_| invalid_url(url))?;
     if tls.ca.is_none() && tls.identity.is_none() {
         return Ok(link::Redis::new(client, db));
-    }
-    if !matches!(
-        client.get_connection_info().addr(),
-        redis::ConnectionAddr::TcpTls { .. }
-    ) {
-        let option = if tls.ca.is_some() {
-            "a CA for Redis (--redis-ca)"
-        } else {
-            "a client certificate for Redis (--redis-cert)"
-        };
-        return Err(format!("{option} needs a rediss:// URL, not '{shown}'"));
     }
     if let Some(ca) = &tls.ca {
         pem_certificates(ca, "the CA for Redis (--redis-ca)")?;

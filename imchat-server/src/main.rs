@@ -68,7 +68,7 @@ Exit codes:
      --reset-name or --register-name could not use its database or Redis
      (or, for --register-name, got no password or a name registered
      already)
-  2  bad arguments";
+  2  bad arguments (an invalid --redis URL too)";
 
 /// The imchat server: chat between many clients, and a shared folder they
 /// can list and download from.
@@ -451,6 +451,9 @@ enum Error {
     /// The Redis URL is unusable.
     #[error("{0}")]
     Cluster(String),
+    /// The Redis URL, or a flag that goes with it, is wrong as written.
+    #[error("{0}")]
+    RedisArgs(String),
     /// The TLS certificate or key could not be read, made or used.
     #[error("{0}")]
     Tls(String),
@@ -477,7 +480,7 @@ enum Error {
 impl Error {
     fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Limits(_) | Error::Name(_) => ExitCode::from(2),
+            Error::Limits(_) | Error::Name(_) | Error::RedisArgs(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -839,9 +842,13 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
     // Checked here, not by clap: a server alone runs whatever the
     // environment says of Redis.
     if cli.redis_cert.is_some() != cli.redis_key.is_some() {
-        return Err(Error::Cluster(
+        return Err(Error::RedisArgs(
             "--redis-cert and --redis-key go together: give both, or neither".into(),
         ));
+    }
+    if let Some(url) = &cli.redis {
+        cluster::check_url(url, cli.redis_ca.is_some(), cli.redis_cert.is_some())
+            .map_err(Error::RedisArgs)?;
     }
     let cert = read("--redis-cert", &cli.redis_cert)?;
     let key = read("--redis-key", &cli.redis_key)?;

@@ -175,3 +175,41 @@ fn a_second_server_on_the_same_log_file_is_refused_and_the_first_log_kept() {
         "the first log was cut:\n{after}"
     );
 }
+
+/// A `--redis` URL wrong as written, or a Redis flag that cannot go with
+/// it, is a bad argument: exit code 2, as `--help` says (before: 1, as for
+/// a server that could not start), in one line; a file named by a Redis
+/// flag that cannot be read is still 1.
+#[test]
+fn a_redis_url_wrong_as_written_is_a_bad_argument() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = ["127.0.0.1:0", "--shared-dir", "."];
+    for (args, code) in [
+        (&["--redis", "http://:pw@127.0.0.1:6379"][..], 2),
+        (&["--redis", "redis://127.0.0.1:6379/-1"][..], 2),
+        (
+            &["--redis", "redis://127.0.0.1:6379", "--redis-ca", "ca.pem"][..],
+            2,
+        ),
+        (
+            &[
+                "--redis",
+                "rediss://127.0.0.1:6379",
+                "--redis-cert",
+                "c.pem",
+            ][..],
+            2,
+        ),
+        (
+            &["--redis", "rediss://127.0.0.1:6379", "--redis-ca", "ca.pem"][..],
+            1,
+        ),
+    ] {
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        let (status, err) = run_server(dir.path(), &all);
+        assert_eq!(status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("imchat-server: "), "{args:?}: {err}");
+        assert!(!err.contains(":pw@"), "{err}");
+    }
+}
