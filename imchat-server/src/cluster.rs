@@ -525,11 +525,30 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         "connection refused".into()
     } else if let Some(said) = certificate_said(e) {
         said
+    } else if let Some(said) = refusal_said(e) {
+        said
     } else {
         // The crate's own errors read "what - Kind: detail", the kind by
         // its Debug name: the words are kept, the name is not.
         e.to_string().replacen(&format!(" - {:?}", e.kind()), "", 1)
     }
+}
+
+/// A command Redis refused by an error code of its own, in words: a full
+/// Redis, a replica, a snapshot it cannot save, an ACL; any other code as
+/// Redis gave it. `None` for an error of another kind. (The crate shows
+/// them as `"OOM": command not allowed…` or `NoPerm: …`.)
+fn refusal_said(e: &redis::RedisError) -> Option<String> {
+    let detail = e.detail().unwrap_or_default().trim_end_matches('.');
+    let said = match e.code()? {
+        "OOM" => "Redis is out of memory (over its maxmemory): it refuses the servers' writes until memory is freed or its maxmemory raised".into(),
+        "READONLY" => "Redis is a read-only replica: give the URL of its primary".into(),
+        "MISCONF" => "Redis refuses writes: it cannot save its snapshot to disk (see Redis's log)".into(),
+        "NOPERM" => format!("Redis's ACL refuses the URL's user: {detail}"),
+        code if e.kind() == redis::ErrorKind::Extension => format!("Redis answered {code}: {detail}"),
+        _ => return None,
+    };
+    Some(said)
 }
 
 /// Redis's TLS certificate refused, in words (rustls says some faults as
@@ -2698,6 +2717,40 @@ mod tests {
             "no route".to_string(),
         ));
         assert_eq!(said(&detailed), "cannot connect: no route");
+    }
+
+    /// Redis's own refusals are said in words (before, in the crate's
+    /// text: `"OOM": command not allowed when used memory > 'maxmemory'.`,
+    /// `NoPerm: …`).
+    #[test]
+    fn redis_refusals_by_code_are_said_in_words() {
+        // As they come from Redis: an error reply, read by the crate.
+        let reply = |line: &str| -> redis::RedisError {
+            redis::parse_redis_value(format!("-{line}\r\n").as_bytes())
+                .and_then(Value::extract_error)
+                .unwrap_err()
+        };
+        let full = reply("OOM command not allowed when used memory > 'maxmemory'.");
+        assert!(
+            said(&full).starts_with("Redis is out of memory (over its maxmemory)"),
+            "{}",
+            said(&full)
+        );
+        let replica = reply("READONLY You can't write against a read only replica.");
+        assert_eq!(
+            said(&replica),
+            "Redis is a read-only replica: give the URL of its primary"
+        );
+        let acl = reply("NOPERM this user has no permissions to run the 'set' command");
+        assert_eq!(
+            said(&acl),
+            "Redis's ACL refuses the URL's user: this user has no permissions to run the 'set' command"
+        );
+        let other = reply("WEIRD something else.");
+        assert_eq!(said(&other), "Redis answered WEIRD: something else");
+        for e in [&full, &replica, &acl, &other] {
+            assert!(!said(e).contains('"'), "{}", said(e));
+        }
     }
 
     #[test]
