@@ -416,6 +416,8 @@ pub struct Cluster {
     refused: AtomicBool,
     /// Until when no other server is taken for dead (see [`Cluster::keep`]).
     judge_after: Mutex<Option<Instant>>,
+    /// The eviction policy of Redis last warned of (see [`eviction_said`]).
+    eviction_warned: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -532,6 +534,33 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         // its Debug name: the words are kept, the name is not.
         e.to_string().replacen(&format!(" - {:?}", e.kind()), "", 1)
     }
+}
+
+/// Redis's eviction policy and a warning of it, from its `INFO memory`,
+/// when Redis has a `maxmemory` and, once there, deletes keys of its
+/// choice (any policy but `noeviction`, Redis's default; managed Redis
+/// services often default to `volatile-lru`) instead of refusing writes:
+/// the cluster's keys with it (name claims, heartbeats and sessions have
+/// a lease, so `volatile-*` picks among them first; accounts, bans, the
+/// stream). A tested Redis with `allkeys-lru` deleted the accounts and the
+/// key that tells whether it lost its data.
+fn eviction_said(info: &str) -> Option<(String, String)> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let policy = field("maxmemory_policy")?;
+    let max: u64 = field("maxmemory")?.parse().ok()?;
+    if policy == "noeviction" || max == 0 {
+        return None;
+    }
+    Some((
+        policy.to_string(),
+        format!(
+            "its maxmemory-policy is {policy}: once full (maxmemory {max} bytes) it deletes keys of its choice, the cluster's too (name claims, heartbeats, sessions, registrations, bans, the stream), instead of refusing writes; set maxmemory-policy noeviction"
+        ),
+    ))
 }
 
 /// A command Redis refused by an error code of its own, in words: a full
@@ -832,6 +861,7 @@ impl Cluster {
             tried: AtomicBool::new(false),
             refused: AtomicBool::new(false),
             judge_after: Mutex::new(None),
+            eviction_warned: Mutex::new(None),
         })
     }
 
@@ -1612,6 +1642,23 @@ impl Cluster {
         }
     }
 
+    /// Warns, once per policy, when Redis deletes keys of its choice when
+    /// full ([`eviction_said`]). An `INFO` that Redis refuses (an ACL) says
+    /// nothing.
+    fn warn_of_eviction(&self, con: &mut Connection) {
+        let Ok(info) = redis::cmd("INFO").arg("memory").query::<String>(con) else {
+            return;
+        };
+        let Some((policy, said)) = eviction_said(&info) else {
+            return;
+        };
+        let mut warned = lock(&self.eviction_warned);
+        if warned.as_deref() != Some(policy.as_str()) {
+            warn!("cluster: Redis at {}: {said}", self.shown_url);
+            *warned = Some(policy);
+        }
+    }
+
     /// One round of [`lease_loop`](Self::lease_loop).
     fn keep(&self, con: &mut Connection, hub: &dyn HubAccess) -> redis::RedisResult<()> {
         let lease = self.lease_ms();
@@ -1638,6 +1685,9 @@ impl Cluster {
                     lock(&self.former).map_or(0, |(s, _)| s)
                 );
             }
+        }
+        if fresh {
+            self.warn_of_eviction(con);
         }
         if fresh {
             // A Redis that is new, or lost its data, holds new names while
@@ -2717,6 +2767,27 @@ mod tests {
             "no route".to_string(),
         ));
         assert_eq!(said(&detailed), "cannot connect: no route");
+    }
+
+    #[test]
+    fn a_redis_that_evicts_keys_when_full_is_warned_of() {
+        let info = |policy: &str, max: u64| {
+            format!("# Memory\r\nused_memory:1000\r\nmaxmemory:{max}\r\nmaxmemory_human:4.00M\r\nmaxmemory_policy:{policy}\r\n")
+        };
+        let (policy, said) = eviction_said(&info("allkeys-lru", 4 << 20)).unwrap();
+        assert_eq!(policy, "allkeys-lru");
+        assert!(
+            said.starts_with(
+                "its maxmemory-policy is allkeys-lru: once full (maxmemory 4194304 bytes)"
+            ),
+            "{said}"
+        );
+        assert!(said.ends_with("set maxmemory-policy noeviction"), "{said}");
+        assert!(eviction_said(&info("volatile-lru", 1 << 30)).is_some());
+        // Redis's default, or no maxmemory at all: nothing to say.
+        assert_eq!(eviction_said(&info("noeviction", 4 << 20)), None);
+        assert_eq!(eviction_said(&info("allkeys-lru", 0)), None);
+        assert_eq!(eviction_said("# Memory\r\nused_memory:1000\r\n"), None);
     }
 
     /// Redis's own refusals are said in words (before, in the crate's

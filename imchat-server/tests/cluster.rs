@@ -4401,3 +4401,29 @@ fn a_pusher_s_chat_goes_on_while_its_push_to_another_server_waits() {
     });
     sender.join().unwrap();
 }
+
+/// A Redis that deletes keys of its choice when full (a `maxmemory` with
+/// an eviction policy) is warned of in the log as the server joins: it may
+/// delete the cluster's keys, the registrations among them. Redis's
+/// default (`noeviction`) is not.
+#[test]
+fn a_redis_that_evicts_keys_when_full_is_warned_of_in_the_log() {
+    let Some(evicting) =
+        Redis::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"])
+    else {
+        return;
+    };
+    let a = Server::start(&evicting.url());
+    a.wait_line("its maxmemory-policy is allkeys-lru: once full");
+    assert!(
+        a.log().contains("set maxmemory-policy noeviction"),
+        "{}",
+        a.log()
+    );
+    let Some(refusing) = Redis::start_with(&["--maxmemory", "64mb"]) else {
+        return;
+    };
+    let b = Server::start(&refusing.url());
+    b.wait_line("cluster: joined through");
+    assert!(!b.log().contains("maxmemory-policy"), "{}", b.log());
+}
