@@ -736,7 +736,7 @@ fn url_info(url: &str, ca: bool, cert: bool) -> Result<redis::ConnectionInfo, St
     // server would start, to run alone for ever.
     if info.redis_settings().db() < 0 {
         return Err(format!(
-            "invalid Redis URL '{}': the database it ends in must be a number from 0 ({DATABASES})",
+            "invalid Redis URL '{}': the database it ends in cannot be negative (Redis has 16 unless its `databases` setting says more: 0 to 15)",
             redacted(url)
         ));
     }
