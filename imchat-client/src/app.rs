@@ -139,7 +139,8 @@ pub struct Config {
     pub ask_when_piped: bool,
     /// `--reconnect` (`Some(true)`) or `--no-reconnect` (`Some(false)`);
     /// `None`: reconnect in the full-screen interface, and when piped only
-    /// once at once after a drop without a shutdown notice.
+    /// once at once after a drop without a shutdown notice (or, given
+    /// several servers, after a shutdown too).
     pub reconnect: Option<bool>,
     /// `--json`: one JSON object per event on stdout.
     pub json: bool,
@@ -1177,12 +1178,20 @@ enum Reconnect {
 /// The policy for `end`: `--reconnect` / `--no-reconnect` decide when
 /// given; otherwise the full-screen interface keeps trying, and a script
 /// tries once at once after a drop without a shutdown notice (a network
-/// blip), so that a server going away still ends it with an error.
-fn reconnect_policy(option: Option<bool>, terminal: bool, shutdown: bool) -> Reconnect {
-    match (option, terminal, shutdown) {
-        (Some(true), ..) | (None, true, _) => Reconnect::Keep,
-        (Some(false), ..) | (None, false, true) => Reconnect::No,
-        (None, false, false) => Reconnect::Once,
+/// blip), so that a server going away still ends it with an error. A
+/// script given `several` servers (a cluster's) tries once at once after
+/// a shutdown too: the next server of its list is another one, which may
+/// serve it (a server of a cluster stopped for an upgrade, one at a time).
+fn reconnect_policy(
+    option: Option<bool>,
+    terminal: bool,
+    shutdown: bool,
+    several: bool,
+) -> Reconnect {
+    match (option, terminal, shutdown, several) {
+        (Some(true), ..) | (None, true, ..) => Reconnect::Keep,
+        (Some(false), ..) | (None, false, true, false) => Reconnect::No,
+        (None, false, false, _) | (None, false, true, true) => Reconnect::Once,
     }
 }
 
@@ -1635,8 +1644,12 @@ impl App {
             };
             conn.abort();
             let shutdown = matches!(end, End::Shutdown(_));
-            let mut policy =
-                reconnect_policy(self.config.reconnect, self.view.is_terminal(), shutdown);
+            let mut policy = reconnect_policy(
+                self.config.reconnect,
+                self.view.is_terminal(),
+                shutdown,
+                self.config.servers.len() > 1,
+            );
             if matches!(end, End::Kicked(_) | End::Replaced(_)) {
                 policy = Reconnect::No;
             }
@@ -4533,22 +4546,28 @@ mod tests {
     #[test]
     fn reconnect_policy_follows_the_mode_and_the_flags() {
         use Reconnect::{Keep, No, Once};
-        // (option, terminal, shutdown) -> policy
+        // (option, terminal, shutdown, several servers) -> policy
         let cases = [
-            (None, true, false, Keep),
-            (None, true, true, Keep),
-            (None, false, false, Once),
-            (None, false, true, No),
-            (Some(true), false, true, Keep),
-            (Some(true), false, false, Keep),
-            (Some(false), true, false, No),
-            (Some(false), false, false, No),
+            (None, true, false, false, Keep),
+            (None, true, true, false, Keep),
+            (None, false, false, false, Once),
+            (None, false, true, false, No),
+            (Some(true), false, true, false, Keep),
+            (Some(true), false, false, false, Keep),
+            (Some(false), true, false, false, No),
+            (Some(false), false, false, false, No),
+            // A script given a cluster's servers goes on to the next one
+            // after a shutdown too (before: it exited).
+            (None, false, true, true, Once),
+            (None, false, false, true, Once),
+            (None, true, true, true, Keep),
+            (Some(false), false, true, true, No),
         ];
-        for (option, terminal, shutdown, want) in cases {
+        for (option, terminal, shutdown, several, want) in cases {
             assert_eq!(
-                reconnect_policy(option, terminal, shutdown),
+                reconnect_policy(option, terminal, shutdown, several),
                 want,
-                "{option:?} {terminal} {shutdown}"
+                "{option:?} {terminal} {shutdown} {several}"
             );
         }
     }

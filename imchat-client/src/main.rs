@@ -143,7 +143,8 @@ struct Cli {
     /// Reconnect when the connection is lost or the server shuts down
     ///
     /// The default in a terminal. When piped, the client by default retries
-    /// once at once (a network blip) and otherwise exits with code 1. A
+    /// once at once (a network blip; given several servers, after its server
+    /// shut down too, on the next one) and otherwise exits with code 1. A
     /// refusal that retrying cannot change (banned, a wrong password) ends
     /// the retries: the client exits with code 1 and the server's reason.
     #[arg(long, conflicts_with = "no_reconnect")]

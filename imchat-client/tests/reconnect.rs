@@ -413,6 +413,31 @@ fn a_client_given_several_servers_skips_a_dead_one_and_moves_on_after_a_loss() {
     carol.expect_line("<alice> on a again");
 }
 
+/// A piped client given several servers goes on to the next one when its
+/// server shuts down (a rolling upgrade of a cluster), where one given a
+/// single server exits (above). Before, it exited there too.
+#[test]
+fn a_piped_client_given_several_servers_moves_on_at_a_shutdown() {
+    let w = World::new("several-shutdown");
+    let b_dir = w.dir.join("b");
+    std::fs::create_dir_all(&b_dir).expect("b's folder");
+    let b = Server::start(&b_dir, &w.shared());
+    let (a_port, b_port) = (w.server.port(), b.port());
+    let list = format!("127.0.0.1:{a_port},127.0.0.1:{b_port}");
+    let mut alice = w.spawn_client(&["alice", &list]);
+    alice.expect_line(&format!("*** connected to 127.0.0.1:{a_port} as alice"));
+    let bob = w.client_on("bob", b_port, &[]);
+    w.server.signal("INT");
+    alice.expect_prefix("*** server shutting down: ");
+    alice.expect_line(&format!("*** reconnected to 127.0.0.1:{b_port}"));
+    bob.expect_line("*** alice has joined");
+    alice.send("on b now");
+    bob.expect_line("<alice> on b now");
+    assert!(alice.is_running(), "{}", alice.report());
+    alice.send("/quit");
+    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+}
+
 #[test]
 fn a_client_whose_servers_all_fail_names_each_and_why() {
     let (one, two) = (closed_port(), closed_port());
