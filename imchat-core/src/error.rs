@@ -308,6 +308,10 @@ pub enum UsageError {
         /// How far the push may send.
         credit: u64,
     },
+    /// [`ClientSession::ignore`](crate::ClientSession::ignore) of this
+    /// session's own name.
+    #[error("you cannot ignore yourself")]
+    IgnoreSelf,
     /// No offer with this id is waiting for an answer.
     #[error("no offer {id} is waiting for an answer")]
     UnknownOffer {

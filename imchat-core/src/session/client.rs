@@ -498,6 +498,9 @@ pub struct ClientSession {
     unasked: Unasked,
     /// What makes two senders one ([`set_name_key`](Self::set_name_key)).
     name_key: fn(&Username) -> String,
+    /// The users ignored ([`ignore`](Self::ignore)), by their name's key,
+    /// with the name as it was given.
+    ignored: std::collections::BTreeMap<String, Username>,
     /// What the server announced in its last `Welcome`: the session keeps
     /// to the stricter of these and its own [`Limits`], but for the text
     /// and frame limits, which follow the server's.
@@ -595,6 +598,7 @@ impl ClientSession {
             auto_accept: Some(crate::limits::DEFAULT_AUTO_ACCEPT_BYTES),
             unasked: Unasked::default(),
             name_key: Username::key,
+            ignored: std::collections::BTreeMap::new(),
             announced: None,
             next_id: 1,
             last_heard: now,
@@ -985,6 +989,54 @@ impl ClientSession {
     /// get a fresh share under a look-alike spelling of its name.
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
+    }
+
+    /// Ignores `user` from now on, as IRC clients' `/ignore` does: its
+    /// chat (to everyone and private, live and replayed) is dropped
+    /// without an event, and its file offers are declined without one
+    /// (the sender is told only that the file was not accepted). Its
+    /// joins and leaves are still events, and it still shows in `Who`
+    /// answers. Names are compared by their key
+    /// ([`set_name_key`](Self::set_name_key)), so that a look-alike
+    /// spelling is the same user. Kept across
+    /// [`reconnect`](Self::reconnect), not in [`SavedSession`].
+    ///
+    /// Returns false when `user` was ignored already.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::IgnoreSelf`] for this session's own name.
+    pub fn ignore(&mut self, user: &Username) -> Result<bool, UsageError> {
+        let key = (self.name_key)(user);
+        if key == (self.name_key)(&self.username) {
+            return Err(UsageError::IgnoreSelf);
+        }
+        match self.ignored.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => Ok(false),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(user.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stops ignoring `user` (by its name's key); false when it was not
+    /// ignored. What it said meanwhile is not shown again.
+    pub fn unignore(&mut self, user: &Username) -> bool {
+        self.ignored.remove(&(self.name_key)(user)).is_some()
+    }
+
+    /// The users ignored, as their names were given to
+    /// [`ignore`](Self::ignore), by key.
+    #[must_use]
+    pub fn ignored(&self) -> Vec<Username> {
+        self.ignored.values().cloned().collect()
+    }
+
+    /// Whether `user` is ignored ([`ignore`](Self::ignore)).
+    #[must_use]
+    pub fn is_ignored(&self, user: &Username) -> bool {
+        !self.ignored.is_empty() && self.ignored.contains_key(&(self.name_key)(user))
     }
 
     /// The offers waiting for an answer, as (id, sender, file name, size),
@@ -2084,6 +2136,9 @@ impl ClientSession {
                 if !chat.history && self.seen_before(chat.id) {
                     return;
                 }
+                if self.is_ignored(&chat.from) {
+                    return;
+                }
                 ClientEvent::Chat(chat)
             }
             ServerMessage::Joined { id, time, user } => {
@@ -2392,6 +2447,16 @@ impl ClientSession {
                 }
             }
             Origin::Push { from } => {
+                if self.is_ignored(&from) && id.is_server_chosen() && offset == 0 {
+                    // Declined as a user would, without asking or saying.
+                    self.charge(1, 0);
+                    self.transmits.push_back(ClientMessage::Cancel(FileCancel {
+                        id,
+                        code: CancelCode::DECLINED,
+                        reason: CancelCode::DECLINED.to_string(),
+                    }));
+                    return;
+                }
                 let refusal = if !id.is_server_chosen() || offset != 0 {
                     Some((
                         CancelCode::BAD_CHUNK,

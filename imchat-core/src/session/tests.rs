@@ -10053,3 +10053,56 @@ fn a_pusher_s_session_sends_only_within_its_credit() {
     net.s(0).push_chunk(id, vec![3; quarter]).unwrap();
     assert_eq!(net.s(0).push_room(id), (MIB - quarter) as u64);
 }
+
+/// Bob ignores alice (spelled in capitals): her chat to everyone and to
+/// him is dropped, replayed or live, carol's still comes; her file offer
+/// is declined without bob hearing of it; once unignored she is heard
+/// again.
+#[test]
+fn an_ignored_users_chat_and_offers_are_dropped() {
+    let mut net = three_asking();
+    assert_eq!(net.s(1).ignore(&user("ALICE")), Ok(true));
+    assert_eq!(net.s(1).ignore(&user("alice")), Ok(false), "one user");
+    assert_eq!(net.s(1).ignore(&user("Bob")), Err(UsageError::IgnoreSelf));
+    assert_eq!(net.s(1).ignored(), vec![user("ALICE")]);
+    assert!(net.s(1).is_ignored(&user("alice")));
+    net.s(0).send_chat(Recipient::Everyone, "hi all").unwrap();
+    net.s(0)
+        .send_chat(Recipient::User(user("bob")), "psst")
+        .unwrap();
+    net.s(2)
+        .send_chat(Recipient::Everyone, "carol here")
+        .unwrap();
+    net.pump();
+    assert_eq!(chat_texts(&net.take(1)), ["carol here"]);
+    assert_eq!(
+        chat_texts(&net.take(2)),
+        ["hi all"],
+        "carol still hears her"
+    );
+
+    let id = net
+        .s(0)
+        .offer(
+            FileName::new("x.txt").unwrap(),
+            3,
+            Recipient::User(user("bob")),
+        )
+        .unwrap();
+    net.pump();
+    let bob = net.take(1);
+    assert!(bob.is_empty(), "bob is not asked or told: {bob:?}");
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::PushFailed { id: i, .. } if *i == id)),
+        "the push ends for alice: {alice:?}"
+    );
+
+    assert!(net.s(1).unignore(&user("Alice")));
+    assert!(!net.s(1).unignore(&user("alice")), "not ignored any more");
+    net.s(0).send_chat(Recipient::Everyone, "back").unwrap();
+    net.pump();
+    assert_eq!(chat_texts(&net.take(1)), ["back"]);
+}
