@@ -989,6 +989,8 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         }
     };
     if first.session.is_closed() {
+        // Its quit, queued at the welcome, goes out before the wait.
+        first.send_queued();
         first.wait_close(QUIT_CLOSE_WAIT);
         let fresh = match first_join(&config, None) {
             Ok(fresh) => fresh,
@@ -1238,13 +1240,21 @@ impl Joined {
     /// server ends it at once and the others see the user leave.
     fn leave(&mut self) {
         self.session.quit("");
+        self.send_queued();
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Writes what the session has queued since the welcome (the
+    /// handshake leaves it queued, for [`Conn::start`] to send once the
+    /// new token is saved), for a session that gets no [`Conn`]: one
+    /// closed at its welcome (a quit on resume), or one left at once.
+    fn send_queued(&mut self) {
         while let Some(m) = self.session.poll_transmit() {
             if self.stream.write_all(&m.to_frame()).is_err() {
                 break;
             }
         }
         let _ = self.stream.flush();
-        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -1295,9 +1305,10 @@ fn handshake(
                         .map_err(lost)?;
                     // A server that takes larger frames sends them too.
                     reader.decoder_mut().set_max_frame(session.frame_limit());
-                    while let Some(m) = session.poll_transmit() {
-                        w.write_all(&m.to_frame()).map_err(lost)?;
-                    }
+                    // What the session sends after the welcome (its first
+                    // frame, which makes the server forget the token just
+                    // presented) stays queued until the new token is saved:
+                    // see `Conn::start`.
                     return Ok((username, text));
                 }
                 ClientEvent::Refused { code, reason } => {
@@ -2039,6 +2050,14 @@ impl Conn {
             unechoed: Mutex::new(None),
             replay_through: AtomicU64::new(0),
         });
+        fail::fail_point!("client-welcomed");
+        // A new token came with the welcome: the next run needs it, saved
+        // before the first frame after the welcome goes out (queued in the
+        // session until the writer runs). That frame makes the server
+        // forget the token presented; a run killed between the two would
+        // leave only that dead token on disk, and the next start would be
+        // refused its own name until the grace period ends.
+        app.remember(&conn.session, true);
         // A new connection: its server says if it is cut off (after the
         // welcome, so perhaps among the early events).
         app.cut_off.store(false, Ordering::SeqCst);
@@ -2064,8 +2083,9 @@ impl Conn {
         let c = conn.clone();
         spawn("timer", move || c.timer_loop())?;
         app.set_link(Link::Connected { server });
-        // A new token came with the welcome: the next run needs it.
-        app.remember(&conn.session, true);
+        // The frames the welcome left queued (unacknowledged messages sent
+        // again, else a ping) go out now, at once.
+        conn.with_session(|_| ());
         // Who is online, for the roster (and `/mode unicast`'s check).
         let _ = conn.ask_who(join_who);
         Ok(conn)

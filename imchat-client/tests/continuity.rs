@@ -244,6 +244,47 @@ fn a_killed_client_started_again_gets_what_it_missed_and_no_one_sees_it_leave() 
     );
 }
 
+/// A run killed after its resume was welcomed, before it saved the new
+/// token, takes its session back at the next start. The first frame after
+/// the welcome tells the server the new token arrived, and the server then
+/// forgets the one presented: the client saves the new one before that
+/// frame goes out (a run held between the welcome and the save, by a fail
+/// point, has sent nothing yet). Before, the frame went out first, and a
+/// kill in between left only the dead token on disk: the next start was
+/// refused its own name ("already taken") until the grace period ended.
+#[test]
+fn a_client_killed_right_after_its_resume_was_welcomed_takes_its_session_back() {
+    let w = World::new("kill-welcomed");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    alice.kill();
+    bob.send("while away");
+
+    let args = ["alice", "127.0.0.1", port.as_str()];
+    let mut held = Client::spawn_with_env(
+        w.dir.path(),
+        &args,
+        &[("FAILPOINTS", "client-welcomed=sleep(60000)")],
+    );
+    // Printed once the welcome is in, right before the fail point.
+    held.expect_line(&format!("*** connected to 127.0.0.1:{port} as alice"));
+    held.kill();
+
+    let mut again = w.spawn_client(&args);
+    let (resumed, _) = again.expect_from(0, "`*** resumed`", |l| l == "*** resumed");
+    again.expect_from(resumed, "`<bob> while away`", |l| {
+        missed(l) == Some("<bob> while away")
+    });
+    again.send("/quit");
+    assert_eq!(again.expect_exit().code(), Some(0), "{}", again.report());
+    bob.assert_no_line("alice leaving before her quit", |l| {
+        l.starts_with("*** alice has left (")
+    });
+}
+
 /// While the client reconnects, its saved session stays on disk: a run
 /// that ends then (killed, or quit with no server to tell) leaves the next
 /// one the session to take back, instead of a name held by a session
