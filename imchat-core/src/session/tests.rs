@@ -6526,6 +6526,82 @@ fn a_failed_commit_acknowledges_what_was_delivered_and_says_it_was_not_saved() {
     assert_eq!(acks(&q), [(2, first[0].0)]);
 }
 
+thread_local! {
+    /// The warnings logged on this thread while [`warnings_of`] runs.
+    static WARNINGS: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A logger for the tests of this binary (set once): it keeps the warnings
+/// of a thread that asked for them ([`warnings_of`]), nothing else.
+struct ThreadWarnings;
+
+impl log::Log for ThreadWarnings {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            WARNINGS.with(|w| {
+                if let Some(w) = w.borrow_mut().as_mut() {
+                    w.push(record.args().to_string());
+                }
+            });
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The warnings `f` logs (on this thread).
+fn warnings_of(f: impl FnOnce()) -> Vec<String> {
+    static LOGGER: ThreadWarnings = ThreadWarnings;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if log::set_logger(&LOGGER).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+    });
+    WARNINGS.with(|w| *w.borrow_mut() = Some(Vec::new()));
+    f();
+    WARNINGS.with(|w| w.borrow_mut().take().unwrap_or_default())
+}
+
+/// A store that fails every commit (a full disk) is warned of once, not
+/// once per commit (one every few milliseconds under load), and once more
+/// when a commit works again; each sender is still told of each batch of
+/// its messages not saved.
+#[test]
+fn a_store_failing_every_commit_is_logged_once_and_its_recovery_once() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    queued(&mut net);
+    let mut told = 0;
+    let warned = warnings_of(|| {
+        store.set_failing(true);
+        for id in 1..=3 {
+            chat_in(&mut net, 0, id, "unsaved");
+            net.hub.commit_history(net.now);
+            told += errors_in(&queued(&mut net)).len();
+        }
+        store.set_failing(false);
+        chat_in(&mut net, 0, 4, "saved");
+        net.hub.commit_history(net.now);
+        told += errors_in(&queued(&mut net)).len();
+        store.set_failing(true);
+        chat_in(&mut net, 0, 5, "unsaved again");
+        net.hub.commit_history(net.now);
+        told += errors_in(&queued(&mut net)).len();
+    });
+    let failed = "history not committed: history store failed: disk full (said once, until a commit works again)";
+    assert_eq!(
+        warned,
+        [failed, "history commits work again, after 3 failed", failed],
+        "once per run of failures"
+    );
+    assert_eq!(told, 4, "each failed commit is told to its sender");
+}
+
 #[test]
 fn without_a_store_acks_go_out_at_once_and_nothing_is_held() {
     let mut net = resumable(Limits::default(), &["alice", "bob"]);

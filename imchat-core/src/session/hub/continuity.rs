@@ -473,8 +473,10 @@ impl Hub {
     /// (a copy sent again is a duplicate, not a second delivery), and
     /// each sender is told once that they were not saved.
     fn release_acks(&mut self, held: Vec<HeldAck>, error: Option<&StoreError>) {
-        if let Some(e) = error {
-            warn!("history not committed: {e}");
+        let (failures, said) = commit_said(self.commit_failures, error);
+        self.commit_failures = failures;
+        if let Some(said) = said {
+            warn!("{said}");
         }
         // Per sender, how many fresh messages the failed commit did not save.
         let mut unsaved: Vec<(ClientId, usize)> = Vec::new();
@@ -1426,5 +1428,25 @@ impl Hub {
             return Err(format!("log of {} entries, {bytes} bytes", self.log.len()));
         }
         Ok(())
+    }
+}
+
+/// What the server's log says of a commit's outcome after `failed`
+/// failures in a row, and the failures in a row now: the first failure
+/// of a run and the success that ends one, nothing else. A full disk fails
+/// every commit (one every few milliseconds under load): each sender is
+/// told of its messages, the log once.
+pub(super) fn commit_said(failed: u64, error: Option<&StoreError>) -> (u64, Option<String>) {
+    match error {
+        Some(e) => (
+            failed + 1,
+            (failed == 0).then(|| {
+                format!("history not committed: {e} (said once, until a commit works again)")
+            }),
+        ),
+        None => (
+            0,
+            (failed > 0).then(|| format!("history commits work again, after {failed} failed")),
+        ),
     }
 }

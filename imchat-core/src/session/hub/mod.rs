@@ -154,6 +154,10 @@ pub struct Hub {
     /// Acks of chat messages appended to the store, waiting for its commit
     /// ([`Hub::commit_history`]), in the order they were accepted.
     held_acks: Vec<HeldAck>,
+    /// Commits of the store that failed in a row (see [`commit_said`]).
+    ///
+    /// [`commit_said`]: continuity::commit_said
+    commit_failures: u64,
     /// Where resume tokens come from; without one, nothing can be resumed.
     tokens: Option<TokenSource>,
     /// The lifetime of the log (see [`Hub::epoch`]).
@@ -280,6 +284,7 @@ impl Hub {
             uncommitted: false,
             last_stored: 0,
             held_acks: Vec::new(),
+            commit_failures: 0,
             tokens: None,
             epoch: 0,
             epoch_fixed: false,
