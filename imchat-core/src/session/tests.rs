@@ -6313,6 +6313,7 @@ struct CountingStore {
     inner: crate::MemoryStore,
     commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fail_appends: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CountingStore {
@@ -6321,6 +6322,7 @@ impl CountingStore {
             inner: crate::MemoryStore::new(100),
             commits: std::sync::Arc::default(),
             fail: std::sync::Arc::default(),
+            fail_appends: std::sync::Arc::default(),
         }
     }
 
@@ -6330,6 +6332,12 @@ impl CountingStore {
 
     fn set_failing(&self, on: bool) {
         self.fail.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Appends fail too (a full disk once no id can be reserved).
+    fn set_failing_appends(&self, on: bool) {
+        self.fail_appends
+            .store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -6341,6 +6349,11 @@ impl crate::HistoryStore for CountingStore {
         self.inner.set_epoch(epoch)
     }
     fn append(&mut self, entry: &crate::LogEntry) -> Result<(), crate::StoreError> {
+        if self.fail_appends.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::StoreError::Backend {
+                detail: "disk full".into(),
+            });
+        }
         self.inner.append(entry)
     }
     fn commit(&mut self) -> Result<(), crate::StoreError> {
@@ -6600,6 +6613,45 @@ fn a_store_failing_every_commit_is_logged_once_and_its_recovery_once() {
         "once per run of failures"
     );
     assert_eq!(told, 4, "each failed commit is told to its sender");
+}
+
+/// A store that takes no new entry (a full disk once no id can be
+/// reserved) refuses every chat message: each sender is told, and the
+/// server's log says so once, and once more when it takes entries again
+/// (before, the log said nothing at all while chat was refused).
+#[test]
+fn a_store_refusing_every_append_is_logged_once_and_its_recovery_once() {
+    let store = CountingStore::new();
+    let mut net = stored(&store);
+    let bob = net.clients[1].0;
+    queued(&mut net);
+    let mut refused = Vec::new();
+    let warned = warnings_of(|| {
+        store.set_failing_appends(true);
+        for id in 1..=3 {
+            chat_in(&mut net, 0, id, "refused");
+            net.hub.commit_history(net.now);
+            let q = queued(&mut net);
+            assert!(routed(&q, bob).is_empty(), "delivered: {q:?}");
+            refused.extend(errors_in(&q).into_iter().map(|(id, code, _)| (id, code)));
+        }
+        store.set_failing_appends(false);
+        chat_in(&mut net, 0, 4, "taken");
+        net.hub.commit_history(net.now);
+        assert_eq!(routed(&queued(&mut net), bob).len(), 1);
+    });
+    assert_eq!(
+        warned,
+        [
+            "history store refuses new entries: history store failed: disk full; chat messages sent here are refused (said once, until it takes one again)",
+            "history store takes new entries again, after 3 refused",
+        ]
+    );
+    assert_eq!(
+        refused,
+        [1, 2, 3].map(|id| (id, ErrorCode::INTERNAL)),
+        "each refused message is told to its sender"
+    );
 }
 
 #[test]

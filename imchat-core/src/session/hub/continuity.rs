@@ -389,7 +389,14 @@ impl Hub {
     /// until [`commit_history`](Hub::commit_history).
     pub(super) fn append(&mut self, entry: LogEntry) -> Result<(), StoreError> {
         if let Some(store) = self.store.as_mut() {
-            store.append(&entry)?;
+            let appended = store.append(&entry);
+            let (failures, said) =
+                commit_said(Stage::Append, self.append_failures, appended.as_ref().err());
+            self.append_failures = failures;
+            if let Some(said) = said {
+                warn!("{said}");
+            }
+            appended?;
             self.uncommitted = true;
             self.last_stored = entry.id.0;
         }
@@ -473,7 +480,7 @@ impl Hub {
     /// (a copy sent again is a duplicate, not a second delivery), and
     /// each sender is told once that they were not saved.
     fn release_acks(&mut self, held: Vec<HeldAck>, error: Option<&StoreError>) {
-        let (failures, said) = commit_said(self.commit_failures, error);
+        let (failures, said) = commit_said(Stage::Commit, self.commit_failures, error);
         self.commit_failures = failures;
         if let Some(said) = said {
             warn!("{said}");
@@ -1431,22 +1438,47 @@ impl Hub {
     }
 }
 
-/// What the server's log says of a commit's outcome after `failed`
-/// failures in a row, and the failures in a row now: the first failure
-/// of a run and the success that ends one, nothing else. A full disk fails
-/// every commit (one every few milliseconds under load): each sender is
-/// told of its messages, the log once.
-pub(super) fn commit_said(failed: u64, error: Option<&StoreError>) -> (u64, Option<String>) {
+/// Which step of storing an entry [`commit_said`] speaks of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Taking a new entry (and its id): a failure refuses chat messages.
+    Append,
+    /// Committing what was taken: a failure loses it on a restart.
+    Commit,
+}
+
+/// What the server's log says of an append's or a commit's outcome
+/// (`stage`) after `failed` failures in a row, and the failures in a row
+/// now: the first failure of a run and the success that ends one, nothing
+/// else. A full disk fails every commit (one every few milliseconds under
+/// load), or every append once no id can be reserved: each sender is told
+/// of its messages, the log once.
+pub(super) fn commit_said(
+    stage: Stage,
+    failed: u64,
+    error: Option<&StoreError>,
+) -> (u64, Option<String>) {
     match error {
         Some(e) => (
             failed + 1,
-            (failed == 0).then(|| {
-                format!("history not committed: {e} (said once, until a commit works again)")
+            (failed == 0).then(|| match stage {
+                Stage::Commit => {
+                    format!("history not committed: {e} (said once, until a commit works again)")
+                }
+                Stage::Append => format!(
+                    "history store refuses new entries: {e}; chat messages sent here are refused \
+                     (said once, until it takes one again)"
+                ),
             }),
         ),
         None => (
             0,
-            (failed > 0).then(|| format!("history commits work again, after {failed} failed")),
+            (failed > 0).then(|| match stage {
+                Stage::Commit => format!("history commits work again, after {failed} failed"),
+                Stage::Append => {
+                    format!("history store takes new entries again, after {failed} refused")
+                }
+            }),
         ),
     }
 }

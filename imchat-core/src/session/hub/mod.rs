@@ -158,6 +158,8 @@ pub struct Hub {
     ///
     /// [`commit_said`]: continuity::commit_said
     commit_failures: u64,
+    /// Appends to the store that failed in a row (see [`commit_said`]).
+    append_failures: u64,
     /// Where resume tokens come from; without one, nothing can be resumed.
     tokens: Option<TokenSource>,
     /// The lifetime of the log (see [`Hub::epoch`]).
@@ -285,6 +287,7 @@ impl Hub {
             last_stored: 0,
             held_acks: Vec::new(),
             commit_failures: 0,
+            append_failures: 0,
             tokens: None,
             epoch: 0,
             epoch_fixed: false,
