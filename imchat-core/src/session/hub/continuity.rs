@@ -480,7 +480,13 @@ impl Hub {
     /// (a copy sent again is a duplicate, not a second delivery), and
     /// each sender is told once that they were not saved.
     fn release_acks(&mut self, held: Vec<HeldAck>, error: Option<&StoreError>) {
-        let (failures, said) = commit_said(Stage::Commit, self.commit_failures, error);
+        let (failures, said) = match error {
+            // A commit that released no answer may have written nothing (a
+            // server's committer reports its empty rounds too, and on a full
+            // disk those succeed): no sign that commits work again.
+            None if held.is_empty() => (self.commit_failures, None),
+            _ => commit_said(Stage::Commit, self.commit_failures, error),
+        };
         self.commit_failures = failures;
         if let Some(said) = said {
             warn!("{said}");
