@@ -1416,6 +1416,8 @@ fn answered_here(cmd: &Command) -> bool {
         | Command::Accept(_)
         | Command::Decline(_)
         | Command::Cancel(_)
+        | Command::Ignore(_)
+        | Command::Unignore(_)
         | Command::Register => true,
         other => works_offline(other),
     }
@@ -2211,6 +2213,28 @@ impl Conn {
         let _ = self.socket.tcp().shutdown(Shutdown::Both);
     }
 
+    /// `/ignore [user]`: ignores `user` (see [`ClientSession::ignore`]),
+    /// or lists who is ignored.
+    fn ignore(&self, who: Option<Username>) -> Result<(), UsageError> {
+        let mut session = lock(&self.session);
+        let line = match who {
+            None => match session.ignored().as_slice() {
+                [] => "you ignore no one".to_string(),
+                names => {
+                    let names: Vec<&str> = names.iter().map(Username::as_str).collect();
+                    format!("you ignore {}", names.join(", "))
+                }
+            },
+            Some(who) if session.ignore(&who)? => format!(
+                "ignoring {who}: its messages and file offers are dropped until /unignore {who} or the client ends"
+            ),
+            Some(who) => format!("{who} is ignored already"),
+        };
+        drop(session);
+        self.app.notice(&line);
+        Ok(())
+    }
+
     /// The session of this connection, to resume on the next one.
     fn take_session(&self) -> ClientSession {
         let limits = Limits::default();
@@ -2992,6 +3016,16 @@ impl Conn {
             Command::Quit(reason) => {
                 *lock(&self.app.parting) = reason;
                 return Flow::Quit;
+            }
+            Command::Ignore(who) => self.ignore(who),
+            Command::Unignore(who) => {
+                let line = if lock(&self.session).unignore(&who) {
+                    format!("no longer ignoring {who}")
+                } else {
+                    format!("{who} is not ignored")
+                };
+                self.app.notice(&line);
+                Ok(())
             }
             Command::Register => self.register(),
             Command::Unregister => self.paced(0, ClientSession::unregister).map(drop),

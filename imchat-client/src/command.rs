@@ -83,6 +83,11 @@ pub enum Command {
     Me(String),
     /// `/quit [reason]`, `/exit [reason]`: leave, with a parting text the others see.
     Quit(String),
+    /// `/ignore <user>`: hear no more from `user` (its chat and file
+    /// offers are dropped); `/ignore` alone lists who is ignored.
+    Ignore(Option<Username>),
+    /// `/unignore <user>`: hear `user` again.
+    Unignore(Username),
     /// `/register`: protect the username with a password.
     Register,
     /// `/unregister`: remove the protection of the username.
@@ -293,6 +298,18 @@ pub const COMMANDS: &[CommandInfo] = &[
             "/me <action>",
             "an action, sent in the current mode: * you <action>",
         )],
+    },
+    CommandInfo {
+        names: &["ignore", "unignore"],
+        aliases: &[],
+        rows: &[
+            (
+                "/ignore <user>",
+                "hear no more from <user> (its messages and file offers), until /unignore or the client ends",
+            ),
+            ("/ignore", "who you ignore"),
+            ("/unignore <user>", "hear <user> again"),
+        ],
     },
     CommandInfo {
         names: &["clear"],
@@ -841,6 +858,17 @@ impl Command {
                 Command::Me(args.to_string())
             }
             "quit" | "exit" => Command::Quit(args.trim().to_string()),
+            "ignore" => match args.trim() {
+                "" => Command::Ignore(None),
+                who if !who.contains(char::is_whitespace) => Command::Ignore(Some(user(who)?)),
+                _ => return Err(CommandError::Usage("/ignore <user>")),
+            },
+            "unignore" => match args.trim() {
+                who if !who.is_empty() && !who.contains(char::is_whitespace) => {
+                    Command::Unignore(user(who)?)
+                }
+                _ => return Err(CommandError::Usage("/unignore <user>")),
+            },
             "register" => Command::Register,
             "unregister" => Command::Unregister,
             "kick" | "ban" | "unban" | "bans" => {
@@ -891,6 +919,27 @@ mod tests {
         }
         assert_eq!(Command::parse("/register  "), Ok(Command::Register));
         assert_eq!(Command::parse("/unregister"), Ok(Command::Unregister));
+    }
+
+    #[test]
+    fn ignore_takes_one_user_or_none() {
+        let bob = Username::new("bob").unwrap();
+        assert_eq!(Command::parse("/ignore"), Ok(Command::Ignore(None)));
+        assert_eq!(
+            Command::parse("/IGNORE  bob "),
+            Ok(Command::Ignore(Some(bob.clone())))
+        );
+        assert_eq!(Command::parse("/unignore bob"), Ok(Command::Unignore(bob)));
+        for line in ["/ignore bob carol", "/unignore", "/unignore bob carol"] {
+            assert!(
+                matches!(Command::parse(line), Err(CommandError::Usage(_))),
+                "{line}"
+            );
+        }
+        assert!(matches!(
+            Command::parse("/ignore b@d"),
+            Err(CommandError::BadUser(_))
+        ));
     }
 
     #[test]
@@ -1424,7 +1473,7 @@ mod tests {
     #[test]
     fn help_on_no_command_says_so_and_lists_the_topics() {
         let topics = "broadcast, unicast, mode, who, files, access, list, download, \
-                      sendfile, accept, decline, transfers, cancel, me, clear, nicklist, \
+                      sendfile, accept, decline, transfers, cancel, me, ignore, unignore, clear, nicklist, \
                       register, unregister, kick, ban, unban, bans, help, quit";
         // A user's name (two letters from /ban) is no mistyped command.
         for line in ["/help bob", "/help /bob", "/? Bob"] {

@@ -2879,3 +2879,49 @@ fn a_push_goes_within_its_credit_and_the_pusher_s_chat_never_waits_behind_it() {
     drop(stuck);
     alice.expect_prefix("*** sending big.bin failed");
 }
+
+/// `/ignore bob` drops what bob says to everyone and to alice, and his
+/// file offers, while carol is still heard; `/ignore` lists him, and
+/// `/unignore` lets him be heard again.
+#[test]
+fn an_ignored_user_is_not_heard_until_unignored() {
+    let w = World::new("ignore");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    let mut carol = w.client("carol");
+    alice.expect_line("*** carol has joined");
+    alice.send("/ignore BOB");
+    alice.expect_line(
+        "*** ignoring BOB: its messages and file offers are dropped until /unignore BOB or the client ends",
+    );
+    alice.send("/ignore bob");
+    alice.expect_line("*** bob is ignored already");
+    alice.send("/ignore alice");
+    alice.expect_line("error: you cannot ignore yourself");
+    alice.send("/ignore");
+    alice.expect_line("*** you ignore BOB");
+    bob.send("hello all");
+    bob.send("/msg alice psst");
+    let file = w.dir.path().join("note.txt");
+    std::fs::write(&file, "hi").unwrap();
+    bob.send(&format!("/sendfile {} alice", file.display()));
+    carol.expect_line("<bob> hello all");
+    carol.send("carol here");
+    alice.expect_line("<carol> carol here");
+    bob.expect("the push ends unaccepted", |l| {
+        l.contains("note.txt") && l.contains("alice")
+    });
+    alice.send("/unignore Bob");
+    alice.expect_line("*** no longer ignoring Bob");
+    bob.send("back");
+    // After "psst" and the offer, from the same sender: they were read.
+    alice.expect_line("<bob> back");
+    let heard = alice.out.lines();
+    for dropped in ["hello all", "psst", "note.txt"] {
+        assert!(
+            !heard.iter().any(|l| l.contains(dropped)),
+            "{dropped:?} shown: {}",
+            alice.report()
+        );
+    }
+}
