@@ -283,7 +283,33 @@ pub enum LimitsError {
     },
 }
 
+/// The longest time limit a state machine uses: a longer one (a
+/// harness's `Duration::MAX` for "never") is read as this, which an
+/// `Instant` can always be moved by.
+pub const LONGEST_TIME_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Limits {
+    /// These limits with every time limit at most [`LONGEST_TIME_LIMIT`].
+    #[must_use]
+    pub(crate) fn with_times_capped(mut self) -> Limits {
+        for time in [
+            &mut self.handshake_timeout,
+            &mut self.keepalive_interval,
+            &mut self.keepalive_timeout,
+            &mut self.flood_timeout,
+            &mut self.transfer_idle_timeout,
+            &mut self.offer_timeout,
+            &mut self.grace,
+            &mut self.history_age,
+            &mut self.resume_window,
+            &mut self.join_window,
+            &mut self.auth_window,
+        ] {
+            *time = (*time).min(LONGEST_TIME_LIMIT);
+        }
+        self
+    }
+
     /// Checks that the limits can work together: every chunk and every
     /// chat message fits in a frame, a valid handshake fits in the
     /// handshake limit, and counts that must be positive are.

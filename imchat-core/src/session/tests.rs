@@ -10238,3 +10238,51 @@ fn an_ignored_users_chat_and_offers_are_dropped() {
     net.pump();
     assert_eq!(chat_texts(&net.take(1)), ["back"]);
 }
+
+/// A harness's way of saying "never": every time limit `Duration::MAX`.
+/// The hub joins, chats, loses and resumes users, and runs its timers
+/// without overflowing an `Instant` (it reads such a time as a century).
+#[test]
+fn a_hub_whose_time_limits_are_duration_max_never_times_out_and_never_panics() {
+    let never = Duration::MAX;
+    let limits = Limits {
+        handshake_timeout: never,
+        keepalive_interval: never,
+        keepalive_timeout: never,
+        flood_timeout: never,
+        transfer_idle_timeout: never,
+        offer_timeout: never,
+        grace: never,
+        history_age: never,
+        resume_window: never,
+        join_window: never,
+        auth_window: never,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
+    let mut n = 0u8;
+    hub.set_token_source(Box::new(move || {
+        n = n.wrapping_add(1);
+        [n; 16]
+    }));
+    let t0 = Instant::now();
+    let pending = hub.handle_connect(t0);
+    let alice = joined(&mut hub, "alice", t0);
+    let bob = joined(&mut hub, "bob", t0);
+    hub.handle_message(alice, chat_to_all("hello"), t0);
+    let at = hub.poll_timeout().expect("a timer, however far");
+    assert!(
+        at > t0 + Duration::from_secs(50 * 365 * 24 * 3600),
+        "{at:?}"
+    );
+    let later = t0 + Duration::from_secs(3600);
+    hub.handle_timeout(later);
+    hub.handle_disconnect(bob, LeaveReason::LOST);
+    hub.handle_timeout(later + Duration::from_secs(3600));
+    assert!(hub.is_connected(pending), "the handshake never times out");
+    assert!(hub.is_joined(alice), "no keepalive ends alice");
+    assert!(
+        hub.has_session(&Username::new("bob").unwrap()),
+        "bob's session waits"
+    );
+}

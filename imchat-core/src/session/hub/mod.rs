@@ -262,10 +262,11 @@ pub(super) fn parting_text(text: &str) -> &str {
 
 impl Hub {
     /// A hub with these limits and welcome text (`{user}` in it is replaced
-    /// by the joining user's name).
+    /// by the joining user's name). A time limit longer than a century
+    /// (`Duration::MAX` for "never") is read as a century.
     pub fn new(limits: Limits, welcome: impl Into<String>) -> Self {
         Hub {
-            limits,
+            limits: limits.with_times_capped(),
             welcome: welcome.into(),
             conns: HashMap::new(),
             pending: BTreeSet::new(),
