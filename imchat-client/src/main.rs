@@ -411,7 +411,22 @@ fn parse_server(text: &str) -> Result<ServerArg, String> {
     } else {
         match text.split_once(':') {
             Some((host, port)) if !port.contains(':') => (host, Some(port)),
-            _ => (text, None),
+            _ => {
+                // `::1:4000`: an IPv6 address and a port, which cannot be
+                // told apart from an address without brackets.
+                if let Some((addr, port)) = text.rsplit_once(':') {
+                    if text.parse::<std::net::Ipv6Addr>().is_err()
+                        && addr.parse::<std::net::Ipv6Addr>().is_ok()
+                        && !port.is_empty()
+                        && port.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        return Err(format!(
+                            "not an IPv6 address: with a port, write it in brackets: [{addr}]:{port}"
+                        ));
+                    }
+                }
+                (text, None)
+            }
         }
     };
     if host.trim().is_empty() {
@@ -842,6 +857,24 @@ mod tests {
             assert_eq!(s.servers, [server(host, port)], "{args:?}");
             assert_eq!(s.username.as_str(), "alice");
         }
+    }
+
+    /// `::1:41879` is no IPv6 address (a group has four hex digits at
+    /// most): it is one with a port, which needs brackets; said so.
+    #[test]
+    fn an_ipv6_address_with_a_port_and_no_brackets_is_told_to_use_them() {
+        let err = refused(&["alice", "::1:41879"]);
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("with a port, write it in brackets: [::1]:41879"),
+            "{text}"
+        );
+        // A valid address is a host, as before.
+        assert_eq!(
+            chat(&["alice", "fe80::1:4000"]).servers,
+            [server("fe80::1:4000", 12300)]
+        );
     }
 
     #[test]
