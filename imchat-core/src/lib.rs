@@ -176,7 +176,7 @@ pub use limits::*;
 pub use message::*;
 pub use session::{
     address_key, parse_operator_line, AccountCheck, Ban, BanTarget, ClientEvent, ClientId,
-    ClientSession, ClusterEvent, Destination, FilesRequest, HeardMark, Hub, HubEvent, Lane,
+    ClientSession, ClusterEvent, Destination, FilesRequest, HeardMark, Hold, Hub, HubEvent, Lane,
     RemoteOrigin, RemotePush, SavedSession, TransferControl, Transmit, SAVED_ID_LEASE,
 };
 pub use transfer::{Incoming, Outgoing, ResumeState};

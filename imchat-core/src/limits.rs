@@ -437,10 +437,12 @@ pub struct Limits {
     pub flood_timeout: Duration,
     /// The connections of one address together send chat at most this
     /// many times one client's rate ([`DEFAULT_ADDRESS_RATE_SHARE`]); over
-    /// it they are all read more slowly, and one that keeps sending as fast
-    /// as it is read for [`flood_timeout`](Limits::flood_timeout) is
-    /// disconnected as a flood (one that sends now and then is only
-    /// slowed). 0: no cap per address (each connection keeps its own rate).
+    /// it they are all read more slowly (save for the frames of their
+    /// transfers, see [`Hub::is_free`](crate::Hub::is_free)), and one that
+    /// keeps sending as fast as it is read for
+    /// [`flood_timeout`](Limits::flood_timeout) is disconnected as a flood
+    /// (one that sends now and then is only slowed). 0: no cap per address
+    /// (each connection keeps its own rate).
     pub address_rate_share: u32,
     /// Concurrent transfers per client ([`DEFAULT_MAX_TRANSFERS`]).
     pub max_transfers: usize,

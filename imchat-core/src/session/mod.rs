@@ -9,7 +9,7 @@ mod pace;
 pub use client::{ClientEvent, ClientSession, SavedSession, SAVED_ID_LEASE};
 pub use hub::{
     address_key, parse_operator_line, AccountCheck, Ban, BanTarget, ClientId, ClusterEvent,
-    Destination, FilesRequest, HeardMark, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
+    Destination, FilesRequest, HeardMark, Hold, Hub, HubEvent, Lane, RemoteOrigin, RemotePush,
     TransferControl, Transmit,
 };
 

@@ -3138,6 +3138,76 @@ fn chunks_and_ends_of_no_push_of_the_sender_cost_rate_budget() {
     }
 }
 
+/// A hold that is its address's only says so, one of the connection's
+/// own debt not: only while the former lasts may a reader hand the hub
+/// the frames that cost nothing.
+#[test]
+fn a_hold_tells_whether_it_is_the_address_s_only() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let a = joined_from(&mut hub, "192.0.2.1", "a", 3, t0);
+    let b = joined_from(&mut hub, "192.0.2.9", "b", 1, t0)[0];
+    answers(&mut hub);
+    // Two bursts of 100 spend the address's 200; one more line, from a
+    // third connection well within its own rate, puts it in debt.
+    for &c in &a[..2] {
+        for _ in 0..100 {
+            hub.handle_message(c, chat_to_all("x"), t0);
+        }
+    }
+    hub.handle_message(a[2], chat_to_all("x"), t0);
+    for &c in &a {
+        let hold = hub.hold(c).expect("the address is over its rate");
+        assert!(hold.address_only, "{c:?} owes nothing itself");
+        assert_eq!(hub.throttle(c), Some(hold.until));
+    }
+    // A connection alone on its address over its own rate.
+    for _ in 0..101 {
+        hub.handle_message(b, chat_to_all("x"), t0);
+    }
+    let hold = hub.hold(b).expect("over its own rate");
+    assert!(!hold.address_only);
+}
+
+/// `Hub::is_free` tells the frames that cost nothing (the awaited pong,
+/// an ack that moves a download of the sender on) from those that cost,
+/// and changes nothing: the awaited pong is free until it is handled.
+#[test]
+fn is_free_tells_the_frames_that_cost_nothing_and_changes_nothing() {
+    let mut net = three();
+    let alice = net.clients[0].0;
+    let size = Limits::default().chunk_size as u64;
+    let id = start_download(&mut net, "big.bin", 10 * size, None);
+    let ack = |id, offset: u64| ClientMessage::Ack { id, offset };
+    assert!(net.hub.is_free(alice, &ack(id, size)));
+    assert!(
+        !net.hub.is_free(alice, &ack(TransferId(99), size)),
+        "no such download"
+    );
+    assert!(!net.hub.is_free(alice, &ack(id, 0)), "acknowledged already");
+    assert!(!net.hub.is_free(alice, &chat_to_all("x")));
+    assert!(!net.hub.is_free(alice, &ClientMessage::Who));
+
+    let limits = Limits::default();
+    let mut hub = Hub::new(limits.clone(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    while hub.poll_transmit().is_some() {}
+    let t1 = t0 + limits.keepalive_interval;
+    hub.handle_timeout(t1);
+    let nonce = std::iter::from_fn(|| hub.poll_transmit())
+        .find_map(|t| match t.message {
+            ServerMessage::Ping(n) => Some(n),
+            _ => None,
+        })
+        .expect("pinged after the keepalive interval");
+    assert!(!hub.is_free(c, &ClientMessage::Pong(nonce.wrapping_add(1))));
+    assert!(hub.is_free(c, &ClientMessage::Pong(nonce)));
+    assert!(hub.is_free(c, &ClientMessage::Pong(nonce)), "asked twice");
+    hub.handle_message(c, ClientMessage::Pong(nonce), t1);
+    assert!(!hub.is_free(c, &ClientMessage::Pong(nonce)), "answered");
+}
+
 /// Acks that move a download of the sender on are free, those of its
 /// last window that come after it ended too; an ack that moves nothing
 /// on (no such download, an offset acknowledged already) costs rate

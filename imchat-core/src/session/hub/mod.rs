@@ -49,6 +49,7 @@ pub(super) use cluster::LEFT_MEMORY;
 pub use cluster::{ClusterEvent, HeardMark};
 use continuity::{HeldAck, Session, TokenSource};
 pub use output::{ClientId, Destination, FilesRequest, HubEvent, Lane, Transmit};
+pub use rate::Hold;
 use rate::TokenBucket;
 use relay::Relay;
 pub use remote_push::{RemotePush, TransferControl};

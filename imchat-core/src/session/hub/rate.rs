@@ -5,8 +5,12 @@
 //! slowed (its reader waits until [`Hub::throttle`] says), and only one that
 //! keeps going over it for [`Limits::flood_timeout`] is disconnected. The
 //! connections of one address also share a rate
-//! ([`Limits::address_rate_share`]): over it they are all read later, and
-//! one whose reader, let go after such a wait, finds its next frame there
+//! ([`Limits::address_rate_share`]): over it they are all read later
+//! ([`Hub::hold`] says the wait is the address's only), save for the frames
+//! that cost nothing ([`Hub::is_free`]), which the reader still hands over
+//! at once, so that a transfer of that address does not stall behind the
+//! others' chat; the first frame that costs waits out the hold. One whose
+//! reader, let go after such a wait, finds its next frame there
 //! at once (it sends faster than its address may) is going over the rate
 //! too, so that a flood split over a few connections of one address is
 //! cut off as one connection's is, while a user of that address who sends
@@ -136,6 +140,17 @@ pub(super) struct TokenBucket {
     pressed_at: Option<Instant>,
 }
 
+/// How long [`Hub::hold`] holds a reader back, and for which rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// When the reader may read the client's next costly frame.
+    pub until: Instant,
+    /// The wait is for the rate the connections of the client's address
+    /// share only: frames that cost nothing ([`Hub::is_free`]) may be
+    /// read and handled before `until`.
+    pub address_only: bool,
+}
+
 /// What taking a token found.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Take {
@@ -262,37 +277,65 @@ impl Hub {
     /// anything (a chat is charged once its length is checked, see
     /// [`Hub::chat`]; a `Quit` ends the connection).
     pub(super) fn cost_of(&mut self, client: ClientId, msg: &ClientMessage) -> Option<Cost> {
-        let free = match msg {
+        match msg {
             ClientMessage::Chat { .. } | ClientMessage::Quit { .. } => return None,
             ClientMessage::Register { .. } => return Some(Cost::register(&self.limits)),
-            // Chunks and ends of the sender's own pushes (a push the hub
-            // ended, or never had, does no work).
+            // A chunk of a push the hub ended, or never had, does no work.
             ClientMessage::Chunk(chunk) if !self.relays.contains_key(&(client, chunk.id)) => {
                 return Some(Cost::discarded(chunk.data.len(), &self.limits));
             }
-            ClientMessage::Chunk(_) => true,
+            _ => {}
+        }
+        if !self.costs_nothing(client, msg) {
+            return Some(Cost::request(0));
+        }
+        // The awaited pong is free once.
+        if let ClientMessage::Pong(_) = msg {
+            if let Some(c) = self.conns.get_mut(&client) {
+                c.awaited_pong = None;
+            }
+        }
+        None
+    }
+
+    /// Whether `msg` is one of the frames of `client` that cost nothing:
+    /// a chunk or end of its own push, an ack that moves one of its
+    /// transfers on, the pong that answers the server's ping. (Requests
+    /// (`Who`, `Ping`, `Download`, ...), and `Hello` and `Auth`, which a
+    /// joined client has no use for, cost.)
+    fn costs_nothing(&self, client: ClientId, msg: &ClientMessage) -> bool {
+        match msg {
+            ClientMessage::Chunk(chunk) => self.relays.contains_key(&(client, chunk.id)),
             ClientMessage::End(end) => self.relays.contains_key(&(client, end.id)),
             ClientMessage::Ack { id, offset } => {
                 self.ack_moves_on(client, *id, *offset)
                     || self.push_ack_moves_on(client, *id, *offset)
             }
-            ClientMessage::Pong(nonce) => self.conns.get_mut(&client).is_some_and(|c| {
-                let answers = c.awaited_pong == Some(*nonce);
-                if answers {
-                    c.awaited_pong = None;
-                }
-                answers
-            }),
-            // Requests (`Who`, `Ping`, `Download`, ...), and `Hello` and
-            // `Auth`, which a joined client has no use for.
+            ClientMessage::Pong(nonce) => self
+                .conns
+                .get(&client)
+                .is_some_and(|c| c.awaited_pong == Some(*nonce)),
             _ => false,
-        };
-        (!free).then(|| Cost::request(0))
+        }
+    }
+
+    /// Whether `msg`, read from joined `client` while [`Hub::hold`] holds
+    /// it for its address's rate only, may be handled at once: it costs
+    /// nothing (a chunk or end of the client's own push, an ack that moves
+    /// one of its transfers on, the pong that answers the server's ping),
+    /// so a transfer goes on at full speed while other connections of its
+    /// address send too fast. Anything else waits out the hold. Changes
+    /// nothing: the message is still to be handed to
+    /// [`Hub::handle_message`].
+    #[must_use]
+    pub fn is_free(&self, client: ClientId, msg: &ClientMessage) -> bool {
+        self.is_joined(client) && self.costs_nothing(client, msg)
     }
 
     /// When the reader of `client` may read again: `Some(t)` while the client
     /// is over its rate, or its address over the rate its connections
-    /// share (it is slowed by being read later).
+    /// share (it is slowed by being read later). [`Hub::hold`] also tells
+    /// which.
     ///
     /// The reader is expected to wait until then before it reads the
     /// client's next frame: the hub remembers the wait, and a frame read at
@@ -300,6 +343,16 @@ impl Hub {
     /// rate (see [`Limits::flood_timeout`]).
     #[must_use]
     pub fn throttle(&mut self, client: ClientId) -> Option<Instant> {
+        self.hold(client).map(|h| h.until)
+    }
+
+    /// [`Hub::throttle`], and whether the wait is for the rate the
+    /// connections of the client's address share only (the client's own
+    /// rate would let it go sooner). While it is, the reader may read on
+    /// and hand the hub at once the frames that cost nothing
+    /// ([`Hub::is_free`]); the first that costs waits until the hold's end.
+    #[must_use]
+    pub fn hold(&mut self, client: ClientId) -> Option<Hold> {
         let own = self.conns.get(&client)?.bucket.ready_at(&self.limits);
         let shared = self.address_ready_at(client);
         let held = match (own, shared) {
@@ -310,7 +363,10 @@ impl Hub {
         if let Some(c) = self.conns.get_mut(&client) {
             c.bucket.held = held;
         }
-        held.map(|(t, _)| t)
+        held.map(|(until, address_only)| Hold {
+            until,
+            address_only,
+        })
     }
 
     /// When the address of `client` is out of debt, if it is in debt.
