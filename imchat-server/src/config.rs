@@ -104,8 +104,9 @@ pub struct LimitArgs {
     flood_timeout_secs: f64,
 
     /// The connections of one IP address (an IPv6 /64) together send chat at most N times
-    /// one client's rate (over it they are all read later, and one that keeps sending as
-    /// fast as it is read is cut off after the flood timeout; 0 = each keeps its own rate only).
+    /// one client's rate (over it they are all read later, their file transfers excepted, and
+    /// one that keeps sending as fast as it is read is cut off after the flood timeout; 0 =
+    /// each keeps its own rate only).
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_ADDRESS_RATE_SHARE)]
     address_rate_share: u32,
 

@@ -15,7 +15,7 @@ use imchat_core::{ClientId, ClientMessage, LeaveReason};
 use log::{debug, warn};
 
 use super::idle::Parked;
-use super::{closer, spawn, Conn, Server, Share, Work};
+use super::{closer, spawn, Conn, Flush, Server, Share, Work};
 use crate::socket::{limit_unsent, Sock, SERVER_UNSENT_LIMIT};
 
 /// Stack of a reader thread (it decodes and dispatches; buffers are on the heap).
@@ -401,7 +401,7 @@ impl Server {
             // the frame limit rises with it, and a Hello may need the
             // cluster first.
             let full_limit = reader.decoder_mut().max_frame() >= self.limits().max_frame;
-            let (max_frame, throttle, connected) = self.with_hub_deferred(
+            let (max_frame, hold, connected) = self.with_hub_deferred(
                 |hub| {
                     hub.handle_message(id, msg, Instant::now());
                     let mut run = 1;
@@ -422,7 +422,7 @@ impl Server {
                         }
                         run += 1;
                     }
-                    (hub.max_frame(id), hub.throttle(id), hub.is_connected(id))
+                    (hub.max_frame(id), hub.hold(id), hub.is_connected(id))
                 },
                 Some(&mut flush),
             );
@@ -449,16 +449,102 @@ impl Server {
             if max_frame > reader.decoder_mut().max_frame() {
                 reader.decoder_mut().set_max_frame(max_frame);
             }
-            // Over its chat rate: read this client later.
-            if let Some(until) = throttle {
+            // Over its chat rate: read this client later. Held for its
+            // address's rate only, it is read on meanwhile, and what costs
+            // nothing (its transfers' frames) is handled at once.
+            if let Some(hold) = hold {
                 self.flush_all(&mut flush);
-                thread::sleep(until.saturating_duration_since(Instant::now()));
+                if hold.address_only && next.is_none() && !tls_pending {
+                    let held =
+                        self.read_while_held(id, &mut reader, hold.until, &mut told, &mut flush);
+                    match held {
+                        Held::Over => {}
+                        Held::Next(read) => next = Some(read),
+                        Held::Ended => {
+                            self.flush_all(&mut flush);
+                            return Served::Ended;
+                        }
+                    }
+                } else {
+                    thread::sleep(hold.until.saturating_duration_since(Instant::now()));
+                }
             }
             // Bound the batch: a fast sender's messages still go out often.
             if flush.len() >= MAX_DEFERRED {
                 self.flush_all(&mut flush);
             }
         }
+    }
+
+    /// Reads `id` while only its address's shared rate holds it back
+    /// (until `until`, see [`Hub::hold`](imchat_core::Hub::hold)): the
+    /// frames the hub says cost nothing (acks that move its downloads on,
+    /// its pushes' data, the answer to a ping) are handled at once, so that
+    /// its transfers do not stall while other connections of its address
+    /// send too fast. The first frame that costs is kept until `until` and
+    /// returned then, to be handled as any frame read after a wait; an end
+    /// of the stream or an error is returned at once. The connection is
+    /// not parked meanwhile: back from the idle poller, it would be read
+    /// at once.
+    fn read_while_held(
+        self: &Arc<Self>,
+        id: ClientId,
+        reader: &mut FrameReader<&Sock, ClientMessage>,
+        until: Instant,
+        told: &mut Instant,
+        flush: &mut Vec<Flush>,
+    ) -> Held {
+        while Instant::now() < until {
+            if !reader.has_message_ready() {
+                self.flush_all(flush);
+            }
+            let read = reader.read_message_hearing(HEARD_STEP, told, |now| {
+                self.lock().hub.handle_bytes(id, now);
+            });
+            let msg = match read {
+                Ok(Some(msg)) => msg,
+                Err(TransportError::Io(e)) if is_timeout(&e) => continue,
+                other => return Held::Next(other),
+            };
+            // Free frames already buffered are handled under the same lock.
+            let (kept, connected) = self.with_hub_deferred(
+                |hub| {
+                    let mut msg = msg;
+                    let mut run = 0;
+                    loop {
+                        if !hub.is_free(id, &msg) {
+                            return (Some(Ok(Some(msg))), true);
+                        }
+                        hub.handle_message(id, msg, Instant::now());
+                        run += 1;
+                        let connected = hub.is_connected(id);
+                        if run >= MAX_RUN
+                            || !connected
+                            || !reader.has_message_ready()
+                            || hub.has_pending_work()
+                        {
+                            return (None, connected);
+                        }
+                        msg = match reader.read_message() {
+                            Ok(Some(msg)) => msg,
+                            other => return (Some(other), true),
+                        };
+                    }
+                },
+                Some(flush),
+            );
+            if !connected {
+                return Held::Ended;
+            }
+            if let Some(read) = kept {
+                if matches!(read, Ok(Some(_))) {
+                    self.flush_all(flush);
+                    thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                return Held::Next(read);
+            }
+        }
+        Held::Over
     }
 
     /// After both threads of a connection are done: drain what the peer
@@ -481,6 +567,17 @@ enum Served {
     Ended,
     /// It was idle: hand it to the idle poller.
     Parked,
+}
+
+/// What reading a connection held for its address's rate ended on.
+enum Held {
+    /// The hold is over; nothing was kept.
+    Over,
+    /// A read to act on: a frame that costs (the hold is over), or an end
+    /// of the stream or an error.
+    Next(Result<Option<ClientMessage>, TransportError>),
+    /// The connection is no longer the hub's (kicked, gone).
+    Ended,
 }
 
 /// A read that timed out (the socket's read timeout).
