@@ -530,13 +530,16 @@ fn a_client_killed_during_a_download_leaves_the_server_serving() {
         big_file(shared, "big.bin", 64);
     });
     let dir = TempDir::new("kill9");
-    let mut watcher = Raw::join(srv.addr, "watcher");
     let mut cmd = client_command(&dir.0);
     cmd.args(["victim", "127.0.0.1", &srv.addr.port().to_string()]);
     let mut victim = Proc::spawn(cmd);
     victim.expect("connected");
     victim.send("/download big.bin");
     victim.expect("downloading big.bin");
+    // Joined only now: a watcher that waited unread while the client
+    // started (slow on a loaded machine) could miss the server's
+    // keepalive and be dropped itself.
+    let mut watcher = Raw::join(srv.addr, "watcher");
     victim.child.kill().unwrap();
     let _ = victim.child.wait();
     watcher.wait_for(
