@@ -106,12 +106,36 @@ pub fn look_alike_keys(name: &Username) -> Vec<String> {
 fn loose_key_of(name: &str) -> String {
     let read: String = name
         .nfkc()
+        .filter(|c| !decorates(*c))
         .map(|c| if reads_as_l(c) { 'l' } else { c })
         .collect();
     // A sharp s is the ss it is written as in capitals (`STRASSE` is the
     // capital of `straße`) and in Swiss German (`Strasse`): lowercasing
     // keeps `ß`, and the confusable table does not fold it either.
     key_of(&read.replace(['ß', 'ẞ'], "ss"))
+}
+
+/// Whether `c` is a mark drawn around or across the letter before it
+/// rather than a part of the word: an enclosing mark (general category
+/// Me: the keycap and circle of `bob⃝`, the Cyrillic numeral signs of
+/// `bob҉`) or an overlay (canonical combining class 1: the strokes and
+/// slashes of `b̶o̶b̶`) that belongs to no one script. The letters stay
+/// readable through it, so [`loose_key`] reads the name without it.
+///
+/// The overlays of a script of their own are letters' marks there (Bassa
+/// Vah writes its tones with them, Kharoshthi and Duployan a sign each)
+/// and are kept; Unicode's enclosing marks are none of a living script's
+/// words (Cyrillic's are numeral signs of Church Slavonic).
+fn decorates(c: char) -> bool {
+    use unicode_normalization::char::canonical_combining_class;
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    use unicode_script::{Script, UnicodeScript};
+    if c.is_ascii() {
+        return false;
+    }
+    c.general_category() == GeneralCategory::EnclosingMark
+        || (canonical_combining_class(c) == 1
+            && matches!(c.script(), Script::Common | Script::Inherited))
 }
 
 /// Whether `c` is a capital that the confusable table reads as `l` (it
@@ -425,6 +449,52 @@ mod tests {
         assert!(look_alike_keys(&Username::new("alice").unwrap()).is_empty());
         // Another name is not among them.
         assert!(!look_alike_keys(&Username::new("aIice").unwrap()).contains(&k("aiice")));
+    }
+
+    /// Marks drawn around or across the letters (enclosing: keycap,
+    /// circle, Cyrillic numeral signs; overlays: strokes and slashes)
+    /// leave the name readable as it is without them.
+    #[test]
+    fn enclosing_and_overlay_marks_do_not_count_under_the_loose_key() {
+        for fake in [
+            "bob\u{20dd}",
+            "bob\u{20e3}",
+            "bob\u{0336}",
+            "b\u{0336}o\u{0336}b\u{0336}",
+            "b\u{0335}o\u{0334}b\u{0338}",
+            "bob\u{0489}",
+            "bob\u{0488}",
+            "b\u{20d2}ob",
+            "bob\u{1abe}",
+            "bob\u{a670}",
+            "bob\u{1ce2}",
+            "Bob\u{20dd}",
+        ] {
+            assert_eq!(loose(fake), loose("bob"), "{fake:?}");
+            assert!(
+                super::check(&Username::new(fake).unwrap()).is_ok(),
+                "{fake:?}"
+            );
+        }
+        // Among other look-alike foldings: a capital I for l, a Cyrillic о.
+        assert_eq!(loose("aI\u{20dd}ice"), loose("alice"));
+        assert_eq!(loose("b\u{43e}\u{336}b"), loose("bob"));
+        // Registration protects the plain name from its decorated forms.
+        let keys = look_alike_keys(&Username::new("bob\u{20dd}").unwrap());
+        assert!(keys.contains(&k("bob")), "{keys:?}");
+        // The key keeps them apart (registered keys do not change).
+        assert_ne!(k("bob\u{0336}"), k("bob"));
+        // Marks that are part of a word still count: accents, Devanagari
+        // vowel signs, and the tone marks of Bassa Vah (overlays too).
+        for (a, b) in [
+            ("zoë", "zoe"),
+            ("ki\u{301}", "ki"),
+            ("क\u{93f}", "क"),
+            ("\u{16ad0}\u{16af0}", "\u{16ad0}"),
+            ("\u{16ad0}\u{16af4}", "\u{16ad0}\u{16af0}"),
+        ] {
+            assert_ne!(loose(a), loose(b), "{a:?} {b:?}");
+        }
     }
 
     #[test]

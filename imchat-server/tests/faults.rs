@@ -1495,6 +1495,31 @@ fn look_alike_names_are_refused_while_the_real_one_is_online() {
     srv.assert_serving();
 }
 
+/// A name decorated with marks drawn around or across its letters (a
+/// keycap or circle, a stroke through each letter, a Cyrillic numeral
+/// sign) reads as the plain name: refused while it is online, and free
+/// once it left.
+#[test]
+fn names_under_enclosing_or_overlay_marks_are_refused_beside_the_plain_name() {
+    let srv = Server::start(&[]);
+    let mut bob = Raw::join(srv.addr, "bob");
+    let decorated = [
+        "bob\u{20dd}",
+        "bob\u{0336}",
+        "b\u{0336}o\u{0336}b\u{0336}",
+        "bob\u{0489}",
+    ];
+    hellos_refused(&srv, &decorated, RefuseCode::NAME_TAKEN);
+    // A mark that is part of a letter is another name.
+    let _umlaut = Raw::join(srv.addr, "bo\u{308}b");
+    bob.send(&ClientMessage::Quit {
+        reason: String::new(),
+    });
+    bob.wait_closed();
+    let _struck = Raw::join(srv.addr, "b\u{0336}o\u{0336}b\u{0336}");
+    srv.assert_serving();
+}
+
 /// Each name's `Hello` is refused with `code` (and the connection closed).
 #[track_caller]
 fn hellos_refused(srv: &Server, names: &[&str], code: RefuseCode) {
