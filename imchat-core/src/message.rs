@@ -133,6 +133,46 @@ impl Username {
     }
 }
 
+/// The order in which names are listed to people (`Who`, a client's nick
+/// list): ignoring case, and with the digits in a name read as a number,
+/// so `u2` comes before `u10` (`u1`, `u2`, `u10`, `U11`, `v`), as IRC
+/// clients list nicks. Names equal that way (`u01` and `u1`, `Ann` and
+/// `ann`) are ordered by their digits as written, then by the names
+/// themselves: the order is total and every list is in the same one.
+#[must_use]
+pub fn name_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (la, lb) = (a.to_lowercase(), b.to_lowercase());
+    natural(&la, &lb)
+        .then_with(|| la.cmp(&lb))
+        .then_with(|| a.cmp(b))
+}
+
+/// `a` and `b` compared a character at a time, with each run of ASCII
+/// digits compared as the number it writes (its leading zeros aside).
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a, b);
+    loop {
+        let (Some(ca), Some(cb)) = (a.chars().next(), b.chars().next()) else {
+            return a.is_empty().cmp(&b.is_empty()).reverse();
+        };
+        if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (na, nb) = (&a[..digits(a)], &b[..digits(b)]);
+            let (va, vb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
+            let by_value = va.len().cmp(&vb.len()).then_with(|| va.cmp(vb));
+            if by_value != Ordering::Equal {
+                return by_value;
+            }
+            (a, b) = (&a[na.len()..], &b[nb.len()..]);
+        } else if ca != cb {
+            return ca.cmp(&cb);
+        } else {
+            (a, b) = (&a[ca.len_utf8()..], &b[cb.len_utf8()..]);
+        }
+    }
+}
+
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -949,7 +989,8 @@ pub enum ServerMessage {
     },
     /// Who is online (including the asker).
     Who {
-        /// The users, sorted by name ignoring case, each marked when it is
+        /// The users, sorted by name ignoring case (the reference server:
+        /// in [`name_order`]), each marked when it is
         /// away (its connection lost, its session waiting for a resume).
         users: Vec<OnlineUser>,
     },
@@ -1026,6 +1067,28 @@ pub enum ServerMessage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_are_listed_in_natural_order_ignoring_case() {
+        let mut names = vec![
+            "u10", "u2", "U11", "u1", "bob", "Alice", "u1a", "carol", "u01", "x9y10", "x9y9",
+            "x10", "ann", "Ann", "_z", "0", "007", "u",
+        ];
+        names.sort_by(|a, b| super::name_order(a, b));
+        assert_eq!(
+            names,
+            [
+                "0", "007", "_z", "Alice", "Ann", "ann", "bob", "carol", "u", "u01", "u1", "u1a",
+                "u2", "u10", "U11", "x9y9", "x9y10", "x10"
+            ]
+        );
+        // A total order: equal only for the same name.
+        assert_eq!(super::name_order("u1", "u1"), std::cmp::Ordering::Equal);
+        assert_ne!(super::name_order("u01", "u1"), std::cmp::Ordering::Equal);
+        // Digits beyond any integer type compare all the same.
+        let big = "9".repeat(30);
+        assert!(super::name_order(&format!("u{big}"), &format!("u1{big}")).is_lt());
+    }
+
     use super::*;
 
     #[test]

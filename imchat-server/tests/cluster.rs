@@ -416,7 +416,7 @@ impl Peer {
     fn wait_who(&mut self, names: &[&str], within: Duration) {
         let deadline = Instant::now() + within;
         let mut want: Vec<String> = names.iter().map(ToString::to_string).collect();
-        want.sort_by_key(|n| n.to_lowercase());
+        want.sort_by(|a, b| imchat_core::name_order(a, b));
         loop {
             let got = self.who();
             if got == want {

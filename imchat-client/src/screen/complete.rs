@@ -50,7 +50,8 @@ impl Cycle {
             .into_iter()
             .filter(|c| c.to_lowercase().starts_with(&prefix))
             .collect();
-        candidates.sort_by(|a, b| a.to_lowercase().cmp(&b.to_lowercase()).then(a.cmp(b)));
+        // The nick list's order (`u2` before `u10`, case ignored).
+        candidates.sort_by(|a, b| imchat_core::name_order(a, b));
         candidates.dedup();
         if candidates.is_empty() {
             return None;
@@ -243,6 +244,17 @@ mod tests {
         assert_eq!(f.tab("thanks c", 1), ["thanks carol "]);
     }
 
+    /// Nicks come in the nick list's order: numbers in order.
+    #[test]
+    fn numbered_nicks_complete_in_the_order_of_the_nick_list() {
+        let mut f = Fixture::new();
+        f.nicks = strings(&["u10", "U2", "u1", "u11"]);
+        assert_eq!(
+            f.tab("/msg u", 4),
+            ["/msg u1 ", "/msg U2 ", "/msg u10 ", "/msg u11 "]
+        );
+    }
+
     /// After `/mode` come its modes (a nick came, as for any word), and a
     /// nick only after `/mode unicast`.
     #[test]
@@ -306,7 +318,8 @@ mod tests {
     #[test]
     fn cancel_completes_transfers_and_help_completes_commands() {
         let f = Fixture::new();
-        assert_eq!(f.tab("/cancel #", 2), ["/cancel #12", "/cancel #3"]);
+        // Numbers in order, as the transfers rows count them.
+        assert_eq!(f.tab("/cancel #", 2), ["/cancel #3", "/cancel #12"]);
         assert_eq!(f.tab("/cancel bi", 1), ["/cancel big.iso"]);
         assert_eq!(f.tab("/help /wh", 1), ["/help /who"]);
         assert_eq!(f.tab("/help m", 2), ["/help mode", "/help msg"]);
@@ -321,7 +334,7 @@ mod tests {
     fn accept_and_decline_complete_the_offers_waiting() {
         let mut f = Fixture::new();
         f.offers = strings(&["7", "12"]);
-        assert_eq!(f.tab("/accept ", 2), ["/accept 12", "/accept 7"]);
+        assert_eq!(f.tab("/accept ", 2), ["/accept 7", "/accept 12"]);
         assert_eq!(f.tab("/decline 7", 1), ["/decline 7"]);
         assert!(f.tab("/accept 9", 1).is_empty());
     }

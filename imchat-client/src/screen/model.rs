@@ -71,12 +71,11 @@ impl Shown {
 }
 
 /// Where a name goes in the nick list: the order of `/who` and the join's
-/// "online" line (the server sorts by the name in lowercase), then the
-/// name itself. Not the look-alike key that makes names the same user:
-/// it reads `1` as `l` and `m` as `rn`, so `q1` would sort after `q9`
-/// and `mia` after `q1`.
-fn roster_order(name: &str) -> (String, String) {
-    (name.to_lowercase(), name.to_owned())
+/// "online" line ([`name_order`]: ignoring case, `u2` before `u10`). Not
+/// the look-alike key that makes names the same user: it reads `1` as `l`
+/// and `m` as `rn`, so `q1` would sort after `q9` and `mia` after `q1`.
+fn roster_order(a: &str, b: &str) -> std::cmp::Ordering {
+    imchat_core::name_order(a, b)
 }
 
 /// The screen's state.
@@ -447,7 +446,7 @@ impl Model {
                 names: mut all,
                 away,
             } => {
-                all.sort_by_cached_key(|n| roster_order(n));
+                all.sort_by(|a, b| roster_order(a, b));
                 all.dedup();
                 self.roster = all;
                 self.away = away.into_iter().map(|a| a.name).collect();
@@ -455,8 +454,9 @@ impl Model {
             Roster::Joined(name) => {
                 self.away.remove(&name);
                 if !self.roster.contains(&name) {
-                    let key = roster_order(&name);
-                    let at = self.roster.partition_point(|n| roster_order(n) < key);
+                    let at = self
+                        .roster
+                        .partition_point(|n| roster_order(n, &name).is_lt());
                     self.roster.insert(at, name);
                 }
             }
@@ -1988,8 +1988,21 @@ mod tests {
         }
         assert_eq!(
             m.roster(),
-            ["alice", "bob", "mia", "p10", "p2", "q1", "q5", "q9"]
+            ["alice", "bob", "mia", "p2", "p10", "q1", "q5", "q9"]
         );
+        // Numbers in order, as a nick list in an IRC client: the whole
+        // list and joins alike, case ignored.
+        let mut m = model();
+        m.change_roster(Roster::all(vec![
+            "u10".into(),
+            "u1".into(),
+            "U11".into(),
+            "u2".into(),
+        ]));
+        assert_eq!(m.roster(), ["u1", "u2", "u10", "U11"]);
+        m.change_roster(Roster::Joined("U3".into()));
+        m.change_roster(Roster::Joined("u100".into()));
+        assert_eq!(m.roster(), ["u1", "u2", "U3", "u10", "U11", "u100"]);
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub enum ClientEvent {
     },
     /// The answer to [`ClientSession::who`].
     Who {
-        /// Everyone online, sorted by name ignoring case; those away (their
+        /// Everyone online, in [`name_order`](crate::name_order); those away (their
         /// connection lost, their session waiting for a resume) marked
         /// with how long they have been ([`OnlineUser::away_secs`]).
         users: Vec<OnlineUser>,
@@ -2176,9 +2176,12 @@ impl ClientSession {
                 self.acknowledged(client_id);
                 return;
             }
-            ServerMessage::Who { users } => {
+            ServerMessage::Who { mut users } => {
                 // The server charged one more message per 100 names.
                 self.charge(users.len() / ITEMS_PER_MESSAGE, 0);
+                // In the order people see names in, whatever the server's
+                // (an older one sorted `u10` before `u2`).
+                users.sort_by(|a, b| crate::name_order(a.name.as_str(), b.name.as_str()));
                 ClientEvent::Who { users }
             }
             ServerMessage::FilesAccess { count } => {

@@ -391,6 +391,54 @@ fn who_lists_everyone_sorted() {
     );
 }
 
+/// `Who` lists names as people read them: numbers in order (`u2` before
+/// `u10`), case ignored; and a client lists them so whatever order its
+/// server sent (an older one sorted `u10` before `u2`).
+#[test]
+fn who_lists_numbered_names_in_natural_order() {
+    let mut net = Net::new(Limits::default());
+    for n in ["u10", "u2", "U11", "u1", "bob"] {
+        net.connect(n);
+    }
+    for i in 0..5 {
+        net.take(i);
+    }
+    let order = ["bob", "u1", "u2", "u10", "U11"];
+    // The server's answer itself, as any client reads it.
+    let now = net.now;
+    let bob = net.clients[4].0;
+    net.hub.handle_message(bob, ClientMessage::Who, now);
+    let answer = std::iter::from_fn(|| net.hub.poll_transmit())
+        .take(100)
+        .find_map(|t| match t.message {
+            ServerMessage::Who { users } => Some(users),
+            _ => None,
+        });
+    assert_eq!(answer, Some(order.into_iter().map(here).collect()));
+    // The operator's console lists them in the same order.
+    assert_eq!(
+        net.hub.console("who", now),
+        "5 online: bob (?), u1 (?), u2 (?), u10 (?), U11 (?)"
+    );
+    let mut s = ClientSession::new(user("bob"), Limits::default(), now);
+    s.handle_message(paced_welcome("bob", false), now);
+    while s.poll_event().is_some() {}
+    s.who().unwrap();
+    let sent = ["u10", "U11", "bob", "u2", "u1"];
+    s.handle_message(
+        ServerMessage::Who {
+            users: sent.into_iter().map(here).collect(),
+        },
+        now,
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some(ClientEvent::Who {
+            users: order.into_iter().map(here).collect()
+        })
+    );
+}
+
 #[test]
 fn names_are_unique_ignoring_case_and_freed_on_leave() {
     let mut net = Net::new(Limits::default());

@@ -801,7 +801,7 @@ impl Hub {
         }
     }
 
-    /// The console's `who`: everyone online, sorted by name, each with
+    /// The console's `who`: everyone online in [`name_order`](crate::name_order), each with
     /// the address it connects from, `away` for a session waiting for its
     /// client, or `on another server` in a cluster.
     fn console_who(&self) -> String {
@@ -826,7 +826,7 @@ impl Hub {
                     .map(|u| (u.to_string(), "on another server".to_string())),
             )
             .collect();
-        users.sort_by_key(|(name, _)| name.to_lowercase());
+        users.sort_by(|(a, _), (b, _)| crate::name_order(a, b));
         if users.is_empty() {
             return "nobody is online".into();
         }

@@ -184,7 +184,7 @@ impl Hub {
     }
 
     /// Answers `Who`: every joined user (those waiting to resume included,
-    /// marked away with how long they have been), sorted ignoring case.
+    /// marked away with how long they have been), in [`name_order`](crate::name_order).
     pub(super) fn who(&mut self, client: ClientId, now: Instant) {
         let grace = self.limits.grace;
         let mut users: Vec<OnlineUser> = self
@@ -209,7 +209,7 @@ impl Hub {
             )
             .chain(self.remote_online(now))
             .collect();
-        users.sort_by_key(|u| u.name.key());
+        users.sort_by(|a, b| crate::name_order(a.name.as_str(), b.name.as_str()));
         // Paid for as a list of files is: the request up front, the
         // length of the answer after (a debt, not flooding).
         self.charge_extra(client, Cost::request(users.len()), Cost::request(0));
