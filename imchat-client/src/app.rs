@@ -1520,6 +1520,18 @@ impl App {
         self.view.show(Entry::Notice(text.to_string()));
     }
 
+    /// A file's size in a notice: for people (the full-screen client) as
+    /// its offer and its transfer row show it (`6.0 GiB`); for scripts
+    /// (plain lines, `--json` notices) the exact count in bytes their lines
+    /// have always carried (`6442450944 bytes`).
+    fn size_shown(&self, bytes: u64) -> String {
+        if self.scripted {
+            byte_count(bytes)
+        } else {
+            human_size(bytes)
+        }
+    }
+
     /// A notice of what the server noted at `time` (a join, a leave):
     /// shown with that time, as a chat is, not the time it arrived.
     fn notice_at(&self, time: Timestamp, text: &str, missed: bool) {
@@ -3455,7 +3467,7 @@ impl Conn {
             self.app.view.transfer(&meter.view);
             self.app.notice(&format!(
                 "offering {name} ({}); it is sent once accepted",
-                byte_count(size)
+                self.app.size_shown(size)
             ));
             t.pushes.insert(
                 id,
@@ -3818,7 +3830,7 @@ impl Conn {
                 reason,
             } => app.notice(&format!(
                 "{from} tried to send you {name} ({}), declined: {reason}",
-                byte_count(size)
+                app.size_shown(size)
             )),
             ClientEvent::TimedOut => self.end(End::Lost(ClientError::ConnectionBroken(
                 "the server stopped answering".into(),
@@ -3988,8 +4000,11 @@ impl Conn {
         meter.view.waiting = from.is_some();
         let view = meter.view.clone();
         let announce = match &from {
-            None => format!("downloading {shown} ({})", byte_count(size)),
-            Some(from) => format!("{from} is sending you {shown} ({})", byte_count(size)),
+            None => format!("downloading {shown} ({})", self.app.size_shown(size)),
+            Some(from) => format!(
+                "{from} is sending you {shown} ({})",
+                self.app.size_shown(size)
+            ),
         };
         let stamp = files::Written::of(&file).ok();
         t.incoming.insert(
@@ -4017,7 +4032,7 @@ impl Conn {
         if offset > 0 {
             self.app.notice(&format!(
                 "resuming {shown} after the {} already here",
-                byte_count(offset)
+                self.app.size_shown(offset)
             ));
         }
     }
@@ -4192,11 +4207,11 @@ impl Conn {
                 match from {
                     None => self.app.notice(&format!(
                         "downloaded {shown} ({}) to {path}",
-                        byte_count(size)
+                        self.app.size_shown(size)
                     )),
                     Some(from) => self.app.notice(&format!(
                         "received {shown} ({}) from {from}, saved to {path}",
-                        byte_count(size)
+                        self.app.size_shown(size)
                     )),
                 }
                 if to != final_path {

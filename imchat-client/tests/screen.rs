@@ -750,6 +750,51 @@ fn a_resumed_reconnect_does_not_list_who_is_online_again() {
 /// (the server forgets it, the session withdraws it), so its row and the
 /// status line's `1 offer waiting` go, and the chat says why. They stayed
 /// for good, `/accept 3` answered "no offer #3 is waiting".
+/// Sizes in the full-screen client's notices read as its offers and
+/// transfer rows do (`6.0 MiB`), not as a count of bytes; a piped client,
+/// for scripts, keeps the bytes.
+#[test]
+fn transfer_notices_show_sizes_as_people_read_them() {
+    let w = World::new("scr-sizes");
+    sparse_file(&w, "six.bin", 6 << 20);
+    let mut t = Term::spawn(
+        w.dir.path(),
+        &w.dir.join("home-alice"),
+        &[
+            "alice",
+            "127.0.0.1",
+            &w.server.port().to_string(),
+            "--auto-accept-bytes",
+            "1M",
+        ],
+        80,
+        24,
+    );
+    t.wait_screen("`*** online (1): alice`", |s| {
+        has_entry(s, "*** online (1): alice")
+    });
+    t.type_str("/download six.bin\r");
+    t.wait_screen(
+        "`*** downloading six.bin (6.0 MiB)` and `*** downloaded six.bin (6.0 MiB) to …`",
+        |s| {
+            has_entry(s, "*** downloading six.bin (6.0 MiB)")
+                && s.contains("*** downloaded six.bin (6.0 MiB) to")
+        },
+    );
+    let mut bob = w.client("bob");
+    let file = w.dir.join("push20.bin");
+    fs::write(&file, vec![7u8; 20 << 10]).expect("write the file to push");
+    bob.send(&format!("/sendfile {} alice", file.display()));
+    bob.expect_line("*** offering push20.bin (20480 bytes); it is sent once accepted");
+    t.wait_screen(
+        "`*** bob is sending you push20.bin (20.0 KiB)` and `*** received push20.bin (20.0 KiB) from bob, …`",
+        |s| {
+            has_entry(s, "*** bob is sending you push20.bin (20.0 KiB)")
+                && s.contains("*** received push20.bin (20.0 KiB) from bob, saved to")
+        },
+    );
+}
+
 #[test]
 fn an_offer_cut_by_a_lost_connection_leaves_the_screen() {
     let w = World::new("scr-offer-cut");
