@@ -2127,6 +2127,11 @@ impl Conn {
         // The rest of a paste: its lines go one by one, as if typed.
         let mut queued: VecDeque<String> = VecDeque::new();
         loop {
+            // A signal's quit may wait in the input behind lines not read
+            // yet (a script's): it goes first.
+            if SIGNALLED.load(Ordering::Acquire) {
+                return Served::Quit;
+            }
             if let Some(end) = self.take_end() {
                 return Served::Ended {
                     end,
@@ -2597,7 +2602,10 @@ impl Conn {
     /// lines wait for the rate: a list of downloads longer than the cap
     /// is not refused. A person at the terminal is told at once instead.
     /// False when the connection ended meanwhile (as
-    /// [`wait_to_send`](Self::wait_to_send)).
+    /// [`wait_to_send`](Self::wait_to_send)), or when a signal asked the
+    /// client to quit: the transfers running may take minutes, and the
+    /// signal's quit waits in the input, unread, meanwhile (the loop of
+    /// [`serve`](Self::serve) then quits).
     fn wait_for_transfer_room(&self) -> bool {
         if !self.app.scripted {
             return true;
@@ -2605,6 +2613,9 @@ impl Conn {
         while !lock(&self.session).has_transfer_room() {
             if self.ended.load(Ordering::SeqCst) {
                 self.cut.store(true, Ordering::SeqCst);
+                return false;
+            }
+            if SIGNALLED.load(Ordering::Acquire) {
                 return false;
             }
             thread::sleep(WAIT_STEP);
@@ -3385,6 +3396,10 @@ impl Conn {
             None
         });
         if !self.wait_for_transfer_room() || !self.wait_to_send(0) {
+            // Not asked for (a signal, or the connection ended: the line
+            // is tried again after a reconnect, which opens it again).
+            drop(file);
+            remove_if_empty(&part);
             return;
         }
         let name_again = name.clone();

@@ -1908,6 +1908,48 @@ fn a_push_refused_at_once_is_said_after_its_offer() {
     }
 }
 
+/// A script waiting for a transfer slot (its push waits for an answer,
+/// the server allows one transfer at once) still quits at once on a
+/// signal, as the README says a signal does: the server is told, the
+/// push still waiting is a failed transfer (exit 1, said in one line, not
+/// a log record after the 3 s the quit may take), and no empty `.part` is
+/// left for the download that never started.
+#[test]
+fn a_script_waiting_for_a_transfer_slot_quits_at_once_on_a_signal() {
+    let w = World::with_args("slot-signal", &["--max-transfers", "1"]);
+    let port = w.server.port().to_string();
+    // Joined, and never answers the offer: the push holds the one slot.
+    let _bob = Raw::join(w.server.addr, "bob");
+    let (name, _) = list_files(&sample_shared_dir())
+        .into_iter()
+        .next()
+        .expect("a sample file");
+    let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port]);
+    let pushed = w.dir.join("pushed.txt");
+    fs::write(&pushed, b"for bob").expect("write");
+    alice.send(&format!("/sendfile {} bob", pushed.display()));
+    alice.expect_prefix("*** offering pushed.txt");
+    alice.send(&format!("/download {name}"));
+    // The download's `.part` is opened right before the wait for a slot.
+    let part = w.dir.join("alice").join(format!("{name}.part"));
+    let deadline = Instant::now() + TIMEOUT;
+    while !part.exists() {
+        assert!(Instant::now() < deadline, "no {}", part.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&alice, "TERM");
+    let status = alice.expect_exit_within(Duration::from_secs(10));
+    alice.expect_line("*** sending pushed.txt failed: the client was stopped");
+    assert_eq!(status.code(), Some(1), "{}", alice.report());
+    assert_eq!(
+        non_empty(&alice.err.lines()),
+        ["imchat-client: 1 transfer(s) failed"],
+        "{}",
+        alice.report()
+    );
+    assert!(!part.exists(), "an empty {} left", part.display());
+}
+
 /// A script's `/sendfile` of a file larger than the server's push limit
 /// is a failed push: exit 1 with its count, as one that cannot be read.
 #[test]
