@@ -986,9 +986,18 @@ impl ClientSession {
     /// names with the same key. The default, [`Username::key`], ignores
     /// case only; give the key the server holds names unique by (which
     /// also maps look-alike letters together), so that a sender cannot
-    /// get a fresh share under a look-alike spelling of its name.
+    /// get a fresh share under a look-alike spelling of its name. The
+    /// users ignored already ([`ignore`](Self::ignore)) are kept under
+    /// the new key (one that names this session itself is dropped).
     pub fn set_name_key(&mut self, key: fn(&Username) -> String) {
         self.name_key = key;
+        let own = key(&self.username);
+        let ignored = std::mem::take(&mut self.ignored);
+        self.ignored = ignored
+            .into_values()
+            .map(|user| (key(&user), user))
+            .filter(|(k, _)| *k != own)
+            .collect();
     }
 
     /// Ignores `user` from now on, as IRC clients' `/ignore` does: its

@@ -10304,6 +10304,24 @@ fn a_pusher_s_session_sends_only_within_its_credit() {
     assert_eq!(net.s(0).push_room(id), (MIB - quarter) as u64);
 }
 
+/// A name key set after users were ignored (a program that calls
+/// `ignore` before `set_name_key`) still finds them: they are kept under
+/// the new key, not the one they were ignored under.
+#[test]
+fn users_ignored_before_a_new_name_key_stay_ignored() {
+    fn prefixed(u: &Username) -> String {
+        format!("k:{}", u.key())
+    }
+    let mut s = ClientSession::new(user("bob"), Limits::default(), Instant::now());
+    assert_eq!(s.ignore(&user("Alice")), Ok(true));
+    s.set_name_key(prefixed);
+    assert!(s.is_ignored(&user("alice")), "still ignored");
+    assert_eq!(s.ignore(&user("ALICE")), Ok(false), "one user");
+    assert_eq!(s.ignored(), vec![user("Alice")]);
+    assert!(s.unignore(&user("alice")));
+    assert!(s.ignored().is_empty());
+}
+
 /// Bob ignores alice (spelled in capitals): her chat to everyone and to
 /// him is dropped, replayed or live, carol's still comes; her file offer
 /// is declined without bob hearing of it; once unignored she is heard
