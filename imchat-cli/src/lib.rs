@@ -12,20 +12,7 @@ use std::process::ExitCode;
 
 pub use clap_complete::Shell;
 
-/// An `io::Error` as a short lowercase reason for a user's one line,
-/// without the "(os error N)" tail: "no such file or directory".
-pub fn io_reason(e: &io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error ") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => text.to_string(),
-    }
-}
+pub use imchat_core::io_reason;
 
 /// The completion script of `cmd` for `shell`.
 pub fn completions(mut cmd: clap::Command, shell: Shell) -> Vec<u8> {
@@ -133,19 +120,5 @@ mod lock_tests {
         assert!(try_lock(&second).unwrap());
         drop(second);
         let _ = std::fs::remove_file(&path);
-    }
-}
-
-#[cfg(test)]
-mod io_reason_tests {
-    use super::io_reason;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn io_reasons_are_short_and_lowercase() {
-        let e = std::io::Error::from_raw_os_error(2);
-        assert_eq!(io_reason(&e), "no such file or directory");
-        let e = std::io::Error::from_raw_os_error(17);
-        assert_eq!(io_reason(&e), "file exists");
     }
 }

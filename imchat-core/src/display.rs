@@ -1,4 +1,5 @@
-//! Showing text from the network safely: [`inert`](crate::inert).
+//! Showing text from the network safely: [`inert`](crate::inert); an
+//! I/O error as a user's reason: [`io_reason`](crate::io_reason).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -176,6 +177,20 @@ pub fn escape_hidden(text: &str, mut escape: impl FnMut(&mut String, char)) -> C
     Cow::Owned(out)
 }
 
+/// An `io::Error` as a short lowercase reason for a user's one line,
+/// without the "(os error N)" tail: "no such file or directory".
+#[must_use]
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text
+        .find(" (os error ")
+        .map_or(text.as_str(), |i| &text[..i]);
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{escape_hidden, inert};
@@ -304,5 +319,14 @@ mod tests {
         // it has nothing to attach to.
         assert_eq!(inert("\u{3164}\u{180b}"), "\\u{3164}\\u{180b}");
         assert_eq!(inert("\u{3164}\u{fe0f}"), "\\u{3164}\\u{fe0f}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn io_reasons_are_short_and_lowercase() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(super::io_reason(&e), "no such file or directory");
+        let e = std::io::Error::from_raw_os_error(17);
+        assert_eq!(super::io_reason(&e), "file exists");
     }
 }

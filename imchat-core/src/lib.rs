@@ -164,7 +164,7 @@ pub use codec::types;
 pub use codec::varint;
 pub use codec::{encode_chunk, frame_len, Decode, Decoder, Encode, HEADER_LEN};
 pub use codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
-pub use display::{escape_hidden, inert};
+pub use display::{escape_hidden, inert, io_reason};
 pub use download::{
     AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest, SentFile,
 };

@@ -697,22 +697,15 @@ pub fn connect(
     Ok((stream, verified))
 }
 
-/// Why a PEM file could not be read, in words: a file error without
-/// `I/O error:` before it nor `(os error 2)` after it, its first letter
-/// small (`no such file or directory`), as the clients' other messages
-/// say one.
+/// Why a PEM file could not be read, in words: a file error as the
+/// clients' other messages say one ([`io_reason`](crate::io_reason): `no
+/// such file or directory`, not `I/O error: No such file or directory (os
+/// error 2)`).
 fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
-    let rustls::pki_types::pem::Error::Io(io) = e else {
-        return e.to_string();
-    };
-    let text = io.to_string();
-    let text = text
-        .find(" (os error ")
-        .map_or(text.as_str(), |i| &text[..i]);
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_lowercase().chain(chars).collect()
-    })
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => crate::io_reason(io),
+        e => e.to_string(),
+    }
 }
 
 /// The roots in a PEM file.
