@@ -834,7 +834,11 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
         path.as_deref()
             .map(|path| {
                 std::fs::read(path).map_err(|e| {
-                    Error::Cluster(format!("cannot read {option} {}: {e}", path.display()))
+                    Error::Cluster(format!(
+                        "cannot read {option} {}: {}",
+                        path.display(),
+                        files::io_reason(&e)
+                    ))
                 })
             })
             .transpose()

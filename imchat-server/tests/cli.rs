@@ -211,5 +211,13 @@ fn a_redis_url_wrong_as_written_is_a_bad_argument() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("imchat-server: "), "{args:?}: {err}");
         assert!(!err.contains(":pw@"), "{err}");
+        if code == 1 {
+            // The file that cannot be read, said in words.
+            assert!(
+                err.trim_end()
+                    .ends_with("ca.pem: no such file or directory"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }
