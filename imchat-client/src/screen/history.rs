@@ -20,7 +20,8 @@ pub fn default_history_file() -> Option<PathBuf> {
 pub struct HistoryFile {
     path: PathBuf,
     lines: VecDeque<String>,
-    /// How many times the file was written (appended to or rewritten).
+    /// How many times the file was written (appended to or rewritten),
+    /// counted where it is written.
     #[cfg(test)]
     writes: usize,
 }
@@ -73,10 +74,6 @@ impl HistoryFile {
         if lines.is_empty() {
             return Ok(());
         }
-        #[cfg(test)]
-        {
-            self.writes += 1;
-        }
         // A line is one line in the file: the editor never holds a newline.
         let mut text = String::new();
         for line in lines {
@@ -95,14 +92,25 @@ impl HistoryFile {
             }
             let tmp = self.path.with_extension("tmp");
             let mut file = create_private(&tmp, false)?;
+            self.count_write();
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             drop(file);
             return fs::rename(&tmp, &self.path);
         }
         let mut file = create_private(&self.path, true)?;
+        self.count_write();
         file.write_all(text.as_bytes())
     }
+
+    /// Counts a write of the file, for the tests.
+    #[cfg(test)]
+    fn count_write(&mut self) {
+        self.writes += 1;
+    }
+
+    #[cfg(not(test))]
+    fn count_write(&mut self) {}
 }
 
 /// Opens `path` for writing (appending or from empty), created with mode
