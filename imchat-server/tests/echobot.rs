@@ -291,13 +291,26 @@ fn quick_keepalive() -> Limits {
 
 /// A server that welcomes one client (a hub in memory answers its
 /// `Hello`), then stops answering without closing the connection, as a
-/// server that hangs does. Returns its address; its thread keeps the
-/// connection open for [`WAIT`].
-fn server_that_hangs() -> String {
+/// server that hangs does. Returns its address and its thread, which
+/// waits [`WAIT`] at most for the bot and keeps the connection open until
+/// the bot hangs up or [`WAIT`] is over; join it to see its own checks.
+fn server_that_hangs() -> (String, thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
+    let server = thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let came_by = Instant::now() + WAIT;
+        let mut socket = loop {
+            match listener.accept() {
+                Ok((socket, _)) => break socket,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < came_by, "no bot connected");
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        socket.set_nonblocking(false).unwrap();
         socket.set_read_timeout(Some(WAIT)).unwrap();
         let now = Instant::now();
         let mut hub = Hub::new(Limits::default(), "hi");
@@ -321,14 +334,14 @@ fn server_that_hangs() -> String {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline && matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
     });
-    addr
+    (addr, server)
 }
 
 /// A server that stops answering ends the session by the keepalive: the
 /// bot returns an error, not as after a shutdown.
 #[test]
 fn a_bot_whose_server_hangs_ends_with_an_error() {
-    let addr = server_that_hangs();
+    let (addr, server) = server_that_hangs();
     let echo = bot_result(thread::spawn(move || {
         let mut options = ConnectOptions::default();
         options.limits = quick_keepalive();
@@ -336,7 +349,8 @@ fn a_bot_whose_server_hangs_ends_with_an_error() {
             .map_err(|e| e.to_string())
     }));
     assert_eq!(echo, Err("the server stopped answering".to_string()));
-    let addr = server_that_hangs();
+    server.join().expect("the hung server welcomed echobot");
+    let (addr, server) = server_that_hangs();
     let ping = bot_result(thread::spawn(move || {
         pingbot::run_with(
             &addr,
@@ -347,4 +361,5 @@ fn a_bot_whose_server_hangs_ends_with_an_error() {
         .map_err(|e| e.to_string())
     }));
     assert_eq!(ping, Err("the server stopped answering".to_string()));
+    server.join().expect("the hung server welcomed pingbot");
 }

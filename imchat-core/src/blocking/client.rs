@@ -199,7 +199,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// The server has as many clients as it accepts.
-    #[error("{}", said("server full", "full", reason))]
+    #[error("{}", said("server full", "server full", reason))]
     ServerFull {
         /// The server's words.
         reason: String,
