@@ -5924,6 +5924,161 @@ fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_histo
     }));
 }
 
+/// A copy of `store` as it is now: a backup, put back later.
+fn copy_of(store: &crate::MemoryStore) -> crate::MemoryStore {
+    use crate::HistoryStore;
+    let loaded = store.clone().load().unwrap();
+    let mut copy = crate::MemoryStore::new(100);
+    if let Some(epoch) = loaded.epoch {
+        copy.set_epoch(epoch).unwrap();
+    }
+    for e in &loaded.entries {
+        copy.append(e).unwrap();
+    }
+    for s in &loaded.sessions {
+        copy.save_session(s).unwrap();
+    }
+    copy
+}
+
+/// Users `names` joined a hub with `store` open; the hub stops, the
+/// store is copied aside, a new hub on it resumes them all and they
+/// chat, then it stops and the copy is put back: the returned hub runs
+/// on the copy, its sessions' tokens older than their clients', its
+/// last id below what they saw.
+fn restarted_on_a_backup(names: &[&str]) -> Net {
+    let store = crate::MemoryStore::new(100);
+    let mut net = resumable(Limits::default(), &[]);
+    net.hub
+        .open_history(Box::new(store.clone()), net.now)
+        .unwrap();
+    for (i, n) in names.iter().enumerate() {
+        net.connect(n);
+        net.take(i);
+    }
+    net.hub.shutdown("restart");
+    net.pump();
+    let backup = copy_of(&store);
+    restart_on(&mut net, &store, 9);
+    for i in 0..names.len() {
+        net.reconnect(i);
+        assert!(net.s(i).is_joined());
+        net.take(i);
+    }
+    // Each sends some and sees the others': every client has seen ids
+    // the copy never gave.
+    for n in 0..20 {
+        net.s(n % names.len())
+            .send_chat(Recipient::Everyone, &format!("m{n}"))
+            .unwrap();
+        net.pump();
+    }
+    net.pump();
+    for i in 0..names.len() {
+        net.take(i);
+    }
+    net.hub.shutdown("restart");
+    net.pump();
+    restart_on(&mut net, &backup, 7);
+    net
+}
+
+#[test]
+fn a_hub_restarted_on_an_older_copy_of_its_store_lets_its_clients_join_at_once() {
+    // Six users from one address: more than the failed resumes it may
+    // have (5), none of which these are.
+    let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let mut net = restarted_on_a_backup(&names);
+    for (i, name) in names.iter().enumerate() {
+        net.reconnect(i);
+        let evs = net.take(i);
+        assert!(net.s(i).is_joined(), "{name}: {evs:?}");
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, ClientEvent::ContinuityLost { reason }
+                if reason.starts_with("history lost (the server's history ends at id ")
+                    && reason.ends_with("your client saw: it was restored from an older copy)"))),
+            "{name}: {evs:?}"
+        );
+    }
+    // Their clients start over from the restored log's ids: nothing live
+    // is taken for an entry seen before.
+    net.s(1).send_chat(Recipient::Everyone, "after").unwrap();
+    net.pump();
+    assert_eq!(texts_from(&net.take(0), "bob"), ["after"]);
+    net.hub.check_invariants().unwrap();
+}
+
+/// A stranger claiming a high last seen id takes no session but one kept
+/// from before the restart, waiting, that its user has not come back to.
+#[test]
+fn a_high_last_seen_takes_no_session_with_a_connection_or_of_this_run() {
+    let mut net = restarted_on_a_backup(&["alice", "bob", "carol"]);
+    let epoch = net.hub.epoch();
+    let last_id = net.hub.last_id();
+    let stranger = |net: &mut Net, name: &str, last_seen: u64| {
+        let c = net.hub.handle_connect(net.now);
+        let now = net.now;
+        net.hub.handle_message(
+            c,
+            ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                username: user(name),
+                resume: Some(crate::ResumeRequest {
+                    token: crate::ResumeToken([0xee; 16]),
+                    last_seen: MessageId(last_seen),
+                    epoch,
+                }),
+            },
+            now,
+        );
+        answer(&mut net.hub, c)
+    };
+    // alice came back (joined afresh) and is online, bob came back and
+    // lost his connection again: their sessions and tokens are this run's.
+    net.reconnect(0);
+    net.reconnect(1);
+    net.hub
+        .handle_disconnect(net.clients[1].0, LeaveReason::LOST);
+    net.pump();
+    assert_eq!(
+        stranger(&mut net, "alice", last_id.0 + 50),
+        "username already taken"
+    );
+    assert!(
+        net.hub.is_joined(net.clients[0].0),
+        "alice keeps her session"
+    );
+    net.hub.check_invariants().unwrap();
+    assert_eq!(
+        stranger(&mut net, "bob", last_id.0 + 50),
+        "username already taken"
+    );
+    // carol has not come back: a guess at or below the last id is one.
+    assert_eq!(
+        stranger(&mut net, "carol", last_id.0),
+        "username already taken"
+    );
+    // Another epoch is another history, not this one rolled back.
+    let c = net.hub.handle_connect(net.now);
+    let now = net.now;
+    net.hub.handle_message(
+        c,
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            username: user("carol"),
+            resume: Some(crate::ResumeRequest {
+                token: crate::ResumeToken([0xee; 16]),
+                last_seen: MessageId(last_id.0 + 50),
+                epoch: epoch.wrapping_add(1),
+            }),
+        },
+        now,
+    );
+    assert_eq!(answer(&mut net.hub, c), "username already taken");
+    net.hub.check_invariants().unwrap();
+}
+
 #[test]
 fn a_client_ignores_ids_it_has_seen_but_shows_history() {
     let mut net = resumable(Limits::default(), &["alice"]);

@@ -155,6 +155,7 @@ impl Hub {
                 welcome_unconfirmed: false,
                 transport_pending: false,
                 resume_failed: false,
+                session_ended: None,
             },
         );
         self.pending.insert(id);

@@ -891,10 +891,14 @@ impl Hub {
         if abandoned {
             return false;
         }
+        if !valid && self.refuse_spent_resume(client, now) {
+            return true;
+        }
+        if self.end_rolled_back(client, &key, &request) {
+            // Its name is free now: a fresh join, told why first.
+            return false;
+        }
         if !valid {
-            if self.refuse_spent_resume(client, now) {
-                return true;
-            }
             self.note_failed_resume(client, &request, now);
             return false;
         }
@@ -1019,6 +1023,57 @@ impl Hub {
             replayed,
             dropped,
         });
+        true
+    }
+
+    /// A resume `request` of `client` for the session of name key `key`
+    /// from a client that saw ids this server never gave: its `last_seen`
+    /// is above [`last_id`](Hub::last_id), which lies past every id the
+    /// store ever handed out (crash included). The server runs on an older
+    /// copy of its history database (restored from a backup): the session
+    /// it kept holds a token older than the one the client has, and the
+    /// client's history is ahead of the log. That is the history-lost case
+    /// of a restart without a database: the session is ended (the others
+    /// see it leave), its client is told why before the `Welcome` of the
+    /// fresh join that follows under its name, and the attempt is not
+    /// counted as a failed one. True when it was so ended.
+    ///
+    /// Only a session kept from the server's run before, waiting, that no
+    /// connection took since the restart, in a hub outside a cluster
+    /// (whose ids are stream positions), and with this hub's epoch (a
+    /// restored copy keeps it). The claim of a high `last_seen` is not
+    /// proof: anyone may make it. What it gains a stranger is bounded by
+    /// that: a session with a connection is never ended by it, nor one
+    /// resumed or begun in this run (its token is this run's, which no
+    /// rollback explains); a kept session whose user has not come back
+    /// since the restart is ended, and its name taken, as it could have
+    /// been once the grace period ran out (a name protected by a password
+    /// still needs it to get this far).
+    fn end_rolled_back(&mut self, client: ClientId, key: &str, request: &ResumeRequest) -> bool {
+        let last_id = self.last_id();
+        let applies = !self.remote.enabled
+            && request.epoch == self.epoch
+            && request.last_seen > last_id
+            && self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.kept && s.conn.is_none() && s.moved_from.is_none());
+        if !applies {
+            return false;
+        }
+        let seen = request.last_seen;
+        self.end_session(
+            key,
+            None,
+            format!(
+                "its client saw up to id {seen}, past this server's last id {last_id}: the history database was restored from an older copy"
+            ),
+        );
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.session_ended = Some(format!(
+                "history lost (the server's history ends at id {last_id}, before the id {seen} your client saw: it was restored from an older copy)"
+            ));
+        }
         true
     }
 

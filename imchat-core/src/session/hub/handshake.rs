@@ -166,7 +166,11 @@ impl Hub {
         self.names.insert(key.clone(), client);
         // A kick of an earlier session of this name is behind it.
         self.remote.kicks.remove(&key);
-        let kicked = self.forget_kick(&key, now);
+        let rolled_back = self
+            .conns
+            .get_mut(&client)
+            .and_then(|c| c.session_ended.take());
+        let kicked = self.forget_kick(&key, now).or(rolled_back);
         self.pending.remove(&client);
         if let Some(c) = self.conns.get_mut(&client) {
             c.phase = Phase::Joined(username.clone());

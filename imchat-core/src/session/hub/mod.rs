@@ -96,6 +96,10 @@ struct Conn {
     /// It asked to resume a session with a token that did not match
     /// ([`Hub::note_failed_resume`]): the log of its refusal says so.
     resume_failed: bool,
+    /// Why the session it asked to resume was ended instead (the server's
+    /// history was rolled back behind what its client saw): told to it
+    /// before the `Welcome` of its fresh join.
+    session_ended: Option<String>,
 }
 
 /// The server's protocol state: connections, names, routing, transfers
