@@ -908,3 +908,82 @@ fn a_client_whose_session_a_copy_took_over_says_so_and_stops() {
         bob.report()
     );
 }
+
+/// Copies the files of the history database `history.db` (the database
+/// and its journal files) from folder `from` to folder `to`, removing
+/// from `to` those `from` does not have.
+fn copy_history_db(from: &Path, to: &Path) {
+    let db_files = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("history.db"))
+            .collect()
+    };
+    for name in db_files(to) {
+        fs::remove_file(to.join(name)).unwrap();
+    }
+    for name in db_files(from) {
+        fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
+/// A server restarted on an older copy of its history database (a backup
+/// put back) holds older tokens than its clients and fewer ids than they
+/// saw: each client is told its history was lost and joins afresh under
+/// its name at once, instead of being refused it as taken until the
+/// grace period runs out.
+#[test]
+fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_once() {
+    const DB: [&str; 2] = ["--history-db", "history.db"];
+    let mut w = World::with_args("restored-db", &DB);
+    let port = w.server.port();
+    let mut alice = w.client_on("alice", port, &["--reconnect"]);
+    let mut bob = w.client_on("bob", port, &["--reconnect"]);
+    alice.expect_line("*** bob has joined");
+    w.server.signal("TERM");
+    assert!(
+        w.server.wait_exit(TIMEOUT).is_some(),
+        "{}",
+        w.server.report()
+    );
+    let backup = common::TempDir::new("restored-db-backup");
+    copy_history_db(w.dir.path(), backup.path());
+
+    let shared = w.shared();
+    w.server = Server::start_on(w.dir.path(), &shared, &DB, port);
+    alice.expect_line("*** resumed");
+    bob.expect_line("*** resumed");
+    // Each sees the other's lines: both saw ids the copy never gave.
+    for n in 0..10 {
+        let text = format!("line {n}");
+        let seen = |l: &str| l.ends_with(&format!("> {text}"));
+        if n % 2 == 0 {
+            alice.send(&text);
+            bob.expect(&text, seen);
+        } else {
+            bob.send(&text);
+            alice.expect(&text, seen);
+        }
+    }
+    w.server.signal("TERM");
+    assert!(
+        w.server.wait_exit(TIMEOUT).is_some(),
+        "{}",
+        w.server.report()
+    );
+    copy_history_db(backup.path(), w.dir.path());
+
+    w.server = Server::start_on(w.dir.path(), &shared, &DB, port);
+    for c in [&alice, &bob] {
+        c.expect("history lost", |l| {
+            l.starts_with("*** session not resumed: history lost (the server's history ends at id ")
+                && l.ends_with(": it was restored from an older copy)")
+        });
+    }
+    alice.send("after the restore");
+    bob.expect_line("<alice> after the restore");
+    for c in [&alice, &bob] {
+        c.assert_no_line("a refusal", |l| l.contains("already taken"));
+    }
+}
