@@ -6009,6 +6009,42 @@ fn a_hub_restarted_on_an_older_copy_of_its_store_lets_its_clients_join_at_once()
     net.hub.check_invariants().unwrap();
 }
 
+/// A copy taken while the hub ran (a snapshot of its store) holds the
+/// tokens its clients have, but not what they saw since: resuming would
+/// leave a client ignoring every new entry whose id it saw before. It
+/// joins afresh, told its history was lost.
+#[test]
+fn a_right_token_past_the_last_id_joins_afresh_and_sees_what_comes() {
+    let store = crate::MemoryStore::new(100);
+    let mut net = stored(&store);
+    let snapshot = copy_of(&store);
+    for n in 0..3 {
+        net.s(1)
+            .send_chat(Recipient::Everyone, &format!("lost {n}"))
+            .unwrap();
+    }
+    net.pump();
+    assert_eq!(texts_from(&net.take(0), "bob").len(), 3);
+    net.hub.shutdown("restart");
+    net.pump();
+    restart_on(&mut net, &snapshot, 9);
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ContinuityLost { reason }
+            if reason.starts_with("history lost (the server's history ends at id "))),
+        "{alice:?}"
+    );
+    net.reconnect(1);
+    net.take(1);
+    net.s(1).send_chat(Recipient::Everyone, "new").unwrap();
+    net.pump();
+    assert_eq!(texts_from(&net.take(0), "bob"), ["new"]);
+    net.hub.check_invariants().unwrap();
+}
+
 /// A stranger claiming a high last seen id takes no session but one kept
 /// from before the restart, waiting, that its user has not come back to.
 #[test]
