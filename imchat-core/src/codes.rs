@@ -198,7 +198,9 @@ code_type! {
         /// Sent before the `Welcome` of a `Hello` that asked to resume a
         /// session the server no longer has because its user was kicked
         /// (within the grace period before): the text is the kick's, as
-        /// the others were shown it ("kicked by NAME: reason").
+        /// the others were shown it ("kicked by NAME: reason"). Or because
+        /// the server's history is behind what its client saw (the server
+        /// runs on an older copy of its database): "history lost (…)".
         SESSION_ENDED = 9, "your session was ended";
         /// Sent to every user of a server of a cluster when the cluster
         /// is reachable again after an outage ([`CLUSTER_DOWN`](Self::CLUSTER_DOWN)):
