@@ -932,7 +932,8 @@ fn copy_history_db(from: &Path, to: &Path) {
 /// put back) holds older tokens than its clients and fewer ids than they
 /// saw: each client is told its history was lost and joins afresh under
 /// its name at once, instead of being refused it as taken until the
-/// grace period runs out.
+/// grace period runs out: those that reconnect on their own
+/// (`--reconnect`) and one started again on its saved session.
 #[test]
 fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_once() {
     const DB: [&str; 2] = ["--history-db", "history.db"];
@@ -941,12 +942,19 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
     let mut alice = w.client_on("alice", port, &["--reconnect"]);
     let mut bob = w.client_on("bob", port, &["--reconnect"]);
     alice.expect_line("*** bob has joined");
+    // carol runs without --reconnect: started again, she resumes by her
+    // saved session.
+    let port_text = port.to_string();
+    let carol_args = ["carol", "127.0.0.1", port_text.as_str()];
+    let mut carol = w.client_on("carol", port, &[]);
+    wait_saved(&w, "carol", &carol);
     w.server.signal("TERM");
     assert!(
         w.server.wait_exit(TIMEOUT).is_some(),
         "{}",
         w.server.report()
     );
+    carol.expect_exit();
     let backup = common::TempDir::new("restored-db-backup");
     copy_history_db(w.dir.path(), backup.path());
 
@@ -954,7 +962,10 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
     w.server = Server::start_on(w.dir.path(), &shared, &DB, port);
     alice.expect_line("*** resumed");
     bob.expect_line("*** resumed");
-    // Each sees the other's lines: both saw ids the copy never gave.
+    let mut carol = w.spawn_client(&carol_args);
+    carol.expect_line("*** resumed");
+    let saved = saved_last_seen(w.dir.path(), "carol", port).unwrap_or(0);
+    // Each sees the others' lines: all saw ids the copy never gave.
     for n in 0..10 {
         let text = format!("line {n}");
         let seen = |l: &str| l.ends_with(&format!("> {text}"));
@@ -965,17 +976,21 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
             bob.send(&text);
             alice.expect(&text, seen);
         }
+        carol.expect(&text, seen);
     }
+    wait_saved_past(&w, "carol", saved);
     w.server.signal("TERM");
     assert!(
         w.server.wait_exit(TIMEOUT).is_some(),
         "{}",
         w.server.report()
     );
+    carol.expect_exit();
     copy_history_db(backup.path(), w.dir.path());
 
     w.server = Server::start_on(w.dir.path(), &shared, &DB, port);
-    for c in [&alice, &bob] {
+    let carol = w.spawn_client(&carol_args);
+    for c in [&carol, &alice, &bob] {
         c.expect("history lost", |l| {
             l.starts_with("*** session not resumed: history lost (the server's history ends at id ")
                 && l.ends_with(": it was restored from an older copy)")
@@ -983,7 +998,8 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
     }
     alice.send("after the restore");
     bob.expect_line("<alice> after the restore");
-    for c in [&alice, &bob] {
+    carol.expect_line("<alice> after the restore");
+    for c in [&alice, &bob, &carol] {
         c.assert_no_line("a refusal", |l| l.contains("already taken"));
     }
 }
