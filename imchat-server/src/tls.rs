@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use imchat_core::blocking::tls::{fingerprint, provider};
+use imchat_core::blocking::tls::{fingerprint, pem_reason, provider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -201,16 +201,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
-}
-
-/// Why a PEM file could not be read, in words: a file error as the other
-/// messages say one (`no such file or directory`), not `I/O error: No
-/// such file or directory (os error 2)`.
-fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => imchat_cli::io_reason(io),
-        e => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -700,8 +700,10 @@ pub fn connect(
 /// Why a PEM file could not be read, in words: a file error as the
 /// clients' other messages say one ([`io_reason`](crate::io_reason): `no
 /// such file or directory`, not `I/O error: No such file or directory (os
-/// error 2)`).
-fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
+/// error 2)`). For a program's own PEM files too (a server's certificate
+/// and key).
+#[must_use]
+pub fn pem_reason(e: &rustls::pki_types::pem::Error) -> String {
     match e {
         rustls::pki_types::pem::Error::Io(io) => crate::io_reason(io),
         e => e.to_string(),
