@@ -318,7 +318,8 @@ impl Limits {
     ///
     /// The first problem found, carrying the numbers:
     /// [`LimitsError::Zero`] for `max_clients`, `chunk_size`,
-    /// `max_transfers`, `max_downloads` or `max_text` at 0, or a rate burst field at 0
+    /// `max_transfers`, `max_downloads`, `max_text` or `auth_attempts` at 0
+    /// (no password could ever be tried), or a rate burst field at 0
     /// while `rate_per_sec` is set; [`LimitsError::BurstBytes`] if
     /// `rate_burst_bytes` cannot hold one longest text or overfills a
     /// reader's queue; [`LimitsError::ChunkTooLarge`] or
@@ -333,6 +334,7 @@ impl Limits {
             ("max_transfers", self.max_transfers),
             ("max_downloads", self.max_downloads),
             ("max_text", self.max_text),
+            ("auth_attempts", self.auth_attempts as usize),
         ] {
             if value == 0 {
                 return Err(LimitsError::Zero { field });
@@ -483,7 +485,8 @@ pub struct Limits {
     pub join_window: Duration,
     /// Failed password attempts per address per `auth_window`
     /// ([`DEFAULT_AUTH_ATTEMPTS`]); a username takes ten times as many,
-    /// from all addresses together.
+    /// from all addresses together. At least 1: at 0 every password,
+    /// the right one too, would be refused.
     pub auth_attempts: u32,
     /// The window failed password attempts are counted over ([`DEFAULT_AUTH_WINDOW`]),
     /// and the account checks per address.
@@ -614,6 +617,15 @@ mod tests {
                 },
                 LimitsError::Zero {
                     field: "rate_burst",
+                },
+            ),
+            (
+                Limits {
+                    auth_attempts: 0,
+                    ..d.clone()
+                },
+                LimitsError::Zero {
+                    field: "auth_attempts",
                 },
             ),
             (

@@ -146,7 +146,7 @@ pub struct LimitArgs {
 
     /// Wrong passwords (server or account) from one address (ten times as
     /// many for one username, from all addresses) before further tries are
-    /// refused for --auth-window-secs.
+    /// refused for --auth-window-secs (at least 1).
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_AUTH_ATTEMPTS)]
     auth_attempts: u32,
 
@@ -292,6 +292,7 @@ fn flag_words(e: &LimitsError) -> String {
         "rate_burst" => "--rate-burst",
         "rate_burst_bytes" => "--rate-burst-bytes",
         "rate_bytes_per_sec" => "--rate-bytes-per-sec",
+        "auth_attempts" => "--auth-attempts",
         _ => "a limit",
     };
     match e {
@@ -632,5 +633,18 @@ mod tests {
         .unwrap();
         assert_eq!(l.keepalive_interval, Duration::from_millis(500));
         assert_eq!(l.rate_per_sec, 0);
+    }
+
+    #[test]
+    fn no_password_attempts_at_all_is_refused_naming_the_flag() {
+        // At 0 every password, the right one too, was refused: nobody
+        // could join a server with --password-file, nor any account.
+        let err = LimitArgs {
+            auth_attempts: 0,
+            ..LimitArgs::default()
+        }
+        .to_limits()
+        .unwrap_err();
+        assert_eq!(err, "--auth-attempts must be at least 1");
     }
 }
