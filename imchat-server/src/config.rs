@@ -219,12 +219,15 @@ fn secs(flag: &str, value: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value))
 }
 
-/// Like [`secs`], for a setting where 0 turns something off.
+/// Like [`secs`], for a setting where 0 turns something off (and the
+/// error says 0 is allowed).
 fn secs_or_off(flag: &str, value: f64) -> Result<Duration, String> {
     if value == 0.0 {
         Ok(Duration::ZERO)
     } else {
-        secs(flag, value)
+        secs(flag, value).map_err(|_| {
+            format!("--{flag} must be from 0 (off) to {MAX_SECS} seconds, not {value}")
+        })
     }
 }
 
@@ -646,5 +649,25 @@ mod tests {
         .to_limits()
         .unwrap_err();
         assert_eq!(err, "--auth-attempts must be at least 1");
+    }
+
+    #[test]
+    fn a_bad_value_of_a_setting_that_takes_0_says_0_is_allowed() {
+        // It said "must be more than 0" of --grace-secs, whose 0 is valid.
+        let err = LimitArgs {
+            grace_secs: -1.0,
+            ..LimitArgs::default()
+        }
+        .to_limits()
+        .unwrap_err();
+        assert_eq!(
+            err,
+            format!("--grace-secs must be from 0 (off) to {MAX_SECS} seconds, not -1")
+        );
+        let zero = LimitArgs {
+            grace_secs: 0.0,
+            ..LimitArgs::default()
+        };
+        assert_eq!(zero.to_limits().unwrap().grace, Duration::ZERO);
     }
 }
