@@ -772,7 +772,16 @@ fn operator_lines_parse_with_or_without_a_slash() {
         parse_operator_line("bans"),
         Ok((OpAction::Bans, String::new(), String::new()))
     );
-    assert!(parse_operator_line("kick").is_err());
+    // A kick names a user (a connection of an address is not kicked by
+    // its address): the line must not offer an address.
+    assert_eq!(
+        parse_operator_line("kick"),
+        Err("kick needs a username".into())
+    );
+    assert_eq!(
+        parse_operator_line("ban"),
+        Err("ban needs a username or an address".into())
+    );
     assert_eq!(
         BanTarget::parse("::ffff:1.2.3.4"),
         Ok(BanTarget::Address(ip("1.2.3.4")))

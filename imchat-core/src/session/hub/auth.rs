@@ -221,7 +221,11 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
     let rest = rest.trim();
     let (target, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
     if target.is_empty() && action != OpAction::Bans {
-        return Err(format!("{} needs a username or an address", action.word()));
+        let what = match action {
+            OpAction::Kick => "a username",
+            _ => "a username or an address",
+        };
+        return Err(format!("{} needs {what}", action.word()));
     }
     Ok((action, target.to_string(), reason.trim().to_string()))
 }
