@@ -3484,6 +3484,27 @@ fn acknowledgements_keep_a_download_alive() {
 }
 
 #[test]
+fn a_server_wide_cap_of_one_download_is_named_in_the_singular() {
+    // It said "the server is sending 1 files already".
+    let limits = Limits {
+        max_downloads: 1,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits);
+    for n in ["alice", "bob"] {
+        net.connect(n);
+    }
+    running_download(&mut net, 0);
+    net.take(1);
+    running_download(&mut net, 1);
+    let refusal = failed_reason(&net.take(1)).expect("refused");
+    assert!(
+        refusal.starts_with("the server is sending 1 file already,"),
+        "{refusal}"
+    );
+}
+
+#[test]
 fn downloads_past_the_server_wide_cap_are_refused_naming_it() {
     let limits = Limits {
         max_downloads: 2,

@@ -98,16 +98,18 @@ impl Hub {
             return;
         }
         if running >= max_all && !self.take_stalled_download(client, now) {
+            let files = count(max_all, "file", "files");
             let reason = format!(
-                "the server is sending {max_all} files already, as many as it sends at once; try again later"
+                "the server is sending {files} already, as many as it sends at once; try again later"
             );
             self.cancel(client, id, CancelCode::TOO_MANY, reason.clone());
             self.download_refused(client, id, name, reason);
             return;
         }
         if let Some((n, share)) = self.address_download_share(client) {
+            let downloads = count(n, "download", "downloads");
             let reason = format!(
-                "your address has {n} downloads running, as many as one address may have at once ({share} of the server's {max_all}); try again later"
+                "your address has {downloads} running, as many as one address may have at once ({share} of the server's {max_all}); try again later"
             );
             self.cancel(client, id, CancelCode::TOO_MANY, reason.clone());
             self.download_refused(client, id, name, reason);
@@ -448,4 +450,9 @@ impl Hub {
             .flat_map(|c| c.downloads.iter().map(|(_, p)| p.heard + idle))
             .min()
     }
+}
+
+/// `n` and the noun, singular for 1: "1 file", "2 files".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
