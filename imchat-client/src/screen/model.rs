@@ -71,7 +71,7 @@ impl Shown {
 }
 
 /// Where a name goes in the nick list: the order of `/who` and the join's
-/// "online" line ([`name_order`]: ignoring case, `u2` before `u10`). Not
+/// "online" line ([`name_order`](imchat_core::name_order): ignoring case, `u2` before `u10`). Not
 /// the look-alike key that makes names the same user: it reads `1` as `l`
 /// and `m` as `rn`, so `q1` would sort after `q9` and `mia` after `q1`.
 fn roster_order(a: &str, b: &str) -> std::cmp::Ordering {
