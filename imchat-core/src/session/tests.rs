@@ -3112,10 +3112,9 @@ fn hellos_and_auths_of_a_joined_client_cost_rate_budget() {
     }
 }
 
-/// The `Pong` that answers the server's keepalive `Ping` is free; any
-/// other is a frame for nothing, and a flood of them is cut off.
-#[test]
-fn only_the_pong_the_server_awaits_is_free() {
+/// A hub with `ann` joined and pinged by its keepalive: the hub, ann, the
+/// time of the ping and its nonce.
+fn ann_pinged() -> (Hub, ClientId, Instant, u64) {
     let limits = Limits::default();
     let mut hub = Hub::new(limits.clone(), "hi");
     let t0 = Instant::now();
@@ -3129,6 +3128,14 @@ fn only_the_pong_the_server_awaits_is_free() {
             _ => None,
         })
         .expect("pinged after the keepalive interval");
+    (hub, c, t1, nonce)
+}
+
+/// The `Pong` that answers the server's keepalive `Ping` is free; any
+/// other is a frame for nothing, and a flood of them is cut off.
+#[test]
+fn only_the_pong_the_server_awaits_is_free() {
+    let (mut hub, c, t1, nonce) = ann_pinged();
     for _ in 0..100 {
         hub.handle_message(c, ClientMessage::Who, t1);
     }
@@ -3236,19 +3243,7 @@ fn is_free_tells_the_frames_that_cost_nothing_and_changes_nothing() {
     assert!(!net.hub.is_free(alice, &chat_to_all("x")));
     assert!(!net.hub.is_free(alice, &ClientMessage::Who));
 
-    let limits = Limits::default();
-    let mut hub = Hub::new(limits.clone(), "hi");
-    let t0 = Instant::now();
-    let c = joined(&mut hub, "ann", t0);
-    while hub.poll_transmit().is_some() {}
-    let t1 = t0 + limits.keepalive_interval;
-    hub.handle_timeout(t1);
-    let nonce = std::iter::from_fn(|| hub.poll_transmit())
-        .find_map(|t| match t.message {
-            ServerMessage::Ping(n) => Some(n),
-            _ => None,
-        })
-        .expect("pinged after the keepalive interval");
+    let (mut hub, c, t1, nonce) = ann_pinged();
     assert!(!hub.is_free(c, &ClientMessage::Pong(nonce.wrapping_add(1))));
     assert!(hub.is_free(c, &ClientMessage::Pong(nonce)));
     assert!(hub.is_free(c, &ClientMessage::Pong(nonce)), "asked twice");
