@@ -629,12 +629,7 @@ fn the_screen_client_comes_back_after_a_server_restart_and_shows_history() {
     // The server restarts (without a database: its history is gone); it
     // cannot be reached until bob has said something on the new one.
     proxy.set_target(None);
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     t.wait_screen("reconnecting, the draft kept", |s| {
         s.row(22).contains("reconnecting") && s.row(23) == draft
     });
@@ -815,12 +810,7 @@ fn a_quit_while_reconnecting_is_told_to_the_server_by_the_next_start() {
     };
     let first = saved_text(w.dir.path(), "alice", port).expect("saved");
 
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     t.wait_screen("reconnecting", |s| s.row(22).contains("reconnecting"));
     t.type_str("/quit bye all\r");
     t.expect_exit_code(0);
@@ -948,12 +938,7 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
     let carol_args = ["carol", "127.0.0.1", port_text.as_str()];
     let mut carol = w.client_on("carol", port, &[]);
     wait_saved(&w, "carol", &carol);
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     carol.expect_exit();
     let backup = common::TempDir::new("restored-db-backup");
     copy_history_db(w.dir.path(), backup.path());
@@ -979,12 +964,7 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
         carol.expect(&text, seen);
     }
     wait_saved_past(&w, "carol", saved);
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     carol.expect_exit();
     copy_history_db(backup.path(), w.dir.path());
 

@@ -733,12 +733,7 @@ fn a_resumed_reconnect_does_not_list_who_is_online_again() {
     assert_eq!(s.count("*** online"), 1, "{}", s.dump());
 
     // A server restarted without its history: a new session, named again.
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "the server did not stop on SIGTERM\n{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     w.server = Server::start_on(w.dir.path(), &w.shared(), &[], port);
     let s = t.wait_screen("`session not resumed`, then the names again", |s| {
         s.count("*** online (1): alice") == 2
@@ -1385,12 +1380,7 @@ fn reconnects_after_a_server_restart_with_the_draft_intact() {
     let draft = "alice> typed before the restart";
     t.wait_screen("the draft", |s| s.row(-1) == draft);
 
-    w.server.signal("TERM");
-    assert!(
-        w.server.wait_exit(TIMEOUT).is_some(),
-        "the server did not stop on SIGTERM\n{}",
-        w.server.report()
-    );
+    w.server.stop_by_sigterm();
     let s = t.wait_screen("`reconnecting` on the status line, the draft kept", |s| {
         s.row(22).contains("reconnecting") && s.row(23) == draft
     });

@@ -548,6 +548,18 @@ impl Server {
         assert!(status.success(), "kill -{sig} failed: {status}");
     }
 
+    /// Stops it with SIGTERM, as an operator does, and waits for it to
+    /// exit, for [`TIMEOUT`] at most.
+    #[allow(dead_code)] // not every test file uses it
+    pub fn stop_by_sigterm(&mut self) {
+        self.signal("TERM");
+        assert!(
+            self.wait_exit(TIMEOUT).is_some(),
+            "the server did not stop on SIGTERM\n{}",
+            self.report()
+        );
+    }
+
     /// Waits for it to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_exit(&mut self.child, timeout)
