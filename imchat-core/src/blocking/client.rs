@@ -491,6 +491,10 @@ const ANSWER_WAIT: Duration = Duration::from_millis(50);
 /// Most reads of what a connection that broke had left to read.
 const DRAIN_READS: usize = 4096;
 
+/// Longest [`Client::quit`] waits for the server to close the connection
+/// after the goodbye (a server that has read it closes at once).
+const QUIT_WAIT: Duration = Duration::from_secs(2);
+
 /// `wait` from now, or a century from now for a wait too long to add
 /// (`Duration::MAX` meaning "as long as it takes").
 fn later(wait: Duration) -> Instant {
@@ -1109,6 +1113,12 @@ impl<S: Link> Client<S> {
     /// and closes the connection; later calls return
     /// [`ClientError::Closed`]. Quitting a closed client does nothing.
     ///
+    /// Once the goodbye is written it waits for the server to close its
+    /// end (at most 2 s, or the handshake timeout if that is shorter), dropping what still arrives: the server has then taken the
+    /// goodbye and let go of the name, so a program that quits and connects
+    /// again under the same name (a bot restarting) is not refused as
+    /// [`ConnectError::NameTaken`] by its own session.
+    ///
     /// # Errors
     ///
     /// [`ClientError::Transport`] if the goodbye could not be written; the
@@ -1120,6 +1130,9 @@ impl<S: Link> Client<S> {
         self.session.quit(reason);
         let sent = self.flush();
         self.close();
+        if sent.is_ok() {
+            self.await_close();
+        }
         sent.map_err(ClientError::from)
     }
 
@@ -1251,6 +1264,24 @@ impl<S: Link> Client<S> {
                 Ok(ReadStep::Message(msg)) => self.session.handle_message(msg, Instant::now()),
                 Ok(ReadStep::More) => {}
                 Ok(ReadStep::End) | Err(_) => return,
+            }
+        }
+    }
+
+    /// After the goodbye: reads, and drops, what the server still sends
+    /// until it closes its end, the read fails, [`QUIT_WAIT`] (or the
+    /// handshake timeout, if shorter) passes, or [`DRAIN_READS`] reads.
+    fn await_close(&mut self) {
+        let deadline = later(QUIT_WAIT.min(self.options.handshake_timeout));
+        let mut buf = [0; 4096];
+        for _ in 0..DRAIN_READS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.set_read_timeout(left).is_err() {
+                return;
+            }
+            match self.reader.get_mut().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
             }
         }
     }

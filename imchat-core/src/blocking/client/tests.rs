@@ -1199,3 +1199,58 @@ fn a_zero_wait_reads_without_blocking_and_finds_what_arrived() {
     c.quit("bye").unwrap();
     assert!(matches!(peer.join().unwrap(), ClientMessage::Chat { .. }));
 }
+
+/// `quit` returns once the server has closed the connection after the
+/// goodbye, not as soon as the goodbye is written: a server that takes a
+/// while to read it has let go of the name by then, and a bot that quits
+/// and connects again under its name is not refused by its own session.
+#[test]
+fn quit_waits_for_the_server_to_close_after_the_goodbye() {
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        let quit = p.recv();
+        // A server busy elsewhere: it reads the goodbye, then closes later.
+        thread::sleep(Duration::from_millis(300));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(p);
+        quit
+    });
+    let mut c = connect(addr);
+    c.quit("bye").unwrap();
+    assert!(
+        closed.load(std::sync::atomic::Ordering::SeqCst),
+        "quit returned before the server closed the connection"
+    );
+    assert_eq!(
+        peer.join().unwrap(),
+        ClientMessage::Quit {
+            reason: "bye".into()
+        }
+    );
+}
+
+/// A server that keeps the connection open after the goodbye does not
+/// hold `quit` past its bound.
+#[test]
+fn quit_does_not_wait_forever_for_a_server_that_stays() {
+    let (release, wait) = channel::<()>();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        let quit = p.recv();
+        // Keeps the connection until the test is done.
+        let _ = wait.recv_timeout(WAIT);
+        quit
+    });
+    let mut c = connect(addr);
+    let started = Instant::now();
+    c.quit("bye").unwrap();
+    let took = started.elapsed();
+    release.send(()).unwrap();
+    assert!(
+        took < QUIT_WAIT + Duration::from_secs(1),
+        "quit took {took:?}"
+    );
+    assert!(matches!(peer.join().unwrap(), ClientMessage::Quit { .. }));
+}
