@@ -1972,7 +1972,11 @@ impl ClientSession {
     /// Says goodbye, with a parting text the others see (may be empty); the
     /// session is closed (the caller closes the connection after sending
     /// what is queued), on the server too: [`saved`](Self::saved) is `None`
-    /// from then on.
+    /// from then on. The server lets go of the name when it reads the
+    /// goodbye, and then closes its end: a program that connects again
+    /// under the name at once waits for that close first (as
+    /// `blocking::Client::quit` does), or its new `Hello` may be read first
+    /// and refused as taken.
     pub fn quit(&mut self, reason: &str) {
         if self.state == State::Joined {
             self.transmits.push_back(ClientMessage::Quit {
