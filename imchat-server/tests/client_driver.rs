@@ -356,24 +356,6 @@ fn a_bot_joins_a_tls_server_with_its_password() {
     assert!(!a.is_open());
 }
 
-/// Connects as `name` once the server has let its last holder go: a
-/// quit just sent may not have been read yet.
-fn connect_once_free(
-    srv: &Server,
-    name: &str,
-    options: &ConnectOptions,
-) -> Result<Client, ConnectError> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match Client::connect(srv.addr, name, options.clone()) {
-            Err(ConnectError::NameTaken { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
 #[test]
 fn a_bot_protects_its_name_with_a_password() {
     let srv = Server::start(&["--history-db", "history.db"]);
@@ -383,21 +365,22 @@ fn a_bot_protects_its_name_with_a_password() {
         &mut bot,
         |e| matches!(e, ClientEvent::Notice { code, .. } if *code == imchat_core::NoticeCode::REGISTERED),
     );
+    // Once quit returns the server has let go of the name: no retry.
     bot.quit("").unwrap();
     // The name is taken only with its password now.
-    let thief = connect_once_free(&srv, "guard", &ConnectOptions::default());
+    let thief = Client::connect(srv.addr, "guard", ConnectOptions::default());
     assert!(
         matches!(&thief, Err(ConnectError::Refused { code, .. }) if *code == imchat_core::RefuseCode::NAME_PROTECTED),
         "{thief:?}"
     );
     let mut options = ConnectOptions::default();
     options.account_password = Secret::new("hunter22");
-    let mut again = connect_once_free(&srv, "guard", &options).unwrap();
+    let mut again = Client::connect(srv.addr, "guard", options).unwrap();
     again.unregister().unwrap();
     until(
         &mut again,
         |e| matches!(e, ClientEvent::Notice { code, .. } if *code == imchat_core::NoticeCode::UNREGISTERED),
     );
     again.quit("").unwrap();
-    connect_once_free(&srv, "guard", &ConnectOptions::default()).expect("free again");
+    Client::connect(srv.addr, "guard", ConnectOptions::default()).expect("free again");
 }
