@@ -3149,6 +3149,86 @@ fn only_the_pong_the_server_awaits_is_free() {
     assert!((10.0..11.0).contains(&secs), "cut off after {secs} s");
 }
 
+/// A user's answers to the pushes offered to it cost no rate budget:
+/// pushers on other addresses, each well within its own rate, may offer
+/// it more pushes a second than its rate, and a client that declines
+/// each one at once is neither slowed nor cut off as a flood (an accept
+/// is as free). Only an answer the offer waits for is free: a second
+/// answer, or one to an offer made to someone else, costs as any request.
+#[test]
+fn answering_the_pushes_offered_to_a_user_costs_nothing() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let vic = joined_from(&mut hub, "192.0.2.1", "vic", 1, t0)[0];
+    let other = joined_from(&mut hub, "192.0.2.2", "other", 1, t0)[0];
+    let pushers: Vec<ClientId> = (0..4)
+        .map(|i| {
+            joined_from(
+                &mut hub,
+                &format!("192.0.2.{}", 10 + i),
+                &format!("p{i}_"),
+                1,
+                t0,
+            )[0]
+        })
+        .collect();
+    answers(&mut hub);
+    let (mut now, mut id, mut answered) = (t0, 0u32, 0usize);
+    // 15 s of four pushers offering 40 a second each (their rate is 50):
+    // 160 offers a second for vic, three times its own rate.
+    for _ in 0..600 {
+        for &p in &pushers {
+            id += 1;
+            hub.handle_message(
+                p,
+                ClientMessage::Offer {
+                    id: TransferId(id),
+                    name: FileName::new("spam.bin").unwrap(),
+                    size: 10,
+                    to: Recipient::User(user("vic0")),
+                },
+                now,
+            );
+        }
+        let mut offers = Vec::new();
+        while let Some(t) = hub.poll_transmit() {
+            if !t.to.iter().any(|to| to == vic) {
+                continue;
+            }
+            match t.message {
+                ServerMessage::FileStart(FileStart { id, .. }) => offers.push(id),
+                ServerMessage::Error { code, .. } => panic!("vic was told {code}"),
+                _ => {}
+            }
+        }
+        for rid in offers {
+            let accept = ClientMessage::Accept { id: rid };
+            let decline = ClientMessage::Cancel(FileCancel {
+                id: rid,
+                code: CancelCode::DECLINED,
+                reason: "no".into(),
+            });
+            assert!(!hub.is_free(other, &accept), "an offer to someone else");
+            assert!(!hub.is_free(other, &decline), "an offer to someone else");
+            assert!(hub.is_free(vic, &accept), "the awaited answer");
+            assert!(hub.is_free(vic, &decline), "the awaited answer");
+            hub.handle_message(vic, decline, now);
+            assert!(!hub.is_free(vic, &accept), "answered already");
+            answered += 1;
+        }
+        while let Some(e) = hub.poll_event() {
+            assert!(
+                !matches!(e, HubEvent::Close { client, .. } if client == vic),
+                "vic was cut off after {:?}",
+                now - t0
+            );
+        }
+        assert_eq!(hub.throttle(vic), None, "vic slowed after {:?}", now - t0);
+        now += Duration::from_millis(25);
+    }
+    assert_eq!(answered, 600 * 4, "every offer reached vic");
+}
+
 /// Chunks and ends of the sender's own push go at full speed; for a
 /// transfer that is not its push they do nothing and cost rate budget (a
 /// chunk by its size), so a flood of them is slowed and cut off.
@@ -3165,8 +3245,8 @@ fn chunks_and_ends_of_no_push_of_the_sender_cost_rate_budget() {
     let chunk = |len: usize| ClientMessage::Chunk(FileChunk::new(junk, 0, vec![b'y'; len]));
     let end = || ClientMessage::End(FileEnd { id: junk, crc: 0 });
     let bob = net.clients[1].0;
-    // Its `Accept` and 99 ends: a burst of 100.
-    for _ in 0..99 {
+    // 100 ends: a burst of 100 (its `Accept` of the push was free).
+    for _ in 0..100 {
         net.hub.handle_message(bob, end(), net.now);
     }
     assert_eq!(net.hub.throttle(bob), None, "a burst of 100 is allowed");
@@ -3175,10 +3255,10 @@ fn chunks_and_ends_of_no_push_of_the_sender_cost_rate_budget() {
     // A chunk of no push costs one message per chunk's worth of data.
     let carol = net.clients[2].0;
     let size = Limits::default().chunk_size;
-    for _ in 0..19 {
+    for _ in 0..20 {
         net.hub.handle_message(carol, chunk(4 * size), net.now);
     }
-    assert_eq!(net.hub.throttle(carol), None, "its Accept, 19 chunks of 5");
+    assert_eq!(net.hub.throttle(carol), None, "20 chunks of 5");
     net.hub.handle_message(carol, chunk(4 * size), net.now);
     assert!(
         net.hub.throttle(carol).is_some(),

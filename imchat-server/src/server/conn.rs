@@ -479,9 +479,9 @@ impl Server {
     /// Reads `id` while only its address's shared rate holds it back
     /// (until `until`, see [`Hub::hold`](imchat_core::Hub::hold)): the
     /// frames the hub says cost nothing (acks that move its downloads on,
-    /// its pushes' data, the answer to a ping) are handled at once, so that
-    /// its transfers do not stall while other connections of its address
-    /// send too fast. The first frame that costs is kept until `until` and
+    /// its pushes' data, the answer to a ping or to an offer) are handled
+    /// at once, so that its transfers do not stall while other connections
+    /// of its address send too fast. The first frame that costs is kept until `until` and
     /// returned then, to be handled as any frame read after a wait; an end
     /// of the stream or an error is returned at once. The connection is
     /// not parked meanwhile: back from the idle poller, it would be read

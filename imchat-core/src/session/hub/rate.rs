@@ -300,11 +300,17 @@ impl Hub {
 
     /// Whether `msg` is one of the frames of `client` that cost nothing:
     /// a chunk or end of its own push, an ack that moves one of its
-    /// transfers on, the pong that answers the server's ping. (Requests
-    /// (`Who`, `Ping`, `Download`, ...), and `Hello` and `Auth`, which a
-    /// joined client has no use for, cost.)
+    /// transfers on, the pong that answers the server's ping, the answer
+    /// (`Accept`, or a `Cancel` that declines) to a push offered to it
+    /// that waits for that answer. (Requests (`Who`, `Ping`, `Download`,
+    /// ...), and `Hello` and `Auth`, which a joined client has no use for,
+    /// cost.) An answer the server asked for is not the client's doing:
+    /// others may offer it more pushes than its own rate, and declining
+    /// them must not make it a flood.
     fn costs_nothing(&self, client: ClientId, msg: &ClientMessage) -> bool {
         match msg {
+            ClientMessage::Accept { id } => self.awaits_answer(client, *id),
+            ClientMessage::Cancel(c) => self.awaits_answer(client, c.id),
             ClientMessage::Chunk(chunk) => self.relays.contains_key(&(client, chunk.id)),
             ClientMessage::End(end) => self.relays.contains_key(&(client, end.id)),
             ClientMessage::Ack { id, offset } => {
@@ -322,7 +328,8 @@ impl Hub {
     /// Whether `msg`, read from joined `client` while [`Hub::hold`] holds
     /// it for its address's rate only, may be handled at once: it costs
     /// nothing (a chunk or end of the client's own push, an ack that moves
-    /// one of its transfers on, the pong that answers the server's ping),
+    /// one of its transfers on, the pong that answers the server's ping,
+    /// the answer to a push offered to it),
     /// so a transfer goes on at full speed while other connections of its
     /// address send too fast. Anything else waits out the hold. Changes
     /// nothing: the message is still to be handed to

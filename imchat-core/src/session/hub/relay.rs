@@ -416,6 +416,16 @@ impl Hub {
             .collect()
     }
 
+    /// Whether the push `client` knows as `relay_id` was offered to it
+    /// and waits for its answer (an `Accept` or a declining `Cancel`).
+    pub(super) fn awaits_answer(&self, client: ClientId, relay_id: TransferId) -> bool {
+        relay_id.is_server_chosen()
+            && self
+                .relays
+                .values()
+                .any(|r| r.relay_id == relay_id && r.waiting.contains(&client))
+    }
+
     /// A receiver accepts the push it knows as `relay_id`.
     pub(super) fn accept_push(&mut self, client: ClientId, relay_id: TransferId, now: Instant) {
         let key = self
