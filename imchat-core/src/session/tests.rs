@@ -4856,6 +4856,70 @@ fn a_user_away_that_never_comes_back_is_told_away_then_left_and_never_back() {
     );
 }
 
+/// A resume whose back fills the waiting joins and leaves to their bound
+/// (the batch then goes out at once) does not send that batch to the
+/// resumed connection ahead of its `Welcome`: the first frame a connection
+/// gets is its `Welcome`, and a user is never told of its own away and
+/// back. (A client that lost and resumed its connection in a loop got a
+/// `Presence` of 1,024 of its own aways and backs before its `Welcome`.)
+#[test]
+fn a_resume_that_fills_the_presence_batch_gets_its_welcome_first() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let mut n = 0u32;
+    hub.set_token_source(Box::new(move || {
+        n += 1;
+        let mut t = [0u8; 16];
+        t[..4].copy_from_slice(&n.to_be_bytes());
+        t
+    }));
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let _bob = joined(&mut hub, "bob", t0);
+    let mut ann = joined(&mut hub, "ann", t0);
+    let mut token = welcome_token(&mut hub, ann);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    // Each loss and resume queues an away and a back: within
+    // MAX_PRESENCE_EVENTS of them, a back reaches the bound.
+    let mut filled = false;
+    for cycle in 0..MAX_PRESENCE_EVENTS {
+        hub.handle_disconnect(ann, LeaveReason::LOST);
+        filled |= hub.pending_presence() + 1 == MAX_PRESENCE_EVENTS;
+        let back = hub.handle_connect(t0);
+        hub.handle_message(back, resume_hello("ann", token, epoch), t0);
+        let all: Vec<_> = std::iter::from_fn(|| hub.poll_transmit()).collect();
+        let to_it: Vec<ServerMessage> = all
+            .into_iter()
+            .filter(|t| t.to.contains(back))
+            .map(|t| t.message)
+            .collect();
+        match to_it.first() {
+            Some(ServerMessage::Welcome {
+                token: next,
+                resumed: Some(_),
+                ..
+            }) => token = *next,
+            other => {
+                let what: String = format!("{other:?}").chars().take(60).collect();
+                panic!("resume {cycle}: {what}… before the welcome")
+            }
+        }
+        assert!(
+            !to_it
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Presence(_))),
+            "resume {cycle}: told of its own away and back"
+        );
+        while hub.poll_event().is_some() {}
+        ann = back;
+        if filled {
+            break;
+        }
+    }
+    assert!(filled, "the batch never reached its bound on a back");
+    hub.check_invariants().unwrap();
+}
+
 #[test]
 fn a_connection_replaced_by_a_resume_is_no_away_and_no_back() {
     // Its old connection still open (the server has not noticed the loss):

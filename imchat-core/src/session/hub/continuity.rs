@@ -950,19 +950,22 @@ impl Hub {
         }
         self.names.insert(key.clone(), client);
         self.pending.remove(&client);
-        if let Some(c) = self.conns.get_mut(&client) {
-            c.phase = Phase::Joined(user.clone());
-            c.welcome_unconfirmed = true;
-        }
-        self.rebuild_members();
         // A session kept from this server's run before did not move.
         let moved = moved_from.filter(|f| self.remote.former.is_none_or(|(r, _)| r != *f));
         if moved.is_none() && replaced.is_none() {
             // It was away: the others are told it is back (not itself:
             // its batch starts after this). One that came from another
             // server was told as its session came ([`Hub::adopt_session`]).
+            // Queued before the connection is a member: a batch this back
+            // fills to its bound goes out at once, and must not go to it
+            // ahead of its `Welcome`.
             self.queue_away(user.clone(), true, self.clock);
         }
+        if let Some(c) = self.conns.get_mut(&client) {
+            c.phase = Phase::Joined(user.clone());
+            c.welcome_unconfirmed = true;
+        }
+        self.rebuild_members();
         // The replay below holds every entry after `last_seen`, the
         // waiting joins and leaves included.
         self.presence_starts_now(client);
