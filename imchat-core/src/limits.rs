@@ -182,6 +182,13 @@ pub const DEFAULT_MAX_GHOSTS: usize = 256;
 pub const DEFAULT_RESUME_ATTEMPTS: u32 = 5;
 /// The window over which failed resume attempts are counted: 10 s.
 pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
+/// Resumes one session may have per resume window (`resume_window`, 10 s
+/// by default): 10. A further one is refused with `TOO_MANY_ATTEMPTS`
+/// until the window is over, and the session waits as before. A client
+/// resumes after a lost connection, with a backoff; one that resumes in a
+/// loop made every resume cost its server a stored session and every
+/// member an away and a back, unbounded by any rate.
+pub const SESSION_RESUMES: u32 = 10;
 
 /// New users (joins that are not resumes) one address may bring in per
 /// [`DEFAULT_JOIN_WINDOW`]: 60. Each join and its leave are entries of

@@ -4864,7 +4864,13 @@ fn a_user_away_that_never_comes_back_is_told_away_then_left_and_never_back() {
 /// `Presence` of 1,024 of its own aways and backs before its `Welcome`.)
 #[test]
 fn a_resume_that_fills_the_presence_batch_gets_its_welcome_first() {
-    let mut hub = Hub::new(Limits::default(), "hi");
+    // Resumes at one instant, as many as it takes: no window to count
+    // them in (see `SESSION_RESUMES`).
+    let limits = Limits {
+        resume_window: Duration::ZERO,
+        ..Limits::default()
+    };
+    let mut hub = Hub::new(limits, "hi");
     let mut n = 0u32;
     hub.set_token_source(Box::new(move || {
         n += 1;
@@ -4917,6 +4923,71 @@ fn a_resume_that_fills_the_presence_batch_gets_its_welcome_first() {
         }
     }
     assert!(filled, "the batch never reached its bound on a back");
+    hub.check_invariants().unwrap();
+}
+
+/// A session resumed `SESSION_RESUMES` times within the resume window
+/// is not resumed again until the window is over: the next resume is
+/// refused with `TOO_MANY_ATTEMPTS` saying how long to wait, and the
+/// session waits as before (no leave), its token still good. (A client
+/// losing and resuming its connection in a loop cost its server a stored
+/// session and every member an away and a back each time, more than a
+/// thousand times a second, bounded by no rate.)
+#[test]
+fn a_session_resumed_in_a_loop_is_refused_until_the_window_is_over() {
+    use crate::limits::{DEFAULT_RESUME_WINDOW, SESSION_RESUMES};
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let mut n = 0u32;
+    hub.set_token_source(Box::new(move || {
+        n += 1;
+        let mut t = [0u8; 16];
+        t[..4].copy_from_slice(&n.to_be_bytes());
+        t
+    }));
+    let t0 = Instant::now();
+    let epoch = hub.epoch();
+    let _bob = joined(&mut hub, "bob", t0);
+    let mut ann = joined(&mut hub, "ann", t0);
+    let mut token = welcome_token(&mut hub, ann);
+    let mut now = t0;
+    for i in 0..=SESSION_RESUMES {
+        hub.handle_disconnect(ann, LeaveReason::LOST);
+        let back = hub.handle_connect(now);
+        hub.handle_message(back, resume_hello("ann", token, epoch), now);
+        let said = std::iter::from_fn(|| hub.poll_transmit())
+            .filter(|t| t.to.contains(back))
+            .find_map(|t| match t.message {
+                ServerMessage::Welcome {
+                    token: next,
+                    resumed: Some(_),
+                    ..
+                } => {
+                    token = next;
+                    Some("resumed".to_string())
+                }
+                ServerMessage::Refused { code, reason, .. } => Some(format!("{code}: {reason}")),
+                _ => None,
+            })
+            .unwrap_or_default();
+        while hub.poll_transmit().is_some() {}
+        while hub.poll_event().is_some() {}
+        if i < SESSION_RESUMES {
+            assert_eq!(said, "resumed", "resume {i}");
+            ann = back;
+        } else {
+            assert_eq!(
+                said,
+                "too many failed attempts: this session was resumed 10 times within 10 s; try again in 9 s"
+            );
+            assert!(!hub.is_connected(back));
+        }
+        now += Duration::from_millis(100);
+    }
+    // Still waiting, not ended; its token resumes it once the window is over.
+    let again = hub.handle_connect(now);
+    let later = t0 + DEFAULT_RESUME_WINDOW;
+    hub.handle_message(again, resume_hello("ann", token, epoch), later);
+    assert_eq!(answered(&mut hub, again), "resumed");
     hub.check_invariants().unwrap();
 }
 

@@ -13,6 +13,7 @@ use log::{debug, warn};
 use super::admission::address_key;
 use super::{ClientId, Hub, HubEvent, Phase};
 use crate::history::{HistoryStore, LogEntry, LogEvent, SessionRecord, StoreError};
+use crate::limits::SESSION_RESUMES;
 use crate::message::{
     Departure, ErrorCode, LeaveReason, MessageId, PresenceEvent, RefuseCode, ResumeRequest,
     ResumeToken, Resumed, RoutedChat, ServerMessage, Timestamp, Username, PROTOCOL_VERSION,
@@ -104,6 +105,9 @@ pub(super) struct Session {
     /// connection of this run yet: when its connection was lost (before
     /// the restart) is not known here, nor what it missed before.
     pub(super) kept: bool,
+    /// When its current window of resumes began, and how many it had in
+    /// it ([`SESSION_RESUMES`]).
+    pub(super) resumes: Option<(Instant, u32)>,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -217,6 +221,7 @@ impl Hub {
                 away_seen: Some(self.last_id()),
                 started: None,
                 kept: true,
+                resumes: None,
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -311,6 +316,7 @@ impl Hub {
                 away_seen: None,
                 started: Some(self.last_id()),
                 kept: false,
+                resumes: None,
             },
         );
         self.note_taken(&key);
@@ -902,6 +908,18 @@ impl Hub {
             self.note_failed_resume(client, &request, now);
             return false;
         }
+        if let Some(wait) = self.resumed_too_often(&key, now) {
+            self.violation(client, "a session resumed too often");
+            self.refuse(
+                client,
+                RefuseCode::TOO_MANY_ATTEMPTS,
+                &format!(
+                    "this session was resumed {SESSION_RESUMES} times within {} s; try again in {wait} s",
+                    self.limits.resume_window.as_secs()
+                ),
+            );
+            return true;
+        }
         let replaced = self.sessions.get(&key).and_then(|s| s.conn);
         if let Some(old) = replaced {
             // Its connection is not known to be dead yet: this one replaces
@@ -935,6 +953,12 @@ impl Hub {
         session.token = token;
         session.spent = Some(request.token);
         session.kept = false;
+        let window = self.limits.resume_window;
+        let count = match session.resumes {
+            Some((start, n)) if now.saturating_duration_since(start) < window => (start, n + 1),
+            _ => (now, 1),
+        };
+        session.resumes = Some(count);
         let moved_from = session.moved_from.take();
         let started = session.started;
         let user = session.user.clone();
@@ -1027,6 +1051,21 @@ impl Hub {
             dropped,
         });
         true
+    }
+
+    /// Whether the session of name key `key` had its [`SESSION_RESUMES`]
+    /// resumes within the resume window already: the seconds until that
+    /// window is over, rounded up, if so.
+    fn resumed_too_often(&self, key: &str, now: Instant) -> Option<u64> {
+        let (start, n) = self.sessions.get(key)?.resumes?;
+        let left = self
+            .limits
+            .resume_window
+            .checked_sub(now.saturating_duration_since(start))?;
+        if n < SESSION_RESUMES || left.is_zero() {
+            return None;
+        }
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
     }
 
     /// A resume `request` of `client` for the session of name key `key`

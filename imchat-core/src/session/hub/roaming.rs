@@ -392,6 +392,7 @@ impl Hub {
             away_seen: None,
             started: None,
             kept: false,
+            resumes: None,
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key.clone(), session);
