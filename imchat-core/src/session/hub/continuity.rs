@@ -909,7 +909,8 @@ impl Hub {
             return false;
         }
         if let Some(wait) = self.resumed_too_often(&key, now) {
-            self.violation(client, "a session resumed too often");
+            // No violation: the refusal's own line in the server's log
+            // (counted, not logged one by one, past a flood) says it all.
             self.refuse(
                 client,
                 RefuseCode::TOO_MANY_ATTEMPTS,
