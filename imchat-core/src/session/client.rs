@@ -1095,7 +1095,8 @@ impl ClientSession {
         self.offers
             .remove(&id)
             .ok_or(UsageError::UnknownOffer { id })?;
-        self.ask(1, 0);
+        // The answer to an offer costs no rate budget on the server.
+        self.ask(0, 0);
         self.transmits.push_back(ClientMessage::Cancel(FileCancel {
             id: self.wire_id(id),
             code: CancelCode::DECLINED,
@@ -1106,7 +1107,8 @@ impl ClientSession {
     }
 
     fn start_push(&mut self, id: TransferId, offer: Offered) {
-        self.ask(1, 0);
+        // The answer to an offer costs no rate budget on the server.
+        self.ask(0, 0);
         self.transmits.push_back(ClientMessage::Accept {
             id: self.wire_id(id),
         });
@@ -2464,8 +2466,8 @@ impl ClientSession {
             }
             Origin::Push { from } => {
                 if self.is_ignored(&from) && id.is_server_chosen() && offset == 0 {
-                    // Declined as a user would, without asking or saying.
-                    self.charge(1, 0);
+                    // Declined as a user would, without asking or saying
+                    // (an answer to an offer: no rate budget).
                     self.transmits.push_back(ClientMessage::Cancel(FileCancel {
                         id,
                         code: CancelCode::DECLINED,
@@ -2497,7 +2499,10 @@ impl ClientSession {
                 } else {
                     None
                 };
-                if refusal.is_some() {
+                // Refusing an offer (a push's start from the server, at
+                // byte 0) answers it: that costs no rate budget on the
+                // server; any other refusal is a request like the rest.
+                if refusal.is_some() && !(id.is_server_chosen() && offset == 0) {
                     self.charge(1, 0);
                 }
                 match refusal {

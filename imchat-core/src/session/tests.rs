@@ -3229,6 +3229,51 @@ fn answering_the_pushes_offered_to_a_user_costs_nothing() {
     assert_eq!(answered, 600 * 4, "every offer reached vic");
 }
 
+/// Nor does a client count its answers to offers against its own pace
+/// (the session's bucket mirrors the server's): a user offered hundreds of
+/// files at once, by others each within their rates, declining them all
+/// (by hand, or unasked past its 8 waiting), may still send its next line
+/// at once, not seconds later behind its declines.
+#[test]
+fn declining_many_offers_does_not_hold_back_the_receiver_s_own_lines() {
+    let mut net = three();
+    // Above the auto-accept size: asked about, or refused past 8 waiting.
+    let big = 64 * 1024 * 1024;
+    let mut declined = 0;
+    for _ in 0..20 {
+        for from in [0, 2] {
+            for _ in 0..8 {
+                net.s(from)
+                    .offer(
+                        FileName::new("f.bin").unwrap(),
+                        big,
+                        Recipient::User(user("bob")),
+                    )
+                    .unwrap();
+            }
+        }
+        net.pump();
+        let offers: Vec<TransferId> = net
+            .take(1)
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::PushOffered { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for id in offers {
+            net.s(1).decline(id, "no").unwrap();
+            declined += 1;
+        }
+        net.pump();
+        net.take(0);
+        net.take(2);
+    }
+    assert!(declined >= 20 * 8, "{declined} declined by hand");
+    let now = net.now;
+    assert_eq!(net.s(1).next_send_at(now, 5), None, "bob's next line waits");
+}
+
 /// Chunks and ends of the sender's own push go at full speed; for a
 /// transfer that is not its push they do nothing and cost rate budget (a
 /// chunk by its size), so a flood of them is slowed and cut off.
