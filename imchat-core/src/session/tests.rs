@@ -3229,6 +3229,59 @@ fn answering_the_pushes_offered_to_a_user_costs_nothing() {
     assert_eq!(answered, 600 * 4, "every offer reached vic");
 }
 
+/// A receiver whose client takes no more pushes now (`Cancel{TOO_MANY}`:
+/// 8 offers waiting, say, from someone flooding it) is not reported to
+/// the pusher of a push to it alone as not accepting the file, which it
+/// never saw: the pusher is told it has too many coming in, with that code.
+#[test]
+fn a_receiver_with_too_many_pushes_is_not_said_to_have_declined() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let vic = joined_from(&mut hub, "192.0.2.1", "vic", 1, t0)[0];
+    let carl = joined_from(&mut hub, "192.0.2.2", "carl", 1, t0)[0];
+    answers(&mut hub);
+    hub.handle_message(
+        carl,
+        ClientMessage::Offer {
+            id: TransferId(3),
+            name: FileName::new("note.txt").unwrap(),
+            size: 11,
+            to: Recipient::User(user("vic0")),
+        },
+        t0,
+    );
+    let rid = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(vic))
+        .find_map(|t| match t.message {
+            ServerMessage::FileStart(FileStart { id, .. }) => Some(id),
+            _ => None,
+        })
+        .expect("the offer");
+    hub.handle_message(
+        vic,
+        ClientMessage::Cancel(FileCancel {
+            id: rid,
+            code: CancelCode::TOO_MANY,
+            reason: "already 8 files being sent to this user".into(),
+        }),
+        t0,
+    );
+    let told = std::iter::from_fn(|| hub.poll_transmit())
+        .filter(|t| t.to.contains(carl))
+        .find_map(|t| match t.message {
+            ServerMessage::Cancel(c) if c.id == TransferId(3) => Some((c.code, c.reason)),
+            _ => None,
+        });
+    assert_eq!(
+        told,
+        Some((
+            CancelCode::TOO_MANY,
+            "vic0 has too many files coming in or waiting for an answer; try again later"
+                .to_string()
+        ))
+    );
+}
+
 /// Nor does a client count its answers to offers against its own pace
 /// (the session's bucket mirrors the server's): a user offered hundreds of
 /// files at once, by others each within their rates, declining them all
@@ -9424,7 +9477,8 @@ fn pushes_offered_to_a_user_do_not_keep_its_own_downloads_out() {
         let name = FileName::new(format!("f{n}.txt")).unwrap();
         assert!(net.s(0).download(name, None).is_ok(), "download {n}");
     }
-    // Pushes to her keep a bound of their own: a further one is declined.
+    // Pushes to her keep a bound of their own: a further one is refused,
+    // its pusher told she has too many coming in (not that she declined).
     let id = net
         .s(2)
         .offer(
@@ -9438,7 +9492,7 @@ fn pushes_offered_to_a_user_do_not_keep_its_own_downloads_out() {
     assert!(
         bob.iter().any(|e| matches!(e,
             ClientEvent::PushFailed { id: i, code, .. }
-                if *i == id && *code == CancelCode::DECLINED)),
+                if *i == id && *code == CancelCode::TOO_MANY)),
         "{bob:?}"
     );
 }

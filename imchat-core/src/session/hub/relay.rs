@@ -915,6 +915,25 @@ impl Hub {
         receiver: ClientId,
         cut: Option<&str>,
     ) {
+        self.drop_receiver_with(from, id, receiver, |who| match cut {
+            Some(reason) => (CancelCode::NO_RECEIVER, format!("{who}: {reason}")),
+            None => (
+                CancelCode::DECLINED,
+                format!("{who} did not accept the file"),
+            ),
+        });
+    }
+
+    /// Drops `receiver` from push `(from, id)`; `last`, given the
+    /// receiver's name, is what the pusher is told when no receiver is
+    /// left (see [`Hub::settle`]).
+    fn drop_receiver_with(
+        &mut self,
+        from: ClientId,
+        id: TransferId,
+        receiver: ClientId,
+        last: impl FnOnce(&str) -> (CancelCode, String),
+    ) {
         let Some(relay) = self.relays.get_mut(&(from, id)) else {
             return;
         };
@@ -929,13 +948,7 @@ impl Hub {
             || "the receiver".to_string(),
             std::string::ToString::to_string,
         );
-        let last = match cut {
-            Some(reason) => (CancelCode::NO_RECEIVER, format!("{who}: {reason}")),
-            None => (
-                CancelCode::DECLINED,
-                format!("{who} did not accept the file"),
-            ),
-        };
+        let last = last(&who);
         self.settle(from, id, last);
         // The slowest may be gone: the others may take more.
         self.repace((from, id));
@@ -963,6 +976,18 @@ impl Hub {
                         c.code.describe()
                     };
                     self.drop_receiver_for(from, id, client, Some(why));
+                } else if c.code == CancelCode::TOO_MANY {
+                    // Its client takes no more pushes now (8 waiting or
+                    // coming in): the pusher is told so, not that the user
+                    // did not want this file, which it never saw.
+                    self.drop_receiver_with(from, id, client, |who| {
+                        (
+                            CancelCode::TOO_MANY,
+                            format!(
+                                "{who} has too many files coming in or waiting for an answer; try again later"
+                            ),
+                        )
+                    });
                 } else {
                     self.drop_receiver(from, id, client);
                 }
