@@ -654,6 +654,11 @@ impl Model {
             if for_us > 0 {
                 line.push_str(&format!(" ({for_us} for you)"));
             }
+        } else if self.scroll > 0 {
+            // Scrolled back with nothing new below: still not the bottom
+            // of the chat, as weechat's `-MORE-` and irssi's `-- more --`
+            // say, or the view reads as the latest.
+            line.push_str(" │ more ↓");
         }
         // Too wide, the connection's text (the longest, and the one that
         // changes least) is cut, not the counts after it: cut at the end,
@@ -2091,6 +2096,21 @@ mod tests {
         );
         m.handle(Action::ScrollBottom, now);
         assert!(!m.status_line().contains("new ↓"), "{}", m.status_line());
+    }
+
+    /// Scrolled back with nothing new, the status line still says the
+    /// view is not the bottom of the chat; at the bottom it says nothing.
+    #[test]
+    fn a_view_scrolled_back_says_there_is_more_below() {
+        let mut m = model();
+        notices(&mut m, 100);
+        m.fit(80, 80, 10);
+        let now = Instant::now();
+        assert!(!m.status_line().contains('↓'), "{}", m.status_line());
+        m.handle(Action::PageUp, now);
+        assert!(m.status_line().ends_with("│ more ↓"), "{}", m.status_line());
+        m.handle(Action::ScrollBottom, now);
+        assert!(!m.status_line().contains('↓'), "{}", m.status_line());
     }
 
     /// On a narrow terminal the connection's text is cut, not the counts
