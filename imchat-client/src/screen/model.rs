@@ -169,6 +169,37 @@ struct PastedLines {
     rest: String,
     /// The draft after the cursor, to follow the unfinished last line.
     after: String,
+    /// Where a draft that names one (`/msg bob `, `@bob `, `/broadcast `)
+    /// sends the first line, and so all the others.
+    to: Option<PasteTarget>,
+}
+
+/// Where a whole paste goes when the draft before it names where.
+#[derive(Debug)]
+struct PasteTarget {
+    /// What goes before each line after the first: `/msg bob `.
+    prefix: String,
+    /// Who, for the question: `bob`, `everyone`.
+    who: String,
+}
+
+impl PasteTarget {
+    /// The destination that `first` (the draft and the paste's first
+    /// line) names: a private message's user, or everyone for
+    /// `/broadcast`.
+    fn of(first: &str) -> Option<Self> {
+        match Command::parse(first) {
+            Ok(Command::Unicast { to, .. }) => Some(Self {
+                prefix: format!("/msg {} ", to.as_str()),
+                who: to.as_str().to_owned(),
+            }),
+            Ok(Command::Broadcast(_)) => Some(Self {
+                prefix: "/broadcast ".to_owned(),
+                who: "everyone".to_owned(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -600,8 +631,12 @@ impl Model {
     /// warning of a first Ctrl-C).
     pub fn status_line(&self) -> String {
         if let Some(pasted) = &self.pending_paste {
+            let to = pasted
+                .to
+                .as_ref()
+                .map_or_else(String::new, |to| format!(" to {}", to.who));
             return format!(
-                "paste {} lines? Enter sends them, Esc cancels",
+                "paste {} lines{to}? Enter sends them, Esc cancels",
                 pasted.lines.len()
             );
         }
@@ -899,11 +934,18 @@ impl Model {
             Paste::Ask(lines, rest) => (lines, rest, true),
             Paste::Insert(_) => unreachable!("the paste has a line end"),
         };
+        // `/msg bob ` then a paste: all its lines are for bob, not the
+        // first alone with the others in the current mode (to everyone).
+        let to = lines
+            .first()
+            .filter(|_| joins_draft)
+            .and_then(|first| PasteTarget::of(first));
         let pasted = PastedLines {
             lines,
             joins_draft,
             rest,
             after,
+            to,
         };
         if ask {
             self.pending_paste = Some(pasted);
@@ -963,7 +1005,10 @@ impl Model {
     /// (through Enter), and leaves its unfinished last line in the input.
     /// The other lines are chat text, even one that starts with `/` (a
     /// pasted script's `/usr/bin/env`, or `/quit`, is not run as a
-    /// command): it goes with the `//` escape, as if so typed.
+    /// command): it goes with the `//` escape, as if so typed. A draft
+    /// that sent the first line to one user (`/msg bob `, `@bob `) or to
+    /// everyone (`/broadcast `) sends the others there too, and starts the
+    /// unfinished one so: a private paste does not go out in public.
     fn send_pasted(&mut self, pasted: PastedLines) {
         let mut lines = pasted.lines.into_iter();
         if pasted.joins_draft {
@@ -973,16 +1018,21 @@ impl Model {
                 self.enter(Instant::now());
             }
         }
-        let as_text = |line: String| {
-            if line.starts_with('/') {
-                format!("/{line}")
-            } else {
-                line
-            }
+        let prefix = pasted.to.map(|to| to.prefix);
+        let as_text = |line: String| match &prefix {
+            // The text after `/msg bob ` is text, whatever it starts with.
+            Some(prefix) => format!("{prefix}{line}"),
+            None if line.starts_with('/') => format!("/{line}"),
+            None => line,
         };
         self.send_all(lines.map(as_text).collect());
         self.editor.set(pasted.after, 0);
-        self.editor.insert(&pasted.rest);
+        match &prefix {
+            Some(prefix) if !pasted.rest.trim().is_empty() => {
+                self.editor.insert(&format!("{prefix}{}", pasted.rest));
+            }
+            _ => self.editor.insert(&pasted.rest),
+        }
     }
 
     /// Sends a paste's lines: together, so that a client without a
@@ -1695,16 +1745,33 @@ mod tests {
             "the first line finishes the draft, nothing goes out in public"
         );
         assert_eq!(m.to_history, ["/msg lis secret1"], "as Enter would");
-        assert_eq!(m.editor.text(), "secret2");
+        assert_eq!(m.editor.text(), "/msg lis secret2", "for lis too");
         m.handle(Action::Enter, now);
-        assert_eq!(sent(&m), lines(&["/msg lis secret1", "secret2"]));
+        assert_eq!(sent(&m), lines(&["/msg lis secret1", "/msg lis secret2"]));
 
-        // Ending with a newline: every line goes, the input ends empty.
+        // Ending with a newline: every line goes to lis, the input ends
+        // empty. Not the first alone, the others to everyone.
         let mut m = model();
         typed(&mut m, "/msg lis ");
-        m.paste("secret1\nsecret2\n");
-        assert_eq!(sent(&m), lines(&["/msg lis secret1", "secret2"]));
+        m.paste("secret1\nsecret2\n/etc/passwd\n");
+        assert_eq!(
+            sent(&m),
+            lines(&[
+                "/msg lis secret1",
+                "/msg lis secret2",
+                "/msg lis /etc/passwd"
+            ])
+        );
         assert!(m.editor.is_empty());
+        let mut m = model();
+        typed(&mut m, "@lis ");
+        m.paste("one\ntwo\n");
+        assert_eq!(sent(&m), lines(&["@lis one", "/msg lis two"]));
+        // `/broadcast ` sends them all to everyone, whatever the mode.
+        let mut m = model();
+        typed(&mut m, "/broadcast ");
+        m.paste("one\ntwo\n");
+        assert_eq!(sent(&m), lines(&["/broadcast one", "/broadcast two"]));
 
         // A blank draft before the cursor adds nothing to the first line.
         let mut m = model();
@@ -1727,15 +1794,16 @@ mod tests {
         m.paste(&text);
         assert_eq!(
             m.status_line(),
-            "paste 6 lines? Enter sends them, Esc cancels"
+            "paste 6 lines to lis? Enter sends them, Esc cancels",
+            "the question says where they go"
         );
         assert!(sent(&m).is_empty());
         assert_eq!(m.editor.text(), "/msg lis ", "the draft waits as it was");
         m.handle(Action::Enter, now);
         assert_eq!(sent(&m).len(), 6);
         assert_eq!(sent(&m)[0], UserInput::Line("/msg lis secret1".into()));
-        assert_eq!(sent(&m)[5], UserInput::Line("secret6".into()));
-        assert_eq!(m.editor.text(), "tail");
+        assert_eq!(sent(&m)[5], UserInput::Line("/msg lis secret6".into()));
+        assert_eq!(m.editor.text(), "/msg lis tail");
 
         for cancel in [Action::Escape, Action::Interrupt] {
             let mut m = model();
@@ -1758,11 +1826,19 @@ mod tests {
             lines(&["#!/bin/sh", "//usr/bin/env python3", "//quit"])
         );
         assert_eq!(m.editor.text(), "last", "the unfinished line waits");
-        // A command typed before the paste is still one, with its first line.
+        // A command typed before the paste is still one, with its first
+        // line; the lines after it are text, to whom it sends.
         let mut m = model();
         typed(&mut m, "/msg lis ");
         m.paste("/etc/hosts\n/etc/passwd\n");
-        assert_eq!(sent(&m), lines(&["/msg lis /etc/hosts", "//etc/passwd"]));
+        assert_eq!(
+            sent(&m),
+            lines(&["/msg lis /etc/hosts", "/msg lis /etc/passwd"])
+        );
+        let mut m = model();
+        typed(&mut m, "/who ");
+        m.paste("/etc/hosts\n/etc/passwd\n");
+        assert_eq!(sent(&m), lines(&["/who /etc/hosts", "//etc/passwd"]));
     }
 
     #[test]
