@@ -51,7 +51,7 @@ use crate::servers::{Server, Servers};
 use crate::ui;
 use crate::view::{
     byte_count, human_duration, human_size, Away, ChatEntry, Direction, Entry, Link, Roster,
-    SharedFile, Status, TransferEnd, TransferView, UserInput, View,
+    SharedFile, Status, TransferEnd, TransferView, UserInput, View, STALLED,
 };
 
 /// How long one connection attempt may take.
@@ -308,6 +308,8 @@ struct Meter {
     start: u64,
     started: Instant,
     last: Option<Instant>,
+    /// When a byte last moved (or it started).
+    moved: Instant,
 }
 
 impl Meter {
@@ -329,11 +331,13 @@ impl Meter {
                 rate: None,
                 eta: None,
                 waiting: false,
+                stalled: false,
                 from: None,
             },
             start,
             started: now,
             last: None,
+            moved: now,
         }
     }
 
@@ -343,10 +347,22 @@ impl Meter {
         self.start = self.view.done;
         self.started = now;
         self.last = None;
+        self.moved = now;
+    }
+
+    /// The transfer's line at `now`: `stalled` when no byte moved for a
+    /// while, rather than the rate it had.
+    fn view_at(&self, now: Instant) -> TransferView {
+        let mut view = self.view.clone();
+        view.stalled = !view.waiting && now.saturating_duration_since(self.moved) >= STALLED;
+        view
     }
 
     /// Records `done` bytes at `now`; the line to show when one is due.
     fn advance(&mut self, done: u64, now: Instant) -> Option<TransferView> {
+        if done != self.view.done {
+            self.moved = now;
+        }
         self.view.done = done;
         let moved = done.saturating_sub(self.start);
         let elapsed = now.saturating_duration_since(self.started);
@@ -2408,11 +2424,12 @@ impl Conn {
     fn list_transfers(&self) {
         let lines: Vec<String> = {
             let t = lock(&self.transfers);
-            let mut views: Vec<&TransferView> = t
+            let now = Instant::now();
+            let mut views: Vec<TransferView> = t
                 .incoming
                 .values()
-                .map(|f| &f.meter.view)
-                .chain(t.pushes.values().map(|p| &p.meter.view))
+                .map(|f| f.meter.view_at(now))
+                .chain(t.pushes.values().map(|p| p.meter.view_at(now)))
                 .collect();
             views.sort_by(|a, b| a.id.cmp(&b.id));
             let mut lines: Vec<String> = views.iter().map(|v| v.line()).collect();
@@ -4690,6 +4707,31 @@ mod tests {
             .filter_map(|i| m.advance(4 + i / 10, t0 + Duration::from_millis(600 + 10 * i)))
             .count();
         assert!(updates <= 4, "{updates} updates in one second");
+    }
+
+    /// `/transfers` of one that moves no more says `stalled`, not the
+    /// rate and time left it had when it moved.
+    #[test]
+    fn a_transfer_that_stops_moving_is_listed_stalled() {
+        let t0 = Instant::now();
+        let mut m = meter(100 << 20, 0, t0);
+        m.advance(50 << 20, t0 + Duration::from_secs(1));
+        let moving = m.view_at(t0 + Duration::from_secs(2));
+        assert!(!moving.stalled);
+        assert!(moving.line().contains("MiB/s"), "{}", moving.line());
+        let stopped = m.view_at(t0 + Duration::from_secs(1) + STALLED);
+        assert!(
+            stopped.line().ends_with("50%  stalled"),
+            "{}",
+            stopped.line()
+        );
+        // A byte more: moving again.
+        m.advance((50 << 20) + 1, t0 + Duration::from_secs(7));
+        assert!(!m.view_at(t0 + Duration::from_secs(8)).stalled);
+        // A push waiting for its acceptance waits; it does not stall.
+        let mut w = meter(100, 0, t0);
+        w.view.waiting = true;
+        assert!(!w.view_at(t0 + STALLED * 10).stalled);
     }
 
     #[test]

@@ -766,6 +766,7 @@ mod tests {
             rate: Some(5.0),
             eta: Some(Duration::from_secs(2)),
             waiting: false,
+            stalled: false,
             from: None,
         };
         let v = transfer_json(&t);

@@ -162,6 +162,9 @@ pub struct TransferView {
     pub eta: Option<Duration>,
     /// Waiting rather than moving (an offer not yet accepted).
     pub waiting: bool,
+    /// No byte moved for [`STALLED`] or more: the rate and time left
+    /// measured before are no longer true, and are not shown.
+    pub stalled: bool,
     /// Who sends it, for a file pushed or offered to us.
     pub from: Option<String>,
 }
@@ -437,6 +440,10 @@ pub fn human_size(bytes: u64) -> String {
     byte_count(bytes)
 }
 
+/// How long a transfer moves no byte before its line says `stalled`
+/// instead of the rate and time left it had.
+pub const STALLED: Duration = Duration::from_secs(5);
+
 /// A duration for people, to the second: `45s`, `2m05s`, `1h02m03s`.
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs() + u64::from(d.subsec_nanos() >= 500_000_000);
@@ -470,6 +477,7 @@ impl TransferView {
             rate: None,
             eta: None,
             waiting: true,
+            stalled: false,
             from: Some(from),
         }
     }
@@ -502,6 +510,8 @@ impl TransferView {
         );
         if self.waiting {
             line.push_str("  waiting");
+        } else if self.stalled {
+            line.push_str("  stalled");
         } else if let Some(rate) = self.rate {
             line.push_str(&format!("  {}/s", human_size(rate as u64)));
             if let Some(eta) = self.eta {
@@ -541,12 +551,17 @@ mod tests {
             rate: Some(15.0 * 1024.0 * 1024.0),
             eta: Some(Duration::from_secs(100)),
             waiting: false,
+            stalled: false,
             from: None,
         };
         assert_eq!(
             t.line(),
             "#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s"
         );
+        // Stalled, the rate and time left it had are not shown.
+        t.stalled = true;
+        assert_eq!(t.line(), "#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  stalled");
+        t.stalled = false;
         t.waiting = true;
         t.direction = Direction::Send;
         assert_eq!(t.line(), "#3 ↑ big.bin  512.0 MiB / 2.0 GiB  25%  waiting");

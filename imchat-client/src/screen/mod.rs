@@ -414,6 +414,10 @@ fn run(
         if shared.model().expire_quit_warning(Instant::now()) {
             shared.dirty.store(true, Ordering::Release);
         }
+        // A transfer that moves no more says so, not the rate it had.
+        if shared.model().expire_stalled(Instant::now()) {
+            shared.dirty.store(true, Ordering::Release);
+        }
         let (outbox, to_history, bell, clear, stop) = {
             let mut m = shared.model();
             (

@@ -4,7 +4,7 @@
 //! drains what it asks for (lines to send, a bell, history to save).
 
 use std::cell::Cell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use imchat_core::inert;
@@ -14,7 +14,9 @@ use super::editor::{Editor, UndoSteps};
 use super::keys::{self, Action, Paste};
 use super::render;
 use crate::command::Command;
-use crate::view::{inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput};
+use crate::view::{
+    inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput, STALLED,
+};
 
 /// How many entries the chat keeps.
 pub const SCROLLBACK: usize = 10_000;
@@ -107,6 +109,9 @@ pub struct Model {
     width: u16,
     /// Running transfers, in the order they started.
     transfers: Vec<TransferView>,
+    /// When each transfer last moved a byte (or started), by id: one that
+    /// stops says `stalled` rather than the rate it had.
+    moved: HashMap<String, Instant>,
     /// Who is online, sorted.
     roster: Vec<String>,
     /// Those of the roster who are away, as the last `/who` said.
@@ -241,6 +246,7 @@ impl Model {
             pane: (80, 20),
             width: 80,
             transfers: Vec::new(),
+            moved: HashMap::new(),
             roster: Vec::new(),
             away: HashSet::new(),
             files: Vec::new(),
@@ -453,16 +459,44 @@ impl Model {
 
     /// A transfer started or moved on.
     pub fn transfer(&mut self, transfer: &TransferView) {
-        let transfer = transfer.inert();
+        let mut transfer = transfer.inert();
         match self.transfers.iter_mut().find(|t| t.id == transfer.id) {
-            Some(t) => *t = transfer,
-            None => self.transfers.push(transfer),
+            Some(t) => {
+                if t.done == transfer.done && t.waiting == transfer.waiting {
+                    // No byte moved since: stalled as before.
+                    transfer.stalled = t.stalled;
+                } else {
+                    self.moved.insert(transfer.id.clone(), Instant::now());
+                }
+                *t = transfer;
+            }
+            None => {
+                self.moved.insert(transfer.id.clone(), Instant::now());
+                self.transfers.push(transfer);
+            }
         }
     }
 
     /// A transfer ended.
     pub fn transfer_ended(&mut self, id: &str) {
         self.transfers.retain(|t| t.id != id);
+        self.moved.remove(id);
+    }
+
+    /// Marks `stalled` the transfers that moved no byte for [`STALLED`]
+    /// at `now`, as their rate and time left no longer hold (an offer
+    /// waits, it does not stall); true when one changed (to redraw).
+    pub fn expire_stalled(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for t in &mut self.transfers {
+            let since = self.moved.get(&t.id).copied().unwrap_or(now);
+            let stalled = !t.waiting && now.saturating_duration_since(since) >= STALLED;
+            if stalled && !t.stalled {
+                t.stalled = true;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The status changed.
@@ -1356,6 +1390,40 @@ mod tests {
         assert!(sent(&m).is_empty(), "too late: warns again");
         m.handle(Action::Interrupt, t0 + Duration::from_secs(8));
         assert_eq!(sent(&m), [UserInput::Quit]);
+    }
+
+    /// A transfer row whose transfer stopped moving says `stalled`, not
+    /// the rate and time left it had; a byte more and it moves again. An
+    /// offer waiting for an answer does not stall.
+    #[test]
+    fn a_transfer_that_stops_moving_shows_stalled() {
+        let mut m = model();
+        let t0 = Instant::now();
+        m.transfer(&download(1, "a"));
+        m.transfer(&TransferView::offer(
+            "#2".into(),
+            "bob".into(),
+            "o".into(),
+            9,
+        ));
+        assert!(!m.expire_stalled(t0 + Duration::from_secs(1)));
+        assert!(m.transfers()[0].line().contains("/s"));
+        assert!(m.expire_stalled(t0 + STALLED + Duration::from_secs(1)));
+        assert!(
+            m.transfers()[0].line().ends_with("25%  stalled"),
+            "{}",
+            m.transfers()[0].line()
+        );
+        assert!(!m.transfers()[1].stalled, "an offer waits");
+        assert!(!m.expire_stalled(t0 + STALLED * 2), "said once");
+        // The same bytes again (no move): still stalled.
+        m.transfer(&download(1, "a"));
+        assert!(m.transfers()[0].stalled);
+        let mut moved = download(1, "a");
+        moved.done += 1;
+        m.transfer(&moved);
+        assert!(!m.transfers()[0].stalled);
+        assert!(m.transfers()[0].line().contains("/s"));
     }
 
     /// The warning of a first Ctrl-C (or Ctrl-D) is in the status line

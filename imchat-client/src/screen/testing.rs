@@ -67,6 +67,7 @@ pub fn download(id: u32, name: &str) -> TransferView {
         rate: Some(1024.0 * 1024.0),
         eta: Some(Duration::from_secs(3)),
         waiting: false,
+        stalled: false,
         from: None,
     }
 }
