@@ -39,11 +39,10 @@ impl Cycle {
     /// nothing matches. `backwards` starts with the last candidate.
     pub fn start(line: &str, cursor: usize, sources: &Sources, backwards: bool) -> Option<Self> {
         let (start, pool, suffix) = context(&line[..cursor], sources);
-        // A space already there is not doubled.
-        let suffix = if suffix == " " && line[cursor..].starts_with(' ') {
-            ""
-        } else {
-            suffix
+        // A space already there is not doubled (`b| and` gives `bob: and`).
+        let suffix = match suffix.strip_suffix(' ') {
+            Some(bare) if line[cursor..].starts_with(' ') => bare,
+            _ => suffix,
         };
         let prefix = line[start..cursor].to_lowercase();
         let mut candidates: Vec<String> = pool
@@ -344,12 +343,12 @@ mod tests {
         let f = Fixture::new();
         let line = "b and more";
         let mut cycle = Cycle::start(line, 1, &f.sources(), true).unwrap();
-        assert_eq!(cycle.line(), ("bob:  and more".into(), 5));
+        assert_eq!(cycle.line(), ("bob: and more".into(), 4), "one space");
         cycle.step(true);
-        assert_eq!(cycle.line().0, "Bea:  and more");
+        assert_eq!(cycle.line().0, "Bea: and more");
         cycle.step(true);
-        assert_eq!(cycle.line().0, "bob:  and more");
+        assert_eq!(cycle.line().0, "bob: and more");
         cycle.step(false);
-        assert_eq!(cycle.line().0, "Bea:  and more");
+        assert_eq!(cycle.line().0, "Bea: and more");
     }
 }
