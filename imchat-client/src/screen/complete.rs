@@ -153,8 +153,14 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
     if head[word_start..].starts_with('@') {
         return (word_start + 1, sources.nicks.to_vec(), " ");
     }
+    // Nicks listed with commas (`bob,ca`, no space after the comma, as
+    // irssi takes them): the nick starts after the last comma. No name
+    // has one.
+    let nick_start = head[word_start..]
+        .rfind(',')
+        .map_or(word_start, |i| word_start + i + 1);
     let suffix = if is_first_word { ": " } else { " " };
-    (word_start, sources.nicks.to_vec(), suffix)
+    (nick_start, sources.nicks.to_vec(), suffix)
 }
 
 #[cfg(test)]
@@ -285,6 +291,20 @@ mod tests {
         let f = Fixture::new();
         assert_eq!(f.tab("car", 1), ["carol: "]);
         assert_eq!(f.tab("B", 2), ["Bea: ", "bob: "]);
+    }
+
+    /// Nicks listed with commas and no space complete each, as irssi's
+    /// `bob,car` Tab does.
+    #[test]
+    fn a_nick_after_a_comma_completes() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("bob,car", 1), ["bob,carol: "]);
+        assert_eq!(f.tab("hi bob,car", 1), ["hi bob,carol "]);
+        assert_eq!(f.tab("bob, car", 1), ["bob, carol "]);
+        // A shared file's name may have one: it is the whole name.
+        let mut f = Fixture::new();
+        f.files = strings(&["a,b.txt"]);
+        assert_eq!(f.tab("/download a,", 1), ["/download a,b.txt"]);
     }
 
     #[test]
