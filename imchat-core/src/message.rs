@@ -87,13 +87,7 @@ impl Username {
             return Err(NameError::LeadingDot);
         }
         for (i, c) in name.chars().enumerate() {
-            // Combining marks too: many scripts write vowel signs and
-            // viramas with them (हिन्दी, தமிழ்), and a decomposed `é` is one.
-            let ok = c.is_alphanumeric()
-                || is_combining_mark(c)
-                || c == '_'
-                || c == '-'
-                || (c == '.' && i > 0);
+            let ok = is_name_char(c) && (c != '.' || i > 0);
             if !ok {
                 return Err(NameError::BadChar { ch: c });
             }
@@ -131,6 +125,16 @@ impl Username {
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
+}
+
+/// Whether `c` may be in a username: a letter or digit of any script, a
+/// combining mark (many scripts write vowel signs and viramas with them,
+/// हिन्दी, தமிழ், and a decomposed `é` is one), `_`, `-` or `.` (a `.` not
+/// first or last). A client finding a name in text (a mention) reads a
+/// run of them as one name.
+#[must_use]
+pub fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || is_combining_mark(c) || c == '_' || c == '-' || c == '.'
 }
 
 /// The order in which names are listed to people (`Who`, a client's nick

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use imchat_core::inert;
+use imchat_core::{inert, is_name_char};
 
 use super::complete::{self, Cycle, Sources};
 use super::editor::{Editor, UndoSteps};
@@ -1177,18 +1177,25 @@ impl Model {
     }
 }
 
-/// True when `text` names `me` as a word, in any case.
+/// True when `text` names `me` as a word, in any case: not as a part of
+/// a longer name (`alice-bot`, `alice.b`, `alice_`, a decomposed `alicé`
+/// for `alice`). A `.` ends a sentence (`hi alice.`) unless a name goes
+/// on after it.
 pub fn mentions(text: &str, me: &str) -> bool {
     let text = text.to_lowercase();
     let me = me.to_lowercase();
     if me.is_empty() {
         return false;
     }
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    // A name character, a `.` only between two of them.
+    let name_goes_on = |mut next: std::str::Chars| match next.next() {
+        Some('.') => next.next().is_some_and(|c| c != '.' && is_name_char(c)),
+        Some(c) => is_name_char(c),
+        None => false,
+    };
     text.match_indices(&me).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + me.len()..].chars().next();
-        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        !name_goes_on(text[..at].chars().rev().collect::<String>().chars())
+            && !name_goes_on(text[at + me.len()..].chars())
     })
 }
 
@@ -2376,6 +2383,35 @@ mod tests {
         assert!(m.bell);
         assert!(mentions("hi alice.", "Alice"));
         assert!(!mentions("alice_bot", "alice"));
+    }
+
+    /// Another user's name that starts or ends with ours (`alice-bot`,
+    /// `alice.b`, `bob-alice`, `alicé` decomposed) is no mention of us;
+    /// punctuation after ours is.
+    #[test]
+    fn a_longer_name_that_holds_ours_is_no_mention() {
+        for text in [
+            "alice-bot: status?",
+            "ask alice.b",
+            "bob-alice said so",
+            "x.alice",
+            "alice\u{301} is here",
+        ] {
+            assert!(!mentions(text, "alice"), "{text}");
+        }
+        for text in [
+            "hi alice.",
+            "alice... are you there",
+            "alice, look",
+            "(alice)",
+            "alice: look",
+            "...alice",
+            "alice. next",
+            "@alice hi",
+        ] {
+            assert!(mentions(text, "alice"), "{text}");
+        }
+        assert!(mentions("ask alice.b now", "alice.b"));
     }
 
     #[test]
