@@ -151,6 +151,9 @@ pub enum CommandError {
         /// The command one typo away, or the only one it starts.
         suggestion: Option<&'static str>,
     },
+    /// A `/` with no command name right after it (`/`, `/ hello`).
+    #[error("no command after /: a command's name follows the / with no space (/help); a line that starts with / goes as text with // (//etc/hosts)")]
+    NoCommandName,
     /// A command without what it needs.
     #[error("usage: {0}")]
     Usage(&'static str),
@@ -744,6 +747,10 @@ impl Command {
         let Some(rest) = line.strip_prefix('/') else {
             return Ok(Command::Text(line.to_string()));
         };
+        // `/ hello` is no `/hello`, nor `/ /` a `//`.
+        if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+            return Err(CommandError::NoCommandName);
+        }
         let (word, args) = split_word(rest);
         let word = word.to_lowercase();
         // Words after a command that takes none may be a message typed
@@ -1221,6 +1228,23 @@ mod tests {
         assert_eq!(
             Mode::Unicast(u("carol")).recipient(),
             Recipient::User(u("carol"))
+        );
+    }
+
+    /// A `/` followed by a space names no command: not the word after
+    /// it (`/ hello` is no `/hello`, did you mean `/help`?).
+    #[test]
+    fn a_slash_without_a_command_name_says_so() {
+        for line in ["/", "/ ", "/  hello world", "/ /", "/\thelp"] {
+            assert_eq!(
+                Command::parse(line),
+                Err(CommandError::NoCommandName),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            Command::parse("//etc/hosts"),
+            Ok(Command::Text("/etc/hosts".into()))
         );
     }
 
