@@ -13,7 +13,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
 use super::model::{Model, Shown};
-use crate::view::Entry;
+use crate::view::{human_size, Direction, Entry, TransferView};
 
 /// Most rows the input grows to.
 const INPUT_ROWS: u16 = 3;
@@ -376,8 +376,9 @@ fn transfer_rows_wanted(model: &Model) -> usize {
 fn transfer_rows(model: &Model, width: u16, rows: usize) -> Vec<Line<'static>> {
     let transfers = model.transfers();
     let rows = rows.min(TRANSFER_ROWS);
+    let line = |t: &TransferView| transfer_line(t, usize::from(width));
     let lines: Vec<String> = if transfers.len() > rows && rows > 0 {
-        let mut lines: Vec<String> = transfers[..rows - 1].iter().map(|t| t.line()).collect();
+        let mut lines: Vec<String> = transfers[..rows - 1].iter().map(line).collect();
         lines.push(if rows == 1 {
             format!("{} transfers (/transfers)", transfers.len())
         } else {
@@ -385,12 +386,36 @@ fn transfer_rows(model: &Model, width: u16, rows: usize) -> Vec<Line<'static>> {
         });
         lines
     } else {
-        transfers.iter().take(rows).map(|t| t.line()).collect()
+        transfers.iter().take(rows).map(line).collect()
     };
     lines
         .into_iter()
         .map(|line| Line::from(truncate(&line, usize::from(width))))
         .collect()
+}
+
+/// A transfer's row in `width` columns. An offer too wide for it keeps
+/// how to answer it, cut at the right it lost its `/accept 3`: `or
+/// /decline 3` goes first, then the file name is shortened, and with no
+/// room for a name, only the answers are left.
+fn transfer_line(t: &TransferView, width: usize) -> String {
+    let line = t.line();
+    if t.direction != Direction::Offer || text_width(&line) <= width {
+        return line;
+    }
+    let n = t.id.trim_start_matches('#');
+    let head = format!("{} offer: ", t.id);
+    let tail = format!(
+        " ({}) from {}: /accept {n}",
+        human_size(t.total),
+        t.from.as_deref().unwrap_or("someone")
+    );
+    let room = width.saturating_sub(text_width(&head) + text_width(&tail));
+    if room >= 4 {
+        format!("{head}{}{tail}", ellipsized(&t.name, room))
+    } else {
+        format!("{head}/accept {n} or /decline {n}")
+    }
 }
 
 /// `text` cut to `width` columns.
@@ -1294,6 +1319,33 @@ mod tests {
             m.status_line(),
             "[alice] → everyone │ connected to 127.0.0.1:4000 │ 1 offer waiting"
         );
+    }
+
+    /// On a narrow screen an offer's row keeps how to answer it: cut at
+    /// the right, `/accept 2` was lost.
+    #[test]
+    fn a_narrow_offer_row_keeps_how_to_answer_it() {
+        let offer = |from: &str| {
+            crate::view::TransferView::offer(
+                "#2".into(),
+                from.into(),
+                "quarterly report.pdf".into(),
+                20 << 20,
+            )
+        };
+        let mut m = model();
+        m.transfer(&offer("bob"));
+        let rows = draw_rows(&mut terminal(50, 6), &mut m);
+        assert_eq!(
+            rows[3],
+            "#2 offer: quarterl… (20.0 MiB) from bob: /accept 2"
+        );
+        let rows = draw_rows(&mut terminal(45, 6), &mut m);
+        assert_eq!(rows[3], "#2 offer: qua… (20.0 MiB) from bob: /accept 2");
+        let mut m = model();
+        m.transfer(&offer("abcdefghijklmnopqrstuvwxyz012345"));
+        let rows = draw_rows(&mut terminal(50, 6), &mut m);
+        assert_eq!(rows[3], "#2 offer: /accept 2 or /decline 2");
     }
 
     #[test]
