@@ -594,6 +594,14 @@ impl Model {
         (pane > stamp).then(|| pane - stamp)
     }
 
+    /// Whether the client is connected (not reconnecting, nor closed).
+    pub fn connected(&self) -> bool {
+        matches!(
+            self.status.as_ref().map(|s| &s.link),
+            Some(Link::Connected { .. })
+        )
+    }
+
     pub fn nicklist_shown(&self, width: u16) -> bool {
         self.nicklist.unwrap_or(width >= NICKLIST_MIN_WIDTH)
     }

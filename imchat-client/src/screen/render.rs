@@ -321,8 +321,10 @@ fn chat_rows(model: &Model, pane: Rect) -> Vec<Line<'static>> {
     rows
 }
 
-/// The nick list: a border, then who is online (ourselves in bold).
+/// The nick list: a border, then who is online (ourselves in bold). While
+/// the connection is lost it is all dimmed: who was online, not who is.
 fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
+    let offline = !model.connected();
     let border = Span::styled("│", Style::new().fg(Color::DarkGray));
     let height = usize::from(area.height);
     let names = model.roster();
@@ -340,6 +342,9 @@ fn nicklist_rows(model: &Model, area: Rect) -> Vec<Line<'static>> {
             let mut style = Style::new().fg(nick_color(name));
             if name.eq_ignore_ascii_case(model.me()) {
                 style = style.add_modifier(Modifier::BOLD);
+            }
+            if offline {
+                style = style.add_modifier(Modifier::DIM);
             }
             // Away (connection lost, session waiting): dimmed and marked,
             // the mark kept when the name is cut.
@@ -1660,6 +1665,41 @@ mod tests {
         let cell = |row: u16| t.backend().buffer()[(85, row)].modifier;
         assert!(cell(2).contains(Modifier::DIM), "away: dimmed");
         assert!(!cell(0).contains(Modifier::DIM), "here: not dimmed");
+    }
+
+    /// The connection lost, the nick list is of who was online, not who
+    /// is: all dimmed until the client is connected again.
+    #[test]
+    fn the_nick_list_is_dimmed_while_the_connection_is_lost() {
+        let mut m = model();
+        m.change_roster(crate::view::Roster::all(vec!["alice".into(), "bob".into()]));
+        let mut t = terminal(100, 6);
+        let status = |link| crate::view::Status {
+            me: "alice".into(),
+            target: None,
+            link,
+            cut_off: false,
+        };
+        draw_rows(&mut t, &mut m);
+        let dim = |t: &ratatui::Terminal<ratatui::backend::TestBackend>, row: u16| {
+            t.backend().buffer()[(85, row)]
+                .modifier
+                .contains(Modifier::DIM)
+        };
+        assert!(!dim(&t, 0) && !dim(&t, 1), "connected: not dimmed");
+        m.set_status(&status(crate::view::Link::Reconnecting {
+            reason: "connection lost".into(),
+            attempt: 1,
+            retry_in: None,
+        }));
+        let rows = draw_rows(&mut t, &mut m);
+        assert!(rows[1].ends_with("│bob"), "{rows:?}");
+        assert!(dim(&t, 0) && dim(&t, 1), "reconnecting: dimmed");
+        m.set_status(&status(crate::view::Link::Connected {
+            server: "127.0.0.1:4000".into(),
+        }));
+        draw_rows(&mut t, &mut m);
+        assert!(!dim(&t, 1), "back: not dimmed");
     }
 
     #[test]
