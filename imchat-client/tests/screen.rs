@@ -1224,7 +1224,7 @@ fn the_unfinished_last_line_of_a_paste_waits_in_the_input() {
 
 /// A paste continues the line being typed: a draft `/msg lisa ` and a
 /// pasted `secret1\nsecret2` send `/msg lisa secret1` (private to lisa),
-/// never a public `secret1`; `secret2` waits in the input.
+/// never a public `secret1`; `secret2` waits in the input, for lisa too.
 #[test]
 fn a_paste_into_a_private_message_draft_stays_private() {
     let w = World::new("scr-paste-draft");
@@ -1241,13 +1241,13 @@ fn a_paste_into_a_private_message_draft_stays_private() {
     });
     t.paste("secret1\nsecret2");
     lisa.expect_line("<alice> (private) secret1");
-    t.wait_screen("`secret2` left in the input", |s| {
-        s.row(-1) == "alice> secret2"
+    t.wait_screen("`/msg lisa secret2` left in the input", |s| {
+        s.row(-1) == "alice> /msg lisa secret2"
     });
-    // The unfinished line, sent in public, comes after anything sent before.
+    // The unfinished line goes to lisa too, after what went before.
     t.key(Key::Enter);
-    bob.expect_line("<alice> secret2");
-    bob.assert_no_line("no public secret1", |l| l.contains("secret1"));
+    lisa.expect_line("<alice> (private) secret2");
+    bob.assert_no_line("nothing of the paste in public", |l| l.contains("secret"));
     lisa.assert_no_line("no public secret1", |l| l == "<alice> secret1");
 }
 
