@@ -583,6 +583,17 @@ fn bare_usage(word: &str) -> Option<&'static str> {
     })
 }
 
+/// The first word of `s` and the text after it and the one blank that
+/// ends it: a message's own leading blanks (an indented line of code
+/// pasted after `/msg bob `) are its own, as irssi keeps them.
+fn split_text(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.char_indices().find(|(_, c)| c.is_whitespace()) {
+        Some((i, blank)) => (&s[..i], &s[i + blank.len_utf8()..]),
+        None => (s, ""),
+    }
+}
+
 fn split_word(s: &str) -> (&str, &str) {
     let s = s.trim_start();
     match s.find(char::is_whitespace) {
@@ -729,11 +740,11 @@ impl Command {
             return Ok(Command::Text(format!("/{text}")));
         }
         if let Some(rest) = line.strip_prefix('@') {
-            let (to, text) = split_word(rest);
+            let (to, text) = split_text(rest);
             // `@bob: hi`, `@bob, hi`: a nick addressed as on IRC. No name
             // ends so (neither is allowed in one), so it is bob's.
             let to = to.strip_suffix([':', ',']).unwrap_or(to);
-            if to.is_empty() || text.is_empty() {
+            if to.is_empty() || text.trim().is_empty() {
                 return Err(CommandError::Usage("@user <text>"));
             }
             if ["all", "everyone"].contains(&to.to_lowercase().as_str()) {
@@ -762,14 +773,15 @@ impl Command {
         }
         let cmd = match word.as_str() {
             "broadcast" | "boardcast" | "all" => {
-                if args.is_empty() {
+                let (_, text) = split_text(rest);
+                if text.trim().is_empty() {
                     return Err(CommandError::Usage("/broadcast <text>"));
                 }
-                Command::Broadcast(args.to_string())
+                Command::Broadcast(text.to_string())
             }
             "unicast" | "msg" | "tell" | "w" => {
-                let (to, text) = split_word(args);
-                if to.is_empty() || text.is_empty() {
+                let (to, text) = split_text(args);
+                if to.is_empty() || text.trim().is_empty() {
                     return Err(CommandError::Usage("/unicast <user> <text>"));
                 }
                 Command::Unicast {
@@ -1229,6 +1241,34 @@ mod tests {
             Mode::Unicast(u("carol")).recipient(),
             Recipient::User(u("carol"))
         );
+    }
+
+    /// A message's own leading blanks, after the one that ends the
+    /// user's name, are kept: an indented line of code sent to bob.
+    #[test]
+    fn a_private_message_keeps_its_own_leading_blanks() {
+        let unicast = |text: &str| {
+            Ok(Command::Unicast {
+                to: u("bob"),
+                text: text.into(),
+            })
+        };
+        assert_eq!(
+            Command::parse("/msg bob     fn main() {"),
+            unicast("    fn main() {")
+        );
+        assert_eq!(Command::parse("@bob   x"), unicast("  x"));
+        assert_eq!(Command::parse("/msg bob hi"), unicast("hi"));
+        assert_eq!(
+            Command::parse("/broadcast   x"),
+            Ok(Command::Broadcast("  x".into()))
+        );
+        for blank in ["/msg bob    ", "@bob   ", "/broadcast   "] {
+            assert!(
+                matches!(Command::parse(blank), Err(CommandError::Usage(_))),
+                "{blank:?}"
+            );
+        }
     }
 
     /// A `/` followed by a space names no command: not the word after
