@@ -152,7 +152,7 @@ pub enum CommandError {
         suggestion: Option<&'static str>,
     },
     /// A `/` with no command name right after it (`/`, `/ hello`).
-    #[error("no command after /: a command's name follows the / with no space (/help); a line that starts with / goes as text with // (//etc/hosts)")]
+    #[error("no command name right after /; type /help for the list, or // to send text that starts with /")]
     NoCommandName,
     /// A command without what it needs.
     #[error("usage: {0}")]
