@@ -4574,6 +4574,50 @@ fn a_private_message_to_a_user_away_is_reported_held_and_arrives_on_the_resume()
     assert_eq!(texts, ["are you there", "anyone?"]);
 }
 
+/// The notices of [`ClientEvent::Notice`] with code `AWAY` among `events`.
+fn away_notices(events: Vec<ClientEvent>) -> usize {
+    events
+        .into_iter()
+        .filter(|e| matches!(e, ClientEvent::Notice { code, .. } if *code == NoticeCode::AWAY))
+        .count()
+}
+
+/// A sender writing several lines to a user away is told once that the
+/// user is away, not once per line (a burst would bury its chat in the
+/// same notice); another sender is told too, and once the user is back
+/// and away again, the next message tells again.
+#[test]
+fn a_sender_is_told_once_per_absence_that_its_receiver_is_away() {
+    let mut net = resumable(Limits::default(), &["alice", "bob", "carol"]);
+    net.cut(1);
+    let bob = Username::new("bob").unwrap();
+    for i in 0..5 {
+        net.s(0)
+            .send_chat(Recipient::User(bob.clone()), &format!("line {i}"))
+            .unwrap();
+    }
+    net.s(2)
+        .send_chat(Recipient::User(bob.clone()), "me too")
+        .unwrap();
+    net.pump();
+    assert_eq!(away_notices(net.take(0)), 1);
+    assert_eq!(away_notices(net.take(2)), 1);
+    net.reconnect(1);
+    net.take(1);
+    net.s(0)
+        .send_chat(Recipient::User(bob.clone()), "back?")
+        .unwrap();
+    net.pump();
+    assert_eq!(away_notices(net.take(0)), 0);
+    net.cut(1);
+    net.s(0)
+        .send_chat(Recipient::User(bob.clone()), "gone again")
+        .unwrap();
+    net.s(0).send_chat(Recipient::User(bob), "still?").unwrap();
+    net.pump();
+    assert_eq!(away_notices(net.take(0)), 1);
+}
+
 /// The `Resumed` event says up to which id the replay goes: what was
 /// missed (a chat, a join, a leave) is at or below it, what comes live
 /// after it above it.

@@ -144,7 +144,23 @@ impl Hub {
             self.send_many(members, Some(client), message);
             receivers
         };
-        if let (Some(until), Some(to)) = (away, target.as_ref()) {
+        // Each sender is told once while the receiver is away, not once
+        // per message (a burst of lines would bury the chat in notices).
+        let first_told = |hub: &mut Hub, to: &Username| {
+            let to_key = hub.key(to);
+            hub.sessions.get_mut(&to_key).is_none_or(|s| {
+                let first = !s.told_away.contains(&key);
+                if first {
+                    s.told_away.push(key.clone());
+                }
+                first
+            })
+        };
+        let tell = match (away, target.as_ref()) {
+            (Some(until), Some(to)) if first_told(self, to) => Some((until, to.clone())),
+            _ => None,
+        };
+        if let Some((until, to)) = tell {
             let (why, within) = until.map_or((LeaveReason::LOST, String::new()), |(t, why)| {
                 let secs = t.saturating_duration_since(now).as_millis().div_ceil(1000);
                 (why, format!(" within {secs} s"))

@@ -108,6 +108,10 @@ pub(super) struct Session {
     /// When its current window of resumes began, and how many it had in
     /// it ([`SESSION_RESUMES`]).
     pub(super) resumes: Option<(Instant, u32)>,
+    /// While waiting: the name keys of the senders already told (by a
+    /// `Notice{AWAY}`) that it is away, so that a sender writing to it
+    /// again is not told once per message.
+    pub(super) told_away: Vec<String>,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -222,6 +226,7 @@ impl Hub {
                 started: None,
                 kept: true,
                 resumes: None,
+                told_away: Vec::new(),
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -317,6 +322,7 @@ impl Hub {
                 started: Some(self.last_id()),
                 kept: false,
                 resumes: None,
+                told_away: Vec::new(),
             },
         );
         self.note_taken(&key);
@@ -951,6 +957,7 @@ impl Hub {
         session.conn = Some(client);
         session.last_conn = client;
         session.grace = None;
+        session.told_away.clear();
         session.token = token;
         session.spent = Some(request.token);
         session.kept = false;
@@ -1199,6 +1206,7 @@ impl Hub {
                 s.grace = Some((until, reason));
                 s.peer = conn.peer;
                 s.away_seen = Some(newest);
+                s.told_away.clear();
             }
             let since = self.timestamp(self.clock);
             self.publish(super::ClusterEvent::Away {
