@@ -716,6 +716,47 @@ struct Store {
     /// Why no file could be had for the session (not merely locked by
     /// another client): to tell the user, as a crash will not resume it.
     unsaved: Option<String>,
+    /// Why no saved session was taken back although there may be one: its
+    /// file held none (said in the chat), or another client of this
+    /// machine runs with this name and server. Added to a refusal of the
+    /// name as taken, which would otherwise leave the user guessing.
+    not_taken: Option<NotTaken>,
+}
+
+/// Why [`open_store`] took no saved session back (see [`Store`]).
+#[derive(Debug)]
+enum NotTaken {
+    /// The session file is there but gives no session: the line says why.
+    Unreadable(String),
+    /// Another client holds the file's lock.
+    Locked,
+}
+
+impl NotTaken {
+    /// Said after a refusal of the name as taken.
+    fn hint(&self) -> String {
+        match self {
+            NotTaken::Unreadable(line) => line.clone(),
+            NotTaken::Locked => {
+                "another client runs on this machine with this name and server, and keeps its saved session to itself".into()
+            }
+        }
+    }
+}
+
+/// `e`, a refusal of the name as taken, with why no saved session was
+/// presented (which would have taken the name back); any other error as
+/// it is.
+fn with_not_taken(e: ClientError, not_taken: Option<&NotTaken>) -> ClientError {
+    match (e, not_taken) {
+        (ClientError::Refused { reason, code }, Some(why)) if code == RefuseCode::NAME_TAKEN => {
+            ClientError::Refused {
+                reason: format!("{reason}; {}", why.hint()),
+                code,
+            }
+        }
+        (e, _) => e,
+    }
 }
 
 /// The line that says the session is not saved: a crash or `kill -9`
@@ -739,9 +780,14 @@ fn open_store(config: &Config) -> Store {
         return Store::default();
     };
     let mut failed = None;
+    // A file locked by another client (this one's, or another spelling's).
+    let mut held = false;
     let mut open =
         |host: &str, port: u16| match SessionFile::open(dir, host, port, &config.username) {
-            Ok(file) => file,
+            Ok(file) => {
+                held |= file.is_none();
+                file
+            }
             Err(e) => {
                 log::warn!("cannot save the session in {}: {e}", dir.display());
                 failed.get_or_insert(e.to_string());
@@ -750,6 +796,7 @@ fn open_store(config: &Config) -> Store {
         };
     let first = config.servers.first();
     let mut file = open(&first.host, first.port);
+    let mut unreadable = None;
     let (file, saved) = 'found: {
         if !config.resume {
             break 'found (file, None);
@@ -757,6 +804,7 @@ fn open_store(config: &Config) -> Store {
         if let Some(saved) = file.as_mut().and_then(SessionFile::load) {
             break 'found (file, Some(saved));
         }
+        unreadable = file.as_ref().and_then(SessionFile::unreadable);
         for server in config.servers.all().iter().skip(1) {
             let path = dir.join(crate::resume::file_name(
                 &server.host,
@@ -789,13 +837,22 @@ fn open_store(config: &Config) -> Store {
         }
         (file, None)
     };
-    if file.is_none() && failed.is_none() {
+    let locked = held && failed.is_none();
+    if file.is_none() && locked {
         log::info!("another client runs with this name and server: its session is its own");
     }
+    let not_taken = if saved.is_some() {
+        None
+    } else if let Some(line) = unreadable {
+        Some(NotTaken::Unreadable(line))
+    } else {
+        locked.then_some(NotTaken::Locked)
+    };
     Store {
         unsaved: failed.filter(|_| file.is_none()),
         file,
         saved,
+        not_taken,
     }
 }
 
@@ -975,6 +1032,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         file: store,
         saved,
         unsaved,
+        not_taken,
     } = open_store(&config);
     // The last run quit while the server was away: the session is taken
     // back only to tell the server, then the user joins afresh.
@@ -1001,7 +1059,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         Ok(first) => first,
         Err(e) => {
             release(store);
-            return Err(e);
+            return Err(with_not_taken(e, not_taken.as_ref()));
         }
     };
     if first.session.is_closed() {
@@ -1069,6 +1127,10 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     });
     if quit_reason.is_some() {
         app.notice(QUIT_TOLD_LINE);
+    }
+    // A session file that gave nothing: this run did not resume.
+    if let Some(NotTaken::Unreadable(line)) = &not_taken {
+        app.notice(&format!("{line}; a new session was started"));
     }
     // Said on the screen too: the log is hidden behind it.
     if let Some(why) = unsaved {

@@ -64,6 +64,9 @@ pub struct SessionFile {
     /// The parting text of a quit the server could not be told of, on
     /// disk with the session (see the module's documentation).
     quit: Option<String>,
+    /// Why [`load`](Self::load) found a file it could not take a session
+    /// from (unreadable, or not a session of this server and name).
+    unreadable: Option<String>,
 }
 
 /// The most bytes of a parting text kept in the file: a file stays far
@@ -285,19 +288,45 @@ impl SessionFile {
             unicast: None,
             unicast_written: None,
             quit: None,
+            unreadable: None,
         }))
     }
 
     /// The session saved by an earlier run, if the file holds one for
     /// this server and name.
+    /// A file that is there but holds no session for them is left as it
+    /// is, and [`unreadable`](Self::unreadable) says why.
     pub fn load(&mut self) -> Option<SavedSession> {
-        let text = fs::read_to_string(&self.path).ok()?;
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.unreadable = Some(e.to_string());
+                return None;
+            }
+        };
         let saved = self.parse(&text);
         if saved.is_none() {
             log::info!("ignoring {}: not a saved session", self.path.display());
+            self.unreadable = Some(format!(
+                "not a saved session of {} on {}",
+                self.name, self.server
+            ));
         }
         self.written = saved;
         saved
+    }
+
+    /// Why the session file that [`load`](Self::load) found gave no
+    /// session, in one line naming the file; `None` when there was no
+    /// file, or it gave one.
+    pub fn unreadable(&self) -> Option<String> {
+        self.unreadable.as_ref().map(|why| {
+            format!(
+                "the session saved in {} was not taken back: {why}",
+                self.path.display()
+            )
+        })
     }
 
     fn parse(&mut self, text: &str) -> Option<SavedSession> {

@@ -758,8 +758,13 @@ fn a_second_client_under_another_spelling_of_the_host_leaves_the_running_one_alo
 
     let mut second = w.spawn_client(&["alice", "localhost", &port.to_string()]);
     let err = second.expect_exit_code(1);
+    // The refusal says why the saved session was not presented: the user
+    // is the one holding the name, from this machine.
     assert!(
-        err.iter().any(|l| l.contains("already taken")),
+        err.iter().any(|l| l.contains("already taken")
+            && l.ends_with(
+                "; another client runs on this machine with this name and server, and keeps its saved session to itself"
+            )),
         "{}",
         second.report()
     );
@@ -767,6 +772,49 @@ fn a_second_client_under_another_spelling_of_the_host_leaves_the_running_one_alo
     alice.expect_line("<bob> still there?");
     alice.assert_no_line("a lost connection", |l| l.starts_with("*** disconnected"));
     second.assert_no_line("the first one's session", |l| l == "*** resumed");
+}
+
+/// A killed client whose saved session file was damaged meanwhile (a
+/// disk that filled up, an editor): started again, it cannot take the
+/// session back, and the refusal of its name as taken says so, naming
+/// the file, rather than leaving the user to think someone else has the
+/// name. A damaged file for a name the server does not hold gives a
+/// fresh join, with a line saying the session was not taken back.
+#[test]
+fn a_damaged_saved_session_is_named_when_it_cannot_be_taken_back() {
+    let w = World::new("damaged-session");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    alice.kill();
+    let sessions = w.dir.path().join("data").join("imchat").join("sessions");
+    let file = sessions.join(format!("alice@127.0.0.1_{port}"));
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, &text[..text.len() / 2]).unwrap();
+
+    let mut again = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    let err = again.expect_exit_code(1);
+    let said = format!(
+        "; the session saved in {} was not taken back: not a saved session of alice on 127.0.0.1:{port}",
+        file.display()
+    );
+    assert!(
+        err.iter()
+            .any(|l| l.contains("already taken") && l.ends_with(&said)),
+        "{}",
+        again.report()
+    );
+
+    let carol = sessions.join(format!("carol@127.0.0.1_{port}"));
+    fs::write(&carol, "imchat-session 1\nserver=127.0.0.1:").unwrap();
+    let carol_client = w.client("carol");
+    carol_client.expect_line(&format!(
+        "*** the session saved in {} was not taken back: not a saved session of carol on 127.0.0.1:{port}; a new session was started",
+        carol.display()
+    ));
+    bob.expect_line("*** carol has joined");
 }
 
 /// The text of `name`'s saved session on `port`, if there is one.
