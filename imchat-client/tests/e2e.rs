@@ -633,6 +633,8 @@ fn a_private_message_to_a_user_away_tells_the_sender_so() {
     w.server.wait_logged("bob lost its connection");
     alice.send("/msg bob are you there");
     alice.send("anyone?");
+    // A second line to bob gets no second notice.
+    alice.send("/msg bob still there?");
     alice.send("/who");
     let away = alice.expect("the away notice", |l| l.contains("is away"));
     assert!(
