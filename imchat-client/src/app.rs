@@ -1130,7 +1130,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     }
     // A session file that gave nothing: this run did not resume.
     if let Some(NotTaken::Unreadable(line)) = &not_taken {
-        app.notice(&format!("{line}; a new session was started"));
+        app.notice(&format!("{line}; starting a new session"));
     }
     // Said on the screen too: the log is hidden behind it.
     if let Some(why) = unsaved {

@@ -811,7 +811,7 @@ fn a_damaged_saved_session_is_named_when_it_cannot_be_taken_back() {
     fs::write(&carol, "imchat-session 1\nserver=127.0.0.1:").unwrap();
     let carol_client = w.client("carol");
     carol_client.expect_line(&format!(
-        "*** the session saved in {} was not taken back: not a saved session of carol on 127.0.0.1:{port}; a new session was started",
+        "*** the session saved in {} was not taken back: not a saved session of carol on 127.0.0.1:{port}; starting a new session",
         carol.display()
     ));
     bob.expect_line("*** carol has joined");
