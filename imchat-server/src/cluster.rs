@@ -1876,9 +1876,7 @@ impl Cluster {
                     };
                     judged.push(*s);
                     if n > 0 {
-                        info!(
-                            "cluster: server {s:x} is gone (its lease ran out): {n} users left, or wait for a resume elsewhere"
-                        );
+                        info!("{}", gone_server_line(*s, n));
                     }
                 }
             });
@@ -2592,6 +2590,19 @@ pub fn claim_for_hello(
     }
 }
 
+/// The log's line for a server found dead with `n` (at least one) users:
+/// they leave, or wait for a resume elsewhere, as the grace period says.
+fn gone_server_line(server: u64, n: usize) -> String {
+    let (users, verbs) = if n == 1 {
+        ("user", "leaves, or waits")
+    } else {
+        ("users", "leave, or wait")
+    };
+    format!(
+        "cluster: server {server:x} is gone (its lease ran out): its {n} {users} {verbs} for a resume elsewhere"
+    )
+}
+
 /// How long the Redis harness of the tests waits for what it waits for.
 #[cfg(test)]
 const WAIT: Duration = Duration::from_secs(20);
@@ -2603,6 +2614,18 @@ mod redis_harness;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_servers_line_counts_one_user_in_the_singular() {
+        assert_eq!(
+            gone_server_line(0xab, 1),
+            "cluster: server ab is gone (its lease ran out): its 1 user leaves, or waits for a resume elsewhere"
+        );
+        assert_eq!(
+            gone_server_line(0xab, 3),
+            "cluster: server ab is gone (its lease ran out): its 3 users leave, or wait for a resume elsewhere"
+        );
+    }
 
     #[test]
     fn a_server_found_dead_stays_listed_when_its_heartbeat_is_back() {
