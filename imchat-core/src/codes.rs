@@ -218,6 +218,11 @@ code_type! {
         /// receiver, who gets it if it resumes in time; the text says who
         /// and for how long at most.
         AWAY = 12, "the user is away";
+        /// Not an answer: in a cluster, sent to the users a chat message of
+        /// another server was for, in its place, when it is longer than
+        /// this server's limit (its clients were told to expect nothing
+        /// longer): the text names the sender and both sizes.
+        NOT_SHOWN = 13, "a message was too long to be shown";
     }
 }
 

@@ -2461,7 +2461,7 @@ impl Remote {
                 }
                 if !hub.remote_chat_fits(&text) {
                     warn!(
-                        "cluster: a message of {} bytes from '{}' on server {:x} is longer than this server's --max-message-bytes ({}): not passed on to its users; give every server of the cluster the same limits",
+                        "cluster: a message of {} bytes from '{}' on server {:x} is longer than this server's --max-message-bytes ({}): not passed on to its users (they are told it was not shown); give every server of the cluster the same limits",
                         text.len(),
                         imchat_core::inert(from.as_str()),
                         self.server,

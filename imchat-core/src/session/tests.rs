@@ -7491,6 +7491,66 @@ fn a_remote_message_longer_than_this_server_allows_is_not_passed_on() {
 }
 
 #[test]
+fn the_users_a_remote_message_too_long_was_for_are_told_it_was_not_shown() {
+    let limits = Limits {
+        max_text: 100,
+        ..Limits::default()
+    };
+    let mut net = Net::new(limits.clone());
+    net.connect_with("alice", limits.clone());
+    net.connect_with("bob", limits);
+    net.hub.enable_cluster();
+    let now = net.now;
+    assert!(net.hub.remote_join(7, user("dave"), now));
+    net.pump();
+    net.take(0);
+    net.take(1);
+    let notices = |events: Vec<ClientEvent>| -> Vec<(NoticeCode, String)> {
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Notice { code, text } => Some((code, text)),
+                _ => None,
+            })
+            .collect()
+    };
+    let long = "x".repeat(101);
+    // To everyone: every local user is told, nobody gets the text.
+    net.hub
+        .remote_chat(user("dave"), None, ChatKind::Text, long.clone(), now);
+    net.pump();
+    let told =
+        "a message from dave (101 bytes) is longer than this server allows (100 bytes): not shown";
+    for i in 0..2 {
+        let events = net.take(i);
+        assert!(chats(&events).is_empty());
+        assert_eq!(notices(events), [(NoticeCode::NOT_SHOWN, told.to_string())]);
+    }
+    // To bob: bob only.
+    net.hub.remote_chat(
+        user("dave"),
+        Some(user("bob")),
+        ChatKind::Text,
+        long.clone(),
+        now,
+    );
+    // To a user of another server: nobody here.
+    net.hub
+        .remote_chat(user("dave"), Some(user("erin")), ChatKind::Text, long, now);
+    net.pump();
+    assert!(notices(net.take(0)).is_empty());
+    assert_eq!(
+        notices(net.take(1)),
+        [(
+            NoticeCode::NOT_SHOWN,
+            "a private message from dave (101 bytes) is longer than this server allows (100 bytes): not shown"
+                .to_string()
+        )]
+    );
+    assert!(NoticeCode::NOT_SHOWN.is_failure());
+}
+
+#[test]
 fn local_users_are_published_in_cluster_mode_only() {
     let mut net = Net::new(Limits::default());
     net.connect("alice");

@@ -963,7 +963,8 @@ impl Hub {
     /// grace period gets it when it resumes). Returns the receivers. One
     /// that does not [fit](Self::remote_chat_fits) this server's limits
     /// is dropped (0 receivers): its clients would take the frame for a
-    /// broken stream, and drop the connection for it, again on each resume.
+    /// broken stream, and drop the connection for it, again on each resume;
+    /// the local users it was for are told instead (`NOT_SHOWN`).
     pub fn remote_chat(
         &mut self,
         from: Username,
@@ -973,7 +974,11 @@ impl Hub {
         now: Instant,
     ) -> usize {
         self.clock = self.clock.max(now);
-        if !self.remote_chat_fits(&text) || self.resent_before_its_lost_copy(&from) {
+        if !self.remote_chat_fits(&text) {
+            self.tell_not_shown(&from, to.as_ref(), text.len());
+            return 0;
+        }
+        if self.resent_before_its_lost_copy(&from) {
             return 0;
         }
         if let Some(origin) = self.origin {
@@ -982,6 +987,34 @@ impl Hub {
             }
         }
         self.deliver_remote_chat(from, to, kind, text, now)
+    }
+
+    /// Tells the local users a chat message from `from` (to everyone, or
+    /// to `to`) was for that it was not shown: its `len` bytes are more
+    /// than this server's limit. Without it they would miss it unaware.
+    fn tell_not_shown(&mut self, from: &Username, to: Option<&Username>, len: usize) {
+        let text = format!(
+            "a {}message from {} ({len} bytes) is longer than this server allows ({} bytes): not shown",
+            if to.is_some() { "private " } else { "" },
+            from.as_str(),
+            self.limits.max_text
+        );
+        let message = ServerMessage::Notice {
+            code: NoticeCode::NOT_SHOWN,
+            text,
+        };
+        match to {
+            Some(t) => {
+                let key = self.key(t);
+                if let Some(dest) = self.names.get(&key).copied() {
+                    self.send(dest, message);
+                }
+            }
+            None => {
+                let members = self.member_list();
+                self.send_many(members, None, message);
+            }
+        }
     }
 
     /// Holds a chat message of another server (`origin`) whose sender is
