@@ -1138,9 +1138,9 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     }
     // Pushes cut off by the end of an earlier run (a kill, a crash) left
     // their `.part` files, which no one can resume.
-    app.removed_parts_notice(&files::remove_abandoned_parts(
-        &app.config.download_dir.join("received"),
-    ));
+    app.removed_parts_notice(&files::remove_abandoned_parts(&files::received_dir(
+        &app.config.download_dir,
+    )));
     let result = app.main_loop(first, &input);
     let reason = match &result {
         Ok(()) => "quit".to_string(),
@@ -4141,8 +4141,8 @@ impl Conn {
         name: &FileName,
         removed: &mut Vec<PathBuf>,
     ) -> Result<(PathBuf, PathBuf, File), String> {
-        let dir = self.app.config.download_dir.join("received");
-        // A file named `received` (a download of that name, say): no name
+        let dir = files::received_dir(&self.app.config.download_dir);
+        // A file named `received` (left by an older client, say): no name
         // in it can be free, and trying them all held the client for long.
         if fs::metadata(&dir).is_ok_and(|m| !m.is_dir()) {
             return Err(format!(
@@ -4286,7 +4286,14 @@ impl Conn {
             .values()
             .map(|f| f.final_path.as_path())
             .collect();
-        let moved = files::finish(f.file, &part, &final_path, &name, |p| held.contains(p));
+        // A download named `received` would take the name of the folder
+        // pushed files go to, and every push after it would fail.
+        let received = files::received_dir(&self.app.config.download_dir);
+        let download = from.is_none();
+        let kept_for_pushes = |p: &Path| download && p == received;
+        let moved = files::finish(f.file, &part, &final_path, &name, |p| {
+            held.contains(p) || kept_for_pushes(p)
+        });
         drop(t);
         let shown = name.as_str();
         let direction = Direction::incoming(from.is_none());
@@ -4313,8 +4320,14 @@ impl Conn {
                         .file_name()
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default();
-                    self.app
-                        .notice(&format!("saved as '{saved}': {wanted} already exists"));
+                    if kept_for_pushes(&final_path) {
+                        self.app.notice(&format!(
+                            "saved as '{saved}': {wanted} is kept for the files others send you"
+                        ));
+                    } else {
+                        self.app
+                            .notice(&format!("saved as '{saved}': {wanted} already exists"));
+                    }
                 }
             }
             (Err(e), from) => {

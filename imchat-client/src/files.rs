@@ -28,6 +28,11 @@ const MAX_SUFFIX: u32 = 10_000;
 /// The longest file name most file systems take, in bytes.
 const NAME_MAX: usize = 255;
 
+/// The folder, in the download folder, of the files others send you.
+pub fn received_dir(download_dir: &Path) -> PathBuf {
+    download_dir.join("received")
+}
+
 /// The temporary name a file is written under until it is complete:
 /// `<final>.part` in the same folder. A name too long for that (a valid
 /// file name may have 255 bytes) keeps its start and gets a checksum of

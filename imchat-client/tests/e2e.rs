@@ -1975,6 +1975,37 @@ fn a_scripts_sendfile_over_the_push_limit_is_a_failed_transfer() {
     );
 }
 
+/// A shared file named `received` is saved under another name: under
+/// its own it would take the place of the folder pushed files go to, and
+/// every push to this client would then fail.
+#[test]
+fn a_download_named_received_leaves_the_name_to_pushed_files() {
+    let w = World::new("received-name");
+    fs::write(w.shared().join("received"), b"a shared file\n").expect("write");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.send("/download received");
+    alice.expect_prefix("*** downloaded received (");
+    alice.expect_line(
+        "*** saved as 'received (1)': alice/received is kept for the files others send you",
+    );
+    let dl = w.dir.join("alice");
+    assert_eq!(
+        fs::read(dl.join("received (1)")).expect("read"),
+        b"a shared file\n"
+    );
+    fs::write(w.dir.join("note.txt"), b"pushed\n").expect("note");
+    bob.send("/sendfile note.txt alice");
+    bob.expect_line("*** sent note.txt to 1 user(s)");
+    alice.expect_prefix("*** received note.txt (7 bytes) from bob, saved to ");
+    assert_eq!(
+        fs::read(dl.join("received").join("note.txt")).expect("read"),
+        b"pushed\n"
+    );
+    alice.send("/quit");
+    alice.expect_exit_code(0);
+}
+
 #[test]
 fn a_download_never_replaces_a_file_in_the_download_folder() {
     let w = World::new("no-clobber");
