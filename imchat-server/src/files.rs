@@ -283,7 +283,8 @@ impl SharedDir {
         &self.root
     }
 
-    /// The files that can be downloaded, sorted by name: regular files, and
+    /// The files that can be downloaded, sorted as people read names
+    /// ([`imchat_core::name_order`]): regular files, and
     /// links to regular files inside the folder, whose names are valid
     /// [`FileName`]s, that the server can read and that are not its own
     /// (see [`keep_out`](Self::keep_out)). Anything else is left out.
@@ -307,7 +308,9 @@ impl SharedDir {
                 }
             }
         }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
+        // As people read names, as `ls -v` and file managers list them:
+        // `part2` before `part10`, `b.txt` before `C.txt`.
+        files.sort_by(|a, b| imchat_core::name_order(a.name.as_str(), b.name.as_str()));
         Ok(files)
     }
 
@@ -819,6 +822,42 @@ mod tests {
                 ("a.txt".to_string(), 5),
                 ("b.bin".to_string(), 10),
                 ("inner-link.txt".to_string(), 5),
+            ]
+        );
+    }
+
+    /// `/files` lists numbered names by their numbers and ignores case,
+    /// as `ls -v` and file managers do, not in byte order (`s10` before
+    /// `s2`, `Z` before `a`).
+    #[test]
+    fn the_list_is_in_the_order_people_read_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in [
+            "s10.img",
+            "s2.img",
+            "s1.img",
+            "Zebra.txt",
+            "apple.txt",
+            "Apple.txt",
+        ] {
+            fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        let dir = SharedDir::open(tmp.path()).unwrap();
+        let got: Vec<String> = dir
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "Apple.txt",
+                "apple.txt",
+                "s1.img",
+                "s2.img",
+                "s10.img",
+                "Zebra.txt"
             ]
         );
     }
