@@ -3647,12 +3647,13 @@ impl Conn {
             let want = usize::try_from(size - sent).map_or(limit, |r| r.min(limit));
             let mut buf = vec![0u8; want];
             if let Err(e) = file.read_exact(&mut buf) {
-                let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    "the file got shorter while it was being sent".to_string()
-                } else {
-                    format!("reading the file failed: {e}")
-                };
-                return self.abandon_push(id, &reason);
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    // Changed, as one that grew: the receivers hear why.
+                    let at = file.metadata().map_or(sent, |m| m.len().min(size));
+                    let shrank = imchat_core::DownloadError::Shrank { id, at, size };
+                    return self.abandon_changed_push(id, &shrank);
+                }
+                return self.abandon_push(id, &format!("reading the file failed: {e}"));
             }
             if let Err(e) = self.with_session(|s| s.push_chunk(id, buf)) {
                 // Unknown transfer: it was refused or cancelled meanwhile.

@@ -297,9 +297,11 @@ fn a_push_whose_part_is_changed_by_another_program_fails_on_both_sides() {
     assert!(!w.dir.join("bob").join("received").join("x.bin").exists());
 }
 
-/// A file that grows, or is written to in place, while it is pushed is
-/// not delivered cut short or mixed: the pusher checks it before its end,
-/// as the server does for a download, and both sides are told why.
+/// A file that grows, shrinks, or is written to in place, while it is
+/// pushed is not delivered cut short or mixed: the pusher checks it
+/// before its end, as the server does for a download, and both sides are
+/// told why (a file that got shorter was told to the receivers as "the
+/// sender cancelled").
 /// (Before: delivered at its old size, or mixed, without a word.)
 #[test]
 fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
@@ -321,6 +323,10 @@ fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
     let cases = [
         ("grown", "it is longer than its announced 2097152 bytes"),
         ("written", "it was written to"),
+        (
+            "shrunk",
+            "it ends at byte 1048576, not at its announced 2097152 bytes",
+        ),
     ];
     for (n, (how, why)) in cases.into_iter().enumerate() {
         let path = w.dir.join(format!("{how}.bin"));
@@ -340,11 +346,14 @@ fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
         if n == 0 {
             use std::io::{Seek, SeekFrom};
             f.seek(SeekFrom::End(0)).expect("seek");
-        } else {
+            std::io::Write::write_all(&mut f, b"changed").expect("write");
+        } else if n == 1 {
             use std::io::{Seek, SeekFrom};
             f.seek(SeekFrom::Start(10)).expect("seek");
+            std::io::Write::write_all(&mut f, b"changed").expect("write");
+        } else {
+            f.set_len(1 << 20).expect("truncate");
         }
-        std::io::Write::write_all(&mut f, b"changed").expect("write");
         drop(f);
         let failed = format!("file changed while being sent: {why}");
         let said = alice.out.wait_line_from(alice_from, TIMEOUT, |l| {
