@@ -3579,8 +3579,9 @@ impl Conn {
         let id = match result {
             Ok(id) => id,
             // Refused before it went (larger than the server takes): a
-            // failed push, as one whose file cannot be read.
-            Err(e) => return cannot(usage_line(&e)),
+            // failed push, as one whose file cannot be read; named, as
+            // a script may send several.
+            Err(e) => return cannot(format!("cannot send {name}: {}", usage_line(&e))),
         };
         let s = self.clone();
         let spawned = spawn("pusher", move || {

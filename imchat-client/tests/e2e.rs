@@ -1964,7 +1964,9 @@ fn a_scripts_sendfile_over_the_push_limit_is_a_failed_transfer() {
     let input = format!("/sendfile {} bob\n", big.display());
     let mut pusher = w.script(&["pusher", "127.0.0.1", &port], input.into_bytes());
     assert_eq!(pusher.expect_exit().code(), Some(1), "{}", pusher.report());
-    pusher.expect_line("error: file of 1001 bytes is larger than the push limit of 1000");
+    pusher.expect_line(
+        "error: cannot send big.bin: file of 1001 bytes is larger than the server's push limit of 1000 bytes",
+    );
     assert!(
         pusher
             .err

@@ -343,7 +343,7 @@ pub enum UsageError {
         max: usize,
     },
     /// A file too large to push.
-    #[error("file of {size} bytes is larger than the push limit of {max}")]
+    #[error("file of {size} bytes is larger than the server's push limit of {max} bytes")]
     FileTooLarge {
         /// Its size.
         size: u64,
