@@ -3540,9 +3540,18 @@ impl Conn {
         let Some(base) = base.to_str() else {
             return cannot(format!("the name of {path} is not valid UTF-8"));
         };
+        // A name the receivers could not save (`.vimrc`, `a"b.txt`) is
+        // sent under one they can, as DCC clients do, and the user told.
         let name = match FileName::new(base) {
             Ok(n) => n,
-            Err(e) => return cannot(format!("cannot send {base}: invalid file name: {e}")),
+            Err(e) => match FileName::sendable(base) {
+                Ok(n) => {
+                    self.app
+                        .notice(&format!("sending {} as '{n}' ({e})", inert(base)));
+                    n
+                }
+                Err(_) => return cannot(format!("cannot send {base}: invalid file name: {e}")),
+            },
         };
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));

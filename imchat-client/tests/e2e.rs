@@ -461,6 +461,37 @@ fn sendfile_takes_the_rest_of_the_line_as_the_path() {
     alice.assert_no_line("an error", |l| l.starts_with("error: "));
 }
 
+/// A file whose name the receivers could not save under (a dot file, a
+/// character Windows refuses) is sent under one they can, and the sender
+/// is told: it was refused ("invalid file name"), so a `.vimrc` could not
+/// be sent at all.
+#[test]
+fn sendfile_of_a_dot_file_sends_it_under_a_name_without_the_dot() {
+    let w = World::new("sendfile-dotfile");
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    fs::write(w.dir.join(".vimrc"), b"set number\n").expect(".vimrc");
+    fs::write(w.dir.join("a?b.txt"), b"odd\n").expect("a?b.txt");
+    alice.send("/sendfile .vimrc bob");
+    alice.expect_line("*** sending .vimrc as 'vimrc' (name starts with '.')");
+    alice.expect_line("*** sent vimrc to 1 user(s)");
+    bob.expect_prefix("*** received vimrc (11 bytes) from alice, saved to ");
+    alice.send("/sendfile a?b.txt bob");
+    alice.expect_prefix("*** sending a?b.txt as 'a_b.txt' (");
+    alice.expect_line("*** sent a_b.txt to 1 user(s)");
+    bob.expect_prefix("*** received a_b.txt (4 bytes) from alice, saved to ");
+    let received = w.dir.join("bob").join("received");
+    assert_eq!(
+        fs::read(received.join("vimrc")).expect("vimrc"),
+        b"set number\n"
+    );
+    assert_eq!(
+        fs::read(received.join("a_b.txt")).expect("a_b.txt"),
+        b"odd\n"
+    );
+    alice.assert_no_line("an error", |l| l.starts_with("error: "));
+}
+
 /// `~/` is the home folder, as in the shell (and in irssi's `/dcc send`);
 /// a file that is not there is said in words, without the system's code.
 #[test]

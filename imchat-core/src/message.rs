@@ -249,6 +249,57 @@ impl FileName {
         Ok(FileName(name))
     }
 
+    /// A name for a local file that breaks the rules, to send it under, as
+    /// DCC clients do: its leading dots dropped (`.vimrc` is sent as
+    /// `vimrc`), each character that is not allowed turned into `_`
+    /// (`a"b.txt` as `a_b.txt`), the dots and blanks at its end dropped, cut
+    /// to [`MAX_FILE_NAME_BYTES`], and a Windows device name given a `_`
+    /// before it (`con.txt` as `_con.txt`). A valid name is kept as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`NameError::Empty`] when nothing is left (`...`).
+    pub fn sendable(name: &str) -> Result<Self, NameError> {
+        if let Ok(valid) = FileName::new(name) {
+            return Ok(valid);
+        }
+        let replaced: String = name
+            .trim_start_matches('.')
+            .chars()
+            .map(|c| {
+                let bad = c == '/'
+                    || c == '\\'
+                    || is_unsafe_char(c)
+                    || is_hidden_char(c)
+                    || WINDOWS_RESERVED_CHARS.contains(&c);
+                if bad {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let mut end = replaced.len().min(MAX_FILE_NAME_BYTES);
+        while !replaced.is_char_boundary(end) {
+            end -= 1;
+        }
+        let trimmed = replaced[..end]
+            .trim_end_matches(|c: char| c == '.' || c.is_whitespace() || c == BRAILLE_BLANK);
+        let mut fixed = trimmed.to_string();
+        if is_device_name(&fixed) {
+            fixed.insert(0, '_');
+            if fixed.len() > MAX_FILE_NAME_BYTES {
+                // A device name is short: only its extension is cut.
+                let mut end = MAX_FILE_NAME_BYTES;
+                while !fixed.is_char_boundary(end) {
+                    end -= 1;
+                }
+                fixed.truncate(end);
+            }
+        }
+        FileName::new(fixed)
+    }
+
     /// The name.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -1094,6 +1145,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_name_that_breaks_the_rules_has_a_sendable_one() {
+        let sendable = |n: &str| FileName::sendable(n).map(|f| f.as_str().to_owned());
+        assert_eq!(sendable("notes.txt").as_deref(), Ok("notes.txt"));
+        assert_eq!(sendable(".vimrc").as_deref(), Ok("vimrc"));
+        assert_eq!(sendable("..hidden.tar.gz").as_deref(), Ok("hidden.tar.gz"));
+        assert_eq!(sendable("a\"b?.txt").as_deref(), Ok("a_b_.txt"));
+        assert_eq!(sendable("e\u{1b}[2Jx").as_deref(), Ok("e_[2Jx"));
+        assert_eq!(sendable("x\u{202e}txt.exe").as_deref(), Ok("x_txt.exe"));
+        assert_eq!(sendable("report. ").as_deref(), Ok("report"));
+        assert_eq!(sendable("con.txt").as_deref(), Ok("_con.txt"));
+        assert_eq!(sendable("...").err(), Some(NameError::Empty));
+        let long = format!(".{}", "é".repeat(200));
+        let cut = FileName::sendable(&long).expect("sendable");
+        assert!(cut.as_str().len() <= MAX_FILE_NAME_BYTES);
+        assert!(cut.as_str().starts_with('é'));
+    }
 
     #[test]
     fn a_reply_goes_where_the_message_came_from() {
