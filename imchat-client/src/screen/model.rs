@@ -971,7 +971,7 @@ impl Model {
         let (draft, cursor) = (self.editor.text(), self.editor.cursor());
         let (before, after) = (&draft[..cursor], draft[cursor..].to_owned());
         let joins_draft = !before.trim().is_empty();
-        let (lines, rest, ask) = match keys::paste(&format!("{before}{text}")) {
+        let (mut lines, rest, ask) = match keys::paste(&format!("{before}{text}")) {
             Paste::Send(lines, rest) => (lines, rest, false),
             Paste::Ask(lines, rest) => (lines, rest, true),
             Paste::Insert(_) => unreachable!("the paste has a line end"),
@@ -982,9 +982,29 @@ impl Model {
             .first()
             .filter(|_| joins_draft)
             .and_then(|first| PasteTarget::of(first));
+        // A paste that starts with a line end (a terminal selection that
+        // took the end of the line above) adds nothing to the draft: its
+        // first line is the draft alone, `/msg bob `, no message. The
+        // draft still says where the lines go; it is not sent by itself.
+        let bare_draft = joins_draft
+            && to.is_none()
+            && lines
+                .first()
+                .is_some_and(|first| first.trim() == before.trim())
+            && (lines.len() > 1 || !rest.is_empty());
+        let (to, draft_taken) = match bare_draft
+            .then(|| PasteTarget::of(&format!("{} x", before.trim_end())))
+            .flatten()
+        {
+            Some(target) => (Some(target), true),
+            None => (to, false),
+        };
+        if draft_taken {
+            lines.remove(0);
+        }
         let pasted = PastedLines {
             lines,
-            joins_draft,
+            joins_draft: joins_draft && !draft_taken,
             rest,
             after,
             to,
@@ -1814,6 +1834,39 @@ mod tests {
         m.paste("one\n   ");
         assert_eq!(sent(&m), lines(&["one"]));
         assert!(m.editor.is_empty());
+    }
+
+    /// A paste that starts with a line end after `/msg lis ` (a
+    /// terminal selection that took the end of the line above) adds no
+    /// text to the draft: its lines still go to lis, none in public, and
+    /// the bare draft is not sent as a command missing its text.
+    #[test]
+    fn a_paste_that_starts_with_a_line_end_after_msg_stays_private() {
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste("\nsecret1\nsecret2\n");
+        assert_eq!(sent(&m), lines(&["/msg lis secret1", "/msg lis secret2"]));
+        assert!(m.editor.is_empty());
+        let mut m = model();
+        typed(&mut m, "@lis");
+        m.paste("\r\nsecret1\ntail");
+        assert_eq!(sent(&m), lines(&["/msg lis secret1"]));
+        assert_eq!(m.editor.text(), "/msg lis tail", "for lis too");
+        let mut m = model();
+        typed(&mut m, "/broadcast ");
+        m.paste("  \none\n");
+        assert_eq!(sent(&m), lines(&["/broadcast one"]));
+        // A line end alone adds nothing to send: the draft is as Enter
+        // leaves it, its usage error said.
+        let mut m = model();
+        typed(&mut m, "/msg lis ");
+        m.paste("\n");
+        assert_eq!(sent(&m), lines(&["/msg lis "]));
+        // A draft that names nobody sends its lines as before.
+        let mut m = model();
+        typed(&mut m, "/who ");
+        m.paste("\none\n");
+        assert_eq!(sent(&m), lines(&["/who ", "one"]));
     }
 
     #[test]
