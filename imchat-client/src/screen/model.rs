@@ -1215,16 +1215,21 @@ pub fn mentions(text: &str, me: &str) -> bool {
     if me.is_empty() {
         return false;
     }
-    // A name character, a `.` only between two of them.
-    let name_goes_on = |mut next: std::str::Chars| match next.next() {
+    // Each place looks at two characters either side, no more: a text
+    // that holds the name at every place is read in linear time.
+    text.match_indices(&me).any(|(at, _)| {
+        !name_goes_on(text[..at].chars().rev()) && !name_goes_on(text[at + me.len()..].chars())
+    })
+}
+
+/// Whether the characters `next` (away from a name found in a text, either
+/// way) go on with that name: a name character, or a `.` between two.
+fn name_goes_on(mut next: impl Iterator<Item = char>) -> bool {
+    match next.next() {
         Some('.') => next.next().is_some_and(|c| c != '.' && is_name_char(c)),
         Some(c) => is_name_char(c),
         None => false,
-    };
-    text.match_indices(&me).any(|(at, _)| {
-        !name_goes_on(text[..at].chars().rev().collect::<String>().chars())
-            && !name_goes_on(text[at + me.len()..].chars())
-    })
+    }
 }
 
 #[cfg(test)]
@@ -2444,6 +2449,21 @@ mod tests {
         assert!(m.bell);
         assert!(mentions("hi alice.", "Alice"));
         assert!(!mentions("alice_bot", "alice"));
+    }
+
+    /// A message of the longest text that holds our name at every place
+    /// and nowhere as a word is read in time linear in its length: each
+    /// place looked at two characters either side, not the whole text
+    /// before it (64 KiB of `a` for `a` took seconds, the screen frozen,
+    /// and anyone can send such lines).
+    #[test]
+    fn a_long_text_full_of_our_name_is_read_at_once() {
+        let text = "a".repeat(imchat_core::DEFAULT_MAX_TEXT);
+        let started = Instant::now();
+        assert!(!mentions(&text, "a"));
+        assert!(!mentions(&"alice".repeat(13_000), "alice"));
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "took {took:?}");
     }
 
     /// Another user's name that starts or ends with ours (`alice-bot`,
