@@ -189,6 +189,12 @@ pub const DEFAULT_RESUME_WINDOW: Duration = Duration::from_secs(10);
 /// loop made every resume cost its server a stored session and every
 /// member an away and a back, unbounded by any rate.
 pub const SESSION_RESUMES: u32 = 10;
+/// Senders a session waiting for its user remembers having told that the
+/// user is away (`Notice{AWAY}`, once per sender and absence): 256. Past
+/// them a further sender is told at each message, as before there was a
+/// once: what a session keeps stays bounded however many names write to
+/// a user away (each new name one more).
+pub const AWAY_TOLD_SENDERS: usize = 256;
 
 /// New users (joins that are not resumes) one address may bring in per
 /// [`DEFAULT_JOIN_WINDOW`]: 60. Each join and its leave are entries of

@@ -4618,6 +4618,46 @@ fn a_sender_is_told_once_per_absence_that_its_receiver_is_away() {
     assert_eq!(away_notices(net.take(0)), 1);
 }
 
+/// A session away remembers at most `AWAY_TOLD_SENDERS` senders told
+/// that its user is away, however many names write to it (each new name
+/// was one more, for as long as the grace period); a sender past them is
+/// told at each message, as before there was a once.
+#[test]
+fn the_senders_told_a_user_is_away_are_remembered_within_a_bound() {
+    use crate::limits::AWAY_TOLD_SENDERS;
+    let mut hub = token_hub(Limits::default());
+    let t0 = Instant::now();
+    let ann = joined(&mut hub, "ann", t0);
+    hub.handle_disconnect(ann, LeaveReason::LOST);
+    let to_ann = |client_id: u64| ClientMessage::Chat {
+        client_id,
+        to: Recipient::User(user("ann")),
+        kind: ChatKind::Text,
+        text: "are you there".into(),
+    };
+    let away_notices = |hub: &mut Hub, to: ClientId| {
+        std::iter::from_fn(|| hub.poll_transmit())
+            .filter(|t| t.to.contains(to))
+            .filter(|t| {
+                matches!(&t.message, ServerMessage::Notice { code, .. } if *code == NoticeCode::AWAY)
+            })
+            .count()
+    };
+    let mut last = ann;
+    for i in 0..=AWAY_TOLD_SENDERS {
+        last = joined(&mut hub, &format!("s{i}"), t0);
+        hub.handle_message(last, to_ann(1), t0);
+        assert_eq!(away_notices(&mut hub, last), 1, "sender {i}");
+    }
+    hub.check_invariants().unwrap();
+    hub.handle_message(last, to_ann(2), t0);
+    assert_eq!(
+        away_notices(&mut hub, last),
+        1,
+        "past the bound: told again"
+    );
+}
+
 /// The `Resumed` event says up to which id the replay goes: what was
 /// missed (a chat, a join, a leave) is at or below it, what comes live
 /// after it above it.

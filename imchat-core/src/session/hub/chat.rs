@@ -2,6 +2,7 @@
 //! who is online.
 
 use crate::history::{LogEntry, LogEvent};
+use crate::limits::AWAY_TOLD_SENDERS;
 use crate::message::RoutedChat;
 use std::time::{Duration, Instant};
 
@@ -146,14 +147,18 @@ impl Hub {
         };
         // Each sender is told once while the receiver is away, not once
         // per message (a burst of lines would bury the chat in notices).
+        // Past the senders a session remembers, a further one is told at
+        // each message.
         let first_told = |hub: &mut Hub, to: &Username| {
             let to_key = hub.key(to);
             hub.sessions.get_mut(&to_key).is_none_or(|s| {
-                let first = !s.told_away.contains(&key);
-                if first {
-                    s.told_away.push(key.clone());
+                if s.told_away.contains(&key) {
+                    return false;
                 }
-                first
+                if s.told_away.len() < AWAY_TOLD_SENDERS {
+                    s.told_away.insert(key.clone());
+                }
+                true
             })
         };
         let tell = match (away, target.as_ref()) {

@@ -3,7 +3,7 @@
 //! period of a lost connection, and dropping resent duplicates.
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -110,8 +110,9 @@ pub(super) struct Session {
     pub(super) resumes: Option<(Instant, u32)>,
     /// While waiting: the name keys of the senders already told (by a
     /// `Notice{AWAY}`) that it is away, so that a sender writing to it
-    /// again is not told once per message.
-    pub(super) told_away: Vec<String>,
+    /// again is not told once per message; at most
+    /// [`AWAY_TOLD_SENDERS`](crate::limits::AWAY_TOLD_SENDERS) of them.
+    pub(super) told_away: HashSet<String>,
 }
 
 /// Why a session ended by [`Hub::evict`] was not resumed, as its client
@@ -226,7 +227,7 @@ impl Hub {
                 started: None,
                 kept: true,
                 resumes: None,
-                told_away: Vec::new(),
+                told_away: HashSet::new(),
             };
             // Messages accepted after the record was saved are in the log.
             self.recall_accepted(&key, &mut session);
@@ -322,7 +323,7 @@ impl Hub {
                 started: Some(self.last_id()),
                 kept: false,
                 resumes: None,
-                told_away: Vec::new(),
+                told_away: HashSet::new(),
             },
         );
         self.note_taken(&key);
@@ -1538,6 +1539,16 @@ impl Hub {
         }
         if self.ghosts() > self.limits.max_ghosts {
             return Err("more waiting sessions than max_ghosts".into());
+        }
+        if let Some((key, s)) = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.told_away.len() > crate::limits::AWAY_TOLD_SENDERS)
+        {
+            return Err(format!(
+                "session {key} remembers {} senders told it is away",
+                s.told_away.len()
+            ));
         }
         let bytes: usize = self.log.iter().map(LogEntry::cost).sum();
         if bytes != self.log_bytes

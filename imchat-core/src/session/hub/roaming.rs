@@ -393,7 +393,7 @@ impl Hub {
             started: None,
             kept: false,
             resumes: None,
-            told_away: Vec::new(),
+            told_away: std::collections::HashSet::new(),
         };
         self.recall_accepted(&key, &mut session);
         self.sessions.insert(key.clone(), session);
