@@ -5052,14 +5052,7 @@ fn a_resume_that_fills_the_presence_batch_gets_its_welcome_first() {
         resume_window: Duration::ZERO,
         ..Limits::default()
     };
-    let mut hub = Hub::new(limits, "hi");
-    let mut n = 0u32;
-    hub.set_token_source(Box::new(move || {
-        n += 1;
-        let mut t = [0u8; 16];
-        t[..4].copy_from_slice(&n.to_be_bytes());
-        t
-    }));
+    let mut hub = many_tokens_hub(limits);
     let t0 = Instant::now();
     let epoch = hub.epoch();
     let _bob = joined(&mut hub, "bob", t0);
@@ -5118,14 +5111,7 @@ fn a_resume_that_fills_the_presence_batch_gets_its_welcome_first() {
 #[test]
 fn a_session_resumed_in_a_loop_is_refused_until_the_window_is_over() {
     use crate::limits::{DEFAULT_RESUME_WINDOW, SESSION_RESUMES};
-    let mut hub = Hub::new(Limits::default(), "hi");
-    let mut n = 0u32;
-    hub.set_token_source(Box::new(move || {
-        n += 1;
-        let mut t = [0u8; 16];
-        t[..4].copy_from_slice(&n.to_be_bytes());
-        t
-    }));
+    let mut hub = many_tokens_hub(Limits::default());
     let t0 = Instant::now();
     let epoch = hub.epoch();
     let _bob = joined(&mut hub, "bob", t0);
@@ -5471,6 +5457,21 @@ fn token_hub(limits: Limits) -> Hub {
     hub.set_token_source(Box::new(move || {
         n = n.wrapping_add(1);
         [n; 16]
+    }));
+    hub
+}
+
+/// As [`token_hub`], with tokens that do not repeat within 2^32 (those
+/// of `token_hub` come round again after 256): for a session resumed
+/// more than 256 times.
+fn many_tokens_hub(limits: Limits) -> Hub {
+    let mut hub = Hub::new(limits, "hi");
+    let mut n = 0u32;
+    hub.set_token_source(Box::new(move || {
+        n += 1;
+        let mut t = [0u8; 16];
+        t[..4].copy_from_slice(&n.to_be_bytes());
+        t
     }));
     hub
 }
