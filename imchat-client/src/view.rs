@@ -482,6 +482,23 @@ impl TransferView {
         }
     }
 
+    /// An offer's line in the parts around its file name: `#3 offer: `,
+    /// then ` (20.0 MiB) from bob: `, `/accept 3` and ` or /decline 3`
+    /// (what a narrow screen drops first).
+    pub fn offer_parts(&self) -> [String; 4] {
+        let n = self.id.trim_start_matches('#');
+        [
+            format!("{} offer: ", self.id),
+            format!(
+                " ({}) from {}: ",
+                human_size(self.total),
+                self.from.as_deref().unwrap_or("someone")
+            ),
+            format!("/accept {n}"),
+            format!(" or /decline {n}"),
+        ]
+    }
+
     /// The transfer's line: `#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s`.
     /// An offer's: `#3 offer: push20.bin (20.0 MiB) from bob: /accept 3 or /decline 3`.
     pub fn line(&self) -> String {
@@ -489,14 +506,8 @@ impl TransferView {
             Direction::Download | Direction::Receive => '↓',
             Direction::Send => '↑',
             Direction::Offer => {
-                let n = self.id.trim_start_matches('#');
-                return format!(
-                    "{} offer: {} ({}) from {}: /accept {n} or /decline {n}",
-                    self.id,
-                    self.name,
-                    human_size(self.total),
-                    self.from.as_deref().unwrap_or("someone")
-                );
+                let [head, about, accept, decline] = self.offer_parts();
+                return format!("{head}{}{about}{accept}{decline}", self.name);
             }
         };
         let percent = (self.done as f64 * 100.0 / self.total.max(1) as f64).floor() as u64;

@@ -13,7 +13,7 @@ use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
 use super::model::{Model, Shown};
-use crate::view::{human_size, Direction, Entry, TransferView};
+use crate::view::{Direction, Entry, TransferView};
 
 /// Most rows the input grows to.
 const INPUT_ROWS: u16 = 3;
@@ -408,18 +408,12 @@ fn transfer_line(t: &TransferView, width: usize) -> String {
     if t.direction != Direction::Offer || text_width(&line) <= width {
         return line;
     }
-    let n = t.id.trim_start_matches('#');
-    let head = format!("{} offer: ", t.id);
-    let tail = format!(
-        " ({}) from {}: /accept {n}",
-        human_size(t.total),
-        t.from.as_deref().unwrap_or("someone")
-    );
-    let room = width.saturating_sub(text_width(&head) + text_width(&tail));
+    let [head, about, accept, decline] = t.offer_parts();
+    let room = width.saturating_sub(text_width(&head) + text_width(&about) + text_width(&accept));
     if room >= 4 {
-        format!("{head}{}{tail}", ellipsized(&t.name, room))
+        format!("{head}{}{about}{accept}", ellipsized(&t.name, room))
     } else {
-        format!("{head}/accept {n} or /decline {n}")
+        format!("{head}{accept}{decline}")
     }
 }
 
