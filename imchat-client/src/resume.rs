@@ -300,7 +300,7 @@ impl SessionFile {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                self.unreadable = Some(e.to_string());
+                self.unreadable = Some(imchat_cli::io_reason(&e));
                 return None;
             }
         };
@@ -571,6 +571,21 @@ mod tests {
             file_name(&format!("{host}x"), 1, &a)
         );
         assert_ne!(file_name(&host, 1, &a), file_name(&host, 2, &a));
+    }
+
+    /// A session file that cannot be read is named with the reason in
+    /// the client's words, not the system's `(os error 21)`.
+    #[test]
+    fn a_session_file_that_cannot_be_read_says_why_in_one_short_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("alice@localhost_4000")).unwrap();
+        let mut f = SessionFile::open(dir.path(), "localhost", 4000, &name("alice"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.load(), None);
+        let why = f.unreadable().unwrap();
+        assert!(!why.contains("os error"), "{why}");
+        assert!(why.ends_with("was not taken back: is a directory"), "{why}");
     }
 
     #[test]
