@@ -488,7 +488,9 @@ pub struct Limits {
     /// Failed resume attempts per address per `resume_window`
     /// ([`DEFAULT_RESUME_ATTEMPTS`]).
     pub resume_attempts: u32,
-    /// The window failed resume attempts are counted over ([`DEFAULT_RESUME_WINDOW`]).
+    /// The window failed resume attempts are counted over, and the resumes
+    /// of one session ([`SESSION_RESUMES`]) too ([`DEFAULT_RESUME_WINDOW`]).
+    /// Zero: no resume of a session is refused for how often it resumed.
     pub resume_window: Duration,
     /// New users (joins, not resumes) from one address per `join_window`
     /// ([`DEFAULT_JOINS_PER_ADDRESS`]); past it a `Hello` is refused with
