@@ -1088,9 +1088,12 @@ impl Model {
             None => line,
         };
         self.send_all(lines.map(as_text).collect());
+        // The unfinished line: the paste's last bit, then the draft that
+        // was after the cursor, for the same receiver.
+        let unfinished = !pasted.rest.trim().is_empty() || !pasted.after.trim().is_empty();
         self.editor.set(pasted.after, 0);
         match &prefix {
-            Some(prefix) if !pasted.rest.trim().is_empty() => {
+            Some(prefix) if unfinished => {
                 self.editor.insert(&format!("{prefix}{}", pasted.rest));
             }
             _ => self.editor.insert(&pasted.rest),
@@ -1872,6 +1875,27 @@ mod tests {
         typed(&mut m, "/who ");
         m.paste("\none\n");
         assert_eq!(sent(&m), lines(&["/who ", "one"]));
+    }
+
+    /// The draft after the cursor ends the paste's unfinished last line:
+    /// pasted into `/msg lis |hello`, that line goes to lis too, not
+    /// left bare in the input for Enter to send in public.
+    #[test]
+    fn the_draft_after_a_pasted_private_paste_stays_for_lis() {
+        let now = Instant::now();
+        let mut m = model();
+        typed(&mut m, "/msg lis hello");
+        for _ in 0.."hello".len() {
+            m.handle(Action::Left, now);
+        }
+        m.paste("one\ntwo\n");
+        assert_eq!(sent(&m), lines(&["/msg lis one", "/msg lis two"]));
+        assert_eq!(m.editor.text(), "/msg lis hello");
+        m.handle(Action::Enter, now);
+        assert_eq!(
+            sent(&m),
+            lines(&["/msg lis one", "/msg lis two", "/msg lis hello"])
+        );
     }
 
     #[test]
