@@ -3402,6 +3402,37 @@ fn a_hold_tells_whether_it_is_the_address_s_only() {
     assert!(!hold.address_only);
 }
 
+/// A `Quit` costs nothing, and a reader holding its client for the rate
+/// its address shares hands it over at once: a bot of a busy address
+/// (others of it sending too fast) that quits was read only when the hold
+/// ended, its name still taken after its `quit` gave up waiting for the
+/// close, and connecting again under it was refused as taken.
+#[test]
+fn a_quit_held_for_its_address_s_rate_is_handled_at_once() {
+    let mut hub = admission_hub(Limits::default());
+    let t0 = Instant::now();
+    let a = joined_from(&mut hub, "192.0.2.1", "a", 3, t0);
+    answers(&mut hub);
+    for &c in &a[..2] {
+        for _ in 0..100 {
+            hub.handle_message(c, chat_to_all("x"), t0);
+        }
+    }
+    hub.handle_message(a[2], chat_to_all("x"), t0);
+    let bot = a[2];
+    assert!(hub.hold(bot).expect("held").address_only);
+    let quit = ClientMessage::Quit {
+        reason: "restart".into(),
+    };
+    assert!(hub.is_connected_here(&user("a2")));
+    assert!(
+        hub.is_free(bot, &quit),
+        "read at once, not at the hold's end"
+    );
+    hub.handle_message(bot, quit, t0);
+    assert!(!hub.is_connected_here(&user("a2")), "the name is free");
+}
+
 /// `Hub::is_free` tells the frames that cost nothing (the awaited pong,
 /// an ack that moves a download of the sender on) from those that cost,
 /// and changes nothing: the awaited pong is free until it is handled.

@@ -479,7 +479,7 @@ impl Server {
     /// Reads `id` while only its address's shared rate holds it back
     /// (until `until`, see [`Hub::hold`](imchat_core::Hub::hold)): the
     /// frames the hub says cost nothing (acks that move its downloads on,
-    /// its pushes' data, the answer to a ping or to an offer) are handled
+    /// its pushes' data, the answer to a ping or to an offer, a quit) are handled
     /// at once, so that its transfers do not stall while other connections
     /// of its address send too fast. The first frame that costs is kept until `until` and
     /// returned then, to be handled as any frame read after a wait; an end

@@ -306,9 +306,13 @@ impl Hub {
     /// ...), and `Hello` and `Auth`, which a joined client has no use for,
     /// cost.) An answer the server asked for is not the client's doing:
     /// others may offer it more pushes than its own rate, and declining
-    /// them must not make it a flood.
+    /// them must not make it a flood. And the `Quit`.
     fn costs_nothing(&self, client: ClientId, msg: &ClientMessage) -> bool {
         match msg {
+            // It ends the connection: no flood, and a reader holding the
+            // client for its address's rate hands it over at once, so the
+            // name is free when the client's `quit` has seen the close.
+            ClientMessage::Quit { .. } => true,
             ClientMessage::Accept { id } => self.awaits_answer(client, *id),
             ClientMessage::Cancel(c) => self.awaits_answer(client, c.id),
             ClientMessage::Chunk(chunk) => self.relays.contains_key(&(client, chunk.id)),
@@ -329,7 +333,7 @@ impl Hub {
     /// it for its address's rate only, may be handled at once: it costs
     /// nothing (a chunk or end of the client's own push, an ack that moves
     /// one of its transfers on, the pong that answers the server's ping,
-    /// the answer to a push offered to it),
+    /// the answer to a push offered to it, a `Quit`),
     /// so a transfer goes on at full speed while other connections of its
     /// address send too fast. Anything else waits out the hold. Changes
     /// nothing: the message is still to be handed to
