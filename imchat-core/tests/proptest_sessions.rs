@@ -21,6 +21,21 @@ use proptest::test_runner::FileFailurePersistence;
 /// Users `u0` to `u3`.
 const USERS: u8 = 4;
 
+/// The most items one drain of a state machine's queue may yield: far
+/// above what the few users and messages of a case can queue, so a queue
+/// that never runs dry fails the case instead of hanging the test.
+const DRAIN_BOUND: u32 = 100_000;
+
+/// Counts the items of one drain against [`DRAIN_BOUND`].
+struct Drain(&'static str, u32);
+
+impl Drain {
+    fn step(&mut self) {
+        self.1 += 1;
+        assert!(self.1 <= DRAIN_BOUND, "{} never ran dry", self.0);
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// A new session for the user, unless it has one.
@@ -161,13 +176,17 @@ impl World {
     fn flush_client(&mut self, u: u8) {
         let user = self.users.get_mut(&u).unwrap();
         let Some(id) = user.conn else { return };
+        let mut drain = Drain("a client's transmits", 0);
         while let Some(m) = user.session.poll_transmit() {
+            drain.step();
             self.up.get_mut(&id).unwrap().push_back(m.to_frame());
         }
     }
 
     fn flush_hub(&mut self) {
+        let mut drain = Drain("the hub's transmits", 0);
         while let Some(t) = self.hub.poll_transmit() {
+            drain.step();
             let bytes = t.message.to_frame();
             for to in t.to.iter() {
                 if let Some(q) = self.down.get_mut(&to) {
@@ -175,7 +194,9 @@ impl World {
                 }
             }
         }
+        let mut drain = Drain("the hub's events", 0);
         while let Some(e) = self.hub.poll_event() {
+            drain.step();
             match e {
                 HubEvent::Close { client, .. } => {
                     self.closing.insert(client);
@@ -280,7 +301,10 @@ impl World {
                 self.take_events(u);
                 if self.closing.contains(&id) {
                     let user = self.users.get_mut(&u).unwrap();
-                    while user.session.poll_transmit().is_some() {}
+                    let mut drain = Drain("a closing client's transmits", 0);
+                    while user.session.poll_transmit().is_some() {
+                        drain.step();
+                    }
                 } else {
                     self.flush_client(u);
                 }
@@ -291,7 +315,9 @@ impl World {
 
     fn take_events(&mut self, u: u8) {
         let user = self.users.get_mut(&u).unwrap();
+        let mut drain = Drain("a client's events", 0);
         while let Some(e) = user.session.poll_event() {
+            drain.step();
             match e {
                 ClientEvent::Chat(chat) => {
                     let n = user.seen.entry(chat.id.0).or_default();
