@@ -2494,7 +2494,19 @@ impl Conn {
                 .chain(t.pushes.values().map(|p| p.meter.view_at(now)))
                 .collect();
             views.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut lines: Vec<String> = views.iter().map(|v| v.line()).collect();
+            // A script reads exact counts of bytes, as in its other
+            // transfer lines; a person the rounded sizes of the rows.
+            let scripted = self.app.scripted;
+            let mut lines: Vec<String> = views
+                .iter()
+                .map(|v| {
+                    if scripted {
+                        v.line_in_bytes()
+                    } else {
+                        v.line()
+                    }
+                })
+                .collect();
             lines.extend(
                 t.parts
                     .iter()

@@ -502,6 +502,18 @@ impl TransferView {
     /// The transfer's line: `#3 ↓ big.bin  512.0 MiB / 2.0 GiB  25%  15.0 MiB/s  eta 1m40s`.
     /// An offer's: `#3 offer: push20.bin (20.0 MiB) from bob: /accept 3 or /decline 3`.
     pub fn line(&self) -> String {
+        self.line_with(false)
+    }
+
+    /// The transfer's line for a script (plain lines, `--json`): what has
+    /// moved and the size as exact counts of bytes, as its other transfer
+    /// lines give them: `#3 ↓ big.bin  536870912 / 2147483648 bytes  25%  …`.
+    /// An offer's line is [`line`](Self::line)'s, rounded in both.
+    pub fn line_in_bytes(&self) -> String {
+        self.line_with(true)
+    }
+
+    fn line_with(&self, exact: bool) -> String {
         let arrow = match self.direction {
             Direction::Download | Direction::Receive => '↓',
             Direction::Send => '↑',
@@ -511,12 +523,15 @@ impl TransferView {
             }
         };
         let percent = (self.done as f64 * 100.0 / self.total.max(1) as f64).floor() as u64;
+        let (done, total) = if exact {
+            (self.done.to_string(), byte_count(self.total))
+        } else {
+            (human_size(self.done), human_size(self.total))
+        };
         let mut line = format!(
-            "{} {arrow} {}  {} / {}  {}%",
+            "{} {arrow} {}  {done} / {total}  {}%",
             self.id,
             self.name,
-            human_size(self.done),
-            human_size(self.total),
             percent.min(100)
         );
         if self.waiting {
@@ -549,6 +564,30 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(44_600)), "45s");
         assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
         assert_eq!(human_duration(Duration::from_secs(3723)), "1h02m03s");
+    }
+
+    #[test]
+    fn a_scripts_transfer_line_gives_exact_counts_of_bytes() {
+        let t = TransferView {
+            id: "#1".into(),
+            direction: Direction::Download,
+            name: "big.bin".into(),
+            done: 2_621_440,
+            total: 30_000_000,
+            rate: None,
+            eta: None,
+            waiting: false,
+            stalled: false,
+            from: None,
+        };
+        assert_eq!(
+            t.line_in_bytes(),
+            "#1 ↓ big.bin  2621440 / 30000000 bytes  8%"
+        );
+        assert_eq!(t.line(), "#1 ↓ big.bin  2.5 MiB / 28.6 MiB  8%");
+        // An offer's line is the same for both: its size rounded.
+        let offer = TransferView::offer("#3".into(), "bob".into(), "x.bin".into(), 20480);
+        assert_eq!(offer.line_in_bytes(), offer.line());
     }
 
     #[test]

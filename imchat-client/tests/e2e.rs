@@ -3033,3 +3033,47 @@ fn an_ignored_user_is_not_heard_until_unignored() {
         );
     }
 }
+
+/// A script's `/transfers` gives what has moved and the size in exact
+/// counts of bytes, as its other transfer lines do (it gave them rounded,
+/// `256.0 KiB / 1.0 MiB`, as the full-screen rows show them).
+#[test]
+fn a_scripts_transfers_list_gives_exact_counts_of_bytes() {
+    let w = World::new("transfers-bytes");
+    let port = w.server.port().to_string();
+    let mut bob = w.spawn_client(&["bob", "127.0.0.1", &port]);
+    bob.expect_prefix("*** connected");
+    let mut pusher = Raw::join(w.server.addr, "pusher");
+    bob.expect_line("*** pusher has joined");
+    let size: u64 = 1 << 20;
+    let id = imchat_core::TransferId(7);
+    pusher.send(&ClientMessage::Offer {
+        id,
+        name: imchat_core::FileName::new("half.bin").expect("name"),
+        size,
+        to: Recipient::Everyone,
+    });
+    bob.expect_line(&format!(
+        "*** pusher is sending you half.bin ({size} bytes)"
+    ));
+    let (accepted, seen) =
+        pusher.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::PushAccepted { .. }));
+    assert!(accepted.is_some(), "bob accepted: {seen:?}");
+    // A quarter of the file, then nothing: the push stays running.
+    let mut out = imchat_core::Outgoing::new(id, size);
+    let chunk = out.next_chunk(vec![7u8; 256 * 1024]).expect("chunk");
+    pusher.send(&ClientMessage::Chunk(chunk));
+    let part = w.dir.join("bob").join("received").join("half.bin.part");
+    let deadline = Instant::now() + TIMEOUT;
+    while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
+        assert!(Instant::now() < deadline, "the chunk was not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.send("/transfers");
+    let line = bob.expect("the transfer's line", |l| l.contains(" ↓ half.bin  "));
+    assert!(
+        line.contains("  262144 / 1048576 bytes  25%"),
+        "exact counts of bytes: {line}"
+    );
+    bob.kill();
+}
