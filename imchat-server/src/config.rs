@@ -44,15 +44,23 @@ pub struct LimitArgs {
     #[arg(long, hide_short_help = true, value_name = "N", default_value_t = DEFAULT_JOINS_PER_ADDRESS)]
     max_joins_per_address: u32,
 
-    /// Longest chat message, in bytes of UTF-8 (longer ones are refused).
+    /// Longest chat message, in bytes of UTF-8 (longer ones are refused)
+    ///
+    /// At most --max-frame-bytes less 153 (a chat frame's header) and at
+    /// most --rate-burst-bytes.
     #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT, value_parser = size::<usize>)]
     max_message_bytes: usize,
 
-    /// Largest frame accepted from a client that has joined.
+    /// Largest frame accepted from a client that has joined
+    ///
+    /// At least --chunk-bytes plus 21 and --max-message-bytes plus 153 (the
+    /// headers of a chunk and of a chat frame).
     #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME, value_parser = size::<u32>)]
     max_frame_bytes: u32,
 
-    /// Largest frame accepted before the client has set its username.
+    /// Largest frame accepted before the client has set its username
+    ///
+    /// From 164 (the largest valid hello) to --max-frame-bytes.
     #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = DEFAULT_MAX_HANDSHAKE_FRAME, value_parser = size::<u32>)]
     max_handshake_frame_bytes: u32,
 

@@ -125,7 +125,7 @@ struct Cli {
     #[arg(long, value_name = "PATH", default_value = "server.log")]
     log_file: PathBuf,
 
-    /// Size at which the log file is rotated; units K, M, G accepted
+    /// Size at which the log file is rotated, at least 4K; units K, M, G accepted
     ///
     /// PATH.1 is then the newest older part.
     #[arg(long, value_name = "BYTES", default_value = "10M", value_parser = log_size)]
@@ -1262,6 +1262,21 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             let want = format!("error: invalid value '{value}' for '{arg}': ");
             assert!(err.to_string().starts_with(&want), "{err}");
+        }
+    }
+
+    /// Every bound a value is refused past is named in `--help`, so that
+    /// the refusal never comes as news.
+    #[test]
+    fn long_help_names_the_bounds_values_are_checked_against() {
+        let long = refused(&["--help"]).to_string();
+        for bound in [
+            "rotated, at least 4K",
+            "From 164 (the largest valid hello) to --max-frame-bytes",
+            "At most --max-frame-bytes less 153",
+            "At least --chunk-bytes plus 21 and --max-message-bytes plus 153",
+        ] {
+            assert!(long.contains(bound), "{bound:?} missing from\n{long}");
         }
     }
 
