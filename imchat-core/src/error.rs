@@ -14,12 +14,16 @@ pub enum NameError {
     #[error("name is empty")]
     Empty,
     /// The name is too long.
-    #[error("name is too long ({len}, at most {max})")]
+    #[error("name is too long: {}", too_long(*len, *max, *unit))]
     TooLong {
-        /// Its length (characters for usernames, bytes for file names).
+        /// Its length, in `unit`s.
         len: usize,
         /// The maximum.
         max: usize,
+        /// What `len` and `max` count: characters for usernames (a
+        /// combining accent is one of its own), bytes of UTF-8 for file
+        /// names.
+        unit: LengthUnit,
     },
     /// The name holds a character that is not allowed.
     #[error("name contains a character that is not allowed: {}", shown_char(*ch))]
@@ -56,6 +60,28 @@ fn shown_char(ch: char) -> String {
         format!("U+{:04X}", u32::from(ch))
     } else {
         format!("'{ch}'")
+    }
+}
+
+/// What the length of a [`NameError::TooLong`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LengthUnit {
+    /// Unicode scalar values (usernames): an accent written as a combining
+    /// mark counts as one of its own.
+    Chars,
+    /// Bytes of UTF-8 (file names).
+    Bytes,
+}
+
+/// The length of a name too long, in words: `34 characters, at most 32
+/// (each combining accent counts as one)`, `256 bytes, at most 255`.
+fn too_long(len: usize, max: usize, unit: LengthUnit) -> String {
+    match unit {
+        LengthUnit::Chars => format!(
+            "{len} characters, at most {max} (an accent written as a combining mark counts as one)"
+        ),
+        LengthUnit::Bytes => format!("{len} bytes of UTF-8, at most {max}"),
     }
 }
 

@@ -168,7 +168,7 @@ pub use display::{escape_hidden, inert, io_reason};
 pub use download::{
     AckError, DownloadError, DownloadOutcome, DownloadSender, ReadKind, ReadRequest, SentFile,
 };
-pub use error::{DecodeError, NameError, TransferError, UsageError};
+pub use error::{DecodeError, LengthUnit, NameError, TransferError, UsageError};
 pub use history::{
     HistoryStore, Loaded, LogEntry, LogEvent, MemoryStore, SessionRecord, StoreError,
 };

@@ -6,7 +6,7 @@ use unicode_normalization::char::is_combining_mark;
 
 pub(crate) use crate::codes::{CancelCode, ErrorCode, LeaveReason, NoticeCode, RefuseCode};
 use crate::display::is_hidden_char;
-use crate::error::NameError;
+use crate::error::{LengthUnit, NameError};
 use crate::limits::{MAX_FILE_NAME_BYTES, MAX_USERNAME_CHARS};
 
 /// The protocol version this crate speaks. A server refuses a `Hello` with
@@ -81,6 +81,7 @@ impl Username {
             return Err(NameError::TooLong {
                 len: chars,
                 max: MAX_USERNAME_CHARS,
+                unit: LengthUnit::Chars,
             });
         }
         if name.starts_with('.') {
@@ -222,6 +223,7 @@ impl FileName {
             return Err(NameError::TooLong {
                 len: name.len(),
                 max: MAX_FILE_NAME_BYTES,
+                unit: LengthUnit::Bytes,
             });
         }
         if name.starts_with('.') {
@@ -1222,7 +1224,20 @@ mod tests {
         assert_eq!(Username::new(""), Err(NameError::Empty));
         assert_eq!(
             Username::new("a".repeat(33)),
-            Err(NameError::TooLong { len: 33, max: 32 })
+            Err(NameError::TooLong {
+                len: 33,
+                max: 32,
+                unit: LengthUnit::Chars
+            })
+        );
+        // Seventeen letters with their accents as combining marks are 34
+        // characters, and the refusal says what it counted.
+        let decomposed = "e\u{301}".repeat(17);
+        assert_eq!(
+            Username::new(decomposed).map_err(|e| e.to_string()),
+            Err("name is too long: 34 characters, at most 32 \
+                 (an accent written as a combining mark counts as one)"
+                .to_owned())
         );
         assert!(Username::new("a".repeat(32)).is_ok());
         assert_eq!(Username::new(".x"), Err(NameError::LeadingDot));
@@ -1280,7 +1295,15 @@ mod tests {
         assert!(FileName::new("x".repeat(255)).is_ok());
         assert_eq!(
             FileName::new("x".repeat(256)),
-            Err(NameError::TooLong { len: 256, max: 255 })
+            Err(NameError::TooLong {
+                len: 256,
+                max: 255,
+                unit: LengthUnit::Bytes
+            })
+        );
+        assert_eq!(
+            FileName::new("é".repeat(128)).map_err(|e| e.to_string()),
+            Err("name is too long: 256 bytes of UTF-8, at most 255".to_owned())
         );
     }
 
