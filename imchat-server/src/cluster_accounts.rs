@@ -26,7 +26,9 @@
 //! Redis has not got again from another server meanwhile: `HSETNX`), so
 //! the bans outlive a Redis without persistence as long as one server
 //! that knew them does; the accounts cannot be given back that way (no
-//! server holds them), so it says in its log that they are gone.
+//! server holds them), so it says in its log that they are gone: once
+//! per episode ([`Losses`]), as a Redis that evicts keys loses the mark
+//! again at every poll while evictions go on.
 //! No password, hash or URL password is ever logged.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,6 +55,9 @@ pub const BAN_POLL: Duration = Duration::from_secs(1);
 const POLLS_TO_AN_OUTAGE: u32 = 2;
 /// The longest a Redis connect, read or write may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the mark must hold for an episode of lost data to be over
+/// (see [`Losses`]).
+pub const LOSSES_QUIET: Duration = Duration::from_secs(60);
 /// After a failed connect, calls fail at once for this long (a login does
 /// not wait a whole connect timeout behind every other one).
 const RETRY_AFTER: Duration = Duration::from_millis(500);
@@ -89,6 +94,8 @@ pub struct RedisAccounts {
     /// The mark of Redis's data read with `known` (see [`MARK_KEY`]);
     /// `None` until Redis was first read.
     mark: Mutex<Option<String>>,
+    /// The losses of Redis's data, said once per episode.
+    losses: Mutex<Losses>,
 }
 
 impl std::fmt::Debug for RedisAccounts {
@@ -118,6 +125,7 @@ impl RedisAccounts {
             unsaved: Mutex::new(None),
             poll_failing: Mutex::new(0),
             mark: Mutex::new(None),
+            losses: Mutex::new(Losses::default()),
         }))
     }
 
@@ -279,11 +287,14 @@ impl RedisAccounts {
             let held = unsaved.map_or_else(|| known.clone(), <[Ban]>::to_vec);
             if lost {
                 self.write_back(&held)?;
-                log::warn!(
-                    "Redis at {} lost its data (restarted without persistence, or flushed): the registrations (/register) and their password hashes kept there are gone, so those names are unprotected until registered again; run Redis with persistence (appendonly yes, or RDB snapshots) to keep accounts. This server wrote back the {} ban(s) it holds",
-                    self.shown_url,
-                    held.len()
-                );
+                if lock(&self.losses).lost(Instant::now()) {
+                    log::warn!(
+                        "Redis at {} lost its data (restarted without persistence, or flushed): the registrations (/register) and their password hashes kept there are gone, so those names are unprotected until registered again; run Redis with persistence (appendonly yes, or RDB snapshots) to keep accounts. This server wrote back the {} ban(s) it holds (said once: losses again before its data has held for {} s, as a maxmemory-policy that evicts keys causes, are counted)",
+                        self.shown_url,
+                        held.len(),
+                        LOSSES_QUIET.as_secs()
+                    );
+                }
             } else {
                 self.write_bans(known, &held)?;
             }
@@ -301,6 +312,13 @@ impl RedisAccounts {
             return Ok(());
         }
         *lock(&self.mark) = Some(mark);
+        if let Some(again) = lock(&self.losses).held(Instant::now()) {
+            log::warn!(
+                "Redis at {} lost its data {again} more time(s) after the warning (its data has held for {} s now)",
+                self.shown_url,
+                LOSSES_QUIET.as_secs()
+            );
+        }
         if *known != bans {
             log::info!("bans: {} in force across the cluster", bans.len());
             known.clone_from(&bans);
@@ -398,6 +416,51 @@ impl crate::accounts::BanStore for RedisAccounts {
     }
 }
 
+/// The losses of Redis's data, told once per episode: a Redis that evicts
+/// keys (a `maxmemory-policy` other than `noeviction`) loses the mark at
+/// every poll while evictions go on, and the warning (some 400
+/// characters) was logged every second. An episode starts at a loss (the
+/// warning is logged), goes on while the next one comes within
+/// [`LOSSES_QUIET`] of the last (counted, not logged), and ends once the
+/// mark has held that long (its count logged, if any), as the server's
+/// other repeated warnings (a failing history checkpoint, the connections
+/// of one address) are told.
+#[derive(Debug, Default)]
+struct Losses {
+    /// The last loss of the episode going on, and the losses after its
+    /// first.
+    episode: Option<(Instant, u64)>,
+}
+
+impl Losses {
+    /// A loss at `now`: whether to log the warning (the first of an
+    /// episode).
+    fn lost(&mut self, now: Instant) -> bool {
+        match &mut self.episode {
+            Some((last, again)) if now.saturating_duration_since(*last) < LOSSES_QUIET => {
+                *last = now;
+                *again += 1;
+                false
+            }
+            _ => {
+                self.episode = Some((now, 0));
+                true
+            }
+        }
+    }
+
+    /// The mark held at `now`: the losses counted after the warning, once
+    /// the episode is over and had any.
+    fn held(&mut self, now: Instant) -> Option<u64> {
+        let (last, again) = self.episode?;
+        if now.saturating_duration_since(last) < LOSSES_QUIET {
+            return None;
+        }
+        self.episode = None;
+        (again > 0).then_some(again)
+    }
+}
+
 /// A new mark of Redis's data: 16 random bytes, in hex.
 fn new_mark() -> String {
     let mut bytes = [0u8; 16];
@@ -447,4 +510,37 @@ fn put_ban(c: &mut Connection, command: &str, ban: &Ban) -> redis::RedisResult<(
         .arg(ban.target.to_string())
         .arg(format!("{seq}\t{}\t{}", ban.by, ban.reason))
         .query::<()>(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_of_redis_data_are_said_once_per_episode_then_counted() {
+        let mut losses = Losses::default();
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        assert!(losses.lost(t0), "the first loss is said");
+        assert_eq!(losses.held(t0), None);
+        // Evictions: a loss at every poll, for longer than the quiet time.
+        let mut said = 0;
+        for i in 1..=90 {
+            if losses.lost(t0 + sec * i) {
+                said += 1;
+            }
+            assert_eq!(losses.held(t0 + sec * i), None, "{i}");
+        }
+        assert_eq!(said, 0);
+        let last = t0 + sec * 90;
+        assert_eq!(losses.held(last + LOSSES_QUIET - sec), None);
+        assert_eq!(losses.held(last + LOSSES_QUIET), Some(90));
+        assert_eq!(losses.held(last + LOSSES_QUIET * 2), None, "said once");
+        // A loss long after is another episode: said again, and alone it
+        // ends with nothing more to say.
+        let later = last + LOSSES_QUIET * 3;
+        assert!(losses.lost(later));
+        assert_eq!(losses.held(later + LOSSES_QUIET), None);
+        assert!(losses.lost(later + LOSSES_QUIET * 2));
+    }
 }

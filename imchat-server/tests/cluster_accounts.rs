@@ -812,3 +812,55 @@ fn an_unban_made_while_redis_is_paused_stays() {
         assert!(!s.log().contains("lost its data"), "{}", s.log());
     }
 }
+
+/// The mark of Redis's data, if any.
+fn mark_in_redis(url: &str) -> Option<String> {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    redis::cmd("GET")
+        .arg("imchat:mark")
+        .query(&mut con)
+        .unwrap()
+}
+
+/// A Redis that evicts keys loses the mark of its data again and again
+/// (here deleted three times, each once the server has set it anew): the
+/// server says it lost its data once, not at every poll that finds it.
+#[test]
+fn data_lost_again_and_again_is_said_once() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let s = Server::start(&url, &[]);
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    for round in 0..3 {
+        let Some(before) = mark_in_redis(&url) else {
+            panic!("round {round}: no mark");
+        };
+        redis::cmd("DEL")
+            .arg("imchat:mark")
+            .query::<()>(&mut con)
+            .unwrap();
+        // Set anew by the server's next poll, which found it gone.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match mark_in_redis(&url) {
+                Some(m) if m != before => break,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "round {round}: mark never set");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The polls that found the first two losses are over (the poll
+    // thread is one): their warnings would be in the log by now.
+    wait_logged(&s, "lost its data");
+    let log = s.log();
+    assert_eq!(log.matches("lost its data").count(), 1, "{log}");
+}
