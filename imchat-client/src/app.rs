@@ -1598,6 +1598,17 @@ impl App {
         self.view.show(Entry::Notice(text.to_string()));
     }
 
+    /// What the client does when its connection ends ([`reconnect_policy`]
+    /// for this client): `shutdown`, at the server's shutdown notice.
+    fn reconnect_policy(&self, shutdown: bool) -> Reconnect {
+        reconnect_policy(
+            self.config.reconnect,
+            self.view.is_terminal(),
+            shutdown,
+            self.config.servers.len() > 1,
+        )
+    }
+
     /// A file's size in a notice: for people (the full-screen client) as
     /// its offer and its transfer row show it (`6.0 GiB`); for scripts
     /// (plain lines, `--json` notices) the exact count in bytes their lines
@@ -1747,12 +1758,7 @@ impl App {
             };
             conn.abort();
             let shutdown = matches!(end, End::Shutdown(_));
-            let mut policy = reconnect_policy(
-                self.config.reconnect,
-                self.view.is_terminal(),
-                shutdown,
-                self.config.servers.len() > 1,
-            );
+            let mut policy = self.reconnect_policy(shutdown);
             if matches!(end, End::Kicked(_) | End::Replaced(_)) {
                 policy = Reconnect::No;
             }
@@ -1796,8 +1802,12 @@ impl App {
             let mut previous = conn.take_session();
             drop(conn);
             let reason = end.error().to_string();
-            // In the chat too, not only on the status line.
-            self.notice(&format!("disconnected ({reason}); reconnecting"));
+            // In the chat too, not only on the status line; a shutdown's
+            // notice said it already ("server shutting down: …;
+            // reconnecting").
+            if !shutdown {
+                self.notice(&format!("disconnected ({reason}); reconnecting"));
+            }
             joined = match policy {
                 Reconnect::Once => {
                     self.set_link(Link::Reconnecting {
@@ -3936,7 +3946,13 @@ impl Conn {
                 }
             }
             ClientEvent::Shutdown { reason } => {
-                app.notice(&format!("server shutting down: {reason}"));
+                // One line, with what the client does next: the reconnect
+                // that follows says no more of it.
+                let next = match app.reconnect_policy(true) {
+                    Reconnect::No => "",
+                    Reconnect::Once | Reconnect::Keep => "; reconnecting",
+                };
+                app.notice(&format!("server shutting down: {reason}{next}"));
                 // The error `main` prints on stderr: inert there too.
                 self.end(End::Shutdown(inert(&reason).into_owned()));
             }

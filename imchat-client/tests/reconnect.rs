@@ -428,8 +428,13 @@ fn a_piped_client_given_several_servers_moves_on_at_a_shutdown() {
     alice.expect_line(&format!("*** connected to 127.0.0.1:{a_port} as alice"));
     let bob = w.client_on("bob", b_port, &[]);
     w.server.signal("INT");
-    alice.expect_prefix("*** server shutting down: ");
+    // One line says the shutdown, and what the client does next.
+    let said = alice.expect_prefix("*** server shutting down: ");
+    assert!(said.ends_with("; reconnecting"), "{said:?}");
     alice.expect_line(&format!("*** reconnected to 127.0.0.1:{b_port}"));
+    alice.assert_no_line("the shutdown said twice", |l| {
+        l.starts_with("*** disconnected")
+    });
     bob.expect_line("*** alice has joined");
     alice.send("on b now");
     bob.expect_line("<alice> on b now");

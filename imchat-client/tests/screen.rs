@@ -1385,10 +1385,10 @@ fn reconnects_after_a_server_restart_with_the_draft_intact() {
         s.row(22).contains("reconnecting") && s.row(23) == draft
     });
     assert!(
-        s.rows[..22]
-            .iter()
-            .any(|r| untimed(r).is_some_and(|r| r.starts_with("*** server shutting down"))),
-        "the shutdown notice in the chat\n{}",
+        s.rows[..22].iter().any(|r| untimed(r).is_some_and(|r| r
+            .starts_with("*** server shutting down")
+            && r.ends_with("; reconnecting"))),
+        "the shutdown notice in the chat, with what comes next\n{}",
         s.dump()
     );
     assert!(t.is_running(), "the client keeps running\n{}", t.report());
@@ -1401,6 +1401,13 @@ fn reconnects_after_a_server_restart_with_the_draft_intact() {
             && s.row(23) == draft
     });
     assert!(!s.row(22).contains("reconnecting"), "{}", s.dump());
+    assert!(
+        !s.rows[..22]
+            .iter()
+            .any(|r| untimed(r).is_some_and(|r| r.starts_with("*** disconnected"))),
+        "the shutdown said once\n{}",
+        s.dump()
+    );
 
     let bob = w.client("bob");
     t.wait_screen("`*** bob has joined`", |s| {
