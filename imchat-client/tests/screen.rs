@@ -1687,6 +1687,34 @@ fn input_history_is_kept_across_runs() {
     }
 }
 
+/// A line the client refuses to send (longer than the server's limit)
+/// comes back into the input, and is not kept in the history file.
+#[test]
+fn a_line_refused_as_too_long_is_not_kept_in_the_history_file() {
+    let w = World::with_args("scr-history-long", &["--max-message-bytes", "64"]);
+    let home = w.dir.join("home-alice");
+    let mut t = start(&w, "alice", 200, 24);
+    t.type_str("kept\r");
+    t.wait_screen("the first line sent", |s| has_entry(s, "<alice> kept"));
+    let long = "x".repeat(100);
+    t.type_str(&format!("{long}\r"));
+    t.wait_screen("the refusal, the line back in the input", |s| {
+        has_entry(
+            s,
+            "error: message of 100 bytes is longer than the limit of 64",
+        ) && s.row(-1) == format!("alice> {long}")
+    });
+    t.key(Key::Ctrl('u'));
+    t.type_str("/quit\r");
+    t.expect_exit_code(0);
+    drop(t);
+    let file = home.join("data").join("imchat").join("history");
+    let text = fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("the history file {} cannot be read: {e}", file.display()));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, ["kept", "/quit"], "the refused line is not kept");
+}
+
 /// A history file that cannot be used is said at the start, in one line
 /// of words (before: nothing on the screen, and only after `/quit` a log
 /// line ending in "(os error 20)").

@@ -610,6 +610,15 @@ impl Editor {
         true
     }
 
+    /// Takes `line` (its last copy) out of the history: a line the client
+    /// refused to send is not one to recall (it is back in the input).
+    pub fn forget(&mut self, line: &str) {
+        if let Some(at) = self.history.iter().rposition(|l| l == line) {
+            self.history.remove(at);
+            self.recalled = None;
+        }
+    }
+
     fn trim_history(&mut self) {
         let extra = self.history.len().saturating_sub(HISTORY_LINES);
         self.history.drain(..extra);

@@ -85,22 +85,39 @@ impl HistoryFile {
         if self.lines.len() > HISTORY_LINES {
             let excess = self.lines.len() - HISTORY_LINES;
             self.lines.drain(..excess);
-            let mut text = String::new();
-            for l in &self.lines {
-                text.push_str(l);
-                text.push('\n');
-            }
-            let tmp = self.path.with_extension("tmp");
-            let mut file = create_private(&tmp, false)?;
-            self.count_write();
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            drop(file);
-            return fs::rename(&tmp, &self.path);
+            return self.rewrite();
         }
         let mut file = create_private(&self.path, true)?;
         self.count_write();
         file.write_all(text.as_bytes())
+    }
+
+    /// Takes `line` out again (its last copy): a line the client refused
+    /// to send (too long) is not kept. Nothing is written when the file
+    /// does not hold it.
+    pub fn forget(&mut self, line: &str) -> io::Result<()> {
+        let line = line.replace(['\n', '\r'], " ");
+        let Some(at) = self.lines.iter().rposition(|l| *l == line) else {
+            return Ok(());
+        };
+        self.lines.remove(at);
+        self.rewrite()
+    }
+
+    /// Writes the file anew with the lines held.
+    fn rewrite(&mut self) -> io::Result<()> {
+        let mut text = String::new();
+        for l in &self.lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        let tmp = self.path.with_extension("tmp");
+        let mut file = create_private(&tmp, false)?;
+        self.count_write();
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &self.path)
     }
 
     /// Counts a write of the file, for the tests.
@@ -155,6 +172,22 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    /// A line refused as too long is taken out of the file again, and
+    /// the others stay.
+    #[test]
+    fn a_forgotten_line_is_gone_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history");
+        let (mut file, _) = HistoryFile::open(path.clone()).unwrap();
+        let long = "y".repeat(70_000);
+        file.append_all(&["before", long.as_str(), "after"])
+            .unwrap();
+        file.forget(&long).unwrap();
+        file.forget("never entered").unwrap();
+        let (_, recent) = HistoryFile::open(path).unwrap();
+        assert_eq!(recent, ["before", "after"]);
     }
 
     #[test]

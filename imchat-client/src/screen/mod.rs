@@ -418,18 +418,22 @@ fn run(
         if shared.model().expire_stalled(Instant::now()) {
             shared.dirty.store(true, Ordering::Release);
         }
-        let (outbox, to_history, bell, clear, stop) = {
+        let (outbox, to_history, forget, bell, clear, stop) = {
             let mut m = shared.model();
             (
                 std::mem::take(&mut m.outbox),
                 std::mem::take(&mut m.to_history),
+                std::mem::take(&mut m.forget_history),
                 std::mem::take(&mut m.bell),
                 std::mem::take(&mut m.clear_screen),
                 std::mem::take(&mut m.suspend),
             )
         };
         if let Some(file) = &mut history {
-            if let Err(e) = file.append_all(&to_history) {
+            let written = file
+                .append_all(&to_history)
+                .and_then(|()| forget.iter().try_for_each(|l| file.forget(l)));
+            if let Err(e) = written {
                 let line = history_not_kept("write", file.path(), &e);
                 shared.update(|m| m.show(Entry::Notice(line)));
                 history = None;

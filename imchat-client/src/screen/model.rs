@@ -150,6 +150,8 @@ pub struct Model {
     pub outbox: Vec<UserInput>,
     /// Lines for the history file.
     pub to_history: Vec<String>,
+    /// Lines to take out of the history file again (refused: too long).
+    pub forget_history: Vec<String>,
     /// Ring the bell.
     pub bell: bool,
     /// Clear the terminal before the next draw (Ctrl-L).
@@ -264,6 +266,7 @@ impl Model {
             no_color: false,
             outbox: Vec::new(),
             to_history: Vec::new(),
+            forget_history: Vec::new(),
             bell: false,
             clear_screen: false,
             suspend: false,
@@ -1048,6 +1051,14 @@ impl Model {
     /// into the input, cursor at its end, for the user to shorten; not
     /// over something typed since.
     pub fn give_back(&mut self, line: &str) {
+        // Refused, not sent: not kept in the history (nor its file).
+        self.editor.forget(line);
+        match self.to_history.iter().rposition(|l| l == line) {
+            Some(at) => {
+                self.to_history.remove(at);
+            }
+            None => self.forget_history.push(line.to_owned()),
+        }
         if self.editor.is_empty() {
             self.editor.set(line.to_owned(), line.len());
         }
@@ -1286,6 +1297,35 @@ mod tests {
         typed(&mut m, "new");
         m.give_back(&long);
         assert_eq!(m.editor.text(), "new");
+    }
+
+    /// A line refused as too long is not kept in the history, in memory
+    /// nor in its file: taken out of what waits for the file, or, once
+    /// written, taken out of the file again.
+    #[test]
+    fn a_line_given_back_is_not_kept_in_the_history() {
+        let mut m = model();
+        let now = Instant::now();
+        let long = "x".repeat(70_000);
+        typed(&mut m, "short");
+        m.handle(Action::Enter, now);
+        m.paste(&long);
+        m.handle(Action::Enter, now);
+        m.give_back(&long);
+        assert_eq!(m.to_history, ["short"]);
+        assert!(m.forget_history.is_empty());
+        // Written already (the screen's loop took it), then refused.
+        m.editor.set(String::new(), 0);
+        m.paste(&long);
+        m.handle(Action::Enter, now);
+        let written = std::mem::take(&mut m.to_history);
+        assert_eq!(written, ["short", long.as_str()]);
+        m.give_back(&long);
+        assert_eq!(m.forget_history, [long.as_str()]);
+        // Not recalled: the line before it is.
+        m.editor.set(String::new(), 0);
+        m.handle(Action::HistoryPrev, now);
+        assert_eq!(m.editor.text(), "short");
     }
 
     /// A join or a leave has the time the server noted, as a chat has
