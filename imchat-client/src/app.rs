@@ -1631,6 +1631,18 @@ impl App {
         self.view.show(Entry::Error(text.to_string()));
     }
 
+    /// A transfer that failed: an error line when it is `ours` (a download
+    /// or a push of ours, a failure a script's exit code counts, as a
+    /// refused command is), a notice for a push to us that another user's
+    /// side or the connection ended.
+    fn transfer_failure(&self, ours: bool, text: &str) {
+        if ours {
+            self.error(text);
+        } else {
+            self.notice(text);
+        }
+    }
+
     /// `n` lines given were not sent, as `text` says: shown as an error;
     /// a script also gets it on stderr, and its exit code says so (see
     /// [`quit_result`](Self::quit_result)). The full-screen client shows
@@ -2399,7 +2411,7 @@ impl Conn {
                 &name,
                 Some(why),
             ));
-            self.app.notice(&format!(
+            self.app.error(&format!(
                 "transfer of {name} failed: {why}; /download {name} resumes it"
             ));
         }
@@ -2420,7 +2432,7 @@ impl Conn {
             self.app
                 .view
                 .transfer_ended(&TransferEnd::new(id, Direction::Send, &name, Some(why)));
-            self.app.notice(&format!("sending {name} failed: {why}"));
+            self.app.error(&format!("sending {name} failed: {why}"));
         }
         // The offers waiting for an answer die with the connection (the
         // session's reconnect withdraws them before the next welcome,
@@ -3753,7 +3765,7 @@ impl Conn {
             Some(reason),
         ));
         self.app
-            .notice(&format!("sending {} failed: {reason}", push.name));
+            .error(&format!("sending {} failed: {reason}", push.name));
     }
 
     /// Whether the entry `id` came in the replay of a resume: missed
@@ -3942,7 +3954,7 @@ impl Conn {
                         push.name.as_str(),
                         Some(reason),
                     ));
-                    app.notice(&format!("sending {} failed: {reason}", push.name));
+                    app.error(&format!("sending {} failed: {reason}", push.name));
                 }
             }
             ClientEvent::Shutdown { reason } => {
@@ -4120,9 +4132,10 @@ impl Conn {
                     &shown,
                     Some(&reason),
                 ));
-                return self
-                    .app
-                    .notice(&format!("transfer of {shown} failed: {reason}"));
+                return self.app.transfer_failure(
+                    from.is_none(),
+                    &format!("transfer of {shown} failed: {reason}"),
+                );
             }
         };
         let direction = Direction::incoming(from.is_none());
@@ -4284,7 +4297,7 @@ impl Conn {
                     Some(&reason),
                 ));
                 self.app
-                    .notice(&format!("transfer of {shown} failed: {reason}"));
+                    .transfer_failure(ours, &format!("transfer of {shown} failed: {reason}"));
                 false
             }
         }
@@ -4315,7 +4328,7 @@ impl Conn {
                 Some(&reason),
             ));
             self.app
-                .notice(&format!("transfer of {} failed: {reason}", f.name));
+                .transfer_failure(ours, &format!("transfer of {} failed: {reason}", f.name));
             return;
         }
         let (name, size, from, final_path, part) = (f.name, f.size, f.from, f.final_path, f.part);
@@ -4376,7 +4389,8 @@ impl Conn {
                 }
                 // `e` names the path tried: `wanted`, or the free name
                 // beside it.
-                self.app.notice(&format!("transfer of {shown} failed: {e}"));
+                self.app
+                    .transfer_failure(from.is_none(), &format!("transfer of {shown} failed: {e}"));
             }
         }
     }
@@ -4431,7 +4445,7 @@ impl Conn {
             Some(&reason),
         ));
         self.app
-            .notice(&format!("transfer of {name} failed: {reason}{hint}"));
+            .transfer_failure(ours, &format!("transfer of {name} failed: {reason}{hint}"));
     }
 }
 

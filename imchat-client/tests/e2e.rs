@@ -327,7 +327,9 @@ fn downloads_of_every_kind_of_file_are_byte_identical() {
         .filter(|n| n.ends_with(".part"))
         .collect();
     assert!(leftovers.is_empty(), "partial files left: {leftovers:?}");
-    alice.assert_no_line("no transfer failed", |l| l.starts_with("*** transfer of"));
+    alice.assert_no_line("no transfer failed", |l| {
+        l.starts_with("error: transfer of")
+    });
 }
 
 #[test]
@@ -348,7 +350,7 @@ fn downloads_never_escape_the_shared_folder() {
     // (b) the server refuses a symlink out, a folder, and a missing name.
     for name in ["escape.txt", "subdir", "missing.bin"] {
         alice.send(&format!("/download {name}"));
-        let fail = format!("*** transfer of {name} failed: ");
+        let fail = format!("error: transfer of {name} failed: ");
         let done = format!("*** downloaded {name} (");
         let line = alice.expect(&format!("the outcome of /download {name}"), |l| {
             l.starts_with(&fail) || l.starts_with(&done)
@@ -1054,7 +1056,7 @@ fn transfers_lists_the_offers_waiting_and_cancel_declines_one() {
     ));
     bob.send(&format!("/cancel {n}"));
     bob.expect_line("*** declined push20.bin from alice");
-    alice.expect_line("*** sending push20.bin failed: bob did not accept the file");
+    alice.expect_line("error: sending push20.bin failed: bob did not accept the file");
     bob.send("/transfers");
     bob.expect_line("*** no transfers running");
 }
@@ -1229,7 +1231,7 @@ fn a_script_stopped_by_a_signal_during_a_download_quits_at_once() {
     signal(&bot, "TERM");
     watcher.expect_line("*** bot has left");
     bot.expect_line(
-        "*** transfer of big file.bin failed: the client was stopped; /download big file.bin resumes it",
+        "error: transfer of big file.bin failed: the client was stopped; /download big file.bin resumes it",
     );
     assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
     assert!(
@@ -1261,10 +1263,10 @@ fn a_reconnecting_client_says_a_download_was_cut_by_the_shutdown() {
     w.server.signal("TERM");
     bot.expect_prefix("*** server shutting down");
     bot.expect_line(
-        "*** transfer of big file.bin failed: the server shut down; /download big file.bin resumes it",
+        "error: transfer of big file.bin failed: the server shut down; /download big file.bin resumes it",
     );
     bot.assert_no_line("a lost connection", |l| {
-        l.starts_with("*** transfer of") && l.contains("connection lost")
+        l.starts_with("error: transfer of") && l.contains("connection lost")
     });
     bot.kill();
 }
@@ -1563,12 +1565,12 @@ fn big_pushes_wait_for_accept_small_ones_arrive_and_declines_reach_the_pusher() 
     ));
     bob.send("/decline");
     bob.expect_line("*** declined big.bin from alice");
-    alice.expect_line("*** sending big.bin failed: bob did not accept the file");
+    alice.expect_line("error: sending big.bin failed: bob did not accept the file");
 
     // With piped input and no --ask-when-piped, a big push is declined at once.
     alice.send(&format!("/sendfile {} carol", big.display()));
     carol.expect_prefix("*** declined 'big.bin' (4.0 KiB) from alice: larger than this client accepts without asking");
-    alice.expect_line("*** sending big.bin failed: carol did not accept the file");
+    alice.expect_line("error: sending big.bin failed: carol did not accept the file");
     assert!(!w
         .dir
         .join("carol")
@@ -1606,7 +1608,7 @@ fn small_pushes_past_a_sender_s_share_for_the_hour_are_not_taken_unasked() {
     bob.expect_line(
         "*** declined 'small.txt' (13 bytes) from alice: more files within the hour than this client accepts without asking, and no one at a terminal to /accept it (see --auto-accept-bytes, --ask-when-piped)",
     );
-    alice.expect_line("*** sending small.txt failed: bob did not accept the file");
+    alice.expect_line("error: sending small.txt failed: bob did not accept the file");
     // A client that asks says why a small file is asked about.
     let mut carol = client_with(
         &w,
@@ -1933,7 +1935,7 @@ fn a_push_refused_at_once_is_said_after_its_offer() {
             .position(|l| l.starts_with(&format!("*** offering f{n}.txt ")));
         let failed = lines
             .iter()
-            .position(|l| l.starts_with(&format!("*** sending f{n}.txt failed: ")));
+            .position(|l| l.starts_with(&format!("error: sending f{n}.txt failed: ")));
         match (offered, failed) {
             (Some(o), Some(f)) => assert!(o < f, "f{n}: failure before offer\n{}", alone.report()),
             _ => panic!("f{n}: offer or failure missing\n{}", alone.report()),
@@ -1972,7 +1974,7 @@ fn a_script_waiting_for_a_transfer_slot_quits_at_once_on_a_signal() {
     }
     signal(&alice, "TERM");
     let status = alice.expect_exit_within(Duration::from_secs(10));
-    alice.expect_line("*** sending pushed.txt failed: the client was stopped");
+    alice.expect_line("error: sending pushed.txt failed: the client was stopped");
     assert_eq!(status.code(), Some(1), "{}", alice.report());
     assert_eq!(
         non_empty(&alice.err.lines()),
@@ -2090,7 +2092,7 @@ fn a_download_stopped_for_want_of_acks_keeps_its_part_and_resumes() {
     // Past the server's idle time: it stops the download.
     std::thread::sleep(Duration::from_secs(3));
     signal(&ann, "CONT");
-    let failed = ann.expect_prefix("*** transfer of big.bin failed: ");
+    let failed = ann.expect_prefix("error: transfer of big.bin failed: ");
     assert!(
         failed.contains("nothing acknowledged") && failed.ends_with("/download big.bin resumes it"),
         "{failed}"
@@ -2135,13 +2137,13 @@ fn two_clients_sharing_a_download_folder_never_share_a_part_file() {
         fs::read(dl.join("big.bin")).expect("read") == data,
         "ann's copy is whole"
     );
-    ann.assert_no_line("no failure", |l| l.starts_with("*** transfer of"));
+    ann.assert_no_line("no failure", |l| l.starts_with("error: transfer of"));
     // The part is free again: ben downloads beside ann's file.
     ben.send("/download big.bin");
     ben.expect_prefix("*** downloaded big.bin (");
     ben.expect_prefix("*** saved as 'big (1).bin'");
     assert!(fs::read(dl.join("big (1).bin")).expect("read") == data);
-    ben.assert_no_line("no false failure", |l| l.starts_with("*** transfer of"));
+    ben.assert_no_line("no false failure", |l| l.starts_with("error: transfer of"));
     ben.send("/quit");
     // His first /download did not happen: the exit code says so.
     ben.expect_exit_code(1);
@@ -2985,7 +2987,7 @@ fn a_push_goes_within_its_credit_and_the_pusher_s_chat_never_waits_behind_it() {
     assert!(more.is_none(), "data past the credit: {more:?}");
     // Its receiver gone, the push ends for alice at once.
     drop(stuck);
-    alice.expect_prefix("*** sending big.bin failed");
+    alice.expect_prefix("error: sending big.bin failed");
 }
 
 /// `/ignore bob` drops what bob says to everyone and to alice, and his

@@ -236,7 +236,7 @@ fn a_download_whose_part_is_changed_by_another_program_fails() {
     );
     bob.expect_prefix("*** connected to");
     let part = w.dir.join("bob").join("mid.bin.part");
-    let failed = "*** transfer of mid.bin failed: bob/mid.bin.part changed on disk while it was being written (by another program): removed; /download mid.bin fetches it again";
+    let failed = "error: transfer of mid.bin failed: bob/mid.bin.part changed on disk while it was being written (by another program): removed; /download mid.bin fetches it again";
     for (when, at) in [("while data comes", 256 << 10), ("once written", size)] {
         let from = bob.out.lines().len();
         bob.send("/download mid.bin");
@@ -357,7 +357,7 @@ fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
         drop(f);
         let failed = format!("file changed while being sent: {why}");
         let said = alice.out.wait_line_from(alice_from, TIMEOUT, |l| {
-            l == format!("*** sending {how}.bin failed: {failed}")
+            l == format!("error: sending {how}.bin failed: {failed}")
         });
         assert!(said.is_some(), "{how}: {}", alice.report());
         let told = bob.out.wait_line_from(bob_from, TIMEOUT, |l| {
