@@ -468,6 +468,12 @@ struct App {
     /// Who is online, by [`Username::key`], with each name as given:
     /// seeded by a `/who` on each connect, then kept by joins and leaves.
     roster: Mutex<BTreeMap<String, String>>,
+    /// Our private messages to a user the roster does not know online,
+    /// by client id: recipient, action, text. Shown as ours once the
+    /// server acknowledges one, never if it refuses it ("no such user
+    /// online"), as irssi shows no line for a message to nobody; kept
+    /// across reconnects (the session sends them again).
+    held_echoes: Mutex<VecDeque<(u64, Username, bool, String)>>,
     /// Downloads and pushes of ours that failed (a script's exit code says
     /// so).
     failed_transfers: AtomicUsize,
@@ -644,6 +650,8 @@ fn new_session_from(
     };
     // Downloads are acknowledged once written, by the disk thread.
     session.set_manual_acks(true);
+    // A message to someone not known online is shown once acknowledged.
+    session.set_report_acks(true);
     session.set_auto_accept(config.auto_accept);
     // One sender's share of pushes taken unasked goes by the key the
     // server holds names unique by (look-alike spellings are one sender).
@@ -1117,6 +1125,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         }),
         cut_off: AtomicBool::new(false),
         roster: Mutex::new(BTreeMap::new()),
+        held_echoes: Mutex::new(VecDeque::new()),
         failed_transfers: AtomicUsize::new(0),
         unsent_lines: AtomicUsize::new(0),
         ask_offers,
@@ -2074,6 +2083,20 @@ impl App {
     /// The user `name` is online, as far as the roster knows.
     fn is_online(&self, name: &Username) -> bool {
         lock(&self.roster).contains_key(&name.key())
+    }
+
+    /// Takes our held message `client_id` out of
+    /// [`held_echoes`](Self::held_echoes): shown when `delivered`, dropped
+    /// when refused or given up.
+    fn release_echo(&self, client_id: u64, delivered: bool) {
+        let held = {
+            let mut held = lock(&self.held_echoes);
+            let at = held.iter().position(|(id, ..)| *id == client_id);
+            at.and_then(|at| held.remove(at))
+        };
+        if let Some((_, to, action, text)) = held.filter(|_| delivered) {
+            self.echo(Some(&to), action, &text);
+        }
     }
 
     /// `name` as its user registered it (`bob` for `BOB`), if the roster
@@ -3206,6 +3229,13 @@ impl Conn {
         if self.app.config.json {
             self.catch_up();
         }
+        // To someone not known online: shown once the server took it, so
+        // that one to nobody shows only its error. Anyone else's is shown
+        // at once, with no wait for the server.
+        let hold = match &mode {
+            Mode::Unicast(u) => (!self.app.is_online(u)).then(|| u.clone()),
+            Mode::Broadcast => None,
+        };
         let sent = self.paced(text.len(), |s| {
             let id = if action {
                 s.send_action(to.clone(), text)
@@ -3214,9 +3244,16 @@ impl Conn {
             }?;
             // Before it can go out (the session is locked until then).
             self.sending(id, &to, text);
+            if let Some(user) = &hold {
+                let mut held = lock(&self.app.held_echoes);
+                while held.len() >= self.max_unacked.max(1) {
+                    held.pop_front();
+                }
+                held.push_back((id, user.clone(), action, text.to_owned()));
+            }
             Ok(())
         })?;
-        if sent {
+        if sent && hold.is_none() {
             let to = match &mode {
                 Mode::Broadcast => None,
                 Mode::Unicast(u) => Some(u),
@@ -3262,6 +3299,9 @@ impl Conn {
         } else {
             text
         };
+        if client_id != 0 {
+            self.app.release_echo(client_id, false);
+        }
         let message = (client_id != 0)
             .then(|| {
                 let mut sent = lock(&self.sent_chats);
@@ -3987,7 +4027,16 @@ impl Conn {
             ClientEvent::ContinuityLost { reason } => {
                 app.notice(&format!("session not resumed: {reason}"));
             }
-            ClientEvent::NotSent { to, text, .. } => app.unsent(1, &not_sent_line(&to, &text)),
+            ClientEvent::NotSent {
+                client_id,
+                to,
+                text,
+                ..
+            } => {
+                app.release_echo(client_id, false);
+                app.unsent(1, &not_sent_line(&to, &text));
+            }
+            ClientEvent::Acknowledged { client_id } => app.release_echo(client_id, true),
             ClientEvent::Notice { code, text } => {
                 let text = if text.is_empty() {
                     code.describe().to_string()

@@ -2509,7 +2509,7 @@ fn every_local_answer_of_a_script_comes_after_the_answers_to_its_earlier_lines()
 }
 
 #[test]
-fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
+fn a_private_message_to_nobody_online_is_not_shown_sent_only_its_error() {
     let w = World::new("refused-msg");
     let port = w.server.port().to_string();
     let want =
@@ -2517,10 +2517,11 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
     let mut bob = w.client("bob");
     bob.send("/msg nobody hello there");
     bob.expect_line(&format!("error: {want}"));
-    // With --json: the own message first, then the error that names it.
+    // With --json: no own message (it was not sent), the error names it;
+    // one to a user online is shown as sent.
     let mut jo = w.script(
         &["--json", "jo", "127.0.0.1", &port],
-        b"/msg nobody hello there\n/quit\n".to_vec(),
+        b"/msg nobody hello there\n/msg bob to bob\n/quit\n".to_vec(),
     );
     let err = jo.expect_exit_code(1);
     assert_eq!(
@@ -2533,17 +2534,23 @@ fn a_refused_private_message_is_shown_sent_then_named_in_its_error() {
         jo.report()
     );
     let lines = jo.out.lines();
-    let own = lines.iter().position(|l| {
-        let v = parse(l);
-        v["type"] == "chat" && v["own"] == true && v["text"] == "hello there"
-    });
+    let own = |text: &str| {
+        lines.iter().position(|l| {
+            let v = parse(l);
+            v["type"] == "chat" && v["own"] == true && v["text"] == text
+        })
+    };
     let error = lines.iter().position(|l| {
         let v = parse(l);
         v["type"] == "error" && v["text"] == want
     });
     assert!(
-        matches!((own, error), (Some(o), Some(e)) if o < e),
-        "own message, then its error: {lines:?}"
+        own("hello there").is_none() && error.is_some(),
+        "its error only: {lines:?}"
+    );
+    assert!(
+        matches!((error, own("to bob")), (Some(e), Some(o)) if e < o),
+        "the error, then the message to bob shown as sent: {lines:?}"
     );
 }
 

@@ -1690,6 +1690,27 @@ fn input_history_is_kept_across_runs() {
     }
 }
 
+/// A private message to nobody online is not shown as sent: only its
+/// error, naming it (as irssi shows "No such nick" and no line); one to
+/// a user online is shown at once (so here before that error).
+#[test]
+fn a_private_message_to_nobody_online_shows_only_its_error() {
+    let w = World::new("scr-msg-nobody");
+    let mut t = start(&w, "alice", 140, 24);
+    let bob = w.client("bob");
+    t.wait_screen("bob online", |s| has_entry(s, "*** bob has joined"));
+    t.type_str("/msg nobody hi\r");
+    t.type_str("/msg bob hello\r");
+    let s = t.wait_screen("the error, and the message to bob", |s| {
+        has_entry(
+            s,
+            "error: message to nobody not delivered: \"hi\" (no user named 'nobody' is online)",
+        ) && has_entry(s, "<alice> (to bob) hello")
+    });
+    bob.expect_line("<alice> (private) hello");
+    assert!(!has_entry(&s, "<alice> (to nobody) hi"), "{}", s.dump());
+}
+
 /// A line the client refuses to send (longer than the server's limit)
 /// comes back into the input, and is not kept in the history file.
 #[test]

@@ -291,6 +291,17 @@ pub enum ClientEvent {
         /// What the server said (from which address).
         text: String,
     },
+    /// The server took our chat message `client_id` (as
+    /// [`send_chat`](ClientSession::send_chat) returned it): it went to
+    /// its recipients. A message the server refuses gets an
+    /// [`Error`](ClientEvent::Error) with its client id instead. Only
+    /// with [`set_report_acks`](ClientSession::set_report_acks): a
+    /// program that waits to show a message whose recipient may not be
+    /// online shows it at this event (and none that was refused).
+    Acknowledged {
+        /// Its client id.
+        client_id: u64,
+    },
     /// A chat message kept for sending again was given up: more were
     /// waiting for the server's acknowledgement than
     /// [`Limits::max_unacked`] (or `max_unacked_bytes`). It may or may not
@@ -512,6 +523,9 @@ pub struct ClientSession {
     /// Downloads are acknowledged by [`stored`](Self::stored), not as
     /// their data is handed out.
     manual_acks: bool,
+    /// The server's acknowledgements of our chat messages are handed out
+    /// ([`ClientEvent::Acknowledged`]).
+    report_acks: bool,
     /// The client's side of the server's rate limit.
     pacer: Pacer,
     /// The latest time the session was given (requests are charged then).
@@ -605,6 +619,7 @@ impl ClientSession {
             ping: None,
             next_ping: 1,
             manual_acks: false,
+            report_acks: false,
             pacer: Pacer::default(),
             clock: now,
             barrier: None,
@@ -964,6 +979,14 @@ impl ClientSession {
     /// in memory, and a slow disk slows the download, not the chat.
     pub fn set_manual_acks(&mut self, manual: bool) {
         self.manual_acks = manual;
+    }
+
+    /// Chooses whether the server's acknowledgement of each of our chat
+    /// messages is handed out as [`ClientEvent::Acknowledged`] (by
+    /// default, `false`, it is not: a program that shows its messages as
+    /// sent at once has no use for it).
+    pub fn set_report_acks(&mut self, report: bool) {
+        self.report_acks = report;
     }
 
     /// Sets which pushes offered to us are accepted without asking: those
@@ -2189,7 +2212,10 @@ impl ClientSession {
             }
             ServerMessage::Ack { client_id, .. } => {
                 self.acknowledged(client_id);
-                return;
+                if !self.report_acks {
+                    return;
+                }
+                ClientEvent::Acknowledged { client_id }
             }
             ServerMessage::Who { mut users } => {
                 // The server charged one more message per 100 names.

@@ -327,6 +327,37 @@ fn broadcast_reaches_every_other_member_but_not_the_sender() {
     }
 }
 
+/// Asked for, the server's acknowledgement of each chat message is
+/// handed out; a refused one gets its error, no acknowledgement.
+#[test]
+fn acknowledgements_are_reported_when_asked_for() {
+    let mut net = three();
+    net.s(0).set_report_acks(true);
+    let to_bob = net
+        .s(0)
+        .send_chat(Recipient::User(user("bob")), "psst")
+        .unwrap();
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::Acknowledged { client_id }] if *client_id == to_bob
+    ));
+    let to_zed = net
+        .s(0)
+        .send_chat(Recipient::User(user("zed")), "hello?")
+        .unwrap();
+    net.pump();
+    assert!(matches!(
+        &net.take(0)[..],
+        [ClientEvent::Error { code: ErrorCode::UNKNOWN_USER, client_id, .. }] if *client_id == to_zed
+    ));
+    // Not asked for: none (as in the test below).
+    net.s(0).set_report_acks(false);
+    net.s(0).send_chat(Recipient::Everyone, "hi").unwrap();
+    net.pump();
+    assert!(net.take(0).is_empty());
+}
+
 #[test]
 fn unicast_reaches_only_its_target_and_unknown_users_get_an_error() {
     let mut net = three();
