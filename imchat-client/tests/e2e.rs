@@ -1193,9 +1193,12 @@ fn a_script_waiting_for_a_download_says_a_shutdown_cut_it() {
                     && v["name"] == "big file.bin"
                     && v["direction"] == "download"
             });
-            bot.expect("the failure", |l| parse(l)["text"] == failed);
+            bot.expect("the failure, an error", |l| {
+                let v = parse(l);
+                v["type"] == "error" && v["text"] == failed
+            });
         } else {
-            bot.expect_line(&format!("*** {failed}"));
+            bot.expect_line(&format!("error: {failed}"));
         }
         assert_eq!(bot.expect_exit().code(), Some(1), "{}", bot.report());
         let part = w.dir.join("bot").join("big file.bin.part");
