@@ -30,6 +30,17 @@ pub const RESERVED_USERNAMES: &[&str] = &["server", "all", "everyone", "admin", 
 /// (`C:x` is drive-relative, `f.txt:ads` names an alternate data stream).
 const WINDOWS_RESERVED_CHARS: &[char] = &['<', '>', ':', '"', '|', '?', '*'];
 
+/// A character no file name may hold: a path separator, a control,
+/// format or other unsafe or invisible character, or one Windows refuses
+/// in names.
+fn is_bad_file_name_char(c: char) -> bool {
+    c == '/'
+        || c == '\\'
+        || is_unsafe_char(c)
+        || is_hidden_char(c)
+        || WINDOWS_RESERVED_CHARS.contains(&c)
+}
+
 /// True for a Windows device name, whatever follows its first dot and
 /// ignoring case: `CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`
 /// and the superscript digits Windows also reserves (`COM¹`), so `con.txt`
@@ -229,15 +240,8 @@ impl FileName {
         if name.starts_with('.') {
             return Err(NameError::LeadingDot);
         }
-        for c in name.chars() {
-            let bad = c == '/'
-                || c == '\\'
-                || is_unsafe_char(c)
-                || is_hidden_char(c)
-                || WINDOWS_RESERVED_CHARS.contains(&c);
-            if bad {
-                return Err(NameError::BadChar { ch: c });
-            }
+        if let Some(c) = name.chars().find(|&c| is_bad_file_name_char(c)) {
+            return Err(NameError::BadChar { ch: c });
         }
         // Any blank at the end, not only the ASCII space: a name that is
         // or ends with an ideographic or no-break space would show as
@@ -268,18 +272,7 @@ impl FileName {
         let replaced: String = name
             .trim_start_matches('.')
             .chars()
-            .map(|c| {
-                let bad = c == '/'
-                    || c == '\\'
-                    || is_unsafe_char(c)
-                    || is_hidden_char(c)
-                    || WINDOWS_RESERVED_CHARS.contains(&c);
-                if bad {
-                    '_'
-                } else {
-                    c
-                }
-            })
+            .map(|c| if is_bad_file_name_char(c) { '_' } else { c })
             .collect();
         let mut end = replaced.len().min(MAX_FILE_NAME_BYTES);
         while !replaced.is_char_boundary(end) {
