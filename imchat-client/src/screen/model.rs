@@ -1051,7 +1051,14 @@ impl Model {
     /// into the input, cursor at its end, for the user to shorten; not
     /// over something typed since.
     pub fn give_back(&mut self, line: &str) {
-        // Refused, not sent: not kept in the history (nor its file).
+        // Something typed since (or a paste's unfinished line, or a line
+        // refused before it): the line stays in the history, the only
+        // place it can be had back from (Up).
+        if !self.editor.is_empty() {
+            return;
+        }
+        // Back in the input, not sent: not kept in the history (nor its
+        // file).
         self.editor.forget(line);
         match self.to_history.iter().rposition(|l| l == line) {
             Some(at) => {
@@ -1059,9 +1066,7 @@ impl Model {
             }
             None => self.forget_history.push(line.to_owned()),
         }
-        if self.editor.is_empty() {
-            self.editor.set(line.to_owned(), line.len());
-        }
+        self.editor.set(line.to_owned(), line.len());
     }
 
     /// A line goes out. A scrolled-back view goes to the bottom, as for
@@ -1297,6 +1302,30 @@ mod tests {
         typed(&mut m, "new");
         m.give_back(&long);
         assert_eq!(m.editor.text(), "new");
+    }
+
+    /// A refused line that cannot come back into the input (something is
+    /// typed there, or another refused line of the same paste came back)
+    /// stays in the history: else it would be lost, in neither place.
+    #[test]
+    fn a_line_not_given_back_stays_in_the_history() {
+        let mut m = model();
+        let now = Instant::now();
+        // Their length aside (the app refuses them), any two lines.
+        let (one, two) = ("first refused".to_owned(), "second refused".to_owned());
+        m.paste(&format!("{one}\n{two}\n"));
+        if m.pending_paste.is_some() {
+            m.handle(Action::Enter, now);
+        }
+        assert_eq!(m.to_history, [one.as_str(), two.as_str()]);
+        m.give_back(&one);
+        m.give_back(&two);
+        assert_eq!(m.editor.text(), one, "the first is back in the input");
+        assert_eq!(m.to_history, [two.as_str()], "the second is kept");
+        assert!(m.forget_history.is_empty());
+        m.editor.set(String::new(), 0);
+        m.handle(Action::HistoryPrev, now);
+        assert_eq!(m.editor.text(), two, "and recalled with Up");
     }
 
     /// A line refused as too long is not kept in the history, in memory
