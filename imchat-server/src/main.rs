@@ -1269,14 +1269,20 @@ mod tests {
     /// the refusal never comes as news.
     #[test]
     fn long_help_names_the_bounds_values_are_checked_against() {
+        use imchat_core::{CHAT_FRAME_OVERHEAD, CHUNK_FRAME_OVERHEAD, MAX_HELLO_FRAME};
         let long = refused(&["--help"]).to_string();
+        // From the bounds checked, so that the help cannot go stale.
+        assert_eq!(log_size("4K"), Ok(4096));
+        assert!(log_size("4095").is_err());
         for bound in [
-            "rotated, at least 4K",
-            "From 164 (the largest valid hello) to --max-frame-bytes",
-            "At most --max-frame-bytes less 153",
-            "At least --chunk-bytes plus 21 and --max-message-bytes plus 153",
+            "rotated, at least 4K".to_owned(),
+            format!("From {MAX_HELLO_FRAME} (the largest valid hello) to --max-frame-bytes"),
+            format!("At most --max-frame-bytes less {CHAT_FRAME_OVERHEAD}"),
+            format!(
+                "At least --chunk-bytes plus {CHUNK_FRAME_OVERHEAD} and --max-message-bytes plus {CHAT_FRAME_OVERHEAD}"
+            ),
         ] {
-            assert!(long.contains(bound), "{bound:?} missing from\n{long}");
+            assert!(long.contains(bound.as_str()), "{bound:?} missing from\n{long}");
         }
     }
 
