@@ -2186,17 +2186,8 @@ fn a_push_reserves_no_disk_before_its_data_and_a_crash_leaves_no_full_size_part(
     // Bob takes files up to 1 GiB without being asked.
     let mut bob = w.spawn_client(&["bob", "127.0.0.1", &port, "--auto-accept-bytes", "1G"]);
     bob.expect_prefix("*** connected");
-    let mut pusher = Raw::join(w.server.addr, "pusher");
-    bob.expect_line("*** pusher has joined");
     let size: u64 = 64 << 20;
-    let id = imchat_core::TransferId(7);
-    pusher.send(&ClientMessage::Offer {
-        id,
-        name: imchat_core::FileName::new("big.bin").expect("name"),
-        size,
-        to: Recipient::Everyone,
-    });
-    bob.expect_line(&format!("*** pusher is sending you big.bin ({size} bytes)"));
+    let mut pusher = offer_from_a_raw_pusher(&w, &mut bob, "big.bin", size);
     let part = w.dir.join("bob").join("received").join("big.bin.part");
     let used = |p: &std::path::Path| fs::metadata(p).expect("part").blocks() * 512;
     assert!(
@@ -2205,17 +2196,7 @@ fn a_push_reserves_no_disk_before_its_data_and_a_crash_leaves_no_full_size_part(
         used(&part)
     );
     // Some data: what is allocated follows it, a bounded step ahead.
-    let (accepted, seen) =
-        pusher.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::PushAccepted { .. }));
-    assert!(accepted.is_some(), "bob accepted: {seen:?}");
-    let mut out = imchat_core::Outgoing::new(id, size);
-    let chunk = out.next_chunk(vec![7u8; 256 * 1024]).expect("chunk");
-    pusher.send(&ClientMessage::Chunk(chunk));
-    let deadline = Instant::now() + TIMEOUT;
-    while fs::metadata(&part).expect("part").len() < 256 * 1024 {
-        assert!(Instant::now() < deadline, "the chunk was not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    push_the_first_quarter_mebibyte(&mut pusher, size, &part);
     bob.kill();
     assert!(used(&part) <= 16 << 20, "{} bytes allocated", used(&part));
 }
@@ -3055,32 +3036,11 @@ fn a_scripts_transfers_list_gives_exact_counts_of_bytes() {
     let port = w.server.port().to_string();
     let mut bob = w.spawn_client(&["bob", "127.0.0.1", &port]);
     bob.expect_prefix("*** connected");
-    let mut pusher = Raw::join(w.server.addr, "pusher");
-    bob.expect_line("*** pusher has joined");
     let size: u64 = 1 << 20;
-    let id = imchat_core::TransferId(7);
-    pusher.send(&ClientMessage::Offer {
-        id,
-        name: imchat_core::FileName::new("half.bin").expect("name"),
-        size,
-        to: Recipient::Everyone,
-    });
-    bob.expect_line(&format!(
-        "*** pusher is sending you half.bin ({size} bytes)"
-    ));
-    let (accepted, seen) =
-        pusher.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::PushAccepted { .. }));
-    assert!(accepted.is_some(), "bob accepted: {seen:?}");
+    let mut pusher = offer_from_a_raw_pusher(&w, &mut bob, "half.bin", size);
     // A quarter of the file, then nothing: the push stays running.
-    let mut out = imchat_core::Outgoing::new(id, size);
-    let chunk = out.next_chunk(vec![7u8; 256 * 1024]).expect("chunk");
-    pusher.send(&ClientMessage::Chunk(chunk));
     let part = w.dir.join("bob").join("received").join("half.bin.part");
-    let deadline = Instant::now() + TIMEOUT;
-    while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
-        assert!(Instant::now() < deadline, "the chunk was not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    push_the_first_quarter_mebibyte(&mut pusher, size, &part);
     bob.send("/transfers");
     let line = bob.expect("the transfer's line", |l| l.contains(" ↓ half.bin  "));
     assert!(
@@ -3088,4 +3048,35 @@ fn a_scripts_transfers_list_gives_exact_counts_of_bytes() {
         "exact counts of bytes: {line}"
     );
     bob.kill();
+}
+
+/// A raw client `pusher` joins and offers `bob` a file `name` of `size`
+/// bytes (transfer 7), seen by bob.
+fn offer_from_a_raw_pusher(w: &World, bob: &mut Client, name: &str, size: u64) -> Raw {
+    let mut pusher = Raw::join(w.server.addr, "pusher");
+    bob.expect_line("*** pusher has joined");
+    pusher.send(&ClientMessage::Offer {
+        id: imchat_core::TransferId(7),
+        name: imchat_core::FileName::new(name).expect("name"),
+        size,
+        to: Recipient::Everyone,
+    });
+    bob.expect_line(&format!("*** pusher is sending you {name} ({size} bytes)"));
+    pusher
+}
+
+/// Once the offer of [`offer_from_a_raw_pusher`] is accepted, the first
+/// 256 KiB of it, waited for until the receiver's `part` file holds them.
+fn push_the_first_quarter_mebibyte(pusher: &mut Raw, size: u64, part: &std::path::Path) {
+    let (accepted, seen) =
+        pusher.recv_until(TIMEOUT, |m| matches!(m, ServerMessage::PushAccepted { .. }));
+    assert!(accepted.is_some(), "the receiver accepted: {seen:?}");
+    let mut out = imchat_core::Outgoing::new(imchat_core::TransferId(7), size);
+    let chunk = out.next_chunk(vec![7u8; 256 * 1024]).expect("chunk");
+    pusher.send(&ClientMessage::Chunk(chunk));
+    let deadline = Instant::now() + TIMEOUT;
+    while fs::metadata(part).map(|m| m.len()).unwrap_or(0) < 256 * 1024 {
+        assert!(Instant::now() < deadline, "the chunk was not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
