@@ -1667,9 +1667,7 @@ fn input_history_is_kept_across_runs() {
     drop(t);
 
     let file = home.join("data").join("imchat").join("history");
-    let text = fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("the history file {} cannot be read: {e}", file.display()));
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = history_file_lines(&file);
     assert_eq!(
         lines,
         ["first remembered", "second remembered", "/quit"],
@@ -1733,9 +1731,7 @@ fn a_line_refused_as_too_long_is_not_kept_in_the_history_file() {
     t.expect_exit_code(0);
     drop(t);
     let file = home.join("data").join("imchat").join("history");
-    let text = fs::read_to_string(&file)
-        .unwrap_or_else(|e| panic!("the history file {} cannot be read: {e}", file.display()));
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = history_file_lines(&file);
     assert_eq!(lines, ["kept", "/quit"], "the refused line is not kept");
 }
 
@@ -2053,4 +2049,11 @@ fn a_password_typed_wrong_is_asked_again() {
         t.type_str("nope\r");
     }
     t.expect_exit_code(1);
+}
+
+/// The lines of the input history file `file`.
+fn history_file_lines(file: &std::path::Path) -> Vec<String> {
+    let text = fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("the history file {} cannot be read: {e}", file.display()));
+    text.lines().map(str::to_owned).collect()
 }
