@@ -293,8 +293,9 @@ impl SessionFile {
     }
 
     /// The session saved by an earlier run, if the file holds one for
-    /// this server and name. A file that is there but holds no session for them is left as it
-    /// is, and [`unreadable`](Self::unreadable) says why.
+    /// this server and name. A file that is there but holds no session
+    /// for them is left as it is, and [`unreadable`](Self::unreadable)
+    /// says why.
     pub fn load(&mut self) -> Option<SavedSession> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,

@@ -1114,9 +1114,10 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`]. Quitting a closed client does nothing.
     ///
     /// Once the goodbye is written it waits for the server to close its
-    /// end (at most 2 s, or the handshake timeout if that is shorter), dropping what still arrives: the server has then taken the
-    /// goodbye and let go of the name, so a program that quits and connects
-    /// again under the same name (a bot restarting) is not refused as
+    /// end (at most 2 s, or the handshake timeout if that is shorter),
+    /// dropping what still arrives: the server has then taken the goodbye
+    /// and let go of the name, so a program that quits and connects again
+    /// under the same name (a bot restarting) is not refused as
     /// [`ConnectError::NameTaken`] by its own session.
     ///
     /// # Errors
