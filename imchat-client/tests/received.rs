@@ -106,8 +106,13 @@ fn a_push_to_a_client_whose_received_is_a_file_fails_at_once() {
     let mut alice = w.client("alice");
     let bob = w.client("bob");
     barrier(&mut alice, "alice", "here", &[&bob]);
+    // Larger than one push credit: the pusher cannot send the whole file
+    // (and be told it was sent) before bob's cancel is in. A file within
+    // one credit races it: on a loaded machine its end could be relayed
+    // first, and the pusher then hears the push went through.
     let path = w.dir.join("note.txt");
-    fs::write(&path, b"hello\n").expect("file");
+    let size = usize::try_from(3 * imchat_core::PUSH_CREDIT).expect("size");
+    fs::write(&path, vec![b'x'; size]).expect("file");
 
     let soon = Duration::from_secs(5);
     let started = Instant::now();
