@@ -262,6 +262,22 @@ fn give_back_heap() {
     log::debug!("a storm of joins or leaves has passed: freed memory given back");
 }
 
+/// Queues a presence notice (a `Presence`, `Joined` or `Left` frame) for
+/// the presence thread to flush; true when the caller must hand the queue
+/// to that thread (nothing else will write it).
+///
+/// The notice is queued lazily: a frame queued after it (a chat message,
+/// an answer, an ack) is flushed by its own caller at once and carries the
+/// notice along. Queued as an ordinary deferred frame, it would make that
+/// later frame wait for the presence thread's next round: the hub sends a
+/// member its waiting joins and leaves ahead of any other message, so
+/// every message to every member within a batch's time of a join, leave,
+/// away or back came up to [`PRESENCE_DELAY`] late, and anyone joining
+/// and leaving again and again slowed everyone's chat.
+fn queue_presence(outbox: &Outbox, frame: Frame) -> Result<bool, PushError> {
+    outbox.push_lazy(frame)
+}
+
 /// Control frames, encoded back to back, for one audience.
 struct Group {
     to: Destination,
@@ -526,7 +542,7 @@ impl Server {
                     // Presence notices wait for the presence thread,
                     // unless something written sooner carries them.
                     if presence {
-                        match conn.outbox.push_deferred(frame.clone()) {
+                        match queue_presence(&conn.outbox, frame.clone()) {
                             Ok(true) => core
                                 .presence
                                 .push((conn.outbox.clone(), conn.socket.clone())),
@@ -1566,6 +1582,22 @@ mod tests {
         // ...then quiet for long enough: once.
         assert!(storm.after_round(0));
         assert!(!quiet(&mut storm, STORM_QUIET_ROUNDS * 3));
+    }
+
+    #[test]
+    fn a_frame_queued_after_a_presence_notice_is_flushed_by_its_own_caller() {
+        let outbox = Outbox::new(1 << 20);
+        let notice = || Frame::from(vec![0, 0, 0, 1, 0x4f]);
+        // The first notice: the presence thread is to flush the queue.
+        assert_eq!(queue_presence(&outbox, notice()), Ok(true));
+        assert_eq!(queue_presence(&outbox, notice()), Ok(true));
+        // A chat message, an ack, an answer after it: its caller flushes
+        // at once, the notices with it, rather than leaving the message
+        // to wait for the presence thread.
+        let chat = Frame::from(vec![0, 0, 0, 1, 0x43]);
+        assert_eq!(outbox.push_deferred(chat), Ok(true));
+        // Anything after that goes with the message's flush.
+        assert_eq!(queue_presence(&outbox, notice()), Ok(false));
     }
 
     #[test]
