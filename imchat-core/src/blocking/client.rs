@@ -388,7 +388,8 @@ impl Link for super::tls::Stream {
 ///
 /// The session's timer is its keepalive: after `keepalive_interval` of
 /// silence it pings the server, and after `keepalive_timeout` without an
-/// answer it gives up ([`ClientEvent::TimedOut`]). While the session is
+/// answer it gives up ([`ClientEvent::TimedOut`]); the bytes of a long
+/// frame still arriving count as the server heard. While the session is
 /// open [`ClientSession::poll_timeout`] is always `Some`; `None` means the
 /// session has ended (refused, shut down, timed out or quit) and no timer
 /// will run again. The timers only run inside `next_event` (and inside an
@@ -806,6 +807,11 @@ impl<S: Link> Client<S> {
             Ok(ReadStep::End) => {
                 self.close();
                 return Err(ClientError::Closed);
+            }
+            // Bytes of a frame still coming in: the server is alive, and
+            // its answer to a ping would wait behind that frame.
+            Ok(ReadStep::More) if self.reader.decoder_mut().buffered() > 0 => {
+                self.session.handle_bytes(Instant::now());
             }
             Ok(ReadStep::More) => {}
             Err(e) if is_timeout(&e) => {}

@@ -1254,3 +1254,35 @@ fn quit_does_not_wait_forever_for_a_server_that_stays() {
     );
     assert!(matches!(peer.join().unwrap(), ClientMessage::Quit { .. }));
 }
+
+/// A long frame on a slow link: its bytes keep coming, and the answer to
+/// a ping would wait behind it, so the server is not taken for dead.
+#[test]
+fn bytes_of_a_long_frame_keep_the_server_from_timing_out() {
+    let (stop, stopped) = channel::<()>();
+    let text = "x".repeat(6000);
+    let frame = chat(&text).to_frame();
+    let (addr, peer) = serve(move |mut p| {
+        p.welcome();
+        // 100 bytes every 20 ms: 1.2 s for the whole frame, many times
+        // the client's keepalive interval and timeout.
+        for piece in frame.chunks(100) {
+            if p.writer.send_frames(piece).is_err()
+                || stopped.recv_timeout(Duration::from_millis(20)).is_ok()
+            {
+                return;
+            }
+        }
+    });
+    let mut options = ConnectOptions::default();
+    options.limits.keepalive_interval = Duration::from_millis(150);
+    options.limits.keepalive_timeout = Duration::from_millis(150);
+    let mut c = Client::connect(addr, "ann", options).unwrap();
+    let got = event(&mut c);
+    stop.send(()).ok();
+    let ClientEvent::Chat(crate::RoutedChat { text: got, .. }) = got else {
+        panic!("not the chat: {got:?}");
+    };
+    assert_eq!(got, text);
+    peer.join().unwrap();
+}
