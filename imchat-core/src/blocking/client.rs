@@ -426,7 +426,11 @@ impl Link for super::tls::Stream {
 /// message in the session, unacknowledged: after a
 /// [`reconnect`](Client::reconnect) it is sent again, once (the server
 /// recognises a copy of one it had taken, while it keeps the session).
-/// Do not send it again yourself.
+/// Do not send it again yourself. So does one whose wait for the server's
+/// rate ([`ConnectOptions::pace`]) breaks on the connection. A send that
+/// returns [`ClientError::Closed`] was not taken (the connection or the
+/// session was over before it could go): send it again after the
+/// reconnect if it should still go.
 /// What the server had sent before the failure (its acknowledgements,
 /// its `Shutdown`) is read first and handed out by `next_event`.
 ///
@@ -884,11 +888,7 @@ impl<S: Link> Client<S> {
     /// Returns the message's client id, which a [`ClientEvent::Error`] or
     /// [`ClientEvent::NotSent`] about it carries.
     pub fn send_chat(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
-        self.act_paced(
-            text.len(),
-            |s| s.check_chat(text),
-            |s| s.send_chat(to, text),
-        )
+        self.chat_paced(text, |s| s.send_chat(to, text))
     }
 
     /// Sends an action (`/me waves`, shown as `* ann waves`) to everyone
@@ -898,11 +898,7 @@ impl<S: Link> Client<S> {
     ///
     /// As for [`send_chat`](Self::send_chat).
     pub fn send_action(&mut self, to: Recipient, text: &str) -> Result<u64, ClientError> {
-        self.act_paced(
-            text.len(),
-            |s| s.check_chat(text),
-            |s| s.send_action(to, text),
-        )
+        self.chat_paced(text, |s| s.send_action(to, text))
     }
 
     /// Sends a private message to one user.
@@ -1182,6 +1178,28 @@ impl<S: Link> Client<S> {
         check: impl FnOnce(&ClientSession) -> Result<(), UsageError>,
         intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
     ) -> Result<T, ClientError> {
+        self.paced(text_len, false, check, intent)
+    }
+
+    /// [`act_paced`](Self::act_paced) for a chat of `text`: one whose wait
+    /// breaks on the connection (a [`ClientError::Transport`]) is handed to
+    /// the session all the same, which keeps it unacknowledged to send
+    /// again after a reconnect, as it keeps one whose write fails.
+    fn chat_paced(
+        &mut self,
+        text: &str,
+        intent: impl FnOnce(&mut ClientSession) -> Result<u64, UsageError>,
+    ) -> Result<u64, ClientError> {
+        self.paced(text.len(), true, |s| s.check_chat(text), intent)
+    }
+
+    fn paced<T>(
+        &mut self,
+        text_len: usize,
+        keep: bool,
+        check: impl FnOnce(&ClientSession) -> Result<(), UsageError>,
+        intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
+    ) -> Result<T, ClientError> {
         if self.open && !self.session.is_closed() {
             check(&self.session)?;
         }
@@ -1197,13 +1215,21 @@ impl<S: Link> Client<S> {
                 None if full => Instant::now() + ANSWER_WAIT,
                 None => break,
             };
-            if let Err(e) = self.flush() {
-                return Err(self.fail(e));
-            }
-            if may_read {
-                self.read_until(at)?;
-            } else {
-                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let waited = match self.flush() {
+                Err(e) => Err(self.fail(e)),
+                Ok(()) if may_read => self.read_until(at),
+                Ok(()) => {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    Ok(())
+                }
+            };
+            if let Err(e) = waited {
+                if keep && matches!(e, ClientError::Transport(_)) && !self.session.is_closed() {
+                    // The connection is closed: nothing is written, and
+                    // the session's reconnect drops what it queued.
+                    let _ = intent(&mut self.session);
+                }
+                return Err(e);
             }
         }
         self.act(intent)

@@ -1286,3 +1286,27 @@ fn bytes_of_a_long_frame_keep_the_server_from_timing_out() {
     assert_eq!(got, text);
     peer.join().unwrap();
 }
+
+/// The promise of a failed send: a chat whose send breaks on the
+/// connection (a `Transport` error) stays in the session, to go again
+/// after a reconnect; also when the break comes while it waits for the
+/// server's rate, before it was written.
+#[test]
+fn a_chat_whose_paced_wait_breaks_stays_to_be_sent_again() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome_with(slow(1, 1));
+        // The chat arrives and is left unread: closing now resets the
+        // connection while the next one waits for its turn.
+        thread::sleep(Duration::from_millis(300));
+        drop(p);
+    });
+    let mut c = connect(addr);
+    c.send_chat(Recipient::Everyone, "one").unwrap();
+    let failed = c.send_chat(Recipient::Everyone, "two");
+    peer.join().unwrap();
+    assert!(
+        matches!(failed, Err(ClientError::Transport(_))),
+        "{failed:?}"
+    );
+    assert_eq!(c.session().unacked(), 2, "the failed chat was dropped");
+}
