@@ -96,12 +96,14 @@ impl Default for ConnectOptions {
 
 impl ConnectOptions {
     /// Checks that the options can work: no time limit of zero (a socket
-    /// refuses it, and no answer comes in no time), and a frame limit
-    /// (`limits.max_frame`) that holds a chunk and a longest text, as
-    /// [`Limits::validate`] checks them (its other rules are a server's:
-    /// a client keeps to the rates its server announces). [`Client::connect`] and [`Client::over`]
-    /// check them before anything is sent, so that a bad setting is not
-    /// reported as the server's or the network's fault.
+    /// refuses it, and no answer comes in no time), a `limits.chunk_size`
+    /// of at least 1 byte (a push sends nothing in chunks of none), and a
+    /// frame limit (`limits.max_frame`) that holds a chunk and a longest
+    /// text, as [`Limits::validate`] checks them (its other rules are a
+    /// server's: a client keeps to the rates its server announces).
+    /// [`Client::connect`] and [`Client::over`] check them before anything
+    /// is sent, so that a bad setting is not reported as the server's or
+    /// the network's fault.
     ///
     /// # Errors
     ///
@@ -118,6 +120,13 @@ impl ConnectOptions {
             if time == Some(Duration::ZERO) {
                 return Err(OptionsError::ZeroTime { field });
             }
+        }
+        // Chunks of no bytes: a push could never send any.
+        if limits.chunk_size == 0 {
+            return Err(LimitsError::Zero {
+                field: "chunk_size",
+            }
+            .into());
         }
         limits.check_frames()?;
         Ok(())

@@ -291,6 +291,9 @@ fn options_that_cannot_work_are_refused_before_connecting() {
         handshake_timeout: Duration::ZERO,
         ..ConnectOptions::default()
     };
+    // No push could ever send a byte (`chunk_limit` 0).
+    let mut chunk = ConnectOptions::default();
+    chunk.limits.chunk_size = 0;
     for (options, said) in [
         (
             frame,
@@ -305,6 +308,10 @@ fn options_that_cannot_work_are_refused_before_connecting() {
         (
             handshake,
             "invalid connect options: handshake_timeout is zero",
+        ),
+        (
+            chunk,
+            "invalid connect options: chunk_size must be at least 1",
         ),
     ] {
         let e = Client::connect(addr, "alice", options).unwrap_err();
