@@ -65,9 +65,11 @@ pub struct ConnectOptions {
     pub resume: Option<SavedSession>,
     /// Keep to the server's rate limit: an intent that would go over it
     /// (a burst of `send_chat`, say) first waits until the server will
-    /// take it (`true`). The wait reads (answering the server's pings)
-    /// until something arrives for [`Client::next_event`], and no further:
-    /// download data is not acknowledged before it is handed out. Chat
+    /// take it (`true`). The wait reads (answering the server's pings,
+    /// taking its acknowledgements), and what it reads waits for
+    /// [`Client::next_event`]; while a file comes in, it reads only until
+    /// something arrives for `next_event`, and no further: download data
+    /// is not acknowledged before it is handed out. Chat
     /// messages sent again after a [`Client::reconnect`] go at the same
     /// pace. The server slows a client that
     /// sends faster, and disconnects one that goes on doing so; its
