@@ -928,7 +928,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn who(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::joined, ClientSession::who)
+        self.act_paced(ClientSession::joined, ClientSession::who)
     }
 
     /// Asks for access to the shared folder; the answer is
@@ -939,7 +939,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn files_access(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::joined, ClientSession::files_access)
+        self.act_paced(ClientSession::joined, ClientSession::files_access)
     }
 
     /// Asks for the shared-file list; it comes as [`ClientEvent::FileList`].
@@ -949,7 +949,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn list_files(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::joined, ClientSession::list_files)
+        self.act_paced(ClientSession::joined, ClientSession::list_files)
     }
 
     /// Asks for a shared file (see [`ClientSession::download`]); its bytes
@@ -967,9 +967,7 @@ impl<S: Link> Client<S> {
         name: FileName,
         resume: Option<crate::ResumeState>,
     ) -> Result<TransferId, ClientError> {
-        self.act_paced(0, ClientSession::check_download, |s| {
-            s.download(name, resume)
-        })
+        self.act_paced(ClientSession::check_download, |s| s.download(name, resume))
     }
 
     /// With [`ConnectOptions::manual_acks`]: download `id` is stored up to
@@ -1026,7 +1024,7 @@ impl<S: Link> Client<S> {
         size: u64,
         to: Recipient,
     ) -> Result<TransferId, ClientError> {
-        self.act_paced(0, |s| s.check_offer(size), |s| s.offer(name, size, to))
+        self.act_paced(|s| s.check_offer(size), |s| s.offer(name, size, to))
     }
 
     /// Accepts the push offered as `id` ([`ClientEvent::PushOffered`]).
@@ -1109,7 +1107,7 @@ impl<S: Link> Client<S> {
     /// [`ClientError::Closed`] once the connection is over, and
     /// [`ClientError::Transport`] if writing fails (the connection is then over).
     pub fn register(&mut self, password: Secret) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::joined, |s| s.register(password))
+        self.act_paced(ClientSession::joined, |s| s.register(password))
     }
 
     /// Removes the protection of the username: answered with a
@@ -1119,7 +1117,7 @@ impl<S: Link> Client<S> {
     ///
     /// As for [`register`](Self::register).
     pub fn unregister(&mut self) -> Result<(), ClientError> {
-        self.act_paced(0, ClientSession::joined, ClientSession::unregister)
+        self.act_paced(ClientSession::joined, ClientSession::unregister)
     }
 
     /// Says goodbye, with a parting text the others see (may be empty),
@@ -1167,35 +1165,33 @@ impl<S: Link> Client<S> {
         reason: &str,
     ) -> Result<(), ClientError> {
         self.act_paced(
-            0,
             |s| s.check_operate(target, reason),
             |s| s.operate(action, target, reason),
         )
     }
 
     /// [`act`](Self::act), after waiting for the server's rate limit to
-    /// allow a request with `text_len` bytes of chat text (with
-    /// [`ConnectOptions::pace`]); the wait reads, so pings are answered,
-    /// acknowledgements go and the socket's buffer does not fill. A chat
-    /// (`text_len` above 0) also waits, reading, for the server's answers
-    /// while the window kept for resends is full
-    /// ([`ClientSession::window_full`]): sent then, it would give up the
-    /// oldest message as [`ClientEvent::NotSent`], answered or not. What
-    /// `check` refuses (a text too long, a file too large) is returned
-    /// at once, without waiting for a turn it would not use.
+    /// allow a request (with [`ConnectOptions::pace`]); the wait reads, so
+    /// pings are answered, acknowledgements go and the socket's buffer
+    /// does not fill. What `check` refuses (a file too large, say) is
+    /// returned at once, without waiting for a turn it would not use.
     fn act_paced<T>(
         &mut self,
-        text_len: usize,
         check: impl FnOnce(&ClientSession) -> Result<(), UsageError>,
         intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
     ) -> Result<T, ClientError> {
-        self.paced(text_len, false, check, intent)
+        self.paced(0, false, check, intent)
     }
 
-    /// [`act_paced`](Self::act_paced) for a chat of `text`: one whose wait
-    /// breaks on the connection (a [`ClientError::Transport`]) is handed to
-    /// the session all the same, which keeps it unacknowledged to send
-    /// again after a reconnect, as it keeps one whose write fails.
+    /// [`act_paced`](Self::act_paced) for a chat of `text` (a text too long
+    /// is refused at once). It also waits, reading, for the server's
+    /// answers while the window kept for resends is full
+    /// ([`ClientSession::window_full`]): sent then, it would give up the
+    /// oldest message as [`ClientEvent::NotSent`], answered or not. One
+    /// whose wait breaks on the connection (a [`ClientError::Transport`])
+    /// is handed to the session all the same, which keeps it
+    /// unacknowledged to send again after a reconnect, as it keeps one
+    /// whose write fails.
     fn chat_paced(
         &mut self,
         text: &str,
@@ -1204,10 +1200,13 @@ impl<S: Link> Client<S> {
         self.paced(text.len(), true, |s| s.check_chat(text), intent)
     }
 
+    /// The wait of [`act_paced`](Self::act_paced) and
+    /// [`chat_paced`](Self::chat_paced) (`chat`, with `text_len` bytes of
+    /// text), then the intent.
     fn paced<T>(
         &mut self,
         text_len: usize,
-        keep: bool,
+        chat: bool,
         check: impl FnOnce(&ClientSession) -> Result<(), UsageError>,
         intent: impl FnOnce(&mut ClientSession) -> Result<T, UsageError>,
     ) -> Result<T, ClientError> {
@@ -1220,7 +1219,7 @@ impl<S: Link> Client<S> {
             // and let the server send on past its window.
             let may_read = !self.session.is_receiving()
                 || (!self.session.has_events() && self.early.is_empty());
-            let full = text_len > 0 && may_read && self.session.window_full(text_len);
+            let full = chat && may_read && self.session.window_full(text_len);
             let at = match self.next_send_at(text_len) {
                 Some(at) => at,
                 None if full => Instant::now() + ANSWER_WAIT,
@@ -1235,7 +1234,7 @@ impl<S: Link> Client<S> {
                 }
             };
             if let Err(e) = waited {
-                if keep && matches!(e, ClientError::Transport(_)) && !self.session.is_closed() {
+                if chat && matches!(e, ClientError::Transport(_)) && !self.session.is_closed() {
                     // The connection is closed: nothing is written, and
                     // the session's reconnect drops what it queued.
                     let _ = intent(&mut self.session);

@@ -1317,3 +1317,47 @@ fn a_chat_whose_paced_wait_breaks_stays_to_be_sent_again() {
     );
     assert_eq!(c.session().unacked(), 2, "the failed chat was dropped");
 }
+
+/// A chat of no text takes a place in the window kept for resends as any
+/// other: sent while it is full, it would give up the oldest message,
+/// which arrives all the same, as not sent.
+#[test]
+fn an_empty_chat_waits_for_room_in_the_resend_window() {
+    let (addr, peer) = serve(|mut p| {
+        p.welcome();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let ClientMessage::Chat { client_id, .. } = p.recv() else {
+                panic!("no chat");
+            };
+            ids.push(client_id);
+        }
+        thread::sleep(Duration::from_millis(200));
+        for (n, client_id) in ids.into_iter().enumerate() {
+            p.send(&ServerMessage::Ack {
+                client_id,
+                id: MessageId(n as u64 + 1),
+                time: Timestamp(1),
+            });
+        }
+        p.recv()
+    });
+    let mut options = ConnectOptions::default();
+    options.limits.max_unacked = 2;
+    let mut c = Client::connect(addr, "ann", options).unwrap();
+    for _ in 0..3 {
+        c.send_chat(Recipient::Everyone, "").unwrap();
+    }
+    assert!(matches!(peer.join().unwrap(), ClientMessage::Chat { .. }));
+    // What was read before the script hung up.
+    let mut events = Vec::new();
+    while let Ok(Some(e)) = c.next_event(Duration::from_millis(100)) {
+        events.push(e);
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::NotSent { .. })),
+        "{events:?}"
+    );
+}
