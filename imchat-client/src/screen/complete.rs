@@ -1,7 +1,7 @@
 //! Tab completion of commands, online nicks, shared file names and
 //! transfers, with repeated Tab cycling through the candidates.
 
-use crate::command::typed_file_name;
+use crate::command::{lookup, typed_file_name};
 
 /// What completion can offer.
 #[derive(Debug, Default, Clone)]
@@ -88,10 +88,24 @@ impl Cycle {
 }
 
 /// Whether the word before the cursor (`head` is the text before it) is
-/// completed from the shared file names: after `/download`.
+/// completed from the shared file names: after `/download` (or `/get`).
 pub fn completes_files(head: &str) -> bool {
     head.split_once(' ')
-        .is_some_and(|(first, _)| first.eq_ignore_ascii_case("/download"))
+        .is_some_and(|(first, _)| command_name(first) == "/download")
+}
+
+/// `word`, the first word of a line, in lower case, an alias as the
+/// command it stands for (`/get`: `/download`, `/?`: `/help`), so that
+/// what follows completes as it does after the command's name.
+fn command_name(word: &str) -> String {
+    let lower = word.to_lowercase();
+    let Some(bare) = lower.strip_prefix('/') else {
+        return lower;
+    };
+    match lookup(bare) {
+        Some(info) if !info.names.contains(&bare) => format!("/{}", info.names[0]),
+        _ => lower,
+    }
 }
 
 /// Where the word to complete starts in `head` (the text before the
@@ -101,7 +115,7 @@ pub fn completes_files(head: &str) -> bool {
 fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) {
     let word_start = head.rfind(' ').map_or(0, |i| i + 1);
     let first_word = head.split(' ').next().unwrap_or("");
-    let first = first_word.to_lowercase();
+    let first = command_name(first_word);
     let is_first_word = word_start == 0;
     if first.starts_with('/') {
         if is_first_word {
@@ -109,8 +123,11 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
             // then `big` read `/downloadbig`, an unknown command.
             return (0, sources.commands.to_vec(), " ");
         }
-        // The rest of the line after the command, for names with spaces.
-        let rest = first_word.len() + 1;
+        // The rest of the line after the command and the blanks after
+        // it (the command takes its argument without them), for names
+        // with spaces.
+        let after = &head[first_word.len()..];
+        let rest = head.len() - after.trim_start_matches(' ').len();
         match first.as_str() {
             "/download" => {
                 let typed = sources
@@ -345,6 +362,23 @@ mod tests {
         // An offer's id is no nick.
         assert!(f.tab("/accept ", 1).is_empty());
         assert!(f.tab("/DECLINE ", 1).is_empty());
+    }
+
+    /// An alias completes what its command does: `/get` the shared
+    /// files as `/download`, `/?` the help topics as `/help`; and the
+    /// blanks after a command are not part of its argument.
+    #[test]
+    fn aliases_and_extra_blanks_complete_as_the_command_does() {
+        let f = Fixture::new();
+        assert_eq!(f.tab("/get mee", 1), ["/get meeting notes.txt"]);
+        assert_eq!(f.tab("/GET b", 1), ["/GET big.iso"]);
+        assert_eq!(f.tab("/? he", 1), ["/? help"]);
+        assert_eq!(f.tab("/download  mee", 1), ["/download  meeting notes.txt"]);
+        assert_eq!(f.tab("/mode  u", 1), ["/mode  unicast "]);
+        assert_eq!(f.tab("/help   /wh", 1), ["/help   /who"]);
+        assert!(completes_files("/get "));
+        assert!(completes_files("/Download x"));
+        assert!(!completes_files("/getx "));
     }
 
     /// `/accept` and `/decline` complete the ids of the offers waiting,
