@@ -4955,7 +4955,9 @@ mod time_tests {
                 assert!(!crate::chatlog::stamp(entry.time).is_empty());
                 let mut m = crate::screen::testing::model();
                 m.show(Entry::Chat(entry));
-                assert_eq!(m.entries().len(), 1);
+                // Under the line that says its day.
+                assert_eq!(m.entries().len(), 2);
+                assert!(matches!(m.entries()[1].entry, Entry::Chat(_)));
             }
             // A join's or a leave's time the same way.
             let joined = timed_notice(Timestamp(millis), "eve has joined".into(), false);
@@ -4964,7 +4966,8 @@ mod time_tests {
             assert_eq!(json["time"], "9999-12-31T23:59:59Z");
             let mut m = crate::screen::testing::model();
             m.show(joined);
-            assert_eq!(m.entries().len(), 1);
+            assert_eq!(m.entries().len(), 2);
+            assert!(matches!(m.entries()[1].entry, Entry::NoticeAt { .. }));
         }
     }
 }

@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use imchat_core::{inert, is_name_char};
 
 use super::complete::{self, Cycle, Sources};
@@ -144,6 +145,11 @@ pub struct Model {
     nicklist: Option<bool>,
     /// Makes the `HH:MM` of entries that carry no time.
     clock: fn() -> String,
+    /// The local date of entries that carry no time.
+    today: fn() -> NaiveDate,
+    /// The local date of the last entry shown: an entry of another day
+    /// is shown under a line that says which.
+    day: Option<NaiveDate>,
     /// Draw without colours (`NO_COLOR`): bold, dim and reverse only.
     pub no_color: bool,
     /// Lines for the client to run.
@@ -223,6 +229,17 @@ pub fn local_stamp() -> String {
     chrono::Local::now().format("%H:%M").to_string()
 }
 
+/// The local date.
+pub fn local_today() -> NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
+/// The line shown above the first entry of a day other than the last
+/// entry's, as irssi's: `day changed to Tuesday 8 December 2026`.
+fn day_line(day: NaiveDate) -> String {
+    format!("day changed to {}", day.format("%A %-d %B %Y"))
+}
+
 impl Model {
     /// A model for `me`, with the command names and the history (oldest first).
     pub fn new(me: &str, commands: Vec<String>, history: Vec<String>) -> Self {
@@ -263,6 +280,8 @@ impl Model {
             quit_line_armed: None,
             nicklist: None,
             clock: local_stamp,
+            today: local_today,
+            day: None,
             no_color: false,
             outbox: Vec::new(),
             to_history: Vec::new(),
@@ -362,6 +381,13 @@ impl Model {
         self
     }
 
+    /// Uses `today` for the date of entries that carry no time (tests).
+    #[cfg(test)]
+    pub fn with_today(mut self, today: fn() -> NaiveDate) -> Self {
+        self.today = today;
+        self
+    }
+
     /// Our name.
     pub fn me(&self) -> &str {
         self.status.as_ref().map_or(&self.me, |s| &s.me)
@@ -414,11 +440,22 @@ impl Model {
         let sent_now = matches!(&entry, Entry::Chat(c) if c.own && !c.history);
         // An entry that carries its time (a chat, a join, a leave) is
         // shown with it; others with the time they are shown.
-        let stamp = entry.time().map_or_else(self.clock, |time| {
-            chrono::DateTime::<chrono::Local>::from(time)
-                .format("%H:%M")
-                .to_string()
-        });
+        let local = entry.time().map(chrono::DateTime::<chrono::Local>::from);
+        let stamp = local.map_or_else(self.clock, |time| time.format("%H:%M").to_string());
+        // The chat shows times of day only: the day they are of is said
+        // whenever it changes, at midnight or between the history of an
+        // earlier day and what follows it.
+        let day = local.map_or_else(self.today, |time| time.date_naive());
+        let last = self.day.replace(day).unwrap_or_else(self.today);
+        if day != last {
+            let line = Shown {
+                stamp: "00:00".to_owned(),
+                entry: Entry::Notice(day_line(day)),
+                mention: false,
+                rows: Cell::new(None),
+            };
+            self.append(line, true);
+        }
         let mention = match &entry {
             Entry::Chat(chat) => {
                 // Our own lines are never mentions: those we send, and
@@ -441,10 +478,18 @@ impl Model {
         if self.scroll > 0 && sent_now {
             self.scroll = 0;
             self.unseen = 0;
-        } else if self.scroll > 0 {
+        }
+        self.append(shown, !own);
+    }
+
+    /// Adds a shown entry below the others; while the view is scrolled
+    /// back it stays where it is, and the entry is counted among the new
+    /// lines below it when `counted`.
+    fn append(&mut self, shown: Shown, counted: bool) {
+        if self.scroll > 0 {
             // Keep the view where it is: the new rows are below it.
             self.scroll += shown.height(self.me(), self.pane.0);
-            if !own {
+            if counted {
                 self.unseen += 1;
             }
         }
@@ -1357,6 +1402,93 @@ mod tests {
         assert_eq!(m.editor.text(), "short");
     }
 
+    /// A time on the local day `days` after [`today`], at `h:m`.
+    fn local_time(days: i64, h: u32, m: u32) -> std::time::SystemTime {
+        let date = today() + chrono::Duration::days(days);
+        let local = date.and_hms_opt(h, m, 0).expect("a time of day");
+        let local = local.and_local_timezone(chrono::Local).earliest();
+        local.expect("a local time").into()
+    }
+
+    fn chat_at(time: std::time::SystemTime, text: &str, history: bool) -> Entry {
+        Entry::Chat(crate::view::ChatEntry {
+            time,
+            history,
+            ..chat("bob", text)
+        })
+    }
+
+    fn texts(m: &Model) -> Vec<(String, String)> {
+        let text = |e: &Entry| match e {
+            Entry::Chat(c) => c.text.clone(),
+            Entry::Notice(t)
+            | Entry::NoticeAt { text: t, .. }
+            | Entry::Error(t)
+            | Entry::Plain(t) => t.clone(),
+        };
+        let entries = m.entries().iter();
+        entries.map(|s| (s.stamp.clone(), text(&s.entry))).collect()
+    }
+
+    /// The chat shows times of day only: past midnight, a line says the
+    /// day changed, as irssi's does, below a view scrolled back as well.
+    #[test]
+    fn a_line_says_the_day_changed_at_midnight() {
+        let mut m = model();
+        m.fit(80, 80, 3);
+        for i in 0..5 {
+            m.show(chat_at(local_time(0, 23, 58), &format!("late {i}"), false));
+        }
+        m.handle(Action::PageUp, Instant::now());
+        m.show(chat_at(local_time(1, 0, 1), "early", false));
+        let tomorrow = today() + chrono::Duration::days(1);
+        let line = format!("day changed to {}", tomorrow.format("%A %-d %B %Y"));
+        let shown = texts(&m);
+        assert_eq!(shown[4], ("23:58".to_owned(), "late 4".to_owned()));
+        assert_eq!(shown[5], ("00:00".to_owned(), line));
+        assert_eq!(shown[6], ("00:01".to_owned(), "early".to_owned()));
+        assert_eq!(shown.len(), 7, "{shown:?}");
+        assert!(
+            m.status_line().ends_with("│ 2 new ↓"),
+            "{}",
+            m.status_line()
+        );
+        // The next of the same day has none.
+        m.show(chat_at(local_time(1, 0, 2), "then", false));
+        assert_eq!(texts(&m).len(), 8);
+    }
+
+    /// History from an earlier day says which day it is of, and what
+    /// follows it today says so too: `15:04` alone would read as today.
+    #[test]
+    fn history_of_an_earlier_day_says_its_day() {
+        let mut m = model();
+        m.show(Entry::Notice("connected".into()));
+        m.show(chat_at(local_time(-3, 15, 4), "old", true));
+        m.show(chat_at(local_time(-3, 15, 5), "older still", true));
+        m.show(Entry::Notice("bob has joined".into()));
+        let day = |days| {
+            let date = today() + chrono::Duration::days(days);
+            format!("day changed to {}", date.format("%A %-d %B %Y"))
+        };
+        let shown: Vec<String> = texts(&m).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            shown,
+            [
+                "connected",
+                &day(-3),
+                "old",
+                "older still",
+                &day(0),
+                "bob has joined"
+            ]
+        );
+        // A first entry of another day says it too.
+        let mut m = model();
+        m.show(chat_at(local_time(-1, 9, 0), "first", true));
+        assert_eq!(texts(&m)[0].1, day(-1));
+    }
+
     /// A join or a leave has the time the server noted, as a chat has
     /// its own: one replayed after a resume is not stamped with the time
     /// it arrived. Other notices have the time they are shown.
@@ -1728,7 +1860,9 @@ mod tests {
         let history = ["first line", "/msg bob fir tree", "other"]
             .map(String::from)
             .to_vec();
-        Model::new("alice", commands, history).with_clock(noon)
+        Model::new("alice", commands, history)
+            .with_clock(noon)
+            .with_today(today)
     }
 
     #[test]

@@ -932,7 +932,9 @@ mod tests {
     #[test]
     fn a_history_search_shows_in_the_input_area() {
         let history = ["/msg bob fir tree", "other"].map(String::from).to_vec();
-        let mut m = Model::new("alice", Vec::new(), history).with_clock(noon);
+        let mut m = Model::new("alice", Vec::new(), history)
+            .with_clock(noon)
+            .with_today(today);
         let now = Instant::now();
         m.handle(Action::ReverseSearch, now);
         for c in "fir".chars() {

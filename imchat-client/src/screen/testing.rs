@@ -39,12 +39,19 @@ pub fn noon() -> String {
     "12:00".into()
 }
 
+/// The date of entries without a time: that of [`when`].
+pub fn today() -> chrono::NaiveDate {
+    chrono::DateTime::<chrono::Local>::from(when().0).date_naive()
+}
+
 /// A model for alice, connected, with some commands.
 pub fn model() -> Model {
     let commands = ["/help", "/who", "/msg", "/download", "/quit"]
         .map(String::from)
         .to_vec();
-    let mut m = Model::new("alice", commands, Vec::new()).with_clock(noon);
+    let mut m = Model::new("alice", commands, Vec::new())
+        .with_clock(noon)
+        .with_today(today);
     m.set_status(&Status {
         me: "alice".into(),
         target: None,
