@@ -1,5 +1,8 @@
-//! Tab completion of commands, online nicks, shared file names and
-//! transfers, with repeated Tab cycling through the candidates.
+//! Tab completion of commands, online nicks, shared file names, local
+//! paths and transfers, with repeated Tab cycling through the candidates.
+
+use std::ffi::OsStr;
+use std::path::Path;
 
 use crate::command::{lookup, typed_file_name};
 
@@ -17,7 +20,13 @@ pub struct Sources<'a> {
     /// The offers waiting for an answer: their ids as `/accept` and
     /// `/decline` take them (`3`, as their rows say).
     pub offers: &'a [String],
+    /// Local paths starting as the argument of `/sendfile` typed so far
+    /// ([`local_paths`]).
+    pub paths: &'a [String],
 }
+
+/// At most this many entries of a folder are read for a completion.
+const FOLDER_ENTRIES: usize = 4096;
 
 /// A completion in progress: the text it replaces and the candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +74,12 @@ impl Cycle {
         })
     }
 
+    /// Whether the one candidate is a folder (a local path ending in
+    /// `/`), which a next Tab completes into rather than cycling.
+    pub fn is_one_folder(&self) -> bool {
+        matches!(self.candidates.as_slice(), [only] if only.ends_with('/') && self.suffix.is_empty())
+    }
+
     /// The next candidate (Tab), or the previous one (Shift-Tab).
     pub fn step(&mut self, backwards: bool) {
         let n = self.candidates.len();
@@ -92,6 +107,51 @@ impl Cycle {
 pub fn completes_files(head: &str) -> bool {
     head.split_once(' ')
         .is_some_and(|(first, _)| command_name(first) == "/download")
+}
+
+/// The argument of `/sendfile` (or `/send`) typed before the cursor
+/// (`head` is the text before it), when it is one.
+pub fn sendfile_argument(head: &str) -> Option<&str> {
+    let (first, rest) = head.split_once(' ')?;
+    (command_name(first) == "/sendfile").then(|| rest.trim_start_matches(' '))
+}
+
+/// The local paths that complete `typed`, a path as `/sendfile` takes it
+/// (relative to the working folder, `~/` the home folder `home`): the
+/// entries of its folder whose names start as its last part does (case
+/// ignored), each as typed up to that part, a folder's with a `/` after
+/// it. Hidden entries only when the part starts with a dot; none when the
+/// folder cannot be read.
+pub fn local_paths(typed: &str, home: Option<&OsStr>) -> Vec<String> {
+    let (folder, part) = match typed.rfind('/') {
+        Some(i) => typed.split_at(i + 1),
+        None => ("", typed),
+    };
+    let read = if folder.is_empty() {
+        Path::new(".").to_path_buf()
+    } else {
+        crate::files::expand_home(folder, home)
+    };
+    let Ok(entries) = std::fs::read_dir(&read) else {
+        return Vec::new();
+    };
+    let part = part.to_lowercase();
+    let mut paths = Vec::new();
+    for entry in entries.take(FOLDER_ENTRIES).flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !name.to_lowercase().starts_with(&part)
+            || (name.starts_with('.') && !part.starts_with('.'))
+        {
+            continue;
+        }
+        // A link to a folder is a folder to go into.
+        let folder_entry = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        let slash = if folder_entry { "/" } else { "" };
+        paths.push(format!("{folder}{name}{slash}"));
+    }
+    paths
 }
 
 /// `word`, the first word of a line, in lower case, an alias as the
@@ -137,6 +197,10 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
                 return (rest, typed.collect(), "");
             }
             "/cancel" => return (rest, sources.transfers.to_vec(), ""),
+            // A local path; past it (`/sendfile a.txt bo`), a nick.
+            "/sendfile" if !sources.paths.is_empty() => {
+                return (rest, sources.paths.to_vec(), "");
+            }
             // They take an offer's id, never a nick: `/accept bob` is
             // only refused.
             "/accept" | "/decline" => return (rest, sources.offers.to_vec(), ""),
@@ -194,6 +258,7 @@ mod tests {
         files: Vec<String>,
         transfers: Vec<String>,
         offers: Vec<String>,
+        paths: Vec<String>,
     }
 
     impl Fixture {
@@ -204,6 +269,7 @@ mod tests {
                 files: strings(&["meeting notes.txt", "Music.mp3", "big.iso"]),
                 transfers: strings(&["#3", "#12", "big.iso"]),
                 offers: Vec::new(),
+                paths: Vec::new(),
             }
         }
 
@@ -214,6 +280,7 @@ mod tests {
                 files: &self.files,
                 transfers: &self.transfers,
                 offers: &self.offers,
+                paths: &self.paths,
             }
         }
 
@@ -379,6 +446,55 @@ mod tests {
         assert!(completes_files("/get "));
         assert!(completes_files("/Download x"));
         assert!(!completes_files("/getx "));
+    }
+
+    /// `/sendfile` completes local paths, as irssi's `/dcc send` does:
+    /// names in the folder typed (the home folder for `~/`), a folder's
+    /// with a `/` to go on into it, hidden ones only after a dot.
+    #[test]
+    fn sendfile_completes_local_paths() {
+        let dir = tempfile::tempdir().expect("a folder");
+        std::fs::create_dir(dir.path().join("my dir")).unwrap();
+        std::fs::write(dir.path().join("my dir").join("a file.txt"), "x").unwrap();
+        std::fs::write(dir.path().join("notes.md"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("Notebook")).unwrap();
+        std::fs::write(dir.path().join(".hidden"), "x").unwrap();
+        let base = format!("{}/", dir.path().display());
+        let sorted = |typed: &str, home: Option<&OsStr>| {
+            let mut paths = local_paths(typed, home);
+            paths.sort();
+            paths
+        };
+        assert_eq!(
+            sorted(&format!("{base}no"), None),
+            [format!("{base}Notebook/"), format!("{base}notes.md")]
+        );
+        assert_eq!(
+            sorted(&format!("{base}my dir/a"), None),
+            [format!("{base}my dir/a file.txt")]
+        );
+        assert_eq!(sorted(&base, None).len(), 3, "no hidden entry");
+        assert_eq!(
+            sorted(&format!("{base}."), None),
+            [format!("{base}.hidden")]
+        );
+        let home = Some(dir.path().as_os_str());
+        assert_eq!(sorted("~/my", home), ["~/my dir/"]);
+        assert!(sorted(&format!("{base}nothing/x"), None).is_empty());
+
+        // In the line: after /sendfile or /send, else nicks as before.
+        assert_eq!(sendfile_argument("/sendfile  ~/my"), Some("~/my"));
+        assert_eq!(sendfile_argument("/SEND a"), Some("a"));
+        assert_eq!(sendfile_argument("/msg a"), None);
+        let mut f = Fixture::new();
+        f.paths = strings(&["notes.md", "Notebook/"]);
+        assert_eq!(
+            f.tab("/sendfile no", 2),
+            ["/sendfile Notebook/", "/sendfile notes.md"]
+        );
+        assert_eq!(f.tab("/send notes", 1), ["/send notes.md"]);
+        f.paths.clear();
+        assert_eq!(f.tab("/sendfile a.txt bo", 1), ["/sendfile a.txt bob "]);
     }
 
     /// `/accept` and `/decline` complete the ids of the offers waiting,

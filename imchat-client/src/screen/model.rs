@@ -1182,6 +1182,10 @@ impl Model {
     }
 
     fn complete(&mut self, backwards: bool) {
+        // The one folder a path completed to: Tab goes on into it.
+        if self.cycle.as_ref().is_some_and(Cycle::is_one_folder) {
+            self.cycle = None;
+        }
         if let Some(cycle) = &mut self.cycle {
             cycle.step(backwards);
         } else {
@@ -1203,14 +1207,19 @@ impl Model {
                 .filter(|t| t.direction == Direction::Offer)
                 .map(|t| t.id.trim_start_matches('#').to_owned())
                 .collect();
+            let (text, cursor) = (self.editor.text(), self.editor.cursor());
+            let paths = complete::sendfile_argument(&text[..cursor])
+                .map_or_else(Vec::new, |typed| {
+                    complete::local_paths(typed, std::env::var_os("HOME").as_deref())
+                });
             let sources = Sources {
                 commands: &self.commands,
                 nicks: &nicks,
                 files: &self.files,
                 transfers: &transfers,
                 offers: &offers,
+                paths: &paths,
             };
-            let (text, cursor) = (self.editor.text(), self.editor.cursor());
             if self.files.is_empty()
                 && !self.files_asked
                 && complete::completes_files(&text[..cursor])
@@ -2319,6 +2328,32 @@ mod tests {
         assert_eq!(m.editor.text(), "/accept 2");
         m.handle(Action::Tab, now);
         assert_eq!(m.editor.text(), "/accept 2", "the only one waiting");
+    }
+
+    /// A path completed to its one folder goes on into it at the next
+    /// Tab, as a shell's does.
+    #[test]
+    fn tab_after_a_completed_folder_completes_in_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        std::fs::create_dir(dir.path().join("my dir")).unwrap();
+        std::fs::write(dir.path().join("my dir").join("a file.txt"), "x").unwrap();
+        let base = format!("{}/", dir.path().display());
+        let mut m = model();
+        let now = Instant::now();
+        typed(&mut m, &format!("/sendfile {base}my"));
+        m.handle(Action::Tab, now);
+        assert_eq!(m.editor.text(), format!("/sendfile {base}my dir/"));
+        m.handle(Action::Tab, now);
+        assert_eq!(
+            m.editor.text(),
+            format!("/sendfile {base}my dir/a file.txt")
+        );
+        m.handle(Action::Tab, now);
+        assert_eq!(
+            m.editor.text(),
+            format!("/sendfile {base}my dir/a file.txt"),
+            "a file alone: cycling stays"
+        );
     }
 
     #[test]
