@@ -3530,7 +3530,8 @@ impl Conn {
                 .error(&format!("{name} is already being downloaded"));
             return;
         }
-        let part = files::part_path(&self.app.config.download_dir.join(name.as_str()));
+        let stored = files::stored_name(&name);
+        let part = files::part_path(&self.app.config.download_dir.join(stored.as_str()));
         // Held (locked) from now until the download ends.
         let mut file = match files::open_part(&part, false) {
             Ok(f) => f,
@@ -4145,7 +4146,11 @@ impl Conn {
             Origin::Download => {
                 // The session gives the name we asked for, whatever the
                 // server calls it; its `.part` was opened when asked for.
-                let final_path = self.app.config.download_dir.join(name.as_str());
+                let final_path = self
+                    .app
+                    .config
+                    .download_dir
+                    .join(files::stored_name(&name).as_str());
                 let opened = match t.parts.remove(&id) {
                     Some((_, part, mut file)) => match files::start_at(&mut file, offset) {
                         Ok(()) => Ok((final_path, part, file)),
@@ -4259,7 +4264,7 @@ impl Conn {
             .collect();
         let mut raced: HashSet<PathBuf> = HashSet::new();
         loop {
-            let Some(final_path) = files::free_name(&dir, name, |p| {
+            let Some(final_path) = files::free_name(&dir, &files::stored_name(name), |p| {
                 held.contains(p) || raced.contains(p) || files::exists_on_disk(p)
             }) else {
                 return Err("no free file name in the received folder".to_string());
@@ -4392,7 +4397,8 @@ impl Conn {
         let received = files::received_dir(&self.app.config.download_dir);
         let download = from.is_none();
         let kept_for_pushes = |p: &Path| download && p == received;
-        let moved = files::finish(f.file, &part, &final_path, &name, |p| {
+        let stored = files::stored_name(&name);
+        let moved = files::finish(f.file, &part, &final_path, &stored, |p| {
             held.contains(p) || kept_for_pushes(p)
         });
         drop(t);
@@ -4416,11 +4422,15 @@ impl Conn {
                         self.app.size_shown(size)
                     )),
                 }
-                if to != final_path {
-                    let saved = to
-                        .file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default();
+                let saved = to
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                if stored != name {
+                    self.app.notice(&format!(
+                        "saved as '{saved}': names ending in .part are kept for unfinished transfers"
+                    ));
+                } else if to != final_path {
                     if kept_for_pushes(&final_path) {
                         self.app.notice(&format!(
                             "saved as '{saved}': {wanted} is kept for the files others send you"

@@ -59,6 +59,27 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
+/// The name a file is saved under: its own, unless it ends in `.part`
+/// (in any case), the suffix of the files still being written, which the
+/// client resumes a download from and deletes from `received/` when no
+/// transfer holds them: `a.txt.part` is saved as `a.txt_part`. Under its
+/// own name a finished `a.txt.part` would be taken for the unfinished
+/// download of `a.txt`.
+pub fn stored_name(name: &FileName) -> FileName {
+    let s = name.as_str();
+    let bytes = s.as_bytes();
+    let suffix = b".part";
+    // A valid name never starts with a dot: `.part` alone cannot be one.
+    if bytes.len() <= suffix.len()
+        || !bytes[bytes.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    {
+        return name.clone();
+    }
+    // The dot is ASCII: a character boundary.
+    let dot = s.len() - suffix.len();
+    FileName::new(format!("{}_{}", &s[..dot], &s[dot + 1..])).unwrap_or_else(|_| name.clone())
+}
+
 /// A path as the user typed it, with a leading `~` (alone, or before a
 /// `/`) read as the shell reads it: the home folder `home` (`$HOME`).
 pub fn expand_home(typed: &str, home: Option<&std::ffi::OsStr>) -> PathBuf {
@@ -506,6 +527,20 @@ mod tests {
         // On disk: it can be created.
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(part_path(&dir.path().join(&long)), b"x").expect("a .part of a 252-byte name");
+    }
+
+    /// No file is saved under a name the client reads as a `.part` file.
+    #[test]
+    fn a_name_ending_in_part_is_stored_under_another() {
+        assert_eq!(stored_name(&name("a.txt.part")), name("a.txt_part"));
+        assert_eq!(stored_name(&name("notes.PART")), name("notes_PART"));
+        assert_eq!(
+            stored_name(&name("x~1234abcd.part")),
+            name("x~1234abcd_part")
+        );
+        for kept in ["a.txt", "part", "a.partial", "apart", "été.txt"] {
+            assert_eq!(stored_name(&name(kept)), name(kept));
+        }
     }
 
     #[test]

@@ -378,3 +378,61 @@ fn a_push_of_a_file_changed_while_sent_fails_on_both_sides() {
             .exists());
     }
 }
+
+/// A file whose name ends in `.part` (a shared `a.txt.part`, a pushed
+/// `notes.part`) is saved as `a.txt_part`, and the client says so: under
+/// its own name it was taken for the unfinished download of `a.txt`
+/// (downloading `a.txt` started over in it, then moved it away, and the
+/// file downloaded first was gone), and a received one was deleted at the
+/// next start as "left by a push that was cut off".
+#[test]
+fn a_file_named_like_a_part_file_is_kept_under_a_name_of_its_own() {
+    let w = World::new("part-named");
+    fs::write(w.shared().join("a.txt.part"), b"a whole file\n").expect("shared");
+    fs::write(w.shared().join("a.txt"), b"the other one\n").expect("shared");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    barrier(&mut alice, "alice", "here", &[&bob]);
+
+    let downloads = w.dir.join("bob");
+    let from = bob.out.lines().len();
+    bob.send("/download a.txt.part");
+    bob.expect_from(from, "the download", |l| {
+        l == "*** downloaded a.txt.part (13 bytes) to bob/a.txt_part"
+    });
+    bob.expect_from(from, "the name said", |l| {
+        l == "*** saved as 'a.txt_part': names ending in .part are kept for unfinished transfers"
+    });
+    let from = bob.out.lines().len();
+    bob.send("/download a.txt");
+    bob.expect_from(from, "the download", |l| {
+        l == "*** downloaded a.txt (14 bytes) to bob/a.txt"
+    });
+    assert_eq!(
+        fs::read(downloads.join("a.txt_part")).expect("the first download"),
+        b"a whole file\n"
+    );
+    assert_eq!(
+        fs::read(downloads.join("a.txt")).expect("the second download"),
+        b"the other one\n"
+    );
+
+    let path = w.dir.join("notes.part");
+    fs::write(&path, b"pushed notes\n").expect("file");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    bob.expect_line(
+        "*** received notes.part (13 bytes) from alice, saved to bob/received/notes_part",
+    );
+    // The next run of bob keeps it.
+    drop(bob);
+    let bob = Client::spawn(w.dir.path(), &["bob", "127.0.0.1", &port]);
+    bob.expect_prefix(&format!("*** connected to 127.0.0.1:{port} as bob"));
+    barrier(&mut alice, "alice", "again", &[&bob]);
+    bob.assert_no_line("a removal", |l| l.contains("removed"));
+    assert_eq!(
+        fs::read(downloads.join("received").join("notes_part")).expect("kept"),
+        b"pushed notes\n"
+    );
+    assert!(parts_in(&downloads).is_empty() && parts_in(&downloads.join("received")).is_empty());
+}
