@@ -11150,3 +11150,95 @@ fn a_hub_whose_time_limits_are_duration_max_never_times_out_and_never_panics() {
         "bob's session waits"
     );
 }
+
+/// The pusher's cancel of push `(p, TransferId(1))`, if `said` holds one.
+fn pusher_told(said: &[ServerMessage]) -> Option<(CancelCode, String)> {
+    said.iter().find_map(|m| match m {
+        ServerMessage::Cancel(c) if c.id == TransferId(1) => Some((c.code, c.reason.clone())),
+        _ => None,
+    })
+}
+
+/// The last receiver of a push under way quits, or its connection is
+/// lost: the pusher is told who and why (before: "no receiver is left",
+/// as if it had been nobody's doing).
+#[test]
+fn a_push_whose_last_receiver_goes_during_the_transfer_tells_the_pusher_who() {
+    let now = Instant::now();
+    for (resume, reason, gone) in [
+        (false, LeaveReason::QUIT, "left"),
+        (true, LeaveReason::LOST, "connection lost"),
+    ] {
+        let (mut hub, p, bob, _) = push_under_way_to_bob(now);
+        if resume {
+            hub.set_token_source(Box::new(|| [9; 16]));
+        }
+        hub.handle_disconnect(bob, reason);
+        let (said, _, _) = drain_hub(&mut hub, p);
+        assert_no_receiver_left(&said, &format!("no receiver is left (bob: {gone})"));
+    }
+}
+
+/// A receiver that accepted a push and then went before it started (the
+/// others had yet to answer) did not decline it: the pusher is not told
+/// "bob did not accept the file", nor, when every receiver that accepted
+/// went, "no one accepted the file".
+#[test]
+fn a_push_whose_accepting_receivers_go_before_it_starts_does_not_say_they_declined() {
+    let now = Instant::now();
+    // To bob alone, accepted; the pusher sends nothing before bob goes.
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let p = joined(&mut hub, "p", now);
+    let bob = joined(&mut hub, "bob", now);
+    let carol = joined(&mut hub, "carol", now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    offer_to(&mut hub, p, Recipient::User(user("bob")), 6, now);
+    let (said, _, _) = drain_hub(&mut hub, bob);
+    let Some(ServerMessage::FileStart(FileStart { id: relay, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    hub.handle_message(bob, ClientMessage::Accept { id: *relay }, now);
+    drain_hub(&mut hub, p);
+    hub.handle_disconnect(bob, LeaveReason::QUIT);
+    let (said, _, _) = drain_hub(&mut hub, p);
+    assert_eq!(
+        pusher_told(&said),
+        Some((
+            CancelCode::NO_RECEIVER,
+            "no receiver is left (bob: left)".to_string()
+        )),
+        "{said:?}"
+    );
+
+    // To everyone: carol accepts and goes, then dave declines.
+    let dave = joined(&mut hub, "dave", now);
+    hub.flush_presence();
+    while hub.poll_transmit().is_some() {}
+    drain_hub(&mut hub, p);
+    offer_to(&mut hub, p, Recipient::Everyone, 6, now);
+    // One relay id for all its receivers.
+    let (said, _, _) = drain_hub(&mut hub, carol);
+    let Some(ServerMessage::FileStart(FileStart { id: relay, .. })) = said.first() else {
+        panic!("{said:?}");
+    };
+    let relay = *relay;
+    hub.handle_message(carol, ClientMessage::Accept { id: relay }, now);
+    hub.handle_disconnect(carol, LeaveReason::QUIT);
+    drain_hub(&mut hub, p);
+    hub.handle_message(
+        dave,
+        ClientMessage::Cancel(FileCancel {
+            id: relay,
+            code: CancelCode::DECLINED,
+            reason: "no".into(),
+        }),
+        now,
+    );
+    let (said, _, _) = drain_hub(&mut hub, p);
+    assert_eq!(
+        pusher_told(&said),
+        Some((CancelCode::NO_RECEIVER, "no receiver is left".to_string())),
+        "{said:?}"
+    );
+}

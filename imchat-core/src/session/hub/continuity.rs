@@ -945,6 +945,7 @@ impl Hub {
             self.close_conn(
                 old,
                 "the sender reconnected (a file is not resumed: it must be sent again)",
+                "reconnected",
             );
             self.events.push_back(HubEvent::Close {
                 client: old,
@@ -1195,6 +1196,7 @@ impl Hub {
         let Some(conn) = self.close_conn(
             client,
             "the sender's connection was lost (a file is not resumed: it must be sent again)",
+            "connection lost",
         ) else {
             return;
         };

@@ -772,7 +772,7 @@ impl Hub {
 
     /// [`leave`](Hub::leave), with the parting `text` the others are shown.
     fn depart(&mut self, client: ClientId, reason: LeaveReason, text: String, why: String) {
-        let Some(conn) = self.close_conn(client, "the sender left") else {
+        let Some(conn) = self.close_conn(client, "the sender left", "left") else {
             return;
         };
         if let Phase::Joined(user) = conn.phase {
@@ -789,10 +789,16 @@ impl Hub {
     }
 
     /// Removes a connection and ends its transfers (the receivers of its
-    /// pushes are told `pushes_end`: why the sender is gone); a joined
-    /// one's name is freed from the live table (its session is the
-    /// caller's business).
-    fn close_conn(&mut self, client: ClientId, pushes_end: &str) -> Option<Conn> {
+    /// pushes are told `pushes_end`: why the sender is gone; the pushers
+    /// of the pushes it had accepted, `receiving_end`: why it is, if it
+    /// was the last receiver); a joined one's name is freed from the live
+    /// table (its session is the caller's business).
+    fn close_conn(
+        &mut self,
+        client: ClientId,
+        pushes_end: &str,
+        receiving_end: &str,
+    ) -> Option<Conn> {
         if !self.conns.contains_key(&client) {
             return None;
         }
@@ -820,7 +826,20 @@ impl Hub {
             .map(|(k, _)| *k)
             .collect();
         for (from, id) in receiving {
-            self.drop_receiver(from, id, client);
+            // One that had accepted did not decline: it went.
+            let accepted = self
+                .relays
+                .get(&(from, id))
+                .is_some_and(|r| r.sending || !r.waiting.contains(&client));
+            if accepted {
+                let who = match &conn.phase {
+                    Phase::Joined(user) => user.to_string(),
+                    _ => "the receiver".to_string(),
+                };
+                self.drop_receiver_gone(from, id, client, &format!("{who}: {receiving_end}"));
+            } else {
+                self.drop_receiver(from, id, client);
+            }
         }
         if let Phase::Joined(user) = &conn.phase {
             let key = self.key(user);

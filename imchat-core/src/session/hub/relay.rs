@@ -905,6 +905,22 @@ impl Hub {
         self.drop_receiver_for(from, id, receiver, None);
     }
 
+    /// Drops `receiver`, which had accepted push `(from, id)`, as its
+    /// connection closed (`why`, with its name: `bob: left`, `bob:
+    /// connection lost`…; it is no longer known by its id): the pusher is
+    /// told so if no receiver is left, not that it declined.
+    pub(super) fn drop_receiver_gone(
+        &mut self,
+        from: ClientId,
+        id: TransferId,
+        receiver: ClientId,
+        why: &str,
+    ) {
+        self.drop_receiver_with(from, id, receiver, |_| {
+            (CancelCode::NO_RECEIVER, why.to_string())
+        });
+    }
+
     /// Drops `receiver` from push `(from, id)`; `cut` is why the server
     /// stopped delivering to it, if it did, for the pusher when no
     /// receiver is left.

@@ -584,8 +584,10 @@ impl Hub {
 
     /// A push lost receivers: it ends if none is left (the pusher told why:
     /// `last` when it had offered the file to one receiver only, or when
-    /// the server stopped delivering to the last one during the transfer),
-    /// or starts if every receiver left has answered.
+    /// the last one had accepted it and went, or the server stopped
+    /// delivering to it during the transfer; "no one accepted the file"
+    /// only when no one did), or starts if every receiver left has
+    /// answered.
     pub(super) fn settle(&mut self, from: ClientId, id: TransferId, last: (CancelCode, String)) {
         let Some(relay) = self.relays.get(&(from, id)) else {
             return;
@@ -598,8 +600,14 @@ impl Hub {
                     NO_RECEIVER_LEFT.to_string()
                 };
                 (CancelCode::NO_RECEIVER, why)
+            } else if last.0 == CancelCode::NO_RECEIVER {
+                // The last one had accepted, and went before the start.
+                (CancelCode::NO_RECEIVER, no_receiver_left(&last.1))
             } else if relay.offered_to == 1 {
                 last
+            } else if relay.first_accept.is_some() {
+                // Some accepted, and went (or cancelled) before the start.
+                (CancelCode::NO_RECEIVER, NO_RECEIVER_LEFT.to_string())
             } else {
                 (CancelCode::DECLINED, "no one accepted the file".to_string())
             };

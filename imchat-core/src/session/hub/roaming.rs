@@ -415,7 +415,11 @@ impl Hub {
                     ErrorCode::REPLACED,
                     "your session was resumed on another server",
                 );
-                self.close_conn(client, "the sender moved to another server");
+                self.close_conn(
+                    client,
+                    "the sender moved to another server",
+                    "moved to another server",
+                );
                 self.events.push_back(HubEvent::Close {
                     client,
                     reason: "its session was resumed on another server".into(),
