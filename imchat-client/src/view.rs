@@ -514,13 +514,23 @@ impl TransferView {
     }
 
     fn line_with(&self, exact: bool) -> String {
+        if self.direction == Direction::Offer {
+            let [head, about, accept, decline] = self.offer_parts();
+            return format!("{head}{}{about}{accept}{decline}", self.name);
+        }
+        let [head, progress, pace] = self.progress_parts(exact);
+        format!("{head}{}{progress}{pace}", self.name)
+    }
+
+    /// A running transfer's line in the parts around its file name:
+    /// `#3 ↓ `, then `  512.0 MiB / 2.0 GiB  25%` and `  15.0 MiB/s  eta
+    /// 1m40s` (or `  waiting`, `  stalled`: what a narrow screen drops
+    /// first). Sizes in bytes when `exact`.
+    pub fn progress_parts(&self, exact: bool) -> [String; 3] {
         let arrow = match self.direction {
             Direction::Download | Direction::Receive => '↓',
             Direction::Send => '↑',
-            Direction::Offer => {
-                let [head, about, accept, decline] = self.offer_parts();
-                return format!("{head}{}{about}{accept}{decline}", self.name);
-            }
+            Direction::Offer => '?',
         };
         let percent = (self.done as f64 * 100.0 / self.total.max(1) as f64).floor() as u64;
         let (done, total) = if exact {
@@ -528,23 +538,19 @@ impl TransferView {
         } else {
             (human_size(self.done), human_size(self.total))
         };
-        let mut line = format!(
-            "{} {arrow} {}  {done} / {total}  {}%",
-            self.id,
-            self.name,
-            percent.min(100)
-        );
+        let progress = format!("  {done} / {total}  {}%", percent.min(100));
+        let mut pace = String::new();
         if self.waiting {
-            line.push_str("  waiting");
+            pace.push_str("  waiting");
         } else if self.stalled {
-            line.push_str("  stalled");
+            pace.push_str("  stalled");
         } else if let Some(rate) = self.rate {
-            line.push_str(&format!("  {}/s", human_size(rate as u64)));
+            pace.push_str(&format!("  {}/s", human_size(rate as u64)));
             if let Some(eta) = self.eta {
-                line.push_str(&format!("  eta {}", human_duration(eta)));
+                pace.push_str(&format!("  eta {}", human_duration(eta)));
             }
         }
-        line
+        [format!("{} {arrow} ", self.id), progress, pace]
     }
 }
 

@@ -399,14 +399,31 @@ fn transfer_rows(model: &Model, width: u16, rows: usize) -> Vec<Line<'static>> {
         .collect()
 }
 
+/// The fewest columns a shortened file name keeps in a transfer's row.
+const NAME_MIN: usize = 8;
+
 /// A transfer's row in `width` columns. An offer too wide for it keeps
 /// how to answer it, cut at the right it lost its `/accept 3`: `or
 /// /decline 3` goes first, then the file name is shortened, and with no
-/// room for a name, only the answers are left.
+/// room for a name, only the answers are left. A running transfer keeps
+/// what has moved in sight: its rate and time left go first, then its
+/// name is shortened (to no fewer than [`NAME_MIN`] columns).
 fn transfer_line(t: &TransferView, width: usize) -> String {
     let line = t.line();
-    if t.direction != Direction::Offer || text_width(&line) <= width {
+    if text_width(&line) <= width {
         return line;
+    }
+    if t.direction != Direction::Offer {
+        let [head, progress, mut pace] = t.progress_parts(false);
+        let fixed = text_width(&head) + text_width(&progress);
+        let name_min = text_width(&t.name).min(NAME_MIN);
+        if fixed + name_min + text_width(&pace) > width {
+            pace.clear();
+        }
+        let room = width
+            .saturating_sub(fixed + text_width(&pace))
+            .max(name_min);
+        return format!("{head}{}{progress}{pace}", ellipsized(&t.name, room));
     }
     let [head, about, accept, decline] = t.offer_parts();
     let room = width.saturating_sub(text_width(&head) + text_width(&about) + text_width(&accept));
@@ -1349,6 +1366,38 @@ mod tests {
         assert_eq!(rows[3], "#2 offer: /accept 2 or /decline 2");
     }
 
+    /// A running transfer's row too wide for the screen keeps what has
+    /// moved in sight: its rate and time left go first, then its name is
+    /// shortened (before, a long name pushed the progress off the row).
+    #[test]
+    fn a_narrow_transfer_row_keeps_its_progress() {
+        let mut m = model();
+        m.transfer(&download(
+            1,
+            "the minutes of the annual general meeting.pdf",
+        ));
+        let rows = draw_rows(&mut terminal(80, 6), &mut m);
+        assert_eq!(
+            rows[3],
+            "#1 ↓ the minutes of the annual gener…  1.0 MiB / 4.0 MiB  25%  1.0 MiB/s  eta 3s"
+        );
+        let rows = draw_rows(&mut terminal(50, 6), &mut m);
+        assert_eq!(
+            rows[3],
+            "#1 ↓ the minutes of the a…  1.0 MiB / 4.0 MiB  25%"
+        );
+        // A short name: only the rate and time left go.
+        let mut m = model();
+        m.transfer(&download(1, "big.bin"));
+        let rows = draw_rows(&mut terminal(40, 6), &mut m);
+        assert_eq!(rows[3], "#1 ↓ big.bin  1.0 MiB / 4.0 MiB  25%");
+        // Wide names (two columns a character) are cut as wide as fits.
+        let mut m = model();
+        m.transfer(&download(1, &"日本語".repeat(10)));
+        let rows = draw_rows(&mut terminal(40, 6), &mut m);
+        assert_eq!(rows[3], "#1 ↓ 日本語日本…  1.0 MiB / 4.0 MiB  25%");
+    }
+
     #[test]
     fn the_question_of_a_long_paste_shows_whole_however_narrow() {
         let question = "paste 8 lines? Enter sends them, Esc cancels";
@@ -1423,7 +1472,14 @@ mod tests {
         let long = download(9, &"n".repeat(80));
         m.transfer(&long);
         let rows = draw_rows(&mut t, &mut m);
-        assert_eq!(rows[9], long.line().chars().take(60).collect::<String>());
+        // Its name shortened, its progress in sight.
+        assert_eq!(
+            rows[9],
+            format!(
+                "#9 ↓ {}…  1.0 MiB / 4.0 MiB  25%  1.0 MiB/s  eta 3s",
+                "n".repeat(11)
+            )
+        );
     }
 
     /// A screen too short for every transfer row still says that some
