@@ -3628,6 +3628,10 @@ impl Conn {
                 Err(_) => return cannot(format!("cannot send {base}: invalid file name: {e}")),
             },
         };
+        // To a user the roster does not know online, the server's refusal
+        // ("no user named zed is online") is all there is to say: no
+        // "offering" line before it, as if the push waited for that user.
+        let say_offered = to.as_ref().is_none_or(|to| self.app.is_online(to));
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));
         let (go, accepted) = mpsc::channel();
@@ -3643,10 +3647,12 @@ impl Conn {
             // at once: no one else online) needs it to end the push, so
             // its line comes after this one, never before.
             self.app.view.transfer(&meter.view);
-            self.app.notice(&format!(
-                "offering {name} ({}); it is sent once accepted",
-                self.app.size_shown(size)
-            ));
+            if say_offered {
+                self.app.notice(&format!(
+                    "offering {name} ({}); it is sent once accepted",
+                    self.app.size_shown(size)
+                ));
+            }
             t.pushes.insert(
                 id,
                 OutgoingPush {
