@@ -797,7 +797,7 @@ fn open_store(config: &Config) -> Store {
                 file
             }
             Err(e) => {
-                log::warn!("cannot save the session in {}: {e}", dir.display());
+                log::warn!("cannot save the session: {e}");
                 failed.get_or_insert(e.to_string());
                 None
             }

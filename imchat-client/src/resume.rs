@@ -257,6 +257,28 @@ fn create_private_dir(path: &Path) -> io::Result<()> {
     builder.create(path)
 }
 
+/// `e`, met making the folder `dir`, as one line naming what is in the
+/// way (a file where a folder goes) or the folder, instead of the
+/// system's "File exists (os error 17)".
+fn folder_error(dir: &Path, e: io::Error) -> io::Error {
+    let why = match dir.ancestors().find(|p| p.exists() && !p.is_dir()) {
+        Some(file) => format!("{} is a file, not a folder", file.display()),
+        None => format!("{}: {}", dir.display(), imchat_cli::io_reason(&e)),
+    };
+    io::Error::new(e.kind(), why)
+}
+
+/// `e`, met writing the file `path`, as one line naming it (a folder
+/// where it goes said so).
+fn file_error(path: &Path, e: io::Error) -> io::Error {
+    let why = if path.is_dir() {
+        format!("{} is a folder, not a file", path.display())
+    } else {
+        format!("{}: {}", path.display(), imchat_cli::io_reason(&e))
+    };
+    io::Error::new(e.kind(), why)
+}
+
 /// Opens `path` for writing, created private to the user (mode 0600).
 fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
@@ -270,11 +292,11 @@ impl SessionFile {
     /// The saved session of `name` on `host`:`port` in `dir` (created):
     /// `Ok(None)` when another running client holds it.
     pub fn open(dir: &Path, host: &str, port: u16, name: &Username) -> io::Result<Option<Self>> {
-        create_private_dir(dir)?;
+        create_private_dir(dir).map_err(|e| folder_error(dir, e))?;
         let base = file_name(host, port, name);
         let path = dir.join(&base);
         let lock_path = dir.join(format!("{base}.lock"));
-        let lock = open_private(&lock_path, false)?;
+        let lock = open_private(&lock_path, false).map_err(|e| file_error(&lock_path, e))?;
         if !try_lock(&lock)? {
             return Ok(None);
         }
@@ -453,13 +475,21 @@ impl SessionFile {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        let mut file = open_private(&tmp, true)?;
-        file.write_all(text.as_bytes())?;
-        if sync {
-            file.sync_data()?;
+        let written = open_private(&tmp, true).and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            if sync {
+                file.sync_data()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written
+            .map_err(|e| file_error(&tmp, e))
+            .and_then(|()| fs::rename(&tmp, &self.path).map_err(|e| file_error(&self.path, e)))
+        {
+            // Not left behind for every failed save to find again.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        drop(file);
-        fs::rename(&tmp, &self.path)?;
         self.written = Some(new);
         self.unicast_written.clone_from(&self.unicast);
         Ok(())

@@ -817,6 +817,40 @@ fn a_damaged_saved_session_is_named_when_it_cannot_be_taken_back() {
     bob.expect_line("*** carol has joined");
 }
 
+/// A session that cannot be saved names what is in the way, in words: a
+/// file where the sessions' folder goes, a folder where the session's
+/// file goes. The line said before "File exists (os error 17)", which
+/// sent the user looking for a file that exists nowhere it would look.
+#[test]
+fn a_session_that_cannot_be_saved_names_what_is_in_the_way() {
+    let w = World::new("unsaved-named");
+    let port = w.server.port();
+    let imchat = w.dir.path().join("data").join("imchat");
+    fs::create_dir_all(&imchat).unwrap();
+    let sessions = imchat.join("sessions");
+    fs::write(&sessions, b"in the way").unwrap();
+    let alice = w.client("alice");
+    alice.expect_line(&format!(
+        "*** cannot save the session ({} is a file, not a folder): a restart after a crash or kill -9 will not resume it",
+        sessions.display()
+    ));
+    drop(alice);
+
+    fs::remove_file(&sessions).unwrap();
+    let file = sessions.join(format!("bob@127.0.0.1_{port}"));
+    fs::create_dir_all(&file).unwrap();
+    let bob = w.client("bob");
+    bob.expect_line(&format!(
+        "*** cannot save the session ({} is a folder, not a file): a restart after a crash or kill -9 will not resume it",
+        file.display()
+    ));
+    assert!(
+        !sessions.join(format!("bob@127.0.0.1_{port}.tmp")).exists(),
+        "a save that failed left its temporary file: {}",
+        bob.report()
+    );
+}
+
 /// The text of `name`'s saved session on `port`, if there is one.
 fn saved_text(dir: &Path, name: &str, port: u16) -> Option<String> {
     let path = dir

@@ -115,7 +115,14 @@ fn a_session_that_cannot_be_saved_is_said_on_the_screen() {
     let row = s
         .find_row(|r| r.contains("*** cannot save the session"))
         .expect("found above");
-    assert!(s.rows[row].contains("will not resume"), "{}", s.dump());
+    // The line names the folder, and may wrap onto the next row.
+    let said = format!(
+        "{} {}",
+        s.rows[row],
+        s.rows.get(row + 1).map_or("", String::as_str)
+    );
+    assert!(said.contains("is a file, not a folder"), "{}", s.dump());
+    assert!(said.contains("will not"), "{}", s.dump());
     assert_eq!(s.count("cannot save the session"), 1, "{}", s.dump());
 }
 
