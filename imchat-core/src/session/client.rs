@@ -2113,6 +2113,12 @@ impl ClientSession {
                     match (resumed, asked) {
                         (Some(r), _) => {
                             // What was missed follows, after `last_seen`.
+                            // One past the server's newest id (a saved
+                            // session damaged or edited) was never seen:
+                            // kept, it would have every entry after it
+                            // taken for one shown already, and dropped.
+                            // Nothing at or below `last_id` comes live.
+                            self.last_seen = self.last_seen.min(last_id);
                             self.events.push_back(ClientEvent::Resumed {
                                 dropped: r.dropped,
                                 through: last_id,

@@ -4950,6 +4950,40 @@ fn a_restarted_program_takes_its_saved_session_back() {
     assert_eq!(net.s(0).unacked(), 0);
 }
 
+/// A saved session whose newest id seen is past every id the server gave
+/// (its file damaged, or edited) still resumes with its right token; the
+/// session must not go on taking every message after it for one it has
+/// already shown. It used to: nothing anyone said reached the user, and
+/// the file kept the id for the next run.
+#[test]
+fn a_resume_claiming_ids_the_server_never_gave_still_shows_what_follows() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    let mut saved = net.s(0).saved().expect("the welcome offered a resume");
+    saved.last_seen = MessageId(saved.last_seen.0 + 1_000_000);
+    net.cut(0);
+    net.pump();
+    let id = net.hub.handle_connect(net.now);
+    let now = net.now;
+    net.clients[0] = (
+        id,
+        ClientSession::resuming(user("alice"), Limits::default(), now, saved),
+    );
+    net.pump();
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { .. })),
+        "{alice:?}"
+    );
+    assert!(net.s(0).last_seen() <= net.hub.last_id(), "{alice:?}");
+    net.s(1).send_chat(Recipient::Everyone, "after").unwrap();
+    net.pump();
+    assert_eq!(texts_from(&net.take(0), "bob"), ["after"]);
+    let again = net.s(0).saved().expect("a new token");
+    assert!(again.last_seen <= net.hub.last_id(), "{again:?}");
+}
+
 #[test]
 fn a_saved_session_that_expired_starts_afresh_and_says_so() {
     let mut net = resumable(Limits::default(), &["alice"]);
