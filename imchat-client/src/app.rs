@@ -636,6 +636,21 @@ pub fn connect(host: &str, port: u16) -> Result<TcpStream, ClientError> {
     })
 }
 
+/// The least first client id of a run that takes a saved session back:
+/// the milliseconds since 1970 times 1,024. The file's next id may be
+/// behind the ids its session used (a backup put back, the folder copied
+/// from another machine while its client went on, a damaged file), and
+/// the server answers a message whose id is not above the highest it had
+/// as a copy, delivering it to nobody. A run before this one started at
+/// its own start's floor and sent fewer than 1,024 messages a millisecond
+/// since, so this one starts past them all, whatever the file says.
+fn first_client_id_floor() -> u64 {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    millis.saturating_mul(1024)
+}
+
 /// A new session for the configured user; with `saved`, one that asks
 /// for the session an earlier run saved.
 fn new_session_from(
@@ -645,7 +660,13 @@ fn new_session_from(
 ) -> ClientSession {
     let (name, now) = (config.username.clone(), Instant::now());
     let mut session = match saved {
-        Some(saved) => ClientSession::resuming(name, limits.clone(), now, saved),
+        Some(saved) => {
+            let saved = SavedSession {
+                next_client_id: saved.next_client_id.max(first_client_id_floor()),
+                ..saved
+            };
+            ClientSession::resuming(name, limits.clone(), now, saved)
+        }
         None => ClientSession::new(name, limits.clone(), now),
     };
     // Downloads are acknowledged once written, by the disk thread.

@@ -851,6 +851,61 @@ fn a_session_that_cannot_be_saved_names_what_is_in_the_way() {
     );
 }
 
+/// A saved session whose next client id is behind the ids its session
+/// used (an older copy of the file: a backup put back, the folder copied
+/// from another machine while its client went on, or a damaged file): the
+/// server takes every such id for a copy of a message it had, answers it
+/// as one and delivers it to nobody. A restarted client used to send
+/// every line so, without a word; its first ids now lie past any a run
+/// before it took.
+#[test]
+fn a_saved_session_with_an_old_next_client_id_still_delivers_what_is_sent() {
+    let w = World::new("old-client-id");
+    let port = w.server.port();
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    let old = saved_text(w.dir.path(), "alice", port).expect("saved");
+    for i in 0..3 {
+        alice.send(&format!("before {i}"));
+        bob.expect_line(&format!("<alice> before {i}"));
+    }
+    alice.kill();
+    let file = w
+        .dir
+        .path()
+        .join("data")
+        .join("imchat")
+        .join("sessions")
+        .join(format!("alice@127.0.0.1_{port}"));
+    let now = fs::read_to_string(&file).expect("saved");
+    let token = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("token="))
+            .map(str::to_owned)
+    };
+    assert_eq!(token(&old), token(&now), "one session");
+    // The ids of the copy from before the three messages were sent.
+    let behind: String = now
+        .lines()
+        .map(|l| {
+            if l.starts_with("next_client_id=") {
+                "next_client_id=1".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(&file, behind).unwrap();
+
+    let mut alice = w.spawn_client(&["alice", "127.0.0.1", &port.to_string()]);
+    alice.expect_line("*** resumed");
+    alice.send("after the restart");
+    bob.expect_line("<alice> after the restart");
+}
+
 /// The text of `name`'s saved session on `port`, if there is one.
 fn saved_text(dir: &Path, name: &str, port: u16) -> Option<String> {
     let path = dir
