@@ -516,6 +516,10 @@ fn main() -> ExitCode {
         Task::ResetName(cli) => return said(reset_name(&cli)),
         Task::RegisterName(cli) => return said(register_name(&cli)),
     };
+    #[cfg(unix)]
+    if let Err(e) = stop_signals_to_one_thread() {
+        eprintln!("imchat-server: cannot set up the thread that takes the stop signals: {e}");
+    }
     // The tests' fail points, from FAILPOINTS; nothing in a normal build.
     let _fail_points = fail::FailScenario::setup();
     match run(*cli, addr) {
@@ -526,6 +530,48 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     }
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP go to one thread of their own, which
+/// does nothing else: call it before any other thread exists (they all
+/// inherit the mask that keeps the signals from them).
+///
+/// A signal whose handler runs on a thread stuck in a read or write of a
+/// socket with a timeout cuts that call short ("Interrupted system call":
+/// such calls are not restarted, whatever the handler's flags). The
+/// thread that stops the server waits for Redis to take its leave: a
+/// second stop signal then (Ctrl-C twice, `timeout`, which signals the
+/// process and then its group) failed the leave, and the other servers
+/// saw the users leave only when their lease ran out, as lost.
+#[cfg(unix)]
+fn stop_signals_to_one_thread() -> io::Result<()> {
+    // SAFETY: `set` is plain data, made empty by `sigemptyset` before it
+    // is read; the calls only change this thread's signal mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        set
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            // SAFETY: as above, on this thread's own mask.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            }
+            loop {
+                std::thread::park();
+            }
+        })?;
+    Ok(())
 }
 
 /// A log size: at least 4 KiB, so a rotated file holds more than a record.

@@ -1927,6 +1927,71 @@ fn a_server_stopped_gracefully_announces_its_users_at_once() {
     let _bob = Peer::join(a.addr, "bob");
 }
 
+/// A second stop signal (Ctrl-C twice, `timeout`, which signals the
+/// process and then its group) while the server waits for Redis to take
+/// its leave: the wait is not cut short by the signal. Before, it failed
+/// with "Interrupted system call" (a read of a socket with a timeout is
+/// not restarted after a signal handler ran on its thread), the leave was
+/// given up, and the other servers saw the users leave only when the
+/// lease ran out, as lost. (Where the signal lands is up to the kernel:
+/// two servers are stopped, so that it would fail nearly every run.)
+#[test]
+fn a_second_stop_signal_does_not_cut_a_servers_leave_short() {
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis.url());
+    let mut alice = Peer::join(a.addr, "alice");
+    for round in 0..2 {
+        let name = format!("bob{round}");
+        let mut b = Server::start(&redis.url());
+        let _bob = Peer::join(b.addr, &name);
+        alice.wait_who(&["alice", &name], WAIT);
+        // Redis is slow to answer b's leave; more stop signals come
+        // meanwhile, and on until b has exited.
+        signal(redis.child.id(), "-STOP");
+        signal(b.child.id(), "-TERM");
+        let deadline = Instant::now() + WAIT;
+        while !b.log().contains("shutting down") {
+            assert!(Instant::now() < deadline, "b did not stop: {}", b.log());
+            thread::sleep(Duration::from_millis(20));
+        }
+        let pid = libc::pid_t::try_from(b.child.id()).unwrap();
+        let thaw_at = Instant::now() + Duration::from_millis(300);
+        let mut frozen = true;
+        // Signalled only while not yet reaped: the pid cannot be another's.
+        while b.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "b did not exit: {}", b.log());
+            if frozen && Instant::now() >= thaw_at {
+                signal(redis.child.id(), "-CONT");
+                frozen = false;
+            }
+            // SAFETY: kill(2) with a pid and a signal number, nothing else.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            thread::sleep(Duration::from_micros(100));
+        }
+        if frozen {
+            signal(redis.child.id(), "-CONT");
+        }
+        assert!(
+            b.log()
+                .contains("cluster: left (1 users announced as gone)"),
+            "round {round}: {}",
+            b.log()
+        );
+        alice.wait(WAIT, "bob leaving as shut down", |g| {
+            g.iter().any(|m| match m {
+                ServerMessage::Presence(es) => es.iter().any(|e| {
+                    matches!(e, PresenceEvent::Left(d)
+                        if d.user.as_str() == name && d.reason == imchat_core::LeaveReason::SHUTDOWN)
+                }),
+                ServerMessage::Left(d) => {
+                    d.user.as_str() == name && d.reason == imchat_core::LeaveReason::SHUTDOWN
+                }
+                _ => false,
+            })
+        });
+    }
+}
+
 /// What [`name_claimed_during_a_cut`] leaves running.
 struct ClaimedDuringCut {
     _proxy: Proxy,
