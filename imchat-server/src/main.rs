@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use imchat_cli::Shell;
 use imchat_core::DEFAULT_PORT;
 
@@ -186,6 +187,10 @@ struct Cli {
         hide_env_values = true
     )]
     redis: Option<String>,
+
+    /// `--redis` came from `IMCHAT_REDIS_URL` (set by `parse_args`).
+    #[arg(skip)]
+    redis_from_env: bool,
 
     /// CA certificates (a PEM file) to trust for a rediss:// --redis
     ///
@@ -382,7 +387,9 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args)?;
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.redis_from_env = matches.value_source("redis") == Some(ValueSource::EnvVariable);
     if let Some(shell) = cli.generate_completions {
         return Ok(Task::Completions(shell));
     }
@@ -897,8 +904,18 @@ fn redis_tls(cli: &Cli) -> Result<cluster::RedisTls, Error> {
         ));
     }
     if let Some(url) = &cli.redis {
-        cluster::check_url(url, cli.redis_ca.is_some(), cli.redis_cert.is_some())
-            .map_err(Error::RedisArgs)?;
+        cluster::check_url(url, cli.redis_ca.is_some(), cli.redis_cert.is_some()).map_err(
+            |e| {
+                // Said: an operator who gave no --redis looks for it on the
+                // command line (an empty variable, from an unset one in a
+                // compose file, is the usual case).
+                Error::RedisArgs(if cli.redis_from_env {
+                    format!("{e}; it is the value of the environment variable IMCHAT_REDIS_URL (unset it to run the server alone)")
+                } else {
+                    e
+                })
+            },
+        )?;
     }
     let cert = read("--redis-cert", &cli.redis_cert)?;
     let key = read("--redis-key", &cli.redis_key)?;

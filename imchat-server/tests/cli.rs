@@ -176,6 +176,41 @@ fn a_second_server_on_the_same_log_file_is_refused_and_the_first_log_kept() {
     );
 }
 
+/// A wrong URL in `IMCHAT_REDIS_URL` is said to come from there: an
+/// operator who gave no `--redis` was told only "invalid Redis URL ''"
+/// (an empty variable: one a compose file took from an unset one), and
+/// looked for it on the command line.
+#[test]
+fn a_wrong_redis_url_from_the_environment_is_said_to_come_from_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for url in ["", "127.0.0.1:6379", "redis://:pw@127.0.0.1:6379/-1"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+            .args(["127.0.0.1:0", "--shared-dir", "."])
+            .arg("--log-file")
+            .arg(dir.path().join("server.log"))
+            .current_dir(dir.path())
+            .env("IMCHAT_REDIS_URL", url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run imchat-server");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{url:?}: {err}");
+        assert!(err.starts_with("imchat-server: invalid Redis URL"), "{err}");
+        assert!(
+            err.contains("environment variable IMCHAT_REDIS_URL"),
+            "{err}"
+        );
+        assert!(!err.contains(":pw@"), "{err}");
+    }
+    // Given on the command line, it is not said to come from there.
+    let (status, err) = run_server(dir.path(), &["127.0.0.1:0", "--redis", ""]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(!err.contains("IMCHAT_REDIS_URL"), "{err}");
+}
+
 /// A `--redis` URL wrong as written, or a Redis flag that cannot go with
 /// it, is a bad argument: exit code 2, as `--help` says (before: 1, as for
 /// a server that could not start), in one line; a file named by a Redis
