@@ -3476,6 +3476,47 @@ fn a_file_declined_on_another_server_is_reported_to_the_sender() {
     wait_no_push_keys(&redis);
 }
 
+/// A Redis that refuses `BLMOVE` (an ACL forbids it; a server that speaks
+/// Redis's protocol may lack it): a push to a user of another server fails at once, its
+/// pusher and receiver told, the receiving server's log says why, and
+/// Redis is not flooded. Before, the receiving server asked again on a
+/// new connection each time, as fast as Redis refused (thousands of
+/// connections a second), logging nothing, until the push's idle timeout
+/// (60 s) ended it as "no file data".
+#[test]
+fn a_redis_that_refuses_blmove_fails_a_push_between_servers_at_once() {
+    let Some(redis) = Redis::start() else { return };
+    let mut con = redis_con(&redis);
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-blmove")
+        .query::<()>(&mut con)
+        .unwrap();
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut bob = Client::start(&b, "bob", &[]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    let connections = |con: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_connections_received in INFO stats")
+    };
+    let before = connections(&mut con);
+    let path = alice.dir.join("f.bin");
+    std::fs::write(&path, vec![7u8; 200_000]).unwrap();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    alice.expect("cannot pass files between servers");
+    bob.expect("cannot pass files between servers");
+    assert!(b.log().contains("Redis refuses BLMOVE"), "{}", b.log());
+    let opened = connections(&mut con) - before;
+    assert!(opened < 100, "{opened} connections to Redis for one push");
+    wait_no_push_keys(&redis);
+}
+
 /// A raw client that reads only while `pause` is off, one small read every
 /// `delay_ms` (0: as fast as it can), with a small receive buffer: a slow
 /// receiver. It acknowledges each chunk of a push once read.

@@ -510,8 +510,32 @@ impl Cluster {
                         given_up.extend(con.take());
                         continue;
                     }
-                    if wait.query::<()>(c).is_err() {
-                        con = None;
+                    match wait.query::<()>(c) {
+                        Ok(()) => {}
+                        // Redis refuses the wait itself: an ACL may not
+                        // allow BLMOVE, a look-alike server may lack it.
+                        // Asked again, it is refused again, and before,
+                        // on a new connection each time, as fast as Redis
+                        // answered, until the push's idle timeout.
+                        Err(e) if matches!(e.code(), Some("ERR" | "NOPERM")) => {
+                            warn!(
+                                "cluster: cannot receive a file from server {from:x}: Redis refuses BLMOVE ({}); files pushed between servers need Redis 6.2 or later, and a user that may run it",
+                                super::said(&e)
+                            );
+                            self.transfer_hub(&mut |hub| {
+                                hub.remote_give_up(
+                                    from,
+                                    relay,
+                                    CancelCode::IO,
+                                    "the cluster's Redis cannot pass files between servers (see the server's log)",
+                                );
+                            });
+                            break;
+                        }
+                        // Refused for now (full, loading): asked again after
+                        // a pause, on the same connection.
+                        Err(e) if e.code().is_some() => thread::sleep(POLL),
+                        Err(_) => con = None,
                     }
                     continue;
                 }

@@ -673,6 +673,30 @@ impl Hub {
         self.end_relay(from, id, Some((code, reason.to_string())));
     }
 
+    /// This server cannot take in server `server`'s push `relay` (its
+    /// Redis refuses what moving the data takes): the push ends for the
+    /// receivers here with `reason`, and the sending server is told
+    /// (`Gone`), so that its pusher hears why at once instead of waiting
+    /// for credit until the idle timeout.
+    pub fn remote_give_up(
+        &mut self,
+        server: u64,
+        relay: TransferId,
+        code: CancelCode,
+        reason: &str,
+    ) {
+        if self.find_inbound(server, relay).is_none() {
+            return;
+        }
+        self.publish(ClusterEvent::Transfer(TransferControl::Gone {
+            to: server,
+            relay,
+            code,
+            reason: reason.to_string(),
+        }));
+        self.remote_cancel(server, relay, code, reason);
+    }
+
     /// The servers the pushes in progress go to or come from.
     pub(super) fn push_servers(&self) -> impl Iterator<Item = u64> + '_ {
         self.relays
