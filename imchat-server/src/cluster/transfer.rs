@@ -518,16 +518,21 @@ impl Cluster {
                         // on a new connection each time, as fast as Redis
                         // answered, until the push's idle timeout.
                         Err(e) if matches!(e.code(), Some("ERR" | "NOPERM")) => {
+                            // (A pipeline's error keeps no detail of Redis's.)
+                            let why = if e.code() == Some("NOPERM") {
+                                "Redis's ACL does not let the URL's user run BLMOVE"
+                            } else {
+                                "Redis refuses BLMOVE (Redis has it from 6.2 on)"
+                            };
                             warn!(
-                                "cluster: cannot receive a file from server {from:x}: Redis refuses BLMOVE ({}); files pushed between servers need Redis 6.2 or later, and a user that may run it",
-                                super::said(&e)
+                                "cluster: cannot receive a file from server {from:x}: {why}, which files pushed between servers need"
                             );
                             self.transfer_hub(&mut |hub| {
                                 hub.remote_give_up(
                                     from,
                                     relay,
                                     CancelCode::IO,
-                                    "the cluster's Redis cannot pass files between servers (see the server's log)",
+                                    "the cluster's Redis cannot pass files between servers: tell the server's operator",
                                 );
                             });
                             break;
