@@ -3498,13 +3498,6 @@ fn a_redis_that_refuses_blmove_fails_a_push_between_servers_at_once() {
     let mut bob = Client::start(&b, "bob", &[]);
     let mut alice = Client::start(&a, "alice", &[]);
     alice.wait_online("bob");
-    let connections = |con: &mut redis::Connection| -> u64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("total_connections_received in INFO stats")
-    };
     let before = connections(&mut con);
     let path = alice.dir.join("f.bin");
     std::fs::write(&path, vec![7u8; 200_000]).unwrap();
@@ -3520,6 +3513,54 @@ fn a_redis_that_refuses_blmove_fails_a_push_between_servers_at_once() {
     let opened = connections(&mut con) - before;
     assert!(opened < 100, "{opened} connections to Redis for one push");
     wait_no_push_keys(&redis);
+}
+
+/// The connections Redis took since it started (`INFO stats`).
+fn connections(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
+
+/// Redis full (`maxmemory`, `noeviction`) during a push between servers:
+/// the receiving server waits for it on the connection it has, and the
+/// file arrives whole once Redis takes writes again. Before, each refused
+/// wait was taken for a broken connection: a new one, at once, thousands
+/// a second for as long as Redis was full.
+#[test]
+fn a_full_redis_during_a_push_between_servers_is_not_flooded_with_connections() {
+    let Some(redis) = Redis::start() else { return };
+    let mut con = redis_con(&redis);
+    let a = Server::start(&redis.url());
+    let b = Server::start(&redis.url());
+    let mut bob = Client::start(&b, "bob", &["--auto-accept-bytes", "100M"]);
+    let mut alice = Client::start(&a, "alice", &[]);
+    alice.wait_online("bob");
+    let path = alice.dir.join("full.bin");
+    let data: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    bob.expect("is sending you full.bin");
+    let before = connections(&mut con);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query::<()>(&mut con)
+        .unwrap();
+    thread::sleep(Duration::from_secs(3));
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query::<()>(&mut con)
+        .unwrap();
+    let opened = connections(&mut con) - before;
+    bob.expect("received full.bin");
+    assert!(bob.received("full.bin") == data, "full.bin differs");
+    assert!(opened < 500, "{opened} connections to Redis in 3 s");
 }
 
 /// A raw client that reads only while `pause` is off, one small read every

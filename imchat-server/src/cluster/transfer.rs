@@ -510,16 +510,25 @@ impl Cluster {
                         given_up.extend(con.take());
                         continue;
                     }
-                    match wait.query::<()>(c) {
-                        Ok(()) => {}
+                    let refused = match wait.query::<()>(c) {
+                        Ok(()) => continue,
+                        // Redis's own error replies, with their codes (a
+                        // pipeline's error says the codes it does not know
+                        // of, such as OOM, only there).
+                        Err(e) => e.into_server_errors().and_then(|errors| {
+                            errors
+                                .first()
+                                .map(|(_, refused)| refused.code().to_string())
+                        }),
+                    };
+                    match refused.as_deref() {
                         // Redis refuses the wait itself: an ACL may not
                         // allow BLMOVE, a look-alike server may lack it.
                         // Asked again, it is refused again, and before,
                         // on a new connection each time, as fast as Redis
                         // answered, until the push's idle timeout.
-                        Err(e) if matches!(e.code(), Some("ERR" | "NOPERM")) => {
-                            // (A pipeline's error keeps no detail of Redis's.)
-                            let why = if e.code() == Some("NOPERM") {
+                        Some(code @ ("ERR" | "NOPERM")) => {
+                            let why = if code == "NOPERM" {
                                 "Redis's ACL does not let the URL's user run BLMOVE"
                             } else {
                                 "Redis refuses BLMOVE (Redis has it from 6.2 on)"
@@ -537,10 +546,12 @@ impl Cluster {
                             });
                             break;
                         }
-                        // Refused for now (full, loading): asked again after
-                        // a pause, on the same connection.
-                        Err(e) if e.code().is_some() => thread::sleep(POLL),
-                        Err(_) => con = None,
+                        // Refused for now (out of memory, loading): asked
+                        // again after a pause, on the same connection;
+                        // before, on a new one each time, thousands a
+                        // second while Redis was full.
+                        Some(_) => thread::sleep(POLL),
+                        None => con = None,
                     }
                     continue;
                 }
