@@ -552,28 +552,18 @@ fn main() -> ExitCode {
 /// saw the users leave only when their lease ran out, as lost.
 #[cfg(unix)]
 fn stop_signals_to_one_thread() -> io::Result<()> {
-    // SAFETY: `set` is plain data, made empty by `sigemptyset` before it
-    // is read; the calls only change this thread's signal mask.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        set
-    };
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(signal);
+    }
+    set.thread_block()?;
     std::thread::Builder::new()
         .name("signals".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            // SAFETY: as above, on this thread's own mask.
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-            }
+            // Unblocking a set of valid signals cannot fail.
+            let _ = set.thread_unblock();
             loop {
                 std::thread::park();
             }
