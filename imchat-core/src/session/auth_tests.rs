@@ -2044,3 +2044,30 @@ fn past_the_handshake_cap_a_login_being_checked_is_not_dropped_for_a_silent_one(
         assert_eq!(sent(&mut hub, c)[0], "welcome");
     }
 }
+
+#[test]
+fn the_console_shows_what_was_typed_inert_and_cut() {
+    let now = Instant::now();
+    let mut hub = Hub::new(Limits::default(), "hi");
+    // A control character, an escape sequence and a bidi override typed
+    // (or pasted) as a command: echoed shown, not acted on.
+    let answer = hub.console("\0", now);
+    assert!(answer.starts_with("unknown command '^@'"), "{answer:?}");
+    let answer = hub.console("x\x1b[2J\u{202e}", now);
+    assert!(
+        answer.starts_with("unknown command 'x^[[2J\\u{202e}'"),
+        "{answer:?}"
+    );
+    // A target that is no name nor address.
+    let answer = hub.console("ban a\x1bb", now);
+    assert!(answer.starts_with("'a^[b' is neither"), "{answer:?}");
+    assert!(!answer.contains('\x1b'), "{answer:?}");
+    // A 100 KB line: its start, with an ellipsis, not the whole of it.
+    for line in ["y".repeat(100_000), format!("kick {}", "z".repeat(100_000))] {
+        let answer = hub.console(&line, now);
+        assert!(answer.len() < 300, "{} bytes", answer.len());
+        assert!(answer.contains("…'"), "{answer:?}");
+    }
+    let answer = hub.console(&format!("unban {}", "w".repeat(100_000)), now);
+    assert!(answer.len() < 300, "{} bytes", answer.len());
+}

@@ -170,10 +170,19 @@ impl BanTarget {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(BanTarget::Address(ip.to_canonical()));
         }
-        Username::new(text)
-            .map(BanTarget::Name)
-            .map_err(|e| format!("'{text}' is neither an address nor a username ({e})"))
+        Username::new(text).map(BanTarget::Name).map_err(|e| {
+            let text = typed(text);
+            format!("'{text}' is neither an address nor a username ({e})")
+        })
     }
+}
+
+/// What an operator typed, for an answer that quotes it: its start (a
+/// pasted 100 KB line is not echoed whole) with `…` if there is more,
+/// made [`inert`](crate::inert) (a control character or a bidi override
+/// is shown, not acted on).
+fn typed(text: &str) -> String {
+    crate::inert(&super::cluster::text_start(text)).into_owned()
 }
 
 /// Four groups of digits with dots between: meant as an IPv4 address (a
@@ -216,7 +225,10 @@ pub fn parse_operator_line(line: &str) -> Result<(OpAction, String, String), Str
         "unban" => OpAction::Unban,
         "bans" => OpAction::Bans,
         "help" | "?" => return Err(format!("commands: {COMMANDS}")),
-        _ => return Err(format!("unknown command '{word}': use {COMMANDS}")),
+        _ => {
+            let word = typed(word);
+            return Err(format!("unknown command '{word}': use {COMMANDS}"));
+        }
     };
     let rest = rest.trim();
     let (target, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
@@ -888,6 +900,7 @@ impl Hub {
 
     fn op_kick(&mut self, by: &str, target: &str, reason: &str) -> (NoticeCode, String) {
         let Ok(user) = Username::new(target) else {
+            let target = typed(target);
             return (NoticeCode::FAILED, format!("'{target}' is not a username"));
         };
         let key = self.key(&user);
