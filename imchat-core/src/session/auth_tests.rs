@@ -160,6 +160,57 @@ fn wrong_server_passwords_are_limited_per_address() {
 }
 
 #[test]
+fn a_hello_without_the_password_from_a_locked_out_address_is_told_both() {
+    let t0 = Instant::now();
+    let mut hub = hub();
+    hub.set_server_password(Some(secret("letmein")));
+    let limits = Limits::default();
+    for _ in 0..limits.auth_attempts {
+        let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+        hub.handle_message(c, auth(Some("guess"), None), t0);
+        hub.handle_message(c, hello("alice"), t0);
+        assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
+    }
+    // No password at all: the server needs one (the code a client acts
+    // on), and this address must wait before it may try one.
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
+    hub.handle_message(c, hello("alice"), t0);
+    let mut refusals = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        if let ServerMessage::Refused { code, reason, .. } = t.message {
+            refusals.push((code, reason));
+        }
+    }
+    let secs = limits.auth_window.as_secs();
+    assert_eq!(
+        refusals,
+        [(
+            RefuseCode::PASSWORD_REQUIRED,
+            format!(
+                "this server needs a password (after too many failed attempts from this address, try again in {secs} s)"
+            )
+        )]
+    );
+    // Once the wait is over, as before the lockout.
+    let t1 = t0 + limits.auth_window;
+    let c = hub.handle_connect_from(ip("10.0.0.1"), t1);
+    hub.handle_message(c, hello("alice"), t1);
+    let mut refusals = Vec::new();
+    while let Some(t) = hub.poll_transmit() {
+        if let ServerMessage::Refused { code, reason, .. } = t.message {
+            refusals.push((code, reason));
+        }
+    }
+    assert_eq!(
+        refusals,
+        [(
+            RefuseCode::PASSWORD_REQUIRED,
+            "this server needs a password".to_string()
+        )]
+    );
+}
+
+#[test]
 fn a_hello_waits_for_the_account_check_and_nothing_is_seen_before() {
     let now = Instant::now();
     let mut hub = hub();

@@ -177,6 +177,11 @@ impl BanTarget {
     }
 }
 
+/// A wait in whole seconds, rounded up: "try again in 0 s" would be wrong.
+fn whole_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// What an operator typed, for an answer that quotes it: its start (a
 /// pasted 100 KB line is not echoed whole) with `…` if there is more,
 /// made [`inert`](crate::inert) (a control character or a bidi override
@@ -401,26 +406,32 @@ impl Hub {
             return false;
         }
         if let Some(expected) = self.auth.server_password.clone() {
-            if let Some(wait) = self.held_back(&FailKey::Address(peer), now) {
-                self.refuse_attempts(client, username, "from its address", wait);
-                return false;
-            }
-            match creds.server {
-                None => {
-                    self.refuse(
-                        client,
-                        RefuseCode::PASSWORD_REQUIRED,
-                        "this server needs a password",
+            let held = self.held_back(&FailKey::Address(peer), now);
+            match (creds.server, held) {
+                // No password given: the server needs one (what a client
+                // acts on), and a locked-out address must also wait.
+                (None, held) => {
+                    let text = held.map_or_else(
+                        || "this server needs a password".to_string(),
+                        |wait| {
+                            let secs = whole_secs(wait);
+                            format!("this server needs a password (after too many failed attempts from this address, try again in {secs} s)")
+                        },
                     );
+                    self.refuse(client, RefuseCode::PASSWORD_REQUIRED, &text);
                     return false;
                 }
-                Some(given) if !given.matches(&expected) => {
+                (Some(_), Some(wait)) => {
+                    self.refuse_attempts(client, username, "from its address", wait);
+                    return false;
+                }
+                (Some(given), None) if !given.matches(&expected) => {
                     self.note_failure(FailKey::Address(peer), now);
                     self.login_refused(client, username, "wrong server password");
                     self.refuse(client, RefuseCode::WRONG_PASSWORD, "wrong server password");
                     return false;
                 }
-                Some(_) => {}
+                (Some(_), None) => {}
             }
         }
         if !self.auth.accounts {
@@ -1241,9 +1252,7 @@ impl Hub {
     /// Refuses a login held back by wrong passwords `whose` ("from its
     /// address", "for the name, ...") for `wait` more.
     fn refuse_attempts(&mut self, client: ClientId, user: &Username, whose: &str, wait: Duration) {
-        // Whole seconds, rounded up: "try again in 0 s" would be wrong.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let secs = secs.max(1);
+        let secs = whole_secs(wait);
         self.login_refused(
             client,
             user,
