@@ -47,6 +47,12 @@ pub struct ConnectOptions {
     /// [`ClientEvent::TransferData`] (`false`). See
     /// [`ClientSession::set_manual_acks`].
     pub manual_acks: bool,
+    /// Hand out the server's acknowledgement of each chat message sent as
+    /// [`ClientEvent::Acknowledged`] with its client id (the one
+    /// [`Client::send_chat`] returned), for a program that waits to know a
+    /// message arrived (`false`: not handed out). Kept across
+    /// [`Client::reconnect`]. See [`ClientSession::set_report_acks`].
+    pub report_acks: bool,
     /// Pushes offered to us up to this many bytes are accepted without
     /// asking; `None`: every one is a [`ClientEvent::PushOffered`]
     /// (`Some(`[`DEFAULT_AUTO_ACCEPT_BYTES`]`)`). See
@@ -87,6 +93,7 @@ impl Default for ConnectOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             write_timeout: Some(Duration::from_secs(60)),
             manual_acks: false,
+            report_acks: false,
             auto_accept: Some(DEFAULT_AUTO_ACCEPT_BYTES),
             server_password: None,
             account_password: None,
@@ -604,6 +611,7 @@ impl<S: Link> Client<S> {
             None => ClientSession::new(username, options.limits.clone(), now),
         };
         session.set_manual_acks(options.manual_acks);
+        session.set_report_acks(options.report_acks);
         session.set_auto_accept(options.auto_accept);
         session.set_credentials(
             options.server_password.clone(),

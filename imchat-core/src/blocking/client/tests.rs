@@ -1361,3 +1361,47 @@ fn an_empty_chat_waits_for_room_in_the_resend_window() {
         "{events:?}"
     );
 }
+
+/// A bot that asks for them gets the server's acknowledgements of its
+/// chat messages, on the first connection and after a reconnect.
+#[test]
+fn report_acks_hands_out_acknowledgements_across_a_reconnect() {
+    let script = |mut p: Peer| {
+        p.welcome();
+        let ClientMessage::Chat { client_id, .. } = p.recv() else {
+            panic!("no chat");
+        };
+        p.send(&ServerMessage::Ack {
+            client_id,
+            id: MessageId(1),
+            time: Timestamp(1),
+        });
+        // Waits for the client's quit or its hang-up.
+        let _ = p.reader.read_message();
+    };
+    let (first, one) = serve(script);
+    let (second, two) = serve(script);
+    let options = ConnectOptions {
+        report_acks: true,
+        ..ConnectOptions::default()
+    };
+    let mut c = Client::connect(first, "ann", options).unwrap();
+    for addr in [None, Some(second)] {
+        if let Some(addr) = addr {
+            c.reconnect(addr).unwrap();
+        }
+        let sent = c.send_chat(Recipient::Everyone, "hi").unwrap();
+        let acked = loop {
+            match event(&mut c) {
+                ClientEvent::Acknowledged { client_id } => break client_id,
+                // The reconnect's word that nothing was resumed.
+                ClientEvent::ContinuityLost { .. } => {}
+                other => panic!("not an acknowledgement: {other:?}"),
+            }
+        };
+        assert_eq!(acked, sent);
+    }
+    c.quit("bye").unwrap();
+    one.join().unwrap();
+    two.join().unwrap();
+}
