@@ -11276,3 +11276,42 @@ fn a_push_whose_accepting_receivers_go_before_it_starts_does_not_say_they_declin
         "{said:?}"
     );
 }
+
+/// A saved session taken up under another name (a program that kept
+/// alice's session and starts as carol) is not that name's: the client
+/// is told whose it is, not that its session expired; alice's session,
+/// away or online, is left alone.
+#[test]
+fn a_saved_session_of_another_name_says_so_rather_than_expired() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    let alice_saved = net.s(0).saved().unwrap();
+    for away in [false, true] {
+        if away {
+            net.cut(0);
+        }
+        let id = net.hub.handle_connect(net.now);
+        let now = net.now;
+        let s = ClientSession::resuming(user("carol"), Limits::default(), now, alice_saved);
+        net.clients.push((id, s));
+        net.events.push(Vec::new());
+        net.pump();
+        let carol = net.take(net.clients.len() - 1);
+        assert!(
+            carol.contains(&ClientEvent::ContinuityLost {
+                reason: "the saved session is that of 'alice', not of 'carol'".into()
+            }),
+            "{carol:?}"
+        );
+        net.s(net.clients.len() - 1).quit("");
+        net.pump();
+    }
+    // Alice's session still waits for her, with her token.
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Resumed { .. })),
+        "{alice:?}"
+    );
+}

@@ -879,6 +879,9 @@ impl Hub {
     ) -> bool {
         let key = self.key(username);
         let valid = self.resumable_with(username, &request);
+        if !valid {
+            self.note_other_names_token(client, &key, username, &request);
+        }
         // Only a wrong token is held back by its address's failures: a
         // token is 128 random bits, which no number of tries guesses, and
         // a real client must not be locked out of its session by someone
@@ -1127,6 +1130,40 @@ impl Hub {
             ));
         }
         true
+    }
+
+    /// A resume request, for `username` (name key `key`), with the token
+    /// of another name's session: a saved session taken up under another
+    /// name. Its fresh join is told whose the session is, rather than
+    /// that its session expired; that session is left alone.
+    fn note_other_names_token(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        username: &Username,
+        request: &ResumeRequest,
+    ) {
+        if !self.resume_enabled()
+            || request.token.is_none()
+            || !(request.epoch == self.epoch || Some(request.epoch) == self.prior_epoch)
+        {
+            return;
+        }
+        let owner = self
+            .sessions
+            .iter()
+            .find(|(k, s)| {
+                k.as_str() != key
+                    && !s.token.is_none()
+                    && (s.token.matches(&request.token)
+                        || s.spent.is_some_and(|t| t.matches(&request.token)))
+            })
+            .map(|(_, s)| s.user.clone());
+        if let (Some(owner), Some(c)) = (owner, self.conns.get_mut(&client)) {
+            c.session_ended = Some(format!(
+                "the saved session is that of '{owner}', not of '{username}'"
+            ));
+        }
     }
 
     /// For a resume request that failed (a wrong token for a session
