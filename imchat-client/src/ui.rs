@@ -28,8 +28,8 @@ use crate::chatlog::ChatLog;
 use crate::command;
 use crate::screen::Screen;
 use crate::view::{
-    ChatEntry, Direction, Entry, Link, Roster, SharedFile, Status, TransferEnd, TransferView,
-    UserInput, View,
+    local_day, local_today, ChatEntry, Direction, Entry, Link, Roster, SharedFile, Status,
+    TransferEnd, TransferView, UserInput, View,
 };
 
 /// Least time between two JSON updates of one transfer.
@@ -57,24 +57,36 @@ pub fn plain_chat(c: &ChatEntry) -> String {
 
 /// A chat entry replayed as history (from before we joined), as a plain
 /// line: its original local time in front, so that scripts tell it from
-/// live traffic: `[history 15:04] <bob> hi`.
+/// live traffic: `[history 15:04] <bob> hi`, with its date when it is of
+/// another day than today: `[history 2026-12-06 15:04] <bob> hi`.
 pub fn plain_history(c: &ChatEntry) -> String {
-    format!("[history {}] {}", hours_minutes(c.time), plain_chat(c))
+    format!("[history {}] {}", when(c.time), plain_chat(c))
 }
 
 /// A line missed while the connection was down, replayed after a resume,
 /// as a plain line: the local time it happened in front, as history has
 /// it, so that scripts tell it from live traffic: `[missed 15:04] <bob>
-/// hi`, `[missed 15:04] *** carol has joined`.
+/// hi`, `[missed 15:04] *** carol has joined`; with its date when it
+/// is of another day than today, as history.
 pub fn plain_missed(time: SystemTime, line: &str) -> String {
-    format!("[missed {}] {line}", hours_minutes(time))
+    format!("[missed {}] {line}", when(time))
 }
 
-/// `15:04`: a time of day, local.
-fn hours_minutes(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Local>::from(time)
-        .format("%H:%M")
-        .to_string()
+/// `15:04`: a local time of day, today's; `2026-12-06 15:04` for one of
+/// another day, which the time of day alone would pass off as today's
+/// (the full screen says so with a line where the day changes).
+fn when(time: SystemTime) -> String {
+    when_seen_on(time, local_today())
+}
+
+/// [`when`] as seen on the local day `today`.
+fn when_seen_on(time: SystemTime, today: chrono::NaiveDate) -> String {
+    let local = chrono::DateTime::<chrono::Local>::from(time);
+    if local_day(time) == today {
+        local.format("%H:%M").to_string()
+    } else {
+        local.format("%Y-%m-%d %H:%M").to_string()
+    }
 }
 
 /// Plain lines on stdout: today's output for scripts and pipes.
@@ -663,22 +675,54 @@ mod tests {
         assert_eq!(plain_line(Entry::Plain(text)), Some(shown.to_string()));
     }
 
+    /// A local time on `date` at `h:m`.
+    fn local_at(date: chrono::NaiveDate, h: u32, m: u32) -> SystemTime {
+        let local = date.and_hms_opt(h, m, 0).expect("a time of day");
+        let local = local.and_local_timezone(chrono::Local).earliest();
+        local.expect("a local time").into()
+    }
+
     #[test]
     fn history_lines_carry_their_original_time_and_live_ones_do_not_change() {
         let mut c = chat(false, false);
         c.text = "hi".into();
-        c.time = SystemTime::now() - Duration::from_secs(3600);
+        c.time = local_at(local_today(), 15, 4);
         assert_eq!(plain_chat(&c), "<bob> hi", "live lines as ever");
         c.history = true;
-        let stamp = chrono::DateTime::<chrono::Local>::from(c.time)
-            .format("%H:%M")
-            .to_string();
-        assert_eq!(plain_history(&c), format!("[history {stamp}] <bob> hi"));
+        assert_eq!(plain_history(&c), "[history 15:04] <bob> hi");
         c.action = true;
         c.private = true;
+        assert_eq!(plain_history(&c), "[history 15:04] * bob hi (private)");
+    }
+
+    /// A time of day alone reads as today's: history (or what a resume
+    /// replays) of an earlier day says its date too, as the full screen
+    /// says the day with a line.
+    #[test]
+    fn history_of_another_day_says_its_date_piped() {
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).expect("a date");
+        let time = local_at(day(6), 15, 4);
+        assert_eq!(when_seen_on(time, day(8)), "2026-12-06 15:04");
+        assert_eq!(when_seen_on(time, day(6)), "15:04");
         assert_eq!(
-            plain_history(&c),
-            format!("[history {stamp}] * bob hi (private)")
+            when_seen_on(local_at(day(9), 0, 1), day(8)),
+            "2026-12-09 00:01"
+        );
+        let earlier = local_today() - chrono::Duration::days(2);
+        let date = earlier.format("%Y-%m-%d");
+        let mut c = chat(false, false);
+        c.text = "hi".into();
+        c.time = local_at(earlier, 15, 4);
+        c.history = true;
+        assert_eq!(
+            plain_line(Entry::Chat(c.clone())).as_deref(),
+            Some(format!("[history {date} 15:04] <bob> hi").as_str())
+        );
+        c.history = false;
+        c.missed = true;
+        assert_eq!(
+            plain_line(Entry::Chat(c)).as_deref(),
+            Some(format!("[missed {date} 15:04] <bob> hi").as_str())
         );
     }
 
@@ -687,10 +731,8 @@ mod tests {
     /// it does not read as live.
     #[test]
     fn missed_lines_carry_their_time_piped() {
-        let time = SystemTime::now() - Duration::from_secs(600);
-        let stamp = chrono::DateTime::<chrono::Local>::from(time)
-            .format("%H:%M")
-            .to_string();
+        let time = local_at(local_today(), 15, 4);
+        let stamp = "15:04";
         let mut c = chat(false, false);
         c.text = "A3 after kill".into();
         c.time = time;

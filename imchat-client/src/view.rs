@@ -24,6 +24,16 @@ use std::time::{Duration, SystemTime};
 
 use imchat_core::inert;
 
+/// The local date `time` is of: the day a line of the chat belongs to.
+pub fn local_day(time: SystemTime) -> chrono::NaiveDate {
+    chrono::DateTime::<chrono::Local>::from(time).date_naive()
+}
+
+/// Today's local date.
+pub fn local_today() -> chrono::NaiveDate {
+    chrono::Local::now().date_naive()
+}
+
 /// `text` made inert (see [`imchat_core::inert`]), without a copy when it
 /// is inert already.
 pub fn inert_string(text: String) -> String {

@@ -16,7 +16,8 @@ use super::keys::{self, Action, Paste};
 use super::render;
 use crate::command::Command;
 use crate::view::{
-    inert_string, Direction, Entry, Link, Roster, Status, TransferView, UserInput, STALLED,
+    inert_string, local_day, local_today, Direction, Entry, Link, Roster, Status, TransferView,
+    UserInput, STALLED,
 };
 
 /// How many entries the chat keeps.
@@ -227,11 +228,6 @@ struct SecretEntry {
 /// The local time as `HH:MM`.
 pub fn local_stamp() -> String {
     chrono::Local::now().format("%H:%M").to_string()
-}
-
-/// The local date.
-pub fn local_today() -> NaiveDate {
-    chrono::Local::now().date_naive()
 }
 
 /// The line shown above the first entry of a day other than the last
@@ -445,7 +441,7 @@ impl Model {
         // The chat shows times of day only: the day they are of is said
         // whenever it changes, at midnight or between the history of an
         // earlier day and what follows it.
-        let day = local.map_or_else(self.today, |time| time.date_naive());
+        let day = entry.time().map_or_else(self.today, local_day);
         let last = self.day.replace(day).unwrap_or_else(self.today);
         if day != last {
             let line = Shown {
