@@ -410,6 +410,14 @@ pub fn suggest(word: &str) -> Option<&'static str> {
         .map(|(_, n, _)| n)
 }
 
+/// The topic of `/help`'s arguments: its first word, less the one `/`
+/// in front that is the command's own (`/help /msg`); a second is no
+/// command's (`/help //` asks for no topic, not for the list).
+fn help_topic(args: &str) -> &str {
+    let word = split_word(args).0;
+    word.strip_prefix('/').unwrap_or(word)
+}
+
 /// The commands there is help on, by their names (not the aliases).
 fn help_topics() -> Vec<&'static str> {
     COMMANDS
@@ -845,7 +853,7 @@ impl Command {
                 }
             }
             // The first word is the topic (`/help msg bob hi`: /msg's).
-            "help" | "?" => match split_word(args).0.trim_start_matches('/') {
+            "help" | "?" => match help_topic(args) {
                 "" => Command::Help(None),
                 // `@user <text>`, listed with the aliases.
                 topic if topic.starts_with('@') => Command::Help(Some("unicast")),
@@ -1532,6 +1540,14 @@ mod tests {
             Command::parse("/help bob hi").unwrap_err().to_string(),
             Command::parse("/help bob").unwrap_err().to_string()
         );
+        // A topic of slashes is none, not the whole list.
+        for line in ["/help //", "/? ///"] {
+            let err = Command::parse(line).map_err(|e| e.to_string());
+            assert!(
+                err.as_ref().is_err_and(|e| e.starts_with("no help for /")),
+                "{line}: {err:?}"
+            );
+        }
     }
 
     #[test]
