@@ -286,6 +286,25 @@ struct OutgoingPush {
     meter: Meter,
     /// How many accepted it (0 until the answer).
     accepted: u32,
+    /// Whether the user was told it is offered: once the server took it,
+    /// never for one it refuses at once.
+    told: bool,
+}
+
+impl OutgoingPush {
+    /// The line that says the push is offered, the first time only (the
+    /// server's answer that took it, or the receivers', whichever comes
+    /// first).
+    fn offered_line(&mut self, app: &App) -> Option<String> {
+        if std::mem::replace(&mut self.told, true) {
+            return None;
+        }
+        let size = app.size_shown(self.meter.view.total);
+        Some(format!(
+            "offering {} ({size}); it is sent once accepted",
+            self.name
+        ))
+    }
 }
 
 /// The transfers the binary holds files or threads for, by id.
@@ -2870,7 +2889,17 @@ impl Conn {
     /// the server says nothing for [`ANSWER_WAIT`]. A terminal user sees
     /// their line answered at once.
     fn catch_up(&self) {
-        if !self.app.scripted || lock(&self.session).is_answered() {
+        if self.app.scripted {
+            self.await_answers();
+        }
+    }
+
+    /// Waits until the answers to what was asked so far have been shown
+    /// (the events of each message are shown before the next is read),
+    /// or the connection ends, or the server says nothing for
+    /// [`ANSWER_WAIT`].
+    fn await_answers(&self) {
+        if lock(&self.session).is_answered() {
             return;
         }
         if !self.wait_to_send(0) || self.with_session(ClientSession::settle).is_err() {
@@ -3649,10 +3678,6 @@ impl Conn {
                 Err(_) => return cannot(format!("cannot send {base}: invalid file name: {e}")),
             },
         };
-        // To a user the roster does not know online, the server's refusal
-        // ("no user named zed is online") is all there is to say: no
-        // "offering" line before it, as if the push waited for that user.
-        let say_offered = to.as_ref().is_none_or(|to| self.app.is_online(to));
         let recipient = to.map_or(Recipient::Everyone, Recipient::User);
         let stop = Arc::new(AtomicBool::new(false));
         let (go, accepted) = mpsc::channel();
@@ -3668,16 +3693,11 @@ impl Conn {
             // at once: no one else online) needs it to end the push, so
             // its line comes after this one, never before.
             self.app.view.transfer(&meter.view);
-            if say_offered {
-                self.app.notice(&format!(
-                    "offering {name} ({}); it is sent once accepted",
-                    self.app.size_shown(size)
-                ));
-            }
             t.pushes.insert(
                 id,
                 OutgoingPush {
                     accepted: 0,
+                    told: false,
                     name: name.clone(),
                     stop: stop.clone(),
                     go: Some(go),
@@ -3694,6 +3714,19 @@ impl Conn {
             // a script may send several.
             Err(e) => return cannot(format!("cannot send {name}: {}", usage_line(&e))),
         };
+        // Said once the server took the offer, as a message is shown once
+        // it took that: one it refuses at once (no such user online, no
+        // one else at all) is told by its error alone.
+        self.await_answers();
+        let mut t = lock(&self.transfers);
+        if let Some(line) = t
+            .pushes
+            .get_mut(&id)
+            .and_then(|p| p.offered_line(&self.app))
+        {
+            self.app.notice(&line);
+        }
+        drop(t);
         let s = self.clone();
         let spawned = spawn("pusher", move || {
             let sent = imchat_core::SentFile::new(id, size, modified);
@@ -3972,6 +4005,11 @@ impl Conn {
             ClientEvent::PushAccepted { id, receivers } => {
                 let mut t = lock(&self.transfers);
                 if let Some(push) = t.pushes.get_mut(&id) {
+                    // Accepted before the server's answer to the offer
+                    // was read: offered, then accepted, in that order.
+                    if let Some(line) = push.offered_line(app) {
+                        app.notice(&line);
+                    }
                     let name = push.name.as_str().to_owned();
                     push.accepted = receivers;
                     push.meter.restart(Instant::now());
