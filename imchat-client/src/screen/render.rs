@@ -629,12 +629,40 @@ fn dimmed(
 struct Graphemes<'a> {
     text: &'a str,
     at: usize,
+    /// The longest inert escape (`\u{00ad}`) taken as one cell: one that
+    /// fits a row is kept whole on it when the text wraps; 0 for none.
+    escapes: usize,
 }
 
 impl<'a> Graphemes<'a> {
     fn new(text: &'a str) -> Self {
-        Graphemes { text, at: 0 }
+        Graphemes {
+            text,
+            at: 0,
+            escapes: 0,
+        }
     }
+
+    /// The graphemes of `text`, an inert escape of at most `longest`
+    /// bytes (one column each) taken as one, as the wrapping breaks it
+    /// only where it cannot fit on a row.
+    fn keeping_escapes(text: &'a str, longest: usize) -> Self {
+        Graphemes {
+            escapes: longest,
+            ..Graphemes::new(text)
+        }
+    }
+}
+
+/// The length of the inert escape `text` starts with (`\u{00ad}`, as
+/// `inert` writes a character it does not show), if it does.
+fn escape_len(text: &str) -> Option<usize> {
+    let hex = text.strip_prefix("\\u{")?;
+    let digits = hex.bytes().take_while(u8::is_ascii_hexdigit).count();
+    if !(1..=6).contains(&digits) {
+        return None;
+    }
+    hex[digits..].starts_with('}').then_some(4 + digits)
 }
 
 impl<'a> Iterator for Graphemes<'a> {
@@ -644,6 +672,18 @@ impl<'a> Iterator for Graphemes<'a> {
         let bytes = self.text.as_bytes();
         let at = self.at;
         let &b = bytes.get(at)?;
+        if b == b'\\' && self.escapes > 0 {
+            let rest = &self.text[at..];
+            // Not when what follows joins its `}` (a combining mark
+            // the segmenter draws with it).
+            let whole = |&len: &usize| {
+                len <= self.escapes && rest[len - 1..].graphemes(true).next() == Some("}")
+            };
+            if let Some(len) = escape_len(rest).filter(whole) {
+                self.at = at + len;
+                return Some((at, &rest[..len]));
+            }
+        }
         let alone = b.is_ascii() && b != b'\r' && bytes.get(at + 1).is_none_or(u8::is_ascii);
         let len = if alone {
             1
@@ -690,7 +730,7 @@ impl<'a> Wrapped<'a> {
         // it are swallowed with it.
         let mut swallowing = false;
         for (text, _) in &parts {
-            for (i, g) in Graphemes::new(text) {
+            for (i, g) in Graphemes::keeping_escapes(text, width - indent) {
                 let (w, blank) = cell_width(g);
                 if w == 0 {
                     continue;
@@ -819,7 +859,7 @@ fn wrap_reference(
     let mut col = 0;
     let mut cells = Vec::new();
     for (text, style) in parts {
-        for g in text.graphemes(true) {
+        for (_, g) in Graphemes::keeping_escapes(text, width - indent) {
             let (w, blank) = cell_width(g);
             if w == 0 {
                 continue;
@@ -1032,6 +1072,39 @@ mod tests {
         }
     }
 
+    /// A long word of inert escapes (`\u{00ad}` for each soft hyphen)
+    /// breaks between escapes, not inside one, where one fits a row.
+    #[test]
+    fn a_wrapped_escape_stays_whole_on_its_row() {
+        let text = format!("x{}y", imchat_core::inert(&"\u{00ad}".repeat(12)));
+        let escape = "\\u{00ad}";
+        // Where its 8 columns fit the rows past the first's indent.
+        for (indent, narrowest) in [(0, 8), (3, 11)] {
+            for width in narrowest..=30 {
+                let parts = vec![(Cow::Owned(text.clone()), Style::new())];
+                let rows = Wrapped::new(parts, width, indent).lines();
+                let rows: Vec<String> = rows.iter().map(ToString::to_string).collect();
+                assert_eq!(rows.concat().replace(' ', ""), text, "at {width}");
+                for row in &rows {
+                    let rest = row.replace(escape, "");
+                    assert!(
+                        rest.trim().chars().all(|c| c == 'x' || c == 'y'),
+                        "at {width}, {indent}: {rows:?}"
+                    );
+                    assert!(text_width(row) <= width, "at {width}: {rows:?}");
+                }
+            }
+        }
+        // Narrower than an escape, it is broken as any word is.
+        let parts = vec![(Cow::Owned(text.clone()), Style::new())];
+        let rows = Wrapped::new(parts, 5, 0).lines();
+        assert!(rows.iter().all(|r| text_width(&r.to_string()) <= 5));
+        assert_eq!(
+            rows.iter().map(ToString::to_string).collect::<String>(),
+            text
+        );
+    }
+
     #[test]
     fn rows_are_those_of_the_reference_wrapping() {
         let styles = [
@@ -1058,6 +1131,8 @@ mod tests {
             "wide 日日日日日日日日日日日日 at the edge",
             "family 👨\u{200d}👩\u{200d}👧 and flags \u{1f1fa}\u{1f1f8}\u{1f1eb}\u{1f1f7}",
             "zero\u{200b}width e\u{301}\u{301} marks",
+            "soft\\u{ad}hy\\u{00ad}\\u{00ad}phen \\u{202e}\\u{} \\u{1234567} \\u{10ffff}",
+            "ab\\u{fe0f}\u{301}\u{301}cd\\u{00ad}e\u{301}",
             "",
             " ",
         ];
