@@ -3103,25 +3103,3 @@ fn push_the_first_quarter_mebibyte(pusher: &mut Raw, size: u64, part: &std::path
         std::thread::sleep(Duration::from_millis(20));
     }
 }
-
-/// A `/sendfile` to a user who is not online shows only its error, not
-/// "offering x.txt (…); it is sent once accepted" first, as if it were
-/// waiting for that user; a push to a user online still says it is
-/// offered.
-#[test]
-fn a_push_to_nobody_online_shows_only_its_error() {
-    let w = World::new("push-nobody");
-    let mut alice = w.client("alice");
-    let bob = w.client("bob");
-    barrier(&mut alice, "alice", "here", &[&bob]);
-    let path = w.dir.join("x.txt");
-    fs::write(&path, b"for zed\n").expect("file");
-    alice.send(&format!("/sendfile {} zed", path.display()));
-    alice.expect_line("error: sending x.txt failed: no user named 'zed' is online");
-    alice.assert_no_line("an offer to zed", |l| l.starts_with("*** offering x.txt"));
-    // Bob is in alice's roster once she was told he joined.
-    alice.expect_line("*** bob has joined");
-    alice.send(&format!("/sendfile {} bob", path.display()));
-    alice.expect_line("*** offering x.txt (8 bytes); it is sent once accepted");
-    alice.expect_line("*** sent x.txt to 1 user(s)");
-}
