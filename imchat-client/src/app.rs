@@ -3589,7 +3589,13 @@ impl Conn {
                 self.app.transfer_lost();
                 // After the answers to what the script asked before.
                 self.catch_up();
-                return self.app.error(&format!("cannot download {name}: {e}"));
+                let text = format!("cannot download {name}: {e}");
+                self.app.view.transfer_ended(&TransferEnd::unasked(
+                    Direction::Download,
+                    name.as_str(),
+                    &e.to_string(),
+                ));
+                return self.app.error(&text);
             }
         };
         let resume = files::resume_state(&mut file).unwrap_or_else(|e| {
@@ -3607,6 +3613,7 @@ impl Conn {
             return;
         }
         let name_again = name.clone();
+        let shown = name.as_str().to_owned();
         let mut t = lock(&self.transfers);
         let (result, drained) = self.session_call(|s| s.download(name, resume));
         match result {
@@ -3625,7 +3632,11 @@ impl Conn {
             // the server refuses.
             self.app.transfer_lost();
             self.catch_up();
-            self.app.error(&usage_line(&e));
+            let text = usage_line(&e);
+            self.app
+                .view
+                .transfer_ended(&TransferEnd::unasked(Direction::Download, &shown, &text));
+            self.app.error(&text);
         }
     }
 
@@ -3638,13 +3649,21 @@ impl Conn {
         }
         // A push whose file cannot be read is a failed transfer, as one
         // the server refuses: a script's exit code says so.
+        // `~/notes.txt` as in the shell; messages say what was typed.
+        let real = files::expand_home(path, std::env::var_os("HOME").as_deref());
+        // Its `transfer_ended` (it has no id: never asked of the server)
+        // names the file as a push of it would.
+        let shown = real
+            .file_name()
+            .map_or_else(|| path.to_owned(), |n| n.to_string_lossy().into_owned());
         let cannot = |text: String| {
             self.catch_up();
             self.app.transfer_lost();
+            self.app
+                .view
+                .transfer_ended(&TransferEnd::unasked(Direction::Send, &shown, &text));
             self.app.error(&text);
         };
-        // `~/notes.txt` as in the shell; messages say what was typed.
-        let real = files::expand_home(path, std::env::var_os("HOME").as_deref());
         // Before opening it: opening a named pipe waits for a writer, and
         // would hold the client until one comes.
         if std::fs::metadata(&real).is_ok_and(|m| !m.is_file()) {

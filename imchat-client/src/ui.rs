@@ -316,10 +316,12 @@ impl View for JsonView {
     }
 
     fn transfer_ended(&self, end: &TransferEnd) {
-        self.last_update
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&end.id);
+        if let Some(id) = &end.id {
+            self.last_update
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+        }
         Self::emit(&transfer_ended_json(end));
     }
 

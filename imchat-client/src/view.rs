@@ -182,8 +182,10 @@ pub struct TransferView {
 /// How a transfer ended, for [`View::transfer_ended`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferEnd {
-    /// The transfer's id (`#3`).
-    pub id: String,
+    /// The transfer's id (`#3`); `None` for one that failed before it
+    /// was asked of the server (its file or folder unusable), and so
+    /// never had one.
+    pub id: Option<String>,
     /// Which way it went (an offer: one we were asked to accept).
     pub direction: Direction,
     /// The file name.
@@ -204,10 +206,21 @@ impl TransferEnd {
         error: Option<&str>,
     ) -> TransferEnd {
         TransferEnd {
-            id: id.to_string(),
+            id: Some(id.to_string()),
             direction,
             name: name.to_owned(),
             error: error.map(str::to_owned),
+        }
+    }
+
+    /// A transfer of `name` that failed, as `error` says, before it was
+    /// asked of the server: it has no id.
+    pub fn unasked(direction: Direction, name: &str, error: &str) -> TransferEnd {
+        TransferEnd {
+            id: None,
+            direction,
+            name: name.to_owned(),
+            error: Some(error.to_owned()),
         }
     }
 }

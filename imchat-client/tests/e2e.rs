@@ -3103,3 +3103,48 @@ fn push_the_first_quarter_mebibyte(pusher: &mut Raw, size: u64, part: &std::path
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// With `--json`, a transfer that fails before it is asked of the server
+/// (its download folder cannot be created, its file cannot be read) ends
+/// with one `transfer_ended` too, its `id` null, as one the server
+/// refuses: a script waiting for it no longer waits forever.
+#[test]
+fn a_transfer_that_fails_before_it_is_asked_ends_in_json() {
+    let w = World::new("json-unasked");
+    let port = w.server.port().to_string();
+    let blocker = w.dir.join("not-a-folder");
+    fs::write(&blocker, b"a plain file\n").expect("file");
+    let script = b"/download welcome.txt\n/sendfile no/such/file.txt\n/quit\n".to_vec();
+    let mut alice = w.script(
+        &[
+            "--json",
+            "--download-dir",
+            blocker.to_str().expect("utf-8"),
+            "alice",
+            "127.0.0.1",
+            &port,
+        ],
+        script,
+    );
+    alice.expect_exit_code(1);
+    assert!(
+        alice.out.wait_eof(Duration::from_secs(10)),
+        "its output ends"
+    );
+    let ended: Vec<serde_json::Value> = alice
+        .out
+        .lines()
+        .iter()
+        .map(|l| parse(l))
+        .filter(|v| v["type"] == "transfer_ended")
+        .collect();
+    let wanted = [("download", "welcome.txt"), ("send", "file.txt")];
+    assert_eq!(ended.len(), wanted.len(), "{ended:?}");
+    for (v, (direction, name)) in ended.iter().zip(wanted) {
+        assert_eq!(v["direction"], direction, "{v}");
+        assert_eq!(v["name"], name, "{v}");
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(v["id"].is_null(), "{v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+}

@@ -196,7 +196,9 @@ impl View for Screen {
     }
 
     fn transfer_ended(&self, end: &TransferEnd) {
-        self.shared.update(|m| m.transfer_ended(&end.id));
+        if let Some(id) = &end.id {
+            self.shared.update(|m| m.transfer_ended(id));
+        }
     }
 
     fn status(&self, status: &Status) {
