@@ -3148,3 +3148,25 @@ fn a_transfer_that_fails_before_it_is_asked_ends_in_json() {
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     }
 }
+
+/// A `/sendfile` to a user away (its client killed, its session held
+/// for a resume) shows only the server's refusal, not "offering x.txt
+/// (…); it is sent once accepted" first, as if it waited for that user.
+#[test]
+fn a_push_to_a_user_away_shows_only_its_error() {
+    let w = World::new("push-away");
+    let mut alice = w.client("alice");
+    let mut bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    bob.kill();
+    w.server.wait_logged("bob lost its connection");
+    // Told live that bob is away (no line for it): a /who after it shows so.
+    alice.send("/who");
+    alice.expect_prefix("*** online");
+    let path = w.dir.join("x.txt");
+    fs::write(&path, b"for bob\n").expect("file");
+    alice.send(&format!("/sendfile {} bob", path.display()));
+    let err = alice.expect_prefix("error: sending x.txt failed: bob is away");
+    assert!(err.contains("connected user"), "{err}");
+    alice.assert_no_line("an offer to bob", |l| l.starts_with("*** offering x.txt"));
+}
