@@ -1459,6 +1459,7 @@ fn handshake(
                         | RefuseCode::WRONG_ACCOUNT_PASSWORD
                         | RefuseCode::TOO_MANY_ATTEMPTS
                         | RefuseCode::BANNED => ClientError::Denied { reason, code },
+                        _ if session.is_resume_refused() => ClientError::ResumeRefused(reason),
                         _ => ClientError::Refused { reason, code },
                     });
                 }

@@ -67,6 +67,12 @@ pub enum ClientError {
         /// The server's code.
         code: RefuseCode,
     },
+    /// The server refused to give back the session asked for, its name
+    /// held by a session the token does not match (see
+    /// `ClientSession::is_resume_refused`): the session is over, and
+    /// asking again is refused the same way.
+    #[error("{0}")]
+    ResumeRefused(String),
     /// An operator removed us.
     #[error("removed from the server: {0}")]
     Kicked(String),
@@ -138,7 +144,7 @@ impl ClientError {
     pub fn is_final(&self) -> bool {
         match self {
             ClientError::Refused { code, .. } | ClientError::Denied { code, .. } => code.is_final(),
-            ClientError::PasswordNeeded { .. } => true,
+            ClientError::PasswordNeeded { .. } | ClientError::ResumeRefused(_) => true,
             _ => false,
         }
     }

@@ -607,6 +607,7 @@ fn ask_again(e: &ClientError) -> Option<Again> {
         {
             Some(Again::Name)
         }
+        ClientError::ResumeRefused(_) => Some(Again::Name),
         ClientError::Resolve(_)
         | ClientError::Connect { .. }
         | ClientError::NoServer(_)

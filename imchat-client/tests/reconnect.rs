@@ -198,6 +198,33 @@ fn a_reconnecting_client_banned_meanwhile_stops_with_the_reason() {
     );
 }
 
+/// A client kept away longer than the server keeps its session, whose
+/// name someone took meanwhile: its session is over and the name is
+/// another's, which no retry changes. It says so once and stops (exit 1),
+/// as at a ban, instead of retrying forever with its spent token (each try
+/// a failed resume counted against its address).
+#[test]
+fn a_reconnecting_client_whose_session_expired_and_name_was_taken_stops() {
+    let w = World::with_args("expired-taken", &["--grace-secs", "1"]);
+    let net = Proxy::start(w.server.addr);
+    let mut alice = w.client_on("alice", net.port(), &["--reconnect"]);
+    // Cut off, and kept off past her session's grace.
+    net.set_target(None);
+    net.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    // Someone else (another machine's alice) takes the name.
+    let _other = w.client("alice");
+    net.set_target(Some(w.server.addr));
+    let status = alice.expect_exit_within(RECONNECT_WAIT);
+    assert_eq!(status.code(), Some(1), "{}", alice.report());
+    assert_eq!(
+        non_empty(&alice.err.lines()),
+        ["imchat-client: your session expired while the server could not be reached, and the username 'alice' is someone else's now"],
+        "{}",
+        alice.report()
+    );
+}
+
 /// A script that reconnects does not read its input meanwhile, but a
 /// signal (a plain `kill`) still quits it at once, as a quit while not
 /// connected: said in its line and kept for the next start, not a log

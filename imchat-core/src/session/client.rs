@@ -588,6 +588,13 @@ pub struct ClientSession {
     account_password: Option<Secret>,
     /// A password of a `Register` not answered yet.
     registering: Option<Secret>,
+    /// The resume asked for presents a session saved by an earlier run
+    /// ([`resuming`](ClientSession::resuming)), not one this run was
+    /// welcomed into: until a `Welcome`.
+    from_save: bool,
+    /// The server refused a resume as a name taken: see
+    /// [`is_resume_refused`](ClientSession::is_resume_refused).
+    resume_refused: bool,
 }
 
 impl ClientSession {
@@ -646,6 +653,8 @@ impl ClientSession {
             server_password: None,
             account_password: None,
             registering: None,
+            from_save: false,
+            resume_refused: false,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -670,6 +679,7 @@ impl ClientSession {
         s.last_seen = saved.last_seen;
         s.next_client_id = saved.next_client_id.clamp(1, LAST_FIRST_CLIENT_ID);
         s.reconnect(now);
+        s.from_save = true;
         s
     }
 
@@ -902,6 +912,8 @@ impl ClientSession {
             None => Reconnect::Fresh,
         });
         self.quit_sent = false;
+        self.from_save = false;
+        self.resume_refused = false;
         if let Some(auth) = self.auth_message() {
             self.transmits.push_back(auth);
         }
@@ -910,6 +922,20 @@ impl ClientSession {
             username: self.username.clone(),
             resume,
         });
+    }
+
+    /// True when the server refused the handshake of a resume with
+    /// [`RefuseCode::NAME_TAKEN`]: the username is held by a session the
+    /// token presented does not match, so this session is over (it
+    /// expired while its client was away and someone took the name, or
+    /// the token saved is not the session's). Asking again with the same
+    /// token is refused the same way, and counts as a failed resume
+    /// against the address; the [`ClientEvent::Refused`] says so in the
+    /// client's words rather than the server's (which speak of the
+    /// holder's session as someone else's).
+    #[must_use]
+    pub fn is_resume_refused(&self) -> bool {
+        self.resume_refused
     }
 
     /// The newest log id seen: of a chat message, a join or a leave (not
@@ -2155,6 +2181,18 @@ impl ClientSession {
                 }
                 ServerMessage::Refused { code, reason, .. } => {
                     self.state = State::Closed;
+                    let resume = matches!(self.reconnecting, Some(Reconnect::Resume { .. }));
+                    let reason = if resume && code == RefuseCode::NAME_TAKEN {
+                        self.resume_refused = true;
+                        let name = &self.username;
+                        if std::mem::take(&mut self.from_save) {
+                            format!("the saved session was not accepted: its token does not match the session the server holds for '{name}' (or it expired, and the name is someone else's now)")
+                        } else {
+                            format!("your session expired while the server could not be reached, and the username '{name}' is someone else's now")
+                        }
+                    } else {
+                        reason
+                    };
                     self.events.push_back(ClientEvent::Refused { code, reason });
                 }
                 ServerMessage::Shutdown { reason } => {
