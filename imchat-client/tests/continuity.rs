@@ -1120,3 +1120,96 @@ fn a_server_restarted_on_an_older_copy_of_its_database_lets_its_clients_join_at_
         c.assert_no_line("a refusal", |l| l.contains("already taken"));
     }
 }
+
+/// `alice`'s saved session file on `w`'s server, once it is there
+/// (not only a temporary file being written).
+fn alice_saved(w: &World) -> std::path::PathBuf {
+    let port = w.server.port();
+    let file = w
+        .dir
+        .path()
+        .join("data")
+        .join("imchat")
+        .join("sessions")
+        .join(format!("alice@127.0.0.1_{port}"));
+    for _ in 0..500 {
+        if file.exists() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    file
+}
+
+/// `alice`'s saved session file on `w`'s server with its `key=` line
+/// given `value` instead.
+fn edit_saved(w: &World, key: &str, value: &str) {
+    let file = alice_saved(w);
+    let text = fs::read_to_string(&file).unwrap_or_else(|e| {
+        let dir = file.parent().unwrap();
+        let names: Vec<_> = fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        panic!("{}: {e}; there: {names:?}", file.display())
+    });
+    let prefix = format!("{key}=");
+    assert!(text.lines().any(|l| l.starts_with(&prefix)), "{text}");
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{prefix}{value}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(&file, edited).unwrap();
+}
+
+/// A saved session whose token is not the session's (an edited or
+/// mixed-up file) is refused as the name taken; the client is that
+/// session's owner, so it says its saved session was not accepted, not
+/// that someone's session waits for its client to come back.
+#[test]
+fn a_saved_session_with_a_wrong_token_says_it_was_not_accepted() {
+    let w = World::new("wrong-token");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    alice.kill();
+    edit_saved(&w, "token", &"5a".repeat(16));
+
+    let mut again = w.spawn_client(&["alice", "127.0.0.1", &port]);
+    let err = again.expect_exit_code(1);
+    assert_eq!(
+        common::non_empty(&err),
+        ["imchat-client: the saved session was not accepted: its token does not match the session the server holds for 'alice' (or it expired, and the name is someone else's now)"],
+        "{}",
+        again.report()
+    );
+    drop(bob);
+}
+
+/// A saved session of another history (its `epoch=` not the server's)
+/// joins afresh, and says its session was not accepted for that, not
+/// that the server restarted without its database (it did not).
+#[test]
+fn a_saved_session_of_another_history_says_it_was_not_accepted() {
+    let w = World::with_args("wrong-epoch", &["--grace-secs", "1"]);
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    wait_saved(&w, "alice", &alice);
+    alice_saved(&w);
+    alice.kill();
+    // Past the grace: no session of hers is left to take the name.
+    thread::sleep(Duration::from_secs(3));
+    edit_saved(&w, "epoch", "12345");
+
+    let again = w.spawn_client(&["alice", "127.0.0.1", &port]);
+    again.expect_line(
+        "*** session not resumed: the saved session was not accepted: the server's history is not the one it was saved against (the server restarted without its database, or the session file is not this server's)",
+    );
+}

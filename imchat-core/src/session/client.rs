@@ -590,7 +590,7 @@ pub struct ClientSession {
     registering: Option<Secret>,
     /// The resume asked for presents a session saved by an earlier run
     /// ([`resuming`](ClientSession::resuming)), not one this run was
-    /// welcomed into: until a `Welcome`.
+    /// welcomed into: until the first `Welcome`.
     from_save: bool,
     /// The server refused a resume as a name taken: see
     /// [`is_resume_refused`](ClientSession::is_resume_refused).
@@ -912,7 +912,6 @@ impl ClientSession {
             None => Reconnect::Fresh,
         });
         self.quit_sent = false;
-        self.from_save = false;
         self.resume_refused = false;
         if let Some(auth) = self.auth_message() {
             self.transmits.push_back(auth);
@@ -2114,6 +2113,7 @@ impl ClientSession {
                     ..
                 } => {
                     self.state = State::Joined;
+                    let from_save = std::mem::take(&mut self.from_save);
                     self.username = username.clone();
                     self.pacer.start(&limits, self.clock);
                     self.announced = Some(limits);
@@ -2156,6 +2156,12 @@ impl ClientSession {
                             let reason = match (asked, self.ended.take()) {
                                 // Kicked while away, as the others were shown.
                                 (Reconnect::Resume { .. }, Some(why)) => why,
+                                (Reconnect::Resume { epoch: old }, None)
+                                    if old != epoch && from_save =>
+                                {
+                                    "the saved session was not accepted: the server's history is not the one it was saved against (the server restarted without its database, or the session file is not this server's)"
+                                        .to_string()
+                                }
                                 (Reconnect::Resume { epoch: old }, None) if old != epoch => {
                                     "history lost (the server restarted without its database)"
                                         .to_string()
@@ -2185,7 +2191,7 @@ impl ClientSession {
                     let reason = if resume && code == RefuseCode::NAME_TAKEN {
                         self.resume_refused = true;
                         let name = &self.username;
-                        if std::mem::take(&mut self.from_save) {
+                        if self.from_save {
                             format!("the saved session was not accepted: its token does not match the session the server holds for '{name}' (or it expired, and the name is someone else's now)")
                         } else {
                             format!("your session expired while the server could not be reached, and the username '{name}' is someone else's now")
