@@ -11315,3 +11315,48 @@ fn a_saved_session_of_another_name_says_so_rather_than_expired() {
         "{alice:?}"
     );
 }
+
+/// A resume refused as its name taken ends the session for good (the
+/// name is held by a session its token does not match): said in the
+/// client's words, and marked so that a reconnecting client stops. A
+/// fresh join refused the same way keeps the server's words.
+#[test]
+fn a_resume_refused_as_the_name_taken_is_marked_and_said_from_the_clients_side() {
+    let now = Instant::now();
+    let refused = || {
+        ServerMessage::Refused {
+        code: RefuseCode::NAME_TAKEN,
+        reason: "the username 'bot' is already taken: its session waits up to 9 s for its client to come back".into(),
+        version: PROTOCOL_VERSION,
+    }
+    };
+    let saved = SavedSession {
+        token: ResumeToken([3; 16]),
+        epoch: 1,
+        last_seen: MessageId(0),
+        next_client_id: 1,
+    };
+    let mut s = ClientSession::resuming(user("bot"), Limits::default(), now, saved);
+    // As the client does before each connection.
+    s.reconnect(now);
+    s.handle_message(refused(), now);
+    assert!(s.is_resume_refused());
+    match s.poll_event() {
+        Some(ClientEvent::Refused { code, reason }) => {
+            assert_eq!(code, RefuseCode::NAME_TAKEN);
+            assert!(
+                reason.starts_with("the saved session was not accepted: its token does not match"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut fresh = ClientSession::new(user("bot"), Limits::default(), now);
+    fresh.handle_message(refused(), now);
+    assert!(!fresh.is_resume_refused());
+    assert!(matches!(
+        fresh.poll_event(),
+        Some(ClientEvent::Refused { reason, .. }) if reason.contains("its session waits")
+    ));
+}
