@@ -296,9 +296,9 @@ pub enum ClientEvent {
     /// its recipients. A message the server refuses gets an
     /// [`Error`](ClientEvent::Error) with its client id instead. Only
     /// with [`set_report_acks`](ClientSession::set_report_acks) (for the
-    /// blocking client, [`ConnectOptions::report_acks`](crate::blocking::ConnectOptions::report_acks)): a
-    /// program that waits to show a message whose recipient may not be
-    /// online shows it at this event (and none that was refused).
+    /// blocking client, `ConnectOptions::report_acks`): a program that
+    /// waits to show a message whose recipient may not be online shows it
+    /// at this event (and none that was refused).
     Acknowledged {
         /// Its client id.
         client_id: u64,
