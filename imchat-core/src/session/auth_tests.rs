@@ -129,18 +129,24 @@ fn without_a_password_or_accounts_a_plain_hello_joins_as_before() {
         .any(|e| matches!(e, HubEvent::CheckAccount { .. })));
 }
 
+/// Locks `address` out: as many wrong server passwords from it as the
+/// limits allow, each refused as wrong.
+fn lock_out(hub: &mut Hub, address: &str, limits: &Limits, now: Instant) {
+    for _ in 0..limits.auth_attempts {
+        let c = hub.handle_connect_from(ip(address), now);
+        hub.handle_message(c, auth(Some("guess"), None), now);
+        hub.handle_message(c, hello("alice"), now);
+        assert_eq!(sent(hub, c), ["refused: wrong server password"]);
+    }
+}
+
 #[test]
 fn wrong_server_passwords_are_limited_per_address() {
     let t0 = Instant::now();
     let mut hub = hub();
     hub.set_server_password(Some(secret("letmein")));
     let limits = Limits::default();
-    for _ in 0..limits.auth_attempts {
-        let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
-        hub.handle_message(c, auth(Some("guess"), None), t0);
-        hub.handle_message(c, hello("alice"), t0);
-        assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
-    }
+    lock_out(&mut hub, "10.0.0.1", &limits, t0);
     // Even the right password is refused from that address for a while.
     let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
     hub.handle_message(c, auth(Some("letmein"), None), t0);
@@ -165,12 +171,7 @@ fn a_hello_without_the_password_from_a_locked_out_address_is_told_both() {
     let mut hub = hub();
     hub.set_server_password(Some(secret("letmein")));
     let limits = Limits::default();
-    for _ in 0..limits.auth_attempts {
-        let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
-        hub.handle_message(c, auth(Some("guess"), None), t0);
-        hub.handle_message(c, hello("alice"), t0);
-        assert_eq!(sent(&mut hub, c), ["refused: wrong server password"]);
-    }
+    lock_out(&mut hub, "10.0.0.1", &limits, t0);
     // No password at all: the server needs one (the code a client acts
     // on), and this address must wait before it may try one.
     let c = hub.handle_connect_from(ip("10.0.0.1"), t0);
