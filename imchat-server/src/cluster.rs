@@ -732,11 +732,12 @@ fn invalid_url(url: &str) -> String {
 fn url_info(url: &str, ca: bool, cert: bool) -> Result<redis::ConnectionInfo, String> {
     use redis::IntoConnectionInfo as _;
     let info = url.into_connection_info().map_err(|_| invalid_url(url))?;
+    let info = query_database(url, info)?;
     // The crate reads `/-1` as database -1: no Redis has it, and the
     // server would start, to run alone for ever.
     if info.redis_settings().db() < 0 {
         return Err(format!(
-            "invalid Redis URL '{}': the database it ends in cannot be negative (Redis has 16 unless its `databases` setting says more: 0 to 15)",
+            "invalid Redis URL '{}': its database cannot be negative (Redis has 16 unless its `databases` setting says more: 0 to 15)",
             redacted(url)
         ));
     }
@@ -752,6 +753,42 @@ fn url_info(url: &str, ca: bool, cert: bool) -> Result<redis::ConnectionInfo, St
         ));
     }
     Ok(info)
+}
+
+/// `info` with the database of `url`'s `db=` query parameter, if it has
+/// one: the crate reads it in a `unix://` URL only, and took
+/// `redis://HOST/?db=3` as database 0, so that servers given it and
+/// `redis://HOST/3` were in two clusters of one Redis, neither told.
+/// A URL that names two different databases is refused.
+fn query_database(url: &str, info: redis::ConnectionInfo) -> Result<redis::ConnectionInfo, String> {
+    if matches!(info.addr(), redis::ConnectionAddr::Unix(_)) {
+        return Ok(info);
+    }
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(info);
+    };
+    let mut asked = parsed
+        .query_pairs()
+        .filter(|(name, _)| name == "db")
+        .map(|(_, value)| value.parse::<i64>());
+    let Some(db) = asked.next() else {
+        return Ok(info);
+    };
+    let bad = |why: &str| format!("invalid Redis URL '{}': {why}", redacted(url));
+    let Ok(db) = db else {
+        return Err(bad("its db= is not a database number"));
+    };
+    if asked.any(|other| other != Ok(db)) {
+        return Err(bad("it names two databases"));
+    }
+    let path = info.redis_settings().db();
+    if !parsed.path().trim_matches('/').is_empty() && path != db {
+        return Err(bad(&format!(
+            "it names two databases ({path} in its path, {db} in its db=)"
+        )));
+    }
+    let settings = info.redis_settings().clone().set_db(db);
+    Ok(info.set_redis_settings(settings))
 }
 
 /// A client of the Redis at `url` (nothing is connected yet), with `tls`
@@ -2744,6 +2781,58 @@ mod tests {
             let e = client(bad, &RedisTls::default()).map(|_| ()).unwrap_err();
             assert!(!e.contains("TopSecret77"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_database_of_a_urls_db_parameter_is_used() {
+        let db = |url: &str| client(url, &RedisTls::default()).map(|r| r.db());
+        assert_eq!(db("redis://127.0.0.1:6379/3"), Ok(3));
+        assert_eq!(db("redis://127.0.0.1:6379/?db=3"), Ok(3));
+        assert_eq!(db("redis://127.0.0.1:6379?db=3"), Ok(3));
+        assert_eq!(db("redis://:pw@127.0.0.1:6379/3?db=3"), Ok(3));
+        assert_eq!(db("redis://127.0.0.1:6379"), Ok(0));
+        let two = db("redis://:SECRETPW@127.0.0.1:6379/2?db=3").unwrap_err();
+        assert_eq!(
+            two,
+            "invalid Redis URL 'redis://:***@127.0.0.1:6379/2?db=3': it names two databases (2 in its path, 3 in its db=)"
+        );
+        let bad = db("redis://:SECRETPW@127.0.0.1:6379/?db=three").unwrap_err();
+        assert!(bad.ends_with("its db= is not a database number"), "{bad}");
+        assert!(!bad.contains("SECRETPW"), "{bad}");
+        let neg = db("redis://127.0.0.1:6379/?db=-1").unwrap_err();
+        assert!(neg.contains("cannot be negative"), "{neg}");
+        // A unix socket's URL has its database in the query only.
+        assert_eq!(db("unix:///tmp/redis.sock?db=4"), Ok(4));
+    }
+
+    #[test]
+    fn every_connection_uses_the_database_of_the_db_parameter() {
+        let Some(redis) = redis_harness::Redis::start() else {
+            return;
+        };
+        let con = |url: &str| {
+            client(url, &RedisTls::default())
+                .unwrap()
+                .connect(WAIT)
+                .unwrap()
+        };
+        let mut three = con(&format!("{}/?db=3", redis.url()));
+        redis::cmd("SET")
+            .arg("k")
+            .arg("in 3")
+            .query::<()>(&mut three)
+            .unwrap();
+        let get = |con: &mut Connection| {
+            redis::cmd("GET")
+                .arg("k")
+                .query::<Option<String>>(con)
+                .unwrap()
+        };
+        assert_eq!(
+            get(&mut con(&format!("{}/3", redis.url()))),
+            Some("in 3".into())
+        );
+        assert_eq!(get(&mut con(&redis.url())), None);
     }
 
     #[test]
