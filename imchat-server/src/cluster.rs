@@ -728,10 +728,44 @@ fn invalid_url(url: &str) -> String {
     )
 }
 
+/// What is wrong with the port of `url`, if it is out of range (the URL
+/// parser says only that the URL is invalid) or 0 (nothing listens
+/// there). A port that is not a number is left to [`invalid_url`]: it may
+/// be a password without its `@`, and is not shown.
+fn bad_port(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.rfind(']') {
+        Some(i) => host_port[i + 1..].strip_prefix(':')?,
+        None => host_port.rsplit_once(':')?.1,
+    };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let shown = port.trim_start_matches('0');
+    match port.parse::<u16>() {
+        Ok(0) => Some(format!(
+            "invalid Redis URL '{}': port 0 is no port to connect to (Redis listens on 6379 unless told otherwise)",
+            redacted(url)
+        )),
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "invalid Redis URL '{}': port {shown} is out of range (1 to 65535)",
+            redacted(url)
+        )),
+    }
+}
+
 /// `url` read as a Redis URL, checked as [`check_url`] says.
 fn url_info(url: &str, ca: bool, cert: bool) -> Result<redis::ConnectionInfo, String> {
     use redis::IntoConnectionInfo as _;
-    let info = url.into_connection_info().map_err(|_| invalid_url(url))?;
+    let info = url
+        .into_connection_info()
+        .map_err(|_| bad_port(url).unwrap_or_else(|| invalid_url(url)))?;
+    if let Some(bad) = bad_port(url) {
+        return Err(bad);
+    }
     let info = query_database(url, info)?;
     // The crate reads `/-1` as database -1: no Redis has it, and the
     // server would start, to run alone for ever.
@@ -2781,6 +2815,28 @@ mod tests {
             let e = client(bad, &RedisTls::default()).map(|_| ()).unwrap_err();
             assert!(!e.contains("TopSecret77"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_port_out_of_range_is_said_so() {
+        let e = |url: &str| client(url, &RedisTls::default()).map(|_| ()).unwrap_err();
+        assert_eq!(
+            e("redis://127.0.0.1:99999"),
+            "invalid Redis URL 'redis://127.0.0.1:99999': port 99999 is out of range (1 to 65535)"
+        );
+        assert_eq!(
+            e("rediss://:SECRETPW@[::1]:70000/2"),
+            "invalid Redis URL 'rediss://:***@[::1]:70000/2': port 70000 is out of range (1 to 65535)"
+        );
+        assert!(e("redis://localhost:0").contains("port 0 is no port"));
+        // A port that is not a number may be a password: never shown.
+        let odd = e("redis://localhost:SECRETPW");
+        assert!(
+            odd.starts_with("invalid Redis URL 'redis://localhost:***'"),
+            "{odd}"
+        );
+        assert!(client("redis://127.0.0.1:65535", &RedisTls::default()).is_ok());
+        assert!(client("redis://:6@host:6379", &RedisTls::default()).is_ok());
     }
 
     #[test]
