@@ -459,11 +459,20 @@ pub fn redacted(url: &str) -> String {
         None => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let (authority, tail) = rest.split_at(end);
-            // An IPv6 host is in brackets: its port comes after them.
+            // An IPv6 host is in brackets: its port comes after them. One
+            // whose `]` is missing (`redis://[::1`) holds nothing that
+            // could be a secret if it is all an address's characters.
             let host_port = match authority.find(']') {
                 Some(i) if authority.starts_with('[') => {
                     let (host, after) = authority.split_at(i + 1);
                     after.strip_prefix(':').map(|port| (host, port))
+                }
+                None if authority.strip_prefix('[').is_some_and(|a| {
+                    a.bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                }) =>
+                {
+                    None
                 }
                 _ => authority.split_once(':'),
             };
@@ -2772,6 +2781,12 @@ mod tests {
         assert_eq!(redacted("redis://[::1]:6379/2"), "redis://[::1]:6379/2");
         assert_eq!(redacted("redis://[::1]"), "redis://[::1]");
         assert_eq!(redacted("redis://[::1]:secret"), "redis://[::1]:***");
+        // No `]`, no `@`: an address cut short, nothing to hide.
+        assert_eq!(redacted("redis://[::1"), "redis://[::1");
+        assert_eq!(redacted("redis://[::1/2"), "redis://[::1/2");
+        assert_eq!(redacted("redis://[fe80::1:6379"), "redis://[fe80::1:6379");
+        assert_eq!(redacted("redis://[:SECRETPW"), "redis://[:***");
+        assert_eq!(redacted("redis://:pw@[::1"), "redis://:***@[::1");
         assert_eq!(
             redacted("redis://:pw@[::1]:6379"),
             "redis://:***@[::1]:6379"
