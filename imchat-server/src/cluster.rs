@@ -524,6 +524,10 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         && e.detail() == Some(link::NO_PASSWORD_SET)
     {
         "Redis has no password set, but the URL gives one: leave it out of the URL (redis://HOST:PORT), or set Redis's requirepass".into()
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+        && e.detail() == Some(link::NO_SUCH_USER_OR_PASSWORD)
+    {
+        "Redis refused the user name and password in the URL: wrong user name or password (or the user is disabled)".into()
     } else if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
         "Redis refused the password in the URL".into()
     } else if e.code() == Some("NOAUTH") {
@@ -845,10 +849,11 @@ fn query_database(url: &str, info: redis::ConnectionInfo) -> Result<redis::Conne
 pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
     let info = url_info(url, tls.ca.is_some(), tls.identity.is_some())?;
     let db = info.redis_settings().db();
-    let info = quiet_handshake(info);
+    let user = info.redis_settings().username().is_some();
+    let (info, auth) = quiet_handshake(info);
     let client = redis::Client::open(info.clone()).map_err(|_| invalid_url(url))?;
     if tls.ca.is_none() && tls.identity.is_none() {
-        return Ok(link::Redis::new(client, db));
+        return Ok(link::Redis::new(client, db, auth, user));
     }
     if let Some(ca) = &tls.ca {
         pem_certificates(ca, "the CA for Redis (--redis-ca)")?;
@@ -877,7 +882,7 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
         },
     )
     .map_err(|e| format!("cannot use the TLS settings for Redis: {e}"))?;
-    Ok(link::Redis::new(client, db))
+    Ok(link::Redis::new(client, db, auth, user))
 }
 
 /// `info` without the library's name sent on each new connection
@@ -888,13 +893,29 @@ pub fn client(url: &str, tls: &RedisTls) -> Result<link::Redis, String> {
 /// reply to fail, and the failure of the lease round that tells users of
 /// an outage came only once Redis answered again, with "reachable again"
 /// just after it. Without them the handshake is at most one `AUTH`.
-fn quiet_handshake(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
-    let settings = info
-        .redis_settings()
-        .clone()
+///
+/// In RESP2 (the default), that `AUTH` is taken out too, and given back
+/// to be sent as a request of its own: the crate's handshake keeps only
+/// that authentication failed, not Redis's answer, which tells a wrong
+/// password from a Redis that has none set (that took a second
+/// connection, at every failed connect). RESP3's handshake (`HELLO`)
+/// keeps Redis's answer, and authenticates as it opens.
+fn quiet_handshake(info: redis::ConnectionInfo) -> (redis::ConnectionInfo, Option<link::Auth>) {
+    let given = info.redis_settings();
+    let protocol = given.protocol();
+    if protocol.supports_resp3() {
+        let settings = given.clone().set_skip_set_lib_name().set_db(0);
+        return (info.set_redis_settings(settings), None);
+    }
+    let auth = given.password().map(|password| link::Auth {
+        user: given.username().map(str::to_string),
+        password: password.to_string(),
+    });
+    let settings = redis::RedisConnectionInfo::default()
         .set_skip_set_lib_name()
+        .set_protocol(protocol)
         .set_db(0);
-    info.set_redis_settings(settings)
+    (info.set_redis_settings(settings), auth)
 }
 
 pub(crate) fn name_key(key: &str) -> String {
@@ -2904,6 +2925,46 @@ mod tests {
             Some("in 3".into())
         );
         assert_eq!(get(&mut con(&redis.url())), None);
+    }
+
+    #[test]
+    fn a_real_redis_refusing_a_user_or_password_is_said_truly() {
+        let Some(redis) = redis_harness::Redis::start_with(&["--requirepass", "right"]) else {
+            return;
+        };
+        let port = redis.port;
+        let said = |url: String| {
+            let Err(e) = client(&url, &RedisTls::default()).unwrap().connect(WAIT) else {
+                panic!("{url} connected");
+            };
+            let said = said_to(&client(&url, &RedisTls::default()).unwrap(), &e);
+            assert!(!said.contains("SECRETPW"), "{said}");
+            said
+        };
+        assert!(said(format!("redis://nobody:SECRETPW@127.0.0.1:{port}"))
+            .ends_with("wrong user name or password (or the user is disabled)"));
+        assert_eq!(
+            said(format!("redis://:SECRETPW@127.0.0.1:{port}")),
+            "Redis refused the password in the URL"
+        );
+        for url in [
+            format!("redis://:right@127.0.0.1:{port}/2"),
+            format!("redis://default:right@127.0.0.1:{port}"),
+        ] {
+            let mut con = client(&url, &RedisTls::default())
+                .unwrap()
+                .connect(WAIT)
+                .unwrap();
+            assert_eq!(
+                redis::cmd("PING").query::<String>(&mut con).unwrap(),
+                "PONG"
+            );
+        }
+        let Some(open) = redis_harness::Redis::start() else {
+            return;
+        };
+        assert!(said(format!("redis://:SECRETPW@127.0.0.1:{}", open.port))
+            .starts_with("Redis has no password set, but the URL gives one"));
     }
 
     #[test]

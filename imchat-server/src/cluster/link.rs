@@ -20,18 +20,38 @@ use std::time::Duration;
 use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
 /// Where the server's Redis is: the crate's client, without the URL's
-/// database, and that database.
+/// database (and, in RESP2, its user name and password), and those.
 #[derive(Clone)]
 pub struct Redis {
     client: redis::Client,
     db: i64,
+    /// The URL's user name and password, sent by [`Redis::connect`] as a
+    /// request of its own: `None` when the URL has no password, or when
+    /// the handshake sends them (RESP3's `HELLO`, which keeps Redis's
+    /// answer).
+    auth: Option<Auth>,
+    /// Whether the URL names a user (ACL).
+    user: bool,
+}
+
+/// A user name (`None`: Redis's default user) and password.
+#[derive(Clone)]
+pub(crate) struct Auth {
+    pub(crate) user: Option<String>,
+    pub(crate) password: String,
 }
 
 impl Redis {
-    /// `client` for connections that select `db` once connected (`client`
-    /// itself is built without a database: see `quiet_handshake`).
-    pub(crate) fn new(client: redis::Client, db: i64) -> Redis {
-        Redis { client, db }
+    /// `client` for connections that authenticate with `auth` and select
+    /// `db` once connected (`client` itself is built without them: see
+    /// `quiet_handshake`); `user`: whether the URL names a user.
+    pub(crate) fn new(client: redis::Client, db: i64, auth: Option<Auth>, user: bool) -> Redis {
+        Redis {
+            client,
+            db,
+            auth,
+            user,
+        }
     }
 
     /// The database the URL names (0 when it names none).
@@ -41,7 +61,7 @@ impl Redis {
     }
 
     /// A new connection whose every read and write waits `timeout` at
-    /// most, the URL's database selected.
+    /// most, authenticated and the URL's database selected.
     ///
     /// # Errors
     ///
@@ -51,10 +71,19 @@ impl Redis {
         let con = self
             .client
             .get_connection_with_timeout(timeout)
-            .map_err(|e| self.why_refused(e, timeout))?;
+            .map_err(|e| self.why_refused(e))?;
         con.set_read_timeout(Some(timeout))?;
         con.set_write_timeout(Some(timeout))?;
         let mut con = Connection { con: Some(con) };
+        if let Some(auth) = &self.auth {
+            let mut cmd = redis::cmd("AUTH");
+            if let Some(user) = &auth.user {
+                cmd.arg(user);
+            }
+            cmd.arg(&auth.password)
+                .query::<()>(&mut con)
+                .map_err(|e| self.why_refused(e))?;
+        }
         if self.db != 0 {
             redis::cmd("SELECT").arg(self.db).query::<()>(&mut con)?;
         }
@@ -64,45 +93,47 @@ impl Redis {
 
 /// The detail of the error [`Redis::connect`] gives when Redis refused the
 /// URL's password because it has none set (`ERR AUTH <password> called
-/// without any password configured`): the crate keeps only that the
-/// authentication failed, which read as a wrong password.
+/// without any password configured`; the crate's own handshake kept only
+/// that the authentication failed, which read as a wrong password).
 pub(crate) const NO_PASSWORD_SET: &str = "Redis has no password set";
 
+/// The detail of the error [`Redis::connect`] gives when Redis refused the
+/// user name and password of a URL that names a user: Redis answers the
+/// same `WRONGPASS` for a user it does not have and for a wrong password.
+pub(crate) const NO_SUCH_USER_OR_PASSWORD: &str = "wrong user name or password";
+
 impl Redis {
-    /// `e`, or, when Redis refused the password of a URL without a user
-    /// name and lets a connection without one in, an authentication error
-    /// whose detail is [`NO_PASSWORD_SET`]. A URL with a user name is left
-    /// alone: an ACL user that does not exist is refused the same way while
-    /// the default user may need no password.
-    fn why_refused(&self, e: RedisError, timeout: Duration) -> RedisError {
-        let info = self.client.get_connection_info();
-        let settings = info.redis_settings();
-        if e.kind() != ErrorKind::AuthenticationFailed
-            || settings.password().is_none()
-            || settings.username().is_some()
-        {
+    /// `e`, Redis's answer to the URL's `AUTH` (or to the crate's
+    /// handshake), as an authentication error whose detail says what is
+    /// known: [`NO_PASSWORD_SET`] when Redis has no password to check
+    /// against, [`NO_SUCH_USER_OR_PASSWORD`] for a URL that names a user.
+    /// Told from Redis's answer: no second connection is opened.
+    fn why_refused(&self, e: RedisError) -> RedisError {
+        let detail = e.detail().unwrap_or_default();
+        let no_password = detail.contains("without any password configured")
+            || detail.contains("no password is set");
+        let refused = e.kind() == ErrorKind::AuthenticationFailed
+            || e.code() == Some("WRONGPASS")
+            || detail.contains("invalid password")
+            || no_password;
+        if !refused {
             return e;
         }
-        let bare = redis::RedisConnectionInfo::default()
-            .set_skip_set_lib_name()
-            .set_protocol(settings.protocol());
-        let Ok(client) = redis::Client::open(info.clone().set_redis_settings(bare)) else {
-            return e;
-        };
-        let let_in = client
-            .get_connection_with_timeout(timeout)
-            .and_then(|mut con| {
-                con.set_read_timeout(Some(timeout))?;
-                redis::cmd("PING").query::<String>(&mut con)
-            });
-        match let_in {
-            Ok(_) => RedisError::from((
+        let why = if no_password && !self.user {
+            NO_PASSWORD_SET
+        } else if self.user {
+            NO_SUCH_USER_OR_PASSWORD
+        } else {
+            return RedisError::from((
                 ErrorKind::AuthenticationFailed,
                 "Password authentication failed",
-                NO_PASSWORD_SET.to_string(),
-            )),
-            Err(_) => e,
-        }
+            ));
+        };
+        RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+            why.to_string(),
+        ))
     }
 }
 
@@ -224,9 +255,10 @@ fn read_replies(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::sync::mpsc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
     use std::thread;
     use std::time::Instant;
 
@@ -252,6 +284,91 @@ mod tests {
             let _ = tx.send(opened.elapsed());
         });
         (url, rx)
+    }
+
+    /// A "Redis" on 127.0.0.1 that answers `AUTH` with `auth` (a RESP
+    /// error line), `PING` with `PONG` and anything else with `OK`; with
+    /// the count of connections it took.
+    fn refusing_redis(auth: &'static str) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&taken);
+        thread::spawn(move || {
+            for _ in 0..50 {
+                let Ok((mut s, _)) = listener.accept() else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    for _ in 0..50 {
+                        let Ok(n) = s.read(&mut buf) else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        let got = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
+                        let answer = if got.contains("AUTH") {
+                            auth
+                        } else if got.contains("PING") {
+                            "+PONG\r\n"
+                        } else {
+                            "+OK\r\n"
+                        };
+                        if s.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, taken)
+    }
+
+    #[test]
+    fn a_password_redis_has_none_for_is_told_without_a_second_connection() {
+        let (port, taken) = refusing_redis(
+            "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
+        );
+        let url = format!("redis://:SECRETPW@127.0.0.1:{port}");
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        for _ in 0..3 {
+            let Err(e) = redis.connect(Duration::from_secs(5)) else {
+                panic!("connected");
+            };
+            let said = crate::cluster::said(&e);
+            assert!(
+                said.starts_with("Redis has no password set, but the URL gives one"),
+                "{said}"
+            );
+            assert!(!said.contains("SECRETPW"), "{said}");
+        }
+        // One connection a try (it took two: the second to ask without
+        // the password).
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(taken.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn an_unknown_acl_user_is_said_as_a_wrong_user_name_or_password() {
+        let (port, _) =
+            refusing_redis("-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+        let said = |url: &str| {
+            let redis = crate::cluster::client(url, &crate::cluster::RedisTls::default()).unwrap();
+            let Err(e) = redis.connect(Duration::from_secs(5)) else {
+                panic!("connected");
+            };
+            assert!(crate::cluster::refuses_settings(&e));
+            crate::cluster::said(&e)
+        };
+        let with_user = said(&format!("redis://nobody:SECRETPW@127.0.0.1:{port}"));
+        assert_eq!(
+            with_user,
+            "Redis refused the user name and password in the URL: wrong user name or password (or the user is disabled)"
+        );
+        let without = said(&format!("redis://:SECRETPW@127.0.0.1:{port}"));
+        assert_eq!(without, "Redis refused the password in the URL");
     }
 
     #[test]
