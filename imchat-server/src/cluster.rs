@@ -524,6 +524,9 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         && e.detail() == Some(link::NO_PASSWORD_SET)
     {
         "Redis has no password set, but the URL gives one: leave it out of the URL (redis://HOST:PORT), or set Redis's requirepass".into()
+    } else if let Some(found) = too_old(e) {
+        let (major, minor) = link::NEEDED;
+        format!("Redis {found} is too old: the cluster needs Redis {major}.{minor} or newer")
     } else if e.kind() == redis::ErrorKind::AuthenticationFailed
         && e.detail() == Some(link::NO_SUCH_USER_OR_PASSWORD)
     {
@@ -644,6 +647,16 @@ pub(crate) fn refuses_settings(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
         || no_such_database(e)
+        || too_old(e).is_some()
+}
+
+/// The version of a Redis [`link::Redis::connect`] found too old.
+fn too_old(e: &redis::RedisError) -> Option<&str> {
+    if e.kind() == redis::ErrorKind::Client && e.to_string().starts_with(link::TOO_OLD) {
+        e.detail()
+    } else {
+        None
+    }
 }
 
 /// What a URL's database number must be, for the errors.

@@ -15,6 +15,8 @@
 //! failure). The database of the URL is selected after the handshake, as a
 //! request of its own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
@@ -32,6 +34,9 @@ pub struct Redis {
     auth: Option<Auth>,
     /// Whether the URL names a user (ACL).
     user: bool,
+    /// Whether Redis's version was found new enough (asked once, on the
+    /// first connection; again after a Redis found too old).
+    recent: Arc<AtomicBool>,
 }
 
 /// A user name (`None`: Redis's default user) and password.
@@ -51,6 +56,7 @@ impl Redis {
             db,
             auth,
             user,
+            recent: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -87,8 +93,43 @@ impl Redis {
         if self.db != 0 {
             redis::cmd("SELECT").arg(self.db).query::<()>(&mut con)?;
         }
+        if !self.recent.load(Ordering::Relaxed) {
+            match redis::cmd("INFO").arg("server").query::<String>(&mut con) {
+                Ok(info) => {
+                    if let Some(found) = too_old(&info) {
+                        return Err(RedisError::from((ErrorKind::Client, TOO_OLD, found)));
+                    }
+                }
+                // An `INFO` that Redis refuses (an ACL) checks nothing.
+                Err(_) if con.is_open() => {}
+                Err(e) => return Err(e),
+            }
+            self.recent.store(true, Ordering::Relaxed);
+        }
         Ok(con)
     }
+}
+
+/// The description of the error [`Redis::connect`] gives for a Redis older
+/// than [`NEEDED`] (its detail: the version found).
+pub(crate) const TOO_OLD: &str = "Redis is too old";
+
+/// The oldest Redis the cluster works with: it uses `SET … GET` (the
+/// heartbeat, sessions) and `BLMOVE` (pushed files), new in 6.2, which an
+/// older one refuses, one request at a time, after the server joined.
+pub(crate) const NEEDED: (u32, u32) = (6, 2);
+
+/// The version in Redis's `INFO server` (`redis_version:7.0.15`), if it is
+/// older than [`NEEDED`]. `None` too when none is found in it.
+pub(crate) fn too_old(info: &str) -> Option<String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().and_then(Result::ok).unwrap_or(0);
+    ((major, minor) < NEEDED).then(|| version.to_string())
 }
 
 /// The detail of the error [`Redis::connect`] gives when Redis refused the
@@ -257,8 +298,8 @@ fn read_replies(
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
     use std::thread;
     use std::time::Instant;
 
@@ -266,8 +307,12 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_millis(300);
 
+    /// Redis's answer to `INFO server`, of a Redis recent enough.
+    const VERSION_7: &[u8] = b"$36\r\n# Server\r\nredis_version:7.2.4\r\nx:1\r\n\r\n";
+
     /// A "Redis" on 127.0.0.1 that takes one connection, reads what comes
-    /// and answers nothing; it sends how long the connection stayed open.
+    /// and answers nothing but its version (`INFO`); it sends how long the
+    /// connection stayed open.
     fn silent_redis() -> (String, mpsc::Receiver<Duration>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
@@ -280,7 +325,11 @@ mod tests {
             let opened = Instant::now();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = [0u8; 4096];
-            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                if buf[..n].windows(4).any(|w| w == b"INFO") {
+                    let _ = s.write_all(VERSION_7);
+                }
+            }
             let _ = tx.send(opened.elapsed());
         });
         (url, rx)
@@ -311,6 +360,8 @@ mod tests {
                         let got = String::from_utf8_lossy(&buf[..n]).to_ascii_uppercase();
                         let answer = if got.contains("AUTH") {
                             auth
+                        } else if got.contains("INFO") {
+                            "$37\r\n# Server\r\nredis_version:6.0.16\r\nx:1\r\n\r\n"
                         } else if got.contains("PING") {
                             "+PONG\r\n"
                         } else {
@@ -324,6 +375,35 @@ mod tests {
             }
         });
         (port, taken)
+    }
+
+    #[test]
+    fn a_redis_older_than_6_2_is_found_too_old() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_git_sha1:0\r\n");
+        assert_eq!(too_old(&info("6.0.16")), Some("6.0.16".into()));
+        assert_eq!(too_old(&info("5.0.7")), Some("5.0.7".into()));
+        assert_eq!(too_old(&info("6")), Some("6".into()));
+        assert_eq!(too_old(&info("6.2.0")), None);
+        assert_eq!(too_old(&info("7.4.1")), None);
+        assert_eq!(too_old(&info("10.0.0")), None);
+        // Nothing to tell by: not refused.
+        assert_eq!(too_old("# Server\r\n"), None);
+        assert_eq!(too_old(&info("unknown")), None);
+    }
+
+    #[test]
+    fn a_redis_too_old_is_refused_at_connect_in_one_line() {
+        let (port, _) = refusing_redis("+OK\r\n");
+        let url = format!("redis://:SECRETPW@127.0.0.1:{port}");
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        let Err(e) = redis.connect(Duration::from_secs(5)) else {
+            panic!("connected to Redis 6.0.16");
+        };
+        assert!(crate::cluster::refuses_settings(&e));
+        assert_eq!(
+            crate::cluster::said(&e),
+            "Redis 6.0.16 is too old: the cluster needs Redis 6.2 or newer"
+        );
     }
 
     #[test]
