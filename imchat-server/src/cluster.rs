@@ -749,7 +749,7 @@ pub fn check_url(url: &str, ca: bool, cert: bool) -> Result<(), String> {
 
 fn invalid_url(url: &str) -> String {
     format!(
-        "invalid Redis URL '{}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB] or rediss://… (percent-encode special characters in the password)",
+        "invalid Redis URL '{}': expected redis://[USER][:PASSWORD@]HOST[:PORT][/DB], rediss://… or unix:///PATH[?pass=PASSWORD&db=DB] (percent-encode special characters in the password)",
         redacted(url)
     )
 }

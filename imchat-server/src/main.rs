@@ -178,8 +178,10 @@ struct Cli {
 
     /// Join a cluster of servers that are one chat, through this Redis
     ///
-    /// redis://[:PASSWORD@]HOST:PORT[/DB], or rediss:// for TLS. Without
-    /// it the server is alone (the default). The password is never logged.
+    /// redis://[[USER]:PASSWORD@]HOST:PORT[/DB], rediss:// for TLS, or
+    /// unix:///PATH/redis.sock[?pass=PASSWORD&db=DB] for Redis's unix
+    /// socket. Without it the server is alone (the default). The password
+    /// is never logged.
     #[arg(
         long,
         value_name = "URL",

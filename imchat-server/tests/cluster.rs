@@ -1475,6 +1475,62 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     );
 }
 
+/// Servers join a cluster through Redis's unix socket (`unix://PATH`,
+/// the password and database in the query), and the password is never
+/// logged.
+#[test]
+fn servers_join_a_cluster_through_a_unix_socket() {
+    let Some(bin) = redis_harness::redis_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let child = Command::new(bin)
+        .args(["--port", "0", "--unixsocket"])
+        .arg(&socket)
+        .args(["--unixsocketperm", "700", "--requirepass", "s3cret-pw"])
+        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stopped by its handle's drop.
+    let _redis = Redis { child, port: 0 };
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "redis-server made no socket");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("unix://{}?pass=s3cret-pw&db=2", socket.display());
+    let a = Server::start(&url);
+    let b = Server::start(&url);
+    let mut alice = Peer::join(a.addr, "alice");
+    let _bob = Peer::join(b.addr, "bob");
+    alice.wait_who(&["alice", "bob"], WAIT);
+    let mut logs = String::new();
+    for s in [&a, &b] {
+        logs += &std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+        logs += &s.lines.lock().unwrap().join("\n");
+    }
+    assert!(logs.contains("?pass=***&db=2"), "{logs}");
+    assert!(!logs.contains("s3cret-pw"), "{logs}");
+    // The cluster's keys are in database 2.
+    let mut redis = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    redis
+        .write_all(b"AUTH s3cret-pw\r\nSELECT 2\r\nEXISTS imchat:servers\r\n")
+        .unwrap();
+    redis.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b":1\r\n") && !got.ends_with(b":0\r\n") {
+        let n = redis.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"+OK\r\n+OK\r\n:1\r\n");
+}
+
 /// A server whose Redis refuses its password tells a user who joins that
 /// it is a configuration error, not to try again in a moment (waiting
 /// does not help), and still serves users once the password is right.
