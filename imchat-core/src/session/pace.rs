@@ -16,6 +16,10 @@ use crate::message::ServerLimits;
 /// over the rate however the frames bunch up on the way.
 const PACE_SHARE: f64 = 0.9;
 
+/// The longest wait [`Pacer::ready_at`] names: a year, far past any debt a
+/// real server's answers make, and a time every platform's clock can add.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// The bucket. Counts may go below zero: a request the session had to
 /// send at once (a `Cancel`, a keepalive `Ping`) or an answer that cost
 /// more than its request paid is a debt the next sends wait out.
@@ -68,7 +72,13 @@ impl Pacer {
         let bytes = (bytes as f64).min(rates.burst_bytes);
         let secs = bucket.secs_until(rates, messages, bytes);
         // Round up to whole microseconds, so that waiting until the
-        // answer always finds the bucket ready.
-        (secs > 0.0).then(|| bucket.at + Duration::from_micros((secs * 1e6).ceil() as u64 + 1))
+        // answer always finds the bucket ready. A debt no clock reaches
+        // (a server that counted more files than exist) waits as long as
+        // the clock can say, never past it.
+        (secs > 0.0).then(|| {
+            let micros = ((secs * 1e6).ceil() as u64).saturating_add(1);
+            let wait = Duration::from_micros(micros).min(MAX_WAIT);
+            bucket.at.checked_add(wait).unwrap_or(bucket.at)
+        })
     }
 }
