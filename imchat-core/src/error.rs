@@ -233,15 +233,17 @@ pub enum TransferError {
         /// File size.
         size: u64,
     },
-    /// The other side cancelled the transfer.
-    #[error("transfer {id} cancelled: {reason}")]
+    /// The other side cancelled the transfer. Shown with its words made
+    /// [`inert`](crate::inert), on one line: they are a peer's.
+    #[error("transfer {id} cancelled: {}", crate::inert(reason))]
     Cancelled {
         /// The transfer.
         id: TransferId,
         /// Why, as a code a program can act on ([`CancelCode::NO_SUCH_FILE`],
         /// say); [`CancelCode::PEER_LEFT`] when the connection was lost.
         code: CancelCode,
-        /// Why, as the other side said.
+        /// Why, as the other side said (as sent: make it
+        /// [`inert`](crate::inert) to show it).
         reason: String,
     },
 }

@@ -159,7 +159,8 @@ pub enum OptionsError {
 
 /// Why [`Client::connect`] failed. The refusals (`NameTaken` to
 /// `Refused`) carry the server's reason; show it and try another name or
-/// server.
+/// server. Their `reason` fields are the server's words as sent; the
+/// error's `Display` shows them [`inert`](crate::inert), on one line.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -223,7 +224,10 @@ pub enum ConnectError {
         reason: String,
     },
     /// The server speaks another protocol version.
-    #[error("protocol version {ours} not supported by the server (it speaks {server}): {reason}")]
+    #[error(
+        "protocol version {ours} not supported by the server (it speaks {server}): {}",
+        crate::inert(reason)
+    )]
     VersionMismatch {
         /// Our [`PROTOCOL_VERSION`].
         ours: u16,
@@ -299,10 +303,13 @@ impl ConnectError {
 /// it already, that is contain `key` ("server full (2 users)" is not
 /// "server full: server full (2 users)", nor "the username 'ann' is
 /// already taken" "username already taken: the username 'ann' is already
-/// taken").
+/// taken"). The words are the server's, made [`inert`](crate::inert): a
+/// program that prints the error prints no escape sequence and no line
+/// break of the server's.
 fn said(what: &str, key: &str, reason: &str) -> String {
+    let reason = crate::inert(reason);
     if reason.to_lowercase().contains(key) {
-        reason.to_string()
+        reason.into_owned()
     } else {
         format!("{what}: {reason}")
     }
