@@ -595,6 +595,20 @@ pub struct ClientSession {
     /// The server refused a resume as a name taken: see
     /// [`is_resume_refused`](ClientSession::is_resume_refused).
     resume_refused: bool,
+    /// How the server ended the session, when it did so on purpose (a
+    /// kick, a resume from another connection): a resume after it that
+    /// is refused says so, not that the session expired. Until the next
+    /// `Welcome`.
+    closed_by: Option<ClosedBy>,
+}
+
+/// How the server ended a session on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClosedBy {
+    /// [`ClientEvent::Kicked`].
+    Kicked,
+    /// [`ClientEvent::Replaced`].
+    Replaced,
 }
 
 impl ClientSession {
@@ -655,6 +669,7 @@ impl ClientSession {
             registering: None,
             from_save: false,
             resume_refused: false,
+            closed_by: None,
         };
         s.transmits.push_back(ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -926,8 +941,9 @@ impl ClientSession {
     /// True when the server refused the handshake of a resume with
     /// [`RefuseCode::NAME_TAKEN`]: the username is held by a session the
     /// token presented does not match, so this session is over (it
-    /// expired while its client was away and someone took the name, or
-    /// the token saved is not the session's). Asking again with the same
+    /// expired while its client was away and someone took the name, the
+    /// server ended it (a kick, a resume of it from another connection),
+    /// or the token saved is not the session's). Asking again with the same
     /// token is refused the same way, and counts as a failed resume
     /// against the address; the [`ClientEvent::Refused`] says so in the
     /// client's words rather than the server's (which speak of the
@@ -2113,6 +2129,7 @@ impl ClientSession {
                     ..
                 } => {
                     self.state = State::Joined;
+                    self.closed_by = None;
                     let from_save = std::mem::take(&mut self.from_save);
                     self.username = username.clone();
                     self.pacer.start(&limits, self.clock);
@@ -2191,7 +2208,11 @@ impl ClientSession {
                     let reason = if resume && code == RefuseCode::NAME_TAKEN {
                         self.resume_refused = true;
                         let name = &self.username;
-                        if self.from_save {
+                        if self.closed_by == Some(ClosedBy::Replaced) {
+                            format!("your session was taken over by another connection, which holds the username '{name}' now")
+                        } else if self.closed_by == Some(ClosedBy::Kicked) {
+                            format!("your session was ended by an operator (kicked), and the username '{name}' is someone else's now")
+                        } else if self.from_save {
                             format!("the saved session was not accepted: its token does not match the session the server holds for '{name}' (or it expired, and the name is someone else's now)")
                         } else {
                             format!("your session expired while the server could not be reached, and the username '{name}' is someone else's now")
@@ -2310,9 +2331,11 @@ impl ClientSession {
                 }
                 if code == ErrorCode::KICKED {
                     self.state = State::Closed;
+                    self.closed_by = Some(ClosedBy::Kicked);
                     ClientEvent::Kicked { text }
                 } else if code == ErrorCode::REPLACED {
                     self.state = State::Closed;
+                    self.closed_by = Some(ClosedBy::Replaced);
                     ClientEvent::Replaced { text }
                 } else {
                     ClientEvent::Error {
