@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use imchat_core::blocking::{Client, ConnectOptions};
-use imchat_core::ClientEvent;
+use imchat_core::{inert, ClientEvent};
 
 /// Runs the bot until the server shuts down (or the connection is lost, an
 /// error), or until `until` passes (then it quits).
@@ -45,8 +45,9 @@ pub fn run_with(
             // The session ended, and not by the server's shutdown: an
             // error, for whoever runs the bot to see (and restart it or not).
             Some(ClientEvent::TimedOut) => return Err("the server stopped answering".into()),
+            // The server's words: made inert, as all peer text to show.
             Some(ClientEvent::Kicked { text } | ClientEvent::Replaced { text }) => {
-                return Err(text.into())
+                return Err(inert(&text).into())
             }
             // Said before the bot joined (replayed to it): not for it to answer.
             Some(ClientEvent::Chat(chat)) if chat.history => {}

@@ -17,7 +17,9 @@ use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use imchat_core::{ClientEvent, ClientSession, Decoder, Encode, Limits, ServerMessage, Username};
+use imchat_core::{
+    inert, ClientEvent, ClientSession, Decoder, Encode, Limits, ServerMessage, Username,
+};
 
 /// Runs the bot until the server shuts down or closes the connection, or
 /// until `until` passes (then it quits).
@@ -57,13 +59,14 @@ pub fn run_with(
             match event {
                 // Once welcomed, read frames as large as the server sends.
                 ClientEvent::Welcome { .. } => decoder.set_max_frame(session.frame_limit()),
+                // The server's words: made inert, as all peer text to show.
                 ClientEvent::Refused { reason, .. } => {
-                    return Err(format!("refused: {reason}").into());
+                    return Err(format!("refused: {}", inert(&reason)).into());
                 }
                 // The session ended, and not by the server's shutdown.
                 ClientEvent::TimedOut => return Err("the server stopped answering".into()),
                 ClientEvent::Kicked { text } | ClientEvent::Replaced { text } => {
-                    return Err(text.into())
+                    return Err(inert(&text).into())
                 }
                 // Said before the bot joined (replayed to it): not for it to answer.
                 ClientEvent::Chat(chat) if !chat.history && chat.text.trim() == "!ping" => {

@@ -241,6 +241,11 @@ fn bot_result(bot: Bot) -> Result<(), String> {
 /// `name`) against it, kicks the bot from the console once it is online,
 /// and returns how the bot ended.
 fn kicked_bot(name: &str, start: fn(String) -> Bot) -> Result<(), String> {
+    kicked_bot_for(name, "testing", start)
+}
+
+/// [`kicked_bot`] with the kick's `reason`.
+fn kicked_bot_for(name: &str, reason: &str, start: fn(String) -> Bot) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = start_server_with(dir.path(), Stdio::piped());
     let mut me = Client::connect(addr.as_str(), "tester", ConnectOptions::default()).unwrap();
@@ -251,7 +256,7 @@ fn kicked_bot(name: &str, start: fn(String) -> Bot) -> Result<(), String> {
         _ => None,
     });
     let console = server.0.stdin.as_mut().unwrap();
-    writeln!(console, "kick {name} testing").unwrap();
+    writeln!(console, "kick {name} {reason}").unwrap();
     console.flush().unwrap();
     bot_result(bot)
 }
@@ -278,6 +283,38 @@ fn a_kicked_bot_ends_with_an_error() {
         ping.as_ref().is_err_and(|e| e.contains("kicked")),
         "{ping:?}"
     );
+}
+
+/// The operator's words of a kick end the bots' error, which their
+/// `main` prints: made inert, an escape sequence in them does not act on
+/// the terminal the bot runs in.
+#[test]
+fn a_kicked_bot_shows_the_operators_words_inert() {
+    let reason = "spam\x1b[2J\x1b]0;owned\x07";
+    for (name, start) in [
+        (
+            "echobot",
+            (|addr| {
+                thread::spawn(move || {
+                    echobot::run(&addr, "echobot", Some(Instant::now() + WAIT))
+                        .map_err(|e| e.to_string())
+                })
+            }) as fn(String) -> Bot,
+        ),
+        ("pingbot", |addr| {
+            thread::spawn(move || {
+                pingbot::run(&addr, "pingbot", Some(Instant::now() + WAIT))
+                    .map_err(|e| e.to_string())
+            })
+        }),
+    ] {
+        let said = kicked_bot_for(name, reason, start).expect_err("kicked");
+        assert!(said.contains("spam^[[2J"), "{name}: {said:?}");
+        assert!(
+            !said.contains('\x1b') && !said.contains('\x07'),
+            "{name}: {said:?}"
+        );
+    }
 }
 
 /// Keepalive times short enough for a test.
