@@ -8962,6 +8962,16 @@ fn users_are_told_when_their_server_lost_entries_of_the_stream() {
         ),
         other => panic!("{other:?}"),
     }
+    // One is said in words that fit it (before: "1 of its update were gone").
+    a.remote_lost(1);
+    let (said, _, _) = drain_hub(&mut a, p);
+    match &said[..] {
+        [ServerMessage::Error { client_id: 0, text, .. }] => assert_eq!(
+            text,
+            "messages from users of other servers may be missing: this server fell behind the cluster and one of its updates was gone before it read it"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -1382,9 +1382,13 @@ impl Hub {
         if entries == 0 {
             return;
         }
-        let updates = if entries == 1 { "update" } else { "updates" };
+        let gone = if entries == 1 {
+            "one of its updates was gone before it read it".to_string()
+        } else {
+            format!("{entries} of its updates were gone before it read them")
+        };
         self.notice_all(&format!(
-            "messages from users of other servers may be missing: this server fell behind the cluster and {entries} of its {updates} were gone before it read them"
+            "messages from users of other servers may be missing: this server fell behind the cluster and {gone}"
         ));
     }
 
