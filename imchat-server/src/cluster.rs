@@ -45,7 +45,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use imchat_core::{
-    ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin, Username,
+    ClientId, ClusterEvent, Hub, LeaveReason, MessageId, RefuseCode, RemoteOrigin, TransferControl,
+    TransferId, Username,
 };
 use link::Connection;
 use log::{info, warn};
@@ -272,7 +273,7 @@ impl Queue {
     /// receivers would drop the announcements as seen). The receivers
     /// that announced this server's users as left hold those users'
     /// messages in that batch until their joins (`Hub::remote_chat`).
-    fn rejoin_first(&mut self, first: Vec<ClusterEvent>, silenced: &[String]) {
+    fn rejoin_first(&mut self, me: u64, first: Vec<ClusterEvent>, silenced: &[String]) {
         let tried = self
             .items
             .iter()
@@ -290,10 +291,16 @@ impl Queue {
             matches!(e, ClusterEvent::Chat { from, .. }
                 if silenced.contains(&crate::names::key(from)))
         };
-        // Not sent again either, if the stream does not have them: the
-        // receivers see a gap in the numbers (and log it) rather than a
+        // Not sent again either, if the stream does not have them: their
+        // numbers go out with an entry that says nothing ([`placeholder`]),
+        // so that the receivers see no gap in the numbers (which they
+        // would log and tell their users as messages lost) rather than a
         // message under a name that is someone else's now.
-        self.items.retain(|(_, e)| !speaks_for_silenced(e));
+        for (_, e) in &mut self.items {
+            if speaks_for_silenced(e) {
+                *e = placeholder(me);
+            }
+        }
         self.bytes = self.items.iter().map(|(_, e)| weight(e)).sum();
         for e in first
             .into_iter()
@@ -332,6 +339,19 @@ impl Queue {
         self.bytes -= bytes;
         self.items.drain(..n).collect()
     }
+}
+
+/// An event that keeps the number of one withdrawn from the queue
+/// (server `me`'s) and does nothing: a push's credit addressed to `me`
+/// itself, which every other server passes over as another server's
+/// control (counting its number) and `me` skips as its own. Any version
+/// reads it so.
+fn placeholder(me: u64) -> ClusterEvent {
+    ClusterEvent::Transfer(TransferControl::Credit {
+        to: me,
+        relay: TransferId(0),
+        offset: 0,
+    })
 }
 
 /// What `event` weighs in the queue toward Redis and on the stream: its
@@ -1189,7 +1209,7 @@ impl Cluster {
     /// [`Queue::rejoin_first`], and wakes the publisher.
     fn requeue(&self, first: Vec<ClusterEvent>, silenced: &[String]) {
         let mut q = lock(&self.queue);
-        q.rejoin_first(first, silenced);
+        q.rejoin_first(self.id, first, silenced);
         if q.waiting && !q.items.is_empty() {
             self.queued.notify_one();
         }
@@ -3210,6 +3230,7 @@ mod tests {
             id: MessageId(0),
         };
         q.rejoin_first(
+            7,
             vec![joined],
             &[crate::names::key(&Username::new("alice").unwrap())],
         );
@@ -3241,7 +3262,7 @@ mod tests {
             user: Username::new("bob").unwrap(),
             id: MessageId(0),
         };
-        q.rejoin_first(vec![joined], &[]);
+        q.rejoin_first(7, vec![joined], &[]);
         // Numbers 1 and 2 may be in the stream already: a receiver that
         // has them must drop their copies, not the announcement.
         assert_eq!(
@@ -3254,6 +3275,79 @@ mod tests {
             ]
         );
         assert_eq!(q.next_seq, 5);
+    }
+
+    /// A message of a user silenced at a rejoin (its name went to another
+    /// server's user while this one was cut off) that went to Redis with
+    /// no answer keeps its number with an entry that says nothing: the
+    /// other servers see no gap, so they do not tell their users that
+    /// messages were lost (they did, for each message so withdrawn).
+    #[test]
+    fn a_silenced_message_that_may_be_in_the_stream_leaves_no_gap_in_the_numbers() {
+        let mut q = Queue {
+            max_bytes: QUEUE_BYTES,
+            next_seq: 1,
+            ..Queue::default()
+        };
+        q.push(chat_from("bob", "bob, sent, answer lost"));
+        q.push(chat_from("alice", "alice, sent, answer lost"));
+        let batch = q.take();
+        q.put_back(batch);
+        q.busy = false;
+        q.push(chat_from("bob", "queued later"));
+        let joined = ClusterEvent::Joined {
+            user: Username::new("bob").unwrap(),
+            id: MessageId(0),
+        };
+        q.rejoin_first(
+            7,
+            vec![joined],
+            &[crate::names::key(&Username::new("alice").unwrap())],
+        );
+        assert_eq!(
+            queued(&q),
+            [
+                (1, "bob, sent, answer lost".to_string()),
+                (2, "other".to_string()),
+                (3, "join bob".to_string()),
+                (4, "queued later".to_string()),
+            ]
+        );
+        // As another server (8) reads them: nothing lost, and the
+        // placeholder is not applied.
+        let mut seen = Seen::default();
+        let (mut ours, mut applied) = (Vec::new(), Vec::new());
+        let mut lost = 0;
+        for (i, (seq, event)) in q.items.iter().enumerate() {
+            let mut reads = Vec::new();
+            let at = format!("5-{i}");
+            Remote::read(
+                8.into(),
+                at.as_bytes(),
+                published(7, *seq, event),
+                &mut reads,
+            );
+            lost += seen.sort(&mut reads, &mut ours, &mut applied);
+        }
+        assert_eq!(lost, 0);
+        assert!(
+            applied
+                .iter()
+                .any(|e| matches!(e.event, ClusterEvent::Joined { .. })),
+            "{applied:?}"
+        );
+        assert!(
+            !applied
+                .iter()
+                .any(|e| matches!(e.event, ClusterEvent::Transfer(_))),
+            "{applied:?}"
+        );
+        // Its own server skips it.
+        let (seq, event) = &q.items[1];
+        assert!(matches!(
+            read1(7, b"5-1", published(7, *seq, event)),
+            Read::Skipped
+        ));
     }
 
     /// Long messages fill the queue by their bytes long before their
