@@ -2585,7 +2585,9 @@ impl Remote {
                 text,
                 ..
             } => {
-                if !hub.remote_sender_is_of(self.server, &from) {
+                if !hub.remote_sender_is_of(self.server, &from)
+                    && !hub.remote_contested_by(self.server, &from)
+                {
                     warn!(
                         "cluster: a message from '{}' published by server {:x}, which no longer has that user: not passed on",
                         imchat_core::inert(from.as_str()),

@@ -2061,7 +2061,7 @@ struct ClaimedDuringCut {
     /// until the next message comes for it (its reader thread holds the
     /// socket), so a's "reachable again" notice, or anything after it,
     /// would make it leave, sooner or later than b's `/who` is asked.
-    _watcher: Peer,
+    watcher: Peer,
 }
 
 /// Server a (behind a proxy) and b of `redis`, with sessions resumable
@@ -2082,7 +2082,10 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> ClaimedDuringCut {
     alice.say(None, "said while cut off");
     bob.wait(WAIT, "alice leaving", |g| has_left(g, "alice"));
     // Server a's claim ran out with its lease: the name is free on b.
-    let other = Peer::join(b.addr, "Alice");
+    let mut other = Peer::join(b.addr, "Alice");
+    // What she says before a is back reaches a's users once a lists her.
+    other.say(None, "said by the newcomer");
+    bob.wait_chat("said by the newcomer");
     proxy.restore();
     // Back in the cluster, a finds the name taken: its alice is told and
     // disconnected; b's keeps it.
@@ -2110,7 +2113,7 @@ fn name_claimed_during_a_cut(redis: &Redis, grace: u32) -> ClaimedDuringCut {
         _b: b,
         bob,
         other,
-        _watcher: watcher,
+        watcher,
     }
 }
 
@@ -2147,6 +2150,27 @@ fn a_name_claimed_elsewhere_during_a_cut_stays_with_the_claim_holder_with_sessio
             0,
             "published under the name"
         );
+    }
+}
+
+/// What the newcomer said before the cut-off server was back is not lost
+/// to that server's users (before, it read it while its own alice still
+/// held the name, and dropped it), and what that server withdrew of its
+/// alice leaves no gap in its numbers (before, b told its users that
+/// messages from other servers may be missing).
+#[test]
+fn a_name_claimed_elsewhere_during_a_cut_loses_nothing_and_says_nothing_is_lost() {
+    let Some(redis) = Redis::start() else { return };
+    let mut cut = name_claimed_during_a_cut(&redis, 0);
+    cut.watcher.wait_chat("said by the newcomer");
+    cut.watcher.say(None, "after the heal");
+    cut.bob.wait_chat("after the heal");
+    cut.other.wait_chat("after the heal");
+    for p in [&cut.bob, &cut.other] {
+        let told_lost = p.got.iter().any(
+            |m| matches!(m, ServerMessage::Error { text, .. } if text.contains("may be missing")),
+        );
+        assert!(!told_lost, "told that messages were lost: {:?}", p.got);
     }
 }
 

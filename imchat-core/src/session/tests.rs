@@ -8087,6 +8087,39 @@ fn what_a_user_said_before_its_name_went_to_another_server_is_dropped() {
     net.hub.check_invariants().unwrap();
 }
 
+/// This server was cut off from the cluster past its lease, and server 7
+/// let a newcomer join under the name of alice, a user of this one. Back,
+/// this server reads that join (refused: alice is its own) and what the
+/// newcomer said before its lease round drops its alice and lists server
+/// 7's in her place: what the newcomer said is seen then, after its join
+/// (before, it was lost to this server's users).
+#[test]
+fn what_a_newcomer_said_under_a_local_user_s_name_comes_after_its_join() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
+    assert!(!net.hub.remote_join(7, user("alice"), now));
+    net.hub.set_origin(None);
+    stream_said(&mut net, (7, 2, 2, 1), "alice", "the new alice");
+    net.pump();
+    assert!(room_lines(&net.take(1)).is_empty());
+    net.hub.check_invariants().unwrap();
+    // The lease round: the local alice goes, server 7's is listed.
+    net.hub
+        .drop_user(&user("alice"), "the name was taken on another server");
+    assert!(net.hub.remote_join(7, user("alice"), now));
+    net.pump();
+    assert_eq!(
+        room_lines(&net.take(1)),
+        ["alice left", "alice joined", "<alice> the new alice"]
+    );
+    net.hub.check_invariants().unwrap();
+    // Nothing held is left to be dropped later.
+    net.advance(Duration::from_secs(61));
+    assert!(room_lines(&net.take(1)).is_empty());
+}
+
 /// Server 7 published dave's messages, then never announced dave again
 /// (it died for good before its rejoin): they are dropped after a while,
 /// and nothing of them is shown.
@@ -10054,7 +10087,9 @@ fn stream_said(
 /// A chat of `from`, from `origin`, to everyone, passed on as a server
 /// does: only if its server can speak for `from`.
 fn stream_chat(hub: &mut Hub, origin: RemoteOrigin, from: &str, text: &str, now: Instant) {
-    if !hub.remote_sender_is_of(origin.server, &user(from)) {
+    if !hub.remote_sender_is_of(origin.server, &user(from))
+        && !hub.remote_contested_by(origin.server, &user(from))
+    {
         return;
     }
     hub.set_origin(Some(origin));

@@ -181,6 +181,13 @@ pub(super) struct Remote {
     /// again (it was cut off from the cluster, not dead, and passes on
     /// what they said meanwhile) is held until it does ([`Held`]).
     pub(super) lost: HashMap<String, (u64, Instant)>,
+    /// Names of local users that a user of another server joined under
+    /// (the join was refused here), by name key: that server, and when.
+    /// Its server took the name while this one was cut off from the
+    /// cluster, and this server's lease round sorts it out (its local
+    /// user is dropped, and the other listed in its place): what the other
+    /// says meanwhile is held until it is listed ([`Held`]), not lost.
+    pub(super) contested: HashMap<String, (u64, Instant)>,
     /// Chat messages held, by the server that published them.
     pub(super) held: HashMap<u64, Held>,
     /// Joins and moves of other servers' users the hub was told of,
@@ -501,6 +508,9 @@ impl Hub {
         self.heard_of(server);
         let key = self.key(&user);
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
+            if self.remote.contested.len() < LOST_MAX || self.remote.contested.contains_key(&key) {
+                self.remote.contested.insert(key, (server, now));
+            }
             return false;
         }
         if !self.remote.users.contains_key(&key) {
@@ -942,6 +952,15 @@ impl Hub {
             .is_none_or(|(_, s)| *s == server)
     }
 
+    /// Whether `from`, a local user's name, is one a user of server
+    /// `server` joined under (see `Remote::contested`): what it says is
+    /// held until this server sorts the name out.
+    pub fn remote_contested_by(&self, server: u64, from: &Username) -> bool {
+        let key = self.key(from);
+        (self.names.contains_key(&key) || self.sessions.contains_key(&key))
+            && self.remote.contested.get(&key).map(|(s, _)| *s) == Some(server)
+    }
+
     /// Whether the chat of `from` being read from the stream is one the
     /// run before this one published, that its store did not keep, and
     /// that its sender (whose answer was lost too) has sent again here
@@ -1035,10 +1054,12 @@ impl Hub {
         now: Instant,
     ) -> bool {
         let key = self.key(from);
-        if self.remote.users.contains_key(&key)
-            || self.names.contains_key(&key)
-            || self.sessions.contains_key(&key)
-            || self.remote.lost.get(&key).map(|(s, _)| *s) != Some(origin.server)
+        let contested = self.remote_contested_by(origin.server, from);
+        if !contested
+            && (self.remote.users.contains_key(&key)
+                || self.names.contains_key(&key)
+                || self.sessions.contains_key(&key)
+                || self.remote.lost.get(&key).map(|(s, _)| *s) != Some(origin.server))
         {
             return false;
         }
@@ -1105,7 +1126,8 @@ impl Hub {
     /// gives it the same place, so a session that moves between them
     /// neither misses it nor gets it twice.
     fn release_held(&mut self, key: &str, server: u64, now: Instant) {
-        if self.remote.lost.remove(key).is_none() {
+        let lost = self.remote.lost.remove(key).is_some();
+        if !lost && self.remote.contested.remove(key).is_none() {
             return;
         }
         let mut mine = Vec::new();
@@ -1208,6 +1230,11 @@ impl Hub {
                 .lost
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < LOST_MEMORY);
         }
+        if !self.remote.contested.is_empty() {
+            self.remote
+                .contested
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < LOST_MEMORY);
+        }
     }
 
     /// The held chat messages agree with their bounds and their books:
@@ -1227,7 +1254,8 @@ impl Hub {
                 ));
             }
             if let Some(c) = h.chats.iter().find(|c| {
-                self.remote.lost.get(&c.key).map(|(s, _)| *s) != Some(*server)
+                (self.remote.lost.get(&c.key).map(|(s, _)| *s) != Some(*server)
+                    && self.remote.contested.get(&c.key).map(|(s, _)| *s) != Some(*server))
                     || self.remote.users.contains_key(&c.key)
             }) {
                 return Err(format!("a message of {} held, not of a lost user", c.from));
