@@ -459,6 +459,13 @@ fn truncate(text: &str, width: usize) -> String {
 
 /// The input's rows (prompt, then text, wrapped at `width`) and the
 /// cursor's (row, column).
+///
+/// What the terminal would draw as nothing shows, as in the chat pane and
+/// as irssi and weechat show it in their input: a tab as blanks to the
+/// next tab stop, a control or hidden character (a pasted zero-width
+/// space, a bidirectional control, a lone joiner) inert and reversed
+/// (`^A`, `\u{200b}`), so that what is sent is what was seen, and the
+/// cursor moves over it visibly.
 pub fn input_rows(
     prompt: &str,
     text: &str,
@@ -478,17 +485,38 @@ pub fn input_rows(
                 .map(|(i, g)| (g, Style::new(), Some(i))),
         );
     for (g, style, offset) in cells {
-        let w = grapheme_width(g);
-        if col + w > width && col > 0 {
-            rows.push(Vec::new());
-            (row, col) = (row + 1, 0);
-        }
-        if at_cursor.is_none() && offset.is_some_and(|i| i >= cursor) {
-            at_cursor = Some((row, col));
-        }
-        if w > 0 {
-            rows[row].push(Span::styled(g.to_owned(), style));
-            col += w;
+        // An escape is ASCII, a column a character: it may wrap. A tab
+        // goes to the next tab stop, or to the end of its row.
+        let (pieces, style): (Vec<(Cow<str>, usize)>, Style) = match input_cell(g) {
+            InputCell::Text(g) => (vec![(Cow::Borrowed(g), grapheme_width(g))], style),
+            InputCell::Tab => {
+                if col >= width {
+                    rows.push(Vec::new());
+                    (row, col) = (row + 1, 0);
+                }
+                let w = (TAB_STOP - col % TAB_STOP).min(width - col);
+                (vec![(Cow::Owned(" ".repeat(w)), w)], style)
+            }
+            InputCell::Escaped(escape) => (
+                escape
+                    .chars()
+                    .map(|c| (Cow::Owned(c.to_string()), 1))
+                    .collect(),
+                style.add_modifier(Modifier::REVERSED),
+            ),
+        };
+        for (n, (piece, w)) in pieces.into_iter().enumerate() {
+            if col + w > width && col > 0 {
+                rows.push(Vec::new());
+                (row, col) = (row + 1, 0);
+            }
+            if n == 0 && at_cursor.is_none() && offset.is_some_and(|i| i >= cursor) {
+                at_cursor = Some((row, col));
+            }
+            if w > 0 {
+                rows[row].push(Span::styled(piece.into_owned(), style));
+                col += w;
+            }
         }
     }
     let cursor = at_cursor.unwrap_or_else(|| {
@@ -500,6 +528,29 @@ pub fn input_rows(
         }
     });
     (rows.into_iter().map(Line::from).collect(), cursor)
+}
+
+/// How the input line draws one grapheme.
+enum InputCell<'a> {
+    /// As it is.
+    Text(&'a str),
+    /// A tab: blanks to the next tab stop.
+    Tab,
+    /// Made inert (`^A`, `\u{200b}`): the terminal would not draw it.
+    Escaped(String),
+}
+
+/// How the input line draws `g`, a grapheme: as the chat pane would
+/// show it once sent ([`imchat_core::inert`]).
+fn input_cell(g: &str) -> InputCell<'_> {
+    if g == "\t" {
+        return InputCell::Tab;
+    }
+    // Kept as it is, an emoji sequence may come back as a copy.
+    match imchat_core::inert(g) {
+        Cow::Owned(escaped) if escaped != g => InputCell::Escaped(escaped),
+        _ => InputCell::Text(g),
+    }
 }
 
 /// An entry's rows at `width` columns: the first with the time and the
@@ -1686,6 +1737,42 @@ mod tests {
         let rows = draw_rows(&mut t, &mut m);
         assert_eq!(rows[0], "line 2", "at 10×3 the chat keeps a row");
         assert!(rows[1].starts_with("[alice]"));
+    }
+
+    #[test]
+    fn tabs_and_hidden_characters_show_in_the_input() {
+        let mut m = model();
+        // A line recalled from the history (a pasted line, sent as it
+        // was): a tab, a zero-width space, a bidirectional control, a C0
+        // control.
+        let line = "a\tb\u{200b}c\u{202e}d\x01";
+        m.editor.set(line.into(), line.len());
+        let mut t = terminal(60, 4);
+        let rows = draw_rows(&mut t, &mut m);
+        assert_eq!(rows[3], "alice> a        b\\u{200b}c\\u{202e}d^A");
+        let end = u16::try_from(rows[3].len()).unwrap();
+        t.backend_mut().assert_cursor_position((end, 3));
+        let buffer = t.backend().buffer().clone();
+        assert!(
+            buffer[(17, 3)].modifier.contains(Modifier::REVERSED),
+            "an escape is reversed"
+        );
+        assert!(!buffer[(16, 3)].modifier.contains(Modifier::REVERSED));
+        // The cursor steps over each as one character, visibly.
+        m.handle(Action::Left, Instant::now());
+        draw_rows(&mut t, &mut m);
+        t.backend_mut().assert_cursor_position((end - 2, 3));
+        for _ in 0..6 {
+            m.handle(Action::Left, Instant::now());
+        }
+        draw_rows(&mut t, &mut m);
+        t.backend_mut().assert_cursor_position((8, 3));
+        // An escape wraps as text does; the cursor stays on the screen.
+        for width in 1..30 {
+            let (rows, cursor) = input_rows("> ", "x\u{200b}", 3, width);
+            assert!(rows.iter().all(|r| r.width() <= usize::from(width)));
+            assert!(cursor.1 < usize::from(width), "at {width}: {cursor:?}");
+        }
     }
 
     /// The words of entries that wrap differently at each width, each
