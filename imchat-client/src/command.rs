@@ -658,6 +658,11 @@ fn unquote(s: &str) -> &str {
     s
 }
 
+/// The quotes a `/sendfile` path may be in, opening and closing: straight
+/// ones, and the typographic ones a word processor puts in a copied
+/// command (a classroom README's `/SendFile “filename”`).
+pub const PATH_QUOTES: [(char, char); 4] = [('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’')];
+
 /// Splits `/sendfile` arguments into a path, an optional user, and the
 /// whole rest of the line when it could be the path too: a quoted path may
 /// hold spaces and a user may follow it; unquoted, the last of two words
@@ -674,9 +679,7 @@ fn sendfile_args(rest: &str) -> Result<(String, Option<Username>, Option<String>
     if rest.is_empty() {
         return Err(CommandError::Usage(USAGE));
     }
-    // Straight quotes, and the typographic ones a word processor puts
-    // in a copied command (a classroom README's `/SendFile “filename”`).
-    for (open, close) in [('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’')] {
+    for (open, close) in PATH_QUOTES {
         if let Some(body) = rest.strip_prefix(open) {
             let end = match body.find(close) {
                 Some(end) => end,

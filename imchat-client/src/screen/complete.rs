@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use crate::command::{lookup, typed_file_name};
+use crate::command::{lookup, typed_file_name, PATH_QUOTES};
 
 /// What completion can offer.
 #[derive(Debug, Default, Clone)]
@@ -117,12 +117,31 @@ pub fn sendfile_argument(head: &str) -> Option<&str> {
 }
 
 /// The local paths that complete `typed`, a path as `/sendfile` takes it
-/// (relative to the working folder, `~/` the home folder `home`): the
+/// (relative to the working folder, `~/` the home folder `home`; after
+/// an opening quote, within it): the
 /// entries of its folder whose names start as its last part does (case
 /// ignored), each as typed up to that part, a folder's with a `/` after
 /// it. Hidden entries only when the part starts with a dot; none when the
 /// folder cannot be read.
 pub fn local_paths(typed: &str, home: Option<&OsStr>) -> Vec<String> {
+    // In quotes, as `/sendfile` takes a path (`"my fi`, `“my fi`):
+    // completed within them, a file's closed, a folder's left open to go
+    // on into it. Closed already, the path is typed.
+    for (open, close) in PATH_QUOTES {
+        if let Some(inner) = typed.strip_prefix(open) {
+            if inner.contains(close) {
+                return Vec::new();
+            }
+            let quoted = |path: String| {
+                if path.ends_with('/') {
+                    format!("{open}{path}")
+                } else {
+                    format!("{open}{path}{close}")
+                }
+            };
+            return local_paths(inner, home).into_iter().map(quoted).collect();
+        }
+    }
     let (folder, part) = match typed.rfind('/') {
         Some(i) => typed.split_at(i + 1),
         None => ("", typed),
@@ -480,6 +499,18 @@ mod tests {
         );
         let home = Some(dir.path().as_os_str());
         assert_eq!(sorted("~/my", home), ["~/my dir/"]);
+        // Within the quotes `/sendfile` takes a path in: a file's closed.
+        assert_eq!(
+            sorted(&format!("\"{base}my"), None),
+            [format!("\"{base}my dir/")]
+        );
+        assert_eq!(
+            sorted(&format!("\"{base}my dir/a"), None),
+            [format!("\"{base}my dir/a file.txt\"")]
+        );
+        assert_eq!(sorted("“~/my dir/", home), ["“~/my dir/a file.txt”"]);
+        assert_eq!(sorted("'~/no", home), ["'~/Notebook/", "'~/notes.md'"]);
+        assert!(sorted(&format!("\"{base}my dir\" "), None).is_empty());
         assert!(sorted(&format!("{base}nothing/x"), None).is_empty());
 
         // In the line: after /sendfile or /send, else nicks as before.
