@@ -209,10 +209,16 @@ fn context(head: &str, sources: &Sources) -> (usize, Vec<String>, &'static str) 
         let rest = head.len() - after.trim_start_matches(' ').len();
         match first.as_str() {
             "/download" => {
-                let typed = sources
-                    .files
-                    .iter()
-                    .map(|f| typed_file_name(f).into_owned());
+                // Typed after an opening quote (`/download "mee`), in
+                // quotes, as `/download` takes a name.
+                let quote = head[rest..]
+                    .chars()
+                    .next()
+                    .filter(|c| matches!(c, '"' | '\''));
+                let typed = sources.files.iter().map(|f| match quote {
+                    Some(q) => format!("{q}{f}{q}"),
+                    None => typed_file_name(f).into_owned(),
+                });
                 return (rest, typed.collect(), "");
             }
             "/cancel" => return (rest, sources.transfers.to_vec(), ""),
@@ -435,6 +441,12 @@ mod tests {
             f.tab("/download m", 2),
             ["/download meeting notes.txt", "/download Music.mp3"]
         );
+        // After an opening quote, within the quotes.
+        assert_eq!(
+            f.tab("/download \"mee", 1),
+            ["/download \"meeting notes.txt\""]
+        );
+        assert_eq!(f.tab("/get 'b", 1), ["/get 'big.iso'"]);
     }
 
     #[test]
