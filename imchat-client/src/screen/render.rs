@@ -464,8 +464,9 @@ fn truncate(text: &str, width: usize) -> String {
 /// as irssi and weechat show it in their input: a tab as blanks to the
 /// next tab stop, a control or hidden character (a pasted zero-width
 /// space, a bidirectional control, a lone joiner) inert and reversed
-/// (`^A`, `\u{200b}`), so that what is sent is what was seen, and the
-/// cursor moves over it visibly.
+/// (`^A`, `\u{200b}`), a combining mark that starts the text on a dotted
+/// circle, so that what is sent is what was seen, and the cursor moves
+/// over it visibly.
 pub fn input_rows(
     prompt: &str,
     text: &str,
@@ -488,7 +489,10 @@ pub fn input_rows(
         // An escape is ASCII, a column a character: it may wrap. A tab
         // goes to the next tab stop, or to the end of its row.
         let (pieces, style): (Vec<(Cow<str>, usize)>, Style) = match input_cell(g) {
-            InputCell::Text(g) => (vec![(Cow::Borrowed(g), grapheme_width(g))], style),
+            InputCell::Text(g) => {
+                let w = grapheme_width(&g);
+                (vec![(g, w)], style)
+            }
             InputCell::Tab => {
                 if col >= width {
                     rows.push(Vec::new());
@@ -532,8 +536,8 @@ pub fn input_rows(
 
 /// How the input line draws one grapheme.
 enum InputCell<'a> {
-    /// As it is.
-    Text(&'a str),
+    /// As it is, or a mark that starts the text on a dotted circle.
+    Text(Cow<'a, str>),
     /// A tab: blanks to the next tab stop.
     Tab,
     /// Made inert (`^A`, `\u{200b}`): the terminal would not draw it.
@@ -549,7 +553,12 @@ fn input_cell(g: &str) -> InputCell<'_> {
     // Kept as it is, an emoji sequence may come back as a copy.
     match imchat_core::inert(g) {
         Cow::Owned(escaped) if escaped != g => InputCell::Escaped(escaped),
-        _ => InputCell::Text(g),
+        // A combining mark with nothing before it to sit on (typed or
+        // pasted first) is drawn on a dotted circle, as Unicode shows
+        // marks alone: else it takes no column, and the cursor stands
+        // still as it moves over it.
+        _ if grapheme_width(g) == 0 => InputCell::Text(Cow::Owned(format!("\u{25cc}{g}"))),
+        _ => InputCell::Text(Cow::Borrowed(g)),
     }
 }
 
@@ -1767,6 +1776,10 @@ mod tests {
         }
         draw_rows(&mut t, &mut m);
         t.backend_mut().assert_cursor_position((8, 3));
+        // A mark that starts the text sits on a dotted circle, a column.
+        let (rows, cursor) = input_rows("> ", "\u{301}abc", 2, 20);
+        assert_eq!(rows[0].to_string(), "> \u{25cc}\u{301}abc");
+        assert_eq!(cursor, (0, 3));
         // An escape wraps as text does; the cursor stays on the screen.
         for width in 1..30 {
             let (rows, cursor) = input_rows("> ", "x\u{200b}", 3, width);
