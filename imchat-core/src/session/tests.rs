@@ -945,6 +945,52 @@ fn long_answers_asked_for_again_slow_the_client_but_never_cut_it_off() {
     assert!(now >= t0 + Duration::from_secs(8), "not slowed: {now:?}");
 }
 
+/// One `/files` of a folder so big that each of its two answers (the
+/// access's count, then the list, which the client asks once the count
+/// came) costs a little less than the flood timeout's worth of the rate,
+/// and the two together more, then one line of chat and the client's
+/// last ping before it quits, each read when the reader is let go: slowed
+/// while the debt is paid, never cut off as a flood. (40,000 files: 401
+/// messages each, 8 s of the default rate.)
+#[test]
+fn one_files_command_of_a_big_folder_then_chat_is_not_a_flood() {
+    let mut hub = Hub::new(Limits::default(), "hi");
+    let t0 = Instant::now();
+    let c = joined(&mut hub, "ann", t0);
+    let files = entries(40_000, |i| format!("file-{i:06}.txt"));
+    let mut now = t0;
+    let mut until = None;
+    let steps = [
+        (ClientMessage::FilesAccess, Some(FilesRequest::Access)),
+        (ClientMessage::ListFiles, Some(FilesRequest::List)),
+        (chat_to_all("thanks"), None),
+        (ClientMessage::Ping(7), None),
+    ];
+    for (msg, request) in steps {
+        // As the server's reader: the client sent them all at once; each
+        // is read when the wait the hub gave after the last one is over.
+        now = until.take().unwrap_or(now).max(now);
+        hub.handle_message(c, msg, now);
+        while let Some(e) = hub.poll_event() {
+            assert!(
+                !matches!(e, HubEvent::Close { client, .. } if client == c),
+                "cut off after {:?}: {e:?}",
+                now.duration_since(t0)
+            );
+        }
+        // Asked before the work of the request is done.
+        until = hub.throttle(c);
+        if let Some(request) = request {
+            // The server lists the folder (2 s), then reads on.
+            now += Duration::from_secs(2);
+            hub.handle_timeout(now);
+            hub.answer_files(c, request, files.clone());
+        }
+        while hub.poll_transmit().is_some() {}
+    }
+    assert!(hub.is_joined(c));
+}
+
 /// Asking again and again, as fast as the reader is let go, for answers
 /// that cost more than the rate but less than the flood timeout's worth
 /// of it (the list, or the count, of 5,000 files: a second of the rate)

@@ -18,9 +18,10 @@
 //!
 //! The debt of an answer is waited out like any other, and asking again
 //! and again for answers that cost more than the rate (lists, counts of
-//! the shared files) is going over it; only an answer whose debt alone is
-//! the flood timeout's worth of the rate or more (a list of 50,000 files at
-//! the default rate) starts the flood clock again for the request read
+//! the shared files) is going over it; only an answer that leaves a debt
+//! of the flood timeout's worth of the rate or more (a list of 50,000 files
+//! at the default rate, or the count and the list of 40,000 that `/files`
+//! asks for together) starts the flood clock again for the request read
 //! after it: that client waited for the server longer than the timeout,
 //! and however long the lists it asks for, it is slowed, never cut off.
 //!
@@ -246,13 +247,19 @@ impl TokenBucket {
     }
 
     /// Charges `extra`, what a request turned out to cost beyond what it
-    /// paid, without refilling (the debt is waited out before the next read).
-    pub(super) fn charge(&mut self, limits: &Limits, extra: Cost) {
+    /// paid at `now`, without refilling (the debt is waited out before the
+    /// next read). The wait that makes it a long answer is the whole debt
+    /// left, not this answer's alone: requests sent together (`/files`
+    /// asks for the count and the list at once) are read before the first
+    /// is answered, and the reader then waits for all their answers.
+    pub(super) fn charge(&mut self, limits: &Limits, extra: Cost, now: Instant) {
         self.bucket.charge(extra.messages, extra.bytes);
-        let one = rates(limits);
-        let secs = |n: f64, per_sec: f64| if per_sec > 0.0 { n / per_sec } else { 0.0 };
-        let wait = secs(extra.messages, one.per_sec).max(secs(extra.bytes, one.bytes_per_sec));
-        if wait > 0.0 && wait >= limits.flood_timeout.as_secs_f64() {
+        if extra.messages <= 0.0 && extra.bytes <= 0.0 {
+            return;
+        }
+        let wait = out_of_debt_at(&self.bucket, &rates(limits))
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        if !wait.is_zero() && wait >= limits.flood_timeout {
             self.long_answer = true;
         }
     }
@@ -396,8 +403,8 @@ impl Hub {
             return;
         };
         let extra = cost.beyond(paid);
-        c.bucket.charge(&self.limits, extra);
         let now = self.clock;
+        c.bucket.charge(&self.limits, extra, now);
         self.charge_address(client, extra, now);
     }
 
