@@ -3818,7 +3818,8 @@ impl Conn {
                     let shrank = imchat_core::DownloadError::Shrank { id, at, size };
                     return self.abandon_changed_push(id, &shrank);
                 }
-                return self.abandon_push(id, &format!("reading the file failed: {e}"));
+                return self
+                    .abandon_push(id, &format!("reading the file failed: {}", io_reason(&e)));
             }
             if let Err(e) = self.with_session(|s| s.push_chunk(id, buf)) {
                 // Unknown transfer: it was refused or cancelled meanwhile.
@@ -4239,10 +4240,11 @@ impl Conn {
                 let opened = match t.parts.remove(&id) {
                     Some((_, part, mut file)) => match files::start_at(&mut file, offset) {
                         Ok(()) => Ok((final_path, part, file)),
-                        Err(e) => Err(format!(
-                            "cannot write {}: {e}",
-                            inert(&part.display().to_string())
-                        )),
+                        Err(source) => Err(files::WriteError {
+                            path: part.clone(),
+                            source,
+                        }
+                        .to_string()),
                     },
                     None => Err("its partial file is not open".to_string()),
                 };
@@ -4410,9 +4412,11 @@ impl Conn {
             }
             Err(e) => {
                 let reason = match e {
-                    Some(e) => {
-                        format!("cannot write {}: {e}", inert(&f.part.display().to_string()))
+                    Some(source) => files::WriteError {
+                        path: f.part.clone(),
+                        source,
                     }
+                    .to_string(),
                     None => f.changed_reason(),
                 };
                 let ours = f.from.is_none();

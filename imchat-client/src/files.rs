@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use imchat_cli::io_reason;
-use imchat_core::{FileName, ResumeState};
+use imchat_core::{inert, FileName, ResumeState};
 
 /// How far [`free_name`] counts (`name (1).ext` … ) before giving up.
 const MAX_SUFFIX: u32 = 10_000;
@@ -440,9 +440,20 @@ pub fn finish(
     }
 }
 
+/// Why a transfer's `.part` file could not be written (a full disk, a
+/// file size limit): one line for the user.
+#[derive(Debug, Error)]
+#[error("cannot write {}: {}", inert(&.path.display().to_string()), io_reason(.source))]
+pub struct WriteError {
+    /// The `.part` file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: io::Error,
+}
+
 /// Why [`finish`] could not give a file its name.
 #[derive(Debug, Error)]
-#[error("cannot move it to {}: {source}", .to.display())]
+#[error("cannot move it to {}: {}", .to.display(), io_reason(.source))]
 pub struct FinishError {
     /// The name tried (the folder, when no name was free).
     pub to: PathBuf,
@@ -507,6 +518,36 @@ mod tests {
 
     fn name(s: &str) -> FileName {
         FileName::new(s).expect("valid name")
+    }
+
+    /// A full disk or a file size limit is said in the user's words, as
+    /// the other file errors are: no "(os error 28)" tail, no capital.
+    #[test]
+    fn write_and_move_errors_say_the_reason_in_one_short_line() {
+        let write = WriteError {
+            path: PathBuf::from("dl/big.bin.part"),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(
+            write.to_string(),
+            "cannot write dl/big.bin.part: no space left on device"
+        );
+        let too_big = WriteError {
+            path: PathBuf::from("dl/big.bin.part"),
+            source: io::Error::from_raw_os_error(libc::EFBIG),
+        };
+        assert_eq!(
+            too_big.to_string(),
+            "cannot write dl/big.bin.part: file too large"
+        );
+        let moved = FinishError {
+            to: PathBuf::from("dl/big.bin"),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(
+            moved.to_string(),
+            "cannot move it to dl/big.bin: no space left on device"
+        );
     }
 
     #[test]
