@@ -4576,11 +4576,7 @@ impl Conn {
         if ours {
             self.app.transfer_lost();
         }
-        let reason = match error {
-            TransferError::Cancelled { reason, .. } => reason.clone(),
-            e @ TransferError::FileCrcMismatch { .. } => checksum_failed(name, resumed, e),
-            e => e.to_string(),
-        };
+        let reason = failure_reason(name, ours, resumed, error);
         let hint = if kept {
             format!("; /download {name} resumes it")
         } else {
@@ -4594,6 +4590,26 @@ impl Conn {
         ));
         self.app
             .transfer_failure(ours, &format!("transfer of {name} failed: {reason}{hint}"));
+    }
+}
+
+/// Why a transfer the session gave up failed, for the user: `download`
+/// when it is one of ours (not a push to us), `resumed` when it went on
+/// from a `.part` file.
+fn failure_reason(name: &FileName, download: bool, resumed: bool, error: &TransferError) -> String {
+    match error {
+        TransferError::Cancelled { reason, .. } => reason.clone(),
+        e @ TransferError::FileCrcMismatch { .. } => checksum_failed(name, resumed, e),
+        // The server computes a chunk's CRC, then sends the file's bytes
+        // as they are then: a file written to while it is sent fails here.
+        e @ TransferError::BadChunkCrc { .. } if download => format!(
+            "the file may have changed on the server while it was sent ({e}); \
+             the partial file was removed: /download {name} starts over"
+        ),
+        e @ TransferError::BadChunkCrc { .. } => {
+            format!("the data was damaged on the way ({e}); the partial file was removed")
+        }
+        e => e.to_string(),
     }
 }
 
@@ -4832,6 +4848,34 @@ mod tests {
                 "y".repeat(60)
             ))
         );
+    }
+
+    /// A chunk that fails its CRC in a download is, on a real network
+    /// (TCP has its own checksums), a file changed on the server while it
+    /// was sent: the server sends the file's bytes as they are when they
+    /// go, after it computed the chunk's CRC. Said so, with how to start
+    /// over, not as a bare "failed its CRC check".
+    #[test]
+    fn a_chunk_failing_its_crc_in_a_download_says_the_file_may_have_changed() {
+        let name = FileName::new("mod.bin").expect("valid");
+        let e = TransferError::BadChunkCrc {
+            id: TransferId(1),
+            offset: 700_710_912,
+        };
+        let said = failure_reason(&name, true, false, &e);
+        assert!(
+            said.starts_with("the file may have changed on the server while it was sent"),
+            "{said}"
+        );
+        assert!(said.contains("offset 700710912"), "{said}");
+        assert!(
+            said.ends_with("the partial file was removed: /download mod.bin starts over"),
+            "{said}"
+        );
+        // A push to us: its sender computed the CRC of the bytes it sent.
+        let pushed = failure_reason(&name, false, false, &e);
+        assert!(pushed.starts_with("the data was damaged"), "{pushed}");
+        assert!(!pushed.contains("/download"), "{pushed}");
     }
 
     #[test]
