@@ -564,6 +564,10 @@ pub struct ClientSession {
     unacked_bytes: usize,
     /// The newest log id seen (of a chat message, a join or a leave).
     last_seen: MessageId,
+    /// After a resume refused in this run (the session expired, the
+    /// server's history the same): the newest id shown before the break.
+    /// The history of the fresh session up to it was shown already.
+    shown_through: MessageId,
     /// The token and epoch of the last `Welcome`, when it offered a resume.
     resume: Option<(ResumeToken, u64)>,
     /// Set by [`reconnect`](Self::reconnect) until the `Welcome`.
@@ -657,6 +661,7 @@ impl ClientSession {
             resend: VecDeque::new(),
             unacked_bytes: 0,
             last_seen: MessageId(0),
+            shown_through: MessageId(0),
             resume: None,
             reconnecting: None,
             ended: None,
@@ -2142,6 +2147,16 @@ impl ClientSession {
                     });
                     let asked = self.reconnecting.take();
                     let was_resumed = resumed.is_some();
+                    // Ids go on within one epoch: a fresh session of the
+                    // epoch this run saw is sent history it showed already.
+                    self.shown_through = match asked {
+                        Some(Reconnect::Resume { epoch: old })
+                            if old == epoch && !from_save && !was_resumed =>
+                        {
+                            self.last_seen.min(last_id)
+                        }
+                        _ => MessageId(0),
+                    };
                     if let Some(reason) = self.quit_on_resume.take() {
                         if was_resumed {
                             // Its first frame spends the token presented.
@@ -2244,6 +2259,9 @@ impl ClientSession {
             ServerMessage::Welcome { .. } | ServerMessage::Refused { .. } => return,
             ServerMessage::Chat(chat) => {
                 if !chat.history && self.seen_before(chat.id) {
+                    return;
+                }
+                if chat.history && chat.id <= self.shown_through {
                     return;
                 }
                 if self.is_ignored(&chat.from) {

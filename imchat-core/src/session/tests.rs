@@ -5448,6 +5448,31 @@ fn a_blip_is_no_leave_and_a_lost_session_leaves_after_the_grace() {
         .any(|e| matches!(e, ClientEvent::Joined { user, .. } if user.as_str() == "alice")));
 }
 
+/// A client whose session expired while it was away joins afresh and is
+/// sent the room's history: what it showed before the break is not shown
+/// again, only what it missed (as far as the history holds).
+#[test]
+fn a_session_expired_while_away_shows_no_history_it_showed_already() {
+    let mut net = resumable(Limits::default(), &["alice", "bob"]);
+    net.s(1).send_chat(Recipient::Everyone, "seen").unwrap();
+    net.pump();
+    assert_eq!(texts_from(&net.take(0), "bob"), ["seen"]);
+    net.cut(0);
+    net.advance(Duration::from_secs(61));
+    net.s(1).send_chat(Recipient::Everyone, "missed").unwrap();
+    net.pump();
+    net.take(1);
+    net.reconnect(0);
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::ContinuityLost {
+            reason: "session expired".into()
+        }),
+        "{alice:?}"
+    );
+    assert_eq!(chat_texts(&alice), ["missed"], "{alice:?}");
+}
+
 /// A user kicked while away is told so when its client comes back, not
 /// that its session expired: the others saw why it left, and so does it.
 /// Only within the grace period from the kick, and only for the session
