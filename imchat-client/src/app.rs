@@ -1012,6 +1012,9 @@ fn join_once(
     let session = match previous {
         Some(old) => {
             old.reconnect(Instant::now());
+            if config.servers.is_another(to) {
+                old.on_another_server();
+            }
             old
         }
         None => fresh.insert(new_session(config, &limits)),
@@ -1025,6 +1028,7 @@ fn join_once(
     let mut write_half = stream.clone();
     let (username, welcome) = handshake(session, &mut reader, &mut write_half)?;
     let session = std::mem::replace(session, new_session(config, &limits));
+    config.servers.joined_on(to);
     Ok(Joined {
         stream,
         session,

@@ -36,7 +36,13 @@ pub struct Servers {
     /// The index to try first: the one last connected to, or after a lost
     /// connection the one after it.
     start: AtomicUsize,
+    /// The index of the server the session was last welcomed on
+    /// ([`NONE`]: none yet).
+    joined: AtomicUsize,
 }
+
+/// No server: [`Servers::joined`] before the first welcome.
+const NONE: usize = usize::MAX;
 
 impl Servers {
     /// The servers in the order given; `None` for an empty list.
@@ -44,7 +50,27 @@ impl Servers {
         (!list.is_empty()).then_some(Servers {
             list,
             start: AtomicUsize::new(0),
+            joined: AtomicUsize::new(NONE),
         })
+    }
+
+    /// Notes `server` (one of [`all`](Self::all)) as the one the session
+    /// was welcomed on.
+    pub fn joined_on(&self, server: &Server) {
+        if let Some(i) = self.index_of(server) {
+            self.joined.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// True when `server` is another than the one the session was last
+    /// welcomed on (false before any welcome).
+    pub fn is_another(&self, server: &Server) -> bool {
+        let joined = self.joined.load(Ordering::Relaxed);
+        joined != NONE && self.index_of(server) != Some(joined)
+    }
+
+    fn index_of(&self, server: &Server) -> Option<usize> {
+        self.list.iter().position(|s| std::ptr::eq(s, server))
     }
 
     /// How many servers were given.
@@ -135,6 +161,22 @@ mod tests {
             }
         });
         (tried, result.map(|(p, _)| p).map_err(|e| e.to_string()))
+    }
+
+    #[test]
+    fn a_server_is_another_than_the_one_joined_on_only_after_a_welcome() {
+        let s = servers(&[1, 2]);
+        let (_, first) = s.connect(|_| Ok(())).unwrap();
+        assert!(!s.is_another(first), "no welcome yet");
+        s.joined_on(first);
+        assert!(!s.is_another(first));
+        s.move_on();
+        let (_, second) = s.connect(|_| Ok(())).unwrap();
+        assert_eq!(second.port, 2);
+        assert!(s.is_another(second));
+        s.joined_on(second);
+        assert!(!s.is_another(second));
+        assert!(s.is_another(&s.all()[0]));
     }
 
     #[test]

@@ -568,6 +568,9 @@ pub struct ClientSession {
     /// server's history the same): the newest id shown before the break.
     /// The history of the fresh session up to it was shown already.
     shown_through: MessageId,
+    /// Set by [`on_another_server`](Self::on_another_server) until the
+    /// `Welcome`.
+    elsewhere: bool,
     /// The token and epoch of the last `Welcome`, when it offered a resume.
     resume: Option<(ResumeToken, u64)>,
     /// Set by [`reconnect`](Self::reconnect) until the `Welcome`.
@@ -662,6 +665,7 @@ impl ClientSession {
             unacked_bytes: 0,
             last_seen: MessageId(0),
             shown_through: MessageId(0),
+            elsewhere: false,
             resume: None,
             reconnecting: None,
             ended: None,
@@ -847,6 +851,14 @@ impl ClientSession {
         })
     }
 
+    /// Says that the connection made after [`reconnect`](Self::reconnect)
+    /// is to another server than the one the session was on (the next of
+    /// a list): a resume it refuses as of another history is then said as
+    /// such, not as that server's restart without its database.
+    pub fn on_another_server(&mut self) {
+        self.elsewhere = true;
+    }
+
     /// Starts over on a new connection after the old one broke (or the
     /// server shut down): whatever was queued for the old one is dropped,
     /// its transfers fail with events (a download can be asked for again
@@ -857,6 +869,7 @@ impl ClientSession {
     /// [`ClientEvent::ContinuityLost`]; then the chat messages the server
     /// had not acknowledged are sent again, in order.
     pub fn reconnect(&mut self, now: Instant) {
+        self.elsewhere = false;
         self.tick(now);
         self.transmits.clear();
         let lost = "the connection was lost".to_string();
@@ -2146,6 +2159,7 @@ impl ClientSession {
                         limits,
                     });
                     let asked = self.reconnecting.take();
+                    let elsewhere = std::mem::take(&mut self.elsewhere);
                     let was_resumed = resumed.is_some();
                     // Ids go on within one epoch: a fresh session of the
                     // epoch this run saw is sent history it showed already.
@@ -2192,6 +2206,12 @@ impl ClientSession {
                                     if old != epoch && from_save =>
                                 {
                                     "the saved session was not accepted: the server's history is not the one it was saved against (the server restarted without its database, or the session file is not this server's)"
+                                        .to_string()
+                                }
+                                (Reconnect::Resume { epoch: old }, None)
+                                    if old != epoch && elsewhere =>
+                                {
+                                    "history lost (this server does not share the history of the one before)"
                                         .to_string()
                                 }
                                 (Reconnect::Resume { epoch: old }, None) if old != epoch => {

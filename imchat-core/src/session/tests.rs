@@ -6505,6 +6505,31 @@ fn a_restarted_hub_with_its_store_resumes_its_clients_and_one_without_says_histo
     }));
 }
 
+/// A client that lost its server and reconnected to another of its list
+/// whose history is another (not one cluster with the first) is not told
+/// that the server restarted: it was not the same server.
+#[test]
+fn a_resume_refused_by_another_server_of_the_list_says_so() {
+    let mut net = resumable(Limits::default(), &["alice"]);
+    let mut hub = Hub::new(Limits::default(), "hi");
+    hub.set_token_source(Box::new(|| [7; 16]));
+    net.hub = hub;
+    let id = net.hub.handle_connect(net.now);
+    net.clients[0].0 = id;
+    let now = net.now;
+    net.clients[0].1.reconnect(now);
+    net.clients[0].1.on_another_server();
+    net.pump();
+    let alice = net.take(0);
+    assert!(
+        alice.contains(&ClientEvent::ContinuityLost {
+            reason: "history lost (this server does not share the history of the one before)"
+                .into()
+        }),
+        "{alice:?}"
+    );
+}
+
 /// A copy of `store` as it is now: a backup, put back later.
 fn copy_of(store: &crate::MemoryStore) -> crate::MemoryStore {
     use crate::HistoryStore;
