@@ -459,6 +459,10 @@ fn a_piped_client_given_several_servers_moves_on_at_a_shutdown() {
     let said = alice.expect_prefix("*** server shutting down: ");
     assert!(said.ends_with("; reconnecting"), "{said:?}");
     alice.expect_line(&format!("*** reconnected to 127.0.0.1:{b_port}"));
+    // B is no cluster with A: no server restarted, B has another history.
+    alice.expect_line(
+        "*** session not resumed: history lost (this server does not share the history of the one before)",
+    );
     alice.assert_no_line("the shutdown said twice", |l| {
         l.starts_with("*** disconnected")
     });
