@@ -1110,7 +1110,15 @@ pub fn run(config: Config) -> Result<(), ClientError> {
     let mut first = match first_join(&config, restored.as_mut()) {
         Ok(first) => first,
         Err(e) => {
-            release(store);
+            if matches!(e, ClientError::ResumeRefused(_)) {
+                // The saved session is over: presented again, it would
+                // only be refused again (and counted against the address).
+                if let Some(file) = store {
+                    file.close();
+                }
+            } else {
+                release(store);
+            }
             return Err(with_not_taken(e, not_taken.as_ref()));
         }
     };
@@ -1195,6 +1203,10 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         &app.config.download_dir,
     )));
     let result = app.main_loop(first, &input);
+    if matches!(result, Err(ClientError::ResumeRefused(_))) {
+        // Refused on reconnecting: the session is over, as at the start.
+        app.forget();
+    }
     let reason = match &result {
         Ok(()) => "quit".to_string(),
         Err(e) => e.to_string(),

@@ -1193,6 +1193,40 @@ fn a_saved_session_with_a_wrong_token_says_it_was_not_accepted() {
     drop(bob);
 }
 
+/// A saved session the server refused (its token not the session's) is
+/// not kept: the next start does not present it again (each time a
+/// failed resume counted against the address), and is refused as any
+/// client asking for a name held is.
+#[test]
+fn a_refused_saved_session_is_not_presented_again() {
+    let w = World::new("refused-forgotten");
+    let port = w.server.port().to_string();
+    let mut alice = w.client("alice");
+    let bob = w.client("bob");
+    alice.expect_line("*** bob has joined");
+    wait_saved(&w, "alice", &alice);
+    alice.kill();
+    edit_saved(&w, "token", &"5a".repeat(16));
+
+    let mut again = w.spawn_client(&["alice", "127.0.0.1", &port]);
+    again.expect_exit_code(1);
+    assert!(
+        !has_saved_session(w.dir.path(), "alice"),
+        "the refused session is still saved\n{}",
+        again.report()
+    );
+    let mut third = w.spawn_client(&["alice", "127.0.0.1", &port]);
+    let err = third.expect_exit_code(1);
+    let err = common::non_empty(&err);
+    assert_eq!(err.len(), 1, "{}", third.report());
+    assert!(
+        err[0].contains("already taken") && !err[0].contains("saved session"),
+        "{}",
+        third.report()
+    );
+    drop(bob);
+}
+
 /// A saved session of another history (its `epoch=` not the server's)
 /// joins afresh, and says its session was not accepted for that, not
 /// that the server restarted without its database (it did not).

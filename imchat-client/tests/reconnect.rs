@@ -223,6 +223,13 @@ fn a_reconnecting_client_whose_session_expired_and_name_was_taken_stops() {
         "{}",
         alice.report()
     );
+    // Over for good: the next start does not present it again.
+    let saved = w
+        .dir
+        .path()
+        .join("data/imchat/sessions")
+        .join(format!("alice@127.0.0.1_{}", net.port()));
+    assert!(!saved.exists(), "{} is kept", saved.display());
 }
 
 /// A script that reconnects does not read its input meanwhile, but a
