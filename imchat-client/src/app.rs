@@ -3597,8 +3597,7 @@ impl Conn {
                 .error(&format!("{name} is already being downloaded"));
             return;
         }
-        let stored = files::stored_name(&name);
-        let part = files::part_path(&self.app.config.download_dir.join(stored.as_str()));
+        let part = files::download_part(&self.app.config.download_dir, &name);
         // Held (locked) from now until the download ends.
         let mut file = match files::open_part(&part, false) {
             Ok(f) => f,

@@ -59,6 +59,17 @@ pub fn part_path(final_path: &Path) -> PathBuf {
     final_path.with_file_name(name)
 }
 
+/// The temporary file a download of `name` into `download_dir` is
+/// written to (and resumed from): the [`part_path`] of the name itself,
+/// not of its [`stored_name`]. The two differ only for a name ending in
+/// `.part`: `a.txt.part` is written to `a.txt.part.part`, not to the
+/// `a.txt_part.part` of a download of `a.txt_part` (saved under the
+/// same name), so the two can run at once. No stored name ends in
+/// `.part`, so no other download has that temporary file.
+pub fn download_part(download_dir: &Path, name: &FileName) -> PathBuf {
+    part_path(&download_dir.join(name.as_str()))
+}
+
 /// The name a file is saved under: its own, unless it ends in `.part`
 /// (in any case), the suffix of the files still being written, which the
 /// client resumes a download from and deletes from `received/` when no
@@ -582,6 +593,28 @@ mod tests {
         for kept in ["a.txt", "part", "a.partial", "apart", "été.txt"] {
             assert_eq!(stored_name(&name(kept)), name(kept));
         }
+    }
+
+    /// `a.txt.part` is saved as `a.txt_part`, but its download is not
+    /// written to the same temporary file as one of `a.txt_part`: the two
+    /// run at once. Other names keep theirs (a download resumes from it).
+    #[test]
+    fn downloads_of_names_stored_alike_have_their_own_part() {
+        let dl = Path::new("dl");
+        let dotted = download_part(dl, &name("a.txt.part"));
+        let under = download_part(dl, &name("a.txt_part"));
+        assert_ne!(dotted, under);
+        assert_eq!(under, PathBuf::from("dl/a.txt_part.part"));
+        assert_eq!(
+            download_part(dl, &name("a.txt")),
+            PathBuf::from("dl/a.txt.part")
+        );
+        let long = format!("{}.part", "é".repeat(124));
+        let other = format!("{}_part", "é".repeat(124));
+        assert_ne!(
+            download_part(dl, &name(&long)),
+            download_part(dl, &name(&other))
+        );
     }
 
     #[test]
