@@ -496,6 +496,9 @@ struct App {
     /// Downloads and pushes of ours that failed (a script's exit code says
     /// so).
     failed_transfers: AtomicUsize,
+    /// Error lines a script was shown: its requests the client or the
+    /// server refused, or that failed (see [`App::quit_result`]).
+    failed_requests: AtomicUsize,
     /// A script's lines that were not sent: messages refused here or by
     /// the server, given up, or left when it quit without a connection
     /// (its exit code says so).
@@ -1179,6 +1182,7 @@ pub fn run(config: Config) -> Result<(), ClientError> {
         roster: Mutex::new(BTreeMap::new()),
         held_echoes: Mutex::new(VecDeque::new()),
         failed_transfers: AtomicUsize::new(0),
+        failed_requests: AtomicUsize::new(0),
         unsent_lines: AtomicUsize::new(0),
         ask_offers,
         parting: Mutex::new(String::new()),
@@ -1693,7 +1697,13 @@ impl App {
         self.view.show(timed_notice(time, text.to_owned(), missed));
     }
 
+    /// Shows the error line `text`: something asked for failed (a
+    /// command refused here or by the server, a transfer, a message),
+    /// which a script's exit code counts.
     fn error(&self, text: &str) {
+        if self.scripted {
+            self.failed_requests.fetch_add(1, Ordering::SeqCst);
+        }
         self.view.show(Entry::Error(text.to_string()));
     }
 
@@ -1798,19 +1808,27 @@ impl App {
     }
 
     /// The end of a normal quit: 0, unless a script's lines were not
-    /// sent or its transfers failed.
+    /// sent, its transfers failed (1), or any other of its requests
+    /// failed (3: [`ClientError::RequestsFailed`]).
     ///
-    /// A script learns of a failed download or push, or of a line not
-    /// sent, from the exit code. A user in the terminal saw each failure
-    /// when it happened, and quitting is not a failure: `/quit` there
-    /// exits 0 (SPEC §2).
+    /// A script learns of a failed download or push, of a line not
+    /// sent, or of a refused command (a `/kick` by a non-operator, an
+    /// unknown command) from the exit code. A user in the terminal saw
+    /// each failure when it happened, and quitting is not a failure:
+    /// `/quit` there exits 0 (SPEC §2).
     fn quit_result(&self) -> Result<(), ClientError> {
+        if !self.scripted {
+            return Ok(());
+        }
         let lines = self.unsent_lines.load(Ordering::SeqCst);
         let transfers = self.failed_transfers.load(Ordering::SeqCst);
-        if self.scripted && (lines > 0 || transfers > 0) {
+        if lines > 0 || transfers > 0 {
             return Err(ClientError::ScriptFailed { lines, transfers });
         }
-        Ok(())
+        match self.failed_requests.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            n => Err(ClientError::RequestsFailed(n)),
+        }
     }
 
     /// Connections one after the other, until the user quits or one ends

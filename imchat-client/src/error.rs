@@ -1,5 +1,6 @@
 //! The one error `run` can end with, and the exit code each kind maps to
-//! (see the UI contract: 2 for bad arguments, 1 for everything at run time).
+//! (see the UI contract: 2 for bad arguments, 1 for everything at run time
+//! but a script whose only failures were requests refused, 3).
 
 use std::io;
 
@@ -109,6 +110,12 @@ pub enum ClientError {
         /// Transfers failed.
         transfers: usize,
     },
+    /// A script ran to its end with every line sent and every transfer
+    /// done, but this many of its requests failed: error lines (a command
+    /// the client or the server refused, as a `/kick` by a non-operator
+    /// or an unknown command). Exit code [`REQUESTS_FAILED_EXIT`].
+    #[error("{0} request(s) failed")]
+    RequestsFailed(usize),
     /// A script ended, and the answers to what it asked for did not all
     /// arrive before the server fell silent for this many seconds.
     #[error("gave up waiting for the server's answers after {0} s of silence")]
@@ -123,11 +130,19 @@ pub enum ClientError {
     },
 }
 
+/// The exit code of a script that ran to its end, every line sent and
+/// every transfer done, some of whose requests failed (error lines).
+pub const REQUESTS_FAILED_EXIT: u8 = 3;
+
 impl ClientError {
-    /// The process exit code: 1 (bad arguments exit with 2 from clap,
-    /// before anything runs).
+    /// The process exit code: [`REQUESTS_FAILED_EXIT`] for
+    /// [`ClientError::RequestsFailed`], else 1 (bad arguments exit with 2
+    /// from clap, before anything runs).
     pub fn exit_code(&self) -> u8 {
-        1
+        match self {
+            ClientError::RequestsFailed(_) => REQUESTS_FAILED_EXIT,
+            _ => 1,
+        }
     }
 
     /// Whether the server refused us for now (full, or unable to reach

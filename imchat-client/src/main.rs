@@ -61,7 +61,9 @@ Exit codes:
      lost, the server shuts down, an operator removes you, or (piped or
      --json: a script) a line it gave was not sent, a transfer it started
      failed or its answers did not come
-  2  bad arguments";
+  2  bad arguments
+  3  (a script) every line was sent and every transfer done, but a request
+     failed: an error line, such as a /kick refused or an unknown command";
 
 /// The imchat client: chat with the users of an imchat server, download its
 /// shared files, send files to other users.

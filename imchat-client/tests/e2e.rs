@@ -1311,7 +1311,8 @@ fn an_unreadable_shared_folder_is_one_error_line_per_command() {
         &["bot", "127.0.0.1", &port],
         b"/access\n/list\n/files\n".to_vec(),
     );
-    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    // Its requests failed: the exit code of requests refused.
+    assert_eq!(bot.expect_exit().code(), Some(3), "{}", bot.report());
     let error = "error: the server cannot read its shared folder now: no file can be listed or downloaded until its operator fixes it";
     let lines = bot.out.lines();
     let after: Vec<&str> = lines
@@ -1814,6 +1815,26 @@ fn a_script_gets_the_answers_it_asked_for_before_it_quits() {
     );
 }
 
+/// A script whose request the server refuses (a `/kick` by a user who
+/// is no operator) is told by its exit code, 3, and one line on stderr;
+/// the same script with its requests answered exits 0.
+#[test]
+fn a_script_whose_request_was_refused_exits_3() {
+    let w = World::new("script-refused");
+    let _bob = w.client("bob");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(&["bot", "127.0.0.1", &port], b"/kick bob\n/quit\n".to_vec());
+    assert_eq!(bot.expect_exit().code(), Some(3), "{}", bot.report());
+    assert_eq!(
+        non_empty(&bot.err.lines()),
+        ["imchat-client: 1 request(s) failed"],
+        "{}",
+        bot.report()
+    );
+    let mut ok = w.script(&["bot2", "127.0.0.1", &port], b"/who\n/quit\n".to_vec());
+    assert_eq!(ok.expect_exit().code(), Some(0), "{}", ok.report());
+}
+
 #[test]
 fn a_script_output_keeps_the_order_of_its_commands() {
     let w = World::new("script-order");
@@ -1823,7 +1844,8 @@ fn a_script_output_keeps_the_order_of_its_commands() {
         &["bot", "127.0.0.1", &port],
         b"/who\n/help\n/files\n/mode\n/bogus\n/who\n/mode\n/quit\n".to_vec(),
     );
-    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    // `/bogus` failed: the exit code of requests refused.
+    assert_eq!(bot.expect_exit().code(), Some(3), "{}", bot.report());
     let lines = bot.out.lines();
     let at = |what: &str, from: usize, pred: &dyn Fn(&str) -> bool| -> usize {
         lines
