@@ -329,6 +329,8 @@ struct Meter {
     last: Option<Instant>,
     /// When a byte last moved (or it started).
     moved: Instant,
+    /// Whether its line was last sent to the view as `stalled`.
+    said_stalled: bool,
 }
 
 impl Meter {
@@ -357,7 +359,18 @@ impl Meter {
             started: now,
             last: None,
             moved: now,
+            said_stalled: false,
         }
+    }
+
+    /// Its line at `now` when it stalled since the view was last told
+    /// (once: the view gets no line while nothing moves).
+    fn stall(&mut self, now: Instant) -> Option<TransferView> {
+        let view = self.view_at(now);
+        (view.stalled && !self.said_stalled).then(|| {
+            self.said_stalled = true;
+            view
+        })
     }
 
     /// Starts measuring now (a push once accepted).
@@ -379,8 +392,10 @@ impl Meter {
 
     /// Records `done` bytes at `now`; the line to show when one is due.
     fn advance(&mut self, done: u64, now: Instant) -> Option<TransferView> {
+        let moved_again = done != self.view.done && self.said_stalled;
         if done != self.view.done {
             self.moved = now;
+            self.said_stalled = false;
         }
         self.view.done = done;
         let moved = done.saturating_sub(self.start);
@@ -392,7 +407,8 @@ impl Meter {
             self.view.eta = Some(Duration::from_secs_f64(left / rate));
         }
         match self.last {
-            Some(at) if now.saturating_duration_since(at) < METER_EVERY => None,
+            // One that stalled says at once that it moves again.
+            Some(at) if now.saturating_duration_since(at) < METER_EVERY && !moved_again => None,
             _ => {
                 self.last = Some(now);
                 Some(self.view.clone())
@@ -3086,6 +3102,28 @@ impl Conn {
             }
             self.with_session(|s| s.handle_timeout(Instant::now()));
             self.app.remember(&self.session, false);
+            self.tell_stalls(Instant::now());
+        }
+    }
+
+    /// Tells the view of the transfers that stalled (no byte moved for
+    /// [`STALLED`]) since the last tick: `--json` writes them, as the
+    /// full screen marks them (`advance` says when they move again).
+    fn tell_stalls(&self, now: Instant) {
+        let stalled: Vec<TransferView> = {
+            let mut t = lock(&self.transfers);
+            let Transfers {
+                incoming, pushes, ..
+            } = &mut *t;
+            incoming
+                .values_mut()
+                .map(|f| &mut f.meter)
+                .chain(pushes.values_mut().map(|p| &mut p.meter))
+                .filter_map(|m| m.stall(now))
+                .collect()
+        };
+        for view in &stalled {
+            self.app.view.transfer(view);
         }
     }
 
@@ -5085,6 +5123,30 @@ mod tests {
         let mut w = meter(100, 0, t0);
         w.view.waiting = true;
         assert!(!w.view_at(t0 + STALLED * 10).stalled);
+    }
+
+    /// The view is told once that a transfer stalled (by the timer:
+    /// nothing moves to tell it), and at once when it moves again, not
+    /// held back by the pace of its updates.
+    #[test]
+    fn a_stall_is_told_once_and_its_end_at_once() {
+        let t0 = Instant::now();
+        let mut m = meter(100, 0, t0);
+        assert!(m.advance(50, t0 + Duration::from_secs(1)).is_some());
+        assert!(m.stall(t0 + Duration::from_secs(2)).is_none(), "moving");
+        let stalled = m.stall(t0 + Duration::from_secs(1) + STALLED);
+        assert!(stalled.is_some_and(|v| v.stalled), "stalled");
+        assert!(m.stall(t0 + STALLED * 3).is_none(), "told once");
+        let again = m.advance(51, t0 + STALLED * 3 + Duration::from_millis(10));
+        assert!(again.is_some_and(|v| !v.stalled), "moving again, at once");
+        // The next pace of updates as before.
+        assert!(m
+            .advance(52, t0 + STALLED * 3 + Duration::from_millis(20))
+            .is_none());
+        // A push waiting for its acceptance is never told stalled.
+        let mut w = meter(100, 0, t0);
+        w.view.waiting = true;
+        assert!(w.stall(t0 + STALLED * 10).is_none());
     }
 
     #[test]

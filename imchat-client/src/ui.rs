@@ -12,7 +12,7 @@
 //! the plain view makes it inert before it prints it; the JSON view writes
 //! it exactly, escaped as JSON.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -139,6 +139,8 @@ pub struct JsonView {
     /// When each running transfer was last written, to write each at most
     /// once a second.
     last_update: Mutex<HashMap<String, Instant>>,
+    /// The running transfers last written as `stalled`.
+    stalled: Mutex<HashSet<String>>,
 }
 
 impl JsonView {
@@ -159,6 +161,28 @@ impl JsonView {
                 true
             }
         }
+    }
+
+    /// True if `t` is to be written at `now`: when it stalled or moves
+    /// again since it was last written (at once, each once), else when
+    /// [`due`](Self::due).
+    fn to_write(&self, t: &TransferView, now: Instant) -> bool {
+        let mut stalled = self.stalled.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = if t.stalled {
+            stalled.insert(t.id.clone())
+        } else {
+            stalled.remove(&t.id)
+        };
+        drop(stalled);
+        if changed {
+            self.last_update
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(t.id.clone(), now);
+            return true;
+        }
+        // Stalled still: said already.
+        !t.stalled && self.due(&t.id, now)
     }
 }
 
@@ -205,6 +229,7 @@ fn transfer_json(t: &TransferView) -> Value {
         "rate": t.rate,
         "eta_secs": t.eta.map(|d| d.as_secs()),
         "waiting": t.waiting,
+        "stalled": t.stalled,
     })
 }
 
@@ -310,7 +335,7 @@ impl View for JsonView {
     }
 
     fn transfer(&self, t: &TransferView) {
-        if self.due(&t.id, Instant::now()) {
+        if self.to_write(t, Instant::now()) {
             Self::emit(&transfer_json(t));
         }
     }
@@ -318,6 +343,10 @@ impl View for JsonView {
     fn transfer_ended(&self, end: &TransferEnd) {
         if let Some(id) = &end.id {
             self.last_update
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+            self.stalled
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(id);
@@ -796,6 +825,47 @@ mod tests {
         assert!(
             view.due("#2", t0 + Duration::from_millis(10)),
             "after its end"
+        );
+    }
+
+    /// A transfer that stalls is written once as `stalled` (not held
+    /// back by the once-a-second pace), and once as moving again.
+    #[test]
+    fn json_says_once_when_a_transfer_stalls_and_moves_again() {
+        let view = JsonView::default();
+        let t0 = Instant::now();
+        let mut t = TransferView {
+            id: "#4".into(),
+            direction: Direction::Download,
+            name: "big.bin".into(),
+            done: 10,
+            total: 20,
+            rate: None,
+            eta: None,
+            waiting: false,
+            stalled: false,
+            from: None,
+        };
+        assert!(view.to_write(&t, t0));
+        t.stalled = true;
+        assert!(
+            view.to_write(&t, t0 + Duration::from_millis(100)),
+            "stalled"
+        );
+        assert_eq!(transfer_json(&t)["stalled"], true);
+        assert!(
+            !view.to_write(&t, t0 + Duration::from_secs(5)),
+            "stalled still: said once"
+        );
+        t.stalled = false;
+        t.done = 11;
+        assert!(
+            view.to_write(&t, t0 + Duration::from_millis(5100)),
+            "moving again"
+        );
+        assert!(
+            !view.to_write(&t, t0 + Duration::from_millis(5200)),
+            "paced"
         );
     }
 
