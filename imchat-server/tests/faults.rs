@@ -2424,3 +2424,49 @@ fn pseudo_random(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The log keeps the order in which things happened: a download refused
+/// at once (no such file) is logged after the request it answers, and
+/// after the join of the client that asked, never before them.
+#[test]
+fn a_refused_download_is_logged_after_the_request_it_answers() {
+    let srv = Server::start(&[]);
+    let mut r = Raw::join(srv.addr, "orderly");
+    // One at a time: the refusals, not the cap on transfers at once.
+    for i in 1..=10u32 {
+        r.send(&ClientMessage::Download {
+            id: TransferId(i),
+            name: FileName::new(format!("missing{i}.txt")).unwrap(),
+            offset: 0,
+        });
+        r.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.id == TransferId(i)));
+    }
+    let log = srv.dir.0.join("server.log");
+    let refused = |text: &str| text.matches("not sending 'missing").count();
+    let deadline = Instant::now() + WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if refused(&text) == 10 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "refusals not logged:\n{text}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{text}"))
+    };
+    let joined = at("orderly joined");
+    for i in 1..=10u32 {
+        let asked = at(&format!("asked to download 'missing{i}.txt'"));
+        let answered = at(&format!("not sending 'missing{i}.txt'"));
+        assert!(
+            joined < asked && asked < answered,
+            "out of order (join at line {joined}, request at {asked}, refusal at {answered}):\n{text}"
+        );
+    }
+    srv.assert_serving();
+}

@@ -15,7 +15,7 @@ use imchat_core::{
     inert, CancelCode, ClientId, DownloadError, DownloadOutcome, DownloadSender, Encode, ReadKind,
     ReadRequest, TransferId,
 };
-use log::{info, warn};
+use log::Level;
 
 use super::{spawn, DownloadJob, Server, Share, Work};
 use crate::files::io_reason;
@@ -115,7 +115,10 @@ impl Server {
             move || server.send_file(job),
         );
         if let Err(e) = started {
-            warn!("cannot start a thread for a download of {client}: {e}");
+            self.report.log(
+                Level::Warn,
+                format!("cannot start a thread for a download of {client}: {e}"),
+            );
             let mut core = self.lock();
             core.hub.refuse_download(
                 client,
@@ -134,8 +137,15 @@ impl Server {
         let name = job.name;
         let (who, cancel, outbox, socket) = (job.who, job.cancel, job.outbox, job.socket);
         let shown = inert(name.as_str()).into_owned();
+        // Through the reporter, as the hub's lines about this client are:
+        // logged directly, a refusal made at once came out before the
+        // request it answers, and even before the client's join.
+        let note = |level: Level, line: String| self.report.log(level, line);
         let refuse = |code: CancelCode, reason: String| {
-            info!("not sending '{shown}' to {who}: {}", inert(&reason));
+            note(
+                Level::Info,
+                format!("not sending '{shown}' to {who}: {}", inert(&reason)),
+            );
             self.with_hub(|hub| hub.refuse_download(client, id, code, reason));
         };
         let (mut file, size) = match self.config.shared.open_file(&name) {
@@ -153,7 +163,10 @@ impl Server {
         let accepted = self.with_hub(|hub| hub.accept_download(client, id, name, size, offset));
         let Some(offset) = accepted else {
             // Cancelled, or the client left, before the file was open.
-            info!("download of '{shown}' by {who} cancelled before it started");
+            note(
+                Level::Info,
+                format!("download of '{shown}' by {who} cancelled before it started"),
+            );
             self.forget_download(client, id, &cancel);
             return;
         };
@@ -193,7 +206,7 @@ impl Server {
         match stream_file(
             &mut file,
             &mut sender,
-            &whose,
+            &|line| note(Level::Warn, format!("{whose}: {line}")),
             &cancel,
             &outbox,
             send,
@@ -206,18 +219,27 @@ impl Server {
                 } else {
                     String::new()
                 };
-                info!(
-                    "sent '{shown}' to {who}: {sent} bytes in {:.2} s{resumed}",
-                    start.elapsed().as_secs_f64()
+                note(
+                    Level::Info,
+                    format!(
+                        "sent '{shown}' to {who}: {sent} bytes in {:.2} s{resumed}",
+                        start.elapsed().as_secs_f64()
+                    ),
                 );
             }
             Ok(Streamed::Stopped { sent }) => {
                 self.with_hub(|hub| hub.download_finished(client, id));
-                info!("download of '{shown}' by {who} stopped after {sent} bytes");
+                note(
+                    Level::Info,
+                    format!("download of '{shown}' by {who} stopped after {sent} bytes"),
+                );
             }
             Err(StreamError::Changed(e)) => refuse(e.cancel_code(), e.to_string()),
             Err(StreamError::Io(e)) => {
-                warn!("reading '{shown}' for {who} failed: {e}");
+                note(
+                    Level::Warn,
+                    format!("reading '{shown}' for {who} failed: {e}"),
+                );
                 refuse(
                     CancelCode::IO,
                     format!("cannot read '{shown}': {}", io_reason(&e)),
@@ -273,11 +295,12 @@ pub(super) struct FileData {
 /// queues the frames on `outbox`'s bulk lane with `send` (which may also
 /// write them out; it is told where a chunk's data is in the file), until
 /// the download ends. Acks and a cancel come through `control`. At most
-/// [`READ_AHEAD`] bytes wait in the queue at a time.
+/// [`READ_AHEAD`] bytes wait in the queue at a time. `warn` logs a line
+/// about the download (a bad ack), naming it.
 pub(super) fn stream_file(
     file: &mut impl Read,
     sender: &mut DownloadSender,
-    whose: &str,
+    warn: &dyn Fn(String),
     control: &Control,
     outbox: &Outbox,
     mut send: impl FnMut(Frame, Option<FileData>) -> Result<(), PushError>,
@@ -296,7 +319,9 @@ pub(super) fn stream_file(
             if let Err(e) = sender.handle_ack(offset) {
                 if !warned {
                     warned = true;
-                    warn!("{whose}: {e} (further such acks of this download are not logged)");
+                    warn(format!(
+                        "{e} (further such acks of this download are not logged)"
+                    ));
                 }
             }
         }
@@ -422,7 +447,7 @@ mod tests {
         stream_file(
             &mut Cursor::new(bytes),
             &mut sender,
-            "a test download",
+            &|_| {},
             control,
             outbox,
             push,
@@ -538,7 +563,7 @@ mod tests {
         let got = stream_file(
             &mut Cursor::new(data(100)),
             &mut sender,
-            "a test download",
+            &|_| {},
             &cancel,
             &outbox,
             push,
