@@ -120,11 +120,18 @@ fn readable(path: &Path) -> bool {
 pub struct Refusal {
     pub code: CancelCode,
     pub reason: String,
+    /// Entries of the folder read to look for the name under another
+    /// encoding (0: none): the work the request cost, as a list's.
+    pub searched: usize,
 }
 
 impl Refusal {
     fn new(code: CancelCode, reason: String) -> Self {
-        Refusal { code, reason }
+        Refusal {
+            code,
+            reason,
+            searched: 0,
+        }
     }
 }
 
@@ -357,9 +364,15 @@ impl SharedDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Typed composed (é), stored decomposed (e + ◌́), or the
                 // other way round: the same name to whoever reads it.
-                path = self.same_name_otherwise_encoded(name).ok_or_else(|| {
-                    self.folder_unreadable()
-                        .unwrap_or_else(|| missing_or_io(&shown, &e))
+                let (found, searched) = self.same_name_otherwise_encoded(name);
+                path = found.ok_or_else(|| {
+                    let refusal = self
+                        .folder_unreadable()
+                        .unwrap_or_else(|| missing_or_io(&shown, &e));
+                    Refusal {
+                        searched,
+                        ..refusal
+                    }
                 })?;
                 fs::symlink_metadata(&path).map_err(|e| missing_or_io(&shown, &e))?
             }
@@ -412,21 +425,30 @@ impl SharedDir {
 
     /// The entry of the folder whose name is `name` in Unicode's canonical
     /// composition (NFC) but encoded otherwise; the first in byte order if
-    /// several are.
-    fn same_name_otherwise_encoded(&self, name: &FileName) -> Option<PathBuf> {
+    /// several are. Also how many entries were read to look for it.
+    fn same_name_otherwise_encoded(&self, name: &FileName) -> (Option<PathBuf>, usize) {
         let wanted: String = name.as_str().nfc().collect();
-        let mut found: Vec<PathBuf> = fs::read_dir(&self.root)
-            .ok()?
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return (None, 0);
+        };
+        let mut searched = 0;
+        let mut found: Vec<PathBuf> = entries
             .filter_map(Result::ok)
+            .inspect(|_| searched += 1)
             .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.nfc().eq(wanted.chars()))
+                e.file_name().to_str().is_some_and(|n| {
+                    // An ASCII name is its own NFC: no need to compose it.
+                    if n.is_ascii() {
+                        n == wanted
+                    } else {
+                        n.nfc().eq(wanted.chars())
+                    }
+                })
             })
             .map(|e| e.path())
             .collect();
         found.sort();
-        found.into_iter().next()
+        (found.into_iter().next(), searched)
     }
 
     /// Opens the shared file `name` for reading; returns it with its size.
@@ -561,6 +583,8 @@ mod tests {
         assert_eq!(read_all(f), "composed");
         let missing = dir.open_file(&name("cafe.txt")).unwrap_err();
         assert_eq!(missing.code, CancelCode::NO_SUCH_FILE);
+        // Looked for through the whole folder: the refusal says how much.
+        assert_eq!(missing.searched, fs::read_dir(&shared).unwrap().count());
     }
 
     /// A shared folder removed while the server runs: a download is told

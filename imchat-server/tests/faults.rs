@@ -2470,3 +2470,48 @@ fn a_refused_download_is_logged_after_the_request_it_answers() {
     }
     srv.assert_serving();
 }
+
+/// A download of a name that is not in the shared folder makes the server
+/// read the whole folder (looking for the name under another Unicode
+/// encoding): it costs its asker what a count of that folder costs, so
+/// that names that are not there, a message each, cannot keep the server
+/// reading a big folder.
+#[test]
+fn downloads_of_missing_names_from_a_big_folder_are_slowed() {
+    let args = [
+        "--rate-burst",
+        "5",
+        "--rate-per-sec",
+        "1",
+        "--flood-timeout-secs",
+        "60",
+    ];
+    let srv = Server::start_with(&args, |shared| {
+        for i in 0..3_000 {
+            std::fs::write(shared.join(format!("f{i}.txt")), b"").unwrap();
+        }
+    });
+    let mut r = Raw::join(srv.addr, "seeker");
+    r.send(&ClientMessage::Download {
+        id: TransferId(1),
+        name: FileName::new("missing.txt").unwrap(),
+        offset: 0,
+    });
+    r.wait_for(|m| matches!(m, ServerMessage::Cancel(c) if c.code == CancelCode::NO_SUCH_FILE));
+    // 1 + 30 messages against a burst of 5 at 1 a second. The charge may
+    // come once the reader waits for the next frame: the one after it
+    // waits more than 20 s.
+    r.send(&ClientMessage::Ping(7));
+    r.send(&ClientMessage::Ping(8));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        r.pump();
+        assert!(
+            !r.pending
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Pong(8))),
+            "answered at once after a search through 3,000 files"
+        );
+    }
+    srv.assert_serving();
+}

@@ -3100,6 +3100,39 @@ fn a_long_file_list_costs_its_asker_rate_budget() {
 }
 
 #[test]
+fn a_download_looked_for_through_a_big_folder_costs_like_its_count() {
+    let mut net = three();
+    let alice = net.clients[0].0;
+    // A name not in a folder of 5,000 files, looked for through all of
+    // them: 50 messages beyond the one its `Download` paid; the burst of
+    // 100 is spent after two.
+    for _ in 0..2 {
+        net.hub.charge_folder_search(alice, 5_000);
+    }
+    assert_eq!(net.hub.throttle(alice), None);
+    net.hub.charge_folder_search(alice, 5_000);
+    assert!(
+        net.hub.throttle(alice).is_some(),
+        "three searches of 5,000 files"
+    );
+    // Bob, who asked for nothing, is not slowed.
+    assert_eq!(net.hub.throttle(net.clients[1].0), None);
+    // However big the folder, a search costs at most half the flood
+    // timeout's worth (the default 10 s: 5 s of the rate).
+    let bob = net.clients[1].0;
+    net.hub.charge_folder_search(bob, 10_000_000);
+    let until = net
+        .hub
+        .throttle(bob)
+        .expect("a search of ten million files");
+    let wait = until.saturating_duration_since(net.now);
+    assert!(
+        wait > Duration::from_secs(2) && wait <= Duration::from_secs(5),
+        "{wait:?}"
+    );
+}
+
+#[test]
 fn who_and_pings_cost_rate_budget_too() {
     let mut net = three();
     let alice = net.clients[0].0;

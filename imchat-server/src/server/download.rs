@@ -151,6 +151,9 @@ impl Server {
         let (mut file, size) = match self.config.shared.open_file(&name) {
             Ok(opened) => opened,
             Err(refusal) => {
+                if refusal.searched > 0 {
+                    self.with_hub(|hub| hub.charge_folder_search(client, refusal.searched));
+                }
                 refuse(refusal.code, refusal.reason);
                 self.forget_download(client, id, &cancel);
                 return;

@@ -322,6 +322,27 @@ impl Hub {
         Some(offset)
     }
 
+    /// The server read `entries` entries of its shared folder to look for
+    /// the name of a download of `client`'s (a name not found as it was
+    /// asked for is looked for under another Unicode encoding): that
+    /// costs what a `FilesAccess` of that folder costs, beyond the one
+    /// message the `Download` paid, so that asking for names that are not
+    /// there cannot make the server read a big folder for a message each.
+    /// At most half the flood timeout's worth of the rate, though: the
+    /// charge comes after the client's next frames may have been read, and
+    /// a debt of the flood timeout's worth would cut off as a flood a user
+    /// who asked for one missing name and then chatted.
+    pub fn charge_folder_search(&mut self, client: ClientId, entries: usize) {
+        if !self.conns.contains_key(&client) {
+            return;
+        }
+        let most =
+            f64::from(self.limits.rate_per_sec) * self.limits.flood_timeout.as_secs_f64() / 2.0;
+        let mut cost = Cost::request(entries);
+        cost.messages = cost.messages.min(1.0 + most);
+        self.charge_extra(client, cost, Cost::request(0));
+    }
+
     /// Refuses a requested download (missing, forbidden, unreadable).
     pub fn refuse_download(
         &mut self,
