@@ -693,6 +693,18 @@ pub(crate) fn said_to(redis: &link::Redis, e: &redis::RedisError) -> String {
     }
 }
 
+/// Why Redis could not be used, after "Redis" (or "Redis at URL"): it
+/// "refused the connection" when it refused this server's settings (it was
+/// reached: see [`refuses_settings`]), else it "is unreachable".
+pub(crate) fn failure_said(redis: &link::Redis, e: &redis::RedisError) -> String {
+    let what = if refuses_settings(e) {
+        "refused the connection"
+    } else {
+        "is unreachable"
+    };
+    format!("{what}: {}", said_to(redis, e))
+}
+
 /// Whether Redis refused the `SELECT` of the URL's database number.
 fn no_such_database(e: &redis::RedisError) -> bool {
     e.detail()
@@ -1760,9 +1772,9 @@ impl Cluster {
                     let (log, tell) = outage.failed(was_up);
                     if log {
                         warn!(
-                            "cluster: Redis at {} is unreachable: {}",
+                            "cluster: Redis at {} {}",
                             self.shown_url,
-                            said_to(&self.client, &e)
+                            failure_said(&self.client, &e)
                         );
                         hub.with(&mut |hub| hub.set_cut_off(true));
                     }
@@ -3134,6 +3146,66 @@ mod tests {
         for e in &outages {
             assert!(!refuses_settings(e), "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_refusal_of_the_settings_is_said_refused_and_an_outage_unreachable() {
+        let redis = client("redis://:SECRETPW@127.0.0.1:6379/3", &RedisTls::default()).unwrap();
+        let said = |e: redis::RedisError| failure_said(&redis, &e);
+        let refused = [
+            (
+                redis::RedisError::from((
+                    redis::ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                )),
+                "refused the connection: Redis refused the password in the URL",
+            ),
+            (
+                redis::RedisError::from((
+                    redis::ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                    link::NO_SUCH_USER_OR_PASSWORD.to_string(),
+                )),
+                "refused the connection: Redis refused the user name and password in the URL",
+            ),
+            (
+                redis::RedisError::from((
+                    redis::ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                    link::NO_PASSWORD_SET.to_string(),
+                )),
+                "refused the connection: Redis has no password set",
+            ),
+            (
+                redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    link::TOO_OLD,
+                    "6.0.16".to_string(),
+                )),
+                "refused the connection: Redis 6.0.16 is too old",
+            ),
+            (
+                redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                    "Redis server refused to switch database",
+                    "DB index is out of range".to_string(),
+                )),
+                "refused the connection: Redis has no database 3 ",
+            ),
+            (
+                redis::make_extension_error("NOAUTH".into(), None),
+                "refused the connection: Redis requires a password",
+            ),
+        ];
+        for (e, wanted) in refused {
+            let line = said(e);
+            assert!(line.starts_with(wanted), "{line}");
+            assert!(!line.contains("SECRETPW"), "{line}");
+        }
+        let down = said(redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(down, "is unreachable: connection refused");
     }
 
     /// Settings for the Redis at `url`, without a CA.

@@ -165,8 +165,8 @@ impl RedisAccounts {
                     Err(e) => {
                         link.failed_at = Some(Instant::now());
                         return Err(format!(
-                            "Redis is unreachable: {}",
-                            crate::cluster::said_to(&self.client, &e)
+                            "Redis {}",
+                            crate::cluster::failure_said(&self.client, &e)
                         ));
                     }
                 }
@@ -185,15 +185,14 @@ impl RedisAccounts {
                     // Redis refusing the URL's settings (no password given,
                     // say: the connect succeeds, the first request fails)
                     // is told as the cluster's own line tells it.
-                    let what = if crate::cluster::refuses_settings(&e) {
-                        "Redis is unreachable"
+                    return Err(if crate::cluster::refuses_settings(&e) {
+                        format!("Redis {}", crate::cluster::failure_said(&self.client, &e))
                     } else {
-                        "Redis failed"
-                    };
-                    return Err(format!(
-                        "{what}: {}",
-                        crate::cluster::said_to(&self.client, &e)
-                    ));
+                        format!(
+                            "Redis failed: {}",
+                            crate::cluster::said_to(&self.client, &e)
+                        )
+                    });
                 }
                 Err(_) => {}
             }

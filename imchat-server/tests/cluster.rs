@@ -1454,8 +1454,8 @@ fn a_password_in_the_url_works_and_is_never_logged() {
     let mut alice = Peer::join(a.addr, "alice");
     let _bob = Peer::join(b.addr, "bob");
     alice.wait_who(&["alice", "bob"], WAIT);
-    // A wrong password: the server starts, says Redis is unreachable, and
-    // names neither password.
+    // A wrong password: the server starts, says Redis refused the
+    // connection, and names neither password.
     let wrong = format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port);
     let logs_of_wrong = unreachable_log(&wrong, &[]);
     // TLS to a server that speaks none: refused the same way, no panic.
@@ -1922,7 +1922,7 @@ fn servers_show_a_client_certificate_to_a_redis_that_asks_for_one() {
 }
 
 /// Runs a server with the Redis `url` (and `env`) until it logs that
-/// Redis is unreachable; returns its log.
+/// Redis is unreachable or refused the connection; returns its log.
 fn unreachable_log(url: &str, env: &[(&str, &Path)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
@@ -1940,7 +1940,8 @@ fn unreachable_log(url: &str, env: &[(&str, &Path)]) -> String {
         .unwrap();
     let log = dir.path().join("server.log");
     let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("unreachable")) {
+    let said = |l: &str| l.contains("unreachable") || l.contains("refused the connection");
+    while !std::fs::read_to_string(&log).is_ok_and(|l| said(&l)) {
         if Instant::now() > deadline {
             let _ = c.kill();
             let _ = c.wait();

@@ -505,8 +505,8 @@ fn with_redis_unreachable_registration_and_protected_names_are_refused() {
 /// `--register-name NAME --redis URL` says, in one line, why Redis could
 /// not store the account, as `--reset-name` does (before: "the server
 /// cannot store accounts now", whatever the cause); a URL without the
-/// password is "unreachable", as in the cluster's own line (before:
-/// "Redis failed").
+/// password is "refused the connection", as in the cluster's own line
+/// (before: "Redis failed", then "unreachable", though Redis was reached).
 #[test]
 fn register_name_through_redis_says_why_redis_cannot_store_it() {
     let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
@@ -524,15 +524,15 @@ fn register_name_through_redis_says_why_redis_cannot_store_it() {
     for (url, cause) in [
         (
             format!("redis://:wrong@127.0.0.1:{port}"),
-            "Redis is unreachable: Redis refused the password in the URL",
+            "Redis refused the connection: Redis refused the password in the URL",
         ),
         (
             format!("redis://127.0.0.1:{port}"),
-            "Redis is unreachable: Redis requires a password",
+            "Redis refused the connection: Redis requires a password",
         ),
         (
             format!("redis://:s3cret-pw@127.0.0.1:{port}/99"),
-            "Redis is unreachable: Redis has no database 99",
+            "Redis refused the connection: Redis has no database 99",
         ),
     ] {
         let out = register(&url);
