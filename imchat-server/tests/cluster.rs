@@ -4660,3 +4660,60 @@ fn a_redis_that_evicts_keys_when_full_is_warned_of_in_the_log() {
     b.wait_line("cluster: joined through");
     assert!(!b.log().contains("maxmemory-policy"), "{}", b.log());
 }
+
+/// The connections a Redis with the password `password` received so far
+/// (`total_connections_received` of its `INFO stats`).
+fn connections_received(redis: &Redis, password: &str) -> u64 {
+    let url = format!("redis://:{password}@127.0.0.1:{}", redis.port);
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
+
+/// A server given a wrong password logs that Redis refused the connection
+/// (Redis was reached: before, it said "unreachable", as for a Redis that
+/// is down), and backs off instead of opening a new connection to Redis
+/// about twice a second forever (40 in 10 s before).
+#[test]
+fn a_redis_refusing_the_password_is_said_so_and_backed_off() {
+    let Some(redis) = Redis::start_with(&["--requirepass", "s3cret-pw"]) else {
+        return;
+    };
+    let wrong = format!("redis://:wr0ng-pw@127.0.0.1:{}", redis.port);
+    let dir = tempfile::tempdir().unwrap();
+    let before = connections_received(&redis, "s3cret-pw");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imchat-server"))
+        .arg("127.0.0.1:0")
+        .arg("--shared-dir")
+        .arg(dir.path())
+        .arg("--log-file")
+        .arg(dir.path().join("server.log"))
+        // A round of the lease loop every half second.
+        .args(["--redis", &wrong, "--cluster-lease-secs", LEASE_SECS])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(10));
+    let alive = c.try_wait().unwrap().is_none();
+    let _ = c.kill();
+    let _ = c.wait();
+    assert!(alive, "the server ended");
+    // Less the one this count itself opens.
+    let opened = connections_received(&redis, "s3cret-pw") - before - 1;
+    eprintln!("{opened} connections to Redis in 10 s");
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("refused the connection: Redis refused the password in the URL"),
+        "{log}"
+    );
+    assert!(!log.contains("unreachable"), "{log}");
+    assert!(!log.contains("wr0ng-pw"), "{log}");
+    // Two users of Redis (the cluster, the accounts and bans), each at
+    // 0, 1, 3 and 7 s: 8; a few more for the start.
+    assert!(opened <= 12, "{opened} connections in 10 s");
+}

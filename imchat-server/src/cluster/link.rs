@@ -16,8 +16,8 @@
 //! request of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
@@ -37,6 +37,58 @@ pub struct Redis {
     /// Whether Redis's version was found new enough (asked once, on the
     /// first connection; again after a Redis found too old).
     recent: Arc<AtomicBool>,
+    /// The wait before a Redis that refused this server's settings is
+    /// tried again (shared by the clones: every loop of the server).
+    backoff: Arc<Mutex<Backoff>>,
+}
+
+/// The first wait after Redis refused the server's settings (a wrong
+/// password, a database it does not have, a version too old): doubled at
+/// each refusal in a row, up to [`MOST_BACKOFF`]. A Redis that cannot be
+/// reached is tried again at once (it may be restarting); one that refuses
+/// will go on refusing until its operator changes something, and a server
+/// left so retried about twice a second, a new connection each, forever.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of a Redis that refuses the settings.
+pub(crate) const MOST_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Refusals of the server's settings in a row, and the last one.
+#[derive(Default)]
+struct Backoff {
+    /// The wait after the last refusal (zero: none since a success).
+    wait: Duration,
+    /// Until when connects fail at once with `refusal`.
+    until: Option<Instant>,
+    refusal: Option<RedisError>,
+}
+
+impl Backoff {
+    /// The refusal a connect made at `now` is to fail with, without
+    /// trying, while the wait after the last one lasts.
+    fn holding(&self, now: Instant) -> Option<RedisError> {
+        match (self.until, &self.refusal) {
+            (Some(until), Some(e)) if now < until => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Counts what a connect at `now` came to: a refusal of the settings
+    /// doubles the wait, anything else (a success, Redis unreachable)
+    /// ends it.
+    fn after(&mut self, now: Instant, result: Result<(), &RedisError>) {
+        match result {
+            Err(e) if crate::cluster::refuses_settings(e) => {
+                self.wait = if self.wait.is_zero() {
+                    FIRST_BACKOFF
+                } else {
+                    (self.wait * 2).min(MOST_BACKOFF)
+                };
+                self.until = Some(now + self.wait);
+                self.refusal = Some(e.clone());
+            }
+            _ => *self = Backoff::default(),
+        }
+    }
 }
 
 /// A user name (`None`: Redis's default user) and password.
@@ -57,6 +109,7 @@ impl Redis {
             auth,
             user,
             recent: Arc::new(AtomicBool::new(false)),
+            backoff: Arc::default(),
         }
     }
 
@@ -72,8 +125,21 @@ impl Redis {
     /// # Errors
     ///
     /// Redis cannot be reached, refuses the password or the database, or
-    /// does not answer within `timeout` (per reply).
+    /// does not answer within `timeout` (per reply). After a refusal of
+    /// the settings, the same refusal, without a try, for a wait that
+    /// doubles with each refusal in a row (see [`FIRST_BACKOFF`]).
     pub fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+        let backoff = || self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(refusal) = backoff().holding(Instant::now()) {
+            return Err(refusal);
+        }
+        let result = self.try_connect(timeout);
+        backoff().after(Instant::now(), result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// [`Redis::connect`], tried now.
+    fn try_connect(&self, timeout: Duration) -> RedisResult<Connection> {
         let con = self
             .client
             .get_connection_with_timeout(timeout)
@@ -412,8 +478,9 @@ mod tests {
             "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n",
         );
         let url = format!("redis://:SECRETPW@127.0.0.1:{port}");
-        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
         for _ in 0..3 {
+            // A client each: one would hold back the next tries.
+            let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
             let Err(e) = redis.connect(Duration::from_secs(5)) else {
                 panic!("connected");
             };
@@ -428,6 +495,68 @@ mod tests {
         // the password).
         thread::sleep(Duration::from_millis(200));
         assert_eq!(taken.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_redis_refusing_the_settings_is_tried_again_after_a_doubling_wait() {
+        let (port, taken) =
+            refusing_redis("-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+        let url = format!("redis://:SECRETPW@127.0.0.1:{port}");
+        let redis = crate::cluster::client(&url, &crate::cluster::RedisTls::default()).unwrap();
+        // Its clones (the server's loops) share the wait.
+        let other = redis.clone();
+        let refused = |r: &Redis| {
+            let Err(e) = r.connect(Duration::from_secs(5)) else {
+                panic!("connected");
+            };
+            assert_eq!(
+                crate::cluster::said(&e),
+                "Redis refused the password in the URL"
+            );
+        };
+        let started = Instant::now();
+        // Tried, then held back (the same refusal, no connection) for 1 s.
+        refused(&redis);
+        while started.elapsed() < FIRST_BACKOFF - Duration::from_millis(200) {
+            refused(&other);
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
+        // Tried again after it, then held back for 2 s.
+        thread::sleep(Duration::from_millis(300));
+        refused(&redis);
+        thread::sleep(Duration::from_millis(1500));
+        refused(&other);
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(taken.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn the_wait_doubles_up_to_its_most_and_ends_with_a_connection_or_an_outage() {
+        let wrong = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        let down = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let t0 = Instant::now();
+        let mut b = Backoff::default();
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            b.after(t0, Err(&wrong));
+            waits.push(b.wait.as_secs());
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert!(b.holding(t0 + Duration::from_secs(29)).is_some());
+        assert!(b.holding(t0 + MOST_BACKOFF).is_none());
+        // Redis down is tried again at once (it may be restarting).
+        b.after(t0, Err(&down));
+        assert!(b.holding(t0).is_none());
+        b.after(t0, Err(&wrong));
+        assert_eq!(b.wait, FIRST_BACKOFF);
+        b.after(t0, Ok(()));
+        assert!(b.holding(t0).is_none());
+        b.after(t0, Err(&wrong));
+        assert_eq!(b.wait, FIRST_BACKOFF);
     }
 
     #[test]
