@@ -8249,6 +8249,64 @@ fn what_a_newcomer_said_under_a_local_user_s_name_comes_after_its_join() {
     assert!(room_lines(&net.take(1)).is_empty());
 }
 
+/// As above, but the local alice quits before this server's lease round
+/// sorts the name out (that round then has no user of it to drop, and
+/// lists no one): server 7's alice is listed as the local one leaves, and
+/// what she said is seen after her join, not dropped a minute later.
+#[test]
+fn a_newcomer_under_a_local_user_s_name_is_listed_when_the_local_one_quits() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
+    assert!(!net.hub.remote_join(7, user("Alice"), now));
+    net.hub.set_origin(None);
+    stream_said(&mut net, (7, 2, 2, 1), "Alice", "the new alice");
+    net.pump();
+    assert!(room_lines(&net.take(1)).is_empty());
+    net.s(0).quit("");
+    net.pump();
+    assert_eq!(
+        room_lines(&net.take(1)),
+        ["alice left", "Alice joined", "<Alice> the new alice"]
+    );
+    net.hub.check_invariants().unwrap();
+    net.s(1).who().unwrap();
+    net.pump();
+    assert!(
+        net.take(1)
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Who { users } if users.len() == 3)),
+        "server 7's Alice is listed"
+    );
+    net.advance(Duration::from_secs(61));
+    assert!(room_lines(&net.take(1)).is_empty());
+}
+
+/// Server 7's newcomer under alice's name left before this server sorted
+/// the name out: when the local alice quits later, the newcomer is not
+/// listed (she is gone), and nothing held of her is left behind.
+#[test]
+fn a_newcomer_under_a_local_user_s_name_who_left_is_not_listed_later() {
+    let mut net = three();
+    net.hub.enable_cluster();
+    let now = net.now;
+    net.hub.set_origin(Some(from_stream(7, 1, position(1), 0)));
+    assert!(!net.hub.remote_join(7, user("alice"), now));
+    net.hub.set_origin(None);
+    stream_said(&mut net, (7, 2, 2, 1), "alice", "the new alice");
+    net.hub.set_origin(Some(from_stream(7, 3, position(3), 0)));
+    net.hub
+        .remote_leave(7, &user("alice"), LeaveReason::QUIT, String::new(), now);
+    net.hub.set_origin(None);
+    net.pump();
+    net.hub.check_invariants().unwrap();
+    net.s(0).quit("");
+    net.pump();
+    assert_eq!(room_lines(&net.take(1)), ["alice left"]);
+    net.hub.check_invariants().unwrap();
+}
+
 /// Server 7 published dave's messages, then never announced dave again
 /// (it died for good before its rejoin): they are dropped after a while,
 /// and nothing of them is shown.

@@ -186,8 +186,11 @@ pub(super) struct Remote {
     /// Its server took the name while this one was cut off from the
     /// cluster, and this server's lease round sorts it out (its local
     /// user is dropped, and the other listed in its place): what the other
-    /// says meanwhile is held until it is listed ([`Held`]), not lost.
-    pub(super) contested: HashMap<String, (u64, Instant)>,
+    /// says meanwhile is held until it is listed ([`Held`]), not lost;
+    /// and if the local user goes first (it quits, or is dropped), the
+    /// other is listed then ([`Hub::contested_freed`]), by the name it
+    /// joined under.
+    pub(super) contested: HashMap<String, (u64, Username, Instant)>,
     /// Chat messages held, by the server that published them.
     pub(super) held: HashMap<u64, Held>,
     /// Joins and moves of other servers' users the hub was told of,
@@ -509,7 +512,7 @@ impl Hub {
         let key = self.key(&user);
         if self.names.contains_key(&key) || self.sessions.contains_key(&key) {
             if self.remote.contested.len() < LOST_MAX || self.remote.contested.contains_key(&key) {
-                self.remote.contested.insert(key, (server, now));
+                self.remote.contested.insert(key, (server, user, now));
             }
             return false;
         }
@@ -607,6 +610,7 @@ impl Hub {
     ) {
         self.join_before_held_leave(server, user, now);
         let key = self.key(user);
+        self.contested_left(&key, server);
         if self.remote_user_of(&key) == Some(server) {
             self.remote.sent_private.retain(|p| p.to != key);
         }
@@ -958,7 +962,7 @@ impl Hub {
     pub fn remote_contested_by(&self, server: u64, from: &Username) -> bool {
         let key = self.key(from);
         (self.names.contains_key(&key) || self.sessions.contains_key(&key))
-            && self.remote.contested.get(&key).map(|(s, _)| *s) == Some(server)
+            && self.remote.contested.get(&key).map(|(s, ..)| *s) == Some(server)
     }
 
     /// Whether the chat of `from` being read from the stream is one the
@@ -1188,6 +1192,43 @@ impl Hub {
         }
     }
 
+    /// The local user of name key `key` is gone (it quit, was dropped, or
+    /// its session ended): a user of another server that joined under its
+    /// name while this server was cut off (see `Remote::contested`) is
+    /// listed now, and what it said meanwhile is shown after its join,
+    /// instead of waiting for a lease round that no longer has a local
+    /// user to sort out.
+    pub(super) fn contested_freed(&mut self, key: &str) {
+        if self.names.contains_key(key) || self.sessions.contains_key(key) {
+            return;
+        }
+        let Some((server, user, _)) = self.remote.contested.get(key).cloned() else {
+            return;
+        };
+        let now = self.clock;
+        self.remote_join(server, user, now);
+    }
+
+    /// The user of server `server` that joined under the name (key `key`)
+    /// of a local user left before that name was sorted out: it is not
+    /// listed later, and what it said (held) is dropped, as it would be
+    /// had it never been listed.
+    fn contested_left(&mut self, key: &str, server: u64) {
+        if self.remote.contested.get(key).map(|(s, ..)| *s) != Some(server) {
+            return;
+        }
+        self.remote.contested.remove(key);
+        if let Some(held) = self.remote.held.get_mut(&server) {
+            held.chats.retain(|c| c.key != key);
+            held.bytes = held
+                .chats
+                .iter()
+                .map(|c| held_weight(&c.from, c.to.as_ref(), &c.text))
+                .sum();
+        }
+        self.remote.held.retain(|_, h| !h.chats.is_empty());
+    }
+
     /// When the oldest held chat message is due to be dropped.
     pub(super) fn held_deadline(&self) -> Option<Instant> {
         self.remote
@@ -1233,7 +1274,7 @@ impl Hub {
         if !self.remote.contested.is_empty() {
             self.remote
                 .contested
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < LOST_MEMORY);
+                .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < LOST_MEMORY);
         }
     }
 
@@ -1255,7 +1296,7 @@ impl Hub {
             }
             if let Some(c) = h.chats.iter().find(|c| {
                 (self.remote.lost.get(&c.key).map(|(s, _)| *s) != Some(*server)
-                    && self.remote.contested.get(&c.key).map(|(s, _)| *s) != Some(*server))
+                    && self.remote.contested.get(&c.key).map(|(s, ..)| *s) != Some(*server))
                     || self.remote.users.contains_key(&c.key)
             }) {
                 return Err(format!("a message of {} held, not of a lost user", c.from));

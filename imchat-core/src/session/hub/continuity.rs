@@ -1476,6 +1476,7 @@ impl Hub {
             text,
             id,
         });
+        let key = self.key(&user);
         self.events.push_back(HubEvent::Left {
             client,
             user,
@@ -1483,6 +1484,7 @@ impl Hub {
             removal,
             note,
         });
+        self.contested_freed(&key);
     }
 
     /// When the next grace period runs out.
