@@ -557,6 +557,8 @@ pub(crate) fn said(e: &redis::RedisError) -> String {
         "Redis requires a password: put it in the URL (redis://:PASSWORD@HOST:PORT)".into()
     } else if no_such_database(e) {
         format!("Redis has no database of the number the URL ends in: {DATABASES}")
+    } else if e.kind() == redis::ErrorKind::Client && e.to_string().starts_with(link::NO_TLS) {
+        "the TLS handshake with Redis failed or timed out: is TLS enabled on that Redis? use redis:// for a plaintext one".into()
     } else if e.is_timeout() {
         "Redis did not answer in time".into()
     } else if e.is_connection_refusal() {
@@ -639,9 +641,15 @@ fn certificate_said(e: &redis::RedisError) -> Option<String> {
     ))
 }
 
+/// Whether `e` is a TLS handshake that broke off for another reason than
+/// Redis's certificate (a reply that is no TLS, say).
+pub(crate) fn handshake_broke(e: &redis::RedisError) -> bool {
+    tls_error(e).is_some_and(|tls| !matches!(tls, rustls::Error::InvalidCertificate(_)))
+}
+
 /// The TLS error under `e` (the crate keeps the IO error it came in, as a
 /// shared `dyn Error`), if any.
-fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+pub(crate) fn tls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
     fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
@@ -3058,6 +3066,32 @@ mod tests {
             "no route".to_string(),
         ));
         assert_eq!(said(&detailed), "cannot connect: no route");
+    }
+
+    /// A `rediss://` URL given a Redis without TLS: the handshake gets no
+    /// TLS answer, and that is said with a hint, not "did not answer in
+    /// time"; the password is not shown.
+    #[test]
+    fn a_rediss_url_to_a_plaintext_redis_says_tls_is_the_trouble() {
+        let Some(redis) = redis_harness::Redis::start_with(&["--requirepass", "SECRETPW"]) else {
+            return;
+        };
+        let url = format!("rediss://:SECRETPW@127.0.0.1:{}", redis.port);
+        let to = client(&url, &RedisTls::default()).unwrap();
+        let Err(e) = to.connect(Duration::from_secs(1)) else {
+            panic!("{url} connected");
+        };
+        let said = said_to(&to, &e);
+        assert_eq!(
+            said,
+            "the TLS handshake with Redis failed or timed out: is TLS enabled on that Redis? use redis:// for a plaintext one"
+        );
+        // The same Redis through redis:// is reached.
+        let plain = format!("redis://:SECRETPW@127.0.0.1:{}", redis.port);
+        assert!(client(&plain, &RedisTls::default())
+            .unwrap()
+            .connect(WAIT)
+            .is_ok());
     }
 
     #[test]

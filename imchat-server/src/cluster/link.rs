@@ -140,12 +140,14 @@ impl Redis {
 
     /// [`Redis::connect`], tried now.
     fn try_connect(&self, timeout: Duration) -> RedisResult<Connection> {
-        let con = self
+        let mut con = self
             .client
             .get_connection_with_timeout(timeout)
+            .map_err(|e| self.why_no_tls(e))
             .map_err(|e| self.why_refused(e))?;
         con.set_read_timeout(Some(timeout))?;
         con.set_write_timeout(Some(timeout))?;
+        self.handshake(&mut con)?;
         let mut con = Connection { con: Some(con) };
         if let Some(auth) = &self.auth {
             let mut cmd = redis::cmd("AUTH");
@@ -175,6 +177,68 @@ impl Redis {
         Ok(con)
     }
 }
+
+impl Redis {
+    /// Whether the URL is a `rediss://` one.
+    fn tls(&self) -> bool {
+        matches!(
+            self.client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        )
+    }
+
+    /// Over a `rediss://` connection, the TLS handshake (the crate leaves
+    /// it to the first request, which may be one whose errors say other
+    /// things): a `PING`, whatever Redis answers to it (a Redis that wants
+    /// a password refuses it) meaning the handshake is done. A handshake
+    /// that times out or breaks off is [`NO_TLS`]; a refused certificate
+    /// is said as such.
+    fn handshake(&self, con: &mut redis::Connection) -> RedisResult<()> {
+        if !self.tls() {
+            return Ok(());
+        }
+        match redis::cmd("PING").query::<Value>(con) {
+            Err(e) if e.is_io_error() => {
+                // A refused certificate is said as such; anything else
+                // (no TLS answer in time, or none that is TLS) is NO_TLS.
+                let certificate = matches!(
+                    crate::cluster::tls_error(&e),
+                    Some(rustls::Error::InvalidCertificate(_))
+                );
+                if certificate {
+                    Err(e)
+                } else {
+                    Err(RedisError::from((ErrorKind::Client, NO_TLS)))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `e`, an error of connecting to a `rediss://` Redis, as [`NO_TLS`]
+    /// when its TLS handshake timed out or broke off (not a certificate
+    /// refused): most likely that Redis speaks no TLS. Other errors, and
+    /// those of a `redis://` Redis, are kept.
+    fn why_no_tls(&self, e: RedisError) -> RedisError {
+        let tls = self.tls();
+        // A TCP connect that timed out says `TimedOut`; a read that did,
+        // the handshake's answer never coming, `WouldBlock`.
+        let io_kind = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>())
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(std::io::Error::kind);
+        let stalled = e.is_timeout() && io_kind != Some(std::io::ErrorKind::TimedOut);
+        if tls && (stalled || crate::cluster::handshake_broke(&e)) {
+            RedisError::from((ErrorKind::Client, NO_TLS))
+        } else {
+            e
+        }
+    }
+}
+
+/// The description of the error [`Redis::connect`] gives when the TLS
+/// handshake with a `rediss://` Redis fails or times out.
+pub(crate) const NO_TLS: &str = "TLS handshake with Redis failed";
 
 /// The description of the error [`Redis::connect`] gives for a Redis older
 /// than [`NEEDED`] (its detail: the version found).
