@@ -3645,12 +3645,17 @@ impl Conn {
 
     /// `/download <name>`: resumes from `<name>.part` when one is there.
     fn download(&self, name: FileName) {
+        // A script's line is judged once what it asked before is shown:
+        // a download of this name that ended meanwhile (its "downloaded"
+        // line printed) does not refuse this one, and a refusal never
+        // follows the line that says the first one ended.
+        self.catch_up();
         // Only this thread asks for downloads: no other can start one of
         // this name between the check and the request.
         if lock(&self.session).is_downloading(&name) {
-            self.catch_up();
-            self.app
-                .error(&format!("{name} is already being downloaded"));
+            self.app.error(&format!(
+                "{name}: a download of it is already under way; /download it again once it has ended"
+            ));
             return;
         }
         let part = files::download_part(&self.app.config.download_dir, &name);

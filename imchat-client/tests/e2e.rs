@@ -1324,6 +1324,38 @@ fn an_unreadable_shared_folder_is_one_error_line_per_command() {
     assert_eq!(after, vec![error; 3], "{}", bot.report());
 }
 
+/// A script that asks twice for one small file: the second line is
+/// judged once the first download's lines are out, so it is not refused
+/// ("already being downloaded") right after the line that says the first
+/// one ended; it downloads a second copy, saved under a free name.
+#[test]
+fn a_script_downloading_one_file_twice_gets_two_copies() {
+    let w = World::new("download-twice");
+    let port = w.server.port().to_string();
+    let mut bot = w.script(
+        &["bot", "127.0.0.1", &port],
+        b"/download welcome.txt\n/download welcome.txt\n/quit\n".to_vec(),
+    );
+    assert_eq!(bot.expect_exit().code(), Some(0), "{}", bot.report());
+    bot.assert_no_line("a refusal", |l| l.starts_with("error:"));
+    let done: Vec<String> = bot
+        .out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("*** downloaded welcome.txt"))
+        .collect();
+    assert_eq!(done.len(), 2, "{}", bot.report());
+    let want = fs::read(w.shared().join("welcome.txt")).expect("the shared file");
+    for copy in ["welcome.txt", "welcome (1).txt"] {
+        assert_eq!(
+            fs::read(w.dir.join("bot").join(copy)).expect("a copy"),
+            want,
+            "{}",
+            bot.report()
+        );
+    }
+}
+
 /// `--json` gives programs what they need without parsing text: the
 /// shared files with their sizes, and each transfer's outcome in its
 /// `transfer_ended` (`ok`, the `error` when it failed, its name and
