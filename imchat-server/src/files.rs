@@ -102,6 +102,53 @@ impl LeftOut {
     }
 }
 
+/// The start-up lines that name the files of the shared folder left out
+/// (see [`SharedDir::left_out`]), one per reason, each name shown so the
+/// operator can tell it apart (see [`shown_in_log`]).
+pub fn left_out_lines(left_out: &[(String, LeftOut)]) -> Vec<String> {
+    let mut reasons: Vec<LeftOut> = left_out.iter().map(|(_, why)| *why).collect();
+    reasons.sort();
+    reasons.dedup();
+    reasons
+        .into_iter()
+        .map(|why| {
+            let names: Vec<String> = left_out
+                .iter()
+                .filter(|(_, w)| *w == why)
+                .map(|(name, _)| shown_in_log(name))
+                .collect();
+            format!(
+                "shared folder: {} file(s) left out, {}: {}",
+                names.len(),
+                why.reason(),
+                names.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// A file name as a log line shows it: as it is when plain, else quoted
+/// and escaped as Rust writes strings (`"tab\tname.txt"`,
+/// `"trail.txt "`), so that a tab, a control, a blank at either end, an
+/// invisible character, a comma-space (the list's separator) or a name
+/// that was not UTF-8 (U+FFFD) is seen, never mistaken.
+pub fn shown_in_log(name: &str) -> String {
+    let plain = !name.is_empty()
+        && !name.starts_with(char::is_whitespace)
+        && !name.ends_with(char::is_whitespace)
+        && !name.starts_with('"')
+        && !name.contains(", ")
+        && !name.chars().any(|c| c.is_control() || c == '\u{fffd}')
+        && inert(name) == name;
+    if plain {
+        name.to_owned()
+    } else {
+        // `{:?}` escapes controls and most invisible characters; `inert`
+        // what it may leave.
+        inert(&format!("{name:?}")).into_owned()
+    }
+}
+
 /// True unless the server is refused the right to read the file at
 /// `path` (a regular file: the open does not block nor follow a link).
 fn readable(path: &Path) -> bool {
@@ -322,7 +369,8 @@ impl SharedDir {
     }
 
     /// The folder's files that are not offered and the operator should
-    /// know about, shown inert, sorted by name: those whose name breaks
+    /// know about, as named on disk (a name that is not UTF-8 with
+    /// U+FFFD for what is not), sorted by name: those whose name breaks
     /// the file-name rules (a control character, a bidirectional
     /// override, a reserved name…), hidden ones, and those the server
     /// cannot read. [`list`](Self::list) leaves them out. The server's
@@ -334,19 +382,14 @@ impl SharedDir {
             .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .filter_map(|e| match e.file_name().into_string() {
                 Ok(name) => match FileName::new(name.as_str()) {
-                    Err(NameError::LeadingDot) => {
-                        Some((inert(&name).into_owned(), LeftOut::Hidden))
-                    }
-                    Err(_) => Some((inert(&name).into_owned(), LeftOut::Unnamable)),
+                    Err(NameError::LeadingDot) => Some((name, LeftOut::Hidden)),
+                    Err(_) => Some((name, LeftOut::Unnamable)),
                     Ok(file) => {
                         let (path, _) = self.resolve(&file, &ids).ok()?;
-                        (!readable(&path)).then(|| (inert(&name).into_owned(), LeftOut::Unreadable))
+                        (!readable(&path)).then_some((name, LeftOut::Unreadable))
                     }
                 },
-                Err(raw) => Some((
-                    inert(&raw.to_string_lossy()).into_owned(),
-                    LeftOut::Unnamable,
-                )),
+                Err(raw) => Some((raw.to_string_lossy().into_owned(), LeftOut::Unnamable)),
             })
             .collect();
         names.sort();
@@ -622,11 +665,44 @@ mod tests {
             [
                 (".hidden".to_string(), LeftOut::Hidden),
                 unnamable("con.txt"),
-                unnamable("new^Jline.txt"),
-                unnamable("rtl\\u{202e}gnp.txt")
+                unnamable("new\nline.txt"),
+                unnamable("rtl\u{202e}gnp.txt")
             ]
         );
         assert_eq!(shared.list().unwrap().len(), 1);
+    }
+
+    /// The start-up line shows each left-out name so the operator can
+    /// tell it: a tab, a newline, a blank at an end, a bidirectional
+    /// override or a comma-space quoted and escaped; a plain name (inner
+    /// spaces included) as it is.
+    #[test]
+    fn left_out_names_show_whitespace_and_controls() {
+        let unnamable = |s: &str| (s.to_string(), LeftOut::Unnamable);
+        let lines = left_out_lines(&[
+            (".hidden".to_string(), LeftOut::Hidden),
+            (" lead.txt".to_string(), LeftOut::Hidden),
+            unnamable("a, b.txt"),
+            unnamable("con.txt"),
+            unnamable("new\nline.txt"),
+            unnamable("rtl\u{202e}gnp.txt"),
+            unnamable("tab\tname.txt"),
+            unnamable("trail.txt "),
+            unnamable("two words.txt"),
+        ]);
+        let unnamable_reason = LeftOut::Unnamable.reason();
+        let hidden_reason = LeftOut::Hidden.reason();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "shared folder: 7 file(s) left out, {unnamable_reason}: \"a, b.txt\", con.txt, \"new\\nline.txt\", \"rtl\\u{{202e}}gnp.txt\", \"tab\\tname.txt\", \"trail.txt \", two words.txt"
+                ),
+                format!(
+                    "shared folder: 2 file(s) left out, {hidden_reason}: .hidden, \" lead.txt\""
+                ),
+            ]
+        );
     }
 
     /// A file the server may not read is not offered, and the operator

@@ -786,21 +786,7 @@ fn run(cli: Cli, addr: SocketAddr) -> Result<(), Error> {
         log::info!("{line}");
     }
     if let Ok(left_out) = shared.left_out() {
-        let mut reasons: Vec<files::LeftOut> = left_out.iter().map(|(_, why)| *why).collect();
-        reasons.sort();
-        reasons.dedup();
-        for why in reasons {
-            let names: Vec<&str> = left_out
-                .iter()
-                .filter(|(_, w)| *w == why)
-                .map(|(name, _)| name.as_str())
-                .collect();
-            let line = format!(
-                "shared folder: {} file(s) left out, {}: {}",
-                names.len(),
-                why.reason(),
-                names.join(", ")
-            );
+        for line in files::left_out_lines(&left_out) {
             report::print_line(&line);
             log::info!("{line}");
         }
