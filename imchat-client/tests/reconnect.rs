@@ -384,7 +384,8 @@ fn json_output_is_one_object_per_line_with_the_events_fields() {
             .is_some_and(|t| t.starts_with("aliases: /") && t.ends_with(" @user"))
     });
     alice.send("/quit");
-    assert_eq!(alice.expect_exit().code(), Some(0), "{}", alice.report());
+    // The unknown command above was a failed request: exit 3.
+    assert_eq!(alice.expect_exit().code(), Some(3), "{}", alice.report());
     for l in alice.out.lines() {
         let v = parse(&l);
         assert!(v["type"].is_string(), "no type: {l}");
